@@ -1,0 +1,53 @@
+// Package units parses and prints the sizes and rates pagecast's flags
+// take: "128M", "64MiB", "1G", "4096".
+package units
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+var suffixes = []struct {
+	s string
+	n uint64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30},
+	{"B", 1},
+}
+
+// ParseBytes reads a size: a whole number with an optional binary suffix
+// (K, M, G, KiB, MiB, GiB; KB, MB, GB are read as binary too).
+func ParseBytes(s string) (uint64, error) {
+	t := strings.TrimSpace(s)
+	mult := uint64(1)
+	for _, suf := range suffixes {
+		if strings.HasSuffix(t, suf.s) {
+			t, mult = strings.TrimSuffix(t, suf.s), suf.n
+			break
+		}
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(t), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: want a whole number with an optional K, M or G suffix", s)
+	}
+	if n > (1<<64-1)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return n * mult, nil
+}
+
+// FormatBytes prints a size with a binary unit, e.g. "128 MiB", "1.5 KiB".
+func FormatBytes(n float64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", n/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", n/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", n/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", n)
+}

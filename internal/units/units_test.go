@@ -1,0 +1,36 @@
+package units
+
+import "testing"
+
+func TestParseBytes(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{"128M", 128 << 20, true},
+		{"64MiB", 64 << 20, true},
+		{"1G", 1 << 30, true},
+		{"4096", 4096, true},
+		{"2 KiB", 2048, true},
+		{"12X", 0, false},
+		{"-1M", 0, false},
+		{"", 0, false},
+		{"99999999999999999999G", 0, false},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseBytes(tc.in)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Fatalf("ParseBytes(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+func TestFormatBytes(t *testing.T) {
+	for in, want := range map[float64]string{512: "512 B", 1536: "1.5 KiB", 128 << 20: "128.0 MiB", 3 << 30: "3.00 GiB"} {
+		if got := FormatBytes(in); got != want {
+			t.Errorf("FormatBytes(%v) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,188 @@
+package vmm
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/qmpserver"
+)
+
+// RegisterQMP installs the monitor's QMP commands on s: the subset of
+// QEMU's that pagecast's tools use, with QEMU's names and reply shapes, and
+// x-pagecast-* extensions. quit is called for the quit command.
+func (vm *VM) RegisterQMP(s *qmpserver.Server, quit func()) {
+	c := &qmpCommands{vm: vm}
+	s.Handle("query-status", c.queryStatus)
+	s.Handle("stop", func(context.Context, json.RawMessage) (any, error) { return nil, vm.Pause() })
+	s.Handle("cont", func(context.Context, json.RawMessage) (any, error) { return nil, vm.Resume() })
+	s.Handle("quit", func(context.Context, json.RawMessage) (any, error) {
+		go quit()
+		return nil, nil
+	})
+	s.Handle("query-memory-size-summary", func(context.Context, json.RawMessage) (any, error) {
+		return map[string]any{"base-memory": vm.MemoryBytes(), "plugged-memory": 0}, nil
+	})
+	s.Handle("query-cpus-fast", c.queryCPUs)
+	s.Handle("calc-dirty-rate", c.calcDirtyRate)
+	s.Handle("query-dirty-rate", func(context.Context, json.RawMessage) (any, error) { return vm.QueryDirtyRate(), nil })
+	s.Handle("x-pagecast-query-memslots", c.queryMemslots)
+	s.Handle("x-pagecast-query-guest", c.queryGuest)
+	s.Handle("x-pagecast-guest-go", c.guestGo)
+	s.Handle("x-pagecast-dirty-log-start", c.dirtyLogStart)
+	s.Handle("x-pagecast-dirty-log-stop", c.dirtyLogStop)
+	s.Handle("x-pagecast-dirty-log-harvest", c.dirtyLogHarvest)
+}
+
+type qmpCommands struct {
+	vm *VM
+
+	mu  sync.Mutex
+	log *DirtyLog // held by x-pagecast-dirty-log-start for QMP clients
+}
+
+func (c *qmpCommands) queryStatus(context.Context, json.RawMessage) (any, error) {
+	st, _ := c.vm.State()
+	return map[string]any{"status": st, "running": st == StateRunning, "singlestep": false}, nil
+}
+
+func (c *qmpCommands) queryCPUs(context.Context, json.RawMessage) (any, error) {
+	out := make([]map[string]any, c.vm.VCPUs())
+	for i := range out {
+		out[i] = map[string]any{"cpu-index": i, "qom-path": fmt.Sprintf("/machine/unattached/device[%d]", i),
+			"thread-id": c.vm.vcpus[i].tid.Load(), "target": "x86_64"}
+	}
+	return out, nil
+}
+
+func (c *qmpCommands) calcDirtyRate(_ context.Context, raw json.RawMessage) (any, error) {
+	args, err := qmpserver.Args[struct {
+		CalcTime     int64  `json:"calc-time"`
+		CalcTimeUnit string `json:"calc-time-unit"`
+		SamplePages  uint64 `json:"sample-pages"`
+		Mode         string `json:"mode"`
+	}](raw)
+	if err != nil {
+		return nil, err
+	}
+	unit := time.Second
+	switch args.CalcTimeUnit {
+	case "", "second":
+	case "millisecond":
+		unit = time.Millisecond
+	default:
+		return nil, qmpserver.GenericError("calc-time-unit %q: want second or millisecond", args.CalcTimeUnit)
+	}
+	if args.Mode == "" {
+		args.Mode = RateModePageSampling
+	}
+	return nil, c.vm.CalcDirtyRate(time.Duration(args.CalcTime)*unit, args.Mode, args.SamplePages)
+}
+
+func (c *qmpCommands) queryMemslots(context.Context, json.RawMessage) (any, error) {
+	return []map[string]any{{
+		"slot": 0, "guest-phys-addr": 0, "size": c.vm.MemoryBytes(), "page-size": PageSize,
+		"dirty-logging": c.vm.DirtyLogging(), "dirty-mode": c.vm.DirtyMode(),
+	}}, nil
+}
+
+func (c *qmpCommands) queryGuest(context.Context, json.RawMessage) (any, error) {
+	s, err := c.vm.GuestStatus()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"state":            s.String(),
+		"workload":         s.Workload,
+		"cpus":             s.CPUs,
+		"arena-first-page": s.ArenaFirstPage,
+		"arena-pages":      s.ArenaPages,
+		"error":            s.Error,
+		"progress":         s.TotalProgress(),
+		"vcpu-progress":    s.Progress,
+		"status-addr":      c.vm.kernel.StatusAddr,
+	}, nil
+}
+
+// guestGo releases a guest waiting at its start gate (workload gate=1).
+func (c *qmpCommands) guestGo(context.Context, json.RawMessage) (any, error) {
+	return nil, c.vm.ReleaseGate()
+}
+
+func (c *qmpCommands) dirtyLogStart(context.Context, json.RawMessage) (any, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.log != nil {
+		return nil, nil
+	}
+	log, err := c.vm.StartDirtyLog()
+	if err != nil {
+		return nil, err
+	}
+	c.log = log
+	return nil, nil
+}
+
+func (c *qmpCommands) dirtyLogStop(context.Context, json.RawMessage) (any, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.log == nil {
+		return nil, nil
+	}
+	err := c.log.Close()
+	c.log = nil
+	return nil, err
+}
+
+// dirtyLogHarvest returns the pages dirtied since the last harvest (or
+// dirty-log-start): their count, and the page numbers when asked for.
+func (c *qmpCommands) dirtyLogHarvest(_ context.Context, raw json.RawMessage) (any, error) {
+	args, err := qmpserver.Args[struct {
+		Pages bool `json:"pages"`
+	}](raw)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.log == nil {
+		return nil, qmpserver.GenericError("dirty logging was not started (x-pagecast-dirty-log-start)")
+	}
+	set, err := c.log.Harvest()
+	if err != nil {
+		return nil, err
+	}
+	reply := map[string]any{"dirty-pages": set.Count()}
+	if args.Pages {
+		reply["pages"] = set.List()
+	}
+	return reply, nil
+}
+
+// ReleaseGate lets a guest started with gate=1 begin its workload.
+func (vm *VM) ReleaseGate() error {
+	var one [4]byte
+	binary.LittleEndian.PutUint32(one[:], 1)
+	return vm.WriteGuest(vm.kernel.StatusAddr+guest.OffGo, one[:])
+}
+
+// WriteReplayTable stores pages in the guest's replay table and sets its
+// length, for the replay workload.
+func (vm *VM) WriteReplayTable(pages []uint32) error {
+	if len(pages) > guest.ReplayTableMax {
+		return fmt.Errorf("replay table: %d pages, above the table's %d", len(pages), guest.ReplayTableMax)
+	}
+	buf := make([]byte, 4*len(pages))
+	for i, p := range pages {
+		binary.LittleEndian.PutUint32(buf[4*i:], p)
+	}
+	if err := vm.WriteGuest(guest.ReplayTableAddr, buf); err != nil {
+		return err
+	}
+	binary.LittleEndian.PutUint32(buf[:4], uint32(len(pages)))
+	return vm.WriteGuest(vm.kernel.StatusAddr+guest.OffReplayCount, buf[:4])
+}

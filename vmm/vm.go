@@ -1,0 +1,497 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/guest"
+)
+
+// PageSize is the guest page size pagecast tracks.
+const PageSize = 4096
+
+// DefaultRingEntries is the dirty ring size per vCPU: 1 MiB, the most KVM
+// allows, because where KVM emulates instructions every store takes an
+// entry.
+const DefaultRingEntries = 65536
+
+// Config describes a virtual machine.
+type Config struct {
+	MemoryBytes uint64 // guest RAM, a multiple of 1 MiB
+	VCPUs       int
+	Image       []byte // multiboot ELF kernel; guest.Image() by default
+	Cmdline     string // multiboot command line
+	DirtyMode   string // DirtyRing (default) or DirtyBitmap
+	RingEntries int    // entries per vCPU dirty ring, a power of two (default and most KVM allows: 65536)
+	KVMDevice   string // default /dev/kvm
+	Log         *slog.Logger
+	Serial      io.Writer // optional copy of the guest's serial lines
+}
+
+// ErrNoKVM is returned when the KVM device cannot be opened.
+var ErrNoKVM = errors.New("KVM is not available")
+
+// Run states, named as QEMU names them in query-status.
+const (
+	StatePrelaunch     = "prelaunch"
+	StateRunning       = "running"
+	StatePaused        = "paused"
+	StateInternalError = "internal-error"
+	StateShutdown      = "shutdown"
+)
+
+// VM is a running KVM virtual machine with one memory slot at guest
+// physical address 0.
+type VM struct {
+	cfg     Config
+	log     *slog.Logger
+	kvm     *os.File
+	vmfd    int
+	memfd   int
+	mem     []byte
+	vcpus   []*vcpu
+	serial  *serialPort
+	tracker dirtyTracker
+	kernel  *guest.Kernel
+	started time.Time
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	state    string
+	pauseReq bool
+	quitting bool
+	err      error // why the guest stopped, if it failed
+
+	dirtyMu      sync.Mutex
+	logs         map[*DirtyLog]struct{}
+	monitorDirty *Bitmap // pages the monitor itself wrote while logging
+	reaperStop   chan struct{}
+
+	rate    rateMeter
+	onEvent func(name string, data any)
+}
+
+// New creates the virtual machine, its memory and vCPUs, and loads the
+// kernel. The vCPUs do not run until Start.
+func New(cfg Config) (_ *VM, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Image == nil {
+		cfg.Image = guest.Image()
+	}
+	if cfg.VCPUs == 0 {
+		cfg.VCPUs = 1
+	}
+	if cfg.DirtyMode == "" {
+		cfg.DirtyMode = DirtyRing
+	}
+	if cfg.RingEntries == 0 {
+		cfg.RingEntries = DefaultRingEntries
+	}
+	if cfg.KVMDevice == "" {
+		cfg.KVMDevice = "/dev/kvm"
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	kernel, err := guest.Load(cfg.Image)
+	if err != nil {
+		return nil, fmt.Errorf("load guest image: %w", err)
+	}
+
+	vm := &VM{
+		cfg:          cfg,
+		log:          cfg.Log.With("component", "vmm"),
+		vmfd:         -1,
+		memfd:        -1,
+		kernel:       kernel,
+		state:        StatePrelaunch,
+		logs:         map[*DirtyLog]struct{}{},
+		monitorDirty: NewBitmap(cfg.MemoryBytes / PageSize),
+	}
+	vm.cond = sync.NewCond(&vm.mu)
+	vm.serial = &serialPort{out: cfg.Serial, log: vm.log.With("component", "serial")}
+	defer func() {
+		if err != nil {
+			vm.release()
+		}
+	}()
+
+	if err := vm.openKVM(); err != nil {
+		return nil, err
+	}
+	if err := vm.createMemory(); err != nil {
+		return nil, err
+	}
+	if err := vm.createTracker(); err != nil {
+		return nil, err
+	}
+	if err := vm.setMemoryRegion(0); err != nil {
+		return nil, err
+	}
+	for i := 0; i < cfg.VCPUs; i++ {
+		if err := vm.createVCPU(i); err != nil {
+			return nil, err
+		}
+	}
+	if err := vm.boot(); err != nil {
+		return nil, err
+	}
+	return vm, nil
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.MemoryBytes < guest.MinMemory:
+		return fmt.Errorf("memory %d MiB is below the guest's minimum of %d MiB", c.MemoryBytes>>20, guest.MinMemory>>20)
+	case c.MemoryBytes%(1<<20) != 0:
+		return fmt.Errorf("memory %d bytes is not a whole number of MiB", c.MemoryBytes)
+	case c.MemoryBytes > 3<<30:
+		return fmt.Errorf("memory %d MiB is above the 3072 MiB this monitor maps below the PCI hole", c.MemoryBytes>>20)
+	case c.VCPUs < 1 || c.VCPUs > guest.MaxCPUs:
+		return fmt.Errorf("vcpus %d out of range 1..%d", c.VCPUs, guest.MaxCPUs)
+	case c.DirtyMode != DirtyRing && c.DirtyMode != DirtyBitmap:
+		return fmt.Errorf("dirty tracking mode %q: want %q or %q", c.DirtyMode, DirtyRing, DirtyBitmap)
+	case c.RingEntries < 256 || c.RingEntries&(c.RingEntries-1) != 0:
+		return fmt.Errorf("dirty ring size %d: want a power of two of at least 256", c.RingEntries)
+	}
+	return nil
+}
+
+func (vm *VM) openKVM() error {
+	f, err := os.OpenFile(vm.cfg.KVMDevice, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNoKVM, err)
+	}
+	vm.kvm = f
+	kfd := int(f.Fd())
+	if v, err := ioctl(kfd, kvmGetAPIVersion, 0); err != nil || v != 12 {
+		return fmt.Errorf("%w: %s: unexpected KVM API version %d (%v)", ErrNoKVM, vm.cfg.KVMDevice, v, err)
+	}
+	fd, err := ioctl(kfd, kvmCreateVM, 0)
+	if err != nil {
+		return fmt.Errorf("KVM_CREATE_VM: %w", err)
+	}
+	vm.vmfd = int(fd)
+	if _, err := ioctl(vm.vmfd, kvmSetTSSAddr, 0xfffbd000); err != nil {
+		return fmt.Errorf("KVM_SET_TSS_ADDR: %w", err)
+	}
+	return nil
+}
+
+func (vm *VM) createMemory() error {
+	fd, err := unix.MemfdCreate("pagecast-guest-ram", unix.MFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("create guest memory: %w", err)
+	}
+	vm.memfd = fd
+	if err := unix.Ftruncate(fd, int64(vm.cfg.MemoryBytes)); err != nil {
+		return fmt.Errorf("size guest memory: %w", err)
+	}
+	mem, err := unix.Mmap(fd, 0, int(vm.cfg.MemoryBytes), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map guest memory: %w", err)
+	}
+	vm.mem = mem
+	return nil
+}
+
+func (vm *VM) createTracker() error {
+	pages := vm.cfg.MemoryBytes / PageSize
+	switch vm.cfg.DirtyMode {
+	case DirtyRing:
+		max, err := ioctl(vm.vmfd, kvmCheckExtension, kvmCapDirtyLogRing)
+		if err != nil || max == 0 {
+			return fmt.Errorf("dirty ring: kernel lacks KVM_CAP_DIRTY_LOG_RING (use --dirty bitmap)")
+		}
+		bytes := uint64(vm.cfg.RingEntries) * 16
+		if bytes > uint64(max) {
+			return fmt.Errorf("dirty ring of %d entries exceeds the kernel's maximum of %d", vm.cfg.RingEntries, max/16)
+		}
+		ec := enableCap{Cap: kvmCapDirtyLogRing, Args: [4]uint64{bytes}}
+		if err := ioctlPtr(vm.vmfd, kvmEnableCap, &ec); err != nil {
+			return fmt.Errorf("enable dirty ring: %w", err)
+		}
+		vm.tracker = &ringTracker{vmfd: vm.vmfd, pending: NewBitmap(pages)}
+	case DirtyBitmap:
+		if v, err := ioctl(vm.vmfd, kvmCheckExtension, kvmCapManualDirtyLogProtect2); err != nil || v&kvmDirtyLogManualProtectEnable == 0 {
+			return fmt.Errorf("dirty bitmap: kernel lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2")
+		}
+		ec := enableCap{Cap: kvmCapManualDirtyLogProtect2, Args: [4]uint64{kvmDirtyLogManualProtectEnable}}
+		if err := ioctlPtr(vm.vmfd, kvmEnableCap, &ec); err != nil {
+			return fmt.Errorf("enable manual dirty log protect: %w", err)
+		}
+		vm.tracker = &bitmapTracker{vmfd: vm.vmfd, pages: pages, buf: NewBitmap(pages)}
+	}
+	return nil
+}
+
+// setMemoryRegion (re)registers the guest memory slot with the given flags,
+// which is how KVM turns dirty logging on and off.
+func (vm *VM) setMemoryRegion(flags uint32) error {
+	r := userspaceMemoryRegion{
+		Slot:          0,
+		Flags:         flags,
+		MemorySize:    vm.cfg.MemoryBytes,
+		UserspaceAddr: uint64(uintptrOf(vm.mem)),
+	}
+	if err := ioctlPtr(vm.vmfd, kvmSetUserMemoryRegion, &r); err != nil {
+		return fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
+	}
+	return nil
+}
+
+func (vm *VM) createVCPU(id int) error {
+	fd, err := ioctl(vm.vmfd, kvmCreateVCPU, uintptr(id))
+	if err != nil {
+		return fmt.Errorf("KVM_CREATE_VCPU %d: %w", id, err)
+	}
+	c := &vcpu{id: id, fd: int(fd), vm: vm}
+	vm.vcpus = append(vm.vcpus, c)
+	size, err := ioctl(int(vm.kvm.Fd()), kvmGetVCPUMmapSize, 0)
+	if err != nil {
+		return fmt.Errorf("KVM_GET_VCPU_MMAP_SIZE: %w", err)
+	}
+	run, err := unix.Mmap(c.fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map kvm_run of vcpu %d: %w", id, err)
+	}
+	c.run = run
+	if rt, ok := vm.tracker.(*ringTracker); ok {
+		ring, err := mapRing(c.fd, vm.cfg.RingEntries)
+		if err != nil {
+			return fmt.Errorf("vcpu %d: %w", id, err)
+		}
+		c.ring = ring
+		rt.rings = append(rt.rings, ring)
+	}
+	return nil
+}
+
+// Start runs the vCPUs.
+func (vm *VM) Start() error {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.state != StatePrelaunch {
+		return fmt.Errorf("start: virtual machine is %s", vm.state)
+	}
+	vm.state = StateRunning
+	vm.started = time.Now()
+	for _, c := range vm.vcpus {
+		go c.loop()
+	}
+	return nil
+}
+
+// Pause stops every vCPU and returns once none is inside KVM_RUN.
+func (vm *VM) Pause() error {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	switch vm.state {
+	case StatePaused:
+		return nil
+	case StateRunning:
+	default:
+		return fmt.Errorf("pause: virtual machine is %s", vm.state)
+	}
+	vm.pauseReq = true
+	vm.stopVCPUsLocked()
+	vm.state = StatePaused
+	vm.emit("STOP", nil)
+	return nil
+}
+
+// stopVCPUsLocked kicks every vCPU out of KVM_RUN and waits until each has
+// acknowledged the pause request (or stopped). Callers hold vm.mu and have
+// set pauseReq or quitting.
+func (vm *VM) stopVCPUsLocked() {
+	for _, c := range vm.vcpus {
+		c.setImmediateExit(true)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		// A kick can land just before the thread enters KVM_RUN, where
+		// immediate_exit catches it; keep kicking until all have answered.
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			for _, c := range vm.vcpus {
+				c.kick()
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	for !vm.allStoppedLocked() {
+		vm.cond.Wait()
+	}
+}
+
+func (vm *VM) allStoppedLocked() bool {
+	for _, c := range vm.vcpus {
+		if !(c.paused || c.stopped || c.halted) {
+			return false
+		}
+	}
+	return true
+}
+
+// Resume lets paused vCPUs run again.
+func (vm *VM) Resume() error {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	switch vm.state {
+	case StateRunning:
+		return nil
+	case StatePaused:
+	default:
+		return fmt.Errorf("resume: virtual machine is %s", vm.state)
+	}
+	for _, c := range vm.vcpus {
+		c.setImmediateExit(false)
+	}
+	vm.pauseReq = false
+	vm.state = StateRunning
+	vm.cond.Broadcast()
+	vm.emit("RESUME", nil)
+	return nil
+}
+
+// guestFailed records a fatal guest error and stops the other vCPUs.
+func (vm *VM) guestFailed(err error) {
+	vm.log.Error("guest stopped", "err", err)
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.err == nil {
+		vm.err = err
+	}
+	vm.state = StateInternalError
+	vm.pauseReq = true
+	for _, c := range vm.vcpus {
+		c.setImmediateExit(true)
+		c.kick()
+	}
+	vm.emit("STOP", nil)
+}
+
+// State is the run state as query-status names it, and the guest's fatal
+// error if it has one.
+func (vm *VM) State() (string, error) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.state, vm.err
+}
+
+// Close stops the vCPUs and frees the virtual machine.
+func (vm *VM) Close() error {
+	vm.mu.Lock()
+	if vm.state == StateShutdown {
+		vm.mu.Unlock()
+		return nil
+	}
+	running := vm.state != StatePrelaunch
+	vm.quitting = true
+	vm.state = StateShutdown
+	vm.cond.Broadcast()
+	if running {
+		vm.stopVCPUsLocked()
+		for !vm.allExitedLocked() {
+			vm.cond.Wait()
+		}
+	}
+	vm.emit("SHUTDOWN", map[string]any{"guest": false, "reason": "host-qmp-quit"})
+	vm.mu.Unlock()
+
+	vm.dirtyMu.Lock()
+	defer vm.dirtyMu.Unlock()
+	if len(vm.logs) > 0 {
+		close(vm.reaperStop)
+		for d := range vm.logs {
+			d.closed = true
+		}
+		clear(vm.logs)
+	}
+	vm.release()
+	return nil
+}
+
+func (vm *VM) allExitedLocked() bool {
+	for _, c := range vm.vcpus {
+		if !c.stopped {
+			return false
+		}
+	}
+	return true
+}
+
+func (vm *VM) release() {
+	for _, c := range vm.vcpus {
+		if c.ring != nil {
+			_ = unix.Munmap(sliceBytes(c.ring))
+		}
+		if c.run != nil {
+			_ = unix.Munmap(c.run)
+		}
+		_ = unix.Close(c.fd)
+	}
+	vm.vcpus = nil
+	if vm.mem != nil {
+		_ = unix.Munmap(vm.mem)
+		vm.mem = nil
+	}
+	if vm.memfd >= 0 {
+		_ = unix.Close(vm.memfd)
+		vm.memfd = -1
+	}
+	if vm.vmfd >= 0 {
+		_ = unix.Close(vm.vmfd)
+		vm.vmfd = -1
+	}
+	if vm.kvm != nil {
+		_ = vm.kvm.Close()
+		vm.kvm = nil
+	}
+}
+
+// OnEvent sets the function that receives QMP-style events (STOP, RESUME,
+// SHUTDOWN). Set it before Start.
+func (vm *VM) OnEvent(fn func(name string, data any)) { vm.onEvent = fn }
+
+func (vm *VM) emit(name string, data any) {
+	if vm.onEvent != nil {
+		vm.onEvent(name, data)
+	}
+}
+
+// Memory is the guest's RAM. Reads are safe at any time; writes through
+// WriteGuest are tracked as dirty.
+func (vm *VM) Memory() []byte { return vm.mem }
+
+// MemoryBytes is the size of guest RAM.
+func (vm *VM) MemoryBytes() uint64 { return vm.cfg.MemoryBytes }
+
+// VCPUs is the number of vCPUs.
+func (vm *VM) VCPUs() int { return len(vm.vcpus) }
+
+// DirtyMode is the dirty tracking mode in use (DirtyRing or DirtyBitmap).
+func (vm *VM) DirtyMode() string { return vm.tracker.mode() }
+
+// Kernel is the loaded guest image.
+func (vm *VM) Kernel() *guest.Kernel { return vm.kernel }
+
+// GuestStatus reads the guest's status page (progress counters, state).
+func (vm *VM) GuestStatus() (guest.Status, error) {
+	return guest.ReadStatus(vm.mem, vm.kernel.StatusAddr)
+}

@@ -1,0 +1,252 @@
+package vmm_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// lockedBuffer collects the guest's serial lines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startVM(t *testing.T, cfg vmm.Config, workload string) (*vmm.VM, *lockedBuffer) {
+	t.Helper()
+	testutil.RequiresKVM(t)
+	w, err := guest.ParseWorkload(workload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := &lockedBuffer{}
+	cfg.Serial = serial
+	if cfg.MemoryBytes == 0 {
+		cfg.MemoryBytes = 32 << 20
+	}
+	cfg.Cmdline = w.Cmdline(max(cfg.VCPUs, 1))
+	vm, err := vmm.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	return vm, serial
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func guestState(t *testing.T, vm *vmm.VM) guest.Status {
+	t.Helper()
+	s, err := vm.GuestStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestDirtySetExact runs a workload that writes a known set of pages once
+// and checks that KVM's harvested dirty set is exactly that set, with each
+// form of dirty tracking.
+func TestDirtySetExact(t *testing.T) {
+	for _, mode := range []string{vmm.DirtyRing, vmm.DirtyBitmap} {
+		for _, write := range []string{"word", "page"} {
+			t.Run(mode+"/"+write, func(t *testing.T) {
+				vm, serial := startVM(t, vmm.Config{DirtyMode: mode},
+					"replay:loops=1,gate=1,write="+write)
+				arenaFirst := uint64(guest.ArenaStart / guest.PageSize)
+				arenaPages := vm.MemoryBytes()/guest.PageSize - arenaFirst
+
+				// A known random set of arena pages, in random order.
+				rng := rand.New(rand.NewPCG(1, 2))
+				want := vmm.NewBitmap(vm.MemoryBytes() / guest.PageSize)
+				var table []uint32
+				for len(table) < 1500 {
+					p := arenaFirst + rng.Uint64N(arenaPages)
+					if !want.Has(p) {
+						want.Set(p)
+						table = append(table, uint32(p))
+					}
+				}
+				if err := vm.WriteReplayTable(table); err != nil {
+					t.Fatal(err)
+				}
+				if err := vm.Start(); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "guest at its gate", 10*time.Second, func() bool {
+					return guestState(t, vm).State == guest.StateWaiting
+				})
+
+				dl, err := vm.StartDirtyLog()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer dl.Close()
+				if err := vm.ReleaseGate(); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "replay done", 30*time.Second, func() bool {
+					return guestState(t, vm).State == guest.StateDone
+				})
+				if err := vm.Pause(); err != nil {
+					t.Fatal(err)
+				}
+				got, err := dl.Harvest()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p := guestState(t, vm).TotalProgress(); p != uint64(len(table)) {
+					t.Fatalf("guest progress %d, want %d writes", p, len(table))
+				}
+
+				// The arena holds only the workload's writes: exact equality.
+				var missing, extra []uint64
+				for p := arenaFirst; p < arenaFirst+arenaPages; p++ {
+					switch {
+					case want.Has(p) && !got.Has(p):
+						missing = append(missing, p)
+					case !want.Has(p) && got.Has(p):
+						extra = append(extra, p)
+					}
+				}
+				if len(missing)+len(extra) > 0 {
+					t.Fatalf("arena dirty set differs: %d missing %v, %d extra %v", len(missing), head(missing), len(extra), head(extra))
+				}
+				// Below the arena only the guest's own status page and
+				// stack may be written (and the status page the monitor
+				// wrote to open the gate).
+				statusPage := vm.Kernel().StatusAddr / guest.PageSize
+				if !got.Has(statusPage) {
+					t.Errorf("status page %d not reported dirty", statusPage)
+				}
+				got.ForEach(func(p uint64) {
+					if p < arenaFirst && (p < 0x100000/guest.PageSize || p >= 0x200000/guest.PageSize) {
+						t.Errorf("page %d outside the guest image dirtied", p)
+					}
+				})
+				if !bytes.Contains([]byte(serial.String()), []byte("pagecast-guest ")) {
+					t.Errorf("no banner on the serial port: %q", serial.String())
+				}
+			})
+		}
+	}
+}
+
+func head(s []uint64) string {
+	if len(s) > 10 {
+		return fmt.Sprint(s[:10], "…")
+	}
+	return fmt.Sprint(s)
+}
+
+// TestPauseResume checks that pausing freezes the guest's progress and
+// resuming lets it continue, on several vCPUs.
+func TestPauseResume(t *testing.T) {
+	vm, _ := startVM(t, vmm.Config{VCPUs: 2}, "sweep")
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both vCPUs writing", 10*time.Second, func() bool {
+		s := guestState(t, vm)
+		return len(s.Progress) >= 2 && s.Progress[0] > 0 && s.Progress[1] > 0
+	})
+	if err := vm.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := vm.State(); st != vmm.StatePaused {
+		t.Fatalf("state %s after pause", st)
+	}
+	frozen := guestState(t, vm).TotalProgress()
+	time.Sleep(200 * time.Millisecond)
+	if p := guestState(t, vm).TotalProgress(); p != frozen {
+		t.Fatalf("progress moved while paused: %d -> %d", frozen, p)
+	}
+	if err := vm.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "progress after resume", 10*time.Second, func() bool {
+		return guestState(t, vm).TotalProgress() > frozen
+	})
+}
+
+// TestSaveRestoreVCPUs moves a paused guest's memory and vCPU state into a
+// second VM, which carries on from where the first stopped.
+func TestSaveRestoreVCPUs(t *testing.T) {
+	src, _ := startVM(t, vmm.Config{}, "sweep")
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "progress", 10*time.Second, func() bool { return guestState(t, src).TotalProgress() > 1000 })
+	if err := src.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	states, err := src.SaveVCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := guestState(t, src).TotalProgress()
+
+	dst, _ := startVM(t, vmm.Config{}, "idle")
+	copy(dst.Memory(), src.Memory())
+	if err := dst.RestoreVCPUs(states); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "progress on the second VM", 10*time.Second, func() bool {
+		return guestState(t, dst).TotalProgress() > at+1000
+	})
+	if p := guestState(t, src).TotalProgress(); p != at {
+		t.Fatalf("paused source moved: %d -> %d", at, p)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  vmm.Config
+		want string
+	}{
+		{"small memory", vmm.Config{MemoryBytes: 4 << 20}, "below the guest's minimum"},
+		{"vcpus", vmm.Config{MemoryBytes: 32 << 20, VCPUs: 99}, "vcpus 99 out of range"},
+		{"dirty mode", vmm.Config{MemoryBytes: 32 << 20, DirtyMode: "pml"}, `dirty tracking mode "pml"`},
+		{"no kvm", vmm.Config{MemoryBytes: 32 << 20, KVMDevice: "/nonexistent/kvm"}, "KVM is not available"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := vmm.New(tc.cfg)
+			if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+				t.Fatalf("New: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
