@@ -118,7 +118,7 @@ func New(cfg Config) (_ *VM, err error) {
 		monitorDirty: NewBitmap(cfg.MemoryBytes / PageSize),
 	}
 	vm.cond = sync.NewCond(&vm.mu)
-	vm.serial = &serialPort{out: cfg.Serial, log: vm.log.With("component", "serial")}
+	vm.serial = &serialPort{out: cfg.Serial, log: cfg.Log.With("component", "serial")}
 	defer func() {
 		if err != nil {
 			vm.release()
@@ -316,15 +316,17 @@ func (vm *VM) stopVCPUsLocked() {
 	for _, c := range vm.vcpus {
 		c.setImmediateExit(true)
 	}
-	done := make(chan struct{})
-	defer close(done)
+	vcpus := vm.vcpus
+	done, kicked := make(chan struct{}), make(chan struct{})
+	defer func() { close(done); <-kicked }()
 	go func() {
 		// A kick can land just before the thread enters KVM_RUN, where
 		// immediate_exit catches it; keep kicking until all have answered.
+		defer close(kicked)
 		t := time.NewTicker(time.Millisecond)
 		defer t.Stop()
 		for {
-			for _, c := range vm.vcpus {
+			for _, c := range vcpus {
 				c.kick()
 			}
 			select {

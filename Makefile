@@ -1,0 +1,40 @@
+# pagecast — see README.md. `make help` lists the targets.
+
+GO ?= go
+BIN := bin/pagecast
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/pagecast (no C tools needed: generated code and the guest image are committed)
+	$(GO) build -o $(BIN) ./cmd/pagecast
+
+.PHONY: guest
+guest: ## Rebuild the guest image guest/pagecast-guest.elf (needs gcc with -m32)
+	$(MAKE) -C guest
+
+.PHONY: generate
+generate: guest ## Rebuild everything generated (guest image; later the eBPF objects)
+	$(GO) generate ./...
+
+.PHONY: check-generated
+check-generated: ## Fail if regenerating changes committed files
+	$(MAKE) -C guest check
+
+.PHONY: test
+test: ## Run all tests (KVM and QEMU tests run here; they skip with a reason where absent)
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+.PHONY: bench
+bench: build ## Run the benchmarks and print a comparison table
+	$(GO) run ./cmd/pagecast bench
+
+.PHONY: demo
+demo: build ## Run the main job end to end on a local VM
+	./$(BIN) demo

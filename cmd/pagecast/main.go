@@ -1,0 +1,66 @@
+// Command pagecast profiles how a virtual machine dirties its memory,
+// predicts which pages it will dirty next and live-migrates it with that
+// knowledge. See README.md.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	if err := newApp().Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "pagecast: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.App {
+	app := &cli.App{
+		Name:  "pagecast",
+		Usage: "watch how a VM dirties its memory, predict it, and live-migrate with that knowledge",
+		Description: "pagecast runs a small KVM virtual machine (or drives QEMU through QMP), records which guest\n" +
+			"pages are written and when, and uses that to migrate the machine efficiently.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log verbosity: debug, info, warn or error"},
+		},
+		Before: func(c *cli.Context) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			return nil
+		},
+		Commands: []*cli.Command{
+			vmCommand(),
+			demoCommand(),
+		},
+		// Errors are printed once, by main, on one line.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError: usageError,
+	}
+	setUsageError(app.Commands)
+	return app
+}
+
+// usageError reports a bad flag on one line, pointing at --help, instead of
+// printing the whole usage.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := c.App.Name
+	if c.Command != nil && c.Command.HelpName != "" {
+		name = c.Command.HelpName
+	}
+	return fmt.Errorf("%w (see %s --help)", err, name)
+}
+
+func setUsageError(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = usageError
+		setUsageError(c.Subcommands)
+	}
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/pagecast/pagecast/internal/testutil"
+)
+
+// binary is pagecast built once for the tests that run it as a user would.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pagecast-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "pagecast")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build pagecast: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// startVMRun runs `pagecast vm run` with args and a QMP socket, and returns
+// a connected go-qemu monitor.
+func startVMRun(t *testing.T, args ...string) *qmp.SocketMonitor {
+	t.Helper()
+	testutil.RequiresKVM(t)
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	cmd := exec.Command(binary, append([]string{"vm", "run", "--qmp", "unix:" + sock}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("pagecast vm run did not stop on SIGINT")
+		}
+		if t.Failed() {
+			t.Logf("pagecast stderr:\n%s", stderr.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("pagecast vm run exited: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no QMP socket after 10s\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mon, err := qmp.NewSocketMonitor("unix", sock, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mon.Disconnect() })
+	return mon
+}
+
+// run sends a QMP command and decodes its "return" into a map.
+func run(t *testing.T, mon *qmp.SocketMonitor, cmd string, args any) map[string]any {
+	t.Helper()
+	raw, err := runErr(mon, cmd, args)
+	if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	var reply struct {
+		Return map[string]any `json:"return"`
+	}
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		t.Fatalf("%s: %v in %s", cmd, err, raw)
+	}
+	return reply.Return
+}
+
+func runErr(mon *qmp.SocketMonitor, cmd string, args any) ([]byte, error) {
+	req := map[string]any{"execute": cmd}
+	if args != nil {
+		req["arguments"] = args
+	}
+	b, _ := json.Marshal(req)
+	return mon.Run(b)
+}
+
+func progress(t *testing.T, mon *qmp.SocketMonitor) float64 {
+	t.Helper()
+	return run(t, mon, "x-pagecast-query-guest", nil)["progress"].(float64)
+}
+
+func TestVMRunQMP(t *testing.T) {
+	mon := startVMRun(t, "--memory", "64M", "--workload", "sweep")
+	if st := run(t, mon, "query-status", nil); st["status"] != "running" || st["running"] != true {
+		t.Fatalf("query-status = %v, want running", st)
+	}
+	waitProgress := func(above float64) float64 {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if p := progress(t, mon); p > above {
+				return p
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("guest progress stuck at or below %v", above)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitProgress(0)
+
+	run(t, mon, "stop", nil)
+	if st := run(t, mon, "query-status", nil); st["status"] != "paused" {
+		t.Fatalf("after stop, status %v", st["status"])
+	}
+	frozen := progress(t, mon)
+	time.Sleep(300 * time.Millisecond)
+	if p := progress(t, mon); p != frozen {
+		t.Fatalf("progress advanced while stopped: %v -> %v", frozen, p)
+	}
+	run(t, mon, "cont", nil)
+	waitProgress(frozen)
+
+	if mem := run(t, mon, "query-memory-size-summary", nil); mem["base-memory"] != float64(64<<20) {
+		t.Fatalf("query-memory-size-summary = %v", mem)
+	}
+	if _, err := runErr(mon, "calc-dirty-rate", map[string]any{"calc-time": 1, "mode": "dirty-bitmap-nope"}); err == nil {
+		t.Fatal("calc-dirty-rate accepted an unknown mode")
+	}
+}
+
+// TestCalcDirtyRate measures the sweep workload's dirty rate with QEMU's
+// calc-dirty-rate in both KVM modes and compares it with the distinct
+// pages per second the guest's own progress counter shows it wrote (sweep
+// writes each page once per pass; the delay keeps a pass longer than the
+// window, so every write is a distinct page).
+func TestCalcDirtyRate(t *testing.T) {
+	for _, mode := range []struct{ dirty, rateMode string }{
+		{"ring", "dirty-ring"},
+		{"bitmap", "dirty-bitmap"},
+	} {
+		t.Run(mode.rateMode, func(t *testing.T) {
+			mon := startVMRun(t, "--memory", "128M", "--dirty", mode.dirty, "--workload", "sweep:delay=40")
+			// Let the sweep get going before measuring.
+			time.Sleep(300 * time.Millisecond)
+
+			p0, t0 := progress(t, mon), time.Now()
+			run(t, mon, "calc-dirty-rate", map[string]any{"calc-time": 2, "mode": mode.rateMode})
+			var r map[string]any
+			for {
+				r = run(t, mon, "query-dirty-rate", nil)
+				if r["status"] == "measured" {
+					break
+				}
+				if time.Since(t0) > 10*time.Second {
+					t.Fatalf("no measurement after 10s: %v", r)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			p1, t1 := progress(t, mon), time.Now()
+			guestPagesPerSec := (p1 - p0) / t1.Sub(t0).Seconds()
+			arena := run(t, mon, "x-pagecast-query-guest", nil)["arena-pages"].(float64)
+			if 2*guestPagesPerSec > arena {
+				t.Fatalf("guest wrote %.0f pages/s: the sweep wraps its %v-page arena within the window", guestPagesPerSec, arena)
+			}
+
+			mibPerSec := r["dirty-rate"].(float64)
+			measured := r["x-pagecast-dirty-pages-per-second"].(float64)
+			guestMiB := guestPagesPerSec * 4096 / (1 << 20)
+			t.Logf("%s: calc-dirty-rate %v MiB/s (%.0f pages/s); guest progress %.0f pages/s (%.1f MiB/s)",
+				mode.rateMode, mibPerSec, measured, guestPagesPerSec, guestMiB)
+			if guestMiB < 5 {
+				t.Fatalf("guest dirty rate %.1f MiB/s too low to compare", guestMiB)
+			}
+			// QEMU reports whole MiB/s, truncated: allow that on top of 20%.
+			if d := mibPerSec - guestMiB; d > 0.2*guestMiB || d < -0.2*guestMiB-1 {
+				t.Errorf("dirty-rate %v MiB/s is not within 20%% of the guest's %.1f MiB/s", mibPerSec, guestMiB)
+			}
+			if d := measured/guestPagesPerSec - 1; d > 0.2 || d < -0.2 {
+				t.Errorf("dirty pages/s %.0f is not within 20%% of the guest's %.0f", measured, guestPagesPerSec)
+			}
+		})
+	}
+}
+
+// TestCLIErrors checks that bad input gets one line naming the problem and
+// a non-zero exit status.
+func TestCLIErrors(t *testing.T) {
+	testutil.RequiresKVM(t)
+	busy := filepath.Join(t.TempDir(), "busy.sock")
+	l, err := net.Listen("unix", busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown workload", []string{"vm", "run", "--workload", "bogus"}, `unknown workload "bogus"`},
+		{"bad parameter", []string{"vm", "run", "--workload", "hotset:hot=x"}, "hot"},
+		{"memory below minimum", []string{"vm", "run", "--memory", "4M"}, "below the guest's minimum of 8 MiB"},
+		{"bad size", []string{"vm", "run", "--memory", "lots"}, `size "lots"`},
+		{"socket in use", []string{"vm", "run", "--qmp", "unix:" + busy}, "in use"},
+		{"no kvm", []string{"vm", "run", "--kvm", "/nonexistent/kvm"}, "KVM is not available"},
+		{"unknown flag", []string{"vm", "run", "--frobnicate"}, "frobnicate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, tc.args...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if err == nil {
+				t.Fatalf("exit status 0; stderr %q", stderr.String())
+			}
+			msg := strings.TrimRight(stderr.String(), "\n")
+			if strings.Count(msg, "\n") != 0 || !strings.HasPrefix(msg, "pagecast: ") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("stderr %q: want one line starting \"pagecast: \" containing %q", msg, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/qmpserver"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// vmFlags are the flags that describe a pagecast virtual machine.
+func vmFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Value: "128M",
+			Usage: fmt.Sprintf("guest RAM (K, M or G suffix); at least %d MiB", guest.MinMemory>>20)},
+		&cli.IntFlag{Name: "vcpus", Value: 1, Usage: fmt.Sprintf("virtual CPUs (1..%d); each runs its share of the workload", guest.MaxCPUs)},
+		&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: "hotset",
+			Usage: "what the guest writes: NAME[:key=value,...]; workloads:\n" + workloadHelp()},
+		&cli.StringFlag{Name: "mix", Value: guest.DefaultMix.String(),
+			Usage: "initial memory content, percent of pages that are zero, repeated-word, text-like and random"},
+		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for the memory content"},
+		&cli.StringFlag{Name: "dirty", Value: vmm.DirtyRing,
+			Usage: "KVM dirty tracking: ring (KVM_CAP_DIRTY_LOG_RING, needed by the eBPF profiler) or bitmap (KVM_GET_DIRTY_LOG)"},
+		&cli.IntFlag{Name: "ring-size", Value: vmm.DefaultRingEntries, Usage: "dirty ring entries per vCPU (power of two)"},
+		&cli.StringFlag{Name: "kvm", Value: "/dev/kvm", Usage: "KVM device"},
+	}
+}
+
+func workloadHelp() string {
+	var b strings.Builder
+	for _, w := range guest.Workloads() {
+		fmt.Fprintf(&b, "\t  %-8s %s\n", w.Name, w.Description)
+	}
+	b.WriteString("\t  every workload also takes write=word|page, delay=N (spin between writes), gate=0|1 (wait for x-pagecast-guest-go)")
+	return b.String()
+}
+
+// newVM builds a virtual machine from vmFlags.
+func newVM(c *cli.Context, log *slog.Logger) (*vmm.VM, error) {
+	mem, err := units.ParseBytes(c.String("memory"))
+	if err != nil {
+		return nil, fmt.Errorf("--memory: %w", err)
+	}
+	w, err := guest.ParseWorkload(c.String("workload"))
+	if err != nil {
+		return nil, fmt.Errorf("--workload: %w", err)
+	}
+	mix, err := guest.ParseMix(c.String("mix"))
+	if err != nil {
+		return nil, fmt.Errorf("--mix: %w", err)
+	}
+	vm, err := vmm.New(vmm.Config{
+		MemoryBytes: mem,
+		VCPUs:       c.Int("vcpus"),
+		Cmdline:     w.Cmdline(c.Int("vcpus")),
+		DirtyMode:   c.String("dirty"),
+		RingEntries: c.Int("ring-size"),
+		KVMDevice:   c.String("kvm"),
+		Log:         log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	guest.FillArena(vm.Memory(), mix, c.Uint64("seed"))
+	return vm, nil
+}
+
+func vmCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "vm",
+		Usage: "run pagecast's own KVM virtual machine",
+		Subcommands: []*cli.Command{{
+			Name:  "run",
+			Usage: "boot the pagecast guest on KVM and serve QMP until quit",
+			Description: "Boots the built-in guest, whose workload dirties memory in a chosen pattern, and serves a\n" +
+				"QMP-compatible socket (query-status, stop, cont, quit, calc-dirty-rate, query-dirty-rate,\n" +
+				"x-pagecast-*) so QEMU tooling and pagecast's profiler drive it like QEMU. Runs until the\n" +
+				"quit command, SIGINT or SIGTERM.\n\n" +
+				"Example: pagecast vm run --memory 128M --workload hotset:hot=2048,p=0.9 --qmp unix:/tmp/pc.sock",
+			Flags: append(vmFlags(),
+				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH (created with mode 0600)"},
+			),
+			Action: runVM,
+		}},
+	}
+}
+
+func runVM(c *cli.Context) error {
+	log := slog.Default()
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	// The socket is claimed first, so a busy path fails before the VM is
+	// built, but served only once its commands are registered. The server
+	// outlives the VM so that quit's reply and the SHUTDOWN event reach
+	// the client.
+	var lis net.Listener
+	if spec := c.String("qmp"); spec != "" {
+		path, ok := strings.CutPrefix(spec, "unix:")
+		if !ok {
+			return fmt.Errorf("--qmp %q: want unix:PATH", spec)
+		}
+		l, err := qmpserver.Listen(path)
+		if err != nil {
+			return err
+		}
+		lis = l
+		defer l.Close()
+	}
+
+	vm, err := newVM(c, log)
+	if err != nil {
+		return err
+	}
+	defer vm.Close()
+	if lis != nil {
+		srv := qmpserver.New(log, "pagecast")
+		vm.RegisterQMP(srv, cancel)
+		vm.OnEvent(srv.Emit)
+		serveCtx, stopServing := context.WithCancel(context.Background())
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := srv.Serve(serveCtx, lis); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("qmp server", "err", err)
+			}
+		}()
+		defer func() { stopServing(); <-served }()
+	}
+	if err := vm.Start(); err != nil {
+		return err
+	}
+	log.Info("virtual machine running", "memory", units.FormatBytes(float64(vm.MemoryBytes())),
+		"vcpus", vm.VCPUs(), "workload", c.String("workload"), "dirty", vm.DirtyMode(), "qmp", c.String("qmp"))
+	<-ctx.Done()
+	st, guestErr := vm.State()
+	log.Info("shutting down", "state", st)
+	if err := vm.Close(); err != nil {
+		return err
+	}
+	if guestErr != nil {
+		return guestErr
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package qmpserver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"strconv"
+	"strings"
+)
+
+// Args decodes a command's arguments into a T, usually a struct with json tags,
+// strictly as QEMU checks them: a member T has no field for is refused
+// ("Parameter 'x' is unexpected"), and so is a value of the wrong type
+// ("Invalid parameter type for 'x', expected: string"); both come back as a
+// GenericError *Error that a Handler can return as it is. Absent arguments
+// decode as {}.
+//
+// Args cannot tell a member that was left out from one set to its zero value; a
+// command with required arguments checks them itself (QEMU's words are
+// "Parameter 'x' is missing"). A json.Unmarshaler inside T that returns an *Error
+// has it passed through unchanged.
+func Args[T any](raw json.RawMessage) (T, error) {
+	var v T
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		raw = json.RawMessage("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return v, argsError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return v, GenericError("QMP input member 'arguments' must be an object")
+	}
+	return v, nil
+}
+
+// argsError turns an encoding/json error into the error QEMU would give.
+func argsError(err error) *Error {
+	var qerr *Error
+	if errors.As(err, &qerr) {
+		return qerr
+	}
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		if typeErr.Field == "" {
+			return GenericError("QMP input member 'arguments' must be an object")
+		}
+		return GenericError("Invalid parameter type for '%s', expected: %s", typeErr.Field, qapiType(typeErr.Type))
+	}
+	var syntaxErr *json.SyntaxError
+	if errors.As(err, &syntaxErr) {
+		return GenericError("JSON parse error, %v", syntaxErr)
+	}
+	// encoding/json reports unknown members only as text: json: unknown field "x".
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		if unquoted, uerr := strconv.Unquote(name); uerr == nil {
+			name = unquoted
+		}
+		return GenericError("Parameter '%s' is unexpected", name)
+	}
+	return GenericError("Invalid arguments: %v", err)
+}
+
+// qapiType names a Go type the way QEMU's schema does in its error messages.
+func qapiType(t reflect.Type) string {
+	if t == nil {
+		return "value"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Struct, reflect.Map:
+		return "object"
+	default:
+		return t.String()
+	}
+}
