@@ -42,7 +42,7 @@ func newApp() *cli.App {
 		},
 		// Errors are printed once, by main, on one line.
 		ExitErrHandler: func(*cli.Context, error) {},
-		OnUsageError: usageError,
+		OnUsageError:   usageError,
 	}
 	setUsageError(app.Commands)
 	return app
