@@ -1,6 +1,7 @@
 # pagecast — see README.md. `make help` lists the targets.
 
 GO ?= go
+SHELL := /bin/bash
 BIN := bin/pagecast
 
 .DEFAULT_GOAL := help
@@ -32,8 +33,8 @@ test: ## Run all tests (KVM and QEMU tests run here; they skip with a reason whe
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 .PHONY: bench
-bench: build ## Run the benchmarks and print a comparison table
-	$(GO) run ./cmd/pagecast bench
+bench: ## Run the benchmarks (pagecast vs QEMU, side by side in one run) and print a table
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./... | $(GO) run ./internal/benchtable
 
 .PHONY: demo
 demo: build ## Run the main job end to end on a local VM

@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+const (
+	benchMemory = 64 << 20
+	rateWindow  = 3 * time.Second
+)
+
+// BenchmarkGuestDirtyRate compares how fast the same guest image and
+// workload dirty memory under pagecast's monitor and under QEMU, on the same
+// KVM: page writes per second from the guest's own progress counter.
+func BenchmarkGuestDirtyRate(b *testing.B) {
+	for _, workload := range []string{"sweep", "sweep:write=page", "hotset"} {
+		b.Run(workload, func(b *testing.B) {
+			testutil.RequiresQEMU(b)
+			w, err := guest.ParseWorkload(workload)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var pc, qm float64
+			for range b.N {
+				pc += pagecastRate(b, w)
+				qm += qemuRate(b, w)
+			}
+			pc, qm = pc/float64(b.N), qm/float64(b.N)
+			b.ReportMetric(pc, "pagecast-pages/s")
+			b.ReportMetric(qm, "qemu-pages/s")
+			b.ReportMetric(pc/qm, "pagecast/qemu")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// rate samples the guest's progress over rateWindow once it is running.
+func rate(b *testing.B, status func() (guest.Status, error)) float64 {
+	b.Helper()
+	read := func() uint64 {
+		s, err := status()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s.TotalProgress()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for read() == 0 {
+		if time.Now().After(deadline) {
+			b.Fatal("guest made no progress in 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p0, t0 := read(), time.Now()
+	time.Sleep(rateWindow)
+	p1, t1 := read(), time.Now()
+	return float64(p1-p0) / t1.Sub(t0).Seconds()
+}
+
+func pagecastRate(b *testing.B, w guest.Workload) float64 {
+	vm, err := vmm.New(vmm.Config{MemoryBytes: benchMemory, Cmdline: w.Cmdline(1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vm.Close()
+	guest.FillArena(vm.Memory(), guest.DefaultMix, 1)
+	if err := vm.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return rate(b, vm.GuestStatus)
+}
+
+func qemuRate(b *testing.B, w guest.Workload) float64 {
+	vm, err := qemu.Start(qemu.Options{MemoryBytes: benchMemory, Cmdline: w.Cmdline(1), Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vm.Close()
+	if _, err := vm.WaitBanner(30 * time.Second); err != nil {
+		b.Fatal(err)
+	}
+	return rate(b, vm.GuestStatus)
+}

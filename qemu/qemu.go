@@ -1,0 +1,197 @@
+package qemu
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/guest"
+)
+
+// Options describe a QEMU virtual machine running the pagecast guest.
+type Options struct {
+	Binary        string // default: qemu-system-x86_64 from PATH
+	MemoryBytes   uint64
+	Cmdline       string    // guest command line (guest.Workload.Cmdline)
+	Mix           guest.Mix // initial arena content; zero value: DefaultMix
+	Seed          uint64
+	DirtyRingSize int    // KVM dirty ring entries per vCPU; 0: QEMU's default (dirty bitmap)
+	Dir           string // where sockets and files go (no ',' or '='); default: a temporary directory removed by Close
+	Extra         []string
+}
+
+// ErrNoQEMU is returned when the QEMU binary is not installed.
+var ErrNoQEMU = errors.New("qemu-system-x86_64 not found (Debian package qemu-system-x86)")
+
+// VM is a running QEMU.
+type VM struct {
+	Monitor *qmp.SocketMonitor
+	QMPPath string
+
+	cmd        *exec.Cmd
+	stderr     *bytes.Buffer
+	exited     chan struct{}
+	mem        []byte // guest RAM, shared with QEMU through a file
+	statusAddr uint64
+	serial     string
+	tmp        string // removed by Close
+	closeOnce  sync.Once
+}
+
+// Start boots QEMU and connects to its QMP socket.
+func Start(o Options) (_ *VM, err error) {
+	bin := o.Binary
+	if bin == "" {
+		if bin, err = exec.LookPath("qemu-system-x86_64"); err != nil {
+			return nil, ErrNoQEMU
+		}
+	}
+	if o.Mix == (guest.Mix{}) {
+		o.Mix = guest.DefaultMix
+	}
+	k, err := guest.Load(guest.Image())
+	if err != nil {
+		return nil, err
+	}
+	tmp := ""
+	if o.Dir == "" {
+		if tmp, err = os.MkdirTemp("", "pagecast-qemu-"); err != nil {
+			return nil, fmt.Errorf("qemu work directory: %w", err)
+		}
+		o.Dir = tmp
+	}
+	if strings.ContainsAny(o.Dir, ",=") {
+		return nil, fmt.Errorf("qemu work directory %q: QEMU options cannot hold ',' or '='", o.Dir)
+	}
+	kernel := filepath.Join(o.Dir, "pagecast-guest.elf")
+	arena := filepath.Join(o.Dir, "arena.raw")
+	memPath := filepath.Join(o.Dir, "ram")
+	v := &VM{
+		QMPPath:    filepath.Join(o.Dir, "qmp.sock"),
+		serial:     filepath.Join(o.Dir, "serial.log"),
+		statusAddr: k.StatusAddr,
+		tmp:        tmp,
+		stderr:     &bytes.Buffer{},
+		exited:     make(chan struct{}),
+	}
+	if err := os.WriteFile(kernel, guest.Image(), 0o644); err != nil {
+		return nil, fmt.Errorf("write guest image: %w", err)
+	}
+	if err := guest.WriteArenaFile(arena, o.MemoryBytes, o.Mix, o.Seed); err != nil {
+		return nil, err
+	}
+	accel := "kvm"
+	if o.DirtyRingSize > 0 {
+		accel = fmt.Sprintf("kvm,dirty-ring-size=%d", o.DirtyRingSize)
+	}
+	args := append([]string{
+		"-accel", accel, "-machine", "pc,memory-backend=ram",
+		"-m", fmt.Sprintf("%dM", o.MemoryBytes>>20),
+		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", o.MemoryBytes, memPath),
+		"-nographic", "-nodefaults", "-serial", "file:" + v.serial,
+		"-qmp", "unix:" + v.QMPPath + ",server=on,wait=off",
+		"-kernel", kernel, "-append", o.Cmdline,
+		"-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", arena, guest.ArenaStart),
+	}, o.Extra...)
+	v.cmd = exec.Command(bin, args...)
+	v.cmd.Stderr = v.stderr
+	if err := v.cmd.Start(); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	go func() { v.cmd.Wait(); close(v.exited) }()
+	defer func() {
+		if err != nil {
+			v.Close()
+		}
+	}()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v.Monitor, err = qmp.NewSocketMonitor("unix", v.QMPPath, 2*time.Second)
+		if err == nil {
+			break
+		}
+		select {
+		case <-v.exited:
+			return nil, fmt.Errorf("qemu exited: %s", strings.TrimSpace(v.stderr.String()))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("connect to qemu's QMP socket: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := v.Monitor.Connect(); err != nil {
+		time.Sleep(100 * time.Millisecond) // let QEMU's last words reach stderr
+		return nil, fmt.Errorf("qmp handshake with qemu: %w (%s)", err, strings.TrimSpace(v.stderr.String()))
+	}
+	f, err := os.OpenFile(memPath, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open qemu guest memory: %w", err)
+	}
+	defer f.Close()
+	v.mem, err = unix.Mmap(int(f.Fd()), 0, int(o.MemoryBytes), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map qemu guest memory: %w", err)
+	}
+	return v, nil
+}
+
+// Memory is the guest's RAM, shared with QEMU.
+func (v *VM) Memory() []byte { return v.mem }
+
+// GuestStatus reads the guest's status page.
+func (v *VM) GuestStatus() (guest.Status, error) {
+	return guest.ReadStatus(v.mem, v.statusAddr)
+}
+
+// WaitBanner waits for the guest's banner on the serial port (QEMU boots
+// its firmware first, which takes seconds here).
+func (v *VM) WaitBanner(timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		log, _ := os.ReadFile(v.serial)
+		if _, rest, ok := bytes.Cut(log, []byte("pagecast-guest ")); ok {
+			if line, _, ok := bytes.Cut(rest, []byte("\n")); ok {
+				return "pagecast-guest " + string(line), nil
+			}
+		}
+		select {
+		case <-v.exited:
+			return "", fmt.Errorf("qemu exited: %s", strings.TrimSpace(v.stderr.String()))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no guest banner on qemu's serial port after %s", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Close stops QEMU.
+func (v *VM) Close() error {
+	v.closeOnce.Do(func() {
+		if v.Monitor != nil {
+			v.Monitor.Disconnect()
+		}
+		v.cmd.Process.Kill()
+		<-v.exited
+		if v.mem != nil {
+			unix.Munmap(v.mem)
+		}
+		if v.tmp != "" {
+			os.RemoveAll(v.tmp)
+		}
+	})
+	return nil
+}
