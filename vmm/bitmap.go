@@ -70,3 +70,17 @@ func (b *Bitmap) List() []uint64 {
 // Words exposes the backing words (64 pages each, page 0 in bit 0 of word 0),
 // the layout KVM's dirty bitmap uses.
 func (b *Bitmap) Words() []uint64 { return b.words }
+
+// Runs returns the set as runs of consecutive pages, each [first, count],
+// in ascending order.
+func (b *Bitmap) Runs() [][2]uint64 {
+	var runs [][2]uint64
+	b.ForEach(func(gfn uint64) {
+		if n := len(runs); n > 0 && runs[n-1][0]+runs[n-1][1] == gfn {
+			runs[n-1][1]++
+			return
+		}
+		runs = append(runs, [2]uint64{gfn, 1})
+	})
+	return runs
+}

@@ -139,7 +139,9 @@ func (c *qmpCommands) dirtyLogStop(context.Context, json.RawMessage) (any, error
 }
 
 // dirtyLogHarvest returns the pages dirtied since the last harvest (or
-// dirty-log-start): their count, and the page numbers when asked for.
+// dirty-log-start): their count, and when asked for, the pages as runs
+// [first, count], which keeps replies for contiguous writes small (go-qemu
+// reads replies of at most 64 KiB).
 func (c *qmpCommands) dirtyLogHarvest(_ context.Context, raw json.RawMessage) (any, error) {
 	args, err := qmpserver.Args[struct {
 		Pages bool `json:"pages"`
@@ -158,7 +160,7 @@ func (c *qmpCommands) dirtyLogHarvest(_ context.Context, raw json.RawMessage) (a
 	}
 	reply := map[string]any{"dirty-pages": set.Count()}
 	if args.Pages {
-		reply["pages"] = set.List()
+		reply["ranges"] = set.Runs()
 	}
 	return reply, nil
 }

@@ -155,6 +155,73 @@ func TestVMRunQMP(t *testing.T) {
 	if _, err := runErr(mon, "calc-dirty-rate", map[string]any{"calc-time": 1, "mode": "dirty-bitmap-nope"}); err == nil {
 		t.Fatal("calc-dirty-rate accepted an unknown mode")
 	}
+
+	// Dirty logging held open by a QMP client.
+	raw, err := runErr(mon, "x-pagecast-query-memslots", nil)
+	if err != nil || !bytes.Contains(raw, []byte(`"dirty-logging": false`)) || !bytes.Contains(raw, []byte(`"dirty-mode": "ring"`)) {
+		t.Fatalf("memslots before dirty-log-start: %s %v", raw, err)
+	}
+	run(t, mon, "x-pagecast-dirty-log-start", nil)
+	time.Sleep(200 * time.Millisecond)
+	h := run(t, mon, "x-pagecast-dirty-log-harvest", map[string]any{"pages": true})
+	ranges, _ := h["ranges"].([]any)
+	listed := 0.0
+	for _, r := range ranges {
+		listed += r.([]any)[1].(float64)
+	}
+	if n := h["dirty-pages"].(float64); n < 100 || n != listed {
+		t.Fatalf("harvest after 200ms of sweep: %v pages, %v in %d ranges", n, listed, len(ranges))
+	}
+	raw, _ = runErr(mon, "x-pagecast-query-memslots", nil)
+	if !bytes.Contains(raw, []byte(`"dirty-logging": true`)) {
+		t.Fatalf("memslots while logging: %s", raw)
+	}
+	run(t, mon, "x-pagecast-dirty-log-stop", nil)
+	if _, err := runErr(mon, "x-pagecast-dirty-log-harvest", nil); err == nil {
+		t.Fatal("harvest after dirty-log-stop succeeded")
+	}
+}
+
+// TestVMRunQuit checks that QMP quit ends pagecast vm run with status 0.
+func TestVMRunQuit(t *testing.T) {
+	testutil.RequiresKVM(t)
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	cmd := exec.Command(binary, "vm", "run", "--memory", "16M", "--workload", "idle", "--qmp", "unix:"+sock)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var mon *qmp.SocketMonitor
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if mon, err = qmp.NewSocketMonitor("unix", sock, time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no QMP socket: %v\n%s", err, stderr.String())
+		}
+	}
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mon.Run([]byte(`{"execute":"quit"}`)); err != nil {
+		t.Fatalf("quit: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("pagecast vm run after quit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("pagecast vm run still running 10s after quit")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("QMP socket left behind: %v", err)
+	}
 }
 
 // TestCalcDirtyRate measures the sweep workload's dirty rate with QEMU's

@@ -1,0 +1,33 @@
+package vmm
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestBitmap(t *testing.T) {
+	b := NewBitmap(200)
+	for _, p := range []uint64{0, 1, 2, 63, 64, 65, 130, 199, 200, 5000} {
+		b.Set(p)
+	}
+	if got := b.Count(); got != 8 {
+		t.Fatalf("Count = %d, want 8 (pages past the end are ignored)", got)
+	}
+	if !b.Has(64) || b.Has(3) || b.Has(200) {
+		t.Fatal("Has disagrees with Set")
+	}
+	want := [][2]uint64{{0, 3}, {63, 3}, {130, 1}, {199, 1}}
+	if got := b.Runs(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Runs = %v, want %v", got, want)
+	}
+	o := NewBitmap(200)
+	o.Set(3)
+	b.Or(o)
+	if got := b.List(); !reflect.DeepEqual(got, []uint64{0, 1, 2, 3, 63, 64, 65, 130, 199}) {
+		t.Fatalf("List after Or = %v", got)
+	}
+	b.Clear()
+	if b.Count() != 0 {
+		t.Fatal("Clear left pages")
+	}
+}
