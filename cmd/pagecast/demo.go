@@ -85,8 +85,8 @@ func runDemo(c *cli.Context, out io.Writer) error {
 		return err
 	}
 	st, _ := vm.GuestStatus()
-	fmt.Fprintf(out, "\nstopped cleanly after %.1fs: guest state %s, %d writes in all\n",
-		time.Since(start).Seconds(), st, st.TotalProgress())
+	fmt.Fprintf(out, "\nVM paused after %.1fs and shut down cleanly; guest status: %s\n",
+		time.Since(start).Seconds(), st)
 	return nil
 }
 
