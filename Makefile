@@ -19,12 +19,14 @@ guest: ## Rebuild the guest image guest/pagecast-guest.elf (needs gcc with -m32)
 	$(MAKE) -C guest
 
 .PHONY: generate
-generate: guest ## Rebuild everything generated (guest image; later the eBPF objects)
+generate: guest ## Rebuild everything generated: the guest image and the eBPF objects (needs gcc -m32, clang)
 	$(GO) generate ./...
 
 .PHONY: check-generated
 check-generated: ## Fail if regenerating changes committed files
 	$(MAKE) -C guest check
+	$(GO) generate ./bpf/
+	git diff --exit-code -- bpf/
 
 .PHONY: test
 test: ## Run all tests (KVM and QEMU tests run here; they skip with a reason where absent)

@@ -31,3 +31,16 @@ func RequiresQEMU(t testing.TB) string {
 	}
 	return path
 }
+
+// RequiresBPF skips the test unless it runs as root on a kernel with BTF,
+// which pagecast's eBPF programs need.
+func RequiresBPF(t testing.TB) {
+	t.Helper()
+	RequiresKVM(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to load eBPF programs")
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		t.Skipf("needs kernel BTF: %v", err)
+	}
+}
