@@ -334,4 +334,3 @@ func DirtyIn(s PageState, e, cur uint32) bool {
 	back := lastFull - e
 	return back < HistoryBits && hist>>back&1 != 0
 }
-
