@@ -1,0 +1,211 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pagecast/pagecast/bpf"
+)
+
+// Config describes a profiling session.
+type Config struct {
+	QMP    string        // the VMM's QMP socket
+	PID    int           // the VMM process; 0: found from its vCPU threads
+	Epoch  time.Duration // default 1 s
+	Hook   string        // a bpf.Hooks name; empty: the best available
+	Events bool          // also stream raw events (bpf ring buffer)
+	Log    *slog.Logger
+}
+
+// Epoch is the set of pages dirtied in one epoch.
+type Epoch struct {
+	Index    uint64
+	Start    time.Time
+	Duration time.Duration
+	Pages    []uint64 // guest page frame numbers, ascending
+}
+
+// Collector profiles one VM.
+type Collector struct {
+	cfg    Config
+	log    *slog.Logger
+	vmm    *vmmControl
+	prof   *bpf.Profiler
+	states []bpf.PageState
+
+	mu      sync.Mutex
+	epoch   uint32 // the epoch the programs are recording
+	start   time.Time
+	total   uint64  // pages summed over closed epochs
+	last    Epoch   // the latest closed epoch
+	rate    float64 // bytes/s dirtied in the latest epoch
+	logging bool
+}
+
+// New connects to the VM, loads and attaches the eBPF programs and turns on
+// KVM dirty logging. Close undoes all three.
+func New(cfg Config) (_ *Collector, err error) {
+	if cfg.Epoch == 0 {
+		cfg.Epoch = time.Second
+	}
+	if cfg.Epoch < 10*time.Millisecond {
+		return nil, fmt.Errorf("epoch %s is shorter than 10ms", cfg.Epoch)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &Collector{cfg: cfg, log: cfg.Log.With("component", "collector")}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if c.vmm, err = connect(cfg.QMP, cfg.PID); err != nil {
+		return nil, err
+	}
+	t := c.vmm.target
+	c.prof, err = bpf.Load(bpf.Options{
+		PID:      uint32(t.PID),
+		MaxPages: t.MaxPages(),
+		Mode:     t.DirtyMode,
+		Hook:     cfg.Hook,
+		Slots:    t.Slots,
+		Events:   cfg.Events,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range c.prof.Fallbacks {
+		c.log.Warn("hook unavailable, falling back", "hook", f.Hook.Name, "reason", f.Err)
+	}
+	c.states = make([]bpf.PageState, t.MaxPages())
+	c.epoch = 1
+	if err := c.prof.SetEpoch(c.epoch); err != nil {
+		return nil, err
+	}
+	if err := c.vmm.startLogging(); err != nil {
+		return nil, err
+	}
+	c.logging = true
+	c.start = time.Now()
+	c.log.Info("profiling", "vmm", t.Kind, "pid", t.PID, "memory_bytes", t.MemoryBytes,
+		"dirty_mode", t.DirtyMode, "hook", c.prof.Hook().Name)
+	return c, nil
+}
+
+// Target describes the profiled VM.
+func (c *Collector) Target() Target { return c.vmm.target }
+
+// Hook is the hook in use.
+func (c *Collector) Hook() bpf.Hook { return c.prof.Hook() }
+
+// Fallbacks are the better hooks that could not be used, and why.
+func (c *Collector) Fallbacks() []bpf.HookStatus { return c.prof.Fallbacks }
+
+// Profiler is the loaded eBPF programs.
+func (c *Collector) Profiler() *bpf.Profiler { return c.prof }
+
+// grace lets program runs that read the old epoch number finish their
+// update before the map is read.
+const grace = 2 * time.Millisecond
+
+// CloseEpoch ends the current epoch and returns the pages dirtied in it.
+func (c *Collector) CloseEpoch() (Epoch, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	closed := c.epoch
+	end := time.Now()
+	if err := c.prof.SetEpoch(closed + 1); err != nil {
+		return Epoch{}, err
+	}
+	c.epoch = closed + 1
+	time.Sleep(grace)
+	if err := c.prof.ReadPages(c.states); err != nil {
+		return Epoch{}, err
+	}
+	e := Epoch{Index: uint64(closed), Start: c.start, Duration: end.Sub(c.start)}
+	for gfn, s := range c.states {
+		if bpf.DirtyIn(s, closed, closed+1) {
+			e.Pages = append(e.Pages, uint64(gfn))
+		}
+	}
+	c.start = end
+	c.total += uint64(len(e.Pages))
+	c.last = e
+	c.rate = float64(len(e.Pages)) * 4096 / e.Duration.Seconds()
+	return e, nil
+}
+
+// Run closes an epoch every cfg.Epoch and hands each to fn, until ctx ends
+// or fn fails.
+func (c *Collector) Run(ctx context.Context, fn func(Epoch) error) error {
+	next := time.Now().Add(c.cfg.Epoch)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(next)):
+		}
+		next = next.Add(c.cfg.Epoch)
+		e, err := c.CloseEpoch()
+		if err != nil {
+			return err
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+}
+
+// Region is a stretch of guest memory and how many of its pages were
+// dirtied.
+type Region struct {
+	Start, End uint64 // guest physical addresses, End exclusive
+	Pages      int
+}
+
+// Hottest groups an epoch's pages into regions of size bytes and returns
+// the n with the most dirtied pages.
+func Hottest(pages []uint64, size uint64, n int) []Region {
+	per := size / 4096
+	counts := map[uint64]int{}
+	for _, p := range pages {
+		counts[p/per]++
+	}
+	out := make([]Region, 0, len(counts))
+	for r, k := range counts {
+		out = append(out, Region{Start: r * size, End: (r + 1) * size, Pages: k})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Pages != out[j].Pages {
+			return out[i].Pages > out[j].Pages
+		}
+		return out[i].Start < out[j].Start
+	})
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
+// Close stops dirty logging, detaches the programs and disconnects.
+func (c *Collector) Close() error {
+	var err error
+	if c.logging {
+		if err = c.vmm.stopLogging(); err != nil {
+			c.log.Warn("stop dirty logging", "err", err)
+		}
+		c.logging = false
+	}
+	if c.prof != nil {
+		c.prof.Close()
+	}
+	if c.vmm != nil {
+		c.vmm.close()
+	}
+	return err
+}

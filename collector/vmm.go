@@ -1,0 +1,183 @@
+package collector
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/pagecast/pagecast/bpf"
+)
+
+// Target is what the collector learned about the VM through QMP.
+type Target struct {
+	Kind        string // "pagecast" or "qemu"
+	PID         int    // the VMM process
+	MemoryBytes uint64
+	DirtyMode   string     // bpf.ModeRing or bpf.ModeBitmap
+	Slots       []bpf.Slot // known memory slots (pagecast's monitor only)
+}
+
+// MaxPages is the number of guest page frames to track: guest RAM, plus
+// the gap below 4 GiB where a large QEMU guest's memory is split.
+func (t Target) MaxPages() uint64 {
+	const below4G = 0xB0000000 // QEMU's pc machine keeps at most this below 4 GiB
+	if t.MemoryBytes <= below4G {
+		return t.MemoryBytes / 4096
+	}
+	return (1<<32 + t.MemoryBytes - below4G) / 4096
+}
+
+// vmmControl is the QMP conversation the collector has with the VMM.
+type vmmControl struct {
+	mon    *qmp.SocketMonitor
+	target Target
+}
+
+func run(mon *qmp.SocketMonitor, cmd string, args any, out any) error {
+	req := map[string]any{"execute": cmd}
+	if args != nil {
+		req["arguments"] = args
+	}
+	b, _ := json.Marshal(req)
+	raw, err := mon.Run(b)
+	if err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	if out == nil {
+		return nil
+	}
+	var reply struct {
+		Return json.RawMessage `json:"return"`
+	}
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	if err := json.Unmarshal(reply.Return, out); err != nil {
+		return fmt.Errorf("qmp %s reply: %w", cmd, err)
+	}
+	return nil
+}
+
+// connect opens the QMP socket and learns the target.
+func connect(path string, pid int) (*vmmControl, error) {
+	mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connect to qmp socket %s: %w", path, err)
+	}
+	if err := mon.Connect(); err != nil {
+		return nil, fmt.Errorf("qmp handshake on %s: %w", path, err)
+	}
+	c := &vmmControl{mon: mon}
+	if err := c.learn(pid); err != nil {
+		mon.Disconnect()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *vmmControl) learn(pid int) error {
+	var version struct {
+		Package string `json:"package"`
+	}
+	if err := run(c.mon, "query-version", nil, &version); err != nil {
+		return err
+	}
+	t := &c.target
+	t.Kind = "qemu"
+	if strings.HasPrefix(version.Package, "pagecast") {
+		t.Kind = "pagecast"
+	}
+	var mem struct {
+		Base uint64 `json:"base-memory"`
+	}
+	if err := run(c.mon, "query-memory-size-summary", nil, &mem); err != nil {
+		return err
+	}
+	t.MemoryBytes = mem.Base
+	t.PID = pid
+	if pid == 0 {
+		var cpus []struct {
+			ThreadID int `json:"thread-id"`
+		}
+		if err := run(c.mon, "query-cpus-fast", nil, &cpus); err != nil {
+			return err
+		}
+		if len(cpus) == 0 || cpus[0].ThreadID == 0 {
+			return errors.New("the VMM reports no vCPU threads; give --pid")
+		}
+		p, err := tgid(cpus[0].ThreadID)
+		if err != nil {
+			return err
+		}
+		t.PID = p
+	}
+	if t.Kind == "pagecast" {
+		var slots []struct {
+			Slot  uint32 `json:"slot"`
+			Addr  uint64 `json:"guest-phys-addr"`
+			Size  uint64 `json:"size"`
+			Dirty string `json:"dirty-mode"`
+		}
+		if err := run(c.mon, "x-pagecast-query-memslots", nil, &slots); err != nil {
+			return err
+		}
+		for _, s := range slots {
+			t.Slots = append(t.Slots, bpf.Slot{ID: s.Slot, BaseGFN: s.Addr / 4096, Pages: s.Size / 4096})
+			t.DirtyMode = s.Dirty
+		}
+		return nil
+	}
+	// QEMU: a dirty limit works only with the dirty ring, so trying it is
+	// the test; it is set when logging starts.
+	t.DirtyMode = bpf.ModeRing
+	return nil
+}
+
+var errTgid = errors.New("vCPU thread not found")
+
+// tgid maps a thread id to its process id.
+func tgid(tid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errTgid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, fmt.Errorf("%w: no Tgid in /proc/%d/status", errTgid, tid)
+}
+
+// dirtyRateLimit is the per-vCPU dirty limit (MB/s) set on QEMU to keep its
+// dirty ring collected: far above what any vCPU dirties, so nothing is
+// throttled.
+const dirtyRateLimit = 1 << 20
+
+// startLogging keeps KVM dirty logging on for the VM.
+func (c *vmmControl) startLogging() error {
+	if c.target.Kind == "pagecast" {
+		return run(c.mon, "x-pagecast-dirty-log-start", nil, nil)
+	}
+	if err := run(c.mon, "set-vcpu-dirty-limit", map[string]any{"dirty-rate": dirtyRateLimit}, nil); err != nil {
+		return fmt.Errorf("keep QEMU's dirty logging on (QEMU needs -accel kvm,dirty-ring-size=N): %w", err)
+	}
+	return nil
+}
+
+func (c *vmmControl) stopLogging() error {
+	if c.target.Kind == "pagecast" {
+		return run(c.mon, "x-pagecast-dirty-log-stop", nil, nil)
+	}
+	return run(c.mon, "cancel-vcpu-dirty-limit", nil, nil)
+}
+
+func (c *vmmControl) close() {
+	c.mon.Disconnect()
+}
