@@ -34,7 +34,9 @@ var ErrNoQEMU = errors.New("qemu-system-x86_64 not found (Debian package qemu-sy
 
 // VM is a running QEMU.
 type VM struct {
-	Monitor *qmp.SocketMonitor
+	Monitor *qmp.SocketMonitor // this package's own QMP connection
+	// QMPPath is a second QMP socket, free for other clients (a QEMU QMP
+	// socket serves one client at a time).
 	QMPPath string
 
 	cmd        *exec.Cmd
@@ -75,6 +77,7 @@ func Start(o Options) (_ *VM, err error) {
 	kernel := filepath.Join(o.Dir, "pagecast-guest.elf")
 	arena := filepath.Join(o.Dir, "arena.raw")
 	memPath := filepath.Join(o.Dir, "ram")
+	ownQMP := filepath.Join(o.Dir, "qmp-own.sock")
 	v := &VM{
 		QMPPath:    filepath.Join(o.Dir, "qmp.sock"),
 		serial:     filepath.Join(o.Dir, "serial.log"),
@@ -98,6 +101,7 @@ func Start(o Options) (_ *VM, err error) {
 		"-m", fmt.Sprintf("%dM", o.MemoryBytes>>20),
 		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", o.MemoryBytes, memPath),
 		"-nographic", "-nodefaults", "-serial", "file:" + v.serial,
+		"-qmp", "unix:" + ownQMP + ",server=on,wait=off",
 		"-qmp", "unix:" + v.QMPPath + ",server=on,wait=off",
 		"-kernel", kernel, "-append", o.Cmdline,
 		"-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", arena, guest.ArenaStart),
@@ -117,7 +121,7 @@ func Start(o Options) (_ *VM, err error) {
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		v.Monitor, err = qmp.NewSocketMonitor("unix", v.QMPPath, 2*time.Second)
+		v.Monitor, err = qmp.NewSocketMonitor("unix", ownQMP, 2*time.Second)
 		if err == nil {
 			break
 		}
