@@ -62,7 +62,7 @@ struct {
 } slot_cache SEC(".maps");
 
 enum stat {
-	STAT_EVENTS,       /* writes recorded */
+	STAT_UNUSED,       /* writes recorded are the sum of pages[].count */
 	STAT_OTHER_VM,     /* events of other processes, ignored */
 	STAT_SLOT_UNKNOWN, /* slot not found: event dropped */
 	STAT_OUT_OF_RANGE, /* page beyond the pages map: event dropped */
@@ -149,7 +149,6 @@ static __always_inline void record(__u64 gfn)
 			count(STAT_CONTENDED);
 	}
 	__sync_fetch_and_add(&ps->count, 1);
-	count(STAT_EVENTS);
 
 	if (emit_events) {
 		struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -179,27 +178,39 @@ static __always_inline int static_base(__u32 slot, __u64 offset, __u64 *gfn)
 	return 0;
 }
 
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 /*
  * kernel_base finds the slot's first page frame in KVM's own memslots,
  * reached from the vCPU that owns the dirty ring: vcpu->kvm->memslots[0],
  * then the slot's bucket of the id hash table (hash_32(id, 7), as KVM's
- * id_to_memslot does).
+ * id_to_memslot does). The vCPU is cast to its kernel type so the walk is
+ * plain (fault-safe) loads rather than helper calls, and the result is
+ * cached per CPU with the memslots generation it was read under.
  */
-static __always_inline int kernel_base(struct kvm_vcpu *vcpu, __u32 slot, __u64 offset, __u64 *gfn)
+static __always_inline int kernel_base(__u64 ring, __u32 slot, __u64 offset, __u64 *gfn)
 {
 	__u32 id = slot & 0xffff;
+	struct kvm_vcpu *vcpu;
 	struct kvm_memslots *slots;
 	struct slot_info *c, fresh = {};
-	struct hlist_node *n = 0;
+	struct hlist_head *head;
+	struct hlist_node *n;
 	struct kvm *kvm;
 	__u64 generation;
 	int node_idx, i;
 
 	if ((slot >> 16) != 0 || id >= MAX_SLOTS)
 		return -1;
-	kvm = BPF_CORE_READ(vcpu, kvm);
-	slots = BPF_CORE_READ(kvm, memslots[0]);
-	generation = BPF_CORE_READ(slots, generation);
+	vcpu = bpf_rdonly_cast((void *)(ring - bpf_core_field_offset(struct kvm_vcpu, dirty_ring)),
+			       bpf_core_type_id_kernel(struct kvm_vcpu));
+	kvm = vcpu->kvm;
+	if (!kvm)
+		return -1;
+	slots = kvm->memslots[0];
+	if (!slots)
+		return -1;
+	generation = slots->generation;
 	c = bpf_map_lookup_elem(&slot_cache, &id);
 	if (!c)
 		return -1;
@@ -210,31 +221,34 @@ static __always_inline int kernel_base(struct kvm_vcpu *vcpu, __u32 slot, __u64 
 		return 0;
 	}
 
-	node_idx = BPF_CORE_READ(slots, node_idx) & 1;
-	bpf_probe_read_kernel(&n, sizeof(n), (void *)slots + bpf_core_field_offset(struct kvm_memslots, id_hash) +
-						     ((id * 0x61C88647U) >> (32 - 7)) * bpf_core_type_size(struct hlist_head));
+	node_idx = slots->node_idx & 1;
+	head = bpf_rdonly_cast((void *)((__u64)slots + bpf_core_field_offset(struct kvm_memslots, id_hash) +
+				       (((id * 0x61C88647U) >> (32 - 7)) & 127) * bpf_core_type_size(struct hlist_head)),
+			       bpf_core_type_id_kernel(struct hlist_head));
+	n = head->first;
 	for (i = 0; i < 8 && n; i++) {
-		struct kvm_memory_slot *ms = (void *)n - bpf_core_field_offset(struct kvm_memory_slot, id_node) -
-					     node_idx * bpf_core_type_size(struct hlist_node);
-		if ((__u16)BPF_CORE_READ(ms, id) == id) {
+		struct kvm_memory_slot *ms = bpf_rdonly_cast(
+			(void *)((__u64)n - bpf_core_field_offset(struct kvm_memory_slot, id_node) -
+				 node_idx * bpf_core_type_size(struct hlist_node)),
+			bpf_core_type_id_kernel(struct kvm_memory_slot));
+		if ((__u16)ms->id == id) {
 			fresh.kvm = (__u64)kvm;
 			fresh.generation = generation;
-			fresh.base_gfn = BPF_CORE_READ(ms, base_gfn);
-			fresh.npages = BPF_CORE_READ(ms, npages);
+			fresh.base_gfn = ms->base_gfn;
+			fresh.npages = ms->npages;
 			bpf_map_update_elem(&slot_cache, &id, &fresh, BPF_ANY);
 			if (offset >= fresh.npages)
 				return -1;
 			*gfn = fresh.base_gfn + offset;
 			return 0;
 		}
-		n = BPF_CORE_READ(n, next);
+		n = n->next;
 	}
 	return -1;
 }
 
-static __always_inline void ring_push(struct kvm_dirty_ring *ring, __u32 slot, __u64 offset)
+static __always_inline void ring_push(__u64 ring, __u32 slot, __u64 offset)
 {
-	struct kvm_vcpu *vcpu;
 	__u64 gfn;
 
 	if (!ours())
@@ -243,8 +257,7 @@ static __always_inline void ring_push(struct kvm_dirty_ring *ring, __u32 slot, _
 		record(gfn);
 		return;
 	}
-	vcpu = (void *)ring - bpf_core_field_offset(struct kvm_vcpu, dirty_ring);
-	if (kernel_base(vcpu, slot, offset, &gfn) == 0) {
+	if (kernel_base(ring, slot, offset, &gfn) == 0) {
 		record(gfn);
 		return;
 	}
@@ -255,7 +268,7 @@ static __always_inline void ring_push(struct kvm_dirty_ring *ring, __u32 slot, _
 SEC("tp_btf/kvm_dirty_ring_push")
 int BPF_PROG(tp_btf_dirty_ring_push, struct kvm_dirty_ring *ring, __u32 slot, __u64 offset)
 {
-	ring_push(ring, slot, offset);
+	ring_push(ctx[0], slot, offset);
 	return 0;
 }
 
@@ -263,7 +276,7 @@ int BPF_PROG(tp_btf_dirty_ring_push, struct kvm_dirty_ring *ring, __u32 slot, __
 SEC("raw_tp/kvm_dirty_ring_push")
 int BPF_PROG(raw_tp_dirty_ring_push, struct kvm_dirty_ring *ring, __u32 slot, __u64 offset)
 {
-	ring_push(ring, slot, offset);
+	ring_push(ctx[0], slot, offset);
 	return 0;
 }
 

@@ -201,9 +201,11 @@ func load(h Hook, o Options) (_ *Profiler, err error) {
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
-			// cilium/ebpf suggests raising MEMLOCK here, but that is
-			// done: the kernel refuses this kind of program.
-			return nil, fmt.Errorf("load %s: the kernel refused the program: %w", h.Name, os.ErrPermission)
+			// cilium/ebpf suggests raising MEMLOCK on EPERM, but that is
+			// done: the kernel refused the program (the verifier's
+			// reason, when it gave one, follows).
+			msg := strings.Replace(err.Error(), " (MEMLOCK may be too low, consider rlimit.RemoveMemlock)", "", 1)
+			return nil, fmt.Errorf("load %s: the kernel refused it: %s: %w", h.Name, msg, os.ErrPermission)
 		}
 		return nil, fmt.Errorf("load %s: %w", h.Name, err)
 	}
@@ -293,11 +295,22 @@ func (p *Profiler) ReadPages(dst []PageState) error {
 	return nil
 }
 
-// Stats sums the programs' per-CPU counters.
+// Stats sums the programs' per-CPU counters, and the pages' write counts
+// for Events (counting per event would cost every event a map update).
 func (p *Profiler) Stats() (Stats, error) {
 	var s Stats
-	fields := []*uint64{&s.Events, &s.OtherVM, &s.SlotUnknown, &s.OutOfRange, &s.RingbufFull, &s.Contended}
+	pages := make([]PageState, p.maxPage)
+	if err := p.ReadPages(pages); err != nil {
+		return s, err
+	}
+	for _, ps := range pages {
+		s.Events += ps.Count
+	}
+	fields := []*uint64{nil, &s.OtherVM, &s.SlotUnknown, &s.OutOfRange, &s.RingbufFull, &s.Contended}
 	for i, f := range fields {
+		if f == nil {
+			continue
+		}
 		var per []uint64
 		if err := p.stats.Lookup(uint32(i), &per); err != nil {
 			return s, fmt.Errorf("read stats: %w", err)

@@ -1,0 +1,112 @@
+package bench
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/bpf"
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+const overheadWindow = 1500 * time.Millisecond
+
+// BenchmarkProfilerOverhead measures what profiling costs the guest, on one
+// VM in one run, alternating three setups: plain (no dirty logging),
+// logging (KVM dirty ring on and collected, as profiling needs), and
+// profiled (logging plus the eBPF program on tp_btf/kvm_dirty_ring_push).
+// It reports the guest's page writes per second in each, the ratios, and
+// the program's in-kernel cost per event from BPF run-time statistics.
+func BenchmarkProfilerOverhead(b *testing.B) {
+	testutil.RequiresBPF(b)
+	for _, workload := range []string{"sweep", "hotset", "sweep:write=page"} {
+		b.Run(workload, func(b *testing.B) {
+			w, err := guest.ParseWorkload(workload)
+			if err != nil {
+				b.Fatal(err)
+			}
+			vm, err := vmm.New(vmm.Config{MemoryBytes: benchMemory, Cmdline: w.Cmdline(1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer vm.Close()
+			guest.FillArena(vm.Memory(), guest.DefaultMix, 1)
+			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+			if err != nil {
+				b.Fatalf("enable BPF run-time statistics: %v", err)
+			}
+			defer stats.Close()
+			p, err := bpf.Load(bpf.Options{PID: uint32(os.Getpid()), MaxPages: benchMemory / vmm.PageSize,
+				Mode: bpf.ModeRing, Hook: "tp_btf/kvm_dirty_ring_push"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			p.Close() // attached only while measuring "profiled"
+			if err := vm.Start(); err != nil {
+				b.Fatal(err)
+			}
+			progress := func() uint64 {
+				s, err := vm.GuestStatus()
+				if err != nil {
+					b.Fatal(err)
+				}
+				return s.TotalProgress()
+			}
+			measure := func() float64 {
+				p0, t0 := progress(), time.Now()
+				time.Sleep(overheadWindow)
+				return float64(progress()-p0) / time.Since(t0).Seconds()
+			}
+			for progress() == 0 {
+				time.Sleep(10 * time.Millisecond)
+			}
+
+			var plain, logging, profiled float64
+			var runtime time.Duration
+			var runs uint64
+			rounds := 2 * b.N
+			for range rounds {
+				plain += measure()
+
+				dl, err := vm.StartDirtyLog()
+				if err != nil {
+					b.Fatal(err)
+				}
+				logging += measure()
+
+				prof, err := bpf.Load(bpf.Options{PID: uint32(os.Getpid()), MaxPages: benchMemory / vmm.PageSize,
+					Mode: bpf.ModeRing, Hook: "tp_btf/kvm_dirty_ring_push"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				profiled += measure()
+				st, err := prof.Program().Stats()
+				if err != nil {
+					b.Fatal(err)
+				}
+				runtime += st.Runtime
+				runs += st.RunCount
+				prof.Close()
+				dl.Close()
+			}
+			n := float64(rounds)
+			plain, logging, profiled = plain/n, logging/n, profiled/n
+			b.ReportMetric(plain, "plain-pages/s")
+			b.ReportMetric(logging, "logging-pages/s")
+			b.ReportMetric(profiled, "profiled-pages/s")
+			b.ReportMetric(profiled/plain, "profiled/plain")
+			b.ReportMetric(profiled/logging, "profiled/logging")
+			if runs > 0 {
+				b.ReportMetric(float64(runtime.Nanoseconds())/float64(runs), "ns/event")
+				b.ReportMetric(float64(runs)/(n*overheadWindow.Seconds()), "events/s")
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
