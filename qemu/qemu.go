@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
@@ -108,6 +109,8 @@ func Start(o Options) (_ *VM, err error) {
 	}, o.Extra...)
 	v.cmd = exec.Command(bin, args...)
 	v.cmd.Stderr = v.stderr
+	// QEMU must not outlive a test or tool that dies without Close.
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := v.cmd.Start(); err != nil {
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("start qemu: %w", err)
