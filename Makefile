@@ -40,4 +40,4 @@ bench: ## Run the benchmarks (pagecast vs QEMU, side by side in one run) and pri
 
 .PHONY: demo
 demo: build ## Run the main job end to end on a local VM
-	./$(BIN) demo
+	./$(BIN) --log-level warn demo

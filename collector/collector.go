@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -13,12 +14,15 @@ import (
 
 // Config describes a profiling session.
 type Config struct {
-	QMP    string        // the VMM's QMP socket
-	PID    int           // the VMM process; 0: found from its vCPU threads
-	Epoch  time.Duration // default 1 s
-	Hook   string        // a bpf.Hooks name; empty: the best available
-	Events bool          // also stream raw events (bpf ring buffer)
-	Log    *slog.Logger
+	QMP string // the VMM's QMP socket; empty: PID and MemoryBytes say the VM
+	PID int    // the VMM process; 0: found from its vCPU threads
+	// MemoryBytes is the guest RAM when there is no QMP socket. The VMM
+	// must then keep dirty logging on itself (as during a migration).
+	MemoryBytes uint64
+	Epoch       time.Duration // default 1 s
+	Hook        string        // a bpf.Hooks name; empty: the best available
+	Events      bool          // also stream raw events (bpf ring buffer)
+	Log         *slog.Logger
 }
 
 // Epoch is the set of pages dirtied in one epoch.
@@ -38,11 +42,12 @@ type Collector struct {
 	states []bpf.PageState
 
 	mu      sync.Mutex
-	epoch   uint32 // the epoch the programs are recording
-	start   time.Time
-	total   uint64  // pages summed over closed epochs
-	last    Epoch   // the latest closed epoch
-	rate    float64 // bytes/s dirtied in the latest epoch
+	epoch   uint32    // the epoch the programs are recording
+	start   time.Time // of the current epoch
+	began   time.Time // of epoch 1
+	total   uint64    // pages summed over closed epochs
+	last    Epoch     // the latest closed epoch
+	rate    float64   // bytes/s dirtied in the latest epoch
 	logging bool
 }
 
@@ -64,7 +69,12 @@ func New(cfg Config) (_ *Collector, err error) {
 			c.Close()
 		}
 	}()
-	if c.vmm, err = connect(cfg.QMP, cfg.PID); err != nil {
+	if cfg.QMP == "" {
+		if cfg.PID == 0 || cfg.MemoryBytes == 0 {
+			return nil, errors.New("profile: give the VM's QMP socket, or its process id and memory size")
+		}
+		c.vmm = &vmmControl{target: Target{Kind: "process", PID: cfg.PID, MemoryBytes: cfg.MemoryBytes, DirtyMode: bpf.ModeRing}}
+	} else if c.vmm, err = connect(cfg.QMP, cfg.PID); err != nil {
 		return nil, err
 	}
 	t := c.vmm.target
@@ -80,7 +90,7 @@ func New(cfg Config) (_ *Collector, err error) {
 		return nil, err
 	}
 	for _, f := range c.prof.Fallbacks {
-		c.log.Warn("hook unavailable, falling back", "hook", f.Hook.Name, "reason", f.Err)
+		c.log.Debug("hook unavailable, falling back", "hook", f.Hook.Name, "reason", f.Err)
 	}
 	c.states = make([]bpf.PageState, t.MaxPages())
 	c.epoch = 1
@@ -92,10 +102,14 @@ func New(cfg Config) (_ *Collector, err error) {
 	}
 	c.logging = true
 	c.start = time.Now()
+	c.began = c.start
 	c.log.Info("profiling", "vmm", t.Kind, "pid", t.PID, "memory_bytes", t.MemoryBytes,
 		"dirty_mode", t.DirtyMode, "hook", c.prof.Hook().Name)
 	return c, nil
 }
+
+// Began is when the first epoch started.
+func (c *Collector) Began() time.Time { return c.began }
 
 // Target describes the profiled VM.
 func (c *Collector) Target() Target { return c.vmm.target }

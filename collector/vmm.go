@@ -172,6 +172,9 @@ const dirtyRateLimit = 1 << 20
 
 // startLogging keeps KVM dirty logging on for the VM.
 func (c *vmmControl) startLogging() error {
+	if c.mon == nil {
+		return nil // no QMP: the VMM keeps logging on itself
+	}
 	if c.target.Kind == "pagecast" {
 		return run(c.mon, "x-pagecast-dirty-log-start", nil, nil)
 	}
@@ -182,6 +185,9 @@ func (c *vmmControl) startLogging() error {
 }
 
 func (c *vmmControl) stopLogging() error {
+	if c.mon == nil {
+		return nil
+	}
 	if c.target.Kind == "pagecast" {
 		return run(c.mon, "x-pagecast-dirty-log-stop", nil, nil)
 	}
@@ -189,5 +195,7 @@ func (c *vmmControl) stopLogging() error {
 }
 
 func (c *vmmControl) close() {
-	c.mon.Disconnect()
+	if c.mon != nil {
+		c.mon.Disconnect()
+	}
 }

@@ -1,15 +1,20 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/qmpserver"
 	"github.com/pagecast/pagecast/vmm"
 )
 
@@ -19,15 +24,20 @@ func demoCommand() *cli.Command {
 		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "memory" {
 			sf.Value = "64M"
 		}
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "workload" {
+			sf.Value = "phased:hot=512,period=30000"
+		}
 	}
 	return &cli.Command{
 		Name:  "demo",
-		Usage: "the main job end to end on a local VM: run it and show its dirtying live",
-		Description: "Boots a small pagecast VM running a hot-set workload and prints, every interval, how many\n" +
-			"pages it dirtied, the rate, and a strip showing where in guest memory the writes land.",
+		Usage: "the main job end to end on a local VM: run it and profile its dirtying live",
+		Description: "Boots a small pagecast VM whose hot set moves through memory, profiles it with the eBPF\n" +
+			"programs (as `pagecast profile` does; without root it falls back to KVM's dirty log and says\n" +
+			"so), and prints every interval how many pages it dirtied, the rate, a strip showing where in\n" +
+			"guest memory the writes land, and the hottest regions.",
 		Flags: append(flags,
 			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "how long to watch"},
-			&cli.DurationFlag{Name: "interval", Value: 500 * time.Millisecond, Usage: "time between lines"},
+			&cli.DurationFlag{Name: "interval", Value: 500 * time.Millisecond, Usage: "epoch length: time between lines"},
 		),
 		Action: func(c *cli.Context) error {
 			return runDemo(c, c.App.Writer)
@@ -42,52 +52,112 @@ func runDemo(c *cli.Context, out io.Writer) error {
 		return err
 	}
 	defer vm.Close()
-	if err := vm.Start(); err != nil {
-		return err
-	}
-	dl, err := vm.StartDirtyLog()
+
+	// Serve QMP, as `pagecast vm run --qmp` does, for the profiler.
+	dir, err := os.MkdirTemp("", "pagecast-demo-")
 	if err != nil {
 		return err
 	}
-	defer dl.Close()
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "qmp.sock")
+	l, err := qmpserver.Listen(sock)
+	if err != nil {
+		return err
+	}
+	srv := qmpserver.New(log, "pagecast")
+	vm.RegisterQMP(srv, func() {})
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	go srv.Serve(ctx, l)
+	if err := vm.Start(); err != nil {
+		return err
+	}
 
-	pages := vm.MemoryBytes() / vmm.PageSize
 	fmt.Fprintf(out, "pagecast demo: %s guest, %d vCPU, workload %s, dirty tracking: %s\n",
 		units.FormatBytes(float64(vm.MemoryBytes())), vm.VCPUs(), c.String("workload"), vm.DirtyMode())
+	next, source, closeSource, err := demoSource(vm, sock, c.Duration("interval"))
+	if err != nil {
+		return err
+	}
+	defer closeSource()
+	fmt.Fprintf(out, "dirty pages from: %s\n", source)
+	pages := vm.MemoryBytes() / vmm.PageSize
 	fmt.Fprintf(out, "each strip cell is %s of guest memory, from address 0 on the left; darker = more pages dirtied\n\n",
 		units.FormatBytes(float64(pages/stripWidth*vmm.PageSize)))
-	fmt.Fprintf(out, "%7s %9s %11s %12s  %s\n", "time", "pages", "rate", "guest writes", "where")
+	fmt.Fprintf(out, "%7s %7s %11s %12s  %-66s %s\n", "time", "pages", "rate", "guest writes", "where", "hottest 1 MiB regions")
 
 	start := time.Now()
-	last := start
 	lastProgress := uint64(0)
+	total := map[uint64]int{}
 	for time.Since(start) < c.Duration("duration") {
-		time.Sleep(c.Duration("interval"))
-		set, err := dl.Harvest()
-		if err != nil {
-			return err
-		}
-		now := time.Now()
-		st, err := vm.GuestStatus()
+		set, dt, err := next()
 		if err != nil {
 			return err
 		}
 		if state, gerr := vm.State(); gerr != nil {
 			return fmt.Errorf("guest stopped (%s): %w", state, gerr)
 		}
-		dt := now.Sub(last).Seconds()
+		st, err := vm.GuestStatus()
+		if err != nil {
+			return err
+		}
+		list := set.List()
+		for _, p := range list {
+			total[p]++
+		}
+		var hot []string
+		for _, r := range collector.Hottest(list, 1<<20, 2) {
+			hot = append(hot, fmt.Sprintf("%#x:%d", r.Start, r.Pages))
+		}
 		progress := st.TotalProgress()
-		fmt.Fprintf(out, "%6.1fs %9d %9s/s %12d  |%s|\n", now.Sub(start).Seconds(), set.Count(),
-			units.FormatBytes(float64(set.Count()*vmm.PageSize)/dt), progress-lastProgress, strip(set))
-		last, lastProgress = now, progress
+		fmt.Fprintf(out, "%6.1fs %7d %9s/s %12d  |%s| %s\n", time.Since(start).Seconds(), set.Count(),
+			units.FormatBytes(float64(set.Count()*vmm.PageSize)/dt.Seconds()), progress-lastProgress, strip(set), strings.Join(hot, " "))
+		lastProgress = progress
 	}
 	if err := vm.Pause(); err != nil {
 		return err
 	}
 	st, _ := vm.GuestStatus()
-	fmt.Fprintf(out, "\nVM paused after %.1fs and shut down cleanly; guest status: %s\n",
+	fmt.Fprintf(out, "\n%d distinct pages dirtied (%s of %s); VM paused after %.1fs and shut down cleanly; guest: %s\n",
+		len(total), units.FormatBytes(float64(len(total)*vmm.PageSize)), units.FormatBytes(float64(vm.MemoryBytes())),
 		time.Since(start).Seconds(), st)
 	return nil
+}
+
+// demoSource returns a function giving each interval's dirty pages: from
+// the eBPF profiler when it loads, else from the monitor's own dirty log.
+func demoSource(vm *vmm.VM, sock string, interval time.Duration) (next func() (*vmm.Bitmap, time.Duration, error), source string, closeFn func(), err error) {
+	col, err := collector.New(collector.Config{QMP: sock, Epoch: interval})
+	if err == nil {
+		next = func() (*vmm.Bitmap, time.Duration, error) {
+			time.Sleep(interval)
+			e, err := col.CloseEpoch()
+			if err != nil {
+				return nil, 0, err
+			}
+			set := vmm.NewBitmap(vm.MemoryBytes() / vmm.PageSize)
+			for _, p := range e.Pages {
+				set.Set(p)
+			}
+			return set, e.Duration, nil
+		}
+		return next, "eBPF on " + col.Hook().Name, func() { col.Close() }, nil
+	}
+	why := err
+	dl, err := vm.StartDirtyLog()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	last := time.Now()
+	next = func() (*vmm.Bitmap, time.Duration, error) {
+		time.Sleep(interval)
+		set, err := dl.Harvest()
+		now := time.Now()
+		dt := now.Sub(last)
+		last = now
+		return set, dt, err
+	}
+	return next, fmt.Sprintf("KVM's dirty log (the eBPF profiler is unavailable: %v)", why), func() { dl.Close() }, nil
 }
 
 const stripWidth = 64

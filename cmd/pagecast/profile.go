@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/bpf"
+	"github.com/pagecast/pagecast/collector"
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/trace"
+)
+
+func profileCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "profile",
+		Usage: "record which guest pages a running VM dirties, epoch by epoch, with eBPF",
+		Description: "Attaches pagecast's eBPF programs to KVM's dirty tracking hooks for one VM (pagecast's own\n" +
+			"monitor or QEMU with -accel kvm,dirty-ring-size=N), keeps KVM dirty logging on through QMP,\n" +
+			"and every epoch prints the pages dirtied, the rate and the hottest regions, writes the epoch\n" +
+			"to a trace file, and updates Prometheus metrics. Runs for --duration or until SIGINT.\n" +
+			"Needs root. --list-hooks shows which kernel hooks work here.\n\n" +
+			"Example: pagecast profile --qmp unix:/tmp/pc.sock --duration 60s --out vm.pct --metrics 127.0.0.1:9471",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "qmp", Usage: "the VM's QMP socket, unix:PATH (pagecast vm run --qmp, or QEMU -qmp)"},
+			&cli.IntFlag{Name: "pid", Usage: "the VMM process (default: found from the VM's vCPU threads through QMP); without --qmp, also give --memory and keep dirty logging on yourself"},
+			&cli.StringFlag{Name: "memory", Usage: "guest RAM, only without --qmp"},
+			&cli.DurationFlag{Name: "duration", Usage: "how long to profile (default: until SIGINT)"},
+			&cli.DurationFlag{Name: "epoch", Value: time.Second, Usage: "epoch length: the time resolution of the write history"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "trace file to write (pagecast trace info/export read it)"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9471"},
+			&cli.StringFlag{Name: "hook", Usage: "use this kernel hook instead of the best available (see --list-hooks)"},
+			&cli.BoolFlag{Name: "list-hooks", Usage: "list the kernel hooks and whether each loads and attaches here, then exit"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no per-epoch lines"},
+		},
+		Action: runProfile,
+	}
+}
+
+func runProfile(c *cli.Context) error {
+	out := c.App.Writer
+	if c.Bool("list-hooks") {
+		return listHooks(out)
+	}
+	cfg := collector.Config{PID: c.Int("pid"), Epoch: c.Duration("epoch"), Hook: c.String("hook"), Log: slog.Default()}
+	if spec := c.String("qmp"); spec != "" {
+		path, ok := strings.CutPrefix(spec, "unix:")
+		if !ok {
+			return fmt.Errorf("--qmp %q: want unix:PATH", spec)
+		}
+		cfg.QMP = path
+	} else if cfg.PID == 0 {
+		return errors.New("give --qmp unix:PATH (or --pid and --memory)")
+	}
+	if m := c.String("memory"); m != "" {
+		mem, err := units.ParseBytes(m)
+		if err != nil {
+			return fmt.Errorf("--memory: %w", err)
+		}
+		cfg.MemoryBytes = mem
+	}
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if d := c.Duration("duration"); d > 0 {
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+
+	col, err := collector.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer col.Close()
+	t := col.Target()
+	for _, f := range col.Fallbacks() {
+		fmt.Fprintf(out, "hook %s unavailable (%v): falling back\n", f.Hook.Name, f.Err)
+	}
+	fmt.Fprintf(out, "profiling %s VM (pid %d, %s, dirty %s) with %s, epoch %s\n",
+		t.Kind, t.PID, units.FormatBytes(float64(t.MemoryBytes)), t.DirtyMode, col.Hook().Name, cfg.Epoch)
+
+	var w *trace.Writer
+	if path := c.String("out"); path != "" {
+		w, err = trace.Create(path, trace.Meta{
+			MemoryBytes: t.MaxPages() * 4096,
+			PageSize:    4096,
+			Epoch:       cfg.Epoch,
+			Hook:        col.Hook().Name,
+			Source:      fmt.Sprintf("%s pid %d", t.Kind, t.PID),
+			Start:       col.Began(),
+			Extra:       map[string]string{"guest-memory-bytes": fmt.Sprint(t.MemoryBytes), "dirty-mode": t.DirtyMode},
+		})
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+	}
+	if addr := c.String("metrics"); addr != "" {
+		stop, err := serveMetrics(addr, col)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
+	var epochs, pages uint64
+	err = col.Run(ctx, func(e collector.Epoch) error {
+		epochs++
+		pages += uint64(len(e.Pages))
+		if w != nil {
+			if err := w.Append(trace.Epoch{Index: e.Index, Offset: e.Start.Sub(col.Began()), Pages: e.Pages}); err != nil {
+				return err
+			}
+		}
+		if !c.Bool("quiet") {
+			printEpoch(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	st, _ := col.Profiler().Stats()
+	fmt.Fprintf(out, "%d epochs, %d dirty pages in all; %d writes recorded, %d dropped", epochs, pages, st.Events, st.Dropped())
+	if w != nil {
+		fmt.Fprintf(out, "; trace %s (%s)", c.String("out"), units.FormatBytes(float64(w.Size())))
+	}
+	fmt.Fprintln(out)
+	return nil
+}
+
+func printEpoch(out io.Writer, e collector.Epoch) {
+	rate := float64(len(e.Pages)) * 4096 / e.Duration.Seconds()
+	var hot []string
+	for _, r := range collector.Hottest(e.Pages, 1<<20, 3) {
+		hot = append(hot, fmt.Sprintf("%#x+1MiB:%d", r.Start, r.Pages))
+	}
+	fmt.Fprintf(out, "epoch %4d %8d pages %11s/s  hottest %s\n", e.Index, len(e.Pages), units.FormatBytes(rate), strings.Join(hot, " "))
+}
+
+func listHooks(out io.Writer) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOOK\tMODES\tSTATUS\tWHAT IT SEES")
+	seen := map[string]bool{}
+	for _, mode := range []string{bpf.ModeRing, bpf.ModeBitmap} {
+		for _, s := range bpf.Probe(mode) {
+			if seen[s.Hook.Name] {
+				continue
+			}
+			seen[s.Hook.Name] = true
+			status := "ok"
+			if s.Err != nil {
+				status = "unavailable: " + s.Err.Error()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Hook.Name, strings.Join(s.Hook.Modes, ","), status, s.Hook.About)
+		}
+	}
+	return tw.Flush()
+}
+
+// serveMetrics serves the collector's metrics, and Go's and the process's,
+// on addr until stop is called.
+func serveMetrics(addr string, col *collector.Collector) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(col.Metrics(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	slog.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
+	return func() { srv.Close() }, nil
+}

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/trace"
+)
+
+func traceCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "trace",
+		Usage: "inspect, export and import dirty traces (.pct files)",
+		Description: "A trace records, epoch by epoch, the guest pages a VM dirtied. pagecast's profiler writes\n" +
+			"them; the predictor and simulator read them. See the trace package for the file format.",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "info",
+				Usage:     "describe a trace: metadata, epochs, pages, working set and any damage",
+				ArgsUsage: "FILE",
+				Description: "Reads the whole trace and prints its metadata and figures. Damaged stretches (a torn\n" +
+					"tail, corrupt records) are skipped and listed; they do not make the command fail. A file\n" +
+					"that is not a trace does.",
+				Action: traceInfo,
+			},
+			{
+				Name:      "export",
+				Usage:     "write a trace's pages as CSV or Parquet, one row per page dirtied in an epoch",
+				ArgsUsage: "FILE",
+				Description: "Rows are epoch,page, epochs and pages ascending; epochs without pages have no rows.\n" +
+					"CSV starts with the header line epoch,page. Parquet has two INT64 columns, epoch and page,\n" +
+					"and the trace's metadata as pagecast.* key/value metadata. A damaged trace is exported as\n" +
+					"far as it reads, with a warning.\n\n" +
+					"Example: pagecast trace export --format parquet -o awk.parquet awk.pct",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "csv", Usage: "output format: csv or parquet"},
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"},
+						Usage: "output file, replaced when the export is complete (default: standard output; parquet needs a file)"},
+				},
+				Action: traceExport,
+			},
+			{
+				Name:      "import",
+				Usage:     "turn a CSV trace (epoch,page rows) into a trace file",
+				ArgsUsage: "IN.csv[.gz]",
+				Description: "Reads rows epoch,page (header optional; gzip detected; - is standard input). Epochs must\n" +
+					"ascend; rows within an epoch may come in any order, duplicates are dropped. Epochs with no\n" +
+					"rows become empty epochs, so indices are kept.\n\n" +
+					"Example: pagecast trace import --memory 256M --epoch 100ms -o awk.pct ../shared/traces/awk.csv.gz",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "csv", Usage: "input format: csv"},
+					&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Required: true,
+						Usage: "guest memory size of the traced VM (K, M or G suffix); pages must lie below it; required"},
+					&cli.StringFlag{Name: "epoch", Required: true, Usage: "length of one epoch, e.g. 1s or 100ms; required"},
+					&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "guest page size in bytes, a power of two"},
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true,
+						Usage: "trace file to write (.pct), replaced when the import is complete; required"},
+					&cli.StringFlag{Name: "source", Usage: "what was traced, stored in the trace (default: \"csv import of IN\")"},
+					&cli.StringFlag{Name: "hook", Usage: "what recorded the writes, stored in the trace"},
+				},
+				Action: traceImport,
+			},
+		},
+	}
+}
+
+// oneArg returns the command's single argument.
+func oneArg(c *cli.Context, what string) (string, error) {
+	if c.NArg() != 1 {
+		return "", fmt.Errorf("%s: want one %s argument, got %d (see %s --help)", c.Command.HelpName, what, c.NArg(), c.Command.HelpName)
+	}
+	return c.Args().First(), nil
+}
+
+func traceInfo(c *cli.Context) error {
+	path, err := oneArg(c, "trace file")
+	if err != nil {
+		return err
+	}
+	r, err := trace.Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	s, err := trace.Summarize(r)
+	if err != nil {
+		return err
+	}
+	m := r.Meta()
+	size := int64(-1)
+	if fi, err := os.Stat(path); err == nil {
+		size = fi.Size()
+	}
+	orNone := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	out := c.App.Writer
+	major, minor := r.Version()
+	fmt.Fprintf(out, "%s: pagecast trace, format %d.%d, %s\n", path, major, minor, units.FormatBytes(float64(size)))
+	row := func(name, format string, args ...any) {
+		fmt.Fprintf(out, "%-12s %s\n", name, fmt.Sprintf(format, args...))
+	}
+	row("memory", "%s, %d pages of %d B", units.FormatBytes(float64(m.MemoryBytes)), m.Pages(), m.PageSize)
+	row("epoch", "%v", m.Epoch)
+	row("hook", "%s", orNone(m.Hook))
+	row("source", "%s", orNone(m.Source))
+	if m.Start.IsZero() {
+		row("start", "-")
+	} else {
+		row("start", "%s", m.Start.UTC().Format(time.RFC3339Nano))
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.Extra)) {
+		row("extra", "%s=%s", k, m.Extra[k])
+	}
+	if s.Epochs == 0 {
+		row("epochs", "none")
+	} else {
+		row("epochs", "%d (indices %d to %d, %s), %d empty, %d missing",
+			s.Epochs, s.First, s.Last, time.Duration(s.Last-s.First+1)*m.Epoch, s.Empty, s.Missing)
+		row("pages", "%d dirtied, %d distinct", s.Pages, s.Distinct)
+		rate := s.MeanPages() / m.Epoch.Seconds()
+		row("per epoch", "min %d, mean %.1f, max %d (mean %.0f pages/s, %s/s)",
+			s.MinPages, s.MeanPages(), s.MaxPages, rate, units.FormatBytes(rate*float64(m.PageSize)))
+		row("working set", "%d pages, %s, %.1f%% of memory",
+			s.Distinct, units.FormatBytes(float64(s.Distinct)*float64(m.PageSize)), 100*float64(s.Distinct)/float64(m.Pages()))
+	}
+	damage := r.Damage()
+	if len(damage) == 0 {
+		row("damage", "none")
+		return nil
+	}
+	var lost int64
+	for _, d := range damage {
+		lost += d.Length
+	}
+	row("damage", "DAMAGED: %s, %d of %d bytes skipped; the epochs in them are lost", stretches(len(damage)), lost, size)
+	for _, d := range damage {
+		fmt.Fprintf(out, "%-12s %s\n", "", d)
+	}
+	return nil
+}
+
+func traceExport(c *cli.Context) error {
+	path, err := oneArg(c, "trace file")
+	if err != nil {
+		return err
+	}
+	format, output := c.String("format"), c.String("output")
+	var export func(io.Writer, *trace.Reader) (int64, error)
+	switch format {
+	case "csv":
+		export = trace.ExportCSV
+	case "parquet":
+		if output == "" || output == "-" {
+			return errors.New("--format parquet needs an output file, -o FILE")
+		}
+		export = trace.ExportParquet
+	default:
+		return fmt.Errorf("--format %q: want csv or parquet", format)
+	}
+	r, err := trace.Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var rows int64
+	if output == "" || output == "-" {
+		rows, err = export(c.App.Writer, r)
+	} else {
+		err = writeFileAtomic(output, func(w io.Writer) error {
+			var err error
+			rows, err = export(w, r)
+			return err
+		})
+	}
+	if err != nil {
+		return err
+	}
+	if d := r.Damage(); len(d) > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s is damaged: exported what reads, skipped %s (see pagecast trace info)\n", path, stretches(len(d)))
+	}
+	if output != "" && output != "-" {
+		fmt.Fprintf(c.App.Writer, "exported %d rows to %s\n", rows, output)
+	}
+	return nil
+}
+
+func traceImport(c *cli.Context) error {
+	in, err := oneArg(c, "CSV file")
+	if err != nil {
+		return err
+	}
+	if f := c.String("format"); f != "csv" {
+		return fmt.Errorf("--format %q: want csv", f)
+	}
+	mem, err := units.ParseBytes(c.String("memory"))
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	pageSize := c.Uint("page-size")
+	if pageSize == 0 || pageSize&(pageSize-1) != 0 || uint64(pageSize) > 1<<30 {
+		return fmt.Errorf("--page-size %d: want a power of two up to 1 GiB", pageSize)
+	}
+	if mem == 0 || mem%uint64(pageSize) != 0 {
+		return fmt.Errorf("--memory %s: want a positive whole number of %d-byte pages", c.String("memory"), pageSize)
+	}
+	epoch, err := time.ParseDuration(c.String("epoch"))
+	if err != nil || epoch <= 0 {
+		return fmt.Errorf("--epoch %q: want a positive duration such as 1s or 100ms", c.String("epoch"))
+	}
+	src := io.Reader(os.Stdin)
+	name := "standard input"
+	if in != "-" {
+		f, err := os.Open(in)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		src, name = f, filepath.Base(in)
+	}
+	m := trace.Meta{
+		MemoryBytes: mem,
+		PageSize:    uint32(pageSize),
+		Epoch:       epoch,
+		Hook:        c.String("hook"),
+		Source:      c.String("source"),
+	}
+	if m.Source == "" {
+		m.Source = "csv import of " + name
+	}
+	out := c.String("output")
+	var st trace.ImportStats
+	var size int64
+	err = writeFileAtomic(out, func(f io.Writer) error {
+		w, err := trace.NewWriter(f, m)
+		if err != nil {
+			return err
+		}
+		if st, err = trace.ImportCSV(src, w); err != nil {
+			return fmt.Errorf("%s: %w", in, err)
+		}
+		size = w.Size()
+		return w.Close()
+	})
+	if err != nil {
+		return err
+	}
+	perPage := 0.0
+	if st.Pages > 0 {
+		perPage = float64(size) / float64(st.Pages)
+	}
+	fmt.Fprintf(c.App.Writer, "imported %d epochs, %d pages (%d rows) from %s into %s: %s, %.2f bytes/page\n",
+		st.Epochs, st.Pages, st.Rows, name, out, units.FormatBytes(float64(size)), perPage)
+	return nil
+}
+
+// writeFileAtomic writes path through write into a temporary file beside
+// it, synced and renamed over path only once write succeeds: a failed
+// export or import leaves no partial file.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
+	f, err := os.OpenFile(fmt.Sprintf("%s.%d.tmp", path, os.Getpid()), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after a successful rename, a no-op
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// stretches counts damaged stretches in words.
+func stretches(n int) string {
+	if n == 1 {
+		return "1 damaged stretch"
+	}
+	return fmt.Sprintf("%d damaged stretches", n)
+}

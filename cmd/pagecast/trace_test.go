@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/pagecast/pagecast/trace"
+)
+
+// runApp runs pagecast in-process with args and returns what it printed.
+func runApp(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	app := newApp()
+	var out, errOut bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &errOut
+	err = app.Run(append([]string{"pagecast"}, args...))
+	return out.String(), errOut.String(), err
+}
+
+const traceCSV = "epoch,page\n0,1\n0,2\n0,3\n2,7\n2,65535\n3,0\n"
+
+// importTrace imports traceCSV into a trace file and returns its path.
+func importTrace(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.csv")
+	if err := os.WriteFile(in, []byte(traceCSV), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "t.pct")
+	stdout, _, err := runApp(t, "trace", "import", "--format", "csv", "--memory", "256M", "--epoch", "100ms",
+		"--source", "unit test", "-o", out, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stdout, "imported 4 epochs, 6 pages (6 rows) from in.csv into "+out) {
+		t.Fatalf("import printed %q", stdout)
+	}
+	return out
+}
+
+func TestTraceImportExport(t *testing.T) {
+	path := importTrace(t)
+	stdout, stderr, err := runApp(t, "trace", "export", path)
+	if err != nil || stderr != "" {
+		t.Fatalf("export: %v %q", err, stderr)
+	}
+	if stdout != traceCSV {
+		t.Fatalf("export printed %q, want the imported CSV %q", stdout, traceCSV)
+	}
+
+	pq := filepath.Join(t.TempDir(), "t.parquet")
+	stdout, _, err = runApp(t, "trace", "export", "--format", "parquet", "-o", pq, path)
+	if err != nil || stdout != "exported 6 rows to "+pq+"\n" {
+		t.Fatalf("parquet export: %v %q", err, stdout)
+	}
+	f, err := os.Open(pq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	rows, err := parquet.Read[trace.ParquetRow](f, fi.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var csv strings.Builder
+	csv.WriteString("epoch,page\n")
+	for _, r := range rows {
+		fmt.Fprintf(&csv, "%d,%d\n", r.Epoch, r.Page)
+	}
+	if csv.String() != traceCSV {
+		t.Fatalf("parquet rows %v", rows)
+	}
+}
+
+func TestTraceInfo(t *testing.T) {
+	path := importTrace(t)
+	stdout, _, err := runApp(t, "trace", "info", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"pagecast trace, format 1.0",
+		"memory       256.0 MiB, 65536 pages of 4096 B",
+		"epoch        100ms",
+		"source       unit test",
+		"epochs       4 (indices 0 to 3, 400ms), 1 empty, 0 missing",
+		"pages        6 dirtied, 6 distinct",
+		"per epoch    min 0, mean 1.5, max 3",
+		"working set  6 pages, 24.0 KiB, 0.0% of memory",
+		"damage       none",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("info lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
+// TestTraceInfoDamaged checks that info reads past damage, lists it and
+// still succeeds.
+func TestTraceInfoDamaged(t *testing.T) {
+	path := importTrace(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Records: epoch 0 (3 pages), 1 (empty), 2 (2 pages), 3 (1 page).
+	// Damage epoch 1's.
+	var records []int
+	for i := 0; ; i++ {
+		j := bytes.Index(data[i:], []byte("\x00PCR"))
+		if j < 0 {
+			break
+		}
+		i += j
+		records = append(records, i)
+	}
+	if len(records) != 4 {
+		t.Fatalf("found %d records", len(records))
+	}
+	data[records[1]+10] ^= 0xff
+	data = data[:len(data)-3] // and tear the last
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err := runApp(t, "trace", "info", path)
+	if err != nil {
+		t.Fatalf("info on a damaged trace: %v", err)
+	}
+	for _, want := range []string{
+		"epochs       2 (indices 0 to 2, 300ms), 0 empty, 1 missing",
+		"DAMAGED: 2 damaged stretches",
+		"checksum mismatch",
+		"runs past the end of the file",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("info lacks %q:\n%s", want, stdout)
+		}
+	}
+	_, stderr, err := runApp(t, "trace", "export", path)
+	if err != nil || !strings.Contains(stderr, "warning") || !strings.Contains(stderr, "2 damaged stretches") {
+		t.Fatalf("export of a damaged trace: %v, stderr %q", err, stderr)
+	}
+}
+
+// TestTraceErrors runs the binary on bad input: one line on stderr naming
+// the problem, exit status 1.
+func TestTraceErrors(t *testing.T) {
+	dir := t.TempDir()
+	notTrace := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notTrace, []byte("hello\n"), 0o644)
+	badCSV := filepath.Join(dir, "bad.csv")
+	os.WriteFile(badCSV, []byte("epoch,page\n0,1\n0,70000\n"), 0o644)
+	good := importTrace(t)
+	out := filepath.Join(dir, "out.pct")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"not a trace", []string{"trace", "info", notTrace}, notTrace + ": not a pagecast trace"},
+		{"missing file", []string{"trace", "info", filepath.Join(dir, "absent.pct")}, "no such file"},
+		{"no file", []string{"trace", "info"}, "want one trace file argument"},
+		{"export not a trace", []string{"trace", "export", notTrace}, "not a pagecast trace"},
+		{"parquet to stdout", []string{"trace", "export", "--format", "parquet", good}, "needs an output file"},
+		{"unknown format", []string{"trace", "export", "--format", "json", good}, `--format "json": want csv or parquet`},
+		{"import without memory", []string{"trace", "import", "--epoch", "1s", "-o", out, badCSV}, `"memory" not set`},
+		{"import bad memory", []string{"trace", "import", "--memory", "lots", "--epoch", "1s", "-o", out, badCSV}, `size "lots"`},
+		{"import bad epoch", []string{"trace", "import", "--memory", "256M", "--epoch", "soon", "-o", out, badCSV}, `--epoch "soon"`},
+		{"import bad page size", []string{"trace", "import", "--memory", "256M", "--epoch", "1s", "--page-size", "3000", "-o", out, badCSV}, "--page-size 3000"},
+		{"import page beyond memory", []string{"trace", "import", "--memory", "256M", "--epoch", "1s", "-o", out, badCSV}, "csv line 3: page 70000 is beyond the 65536 pages"},
+		{"import unknown format", []string{"trace", "import", "--format", "tsv", "--memory", "256M", "--epoch", "1s", "-o", out, badCSV}, `--format "tsv"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, tc.args...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+				t.Fatalf("exit %v, want status 1; stderr %q", err, stderr.String())
+			}
+			msg := strings.TrimRight(stderr.String(), "\n")
+			if strings.Count(msg, "\n") != 0 || !strings.HasPrefix(msg, "pagecast: ") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("stderr %q: want one line starting \"pagecast: \" containing %q", msg, tc.want)
+			}
+		})
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("a failed import left %s behind: %v", out, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.tmp")); len(left) != 0 {
+		t.Fatalf("temporary files left behind: %v", left)
+	}
+}

@@ -1,0 +1,193 @@
+package trace
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pagecast/pagecast/internal/units"
+)
+
+// CSVHeader is the header line of pagecast's CSV traces, the convention of
+// ../shared/traces: one row per page dirtied in an epoch.
+const CSVHeader = "epoch,page"
+
+// MaxImportGap is the most empty epochs ImportCSV writes between two
+// epochs that have rows; a larger jump is taken for a mistake.
+const MaxImportGap = 1 << 20
+
+// ExportCSV writes the rest of r's epochs to w as CSV: the header
+// "epoch,page", then one row per page, epochs and pages ascending. Empty
+// epochs have no rows. It returns the number of rows written.
+func ExportCSV(w io.Writer, r *Reader) (int64, error) {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString(CSVHeader + "\n")
+	var rows int64
+	var line []byte
+	for {
+		e, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return rows, err
+		}
+		for _, p := range e.Pages {
+			line = strconv.AppendUint(line[:0], e.Index, 10)
+			line = append(line, ',')
+			line = strconv.AppendUint(line, p, 10)
+			line = append(line, '\n')
+			if _, err := bw.Write(line); err != nil {
+				return rows, fmt.Errorf("write csv: %w", err)
+			}
+		}
+		rows += int64(len(e.Pages))
+	}
+	if err := bw.Flush(); err != nil {
+		return rows, fmt.Errorf("write csv: %w", err)
+	}
+	return rows, nil
+}
+
+// ImportStats counts what ImportCSV read and wrote.
+type ImportStats struct {
+	// Rows is the number of data rows read.
+	Rows int64
+	// Epochs is the number of epochs written, the empty ones in gaps
+	// included.
+	Epochs int64
+	// Pages is the number of pages written: Rows less duplicates.
+	Pages int64
+}
+
+// ImportCSV reads a CSV trace, rows "epoch,page" (gzip-compressed input is
+// recognised by its magic bytes; the header line is optional), and appends
+// its epochs to w, which must not have had any appended yet. Epochs must
+// ascend; rows within an epoch may come in any order and duplicates are
+// dropped. Every epoch from 0 to the last is written, those without rows
+// as empty records, so epoch indices are kept; epoch i starts at offset
+// i × w.Meta().Epoch. Errors name the line.
+func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
+	var st ImportStats
+	br := bufio.NewReaderSize(in, 64<<10)
+	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return st, fmt.Errorf("csv: %w", err)
+		}
+		defer zr.Close()
+		br = bufio.NewReaderSize(zr, 64<<10)
+	}
+	m := w.Meta()
+	limit := m.Pages()
+	var (
+		cur   uint64 // epoch being gathered
+		pages []uint64
+		next  uint64 // next epoch index to write
+	)
+	compactAt := 1 << 16
+	flush := func() error {
+		// Write the empty epochs before cur, then cur with its rows.
+		for ; next <= cur; next++ {
+			e := Epoch{Index: next, Offset: time.Duration(next) * m.Epoch}
+			if next == cur {
+				slices.Sort(pages)
+				e.Pages = slices.Compact(pages)
+			}
+			if err := w.Append(e); err != nil {
+				return err
+			}
+			st.Epochs++
+			st.Pages += int64(len(e.Pages))
+		}
+		pages = pages[:0]
+		return nil
+	}
+	sc := bufio.NewScanner(br)
+	sc.Buffer(make([]byte, 0, 4096), 4096)
+	line := 0
+	first := true // no line but blank ones yet
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		es, ps, ok := strings.Cut(text, ",")
+		es, ps = strings.TrimSpace(es), strings.TrimSpace(ps)
+		if first && !startsWithDigit(es) {
+			first = false
+			if !ok || !strings.EqualFold(strings.Trim(es, `"`), "epoch") || !strings.EqualFold(strings.Trim(ps, `"`), "page") {
+				return st, fmt.Errorf("csv line %d: header %q: want %s", line, text, CSVHeader)
+			}
+			continue
+		}
+		first = false
+		if !ok || strings.Contains(ps, ",") {
+			return st, fmt.Errorf("csv line %d: %q: want two columns, epoch,page", line, text)
+		}
+		epoch, err := strconv.ParseUint(es, 10, 64)
+		if err != nil {
+			return st, fmt.Errorf("csv line %d: epoch %q is not a whole number", line, es)
+		}
+		page, err := strconv.ParseUint(ps, 10, 64)
+		if err != nil {
+			return st, fmt.Errorf("csv line %d: page %q is not a whole number", line, ps)
+		}
+		if page >= limit {
+			return st, fmt.Errorf("csv line %d: page %d is beyond the %d pages of %s memory",
+				line, page, limit, units.FormatBytes(float64(m.MemoryBytes)))
+		}
+		switch {
+		case st.Rows > 0 && epoch < cur:
+			return st, fmt.Errorf("csv line %d: epoch %d after epoch %d: epochs must ascend", line, epoch, cur)
+		case st.Rows == 0 || epoch > cur:
+			if epoch > uint64(math.MaxInt64/m.Epoch) {
+				return st, fmt.Errorf("csv line %d: epoch %d (of %v) starts beyond the 292 years a trace can span", line, epoch, m.Epoch)
+			}
+			gapFrom := uint64(0)
+			if st.Rows > 0 {
+				gapFrom = cur + 1
+			}
+			if epoch-gapFrom > MaxImportGap {
+				return st, fmt.Errorf("csv line %d: epoch %d leaves a gap of %d empty epochs, more than %d", line, epoch, epoch-gapFrom, MaxImportGap)
+			}
+			if st.Rows > 0 {
+				if err := flush(); err != nil {
+					return st, fmt.Errorf("csv line %d: %w", line, err)
+				}
+			}
+			cur = epoch
+		}
+		pages = append(pages, page)
+		st.Rows++
+		if len(pages) >= compactAt {
+			// Many duplicates: keep memory to the distinct pages.
+			slices.Sort(pages)
+			pages = slices.Compact(pages)
+			compactAt = max(1<<16, 2*len(pages))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return st, fmt.Errorf("csv line %d: line too long", line+1)
+		}
+		return st, fmt.Errorf("csv: %w", err)
+	}
+	if st.Rows > 0 {
+		if err := flush(); err != nil {
+			return st, fmt.Errorf("csv line %d: %w", line, err)
+		}
+	}
+	return st, nil
+}
+
+func startsWithDigit(s string) bool { return s != "" && s[0] >= '0' && s[0] <= '9' }

@@ -1,0 +1,189 @@
+package trace
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// importMeta is the metadata of the shared traces: 256 MiB, 4 KiB pages,
+// 100 ms epochs.
+func importMeta() Meta {
+	return Meta{MemoryBytes: 256 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"}
+}
+
+// importCSV imports csv into an in-memory trace and reads it back.
+func importCSV(t testing.TB, m Meta, csv []byte) (ImportStats, []Epoch, []byte, error) {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ImportCSV(bytes.NewReader(csv), w)
+	if err != nil {
+		return st, nil, nil, err
+	}
+	_, epochs, damage, err := readAll(buf.Bytes())
+	if err != nil || len(damage) != 0 {
+		t.Fatalf("reading the import: damage %v, err %v", damage, err)
+	}
+	return st, epochs, buf.Bytes(), nil
+}
+
+func exportCSV(t testing.TB, data []byte) string {
+	t.Helper()
+	r, err := NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if _, err := ExportCSV(&out, r); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+func gz(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+func TestImportCSV(t *testing.T) {
+	ms := func(i uint64) time.Duration { return time.Duration(i) * 100 * time.Millisecond }
+	for _, tc := range []struct {
+		name  string
+		csv   string
+		want  []Epoch
+		stats ImportStats
+	}{
+		{"header only", "epoch,page\n", nil, ImportStats{}},
+		{"empty", "", nil, ImportStats{}},
+		{"one row", "epoch,page\n0,5\n", []Epoch{{Index: 0, Pages: []uint64{5}}}, ImportStats{1, 1, 1}},
+		{"no header", "0,5\n0,6\n", []Epoch{{Index: 0, Pages: []uint64{5, 6}}}, ImportStats{2, 1, 2}},
+		{"unordered and duplicates", "epoch,page\n1,9\n1,3\n1,9\n1,4\n",
+			[]Epoch{{Index: 0}, {Index: 1, Offset: ms(1), Pages: []uint64{3, 4, 9}}}, ImportStats{4, 2, 3}},
+		{"gaps become empty epochs", "epoch,page\n2,1\n5,2\n",
+			[]Epoch{{Index: 0}, {Index: 1, Offset: ms(1)}, {Index: 2, Offset: ms(2), Pages: []uint64{1}},
+				{Index: 3, Offset: ms(3)}, {Index: 4, Offset: ms(4)}, {Index: 5, Offset: ms(5), Pages: []uint64{2}}},
+			ImportStats{2, 6, 2}},
+		{"crlf, spaces, blank lines, quoted header", "\"epoch\", \"page\"\r\n\r\n 0 , 1 \r\n\n0,2\r\n",
+			[]Epoch{{Index: 0, Pages: []uint64{1, 2}}}, ImportStats{2, 1, 2}},
+		{"last page", "0,65535\n", []Epoch{{Index: 0, Pages: []uint64{65535}}}, ImportStats{1, 1, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, compress := range []bool{false, true} {
+				in := []byte(tc.csv)
+				if compress {
+					in = gz(in)
+				}
+				st, got, _, err := importCSV(t, importMeta(), in)
+				if err != nil {
+					t.Fatalf("gzip %v: %v", compress, err)
+				}
+				if st != tc.stats {
+					t.Fatalf("gzip %v: stats %+v, want %+v", compress, st, tc.stats)
+				}
+				if !sameEpochs(got, tc.want) {
+					t.Fatalf("gzip %v: epochs%s, want%s", compress, abbrev(got), abbrev(tc.want))
+				}
+			}
+		})
+	}
+}
+
+func TestImportCSVErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, csv, want string
+	}{
+		{"bad header", "epoch,pages\n0,1\n", `csv line 1: header "epoch,pages": want epoch,page`},
+		{"late header", "0,1\nepoch,page\n", `csv line 2: epoch "epoch" is not a whole number`},
+		{"one column", "epoch,page\n0\n", `csv line 2: "0": want two columns`},
+		{"three columns", "epoch,page\n0,1,2\n", `csv line 2: "0,1,2": want two columns`},
+		{"bad page", "epoch,page\n0,x\n", `csv line 2: page "x" is not a whole number`},
+		{"negative epoch", "0,1\n-1,1\n", `csv line 2: epoch "-1" is not a whole number`},
+		{"page beyond memory", "epoch,page\n0,1\n0,65536\n", "csv line 3: page 65536 is beyond the 65536 pages of 256.0 MiB memory"},
+		{"epochs backwards", "epoch,page\n3,1\n4,1\n2,1\n", "csv line 4: epoch 2 after epoch 4: epochs must ascend"},
+		{"huge gap", "0,1\n99999999,1\n", "csv line 2: epoch 99999999 leaves a gap of 99999998 empty epochs"},
+		{"huge first epoch", "9999999999,1\n", "csv line 1: epoch 9999999999 leaves a gap"},
+		{"epoch beyond time", "18446744073709551615,1\n", "csv line 1: epoch 18446744073709551615 (of 100ms) starts beyond"},
+		{"long line", "0," + strings.Repeat("1", 5000) + "\n", "csv line 1: line too long"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, _, err := importCSV(t, importMeta(), []byte(tc.csv))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// A corrupt gzip stream.
+	bad := gz([]byte("0,1\n"))
+	bad = bad[:len(bad)-6]
+	if _, _, _, err := importCSV(t, importMeta(), bad); err == nil || !strings.Contains(err.Error(), "csv") {
+		t.Fatalf("truncated gzip: %v", err)
+	}
+}
+
+func TestExportCSV(t *testing.T) {
+	data, _ := encode(t, testMeta(), []Epoch{{Index: 0}, {Index: 1, Pages: []uint64{3, 70}}, {Index: 4, Pages: []uint64{0}}})
+	want := "epoch,page\n1,3\n1,70\n4,0\n"
+	if got := exportCSV(t, data); got != want {
+		t.Fatalf("export %q, want %q", got, want)
+	}
+}
+
+// sharedTrace returns a trace from ../shared/traces, skipping if absent.
+func sharedTrace(t testing.TB, name string) []byte {
+	t.Helper()
+	path := filepath.Join("..", "..", "shared", "traces", name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Skipf("needs the shared trace %s: %v", path, err)
+	}
+	return b
+}
+
+// TestImportAwk imports the real awk trace, checks the figures its README
+// gives, and exports it back to the same rows.
+func TestImportAwk(t *testing.T) {
+	raw := sharedTrace(t, "awk.csv.gz")
+	st, epochs, data, err := importCSV(t, importMeta(), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Summarize(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(epochs) != 971 || s.Epochs != 971 || s.Distinct != 26739 || st.Epochs != 971 {
+		t.Fatalf("%d epochs (stats %+v), %d distinct pages; README says 971 and 26739", len(epochs), st, s.Distinct)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	csv, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rows != int64(bytes.Count(csv, []byte("\n"))-1) || st.Pages != st.Rows {
+		t.Fatalf("stats %+v for %d lines", st, bytes.Count(csv, []byte("\n")))
+	}
+	if got := exportCSV(t, data); got != string(csv) {
+		t.Fatalf("export differs from the input (%d bytes vs %d)", len(got), len(csv))
+	}
+	t.Logf("awk: %d rows, %d bytes of CSV, %d gzip'd, %d as a trace (%.2f bytes/page)",
+		st.Rows, len(csv), len(raw), len(data), float64(len(data))/float64(st.Rows))
+}

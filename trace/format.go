@@ -1,0 +1,289 @@
+package trace
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"maps"
+	"math"
+	"math/bits"
+	"slices"
+	"time"
+)
+
+// Format constants; doc.go lays them out byte by byte.
+const (
+	// Magic opens every trace file.
+	Magic = "PCTRACE\x00"
+	// MajorVersion is the format's major version. A reader refuses a file
+	// with a newer major version: its layout may differ.
+	MajorVersion = 1
+	// MinorVersion is the format's minor version. Minor versions only add
+	// metadata fields, which older readers skip.
+	MinorVersion = 0
+
+	// headerFixed is the size of the header before the metadata: magic,
+	// major, minor, metadata length.
+	headerFixed = 8 + 2 + 2 + 4
+	// maxMetaBytes bounds the metadata a header may declare.
+	maxMetaBytes = 1 << 20
+
+	// recordFixed is a record's overhead besides its body: marker, body
+	// length, CRC.
+	recordFixed = 4 + 4 + 4
+	// minBody is the smallest body: three one-byte uvarints.
+	minBody = 3
+)
+
+// recordMarker opens every epoch record. Its 0x00 almost never occurs in a
+// payload (a canonical uvarint ends in 0x00 only when it is 0, and deltas
+// are at least 1), so resynchronisation after damage seldom stops at a
+// false marker, and a false one is rejected by the record's CRC anyway.
+var recordMarker = [4]byte{0x00, 'P', 'C', 'R'}
+
+// Metadata field tags (see doc.go).
+const (
+	tagMemory   = 1
+	tagPageSize = 2
+	tagEpoch    = 3
+	tagHook     = 4
+	tagSource   = 5
+	tagStart    = 6
+	tagExtra    = 7
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrNotTrace is returned, possibly wrapped, when a file does not begin
+// with the trace magic: it is not a pagecast trace at all.
+var ErrNotTrace = errors.New("not a pagecast trace")
+
+// ErrVersion is returned, wrapped, for a trace written in a major version
+// of the format this reader does not know.
+var ErrVersion = errors.New("unsupported trace format version")
+
+// Meta describes the traced machine and how the trace was recorded. It is
+// stored once, in the header.
+type Meta struct {
+	// MemoryBytes is the guest memory size; a multiple of PageSize.
+	MemoryBytes uint64
+	// PageSize is the guest page size in bytes, a power of two.
+	PageSize uint32
+	// Epoch is the length of one epoch.
+	Epoch time.Duration
+	// Hook names what recorded the writes, e.g.
+	// "tp_btf/kvm_dirty_ring_push".
+	Hook string
+	// Source names the traced machine, e.g. "pagecast vm pid 1234".
+	Source string
+	// Start is when epoch offset 0 was; zero if unknown.
+	Start time.Time
+	// Extra holds free-form key/value strings.
+	Extra map[string]string
+}
+
+// Pages is the number of guest pages, MemoryBytes/PageSize: every page
+// number in the trace is below it.
+func (m Meta) Pages() uint64 {
+	if m.PageSize == 0 {
+		return 0
+	}
+	return m.MemoryBytes / uint64(m.PageSize)
+}
+
+// validate checks what every trace's metadata must satisfy.
+func (m Meta) validate() error {
+	switch {
+	case m.PageSize == 0 || m.PageSize&(m.PageSize-1) != 0:
+		return fmt.Errorf("page size %d is not a power of two", m.PageSize)
+	case m.MemoryBytes == 0:
+		return errors.New("memory size is zero")
+	case m.MemoryBytes%uint64(m.PageSize) != 0:
+		return fmt.Errorf("memory size %d is not a whole number of %d-byte pages", m.MemoryBytes, m.PageSize)
+	case m.Epoch <= 0:
+		return fmt.Errorf("epoch length %v is not positive", m.Epoch)
+	}
+	for k := range m.Extra {
+		if k == "" {
+			return errors.New("extra metadata key is empty")
+		}
+	}
+	return nil
+}
+
+// Epoch is one epoch's dirty set.
+type Epoch struct {
+	// Index numbers the epoch from the trace's start; indices increase
+	// through a trace (and may skip, e.g. where damage was).
+	Index uint64
+	// Offset is when the epoch began, from Meta.Start.
+	Offset time.Duration
+	// Pages are the page numbers dirtied in the epoch, ascending and
+	// distinct.
+	Pages []uint64
+}
+
+// Damage is a stretch of a trace file the reader had to skip.
+type Damage struct {
+	// Offset is the byte offset in the file where the damage begins.
+	Offset int64
+	// Length is how many bytes were skipped.
+	Length int64
+	// Reason says what was wrong with the first record there.
+	Reason string
+}
+
+func (d Damage) String() string {
+	return fmt.Sprintf("bytes %d-%d (%d bytes): %s", d.Offset, d.Offset+d.Length, d.Length, d.Reason)
+}
+
+// encodeHeader returns the whole header for m, CRC included.
+func encodeHeader(m Meta) ([]byte, error) {
+	var meta []byte
+	field := func(tag uint64, v []byte) {
+		meta = binary.AppendUvarint(meta, tag)
+		meta = binary.AppendUvarint(meta, uint64(len(v)))
+		meta = append(meta, v...)
+	}
+	field(tagMemory, binary.AppendUvarint(nil, m.MemoryBytes))
+	field(tagPageSize, binary.AppendUvarint(nil, uint64(m.PageSize)))
+	field(tagEpoch, binary.AppendUvarint(nil, uint64(m.Epoch)))
+	if m.Hook != "" {
+		field(tagHook, []byte(m.Hook))
+	}
+	if m.Source != "" {
+		field(tagSource, []byte(m.Source))
+	}
+	if !m.Start.IsZero() {
+		field(tagStart, binary.AppendVarint(nil, m.Start.UnixNano()))
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.Extra)) {
+		v := binary.AppendUvarint(nil, uint64(len(k)))
+		v = append(append(v, k...), m.Extra[k]...)
+		field(tagExtra, v)
+	}
+	if len(meta) > maxMetaBytes {
+		return nil, fmt.Errorf("metadata is %d bytes, more than the %d a header holds", len(meta), maxMetaBytes)
+	}
+	h := make([]byte, 0, headerFixed+len(meta)+4)
+	h = append(h, Magic...)
+	h = binary.LittleEndian.AppendUint16(h, MajorVersion)
+	h = binary.LittleEndian.AppendUint16(h, MinorVersion)
+	h = binary.LittleEndian.AppendUint32(h, uint32(len(meta)))
+	h = append(h, meta...)
+	return binary.LittleEndian.AppendUint32(h, crc32.Checksum(h, castagnoli)), nil
+}
+
+// decodeMeta parses the metadata fields of a header.
+func decodeMeta(b []byte) (Meta, error) {
+	var m Meta
+	seen := map[uint64]bool{}
+	for len(b) > 0 {
+		tag, n := uvarint(b)
+		if n <= 0 {
+			return m, errors.New("bad field tag")
+		}
+		b = b[n:]
+		size, n := uvarint(b)
+		if n <= 0 || size > uint64(len(b)-n) {
+			return m, fmt.Errorf("field %d: bad length", tag)
+		}
+		v := b[n : n+int(size)]
+		b = b[n+int(size):]
+		if tag != tagExtra && seen[tag] {
+			return m, fmt.Errorf("field %d appears twice", tag)
+		}
+		seen[tag] = true
+		number := func() (uint64, error) {
+			x, n := uvarint(v)
+			if n <= 0 || n != len(v) {
+				return 0, fmt.Errorf("field %d: bad number", tag)
+			}
+			return x, nil
+		}
+		switch tag {
+		case tagMemory:
+			x, err := number()
+			if err != nil {
+				return m, err
+			}
+			m.MemoryBytes = x
+		case tagPageSize:
+			x, err := number()
+			if err != nil {
+				return m, err
+			}
+			if x > math.MaxUint32 {
+				return m, fmt.Errorf("page size %d is too large", x)
+			}
+			m.PageSize = uint32(x)
+		case tagEpoch:
+			x, err := number()
+			if err != nil {
+				return m, err
+			}
+			if x > math.MaxInt64 {
+				return m, fmt.Errorf("epoch length %d ns is too large", x)
+			}
+			m.Epoch = time.Duration(x)
+		case tagHook:
+			m.Hook = string(v)
+		case tagSource:
+			m.Source = string(v)
+		case tagStart:
+			x, n := binary.Varint(v)
+			if n <= 0 || n != len(v) || n > 1 && v[n-1] == 0 {
+				return m, fmt.Errorf("field %d: bad number", tag)
+			}
+			m.Start = time.Unix(0, x)
+		case tagExtra:
+			klen, n := uvarint(v)
+			if n <= 0 || klen > uint64(len(v)-n) {
+				return m, errors.New("extra field: bad key length")
+			}
+			if m.Extra == nil {
+				m.Extra = map[string]string{}
+			}
+			m.Extra[string(v[n:n+int(klen)])] = string(v[n+int(klen):])
+		default:
+			// A field from a newer minor version: skip it.
+		}
+	}
+	for _, f := range []struct {
+		tag  uint64
+		name string
+	}{{tagMemory, "memory size"}, {tagPageSize, "page size"}, {tagEpoch, "epoch length"}} {
+		if !seen[f.tag] {
+			return m, fmt.Errorf("no %s", f.name)
+		}
+	}
+	return m, m.validate()
+}
+
+// maxBody is the largest record body a trace of m's memory can need: three
+// uvarints and one uvarint per page, none longer than a page number's; at
+// most 2 GiB.
+func maxBody(m Meta) int {
+	pages := m.Pages()
+	width := uint64(bits.Len64(pages)+6) / 7
+	if width == 0 {
+		width = 1
+	}
+	if pages > (math.MaxInt32-3*binary.MaxVarintLen64)/width {
+		return math.MaxInt32
+	}
+	return int(3*binary.MaxVarintLen64 + pages*width)
+}
+
+// uvarint decodes a canonical uvarint from b, as binary.Uvarint does, but
+// refuses an overlong encoding (a last byte of 0 after others), so every
+// value, and every record, has exactly one encoding. n <= 0 means there is
+// no good uvarint.
+func uvarint(b []byte) (x uint64, n int) {
+	x, n = binary.Uvarint(b)
+	if n > 1 && b[n-1] == 0 {
+		return 0, -n
+	}
+	return x, n
+}

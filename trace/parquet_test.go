@@ -1,0 +1,97 @@
+package trace
+
+import (
+	"bytes"
+	"strconv"
+	"testing"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
+)
+
+// TestExportParquet exports a trace and reads it back with parquet-go: the
+// rows, the INT64 column types and the metadata.
+func TestExportParquet(t *testing.T) {
+	m := testMeta()
+	epochs := sampleEpochs(300)
+	data, _ := encode(t, m, epochs)
+	r, err := NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	n, err := ExportParquet(&out, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []ParquetRow
+	for _, e := range epochs {
+		for _, p := range e.Pages {
+			want = append(want, ParquetRow{Epoch: int64(e.Index), Page: int64(p)})
+		}
+	}
+	if n != int64(len(want)) {
+		t.Fatalf("ExportParquet wrote %d rows, want %d", n, len(want))
+	}
+
+	f, err := parquet.OpenFile(bytes.NewReader(out.Bytes()), int64(out.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.NumRows() != int64(len(want)) {
+		t.Fatalf("file has %d rows, want %d", f.NumRows(), len(want))
+	}
+	types := map[string]format.Type{}
+	for _, el := range f.Metadata().Schema[1:] {
+		if typ, ok := el.Type.Get(); ok {
+			types[el.Name] = typ
+		}
+	}
+	if len(types) != 2 || types["epoch"] != format.Int64 || types["page"] != format.Int64 {
+		t.Fatalf("columns %v, want epoch and page, INT64", types)
+	}
+	for key, v := range map[string]string{
+		ParquetKeyMemory:             strconv.FormatUint(m.MemoryBytes, 10),
+		ParquetKeyPageSize:           "4096",
+		ParquetKeyEpoch:              "1000000000",
+		ParquetKeyHook:               m.Hook,
+		ParquetKeySource:             m.Source,
+		ParquetKeyStart:              strconv.FormatInt(m.Start.UnixNano(), 10),
+		ParquetKeyExtra + "workload": m.Extra["workload"],
+	} {
+		if got, ok := f.Lookup(key); !ok || got != v {
+			t.Errorf("metadata %s = %q, %v; want %q", key, got, ok, v)
+		}
+	}
+
+	rows, err := parquet.Read[ParquetRow](bytes.NewReader(out.Bytes()), int64(out.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("read %d rows, want %d", len(rows), len(want))
+	}
+	for i := range rows {
+		if rows[i] != want[i] {
+			t.Fatalf("row %d = %+v, want %+v", i, rows[i], want[i])
+		}
+	}
+}
+
+// TestExportParquetEmpty checks that a trace without pages gives a valid,
+// empty file.
+func TestExportParquetEmpty(t *testing.T) {
+	data, _ := encode(t, testMeta(), []Epoch{{Index: 0}})
+	r, err := NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := ExportParquet(&out, r); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := parquet.Read[ParquetRow](bytes.NewReader(out.Bytes()), int64(out.Len()))
+	if err != nil || len(rows) != 0 {
+		t.Fatalf("%d rows, err %v", len(rows), err)
+	}
+}
