@@ -14,14 +14,15 @@ import (
 	"github.com/pagecast/pagecast/vmm"
 )
 
-const overheadWindow = 1500 * time.Millisecond
+const overheadWindow = time.Second
 
 // BenchmarkProfilerOverhead measures what profiling costs the guest, on one
 // VM in one run, alternating three setups: plain (no dirty logging),
 // logging (KVM dirty ring on and collected, as profiling needs), and
 // profiled (logging plus the eBPF program on tp_btf/kvm_dirty_ring_push).
 // It reports the guest's page writes per second in each, the ratios, and
-// the program's in-kernel cost per event from BPF run-time statistics.
+// the program's in-kernel cost per event from BPF run-time statistics,
+// beside the cost of an empty program on the same hook (floor-ns/event).
 func BenchmarkProfilerOverhead(b *testing.B) {
 	testutil.RequiresBPF(b)
 	for _, workload := range []string{"sweep", "hotset", "sweep:write=page"} {
@@ -68,9 +69,9 @@ func BenchmarkProfilerOverhead(b *testing.B) {
 			}
 
 			var plain, logging, profiled float64
-			var runtime time.Duration
-			var runs uint64
-			rounds := 2 * b.N
+			var runtime, floorTime time.Duration
+			var runs, floorRuns uint64
+			rounds := 3 * b.N
 			for range rounds {
 				plain += measure()
 
@@ -93,6 +94,21 @@ func BenchmarkProfilerOverhead(b *testing.B) {
 				runtime += st.Runtime
 				runs += st.RunCount
 				prof.Close()
+
+				// The floor: an empty program on the same hook.
+				floor, fl, err := bpf.Floor()
+				if err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(overheadWindow / 3)
+				fst, err := floor.Stats()
+				if err != nil {
+					b.Fatal(err)
+				}
+				floorTime += fst.Runtime
+				floorRuns += fst.RunCount
+				fl.Close()
+				floor.Close()
 				dl.Close()
 			}
 			n := float64(rounds)
@@ -105,6 +121,9 @@ func BenchmarkProfilerOverhead(b *testing.B) {
 			if runs > 0 {
 				b.ReportMetric(float64(runtime.Nanoseconds())/float64(runs), "ns/event")
 				b.ReportMetric(float64(runs)/(n*overheadWindow.Seconds()), "events/s")
+			}
+			if floorRuns > 0 {
+				b.ReportMetric(float64(floorTime.Nanoseconds())/float64(floorRuns), "floor-ns/event")
 			}
 			b.ReportMetric(0, "ns/op")
 		})

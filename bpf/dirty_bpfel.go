@@ -47,6 +47,7 @@ const (
 	dirtyProgFentryMarkPageDirty     = "fentry_mark_page_dirty"
 	dirtyProgRawTpDirtyRingPush      = "raw_tp_dirty_ring_push"
 	dirtyProgTpBtfDirtyRingPush      = "tp_btf_dirty_ring_push"
+	dirtyProgTpBtfFloor              = "tp_btf_floor"
 	dirtyProgTracepointDirtyRingPush = "tracepoint_dirty_ring_push"
 	dirtyProgTracepointPageFault     = "tracepoint_page_fault"
 	dirtyVarEmitEvents               = "emit_events"
@@ -100,6 +101,7 @@ type dirtyProgramSpecs struct {
 	FentryMarkPageDirty     *ebpf.ProgramSpec `ebpf:"fentry_mark_page_dirty"`
 	RawTpDirtyRingPush      *ebpf.ProgramSpec `ebpf:"raw_tp_dirty_ring_push"`
 	TpBtfDirtyRingPush      *ebpf.ProgramSpec `ebpf:"tp_btf_dirty_ring_push"`
+	TpBtfFloor              *ebpf.ProgramSpec `ebpf:"tp_btf_floor"`
 	TracepointDirtyRingPush *ebpf.ProgramSpec `ebpf:"tracepoint_dirty_ring_push"`
 	TracepointPageFault     *ebpf.ProgramSpec `ebpf:"tracepoint_page_fault"`
 }
@@ -179,6 +181,7 @@ type dirtyPrograms struct {
 	FentryMarkPageDirty     *ebpf.Program `ebpf:"fentry_mark_page_dirty"`
 	RawTpDirtyRingPush      *ebpf.Program `ebpf:"raw_tp_dirty_ring_push"`
 	TpBtfDirtyRingPush      *ebpf.Program `ebpf:"tp_btf_dirty_ring_push"`
+	TpBtfFloor              *ebpf.Program `ebpf:"tp_btf_floor"`
 	TracepointDirtyRingPush *ebpf.Program `ebpf:"tracepoint_dirty_ring_push"`
 	TracepointPageFault     *ebpf.Program `ebpf:"tracepoint_page_fault"`
 }
@@ -188,6 +191,7 @@ func (p *dirtyPrograms) Close() error {
 		p.FentryMarkPageDirty,
 		p.RawTpDirtyRingPush,
 		p.TpBtfDirtyRingPush,
+		p.TpBtfFloor,
 		p.TracepointDirtyRingPush,
 		p.TracepointPageFault,
 	)

@@ -125,7 +125,7 @@ func Load(o Options) (*Profiler, error) {
 	if o.MaxPages == 0 || o.MaxPages > 1<<32 {
 		return nil, fmt.Errorf("load profiler: %d pages to track, want 1..2^32", o.MaxPages)
 	}
-	if err := checkPrivileges(); err != nil {
+	if err := CheckPrivileges(); err != nil {
 		return nil, err
 	}
 	var fallbacks []HookStatus
@@ -163,7 +163,8 @@ func Load(o Options) (*Profiler, error) {
 	return nil, fmt.Errorf("%w for dirty %s mode%s", ErrNoHook, o.Mode, b.String())
 }
 
-func checkPrivileges() error {
+// CheckPrivileges says whether this process may load eBPF programs.
+func CheckPrivileges() error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
@@ -257,7 +258,7 @@ func Probe(mode string) []HookStatus {
 		}
 		o := Options{PID: 0xffffffff, MaxPages: 1, Mode: mode, Slots: []Slot{{ID: 0, Pages: 1}}}
 		var err error
-		if err = checkPrivileges(); err == nil {
+		if err = CheckPrivileges(); err == nil {
 			var p *Profiler
 			if p, err = load(h, o); err == nil {
 				p.Close()
@@ -346,4 +347,28 @@ func DirtyIn(s PageState, e, cur uint32) bool {
 	}
 	back := lastFull - e
 	return back < HistoryBits && hist>>back&1 != 0
+}
+
+// Floor attaches a program that does nothing to tp_btf/kvm_dirty_ring_push:
+// its run time per event (with BPF statistics on) is what any program on
+// the hook costs here, the baseline for the profiler's own cost. Close the
+// returned link, then the program.
+func Floor() (*ebpf.Program, link.Link, error) {
+	if err := CheckPrivileges(); err != nil {
+		return nil, nil, err
+	}
+	spec, err := loadDirty()
+	if err != nil {
+		return nil, nil, err
+	}
+	prog, err := ebpf.NewProgram(spec.Programs["tp_btf_floor"])
+	if err != nil {
+		return nil, nil, fmt.Errorf("load floor program: %w", err)
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		prog.Close()
+		return nil, nil, fmt.Errorf("attach floor program: %w", err)
+	}
+	return prog, l, nil
 }

@@ -63,6 +63,9 @@ func New(cfg Config) (_ *Collector, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if err := bpf.CheckPrivileges(); err != nil {
+		return nil, err
+	}
 	c := &Collector{cfg: cfg, log: cfg.Log.With("component", "collector")}
 	defer func() {
 		if err != nil {

@@ -20,9 +20,16 @@ import (
 // binary is pagecast built once for the tests that run it as a user would.
 var binary string
 
+// lastSocket is the QMP socket of the latest startVMRun.
+var lastSocket string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "pagecast-test")
 	if err != nil {
+		panic(err)
+	}
+	// Runnable by an unprivileged user too (TestProfileErrors).
+	if err := os.Chmod(dir, 0o755); err != nil {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "pagecast")
@@ -41,6 +48,7 @@ func startVMRun(t *testing.T, args ...string) *qmp.SocketMonitor {
 	t.Helper()
 	testutil.RequiresKVM(t)
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	lastSocket = sock
 	cmd := exec.Command(binary, append([]string{"vm", "run", "--qmp", "unix:" + sock}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

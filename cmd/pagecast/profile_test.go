@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/trace"
+)
+
+// TestProfile runs `pagecast profile` against `pagecast vm run` as a user
+// would, and reads the trace it wrote.
+func TestProfile(t *testing.T) {
+	testutil.RequiresBPF(t)
+	startVMRun(t, "--memory", "32M", "--workload", "phased:hot=256,period=20000")
+	sock := lastSocket
+	out := filepath.Join(t.TempDir(), "vm.pct")
+	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+sock, "--duration", "2s", "--epoch", "250ms", "--out", out)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("pagecast profile: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	text := stdout.String()
+	for _, want := range []string{"profiling pagecast VM", "with tp_btf/kvm_dirty_ring_push", "epoch    1", "hottest 0x", "0 dropped"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	meta, epochs, damage, err := trace.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.MemoryBytes != 32<<20 || meta.Hook != "tp_btf/kvm_dirty_ring_push" || meta.Epoch != 250*time.Millisecond {
+		t.Errorf("trace meta %+v", meta)
+	}
+	if len(epochs) < 6 || len(damage) != 0 {
+		t.Fatalf("trace has %d epochs and damage %v, want at least 6 and none", len(epochs), damage)
+	}
+	for _, e := range epochs {
+		if len(e.Pages) < 100 {
+			t.Errorf("epoch %d has %d pages: the guest writes thousands per epoch", e.Index, len(e.Pages))
+		}
+	}
+}
+
+// TestProfileErrors: what is missing is named, on one line, exit status 1.
+func TestProfileErrors(t *testing.T) {
+	testutil.RequiresBPF(t)
+	startVMRun(t, "--memory", "16M", "--workload", "idle")
+	sock := "unix:" + lastSocket
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		nobody bool
+		want   string
+	}{
+		{"no target", []string{"profile"}, false, "give --qmp"},
+		{"no socket", []string{"profile", "--qmp", "unix:/nonexistent/qmp.sock"}, false, "connect to qmp socket /nonexistent/qmp.sock"},
+		{"refused hook", []string{"profile", "--qmp", sock, "--hook", "fentry/mark_page_dirty_in_slot"}, false,
+			"no usable KVM dirty tracking hook for dirty ring mode; fentry/mark_page_dirty_in_slot: load fentry/mark_page_dirty_in_slot: the kernel refused it"},
+		{"hook of the other mode", []string{"profile", "--qmp", sock, "--hook", "tracepoint/kvm/kvm_page_fault"}, false,
+			"hook tracepoint/kvm/kvm_page_fault does not see writes in dirty ring mode"},
+		{"unknown hook", []string{"profile", "--qmp", sock, "--hook", "kprobe/nope"}, false, `unknown hook "kprobe/nope"`},
+		{"not root", []string{"profile", "--qmp", sock}, true, "loading eBPF programs needs root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name, args := binary, tc.args
+			if tc.nobody {
+				setpriv, err := exec.LookPath("setpriv")
+				if err != nil {
+					t.Skip("needs setpriv (util-linux) to drop root")
+				}
+				name, args = setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", binary}, args...)
+			}
+			cmd := exec.Command(name, args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			msg := strings.TrimRight(stderr.String(), "\n")
+			if err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("exit %v, stderr %q: want one line containing %q", err, msg, tc.want)
+			}
+		})
+	}
+}
+
