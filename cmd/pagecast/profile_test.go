@@ -88,4 +88,3 @@ func TestProfileErrors(t *testing.T) {
 		})
 	}
 }
-
