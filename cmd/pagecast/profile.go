@@ -76,16 +76,17 @@ func runProfile(c *cli.Context) error {
 	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	if d := c.Duration("duration"); d > 0 {
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
-	}
 
 	col, err := collector.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer col.Close()
+	// --duration is profiling time: it starts once the programs are attached.
+	if d := c.Duration("duration"); d > 0 {
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	t := col.Target()
 	for _, f := range col.Fallbacks() {
 		fmt.Fprintf(out, "hook %s unavailable (%v): falling back\n", f.Hook.Name, f.Err)
