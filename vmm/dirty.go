@@ -144,6 +144,15 @@ func (t *ringTracker) harvest(set *Bitmap) error {
 	return nil
 }
 
+// reap drains the rings into pending, re-arming the pages, without
+// handing anything out.
+func (t *ringTracker) reap() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, err := t.drain()
+	return err
+}
+
 // ringFull is called by a vCPU thread on KVM_EXIT_DIRTY_RING_FULL.
 func (t *ringTracker) ringFull() error {
 	t.full.Add(1)

@@ -3,6 +3,7 @@ package vmm
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 )
 
@@ -35,6 +36,7 @@ func (vm *VM) StartDirtyLog() (*DirtyLog, error) {
 		}
 		vm.monitorDirty.Clear()
 		vm.reaperStop = make(chan struct{})
+		vm.reapers.Add(1)
 		go vm.reap(vm.reaperStop)
 	} else if err := vm.harvestLocked(); err != nil {
 		return nil, err
@@ -61,32 +63,46 @@ func (vm *VM) harvestLocked() error {
 	return nil
 }
 
-// reapInterval is how often open logs collect from KVM while nobody asks.
-// KVM only reports a page again once its earlier report was collected, so
+// The reaper collects from KVM while logs are open and nobody asks. KVM
+// only reports a page again once its earlier report was collected, so
 // regular collection is what lets every write of a page be seen (QEMU's
-// dirty ring reaper does the same). Rings are collected far more often: a
-// 64 Ki-entry ring fills in about 40 ms where every store is reported
-// (see ErrRingOverflow).
-func (vm *VM) reapInterval() time.Duration {
-	if vm.tracker.mode() == DirtyRing {
-		return 5 * time.Millisecond
-	}
-	return 100 * time.Millisecond
-}
+// dirty ring reaper does the same). Rings are drained into the tracker
+// far more often than bitmaps are read: where KVM emulates instructions
+// every store takes a ring entry, a 64 Ki-entry ring fills in about 30 ms
+// of whole-page writes, and a ring KVM overfills is lost (ErrRingOverflow).
+// The reaper has an OS thread of its own so Go's scheduler never delays it.
+const (
+	ringReapInterval   = 2 * time.Millisecond
+	bitmapReapInterval = 100 * time.Millisecond
+)
 
 func (vm *VM) reap(stop chan struct{}) {
-	t := time.NewTicker(vm.reapInterval())
+	defer vm.reapers.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	rt, ring := vm.tracker.(*ringTracker)
+	interval := bitmapReapInterval
+	if ring {
+		interval = ringReapInterval
+	}
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
+		}
+		var err error
+		if ring {
+			err = rt.reap()
+		} else {
 			vm.dirtyMu.Lock()
-			if err := vm.harvestLocked(); err != nil {
-				vm.log.Error("reap dirty pages", "err", err)
-			}
+			err = vm.harvestLocked()
 			vm.dirtyMu.Unlock()
+		}
+		if err != nil {
+			vm.log.Error("reap dirty pages", "err", err)
 		}
 	}
 }
@@ -123,7 +139,7 @@ func (d *DirtyLog) Close() error {
 	if len(vm.logs) > 0 || vm.mem == nil {
 		return nil
 	}
-	close(vm.reaperStop) // a last tick finds no log and does nothing
+	close(vm.reaperStop) // VM.Close waits for the reaper to be gone
 	if err := vm.setMemoryRegion(0); err != nil {
 		return fmt.Errorf("disable dirty logging: %w", err)
 	}

@@ -73,6 +73,7 @@ type VM struct {
 	logs         map[*DirtyLog]struct{}
 	monitorDirty *Bitmap // pages the monitor itself wrote while logging
 	reaperStop   chan struct{}
+	reapers      sync.WaitGroup
 
 	rate    rateMeter
 	onEvent func(name string, data any)
@@ -417,7 +418,6 @@ func (vm *VM) Close() error {
 	vm.mu.Unlock()
 
 	vm.dirtyMu.Lock()
-	defer vm.dirtyMu.Unlock()
 	if len(vm.logs) > 0 {
 		close(vm.reaperStop)
 		for d := range vm.logs {
@@ -425,6 +425,10 @@ func (vm *VM) Close() error {
 		}
 		clear(vm.logs)
 	}
+	vm.dirtyMu.Unlock()
+	vm.reapers.Wait() // no reaper may touch the rings once they are unmapped
+	vm.dirtyMu.Lock()
+	defer vm.dirtyMu.Unlock()
 	vm.release()
 	return nil
 }

@@ -31,6 +31,9 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// vmErr reports the latest VM's fatal error, so waits fail fast.
+var vmErr func() (string, error)
+
 func startVM(t *testing.T, cfg vmm.Config, workload string) (*vmm.VM, *lockedBuffer) {
 	t.Helper()
 	testutil.RequiresKVM(t)
@@ -48,7 +51,8 @@ func startVM(t *testing.T, cfg vmm.Config, workload string) (*vmm.VM, *lockedBuf
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { vm.Close() })
+	vmErr = vm.State
+	t.Cleanup(func() { vm.Close(); vmErr = nil })
 	return vm, serial
 }
 
@@ -57,6 +61,11 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
+		if vmErr != nil {
+			if st, err := vmErr(); err != nil {
+				t.Fatalf("waiting for %s: VM %s: %v", what, st, err)
+			}
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
