@@ -31,7 +31,7 @@ func TestQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vm.Close()
-	if _, err := vm.WaitBanner(30 * time.Second); err != nil {
+	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	c, err := collector.New(collector.Config{QMP: vm.QMPPath, Epoch: 500 * time.Millisecond})

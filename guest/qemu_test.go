@@ -53,7 +53,7 @@ func TestQEMUSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm := startQEMU(t, w.Cmdline(1), 1)
-	banner, err := vm.WaitBanner(30 * time.Second)
+	banner, err := vm.WaitBanner(60 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestQEMUArenaContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm := startQEMU(t, w.Cmdline(1), 42)
-	if _, err := vm.WaitBanner(30 * time.Second); err != nil {
+	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 
@@ -133,7 +133,7 @@ func TestQEMUArenaContent(t *testing.T) {
 func TestQEMUBadParameter(t *testing.T) {
 	t.Parallel()
 	vm := startQEMU(t, "workload=sweep colour=blue", 1)
-	line, err := vm.WaitBanner(30 * time.Second)
+	line, err := vm.WaitBanner(60 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
