@@ -8,13 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/qmpserver"
+	"github.com/pagecast/pagecast/trace"
 	"github.com/pagecast/pagecast/vmm"
 )
 
@@ -36,7 +39,7 @@ func demoCommand() *cli.Command {
 			"so), and prints every interval how many pages it dirtied, the rate, a strip showing where in\n" +
 			"guest memory the writes land, and the hottest regions.",
 		Flags: append(flags,
-			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "how long to watch"},
+			&cli.DurationFlag{Name: "duration", Value: 8 * time.Second, Usage: "how long to watch"},
 			&cli.DurationFlag{Name: "interval", Value: 500 * time.Millisecond, Usage: "epoch length: time between lines"},
 		),
 		Action: func(c *cli.Context) error {
@@ -89,6 +92,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	start := time.Now()
 	lastProgress := uint64(0)
 	total := map[uint64]int{}
+	var epochs []trace.Epoch
 	for time.Since(start) < c.Duration("duration") {
 		set, dt, err := next()
 		if err != nil {
@@ -105,6 +109,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 		for _, p := range list {
 			total[p]++
 		}
+		epochs = append(epochs, trace.Epoch{Index: uint64(len(epochs)), Pages: list})
 		var hot []string
 		for _, r := range collector.Hottest(list, 1<<20, 2) {
 			hot = append(hot, fmt.Sprintf("%#x:%d", r.Start, r.Pages))
@@ -117,6 +122,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err := vm.Pause(); err != nil {
 		return err
 	}
+	printForecastScores(out, epochs, pages)
 	st, _ := vm.GuestStatus()
 	fmt.Fprintf(out, "\n%d distinct pages dirtied (%s of %s); VM paused after %.1fs and shut down cleanly; guest: %s\n",
 		len(total), units.FormatBytes(float64(len(total)*vmm.PageSize)), units.FormatBytes(float64(vm.MemoryBytes())),
@@ -158,6 +164,25 @@ func demoSource(vm *vmm.VM, sock string, interval time.Duration) (next func() (*
 		return set, dt, err
 	}
 	return next, fmt.Sprintf("KVM's dirty log (the eBPF profiler is unavailable: %v)", why), func() { dl.Close() }, nil
+}
+
+// printForecastScores replays the demo's epochs through the predictor and
+// the baselines it must beat, each predicting every epoch from the ones
+// before, and prints how each scored.
+func printForecastScores(out io.Writer, epochs []trace.Epoch, pages uint64) {
+	const warmup = 4
+	if len(epochs) <= warmup+1 {
+		return
+	}
+	preds := append([]predictor.Predictor{predictor.NewModel(pages, predictor.Options{})}, predictor.Baselines(pages)...)
+	results := predictor.Evaluate(epochs, pages, preds, predictor.EvalOptions{Warmup: warmup})
+	fmt.Fprintf(out, "\nnext-epoch forecasts over the last %d epochs (threshold 0.5):\n", len(epochs)-warmup)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "predictor\tprecision\trecall\tF1\tBrier\tAUC\t")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%.4f\t%.3f\t\n", r.Name, r.Precision, r.Recall, r.F1, r.Brier, r.AUC)
+	}
+	tw.Flush()
 }
 
 const stripWidth = 64

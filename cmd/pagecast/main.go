@@ -41,6 +41,7 @@ func newApp() *cli.App {
 			profileCommand(),
 			demoCommand(),
 			traceCommand(),
+			predictCommand(),
 		},
 		// Errors are printed once, by main, on one line.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/predictor"
+)
+
+func predictCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "predict",
+		Usage: "forecast which pages a VM dirties next: evaluate the model, serve its forecasts",
+		Description: "pagecast's predictor gives every guest page the probability that it is dirtied in the next\n" +
+			"epoch (or the next few), from the page's own write history and its neighbours', with weights\n" +
+			"fitted to each VM as it runs. See the predictor package.",
+		Subcommands: []*cli.Command{
+			predictEvalCommand(),
+			predictServeCommand(),
+		},
+	}
+}
+
+func predictEvalCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "eval",
+		Usage:     "score the model against the baselines on a trace: precision, recall, F1, Brier, AUC, calibration",
+		ArgsUsage: "TRACE",
+		Description: "Walks the trace forward: before each epoch every predictor forecasts, for every page, the\n" +
+			"probability that it is dirtied (within --horizon epochs), then sees the epoch. After --warmup\n" +
+			"epochs each (page, epoch) pair is scored. Predictors: the model (temporal and spatial locality,\n" +
+			"logistic regression fitted online), last-epoch (dirty last epoch => dirty next), frequency (share\n" +
+			"of the last 8 epochs dirty) and markov (a two-state chain per page).\n\n" +
+			"Columns: precision, recall and F1 of predicting dirty the pages at or above --threshold; Brier,\n" +
+			"the mean squared error of the probabilities over all pairs (lower is better); AUC, the area under\n" +
+			"the ROC curve; ECE, the expected calibration error over 10 equal-width bins. * marks the best in\n" +
+			"each column. The model keeps its probabilities calibrated except that, where the epochs since its\n" +
+			"last refit show another cut than --threshold gives a clearly better F1, it moves the pages in\n" +
+			"between just across it.\n\n" +
+			"TRACE is a trace file (pagecast profile --out, pagecast trace import) or, ending in .csv or\n" +
+			".csv.gz, a CSV of epoch,page rows, which needs --memory (see pagecast trace import).\n\n" +
+			"Examples:\n" +
+			"  pagecast predict eval --plots plots/ vm.pct\n" +
+			"  pagecast predict eval --memory 256M ../shared/traces/awk.csv.gz",
+		Flags: []cli.Flag{
+			&cli.Float64Flag{Name: "threshold", Value: predictor.DefaultThreshold,
+				Usage: "probability at and above which a page counts as predicted dirty (0 < t < 1)"},
+			&cli.IntFlag{Name: "warmup", Value: predictor.DefaultWarmup, Usage: "epochs observed before scoring starts"},
+			&cli.IntFlag{Name: "horizon", Value: 1,
+				Usage: fmt.Sprintf("forecast dirtying within this many epochs (1-%d)", predictor.MaxHorizon)},
+			&cli.StringFlag{Name: "plots",
+				Usage: "directory to write calibration.png and per-epoch.png to (created if missing)"},
+			&cli.StringFlag{Name: "memory", Aliases: []string{"m"},
+				Usage: "CSV traces only: guest memory size (K, M or G suffix); pages must lie below it"},
+			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "CSV traces only: length of one epoch"},
+			&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "CSV traces only: guest page size in bytes"},
+		},
+		Action: predictEval,
+	}
+}
+
+func predictEval(c *cli.Context) error {
+	path, err := oneArg(c, "trace")
+	if err != nil {
+		return err
+	}
+	thr := c.Float64("threshold")
+	if !(thr > 0 && thr < 1) {
+		return fmt.Errorf("--threshold %v: want a probability between 0 and 1", thr)
+	}
+	warmup := c.Int("warmup")
+	if warmup < 0 {
+		return fmt.Errorf("--warmup %d: want 0 or more epochs", warmup)
+	}
+	horizon := c.Int("horizon")
+	if horizon < 1 || horizon > predictor.MaxHorizon {
+		return fmt.Errorf("--horizon %d: want 1 to %d epochs", horizon, predictor.MaxHorizon)
+	}
+
+	var csv predictor.CSVOptions
+	if predictor.IsCSV(path) {
+		if !c.IsSet("memory") {
+			return fmt.Errorf("%s is a CSV trace: give the guest memory size with --memory (e.g. --memory 256M)", path)
+		}
+		if csv.MemoryBytes, err = units.ParseBytes(c.String("memory")); err != nil {
+			return fmt.Errorf("--memory: %w", err)
+		}
+		ps := c.Uint("page-size")
+		if ps == 0 || ps&(ps-1) != 0 || ps > 1<<30 {
+			return fmt.Errorf("--page-size %d: want a power of two up to 1 GiB", ps)
+		}
+		csv.PageSize = uint32(ps)
+		if csv.MemoryBytes == 0 || csv.MemoryBytes%uint64(ps) != 0 {
+			return fmt.Errorf("--memory %s: want a positive whole number of %d-byte pages", c.String("memory"), ps)
+		}
+		if csv.Epoch, err = time.ParseDuration(c.String("epoch")); err != nil || csv.Epoch <= 0 {
+			return fmt.Errorf("--epoch %q: want a positive duration such as 1s or 100ms", c.String("epoch"))
+		}
+	} else {
+		for _, f := range []string{"memory", "epoch", "page-size"} {
+			if c.IsSet(f) {
+				return fmt.Errorf("--%s is for CSV traces; %s is a trace file, which says", f, path)
+			}
+		}
+	}
+
+	meta, epochs, damage, err := predictor.ReadTrace(path, csv)
+	if err != nil {
+		return err
+	}
+	if len(damage) > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s is damaged: evaluating the epochs that read, skipped %s (see pagecast trace info)\n",
+			path, stretches(len(damage)))
+	}
+	if len(epochs) <= warmup+horizon-1 {
+		return fmt.Errorf("%s: %d epochs, not enough to score after a warm-up of %d at horizon %d", path, len(epochs), warmup, horizon)
+	}
+	pages := meta.Pages()
+	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Horizon: horizon}
+	if warmup == 0 {
+		eo.Warmup = -1
+	}
+	results := predictor.Evaluate(epochs, pages, predictor.Contenders(pages, predictor.Options{Horizon: horizon, Threshold: thr}), eo)
+
+	out := c.App.Writer
+	scored := len(results[0].Epochs)
+	ahead := "the next epoch"
+	if horizon > 1 {
+		ahead = fmt.Sprintf("the next %d epochs", horizon)
+	}
+	fmt.Fprintf(out, "%s: %d pages (%s), %d epochs of %v; scored %d epochs after a warm-up of %d, %s, threshold %g\n",
+		filepath.Base(path), pages, units.FormatBytes(float64(meta.MemoryBytes)), len(epochs), meta.Epoch,
+		scored, warmup, ahead, thr)
+	writeEvalTable(out, results)
+	if dir := c.String("plots"); dir != "" {
+		if err := writePlots(dir, filepath.Base(path), results); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "plots: %s, %s\n", filepath.Join(dir, "calibration.png"), filepath.Join(dir, "per-epoch.png"))
+	}
+	return nil
+}
+
+// writeEvalTable prints the results, one row per predictor, the best value
+// in each column marked with *.
+func writeEvalTable(out io.Writer, results []predictor.Result) {
+	type column struct {
+		name   string
+		format string
+		value  func(predictor.Result) float64
+		higher bool // higher is better
+	}
+	cols := []column{
+		{"precision", "%.3f", func(r predictor.Result) float64 { return r.Precision }, true},
+		{"recall", "%.3f", func(r predictor.Result) float64 { return r.Recall }, true},
+		{"F1", "%.4f", func(r predictor.Result) float64 { return r.F1 }, true},
+		{"Brier", "%.6f", func(r predictor.Result) float64 { return r.Brier }, false},
+		{"AUC", "%.4f", func(r predictor.Result) float64 { return r.AUC }, true},
+		{"ECE", "%.5f", func(r predictor.Result) float64 { return r.ECE }, false},
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	var head bytes.Buffer
+	head.WriteString("predictor\t")
+	for _, col := range cols {
+		head.WriteString(col.name + " \t")
+	}
+	fmt.Fprintln(tw, head.String())
+	for _, r := range results {
+		row := []string{r.Name}
+		for _, col := range cols {
+			v := col.value(r)
+			best := true
+			for _, o := range results {
+				if ov := col.value(o); col.higher && ov > v || !col.higher && ov < v {
+					best = false
+				}
+			}
+			mark := " "
+			if best && !math.IsNaN(v) {
+				mark = "*"
+			}
+			row = append(row, fmt.Sprintf(col.format, v)+mark)
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	tw.Flush()
+	fmt.Fprintln(out, "* best in the column; Brier and ECE: lower is better")
+}
+
+// writePlots writes calibration.png and per-epoch.png into dir.
+func writePlots(dir, title string, results []predictor.Result) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		name string
+		draw func(io.Writer, string, []predictor.Result) error
+	}{{"calibration.png", predictor.PlotCalibration}, {"per-epoch.png", predictor.PlotEpochs}} {
+		if err := writeFileAtomic(filepath.Join(dir, p.name), func(w io.Writer) error {
+			return p.draw(w, title, results)
+		}); err != nil {
+			return fmt.Errorf("plot %s: %w", p.name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+package predictor
+
+import (
+	"math"
+	"math/bits"
+)
+
+// Baselines returns the baselines the model is judged against, in the
+// order tables list them: last epoch, frequency over the last 8 epochs,
+// and the per-page Markov chain.
+func Baselines(pages uint64) []Predictor {
+	return []Predictor{NewLastEpoch(pages), NewFrequency(pages, 8), NewMarkov(pages)}
+}
+
+// lastEpoch predicts that exactly the pages dirtied in the last epoch are
+// dirtied in the next one.
+type lastEpoch struct {
+	pages uint64
+	last  []uint64
+}
+
+// NewLastEpoch returns the simplest baseline: a page dirtied in the last
+// epoch is dirtied in the next (probability 1), any other page is not
+// (probability 0). For a longer horizon it predicts the same.
+func NewLastEpoch(pages uint64) Predictor {
+	return &lastEpoch{pages: pages}
+}
+
+func (l *lastEpoch) Name() string { return "last-epoch" }
+
+func (l *lastEpoch) Observe(dirty []uint64) {
+	l.last = append(l.last[:0], dirty...)
+}
+
+func (l *lastEpoch) Predict(dst []float32) {
+	checkLen(dst, l.pages)
+	clear(dst)
+	for _, p := range l.last {
+		dst[p] = 1
+	}
+}
+
+func (l *lastEpoch) PredictHorizon(dst []float32, h int) { l.Predict(dst) }
+
+// frequency predicts each page's share of dirty epochs among the last
+// window.
+type frequency struct {
+	pages  uint64
+	window int
+	mask   uint64
+	seen   int      // epochs observed, up to window
+	hist   []uint64 // bit k: dirty k+1 epochs ago
+}
+
+// NewFrequency returns the write-frequency baseline: the probability that
+// a page is dirtied next is the fraction of the last window epochs (1 to
+// 64) it was dirtied in. Over h epochs, taken as independent, it is
+// 1-(1-f)^h.
+func NewFrequency(pages uint64, window int) Predictor {
+	window = min(max(window, 1), 64)
+	return &frequency{pages: pages, window: window, mask: ^uint64(0) >> (64 - window), hist: make([]uint64, pages)}
+}
+
+func (f *frequency) Name() string { return "frequency" }
+
+func (f *frequency) Observe(dirty []uint64) {
+	for i := range f.hist {
+		f.hist[i] <<= 1
+	}
+	for _, p := range dirty {
+		f.hist[p] |= 1
+	}
+	f.seen = min(f.seen+1, f.window)
+}
+
+func (f *frequency) Predict(dst []float32) { f.PredictHorizon(dst, 1) }
+
+func (f *frequency) PredictHorizon(dst []float32, h int) {
+	checkLen(dst, f.pages)
+	if f.seen == 0 {
+		clear(dst)
+		return
+	}
+	// One probability per possible count of dirty epochs.
+	var table [65]float32
+	for c := 0; c <= f.seen; c++ {
+		q := float64(c) / float64(f.seen)
+		table[c] = float32(1 - math.Pow(1-q, float64(max(h, 1))))
+	}
+	mask := f.mask
+	for i, x := range f.hist {
+		dst[i] = table[bits.OnesCount64(x&mask)]
+	}
+}
+
+// markov is a two-state (clean, dirty) Markov chain per page.
+type markov struct {
+	pages uint64
+	now   uint32   // epochs observed
+	last  []uint32 // 1 + epoch of the page's last write; 0 if never
+	dirty []uint32 // epochs the page was dirtied in
+	stay  []uint32 // dirty epochs that followed a dirty epoch
+	// Totals over all pages, the prior's means.
+	allDirty, allStay, lastCount uint64
+}
+
+// markovPrior is how many transitions' worth of weight the prior (the
+// transition probabilities pooled over all pages) carries against a
+// page's own counts.
+const markovPrior = 2
+
+// NewMarkov returns the Markov baseline: each page is a two-state chain
+// (clean, dirty) whose transition probabilities are its own transition
+// counts, smoothed towards the probabilities pooled over all pages with
+// a prior worth two transitions. Before the trace a page counts as clean.
+// Over h epochs it gives the chain's probability of leaving the clean
+// state at least once.
+func NewMarkov(pages uint64) Predictor {
+	return &markov{
+		pages: pages,
+		last:  make([]uint32, pages),
+		dirty: make([]uint32, pages),
+		stay:  make([]uint32, pages),
+	}
+}
+
+func (m *markov) Name() string { return "markov" }
+
+func (m *markov) Observe(dirty []uint64) {
+	var stays uint64
+	for _, p := range dirty {
+		if m.last[p] == m.now && m.now > 0 {
+			m.stay[p]++
+			stays++
+		}
+		m.dirty[p]++
+		m.last[p] = m.now + 1
+	}
+	m.now++
+	m.allDirty += uint64(len(dirty))
+	m.allStay += stays
+	m.lastCount = uint64(len(dirty))
+}
+
+func (m *markov) Predict(dst []float32) { m.PredictHorizon(dst, 1) }
+
+func (m *markov) PredictHorizon(dst []float32, h int) {
+	checkLen(dst, m.pages)
+	h = max(h, 1)
+	if m.now == 0 {
+		clear(dst)
+		return
+	}
+	// Pooled transition probabilities: from dirty (to dirty), from clean
+	// (to dirty). Every page has made m.now transitions, the first from
+	// the clean state before the trace.
+	from1 := float64(m.allDirty - m.lastCount)
+	from0 := float64(m.pages)*float64(m.now) - from1
+	g1, g0 := 0.5, 0.0
+	if from1 > 0 {
+		g1 = float64(m.allStay) / from1
+	}
+	if from0 > 0 {
+		g0 = float64(m.allDirty-m.allStay) / from0
+	}
+	k := float64(markovPrior)
+	now := m.now
+	hf := float64(h)
+	for i := range dst {
+		d := float64(m.dirty[i])
+		s := m.stay[i]
+		state := 0.0
+		if m.last[i] == now {
+			state = 1
+		}
+		f1 := d - state
+		f0 := float64(now) - f1
+		p0 := (d - float64(s) + k*g0) / (f0 + k) // clean → dirty
+		if h == 1 && state == 0 {
+			dst[i] = float32(p0)
+			continue
+		}
+		p1 := (float64(s) + k*g1) / (f1 + k) // dirty → dirty
+		if h == 1 {
+			dst[i] = float32(p1)
+			continue
+		}
+		clean := math.Pow(1-p0, hf-state)
+		if state == 1 {
+			clean *= 1 - p1
+		}
+		dst[i] = float32(1 - clean)
+	}
+}

@@ -1,0 +1,359 @@
+package predictor
+
+import (
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/pagecast/pagecast/trace"
+)
+
+// Evaluation defaults.
+const (
+	// DefaultThreshold is the probability at and above which a page
+	// counts as predicted dirty.
+	DefaultThreshold = 0.5
+	// DefaultWarmup is how many epochs Evaluate lets predictors observe
+	// before it starts scoring them.
+	DefaultWarmup = 8
+	// DefaultBins is the number of equal-width reliability bins.
+	DefaultBins = 10
+)
+
+// EvalOptions set how Evaluate scores. The zero value is the defaults.
+type EvalOptions struct {
+	// Threshold is the probability at and above which a page counts as
+	// predicted dirty for precision, recall and F1; 0 means
+	// DefaultThreshold.
+	Threshold float64
+	// Warmup is how many epochs are observed before scoring starts; 0
+	// means DefaultWarmup, negative means none.
+	Warmup int
+	// Horizon is how many epochs ahead a prediction reaches: a page is
+	// an actual positive if it is dirtied in any of the next Horizon
+	// epochs. 0 means 1. Predictors that are not HorizonPredictors are
+	// asked for their one-epoch forecast.
+	Horizon int
+	// Bins is the number of equal-width reliability bins over [0, 1]
+	// used for Result.Calibration and the expected calibration error;
+	// 0 means DefaultBins.
+	Bins int
+}
+
+func (o EvalOptions) withDefaults() EvalOptions {
+	if o.Threshold == 0 {
+		o.Threshold = DefaultThreshold
+	}
+	switch {
+	case o.Warmup == 0:
+		o.Warmup = DefaultWarmup
+	case o.Warmup < 0:
+		o.Warmup = 0
+	}
+	o.Horizon = max(o.Horizon, 1)
+	if o.Bins <= 0 {
+		o.Bins = DefaultBins
+	}
+	return o
+}
+
+// Result is how one predictor scored on a trace, over every (page,
+// scored epoch) pair.
+type Result struct {
+	// Name is the predictor's.
+	Name string
+	// Threshold is the probability at and above which a page counted as
+	// predicted dirty.
+	Threshold float64
+	// Horizon is how many epochs ahead the predictions reached.
+	Horizon int
+	// Epochs are the scored epochs, predicted against actual dirty pages.
+	Epochs []EpochScore
+	// Pairs is the number of (page, epoch) pairs scored, Positives those
+	// dirtied within the horizon.
+	Pairs, Positives uint64
+	// TruePositives, FalsePositives and FalseNegatives count pairs at
+	// Threshold.
+	TruePositives, FalsePositives, FalseNegatives uint64
+	// Precision, Recall and F1 are at Threshold; 0 where undefined.
+	Precision, Recall, F1 float64
+	// Brier is the mean squared difference between the predicted
+	// probability and the outcome (1 dirty, 0 not); lower is better.
+	Brier float64
+	// AUC is the area under the ROC curve: the probability that a
+	// random dirtied pair scores above a random clean one (ties count
+	// half). Scores are grouped in buckets 0.8% apart (relative), so
+	// scores closer than that count as ties.
+	AUC float64
+	// Calibration are equal-width reliability bins over [0, 1]; empty
+	// bins are left out.
+	Calibration []Bin
+	// CalibrationLog are reliability bins one octave wide, [2^-k,
+	// 2^-k+1), from [0, 2^-19) to [0.5, 1]: on
+	// sparse traces almost every prediction is near 0, and these bins
+	// show how well the small probabilities are calibrated. Empty bins
+	// are left out.
+	CalibrationLog []Bin
+	// ECE is the expected calibration error over Calibration: the mean
+	// over bins of |mean predicted - observed frequency|, weighted by
+	// the bins' pair counts.
+	ECE float64
+}
+
+// EpochScore compares one epoch's forecast with what happened.
+type EpochScore struct {
+	// Index is the epoch's index in the trace.
+	Index uint64
+	// Predicted is the expected number of pages dirtied within the
+	// horizon: the sum of the predicted probabilities.
+	Predicted float64
+	// Actual is the number of pages dirtied within the horizon.
+	Actual int
+}
+
+// Bin is one reliability bin: the pairs whose predicted probability fell
+// in [Lo, Hi).
+type Bin struct {
+	Lo, Hi float64
+	// Count is the number of pairs in the bin.
+	Count uint64
+	// Predicted is their mean predicted probability, Observed the
+	// fraction of them that were dirtied.
+	Predicted, Observed float64
+}
+
+// Evaluate walks the epochs of a trace forward and scores each predictor
+// on it: before epoch t it asks for a forecast, then shows the predictor
+// epoch t. The first Warmup epochs are only observed. The predictors must
+// be fresh (they see the whole trace) and are scored in parallel, one
+// result each, in order. Epoch indices that the trace skips (lost to
+// damage) are observed as empty and not scored, nor are epochs whose
+// horizon reaches past the trace or into a skipped epoch.
+func Evaluate(epochs []trace.Epoch, pages uint64, preds []Predictor, o EvalOptions) []Result {
+	o = o.withDefaults()
+	tl := newTimeline(epochs, o.Horizon)
+	results := make([]Result, len(preds))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, p := range preds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i] = evaluate(tl, pages, p, o)
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// timeline is a trace's epochs on a dense clock, gaps included, with the
+// outcome of every epoch that can be scored at the horizon.
+type timeline struct {
+	first uint64
+	slots [][]uint64 // pages dirtied in each clock slot; nil for a gap
+	known []bool     // whether the slot was in the trace
+	// outcome[t] is the union of the pages dirtied in slots t .. t+h-1,
+	// or nil if t cannot be scored.
+	outcome [][]uint64
+	scored  []bool
+}
+
+func newTimeline(epochs []trace.Epoch, h int) *timeline {
+	tl := &timeline{}
+	if len(epochs) == 0 {
+		return tl
+	}
+	tl.first = epochs[0].Index
+	n := int(epochs[len(epochs)-1].Index - tl.first + 1)
+	tl.slots = make([][]uint64, n)
+	tl.known = make([]bool, n)
+	for _, e := range epochs {
+		t := e.Index - tl.first
+		tl.slots[t] = e.Pages
+		tl.known[t] = true
+	}
+	tl.outcome = make([][]uint64, n)
+	tl.scored = make([]bool, n)
+	for t := 0; t+h <= n; t++ {
+		ok := true
+		for k := t; k < t+h; k++ {
+			ok = ok && tl.known[k]
+		}
+		if !ok {
+			continue
+		}
+		tl.scored[t] = true
+		if h == 1 {
+			tl.outcome[t] = tl.slots[t]
+			continue
+		}
+		var u []uint64
+		for k := t; k < t+h; k++ {
+			u = append(u, tl.slots[k]...)
+		}
+		slices.Sort(u)
+		tl.outcome[t] = slices.Compact(u)
+	}
+	return tl
+}
+
+// scoreBuckets is the number of fine score buckets: a float32
+// probability's bits shifted right by 16 (sign, exponent and 7 bits of
+// mantissa) order the buckets as the scores, and 1.0 is bucket 0x3f80.
+const scoreBuckets = 0x3f80 + 1
+
+// bucketOf returns a probability's fine bucket, clamping it to [0, 1].
+func bucketOf(p float32) uint32 {
+	if !(p > 0) { // also NaN
+		return 0
+	}
+	if p >= 1 {
+		return scoreBuckets - 1
+	}
+	return math.Float32bits(p) >> 16
+}
+
+// tally accumulates a predictor's scores.
+type tally struct {
+	n, pos []uint64  // per fine bucket: pairs, positives
+	sum    []float64 // per fine bucket: sum of predictions
+	bn     []uint64  // per reliability bin: pairs, positives, sum
+	bpos   []uint64
+	bsum   []float64
+	sq     float64 // sum of squared error
+	tp, pp uint64  // true positives, predicted positives
+	pairs  uint64
+	posAll uint64
+}
+
+func evaluate(tl *timeline, pages uint64, p Predictor, o EvalOptions) Result {
+	r := Result{Name: p.Name(), Threshold: o.Threshold, Horizon: o.Horizon}
+	t := &tally{
+		n: make([]uint64, scoreBuckets), pos: make([]uint64, scoreBuckets), sum: make([]float64, scoreBuckets),
+		bn: make([]uint64, o.Bins), bpos: make([]uint64, o.Bins), bsum: make([]float64, o.Bins),
+	}
+	hp, _ := p.(HorizonPredictor)
+	dst := make([]float32, pages)
+	thr := float32(o.Threshold)
+	bins := float32(o.Bins)
+	for s := range tl.slots {
+		if s >= o.Warmup && tl.scored[s] {
+			if hp != nil && o.Horizon > 1 {
+				hp.PredictHorizon(dst, o.Horizon)
+			} else {
+				p.Predict(dst)
+			}
+			var sumP, sq float64
+			var pp uint64
+			for _, v := range dst {
+				v = min(max(v, 0), 1) // also maps NaN to 0
+				b := bucketOf(v)
+				t.n[b]++
+				t.sum[b] += float64(v)
+				c := min(int(v*bins), o.Bins-1)
+				t.bn[c]++
+				t.bsum[c] += float64(v)
+				sumP += float64(v)
+				sq += float64(v) * float64(v)
+				if v >= thr {
+					pp++
+				}
+			}
+			for _, pg := range tl.outcome[s] {
+				v := min(max(dst[pg], 0), 1)
+				t.pos[bucketOf(v)]++
+				t.bpos[min(int(v*bins), o.Bins-1)]++
+				sq += 1 - 2*float64(v) // (1-v)² replaces v²
+				if v >= thr {
+					t.tp++
+				}
+			}
+			t.sq += sq
+			t.pp += pp
+			t.pairs += pages
+			t.posAll += uint64(len(tl.outcome[s]))
+			r.Epochs = append(r.Epochs, EpochScore{Index: tl.first + uint64(s), Predicted: sumP, Actual: len(tl.outcome[s])})
+		}
+		p.Observe(tl.slots[s])
+	}
+	t.finish(&r, o.Bins)
+	return r
+}
+
+// finish turns the tally into r's scores.
+func (t *tally) finish(r *Result, bins int) {
+	r.Pairs, r.Positives = t.pairs, t.posAll
+	r.TruePositives = t.tp
+	r.FalsePositives = t.pp - t.tp
+	r.FalseNegatives = t.posAll - t.tp
+	if t.pp > 0 {
+		r.Precision = float64(t.tp) / float64(t.pp)
+	}
+	if t.posAll > 0 {
+		r.Recall = float64(t.tp) / float64(t.posAll)
+	}
+	if r.Precision+r.Recall > 0 {
+		r.F1 = 2 * r.Precision * r.Recall / (r.Precision + r.Recall)
+	}
+	if t.pairs == 0 {
+		return
+	}
+	r.Brier = t.sq / float64(t.pairs)
+
+	// AUC: walk the buckets from the lowest score up.
+	neg := t.pairs - t.posAll
+	if t.posAll > 0 && neg > 0 {
+		var below, area float64
+		for b := range t.n {
+			nb := float64(t.n[b] - t.pos[b])
+			area += float64(t.pos[b]) * (below + nb/2)
+			below += nb
+		}
+		r.AUC = area / (float64(t.posAll) * float64(neg))
+	}
+
+	for c := range bins {
+		if t.bn[c] == 0 {
+			continue
+		}
+		b := Bin{
+			Lo: float64(c) / float64(bins), Hi: float64(c+1) / float64(bins), Count: t.bn[c],
+			Predicted: t.bsum[c] / float64(t.bn[c]), Observed: float64(t.bpos[c]) / float64(t.bn[c]),
+		}
+		r.Calibration = append(r.Calibration, b)
+		r.ECE += float64(b.Count) / float64(t.pairs) * math.Abs(b.Predicted-b.Observed)
+	}
+
+	// Octave bins from the fine buckets: a bucket's octave is its
+	// float32 exponent. The lowest bin also holds everything below it,
+	// the highest holds 1.
+	const lowest = -20
+	var oct [-lowest]struct {
+		n, pos uint64
+		sum    float64
+	}
+	for b := range t.n {
+		if t.n[b] == 0 {
+			continue
+		}
+		e := int(b>>7) - 127 // the bucket's values lie in [2^e, 2^(e+1))
+		k := min(max(e, lowest), -1) - lowest
+		oct[k].n += t.n[b]
+		oct[k].pos += t.pos[b]
+		oct[k].sum += t.sum[b]
+	}
+	for k, o := range oct {
+		if o.n == 0 {
+			continue
+		}
+		lo, hi := math.Ldexp(1, k+lowest), math.Ldexp(1, k+lowest+1)
+		if k == 0 {
+			lo = 0
+		}
+		r.CalibrationLog = append(r.CalibrationLog, Bin{Lo: lo, Hi: hi, Count: o.n,
+			Predicted: o.sum / float64(o.n), Observed: float64(o.pos) / float64(o.n)})
+	}
+}

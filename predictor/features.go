@@ -1,0 +1,251 @@
+package predictor
+
+import (
+	"math"
+	"math/bits"
+)
+
+// patternBits is how many recent epochs a page's pattern code covers.
+const (
+	patternBits = 8
+	patterns    = 1 << patternBits
+	patternMask = patterns - 1
+)
+
+// Temporal codes: a page's recent history as one of codes values. A page
+// dirtied in the last 8 epochs has its pattern over them, 1..255 (bit 0
+// the last epoch); the others have how long ago their last write was.
+const (
+	codeAge16 = patterns + iota // last write 9..16 epochs ago
+	codeAge32                   // 17..32
+	codeAge64                   // 33..64
+	codeOld                     // longer ago
+	codeNever                   // never written
+	codes
+)
+
+// CodeNames names the codes of Model.Table, in order: the patterns 1..255
+// (bit 0 the last epoch), then the ages.
+func CodeNames() []string {
+	names := make([]string, 0, codes-1)
+	for c := 1; c < patterns; c++ {
+		// Oldest epoch first, as a timeline reads.
+		b := make([]byte, patternBits)
+		for k := range patternBits {
+			b[patternBits-1-k] = ".x"[c>>k&1]
+		}
+		names = append(names, "pattern "+string(b))
+	}
+	return append(names, "last write 9-16 epochs ago", "last write 17-32 epochs ago",
+		"last write 33-64 epochs ago", "last write over 64 epochs ago", "never written")
+}
+
+// codeOf returns the code of a page with history hist and last write
+// 1+last (0: never).
+func codeOf(hist uint64, last uint32) uint16 {
+	if p := hist & patternMask; p != 0 {
+		return uint16(p)
+	}
+	if hist != 0 {
+		return ageCode(bits.TrailingZeros64(hist))
+	}
+	if last != 0 {
+		return codeOld
+	}
+	return codeNever
+}
+
+// ageCode is the code of a page last written k+1 epochs ago, k >= 8.
+func ageCode(k int) uint16 {
+	switch {
+	case k < 16:
+		return codeAge16
+	case k < 32:
+		return codeAge32
+	case k < 64:
+		return codeAge64
+	}
+	return codeOld
+}
+
+// Features besides the code, in samples and weights.
+const (
+	featLong      = iota // share of epochs 9..64 ago the page was dirtied in
+	featLongLogit        // its logit
+	featDue              // the interval between its last two writes comes round
+	featNear             // share of neighbours dirtied in the last epoch
+	featNearRec          // neighbours' recency-weighted dirtiness
+	featCohortNew        // cohort rewrite rate, last write 2..8 epochs ago
+	featCohortOld        // cohort rewrite rate, last write 9..64 epochs ago
+	nFeat
+)
+
+// FeatureNames names the model's weights, in the order Model.Weights
+// returns them.
+func FeatureNames() []string {
+	return []string{
+		"intercept",
+		"temporal: logit P(dirty | code), code = pattern over the last 8 epochs, or age of the last write",
+		"temporal: share of epochs 9-64 ago it was dirtied in",
+		"temporal: logit of that share, smoothed",
+		"temporal: the interval between its last two writes comes round",
+		"spatial: share of neighbours dirtied in the last epoch",
+		"spatial: neighbours' recency-weighted dirtiness over the last 8 epochs",
+		"cohort: log(1+100 × share of its cohort rewritten in the last epoch), last write 2-8 epochs ago",
+		"cohort: the same, last write 9-64 epochs ago",
+	}
+}
+
+// longShare is the share of the epochs 9..64 ago a page dirtied in n of
+// them was dirtied in; longLogit the logit of that share, smoothed.
+func longShare(n int) float32 {
+	return float32(n) / (64 - patternBits)
+}
+
+func longLogit(n int) float32 {
+	return float32(logit((float64(n) + 0.5) / (64 - patternBits + 1)))
+}
+
+// dueBias offsets δ, the epochs by which a page's next write is overdue
+// if it repeats the interval between its last two (-62..62), as an index.
+const dueBias = 64
+
+// dueOf is the due feature: 1 when the interval between a page's last two
+// writes says the next is now (δ 0 or 1: intervals are counted in whole
+// epochs and writes drift), falling to 0 two epochs either side.
+func dueOf(delta int) float32 {
+	return float32(max(0, 1-math.Abs(float64(delta)-0.5)/2))
+}
+
+// dueDelta returns δ for a history, and false if the page was dirtied in
+// the last epoch or has fewer than two writes in the history.
+func dueDelta(hist uint64) (int, bool) {
+	k := bits.TrailingZeros64(hist) // last write k+1 epochs ago
+	if k == 0 || k >= 63 {
+		return 0, false
+	}
+	r := hist >> k >> 1
+	if r == 0 {
+		return 0, false
+	}
+	// The write before was k2 = k+1+tz(r) bits back: the interval is
+	// k2-k, due at k+1 = k2-k, so δ = 2k+1-k2.
+	return k - bits.TrailingZeros64(r), true
+}
+
+// recency is a page's recency-weighted dirtiness over the last 8 epochs,
+// by its pattern: Σ 2^-k·bit_k, normalised to [0, 1]; recencyQ is the
+// same in units of 1/recencyOne.
+var recency, recencyQ = func() (t [patterns]float32, q [patterns]int32) {
+	for p := range patterns {
+		var s, n float64
+		for k := range patternBits {
+			w := math.Ldexp(1, -k)
+			n += w
+			if p>>k&1 == 1 {
+				s += w
+			}
+		}
+		t[p] = float32(s / n)
+		q[p] = int32(math.Round(s / n * recencyOne))
+	}
+	return t, q
+}()
+
+const (
+	// recencyOne is the fixed-point unit of recencyQ.
+	recencyOne = 1 << 12
+	// nearScale is the fixed-point unit of the spatial features.
+	nearScale = 65535
+)
+
+// neighbours computes the spatial features of every page from the
+// histories: a sliding window over the pages' last-epoch bits and recency
+// scores, Window pages each side, the page itself left out. O(pages), in
+// integers.
+func (m *Model) neighbours() {
+	w := m.o.Window
+	hist := m.hist
+	n := len(hist)
+	near, nearRec := m.near[:n], m.nearRec[:n]
+	var s1, s2 int32 // last-epoch bits and recency scores over [i-w, i+w]
+	for j := range min(w, n) {
+		s1 += int32(hist[j] & 1)
+		s2 += recencyQ[hist[j]&patternMask]
+	}
+	full := float32(2 * w) // neighbours away from the ends
+	for i := range n {
+		if j := i + w; j < n {
+			s1 += int32(hist[j] & 1)
+			s2 += recencyQ[hist[j]&patternMask]
+		}
+		if j := i - w - 1; j >= 0 {
+			s1 -= int32(hist[j] & 1)
+			s2 -= recencyQ[hist[j]&patternMask]
+		}
+		if s1 == 0 && s2 == 0 {
+			near[i], nearRec[i] = 0, 0
+			continue
+		}
+		cnt := full
+		if i < w || i+w >= n {
+			cnt = float32(min(i+w, n-1) - max(i-w, 0))
+		}
+		h := hist[i]
+		a := float32(s1 - int32(h&1))
+		b := float32(s2 - recencyQ[h&patternMask])
+		near[i] = uint16(a/cnt*nearScale + 0.5)
+		nearRec[i] = uint16(b/(cnt*recencyOne)*nearScale + 0.5)
+	}
+}
+
+// cohorts computes the cohort feature per age of last write: for the
+// pages whose last write before the last epoch was k+1 epochs before it,
+// ρ is the share that were rewritten in the last epoch, and the feature
+// log(1+100ρ). O(pages).
+func (m *Model) cohorts() {
+	var rewritten, left [65]uint32
+	for _, h := range m.hist {
+		switch {
+		case h == 0:
+		case h&1 == 0:
+			left[bits.TrailingZeros64(h)]++
+		case h > 1:
+			// Rewritten: its write before was tz(h>>1)+1 bits back.
+			rewritten[bits.TrailingZeros64(h>>1)+1]++
+		}
+	}
+	m.cohort[0] = 0
+	for k := 1; k < 64; k++ {
+		rho := 0.0
+		if n := rewritten[k] + left[k]; n > 0 {
+			rho = float64(rewritten[k]) / float64(n)
+		}
+		m.cohort[k] = float32(math.Log1p(100 * rho))
+	}
+}
+
+// features returns page p's features besides its code, as Predict
+// computes them.
+func (m *Model) features(p uint64) [nFeat]float32 {
+	h := m.hist[p]
+	var x [nFeat]float32
+	x[featNear] = float32(m.near[p]) / nearScale
+	x[featNearRec] = float32(m.nearRec[p]) / nearScale
+	n := bits.OnesCount64(h >> patternBits)
+	x[featLong], x[featLongLogit] = longShare(n), longLogit(n)
+	if h == 0 {
+		return x
+	}
+	if d, ok := dueDelta(h); ok {
+		x[featDue] = dueOf(d)
+	}
+	switch k := bits.TrailingZeros64(h); {
+	case k == 0:
+	case k < patternBits:
+		x[featCohortNew] = m.cohort[k]
+	default:
+		x[featCohortOld] = m.cohort[k]
+	}
+	return x
+}

@@ -1,0 +1,328 @@
+package predictor
+
+import (
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"slices"
+)
+
+// Model defaults and limits.
+const (
+	// DefaultWindow is how many pages on each side of a page count as its
+	// neighbours.
+	DefaultWindow = 8
+	// DefaultRefitEvery is how many epochs pass between refits once the
+	// model is warm.
+	DefaultRefitEvery = 16
+	// DefaultSamples is how many of the pages dirtied in the last 8
+	// epochs but not in the one closing the model keeps, per epoch, to
+	// fit on (see Options.Samples).
+	DefaultSamples = 1024
+	// MaxHorizon is the longest horizon, in epochs, the model forecasts;
+	// PredictHorizon clamps longer ones to it.
+	MaxHorizon = 32
+	// keepEpochs is how many epochs of training samples the model keeps:
+	// as many as the 64-bit history can label.
+	keepEpochs = 64
+)
+
+// Options tune a Model. The zero value is the defaults.
+type Options struct {
+	// Window is how many pages on each side of a page are its
+	// neighbours for the spatial features; 0 means DefaultWindow.
+	Window int
+	// Horizon is a horizon in epochs, besides 1, that the model fits
+	// from the start (PredictHorizon fits others on first use); 0 or 1
+	// means only 1.
+	Horizon int
+	// RefitEvery is how many epochs pass between refits; 0 means
+	// DefaultRefitEvery. The first fits come sooner, after 2, 4 and 8
+	// epochs.
+	RefitEvery int
+	// Samples sets how many (page, epoch) pairs the model keeps to fit
+	// on as each epoch closes: every page dirtied in it (up to
+	// 4·Samples), Samples of the pages dirtied in the 8 epochs before
+	// but not in it, Samples/2 of those dirtied earlier and Samples/4 of
+	// the rest, each weighted by the inverse of its sampling rate; 0
+	// means DefaultSamples.
+	Samples int
+	// Threshold is the probability at and above which users of the
+	// forecast take a page to be dirtied next; 0 means
+	// DefaultThreshold. The model keeps its probabilities
+	// calibrated except where that decision would cost F1: when cutting
+	// at another probability c gave a better F1 (by 0.01 or more) on the
+	// epochs since its last refit, the pages between c and Threshold are
+	// moved just across Threshold, keeping their order. Negative: never;
+	// the probabilities stay as fitted.
+	Threshold float64
+	// Seed seeds the sampling: the same seed and input give the same
+	// forecasts.
+	Seed uint64
+}
+
+func (o Options) withDefaults() Options {
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	o.Horizon = min(max(o.Horizon, 1), MaxHorizon)
+	if o.RefitEvery <= 0 {
+		o.RefitEvery = DefaultRefitEvery
+	}
+	if o.Samples <= 0 {
+		o.Samples = DefaultSamples
+	}
+	if o.Threshold == 0 {
+		o.Threshold = DefaultThreshold
+	}
+	o.Threshold = min(o.Threshold, 0.999)
+	return o
+}
+
+// Model forecasts dirty pages from temporal and spatial locality (Wei et
+// al.). Its state is 16 bytes a page: a 64-epoch history shift register
+// (8 bytes, bit 0 the last epoch), the epoch of the last write (4) and the
+// two spatial features of the current epoch (2 each).
+//
+// The forecast is a logistic regression (see FeatureNames) over:
+//   - temporal: the page's code, its pattern over the last 8 epochs or,
+//     if it was not dirtied in them, how long ago it last was, through a
+//     table of the empirical probability, for this VM, that a page with
+//     that code is dirtied next; how often it was dirtied 9 to 64 epochs
+//     ago; whether the interval between its last two writes says the
+//     next is due;
+//   - spatial: the share of its neighbours (Window pages each side)
+//     dirtied in the last epoch, and their recency-weighted dirtiness
+//     over the last 8;
+//   - cohort: the share of the pages last written in the same epoch as it
+//     that were rewritten in the last epoch (pages written together are
+//     rewritten together: a buffer refilled, a table rebuilt).
+//
+// The table and the weights are refitted every RefitEvery epochs, per
+// horizon, on a weighted sample of the last 64 epochs' (features, outcome)
+// pairs (see Options.Samples), by Newton's method. Until the first fit
+// the model predicts a page's recency-weighted dirtiness over the last 8
+// epochs. The fitted probabilities are calibrated; Options.Threshold says
+// where they are not.
+//
+// Predict is one pass over flat arrays with the weights folded into small
+// tables; Observe computes the per-epoch terms. A Model is not safe for
+// concurrent use.
+type Model struct {
+	o     Options
+	pages uint64
+	now   uint32 // epochs observed
+
+	hist    []uint64 // bit k: dirtied k+1 epochs ago
+	last    []uint32 // 1 + epoch of the last write; 0 if never written
+	near    []uint16 // share of neighbours dirtied last epoch, × nearScale
+	nearRec []uint16 // neighbours' mean recency score, × nearScale
+
+	// cohort[k] is the cohort feature of a page last written k+1 epochs
+	// ago (k = 0..63).
+	cohort [64]float32
+
+	horizons []*fit // 1 first
+
+	zt            float32 // logit of Options.Threshold
+	expected      float64 // see Expected
+	rng           *rand.Rand
+	ring          [keepEpochs]epochSamples
+	recent, older []uint32 // sampling scratch
+	scratch       samples  // fitting scratch
+	codeScratch   []uint16
+}
+
+// NewModel returns a model of a VM with pages guest pages.
+func NewModel(pages uint64, o Options) *Model {
+	o = o.withDefaults()
+	m := &Model{
+		o:       o,
+		pages:   pages,
+		hist:    make([]uint64, pages),
+		last:    make([]uint32, pages),
+		near:    make([]uint16, pages),
+		nearRec: make([]uint16, pages),
+		rng:     rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15)),
+	}
+	if o.Threshold > 0 {
+		m.zt = float32(logit(o.Threshold))
+	}
+	m.horizon(1)
+	m.horizon(o.Horizon)
+	return m
+}
+
+// Name returns "model".
+func (m *Model) Name() string { return "model" }
+
+// Pages returns the number of pages the model forecasts.
+func (m *Model) Pages() uint64 { return m.pages }
+
+// Epochs returns the number of epochs the model has observed.
+func (m *Model) Epochs() int { return int(m.now) }
+
+// horizon returns the fit for horizon h, adding it if new.
+func (m *Model) horizon(h int) *fit {
+	for _, f := range m.horizons {
+		if f.h == h {
+			return f
+		}
+	}
+	f := &fit{h: h}
+	f.coldStart()
+	f.fold(&m.cohort)
+	m.horizons = append(m.horizons, f)
+	return f
+}
+
+// Observe closes an epoch: dirty are the pages written in it, ascending.
+// It updates the histories and the per-epoch terms and, when due, refits.
+func (m *Model) Observe(dirty []uint64) {
+	m.sample(dirty)
+	for i := range m.hist {
+		m.hist[i] <<= 1
+	}
+	for _, p := range dirty {
+		m.hist[p] |= 1
+		m.last[p] = m.now + 1
+	}
+	m.now++
+	m.neighbours()
+	m.cohorts()
+	if n := m.now; n == 2 || n == 4 || n == 8 || n%uint32(m.o.RefitEvery) == 0 {
+		for _, f := range m.horizons {
+			m.refit(f)
+		}
+	}
+	for _, f := range m.horizons {
+		f.fold(&m.cohort)
+	}
+}
+
+// Predict writes to dst the probability that each page is dirtied in the
+// next epoch; len(dst) must be the page count.
+func (m *Model) Predict(dst []float32) { m.PredictHorizon(dst, 1) }
+
+// PredictHorizon writes to dst the probability that each page is dirtied
+// at least once in the next h epochs, 1 <= h <= MaxHorizon (others are
+// clamped). A horizon asked for the first time is fitted first, on the
+// samples kept.
+func (m *Model) PredictHorizon(dst []float32, h int) {
+	checkLen(dst, m.pages)
+	h = min(max(h, 1), MaxHorizon)
+	f := m.horizon(h)
+	if !f.fitted && f.h > 1 && m.now > uint32(h) {
+		m.refit(f)
+		f.fold(&m.cohort)
+	}
+	var (
+		z, zk, long, dz = &f.z, &f.zk, &f.long, &f.dz
+		zOld, zNever    = f.z[codeOld], f.z[codeNever]
+		wn, wr          = f.wNear, f.wNearRec
+		lift            = f.lift && m.o.Threshold > 0
+		up              = f.cut < m.zt
+		cut, zt         = f.cut, m.zt
+		hist            = m.hist
+		last            = m.last[:len(hist)]
+		near            = m.near[:len(hist)]
+		nearRec         = m.nearRec[:len(hist)]
+	)
+	dst = dst[:len(hist)]
+	var sum, moved float64
+	var block float32 // sums of 1024 pages, added to sum
+	for i, hv := range hist {
+		v := wn*float32(near[i]) + wr*float32(nearRec[i]) + long[bits.OnesCount64(hv>>patternBits)]
+		switch {
+		case hv&patternMask != 0:
+			v += z[hv&patternMask] + zk[bits.TrailingZeros64(hv)]
+		case hv != 0:
+			v += zk[bits.TrailingZeros64(hv)]
+		case last[i] != 0:
+			v += zOld
+		default:
+			v += zNever
+		}
+		if hv != 0 {
+			// The due feature: the gap between the last two writes.
+			k := bits.TrailingZeros64(hv)
+			if r := hv >> k >> 1; k > 0 && r != 0 {
+				v += dz[k-bits.TrailingZeros64(r)+dueBias]
+			}
+		}
+		if lift && (up && v >= cut || !up && v < cut) {
+			// As lifted does.
+			raw := v
+			if up {
+				v = max(v, zt+liftSlope*(v-cut))
+			} else {
+				v = min(v, zt-liftSlope*(cut-v))
+			}
+			if v != raw {
+				moved += float64(sigmoid32(raw) - sigmoid32(v))
+			}
+		}
+		p := sigmoid32(v)
+		dst[i] = p
+		block += p
+		if i&1023 == 1023 {
+			sum += float64(block)
+			block = 0
+		}
+	}
+	m.expected = sum + float64(block) + moved
+}
+
+// Expected returns the expected number of pages dirtied within the
+// horizon of the last forecast (Predict or PredictHorizon): the sum of its
+// probabilities as fitted, before Options.Threshold moved any across the
+// threshold.
+func (m *Model) Expected() float64 { return m.expected }
+
+// Weights returns the weights of the one-epoch forecast's logistic
+// regression, in the order FeatureNames names them.
+func (m *Model) Weights() []float64 {
+	return slices.Clone(m.horizons[0].w[:])
+}
+
+// Table returns the one-epoch forecast's code table: for each code, in
+// the order CodeNames names them, the fitted probability that a page with
+// it is dirtied in the next epoch.
+func (m *Model) Table() []float64 {
+	t := make([]float64, codes-1)
+	for c := 1; c < codes; c++ {
+		t[c-1] = sigmoid(m.horizons[0].table[c])
+	}
+	return t
+}
+
+// sigmoidTab holds the logistic function at sigmoidSteps points over
+// [-sigmoidMax, sigmoidMax].
+const (
+	sigmoidMax   = 16
+	sigmoidSteps = 1 << 12
+)
+
+var sigmoidTab = func() (t [sigmoidSteps + 2]float32) {
+	for i := range t {
+		t[i] = float32(sigmoid(float64(i)*2*sigmoidMax/sigmoidSteps - sigmoidMax))
+	}
+	return t
+}()
+
+// sigmoid32 is the logistic function, interpolated from a table: within
+// 1e-6 of the exact value on [-16, 16], and σ(±16) beyond.
+func sigmoid32(z float32) float32 {
+	x := (z + sigmoidMax) * (sigmoidSteps / (2 * sigmoidMax))
+	if !(x > 0) { // also NaN
+		x = 0
+	}
+	x = min(x, sigmoidSteps)
+	i := int(x)
+	return sigmoidTab[i] + (x-float32(i))*(sigmoidTab[i+1]-sigmoidTab[i])
+}
+
+// logit is the inverse of sigmoid.
+func logit(p float64) float64 { return math.Log(p / (1 - p)) }
+
+func sigmoid(z float64) float64 { return 1 / (1 + math.Exp(-z)) }

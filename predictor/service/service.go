@@ -1,0 +1,319 @@
+package service
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pagecast/pagecast/predictor"
+)
+
+// VM is one virtual machine's forecast state.
+type VM struct {
+	ID       string
+	Pages    uint64
+	PageSize uint64
+	Epoch    time.Duration
+	Source   string
+
+	mu        sync.Mutex
+	model     *predictor.Model
+	probs     []float32 // forecast for the next epoch
+	epochs    uint64    // epochs observed
+	predicted float64   // forecast dirty pages for the latest observed epoch
+	actual    int       // dirty pages in the latest observed epoch
+	brier     float64   // Brier score of the latest epoch's forecast
+	brierSum  float64
+	scored    uint64
+}
+
+// Service holds the VMs and serves them.
+type Service struct {
+	log *slog.Logger
+	mu  sync.RWMutex
+	vms map[string]*VM
+}
+
+// New returns an empty service.
+func New(log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{log: log.With("component", "predictor-service"), vms: map[string]*VM{}}
+}
+
+// AddVM registers a VM of pages pages; feed it with (*VM).Observe.
+func (s *Service) AddVM(id string, pages, pageSize uint64, epoch time.Duration, source string) (*VM, error) {
+	if pages == 0 || pageSize == 0 || epoch <= 0 {
+		return nil, fmt.Errorf("vm %q: pages, page size and epoch must be positive", id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.vms[id]; dup {
+		return nil, fmt.Errorf("vm %q already exists", id)
+	}
+	vm := &VM{ID: id, Pages: pages, PageSize: pageSize, Epoch: epoch, Source: source,
+		model: predictor.NewModel(pages, predictor.Options{}), probs: make([]float32, pages)}
+	vm.model.Predict(vm.probs)
+	s.vms[id] = vm
+	return vm, nil
+}
+
+// Observe closes one epoch of vm: scores the forecast made for it, then
+// updates the model and forecasts the next.
+func (vm *VM) Observe(dirty []uint64) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	var sum, sq float64
+	for _, p := range vm.probs {
+		sum += float64(p)
+		sq += float64(p) * float64(p)
+	}
+	// Brier over all pages: Σp² for clean pages, (1-p)² for dirty ones.
+	for _, g := range dirty {
+		if g < vm.Pages {
+			p := float64(vm.probs[g])
+			sq += (1-p)*(1-p) - p*p
+		}
+	}
+	vm.predicted, vm.actual = sum, len(dirty)
+	vm.brier = sq / float64(vm.Pages)
+	if vm.epochs > 0 {
+		vm.brierSum += vm.brier
+		vm.scored++
+	}
+	vm.model.Observe(dirty)
+	vm.model.Predict(vm.probs)
+	vm.epochs++
+}
+
+// Forecast is what the service predicts for a VM's next epoch.
+type Forecast struct {
+	VM                   string  `json:"vm"`
+	EpochsObserved       uint64  `json:"epochs_observed"`
+	EpochSeconds         float64 `json:"epoch_seconds"`
+	PredictedDirtyPages  float64 `json:"predicted_dirty_pages"`
+	PredictedBytesPerSec float64 `json:"predicted_dirty_bytes_per_second"`
+	WorkingSetPages      int     `json:"working_set_pages"` // pages with probability ≥ 0.5
+	LastPredictedPages   float64 `json:"last_epoch_predicted_dirty_pages"`
+	LastActualPages      int     `json:"last_epoch_actual_dirty_pages"`
+	LastBrier            float64 `json:"last_epoch_brier"`
+	MeanBrier            float64 `json:"mean_brier"`
+}
+
+func (vm *VM) forecast() Forecast {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	f := Forecast{VM: vm.ID, EpochsObserved: vm.epochs, EpochSeconds: vm.Epoch.Seconds(),
+		LastPredictedPages: vm.predicted, LastActualPages: vm.actual, LastBrier: vm.brier}
+	for _, p := range vm.probs {
+		f.PredictedDirtyPages += float64(p)
+		if p >= 0.5 {
+			f.WorkingSetPages++
+		}
+	}
+	f.PredictedBytesPerSec = f.PredictedDirtyPages * float64(vm.PageSize) / vm.Epoch.Seconds()
+	if vm.scored > 0 {
+		f.MeanBrier = vm.brierSum / float64(vm.scored)
+	}
+	return f
+}
+
+// Handler is the HTTP API and /metrics.
+func (s *Service) Handler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics{s})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/vms", s.listVMs)
+	mux.HandleFunc("GET /v1/vms/{id}", s.vmForecast)
+	mux.HandleFunc("GET /v1/vms/{id}/probabilities", s.probabilities)
+	mux.HandleFunc("GET /v1/vms/{id}/hotset", s.hotset)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s %s (see README: /v1/vms, /v1/vms/{id}, /v1/vms/{id}/probabilities, /v1/vms/{id}/hotset, /metrics)", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func (s *Service) vm(w http.ResponseWriter, r *http.Request) (*VM, bool) {
+	id := r.PathValue("id")
+	s.mu.RLock()
+	vm, ok := s.vms[id]
+	s.mu.RUnlock()
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown vm %q", id))
+	}
+	return vm, ok
+}
+
+// queryUint reads an unsigned query parameter with a default and a bound.
+func queryUint(r *http.Request, name string, def, max uint64) (uint64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("query parameter %s=%q: want a whole number", name, v)
+	}
+	if n > max {
+		return 0, fmt.Errorf("query parameter %s=%d: at most %d", name, n, max)
+	}
+	return n, nil
+}
+
+func (s *Service) listVMs(w http.ResponseWriter, r *http.Request) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	type entry struct {
+		ID           string  `json:"id"`
+		Pages        uint64  `json:"pages"`
+		PageSize     uint64  `json:"page_size"`
+		EpochSeconds float64 `json:"epoch_seconds"`
+		Epochs       uint64  `json:"epochs_observed"`
+		Source       string  `json:"source"`
+	}
+	out := []entry{}
+	for _, vm := range s.vms {
+		vm.mu.Lock()
+		out = append(out, entry{vm.ID, vm.Pages, vm.PageSize, vm.Epoch.Seconds(), vm.epochs, vm.Source})
+		vm.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	writeJSON(w, out)
+}
+
+func (s *Service) vmForecast(w http.ResponseWriter, r *http.Request) {
+	if vm, ok := s.vm(w, r); ok {
+		writeJSON(w, vm.forecast())
+	}
+}
+
+// maxRange bounds one probabilities reply.
+const maxRange = 1 << 20
+
+func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
+	vm, ok := s.vm(w, r)
+	if !ok {
+		return
+	}
+	start, err := queryUint(r, "start", 0, vm.Pages)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	count, err := queryUint(r, "count", min(vm.Pages-start, 4096), maxRange)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if start+count > vm.Pages {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("pages %d..%d are beyond the vm's %d pages", start, start+count, vm.Pages))
+		return
+	}
+	vm.mu.Lock()
+	probs := append([]float32(nil), vm.probs[start:start+count]...)
+	epochs := vm.epochs
+	vm.mu.Unlock()
+	writeJSON(w, map[string]any{"vm": vm.ID, "start": start, "count": count, "epochs_observed": epochs, "probabilities": probs})
+}
+
+func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
+	vm, ok := s.vm(w, r)
+	if !ok {
+		return
+	}
+	threshold := 0.5
+	if v := r.URL.Query().Get("threshold"); v != "" {
+		t, err := strconv.ParseFloat(v, 64)
+		if err != nil || t < 0 || t > 1 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter threshold=%q: want a probability in [0, 1]", v))
+			return
+		}
+		threshold = t
+	}
+	limit, err := queryUint(r, "limit", 10000, maxRange)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var pages []uint64
+	total := 0
+	vm.mu.Lock()
+	for g, p := range vm.probs {
+		if float64(p) >= threshold {
+			total++
+			if uint64(len(pages)) < limit {
+				pages = append(pages, uint64(g))
+			}
+		}
+	}
+	vm.mu.Unlock()
+	if pages == nil {
+		pages = []uint64{}
+	}
+	writeJSON(w, map[string]any{"vm": vm.ID, "threshold": threshold, "total": total, "pages": pages})
+}
+
+// metrics exports every VM's forecast against what happened.
+type metrics struct{ s *Service }
+
+var (
+	descPredicted = prometheus.NewDesc("pagecast_predicted_dirty_pages",
+		"Pages the model predicted would be dirtied in the latest closed epoch (sum of probabilities).", []string{"vm"}, nil)
+	descActual = prometheus.NewDesc("pagecast_actual_dirty_pages",
+		"Pages dirtied in the latest closed epoch.", []string{"vm"}, nil)
+	descNext = prometheus.NewDesc("pagecast_forecast_dirty_pages",
+		"Pages the model predicts will be dirtied in the coming epoch.", []string{"vm"}, nil)
+	descRate = prometheus.NewDesc("pagecast_forecast_dirty_bytes_per_second",
+		"Predicted dirty rate for the coming epoch.", []string{"vm"}, nil)
+	descBrier = prometheus.NewDesc("pagecast_prediction_brier_score",
+		"Brier score of the latest closed epoch's forecast (mean squared error over pages).", []string{"vm"}, nil)
+	descErr = prometheus.NewDesc("pagecast_prediction_error_pages",
+		"Predicted minus actual dirty pages in the latest closed epoch.", []string{"vm"}, nil)
+	descEpochs = prometheus.NewDesc("pagecast_predictor_epochs_total",
+		"Epochs the model has observed.", []string{"vm"}, nil)
+)
+
+func (m metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPredicted, descActual, descNext, descRate, descBrier, descErr, descEpochs} {
+		ch <- d
+	}
+}
+
+func (m metrics) Collect(ch chan<- prometheus.Metric) {
+	m.s.mu.RLock()
+	defer m.s.mu.RUnlock()
+	for _, vm := range m.s.vms {
+		f := vm.forecast()
+		g := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, vm.ID)
+		}
+		g(descPredicted, f.LastPredictedPages)
+		g(descActual, float64(f.LastActualPages))
+		g(descNext, f.PredictedDirtyPages)
+		g(descRate, f.PredictedBytesPerSec)
+		g(descBrier, f.LastBrier)
+		g(descErr, f.LastPredictedPages-float64(f.LastActualPages))
+		ch <- prometheus.MustNewConstMetric(descEpochs, prometheus.CounterValue, float64(f.EpochsObserved), vm.ID)
+	}
+}

@@ -1,0 +1,131 @@
+package service
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// feed gives vm epochs in which pages [0, hot) are always dirtied and a few
+// random others sometimes.
+func feed(vm *VM, epochs int, hot uint64) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	for range epochs {
+		var dirty []uint64
+		for p := uint64(0); p < vm.Pages; p++ {
+			if p < hot || rng.Float64() < 0.01 {
+				dirty = append(dirty, p)
+			}
+		}
+		vm.Observe(dirty)
+	}
+}
+
+func get(t *testing.T, srv *httptest.Server, path string, wantCode int) map[string]any {
+	t.Helper()
+	resp, err := http.Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != wantCode {
+		t.Fatalf("GET %s: %d %s, want %d", path, resp.StatusCode, body, wantCode)
+	}
+	var out map[string]any
+	if body[0] == '{' {
+		if err := json.Unmarshal(body, &out); err != nil {
+			t.Fatalf("GET %s: %v in %s", path, err, body)
+		}
+	}
+	return out
+}
+
+func TestAPI(t *testing.T) {
+	svc := New(nil)
+	vm, err := svc.AddVM("vm1", 1024, 4096, 100*time.Millisecond, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(vm, 40, 64)
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+
+	f := get(t, srv, "/v1/vms/vm1", 200)
+	if got := f["predicted_dirty_pages"].(float64); got < 64 || got > 100 {
+		t.Errorf("predicted dirty pages %v, want about 64 + 1%% of 960", got)
+	}
+	if f["last_epoch_actual_dirty_pages"].(float64) < 64 || f["epochs_observed"].(float64) != 40 {
+		t.Errorf("forecast %v", f)
+	}
+	hot := get(t, srv, "/v1/vms/vm1/hotset?threshold=0.5", 200)
+	pages := hot["pages"].([]any)
+	if len(pages) < 64 || len(pages) > 70 || pages[0].(float64) != 0 || pages[63].(float64) != 63 {
+		t.Errorf("hot set %v, want the 64 always-dirty pages", pages)
+	}
+	pr := get(t, srv, "/v1/vms/vm1/probabilities?start=60&count=8", 200)
+	probs := pr["probabilities"].([]any)
+	if len(probs) != 8 || probs[0].(float64) < 0.5 || probs[7].(float64) > 0.5 {
+		t.Errorf("probabilities of pages 60..67: %v", probs)
+	}
+
+	// Bad input gets a 4xx with a reason, and the service keeps serving.
+	for _, tc := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/v1/vms/nope", 404, `unknown vm "nope"`},
+		{"/v1/vms/nope/hotset", 404, `unknown vm "nope"`},
+		{"/v1/vms/vm1/probabilities?start=x", 400, "start"},
+		{"/v1/vms/vm1/probabilities?start=1000&count=100", 400, "beyond"},
+		{"/v1/vms/vm1/probabilities?count=99999999999", 400, "at most"},
+		{"/v1/vms/vm1/hotset?threshold=2", 400, "threshold"},
+		{"/v2/whatever", 404, "no such endpoint"},
+	} {
+		got := get(t, srv, tc.path, tc.code)
+		if !strings.Contains(got["error"].(string), tc.want) {
+			t.Errorf("GET %s: error %q, want it to mention %q", tc.path, got["error"], tc.want)
+		}
+	}
+	if list := get(t, srv, "/v1/vms/vm1", 200); list["vm"] != "vm1" {
+		t.Fatal("service stopped serving after bad requests")
+	}
+}
+
+// TestMetrics: every metric has a series per VM, and promtool accepts them.
+func TestMetrics(t *testing.T) {
+	svc := New(nil)
+	vm, _ := svc.AddVM("vm1", 256, 4096, 100*time.Millisecond, "test")
+	feed(vm, 10, 16)
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"pagecast_predicted_dirty_pages", "pagecast_actual_dirty_pages", "pagecast_forecast_dirty_pages",
+		"pagecast_forecast_dirty_bytes_per_second", "pagecast_prediction_brier_score", "pagecast_prediction_error_pages", "pagecast_predictor_epochs_total"} {
+		if !bytes.Contains(body, []byte(name+`{vm="vm1"}`)) {
+			t.Errorf("no %s{vm=\"vm1\"} in /metrics", name)
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (Debian package prometheus)")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,365 @@
+package predictor
+
+import (
+	"math"
+	"slices"
+)
+
+// fit is the fitted forecast for one horizon.
+type fit struct {
+	h        int
+	fitted   bool
+	fittedAt uint32             // epochs observed at the last fit
+	table    [codes]float64     // logit P(dirty within h | code)
+	w        [2 + nFeat]float64 // intercept, table, features
+
+	// The weights folded for Predict: z[code] = w0 + w1·table[code];
+	// zk[k] adds, for a page last written k+1 epochs ago, its cohort
+	// feature's contribution and, from k = 8 on, its code's; long[n]
+	// that of featLong for n dirty epochs 9..64 ago; dz[δ+dueBias] that
+	// of featDue; wNear and wNearRec weigh the fixed-point spatial
+	// features.
+	z               [codes]float32
+	zk              [65]float32
+	long            [65 - patternBits]float32
+	dz              [2 * dueBias]float32
+	wNear, wNearRec float32
+
+	// cut is the logit at and above which predicting dirty gave the
+	// best F1 on the samples of the last fit; lift says whether Predict
+	// moves it to the threshold.
+	cut  float32
+	lift bool
+}
+
+// coldStart sets the forecast used before the first fit: the page's
+// recency-weighted dirtiness over the last 8 epochs, 0.001 for pages not
+// dirtied in them, spread over the horizon as if epochs were independent.
+func (f *fit) coldStart() {
+	for c := range codes {
+		p := 0.001
+		if c < patterns {
+			p = float64(recency[c])
+		}
+		p = 1 - math.Pow(1-p, float64(f.h))
+		f.table[c] = logit(min(max(p, 0.001), 0.999))
+	}
+	clear(f.w[:])
+	f.w[1] = 1
+}
+
+// fold precomputes the weights' contributions for Predict, with the
+// current cohort features.
+func (f *fit) fold(cohort *[64]float32) {
+	w := &f.w
+	for c := range codes {
+		f.z[c] = float32(w[0] + w[1]*f.table[c])
+	}
+	for k := range f.zk {
+		var v float64
+		switch {
+		case k == 0:
+		case k < patternBits:
+			v = w[2+featCohortNew] * float64(cohort[k])
+		case k < 64:
+			v = w[2+featCohortOld]*float64(cohort[k]) + float64(f.z[ageCode(k)])
+		}
+		f.zk[k] = float32(v)
+	}
+	for n := range f.long {
+		f.long[n] = float32(w[2+featLong]*float64(longShare(n)) + w[2+featLongLogit]*float64(longLogit(n)))
+	}
+	for d := range f.dz {
+		f.dz[d] = float32(w[2+featDue] * float64(dueOf(d-dueBias)))
+	}
+	f.wNear = float32(w[2+featNear] / nearScale)
+	f.wNearRec = float32(w[2+featNearRec] / nearScale)
+}
+
+// epochSamples are the pages sampled as one epoch closed, with the
+// inputs their forecast for that epoch had.
+type epochSamples struct {
+	t      uint32 // the epoch
+	page   []uint32
+	code   []uint16
+	feat   []float32 // nFeat a row
+	weight []float32
+}
+
+// sample keeps, to fit on, the inputs the forecast of the epoch being
+// closed had, for a stratified sample of pages (see Options.Samples).
+func (m *Model) sample(dirty []uint64) {
+	s := &m.ring[m.now%keepEpochs]
+	s.t = m.now
+	s.page, s.code, s.feat, s.weight = s.page[:0], s.code[:0], s.feat[:0], s.weight[:0]
+	keep := func(p uint32, w float64) {
+		x := m.features(uint64(p))
+		s.page = append(s.page, p)
+		s.code = append(s.code, codeOf(m.hist[p], m.last[p]))
+		s.feat = append(s.feat, x[:]...)
+		s.weight = append(s.weight, float32(w))
+	}
+	// pick keeps k of list, drawn without replacement.
+	pick := func(list []uint32, k int) {
+		k = min(k, len(list))
+		for i := range k { // a partial Fisher-Yates shuffle
+			j := i + m.rng.IntN(len(list)-i)
+			list[i], list[j] = list[j], list[i]
+			keep(list[i], float64(len(list))/float64(k))
+		}
+	}
+	// The pages not dirtied, by stratum.
+	recent, older := m.recent[:0], m.older[:0]
+	var idle uint64
+	d := 0
+	for p, h := range m.hist {
+		if d < len(dirty) && dirty[d] == uint64(p) {
+			d++
+			continue
+		}
+		switch {
+		case h&patternMask != 0:
+			recent = append(recent, uint32(p))
+		case h != 0:
+			older = append(older, uint32(p))
+		default:
+			idle++
+		}
+	}
+	if len(dirty) <= 4*m.o.Samples {
+		for _, p := range dirty {
+			keep(uint32(p), 1)
+		}
+	} else {
+		list := older[len(older):] // spare room
+		for _, p := range dirty {
+			list = append(list, uint32(p))
+		}
+		pick(list, 4*m.o.Samples)
+	}
+	pick(recent, m.o.Samples)
+	pick(older, m.o.Samples/2)
+	m.recent, m.older = recent, older
+	// Idle pages by rejection, which is uniform among them: most pages
+	// are idle in a sparse VM; in a dense one few tries are wasted on
+	// few idle pages.
+	want := uint64(max(m.o.Samples/4, 1))
+	if idle == 0 {
+		return
+	}
+	first := len(s.page)
+	for try := uint64(0); try < 32*want && uint64(len(s.page)-first) < min(want, idle); try++ {
+		p := m.rng.Uint64N(m.pages)
+		if m.hist[p] != 0 {
+			continue
+		}
+		if _, found := slices.BinarySearch(dirty, p); !found {
+			keep(uint32(p), 0)
+		}
+	}
+	w := float32(float64(idle) / float64(len(s.page)-first))
+	for i := first; i < len(s.page); i++ {
+		s.weight[i] = w
+	}
+}
+
+// Refitting and decision tuning.
+const (
+	// ridge is the L2 penalty on the weights, per unit of sample weight.
+	ridge = 1e-4
+	// tablePrior is how many (weighted) pairs' worth of the mean rate a
+	// code's rate is shrunk towards.
+	tablePrior = 2
+	// minLiftGain is the least F1 gain the last fit's cut must have had,
+	// on the epochs since, for Predict to use the new one.
+	minLiftGain = 0.01
+	// minCutP is the lowest cut, minCut its logit: the F1-best cut of
+	// calibrated probabilities is half the best F1, and a forecast whose
+	// F1 is below 2·minCutP is too poor to gain from moving it.
+	minCutP = 0.1
+	minCut  = -2.1972245773362196 // logit(minCutP)
+	// cutBuckets of 1/32 logit from cutLo: where cuts are looked for.
+	cutBuckets = 768
+	cutLo      = -12
+	cutStep    = 1.0 / 32
+	// liftSlope is the slope, in logits, of the forecast between a cut
+	// and the threshold once moved: their order is kept.
+	liftSlope = 1.0 / 16
+)
+
+// refit refits one horizon on the samples whose outcome is known: the
+// code table, then the weights, then the F1-best cut. Before, it checks on
+// the samples that came since the last fit whether that fit's cut beat
+// the plain threshold: only then does Predict use the new one.
+func (m *Model) refit(f *fit) {
+	h := uint32(f.h)
+	s := &m.scratch
+	s.d = 2 + nFeat
+	s.reset()
+	cs := m.codeScratch[:0]
+	fresh := 0 // rows from fresh on are from epochs since the last fit
+	x := make([]float64, 2+nFeat)
+	for i := range uint32(keepEpochs) {
+		e := &m.ring[(m.now+i)%keepEpochs] // oldest first
+		if len(e.page) == 0 || e.t+h > m.now || m.now-e.t > keepEpochs {
+			continue
+		}
+		if e.t < f.fittedAt {
+			fresh = s.len() + len(e.page)
+		}
+		// Epochs e.t .. e.t+h-1 are bits now-1-e.t down to now-e.t-h.
+		mask := (uint64(1)<<h - 1) << (m.now - e.t - h)
+		for j, p := range e.page {
+			x[0] = 1
+			for k := range nFeat {
+				x[2+k] = float64(e.feat[j*nFeat+k])
+			}
+			s.add(x, m.hist[p]&mask != 0, float64(e.weight[j]))
+			cs = append(cs, e.code[j])
+		}
+	}
+	m.codeScratch = cs
+	if s.len() < 64 {
+		return
+	}
+
+	// Out of sample: did the last fit's cut help since?
+	if f.fitted && fresh < s.len() {
+		for i := fresh; i < s.len(); i++ {
+			s.x[i*s.d+1] = f.table[cs[i]]
+		}
+		tail := &samples{d: s.d, x: s.x[fresh*s.d:], y: s.y[fresh:], c: s.c[fresh:]}
+		f.lift = liftHelps(tail, f.w[:], f.cut, m.zt)
+	}
+
+	// The table: each code's rate, shrunk towards the mean.
+	var n, pos [codes]float64
+	var all, allPos float64
+	for i, c := range cs {
+		n[c] += s.c[i]
+		pos[c] += s.c[i] * s.y[i]
+	}
+	for c := range codes {
+		all += n[c]
+		allPos += pos[c]
+	}
+	if allPos == 0 {
+		return
+	}
+	mean := allPos / all
+	for c := range codes {
+		p := (pos[c] + tablePrior*mean) / (n[c] + tablePrior)
+		f.table[c] = logit(min(max(p, 1e-6), 1-1e-6))
+	}
+	for i, c := range cs {
+		s.x[i*s.d+1] = f.table[c]
+	}
+
+	if !f.fitted {
+		clear(f.w[:])
+		f.w[1] = 1
+	}
+	fitLogistic(s, f.w[:], ridge)
+	f.fitted, f.fittedAt = true, m.now
+	f.cut = bestCut(s, f.w[:], m.zt)
+}
+
+// liftHelps reports whether moving the samples' forecasts, scored with
+// weights w, from cut to the threshold's logit zt gives them an F1 of at
+// least 2·minCutP, better by minLiftGain or more and by a larger share
+// than it makes their Brier score worse.
+func liftHelps(s *samples, w []float64, cut, zt float32) bool {
+	var tp, pp, tpCut, ppCut, pos, sq, sqCut float64
+	for i := range s.len() {
+		c, y := s.c[i], s.y[i]
+		z := float32(dot(s.x[i*s.d:(i+1)*s.d], w))
+		pos += c * y
+		p := float64(sigmoid32(z))
+		sq += c * (p - y) * (p - y)
+		if z >= zt {
+			pp += c
+			tp += c * y
+		}
+		if z = lifted(z, cut, zt); z >= zt {
+			ppCut += c
+			tpCut += c * y
+		}
+		p = float64(sigmoid32(z))
+		sqCut += c * (p - y) * (p - y)
+	}
+	if pos == 0 || sq == 0 {
+		return false
+	}
+	f1, f1Cut := 2*tp/(pp+pos), 2*tpCut/(ppCut+pos)
+	if f1Cut < 2*minCutP || f1Cut-f1 < minLiftGain {
+		return false
+	}
+	return f1 == 0 || f1Cut/f1-1 > sqCut/sq-1
+}
+
+// lifted moves logit z as Predict does when the F1-best cut is cut and
+// the threshold's logit zt.
+func lifted(z, cut, zt float32) float32 {
+	if cut < zt && z >= cut {
+		return max(z, zt+liftSlope*(z-cut))
+	}
+	if cut > zt && z < cut {
+		return min(z, zt-liftSlope*(cut-z))
+	}
+	return z
+}
+
+// f1At returns the F1 on the samples, scored with weights w, of
+// predicting dirty the pages at and above logit cut.
+func f1At(s *samples, w []float64, cut float32) float64 {
+	var tp, pp, pos float64
+	for i := range s.len() {
+		c, y := s.c[i], s.y[i]
+		pos += c * y
+		if dot(s.x[i*s.d:(i+1)*s.d], w) >= float64(cut) {
+			pp += c
+			tp += c * y
+		}
+	}
+	if pos == 0 {
+		return 0
+	}
+	return 2 * tp / (pp + pos)
+}
+
+// bestCut returns the logit, at least minCut, at and above which
+// predicting dirty gives the samples, scored with weights w, their best
+// F1; zt, the threshold's, if no other beats it.
+func bestCut(s *samples, w []float64, zt float32) float32 {
+	var n, pos [cutBuckets]float64
+	var allPos, tpAt, ppAt float64
+	for i := range s.len() {
+		z := dot(s.x[i*s.d:(i+1)*s.d], w)
+		b := min(max(int((z-cutLo)/cutStep), 0), cutBuckets-1)
+		c, y := s.c[i], s.y[i]
+		n[b] += c
+		pos[b] += c * y
+		allPos += c * y
+		if z >= float64(zt) {
+			ppAt += c
+			tpAt += c * y
+		}
+	}
+	if allPos == 0 {
+		return zt
+	}
+	best, bestF1 := zt, 2*tpAt/(ppAt+allPos)
+	var tp, pp float64
+	for b := cutBuckets - 1; b >= 0; b-- {
+		lo := cutLo + float64(b)*cutStep
+		if lo < minCut {
+			break
+		}
+		tp += pos[b]
+		pp += n[b]
+		if f1 := 2 * tp / (pp + allPos); f1 > bestF1 {
+			best, bestF1 = float32(lo), f1
+		}
+	}
+	return best
+}
