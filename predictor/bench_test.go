@@ -57,3 +57,19 @@ func BenchmarkObserve(b *testing.B) {
 	}
 	b.ReportMetric(float64(pages)*float64(b.N)/b.Elapsed().Seconds(), "pages/s")
 }
+
+// BenchmarkPredictAwk scores the 65536 pages of the awk trace's VM, with
+// the model as it is at the end of the trace.
+func BenchmarkPredictAwk(b *testing.B) {
+	epochs, pages := loadRealTrace(b, "awk")
+	m := NewModel(pages, Options{})
+	for _, e := range epochs {
+		m.Observe(e.Pages)
+	}
+	dst := make([]float32, pages)
+	b.ResetTimer()
+	for b.Loop() {
+		m.Predict(dst)
+	}
+	b.ReportMetric(float64(pages)*float64(b.N)/b.Elapsed().Seconds(), "pages/s")
+}

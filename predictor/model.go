@@ -297,29 +297,32 @@ func (m *Model) Table() []float64 {
 }
 
 // sigmoidTab holds the logistic function at sigmoidSteps points over
-// [-sigmoidMax, sigmoidMax].
+// [-sigmoidMax, sigmoidMax), each with the slope to the next.
 const (
 	sigmoidMax   = 16
-	sigmoidSteps = 1 << 12
+	sigmoidSteps = 1 << 12 // a power of two: indices are masked, not checked
 )
 
-var sigmoidTab = func() (t [sigmoidSteps + 2]float32) {
+var sigmoidTab = func() (t [sigmoidSteps]struct{ v, d float32 }) {
+	at := func(i int) float64 { return sigmoid(float64(i)*2*sigmoidMax/sigmoidSteps - sigmoidMax) }
 	for i := range t {
-		t[i] = float32(sigmoid(float64(i)*2*sigmoidMax/sigmoidSteps - sigmoidMax))
+		t[i].v = float32(at(i))
+		t[i].d = float32(at(i+1) - at(i))
 	}
 	return t
 }()
 
 // sigmoid32 is the logistic function, interpolated from a table: within
-// 1e-6 of the exact value on [-16, 16], and σ(±16) beyond.
+// 1e-6 of the exact value on [-16, 16), σ(-16) below and σ(16) above.
 func sigmoid32(z float32) float32 {
 	x := (z + sigmoidMax) * (sigmoidSteps / (2 * sigmoidMax))
 	if !(x > 0) { // also NaN
 		x = 0
 	}
-	x = min(x, sigmoidSteps)
+	x = min(x, sigmoidSteps-1)
 	i := int(x)
-	return sigmoidTab[i] + (x-float32(i))*(sigmoidTab[i+1]-sigmoidTab[i])
+	e := sigmoidTab[i&(sigmoidSteps-1)]
+	return e.v + (x-float32(i))*e.d
 }
 
 // logit is the inverse of sigmoid.
