@@ -36,11 +36,11 @@ func (s *samples) reset() {
 // method (iteratively reweighted least squares), starting from w, which
 // it updates. The weighted log loss is penalised by lambda/2 times the
 // squared weights, the intercept (feature 0) excepted, which keeps the fit
-// defined when a feature is constant or the classes separate. It returns
-// the weighted mean log loss.
+// defined when a feature is constant or the classes separate. A step
+// that does not lower the loss is halved. It returns the weighted mean
+// log loss.
 func fitLogistic(s *samples, w []float64, lambda float64) float64 {
-	d := s.d
-	n := s.len()
+	d, n := s.d, s.len()
 	if n == 0 {
 		return 0
 	}
@@ -48,37 +48,35 @@ func fitLogistic(s *samples, w []float64, lambda float64) float64 {
 	for _, c := range s.c {
 		total += c
 	}
-	// The penalty scales with the data so that lambda means the same
-	// for any sample size.
+	// The penalty scales with the data, so lambda means the same for any
+	// sample size.
 	pen := lambda * total
-	loss := func(w []float64) float64 {
-		var l float64
-		for i := range n {
-			z := dot(s.x[i*d:(i+1)*d], w)
-			// log(1+e^z) - y·z, stable for large |z|.
-			l += s.c[i] * (softplus(z) - s.y[i]*z)
-		}
-		for j := 1; j < d; j++ {
-			l += pen / 2 * w[j] * w[j]
-		}
-		return l
-	}
 	hess := mat.NewSymDense(d, nil)
 	grad := mat.NewVecDense(d, nil)
-	step := mat.NewVecDense(d, nil)
-	next := make([]float64, d)
+	dir := mat.NewVecDense(d, nil)
+	h, g := hess.RawSymmetric().Data, grad.RawVector().Data
 	var chol mat.Cholesky
-	cur := loss(w)
-	for iter := 0; iter < 30; iter++ {
-		hess.Zero()
-		grad.Zero()
-		h := hess.RawSymmetric().Data
-		g := grad.RawVector().Data
+
+	// pass computes the loss at w, and its gradient and Hessian into g
+	// and h.
+	pass := func(w []float64) float64 {
+		clear(h)
+		clear(g)
+		var loss float64
 		for i := range n {
 			xi := s.x[i*d : (i+1)*d]
-			p := sigmoid(dot(xi, w))
-			r := s.c[i] * (p - s.y[i])
-			q := s.c[i] * max(p*(1-p), 1e-12)
+			z := dot(xi, w)
+			c, y := s.c[i], s.y[i]
+			// log(1+e^z) - y·z, and p = σ(z), from one exponential.
+			e := math.Exp(-math.Abs(z))
+			sp := math.Log1p(e) + max(z, 0)
+			p := 1 / (1 + e)
+			if z < 0 {
+				p = e / (1 + e)
+			}
+			loss += c * (sp - y*z)
+			r := c * (p - y)
+			q := c * max(p*(1-p), 1e-12)
 			for a, xa := range xi {
 				if xa == 0 {
 					continue
@@ -92,34 +90,46 @@ func fitLogistic(s *samples, w []float64, lambda float64) float64 {
 			}
 		}
 		for j := 1; j < d; j++ {
+			loss += pen / 2 * w[j] * w[j]
 			g[j] += pen * w[j]
 			h[j*d+j] += pen
 		}
 		h[0] += 1e-9 * total // keeps the intercept's curvature positive
-		if !chol.Factorize(hess) {
-			break
-		}
-		if err := chol.SolveVecTo(step, grad); err != nil {
-			break
-		}
-		// Newton step, halved until the loss goes down.
-		improved := false
-		for t := 1.0; t > 1e-4; t /= 2 {
-			for j := range d {
-				next[j] = w[j] - t*step.AtVec(j)
-			}
-			if l := loss(next); l <= cur {
-				improved = cur-l > 1e-9*math.Max(1, math.Abs(cur))
-				copy(w, next)
-				cur = l
+		return loss
+	}
+
+	best := math.Inf(1) // loss at prev, the last accepted weights
+	prev := make([]float64, d)
+	step := 1.0
+	for range 50 {
+		loss := pass(w)
+		if !(loss < best) { // the step overshot (or went NaN): halve it
+			step /= 2
+			if step < 1e-4 {
+				copy(w, prev)
 				break
 			}
+			for j := range w {
+				w[j] = prev[j] - step*dir.AtVec(j)
+			}
+			continue
 		}
-		if !improved {
+		converged := best-loss < 1e-9*loss
+		best = loss
+		copy(prev, w)
+		if converged || !chol.Factorize(hess) || chol.SolveVecTo(dir, grad) != nil {
 			break
 		}
+		// Newton decrement: the loss the full step is expected to save.
+		if mat.Dot(grad, dir)/2 < 1e-9*loss {
+			break
+		}
+		step = 1
+		for j := range w {
+			w[j] = prev[j] - dir.AtVec(j)
+		}
 	}
-	return cur / total
+	return best / total
 }
 
 func dot(x, w []float64) float64 {
@@ -128,12 +138,4 @@ func dot(x, w []float64) float64 {
 		z += v * w[j]
 	}
 	return z
-}
-
-// softplus is log(1+e^z).
-func softplus(z float64) float64 {
-	if z > 30 {
-		return z
-	}
-	return math.Log1p(math.Exp(z))
 }

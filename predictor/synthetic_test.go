@@ -26,9 +26,15 @@ func synthetic(workload string, epochs int, seed uint64) []trace.Epoch {
 	const hot, p = 256, 0.9
 	var out []trace.Epoch
 	cursor := 0
+	written := make([]bool, synthPages)
 	for e := range epochs {
-		set := map[uint64]bool{}
-		write := func(x int) { set[uint64(synthArenaStart+x%synthArena)] = true }
+		var pages []uint64
+		write := func(x int) {
+			if p := synthArenaStart + x%synthArena; !written[p] {
+				written[p] = true
+				pages = append(pages, uint64(p))
+			}
+		}
 		switch workload {
 		case "hotset", "phased":
 			base := 0
@@ -62,11 +68,10 @@ func synthetic(workload string, epochs int, seed uint64) []trace.Epoch {
 		default:
 			panic("unknown workload " + workload)
 		}
-		pages := make([]uint64, 0, len(set))
-		for pg := range set {
-			pages = append(pages, pg)
-		}
 		slices.Sort(pages)
+		for _, p := range pages {
+			written[p] = false
+		}
 		out = append(out, trace.Epoch{Index: uint64(e), Pages: pages})
 	}
 	return out
@@ -143,9 +148,9 @@ func knownProbabilities(pages, epochs int, seed uint64) ([]trace.Epoch, []float6
 // model's forecasts are calibrated (expected calibration error at most
 // 0.05), and close to the true probabilities.
 func TestCalibration(t *testing.T) {
-	const pages, epochs = 16384, 400
+	const pages, epochs = 8192, 300
 	tr, p := knownProbabilities(pages, epochs, 1)
-	res := Evaluate(tr, pages, append(Contenders(pages, Options{}), NewModel(pages, Options{Threshold: -1})), EvalOptions{Warmup: 64, Bins: 10})
+	res := Evaluate(tr, pages, Contenders(pages, Options{}), EvalOptions{Warmup: 64, Bins: 10})
 	logResults(t, res)
 	m := res[0]
 	for _, b := range m.Calibration {

@@ -27,6 +27,7 @@ type VM struct {
 	mu        sync.Mutex
 	model     *predictor.Model
 	probs     []float32 // forecast for the next epoch
+	expected  float64   // its expected dirty pages (Model.Expected: before threshold tuning)
 	epochs    uint64    // epochs observed
 	predicted float64   // forecast dirty pages for the latest observed epoch
 	actual    int       // dirty pages in the latest observed epoch
@@ -63,6 +64,7 @@ func (s *Service) AddVM(id string, pages, pageSize uint64, epoch time.Duration, 
 	vm := &VM{ID: id, Pages: pages, PageSize: pageSize, Epoch: epoch, Source: source,
 		model: predictor.NewModel(pages, predictor.Options{}), probs: make([]float32, pages)}
 	vm.model.Predict(vm.probs)
+	vm.expected = vm.model.Expected()
 	s.vms[id] = vm
 	return vm, nil
 }
@@ -72,9 +74,8 @@ func (s *Service) AddVM(id string, pages, pageSize uint64, epoch time.Duration, 
 func (vm *VM) Observe(dirty []uint64) {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
-	var sum, sq float64
+	var sq float64
 	for _, p := range vm.probs {
-		sum += float64(p)
 		sq += float64(p) * float64(p)
 	}
 	// Brier over all pages: Σp² for clean pages, (1-p)² for dirty ones.
@@ -84,7 +85,7 @@ func (vm *VM) Observe(dirty []uint64) {
 			sq += (1-p)*(1-p) - p*p
 		}
 	}
-	vm.predicted, vm.actual = sum, len(dirty)
+	vm.predicted, vm.actual = vm.expected, len(dirty)
 	vm.brier = sq / float64(vm.Pages)
 	if vm.epochs > 0 {
 		vm.brierSum += vm.brier
@@ -92,6 +93,7 @@ func (vm *VM) Observe(dirty []uint64) {
 	}
 	vm.model.Observe(dirty)
 	vm.model.Predict(vm.probs)
+	vm.expected = vm.model.Expected()
 	vm.epochs++
 }
 
@@ -114,8 +116,8 @@ func (vm *VM) forecast() Forecast {
 	defer vm.mu.Unlock()
 	f := Forecast{VM: vm.ID, EpochsObserved: vm.epochs, EpochSeconds: vm.Epoch.Seconds(),
 		LastPredictedPages: vm.predicted, LastActualPages: vm.actual, LastBrier: vm.brier}
+	f.PredictedDirtyPages = vm.expected
 	for _, p := range vm.probs {
-		f.PredictedDirtyPages += float64(p)
 		if p >= 0.5 {
 			f.WorkingSetPages++
 		}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// predictCSV writes a CSV trace of a 16 MiB VM (4096 pages) whose first
+// 256 pages are dirtied nine epochs in ten, and 50 random others each
+// epoch.
+func predictCSV(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "hot.csv")
+	var b strings.Builder
+	b.WriteString("epoch,page\n")
+	rng := rand.New(rand.NewPCG(1, 2))
+	for e := range 60 {
+		seen := map[int]bool{}
+		for p := range 256 {
+			if rng.IntN(10) < 9 {
+				seen[p] = true
+			}
+		}
+		for range 50 {
+			seen[256+rng.IntN(4096-256)] = true
+		}
+		for p := range 4096 {
+			if seen[p] {
+				fmt.Fprintf(&b, "%d,%d\n", e, p)
+			}
+		}
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestPredictEval(t *testing.T) {
+	csv := predictCSV(t)
+	plots := filepath.Join(t.TempDir(), "plots")
+	stdout, stderr, err := runApp(t, "predict", "eval", "--memory", "16M", "--plots", plots, csv)
+	if err != nil || stderr != "" {
+		t.Fatalf("predict eval: %v %q", err, stderr)
+	}
+	t.Logf("\n%s", stdout)
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if !strings.HasPrefix(lines[0], "hot.csv: 4096 pages (16.0 MiB), 60 epochs of 100ms; scored 52 epochs after a warm-up of 8") {
+		t.Errorf("first line %q", lines[0])
+	}
+	header := strings.Fields(lines[1])
+	if strings.Join(header, " ") != "predictor precision recall F1 Brier AUC ECE" {
+		t.Errorf("header %q", lines[1])
+	}
+	for i, name := range []string{"model", "last-epoch", "frequency", "markov"} {
+		if f := strings.Fields(lines[2+i]); len(f) != 7 || f[0] != name {
+			t.Errorf("row %d: %q, want %s and 6 figures", i, lines[2+i], name)
+		}
+	}
+	// The model beats last-epoch on F1 and Brier on a hot set, and the
+	// best Brier is marked.
+	figure := func(line string, col int) float64 {
+		var v float64
+		fmt.Sscan(strings.TrimSuffix(strings.Fields(line)[col], "*"), &v)
+		return v
+	}
+	if figure(lines[2], 3) <= figure(lines[3], 3) || figure(lines[2], 4) >= figure(lines[3], 4) {
+		t.Errorf("model %q does not beat last-epoch %q", lines[2], lines[3])
+	}
+	if !strings.HasSuffix(strings.Fields(lines[2])[4], "*") {
+		t.Errorf("model row %q: best Brier not marked", lines[2])
+	}
+	for _, name := range []string{"calibration.png", "per-epoch.png"} {
+		f, err := os.Open(filepath.Join(plots, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := png.Decode(f); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		f.Close()
+	}
+
+	// The same trace as a trace file, further ahead.
+	pct := filepath.Join(t.TempDir(), "hot.pct")
+	if _, _, err := runApp(t, "trace", "import", "--memory", "16M", "--epoch", "100ms", "-o", pct, csv); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err = runApp(t, "predict", "eval", "--horizon", "4", "--warmup", "0", "--threshold", "0.3", pct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, "scored 57 epochs after a warm-up of 0, the next 4 epochs, threshold 0.3") {
+		t.Errorf("horizon 4 printed %q", stdout)
+	}
+}
+
+func TestPredictEvalErrors(t *testing.T) {
+	csv := predictCSV(t)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.pct")
+	os.WriteFile(bad, []byte("not a trace at all"), 0o644)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{csv}, "is a CSV trace: give the guest memory size with --memory"},
+		{[]string{"--memory", "4K", csv}, "beyond the 1 pages"},
+		{[]string{"--memory", "16M", "--threshold", "1", csv}, "--threshold 1: want a probability between 0 and 1"},
+		{[]string{"--memory", "16M", "--horizon", "0", csv}, "--horizon 0: want 1 to 32 epochs"},
+		{[]string{"--memory", "16M", "--warmup", "60", csv}, "not enough to score"},
+		{[]string{"--memory", "16M", bad}, "--memory is for CSV traces"},
+		{[]string{bad}, "not a pagecast trace"},
+		{[]string{filepath.Join(dir, "missing.pct")}, "no such file"},
+		{[]string{}, "want one trace argument"},
+	} {
+		_, _, err := runApp(t, append([]string{"predict", "eval"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: error spans lines: %q", tc.args, err)
+		}
+	}
+}

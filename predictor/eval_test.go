@@ -1,0 +1,150 @@
+package predictor
+
+import (
+	"math"
+	"testing"
+
+	"github.com/pagecast/pagecast/trace"
+)
+
+// fixed predicts the same probabilities before every epoch.
+type fixed []float32
+
+func (f fixed) Name() string          { return "fixed" }
+func (f fixed) Observe([]uint64)      {}
+func (f fixed) Predict(dst []float32) { copy(dst, f) }
+
+// oracle knows the trace and predicts each epoch exactly.
+type oracle struct {
+	epochs []trace.Epoch
+	h      int
+	t      int
+}
+
+func (o *oracle) Name() string          { return "oracle" }
+func (o *oracle) Observe([]uint64)      { o.t++ }
+func (o *oracle) Predict(dst []float32) { o.PredictHorizon(dst, 1) }
+func (o *oracle) PredictHorizon(dst []float32, h int) {
+	clear(dst)
+	for k := o.t; k < min(o.t+h, len(o.epochs)); k++ {
+		for _, p := range o.epochs[k].Pages {
+			dst[p] = 1
+		}
+	}
+}
+
+func epochsOf(sets ...[]uint64) []trace.Epoch {
+	out := make([]trace.Epoch, len(sets))
+	for i, s := range sets {
+		out[i] = trace.Epoch{Index: uint64(i), Pages: s}
+	}
+	return out
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
+
+func TestEvaluateByHand(t *testing.T) {
+	// 4 pages, two scored epochs: {0, 1} then {1}.
+	tr := epochsOf([]uint64{0, 1}, []uint64{1})
+	res := Evaluate(tr, 4, []Predictor{fixed{0.9, 0.4, 0.6, 0}}, EvalOptions{Warmup: -1})[0]
+	// At 0.5: predicted dirty 0 and 2 in both epochs. Epoch 0: TP page 0,
+	// FP page 2, FN page 1; epoch 1: FP 0 and 2, FN 1.
+	if res.TruePositives != 1 || res.FalsePositives != 3 || res.FalseNegatives != 2 {
+		t.Fatalf("TP/FP/FN %d/%d/%d, want 1/3/2", res.TruePositives, res.FalsePositives, res.FalseNegatives)
+	}
+	if !near(res.Precision, 0.25) || !near(res.Recall, 1.0/3) || !near(res.F1, 2.0/7) {
+		t.Errorf("precision %v recall %v F1 %v, want 1/4 1/3 2/7", res.Precision, res.Recall, res.F1)
+	}
+	// Squared errors: epoch 0: .01+.36+.36+0, epoch 1: .81+.36+.36+0.
+	if want := (0.73 + 1.53) / 8; !near(res.Brier, want) {
+		t.Errorf("Brier %v, want %v", res.Brier, want)
+	}
+	// Positives score 0.9 (once), 0.4 (twice); negatives 0.9, 0.6 (twice),
+	// 0 (twice). Pairs won: 0.9 beats 0.6×2, 0×2 and ties 0.9: 4.5; each
+	// 0.4 beats 0×2: 2 each. AUC = 8.5 / (3·5).
+	if want := 8.5 / 15; math.Abs(res.AUC-want) > 1e-9 {
+		t.Errorf("AUC %v, want %v", res.AUC, want)
+	}
+	if len(res.Epochs) != 2 || math.Abs(res.Epochs[0].Predicted-1.9) > 1e-6 || res.Epochs[0].Actual != 2 || res.Epochs[1].Actual != 1 {
+		t.Errorf("epochs %+v", res.Epochs)
+	}
+	if res.Pairs != 8 || res.Positives != 3 {
+		t.Errorf("pairs %d positives %d, want 8 and 3", res.Pairs, res.Positives)
+	}
+}
+
+func TestEvaluateOracle(t *testing.T) {
+	tr, _ := knownProbabilities(512, 50, 3)
+	for _, h := range []int{1, 3} {
+		res := Evaluate(tr, 512, []Predictor{&oracle{epochs: tr}, fixed(make([]float32, 512))}, EvalOptions{Horizon: h})
+		o, zero := res[0], res[1]
+		if o.F1 != 1 || o.Brier != 0 || o.AUC != 1 || o.ECE != 0 {
+			t.Errorf("horizon %d: oracle F1 %v Brier %v AUC %v ECE %v, want 1 0 1 0", h, o.F1, o.Brier, o.AUC, o.ECE)
+		}
+		if zero.AUC != 0.5 || zero.F1 != 0 || !near(zero.Brier, float64(zero.Positives)/float64(zero.Pairs)) {
+			t.Errorf("horizon %d: all-zero AUC %v F1 %v Brier %v", h, zero.AUC, zero.F1, zero.Brier)
+		}
+		// Epochs whose horizon runs past the trace are not scored.
+		if want := len(tr) - DefaultWarmup - (h - 1); len(o.Epochs) != want {
+			t.Errorf("horizon %d: %d epochs scored, want %d", h, len(o.Epochs), want)
+		}
+		for _, e := range o.Epochs {
+			if e.Predicted != float64(e.Actual) {
+				t.Fatalf("horizon %d: oracle epoch %+v", h, e)
+			}
+		}
+	}
+}
+
+// A gap in the epoch indices is observed as empty and not scored, nor
+// are the epochs whose horizon reaches into it.
+func TestEvaluateGap(t *testing.T) {
+	tr := epochsOf([]uint64{0}, []uint64{1}, []uint64{2}, nil, []uint64{3}, []uint64{0})
+	tr = append(tr[:3], tr[4:]...) // index 3 lost
+	var seen [][]uint64
+	rec := &recorder{seen: &seen}
+	res := Evaluate(tr, 4, []Predictor{rec}, EvalOptions{Warmup: -1, Horizon: 2})[0]
+	if len(seen) != 6 || seen[3] != nil {
+		t.Fatalf("observed %v, want 6 epochs, the fourth empty", seen)
+	}
+	var idx []uint64
+	for _, e := range res.Epochs {
+		idx = append(idx, e.Index)
+	}
+	// Horizon 2: 0 (0,1), 1 (1,2) and 4 (4,5) are scored; 2 and 3 touch 3.
+	if len(idx) != 3 || idx[0] != 0 || idx[1] != 1 || idx[2] != 4 {
+		t.Errorf("scored epochs %v, want [0 1 4]", idx)
+	}
+}
+
+type recorder struct{ seen *[][]uint64 }
+
+func (r *recorder) Name() string          { return "recorder" }
+func (r *recorder) Observe(d []uint64)    { *r.seen = append(*r.seen, d) }
+func (r *recorder) Predict(dst []float32) { clear(dst) }
+
+func TestCalibrationBins(t *testing.T) {
+	tr := epochsOf([]uint64{0}, []uint64{0}, []uint64{1}, []uint64{})
+	res := Evaluate(tr, 2, []Predictor{fixed{0.75, 0.25}}, EvalOptions{Warmup: -1, Bins: 4})[0]
+	// Page 0 (0.75) dirty 2 of 4 epochs, page 1 (0.25) 1 of 4.
+	if len(res.Calibration) != 2 {
+		t.Fatalf("bins %+v", res.Calibration)
+	}
+	lo, hi := res.Calibration[0], res.Calibration[1]
+	if lo.Lo != 0.25 || lo.Count != 4 || !near(lo.Observed, 0.25) || hi.Lo != 0.75 || !near(hi.Observed, 0.5) {
+		t.Errorf("bins %+v", res.Calibration)
+	}
+	if !near(res.ECE, 0.5*0+0.5*0.25) {
+		t.Errorf("ECE %v, want 0.125", res.ECE)
+	}
+	var n uint64
+	for _, b := range res.CalibrationLog {
+		n += b.Count
+		if b.Predicted < b.Lo || b.Predicted >= b.Hi {
+			t.Errorf("octave bin %+v holds a mean outside it", b)
+		}
+	}
+	if n != res.Pairs {
+		t.Errorf("octave bins hold %d pairs, want %d", n, res.Pairs)
+	}
+}

@@ -1,0 +1,155 @@
+package predictor
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+)
+
+// observed returns a model that has seen the epochs of a synthetic
+// workload.
+func observed(o Options, workload string, epochs int) *Model {
+	m := NewModel(synthPages, o)
+	for _, e := range synthetic(workload, epochs, 5) {
+		m.Observe(e.Pages)
+	}
+	return m
+}
+
+// Predict, with its folded tables, gives what the logistic regression
+// gives on the features the model fits on.
+func TestPredictMatchesFeatures(t *testing.T) {
+	for _, workload := range []string{"phased", "uniform"} {
+		for _, thr := range []float64{-1, 0.5} {
+			m := observed(Options{Threshold: thr, Horizon: 3}, workload, 70)
+			for _, h := range []int{1, 3} {
+				dst := make([]float32, synthPages)
+				m.PredictHorizon(dst, h)
+				f := m.horizon(h)
+				var sum float64
+				for p := range uint64(synthPages) {
+					x := m.features(p)
+					z := f.w[0] + f.w[1]*f.table[codeOf(m.hist[p], m.last[p])]
+					for k, v := range x {
+						z += f.w[2+k] * float64(v)
+					}
+					sum += float64(sigmoid32(float32(z)))
+					if f.lift && thr > 0 {
+						z = float64(lifted(float32(z), f.cut, m.zt))
+					}
+					if want := sigmoid(z); math.Abs(float64(dst[p])-want) > 1e-4 {
+						t.Fatalf("%s, threshold %v, horizon %d: page %d: Predict %v, features %v (logit %v)",
+							workload, thr, h, p, dst[p], want, z)
+					}
+				}
+				if math.Abs(m.Expected()-sum) > 1e-3*sum+1e-3 {
+					t.Errorf("%s, threshold %v, horizon %d: Expected %v, want %v", workload, thr, h, m.Expected(), sum)
+				}
+			}
+		}
+	}
+}
+
+// The model keeps 16 bytes a page.
+func TestStatePerPage(t *testing.T) {
+	m := NewModel(1, Options{})
+	size := unsafe.Sizeof(m.hist[0]) + unsafe.Sizeof(m.last[0]) + unsafe.Sizeof(m.near[0]) + unsafe.Sizeof(m.nearRec[0])
+	if size != 16 {
+		t.Errorf("%d bytes a page, want 16", size)
+	}
+}
+
+func TestModelDeterministic(t *testing.T) {
+	a, b := observed(Options{Seed: 9}, "zipf", 80), observed(Options{Seed: 9}, "zipf", 80)
+	da, db := make([]float32, synthPages), make([]float32, synthPages)
+	a.Predict(da)
+	b.Predict(db)
+	for i := range da {
+		if da[i] != db[i] {
+			t.Fatalf("page %d: %v and %v from the same seed and input", i, da[i], db[i])
+		}
+	}
+}
+
+func TestModelColdStart(t *testing.T) {
+	m := NewModel(8, Options{})
+	dst := make([]float32, 8)
+	m.Predict(dst)
+	for i, v := range dst {
+		if v <= 0 || v > 0.01 {
+			t.Fatalf("page %d before any epoch: %v, want a small probability", i, v)
+		}
+	}
+	m.Observe([]uint64{3})
+	m.Predict(dst)
+	if dst[3] < 0.5 || dst[2] > 0.1 {
+		t.Errorf("after page 3 was dirtied: %v", dst)
+	}
+	if w := m.Weights(); len(w) != len(FeatureNames()) {
+		t.Errorf("%d weights, %d names", len(w), len(FeatureNames()))
+	}
+	if tab := m.Table(); len(tab) != len(CodeNames()) {
+		t.Errorf("%d table entries, %d names", len(tab), len(CodeNames()))
+	}
+}
+
+// Forecasts for several epochs ahead are calibrated too, and more likely
+// than for one.
+func TestHorizonCalibration(t *testing.T) {
+	const pages = 2048
+	tr, _ := knownProbabilities(pages, 250, 2)
+	for _, h := range []int{2, 4} {
+		res := Evaluate(tr, pages, []Predictor{NewModel(pages, Options{Horizon: h})}, EvalOptions{Warmup: 64, Horizon: h})[0]
+		t.Logf("horizon %d: F1 %.3f Brier %.4f AUC %.3f ECE %.4f", h, res.F1, res.Brier, res.AUC, res.ECE)
+		if res.ECE > 0.05 {
+			t.Errorf("horizon %d: expected calibration error %.4f, want at most 0.05", h, res.ECE)
+		}
+	}
+	m := NewModel(pages, Options{})
+	for _, e := range tr {
+		m.Observe(e.Pages)
+	}
+	one, four := make([]float32, pages), make([]float32, pages)
+	m.Predict(one)
+	m.PredictHorizon(four, 4) // fitted on first use
+	var s1, s4 float64
+	for i := range one {
+		s1 += float64(one[i])
+		s4 += float64(four[i])
+	}
+	if s4 <= s1 {
+		t.Errorf("expected dirty pages within 4 epochs %.0f, not above within 1 %.0f", s4, s1)
+	}
+}
+
+// fitLogistic recovers the weights data were drawn with.
+func TestFitLogistic(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	want := []float64{-1, 2, -0.5}
+	s := &samples{d: 3}
+	for range 20000 {
+		x := []float64{1, rng.NormFloat64(), rng.NormFloat64()}
+		s.add(x, rng.Float64() < sigmoid(dot(x, want)), 1)
+	}
+	w := make([]float64, 3)
+	fitLogistic(s, w, 0)
+	for j := range w {
+		if math.Abs(w[j]-want[j]) > 0.1 {
+			t.Errorf("weights %.3f, want %.3f", w, want)
+			break
+		}
+	}
+}
+
+func TestSigmoid32(t *testing.T) {
+	for z := -20.0; z <= 20; z += 0.001 {
+		want := sigmoid(math.Max(math.Min(z, 16), -16))
+		if got := sigmoid32(float32(z)); math.Abs(float64(got)-want) > 2e-6 {
+			t.Fatalf("sigmoid32(%v) = %v, want %v", z, got, want)
+		}
+	}
+	if v := sigmoid32(float32(math.NaN())); v != sigmoidTab[0].v {
+		t.Errorf("sigmoid32(NaN) = %v", v)
+	}
+}
