@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -174,15 +173,9 @@ func printForecastScores(out io.Writer, epochs []trace.Epoch, pages uint64) {
 	if len(epochs) <= warmup+1 {
 		return
 	}
-	preds := append([]predictor.Predictor{predictor.NewModel(pages, predictor.Options{})}, predictor.Baselines(pages)...)
-	results := predictor.Evaluate(epochs, pages, preds, predictor.EvalOptions{Warmup: warmup})
+	results := predictor.Evaluate(epochs, pages, predictor.Contenders(pages, predictor.Options{}), predictor.EvalOptions{Warmup: warmup})
 	fmt.Fprintf(out, "\nnext-epoch forecasts over the last %d epochs (threshold 0.5):\n", len(epochs)-warmup)
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "predictor\tprecision\trecall\tF1\tBrier\tAUC\t")
-	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%.4f\t%.3f\t\n", r.Name, r.Precision, r.Recall, r.F1, r.Brier, r.AUC)
-	}
-	tw.Flush()
+	writeEvalTable(out, results)
 }
 
 const stripWidth = 64
