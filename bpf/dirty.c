@@ -61,8 +61,8 @@ struct {
 	__uint(max_entries, MAX_SLOTS);
 } slot_cache SEC(".maps");
 
+/* Writes recorded are not counted here: they are the sum of pages[].count. */
 enum stat {
-	STAT_UNUSED,       /* writes recorded are the sum of pages[].count */
 	STAT_OTHER_VM,     /* events of other processes, ignored */
 	STAT_SLOT_UNKNOWN, /* slot not found: event dropped */
 	STAT_OUT_OF_RANGE, /* page beyond the pages map: event dropped */

@@ -307,11 +307,8 @@ func (p *Profiler) Stats() (Stats, error) {
 	for _, ps := range pages {
 		s.Events += ps.Count
 	}
-	fields := []*uint64{nil, &s.OtherVM, &s.SlotUnknown, &s.OutOfRange, &s.RingbufFull, &s.Contended}
+	fields := []*uint64{&s.OtherVM, &s.SlotUnknown, &s.OutOfRange, &s.RingbufFull, &s.Contended}
 	for i, f := range fields {
-		if f == nil {
-			continue
-		}
 		var per []uint64
 		if err := p.stats.Lookup(uint32(i), &per); err != nil {
 			return s, fmt.Errorf("read stats: %w", err)
