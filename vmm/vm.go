@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,7 @@ type VM struct {
 	serial  *serialPort
 	tracker dirtyTracker
 	kernel  *guest.Kernel
+	image   [32]byte // SHA-256 of the guest image
 	started time.Time
 
 	mu       sync.Mutex
@@ -114,6 +116,7 @@ func New(cfg Config) (_ *VM, err error) {
 		vmfd:         -1,
 		memfd:        -1,
 		kernel:       kernel,
+		image:        sha256.Sum256(cfg.Image),
 		state:        StatePrelaunch,
 		logs:         map[*DirtyLog]struct{}{},
 		monitorDirty: NewBitmap(cfg.MemoryBytes / PageSize),
@@ -493,6 +496,10 @@ func (vm *VM) VCPUs() int { return len(vm.vcpus) }
 
 // DirtyMode is the dirty tracking mode in use (DirtyRing or DirtyBitmap).
 func (vm *VM) DirtyMode() string { return vm.tracker.mode() }
+
+// ImageDigest is the SHA-256 of the guest image: a migration's two ends
+// must run the same one.
+func (vm *VM) ImageDigest() [32]byte { return vm.image }
 
 // Kernel is the loaded guest image.
 func (vm *VM) Kernel() *guest.Kernel { return vm.kernel }

@@ -49,7 +49,7 @@ func demoCommand() *cli.Command {
 
 func runDemo(c *cli.Context, out io.Writer) error {
 	log := slog.Default()
-	vm, err := newVM(c, log)
+	vm, err := newVM(c, log, true)
 	if err != nil {
 		return err
 	}

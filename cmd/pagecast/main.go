@@ -42,6 +42,7 @@ func newApp() *cli.App {
 			demoCommand(),
 			traceCommand(),
 			predictCommand(),
+			migrateCommand(),
 		},
 		// Errors are printed once, by main, on one line.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,11 +11,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qmpserver"
 	"github.com/pagecast/pagecast/vmm"
 )
@@ -46,8 +49,9 @@ func workloadHelp() string {
 	return b.String()
 }
 
-// newVM builds a virtual machine from vmFlags.
-func newVM(c *cli.Context, log *slog.Logger) (*vmm.VM, error) {
+// newVM builds a virtual machine from vmFlags; fill puts the --mix content
+// in its memory (a migration destination gets the source's instead).
+func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 	mem, err := units.ParseBytes(c.String("memory"))
 	if err != nil {
 		return nil, fmt.Errorf("--memory: %w", err)
@@ -72,8 +76,33 @@ func newVM(c *cli.Context, log *slog.Logger) (*vmm.VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	guest.FillArena(vm.Memory(), mix, c.Uint64("seed"))
+	if fill {
+		guest.FillArena(vm.Memory(), mix, c.Uint64("seed"))
+	}
 	return vm, nil
+}
+
+// receive waits for one incoming migration into vm and starts it.
+func receive(ctx context.Context, l net.Listener, vm *vmm.VM, tlsConfig *tls.Config, log *slog.Logger) error {
+	log.Info("waiting for an incoming migration", "on", l.Addr().String())
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	conn, err := l.Accept()
+	stop()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("stopped while waiting for an incoming migration")
+		}
+		return fmt.Errorf("accept the incoming migration: %w", err)
+	}
+	defer conn.Close()
+	l.Close()
+	res, err := migrator.Receive(ctx, conn, vm, migrator.ReceiveConfig{TLS: tlsConfig, Log: log})
+	if err != nil {
+		return err
+	}
+	log.Info("migration received", "from", conn.RemoteAddr().String(), "mode", res.Mode, "rounds", res.Rounds,
+		"pages", res.Pages, "zero-pages", res.ZeroPages, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond))
+	return nil
 }
 
 func vmCommand() *cli.Command {
@@ -87,9 +116,18 @@ func vmCommand() *cli.Command {
 				"QMP-compatible socket (query-status, stop, cont, quit, calc-dirty-rate, query-dirty-rate,\n" +
 				"x-pagecast-*) so QEMU tooling and pagecast's profiler drive it like QEMU. Runs until the\n" +
 				"quit command, SIGINT or SIGTERM.\n\n" +
-				"Example: pagecast vm run --memory 128M --workload hotset:hot=2048,p=0.9 --qmp unix:/tmp/pc.sock",
+				"With --incoming the guest is not booted: the monitor waits for a migration (pagecast migrate, or\n" +
+				"QMP migrate on the source), checks the copy against the source's checksums, and runs it; the\n" +
+				"memory size, vCPU count and guest image must match the source's. A failed incoming migration\n" +
+				"exits with status 1 and leaves the guest with the source.\n\n" +
+				"Example: pagecast vm run --memory 128M --workload hotset:hot=2048,p=0.9 --qmp unix:/tmp/pc.sock\n" +
+				"         pagecast vm run --memory 128M --incoming tcp:127.0.0.1:4444 --qmp unix:/tmp/dst.sock",
 			Flags: append(vmFlags(),
 				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH (created with mode 0600)"},
+				&cli.StringFlag{Name: "incoming", Usage: "wait for a migration on tcp:HOST:PORT instead of booting, then run the migrated guest"},
+				&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS for migrations in and out: this end's certificate (PEM)"},
+				&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
+				&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the other end's certificate (PEM)"},
 			),
 			Action: runVM,
 		}},
@@ -119,7 +157,28 @@ func runVM(c *cli.Context) error {
 		defer l.Close()
 	}
 
-	vm, err := newVM(c, log)
+	tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
+	var clientTLS, serverTLS *tls.Config
+	if tlsFiles.Enabled() {
+		var err error
+		if clientTLS, err = tlsFiles.Config(false); err != nil {
+			return err
+		}
+		if serverTLS, err = tlsFiles.Config(true); err != nil {
+			return err
+		}
+	}
+	var incoming net.Listener
+	if uri := c.String("incoming"); uri != "" {
+		l, err := migrator.Listen(uri, serverTLS)
+		if err != nil {
+			return fmt.Errorf("--incoming: %w", err)
+		}
+		incoming = l
+		defer l.Close()
+	}
+
+	vm, err := newVM(c, log, incoming == nil)
 	if err != nil {
 		return err
 	}
@@ -127,6 +186,7 @@ func runVM(c *cli.Context) error {
 	if lis != nil {
 		srv := qmpserver.New(log, "pagecast")
 		vm.RegisterQMP(srv, cancel)
+		migrator.NewController(vm, log, clientTLS).Register(srv)
 		vm.OnEvent(srv.Emit)
 		serveCtx, stopServing := context.WithCancel(context.Background())
 		served := make(chan struct{})
@@ -138,7 +198,11 @@ func runVM(c *cli.Context) error {
 		}()
 		defer func() { stopServing(); <-served }()
 	}
-	if err := vm.Start(); err != nil {
+	if incoming != nil {
+		if err := receive(ctx, incoming, vm, serverTLS, log); err != nil {
+			return err
+		}
+	} else if err := vm.Start(); err != nil {
 		return err
 	}
 	log.Info("virtual machine running", "memory", units.FormatBytes(float64(vm.MemoryBytes())),

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrator"
+)
+
+func migrateCommand() *cli.Command {
+	var modes strings.Builder
+	for _, m := range migrator.Modes {
+		fmt.Fprintf(&modes, "\n\t  %-10s %s", m.Name, m.Description)
+	}
+	return &cli.Command{
+		Name:  "migrate",
+		Usage: "live-migrate a running VM to another monitor, with a progress bar and a summary",
+		Description: "Drives a migration through the source's QMP socket (migrate-set-parameters, migrate,\n" +
+			"query-migrate), as QEMU's tools would: the source monitor sends the guest to --to, where\n" +
+			"`pagecast vm run --incoming` waits. The destination checks its memory against the source's\n" +
+			"checksums before the guest runs there; if anything fails the guest keeps running on the source.\n" +
+			"SIGINT cancels the migration (migrate_cancel).\n\n" +
+			"Example: pagecast migrate --qmp unix:/tmp/src.sock --to tcp:127.0.0.1:4444 --mode predictive --bandwidth 32MiB/s",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
+			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming)"},
+			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "how pages are chosen each round:" + modes.String()},
+			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},
+			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
+			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced"},
+			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
+		},
+		Action: runMigrate,
+	}
+}
+
+// parseBandwidth reads a rate: bytes with a /s suffix (100MiB/s, 64M/s) or
+// bits (1Gbit/s, 500Mbit/s).
+func parseBandwidth(s string) (uint64, error) {
+	s = strings.TrimSuffix(strings.TrimSpace(s), "/s")
+	for _, u := range []struct {
+		suffix string
+		mult   float64
+	}{{"Gbit", 1e9 / 8}, {"Mbit", 1e6 / 8}, {"Kbit", 1e3 / 8}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			var f float64
+			if _, err := fmt.Sscanf(v, "%g", &f); err != nil || f <= 0 {
+				return 0, fmt.Errorf("bandwidth %q: want e.g. 100MiB/s or 1Gbit/s", s)
+			}
+			return uint64(f * u.mult), nil
+		}
+	}
+	b, err := units.ParseBytes(strings.TrimSuffix(strings.TrimSuffix(s, "iB"), "B"))
+	if err != nil || b == 0 {
+		return 0, fmt.Errorf("bandwidth %q: want e.g. 100MiB/s or 1Gbit/s", s)
+	}
+	return b, nil
+}
+
+func runMigrate(c *cli.Context) error {
+	path, ok := strings.CutPrefix(c.String("qmp"), "unix:")
+	if !ok {
+		return fmt.Errorf("--qmp %q: want unix:PATH", c.String("qmp"))
+	}
+	if _, err := migrator.ParseURI(c.String("to")); err != nil {
+		return fmt.Errorf("--to: %w", err)
+	}
+	p := migrator.Params{DowntimeLimit: c.Duration("downtime-limit"), Mode: c.String("mode"),
+		MaxRounds: c.Int("max-rounds"), Profile: c.String("profile")}
+	if s := c.String("bandwidth"); s != "" {
+		bw, err := parseBandwidth(s)
+		if err != nil {
+			return fmt.Errorf("--bandwidth: %w", err)
+		}
+		p.MaxBandwidth = bw
+	}
+	mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("connect to the source's QMP socket: %w", err)
+	}
+	if err := mon.Connect(); err != nil {
+		return fmt.Errorf("QMP handshake with the source: %w", err)
+	}
+	defer mon.Disconnect()
+	if err := migrator.SetParameters(mon, p); err != nil {
+		return err
+	}
+	if err := migrator.Migrate(mon, c.String("to")); err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	bar := newProgressBar(c.App.ErrWriter, c.Bool("quiet"))
+	info, err := migrator.Wait(ctx, mon, 200*time.Millisecond, bar.update)
+	bar.done()
+	if err != nil {
+		return fmt.Errorf("%w (the guest keeps running on the source)", err)
+	}
+	writeSummary(c.App.Writer, info)
+	return nil
+}
+
+// progressBar draws one line, redrawn in place on a terminal and printed
+// once a second otherwise.
+type progressBar struct {
+	w     io.Writer
+	quiet bool
+	tty   bool
+	last  time.Time
+	drawn bool
+}
+
+func newProgressBar(w io.Writer, quiet bool) *progressBar {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &progressBar{w: w, quiet: quiet, tty: tty}
+}
+
+func (b *progressBar) update(i migrator.Info) {
+	if b.quiet || i.RAM == nil {
+		return
+	}
+	if !b.tty && time.Since(b.last) < time.Second {
+		return
+	}
+	b.last = time.Now()
+	sent, left := float64(i.RAM.Transferred), float64(i.RAM.Remaining)
+	frac := 0.0
+	if sent+left > 0 {
+		frac = sent / (sent + left)
+	}
+	const width = 24
+	fill := int(frac * width)
+	round := 0
+	if i.Pagecast != nil {
+		round = i.Pagecast.Round
+	}
+	line := fmt.Sprintf("[%s%s] %3.0f%% %-6s round %d  sent %s  left %s  %s/s",
+		strings.Repeat("#", fill), strings.Repeat("-", width-fill), frac*100, i.Status, round,
+		units.FormatBytes(sent), units.FormatBytes(left), units.FormatBytes(i.RAM.Mbps*1e6/8))
+	if b.tty {
+		fmt.Fprintf(b.w, "\r\033[K%s", line)
+		b.drawn = true
+	} else {
+		fmt.Fprintln(b.w, line)
+	}
+}
+
+func (b *progressBar) done() {
+	if b.drawn {
+		fmt.Fprintln(b.w)
+	}
+}
+
+func writeSummary(w io.Writer, i migrator.Info) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
+	fmt.Fprintf(tw, "status\t%s\n", i.Status)
+	fmt.Fprintf(tw, "total time\t%s\n", ms(i.TotalTime))
+	fmt.Fprintf(tw, "downtime\t%s\n", ms(i.Downtime))
+	fmt.Fprintf(tw, "setup time\t%s\n", ms(i.SetupTime))
+	if r := i.RAM; r != nil {
+		fmt.Fprintf(tw, "transferred\t%s (%d bytes)\n", units.FormatBytes(float64(r.Transferred)), r.Transferred)
+		fmt.Fprintf(tw, "pages\t%d whole, %d zero\n", r.Normal, r.Duplicate)
+		fmt.Fprintf(tw, "dirty syncs\t%d\n", r.DirtySyncCount)
+	}
+	if x := i.Pagecast; x != nil {
+		fmt.Fprintf(tw, "mode\t%s\n", x.Mode)
+		fmt.Fprintf(tw, "rounds\t%d (pages per round %v)\n", x.Round, x.RoundPages)
+		if x.DeferredAll > 0 {
+			fmt.Fprintf(tw, "deferred\t%d page sends held back\n", x.DeferredAll)
+		}
+		fmt.Fprintf(tw, "stopped because\t%s\n", x.StopReason)
+		fmt.Fprintf(tw, "verified\t%v\n", x.Verified)
+	}
+	tw.Flush()
+}

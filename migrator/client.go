@@ -1,0 +1,164 @@
+package migrator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+)
+
+// The client side of QEMU-shaped migration: the same few QMP commands drive
+// a migration out of QEMU and out of pagecast's own monitor, so that
+// `pagecast migrate` and the benchmarks treat both alike. Commands go out
+// as raw JSON through Monitor.Run because go-qemu's generated API predates
+// the migration parameters used here.
+
+// Params are migrate-set-parameters members; zero fields are not sent.
+type Params struct {
+	MaxBandwidth  uint64        // bytes/s ("max-bandwidth")
+	DowntimeLimit time.Duration // ("downtime-limit", sent in ms, rounded up)
+	Mode          string        // pagecast only: "x-pagecast-mode"
+	MaxRounds     int           // pagecast only: "x-pagecast-max-rounds"
+	Profile       string        // pagecast only: "x-pagecast-profile", a trace file to warm the predictor
+}
+
+// clientParams is Params as QMP spells it. omitempty leaves the zero
+// fields out, so QEMU never sees the pagecast-only members unless they are
+// set (it would refuse them).
+type clientParams struct {
+	MaxBandwidth  uint64 `json:"max-bandwidth,omitempty"`
+	DowntimeLimit int64  `json:"downtime-limit,omitempty"`
+	Mode          string `json:"x-pagecast-mode,omitempty"`
+	MaxRounds     int    `json:"x-pagecast-max-rounds,omitempty"`
+	Profile       string `json:"x-pagecast-profile,omitempty"`
+}
+
+// SetParameters sends migrate-set-parameters with p's non-zero members; it
+// sends nothing when all are zero.
+func SetParameters(mon qmp.Monitor, p Params) error {
+	if p.DowntimeLimit < 0 || p.MaxRounds < 0 {
+		return fmt.Errorf("migrate-set-parameters: negative downtime limit %v or max rounds %d", p.DowntimeLimit, p.MaxRounds)
+	}
+	if p == (Params{}) {
+		return nil
+	}
+	args := clientParams{
+		MaxBandwidth: p.MaxBandwidth,
+		// Rounded up so that a limit under a millisecond is not sent as 0,
+		// which would mean "leave it" here and "no downtime" to QEMU.
+		DowntimeLimit: int64((p.DowntimeLimit + time.Millisecond - 1) / time.Millisecond),
+		Mode:          p.Mode,
+		MaxRounds:     p.MaxRounds,
+		Profile:       p.Profile,
+	}
+	return clientRun(mon, "migrate-set-parameters", args, nil)
+}
+
+// Migrate sends "migrate": the monitor starts migrating its machine to uri
+// ("tcp:HOST:PORT"). It returns once the monitor has accepted the command;
+// the migration runs on, and Wait or Query follow it. (Not Start: that is
+// the in-process source's entry point in this package.)
+func Migrate(mon qmp.Monitor, uri string) error {
+	return clientRun(mon, "migrate", map[string]string{"uri": uri}, nil)
+}
+
+// Query returns query-migrate's reply. Before any migration QEMU answers
+// with an empty object, an Info whose Status is "".
+func Query(mon qmp.Monitor) (Info, error) {
+	var info Info
+	err := clientRun(mon, "query-migrate", nil, &info)
+	return info, err
+}
+
+// Cancel asks the monitor to cancel the migration under way. The source
+// goes back to running the guest; the status turns to cancelled
+// asynchronously.
+func Cancel(mon qmp.Monitor) error {
+	return clientRun(mon, "migrate_cancel", nil, nil)
+}
+
+// Wait polls query-migrate every interval, calling progress (if not nil)
+// with each reply, until the status is completed, failed or cancelled, and
+// returns the last Info. A failed or cancelled migration returns its Info
+// and an error carrying error-desc. If ctx ends first, Wait sends
+// migrate_cancel and returns the last Info and ctx's error. Only ctx ends
+// the wait on a monitor where no migration was started (status "" or none).
+func Wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress func(Info)) (Info, error) {
+	if interval <= 0 {
+		return Info{}, fmt.Errorf("wait for migration: poll interval %v is not positive", interval)
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		info, err := Query(mon)
+		if err != nil {
+			return info, fmt.Errorf("wait for migration: %w", err)
+		}
+		if progress != nil {
+			progress(info)
+		}
+		switch info.Status {
+		case StatusCompleted:
+			return info, nil
+		case StatusFailed, StatusCancelled:
+			if info.ErrorDesc == "" {
+				return info, fmt.Errorf("migration %s", info.Status)
+			}
+			return info, fmt.Errorf("migration %s: %s", info.Status, info.ErrorDesc)
+		}
+		select {
+		case <-ctx.Done():
+			if err := Cancel(mon); err != nil {
+				return info, fmt.Errorf("wait for migration: %w (and %w)", ctx.Err(), err)
+			}
+			return info, fmt.Errorf("wait for migration: %w; migrate_cancel sent", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// clientReply is a QMP reply: either "return" or "error".
+type clientReply struct {
+	Return json.RawMessage `json:"return"`
+	Error  *struct {
+		Class string `json:"class"`
+		Desc  string `json:"desc"`
+	} `json:"error"`
+}
+
+// clientRun sends one command and decodes its "return" into ret (if not
+// nil). Errors, whether the monitor returns them (go-qemu's SocketMonitor
+// turns a QMP error into a Go error holding its desc) or hands back the raw
+// {"error": …} reply (other Monitors do), come back as "command: desc".
+func clientRun(mon qmp.Monitor, command string, args, ret any) error {
+	cmd, err := json.Marshal(qmp.Command{Execute: command, Args: args})
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", command, err)
+	}
+	out, err := mon.Run(cmd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", command, err)
+	}
+	var r clientReply
+	if err := json.Unmarshal(out, &r); err != nil {
+		return fmt.Errorf("%s: decode reply %q: %w", command, out, err)
+	}
+	if r.Error != nil {
+		if r.Error.Desc == "" {
+			return fmt.Errorf("%s: %s", command, r.Error.Class)
+		}
+		return fmt.Errorf("%s: %s", command, r.Error.Desc)
+	}
+	if r.Return == nil {
+		return fmt.Errorf("%s: reply %q has neither return nor error", command, out)
+	}
+	if ret == nil {
+		return nil
+	}
+	if err := json.Unmarshal(r.Return, ret); err != nil {
+		return fmt.Errorf("%s: decode return %s: %w", command, r.Return, err)
+	}
+	return nil
+}

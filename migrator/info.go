@@ -1,0 +1,61 @@
+package migrator
+
+// Migration states, as QEMU's query-migrate names them.
+const (
+	StatusNone      = "none"
+	StatusSetup     = "setup"
+	StatusActive    = "active"
+	StatusDevice    = "device" // stop-and-copy: the source is paused
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+)
+
+// Info is query-migrate's reply, in QEMU's shape (times in milliseconds,
+// sizes in bytes) so that QEMU's tools read it, with pagecast's own figures
+// under "x-pagecast". The same type parses QEMU's reply.
+type Info struct {
+	Status                string    `json:"status"`
+	SetupTime             int64     `json:"setup-time,omitempty"`
+	TotalTime             int64     `json:"total-time,omitempty"`
+	Downtime              int64     `json:"downtime,omitempty"`
+	ExpectedDowntime      int64     `json:"expected-downtime,omitempty"`
+	CPUThrottlePercentage int       `json:"cpu-throttle-percentage,omitempty"`
+	RAM                   *RAMStats `json:"ram,omitempty"`
+	ErrorDesc             string    `json:"error-desc,omitempty"`
+	Pagecast              *Extra    `json:"x-pagecast,omitempty"`
+}
+
+// RAMStats is query-migrate's "ram" member.
+type RAMStats struct {
+	Transferred      uint64  `json:"transferred"`       // bytes on the wire, all of them
+	Remaining        uint64  `json:"remaining"`         // bytes still to send
+	Total            uint64  `json:"total"`             // guest RAM
+	Duplicate        uint64  `json:"duplicate"`         // zero pages sent as markers
+	Skipped          uint64  `json:"skipped"`           // always 0
+	Normal           uint64  `json:"normal"`            // pages sent whole
+	NormalBytes      uint64  `json:"normal-bytes"`      // their bytes
+	DirtyPagesRate   uint64  `json:"dirty-pages-rate"`  // pages/s dirtied, last round
+	Mbps             float64 `json:"mbps"`              // transfer rate, megabits/s
+	DirtySyncCount   uint64  `json:"dirty-sync-count"`  // dirty log harvests that ended a round
+	PostcopyRequests uint64  `json:"postcopy-requests"` // pages the destination asked for
+	PageSize         uint64  `json:"page-size"`
+	PagesPerSecond   uint64  `json:"pages-per-second"`
+	PrecopyBytes     uint64  `json:"precopy-bytes"`  // bytes sent while the guest ran on the source
+	DowntimeBytes    uint64  `json:"downtime-bytes"` // bytes sent while it was stopped
+	PostcopyBytes    uint64  `json:"postcopy-bytes"`
+}
+
+// Extra is pagecast's part of query-migrate.
+type Extra struct {
+	Mode        string   `json:"mode"`
+	Round       int      `json:"round"`                  // current round, 1-based; the stop-and-copy counts as one
+	RoundPages  []uint64 `json:"round-pages"`            // pages sent in each round (zero pages included)
+	RoundBytes  []uint64 `json:"round-bytes"`            // bytes on the wire in each round
+	Deferred    uint64   `json:"deferred-pages"`         // pages held back by the policy, now
+	DeferredAll uint64   `json:"deferred-total"`         // page deferrals over the migration
+	Bandwidth   uint64   `json:"bandwidth"`              // link cap, bytes/s; 0: none
+	Verified    bool     `json:"verified"`               // the destination's memory matched the source's
+	StopReason  string   `json:"stop-reason,omitempty"`  // why the pre-copy rounds ended
+	Destination string   `json:"destination,omitempty"` // the migrate URI
+}

@@ -1,0 +1,124 @@
+package migrator
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Limiter is a token bucket: it lets bytes through at Rate per second on
+// average, in bursts of at most a few milliseconds' worth, so that a
+// loopback connection behaves like a slower link. QEMU's max-bandwidth
+// limits its migration stream the same way.
+type Limiter struct {
+	mu     sync.Mutex
+	rate   float64 // bytes per second; 0: unlimited
+	tokens float64
+	last   time.Time
+}
+
+// limiterBurst is how long a burst may last at the configured rate: long
+// enough that the sleeps are coarse compared with timer slack, short enough
+// that the rate holds within each round.
+const limiterBurst = 20 * time.Millisecond
+
+// minBurst is the smallest bucket: one buffered write of the wire protocol.
+const minBurst = 64 << 10
+
+// NewLimiter returns a limiter at bytesPerSecond; 0 means no limit.
+func NewLimiter(bytesPerSecond uint64) *Limiter {
+	l := &Limiter{last: time.Now()}
+	l.SetRate(bytesPerSecond)
+	return l
+}
+
+// SetRate changes the rate; 0 means no limit.
+func (l *Limiter) SetRate(bytesPerSecond uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rate = float64(bytesPerSecond)
+	l.tokens = min(l.tokens, l.burst())
+}
+
+// Rate is the limit in bytes per second; 0 means none.
+func (l *Limiter) Rate() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return uint64(l.rate)
+}
+
+func (l *Limiter) burst() float64 {
+	return max(minBurst, l.rate*limiterBurst.Seconds())
+}
+
+// Wait blocks until n bytes may pass, or ctx ends.
+func (l *Limiter) Wait(ctx context.Context, n int) error {
+	l.mu.Lock()
+	if l.rate == 0 {
+		l.mu.Unlock()
+		return nil
+	}
+	now := time.Now()
+	l.tokens = min(l.burst(), l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	l.last = now
+	l.tokens -= float64(n) // may go negative: the debt is slept off below
+	debt := -l.tokens
+	rate := l.rate
+	l.mu.Unlock()
+	if debt <= 0 {
+		return nil
+	}
+	t := time.NewTimer(time.Duration(debt / rate * float64(time.Second)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// linkConn is the source's view of the connection: writes pass the
+// limiter, and every read or write that makes no progress for idle fails,
+// so a silently dead link ends the migration instead of hanging it.
+type linkConn struct {
+	net.Conn
+	ctx     context.Context
+	limit   *Limiter
+	idle    time.Duration
+	written uint64
+}
+
+func (c *linkConn) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		chunk := p[n:]
+		if len(chunk) > minBurst {
+			chunk = chunk[:minBurst]
+		}
+		if err := c.limit.Wait(c.ctx, len(chunk)); err != nil {
+			return n, err
+		}
+		if c.idle > 0 {
+			c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+		}
+		m, err := c.Conn.Write(chunk)
+		n += m
+		c.written += uint64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (c *linkConn) Read(p []byte) (int, error) {
+	if c.idle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
+	return c.Conn.Read(p)
+}
+
+var _ io.ReadWriter = (*linkConn)(nil)

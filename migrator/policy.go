@@ -1,0 +1,151 @@
+package migrator
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/pagecast/pagecast/predictor"
+	"github.com/pagecast/pagecast/trace"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// Modes a migration runs in.
+const (
+	ModePrecopy    = "precopy"
+	ModePredictive = "predictive"
+)
+
+// Modes lists the modes with a line on each, for --help.
+var Modes = []struct{ Name, Description string }{
+	{ModePrecopy, "Clark et al.: resend every dirtied page each round until the rest fits the downtime limit"},
+	{ModePredictive, "Wei et al.: hold back pages the predictor expects to be dirtied again before the round ends"},
+}
+
+// A policy chooses, page by page, what a pre-copy round sends now. The
+// engine tells it each epoch's dirty set and when rounds start; send is
+// asked for every page the round covers, and a page it declines is kept
+// for a later round (the stop-and-copy sends whatever is left).
+type policy interface {
+	observe(dirty *vmm.Bitmap)
+	startRound(round int, window time.Duration, budget uint64)
+	send(gfn uint64) bool
+}
+
+func newPolicy(cfg Config, pages uint64) (policy, error) {
+	switch cfg.Mode {
+	case ModePrecopy:
+		return precopy{}, nil
+	case ModePredictive:
+		return newPredictive(cfg, pages)
+	}
+	return nil, fmt.Errorf("migration mode %q: want %s or %s", cfg.Mode, ModePrecopy, ModePredictive)
+}
+
+// precopy sends everything it is asked about.
+type precopy struct{}
+
+func (precopy) observe(*vmm.Bitmap)                   {}
+func (precopy) startRound(int, time.Duration, uint64) {}
+func (precopy) send(uint64) bool                      { return true }
+
+// predictive defers a page when the predictor's probability that it is
+// dirtied before the current round ends is at or above Threshold — sending
+// it now would be wasted, it would go again next round. So that the
+// stop-and-copy stays within the downtime limit, at most budget pages
+// (what the link moves in the downtime limit, less a margin) are held back:
+// when more pages than that are likely, the cut rises to the budget's most
+// likely pages.
+type predictive struct {
+	model     *predictor.Model
+	epoch     time.Duration
+	threshold float32
+	prob      []float32
+	cut       float32
+	horizon   int
+	deadline  time.Time // when the current round is expected to end
+	budget    uint64
+}
+
+func newPredictive(cfg Config, pages uint64) (*predictive, error) {
+	p := &predictive{
+		model:     predictor.NewModel(pages, predictor.Options{Threshold: -1}),
+		epoch:     cfg.Epoch,
+		threshold: float32(cfg.Threshold),
+		prob:      make([]float32, pages),
+		cut:       2, // nothing deferred before the first forecast
+		horizon:   1,
+	}
+	if cfg.Profile != "" {
+		if err := p.warm(cfg.Profile, pages); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// warm feeds the model a recorded profile of this VM (pagecast profile
+// --out).
+func (p *predictive) warm(path string, pages uint64) error {
+	meta, epochs, _, err := trace.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", path, err)
+	}
+	if meta.MemoryBytes/uint64(meta.PageSize) != pages || meta.PageSize != PageSize {
+		return fmt.Errorf("profile %s: recorded from a VM with %d pages of %d bytes, this one has %d of %d",
+			path, meta.MemoryBytes/uint64(meta.PageSize), meta.PageSize, pages, PageSize)
+	}
+	for _, e := range epochs {
+		p.model.Observe(e.Pages)
+	}
+	p.forecast()
+	return nil
+}
+
+func (p *predictive) observe(dirty *vmm.Bitmap) {
+	p.model.Observe(dirty.List())
+	p.forecast()
+}
+
+func (p *predictive) startRound(_ int, window time.Duration, budget uint64) {
+	p.deadline = time.Now().Add(window)
+	p.budget = budget
+	p.forecast()
+}
+
+// forecast recomputes the probabilities for the time left in the round,
+// in whole epochs (rounded up to a power of two so the model fits few
+// horizons), and the cut that keeps deferrals within the budget.
+func (p *predictive) forecast() {
+	if p.model.Epochs() == 0 {
+		return
+	}
+	left := time.Until(p.deadline)
+	h := 1
+	for time.Duration(h)*p.epoch < left && h < predictor.MaxHorizon {
+		h *= 2
+	}
+	p.horizon = h
+	p.model.PredictHorizon(p.prob, h)
+	p.cut = max(p.threshold, budgetCut(p.prob, p.budget))
+}
+
+// budgetCut is the lowest probability at which no more than budget pages
+// reach it, to a 1/1024 resolution.
+func budgetCut(prob []float32, budget uint64) float32 {
+	const buckets = 1024
+	var hist [buckets + 1]uint64
+	for _, v := range prob {
+		hist[int(math.Round(float64(v)*buckets))]++
+	}
+	var n uint64
+	for b := buckets; b >= 0; b-- {
+		if n+hist[b] > budget {
+			return float32(b+1) / buckets
+		}
+		n += hist[b]
+	}
+	return 0
+}
+
+func (p *predictive) send(gfn uint64) bool { return p.prob[gfn] < p.cut }

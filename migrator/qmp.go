@@ -1,0 +1,173 @@
+package migrator
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pagecast/pagecast/qmpserver"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// Controller serves a VM's migration commands over QMP, with QEMU's names
+// and shapes: migrate, query-migrate, migrate-set-parameters,
+// query-migrate-parameters and migrate_cancel. pagecast's own parameters
+// are x-pagecast-*.
+type Controller struct {
+	vm  *vmm.VM
+	log *slog.Logger
+	tls *tls.Config
+
+	mu      sync.Mutex
+	cfg     Config
+	current *Migration
+}
+
+// NewController returns a controller for vm; tlsConfig, if set, is used for
+// every outgoing migration.
+func NewController(vm *vmm.VM, log *slog.Logger, tlsConfig *tls.Config) *Controller {
+	return &Controller{vm: vm, log: log, tls: tlsConfig, cfg: Config{}.withDefaults()}
+}
+
+// Register installs the commands on s.
+func (c *Controller) Register(s *qmpserver.Server) {
+	s.Handle("migrate", c.migrate)
+	s.Handle("query-migrate", c.queryMigrate)
+	s.Handle("migrate-set-parameters", c.setParameters)
+	s.Handle("query-migrate-parameters", c.queryParameters)
+	s.Handle("migrate_cancel", c.cancel)
+}
+
+// Current is the latest migration started, or nil.
+func (c *Controller) Current() *Migration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current
+}
+
+func (c *Controller) migrate(_ context.Context, raw json.RawMessage) (any, error) {
+	args, err := qmpserver.Args[struct {
+		URI    string `json:"uri"`
+		Blk    bool   `json:"blk"`
+		Inc    bool   `json:"inc"`
+		Detach bool   `json:"detach"`
+		Resume bool   `json:"resume"`
+	}](raw)
+	if err != nil {
+		return nil, err
+	}
+	if args.URI == "" {
+		return nil, qmpserver.GenericError("Parameter 'uri' is missing")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current != nil && !c.current.finishedNow() {
+		return nil, qmpserver.GenericError("There's a migration process in progress")
+	}
+	cfg := c.cfg
+	cfg.TLS = c.tls
+	cfg.Log = c.log
+	m, err := Outgoing(c.vm, args.URI, cfg)
+	if err != nil {
+		return nil, qmpserver.GenericError("%s", err.Error())
+	}
+	c.current = m
+	return nil, nil
+}
+
+func (m *Migration) finishedNow() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.finished()
+}
+
+func (c *Controller) queryMigrate(context.Context, json.RawMessage) (any, error) {
+	m := c.Current()
+	if m == nil {
+		return struct{}{}, nil
+	}
+	return m.Info(), nil
+}
+
+// parameters is migrate-set-parameters' argument and
+// query-migrate-parameters' reply.
+type parameters struct {
+	MaxBandwidth  *uint64  `json:"max-bandwidth,omitempty"`  // bytes/s
+	DowntimeLimit *uint64  `json:"downtime-limit,omitempty"` // ms
+	Mode          *string  `json:"x-pagecast-mode,omitempty"`
+	MaxRounds     *int     `json:"x-pagecast-max-rounds,omitempty"`
+	Profile       *string  `json:"x-pagecast-profile,omitempty"`
+	Threshold     *float64 `json:"x-pagecast-threshold,omitempty"`
+	EpochMS       *uint64  `json:"x-pagecast-epoch-ms,omitempty"`
+}
+
+func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any, error) {
+	p, err := qmpserver.Args[parameters](raw)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cfg := c.cfg
+	if p.MaxBandwidth != nil {
+		cfg.MaxBandwidth = *p.MaxBandwidth
+	}
+	if p.DowntimeLimit != nil {
+		if *p.DowntimeLimit > 2000000 {
+			return nil, qmpserver.GenericError("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 milliseconds")
+		}
+		cfg.DowntimeLimit = time.Duration(*p.DowntimeLimit) * time.Millisecond
+	}
+	if p.Mode != nil {
+		if *p.Mode != ModePrecopy && *p.Mode != ModePredictive {
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-mode' expects %s or %s", ModePrecopy, ModePredictive)
+		}
+		cfg.Mode = *p.Mode
+	}
+	if p.MaxRounds != nil {
+		if *p.MaxRounds < 1 {
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-max-rounds' expects a positive integer")
+		}
+		cfg.MaxRounds = *p.MaxRounds
+	}
+	if p.Profile != nil {
+		cfg.Profile = *p.Profile
+	}
+	if p.Threshold != nil {
+		if *p.Threshold <= 0 || *p.Threshold >= 1 {
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-threshold' expects a probability between 0 and 1")
+		}
+		cfg.Threshold = *p.Threshold
+	}
+	if p.EpochMS != nil {
+		if *p.EpochMS < 10 || *p.EpochMS > 10000 {
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-epoch-ms' expects 10 to 10000 milliseconds")
+		}
+		cfg.Epoch = time.Duration(*p.EpochMS) * time.Millisecond
+	}
+	c.cfg = cfg.withDefaults()
+	if p.MaxBandwidth != nil && c.current != nil {
+		c.current.SetBandwidth(*p.MaxBandwidth) // QEMU applies a new cap at once too
+	}
+	return nil, nil
+}
+
+func (c *Controller) queryParameters(context.Context, json.RawMessage) (any, error) {
+	c.mu.Lock()
+	cfg := c.cfg
+	c.mu.Unlock()
+	dl := uint64(cfg.DowntimeLimit.Milliseconds())
+	ep := uint64(cfg.Epoch.Milliseconds())
+	return parameters{MaxBandwidth: &cfg.MaxBandwidth, DowntimeLimit: &dl, Mode: &cfg.Mode,
+		MaxRounds: &cfg.MaxRounds, Profile: &cfg.Profile, Threshold: &cfg.Threshold, EpochMS: &ep}, nil
+}
+
+func (c *Controller) cancel(context.Context, json.RawMessage) (any, error) {
+	if m := c.Current(); m != nil {
+		m.Cancel()
+	}
+	return nil, nil
+}

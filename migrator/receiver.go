@@ -1,0 +1,235 @@
+package migrator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// ReceiveConfig tunes the destination side.
+type ReceiveConfig struct {
+	TLS         *tls.Config   // server side of mutual TLS; nil: plain TCP
+	IdleTimeout time.Duration // a source that sends nothing this long is gone; default 30 s
+	Log         *slog.Logger
+}
+
+// Received describes an incoming migration that completed.
+type Received struct {
+	Rounds    int
+	Pages     uint64 // whole pages received
+	ZeroPages uint64 // pages received as zero runs
+	Bytes     uint64 // bytes read from the wire
+	Elapsed   time.Duration
+	Mode      string
+}
+
+// Listen opens the destination's socket for a migration URI (tcp:HOST:PORT),
+// wrapped in TLS when tlsConfig is set.
+func Listen(uri string, tlsConfig *tls.Config) (net.Listener, error) {
+	addr, err := ParseURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for the incoming migration: %w", err)
+	}
+	if tlsConfig != nil {
+		l = tls.NewListener(l, tlsConfig)
+	}
+	return l, nil
+}
+
+// Receive rebuilds vm, created but not started, from the migration stream on
+// conn, and starts it once its memory has been checked against the
+// source's checksums and the source has committed. On any error the VM is
+// left unstarted and the source is told why (it then keeps the guest).
+func Receive(ctx context.Context, conn net.Conn, vm *vmm.VM, cfg ReceiveConfig) (Received, error) {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if st, _ := vm.State(); st != vmm.StatePrelaunch {
+		return Received{}, fmt.Errorf("incoming migration: virtual machine is %s, not waiting", st)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	lc := &linkConn{Conn: conn, ctx: ctx, limit: NewLimiter(0), idle: cfg.IdleTimeout}
+	rc := &receiver{vm: vm, mem: vm.Memory(), pages: vm.MemoryBytes() / PageSize,
+		w: NewWriter(lc), r: NewReader(lc), log: cfg.Log.With("component", "incoming")}
+	start := time.Now()
+	err := rc.run()
+	if err != nil {
+		var refused *refusal
+		if !errors.As(err, &refused) && !errors.Is(err, errSourceAborted) {
+			// Best effort: the source may be gone already.
+			if rc.w.Text(RecAbort, truncateText(err.Error())) == nil {
+				rc.w.Flush()
+			}
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return Received{}, fmt.Errorf("incoming migration: %w", err)
+	}
+	return Received{Rounds: rc.rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.r.Bytes(),
+		Elapsed: time.Since(start), Mode: rc.mode}, nil
+}
+
+type refusal struct{ reason error }
+
+func (r *refusal) Error() string { return "refused the source: " + r.reason.Error() }
+
+var errSourceAborted = errors.New("the source aborted the migration")
+
+func truncateText(s string) string {
+	if len(s) > 4000 {
+		s = s[:4000]
+	}
+	return s
+}
+
+type receiver struct {
+	vm    *vmm.VM
+	mem   []byte
+	pages uint64
+	w     *Writer
+	r     *Reader
+	log   *slog.Logger
+
+	seen          *vmm.Bitmap
+	vcpus         []vmm.VCPUState
+	digest        *Digest
+	rounds        int
+	normal, zero  uint64
+	mode          string
+	lastRoundSeen uint32
+}
+
+func (rc *receiver) run() error {
+	rec, err := rc.r.Next()
+	if err != nil {
+		return fmt.Errorf("read the handshake: %w", err)
+	}
+	if rec.Type != RecHello {
+		return fmt.Errorf("the stream starts with a %s record, not a handshake: %w", rec.Type, ErrMalformed)
+	}
+	local := Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: rc.vm.MemoryBytes(),
+		VCPUs: uint32(rc.vm.VCPUs()), Image: rc.vm.ImageDigest()}
+	if err := rec.Hello.Check(local); err != nil {
+		if werr := rc.w.Text(RecRefuse, truncateText(err.Error())); werr == nil {
+			rc.w.Flush()
+		}
+		return &refusal{err}
+	}
+	rc.mode = rec.Hello.Mode
+	if err := rc.w.Text(RecAccept, ""); err != nil {
+		return err
+	}
+	if err := rc.w.Flush(); err != nil {
+		return fmt.Errorf("accept the source: %w", err)
+	}
+	rc.r.SetLimits(rc.pages, rc.vm.VCPUs())
+	rc.seen = vmm.NewBitmap(rc.pages)
+	rc.log.Info("incoming migration accepted", "mode", rc.mode)
+
+	for {
+		rec, err := rc.r.Next()
+		if err != nil {
+			return fmt.Errorf("read the migration stream: %w", err)
+		}
+		switch rec.Type {
+		case RecPages:
+			for i, gfn := range rec.GFNs {
+				copy(rc.mem[gfn*PageSize:(gfn+1)*PageSize], rec.Data[i*PageSize:(i+1)*PageSize])
+				rc.seen.Set(gfn)
+			}
+			rc.normal += uint64(len(rec.GFNs))
+		case RecZero:
+			clear(rc.mem[rec.First*PageSize : (rec.First+rec.Count)*PageSize])
+			for gfn := rec.First; gfn < rec.First+rec.Count; gfn++ {
+				rc.seen.Set(gfn)
+			}
+			rc.zero += rec.Count
+		case RecEndRound:
+			rc.rounds++
+			rc.lastRoundSeen = rec.Round
+		case RecVCPUs:
+			rc.vcpus = append([]vmm.VCPUState(nil), rec.VCPUs...)
+		case RecDigest:
+			d := Digest{ChunkBytes: rec.Digest.ChunkBytes, Sums: append([]uint32(nil), rec.Digest.Sums...)}
+			rc.digest = &d
+		case RecEnd:
+			return rc.finish()
+		case RecAbort:
+			return fmt.Errorf("%w: %s", errSourceAborted, rec.Text)
+		default:
+			return fmt.Errorf("unexpected %s record from the source: %w", rec.Type, ErrMalformed)
+		}
+	}
+}
+
+// finish verifies the copy, tells the source, and starts the guest on its
+// commit.
+func (rc *receiver) finish() error {
+	problem := rc.verify()
+	if err := rc.w.Verified(problem == nil, errText(problem)); err != nil {
+		return err
+	}
+	if err := rc.w.Flush(); err != nil {
+		return fmt.Errorf("report verification: %w", err)
+	}
+	if problem != nil {
+		return problem
+	}
+	rec, err := rc.r.Next()
+	if err != nil {
+		return fmt.Errorf("wait for the source's commit (the guest stays with the source): %w", err)
+	}
+	switch rec.Type {
+	case RecCommit:
+	case RecAbort:
+		return fmt.Errorf("%w: %s", errSourceAborted, rec.Text)
+	default:
+		return fmt.Errorf("expected a commit, got a %s record: %w", rec.Type, ErrMalformed)
+	}
+	if err := rc.vm.RestoreVCPUs(rc.vcpus); err != nil {
+		return err
+	}
+	if err := rc.vm.Start(); err != nil {
+		return err
+	}
+	rc.log.Info("incoming migration complete, guest running", "rounds", rc.rounds, "pages", rc.normal, "zero-pages", rc.zero)
+	return nil
+}
+
+func (rc *receiver) verify() error {
+	if missing := rc.pages - rc.seen.Count(); missing > 0 {
+		return fmt.Errorf("%d of %d pages never arrived", missing, rc.pages)
+	}
+	if rc.vcpus == nil {
+		return errors.New("no vcpu state arrived")
+	}
+	if rc.digest == nil {
+		return errors.New("no memory checksums arrived")
+	}
+	if err := rc.digest.Compare(ComputeDigest(rc.mem)); err != nil {
+		return fmt.Errorf("verify memory: %w", err)
+	}
+	return nil
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return truncateText(err.Error())
+}

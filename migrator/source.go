@@ -1,0 +1,622 @@
+package migrator
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// Config tunes a migration. The zero value of a field means its default.
+type Config struct {
+	Mode          string        // ModePrecopy (default) or ModePredictive
+	MaxBandwidth  uint64        // link cap, bytes/s; 0: no cap
+	DowntimeLimit time.Duration // how long the guest may stay stopped; default 300 ms (QEMU's)
+	MaxRounds     int           // pre-copy rounds before the stop-and-copy is forced; default 30 (Xen's)
+	Epoch         time.Duration // how often the dirty log is harvested during a round; default 100 ms
+	Warmup        int           // predictive without a profile: epochs observed before round 1; default 5
+	Threshold     float64       // predictive: defer pages at least this likely to be dirtied in the round; default 0.5
+	Profile       string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
+	IdleTimeout   time.Duration // a connection that moves nothing this long is dead; default 10 s
+	TLS           *tls.Config   // client side of mutual TLS; nil: plain TCP
+	Log           *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultDowntimeLimit = 300 * time.Millisecond
+	DefaultMaxRounds     = 30
+	DefaultEpoch         = 100 * time.Millisecond
+	DefaultWarmup        = 5
+	DefaultThreshold     = 0.5
+	DefaultIdleTimeout   = 10 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	if c.Mode == "" {
+		c.Mode = ModePrecopy
+	}
+	if c.DowntimeLimit <= 0 {
+		c.DowntimeLimit = DefaultDowntimeLimit
+	}
+	if c.MaxRounds <= 0 {
+		c.MaxRounds = DefaultMaxRounds
+	}
+	if c.Epoch <= 0 {
+		c.Epoch = DefaultEpoch
+	}
+	if c.Warmup <= 0 {
+		c.Warmup = DefaultWarmup
+	}
+	if c.Threshold <= 0 {
+		c.Threshold = DefaultThreshold
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// ParseURI turns a QEMU migration URI, tcp:HOST:PORT, into a dial address.
+func ParseURI(uri string) (string, error) {
+	addr, ok := strings.CutPrefix(uri, "tcp:")
+	if !ok {
+		return "", fmt.Errorf("migration URI %q: want tcp:HOST:PORT", uri)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", fmt.Errorf("migration URI %q: %w", uri, err)
+	}
+	return addr, nil
+}
+
+// Migration is one outgoing migration of a VM.
+type Migration struct {
+	vm     *vmm.VM
+	cfg    Config
+	uri    string
+	addr   string
+	limit  *Limiter
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	info      Info
+	start     time.Time
+	cancelled bool
+}
+
+// Outgoing begins migrating vm to uri in the background. The VM must be
+// running. Errors in uri or cfg come back at once; everything later is
+// reported by Info.
+func Outgoing(vm *vmm.VM, uri string, cfg Config) (*Migration, error) {
+	addr, err := ParseURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	pages := vm.MemoryBytes() / PageSize
+	pol, err := newPolicy(cfg, pages)
+	if err != nil {
+		return nil, err
+	}
+	if st, _ := vm.State(); st != vmm.StateRunning {
+		return nil, fmt.Errorf("migrate: virtual machine is %s, not running", st)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Migration{
+		vm: vm, cfg: cfg, uri: uri, addr: addr,
+		limit:  NewLimiter(cfg.MaxBandwidth),
+		log:    cfg.Log.With("component", "migrate", "to", uri, "mode", cfg.Mode),
+		cancel: cancel,
+		done:   make(chan struct{}),
+		start:  time.Now(),
+	}
+	m.info = Info{Status: StatusSetup, RAM: &RAMStats{Total: vm.MemoryBytes(), PageSize: PageSize, Remaining: vm.MemoryBytes()},
+		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri}}
+	go func() {
+		defer close(m.done)
+		defer cancel()
+		err := m.run(ctx, pol)
+		m.finish(err)
+	}()
+	return m, nil
+}
+
+// Info is the migration's state in query-migrate's shape.
+func (m *Migration) Info() Info {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := m.info
+	ram := *m.info.RAM
+	out.RAM = &ram
+	extra := *m.info.Pagecast
+	extra.RoundPages = append([]uint64(nil), extra.RoundPages...)
+	extra.RoundBytes = append([]uint64(nil), extra.RoundBytes...)
+	out.Pagecast = &extra
+	if !m.finished() {
+		out.TotalTime = time.Since(m.start).Milliseconds()
+	}
+	return out
+}
+
+func (m *Migration) finished() bool {
+	switch m.info.Status {
+	case StatusCompleted, StatusFailed, StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// Cancel stops the migration; the source keeps running.
+func (m *Migration) Cancel() {
+	m.mu.Lock()
+	m.cancelled = true
+	m.mu.Unlock()
+	m.cancel()
+}
+
+// SetBandwidth changes the link cap of a migration under way.
+func (m *Migration) SetBandwidth(bytesPerSecond uint64) {
+	m.limit.SetRate(bytesPerSecond)
+	m.mu.Lock()
+	m.info.Pagecast.Bandwidth = bytesPerSecond
+	m.mu.Unlock()
+}
+
+// Done is closed when the migration has completed, failed or been
+// cancelled, with the source VM resumed if it did not complete.
+func (m *Migration) Done() <-chan struct{} { return m.done }
+
+// Wait waits for the migration to end and returns its last Info, and an
+// error if it did not complete.
+func (m *Migration) Wait() (Info, error) {
+	<-m.done
+	info := m.Info()
+	if info.Status != StatusCompleted {
+		return info, fmt.Errorf("migration %s: %s", info.Status, info.ErrorDesc)
+	}
+	return info, nil
+}
+
+func (m *Migration) update(fn func(*Info)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fn(&m.info)
+}
+
+func (m *Migration) finish(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.info.TotalTime = time.Since(m.start).Milliseconds()
+	m.info.ExpectedDowntime = 0
+	switch {
+	case err == nil:
+		m.info.Status = StatusCompleted
+		m.info.RAM.Remaining = 0
+		m.log.Info("migration completed", "total", time.Duration(m.info.TotalTime)*time.Millisecond,
+			"downtime", time.Duration(m.info.Downtime)*time.Millisecond, "bytes", m.info.RAM.Transferred,
+			"rounds", m.info.Pagecast.Round)
+	case m.cancelled:
+		m.info.Status = StatusCancelled
+		m.info.ErrorDesc = "migration cancelled"
+		m.log.Info("migration cancelled")
+	default:
+		m.info.Status = StatusFailed
+		m.info.ErrorDesc = err.Error()
+		m.log.Error("migration failed; the guest keeps running here", "err", err)
+	}
+}
+
+// run is the migration from dial to commit. Whatever goes wrong, the VM
+// runs on here afterwards: it is resumed if the stop-and-copy had paused it.
+func (m *Migration) run(ctx context.Context, pol policy) (err error) {
+	conn, err := m.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stopClosing := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks reads and writes
+	defer stopClosing()
+
+	lc := &linkConn{Conn: conn, ctx: ctx, limit: m.limit, idle: m.cfg.IdleTimeout}
+	s := &sender{m: m, w: NewWriter(lc), r: NewReader(lc), pol: pol, mem: m.vm.Memory(),
+		pages: m.vm.MemoryBytes() / PageSize}
+	if err := s.handshake(); err != nil {
+		return err
+	}
+
+	if s.log, err = m.vm.StartDirtyLog(); err != nil {
+		return err
+	}
+	defer s.log.Close()
+	s.dirty = vmm.NewBitmap(s.pages)
+	s.deferred = vmm.NewBitmap(s.pages)
+	s.lastHarvest = time.Now()
+	if m.cfg.Mode == ModePredictive && m.cfg.Profile == "" {
+		// Nothing is known of the guest yet: watch it for a few epochs
+		// so that round 1 already holds back its hot pages.
+		for range m.cfg.Warmup {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Until(s.lastHarvest.Add(m.cfg.Epoch))):
+			}
+			if err := s.harvest(); err != nil {
+				return err
+			}
+		}
+	}
+	m.update(func(i *Info) {
+		i.Status = StatusActive
+		i.SetupTime = time.Since(m.start).Milliseconds()
+	})
+
+	all := vmm.NewBitmap(s.pages)
+	for gfn := range s.pages {
+		all.Set(gfn)
+	}
+	next, stopReason, err := s.precopy(ctx, all)
+	if err != nil {
+		return err
+	}
+	return s.stopAndCopy(next, stopReason)
+}
+
+func (m *Migration) dial(ctx context.Context) (net.Conn, error) {
+	d := &net.Dialer{Timeout: m.cfg.IdleTimeout}
+	conn, err := d.DialContext(ctx, "tcp", m.addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the destination: %w", err)
+	}
+	if m.cfg.TLS == nil {
+		return conn, nil
+	}
+	tc := m.cfg.TLS.Clone()
+	if tc.ServerName == "" {
+		tc.ServerName, _, _ = net.SplitHostPort(m.addr) // the certificate must name the host dialled
+	}
+	tconn := tls.Client(conn, tc)
+	hctx, cancel := context.WithTimeout(ctx, m.cfg.IdleTimeout)
+	defer cancel()
+	if err := tconn.HandshakeContext(hctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS handshake with the destination: %w", err)
+	}
+	return tconn, nil
+}
+
+// sender is the state of one migration's stream.
+type sender struct {
+	m     *Migration
+	w     *Writer
+	r     *Reader
+	pol   policy
+	mem   []byte
+	pages uint64
+
+	log         *vmm.DirtyLog
+	dirty       *vmm.Bitmap // dirtied since the current round began
+	deferred    *vmm.Bitmap // held back by the policy in the current round
+	lastHarvest time.Time
+	harvests    uint64
+
+	batch                []uint64
+	zeroFirst, zeroCount uint64
+	left                 uint64 // pages of the current round not yet looked at
+	roundPages           uint64
+}
+
+func (s *sender) handshake() error {
+	vm := s.m.vm
+	if err := s.w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: vm.MemoryBytes(),
+		VCPUs: uint32(vm.VCPUs()), Image: vm.ImageDigest(), Mode: s.m.cfg.Mode}); err != nil {
+		return fmt.Errorf("send handshake: %w", err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("send handshake: %w", err)
+	}
+	rec, err := s.r.Next()
+	if err != nil {
+		return fmt.Errorf("read the destination's answer to the handshake: %w", err)
+	}
+	switch rec.Type {
+	case RecAccept:
+		return nil
+	case RecRefuse:
+		return fmt.Errorf("the destination refused the migration: %s", rec.Text)
+	case RecAbort:
+		return fmt.Errorf("the destination aborted: %s", rec.Text)
+	}
+	return fmt.Errorf("the destination answered the handshake with a %s record", rec.Type)
+}
+
+// harvest collects the dirty log: one epoch for the policy.
+func (s *sender) harvest() error {
+	h, err := s.log.Harvest()
+	if err != nil {
+		return err
+	}
+	s.lastHarvest = time.Now()
+	s.harvests++
+	s.dirty.Or(h)
+	s.pol.observe(h)
+	return nil
+}
+
+// precopy runs the live rounds, starting with first, and returns the pages
+// the stop-and-copy must send and why the rounds ended.
+func (s *sender) precopy(ctx context.Context, first *vmm.Bitmap) (*vmm.Bitmap, string, error) {
+	cfg := s.m.cfg
+	set := first
+	bw := float64(cfg.MaxBandwidth)
+	if bw == 0 {
+		bw = 1 << 30 // a guess until round 1 has measured the link
+	}
+	for round := 1; ; round++ {
+		window := time.Duration(float64(set.Count()*PageSize) / bw * float64(time.Second))
+		budget := uint64(0.8 * bw * cfg.DowntimeLimit.Seconds() / PageSize)
+		s.pol.startRound(round, window, budget)
+		s.dirty.Clear()
+		s.deferred.Clear()
+		start, startBytes := time.Now(), s.w.Bytes()
+		if err := s.sendRound(ctx, set, round, true); err != nil {
+			return nil, "", err
+		}
+		if err := s.harvest(); err != nil {
+			return nil, "", err
+		}
+		elapsed := time.Since(start)
+		sent := s.w.Bytes() - startBytes
+		if sent >= 1<<20 || bw == 1<<30 { // a round this short says little about the link
+			bw = float64(sent) / elapsed.Seconds()
+			if cfg.MaxBandwidth > 0 {
+				bw = min(bw, float64(s.m.limit.Rate()))
+			}
+		}
+		next := vmm.NewBitmap(s.pages)
+		next.Or(s.dirty)
+		next.Or(s.deferred)
+		remaining := next.Count() * PageSize
+		dirtyRate := float64(s.dirty.Count()) / elapsed.Seconds()
+		s.m.update(func(i *Info) {
+			i.RAM.DirtySyncCount = s.harvests
+			i.RAM.DirtyPagesRate = uint64(dirtyRate)
+			i.RAM.Remaining = remaining
+			i.ExpectedDowntime = int64(float64(remaining) / bw * 1000)
+			i.Pagecast.Deferred = s.deferred.Count()
+		})
+		s.m.log.Debug("round done", "round", round, "pages", s.roundPages, "bytes", sent, "elapsed", elapsed,
+			"dirty", s.dirty.Count(), "deferred", s.deferred.Count(), "bandwidth", uint64(bw))
+		threshold := bw * cfg.DowntimeLimit.Seconds()
+		switch {
+		case float64(remaining) <= threshold:
+			return next, fmt.Sprintf("%d bytes left fit the downtime limit", remaining), nil
+		case round >= cfg.MaxRounds:
+			return next, fmt.Sprintf("round cap %d reached with %d bytes left", cfg.MaxRounds, remaining), nil
+		}
+		set = next
+	}
+}
+
+// stopAndCopy pauses the guest, sends what is left, the vCPUs and the
+// memory checksums, and commits once the destination has verified its copy.
+// Until the commit is sent, a failure resumes the guest here.
+func (s *sender) stopAndCopy(set *vmm.Bitmap, reason string) (err error) {
+	vm := s.m.vm
+	s.m.update(func(i *Info) {
+		i.Status = StatusDevice
+		i.Pagecast.StopReason = reason
+	})
+	paused := time.Now()
+	if err := vm.Pause(); err != nil {
+		return fmt.Errorf("stop the guest: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			if rerr := vm.Resume(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
+			}
+		}
+	}()
+	precopyBytes := s.w.Bytes()
+	h, err := s.log.Harvest()
+	if err != nil {
+		return err
+	}
+	s.harvests++
+	set.Or(h)
+	round := s.m.Info().Pagecast.Round + 1
+	if err := s.sendRound(context.Background(), set, round, false); err != nil {
+		return err
+	}
+	states, err := vm.SaveVCPUs()
+	if err != nil {
+		return err
+	}
+	if err := s.w.VCPUs(states); err != nil {
+		return fmt.Errorf("send vcpu state: %w", err)
+	}
+	if err := s.w.Digest(ComputeDigest(s.mem)); err != nil {
+		return fmt.Errorf("send memory checksums: %w", err)
+	}
+	if err := s.w.Text(RecEnd, ""); err != nil {
+		return fmt.Errorf("send end: %w", err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("send the stop-and-copy: %w", err)
+	}
+	rec, err := s.r.Next()
+	if err != nil {
+		return fmt.Errorf("wait for the destination to verify its memory: %w", err)
+	}
+	switch {
+	case rec.Type == RecVerified && rec.OK:
+	case rec.Type == RecVerified:
+		return fmt.Errorf("the destination's memory does not match the source's: %s", rec.Text)
+	case rec.Type == RecAbort:
+		return fmt.Errorf("the destination aborted: %s", rec.Text)
+	default:
+		return fmt.Errorf("the destination answered the end of the stream with a %s record", rec.Type)
+	}
+	if err := s.w.Text(RecCommit, ""); err != nil {
+		return fmt.Errorf("send commit: %w", err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("send commit: %w", err)
+	}
+	// From here the destination owns the guest; this copy stays paused.
+	committed = true
+	downtime := time.Since(paused)
+	s.m.update(func(i *Info) {
+		i.Downtime = downtime.Milliseconds()
+		i.RAM.DirtySyncCount = s.harvests
+		i.RAM.PrecopyBytes = precopyBytes
+		i.RAM.DowntimeBytes = s.w.Bytes() - precopyBytes
+		i.RAM.Transferred = s.w.Bytes()
+		i.Pagecast.Verified = true
+	})
+	return nil
+}
+
+// sendRound sends the pages of set (or, in a live round, those the policy
+// lets through), zero pages as runs, and ends the round.
+func (s *sender) sendRound(ctx context.Context, set *vmm.Bitmap, round int, live bool) error {
+	s.left = set.Count()
+	s.roundPages = 0
+	startBytes := s.w.Bytes()
+	s.m.update(func(i *Info) {
+		i.Pagecast.Round = round
+		i.Pagecast.RoundPages = append(i.Pagecast.RoundPages, 0)
+		i.Pagecast.RoundBytes = append(i.Pagecast.RoundBytes, 0)
+	})
+	var normal, zero uint64
+	report := func() {
+		s.m.update(func(i *Info) {
+			n := len(i.Pagecast.RoundPages) - 1
+			i.Pagecast.RoundPages[n] = s.roundPages
+			i.Pagecast.RoundBytes[n] = s.w.Bytes() - startBytes
+			i.RAM.Transferred = s.w.Bytes()
+			i.RAM.Normal += normal
+			i.RAM.NormalBytes += normal * PageSize
+			i.RAM.Duplicate += zero
+			i.RAM.Remaining = (s.left + s.dirty.Count() + s.deferred.Count()) * PageSize
+			i.Pagecast.Deferred = s.deferred.Count()
+			elapsed := time.Since(s.m.start).Seconds()
+			i.RAM.Mbps = float64(s.w.Bytes()) * 8 / 1e6 / elapsed
+			i.RAM.PagesPerSecond = uint64(float64(i.RAM.Normal+i.RAM.Duplicate) / elapsed)
+		})
+		normal, zero = 0, 0
+	}
+	lastReport := time.Now()
+	words := set.Words()
+	for wi, word := range words {
+		for word != 0 {
+			gfn := uint64(wi)*64 + uint64(bits.TrailingZeros64(word))
+			word &= word - 1
+			s.left--
+			if live {
+				if time.Since(s.lastHarvest) >= s.m.cfg.Epoch {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					if err := s.harvest(); err != nil {
+						return err
+					}
+				}
+				if !s.pol.send(gfn) {
+					s.deferred.Set(gfn)
+					s.m.mu.Lock()
+					s.m.info.Pagecast.DeferredAll++
+					s.m.mu.Unlock()
+					continue
+				}
+			}
+			s.roundPages++
+			page := s.mem[gfn*PageSize : (gfn+1)*PageSize]
+			if isZero(page) {
+				zero++
+				if s.zeroCount > 0 && s.zeroFirst+s.zeroCount == gfn {
+					s.zeroCount++
+					continue
+				}
+				if err := s.flushZero(); err != nil {
+					return err
+				}
+				s.zeroFirst, s.zeroCount = gfn, 1
+				continue
+			}
+			normal++
+			s.batch = append(s.batch, gfn)
+			if len(s.batch) == MaxBatch {
+				if err := s.flushBatch(); err != nil {
+					return err
+				}
+				if time.Since(lastReport) >= 50*time.Millisecond {
+					report()
+					lastReport = time.Now()
+				}
+			}
+		}
+	}
+	if err := s.flushBatch(); err != nil {
+		return err
+	}
+	if err := s.flushZero(); err != nil {
+		return err
+	}
+	if err := s.w.EndRound(uint32(round)); err != nil {
+		return fmt.Errorf("send end of round %d: %w", round, err)
+	}
+	if live {
+		// Push the round out so its time is the link's, not the buffer's.
+		if err := s.w.Flush(); err != nil {
+			return fmt.Errorf("send round %d: %w", round, err)
+		}
+	}
+	report()
+	return nil
+}
+
+func (s *sender) flushBatch() error {
+	if len(s.batch) == 0 {
+		return nil
+	}
+	err := s.w.Pages(s.batch, s.mem)
+	s.batch = s.batch[:0]
+	if err != nil {
+		return fmt.Errorf("send pages: %w", err)
+	}
+	return nil
+}
+
+func (s *sender) flushZero() error {
+	if s.zeroCount == 0 {
+		return nil
+	}
+	err := s.w.Zero(s.zeroFirst, s.zeroCount)
+	s.zeroCount = 0
+	if err != nil {
+		return fmt.Errorf("send zero pages: %w", err)
+	}
+	return nil
+}
+
+var zeroPage [PageSize]byte
+
+// isZero reports whether a page is all zero bytes; bytes.Equal compares
+// with vector instructions.
+func isZero(page []byte) bool { return bytes.Equal(page, zeroPage[:]) }

@@ -1,0 +1,681 @@
+package migrator
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// The wire protocol. Both directions of the connection carry a stream of
+// records, each a 12-byte header and a payload:
+//
+//	byte 0     record type
+//	byte 1     flags, 0
+//	bytes 2-3  reserved, 0
+//	bytes 4-7  payload length, at most MaxPayload
+//	bytes 8-11 CRC-32C (Castagnoli) of header bytes 0-7 and the payload
+//
+// All integers are little endian. The checksum covers the header too, so a
+// damaged length or type is caught like damaged page contents; lengths are
+// bounded before anything is read so that a hostile or garbled stream cannot
+// make the reader allocate more than one batch of pages.
+const (
+	ProtocolVersion = 1
+	PageSize        = guest.PageSize // 4096; the wire format fixes it, the hello checks it
+	MaxBatch        = 256            // pages per RecPages record
+	// MaxPayload is the largest legal payload, a full RecPages batch; a
+	// header announcing more is malformed before the payload is read.
+	MaxPayload = 4 + MaxBatch*(8+PageSize)
+)
+
+// RecordType says what a record carries.
+type RecordType uint8
+
+// Record types. The comments give each payload's layout.
+const (
+	RecHello    RecordType = 1  // source→destination: Hello
+	RecAccept   RecordType = 2  // destination→source: empty payload
+	RecRefuse   RecordType = 3  // destination→source: UTF-8 reason (≤ 4096 bytes)
+	RecPages    RecordType = 4  // count uint32, then count × (gfn uint64, PageSize bytes); 1 ≤ count ≤ MaxBatch
+	RecZero     RecordType = 5  // first uint64, count uint64: a run of all-zero pages; count ≥ 1
+	RecEndRound RecordType = 6  // round uint32
+	RecVCPUs    RecordType = 7  // count uint32, then count × vmm.VCPUState (encoding/binary)
+	RecDigest   RecordType = 8  // chunk bytes uint32, count uint32, count × uint32 CRC-32C
+	RecEnd      RecordType = 9  // empty: the source has sent everything
+	RecVerified RecordType = 10 // destination→source: ok byte (1/0) + UTF-8 reason
+	RecCommit   RecordType = 11 // source→destination: empty; start the guest
+	RecAbort    RecordType = 12 // either way: UTF-8 reason
+)
+
+var recNames = [...]string{
+	RecHello:    "hello",
+	RecAccept:   "accept",
+	RecRefuse:   "refuse",
+	RecPages:    "pages",
+	RecZero:     "zero",
+	RecEndRound: "end-round",
+	RecVCPUs:    "vcpus",
+	RecDigest:   "digest",
+	RecEnd:      "end",
+	RecVerified: "verified",
+	RecCommit:   "commit",
+	RecAbort:    "abort",
+}
+
+func (t RecordType) String() string {
+	if int(t) < len(recNames) && recNames[t] != "" {
+		return recNames[t]
+	}
+	return fmt.Sprintf("record-type-%d", uint8(t))
+}
+
+// ErrMalformed is wrapped by every error that reports a stream which breaks
+// the protocol (as opposed to one that ends early or fails to read).
+var ErrMalformed = errors.New("malformed migration stream")
+
+const (
+	wireHeaderSize = 12
+	wirePageEntry  = 8 + PageSize // gfn and contents of one page in a RecPages payload
+	wireBufSize    = 64 << 10
+	wireMaxText    = 4096    // reasons in RecRefuse, RecVerified, RecAbort
+	wireMaxMode    = 64      // Hello.Mode
+	wireMaxDigest  = 1 << 20 // sums in a RecDigest
+	// magic, version, page size, memory bytes, vcpus, image, mode length
+	wireHelloFixed = 8 + 2 + 4 + 8 + 4 + 32 + 1
+)
+
+var (
+	wireMagic      = [8]byte{'P', 'C', 'M', 'I', 'G', 'R', 'A', 'T'}
+	wireCastagnoli = crc32.MakeTable(crc32.Castagnoli)
+	wireVCPUSize   = binary.Size(vmm.VCPUState{})
+)
+
+// Hello is the source's handshake.
+type Hello struct {
+	Version     uint16
+	PageSize    uint32
+	MemoryBytes uint64
+	VCPUs       uint32
+	Image       [32]byte // SHA-256 of the guest image
+	Mode        string
+}
+
+// Check compares the source's hello h with the destination's own description
+// local (Mode ignored: it only tells the destination how the source will
+// send) and returns nil or an error whose text is the refusal reason, naming
+// every mismatch, e.g. "protocol version 2 at the source, 1 here; memory 128
+// MiB at the source, 64 MiB here; guest image differs (sha256 ab12cd34… at
+// the source, 99aa8877… here)". All of them are named so that the operator
+// fixes the setup once rather than retrying for each.
+func (h Hello) Check(local Hello) error {
+	var why []string
+	if h.Version != local.Version {
+		why = append(why, fmt.Sprintf("protocol version %d at the source, %d here", h.Version, local.Version))
+	}
+	if h.PageSize != local.PageSize {
+		why = append(why, fmt.Sprintf("page size %d bytes at the source, %d here", h.PageSize, local.PageSize))
+	}
+	if h.MemoryBytes != local.MemoryBytes {
+		why = append(why, fmt.Sprintf("memory %s at the source, %s here", wireSize(h.MemoryBytes), wireSize(local.MemoryBytes)))
+	}
+	if h.VCPUs != local.VCPUs {
+		why = append(why, fmt.Sprintf("%d vcpus at the source, %d here", h.VCPUs, local.VCPUs))
+	}
+	if h.Image != local.Image {
+		why = append(why, fmt.Sprintf("guest image differs (sha256 %x… at the source, %x… here)", h.Image[:4], local.Image[:4]))
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(why, "; "))
+}
+
+// Writer encodes records onto w through a bufio.Writer (64 KiB). It refuses
+// to encode anything a Reader would reject. Not safe for concurrent use.
+type Writer struct {
+	bw  *bufio.Writer
+	n   uint64
+	hdr [wireHeaderSize]byte
+	buf []byte // payload under assembly, reused so that Pages does not allocate
+}
+
+// NewWriter returns a Writer that encodes onto w.
+func NewWriter(w io.Writer) *Writer {
+	return &Writer{bw: bufio.NewWriterSize(w, wireBufSize)}
+}
+
+// Bytes returns the bytes encoded so far (headers included), flushed or not.
+func (w *Writer) Bytes() uint64 { return w.n }
+
+// Flush writes any buffered records to the underlying writer.
+func (w *Writer) Flush() error {
+	if err := w.bw.Flush(); err != nil {
+		return fmt.Errorf("flush migration stream: %w", err)
+	}
+	return nil
+}
+
+// Hello encodes the handshake.
+func (w *Writer) Hello(h Hello) error {
+	if len(h.Mode) > wireMaxMode || !utf8.ValidString(h.Mode) {
+		return fmt.Errorf("hello record: mode %q is not UTF-8 of at most %d bytes", h.Mode, wireMaxMode)
+	}
+	p := append(w.buf[:0], wireMagic[:]...)
+	p = binary.LittleEndian.AppendUint16(p, h.Version)
+	p = binary.LittleEndian.AppendUint32(p, h.PageSize)
+	p = binary.LittleEndian.AppendUint64(p, h.MemoryBytes)
+	p = binary.LittleEndian.AppendUint32(p, h.VCPUs)
+	p = append(p, h.Image[:]...)
+	p = append(p, byte(len(h.Mode)))
+	p = append(p, h.Mode...)
+	return w.record(RecHello, p)
+}
+
+// Pages encodes the pages gfns (1 to MaxBatch of them) of guest memory mem,
+// copying page g from mem[g*PageSize:]. A page outside mem is an error.
+func (w *Writer) Pages(gfns []uint64, mem []byte) error {
+	if len(gfns) < 1 || len(gfns) > MaxBatch {
+		return fmt.Errorf("pages record: %d pages, want 1 to %d", len(gfns), MaxBatch)
+	}
+	pages := uint64(len(mem)) / PageSize
+	n := 4 + len(gfns)*wirePageEntry
+	if cap(w.buf) < n {
+		// Once, at the size of a full batch: every later batch fits.
+		w.buf = make([]byte, 0, MaxPayload)
+	}
+	p := w.buf[:n]
+	binary.LittleEndian.PutUint32(p, uint32(len(gfns)))
+	e := p[4:]
+	for i, g := range gfns {
+		if g >= pages {
+			return fmt.Errorf("pages record: page %d (entry %d) is beyond the %d pages of memory", g, i, pages)
+		}
+		binary.LittleEndian.PutUint64(e, g)
+		copy(e[8:wirePageEntry], mem[g*PageSize:(g+1)*PageSize])
+		e = e[wirePageEntry:]
+	}
+	return w.record(RecPages, p)
+}
+
+// Zero encodes a run of count all-zero pages starting at page first.
+func (w *Writer) Zero(first, count uint64) error {
+	if count == 0 || first+count < first {
+		return fmt.Errorf("zero record: run of %d pages at page %d", count, first)
+	}
+	p := binary.LittleEndian.AppendUint64(w.buf[:0], first)
+	p = binary.LittleEndian.AppendUint64(p, count)
+	return w.record(RecZero, p)
+}
+
+// EndRound marks the end of pre-copy round round.
+func (w *Writer) EndRound(round uint32) error {
+	return w.record(RecEndRound, binary.LittleEndian.AppendUint32(w.buf[:0], round))
+}
+
+// VCPUs encodes the state of every vCPU (1 to guest.MaxCPUs of them).
+func (w *Writer) VCPUs(states []vmm.VCPUState) error {
+	if len(states) < 1 || len(states) > guest.MaxCPUs {
+		return fmt.Errorf("vcpus record: %d vcpu states, want 1 to %d", len(states), guest.MaxCPUs)
+	}
+	p := binary.LittleEndian.AppendUint32(w.buf[:0], uint32(len(states)))
+	for i := range states {
+		var err error
+		if p, err = binary.Append(p, binary.LittleEndian, &states[i]); err != nil {
+			return fmt.Errorf("vcpus record: vcpu %d: %w", i, err)
+		}
+	}
+	return w.record(RecVCPUs, p)
+}
+
+// Digest encodes a memory digest.
+func (w *Writer) Digest(d Digest) error {
+	if d.ChunkBytes == 0 || d.ChunkBytes%PageSize != 0 {
+		return fmt.Errorf("digest record: chunk of %d bytes is not a whole number of pages", d.ChunkBytes)
+	}
+	if len(d.Sums) > wireMaxDigest || 8+4*len(d.Sums) > MaxPayload {
+		return fmt.Errorf("digest record: %d sums do not fit in a record", len(d.Sums))
+	}
+	p := binary.LittleEndian.AppendUint32(w.buf[:0], d.ChunkBytes)
+	p = binary.LittleEndian.AppendUint32(p, uint32(len(d.Sums)))
+	for _, s := range d.Sums {
+		p = binary.LittleEndian.AppendUint32(p, s)
+	}
+	return w.record(RecDigest, p)
+}
+
+// Verified encodes the destination's verdict on its memory. A reason that
+// is not valid UTF-8 or longer than 4096 bytes is repaired and cut rather
+// than refused: it is for people, and failing to send it would lose the
+// verdict itself.
+func (w *Writer) Verified(ok bool, reason string) error {
+	p := append(w.buf[:0], 0)
+	if ok {
+		p[0] = 1
+	}
+	p = append(p, wireText(reason)...)
+	return w.record(RecVerified, p)
+}
+
+// Text encodes a record whose payload is a reason or nothing: RecAccept,
+// RecEnd and RecCommit (text must be ""), RecRefuse and RecAbort (text is
+// repaired and cut to 4096 bytes like Verified's reason).
+func (w *Writer) Text(t RecordType, text string) error {
+	switch t {
+	case RecAccept, RecEnd, RecCommit:
+		if text != "" {
+			return fmt.Errorf("%s record: carries no text, got %q", t, text)
+		}
+		return w.record(t, w.buf[:0])
+	case RecRefuse, RecAbort:
+		return w.record(t, append(w.buf[:0], wireText(text)...))
+	default:
+		return fmt.Errorf("%s record: not a text record", t)
+	}
+}
+
+// wireText makes s valid UTF-8 of at most wireMaxText bytes, cutting at a
+// character boundary.
+func wireText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= wireMaxText {
+		return s
+	}
+	cut := wireMaxText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+// record frames payload p as a record of type t.
+func (w *Writer) record(t RecordType, p []byte) error {
+	w.buf = p[:0] // keep whatever capacity the payload grew to
+	h := w.hdr[:]
+	h[0], h[1], h[2], h[3] = byte(t), 0, 0, 0
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(p)))
+	crc := crc32.Update(crc32.Update(0, wireCastagnoli, h[:8]), wireCastagnoli, p)
+	binary.LittleEndian.PutUint32(h[8:], crc)
+	if _, err := w.bw.Write(h); err != nil {
+		return fmt.Errorf("write %s record: %w", t, err)
+	}
+	if _, err := w.bw.Write(p); err != nil {
+		return fmt.Errorf("write %s record: %w", t, err)
+	}
+	w.n += uint64(wireHeaderSize + len(p))
+	return nil
+}
+
+// Record is one decoded record; only the fields of its Type are set.
+//
+// The Reader reuses the Record, and the GFNs and Data slices, on the next
+// call to Next: copy the pages out before asking for another record. VCPUs,
+// Digest.Sums and Text are allocated afresh for each record and may be kept.
+type Record struct {
+	Type         RecordType
+	Hello        Hello           // RecHello
+	GFNs         []uint64        // RecPages: page numbers, parallel to Data
+	Data         []byte          // RecPages: len(GFNs)*PageSize bytes, page i at Data[i*PageSize:]
+	First, Count uint64          // RecZero
+	Round        uint32          // RecEndRound
+	VCPUs        []vmm.VCPUState // RecVCPUs
+	Digest       Digest          // RecDigest
+	OK           bool            // RecVerified
+	Text         string          // RecRefuse, RecAbort, RecVerified reason
+}
+
+// Reader decodes records. Limits bound what page numbers and vCPU counts are
+// legal. Not safe for concurrent use.
+type Reader struct {
+	br      *bufio.Reader
+	n       uint64 // bytes consumed
+	records uint64 // records decoded
+	pages   uint64
+	vcpus   int
+	limited bool  // SetLimits was called: the handshake is done
+	err     error // the first error; the stream cannot be resynchronised after it
+	hdr     [wireHeaderSize]byte
+	buf     []byte // payload; RecPages data is rearranged within it
+	rec     Record
+
+	// The record being decoded, for error messages.
+	at  uint64
+	typ RecordType
+}
+
+// NewReader returns a Reader that decodes r.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, wireBufSize)}
+}
+
+// SetLimits tells the Reader the guest the handshake agreed on: pages of
+// memory and vcpus. Until it is called, records that describe guest state
+// (RecPages, RecZero, RecVCPUs, RecDigest) are malformed.
+func (r *Reader) SetLimits(pages uint64, vcpus int) {
+	r.pages, r.vcpus, r.limited = pages, vcpus, true
+}
+
+// Bytes returns the bytes consumed so far.
+func (r *Reader) Bytes() uint64 { return r.n }
+
+// Next decodes the next record. It returns io.EOF only when the stream ends
+// cleanly between records; a stream ending inside a record gives an error
+// wrapping io.ErrUnexpectedEOF, and a stream that breaks the protocol one
+// wrapping ErrMalformed that names the record's index, type and offset. A
+// RecPages batch may name a page twice; the later copy wins. After an error,
+// Next returns the same error again.
+func (r *Reader) Next() (*Record, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	rec, err := r.next()
+	if err != nil {
+		r.err = err
+		return nil, err
+	}
+	r.records++
+	return rec, nil
+}
+
+func (r *Reader) next() (*Record, error) {
+	r.at, r.typ = r.n, 0
+	h := r.hdr[:]
+	n, err := io.ReadFull(r.br, h)
+	r.n += uint64(n)
+	if n > 0 {
+		r.typ = RecordType(h[0])
+	}
+	switch {
+	case err == nil:
+	case n == 0 && errors.Is(err, io.EOF):
+		return nil, io.EOF
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, r.fail(io.ErrUnexpectedEOF, "stream ends %d bytes into the %d-byte header", n, wireHeaderSize)
+	default:
+		return nil, r.fail(err, "read header")
+	}
+
+	size := binary.LittleEndian.Uint32(h[4:])
+	if size > MaxPayload {
+		return nil, r.malformed("%spayload of %d bytes exceeds the %d-byte limit", r.stranger(), size, MaxPayload)
+	}
+	p := r.payload(int(size))
+	n, err = io.ReadFull(r.br, p)
+	r.n += uint64(n)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, r.fail(io.ErrUnexpectedEOF, "stream ends %d bytes into the %d-byte record", wireHeaderSize+n, wireHeaderSize+int(size))
+		}
+		return nil, r.fail(err, "read payload")
+	}
+	want := binary.LittleEndian.Uint32(h[8:])
+	if got := crc32.Update(crc32.Update(0, wireCastagnoli, h[:8]), wireCastagnoli, p); got != want {
+		return nil, r.malformed("%schecksum %08x, header says %08x", r.stranger(), got, want)
+	}
+	if h[1] != 0 {
+		return nil, r.malformed("flags %#02x, want 0", h[1])
+	}
+	if h[2] != 0 || h[3] != 0 {
+		return nil, r.malformed("reserved bytes %#02x %#02x, want 0", h[2], h[3])
+	}
+	return r.decode(p)
+}
+
+// payload returns a buffer of n bytes (n ≤ MaxPayload), growing the one it
+// keeps by doubling, never beyond MaxPayload.
+func (r *Reader) payload(n int) []byte {
+	if cap(r.buf) < n {
+		r.buf = make([]byte, max(n, min(2*cap(r.buf), MaxPayload)))
+	}
+	return r.buf[:n]
+}
+
+// decode interprets the checksummed payload p of a record of type r.typ.
+func (r *Reader) decode(p []byte) (*Record, error) {
+	rec := &r.rec
+	*rec = Record{Type: r.typ, GFNs: rec.GFNs[:0]}
+	var err error
+	switch r.typ {
+	case RecHello:
+		rec.Hello, err = r.decodeHello(p)
+	case RecAccept, RecEnd, RecCommit:
+		if len(p) != 0 {
+			err = r.malformed("%d-byte payload, want none", len(p))
+		}
+	case RecRefuse, RecAbort:
+		rec.Text, err = r.decodeText(p)
+	case RecVerified:
+		switch {
+		case len(p) < 1:
+			err = r.malformed("empty payload, want a verdict byte")
+		case p[0] > 1:
+			err = r.malformed("verdict byte %d, want 0 or 1", p[0])
+		default:
+			rec.OK = p[0] == 1
+			rec.Text, err = r.decodeText(p[1:])
+		}
+	case RecPages:
+		err = r.decodePages(rec, p)
+	case RecZero:
+		rec.First, rec.Count, err = r.decodeZero(p)
+	case RecEndRound:
+		if len(p) != 4 {
+			err = r.malformed("%d-byte payload, want 4", len(p))
+		} else {
+			rec.Round = binary.LittleEndian.Uint32(p)
+		}
+	case RecVCPUs:
+		rec.VCPUs, err = r.decodeVCPUs(p)
+	case RecDigest:
+		rec.Digest, err = r.decodeDigest(p)
+	default:
+		err = r.malformed("%sunknown record type %d", r.stranger(), uint8(r.typ))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+func (r *Reader) decodeHello(p []byte) (Hello, error) {
+	if len(p) < len(wireMagic) || !bytes.Equal(p[:len(wireMagic)], wireMagic[:]) {
+		return Hello{}, r.malformed("not a pagecast migration stream (no magic)")
+	}
+	if len(p) < wireHelloFixed {
+		return Hello{}, r.malformed("%d-byte payload, want at least %d", len(p), wireHelloFixed)
+	}
+	h := Hello{
+		Version:     binary.LittleEndian.Uint16(p[8:]),
+		PageSize:    binary.LittleEndian.Uint32(p[10:]),
+		MemoryBytes: binary.LittleEndian.Uint64(p[14:]),
+		VCPUs:       binary.LittleEndian.Uint32(p[22:]),
+	}
+	copy(h.Image[:], p[26:58])
+	modeLen := int(p[58])
+	if modeLen > wireMaxMode {
+		return Hello{}, r.malformed("mode of %d bytes, more than %d", modeLen, wireMaxMode)
+	}
+	if len(p) != wireHelloFixed+modeLen {
+		// A different version may lay the hello out differently; say so,
+		// since that, not damage, is the likely cause.
+		var v string
+		if h.Version != ProtocolVersion {
+			v = fmt.Sprintf(" (protocol version %d at the source, %d here)", h.Version, ProtocolVersion)
+		}
+		return Hello{}, r.malformed("%d-byte payload, want %d for a %d-byte mode%s", len(p), wireHelloFixed+modeLen, modeLen, v)
+	}
+	mode := p[wireHelloFixed:]
+	if !utf8.Valid(mode) {
+		return Hello{}, r.malformed("mode %q is not valid UTF-8", mode)
+	}
+	h.Mode = string(mode)
+	return h, nil
+}
+
+func (r *Reader) decodeText(p []byte) (string, error) {
+	if len(p) > wireMaxText {
+		return "", r.malformed("text of %d bytes, more than %d", len(p), wireMaxText)
+	}
+	if !utf8.Valid(p) {
+		return "", r.malformed("text is not valid UTF-8")
+	}
+	return string(p), nil
+}
+
+func (r *Reader) decodePages(rec *Record, p []byte) error {
+	if err := r.afterHandshake(); err != nil {
+		return err
+	}
+	if len(p) < 4 {
+		return r.malformed("%d-byte payload, too short for a page count", len(p))
+	}
+	count := int(binary.LittleEndian.Uint32(p))
+	if count < 1 || count > MaxBatch {
+		return r.malformed("%d pages in a batch, want 1 to %d", count, MaxBatch)
+	}
+	if want := 4 + count*wirePageEntry; len(p) != want {
+		return r.malformed("%d-byte payload, want %d for %d pages", len(p), want, count)
+	}
+	gfns := slices.Grow(rec.GFNs[:0], count)
+	for i := range count {
+		g := binary.LittleEndian.Uint64(p[4+i*wirePageEntry:])
+		if g >= r.pages {
+			return r.malformed("page %d is beyond the %d pages of guest memory", g, r.pages)
+		}
+		gfns = append(gfns, g)
+	}
+	// Close up the page contents in place, over the page numbers already
+	// read, rather than copy them to a second buffer: page i moves down by
+	// 12+8i bytes, never onto page i+1 before that one has moved.
+	for i := range count {
+		src := 4 + i*wirePageEntry + 8
+		copy(p[i*PageSize:(i+1)*PageSize], p[src:src+PageSize])
+	}
+	rec.GFNs, rec.Data = gfns, p[:count*PageSize]
+	return nil
+}
+
+func (r *Reader) decodeZero(p []byte) (first, count uint64, err error) {
+	if err := r.afterHandshake(); err != nil {
+		return 0, 0, err
+	}
+	if len(p) != 16 {
+		return 0, 0, r.malformed("%d-byte payload, want 16", len(p))
+	}
+	first, count = binary.LittleEndian.Uint64(p), binary.LittleEndian.Uint64(p[8:])
+	switch {
+	case count == 0:
+		return 0, 0, r.malformed("empty run of zero pages at page %d", first)
+	case first+count < first || first+count > r.pages:
+		return 0, 0, r.malformed("zero pages %d+%d are beyond the %d pages of guest memory", first, count, r.pages)
+	}
+	return first, count, nil
+}
+
+func (r *Reader) decodeVCPUs(p []byte) ([]vmm.VCPUState, error) {
+	if err := r.afterHandshake(); err != nil {
+		return nil, err
+	}
+	if len(p) < 4 {
+		return nil, r.malformed("%d-byte payload, too short for a vcpu count", len(p))
+	}
+	count := binary.LittleEndian.Uint32(p)
+	switch {
+	case count == 0:
+		return nil, r.malformed("no vcpu states")
+	case count > guest.MaxCPUs:
+		return nil, r.malformed("%d vcpu states, more than the %d vcpus a guest can have", count, guest.MaxCPUs)
+	case int(count) > r.vcpus:
+		return nil, r.malformed("%d vcpu states for a guest of %d vcpus", count, r.vcpus)
+	}
+	if want := 4 + int(count)*wireVCPUSize; len(p) != want {
+		return nil, r.malformed("%d-byte payload, want %d for %d vcpu states", len(p), want, count)
+	}
+	states := make([]vmm.VCPUState, count)
+	var canon []byte
+	for i := range states {
+		enc := p[4+i*wireVCPUSize : 4+(i+1)*wireVCPUSize]
+		if _, err := binary.Decode(enc, binary.LittleEndian, &states[i]); err != nil {
+			return nil, r.malformed("vcpu %d: %v", i, err)
+		}
+		// Decoding skips padding and reads any nonzero byte as a true bool;
+		// re-encoding catches both, so that a stream has one meaning only.
+		canon, _ = binary.Append(canon[:0], binary.LittleEndian, &states[i])
+		if !bytes.Equal(canon, enc) {
+			return nil, r.malformed("vcpu %d: state is not canonically encoded (stray bits in padding or flags)", i)
+		}
+	}
+	return states, nil
+}
+
+func (r *Reader) decodeDigest(p []byte) (Digest, error) {
+	if err := r.afterHandshake(); err != nil {
+		return Digest{}, err
+	}
+	if len(p) < 8 {
+		return Digest{}, r.malformed("%d-byte payload, too short for chunk size and count", len(p))
+	}
+	chunk, count := binary.LittleEndian.Uint32(p), binary.LittleEndian.Uint32(p[4:])
+	if chunk == 0 || chunk%PageSize != 0 {
+		return Digest{}, r.malformed("digest chunk of %d bytes is not a whole number of pages", chunk)
+	}
+	if count > wireMaxDigest {
+		return Digest{}, r.malformed("%d digest sums, more than %d", count, wireMaxDigest)
+	}
+	if want := 8 + 4*int(count); len(p) != want {
+		return Digest{}, r.malformed("%d-byte payload, want %d for %d sums", len(p), want, count)
+	}
+	chunkPages := uint64(chunk / PageSize)
+	want := r.pages / chunkPages
+	if r.pages%chunkPages != 0 {
+		want++
+	}
+	if uint64(count) != want {
+		return Digest{}, r.malformed("%d digest sums for %d pages of guest memory in chunks of %s, want %d",
+			count, r.pages, wireSize(uint64(chunk)), want)
+	}
+	d := Digest{ChunkBytes: chunk, Sums: make([]uint32, count)}
+	for i := range d.Sums {
+		d.Sums[i] = binary.LittleEndian.Uint32(p[8+4*i:])
+	}
+	return d, nil
+}
+
+func (r *Reader) afterHandshake() error {
+	if !r.limited {
+		return r.malformed("before the handshake")
+	}
+	return nil
+}
+
+// stranger prefixes a header-level complaint about the very first record:
+// there the likely cause is a peer that does not speak the protocol at all.
+func (r *Reader) stranger() string {
+	if r.records == 0 {
+		return "not a pagecast migration stream: "
+	}
+	return ""
+}
+
+// malformed reports a protocol violation in the record being decoded.
+func (r *Reader) malformed(format string, args ...any) error {
+	return r.fail(ErrMalformed, format, args...)
+}
+
+// fail reports cause, placed at the record being decoded.
+func (r *Reader) fail(cause error, format string, args ...any) error {
+	where := fmt.Sprintf("record %d at byte %d", r.records, r.at)
+	if r.n > r.at { // the type byte was read
+		where = fmt.Sprintf("record %d (%s) at byte %d", r.records, r.typ, r.at)
+	}
+	return fmt.Errorf("%s: %s: %w", where, fmt.Sprintf(format, args...), cause)
+}

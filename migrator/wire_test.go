@@ -1,0 +1,722 @@
+package migrator
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// recTestPages and recTestVCPUs are the limits the tests' readers set after
+// the first record, as the fuzz target does.
+const (
+	recTestPages = 256
+	recTestVCPUs = 4
+)
+
+// recTestMemory returns pages pages of memory with recognisable contents.
+func recTestMemory(pages int) []byte {
+	mem := make([]byte, pages*PageSize)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range mem {
+		mem[i] = byte(rng.Uint32())
+	}
+	return mem
+}
+
+// recTestVCPUStates returns n distinct vCPU states with every part set.
+func recTestVCPUStates(n int) []vmm.VCPUState {
+	states := make([]vmm.VCPUState, n)
+	for i := range states {
+		s := &states[i]
+		s.Regs.RIP = 0x100000 + uint64(i)
+		s.Regs.RSP = 0x7000 - uint64(i)*0x1000
+		s.Regs.RFLAGS = 2
+		s.Sregs.CS = vmm.Segment{Base: 0, Limit: 0xffffffff, Selector: 8, Type: 11, Present: 1, DB: 1, S: 1, G: 1}
+		s.Sregs.GDT = vmm.DTable{Base: 0x1000, Limit: 23}
+		s.Sregs.CR0 = 0x80000011
+		s.Sregs.CR3 = 0x9000
+		s.Sregs.InterruptBitmap[3] = 1 << 63
+		for j := range s.FPU {
+			s.FPU[j] = byte(j + i)
+		}
+		s.Events[0] = byte(i + 1)
+		s.Halted = i%2 == 1
+	}
+	return states
+}
+
+// recTestHello is a valid hello.
+func recTestHello() Hello {
+	h := Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: recTestPages * PageSize, VCPUs: 2, Mode: "predictive"}
+	for i := range h.Image {
+		h.Image[i] = byte(0xa0 + i)
+	}
+	return h
+}
+
+// recTestStream encodes one record of every type (pages twice, with a
+// duplicate page in the second batch) and returns the stream, the records
+// a Reader should give back and the offsets of the record boundaries.
+func recTestStream(t testing.TB) ([]byte, []Record, []int) {
+	t.Helper()
+	mem := recTestMemory(recTestPages)
+	states := recTestVCPUStates(2)
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	var want []Record
+	var bounds []int
+	step := func(err error, r Record) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r)
+		bounds = append(bounds, int(w.Bytes()))
+	}
+	pages := func(gfns ...uint64) Record {
+		r := Record{Type: RecPages, GFNs: gfns}
+		for _, g := range gfns {
+			r.Data = append(r.Data, mem[g*PageSize:(g+1)*PageSize]...)
+		}
+		return r
+	}
+	step(w.Hello(recTestHello()), Record{Type: RecHello, Hello: recTestHello()})
+	step(w.Text(RecAccept, ""), Record{Type: RecAccept})
+	step(w.Pages([]uint64{3}, mem), pages(3))
+	step(w.Pages([]uint64{255, 0, 255}, mem), pages(255, 0, 255))
+	step(w.Zero(4, 250), Record{Type: RecZero, First: 4, Count: 250})
+	step(w.EndRound(1), Record{Type: RecEndRound, Round: 1})
+	step(w.VCPUs(states), Record{Type: RecVCPUs, VCPUs: states})
+	d := ComputeDigest(mem)
+	step(w.Digest(d), Record{Type: RecDigest, Digest: d})
+	step(w.Text(RecEnd, ""), Record{Type: RecEnd})
+	step(w.Verified(true, ""), Record{Type: RecVerified, OK: true})
+	step(w.Verified(false, "memory differs in 1 of 1 chunks of 1 MiB, first at 0x0-0xfffff"),
+		Record{Type: RecVerified, Text: "memory differs in 1 of 1 chunks of 1 MiB, first at 0x0-0xfffff"})
+	step(w.Text(RecCommit, ""), Record{Type: RecCommit})
+	step(w.Text(RecRefuse, "guest image differs"), Record{Type: RecRefuse, Text: "guest image differs"})
+	step(w.Text(RecAbort, "cancelled — by the operator"), Record{Type: RecAbort, Text: "cancelled — by the operator"})
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if int(w.Bytes()) != out.Len() {
+		t.Fatalf("Writer.Bytes = %d, wrote %d", w.Bytes(), out.Len())
+	}
+	return out.Bytes(), want, bounds
+}
+
+// recReadAll decodes data as the receiver would: limits set after the
+// first record. The records are deep copies.
+func recReadAll(data []byte) ([]Record, *Reader, error) {
+	r := NewReader(bytes.NewReader(data))
+	var got []Record
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			return got, r, err
+		}
+		c := *rec
+		c.GFNs = append([]uint64(nil), rec.GFNs...)
+		c.Data = append([]byte(nil), rec.Data...)
+		got = append(got, c)
+		if len(got) == 1 {
+			r.SetLimits(recTestPages, recTestVCPUs)
+		}
+	}
+}
+
+// recNormal makes empty and nil slices compare equal.
+func recNormal(rs []Record) []Record {
+	out := make([]Record, len(rs))
+	for i, r := range rs {
+		if len(r.GFNs) == 0 {
+			r.GFNs = nil
+		}
+		if len(r.Data) == 0 {
+			r.Data = nil
+		}
+		out[i] = r
+	}
+	return out
+}
+
+func TestWireRoundTrip(t *testing.T) {
+	data, want, _ := recTestStream(t)
+	got, r, err := recReadAll(data)
+	if err != io.EOF {
+		t.Fatalf("stream ends with %v, want io.EOF", err)
+	}
+	if r.Bytes() != uint64(len(data)) {
+		t.Errorf("Reader.Bytes = %d, want %d", r.Bytes(), len(data))
+	}
+	got, want = recNormal(got), recNormal(want)
+	if len(got) != len(want) {
+		t.Fatalf("read %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			t.Errorf("record %d (%s) differs:\n got %+v\nwant %+v", i, want[i].Type, got[i].Type, want[i].Type)
+		}
+	}
+	// Every record type is covered.
+	seen := map[RecordType]bool{}
+	for _, r := range want {
+		seen[r.Type] = true
+	}
+	for typ := RecHello; typ <= RecAbort; typ++ {
+		if !seen[typ] {
+			t.Errorf("the test stream has no %s record", typ)
+		}
+	}
+}
+
+func TestWireFullBatch(t *testing.T) {
+	const pages = 4 * MaxBatch
+	mem := recTestMemory(pages)
+	gfns := make([]uint64, MaxBatch)
+	for i := range gfns {
+		gfns[i] = uint64(pages - 1 - 3*i)
+	}
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	if err := w.Pages(gfns, mem); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != wireHeaderSize+MaxPayload {
+		t.Fatalf("full batch is %d bytes, want %d", out.Len(), wireHeaderSize+MaxPayload)
+	}
+	r := NewReader(&out)
+	r.SetLimits(pages, 1)
+	rec, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(rec.GFNs, gfns) {
+		t.Errorf("page numbers differ")
+	}
+	for i, g := range gfns {
+		if !bytes.Equal(rec.Data[i*PageSize:(i+1)*PageSize], mem[g*PageSize:(g+1)*PageSize]) {
+			t.Fatalf("page %d (entry %d) differs", g, i)
+		}
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Errorf("after the batch: %v, want io.EOF", err)
+	}
+}
+
+func TestWireRecordTypeString(t *testing.T) {
+	for typ, want := range map[RecordType]string{
+		RecHello: "hello", RecEndRound: "end-round", RecAbort: "abort", 0: "record-type-0", 13: "record-type-13", 255: "record-type-255",
+	} {
+		if got := typ.String(); got != want {
+			t.Errorf("RecordType(%d).String() = %q, want %q", uint8(typ), got, want)
+		}
+	}
+}
+
+func TestWireHelloCheck(t *testing.T) {
+	local := recTestHello()
+	other := func(f func(*Hello)) Hello {
+		h := recTestHello()
+		f(&h)
+		return h
+	}
+	for _, tc := range []struct {
+		name  string
+		hello Hello
+		want  string // "" for nil
+	}{
+		{"same", local, ""},
+		{"mode ignored", other(func(h *Hello) { h.Mode = "precopy" }), ""},
+		{"version", other(func(h *Hello) { h.Version = 2 }), "protocol version 2 at the source, 1 here"},
+		{"page size", other(func(h *Hello) { h.PageSize = 8192 }), "page size 8192 bytes at the source, 4096 here"},
+		{"memory", other(func(h *Hello) { h.MemoryBytes = 128 << 20 }), "memory 128 MiB at the source, 1 MiB here"},
+		{"odd memory", other(func(h *Hello) { h.MemoryBytes = 12345 }), "memory 12345 bytes at the source, 1 MiB here"},
+		{"vcpus", other(func(h *Hello) { h.VCPUs = 4 }), "4 vcpus at the source, 2 here"},
+		{"image", other(func(h *Hello) { h.Image[0] = 0xab; h.Image[1] = 0x12 }), "guest image differs (sha256 ab12a2a3… at the source, a0a1a2a3… here)"},
+		{"all", other(func(h *Hello) { h.Version = 2; h.MemoryBytes = 128 << 20; h.Image[31] = 0 }),
+			"protocol version 2 at the source, 1 here; memory 128 MiB at the source, 1 MiB here; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… here)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.hello.Check(local)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Check = %v, want nil", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want):
+				t.Errorf("Check = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// recFrame frames payload by hand, with a correct checksum, so that tests
+// can build records the Writer refuses to.
+func recFrame(typ RecordType, flags, reserved byte, payload []byte) []byte {
+	b := make([]byte, wireHeaderSize, wireHeaderSize+len(payload))
+	b[0], b[1], b[3] = byte(typ), flags, reserved
+	binary.LittleEndian.PutUint32(b[4:], uint32(len(payload)))
+	crc := crc32.Update(crc32.Update(0, wireCastagnoli, b[:8]), wireCastagnoli, payload)
+	binary.LittleEndian.PutUint32(b[8:], crc)
+	return append(b, payload...)
+}
+
+// recLE concatenates little-endian encodings of its arguments.
+func recLE(vs ...any) []byte {
+	var b []byte
+	for _, v := range vs {
+		b, _ = binary.Append(b, binary.LittleEndian, v)
+	}
+	return b
+}
+
+func TestWireReaderMalformed(t *testing.T) {
+	var hello bytes.Buffer
+	w := NewWriter(&hello)
+	if err := w.Hello(recTestHello()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	helloPayload := hello.Bytes()[wireHeaderSize:]
+	withHello := func(rec []byte) []byte { return append(append([]byte(nil), hello.Bytes()...), rec...) }
+	page := make([]byte, PageSize)
+	pagesPayload := func(count uint32, gfns ...uint64) []byte {
+		b := recLE(count)
+		for _, g := range gfns {
+			b = append(append(b, recLE(g)...), page...)
+		}
+		return b
+	}
+	vcpus := func(count uint32, states []vmm.VCPUState) []byte { return append(recLE(count), recLE(states)...) }
+	badHalted := vcpus(1, recTestVCPUStates(1))
+	badHalted[len(badHalted)-1] = 2
+	badPadding := vcpus(1, recTestVCPUStates(1))
+	badPadding[4+binary.Size(vmm.Regs{})+23] = 1 // CS's pad byte
+	corrupt := recFrame(RecEndRound, 0, 0, recLE(uint32(7)))
+	corrupt[wireHeaderSize] ^= 0x10
+	magic := append([]byte(nil), helloPayload...)
+	magic[0] = 'X'
+	longMode := append([]byte(nil), helloPayload...)
+	longMode[58] = 65
+	longMode = append(longMode, strings.Repeat("m", 65-len(recTestHello().Mode))...)
+	v2 := append([]byte(nil), helloPayload...)
+	v2[8] = 2
+	v2 = append(v2, 0)
+	huge := make([]byte, wireHeaderSize)
+	huge[0] = byte(RecPages)
+	binary.LittleEndian.PutUint32(huge[4:], MaxPayload+1)
+
+	for _, tc := range []struct {
+		name   string
+		stream []byte
+		want   string // words the message must contain
+	}{
+		{"checksum", withHello(corrupt), "checksum"},
+		{"unknown type", withHello(recFrame(200, 0, 0, nil)), "unknown record type 200"},
+		{"flags", withHello(recFrame(RecEnd, 1, 0, nil)), "flags 0x1, want 0"},
+		{"reserved", withHello(recFrame(RecEnd, 0, 4, nil)), "reserved bytes 0x0 0x4, want 0"},
+		{"length", withHello(huge), fmt.Sprintf("payload of %d bytes exceeds the %d-byte limit", MaxPayload+1, MaxPayload)},
+		{"garbage first", []byte("GET / HTTP/1.1\r\n\r\n"), "not a pagecast migration stream: payload of"},
+		{"accept with text", withHello(recFrame(RecAccept, 0, 0, []byte("x"))), "1-byte payload, want none"},
+		{"end-round length", withHello(recFrame(RecEndRound, 0, 0, []byte{1, 2, 3})), "3-byte payload, want 4"},
+
+		{"hello magic", recFrame(RecHello, 0, 0, magic), "not a pagecast migration stream (no magic)"},
+		{"hello short", recFrame(RecHello, 0, 0, helloPayload[:20]), "20-byte payload, want at least 59"},
+		{"hello mode too long", recFrame(RecHello, 0, 0, longMode), "mode of 65 bytes, more than 64"},
+		{"hello length", recFrame(RecHello, 0, 0, append(append([]byte(nil), helloPayload...), 0)), "70-byte payload, want 69 for a 10-byte mode"},
+		{"hello other version", recFrame(RecHello, 0, 0, v2), "(protocol version 2 at the source, 1 here)"},
+		{"hello mode utf-8", recFrame(RecHello, 0, 0, append(append(append([]byte(nil), helloPayload[:58]...), 1), 0xff)), "not valid UTF-8"},
+
+		{"pages before handshake", recFrame(RecPages, 0, 0, pagesPayload(1, 0)), "before the handshake"},
+		{"zero before handshake", recFrame(RecZero, 0, 0, recLE(uint64(0), uint64(1))), "before the handshake"},
+		{"vcpus before handshake", recFrame(RecVCPUs, 0, 0, vcpus(1, recTestVCPUStates(1))), "before the handshake"},
+		{"digest before handshake", recFrame(RecDigest, 0, 0, recLE(uint32(DigestChunk), uint32(1), uint32(0))), "before the handshake"},
+		{"pages none", withHello(recFrame(RecPages, 0, 0, pagesPayload(0))), "0 pages in a batch, want 1 to 256"},
+		{"pages too many", withHello(recFrame(RecPages, 0, 0, pagesPayload(257))), "257 pages in a batch, want 1 to 256"},
+		{"pages short", withHello(recFrame(RecPages, 0, 0, []byte{1, 0})), "2-byte payload, too short for a page count"},
+		{"pages length", withHello(recFrame(RecPages, 0, 0, pagesPayload(2, 0))), "4104-byte payload, want 8212 for 2 pages"},
+		{"page beyond", withHello(recFrame(RecPages, 0, 0, pagesPayload(2, 1, 256))), "page 256 is beyond the 256 pages of guest memory"},
+		{"page far beyond", withHello(recFrame(RecPages, 0, 0, pagesPayload(1, math.MaxUint64))), "page 18446744073709551615 is beyond"},
+		{"zero empty", withHello(recFrame(RecZero, 0, 0, recLE(uint64(3), uint64(0)))), "empty run of zero pages at page 3"},
+		{"zero beyond", withHello(recFrame(RecZero, 0, 0, recLE(uint64(250), uint64(7)))), "zero pages 250+7 are beyond the 256 pages"},
+		{"zero overflow", withHello(recFrame(RecZero, 0, 0, recLE(uint64(math.MaxUint64), uint64(2)))), "are beyond the 256 pages"},
+		{"zero length", withHello(recFrame(RecZero, 0, 0, recLE(uint64(1)))), "8-byte payload, want 16"},
+		{"vcpus none", withHello(recFrame(RecVCPUs, 0, 0, recLE(uint32(0)))), "no vcpu states"},
+		{"vcpus over limit", withHello(recFrame(RecVCPUs, 0, 0, vcpus(5, recTestVCPUStates(5)))), "5 vcpu states for a guest of 4 vcpus"},
+		{"vcpus over max", withHello(recFrame(RecVCPUs, 0, 0, recLE(uint32(1000)))), "1000 vcpu states, more than the 16 vcpus a guest can have"},
+		{"vcpus length", withHello(recFrame(RecVCPUs, 0, 0, vcpus(2, recTestVCPUStates(1)))), "want 1878 for 2 vcpu states"},
+		{"vcpus halted", withHello(recFrame(RecVCPUs, 0, 0, badHalted)), "vcpu 0: state is not canonically encoded"},
+		{"vcpus padding", withHello(recFrame(RecVCPUs, 0, 0, badPadding)), "vcpu 0: state is not canonically encoded"},
+		{"digest chunk zero", withHello(recFrame(RecDigest, 0, 0, recLE(uint32(0), uint32(0)))), "digest chunk of 0 bytes is not a whole number of pages"},
+		{"digest chunk odd", withHello(recFrame(RecDigest, 0, 0, recLE(uint32(1000), uint32(1), uint32(0)))), "digest chunk of 1000 bytes"},
+		{"digest too many", withHello(recFrame(RecDigest, 0, 0, recLE(uint32(PageSize), uint32(1<<20+1)))), "1048577 digest sums, more than 1048576"},
+		{"digest length", withHello(recFrame(RecDigest, 0, 0, recLE(uint32(PageSize), uint32(3), uint32(0)))), "12-byte payload, want 20 for 3 sums"},
+		{"digest count", withHello(recFrame(RecDigest, 0, 0, recLE(uint32(DigestChunk), uint32(2), uint32(0), uint32(0)))),
+			"2 digest sums for 256 pages of guest memory in chunks of 1 MiB, want 1"},
+		{"digest short", withHello(recFrame(RecDigest, 0, 0, recLE(uint32(PageSize)))), "4-byte payload, too short"},
+		{"refuse too long", withHello(recFrame(RecRefuse, 0, 0, bytes.Repeat([]byte("x"), 4097))), "text of 4097 bytes, more than 4096"},
+		{"abort not utf-8", withHello(recFrame(RecAbort, 0, 0, []byte{'a', 0xc3})), "text is not valid UTF-8"},
+		{"verified empty", withHello(recFrame(RecVerified, 0, 0, nil)), "empty payload, want a verdict byte"},
+		{"verified verdict", withHello(recFrame(RecVerified, 0, 0, []byte{2})), "verdict byte 2, want 0 or 1"},
+		{"verified reason", withHello(recFrame(RecVerified, 0, 0, []byte{0, 0xff})), "text is not valid UTF-8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, err := recReadAll(tc.stream)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("after %d records: %v, want ErrMalformed", len(got), err)
+			}
+			// The message places the bad record: its index, type and offset.
+			at := 0
+			if len(got) == 1 {
+				at = hello.Len()
+			}
+			where := fmt.Sprintf("record %d (%s) at byte %d: ", len(got), RecordType(tc.stream[at]), at)
+			if !strings.HasPrefix(err.Error(), where) {
+				t.Errorf("error %q does not start with %q", err, where)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+			if !strings.HasSuffix(err.Error(), ": "+ErrMalformed.Error()) {
+				t.Errorf("error %q does not end with %q", err, ErrMalformed)
+			}
+		})
+	}
+}
+
+// The message names the record precisely enough to find it in a capture.
+func TestWireReaderMessage(t *testing.T) {
+	const pages = 16384
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	mem := make([]byte, pages*PageSize)
+	if err := w.Hello(recTestHello()); err != nil {
+		t.Fatal(err)
+	}
+	for g := uint64(0); g < 16; g++ {
+		if err := w.Pages([]uint64{g}, mem); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	at := out.Len()
+	payload := recLE(uint32(1), uint64(99999))
+	out.Write(recFrame(RecPages, 0, 0, append(payload, make([]byte, PageSize)...)))
+
+	r := NewReader(&out)
+	for range 17 {
+		if _, err := r.Next(); err != nil {
+			t.Fatal(err)
+		}
+		r.SetLimits(pages, 1)
+	}
+	_, err := r.Next()
+	want := fmt.Sprintf("record 17 (pages) at byte %d: page 99999 is beyond the 16384 pages of guest memory: malformed migration stream", at)
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+	if _, again := r.Next(); again != err {
+		t.Errorf("after an error, Next = %v, want the same error", again)
+	}
+}
+
+// Cutting the stream anywhere gives io.EOF at a record boundary and
+// io.ErrUnexpectedEOF inside a record, after exactly the records before.
+func TestWireReaderTruncated(t *testing.T) {
+	data, want, bounds := recTestStream(t)
+	boundary := map[int]int{0: 0} // offset → records before it
+	for i, b := range bounds {
+		boundary[b] = i + 1
+	}
+	complete := 0
+	for cut := 0; cut <= len(data); cut++ {
+		if n, ok := boundary[cut]; ok {
+			complete = n
+		}
+		got, r, err := recReadAll(data[:cut])
+		if n, ok := boundary[cut]; ok {
+			if err != io.EOF || len(got) != n {
+				t.Fatalf("cut at boundary %d: %d records, then %v; want %d, then io.EOF", cut, len(got), err, n)
+			}
+			continue
+		}
+		if !errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, ErrMalformed) || len(got) != complete {
+			t.Fatalf("cut at %d: %d records, then %v; want %d, then unexpected EOF", cut, len(got), err, complete)
+		}
+		if r.Bytes() != uint64(cut) {
+			t.Fatalf("cut at %d: Reader.Bytes = %d", cut, r.Bytes())
+		}
+		if prefix := fmt.Sprintf("record %d (%s) at byte %d: ", complete, want[complete].Type, bounds0(bounds, complete)); !strings.HasPrefix(err.Error(), prefix) {
+			t.Fatalf("cut at %d: %q does not start with %q", cut, err, prefix)
+		}
+	}
+}
+
+func bounds0(bounds []int, i int) int {
+	if i == 0 {
+		return 0
+	}
+	return bounds[i-1]
+}
+
+// A single flipped bit anywhere stops the Reader at the record that holds
+// it, never later and never silently.
+func TestWireReaderBitFlip(t *testing.T) {
+	data, _, bounds := recTestStream(t)
+	flipped := make([]byte, len(data))
+	rec, start := 0, 0
+	for i := range data {
+		for i >= bounds[rec] {
+			start = bounds[rec]
+			rec++
+		}
+		// Every bit of headers and small payloads; page contents, which
+		// only the checksum protects, at a stride to keep the test quick.
+		if i-start >= 32 && i%13 != 0 {
+			continue
+		}
+		for bit := range 8 {
+			copy(flipped, data)
+			flipped[i] ^= 1 << bit
+			got, _, err := recReadAll(flipped)
+			if len(got) != rec || !(errors.Is(err, ErrMalformed) || errors.Is(err, io.ErrUnexpectedEOF)) {
+				t.Fatalf("bit %d of byte %d (record %d): %d records, then %v", bit, i, rec, len(got), err)
+			}
+		}
+	}
+}
+
+// recHeaderOnly yields a header and fails the test if read further.
+type recHeaderOnly struct {
+	t      *testing.T
+	header []byte
+}
+
+func (h *recHeaderOnly) Read(p []byte) (int, error) {
+	if len(h.header) == 0 {
+		h.t.Error("the reader read past the header of an oversized record")
+		return 0, io.EOF
+	}
+	n := copy(p, h.header)
+	h.header = h.header[n:]
+	return n, nil
+}
+
+func TestWireReaderHugeLength(t *testing.T) {
+	for _, size := range []uint32{MaxPayload + 1, 1 << 30, math.MaxUint32} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			h := make([]byte, wireHeaderSize)
+			h[0] = byte(RecPages)
+			binary.LittleEndian.PutUint32(h[4:], size)
+			r := NewReader(&recHeaderOnly{t: t, header: h})
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := r.Next()
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("got %v, want ErrMalformed", err)
+			}
+			if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
+				t.Errorf("rejecting the header allocated %d bytes", n)
+			}
+		})
+	}
+}
+
+func TestWireWriterRefuses(t *testing.T) {
+	mem := make([]byte, 4*PageSize)
+	for _, tc := range []struct {
+		name  string
+		write func(w *Writer) error
+	}{
+		{"no pages", func(w *Writer) error { return w.Pages(nil, mem) }},
+		{"too many pages", func(w *Writer) error { return w.Pages(make([]uint64, MaxBatch+1), mem) }},
+		{"page beyond", func(w *Writer) error { return w.Pages([]uint64{0, 4}, mem) }},
+		{"page far beyond", func(w *Writer) error { return w.Pages([]uint64{math.MaxUint64 / PageSize}, mem) }},
+		{"empty zero run", func(w *Writer) error { return w.Zero(1, 0) }},
+		{"zero run overflow", func(w *Writer) error { return w.Zero(math.MaxUint64, 2) }},
+		{"no vcpus", func(w *Writer) error { return w.VCPUs(nil) }},
+		{"too many vcpus", func(w *Writer) error { return w.VCPUs(make([]vmm.VCPUState, 17)) }},
+		{"digest chunk", func(w *Writer) error { return w.Digest(Digest{ChunkBytes: 1000}) }},
+		{"digest too big", func(w *Writer) error { return w.Digest(Digest{ChunkBytes: PageSize, Sums: make([]uint32, MaxPayload/4)}) }},
+		{"long mode", func(w *Writer) error { return w.Hello(Hello{Mode: strings.Repeat("m", 65)}) }},
+		{"accept with text", func(w *Writer) error { return w.Text(RecAccept, "yes") }},
+		{"text of pages", func(w *Writer) error { return w.Text(RecPages, "") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			w := NewWriter(&out)
+			if err := tc.write(w); err == nil {
+				t.Fatal("no error")
+			}
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if out.Len() != 0 || w.Bytes() != 0 {
+				t.Errorf("a refused record left %d bytes (Bytes = %d)", out.Len(), w.Bytes())
+			}
+		})
+	}
+}
+
+// Reasons are for people: the Writer repairs and cuts them rather than
+// lose the record they explain.
+func TestWireWriterText(t *testing.T) {
+	long := strings.Repeat("é", 3000) // 6000 bytes
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	if err := w.Text(RecAbort, long); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Verified(false, "bad \xff byte"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(&out)
+	rec, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Text != long[:4096] {
+		t.Errorf("long reason cut to %d bytes, want 4096", len(rec.Text))
+	}
+	if rec, err = r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if rec.OK || rec.Text != "bad \uFFFD byte" {
+		t.Errorf("got ok=%v %q", rec.OK, rec.Text)
+	}
+}
+
+func TestWireWriterPagesNoAlloc(t *testing.T) {
+	mem := recTestMemory(1024)
+	gfns := make([]uint64, MaxBatch)
+	for i := range gfns {
+		gfns[i] = uint64(i * 4)
+	}
+	w := NewWriter(io.Discard)
+	if n := testing.AllocsPerRun(20, func() {
+		if err := w.Pages(gfns, mem); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Pages(gfns[:7], mem); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Pages allocates %.1f times a call", n/2)
+	}
+}
+
+func TestWireReaderPagesNoAlloc(t *testing.T) {
+	mem := recTestMemory(1024)
+	gfns := make([]uint64, MaxBatch)
+	for i := range gfns {
+		gfns[i] = uint64(i * 4)
+	}
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	for range 30 {
+		if err := w.Pages(gfns, mem); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(&out)
+	r.SetLimits(1024, 1)
+	if n := testing.AllocsPerRun(20, func() {
+		if _, err := r.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Next allocates %.1f times a pages record", n)
+	}
+}
+
+// recBenchBatches returns batches of MaxBatch scattered pages of a 64 MiB
+// guest, as a pre-copy round sends them.
+func recBenchBatches() ([]byte, [][]uint64) {
+	mem := recTestMemory((64 << 20) / PageSize)
+	pages := len(mem) / PageSize
+	perm := rand.New(rand.NewPCG(3, 4)).Perm(pages)
+	var batches [][]uint64
+	for i := 0; i+MaxBatch <= pages; i += MaxBatch {
+		b := make([]uint64, MaxBatch)
+		for j := range b {
+			b[j] = uint64(perm[i+j])
+		}
+		batches = append(batches, b)
+	}
+	return mem, batches
+}
+
+func BenchmarkWriterPages(b *testing.B) {
+	mem, batches := recBenchBatches()
+	w := NewWriter(io.Discard)
+	b.SetBytes(MaxBatch * PageSize)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := w.Pages(batches[i%len(batches)], mem); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(i*MaxBatch)/b.Elapsed().Seconds(), "pages/s")
+}
+
+func BenchmarkReaderPages(b *testing.B) {
+	mem, batches := recBenchBatches()
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	for _, batch := range batches[:64] {
+		if err := w.Pages(batch, mem); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	stream := out.Bytes()
+	src := bytes.NewReader(stream)
+	r := NewReader(src)
+	r.SetLimits(uint64(len(mem)/PageSize), 1)
+	b.SetBytes(MaxBatch * PageSize)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if _, err := r.Next(); err == io.EOF {
+			// Start over on the same Reader's buffers.
+			src.Reset(stream)
+			r.br.Reset(src)
+			r.err = nil
+			if _, err := r.Next(); err != nil {
+				b.Fatal(err)
+			}
+		} else if err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	b.ReportMetric(float64(n*MaxBatch)/b.Elapsed().Seconds(), "pages/s")
+}
