@@ -65,6 +65,7 @@ type predictive struct {
 	horizon   int
 	deadline  time.Time // when the current round is expected to end
 	budget    uint64
+	held      uint64 // pages deferred in the current round
 }
 
 func newPredictive(cfg Config, pages uint64) (*predictive, error) {
@@ -110,6 +111,7 @@ func (p *predictive) observe(dirty *vmm.Bitmap) {
 func (p *predictive) startRound(_ int, window time.Duration, budget uint64) {
 	p.deadline = time.Now().Add(window)
 	p.budget = budget
+	p.held = 0
 	p.forecast()
 }
 
@@ -130,8 +132,9 @@ func (p *predictive) forecast() {
 	p.cut = max(p.threshold, budgetCut(p.prob, p.budget))
 }
 
-// budgetCut is the lowest probability at which no more than budget pages
-// reach it, to a 1/1024 resolution.
+// budgetCut is the probability of the budget-th most likely page, to a
+// 1/1024 resolution: pages below it are not deferred. (Pages at it may be
+// more than the budget; send stops deferring when the budget is used.)
 func budgetCut(prob []float32, budget uint64) float32 {
 	const buckets = 1024
 	var hist [buckets + 1]uint64
@@ -140,12 +143,18 @@ func budgetCut(prob []float32, budget uint64) float32 {
 	}
 	var n uint64
 	for b := buckets; b >= 0; b-- {
-		if n+hist[b] > budget {
-			return float32(b+1) / buckets
-		}
 		n += hist[b]
+		if n >= budget {
+			return float32(b) / buckets
+		}
 	}
 	return 0
 }
 
-func (p *predictive) send(gfn uint64) bool { return p.prob[gfn] < p.cut }
+func (p *predictive) send(gfn uint64) bool {
+	if p.prob[gfn] < p.cut || p.held >= p.budget {
+		return true
+	}
+	p.held++
+	return false
+}

@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/qmpserver"
 	"github.com/pagecast/pagecast/trace"
@@ -27,19 +29,24 @@ func demoCommand() *cli.Command {
 			sf.Value = "64M"
 		}
 		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "workload" {
-			sf.Value = "phased:hot=512,period=30000"
+			sf.Value = "hotset:hot=2048,p=0.95"
 		}
 	}
 	return &cli.Command{
 		Name:  "demo",
-		Usage: "the main job end to end on a local VM: run it and profile its dirtying live",
-		Description: "Boots a small pagecast VM whose hot set moves through memory, profiles it with the eBPF\n" +
+		Usage: "the main job end to end on a local VM: profile its dirtying live, forecast it, migrate it",
+		Description: "Boots a small pagecast VM that writes an 8 MiB hot set and, 5% of the time, anywhere; profiles it with the eBPF\n" +
 			"programs (as `pagecast profile` does; without root it falls back to KVM's dirty log and says\n" +
 			"so), and prints every interval how many pages it dirtied, the rate, a strip showing where in\n" +
-			"guest memory the writes land, and the hottest regions.",
+			"guest memory the writes land, and the hottest regions. Then scores the predictor's forecasts of\n" +
+			"those epochs against simple baselines, and live-migrates the VM on loopback to a second\n" +
+			"monitor in this process, once with plain pre-copy and once with predictive deferral (warmed by\n" +
+			"the profile just taken), each verified, and prints the two side by side.",
 		Flags: append(flags,
 			&cli.DurationFlag{Name: "duration", Value: 8 * time.Second, Usage: "how long to watch"},
 			&cli.DurationFlag{Name: "interval", Value: 500 * time.Millisecond, Usage: "epoch length: time between lines"},
+			&cli.StringFlag{Name: "bandwidth", Value: "32MiB/s", Usage: "link cap for the loopback migrations"},
+			&cli.BoolFlag{Name: "no-migrate", Usage: "stop after profiling and forecasting"},
 		),
 		Action: func(c *cli.Context) error {
 			return runDemo(c, c.App.Writer)
@@ -81,7 +88,8 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer closeSource()
+	var closeOnce sync.Once
+	defer closeOnce.Do(closeSource)
 	fmt.Fprintf(out, "dirty pages from: %s\n", source)
 	pages := vm.MemoryBytes() / vmm.PageSize
 	fmt.Fprintf(out, "each strip cell is %s of guest memory, from address 0 on the left; darker = more pages dirtied\n\n",
@@ -118,14 +126,116 @@ func runDemo(c *cli.Context, out io.Writer) error {
 			units.FormatBytes(float64(set.Count()*vmm.PageSize)/dt.Seconds()), progress-lastProgress, strip(set), strings.Join(hot, " "))
 		lastProgress = progress
 	}
-	if err := vm.Pause(); err != nil {
-		return err
-	}
+	closeOnce.Do(closeSource) // the profiler would count the migration's destinations, in this process too
 	printForecastScores(out, epochs, pages)
 	st, _ := vm.GuestStatus()
-	fmt.Fprintf(out, "\n%d distinct pages dirtied (%s of %s); VM paused after %.1fs and shut down cleanly; guest: %s\n",
+	fmt.Fprintf(out, "\n%d distinct pages dirtied (%s of %s) in %.1fs; guest: %s\n",
 		len(total), units.FormatBytes(float64(len(total)*vmm.PageSize)), units.FormatBytes(float64(vm.MemoryBytes())),
 		time.Since(start).Seconds(), st)
+	if c.Bool("no-migrate") {
+		return nil
+	}
+	profile := filepath.Join(dir, "profile.pct")
+	if err := writeProfile(profile, epochs, vm.MemoryBytes(), c.Duration("interval"), source); err != nil {
+		return err
+	}
+	bw, err := parseBandwidth(c.String("bandwidth"))
+	if err != nil {
+		return fmt.Errorf("--bandwidth: %w", err)
+	}
+	return demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: c.Duration("interval"), Profile: profile})
+}
+
+func writeProfile(path string, epochs []trace.Epoch, memory uint64, epoch time.Duration, source string) error {
+	w, err := trace.Create(path, trace.Meta{MemoryBytes: memory, PageSize: vmm.PageSize, Epoch: epoch, Source: "pagecast demo", Hook: source})
+	if err != nil {
+		return err
+	}
+	for _, e := range epochs {
+		if err := w.Append(e); err != nil {
+			w.Close()
+			return err
+		}
+	}
+	return w.Close()
+}
+
+// demoMigrations moves the running VM to a fresh monitor with each mode in
+// turn (the second migration starts from where the first one put it) and
+// prints the figures side by side.
+func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger, cfg migrator.Config) error {
+	fmt.Fprintf(out, "\nlive migration on loopback, link capped at %s/s, downtime limit %v:\n",
+		units.FormatBytes(float64(cfg.MaxBandwidth)), migrator.DefaultDowntimeLimit)
+	cur := vm
+	var infos []migrator.Info
+	for _, mode := range []string{migrator.ModePrecopy, migrator.ModePredictive} {
+		dst, err := newVM(c, log, false)
+		if err != nil {
+			return err
+		}
+		defer dst.Close()
+		l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
+		if err != nil {
+			return err
+		}
+		received := make(chan error, 1)
+		go func() {
+			conn, err := l.Accept()
+			l.Close()
+			if err != nil {
+				received <- err
+				return
+			}
+			defer conn.Close()
+			_, err = migrator.Receive(c.Context, conn, dst, migrator.ReceiveConfig{Log: log})
+			received <- err
+		}()
+		mc := cfg
+		mc.Mode = mode
+		if mode != migrator.ModePredictive {
+			mc.Profile = ""
+		}
+		m, err := migrator.Outgoing(cur, "tcp:"+l.Addr().String(), mc)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		bar := newProgressBar(c.App.ErrWriter, false)
+		for done := false; !done; {
+			select {
+			case <-m.Done():
+				done = true
+			case <-time.After(200 * time.Millisecond):
+			}
+			bar.update(m.Info())
+		}
+		bar.done()
+		info, err := m.Wait()
+		if rerr := <-received; err == nil && rerr != nil {
+			err = rerr
+		}
+		if err != nil {
+			return fmt.Errorf("%s migration: %w", mode, err)
+		}
+		before, _ := cur.GuestStatus()
+		time.Sleep(300 * time.Millisecond)
+		after, _ := dst.GuestStatus()
+		if after.TotalProgress() <= before.TotalProgress() {
+			return fmt.Errorf("%s migration: the guest makes no progress on the destination", mode)
+		}
+		fmt.Fprintf(out, "  %-10s done: guest running on the destination (progress %d -> %d), memory verified\n",
+			mode, before.TotalProgress(), after.TotalProgress())
+		infos = append(infos, info)
+		cur.Close()
+		cur = dst
+	}
+	fmt.Fprintln(out)
+	writeMigrationTable(out, infos)
+	pre, pred := infos[0], infos[1]
+	fmt.Fprintf(out, "\npredictive vs precopy: %.0f%% of the bytes, %.0f%% of the downtime, %.0f%% of the total time\n",
+		100*float64(pred.RAM.Transferred)/float64(pre.RAM.Transferred),
+		100*float64(pred.Downtime)/float64(max(pre.Downtime, 1)),
+		100*float64(pred.TotalTime)/float64(max(pre.TotalTime, 1)))
 	return nil
 }
 

@@ -190,3 +190,16 @@ func writeSummary(w io.Writer, i migrator.Info) {
 	}
 	tw.Flush()
 }
+
+// writeMigrationTable prints migrations side by side, one row each.
+func writeMigrationTable(w io.Writer, infos []migrator.Info) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tsetup\tbytes\trounds\tpages per round\tdeferred\tverified\t")
+	for _, i := range infos {
+		ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%d\t%v\t\n", i.Pagecast.Mode, ms(i.TotalTime), ms(i.Downtime),
+			ms(i.SetupTime), units.FormatBytes(float64(i.RAM.Transferred)), i.Pagecast.Round, i.Pagecast.RoundPages,
+			i.Pagecast.DeferredAll, i.Pagecast.Verified)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,249 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// Migration scenarios: the same guest image, memory, content and link cap
+// for QEMU's pre-copy and pagecast's modes. The hot set is written with
+// probability p, the rest of memory uniformly: at p=0.99 the writable
+// working set is the hot set and every pre-copy converges in a round or
+// two; at p=0.95 the scattered writes make plain pre-copy take many rounds,
+// resending the hot set in each.
+var migrateScenarios = []struct {
+	name     string
+	workload string
+}{
+	{"hotset-p0.99", "hotset:hot=2048,p=0.99"},
+	{"hotset-p0.95", "hotset:hot=2048,p=0.95"},
+}
+
+const (
+	migrateMemory    = 64 << 20
+	migrateBandwidth = 32 << 20 // bytes/s: scaled down with the guest, as this machine's KVM emulates
+	migrateDowntime  = 300 * time.Millisecond
+	qemuGiveUp       = 60 * time.Second // QEMU has no round cap: a pre-copy that does not converge runs forever
+)
+
+type migrationResult struct {
+	total, downtime time.Duration
+	bytes           uint64
+	rounds          int
+	completed       bool
+	guestRate       float64 // the guest's page writes per second while it migrated
+}
+
+func (r migrationResult) report(b *testing.B) {
+	b.ReportMetric(float64(r.total.Milliseconds()), "total-ms")
+	b.ReportMetric(float64(r.downtime.Milliseconds()), "downtime-ms")
+	b.ReportMetric(float64(r.bytes)/(1<<20), "MiB")
+	b.ReportMetric(float64(r.rounds), "rounds")
+	b.ReportMetric(r.guestRate, "guest-writes/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkMigrate migrates the same guest with QEMU's own pre-copy and
+// with pagecast's precopy and predictive modes, one after the other in one
+// run, under the same link cap and downtime limit, and reports each
+// migration's total time, downtime, bytes on the wire and rounds, then the
+// ratios that matter: pagecast precopy against QEMU, predictive against
+// precopy.
+func BenchmarkMigrate(b *testing.B) {
+	for _, sc := range migrateScenarios {
+		results := map[string]migrationResult{}
+		for _, who := range []string{"qemu", migrator.ModePrecopy, migrator.ModePredictive} {
+			b.Run(sc.name+"/"+who, func(b *testing.B) {
+				testutil.RequiresQEMU(b)
+				var r migrationResult
+				for range b.N {
+					if who == "qemu" {
+						r = migrateQEMU(b, sc.workload)
+					} else {
+						r = migratePagecast(b, sc.workload, who)
+					}
+				}
+				results[who] = r
+				r.report(b)
+			})
+		}
+		b.Run(sc.name+"/ratios", func(b *testing.B) {
+			q, pre, pred := results["qemu"], results[migrator.ModePrecopy], results[migrator.ModePredictive]
+			if pre.bytes == 0 || pred.bytes == 0 || q.bytes == 0 {
+				b.Skip("a migration above did not run")
+			}
+			if !q.completed {
+				b.Logf("QEMU's pre-copy did not converge within %v; its figures are at the cancel", qemuGiveUp)
+			}
+			b.ReportMetric(ratio(pre.total, q.total), "precopy/qemu-time")
+			b.ReportMetric(float64(pre.bytes)/float64(q.bytes), "precopy/qemu-bytes")
+			b.ReportMetric(float64(pred.bytes)/float64(pre.bytes), "predictive/precopy-bytes")
+			b.ReportMetric(ratio(pred.downtime, pre.downtime), "predictive/precopy-downtime")
+			b.ReportMetric(ratio(pred.total, pre.total), "predictive/precopy-time")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func freePort(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return "tcp:" + l.Addr().String()
+}
+
+func migrateQEMU(b *testing.B, workload string) migrationResult {
+	w, err := guest.ParseWorkload(workload)
+	if err != nil {
+		b.Fatal(err)
+	}
+	uri := freePort(b)
+	src, err := qemu.Start(qemu.Options{MemoryBytes: migrateMemory, Cmdline: w.Cmdline(1), Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := qemu.Start(qemu.Options{MemoryBytes: migrateMemory, Cmdline: w.Cmdline(1), Seed: 1, Incoming: uri})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dst.Close()
+	waitRunning(b, src.GuestStatus)
+	mon, err := qmp.NewSocketMonitor("unix", src.QMPPath, 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := mon.Connect(); err != nil {
+		b.Fatal(err)
+	}
+	defer mon.Disconnect()
+	if err := migrator.SetParameters(mon, migrator.Params{MaxBandwidth: migrateBandwidth, DowntimeLimit: migrateDowntime}); err != nil {
+		b.Fatal(err)
+	}
+	before := progress(b, src.GuestStatus)
+	if err := migrator.Migrate(mon, uri); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), qemuGiveUp)
+	defer cancel()
+	info, err := migrator.Wait(ctx, mon, 50*time.Millisecond, nil)
+	r := migrationResult{completed: err == nil, total: time.Duration(info.TotalTime) * time.Millisecond,
+		downtime: time.Duration(info.Downtime) * time.Millisecond}
+	r.guestRate = float64(progress(b, src.GuestStatus)-before) / r.total.Seconds()
+	if info.RAM != nil {
+		r.bytes = info.RAM.Transferred
+		r.rounds = int(info.RAM.DirtySyncCount)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			b.Fatal(err)
+		}
+		r.total = qemuGiveUp
+	}
+	return r
+}
+
+func migratePagecast(b *testing.B, workload, mode string) migrationResult {
+	w, err := guest.ParseWorkload(workload)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src, err := vmm.New(vmm.Config{MemoryBytes: migrateMemory, Cmdline: w.Cmdline(1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	guest.FillArena(src.Memory(), guest.DefaultMix, 1)
+	dst, err := vmm.New(vmm.Config{MemoryBytes: migrateMemory, Cmdline: w.Cmdline(1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dst.Close()
+	if err := src.Start(); err != nil {
+		b.Fatal(err)
+	}
+	waitRunning(b, src.GuestStatus)
+
+	l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	received := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			received <- err
+			return
+		}
+		defer conn.Close()
+		_, err = migrator.Receive(context.Background(), conn, dst, migrator.ReceiveConfig{})
+		received <- err
+	}()
+	before := progress(b, src.GuestStatus)
+	m, err := migrator.Outgoing(src, "tcp:"+l.Addr().String(), migrator.Config{Mode: mode,
+		MaxBandwidth: migrateBandwidth, DowntimeLimit: migrateDowntime})
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := m.Wait()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := <-received; err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("%s: rounds %v, stopped because %s", mode, info.Pagecast.RoundPages, info.Pagecast.StopReason)
+	total := time.Duration(info.TotalTime) * time.Millisecond
+	return migrationResult{completed: true, total: total,
+		downtime: time.Duration(info.Downtime) * time.Millisecond, bytes: info.RAM.Transferred,
+		rounds: info.Pagecast.Round, guestRate: float64(progress(b, src.GuestStatus)-before) / total.Seconds()}
+}
+
+func progress(b *testing.B, status func() (guest.Status, error)) uint64 {
+	s, err := status()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s.TotalProgress()
+}
+
+// waitRunning waits until the guest's workload is making progress, so that
+// every migration starts from a guest in its steady state.
+func waitRunning(b *testing.B, status func() (guest.Status, error)) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, err := status()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s.TotalProgress() > 0 {
+			time.Sleep(500 * time.Millisecond) // a few epochs of the workload
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatal(fmt.Errorf("guest made no progress in 30s"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
