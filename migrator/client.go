@@ -38,8 +38,11 @@ type clientParams struct {
 // SetParameters sends migrate-set-parameters with p's non-zero members; it
 // sends nothing when all are zero.
 func SetParameters(mon qmp.Monitor, p Params) error {
-	if p.DowntimeLimit < 0 || p.MaxRounds < 0 {
-		return fmt.Errorf("migrate-set-parameters: negative downtime limit %v or max rounds %d", p.DowntimeLimit, p.MaxRounds)
+	if p.DowntimeLimit < 0 {
+		return fmt.Errorf("migrate-set-parameters: negative downtime limit %v", p.DowntimeLimit)
+	}
+	if p.MaxRounds < 0 {
+		return fmt.Errorf("migrate-set-parameters: negative max rounds %d", p.MaxRounds)
 	}
 	if p == (Params{}) {
 		return nil

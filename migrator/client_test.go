@@ -202,7 +202,9 @@ func TestClientWait(t *testing.T) {
 }
 
 // QEMU, the reference: the client drives a real QEMU-to-QEMU migration of
-// the pagecast guest.
+// the pagecast guest. The tests run one after the other: each boots up to
+// two QEMUs, whose firmware is slow under KVM's instruction emulation, and
+// five booting at once on a busy two-CPU machine missed a minute's deadline.
 
 const (
 	clientQEMUMemory   = 64 << 20
@@ -230,7 +232,7 @@ func clientStartQEMU(t *testing.T, workload, incoming string, extra ...string) *
 	if incoming != "" {
 		return vm
 	}
-	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
+	if _, err := vm.WaitBanner(2 * time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -314,7 +316,6 @@ func clientLogRounds(t *testing.T) func(Info) {
 }
 
 func TestQEMUMigration(t *testing.T) {
-	t.Parallel()
 	src := clientStartQEMU(t, clientQEMUWorkload, "")
 	addr := clientFreeAddr(t)
 	dst := clientStartQEMU(t, clientQEMUWorkload, "tcp:"+addr, "-S")
@@ -355,8 +356,16 @@ func TestQEMUMigration(t *testing.T) {
 	if len(dst.Memory()) != len(src.Memory()) {
 		t.Fatalf("destination has %d bytes of memory, the source %d", len(dst.Memory()), len(src.Memory()))
 	}
-	if n := clientDiffPages(src.Memory(), dst.Memory()); n != 0 {
-		t.Errorf("destination memory differs from the source's in %d pages", n)
+	// Only the guest's own memory, from its image up, must match: below it
+	// lies the firmware's, where SeaBIOS set up a kvmclock page that the
+	// destination's KVM rewrites after the load (a new version, the stable
+	// flag cleared), outside the migration stream.
+	for _, page := range clientDiffPages(src.Memory(), dst.Memory()) {
+		if page < guest.ImageAddr/guest.PageSize {
+			t.Logf("firmware page %#x differs on the destination", page*guest.PageSize)
+			continue
+		}
+		t.Errorf("guest page %#x differs on the destination", page*guest.PageSize)
 	}
 	was := clientGuestStatus(t, src)
 	if err := clientRun(dst.Monitor, "cont", nil, nil); err != nil {
@@ -387,25 +396,19 @@ func clientWaitRunState(t *testing.T, mon qmp.Monitor, want string) {
 	}
 }
 
-// clientDiffPages counts the guest pages that differ between a and b, two
-// memories of the same size.
-func clientDiffPages(a, b []byte) int {
-	n := 0
+// clientDiffPages lists the page numbers where a and b, two memories of
+// the same size, differ.
+func clientDiffPages(a, b []byte) []int {
+	var pages []int
 	for off := 0; off+guest.PageSize <= len(a); off += guest.PageSize {
 		if !bytes.Equal(a[off:off+guest.PageSize], b[off:off+guest.PageSize]) {
-			n++
-			for i := off; i < off+guest.PageSize; i++ {
-				if a[i] != b[i] {
-					println("DEBUG diff at", i, a[i], b[i])
-				}
-			}
+			pages = append(pages, off/guest.PageSize)
 		}
 	}
-	return n
+	return pages
 }
 
 func TestQEMUMigrationFailure(t *testing.T) {
-	t.Parallel()
 	src := clientStartQEMU(t, clientQEMUWorkload, "")
 	mon := clientConnect(t, src.QMPPath)
 
@@ -432,7 +435,6 @@ func TestQEMUMigrationFailure(t *testing.T) {
 // TestQEMUMigrationCancel ends Wait's context while QEMU is still sending:
 // Wait must cancel, and the source must keep running.
 func TestQEMUMigrationCancel(t *testing.T) {
-	t.Parallel()
 	src := clientStartQEMU(t, clientQEMUWorkload, "")
 	addr := clientFreeAddr(t)
 	clientStartQEMU(t, clientQEMUWorkload, "tcp:"+addr)

@@ -27,6 +27,7 @@ type Options struct {
 	Seed          uint64
 	DirtyRingSize int    // KVM dirty ring entries per vCPU; 0: QEMU's default (dirty bitmap)
 	Dir           string // where sockets and files go (no ',' or '='); default: a temporary directory removed by Close
+	Incoming      string // if set, -incoming URI ("tcp:127.0.0.1:4444"): wait for a migration, whose RAM overwrites the arena
 	Extra         []string
 }
 
@@ -97,7 +98,7 @@ func Start(o Options) (_ *VM, err error) {
 	if o.DirtyRingSize > 0 {
 		accel = fmt.Sprintf("kvm,dirty-ring-size=%d", o.DirtyRingSize)
 	}
-	args := append([]string{
+	args := []string{
 		"-accel", accel, "-machine", "pc,memory-backend=ram",
 		"-m", fmt.Sprintf("%dM", o.MemoryBytes>>20),
 		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", o.MemoryBytes, memPath),
@@ -106,7 +107,11 @@ func Start(o Options) (_ *VM, err error) {
 		"-qmp", "unix:" + v.QMPPath + ",server=on,wait=off",
 		"-kernel", kernel, "-append", o.Cmdline,
 		"-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", arena, guest.ArenaStart),
-	}, o.Extra...)
+	}
+	if o.Incoming != "" {
+		args = append(args, "-incoming", o.Incoming)
+	}
+	args = append(args, o.Extra...)
 	v.cmd = exec.Command(bin, args...)
 	v.cmd.Stderr = v.stderr
 	// QEMU must not outlive a test or tool that dies without Close.

@@ -46,6 +46,20 @@ func TestMain(m *testing.M) {
 // a connected go-qemu monitor.
 func startVMRun(t *testing.T, args ...string) *qmp.SocketMonitor {
 	t.Helper()
+	return startVMRunProc(t, args...).mon
+}
+
+// vmRun is a `pagecast vm run` process under test.
+type vmRun struct {
+	mon    *qmp.SocketMonitor
+	sock   string
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan error // receives the exit once
+}
+
+func startVMRunProc(t *testing.T, args ...string) *vmRun {
+	t.Helper()
 	testutil.RequiresKVM(t)
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	lastSocket = sock
@@ -56,11 +70,12 @@ func startVMRun(t *testing.T, args ...string) *qmp.SocketMonitor {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { done <- cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
 			t.Errorf("pagecast vm run did not stop on SIGINT")
@@ -76,8 +91,8 @@ func startVMRun(t *testing.T, args ...string) *qmp.SocketMonitor {
 			break
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("pagecast vm run exited: %v\n%s", err, stderr.String())
+		case <-exited:
+			t.Fatalf("pagecast vm run exited: %v\n%s", <-done, stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -93,7 +108,7 @@ func startVMRun(t *testing.T, args ...string) *qmp.SocketMonitor {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mon.Disconnect() })
-	return mon
+	return &vmRun{mon: mon, sock: sock, cmd: cmd, stderr: &stderr, done: done}
 }
 
 // run sends a QMP command and decodes its "return" into a map.

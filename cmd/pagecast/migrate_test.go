@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freeTCP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "tcp:" + l.Addr().String()
+}
+
+func status(t *testing.T, r *vmRun) string {
+	t.Helper()
+	return run(t, r.mon, "query-status", nil)["status"].(string)
+}
+
+// TestMigrateCLI migrates one `pagecast vm run` into another with
+// `pagecast migrate`, as the README shows.
+func TestMigrateCLI(t *testing.T) {
+	for _, mode := range []string{"precopy", "predictive"} {
+		t.Run(mode, func(t *testing.T) {
+			uri := freeTCP(t)
+			src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset:hot=512")
+			dst := startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+			if st := status(t, dst); st != "prelaunch" {
+				t.Fatalf("destination waiting for a migration is %q", st)
+			}
+			out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri,
+				"--mode", mode, "--bandwidth", "64MiB/s").CombinedOutput()
+			if err != nil {
+				t.Fatalf("pagecast migrate: %v\n%s", err, out)
+			}
+			for _, want := range []string{"status           completed", "verified         true", "mode             " + mode} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("summary lacks %q:\n%s", want, out)
+				}
+			}
+			if st := status(t, src); st != "paused" {
+				t.Errorf("source after migration: %s", st)
+			}
+			if st := status(t, dst); st != "running" {
+				t.Fatalf("destination after migration: %s", st)
+			}
+			p0 := progress(t, dst.mon)
+			time.Sleep(300 * time.Millisecond)
+			if p1 := progress(t, dst.mon); p1 <= p0 {
+				t.Errorf("guest progress on the destination stuck at %v", p0)
+			}
+		})
+	}
+}
+
+// TestMigrateDestinationKilled kills the destination process mid-migration:
+// the guest must keep running on the source and the command must fail
+// saying so.
+func TestMigrateDestinationKilled(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset")
+	dst := startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--bandwidth", "8MiB/s")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1 * time.Second) // well inside round 1: 32 MiB at 8 MiB/s
+	dst.cmd.Process.Kill()
+	<-dst.done
+	err := cmd.Wait()
+	if err == nil {
+		t.Fatalf("pagecast migrate succeeded with its destination killed:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "migration failed") || !strings.Contains(out.String(), "keeps running on the source") {
+		t.Errorf("migrate's error:\n%s", out.String())
+	}
+	if st := status(t, src); st != "running" {
+		t.Fatalf("source is %s after its destination died", st)
+	}
+	p0 := progress(t, src.mon)
+	time.Sleep(300 * time.Millisecond)
+	if p1 := progress(t, src.mon); p1 <= p0 {
+		t.Errorf("guest progress on the source stuck at %v", p0)
+	}
+	info := run(t, src.mon, "query-migrate", nil)
+	if info["status"] != "failed" || info["error-desc"] == "" {
+		t.Errorf("query-migrate after the failure: %v", info)
+	}
+}
+
+// TestMigrateRefused: a destination of another size refuses, says why, and
+// exits 1; the source keeps running.
+func TestMigrateRefused(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M")
+	dst := startVMRunProc(t, "--memory", "16M", "--incoming", uri)
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refused") || !strings.Contains(string(out), "memory") {
+		t.Fatalf("migrating 32M into 16M: %v\n%s", err, out)
+	}
+	select {
+	case err := <-dst.done:
+		if err == nil || !strings.Contains(dst.stderr.String(), "incoming migration") {
+			t.Errorf("destination exit: %v\n%s", err, dst.stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("refusing destination did not exit")
+	}
+	if st := status(t, src); st != "running" {
+		t.Fatalf("source is %s after a refused migration", st)
+	}
+}
+
+// TestDemo runs the main job end to end, briefly.
+func TestDemo(t *testing.T) {
+	startVMRunProc(t, "--memory", "16M") // only for its KVM check and cleanup
+	out, err := exec.Command(binary, "--log-level", "warn", "demo", "--duration", "3s").Output()
+	if err != nil {
+		t.Fatalf("pagecast demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{"next-epoch forecasts", "precopy    done", "predictive done", "predictive vs precopy"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
