@@ -2,7 +2,6 @@ package migrator
 
 import (
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/pagecast/pagecast/predictor"
@@ -139,7 +138,7 @@ func budgetCut(prob []float32, budget uint64) float32 {
 	const buckets = 1024
 	var hist [buckets + 1]uint64
 	for _, v := range prob {
-		hist[int(math.Round(float64(v)*buckets))]++
+		hist[min(int(v*buckets), buckets)]++ // bucket b holds b/1024 <= v, so the cut below is exact
 	}
 	var n uint64
 	for b := buckets; b >= 0; b-- {

@@ -242,8 +242,7 @@ func (m *Migration) run(ctx context.Context, pol policy) (err error) {
 		return err
 	}
 	defer s.log.Close()
-	s.dirty = vmm.NewBitmap(s.pages)
-	s.deferred = vmm.NewBitmap(s.pages)
+	s.pending = vmm.NewBitmap(s.pages)
 	s.lastHarvest = time.Now()
 	if m.cfg.Mode == ModePredictive && m.cfg.Profile == "" {
 		// Nothing is known of the guest yet: watch it for a few epochs
@@ -264,15 +263,14 @@ func (m *Migration) run(ctx context.Context, pol policy) (err error) {
 		i.SetupTime = time.Since(m.start).Milliseconds()
 	})
 
-	all := vmm.NewBitmap(s.pages)
 	for gfn := range s.pages {
-		all.Set(gfn)
+		s.pending.Set(gfn)
 	}
-	next, stopReason, err := s.precopy(ctx, all)
+	stopReason, err := s.precopy(ctx)
 	if err != nil {
 		return err
 	}
-	return s.stopAndCopy(next, stopReason)
+	return s.stopAndCopy(stopReason)
 }
 
 func (m *Migration) dial(ctx context.Context) (net.Conn, error) {
@@ -308,15 +306,16 @@ type sender struct {
 	pages uint64
 
 	log         *vmm.DirtyLog
-	dirty       *vmm.Bitmap // dirtied since the current round began
-	deferred    *vmm.Bitmap // held back by the policy in the current round
+	pending     *vmm.Bitmap // pages whose latest content the destination lacks
 	lastHarvest time.Time
 	harvests    uint64
+	harvested   uint64 // dirty pages harvested in the current pass
 
 	batch                []uint64
 	zeroFirst, zeroCount uint64
-	left                 uint64 // pages of the current round not yet looked at
-	roundPages           uint64
+	passPages            uint64 // pages sent in the current pass
+	deferred             uint64 // pages deferred in the current pass
+	stopAt               uint64 // pages the link moves within the downtime limit
 }
 
 func (s *sender) handshake() error {
@@ -351,32 +350,40 @@ func (s *sender) harvest() error {
 	}
 	s.lastHarvest = time.Now()
 	s.harvests++
-	s.dirty.Or(h)
+	s.harvested += h.Count()
+	s.pending.Or(h)
 	s.pol.observe(h)
 	return nil
 }
 
-// precopy runs the live rounds, starting with first, and returns the pages
-// the stop-and-copy must send and why the rounds ended.
-func (s *sender) precopy(ctx context.Context, first *vmm.Bitmap) (*vmm.Bitmap, string, error) {
+// precopy runs the live rounds: passes through guest memory in address
+// order sending the pending pages, while every epoch the dirty log is
+// harvested into the pending set (a page dirtied ahead of the pass goes out
+// in this pass, one behind it in the next). A page sent is no longer
+// pending until it is dirtied again. It returns, leaving the pending set
+// for the stop-and-copy, as soon as what is pending fits the downtime
+// limit at the link's rate — checked at every harvest, as QEMU checks at
+// every sync — or when the round cap is reached.
+func (s *sender) precopy(ctx context.Context) (string, error) {
 	cfg := s.m.cfg
-	set := first
 	bw := float64(cfg.MaxBandwidth)
 	if bw == 0 {
 		bw = 1 << 30 // a guess until round 1 has measured the link
 	}
 	for round := 1; ; round++ {
-		window := time.Duration(float64(set.Count()*PageSize) / bw * float64(time.Second))
-		budget := uint64(0.8 * bw * cfg.DowntimeLimit.Seconds() / PageSize)
-		s.pol.startRound(round, window, budget)
-		s.dirty.Clear()
-		s.deferred.Clear()
+		window := time.Duration(float64(s.pending.Count()*PageSize) / bw * float64(time.Second))
+		s.pol.startRound(round, window, uint64(0.8*bw*cfg.DowntimeLimit.Seconds()/PageSize))
+		s.stopAt = uint64(bw * cfg.DowntimeLimit.Seconds() / PageSize)
+		s.harvested = 0
 		start, startBytes := time.Now(), s.w.Bytes()
-		if err := s.sendRound(ctx, set, round, true); err != nil {
-			return nil, "", err
+		fits, err := s.sendPass(ctx, round, true)
+		if err != nil {
+			return "", err
 		}
-		if err := s.harvest(); err != nil {
-			return nil, "", err
+		if !fits {
+			if err := s.harvest(); err != nil {
+				return "", err
+			}
 		}
 		elapsed := time.Since(start)
 		sent := s.w.Bytes() - startBytes
@@ -386,35 +393,42 @@ func (s *sender) precopy(ctx context.Context, first *vmm.Bitmap) (*vmm.Bitmap, s
 				bw = min(bw, float64(s.m.limit.Rate()))
 			}
 		}
-		next := vmm.NewBitmap(s.pages)
-		next.Or(s.dirty)
-		next.Or(s.deferred)
-		remaining := next.Count() * PageSize
-		dirtyRate := float64(s.dirty.Count()) / elapsed.Seconds()
+		pending := s.pending.Count()
+		remaining := pending * PageSize
+		dirtyRate := float64(s.harvested) / elapsed.Seconds()
 		s.m.update(func(i *Info) {
 			i.RAM.DirtySyncCount = s.harvests
 			i.RAM.DirtyPagesRate = uint64(dirtyRate)
 			i.RAM.Remaining = remaining
 			i.ExpectedDowntime = int64(float64(remaining) / bw * 1000)
-			i.Pagecast.Deferred = s.deferred.Count()
+			i.Pagecast.Deferred = s.deferred
 		})
-		s.m.log.Debug("round done", "round", round, "pages", s.roundPages, "bytes", sent, "elapsed", elapsed,
-			"dirty", s.dirty.Count(), "deferred", s.deferred.Count(), "bandwidth", uint64(bw))
-		threshold := bw * cfg.DowntimeLimit.Seconds()
+		s.m.log.Debug("round done", "round", round, "pages", s.passPages, "bytes", sent, "elapsed", elapsed,
+			"harvested", s.harvested, "deferred", s.deferred, "pending", pending, "bandwidth", uint64(bw))
 		switch {
-		case float64(remaining) <= threshold:
-			return next, fmt.Sprintf("%d bytes left fit the downtime limit", remaining), nil
+		case fits:
+			return fmt.Sprintf("%d bytes pending fit the downtime limit at a dirty log harvest in round %d", remaining, round), nil
+		case float64(remaining) <= bw*cfg.DowntimeLimit.Seconds():
+			return fmt.Sprintf("%d bytes pending fit the downtime limit at the end of round %d", remaining, round), nil
 		case round >= cfg.MaxRounds:
-			return next, fmt.Sprintf("round cap %d reached with %d bytes left", cfg.MaxRounds, remaining), nil
+			return fmt.Sprintf("round cap %d reached with %d bytes pending", cfg.MaxRounds, remaining), nil
 		}
-		set = next
+		if s.passPages == 0 {
+			// Everything pending was deferred: let an epoch pass so the
+			// forecast can change, rather than spin.
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(time.Until(s.lastHarvest.Add(cfg.Epoch))):
+			}
+		}
 	}
 }
 
 // stopAndCopy pauses the guest, sends what is left, the vCPUs and the
 // memory checksums, and commits once the destination has verified its copy.
 // Until the commit is sent, a failure resumes the guest here.
-func (s *sender) stopAndCopy(set *vmm.Bitmap, reason string) (err error) {
+func (s *sender) stopAndCopy(reason string) (err error) {
 	vm := s.m.vm
 	s.m.update(func(i *Info) {
 		i.Status = StatusDevice
@@ -433,14 +447,14 @@ func (s *sender) stopAndCopy(set *vmm.Bitmap, reason string) (err error) {
 		}
 	}()
 	precopyBytes := s.w.Bytes()
-	h, err := s.log.Harvest()
+	h, err := s.log.Harvest() // everything written up to the pause
 	if err != nil {
 		return err
 	}
 	s.harvests++
-	set.Or(h)
+	s.pending.Or(h)
 	round := s.m.Info().Pagecast.Round + 1
-	if err := s.sendRound(context.Background(), set, round, false); err != nil {
+	if _, err := s.sendPass(context.Background(), round, false); err != nil {
 		return err
 	}
 	states, err := vm.SaveVCPUs()
@@ -492,60 +506,81 @@ func (s *sender) stopAndCopy(set *vmm.Bitmap, reason string) (err error) {
 	return nil
 }
 
-// sendRound sends the pages of set (or, in a live round, those the policy
-// lets through), zero pages as runs, and ends the round.
-func (s *sender) sendRound(ctx context.Context, set *vmm.Bitmap, round int, live bool) error {
-	s.left = set.Count()
-	s.roundPages = 0
+// sendPass makes one pass over the pending pages in address order and
+// ends the round. In a live pass the policy may defer a page (it stays
+// pending), the dirty log is harvested every epoch, and the pass stops
+// early, reporting true, once what is pending fits the downtime limit. The
+// stop-and-copy's pass sends everything.
+func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool, err error) {
+	s.passPages, s.deferred = 0, 0
 	startBytes := s.w.Bytes()
 	s.m.update(func(i *Info) {
 		i.Pagecast.Round = round
 		i.Pagecast.RoundPages = append(i.Pagecast.RoundPages, 0)
 		i.Pagecast.RoundBytes = append(i.Pagecast.RoundBytes, 0)
 	})
-	var normal, zero uint64
+	var normal, zero, deferredNow uint64
 	report := func() {
+		pending := s.pending.Count()
 		s.m.update(func(i *Info) {
 			n := len(i.Pagecast.RoundPages) - 1
-			i.Pagecast.RoundPages[n] = s.roundPages
+			i.Pagecast.RoundPages[n] = s.passPages
 			i.Pagecast.RoundBytes[n] = s.w.Bytes() - startBytes
 			i.RAM.Transferred = s.w.Bytes()
 			i.RAM.Normal += normal
 			i.RAM.NormalBytes += normal * PageSize
 			i.RAM.Duplicate += zero
-			i.RAM.Remaining = (s.left + s.dirty.Count() + s.deferred.Count()) * PageSize
-			i.Pagecast.Deferred = s.deferred.Count()
+			i.RAM.Remaining = pending * PageSize
+			i.Pagecast.Deferred = s.deferred
+			i.Pagecast.DeferredAll += deferredNow
 			elapsed := time.Since(s.m.start).Seconds()
 			i.RAM.Mbps = float64(s.w.Bytes()) * 8 / 1e6 / elapsed
 			i.RAM.PagesPerSecond = uint64(float64(i.RAM.Normal+i.RAM.Duplicate) / elapsed)
 		})
-		normal, zero = 0, 0
+		normal, zero, deferredNow = 0, 0, 0
+	}
+	finish := func() error {
+		if err := s.flushBatch(); err != nil {
+			return err
+		}
+		if err := s.flushZero(); err != nil {
+			return err
+		}
+		report()
+		return nil
 	}
 	lastReport := time.Now()
-	words := set.Words()
-	for wi, word := range words {
-		for word != 0 {
-			gfn := uint64(wi)*64 + uint64(bits.TrailingZeros64(word))
-			word &= word - 1
-			s.left--
+	words := s.pending.Words()
+	for wi := range words {
+		var seen uint64 // bits of this word handled in this pass
+		for {
+			word := words[wi] &^ seen
+			if word == 0 {
+				break
+			}
+			bit := uint64(bits.TrailingZeros64(word))
+			seen |= 1 << bit
+			gfn := uint64(wi)*64 + bit
 			if live {
 				if time.Since(s.lastHarvest) >= s.m.cfg.Epoch {
 					if err := ctx.Err(); err != nil {
-						return err
+						return false, err
 					}
 					if err := s.harvest(); err != nil {
-						return err
+						return false, err
+					}
+					if s.pending.Count() <= s.stopAt {
+						return true, finish()
 					}
 				}
 				if !s.pol.send(gfn) {
-					s.deferred.Set(gfn)
-					s.m.mu.Lock()
-					s.m.info.Pagecast.DeferredAll++
-					s.m.mu.Unlock()
+					s.deferred++
+					deferredNow++
 					continue
 				}
 			}
-			s.roundPages++
+			words[wi] &^= 1 << bit // sent: clean until dirtied again
+			s.passPages++
 			page := s.mem[gfn*PageSize : (gfn+1)*PageSize]
 			if isZero(page) {
 				zero++
@@ -554,7 +589,7 @@ func (s *sender) sendRound(ctx context.Context, set *vmm.Bitmap, round int, live
 					continue
 				}
 				if err := s.flushZero(); err != nil {
-					return err
+					return false, err
 				}
 				s.zeroFirst, s.zeroCount = gfn, 1
 				continue
@@ -563,7 +598,7 @@ func (s *sender) sendRound(ctx context.Context, set *vmm.Bitmap, round int, live
 			s.batch = append(s.batch, gfn)
 			if len(s.batch) == MaxBatch {
 				if err := s.flushBatch(); err != nil {
-					return err
+					return false, err
 				}
 				if time.Since(lastReport) >= 50*time.Millisecond {
 					report()
@@ -572,23 +607,19 @@ func (s *sender) sendRound(ctx context.Context, set *vmm.Bitmap, round int, live
 			}
 		}
 	}
-	if err := s.flushBatch(); err != nil {
-		return err
-	}
-	if err := s.flushZero(); err != nil {
-		return err
+	if err := finish(); err != nil {
+		return false, err
 	}
 	if err := s.w.EndRound(uint32(round)); err != nil {
-		return fmt.Errorf("send end of round %d: %w", round, err)
+		return false, fmt.Errorf("send end of round %d: %w", round, err)
 	}
 	if live {
 		// Push the round out so its time is the link's, not the buffer's.
 		if err := s.w.Flush(); err != nil {
-			return fmt.Errorf("send round %d: %w", round, err)
+			return false, fmt.Errorf("send round %d: %w", round, err)
 		}
 	}
-	report()
-	return nil
+	return false, nil
 }
 
 func (s *sender) flushBatch() error {
