@@ -31,11 +31,18 @@ import (
 // make the reader allocate more than one batch of pages.
 const (
 	ProtocolVersion = 1
-	PageSize        = guest.PageSize // 4096; the wire format fixes it, the hello checks it
-	MaxBatch        = 256            // pages per RecPages record
+	PageSize        = 4096
+	MaxBatch        = 256 // pages per RecPages record
 	// MaxPayload is the largest legal payload, a full RecPages batch; a
 	// header announcing more is malformed before the payload is read.
 	MaxPayload = 4 + MaxBatch*(8+PageSize)
+)
+
+// The wire format fixes the page size; these fail to compile if the
+// guest's ever differs from it.
+var (
+	_ [PageSize - guest.PageSize]struct{}
+	_ [guest.PageSize - PageSize]struct{}
 )
 
 // RecordType says what a record carries.
@@ -100,7 +107,9 @@ var (
 	wireVCPUSize   = binary.Size(vmm.VCPUState{})
 )
 
-// Hello is the source's handshake.
+// Hello is the source's handshake. On the wire: magic "PCMIGRAT", version
+// uint16, page size uint32, memory bytes uint64, vcpus uint32, image
+// [32]byte, mode length uint8 and the mode (UTF-8, at most 64 bytes).
 type Hello struct {
 	Version     uint16
 	PageSize    uint32
