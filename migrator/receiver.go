@@ -181,14 +181,15 @@ func (rc *receiver) run() error {
 // commit.
 func (rc *receiver) finish() error {
 	problem := rc.verify()
-	if err := rc.w.Verified(problem == nil, errText(problem)); err != nil {
-		return err
-	}
-	if err := rc.w.Flush(); err != nil {
-		return fmt.Errorf("report verification: %w", err)
+	err := rc.w.Verified(problem == nil, errText(problem))
+	if err == nil {
+		err = rc.w.Flush()
 	}
 	if problem != nil {
-		return problem
+		return problem // the source learns it too, if it is still there
+	}
+	if err != nil {
+		return fmt.Errorf("report verification: %w", err)
 	}
 	rec, err := rc.r.Next()
 	if err != nil {

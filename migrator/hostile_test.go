@@ -1,0 +1,153 @@
+package migrator
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// TestReceiveHostile plays sources that lie: each stream must be refused
+// with a reason, and the destination's guest must never start.
+func TestReceiveHostile(t *testing.T) {
+	testutil.RequiresKVM(t)
+	const mem = 16 << 20
+	pages := uint64(mem / PageSize)
+	for _, tc := range []struct {
+		name string
+		want string
+		send func(w *Writer, src *vmm.VM)
+	}{
+		{"page beyond memory", "beyond", func(w *Writer, src *vmm.VM) {
+			big := make([]byte, 2*mem) // the Writer checks only against what it is given
+			w.Pages([]uint64{pages + 5}, big)
+		}},
+		{"zero run past the end", "malformed", func(w *Writer, src *vmm.VM) {
+			w.Zero(pages-2, 4)
+		}},
+		{"stream cut inside a record", "unexpected EOF", func(w *Writer, src *vmm.VM) {
+			w.Pages([]uint64{1, 2, 3}, src.Memory())
+			w.Flush()
+			// The test below cuts the connection after flushing part.
+		}},
+		{"pages missing at the end", "never arrived", func(w *Writer, src *vmm.VM) {
+			w.Zero(0, pages-1)
+			sendTail(w, src)
+		}},
+		{"checksums disagree", "verify memory", func(w *Writer, src *vmm.VM) {
+			all := make([]uint64, 0, MaxBatch)
+			for gfn := range pages {
+				all = append(all, gfn)
+				if len(all) == MaxBatch {
+					w.Pages(all, src.Memory())
+					all = all[:0]
+				}
+			}
+			src.Memory()[12345] ^= 1 // the source "changes" after sending: its checksums differ
+			sendTail(w, src)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newGuest(t, mem, "idle", false)
+			dst := newGuest(t, mem, "idle", false)
+			a, b := net.Pipe()
+			done := make(chan error, 1)
+			go func() {
+				_, err := Receive(context.Background(), b, dst, ReceiveConfig{})
+				b.Close()
+				done <- err
+			}()
+			w, r := NewWriter(a), NewReader(a)
+			go func() { // drain the destination's answers
+				for {
+					if _, err := r.Next(); err != nil {
+						return
+					}
+				}
+			}()
+			w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: mem, VCPUs: 1, Image: dst.ImageDigest()})
+			w.Flush()
+			tc.send(w, src)
+			if tc.name == "stream cut inside a record" {
+				// Write half a record by hand and hang up.
+				a.Write([]byte{byte(RecPages), 0, 0, 0, 0xff, 0x0f, 0, 0})
+			} else {
+				w.Flush()
+			}
+			if tc.name == "stream cut inside a record" {
+				a.Close()
+			}
+			err := <-done
+			a.Close()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Receive: %v, want an error about %q", err, tc.want)
+			}
+			if st, _ := dst.State(); st != vmm.StatePrelaunch {
+				t.Fatalf("destination guest is %s after a hostile stream", st)
+			}
+		})
+	}
+}
+
+// sendTail sends what ends an honest stream: vCPU state, checksums, end.
+func sendTail(w *Writer, src *vmm.VM) {
+	states, _ := src.SaveVCPUs()
+	w.VCPUs(states)
+	w.Digest(ComputeDigest(src.Memory()))
+	w.Text(RecEnd, "")
+}
+
+// TestSourceResumesOnMismatch: a destination that reports its copy does not
+// match makes the migration fail, and the paused source runs again.
+func TestSourceResumesOnMismatch(t *testing.T) {
+	testutil.RequiresKVM(t)
+	const mem = 16 << 20
+	src := newGuest(t, mem, "hotset:hot=256", true)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		w, r := NewWriter(conn), NewReader(conn)
+		if _, err := r.Next(); err != nil {
+			return
+		}
+		w.Text(RecAccept, "")
+		w.Flush()
+		r.SetLimits(mem/PageSize, 1)
+		for {
+			rec, err := r.Next()
+			if err != nil {
+				return
+			}
+			if rec.Type == RecEnd {
+				w.Verified(false, "memory differs in 1 of 16 chunks of 1 MiB, first at 0x400000-0x4fffff")
+				w.Flush()
+				r.Next() // the source must not commit
+				return
+			}
+		}
+	}()
+	m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Wait()
+	if err == nil || !strings.Contains(info.ErrorDesc, "does not match") {
+		t.Fatalf("migration with a mismatching destination: %v", err)
+	}
+	if st, _ := src.State(); st != vmm.StateRunning {
+		t.Fatalf("source is %s after a verification failure", st)
+	}
+	s, _ := src.GuestStatus()
+	waitProgress(t, src, s.TotalProgress())
+}
