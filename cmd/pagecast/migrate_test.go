@@ -133,3 +133,51 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateQMP checks the migration commands' QEMU shapes and refusals.
+func TestMigrateQMP(t *testing.T) {
+	vm := startVMRunProc(t, "--memory", "16M")
+	if got := run(t, vm.mon, "query-migrate", nil); len(got) != 0 {
+		t.Errorf("query-migrate before any migration: %v, want {}", got)
+	}
+	for _, bad := range []struct {
+		cmd  string
+		args any
+		want string
+	}{
+		{"migrate-set-parameters", map[string]any{"x-pagecast-mode": "teleport"}, "x-pagecast-mode"},
+		{"migrate-set-parameters", map[string]any{"cpu-throttle-initial": 20}, "unexpected"},
+		{"migrate-set-parameters", map[string]any{"downtime-limit": "fast"}, "Invalid parameter type"},
+		{"migrate", map[string]any{}, "'uri' is missing"},
+		{"migrate", map[string]any{"uri": "exec:cat"}, "tcp:HOST:PORT"},
+	} {
+		_, err := runErr(vm.mon, bad.cmd, bad.args)
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s %v: %v, want an error about %q", bad.cmd, bad.args, err, bad.want)
+		}
+	}
+	run(t, vm.mon, "migrate-set-parameters", map[string]any{"downtime-limit": 500, "max-bandwidth": 1 << 20, "x-pagecast-mode": "predictive"})
+	p := run(t, vm.mon, "query-migrate-parameters", nil)
+	if p["downtime-limit"] != 500.0 || p["max-bandwidth"] != float64(1<<20) || p["x-pagecast-mode"] != "predictive" {
+		t.Errorf("query-migrate-parameters: %v", p)
+	}
+	// Nobody listens: the migration fails at once and says why.
+	run(t, vm.mon, "migrate", map[string]any{"uri": freeTCP(t)})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info := run(t, vm.mon, "query-migrate", nil)
+		if info["status"] == "failed" {
+			if !strings.Contains(info["error-desc"].(string), "connect") {
+				t.Errorf("error-desc: %v", info["error-desc"])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("query-migrate: %v", info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := status(t, vm); st != "running" {
+		t.Errorf("after a failed migration: %s", st)
+	}
+}
