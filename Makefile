@@ -35,8 +35,9 @@ test: ## Run all tests (KVM and QEMU tests run here; they skip with a reason whe
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 .PHONY: bench
-bench: ## Run the benchmarks (pagecast vs QEMU, side by side in one run) and print a table
-	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./... | $(GO) run ./internal/benchtable
+bench: ## Run the benchmarks (end-to-end ones once, side by side with QEMU; micro ones for 300 ms) and print tables
+	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/ && \
+	  $(GO) test -run '^$$' -bench . -benchtime 300ms -timeout 30m $$($(GO) list ./... | grep -v '/bench$$'); } | $(GO) run ./internal/benchtable
 
 .PHONY: demo
 demo: build ## Run the main job end to end on a local VM

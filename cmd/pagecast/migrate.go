@@ -181,7 +181,7 @@ func writeSummary(w io.Writer, i migrator.Info) {
 	}
 	if x := i.Pagecast; x != nil {
 		fmt.Fprintf(tw, "mode\t%s\n", x.Mode)
-		fmt.Fprintf(tw, "rounds\t%d (pages per round %v)\n", x.Round, x.RoundPages)
+		fmt.Fprintf(tw, "rounds\t%d (pages per round %s)\n", x.Round, roundList(x.RoundPages))
 		if x.DeferredAll > 0 {
 			fmt.Fprintf(tw, "deferred\t%d page sends held back\n", x.DeferredAll)
 		}
@@ -198,8 +198,17 @@ func writeMigrationTable(w io.Writer, infos []migrator.Info) {
 	for _, i := range infos {
 		ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%d\t%v\t\n", i.Pagecast.Mode, ms(i.TotalTime), ms(i.Downtime),
-			ms(i.SetupTime), units.FormatBytes(float64(i.RAM.Transferred)), i.Pagecast.Round, i.Pagecast.RoundPages,
+			ms(i.SetupTime), units.FormatBytes(float64(i.RAM.Transferred)), i.Pagecast.Round, roundList(i.Pagecast.RoundPages),
 			i.Pagecast.DeferredAll, i.Pagecast.Verified)
 	}
 	tw.Flush()
+}
+
+// roundList shows pages per round, the middle of a long list elided.
+func roundList(pages []uint64) string {
+	const head, tail = 5, 2
+	if len(pages) <= head+tail+1 {
+		return fmt.Sprint(pages)
+	}
+	return fmt.Sprintf("%v … %d more … %v", pages[:head], len(pages)-head-tail, pages[len(pages)-tail:])
 }
