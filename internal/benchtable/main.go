@@ -25,7 +25,7 @@ type row struct {
 
 func main() {
 	var rows []row
-	var order []string            // row signatures, in order of first appearance
+	var order []string             // row signatures, in order of first appearance
 	units := map[string][]string{} // signature → its metrics, in order
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
