@@ -258,7 +258,9 @@ func TestCalcDirtyRate(t *testing.T) {
 		{"bitmap", "dirty-bitmap"},
 	} {
 		t.Run(mode.rateMode, func(t *testing.T) {
-			mon := startVMRun(t, "--memory", "128M", "--dirty", mode.dirty, "--workload", "sweep:delay=40")
+			// 256 MiB: the sweep must not wrap its arena within the 2 s window, even
+			// when an idle machine runs the guest fast (16 000 pages/s seen).
+			mon := startVMRun(t, "--memory", "256M", "--dirty", mode.dirty, "--workload", "sweep:delay=40")
 			// Let the sweep get going before measuring.
 			time.Sleep(300 * time.Millisecond)
 
