@@ -3,6 +3,7 @@ package migrator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -72,6 +73,14 @@ func Migrate(mon qmp.Monitor, uri string) error {
 func Query(mon qmp.Monitor) (Info, error) {
 	var info Info
 	err := clientRun(mon, "query-migrate", nil, &info)
+	if errors.Is(err, errClientGarbled) {
+		// go-qemu's SocketMonitor hands Run its read buffer, which the
+		// next line can overwrite before the reply is decoded
+		// (digitalocean/go-qemu#226); a migration's STOP event can be
+		// that line. query-migrate has no side effects: ask again.
+		info = Info{}
+		err = clientRun(mon, "query-migrate", nil, &info)
+	}
 	return info, err
 }
 
@@ -135,6 +144,9 @@ type clientReply struct {
 // nil). Errors, whether the monitor returns them (go-qemu's SocketMonitor
 // turns a QMP error into a Go error holding its desc) or hands back the raw
 // {"error": …} reply (other Monitors do), come back as "command: desc".
+// errClientGarbled marks a reply that is not a QMP reply at all.
+var errClientGarbled = errors.New("garbled QMP reply")
+
 func clientRun(mon qmp.Monitor, command string, args, ret any) error {
 	cmd, err := json.Marshal(qmp.Command{Execute: command, Args: args})
 	if err != nil {
@@ -146,7 +158,7 @@ func clientRun(mon qmp.Monitor, command string, args, ret any) error {
 	}
 	var r clientReply
 	if err := json.Unmarshal(out, &r); err != nil {
-		return fmt.Errorf("%s: decode reply %q: %w", command, out, err)
+		return fmt.Errorf("%s: decode reply %q: %w (%w)", command, out, err, errClientGarbled)
 	}
 	if r.Error != nil {
 		if r.Error.Desc == "" {
@@ -155,7 +167,7 @@ func clientRun(mon qmp.Monitor, command string, args, ret any) error {
 		return fmt.Errorf("%s: %s", command, r.Error.Desc)
 	}
 	if r.Return == nil {
-		return fmt.Errorf("%s: reply %q has neither return nor error", command, out)
+		return fmt.Errorf("%s: reply %q has neither return nor error: %w", command, out, errClientGarbled)
 	}
 	if ret == nil {
 		return nil

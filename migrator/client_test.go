@@ -119,7 +119,7 @@ func TestClientErrors(t *testing.T) {
 		}, "migrate-set-parameters: CommandNotFound"},
 		{"neither return nor error", func(qmp.Command) (any, error) {
 			return map[string]any{"id": "1"}, nil
-		}, `migrate-set-parameters: reply "{\"id\":\"1\"}" has neither return nor error`},
+		}, `migrate-set-parameters: reply "{\"id\":\"1\"}" has neither return nor error: garbled QMP reply`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -461,5 +461,22 @@ func TestQEMUMigrationCancel(t *testing.T) {
 	}
 	if state := clientRunState(t, mon); state != "running" {
 		t.Errorf("source is %q after the cancelled migration, want running", state)
+	}
+}
+
+// TestClientQueryRetriesGarbledReply: a reply overwritten by an event line
+// (digitalocean/go-qemu#226) is asked for again, once.
+func TestClientQueryRetriesGarbledReply(t *testing.T) {
+	calls := 0
+	mon, _ := clientFake(func(qmp.Command) (any, error) {
+		calls++
+		if calls == 1 {
+			return map[string]any{"event": "STOP", "timestamp": map[string]any{"seconds": 1, "microseconds": 2}}, nil
+		}
+		return map[string]any{"return": map[string]any{"status": "device"}}, nil
+	})
+	info, err := Query(mon)
+	if err != nil || info.Status != StatusDevice || calls != 2 {
+		t.Fatalf("Query: %+v, %v after %d calls", info, err, calls)
 	}
 }
