@@ -393,3 +393,51 @@ func TestBudgetCut(t *testing.T) {
 		t.Errorf("deferred %d of 4 equally likely pages with a budget of 2", deferred)
 	}
 }
+
+// TestMigrateThrottle: on a link too slow for the hot set ever to fit the
+// downtime limit, plain pre-copy runs into its round cap, while throttle
+// slows the vCPUs until it fits, finishes within the downtime limit, and
+// lifts the throttle afterwards.
+func TestMigrateThrottle(t *testing.T) {
+	testutil.RequiresKVM(t)
+	const workload = "hotset:hot=2048,p=0.9"
+	run := func(mode string) (Info, *vmm.VM, *vmm.VM) {
+		src := newGuest(t, testMemory, workload, true)
+		dst := newGuest(t, testMemory, workload, false)
+		d := listenDestination(t, dst, ReceiveConfig{})
+		m, err := Outgoing(src, d.uri, Config{Mode: mode, MaxBandwidth: 16 << 20, MaxRounds: 6})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := m.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-d.done
+		if d.err != nil {
+			t.Fatal(d.err)
+		}
+		t.Logf("%s: total %d ms, downtime %d ms, %.1f MiB, rounds %v, throttle %d%%, stop: %s", mode, info.TotalTime, info.Downtime,
+			float64(info.RAM.Transferred)/(1<<20), info.Pagecast.RoundPages, info.CPUThrottlePercentage, info.Pagecast.StopReason)
+		return info, src, dst
+	}
+	pre, _, _ := run(ModePrecopy)
+	if !strings.Contains(pre.Pagecast.StopReason, "round cap") {
+		t.Fatalf("precopy converged (%s): the workload is too light for this test", pre.Pagecast.StopReason)
+	}
+	thr, src, dst := run(ModeThrottle)
+	if strings.Contains(thr.Pagecast.StopReason, "round cap") {
+		t.Errorf("throttle hit the round cap too: %s", thr.Pagecast.StopReason)
+	}
+	if thr.CPUThrottlePercentage == 0 {
+		t.Error("throttle mode never throttled")
+	}
+	if thr.Downtime > DefaultDowntimeLimit.Milliseconds() {
+		t.Errorf("downtime %d ms over the %v limit", thr.Downtime, DefaultDowntimeLimit)
+	}
+	if src.Throttle() != 0 || dst.Throttle() != 0 {
+		t.Errorf("throttle left on: source %d%%, destination %d%%", src.Throttle(), dst.Throttle())
+	}
+	s, _ := dst.GuestStatus()
+	waitProgress(t, dst, s.TotalProgress())
+}

@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/pagecast/pagecast/predictor"
@@ -13,12 +14,47 @@ import (
 const (
 	ModePrecopy    = "precopy"
 	ModePredictive = "predictive"
+	ModeThrottle   = "throttle"
+	// MECOM is not a mode of its own: "+mecom" after a mode compresses
+	// its pages (Jin et al. 2009), e.g. "predictive+mecom".
+	MECOM = "mecom"
 )
 
 // Modes lists the modes with a line on each, for --help.
 var Modes = []struct{ Name, Description string }{
 	{ModePrecopy, "Clark et al.: resend every dirtied page each round until the rest fits the downtime limit"},
 	{ModePredictive, "Wei et al.: hold back pages the predictor expects to be dirtied again before the round ends"},
+	{ModeThrottle, "Jin et al. 2011: pre-copy that slows the vCPUs each round so the dirty pages left fit the downtime limit by a chosen round"},
+	{MECOM, "Jin et al. 2009: precopy with adaptive compression per page class; also as MODE+mecom, e.g. predictive+mecom"},
+}
+
+// mode is a parsed mode string: a page policy and whether pages are
+// compressed.
+type mode struct {
+	policy string
+	mecom  bool
+}
+
+// parseMode reads "precopy", "predictive", "throttle", "mecom" (precopy
+// with compression) and "MODE+mecom".
+func parseMode(s string) (mode, error) {
+	base, extra, combined := strings.Cut(s, "+")
+	m := mode{policy: base}
+	if base == MECOM && !combined {
+		return mode{policy: ModePrecopy, mecom: true}, nil
+	}
+	if combined {
+		if extra != MECOM {
+			return mode{}, fmt.Errorf("migration mode %q: only +%s combines with a mode", s, MECOM)
+		}
+		m.mecom = true
+	}
+	switch base {
+	case ModePrecopy, ModePredictive, ModeThrottle:
+		return m, nil
+	}
+	return mode{}, fmt.Errorf("migration mode %q: want %s, %s, %s or %s, optionally +%s", s,
+		ModePrecopy, ModePredictive, ModeThrottle, MECOM, MECOM)
 }
 
 // A policy chooses, page by page, what a pre-copy round sends now. The
@@ -31,14 +67,11 @@ type policy interface {
 	send(gfn uint64) bool
 }
 
-func newPolicy(cfg Config, pages uint64) (policy, error) {
-	switch cfg.Mode {
-	case ModePrecopy:
-		return precopy{}, nil
-	case ModePredictive:
+func newPolicy(cfg Config, m mode, pages uint64) (policy, error) {
+	if m.policy == ModePredictive {
 		return newPredictive(cfg, pages)
 	}
-	return nil, fmt.Errorf("migration mode %q: want %s or %s", cfg.Mode, ModePrecopy, ModePredictive)
+	return precopy{}, nil
 }
 
 // precopy sends everything it is asked about.

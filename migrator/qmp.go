@@ -122,8 +122,8 @@ func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any,
 		cfg.DowntimeLimit = time.Duration(*p.DowntimeLimit) * time.Millisecond
 	}
 	if p.Mode != nil {
-		if *p.Mode != ModePrecopy && *p.Mode != ModePredictive {
-			return nil, qmpserver.GenericError("Parameter 'x-pagecast-mode' expects %s or %s", ModePrecopy, ModePredictive)
+		if _, err := parseMode(*p.Mode); err != nil {
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-mode': %s", err.Error())
 		}
 		cfg.Mode = *p.Mode
 	}

@@ -75,6 +75,7 @@ func (c *vcpu) loop() {
 		if quit {
 			return
 		}
+		c.throttleSleep()
 
 		_, err := ioctl(c.fd, kvmRun, 0)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -79,6 +80,10 @@ type VM struct {
 
 	rate    rateMeter
 	onEvent func(name string, data any)
+
+	throttlePct atomic.Int32 // percent of vCPU time taken away (SetThrottle)
+	sleepUntil  atomic.Int64 // unix ns: vCPUs sleep until then before entering the guest
+	throttling  bool         // the throttler goroutine runs; guarded by mu
 }
 
 // New creates the virtual machine, its memory and vCPUs, and loads the

@@ -259,3 +259,39 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestThrottle: taking 80% of the vCPUs' time slows the guest to about a
+// fifth, and lifting it restores the pace (ratios within one run; the
+// bounds are loose because the machine is shared).
+func TestThrottle(t *testing.T) {
+	vm, _ := startVM(t, vmm.Config{}, "sweep")
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "guest writing", 10*time.Second, func() bool { return guestState(t, vm).TotalProgress() > 0 })
+	rate := func() float64 {
+		p0, t0 := guestState(t, vm).TotalProgress(), time.Now()
+		time.Sleep(500 * time.Millisecond)
+		return float64(guestState(t, vm).TotalProgress()-p0) / time.Since(t0).Seconds()
+	}
+	free := rate()
+	if err := vm.SetThrottle(80); err != nil {
+		t.Fatal(err)
+	}
+	throttled := rate()
+	if err := vm.SetThrottle(0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	lifted := rate()
+	t.Logf("writes/s: free %.0f, throttled 80%% %.0f (%.2f), lifted %.0f", free, throttled, throttled/free, lifted)
+	if throttled > 0.45*free {
+		t.Errorf("80%% throttle left the guest at %.2f of its pace", throttled/free)
+	}
+	if lifted < 0.6*free {
+		t.Errorf("after lifting the throttle the guest runs at %.2f of its pace", lifted/free)
+	}
+	if err := vm.SetThrottle(100); err == nil {
+		t.Error("a 100% throttle was accepted")
+	}
+}

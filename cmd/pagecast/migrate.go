@@ -185,6 +185,9 @@ func writeSummary(w io.Writer, i migrator.Info) {
 		if x.DeferredAll > 0 {
 			fmt.Fprintf(tw, "deferred\t%d page sends held back\n", x.DeferredAll)
 		}
+		if i.CPUThrottlePercentage > 0 {
+			fmt.Fprintf(tw, "cpu throttle\t%d%% at the end (lifted)\n", i.CPUThrottlePercentage)
+		}
 		fmt.Fprintf(tw, "stopped because\t%s\n", x.StopReason)
 		fmt.Fprintf(tw, "verified\t%v\n", x.Verified)
 	}

@@ -1,0 +1,68 @@
+package vmm
+
+import (
+	"fmt"
+	"time"
+)
+
+// throttlePeriod is the duty cycle of vCPU throttling: in each period the
+// vCPUs run for (100-pct)% and sleep for pct%, as QEMU's cpu-throttle does
+// with its 10 ms timeslice.
+const throttlePeriod = 10 * time.Millisecond
+
+// SetThrottle takes pct percent of the vCPUs' time away from the guest
+// (0 lifts the throttle; at most 99). A migration uses it to slow a guest
+// that dirties memory faster than the link can carry it. A throttler
+// goroutine kicks the vCPUs out of KVM_RUN every period; each then sleeps
+// until the period's running share comes round again.
+func (vm *VM) SetThrottle(pct int) error {
+	if pct < 0 || pct > 99 {
+		return fmt.Errorf("throttle %d%%: want 0 to 99", pct)
+	}
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.throttlePct.Store(int32(pct))
+	if pct > 0 && !vm.throttling && vm.state != StateShutdown {
+		vm.throttling = true
+		go vm.throttler()
+	}
+	return nil
+}
+
+// Throttle is the percentage of vCPU time taken away now.
+func (vm *VM) Throttle() int { return int(vm.throttlePct.Load()) }
+
+func (vm *VM) throttler() {
+	defer func() {
+		vm.mu.Lock()
+		vm.throttling = false
+		vm.mu.Unlock()
+	}()
+	for {
+		pct := time.Duration(vm.throttlePct.Load())
+		if pct == 0 {
+			return
+		}
+		time.Sleep(throttlePeriod * (100 - pct) / 100)
+		vm.mu.Lock()
+		if vm.quitting {
+			vm.mu.Unlock()
+			return
+		}
+		sleep := throttlePeriod * pct / 100
+		vm.sleepUntil.Store(time.Now().Add(sleep).UnixNano())
+		for _, c := range vm.vcpus {
+			c.kick()
+		}
+		vm.mu.Unlock()
+		time.Sleep(sleep)
+	}
+}
+
+// throttleSleep is called by a vCPU thread before it enters the guest: it
+// sleeps out the current throttle period, if any.
+func (c *vcpu) throttleSleep() {
+	if d := time.Until(time.Unix(0, c.vm.sleepUntil.Load())); d > 0 {
+		time.Sleep(d)
+	}
+}
