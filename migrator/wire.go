@@ -32,10 +32,14 @@ import (
 const (
 	ProtocolVersion = 1
 	PageSize        = 4096
-	MaxBatch        = 256 // pages per RecPages record
-	// MaxPayload is the largest legal payload, a full RecPages batch; a
-	// header announcing more is malformed before the payload is read.
-	MaxPayload = 4 + MaxBatch*(8+PageSize)
+	MaxBatch        = 256 // pages per RecPages or RecCompressed record
+	// MaxPayload is the largest legal payload: a full RecPages batch, or a
+	// RecCompressed batch whose pages all went raw with a small header
+	// each; a header announcing more is malformed before the payload is
+	// read.
+	MaxPayload = 4 + MaxBatch*(8+PageSize+wireCodedHeader)
+	// wireCodedHeader bounds the per-page overhead of compressed batches.
+	wireCodedHeader = 8
 )
 
 // The wire format fixes the page size; these fail to compile if the
@@ -62,21 +66,30 @@ const (
 	RecVerified RecordType = 10 // destination→source: ok byte (1/0) + UTF-8 reason
 	RecCommit   RecordType = 11 // source→destination: empty; start the guest
 	RecAbort    RecordType = 12 // either way: UTF-8 reason
+	// TSMC (three-stage copy): the stage-2 dirty bitmap, and the
+	// destination's requests for pages its guest touched before they came.
+	RecBitmap  RecordType = 13 // count uint32, count × uint64 bitmap words (page g is bit g%64 of word g/64); count = ceil(pages/64)
+	RecRequest RecordType = 14 // destination→source: count uint32, count × gfn uint64; 1 ≤ count ≤ MaxBatch
+	// MECOM: a batch of pages compressed by package mecom.
+	RecCompressed RecordType = 15 // count uint32, count × gfn uint64, then the mecom batch (to the end)
 )
 
 var recNames = [...]string{
-	RecHello:    "hello",
-	RecAccept:   "accept",
-	RecRefuse:   "refuse",
-	RecPages:    "pages",
-	RecZero:     "zero",
-	RecEndRound: "end-round",
-	RecVCPUs:    "vcpus",
-	RecDigest:   "digest",
-	RecEnd:      "end",
-	RecVerified: "verified",
-	RecCommit:   "commit",
-	RecAbort:    "abort",
+	RecHello:      "hello",
+	RecAccept:     "accept",
+	RecRefuse:     "refuse",
+	RecPages:      "pages",
+	RecZero:       "zero",
+	RecEndRound:   "end-round",
+	RecVCPUs:      "vcpus",
+	RecDigest:     "digest",
+	RecEnd:        "end",
+	RecVerified:   "verified",
+	RecCommit:     "commit",
+	RecAbort:      "abort",
+	RecBitmap:     "bitmap",
+	RecRequest:    "request",
+	RecCompressed: "compressed",
 }
 
 func (t RecordType) String() string {
@@ -216,6 +229,48 @@ func (w *Writer) Pages(gfns []uint64, mem []byte) error {
 	return w.record(RecPages, p)
 }
 
+// Bitmap encodes the stage-2 dirty bitmap (words of vmm.Bitmap.Words).
+func (w *Writer) Bitmap(words []uint64) error {
+	if 4+8*len(words) > MaxPayload {
+		return fmt.Errorf("bitmap record: %d words do not fit in a record", len(words))
+	}
+	p := binary.LittleEndian.AppendUint32(w.buf[:0], uint32(len(words)))
+	for _, v := range words {
+		p = binary.LittleEndian.AppendUint64(p, v)
+	}
+	return w.record(RecBitmap, p)
+}
+
+// Request encodes the destination's request for pages gfns (1 to
+// MaxBatch).
+func (w *Writer) Request(gfns []uint64) error {
+	if len(gfns) < 1 || len(gfns) > MaxBatch {
+		return fmt.Errorf("request record: %d pages, want 1 to %d", len(gfns), MaxBatch)
+	}
+	p := binary.LittleEndian.AppendUint32(w.buf[:0], uint32(len(gfns)))
+	for _, g := range gfns {
+		p = binary.LittleEndian.AppendUint64(p, g)
+	}
+	return w.record(RecRequest, p)
+}
+
+// Compressed encodes a batch of pages gfns (1 to MaxBatch) whose contents
+// coded is, as package mecom encodes them.
+func (w *Writer) Compressed(gfns []uint64, coded []byte) error {
+	if len(gfns) < 1 || len(gfns) > MaxBatch {
+		return fmt.Errorf("compressed record: %d pages, want 1 to %d", len(gfns), MaxBatch)
+	}
+	if n := 4 + 8*len(gfns) + len(coded); n > MaxPayload {
+		return fmt.Errorf("compressed record: %d bytes do not fit in a record", n)
+	}
+	p := binary.LittleEndian.AppendUint32(w.buf[:0], uint32(len(gfns)))
+	for _, g := range gfns {
+		p = binary.LittleEndian.AppendUint64(p, g)
+	}
+	p = append(p, coded...)
+	return w.record(RecCompressed, p)
+}
+
 // Zero encodes a run of count all-zero pages starting at page first.
 func (w *Writer) Zero(first, count uint64) error {
 	if count == 0 || first+count < first {
@@ -340,6 +395,8 @@ type Record struct {
 	Digest       Digest          // RecDigest
 	OK           bool            // RecVerified
 	Text         string          // RecRefuse, RecAbort, RecVerified reason
+	Bitmap       []uint64        // RecBitmap (allocated afresh)
+	Coded        []byte          // RecCompressed: the mecom batch for GFNs (reused like Data)
 }
 
 // Reader decodes records. Limits bound what page numbers and vCPU counts are
@@ -486,6 +543,12 @@ func (r *Reader) decode(p []byte) (*Record, error) {
 		rec.VCPUs, err = r.decodeVCPUs(p)
 	case RecDigest:
 		rec.Digest, err = r.decodeDigest(p)
+	case RecBitmap:
+		rec.Bitmap, err = r.decodeBitmap(p)
+	case RecRequest:
+		rec.GFNs, _, err = r.decodeGFNs(rec.GFNs, p, false)
+	case RecCompressed:
+		rec.GFNs, rec.Coded, err = r.decodeGFNs(rec.GFNs, p, true)
 	default:
 		err = r.malformed("%sunknown record type %d", r.stranger(), uint8(r.typ))
 	}
@@ -657,6 +720,53 @@ func (r *Reader) decodeDigest(p []byte) (Digest, error) {
 		d.Sums[i] = binary.LittleEndian.Uint32(p[8+4*i:])
 	}
 	return d, nil
+}
+
+func (r *Reader) decodeBitmap(p []byte) ([]uint64, error) {
+	if err := r.afterHandshake(); err != nil {
+		return nil, err
+	}
+	want := (r.pages + 63) / 64
+	if len(p) < 4 || binary.LittleEndian.Uint32(p) != uint32(want) || uint64(len(p)) != 4+8*want {
+		return nil, r.malformed("%d-byte payload, want %d words for %d pages", len(p), want, r.pages)
+	}
+	words := make([]uint64, want)
+	for i := range words {
+		words[i] = binary.LittleEndian.Uint64(p[4+8*i:])
+	}
+	if extra := r.pages % 64; extra != 0 && words[want-1]>>extra != 0 {
+		return nil, r.malformed("bitmap marks pages beyond the %d pages of guest memory", r.pages)
+	}
+	return words, nil
+}
+
+// decodeGFNs reads a count and that many page numbers; with rest, the
+// bytes after them are returned too (a compressed batch), else there must
+// be none.
+func (r *Reader) decodeGFNs(gfns []uint64, p []byte, rest bool) ([]uint64, []byte, error) {
+	if err := r.afterHandshake(); err != nil {
+		return nil, nil, err
+	}
+	if len(p) < 4 {
+		return nil, nil, r.malformed("%d-byte payload, too short for a page count", len(p))
+	}
+	count := int(binary.LittleEndian.Uint32(p))
+	if count < 1 || count > MaxBatch {
+		return nil, nil, r.malformed("%d pages, want 1 to %d", count, MaxBatch)
+	}
+	end := 4 + 8*count
+	if len(p) < end || (!rest && len(p) != end) {
+		return nil, nil, r.malformed("%d-byte payload for %d pages", len(p), count)
+	}
+	gfns = gfns[:0]
+	for i := range count {
+		g := binary.LittleEndian.Uint64(p[4+8*i:])
+		if g >= r.pages {
+			return nil, nil, r.malformed("page %d is beyond the %d pages of guest memory", g, r.pages)
+		}
+		gfns = append(gfns, g)
+	}
+	return gfns, p[end:], nil
 }
 
 func (r *Reader) afterHandshake() error {

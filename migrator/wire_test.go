@@ -199,8 +199,8 @@ func TestWireFullBatch(t *testing.T) {
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if out.Len() != wireHeaderSize+MaxPayload {
-		t.Fatalf("full batch is %d bytes, want %d", out.Len(), wireHeaderSize+MaxPayload)
+	if want := wireHeaderSize + 4 + MaxBatch*wirePageEntry; out.Len() != want {
+		t.Fatalf("full batch is %d bytes, want %d", out.Len(), want)
 	}
 	r := NewReader(&out)
 	r.SetLimits(pages, 1)
@@ -223,7 +223,7 @@ func TestWireFullBatch(t *testing.T) {
 
 func TestWireRecordTypeString(t *testing.T) {
 	for typ, want := range map[RecordType]string{
-		RecHello: "hello", RecEndRound: "end-round", RecAbort: "abort", 0: "record-type-0", 13: "record-type-13", 255: "record-type-255",
+		RecHello: "hello", RecEndRound: "end-round", RecAbort: "abort", RecBitmap: "bitmap", RecCompressed: "compressed", 0: "record-type-0", 16: "record-type-16", 255: "record-type-255",
 	} {
 		if got := typ.String(); got != want {
 			t.Errorf("RecordType(%d).String() = %q, want %q", uint8(typ), got, want)
@@ -800,4 +800,51 @@ func BenchmarkComputeDigest(b *testing.B) {
 		ComputeDigest(mem)
 	}
 	b.ReportMetric(float64(runtime.GOMAXPROCS(0)), "workers")
+}
+
+func TestWireTSMCAndCompressedRecords(t *testing.T) {
+	const pages = 130 // two full bitmap words and a part
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	words := []uint64{1, 1 << 63, 0b11}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(w.Bitmap(words))
+	must(w.Request([]uint64{5, 129}))
+	must(w.Compressed([]uint64{7, 8}, []byte("coded bytes")))
+	must(w.Bitmap([]uint64{0, 0, 1 << 2})) // page 130: beyond memory
+	must(w.Request([]uint64{130}))         // beyond memory
+	must(w.Flush())
+	r := NewReader(bytes.NewReader(out.Bytes()))
+	r.SetLimits(pages, 1)
+	rec, err := r.Next()
+	must(err)
+	if !reflect.DeepEqual(rec.Bitmap, words) {
+		t.Errorf("bitmap %v", rec.Bitmap)
+	}
+	rec, err = r.Next()
+	must(err)
+	if rec.Type != RecRequest || !reflect.DeepEqual(rec.GFNs, []uint64{5, 129}) {
+		t.Errorf("request %v %v", rec.Type, rec.GFNs)
+	}
+	rec, err = r.Next()
+	must(err)
+	if rec.Type != RecCompressed || !reflect.DeepEqual(rec.GFNs, []uint64{7, 8}) || string(rec.Coded) != "coded bytes" {
+		t.Errorf("compressed %v %v %q", rec.Type, rec.GFNs, rec.Coded)
+	}
+	if _, err := r.Next(); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "beyond") {
+		t.Errorf("bitmap beyond memory: %v", err)
+	}
+	r = NewReader(bytes.NewReader(out.Bytes()))
+	r.SetLimits(pages, 1)
+	for range 4 {
+		r.Next()
+	}
+	if _, err := r.Next(); err == nil {
+		t.Error("a reader went on after an error")
+	}
 }
