@@ -24,11 +24,29 @@ const DigestChunk = 1 << 20
 
 // ComputeDigest checksums mem (len a multiple of PageSize) in DigestChunk
 // chunks (last may be short), in parallel over runtime.GOMAXPROCS workers.
-func ComputeDigest(mem []byte) Digest {
-	n := (len(mem) + DigestChunk - 1) / DigestChunk
-	d := Digest{ChunkBytes: DigestChunk, Sums: make([]uint32, n)}
-	sum := func(i int) {
-		d.Sums[i] = crc32.Checksum(mem[i*DigestChunk:min((i+1)*DigestChunk, len(mem))], wireCastagnoli)
+func ComputeDigest(mem []byte) Digest { return computeDigest(mem, DigestChunk) }
+
+// pageDigestChunk is the finest chunk a digest of mem can use and still
+// fit in one record: a page, for guests up to 1 GiB. TSMC uses it, because
+// there only chunks the guest did not dirty can be checked at stage 2.
+func pageDigestChunk(mem []byte) int {
+	chunk := PageSize
+	for 8+4*((len(mem)+chunk-1)/chunk) > MaxPayload {
+		chunk *= 2
+	}
+	return chunk
+}
+
+func computeDigest(mem []byte, chunk int) Digest {
+	total := (len(mem) + chunk - 1) / chunk
+	d := Digest{ChunkBytes: uint32(chunk), Sums: make([]uint32, total)}
+	// Small chunks are summed in groups so that claiming work stays cheap.
+	group := max(1, DigestChunk/chunk)
+	n := (total + group - 1) / group
+	sum := func(gi int) {
+		for i := gi * group; i < min((gi+1)*group, total); i++ {
+			d.Sums[i] = crc32.Checksum(mem[i*chunk:min((i+1)*chunk, len(mem))], wireCastagnoli)
+		}
 	}
 	workers := min(runtime.GOMAXPROCS(0), n)
 	if workers <= 1 {

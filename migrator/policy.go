@@ -25,6 +25,7 @@ var Modes = []struct{ Name, Description string }{
 	{ModePrecopy, "Clark et al.: resend every dirtied page each round until the rest fits the downtime limit"},
 	{ModePredictive, "Wei et al.: hold back pages the predictor expects to be dirtied again before the round ends"},
 	{ModeThrottle, "Jin et al. 2011: pre-copy that slows the vCPUs each round so the dirty pages left fit the downtime limit by a chosen round"},
+	{ModeTSMC, "Song et al. 2014: copy all once, stop and send the dirty bitmap, run on the destination and fetch dirty pages there"},
 	{MECOM, "Jin et al. 2009: precopy with adaptive compression per page class; also as MODE+mecom, e.g. predictive+mecom"},
 }
 
@@ -52,9 +53,14 @@ func parseMode(s string) (mode, error) {
 	switch base {
 	case ModePrecopy, ModePredictive, ModeThrottle:
 		return m, nil
+	case ModeTSMC:
+		if m.mecom {
+			return mode{}, fmt.Errorf("migration mode %q: %s does not combine with %s", s, ModeTSMC, MECOM)
+		}
+		return m, nil
 	}
-	return mode{}, fmt.Errorf("migration mode %q: want %s, %s, %s or %s, optionally +%s", s,
-		ModePrecopy, ModePredictive, ModeThrottle, MECOM, MECOM)
+	return mode{}, fmt.Errorf("migration mode %q: want %s, %s, %s, %s or %s, optionally +%s", s,
+		ModePrecopy, ModePredictive, ModeThrottle, ModeTSMC, MECOM, MECOM)
 }
 
 // A policy chooses, page by page, what a pre-copy round sends now. The

@@ -27,6 +27,8 @@ type Received struct {
 	Bytes     uint64 // bytes read from the wire
 	Elapsed   time.Duration
 	Mode      string
+	Pulled    uint64 // TSMC: dirty pages the guest touched before they came, fetched on demand
+	Pushed    uint64 // TSMC: dirty pages filled in stage 3 (pulled ones included)
 }
 
 // Listen opens the destination's socket for a migration URI (tcp:HOST:PORT),
@@ -81,7 +83,7 @@ func Receive(ctx context.Context, conn net.Conn, vm *vmm.VM, cfg ReceiveConfig) 
 		return Received{}, fmt.Errorf("incoming migration: %w", err)
 	}
 	return Received{Rounds: rc.rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.r.Bytes(),
-		Elapsed: time.Since(start), Mode: rc.mode}, nil
+		Elapsed: time.Since(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed}, nil
 }
 
 type refusal struct{ reason error }
@@ -112,6 +114,9 @@ type receiver struct {
 	normal, zero  uint64
 	mode          string
 	lastRoundSeen uint32
+	dirty         *vmm.Bitmap // TSMC: the stage-2 dirty bitmap
+	pulled        uint64      // TSMC: pages asked for because the guest touched them
+	pushed        uint64      // TSMC: pages filled in stage 3
 }
 
 func (rc *receiver) run() error {
@@ -167,7 +172,13 @@ func (rc *receiver) run() error {
 		case RecDigest:
 			d := Digest{ChunkBytes: rec.Digest.ChunkBytes, Sums: append([]uint32(nil), rec.Digest.Sums...)}
 			rc.digest = &d
+		case RecBitmap:
+			rc.dirty = vmm.NewBitmap(rc.pages)
+			copy(rc.dirty.Words(), rec.Bitmap)
 		case RecEnd:
+			if rc.dirty != nil {
+				return rc.receiveTSMC(rc.dirty)
+			}
 			return rc.finish()
 		case RecAbort:
 			return fmt.Errorf("%w: %s", errSourceAborted, rec.Text)

@@ -226,6 +226,12 @@ func (m *Migration) finish(err error) {
 		m.info.Status = StatusCancelled
 		m.info.ErrorDesc = "migration cancelled"
 		m.log.Info("migration cancelled")
+	case m.info.Status == StatusPostcopy:
+		// The destination runs the guest; this side holds the pages it
+		// still lacks and cannot take the guest back.
+		m.info.Status = StatusFailed
+		m.info.ErrorDesc = "post-copy interrupted: the guest runs on the destination, waiting for pages only this source holds: " + err.Error()
+		m.log.Error("post-copy interrupted", "err", err)
 	default:
 		m.info.Status = StatusFailed
 		m.info.ErrorDesc = err.Error()
@@ -281,6 +287,9 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 
 	for gfn := range s.pages {
 		s.pending.Set(gfn)
+	}
+	if md.policy == ModeTSMC {
+		return s.tsmc(ctx)
 	}
 	stopReason, err := s.precopy(ctx)
 	if err != nil {
@@ -350,6 +359,7 @@ func (s *sender) handshake() error {
 	}
 	switch rec.Type {
 	case RecAccept:
+		s.r.SetLimits(s.pages, vm.VCPUs()) // the destination may ask for pages (TSMC)
 		return nil
 	case RecRefuse:
 		return fmt.Errorf("the destination refused the migration: %s", rec.Text)

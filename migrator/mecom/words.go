@@ -11,8 +11,6 @@ import (
 // takes 6 bytes; one with a few words, or a few words overwritten, a few
 // dozen.
 
-const pageWords = PageSize / 4
-
 // runEnd returns the byte offset where the run of equal words that starts
 // at byte offset start ends. It compares eight bytes at a time: two words
 // against the run's word doubled.

@@ -1,0 +1,320 @@
+package mecom
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Encoder compresses batches of pages, choosing per class the codec that
+// pays for itself at the current link bandwidth and CPU speed (see
+// choice.go). Encode calls are serialised; SetBandwidth and Stats may be
+// called from other goroutines at any time.
+type Encoder struct {
+	encodeMu sync.Mutex // held by Encode: the workers are reused across calls
+	workers  []*worker
+
+	mu        sync.Mutex // guards the fields below
+	bandwidth float64
+	model     model
+	choice    [numClasses]Codec
+	totals    Stats
+}
+
+// Stats are running totals since NewEncoder.
+type Stats struct {
+	Pages   [4]uint64 // pages encoded, per Class
+	In      [4]uint64 // bytes of those pages, per Class
+	Out     [4]uint64 // bytes Encode appended for them, headers included, per Class
+	ByCodec [5]uint64 // pages sent with each Codec (after any fallback to Raw)
+	Choice  [4]Codec  // the codec chosen now for each Class
+}
+
+// Stats' arrays are indexed by Class and Codec; these fail to compile if
+// either gains a member without them.
+var (
+	_ = [numClasses]uint64(Stats{}.Pages)
+	_ = [numCodecs]uint64(Stats{}.ByCodec)
+)
+
+// maxCoded is the most room coding one page can take before the encoder
+// falls back to Raw: a header and S2's worst case, which is above zstd's.
+var maxCoded = 2 + s2.MaxEncodedLen(PageSize)
+
+// minChunk is the fewest pages worth handing to a worker goroutine; below
+// it the start-up costs more than the parallelism gains.
+const minChunk = 16
+
+// NewEncoder returns an encoder compressing on the given number of
+// workers; workers ≤ 0 means runtime.GOMAXPROCS(0).
+func NewEncoder(workers int) *Encoder {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	e := &Encoder{model: newModel()}
+	for class := range numClasses {
+		e.choice[class] = candidates[class][0]
+	}
+	for range workers {
+		e.workers = append(e.workers, newWorker())
+	}
+	return e
+}
+
+// SetBandwidth tells the encoder the link's rate in bytes/s; 0 (or less)
+// means unknown, and then compression is assumed to pay whenever it
+// shrinks a page.
+func (e *Encoder) SetBandwidth(bytesPerSecond float64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.bandwidth = max(bytesPerSecond, 0)
+	e.rechooseLocked()
+}
+
+// Stats returns the running totals and the current choices.
+func (e *Encoder) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.totals
+	s.Choice = e.choice
+	return s
+}
+
+func (e *Encoder) costingLocked() costing {
+	return costing{bandwidth: e.bandwidth, workers: len(e.workers)}
+}
+
+func (e *Encoder) rechooseLocked() {
+	c := e.costingLocked()
+	for class := range Class(numClasses) {
+		e.choice[class] = c.choose(&e.model, class, e.choice[class])
+	}
+}
+
+// Encode appends to dst the coded form of the pages gfns[i] taken from
+// mem[gfn*PageSize:], compressed by the workers in parallel, and returns
+// the extended dst. A gfn whose page lies outside mem is an error, and
+// then nothing is appended.
+func (e *Encoder) Encode(dst []byte, gfns []uint64, mem []byte) ([]byte, error) {
+	pages := uint64(len(mem) / PageSize)
+	for i, gfn := range gfns {
+		if gfn >= pages {
+			return dst, fmt.Errorf("encode page %d of %d: gfn %#x outside guest memory of %d pages",
+				i, len(gfns), gfn, pages)
+		}
+	}
+	if len(gfns) == 0 {
+		return dst, nil
+	}
+
+	e.encodeMu.Lock()
+	defer e.encodeMu.Unlock()
+
+	// Split the batch into contiguous chunks, one per worker, so the
+	// output is the chunks' outputs in order.
+	chunks := min(len(e.workers), (len(gfns)+minChunk-1)/minChunk)
+	size := (len(gfns) + chunks - 1) / chunks
+	chunks = (len(gfns) + size - 1) / size
+	used := e.workers[:chunks]
+
+	e.mu.Lock()
+	for _, w := range used {
+		w.start(&e.model, e.choice, e.costingLocked())
+	}
+	e.mu.Unlock()
+
+	// The first chunk is coded straight onto dst by this goroutine; the
+	// others into their workers' buffers, appended after.
+	var wg sync.WaitGroup
+	for i := 1; i < chunks; i++ {
+		w := used[i]
+		part := gfns[i*size : min((i+1)*size, len(gfns))]
+		wg.Go(func() { w.out = w.encode(w.out[:0], part, mem) })
+	}
+	dst = used[0].encode(dst, gfns[:min(size, len(gfns))], mem)
+	wg.Wait()
+	for _, w := range used[1:] {
+		dst = append(dst, w.out...)
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, w := range used {
+		e.model.fold(&w.tally)
+		e.totals.add(&w.stats)
+	}
+	e.rechooseLocked()
+	return dst, nil
+}
+
+func (s *Stats) add(o *Stats) {
+	for i := range s.Pages {
+		s.Pages[i] += o.Pages[i]
+		s.In[i] += o.In[i]
+		s.Out[i] += o.Out[i]
+	}
+	for i := range s.ByCodec {
+		s.ByCodec[i] += o.ByCodec[i]
+	}
+}
+
+// worker is one encoding goroutine's state, kept across batches.
+type worker struct {
+	zstd *zstd.Encoder // this worker's own: its tables are not shared
+	out  []byte        // output of a chunk that is not the batch's first
+
+	// Set by start at each batch: a copy of the encoder's model that the
+	// worker keeps learning in during the batch, the choices that follow
+	// from it, and the costing they are made under.
+	model  model
+	choice [numClasses]Codec
+	cost   costing
+
+	tally [numClasses][numCodecs]tally // this batch's observations
+	stats Stats                        // this batch's counts
+
+	// seen counts pages per class over the worker's life; it paces the
+	// sampling of codecs not chosen.
+	seen [numClasses]uint64
+}
+
+func newWorker() *worker {
+	z, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(false), // the migration stream has its own checksums
+		zstd.WithLowerEncoderMem(true),
+	)
+	if err != nil {
+		// The options are constants; only a change to them can fail.
+		panic(fmt.Sprintf("mecom: zstd encoder: %v", err))
+	}
+	w := &worker{zstd: z}
+	// Code a page with each codec once, so that the first page timed
+	// does not pay for allocating the codecs' tables.
+	var page [PageSize]byte
+	copy(page[:], "warm up the codecs' tables before the first timed page")
+	for _, c := range []Codec{S2, Zstd} {
+		w.out, _ = w.appendCoded(w.out[:0], page[:], c)
+	}
+	return w
+}
+
+func (w *worker) start(m *model, choice [numClasses]Codec, c costing) {
+	w.model = *m
+	w.choice = choice
+	w.cost = c
+	w.tally = [numClasses][numCodecs]tally{}
+	w.stats = Stats{}
+}
+
+// encode appends the coded pages gfns of mem to dst.
+func (w *worker) encode(dst []byte, gfns []uint64, mem []byte) []byte {
+	for _, gfn := range gfns {
+		page := mem[gfn*PageSize : (gfn+1)*PageSize : (gfn+1)*PageSize]
+		start := len(dst)
+		class := Classify(page)
+		var sent Codec
+		switch class {
+		case Zero:
+			dst, sent = appendHeader(dst, ZeroMarker, 0), ZeroMarker
+		case Repeat:
+			dst, sent = w.appendCoded(dst, page, Words)
+		default:
+			codec := w.pick(class)
+			// Room first, so that the time taken is the codec's and not
+			// that of growing dst.
+			dst = slices.Grow(dst, maxCoded)
+			t0 := time.Now()
+			dst, sent = w.appendCoded(dst, page, codec)
+			cpu := time.Since(t0).Seconds()
+			bytes := float64(len(dst) - start)
+			w.model.observe(class, codec, bytes, cpu)
+			w.tally[class][codec].add(bytes, cpu)
+			w.choice[class] = w.cost.choose(&w.model, class, w.choice[class])
+		}
+		w.stats.Pages[class]++
+		w.stats.In[class] += PageSize
+		w.stats.Out[class] += uint64(len(dst) - start)
+		w.stats.ByCodec[sent]++
+	}
+	return dst
+}
+
+// pick returns the codec to try on the next page of class: a candidate
+// still warming up, a sample of one not chosen, or the choice.
+func (w *worker) pick(class Class) Codec {
+	cands := candidates[class]
+	for _, c := range cands {
+		if !w.model.known(class, c) {
+			return c
+		}
+	}
+	chosen := w.choice[class]
+	k := w.seen[class] % sampleEvery
+	w.seen[class]++
+	// Raw is never sampled: its cost is known without trying it.
+	others := 0
+	for _, c := range cands {
+		if c != chosen && c != Raw {
+			others++
+		}
+	}
+	if others == 0 || k%(sampleEvery/uint64(others)) != 0 {
+		return chosen
+	}
+	want := k / (sampleEvery / uint64(others))
+	for _, c := range cands {
+		if c == chosen || c == Raw {
+			continue
+		}
+		if want == 0 {
+			return c
+		}
+		want--
+	}
+	return chosen
+}
+
+// appendCoded appends page coded with codec, header first, and returns
+// the codec actually sent: Raw when the coding would not be smaller.
+func (w *worker) appendCoded(dst, page []byte, codec Codec) ([]byte, Codec) {
+	hdr := len(dst)
+	switch codec {
+	case Words:
+		dst = append(dst, 0, 0)
+		if out, ok := appendWords(dst, page, maxPayload); ok {
+			return patchHeader(out, hdr, Words), Words
+		}
+		// Not runs after all; a general compressor may still do well.
+		return w.appendCoded(dst[:hdr], page, S2)
+	case S2:
+		dst = slices.Grow(dst, maxCoded)
+		dst = append(dst, 0, 0)
+		// s2.Encode writes from the start of the slice it is given and
+		// uses it in place when its capacity suffices, as it does here.
+		enc := s2.Encode(dst[len(dst):cap(dst)], page)
+		dst = dst[:len(dst)+len(enc)]
+		if len(enc) <= maxPayload {
+			return patchHeader(dst, hdr, S2), S2
+		}
+	case Zstd:
+		dst = w.zstd.EncodeAll(page, append(dst, 0, 0))
+		if len(dst)-hdr-2 <= maxPayload {
+			return patchHeader(dst, hdr, Zstd), Zstd
+		}
+	}
+	return append(appendHeader(dst[:hdr], Raw, 0), page...), Raw
+}
+
+// patchHeader writes the two-byte header of the payload that follows it
+// at dst[hdr:], now that the payload's length is known.
+func patchHeader(dst []byte, hdr int, codec Codec) []byte {
+	appendHeader(dst[hdr:hdr], codec, len(dst)-hdr-2)
+	return dst
+}

@@ -1,0 +1,448 @@
+package migrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pagecast/pagecast/uffd"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// ModeTSMC is three-stage memory copy (Song et al. 2014): stage 1 copies
+// all memory once while the guest runs and KVM logs what it dirties;
+// stage 2 stops the guest and sends its vCPU state and the dirty bitmap;
+// stage 3 runs the guest on the destination at once, while the source
+// pushes the dirty pages in the background and sends first any the
+// destination's guest touches before they came (pulled through
+// userfaultfd). Every page crosses the wire at most twice.
+const ModeTSMC = "tsmc"
+
+// StatusPostcopy is query-migrate's status while stage 3 runs, as QEMU
+// names post-copy.
+const StatusPostcopy = "postcopy-active"
+
+// pushBatch is how many dirty pages stage 3 pushes between looks at the
+// destination's requests: small, so that a vCPU waiting on a page waits
+// behind little (32 pages at 32 MiB/s is 4 ms).
+const pushBatch = 32
+
+// tsmc runs the three stages on the source.
+func (s *sender) tsmc(ctx context.Context) (err error) {
+	vm := s.m.vm
+	// Stage 1: everything once, the guest running.
+	if _, err := s.sendPass(ctx, 1, false); err != nil {
+		return err
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("stage 1: %w", err)
+	}
+
+	// Stage 2: stop, send the vCPUs, the dirty bitmap and checksums of
+	// the memory as it stands, and hand over once the destination has
+	// checked what it already holds.
+	s.m.update(func(i *Info) { i.Status = StatusDevice; i.Pagecast.StopReason = "stage 1 done" })
+	paused := time.Now()
+	if err := vm.Pause(); err != nil {
+		return fmt.Errorf("stop the guest: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			if rerr := vm.Resume(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
+			}
+		}
+	}()
+	precopyBytes := s.w.Bytes()
+	dirty, err := s.log.Harvest() // everything written since stage 1 began
+	if err != nil {
+		return err
+	}
+	s.harvests++
+	states, err := vm.SaveVCPUs()
+	if err != nil {
+		return err
+	}
+	for _, step := range []func() error{
+		func() error { return s.w.VCPUs(states) },
+		func() error { return s.w.Bitmap(dirty.Words()) },
+		func() error { return s.w.Digest(computeDigest(s.mem, pageDigestChunk(s.mem))) },
+		func() error { return s.w.Text(RecEnd, "") },
+		s.w.Flush,
+	} {
+		if err := step(); err != nil {
+			return fmt.Errorf("stage 2: %w", err)
+		}
+	}
+	if err := s.awaitVerified("stage 2"); err != nil {
+		return err
+	}
+	if err := s.w.Text(RecCommit, ""); err != nil {
+		return err
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("send commit: %w", err)
+	}
+	committed = true // the destination runs the guest from here
+	downtime := time.Since(paused)
+	s.m.update(func(i *Info) {
+		i.Status = StatusPostcopy
+		i.Downtime = downtime.Milliseconds()
+		i.RAM.PrecopyBytes = precopyBytes
+		i.RAM.DowntimeBytes = s.w.Bytes() - precopyBytes
+		i.RAM.Remaining = dirty.Count() * PageSize
+		i.Pagecast.Round = 2
+		i.Pagecast.RoundPages = append(i.Pagecast.RoundPages, 0)
+		i.Pagecast.RoundBytes = append(i.Pagecast.RoundBytes, s.w.Bytes()-precopyBytes)
+	})
+
+	// Stage 3.
+	return s.postcopy(ctx, dirty)
+}
+
+func (s *sender) awaitVerified(stage string) error {
+	rec, err := s.r.Next()
+	if err != nil {
+		return fmt.Errorf("%s: wait for the destination to verify its memory: %w", stage, err)
+	}
+	switch {
+	case rec.Type == RecVerified && rec.OK:
+		return nil
+	case rec.Type == RecVerified:
+		return fmt.Errorf("%s: the destination's memory does not match the source's: %s", stage, rec.Text)
+	case rec.Type == RecAbort:
+		return fmt.Errorf("%s: the destination aborted: %s", stage, rec.Text)
+	}
+	return fmt.Errorf("%s: the destination answered with a %s record", stage, rec.Type)
+}
+
+// postcopy pushes the dirty pages in address order and, first, any the
+// destination asks for; each goes once.
+func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap) error {
+	total := dirty.Count()
+	left := total
+	pending := slices.Clone(dirty.Words()) // bit set: not sent yet
+	start, startBytes := time.Now(), s.w.Bytes()
+
+	requests := make(chan []uint64, 64)
+	verdict := make(chan error, 1)
+	go func() {
+		for {
+			rec, err := s.r.Next()
+			if err != nil {
+				verdict <- fmt.Errorf("stage 3: %w", err)
+				return
+			}
+			switch rec.Type {
+			case RecRequest:
+				select {
+				case requests <- slices.Clone(rec.GFNs):
+				case <-ctx.Done():
+					return
+				}
+			case RecVerified:
+				if rec.OK {
+					verdict <- nil
+				} else {
+					verdict <- fmt.Errorf("stage 3: the destination reports: %s", rec.Text)
+				}
+				return
+			case RecAbort:
+				verdict <- fmt.Errorf("stage 3: the destination aborted: %s", rec.Text)
+				return
+			default:
+				verdict <- fmt.Errorf("stage 3: unexpected %s record from the destination: %w", rec.Type, ErrMalformed)
+				return
+			}
+		}
+	}()
+
+	var asked uint64
+	batch := make([]uint64, 0, MaxBatch)
+	take := func(g uint64) bool {
+		w, b := g/64, g%64
+		if pending[w]&(1<<b) == 0 {
+			return false
+		}
+		pending[w] &^= 1 << b
+		left--
+		return true
+	}
+	send := func(gfns []uint64) error {
+		if err := s.sendPages(gfns); err != nil {
+			return err
+		}
+		if err := s.w.Flush(); err != nil {
+			return fmt.Errorf("stage 3: %w", err)
+		}
+		s.m.update(func(i *Info) {
+			i.RAM.Transferred = s.w.Bytes()
+			i.RAM.PostcopyBytes = s.w.Bytes() - startBytes
+			i.RAM.Remaining = left * PageSize
+			i.RAM.PostcopyRequests = asked
+			n := len(i.Pagecast.RoundPages) - 1
+			i.Pagecast.RoundPages[n] = total - left
+		})
+		return nil
+	}
+	cursor := 0
+	for left > 0 {
+		select {
+		case gfns := <-requests:
+			batch = batch[:0]
+			for _, g := range gfns {
+				asked++
+				if take(g) {
+					batch = append(batch, g)
+				}
+			}
+			if len(batch) > 0 {
+				if err := send(batch); err != nil {
+					return err
+				}
+			}
+			continue
+		case err := <-verdict:
+			if err == nil {
+				err = errors.New("stage 3: the destination reported done before every page was sent")
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		batch = batch[:0]
+		for cursor < len(pending) && len(batch) < pushBatch {
+			word := pending[cursor]
+			if word == 0 {
+				cursor++
+				continue
+			}
+			g := uint64(cursor)*64 + uint64(bits.TrailingZeros64(word))
+			take(g)
+			batch = append(batch, g)
+		}
+		if err := send(batch); err != nil {
+			return err
+		}
+	}
+	if err := s.w.Text(RecEnd, ""); err != nil {
+		return err
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("stage 3: %w", err)
+	}
+	select {
+	case err := <-verdict:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.m.update(func(i *Info) {
+		i.RAM.Transferred = s.w.Bytes()
+		i.RAM.PostcopyBytes = s.w.Bytes() - startBytes
+		i.RAM.PostcopyRequests = asked
+		i.Pagecast.Verified = true
+		i.Pagecast.StopReason = fmt.Sprintf("stage 3 pushed %d dirty pages in %v, %d asked for by the destination",
+			total, time.Since(start).Round(time.Millisecond), asked)
+	})
+	return nil
+}
+
+// sendPages sends gfns, zero pages as one-page zero runs.
+func (s *sender) sendPages(gfns []uint64) error {
+	normal := gfns[:0:0]
+	for _, g := range gfns {
+		if isZero(s.mem[g*PageSize : (g+1)*PageSize]) {
+			if err := s.w.Zero(g, 1); err != nil {
+				return err
+			}
+			continue
+		}
+		normal = append(normal, g)
+	}
+	if len(normal) > 0 {
+		return s.w.Pages(normal, s.mem)
+	}
+	return nil
+}
+
+// receiveTSMC finishes an incoming three-stage copy: stage 1's pages have
+// arrived; the records up to RecEnd brought the vCPUs, the dirty bitmap
+// and the source's checksums. It checks every chunk without dirty pages,
+// and on the source's commit drops the dirty pages from guest memory,
+// starts the guest and fills them as the source pushes them or the guest
+// touches them.
+func (rc *receiver) receiveTSMC(dirty *vmm.Bitmap) error {
+	problem := rc.verifyClean(dirty)
+	err := rc.w.Verified(problem == nil, errText(problem))
+	if err == nil {
+		err = rc.w.Flush()
+	}
+	if problem != nil {
+		return problem
+	}
+	if err != nil {
+		return fmt.Errorf("report verification: %w", err)
+	}
+	rec, err := rc.r.Next()
+	if err != nil {
+		return fmt.Errorf("wait for the source's commit (the guest stays with the source): %w", err)
+	}
+	if rec.Type != RecCommit {
+		return fmt.Errorf("expected a commit, got a %s record: %w", rec.Type, ErrMalformed)
+	}
+
+	region, err := uffd.Register(rc.mem)
+	if err != nil {
+		return fmt.Errorf("stage 3 needs userfaultfd: %w", err)
+	}
+	defer region.Close()
+	if err := region.Drop(dirty.List()); err != nil {
+		return err
+	}
+	if err := rc.vm.RestoreVCPUs(rc.vcpus); err != nil {
+		return err
+	}
+	if err := rc.vm.Start(); err != nil {
+		return err
+	}
+	rc.log.Info("stage 3: guest running, fetching dirty pages", "pages", dirty.Count())
+
+	// Faults become requests; the writer is shared with the final verdict.
+	var wmu sync.Mutex
+	stop := make(chan struct{})
+	requested := vmm.NewBitmap(rc.pages)
+	forwarded := make(chan struct{})
+	go func() {
+		defer close(forwarded)
+		var batch []uint64
+		for {
+			select {
+			case <-stop:
+				return
+			case g, ok := <-region.Faults():
+				if !ok {
+					return
+				}
+				batch = append(batch[:0], g)
+			drain:
+				for len(batch) < MaxBatch {
+					select {
+					case g := <-region.Faults():
+						batch = append(batch, g)
+					default:
+						break drain
+					}
+				}
+				ask := batch[:0]
+				for _, g := range batch {
+					if !requested.Has(g) {
+						requested.Set(g)
+						ask = append(ask, g)
+					}
+				}
+				if len(ask) == 0 {
+					continue
+				}
+				wmu.Lock()
+				err := rc.w.Request(ask)
+				if err == nil {
+					err = rc.w.Flush()
+				}
+				wmu.Unlock()
+				if err != nil {
+					rc.log.Error("stage 3: ask the source for pages", "err", err)
+					return
+				}
+				rc.pulled += uint64(len(ask))
+			}
+		}
+	}()
+	defer func() { close(stop); <-forwarded }()
+
+	var zero [PageSize]byte
+	for {
+		rec, err := rc.r.Next()
+		if err != nil {
+			return fmt.Errorf("stage 3: read the source's pages (the guest waits on %d missing pages): %w", region.Missing(), err)
+		}
+		switch rec.Type {
+		case RecPages:
+			for i, g := range rec.GFNs {
+				if err := region.Fill(g, rec.Data[i*PageSize:(i+1)*PageSize]); err != nil && !errors.Is(err, uffd.ErrPresent) {
+					return fmt.Errorf("stage 3: %w", err)
+				}
+			}
+			rc.pushed += uint64(len(rec.GFNs))
+		case RecZero:
+			for g := rec.First; g < rec.First+rec.Count; g++ {
+				if err := region.Fill(g, zero[:]); err != nil && !errors.Is(err, uffd.ErrPresent) {
+					return fmt.Errorf("stage 3: %w", err)
+				}
+			}
+			rc.pushed += rec.Count
+		case RecEnd:
+			missing := region.Missing()
+			wmu.Lock()
+			defer wmu.Unlock()
+			if missing > 0 {
+				err := fmt.Errorf("stage 3: the source ended with %d dirty pages never sent", missing)
+				rc.w.Verified(false, err.Error())
+				rc.w.Flush()
+				return err
+			}
+			if err := rc.w.Verified(true, ""); err != nil {
+				return err
+			}
+			return rc.w.Flush()
+		case RecAbort:
+			return fmt.Errorf("%w: %s", errSourceAborted, rec.Text)
+		default:
+			return fmt.Errorf("stage 3: unexpected %s record: %w", rec.Type, ErrMalformed)
+		}
+	}
+}
+
+// verifyClean checks stage 1's copy: every page arrived, the vCPU state
+// came, and every checksum chunk holding no dirty page matches the
+// source's (the dirty pages come in stage 3, each under its record's
+// checksum).
+func (rc *receiver) verifyClean(dirty *vmm.Bitmap) error {
+	if missing := rc.pages - rc.seen.Count(); missing > 0 {
+		return fmt.Errorf("stage 1: %d of %d pages never arrived", missing, rc.pages)
+	}
+	if rc.vcpus == nil || rc.digest == nil {
+		return errors.New("stage 2: vcpu state or memory checksums missing")
+	}
+	local := computeDigest(rc.mem, int(rc.digest.ChunkBytes))
+	chunkPages := uint64(local.ChunkBytes) / PageSize
+	differ, checked := 0, 0
+	for i := range local.Sums {
+		clean := true
+		for g := uint64(i) * chunkPages; g < min(uint64(i+1)*chunkPages, rc.pages); g++ {
+			if dirty.Has(g) {
+				clean = false
+				break
+			}
+		}
+		if !clean {
+			continue
+		}
+		checked++
+		if local.Sums[i] != rc.digest.Sums[i] {
+			differ++
+		}
+	}
+	if differ > 0 {
+		return fmt.Errorf("verify memory: %d of %d clean chunks differ from the source's", differ, checked)
+	}
+	return nil
+}

@@ -1,0 +1,377 @@
+package uffd
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// PageSize is the granule Drop, Faults and Fill work in: the host page size
+// of the shmem mapping, which is also the guest page size pagecast tracks.
+const PageSize = 4096
+
+// ErrPresent is returned by Fill for a page that is already in memory,
+// typically because it was filled before (on demand and by the pusher).
+// Callers may ignore it.
+var ErrPresent = errors.New("page already present")
+
+// errUnavailable marks errors from Register that mean this kernel or user
+// cannot have a userfaultfd at all, as opposed to a bad argument.
+var errUnavailable = errors.New("userfaultfd is unavailable")
+
+// The kernel interface, from <linux/userfaultfd.h>. The ioctl numbers and
+// structure sizes were checked against that header with a C compiler; the
+// size assertions below catch a layout drifting from it.
+const (
+	uffdAPI             = 0xaa
+	uffdioAPI           = 0xc018aa3f // _IOWR(0xaa, 0x3f, struct uffdio_api)
+	uffdioRegister      = 0xc020aa00 // _IOWR(0xaa, 0x00, struct uffdio_register)
+	uffdioUnregister    = 0x8010aa01 // _IOR(0xaa, 0x01, struct uffdio_range)
+	uffdioWake          = 0x8010aa02 // _IOR(0xaa, 0x02, struct uffdio_range)
+	uffdioCopy          = 0xc028aa03 // _IOWR(0xaa, 0x03, struct uffdio_copy)
+	ioctlCopyBit        = 1 << 0x03  // _UFFDIO_COPY in uffdio_register.ioctls
+	registerModeMissing = 1 << 0     // UFFDIO_REGISTER_MODE_MISSING
+	eventPagefault      = 0x12       // UFFD_EVENT_PAGEFAULT
+	msgSize             = 32         // sizeof(struct uffd_msg)
+	msgAddressOffset    = 16         // offsetof(struct uffd_msg, arg.pagefault.address)
+)
+
+type uffdioAPIArg struct {
+	API      uint64
+	Features uint64
+	Ioctls   uint64
+}
+
+type uffdioRange struct {
+	Start uint64
+	Len   uint64
+}
+
+type uffdioRegisterArg struct {
+	Range  uffdioRange
+	Mode   uint64
+	Ioctls uint64
+}
+
+type uffdioCopyArg struct {
+	Dst uint64
+	// Src is a Go pointer rather than a number so that the runtime keeps
+	// it right if the caller's buffer lives on a stack that moves before
+	// the ioctl. It takes the kernel's 64 bits only on 64-bit hosts, which
+	// the assertions below require.
+	Src  unsafe.Pointer
+	Len  uint64
+	Mode uint64
+	Copy int64 // bytes copied, or a negated errno, written by the kernel
+}
+
+// Compile-time layout checks: each fails to compile (a negative constant
+// array length) unless the size matches the kernel's.
+var (
+	_ [unsafe.Sizeof(uffdioAPIArg{}) - 24]byte
+	_ [24 - unsafe.Sizeof(uffdioAPIArg{})]byte
+	_ [unsafe.Sizeof(uffdioRegisterArg{}) - 32]byte
+	_ [32 - unsafe.Sizeof(uffdioRegisterArg{})]byte
+	_ [unsafe.Sizeof(uffdioCopyArg{}) - 40]byte
+	_ [40 - unsafe.Sizeof(uffdioCopyArg{})]byte
+)
+
+// faultBacklog is how many reported faults may wait for the consumer before
+// the reader stops reading the userfaultfd; the kernel keeps the rest
+// queued, so nothing is lost, only delayed.
+const faultBacklog = 1024
+
+// copyRetries bounds Fill's retries of UFFDIO_COPY on EAGAIN, which the
+// kernel returns when the address space was changing under the copy.
+const copyRetries = 100
+
+// Region is guest memory under userfaultfd.
+type Region struct {
+	mem   []byte
+	base  uint64
+	pages uint64
+
+	// file holds the userfaultfd in Go's network poller: the reader's Read
+	// parks its goroutine instead of an OS thread, and closing the file
+	// wakes it. conn runs ioctls on the descriptor while holding a
+	// reference, so a Fill racing Close never reaches a reused number.
+	file *os.File
+	conn syscall.RawConn
+
+	absent  []atomic.Uint64 // one bit per page: dropped and not yet filled
+	missing atomic.Uint64   // number of bits set in absent
+
+	faults  chan uint64
+	stop    chan struct{} // closed by Close to release a reader blocked on faults
+	done    chan struct{} // closed by the reader when it exits
+	readErr error         // why the reader stopped early, set before done closes
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Register puts mem (page-aligned, a MAP_SHARED memfd mapping, len a
+// multiple of PageSize) under a userfaultfd in MISSING mode. Errors name the
+// step and, for EPERM/ENOSYS, say that userfaultfd is unavailable (and for
+// non-root: vm.unprivileged_userfaultfd).
+func Register(mem []byte) (*Region, error) {
+	if len(mem) == 0 || len(mem)%PageSize != 0 {
+		return nil, fmt.Errorf("register guest memory: length %d is not a positive multiple of %d", len(mem), PageSize)
+	}
+	base := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(mem))))
+	if base%PageSize != 0 {
+		return nil, fmt.Errorf("register guest memory: address %#x is not page-aligned", base)
+	}
+	fd, err := open()
+	if err != nil {
+		return nil, fmt.Errorf("register guest memory: %w", err)
+	}
+	ufd := uintptr(fd)
+	fail := func(err error) (*Region, error) {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("register guest memory: %w", err)
+	}
+
+	// Features 0: MISSING faults on shmem need no feature bit, and none of
+	// the non-cooperative events (fork, remap, remove, unmap) are wanted;
+	// asking for them would make Drop's own madvise queue REMOVE events.
+	api := uffdioAPIArg{API: uffdAPI}
+	if err := ioctl(ufd, uffdioAPI, unsafe.Pointer(&api)); err != nil {
+		return fail(fmt.Errorf("handshake (UFFDIO_API): %w", err))
+	}
+	reg := uffdioRegisterArg{
+		Range: uffdioRange{Start: base, Len: uint64(len(mem))},
+		Mode:  registerModeMissing,
+	}
+	if err := ioctl(ufd, uffdioRegister, unsafe.Pointer(&reg)); err != nil {
+		return fail(fmt.Errorf("register %d KiB at %#x (UFFDIO_REGISTER): %w", len(mem)>>10, base, err))
+	}
+	if reg.Ioctls&ioctlCopyBit == 0 {
+		// Closing the descriptor unregisters the range with it.
+		return fail(fmt.Errorf("register %d KiB at %#x: the kernel offers no UFFDIO_COPY on this memory (ioctls %#x)", len(mem)>>10, base, reg.Ioctls))
+	}
+
+	// The descriptor is non-blocking, so os.NewFile adds it to the poller.
+	file := os.NewFile(ufd, "userfaultfd")
+	conn, err := file.SyscallConn()
+	if err != nil {
+		_ = file.Close()
+		return nil, fmt.Errorf("register guest memory: %w", err)
+	}
+	pages := uint64(len(mem)) / PageSize
+	r := &Region{
+		mem:    mem,
+		base:   base,
+		pages:  pages,
+		file:   file,
+		conn:   conn,
+		absent: make([]atomic.Uint64, (pages+63)/64),
+		faults: make(chan uint64, faultBacklog),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go r.read()
+	return r, nil
+}
+
+// open creates the userfaultfd. It does not ask for UFFD_USER_MODE_ONLY:
+// KVM touches guest memory from kernel mode, and those faults are the ones
+// post-copy has to catch.
+func open() (int, error) {
+	fd, _, errno := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK, 0, 0)
+	switch {
+	case errno == 0:
+		return int(fd), nil
+	case errno == unix.ENOSYS:
+		return -1, fmt.Errorf("userfaultfd(2): %w: %w (kernel built without CONFIG_USERFAULTFD)", errUnavailable, errno)
+	case errno == unix.EPERM && os.Geteuid() != 0:
+		return -1, fmt.Errorf("userfaultfd(2): %w: %w (faults from kernel mode need root or CAP_SYS_PTRACE unless sysctl vm.unprivileged_userfaultfd=1)", errUnavailable, errno)
+	case errno == unix.EPERM:
+		return -1, fmt.Errorf("userfaultfd(2): %w: %w (refused even to root: a seccomp filter or LSM policy?)", errUnavailable, errno)
+	default:
+		return -1, fmt.Errorf("userfaultfd(2): %w", errno)
+	}
+}
+
+func ioctl(fd, req uintptr, arg unsafe.Pointer) error {
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(arg)); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// Drop removes pages from memory so that their next access faults:
+// madvise(MADV_REMOVE) on each run of consecutive pages (coalesce runs).
+// Call before the guest runs.
+func (r *Region) Drop(pages []uint64) error {
+	sorted := slices.Compact(slices.Sorted(slices.Values(pages)))
+	if len(sorted) == 0 {
+		return nil
+	}
+	if last := sorted[len(sorted)-1]; last >= r.pages {
+		return fmt.Errorf("drop page %d: beyond the region's %d pages", last, r.pages)
+	}
+	for i := 0; i < len(sorted); {
+		j := i + 1
+		for j < len(sorted) && sorted[j] == sorted[j-1]+1 {
+			j++
+		}
+		first, end := sorted[i], sorted[j-1]+1
+		// MADV_REMOVE punches a hole in the memfd, freeing the page itself
+		// and not just this mapping of it, so the next access finds no page
+		// at all: exactly the MISSING case userfaultfd reports.
+		if err := unix.Madvise(r.mem[first*PageSize:end*PageSize], unix.MADV_REMOVE); err != nil {
+			return fmt.Errorf("drop pages %d..%d (madvise MADV_REMOVE, which needs a shared shmem mapping such as a memfd): %w", first, end-1, err)
+		}
+		for p := first; p < end; p++ {
+			r.markDropped(p)
+		}
+		i = j
+	}
+	return nil
+}
+
+// Faults returns a channel of page numbers the guest (or KVM on its behalf)
+// touched while absent. Each distinct absent page is reported at least once
+// while it stays absent; duplicates are allowed. The channel is closed by
+// Close, or earlier if reading the userfaultfd fails (Close then returns
+// the error).
+func (r *Region) Faults() <-chan uint64 { return r.faults }
+
+// read is the fault reader: it reads uffd_msg records as the poller says
+// they are there and passes the page of each page fault on.
+func (r *Region) read() {
+	defer close(r.done)
+	defer close(r.faults)
+	// A read returns as many queued messages as fit; each is moved to the
+	// kernel's waiting list, so it is reported once unless the faulting
+	// thread retries (after a signal, say) and faults again.
+	buf := make([]byte, 64*msgSize)
+	for {
+		n, err := r.file.Read(buf)
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				r.readErr = fmt.Errorf("read userfaultfd: %w", err)
+			}
+			return
+		}
+		for off := 0; off+msgSize <= n; off += msgSize {
+			msg := buf[off : off+msgSize]
+			if msg[0] != eventPagefault {
+				continue // no other events were asked for
+			}
+			addr := binary.NativeEndian.Uint64(msg[msgAddressOffset:])
+			if addr < r.base || addr >= r.base+r.pages*PageSize {
+				continue
+			}
+			select {
+			case r.faults <- (addr - r.base) / PageSize:
+			case <-r.stop:
+				return
+			}
+		}
+	}
+}
+
+// Fill copies data (PageSize bytes) into absent page p with UFFDIO_COPY and
+// wakes whoever waits on it. A page already present (EEXIST, e.g. filled
+// before) returns ErrPresent; callers may ignore it. Safe for concurrent use
+// with the fault reader.
+func (r *Region) Fill(p uint64, data []byte) error {
+	if p >= r.pages {
+		return fmt.Errorf("fill page %d: beyond the region's %d pages", p, r.pages)
+	}
+	if len(data) != PageSize {
+		return fmt.Errorf("fill page %d: %d bytes of data, want %d", p, len(data), PageSize)
+	}
+	dst := r.base + p*PageSize
+	arg := uffdioCopyArg{Dst: dst, Src: unsafe.Pointer(&data[0]), Len: PageSize}
+	var err error
+	for range copyRetries {
+		arg.Copy = 0
+		if cerr := r.conn.Control(func(fd uintptr) { err = ioctl(fd, uffdioCopy, unsafe.Pointer(&arg)) }); cerr != nil {
+			return fmt.Errorf("fill page %d: %w", p, cerr)
+		}
+		if err != unix.EAGAIN || arg.Copy == PageSize {
+			break
+		}
+	}
+	switch {
+	case err == nil || arg.Copy == PageSize:
+		r.markFilled(p)
+		return nil
+	case err == unix.EEXIST:
+		r.markFilled(p)
+		// A failed copy wakes nobody, yet a thread may be waiting: one that
+		// faulted while the page was absent from this mapping but came into
+		// the memfd another way (a write through the file). Wake it to
+		// retry; it then finds the page.
+		wake := uffdioRange{Start: dst, Len: PageSize}
+		var werr error
+		if cerr := r.conn.Control(func(fd uintptr) { werr = ioctl(fd, uffdioWake, unsafe.Pointer(&wake)) }); cerr != nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return fmt.Errorf("fill page %d: %w; wake its waiters (UFFDIO_WAKE): %w", p, ErrPresent, werr)
+		}
+		return fmt.Errorf("fill page %d: %w", p, ErrPresent)
+	default:
+		return fmt.Errorf("fill page %d (UFFDIO_COPY): %w", p, err)
+	}
+}
+
+// Missing reports how many dropped pages have not been filled yet (track
+// with an atomic bitmap/counter: Drop sets, Fill/EEXIST clears).
+func (r *Region) Missing() uint64 { return r.missing.Load() }
+
+func (r *Region) markDropped(p uint64) {
+	bit := uint64(1) << (p % 64)
+	if r.absent[p/64].Or(bit)&bit == 0 {
+		r.missing.Add(1)
+	}
+}
+
+func (r *Region) markFilled(p uint64) {
+	bit := uint64(1) << (p % 64)
+	if r.absent[p/64].And(^bit)&bit != 0 {
+		r.missing.Add(^uint64(0))
+	}
+}
+
+// Close unregisters the range, stops the reader and closes the fd. Pages
+// still absent afterwards read as zero: callers fill everything first.
+// Threads still waiting on absent pages are woken and see zeros.
+func (r *Region) Close() error {
+	r.closeOnce.Do(func() {
+		var errs []error
+		rng := uffdioRange{Start: r.base, Len: r.pages * PageSize}
+		var uerr error
+		if err := r.conn.Control(func(fd uintptr) { uerr = ioctl(fd, uffdioUnregister, unsafe.Pointer(&rng)) }); err != nil {
+			uerr = err
+		}
+		if uerr != nil {
+			// Closing the descriptor below still releases the range.
+			errs = append(errs, fmt.Errorf("unregister (UFFDIO_UNREGISTER): %w", uerr))
+		}
+		close(r.stop)
+		if err := r.file.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close userfaultfd: %w", err))
+		}
+		<-r.done
+		if r.readErr != nil {
+			errs = append(errs, r.readErr)
+		}
+		if err := errors.Join(errs...); err != nil {
+			r.closeErr = fmt.Errorf("close userfaultfd region: %w", err)
+		}
+	})
+	return r.closeErr
+}

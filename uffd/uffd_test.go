@@ -1,0 +1,570 @@
+package uffd
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/vmm"
+)
+
+// newMemfd maps size bytes of a fresh memfd shared, as vmm maps guest RAM,
+// and fills every page with pattern.
+func newMemfd(t testing.TB, size int) []byte {
+	t.Helper()
+	fd, err := unix.MemfdCreate("uffd-test", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatalf("memfd_create: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Ftruncate(fd, int64(size)); err != nil {
+		t.Fatalf("ftruncate: %v", err)
+	}
+	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap: %v", err)
+	}
+	t.Cleanup(func() { unix.Munmap(mem) })
+	for p := range size / PageSize {
+		copy(mem[p*PageSize:], pattern(uint64(p)))
+	}
+	return mem
+}
+
+// pattern is a page's test content: no zero word, different in every page.
+func pattern(p uint64) []byte {
+	b := make([]byte, PageSize)
+	for w := range uint64(PageSize / 8) {
+		binary.LittleEndian.PutUint64(b[w*8:], p<<32|w|1<<63)
+	}
+	return b
+}
+
+// register registers mem, skipping the test where userfaultfd is missing.
+// Its cleanup runs before those of mem's mapping, registered earlier.
+func register(t testing.TB, mem []byte) *Region {
+	t.Helper()
+	r, err := Register(mem)
+	if errors.Is(err, errUnavailable) {
+		t.Skipf("needs userfaultfd: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return r
+}
+
+func page(mem []byte, p uint64) []byte { return mem[p*PageSize : (p+1)*PageSize] }
+
+// touch reads one byte with a plain load: a fault from user mode. It is
+// a separate function so the load sits at a point where the Go runtime can
+// preempt the blocked goroutine (see the package comment).
+//
+//go:noinline
+func touch(b []byte) byte { return b[0] }
+
+// readThroughKernel copies b into a pipe and back, so the kernel, not this
+// thread's own load, touches b: a fault from kernel mode inside a system
+// call, the way KVM touches guest memory.
+func readThroughKernel(b []byte) ([]byte, error) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return nil, err
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if _, err := unix.Write(fds[1], b); err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(b))
+	n, err := unix.Read(fds[0], out)
+	return out[:n], err
+}
+
+// TestFillOnDemand drops pages of plain shared memory and serves the faults
+// of a reader blocked on one, once with each kind of access.
+func TestFillOnDemand(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		read func(b []byte) ([]byte, error)
+	}{
+		{"user load", func(b []byte) ([]byte, error) { touch(b); return bytes.Clone(b), nil }},
+		{"kernel copy", readThroughKernel},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := newMemfd(t, 16<<20)
+			r := register(t, mem)
+			dropped := []uint64{7, 3, 4, 5, 100, 2000, 4095, 4, 3} // runs 3-5, duplicates
+			if err := r.Drop(dropped); err != nil {
+				t.Fatal(err)
+			}
+			want := uint64(7)
+			if got := r.Missing(); got != want {
+				t.Fatalf("Missing after Drop = %d, want %d", got, want)
+			}
+
+			// A page never dropped reads at once, without a fault.
+			if got := touch(page(mem, 6)); got != pattern(6)[0] {
+				t.Fatalf("page 6 reads %#x, want %#x", got, pattern(6)[0])
+			}
+			if !bytes.Equal(page(mem, 2001), pattern(2001)) {
+				t.Fatal("page 2001, never dropped, changed")
+			}
+
+			// A reader of a dropped page blocks until the handler fills it.
+			type result struct {
+				b   []byte
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				b, err := tc.read(page(mem, 100))
+				done <- result{b, err}
+			}()
+			select {
+			case p := <-r.Faults():
+				if p != 100 {
+					t.Fatalf("fault on page %d, want 100 (or a fault on a page not dropped)", p)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no fault reported for the reader of dropped page 100")
+			}
+			select {
+			case <-done:
+				t.Fatal("the reader of page 100 went on before the page was filled")
+			case <-time.After(50 * time.Millisecond):
+			}
+			if err := r.Fill(100, pattern(100)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case res := <-done:
+				if res.err != nil {
+					t.Fatal(res.err)
+				}
+				if !bytes.Equal(res.b, pattern(100)) {
+					t.Fatal("the reader of page 100 saw other content than was filled")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the reader of page 100 is still blocked after Fill")
+			}
+			if got := r.Missing(); got != want-1 {
+				t.Fatalf("Missing after filling page 100 = %d, want %d", got, want-1)
+			}
+
+			// Present pages, filled or never dropped, answer ErrPresent and
+			// leave the count alone.
+			for _, p := range []uint64{100, 6} {
+				if err := r.Fill(p, pattern(p)); !errors.Is(err, ErrPresent) {
+					t.Errorf("Fill of present page %d: %v, want ErrPresent", p, err)
+				}
+			}
+			want--
+			for _, p := range []uint64{3, 4, 5, 7, 2000, 4095} {
+				if err := r.Fill(p, pattern(p)); err != nil {
+					t.Fatal(err)
+				}
+				want--
+				if got := r.Missing(); got != want {
+					t.Fatalf("Missing after filling page %d = %d, want %d", p, got, want)
+				}
+			}
+			for p := range uint64(len(mem) / PageSize) {
+				if !bytes.Equal(page(mem, p), pattern(p)) {
+					t.Fatalf("page %d differs from its pattern after all fills", p)
+				}
+			}
+			// Duplicates may still come; anything else is a fault on a page
+			// never dropped.
+			for {
+				select {
+				case p := <-r.Faults():
+					if p != 100 {
+						t.Errorf("fault reported on page %d", p)
+					}
+					continue
+				default:
+				}
+				break
+			}
+		})
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	mem := newMemfd(t, 1<<20)
+	for _, tc := range []struct {
+		name string
+		mem  []byte
+	}{
+		{"empty", mem[:0]},
+		{"unaligned address", mem[1 : PageSize+1]},
+		{"partial page", mem[:PageSize+1]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r, err := Register(tc.mem); err == nil {
+				r.Close()
+				t.Fatal("Register succeeded")
+			} else {
+				t.Log(err)
+			}
+		})
+	}
+
+	r := register(t, mem)
+	if err := r.Drop([]uint64{1, 256}); err == nil {
+		t.Error("Drop beyond the region succeeded")
+	}
+	if r.Missing() != 0 {
+		t.Errorf("a failed Drop left Missing at %d", r.Missing())
+	}
+	if err := r.Fill(256, pattern(256)); err == nil {
+		t.Error("Fill beyond the region succeeded")
+	}
+	if err := r.Fill(1, pattern(1)[:100]); err == nil {
+		t.Error("Fill of a short page succeeded")
+	}
+}
+
+// TestCloseWithPagesAbsent closes a region while a reader is blocked on a
+// page never filled: Close must not hang, the fault channel must close, and
+// the reader is released to see zeros.
+func TestCloseWithPagesAbsent(t *testing.T) {
+	mem := newMemfd(t, 1<<20)
+	r := register(t, mem)
+	if err := r.Drop([]uint64{10, 11, 12}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan []byte, 1)
+	go func() {
+		b, err := readThroughKernel(page(mem, 11))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- b
+	}()
+	select {
+	case <-r.Faults():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no fault reported")
+	}
+
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hangs")
+	}
+	for range r.Faults() {
+		// drain: the channel must be closed, not merely empty
+	}
+	select {
+	case b := <-done:
+		if !bytes.Equal(b, make([]byte, PageSize)) {
+			t.Error("a page still absent at Close did not read as zero")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader of an absent page stays blocked after Close")
+	}
+	if err := r.Fill(10, pattern(10)); err == nil {
+		t.Error("Fill after Close succeeded")
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestKVMGuestPulls runs a real pagecast guest whose whole arena has been
+// dropped, serving its faults from a saved copy of the memory as the
+// destination of a post-copy migration serves them from the source, then
+// pushes the rest in the background.
+func TestKVMGuestPulls(t *testing.T) {
+	testutil.RequiresKVM(t)
+	const memory = 32 << 20
+	w, err := guest.ParseWorkload("sweep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := vmm.New(vmm.Config{MemoryBytes: memory, Cmdline: w.Cmdline(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	mem := vm.Memory()
+	guest.FillArena(mem, guest.DefaultMix, 1)
+	source := bytes.Clone(mem) // what the migration source would send
+	r := register(t, mem)      // closed before the VM (cleanups run last first)
+
+	first, pages := uint64(guest.ArenaStart/PageSize), uint64(len(mem)/PageSize)
+	arena := make([]uint64, 0, pages-first)
+	for p := first; p < pages; p++ {
+		arena = append(arena, p)
+	}
+	if err := r.Drop(arena); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Missing(); got != uint64(len(arena)) {
+		t.Fatalf("Missing = %d, want %d", got, len(arena))
+	}
+
+	// The handler serves faults from the source copy.
+	var (
+		mu        sync.Mutex
+		latencies []time.Duration // fault received to Fill returned, pages filled on demand
+		repeats   int             // faults on pages present by the time they were served
+		outside   []uint64        // faults on pages never dropped
+	)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		for p := range r.Faults() {
+			start := time.Now()
+			err := r.Fill(p, page(source, p))
+			d := time.Since(start)
+			mu.Lock()
+			switch {
+			case p < first:
+				outside = append(outside, p)
+			case errors.Is(err, ErrPresent):
+				repeats++
+			case err != nil:
+				t.Errorf("serve fault: %v", err)
+			default:
+				latencies = append(latencies, d)
+			}
+			mu.Unlock()
+		}
+	}()
+	faults := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(latencies)
+	}
+
+	progress := func() uint64 {
+		st, err := vm.GuestStatus()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state, err := vm.State(); err != nil {
+			t.Fatalf("guest %s: %v", state, err)
+		}
+		return st.TotalProgress()
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(60 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (progress %d, faults served %d, missing %d)", what, progress(), faults(), r.Missing())
+			}
+		}
+	}
+
+	// Demand only: every arena page the sweep reaches is pulled.
+	start := time.Now()
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	const demandPages = 2000
+	waitFor("the guest to write pages pulled on demand", func() bool { return progress() >= demandPages })
+	demandTime, demandProgress, demandFaults := time.Since(start), progress(), faults()
+	t.Logf("demand only: %d guest writes, %d faults served in %v: %.0f faults/s, %.0f writes/s",
+		demandProgress, demandFaults, demandTime.Round(time.Millisecond),
+		float64(demandFaults)/demandTime.Seconds(), float64(demandProgress)/demandTime.Seconds())
+	if demandFaults == 0 {
+		t.Fatal("the guest made progress through dropped pages without a fault")
+	}
+
+	// Then a pusher fills everything in the background, racing the handler.
+	pushStart := time.Now()
+	pushed, present := 0, 0
+	for _, p := range arena {
+		switch err := r.Fill(p, page(source, p)); {
+		case errors.Is(err, ErrPresent):
+			present++
+		case err != nil:
+			t.Fatal(err)
+		default:
+			pushed++
+		}
+	}
+	pushTime := time.Since(pushStart)
+	t.Logf("push: %d pages filled, %d already present, in %v: %.0f pages/s",
+		pushed, present, pushTime.Round(time.Millisecond), float64(pushed)/pushTime.Seconds())
+	if got := r.Missing(); got != 0 {
+		t.Fatalf("Missing after the push = %d, want 0", got)
+	}
+
+	// With everything present the guest runs at full speed again.
+	before, t0 := progress(), time.Now()
+	waitFor("the guest to go on after the push", func() bool { return progress() >= before+demandPages })
+	t.Logf("all present: %.0f writes/s", float64(progress()-before)/time.Since(t0).Seconds())
+
+	if err := vm.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := vm.GuestStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-served
+
+	slices.Sort(latencies)
+	q := func(f float64) time.Duration { return latencies[int(f*float64(len(latencies)-1))] }
+	t.Logf("fault service (receive to Fill return), %d faults: median %v, p90 %v, p99 %v, max %v; %d repeats on present pages",
+		len(latencies), q(0.5), q(0.9), q(0.99), latencies[len(latencies)-1], repeats)
+	if len(outside) > 0 {
+		t.Errorf("%d faults on pages never dropped, first %d", len(outside), outside[0])
+	}
+
+	checkSweptMemory(t, mem, source, st)
+}
+
+// checkSweptMemory checks the arena after a sweep guest on one vCPU ran over
+// pages that were filled from source, by what the sweep can have changed.
+// With total progress n over an arena of N pages, the sweep wrote arena
+// page i exactly n/N times plus once more if i < n%N, each write one
+// aligned 32-bit word; and the write after the last counted one may have
+// landed before the vCPU stopped without its count. So a page may differ
+// from source in at most that many words. A page lost (read as zeros) or
+// filled with the wrong content differs in hundreds of words, unless it was
+// a zero page to begin with, which no check on content can tell from a
+// page lost; the log counts those apart.
+func checkSweptMemory(t *testing.T, mem, source []byte, st guest.Status) {
+	t.Helper()
+	first, n, arenaPages := uint64(st.ArenaFirstPage), st.TotalProgress(), uint64(st.ArenaPages)
+	if first == 0 {
+		first = guest.ArenaStart / PageSize
+	}
+	if arenaPages == 0 || first+arenaPages > uint64(len(mem)/PageSize) {
+		t.Fatalf("guest status reports arena %d+%d, beyond memory", first, arenaPages)
+	}
+	identical, written, bad, zero := 0, 0, 0, 0
+	for i := range arenaPages {
+		writes := n / arenaPages
+		if i < n%arenaPages {
+			writes++
+		}
+		if i == n%arenaPages {
+			writes++ // the uncounted write in flight
+		}
+		got, want := page(mem, first+i), page(source, first+i)
+		if !slices.ContainsFunc(want, func(b byte) bool { return b != 0 }) {
+			zero++
+		}
+		words := 0
+		for off := 0; off < PageSize; off += 4 {
+			if !bytes.Equal(got[off:off+4], want[off:off+4]) {
+				words++
+			}
+		}
+		switch {
+		case words == 0:
+			identical++
+		case uint64(words) <= writes:
+			written++
+		default:
+			bad++
+			if bad <= 5 {
+				t.Errorf("arena page %d differs from the source in %d words, but the sweep wrote it only %d times", i, words, writes)
+			}
+		}
+	}
+	t.Logf("arena after %d writes over %d pages: %d pages identical to the source, %d differing only by the sweep's words, %d wrong; %d source pages are zero",
+		n, arenaPages, identical, written, bad, zero)
+}
+
+// BenchmarkFaultRoundTrip measures one on-demand pull without a guest: a
+// system call touches a dropped page (a fault from kernel mode, as KVM's),
+// the handler receives it from Faults and fills it, and the call goes on.
+func BenchmarkFaultRoundTrip(b *testing.B) {
+	const size = 64 << 20
+	mem := newMemfd(b, size)
+	r := register(b, mem)
+	data := pattern(1)
+	go func() {
+		for p := range r.Faults() {
+			if err := r.Fill(p, data); err != nil && !errors.Is(err, ErrPresent) {
+				b.Error(err)
+			}
+		}
+	}()
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	all := make([]uint64, size/PageSize)
+	for p := range all {
+		all[p] = uint64(p)
+	}
+	var one [1]byte
+	b.ResetTimer()
+	for i := range b.N {
+		p := uint64(i) % uint64(len(all))
+		if p == 0 {
+			b.StopTimer()
+			if err := r.Drop(all); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		if _, err := unix.Write(fds[1], page(mem, p)[:1]); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := unix.Read(fds[0], one[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "faults/s")
+}
+
+// BenchmarkFill measures the push side: UFFDIO_COPY into absent pages
+// nobody waits for.
+func BenchmarkFill(b *testing.B) {
+	const size = 64 << 20
+	mem := newMemfd(b, size)
+	r := register(b, mem)
+	data := pattern(1)
+	all := make([]uint64, size/PageSize)
+	for p := range all {
+		all[p] = uint64(p)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		p := uint64(i) % uint64(len(all))
+		if p == 0 {
+			b.StopTimer()
+			if err := r.Drop(all); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		if err := r.Fill(p, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pages/s")
+	b.SetBytes(PageSize)
+}
