@@ -48,6 +48,7 @@ type migrationResult struct {
 	rounds          int
 	completed       bool
 	guestRate       float64 // the guest's page writes per second while it migrated
+	pace            float64 // guestRate over the guest's rate just before the migration
 }
 
 func (r migrationResult) report(b *testing.B) {
@@ -213,6 +214,15 @@ func newLink(b *testing.B, uri string, rate uint64) string {
 }
 
 func migratePagecast(b *testing.B, workload, mode string) migrationResult {
+	return migrateWith(b, workload, migrator.Config{Mode: mode, MaxBandwidth: migrateBandwidth, DowntimeLimit: migrateDowntime})
+}
+
+// migrateWith migrates a fresh pagecast guest running workload to a fresh
+// destination in this process and measures it. guestRate counts the
+// guest's writes from the start of the migration to its end wherever the
+// guest ran (the destination carries the counter on); pace compares it
+// with the guest's rate just before.
+func migrateWith(b *testing.B, workload string, cfg migrator.Config) migrationResult {
 	w, err := guest.ParseWorkload(workload)
 	if err != nil {
 		b.Fatal(err)
@@ -249,9 +259,11 @@ func migratePagecast(b *testing.B, workload, mode string) migrationResult {
 		_, err = migrator.Receive(context.Background(), conn, dst, migrator.ReceiveConfig{})
 		received <- err
 	}()
+	p0, t0 := progress(b, src.GuestStatus), time.Now()
+	time.Sleep(time.Second)
 	before := progress(b, src.GuestStatus)
-	m, err := migrator.Outgoing(src, "tcp:"+l.Addr().String(), migrator.Config{Mode: mode,
-		MaxBandwidth: migrateBandwidth, DowntimeLimit: migrateDowntime})
+	baseline := float64(before-p0) / time.Since(t0).Seconds()
+	m, err := migrator.Outgoing(src, "tcp:"+l.Addr().String(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -262,11 +274,15 @@ func migratePagecast(b *testing.B, workload, mode string) migrationResult {
 	if err := <-received; err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%s: rounds %v, stopped because %s", mode, info.Pagecast.RoundPages, info.Pagecast.StopReason)
+	after := progress(b, dst.GuestStatus)
+	b.Logf("%s: rounds %v, throttle %d%%, stopped because %s", cfg.Mode, info.Pagecast.RoundPages,
+		info.CPUThrottlePercentage, info.Pagecast.StopReason)
 	total := time.Duration(info.TotalTime) * time.Millisecond
-	return migrationResult{completed: true, total: total,
+	r := migrationResult{completed: true, total: total,
 		downtime: time.Duration(info.Downtime) * time.Millisecond, bytes: info.RAM.Transferred,
-		rounds: info.Pagecast.Round, guestRate: float64(progress(b, src.GuestStatus)-before) / total.Seconds()}
+		rounds: info.Pagecast.Round, guestRate: float64(after-before) / total.Seconds()}
+	r.pace = r.guestRate / baseline
+	return r
 }
 
 func progress(b *testing.B, status func() (guest.Status, error)) uint64 {
