@@ -63,4 +63,3 @@ func BenchmarkModes(b *testing.B) {
 		}
 	}
 }
-
