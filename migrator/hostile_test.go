@@ -28,6 +28,11 @@ func TestReceiveHostile(t *testing.T) {
 		{"zero run past the end", "malformed", func(w *Writer, src *vmm.VM) {
 			w.Zero(pages-2, 4)
 		}},
+		{"corrupt compressed pages", "corrupt", func(w *Writer, src *vmm.VM) {
+			// A valid record (its checksum is right) whose compressed
+			// contents are garbage: only the decoder can tell.
+			w.Compressed([]uint64{1, 2}, []byte{0x03, 0xff, 0x13, 0x37, 0x00})
+		}},
 		{"stream cut inside a record", "unexpected EOF", func(w *Writer, src *vmm.VM) {
 			w.Pages([]uint64{1, 2, 3}, src.Memory())
 			w.Flush()

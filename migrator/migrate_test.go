@@ -214,6 +214,7 @@ type proxy struct {
 	mu      sync.Mutex
 	conns   []net.Conn
 	stall   atomic.Bool
+	corrupt atomic.Uint64 // if nonzero: flip a bit of the byte at this offset of the source's stream
 }
 
 func newProxy(t *testing.T, to string) *proxy {
@@ -253,6 +254,11 @@ func (p *proxy) copy(dst, src net.Conn, count bool) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		if n > 0 {
+			if at := p.corrupt.Load(); count && at > 0 {
+				if start := p.forward.Load(); at >= start && at < start+uint64(n) {
+					buf[at-start] ^= 0x10
+				}
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
@@ -291,20 +297,28 @@ func TestAbort(t *testing.T) {
 		{"cut link in round 1", StatusActive, "cut"},
 		{"cut link in stop-and-copy", StatusDevice, "cut"},
 		{"stall link in round 1", StatusActive, "stall"},
+		{"corrupt a compressed batch in round 1", StatusActive, "corrupt"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newGuest(t, testMemory, "hotset:hot=1024", true)
 			dst := newGuest(t, testMemory, "hotset:hot=1024", false)
 			d := listenDestination(t, dst, ReceiveConfig{})
 			p := newProxy(t, d.uri)
+			cfg := Config{MaxBandwidth: 16 << 20, MaxRounds: 1, IdleTimeout: time.Second}
+			if tc.how == "corrupt" {
+				// A byte 3 MiB in, inside some compressed batch: the
+				// record checksum must catch it.
+				cfg.Mode = MECOM
+				p.corrupt.Store(3 << 20)
+			}
 			// One live round, then a stop-and-copy of the whole hot set
 			// at 16 MiB/s: long enough to be caught in either phase.
-			m, err := Outgoing(src, p.uri, Config{MaxBandwidth: 16 << 20, MaxRounds: 1, IdleTimeout: time.Second})
+			m, err := Outgoing(src, p.uri, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			deadline := time.Now().Add(30 * time.Second)
-			for {
+			for tc.how != "corrupt" {
 				info := m.Info()
 				if info.Status == tc.phase && (tc.phase != StatusActive || p.forward.Load() > 4<<20) {
 					break
@@ -321,12 +335,16 @@ func TestAbort(t *testing.T) {
 				p.cut()
 			case "stall":
 				p.stall.Store(true)
+			case "corrupt": // already on its way
 			}
 			info, err := m.Wait()
 			if err == nil || info.Status != StatusFailed {
 				t.Fatalf("migration %s (%v), want failed", info.Status, err)
 			}
 			t.Logf("source reports: %s", info.ErrorDesc)
+			if tc.how == "corrupt" && !strings.Contains(info.ErrorDesc, "checksum") {
+				t.Errorf("the source does not say the destination found a damaged record: %s", info.ErrorDesc)
+			}
 			if st, _ := src.State(); st != vmm.StateRunning {
 				t.Fatalf("source is %s after the failed migration", st)
 			}
@@ -440,4 +458,15 @@ func TestMigrateThrottle(t *testing.T) {
 	}
 	s, _ := dst.GuestStatus()
 	waitProgress(t, dst, s.TotalProgress())
+}
+
+func TestMigrateMECOM(t *testing.T) {
+	for _, mode := range []string{MECOM, ModePredictive + "+" + MECOM} {
+		t.Run(mode, func(t *testing.T) {
+			info := migrateAndCheck(t, mode, 32<<20)
+			if info.Pagecast.Mode != mode {
+				t.Errorf("mode %q", info.Pagecast.Mode)
+			}
+		})
+	}
 }

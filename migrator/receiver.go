@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/pagecast/pagecast/migrator/mecom"
 	"github.com/pagecast/pagecast/vmm"
 )
 
@@ -156,8 +157,24 @@ func (rc *receiver) run() error {
 			for i, gfn := range rec.GFNs {
 				copy(rc.mem[gfn*PageSize:(gfn+1)*PageSize], rec.Data[i*PageSize:(i+1)*PageSize])
 				rc.seen.Set(gfn)
+				if rc.dirty != nil { // TSMC stage 2: a dirty page sent ahead, not fetched later
+					rc.dirty.Words()[gfn/64] &^= 1 << (gfn % 64)
+					rc.pushed++
+				}
 			}
-			rc.normal += uint64(len(rec.GFNs))
+			if rc.dirty == nil {
+				rc.normal += uint64(len(rec.GFNs))
+			}
+		case RecCompressed:
+			gfns := rec.GFNs
+			err := mecom.Decode(rec.Coded, len(gfns), func(i int, data []byte) {
+				copy(rc.mem[gfns[i]*PageSize:(gfns[i]+1)*PageSize], data)
+				rc.seen.Set(gfns[i])
+			})
+			if err != nil {
+				return fmt.Errorf("compressed pages %d…%d: %w", gfns[0], gfns[len(gfns)-1], err)
+			}
+			rc.normal += uint64(len(gfns))
 		case RecZero:
 			clear(rc.mem[rec.First*PageSize : (rec.First+rec.Count)*PageSize])
 			for gfn := rec.First; gfn < rec.First+rec.Count; gfn++ {

@@ -68,9 +68,15 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// The pages the monitor itself reads on the destination (the guest's
+	// status page) go now, during the pause, and are not left to stage 3:
+	// a Go goroutine touching a page still absent there could stall the
+	// whole process (see package uffd).
+	early := monitorPages(vm, dirty)
 	for _, step := range []func() error{
 		func() error { return s.w.VCPUs(states) },
 		func() error { return s.w.Bitmap(dirty.Words()) },
+		func() error { return s.sendPages(early) },
 		func() error { return s.w.Digest(computeDigest(s.mem, pageDigestChunk(s.mem))) },
 		func() error { return s.w.Text(RecEnd, "") },
 		s.w.Flush,
@@ -81,6 +87,9 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	}
 	if err := s.awaitVerified("stage 2"); err != nil {
 		return err
+	}
+	for _, g := range early {
+		dirty.Words()[g/64] &^= 1 << (g % 64) // sent already
 	}
 	if err := s.w.Text(RecCommit, ""); err != nil {
 		return err
@@ -102,7 +111,7 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	})
 
 	// Stage 3.
-	return s.postcopy(ctx, dirty)
+	return s.postcopy(ctx, dirty, uint64(len(early)))
 }
 
 func (s *sender) awaitVerified(stage string) error {
@@ -122,8 +131,8 @@ func (s *sender) awaitVerified(stage string) error {
 }
 
 // postcopy pushes the dirty pages in address order and, first, any the
-// destination asks for; each goes once.
-func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap) error {
+// destination asks for; each goes once. early dirty pages went in stage 2.
+func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap, early uint64) error {
 	total := dirty.Count()
 	left := total
 	pending := slices.Clone(dirty.Words()) // bit set: not sent yet
@@ -186,7 +195,7 @@ func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap) error {
 			i.RAM.Remaining = left * PageSize
 			i.RAM.PostcopyRequests = asked
 			n := len(i.Pagecast.RoundPages) - 1
-			i.Pagecast.RoundPages[n] = total - left
+			i.Pagecast.RoundPages[n] = early + total - left // the dirty pages sent, stage 2's included
 		})
 		return nil
 	}
@@ -249,6 +258,7 @@ func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap) error {
 		i.RAM.Transferred = s.w.Bytes()
 		i.RAM.PostcopyBytes = s.w.Bytes() - startBytes
 		i.RAM.PostcopyRequests = asked
+		i.Pagecast.RoundPages[len(i.Pagecast.RoundPages)-1] = early + total
 		i.Pagecast.Verified = true
 		i.Pagecast.StopReason = fmt.Sprintf("stage 3 pushed %d dirty pages in %v, %d asked for by the destination",
 			total, time.Since(start).Round(time.Millisecond), asked)
@@ -256,8 +266,21 @@ func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap) error {
 	return nil
 }
 
+// monitorPages are the dirty pages the destination's monitor reads while
+// the guest runs: the guest's status page.
+func monitorPages(vm *vmm.VM, dirty *vmm.Bitmap) []uint64 {
+	g := vm.Kernel().StatusAddr / PageSize
+	if dirty.Has(g) {
+		return []uint64{g}
+	}
+	return nil
+}
+
 // sendPages sends gfns, zero pages as one-page zero runs.
 func (s *sender) sendPages(gfns []uint64) error {
+	if len(gfns) == 0 {
+		return nil
+	}
 	normal := gfns[:0:0]
 	for _, g := range gfns {
 		if isZero(s.mem[g*PageSize : (g+1)*PageSize]) {
