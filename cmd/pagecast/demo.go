@@ -39,9 +39,9 @@ func demoCommand() *cli.Command {
 			"programs (as `pagecast profile` does; without root it falls back to KVM's dirty log and says\n" +
 			"so), and prints every interval how many pages it dirtied, the rate, a strip showing where in\n" +
 			"guest memory the writes land, and the hottest regions. Then scores the predictor's forecasts of\n" +
-			"those epochs against simple baselines, and live-migrates the VM on loopback to a second\n" +
-			"monitor in this process, once with plain pre-copy and once with predictive deferral (warmed by\n" +
-			"the profile just taken), each verified, and prints the two side by side.",
+			"those epochs against simple baselines, and live-migrates the VM on loopback from monitor to\n" +
+			"monitor in this process once in each mode (precopy, predictive warmed by the profile just\n" +
+			"taken, throttle, tsmc, mecom, predictive+mecom), each verified, and prints them side by side.",
 		Flags: append(flags,
 			&cli.DurationFlag{Name: "duration", Value: 8 * time.Second, Usage: "how long to watch"},
 			&cli.DurationFlag{Name: "interval", Value: 500 * time.Millisecond, Usage: "epoch length: time between lines"},
@@ -160,6 +160,10 @@ func writeProfile(path string, epochs []trace.Epoch, memory uint64, epoch time.D
 	return w.Close()
 }
 
+// demoModes are the modes the demo migrates with, in turn.
+var demoModes = []string{migrator.ModePrecopy, migrator.ModePredictive, migrator.ModeThrottle, migrator.ModeTSMC,
+	migrator.MECOM, migrator.ModePredictive + "+" + migrator.MECOM}
+
 // demoMigrations moves the running VM to a fresh monitor with each mode in
 // turn (the second migration starts from where the first one put it) and
 // prints the figures side by side.
@@ -168,7 +172,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 		units.FormatBytes(float64(cfg.MaxBandwidth)), migrator.DefaultDowntimeLimit)
 	cur := vm
 	var infos []migrator.Info
-	for _, mode := range []string{migrator.ModePrecopy, migrator.ModePredictive} {
+	for _, mode := range demoModes {
 		dst, err := newVM(c, log, false)
 		if err != nil {
 			return err
@@ -192,7 +196,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 		}()
 		mc := cfg
 		mc.Mode = mode
-		if mode != migrator.ModePredictive {
+		if !strings.HasPrefix(mode, migrator.ModePredictive) {
 			mc.Profile = ""
 		}
 		m, err := migrator.Outgoing(cur, "tcp:"+l.Addr().String(), mc)
@@ -223,7 +227,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 		if after.TotalProgress() <= before.TotalProgress() {
 			return fmt.Errorf("%s migration: the guest makes no progress on the destination", mode)
 		}
-		fmt.Fprintf(out, "  %-10s done: guest running on the destination (progress %d -> %d), memory verified\n",
+		fmt.Fprintf(out, "  %-16s done: guest running on the destination (progress %d -> %d), memory verified\n",
 			mode, before.TotalProgress(), after.TotalProgress())
 		infos = append(infos, info)
 		cur.Close()
@@ -231,11 +235,14 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 	}
 	fmt.Fprintln(out)
 	writeMigrationTable(out, infos)
-	pre, pred := infos[0], infos[1]
-	fmt.Fprintf(out, "\npredictive vs precopy: %.0f%% of the bytes, %.0f%% of the downtime, %.0f%% of the total time\n",
-		100*float64(pred.RAM.Transferred)/float64(pre.RAM.Transferred),
-		100*float64(pred.Downtime)/float64(max(pre.Downtime, 1)),
-		100*float64(pred.TotalTime)/float64(max(pre.TotalTime, 1)))
+	fmt.Fprintln(out, "\nagainst precopy:")
+	pre := infos[0]
+	for _, i := range infos[1:] {
+		fmt.Fprintf(out, "  %-16s %4.0f%% of the bytes, %4.0f%% of the downtime, %4.0f%% of the total time\n", i.Pagecast.Mode,
+			100*float64(i.RAM.Transferred)/float64(pre.RAM.Transferred),
+			100*float64(i.Downtime)/float64(max(pre.Downtime, 1)),
+			100*float64(i.TotalTime)/float64(max(pre.TotalTime, 1)))
+	}
 	return nil
 }
 

@@ -197,12 +197,12 @@ func writeSummary(w io.Writer, i migrator.Info) {
 // writeMigrationTable prints migrations side by side, one row each.
 func writeMigrationTable(w io.Writer, infos []migrator.Info) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tsetup\tbytes\trounds\tpages per round\tdeferred\tverified\t")
+	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tsetup\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tverified\t")
 	for _, i := range infos {
 		ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%d\t%v\t\n", i.Pagecast.Mode, ms(i.TotalTime), ms(i.Downtime),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%d\t%d%%\t%d\t%v\t\n", i.Pagecast.Mode, ms(i.TotalTime), ms(i.Downtime),
 			ms(i.SetupTime), units.FormatBytes(float64(i.RAM.Transferred)), i.Pagecast.Round, roundList(i.Pagecast.RoundPages),
-			i.Pagecast.DeferredAll, i.Pagecast.Verified)
+			i.Pagecast.DeferredAll, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, i.Pagecast.Verified)
 	}
 	tw.Flush()
 }
