@@ -14,7 +14,13 @@ import (
 // next is being encoded. The slower of the two stages sets the pace, so
 // CPU spent compressing is free until it becomes the bottleneck; a sum
 // would charge it even while the link is busy and so under-compress on
-// slow links, where MECOM gains most.
+// slow links, where MECOM gains most. CPU time is divided by the workers
+// because a batch is coded by all of them at once.
+//
+// CPU time is measured as the wall time a worker takes to code a page. On
+// a busy machine that includes waiting for a core, which is what the page
+// then really costs; a single long wait is bounded (cpuOutlier) so one
+// preemption does not teach the encoder that a codec is slow.
 
 // candidates lists, per class, the codecs the encoder chooses among. Zero
 // and Repeat pages have one obvious coding; the others are measured.
@@ -38,8 +44,9 @@ const (
 
 	// cpuOutlier bounds one observation's CPU time at this multiple of
 	// the average, so a worker descheduled in mid-page (the test machines
-	// are shared) does not teach the encoder that a codec is slow.
-	cpuOutlier = 8
+	// are shared) moves the average by at most 3/32. Pages of one class
+	// vary far less than fourfold in coding time.
+	cpuOutlier = 4
 
 	// sampleEvery: of every sampleEvery pages of a class, each candidate
 	// that is not the current choice codes one, so the averages of
@@ -55,10 +62,17 @@ const (
 	// count as shrinking it when the bandwidth is unknown.
 	shrinkTolerance = PageSize / 100
 
-	// rawCPUPrior is the copy time Raw is assumed to cost until a Raw page
-	// has been timed.
-	rawCPUPrior = 100e-9
+	// rawCPU is what Raw is taken to cost: a 4 KiB copy. It is not
+	// measured: timing a 100 ns operation catches every interrupt and
+	// preemption at a hundred times its weight, and, at a tenth of the
+	// cheapest compressor's time on any page, its exact value never
+	// decides a choice.
+	rawCPU = 100e-9
 )
+
+// rawEstimate is Raw's cost on any class: its size is exact (a header
+// byte and the page) and its CPU time is rawCPU.
+var rawEstimate = estimate{bytes: PageSize + 1, cpu: rawCPU}
 
 // estimate is a running average of one codec's cost on one class.
 type estimate struct {
@@ -105,25 +119,16 @@ func (t *tally) add(bytes, cpu float64) {
 	t.cpu += cpu
 }
 
-// model is what the encoder has learned.
+// model is what the encoder has learned: the cost of each codec on each
+// class, Raw's entry unused (rawEstimate stands for it).
 type model struct {
 	est [numClasses][numCodecs]estimate
-	// raw is Raw's cost on any class. Its size is exact (a header byte
-	// and the page) and its CPU time is a copy's, the same whatever the
-	// content, so it needs no sampling: every Raw page times it.
-	raw estimate
-}
-
-func newModel() model {
-	// The prior counts as warmup observations so that outliers among
-	// the first Raw pages timed are bounded like later ones.
-	return model{raw: estimate{n: warmup, bytes: PageSize + 1, cpu: rawCPUPrior}}
 }
 
 // get returns the estimate for codec on class.
 func (m *model) get(class Class, codec Codec) estimate {
 	if codec == Raw {
-		return m.raw
+		return rawEstimate
 	}
 	return m.est[class][codec]
 }
@@ -134,35 +139,15 @@ func (m *model) known(class Class, codec Codec) bool {
 	return codec == Raw || m.est[class][codec].n >= warmup
 }
 
-// observe records one page coded with codec.
-func (m *model) observe(class Class, codec Codec, bytes, cpu float64) {
-	if codec == Raw {
-		m.raw.observe(PageSize+1, cpu)
-		return
-	}
-	m.est[class][codec].observe(bytes, cpu)
-}
-
 // fold merges a worker's tallies for one batch.
 func (m *model) fold(t *[numClasses][numCodecs]tally) {
-	var raw tally
 	for class := range numClasses {
-		for codec := range Codec(numCodecs) {
-			s := t[class][codec]
-			if s.n == 0 {
-				continue
+		for codec, s := range t[class] {
+			if s.n > 0 {
+				n := float64(s.n)
+				m.est[class][codec].fold(s.n, s.bytes/n, s.cpu/n)
 			}
-			if codec == Raw {
-				raw.n += s.n
-				raw.cpu += s.cpu
-				continue
-			}
-			n := float64(s.n)
-			m.est[class][codec].fold(s.n, s.bytes/n, s.cpu/n)
 		}
-	}
-	if raw.n > 0 {
-		m.raw.fold(raw.n, PageSize+1, raw.cpu/float64(raw.n))
 	}
 }
 

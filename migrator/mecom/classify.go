@@ -40,9 +40,10 @@ var zeroPage [PageSize]byte
 
 // IsZero reports whether page is all zero bytes. Most pages that are not
 // zero say so in their first word, so that is checked alone first; the
-// rest goes to bytes.Equal against a zero page, whose assembly beat a loop
-// of unsafe 8-byte loads (about 40 against 35 GB/s on an EPYC core, in
-// cache, and 14 against 11 GB/s from DRAM).
+// rest goes to bytes.Equal against a zero page, whose vector assembly beat
+// a loop of unsafe 8-byte loads OR-ed eight at a time (34–50 against
+// 29–38 GB/s on one EPYC core in cache, 14 against 10–12 GB/s from DRAM)
+// and a loop of 32-byte blocks (10–17 GB/s).
 func IsZero(page []byte) bool {
 	for len(page) > 0 {
 		n := min(len(page), PageSize)
@@ -70,8 +71,9 @@ const (
 	sampleStride = PageSize / sampleSize
 
 	// highEntropyBits is the estimate above which a page is HighEntropy.
-	// With the Miller–Madow correction random pages estimate at about 7.7
-	// and text at about 4.5, so 7 leaves a wide margin both ways.
+	// With the Miller–Madow correction random pages estimate at 7.4 to
+	// 7.8 and the test guest's text at 4.1 to 4.6 (TestSampleEntropy), so
+	// 7 leaves a margin both ways.
 	highEntropyBits = 7.0
 )
 
@@ -94,10 +96,21 @@ func Classify(page []byte) Class {
 	return LowEntropy
 }
 
-// xlog2x[c] is c·log2(c), with 0·log2(0) = 0.
-var xlog2x = func() (t [sampleSize + 1]float64) {
-	for c := 1; c <= sampleSize; c++ {
-		t[c] = float64(c) * math.Log2(float64(c))
+// entropyScale is the fixed-point scale of entropyStep: integer sums
+// avoid a chain of dependent floating-point adds in the sampling loop.
+const entropyScale = 1 << 20
+
+// entropyStep[c] is (c+1)·log2(c+1) − c·log2(c), scaled: how much Σ c·log2 c
+// over the histogram grows when a count goes from c to c+1.
+var entropyStep = func() (t [sampleSize]uint32) {
+	xlog2x := func(c int) float64 {
+		if c == 0 {
+			return 0
+		}
+		return float64(c) * math.Log2(float64(c))
+	}
+	for c := range t {
+		t[c] = uint32(math.Round((xlog2x(c+1) - xlog2x(c)) * entropyScale))
 	}
 	return t
 }()
@@ -106,23 +119,23 @@ var xlog2x = func() (t [sampleSize + 1]float64) {
 // histogram of 256 bytes, one every 16. The offset within each 16 bytes
 // steps through 0…15 so that data laid out in 16-byte records is not
 // sampled at a single field. The plug-in estimate from so few samples
-// reads low (uniform bytes give about 7.2, not 8); the Miller–Madow term
-// adds back most of that bias.
+// reads low (uniform bytes give about 7.2, not 8); the Miller–Madow term,
+// (distinct values − 1) / 2n nats, adds back most of that bias. One pass,
+// no branches: Σ c·log2 c and the distinct values are kept up to date as
+// the counts grow.
 func sampleEntropy(page []byte) float64 {
 	page = page[:PageSize]
 	var counts [256]uint16
+	var sum uint64 // Σ c·log2 c, scaled by entropyScale
+	distinct := 0
 	for i := range sampleSize {
-		counts[page[i*sampleStride+i%sampleStride]]++
-	}
-	var sum float64
-	seen := 0
-	for _, c := range counts {
-		if c != 0 {
-			sum += xlog2x[c]
-			seen++
-		}
+		b := page[i*sampleStride+i%sampleStride]
+		c := counts[b]
+		sum += uint64(entropyStep[c])
+		distinct += int(1 >> c) // 1 when c is 0
+		counts[b] = c + 1
 	}
 	const n = sampleSize
-	plugIn := math.Log2(n) - sum/n
-	return plugIn + float64(seen-1)/(2*n*math.Ln2)
+	plugIn := math.Log2(n) - float64(sum)/entropyScale/n
+	return plugIn + float64(distinct-1)/(2*n*math.Ln2)
 }

@@ -44,8 +44,9 @@ const (
 	codecShift = 5
 	lenHighMax = 1<<codecShift - 1
 
-	// maxPayload is the longest variable-length payload: one byte less
-	// than would make header plus payload longer than a Raw page.
+	// maxPayload is the longest payload worth sending: with its two-byte
+	// header it is a byte shorter than a Raw page (1+PageSize bytes).
+	// A longer coding goes Raw instead.
 	maxPayload = PageSize - 2
 )
 

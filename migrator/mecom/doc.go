@@ -22,13 +22,15 @@
 // # Codec choice
 //
 // Zero pages are sent as a marker, Repeat pages with Words. For the other
-// two classes the Encoder measures every candidate (S2, zstd at its fastest
-// level, Raw) on the pages it encodes — bytes out and CPU time per page,
-// as running averages, the codecs not chosen sampled on one page in 64 —
-// and picks the one with the least max(CPU time / workers, bytes /
-// bandwidth): compressing and sending overlap, so the slower one sets the
-// pace. Without a known bandwidth, the codec with the fewest bytes wins.
-// choice.go holds the model and the reasons for its constants.
+// two classes the Encoder chooses among S2, zstd at its fastest level and
+// Raw: it measures the compressors on the pages it encodes — bytes out and
+// CPU time per page, as running averages, each compressor not chosen
+// sampled on one page in 64 — takes Raw's cost as known, and picks the
+// codec with the least max(CPU time / workers, bytes / bandwidth):
+// compressing and sending overlap, so the slower one sets the pace.
+// Without a known bandwidth, the codec with the fewest bytes wins. A page
+// a codec would not shrink goes Raw. choice.go holds the model and the
+// reasons for its constants.
 //
 // # Format
 //

@@ -56,13 +56,14 @@ func NewEncoder(workers int) *Encoder {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	e := &Encoder{model: newModel()}
+	e := &Encoder{}
 	for class := range numClasses {
 		e.choice[class] = candidates[class][0]
 	}
 	for range workers {
 		e.workers = append(e.workers, newWorker())
 	}
+	e.rechooseLocked() // no one else has e yet
 	return e
 }
 
@@ -98,8 +99,9 @@ func (e *Encoder) rechooseLocked() {
 
 // Encode appends to dst the coded form of the pages gfns[i] taken from
 // mem[gfn*PageSize:], compressed by the workers in parallel, and returns
-// the extended dst. A gfn whose page lies outside mem is an error, and
-// then nothing is appended.
+// the extended dst; the format is in the package comment. Encode never
+// fails on valid input: the only error is a gfn whose page lies outside
+// mem, and then nothing is appended.
 func (e *Encoder) Encode(dst []byte, gfns []uint64, mem []byte) ([]byte, error) {
 	pages := uint64(len(mem) / PageSize)
 	for i, gfn := range gfns {
@@ -227,6 +229,10 @@ func (w *worker) encode(dst []byte, gfns []uint64, mem []byte) []byte {
 			dst, sent = w.appendCoded(dst, page, Words)
 		default:
 			codec := w.pick(class)
+			if codec == Raw { // its cost is known: see rawCPU
+				dst, sent = w.appendCoded(dst, page, Raw)
+				break
+			}
 			// Room first, so that the time taken is the codec's and not
 			// that of growing dst.
 			dst = slices.Grow(dst, maxCoded)
@@ -234,7 +240,7 @@ func (w *worker) encode(dst []byte, gfns []uint64, mem []byte) []byte {
 			dst, sent = w.appendCoded(dst, page, codec)
 			cpu := time.Since(t0).Seconds()
 			bytes := float64(len(dst) - start)
-			w.model.observe(class, codec, bytes, cpu)
+			w.model.est[class][codec].observe(bytes, cpu)
 			w.tally[class][codec].add(bytes, cpu)
 			w.choice[class] = w.cost.choose(&w.model, class, w.choice[class])
 		}

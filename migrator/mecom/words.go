@@ -1,6 +1,7 @@
 package mecom
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 )
@@ -12,12 +13,29 @@ import (
 // dozen.
 
 // runEnd returns the byte offset where the run of equal words that starts
-// at byte offset start ends. It compares eight bytes at a time: two words
-// against the run's word doubled.
+// at byte offset start ends. Short runs, the rule on pages that are not
+// Repeat, are followed eight bytes at a time (two words against the run's
+// word doubled). Once a run is 64 bytes long it is extended by comparing
+// the next stretch with the run so far, which is all that word, with
+// bytes.Equal, doubling the stretch while it matches and halving it when
+// it does not: a page-long run costs a dozen vector compares instead of
+// 512 scalar ones.
 func runEnd(page []byte, start int) int {
 	w := binary.LittleEndian.Uint32(page[start:])
 	pair := uint64(w)<<32 | uint64(w)
 	i := start + 4
+	for i+8 <= len(page) && i-start < 64 && binary.LittleEndian.Uint64(page[i:]) == pair {
+		i += 8
+	}
+	for n := i - start; n >= 64 && i < len(page); {
+		m := min(n, len(page)-i)
+		if bytes.Equal(page[i:i+m], page[start:start+m]) {
+			i += m
+			n = i - start
+		} else {
+			n = n / 2 &^ 3 // whole words
+		}
+	}
 	for i+8 <= len(page) && binary.LittleEndian.Uint64(page[i:]) == pair {
 		i += 8
 	}
@@ -76,7 +94,10 @@ func decodeWords(page, src []byte) error {
 			return fmt.Errorf("words: bad run length: %w", ErrCorrupt)
 		}
 		src = src[n:]
-		if count == 0 || count > uint64(PageSize-at)/4 {
+		if count == 0 {
+			return fmt.Errorf("words: empty run at word %d: %w", at/4, ErrCorrupt)
+		}
+		if count > uint64(PageSize-at)/4 {
 			return fmt.Errorf("words: run of %d words at word %d overflows the page: %w", count, at/4, ErrCorrupt)
 		}
 		if len(src) < 4 {
