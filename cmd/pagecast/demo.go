@@ -46,6 +46,7 @@ func demoCommand() *cli.Command {
 			&cli.DurationFlag{Name: "duration", Value: 8 * time.Second, Usage: "how long to watch"},
 			&cli.DurationFlag{Name: "interval", Value: 500 * time.Millisecond, Usage: "epoch length: time between lines"},
 			&cli.StringFlag{Name: "bandwidth", Value: "32MiB/s", Usage: "link cap for the loopback migrations"},
+			&cli.StringFlag{Name: "modes", Value: strings.Join(demoModes, ","), Usage: "migration modes to run, in turn, comma-separated (see pagecast migrate --help)"},
 			&cli.BoolFlag{Name: "no-migrate", Usage: "stop after profiling and forecasting"},
 		),
 		Action: func(c *cli.Context) error {
@@ -172,7 +173,11 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 		units.FormatBytes(float64(cfg.MaxBandwidth)), migrator.DefaultDowntimeLimit)
 	cur := vm
 	var infos []migrator.Info
-	for _, mode := range demoModes {
+	modes := strings.Split(c.String("modes"), ",")
+	if modes[0] != migrator.ModePrecopy {
+		modes = append([]string{migrator.ModePrecopy}, modes...) // the baseline of the comparison
+	}
+	for _, mode := range modes {
 		dst, err := newVM(c, log, false)
 		if err != nil {
 			return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os/exec"
 	"strings"
@@ -123,11 +124,17 @@ func TestMigrateRefused(t *testing.T) {
 // TestDemo runs the main job end to end, briefly.
 func TestDemo(t *testing.T) {
 	startVMRunProc(t, "--memory", "16M") // only for its KVM check and cleanup
-	out, err := exec.Command(binary, "--log-level", "warn", "demo", "--duration", "3s").Output()
+	// Every mode, on a guest small and light enough to keep the test short.
+	out, err := exec.Command(binary, "--log-level", "warn", "demo", "--duration", "3s", "--memory", "32M",
+		"--workload", "hotset:hot=512,p=0.99", "--bandwidth", "64MiB/s").Output()
 	if err != nil {
 		t.Fatalf("pagecast demo: %v\n%s", err, out)
 	}
-	for _, want := range []string{"next-epoch forecasts", "precopy    done", "predictive done", "predictive vs precopy"} {
+	wants := []string{"next-epoch forecasts", "against precopy:"}
+	for _, mode := range demoModes {
+		wants = append(wants, fmt.Sprintf("%-16s done: guest running on the destination", mode))
+	}
+	for _, want := range wants {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
