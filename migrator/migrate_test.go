@@ -227,20 +227,22 @@ func newProxy(t *testing.T, to string) *proxy {
 	p := &proxy{uri: "tcp:" + l.Addr().String()}
 	addr, _ := ParseURI(to)
 	go func() {
-		a, err := l.Accept()
-		if err != nil {
-			return
+		for { // every connection, so that a source can reconnect
+			a, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", addr)
+			if err != nil {
+				a.Close()
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, a, b)
+			p.mu.Unlock()
+			go p.copy(b, a, true)
+			go p.copy(a, b, false)
 		}
-		b, err := net.Dial("tcp", addr)
-		if err != nil {
-			a.Close()
-			return
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, a, b)
-		p.mu.Unlock()
-		go p.copy(b, a, true)
-		go p.copy(a, b, false)
 	}()
 	t.Cleanup(p.cut)
 	return p

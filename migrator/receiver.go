@@ -15,6 +15,10 @@ import (
 
 // ReceiveConfig tunes the destination side.
 type ReceiveConfig struct {
+	// Reconnect, if set, waits for the source to connect again: TSMC's
+	// stage 3 uses it to resume after a lost link. Without it a lost link
+	// in stage 3 ends the migration with the guest's missing pages gone.
+	Reconnect func(ctx context.Context) (net.Conn, error)
 	TLS         *tls.Config   // server side of mutual TLS; nil: plain TCP
 	IdleTimeout time.Duration // a source that sends nothing this long is gone; default 30 s
 	Log         *slog.Logger
@@ -67,9 +71,13 @@ func Receive(ctx context.Context, conn net.Conn, vm *vmm.VM, cfg ReceiveConfig) 
 	defer stop()
 	lc := &linkConn{Conn: conn, ctx: ctx, limit: NewLimiter(0), idle: cfg.IdleTimeout}
 	rc := &receiver{vm: vm, mem: vm.Memory(), pages: vm.MemoryBytes() / PageSize,
-		w: NewWriter(lc), r: NewReader(lc), log: cfg.Log.With("component", "incoming")}
+		w: NewWriter(lc), r: NewReader(lc), log: cfg.Log.With("component", "incoming"),
+		ctx: ctx, cfg: cfg}
 	start := time.Now()
 	err := rc.run()
+	for _, c := range rc.conns {
+		c.Close()
+	}
 	if err != nil {
 		var refused *refusal
 		if !errors.As(err, &refused) && !errors.Is(err, errSourceAborted) {
@@ -101,6 +109,9 @@ func truncateText(s string) string {
 }
 
 type receiver struct {
+	conns []net.Conn // connections after the first (post-copy recovery)
+	ctx   context.Context
+	cfg   ReceiveConfig
 	vm    *vmm.VM
 	mem   []byte
 	pages uint64

@@ -20,37 +20,46 @@ import (
 
 // Config tunes a migration. The zero value of a field means its default.
 type Config struct {
-	Mode          string        // ModePrecopy (default), ModePredictive, ModeThrottle, MECOM, or MODE+mecom
-	MaxBandwidth  uint64        // link cap, bytes/s; 0: no cap
-	DowntimeLimit time.Duration // how long the guest may stay stopped; default 300 ms (QEMU's)
-	MaxRounds     int           // pre-copy rounds before the stop-and-copy is forced; default 30 (Xen's)
-	Epoch         time.Duration // how often the dirty log is harvested during a round; default 100 ms
-	Warmup        int           // predictive without a profile: epochs observed before round 1; default 5
-	Threshold     float64       // predictive: defer pages at least this likely to be dirtied in the round; default 0.5
-	Profile       string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
-	TargetRound   int           // throttle: the round by which the dirty pages left should fit the downtime limit; default 4
-	IdleTimeout   time.Duration // a connection that moves nothing this long is dead; default 10 s
-	TLS           *tls.Config   // client side of mutual TLS; nil: plain TCP
-	Log           *slog.Logger
+	Mode           string        // ModePrecopy (default), ModePredictive, ModeThrottle, MECOM, or MODE+mecom
+	MaxBandwidth   uint64        // link cap, bytes/s; 0: no cap
+	DowntimeLimit  time.Duration // how long the guest may stay stopped; default 300 ms (QEMU's)
+	MaxRounds      int           // pre-copy rounds before the stop-and-copy is forced; default 30 (Xen's)
+	Epoch          time.Duration // how often the dirty log is harvested during a round; default 100 ms
+	Warmup         int           // predictive without a profile: epochs observed before round 1; default 5
+	Threshold      float64       // predictive: defer pages at least this likely to be dirtied in the round; default 0.5
+	Profile        string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
+	TargetRound    int           // throttle: the round by which the dirty pages left should fit the downtime limit; default 4
+	RecoverTimeout time.Duration // tsmc: how long a source whose link failed in stage 3 keeps redialling; default 5 min
+	IdleTimeout    time.Duration // a connection that moves nothing this long is dead; default 10 s
+	TLS            *tls.Config   // client side of mutual TLS; nil: plain TCP
+	Log            *slog.Logger
 }
 
 // downtimeShare is the part of the downtime limit the pending pages may
 // take when the engine decides to stop; the rest is for what the guest
 // dirties between that decision and the pause, and the fixed costs of
 // switching over (pause, vCPU state, checksums, the destination's check,
-// commit: 15–35 ms here, more under the race detector). At 0.85 a
-// throttled guest still overran a 300 ms limit by 13 ms.
-const downtimeShare = 0.75
+// commit: 15–35 ms here, more under the race detector). 0.9 keeps a
+// 300 ms limit within a few ms in plain pre-copy. Throttle keeps a
+// quarter, because it can (it slows the guest until pending is that
+// small) and because at 0.85 a throttled guest still overran by 13 ms.
+func downtimeShare(m mode) float64 {
+	if m.policy == ModeThrottle {
+		return 0.75
+	}
+	return 0.9
+}
 
 // Defaults.
 const (
-	DefaultDowntimeLimit = 300 * time.Millisecond
-	DefaultMaxRounds     = 30
-	DefaultEpoch         = 100 * time.Millisecond
-	DefaultWarmup        = 5
-	DefaultThreshold     = 0.5
-	DefaultIdleTimeout   = 10 * time.Second
-	DefaultTargetRound   = 4
+	DefaultDowntimeLimit  = 300 * time.Millisecond
+	DefaultMaxRounds      = 30
+	DefaultEpoch          = 100 * time.Millisecond
+	DefaultWarmup         = 5
+	DefaultThreshold      = 0.5
+	DefaultIdleTimeout    = 10 * time.Second
+	DefaultTargetRound    = 4
+	DefaultRecoverTimeout = 5 * time.Minute
 )
 
 func (c Config) withDefaults() Config {
@@ -77,6 +86,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TargetRound <= 0 {
 		c.TargetRound = DefaultTargetRound
+	}
+	if c.RecoverTimeout <= 0 {
+		c.RecoverTimeout = DefaultRecoverTimeout
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -232,7 +244,7 @@ func (m *Migration) finish(err error) {
 		m.info.Status = StatusCancelled
 		m.info.ErrorDesc = "migration cancelled"
 		m.log.Info("migration cancelled")
-	case m.info.Status == StatusPostcopy:
+	case m.info.Status == StatusPostcopy || m.info.Status == StatusPostcopyPaused:
 		// The destination runs the guest; this side holds the pages it
 		// still lacks and cannot take the guest back.
 		m.info.Status = StatusFailed
@@ -259,6 +271,12 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 	lc := &linkConn{Conn: conn, ctx: ctx, limit: m.limit, idle: m.cfg.IdleTimeout}
 	s := &sender{m: m, w: NewWriter(lc), r: NewReader(lc), pol: pol, mem: m.vm.Memory(),
 		pages: m.vm.MemoryBytes() / PageSize, mode: md}
+	defer func() {
+		for i, c := range s.conns {
+			s.stops[i]()
+			c.Close()
+		}
+	}()
 	if md.mecom {
 		s.enc = mecom.NewEncoder(0)
 		s.enc.SetBandwidth(float64(m.cfg.MaxBandwidth))
@@ -312,7 +330,7 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 // a destination that gives up sends an abort record before it hangs up,
 // which a source busy writing would otherwise never read.
 func (s *sender) why(conn net.Conn, err error) error {
-	if err == nil || s.m.Info().Status == StatusPostcopy {
+	if st := s.m.Info().Status; err == nil || st == StatusPostcopy || st == StatusPostcopyPaused {
 		return err
 	}
 	conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
@@ -357,6 +375,8 @@ type sender struct {
 	mode  mode
 	enc   *mecom.Encoder // pages are compressed (MECOM) when set
 	coded []byte
+	conns []net.Conn    // connections after the first (post-copy recovery)
+	stops []func() bool // their context.AfterFunc
 	w     *Writer
 	r     *Reader
 	pol   policy
@@ -434,7 +454,7 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		// The pages the link moves within the downtime limit, less a
 		// share kept for the rest of the switch-over: pausing, the vCPU
 		// state, checksums, the destination's check and the commit.
-		transferable := downtimeShare * bw * cfg.DowntimeLimit.Seconds()
+		transferable := downtimeShare(s.mode) * bw * cfg.DowntimeLimit.Seconds()
 		s.pol.startRound(round, window, uint64(0.8*transferable/PageSize))
 		s.stopAt = uint64(transferable / PageSize)
 		s.harvested = 0
@@ -480,7 +500,7 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		switch {
 		case fits:
 			return fmt.Sprintf("%d bytes pending fit the downtime limit at a dirty log harvest in round %d", remaining, round), nil
-		case float64(remaining) <= downtimeShare*bw*cfg.DowntimeLimit.Seconds():
+		case float64(remaining) <= downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds():
 			return fmt.Sprintf("%d bytes pending fit the downtime limit at the end of round %d", remaining, round), nil
 		case round >= cfg.MaxRounds:
 			return fmt.Sprintf("round cap %d reached with %d bytes pending", cfg.MaxRounds, remaining), nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -132,14 +133,52 @@ func (s *sender) awaitVerified(stage string) error {
 
 // postcopy pushes the dirty pages in address order and, first, any the
 // destination asks for; each goes once. early dirty pages went in stage 2.
+// If the link fails, the destination's guest waits for its missing pages:
+// the source redials (every second, for RecoverTimeout), learns from the
+// destination which pages it still lacks, and goes on — QEMU's post-copy
+// recovery.
 func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap, early uint64) error {
-	total := dirty.Count()
-	left := total
-	pending := slices.Clone(dirty.Words()) // bit set: not sent yet
-	start, startBytes := time.Now(), s.w.Bytes()
+	st := &postcopyState{total: dirty.Count(), early: early, pending: slices.Clone(dirty.Words()),
+		start: time.Now(), startBytes: s.w.Bytes()}
+	st.left = st.total
+	for {
+		err := s.push(ctx, st)
+		if err == nil || ctx.Err() != nil || errors.Is(err, errDestinationVerdict) {
+			return err
+		}
+		s.m.log.Warn("post-copy link lost; reconnecting", "err", err, "pages-left", st.left)
+		s.m.update(func(i *Info) { i.Status = StatusPostcopyPaused; i.ErrorDesc = err.Error() })
+		if rerr := s.reconnect(ctx, st); rerr != nil {
+			return fmt.Errorf("%w; recovery failed: %w", err, rerr)
+		}
+		st.recoveries++
+		s.m.update(func(i *Info) { i.Status = StatusPostcopy; i.ErrorDesc = "" })
+	}
+}
 
+// StatusPostcopyPaused is query-migrate's status while a post-copy whose
+// link failed waits to reconnect, as QEMU names it.
+const StatusPostcopyPaused = "postcopy-paused"
+
+// errDestinationVerdict marks a stage-3 failure the destination reported:
+// no reconnection will mend it.
+var errDestinationVerdict = errors.New("the destination reported a failure")
+
+type postcopyState struct {
+	total, left, early, asked uint64
+	pending                   []uint64 // bit set: not sent yet
+	start                     time.Time
+	startBytes                uint64
+	recoveries                int
+}
+
+// push runs stage 3 on the current connection until every page is sent
+// and the destination confirms, or the connection fails.
+func (s *sender) push(ctx context.Context, st *postcopyState) error {
 	requests := make(chan []uint64, 64)
 	verdict := make(chan error, 1)
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
 	go func() {
 		for {
 			rec, err := s.r.Next()
@@ -151,18 +190,18 @@ func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap, early uint64) 
 			case RecRequest:
 				select {
 				case requests <- slices.Clone(rec.GFNs):
-				case <-ctx.Done():
+				case <-readCtx.Done():
 					return
 				}
 			case RecVerified:
 				if rec.OK {
 					verdict <- nil
 				} else {
-					verdict <- fmt.Errorf("stage 3: the destination reports: %s", rec.Text)
+					verdict <- fmt.Errorf("stage 3: %w: %s", errDestinationVerdict, rec.Text)
 				}
 				return
 			case RecAbort:
-				verdict <- fmt.Errorf("stage 3: the destination aborted: %s", rec.Text)
+				verdict <- fmt.Errorf("stage 3: %w: aborted: %s", errDestinationVerdict, rec.Text)
 				return
 			default:
 				verdict <- fmt.Errorf("stage 3: unexpected %s record from the destination: %w", rec.Type, ErrMalformed)
@@ -171,15 +210,14 @@ func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap, early uint64) 
 		}
 	}()
 
-	var asked uint64
 	batch := make([]uint64, 0, MaxBatch)
 	take := func(g uint64) bool {
 		w, b := g/64, g%64
-		if pending[w]&(1<<b) == 0 {
+		if st.pending[w]&(1<<b) == 0 {
 			return false
 		}
-		pending[w] &^= 1 << b
-		left--
+		st.pending[w] &^= 1 << b
+		st.left--
 		return true
 	}
 	send := func(gfns []uint64) error {
@@ -191,21 +229,23 @@ func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap, early uint64) 
 		}
 		s.m.update(func(i *Info) {
 			i.RAM.Transferred = s.w.Bytes()
-			i.RAM.PostcopyBytes = s.w.Bytes() - startBytes
-			i.RAM.Remaining = left * PageSize
-			i.RAM.PostcopyRequests = asked
+			i.RAM.PostcopyBytes = s.w.Bytes() - st.startBytes
+			i.RAM.Remaining = st.left * PageSize
+			i.RAM.PostcopyRequests = st.asked
 			n := len(i.Pagecast.RoundPages) - 1
-			i.Pagecast.RoundPages[n] = early + total - left // the dirty pages sent, stage 2's included
+			i.Pagecast.RoundPages[n] = st.early + st.total - st.left // the dirty pages sent, stage 2's included
 		})
 		return nil
 	}
+	// A page taken from pending but lost with a failed connection is put
+	// back by reconnect, from what the destination says it lacks.
 	cursor := 0
-	for left > 0 {
+	for st.left > 0 {
 		select {
 		case gfns := <-requests:
 			batch = batch[:0]
 			for _, g := range gfns {
-				asked++
+				st.asked++
 				if take(g) {
 					batch = append(batch, g)
 				}
@@ -218,7 +258,7 @@ func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap, early uint64) 
 			continue
 		case err := <-verdict:
 			if err == nil {
-				err = errors.New("stage 3: the destination reported done before every page was sent")
+				err = fmt.Errorf("stage 3: %w: done before every page was sent", errDestinationVerdict)
 			}
 			return err
 		case <-ctx.Done():
@@ -226,8 +266,8 @@ func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap, early uint64) 
 		default:
 		}
 		batch = batch[:0]
-		for cursor < len(pending) && len(batch) < pushBatch {
-			word := pending[cursor]
+		for cursor < len(st.pending) && len(batch) < pushBatch {
+			word := st.pending[cursor]
 			if word == 0 {
 				cursor++
 				continue
@@ -256,15 +296,88 @@ func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap, early uint64) 
 	}
 	s.m.update(func(i *Info) {
 		i.RAM.Transferred = s.w.Bytes()
-		i.RAM.PostcopyBytes = s.w.Bytes() - startBytes
-		i.RAM.PostcopyRequests = asked
-		i.Pagecast.RoundPages[len(i.Pagecast.RoundPages)-1] = early + total
+		i.RAM.PostcopyBytes = s.w.Bytes() - st.startBytes
+		i.RAM.PostcopyRequests = st.asked
+		i.Pagecast.RoundPages[len(i.Pagecast.RoundPages)-1] = st.early + st.total
 		i.Pagecast.Verified = true
-		i.Pagecast.StopReason = fmt.Sprintf("stage 3 pushed %d dirty pages in %v, %d asked for by the destination",
-			total, time.Since(start).Round(time.Millisecond), asked)
+		i.Pagecast.StopReason = fmt.Sprintf("stage 3 pushed %d dirty pages in %v, %d asked for by the destination, %d reconnections",
+			st.early+st.total, time.Since(st.start).Round(time.Millisecond), st.asked, st.recoveries)
 	})
 	return nil
 }
+
+// reconnect dials the destination again until it answers (or
+// RecoverTimeout passes), says this is a post-copy resuming, and takes the
+// destination's list of pages it still lacks as what is left to send.
+func (s *sender) reconnect(ctx context.Context, st *postcopyState) error {
+	deadline := time.Now().Add(s.m.cfg.RecoverTimeout)
+	for {
+		err := s.resume(ctx, st)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gave up after %v: %w", s.m.cfg.RecoverTimeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *sender) resume(ctx context.Context, st *postcopyState) error {
+	conn, err := s.m.dial(ctx)
+	if err != nil {
+		return err
+	}
+	lc := &linkConn{Conn: conn, ctx: ctx, limit: s.m.limit, idle: s.m.cfg.IdleTimeout}
+	old := s.w.Bytes()
+	s.w, s.r = NewWriter(lc), NewReader(lc)
+	s.w.n = old // keep counting the migration's bytes
+	vm := s.m.vm
+	if err := s.w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: vm.MemoryBytes(),
+		VCPUs: uint32(vm.VCPUs()), Image: vm.ImageDigest(), Mode: resumeMode}); err != nil {
+		conn.Close()
+		return err
+	}
+	if err := s.w.Flush(); err != nil {
+		conn.Close()
+		return err
+	}
+	rec, err := s.r.Next()
+	if err != nil || rec.Type != RecAccept {
+		conn.Close()
+		if err == nil {
+			err = fmt.Errorf("the destination answered with a %s record: %s", rec.Type, rec.Text)
+		}
+		return err
+	}
+	s.r.SetLimits(s.pages, vm.VCPUs())
+	rec, err = s.r.Next()
+	if err != nil || rec.Type != RecBitmap {
+		conn.Close()
+		if err == nil {
+			err = fmt.Errorf("expected the destination's missing pages, got a %s record", rec.Type)
+		}
+		return err
+	}
+	left := uint64(0)
+	for i, w := range rec.Bitmap {
+		st.pending[i] = w
+		left += uint64(bits.OnesCount64(w))
+	}
+	st.left = left
+	s.conns = append(s.conns, conn)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	s.stops = append(s.stops, stop)
+	s.m.log.Info("post-copy reconnected", "pages-missing", left)
+	return nil
+}
+
+// resumeMode is the hello's mode when a post-copy source reconnects.
+const resumeMode = ModeTSMC + "-resume"
 
 // monitorPages are the dirty pages the destination's monitor reads while
 // the guest runs: the guest's status page.
@@ -365,6 +478,7 @@ func (rc *receiver) receiveTSMC(dirty *vmm.Bitmap) error {
 						break drain
 					}
 				}
+				wmu.Lock()
 				ask := batch[:0]
 				for _, g := range batch {
 					if !requested.Has(g) {
@@ -373,9 +487,9 @@ func (rc *receiver) receiveTSMC(dirty *vmm.Bitmap) error {
 					}
 				}
 				if len(ask) == 0 {
+					wmu.Unlock()
 					continue
 				}
-				wmu.Lock()
 				err := rc.w.Request(ask)
 				if err == nil {
 					err = rc.w.Flush()
@@ -395,7 +509,17 @@ func (rc *receiver) receiveTSMC(dirty *vmm.Bitmap) error {
 	for {
 		rec, err := rc.r.Next()
 		if err != nil {
-			return fmt.Errorf("stage 3: read the source's pages (the guest waits on %d missing pages): %w", region.Missing(), err)
+			err = fmt.Errorf("stage 3: read the source's pages (the guest waits on %d missing pages): %w", region.Missing(), err)
+			if rc.cfg.Reconnect == nil || errors.Is(err, ErrMalformed) {
+				return err
+			}
+			// vCPUs touching a missing page wait in the kernel until it
+			// comes; the rest of the guest runs on.
+			rc.log.Warn("stage 3: source lost; waiting for it to reconnect", "err", err, "missing", region.Missing())
+			if rerr := rc.awaitSource(region, &wmu, requested); rerr != nil {
+				return fmt.Errorf("%w; %w", err, rerr)
+			}
+			continue
 		}
 		switch rec.Type {
 		case RecPages:
@@ -432,6 +556,76 @@ func (rc *receiver) receiveTSMC(dirty *vmm.Bitmap) error {
 			return fmt.Errorf("stage 3: unexpected %s record: %w", rec.Type, ErrMalformed)
 		}
 	}
+}
+
+// awaitSource accepts the source's reconnection, tells it which pages are
+// still missing, and asks again for those the guest is already waiting on.
+func (rc *receiver) awaitSource(region *uffd.Region, wmu *sync.Mutex, requested *vmm.Bitmap) error {
+	for {
+		conn, err := rc.cfg.Reconnect(rc.ctx)
+		if err != nil {
+			return fmt.Errorf("wait for the source to reconnect: %w", err)
+		}
+		if err := rc.resumeFrom(conn, region, wmu, requested); err != nil {
+			rc.log.Warn("stage 3: reconnection refused", "err", err)
+			conn.Close()
+			continue
+		}
+		rc.conns = append(rc.conns, conn)
+		rc.log.Info("stage 3: source reconnected", "missing", region.Missing())
+		return nil
+	}
+}
+
+func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mutex, requested *vmm.Bitmap) error {
+	lc := &linkConn{Conn: conn, ctx: rc.ctx, limit: NewLimiter(0), idle: rc.cfg.IdleTimeout}
+	w, r := NewWriter(lc), NewReader(lc)
+	rec, err := r.Next()
+	if err != nil {
+		return err
+	}
+	local := Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: rc.vm.MemoryBytes(),
+		VCPUs: uint32(rc.vm.VCPUs()), Image: rc.vm.ImageDigest()}
+	if rec.Type != RecHello || rec.Hello.Mode != resumeMode {
+		return fmt.Errorf("expected a resuming post-copy source, got a %s record", rec.Type)
+	}
+	if err := rec.Hello.Check(local); err != nil {
+		w.Text(RecRefuse, err.Error())
+		w.Flush()
+		return err
+	}
+	r.SetLimits(rc.pages, rc.vm.VCPUs())
+	missing := region.MissingWords()
+	wmu.Lock()
+	defer wmu.Unlock()
+	if err := w.Text(RecAccept, ""); err != nil {
+		return err
+	}
+	if err := w.Bitmap(missing); err != nil {
+		return err
+	}
+	// Pages asked for on the lost link and still missing: a vCPU may be
+	// waiting on one, and its fault will not be reported again.
+	var again []uint64
+	for i, word := range missing {
+		word &= requested.Words()[i]
+		for word != 0 {
+			again = append(again, uint64(i)*64+uint64(bits.TrailingZeros64(word)))
+			word &= word - 1
+		}
+	}
+	for len(again) > 0 {
+		n := min(len(again), MaxBatch)
+		if err := w.Request(again[:n]); err != nil {
+			return err
+		}
+		again = again[n:]
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	rc.w, rc.r = w, r
+	return nil
 }
 
 // verifyClean checks stage 1's copy: every page arrived, the vCPU state

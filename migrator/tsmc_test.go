@@ -2,7 +2,11 @@ package migrator
 
 import (
 	"bytes"
+	"context"
+	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -105,4 +109,89 @@ func uffdAvailable() error {
 		return err
 	}
 	return r.Close()
+}
+
+// TestTSMCRecovery cuts the link in stage 3, while the destination's guest
+// runs without some of its pages: the source must reconnect, learn what is
+// still missing, and finish, with memory equal.
+func TestTSMCRecovery(t *testing.T) {
+	testutil.RequiresKVM(t)
+	if err := uffdAvailable(); err != nil {
+		t.Skip(err)
+	}
+	const workload = "hotset:hot=1024,p=0.95"
+	src := newGuest(t, testMemory, workload, true)
+	dst := newGuest(t, testMemory, workload, false)
+	dlog, err := dst.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dlog.Close()
+
+	l, err := Listen("tcp:127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	received := make(chan error, 1)
+	var res Received
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			received <- err
+			return
+		}
+		defer conn.Close()
+		res, err = Receive(context.Background(), conn, dst, ReceiveConfig{
+			IdleTimeout: 5 * time.Second,
+			Reconnect:   func(context.Context) (net.Conn, error) { return l.Accept() },
+		})
+		received <- err
+	}()
+	p := newProxy(t, "tcp:"+l.Addr().String())
+	m, err := Outgoing(src, p.uri, Config{Mode: ModeTSMC, MaxBandwidth: 16 << 20, IdleTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for m.Info().Status != StatusPostcopy {
+		if time.Now().After(deadline) || m.Info().Status == StatusFailed {
+			t.Fatalf("never reached stage 3: %+v", m.Info())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // some pages pushed, most not
+	p.cut()
+	info, err := m.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-received; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("tsmc with a cut link: %s; total %d ms, %.1f MiB; destination pulled %d, filled %d",
+		info.Pagecast.StopReason, info.TotalTime, float64(info.RAM.Transferred)/(1<<20), res.Pulled, res.Pushed)
+	if !strings.Contains(info.Pagecast.StopReason, "1 reconnections") {
+		t.Errorf("the source did not reconnect once: %s", info.Pagecast.StopReason)
+	}
+
+	s, _ := src.GuestStatus()
+	waitProgress(t, dst, s.TotalProgress())
+	if err := dst.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	written, err := dlog.Harvest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	smem, dmem := src.Memory(), dst.Memory()
+	differ := 0
+	for gfn := range uint64(testMemory / PageSize) {
+		if !written.Has(gfn) && !bytes.Equal(smem[gfn*PageSize:(gfn+1)*PageSize], dmem[gfn*PageSize:(gfn+1)*PageSize]) {
+			differ++
+		}
+	}
+	if differ > 0 {
+		t.Errorf("%d pages differ between source and destination", differ)
+	}
 }

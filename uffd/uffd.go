@@ -332,6 +332,17 @@ func (r *Region) Fill(p uint64, data []byte) error {
 // with an atomic bitmap/counter: Drop sets, Fill/EEXIST clears).
 func (r *Region) Missing() uint64 { return r.missing.Load() }
 
+// MissingWords returns the dropped pages not filled yet as bitmap words
+// (page p is bit p%64 of word p/64): what a post-copy source must still
+// send after a reconnection.
+func (r *Region) MissingWords() []uint64 {
+	out := make([]uint64, len(r.absent))
+	for i := range r.absent {
+		out[i] = r.absent[i].Load()
+	}
+	return out
+}
+
 func (r *Region) markDropped(p uint64) {
 	bit := uint64(1) << (p % 64)
 	if r.absent[p/64].Or(bit)&bit == 0 {
