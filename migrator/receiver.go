@@ -18,7 +18,7 @@ type ReceiveConfig struct {
 	// Reconnect, if set, waits for the source to connect again: TSMC's
 	// stage 3 uses it to resume after a lost link. Without it a lost link
 	// in stage 3 ends the migration with the guest's missing pages gone.
-	Reconnect func(ctx context.Context) (net.Conn, error)
+	Reconnect   func(ctx context.Context) (net.Conn, error)
 	TLS         *tls.Config   // server side of mutual TLS; nil: plain TCP
 	IdleTimeout time.Duration // a source that sends nothing this long is gone; default 30 s
 	Log         *slog.Logger
