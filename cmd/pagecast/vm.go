@@ -95,13 +95,21 @@ func receive(ctx context.Context, l net.Listener, vm *vmm.VM, tlsConfig *tls.Con
 		return fmt.Errorf("accept the incoming migration: %w", err)
 	}
 	defer conn.Close()
-	l.Close()
-	res, err := migrator.Receive(ctx, conn, vm, migrator.ReceiveConfig{TLS: tlsConfig, Log: log})
+	defer l.Close()
+	// The listener stays open for a tsmc source that loses its link in
+	// stage 3 and comes back.
+	reconnect := func(ctx context.Context) (net.Conn, error) {
+		stop := context.AfterFunc(ctx, func() { l.Close() })
+		defer stop()
+		return l.Accept()
+	}
+	res, err := migrator.Receive(ctx, conn, vm, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect})
 	if err != nil {
 		return err
 	}
 	log.Info("migration received", "from", conn.RemoteAddr().String(), "mode", res.Mode, "rounds", res.Rounds,
-		"pages", res.Pages, "zero-pages", res.ZeroPages, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond))
+		"pages", res.Pages, "zero-pages", res.ZeroPages, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
+		"pulled", res.Pulled, "pushed", res.Pushed)
 	return nil
 }
 
