@@ -28,7 +28,7 @@ func status(t *testing.T, r *vmRun) string {
 // TestMigrateCLI migrates one `pagecast vm run` into another with
 // `pagecast migrate`, as the README shows.
 func TestMigrateCLI(t *testing.T) {
-	for _, mode := range []string{"precopy", "predictive"} {
+	for _, mode := range []string{"precopy", "predictive", "throttle", "tsmc", "mecom"} {
 		t.Run(mode, func(t *testing.T) {
 			uri := freeTCP(t)
 			src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset:hot=512")
