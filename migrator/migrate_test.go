@@ -462,8 +462,10 @@ func TestMigrateThrottle(t *testing.T) {
 	waitProgress(t, dst, s.TotalProgress())
 }
 
-func TestMigrateMECOM(t *testing.T) {
-	for _, mode := range []string{MECOM, ModePredictive + "+" + MECOM} {
+// TestMigrateModes checks memory equality, independently of the
+// protocol's checksums, for the modes the tests above do not.
+func TestMigrateModes(t *testing.T) {
+	for _, mode := range []string{MECOM, ModePredictive + "+" + MECOM, ModeThrottle, ModeThrottle + "+" + MECOM} {
 		t.Run(mode, func(t *testing.T) {
 			info := migrateAndCheck(t, mode, 32<<20)
 			if info.Pagecast.Mode != mode {

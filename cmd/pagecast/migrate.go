@@ -34,7 +34,7 @@ func migrateCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming)"},
-			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "how pages are chosen each round:" + modes.String()},
+			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String()},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced"},
