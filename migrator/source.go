@@ -554,22 +554,12 @@ func (s *sender) throttle(round int, before, after uint64) error {
 // Until the commit is sent, a failure resumes the guest here.
 func (s *sender) stopAndCopy(reason string) (err error) {
 	vm := s.m.vm
-	s.m.update(func(i *Info) {
-		i.Status = StatusDevice
-		i.Pagecast.StopReason = reason
-	})
-	paused := time.Now()
-	if err := vm.Pause(); err != nil {
-		return fmt.Errorf("stop the guest: %w", err)
+	paused, err := s.pause(reason)
+	if err != nil {
+		return err
 	}
 	committed := false
-	defer func() {
-		if !committed {
-			if rerr := vm.Resume(); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
-			}
-		}
-	}()
+	defer func() { err = s.resumeUnless(committed, err) }()
 	precopyBytes := s.w.Bytes()
 	h, err := s.log.Harvest() // everything written up to the pause
 	if err != nil {
@@ -628,6 +618,33 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 		i.Pagecast.Verified = true
 	})
 	return nil
+}
+
+// pause stops the guest for the switch-over; the stop-and-copy (or TSMC's
+// stage 2) begins.
+func (s *sender) pause(reason string) (time.Time, error) {
+	s.m.update(func(i *Info) {
+		i.Status = StatusDevice
+		i.Pagecast.StopReason = reason
+	})
+	paused := time.Now()
+	if err := s.m.vm.Pause(); err != nil {
+		return paused, fmt.Errorf("stop the guest: %w", err)
+	}
+	return paused, nil
+}
+
+// resumeUnless runs the guest here again unless the destination was told
+// to take it: until the commit, a failed switch-over leaves the guest with
+// the source.
+func (s *sender) resumeUnless(committed bool, err error) error {
+	if committed {
+		return err
+	}
+	if rerr := s.m.vm.Resume(); rerr != nil {
+		return errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
+	}
+	return err
 }
 
 // sendPass makes one pass over the pending pages in address order and

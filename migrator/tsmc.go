@@ -46,19 +46,12 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	// Stage 2: stop, send the vCPUs, the dirty bitmap and checksums of
 	// the memory as it stands, and hand over once the destination has
 	// checked what it already holds.
-	s.m.update(func(i *Info) { i.Status = StatusDevice; i.Pagecast.StopReason = "stage 1 done" })
-	paused := time.Now()
-	if err := vm.Pause(); err != nil {
-		return fmt.Errorf("stop the guest: %w", err)
+	paused, err := s.pause("stage 1 done")
+	if err != nil {
+		return err
 	}
 	committed := false
-	defer func() {
-		if !committed {
-			if rerr := vm.Resume(); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
-			}
-		}
-	}()
+	defer func() { err = s.resumeUnless(committed, err) }()
 	precopyBytes := s.w.Bytes()
 	dirty, err := s.log.Harvest() // everything written since stage 1 began
 	if err != nil {

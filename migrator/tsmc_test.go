@@ -1,7 +1,6 @@
 package migrator
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -67,23 +66,7 @@ func TestMigrateTSMC(t *testing.T) {
 
 	s, _ := src.GuestStatus()
 	waitProgress(t, dst, s.TotalProgress())
-	if err := dst.Pause(); err != nil {
-		t.Fatal(err)
-	}
-	written, err := dlog.Harvest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	smem, dmem := src.Memory(), dst.Memory()
-	differ := 0
-	for gfn := range uint64(testMemory / PageSize) {
-		if !written.Has(gfn) && !bytes.Equal(smem[gfn*PageSize:(gfn+1)*PageSize], dmem[gfn*PageSize:(gfn+1)*PageSize]) {
-			differ++
-		}
-	}
-	if differ > 0 {
-		t.Errorf("%d pages differ between source and destination", differ)
-	}
+	assertSameMemory(t, src, dst, dlog)
 	if st, _ := src.State(); st != vmm.StatePaused {
 		t.Errorf("source after migration: %s", st)
 	}
@@ -177,21 +160,5 @@ func TestTSMCRecovery(t *testing.T) {
 
 	s, _ := src.GuestStatus()
 	waitProgress(t, dst, s.TotalProgress())
-	if err := dst.Pause(); err != nil {
-		t.Fatal(err)
-	}
-	written, err := dlog.Harvest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	smem, dmem := src.Memory(), dst.Memory()
-	differ := 0
-	for gfn := range uint64(testMemory / PageSize) {
-		if !written.Has(gfn) && !bytes.Equal(smem[gfn*PageSize:(gfn+1)*PageSize], dmem[gfn*PageSize:(gfn+1)*PageSize]) {
-			differ++
-		}
-	}
-	if differ > 0 {
-		t.Errorf("%d pages differ between source and destination", differ)
-	}
+	assertSameMemory(t, src, dst, dlog)
 }
