@@ -492,6 +492,14 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		})
 		s.m.log.Debug("round done", "round", round, "pages", s.passPages, "bytes", sent, "elapsed", elapsed,
 			"harvested", s.harvested, "deferred", s.deferred, "pending", pending, "bandwidth", uint64(bw))
+		if _, deferring := s.pol.(*predictive); deferring && !fits && round >= 3 && pending >= startPending {
+			// Deferral has stopped paying: the pages it holds back plus
+			// what the guest dirties no longer shrink, so it can only
+			// keep the migration from converging. Send like pre-copy.
+			s.pol = precopy{}
+			s.m.log.Info("predictive deferral off: pending stopped shrinking", "round", round, "pending", pending)
+			s.m.update(func(i *Info) { i.Pagecast.DeferralOff = round })
+		}
 		if s.mode.policy == ModeThrottle && !fits && round < cfg.MaxRounds {
 			if err := s.throttle(round, startPending, pending); err != nil {
 				return "", err
