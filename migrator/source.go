@@ -1,7 +1,6 @@
 package migrator
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -689,10 +688,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 		normal, zero, deferredNow = 0, 0, 0
 	}
 	finish := func() error {
-		if err := s.flushBatch(); err != nil {
-			return err
-		}
-		if err := s.flushZero(); err != nil {
+		if err := s.flush(); err != nil {
 			return err
 		}
 		report()
@@ -730,29 +726,18 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 			}
 			words[wi] &^= 1 << bit // sent: clean until dirtied again
 			s.passPages++
-			page := s.mem[gfn*PageSize : (gfn+1)*PageSize]
-			if isZero(page) {
+			flushed, err := s.queue(gfn)
+			if err != nil {
+				return false, err
+			}
+			if flushed == 0 {
 				zero++
-				if s.zeroCount > 0 && s.zeroFirst+s.zeroCount == gfn {
-					s.zeroCount++
-					continue
-				}
-				if err := s.flushZero(); err != nil {
-					return false, err
-				}
-				s.zeroFirst, s.zeroCount = gfn, 1
 				continue
 			}
 			normal++
-			s.batch = append(s.batch, gfn)
-			if len(s.batch) == MaxBatch {
-				if err := s.flushBatch(); err != nil {
-					return false, err
-				}
-				if time.Since(lastReport) >= 50*time.Millisecond {
-					report()
-					lastReport = time.Now()
-				}
+			if flushed == 2 && time.Since(lastReport) >= 50*time.Millisecond {
+				report()
+				lastReport = time.Now()
 			}
 		}
 	}
@@ -771,26 +756,55 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 	return false, nil
 }
 
+// queue adds page gfn to what goes out next: a zero page to the current
+// run of zero pages, any other to the batch, which is sent once full. It
+// reports 0 for a zero page, 1 for a page batched, 2 for one that filled
+// and sent the batch.
+func (s *sender) queue(gfn uint64) (int, error) {
+	if mecom.IsZero(s.mem[gfn*PageSize : (gfn+1)*PageSize]) {
+		if s.zeroCount > 0 && s.zeroFirst+s.zeroCount == gfn {
+			s.zeroCount++
+			return 0, nil
+		}
+		if err := s.flushZero(); err != nil {
+			return 0, err
+		}
+		s.zeroFirst, s.zeroCount = gfn, 1
+		return 0, nil
+	}
+	s.batch = append(s.batch, gfn)
+	if len(s.batch) < MaxBatch {
+		return 1, nil
+	}
+	return 2, s.flushBatch()
+}
+
+// flush sends what queue holds.
+func (s *sender) flush() error {
+	if err := s.flushBatch(); err != nil {
+		return err
+	}
+	return s.flushZero()
+}
+
+// flushBatch sends the batch, compressed when the mode says so.
 func (s *sender) flushBatch() error {
 	if len(s.batch) == 0 {
 		return nil
 	}
-	var err error
+	what, err := "pages", error(nil)
 	if s.enc != nil {
+		what = "compressed pages"
 		s.coded, err = s.enc.Encode(s.coded[:0], s.batch, s.mem)
 		if err == nil {
 			err = s.w.Compressed(s.batch, s.coded)
 		}
-		s.batch = s.batch[:0]
-		if err != nil {
-			return fmt.Errorf("send compressed pages: %w", err)
-		}
-		return nil
+	} else {
+		err = s.w.Pages(s.batch, s.mem)
 	}
-	err = s.w.Pages(s.batch, s.mem)
 	s.batch = s.batch[:0]
 	if err != nil {
-		return fmt.Errorf("send pages: %w", err)
+		return fmt.Errorf("send %s: %w", what, err)
 	}
 	return nil
 }
@@ -806,9 +820,3 @@ func (s *sender) flushZero() error {
 	}
 	return nil
 }
-
-var zeroPage [PageSize]byte
-
-// isZero reports whether a page is all zero bytes; bytes.Equal compares
-// with vector instructions.
-func isZero(page []byte) bool { return bytes.Equal(page, zeroPage[:]) }

@@ -382,25 +382,14 @@ func monitorPages(vm *vmm.VM, dirty *vmm.Bitmap) []uint64 {
 	return nil
 }
 
-// sendPages sends gfns, zero pages as one-page zero runs.
+// sendPages sends gfns, zero pages as runs.
 func (s *sender) sendPages(gfns []uint64) error {
-	if len(gfns) == 0 {
-		return nil
-	}
-	normal := gfns[:0:0]
 	for _, g := range gfns {
-		if isZero(s.mem[g*PageSize : (g+1)*PageSize]) {
-			if err := s.w.Zero(g, 1); err != nil {
-				return err
-			}
-			continue
+		if _, err := s.queue(g); err != nil {
+			return err
 		}
-		normal = append(normal, g)
 	}
-	if len(normal) > 0 {
-		return s.w.Pages(normal, s.mem)
-	}
-	return nil
+	return s.flush()
 }
 
 // receiveTSMC finishes an incoming three-stage copy: stage 1's pages have
