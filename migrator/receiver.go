@@ -82,7 +82,7 @@ func Receive(ctx context.Context, conn net.Conn, vm *vmm.VM, cfg ReceiveConfig) 
 		var refused *refusal
 		if !errors.As(err, &refused) && !errors.Is(err, errSourceAborted) {
 			// Best effort: the source may be gone already.
-			if rc.w.Text(RecAbort, truncateText(err.Error())) == nil {
+			if rc.w.Text(RecAbort, err.Error()) == nil { // the Writer cuts long reasons
 				rc.w.Flush()
 			}
 		}
@@ -101,13 +101,6 @@ func (r *refusal) Error() string { return "refused the source: " + r.reason.Erro
 
 var errSourceAborted = errors.New("the source aborted the migration")
 
-func truncateText(s string) string {
-	if len(s) > 4000 {
-		s = s[:4000]
-	}
-	return s
-}
-
 type receiver struct {
 	conns []net.Conn // connections after the first (post-copy recovery)
 	ctx   context.Context
@@ -119,16 +112,15 @@ type receiver struct {
 	r     *Reader
 	log   *slog.Logger
 
-	seen          *vmm.Bitmap
-	vcpus         []vmm.VCPUState
-	digest        *Digest
-	rounds        int
-	normal, zero  uint64
-	mode          string
-	lastRoundSeen uint32
-	dirty         *vmm.Bitmap // TSMC: the stage-2 dirty bitmap
-	pulled        uint64      // TSMC: pages asked for because the guest touched them
-	pushed        uint64      // TSMC: pages filled in stage 3
+	seen         *vmm.Bitmap
+	vcpus        []vmm.VCPUState
+	digest       *Digest
+	rounds       int
+	normal, zero uint64
+	mode         string
+	dirty        *vmm.Bitmap // TSMC: the stage-2 dirty bitmap
+	pulled       uint64      // TSMC: pages asked for because the guest touched them
+	pushed       uint64      // TSMC: pages filled in stage 3
 }
 
 func (rc *receiver) run() error {
@@ -142,7 +134,7 @@ func (rc *receiver) run() error {
 	local := Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: rc.vm.MemoryBytes(),
 		VCPUs: uint32(rc.vm.VCPUs()), Image: rc.vm.ImageDigest()}
 	if err := rec.Hello.Check(local); err != nil {
-		if werr := rc.w.Text(RecRefuse, truncateText(err.Error())); werr == nil {
+		if werr := rc.w.Text(RecRefuse, err.Error()); werr == nil {
 			rc.w.Flush()
 		}
 		return &refusal{err}
@@ -167,34 +159,24 @@ func (rc *receiver) run() error {
 		case RecPages:
 			for i, gfn := range rec.GFNs {
 				copy(rc.mem[gfn*PageSize:(gfn+1)*PageSize], rec.Data[i*PageSize:(i+1)*PageSize])
-				rc.seen.Set(gfn)
-				if rc.dirty != nil { // TSMC stage 2: a dirty page sent ahead, not fetched later
-					rc.dirty.Words()[gfn/64] &^= 1 << (gfn % 64)
-					rc.pushed++
-				}
-			}
-			if rc.dirty == nil {
-				rc.normal += uint64(len(rec.GFNs))
+				rc.arrived(gfn, &rc.normal)
 			}
 		case RecCompressed:
 			gfns := rec.GFNs
 			err := mecom.Decode(rec.Coded, len(gfns), func(i int, data []byte) {
 				copy(rc.mem[gfns[i]*PageSize:(gfns[i]+1)*PageSize], data)
-				rc.seen.Set(gfns[i])
+				rc.arrived(gfns[i], &rc.normal)
 			})
 			if err != nil {
 				return fmt.Errorf("compressed pages %d…%d: %w", gfns[0], gfns[len(gfns)-1], err)
 			}
-			rc.normal += uint64(len(gfns))
 		case RecZero:
 			clear(rc.mem[rec.First*PageSize : (rec.First+rec.Count)*PageSize])
 			for gfn := rec.First; gfn < rec.First+rec.Count; gfn++ {
-				rc.seen.Set(gfn)
+				rc.arrived(gfn, &rc.zero)
 			}
-			rc.zero += rec.Count
 		case RecEndRound:
 			rc.rounds++
-			rc.lastRoundSeen = rec.Round
 		case RecVCPUs:
 			rc.vcpus = append([]vmm.VCPUState(nil), rec.VCPUs...)
 		case RecDigest:
@@ -216,11 +198,43 @@ func (rc *receiver) run() error {
 	}
 }
 
+// arrived records page gfn as received, counted in count. Once TSMC's
+// dirty bitmap has come (stage 2) a page is a dirty one sent ahead of stage
+// 3, so it is no longer to be fetched, and counts as pushed.
+func (rc *receiver) arrived(gfn uint64, count *uint64) {
+	rc.seen.Set(gfn)
+	if rc.dirty != nil {
+		rc.dirty.Words()[gfn/64] &^= 1 << (gfn % 64)
+		count = &rc.pushed
+	}
+	*count++
+}
+
 // finish verifies the copy, tells the source, and starts the guest on its
 // commit.
 func (rc *receiver) finish() error {
-	problem := rc.verify()
-	err := rc.w.Verified(problem == nil, errText(problem))
+	if err := rc.verdict(rc.verify()); err != nil {
+		return err
+	}
+	if err := rc.vm.RestoreVCPUs(rc.vcpus); err != nil {
+		return err
+	}
+	if err := rc.vm.Start(); err != nil {
+		return err
+	}
+	rc.log.Info("incoming migration complete, guest running", "rounds", rc.rounds, "pages", rc.normal, "zero-pages", rc.zero)
+	return nil
+}
+
+// verdict tells the source whether the copy checked out (problem nil) and,
+// if it did, waits for the source's commit: until then the guest stays
+// with the source.
+func (rc *receiver) verdict(problem error) error {
+	reason := ""
+	if problem != nil {
+		reason = problem.Error()
+	}
+	err := rc.w.Verified(problem == nil, reason)
 	if err == nil {
 		err = rc.w.Flush()
 	}
@@ -236,22 +250,16 @@ func (rc *receiver) finish() error {
 	}
 	switch rec.Type {
 	case RecCommit:
+		return nil
 	case RecAbort:
 		return fmt.Errorf("%w: %s", errSourceAborted, rec.Text)
-	default:
-		return fmt.Errorf("expected a commit, got a %s record: %w", rec.Type, ErrMalformed)
 	}
-	if err := rc.vm.RestoreVCPUs(rc.vcpus); err != nil {
-		return err
-	}
-	if err := rc.vm.Start(); err != nil {
-		return err
-	}
-	rc.log.Info("incoming migration complete, guest running", "rounds", rc.rounds, "pages", rc.normal, "zero-pages", rc.zero)
-	return nil
+	return fmt.Errorf("expected a commit, got a %s record: %w", rec.Type, ErrMalformed)
 }
 
-func (rc *receiver) verify() error {
+// complete checks that stage 1 (or pre-copy) left nothing out: every page
+// arrived, and the vCPU state and the source's checksums came.
+func (rc *receiver) complete() error {
 	if missing := rc.pages - rc.seen.Count(); missing > 0 {
 		return fmt.Errorf("%d of %d pages never arrived", missing, rc.pages)
 	}
@@ -261,15 +269,15 @@ func (rc *receiver) verify() error {
 	if rc.digest == nil {
 		return errors.New("no memory checksums arrived")
 	}
+	return nil
+}
+
+func (rc *receiver) verify() error {
+	if err := rc.complete(); err != nil {
+		return err
+	}
 	if err := rc.digest.Compare(ComputeDigest(rc.mem)); err != nil {
 		return fmt.Errorf("verify memory: %w", err)
 	}
 	return nil
-}
-
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return truncateText(err.Error())
 }

@@ -399,23 +399,8 @@ func (s *sender) sendPages(gfns []uint64) error {
 // starts the guest and fills them as the source pushes them or the guest
 // touches them.
 func (rc *receiver) receiveTSMC(dirty *vmm.Bitmap) error {
-	problem := rc.verifyClean(dirty)
-	err := rc.w.Verified(problem == nil, errText(problem))
-	if err == nil {
-		err = rc.w.Flush()
-	}
-	if problem != nil {
-		return problem
-	}
-	if err != nil {
-		return fmt.Errorf("report verification: %w", err)
-	}
-	rec, err := rc.r.Next()
-	if err != nil {
-		return fmt.Errorf("wait for the source's commit (the guest stays with the source): %w", err)
-	}
-	if rec.Type != RecCommit {
-		return fmt.Errorf("expected a commit, got a %s record: %w", rec.Type, ErrMalformed)
+	if err := rc.verdict(rc.verifyClean(dirty)); err != nil {
+		return err
 	}
 
 	region, err := uffd.Register(rc.mem)
@@ -610,16 +595,12 @@ func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mut
 	return nil
 }
 
-// verifyClean checks stage 1's copy: every page arrived, the vCPU state
-// came, and every checksum chunk holding no dirty page matches the
+// verifyClean checks stage 1's copy: it is complete, and every checksum chunk holding no dirty page matches the
 // source's (the dirty pages come in stage 3, each under its record's
 // checksum).
 func (rc *receiver) verifyClean(dirty *vmm.Bitmap) error {
-	if missing := rc.pages - rc.seen.Count(); missing > 0 {
-		return fmt.Errorf("stage 1: %d of %d pages never arrived", missing, rc.pages)
-	}
-	if rc.vcpus == nil || rc.digest == nil {
-		return errors.New("stage 2: vcpu state or memory checksums missing")
+	if err := rc.complete(); err != nil {
+		return err
 	}
 	local := computeDigest(rc.mem, int(rc.digest.ChunkBytes))
 	chunkPages := uint64(local.ChunkBytes) / PageSize
