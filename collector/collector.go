@@ -46,7 +46,6 @@ type Collector struct {
 	start   time.Time // of the current epoch
 	began   time.Time // of epoch 1
 	total   uint64    // pages summed over closed epochs
-	last    Epoch     // the latest closed epoch
 	rate    float64   // bytes/s dirtied in the latest epoch
 	logging bool
 }
@@ -152,7 +151,6 @@ func (c *Collector) CloseEpoch() (Epoch, error) {
 	}
 	c.start = end
 	c.total += uint64(len(e.Pages))
-	c.last = e
 	c.rate = float64(len(e.Pages)) * 4096 / e.Duration.Seconds()
 	return e, nil
 }

@@ -215,10 +215,7 @@ func PlotEpochs(w io.Writer, title string, results []Result) error {
 	}
 	slices.Sort(abs)
 	if lim := 1.2 * abs[len(abs)*98/100]; lim > 0 && lim < abs[len(abs)-1] {
-		bottom.Y.Min, bottom.Y.Max = -lim, lim
-		for j := range diff {
-			diff[j].Y = min(max(diff[j].Y, -lim), lim)
-		}
+		bottom.Y.Min, bottom.Y.Max = -lim, lim // NewLine copied the points: the axis does the clipping
 		bottom.Title.Text += fmt.Sprintf("; clipped at ±%.0f", lim)
 	}
 	return saveColumn(w, 12*vg.Inch, 8*vg.Inch, []*plot.Plot{top, bottom}, []float64{2, 1})

@@ -99,7 +99,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 
 	start := time.Now()
 	lastProgress := uint64(0)
-	total := map[uint64]int{}
+	total := vmm.NewBitmap(pages) // every page dirtied in the demo
 	var epochs []trace.Epoch
 	for time.Since(start) < c.Duration("duration") {
 		set, dt, err := next()
@@ -114,9 +114,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 			return err
 		}
 		list := set.List()
-		for _, p := range list {
-			total[p]++
-		}
+		total.Or(set)
 		epochs = append(epochs, trace.Epoch{Index: uint64(len(epochs)), Pages: list})
 		var hot []string
 		for _, r := range collector.Hottest(list, 1<<20, 2) {
@@ -131,7 +129,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	printForecastScores(out, epochs, pages)
 	st, _ := vm.GuestStatus()
 	fmt.Fprintf(out, "\n%d distinct pages dirtied (%s of %s) in %.1fs; guest: %s\n",
-		len(total), units.FormatBytes(float64(len(total)*vmm.PageSize)), units.FormatBytes(float64(vm.MemoryBytes())),
+		total.Count(), units.FormatBytes(float64(total.Count()*vmm.PageSize)), units.FormatBytes(float64(vm.MemoryBytes())),
 		time.Since(start).Seconds(), st)
 	if c.Bool("no-migrate") {
 		return nil
