@@ -48,10 +48,7 @@ func BenchmarkModes(b *testing.B) {
 				if mode == migrator.ModePrecopy {
 					pre = r
 				}
-				b.ReportMetric(float64(r.total.Milliseconds()), "total-ms")
-				b.ReportMetric(float64(r.downtime.Milliseconds()), "downtime-ms")
-				b.ReportMetric(float64(r.bytes)/(1<<20), "MiB")
-				b.ReportMetric(float64(r.rounds), "rounds")
+				r.reportCore(b)
 				b.ReportMetric(r.pace, "guest-pace")
 				if pre.bytes > 0 {
 					b.ReportMetric(float64(r.bytes)/float64(pre.bytes), "bytes/precopy")

@@ -24,16 +24,17 @@ type VM struct {
 	Epoch    time.Duration
 	Source   string
 
-	mu        sync.Mutex
-	model     *predictor.Model
-	probs     []float32 // forecast for the next epoch
-	expected  float64   // its expected dirty pages (Model.Expected: before threshold tuning)
-	epochs    uint64    // epochs observed
-	predicted float64   // forecast dirty pages for the latest observed epoch
-	actual    int       // dirty pages in the latest observed epoch
-	brier     float64   // Brier score of the latest epoch's forecast
-	brierSum  float64
-	scored    uint64
+	mu         sync.Mutex
+	model      *predictor.Model
+	probs      []float32 // forecast for the next epoch
+	expected   float64   // its expected dirty pages (Model.Expected: before threshold tuning)
+	workingSet int       // pages with probability ≥ 0.5 in probs
+	epochs     uint64    // epochs observed
+	predicted  float64   // forecast dirty pages for the latest observed epoch
+	actual     int       // dirty pages in the latest observed epoch
+	brier      float64   // Brier score of the latest epoch's forecast
+	brierSum   float64
+	scored     uint64
 }
 
 // Service holds the VMs and serves them.
@@ -63,8 +64,7 @@ func (s *Service) AddVM(id string, pages, pageSize uint64, epoch time.Duration, 
 	}
 	vm := &VM{ID: id, Pages: pages, PageSize: pageSize, Epoch: epoch, Source: source,
 		model: predictor.NewModel(pages, predictor.Options{}), probs: make([]float32, pages)}
-	vm.model.Predict(vm.probs)
-	vm.expected = vm.model.Expected()
+	vm.predict()
 	s.vms[id] = vm
 	return vm, nil
 }
@@ -92,9 +92,21 @@ func (vm *VM) Observe(dirty []uint64) {
 		vm.scored++
 	}
 	vm.model.Observe(dirty)
+	vm.predict()
+	vm.epochs++
+}
+
+// predict forecasts the next epoch, once per epoch rather than on each
+// request or scrape that reads it. Callers hold vm.mu (or own vm alone).
+func (vm *VM) predict() {
 	vm.model.Predict(vm.probs)
 	vm.expected = vm.model.Expected()
-	vm.epochs++
+	vm.workingSet = 0
+	for _, p := range vm.probs {
+		if p >= 0.5 {
+			vm.workingSet++
+		}
+	}
 }
 
 // Forecast is what the service predicts for a VM's next epoch.
@@ -117,11 +129,7 @@ func (vm *VM) forecast() Forecast {
 	f := Forecast{VM: vm.ID, EpochsObserved: vm.epochs, EpochSeconds: vm.Epoch.Seconds(),
 		LastPredictedPages: vm.predicted, LastActualPages: vm.actual, LastBrier: vm.brier}
 	f.PredictedDirtyPages = vm.expected
-	for _, p := range vm.probs {
-		if p >= 0.5 {
-			f.WorkingSetPages++
-		}
-	}
+	f.WorkingSetPages = vm.workingSet
 	f.PredictedBytesPerSec = f.PredictedDirtyPages * float64(vm.PageSize) / vm.Epoch.Seconds()
 	if vm.scored > 0 {
 		f.MeanBrier = vm.brierSum / float64(vm.scored)
