@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -92,19 +91,8 @@ func predictEval(c *cli.Context) error {
 		if !c.IsSet("memory") {
 			return fmt.Errorf("%s is a CSV trace: give the guest memory size with --memory (e.g. --memory 256M)", path)
 		}
-		if csv.MemoryBytes, err = units.ParseBytes(c.String("memory")); err != nil {
-			return fmt.Errorf("--memory: %w", err)
-		}
-		ps := c.Uint("page-size")
-		if ps == 0 || ps&(ps-1) != 0 || ps > 1<<30 {
-			return fmt.Errorf("--page-size %d: want a power of two up to 1 GiB", ps)
-		}
-		csv.PageSize = uint32(ps)
-		if csv.MemoryBytes == 0 || csv.MemoryBytes%uint64(ps) != 0 {
-			return fmt.Errorf("--memory %s: want a positive whole number of %d-byte pages", c.String("memory"), ps)
-		}
-		if csv.Epoch, err = time.ParseDuration(c.String("epoch")); err != nil || csv.Epoch <= 0 {
-			return fmt.Errorf("--epoch %q: want a positive duration such as 1s or 100ms", c.String("epoch"))
+		if csv, err = csvGeometry(c); err != nil {
+			return err
 		}
 	} else {
 		for _, f := range []string{"memory", "epoch", "page-size"} {

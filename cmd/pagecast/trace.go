@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/trace"
 )
 
@@ -197,6 +198,28 @@ func traceExport(c *cli.Context) error {
 	return nil
 }
 
+// csvGeometry reads --memory, --page-size and --epoch: what a CSV trace
+// does not say about the VM it came from.
+func csvGeometry(c *cli.Context) (predictor.CSVOptions, error) {
+	var g predictor.CSVOptions
+	mem, err := units.ParseBytes(c.String("memory"))
+	if err != nil {
+		return g, fmt.Errorf("--memory: %w", err)
+	}
+	ps := c.Uint("page-size")
+	if ps == 0 || ps&(ps-1) != 0 || uint64(ps) > 1<<30 {
+		return g, fmt.Errorf("--page-size %d: want a power of two up to 1 GiB", ps)
+	}
+	if mem == 0 || mem%uint64(ps) != 0 {
+		return g, fmt.Errorf("--memory %s: want a positive whole number of %d-byte pages", c.String("memory"), ps)
+	}
+	epoch, err := time.ParseDuration(c.String("epoch"))
+	if err != nil || epoch <= 0 {
+		return g, fmt.Errorf("--epoch %q: want a positive duration such as 1s or 100ms", c.String("epoch"))
+	}
+	return predictor.CSVOptions{MemoryBytes: mem, PageSize: uint32(ps), Epoch: epoch}, nil
+}
+
 func traceImport(c *cli.Context) error {
 	in, err := oneArg(c, "CSV file")
 	if err != nil {
@@ -205,20 +228,9 @@ func traceImport(c *cli.Context) error {
 	if f := c.String("format"); f != "csv" {
 		return fmt.Errorf("--format %q: want csv", f)
 	}
-	mem, err := units.ParseBytes(c.String("memory"))
+	geo, err := csvGeometry(c)
 	if err != nil {
-		return fmt.Errorf("--memory: %w", err)
-	}
-	pageSize := c.Uint("page-size")
-	if pageSize == 0 || pageSize&(pageSize-1) != 0 || uint64(pageSize) > 1<<30 {
-		return fmt.Errorf("--page-size %d: want a power of two up to 1 GiB", pageSize)
-	}
-	if mem == 0 || mem%uint64(pageSize) != 0 {
-		return fmt.Errorf("--memory %s: want a positive whole number of %d-byte pages", c.String("memory"), pageSize)
-	}
-	epoch, err := time.ParseDuration(c.String("epoch"))
-	if err != nil || epoch <= 0 {
-		return fmt.Errorf("--epoch %q: want a positive duration such as 1s or 100ms", c.String("epoch"))
+		return err
 	}
 	src := io.Reader(os.Stdin)
 	name := "standard input"
@@ -231,9 +243,9 @@ func traceImport(c *cli.Context) error {
 		src, name = f, filepath.Base(in)
 	}
 	m := trace.Meta{
-		MemoryBytes: mem,
-		PageSize:    uint32(pageSize),
-		Epoch:       epoch,
+		MemoryBytes: geo.MemoryBytes,
+		PageSize:    geo.PageSize,
+		Epoch:       geo.Epoch,
 		Hook:        c.String("hook"),
 		Source:      c.String("source"),
 	}
