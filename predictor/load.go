@@ -62,13 +62,9 @@ func ReadTrace(path string, c CSVOptions) (trace.Meta, []trace.Epoch, []trace.Da
 	if err != nil {
 		return m, nil, nil, err
 	}
-	var epochs []trace.Epoch
-	for {
-		e, err := r.Next()
-		if err != nil {
-			break // io.EOF: the buffer holds exactly what was written
-		}
-		epochs = append(epochs, e)
+	epochs, err := r.ReadAll()
+	if err != nil {
+		return m, nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return r.Meta(), epochs, nil, nil
 }

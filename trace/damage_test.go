@@ -236,16 +236,9 @@ func TestSlowSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []Epoch
-	for {
-		e, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, e)
+	got, err := r.ReadAll()
+	if err != nil {
+		t.Fatal(err)
 	}
 	want := append(append([]Epoch{}, epochs[:10]...), epochs[11:]...)
 	if !sameEpochs(got, want) || len(r.Damage()) != 1 || r.Damage()[0].Offset != ends[10] {

@@ -327,14 +327,25 @@ func ReadFile(path string) (Meta, []Epoch, []Damage, error) {
 		return Meta{}, nil, nil, err
 	}
 	defer r.Close()
+	epochs, err := r.ReadAll()
+	if err != nil {
+		err = fmt.Errorf("%s: %w", path, err)
+	}
+	return r.Meta(), epochs, r.Damage(), err
+}
+
+// ReadAll reads every epoch left, to the end of the trace, skipping damage
+// as Next does. It returns the epochs read before any error other than
+// the end.
+func (r *Reader) ReadAll() ([]Epoch, error) {
 	var epochs []Epoch
 	for {
 		e, err := r.Next()
 		if err == io.EOF {
-			return r.Meta(), epochs, r.Damage(), nil
+			return epochs, nil
 		}
 		if err != nil {
-			return r.Meta(), epochs, r.Damage(), fmt.Errorf("%s: %w", path, err)
+			return epochs, err
 		}
 		epochs = append(epochs, e)
 	}

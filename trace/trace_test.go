@@ -60,17 +60,8 @@ func readAll(data []byte) (Meta, []Epoch, []Damage, error) {
 	if err != nil {
 		return Meta{}, nil, nil, err
 	}
-	var epochs []Epoch
-	for {
-		e, err := r.Next()
-		if err == io.EOF {
-			return r.Meta(), epochs, r.Damage(), nil
-		}
-		if err != nil {
-			return r.Meta(), epochs, r.Damage(), err
-		}
-		epochs = append(epochs, e)
-	}
+	epochs, err := r.ReadAll()
+	return r.Meta(), epochs, r.Damage(), err
 }
 
 // sameEpochs compares epochs, taking nil and empty page lists as equal.
