@@ -204,7 +204,7 @@ func (rc *receiver) run() error {
 func (rc *receiver) arrived(gfn uint64, count *uint64) {
 	rc.seen.Set(gfn)
 	if rc.dirty != nil {
-		rc.dirty.Words()[gfn/64] &^= 1 << (gfn % 64)
+		rc.dirty.Unset(gfn)
 		count = &rc.pushed
 	}
 	*count++

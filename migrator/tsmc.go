@@ -83,7 +83,7 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 		return err
 	}
 	for _, g := range early {
-		dirty.Words()[g/64] &^= 1 << (g % 64) // sent already
+		dirty.Unset(g) // sent already
 	}
 	if err := s.w.Text(RecCommit, ""); err != nil {
 		return err

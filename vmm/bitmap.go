@@ -23,6 +23,13 @@ func (b *Bitmap) Set(gfn uint64) {
 	}
 }
 
+// Unset removes page gfn; pages beyond the end are ignored.
+func (b *Bitmap) Unset(gfn uint64) {
+	if gfn < b.pages {
+		b.words[gfn/64] &^= 1 << (gfn % 64)
+	}
+}
+
 // Has reports whether page gfn is in the set.
 func (b *Bitmap) Has(gfn uint64) bool {
 	return gfn < b.pages && b.words[gfn/64]&(1<<(gfn%64)) != 0

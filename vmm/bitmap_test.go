@@ -26,6 +26,11 @@ func TestBitmap(t *testing.T) {
 	if got := b.List(); !reflect.DeepEqual(got, []uint64{0, 1, 2, 3, 63, 64, 65, 130, 199}) {
 		t.Fatalf("List after Or = %v", got)
 	}
+	b.Unset(64)
+	b.Unset(5000) // past the end: ignored
+	if b.Has(64) || !b.Has(63) || !b.Has(65) || b.Count() != 8 {
+		t.Fatalf("Unset(64) left %v", b.List())
+	}
 	b.Clear()
 	if b.Count() != 0 {
 		t.Fatal("Clear left pages")
