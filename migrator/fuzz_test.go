@@ -42,10 +42,13 @@ func FuzzReader(f *testing.F) {
 		round    = func(w *Writer) error { return w.EndRound(3) }
 		verified = func(w *Writer) error { return w.Verified(false, "memory differs") }
 		abort    = func(w *Writer) error { return w.Text(RecAbort, "cancelled") }
+		bitmap   = func(w *Writer) error { return w.Bitmap([]uint64{1, 0, 1 << 63, 5}) }
+		request  = func(w *Writer) error { return w.Request([]uint64{5, 255}) }
+		coded    = func(w *Writer) error { return w.Compressed([]uint64{3, 4}, []byte{0x20, 0x20}) }
 	)
 	whole := seed(pages, zero, round, vcpus, digest, end)
 	f.Add(whole)
-	for _, rec := range []func(*Writer) error{pages, zero, vcpus, digest, end, round, verified, abort} {
+	for _, rec := range []func(*Writer) error{pages, zero, vcpus, digest, end, round, verified, abort, bitmap, request, coded} {
 		f.Add(seed(rec))
 	}
 	for _, i := range []int{3, 40, 100, len(whole) / 2, len(whole) - 1} {
@@ -100,18 +103,22 @@ func recFuzzRead(t *testing.T, stream []byte) {
 		if n == 0 {
 			r.SetLimits(recTestPages, recTestVCPUs)
 		}
-		if len(rec.Data) != len(rec.GFNs)*PageSize {
-			t.Fatalf("record %d (%s): %d bytes of data for %d pages", n, rec.Type, len(rec.Data), len(rec.GFNs))
-		}
 		switch rec.Type {
-		case RecPages:
+		case RecPages, RecRequest, RecCompressed:
+			if rec.Type == RecPages && len(rec.Data) != len(rec.GFNs)*PageSize {
+				t.Fatalf("record %d (%s): %d bytes of data for %d pages", n, rec.Type, len(rec.Data), len(rec.GFNs))
+			}
 			if len(rec.GFNs) < 1 || len(rec.GFNs) > MaxBatch {
-				t.Fatalf("record %d: batch of %d pages", n, len(rec.GFNs))
+				t.Fatalf("record %d (%s): batch of %d pages", n, rec.Type, len(rec.GFNs))
 			}
 			for _, g := range rec.GFNs {
 				if g >= recTestPages {
 					t.Fatalf("record %d: page %d is beyond the limit", n, g)
 				}
+			}
+		case RecBitmap:
+			if len(rec.Bitmap) != (recTestPages+63)/64 {
+				t.Fatalf("record %d: bitmap of %d words", n, len(rec.Bitmap))
 			}
 		case RecZero:
 			if rec.Count == 0 || rec.First+rec.Count < rec.First || rec.First+rec.Count > recTestPages {
@@ -133,8 +140,11 @@ func recFuzzRead(t *testing.T, stream []byte) {
 				t.Fatalf("record %d: %d-byte text", n, len(rec.Text))
 			}
 		}
-		if rec.Type != RecPages && len(rec.GFNs) != 0 {
+		if carries := rec.Type == RecPages || rec.Type == RecRequest || rec.Type == RecCompressed; !carries && len(rec.GFNs) != 0 {
 			t.Fatalf("record %d (%s) has page numbers", n, rec.Type)
+		}
+		if rec.Type != RecPages && len(rec.Data) != 0 {
+			t.Fatalf("record %d (%s) has page data", n, rec.Type)
 		}
 		// A record has one encoding: what was accepted is what the Writer
 		// makes of the decoded record.
@@ -171,6 +181,12 @@ func recEncode(t *testing.T, rec *Record) []byte {
 		err = w.Digest(rec.Digest)
 	case RecVerified:
 		err = w.Verified(rec.OK, rec.Text)
+	case RecBitmap:
+		err = w.Bitmap(rec.Bitmap)
+	case RecRequest:
+		err = w.Request(rec.GFNs)
+	case RecCompressed:
+		err = w.Compressed(rec.GFNs, rec.Coded)
 	default:
 		err = w.Text(rec.Type, rec.Text)
 	}
