@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"io"
 	"testing"
 )
@@ -77,8 +76,7 @@ func recReseal(stream []byte) []byte {
 		if size > MaxPayload || len(b)-wireHeaderSize < int(size) {
 			break
 		}
-		crc := crc32.Update(crc32.Update(0, wireCastagnoli, b[:8]), wireCastagnoli, b[wireHeaderSize:wireHeaderSize+size])
-		binary.LittleEndian.PutUint32(b[8:], crc)
+		binary.LittleEndian.PutUint32(b[8:], recordCRC(b, b[wireHeaderSize:wireHeaderSize+size]))
 		b = b[wireHeaderSize+size:]
 	}
 	return out

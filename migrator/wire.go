@@ -361,13 +361,19 @@ func wireText(s string) string {
 	return s[:cut]
 }
 
+// recordCRC is a record's checksum: CRC-32C of its header's first 8
+// bytes, then its payload.
+func recordCRC(header, payload []byte) uint32 {
+	return crc32.Update(crc32.Update(0, wireCastagnoli, header[:8]), wireCastagnoli, payload)
+}
+
 // record frames payload p as a record of type t.
 func (w *Writer) record(t RecordType, p []byte) error {
 	w.buf = p[:0] // keep whatever capacity the payload grew to
 	h := w.hdr[:]
 	h[0], h[1], h[2], h[3] = byte(t), 0, 0, 0
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(p)))
-	crc := crc32.Update(crc32.Update(0, wireCastagnoli, h[:8]), wireCastagnoli, p)
+	crc := recordCRC(h, p)
 	binary.LittleEndian.PutUint32(h[8:], crc)
 	if _, err := w.bw.Write(h); err != nil {
 		return fmt.Errorf("write %s record: %w", t, err)
@@ -484,7 +490,7 @@ func (r *Reader) next() (*Record, error) {
 		return nil, r.fail(err, "read payload")
 	}
 	want := binary.LittleEndian.Uint32(h[8:])
-	if got := crc32.Update(crc32.Update(0, wireCastagnoli, h[:8]), wireCastagnoli, p); got != want {
+	if got := recordCRC(h, p); got != want {
 		return nil, r.malformed("%schecksum %08x, header says %08x", r.stranger(), got, want)
 	}
 	if h[1] != 0 {

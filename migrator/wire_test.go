@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pagecast/pagecast/migrator/mecom"
 	"github.com/pagecast/pagecast/vmm"
 )
 
@@ -800,6 +801,14 @@ func BenchmarkComputeDigest(b *testing.B) {
 		ComputeDigest(mem)
 	}
 	b.ReportMetric(float64(runtime.GOMAXPROCS(0)), "workers")
+}
+
+// A compressed batch of MaxBatch pages fits a record whatever mecom makes
+// of them: the payload limit must follow mecom's own bound.
+func TestWireCompressedBatchFits(t *testing.T) {
+	if n := 4 + 8*MaxBatch + mecom.MaxEncodedLen(MaxBatch); n > MaxPayload {
+		t.Fatalf("a compressed batch can take %d bytes, over the %d-byte payload limit", n, MaxPayload)
+	}
 }
 
 func TestWireTSMCAndCompressedRecords(t *testing.T) {
