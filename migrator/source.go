@@ -263,24 +263,14 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	stopClosing := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks reads and writes
-	defer stopClosing()
-
-	lc := &linkConn{Conn: conn, ctx: ctx, limit: m.limit, idle: m.cfg.IdleTimeout}
-	s := &sender{m: m, w: NewWriter(lc), r: NewReader(lc), pol: pol, mem: m.vm.Memory(),
-		pages: m.vm.MemoryBytes() / PageSize, mode: md}
-	defer func() {
-		for i, c := range s.conns {
-			s.stops[i]()
-			c.Close()
-		}
-	}()
+	s := &sender{m: m, pol: pol, mem: m.vm.Memory(), pages: m.vm.MemoryBytes() / PageSize, mode: md}
+	defer s.closeConns()
+	s.attach(ctx, conn)
 	if md.mecom {
 		s.enc = mecom.NewEncoder(0)
 		s.enc.SetBandwidth(float64(m.cfg.MaxBandwidth))
 	}
-	if err := s.handshake(); err != nil {
+	if err := s.handshake(m.cfg.Mode); err != nil {
 		return err
 	}
 
@@ -316,23 +306,23 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 		s.pending.Set(gfn)
 	}
 	if md.policy == ModeTSMC {
-		return s.why(conn, s.tsmc(ctx))
+		return s.why(s.tsmc(ctx))
 	}
 	stopReason, err := s.precopy(ctx)
 	if err != nil {
-		return s.why(conn, err)
+		return s.why(err)
 	}
-	return s.why(conn, s.stopAndCopy(stopReason))
+	return s.why(s.stopAndCopy(stopReason))
 }
 
 // why adds the destination's own reason to a failure, when it sent one:
 // a destination that gives up sends an abort record before it hangs up,
 // which a source busy writing would otherwise never read.
-func (s *sender) why(conn net.Conn, err error) error {
+func (s *sender) why(err error) error {
 	if st := s.m.Info().Status; err == nil || st == StatusPostcopy || st == StatusPostcopyPaused {
 		return err
 	}
-	conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	s.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	for range 16 { // skip requests or verdicts in flight
 		rec, rerr := s.r.Next()
 		if rerr != nil {
@@ -374,8 +364,8 @@ type sender struct {
 	mode  mode
 	enc   *mecom.Encoder // pages are compressed (MECOM) when set
 	coded []byte
-	conns []net.Conn    // connections after the first (post-copy recovery)
-	stops []func() bool // their context.AfterFunc
+	conn  net.Conn // the connection in use
+	close []func() // undo attach, for every connection (post-copy recovery makes more)
 	w     *Writer
 	r     *Reader
 	pol   policy
@@ -395,10 +385,32 @@ type sender struct {
 	stopAt               uint64 // pages the link moves within the downtime limit
 }
 
-func (s *sender) handshake() error {
+// attach makes conn the migration's connection: writes go through the
+// link cap, reads and writes time out when idle, ctx's end closes it, and
+// the byte count carries on from the connection before.
+func (s *sender) attach(ctx context.Context, conn net.Conn) {
+	stop := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks reads and writes
+	s.close = append(s.close, func() { stop(); conn.Close() })
+	lc := &linkConn{Conn: conn, ctx: ctx, limit: s.m.limit, idle: s.m.cfg.IdleTimeout}
+	w := NewWriter(lc)
+	if s.w != nil {
+		w.n = s.w.Bytes()
+	}
+	s.conn, s.w, s.r = conn, w, NewReader(lc)
+}
+
+func (s *sender) closeConns() {
+	for _, c := range s.close {
+		c()
+	}
+}
+
+// handshake says who the source is and how it sends (mode), and reads the
+// destination's answer.
+func (s *sender) handshake(mode string) error {
 	vm := s.m.vm
 	if err := s.w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: vm.MemoryBytes(),
-		VCPUs: uint32(vm.VCPUs()), Image: vm.ImageDigest(), Mode: s.m.cfg.Mode}); err != nil {
+		VCPUs: uint32(vm.VCPUs()), Image: vm.ImageDigest(), Mode: mode}); err != nil {
 		return fmt.Errorf("send handshake: %w", err)
 	}
 	if err := s.w.Flush(); err != nil {

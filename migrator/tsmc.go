@@ -325,30 +325,12 @@ func (s *sender) resume(ctx context.Context, st *postcopyState) error {
 	if err != nil {
 		return err
 	}
-	lc := &linkConn{Conn: conn, ctx: ctx, limit: s.m.limit, idle: s.m.cfg.IdleTimeout}
-	old := s.w.Bytes()
-	s.w, s.r = NewWriter(lc), NewReader(lc)
-	s.w.n = old // keep counting the migration's bytes
-	vm := s.m.vm
-	if err := s.w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: vm.MemoryBytes(),
-		VCPUs: uint32(vm.VCPUs()), Image: vm.ImageDigest(), Mode: resumeMode}); err != nil {
-		conn.Close()
-		return err
-	}
-	if err := s.w.Flush(); err != nil {
+	s.attach(ctx, conn)
+	if err := s.handshake(resumeMode); err != nil {
 		conn.Close()
 		return err
 	}
 	rec, err := s.r.Next()
-	if err != nil || rec.Type != RecAccept {
-		conn.Close()
-		if err == nil {
-			err = fmt.Errorf("the destination answered with a %s record: %s", rec.Type, rec.Text)
-		}
-		return err
-	}
-	s.r.SetLimits(s.pages, vm.VCPUs())
-	rec, err = s.r.Next()
 	if err != nil || rec.Type != RecBitmap {
 		conn.Close()
 		if err == nil {
@@ -362,9 +344,6 @@ func (s *sender) resume(ctx context.Context, st *postcopyState) error {
 		left += uint64(bits.OnesCount64(w))
 	}
 	st.left = left
-	s.conns = append(s.conns, conn)
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	s.stops = append(s.stops, stop)
 	s.m.log.Info("post-copy reconnected", "pages-missing", left)
 	return nil
 }
