@@ -606,24 +606,11 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("send the stop-and-copy: %w", err)
 	}
-	rec, err := s.r.Next()
-	if err != nil {
-		return fmt.Errorf("wait for the destination to verify its memory: %w", err)
+	if err := s.awaitVerified("stop-and-copy"); err != nil {
+		return err
 	}
-	switch {
-	case rec.Type == RecVerified && rec.OK:
-	case rec.Type == RecVerified:
-		return fmt.Errorf("the destination's memory does not match the source's: %s", rec.Text)
-	case rec.Type == RecAbort:
-		return fmt.Errorf("the destination aborted: %s", rec.Text)
-	default:
-		return fmt.Errorf("the destination answered the end of the stream with a %s record", rec.Type)
-	}
-	if err := s.w.Text(RecCommit, ""); err != nil {
-		return fmt.Errorf("send commit: %w", err)
-	}
-	if err := s.w.Flush(); err != nil {
-		return fmt.Errorf("send commit: %w", err)
+	if err := s.commit(); err != nil {
+		return err
 	}
 	// From here the destination owns the guest; this copy stays paused.
 	committed = true
@@ -636,6 +623,17 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 		i.RAM.Transferred = s.w.Bytes()
 		i.Pagecast.Verified = true
 	})
+	return nil
+}
+
+// commit tells the destination to run the guest.
+func (s *sender) commit() error {
+	if err := s.w.Text(RecCommit, ""); err != nil {
+		return fmt.Errorf("send commit: %w", err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("send commit: %w", err)
+	}
 	return nil
 }
 

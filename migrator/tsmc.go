@@ -85,11 +85,8 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	for _, g := range early {
 		dirty.Unset(g) // sent already
 	}
-	if err := s.w.Text(RecCommit, ""); err != nil {
+	if err := s.commit(); err != nil {
 		return err
-	}
-	if err := s.w.Flush(); err != nil {
-		return fmt.Errorf("send commit: %w", err)
 	}
 	committed = true // the destination runs the guest from here
 	downtime := time.Since(paused)
@@ -108,6 +105,7 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	return s.postcopy(ctx, dirty, uint64(len(early)))
 }
 
+// awaitVerified reads the destination's verdict on its memory.
 func (s *sender) awaitVerified(stage string) error {
 	rec, err := s.r.Next()
 	if err != nil {
