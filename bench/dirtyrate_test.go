@@ -40,26 +40,35 @@ func BenchmarkGuestDirtyRate(b *testing.B) {
 	}
 }
 
-// rate samples the guest's progress over rateWindow once it is running.
-func rate(b *testing.B, status func() (guest.Status, error)) float64 {
+// progress reads the guest's progress counter.
+func progress(b *testing.B, status func() (guest.Status, error)) uint64 {
 	b.Helper()
-	read := func() uint64 {
-		s, err := status()
-		if err != nil {
-			b.Fatal(err)
-		}
-		return s.TotalProgress()
+	s, err := status()
+	if err != nil {
+		b.Fatal(err)
 	}
+	return s.TotalProgress()
+}
+
+// waitProgress waits until the guest has begun writing.
+func waitProgress(b *testing.B, status func() (guest.Status, error)) {
+	b.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for read() == 0 {
+	for progress(b, status) == 0 {
 		if time.Now().After(deadline) {
 			b.Fatal("guest made no progress in 30s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	p0, t0 := read(), time.Now()
+}
+
+// rate samples the guest's progress over rateWindow once it is running.
+func rate(b *testing.B, status func() (guest.Status, error)) float64 {
+	b.Helper()
+	waitProgress(b, status)
+	p0, t0 := progress(b, status), time.Now()
 	time.Sleep(rateWindow)
-	p1, t1 := read(), time.Now()
+	p1, t1 := progress(b, status), time.Now()
 	return float64(p1-p0) / t1.Sub(t0).Seconds()
 }
 

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -290,30 +289,9 @@ func migrateWith(b *testing.B, workload string, cfg migrator.Config) migrationRe
 	return r
 }
 
-func progress(b *testing.B, status func() (guest.Status, error)) uint64 {
-	s, err := status()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s.TotalProgress()
-}
-
 // waitRunning waits until the guest's workload is making progress, so that
 // every migration starts from a guest in its steady state.
 func waitRunning(b *testing.B, status func() (guest.Status, error)) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s, err := status()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if s.TotalProgress() > 0 {
-			time.Sleep(500 * time.Millisecond) // a few epochs of the workload
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatal(fmt.Errorf("guest made no progress in 30s"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitProgress(b, status)
+	time.Sleep(500 * time.Millisecond) // a few epochs of the workload
 }

@@ -52,21 +52,12 @@ func BenchmarkProfilerOverhead(b *testing.B) {
 			if err := vm.Start(); err != nil {
 				b.Fatal(err)
 			}
-			progress := func() uint64 {
-				s, err := vm.GuestStatus()
-				if err != nil {
-					b.Fatal(err)
-				}
-				return s.TotalProgress()
-			}
 			measure := func() float64 {
-				p0, t0 := progress(), time.Now()
+				p0, t0 := progress(b, vm.GuestStatus), time.Now()
 				time.Sleep(overheadWindow)
-				return float64(progress()-p0) / time.Since(t0).Seconds()
+				return float64(progress(b, vm.GuestStatus)-p0) / time.Since(t0).Seconds()
 			}
-			for progress() == 0 {
-				time.Sleep(10 * time.Millisecond)
-			}
+			waitProgress(b, vm.GuestStatus)
 
 			var plain, logging, profiled float64
 			var runtime, floorTime time.Duration
