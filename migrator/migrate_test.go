@@ -447,11 +447,6 @@ func TestMigrateThrottle(t *testing.T) {
 			info.Pagecast.DeferralOff, info.Pagecast.StopReason)
 		return info, src, dst
 	}
-	// Six rounds show pre-copy cannot converge here (its pending pages
-	// stay above 6 000 from round 2 on, against 900 that would fit).
-	// Throttle aims at round 4 and gets eight: under the race detector the
-	// engine itself runs slower and measures a slower link, and its last
-	// percent of slowing can take the extra rounds.
 	pre, _, _ := run(ModePrecopy, 6)
 	if !strings.Contains(pre.Pagecast.StopReason, "round cap") {
 		t.Fatalf("precopy converged (%s): the workload is too light for this test", pre.Pagecast.StopReason)
@@ -462,7 +457,7 @@ func TestMigrateThrottle(t *testing.T) {
 	if pred, _, _ := run(ModePredictive, 6); strings.Contains(pred.Pagecast.StopReason, "round cap") && pred.Pagecast.DeferralOff == 0 {
 		t.Errorf("predictive ran into the round cap still deferring")
 	}
-	thr, src, dst := run(ModeThrottle, 8)
+	thr, src, dst := run(ModeThrottle, 6)
 	if strings.Contains(thr.Pagecast.StopReason, "round cap") {
 		t.Errorf("throttle hit the round cap too: %s", thr.Pagecast.StopReason)
 	}

@@ -7,7 +7,8 @@ import (
 
 // throttlePeriod is the duty cycle of vCPU throttling: in each period the
 // vCPUs run for (100-pct)% and sleep for pct%, as QEMU's cpu-throttle does
-// with its 10 ms timeslice.
+// with its 10 ms timeslice. (The period stretches when the host oversleeps
+// the running part, so that the share holds.)
 const throttlePeriod = 10 * time.Millisecond
 
 // SetThrottle takes pct percent of the vCPUs' time away from the guest
@@ -43,13 +44,18 @@ func (vm *VM) throttler() {
 		if pct == 0 {
 			return
 		}
+		started := time.Now()
 		time.Sleep(throttlePeriod * (100 - pct) / 100)
+		// The vCPUs ran for as long as the sleep really took, timer slack
+		// included (a 0.1 ms sleep takes a millisecond or more on a busy
+		// host); size their rest from that so the share holds at 99 % too.
+		ran := time.Since(started)
 		vm.mu.Lock()
 		if vm.quitting {
 			vm.mu.Unlock()
 			return
 		}
-		sleep := throttlePeriod * pct / 100
+		sleep := ran * pct / (100 - pct)
 		vm.sleepUntil.Store(time.Now().Add(sleep).UnixNano())
 		for _, c := range vm.vcpus {
 			c.kick()
