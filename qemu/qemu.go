@@ -20,15 +20,54 @@ import (
 
 // Options describe a QEMU virtual machine running the pagecast guest.
 type Options struct {
-	Binary        string // default: qemu-system-x86_64 from PATH
-	MemoryBytes   uint64
-	Cmdline       string    // guest command line (guest.Workload.Cmdline)
-	Mix           guest.Mix // initial arena content; zero value: DefaultMix
-	Seed          uint64
-	DirtyRingSize int    // KVM dirty ring entries per vCPU; 0: QEMU's default (dirty bitmap)
+	Binary      string // default: qemu-system-x86_64 from PATH
+	MemoryBytes uint64
+	Cmdline     string    // guest command line (guest.Workload.Cmdline)
+	Mix         guest.Mix // initial arena content; zero value: DefaultMix
+	Seed        uint64
+	// Accel is the accelerator: AccelKVM, AccelTCG, or "" / AccelAuto for
+	// KVM where /dev/kvm opens and TCG elsewhere.
+	Accel         string
+	DirtyRingSize int    // KVM dirty ring entries per vCPU; 0: QEMU's default (dirty bitmap); ignored under TCG
 	Dir           string // where sockets and files go (no ',' or '='); default: a temporary directory removed by Close
 	Incoming      string // if set, -incoming URI ("tcp:127.0.0.1:4444"): wait for a migration, whose RAM overwrites the arena
 	Extra         []string
+}
+
+// Accelerators QEMU can run the guest with.
+const (
+	AccelAuto = "auto" // KVM where /dev/kvm opens read-write, else TCG
+	AccelKVM  = "kvm"  // hardware virtualization; dirty pages through KVM's dirty ring
+	AccelTCG  = "tcg"  // QEMU's emulator; dirty pages through pagecast's TCG plugin
+)
+
+// ResolveAccel turns an --accel value into the accelerator to use, and says
+// why it was chosen.
+func ResolveAccel(accel string) (chosen, why string, err error) {
+	switch accel {
+	case "", AccelAuto:
+		if err := KVMUsable(); err != nil {
+			return AccelTCG, fmt.Sprintf("no usable KVM (%v)", err), nil
+		}
+		return AccelKVM, "/dev/kvm works", nil
+	case AccelKVM:
+		if err := KVMUsable(); err != nil {
+			return "", "", fmt.Errorf("--accel kvm: %w", err)
+		}
+		return AccelKVM, "asked for", nil
+	case AccelTCG:
+		return AccelTCG, "asked for", nil
+	}
+	return "", "", fmt.Errorf("unknown accelerator %q: want auto, kvm or tcg", accel)
+}
+
+// KVMUsable says whether /dev/kvm opens read-write.
+func KVMUsable() error {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // ErrNoQEMU is returned when the QEMU binary is not installed.
@@ -46,6 +85,7 @@ type VM struct {
 	exited     chan struct{}
 	mem        []byte // guest RAM, shared with QEMU through a file
 	statusAddr uint64
+	accel      string // AccelKVM or AccelTCG
 	serial     string
 	tmp        string // removed by Close
 	closeOnce  sync.Once
@@ -58,6 +98,10 @@ func Start(o Options) (_ *VM, err error) {
 		if bin, err = exec.LookPath("qemu-system-x86_64"); err != nil {
 			return nil, ErrNoQEMU
 		}
+	}
+	accel, _, err := ResolveAccel(o.Accel)
+	if err != nil {
+		return nil, err
 	}
 	if o.Mix == (guest.Mix{}) {
 		o.Mix = guest.DefaultMix
@@ -84,6 +128,7 @@ func Start(o Options) (_ *VM, err error) {
 		QMPPath:    filepath.Join(o.Dir, "qmp.sock"),
 		serial:     filepath.Join(o.Dir, "serial.log"),
 		statusAddr: k.StatusAddr,
+		accel:      accel,
 		tmp:        tmp,
 		stderr:     &bytes.Buffer{},
 		exited:     make(chan struct{}),
@@ -94,12 +139,12 @@ func Start(o Options) (_ *VM, err error) {
 	if err := guest.WriteArenaFile(arena, o.MemoryBytes, o.Mix, o.Seed); err != nil {
 		return nil, err
 	}
-	accel := "kvm"
-	if o.DirtyRingSize > 0 {
-		accel = fmt.Sprintf("kvm,dirty-ring-size=%d", o.DirtyRingSize)
+	accelArg := accel
+	if accel == AccelKVM && o.DirtyRingSize > 0 {
+		accelArg = fmt.Sprintf("kvm,dirty-ring-size=%d", o.DirtyRingSize)
 	}
 	args := []string{
-		"-accel", accel, "-machine", "pc,memory-backend=ram",
+		"-accel", accelArg, "-machine", "pc,memory-backend=ram",
 		"-m", fmt.Sprintf("%dM", o.MemoryBytes>>20),
 		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", o.MemoryBytes, memPath),
 		"-nographic", "-nodefaults", "-serial", "file:" + v.serial,
@@ -158,6 +203,9 @@ func Start(o Options) (_ *VM, err error) {
 	}
 	return v, nil
 }
+
+// Accel is the accelerator QEMU runs the guest with: AccelKVM or AccelTCG.
+func (v *VM) Accel() string { return v.accel }
 
 // Memory is the guest's RAM, shared with QEMU.
 func (v *VM) Memory() []byte { return v.mem }
