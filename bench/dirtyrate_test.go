@@ -21,7 +21,7 @@ const (
 func BenchmarkGuestDirtyRate(b *testing.B) {
 	for _, workload := range []string{"sweep", "sweep:write=page", "hotset"} {
 		b.Run(workload, func(b *testing.B) {
-			testutil.RequiresQEMU(b)
+			testutil.RequiresQEMUWithKVM(b)
 			w, err := guest.ParseWorkload(workload)
 			if err != nil {
 				b.Fatal(err)

@@ -75,7 +75,7 @@ func BenchmarkMigrate(b *testing.B) {
 		results := map[string]migrationResult{}
 		for _, who := range []string{"qemu", migrator.ModePrecopy, migrator.ModePredictive} {
 			b.Run(sc.name+"/"+who, func(b *testing.B) {
-				testutil.RequiresQEMU(b)
+				testutil.RequiresQEMUWithKVM(b)
 				var r migrationResult
 				for range b.N {
 					if who == "qemu" {

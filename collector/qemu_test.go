@@ -18,7 +18,7 @@ import (
 // pages written in between may land one epoch later in the truth.
 func TestQEMU(t *testing.T) {
 	testutil.RequiresBPF(t)
-	testutil.RequiresQEMU(t)
+	testutil.RequiresQEMUWithKVM(t)
 	w, err := guest.ParseWorkload("sweep:delay=40")
 	if err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ func startQEMU(t *testing.T, cmdline string, seed uint64) *qemu.VM {
 	if testing.Short() {
 		t.Skip("boots QEMU; skipped in short mode")
 	}
-	testutil.RequiresQEMU(t)
+	testutil.RequiresQEMUWithKVM(t)
 	vm, err := qemu.Start(qemu.Options{MemoryBytes: qemuMemory, Cmdline: cmdline, Seed: seed})
 	if errors.Is(err, qemu.ErrNoQEMU) {
 		t.Skip(err)

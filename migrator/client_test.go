@@ -219,7 +219,7 @@ func clientStartQEMU(t *testing.T, workload, incoming string, extra ...string) *
 	if testing.Short() {
 		t.Skip("boots QEMU; skipped in short mode")
 	}
-	testutil.RequiresQEMU(t)
+	testutil.RequiresQEMUWithKVM(t)
 	w, err := guest.ParseWorkload(workload)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
 // Package testutil holds helpers for tests that need the machine's real
-// parts (KVM, QEMU): they probe the feature and skip with a reason where it
-// is missing. On pagecast's own machines everything is present, so CI runs
-// them.
+// parts (KVM, QEMU, eBPF): they probe the feature and skip with a reason
+// where it is missing. Each skip reason starts with one of the Need*
+// prefixes, so a run can count what it skipped and why (internal/testsummary).
 package testutil
 
 import (
@@ -10,37 +10,53 @@ import (
 	"testing"
 )
 
+// The first words of every skip reason this package gives.
+const (
+	NeedKVM  = "needs /dev/kvm"
+	NeedBPF  = "needs eBPF"
+	NeedQEMU = "needs QEMU"
+)
+
 // RequiresKVM skips the test unless /dev/kvm can be opened read-write.
 func RequiresKVM(t testing.TB) {
 	t.Helper()
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
-		t.Skipf("needs KVM: %v", err)
+		t.Skipf("%s: %v", NeedKVM, err)
 	}
 	f.Close()
 }
 
-// RequiresQEMU skips the test unless qemu-system-x86_64 is installed and
-// KVM is usable; it returns the binary's path.
+// RequiresQEMU skips the test unless qemu-system-x86_64 is installed; it
+// returns the binary's path. Such tests run under KVM where /dev/kvm works
+// and under TCG elsewhere.
 func RequiresQEMU(t testing.TB) string {
 	t.Helper()
-	RequiresKVM(t)
 	path, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
-		t.Skipf("needs qemu-system-x86_64 (Debian package qemu-system-x86): %v", err)
+		t.Skipf("%s: qemu-system-x86_64 (Debian package qemu-system-x86): %v", NeedQEMU, err)
 	}
 	return path
 }
 
-// RequiresBPF skips the test unless it runs as root on a kernel with BTF,
-// which pagecast's eBPF programs need.
+// RequiresQEMUWithKVM skips the test unless QEMU is installed and KVM is
+// usable, for tests of what only KVM has (the dirty ring, eBPF on KVM's
+// tracepoints).
+func RequiresQEMUWithKVM(t testing.TB) string {
+	t.Helper()
+	RequiresKVM(t)
+	return RequiresQEMU(t)
+}
+
+// RequiresBPF skips the test unless it runs as root on a kernel with BTF
+// and KVM, which pagecast's eBPF programs hook.
 func RequiresBPF(t testing.TB) {
 	t.Helper()
 	RequiresKVM(t)
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to load eBPF programs")
+		t.Skipf("%s: root to load programs", NeedBPF)
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		t.Skipf("needs kernel BTF: %v", err)
+		t.Skipf("%s: kernel BTF: %v", NeedBPF, err)
 	}
 }
