@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -29,9 +30,13 @@ type Options struct {
 	// KVM where /dev/kvm opens and TCG elsewhere.
 	Accel         string
 	DirtyRingSize int    // KVM dirty ring entries per vCPU; 0: QEMU's default (dirty bitmap); ignored under TCG
-	Dir           string // where sockets and files go (no ',' or '='); default: a temporary directory removed by Close
-	Incoming      string // if set, -incoming URI ("tcp:127.0.0.1:4444"): wait for a migration, whose RAM overwrites the arena
-	Extra         []string
+	Dir           string // where sockets and files go (no ',' or '='); default: a temporary directory in /dev/shm (guest RAM is a file there), removed by Close
+	QMP           string // path of the QMP socket left free for other clients; default: qmp.sock in Dir
+	// Plugin is the value of a -plugin option: QEMU loads that TCG plugin
+	// (tcg.PluginArg builds pagecast's). Only under TCG.
+	Plugin   string
+	Incoming string // if set, -incoming URI ("tcp:127.0.0.1:4444"): wait for a migration, whose RAM overwrites the arena
+	Extra    []string
 }
 
 // Accelerators QEMU can run the guest with.
@@ -61,6 +66,17 @@ func ResolveAccel(accel string) (chosen, why string, err error) {
 	return "", "", fmt.Errorf("unknown accelerator %q: want auto, kvm or tcg", accel)
 }
 
+// PhysPages is the number of 4 KiB guest-physical page frames that hold a
+// pc machine's RAM of memBytes: QEMU keeps at most 2.75 GiB below 4 GiB and
+// puts the rest above it.
+func PhysPages(memBytes uint64) uint64 {
+	const below4G = 0xB0000000
+	if memBytes <= below4G {
+		return memBytes / 4096
+	}
+	return (1<<32 + memBytes - below4G) / 4096
+}
+
 // KVMUsable says whether /dev/kvm opens read-write.
 func KVMUsable() error {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
@@ -81,7 +97,7 @@ type VM struct {
 	QMPPath string
 
 	cmd        *exec.Cmd
-	stderr     *bytes.Buffer
+	stderr     *lockedBuffer
 	exited     chan struct{}
 	mem        []byte // guest RAM, shared with QEMU through a file
 	statusAddr uint64
@@ -110,12 +126,23 @@ func Start(o Options) (_ *VM, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Plugin != "" && accel != AccelTCG {
+		return nil, fmt.Errorf("a TCG plugin needs -accel tcg, not %s", accel)
+	}
 	tmp := ""
 	if o.Dir == "" {
-		if tmp, err = os.MkdirTemp("", "pagecast-qemu-"); err != nil {
+		// Guest RAM is a file in Dir: on tmpfs it is memory, as a memfd.
+		base := ""
+		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+			base = "/dev/shm"
+		}
+		if tmp, err = os.MkdirTemp(base, "pagecast-qemu-"); err != nil {
 			return nil, fmt.Errorf("qemu work directory: %w", err)
 		}
 		o.Dir = tmp
+	}
+	if strings.ContainsAny(o.QMP, ",") {
+		return nil, fmt.Errorf("qmp socket %q: QEMU options cannot hold ','", o.QMP)
 	}
 	if strings.ContainsAny(o.Dir, ",=") {
 		return nil, fmt.Errorf("qemu work directory %q: QEMU options cannot hold ',' or '='", o.Dir)
@@ -125,12 +152,12 @@ func Start(o Options) (_ *VM, err error) {
 	memPath := filepath.Join(o.Dir, "ram")
 	ownQMP := filepath.Join(o.Dir, "qmp-own.sock")
 	v := &VM{
-		QMPPath:    filepath.Join(o.Dir, "qmp.sock"),
+		QMPPath:    cmp.Or(o.QMP, filepath.Join(o.Dir, "qmp.sock")),
 		serial:     filepath.Join(o.Dir, "serial.log"),
 		statusAddr: k.StatusAddr,
 		accel:      accel,
 		tmp:        tmp,
-		stderr:     &bytes.Buffer{},
+		stderr:     &lockedBuffer{},
 		exited:     make(chan struct{}),
 	}
 	if err := os.WriteFile(kernel, guest.Image(), 0o644); err != nil {
@@ -152,6 +179,9 @@ func Start(o Options) (_ *VM, err error) {
 		"-qmp", "unix:" + v.QMPPath + ",server=on,wait=off",
 		"-kernel", kernel, "-append", o.Cmdline,
 		"-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", arena, guest.ArenaStart),
+	}
+	if o.Plugin != "" {
+		args = append(args, "-plugin", o.Plugin)
 	}
 	if o.Incoming != "" {
 		args = append(args, "-incoming", o.Incoming)
@@ -204,6 +234,15 @@ func Start(o Options) (_ *VM, err error) {
 	return v, nil
 }
 
+// Done is closed when QEMU has exited.
+func (v *VM) Done() <-chan struct{} { return v.exited }
+
+// Stderr is what QEMU has written to its standard error so far.
+func (v *VM) Stderr() string { return v.stderr.String() }
+
+// PID is QEMU's process id.
+func (v *VM) PID() int { return v.cmd.Process.Pid }
+
 // Accel is the accelerator QEMU runs the guest with: AccelKVM or AccelTCG.
 func (v *VM) Accel() string { return v.accel }
 
@@ -254,4 +293,23 @@ func (v *VM) Close() error {
 		}
 	})
 	return nil
+}
+
+// lockedBuffer is QEMU's standard error, written by exec's copier and read
+// while QEMU runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
