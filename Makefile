@@ -25,8 +25,8 @@ generate: guest ## Rebuild everything generated: the guest image and the eBPF ob
 .PHONY: check-generated
 check-generated: ## Fail if regenerating changes committed files
 	$(MAKE) -C guest check
-	$(GO) generate ./bpf/
-	git diff --exit-code -- bpf/
+	$(GO) generate ./bpf/ ./tcg/
+	git diff --exit-code -- bpf/ tcg/
 
 .PHONY: test
 test: ## Run all tests (KVM and QEMU tests run here; they skip with a reason where absent)

@@ -1,0 +1,182 @@
+package tcg
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"os"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Grace is how long a collector waits after SetEpoch before reading the
+// epoch it closed: a vCPU that loaded the old epoch just before the switch
+// finishes its mark within nanoseconds, unless its thread is preempted.
+const Grace = 2 * time.Millisecond
+
+// ErrBadArea is wrapped by Open's errors for a file that is not a plugin
+// area (wrong magic, version or size).
+var ErrBadArea = errors.New("not a pagecast TCG plugin area")
+
+// Area is the plugin's shared memory, mapped by the collector.
+type Area struct {
+	mem      []byte
+	capacity uint64
+	bufs     [2][]byte
+}
+
+// Open maps the plugin area at path (written by a running or exited
+// plugin) and checks its header. The capacity is trusted only as far as the
+// file's real size allows.
+func Open(path string) (*Area, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open plugin area: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("open plugin area: %w", err)
+	}
+	size := fi.Size()
+	if size < HeaderSize {
+		return nil, fmt.Errorf("open plugin area %s: %d bytes, shorter than the %d-byte header: %w",
+			path, size, HeaderSize, ErrBadArea)
+	}
+	var hdr [64]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		return nil, fmt.Errorf("open plugin area %s: read header: %w", path, err)
+	}
+	magic, version := le32(hdr[offMagic:]), le32(hdr[offVersion:])
+	if magic != Magic {
+		if magic == 0 {
+			return nil, fmt.Errorf("open plugin area %s: no magic yet (the plugin is still starting?): %w",
+				path, ErrBadArea)
+		}
+		return nil, fmt.Errorf("open plugin area %s: magic %#x, want %#x: %w", path, magic, Magic, ErrBadArea)
+	}
+	if version != LayoutVersion {
+		return nil, fmt.Errorf("open plugin area %s: layout version %d, this pagecast reads %d: %w",
+			path, version, LayoutVersion, ErrBadArea)
+	}
+	capacity := le64(hdr[offCapacity:])
+	if capacity == 0 || capacity > maxCapacity {
+		return nil, fmt.Errorf("open plugin area %s: capacity %d pages out of range: %w", path, capacity, ErrBadArea)
+	}
+	need := HeaderSize + 2*capacity
+	if uint64(size) < need {
+		return nil, fmt.Errorf("open plugin area %s: %d bytes, %d pages need %d: %w",
+			path, size, capacity, need, ErrBadArea)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(need), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map plugin area %s: %w", path, err)
+	}
+	a := &Area{mem: mem, capacity: capacity}
+	a.bufs[0] = mem[HeaderSize : HeaderSize+capacity]
+	a.bufs[1] = mem[HeaderSize+capacity : need]
+	return a, nil
+}
+
+// Capacity is the number of 4 KiB guest-physical page frames the plugin
+// records; writes at or beyond it count as OutOfRange.
+func (a *Area) Capacity() uint64 { return a.capacity }
+
+// Epoch is the epoch the plugin records into.
+func (a *Area) Epoch() uint32 { return atomic.LoadUint32(a.u32(offEpoch)) }
+
+// SetEpoch makes the plugin record into buffer e&1 from now on. vCPUs see
+// the switch within nanoseconds; wait Grace before reading the epoch closed.
+func (a *Area) SetEpoch(e uint32) { atomic.StoreUint32(a.u32(offEpoch), e) }
+
+// ReadEpoch appends to dst the pages written in epoch e, in ascending
+// order, and clears that epoch's buffer for epoch e+2. Call it for a closed
+// epoch: after SetEpoch(e+1) and a wait of Grace.
+func (a *Area) ReadEpoch(e uint32, dst []uint64) []uint64 {
+	buf := a.bufs[e&1]
+	// Bytes one by one up to an 8-byte boundary (buffer 1 starts at one
+	// only when the capacity is a multiple of 8), then words, then the tail.
+	head := min(int(-uintptr(unsafe.Pointer(unsafe.SliceData(buf)))&7), len(buf))
+	end := head + (len(buf)-head)&^7
+	dst = readBytes(buf, 0, head, dst)
+	base := unsafe.Pointer(unsafe.SliceData(buf))
+	for i := head; i < end; i += 8 {
+		w := (*uint64)(unsafe.Add(base, i))
+		if *w == 0 {
+			continue
+		}
+		// Swap, so a mark stored late into this word is never lost.
+		v := atomic.SwapUint64(w, 0)
+		for v != 0 {
+			b := bits.TrailingZeros64(v) >> 3 // little endian: byte b of the word
+			dst = append(dst, uint64(i+b))
+			v &^= 0xff << (8 * b)
+		}
+	}
+	return readBytes(buf, end, len(buf), dst)
+}
+
+// readBytes appends the marked pages of buf[from:to] and clears them.
+func readBytes(buf []byte, from, to int, dst []uint64) []uint64 {
+	for i := from; i < to; i++ {
+		if buf[i] != 0 {
+			buf[i] = 0
+			dst = append(dst, uint64(i))
+		}
+	}
+	return dst
+}
+
+// Stats are the plugin's counters and what it learnt from QEMU.
+type Stats struct {
+	Writes     uint64 // stores seen, summed over vCPUs (RAM, MMIO and out of range)
+	OutOfRange uint64 // stores to RAM at or past Capacity, or that QEMU could not resolve
+	IO         uint64 // stores to MMIO, not recorded as pages
+	APIMin     uint32 // QEMU's oldest plugin API version
+	APICur     uint32 // QEMU's plugin API version
+	PID        int    // QEMU's process id
+	Exited     bool   // QEMU has exited (its atexit ran)
+}
+
+// Stats reads the counters. Each vCPU's counter is read atomically; the
+// sum is not a snapshot of one instant.
+func (a *Area) Stats() Stats {
+	s := Stats{
+		APIMin: atomic.LoadUint32(a.u32(offAPIMin)),
+		APICur: atomic.LoadUint32(a.u32(offAPICur)),
+		PID:    int(atomic.LoadUint32(a.u32(offPID))),
+		Exited: atomic.LoadUint32(a.u32(offState)) == stateExited,
+	}
+	for i := range slotCount {
+		off := slotOffset + i*slotSize
+		s.Writes += atomic.LoadUint64(a.u64(off + slotWrites))
+		s.OutOfRange += atomic.LoadUint64(a.u64(off + slotOOR))
+		s.IO += atomic.LoadUint64(a.u64(off + slotIO))
+	}
+	return s
+}
+
+// Close unmaps the area. The file stays (the plugin owns it).
+func (a *Area) Close() error {
+	if a.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(a.mem)
+	a.mem, a.bufs = nil, [2][]byte{}
+	if err != nil {
+		return fmt.Errorf("unmap plugin area: %w", err)
+	}
+	return nil
+}
+
+// u32 and u64 point at aligned header fields, shared with QEMU.
+func (a *Area) u32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&a.mem[off])) }
+func (a *Area) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&a.mem[off])) }
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }

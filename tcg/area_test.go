@@ -1,0 +1,171 @@
+package tcg_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/tcg"
+)
+
+// writeArea lays out an area file as the plugin does, with capacity pages,
+// then lets edit change it, and returns its path.
+func writeArea(tb testing.TB, capacity uint64, edit func(f []byte) []byte) string {
+	tb.Helper()
+	f := make([]byte, tcg.HeaderSize+2*capacity)
+	le := binary.LittleEndian
+	le.PutUint32(f[0:], tcg.Magic)
+	le.PutUint32(f[4:], tcg.LayoutVersion)
+	le.PutUint32(f[8:], 1)  // QEMU's API min
+	le.PutUint32(f[12:], 1) // cur
+	le.PutUint64(f[16:], capacity)
+	le.PutUint32(f[28:], 1) // running
+	le.PutUint32(f[32:], 4242)
+	if edit != nil {
+		f = edit(f)
+	}
+	path := filepath.Join(tb.TempDir(), "area")
+	if err := os.WriteFile(path, f, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// mapArea maps an area file as the plugin does, to play its part.
+func mapArea(tb testing.TB, path string) []byte {
+	tb.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { unix.Munmap(mem) })
+	return mem
+}
+
+func newArea(tb testing.TB, capacity uint64, _ int) *tcg.Area {
+	tb.Helper()
+	path := writeArea(tb, capacity, nil)
+	a, err := tcg.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { a.Close() })
+	areas[a] = path
+	return a
+}
+
+var areas = map[*tcg.Area]string{}
+
+// areaBuffer is buffer i of a's file, as the plugin sees it.
+func areaBuffer(tb testing.TB, a *tcg.Area, i int) []byte {
+	mem := mapArea(tb, areas[a])
+	c := a.Capacity()
+	return mem[tcg.HeaderSize+uint64(i)*c : tcg.HeaderSize+uint64(i+1)*c]
+}
+
+func TestOpenRejects(t *testing.T) {
+	le := binary.LittleEndian
+	for _, c := range []struct {
+		name string
+		edit func(f []byte) []byte
+	}{
+		{"empty", func(f []byte) []byte { return nil }},
+		{"short header", func(f []byte) []byte { return f[:100] }},
+		{"no magic yet", func(f []byte) []byte { le.PutUint32(f[0:], 0); return f }},
+		{"wrong magic", func(f []byte) []byte { le.PutUint32(f[0:], 0xdeadbeef); return f }},
+		{"wrong version", func(f []byte) []byte { le.PutUint32(f[4:], 99); return f }},
+		{"zero capacity", func(f []byte) []byte { le.PutUint64(f[16:], 0); return f }},
+		{"huge capacity", func(f []byte) []byte { le.PutUint64(f[16:], 1<<62); return f }},
+		{"capacity past the file", func(f []byte) []byte { le.PutUint64(f[16:], 1<<20); return f }},
+		{"truncated buffers", func(f []byte) []byte { return f[:len(f)-1] }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a, err := tcg.Open(writeArea(t, 4096, c.edit))
+			if err == nil {
+				a.Close()
+				t.Fatal("Open accepted a bad area")
+			}
+			if !errors.Is(err, tcg.ErrBadArea) {
+				t.Fatalf("error %q does not wrap ErrBadArea", err)
+			}
+			t.Log(err)
+		})
+	}
+	if _, err := tcg.Open(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestReadEpoch(t *testing.T) {
+	// 4099 pages: buffer 1 starts off an 8-byte boundary, and both end in
+	// a partial word.
+	const capacity = 4099
+	path := writeArea(t, capacity, nil)
+	a, err := tcg.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	plugin := mapArea(t, path)
+	if a.Capacity() != capacity {
+		t.Fatalf("capacity %d", a.Capacity())
+	}
+	for e := uint32(0); e < 4; e++ {
+		a.SetEpoch(e)
+		if got := binary.LittleEndian.Uint32(plugin[24:]); got != e || a.Epoch() != e {
+			t.Fatalf("epoch %d: plugin sees %d, Epoch %d", e, got, a.Epoch())
+		}
+		want := []uint64{0, 1, 7, 8, 63, 64, 1000 + uint64(e), 4095, 4096, capacity - 1}
+		buf := plugin[tcg.HeaderSize+uint64(e&1)*capacity:][:capacity]
+		for _, p := range want {
+			buf[p] = 1
+		}
+		plugin[tcg.HeaderSize+uint64(1-e&1)*capacity+5] = 1 // the other epoch
+		got := a.ReadEpoch(e, []uint64{12345})
+		if !slices.Equal(got[1:], want) || got[0] != 12345 {
+			t.Fatalf("epoch %d: got %v, want %v after the caller's 12345", e, got, want)
+		}
+		if again := a.ReadEpoch(e, nil); len(again) != 0 {
+			t.Fatalf("epoch %d: not cleared: %v", e, again)
+		}
+		a.ReadEpoch(e+1, nil)
+	}
+}
+
+func TestStats(t *testing.T) {
+	path := writeArea(t, 64, nil)
+	a, err := tcg.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	plugin := mapArea(t, path)
+	le := binary.LittleEndian
+	for vcpu := range 60 { // slots at 256 + 64*i: writes, out of range, I/O
+		le.PutUint64(plugin[256+64*vcpu:], 10)
+		le.PutUint64(plugin[256+64*vcpu+8:], 2)
+		le.PutUint64(plugin[256+64*vcpu+16:], 1)
+	}
+	want := tcg.Stats{Writes: 600, OutOfRange: 120, IO: 60, APIMin: 1, APICur: 1, PID: 4242}
+	if s := a.Stats(); s != want {
+		t.Fatalf("stats %+v, want %+v", s, want)
+	}
+	le.PutUint32(plugin[28:], 2)
+	if !a.Stats().Exited {
+		t.Fatal("exited state not seen")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

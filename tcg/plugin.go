@@ -1,0 +1,142 @@
+package tcg
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+//go:embed pagecast-dirty.so
+var pluginSO []byte
+
+// PluginName is the file name WritePlugin gives the plugin; FindShm looks
+// for it on QEMU's command line.
+const PluginName = "pagecast-dirty.so"
+
+// Plugin is the embedded plugin (a shared object for x86-64 Linux hosts).
+func Plugin() []byte { return pluginSO }
+
+// WritePlugin writes the embedded plugin into dir and returns its path.
+func WritePlugin(dir string) (string, error) {
+	path := filepath.Join(dir, PluginName)
+	if err := os.WriteFile(path, pluginSO, 0o755); err != nil {
+		return "", fmt.Errorf("write tcg plugin: %w", err)
+	}
+	return path, nil
+}
+
+// DefaultShm is the area the plugin creates without shm=, in QEMU pid's
+// name; the plugin removes it when QEMU exits normally.
+func DefaultShm(pid int) string { return fmt.Sprintf("/dev/shm/pagecast-tcg.%d", pid) }
+
+// PluginArg is the value of QEMU's -plugin option that loads the plugin so
+// with its area at shm (DefaultShm when empty) and room for pages 4 KiB
+// page frames (DefaultPages when 0). Paths cannot hold ','.
+func PluginArg(so, shm string, pages uint64) string {
+	arg := so
+	if shm != "" {
+		arg += ",shm=" + shm
+	}
+	if pages != 0 {
+		arg += ",pages=" + strconv.FormatUint(pages, 10)
+	}
+	return arg
+}
+
+// ErrNoPlugin is wrapped by FindShm's error for a QEMU without the plugin.
+var ErrNoPlugin = errors.New("qemu runs without pagecast's TCG plugin")
+
+// FindShm reads QEMU pid's command line and returns the path of its
+// plugin area: the shm= of a -plugin option naming pagecast-dirty, or
+// DefaultShm(pid).
+func FindShm(pid int) (string, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return "", fmt.Errorf("find plugin area of qemu %d: %w", pid, err)
+	}
+	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	if shm, ok := shmFromArgs(args, pid); ok {
+		return shm, nil
+	}
+	return "", fmt.Errorf("find plugin area of qemu %d: %w: start QEMU with -accel tcg -plugin %s,shm=PATH "+
+		"(tcg.WritePlugin writes the plugin file)", pid, ErrNoPlugin, PluginName)
+}
+
+// shmFromArgs finds the plugin's area in a QEMU command line.
+func shmFromArgs(args []string, pid int) (string, bool) {
+	for i, a := range args {
+		var val string
+		switch {
+		case (a == "-plugin" || a == "--plugin") && i+1 < len(args):
+			val = args[i+1]
+		case strings.HasPrefix(a, "-plugin="), strings.HasPrefix(a, "--plugin="):
+			_, val, _ = strings.Cut(a, "=")
+		default:
+			continue
+		}
+		file, shm := "", ""
+		for j, opt := range strings.Split(val, ",") {
+			key, v, hasEq := strings.Cut(opt, "=")
+			switch {
+			case j == 0 && !hasEq:
+				file = opt
+			case key == "file":
+				file = v
+			case key == "shm":
+				shm = v
+			case key == "arg" && strings.HasPrefix(v, "shm="): // QEMU's older arg=key=value form
+				shm = strings.TrimPrefix(v, "shm=")
+			}
+		}
+		if !strings.Contains(filepath.Base(file), "pagecast-dirty") {
+			continue
+		}
+		if shm == "" {
+			shm = DefaultShm(pid)
+		}
+		return shm, true
+	}
+	return "", false
+}
+
+// ErrPluginRefused is wrapped by ExplainLoadError's errors.
+var ErrPluginRefused = errors.New("qemu refused pagecast's TCG plugin")
+
+var (
+	reTooNew  = regexp.MustCompile(`plugin requires API version (\d+), but this QEMU supports only up to version (\d+)`)
+	reTooOld  = regexp.MustCompile(`plugin requires API version (\d+), but this QEMU supports only a minimum version of (\d+)`)
+	reOwnLine = regexp.MustCompile(`pagecast-dirty: (.*)`)
+)
+
+// ExplainLoadError turns QEMU's stderr after a failed start into one line
+// saying why the plugin was refused, with the plugin's and QEMU's plugin
+// API versions and what to do. It returns nil if stderr shows no plugin
+// load failure.
+func ExplainLoadError(stderr string) error {
+	if m := reTooNew.FindStringSubmatch(stderr); m != nil {
+		return fmt.Errorf("%w: the plugin speaks plugin API version %s, this QEMU only up to version %s: "+
+			"use a QEMU that loads version %s (pagecast's plugin: QEMU 7.2 and later), or regenerate the plugin (go generate ./tcg)",
+			ErrPluginRefused, m[1], m[2], m[1])
+	}
+	if m := reTooOld.FindStringSubmatch(stderr); m != nil {
+		return fmt.Errorf("%w: the plugin speaks plugin API version %s, this QEMU loads version %s and newer only: "+
+			"use QEMU 7.2 (API %d), or port the plugin to this QEMU's API", ErrPluginRefused, m[1], m[2], PluginAPIVersion)
+	}
+	if m := reOwnLine.FindStringSubmatch(stderr); m != nil {
+		return fmt.Errorf("%w: %s", ErrPluginRefused, strings.TrimSpace(m[1]))
+	}
+	if strings.Contains(stderr, "does not declare API version") {
+		return fmt.Errorf("%w: the file has no qemu_plugin_version symbol (not pagecast's plugin, or damaged): "+
+			"write it again with tcg.WritePlugin", ErrPluginRefused)
+	}
+	if i := strings.Index(stderr, "Could not load plugin"); i >= 0 {
+		line, _, _ := strings.Cut(stderr[i:], "\n")
+		return fmt.Errorf("%w: %s", ErrPluginRefused, strings.TrimSpace(line))
+	}
+	return nil
+}

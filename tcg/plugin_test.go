@@ -1,0 +1,152 @@
+package tcg_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/tcg"
+)
+
+func TestWritePlugin(t *testing.T) {
+	so, err := tcg.WritePlugin(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(so)
+	if err != nil || !bytes.Equal(got, tcg.Plugin()) || !bytes.HasPrefix(got, []byte("\x7fELF")) {
+		t.Fatalf("written plugin differs from the embedded ELF object (%v)", err)
+	}
+	if arg := tcg.PluginArg(so, "/dev/shm/x", 16384); arg != so+",shm=/dev/shm/x,pages=16384" {
+		t.Errorf("PluginArg = %q", arg)
+	}
+	if arg := tcg.PluginArg(so, "", 0); arg != so {
+		t.Errorf("PluginArg without options = %q", arg)
+	}
+}
+
+func TestFindShm(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		want string // "" for ErrNoPlugin; DEFAULT for the default path
+	}{
+		{"shm", []string{"-plugin", "/x/pagecast-dirty.so,shm=/dev/shm/a,pages=10"}, "/dev/shm/a"},
+		{"file=", []string{"-plugin", "file=/x/pagecast-dirty.so,pages=10,shm=/tmp/b"}, "/tmp/b"},
+		{"arg=", []string{"--plugin", "file=/x/pagecast-dirty.so,arg=shm=/tmp/c"}, "/tmp/c"},
+		{"default", []string{"-plugin", "/x/pagecast-dirty.so"}, "DEFAULT"},
+		{"another plugin", []string{"-plugin", "/x/libhotpages.so,shm=/tmp/d"}, ""},
+		{"none", []string{"-accel", "tcg"}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// A shell that sleeps carries the arguments in its command line.
+			cmd := exec.Command("/bin/sh", append([]string{"-c", "sleep 30", "qemu"}, c.args...)...)
+			if err := cmd.Start(); err != nil {
+				t.Skip(err)
+			}
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			time.Sleep(20 * time.Millisecond) // until exec has set the command line
+			want := c.want
+			if want == "DEFAULT" {
+				want = tcg.DefaultShm(cmd.Process.Pid)
+			}
+			got, err := tcg.FindShm(cmd.Process.Pid)
+			if want == "" {
+				if !errors.Is(err, tcg.ErrNoPlugin) || !strings.Contains(err.Error(), "-plugin") {
+					t.Fatalf("FindShm = %q, %v; want ErrNoPlugin saying how to start QEMU", got, err)
+				}
+				t.Log(err)
+				return
+			}
+			if err != nil || got != want {
+				t.Fatalf("FindShm = %q, %v; want %q", got, err, want)
+			}
+		})
+	}
+}
+
+func TestExplainLoadError(t *testing.T) {
+	for _, c := range []struct {
+		name, stderr string
+		want         []string // substrings; none: want nil
+	}{
+		{"too new", "qemu-system-x86_64: Could not load plugin /t/pagecast-dirty.so: plugin requires API version 99, but this QEMU supports only up to version 1\n",
+			[]string{"version 99", "up to version 1", "regenerate"}},
+		{"too old", "qemu-system-x86_64: Could not load plugin /t/pagecast-dirty.so: plugin requires API version 1, but this QEMU supports only a minimum version of 2\n",
+			[]string{"version 1", "version 2", "QEMU 7.2"}},
+		{"install refused", "pagecast-dirty: plugin API version 1, but this QEMU loads API versions 2 to 4: use QEMU 7.2\nqemu-system-x86_64: Could not load plugin /t/pagecast-dirty.so: qemu_plugin_install returned error code -1\n",
+			[]string{"versions 2 to 4"}},
+		{"no version", "qemu-system-x86_64: Could not load plugin /t/x.so: plugin does not declare API version No such symbol\n",
+			[]string{"qemu_plugin_version"}},
+		{"other load failure", "qemu-system-x86_64: Could not load plugin /t/x.so: /t/x.so: cannot open shared object file\n",
+			[]string{"cannot open shared object"}},
+		{"unrelated", "qemu-system-x86_64: -m 1T: cannot set up guest memory\n", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := tcg.ExplainLoadError(c.stderr)
+			if c.want == nil {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, tcg.ErrPluginRefused) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("got %v, want one line wrapping ErrPluginRefused", err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestQEMURefusesPlugin builds the plugin with a wrong API version and with
+// a bad argument, and checks that QEMU's refusal becomes one clear line.
+func TestQEMURefusesPlugin(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skipf("needs gcc to build a plugin variant: %v", err)
+	}
+	dir := t.TempDir()
+	wrong := filepath.Join(dir, "pagecast-dirty-v99.so")
+	out, err := exec.Command(gcc, "-shared", "-fPIC", "-O2", "-Iinclude", "-DPC_PLUGIN_API_VERSION=99",
+		"-o", wrong, "dirty.c").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build variant: %v\n%s", err, out)
+	}
+	good, err := tcg.WritePlugin(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := guest.ParseWorkload("idle")
+	for _, c := range []struct{ name, plugin, want string }{
+		{"api version", tcg.PluginArg(wrong, filepath.Join(dir, "a"), 0), "version 99"},
+		{"argument", good + ",colour=blue", "unknown argument colour=blue"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			vm, err := qemu.Start(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: testMemory,
+				Cmdline: w.Cmdline(1), Extra: []string{"-plugin", c.plugin}})
+			if err == nil {
+				vm.Close()
+				t.Fatal("QEMU started with a plugin it should refuse")
+			}
+			explained := tcg.ExplainLoadError(err.Error())
+			if explained == nil || strings.Contains(explained.Error(), "\n") ||
+				!strings.Contains(explained.Error(), c.want) {
+				t.Fatalf("QEMU said %q; explained as %v, want one line with %q", err, explained, c.want)
+			}
+			t.Log(explained)
+		})
+	}
+}
