@@ -99,6 +99,7 @@ type VM struct {
 	cmd        *exec.Cmd
 	stderr     *lockedBuffer
 	exited     chan struct{}
+	waitErr    error  // how QEMU exited; set before exited closes
 	mem        []byte // guest RAM, shared with QEMU through a file
 	statusAddr uint64
 	accel      string // AccelKVM or AccelTCG
@@ -195,7 +196,7 @@ func Start(o Options) (_ *VM, err error) {
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
-	go func() { v.cmd.Wait(); close(v.exited) }()
+	go func() { v.waitErr = v.cmd.Wait(); close(v.exited) }()
 	defer func() {
 		if err != nil {
 			v.Close()
@@ -236,6 +237,12 @@ func Start(o Options) (_ *VM, err error) {
 
 // Done is closed when QEMU has exited.
 func (v *VM) Done() <-chan struct{} { return v.exited }
+
+// ExitErr is how QEMU exited (nil: status 0), once Done is closed.
+func (v *VM) ExitErr() error {
+	<-v.exited
+	return v.waitErr
+}
 
 // Stderr is what QEMU has written to its standard error so far.
 func (v *VM) Stderr() string { return v.stderr.String() }
