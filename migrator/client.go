@@ -98,6 +98,17 @@ func Cancel(mon qmp.Monitor) error {
 // migrate_cancel and returns the last Info and ctx's error. Only ctx ends
 // the wait on a monitor where no migration was started (status "" or none).
 func Wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress func(Info)) (Info, error) {
+	return wait(ctx, mon, interval, func(i Info) error {
+		if progress != nil {
+			progress(i)
+		}
+		return nil
+	})
+}
+
+// wait is Wait with a progress that can end the wait: an error from it is
+// returned with the Info it was given.
+func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress func(Info) error) (Info, error) {
 	if interval <= 0 {
 		return Info{}, fmt.Errorf("wait for migration: poll interval %v is not positive", interval)
 	}
@@ -108,8 +119,8 @@ func Wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 		if err != nil {
 			return info, fmt.Errorf("wait for migration: %w", err)
 		}
-		if progress != nil {
-			progress(info)
+		if err := progress(info); err != nil {
+			return info, err
 		}
 		switch info.Status {
 		case StatusCompleted:

@@ -30,14 +30,28 @@ func migrateCommand() *cli.Command {
 			"`pagecast vm run --incoming` waits. The destination checks its memory against the source's\n" +
 			"checksums before the guest runs there; if anything fails the guest keeps running on the source.\n" +
 			"SIGINT cancels the migration (migrate_cancel).\n\n" +
-			"Example: pagecast migrate --qmp unix:/tmp/src.sock --to tcp:127.0.0.1:4444 --mode predictive --bandwidth 32MiB/s",
+			"The source may also be QEMU as shipped (query-version tells), migrating to a QEMU started with\n" +
+			"-incoming. QEMU moves the RAM with its own engine, so each mode becomes QEMU's capabilities\n" +
+			"and parameters (no x-pagecast-* member is sent):\n" +
+			"\t  precopy    plain pre-copy, no capability\n" +
+			"\t  mecom      xbzrle, its cache a quarter of guest RAM (a power of two, 4 MiB to 1 GiB)\n" +
+			"\t  throttle   auto-converge, cpu-throttle-initial/-increment set to reach 99% by round 4\n" +
+			"\t             (the throttle policy's target round), cpu-throttle-tailslow off\n" +
+			"\t  tsmc       postcopy-ram on both ends, migrate-start-postcopy after the first full pass\n" +
+			"\t             (dirty-sync-count 2); needs --dest-qmp. Once switched, the guest runs on the\n" +
+			"\t             destination: a failure then cannot fall back to the source\n" +
+			"predictive and MODE+mecom need pagecast's engine and are refused. QEMU has no round cap:\n" +
+			"--max-rounds is ignored (with a warning if given). The round shown is QEMU's dirty-sync-count.\n\n" +
+			"Example: pagecast migrate --qmp unix:/tmp/src.sock --to tcp:127.0.0.1:4444 --mode predictive --bandwidth 32MiB/s\n" +
+			"Example: pagecast migrate --qmp unix:/tmp/qemu-src.sock --dest-qmp unix:/tmp/qemu-dst.sock --to tcp:127.0.0.1:4444 --mode tsmc",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
-			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming)"},
+			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming, or QEMU -incoming)"},
+			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc from QEMU (post-copy is enabled on both ends)"},
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String()},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
-			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced"},
+			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (pagecast's monitor only)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 		},
@@ -73,6 +87,10 @@ func runMigrate(c *cli.Context) error {
 	if !ok {
 		return fmt.Errorf("--qmp %q: want unix:PATH", c.String("qmp"))
 	}
+	destPath, ok := strings.CutPrefix(c.String("dest-qmp"), "unix:")
+	if !ok && c.String("dest-qmp") != "" {
+		return fmt.Errorf("--dest-qmp %q: want unix:PATH", c.String("dest-qmp"))
+	}
 	if _, err := migrator.ParseURI(c.String("to")); err != nil {
 		return fmt.Errorf("--to: %w", err)
 	}
@@ -85,16 +103,45 @@ func runMigrate(c *cli.Context) error {
 		}
 		p.MaxBandwidth = bw
 	}
-	mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
+	mon, err := dialQMP(path)
 	if err != nil {
-		return fmt.Errorf("connect to the source's QMP socket: %w", err)
-	}
-	if err := mon.Connect(); err != nil {
-		return fmt.Errorf("QMP handshake with the source: %w", err)
+		return fmt.Errorf("source: %w", err)
 	}
 	defer mon.Disconnect()
-	if err := migrator.SetParameters(mon, p); err != nil {
-		return err
+	kind, err := migrator.MonitorKind(mon)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	var plan *migrator.QEMUPlan
+	switch kind {
+	case migrator.MonitorPagecast:
+		if destPath != "" {
+			fmt.Fprintln(c.App.ErrWriter, "pagecast: warning: --dest-qmp ignored: pagecast's monitor needs only the source's")
+		}
+		if err := migrator.SetParameters(mon, p); err != nil {
+			return err
+		}
+	default:
+		if !c.IsSet("max-rounds") {
+			p.MaxRounds = 0 // the default is pagecast's engine's; QEMU has no round cap
+		}
+		var dst qmp.Monitor
+		if destPath != "" {
+			d, err := dialQMP(destPath)
+			if err != nil {
+				return fmt.Errorf("destination: %w", err)
+			}
+			defer d.Disconnect()
+			dst = d
+		}
+		pl, err := migrator.SetupQEMU(mon, dst, p)
+		if err != nil {
+			return fmt.Errorf("QEMU source: %w", err)
+		}
+		for _, n := range pl.Notes {
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s\n", n)
+		}
+		plan = &pl
 	}
 	if err := migrator.Migrate(mon, c.String("to")); err != nil {
 		return err
@@ -102,13 +149,52 @@ func runMigrate(c *cli.Context) error {
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	bar := newProgressBar(c.App.ErrWriter, c.Bool("quiet"))
-	info, err := migrator.Wait(ctx, mon, 200*time.Millisecond, bar.update)
+	switched := false // post-copy began: the guest runs on the destination
+	throttle := 0     // QEMU drops cpu-throttle-percentage from its last reply
+	progress := func(i migrator.Info) {
+		switched = switched || i.Status == migrator.StatusPostcopy
+		throttle = max(throttle, i.CPUThrottlePercentage)
+		bar.update(i)
+	}
+	var info migrator.Info
+	if plan != nil {
+		info, err = migrator.WaitQEMU(ctx, mon, *plan, 200*time.Millisecond, progress)
+	} else {
+		info, err = migrator.Wait(ctx, mon, 200*time.Millisecond, progress)
+	}
 	bar.done()
+	if err != nil && switched {
+		return fmt.Errorf("%w (after the switch to post-copy: the guest runs on the destination, part of its memory still on the source)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
-	writeSummary(c.App.Writer, info)
+	if plan != nil {
+		info.CPUThrottlePercentage = throttle
+	}
+	writeSummary(c.App.Writer, info, plan)
 	return nil
+}
+
+// dialQMP connects to a QMP socket. The handshake has a deadline: a QEMU
+// QMP socket serves one client at a time, and a busy one never greets.
+func dialQMP(path string) (*qmp.SocketMonitor, error) {
+	mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connect to QMP socket: %w", err)
+	}
+	handshake := make(chan error, 1)
+	go func() { handshake <- mon.Connect() }()
+	select {
+	case err := <-handshake:
+		if err != nil {
+			return nil, fmt.Errorf("QMP handshake: %w", err)
+		}
+	case <-time.After(5 * time.Second):
+		mon.Disconnect()
+		return nil, fmt.Errorf("QMP socket %s sent no greeting in 5s (QEMU serves one client per QMP socket: is another client connected?)", path)
+	}
+	return mon, nil
 }
 
 // progressBar draws one line, redrawn in place on a terminal and printed
@@ -146,13 +232,17 @@ func (b *progressBar) update(i migrator.Info) {
 	}
 	const width = 24
 	fill := int(frac * width)
-	round := 0
+	// QEMU's replies have no pagecast section: its dirty syncs end rounds.
+	round := int(i.RAM.DirtySyncCount)
 	if i.Pagecast != nil {
 		round = i.Pagecast.Round
 	}
 	line := fmt.Sprintf("[%s%s] %3.0f%% %-6s round %d  sent %s  left %s  %s/s",
 		strings.Repeat("#", fill), strings.Repeat("-", width-fill), frac*100, i.Status, round,
 		units.FormatBytes(sent), units.FormatBytes(left), units.FormatBytes(i.RAM.Mbps*1e6/8))
+	if i.CPUThrottlePercentage > 0 {
+		line += fmt.Sprintf("  throttle %d%%", i.CPUThrottlePercentage)
+	}
 	if b.tty {
 		fmt.Fprintf(b.w, "\r\033[K%s", line)
 		b.drawn = true
@@ -167,7 +257,10 @@ func (b *progressBar) done() {
 	}
 }
 
-func writeSummary(w io.Writer, i migrator.Info) {
+// writeSummary prints a finished migration; plan is the QEMU mapping used,
+// nil for pagecast's monitor. For QEMU, i.CPUThrottlePercentage is the
+// highest seen (QEMU leaves it out of its last reply).
+func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
 	fmt.Fprintf(tw, "status\t%s\n", i.Status)
@@ -191,7 +284,43 @@ func writeSummary(w io.Writer, i migrator.Info) {
 		fmt.Fprintf(tw, "stopped because\t%s\n", x.StopReason)
 		fmt.Fprintf(tw, "verified\t%v\n", x.Verified)
 	}
+	if plan != nil {
+		fmt.Fprintf(tw, "mode\t%s (QEMU's migration)\n", plan.Mode)
+		caps := "none"
+		if len(plan.Capabilities) > 0 {
+			caps = strings.Join(plan.Capabilities, ", ")
+		}
+		fmt.Fprintf(tw, "qemu capabilities\t%s\n", caps)
+		if pp := qemuParamList(plan.Parameters); pp != "" {
+			fmt.Fprintf(tw, "qemu parameters\t%s\n", pp)
+		}
+		if r := i.RAM; r != nil && (r.PostcopyBytes > 0 || r.PostcopyRequests > 0) {
+			fmt.Fprintf(tw, "post-copy\t%s sent, %d pages pulled by the destination\n", units.FormatBytes(float64(r.PostcopyBytes)), r.PostcopyRequests)
+		}
+		if i.CPUThrottlePercentage > 0 {
+			fmt.Fprintf(tw, "cpu throttle\t%d%% at most (lifted)\n", i.CPUThrottlePercentage)
+		}
+	}
 	tw.Flush()
+}
+
+// qemuParamList lists the migration parameters a QEMU plan set beyond
+// bandwidth and downtime, which the summary shows already.
+func qemuParamList(p migrator.QEMUParams) string {
+	var l []string
+	if p.XBZRLECacheSize > 0 {
+		l = append(l, "xbzrle-cache-size "+units.FormatBytes(float64(p.XBZRLECacheSize)))
+	}
+	if p.CPUThrottleInitial > 0 {
+		l = append(l, fmt.Sprintf("cpu-throttle-initial %d", p.CPUThrottleInitial))
+	}
+	if p.CPUThrottleIncrement > 0 {
+		l = append(l, fmt.Sprintf("cpu-throttle-increment %d", p.CPUThrottleIncrement))
+	}
+	if p.CPUThrottleTailslow != nil {
+		l = append(l, fmt.Sprintf("cpu-throttle-tailslow %v", *p.CPUThrottleTailslow))
+	}
+	return strings.Join(l, ", ")
 }
 
 // writeMigrationTable prints migrations side by side, one row each.

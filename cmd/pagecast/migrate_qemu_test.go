@@ -1,0 +1,174 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
+)
+
+// `pagecast migrate` from QEMU to QEMU, as shipped: each mode through
+// QEMU's own capabilities, with default flags.
+
+func TestMigrateHelpExplainsQEMU(t *testing.T) {
+	out, _, err := runApp(t, "migrate", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--dest-qmp", "xbzrle", "auto-converge", "postcopy-ram", "migrate-start-postcopy",
+		"predictive and MODE+mecom need pagecast's engine", "dirty-sync-count"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("migrate --help lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// migrateQEMUMemory is small enough that QEMU's default bandwidth (128 MiB/s
+// in Debian's 7.2) copies it in half a second.
+const migrateQEMUMemory = 64 << 20
+
+// startQEMU starts a TCG QEMU running the pagecast guest with workload;
+// with incoming set it waits for a migration instead and is returned at
+// once, else once its guest makes progress.
+func startQEMU(t *testing.T, workload, incoming string) *qemu.VM {
+	t.Helper()
+	w, err := guest.ParseWorkload(workload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := qemu.Start(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: migrateQEMUMemory, Cmdline: w.Cmdline(1),
+		Seed: 1, Incoming: incoming})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	if incoming != "" {
+		return vm
+	}
+	deadline := time.Now().Add(time.Minute)
+	for qemuProgress(t, vm) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("guest made no progress in a minute")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return vm
+}
+
+func qemuProgress(t *testing.T, vm *qemu.VM) uint64 {
+	t.Helper()
+	s, err := vm.GuestStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.TotalProgress()
+}
+
+// qemuQuery sends a command on the VM's own monitor and decodes its return.
+func qemuQuery(t *testing.T, vm *qemu.VM, cmd string, ret any) {
+	t.Helper()
+	raw, err := vm.Monitor.Run([]byte(`{"execute":"` + cmd + `"}`))
+	if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	reply := struct {
+		Return any `json:"return"`
+	}{ret}
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		t.Fatalf("%s: %v in %s", cmd, err, raw)
+	}
+}
+
+func qemuRunState(t *testing.T, vm *qemu.VM) string {
+	t.Helper()
+	var st struct {
+		Status string `json:"status"`
+	}
+	qemuQuery(t, vm, "query-status", &st)
+	return st.Status
+}
+
+func TestMigrateQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	// precopy and mecom get a guest slowed enough for plain pre-copy to
+	// converge; throttle and tsmc one at full TCG speed (millions of
+	// writes a second over all of RAM), which plain pre-copy never
+	// migrates, so that auto-converge throttles and post-copy takes over.
+	const paced, fullSpeed = "hotset:delay=25000", "hotset"
+	for _, tt := range []struct {
+		mode, workload string
+		summary        []string
+	}{
+		{migrator.ModePrecopy, paced, []string{"qemu capabilities  none"}},
+		{migrator.MECOM, paced, []string{"qemu capabilities  xbzrle", "xbzrle-cache-size 64.0 MiB"}},
+		{migrator.ModeThrottle, fullSpeed, []string{"qemu capabilities  auto-converge",
+			"cpu-throttle-initial 50, cpu-throttle-increment 50, cpu-throttle-tailslow false", "cpu throttle  "}},
+		{migrator.ModeTSMC, fullSpeed, []string{"qemu capabilities  postcopy-ram", "post-copy  "}},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			src := startQEMU(t, tt.workload, "")
+			uri := freeTCP(t)
+			dst := startQEMU(t, tt.workload, uri)
+			args := []string{"migrate", "--qmp", "unix:" + src.QMPPath, "--to", uri, "--mode", tt.mode}
+			if tt.mode == migrator.ModeTSMC {
+				// Post-copy needs its capability on the destination too.
+				_, _, err := runApp(t, args...)
+				if err == nil || !strings.Contains(err.Error(), "--dest-qmp") {
+					t.Fatalf("tsmc without --dest-qmp: %v, want a refusal naming --dest-qmp", err)
+				}
+				args = append(args, "--dest-qmp", "unix:"+dst.QMPPath)
+			}
+			if tt.mode == migrator.ModePrecopy {
+				_, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--mode", "predictive")
+				if err == nil || !strings.Contains(err.Error(), "predictive needs pagecast's engine") {
+					t.Fatalf("predictive on QEMU: %v, want a refusal", err)
+				}
+			}
+			start := time.Now()
+			stdout, stderr, err := runApp(t, args...)
+			if err != nil {
+				t.Fatalf("pagecast %s: %v\n%s\n%s", strings.Join(args, " "), err, stdout, stderr)
+			}
+			elapsed := time.Since(start)
+			t.Logf("pagecast migrate took %v:\n%s%s", elapsed.Round(time.Millisecond), stdout, stderr)
+			if strings.Contains(stderr, "warning") {
+				t.Errorf("default flags gave a warning: %s", stderr)
+			}
+			for _, want := range append([]string{"status             completed", "mode               " + tt.mode + " (QEMU's migration)"}, tt.summary...) {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("summary lacks %q", want)
+				}
+			}
+			var info migrator.Info
+			qemuQuery(t, src, "query-migrate", &info)
+			t.Logf("FIGURES %s: total %d ms, downtime %d ms, transferred %d bytes (%.1f MiB), dirty syncs %d, throttle %d%%, post-copy %d bytes, %d pages pulled",
+				tt.mode, info.TotalTime, info.Downtime, info.RAM.Transferred, float64(info.RAM.Transferred)/(1<<20),
+				info.RAM.DirtySyncCount, info.CPUThrottlePercentage, info.RAM.PostcopyBytes, info.RAM.PostcopyRequests)
+
+			// The destination runs the guest, which carries on.
+			deadline := time.Now().Add(10 * time.Second)
+			for st := qemuRunState(t, dst); st != "running"; st = qemuRunState(t, dst) {
+				if time.Now().After(deadline) {
+					t.Fatalf("destination is %q after the migration, want running", st)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if st := qemuRunState(t, src); st != "postmigrate" {
+				t.Errorf("source is %q, want postmigrate", st)
+			}
+			p0 := qemuProgress(t, dst)
+			time.Sleep(300 * time.Millisecond)
+			if p1 := qemuProgress(t, dst); p1 <= p0 {
+				t.Errorf("guest progress on the destination stuck at %d", p0)
+			}
+		})
+	}
+}

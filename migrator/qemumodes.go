@@ -1,0 +1,302 @@
+package migrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"strings"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+)
+
+// QEMU's own migration, driven in pagecast's terms. A source that is a
+// plain QEMU knows none of the x-pagecast-* parameters, and moves RAM with
+// its own engine: each pagecast mode that has a counterpart there is put
+// into QEMU's capabilities and parameters (PlanQEMU), sent (SetupQEMU), and
+// followed (WaitQEMU). Modes that need pagecast's engine are refused.
+
+// Kinds of monitor at the other end of a QMP socket.
+const (
+	MonitorPagecast = "pagecast" // pagecast's own monitor (vm run): every mode, x-pagecast-* parameters
+	MonitorQEMU     = "qemu"     // QEMU as shipped: its own migration capabilities only
+)
+
+// MonitorKind asks mon which monitor it is: query-version's package starts
+// with "pagecast" on pagecast's monitor, and anything else is QEMU.
+func MonitorKind(mon qmp.Monitor) (string, error) {
+	var v struct {
+		Package string `json:"package"`
+	}
+	if err := clientRun(mon, "query-version", nil, &v); err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(strings.TrimSpace(v.Package), "pagecast") {
+		return MonitorPagecast, nil
+	}
+	return MonitorQEMU, nil
+}
+
+// QEMU migration capabilities the plans use. Every plan sets each of them,
+// on or off, so that one left on by an earlier migration does not leak in.
+const (
+	CapXBZRLE       = "xbzrle"
+	CapAutoConverge = "auto-converge"
+	CapPostcopyRAM  = "postcopy-ram"
+)
+
+var qemuCapabilities = []string{CapXBZRLE, CapAutoConverge, CapPostcopyRAM}
+
+// ErrNeedDestQMP is returned for tsmc on QEMU without the destination's
+// monitor: QEMU's post-copy must be enabled on both ends.
+var ErrNeedDestQMP = errors.New("tsmc on QEMU uses post-copy, whose capability must be set on the destination too: give its QMP socket (--dest-qmp unix:PATH)")
+
+// QEMUPlan is a pagecast mode put into QEMU's own migration terms.
+type QEMUPlan struct {
+	Mode         string
+	Capabilities []string // enabled on the source; the other qemuCapabilities are turned off
+	// DestCapabilities are enabled on the destination before the stream
+	// arrives (post-copy must be on at both ends).
+	DestCapabilities []string
+	Parameters       QEMUParams
+	// Postcopy: migrate-start-postcopy once the first full pass is over
+	// (dirty-sync-count reaches PostcopyAfterSyncs).
+	Postcopy bool
+	Notes    []string // flags QEMU has no use for, one sentence each
+}
+
+// QEMUParams are the migrate-set-parameters members a plan sends; zero
+// fields are left out (QEMU keeps its own value).
+type QEMUParams struct {
+	MaxBandwidth         uint64 `json:"max-bandwidth,omitempty"`
+	DowntimeLimit        int64  `json:"downtime-limit,omitempty"` // ms
+	XBZRLECacheSize      uint64 `json:"xbzrle-cache-size,omitempty"`
+	CPUThrottleInitial   int    `json:"cpu-throttle-initial,omitempty"`
+	CPUThrottleIncrement int    `json:"cpu-throttle-increment,omitempty"`
+	CPUThrottleTailslow  *bool  `json:"cpu-throttle-tailslow,omitempty"`
+}
+
+// PostcopyAfterSyncs is the dirty-sync-count at which a tsmc plan switches
+// to post-copy: QEMU syncs once at the start of the migration, then at the
+// end of each pass over RAM, so 2 means the first copy is done (TSMC's
+// stage 1).
+const PostcopyAfterSyncs = 2
+
+// XBZRLE cache bounds: QEMU's default cache, 64 MiB, is the least (but
+// never more than guest RAM), 1 GiB the most. QEMU wants a power of two.
+const (
+	minXBZRLECache = 64 << 20
+	maxXBZRLECache = 1 << 30
+)
+
+// Throttle bounds for auto-converge (QEMU's parameters take 1…99).
+const (
+	qemuThrottleMax = 99
+)
+
+// PlanQEMU maps p onto QEMU's own migration for a guest of ramBytes:
+//
+//   - precopy: plain pre-copy, no capability.
+//   - mecom: xbzrle (pages resent are delta-encoded against a cache of
+//     what was sent), the cache sized by xbzrleCacheSize. QEMU's codecs
+//     are not MECOM's per-page-class ones, but xbzrle is what QEMU has to
+//     cut the bytes of resent pages without help from the destination.
+//     multifd with multifd-compression zstd works under TCG on QEMU 7.2 too,
+//     but needs multifd and zstd set on the destination as well (without
+//     them the source fails: "Unable to write to socket: Broken pipe"), so
+//     default flags (no --dest-qmp) could not use it; and on a 64 MiB
+//     guest dirtying all its RAM every round it sent 816 MB in 7.5 s where
+//     xbzrle sent 215 MB in 14 s (plain pre-copy never converged).
+//   - throttle: auto-converge. pagecast's throttle aims to fit the downtime
+//     limit by round TargetRound (DefaultTargetRound); QEMU throttles at
+//     most every second dirty sync once the guest dirties faster than half
+//     the transfer rate, from cpu-throttle-initial, adding
+//     cpu-throttle-increment. So the throttle starts where it must to get
+//     there in the steps left before that round, and each step covers an
+//     equal share of the way to 99 %. tailslow stays off: it assumes the
+//     dirty rate falls with the CPU share, which a hot set does not
+//     (see sender.throttle).
+//   - tsmc: postcopy-ram at both ends, and migrate-start-postcopy at
+//     dirty-sync-count 2, when QEMU ends its first pass over RAM (it syncs
+//     there once what that pass has left fits the downtime limit at the
+//     measured rate). Stage 1 is that pass, stage 3 QEMU's post-copy: the
+//     destination runs the guest, pages are pushed in the background and
+//     pulled at first touch.
+//
+// predictive and MODE+mecom combinations need pagecast's engine and are
+// refused. max-rounds has no QEMU counterpart (QEMU has no round cap); a
+// non-zero MaxRounds is reported in Notes and otherwise ignored, as is a
+// Profile.
+func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
+	if p.DowntimeLimit < 0 {
+		return QEMUPlan{}, fmt.Errorf("negative downtime limit %v", p.DowntimeLimit)
+	}
+	mode := p.Mode
+	if mode == "" {
+		mode = ModePrecopy
+	}
+	m, err := parseMode(mode)
+	if err != nil {
+		return QEMUPlan{}, err
+	}
+	const engine = "pagecast's engine on the source: pagecast vm run, or a QEMU guest once pagecast moves QEMU RAM itself"
+	plan := QEMUPlan{Mode: mode, Parameters: QEMUParams{
+		MaxBandwidth:  p.MaxBandwidth,
+		DowntimeLimit: int64((p.DowntimeLimit + time.Millisecond - 1) / time.Millisecond),
+	}}
+	switch {
+	case m.policy == ModePredictive:
+		return QEMUPlan{}, fmt.Errorf("migration mode %q: predictive needs %s", mode, engine)
+	case m.mecom && m.policy != ModePrecopy:
+		return QEMUPlan{}, fmt.Errorf("migration mode %q: QEMU's compression (xbzrle) combines with its pre-copy only, so %s+%s needs %s", mode, m.policy, MECOM, engine)
+	case m.mecom:
+		plan.Capabilities = []string{CapXBZRLE}
+		plan.Parameters.XBZRLECacheSize = xbzrleCacheSize(ramBytes)
+	case m.policy == ModeThrottle:
+		plan.Capabilities = []string{CapAutoConverge}
+		initial, increment := throttleSteps(DefaultTargetRound)
+		off := false
+		plan.Parameters.CPUThrottleInitial = initial
+		plan.Parameters.CPUThrottleIncrement = increment
+		plan.Parameters.CPUThrottleTailslow = &off
+	case m.policy == ModeTSMC:
+		plan.Capabilities = []string{CapPostcopyRAM}
+		plan.DestCapabilities = []string{CapPostcopyRAM}
+		plan.Postcopy = true
+	}
+	if p.MaxRounds > 0 {
+		plan.Notes = append(plan.Notes, fmt.Sprintf("max rounds %d ignored: QEMU has no round cap (it stops when the rest fits the downtime limit%s)",
+			p.MaxRounds, map[bool]string{true: ", or at the switch to post-copy", false: ""}[plan.Postcopy]))
+	}
+	if p.Profile != "" {
+		plan.Notes = append(plan.Notes, fmt.Sprintf("profile %s ignored: only predictive uses one", p.Profile))
+	}
+	return plan, nil
+}
+
+// xbzrleCacheSize is a quarter of ramBytes, rounded up to a power of two,
+// at least minXBZRLECache but no more than ramBytes (rounded up), at most
+// maxXBZRLECache. Measured on a 64 MiB TCG guest whose writes reach all
+// of RAM every round (hotset at full speed): with a 16 MiB cache 98 % of
+// resent pages missed it and the migration took 23 s and 2.9 GB; with
+// 64 MiB none missed, 14 s and 215 MB.
+func xbzrleCacheSize(ramBytes uint64) uint64 {
+	pow2 := func(n uint64) uint64 {
+		if n <= 1 {
+			return 1
+		}
+		return 1 << bits.Len64(n-1)
+	}
+	size := max(pow2(ramBytes/4), minXBZRLECache)
+	return min(size, pow2(max(ramBytes, 4096)), maxXBZRLECache)
+}
+
+// throttleSteps gives cpu-throttle-initial and -increment so that QEMU's
+// auto-converge is at qemuThrottleMax when round targetRound ends. QEMU's
+// first dirty sync starts the migration and sync k+1 ends round k; a
+// throttle step needs two syncs in a row over a second apart that each
+// found more dirtied than half what was sent (throttle-trigger-threshold),
+// so steps fall on syncs 3, 5, …: targetRound/2 of them by the end of the
+// target round, at least one. The first step sets the initial value, each
+// later one adds the increment, in equal parts of the way to the max.
+// (For the default target, 4: 50, then 99, QEMU's max-cpu-throttle.
+// Measured on a 64 MiB TCG guest dirtying all its RAM every round: 2–3.5 s,
+// downtime 67–230 ms; QEMU's own 20 and 10 took 7.9 s and overran the
+// 300 ms downtime limit at 427 ms; 99 at once took 3.1–5.5 s.)
+func throttleSteps(targetRound int) (initial, increment int) {
+	steps := max(1, targetRound/2)
+	share := (qemuThrottleMax + steps - 1) / steps
+	return min(qemuThrottleMax, share), max(1, min(qemuThrottleMax, share))
+}
+
+// SetupQEMU plans p for the QEMU behind src (its RAM from
+// query-memory-size-summary) and sends the plan: the destination's
+// capabilities on dst first (it must have them before the stream
+// arrives), then the source's capabilities and parameters. dst may be nil
+// unless the plan needs it (tsmc: ErrNeedDestQMP). Nothing goes out when
+// the mode is refused.
+func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
+	var mem struct {
+		BaseMemory uint64 `json:"base-memory"`
+	}
+	if err := clientRun(src, "query-memory-size-summary", nil, &mem); err != nil {
+		return QEMUPlan{}, err
+	}
+	plan, err := PlanQEMU(p, mem.BaseMemory)
+	if err != nil {
+		return QEMUPlan{}, err
+	}
+	if len(plan.DestCapabilities) > 0 && dst == nil {
+		return QEMUPlan{}, ErrNeedDestQMP
+	}
+	if dst != nil {
+		// The destination needs only post-copy's capability; turning it
+		// off elsewhere undoes an earlier tsmc's.
+		if err := setCapabilities(dst, []string{CapPostcopyRAM}, plan.DestCapabilities); err != nil {
+			return QEMUPlan{}, fmt.Errorf("destination: %w", err)
+		}
+	}
+	if err := setCapabilities(src, qemuCapabilities, plan.Capabilities); err != nil {
+		return QEMUPlan{}, err
+	}
+	if plan.Parameters != (QEMUParams{}) {
+		if err := clientRun(src, "migrate-set-parameters", plan.Parameters, nil); err != nil {
+			return QEMUPlan{}, err
+		}
+	}
+	return plan, nil
+}
+
+// setCapabilities sends migrate-set-capabilities: each of all, on if it is
+// in on.
+func setCapabilities(mon qmp.Monitor, all, on []string) error {
+	type capability struct {
+		Capability string `json:"capability"`
+		State      bool   `json:"state"`
+	}
+	caps := make([]capability, 0, len(all))
+	for _, c := range all {
+		caps = append(caps, capability{c, contains(on, c)})
+	}
+	return clientRun(mon, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// WaitQEMU is Wait for a migration that plan set up. For a post-copy plan
+// it sends migrate-start-postcopy once, as soon as a reply shows the
+// migration active with dirty-sync-count at PostcopyAfterSyncs (a
+// migration that completes first, everything having fit the downtime
+// limit, never switches); and it returns an error at postcopy-paused,
+// where QEMU has lost the link after the switch and waits, the guest
+// stopped, for someone to recover it.
+func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan QEMUPlan, interval time.Duration, progress func(Info)) (Info, error) {
+	if !plan.Postcopy {
+		return Wait(ctx, mon, interval, progress)
+	}
+	started := false
+	return wait(ctx, mon, interval, func(i Info) error {
+		if progress != nil {
+			progress(i)
+		}
+		if i.Status == StatusPostcopyPaused {
+			return fmt.Errorf("migration %s: the guest waits on the destination for pages still on the source (recover: migrate-recover on the destination, then migrate with resume on the source)", i.Status)
+		}
+		if started || i.Status != StatusActive || i.RAM == nil || i.RAM.DirtySyncCount < PostcopyAfterSyncs {
+			return nil
+		}
+		started = true
+		// Refused only when the migration has just ended or failed, which
+		// the next reply shows: an error here needs no answer.
+		_ = clientRun(mon, "migrate-start-postcopy", nil, nil)
+		return nil
+	})
+}

@@ -1,0 +1,253 @@
+package migrator
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+)
+
+// qemuFake answers as QEMU 7.2 does to what SetupQEMU and WaitQEMU send:
+// 64 MiB of RAM, and {} for the rest. It refuses any x-pagecast member.
+func qemuFake(t *testing.T) (qmp.Monitor, *[]string) {
+	t.Helper()
+	return clientFake(func(cmd qmp.Command) (any, error) {
+		switch cmd.Execute {
+		case "query-version":
+			return map[string]any{"return": map[string]any{"package": "Debian 1:7.2+dfsg-7+deb12u18+b3",
+				"qemu": map[string]any{"major": 7, "minor": 2, "micro": 22}}}, nil
+		case "query-memory-size-summary":
+			return map[string]any{"return": map[string]any{"base-memory": 64 << 20, "plugged-memory": 0}}, nil
+		}
+		return clientOK(cmd)
+	})
+}
+
+func TestMonitorKind(t *testing.T) {
+	for _, tt := range []struct{ pkg, want string }{
+		{"pagecast 0.1", MonitorPagecast},
+		{"Debian 1:7.2+dfsg-7+deb12u18+b3", MonitorQEMU},
+		{"", MonitorQEMU},
+	} {
+		mon, sent := clientFake(func(qmp.Command) (any, error) {
+			return map[string]any{"return": map[string]any{"package": tt.pkg}}, nil
+		})
+		kind, err := MonitorKind(mon)
+		if err != nil || kind != tt.want {
+			t.Errorf("package %q: %q, %v; want %q", tt.pkg, kind, err, tt.want)
+		}
+		if want := []string{`{"execute":"query-version"}`}; !slices.Equal(*sent, want) {
+			t.Errorf("sent %q, want %q", *sent, want)
+		}
+	}
+}
+
+// TestSetupQEMU checks the exact commands each mode sends to QEMU: the
+// destination's (if any) first, then the source's.
+func TestSetupQEMU(t *testing.T) {
+	const (
+		summary = `{"execute":"query-memory-size-summary"}`
+		// Every plan sets every capability it manages, on or off.
+		plainCaps = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`
+		destOff   = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":false}]}}`
+		destOn    = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true}]}}`
+		downtime  = `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300}}`
+	)
+	tests := []struct {
+		name     string
+		p        Params
+		withDest bool
+		src, dst []string
+		caps     []string
+		notes    int
+	}{
+		{"precopy", Params{Mode: ModePrecopy, DowntimeLimit: 300 * time.Millisecond}, false,
+			[]string{summary, plainCaps, downtime}, nil, nil, 0},
+		{"default mode, bandwidth", Params{MaxBandwidth: 32 << 20}, false,
+			[]string{summary, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432}}`}, nil, nil, 0},
+		{"precopy, max rounds given", Params{Mode: ModePrecopy, MaxRounds: 10}, false,
+			[]string{summary, plainCaps}, nil, nil, 1},
+		{"precopy with the destination", Params{Mode: ModePrecopy}, true,
+			[]string{summary, plainCaps}, []string{destOff}, nil, 0},
+		{"mecom", Params{Mode: MECOM, DowntimeLimit: 300 * time.Millisecond}, false,
+			[]string{summary,
+				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
+				`{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300,"xbzrle-cache-size":67108864}}`},
+			nil, []string{CapXBZRLE}, 0},
+		{"precopy+mecom", Params{Mode: ModePrecopy + "+" + MECOM}, false,
+			[]string{summary,
+				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
+				`{"execute":"migrate-set-parameters","arguments":{"xbzrle-cache-size":67108864}}`},
+			nil, []string{CapXBZRLE}, 0},
+		{"throttle", Params{Mode: ModeThrottle, DowntimeLimit: 300 * time.Millisecond}, false,
+			[]string{summary,
+				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":true},{"capability":"postcopy-ram","state":false}]}}`,
+				`{"execute":"migrate-set-parameters","arguments":{"cpu-throttle-increment":50,"cpu-throttle-initial":50,"cpu-throttle-tailslow":false,"downtime-limit":300}}`},
+			nil, []string{CapAutoConverge}, 0},
+		{"tsmc", Params{Mode: ModeTSMC, DowntimeLimit: 300 * time.Millisecond, MaxRounds: 30, Profile: "x.trace"}, true,
+			[]string{summary,
+				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
+				downtime},
+			[]string{destOn}, []string{CapPostcopyRAM}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src, srcSent := qemuFake(t)
+			var dst qmp.Monitor
+			var dstSent *[]string
+			if tt.withDest {
+				dst, dstSent = qemuFake(t)
+			}
+			plan, err := SetupQEMU(src, dst, tt.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(*srcSent, tt.src) {
+				t.Errorf("source got\n%s\nwant\n%s", strings.Join(*srcSent, "\n"), strings.Join(tt.src, "\n"))
+			}
+			if dstSent != nil && !slices.Equal(*dstSent, tt.dst) {
+				t.Errorf("destination got %q, want %q", *dstSent, tt.dst)
+			}
+			for _, cmd := range *srcSent {
+				if strings.Contains(cmd, "x-pagecast") {
+					t.Errorf("QEMU got a pagecast member: %s", cmd)
+				}
+			}
+			if !slices.Equal(plan.Capabilities, tt.caps) || len(plan.Notes) != tt.notes {
+				t.Errorf("plan %+v, want capabilities %q and %d notes", plan, tt.caps, tt.notes)
+			}
+			if plan.Postcopy != (tt.p.Mode == ModeTSMC) {
+				t.Errorf("plan.Postcopy %v for %s", plan.Postcopy, tt.p.Mode)
+			}
+		})
+	}
+}
+
+func TestSetupQEMURefuses(t *testing.T) {
+	tests := []struct {
+		mode     string
+		withDest bool
+		want     string
+	}{
+		{ModePredictive, true, `migration mode "predictive": predictive needs pagecast's engine on the source: pagecast vm run, or a QEMU guest once pagecast moves QEMU RAM itself`},
+		{"predictive+mecom", true, `predictive needs pagecast's engine`},
+		{"throttle+mecom", true, `QEMU's compression (xbzrle) combines with its pre-copy only, so throttle+mecom needs pagecast's engine`},
+		{"tsmc+mecom", true, `tsmc does not combine with mecom`},
+		{"teleport", true, `migration mode "teleport": want`},
+		{ModeTSMC, false, ErrNeedDestQMP.Error()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			src, srcSent := qemuFake(t)
+			var dst qmp.Monitor
+			dstSent := new([]string)
+			if tt.withDest {
+				dst, dstSent = qemuFake(t)
+			}
+			_, err := SetupQEMU(src, dst, Params{Mode: tt.mode})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one containing %q", err, tt.want)
+			}
+			// Only the memory size was asked; nothing was changed.
+			if len(*srcSent) != 1 || len(*dstSent) != 0 {
+				t.Errorf("sent %q to the source and %q to the destination", *srcSent, *dstSent)
+			}
+		})
+	}
+	if _, err := SetupQEMU(qemuFakeMust(t), nil, Params{Mode: ModeTSMC}); !errors.Is(err, ErrNeedDestQMP) {
+		t.Errorf("tsmc without the destination: %v, want ErrNeedDestQMP", err)
+	}
+}
+
+func qemuFakeMust(t *testing.T) qmp.Monitor {
+	mon, _ := qemuFake(t)
+	return mon
+}
+
+func TestXBZRLECacheSize(t *testing.T) {
+	for _, tt := range []struct{ ram, want uint64 }{
+		{16 << 20, 16 << 20},   // never more than RAM
+		{48 << 20, 64 << 20},   // RAM rounded up
+		{64 << 20, 64 << 20},   // QEMU's default is the least
+		{1 << 30, 256 << 20},   // a quarter
+		{3 << 30, 1 << 30},     // rounded up to a power of two
+		{64 << 30, 1 << 30},    // at most 1 GiB
+		{0, 4096},              // unknown RAM: one page, QEMU's least
+		{100 << 20, 64 << 20},  // a quarter is 25 MiB: the default
+		{300 << 20, 128 << 20}, // 75 MiB rounded up
+	} {
+		if got := xbzrleCacheSize(tt.ram); got != tt.want || got&(got-1) != 0 {
+			t.Errorf("xbzrleCacheSize(%d MiB) = %d, want %d", tt.ram>>20, got, tt.want)
+		}
+	}
+}
+
+func TestThrottleSteps(t *testing.T) {
+	for _, tt := range []struct{ round, initial, increment int }{
+		{1, 99, 99}, {2, 99, 99}, {3, 99, 99}, {4, 50, 50}, {6, 33, 33}, {30, 7, 7},
+	} {
+		initial, increment := throttleSteps(tt.round)
+		if initial != tt.initial || increment != tt.increment {
+			t.Errorf("throttleSteps(%d) = %d, %d; want %d, %d", tt.round, initial, increment, tt.initial, tt.increment)
+		}
+	}
+}
+
+// TestWaitQEMUPostcopy: migrate-start-postcopy goes out once, on the first
+// active reply at dirty-sync-count 2.
+func TestWaitQEMUPostcopy(t *testing.T) {
+	replies := []Info{
+		{Status: StatusSetup},
+		{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: 1}},
+		{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: 2}},
+		{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: 2}},
+		{Status: StatusPostcopy, RAM: &RAMStats{DirtySyncCount: 3}},
+		{Status: StatusCompleted, RAM: &RAMStats{DirtySyncCount: 3, PostcopyRequests: 7}},
+	}
+	mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+		if cmd.Execute != "query-migrate" {
+			return clientOK(cmd)
+		}
+		r := replies[0]
+		replies = replies[1:]
+		return map[string]any{"return": r}, nil
+	})
+	plan, err := PlanQEMU(Params{Mode: ModeTSMC}, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := WaitQEMU(context.Background(), mon, plan, time.Millisecond, nil)
+	if err != nil || info.Status != StatusCompleted {
+		t.Fatalf("WaitQEMU: %+v, %v", info, err)
+	}
+	q := `{"execute":"query-migrate"}`
+	want := []string{q, q, q, `{"execute":"migrate-start-postcopy"}`, q, q, q}
+	if !slices.Equal(*sent, want) {
+		t.Errorf("sent %q, want %q", *sent, want)
+	}
+
+	t.Run("postcopy-paused", func(t *testing.T) {
+		mon, _ := clientFake(func(cmd qmp.Command) (any, error) {
+			return map[string]any{"return": Info{Status: StatusPostcopyPaused}}, nil
+		})
+		_, err := WaitQEMU(context.Background(), mon, plan, time.Millisecond, nil)
+		if err == nil || !strings.Contains(err.Error(), "migrate-recover") {
+			t.Errorf("error %v, want one saying how to recover", err)
+		}
+	})
+	t.Run("pre-copy plan", func(t *testing.T) {
+		mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+			return map[string]any{"return": Info{Status: StatusCompleted, RAM: &RAMStats{DirtySyncCount: 4}}}, nil
+		})
+		if _, err := WaitQEMU(context.Background(), mon, QEMUPlan{Mode: ModePrecopy}, time.Millisecond, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(*sent, []string{q}) {
+			t.Errorf("sent %q", *sent)
+		}
+	})
+}
