@@ -34,7 +34,7 @@ func migrateCommand() *cli.Command {
 			"-incoming. QEMU moves the RAM with its own engine, so each mode becomes QEMU's capabilities\n" +
 			"and parameters (no x-pagecast-* member is sent):\n" +
 			"\t  precopy    plain pre-copy, no capability\n" +
-			"\t  mecom      xbzrle, its cache a quarter of guest RAM (a power of two, 4 MiB to 1 GiB)\n" +
+			"\t  mecom      xbzrle, its cache a quarter of guest RAM (a power of two, 64 MiB to 1 GiB, at most RAM)\n" +
 			"\t  throttle   auto-converge, cpu-throttle-initial/-increment set to reach 99% by round 4\n" +
 			"\t             (the throttle policy's target round), cpu-throttle-tailslow off\n" +
 			"\t  tsmc       postcopy-ram on both ends, migrate-start-postcopy after the first full pass\n" +
