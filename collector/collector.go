@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -20,9 +21,11 @@ type Config struct {
 	// must then keep dirty logging on itself (as during a migration).
 	MemoryBytes uint64
 	Epoch       time.Duration // default 1 s
-	Hook        string        // a bpf.Hooks name; empty: the best available
-	Events      bool          // also stream raw events (bpf ring buffer)
-	Log         *slog.Logger
+	// Hook is a bpf.Hooks name or HookTCG; empty: the TCG plugin for a
+	// QEMU running under TCG, else the best eBPF hook that works.
+	Hook   string
+	Events bool // also stream raw events (eBPF ring buffer)
+	Log    *slog.Logger
 }
 
 // Epoch is the set of pages dirtied in one epoch.
@@ -35,11 +38,13 @@ type Epoch struct {
 
 // Collector profiles one VM.
 type Collector struct {
-	cfg    Config
-	log    *slog.Logger
-	vmm    *vmmControl
-	prof   *bpf.Profiler
-	states []bpf.PageState
+	cfg       Config
+	log       *slog.Logger
+	vmm       *vmmControl
+	hook      hook
+	prof      *bpf.Profiler // with an eBPF hook
+	fallbacks []bpf.HookStatus
+	pageBuf   []uint64
 
 	mu      sync.Mutex
 	epoch   uint32    // the epoch the programs are recording
@@ -48,10 +53,13 @@ type Collector struct {
 	total   uint64    // pages summed over closed epochs
 	rate    float64   // bytes/s dirtied in the latest epoch
 	logging bool
+	closed  bool
 }
 
-// New connects to the VM, loads and attaches the eBPF programs and turns on
-// KVM dirty logging. Close undoes all three.
+// New connects to the VM and attaches a hook: pagecast's TCG plugin for a
+// QEMU that runs the guest under TCG (started with -plugin, see package
+// tcg), else the eBPF programs, with KVM dirty logging turned on. Close
+// undoes it all.
 func New(cfg Config) (_ *Collector, err error) {
 	if cfg.Epoch == 0 {
 		cfg.Epoch = time.Second
@@ -61,9 +69,6 @@ func New(cfg Config) (_ *Collector, err error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
-	}
-	if err := bpf.CheckPrivileges(); err != nil {
-		return nil, err
 	}
 	c := &Collector{cfg: cfg, log: cfg.Log.With("component", "collector")}
 	defer func() {
@@ -80,23 +85,42 @@ func New(cfg Config) (_ *Collector, err error) {
 		return nil, err
 	}
 	t := c.vmm.target
-	c.prof, err = bpf.Load(bpf.Options{
-		PID:      uint32(t.PID),
-		MaxPages: t.MaxPages(),
-		Mode:     t.DirtyMode,
-		Hook:     cfg.Hook,
-		Slots:    t.Slots,
-		Events:   cfg.Events,
-	})
-	if err != nil {
-		return nil, err
+	useTCG := cfg.Hook == HookTCG || (cfg.Hook == "" && t.DirtyMode == DirtyTCG)
+	switch {
+	case useTCG && t.DirtyMode != DirtyTCG:
+		return nil, fmt.Errorf("--hook %s: the VM does not run under QEMU's TCG (its dirty tracking is %s)", HookTCG, t.DirtyMode)
+	case !useTCG && t.DirtyMode == DirtyTCG:
+		return nil, fmt.Errorf("--hook %s: QEMU runs this VM under TCG, where KVM's hooks see nothing; use %s", cfg.Hook, HookTCG)
+	case useTCG:
+		h, err := openTCG(t.PID, t.MaxPages())
+		if err != nil {
+			return nil, err
+		}
+		c.hook = h
+	default:
+		if err := bpf.CheckPrivileges(); err != nil {
+			return nil, err
+		}
+		prof, err := bpf.Load(bpf.Options{
+			PID:      uint32(t.PID),
+			MaxPages: t.MaxPages(),
+			Mode:     t.DirtyMode,
+			Hook:     cfg.Hook,
+			Slots:    t.Slots,
+			Events:   cfg.Events,
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.prof = prof
+		c.hook = &bpfHook{prof: prof, states: make([]bpf.PageState, t.MaxPages())}
+		c.fallbacks = prof.Fallbacks
+		for _, f := range prof.Fallbacks {
+			c.log.Debug("hook unavailable, falling back", "hook", f.Hook.Name, "reason", f.Err)
+		}
 	}
-	for _, f := range c.prof.Fallbacks {
-		c.log.Debug("hook unavailable, falling back", "hook", f.Hook.Name, "reason", f.Err)
-	}
-	c.states = make([]bpf.PageState, t.MaxPages())
 	c.epoch = 1
-	if err := c.prof.SetEpoch(c.epoch); err != nil {
+	if err := c.hook.setEpoch(c.epoch); err != nil {
 		return nil, err
 	}
 	if err := c.vmm.startLogging(); err != nil {
@@ -106,7 +130,7 @@ func New(cfg Config) (_ *Collector, err error) {
 	c.start = time.Now()
 	c.began = c.start
 	c.log.Info("profiling", "vmm", t.Kind, "pid", t.PID, "memory_bytes", t.MemoryBytes,
-		"dirty_mode", t.DirtyMode, "hook", c.prof.Hook().Name)
+		"dirty_mode", t.DirtyMode, "hook", c.hook.name())
 	return c, nil
 }
 
@@ -116,14 +140,17 @@ func (c *Collector) Began() time.Time { return c.began }
 // Target describes the profiled VM.
 func (c *Collector) Target() Target { return c.vmm.target }
 
-// Hook is the hook in use.
-func (c *Collector) Hook() bpf.Hook { return c.prof.Hook() }
+// Hook is the name of the hook in use: a bpf.Hooks name or HookTCG.
+func (c *Collector) Hook() string { return c.hook.name() }
 
-// Fallbacks are the better hooks that could not be used, and why.
-func (c *Collector) Fallbacks() []bpf.HookStatus { return c.prof.Fallbacks }
+// Fallbacks are the better eBPF hooks that could not be used, and why.
+func (c *Collector) Fallbacks() []bpf.HookStatus { return c.fallbacks }
 
-// Profiler is the loaded eBPF programs.
+// Profiler is the loaded eBPF programs; nil with the TCG plugin.
 func (c *Collector) Profiler() *bpf.Profiler { return c.prof }
+
+// Stats are the hook's counters.
+func (c *Collector) Stats() (Stats, error) { return c.hook.stats() }
 
 // grace lets program runs that read the old epoch number finish their
 // update before the map is read.
@@ -135,20 +162,20 @@ func (c *Collector) CloseEpoch() (Epoch, error) {
 	defer c.mu.Unlock()
 	closed := c.epoch
 	end := time.Now()
-	if err := c.prof.SetEpoch(closed + 1); err != nil {
+	if err := c.vmm.alive(); err != nil {
+		return Epoch{}, err
+	}
+	if err := c.hook.setEpoch(closed + 1); err != nil {
 		return Epoch{}, err
 	}
 	c.epoch = closed + 1
 	time.Sleep(grace)
-	if err := c.prof.ReadPages(c.states); err != nil {
+	pages, err := c.hook.pages(closed, c.pageBuf[:0])
+	if err != nil {
 		return Epoch{}, err
 	}
-	e := Epoch{Index: uint64(closed), Start: c.start, Duration: end.Sub(c.start)}
-	for gfn, s := range c.states {
-		if bpf.DirtyIn(s, closed, closed+1) {
-			e.Pages = append(e.Pages, uint64(gfn))
-		}
-	}
+	c.pageBuf = pages
+	e := Epoch{Index: uint64(closed), Start: c.start, Duration: end.Sub(c.start), Pages: slices.Clone(pages)}
 	c.start = end
 	c.total += uint64(len(e.Pages))
 	c.rate = float64(len(e.Pages)) * 4096 / e.Duration.Seconds()
@@ -207,7 +234,8 @@ func Hottest(pages []uint64, size uint64, n int) []Region {
 	return out
 }
 
-// Close stops dirty logging, detaches the programs and disconnects.
+// Close stops dirty logging, detaches the hook and disconnects. Closing
+// again does nothing.
 func (c *Collector) Close() error {
 	var err error
 	if c.logging {
@@ -216,8 +244,12 @@ func (c *Collector) Close() error {
 		}
 		c.logging = false
 	}
-	if c.prof != nil {
-		c.prof.Close()
+	if c.closed {
+		return err
+	}
+	c.closed = true
+	if c.hook != nil {
+		c.hook.close()
 	}
 	if c.vmm != nil {
 		c.vmm.close()

@@ -25,13 +25,13 @@ var (
 	descMemory = prometheus.NewDesc("pagecast_guest_memory_bytes",
 		"Guest RAM of the profiled virtual machine.", nil, nil)
 	descEvents = prometheus.NewDesc("pagecast_profiler_events_total",
-		"Page writes the eBPF programs recorded.", nil, nil)
+		"Page writes the hook (eBPF programs or TCG plugin) recorded.", nil, nil)
 	descDropped = prometheus.NewDesc("pagecast_profiler_events_dropped_total",
-		"Events of the profiled VM the eBPF programs could not record, by reason.", []string{"reason"}, nil)
+		"Writes of the profiled VM the hook could not record, by reason.", []string{"reason"}, nil)
 	descOther = prometheus.NewDesc("pagecast_profiler_other_vm_events_total",
 		"Events of other processes seen and ignored by the hook.", nil, nil)
 	descHook = prometheus.NewDesc("pagecast_profiler_hook_info",
-		"The kernel hook in use (value 1).", []string{"hook"}, nil)
+		"The dirty-tracking hook in use: an eBPF hook or tcg-plugin (value 1).", []string{"hook"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -53,18 +53,15 @@ func (m Metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descEpochs, prometheus.CounterValue, float64(epochs))
 	ch <- prometheus.MustNewConstMetric(descEpochLength, prometheus.GaugeValue, c.cfg.Epoch.Seconds())
 	ch <- prometheus.MustNewConstMetric(descMemory, prometheus.GaugeValue, float64(c.vmm.target.MemoryBytes))
-	ch <- prometheus.MustNewConstMetric(descHook, prometheus.GaugeValue, 1, c.prof.Hook().Name)
-	s, err := c.prof.Stats()
+	ch <- prometheus.MustNewConstMetric(descHook, prometheus.GaugeValue, 1, c.hook.name())
+	s, err := c.hook.stats()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descEvents, err)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(s.Events))
 	ch <- prometheus.MustNewConstMetric(descOther, prometheus.CounterValue, float64(s.OtherVM))
-	for reason, v := range map[string]uint64{
-		"slot_unknown": s.SlotUnknown, "out_of_range": s.OutOfRange,
-		"contended": s.Contended, "ringbuf_full": s.RingbufFull,
-	} {
+	for reason, v := range s.Dropped {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(v), reason)
 	}
 }

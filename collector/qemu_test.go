@@ -2,6 +2,7 @@ package collector_test
 
 import (
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -9,21 +10,47 @@ import (
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/tcg"
 )
 
-// TestQEMU profiles a QEMU VM (dirty ring on) running the pagecast guest's
-// sweep and checks each epoch's arena pages against the pages the guest's
-// own progress counter says it wrote: sweep writes arena page k mod N as
-// its k-th write. The counter is read just before each epoch closes, so
-// pages written in between may land one epoch later in the truth.
+// TestQEMU profiles a QEMU VM running the pagecast guest's sweep, under
+// KVM with the eBPF programs (dirty ring on) and under TCG with the TCG
+// plugin, and checks each epoch's arena pages against the pages the
+// guest's own progress counter says it wrote: sweep writes arena page k
+// mod N as its k-th write. The counter is read just before each epoch
+// closes, so pages written in between may land one epoch later in the
+// truth.
 func TestQEMU(t *testing.T) {
-	testutil.RequiresBPF(t)
-	testutil.RequiresQEMUWithKVM(t)
-	w, err := guest.ParseWorkload("sweep:delay=40")
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	t.Run("kvm+ebpf", func(t *testing.T) {
+		testutil.RequiresBPF(t)
+		testutil.RequiresQEMUWithKVM(t)
+		// The emulated KVM writes slowly: 40 spins between writes.
+		testQEMUSweep(t, qemu.Options{Accel: qemu.AccelKVM, DirtyRingSize: 65536}, "sweep:delay=40", "tp_btf/kvm_dirty_ring_push")
+	})
+	t.Run("tcg+plugin", func(t *testing.T) {
+		testutil.RequiresQEMU(t)
+		dir := t.TempDir()
+		so, err := tcg.WritePlugin(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// TCG writes ~3 M pages/s without a delay: slow it to a few
+		// thousand pages an epoch, less than the arena.
+		o := qemu.Options{Accel: qemu.AccelTCG, Plugin: tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), qemu.PhysPages(128<<20))}
+		testQEMUSweep(t, o, "sweep:delay=100000", collector.HookTCG)
+	})
+}
+
+func testQEMUSweep(t *testing.T, o qemu.Options, workload, hook string) {
+	w, err := guest.ParseWorkload(workload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm, err := qemu.Start(qemu.Options{MemoryBytes: 128 << 20, Cmdline: w.Cmdline(1), DirtyRingSize: 65536})
+	o.MemoryBytes, o.Cmdline = 128<<20, w.Cmdline(1)
+	vm, err := qemu.Start(o)
 	if errors.Is(err, qemu.ErrNoQEMU) {
 		t.Skip(err)
 	}
@@ -39,8 +66,8 @@ func TestQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.Target().Kind != "qemu" || c.Target().MemoryBytes != 128<<20 {
-		t.Fatalf("target %+v", c.Target())
+	if c.Target().Kind != "qemu" || c.Target().MemoryBytes != 128<<20 || c.Hook() != hook {
+		t.Fatalf("target %+v hook %s, want hook %s", c.Target(), c.Hook(), hook)
 	}
 	progress := func() uint64 {
 		s, err := vm.GuestStatus()
@@ -103,7 +130,7 @@ func TestQEMU(t *testing.T) {
 	}
 	agreement := float64(inter) / float64(union)
 	t.Logf("qemu sweep: %d pages in both of %d: agreement %.5f, %d pages written during epoch switches left out (hook %s)",
-		inter, union, agreement, boundary, c.Hook().Name)
+		inter, union, agreement, boundary, c.Hook())
 	if inter < 5000 || agreement < 0.999 {
 		t.Fatalf("agreement %.5f over %d pages, want ≥ 0.999 over at least 5000", agreement, inter)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 
 	"github.com/pagecast/pagecast/bpf"
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // Target is what the collector learned about the VM through QMP.
@@ -19,19 +20,17 @@ type Target struct {
 	Kind        string // "pagecast" or "qemu"
 	PID         int    // the VMM process
 	MemoryBytes uint64
-	DirtyMode   string     // bpf.ModeRing or bpf.ModeBitmap
+	DirtyMode   string     // bpf.ModeRing or bpf.ModeBitmap under KVM; DirtyTCG for QEMU under TCG
 	Slots       []bpf.Slot // known memory slots (pagecast's monitor only)
 }
 
+// DirtyTCG is Target.DirtyMode of a QEMU that runs its guest under TCG: no
+// KVM dirty tracking at all, pages come from pagecast's TCG plugin.
+const DirtyTCG = "tcg"
+
 // MaxPages is the number of guest page frames to track: guest RAM, plus
 // the gap below 4 GiB where a large QEMU guest's memory is split.
-func (t Target) MaxPages() uint64 {
-	const below4G = 0xB0000000 // QEMU's pc machine keeps at most this below 4 GiB
-	if t.MemoryBytes <= below4G {
-		return t.MemoryBytes / 4096
-	}
-	return (1<<32 + t.MemoryBytes - below4G) / 4096
-}
+func (t Target) MaxPages() uint64 { return qemu.PhysPages(t.MemoryBytes) }
 
 // vmmControl is the QMP conversation the collector has with the VMM.
 type vmmControl struct {
@@ -143,8 +142,20 @@ func (c *vmmControl) learn(pid int) error {
 		}
 		return nil
 	}
-	// QEMU: a dirty limit works only with the dirty ring, so trying it is
-	// the test; it is set when logging starts.
+	// QEMU under TCG has no KVM dirty tracking (and some dirty-rate
+	// commands crash it): only query-kvm is asked.
+	var kvm struct {
+		Enabled bool `json:"enabled"`
+	}
+	if err := run(c.mon, "query-kvm", nil, &kvm); err != nil {
+		return err
+	}
+	if !kvm.Enabled {
+		t.DirtyMode = DirtyTCG
+		return nil
+	}
+	// QEMU under KVM: a dirty limit works only with the dirty ring, so
+	// trying it is the test; it is set when logging starts.
 	t.DirtyMode = bpf.ModeRing
 	return nil
 }
@@ -172,8 +183,8 @@ const dirtyRateLimit = 1 << 20
 
 // startLogging keeps KVM dirty logging on for the VM.
 func (c *vmmControl) startLogging() error {
-	if c.mon == nil {
-		return nil // no QMP: the VMM keeps logging on itself
+	if c.mon == nil || c.target.DirtyMode == DirtyTCG {
+		return nil // no QMP: the VMM keeps logging on itself; TCG: the plugin records
 	}
 	if c.target.Kind == "pagecast" {
 		return run(c.mon, "x-pagecast-dirty-log-start", nil, nil)
@@ -185,13 +196,30 @@ func (c *vmmControl) startLogging() error {
 }
 
 func (c *vmmControl) stopLogging() error {
-	if c.mon == nil {
+	if c.mon == nil || c.target.DirtyMode == DirtyTCG {
 		return nil
 	}
 	if c.target.Kind == "pagecast" {
 		return run(c.mon, "x-pagecast-dirty-log-stop", nil, nil)
 	}
 	return run(c.mon, "cancel-vcpu-dirty-limit", nil, nil)
+}
+
+// alive returns an error once the VMM process has gone.
+func (c *vmmControl) alive() error {
+	pid := c.target.PID
+	if pid == 0 {
+		return nil
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return fmt.Errorf("the VM's %s process (pid %d) has exited", c.target.Kind, pid)
+	}
+	// A zombie has exited too: its state letter follows the command name.
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && len(b) > i+2 && (b[i+2] == 'Z' || b[i+2] == 'X') {
+		return fmt.Errorf("the VM's %s process (pid %d) has exited", c.target.Kind, pid)
+	}
+	return nil
 }
 
 func (c *vmmControl) close() {

@@ -14,9 +14,11 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/collector"
+	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/predictor"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpserver"
 	"github.com/pagecast/pagecast/trace"
 	"github.com/pagecast/pagecast/vmm"
@@ -48,6 +50,8 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "bandwidth", Value: "32MiB/s", Usage: "link cap for the loopback migrations"},
 			&cli.StringFlag{Name: "modes", Value: strings.Join(demoModes, ","), Usage: "migration modes to run, in turn, comma-separated (see pagecast migrate --help)"},
 			&cli.BoolFlag{Name: "no-migrate", Usage: "stop after profiling and forecasting"},
+			&cli.StringFlag{Name: "monitor", Value: "auto", Usage: "what runs the guest: pagecast (its own KVM monitor), qemu (QEMU with --accel), or auto: pagecast where /dev/kvm works, else QEMU under TCG"},
+			&cli.StringFlag{Name: "accel", Value: "auto", Usage: "with QEMU: auto, kvm or tcg"},
 		),
 		Action: func(c *cli.Context) error {
 			return runDemo(c, c.App.Writer)
@@ -56,6 +60,17 @@ func demoCommand() *cli.Command {
 }
 
 func runDemo(c *cli.Context, out io.Writer) error {
+	switch m := c.String("monitor"); m {
+	case "auto":
+		if err := qemu.KVMUsable(); err != nil {
+			return runQEMUDemo(c, out, fmt.Sprintf("no usable /dev/kvm (%v), so QEMU runs the guest", err))
+		}
+	case monitorQEMU:
+		return runQEMUDemo(c, out, "asked for")
+	case monitorPagecast:
+	default:
+		return fmt.Errorf("--monitor %q: want auto, pagecast or qemu", m)
+	}
 	log := slog.Default()
 	vm, err := newVM(c, log, true)
 	if err != nil {
@@ -92,7 +107,41 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	var closeOnce sync.Once
 	defer closeOnce.Do(closeSource)
 	fmt.Fprintf(out, "dirty pages from: %s\n", source)
-	pages := vm.MemoryBytes() / vmm.PageSize
+	alive := func() error {
+		if state, err := vm.State(); err != nil {
+			return fmt.Errorf("guest stopped (%s): %w", state, err)
+		}
+		return nil
+	}
+	epochs, err := demoWatch(c, out, vm, vm.MemoryBytes(), next, alive)
+	if err != nil {
+		return err
+	}
+	closeOnce.Do(closeSource) // the profiler would count the migration's destinations, in this process too
+	if c.Bool("no-migrate") {
+		return nil
+	}
+	profile := filepath.Join(dir, "profile.pct")
+	if err := writeProfile(profile, epochs, vm.MemoryBytes(), c.Duration("interval"), source); err != nil {
+		return err
+	}
+	bw, err := parseBandwidth(c.String("bandwidth"))
+	if err != nil {
+		return fmt.Errorf("--bandwidth: %w", err)
+	}
+	return demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: c.Duration("interval"), Profile: profile})
+}
+
+// demoGuest is what the demo's watch reads of a running pagecast guest.
+type demoGuest interface {
+	GuestStatus() (guest.Status, error)
+}
+
+// demoWatch prints every interval how many pages the guest dirtied and
+// where, for --duration, then scores the forecasts of those epochs, and
+// returns them.
+func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next func() (*vmm.Bitmap, time.Duration, error), alive func() error) ([]trace.Epoch, error) {
+	pages := memory / vmm.PageSize
 	fmt.Fprintf(out, "each strip cell is %s of guest memory, from address 0 on the left; darker = more pages dirtied\n\n",
 		units.FormatBytes(float64(pages/stripWidth*vmm.PageSize)))
 	fmt.Fprintf(out, "%7s %7s %11s %12s  %-66s %s\n", "time", "pages", "rate", "guest writes", "where", "hottest 1 MiB regions")
@@ -104,14 +153,14 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	for time.Since(start) < c.Duration("duration") {
 		set, dt, err := next()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if state, gerr := vm.State(); gerr != nil {
-			return fmt.Errorf("guest stopped (%s): %w", state, gerr)
+		if err := alive(); err != nil {
+			return nil, err
 		}
-		st, err := vm.GuestStatus()
+		st, err := g.GuestStatus()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		list := set.List()
 		total.Or(set)
@@ -125,24 +174,28 @@ func runDemo(c *cli.Context, out io.Writer) error {
 			units.FormatBytes(float64(set.Count()*vmm.PageSize)/dt.Seconds()), progress-lastProgress, strip(set), strings.Join(hot, " "))
 		lastProgress = progress
 	}
-	closeOnce.Do(closeSource) // the profiler would count the migration's destinations, in this process too
 	printForecastScores(out, epochs, pages)
-	st, _ := vm.GuestStatus()
+	st, _ := g.GuestStatus()
 	fmt.Fprintf(out, "\n%d distinct pages dirtied (%s of %s) in %.1fs; guest: %s\n",
-		total.Count(), units.FormatBytes(float64(total.Count()*vmm.PageSize)), units.FormatBytes(float64(vm.MemoryBytes())),
+		total.Count(), units.FormatBytes(float64(total.Count()*vmm.PageSize)), units.FormatBytes(float64(memory)),
 		time.Since(start).Seconds(), st)
-	if c.Bool("no-migrate") {
-		return nil
+	return epochs, nil
+}
+
+// collectorSource turns a collector's epochs into the demo's bitmaps.
+func collectorSource(col *collector.Collector, memory uint64, interval time.Duration) func() (*vmm.Bitmap, time.Duration, error) {
+	return func() (*vmm.Bitmap, time.Duration, error) {
+		time.Sleep(interval)
+		e, err := col.CloseEpoch()
+		if err != nil {
+			return nil, 0, err
+		}
+		set := vmm.NewBitmap(memory / vmm.PageSize)
+		for _, p := range e.Pages {
+			set.Set(p)
+		}
+		return set, e.Duration, nil
 	}
-	profile := filepath.Join(dir, "profile.pct")
-	if err := writeProfile(profile, epochs, vm.MemoryBytes(), c.Duration("interval"), source); err != nil {
-		return err
-	}
-	bw, err := parseBandwidth(c.String("bandwidth"))
-	if err != nil {
-		return fmt.Errorf("--bandwidth: %w", err)
-	}
-	return demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: c.Duration("interval"), Profile: profile})
 }
 
 func writeProfile(path string, epochs []trace.Epoch, memory uint64, epoch time.Duration, source string) error {
@@ -254,19 +307,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 func demoSource(vm *vmm.VM, sock string, interval time.Duration) (next func() (*vmm.Bitmap, time.Duration, error), source string, closeFn func(), err error) {
 	col, err := collector.New(collector.Config{QMP: sock, Epoch: interval})
 	if err == nil {
-		next = func() (*vmm.Bitmap, time.Duration, error) {
-			time.Sleep(interval)
-			e, err := col.CloseEpoch()
-			if err != nil {
-				return nil, 0, err
-			}
-			set := vmm.NewBitmap(vm.MemoryBytes() / vmm.PageSize)
-			for _, p := range e.Pages {
-				set.Set(p)
-			}
-			return set, e.Duration, nil
-		}
-		return next, "eBPF on " + col.Hook().Name, func() { col.Close() }, nil
+		return collectorSource(col, vm.MemoryBytes(), interval), "eBPF on " + col.Hook(), func() { col.Close() }, nil
 	}
 	why := err
 	dl, err := vm.StartDirtyLog()

@@ -43,6 +43,7 @@ func newApp() *cli.App {
 			traceCommand(),
 			predictCommand(),
 			migrateCommand(),
+			pluginCommand(),
 		},
 		// Errors are printed once, by main, on one line.
 		ExitErrHandler: func(*cli.Context, error) {},

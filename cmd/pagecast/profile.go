@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -29,12 +30,15 @@ import (
 func profileCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "profile",
-		Usage: "record which guest pages a running VM dirties, epoch by epoch, with eBPF",
-		Description: "Attaches pagecast's eBPF programs to KVM's dirty tracking hooks for one VM (pagecast's own\n" +
-			"monitor or QEMU with -accel kvm,dirty-ring-size=N), keeps KVM dirty logging on through QMP,\n" +
-			"and every epoch prints the pages dirtied, the rate and the hottest regions, writes the epoch\n" +
-			"to a trace file, and updates Prometheus metrics. Runs for --duration or until SIGINT.\n" +
-			"Needs root. --list-hooks shows which kernel hooks work here.\n\n" +
+		Usage: "record which guest pages a running VM dirties, epoch by epoch (eBPF on KVM, a plugin under QEMU's TCG)",
+		Description: "Finds the VM through its QMP socket and picks the hook that sees its writes:\n" +
+			"  - KVM (pagecast's own monitor, or QEMU with -accel kvm,dirty-ring-size=N): pagecast's eBPF\n" +
+			"    programs on KVM's dirty tracking hooks, with KVM dirty logging kept on through QMP; needs root.\n" +
+			"  - QEMU under TCG (no /dev/kvm): pagecast's TCG plugin, which QEMU must have been started with\n" +
+			"    (`pagecast vm run --monitor qemu` does it; `pagecast plugin` prints the -plugin option to add).\n" +
+			"Every epoch it prints the pages dirtied, the rate and the hottest regions, writes the epoch to a\n" +
+			"trace file, and updates Prometheus metrics. Runs for --duration or until SIGINT, or until the VM\n" +
+			"exits (the trace keeps every epoch closed before). --list-hooks shows which hooks work here.\n\n" +
 			"Example: pagecast profile --qmp unix:/tmp/pc.sock --duration 60s --out vm.pct --metrics 127.0.0.1:9471",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "qmp", Usage: "the VM's QMP socket, unix:PATH (pagecast vm run --qmp, or QEMU -qmp)"},
@@ -44,8 +48,8 @@ func profileCommand() *cli.Command {
 			&cli.DurationFlag{Name: "epoch", Value: time.Second, Usage: "epoch length: the time resolution of the write history"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "trace file to write (pagecast trace info/export read it)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9471"},
-			&cli.StringFlag{Name: "hook", Usage: "use this kernel hook instead of the best available (see --list-hooks)"},
-			&cli.BoolFlag{Name: "list-hooks", Usage: "list the kernel hooks and whether each loads and attaches here, then exit"},
+			&cli.StringFlag{Name: "hook", Usage: "use this hook instead of the best available (see --list-hooks)"},
+			&cli.BoolFlag{Name: "list-hooks", Usage: "list the hooks and whether each works here, then exit"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no per-epoch lines"},
 		},
 		Action: runProfile,
@@ -92,7 +96,7 @@ func runProfile(c *cli.Context) error {
 		fmt.Fprintf(out, "hook %s unavailable (%v): falling back\n", f.Hook.Name, f.Err)
 	}
 	fmt.Fprintf(out, "profiling %s VM (pid %d, %s, dirty %s) with %s, epoch %s\n",
-		t.Kind, t.PID, units.FormatBytes(float64(t.MemoryBytes)), t.DirtyMode, col.Hook().Name, cfg.Epoch)
+		t.Kind, t.PID, units.FormatBytes(float64(t.MemoryBytes)), t.DirtyMode, col.Hook(), cfg.Epoch)
 
 	var w *trace.Writer
 	if path := c.String("out"); path != "" {
@@ -100,7 +104,7 @@ func runProfile(c *cli.Context) error {
 			MemoryBytes: t.MaxPages() * 4096,
 			PageSize:    4096,
 			Epoch:       cfg.Epoch,
-			Hook:        col.Hook().Name,
+			Hook:        col.Hook(),
 			Source:      fmt.Sprintf("%s pid %d", t.Kind, t.PID),
 			Start:       col.Began(),
 			Extra:       map[string]string{"guest-memory-bytes": fmt.Sprint(t.MemoryBytes), "dirty-mode": t.DirtyMode},
@@ -135,8 +139,8 @@ func runProfile(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	st, _ := col.Profiler().Stats()
-	fmt.Fprintf(out, "%d epochs, %d dirty pages in all; %d writes recorded, %d dropped", epochs, pages, st.Events, st.Dropped())
+	st, _ := col.Stats()
+	fmt.Fprintf(out, "%d epochs, %d dirty pages in all; %d writes recorded, %d dropped", epochs, pages, st.Events, st.DroppedAll())
 	if w != nil {
 		fmt.Fprintf(out, "; trace %s (%s)", c.String("out"), units.FormatBytes(float64(w.Size())))
 	}
@@ -170,7 +174,17 @@ func listHooks(out io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Hook.Name, strings.Join(s.Hook.Modes, ","), status, s.Hook.About)
 		}
 	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", collector.HookTCG, collector.DirtyTCG, tcgPluginStatus(),
+		"every guest store, resolved to its guest-physical page inside QEMU (QEMU started with -plugin)")
 	return tw.Flush()
+}
+
+// tcgPluginStatus says whether this machine's QEMU can load the plugin.
+func tcgPluginStatus() string {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		return "unavailable: qemu-system-x86_64 not installed (Debian package qemu-system-x86)"
+	}
+	return "ok"
 }
 
 // serveMetrics serves the collector's metrics, and Go's and the process's,

@@ -119,7 +119,7 @@ func vmCommand() *cli.Command {
 		Usage: "run pagecast's own KVM virtual machine",
 		Subcommands: []*cli.Command{{
 			Name:  "run",
-			Usage: "boot the pagecast guest on KVM and serve QMP until quit",
+			Usage: "boot the pagecast guest (pagecast's KVM monitor, or QEMU with KVM or TCG) and serve QMP until quit",
 			Description: "Boots the built-in guest, whose workload dirties memory in a chosen pattern, and serves a\n" +
 				"QMP-compatible socket (query-status, stop, cont, quit, calc-dirty-rate, query-dirty-rate,\n" +
 				"x-pagecast-*) so QEMU tooling and pagecast's profiler drive it like QEMU. Runs until the\n" +
@@ -128,9 +128,15 @@ func vmCommand() *cli.Command {
 				"QMP migrate on the source), checks the copy against the source's checksums, and runs it; the\n" +
 				"memory size, vCPU count and guest image must match the source's. A failed incoming migration\n" +
 				"exits with status 1 and leaves the guest with the source.\n\n" +
+				"With --monitor qemu, QEMU runs the same guest instead: under KVM where /dev/kvm works (with\n" +
+				"the dirty ring pagecast's eBPF programs need), under QEMU's TCG emulator where it does not (with\n" +
+				"pagecast's TCG plugin loaded), guest RAM in shared memory; it prints which it chose and why.\n" +
+				"--qmp is then QEMU's own QMP socket, and --incoming QEMU's -incoming: migrate with\n" +
+				"`pagecast migrate --qmp` as with any QEMU.\n\n" +
 				"Example: pagecast vm run --memory 128M --workload hotset:hot=2048,p=0.9 --qmp unix:/tmp/pc.sock\n" +
+				"         pagecast vm run --monitor qemu --memory 64M --qmp unix:/tmp/q.sock\n" +
 				"         pagecast vm run --memory 128M --incoming tcp:127.0.0.1:4444 --qmp unix:/tmp/dst.sock",
-			Flags: append(vmFlags(),
+			Flags: append(append(vmFlags(), qemuVMFlags()...),
 				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH (created with mode 0600)"},
 				&cli.StringFlag{Name: "incoming", Usage: "wait for a migration on tcp:HOST:PORT instead of booting, then run the migrated guest"},
 				&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS for migrations in and out: this end's certificate (PEM)"},
@@ -146,6 +152,16 @@ func runVM(c *cli.Context) error {
 	log := slog.Default()
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	switch m := c.String("monitor"); m {
+	case monitorQEMU:
+		return runQEMU(ctx, c, log)
+	case monitorPagecast:
+		if c.IsSet("accel") {
+			return errors.New("--accel is for --monitor qemu: pagecast's own monitor runs only on KVM")
+		}
+	default:
+		return fmt.Errorf("--monitor %q: want pagecast or qemu", m)
+	}
 
 	// The socket is claimed first, so a busy path fails before the VM is
 	// built, but served only once its commands are registered. The server

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/tcg"
+)
+
+func pluginCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "plugin",
+		Usage: "install pagecast's QEMU TCG plugin and print the -plugin option for a QEMU you start yourself",
+		Description: "Under QEMU's TCG emulator there is no KVM dirty tracking for eBPF to watch: pagecast's TCG plugin,\n" +
+			"loaded by QEMU, records each guest store's guest-physical page in shared memory, and\n" +
+			"`pagecast profile --qmp` reads it from there. This writes the plugin (built into pagecast) to\n" +
+			"--dir and prints the option to add to QEMU's command line.\n\n" +
+			"Example: pagecast plugin --dir /usr/local/lib/pagecast --memory 4G",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Value: ".", Usage: "where to write pagecast-dirty.so"},
+			&cli.StringFlag{Name: "memory", Value: "4G", Usage: "the largest guest RAM the plugin will record (sizes its shared memory: 2 bytes per 4 KiB page)"},
+			&cli.StringFlag{Name: "shm", Usage: "shared memory file the plugin creates (default: /dev/shm/pagecast-tcg.<QEMU's pid>, found by profile through /proc)"},
+		},
+		Action: func(c *cli.Context) error {
+			mem, err := units.ParseBytes(c.String("memory"))
+			if err != nil || mem < 4096 {
+				return fmt.Errorf("--memory %q: want a size such as 4G", c.String("memory"))
+			}
+			if err := os.MkdirAll(c.String("dir"), 0o755); err != nil {
+				return fmt.Errorf("--dir: %w", err)
+			}
+			so, err := tcg.WritePlugin(c.String("dir"))
+			if err != nil {
+				return err
+			}
+			if abs, err := filepath.Abs(so); err == nil {
+				so = abs
+			}
+			out := c.App.Writer
+			fmt.Fprintf(out, "wrote %s\n", so)
+			fmt.Fprintf(out, "start QEMU under TCG with:\n  -accel tcg -plugin %s\n", tcg.PluginArg(so, c.String("shm"), qemu.PhysPages(mem)))
+			fmt.Fprintln(out, "then: pagecast profile --qmp unix:QMP-SOCKET")
+			return nil
+		},
+	}
+}

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/trace"
+)
+
+// qemuRun is a `pagecast vm run --monitor qemu` process under test.
+type qemuRun struct {
+	sock    string
+	qemuPID int
+	cmd     *exec.Cmd
+	stderr  *bytes.Buffer
+	exited  chan struct{}
+}
+
+// startQEMURun runs `pagecast vm run --monitor qemu --accel tcg` with a QMP
+// socket, waits for the guest's QEMU, and stops it at the end of the test.
+func startQEMURun(t *testing.T, args ...string) *qemuRun {
+	t.Helper()
+	testutil.RequiresQEMU(t)
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	cmd := exec.Command(binary, append([]string{"vm", "run", "--monitor", "qemu", "--accel", "tcg", "--qmp", "unix:" + sock}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &qemuRun{sock: sock, cmd: cmd, stderr: &stderr, exited: make(chan struct{})}
+	// It prints QEMU's pid, then a line once the guest is up (or is
+	// waiting for a migration).
+	pids, up := make(chan int, 1), make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := regexp.MustCompile(`QEMU pid (\d+)`).FindStringSubmatch(sc.Text()); m != nil {
+				pid, _ := strconv.Atoi(m[1])
+				pids <- pid
+			}
+			if strings.HasPrefix(sc.Text(), "guest up:") || strings.HasPrefix(sc.Text(), "waiting for an incoming") {
+				close(up)
+			}
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	go func() { cmd.Wait(); close(r.exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-r.exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("pagecast vm run --monitor qemu did not stop on SIGINT")
+		}
+		if r.qemuPID != 0 && syscall.Kill(r.qemuPID, 0) == nil {
+			t.Errorf("QEMU (pid %d) still runs after pagecast vm run stopped", r.qemuPID)
+		}
+		if t.Failed() {
+			t.Logf("pagecast vm run stderr:\n%s", stderr.String())
+		}
+	})
+	select {
+	case r.qemuPID = <-pids:
+	case <-r.exited:
+		t.Fatalf("pagecast vm run exited:\n%s", stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no QEMU after 30s:\n%s", stderr.String())
+	}
+	select {
+	case <-up:
+	case <-r.exited:
+		t.Fatalf("pagecast vm run exited:\n%s", stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("guest not up after 60s:\n%s", stderr.String())
+	}
+	return r
+}
+
+// TestProfileTCG profiles a QEMU TCG guest as a user would: the trace it
+// writes is read by trace info, predict eval and predict serve, and its
+// metrics pass promtool.
+func TestProfileTCG(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	vm := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=512,p=0.9,delay=25000")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "vm.pct")
+	metrics := freeAddr(t)
+	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+vm.sock, "--duration", "3s", "--epoch", "250ms",
+		"--out", out, "--metrics", metrics)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exposition := scrape(t, "http://"+metrics+"/metrics", "pagecast_profiler_epochs_total 2")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("pagecast profile: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	text := stdout.String()
+	for _, want := range []string{"profiling qemu VM", "dirty tcg) with tcg-plugin", "epoch    1", "hottest 0x", "0 dropped"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	for _, want := range []string{`pagecast_profiler_hook_info{hook="tcg-plugin"} 1`, "pagecast_guest_memory_bytes 3.3554432e+07"} {
+		if !strings.Contains(exposition, want) {
+			t.Errorf("metrics lack %q:\n%s", want, exposition)
+		}
+	}
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		check := exec.Command(promtool, "check", "metrics")
+		check.Stdin = strings.NewReader(exposition)
+		if msg, err := check.CombinedOutput(); err != nil || len(bytes.TrimSpace(msg)) != 0 {
+			t.Errorf("promtool check metrics: %v\n%s", err, msg)
+		}
+	} else {
+		t.Log("promtool not installed (Debian package prometheus): exposition not linted")
+	}
+
+	meta, epochs, damage, err := trace.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Hook != "tcg-plugin" || meta.MemoryBytes != 32<<20 || len(epochs) < 10 || len(damage) != 0 {
+		t.Fatalf("trace: meta %+v, %d epochs, damage %v", meta, len(epochs), damage)
+	}
+	for _, e := range epochs {
+		// The guest writes its 512-page hot set ~40 times an epoch.
+		if len(e.Pages) < 400 {
+			t.Errorf("epoch %d has %d pages: the hot set alone is 512", e.Index, len(e.Pages))
+		}
+	}
+	for _, args := range [][]string{{"trace", "info", out}, {"predict", "eval", out}} {
+		b, err := exec.Command(binary, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("pagecast %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		if args[0] == "predict" && !strings.Contains(string(b), "model") {
+			t.Errorf("predict eval printed no model row:\n%s", b)
+		}
+	}
+	listen := freeAddr(t)
+	serve := exec.Command(binary, "predict", "serve", "--trace", out, "--listen", listen)
+	var serveErr bytes.Buffer
+	serve.Stderr = &serveErr
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { serve.Process.Signal(os.Interrupt); serve.Wait() }()
+	if body := scrape(t, "http://"+listen+"/metrics", "pagecast_predictor"); !strings.Contains(body, "pagecast_predictor") {
+		t.Errorf("predict serve --trace on the TCG trace: no predictor metrics\n%s", serveErr.String())
+	}
+}
+
+// TestProfileTCGQEMUKilled: QEMU dies mid-profile; profile says so on one
+// line, keeps the epochs it closed, and nothing is left running.
+func TestProfileTCGQEMUKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	vm := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=512,p=0.9,delay=25000")
+	out := filepath.Join(t.TempDir(), "vm.pct")
+	cmd := exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+vm.sock, "--epoch", "200ms", "--out", out, "--quiet")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := syscall.Kill(vm.qemuPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		msg := strings.TrimSpace(stderr.String())
+		if err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, "exited") {
+			t.Fatalf("profile after QEMU was killed: exit %v, stderr %q: want one line saying QEMU exited", err, msg)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("profile still runs 10s after QEMU was killed")
+	}
+	select {
+	case <-vm.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pagecast vm run still runs 10s after its QEMU was killed")
+	}
+	if !strings.Contains(vm.stderr.String(), "killed") {
+		t.Errorf("vm run does not say QEMU was killed:\n%s", vm.stderr.String())
+	}
+	_, epochs, damage, err := trace.ReadFile(out)
+	if err != nil || len(epochs) < 2 || len(damage) != 0 {
+		t.Fatalf("trace after the crash: %d epochs, damage %v, %v; want the epochs closed before it, undamaged", len(epochs), damage, err)
+	}
+}
+
+// TestQEMUErrors: each mistake gets one line and exit status 1, and no
+// QEMU is left behind.
+func TestQEMUErrors(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	plain := filepath.Join(t.TempDir(), "plain.sock")
+	// A QEMU under TCG without pagecast's plugin.
+	q := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-m", "32M", "-nographic", "-nodefaults",
+		"-qmp", "unix:"+plain+",server=on,wait=off", "-S")
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { q.Process.Kill(); q.Wait() }()
+	waitSocket(t, plain)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown accel", []string{"vm", "run", "--monitor", "qemu", "--accel", "hvf"}, `unknown accelerator "hvf": want auto, kvm or tcg`},
+		{"unknown monitor", []string{"vm", "run", "--monitor", "xen"}, `--monitor "xen": want pagecast or qemu`},
+		{"vcpus", []string{"vm", "run", "--monitor", "qemu", "--vcpus", "2"}, "use --vcpus 1 with --monitor qemu"},
+		{"accel on pagecast's monitor", []string{"vm", "run", "--accel", "tcg"}, "--accel is for --monitor qemu"},
+		{"demo accel", []string{"demo", "--monitor", "qemu", "--accel", "nope"}, `unknown accelerator "nope"`},
+		{"no plugin", []string{"profile", "--qmp", "unix:" + plain}, "without pagecast's TCG plugin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, tc.args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			msg := strings.TrimRight(stderr.String(), "\n")
+			if err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("exit %v, stderr %q: want one line containing %q", err, msg, tc.want)
+			}
+		})
+	}
+}
+
+func waitSocket(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no socket %s after 20s", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freeAddr is a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// scrape GETs url until its body contains want (or 20 s pass) and returns
+// the body.
+func scrape(t *testing.T, url, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = string(b)
+			if strings.Contains(last, want) {
+				return last
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s never showed %q; last:\n%s", url, want, last)
+	return ""
+}
+

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/tcg"
+)
+
+// Monitors `vm run` can run the guest under.
+const (
+	monitorPagecast = "pagecast"
+	monitorQEMU     = "qemu"
+)
+
+// qemuVM is a QEMU running the pagecast guest for pagecast's commands, with
+// the hook that sees its writes: the TCG plugin under TCG, KVM's dirty
+// ring (for the eBPF programs) under KVM.
+type qemuVM struct {
+	*qemu.VM
+	accel, why string
+	dir        string
+}
+
+// qemuVMOptions are what startQEMUVM needs beyond qemu.Options.
+type qemuVMOptions struct {
+	accel    string // --accel
+	ringSize int    // KVM dirty ring entries per vCPU
+	qmp      string // socket path for other clients; "" for one in the work directory
+	incoming string // QEMU -incoming URI
+	memory   uint64
+	workload guest.Workload
+	mix      guest.Mix
+	seed     uint64
+}
+
+func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
+	accel, why, err := qemu.ResolveAccel(o.accel)
+	if err != nil {
+		return nil, err
+	}
+	base := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		base = "/dev/shm"
+	}
+	dir, err := os.MkdirTemp(base, "pagecast-qemu-")
+	if err != nil {
+		return nil, fmt.Errorf("qemu work directory: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	opts := qemu.Options{
+		Accel: accel, MemoryBytes: o.memory, Cmdline: o.workload.Cmdline(1), Mix: o.mix, Seed: o.seed,
+		Dir: dir, QMP: o.qmp, Incoming: o.incoming,
+	}
+	if accel == qemu.AccelTCG {
+		so, err := tcg.WritePlugin(dir)
+		if err != nil {
+			return nil, err
+		}
+		opts.Plugin = tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), qemu.PhysPages(o.memory))
+	} else {
+		opts.DirtyRingSize = o.ringSize
+	}
+	vm, err := qemu.Start(opts)
+	if err != nil {
+		if accel == qemu.AccelTCG {
+			if perr := tcg.ExplainLoadError(err.Error()); perr != nil {
+				return nil, perr
+			}
+		}
+		return nil, err
+	}
+	return &qemuVM{VM: vm, accel: accel, why: why, dir: dir}, nil
+}
+
+// describe says which accelerator and hook the VM uses, and why.
+func (v *qemuVM) describe() string {
+	if v.accel == qemu.AccelTCG {
+		return fmt.Sprintf("QEMU under TCG, QEMU's emulator (%s); dirty pages from pagecast's TCG plugin inside QEMU", v.why)
+	}
+	return fmt.Sprintf("QEMU under KVM (%s); dirty pages from pagecast's eBPF programs on KVM's dirty ring", v.why)
+}
+
+func (v *qemuVM) Close() error {
+	err := v.VM.Close()
+	os.RemoveAll(v.dir)
+	return err
+}
+
+func qemuVMFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "monitor", Value: monitorPagecast,
+			Usage: "what runs the guest: pagecast (pagecast's own KVM monitor) or qemu (QEMU, with KVM or TCG)"},
+		&cli.StringFlag{Name: "accel", Value: qemu.AccelAuto,
+			Usage: "with --monitor qemu: auto (KVM where /dev/kvm works, else TCG), kvm or tcg"},
+	}
+}
+
+// runQEMU is `vm run --monitor qemu`: QEMU runs the pagecast guest until
+// SIGINT, SIGTERM or QEMU's own end (quit on its QMP socket).
+func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
+	for _, f := range []string{"tls-cert", "tls-key", "tls-ca", "dirty", "kvm"} {
+		if c.IsSet(f) {
+			return fmt.Errorf("--%s is for pagecast's own monitor; QEMU takes its own options (--monitor qemu)", f)
+		}
+	}
+	if n := c.Int("vcpus"); n != 1 {
+		return fmt.Errorf("--vcpus %d: the pagecast guest starts extra vCPUs only under pagecast's own monitor; use --vcpus 1 with --monitor qemu", n)
+	}
+	o := qemuVMOptions{accel: c.String("accel"), ringSize: c.Int("ring-size"), seed: c.Uint64("seed")}
+	var err error
+	if o.memory, err = units.ParseBytes(c.String("memory")); err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	if o.workload, err = guest.ParseWorkload(c.String("workload")); err != nil {
+		return fmt.Errorf("--workload: %w", err)
+	}
+	if o.mix, err = guest.ParseMix(c.String("mix")); err != nil {
+		return fmt.Errorf("--mix: %w", err)
+	}
+	if spec := c.String("qmp"); spec != "" {
+		path, ok := strings.CutPrefix(spec, "unix:")
+		if !ok {
+			return fmt.Errorf("--qmp %q: want unix:PATH", spec)
+		}
+		if _, err := os.Stat(path); err == nil {
+			return fmt.Errorf("--qmp %s: the path exists (another VM's socket?)", path)
+		}
+		o.qmp = path
+	}
+	if uri := c.String("incoming"); uri != "" {
+		if !strings.HasPrefix(uri, "tcp:") {
+			return fmt.Errorf("--incoming %q: want tcp:HOST:PORT", uri)
+		}
+		o.incoming = uri
+	}
+	vm, err := startQEMUVM(o)
+	if err != nil {
+		return err
+	}
+	defer vm.Close()
+	out := c.App.Writer
+	fmt.Fprintf(out, "pagecast guest on %s\n", vm.describe())
+	fmt.Fprintf(out, "QEMU pid %d, %s RAM shared at %s, QMP unix:%s\n", vm.PID(), units.FormatBytes(float64(o.memory)),
+		filepath.Join(vm.dir, "ram"), vm.QMPPath)
+	if o.incoming != "" {
+		fmt.Fprintf(out, "waiting for an incoming QEMU migration on %s\n", o.incoming)
+	} else {
+		banner, err := vm.WaitBanner(60 * time.Second)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "guest up: %s\n", banner)
+	}
+	log.Info("virtual machine running", "monitor", "qemu", "accel", vm.accel, "pid", vm.PID(),
+		"workload", c.String("workload"), "qmp", vm.QMPPath)
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-vm.Done():
+		return qemuEnded(vm.ExitErr(), vm.Stderr())
+	}
+}
+
+// qemuEnded turns QEMU's exit into an error unless it quit as asked (QMP
+// quit, or a signal it caught).
+func qemuEnded(exit error, stderr string) error {
+	stderr = strings.TrimSpace(stderr)
+	if exit == nil {
+		return nil
+	}
+	if stderr == "" {
+		return fmt.Errorf("qemu (the VM) ended: %w", exit)
+	}
+	return fmt.Errorf("qemu (the VM) ended: %w: %s", exit, stderr)
+}
+
