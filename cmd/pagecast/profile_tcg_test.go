@@ -302,4 +302,3 @@ func scrape(t *testing.T, url, want string) string {
 	t.Fatalf("%s never showed %q; last:\n%s", url, want, last)
 	return ""
 }
-

@@ -188,4 +188,3 @@ func qemuEnded(exit error, stderr string) error {
 	}
 	return fmt.Errorf("qemu (the VM) ended: %w: %s", exit, stderr)
 }
-
