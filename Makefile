@@ -29,10 +29,11 @@ check-generated: ## Fail if regenerating changes committed files
 	git diff --exit-code -- bpf/ tcg/
 
 .PHONY: test
-test: ## Run all tests (KVM and QEMU tests run here; they skip with a reason where absent)
+test: ## Run all tests and say how many skipped for want of /dev/kvm, eBPF or QEMU (QEMU tests run under TCG without KVM)
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) build -o bin/testsummary ./internal/testsummary
+	set -o pipefail; $(GO) test -json -race -count=1 -timeout 15m ./... | bin/testsummary
 
 .PHONY: bench
 bench: ## Run the benchmarks (end-to-end ones once, side by side with QEMU; micro ones for 300 ms) and print tables
