@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -301,4 +302,36 @@ func scrape(t *testing.T, url, want string) string {
 	}
 	t.Fatalf("%s never showed %q; last:\n%s", url, want, last)
 	return ""
+}
+
+// TestDemoQEMU runs the main job end to end on a QEMU TCG guest, as `make
+// demo` does on a machine without /dev/kvm: profile with the plugin,
+// forecast, migrate in every mode QEMU has.
+func TestDemoQEMU(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	cmd := exec.Command(binary, "--log-level", "warn", "demo", "--monitor", "qemu", "--accel", "tcg", "--duration", "3s",
+		"--memory", "32M")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pagecast demo: %v\n%s\n%s", err, out, stderr.String())
+	}
+	wants := []string{"runs on QEMU under TCG", "dirty pages from: tcg-plugin", "next-epoch forecasts", "model",
+		"skipping predictive: ", "against precopy:"}
+	for _, mode := range demoQEMUModes {
+		wants = append(wants, fmt.Sprintf("%-10s done: guest running on the destination QEMU", mode))
+	}
+	for _, want := range wants {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	// The strip shows the 2 MiB hot set (hot=512 pages) being written.
+	if !regexp.MustCompile(`(?m)^ +\d+\.\ds +\d{3,} `).Match(out) {
+		t.Errorf("no epoch line with hundreds of dirty pages:\n%s", out)
+	}
 }
