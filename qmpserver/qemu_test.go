@@ -6,16 +6,16 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/internal/testutil"
 )
 
-// startQEMU runs a QEMU with no machine, only a QMP socket, or skips the test
-// if QEMU is not installed (CI installs it).
+// startQEMU runs a QEMU with no machine, only a QMP socket (so no
+// accelerator: it runs without KVM too), or skips the test if QEMU is not
+// installed (CI installs it).
 func startQEMU(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not installed; it is the reference this server is compared with")
-	}
+	bin := testutil.RequiresQEMU(t)
 	path := filepath.Join(t.TempDir(), "qemu.sock")
 	cmd := exec.Command(bin, "-machine", "none", "-display", "none", "-nodefaults",
 		"-qmp", "unix:"+path+",server=on,wait=off")
