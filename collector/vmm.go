@@ -22,6 +22,11 @@ type Target struct {
 	MemoryBytes uint64
 	DirtyMode   string     // bpf.ModeRing or bpf.ModeBitmap under KVM; DirtyTCG for QEMU under TCG
 	Slots       []bpf.Slot // known memory slots (pagecast's monitor only)
+	// SharedRAM: the guest RAM is shared memory another process can map
+	// (always for pagecast's monitor; for QEMU, a memory backend with
+	// share=on). Profiling does not need it; moving RAM with pagecast's
+	// engine does.
+	SharedRAM bool
 }
 
 // DirtyTCG is Target.DirtyMode of a QEMU that runs its guest under TCG: no
@@ -127,6 +132,7 @@ func (c *vmmControl) learn(pid int) error {
 		t.PID = p
 	}
 	if t.Kind == "pagecast" {
+		t.SharedRAM = true
 		var slots []struct {
 			Slot  uint32 `json:"slot"`
 			Addr  uint64 `json:"guest-phys-addr"`
@@ -141,6 +147,16 @@ func (c *vmmControl) learn(pid int) error {
 			t.DirtyMode = s.Dirty
 		}
 		return nil
+	}
+	var memdevs []struct {
+		Share bool `json:"share"`
+	}
+	if err := run(c.mon, "query-memdev", nil, &memdevs); err != nil {
+		return err
+	}
+	t.SharedRAM = len(memdevs) > 0
+	for _, m := range memdevs {
+		t.SharedRAM = t.SharedRAM && m.Share
 	}
 	// QEMU under TCG has no KVM dirty tracking (and some dirty-rate
 	// commands crash it): only query-kvm is asked.

@@ -98,6 +98,9 @@ func runProfile(c *cli.Context) error {
 	fmt.Fprintf(out, "profiling %s VM (pid %d, %s, dirty %s) with %s, epoch %s\n",
 		t.Kind, t.PID, units.FormatBytes(float64(t.MemoryBytes)), t.DirtyMode, col.Hook(), cfg.Epoch)
 
+	if t.Kind == "qemu" && !t.SharedRAM {
+		fmt.Fprintln(out, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-memfd,id=ram,size=SIZE,share=on -machine memory-backend=ram)")
+	}
 	var w *trace.Writer
 	if path := c.String("out"); path != "" {
 		w, err = trace.Create(path, trace.Meta{

@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/tcg"
 	"github.com/pagecast/pagecast/trace"
 )
 
@@ -333,5 +335,61 @@ func TestDemoQEMU(t *testing.T) {
 	// The strip shows the 2 MiB hot set (hot=512 pages) being written.
 	if !regexp.MustCompile(`(?m)^ +\d+\.\ds +\d{3,} `).Match(out) {
 		t.Errorf("no epoch line with hundreds of dirty pages:\n%s", out)
+	}
+}
+
+// TestProfileHandStartedQEMU follows the README for a QEMU a user starts
+// by hand: `pagecast plugin` prints the -plugin option; QEMU runs with it
+// (and with plain, unshared RAM); `pagecast profile` finds the plugin's
+// shared memory through /proc and says the RAM is not shared.
+func TestProfileHandStartedQEMU(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	dir := t.TempDir()
+	b, err := exec.Command(binary, "plugin", "--dir", dir, "--memory", "32M").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pagecast plugin: %v\n%s", err, b)
+	}
+	m := regexp.MustCompile(`-plugin (\S+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("pagecast plugin printed no -plugin option:\n%s", b)
+	}
+	kernel := filepath.Join(dir, "guest.elf")
+	if err := os.WriteFile(kernel, guest.Image(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "qmp.sock")
+	w, _ := guest.ParseWorkload("hotset:hot=512,p=0.9,delay=25000")
+	q := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-m", "32M", "-nographic", "-nodefaults",
+		"-kernel", kernel, "-append", w.Cmdline(1), "-plugin", string(m[1]), "-qmp", "unix:"+sock+",server=on,wait=off")
+	var qerr bytes.Buffer
+	q.Stderr = &qerr
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	shm := tcg.DefaultShm(q.Process.Pid)
+	defer func() {
+		q.Process.Signal(syscall.SIGTERM) // QEMU exits cleanly, and the plugin removes its shared memory
+		q.Wait()
+		if _, err := os.Stat(shm); err == nil {
+			t.Errorf("%s left behind after QEMU exited", shm)
+			os.Remove(shm)
+		}
+	}()
+	waitSocket(t, sock)
+	time.Sleep(2 * time.Second) // the guest boots (SeaBIOS, then the kernel)
+	out, err := exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+sock, "--duration", "2s", "--epoch", "250ms").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pagecast profile: %v\n%s\nqemu: %s", err, out, qerr.String())
+	}
+	for _, want := range []string{"guest RAM is not shared memory", "with tcg-plugin", "epoch    4"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("profile output lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`epoch +\d+ +[1-9]\d\d+ pages`).Match(out) {
+		t.Errorf("no epoch with hundreds of dirty pages:\n%s", out)
 	}
 }
