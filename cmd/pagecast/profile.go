@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -24,6 +23,7 @@ import (
 	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/tcg"
 	"github.com/pagecast/pagecast/trace"
 )
 
@@ -182,12 +182,12 @@ func listHooks(out io.Writer) error {
 	return tw.Flush()
 }
 
-// tcgPluginStatus says whether this machine's QEMU can load the plugin.
+// tcgPluginStatus says whether this machine's QEMU loads the plugin.
 func tcgPluginStatus() string {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		return "unavailable: qemu-system-x86_64 not installed (Debian package qemu-system-x86)"
+	if err := tcg.Probe(""); err != nil {
+		return "unavailable: " + err.Error()
 	}
-	return "ok"
+	return "ok (QEMU loads it)"
 }
 
 // serveMetrics serves the collector's metrics, and Go's and the process's,
