@@ -37,6 +37,11 @@ type Options struct {
 	Plugin   string
 	Incoming string // if set, -incoming URI ("tcp:127.0.0.1:4444"): wait for a migration, whose RAM overwrites the arena
 	Extra    []string
+	// Kernel, if set, is a Linux kernel QEMU boots instead of the pagecast
+	// guest, with the ramdisk Initrd (BuildInitramfs) and the command line
+	// "console=ttyS0 "+Append (LinuxAppend); Cmdline, Mix and Seed do not
+	// apply (see linux.go).
+	Kernel, Initrd, Append string
 }
 
 // Accelerators QEMU can run the guest with.
@@ -103,6 +108,7 @@ type VM struct {
 	mem        []byte // guest RAM, shared with QEMU through a file
 	statusAddr uint64
 	accel      string // AccelKVM or AccelTCG
+	linux      bool   // a Linux kernel, not the pagecast guest
 	serial     string
 	tmp        string // removed by Close
 	closeOnce  sync.Once
@@ -126,6 +132,12 @@ func Start(o Options) (_ *VM, err error) {
 	k, err := guest.Load(guest.Image())
 	if err != nil {
 		return nil, err
+	}
+	var linuxArgs []string
+	if o.Kernel != "" {
+		if linuxArgs, err = linuxBootArgs(o); err != nil {
+			return nil, err
+		}
 	}
 	if o.Plugin != "" && accel != AccelTCG {
 		return nil, fmt.Errorf("a TCG plugin needs -accel tcg, not %s", accel)
@@ -157,15 +169,21 @@ func Start(o Options) (_ *VM, err error) {
 		serial:     filepath.Join(o.Dir, "serial.log"),
 		statusAddr: k.StatusAddr,
 		accel:      accel,
+		linux:      o.Kernel != "",
 		tmp:        tmp,
 		stderr:     &lockedBuffer{},
 		exited:     make(chan struct{}),
 	}
-	if err := os.WriteFile(kernel, guest.Image(), 0o644); err != nil {
-		return nil, fmt.Errorf("write guest image: %w", err)
-	}
-	if err := guest.WriteArenaFile(arena, o.MemoryBytes, o.Mix, o.Seed); err != nil {
-		return nil, err
+	bootArgs := linuxArgs
+	if !v.linux {
+		bootArgs = []string{"-kernel", kernel, "-append", o.Cmdline,
+			"-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", arena, guest.ArenaStart)}
+		if err := os.WriteFile(kernel, guest.Image(), 0o644); err != nil {
+			return nil, fmt.Errorf("write guest image: %w", err)
+		}
+		if err := guest.WriteArenaFile(arena, o.MemoryBytes, o.Mix, o.Seed); err != nil {
+			return nil, err
+		}
 	}
 	accelArg := accel
 	if accel == AccelKVM && o.DirtyRingSize > 0 {
@@ -178,9 +196,8 @@ func Start(o Options) (_ *VM, err error) {
 		"-nographic", "-nodefaults", "-serial", "file:" + v.serial,
 		"-qmp", "unix:" + ownQMP + ",server=on,wait=off",
 		"-qmp", "unix:" + v.QMPPath + ",server=on,wait=off",
-		"-kernel", kernel, "-append", o.Cmdline,
-		"-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", arena, guest.ArenaStart),
 	}
+	args = append(args, bootArgs...)
 	if o.Plugin != "" {
 		args = append(args, "-plugin", o.Plugin)
 	}
@@ -258,30 +275,62 @@ func (v *VM) Memory() []byte { return v.mem }
 
 // GuestStatus reads the guest's status page.
 func (v *VM) GuestStatus() (guest.Status, error) {
+	if v.linux {
+		return guest.Status{}, ErrLinuxGuest
+	}
 	return guest.ReadStatus(v.mem, v.statusAddr)
 }
 
 // WaitBanner waits for the guest's banner on the serial port (QEMU boots
 // its firmware first, which takes seconds here).
 func (v *VM) WaitBanner(timeout time.Duration) (string, error) {
+	return v.WaitSerial("pagecast-guest ", timeout)
+}
+
+// WaitSerial waits until the guest has printed substr on the serial port,
+// and returns the output from substr to the end of that line (without the
+// line ending). It reads the whole serial log each time: the first line
+// holding substr wins, however long ago it was printed.
+func (v *VM) WaitSerial(substr string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		log, _ := os.ReadFile(v.serial)
-		if _, rest, ok := bytes.Cut(log, []byte("pagecast-guest ")); ok {
-			if line, _, ok := bytes.Cut(rest, []byte("\n")); ok {
-				return "pagecast-guest " + string(line), nil
-			}
-		}
+		var exited bool
 		select {
-		case <-v.exited:
-			return "", fmt.Errorf("qemu exited: %s", strings.TrimSpace(v.stderr.String()))
+		case <-v.exited: // the guest's last words are in the log now
+			exited = true
 		default:
 		}
+		log, _ := os.ReadFile(v.serial)
+		if _, rest, ok := bytes.Cut(log, []byte(substr)); ok {
+			if line, _, ok := bytes.Cut(rest, []byte("\n")); ok {
+				return substr + strings.TrimSuffix(string(line), "\r"), nil
+			}
+		}
+		if exited {
+			return "", fmt.Errorf("qemu exited before %q on the serial port: %s%s",
+				substr, strings.TrimSpace(v.stderr.String()), serialTail(log))
+		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no guest banner on qemu's serial port after %s", timeout)
+			return "", fmt.Errorf("no %q on qemu's serial port after %s%s", substr, timeout, serialTail(log))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// SerialPath is the file QEMU writes the guest's serial port to.
+func (v *VM) SerialPath() string { return v.serial }
+
+// serialTail is the end of the serial log, for errors.
+func serialTail(log []byte) string {
+	const max = 600
+	log = bytes.TrimSpace(log)
+	if len(log) == 0 {
+		return " (serial port silent)"
+	}
+	if len(log) > max {
+		log = log[len(log)-max:]
+	}
+	return "; serial port's last output: " + strings.ReplaceAll(string(log), "\r", "")
 }
 
 // Close stops QEMU.
