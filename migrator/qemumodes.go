@@ -63,8 +63,19 @@ type QEMUPlan struct {
 	// Postcopy: migrate-start-postcopy once the first full pass is over
 	// (dirty-sync-count reaches PostcopyAfterSyncs).
 	Postcopy bool
+	// MaxSyncs, if not 0, forces the switch-over once dirty-sync-count
+	// passes it (MaxRounds live rounds): QEMU has no round cap, so the
+	// downtime limit is raised to QEMU's largest and QEMU stops the guest
+	// and sends the rest at its next check, as pagecast's engine does at
+	// its round cap.
+	MaxSyncs int
+	Forced   bool     // WaitQEMU forced the switch-over
 	Notes    []string // flags QEMU has no use for, one sentence each
 }
+
+// ForcedDowntimeLimit is the downtime-limit (ms) a forced switch-over
+// sets: QEMU's largest (2000 s).
+const ForcedDowntimeLimit = 2000 * 1000
 
 // QEMUParams are the migrate-set-parameters members a plan sends; zero
 // fields are left out (QEMU keeps its own value).
@@ -125,9 +136,9 @@ const (
 //     pulled at first touch.
 //
 // predictive and MODE+mecom combinations need pagecast's engine and are
-// refused. max-rounds has no QEMU counterpart (QEMU has no round cap); a
-// non-zero MaxRounds is reported in Notes and otherwise ignored, as is a
-// Profile.
+// refused. QEMU has no round cap: MaxRounds becomes MaxSyncs, a forced
+// switch-over (not for tsmc, which switches to post-copy after its first
+// pass anyway). A Profile is reported in Notes and otherwise ignored.
 func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 	if p.DowntimeLimit < 0 {
 		return QEMUPlan{}, fmt.Errorf("negative downtime limit %v", p.DowntimeLimit)
@@ -165,9 +176,9 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 		plan.DestCapabilities = []string{CapPostcopyRAM}
 		plan.Postcopy = true
 	}
-	if p.MaxRounds > 0 {
-		plan.Notes = append(plan.Notes, fmt.Sprintf("max rounds %d ignored: QEMU has no round cap (it stops when the rest fits the downtime limit%s)",
-			p.MaxRounds, map[bool]string{true: ", or at the switch to post-copy", false: ""}[plan.Postcopy]))
+	if p.MaxRounds > 0 && !plan.Postcopy {
+		// Sync k+1 ends round k.
+		plan.MaxSyncs = p.MaxRounds + 1
 	}
 	if p.Profile != "" {
 		plan.Notes = append(plan.Notes, fmt.Sprintf("profile %s ignored: only predictive uses one", p.Profile))
@@ -277,15 +288,23 @@ func contains(list []string, s string) bool {
 // migration that completes first, everything having fit the downtime
 // limit, never switches); and it returns an error at postcopy-paused,
 // where QEMU has lost the link after the switch and waits, the guest
-// stopped, for someone to recover it.
-func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan QEMUPlan, interval time.Duration, progress func(Info)) (Info, error) {
-	if !plan.Postcopy {
-		return Wait(ctx, mon, interval, progress)
-	}
+// stopped, for someone to recover it. Once dirty-sync-count passes
+// plan.MaxSyncs it forces the switch-over (ForcedDowntimeLimit) and sets
+// plan.Forced.
+func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval time.Duration, progress func(Info)) (Info, error) {
 	started := false
 	return wait(ctx, mon, interval, func(i Info) error {
 		if progress != nil {
 			progress(i)
+		}
+		if plan.MaxSyncs > 0 && !plan.Forced && i.Status == StatusActive && i.RAM != nil && i.RAM.DirtySyncCount > uint64(plan.MaxSyncs) {
+			plan.Forced = true
+			// Refused only when the migration has just ended, which the
+			// next reply shows.
+			_ = clientRun(mon, "migrate-set-parameters", QEMUParams{DowntimeLimit: ForcedDowntimeLimit}, nil)
+		}
+		if !plan.Postcopy {
+			return nil
 		}
 		if i.Status == StatusPostcopyPaused {
 			return fmt.Errorf("migration %s: the guest waits on the destination for pages still on the source (recover: migrate-recover on the destination, then migrate with resume on the source)", i.Status)

@@ -70,7 +70,7 @@ func TestSetupQEMU(t *testing.T) {
 		{"default mode, bandwidth", Params{MaxBandwidth: 32 << 20}, false,
 			[]string{summary, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432}}`}, nil, nil, 0},
 		{"precopy, max rounds given", Params{Mode: ModePrecopy, MaxRounds: 10}, false,
-			[]string{summary, plainCaps}, nil, nil, 1},
+			[]string{summary, plainCaps}, nil, nil, 0},
 		{"precopy with the destination", Params{Mode: ModePrecopy}, true,
 			[]string{summary, plainCaps}, []string{destOff}, nil, 0},
 		{"mecom", Params{Mode: MECOM, DowntimeLimit: 300 * time.Millisecond}, false,
@@ -92,7 +92,7 @@ func TestSetupQEMU(t *testing.T) {
 			[]string{summary,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				downtime},
-			[]string{destOn}, []string{CapPostcopyRAM}, 2},
+			[]string{destOn}, []string{CapPostcopyRAM}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,7 +220,7 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := WaitQEMU(context.Background(), mon, plan, time.Millisecond, nil)
+	info, err := WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil)
 	if err != nil || info.Status != StatusCompleted {
 		t.Fatalf("WaitQEMU: %+v, %v", info, err)
 	}
@@ -234,7 +234,7 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 		mon, _ := clientFake(func(cmd qmp.Command) (any, error) {
 			return map[string]any{"return": Info{Status: StatusPostcopyPaused}}, nil
 		})
-		_, err := WaitQEMU(context.Background(), mon, plan, time.Millisecond, nil)
+		_, err := WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil)
 		if err == nil || !strings.Contains(err.Error(), "migrate-recover") {
 			t.Errorf("error %v, want one saying how to recover", err)
 		}
@@ -243,11 +243,45 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 		mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
 			return map[string]any{"return": Info{Status: StatusCompleted, RAM: &RAMStats{DirtySyncCount: 4}}}, nil
 		})
-		if _, err := WaitQEMU(context.Background(), mon, QEMUPlan{Mode: ModePrecopy}, time.Millisecond, nil); err != nil {
+		if _, err := WaitQEMU(context.Background(), mon, &QEMUPlan{Mode: ModePrecopy}, time.Millisecond, nil); err != nil {
 			t.Fatal(err)
 		}
 		if !slices.Equal(*sent, []string{q}) {
 			t.Errorf("sent %q", *sent)
 		}
 	})
+}
+
+// TestWaitQEMUForced: past MaxSyncs the downtime limit is raised once, and
+// the plan says so.
+func TestWaitQEMUForced(t *testing.T) {
+	var replies []Info
+	for n := 1; n <= 5; n++ {
+		replies = append(replies, Info{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: uint64(n)}})
+	}
+	replies = append(replies, Info{Status: StatusCompleted, RAM: &RAMStats{DirtySyncCount: 6}})
+	mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+		if cmd.Execute != "query-migrate" {
+			return clientOK(cmd)
+		}
+		r := replies[0]
+		replies = replies[1:]
+		return map[string]any{"return": r}, nil
+	})
+	plan, err := PlanQEMU(Params{Mode: ModePrecopy, MaxRounds: 2}, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.MaxSyncs != 3 {
+		t.Fatalf("MaxSyncs %d for 2 rounds, want 3", plan.MaxSyncs)
+	}
+	if _, err := WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	q := `{"execute":"query-migrate"}`
+	force := `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":2000000}}`
+	want := []string{q, q, q, q, force, q, q}
+	if !slices.Equal(*sent, want) || !plan.Forced {
+		t.Errorf("sent %q (forced %v), want %q", *sent, plan.Forced, want)
+	}
 }

@@ -63,10 +63,10 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	switch m := c.String("monitor"); m {
 	case "auto":
 		if err := qemu.KVMUsable(); err != nil {
-			return runQEMUDemo(c, out, fmt.Sprintf("no usable /dev/kvm (%v), so QEMU runs the guest", err))
+			return runQEMUDemo(c, out, "")
 		}
 	case monitorQEMU:
-		return runQEMUDemo(c, out, "asked for")
+		return runQEMUDemo(c, out, "--monitor qemu")
 	case monitorPagecast:
 	default:
 		return fmt.Errorf("--monitor %q: want auto, pagecast or qemu", m)

@@ -52,7 +52,10 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 	}
 	defer vm.Close()
 	fmt.Fprintf(out, "pagecast demo: %s guest, workload %s\n", units.FormatBytes(float64(o.memory)), o.workload.Cmdline(1))
-	fmt.Fprintf(out, "runs on %s\n(%s)\n", vm.describe(), why)
+	fmt.Fprintf(out, "runs on %s\n", vm.describe())
+	if why != "" {
+		fmt.Fprintf(out, "(%s)\n", why)
+	}
 	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
 		return err
 	}
@@ -81,6 +84,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 	if c.Bool("no-migrate") {
 		return nil
 	}
+	fmt.Fprintln(out)
 	if len(epochs) == 0 {
 		return fmt.Errorf("no epoch profiled in --duration %v", c.Duration("duration"))
 	}
@@ -104,7 +108,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	var modes []string
 	for _, m := range strings.Split(c.String("modes"), ",") {
 		if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, o.memory); err != nil {
-			fmt.Fprintf(out, "\nskipping %s: %v\n", m, err)
+			fmt.Fprintf(out, "skipping %s: %v\n", m, err)
 			continue
 		}
 		modes = append(modes, m)
@@ -128,7 +132,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 		if err != nil {
 			return fmt.Errorf("%s: destination QEMU: %w", mode, err)
 		}
-		p := migrator.Params{Mode: mode, MaxBandwidth: bw, DowntimeLimit: migrator.DefaultDowntimeLimit}
+		p := migrator.Params{Mode: mode, MaxBandwidth: bw, DowntimeLimit: migrator.DefaultDowntimeLimit, MaxRounds: migrator.DefaultMaxRounds}
 		plan, err := migrator.SetupQEMU(cur.Monitor, dst.Monitor, p)
 		if err == nil {
 			err = migrator.Migrate(cur.Monitor, do.incoming)
@@ -138,7 +142,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 			return fmt.Errorf("%s migration: %w", mode, err)
 		}
 		bar := newProgressBar(c.App.ErrWriter, false)
-		info, err := migrator.WaitQEMU(c.Context, cur.Monitor, plan, 200*time.Millisecond, bar.update)
+		info, err := migrator.WaitQEMU(c.Context, cur.Monitor, &plan, 200*time.Millisecond, bar.update)
 		bar.done()
 		if err != nil {
 			dst.Close()
@@ -152,7 +156,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 		}
 		fmt.Fprintf(out, "  %-10s done: guest running on the destination QEMU (progress %d -> %d); capabilities: %s\n",
 			mode, before.TotalProgress(), after, strings.Join(append([]string{"none"}, plan.Capabilities...)[min(1, len(plan.Capabilities)):], ", "))
-		rows = append(rows, qemuMigration{mode: mode, info: info})
+		rows = append(rows, qemuMigration{mode: mode, info: info, forced: plan.Forced})
 		cur.Close()
 		cur = dst
 	}
@@ -196,19 +200,27 @@ func freePort() (int, error) {
 }
 
 type qemuMigration struct {
-	mode string
-	info migrator.Info
+	mode   string
+	info   migrator.Info
+	forced bool // switch-over forced at the round cap
 }
 
 // writeQEMUMigrationTable prints QEMU migrations side by side, one row each.
 func writeQEMUMigrationTable(w io.Writer, rows []qemuMigration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tsetup\tbytes\tdirty syncs\tthrottle\tpulled\t")
+	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tsetup\tbytes\tdirty syncs\tthrottle\tpulled\tstopped because\t")
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
 	for _, r := range rows {
 		i := r.info
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d%%\t%d\t\n", r.mode, ms(i.TotalTime), ms(i.Downtime), ms(i.SetupTime),
-			units.FormatBytes(float64(i.RAM.Transferred)), i.RAM.DirtySyncCount, i.CPUThrottlePercentage, i.RAM.PostcopyRequests)
+		why := "fit the limit"
+		switch {
+		case r.forced:
+			why = "round cap"
+		case i.RAM.PostcopyRequests > 0 || i.RAM.PostcopyBytes > 0:
+			why = "post-copy"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d%%\t%d\t%s\t\n", r.mode, ms(i.TotalTime), ms(i.Downtime), ms(i.SetupTime),
+			units.FormatBytes(float64(i.RAM.Transferred)), i.RAM.DirtySyncCount, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, why)
 	}
 	tw.Flush()
 }

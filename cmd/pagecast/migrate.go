@@ -40,8 +40,10 @@ func migrateCommand() *cli.Command {
 			"\t  tsmc       postcopy-ram on both ends, migrate-start-postcopy after the first full pass\n" +
 			"\t             (dirty-sync-count 2); needs --dest-qmp. Once switched, the guest runs on the\n" +
 			"\t             destination: a failure then cannot fall back to the source\n" +
-			"predictive and MODE+mecom need pagecast's engine and are refused. QEMU has no round cap:\n" +
-			"--max-rounds is ignored (with a warning if given). The round shown is QEMU's dirty-sync-count.\n\n" +
+			"predictive and MODE+mecom need pagecast's engine and are refused. QEMU has no round cap, so\n" +
+			"--max-rounds forces the switch-over there as pagecast's engine does: past that many dirty syncs\n" +
+			"QEMU's downtime-limit is raised to its largest and QEMU stops the guest and sends the rest\n" +
+			"(the summary says so). The round shown is QEMU's dirty-sync-count.\n\n" +
 			"Example: pagecast migrate --qmp unix:/tmp/src.sock --to tcp:127.0.0.1:4444 --mode predictive --bandwidth 32MiB/s\n" +
 			"Example: pagecast migrate --qmp unix:/tmp/qemu-src.sock --dest-qmp unix:/tmp/qemu-dst.sock --to tcp:127.0.0.1:4444 --mode tsmc",
 		Flags: []cli.Flag{
@@ -51,7 +53,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String()},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
-			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (pagecast's monitor only)"},
+			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 		},
@@ -122,9 +124,6 @@ func runMigrate(c *cli.Context) error {
 			return err
 		}
 	default:
-		if !c.IsSet("max-rounds") {
-			p.MaxRounds = 0 // the default is pagecast's engine's; QEMU has no round cap
-		}
 		var dst qmp.Monitor
 		if destPath != "" {
 			d, err := dialQMP(destPath)
@@ -158,7 +157,7 @@ func runMigrate(c *cli.Context) error {
 	}
 	var info migrator.Info
 	if plan != nil {
-		info, err = migrator.WaitQEMU(ctx, mon, *plan, 200*time.Millisecond, progress)
+		info, err = migrator.WaitQEMU(ctx, mon, plan, 200*time.Millisecond, progress)
 	} else {
 		info, err = migrator.Wait(ctx, mon, 200*time.Millisecond, progress)
 	}
@@ -293,6 +292,9 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan) {
 		fmt.Fprintf(tw, "qemu capabilities\t%s\n", caps)
 		if pp := qemuParamList(plan.Parameters); pp != "" {
 			fmt.Fprintf(tw, "qemu parameters\t%s\n", pp)
+		}
+		if plan.Forced {
+			fmt.Fprintf(tw, "stopped because\tround cap: switch-over forced after %d dirty syncs (downtime-limit raised)\n", plan.MaxSyncs)
 		}
 		if r := i.RAM; r != nil && (r.PostcopyBytes > 0 || r.PostcopyRequests > 0) {
 			fmt.Fprintf(tw, "post-copy\t%s sent, %d pages pulled by the destination\n", units.FormatBytes(float64(r.PostcopyBytes)), r.PostcopyRequests)
