@@ -43,15 +43,17 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 	if err != nil {
 		return err
 	}
+	spec := c.String("workload")
 	if accel == qemu.AccelTCG && !c.IsSet("workload") && o.workload.Delay == 0 {
 		o.workload.Delay = tcgDemoDelay
+		spec += fmt.Sprintf(",delay=%d", tcgDemoDelay)
 	}
 	vm, err := startQEMUVM(o)
 	if err != nil {
 		return err
 	}
 	defer vm.Close()
-	fmt.Fprintf(out, "pagecast demo: %s guest, workload %s\n", units.FormatBytes(float64(o.memory)), o.workload.Cmdline(1))
+	fmt.Fprintf(out, "pagecast demo: %s guest, workload %s\n", units.FormatBytes(float64(o.memory)), spec)
 	fmt.Fprintf(out, "runs on %s\n", vm.describe())
 	if why != "" {
 		fmt.Fprintf(out, "(%s)\n", why)
@@ -79,7 +81,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 		return err
 	}
 	st, _ := col.Stats()
-	fmt.Fprintf(out, "hook: %d guest writes recorded, %d dropped %v\n", st.Events, st.DroppedAll(), st.Dropped)
+	fmt.Fprintf(out, "the plugin recorded %d guest writes to RAM, dropped %d\n", st.Events, st.DroppedAll())
 	col.Close() // frees QEMU's QMP socket for the migrations
 	if c.Bool("no-migrate") {
 		return nil
