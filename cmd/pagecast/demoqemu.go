@@ -11,7 +11,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/collector"
-	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
@@ -25,19 +24,9 @@ const tcgDemoDelay = 25000
 // runQEMUDemo is the demo on a QEMU VM: run the pagecast guest, profile it
 // (TCG plugin or eBPF), forecast, and migrate it QEMU to QEMU.
 func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
-	o := qemuVMOptions{accel: c.String("accel"), ringSize: c.Int("ring-size"), seed: c.Uint64("seed")}
-	var err error
-	if o.memory, err = units.ParseBytes(c.String("memory")); err != nil {
-		return fmt.Errorf("--memory: %w", err)
-	}
-	if o.workload, err = guest.ParseWorkload(c.String("workload")); err != nil {
-		return fmt.Errorf("--workload: %w", err)
-	}
-	if o.mix, err = guest.ParseMix(c.String("mix")); err != nil {
-		return fmt.Errorf("--mix: %w", err)
-	}
-	if c.Int("vcpus") != 1 {
-		return fmt.Errorf("--vcpus %d: the pagecast guest starts extra vCPUs only under pagecast's own monitor", c.Int("vcpus"))
+	o, err := qemuGuestFlags(c)
+	if err != nil {
+		return err
 	}
 	accel, _, err := qemu.ResolveAccel(o.accel)
 	if err != nil {

@@ -126,6 +126,26 @@ func qemuVMFlags() []cli.Flag {
 	}
 }
 
+// qemuGuestFlags reads the flags that describe the pagecast guest on QEMU
+// (vmFlags and qemuVMFlags).
+func qemuGuestFlags(c *cli.Context) (qemuVMOptions, error) {
+	o := qemuVMOptions{accel: c.String("accel"), ringSize: c.Int("ring-size"), seed: c.Uint64("seed")}
+	if n := c.Int("vcpus"); n != 1 {
+		return o, fmt.Errorf("--vcpus %d: the pagecast guest starts extra vCPUs only under pagecast's own monitor; use --vcpus 1 with --monitor qemu", n)
+	}
+	var err error
+	if o.memory, err = units.ParseBytes(c.String("memory")); err != nil {
+		return o, fmt.Errorf("--memory: %w", err)
+	}
+	if o.workload, err = guest.ParseWorkload(c.String("workload")); err != nil {
+		return o, fmt.Errorf("--workload: %w", err)
+	}
+	if o.mix, err = guest.ParseMix(c.String("mix")); err != nil {
+		return o, fmt.Errorf("--mix: %w", err)
+	}
+	return o, nil
+}
+
 // runQEMU is `vm run --monitor qemu`: QEMU runs the pagecast guest until
 // SIGINT, SIGTERM or QEMU's own end (quit on its QMP socket).
 func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
@@ -134,11 +154,11 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			return fmt.Errorf("--%s is for pagecast's own monitor; QEMU takes its own options (--monitor qemu)", f)
 		}
 	}
-	if n := c.Int("vcpus"); n != 1 {
-		return fmt.Errorf("--vcpus %d: the pagecast guest starts extra vCPUs only under pagecast's own monitor; use --vcpus 1 with --monitor qemu", n)
+	o, err := qemuGuestFlags(c)
+	if err != nil {
+		return err
 	}
-	o := qemuVMOptions{accel: c.String("accel"), ringSize: c.Int("ring-size"), seed: c.Uint64("seed"),
-		kernel: c.String("kernel"), initrd: c.String("initrd"), append: c.String("append")}
+	o.kernel, o.initrd, o.append = c.String("kernel"), c.String("initrd"), c.String("append")
 	for _, f := range []string{"workload", "mix", "seed"} {
 		if o.kernel != "" && c.IsSet(f) {
 			return fmt.Errorf("--%s is for the pagecast guest; a Linux guest (--kernel) runs what its initramfs runs", f)
@@ -146,16 +166,6 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	}
 	if o.kernel == "" && (c.IsSet("initrd") || c.IsSet("append")) {
 		return fmt.Errorf("--initrd and --append go with --kernel")
-	}
-	var err error
-	if o.memory, err = units.ParseBytes(c.String("memory")); err != nil {
-		return fmt.Errorf("--memory: %w", err)
-	}
-	if o.workload, err = guest.ParseWorkload(c.String("workload")); err != nil {
-		return fmt.Errorf("--workload: %w", err)
-	}
-	if o.mix, err = guest.ParseMix(c.String("mix")); err != nil {
-		return fmt.Errorf("--mix: %w", err)
 	}
 	if spec := c.String("qmp"); spec != "" {
 		path, ok := strings.CutPrefix(spec, "unix:")
