@@ -393,3 +393,30 @@ func TestProfileHandStartedQEMU(t *testing.T) {
 		t.Errorf("no epoch with hundreds of dirty pages:\n%s", out)
 	}
 }
+
+// TestServeCollectorTCG: predict serve --collector forecasts a live QEMU
+// TCG guest through the plugin, as it does a KVM guest through eBPF.
+func TestServeCollectorTCG(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	vm := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=512,p=0.9,delay=25000")
+	listen := freeAddr(t)
+	serve := exec.Command(binary, "predict", "serve", "--collector", "unix:"+vm.sock, "--epoch", "200ms", "--listen", listen)
+	var serveErr bytes.Buffer
+	serve.Stderr = &serveErr
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { serve.Process.Signal(os.Interrupt); serve.Wait() }()
+	// After a few epochs the hot set is forecast: hundreds of pages.
+	body := scrape(t, "http://"+listen+"/v1/vms/live/hotset?threshold=0.5&limit=100000", `"pages"`)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && strings.Count(body, ",") < 400 {
+		time.Sleep(200 * time.Millisecond)
+		body = scrape(t, "http://"+listen+"/v1/vms/live/hotset?threshold=0.5&limit=100000", `"pages"`)
+	}
+	if n := strings.Count(body, ","); n < 400 {
+		t.Fatalf("live hot set of the TCG guest has ~%d pages, want the 512-page hot set:\n%.500s\n%s", n, body, serveErr.String())
+	}
+}

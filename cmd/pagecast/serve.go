@@ -26,7 +26,8 @@ func predictServeCommand() *cli.Command {
 		Name:  "serve",
 		Usage: "serve per-page dirty probabilities over HTTP, from a trace or a live VM",
 		Description: "Keeps a predictor for each VM, fed by a trace replayed at its recorded pace (--trace, repeatable)\n" +
-			"or by profiling a live VM (--collector unix:QMP, needs root), and serves:\n" +
+			"or by profiling a live VM (--collector unix:QMP: eBPF on KVM, needs root; the TCG plugin on a QEMU\n" +
+			"under TCG), and serves:\n" +
 			"  GET /v1/vms                                  the VMs\n" +
 			"  GET /v1/vms/{id}                             forecast: predicted dirty pages and rate, working set, last epoch's error\n" +
 			"  GET /v1/vms/{id}/probabilities?start=&count= per-page probabilities for a range of pages\n" +
