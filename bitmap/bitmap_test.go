@@ -1,4 +1,4 @@
-package vmm
+package bitmap
 
 import (
 	"reflect"
@@ -6,7 +6,7 @@ import (
 )
 
 func TestBitmap(t *testing.T) {
-	b := NewBitmap(200)
+	b := New(200)
 	for _, p := range []uint64{0, 1, 2, 63, 64, 65, 130, 199, 200, 5000} {
 		b.Set(p)
 	}
@@ -20,7 +20,7 @@ func TestBitmap(t *testing.T) {
 	if got := b.Runs(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Runs = %v, want %v", got, want)
 	}
-	o := NewBitmap(200)
+	o := New(200)
 	o.Set(3)
 	b.Or(o)
 	if got := b.List(); !reflect.DeepEqual(got, []uint64{0, 1, 2, 3, 63, 64, 65, 130, 199}) {

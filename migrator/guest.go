@@ -1,0 +1,92 @@
+package migrator
+
+import (
+	"time"
+
+	"github.com/pagecast/pagecast/bitmap"
+)
+
+// The engine knows a virtual machine only through these interfaces: the
+// source side through Guest, the destination through Destination. pagecast's
+// own KVM monitor (package vmm), a QEMU VM whose RAM is shared memory
+// (package qemuguest) and, for the simulator, a guest driven by a recorded
+// trace on a virtual clock implement them. Page size is PageSize for all.
+
+// Guest is the VM being migrated away.
+type Guest interface {
+	// MemoryBytes is the size of guest RAM, a multiple of PageSize.
+	MemoryBytes() uint64
+	// Memory is guest RAM, read in place while the guest runs. The
+	// engine only reads it.
+	Memory() []byte
+	// Identity is what the destination checks in the handshake.
+	Identity() Identity
+	// Running reports whether the guest runs (a migration starts only
+	// from a running guest), and if not, its state in words.
+	Running() (bool, string)
+	// StartDirtyLog begins tracking the pages the guest writes.
+	StartDirtyLog() (DirtyLog, error)
+	// Pause stops the vCPUs; Resume runs them again (after a failed
+	// switch-over).
+	Pause() error
+	Resume() error
+	// Throttle is the percentage of vCPU time currently taken away;
+	// SetThrottle takes pct percent (0 lifts it).
+	Throttle() int
+	SetThrottle(pct int) error
+	// SaveState returns the paused guest's vCPU and device state, opaque
+	// to the engine, for the destination's Restore. It is called once,
+	// after Pause, and before the destination's verdict: a guest whose
+	// state leaves with it (QEMU) must be able to Resume after it.
+	SaveState() ([]byte, error)
+	// EarlyPages are the pages among dirty that the destination's monitor
+	// reads before the guest runs there (the pagecast guest's status
+	// page): TSMC sends them during its pause rather than in stage 3.
+	EarlyPages(dirty *bitmap.Bitmap) []uint64
+}
+
+// Destination is the VM a migration arrives in: created, not yet run.
+type Destination interface {
+	MemoryBytes() uint64
+	// Memory is guest RAM, written in place by the receiver.
+	Memory() []byte
+	Identity() Identity
+	// Waiting reports whether the guest waits for a migration (created,
+	// never run), and if not, its state in words.
+	Waiting() (bool, string)
+	// Restore loads the source's SaveState. It is called once all memory
+	// has arrived and before the verdict: a failure here is a failed
+	// migration, and the guest stays with the source.
+	Restore(state []byte) error
+	// Start runs the guest, once the source has committed.
+	Start() error
+}
+
+// Identity is what must match between source and destination.
+type Identity struct {
+	VCPUs int
+	Image [32]byte // digest of the guest image (zero where there is none to compare)
+}
+
+// DirtyLog is one consumer's view of the guest's dirty pages.
+type DirtyLog interface {
+	// Harvest returns the pages written since the log started or was
+	// last harvested.
+	Harvest() (*bitmap.Bitmap, error)
+	Close() error
+}
+
+// Clock is the engine's time: the wall clock live, a virtual one in the
+// simulator. Epochs, rounds, link pacing and timeouts go through it.
+type Clock interface {
+	Now() time.Time
+	Sleep(d time.Duration)
+	After(d time.Duration) <-chan time.Time
+}
+
+// WallClock is the Clock of live migrations.
+type WallClock struct{}
+
+func (WallClock) Now() time.Time                         { return time.Now() }
+func (WallClock) Sleep(d time.Duration)                  { time.Sleep(d) }
+func (WallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
