@@ -1,0 +1,76 @@
+package qemuguest
+
+import (
+	"errors"
+
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
+)
+
+var _ migrator.Destination = (*Dest)(nil)
+
+// Dest is a QEMU started with -incoming (defer, unix:PATH or tcp:HOST:PORT)
+// and shared guest RAM, the VM a migration by pagecast's engine arrives in.
+// The receiver writes its RAM in place; a QEMU that waits with -incoming
+// writes nothing there itself, and with x-ignore-shared (set by Restore)
+// loading the device state leaves it alone too.
+type Dest struct {
+	vm
+}
+
+// DialDest connects to the QMP socket of a QEMU waiting with -incoming.
+func DialDest(qmpPath string) (*Dest, error) {
+	mon, err := dial(qmpPath)
+	if err != nil {
+		return nil, err
+	}
+	d, err := NewDest(mon)
+	if err != nil {
+		mon.Disconnect()
+		return nil, err
+	}
+	d.owned = append(d.owned, mon.Disconnect)
+	return d, nil
+}
+
+// NewDest is the QEMU behind mon.
+func NewDest(mon Monitor) (*Dest, error) {
+	d := &Dest{}
+	if err := d.attach(mon, 0, nil); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// DestFromVM is the QEMU v started with Options.Incoming; v stays the
+// caller's to close.
+func DestFromVM(v *qemu.VM) (*Dest, error) {
+	d := &Dest{}
+	if err := d.attach(v.Monitor, v.PID(), v.Memory()); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Waiting reports whether QEMU waits for a migration (run state
+// inmigrate), else its run state.
+func (d *Dest) Waiting() (bool, string) {
+	st, err := runState(d.mon)
+	if err != nil {
+		return false, err.Error()
+	}
+	return st == "inmigrate", st
+}
+
+// Restore loads the source's SaveState into QEMU and waits until it has
+// (QEMU then is paused, as the source was). A stream that does not load
+// makes QEMU 7.2 exit.
+func (d *Dest) Restore(state []byte) error { return restoreState(d.mon, d.pid, state) }
+
+// Start runs the guest (QMP cont).
+func (d *Dest) Start() error { return run(d.mon, "cont", nil, nil) }
+
+// Close releases the RAM mapping and whatever this Dest opened or started.
+func (d *Dest) Close() error { return errors.Join(d.close()) }

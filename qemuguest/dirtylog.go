@@ -1,0 +1,143 @@
+package qemuguest
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/collector"
+	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/tcg"
+)
+
+// tcgLog is the dirty log of a QEMU under TCG: pagecast's plugin marks the
+// pages the vCPUs write in one of two buffers, picked by the epoch
+// published in its area; each Harvest switches epochs and reads the one
+// closed. It is the area's only reader: a collector (pagecast profile) on
+// the same QEMU at the same time would take epochs from it.
+type tcgLog struct {
+	mu       sync.Mutex
+	area     *tcg.Area
+	epoch    uint32
+	ramPages uint64
+	buf      []uint64
+}
+
+func openTCGLog(pid int, ramPages uint64) (*tcgLog, error) {
+	shm, err := tcg.FindShm(pid)
+	if err != nil {
+		return nil, err
+	}
+	a, err := tcg.Open(shm)
+	if err != nil {
+		return nil, err
+	}
+	if need := qemu.PhysPages(ramPages * 4096); a.Capacity() < need {
+		a.Close()
+		return nil, fmt.Errorf("qemu %d: the TCG plugin records %d pages, guest RAM spans %d: give the plugin pages=%d",
+			pid, a.Capacity(), need, need)
+	}
+	// A clean start: whatever the plugin recorded before is discarded,
+	// each buffer cleared while the plugin writes into the other.
+	a.SetEpoch(0)
+	time.Sleep(tcg.Grace)
+	a.ReadEpoch(1, nil)
+	a.SetEpoch(1)
+	time.Sleep(tcg.Grace)
+	a.ReadEpoch(0, nil)
+	return &tcgLog{area: a, epoch: 1, ramPages: ramPages}, nil
+}
+
+func (l *tcgLog) Harvest() (*bitmap.Bitmap, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.area == nil {
+		return nil, fmt.Errorf("harvest: dirty log closed")
+	}
+	if st := l.area.Stats(); st.Exited {
+		return nil, fmt.Errorf("harvest: QEMU (pid %d) has exited", st.PID)
+	}
+	closed := l.epoch
+	l.area.SetEpoch(closed + 1)
+	l.epoch = closed + 1
+	time.Sleep(tcg.Grace)
+	l.buf = l.area.ReadEpoch(closed, l.buf[:0])
+	return pageSet(l.buf, l.ramPages), nil
+}
+
+func (l *tcgLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.area == nil {
+		return nil
+	}
+	err := l.area.Close()
+	l.area = nil
+	return err
+}
+
+// pageSet turns guest page frames into a set of RAM pages.
+func pageSet(gfns []uint64, ramPages uint64) *bitmap.Bitmap {
+	b := bitmap.New(ramPages)
+	for _, g := range gfns {
+		if p, ok := ramPage(g, ramPages); ok {
+			b.Set(p)
+		}
+	}
+	return b
+}
+
+// kvmLog is the dirty log of a QEMU under KVM: the collector's eBPF hooks on
+// KVM's dirty ring, with QEMU's dirty logging kept on by a dirty limit far
+// above any vCPU's rate (QEMU needs -accel kvm,dirty-ring-size=N). Not
+// exercised on machines without /dev/kvm.
+type kvmLog struct {
+	mu       sync.Mutex
+	mon      Monitor
+	col      *collector.Collector
+	ramPages uint64
+}
+
+// dirtyRateLimit (MB/s per vCPU) keeps QEMU's dirty ring collected without
+// slowing anything.
+const dirtyRateLimit = 1 << 20
+
+func openKVMLog(mon Monitor, pid int, ramPages uint64) (*kvmLog, error) {
+	if err := run(mon, "set-vcpu-dirty-limit", map[string]any{"dirty-rate": dirtyRateLimit}, nil); err != nil {
+		return nil, fmt.Errorf("keep QEMU's dirty logging on (QEMU needs -accel kvm,dirty-ring-size=N): %w", err)
+	}
+	col, err := collector.New(collector.Config{PID: pid, MemoryBytes: ramPages * 4096})
+	if err != nil {
+		run(mon, "cancel-vcpu-dirty-limit", nil, nil)
+		return nil, err
+	}
+	return &kvmLog{mon: mon, col: col, ramPages: ramPages}, nil
+}
+
+func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.col == nil {
+		return nil, fmt.Errorf("harvest: dirty log closed")
+	}
+	e, err := l.col.CloseEpoch()
+	if err != nil {
+		return nil, fmt.Errorf("harvest: %w", err)
+	}
+	return pageSet(e.Pages, l.ramPages), nil
+}
+
+func (l *kvmLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.col == nil {
+		return nil
+	}
+	err := l.col.Close()
+	l.col = nil
+	if cerr := run(l.mon, "cancel-vcpu-dirty-limit", nil, nil); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,36 @@
+// Package qemuguest lets pagecast's migration engine move a QEMU virtual
+// machine whose guest RAM is shared memory: Source is a running QEMU as the
+// engine's migrator.Guest, Dest a QEMU started with -incoming as its
+// migrator.Destination.
+//
+// pagecast moves the RAM itself, reading the source QEMU's RAM file in place
+// and writing the destination's. QEMU moves only what pagecast cannot see:
+// the vCPU and device state. With the migration capability x-ignore-shared,
+// QEMU's own migration stream leaves shared RAM out and carries the device
+// state and the small non-shared blocks (option ROMs): about 200 KB for a
+// 64 MiB guest. SaveState captures that stream from the paused source
+// through a unix socket; Restore feeds it to the destination after the
+// engine has filled its RAM; Start is QMP cont.
+//
+// The pieces, each measured under TCG with QEMU 7.2:
+//
+//   - Memory: the RAM backend's file (memory-backend-file,share=on, found
+//     through qom-get mem-path) or memfd (memory-backend-memfd,share=on,
+//     found among /proc/PID/fd), mapped shared. A QEMU without shared RAM is
+//     refused with the options that give it.
+//   - Dirty pages: under TCG pagecast's plugin (package tcg) inside QEMU;
+//     under KVM the collector's eBPF hooks, with QEMU's dirty ring kept on by
+//     set-vcpu-dirty-limit. The plugin sees the vCPUs' stores only, not
+//     QEMU's own writes into guest RAM (device DMA): fine for the pagecast
+//     guest, which has no such devices; the engine's checksums at switch-over
+//     catch a miss.
+//   - Pause and Resume: QMP stop and cont; cont also runs a source that
+//     SaveState left in QEMU's postmigrate state.
+//   - Throttle: a cgroup v1 cpu controller group holding the vCPU threads
+//     (query-cpus-fast's thread ids), its CFS quota the share left to the
+//     guest. QEMU's own cpu-throttle-percentage acts only while QEMU itself
+//     migrates, and SIGSTOP stops every thread of QEMU, its monitor too.
+//
+// StartSource and StartDest boot QEMUs set up for this (shared RAM, the
+// plugin under TCG, -incoming defer), for tests and `vm run --monitor qemu`.
+package qemuguest

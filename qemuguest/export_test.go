@@ -1,0 +1,8 @@
+package qemuguest
+
+// HMP runs a human monitor command on the Source's QEMU, for tests.
+func HMP(s *Source, cmd string) (string, error) {
+	var out string
+	err := run(s.mon, "human-monitor-command", map[string]any{"command-line": cmd}, &out)
+	return out, err
+}

@@ -1,0 +1,114 @@
+package qemuguest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotShared is wrapped by the error for a QEMU whose guest RAM another
+// process cannot map.
+var ErrNotShared = errors.New("guest RAM is not shared memory")
+
+// sharedRAMHint names the QEMU options that put guest RAM in shared memory.
+const sharedRAMHint = "start QEMU with -object memory-backend-memfd,id=mem,size=SIZE,share=on -machine memory-backend=mem " +
+	"(or memory-backend-file,id=mem,size=SIZE,mem-path=/dev/shm/FILE,share=on)"
+
+// memdev is one entry of query-memdev.
+type memdev struct {
+	ID    string `json:"id"`
+	Size  uint64 `json:"size"`
+	Share bool   `json:"share"`
+}
+
+// ramFile finds the file holding the guest RAM of QEMU pid and its size:
+// the mem-path of a memory-backend-file, or the memfd of a
+// memory-backend-memfd among the process's open files. Either must be
+// shared (share=on): a private mapping's writes never reach the file.
+func ramFile(mon Monitor, pid int) (path string, size uint64, err error) {
+	var devs []memdev
+	if err := run(mon, "query-memdev", nil, &devs); err != nil {
+		return "", 0, err
+	}
+	switch {
+	case len(devs) == 0:
+		return "", 0, fmt.Errorf("qemu %d: %w (no memory backend): %s", pid, ErrNotShared, sharedRAMHint)
+	case len(devs) > 1:
+		return "", 0, fmt.Errorf("qemu %d has %d memory backends (NUMA nodes or DIMMs): only one is supported", pid, len(devs))
+	}
+	d := devs[0]
+	if !d.Share {
+		return "", 0, fmt.Errorf("qemu %d: %w (backend %q has share=off): %s", pid, ErrNotShared, d.ID, sharedRAMHint)
+	}
+	if d.Size == 0 || d.Size%4096 != 0 {
+		return "", 0, fmt.Errorf("qemu %d: guest RAM of %d bytes is not a whole number of 4 KiB pages", pid, d.Size)
+	}
+	var memPath string
+	if d.ID != "" && run(mon, "qom-get", map[string]any{"path": "/objects/" + d.ID, "property": "mem-path"}, &memPath) == nil && memPath != "" {
+		// A directory mem-path holds an unlinked file QEMU created: find
+		// it among the open files as a memfd is.
+		if st, err := os.Stat(memPath); err == nil && !st.IsDir() {
+			return memPath, d.Size, nil
+		}
+	}
+	fds := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(fds)
+	if err != nil {
+		return "", 0, fmt.Errorf("find guest RAM of qemu %d: %w", pid, err)
+	}
+	for _, e := range ents {
+		p := filepath.Join(fds, e.Name())
+		link, err := os.Readlink(p)
+		if err != nil {
+			continue
+		}
+		if !strings.HasPrefix(link, "/memfd:") && !(memPath != "" && strings.HasPrefix(link, memPath)) {
+			continue
+		}
+		if st, err := os.Stat(p); err == nil && uint64(st.Size()) == d.Size {
+			return p, d.Size, nil
+		}
+	}
+	return "", 0, fmt.Errorf("qemu %d: %w (backend %q is shared but neither a file nor a memfd of %d bytes among its open files): %s",
+		pid, ErrNotShared, d.ID, d.Size, sharedRAMHint)
+}
+
+// mapRAM maps size bytes of the RAM file at path, shared, read-write.
+func mapRAM(path string, size uint64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open qemu guest RAM: %w", err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map qemu guest RAM %s: %w", path, err)
+	}
+	return mem, nil
+}
+
+// below4G is where a pc machine's RAM stops below 4 GiB when it is larger
+// (qemu.PhysPages): the rest is mapped from 4 GiB up.
+const below4G = 0xB0000000
+
+// ramPage turns a guest page frame number into the page's index in the RAM
+// file of a pc machine with ramPages pages; ok is false for frames in the
+// hole below 4 GiB or past the end.
+func ramPage(gfn, ramPages uint64) (uint64, bool) {
+	const low, high = below4G / 4096, 1 << 32 / 4096
+	if ramPages <= low {
+		return gfn, gfn < ramPages
+	}
+	switch {
+	case gfn < low:
+		return gfn, true
+	case gfn < high:
+		return 0, false
+	}
+	p := gfn - high + low
+	return p, p < ramPages
+}

@@ -1,0 +1,147 @@
+package qemuguest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+)
+
+// Monitor is a QMP connection to QEMU: go-qemu's *qmp.SocketMonitor (for
+// instance qemu.VM.Monitor) satisfies it. Commands are raw JSON, since
+// go-qemu's generated API stops at QEMU 2.11.
+type Monitor interface {
+	Run(cmd []byte) ([]byte, error)
+}
+
+// run sends cmd with args and decodes the reply's return into out.
+func run(mon Monitor, cmd string, args, out any) error {
+	req := map[string]any{"execute": cmd}
+	if args != nil {
+		req["arguments"] = args
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	raw, err := mon.Run(b)
+	if err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	if out == nil {
+		return nil
+	}
+	var reply struct {
+		Return json.RawMessage `json:"return"`
+	}
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		return fmt.Errorf("qmp %s reply: %w", cmd, err)
+	}
+	if err := json.Unmarshal(reply.Return, out); err != nil {
+		return fmt.Errorf("qmp %s reply: %w", cmd, err)
+	}
+	return nil
+}
+
+// dial connects to the QMP socket at path. A QEMU QMP socket serves one
+// client at a time and go-qemu's handshake has no deadline, so a busy
+// socket is given up after 5 s.
+func dial(path string) (*qmp.SocketMonitor, error) {
+	path = strings.TrimPrefix(path, "unix:")
+	mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connect to qmp socket %s: %w", path, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mon.Connect() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			mon.Disconnect()
+			return nil, fmt.Errorf("qmp handshake on %s: %w", path, err)
+		}
+	case <-time.After(5 * time.Second):
+		mon.Disconnect()
+		return nil, fmt.Errorf("qmp socket %s sent no greeting in 5s (QEMU serves one client per QMP socket: is another client connected?)", path)
+	}
+	return mon, nil
+}
+
+// runState is QEMU's run state (query-status): "running", "paused",
+// "inmigrate", "postmigrate", …
+func runState(mon Monitor) (string, error) {
+	var st struct {
+		Status string `json:"status"`
+	}
+	if err := run(mon, "query-status", nil, &st); err != nil {
+		return "", err
+	}
+	return st.Status, nil
+}
+
+// vcpu is one entry of query-cpus-fast.
+type vcpu struct {
+	Index    int    `json:"cpu-index"`
+	ThreadID int    `json:"thread-id"`
+	QOMType  string `json:"qom-type"`
+}
+
+func vcpus(mon Monitor) ([]vcpu, error) {
+	var cpus []vcpu
+	if err := run(mon, "query-cpus-fast", nil, &cpus); err != nil {
+		return nil, err
+	}
+	if len(cpus) == 0 {
+		return nil, errors.New("qmp query-cpus-fast: no vCPUs")
+	}
+	return cpus, nil
+}
+
+// qemuPID is the process holding vCPU thread tid.
+func qemuPID(tid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return 0, fmt.Errorf("find qemu's process from its vCPU thread: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, fmt.Errorf("find qemu's process: no Tgid in /proc/%d/status", tid)
+}
+
+// ignoreShared are the migration capabilities of a device-state-only
+// stream: shared RAM left out, and nothing an earlier QEMU-driven migration
+// set (xbzrle, post-copy, multifd, auto-converge) changing the stream's
+// shape. Source and destination must agree on x-ignore-shared (QEMU checks
+// it in the stream's configuration section).
+var ignoreShared = []map[string]any{
+	{"capability": "x-ignore-shared", "state": true},
+	{"capability": "xbzrle", "state": false},
+	{"capability": "postcopy-ram", "state": false},
+	{"capability": "multifd", "state": false},
+	{"capability": "auto-converge", "state": false},
+}
+
+func setIgnoreShared(mon Monitor) error {
+	return run(mon, "migrate-set-capabilities", map[string]any{"capabilities": ignoreShared}, nil)
+}
+
+// accelIsKVM says whether QEMU runs its guest under KVM (else TCG). Only
+// query-kvm is asked: QEMU 7.2 under TCG crashes on some dirty-rate
+// commands.
+func accelIsKVM(mon Monitor) (bool, error) {
+	var kvm struct {
+		Enabled bool `json:"enabled"`
+	}
+	if err := run(mon, "query-kvm", nil, &kvm); err != nil {
+		return false, err
+	}
+	return kvm.Enabled, nil
+}

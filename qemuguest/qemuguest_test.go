@@ -1,0 +1,368 @@
+package qemuguest_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qemuguest"
+)
+
+const testMemory = 64 << 20
+
+func options(t testing.TB, workload string) qemu.Options {
+	t.Helper()
+	w, err := guest.ParseWorkload(workload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return qemu.Options{MemoryBytes: testMemory, Cmdline: w.Cmdline(1)}
+}
+
+// startSource boots the pagecast guest running workload and waits until
+// it writes.
+func startSource(t testing.TB, workload string) *qemuguest.Source {
+	t.Helper()
+	testutil.RequiresQEMU(t)
+	if testing.Short() {
+		t.Skip("boots QEMU")
+	}
+	s, err := qemuguest.StartSource(options(t, workload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	waitProgress(t, s.VM(), 1, 30*time.Second)
+	return s
+}
+
+func progress(t testing.TB, vm *qemu.VM) uint64 {
+	t.Helper()
+	st, err := vm.GuestStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.TotalProgress()
+}
+
+// waitProgress waits until the guest has done more than n writes, and
+// returns its count.
+func waitProgress(t testing.TB, vm *qemu.VM, n uint64, timeout time.Duration) uint64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if p := progress(t, vm); p > n {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guest did not pass %d writes in %s (at %d)", n, timeout, progress(t, vm))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSaveState(t *testing.T) {
+	src := startSource(t, "hotset:delay=25000")
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source not running: %s", st)
+	}
+
+	t.Run("resume after save state", func(t *testing.T) {
+		if err := src.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		state, err := src.SaveState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("state %d bytes in %s", len(state), time.Since(start).Round(time.Millisecond))
+		if ok, st := src.Running(); ok || st != "postmigrate" {
+			t.Errorf("after SaveState: running %v, state %s; want postmigrate", ok, st)
+		}
+		p := progress(t, src.VM())
+		if err := src.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		if ok, st := src.Running(); !ok {
+			t.Fatalf("after Resume: %s", st)
+		}
+		waitProgress(t, src.VM(), p+1000, 10*time.Second)
+	})
+
+	// A destination waits with -incoming defer (Restore names the socket)
+	// or listens already; the source resumes after each.
+	for _, incoming := range []string{"defer", "unix"} {
+		t.Run("capture and restore/"+incoming, func(t *testing.T) {
+			captureRestore(t, src, incoming)
+		})
+		if err := src.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// captureRestore moves the guest from src to a new destination by hand:
+// pause, copy RAM, save the state, restore it, start.
+func captureRestore(t *testing.T, src *qemuguest.Source, incoming string) {
+	o := options(t, "hotset:delay=25000")
+	if incoming == "unix" {
+		o.Incoming = "unix:" + filepath.Join(t.TempDir(), "in.sock")
+	}
+	dst, err := qemuguest.StartDest(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if ok, st := dst.Waiting(); !ok {
+		t.Fatalf("destination not waiting: %s", st)
+	}
+	if src.Identity() != dst.Identity() || src.MemoryBytes() != dst.MemoryBytes() {
+		t.Fatalf("identity %+v, %d bytes; destination %+v, %d bytes",
+			src.Identity(), src.MemoryBytes(), dst.Identity(), dst.MemoryBytes())
+	}
+	if err := src.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	pause := time.Now()
+	switchedAt := progress(t, src.VM())
+	copy(dst.Memory(), src.Memory())
+	copied := time.Since(pause)
+	state, err := src.SaveState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := time.Since(pause)
+	if err := dst.Restore(state); err != nil {
+		t.Fatal(err)
+	}
+	restored := time.Since(pause)
+	if ok, st := dst.Waiting(); ok || st != "paused" {
+		t.Errorf("after Restore: waiting %v, state %s; want paused", ok, st)
+	}
+	// Neither QEMU wrote guest RAM while the state moved.
+	if diff := diffPages(src.Memory(), dst.Memory()); len(diff) > 0 {
+		t.Errorf("%d pages differ after Restore, first %#x", len(diff), diff[0]*4096)
+	}
+	if got := progress(t, dst.VM()); got != switchedAt {
+		t.Errorf("destination holds %d writes, source stopped at %d", got, switchedAt)
+	}
+	if err := dst.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d bytes of state; copy RAM %s, save %s, restore %s, downtime %s",
+		len(state), copied.Round(time.Millisecond), (saved - copied).Round(time.Millisecond),
+		(restored - saved).Round(time.Millisecond), time.Since(pause).Round(time.Millisecond))
+	waitProgress(t, dst.VM(), switchedAt+1000, 10*time.Second)
+	if ok, st := src.Running(); ok {
+		t.Errorf("source runs too (%s)", st)
+	}
+}
+
+func diffPages(a, b []byte) []int {
+	var diff []int
+	for off := 0; off < len(a); off += 4096 {
+		if !bytes.Equal(a[off:off+4096], b[off:off+4096]) {
+			diff = append(diff, off/4096)
+		}
+	}
+	return diff
+}
+
+// TestDirtyLog checks a harvest against the guest's own count: sweep's
+// write j (1-based) goes to arena page (j-1) mod ArenaPages, so between two
+// pauses the pages written are known exactly.
+func TestDirtyLog(t *testing.T) {
+	src := startSource(t, "sweep:delay=50000")
+	st, err := src.VM().GuestStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, n := uint64(st.ArenaFirstPage), uint64(st.ArenaPages)
+	log, err := src.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	for round := range 3 {
+		if err := src.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.Harvest(); err != nil {
+			t.Fatal(err)
+		}
+		from := progress(t, src.VM())
+		if err := src.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if err := src.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		to := progress(t, src.VM())
+		dirty, err := log.Harvest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := src.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		if to-from >= n || to == from {
+			t.Fatalf("round %d: %d writes, want 1…%d", round, to-from, n-1)
+		}
+		want := map[uint64]bool{}
+		for j := from + 1; j <= to; j++ {
+			want[first+(j-1)%n] = true
+		}
+		var missing, extra []uint64
+		for p := range want {
+			if !dirty.Has(p) {
+				missing = append(missing, p)
+			}
+		}
+		dirty.ForEach(func(p uint64) {
+			if p >= first && p < first+n && !want[p] {
+				extra = append(extra, p)
+			}
+		})
+		t.Logf("round %d: %d writes, %d pages harvested", round, to-from, dirty.Count())
+		if len(missing) > 0 || len(extra) > 0 {
+			t.Errorf("round %d: %d arena pages missing (%x), %d extra (%x)", round, len(missing), head(missing), len(extra), head(extra))
+		}
+	}
+}
+
+func head(s []uint64) []uint64 { return s[:min(len(s), 5)] }
+
+// TestThrottle measures the guest's write rate and its vCPU thread's CPU
+// time with a share of that time taken away. The rate is only logged: on a
+// loaded host the unthrottled vCPU gets less than a whole CPU, so a quota
+// cuts its rate by less than asked; the thread's CPU time is what the
+// quota bounds.
+func TestThrottle(t *testing.T) {
+	src := startSource(t, "hotset")
+	tid := src.VCPUThreads()[0]
+	measure := func() (rate, share float64) {
+		p0, c0, t0 := progress(t, src.VM()), cpuTime(t, src.PID(), tid), time.Now()
+		time.Sleep(500 * time.Millisecond)
+		d := time.Since(t0)
+		return float64(progress(t, src.VM())-p0) / d.Seconds(), float64(cpuTime(t, src.PID(), tid)-c0) / float64(d)
+	}
+	full, fullShare := measure()
+	t.Logf("throttle 0%%: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", full, 100*fullShare)
+	last := full
+	for _, pct := range []int{50, 80, 95} {
+		if err := src.SetThrottle(pct); err != nil {
+			t.Fatal(err)
+		}
+		if got := src.Throttle(); got != pct {
+			t.Errorf("Throttle() = %d, want %d", got, pct)
+		}
+		r, share := measure()
+		t.Logf("throttle %d%%: %.0f writes/s (%.2f of unthrottled), vCPU thread on a CPU %.0f%% of the time",
+			pct, r, r/full, 100*share)
+		if want := float64(100-pct) / 100; share > want+0.08 {
+			t.Errorf("throttle %d%%: the vCPU thread ran %.0f%% of the time, want at most %.0f%%", pct, 100*share, 100*want)
+		}
+		if r > last {
+			t.Errorf("throttle %d%%: the guest writes faster (%.0f/s) than with less throttle (%.0f/s)", pct, r, last)
+		}
+		last = r
+	}
+	if err := src.SetThrottle(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(qemuguest.CPUCgroupRoot, fmt.Sprintf("pagecast-%d", src.PID()))); !os.IsNotExist(err) {
+		t.Errorf("the throttle's cgroup is left after it was lifted (%v)", err)
+	}
+	if r, share := measure(); share < fullShare/2 {
+		t.Errorf("after the throttle was lifted: %.0f writes/s, vCPU on a CPU %.0f%% of the time", r, 100*share)
+	}
+}
+
+// cpuTime is the time thread tid has spent on a CPU.
+func cpuTime(t *testing.T, pid, tid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/schedstat", pid, tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns int64
+	fmt.Sscan(string(b), &ns)
+	return time.Duration(ns)
+}
+
+// TestAttach attaches to QEMUs started by hand, with guest RAM shared in a
+// memfd or a file, or not shared.
+func TestAttach(t *testing.T) {
+	bin := testutil.RequiresQEMU(t)
+	if testing.Short() {
+		t.Skip("starts QEMU")
+	}
+	const mem = "-machine pc,memory-backend=mem -object "
+	tests := []struct {
+		name    string
+		args    string
+		wantErr error
+	}{
+		{"memfd", mem + "memory-backend-memfd,id=mem,size=64M,share=on", nil},
+		{"file", mem + "memory-backend-file,id=mem,size=64M,share=on,mem-path=DIR/ram", nil},
+		{"plain memory", "-m 64M", qemuguest.ErrNotShared},
+		{"file not shared", mem + "memory-backend-file,id=mem,size=64M,mem-path=DIR/ram", qemuguest.ErrNotShared},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sock := filepath.Join(dir, "qmp.sock")
+			args := append(strings.Fields(strings.ReplaceAll(tt.args, "DIR", dir)),
+				"-accel", "tcg", "-S", "-nodefaults", "-nographic", "-qmp", "unix:"+sock+",server=on,wait=off")
+			cmd := exec.Command(bin, args...)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			for i := 0; ; i++ {
+				if _, err := os.Stat(sock); err == nil {
+					break
+				}
+				if i == 500 {
+					t.Fatal("no QMP socket after 5s")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			s, err := qemuguest.Dial(sock)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || strings.Contains(fmt.Sprint(err), "\n") {
+					t.Fatalf("Dial: %v; want one line wrapping %v", err, tt.wantErr)
+				}
+				t.Log(err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if s.MemoryBytes() != 64<<20 || s.PID() != cmd.Process.Pid || s.Identity().VCPUs != 1 {
+				t.Fatalf("%d bytes, pid %d (want %d), identity %+v", s.MemoryBytes(), s.PID(), cmd.Process.Pid, s.Identity())
+			}
+			// What this process writes QEMU's guest sees.
+			copy(s.Memory()[0x100000:], []byte{0x78, 0x56, 0x34, 0x12})
+			if got, err := qemuguest.HMP(s, "xp /1wx 0x100000"); err != nil || !strings.Contains(got, "0x12345678") {
+				t.Errorf("guest reads %q, %v at 0x100000, want 0x12345678", got, err)
+			}
+		})
+	}
+}

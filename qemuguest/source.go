@@ -1,0 +1,216 @@
+package qemuguest
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
+)
+
+var _ migrator.Guest = (*Source)(nil)
+
+// Source is a running QEMU, the VM pagecast's engine migrates away.
+type Source struct {
+	vm
+	mu       sync.Mutex
+	throttle cpuThrottle
+}
+
+// vm is what Source and Dest share: the monitor, QEMU's process, its
+// mapped RAM and identity.
+type vm struct {
+	mon   Monitor
+	pid   int
+	mem   []byte
+	tids  []int // vCPU threads
+	kvm   bool
+	id    migrator.Identity
+	v     *qemu.VM       // the QEMU StartSource or StartDest booted
+	owned []func() error // run by Close, last first
+}
+
+// Dial connects to the QMP socket of a running QEMU and maps its guest RAM.
+// The socket is this Source's until Close (QEMU serves one client per QMP
+// socket).
+func Dial(qmpPath string) (*Source, error) {
+	mon, err := dial(qmpPath)
+	if err != nil {
+		return nil, err
+	}
+	s, err := New(mon)
+	if err != nil {
+		mon.Disconnect()
+		return nil, err
+	}
+	s.owned = append(s.owned, mon.Disconnect)
+	return s, nil
+}
+
+// New is the QEMU behind mon: its process is found from its vCPU threads,
+// its guest RAM from its memory backend (shared, or an error naming the
+// options that make it so).
+func New(mon Monitor) (*Source, error) {
+	s := &Source{}
+	if err := s.attach(mon, 0, nil); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// FromVM is the QEMU v started (qemu.Start), driven through v.Monitor; v
+// stays the caller's to close.
+func FromVM(v *qemu.VM) (*Source, error) {
+	s := &Source{}
+	if err := s.attach(v.Monitor, v.PID(), v.Memory()); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// attach learns the VM through mon. pid and mem are known already for a
+// QEMU this process started, else 0 and nil.
+func (g *vm) attach(mon Monitor, pid int, mem []byte) error {
+	g.mon = mon
+	cpus, err := vcpus(mon)
+	if err != nil {
+		return err
+	}
+	for _, c := range cpus {
+		g.tids = append(g.tids, c.ThreadID)
+	}
+	if pid == 0 {
+		if pid, err = qemuPID(cpus[0].ThreadID); err != nil {
+			return err
+		}
+	}
+	g.pid = pid
+	path, size, err := ramFile(mon, pid)
+	if err != nil {
+		return err
+	}
+	if mem == nil {
+		if mem, err = mapRAM(path, size); err != nil {
+			return err
+		}
+		m := mem
+		g.owned = append(g.owned, func() error { return unix.Munmap(m) })
+	} else if uint64(len(mem)) != size {
+		return fmt.Errorf("qemu %d: %d bytes of RAM mapped, its backend has %d", pid, len(mem), size)
+	}
+	g.mem = mem
+	if g.kvm, err = accelIsKVM(mon); err != nil {
+		return err
+	}
+	var machine string
+	if err := run(mon, "qom-get", map[string]any{"path": "/machine", "property": "type"}, &machine); err != nil {
+		return err
+	}
+	g.id = identity(machine, cpus[0].QOMType, len(cpus))
+	return nil
+}
+
+// identity is what must match between two QEMUs for one's device state to
+// load in the other: the vCPU count, and a digest of the machine type (the
+// versioned one, "pc-i440fx-7.2-machine") and vCPU model. RAM size is
+// compared by the engine on its own; the guest image is in RAM, which
+// moves.
+func identity(machine, cpuModel string, n int) migrator.Identity {
+	return migrator.Identity{VCPUs: n, Image: sha256.Sum256([]byte("qemu\x00" + machine + "\x00" + cpuModel))}
+}
+
+// PID is QEMU's process id.
+func (g *vm) PID() int { return g.pid }
+
+// VCPUThreads are the host thread ids of the vCPUs (query-cpus-fast).
+func (g *vm) VCPUThreads() []int { return slices.Clone(g.tids) }
+
+func (g *vm) MemoryBytes() uint64         { return uint64(len(g.mem)) }
+func (g *vm) Memory() []byte              { return g.mem }
+func (g *vm) Identity() migrator.Identity { return g.id }
+
+// Close releases what this side opened: the RAM mapping, the QMP
+// connection or QEMU it started.
+func (g *vm) close() error {
+	var errs []error
+	for i := len(g.owned) - 1; i >= 0; i-- {
+		errs = append(errs, g.owned[i]())
+	}
+	g.owned = nil
+	return errors.Join(errs...)
+}
+
+// Running reports whether the guest runs, else QEMU's run state.
+func (s *Source) Running() (bool, string) {
+	st, err := runState(s.mon)
+	if err != nil {
+		return false, err.Error()
+	}
+	return st == "running", st
+}
+
+// StartDirtyLog tracks the pages the vCPUs write: pagecast's plugin under
+// TCG, the collector's eBPF hooks under KVM.
+func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {
+	pages := s.MemoryBytes() / 4096
+	if s.kvm {
+		return openKVMLog(s.mon, s.pid, pages)
+	}
+	return openTCGLog(s.pid, pages)
+}
+
+// Pause stops the vCPUs (QMP stop).
+func (s *Source) Pause() error { return run(s.mon, "stop", nil, nil) }
+
+// Resume runs the vCPUs again (QMP cont), from paused or from the
+// postmigrate state SaveState leaves QEMU in.
+func (s *Source) Resume() error { return run(s.mon, "cont", nil, nil) }
+
+// Throttle is the share of vCPU time taken away, in percent.
+func (s *Source) Throttle() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.throttle.pct
+}
+
+// SetThrottle takes pct percent of each vCPU thread's time away (at most
+// 99; 0 lifts the throttle).
+func (s *Source) SetThrottle(pct int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.throttle.set(s.pid, s.tids, min(pct, 99))
+}
+
+// SaveState captures QEMU's vCPU and device state from the paused guest
+// (see state.go).
+func (s *Source) SaveState() ([]byte, error) { return saveState(s.mon, s.pid) }
+
+// EarlyPages is nil: a destination QEMU reads no guest page before it
+// runs the guest.
+func (s *Source) EarlyPages(*bitmap.Bitmap) []uint64 { return nil }
+
+// Close lifts a throttle and releases the RAM mapping and whatever this
+// Source opened or started.
+func (s *Source) Close() error {
+	s.mu.Lock()
+	err := s.throttle.lift()
+	s.mu.Unlock()
+	return errors.Join(err, s.close())
+}
+
+// tmpBase is where scratch sockets go.
+func tmpBase() string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		return "/dev/shm"
+	}
+	return os.TempDir()
+}

@@ -1,0 +1,209 @@
+package qemuguest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// MaxState bounds the device state SaveState reads: with shared RAM left
+// out QEMU's stream is a few hundred KB (vCPUs, devices, option ROMs).
+const MaxState = 64 << 20
+
+// stateTimeout bounds each step of capturing or loading the state.
+const stateTimeout = 30 * time.Second
+
+// migrationInfo is what query-migrate says of QEMU's migration.
+type migrationInfo struct {
+	Status    string `json:"status"`
+	ErrorDesc string `json:"error-desc"`
+	TotalTime int64  `json:"total-time"`
+}
+
+// saveState runs QEMU's own migration, with shared RAM left out, into a
+// unix socket this process listens on, and returns the stream. QEMU ends in
+// the postmigrate state; cont runs the guest again from there.
+func saveState(mon Monitor, pid int) (_ []byte, err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("save qemu %d state: %w", pid, err)
+		}
+	}()
+	if st, err := runState(mon); err != nil {
+		return nil, err
+	} else if st == "running" {
+		return nil, errors.New("the guest is running: pause it first")
+	}
+	if err := setIgnoreShared(mon); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(tmpBase(), "pagecast-state-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "state.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	type result struct {
+		b   []byte
+		err error
+	}
+	got := make(chan result, 1)
+	deadline := time.Now().Add(stateTimeout)
+	go func() {
+		ln.SetDeadline(deadline)
+		c, err := ln.Accept()
+		if err != nil {
+			got <- result{err: fmt.Errorf("qemu did not connect: %w", err)}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(deadline)
+		b, err := io.ReadAll(io.LimitReader(c, MaxState+1))
+		switch {
+		case err != nil:
+			got <- result{err: fmt.Errorf("read qemu's stream: %w", err)}
+		case len(b) > MaxState:
+			got <- result{err: fmt.Errorf("qemu's stream is longer than %d bytes (is guest RAM shared?)", MaxState)}
+		default:
+			got <- result{b: b}
+		}
+	}()
+	if err := run(mon, "migrate", map[string]any{"uri": "unix:" + sock}, nil); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	r := <-got
+	info, werr := waitMigration(mon, deadline)
+	if werr != nil {
+		return nil, werr
+	}
+	if info.Status != "completed" {
+		return nil, fmt.Errorf("qemu's migration %s: %s", info.Status, info.ErrorDesc)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return r.b, nil
+}
+
+// waitMigration polls query-migrate until QEMU's migration has ended.
+func waitMigration(mon Monitor, deadline time.Time) (migrationInfo, error) {
+	for {
+		var info migrationInfo
+		if err := run(mon, "query-migrate", nil, &info); err != nil {
+			return info, err
+		}
+		switch info.Status {
+		case "completed", "failed", "cancelled":
+			return info, nil
+		}
+		if time.Now().After(deadline) {
+			return info, fmt.Errorf("qemu's migration still %s after %s", info.Status, stateTimeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// restoreState feeds a stream saveState captured to QEMU pid, waiting with
+// -incoming, and waits until QEMU has loaded it. QEMU 7.2 exits when a
+// stream fails to load.
+func restoreState(mon Monitor, pid int, state []byte) (err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("restore qemu %d state: %w", pid, err)
+		}
+	}()
+	if st, err := runState(mon); err != nil {
+		return err
+	} else if st != "inmigrate" {
+		return fmt.Errorf("qemu is %s, not waiting for a migration (start it with -incoming defer)", st)
+	}
+	if err := setIgnoreShared(mon); err != nil {
+		return err
+	}
+	incoming, err := incomingURI(pid)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(stateTimeout)
+	if incoming == "defer" {
+		dir, err := os.MkdirTemp(tmpBase(), "pagecast-incoming-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		incoming = "unix:" + filepath.Join(dir, "incoming.sock")
+		if err := run(mon, "migrate-incoming", map[string]any{"uri": incoming}, nil); err != nil {
+			return err
+		}
+	}
+	network, addr, ok := strings.Cut(incoming, ":")
+	if !ok || (network != "unix" && network != "tcp") {
+		return fmt.Errorf("qemu waits with -incoming %s: want defer, unix:PATH or tcp:HOST:PORT", incoming)
+	}
+	var c net.Conn
+	for {
+		if c, err = net.DialTimeout(network, addr, time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("connect to qemu's incoming %s: %w", incoming, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.SetDeadline(deadline)
+	_, err = io.Copy(c, bytes.NewReader(state))
+	c.Close()
+	if err != nil {
+		return fmt.Errorf("send the state: %w", err)
+	}
+	for {
+		st, err := runState(mon)
+		if err != nil {
+			return fmt.Errorf("%w (QEMU exits when the state does not load)", err)
+		}
+		switch st {
+		case "inmigrate":
+		case "paused", "running", "postmigrate":
+			return nil
+		default:
+			var info migrationInfo
+			run(mon, "query-migrate", nil, &info)
+			return fmt.Errorf("qemu is %s after loading the state: %s", st, info.ErrorDesc)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("qemu still loading the state after %s", stateTimeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// incomingURI is the -incoming option QEMU pid was started with.
+func incomingURI(pid int) (string, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return "", fmt.Errorf("qemu's -incoming: %w", err)
+	}
+	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	for i, a := range args {
+		switch {
+		case (a == "-incoming" || a == "--incoming") && i+1 < len(args):
+			return args[i+1], nil
+		case strings.HasPrefix(a, "-incoming="), strings.HasPrefix(a, "--incoming="):
+			_, v, _ := strings.Cut(a, "=")
+			return v, nil
+		}
+	}
+	return "", errors.New("qemu was started without -incoming")
+}

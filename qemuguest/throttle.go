@@ -1,0 +1,140 @@
+package qemuguest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// CPUCgroupRoot is where cgroup v1's cpu controller is mounted.
+var CPUCgroupRoot = "/sys/fs/cgroup/cpu"
+
+// cpuThrottle slows QEMU's vCPU threads from outside: a cgroup of the cpu
+// controller holding them, whose CFS quota is the share of each period they
+// may run. Only the vCPU threads go in, so QEMU's monitor and I/O threads
+// keep their pace.
+type cpuThrottle struct {
+	dir  string         // the cgroup, created on first use
+	home map[int]string // each thread's cgroup before, to go back to
+	pct  int
+}
+
+// cfsPeriod is the CFS period the quota is a share of: short, so a
+// throttled guest runs in slices of a few milliseconds rather than stalling
+// for long ones; longer where the quota would fall below the kernel's
+// 1 ms minimum.
+func cfsPeriod(pct int) time.Duration {
+	const base, minQuota = 20 * time.Millisecond, time.Millisecond
+	p := base
+	if left := time.Duration(100 - pct); left*base/100 < minQuota {
+		p = minQuota * 100 / left
+	}
+	return p
+}
+
+// set throttles threads tids of QEMU pid to 100-pct percent of one CPU each
+// period (pct 1…99), or lifts the throttle (pct 0).
+func (c *cpuThrottle) set(pid int, tids []int, pct int) error {
+	if pct <= 0 {
+		return c.lift()
+	}
+	if c.dir == "" {
+		if err := c.create(pid, tids); err != nil {
+			return err
+		}
+	}
+	period := cfsPeriod(pct)
+	quota := period * time.Duration(100-pct) / 100
+	write := []struct {
+		file string
+		val  int64
+	}{{"cpu.cfs_period_us", period.Microseconds()}, {"cpu.cfs_quota_us", quota.Microseconds()}}
+	for _, w := range write {
+		if err := writeInt(filepath.Join(c.dir, w.file), w.val); err != nil {
+			return fmt.Errorf("throttle qemu %d to %d%%: %w", pid, pct, err)
+		}
+	}
+	c.pct = pct
+	return nil
+}
+
+// create makes the cgroup beside the vCPU threads' own and moves them in.
+func (c *cpuThrottle) create(pid int, tids []int) error {
+	if _, err := os.Stat(filepath.Join(CPUCgroupRoot, "cpu.cfs_quota_us")); err != nil {
+		return fmt.Errorf("throttle qemu %d: cgroup v1's cpu controller is not mounted at %s: %w", pid, CPUCgroupRoot, err)
+	}
+	home := map[int]string{}
+	for _, tid := range tids {
+		cg, err := cpuCgroupOf(pid, tid)
+		if err != nil {
+			return err
+		}
+		home[tid] = cg
+	}
+	dir := filepath.Join(CPUCgroupRoot, home[tids[0]], fmt.Sprintf("pagecast-%d", pid))
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("throttle qemu %d: %w", pid, err)
+	}
+	c.dir, c.home = dir, home
+	for _, tid := range tids {
+		if err := writeInt(filepath.Join(dir, "tasks"), int64(tid)); err != nil {
+			c.lift()
+			return fmt.Errorf("throttle qemu %d: move vCPU thread %d: %w", pid, tid, err)
+		}
+	}
+	return nil
+}
+
+// lift moves the threads back where they were and removes the cgroup.
+func (c *cpuThrottle) lift() error {
+	if c.dir == "" {
+		return nil
+	}
+	var errs []error
+	for tid, home := range c.home {
+		err := writeInt(filepath.Join(CPUCgroupRoot, home, "tasks"), int64(tid))
+		if err != nil && !errors.Is(err, os.ErrNotExist) && !isNoProcess(err) {
+			errs = append(errs, fmt.Errorf("move vCPU thread %d back: %w", tid, err))
+		}
+	}
+	if err := os.Remove(c.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	c.dir, c.home, c.pct = "", nil, 0
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("lift throttle: %w", err)
+	}
+	return nil
+}
+
+// isNoProcess is the error of writing a thread that has exited to tasks.
+func isNoProcess(err error) bool { return strings.Contains(err.Error(), "no such process") }
+
+// cpuCgroupOf is the cpu controller's cgroup of thread tid of process pid,
+// relative to CPUCgroupRoot.
+func cpuCgroupOf(pid, tid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", pid, tid))
+	if err != nil {
+		return "", fmt.Errorf("cgroup of vCPU thread %d: %w", tid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		for _, ctl := range strings.Split(f[1], ",") {
+			if ctl == "cpu" {
+				return f[2], nil
+			}
+		}
+	}
+	return "", fmt.Errorf("vCPU thread %d is in no cgroup of v1's cpu controller", tid)
+}
+
+func writeInt(path string, v int64) error {
+	return os.WriteFile(path, []byte(strconv.FormatInt(v, 10)), 0)
+}
