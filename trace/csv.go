@@ -20,9 +20,15 @@ import (
 // ../shared/traces: one row per page dirtied in an epoch.
 const CSVHeader = "epoch,page"
 
-// MaxImportGap is the most empty epochs ImportCSV writes between two
-// epochs that have rows; a larger jump is taken for a mistake.
-const MaxImportGap = 1 << 20
+// MaxImportGap and ImportGapPerByte bound the empty epochs ImportCSV
+// writes for epochs that have no rows: over the whole import, at most
+// MaxImportGap plus ImportGapPerByte for every byte of CSV read so far. A
+// larger jump is taken for a mistake (or an attack: a few bytes must not
+// turn into gigabytes of empty epochs).
+const (
+	MaxImportGap     = 1 << 16
+	ImportGapPerByte = 1
+)
 
 // ExportCSV writes the rest of r's epochs to w as CSV: the header
 // "epoch,page", then one row per page, epochs and pages ascending. Empty
@@ -114,10 +120,16 @@ func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 0, 4096), 4096)
 	line := 0
-	first := true // no line but blank ones yet
+	first := true         // no line but blank ones yet
+	var read, gaps uint64 // bytes read, empty epochs to write
 	for sc.Scan() {
 		line++
-		text := strings.TrimSpace(sc.Text())
+		read += uint64(len(sc.Bytes())) + 1
+		text := sc.Text()
+		if line == 1 {
+			text = strings.TrimPrefix(text, "\ufeff") // a byte-order mark
+		}
+		text = strings.TrimSpace(text)
 		if text == "" {
 			continue
 		}
@@ -157,9 +169,11 @@ func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
 			if st.Rows > 0 {
 				gapFrom = cur + 1
 			}
-			if epoch-gapFrom > MaxImportGap {
-				return st, fmt.Errorf("csv line %d: epoch %d leaves a gap of %d empty epochs, more than %d", line, epoch, epoch-gapFrom, MaxImportGap)
+			if gap, budget := epoch-gapFrom, MaxImportGap+ImportGapPerByte*read; gap > budget-gaps {
+				return st, fmt.Errorf("csv line %d: epoch %d leaves a gap of %d empty epochs: a CSV of %d bytes may leave at most %d in all",
+					line, epoch, gap, read, budget)
 			}
+			gaps += epoch - gapFrom
 			if st.Rows > 0 {
 				if err := flush(); err != nil {
 					return st, fmt.Errorf("csv line %d: %w", line, err)

@@ -140,8 +140,8 @@ func TestHostileLengths(t *testing.T) {
 		meta Meta
 	}{
 		{"256 MiB guest", testMeta()},
-		// Pages up to 2^50: the body bound is 2 GiB.
-		{"exabyte guest", Meta{MemoryBytes: 1 << 62, PageSize: 4096, Epoch: time.Second}},
+		// 2^40 pages: the body bound is 2 GiB.
+		{"4 PiB guest", Meta{MemoryBytes: MaxMemoryBytes, PageSize: 4096, Epoch: time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			good := []Epoch{{Index: 0, Pages: []uint64{1}}, {Index: 1, Pages: []uint64{2}}}

@@ -7,7 +7,6 @@ import (
 	"hash/crc32"
 	"maps"
 	"math"
-	"math/bits"
 	"slices"
 	"time"
 )
@@ -34,6 +33,14 @@ const (
 	recordFixed = 4 + 4 + 4
 	// minBody is the smallest body: three one-byte uvarints.
 	minBody = 3
+
+	// MinPageSize and MaxPageSize bound a trace's page size: what
+	// hypervisors use, from x86's 4 KiB pages to 1 GiB huge pages.
+	MinPageSize = 4 << 10
+	MaxPageSize = 1 << 30
+	// MaxMemoryBytes bounds a trace's memory size: 4 PiB, the most a
+	// 52-bit physical address (x86-64, arm64) reaches.
+	MaxMemoryBytes = 1 << 52
 )
 
 // recordMarker opens every epoch record. Its 0x00 almost never occurs in a
@@ -97,8 +104,12 @@ func (m Meta) validate() error {
 	switch {
 	case m.PageSize == 0 || m.PageSize&(m.PageSize-1) != 0:
 		return fmt.Errorf("page size %d is not a power of two", m.PageSize)
+	case m.PageSize < MinPageSize || m.PageSize > MaxPageSize:
+		return fmt.Errorf("page size %d is outside the %d B to 1 GiB hypervisors use", m.PageSize, MinPageSize)
 	case m.MemoryBytes == 0:
 		return errors.New("memory size is zero")
+	case m.MemoryBytes > MaxMemoryBytes:
+		return fmt.Errorf("memory size %d is over the 4 PiB a 52-bit physical address reaches", m.MemoryBytes)
 	case m.MemoryBytes%uint64(m.PageSize) != 0:
 		return fmt.Errorf("memory size %d is not a whole number of %d-byte pages", m.MemoryBytes, m.PageSize)
 	case m.Epoch <= 0:
@@ -262,18 +273,26 @@ func decodeMeta(b []byte) (Meta, error) {
 }
 
 // maxBody is the largest record body a trace of m's memory can need: three
-// uvarints and one uvarint per page, none longer than a page number's; at
-// most 2 GiB.
+// uvarints, then one delta per page. A delta d takes at most d bytes (at
+// least 1 for the first, which may be 0), and the deltas add up to less
+// than the page count, so the deltas take at most pages+1 bytes. At most
+// 2 GiB.
 func maxBody(m Meta) int {
 	pages := m.Pages()
-	width := uint64(bits.Len64(pages)+6) / 7
-	if width == 0 {
-		width = 1
-	}
-	if pages > (math.MaxInt32-3*binary.MaxVarintLen64)/width {
+	if pages > math.MaxInt32-3*binary.MaxVarintLen64-1 {
 		return math.MaxInt32
 	}
-	return int(3*binary.MaxVarintLen64 + pages*width)
+	return int(3*binary.MaxVarintLen64 + 1 + pages)
+}
+
+// MaxEpochIndex is the largest epoch index a trace of epoch length epoch
+// can hold: epoch i begins i epochs after the start, and that must be
+// within the 292 years a time.Duration spans.
+func MaxEpochIndex(epoch time.Duration) uint64 {
+	if epoch <= 0 {
+		return 0
+	}
+	return uint64(math.MaxInt64 / epoch)
 }
 
 // uvarint decodes a canonical uvarint from b, as binary.Uvarint does, but

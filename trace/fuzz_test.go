@@ -85,7 +85,7 @@ func FuzzReader(f *testing.F) {
 // or one stretch of damage, and the records around it are read either way.
 func FuzzRecord(f *testing.F) {
 	m := Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: time.Second}
-	before, after := Epoch{Index: 1, Pages: []uint64{3}}, Epoch{Index: 1 << 40, Pages: []uint64{4, 5}}
+	before, after := Epoch{Index: 1, Pages: []uint64{3}}, Epoch{Index: 1 << 30, Pages: []uint64{4, 5}}
 	for _, e := range []Epoch{{Index: 2}, {Index: 5, Offset: 77, Pages: []uint64{0, 1, 255}}, {Index: 999, Pages: seq(10, 100)}} {
 		rec := appendRecord(nil, e)
 		f.Add(rec[8 : len(rec)-4])

@@ -27,6 +27,8 @@ type Reader struct {
 	minor  int
 	pages  uint64
 	limit  int // largest body, from maxBody
+	// maxIndex is the largest epoch index, from MaxEpochIndex.
+	maxIndex uint64
 
 	// buf[pos:] are bytes read but not yet consumed; buf[0] is at file
 	// offset base.
@@ -40,6 +42,8 @@ type Reader struct {
 	any    bool
 	damage []Damage
 	open   *Damage // damage being extended until a good record is found
+	grid   crcGrid // checks records in damage in constant time
+	summed int64   // bytes checksummed, for tests of the work done
 }
 
 // Open opens the trace file at path and reads its header. The caller must
@@ -99,7 +103,7 @@ func NewReader(src io.Reader) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trace header: %w", err)
 	}
-	r.meta, r.pages, r.limit = m, m.Pages(), maxBody(m)
+	r.meta, r.pages, r.limit, r.maxIndex = m, m.Pages(), maxBody(m), MaxEpochIndex(m.Epoch)
 	r.major, r.minor = int(binary.LittleEndian.Uint16(b[8:])), int(binary.LittleEndian.Uint16(b[10:]))
 	r.pos += total
 	return r, nil
@@ -166,6 +170,7 @@ func (r *Reader) closeDamage() {
 		r.open.Length = r.offset() - r.open.Offset
 		r.damage = append(r.damage, *r.open)
 		r.open = nil
+		r.grid.reset()
 	}
 }
 
@@ -198,7 +203,15 @@ func (r *Reader) record() (e Epoch, size int, reason string) {
 	if len(b) < need {
 		return e, 0, fmt.Sprintf("record of %d bytes runs past the end of the file (%d bytes left)", need, len(b))
 	}
-	if crc32.Checksum(b[:8+body], castagnoli) != binary.LittleEndian.Uint32(b[8+body:]) {
+	var sum uint32
+	if r.open != nil {
+		// Scanning damage: false markers may each claim a long body.
+		sum = r.grid.checksum(r, r.pos, r.pos+8+int(body))
+	} else {
+		sum = crc32.Checksum(b[:8+body], castagnoli)
+		r.summed += int64(8 + body)
+	}
+	if sum != binary.LittleEndian.Uint32(b[8+body:]) {
 		return e, 0, "checksum mismatch"
 	}
 	e, reason = r.decodeBody(b[8 : 8+body])
@@ -230,6 +243,9 @@ func (r *Reader) decodeBody(b []byte) (e Epoch, reason string) {
 	if count > uint64(len(b)) || count > r.pages {
 		return e, fmt.Sprintf("page count %d does not fit the record", count)
 	}
+	if hdr[0] > r.maxIndex {
+		return e, fmt.Sprintf("epoch index %d starts beyond the 292 years a trace of %v epochs spans", hdr[0], r.meta.Epoch)
+	}
 	e = Epoch{Index: hdr[0], Offset: time.Duration(hdr[1])}
 	if count == 0 {
 		if len(b) != 0 {
@@ -254,7 +270,10 @@ func (r *Reader) decodeBody(b []byte) (e Epoch, reason string) {
 			return Epoch{}, fmt.Sprintf("page numbers not increasing at page %d", i)
 		}
 		if d >= r.pages-p {
-			return Epoch{}, fmt.Sprintf("page %d is beyond the trace's %d pages", i, r.pages)
+			if d > math.MaxUint64-p {
+				return Epoch{}, fmt.Sprintf("page number overflows at entry %d", i)
+			}
+			return Epoch{}, fmt.Sprintf("page %d (entry %d) is beyond the trace's %d pages", p+d, i, r.pages)
 		}
 		p += d
 		pages[i] = p

@@ -97,6 +97,9 @@ func (w *Writer) check(e Epoch) error {
 	if w.any && e.Index <= w.last {
 		return fmt.Errorf("index does not follow the previous epoch's %d", w.last)
 	}
+	if e.Index > MaxEpochIndex(w.meta.Epoch) {
+		return fmt.Errorf("index is beyond the 292 years a trace of %v epochs spans", w.meta.Epoch)
+	}
 	if e.Offset < 0 {
 		return fmt.Errorf("negative offset %v", e.Offset)
 	}
