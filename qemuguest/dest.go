@@ -1,8 +1,6 @@
 package qemuguest
 
 import (
-	"errors"
-
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
 )
@@ -73,4 +71,4 @@ func (d *Dest) Restore(state []byte) error { return restoreState(d.mon, d.pid, s
 func (d *Dest) Start() error { return run(d.mon, "cont", nil, nil) }
 
 // Close releases the RAM mapping and whatever this Dest opened or started.
-func (d *Dest) Close() error { return errors.Join(d.close()) }
+func (d *Dest) Close() error { return d.close() }

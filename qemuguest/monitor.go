@@ -133,6 +133,14 @@ func setIgnoreShared(mon Monitor) error {
 	return run(mon, "migrate-set-capabilities", map[string]any{"capabilities": ignoreShared}, nil)
 }
 
+// clearIgnoreShared turns x-ignore-shared off again once the state has
+// moved, so that a migration QEMU drives itself later (pagecast migrate on
+// a QEMU) carries RAM as usual.
+func clearIgnoreShared(mon Monitor) error {
+	return run(mon, "migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{
+		{"capability": "x-ignore-shared", "state": false}}}, nil)
+}
+
 // accelIsKVM says whether QEMU runs its guest under KVM (else TCG). Only
 // query-kvm is asked: QEMU 7.2 under TCG crashes on some dirty-rate
 // commands.

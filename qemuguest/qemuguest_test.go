@@ -134,6 +134,9 @@ func captureRestore(t *testing.T, src *qemuguest.Source, incoming string) {
 		t.Fatalf("identity %+v, %d bytes; destination %+v, %d bytes",
 			src.Identity(), src.MemoryBytes(), dst.Identity(), dst.MemoryBytes())
 	}
+	if n := len(diffPages(dst.Memory(), make([]byte, len(dst.Memory())))); n > 0 {
+		t.Logf("the waiting destination QEMU wrote %d pages of its RAM", n)
+	}
 	if err := src.Pause(); err != nil {
 		t.Fatal(err)
 	}

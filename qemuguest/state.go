@@ -43,6 +43,11 @@ func saveState(mon Monitor, pid int) (_ []byte, err error) {
 	if err := setIgnoreShared(mon); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if cerr := clearIgnoreShared(mon); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
 	dir, err := os.MkdirTemp(tmpBase(), "pagecast-state-")
 	if err != nil {
 		return nil, err
@@ -132,6 +137,11 @@ func restoreState(mon Monitor, pid int, state []byte) (err error) {
 	if err := setIgnoreShared(mon); err != nil {
 		return err
 	}
+	defer func() {
+		if err == nil {
+			err = clearIgnoreShared(mon)
+		}
+	}()
 	incoming, err := incomingURI(pid)
 	if err != nil {
 		return err
@@ -195,15 +205,22 @@ func incomingURI(pid int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("qemu's -incoming: %w", err)
 	}
-	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	if uri, ok := incomingArg(strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")); ok {
+		return uri, nil
+	}
+	return "", errors.New("qemu was started without -incoming")
+}
+
+// incomingArg finds the value of -incoming in a QEMU command line.
+func incomingArg(args []string) (string, bool) {
 	for i, a := range args {
 		switch {
 		case (a == "-incoming" || a == "--incoming") && i+1 < len(args):
-			return args[i+1], nil
+			return args[i+1], true
 		case strings.HasPrefix(a, "-incoming="), strings.HasPrefix(a, "--incoming="):
 			_, v, _ := strings.Cut(a, "=")
-			return v, nil
+			return v, true
 		}
 	}
-	return "", errors.New("qemu was started without -incoming")
+	return "", false
 }
