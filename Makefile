@@ -43,3 +43,13 @@ bench: ## Run the benchmarks (end-to-end ones once, side by side with QEMU; micr
 .PHONY: demo
 demo: build ## Run the main job end to end on a local VM
 	./$(BIN) --log-level warn demo
+
+FUZZTIME ?= 10m
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 10m); FUZZFLAGS adds flags, e.g. -parallel=1
+	set -e; for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$pkg/*_test.go | sed 's/^func //'); do \
+	    echo "== $$pkg $$target"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $(FUZZFLAGS) $$pkg; \
+	  done; \
+	done

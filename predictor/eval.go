@@ -39,6 +39,10 @@ type EvalOptions struct {
 	// used for Result.Calibration and the expected calibration error;
 	// 0 means DefaultBins.
 	Bins int
+	// Pages, if set, is the PageMap the epochs were remapped with: the
+	// predictors forecast its dense pages, and the scores count every
+	// guest page, Far standing for those outside its runs.
+	Pages *PageMap
 }
 
 func (o EvalOptions) withDefaults() EvalOptions {
@@ -128,8 +132,9 @@ type Bin struct {
 // epoch t. The first Warmup epochs are only observed. The predictors must
 // be fresh (they see the whole trace) and are scored in parallel, one
 // result each, in order. Epoch indices that the trace skips (lost to
-// damage) are observed as empty and not scored, nor are epochs whose
-// horizon reaches past the trace or into a skipped epoch.
+// damage) are observed as empty (at most maxGapObserved of each gap) and
+// not scored, nor are epochs whose horizon reaches past the trace or into
+// a skipped epoch.
 func Evaluate(epochs []trace.Epoch, pages uint64, preds []Predictor, o EvalOptions) []Result {
 	o = o.withDefaults()
 	tl := newTimeline(epochs, o.Horizon)
@@ -149,53 +154,59 @@ func Evaluate(epochs []trace.Epoch, pages uint64, preds []Predictor, o EvalOptio
 	return results
 }
 
-// timeline is a trace's epochs on a dense clock, gaps included, with the
-// outcome of every epoch that can be scored at the horizon.
+// maxGapObserved is how many epochs of an index gap (lost to damage) the
+// predictors observe as empty: after 64 every page's history is clean, so
+// more change little, and a few bytes claiming a gap of 2^40 epochs must
+// not cost 2^40 steps.
+const maxGapObserved = 2 * keepEpochs
+
+// timeline is a trace's epochs in order, with the gap before each (the
+// indices the trace skips) and the outcome of every epoch that can be
+// scored at the horizon. Its size follows the epochs, not their indices.
 type timeline struct {
-	first uint64
-	slots [][]uint64 // pages dirtied in each clock slot; nil for a gap
-	known []bool     // whether the slot was in the trace
-	// outcome[t] is the union of the pages dirtied in slots t .. t+h-1,
-	// or nil if t cannot be scored.
-	outcome [][]uint64
-	scored  []bool
+	steps []step
+}
+
+type step struct {
+	index uint64
+	pages []uint64
+	gap   int // empty epochs observed before this one: min(skipped, maxGapObserved)
+	// outcome is the union of the pages dirtied in this epoch and the
+	// h-1 after it, if they are all in the trace; scored says whether
+	// they are.
+	outcome []uint64
+	scored  bool
 }
 
 func newTimeline(epochs []trace.Epoch, h int) *timeline {
-	tl := &timeline{}
-	if len(epochs) == 0 {
-		return tl
+	tl := &timeline{steps: make([]step, len(epochs))}
+	for i, e := range epochs {
+		st := &tl.steps[i]
+		st.index, st.pages = e.Index, e.Pages
+		if i > 0 {
+			st.gap = int(min(e.Index-epochs[i-1].Index-1, maxGapObserved))
+		}
 	}
-	tl.first = epochs[0].Index
-	n := int(epochs[len(epochs)-1].Index - tl.first + 1)
-	tl.slots = make([][]uint64, n)
-	tl.known = make([]bool, n)
-	for _, e := range epochs {
-		t := e.Index - tl.first
-		tl.slots[t] = e.Pages
-		tl.known[t] = true
-	}
-	tl.outcome = make([][]uint64, n)
-	tl.scored = make([]bool, n)
-	for t := 0; t+h <= n; t++ {
+	for t := 0; t+h <= len(epochs); t++ {
 		ok := true
-		for k := t; k < t+h; k++ {
-			ok = ok && tl.known[k]
+		for k := t + 1; k < t+h; k++ {
+			ok = ok && epochs[k].Index == epochs[t].Index+uint64(k-t)
 		}
 		if !ok {
 			continue
 		}
-		tl.scored[t] = true
+		st := &tl.steps[t]
+		st.scored = true
 		if h == 1 {
-			tl.outcome[t] = tl.slots[t]
+			st.outcome = st.pages
 			continue
 		}
 		var u []uint64
 		for k := t; k < t+h; k++ {
-			u = append(u, tl.slots[k]...)
+			u = append(u, epochs[k].Pages...)
 		}
 		slices.Sort(u)
-		tl.outcome[t] = slices.Compact(u)
+		st.outcome = slices.Compact(u)
 	}
 	return tl
 }
@@ -239,8 +250,23 @@ func evaluate(tl *timeline, pages uint64, p Predictor, o EvalOptions) Result {
 	dst := make([]float32, pages)
 	thr := float32(o.Threshold)
 	bins := float32(o.Bins)
-	for s := range tl.slots {
-		if s >= o.Warmup && tl.scored[s] {
+	// With a PageMap, the dense pages past pm.Mapped() are Far's block:
+	// Far is scored once for every guest page outside the runs, the
+	// others not at all.
+	scoredPages, realPages := pages, pages
+	var far uint64
+	farWeight := uint64(0)
+	if pm := o.Pages; pm != nil {
+		scoredPages, realPages, far = pm.Mapped(), pm.Total, pm.Far
+		farWeight = pm.Total - pm.Mapped()
+	}
+	observed := 0
+	for _, st := range tl.steps {
+		for range st.gap {
+			p.Observe(nil)
+			observed++
+		}
+		if observed >= o.Warmup && st.scored {
 			if hp != nil && o.Horizon > 1 {
 				hp.PredictHorizon(dst, o.Horizon)
 			} else {
@@ -248,21 +274,28 @@ func evaluate(tl *timeline, pages uint64, p Predictor, o EvalOptions) Result {
 			}
 			var sumP, sq float64
 			var pp uint64
-			for _, v := range dst {
+			score := func(v float32, w uint64) {
 				v = min(max(v, 0), 1) // also maps NaN to 0
+				wf := float64(w)
 				b := bucketOf(v)
-				t.n[b]++
-				t.sum[b] += float64(v)
+				t.n[b] += w
+				t.sum[b] += wf * float64(v)
 				c := min(int(v*bins), o.Bins-1)
-				t.bn[c]++
-				t.bsum[c] += float64(v)
-				sumP += float64(v)
-				sq += float64(v) * float64(v)
+				t.bn[c] += w
+				t.bsum[c] += wf * float64(v)
+				sumP += wf * float64(v)
+				sq += wf * float64(v) * float64(v)
 				if v >= thr {
-					pp++
+					pp += w
 				}
 			}
-			for _, pg := range tl.outcome[s] {
+			for _, v := range dst[:scoredPages] {
+				score(v, 1)
+			}
+			if farWeight > 0 {
+				score(dst[far], farWeight)
+			}
+			for _, pg := range st.outcome {
 				v := min(max(dst[pg], 0), 1)
 				t.pos[bucketOf(v)]++
 				t.bpos[min(int(v*bins), o.Bins-1)]++
@@ -273,11 +306,12 @@ func evaluate(tl *timeline, pages uint64, p Predictor, o EvalOptions) Result {
 			}
 			t.sq += sq
 			t.pp += pp
-			t.pairs += pages
-			t.posAll += uint64(len(tl.outcome[s]))
-			r.Epochs = append(r.Epochs, EpochScore{Index: tl.first + uint64(s), Predicted: sumP, Actual: len(tl.outcome[s])})
+			t.pairs += realPages
+			t.posAll += uint64(len(st.outcome))
+			r.Epochs = append(r.Epochs, EpochScore{Index: st.index, Predicted: sumP, Actual: len(st.outcome)})
 		}
-		p.Observe(tl.slots[s])
+		p.Observe(st.pages)
+		observed++
 	}
 	t.finish(&r, o.Bins)
 	return r

@@ -86,6 +86,7 @@ func EvaluateFile(path string, o EvalOptions) ([]Result, error) {
 	if len(epochs) == 0 {
 		return nil, fmt.Errorf("%s: no epochs to evaluate", path)
 	}
-	pages := m.Pages()
+	pages, pm := MapPages(epochs, m.Pages())
+	o.Pages = pm
 	return Evaluate(epochs, pages, Contenders(pages, Options{Horizon: max(o.Horizon, 1)}), o), nil
 }

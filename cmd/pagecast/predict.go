@@ -113,8 +113,8 @@ func predictEval(c *cli.Context) error {
 	if len(epochs) <= warmup+horizon-1 {
 		return fmt.Errorf("%s: %d epochs, not enough to score after a warm-up of %d at horizon %d", path, len(epochs), warmup, horizon)
 	}
-	pages := meta.Pages()
-	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Horizon: horizon}
+	pages, pm := predictor.MapPages(epochs, meta.Pages())
+	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Horizon: horizon, Pages: pm}
 	if warmup == 0 {
 		eo.Warmup = -1
 	}
@@ -127,8 +127,12 @@ func predictEval(c *cli.Context) error {
 		ahead = fmt.Sprintf("the next %d epochs", horizon)
 	}
 	fmt.Fprintf(out, "%s: %d pages (%s), %d epochs of %v; scored %d epochs after a warm-up of %d, %s, threshold %g\n",
-		filepath.Base(path), pages, units.FormatBytes(float64(meta.MemoryBytes)), len(epochs), meta.Epoch,
+		filepath.Base(path), meta.Pages(), units.FormatBytes(float64(meta.MemoryBytes)), len(epochs), meta.Epoch,
 		scored, warmup, ahead, thr)
+	if pm != nil {
+		fmt.Fprintf(out, "predictors kept %d pages: the %d near pages the trace dirtied, and one for the %d never dirtied nor near one\n",
+			pm.Len(), pm.Mapped(), meta.Pages()-pm.Mapped())
+	}
 	writeEvalTable(out, results)
 	if dir := c.String("plots"); dir != "" {
 		if err := writePlots(dir, filepath.Base(path), results); err != nil {

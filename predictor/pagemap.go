@@ -1,0 +1,144 @@
+package predictor
+
+import (
+	"slices"
+	"sort"
+
+	"github.com/pagecast/pagecast/trace"
+)
+
+// The predictors keep state for every page, so a trace of a huge guest
+// (a header may claim 1 TiB, or 4 PiB) would cost memory and time in
+// proportion to the memory size, not to the pages the trace holds. A
+// PageMap puts the pages a trace dirties, with their neighbours, on a
+// dense range instead; one more page, Far, stands for all the others.
+
+const (
+	// DensePages is the page count up to which a trace is predicted
+	// over all its pages (a 256 MiB guest of 4 KiB pages).
+	DensePages = 1 << 16
+	// mapPad is how many pages on each side of a dirtied page a PageMap
+	// keeps: twice the model's neighbourhood, so every page whose
+	// neighbours were ever dirtied sees all of its neighbours.
+	mapPad = 2 * DefaultWindow
+)
+
+// PageMap maps a guest's pages onto a dense range: runs of the guest's
+// pages, each dirtied page with mapPad pages either side, one after
+// another, then a block of 2·mapPad+1 pages whose middle one, Far, stands
+// for every page outside the runs (never dirtied, nor any neighbour of
+// it, so all such pages get the same forecast).
+type PageMap struct {
+	// Total is the guest's page count.
+	Total uint64
+	// Far is the dense index of the page that stands for the pages
+	// outside the runs.
+	Far uint64
+	starts []uint64 // guest page of each run's first page
+	at     []uint64 // dense index of each run's first page
+	mapped uint64   // guest pages in runs; dense indices below it are theirs
+}
+
+// Len returns the number of dense pages, Far's block included.
+func (m *PageMap) Len() uint64 { return m.mapped + 2*mapPad + 1 }
+
+// Mapped returns how many guest pages the runs hold; the other
+// Total-Mapped are all represented by Far.
+func (m *PageMap) Mapped() uint64 { return m.mapped }
+
+// Outside reports whether dense index i is in Far's block rather than a
+// guest page's.
+func (m *PageMap) Outside(i uint64) bool { return i >= m.mapped }
+
+// Dense returns the dense index of guest page p: its own, or Far.
+func (m *PageMap) Dense(p uint64) uint64 {
+	r := sort.Search(len(m.starts), func(i int) bool { return m.starts[i] > p }) - 1
+	if r >= 0 {
+		end := m.mapped
+		if r+1 < len(m.at) {
+			end = m.at[r+1]
+		}
+		if off := p - m.starts[r]; off < end-m.at[r] {
+			return m.at[r] + off
+		}
+	}
+	return m.Far
+}
+
+// Runs calls f for each run in guest order: guest pages [start, start+n)
+// are dense pages [at, at+n).
+func (m *PageMap) Runs(f func(start, at, n uint64) bool) {
+	for r := range m.starts {
+		end := m.mapped
+		if r+1 < len(m.at) {
+			end = m.at[r+1]
+		}
+		if !f(m.starts[r], m.at[r], end-m.at[r]) {
+			return
+		}
+	}
+}
+
+// PlanPages returns a PageMap for a trace of pages guest pages, or nil if
+// the predictors should keep every page: a small guest, or one whose
+// pages the trace mostly reaches anyway. Its memory follows the pages the
+// epochs hold.
+func PlanPages(epochs []trace.Epoch, pages uint64) *PageMap {
+	if pages <= DensePages {
+		return nil
+	}
+	var dirty []uint64
+	compactAt := 1 << 16
+	for _, e := range epochs {
+		dirty = append(dirty, e.Pages...)
+		if len(dirty) >= compactAt {
+			slices.Sort(dirty)
+			dirty = slices.Compact(dirty)
+			compactAt = max(compactAt, 2*len(dirty))
+		}
+	}
+	slices.Sort(dirty)
+	dirty = slices.Compact(dirty)
+	m := &PageMap{Total: pages}
+	var end uint64 // end of the last run, in guest pages
+	for _, p := range dirty {
+		lo, hi := p-min(p, mapPad), min(p+mapPad+1, pages)
+		if len(m.starts) > 0 && lo <= end {
+			m.mapped += hi - end
+			end = hi
+			continue
+		}
+		m.starts = append(m.starts, lo)
+		m.at = append(m.at, m.mapped)
+		m.mapped += hi - lo
+		end = hi
+	}
+	if m.Len() >= pages/2 {
+		return nil
+	}
+	m.Far = m.mapped + mapPad
+	return m
+}
+
+// Remap rewrites epochs' pages, in place, as m's dense indices (every
+// page of epochs PlanPages planned m for has its own).
+func (m *PageMap) Remap(epochs []trace.Epoch) {
+	for _, e := range epochs {
+		for k, p := range e.Pages {
+			e.Pages[k] = m.Dense(p)
+		}
+	}
+}
+
+// MapPages plans a PageMap for epochs of a guest of pages pages and, if
+// one is worth it, remaps epochs with it in place. It returns the page
+// count the predictors are to keep (pm.Len(), or pages) and the map (nil:
+// none).
+func MapPages(epochs []trace.Epoch, pages uint64) (uint64, *PageMap) {
+	pm := PlanPages(epochs, pages)
+	if pm == nil {
+		return pages, nil
+	}
+	pm.Remap(epochs)
+	return pm.Len(), pm
+}
