@@ -31,6 +31,14 @@
 //     guest. QEMU's own cpu-throttle-percentage acts only while QEMU itself
 //     migrates, and SIGSTOP stops every thread of QEMU, its monitor too.
 //
+// Not for TSMC: its stage 3 drops the dirty pages from the destination's
+// RAM and catches the guest's first touch with userfaultfd on pagecast's
+// own mapping. QEMU's vCPUs touch RAM through QEMU's mapping, which no
+// fault reaches: a dropped page comes back zero-filled, and the page the
+// source pushes later is refused as present (measured: a destination guest
+// whose status page restarted at zero and stopped). Pre-copy, throttle,
+// predictive and mecom write every page before Start and are safe.
+//
 // StartSource and StartDest boot QEMUs set up for this (shared RAM, the
 // plugin under TCG, -incoming defer), for tests and `vm run --monitor qemu`.
 package qemuguest
