@@ -279,14 +279,14 @@ func migrateWith(b *testing.B, workload string, cfg migrator.Config) migrationRe
 			return
 		}
 		defer conn.Close()
-		_, err = migrator.Receive(context.Background(), conn, dst, migrator.ReceiveConfig{})
+		_, err = migrator.Receive(context.Background(), conn, dst.Migratable(), migrator.ReceiveConfig{})
 		received <- err
 	}()
 	p0, t0 := progress(b, src.GuestStatus), time.Now()
 	time.Sleep(time.Second)
 	before := progress(b, src.GuestStatus)
 	baseline := float64(before-p0) / time.Since(t0).Seconds()
-	m, err := migrator.Outgoing(src, "tcp:"+l.Addr().String(), cfg)
+	m, err := migrator.Outgoing(src.Migratable(), "tcp:"+l.Addr().String(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

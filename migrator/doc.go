@@ -1,15 +1,26 @@
-// Package migrator moves a running pagecast virtual machine to another
-// monitor over TCP: the source engine (pre-copy rounds whose page choice is
-// a Policy: plain pre-copy after Clark et al., or predictive deferral after
-// Wei et al.), the receiver that rebuilds the machine on the destination,
-// the framed, versioned, checksummed wire protocol between them, a token
-// bucket that makes loopback behave like a slower link, and the QMP
-// commands (migrate, query-migrate, migrate-set-parameters, migrate_cancel)
-// with QEMU's names and reply shapes.
+// Package migrator moves a running virtual machine to another monitor over
+// TCP: the source engine (pre-copy rounds whose page choice is a policy:
+// plain pre-copy after Clark et al., predictive deferral after Wei et al.,
+// CPU throttling after Jin et al. 2011, three-stage copy after Song et al.,
+// each optionally with MECOM compression), the receiver that rebuilds the
+// machine on the destination, the framed, versioned, checksummed wire
+// protocol between them, a token bucket that makes loopback behave like a
+// slower link, and the QMP commands (migrate, query-migrate,
+// migrate-set-parameters, migrate_cancel) with QEMU's names and reply
+// shapes.
+//
+// The engine knows a virtual machine only through the interfaces in
+// guest.go: Guest on the source (memory, a dirty log, pause and resume, a
+// CPU share, its state as opaque bytes), Destination on the receiving side
+// (memory, restore, start). pagecast's own monitor (vmm.VM.Migratable), a
+// QEMU whose RAM is shared memory, and the simulator's trace-driven guest
+// implement them; its timing goes through a Clock, so the same engine runs
+// live and on a virtual clock.
 //
 // Safety first: the destination only starts the guest after it has checked
-// its memory against the stopped source's checksums and the source has
-// answered with a commit; until then any failure — a refused handshake, a
-// dead destination, a cut link, a corrupt record — leaves (or puts) the
-// source running and reports the migration failed.
+// its memory against the stopped source's checksums, restored the guest's
+// state, and the source has answered with a commit; until then any failure
+// — a refused handshake, a dead destination, a cut link, a corrupt record,
+// a state the destination cannot restore — leaves (or puts) the source
+// running and reports the migration failed.
 package migrator

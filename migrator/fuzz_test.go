@@ -35,7 +35,8 @@ func FuzzReader(f *testing.F) {
 	var (
 		pages    = func(w *Writer) error { return w.Pages([]uint64{7, 255}, mem) }
 		zero     = func(w *Writer) error { return w.Zero(0, 7) }
-		vcpus    = func(w *Writer) error { return w.VCPUs(recTestVCPUStates(2)) }
+		state    = func(w *Writer) error { return w.State(StateGuest, recTestState(40)) }
+		chunked  = func(w *Writer) error { return w.stateChunk(StateGuest, 100, 60, recTestState(40)) }
 		digest   = func(w *Writer) error { return w.Digest(ComputeDigest(mem)) }
 		end      = func(w *Writer) error { return w.Text(RecEnd, "") }
 		round    = func(w *Writer) error { return w.EndRound(3) }
@@ -45,9 +46,9 @@ func FuzzReader(f *testing.F) {
 		request  = func(w *Writer) error { return w.Request([]uint64{5, 255}) }
 		coded    = func(w *Writer) error { return w.Compressed([]uint64{3, 4}, []byte{0x20, 0x20}) }
 	)
-	whole := seed(pages, zero, round, vcpus, digest, end)
+	whole := seed(pages, zero, round, state, digest, end)
 	f.Add(whole)
-	for _, rec := range []func(*Writer) error{pages, zero, vcpus, digest, end, round, verified, abort, bitmap, request, coded} {
+	for _, rec := range []func(*Writer) error{pages, zero, state, chunked, digest, end, round, verified, abort, bitmap, request, coded} {
 		f.Add(seed(rec))
 	}
 	for _, i := range []int{3, 40, 100, len(whole) / 2, len(whole) - 1} {
@@ -99,7 +100,7 @@ func recFuzzRead(t *testing.T, stream []byte) {
 			return
 		}
 		if n == 0 {
-			r.SetLimits(recTestPages, recTestVCPUs)
+			r.SetLimits(recTestPages)
 		}
 		switch rec.Type {
 		case RecPages, RecRequest, RecCompressed:
@@ -122,9 +123,11 @@ func recFuzzRead(t *testing.T, stream []byte) {
 			if rec.Count == 0 || rec.First+rec.Count < rec.First || rec.First+rec.Count > recTestPages {
 				t.Fatalf("record %d: zero run %d+%d", n, rec.First, rec.Count)
 			}
-		case RecVCPUs:
-			if len(rec.VCPUs) < 1 || len(rec.VCPUs) > recTestVCPUs {
-				t.Fatalf("record %d: %d vcpu states", n, len(rec.VCPUs))
+		case RecState:
+			c := rec.State
+			if c.Kind != StateGuest || c.Total > MaxState || uint64(c.Offset)+uint64(len(c.Data)) > uint64(c.Total) ||
+				(len(c.Data) == 0 && c.Total != 0) {
+				t.Fatalf("record %d: state chunk of kind %d, %d+%d of %d bytes", n, c.Kind, c.Offset, len(c.Data), c.Total)
 			}
 		case RecDigest:
 			if rec.Digest.ChunkBytes == 0 || rec.Digest.ChunkBytes%PageSize != 0 {
@@ -143,6 +146,9 @@ func recFuzzRead(t *testing.T, stream []byte) {
 		}
 		if rec.Type != RecPages && len(rec.Data) != 0 {
 			t.Fatalf("record %d (%s) has page data", n, rec.Type)
+		}
+		if rec.Type != RecState && (rec.State.Kind != 0 || len(rec.State.Data) != 0) {
+			t.Fatalf("record %d (%s) has a state chunk", n, rec.Type)
 		}
 		// A record has one encoding: what was accepted is what the Writer
 		// makes of the decoded record.
@@ -173,8 +179,8 @@ func recEncode(t *testing.T, rec *Record) []byte {
 		err = w.Zero(rec.First, rec.Count)
 	case RecEndRound:
 		err = w.EndRound(rec.Round)
-	case RecVCPUs:
-		err = w.VCPUs(rec.VCPUs)
+	case RecState:
+		err = w.stateChunk(rec.State.Kind, rec.State.Total, rec.State.Offset, rec.State.Data)
 	case RecDigest:
 		err = w.Digest(rec.Digest)
 	case RecVerified:

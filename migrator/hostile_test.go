@@ -5,44 +5,41 @@ import (
 	"net"
 	"strings"
 	"testing"
-
-	"github.com/pagecast/pagecast/internal/testutil"
-	"github.com/pagecast/pagecast/vmm"
 )
 
 // TestReceiveHostile plays sources that lie: each stream must be refused
 // with a reason, and the destination's guest must never start.
 func TestReceiveHostile(t *testing.T) {
-	testutil.RequiresKVM(t)
-	const mem = 16 << 20
+	idle := memConfig{Memory: 4 << 20, Hot: 1}
+	const mem = 4 << 20
 	pages := uint64(mem / PageSize)
 	for _, tc := range []struct {
 		name string
 		want string
-		send func(w *Writer, src *vmm.VM)
+		send func(w *Writer, src *memGuest)
 	}{
-		{"page beyond memory", "beyond", func(w *Writer, src *vmm.VM) {
+		{"page beyond memory", "beyond", func(w *Writer, src *memGuest) {
 			big := make([]byte, 2*mem) // the Writer checks only against what it is given
 			w.Pages([]uint64{pages + 5}, big)
 		}},
-		{"zero run past the end", "malformed", func(w *Writer, src *vmm.VM) {
+		{"zero run past the end", "malformed", func(w *Writer, src *memGuest) {
 			w.Zero(pages-2, 4)
 		}},
-		{"corrupt compressed pages", "corrupt", func(w *Writer, src *vmm.VM) {
+		{"corrupt compressed pages", "corrupt", func(w *Writer, src *memGuest) {
 			// A valid record (its checksum is right) whose compressed
 			// contents are garbage: only the decoder can tell.
 			w.Compressed([]uint64{1, 2}, []byte{0x03, 0xff, 0x13, 0x37, 0x00})
 		}},
-		{"stream cut inside a record", "unexpected EOF", func(w *Writer, src *vmm.VM) {
+		{"stream cut inside a record", "unexpected EOF", func(w *Writer, src *memGuest) {
 			w.Pages([]uint64{1, 2, 3}, src.Memory())
 			w.Flush()
 			// The test below cuts the connection after flushing part.
 		}},
-		{"pages missing at the end", "never arrived", func(w *Writer, src *vmm.VM) {
+		{"pages missing at the end", "never arrived", func(w *Writer, src *memGuest) {
 			w.Zero(0, pages-1)
 			sendTail(w, src)
 		}},
-		{"checksums disagree", "verify memory", func(w *Writer, src *vmm.VM) {
+		{"checksums disagree", "verify memory", func(w *Writer, src *memGuest) {
 			all := make([]uint64, 0, MaxBatch)
 			for gfn := range pages {
 				all = append(all, gfn)
@@ -56,8 +53,9 @@ func TestReceiveHostile(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			src := newGuest(t, mem, "idle", false)
-			dst := newGuest(t, mem, "idle", false)
+			src := newMemGuest(t, idle, false)
+			fillMixed(src.mem, 3)
+			dst := newMemGuest(t, idle, false)
 			a, b := net.Pipe()
 			done := make(chan error, 1)
 			go func() {
@@ -73,7 +71,7 @@ func TestReceiveHostile(t *testing.T) {
 					}
 				}
 			}()
-			w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: mem, VCPUs: 1, Image: dst.ImageDigest()})
+			w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: mem, VCPUs: 1, Image: dst.Identity().Image})
 			w.Flush()
 			tc.send(w, src)
 			if tc.name == "stream cut inside a record" {
@@ -90,17 +88,18 @@ func TestReceiveHostile(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Receive: %v, want an error about %q", err, tc.want)
 			}
-			if st, _ := dst.State(); st != vmm.StatePrelaunch {
+			if ok, st := dst.Waiting(); !ok {
 				t.Fatalf("destination guest is %s after a hostile stream", st)
 			}
 		})
 	}
 }
 
-// sendTail sends what ends an honest stream: vCPU state, checksums, end.
-func sendTail(w *Writer, src *vmm.VM) {
-	states, _ := src.SaveVCPUs()
-	w.VCPUs(states)
+// sendTail sends what ends an honest stream: the guest's state, checksums,
+// end.
+func sendTail(w *Writer, src *memGuest) {
+	state, _ := src.SaveState()
+	w.State(StateGuest, state)
 	w.Digest(ComputeDigest(src.Memory()))
 	w.Text(RecEnd, "")
 }
@@ -108,9 +107,8 @@ func sendTail(w *Writer, src *vmm.VM) {
 // TestSourceResumesOnMismatch: a destination that reports its copy does not
 // match makes the migration fail, and the paused source runs again.
 func TestSourceResumesOnMismatch(t *testing.T) {
-	testutil.RequiresKVM(t)
-	const mem = 16 << 20
-	src := newGuest(t, mem, "hotset:hot=256", true)
+	src := newMemGuest(t, lightLoad, true)
+	mem := lightLoad.Memory
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +126,7 @@ func TestSourceResumesOnMismatch(t *testing.T) {
 		}
 		w.Text(RecAccept, "")
 		w.Flush()
-		r.SetLimits(mem/PageSize, 1)
+		r.SetLimits(mem / PageSize)
 		for {
 			rec, err := r.Next()
 			if err != nil {
@@ -150,9 +148,8 @@ func TestSourceResumesOnMismatch(t *testing.T) {
 	if err == nil || !strings.Contains(info.ErrorDesc, "does not match") {
 		t.Fatalf("migration with a mismatching destination: %v", err)
 	}
-	if st, _ := src.State(); st != vmm.StateRunning {
+	if ok, st := src.Running(); !ok {
 		t.Fatalf("source is %s after a verification failure", st)
 	}
-	s, _ := src.GuestStatus()
-	waitProgress(t, src, s.TotalProgress())
+	waitWrites(t, src, src.seqNow())
 }

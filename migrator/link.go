@@ -13,6 +13,7 @@ import (
 // loopback connection behaves like a slower link. QEMU's max-bandwidth
 // limits its migration stream the same way.
 type Limiter struct {
+	clock  Clock
 	mu     sync.Mutex
 	rate   float64 // bytes per second; 0: unlimited
 	tokens float64
@@ -27,9 +28,15 @@ const limiterBurst = 20 * time.Millisecond
 // minBurst is the smallest bucket: one buffered write of the wire protocol.
 const minBurst = 64 << 10
 
-// NewLimiter returns a limiter at bytesPerSecond; 0 means no limit.
+// NewLimiter returns a limiter at bytesPerSecond on the wall clock; 0
+// means no limit.
 func NewLimiter(bytesPerSecond uint64) *Limiter {
-	l := &Limiter{last: time.Now()}
+	return NewLimiterClock(WallClock{}, bytesPerSecond)
+}
+
+// NewLimiterClock returns a limiter at bytesPerSecond whose time is clock's.
+func NewLimiterClock(clock Clock, bytesPerSecond uint64) *Limiter {
+	l := &Limiter{clock: clock, last: clock.Now()}
 	l.SetRate(bytesPerSecond)
 	return l
 }
@@ -60,7 +67,7 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 		l.mu.Unlock()
 		return nil
 	}
-	now := time.Now()
+	now := l.clock.Now()
 	l.tokens = min(l.burst(), l.tokens+now.Sub(l.last).Seconds()*l.rate)
 	l.last = now
 	l.tokens -= float64(n) // may go negative: the debt is slept off below
@@ -70,10 +77,8 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 	if debt <= 0 {
 		return nil
 	}
-	t := time.NewTimer(time.Duration(debt / rate * float64(time.Second)))
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-l.clock.After(time.Duration(debt / rate * float64(time.Second))):
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

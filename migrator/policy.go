@@ -5,9 +5,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/trace"
-	"github.com/pagecast/pagecast/vmm"
 )
 
 // Modes a migration runs in.
@@ -68,7 +68,7 @@ func parseMode(s string) (mode, error) {
 // asked for every page the round covers, and a page it declines is kept
 // for a later round (the stop-and-copy sends whatever is left).
 type policy interface {
-	observe(dirty *vmm.Bitmap)
+	observe(dirty *bitmap.Bitmap)
 	startRound(round int, window time.Duration, budget uint64)
 	send(gfn uint64) bool
 }
@@ -83,7 +83,7 @@ func newPolicy(cfg Config, m mode, pages uint64) (policy, error) {
 // precopy sends everything it is asked about.
 type precopy struct{}
 
-func (precopy) observe(*vmm.Bitmap)                   {}
+func (precopy) observe(*bitmap.Bitmap)                {}
 func (precopy) startRound(int, time.Duration, uint64) {}
 func (precopy) send(uint64) bool                      { return true }
 
@@ -96,6 +96,7 @@ func (precopy) send(uint64) bool                      { return true }
 // likely pages.
 type predictive struct {
 	model     *predictor.Model
+	clock     Clock
 	epoch     time.Duration
 	threshold float32
 	prob      []float32
@@ -109,6 +110,7 @@ type predictive struct {
 func newPredictive(cfg Config, pages uint64) (*predictive, error) {
 	p := &predictive{
 		model:     predictor.NewModel(pages, predictor.Options{Threshold: -1}),
+		clock:     cfg.Clock,
 		epoch:     cfg.Epoch,
 		threshold: float32(cfg.Threshold),
 		prob:      make([]float32, pages),
@@ -141,13 +143,13 @@ func (p *predictive) warm(path string, pages uint64) error {
 	return nil
 }
 
-func (p *predictive) observe(dirty *vmm.Bitmap) {
+func (p *predictive) observe(dirty *bitmap.Bitmap) {
 	p.model.Observe(dirty.List())
 	p.forecast()
 }
 
 func (p *predictive) startRound(_ int, window time.Duration, budget uint64) {
-	p.deadline = time.Now().Add(window)
+	p.deadline = p.clock.Now().Add(window)
 	p.budget = budget
 	p.held = 0
 	p.forecast()
@@ -160,7 +162,7 @@ func (p *predictive) forecast() {
 	if p.model.Epochs() == 0 {
 		return
 	}
-	left := time.Until(p.deadline)
+	left := p.deadline.Sub(p.clock.Now())
 	h := 1
 	for time.Duration(h)*p.epoch < left && h < predictor.MaxHorizon {
 		h *= 2

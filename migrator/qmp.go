@@ -9,15 +9,14 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/qmpserver"
-	"github.com/pagecast/pagecast/vmm"
 )
 
-// Controller serves a VM's migration commands over QMP, with QEMU's names
+// Controller serves a guest's migration commands over QMP, with QEMU's names
 // and shapes: migrate, query-migrate, migrate-set-parameters,
 // query-migrate-parameters and migrate_cancel. pagecast's own parameters
 // are x-pagecast-*.
 type Controller struct {
-	vm  *vmm.VM
+	g   Guest
 	log *slog.Logger
 	tls *tls.Config
 
@@ -26,10 +25,10 @@ type Controller struct {
 	current *Migration
 }
 
-// NewController returns a controller for vm; tlsConfig, if set, is used for
-// every outgoing migration.
-func NewController(vm *vmm.VM, log *slog.Logger, tlsConfig *tls.Config) *Controller {
-	return &Controller{vm: vm, log: log, tls: tlsConfig, cfg: Config{}.withDefaults()}
+// NewController returns a controller that migrates g; tlsConfig, if set, is
+// used for every outgoing migration.
+func NewController(g Guest, log *slog.Logger, tlsConfig *tls.Config) *Controller {
+	return &Controller{g: g, log: log, tls: tlsConfig, cfg: Config{}.withDefaults()}
 }
 
 // Register installs the commands on s.
@@ -70,7 +69,7 @@ func (c *Controller) migrate(_ context.Context, raw json.RawMessage) (any, error
 	cfg := c.cfg
 	cfg.TLS = c.tls
 	cfg.Log = c.log
-	m, err := Outgoing(c.vm, args.URI, cfg)
+	m, err := Outgoing(c.g, args.URI, cfg)
 	if err != nil {
 		return nil, qmpserver.GenericError("%s", err.Error())
 	}

@@ -9,8 +9,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/migrator/mecom"
-	"github.com/pagecast/pagecast/vmm"
 )
 
 // ReceiveConfig tunes the destination side.
@@ -22,6 +22,7 @@ type ReceiveConfig struct {
 	TLS         *tls.Config   // server side of mutual TLS; nil: plain TCP
 	IdleTimeout time.Duration // a source that sends nothing this long is gone; default 30 s
 	Log         *slog.Logger
+	Clock       Clock // times Received.Elapsed; default WallClock
 }
 
 // Received describes an incoming migration that completed.
@@ -53,27 +54,36 @@ func Listen(uri string, tlsConfig *tls.Config) (net.Listener, error) {
 	return l, nil
 }
 
-// Receive rebuilds vm, created but not started, from the migration stream on
-// conn, and starts it once its memory has been checked against the
-// source's checksums and the source has committed. On any error the VM is
-// left unstarted and the source is told why (it then keeps the guest).
-func Receive(ctx context.Context, conn net.Conn, vm *vmm.VM, cfg ReceiveConfig) (Received, error) {
+// Receive rebuilds d, created but not started, from the migration stream on
+// conn. Once all memory has arrived and checked out against the source's
+// checksums it restores the guest's state (d.Restore) and tells the source;
+// it starts the guest (d.Start) once the source has committed. On any error
+// the guest is left unstarted and the source is told why (it then keeps the
+// guest).
+func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfig) (Received, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 30 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if st, _ := vm.State(); st != vmm.StatePrelaunch {
+	if cfg.Clock == nil {
+		cfg.Clock = WallClock{}
+	}
+	if ok, st := d.Waiting(); !ok {
 		return Received{}, fmt.Errorf("incoming migration: virtual machine is %s, not waiting", st)
+	}
+	memory := d.MemoryBytes()
+	if memory == 0 || memory%PageSize != 0 || uint64(len(d.Memory())) != memory {
+		return Received{}, fmt.Errorf("incoming migration: guest memory of %d bytes (%d mapped) is not a whole number of %d-byte pages", memory, len(d.Memory()), PageSize)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	lc := &linkConn{Conn: conn, ctx: ctx, limit: NewLimiter(0), idle: cfg.IdleTimeout}
-	rc := &receiver{vm: vm, mem: vm.Memory(), pages: vm.MemoryBytes() / PageSize,
+	rc := &receiver{d: d, mem: d.Memory(), pages: memory / PageSize,
 		w: NewWriter(lc), r: NewReader(lc), log: cfg.Log.With("component", "incoming"),
 		ctx: ctx, cfg: cfg}
-	start := time.Now()
+	start := cfg.Clock.Now()
 	err := rc.run()
 	for _, c := range rc.conns {
 		c.Close()
@@ -92,7 +102,7 @@ func Receive(ctx context.Context, conn net.Conn, vm *vmm.VM, cfg ReceiveConfig) 
 		return Received{}, fmt.Errorf("incoming migration: %w", err)
 	}
 	return Received{Rounds: rc.rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.r.Bytes(),
-		Elapsed: time.Since(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed}, nil
+		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed}, nil
 }
 
 type refusal struct{ reason error }
@@ -105,22 +115,29 @@ type receiver struct {
 	conns []net.Conn // connections after the first (post-copy recovery)
 	ctx   context.Context
 	cfg   ReceiveConfig
-	vm    *vmm.VM
+	d     Destination
 	mem   []byte
 	pages uint64
 	w     *Writer
 	r     *Reader
 	log   *slog.Logger
 
-	seen         *vmm.Bitmap
-	vcpus        []vmm.VCPUState
+	seen         *bitmap.Bitmap
+	state        stateBuffer // the guest's state (Guest.SaveState)
 	digest       *Digest
 	rounds       int
 	normal, zero uint64
 	mode         string
-	dirty        *vmm.Bitmap // TSMC: the stage-2 dirty bitmap
-	pulled       uint64      // TSMC: pages asked for because the guest touched them
-	pushed       uint64      // TSMC: pages filled in stage 3
+	dirty        *bitmap.Bitmap // TSMC: the stage-2 dirty bitmap
+	pulled       uint64         // TSMC: pages asked for because the guest touched them
+	pushed       uint64         // TSMC: pages filled in stage 3
+}
+
+// hello is what the handshake checks the source's hello against.
+func (rc *receiver) hello() Hello {
+	id := rc.d.Identity()
+	return Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: rc.d.MemoryBytes(),
+		VCPUs: uint32(id.VCPUs), Image: id.Image}
 }
 
 func (rc *receiver) run() error {
@@ -131,9 +148,7 @@ func (rc *receiver) run() error {
 	if rec.Type != RecHello {
 		return fmt.Errorf("the stream starts with a %s record, not a handshake: %w", rec.Type, ErrMalformed)
 	}
-	local := Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: rc.vm.MemoryBytes(),
-		VCPUs: uint32(rc.vm.VCPUs()), Image: rc.vm.ImageDigest()}
-	if err := rec.Hello.Check(local); err != nil {
+	if err := rec.Hello.Check(rc.hello()); err != nil {
 		if werr := rc.w.Text(RecRefuse, err.Error()); werr == nil {
 			rc.w.Flush()
 		}
@@ -146,8 +161,8 @@ func (rc *receiver) run() error {
 	if err := rc.w.Flush(); err != nil {
 		return fmt.Errorf("accept the source: %w", err)
 	}
-	rc.r.SetLimits(rc.pages, rc.vm.VCPUs())
-	rc.seen = vmm.NewBitmap(rc.pages)
+	rc.r.SetLimits(rc.pages)
+	rc.seen = bitmap.New(rc.pages)
 	rc.log.Info("incoming migration accepted", "mode", rc.mode)
 
 	for {
@@ -177,13 +192,15 @@ func (rc *receiver) run() error {
 			}
 		case RecEndRound:
 			rc.rounds++
-		case RecVCPUs:
-			rc.vcpus = append([]vmm.VCPUState(nil), rec.VCPUs...)
+		case RecState:
+			if err := rc.state.add(rec.State); err != nil {
+				return err
+			}
 		case RecDigest:
 			d := Digest{ChunkBytes: rec.Digest.ChunkBytes, Sums: append([]uint32(nil), rec.Digest.Sums...)}
 			rc.digest = &d
 		case RecBitmap:
-			rc.dirty = vmm.NewBitmap(rc.pages)
+			rc.dirty = bitmap.New(rc.pages)
 			copy(rc.dirty.Words(), rec.Bitmap)
 		case RecEnd:
 			if rc.dirty != nil {
@@ -210,17 +227,18 @@ func (rc *receiver) arrived(gfn uint64, count *uint64) {
 	*count++
 }
 
-// finish verifies the copy, tells the source, and starts the guest on its
-// commit.
+// finish verifies the copy and restores the guest's state, tells the
+// source, and starts the guest on its commit.
 func (rc *receiver) finish() error {
-	if err := rc.verdict(rc.verify()); err != nil {
+	problem := rc.verify()
+	if problem == nil {
+		problem = rc.restore()
+	}
+	if err := rc.verdict(problem); err != nil {
 		return err
 	}
-	if err := rc.vm.RestoreVCPUs(rc.vcpus); err != nil {
-		return err
-	}
-	if err := rc.vm.Start(); err != nil {
-		return err
+	if err := rc.d.Start(); err != nil {
+		return fmt.Errorf("start the guest: %w", err)
 	}
 	rc.log.Info("incoming migration complete, guest running", "rounds", rc.rounds, "pages", rc.normal, "zero-pages", rc.zero)
 	return nil
@@ -257,14 +275,26 @@ func (rc *receiver) verdict(problem error) error {
 	return fmt.Errorf("expected a commit, got a %s record: %w", rec.Type, ErrMalformed)
 }
 
+// restore loads the guest's state into the destination: a failure is a
+// failed verification, and the guest stays with the source.
+func (rc *receiver) restore() error {
+	if err := rc.d.Restore(rc.state.data); err != nil {
+		return fmt.Errorf("restore the guest's state: %w", err)
+	}
+	return nil
+}
+
 // complete checks that stage 1 (or pre-copy) left nothing out: every page
-// arrived, and the vCPU state and the source's checksums came.
+// arrived, and the guest's state and the source's checksums came.
 func (rc *receiver) complete() error {
 	if missing := rc.pages - rc.seen.Count(); missing > 0 {
 		return fmt.Errorf("%d of %d pages never arrived", missing, rc.pages)
 	}
-	if rc.vcpus == nil {
-		return errors.New("no vcpu state arrived")
+	if !rc.state.begun {
+		return errors.New("no guest state arrived")
+	}
+	if !rc.state.done() {
+		return fmt.Errorf("%d of the guest state's %d bytes arrived", len(rc.state.data), rc.state.total)
 	}
 	if rc.digest == nil {
 		return errors.New("no memory checksums arrived")

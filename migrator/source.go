@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/migrator/mecom"
-	"github.com/pagecast/pagecast/vmm"
 )
 
 // Config tunes a migration. The zero value of a field means its default.
@@ -32,6 +32,9 @@ type Config struct {
 	IdleTimeout    time.Duration // a connection that moves nothing this long is dead; default 10 s
 	TLS            *tls.Config   // client side of mutual TLS; nil: plain TCP
 	Log            *slog.Logger
+	// Clock times epochs, rounds, the link cap and retries; default
+	// WallClock. (Deadlines on the connection itself stay wall time.)
+	Clock Clock
 }
 
 // downtimeShare is the part of the downtime limit the pending pages may
@@ -92,6 +95,9 @@ func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	if c.Clock == nil {
+		c.Clock = WallClock{}
+	}
 	return c
 }
 
@@ -109,8 +115,9 @@ func ParseURI(uri string) (string, error) {
 
 // Migration is one outgoing migration of a VM.
 type Migration struct {
-	vm     *vmm.VM
+	g      Guest
 	cfg    Config
+	clock  Clock
 	uri    string
 	addr   string
 	limit  *Limiter
@@ -124,10 +131,10 @@ type Migration struct {
 	cancelled bool
 }
 
-// Outgoing begins migrating vm to uri in the background. The VM must be
-// running. Errors in uri or cfg come back at once; everything later is
-// reported by Info.
-func Outgoing(vm *vmm.VM, uri string, cfg Config) (*Migration, error) {
+// Outgoing begins migrating guest g to uri in the background. The guest
+// must be running. Errors in uri or cfg come back at once; everything later
+// is reported by Info.
+func Outgoing(g Guest, uri string, cfg Config) (*Migration, error) {
 	addr, err := ParseURI(uri)
 	if err != nil {
 		return nil, err
@@ -137,24 +144,27 @@ func Outgoing(vm *vmm.VM, uri string, cfg Config) (*Migration, error) {
 	if err != nil {
 		return nil, err
 	}
-	pages := vm.MemoryBytes() / PageSize
-	pol, err := newPolicy(cfg, md, pages)
+	memory := g.MemoryBytes()
+	if memory == 0 || memory%PageSize != 0 || uint64(len(g.Memory())) != memory {
+		return nil, fmt.Errorf("migrate: guest memory of %d bytes (%d mapped) is not a whole number of %d-byte pages", memory, len(g.Memory()), PageSize)
+	}
+	pol, err := newPolicy(cfg, md, memory/PageSize)
 	if err != nil {
 		return nil, err
 	}
-	if st, _ := vm.State(); st != vmm.StateRunning {
+	if ok, st := g.Running(); !ok {
 		return nil, fmt.Errorf("migrate: virtual machine is %s, not running", st)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Migration{
-		vm: vm, cfg: cfg, uri: uri, addr: addr,
-		limit:  NewLimiter(cfg.MaxBandwidth),
+		g: g, cfg: cfg, clock: cfg.Clock, uri: uri, addr: addr,
+		limit:  NewLimiterClock(cfg.Clock, cfg.MaxBandwidth),
 		log:    cfg.Log.With("component", "migrate", "to", uri, "mode", cfg.Mode),
 		cancel: cancel,
 		done:   make(chan struct{}),
-		start:  time.Now(),
+		start:  cfg.Clock.Now(),
 	}
-	m.info = Info{Status: StatusSetup, RAM: &RAMStats{Total: vm.MemoryBytes(), PageSize: PageSize, Remaining: vm.MemoryBytes()},
+	m.info = Info{Status: StatusSetup, RAM: &RAMStats{Total: memory, PageSize: PageSize, Remaining: memory},
 		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri}}
 	go func() {
 		defer close(m.done)
@@ -177,7 +187,7 @@ func (m *Migration) Info() Info {
 	extra.RoundBytes = append([]uint64(nil), extra.RoundBytes...)
 	out.Pagecast = &extra
 	if !m.finished() {
-		out.TotalTime = time.Since(m.start).Milliseconds()
+		out.TotalTime = m.clock.Now().Sub(m.start).Milliseconds()
 	}
 	return out
 }
@@ -230,7 +240,7 @@ func (m *Migration) update(fn func(*Info)) {
 func (m *Migration) finish(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.info.TotalTime = time.Since(m.start).Milliseconds()
+	m.info.TotalTime = m.clock.Now().Sub(m.start).Milliseconds()
 	m.info.ExpectedDowntime = 0
 	switch {
 	case err == nil:
@@ -263,7 +273,7 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 	if err != nil {
 		return err
 	}
-	s := &sender{m: m, pol: pol, mem: m.vm.Memory(), pages: m.vm.MemoryBytes() / PageSize, mode: md}
+	s := &sender{m: m, pol: pol, mem: m.g.Memory(), pages: m.g.MemoryBytes() / PageSize, mode: md}
 	defer s.closeConns()
 	s.attach(ctx, conn)
 	if md.mecom {
@@ -274,14 +284,14 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 		return err
 	}
 
-	if s.log, err = m.vm.StartDirtyLog(); err != nil {
-		return err
+	if s.log, err = m.g.StartDirtyLog(); err != nil {
+		return fmt.Errorf("start the dirty log: %w", err)
 	}
 	defer s.log.Close()
-	s.pending = vmm.NewBitmap(s.pages)
-	s.lastHarvest = time.Now()
+	s.pending = bitmap.New(s.pages)
+	s.lastHarvest = m.clock.Now()
 	if md.policy == ModeThrottle {
-		defer m.vm.SetThrottle(0) // lifted whatever happens: completed (the guest runs elsewhere) or not
+		defer m.g.SetThrottle(0) // lifted whatever happens: completed (the guest runs elsewhere) or not
 	}
 	if md.policy == ModePredictive && m.cfg.Profile == "" {
 		// Nothing is known of the guest yet: watch it for a few epochs
@@ -290,7 +300,7 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(time.Until(s.lastHarvest.Add(m.cfg.Epoch))):
+			case <-m.clock.After(s.lastHarvest.Add(m.cfg.Epoch).Sub(m.clock.Now())):
 			}
 			if err := s.harvest(); err != nil {
 				return err
@@ -299,7 +309,7 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 	}
 	m.update(func(i *Info) {
 		i.Status = StatusActive
-		i.SetupTime = time.Since(m.start).Milliseconds()
+		i.SetupTime = m.clock.Now().Sub(m.start).Milliseconds()
 	})
 
 	for gfn := range s.pages {
@@ -322,7 +332,9 @@ func (s *sender) why(err error) error {
 	if st := s.m.Info().Status; err == nil || st == StatusPostcopy || st == StatusPostcopyPaused {
 		return err
 	}
-	s.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	// Briefly: the connection's idle timeout would otherwise hold the
+	// report of a failure already known (the guest runs on here anyway).
+	s.link.idle = 200 * time.Millisecond
 	for range 16 { // skip requests or verdicts in flight
 		rec, rerr := s.r.Next()
 		if rerr != nil {
@@ -364,16 +376,17 @@ type sender struct {
 	mode  mode
 	enc   *mecom.Encoder // pages are compressed (MECOM) when set
 	coded []byte
-	conn  net.Conn // the connection in use
-	close []func() // undo attach, for every connection (post-copy recovery makes more)
+	conn  net.Conn  // the connection in use
+	link  *linkConn // conn, paced and with idle timeouts
+	close []func()  // undo attach, for every connection (post-copy recovery makes more)
 	w     *Writer
 	r     *Reader
 	pol   policy
 	mem   []byte
 	pages uint64
 
-	log         *vmm.DirtyLog
-	pending     *vmm.Bitmap // pages whose latest content the destination lacks
+	log         DirtyLog
+	pending     *bitmap.Bitmap // pages whose latest content the destination lacks
 	lastHarvest time.Time
 	harvests    uint64
 	harvested   uint64 // dirty pages harvested in the current pass
@@ -396,7 +409,7 @@ func (s *sender) attach(ctx context.Context, conn net.Conn) {
 	if s.w != nil {
 		w.n = s.w.Bytes()
 	}
-	s.conn, s.w, s.r = conn, w, NewReader(lc)
+	s.conn, s.link, s.w, s.r = conn, lc, w, NewReader(lc)
 }
 
 func (s *sender) closeConns() {
@@ -408,9 +421,9 @@ func (s *sender) closeConns() {
 // handshake says who the source is and how it sends (mode), and reads the
 // destination's answer.
 func (s *sender) handshake(mode string) error {
-	vm := s.m.vm
-	if err := s.w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: vm.MemoryBytes(),
-		VCPUs: uint32(vm.VCPUs()), Image: vm.ImageDigest(), Mode: mode}); err != nil {
+	id := s.m.g.Identity()
+	if err := s.w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: s.m.g.MemoryBytes(),
+		VCPUs: uint32(id.VCPUs), Image: id.Image, Mode: mode}); err != nil {
 		return fmt.Errorf("send handshake: %w", err)
 	}
 	if err := s.w.Flush(); err != nil {
@@ -422,7 +435,7 @@ func (s *sender) handshake(mode string) error {
 	}
 	switch rec.Type {
 	case RecAccept:
-		s.r.SetLimits(s.pages, vm.VCPUs()) // the destination may ask for pages (TSMC)
+		s.r.SetLimits(s.pages) // the destination may ask for pages (TSMC)
 		return nil
 	case RecRefuse:
 		return fmt.Errorf("the destination refused the migration: %s", rec.Text)
@@ -436,9 +449,9 @@ func (s *sender) handshake(mode string) error {
 func (s *sender) harvest() error {
 	h, err := s.log.Harvest()
 	if err != nil {
-		return err
+		return fmt.Errorf("harvest the dirty log: %w", err)
 	}
-	s.lastHarvest = time.Now()
+	s.lastHarvest = s.m.clock.Now()
 	s.harvests++
 	s.harvested += h.Count()
 	s.pending.Or(h)
@@ -470,7 +483,7 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		s.stopAt = uint64(transferable / PageSize)
 		s.harvested = 0
 		startPending := s.pending.Count()
-		start, startBytes := time.Now(), s.w.Bytes()
+		start, startBytes := s.m.clock.Now(), s.w.Bytes()
 		fits, err := s.sendPass(ctx, round, true)
 		if err != nil {
 			return "", err
@@ -480,9 +493,9 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 				return "", err
 			}
 		}
-		elapsed := time.Since(start)
+		elapsed := s.m.clock.Now().Sub(start)
 		sent := s.w.Bytes() - startBytes
-		if sent >= 1<<20 || bw == 1<<30 { // a round this short says little about the link
+		if (sent >= 1<<20 || bw == 1<<30) && elapsed > 0 { // a round this short says little about the link
 			bw = float64(sent) / elapsed.Seconds()
 			if cfg.MaxBandwidth > 0 {
 				bw = min(bw, float64(s.m.limit.Rate()))
@@ -493,7 +506,7 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		}
 		pending := s.pending.Count()
 		remaining := pending * PageSize
-		dirtyRate := float64(s.harvested) / elapsed.Seconds()
+		dirtyRate := float64(s.harvested) / max(elapsed.Seconds(), 1e-9)
 		s.m.update(func(i *Info) {
 			i.RAM.DirtySyncCount = s.harvests
 			i.RAM.DirtyPagesRate = uint64(dirtyRate)
@@ -530,7 +543,7 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 			select {
 			case <-ctx.Done():
 				return "", ctx.Err()
-			case <-time.After(time.Until(s.lastHarvest.Add(cfg.Epoch))):
+			case <-s.m.clock.After(s.lastHarvest.Add(cfg.Epoch).Sub(s.m.clock.Now())):
 			}
 		}
 	}
@@ -547,8 +560,8 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 // throttle left a 2048-page hot set 60 % dirtied each round), so the
 // correction is applied squared.
 func (s *sender) throttle(round int, before, after uint64) error {
-	vm := s.m.vm
-	share := 1 - float64(vm.Throttle())/100
+	g := s.m.g
+	share := 1 - float64(g.Throttle())/100
 	left := max(1, s.m.cfg.TargetRound-round)
 	if after == 0 || before == 0 {
 		return nil
@@ -560,19 +573,18 @@ func (s *sender) throttle(round int, before, after uint64) error {
 	// pending grow back over it.
 	next := min(share, share*math.Pow(q/r, 2))
 	pct := min(99, max(0, int(math.Ceil(100*(1-next)))))
-	if err := vm.SetThrottle(pct); err != nil {
-		return err
+	if err := g.SetThrottle(pct); err != nil {
+		return fmt.Errorf("throttle the guest to %d%%: %w", pct, err)
 	}
 	s.m.update(func(i *Info) { i.CPUThrottlePercentage = pct })
 	s.m.log.Debug("throttle", "round", round, "ratio", r, "want", q, "cpu-throttle-percentage", pct, "stopAt", s.stopAt, "after", after)
 	return nil
 }
 
-// stopAndCopy pauses the guest, sends what is left, the vCPUs and the
-// memory checksums, and commits once the destination has verified its copy.
-// Until the commit is sent, a failure resumes the guest here.
+// stopAndCopy pauses the guest, sends what is left, the guest's state and
+// the memory checksums, and commits once the destination has verified its
+// copy. Until the commit is sent, a failure resumes the guest here.
 func (s *sender) stopAndCopy(reason string) (err error) {
-	vm := s.m.vm
 	paused, err := s.pause(reason)
 	if err != nil {
 		return err
@@ -582,7 +594,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	precopyBytes := s.w.Bytes()
 	h, err := s.log.Harvest() // everything written up to the pause
 	if err != nil {
-		return err
+		return fmt.Errorf("harvest the dirty log: %w", err)
 	}
 	s.harvests++
 	s.pending.Or(h)
@@ -590,12 +602,8 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	if _, err := s.sendPass(context.Background(), round, false); err != nil {
 		return err
 	}
-	states, err := vm.SaveVCPUs()
-	if err != nil {
+	if err := s.sendState(); err != nil {
 		return err
-	}
-	if err := s.w.VCPUs(states); err != nil {
-		return fmt.Errorf("send vcpu state: %w", err)
 	}
 	if err := s.w.Digest(ComputeDigest(s.mem)); err != nil {
 		return fmt.Errorf("send memory checksums: %w", err)
@@ -614,7 +622,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	}
 	// From here the destination owns the guest; this copy stays paused.
 	committed = true
-	downtime := time.Since(paused)
+	downtime := s.m.clock.Now().Sub(paused)
 	s.m.update(func(i *Info) {
 		i.Downtime = downtime.Milliseconds()
 		i.RAM.DirtySyncCount = s.harvests
@@ -623,6 +631,18 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 		i.RAM.Transferred = s.w.Bytes()
 		i.Pagecast.Verified = true
 	})
+	return nil
+}
+
+// sendState sends the paused guest's state (Guest.SaveState).
+func (s *sender) sendState() error {
+	state, err := s.m.g.SaveState()
+	if err != nil {
+		return fmt.Errorf("save the guest's state: %w", err)
+	}
+	if err := s.w.State(StateGuest, state); err != nil {
+		return fmt.Errorf("send the guest's state: %w", err)
+	}
 	return nil
 }
 
@@ -644,8 +664,8 @@ func (s *sender) pause(reason string) (time.Time, error) {
 		i.Status = StatusDevice
 		i.Pagecast.StopReason = reason
 	})
-	paused := time.Now()
-	if err := s.m.vm.Pause(); err != nil {
+	paused := s.m.clock.Now()
+	if err := s.m.g.Pause(); err != nil {
 		return paused, fmt.Errorf("stop the guest: %w", err)
 	}
 	return paused, nil
@@ -658,7 +678,7 @@ func (s *sender) resumeUnless(committed bool, err error) error {
 	if committed {
 		return err
 	}
-	if rerr := s.m.vm.Resume(); rerr != nil {
+	if rerr := s.m.g.Resume(); rerr != nil {
 		return errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
 	}
 	return err
@@ -691,9 +711,10 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 			i.RAM.Remaining = pending * PageSize
 			i.Pagecast.Deferred = s.deferred
 			i.Pagecast.DeferredAll += deferredNow
-			elapsed := time.Since(s.m.start).Seconds()
-			i.RAM.Mbps = float64(s.w.Bytes()) * 8 / 1e6 / elapsed
-			i.RAM.PagesPerSecond = uint64(float64(i.RAM.Normal+i.RAM.Duplicate) / elapsed)
+			if elapsed := s.m.clock.Now().Sub(s.m.start).Seconds(); elapsed > 0 {
+				i.RAM.Mbps = float64(s.w.Bytes()) * 8 / 1e6 / elapsed
+				i.RAM.PagesPerSecond = uint64(float64(i.RAM.Normal+i.RAM.Duplicate) / elapsed)
+			}
 		})
 		normal, zero, deferredNow = 0, 0, 0
 	}
@@ -704,7 +725,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 		report()
 		return nil
 	}
-	lastReport := time.Now()
+	lastReport := s.m.clock.Now()
 	words := s.pending.Words()
 	for wi := range words {
 		var seen uint64 // bits of this word handled in this pass
@@ -717,7 +738,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 			seen |= 1 << bit
 			gfn := uint64(wi)*64 + bit
 			if live {
-				if time.Since(s.lastHarvest) >= s.m.cfg.Epoch {
+				if s.m.clock.Now().Sub(s.lastHarvest) >= s.m.cfg.Epoch {
 					if err := ctx.Err(); err != nil {
 						return false, err
 					}
@@ -745,9 +766,9 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 				continue
 			}
 			normal++
-			if flushed == 2 && time.Since(lastReport) >= 50*time.Millisecond {
+			if flushed == 2 && s.m.clock.Now().Sub(lastReport) >= 50*time.Millisecond {
 				report()
-				lastReport = time.Now()
+				lastReport = s.m.clock.Now()
 			}
 		}
 	}

@@ -14,9 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/pagecast/pagecast/internal/testutil"
-	"github.com/pagecast/pagecast/vmm"
 )
 
 // testPKI writes a CA and a certificate for 127.0.0.1 signed by it, and
@@ -54,7 +51,6 @@ func testPKI(t *testing.T, dir, name string) TLSFiles {
 }
 
 func TestMutualTLS(t *testing.T) {
-	testutil.RequiresKVM(t)
 	dir := t.TempDir()
 	good := testPKI(t, dir, "site")
 	rogue := testPKI(t, dir, "rogue")
@@ -67,8 +63,10 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	src := newGuest(t, 16<<20, "hotset:hot=256", true)
-	dst := newGuest(t, 16<<20, "hotset:hot=256", false)
+	load := lightLoad
+	load.Memory = 4 << 20
+	src := newMemGuest(t, load, true)
+	dst := newMemGuest(t, load, false)
 	d := listenDestination(t, dst, ReceiveConfig{TLS: server})
 	m, err := Outgoing(src, d.uri, Config{TLS: client})
 	if err != nil {
@@ -88,8 +86,8 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src2 := newGuest(t, 16<<20, "hotset:hot=256", true)
-	dst2 := newGuest(t, 16<<20, "hotset:hot=256", false)
+	src2 := newMemGuest(t, load, true)
+	dst2 := newMemGuest(t, load, false)
 	d2 := listenDestination(t, dst2, ReceiveConfig{TLS: server})
 	m2, err := Outgoing(src2, d2.uri, Config{TLS: rogueClient})
 	if err != nil {
@@ -104,7 +102,7 @@ func TestMutualTLS(t *testing.T) {
 	if d2.err == nil || !strings.Contains(d2.err.Error(), "certificate") {
 		t.Errorf("destination: %v", d2.err)
 	}
-	if st, _ := src2.State(); st != vmm.StateRunning {
+	if ok, st := src2.Running(); !ok {
 		t.Fatalf("rogue source is %s", st)
 	}
 

@@ -10,13 +10,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/uffd"
-	"github.com/pagecast/pagecast/vmm"
 )
 
 // ModeTSMC is three-stage memory copy (Song et al. 2014): stage 1 copies
-// all memory once while the guest runs and KVM logs what it dirties;
-// stage 2 stops the guest and sends its vCPU state and the dirty bitmap;
+// all memory once while the guest runs and its dirty log records what it
+// dirties; stage 2 stops the guest and sends its state and the dirty bitmap;
 // stage 3 runs the guest on the destination at once, while the source
 // pushes the dirty pages in the background and sends first any the
 // destination's guest touches before they came (pulled through
@@ -34,7 +34,6 @@ const pushBatch = 32
 
 // tsmc runs the three stages on the source.
 func (s *sender) tsmc(ctx context.Context) (err error) {
-	vm := s.m.vm
 	// Stage 1: everything once, the guest running.
 	if _, err := s.sendPass(ctx, 1, false); err != nil {
 		return err
@@ -43,7 +42,7 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 		return fmt.Errorf("stage 1: %w", err)
 	}
 
-	// Stage 2: stop, send the vCPUs, the dirty bitmap and checksums of
+	// Stage 2: stop, send the guest's state, the dirty bitmap and checksums of
 	// the memory as it stands, and hand over once the destination has
 	// checked what it already holds.
 	paused, err := s.pause("stage 1 done")
@@ -55,20 +54,16 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	precopyBytes := s.w.Bytes()
 	dirty, err := s.log.Harvest() // everything written since stage 1 began
 	if err != nil {
-		return err
+		return fmt.Errorf("harvest the dirty log: %w", err)
 	}
 	s.harvests++
-	states, err := vm.SaveVCPUs()
-	if err != nil {
-		return err
-	}
-	// The pages the monitor itself reads on the destination (the guest's
-	// status page) go now, during the pause, and are not left to stage 3:
-	// a Go goroutine touching a page still absent there could stall the
-	// whole process (see package uffd).
-	early := monitorPages(vm, dirty)
+	// The pages the monitor itself reads on the destination (the pagecast
+	// guest's status page) go now, during the pause, and are not left to
+	// stage 3: a Go goroutine touching a page still absent there could
+	// stall the whole process (see package uffd).
+	early := s.earlyPages(dirty)
 	for _, step := range []func() error{
-		func() error { return s.w.VCPUs(states) },
+		s.sendState,
 		func() error { return s.w.Bitmap(dirty.Words()) },
 		func() error { return s.sendPages(early) },
 		func() error { return s.w.Digest(computeDigest(s.mem, pageDigestChunk(s.mem))) },
@@ -89,7 +84,7 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 		return err
 	}
 	committed = true // the destination runs the guest from here
-	downtime := time.Since(paused)
+	downtime := s.m.clock.Now().Sub(paused)
 	s.m.update(func(i *Info) {
 		i.Status = StatusPostcopy
 		i.Downtime = downtime.Milliseconds()
@@ -128,9 +123,9 @@ func (s *sender) awaitVerified(stage string) error {
 // the source redials (every second, for RecoverTimeout), learns from the
 // destination which pages it still lacks, and goes on — QEMU's post-copy
 // recovery.
-func (s *sender) postcopy(ctx context.Context, dirty *vmm.Bitmap, early uint64) error {
+func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint64) error {
 	st := &postcopyState{total: dirty.Count(), early: early, pending: slices.Clone(dirty.Words()),
-		start: time.Now(), startBytes: s.w.Bytes()}
+		start: s.m.clock.Now(), startBytes: s.w.Bytes()}
 	st.left = st.total
 	for {
 		err := s.push(ctx, st)
@@ -292,7 +287,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		i.Pagecast.RoundPages[len(i.Pagecast.RoundPages)-1] = st.early + st.total
 		i.Pagecast.Verified = true
 		i.Pagecast.StopReason = fmt.Sprintf("stage 3 pushed %d dirty pages in %v, %d asked for by the destination, %d reconnections",
-			st.early+st.total, time.Since(st.start).Round(time.Millisecond), st.asked, st.recoveries)
+			st.early+st.total, s.m.clock.Now().Sub(st.start).Round(time.Millisecond), st.asked, st.recoveries)
 	})
 	return nil
 }
@@ -301,19 +296,19 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 // RecoverTimeout passes), says this is a post-copy resuming, and takes the
 // destination's list of pages it still lacks as what is left to send.
 func (s *sender) reconnect(ctx context.Context, st *postcopyState) error {
-	deadline := time.Now().Add(s.m.cfg.RecoverTimeout)
+	deadline := s.m.clock.Now().Add(s.m.cfg.RecoverTimeout)
 	for {
 		err := s.resume(ctx, st)
 		if err == nil {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if s.m.clock.Now().After(deadline) {
 			return fmt.Errorf("gave up after %v: %w", s.m.cfg.RecoverTimeout, err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-s.m.clock.After(time.Second):
 		}
 	}
 }
@@ -349,14 +344,19 @@ func (s *sender) resume(ctx context.Context, st *postcopyState) error {
 // resumeMode is the hello's mode when a post-copy source reconnects.
 const resumeMode = ModeTSMC + "-resume"
 
-// monitorPages are the dirty pages the destination's monitor reads while
-// the guest runs: the guest's status page.
-func monitorPages(vm *vmm.VM, dirty *vmm.Bitmap) []uint64 {
-	g := vm.Kernel().StatusAddr / PageSize
-	if dirty.Has(g) {
-		return []uint64{g}
+// earlyPages are the guest's EarlyPages among dirty, checked: each a
+// dirty page, each once.
+func (s *sender) earlyPages(dirty *bitmap.Bitmap) []uint64 {
+	var out []uint64
+	seen := map[uint64]bool{}
+	for _, g := range s.m.g.EarlyPages(dirty) {
+		if g < s.pages && dirty.Has(g) && !seen[g] {
+			seen[g] = true
+			out = append(out, g)
+		}
 	}
-	return nil
+	slices.Sort(out)
+	return out
 }
 
 // sendPages sends gfns, zero pages as runs.
@@ -370,13 +370,17 @@ func (s *sender) sendPages(gfns []uint64) error {
 }
 
 // receiveTSMC finishes an incoming three-stage copy: stage 1's pages have
-// arrived; the records up to RecEnd brought the vCPUs, the dirty bitmap
-// and the source's checksums. It checks every chunk without dirty pages,
-// and on the source's commit drops the dirty pages from guest memory,
-// starts the guest and fills them as the source pushes them or the guest
-// touches them.
-func (rc *receiver) receiveTSMC(dirty *vmm.Bitmap) error {
-	if err := rc.verdict(rc.verifyClean(dirty)); err != nil {
+// arrived; the records up to RecEnd brought the guest's state, the dirty bitmap
+// and the source's checksums. It checks every chunk without dirty pages
+// and restores the guest's state; on the source's commit it drops the
+// dirty pages from guest memory, starts the guest and fills them as the
+// source pushes them or the guest touches them.
+func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
+	problem := rc.verifyClean(dirty)
+	if problem == nil {
+		problem = rc.restore()
+	}
+	if err := rc.verdict(problem); err != nil {
 		return err
 	}
 
@@ -388,18 +392,15 @@ func (rc *receiver) receiveTSMC(dirty *vmm.Bitmap) error {
 	if err := region.Drop(dirty.List()); err != nil {
 		return err
 	}
-	if err := rc.vm.RestoreVCPUs(rc.vcpus); err != nil {
-		return err
-	}
-	if err := rc.vm.Start(); err != nil {
-		return err
+	if err := rc.d.Start(); err != nil {
+		return fmt.Errorf("start the guest: %w", err)
 	}
 	rc.log.Info("stage 3: guest running, fetching dirty pages", "pages", dirty.Count())
 
 	// Faults become requests; the writer is shared with the final verdict.
 	var wmu sync.Mutex
 	stop := make(chan struct{})
-	requested := vmm.NewBitmap(rc.pages)
+	requested := bitmap.New(rc.pages)
 	forwarded := make(chan struct{})
 	go func() {
 		defer close(forwarded)
@@ -504,7 +505,7 @@ func (rc *receiver) receiveTSMC(dirty *vmm.Bitmap) error {
 
 // awaitSource accepts the source's reconnection, tells it which pages are
 // still missing, and asks again for those the guest is already waiting on.
-func (rc *receiver) awaitSource(region *uffd.Region, wmu *sync.Mutex, requested *vmm.Bitmap) error {
+func (rc *receiver) awaitSource(region *uffd.Region, wmu *sync.Mutex, requested *bitmap.Bitmap) error {
 	for {
 		conn, err := rc.cfg.Reconnect(rc.ctx)
 		if err != nil {
@@ -521,15 +522,14 @@ func (rc *receiver) awaitSource(region *uffd.Region, wmu *sync.Mutex, requested 
 	}
 }
 
-func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mutex, requested *vmm.Bitmap) error {
+func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mutex, requested *bitmap.Bitmap) error {
 	lc := &linkConn{Conn: conn, ctx: rc.ctx, limit: NewLimiter(0), idle: rc.cfg.IdleTimeout}
 	w, r := NewWriter(lc), NewReader(lc)
 	rec, err := r.Next()
 	if err != nil {
 		return err
 	}
-	local := Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: rc.vm.MemoryBytes(),
-		VCPUs: uint32(rc.vm.VCPUs()), Image: rc.vm.ImageDigest()}
+	local := rc.hello()
 	if rec.Type != RecHello || rec.Hello.Mode != resumeMode {
 		return fmt.Errorf("expected a resuming post-copy source, got a %s record", rec.Type)
 	}
@@ -538,7 +538,7 @@ func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mut
 		w.Flush()
 		return err
 	}
-	r.SetLimits(rc.pages, rc.vm.VCPUs())
+	r.SetLimits(rc.pages)
 	missing := region.MissingWords()
 	wmu.Lock()
 	defer wmu.Unlock()
@@ -575,7 +575,7 @@ func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mut
 // verifyClean checks stage 1's copy: it is complete, and every checksum chunk holding no dirty page matches the
 // source's (the dirty pages come in stage 3, each under its record's
 // checksum).
-func (rc *receiver) verifyClean(dirty *vmm.Bitmap) error {
+func (rc *receiver) verifyClean(dirty *bitmap.Bitmap) error {
 	if err := rc.complete(); err != nil {
 		return err
 	}

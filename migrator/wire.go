@@ -11,9 +11,6 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/pagecast/pagecast/guest"
-	"github.com/pagecast/pagecast/vmm"
 )
 
 // The wire protocol. Both directions of the connection carry a stream of
@@ -29,8 +26,12 @@ import (
 // damaged length or type is caught like damaged page contents; lengths are
 // bounded before anything is read so that a hostile or garbled stream cannot
 // make the reader allocate more than one batch of pages.
+//
+// Version 2 carries the guest's vCPU and device state as opaque bytes
+// (RecState, from Guest.SaveState) where version 1 had pagecast's vCPU
+// registers (RecVCPUs).
 const (
-	ProtocolVersion = 1
+	ProtocolVersion = 2
 	PageSize        = 4096
 	MaxBatch        = 256 // pages per RecPages or RecCompressed record
 	// MaxPayload is the largest legal payload: a full RecPages batch, or a
@@ -40,13 +41,19 @@ const (
 	MaxPayload = 4 + MaxBatch*(8+PageSize+wireCodedHeader)
 	// wireCodedHeader bounds the per-page overhead of compressed batches.
 	wireCodedHeader = 8
+	// MaxState bounds the guest state (Guest.SaveState) a migration
+	// carries, in RecState chunks of at most MaxStateChunk bytes.
+	MaxState      = 64 << 20
+	MaxStateChunk = MaxPayload - wireStateHeader
+	// wireStateHeader is a RecState payload's kind, total and offset.
+	wireStateHeader = 1 + 4 + 4
 )
 
-// The wire format fixes the page size; these fail to compile if the
-// guest's ever differs from it.
-var (
-	_ [PageSize - guest.PageSize]struct{}
-	_ [guest.PageSize - PageSize]struct{}
+// State kinds: what a RecState carries.
+const (
+	// StateGuest is the source guest's SaveState, for the destination's
+	// Restore.
+	StateGuest uint8 = 1
 )
 
 // RecordType says what a record carries.
@@ -60,7 +67,7 @@ const (
 	RecPages    RecordType = 4  // count uint32, then count × (gfn uint64, PageSize bytes); 1 ≤ count ≤ MaxBatch
 	RecZero     RecordType = 5  // first uint64, count uint64: a run of all-zero pages; count ≥ 1
 	RecEndRound RecordType = 6  // round uint32
-	RecVCPUs    RecordType = 7  // count uint32, then count × vmm.VCPUState (encoding/binary)
+	RecState    RecordType = 7  // kind uint8, total uint32 (≤ MaxState), offset uint32, then the state's bytes [offset, offset+n), 1 ≤ n (n = 0 only for an empty state); chunks in order
 	RecDigest   RecordType = 8  // chunk bytes uint32, count uint32, count × uint32 CRC-32C
 	RecEnd      RecordType = 9  // empty: the source has sent everything
 	RecVerified RecordType = 10 // destination→source: ok byte (1/0) + UTF-8 reason
@@ -81,7 +88,7 @@ var recNames = [...]string{
 	RecPages:      "pages",
 	RecZero:       "zero",
 	RecEndRound:   "end-round",
-	RecVCPUs:      "vcpus",
+	RecState:      "state",
 	RecDigest:     "digest",
 	RecEnd:        "end",
 	RecVerified:   "verified",
@@ -117,7 +124,6 @@ const (
 var (
 	wireMagic      = [8]byte{'P', 'C', 'M', 'I', 'G', 'R', 'A', 'T'}
 	wireCastagnoli = crc32.MakeTable(crc32.Castagnoli)
-	wireVCPUSize   = binary.Size(vmm.VCPUState{})
 )
 
 // Hello is the source's handshake. On the wire: magic "PCMIGRAT", version
@@ -229,7 +235,7 @@ func (w *Writer) Pages(gfns []uint64, mem []byte) error {
 	return w.record(RecPages, p)
 }
 
-// Bitmap encodes the stage-2 dirty bitmap (words of vmm.Bitmap.Words).
+// Bitmap encodes the stage-2 dirty bitmap (words of bitmap.Bitmap.Words).
 func (w *Writer) Bitmap(words []uint64) error {
 	if 4+8*len(words) > MaxPayload {
 		return fmt.Errorf("bitmap record: %d words do not fit in a record", len(words))
@@ -286,19 +292,34 @@ func (w *Writer) EndRound(round uint32) error {
 	return w.record(RecEndRound, binary.LittleEndian.AppendUint32(w.buf[:0], round))
 }
 
-// VCPUs encodes the state of every vCPU (1 to guest.MaxCPUs of them).
-func (w *Writer) VCPUs(states []vmm.VCPUState) error {
-	if len(states) < 1 || len(states) > guest.MaxCPUs {
-		return fmt.Errorf("vcpus record: %d vcpu states, want 1 to %d", len(states), guest.MaxCPUs)
+// State encodes a guest state of kind (StateGuest), at most MaxState
+// bytes, as RecState records of at most MaxStateChunk bytes each.
+func (w *Writer) State(kind uint8, state []byte) error {
+	if kind != StateGuest {
+		return fmt.Errorf("state record: unknown state kind %d", kind)
 	}
-	p := binary.LittleEndian.AppendUint32(w.buf[:0], uint32(len(states)))
-	for i := range states {
-		var err error
-		if p, err = binary.Append(p, binary.LittleEndian, &states[i]); err != nil {
-			return fmt.Errorf("vcpus record: vcpu %d: %w", i, err)
+	if len(state) > MaxState {
+		return fmt.Errorf("state record: %s of state, more than the %s a migration carries", wireSize(uint64(len(state))), wireSize(MaxState))
+	}
+	off := 0
+	for {
+		n := min(len(state)-off, MaxStateChunk)
+		if err := w.stateChunk(kind, uint32(len(state)), uint32(off), state[off:off+n]); err != nil {
+			return err
+		}
+		if off += n; off == len(state) {
+			return nil
 		}
 	}
-	return w.record(RecVCPUs, p)
+}
+
+// stateChunk encodes one RecState record.
+func (w *Writer) stateChunk(kind uint8, total, offset uint32, data []byte) error {
+	p := append(w.buf[:0], kind)
+	p = binary.LittleEndian.AppendUint32(p, total)
+	p = binary.LittleEndian.AppendUint32(p, offset)
+	p = append(p, data...)
+	return w.record(RecState, p)
 }
 
 // Digest encodes a memory digest.
@@ -388,31 +409,39 @@ func (w *Writer) record(t RecordType, p []byte) error {
 // Record is one decoded record; only the fields of its Type are set.
 //
 // The Reader reuses the Record, and the GFNs and Data slices, on the next
-// call to Next: copy the pages out before asking for another record. VCPUs,
-// Digest.Sums and Text are allocated afresh for each record and may be kept.
+// call to Next: copy the pages out before asking for another record; so is
+// State.Data. Digest.Sums and Text are allocated afresh for each record and may
+// be kept.
 type Record struct {
 	Type         RecordType
-	Hello        Hello           // RecHello
-	GFNs         []uint64        // RecPages: page numbers, parallel to Data
-	Data         []byte          // RecPages: len(GFNs)*PageSize bytes, page i at Data[i*PageSize:]
-	First, Count uint64          // RecZero
-	Round        uint32          // RecEndRound
-	VCPUs        []vmm.VCPUState // RecVCPUs
-	Digest       Digest          // RecDigest
-	OK           bool            // RecVerified
-	Text         string          // RecRefuse, RecAbort, RecVerified reason
-	Bitmap       []uint64        // RecBitmap (allocated afresh)
-	Coded        []byte          // RecCompressed: the mecom batch for GFNs (reused like Data)
+	Hello        Hello      // RecHello
+	GFNs         []uint64   // RecPages: page numbers, parallel to Data
+	Data         []byte     // RecPages: len(GFNs)*PageSize bytes, page i at Data[i*PageSize:]
+	First, Count uint64     // RecZero
+	Round        uint32     // RecEndRound
+	Digest       Digest     // RecDigest
+	OK           bool       // RecVerified
+	Text         string     // RecRefuse, RecAbort, RecVerified reason
+	Bitmap       []uint64   // RecBitmap (allocated afresh)
+	Coded        []byte     // RecCompressed: the mecom batch for GFNs (reused like Data)
+	State        StateChunk // RecState
 }
 
-// Reader decodes records. Limits bound what page numbers and vCPU counts are
-// legal. Not safe for concurrent use.
+// StateChunk is one RecState record: bytes [Offset, Offset+len(Data)) of a
+// state of Total bytes.
+type StateChunk struct {
+	Kind          uint8
+	Total, Offset uint32
+	Data          []byte // reused like Record.Data
+}
+
+// Reader decodes records. Limits bound what page numbers are legal. Not safe
+// for concurrent use.
 type Reader struct {
 	br      *bufio.Reader
 	n       uint64 // bytes consumed
 	records uint64 // records decoded
 	pages   uint64
-	vcpus   int
 	limited bool  // SetLimits was called: the handshake is done
 	err     error // the first error; the stream cannot be resynchronised after it
 	hdr     [wireHeaderSize]byte
@@ -430,10 +459,10 @@ func NewReader(r io.Reader) *Reader {
 }
 
 // SetLimits tells the Reader the guest the handshake agreed on: pages of
-// memory and vcpus. Until it is called, records that describe guest state
-// (RecPages, RecZero, RecVCPUs, RecDigest) are malformed.
-func (r *Reader) SetLimits(pages uint64, vcpus int) {
-	r.pages, r.vcpus, r.limited = pages, vcpus, true
+// memory. Until it is called, records that describe guest state (RecPages,
+// RecZero, RecState, RecDigest, …) are malformed.
+func (r *Reader) SetLimits(pages uint64) {
+	r.pages, r.limited = pages, true
 }
 
 // Bytes returns the bytes consumed so far.
@@ -545,8 +574,8 @@ func (r *Reader) decode(p []byte) (*Record, error) {
 		} else {
 			rec.Round = binary.LittleEndian.Uint32(p)
 		}
-	case RecVCPUs:
-		rec.VCPUs, err = r.decodeVCPUs(p)
+	case RecState:
+		rec.State, err = r.decodeState(p)
 	case RecDigest:
 		rec.Digest, err = r.decodeDigest(p)
 	case RecBitmap:
@@ -659,41 +688,57 @@ func (r *Reader) decodeZero(p []byte) (first, count uint64, err error) {
 	return first, count, nil
 }
 
-func (r *Reader) decodeVCPUs(p []byte) ([]vmm.VCPUState, error) {
+func (r *Reader) decodeState(p []byte) (StateChunk, error) {
 	if err := r.afterHandshake(); err != nil {
-		return nil, err
+		return StateChunk{}, err
 	}
-	if len(p) < 4 {
-		return nil, r.malformed("%d-byte payload, too short for a vcpu count", len(p))
+	if len(p) < wireStateHeader {
+		return StateChunk{}, r.malformed("%d-byte payload, too short for a state chunk's kind, total and offset", len(p))
 	}
-	count := binary.LittleEndian.Uint32(p)
+	c := StateChunk{Kind: p[0], Total: binary.LittleEndian.Uint32(p[1:]), Offset: binary.LittleEndian.Uint32(p[5:]),
+		Data: p[wireStateHeader:]}
+	n := uint64(len(c.Data))
 	switch {
-	case count == 0:
-		return nil, r.malformed("no vcpu states")
-	case count > guest.MaxCPUs:
-		return nil, r.malformed("%d vcpu states, more than the %d vcpus a guest can have", count, guest.MaxCPUs)
-	case int(count) > r.vcpus:
-		return nil, r.malformed("%d vcpu states for a guest of %d vcpus", count, r.vcpus)
+	case c.Kind != StateGuest:
+		return StateChunk{}, r.malformed("unknown state kind %d", c.Kind)
+	case c.Total > MaxState:
+		return StateChunk{}, r.malformed("state of %s, more than the %s a migration carries", wireSize(uint64(c.Total)), wireSize(MaxState))
+	case uint64(c.Offset)+n > uint64(c.Total):
+		return StateChunk{}, r.malformed("state bytes %d+%d are beyond its %d bytes", c.Offset, n, c.Total)
+	case n == 0 && c.Total != 0:
+		return StateChunk{}, r.malformed("empty chunk of a %d-byte state", c.Total)
 	}
-	if want := 4 + int(count)*wireVCPUSize; len(p) != want {
-		return nil, r.malformed("%d-byte payload, want %d for %d vcpu states", len(p), want, count)
-	}
-	states := make([]vmm.VCPUState, count)
-	var canon []byte
-	for i := range states {
-		enc := p[4+i*wireVCPUSize : 4+(i+1)*wireVCPUSize]
-		if _, err := binary.Decode(enc, binary.LittleEndian, &states[i]); err != nil {
-			return nil, r.malformed("vcpu %d: %v", i, err)
-		}
-		// Decoding skips padding and reads any nonzero byte as a true bool;
-		// re-encoding catches both, so that a stream has one meaning only.
-		canon, _ = binary.Append(canon[:0], binary.LittleEndian, &states[i])
-		if !bytes.Equal(canon, enc) {
-			return nil, r.malformed("vcpu %d: state is not canonically encoded (stray bits in padding or flags)", i)
-		}
-	}
-	return states, nil
+	return c, nil
 }
+
+// stateBuffer puts a state back together from its RecState chunks, which
+// must come in order. It grows with the bytes that arrive, never by what
+// a chunk announces.
+type stateBuffer struct {
+	kind  uint8
+	total uint32
+	data  []byte
+	begun bool
+}
+
+// add appends chunk c; it is an error wrapping ErrMalformed for a chunk
+// out of order, of another state, or after the state was complete.
+func (b *stateBuffer) add(c StateChunk) error {
+	switch {
+	case b.begun && b.done():
+		return fmt.Errorf("state chunk after the whole %d-byte state arrived: %w", b.total, ErrMalformed)
+	case b.begun && (c.Kind != b.kind || c.Total != b.total):
+		return fmt.Errorf("state chunk of kind %d, %d bytes, within a state of kind %d, %d bytes: %w", c.Kind, c.Total, b.kind, b.total, ErrMalformed)
+	case uint64(c.Offset) != uint64(len(b.data)):
+		return fmt.Errorf("state chunk at byte %d where byte %d is due: %w", c.Offset, len(b.data), ErrMalformed)
+	}
+	b.kind, b.total, b.begun = c.Kind, c.Total, true
+	b.data = append(b.data, c.Data...)
+	return nil
+}
+
+// done reports whether the whole state has arrived.
+func (b *stateBuffer) done() bool { return b.begun && uint64(len(b.data)) == uint64(b.total) }
 
 func (r *Reader) decodeDigest(p []byte) (Digest, error) {
 	if err := r.afterHandshake(); err != nil {

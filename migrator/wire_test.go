@@ -15,15 +15,11 @@ import (
 	"testing"
 
 	"github.com/pagecast/pagecast/migrator/mecom"
-	"github.com/pagecast/pagecast/vmm"
 )
 
-// recTestPages and recTestVCPUs are the limits the tests' readers set after
-// the first record, as the fuzz target does.
-const (
-	recTestPages = 256
-	recTestVCPUs = 4
-)
+// recTestPages is the limit the tests' readers set after the first record,
+// as the fuzz target does.
+const recTestPages = 256
 
 // recTestMemory returns pages pages of memory with recognisable contents.
 func recTestMemory(pages int) []byte {
@@ -35,26 +31,13 @@ func recTestMemory(pages int) []byte {
 	return mem
 }
 
-// recTestVCPUStates returns n distinct vCPU states with every part set.
-func recTestVCPUStates(n int) []vmm.VCPUState {
-	states := make([]vmm.VCPUState, n)
-	for i := range states {
-		s := &states[i]
-		s.Regs.RIP = 0x100000 + uint64(i)
-		s.Regs.RSP = 0x7000 - uint64(i)*0x1000
-		s.Regs.RFLAGS = 2
-		s.Sregs.CS = vmm.Segment{Base: 0, Limit: 0xffffffff, Selector: 8, Type: 11, Present: 1, DB: 1, S: 1, G: 1}
-		s.Sregs.GDT = vmm.DTable{Base: 0x1000, Limit: 23}
-		s.Sregs.CR0 = 0x80000011
-		s.Sregs.CR3 = 0x9000
-		s.Sregs.InterruptBitmap[3] = 1 << 63
-		for j := range s.FPU {
-			s.FPU[j] = byte(j + i)
-		}
-		s.Events[0] = byte(i + 1)
-		s.Halted = i%2 == 1
+// recTestState returns n bytes of a guest state.
+func recTestState(n int) []byte {
+	st := make([]byte, n)
+	for i := range st {
+		st[i] = byte(i*7 + i>>8)
 	}
-	return states
+	return st
 }
 
 // recTestHello is a valid hello.
@@ -72,7 +55,7 @@ func recTestHello() Hello {
 func recTestStream(t testing.TB) ([]byte, []Record, []int) {
 	t.Helper()
 	mem := recTestMemory(recTestPages)
-	states := recTestVCPUStates(2)
+	state := recTestState(300)
 	var out bytes.Buffer
 	w := NewWriter(&out)
 	var want []Record
@@ -98,7 +81,7 @@ func recTestStream(t testing.TB) ([]byte, []Record, []int) {
 	step(w.Pages([]uint64{255, 0, 255}, mem), pages(255, 0, 255))
 	step(w.Zero(4, 250), Record{Type: RecZero, First: 4, Count: 250})
 	step(w.EndRound(1), Record{Type: RecEndRound, Round: 1})
-	step(w.VCPUs(states), Record{Type: RecVCPUs, VCPUs: states})
+	step(w.State(StateGuest, state), Record{Type: RecState, State: StateChunk{Kind: StateGuest, Total: 300, Data: state}})
 	d := ComputeDigest(mem)
 	step(w.Digest(d), Record{Type: RecDigest, Digest: d})
 	step(w.Text(RecEnd, ""), Record{Type: RecEnd})
@@ -130,9 +113,10 @@ func recReadAll(data []byte) ([]Record, *Reader, error) {
 		c := *rec
 		c.GFNs = append([]uint64(nil), rec.GFNs...)
 		c.Data = append([]byte(nil), rec.Data...)
+		c.State.Data = append([]byte(nil), rec.State.Data...)
 		got = append(got, c)
 		if len(got) == 1 {
-			r.SetLimits(recTestPages, recTestVCPUs)
+			r.SetLimits(recTestPages)
 		}
 	}
 }
@@ -146,6 +130,9 @@ func recNormal(rs []Record) []Record {
 		}
 		if len(r.Data) == 0 {
 			r.Data = nil
+		}
+		if len(r.State.Data) == 0 {
+			r.State.Data = nil
 		}
 		out[i] = r
 	}
@@ -204,7 +191,7 @@ func TestWireFullBatch(t *testing.T) {
 		t.Fatalf("full batch is %d bytes, want %d", out.Len(), want)
 	}
 	r := NewReader(&out)
-	r.SetLimits(pages, 1)
+	r.SetLimits(pages)
 	rec, err := r.Next()
 	if err != nil {
 		t.Fatal(err)
@@ -246,14 +233,14 @@ func TestWireHelloCheck(t *testing.T) {
 	}{
 		{"same", local, ""},
 		{"mode ignored", other(func(h *Hello) { h.Mode = "precopy" }), ""},
-		{"version", other(func(h *Hello) { h.Version = 2 }), "protocol version 2 at the source, 1 here"},
+		{"version", other(func(h *Hello) { h.Version = 1 }), "protocol version 1 at the source, 2 here"},
 		{"page size", other(func(h *Hello) { h.PageSize = 8192 }), "page size 8192 bytes at the source, 4096 here"},
 		{"memory", other(func(h *Hello) { h.MemoryBytes = 128 << 20 }), "memory 128 MiB at the source, 1 MiB here"},
 		{"odd memory", other(func(h *Hello) { h.MemoryBytes = 12345 }), "memory 12345 bytes at the source, 1 MiB here"},
 		{"vcpus", other(func(h *Hello) { h.VCPUs = 4 }), "4 vcpus at the source, 2 here"},
 		{"image", other(func(h *Hello) { h.Image[0] = 0xab; h.Image[1] = 0x12 }), "guest image differs (sha256 ab12a2a3… at the source, a0a1a2a3… here)"},
-		{"all", other(func(h *Hello) { h.Version = 2; h.MemoryBytes = 128 << 20; h.Image[31] = 0 }),
-			"protocol version 2 at the source, 1 here; memory 128 MiB at the source, 1 MiB here; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… here)"},
+		{"all", other(func(h *Hello) { h.Version = 1; h.MemoryBytes = 128 << 20; h.Image[31] = 0 }),
+			"protocol version 1 at the source, 2 here; memory 128 MiB at the source, 1 MiB here; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… here)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.hello.Check(local)
@@ -306,11 +293,9 @@ func TestWireReaderMalformed(t *testing.T) {
 		}
 		return b
 	}
-	vcpus := func(count uint32, states []vmm.VCPUState) []byte { return append(recLE(count), recLE(states)...) }
-	badHalted := vcpus(1, recTestVCPUStates(1))
-	badHalted[len(badHalted)-1] = 2
-	badPadding := vcpus(1, recTestVCPUStates(1))
-	badPadding[4+binary.Size(vmm.Regs{})+23] = 1 // CS's pad byte
+	state := func(kind uint8, total, offset uint32, n int) []byte {
+		return append(append([]byte{kind}, recLE(total, offset)...), recTestState(n)...)
+	}
 	corrupt := recFrame(RecEndRound, 0, 0, recLE(uint32(7)))
 	corrupt[wireHeaderSize] ^= 0x10
 	magic := append([]byte(nil), helloPayload...)
@@ -318,9 +303,9 @@ func TestWireReaderMalformed(t *testing.T) {
 	longMode := append([]byte(nil), helloPayload...)
 	longMode[58] = 65
 	longMode = append(longMode, strings.Repeat("m", 65-len(recTestHello().Mode))...)
-	v2 := append([]byte(nil), helloPayload...)
-	v2[8] = 2
-	v2 = append(v2, 0)
+	v3 := append([]byte(nil), helloPayload...)
+	v3[8] = 3
+	v3 = append(v3, 0)
 	huge := make([]byte, wireHeaderSize)
 	huge[0] = byte(RecPages)
 	binary.LittleEndian.PutUint32(huge[4:], MaxPayload+1)
@@ -343,12 +328,12 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"hello short", recFrame(RecHello, 0, 0, helloPayload[:20]), "20-byte payload, want at least 59"},
 		{"hello mode too long", recFrame(RecHello, 0, 0, longMode), "mode of 65 bytes, more than 64"},
 		{"hello length", recFrame(RecHello, 0, 0, append(append([]byte(nil), helloPayload...), 0)), "70-byte payload, want 69 for a 10-byte mode"},
-		{"hello other version", recFrame(RecHello, 0, 0, v2), "(protocol version 2 at the source, 1 here)"},
+		{"hello other version", recFrame(RecHello, 0, 0, v3), "(protocol version 3 at the source, 2 here)"},
 		{"hello mode utf-8", recFrame(RecHello, 0, 0, append(append(append([]byte(nil), helloPayload[:58]...), 1), 0xff)), "not valid UTF-8"},
 
 		{"pages before handshake", recFrame(RecPages, 0, 0, pagesPayload(1, 0)), "before the handshake"},
 		{"zero before handshake", recFrame(RecZero, 0, 0, recLE(uint64(0), uint64(1))), "before the handshake"},
-		{"vcpus before handshake", recFrame(RecVCPUs, 0, 0, vcpus(1, recTestVCPUStates(1))), "before the handshake"},
+		{"state before handshake", recFrame(RecState, 0, 0, state(StateGuest, 4, 0, 4)), "before the handshake"},
 		{"digest before handshake", recFrame(RecDigest, 0, 0, recLE(uint32(DigestChunk), uint32(1), uint32(0))), "before the handshake"},
 		{"pages none", withHello(recFrame(RecPages, 0, 0, pagesPayload(0))), "0 pages in a batch, want 1 to 256"},
 		{"pages too many", withHello(recFrame(RecPages, 0, 0, pagesPayload(257))), "257 pages in a batch, want 1 to 256"},
@@ -360,12 +345,12 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"zero beyond", withHello(recFrame(RecZero, 0, 0, recLE(uint64(250), uint64(7)))), "zero pages 250+7 are beyond the 256 pages"},
 		{"zero overflow", withHello(recFrame(RecZero, 0, 0, recLE(uint64(math.MaxUint64), uint64(2)))), "are beyond the 256 pages"},
 		{"zero length", withHello(recFrame(RecZero, 0, 0, recLE(uint64(1)))), "8-byte payload, want 16"},
-		{"vcpus none", withHello(recFrame(RecVCPUs, 0, 0, recLE(uint32(0)))), "no vcpu states"},
-		{"vcpus over limit", withHello(recFrame(RecVCPUs, 0, 0, vcpus(5, recTestVCPUStates(5)))), "5 vcpu states for a guest of 4 vcpus"},
-		{"vcpus over max", withHello(recFrame(RecVCPUs, 0, 0, recLE(uint32(1000)))), "1000 vcpu states, more than the 16 vcpus a guest can have"},
-		{"vcpus length", withHello(recFrame(RecVCPUs, 0, 0, vcpus(2, recTestVCPUStates(1)))), "want 1878 for 2 vcpu states"},
-		{"vcpus halted", withHello(recFrame(RecVCPUs, 0, 0, badHalted)), "vcpu 0: state is not canonically encoded"},
-		{"vcpus padding", withHello(recFrame(RecVCPUs, 0, 0, badPadding)), "vcpu 0: state is not canonically encoded"},
+		{"state short", withHello(recFrame(RecState, 0, 0, []byte{StateGuest, 0, 0, 0, 0, 0, 0, 0})), "8-byte payload, too short for a state chunk"},
+		{"state kind", withHello(recFrame(RecState, 0, 0, state(9, 4, 0, 4))), "unknown state kind 9"},
+		{"state too big", withHello(recFrame(RecState, 0, 0, state(StateGuest, MaxState+1, 0, 4))), "state of 67108865 bytes, more than the 64 MiB a migration carries"},
+		{"state beyond", withHello(recFrame(RecState, 0, 0, state(StateGuest, 10, 8, 4))), "state bytes 8+4 are beyond its 10 bytes"},
+		{"state offset overflow", withHello(recFrame(RecState, 0, 0, state(StateGuest, 10, math.MaxUint32, 4))), "are beyond its 10 bytes"},
+		{"state empty chunk", withHello(recFrame(RecState, 0, 0, state(StateGuest, 10, 2, 0))), "empty chunk of a 10-byte state"},
 		{"digest chunk zero", withHello(recFrame(RecDigest, 0, 0, recLE(uint32(0), uint32(0)))), "digest chunk of 0 bytes is not a whole number of pages"},
 		{"digest chunk odd", withHello(recFrame(RecDigest, 0, 0, recLE(uint32(1000), uint32(1), uint32(0)))), "digest chunk of 1000 bytes"},
 		{"digest too many", withHello(recFrame(RecDigest, 0, 0, recLE(uint32(PageSize), uint32(1<<20+1)))), "1048577 digest sums, more than 1048576"},
@@ -429,7 +414,7 @@ func TestWireReaderMessage(t *testing.T) {
 		if _, err := r.Next(); err != nil {
 			t.Fatal(err)
 		}
-		r.SetLimits(pages, 1)
+		r.SetLimits(pages)
 	}
 	_, err := r.Next()
 	want := fmt.Sprintf("record 17 (pages) at byte %d: page 99999 is beyond the 16384 pages of guest memory: malformed migration stream", at)
@@ -556,8 +541,8 @@ func TestWireWriterRefuses(t *testing.T) {
 		{"page far beyond", func(w *Writer) error { return w.Pages([]uint64{math.MaxUint64 / PageSize}, mem) }},
 		{"empty zero run", func(w *Writer) error { return w.Zero(1, 0) }},
 		{"zero run overflow", func(w *Writer) error { return w.Zero(math.MaxUint64, 2) }},
-		{"no vcpus", func(w *Writer) error { return w.VCPUs(nil) }},
-		{"too many vcpus", func(w *Writer) error { return w.VCPUs(make([]vmm.VCPUState, 17)) }},
+		{"state of unknown kind", func(w *Writer) error { return w.State(0, []byte{1}) }},
+		{"state too big", func(w *Writer) error { return w.State(StateGuest, make([]byte, MaxState+1)) }},
 		{"digest chunk", func(w *Writer) error { return w.Digest(Digest{ChunkBytes: 1000}) }},
 		{"digest too big", func(w *Writer) error {
 			return w.Digest(Digest{ChunkBytes: PageSize, Sums: make([]uint32, MaxPayload/4)})
@@ -649,7 +634,7 @@ func TestWireReaderPagesNoAlloc(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := NewReader(&out)
-	r.SetLimits(1024, 1)
+	r.SetLimits(1024)
 	if n := testing.AllocsPerRun(20, func() {
 		if _, err := r.Next(); err != nil {
 			t.Fatal(err)
@@ -706,7 +691,7 @@ func BenchmarkReaderPages(b *testing.B) {
 	stream := out.Bytes()
 	src := bytes.NewReader(stream)
 	r := NewReader(src)
-	r.SetLimits(uint64(len(mem)/PageSize), 1)
+	r.SetLimits(uint64(len(mem) / PageSize))
 	b.SetBytes(MaxBatch * PageSize)
 	b.ReportAllocs()
 	n := 0
@@ -829,7 +814,7 @@ func TestWireTSMCAndCompressedRecords(t *testing.T) {
 	must(w.Request([]uint64{130}))         // beyond memory
 	must(w.Flush())
 	r := NewReader(bytes.NewReader(out.Bytes()))
-	r.SetLimits(pages, 1)
+	r.SetLimits(pages)
 	rec, err := r.Next()
 	must(err)
 	if !reflect.DeepEqual(rec.Bitmap, words) {
@@ -849,11 +834,85 @@ func TestWireTSMCAndCompressedRecords(t *testing.T) {
 		t.Errorf("bitmap beyond memory: %v", err)
 	}
 	r = NewReader(bytes.NewReader(out.Bytes()))
-	r.SetLimits(pages, 1)
+	r.SetLimits(pages)
 	for range 4 {
 		r.Next()
 	}
 	if _, err := r.Next(); err == nil {
 		t.Error("a reader went on after an error")
+	}
+}
+
+// A state bigger than a record goes in chunks that the receiver's buffer
+// puts back together; chunks out of order, of another state or beyond a
+// complete one are malformed.
+func TestWireStateChunks(t *testing.T) {
+	for _, n := range []int{0, 1, MaxStateChunk, 2*MaxStateChunk + 5} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			state := recTestState(n)
+			var out bytes.Buffer
+			w := NewWriter(&out)
+			if err := w.State(StateGuest, state); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			r := NewReader(&out)
+			r.SetLimits(recTestPages)
+			var b stateBuffer
+			records := 0
+			for !b.done() {
+				rec, err := r.Next()
+				if err != nil {
+					t.Fatalf("after %d records: %v", records, err)
+				}
+				records++
+				if rec.Type != RecState || len(rec.State.Data) > MaxStateChunk {
+					t.Fatalf("record %d: %s of %d bytes", records, rec.Type, len(rec.State.Data))
+				}
+				if err := b.add(rec.State); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !bytes.Equal(b.data, state) {
+				t.Fatal("the state differs after chunking")
+			}
+			if want := max(1, (n+MaxStateChunk-1)/MaxStateChunk); records != want {
+				t.Errorf("%d records for %d bytes, want %d", records, n, want)
+			}
+			if _, err := r.Next(); err != io.EOF {
+				t.Errorf("after the state: %v", err)
+			}
+		})
+	}
+
+	chunk := func(total, offset uint32, n int) StateChunk {
+		return StateChunk{Kind: StateGuest, Total: total, Offset: offset, Data: recTestState(n)}
+	}
+	for _, tc := range []struct {
+		name   string
+		chunks []StateChunk
+		want   string
+	}{
+		{"gap", []StateChunk{chunk(10, 0, 4), chunk(10, 6, 4)}, "state chunk at byte 6 where byte 4 is due"},
+		{"late start", []StateChunk{chunk(10, 2, 4)}, "state chunk at byte 2 where byte 0 is due"},
+		{"repeat", []StateChunk{chunk(10, 0, 4), chunk(10, 0, 4)}, "at byte 0 where byte 4 is due"},
+		{"other total", []StateChunk{chunk(10, 0, 4), chunk(12, 4, 4)}, "within a state of kind 1, 10 bytes"},
+		{"after the end", []StateChunk{chunk(4, 0, 4), chunk(4, 4, 0)}, "after the whole 4-byte state arrived"},
+		{"second state", []StateChunk{chunk(0, 0, 0), chunk(0, 0, 0)}, "after the whole 0-byte state arrived"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b stateBuffer
+			var err error
+			for _, c := range tc.chunks {
+				if err = b.add(c); err != nil {
+					break
+				}
+			}
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want a malformed stream: %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -247,7 +247,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 				return
 			}
 			defer conn.Close()
-			_, err = migrator.Receive(c.Context, conn, dst, migrator.ReceiveConfig{Log: log})
+			_, err = migrator.Receive(c.Context, conn, dst.Migratable(), migrator.ReceiveConfig{Log: log})
 			received <- err
 		}()
 		mc := cfg
@@ -255,7 +255,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 		if !strings.HasPrefix(mode, migrator.ModePredictive) {
 			mc.Profile = ""
 		}
-		m, err := migrator.Outgoing(cur, "tcp:"+l.Addr().String(), mc)
+		m, err := migrator.Outgoing(cur.Migratable(), "tcp:"+l.Addr().String(), mc)
 		if err != nil {
 			l.Close()
 			return err

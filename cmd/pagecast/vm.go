@@ -103,7 +103,7 @@ func receive(ctx context.Context, l net.Listener, vm *vmm.VM, tlsConfig *tls.Con
 		defer stop()
 		return l.Accept()
 	}
-	res, err := migrator.Receive(ctx, conn, vm, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect})
+	res, err := migrator.Receive(ctx, conn, vm.Migratable(), migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect})
 	if err != nil {
 		return err
 	}
@@ -210,7 +210,7 @@ func runVM(c *cli.Context) error {
 	if lis != nil {
 		srv := qmpserver.New(log, "pagecast")
 		vm.RegisterQMP(srv, cancel)
-		migrator.NewController(vm, log, clientTLS).Register(srv)
+		migrator.NewController(vm.Migratable(), log, clientTLS).Register(srv)
 		vm.OnEvent(srv.Emit)
 		serveCtx, stopServing := context.WithCancel(context.Background())
 		served := make(chan struct{})
