@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -252,9 +253,8 @@ func head(s []uint64) []uint64 { return s[:min(len(s), 5)] }
 
 // TestThrottle measures the guest's write rate and its vCPU thread's CPU
 // time with a share of that time taken away. The rate is only logged: on a
-// loaded host the unthrottled vCPU gets less than a whole CPU, so a quota
-// cuts its rate by less than asked; the thread's CPU time is what the
-// quota bounds.
+// loaded host the vCPU gets less than a whole CPU with or without the
+// throttle; the thread's CPU time is what the quota bounds.
 func TestThrottle(t *testing.T) {
 	src := startSource(t, "hotset")
 	tid := src.VCPUThreads()[0]
@@ -266,7 +266,6 @@ func TestThrottle(t *testing.T) {
 	}
 	full, fullShare := measure()
 	t.Logf("throttle 0%%: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", full, 100*fullShare)
-	last := full
 	for _, pct := range []int{50, 80, 95} {
 		if err := src.SetThrottle(pct); err != nil {
 			t.Fatal(err)
@@ -280,10 +279,6 @@ func TestThrottle(t *testing.T) {
 		if want := float64(100-pct) / 100; share > want+0.08 {
 			t.Errorf("throttle %d%%: the vCPU thread ran %.0f%% of the time, want at most %.0f%%", pct, 100*share, 100*want)
 		}
-		if r > last {
-			t.Errorf("throttle %d%%: the guest writes faster (%.0f/s) than with less throttle (%.0f/s)", pct, r, last)
-		}
-		last = r
 	}
 	if err := src.SetThrottle(0); err != nil {
 		t.Fatal(err)
@@ -291,9 +286,12 @@ func TestThrottle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(qemuguest.CPUCgroupRoot, fmt.Sprintf("pagecast-%d", src.PID()))); !os.IsNotExist(err) {
 		t.Errorf("the throttle's cgroup is left after it was lifted (%v)", err)
 	}
-	if r, share := measure(); share < fullShare/2 {
-		t.Errorf("after the throttle was lifted: %.0f writes/s, vCPU on a CPU %.0f%% of the time", r, 100*share)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.PID(), tid))
+	if err != nil || strings.Contains(string(b), "pagecast-") {
+		t.Errorf("vCPU thread's cgroups after the throttle was lifted: %s %v", b, err)
 	}
+	r, share := measure()
+	t.Logf("lifted: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", r, 100*share)
 }
 
 // cpuTime is the time thread tid has spent on a CPU.
@@ -337,16 +335,20 @@ func TestAttach(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			// QEMU binds its QMP socket before it listens: dial until it
+			// answers.
+			var s *qemuguest.Source
+			var err error
 			for i := 0; ; i++ {
-				if _, err := os.Stat(sock); err == nil {
+				s, err = qemuguest.Dial(sock)
+				if err == nil || !(errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrNotExist)) {
 					break
 				}
 				if i == 500 {
-					t.Fatal("no QMP socket after 5s")
+					t.Fatalf("QMP socket not up after 5s: %v", err)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			s, err := qemuguest.Dial(sock)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) || strings.Contains(fmt.Sprint(err), "\n") {
 					t.Fatalf("Dial: %v; want one line wrapping %v", err, tt.wantErr)
