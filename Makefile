@@ -46,10 +46,11 @@ demo: build ## Run the main job end to end on a local VM
 
 FUZZTIME ?= 10m
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for FUZZTIME each (default 10m); FUZZFLAGS adds flags, e.g. -parallel=1
-	set -e; for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+fuzz: ## Run every fuzz target for FUZZTIME each (default 10m), all of them even if one fails; FUZZFLAGS adds flags, e.g. -parallel=1
+	failed=""; for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 	  for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$pkg/*_test.go | sed 's/^func //'); do \
 	    echo "== $$pkg $$target"; \
-	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $(FUZZFLAGS) $$pkg; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $(FUZZFLAGS) $$pkg || failed="$$failed $$pkg:$$target"; \
 	  done; \
-	done
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz failed:$$failed"; exit 1; fi

@@ -33,7 +33,7 @@ type PageMap struct {
 	Total uint64
 	// Far is the dense index of the page that stands for the pages
 	// outside the runs.
-	Far uint64
+	Far    uint64
 	starts []uint64 // guest page of each run's first page
 	at     []uint64 // dense index of each run's first page
 	mapped uint64   // guest pages in runs; dense indices below it are theirs

@@ -410,11 +410,11 @@ func TestServeCollectorTCG(t *testing.T) {
 	}
 	defer func() { serve.Process.Signal(os.Interrupt); serve.Wait() }()
 	// After a few epochs the hot set is forecast: hundreds of pages.
-	body := scrape(t, "http://"+listen+"/v1/vms/live/hotset?threshold=0.5&limit=100000", `"pages"`)
+	body := scrape(t, "http://"+listen+"/v1/vms/live/hotset?threshold=0.5&limit=65536", `"pages"`)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) && strings.Count(body, ",") < 400 {
 		time.Sleep(200 * time.Millisecond)
-		body = scrape(t, "http://"+listen+"/v1/vms/live/hotset?threshold=0.5&limit=100000", `"pages"`)
+		body = scrape(t, "http://"+listen+"/v1/vms/live/hotset?threshold=0.5&limit=65536", `"pages"`)
 	}
 	if n := strings.Count(body, ","); n < 400 {
 		t.Fatalf("live hot set of the TCG guest has ~%d pages, want the 512-page hot set:\n%.500s\n%s", n, body, serveErr.String())

@@ -11,12 +11,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/collector"
+	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/predictor/service"
 	"github.com/pagecast/pagecast/trace"
 )
@@ -37,7 +39,8 @@ func predictServeCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:9470", Usage: "address to serve on (loopback by default)"},
 			&cli.StringSliceFlag{Name: "trace", Usage: "trace file to replay (pagecast profile --out, or trace import)"},
-			&cli.Float64Flag{Name: "speed", Value: 1, Usage: "trace replay speed, 1 = the recorded pace, 0 = at once"},
+			&cli.Float64Flag{Name: "speed", Value: 1, Usage: fmt.Sprintf("trace replay speed, 1 = the recorded pace, up to %g (at most an epoch a millisecond); 0 = at once, one pass", maxSpeed)},
+			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "most connections served at once; more wait to be accepted"},
 			&cli.BoolFlag{Name: "loop", Value: true, Usage: "replay traces again from the start when they end"},
 			&cli.StringFlag{Name: "collector", Usage: "profile a live VM through its QMP socket, unix:PATH"},
 			&cli.DurationFlag{Name: "epoch", Value: time.Second, Usage: "epoch length for --collector"},
@@ -46,29 +49,45 @@ func predictServeCommand() *cli.Command {
 	}
 }
 
+// maxSpeed bounds --speed.
+const maxSpeed = 1e6
+
+// Server timeouts: a client that sends nothing, reads nothing or idles on
+// a kept-alive connection is dropped.
+const (
+	serveHeaderTimeout = 5 * time.Second
+	serveReadTimeout   = 10 * time.Second
+	serveWriteTimeout  = 30 * time.Second
+	serveIdleTimeout   = 30 * time.Second
+)
+
 func runServe(c *cli.Context) error {
 	log := slog.Default()
 	if len(c.StringSlice("trace")) == 0 && c.String("collector") == "" {
 		return errors.New("give --trace FILE or --collector unix:PATH")
 	}
+	speed := c.Float64("speed")
+	if !(speed >= 0 && speed <= maxSpeed) { // also NaN
+		return fmt.Errorf("--speed %v: want 0 (at once) or a speed up to %g", speed, maxSpeed)
+	}
+	maxConns := c.Int("max-conns")
+	if maxConns < 1 {
+		return fmt.Errorf("--max-conns %d: want 1 or more", maxConns)
+	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	svc := service.New(log)
 
-	for _, path := range c.StringSlice("trace") {
-		meta, epochs, damage, err := trace.ReadFile(path)
+	// Load in the background so that a signal ends a long load at once.
+	loaded := make(chan error, 1)
+	go func() { loaded <- loadServeTraces(ctx, log, svc, c.StringSlice("trace"), speed, c.Bool("loop")) }()
+	select {
+	case err := <-loaded:
 		if err != nil {
 			return err
 		}
-		if len(damage) > 0 {
-			log.Warn("trace damaged; serving its intact epochs", "trace", path, "damage", len(damage))
-		}
-		id := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-		vm, err := svc.AddVM(id, meta.Pages(), uint64(meta.PageSize), meta.Epoch, "trace "+path)
-		if err != nil {
-			return err
-		}
-		go service.Replay(ctx, vm, epochs, c.Float64("speed"), c.Bool("loop"))
+	case <-ctx.Done():
+		return errors.New("interrupted while loading traces")
 	}
 	if spec := c.String("collector"); spec != "" {
 		path, ok := strings.CutPrefix(spec, "unix:")
@@ -97,7 +116,7 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := newForecastServer(svc.Handler())
 	go func() {
 		<-ctx.Done()
 		shut, done := context.WithTimeout(context.Background(), 2*time.Second)
@@ -105,8 +124,79 @@ func runServe(c *cli.Context) error {
 		srv.Shutdown(shut)
 	}()
 	fmt.Fprintf(c.App.Writer, "serving forecasts on http://%s/v1/vms and metrics on http://%s/metrics\n", l.Addr(), l.Addr())
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(limitListener(l, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// loadServeTraces reads each trace, adds its VM to svc and starts its
+// replay. A trace of a huge guest is kept on a predictor.PageMap.
+func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service, paths []string, speed float64, loop bool) error {
+	for _, path := range paths {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		meta, epochs, damage, err := trace.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if len(damage) > 0 {
+			log.Warn("trace damaged; serving its intact epochs", "trace", path, "damage", len(damage))
+		}
+		_, pm := predictor.MapPages(epochs, meta.Pages())
+		id := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+		vm, err := svc.AddMappedVM(id, meta.Pages(), pm, uint64(meta.PageSize), meta.Epoch, "trace "+path)
+		if err != nil {
+			return err
+		}
+		go service.Replay(ctx, vm, epochs, speed, loop)
+	}
+	return nil
+}
+
+// newForecastServer is predict serve's HTTP server: every phase of a
+// connection has a deadline.
+func newForecastServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: serveHeaderTimeout,
+		ReadTimeout:       serveReadTimeout,
+		WriteTimeout:      serveWriteTimeout,
+		IdleTimeout:       serveIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+	}
+}
+
+// limitListener accepts at most n connections at once; Accept waits for
+// one to close before taking another.
+func limitListener(l net.Listener, n int) net.Listener {
+	return &limitedListener{Listener: l, sem: make(chan struct{}, n)}
+}
+
+type limitedListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

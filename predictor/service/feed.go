@@ -7,13 +7,23 @@ import (
 	"github.com/pagecast/pagecast/trace"
 )
 
+// MinReplayInterval is the shortest time Replay leaves between epochs,
+// however high the speed: a model update takes about that long.
+const MinReplayInterval = time.Millisecond
+
 // Replay feeds a trace's epochs to vm at the trace's own pace divided by
-// speed (0: as fast as possible), starting over at the end when loop is
-// set, until ctx ends.
+// speed (0: as fast as possible, once: loop is then ignored), but no
+// faster than one epoch every MinReplayInterval, starting over at the end
+// when loop is set, until ctx ends. A speed that is negative or not a
+// number is taken as 0.
 func Replay(ctx context.Context, vm *VM, epochs []trace.Epoch, speed float64, loop bool) {
 	var tick <-chan time.Time
 	if speed > 0 {
-		t := time.NewTicker(time.Duration(float64(vm.Epoch) / speed))
+		every := MinReplayInterval
+		if d := float64(vm.Epoch) / speed; d > float64(every) {
+			every = time.Duration(min(d, float64(24*time.Hour)))
+		}
+		t := time.NewTicker(every)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -30,7 +40,7 @@ func Replay(ctx context.Context, vm *VM, epochs []trace.Epoch, speed float64, lo
 			}
 			vm.Observe(e.Pages)
 		}
-		if !loop {
+		if !loop || tick == nil {
 			return
 		}
 	}

@@ -24,9 +24,13 @@ type VM struct {
 	Epoch    time.Duration
 	Source   string
 
+	// pm, if set, maps the guest's pages onto the model's (see
+	// predictor.PageMap); Observe then takes dense indices.
+	pm *predictor.PageMap
+
 	mu         sync.Mutex
 	model      *predictor.Model
-	probs      []float32 // forecast for the next epoch
+	probs      []float32 // forecast for the next epoch, per model page
 	expected   float64   // its expected dirty pages (Model.Expected: before threshold tuning)
 	workingSet int       // pages with probability ≥ 0.5 in probs
 	epochs     uint64    // epochs observed
@@ -54,16 +58,29 @@ func New(log *slog.Logger) *Service {
 
 // AddVM registers a VM of pages pages; feed it with (*VM).Observe.
 func (s *Service) AddVM(id string, pages, pageSize uint64, epoch time.Duration, source string) (*VM, error) {
+	return s.AddMappedVM(id, pages, nil, pageSize, epoch, source)
+}
+
+// AddMappedVM registers a VM of pages pages whose model keeps pm's dense
+// pages (nil: all of them); feed it with (*VM).Observe, dense indices.
+func (s *Service) AddMappedVM(id string, pages uint64, pm *predictor.PageMap, pageSize uint64, epoch time.Duration, source string) (*VM, error) {
 	if pages == 0 || pageSize == 0 || epoch <= 0 {
 		return nil, fmt.Errorf("vm %q: pages, page size and epoch must be positive", id)
+	}
+	model := pages
+	if pm != nil {
+		if pm.Total != pages {
+			return nil, fmt.Errorf("vm %q: page map of %d pages for %d", id, pm.Total, pages)
+		}
+		model = pm.Len()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := s.vms[id]; dup {
 		return nil, fmt.Errorf("vm %q already exists", id)
 	}
-	vm := &VM{ID: id, Pages: pages, PageSize: pageSize, Epoch: epoch, Source: source,
-		model: predictor.NewModel(pages, predictor.Options{}), probs: make([]float32, pages)}
+	vm := &VM{ID: id, Pages: pages, PageSize: pageSize, Epoch: epoch, Source: source, pm: pm,
+		model: predictor.NewModel(model, predictor.Options{}), probs: make([]float32, model)}
 	vm.predict()
 	s.vms[id] = vm
 	return vm, nil
@@ -75,12 +92,12 @@ func (vm *VM) Observe(dirty []uint64) {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	var sq float64
-	for _, p := range vm.probs {
-		sq += float64(p) * float64(p)
-	}
+	vm.eachPage(func(p float32, n uint64) {
+		sq += float64(n) * float64(p) * float64(p)
+	})
 	// Brier over all pages: Σp² for clean pages, (1-p)² for dirty ones.
 	for _, g := range dirty {
-		if g < vm.Pages {
+		if g < uint64(len(vm.probs)) {
 			p := float64(vm.probs[g])
 			sq += (1-p)*(1-p) - p*p
 		}
@@ -102,11 +119,38 @@ func (vm *VM) predict() {
 	vm.model.Predict(vm.probs)
 	vm.expected = vm.model.Expected()
 	vm.workingSet = 0
-	for _, p := range vm.probs {
+	vm.eachPage(func(p float32, n uint64) {
 		if p >= 0.5 {
-			vm.workingSet++
+			vm.workingSet += int(n)
 		}
+	})
+}
+
+// eachPage calls f with the forecast of the guest's pages and how many
+// pages have it: each model page once, except that with a page map Far
+// stands for every page outside the runs and the rest of its block for
+// none.
+func (vm *VM) eachPage(f func(p float32, n uint64)) {
+	if vm.pm == nil {
+		for _, p := range vm.probs {
+			f(p, 1)
+		}
+		return
 	}
+	for _, p := range vm.probs[:vm.pm.Mapped()] {
+		f(p, 1)
+	}
+	if rest := vm.Pages - vm.pm.Mapped(); rest > 0 {
+		f(vm.probs[vm.pm.Far], rest)
+	}
+}
+
+// prob returns the forecast of guest page g.
+func (vm *VM) prob(g uint64) float32 {
+	if vm.pm == nil {
+		return vm.probs[g]
+	}
+	return vm.probs[vm.pm.Dense(g)]
 }
 
 // Forecast is what the service predicts for a VM's next epoch.
@@ -218,8 +262,9 @@ func (s *Service) vmForecast(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// maxRange bounds one probabilities reply.
-const maxRange = 1 << 20
+// maxRange bounds one probabilities or hotset reply (about 700 KB of
+// JSON); clients page through larger ranges with start.
+const maxRange = 1 << 16
 
 func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 	vm, ok := s.vm(w, r)
@@ -240,8 +285,15 @@ func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("pages %d..%d are beyond the vm's %d pages", start, start+count, vm.Pages))
 		return
 	}
+	probs := make([]float32, count)
 	vm.mu.Lock()
-	probs := append([]float32(nil), vm.probs[start:start+count]...)
+	if vm.pm == nil {
+		copy(probs, vm.probs[start:start+count])
+	} else {
+		for i := range probs {
+			probs[i] = vm.prob(start + uint64(i))
+		}
+	}
 	epochs := vm.epochs
 	vm.mu.Unlock()
 	writeJSON(w, map[string]any{"vm": vm.ID, "start": start, "count": count, "epochs_observed": epochs, "probabilities": probs})
@@ -255,7 +307,7 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 	threshold := 0.5
 	if v := r.URL.Query().Get("threshold"); v != "" {
 		t, err := strconv.ParseFloat(v, 64)
-		if err != nil || t < 0 || t > 1 {
+		if err != nil || !(t >= 0 && t <= 1) { // also NaN
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter threshold=%q: want a probability in [0, 1]", v))
 			return
 		}
@@ -266,21 +318,49 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	var pages []uint64
-	total := 0
+	pages := []uint64{}
+	var total uint64
+	hot := func(p float32) bool { return float64(p) >= threshold }
 	vm.mu.Lock()
-	for g, p := range vm.probs {
-		if float64(p) >= threshold {
-			total++
-			if uint64(len(pages)) < limit {
+	vm.eachPage(func(p float32, n uint64) {
+		if hot(p) {
+			total += n
+		}
+	})
+	if vm.pm == nil {
+		for g, p := range vm.probs {
+			if uint64(len(pages)) == limit {
+				break
+			}
+			if hot(p) {
 				pages = append(pages, uint64(g))
 			}
 		}
+	} else {
+		// Guest order: the pages between runs (all Far's) and the runs.
+		far := hot(vm.probs[vm.pm.Far])
+		next := uint64(0)
+		gap := func(to uint64) {
+			for ; far && next < to && uint64(len(pages)) < limit; next++ {
+				pages = append(pages, next)
+			}
+		}
+		vm.pm.Runs(func(start, at, n uint64) bool {
+			gap(start)
+			for i := range n {
+				if uint64(len(pages)) == limit {
+					return false
+				}
+				if hot(vm.probs[at+i]) {
+					pages = append(pages, start+i)
+				}
+			}
+			next = start + n
+			return true
+		})
+		gap(vm.Pages)
 	}
 	vm.mu.Unlock()
-	if pages == nil {
-		pages = []uint64{}
-	}
 	writeJSON(w, map[string]any{"vm": vm.ID, "threshold": threshold, "total": total, "pages": pages})
 }
 

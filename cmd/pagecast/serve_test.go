@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/predictor/service"
+)
+
+// rssBytes is this process's resident set size.
+func rssBytes(t *testing.T) uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Skip("no VmRSS")
+	return 0
+}
+
+// TestServeHostileClients (issue 16): 100 clients that ask for the largest
+// reply and never read it and 2000 connections that send nothing cost
+// predict serve neither its memory nor other clients' answers.
+func TestServeHostileClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 2100 connections")
+	}
+	svc := service.New(nil)
+	const pages = 1 << 20
+	vm, err := svc.AddVM("vm1", pages, 4096, 100*time.Millisecond, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range 10 {
+		vm.Observe([]uint64{uint64(e), 1000, 2000})
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newForecastServer(svc.Handler())
+	go srv.Serve(limitListener(l, 4096))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		srv.Shutdown(ctx)
+		srv.Close()
+	})
+	addr := l.Addr().String()
+	runtime.GC()
+	rss0 := rssBytes(t)
+
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range 100 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		conns = append(conns, c)
+		fmt.Fprintf(c, "GET /v1/vms/vm1/probabilities?start=0&count=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	for range 2000 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(500 * time.Millisecond) // the replies fill the socket buffers
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	var worst time.Duration
+	for i := range 30 {
+		start := time.Now()
+		resp, err := client.Get(fmt.Sprintf("http://%s/v1/vms/vm1/probabilities?start=%d&count=100", addr, i*100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Probabilities []float32 }
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || len(body.Probabilities) != 100 {
+			t.Fatalf("reply: %d probabilities, %v", len(body.Probabilities), err)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	rss := rssBytes(t)
+	t.Logf("worst of 30 answers %v; RSS %d MB before the 2100 connections, %d MB with them", worst, rss0>>20, rss>>20)
+	if worst > 100*time.Millisecond && !raceEnabled {
+		t.Errorf("an answer took %v", worst)
+	}
+	// The race detector's shadow memory multiplies RSS; under it, the
+	// Go heap is what is bounded.
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("heap in use %d MB", ms.HeapInuse>>20)
+	if rss > 300<<20 && !raceEnabled || ms.HeapInuse > 300<<20 {
+		t.Errorf("RSS %d MB, heap %d MB", rss>>20, ms.HeapInuse>>20)
+	}
+}
+
+// TestServeQueries: bad query values are 400s; an empty range is [].
+func TestServeQueries(t *testing.T) {
+	svc := service.New(nil)
+	if _, err := svc.AddVM("vm1", 1000, 4096, time.Second, "test"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newForecastServer(svc.Handler())
+	go srv.Serve(limitListener(l, 2))
+	defer srv.Close()
+	for _, tc := range []struct {
+		query string
+		code  int
+		want  string
+	}{
+		{"hotset?threshold=NaN", 400, "threshold"},
+		{"hotset?threshold=Inf", 400, "threshold"},
+		{"hotset?threshold=-Inf", 400, "threshold"},
+		{"probabilities?start=1000", 200, `"probabilities":[]`},
+		{"probabilities?count=65537", 400, "at most 65536"},
+		{"probabilities?start=1e3", 400, "whole number"},
+	} {
+		resp, err := http.Get(fmt.Sprintf("http://%s/v1/vms/vm1/%s", l.Addr(), tc.query))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(bufio.NewReader(resp.Body))
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) {
+			t.Errorf("%s: %d %s, want %d with %q", tc.query, resp.StatusCode, body, tc.code, tc.want)
+		}
+	}
+}
+
+// TestServeFlags: no --speed panics; every bad one is an error.
+func TestServeFlags(t *testing.T) {
+	for _, speed := range []string{"1e9", "Inf", "-1", "NaN"} {
+		_, _, err := runApp(t, "predict", "serve", "--trace", "../../testdata/hostile/header-1tib.pct", "--speed", speed, "--listen", "127.0.0.1:0")
+		if err == nil || !strings.Contains(err.Error(), "--speed") {
+			t.Errorf("--speed %s: %v", speed, err)
+		}
+	}
+	_, _, err := runApp(t, "predict", "serve", "--trace", "../../testdata/hostile/header-16eib.pct")
+	if err == nil || !strings.Contains(err.Error(), "4 PiB") {
+		t.Errorf("16 EiB header: %v", err)
+	}
+}
