@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -62,7 +65,7 @@ func traceCommand() *cli.Command {
 					&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Required: true,
 						Usage: "guest memory size of the traced VM (K, M or G suffix); pages must lie below it; required"},
 					&cli.StringFlag{Name: "epoch", Required: true, Usage: "length of one epoch, e.g. 1s or 100ms; required"},
-					&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "guest page size in bytes, a power of two"},
+					&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "guest page size in bytes, a power of two from 4096 to 1 GiB"},
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true,
 						Usage: "trace file to write (.pct), replaced when the import is complete; required"},
 					&cli.StringFlag{Name: "source", Usage: "what was traced, stored in the trace (default: \"csv import of IN\")"},
@@ -128,8 +131,15 @@ func traceInfo(c *cli.Context) error {
 	if s.Epochs == 0 {
 		row("epochs", "none")
 	} else {
+		// Indices are at most trace.MaxEpochIndex: the span may pass the
+		// largest Duration by one epoch.
+		span := time.Duration(s.Last-s.First) * m.Epoch
+		spanText := (span + m.Epoch).String()
+		if span > math.MaxInt64-m.Epoch {
+			spanText = "292 years"
+		}
 		row("epochs", "%d (indices %d to %d, %s), %d empty, %d missing",
-			s.Epochs, s.First, s.Last, time.Duration(s.Last-s.First+1)*m.Epoch, s.Empty, s.Missing)
+			s.Epochs, s.First, s.Last, spanText, s.Empty, s.Missing)
 		row("pages", "%d dirtied, %d distinct", s.Pages, s.Distinct)
 		rate := s.MeanPages() / m.Epoch.Seconds()
 		row("per epoch", "min %d, mean %.1f, max %d (mean %.0f pages/s, %s/s)",
@@ -207,11 +217,14 @@ func csvGeometry(c *cli.Context) (predictor.CSVOptions, error) {
 		return g, fmt.Errorf("--memory: %w", err)
 	}
 	ps := c.Uint("page-size")
-	if ps == 0 || ps&(ps-1) != 0 || uint64(ps) > 1<<30 {
-		return g, fmt.Errorf("--page-size %d: want a power of two up to 1 GiB", ps)
+	if ps&(ps-1) != 0 || ps < trace.MinPageSize || ps > trace.MaxPageSize {
+		return g, fmt.Errorf("--page-size %d: want a power of two from 4096 to 1 GiB, what hypervisors use", ps)
 	}
 	if mem == 0 || mem%uint64(ps) != 0 {
 		return g, fmt.Errorf("--memory %s: want a positive whole number of %d-byte pages", c.String("memory"), ps)
+	}
+	if mem > trace.MaxMemoryBytes {
+		return g, fmt.Errorf("--memory %s: over the 4 PiB a 52-bit physical address reaches", c.String("memory"))
 	}
 	epoch, err := time.ParseDuration(c.String("epoch"))
 	if err != nil || epoch <= 0 {
@@ -280,13 +293,31 @@ func traceImport(c *cli.Context) error {
 
 // writeFileAtomic writes path through write into a temporary file beside
 // it, synced and renamed over path only once write succeeds: a failed
-// export or import leaves no partial file.
+// export or import leaves no partial file, nor does one ended by SIGINT,
+// SIGTERM or SIGHUP (the temporary file is removed, then pagecast exits
+// as the signal would have it).
 func writeFileAtomic(path string, write func(io.Writer) error) error {
 	f, err := os.OpenFile(fmt.Sprintf("%s.%d.tmp", path, os.Getpid()), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(f.Name()) // after a successful rename, a no-op
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	defer func() {
+		signal.Stop(sigs)
+		close(done)
+	}()
+	go func() {
+		select {
+		case sig := <-sigs:
+			os.Remove(f.Name())
+			fmt.Fprintf(os.Stderr, "pagecast: %v: stopped, %s not written\n", sig, path)
+			os.Exit(128 + int(sig.(syscall.Signal)))
+		case <-done:
+		}
+	}()
 	if err := write(f); err != nil {
 		f.Close()
 		return err
