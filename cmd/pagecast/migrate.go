@@ -56,6 +56,10 @@ func migrateCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
+			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode but tsmc; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's certificate (PEM)"},
+			&cli.StringFlag{Name: "tls-key", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's private key (PEM)"},
+			&cli.StringFlag{Name: "tls-ca", Usage: "pagecast's engine on a QEMU source: mutual TLS, the CA that signed the destination's certificate (PEM)"},
 		},
 		Action: runMigrate,
 	}
@@ -124,6 +128,15 @@ func runMigrate(c *cli.Context) error {
 			return err
 		}
 	default:
+		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)\n", engine, why)
+		if src != nil {
+			defer src.Close()
+			return migrateWithEngine(c, src, p)
+		}
 		var dst qmp.Monitor
 		if destPath != "" {
 			d, err := dialQMP(destPath)

@@ -82,8 +82,8 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 	return vm, nil
 }
 
-// receive waits for one incoming migration into vm and starts it.
-func receive(ctx context.Context, l net.Listener, vm *vmm.VM, tlsConfig *tls.Config, log *slog.Logger) error {
+// receive waits for one incoming migration into d and starts it.
+func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) error {
 	log.Info("waiting for an incoming migration", "on", l.Addr().String())
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	conn, err := l.Accept()
@@ -103,7 +103,7 @@ func receive(ctx context.Context, l net.Listener, vm *vmm.VM, tlsConfig *tls.Con
 		defer stop()
 		return l.Accept()
 	}
-	res, err := migrator.Receive(ctx, conn, vm.Migratable(), migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect})
+	res, err := migrator.Receive(ctx, conn, d, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect})
 	if err != nil {
 		return err
 	}
@@ -223,7 +223,7 @@ func runVM(c *cli.Context) error {
 		defer func() { stopServing(); <-served }()
 	}
 	if incoming != nil {
-		if err := receive(ctx, incoming, vm, serverTLS, log); err != nil {
+		if err := receive(ctx, incoming, vm.Migratable(), serverTLS, log); err != nil {
 			return err
 		}
 	} else if err := vm.Start(); err != nil {

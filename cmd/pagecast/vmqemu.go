@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,7 +15,9 @@ import (
 
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qemuguest"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -37,7 +41,7 @@ type qemuVMOptions struct {
 	accel    string // --accel
 	ringSize int    // KVM dirty ring entries per vCPU
 	qmp      string // socket path for other clients; "" for one in the work directory
-	incoming string // QEMU -incoming URI
+	incoming string // QEMU -incoming URI ("defer": pagecast's receiver feeds it)
 	memory   uint64
 	workload guest.Workload
 	mix      guest.Mix
@@ -116,6 +120,8 @@ func qemuVMFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "monitor", Value: monitorPagecast,
 			Usage: "what runs the guest: pagecast (pagecast's own KVM monitor) or qemu (QEMU, with KVM or TCG)"},
+		&cli.StringFlag{Name: "engine", Value: enginePagecast,
+			Usage: "with --monitor qemu --incoming: pagecast (pagecast's receiver writes the guest RAM, QEMU's migration brings only the device state; from `pagecast migrate`) or qemu (--incoming is QEMU's own -incoming, for QEMU's migration)"},
 		&cli.StringFlag{Name: "accel", Value: qemu.AccelAuto,
 			Usage: "with --monitor qemu: auto (KVM where /dev/kvm works, else TCG), kvm or tcg"},
 		&cli.StringFlag{Name: "kernel",
@@ -149,7 +155,7 @@ func qemuGuestFlags(c *cli.Context) (qemuVMOptions, error) {
 // runQEMU is `vm run --monitor qemu`: QEMU runs the pagecast guest until
 // SIGINT, SIGTERM or QEMU's own end (quit on its QMP socket).
 func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
-	for _, f := range []string{"tls-cert", "tls-key", "tls-ca", "dirty", "kvm"} {
+	for _, f := range []string{"dirty", "kvm"} {
 		if c.IsSet(f) {
 			return fmt.Errorf("--%s is for pagecast's own monitor; QEMU takes its own options (--monitor qemu)", f)
 		}
@@ -177,11 +183,33 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		}
 		o.qmp = path
 	}
-	if uri := c.String("incoming"); uri != "" {
-		if !strings.HasPrefix(uri, "tcp:") {
-			return fmt.Errorf("--incoming %q: want tcp:HOST:PORT", uri)
+	// With pagecast's engine the receiver listens on --incoming and QEMU
+	// waits (-incoming defer) for the device state it forwards; with
+	// QEMU's, --incoming is QEMU's own.
+	var incoming net.Listener
+	var serverTLS *tls.Config
+	switch engine := c.String("engine"); {
+	case c.String("incoming") == "":
+	case engine == engineQEMU:
+		if !strings.HasPrefix(c.String("incoming"), "tcp:") {
+			return fmt.Errorf("--incoming %q: want tcp:HOST:PORT", c.String("incoming"))
 		}
-		o.incoming = uri
+		o.incoming = c.String("incoming")
+	case engine == enginePagecast:
+		tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
+		if tlsFiles.Enabled() {
+			if serverTLS, err = tlsFiles.Config(true); err != nil {
+				return err
+			}
+		}
+		l, err := migrator.Listen(c.String("incoming"), serverTLS)
+		if err != nil {
+			return fmt.Errorf("--incoming: %w", err)
+		}
+		defer l.Close()
+		incoming, o.incoming = l, "defer"
+	default:
+		return fmt.Errorf("--engine %q: want pagecast or qemu", engine)
 	}
 	vm, err := startQEMUVM(o)
 	if err != nil {
@@ -196,7 +224,17 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	fmt.Fprintf(out, "%s on %s\n", guestName, vm.describe())
 	fmt.Fprintf(out, "QEMU pid %d, %s RAM shared at %s, QMP unix:%s\n", vm.PID(), units.FormatBytes(float64(o.memory)),
 		filepath.Join(vm.dir, "ram"), vm.QMPPath)
-	if o.incoming != "" {
+	if incoming != nil {
+		fmt.Fprintf(out, "waiting for an incoming migration (pagecast's engine) on %s\n", c.String("incoming"))
+		dest, err := qemuguest.DestFromVM(vm.VM)
+		if err != nil {
+			return err
+		}
+		if err := receive(ctx, incoming, dest, serverTLS, log); err != nil {
+			return err
+		}
+		fmt.Fprintln(out, "migration received, memory verified; guest running")
+	} else if o.incoming != "" {
 		fmt.Fprintf(out, "waiting for an incoming QEMU migration on %s\n", o.incoming)
 	} else if o.kernel != "" {
 		// An initramfs from qemu.BuildInitramfs prints the marker; another may not.
