@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
