@@ -14,7 +14,7 @@ import "hash/crc32"
 
 // gridStep is the distance between grid points; checks of stretches
 // shorter than 2·gridStep compute the CRC directly.
-const gridStep = 256
+const gridStep = 64
 
 // castagnoliPoly is the reflected CRC-32C polynomial.
 const castagnoliPoly = 0x82f63b78
@@ -101,7 +101,8 @@ func (g *crcGrid) checksum(r *Reader, from, to int) uint32 {
 	g2 := int(g.anchor + int64(j2)*gridStep - r.base)
 	r.summed += int64(g1 - from + to - g2)
 	head := crc32.Checksum(r.buf[from:g1], castagnoli)
-	mid := g.points[j2] ^ mulModP(g.shift(j2-j1), g.points[j1])
-	c := combine(head, mid, g.shift(j2-j1))
+	sh := g.shift(j2 - j1)
+	mid := g.points[j2] ^ mulModP(sh, g.points[j1])
+	c := combine(head, mid, sh)
 	return combine(c, crc32.Checksum(r.buf[g2:to], castagnoli), shiftTab[to-g2])
 }
