@@ -1,0 +1,100 @@
+package qemuguest_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemuguest"
+)
+
+// TestEngine migrates a QEMU TCG guest running hotset with pagecast's
+// engine in every mode it runs on QEMU (tsmc is QEMU's post-copy there:
+// see doc.go): the pages by pagecast over a 32 MiB/s link, the device
+// state by QEMU; the destination verifies its memory against the source's
+// checksums at switch-over, and the guest runs on from where it stopped.
+func TestEngine(t *testing.T) {
+	for _, tc := range []struct {
+		mode  string
+		check func(t *testing.T, info migrator.Info)
+	}{
+		{migrator.ModePrecopy, nil},
+		{migrator.ModePredictive, func(t *testing.T, i migrator.Info) {
+			if i.Pagecast.DeferredAll == 0 {
+				t.Error("predictive deferred no page")
+			}
+		}},
+		{migrator.ModeThrottle, func(t *testing.T, i migrator.Info) {
+			if i.CPUThrottlePercentage == 0 {
+				t.Error("throttle never slowed the vCPUs")
+			}
+		}},
+		{migrator.MECOM, compressed},
+		{migrator.ModePredictive + "+" + migrator.MECOM, compressed},
+		{migrator.ModeThrottle + "+" + migrator.MECOM, compressed},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			src := startSource(t, "hotset:hot=2048,p=0.95,delay=25000")
+			dst, err := qemuguest.StartDest(options(t, "hotset:delay=25000"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dst.Close()
+			l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				c, err := l.Accept()
+				l.Close()
+				if err != nil {
+					done <- err
+					return
+				}
+				defer c.Close()
+				_, err = migrator.Receive(context.Background(), c, dst, migrator.ReceiveConfig{})
+				done <- err
+			}()
+			m, err := migrator.Outgoing(src, "tcp:"+l.Addr().String(),
+				migrator.Config{Mode: tc.mode, MaxBandwidth: 32 << 20, MaxRounds: 8, TargetRound: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := m.Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			x := info.Pagecast
+			t.Logf("%s: %d ms, downtime %d ms, %.1f MiB, rounds %v, deferred %d, throttle %d%%, stopped: %s",
+				tc.mode, info.TotalTime, info.Downtime, float64(info.RAM.Transferred)/(1<<20), x.RoundPages,
+				x.DeferredAll, info.CPUThrottlePercentage, x.StopReason)
+			if info.Status != migrator.StatusCompleted || !x.Verified {
+				t.Fatalf("status %s, verified %v", info.Status, x.Verified)
+			}
+			if tc.check != nil {
+				tc.check(t, info)
+			}
+			if ok, st := src.Running(); ok {
+				t.Errorf("source still %s after the switch-over", st)
+			}
+			// The guest's counter lives in its memory: the destination
+			// starts where the source stopped, and goes on.
+			stopped, p := progress(t, src.VM()), progress(t, dst.VM())
+			if p < stopped {
+				t.Fatalf("destination's progress %d is behind the source's last %d", p, stopped)
+			}
+			waitProgress(t, dst.VM(), p+1000, 10*time.Second)
+		})
+	}
+}
+
+func compressed(t *testing.T, i migrator.Info) {
+	if i.RAM.Transferred >= i.RAM.Total {
+		t.Errorf("mecom sent %d bytes for %d of memory: nothing compressed", i.RAM.Transferred, i.RAM.Total)
+	}
+}
