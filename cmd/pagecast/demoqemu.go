@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qemuguest"
 )
 
 // tcgDemoDelay slows the demo guest's writes under TCG, which runs it far
@@ -79,89 +82,175 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 	if len(epochs) == 0 {
 		return fmt.Errorf("no epoch profiled in --duration %v", c.Duration("duration"))
 	}
-	return demoQEMUMigrations(c, out, vm, o)
+	tmp, err := os.MkdirTemp("", "pagecast-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	profile := filepath.Join(tmp, "profile.pct") // outlives the first QEMU
+	if err := writeProfile(profile, epochs, o.memory, interval, col.Hook()); err != nil {
+		return err
+	}
+	return demoQEMUMigrations(c, out, vm, o, profile)
 }
 
-// demoQEMUModes are the modes the QEMU demo migrates with: those QEMU has
-// natively (predictive needs pagecast's engine, which does not move QEMU's
-// RAM yet).
-var demoQEMUModes = []string{migrator.ModePrecopy, migrator.MECOM, migrator.ModeThrottle, migrator.ModeTSMC}
-
-// demoQEMUMigrations moves the QEMU VM to a fresh QEMU started with
-// -incoming, once with each mode QEMU can do (each from where the last put
-// it), checks that the guest runs on at the destination, and prints the
+// demoQEMUMigrations moves the QEMU VM to a fresh QEMU, first with QEMU's
+// own pre-copy (the baseline), then with pagecast's engine in each mode
+// (pages from the source's shared RAM, device state by QEMU with
+// x-ignore-shared, memory verified before the destination runs), and tsmc
+// as QEMU's post-copy; each migration starts where the last left the guest.
+// It checks that the guest runs on at each destination and prints the
 // figures side by side.
-func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOptions) error {
+func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOptions, profile string) error {
 	bw, err := parseBandwidth(c.String("bandwidth"))
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	var modes []string
-	for _, m := range strings.Split(c.String("modes"), ",") {
-		if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, o.memory); err != nil {
-			fmt.Fprintf(out, "skipping %s: %v\n", m, err)
-			continue
-		}
-		modes = append(modes, m)
-	}
-	if len(modes) == 0 || modes[0] != migrator.ModePrecopy {
-		modes = append([]string{migrator.ModePrecopy}, modes...) // the baseline of the comparison
-	}
-	fmt.Fprintf(out, "\nlive migration QEMU to QEMU on loopback with QEMU's own migration, link capped at %s/s, downtime limit %v:\n",
+	modes := strings.Split(c.String("modes"), ",")
+	fmt.Fprintf(out, "live migration QEMU to QEMU on loopback, link capped at %s/s, downtime limit %v:\n",
 		units.FormatBytes(float64(bw)), migrator.DefaultDowntimeLimit)
 	cur := src
 	defer func() { cur.Close() }()
 	var rows []qemuMigration
-	for _, mode := range modes {
-		port, err := freePort()
+	next := func(engine, mode string) error {
+		dst, r, err := demoQEMUMigrate(c, cur, o, engine, mode, bw, profile)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s migration (%s): %w", mode, engine, err)
 		}
-		do := o
-		do.qmp, do.incoming = "", fmt.Sprintf("tcp:127.0.0.1:%d", port)
-		dst, err := startQEMUVM(do)
-		if err != nil {
-			return fmt.Errorf("%s: destination QEMU: %w", mode, err)
-		}
-		p := migrator.Params{Mode: mode, MaxBandwidth: bw, DowntimeLimit: migrator.DefaultDowntimeLimit, MaxRounds: migrator.DefaultMaxRounds}
-		plan, err := migrator.SetupQEMU(cur.Monitor, dst.Monitor, p)
-		if err == nil {
-			err = migrator.Migrate(cur.Monitor, do.incoming)
-		}
-		if err != nil {
-			dst.Close()
-			return fmt.Errorf("%s migration: %w", mode, err)
-		}
-		bar := newProgressBar(c.App.ErrWriter, false)
-		info, err := migrator.WaitQEMU(c.Context, cur.Monitor, &plan, 200*time.Millisecond, bar.update)
-		bar.done()
-		if err != nil {
-			dst.Close()
-			return fmt.Errorf("%s migration: %w (the guest keeps running on the source)", mode, err)
-		}
-		before, _ := cur.GuestStatus()
-		after, err := waitProgress(dst, before.TotalProgress(), 10*time.Second)
-		if err != nil {
-			dst.Close()
-			return fmt.Errorf("%s migration: %w", mode, err)
-		}
-		fmt.Fprintf(out, "  %-10s done: guest running on the destination QEMU (progress %d -> %d); capabilities: %s\n",
-			mode, before.TotalProgress(), after, strings.Join(append([]string{"none"}, plan.Capabilities...)[min(1, len(plan.Capabilities)):], ", "))
-		rows = append(rows, qemuMigration{mode: mode, info: info, forced: plan.Forced})
+		rows = append(rows, r)
 		cur.Close()
 		cur = dst
+		return nil
+	}
+	if err := next(engineQEMU, migrator.ModePrecopy); err != nil {
+		return err
+	}
+	for _, mode := range modes {
+		engine := enginePagecast
+		if strings.HasPrefix(mode, migrator.ModeTSMC) {
+			engine = engineQEMU // pagecast's stage 3 cannot pull pages into QEMU's memory
+		}
+		if err := next(engine, mode); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintln(out)
 	writeQEMUMigrationTable(out, rows)
-	fmt.Fprintln(out, "\nagainst precopy:")
+	fmt.Fprintln(out, "\nagainst QEMU's own pre-copy:")
 	pre := rows[0].info
 	for _, r := range rows[1:] {
-		fmt.Fprintf(out, "  %-10s %4.0f%% of the bytes, %4.0f%% of the downtime, %4.0f%% of the total time\n", r.mode,
+		fmt.Fprintf(out, "  %-26s %4.0f%% of the bytes, %4.0f%% of the downtime, %4.0f%% of the total time\n", r.label(),
 			100*float64(r.info.RAM.Transferred)/float64(max(pre.RAM.Transferred, 1)),
 			100*float64(r.info.Downtime)/float64(max(pre.Downtime, 1)),
 			100*float64(r.info.TotalTime)/float64(max(pre.TotalTime, 1)))
 	}
+	fmt.Fprintln(out, "(QEMU counts as downtime only the time to write its last bytes into its socket; pagecast until the destination has verified its memory and been told to run)")
 	return nil
+}
+
+// demoQEMUMigrate moves cur's guest to a new QEMU with engine in mode and
+// returns that QEMU, running the guest.
+func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode string, bw uint64, profile string) (_ *qemuVM, _ qemuMigration, err error) {
+	row := qemuMigration{mode: mode, engine: engine}
+	do := o
+	do.qmp, do.incoming = "", "defer"
+	if engine == engineQEMU {
+		port, err := freePort()
+		if err != nil {
+			return nil, row, err
+		}
+		do.incoming = fmt.Sprintf("tcp:127.0.0.1:%d", port)
+	}
+	dst, err := startQEMUVM(do)
+	if err != nil {
+		return nil, row, fmt.Errorf("destination QEMU: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			dst.Close()
+		}
+	}()
+	bar := newProgressBar(c.App.ErrWriter, false)
+	if engine == engineQEMU {
+		plan, err := migrator.SetupQEMU(cur.Monitor, dst.Monitor, migrator.Params{Mode: mode, MaxBandwidth: bw,
+			DowntimeLimit: migrator.DefaultDowntimeLimit, MaxRounds: migrator.DefaultMaxRounds})
+		if err == nil {
+			err = migrator.Migrate(cur.Monitor, do.incoming)
+		}
+		if err != nil {
+			return nil, row, err
+		}
+		row.info, err = migrator.WaitQEMU(c.Context, cur.Monitor, &plan, 200*time.Millisecond, bar.update)
+		bar.done()
+		if err != nil {
+			return nil, row, err
+		}
+		row.forced = plan.Forced
+	} else {
+		source, err := qemuguest.FromVM(cur.VM)
+		if err != nil {
+			return nil, row, err
+		}
+		defer source.Close()
+		dest, err := qemuguest.DestFromVM(dst.VM)
+		if err != nil {
+			return nil, row, err
+		}
+		defer dest.Close()
+		l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
+		if err != nil {
+			return nil, row, err
+		}
+		received := make(chan error, 1)
+		go func() {
+			conn, err := l.Accept()
+			l.Close()
+			if err != nil {
+				received <- err
+				return
+			}
+			defer conn.Close()
+			_, err = migrator.Receive(c.Context, conn, dest, migrator.ReceiveConfig{})
+			received <- err
+		}()
+		cfg := migrator.Config{Mode: mode, MaxBandwidth: bw, Epoch: c.Duration("interval")}
+		if strings.HasPrefix(mode, migrator.ModePredictive) {
+			cfg.Profile = profile
+		}
+		m, err := migrator.Outgoing(source, "tcp:"+l.Addr().String(), cfg)
+		if err != nil {
+			l.Close()
+			return nil, row, err
+		}
+		for done := false; !done; {
+			select {
+			case <-m.Done():
+				done = true
+			case <-time.After(200 * time.Millisecond):
+			}
+			bar.update(m.Info())
+		}
+		bar.done()
+		row.info, err = m.Wait()
+		if rerr := <-received; err == nil && rerr != nil {
+			err = rerr
+		}
+		if err != nil {
+			return nil, row, err
+		}
+	}
+	before, _ := cur.GuestStatus()
+	after, err := waitProgress(dst, before.TotalProgress(), 10*time.Second)
+	if err != nil {
+		return nil, row, err
+	}
+	verified := ""
+	if row.info.Pagecast != nil && row.info.Pagecast.Verified {
+		verified = ", memory verified"
+	}
+	fmt.Fprintf(c.App.Writer, "  %-26s done: guest running on the destination QEMU (progress %d -> %d)%s\n",
+		row.label(), before.TotalProgress(), after, verified)
+	return dst, row, nil
 }
 
 // waitProgress waits until the guest's progress counter passes from,
@@ -191,27 +280,46 @@ func freePort() (int, error) {
 }
 
 type qemuMigration struct {
-	mode   string
-	info   migrator.Info
-	forced bool // switch-over forced at the round cap
+	mode, engine string
+	info         migrator.Info
+	forced       bool // QEMU's switch-over forced at the round cap
 }
 
-// writeQEMUMigrationTable prints QEMU migrations side by side, one row each.
+// label names the migration as the table shows it.
+func (r qemuMigration) label() string {
+	if r.engine == engineQEMU {
+		if r.mode == migrator.ModeTSMC {
+			return "tsmc (QEMU post-copy)"
+		}
+		return "QEMU " + r.mode
+	}
+	return r.mode
+}
+
+// writeQEMUMigrationTable prints the QEMU VM's migrations side by side.
 func writeQEMUMigrationTable(w io.Writer, rows []qemuMigration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tsetup\tbytes\tdirty syncs\tthrottle\tpulled\tstopped because\t")
+	fmt.Fprintln(tw, "migration\ttotal\tdowntime\tbytes\trounds\tdeferred\tthrottle\tpulled\tverified\tstopped because\t")
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
 	for _, r := range rows {
 		i := r.info
-		why := "fit the limit"
+		rounds, deferred, verified, why := int(i.RAM.DirtySyncCount), uint64(0), "-", "fit the limit"
 		switch {
+		case i.Pagecast != nil:
+			rounds, deferred, verified = i.Pagecast.Round, i.Pagecast.DeferredAll, fmt.Sprint(i.Pagecast.Verified)
+			why = i.Pagecast.StopReason
+			if strings.HasPrefix(why, "round cap") {
+				why = "round cap"
+			} else {
+				why = "fit the limit"
+			}
 		case r.forced:
 			why = "round cap"
 		case i.RAM.PostcopyRequests > 0 || i.RAM.PostcopyBytes > 0:
 			why = "post-copy"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d%%\t%d\t%s\t\n", r.mode, ms(i.TotalTime), ms(i.Downtime), ms(i.SetupTime),
-			units.FormatBytes(float64(i.RAM.Transferred)), i.RAM.DirtySyncCount, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, why)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d%%\t%d\t%s\t%s\t\n", r.label(), ms(i.TotalTime), ms(i.Downtime),
+			units.FormatBytes(float64(i.RAM.Transferred)), rounds, deferred, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, verified, why)
 	}
 	tw.Flush()
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/tcg"
 	"github.com/pagecast/pagecast/trace"
 )
@@ -323,14 +324,20 @@ func TestDemoQEMU(t *testing.T) {
 		t.Fatalf("pagecast demo: %v\n%s\n%s", err, out, stderr.String())
 	}
 	wants := []string{"runs on QEMU under TCG", "dirty pages from: tcg-plugin", "next-epoch forecasts", "model",
-		"skipping predictive: ", "against precopy:"}
-	for _, mode := range demoQEMUModes {
-		wants = append(wants, fmt.Sprintf("%-10s done: guest running on the destination QEMU", mode))
+		"against QEMU's own pre-copy:", "QEMU precopy               done: guest running on the destination QEMU",
+		"tsmc (QEMU post-copy)      done: guest running on the destination QEMU"}
+	for _, mode := range demoModes {
+		if mode != migrator.ModeTSMC {
+			wants = append(wants, fmt.Sprintf("%-26s done: guest running on the destination QEMU (progress", mode))
+		}
 	}
 	for _, want := range wants {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	if n := strings.Count(string(out), "memory verified"); n != len(demoModes)-1 {
+		t.Errorf("%d migrations say memory verified, want every one of pagecast's engine (%d):\n%s", n, len(demoModes)-1, out)
 	}
 	// The strip shows the 2 MiB hot set (hot=512 pages) being written.
 	if !regexp.MustCompile(`(?m)^ +\d+\.\ds +\d{3,} `).Match(out) {
