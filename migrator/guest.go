@@ -62,6 +62,13 @@ type Destination interface {
 	Start() error
 }
 
+// NoPostcopy is implemented by a Destination that cannot run TSMC's stage
+// 3 (pulling pages into guest memory as the guest touches them): it says
+// why, and the receiver refuses a tsmc source in the handshake.
+type NoPostcopy interface {
+	NoPostcopy() string
+}
+
 // Identity is what must match between source and destination.
 type Identity struct {
 	VCPUs int

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/pagecast/pagecast/bitmap"
@@ -148,7 +149,13 @@ func (rc *receiver) run() error {
 	if rec.Type != RecHello {
 		return fmt.Errorf("the stream starts with a %s record, not a handshake: %w", rec.Type, ErrMalformed)
 	}
-	if err := rec.Hello.Check(rc.hello()); err != nil {
+	err = rec.Hello.Check(rc.hello())
+	if np, ok := rc.d.(NoPostcopy); ok && err == nil && strings.HasPrefix(rec.Hello.Mode, ModeTSMC) {
+		if why := np.NoPostcopy(); why != "" {
+			err = fmt.Errorf("this destination cannot run %s's stage 3: %s", ModeTSMC, why)
+		}
+	}
+	if err != nil {
 		if werr := rc.w.Text(RecRefuse, err.Error()); werr == nil {
 			rc.w.Flush()
 		}
@@ -192,6 +199,12 @@ func (rc *receiver) run() error {
 			}
 		case RecEndRound:
 			rc.rounds++
+			// A VM that has gone meanwhile (its QEMU killed) can never
+			// take the guest: say so now, not after the source has
+			// paused it for a stop-and-copy.
+			if ok, st := rc.d.Waiting(); !ok {
+				return fmt.Errorf("after round %d the virtual machine is no longer waiting for the migration: %s", rc.rounds, st)
+			}
 		case RecState:
 			if err := rc.state.add(rec.State); err != nil {
 				return err

@@ -72,3 +72,14 @@ func (d *Dest) Start() error { return run(d.mon, "cont", nil, nil) }
 
 // Close releases the RAM mapping and whatever this Dest opened or started.
 func (d *Dest) Close() error { return d.close() }
+
+var _ migrator.NoPostcopy = (*Dest)(nil)
+
+// NoPostcopy says why pagecast's TSMC cannot finish on a QEMU destination:
+// its stage-3 userfaultfd would watch pagecast's own mapping of the shared
+// RAM, while the guest reaches it through QEMU's, so a dropped page would
+// come back zero-filled (measured: a lost status page). tsmc on QEMU is
+// QEMU's own post-copy.
+func (d *Dest) NoPostcopy() string {
+	return "a QEMU destination's guest reaches its RAM through QEMU's mapping, where pagecast's userfaultfd sees no fault; use QEMU's post-copy (pagecast migrate --engine qemu --mode tsmc)"
+}

@@ -2,6 +2,7 @@ package qemuguest_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,4 +98,48 @@ func compressed(t *testing.T, i migrator.Info) {
 	if i.RAM.Transferred >= i.RAM.Total {
 		t.Errorf("mecom sent %d bytes for %d of memory: nothing compressed", i.RAM.Transferred, i.RAM.Total)
 	}
+}
+
+// TestEngineRefusesTSMC: pagecast's tsmc cannot pull pages into a QEMU
+// destination's memory, so the destination refuses it in the handshake and
+// the source guest runs on untouched.
+func TestEngineRefusesTSMC(t *testing.T) {
+	src := startSource(t, "hotset:delay=25000")
+	dst, err := qemuguest.StartDest(options(t, "hotset:delay=25000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		l.Close()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		_, err = migrator.Receive(context.Background(), c, dst, migrator.ReceiveConfig{})
+		done <- err
+	}()
+	m, err := migrator.Outgoing(src, "tcp:"+l.Addr().String(), migrator.Config{Mode: migrator.ModeTSMC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Wait()
+	if err == nil || !strings.Contains(err.Error(), "QEMU's post-copy") {
+		t.Fatalf("tsmc to a QEMU destination: %v, want a refusal pointing at QEMU's post-copy", err)
+	}
+	if rerr := <-done; rerr == nil {
+		t.Fatal("the destination accepted tsmc")
+	}
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source %s after the refusal", st)
+	}
+	p := progress(t, src.VM())
+	waitProgress(t, src.VM(), p+1000, 10*time.Second)
 }
