@@ -22,19 +22,13 @@ const castagnoliPoly = 0x82f63b78
 // mulModP multiplies a and b, polynomials over GF(2) in reflected bit
 // order, modulo the CRC-32C polynomial.
 func mulModP(a, b uint32) uint32 {
-	m := uint32(1) << 31
+	// Branch-free: a's bits are as good as random, and mispredicted
+	// branches would cost more than the arithmetic.
 	var p uint32
-	for a != 0 {
-		if a&m != 0 {
-			p ^= b
-			a &^= m
-		}
-		m >>= 1
-		if b&1 != 0 {
-			b = b>>1 ^ castagnoliPoly
-		} else {
-			b >>= 1
-		}
+	for range 32 {
+		p ^= b & -(a >> 31)
+		a <<= 1
+		b = b>>1 ^ castagnoliPoly&-(b&1)
 	}
 	return p
 }
