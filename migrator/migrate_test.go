@@ -330,7 +330,7 @@ func TestMigrateHeavy(t *testing.T) {
 	if !strings.Contains(pre.info.Pagecast.StopReason, "round cap") {
 		t.Fatalf("precopy converged (%s): the workload is too light for the throttle tests", pre.info.Pagecast.StopReason)
 	}
-	pred := migrate(t, heavyLoad, Config{Mode: ModePredictive, MaxBandwidth: 16 << 20, MaxRounds: 5, Warmup: 3})
+	pred := migrate(t, heavyLoad, Config{Mode: ModePredictive, MaxBandwidth: 16 << 20, MaxRounds: 8, Warmup: 3})
 	if strings.Contains(pred.info.Pagecast.StopReason, "round cap") && pred.info.Pagecast.DeferralOff == 0 {
 		t.Errorf("predictive ran into the round cap still deferring")
 	}
