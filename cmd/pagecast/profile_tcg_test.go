@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitalocean/go-qemu/qmp"
+
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
@@ -26,6 +28,7 @@ import (
 
 // qemuRun is a `pagecast vm run --monitor qemu` process under test.
 type qemuRun struct {
+	lines   chan string // vm run's standard output after the guest is up
 	sock    string
 	qemuPID int
 	cmd     *exec.Cmd
@@ -49,7 +52,7 @@ func startQEMURun(t *testing.T, args ...string) *qemuRun {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &qemuRun{sock: sock, cmd: cmd, stderr: &stderr, exited: make(chan struct{})}
+	r := &qemuRun{sock: sock, cmd: cmd, stderr: &stderr, exited: make(chan struct{}), lines: make(chan string, 16)}
 	// It prints QEMU's pid, then a line once the guest is up (or is
 	// waiting for a migration).
 	pids, up := make(chan int, 1), make(chan struct{})
@@ -62,6 +65,13 @@ func startQEMURun(t *testing.T, args ...string) *qemuRun {
 			}
 			if strings.HasPrefix(sc.Text(), "guest up:") || strings.HasPrefix(sc.Text(), "waiting for an incoming") {
 				close(up)
+				break
+			}
+		}
+		for sc.Scan() {
+			select {
+			case r.lines <- sc.Text():
+			default:
 			}
 		}
 		io.Copy(io.Discard, stdout)
@@ -425,5 +435,59 @@ func TestServeCollectorTCG(t *testing.T) {
 	}
 	if n := strings.Count(body, ","); n < 400 {
 		t.Fatalf("live hot set of the TCG guest has ~%d pages, want the 512-page hot set:\n%.500s\n%s", n, body, serveErr.String())
+	}
+}
+
+// TestMigrateQEMUEngineCLI: a user migrates a QEMU TCG guest with
+// pagecast's engine, as the README shows: `vm run --monitor qemu` at both
+// ends, `pagecast migrate` picks the engine, the destination verifies the
+// memory and runs the guest.
+func TestMigrateQEMUEngineCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
+	to := "tcp:" + freeAddr(t)
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
+	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to,
+		"--mode", "predictive+mecom", "--bandwidth", "32MiB/s", "--quiet")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pagecast migrate: %v\n%s\n%s", err, out, stderr.String())
+	}
+	for _, want := range []string{"status           completed", "mode             predictive+mecom", "verified         true"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(stderr.String(), "engine: pagecast") {
+		t.Errorf("migrate did not say it chose pagecast's engine:\n%s", stderr.String())
+	}
+	select {
+	case line := <-dst.lines:
+		if !strings.Contains(line, "memory verified; guest running") {
+			t.Errorf("destination said %q", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the destination said nothing after the migration\n%s", dst.stderr.String())
+	}
+	// QEMU's own view: the destination runs, the source has handed over.
+	for _, c := range []struct {
+		r    *qemuRun
+		want string
+	}{{dst, "running"}, {src, "postmigrate"}} {
+		mon, err := qmp.NewSocketMonitor("unix", c.r.sock, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mon.Connect(); err != nil {
+			t.Fatal(err)
+		}
+		if st := run(t, mon, "query-status", nil)["status"]; st != c.want {
+			t.Errorf("%s QEMU is %v, want %s", map[bool]string{true: "destination", false: "source"}[c.r == dst], st, c.want)
+		}
+		mon.Disconnect()
 	}
 }
