@@ -110,6 +110,15 @@ type refusal struct{ reason error }
 
 func (r *refusal) Error() string { return "refused the source: " + r.reason.Error() }
 
+// Is makes a refusal an ErrNoHandshake.
+func (r *refusal) Is(target error) bool { return target == ErrNoHandshake }
+
+// ErrNoHandshake marks a Receive that ended before any migration began: the
+// peer sent no valid handshake (a port scanner, a client that is not
+// pagecast, a TLS failure) or one that was refused. The destination is
+// untouched and may wait for the next connection.
+var ErrNoHandshake = errors.New("no migration began")
+
 var errSourceAborted = errors.New("the source aborted the migration")
 
 type receiver struct {
@@ -144,10 +153,10 @@ func (rc *receiver) hello() Hello {
 func (rc *receiver) run() error {
 	rec, err := rc.r.Next()
 	if err != nil {
-		return fmt.Errorf("read the handshake: %w", err)
+		return fmt.Errorf("read the handshake: %w (%w)", err, ErrNoHandshake)
 	}
 	if rec.Type != RecHello {
-		return fmt.Errorf("the stream starts with a %s record, not a handshake: %w", rec.Type, ErrMalformed)
+		return fmt.Errorf("the stream starts with a %s record, not a handshake: %w (%w)", rec.Type, ErrMalformed, ErrNoHandshake)
 	}
 	err = rec.Hello.Check(rc.hello())
 	if np, ok := rc.d.(NoPostcopy); ok && err == nil && strings.HasPrefix(rec.Hello.Mode, ModeTSMC) {

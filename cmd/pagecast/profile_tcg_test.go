@@ -491,3 +491,36 @@ func TestMigrateQEMUEngineCLI(t *testing.T) {
 		mon.Disconnect()
 	}
 }
+
+// TestIncomingSurvivesBadPeers: a QEMU destination waiting for pagecast's
+// engine is not ended by a port scanner, a peer speaking something else or
+// a source of another size: it logs each and the right source then gets in.
+func TestIncomingSurvivesBadPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	to := "tcp:" + freeAddr(t)
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
+	addr := strings.TrimPrefix(to, "tcp:")
+	for _, junk := range []string{"", "GET / HTTP/1.0\r\n\r\n", strings.Repeat("\x00", 4096)} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(junk))
+		c.Close()
+	}
+	small := startQEMURun(t, "--memory", "16M", "--workload", "hotset:delay=25000")
+	out, err := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+small.sock, "--to", to, "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "memory") {
+		t.Fatalf("a 16M source into a 32M destination: %v\n%s", err, out)
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	out, err = exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--quiet").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "verified         true") {
+		t.Fatalf("the right source after the bad peers: %v\n%s\ndestination:\n%s", err, out, dst.stderr.String())
+	}
+	if n := strings.Count(dst.stderr.String(), "refused a connection"); n < 4 {
+		t.Errorf("destination logged %d refusals, want 4 (3 bad peers and the wrong size):\n%s", n, dst.stderr.String())
+	}
+}

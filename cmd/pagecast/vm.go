@@ -82,20 +82,35 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 	return vm, nil
 }
 
-// receive waits for one incoming migration into d and starts it.
+// receive waits for an incoming migration into d and starts it. A
+// connection that brings no valid handshake (a port scanner, a peer that
+// is not pagecast, a refused source, a failed TLS handshake) is logged and
+// the wait goes on; a migration that began and failed ends it.
 func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) error {
 	log.Info("waiting for an incoming migration", "on", l.Addr().String())
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	conn, err := l.Accept()
-	stop()
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("stopped while waiting for an incoming migration")
-		}
-		return fmt.Errorf("accept the incoming migration: %w", err)
-	}
-	defer conn.Close()
 	defer l.Close()
+	for {
+		stop := context.AfterFunc(ctx, func() { l.Close() })
+		conn, err := l.Accept()
+		stop()
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("stopped while waiting for an incoming migration")
+			}
+			return fmt.Errorf("accept the incoming migration: %w", err)
+		}
+		err = receiveOn(ctx, l, conn, d, tlsConfig, log)
+		if errors.Is(err, migrator.ErrNoHandshake) && ctx.Err() == nil {
+			log.Warn("refused a connection; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
+			continue
+		}
+		return err
+	}
+}
+
+// receiveOn runs one incoming migration on conn.
+func receiveOn(ctx context.Context, l net.Listener, conn net.Conn, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) error {
+	defer conn.Close()
 	// The listener stays open for a tsmc source that loses its link in
 	// stage 3 and comes back.
 	reconnect := func(ctx context.Context) (net.Conn, error) {
@@ -126,8 +141,11 @@ func vmCommand() *cli.Command {
 				"quit command, SIGINT or SIGTERM.\n\n" +
 				"With --incoming the guest is not booted: the monitor waits for a migration (pagecast migrate, or\n" +
 				"QMP migrate on the source), checks the copy against the source's checksums, and runs it; the\n" +
-				"memory size, vCPU count and guest image must match the source's. A failed incoming migration\n" +
-				"exits with status 1 and leaves the guest with the source.\n\n" +
+				"memory size, vCPU count and guest image must match the source's. A connection that brings no\n" +
+				"valid handshake (a port scanner, another protocol, a refused source, a failed TLS handshake) is\n" +
+				"logged and the wait goes on; a migration that began and failed exits with status 1 and leaves\n" +
+				"the guest with the source. Plain TCP is for trusted networks: the first source with a valid\n" +
+				"handshake supplies the guest's memory. Elsewhere use --tls-cert/--tls-key/--tls-ca on both ends.\n\n" +
 				"With --monitor qemu, QEMU runs the same guest instead: under KVM where /dev/kvm works (with\n" +
 				"the dirty ring pagecast's eBPF programs need), under QEMU's TCG emulator where it does not (with\n" +
 				"pagecast's TCG plugin loaded), guest RAM in shared memory; it prints which it chose and why.\n" +
@@ -138,7 +156,7 @@ func vmCommand() *cli.Command {
 				"         pagecast vm run --memory 128M --incoming tcp:127.0.0.1:4444 --qmp unix:/tmp/dst.sock",
 			Flags: append(append(vmFlags(), qemuVMFlags()...),
 				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH (created with mode 0600)"},
-				&cli.StringFlag{Name: "incoming", Usage: "wait for a migration on tcp:HOST:PORT instead of booting, then run the migrated guest"},
+				&cli.StringFlag{Name: "incoming", Usage: "wait for a migration on tcp:HOST:PORT instead of booting, then run the migrated guest (plain TCP: trusted networks only; see --tls-*)"},
 				&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS for migrations in and out: this end's certificate (PEM)"},
 				&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
 				&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the other end's certificate (PEM)"},
