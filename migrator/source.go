@@ -430,6 +430,11 @@ func (s *sender) handshake(mode string) error {
 		return fmt.Errorf("send handshake: %w", err)
 	}
 	rec, err := s.r.Next()
+	if err != nil && s.m.cfg.TLS == nil {
+		// A TLS destination hangs up on a plain handshake (a TLS
+		// record it cannot parse), which reads here as a bare EOF.
+		return fmt.Errorf("read the destination's answer to the handshake: %w (a destination that requires TLS closes plain connections: give this side its certificate, key and CA)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("read the destination's answer to the handshake: %w", err)
 	}

@@ -106,6 +106,22 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatalf("rogue source is %s", st)
 	}
 
+	// A plain source meeting a TLS destination is told TLS may be why.
+	src3 := newMemGuest(t, load, true)
+	dst3 := newMemGuest(t, load, false)
+	d3 := listenDestination(t, dst3, ReceiveConfig{TLS: server})
+	m3, err := Outgoing(src3, d3.uri, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m3.Wait(); err == nil || !strings.Contains(err.Error(), "requires TLS") {
+		t.Errorf("plain source into a TLS destination: %v, want a hint at TLS", err)
+	}
+	<-d3.done
+	if ok, st := src3.Running(); !ok {
+		t.Fatalf("plain source is %s", st)
+	}
+
 	if _, err := (TLSFiles{Cert: good.Cert}).Config(false); err == nil {
 		t.Error("TLS with only a certificate was accepted")
 	}
