@@ -3,7 +3,6 @@ package collector
 import (
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/tcg"
@@ -86,24 +85,11 @@ type tcgHook struct {
 // openTCG maps the plugin's area of QEMU process pid and starts a clean
 // epoch 1: whatever the plugin recorded before is discarded.
 func openTCG(pid int, maxPages uint64) (*tcgHook, error) {
-	shm, err := tcg.FindShm(pid)
+	a, err := tcg.Attach(pid)
 	if err != nil {
 		return nil, err
 	}
-	a, err := tcg.Open(shm)
-	if err != nil {
-		return nil, err
-	}
-	h := &tcgHook{area: a, maxPages: maxPages, base: a.Stats()}
-	// Writes go to one buffer while the other is cleared, then the
-	// other way round.
-	a.SetEpoch(0)
-	time.Sleep(tcg.Grace)
-	a.ReadEpoch(1, nil)
-	a.SetEpoch(1)
-	time.Sleep(tcg.Grace)
-	a.ReadEpoch(0, nil)
-	return h, nil
+	return &tcgHook{area: a, maxPages: maxPages, base: a.Stats()}, nil
 }
 
 func (h *tcgHook) name() string { return HookTCG }

@@ -25,11 +25,7 @@ type tcgLog struct {
 }
 
 func openTCGLog(pid int, ramPages uint64) (*tcgLog, error) {
-	shm, err := tcg.FindShm(pid)
-	if err != nil {
-		return nil, err
-	}
-	a, err := tcg.Open(shm)
+	a, err := tcg.Attach(pid)
 	if err != nil {
 		return nil, err
 	}
@@ -38,14 +34,6 @@ func openTCGLog(pid int, ramPages uint64) (*tcgLog, error) {
 		return nil, fmt.Errorf("qemu %d: the TCG plugin records %d pages, guest RAM spans %d: give the plugin pages=%d",
 			pid, a.Capacity(), need, need)
 	}
-	// A clean start: whatever the plugin recorded before is discarded,
-	// each buffer cleared while the plugin writes into the other.
-	a.SetEpoch(0)
-	time.Sleep(tcg.Grace)
-	a.ReadEpoch(1, nil)
-	a.SetEpoch(1)
-	time.Sleep(tcg.Grace)
-	a.ReadEpoch(0, nil)
 	return &tcgLog{area: a, epoch: 1, ramPages: ramPages}, nil
 }
 

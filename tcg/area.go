@@ -180,3 +180,25 @@ func le32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }
+
+// Attach maps the area of the plugin inside QEMU process pid and starts
+// clean at epoch 1: whatever the plugin recorded before (the boot, an
+// earlier profile) is discarded, each buffer cleared while the plugin
+// writes into the other.
+func Attach(pid int) (*Area, error) {
+	shm, err := FindShm(pid)
+	if err != nil {
+		return nil, err
+	}
+	a, err := Open(shm)
+	if err != nil {
+		return nil, err
+	}
+	a.SetEpoch(0)
+	time.Sleep(Grace)
+	a.ReadEpoch(1, nil)
+	a.SetEpoch(1)
+	time.Sleep(Grace)
+	a.ReadEpoch(0, nil)
+	return a, nil
+}
