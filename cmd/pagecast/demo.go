@@ -234,46 +234,13 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 			return err
 		}
 		defer dst.Close()
-		l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
-		if err != nil {
-			return err
-		}
-		received := make(chan error, 1)
-		go func() {
-			conn, err := l.Accept()
-			l.Close()
-			if err != nil {
-				received <- err
-				return
-			}
-			defer conn.Close()
-			_, err = migrator.Receive(c.Context, conn, dst.Migratable(), migrator.ReceiveConfig{Log: log})
-			received <- err
-		}()
 		mc := cfg
 		mc.Mode = mode
 		if !strings.HasPrefix(mode, migrator.ModePredictive) {
 			mc.Profile = ""
 		}
-		m, err := migrator.Outgoing(cur.Migratable(), "tcp:"+l.Addr().String(), mc)
-		if err != nil {
-			l.Close()
-			return err
-		}
-		bar := newProgressBar(c.App.ErrWriter, false)
-		for done := false; !done; {
-			select {
-			case <-m.Done():
-				done = true
-			case <-time.After(200 * time.Millisecond):
-			}
-			bar.update(m.Info())
-		}
-		bar.done()
-		info, err := m.Wait()
-		if rerr := <-received; err == nil && rerr != nil {
-			err = rerr
-		}
+		mc.Log = log
+		info, err := migrateLoopback(c.Context, c.App.ErrWriter, cur.Migratable(), dst.Migratable(), mc)
 		if err != nil {
 			return fmt.Errorf("%s migration: %w", mode, err)
 		}
@@ -300,6 +267,58 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 			100*float64(i.TotalTime)/float64(max(pre.TotalTime, 1)))
 	}
 	return nil
+}
+
+// migrateLoopback migrates g into d over loopback, both ends in this
+// process, with a progress bar on w, and returns the source's Info once
+// both ends are done.
+func migrateLoopback(ctx context.Context, w io.Writer, g migrator.Guest, d migrator.Destination, cfg migrator.Config) (migrator.Info, error) {
+	l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
+	if err != nil {
+		return migrator.Info{}, err
+	}
+	received := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		l.Close()
+		if err != nil {
+			received <- err
+			return
+		}
+		defer conn.Close()
+		_, err = migrator.Receive(ctx, conn, d, migrator.ReceiveConfig{Log: cfg.Log})
+		received <- err
+	}()
+	m, err := migrator.Outgoing(g, "tcp:"+l.Addr().String(), cfg)
+	if err != nil {
+		l.Close()
+		<-received
+		return migrator.Info{}, err
+	}
+	info, err := followMigration(ctx, m, newProgressBar(w, false))
+	if rerr := <-received; err == nil && rerr != nil {
+		err = rerr
+	}
+	return info, err
+}
+
+// followMigration draws m's progress until it ends (cancelling it if ctx
+// ends first) and returns its outcome.
+func followMigration(ctx context.Context, m *migrator.Migration, bar *progressBar) (migrator.Info, error) {
+	for done := false; !done; {
+		select {
+		case <-m.Done():
+			done = true
+		case <-ctx.Done():
+			m.Cancel()
+			<-m.Done()
+			done = true
+		case <-time.After(200 * time.Millisecond):
+		}
+		bar.update(m.Info())
+	}
+	bar.done()
+	return m.Wait()
 }
 
 // demoSource returns a function giving each interval's dirty pages: from

@@ -170,8 +170,8 @@ func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode 
 			dst.Close()
 		}
 	}()
-	bar := newProgressBar(c.App.ErrWriter, false)
 	if engine == engineQEMU {
+		bar := newProgressBar(c.App.ErrWriter, false)
 		plan, err := migrator.SetupQEMU(cur.Monitor, dst.Monitor, migrator.Params{Mode: mode, MaxBandwidth: bw,
 			DowntimeLimit: migrator.DefaultDowntimeLimit, MaxRounds: migrator.DefaultMaxRounds})
 		if err == nil {
@@ -197,45 +197,11 @@ func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode 
 			return nil, row, err
 		}
 		defer dest.Close()
-		l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
-		if err != nil {
-			return nil, row, err
-		}
-		received := make(chan error, 1)
-		go func() {
-			conn, err := l.Accept()
-			l.Close()
-			if err != nil {
-				received <- err
-				return
-			}
-			defer conn.Close()
-			_, err = migrator.Receive(c.Context, conn, dest, migrator.ReceiveConfig{})
-			received <- err
-		}()
 		cfg := migrator.Config{Mode: mode, MaxBandwidth: bw, Epoch: c.Duration("interval")}
 		if strings.HasPrefix(mode, migrator.ModePredictive) {
 			cfg.Profile = profile
 		}
-		m, err := migrator.Outgoing(source, "tcp:"+l.Addr().String(), cfg)
-		if err != nil {
-			l.Close()
-			return nil, row, err
-		}
-		for done := false; !done; {
-			select {
-			case <-m.Done():
-				done = true
-			case <-time.After(200 * time.Millisecond):
-			}
-			bar.update(m.Info())
-		}
-		bar.done()
-		row.info, err = m.Wait()
-		if rerr := <-received; err == nil && rerr != nil {
-			err = rerr
-		}
-		if err != nil {
+		if row.info, err = migrateLoopback(c.Context, c.App.ErrWriter, source, dest, cfg); err != nil {
 			return nil, row, err
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
 	"github.com/urfave/cli/v2"
@@ -79,21 +78,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params)
 	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	bar := newProgressBar(c.App.ErrWriter, c.Bool("quiet"))
-	for done := false; !done; {
-		select {
-		case <-m.Done():
-			done = true
-		case <-ctx.Done():
-			m.Cancel()
-			<-m.Done()
-			done = true
-		case <-time.After(200 * time.Millisecond):
-		}
-		bar.update(m.Info())
-	}
-	bar.done()
-	info, err := m.Wait()
+	info, err := followMigration(ctx, m, newProgressBar(c.App.ErrWriter, c.Bool("quiet")))
 	if err != nil {
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
