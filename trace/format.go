@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,6 +39,8 @@ const (
 	// hypervisors use, from x86's 4 KiB pages to 1 GiB huge pages.
 	MinPageSize = 4 << 10
 	MaxPageSize = 1 << 30
+	// MinAnyPageSize is the smallest page size AllowAnyPageSize lets in.
+	MinAnyPageSize = 512
 	// MaxMemoryBytes bounds a trace's memory size: 4 PiB, the most a
 	// 52-bit physical address (x86-64, arm64) reaches.
 	MaxMemoryBytes = 1 << 52
@@ -99,13 +102,44 @@ func (m Meta) Pages() uint64 {
 	return m.MemoryBytes / uint64(m.PageSize)
 }
 
+// anyPageSize is AllowAnyPageSize's setting.
+var anyPageSize atomic.Bool
+
+// AllowAnyPageSize sets whether CheckPageSize, and so every trace header
+// read or written, accepts any power of two from MinAnyPageSize to
+// MaxPageSize rather than only what hypervisors use, and returns the
+// previous setting. It is a process-wide setting, for a command-line flag
+// (pagecast's --any-page-size) to set while a command runs.
+func AllowAnyPageSize(allow bool) (previous bool) {
+	return anyPageSize.Swap(allow)
+}
+
+// CheckPageSize checks a page size, read from a file or from the user: a
+// power of two from MinPageSize to MaxPageSize, what hypervisors use, or
+// from MinAnyPageSize if AllowAnyPageSize says so.
+func CheckPageSize(size uint64) error {
+	lo := uint64(MinPageSize)
+	if anyPageSize.Load() {
+		lo = MinAnyPageSize
+	}
+	switch {
+	case size == 0 || size&(size-1) != 0:
+		return fmt.Errorf("page size %d is not a power of two", size)
+	case size < lo || size > MaxPageSize:
+		if lo == MinPageSize {
+			return fmt.Errorf("page size %d is outside the %d B to 1 GiB hypervisors use", size, lo)
+		}
+		return fmt.Errorf("page size %d is outside %d B to 1 GiB", size, lo)
+	}
+	return nil
+}
+
 // validate checks what every trace's metadata must satisfy.
 func (m Meta) validate() error {
+	if err := CheckPageSize(uint64(m.PageSize)); err != nil {
+		return err
+	}
 	switch {
-	case m.PageSize == 0 || m.PageSize&(m.PageSize-1) != 0:
-		return fmt.Errorf("page size %d is not a power of two", m.PageSize)
-	case m.PageSize < MinPageSize || m.PageSize > MaxPageSize:
-		return fmt.Errorf("page size %d is outside the %d B to 1 GiB hypervisors use", m.PageSize, MinPageSize)
 	case m.MemoryBytes == 0:
 		return errors.New("memory size is zero")
 	case m.MemoryBytes > MaxMemoryBytes:

@@ -484,3 +484,38 @@ func TestSummarize(t *testing.T) {
 		t.Fatalf("MeanPages = %v", s.MeanPages())
 	}
 }
+
+func TestCheckPageSize(t *testing.T) {
+	defer AllowAnyPageSize(AllowAnyPageSize(false))
+	for _, tc := range []struct {
+		size uint64
+		any  bool
+		want string // in the error; "" for none
+	}{
+		{4096, false, ""},
+		{1 << 21, false, ""},
+		{1 << 30, false, ""},
+		{0, false, "not a power of two"},
+		{3000, true, "not a power of two"},
+		{1, false, "page size 1 is outside the 4096 B to 1 GiB hypervisors use"},
+		{2048, false, "outside the 4096 B"},
+		{1 << 31, false, "outside the 4096 B"},
+		{512, true, ""},
+		{2048, true, ""},
+		{256, true, "page size 256 is outside 512 B to 1 GiB"},
+		{1 << 31, true, "outside 512 B"},
+	} {
+		t.Run(fmt.Sprintf("%d any=%v", tc.size, tc.any), func(t *testing.T) {
+			AllowAnyPageSize(tc.any)
+			err := CheckPageSize(tc.size)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("%v, want %q", err, tc.want)
+			}
+			// A header is held to the same limit.
+			_, werr := NewWriter(io.Discard, Meta{MemoryBytes: 1 << 40, PageSize: uint32(tc.size), Epoch: time.Second})
+			if (werr == nil) != (err == nil) {
+				t.Fatalf("writer: %v; CheckPageSize: %v", werr, err)
+			}
+		})
+	}
+}

@@ -62,13 +62,15 @@ func predictEvalCommand() *cli.Command {
 			&cli.StringFlag{Name: "memory", Aliases: []string{"m"},
 				Usage: "CSV traces only: guest memory size (K, M or G suffix); pages must lie below it"},
 			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "CSV traces only: length of one epoch"},
-			&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "CSV traces only: guest page size in bytes"},
+			&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "CSV traces only: guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
+			anyPageSizeFlag(),
 		},
 		Action: predictEval,
 	}
 }
 
 func predictEval(c *cli.Context) error {
+	defer allowPageSizes(c)()
 	path, err := oneArg(c, "trace")
 	if err != nil {
 		return err

@@ -34,6 +34,7 @@ func traceCommand() *cli.Command {
 				Description: "Reads the whole trace and prints its metadata and figures. Damaged stretches (a torn\n" +
 					"tail, corrupt records) are skipped and listed; they do not make the command fail. A file\n" +
 					"that is not a trace does.",
+				Flags:  []cli.Flag{anyPageSizeFlag()},
 				Action: traceInfo,
 			},
 			{
@@ -49,6 +50,7 @@ func traceCommand() *cli.Command {
 					&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "csv", Usage: "output format: csv or parquet"},
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"},
 						Usage: "output file, replaced when the export is complete (default: standard output; parquet needs a file)"},
+					anyPageSizeFlag(),
 				},
 				Action: traceExport,
 			},
@@ -65,7 +67,8 @@ func traceCommand() *cli.Command {
 					&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Required: true,
 						Usage: "guest memory size of the traced VM (K, M or G suffix); pages must lie below it; required"},
 					&cli.StringFlag{Name: "epoch", Required: true, Usage: "length of one epoch, e.g. 1s or 100ms; required"},
-					&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "guest page size in bytes, a power of two from 4096 to 1 GiB"},
+					&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
+					anyPageSizeFlag(),
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true,
 						Usage: "trace file to write (.pct), replaced when the import is complete; required"},
 					&cli.StringFlag{Name: "source", Usage: "what was traced, stored in the trace (default: \"csv import of IN\")"},
@@ -86,6 +89,7 @@ func oneArg(c *cli.Context, what string) (string, error) {
 }
 
 func traceInfo(c *cli.Context) error {
+	defer allowPageSizes(c)()
 	path, err := oneArg(c, "trace file")
 	if err != nil {
 		return err
@@ -164,6 +168,7 @@ func traceInfo(c *cli.Context) error {
 }
 
 func traceExport(c *cli.Context) error {
+	defer allowPageSizes(c)()
 	path, err := oneArg(c, "trace file")
 	if err != nil {
 		return err
@@ -208,6 +213,20 @@ func traceExport(c *cli.Context) error {
 	return nil
 }
 
+// anyPageSizeFlag lets a command take page sizes other than hypervisors':
+// in its --page-size and in the traces it reads and writes.
+func anyPageSizeFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "any-page-size",
+		Usage: "accept any power of two from 512 B to 1 GiB as a page size, not only the 4 KiB to 1 GiB hypervisors use"}
+}
+
+// allowPageSizes applies --any-page-size while the command runs; call the
+// function it returns when it ends.
+func allowPageSizes(c *cli.Context) (restore func()) {
+	previous := trace.AllowAnyPageSize(c.Bool("any-page-size"))
+	return func() { trace.AllowAnyPageSize(previous) }
+}
+
 // csvGeometry reads --memory, --page-size and --epoch: what a CSV trace
 // does not say about the VM it came from.
 func csvGeometry(c *cli.Context) (predictor.CSVOptions, error) {
@@ -217,8 +236,11 @@ func csvGeometry(c *cli.Context) (predictor.CSVOptions, error) {
 		return g, fmt.Errorf("--memory: %w", err)
 	}
 	ps := c.Uint("page-size")
-	if ps&(ps-1) != 0 || ps < trace.MinPageSize || ps > trace.MaxPageSize {
-		return g, fmt.Errorf("--page-size %d: want a power of two from 4096 to 1 GiB, what hypervisors use", ps)
+	if trace.CheckPageSize(uint64(ps)) != nil {
+		if c.Bool("any-page-size") {
+			return g, fmt.Errorf("--page-size %d: want a power of two from 512 to 1 GiB", ps)
+		}
+		return g, fmt.Errorf("--page-size %d: want a power of two from 4096 to 1 GiB, what hypervisors use (or from 512 with --any-page-size)", ps)
 	}
 	if mem == 0 || mem%uint64(ps) != 0 {
 		return g, fmt.Errorf("--memory %s: want a positive whole number of %d-byte pages", c.String("memory"), ps)
@@ -234,6 +256,7 @@ func csvGeometry(c *cli.Context) (predictor.CSVOptions, error) {
 }
 
 func traceImport(c *cli.Context) error {
+	defer allowPageSizes(c)()
 	in, err := oneArg(c, "CSV file")
 	if err != nil {
 		return err

@@ -200,3 +200,49 @@ func TestTraceErrors(t *testing.T) {
 		t.Fatalf("temporary files left behind: %v", left)
 	}
 }
+
+// TestAnyPageSize: page sizes below what hypervisors use are refused, from
+// --page-size and in trace files, unless --any-page-size says otherwise;
+// the setting lasts only as long as the command.
+func TestAnyPageSize(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.csv")
+	if err := os.WriteFile(in, []byte(traceCSV), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "t.pct")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // in stdout, or in the error if fail
+		fail bool
+	}{
+		{"import 512 refused", []string{"trace", "import", "--memory", "32M", "--epoch", "1s", "--page-size", "512", "-o", out, in},
+			"--page-size 512: want a power of two from 4096 to 1 GiB, what hypervisors use (or from 512 with --any-page-size)", true},
+		{"import 256 refused", []string{"trace", "import", "--memory", "32M", "--epoch", "1s", "--page-size", "256", "--any-page-size", "-o", out, in},
+			"--page-size 256: want a power of two from 512 to 1 GiB", true},
+		{"import 512", []string{"trace", "import", "--memory", "32M", "--epoch", "1s", "--page-size", "512", "--any-page-size", "-o", out, in},
+			"imported 4 epochs, 6 pages", false},
+		{"info refused", []string{"trace", "info", out}, "page size 512 is outside the 4096 B to 1 GiB hypervisors use", true},
+		{"info", []string{"trace", "info", "--any-page-size", out}, "65536 pages of 512 B", false},
+		{"export", []string{"trace", "export", "--any-page-size", out}, "3,0\n", false},
+		{"eval file", []string{"predict", "eval", "--warmup", "0", "--any-page-size", out}, "65536 pages (32.0 MiB)", false},
+		{"eval csv refused", []string{"predict", "eval", "--memory", "64M", "--page-size", "1024", in}, "--page-size 1024", true},
+		{"eval csv", []string{"predict", "eval", "--memory", "64M", "--page-size", "1024", "--warmup", "0", "--any-page-size", in},
+			"65536 pages (64.0 MiB)", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, _, err := runApp(t, tc.args...)
+			if tc.fail {
+				if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("err %v, want one line with %q", err, tc.want)
+				}
+			} else if err != nil || !strings.Contains(stdout, tc.want) {
+				t.Fatalf("err %v, stdout %s; want %q", err, stdout, tc.want)
+			}
+			if trace.AllowAnyPageSize(false) {
+				t.Fatal("--any-page-size outlived its command")
+			}
+		})
+	}
+}
