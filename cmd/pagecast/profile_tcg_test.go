@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ type qemuRun struct {
 	sock    string
 	qemuPID int
 	cmd     *exec.Cmd
-	stderr  *bytes.Buffer
+	stderr  *syncBuffer // read while vm run writes it
 	exited  chan struct{}
 }
 
@@ -43,7 +44,7 @@ func startQEMURun(t *testing.T, args ...string) *qemuRun {
 	testutil.RequiresQEMU(t)
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	cmd := exec.Command(binary, append([]string{"vm", "run", "--monitor", "qemu", "--accel", "tcg", "--qmp", "unix:" + sock}, args...)...)
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -523,4 +524,23 @@ func TestIncomingSurvivesBadPeers(t *testing.T) {
 	if n := strings.Count(dst.stderr.String(), "refused a connection"); n < 4 {
 		t.Errorf("destination logged %d refusals, want 4 (3 bad peers and the wrong size):\n%s", n, dst.stderr.String())
 	}
+}
+
+// syncBuffer is a process's output, read by the test while the process
+// still writes it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
