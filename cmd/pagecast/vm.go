@@ -149,10 +149,12 @@ func vmCommand() *cli.Command {
 				"With --monitor qemu, QEMU runs the same guest instead: under KVM where /dev/kvm works (with\n" +
 				"the dirty ring pagecast's eBPF programs need), under QEMU's TCG emulator where it does not (with\n" +
 				"pagecast's TCG plugin loaded), guest RAM in shared memory; it prints which it chose and why.\n" +
-				"--qmp is then QEMU's own QMP socket, and --incoming QEMU's -incoming: migrate with\n" +
-				"`pagecast migrate --qmp` as with any QEMU.\n\n" +
+				"--qmp is then QEMU's own QMP socket. --incoming is pagecast's receiver in front of a QEMU\n" +
+				"waiting with -incoming defer (pagecast's engine moves the RAM, QEMU's migration only the device\n" +
+				"state); with --engine qemu it is QEMU's own -incoming, for QEMU's migration.\n\n" +
 				"Example: pagecast vm run --memory 128M --workload hotset:hot=2048,p=0.9 --qmp unix:/tmp/pc.sock\n" +
 				"         pagecast vm run --monitor qemu --memory 64M --qmp unix:/tmp/q.sock\n" +
+				"         pagecast vm run --monitor qemu --memory 64M --incoming tcp:127.0.0.1:4444\n" +
 				"         pagecast vm run --memory 128M --incoming tcp:127.0.0.1:4444 --qmp unix:/tmp/dst.sock",
 			Flags: append(append(vmFlags(), qemuVMFlags()...),
 				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH (created with mode 0600)"},
