@@ -42,23 +42,8 @@ func TestEngine(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer dst.Close()
-			l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() {
-				c, err := l.Accept()
-				l.Close()
-				if err != nil {
-					done <- err
-					return
-				}
-				defer c.Close()
-				_, err = migrator.Receive(context.Background(), c, dst, migrator.ReceiveConfig{})
-				done <- err
-			}()
-			m, err := migrator.Outgoing(src, "tcp:"+l.Addr().String(),
+			uri, done := receiveOnce(t, dst, migrator.ReceiveConfig{})
+			m, err := migrator.Outgoing(src, uri,
 				migrator.Config{Mode: tc.mode, MaxBandwidth: 32 << 20, MaxRounds: 8, TargetRound: 3})
 			if err != nil {
 				t.Fatal(err)
@@ -112,23 +97,8 @@ func TestEngineRefusesTSMC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dst.Close()
-	l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		c, err := l.Accept()
-		l.Close()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer c.Close()
-		_, err = migrator.Receive(context.Background(), c, dst, migrator.ReceiveConfig{})
-		done <- err
-	}()
-	m, err := migrator.Outgoing(src, "tcp:"+l.Addr().String(), migrator.Config{Mode: migrator.ModeTSMC})
+	uri, done := receiveOnce(t, dst, migrator.ReceiveConfig{})
+	m, err := migrator.Outgoing(src, uri, migrator.Config{Mode: migrator.ModeTSMC})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,4 +114,27 @@ func TestEngineRefusesTSMC(t *testing.T) {
 	}
 	p := progress(t, src.VM())
 	waitProgress(t, src.VM(), p+1000, 10*time.Second)
+}
+
+// receiveOnce listens on loopback for one migration into dst and returns
+// the URI to send it to and where Receive's outcome arrives.
+func receiveOnce(t *testing.T, dst migrator.Destination, cfg migrator.ReceiveConfig) (string, <-chan error) {
+	t.Helper()
+	l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		l.Close()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		_, err = migrator.Receive(context.Background(), c, dst, cfg)
+		done <- err
+	}()
+	return "tcp:" + l.Addr().String(), done
 }

@@ -158,23 +158,8 @@ type failure struct {
 // during (if not nil) while the migration runs; it must fail.
 func runFailure(t *testing.T, src *qemuguest.Source, dst migrator.Destination, cfg migrator.Config, p *proxy, during func(*migrator.Migration)) failure {
 	t.Helper()
-	l, err := migrator.Listen("tcp:127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv := make(chan error, 1)
-	go func() {
-		c, err := l.Accept()
-		l.Close()
-		if err != nil {
-			recv <- err
-			return
-		}
-		defer c.Close()
-		_, err = migrator.Receive(context.Background(), c, dst, migrator.ReceiveConfig{IdleTimeout: 5 * time.Second})
-		recv <- err
-	}()
-	addr := l.Addr().String()
+	uri, recv := receiveOnce(t, dst, migrator.ReceiveConfig{IdleTimeout: 5 * time.Second})
+	addr := strings.TrimPrefix(uri, "tcp:")
 	if p != nil {
 		addr = p.forward(addr)
 	}
