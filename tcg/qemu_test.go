@@ -80,9 +80,12 @@ func progress(tb testing.TB, vm *qemu.VM) uint64 {
 // possible set; outside the arena the guest writes its own status page,
 // stack and data, which are checked only for the status page.
 func TestSweepAgreement(t *testing.T) {
-	// delay slows the sweep to about a hundred thousand pages a second, so
-	// an epoch covers part of the arena's 15328 pages, not all of it.
-	vm, area := startGuest(t, "sweep:delay=5000", true)
+	// delay slows the sweep so that an epoch covers part of the arena's
+	// 15328 pages, not all of it: at delay=5000 an idle machine ran it at
+	// 600 000 pages a second, the whole arena in a 25 ms epoch; 40000 is
+	// about 75 000 a second there, and still writes every epoch on a
+	// loaded machine.
+	vm, area := startGuest(t, "sweep:delay=40000", true)
 	st, err := vm.GuestStatus()
 	if err != nil {
 		t.Fatal(err)
