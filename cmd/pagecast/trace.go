@@ -320,11 +320,9 @@ func traceImport(c *cli.Context) error {
 // SIGTERM or SIGHUP (the temporary file is removed, then pagecast exits
 // as the signal would have it).
 func writeFileAtomic(path string, write func(io.Writer) error) error {
-	f, err := os.OpenFile(fmt.Sprintf("%s.%d.tmp", path, os.Getpid()), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // after a successful rename, a no-op
+	// The handler is in place before the file exists, so no signal can
+	// fall between its creation and its guard.
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -335,12 +333,17 @@ func writeFileAtomic(path string, write func(io.Writer) error) error {
 	go func() {
 		select {
 		case sig := <-sigs:
-			os.Remove(f.Name())
+			os.Remove(tmp)
 			fmt.Fprintf(os.Stderr, "pagecast: %v: stopped, %s not written\n", sig, path)
 			os.Exit(128 + int(sig.(syscall.Signal)))
 		case <-done:
 		}
 	}()
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp) // after a successful rename, a no-op
 	if err := write(f); err != nil {
 		f.Close()
 		return err
