@@ -39,7 +39,19 @@ type VM struct {
 	brier      float64   // Brier score of the latest epoch's forecast
 	brierSum   float64
 	scored     uint64
+	hook       string   // how the VM's dirty pages were recorded (the trace's or collector's hook)
+	regions    []uint64 // dirty pages of the latest epoch in each of the regions (see Regions)
+	runs       []pageRun
 }
+
+// Regions is how many equal parts of guest memory the per-region dirty
+// counts split it into: a bounded number of series per VM, few enough for
+// a heatmap row each.
+const Regions = 32
+
+// pageRun is a run of a PageMap: guest pages [start, start+n) are dense
+// pages [at, at+n).
+type pageRun struct{ start, at, n uint64 }
 
 // Service holds the VMs and serves them.
 type Service struct {
@@ -80,7 +92,14 @@ func (s *Service) AddMappedVM(id string, pages uint64, pm *predictor.PageMap, pa
 		return nil, fmt.Errorf("vm %q already exists", id)
 	}
 	vm := &VM{ID: id, Pages: pages, PageSize: pageSize, Epoch: epoch, Source: source, pm: pm,
-		model: predictor.NewModel(model, predictor.Options{}), probs: make([]float32, model)}
+		model: predictor.NewModel(model, predictor.Options{}), probs: make([]float32, model),
+		regions: make([]uint64, Regions)}
+	if pm != nil {
+		pm.Runs(func(start, at, n uint64) bool {
+			vm.runs = append(vm.runs, pageRun{start, at, n})
+			return true
+		})
+	}
 	vm.predict()
 	s.vms[id] = vm
 	return vm, nil
@@ -103,6 +122,12 @@ func (vm *VM) Observe(dirty []uint64) {
 		}
 	}
 	vm.predicted, vm.actual = vm.expected, len(dirty)
+	clear(vm.regions)
+	for _, d := range dirty {
+		if g, ok := vm.guestPage(d); ok && g < vm.Pages {
+			vm.regions[g*Regions/vm.Pages]++
+		}
+	}
 	vm.brier = sq / float64(vm.Pages)
 	if vm.epochs > 0 {
 		vm.brierSum += vm.brier
@@ -143,6 +168,27 @@ func (vm *VM) eachPage(f func(p float32, n uint64)) {
 	if rest := vm.Pages - vm.pm.Mapped(); rest > 0 {
 		f(vm.probs[vm.pm.Far], rest)
 	}
+}
+
+// guestPage returns the guest page of an index Observe takes: itself, or
+// with a page map the guest page of dense index d (false for Far's block).
+func (vm *VM) guestPage(d uint64) (uint64, bool) {
+	if vm.pm == nil {
+		return d, true
+	}
+	r := sort.Search(len(vm.runs), func(i int) bool { return vm.runs[i].at > d }) - 1
+	if r < 0 || d-vm.runs[r].at >= vm.runs[r].n {
+		return 0, false
+	}
+	return vm.runs[r].start + d - vm.runs[r].at, true
+}
+
+// SetHook records how the VM's dirty pages are recorded (a trace's hook,
+// or the live collector's), for the metrics.
+func (vm *VM) SetHook(hook string) {
+	vm.mu.Lock()
+	vm.hook = hook
+	vm.mu.Unlock()
 }
 
 // prob returns the forecast of guest page g.
@@ -382,10 +428,23 @@ var (
 		"Predicted minus actual dirty pages in the latest closed epoch.", []string{"vm"}, nil)
 	descEpochs = prometheus.NewDesc("pagecast_predictor_epochs_total",
 		"Epochs the model has observed.", []string{"vm"}, nil)
+	descActualRate = prometheus.NewDesc("pagecast_actual_dirty_bytes_per_second",
+		"Bytes dirtied per second in the latest closed epoch.", []string{"vm"}, nil)
+	descWorkingSet = prometheus.NewDesc("pagecast_forecast_working_set_bytes",
+		"Memory the model predicts will be dirtied in the coming epoch with probability 0.5 or more.", []string{"vm"}, nil)
+	descRegion = prometheus.NewDesc("pagecast_region_dirty_pages",
+		fmt.Sprintf("Pages dirtied in the latest closed epoch in each of %d equal regions of guest memory; region is the region's first guest-physical address.", Regions),
+		[]string{"vm", "region"}, nil)
+	descVMInfo = prometheus.NewDesc("pagecast_predictor_vm_info",
+		"How the VM's dirty pages were recorded: the hook (an eBPF hook or tcg-plugin; value 1).", []string{"vm", "hook"}, nil)
 )
 
+// Descs are every metric the service exports.
+var Descs = []*prometheus.Desc{descPredicted, descActual, descNext, descRate, descBrier, descErr, descEpochs,
+	descActualRate, descWorkingSet, descRegion, descVMInfo}
+
 func (m metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPredicted, descActual, descNext, descRate, descBrier, descErr, descEpochs} {
+	for _, d := range Descs {
 		ch <- d
 	}
 }
@@ -395,8 +454,8 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 	defer m.s.mu.RUnlock()
 	for _, vm := range m.s.vms {
 		f := vm.forecast()
-		g := func(d *prometheus.Desc, v float64) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, vm.ID)
+		g := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{vm.ID}, labels...)...)
 		}
 		g(descPredicted, f.LastPredictedPages)
 		g(descActual, float64(f.LastActualPages))
@@ -405,5 +464,20 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 		g(descBrier, f.LastBrier)
 		g(descErr, f.LastPredictedPages-float64(f.LastActualPages))
 		ch <- prometheus.MustNewConstMetric(descEpochs, prometheus.CounterValue, float64(f.EpochsObserved), vm.ID)
+		g(descActualRate, float64(f.LastActualPages)*float64(vm.PageSize)/vm.Epoch.Seconds())
+		g(descWorkingSet, float64(f.WorkingSetPages)*float64(vm.PageSize))
+		vm.mu.Lock()
+		regions, hook := append([]uint64(nil), vm.regions...), vm.hook
+		vm.mu.Unlock()
+		if f.EpochsObserved > 0 {
+			width := len(fmt.Sprintf("%x", vm.Pages*vm.PageSize-1))
+			for r, n := range regions {
+				start := uint64(r) * vm.Pages / Regions * vm.PageSize
+				ch <- prometheus.MustNewConstMetric(descRegion, prometheus.GaugeValue, float64(n), vm.ID, fmt.Sprintf("0x%0*x", width, start))
+			}
+		}
+		if hook != "" {
+			g(descVMInfo, 1, hook)
+		}
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/predictor"
+	"github.com/pagecast/pagecast/trace"
 )
 
 // feed gives vm epochs in which pages [0, hot) are always dirtied and a few
@@ -105,6 +108,7 @@ func TestMetrics(t *testing.T) {
 	svc := New(nil)
 	vm, _ := svc.AddVM("vm1", 256, 4096, 100*time.Millisecond, "test")
 	feed(vm, 10, 16)
+	vm.SetHook("tcg-plugin")
 	srv := httptest.NewServer(svc.Handler())
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/metrics")
@@ -114,9 +118,16 @@ func TestMetrics(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, name := range []string{"pagecast_predicted_dirty_pages", "pagecast_actual_dirty_pages", "pagecast_forecast_dirty_pages",
-		"pagecast_forecast_dirty_bytes_per_second", "pagecast_prediction_brier_score", "pagecast_prediction_error_pages", "pagecast_predictor_epochs_total"} {
+		"pagecast_forecast_dirty_bytes_per_second", "pagecast_prediction_brier_score", "pagecast_prediction_error_pages", "pagecast_predictor_epochs_total",
+		"pagecast_actual_dirty_bytes_per_second", "pagecast_forecast_working_set_bytes"} {
 		if !bytes.Contains(body, []byte(name+`{vm="vm1"}`)) {
 			t.Errorf("no %s{vm=\"vm1\"} in /metrics", name)
+		}
+	}
+	for _, want := range []string{`pagecast_predictor_vm_info{hook="tcg-plugin",vm="vm1"} 1`,
+		`pagecast_region_dirty_pages{region="0x00000",vm="vm1"}`, `pagecast_region_dirty_pages{region="0xf8000",vm="vm1"}`} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("no %s in /metrics", want)
 		}
 	}
 	promtool, err := exec.LookPath("promtool")
@@ -127,5 +138,38 @@ func TestMetrics(t *testing.T) {
 	cmd.Stdin = bytes.NewReader(body)
 	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// TestRegions: each epoch's dirty pages are counted in the region of guest
+// memory they fall in, also for a huge guest kept on a page map.
+func TestRegions(t *testing.T) {
+	svc := New(nil)
+	for _, tc := range []struct {
+		name  string
+		pages uint64 // guest pages; regions of pages/32
+		dirty []uint64
+		want  map[int]uint64
+	}{
+		{"small", 1024, []uint64{0, 1, 31, 32, 1000, 1023}, map[int]uint64{0: 3, 1: 1, 31: 2}},
+		{"mapped", 1 << 30, []uint64{5, 1<<25 + 7, 1<<30 - 1}, map[int]uint64{0: 1, 1: 1, 31: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			epochs := []trace.Epoch{{Index: 1, Pages: append([]uint64(nil), tc.dirty...)}}
+			_, pm := predictor.MapPages(epochs, tc.pages)
+			if (pm != nil) != (tc.pages > predictor.DensePages) {
+				t.Fatalf("page map %v for %d pages", pm != nil, tc.pages)
+			}
+			vm, err := svc.AddMappedVM(tc.name, tc.pages, pm, 4096, time.Second, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			vm.Observe(epochs[0].Pages)
+			for r, n := range vm.regions {
+				if n != tc.want[r] {
+					t.Errorf("region %d: %d dirty pages, want %d (all: %v)", r, n, tc.want[r], vm.regions)
+				}
+			}
+		})
 	}
 }
