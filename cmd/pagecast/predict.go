@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -43,20 +45,23 @@ func predictEvalCommand() *cli.Command {
 			"Columns: precision, recall and F1 of predicting dirty the pages at or above --threshold; Brier,\n" +
 			"the mean squared error of the probabilities over all pairs (lower is better); AUC, the area under\n" +
 			"the ROC curve; ECE, the expected calibration error over 10 equal-width bins. * marks the best in\n" +
-			"each column. The model keeps its probabilities calibrated except that, where the epochs since its\n" +
+			"each column. With several horizons (--horizon 1,2,4,8,16: what a pre-copy round asks, \"is\n" +
+			"this page dirtied again before the round ends?\") there is one table per horizon, then the model\n" +
+			"against the best baseline at each. The model keeps its probabilities calibrated except that, where the epochs since its\n" +
 			"last refit show another cut than --threshold gives a clearly better F1, it moves the pages in\n" +
 			"between just across it.\n\n" +
 			"TRACE is a trace file (pagecast profile --out, pagecast trace import) or, ending in .csv or\n" +
 			".csv.gz, a CSV of epoch,page rows, which needs --memory (see pagecast trace import).\n\n" +
 			"Examples:\n" +
 			"  pagecast predict eval --plots plots/ vm.pct\n" +
-			"  pagecast predict eval --memory 256M ../shared/traces/awk.csv.gz",
+			"  pagecast predict eval --memory 256M ../shared/traces/awk.csv.gz\n" +
+			"  pagecast predict eval --horizon 1,2,4,8,16 predictor/testdata/real/xz.pct",
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "threshold", Value: predictor.DefaultThreshold,
 				Usage: "probability at and above which a page counts as predicted dirty (0 < t < 1)"},
 			&cli.IntFlag{Name: "warmup", Value: predictor.DefaultWarmup, Usage: "epochs observed before scoring starts"},
-			&cli.IntFlag{Name: "horizon", Value: 1,
-				Usage: fmt.Sprintf("forecast dirtying within this many epochs (1-%d)", predictor.MaxHorizon)},
+			&cli.StringFlag{Name: "horizon", Value: "1",
+				Usage: fmt.Sprintf("forecast dirtying within this many epochs (1-%d); a comma-separated list scores each, e.g. 1,2,4,8,16", predictor.MaxHorizon)},
 			&cli.StringFlag{Name: "plots",
 				Usage: "directory to write calibration.png and per-epoch.png to (created if missing)"},
 			&cli.StringFlag{Name: "memory", Aliases: []string{"m"},
@@ -83,10 +88,11 @@ func predictEval(c *cli.Context) error {
 	if warmup < 0 {
 		return fmt.Errorf("--warmup %d: want 0 or more epochs", warmup)
 	}
-	horizon := c.Int("horizon")
-	if horizon < 1 || horizon > predictor.MaxHorizon {
-		return fmt.Errorf("--horizon %d: want 1 to %d epochs", horizon, predictor.MaxHorizon)
+	horizons, err := parseHorizons(c.String("horizon"))
+	if err != nil {
+		return err
 	}
+	longest := slices.Max(horizons)
 
 	var csv predictor.CSVOptions
 	if predictor.IsCSV(path) {
@@ -112,37 +118,118 @@ func predictEval(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s is damaged: evaluating the epochs that read, skipped %s (see pagecast trace info)\n",
 			path, stretches(len(damage)))
 	}
-	if len(epochs) <= warmup+horizon-1 {
-		return fmt.Errorf("%s: %d epochs, not enough to score after a warm-up of %d at horizon %d", path, len(epochs), warmup, horizon)
+	if len(epochs) <= warmup+longest-1 {
+		return fmt.Errorf("%s: %d epochs, not enough to score after a warm-up of %d at horizon %d", path, len(epochs), warmup, longest)
 	}
 	pages, pm := predictor.MapPages(epochs, meta.Pages())
-	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Horizon: horizon, Pages: pm}
-	if warmup == 0 {
-		eo.Warmup = -1
-	}
-	results := predictor.Evaluate(epochs, pages, predictor.Contenders(pages, predictor.Options{Horizon: horizon, Threshold: thr}), eo)
-
 	out := c.App.Writer
-	scored := len(results[0].Epochs)
-	ahead := "the next epoch"
-	if horizon > 1 {
-		ahead = fmt.Sprintf("the next %d epochs", horizon)
-	}
-	fmt.Fprintf(out, "%s: %d pages (%s), %d epochs of %v; scored %d epochs after a warm-up of %d, %s, threshold %g\n",
-		filepath.Base(path), meta.Pages(), units.FormatBytes(float64(meta.MemoryBytes)), len(epochs), meta.Epoch,
-		scored, warmup, ahead, thr)
-	if pm != nil {
-		fmt.Fprintf(out, "predictors kept %d pages: the %d near pages the trace dirtied, and one for the %d never dirtied nor near one\n",
-			pm.Len(), pm.Mapped(), meta.Pages()-pm.Mapped())
-	}
-	writeEvalTable(out, results)
-	if dir := c.String("plots"); dir != "" {
-		if err := writePlots(dir, filepath.Base(path), results); err != nil {
-			return err
+	head := fmt.Sprintf("%s: %d pages (%s), %d epochs of %v", filepath.Base(path), meta.Pages(),
+		units.FormatBytes(float64(meta.MemoryBytes)), len(epochs), meta.Epoch)
+	pagesNote := func() {
+		if pm != nil {
+			fmt.Fprintf(out, "predictors kept %d pages: the %d near pages the trace dirtied, and one for the %d never dirtied nor near one\n",
+				pm.Len(), pm.Mapped(), meta.Pages()-pm.Mapped())
 		}
-		fmt.Fprintf(out, "plots: %s, %s\n", filepath.Join(dir, "calibration.png"), filepath.Join(dir, "per-epoch.png"))
 	}
+	evaluate := func(h int) []predictor.Result {
+		eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Horizon: h, Pages: pm}
+		if warmup == 0 {
+			eo.Warmup = -1
+		}
+		return predictor.Evaluate(epochs, pages, predictor.Contenders(pages, predictor.Options{Horizon: h, Threshold: thr}), eo)
+	}
+	dir := c.String("plots")
+
+	if len(horizons) == 1 {
+		h := horizons[0]
+		results := evaluate(h)
+		fmt.Fprintf(out, "%s; scored %d epochs after a warm-up of %d, %s, threshold %g\n",
+			head, len(results[0].Epochs), warmup, ahead(h), thr)
+		pagesNote()
+		writeEvalTable(out, results)
+		if dir != "" {
+			if err := writePlots(dir, filepath.Base(path), "", results); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "plots: %s, %s\n", filepath.Join(dir, "calibration.png"), filepath.Join(dir, "per-epoch.png"))
+		}
+		return nil
+	}
+
+	fmt.Fprintf(out, "%s; warm-up of %d, threshold %g, horizons %s epochs\n", head, warmup, thr, joinInts(horizons))
+	pagesNote()
+	all := make([][]predictor.Result, len(horizons))
+	for i, h := range horizons {
+		all[i] = evaluate(h)
+		fmt.Fprintf(out, "\ndirtied within %s (scored %d epochs):\n", ahead(h), len(all[i][0].Epochs))
+		writeEvalTable(out, all[i])
+		if dir != "" {
+			suffix := fmt.Sprintf("-h%d", h)
+			if err := writePlots(dir, fmt.Sprintf("%s, horizon %d", filepath.Base(path), h), suffix, all[i]); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "plots: %s, %s\n", filepath.Join(dir, "calibration"+suffix+".png"), filepath.Join(dir, "per-epoch"+suffix+".png"))
+		}
+	}
+	fmt.Fprintln(out)
+	writeHorizonSummary(out, horizons, all)
 	return nil
+}
+
+// parseHorizons reads --horizon: one horizon or a comma-separated list,
+// each 1 to predictor.MaxHorizon epochs, none twice.
+func parseHorizons(s string) ([]int, error) {
+	var hs []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		h, err := strconv.Atoi(f)
+		if err != nil || h < 1 || h > predictor.MaxHorizon {
+			return nil, fmt.Errorf("--horizon %s: want 1 to %d epochs, or a comma-separated list of them", f, predictor.MaxHorizon)
+		}
+		if slices.Contains(hs, h) {
+			return nil, fmt.Errorf("--horizon %s: horizon %d given twice", s, h)
+		}
+		hs = append(hs, h)
+	}
+	return hs, nil
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+// ahead says how far a horizon reaches.
+func ahead(h int) string {
+	if h == 1 {
+		return "the next epoch"
+	}
+	return fmt.Sprintf("the next %d epochs", h)
+}
+
+// writeHorizonSummary prints, per horizon, the model's F1, Brier and AUC
+// against the best baseline's in each (results[0] is the model's).
+func writeHorizonSummary(out io.Writer, horizons []int, all [][]predictor.Result) {
+	fmt.Fprintln(out, "model against the best baseline at each horizon:")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "horizon\tF1 model\tbest baseline\tgain\tBrier model\tbest baseline\tratio\tAUC model\tbest baseline\t")
+	for i, h := range horizons {
+		m := all[i][0]
+		f1, brier, auc := 0.0, math.Inf(1), 0.0
+		for _, b := range all[i][1:] {
+			f1, brier, auc = max(f1, b.F1), min(brier, b.Brier), max(auc, b.AUC)
+		}
+		ratio := math.NaN()
+		if brier > 0 {
+			ratio = m.Brier / brier
+		}
+		fmt.Fprintf(tw, "%d\t%.4f\t%.4f\t%+.4f\t%.6f\t%.6f\t%.3f\t%.4f\t%.4f\t\n", h, m.F1, f1, m.F1-f1, m.Brier, brier, ratio, m.AUC, auc)
+	}
+	tw.Flush()
+	fmt.Fprintln(out, "gain: F1 model minus best baseline; ratio: Brier model over best baseline (below 1 is better)")
 }
 
 // writeEvalTable prints the results, one row per predictor, the best value
@@ -191,15 +278,16 @@ func writeEvalTable(out io.Writer, results []predictor.Result) {
 	fmt.Fprintln(out, "* best in the column; Brier and ECE: lower is better")
 }
 
-// writePlots writes calibration.png and per-epoch.png into dir.
-func writePlots(dir, title string, results []predictor.Result) error {
+// writePlots writes calibration<suffix>.png and per-epoch<suffix>.png into
+// dir.
+func writePlots(dir, title, suffix string, results []predictor.Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	for _, p := range []struct {
 		name string
 		draw func(io.Writer, string, []predictor.Result) error
-	}{{"calibration.png", predictor.PlotCalibration}, {"per-epoch.png", predictor.PlotEpochs}} {
+	}{{"calibration" + suffix + ".png", predictor.PlotCalibration}, {"per-epoch" + suffix + ".png", predictor.PlotEpochs}} {
 		if err := writeFileAtomic(filepath.Join(dir, p.name), func(w io.Writer) error {
 			return p.draw(w, title, results)
 		}); err != nil {

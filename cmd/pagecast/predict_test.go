@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"image/png"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -100,6 +101,57 @@ func TestPredictEval(t *testing.T) {
 	}
 }
 
+// --horizon 1,2,4,8,16: a table per horizon, scored as far ahead as it
+// says, then the model against the best baseline at each.
+func TestPredictEvalHorizons(t *testing.T) {
+	csv := predictCSV(t)
+	plots := filepath.Join(t.TempDir(), "plots")
+	stdout, stderr, err := runApp(t, "predict", "eval", "--memory", "16M", "--horizon", "1,2,4,8,16", "--plots", plots, csv)
+	if err != nil || stderr != "" {
+		t.Fatalf("predict eval: %v %q", err, stderr)
+	}
+	t.Logf("\n%s", stdout)
+	if !strings.HasPrefix(stdout, "hot.csv: 4096 pages (16.0 MiB), 60 epochs of 100ms; warm-up of 8, threshold 0.5, horizons 1,2,4,8,16 epochs\n") {
+		t.Errorf("first line of %q", stdout)
+	}
+	// Epochs whose horizon runs past the trace are not scored: 52-(h-1).
+	for _, want := range []string{
+		"dirtied within the next epoch (scored 52 epochs):",
+		"dirtied within the next 2 epochs (scored 51 epochs):",
+		"dirtied within the next 4 epochs (scored 49 epochs):",
+		"dirtied within the next 8 epochs (scored 45 epochs):",
+		"dirtied within the next 16 epochs (scored 37 epochs):",
+		"model against the best baseline at each horizon:",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("no %q in the output", want)
+		}
+	}
+	// The summary: one row per horizon, nine figures, the gain the
+	// difference of the first two.
+	summary := stdout[strings.Index(stdout, "model against the best baseline"):]
+	rows := strings.Split(strings.TrimSpace(summary), "\n")
+	if len(rows) != 1+1+5+1 {
+		t.Fatalf("summary %q", summary)
+	}
+	for i, h := range []string{"1", "2", "4", "8", "16"} {
+		f := strings.Fields(rows[2+i])
+		if len(f) != 9 || f[0] != h {
+			t.Fatalf("summary row %q, want horizon %s and 8 figures", rows[2+i], h)
+		}
+		var model, best, gain float64
+		fmt.Sscan(f[1]+" "+f[2]+" "+f[3], &model, &best, &gain)
+		if math.Abs(model-best-gain) > 2e-4 {
+			t.Errorf("summary row %q: gain is not F1 model minus best baseline", rows[2+i])
+		}
+	}
+	for _, name := range []string{"calibration-h1.png", "per-epoch-h16.png"} {
+		if _, err := os.Stat(filepath.Join(plots, name)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestPredictEvalErrors(t *testing.T) {
 	csv := predictCSV(t)
 	dir := t.TempDir()
@@ -113,6 +165,10 @@ func TestPredictEvalErrors(t *testing.T) {
 		{[]string{"--memory", "4K", csv}, "beyond the 1 pages"},
 		{[]string{"--memory", "16M", "--threshold", "1", csv}, "--threshold 1: want a probability between 0 and 1"},
 		{[]string{"--memory", "16M", "--horizon", "0", csv}, "--horizon 0: want 1 to 32 epochs"},
+		{[]string{"--memory", "16M", "--horizon", "1,x", csv}, "--horizon x: want 1 to 32 epochs"},
+		{[]string{"--memory", "16M", "--horizon", "1,33", csv}, "--horizon 33: want 1 to 32 epochs"},
+		{[]string{"--memory", "16M", "--horizon", "4,1,4", csv}, "horizon 4 given twice"},
+		{[]string{"--memory", "16M", "--warmup", "50", "--horizon", "1,16", csv}, "not enough to score after a warm-up of 50 at horizon 16"},
 		{[]string{"--memory", "16M", "--warmup", "60", csv}, "not enough to score"},
 		{[]string{"--memory", "16M", bad}, "--memory is for CSV traces"},
 		{[]string{bad}, "not a pagecast trace"},
