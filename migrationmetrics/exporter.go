@@ -1,0 +1,268 @@
+package migrationmetrics
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pagecast/pagecast/migrator"
+)
+
+// Engines that move a migration's memory, the engine label's values.
+const (
+	EnginePagecast = "pagecast" // pagecast's engine (migrator.Outgoing)
+	EngineQEMU     = "qemu"     // QEMU's own migration
+)
+
+// Statuses are the status label's values: query-migrate's states.
+var Statuses = []string{
+	migrator.StatusSetup, migrator.StatusActive, migrator.StatusPostcopy, migrator.StatusPostcopyPaused,
+	migrator.StatusDevice, migrator.StatusCompleted, migrator.StatusFailed, migrator.StatusCancelled,
+}
+
+// Exporter holds one VM's latest migration and exports it; it is a
+// prometheus.Collector. Its methods are safe for concurrent use.
+type Exporter struct {
+	vm  string
+	now func() time.Time
+
+	mu       sync.Mutex
+	cur      *migration // nil before the first Begin
+	collects uint64     // scrapes served
+}
+
+type migration struct {
+	id        string // the migration label: its start time, UTC
+	engine    string
+	mode      string
+	bandwidth uint64 // link cap in bytes/s; 0: none or unknown
+	start     time.Time
+	end       time.Time // zero while it runs
+	info      migrator.Info
+	seen      bool // info holds a reply
+}
+
+var _ prometheus.Collector = (*Exporter)(nil)
+
+// New returns an exporter for the VM named vm (the vm label).
+func New(vm string) *Exporter { return &Exporter{vm: vm, now: time.Now} }
+
+// Begin starts exporting a new migration that began at start, moved by
+// engine in mode over a link capped at bandwidth bytes/s (0: none or not
+// known). The one before is no longer exported.
+func (e *Exporter) Begin(start time.Time, engine, mode string, bandwidth uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cur = &migration{id: start.UTC().Format("2006-01-02T15:04:05.000Z"), engine: engine, mode: mode,
+		bandwidth: bandwidth, start: start, info: migrator.Info{Status: migrator.StatusSetup}}
+}
+
+// Observe records a query-migrate reply of the current migration. A
+// reply of a finished migration sets its end time, once.
+func (e *Exporter) Observe(info migrator.Info) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := e.cur
+	if m == nil {
+		return
+	}
+	m.info, m.seen = info, true
+	if x := info.Pagecast; x != nil {
+		m.mode = x.Mode
+		if x.Bandwidth > 0 {
+			m.bandwidth = x.Bandwidth
+		}
+	}
+	if finished(info.Status) && m.end.IsZero() {
+		m.end = e.now()
+	}
+}
+
+func finished(status string) bool {
+	switch status {
+	case migrator.StatusCompleted, migrator.StatusFailed, migrator.StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// Scrapes returns how many times the metrics have been collected.
+func (e *Exporter) Scrapes() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.collects
+}
+
+// Linger waits, once a migration has ended, until the metrics have been
+// scraped once more, so that Prometheus sees how it ended, or until
+// timeout passes or ctx ends. It returns at once if they were never
+// scraped: no one is watching.
+func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) {
+	n := e.Scrapes()
+	if n == 0 {
+		return
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for e.Scrapes() == n {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Follow polls info every interval and records each reply until the
+// migration has finished (a finished reply is recorded) or ctx ends.
+func (e *Exporter) Follow(ctx context.Context, info func() migrator.Info, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		i := info()
+		e.Observe(i)
+		if finished(i.Status) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+var (
+	labels = []string{"vm", "migration"}
+
+	descInfo = prometheus.NewDesc("pagecast_migration_info",
+		"The migration's engine (pagecast or qemu) and mode (value 1).", append(labels, "engine", "mode"), nil)
+	descStatus = prometheus.NewDesc("pagecast_migration_status",
+		"The migration's query-migrate status: 1 for the current one, 0 for the others.", append(labels, "status"), nil)
+	descStart = prometheus.NewDesc("pagecast_migration_start_time_seconds",
+		"When the migration began, seconds since the Unix epoch.", labels, nil)
+	descEnd = prometheus.NewDesc("pagecast_migration_end_time_seconds",
+		"When the migration ended (completed, failed or cancelled), seconds since the Unix epoch.", labels, nil)
+	descSucceeded = prometheus.NewDesc("pagecast_migration_succeeded",
+		"1 once the migration has completed: the guest runs on the destination.", labels, nil)
+	descFailed = prometheus.NewDesc("pagecast_migration_failed",
+		"1 once the migration has failed or been cancelled.", labels, nil)
+	descProcessed = prometheus.NewDesc("pagecast_migration_data_processed_bytes",
+		"Bytes sent to the destination so far (query-migrate ram.transferred).", labels, nil)
+	descRemaining = prometheus.NewDesc("pagecast_migration_data_remaining_bytes",
+		"Bytes of guest memory still to send (query-migrate ram.remaining).", labels, nil)
+	descTotal = prometheus.NewDesc("pagecast_migration_data_total_bytes",
+		"Guest memory being migrated (query-migrate ram.total).", labels, nil)
+	descDirtyRate = prometheus.NewDesc("pagecast_migration_dirty_memory_rate_bytes_per_second",
+		"Rate at which the guest dirtied memory over the latest round (query-migrate ram.dirty-pages-rate times ram.page-size).", labels, nil)
+	descTransferRate = prometheus.NewDesc("pagecast_migration_memory_transfer_rate_bytes_per_second",
+		"Rate at which memory is sent (query-migrate ram.mbps in bytes per second).", labels, nil)
+	descBandwidth = prometheus.NewDesc("pagecast_migration_bandwidth_limit_bytes_per_second",
+		"Link cap of the migration (--bandwidth; QEMU's max-bandwidth); absent when there is none.", labels, nil)
+	descSyncs = prometheus.NewDesc("pagecast_migration_dirty_syncs_total",
+		"Dirty log harvests that ended a round (query-migrate ram.dirty-sync-count).", labels, nil)
+	descRound = prometheus.NewDesc("pagecast_migration_round",
+		"Current round, 1-based, the stop-and-copy counted as one (QEMU's engine: its dirty-sync-count).", labels, nil)
+	descDeferred = prometheus.NewDesc("pagecast_migration_deferred_pages",
+		"Pages the predictive policy holds back now because it expects them to be dirtied again (pagecast's engine).", labels, nil)
+	descDeferrals = prometheus.NewDesc("pagecast_migration_page_deferrals_total",
+		"Page sends held back by the predictive policy over the migration (pagecast's engine).", labels, nil)
+	descThrottle = prometheus.NewDesc("pagecast_migration_cpu_throttle_ratio",
+		"Share of the vCPUs' time taken away to slow the guest's dirtying (query-migrate cpu-throttle-percentage / 100).", labels, nil)
+	descExpectedDowntime = prometheus.NewDesc("pagecast_migration_expected_downtime_seconds",
+		"Pause the switch-over would take now, as the engine estimates it (query-migrate expected-downtime); present while the migration runs.", labels, nil)
+	descDowntime = prometheus.NewDesc("pagecast_migration_downtime_seconds",
+		"Pause of the guest at the switch-over (query-migrate downtime); present once the migration has completed.", labels, nil)
+	descPulled = prometheus.NewDesc("pagecast_migration_postcopy_requests_total",
+		"Pages the destination asked for after the switch (post-copy; query-migrate ram.postcopy-requests).", labels, nil)
+)
+
+// Descs are every metric the exporter may export.
+var Descs = []*prometheus.Desc{descInfo, descStatus, descStart, descEnd, descSucceeded, descFailed,
+	descProcessed, descRemaining, descTotal, descDirtyRate, descTransferRate, descBandwidth, descSyncs,
+	descRound, descDeferred, descDeferrals, descThrottle, descExpectedDowntime, descDowntime, descPulled}
+
+// Describe implements prometheus.Collector.
+func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range Descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.collects++
+	m := e.cur
+	if m == nil {
+		return
+	}
+	gauge := func(d *prometheus.Desc, v float64, extra ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{e.vm, m.id}, extra...)...)
+	}
+	counter := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, e.vm, m.id)
+	}
+	i := m.info
+	gauge(descInfo, 1, m.engine, m.mode)
+	for _, s := range Statuses {
+		gauge(descStatus, boolValue(i.Status == s), s)
+	}
+	gauge(descStart, float64(m.start.UnixNano())/1e9)
+	if !m.end.IsZero() {
+		gauge(descEnd, float64(m.end.UnixNano())/1e9)
+	}
+	gauge(descSucceeded, boolValue(i.Status == migrator.StatusCompleted))
+	gauge(descFailed, boolValue(i.Status == migrator.StatusFailed || i.Status == migrator.StatusCancelled))
+	if m.bandwidth > 0 {
+		gauge(descBandwidth, float64(m.bandwidth))
+	}
+	if !m.seen {
+		return
+	}
+	if r := i.RAM; r != nil {
+		gauge(descProcessed, float64(r.Transferred))
+		gauge(descRemaining, float64(r.Remaining))
+		gauge(descTotal, float64(r.Total))
+		pageSize := r.PageSize
+		if pageSize == 0 {
+			pageSize = migrator.PageSize
+		}
+		gauge(descDirtyRate, float64(r.DirtyPagesRate*pageSize))
+		gauge(descTransferRate, r.Mbps*1e6/8)
+		counter(descSyncs, float64(r.DirtySyncCount))
+		counter(descPulled, float64(r.PostcopyRequests))
+	}
+	round := 0.0
+	if i.RAM != nil {
+		round = float64(i.RAM.DirtySyncCount)
+	}
+	if x := i.Pagecast; x != nil {
+		round = float64(x.Round)
+		gauge(descDeferred, float64(x.Deferred))
+		counter(descDeferrals, float64(x.DeferredAll))
+	}
+	gauge(descRound, round)
+	gauge(descThrottle, float64(i.CPUThrottlePercentage)/100)
+	if finished(i.Status) {
+		if i.Status == migrator.StatusCompleted {
+			gauge(descDowntime, float64(i.Downtime)/1e3)
+		}
+	} else {
+		gauge(descExpectedDowntime, float64(i.ExpectedDowntime)/1e3)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

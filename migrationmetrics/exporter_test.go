@@ -1,0 +1,199 @@
+package migrationmetrics
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/pagecast/pagecast/migrator"
+)
+
+// exposition gathers e's metrics as text.
+func exposition(t *testing.T, e *Exporter) string {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
+}
+
+// TestExporter follows a migration of each engine from setup to its end:
+// every figure of query-migrate lands in its metric, in base units.
+func TestExporter(t *testing.T) {
+	start := time.Date(2026, 11, 30, 5, 0, 0, 0, time.UTC)
+	active := migrator.Info{Status: migrator.StatusActive, ExpectedDowntime: 250, CPUThrottlePercentage: 40,
+		RAM: &migrator.RAMStats{Transferred: 48 << 20, Remaining: 16 << 20, Total: 64 << 20, DirtyPagesRate: 1000,
+			Mbps: 268.435456, DirtySyncCount: 3, PageSize: 4096}}
+	pagecastActive := active
+	pagecastActive.Pagecast = &migrator.Extra{Mode: "predictive", Round: 4, Deferred: 512, DeferredAll: 2048, Bandwidth: 32 << 20}
+	for _, tc := range []struct {
+		name, engine, mode string
+		bandwidth          uint64
+		active             migrator.Info
+		end                migrator.Info
+		want               []string // lines of the exposition while active
+		wantEnd            []string // and after the end
+		absent             []string // metric names absent at the end
+	}{
+		{
+			name: "pagecast", engine: EnginePagecast, mode: "precopy", active: pagecastActive,
+			end: migrator.Info{Status: migrator.StatusCompleted, Downtime: 280, RAM: &migrator.RAMStats{Transferred: 70 << 20, Total: 64 << 20},
+				Pagecast: &migrator.Extra{Mode: "predictive", Round: 5, DeferredAll: 2048, Bandwidth: 32 << 20}},
+			want: []string{
+				`pagecast_migration_info{engine="pagecast",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 1`,
+				`pagecast_migration_status{migration="2026-11-30T05:00:00.000Z",status="active",vm="vm1"} 1`,
+				`pagecast_migration_status{migration="2026-11-30T05:00:00.000Z",status="completed",vm="vm1"} 0`,
+				`pagecast_migration_data_processed_bytes{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 5.0331648e+07`,
+				`pagecast_migration_data_remaining_bytes{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1.6777216e+07`,
+				`pagecast_migration_data_total_bytes{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 6.7108864e+07`,
+				`pagecast_migration_dirty_memory_rate_bytes_per_second{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 4.096e+06`,
+				`pagecast_migration_memory_transfer_rate_bytes_per_second{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 3.3554432e+07`,
+				`pagecast_migration_bandwidth_limit_bytes_per_second{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 3.3554432e+07`,
+				`pagecast_migration_round{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 4`,
+				`pagecast_migration_dirty_syncs_total{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 3`,
+				`pagecast_migration_deferred_pages{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 512`,
+				`pagecast_migration_page_deferrals_total{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 2048`,
+				`pagecast_migration_cpu_throttle_ratio{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0.4`,
+				`pagecast_migration_expected_downtime_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0.25`,
+				`pagecast_migration_start_time_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1.7960148e+09`,
+				`pagecast_migration_succeeded{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0`,
+				`pagecast_migration_failed{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0`,
+			},
+			wantEnd: []string{
+				`pagecast_migration_status{migration="2026-11-30T05:00:00.000Z",status="completed",vm="vm1"} 1`,
+				`pagecast_migration_succeeded{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1`,
+				`pagecast_migration_downtime_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0.28`,
+				`pagecast_migration_end_time_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1.79601481e+09`,
+				`pagecast_migration_round{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 5`,
+			},
+			absent: []string{"pagecast_migration_expected_downtime_seconds"},
+		},
+		{
+			name: "qemu", engine: EngineQEMU, mode: "throttle", bandwidth: 32 << 20, active: active,
+			end: migrator.Info{Status: migrator.StatusFailed, ErrorDesc: "boom", RAM: &migrator.RAMStats{Transferred: 1 << 20}},
+			want: []string{
+				`pagecast_migration_info{engine="qemu",migration="2026-11-30T05:00:00.000Z",mode="throttle",vm="vm1"} 1`,
+				`pagecast_migration_round{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 3`,
+				`pagecast_migration_bandwidth_limit_bytes_per_second{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 3.3554432e+07`,
+			},
+			wantEnd: []string{
+				`pagecast_migration_failed{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1`,
+				`pagecast_migration_succeeded{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0`,
+			},
+			// QEMU's engine defers nothing, and a failed migration had no downtime.
+			absent: []string{"pagecast_migration_deferred_pages", "pagecast_migration_downtime_seconds", "pagecast_migration_expected_downtime_seconds"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := New("vm1")
+			e.now = func() time.Time { return start.Add(10 * time.Second) }
+			if text := exposition(t, e); text != "" {
+				t.Errorf("metrics before any migration:\n%s", text)
+			}
+			e.Begin(start, tc.engine, tc.mode, tc.bandwidth)
+			e.Observe(tc.active)
+			text := exposition(t, e)
+			for _, want := range tc.want {
+				if !strings.Contains(text, want+"\n") {
+					t.Errorf("while active, no line %s in\n%s", want, text)
+				}
+			}
+			if strings.Contains(text, "pagecast_migration_end_time_seconds") {
+				t.Error("an end time while the migration runs")
+			}
+			lint(t, text)
+			e.Observe(tc.end)
+			text = exposition(t, e)
+			for _, want := range tc.wantEnd {
+				if !strings.Contains(text, want+"\n") {
+					t.Errorf("at the end, no line %s in\n%s", want, text)
+				}
+			}
+			for _, name := range tc.absent {
+				if strings.Contains(text, name+"{") {
+					t.Errorf("at the end, %s is exported", name)
+				}
+			}
+			lint(t, text)
+		})
+	}
+}
+
+// lint runs promtool check metrics on an exposition.
+func lint(t *testing.T, text string) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Log("promtool not installed (Debian package prometheus): exposition not linted")
+		return
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// TestNewMigrationReplacesOld: only the latest migration is exported.
+func TestNewMigrationReplacesOld(t *testing.T) {
+	e := New("vm1")
+	t0 := time.Date(2026, 11, 30, 5, 0, 0, 0, time.UTC)
+	e.Begin(t0, EnginePagecast, "precopy", 0)
+	e.Observe(migrator.Info{Status: migrator.StatusCancelled, RAM: &migrator.RAMStats{}})
+	e.Begin(t0.Add(time.Minute), EnginePagecast, "tsmc", 0)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e)
+	if n, err := testutil.GatherAndCount(reg, "pagecast_migration_info"); n != 1 || err != nil {
+		t.Fatalf("%d info series, %v: want the latest migration's only", n, err)
+	}
+	if text := exposition(t, e); !strings.Contains(text, `migration="2026-11-30T05:01:00.000Z",mode="tsmc"`) {
+		t.Errorf("the latest migration is not the one exported:\n%s", text)
+	}
+}
+
+// TestFollowAndLinger: Follow records until the migration ends, and Linger
+// waits for one more scrape only when someone scrapes.
+func TestFollowAndLinger(t *testing.T) {
+	e := New("vm1")
+	e.Begin(time.Now(), EnginePagecast, "precopy", 0)
+	replies := []migrator.Info{{Status: migrator.StatusSetup}, {Status: migrator.StatusActive, RAM: &migrator.RAMStats{Remaining: 1}},
+		{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{}}, {Status: migrator.StatusActive}}
+	n := 0
+	e.Follow(context.Background(), func() migrator.Info { n++; return replies[n-1] }, time.Millisecond)
+	if n != 3 {
+		t.Fatalf("Follow polled %d times, want 3 (it stops at completed)", n)
+	}
+	begin := time.Now()
+	e.Linger(context.Background(), time.Minute)
+	if d := time.Since(begin); d > time.Second {
+		t.Errorf("Linger waited %v with no one scraping", d)
+	}
+	exposition(t, e) // a scrape
+	go func() { time.Sleep(100 * time.Millisecond); exposition(t, e) }()
+	begin = time.Now()
+	e.Linger(context.Background(), time.Minute)
+	if d := time.Since(begin); d < 50*time.Millisecond || d > 10*time.Second {
+		t.Errorf("Linger returned after %v, want after the next scrape (100 ms)", d)
+	}
+	begin = time.Now()
+	e.Linger(context.Background(), 100*time.Millisecond)
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Errorf("Linger ignored its timeout: %v", d)
+	}
+}
