@@ -28,15 +28,19 @@ type VM struct {
 	// predictor.PageMap); Observe then takes dense indices.
 	pm *predictor.PageMap
 
-	mu         sync.Mutex
-	model      *predictor.Model
-	probs      []float32 // forecast for the next epoch, per model page
-	expected   float64   // its expected dirty pages (Model.Expected: before threshold tuning)
-	workingSet int       // pages with probability ≥ 0.5 in probs
-	epochs     uint64    // epochs observed
-	predicted  float64   // forecast dirty pages for the latest observed epoch
-	actual     int       // dirty pages in the latest observed epoch
-	brier      float64   // Brier score of the latest epoch's forecast
+	mu    sync.Mutex
+	model *predictor.Model
+	probs []float32 // forecast for the next epoch, per model page
+	// ahead[h] is the forecast for the next h epochs (h >= 2), made on
+	// the first request for it after each epoch; nil until then.
+	ahead      [predictor.MaxHorizon + 1][]float32
+	aheadEpoch [predictor.MaxHorizon + 1]uint64 // epochs observed when ahead[h] was made
+	expected   float64                          // its expected dirty pages (Model.Expected: before threshold tuning)
+	workingSet int                              // pages with probability ≥ 0.5 in probs
+	epochs     uint64                           // epochs observed
+	predicted  float64                          // forecast dirty pages for the latest observed epoch
+	actual     int                              // dirty pages in the latest observed epoch
+	brier      float64                          // Brier score of the latest epoch's forecast
 	brierSum   float64
 	scored     uint64
 	hook       string   // how the VM's dirty pages were recorded (the trace's or collector's hook)
@@ -155,19 +159,40 @@ func (vm *VM) predict() {
 // pages have it: each model page once, except that with a page map Far
 // stands for every page outside the runs and the rest of its block for
 // none.
-func (vm *VM) eachPage(f func(p float32, n uint64)) {
+func (vm *VM) eachPage(f func(p float32, n uint64)) { vm.eachPageOf(vm.probs, f) }
+
+// eachPageOf is eachPage over a forecast probs of the model's pages.
+func (vm *VM) eachPageOf(probs []float32, f func(p float32, n uint64)) {
 	if vm.pm == nil {
-		for _, p := range vm.probs {
+		for _, p := range probs {
 			f(p, 1)
 		}
 		return
 	}
-	for _, p := range vm.probs[:vm.pm.Mapped()] {
+	for _, p := range probs[:vm.pm.Mapped()] {
 		f(p, 1)
 	}
 	if rest := vm.Pages - vm.pm.Mapped(); rest > 0 {
-		f(vm.probs[vm.pm.Far], rest)
+		f(probs[vm.pm.Far], rest)
 	}
+}
+
+// forecastFor returns the forecast, per model page, that each is dirtied
+// within the next h epochs (1 <= h <= predictor.MaxHorizon): the one made
+// as the last epoch closed for h = 1, otherwise made on the first request
+// for h since then and kept until the next epoch. Callers hold vm.mu.
+func (vm *VM) forecastFor(h int) []float32 {
+	if h <= 1 {
+		return vm.probs
+	}
+	if vm.ahead[h] == nil || vm.aheadEpoch[h] != vm.epochs {
+		if vm.ahead[h] == nil {
+			vm.ahead[h] = make([]float32, len(vm.probs))
+		}
+		vm.model.PredictHorizon(vm.ahead[h], h)
+		vm.aheadEpoch[h] = vm.epochs
+	}
+	return vm.ahead[h]
 }
 
 // guestPage returns the guest page of an index Observe takes: itself, or
@@ -191,12 +216,12 @@ func (vm *VM) SetHook(hook string) {
 	vm.mu.Unlock()
 }
 
-// prob returns the forecast of guest page g.
-func (vm *VM) prob(g uint64) float32 {
+// probOf returns guest page g's entry of a forecast of the model's pages.
+func (vm *VM) probOf(probs []float32, g uint64) float32 {
 	if vm.pm == nil {
-		return vm.probs[g]
+		return probs[g]
 	}
-	return vm.probs[vm.pm.Dense(g)]
+	return probs[vm.pm.Dense(g)]
 }
 
 // Forecast is what the service predicts for a VM's next epoch.
@@ -281,6 +306,20 @@ func queryUint(r *http.Request, name string, def, max uint64) (uint64, error) {
 	return n, nil
 }
 
+// queryHorizon reads the horizon query parameter: the forecast is that a
+// page is dirtied within the next horizon epochs, 1 (the default) to
+// predictor.MaxHorizon.
+func queryHorizon(r *http.Request) (int, error) {
+	h, err := queryUint(r, "horizon", 1, predictor.MaxHorizon)
+	if err != nil {
+		return 0, err
+	}
+	if h == 0 {
+		return 0, fmt.Errorf("query parameter horizon=0: want 1 to %d epochs", predictor.MaxHorizon)
+	}
+	return int(h), nil
+}
+
 func (s *Service) listVMs(w http.ResponseWriter, r *http.Request) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -331,18 +370,24 @@ func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("pages %d..%d are beyond the vm's %d pages", start, start+count, vm.Pages))
 		return
 	}
+	h, err := queryHorizon(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	probs := make([]float32, count)
 	vm.mu.Lock()
+	forecast := vm.forecastFor(h)
 	if vm.pm == nil {
-		copy(probs, vm.probs[start:start+count])
+		copy(probs, forecast[start:start+count])
 	} else {
 		for i := range probs {
-			probs[i] = vm.prob(start + uint64(i))
+			probs[i] = vm.probOf(forecast, start+uint64(i))
 		}
 	}
 	epochs := vm.epochs
 	vm.mu.Unlock()
-	writeJSON(w, map[string]any{"vm": vm.ID, "start": start, "count": count, "epochs_observed": epochs, "probabilities": probs})
+	writeJSON(w, map[string]any{"vm": vm.ID, "start": start, "count": count, "horizon": h, "epochs_observed": epochs, "probabilities": probs})
 }
 
 func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
@@ -364,17 +409,23 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	h, err := queryHorizon(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	pages := []uint64{}
 	var total uint64
 	hot := func(p float32) bool { return float64(p) >= threshold }
 	vm.mu.Lock()
-	vm.eachPage(func(p float32, n uint64) {
+	forecast := vm.forecastFor(h)
+	vm.eachPageOf(forecast, func(p float32, n uint64) {
 		if hot(p) {
 			total += n
 		}
 	})
 	if vm.pm == nil {
-		for g, p := range vm.probs {
+		for g, p := range forecast {
 			if uint64(len(pages)) == limit {
 				break
 			}
@@ -384,7 +435,7 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		// Guest order: the pages between runs (all Far's) and the runs.
-		far := hot(vm.probs[vm.pm.Far])
+		far := hot(forecast[vm.pm.Far])
 		next := uint64(0)
 		gap := func(to uint64) {
 			for ; far && next < to && uint64(len(pages)) < limit; next++ {
@@ -397,7 +448,7 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 				if uint64(len(pages)) == limit {
 					return false
 				}
-				if hot(vm.probs[at+i]) {
+				if hot(forecast[at+i]) {
 					pages = append(pages, start+i)
 				}
 			}
@@ -407,7 +458,7 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 		gap(vm.Pages)
 	}
 	vm.mu.Unlock()
-	writeJSON(w, map[string]any{"vm": vm.ID, "threshold": threshold, "total": total, "pages": pages})
+	writeJSON(w, map[string]any{"vm": vm.ID, "threshold": threshold, "horizon": h, "total": total, "pages": pages})
 }
 
 // metrics exports every VM's forecast against what happened.

@@ -79,6 +79,38 @@ func TestAPI(t *testing.T) {
 		t.Errorf("probabilities of pages 60..67: %v", probs)
 	}
 
+	// Further ahead: within 8 epochs the pages dirtied 1% of the time are
+	// likelier to be dirtied than within 1, the always-dirty ones still
+	// certain, and a second request gives the same forecast.
+	sum := func(probs []any) float64 {
+		var s float64
+		for _, p := range probs {
+			s += p.(float64)
+		}
+		return s
+	}
+	one := get(t, srv, "/v1/vms/vm1/probabilities?start=64&count=960", 200)
+	eight := get(t, srv, "/v1/vms/vm1/probabilities?start=64&count=960&horizon=8", 200)
+	if eight["horizon"].(float64) != 8 || one["horizon"].(float64) != 1 {
+		t.Errorf("horizons %v and %v, want 8 and 1", eight["horizon"], one["horizon"])
+	}
+	s1, s8 := sum(one["probabilities"].([]any)), sum(eight["probabilities"].([]any))
+	t.Logf("expected dirty pages among the 960 cold ones: %.1f within 1 epoch, %.1f within 8", s1, s8)
+	if s8 < 3*s1 || s8 > 960*0.2 {
+		t.Errorf("expected dirty cold pages within 8 epochs %.1f, within 1 %.1f: want about 8 times more, under 20%%", s8, s1)
+	}
+	if again := get(t, srv, "/v1/vms/vm1/probabilities?start=64&count=960&horizon=8", 200); sum(again["probabilities"].([]any)) != s8 {
+		t.Error("the horizon-8 forecast changed between two requests within one epoch")
+	}
+	hot8 := get(t, srv, "/v1/vms/vm1/hotset?horizon=8", 200)
+	if n := len(hot8["pages"].([]any)); n < 64 || hot8["horizon"].(float64) != 8 {
+		t.Errorf("hot set within 8 epochs: %d pages, horizon %v", n, hot8["horizon"])
+	}
+	feed(vm, 1, 64)
+	if next := get(t, srv, "/v1/vms/vm1/probabilities?start=64&count=960&horizon=8", 200); next["epochs_observed"].(float64) != 41 {
+		t.Errorf("after another epoch: %v epochs observed", next["epochs_observed"])
+	}
+
 	// Bad input gets a 4xx with a reason, and the service keeps serving.
 	for _, tc := range []struct {
 		path string
@@ -91,6 +123,9 @@ func TestAPI(t *testing.T) {
 		{"/v1/vms/vm1/probabilities?start=1000&count=100", 400, "beyond"},
 		{"/v1/vms/vm1/probabilities?count=99999999999", 400, "at most"},
 		{"/v1/vms/vm1/hotset?threshold=2", 400, "threshold"},
+		{"/v1/vms/vm1/probabilities?horizon=0", 400, "horizon=0: want 1 to 32"},
+		{"/v1/vms/vm1/probabilities?horizon=33", 400, "horizon=33: at most 32"},
+		{"/v1/vms/vm1/hotset?horizon=x", 400, "horizon"},
 		{"/v2/whatever", 404, "no such endpoint"},
 	} {
 		got := get(t, srv, tc.path, tc.code)
