@@ -75,12 +75,14 @@ func (e *Exporter) Observe(info migrator.Info) {
 			m.bandwidth = x.Bandwidth
 		}
 	}
-	if finished(info.Status) && m.end.IsZero() {
+	if Finished(info.Status) && m.end.IsZero() {
 		m.end = e.now()
 	}
 }
 
-func finished(status string) bool {
+// Finished reports whether a query-migrate status is final: completed,
+// failed or cancelled.
+func Finished(status string) bool {
 	switch status {
 	case migrator.StatusCompleted, migrator.StatusFailed, migrator.StatusCancelled:
 		return true
@@ -127,7 +129,7 @@ func (e *Exporter) Follow(ctx context.Context, info func() migrator.Info, interv
 	for {
 		i := info()
 		e.Observe(i)
-		if finished(i.Status) {
+		if Finished(i.Status) {
 			return
 		}
 		select {
@@ -251,7 +253,7 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descRound, round)
 	gauge(descThrottle, float64(i.CPUThrottlePercentage)/100)
-	if finished(i.Status) {
+	if Finished(i.Status) {
 		if i.Status == migrator.StatusCompleted {
 			gauge(descDowntime, float64(i.Downtime)/1e3)
 		}

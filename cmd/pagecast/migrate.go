@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
 )
 
@@ -46,7 +47,7 @@ func migrateCommand() *cli.Command {
 			"(the summary says so). The round shown is QEMU's dirty-sync-count.\n\n" +
 			"Example: pagecast migrate --qmp unix:/tmp/src.sock --to tcp:127.0.0.1:4444 --mode predictive --bandwidth 32MiB/s\n" +
 			"Example: pagecast migrate --qmp unix:/tmp/qemu-src.sock --dest-qmp unix:/tmp/qemu-dst.sock --to tcp:127.0.0.1:4444 --mode tsmc",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming, or QEMU -incoming)"},
 			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc from QEMU (post-copy is enabled on both ends)"},
@@ -60,7 +61,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-cert", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's private key (PEM)"},
 			&cli.StringFlag{Name: "tls-ca", Usage: "pagecast's engine on a QEMU source: mutual TLS, the CA that signed the destination's certificate (PEM)"},
-		},
+		}, migrationMetricsFlags()...),
 		Action: runMigrate,
 	}
 }
@@ -109,6 +110,11 @@ func runMigrate(c *cli.Context) error {
 		}
 		p.MaxBandwidth = bw
 	}
+	metrics, lingerMetrics, err := migrationMetrics(c, path)
+	if err != nil {
+		return err
+	}
+	defer lingerMetrics(c.Context)
 	mon, err := dialQMP(path)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
@@ -135,7 +141,7 @@ func runMigrate(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)\n", engine, why)
 		if src != nil {
 			defer src.Close()
-			return migrateWithEngine(c, src, p)
+			return migrateWithEngine(c, src, p, metrics)
 		}
 		var dst qmp.Monitor
 		if destPath != "" {
@@ -155,7 +161,17 @@ func runMigrate(c *cli.Context) error {
 		}
 		plan = &pl
 	}
+	if metrics != nil {
+		engine := migrationmetrics.EnginePagecast // pagecast's monitor runs pagecast's engine
+		if plan != nil {
+			engine = migrationmetrics.EngineQEMU
+		}
+		metrics.Begin(time.Now(), engine, p.Mode, p.MaxBandwidth)
+	}
 	if err := migrator.Migrate(mon, c.String("to")); err != nil {
+		if metrics != nil {
+			metrics.Observe(migrator.Info{Status: migrator.StatusFailed, ErrorDesc: err.Error()})
+		}
 		return err
 	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
@@ -167,6 +183,9 @@ func runMigrate(c *cli.Context) error {
 		switched = switched || i.Status == migrator.StatusPostcopy
 		throttle = max(throttle, i.CPUThrottlePercentage)
 		bar.update(i)
+		if metrics != nil {
+			metrics.Observe(i)
+		}
 	}
 	var info migrator.Info
 	if plan != nil {
@@ -175,6 +194,12 @@ func runMigrate(c *cli.Context) error {
 		info, err = migrator.Wait(ctx, mon, 200*time.Millisecond, progress)
 	}
 	bar.done()
+	if metrics != nil {
+		if err != nil && !migrationmetrics.Finished(info.Status) {
+			info = migrator.Info{Status: migrator.StatusFailed, ErrorDesc: err.Error(), RAM: info.RAM}
+		}
+		metrics.Observe(info)
+	}
 	if err != nil && switched {
 		return fmt.Errorf("%w (after the switch to post-copy: the guest runs on the destination, part of its memory still on the source)", err)
 	}

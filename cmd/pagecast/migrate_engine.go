@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,10 +9,12 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemuguest"
 )
@@ -62,7 +65,8 @@ func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Sou
 // migrateWithEngine runs pagecast's engine in this process over a QEMU
 // source: pages from its shared RAM, device state by QEMU's migration with
 // x-ignore-shared, to a `pagecast vm run --monitor qemu --incoming`.
-func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params) error {
+// metrics, if not nil, follows the migration.
+func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter) error {
 	cfg := migrator.Config{Mode: p.Mode, MaxBandwidth: p.MaxBandwidth, DowntimeLimit: p.DowntimeLimit,
 		MaxRounds: p.MaxRounds, Profile: p.Profile, Log: slog.Default()}
 	tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
@@ -72,12 +76,23 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params)
 			return err
 		}
 	}
+	if metrics != nil {
+		metrics.Begin(time.Now(), migrationmetrics.EnginePagecast, p.Mode, p.MaxBandwidth)
+	}
 	m, err := migrator.Outgoing(src, c.String("to"), cfg)
 	if err != nil {
+		if metrics != nil {
+			metrics.Observe(migrator.Info{Status: migrator.StatusFailed, ErrorDesc: err.Error()})
+		}
 		return err
 	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	if metrics != nil {
+		followed := make(chan struct{})
+		defer func() { <-followed }()
+		go func() { defer close(followed); metrics.Follow(context.Background(), m.Info, 200*time.Millisecond) }()
+	}
 	info, err := followMigration(ctx, m, newProgressBar(c.App.ErrWriter, c.Bool("quiet")))
 	if err != nil {
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)

@@ -27,7 +27,8 @@ func predictServeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "serve per-page dirty probabilities over HTTP, from a trace or a live VM",
-		Description: "Keeps a predictor for each VM, fed by a trace replayed at its recorded pace (--trace, repeatable)\n" +
+		Description: "Keeps a predictor for each VM, fed by a trace replayed at its recorded pace (--trace, repeatable;\n" +
+			"--replay, the default, paces it in real time, --speed scales the pace)\n" +
 			"or by profiling a live VM (--collector unix:QMP: eBPF on KVM, needs root; the TCG plugin on a QEMU\n" +
 			"under TCG), and serves:\n" +
 			"  GET /v1/vms                                  the VMs\n" +
@@ -39,6 +40,7 @@ func predictServeCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:9470", Usage: "address to serve on (loopback by default)"},
 			&cli.StringSliceFlag{Name: "trace", Usage: "trace file to replay (pagecast profile --out, or trace import)"},
+			&cli.BoolFlag{Name: "replay", Value: true, Usage: "pace each trace's epochs in real time, one every epoch length / --speed, so that dashboards can be watched from a recorded trace without a VM; --replay=false feeds every epoch at once (as --speed 0)"},
 			&cli.Float64Flag{Name: "speed", Value: 1, Usage: fmt.Sprintf("trace replay speed, 1 = the recorded pace, up to %g (at most an epoch a millisecond); 0 = at once, one pass", maxSpeed)},
 			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "most connections served at once; more wait to be accepted"},
 			&cli.BoolFlag{Name: "loop", Value: true, Usage: "replay traces again from the start when they end"},
@@ -69,6 +71,9 @@ func runServe(c *cli.Context) error {
 	speed := c.Float64("speed")
 	if !(speed >= 0 && speed <= maxSpeed) { // also NaN
 		return fmt.Errorf("--speed %v: want 0 (at once) or a speed up to %g", speed, maxSpeed)
+	}
+	if !c.Bool("replay") {
+		speed = 0
 	}
 	maxConns := c.Int("max-conns")
 	if maxConns < 1 {
@@ -104,6 +109,7 @@ func runServe(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		vm.SetHook(col.Hook())
 		go func() {
 			if err := col.Run(ctx, func(e collector.Epoch) error { vm.Observe(e.Pages); return nil }); err != nil {
 				log.Error("collector stopped", "err", err)
@@ -149,6 +155,9 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 		vm, err := svc.AddMappedVM(id, meta.Pages(), pm, uint64(meta.PageSize), meta.Epoch, "trace "+path)
 		if err != nil {
 			return err
+		}
+		if meta.Hook != "" {
+			vm.SetHook(meta.Hook)
 		}
 		go service.Replay(ctx, vm, epochs, speed, loop)
 	}

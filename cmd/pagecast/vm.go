@@ -17,6 +17,7 @@ import (
 
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qmpserver"
 	"github.com/pagecast/pagecast/vmm"
@@ -162,6 +163,8 @@ func vmCommand() *cli.Command {
 				&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS for migrations in and out: this end's certificate (PEM)"},
 				&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
 				&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the other end's certificate (PEM)"},
+				&cli.StringFlag{Name: "metrics", Usage: "pagecast's monitor: serve Prometheus metrics of the migrations out of this VM (pagecast_migration_*) on this address, e.g. 127.0.0.1:9472; needs --qmp. A QEMU VM's are served by pagecast migrate --metrics"},
+				&cli.StringFlag{Name: "name", Usage: "the VM's name in the metrics' vm label (default: the QMP socket's file name without its extension)"},
 			),
 			Action: runVM,
 		}},
@@ -174,6 +177,9 @@ func runVM(c *cli.Context) error {
 	defer cancel()
 	switch m := c.String("monitor"); m {
 	case monitorQEMU:
+		if c.IsSet("metrics") {
+			return errors.New("--metrics is for pagecast's monitor: a QEMU VM's migrations are driven, and exported, by pagecast migrate --metrics")
+		}
 		return runQEMU(ctx, c, log)
 	case monitorPagecast:
 		if c.IsSet("accel") {
@@ -187,6 +193,9 @@ func runVM(c *cli.Context) error {
 	// built, but served only once its commands are registered. The server
 	// outlives the VM so that quit's reply and the SHUTDOWN event reach
 	// the client.
+	if c.IsSet("metrics") && !c.IsSet("qmp") {
+		return errors.New("--metrics needs --qmp: migrations are started through QMP")
+	}
 	var lis net.Listener
 	if spec := c.String("qmp"); spec != "" {
 		path, ok := strings.CutPrefix(spec, "unix:")
@@ -230,7 +239,17 @@ func runVM(c *cli.Context) error {
 	if lis != nil {
 		srv := qmpserver.New(log, "pagecast")
 		vm.RegisterQMP(srv, cancel)
-		migrator.NewController(vm.Migratable(), log, clientTLS).Register(srv)
+		ctl := migrator.NewController(vm.Migratable(), log, clientTLS)
+		ctl.Register(srv)
+		if addr := c.String("metrics"); addr != "" {
+			exp := migrationmetrics.New(vmName(c, strings.TrimPrefix(c.String("qmp"), "unix:")))
+			stop, err := serveCollectors(addr, exp)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			go followMigrations(ctx, ctl, exp, 200*time.Millisecond)
+		}
 		vm.OnEvent(srv.Emit)
 		serveCtx, stopServing := context.WithCancel(context.Background())
 		served := make(chan struct{})

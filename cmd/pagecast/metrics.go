@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/migrationmetrics"
+	"github.com/pagecast/pagecast/migrator"
+)
+
+// migrationMetricsFlags are the flags of a command that can export its
+// migrations to Prometheus.
+func migrationMetricsFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "metrics", Usage: "serve the migration's Prometheus metrics (pagecast_migration_*) on this address, e.g. 127.0.0.1:9472"},
+		&cli.StringFlag{Name: "name", Usage: "the VM's name in the metrics' vm label (default: the QMP socket's file name without its extension)"},
+		&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the migration has ended keep serving until Prometheus has scraped the end, at most this long (not at all if nothing ever scraped)"},
+	}
+}
+
+// vmName is the vm label for a VM whose QMP socket is at path: --name, or
+// the socket's file name without its extension.
+func vmName(c *cli.Context, qmpPath string) string {
+	if n := c.String("name"); n != "" {
+		return n
+	}
+	base := filepath.Base(qmpPath)
+	return strings.TrimSuffix(base, filepath.Ext(base))
+}
+
+// migrationMetrics starts serving a migration exporter for --metrics; it
+// returns nil exporter and a no-op when the flag is not given. finish
+// lingers as --metrics-linger says, then stops serving.
+func migrationMetrics(c *cli.Context, qmpPath string) (exp *migrationmetrics.Exporter, finish func(context.Context), err error) {
+	addr := c.String("metrics")
+	if addr == "" {
+		return nil, func(context.Context) {}, nil
+	}
+	exp = migrationmetrics.New(vmName(c, qmpPath))
+	stop, err := serveCollectors(addr, exp)
+	if err != nil {
+		return nil, nil, err
+	}
+	return exp, func(ctx context.Context) {
+		exp.Linger(ctx, c.Duration("metrics-linger"))
+		stop()
+	}, nil
+}
+
+// serveCollectors serves cs, with Go's and the process's metrics, on addr
+// at /metrics until stop is called.
+func serveCollectors(addr string, cs ...prometheus.Collector) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(cs...)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	slog.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
+	return func() { srv.Close() }, nil
+}
+
+// followMigrations exports the migrations out of pagecast's monitor that
+// ctl starts, polling it every interval until ctx ends.
+func followMigrations(ctx context.Context, ctl *migrator.Controller, exp *migrationmetrics.Exporter, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last *migrator.Migration
+	for {
+		if m := ctl.Current(); m != nil {
+			info := m.Info()
+			if m != last {
+				last = m
+				var mode string
+				var bw uint64
+				if x := info.Pagecast; x != nil {
+					mode, bw = x.Mode, x.Bandwidth
+				}
+				exp.Begin(time.Now().Add(-time.Duration(info.TotalTime)*time.Millisecond), migrationmetrics.EnginePagecast, mode, bw)
+			}
+			exp.Observe(info)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
