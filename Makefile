@@ -22,11 +22,15 @@ guest: ## Rebuild the guest image guest/pagecast-guest.elf (needs gcc with -m32)
 generate: guest ## Rebuild everything generated: the guest image and the eBPF objects (needs gcc -m32, clang)
 	$(GO) generate ./...
 
+.PHONY: dashboards
+dashboards: ## Regenerate the Grafana dashboards' JSON (dashboards/*.json) from their Go code
+	$(GO) run ./dashboards/gen -out dashboards
+
 .PHONY: check-generated
-check-generated: ## Fail if regenerating changes committed files
+check-generated: dashboards ## Fail if regenerating changes committed files
 	$(MAKE) -C guest check
 	$(GO) generate ./bpf/ ./tcg/
-	git diff --exit-code -- bpf/ tcg/
+	git diff --exit-code -- bpf/ tcg/ dashboards/
 
 .PHONY: test
 test: ## Run all tests and say how many skipped for want of /dev/kvm, eBPF or QEMU (QEMU tests run under TCG without KVM)

@@ -1,0 +1,169 @@
+package dashboards
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/heatmap"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/stat"
+	"github.com/grafana/grafana-foundation-sdk/go/statetimeline"
+	"github.com/grafana/grafana-foundation-sdk/go/table"
+	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
+)
+
+// File is one generated dashboard: its file name and JSON.
+type File struct {
+	Name string
+	JSON []byte
+}
+
+// Generate builds every dashboard as indented JSON, in file order.
+func Generate() ([]File, error) {
+	var out []File
+	for _, d := range []struct {
+		name  string
+		build func() *dashboard.DashboardBuilder
+	}{
+		{"dirtying.json", dirtying},
+		{"migrations.json", migrations},
+		{"profiler-health.json", profilerHealth},
+	} {
+		b, err := d.build().Build()
+		if err != nil {
+			return nil, fmt.Errorf("dashboard %s: %w", d.name, err)
+		}
+		j, err := json.MarshalIndent(b, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("dashboard %s: %w", d.name, err)
+		}
+		out = append(out, File{d.name, append(j, '\n')})
+	}
+	return out, nil
+}
+
+// datasource is the data source every panel and query uses: the
+// dashboard's datasource variable.
+var datasource = common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr("${datasource}")}
+
+// newDashboard starts a dashboard with pagecast's common settings and its
+// datasource variable.
+func newDashboard(uid, title, description string) *dashboard.DashboardBuilder {
+	return dashboard.NewDashboardBuilder(title).
+		Uid(uid).
+		Description(description).
+		Tags([]string{"pagecast"}).
+		Editable().
+		Tooltip(dashboard.DashboardCursorSyncCrosshair).
+		Refresh("10s").
+		Time("now-15m", "now").
+		Timezone(common.TimeZoneBrowser).
+		WithVariable(dashboard.NewDatasourceVariableBuilder("datasource").
+			Label("Data source").
+			Description("The Prometheus that scrapes pagecast.").
+			Type("prometheus"))
+}
+
+// labelVariable is a variable whose values are label's values on metric
+// (a selector); multi allows several values and All (regex .*).
+func labelVariable(name, label, metric, description string, multi bool) *dashboard.QueryVariableBuilder {
+	q := fmt.Sprintf("label_values(%s, %s)", metric, label)
+	v := dashboard.NewQueryVariableBuilder(name).
+		Label(name).
+		Description(description).
+		Datasource(datasource).
+		Query(dashboard.StringOrMap{String: cog.ToPtr(q)}).
+		Definition(q).
+		Refresh(dashboard.VariableRefreshOnTimeRangeChanged).
+		Sort(dashboard.VariableSortAlphabeticalAsc)
+	if multi {
+		v = v.Multi(true).IncludeAll(true).AllValue(".*")
+	}
+	return v
+}
+
+// query is one PromQL target of a panel.
+type query struct{ expr, legend string }
+
+func targets(qs []query, format prometheus.PromQueryFormat) []cog.Builder[variants.Dataquery] {
+	out := make([]cog.Builder[variants.Dataquery], len(qs))
+	for i, q := range qs {
+		out[i] = prometheus.NewDataqueryBuilder().
+			Datasource(datasource).
+			RefId(string(rune('A' + i))).
+			Expr(q.expr).
+			LegendFormat(q.legend).
+			Format(format).
+			Range()
+	}
+	return out
+}
+
+// Panel kinds.
+type kind int
+
+const (
+	timeSeries kind = iota
+	heatmapPanel
+	statPanel
+	tablePanel
+	stateTimeline
+)
+
+// panel describes one panel; build turns it into the SDK's builder.
+type panel struct {
+	kind               kind
+	title, description string
+	unit               string
+	queries            []query
+	width, height      uint32 // grid units (24 across); 0: 12 × 8
+}
+
+func (p panel) build() cog.Builder[dashboard.Panel] {
+	w, h := p.width, p.height
+	if w == 0 {
+		w = 12
+	}
+	if h == 0 {
+		h = 8
+	}
+	switch p.kind {
+	case heatmapPanel:
+		return heatmap.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
+			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).
+			Calculate(false).
+			Color(heatmap.NewHeatmapColorOptionsBuilder().Mode(heatmap.HeatmapColorModeScheme).Scheme("Oranges").Steps(64)).
+			YAxis(heatmap.NewYAxisConfigBuilder().AxisLabel("guest-physical address"))
+	case statPanel:
+		return stat.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
+			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).
+			TextMode(common.BigValueTextModeValueAndName).
+			GraphMode(common.BigValueGraphModeNone).
+			ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}))
+	case tablePanel:
+		return table.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
+			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTable))
+	case stateTimeline:
+		return statetimeline.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
+			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).
+			ShowValue(common.VisibilityModeNever).MergeValues(true)
+	default:
+		return timeseries.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
+			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).
+			Min(0).
+			Legend(common.NewVizLegendOptionsBuilder().ShowLegend(true).DisplayMode(common.LegendDisplayModeList).Placement(common.LegendPlacementBottom))
+	}
+}
+
+// withPanels adds a row and its panels to d.
+func withPanels(d *dashboard.DashboardBuilder, row string, panels ...panel) *dashboard.DashboardBuilder {
+	d = d.WithRow(dashboard.NewRowBuilder(row))
+	for _, p := range panels {
+		d = d.WithPanel(p.build())
+	}
+	return d
+}

@@ -1,0 +1,254 @@
+package dashboards
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pagecast/pagecast/collector"
+	"github.com/pagecast/pagecast/migrationmetrics"
+	"github.com/pagecast/pagecast/predictor/service"
+)
+
+// TestCommittedMatchesGenerated fails when the committed JSON is not what
+// the code generates: run `make dashboards` and commit the result.
+func TestCommittedMatchesGenerated(t *testing.T) {
+	files, err := Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range files {
+		names = append(names, f.Name)
+		got, err := CommittedJSON(f.Name)
+		if err != nil {
+			t.Errorf("%s is not committed: run make dashboards (%v)", f.Name, err)
+			continue
+		}
+		if !bytes.Equal(got, f.JSON) {
+			t.Errorf("%s differs from what dashboards.Generate makes: run make dashboards and commit it", f.Name)
+		}
+	}
+	committed, err := Committed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range committed {
+		if !slices.Contains(names, d.File) {
+			t.Errorf("%s is committed but no longer generated", d.File)
+		}
+	}
+}
+
+// knownMetrics is every metric name pagecast's processes export (profile,
+// predict serve, migrate and vm run, with Go's and the process's) and the
+// recording rules of rules.yml.
+func knownMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	ch := make(chan *prometheus.Desc, 512)
+	for _, c := range []prometheus.Collector{collector.Metrics{}, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		c.Describe(ch)
+	}
+	for _, d := range append(append([]*prometheus.Desc{}, service.Descs...), migrationmetrics.Descs...) {
+		ch <- d
+	}
+	close(ch)
+	known := map[string]bool{}
+	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for d := range ch {
+		m := fq.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("no name in %s", d)
+		}
+		known[m[1]] = true
+	}
+	for _, m := range regexp.MustCompile(`(?m)^\s*- record: (\S+)`).FindAllSubmatch(Rules, -1) {
+		known[string(m[1])] = true
+	}
+	if !known["pagecast_profiler_events_total"] || !known["pagecast_predicted_dirty_pages"] || !known["pagecast_migration_round"] ||
+		!known["process_cpu_seconds_total"] || !known["pagecast:migration_dirty_to_transfer_ratio"] {
+		t.Fatalf("known metrics lack some of every source: %v", known)
+	}
+	return known
+}
+
+// units are the Grafana unit ids the dashboards may use (a subset of
+// Grafana's list, packages/grafana-data/src/valueFormats/categories.ts).
+var units = []string{"none", "short", "bytes", "binBps", "s", "percentunit", "wps"}
+
+var (
+	rangeSelector = regexp.MustCompile(`\[([^\]]*)\]`)
+	variableRef   = regexp.MustCompile(`\$\{?([a-zA-Z_][a-zA-Z0-9_]*)`)
+	metricName    = regexp.MustCompile(`\b(pagecast[_:][a-zA-Z0-9_:]+|process_[a-z0-9_]+|go_[a-z0-9_]+)`)
+)
+
+// lint checks a dashboard against the conventions of well-kept dashboards
+// (grafana/dashboard-linter's rules) and pagecast's exposition, and
+// returns what is wrong.
+func lint(d Dashboard, known map[string]bool) []string {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if d.UID == "" || d.Title == "" || d.Description == "" {
+		bad("dashboard %q: uid, title and description are required", d.Title)
+	}
+	vars := map[string]bool{}
+	datasource := false
+	exprs := map[string]string{} // expression: where
+	for _, v := range d.Templating.List {
+		vars[v.Name] = true
+		switch v.Type {
+		case "datasource":
+			datasource = datasource || v.Query == "prometheus"
+		case "query":
+			q, _ := v.Query.(string)
+			if !labelValues.MatchString(q) {
+				bad("variable %s: query %q is not label_values(SELECTOR, LABEL)", v.Name, q)
+			}
+			exprs[q] = "variable " + v.Name
+		}
+	}
+	if !datasource {
+		bad("no datasource variable of type prometheus")
+	}
+	titles := map[string]bool{}
+	for _, p := range d.Panels {
+		if p.Type == "row" {
+			continue
+		}
+		where := fmt.Sprintf("panel %q", p.Title)
+		if p.Title == "" || p.Description == "" {
+			bad("%s: a title and a description are required", where)
+		}
+		if titles[p.Title] {
+			bad("%s: title used twice", where)
+		}
+		titles[p.Title] = true
+		if !slices.Contains(units, p.Unit()) {
+			bad("%s: unit %q, want one of %v", where, p.Unit(), units)
+		}
+		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+			bad("%s: datasource must be the ${datasource} variable", where)
+		}
+		if len(p.Targets) == 0 {
+			bad("%s: no query", where)
+		}
+		for _, tg := range p.Targets {
+			if tg.Datasource == nil || tg.Datasource.UID != "${datasource}" {
+				bad("%s query %s: datasource must be the ${datasource} variable", where, tg.RefID)
+			}
+			exprs[tg.Expr] = fmt.Sprintf("%s query %s", where, tg.RefID)
+		}
+	}
+	for expr, where := range exprs {
+		for _, m := range rangeSelector.FindAllStringSubmatch(expr, -1) {
+			if m[1] != "$__rate_interval" {
+				bad("%s: range [%s] in %s, want [$__rate_interval]", where, m[1], expr)
+			}
+		}
+		for _, m := range variableRef.FindAllStringSubmatch(expr, -1) {
+			if !strings.HasPrefix(m[1], "__") && !vars[m[1]] {
+				bad("%s: variable $%s is not defined", where, m[1])
+			}
+		}
+		names := metricName.FindAllString(expr, -1)
+		if len(names) == 0 {
+			bad("%s: no pagecast metric in %s", where, expr)
+		}
+		for _, n := range names {
+			if !known[n] {
+				bad("%s: metric %s is not in pagecast's exposition", where, n)
+			}
+		}
+	}
+	return errs
+}
+
+// TestLint lints every committed dashboard.
+func TestLint(t *testing.T) {
+	known := knownMetrics(t)
+	ds, err := Committed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 3 {
+		t.Fatalf("%d dashboards committed, want dirtying, migrations and profiler health", len(ds))
+	}
+	panels := 0
+	for _, d := range ds {
+		for _, e := range lint(d, known) {
+			t.Errorf("%s: %s", d.File, e)
+		}
+		for _, p := range d.Panels {
+			if p.Type != "row" {
+				panels++
+			}
+		}
+	}
+	t.Logf("%d dashboards, %d panels linted", len(ds), panels)
+}
+
+// TestLintCatches: each convention broken once is reported.
+func TestLintCatches(t *testing.T) {
+	known := knownMetrics(t)
+	ds, err := Committed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := ds[2] // profiler health: rates and variables
+	for _, tc := range []struct {
+		name   string
+		break_ func(d *Dashboard)
+		want   string
+	}{
+		{"no datasource variable", func(d *Dashboard) { d.Templating.List = d.Templating.List[1:] }, "no datasource variable"},
+		{"no unit", func(d *Dashboard) { d.Panels[1].FieldConfig.Defaults.Unit = "" }, `unit ""`},
+		{"no description", func(d *Dashboard) { d.Panels[1].Description = "" }, "a title and a description"},
+		{"fixed rate window", func(d *Dashboard) {
+			d.Panels[1].Targets[0].Expr = strings.ReplaceAll(d.Panels[1].Targets[0].Expr, "$__rate_interval", "5m")
+		}, "want [$__rate_interval]"},
+		{"unknown metric", func(d *Dashboard) { d.Panels[1].Targets[0].Expr = "rate(pagecast_nonsense_total[$__rate_interval])" }, "pagecast_nonsense_total is not in pagecast's exposition"},
+		{"undefined variable", func(d *Dashboard) { d.Panels[1].Targets[0].Expr += ` + 0*pagecast_guest_memory_bytes{vm="$nope"}` }, "$nope is not defined"},
+		{"fixed datasource", func(d *Dashboard) { d.Panels[1].Datasource = &DataSourceRef{UID: "prom1"} }, "datasource must be"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := base
+			d.Templating.List = slices.Clone(base.Templating.List)
+			d.Panels = slices.Clone(base.Panels)
+			d.Panels[1].Targets = slices.Clone(base.Panels[1].Targets)
+			if d.Panels[1].Type == "row" {
+				t.Fatal("panel 1 is a row")
+			}
+			tc.break_(&d)
+			errs := lint(d, known)
+			if !slices.ContainsFunc(errs, func(e string) bool { return strings.Contains(e, tc.want) }) {
+				t.Errorf("lint did not report %q; reported %v", tc.want, errs)
+			}
+		})
+	}
+}
+
+// TestRules: promtool accepts rules.yml and its unit tests pass.
+func TestRules(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (Debian package prometheus)")
+	}
+	for _, args := range [][]string{{"check", "rules", "rules.yml"}, {"test", "rules", "rules_test.yml"}} {
+		out, err := exec.Command(promtool, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if _, err := os.Stat("rules_test.yml"); err != nil {
+		t.Fatal(err)
+	}
+}

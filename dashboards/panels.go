@@ -1,0 +1,130 @@
+package dashboards
+
+import "github.com/grafana/grafana-foundation-sdk/go/dashboard"
+
+// The selectors of the dashboards' variables.
+const (
+	selVM        = `{vm="$vm"}`
+	selInstance  = `{instance=~"$instance"}`
+	selMigration = `{vm=~"$vm", migration=~"$migration"}`
+)
+
+func dirtying() *dashboard.DashboardBuilder {
+	d := newDashboard("pagecast-dirtying", "pagecast / Dirtying: predicted vs actual",
+		"How a VM dirties its memory and how well pagecast predicts it, epoch by epoch: from pagecast predict serve "+
+			"(vm: a trace replayed with --replay, or live) and pagecast profile --metrics (instance).").
+		WithVariable(labelVariable("vm", "vm", "pagecast_predictor_epochs_total", "The VM pagecast predict serve forecasts (a trace's base name, or live).", false)).
+		WithVariable(labelVariable("instance", "instance", "pagecast_profiler_hook_info", "The pagecast profile processes Prometheus scrapes.", true))
+	d = withPanels(d, "Forecast",
+		panel{title: "Predicted vs actual dirty pages per epoch", unit: "short",
+			description: "Pages the model predicted would be dirtied in the latest closed epoch (the sum of its per-page probabilities) against the pages that were.",
+			queries:     []query{{"pagecast_predicted_dirty_pages" + selVM, "predicted"}, {"pagecast_actual_dirty_pages" + selVM, "actual"}}},
+		panel{title: "Forecast error", unit: "short",
+			description: "Predicted minus actual dirty pages in the latest closed epoch: above zero the model expected more dirtying than happened.",
+			queries:     []query{{"pagecast_prediction_error_pages" + selVM, "predicted - actual"}}},
+		panel{title: "Brier score", unit: "none",
+			description: "Mean squared error of the per-page probabilities in the latest closed epoch, over all pages of the VM (0 is perfect; lower is better).",
+			queries:     []query{{"pagecast_prediction_brier_score" + selVM, "Brier"}}},
+		panel{title: "Dirty rate", unit: "binBps",
+			description: "Bytes of guest memory dirtied per second in the latest closed epoch, and the rate the model predicts for the coming epoch.",
+			queries:     []query{{"pagecast_actual_dirty_bytes_per_second" + selVM, "actual"}, {"pagecast_forecast_dirty_bytes_per_second" + selVM, "forecast for the next epoch"}}},
+		panel{title: "Working set", unit: "bytes",
+			description: "Memory the model predicts will be dirtied in the coming epoch with probability 0.5 or more: what a pre-copy round would defer.",
+			queries:     []query{{"pagecast_forecast_working_set_bytes" + selVM, "working set"}}},
+		panel{kind: heatmapPanel, title: "Where in memory it dirties", unit: "short",
+			description: "Pages dirtied in the latest closed epoch in each of 32 equal regions of guest memory, by the region's first guest-physical address (darker: more pages).",
+			queries:     []query{{"pagecast_region_dirty_pages" + selVM, "{{region}}"}}},
+	)
+	d = withPanels(d, "Profiler",
+		panel{title: "Dirty rate measured by the profiler", unit: "binBps",
+			description: "Bytes of guest memory dirtied per second in the profiler's latest closed epoch (pagecast profile), per profiled VM.",
+			queries:     []query{{"pagecast_dirty_bytes_per_second" + selInstance, "{{instance}}"}}},
+		panel{kind: statPanel, title: "Hook in use", unit: "none", width: 6,
+			description: "What records the dirty pages: an eBPF hook on KVM's dirty tracking, or tcg-plugin (pagecast's QEMU TCG plugin); for a replayed trace, the hook that recorded it.",
+			queries:     []query{{"pagecast_profiler_hook_info" + selInstance, "{{instance}}: {{hook}}"}, {"pagecast_predictor_vm_info" + selVM, "{{vm}}: {{hook}}"}}},
+		panel{kind: statPanel, title: "Guest memory", unit: "bytes", width: 6,
+			description: "RAM of each profiled VM.",
+			queries:     []query{{"pagecast_guest_memory_bytes" + selInstance, "{{instance}}"}}},
+	)
+	return d
+}
+
+func migrations() *dashboard.DashboardBuilder {
+	d := newDashboard("pagecast-migrations", "pagecast / Migrations",
+		"Live migrations, per migration: what is sent and what is left, the guest's dirty rate against the link, rounds, "+
+			"deferred pages, CPU throttle, downtime and outcome; from pagecast migrate --metrics or pagecast vm run --metrics.").
+		WithVariable(labelVariable("vm", "vm", "pagecast_migration_info", "The migrated VM (pagecast migrate --name).", true)).
+		WithVariable(labelVariable("migration", "migration", `pagecast_migration_info{vm=~"$vm"}`, "The migration: its start time, UTC.", true))
+	d = withPanels(d, "Progress",
+		panel{kind: stateTimeline, title: "Status", unit: "none",
+			description: "The migration's query-migrate status over time: setup, active, device (stop-and-copy: the guest is paused), postcopy-active, completed, failed or cancelled.",
+			queries:     []query{{"pagecast_migration_status" + selMigration + " == 1", "{{vm}} {{migration}} {{status}}"}}},
+		panel{kind: tablePanel, title: "Mode and engine", unit: "none",
+			description: "How each migration moves memory: pagecast's engine or QEMU's own, and the mode (precopy, predictive, throttle, tsmc, mecom and combinations).",
+			queries:     []query{{"pagecast_migration_info" + selMigration, ""}}},
+		panel{title: "Data sent and remaining", unit: "bytes",
+			description: "Bytes sent to the destination so far and bytes of guest memory still to send (query-migrate ram.transferred and ram.remaining), against guest memory.",
+			queries: []query{{"pagecast_migration_data_processed_bytes" + selMigration, "{{vm}} {{migration}} sent"},
+				{"pagecast_migration_data_remaining_bytes" + selMigration, "{{vm}} {{migration}} remaining"},
+				{"pagecast_migration_data_total_bytes" + selMigration, "{{vm}} {{migration}} guest memory"}}},
+		panel{title: "Dirty rate against link rate", unit: "binBps",
+			description: "The guest's dirty rate over the latest round against the rate memory is sent and the link cap: pre-copy converges only while the dirty rate stays well below what the link moves.",
+			queries: []query{{"pagecast_migration_dirty_memory_rate_bytes_per_second" + selMigration, "{{vm}} {{migration}} dirty rate"},
+				{"pagecast_migration_memory_transfer_rate_bytes_per_second" + selMigration, "{{vm}} {{migration}} transfer rate"},
+				{"pagecast_migration_bandwidth_limit_bytes_per_second" + selMigration, "{{vm}} {{migration}} link cap"}}},
+		panel{title: "Round", unit: "short", width: 8,
+			description: "The pre-copy round under way, the stop-and-copy counted as one (QEMU's engine: its dirty-sync-count).",
+			queries:     []query{{"pagecast_migration_round" + selMigration, "{{vm}} {{migration}}"}}},
+		panel{title: "Deferred pages", unit: "short", width: 8,
+			description: "Pages the predictive policy holds back now because it expects them to be dirtied again before the round ends (pagecast's engine; 0 in other modes).",
+			queries:     []query{{"pagecast_migration_deferred_pages" + selMigration, "{{vm}} {{migration}}"}}},
+		panel{title: "CPU throttle", unit: "percentunit", width: 8,
+			description: "Share of the vCPUs' time taken away to slow the guest's dirtying (query-migrate cpu-throttle-percentage): the throttle mode, or QEMU's auto-converge.",
+			queries:     []query{{"pagecast_migration_cpu_throttle_ratio" + selMigration, "{{vm}} {{migration}}"}}},
+	)
+	d = withPanels(d, "Outcome",
+		panel{title: "Expected vs actual downtime", unit: "s",
+			description: "The pause the switch-over would take, as the engine estimates it while the migration runs, and the pause it took once completed (QEMU counts until its last bytes are in its socket; pagecast until the destination has verified memory and been told to run).",
+			queries: []query{{"pagecast_migration_expected_downtime_seconds" + selMigration, "{{vm}} {{migration}} expected"},
+				{"pagecast_migration_downtime_seconds" + selMigration, "{{vm}} {{migration}} actual"}}},
+		panel{kind: statPanel, title: "Duration", unit: "s", width: 6,
+			description: "How long the migration took, or has taken so far while it runs.",
+			queries: []query{{"(pagecast_migration_end_time_seconds" + selMigration + " or on(vm, migration) timestamp(pagecast_migration_start_time_seconds" + selMigration + "))" +
+				" - pagecast_migration_start_time_seconds" + selMigration, "{{vm}} {{migration}}"}}},
+		panel{kind: statPanel, title: "Succeeded or failed", unit: "none", width: 6,
+			description: "1 under succeeded once the guest runs on the destination; 1 under failed once the migration failed or was cancelled (the guest then keeps running on the source, unless post-copy had begun).",
+			queries: []query{{"pagecast_migration_succeeded" + selMigration, "{{vm}} {{migration}} succeeded"},
+				{"pagecast_migration_failed" + selMigration, "{{vm}} {{migration}} failed"}}},
+	)
+	return d
+}
+
+func profilerHealth() *dashboard.DashboardBuilder {
+	d := newDashboard("pagecast-profiler-health", "pagecast / Profiler health",
+		"How pagecast profile itself is doing: writes recorded and dropped, its CPU per recorded write, its epochs and memory.").
+		WithVariable(labelVariable("instance", "instance", "pagecast_profiler_hook_info", "The pagecast profile processes Prometheus scrapes.", true))
+	d = withPanels(d, "Events",
+		panel{title: "Recorded writes per second", unit: "wps",
+			description: "Guest page writes the hook recorded per second: eBPF events on KVM, or guest RAM stores the TCG plugin saw.",
+			queries:     []query{{"rate(pagecast_profiler_events_total" + selInstance + "[$__rate_interval])", "{{instance}}"}}},
+		panel{title: "Dropped writes by reason", unit: "wps",
+			description: "Writes of the profiled VM the hook could not record, per second, by reason (eBPF: slot_unknown, out_of_range, contended, ringbuf_full; TCG: out_of_range, beyond_ram). Anything above zero means missing pages in the trace.",
+			queries:     []query{{"sum by (instance, reason) (rate(pagecast_profiler_events_dropped_total" + selInstance + "[$__rate_interval]))", "{{instance}} {{reason}}"}}},
+		panel{title: "Profiler CPU per recorded write", unit: "s",
+			description: "CPU time of the pagecast profile process per write its hook recorded. The hook's own cost is not in it: eBPF programs run on the vCPU threads, the TCG plugin inside QEMU.",
+			queries:     []query{{"rate(process_cpu_seconds_total" + selInstance + "[$__rate_interval]) / on(instance, job) rate(pagecast_profiler_events_total" + selInstance + "[$__rate_interval])", "{{instance}}"}}},
+		panel{title: "Other VMs' writes ignored", unit: "wps",
+			description: "Events of other processes the eBPF hook saw and ignored, per second (always 0 for the TCG plugin, which runs inside the profiled QEMU).",
+			queries:     []query{{"rate(pagecast_profiler_other_vm_events_total" + selInstance + "[$__rate_interval])", "{{instance}}"}}},
+	)
+	d = withPanels(d, "Process",
+		panel{title: "Epoch length", unit: "s",
+			description: "The configured epoch length against the mean time between closed epochs: the profiler keeps up while they match.",
+			queries: []query{{"pagecast_profiler_epoch_seconds" + selInstance, "{{instance}} configured"},
+				{"1 / rate(pagecast_profiler_epochs_total" + selInstance + "[$__rate_interval])", "{{instance}} measured"}}},
+		panel{title: "Profiler memory", unit: "bytes",
+			description: "Resident memory of the pagecast profile process.",
+			queries:     []query{{"process_resident_memory_bytes" + selInstance, "{{instance}}"}}},
+	)
+	return d
+}

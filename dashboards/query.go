@@ -1,0 +1,172 @@
+package dashboards
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+)
+
+// Source runs dashboards' queries on a Prometheus over a time range, as
+// Grafana would: variables resolved, $__rate_interval expanded.
+type Source struct {
+	api            promv1.API
+	From, To       time.Time
+	Step           time.Duration // resolution of range queries (Grafana's $__interval)
+	ScrapeInterval time.Duration // Prometheus's scrape interval, for $__rate_interval
+}
+
+// NewSource is a Source on the Prometheus at url (http://host:port).
+func NewSource(url string, from, to time.Time, step, scrape time.Duration) (*Source, error) {
+	c, err := api.NewClient(api.Config{Address: url})
+	if err != nil {
+		return nil, fmt.Errorf("prometheus %s: %w", url, err)
+	}
+	if !to.After(from) || step <= 0 || scrape <= 0 {
+		return nil, fmt.Errorf("query range %s..%s step %s scrape interval %s: want from before to and positive durations", from, to, step, scrape)
+	}
+	return &Source{api: promv1.NewAPI(c), From: from, To: to, Step: step, ScrapeInterval: scrape}, nil
+}
+
+// RateInterval is Grafana's $__rate_interval: the larger of the step plus
+// a scrape interval and four scrape intervals, so that every rate window
+// holds at least two samples.
+func (s *Source) RateInterval() time.Duration {
+	return max(s.Step+s.ScrapeInterval, 4*s.ScrapeInterval)
+}
+
+// Expand replaces Grafana's variables in expr: $__rate_interval,
+// $__interval, and $name or ${name} from vars.
+func (s *Source) Expand(expr string, vars map[string]string) string {
+	r := []string{"$__rate_interval", model.Duration(s.RateInterval()).String(), "$__interval", model.Duration(s.Step).String()}
+	names := make([]string, 0, len(vars))
+	for n := range vars {
+		names = append(names, n)
+	}
+	// Longer names first, so that $vm does not eat into $vmname.
+	sort.Slice(names, func(i, j int) bool { return len(names[i]) > len(names[j]) })
+	for _, n := range names {
+		r = append(r, "${"+n+"}", vars[n], "$"+n, vars[n])
+	}
+	return strings.NewReplacer(r...).Replace(expr)
+}
+
+var labelValues = regexp.MustCompile(`^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$`)
+
+// Variables resolves d's query variables in order, as Grafana does by
+// default: a multi-value variable with All gets its All value, any other
+// the first of its values; set holds values chosen instead. A variable
+// with no value is an error naming it.
+func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]string) (map[string]string, error) {
+	vars := map[string]string{}
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		if val, ok := set[v.Name]; ok {
+			vars[v.Name] = val
+			continue
+		}
+		values, err := s.VariableValues(ctx, v, vars)
+		if err != nil {
+			return nil, err
+		}
+		if len(values) == 0 {
+			return nil, fmt.Errorf("dashboard %q: variable %s has no values from %s..%s", d.Title, v.Name, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339))
+		}
+		if v.Multi && v.IncludeAll && v.AllValue != "" {
+			vars[v.Name] = v.AllValue
+		} else {
+			vars[v.Name] = values[0]
+		}
+	}
+	return vars, nil
+}
+
+// VariableValues runs a query variable's label_values over the range.
+func (s *Source) VariableValues(ctx context.Context, v Variable, vars map[string]string) ([]string, error) {
+	q, _ := v.Query.(string)
+	m := labelValues.FindStringSubmatch(q)
+	if m == nil {
+		return nil, fmt.Errorf("variable %s: query %q is not label_values(SELECTOR, LABEL)", v.Name, q)
+	}
+	vals, _, _, err := s.api.LabelValues(ctx, m[2], []string{s.Expand(m[1], vars)}, s.From, s.To)
+	if err != nil {
+		return nil, fmt.Errorf("variable %s: %w", v.Name, err)
+	}
+	out := make([]string, len(vals))
+	for i, v := range vals {
+		out[i] = string(v)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Series is one series of a range query's result.
+type Series struct {
+	Labels map[string]string
+	Times  []time.Time
+	Values []float64
+}
+
+// Range runs expr (variables already expanded) as a range query.
+func (s *Source) Range(ctx context.Context, expr string) ([]Series, error) {
+	val, _, _, err := s.api.QueryRange(ctx, expr, promv1.Range{Start: s.From, End: s.To, Step: s.Step})
+	if err != nil {
+		return nil, fmt.Errorf("query %s: %w", expr, err)
+	}
+	matrix, ok := val.(model.Matrix)
+	if !ok {
+		return nil, fmt.Errorf("query %s: a %s, want a matrix", expr, val.Type())
+	}
+	var out []Series
+	for _, ss := range matrix {
+		sr := Series{Labels: map[string]string{}}
+		for k, v := range ss.Metric {
+			sr.Labels[string(k)] = string(v)
+		}
+		for _, p := range ss.Values {
+			v := float64(p.Value)
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				continue
+			}
+			sr.Times = append(sr.Times, p.Timestamp.Time())
+			sr.Values = append(sr.Values, v)
+		}
+		if len(sr.Values) > 0 {
+			out = append(out, sr)
+		}
+	}
+	return out, nil
+}
+
+var legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
+
+// Legend names a series as Grafana would with a legend format: {{label}}
+// replaced by its value; an empty format lists the labels.
+func Legend(format string, labels map[string]string) string {
+	if format == "" {
+		keys := make([]string, 0, len(labels))
+		for k := range labels {
+			if k != "__name__" {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k + "=" + labels[k]
+		}
+		return "{" + strings.Join(parts, ", ") + "}"
+	}
+	return legendLabel.ReplaceAllStringFunc(format, func(m string) string {
+		return labels[legendLabel.FindStringSubmatch(m)[1]]
+	})
+}
