@@ -19,23 +19,13 @@ type Digest struct {
 
 // DigestChunk is the chunk size ComputeDigest uses: small enough that a
 // mismatch points at a narrow address range, large enough that the digest
-// of a guest of up to 256 GiB (4 bytes a chunk) fits in one record.
+// of a guest of up to 256 GiB (4 bytes a chunk) fits in one record; a
+// larger guest's chunks are larger (see sender.digest).
 const DigestChunk = 1 << 20
 
 // ComputeDigest checksums mem (len a multiple of PageSize) in DigestChunk
 // chunks (last may be short), in parallel over runtime.GOMAXPROCS workers.
 func ComputeDigest(mem []byte) Digest { return computeDigest(mem, DigestChunk) }
-
-// pageDigestChunk is the finest chunk a digest of mem can use and still
-// fit in one record: a page, for guests up to 1 GiB. TSMC uses it, because
-// there only chunks the guest did not dirty can be checked at stage 2.
-func pageDigestChunk(mem []byte) int {
-	chunk := PageSize
-	for 8+4*((len(mem)+chunk-1)/chunk) > MaxPayload {
-		chunk *= 2
-	}
-	return chunk
-}
 
 func computeDigest(mem []byte, chunk int) Digest {
 	total := (len(mem) + chunk - 1) / chunk

@@ -1,9 +1,11 @@
 package migrator
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/migrator/mecom"
 )
 
 // The engine knows a virtual machine only through these interfaces: the
@@ -83,6 +85,15 @@ type DirtyLog interface {
 	Close() error
 }
 
+// PageLister is a DirtyLog that can also hand over a harvest as a list of
+// pages, which costs far less than a bitmap when a large guest dirties
+// few pages an epoch (the simulator's terabyte guests). The engine prefers
+// it where a log offers it.
+type PageLister interface {
+	// HarvestPages is Harvest as a list, ascending, each page once.
+	HarvestPages() ([]uint64, error)
+}
+
 // Clock is the engine's time: the wall clock live, a virtual one in the
 // simulator. Epochs, rounds, link pacing and timeouts go through it.
 type Clock interface {
@@ -97,3 +108,66 @@ type WallClock struct{}
 func (WallClock) Now() time.Time                         { return time.Now() }
 func (WallClock) Sleep(d time.Duration)                  { time.Sleep(d) }
 func (WallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Contents is implemented by a guest whose RAM is not mapped, the
+// simulator's, whose pages stand for a mix of contents: the engine asks it
+// about each page it sends instead of reading Memory, which may then be
+// nil.
+type Contents interface {
+	// Zero reports whether page gfn is all zero bytes.
+	Zero(gfn uint64) bool
+	// Page returns page gfn's PageSize bytes, to be compressed. It is
+	// called from several goroutines at once; what it returns is only
+	// read.
+	Page(gfn uint64) []byte
+}
+
+// mappedContents is Contents over mapped guest memory.
+type mappedContents []byte
+
+func (m mappedContents) Zero(gfn uint64) bool { return mecom.IsZero(m.Page(gfn)) }
+
+func (m mappedContents) Page(gfn uint64) []byte {
+	return m[gfn*PageSize : (gfn+1)*PageSize : (gfn+1)*PageSize]
+}
+
+// recordReader is where the source reads the destination's records: the
+// wire (Reader), or the simulator's virtual destination.
+type recordReader interface {
+	Next() (*Record, error)
+	SetLimits(pages uint64)
+}
+
+// VirtualClock is the simulator's Clock: time stands still until the
+// engine waits (Sleep, After) or the virtual link carries bytes (Advance).
+// Now may be read from any goroutine; one goroutine advances it.
+type VirtualClock struct {
+	now atomic.Pointer[time.Time] // made once per Advance rather than per Now
+}
+
+// NewVirtualClock returns a clock reading start.
+func NewVirtualClock(start time.Time) *VirtualClock {
+	c := &VirtualClock{}
+	c.now.Store(&start)
+	return c
+}
+
+func (c *VirtualClock) Now() time.Time { return *c.now.Load() }
+
+// Advance moves the clock d forward (nothing, if d is not positive).
+func (c *VirtualClock) Advance(d time.Duration) {
+	if d > 0 {
+		t := c.now.Load().Add(d)
+		c.now.Store(&t)
+	}
+}
+
+func (c *VirtualClock) Sleep(d time.Duration) { c.Advance(d) }
+
+// After advances the clock by d and returns a channel that is ready.
+func (c *VirtualClock) After(d time.Duration) <-chan time.Time {
+	c.Advance(d)
+	ch := make(chan time.Time, 1)
+	ch <- c.Now()
+	return ch
+}

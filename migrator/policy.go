@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/trace"
 )
@@ -34,6 +33,12 @@ var Modes = []struct{ Name, Description string }{
 type mode struct {
 	policy string
 	mecom  bool
+}
+
+// CheckMode reports whether s names a mode Config.Mode accepts.
+func CheckMode(s string) error {
+	_, err := parseMode(s)
+	return err
 }
 
 // parseMode reads "precopy", "predictive", "throttle", "mecom" (precopy
@@ -68,7 +73,7 @@ func parseMode(s string) (mode, error) {
 // asked for every page the round covers, and a page it declines is kept
 // for a later round (the stop-and-copy sends whatever is left).
 type policy interface {
-	observe(dirty *bitmap.Bitmap)
+	observe(dirty []uint64)
 	startRound(round int, window time.Duration, budget uint64)
 	send(gfn uint64) bool
 }
@@ -83,7 +88,7 @@ func newPolicy(cfg Config, m mode, pages uint64) (policy, error) {
 // precopy sends everything it is asked about.
 type precopy struct{}
 
-func (precopy) observe(*bitmap.Bitmap)                {}
+func (precopy) observe([]uint64)                      {}
 func (precopy) startRound(int, time.Duration, uint64) {}
 func (precopy) send(uint64) bool                      { return true }
 
@@ -143,8 +148,8 @@ func (p *predictive) warm(path string, pages uint64) error {
 	return nil
 }
 
-func (p *predictive) observe(dirty *bitmap.Bitmap) {
-	p.model.Observe(dirty.List())
+func (p *predictive) observe(dirty []uint64) {
+	p.model.Observe(dirty)
 	p.forecast()
 }
 

@@ -124,6 +124,7 @@ type Migration struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
+	sim    *simLink // set when the migration is simulated (Simulate)
 
 	mu        sync.Mutex
 	info      Info
@@ -139,14 +140,24 @@ func Outgoing(g Guest, uri string, cfg Config) (*Migration, error) {
 	if err != nil {
 		return nil, err
 	}
+	return start(g, uri, addr, cfg, nil)
+}
+
+// start checks g and cfg and runs the migration in the background: over
+// the network to addr, or on sim's virtual link.
+func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, error) {
 	cfg = cfg.withDefaults()
 	md, err := parseMode(cfg.Mode)
 	if err != nil {
 		return nil, err
 	}
 	memory := g.MemoryBytes()
-	if memory == 0 || memory%PageSize != 0 || uint64(len(g.Memory())) != memory {
-		return nil, fmt.Errorf("migrate: guest memory of %d bytes (%d mapped) is not a whole number of %d-byte pages", memory, len(g.Memory()), PageSize)
+	mapped := uint64(len(g.Memory()))
+	if _, ok := g.(Contents); ok {
+		mapped = memory // its pages come from Contents, not from Memory
+	}
+	if memory == 0 || memory%PageSize != 0 || mapped != memory {
+		return nil, fmt.Errorf("migrate: guest memory of %d bytes (%d mapped) is not a whole number of %d-byte pages", memory, mapped, PageSize)
 	}
 	pol, err := newPolicy(cfg, md, memory/PageSize)
 	if err != nil {
@@ -157,7 +168,7 @@ func Outgoing(g Guest, uri string, cfg Config) (*Migration, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Migration{
-		g: g, cfg: cfg, clock: cfg.Clock, uri: uri, addr: addr,
+		g: g, cfg: cfg, clock: cfg.Clock, uri: uri, addr: addr, sim: sim,
 		limit:  NewLimiterClock(cfg.Clock, cfg.MaxBandwidth),
 		log:    cfg.Log.With("component", "migrate", "to", uri, "mode", cfg.Mode),
 		cancel: cancel,
@@ -269,13 +280,21 @@ func (m *Migration) finish(err error) {
 // run is the migration from dial to commit. Whatever goes wrong, the VM
 // runs on here afterwards: it is resumed if the stop-and-copy had paused it.
 func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
-	conn, err := m.dial(ctx)
-	if err != nil {
-		return err
-	}
 	s := &sender{m: m, pol: pol, mem: m.g.Memory(), pages: m.g.MemoryBytes() / PageSize, mode: md}
-	defer s.closeConns()
-	s.attach(ctx, conn)
+	s.contents = mappedContents(s.mem)
+	if c, ok := m.g.(Contents); ok {
+		s.contents = c
+	}
+	if m.sim != nil {
+		s.w, s.r = m.sim.attach(m, md)
+	} else {
+		conn, err := m.dial(ctx)
+		if err != nil {
+			return err
+		}
+		defer s.closeConns()
+		s.attach(ctx, conn)
+	}
 	if md.mecom {
 		s.enc = mecom.NewEncoder(0)
 		s.enc.SetBandwidth(float64(m.cfg.MaxBandwidth))
@@ -290,6 +309,7 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 	defer s.log.Close()
 	s.pending = bitmap.New(s.pages)
 	s.lastHarvest = m.clock.Now()
+	s.nextHarvest = s.lastHarvest.Add(m.cfg.Epoch)
 	if md.policy == ModeThrottle {
 		defer m.g.SetThrottle(0) // lifted whatever happens: completed (the guest runs elsewhere) or not
 	}
@@ -315,6 +335,7 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 	for gfn := range s.pages {
 		s.pending.Set(gfn)
 	}
+	s.pendingN = s.pages
 	if md.policy == ModeTSMC {
 		return s.why(s.tsmc(ctx))
 	}
@@ -334,7 +355,9 @@ func (s *sender) why(err error) error {
 	}
 	// Briefly: the connection's idle timeout would otherwise hold the
 	// report of a failure already known (the guest runs on here anyway).
-	s.link.idle = 200 * time.Millisecond
+	if s.link != nil {
+		s.link.idle = 200 * time.Millisecond
+	}
 	for range 16 { // skip requests or verdicts in flight
 		rec, rerr := s.r.Next()
 		if rerr != nil {
@@ -372,22 +395,25 @@ func (m *Migration) dial(ctx context.Context) (net.Conn, error) {
 
 // sender is the state of one migration's stream.
 type sender struct {
-	m     *Migration
-	mode  mode
-	enc   *mecom.Encoder // pages are compressed (MECOM) when set
-	coded []byte
-	conn  net.Conn  // the connection in use
-	link  *linkConn // conn, paced and with idle timeouts
-	close []func()  // undo attach, for every connection (post-copy recovery makes more)
-	w     *Writer
-	r     *Reader
-	pol   policy
-	mem   []byte
-	pages uint64
+	m        *Migration
+	mode     mode
+	enc      *mecom.Encoder // pages are compressed (MECOM) when set
+	coded    []byte
+	conn     net.Conn  // the connection in use (nil when simulated)
+	link     *linkConn // conn, paced and with idle timeouts
+	close    []func()  // undo attach, for every connection (post-copy recovery makes more)
+	w        *Writer
+	r        recordReader
+	pol      policy
+	mem      []byte
+	contents Contents // the pages' contents: mem, or the simulated guest's
+	pages    uint64
 
 	log         DirtyLog
 	pending     *bitmap.Bitmap // pages whose latest content the destination lacks
+	pendingN    uint64         // pending's count, kept as it changes: counting a terabyte guest's bitmap is slow
 	lastHarvest time.Time
+	nextHarvest time.Time // lastHarvest + Epoch: compared for every page sent, so made once
 	harvests    uint64
 	harvested   uint64 // dirty pages harvested in the current pass
 
@@ -452,15 +478,33 @@ func (s *sender) handshake(mode string) error {
 
 // harvest collects the dirty log: one epoch for the policy.
 func (s *sender) harvest() error {
-	h, err := s.log.Harvest()
-	if err != nil {
-		return fmt.Errorf("harvest the dirty log: %w", err)
+	var dirty []uint64
+	if l, ok := s.log.(PageLister); ok {
+		pages, err := l.HarvestPages()
+		if err != nil {
+			return fmt.Errorf("harvest the dirty log: %w", err)
+		}
+		for _, g := range pages {
+			if !s.pending.Has(g) {
+				s.pending.Set(g)
+				s.pendingN++
+			}
+		}
+		dirty = pages
+	} else {
+		h, err := s.log.Harvest()
+		if err != nil {
+			return fmt.Errorf("harvest the dirty log: %w", err)
+		}
+		s.pending.Or(h)
+		s.pendingN = s.pending.Count()
+		dirty = h.List()
 	}
 	s.lastHarvest = s.m.clock.Now()
+	s.nextHarvest = s.lastHarvest.Add(s.m.cfg.Epoch)
 	s.harvests++
-	s.harvested += h.Count()
-	s.pending.Or(h)
-	s.pol.observe(h)
+	s.harvested += uint64(len(dirty))
+	s.pol.observe(dirty)
 	return nil
 }
 
@@ -479,7 +523,7 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		bw = 1 << 30 // a guess until round 1 has measured the link
 	}
 	for round := 1; ; round++ {
-		window := time.Duration(float64(s.pending.Count()*PageSize) / bw * float64(time.Second))
+		window := time.Duration(float64(s.pendingN*PageSize) / bw * float64(time.Second))
 		// The pages the link moves within the downtime limit, less a
 		// share kept for the rest of the switch-over: pausing, the vCPU
 		// state, checksums, the destination's check and the commit.
@@ -487,7 +531,7 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		s.pol.startRound(round, window, uint64(0.8*transferable/PageSize))
 		s.stopAt = uint64(transferable / PageSize)
 		s.harvested = 0
-		startPending := s.pending.Count()
+		startPending := s.pendingN
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
 		fits, err := s.sendPass(ctx, round, true)
 		if err != nil {
@@ -509,7 +553,7 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		if s.enc != nil {
 			s.enc.SetBandwidth(bw) // what a codec must beat to pay for itself
 		}
-		pending := s.pending.Count()
+		pending := s.pendingN
 		remaining := pending * PageSize
 		dirtyRate := float64(s.harvested) / max(elapsed.Seconds(), 1e-9)
 		s.m.update(func(i *Info) {
@@ -603,6 +647,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	}
 	s.harvests++
 	s.pending.Or(h)
+	s.pendingN = s.pending.Count()
 	round := s.m.Info().Pagecast.Round + 1
 	if _, err := s.sendPass(context.Background(), round, false); err != nil {
 		return err
@@ -610,7 +655,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	if err := s.sendState(); err != nil {
 		return err
 	}
-	if err := s.w.Digest(ComputeDigest(s.mem)); err != nil {
+	if err := s.w.Digest(s.digest(DigestChunk)); err != nil {
 		return fmt.Errorf("send memory checksums: %w", err)
 	}
 	if err := s.w.Text(RecEnd, ""); err != nil {
@@ -704,7 +749,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 	})
 	var normal, zero, deferredNow uint64
 	report := func() {
-		pending := s.pending.Count()
+		pending := s.pendingN
 		s.m.update(func(i *Info) {
 			n := len(i.Pagecast.RoundPages) - 1
 			i.Pagecast.RoundPages[n] = s.passPages
@@ -743,14 +788,14 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 			seen |= 1 << bit
 			gfn := uint64(wi)*64 + bit
 			if live {
-				if s.m.clock.Now().Sub(s.lastHarvest) >= s.m.cfg.Epoch {
+				if !s.m.clock.Now().Before(s.nextHarvest) {
 					if err := ctx.Err(); err != nil {
 						return false, err
 					}
 					if err := s.harvest(); err != nil {
 						return false, err
 					}
-					if s.pending.Count() <= s.stopAt {
+					if s.pendingN <= s.stopAt {
 						return true, finish()
 					}
 				}
@@ -761,6 +806,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 				}
 			}
 			words[wi] &^= 1 << bit // sent: clean until dirtied again
+			s.pendingN--
 			s.passPages++
 			flushed, err := s.queue(gfn)
 			if err != nil {
@@ -797,7 +843,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 // reports 0 for a zero page, 1 for a page batched, 2 for one that filled
 // and sent the batch.
 func (s *sender) queue(gfn uint64) (int, error) {
-	if mecom.IsZero(s.mem[gfn*PageSize : (gfn+1)*PageSize]) {
+	if s.contents.Zero(gfn) {
 		if s.zeroCount > 0 && s.zeroFirst+s.zeroCount == gfn {
 			s.zeroCount++
 			return 0, nil
@@ -813,6 +859,20 @@ func (s *sender) queue(gfn uint64) (int, error) {
 		return 1, nil
 	}
 	return 2, s.flushBatch()
+}
+
+// digest checksums guest memory in chunks of chunk bytes, or finer where
+// a digest of so many chunks would not fit in a record; a simulated
+// migration sends one of the same size without reading memory.
+func (s *sender) digest(chunk int) Digest {
+	memory := s.pages * PageSize
+	for 8+4*((memory+uint64(chunk)-1)/uint64(chunk)) > MaxPayload {
+		chunk *= 2
+	}
+	if s.m.sim != nil {
+		return Digest{ChunkBytes: uint32(chunk), Sums: make([]uint32, (memory+uint64(chunk)-1)/uint64(chunk))}
+	}
+	return computeDigest(s.mem, chunk)
 }
 
 // flush sends what queue holds.
@@ -831,7 +891,7 @@ func (s *sender) flushBatch() error {
 	what, err := "pages", error(nil)
 	if s.enc != nil {
 		what = "compressed pages"
-		s.coded, err = s.enc.Encode(s.coded[:0], s.batch, s.mem)
+		s.coded, err = s.enc.EncodeFrom(s.coded[:0], s.batch, s.pages, s.contents.Page)
 		if err == nil {
 			err = s.w.Compressed(s.batch, s.coded)
 		}

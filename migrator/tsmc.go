@@ -66,7 +66,7 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 		s.sendState,
 		func() error { return s.w.Bitmap(dirty.Words()) },
 		func() error { return s.sendPages(early) },
-		func() error { return s.w.Digest(computeDigest(s.mem, pageDigestChunk(s.mem))) },
+		func() error { return s.w.Digest(s.digest(PageSize)) },
 		func() error { return s.w.Text(RecEnd, "") },
 		s.w.Flush,
 	} {
@@ -165,36 +165,52 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 	verdict := make(chan error, 1)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
-	go func() {
-		for {
-			rec, err := s.r.Next()
-			if err != nil {
-				verdict <- fmt.Errorf("stage 3: %w", err)
-				return
+	// listen reads the destination's records until its verdict: requests
+	// go to requests, the verdict to verdict. It returns false once the
+	// verdict is in, or when readCtx ends with requests full.
+	listen := func() bool {
+		rec, err := s.r.Next()
+		if err != nil {
+			verdict <- fmt.Errorf("stage 3: %w", err)
+			return false
+		}
+		switch rec.Type {
+		case RecRequest:
+			select {
+			case requests <- slices.Clone(rec.GFNs):
+				return true
+			case <-readCtx.Done():
+				return false
 			}
-			switch rec.Type {
-			case RecRequest:
-				select {
-				case requests <- slices.Clone(rec.GFNs):
-				case <-readCtx.Done():
-					return
-				}
-			case RecVerified:
-				if rec.OK {
-					verdict <- nil
-				} else {
-					verdict <- fmt.Errorf("stage 3: %w: %s", errDestinationVerdict, rec.Text)
-				}
-				return
-			case RecAbort:
-				verdict <- fmt.Errorf("stage 3: %w: aborted: %s", errDestinationVerdict, rec.Text)
-				return
-			default:
-				verdict <- fmt.Errorf("stage 3: unexpected %s record from the destination: %w", rec.Type, ErrMalformed)
-				return
+		case RecVerified:
+			if rec.OK {
+				verdict <- nil
+			} else {
+				verdict <- fmt.Errorf("stage 3: %w: %s", errDestinationVerdict, rec.Text)
+			}
+		case RecAbort:
+			verdict <- fmt.Errorf("stage 3: %w: aborted: %s", errDestinationVerdict, rec.Text)
+		default:
+			verdict <- fmt.Errorf("stage 3: unexpected %s record from the destination: %w", rec.Type, ErrMalformed)
+		}
+		return false
+	}
+	// poll hands over what the destination has said by now. Live, a
+	// goroutine listens all along; simulated, the virtual destination
+	// speaks only when asked, on the engine's own goroutine, so that the
+	// virtual clock is read in one order.
+	poll := func() {}
+	if s.m.sim != nil {
+		poll = func() {
+			for s.m.sim.pending(st.pending) && len(requests) < cap(requests) && listen() {
 			}
 		}
-	}()
+	} else {
+		go func() {
+			for listen() {
+			}
+		}()
+	}
 
 	batch := make([]uint64, 0, MaxBatch)
 	take := func(g uint64) bool {
@@ -227,6 +243,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 	// back by reconnect, from what the destination says it lacks.
 	cursor := 0
 	for st.left > 0 {
+		poll()
 		select {
 		case gfns := <-requests:
 			batch = batch[:0]
@@ -271,6 +288,10 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 	}
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("stage 3: %w", err)
+	}
+	if s.m.sim != nil {
+		for listen() { // requests left in flight, then the verdict
+		}
 	}
 	select {
 	case err := <-verdict:

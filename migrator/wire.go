@@ -175,6 +175,9 @@ type Writer struct {
 	n   uint64
 	hdr [wireHeaderSize]byte
 	buf []byte // payload under assembly, reused so that Pages does not allocate
+	// weigh, when set, replaces the encoding: each record is checked as
+	// it would be encoded, and its type and size on the wire go to weigh.
+	weigh func(t RecordType, n int) error
 }
 
 // NewWriter returns a Writer that encodes onto w.
@@ -182,11 +185,22 @@ func NewWriter(w io.Writer) *Writer {
 	return &Writer{bw: bufio.NewWriterSize(w, wireBufSize)}
 }
 
+// newWeigher returns a Writer that encodes nothing: it refuses what a
+// Writer refuses and passes each record's type and size on the wire,
+// header included, to weigh. The simulator's link is one: page contents
+// are neither copied nor checksummed, yet every byte is counted as sent.
+func newWeigher(weigh func(t RecordType, n int) error) *Writer {
+	return &Writer{weigh: weigh}
+}
+
 // Bytes returns the bytes encoded so far (headers included), flushed or not.
 func (w *Writer) Bytes() uint64 { return w.n }
 
 // Flush writes any buffered records to the underlying writer.
 func (w *Writer) Flush() error {
+	if w.weigh != nil {
+		return w.weigh(recFlush, 0)
+	}
 	if err := w.bw.Flush(); err != nil {
 		return fmt.Errorf("flush migration stream: %w", err)
 	}
@@ -217,6 +231,10 @@ func (w *Writer) Pages(gfns []uint64, mem []byte) error {
 	}
 	pages := uint64(len(mem)) / PageSize
 	n := 4 + len(gfns)*wirePageEntry
+	if w.weigh != nil {
+		// mem may be nil: a simulated guest's pages are not mapped.
+		return w.weighed(RecPages, n)
+	}
 	if cap(w.buf) < n {
 		// Once, at the size of a full batch: every later batch fits.
 		w.buf = make([]byte, 0, MaxPayload)
@@ -391,6 +409,9 @@ func recordCRC(header, payload []byte) uint32 {
 // record frames payload p as a record of type t.
 func (w *Writer) record(t RecordType, p []byte) error {
 	w.buf = p[:0] // keep whatever capacity the payload grew to
+	if w.weigh != nil {
+		return w.weighed(t, len(p))
+	}
 	h := w.hdr[:]
 	h[0], h[1], h[2], h[3] = byte(t), 0, 0, 0
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(p)))
@@ -403,6 +424,19 @@ func (w *Writer) record(t RecordType, p []byte) error {
 		return fmt.Errorf("write %s record: %w", t, err)
 	}
 	w.n += uint64(wireHeaderSize + len(p))
+	return nil
+}
+
+// recFlush is no record: a weighing Writer passes it when flushed.
+const recFlush RecordType = 0
+
+// weighed counts a record of type t with an n-byte payload, weighed
+// rather than written.
+func (w *Writer) weighed(t RecordType, n int) error {
+	if err := w.weigh(t, wireHeaderSize+n); err != nil {
+		return fmt.Errorf("write %s record: %w", t, err)
+	}
+	w.n += uint64(wireHeaderSize + n)
 	return nil
 }
 

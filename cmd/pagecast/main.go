@@ -43,7 +43,9 @@ func newApp() *cli.App {
 			traceCommand(),
 			predictCommand(),
 			migrateCommand(),
+			simulateCommand(),
 			pluginCommand(),
+			reportCommand(),
 		},
 		// Errors are printed once, by main, on one line.
 		ExitErrHandler: func(*cli.Context, error) {},

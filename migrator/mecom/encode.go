@@ -103,7 +103,16 @@ func (e *Encoder) rechooseLocked() {
 // fails on valid input: the only error is a gfn whose page lies outside
 // mem, and then nothing is appended.
 func (e *Encoder) Encode(dst []byte, gfns []uint64, mem []byte) ([]byte, error) {
-	pages := uint64(len(mem) / PageSize)
+	return e.EncodeFrom(dst, gfns, uint64(len(mem)/PageSize), func(gfn uint64) []byte {
+		return mem[gfn*PageSize : (gfn+1)*PageSize : (gfn+1)*PageSize]
+	})
+}
+
+// EncodeFrom is Encode for a guest of pages pages whose memory is not
+// mapped in one piece: page returns page gfn's PageSize bytes. It is
+// called from several goroutines at once, and what it returns must stay
+// unchanged until EncodeFrom returns.
+func (e *Encoder) EncodeFrom(dst []byte, gfns []uint64, pages uint64, page func(gfn uint64) []byte) ([]byte, error) {
 	for i, gfn := range gfns {
 		if gfn >= pages {
 			return dst, fmt.Errorf("encode page %d of %d: gfn %#x outside guest memory of %d pages",
@@ -136,9 +145,9 @@ func (e *Encoder) Encode(dst []byte, gfns []uint64, mem []byte) ([]byte, error) 
 	for i := 1; i < chunks; i++ {
 		w := used[i]
 		part := gfns[i*size : min((i+1)*size, len(gfns))]
-		wg.Go(func() { w.out = w.encode(w.out[:0], part, mem) })
+		wg.Go(func() { w.out = w.encode(w.out[:0], part, page) })
 	}
-	dst = used[0].encode(dst, gfns[:min(size, len(gfns))], mem)
+	dst = used[0].encode(dst, gfns[:min(size, len(gfns))], page)
 	wg.Wait()
 	for _, w := range used[1:] {
 		dst = append(dst, w.out...)
@@ -215,10 +224,10 @@ func (w *worker) start(m *model, choice [numClasses]Codec, c costing) {
 	w.stats = Stats{}
 }
 
-// encode appends the coded pages gfns of mem to dst.
-func (w *worker) encode(dst []byte, gfns []uint64, mem []byte) []byte {
+// encode appends the coded pages gfns, read with pageOf, to dst.
+func (w *worker) encode(dst []byte, gfns []uint64, pageOf func(uint64) []byte) []byte {
 	for _, gfn := range gfns {
-		page := mem[gfn*PageSize : (gfn+1)*PageSize : (gfn+1)*PageSize]
+		page := pageOf(gfn)
 		start := len(dst)
 		class := Classify(page)
 		var sent Codec

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/predictor"
+	"github.com/pagecast/pagecast/simulate"
+)
+
+// allModes is what --mode all runs, pre-copy first: the others are
+// compared with it.
+var allModes = []string{migrator.ModePrecopy, migrator.ModePredictive, migrator.ModeThrottle, migrator.ModeTSMC,
+	migrator.MECOM, migrator.ModePredictive + "+" + migrator.MECOM}
+
+func simulateCommand() *cli.Command {
+	var kinds []string
+	for _, k := range simulate.SyntheticKinds {
+		kinds = append(kinds, fmt.Sprintf("  %-8s %s", k.Name, k.Description))
+	}
+	return &cli.Command{
+		Name:      "simulate",
+		Usage:     "run the migration engine on a recorded or synthetic workload, on a virtual clock",
+		UsageText: "pagecast simulate (--trace FILE | --synthetic SPEC --memory SIZE) [--bandwidth 1Gbit/s] [--mode all|MODE,...] [options]",
+		Description: "Predicts what migrating a VM costs in every mode before it starts, for VMs of any size: the engine of\n" +
+			"pagecast migrate (its policies, stop decision, throttle, TSMC stages and MECOM codec choice) runs\n" +
+			"unchanged against a guest that writes the workload's pages each epoch, over a virtual link that\n" +
+			"moves each record's bytes at the bandwidth. Page contents follow --content; compression is\n" +
+			"measured on real sample pages of each class. A workload that ends before the migration does is\n" +
+			"replayed from its start, and the table says so. See README.md, \"Simulating a migration\".\n\n" +
+			"Synthetic workloads (--synthetic NAME:key=val,...), generated epoch by epoch:\n" + strings.Join(kinds, "\n") + "\n\n" +
+			"Examples:\n" +
+			"  pagecast simulate --trace ../shared/traces/awk.csv.gz --memory 256M --epoch 100ms --bandwidth 64MiB/s --mode all\n" +
+			"  pagecast simulate --synthetic hotset:hot=4G,p=0.9,rate=200k --memory 1T --bandwidth 10Gbit/s --mode precopy,tsmc",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "trace", Usage: "a trace (pagecast profile --out) or an epoch,page CSV (.csv, .csv.gz; needs --memory)"},
+			&cli.StringFlag{Name: "synthetic", Usage: "a synthetic workload instead of a trace, e.g. hotset:hot=1G,p=0.9,rate=100k (needs --memory)"},
+			&cli.StringFlag{Name: "memory", Usage: "guest memory for a CSV trace or a synthetic workload, e.g. 256M or 1T"},
+			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "epoch length for a CSV trace or a synthetic workload"},
+			&cli.UintFlag{Name: "page-size", Value: 4096, Hidden: true},
+			&cli.StringFlag{Name: "bandwidth", Value: "1Gbit/s", Usage: "the link, e.g. 64MiB/s or 10Gbit/s"},
+			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "how long the guest may stay paused"},
+			&cli.StringFlag{Name: "mode", Value: "all", Usage: "all, or modes separated by commas: " + strings.Join(allModes, ", ")},
+			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "pre-copy rounds before the stop-and-copy is forced"},
+			&cli.Uint64Flag{Name: "start", Usage: "the workload epoch the migration starts at (a trace's first epochs may be its boot)"},
+			&cli.StringFlag{Name: "content", Value: simulate.DefaultMix.String(), Usage: "page contents: shares of zero, repeat, text and random pages"},
+			&cli.StringFlag{Name: "state-size", Value: "300K", Usage: "vCPU and device state sent at the switch-over"},
+			&cli.DurationFlag{Name: "switchover", Usage: "fixed cost of a switch-over besides moving memory (the destination's check, restoring state)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON (query-migrate's shape per mode) instead of a table"},
+			&cli.StringFlag{Name: "plot", Usage: "write DIR/timeline.png: pending and sent bytes over time, per mode"},
+		},
+		Action: runSimulate,
+	}
+}
+
+// simulation is one mode's result as --json prints it.
+type simulation struct {
+	Mode        string         `json:"mode"`
+	Info        *migrator.Info `json:"query-migrate,omitempty"`
+	Replays     uint64         `json:"trace-replays"`
+	WallSeconds float64        `json:"wall-seconds"`
+	Error       string         `json:"error,omitempty"`
+}
+
+func runSimulate(c *cli.Context) error {
+	if c.Args().Present() {
+		return fmt.Errorf("unexpected argument %q (the workload goes in --trace or --synthetic)", c.Args().First())
+	}
+	w, err := simulationWorkload(c)
+	if err != nil {
+		return err
+	}
+	bw, err := simulationBandwidth(c.String("bandwidth"))
+	if err != nil {
+		return err
+	}
+	modes, err := simulationModes(c.String("mode"))
+	if err != nil {
+		return err
+	}
+	mix, err := simulate.ParseMix(c.String("content"))
+	if err != nil {
+		return fmt.Errorf("--content: %w", err)
+	}
+	state, err := units.ParseBytes(c.String("state-size"))
+	if err != nil || state > migrator.MaxState {
+		return fmt.Errorf("--state-size %q: want a size up to %s", c.String("state-size"), units.FormatBytes(migrator.MaxState))
+	}
+	if c.Int("max-rounds") < 1 {
+		return fmt.Errorf("--max-rounds %d: want at least 1", c.Int("max-rounds"))
+	}
+	o := simulate.Options{Workload: w, Bandwidth: bw, DowntimeLimit: c.Duration("downtime-limit"), MaxRounds: c.Int("max-rounds"),
+		Start: c.Uint64("start"), Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover")}
+	if c.Duration("downtime-limit") <= 0 {
+		return fmt.Errorf("--downtime-limit %v: want a positive duration", c.Duration("downtime-limit"))
+	}
+	if err := o.Check(); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "simulate: "))
+	}
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	var results []simulate.Result
+	for _, mode := range modes {
+		fmt.Fprintf(c.App.ErrWriter, "simulating %s …", mode)
+		r := simulate.Run(ctx, o, mode)
+		if r.Err != nil {
+			fmt.Fprintf(c.App.ErrWriter, " failed\n")
+		} else {
+			fmt.Fprintf(c.App.ErrWriter, " %v of migration in %.1f s\n", time.Duration(r.Info.TotalTime)*time.Millisecond, r.Wall.Seconds())
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted while simulating %s", mode)
+		}
+		results = append(results, r)
+	}
+	if c.Bool("json") {
+		out := make([]simulation, len(results))
+		for i, r := range results {
+			out[i] = simulation{Mode: r.Mode, Replays: r.Replays, WallSeconds: r.Wall.Seconds()}
+			if r.Err != nil {
+				out[i].Error = r.Err.Error()
+			} else {
+				out[i].Info = &r.Info
+			}
+		}
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v, content %s\n", w.Name(),
+			units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(bw)), o.DowntimeLimit, mix)
+		writeSimulationTable(c.App.Writer, w, results)
+	}
+	if dir := c.String("plot"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("--plot: %w", err)
+		}
+		path := filepath.Join(dir, "timeline.png")
+		if err := writeFileAtomic(path, func(f io.Writer) error {
+			return simulate.PlotTimeline(f, w.Name(), results)
+		}); err != nil {
+			return fmt.Errorf("--plot: %w", err)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "wrote %s\n", path)
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			return fmt.Errorf("%s: %w", r.Mode, r.Err)
+		}
+	}
+	return nil
+}
+
+// simulationWorkload reads --trace or makes --synthetic.
+func simulationWorkload(c *cli.Context) (simulate.Workload, error) {
+	path, spec := c.String("trace"), c.String("synthetic")
+	switch {
+	case path == "" && spec == "":
+		return nil, errors.New("no workload: give --trace FILE or --synthetic SPEC (see pagecast simulate --help)")
+	case path != "" && spec != "":
+		return nil, errors.New("--trace and --synthetic: give one workload, not both")
+	case spec != "":
+		if !c.IsSet("memory") {
+			return nil, errors.New("--synthetic needs --memory, the guest's size (e.g. 1T)")
+		}
+		g, err := csvGeometry(c)
+		if err != nil {
+			return nil, err
+		}
+		return simulate.ParseSynthetic(spec, g.MemoryBytes/migrator.PageSize, g.Epoch)
+	}
+	var g predictor.CSVOptions
+	if predictor.IsCSV(path) {
+		if !c.IsSet("memory") {
+			return nil, fmt.Errorf("%s is a CSV trace: give the guest's size with --memory (and --epoch if not 100ms)", path)
+		}
+		var err error
+		if g, err = csvGeometry(c); err != nil {
+			return nil, err
+		}
+	}
+	meta, epochs, damage, err := predictor.ReadTrace(path, g)
+	if err != nil {
+		return nil, err
+	}
+	if len(damage) > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: %s: %s skipped; simulating the intact epochs\n", path, stretches(len(damage)))
+	}
+	return simulate.NewTrace(filepath.Base(path), meta, epochs)
+}
+
+// simulationBandwidth reads --bandwidth; zero is refused with a reason.
+func simulationBandwidth(s string) (uint64, error) {
+	var f float64
+	if _, err := fmt.Sscanf(strings.TrimSpace(s), "%g", &f); err == nil && f == 0 {
+		return 0, fmt.Errorf("--bandwidth %s: a migration needs a link that moves bytes (e.g. 1Gbit/s)", s)
+	}
+	bw, err := parseBandwidth(s)
+	if err != nil {
+		return 0, fmt.Errorf("--bandwidth: %w", err)
+	}
+	return bw, nil
+}
+
+// simulationModes reads --mode.
+func simulationModes(s string) ([]string, error) {
+	if s == "all" {
+		return allModes, nil
+	}
+	var modes []string
+	for m := range strings.SplitSeq(s, ",") {
+		m = strings.TrimSpace(m)
+		if err := migrator.CheckMode(m); err != nil {
+			return nil, fmt.Errorf("--mode: %w", err)
+		}
+		if !slices.Contains(modes, m) {
+			modes = append(modes, m)
+		}
+	}
+	return modes, nil
+}
+
+// writeSimulationTable prints one row per mode, a comparison with
+// pre-copy, and what the rows cannot say.
+func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate.Result) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\t")
+	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
+	for _, r := range results {
+		if r.Err != nil {
+			fmt.Fprintf(tw, "%s\tfailed: %v\t\t\t\t\t\t\t\t\n", r.Mode, r.Err)
+			continue
+		}
+		i := r.Info
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%v\t%d\t%d%%\t%d\t\n", r.Mode, ms(i.TotalTime), ms(i.Downtime),
+			units.FormatBytes(float64(i.RAM.Transferred)), i.Pagecast.Round, roundList(i.Pagecast.RoundPages),
+			i.Pagecast.DeferredAll, i.CPUThrottlePercentage, i.RAM.PostcopyRequests)
+	}
+	tw.Flush()
+	if line := againstPrecopy(results); line != "" {
+		fmt.Fprintln(out, line)
+	}
+	var replayed []string
+	for _, r := range results {
+		if r.Replays > 0 {
+			replayed = append(replayed, fmt.Sprintf("%s %d×", r.Mode, r.Replays))
+		}
+	}
+	if len(replayed) > 0 {
+		fmt.Fprintf(out, "the workload (%d epochs, %v) ended before the migration did and was replayed from its start: %s\n",
+			w.Len(), time.Duration(w.Len())*w.Epoch(), strings.Join(replayed, ", "))
+	}
+}
+
+// againstPrecopy compares every mode with pre-copy, on one line.
+func againstPrecopy(results []simulate.Result) string {
+	var base *migrator.Info
+	for _, r := range results {
+		if r.Mode == migrator.ModePrecopy && r.Err == nil {
+			base = &r.Info
+		}
+	}
+	if base == nil {
+		return ""
+	}
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f×", a/b)
+	}
+	var parts []string
+	for _, r := range results {
+		if r.Mode == migrator.ModePrecopy || r.Err != nil {
+			continue
+		}
+		i := r.Info
+		parts = append(parts, fmt.Sprintf("%s %s bytes, %s time, %s downtime", r.Mode,
+			ratio(float64(i.RAM.Transferred), float64(base.RAM.Transferred)),
+			ratio(float64(i.TotalTime), float64(base.TotalTime)), ratio(float64(i.Downtime), float64(base.Downtime))))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "against precopy: " + strings.Join(parts, "; ")
+}

@@ -1,0 +1,206 @@
+package migrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"slices"
+	"time"
+)
+
+// SimConfig is what a simulated migration needs besides Config.
+type SimConfig struct {
+	// Switchover is the fixed cost of a switch-over, which moves no guest
+	// memory: the destination's check of its memory, restoring the guest's
+	// state, the commit. It is added to the virtual clock when the
+	// destination is asked for its verdict.
+	Switchover time.Duration
+	// Observe, when set, is given the migration's Info every ObserveEvery
+	// of virtual time (default 100 ms), as a live migration's
+	// query-migrate would be polled.
+	Observe      func(Info)
+	ObserveEvery time.Duration
+}
+
+// Simulate migrates g over a virtual link to a virtual destination, on a
+// virtual clock, with the same engine as a live migration: policies, stop
+// decision, throttle, TSMC's stages and MECOM's codec choice are the ones
+// Outgoing runs. Only the wire differs: each record is weighed instead of
+// sent, and the link's time for it (its size at cfg.MaxBandwidth, which must
+// be set) passes on cfg.Clock, which must be the *VirtualClock g reads.
+// g's pages come from its Contents when it implements them.
+//
+// The destination accepts, verifies and commits at once; its guest is g
+// itself, run on (Resume) after the switch-over, so that in TSMC's stage 3
+// the pages g writes before the push has sent them are the pages the
+// destination pulls. Simulate returns the migration's last Info, and an
+// error if it did not complete or ctx ended.
+func Simulate(ctx context.Context, g Guest, cfg Config, sc SimConfig) (Info, error) {
+	clock, ok := cfg.Clock.(*VirtualClock)
+	if !ok {
+		return Info{}, errors.New("simulate: Config.Clock must be the guest's *VirtualClock")
+	}
+	if cfg.MaxBandwidth == 0 {
+		return Info{}, errors.New("simulate: the link's bandwidth must be set (Config.MaxBandwidth)")
+	}
+	m, err := start(g, "sim", "", cfg, &simLink{clock: clock, sc: sc})
+	if err != nil {
+		return Info{}, err
+	}
+	stop := context.AfterFunc(ctx, m.Cancel)
+	defer stop()
+	return m.Wait()
+}
+
+// simLink is a simulated migration's link and destination. It lives on the
+// engine's goroutine: the Writer calls weigh, the sender calls Next and
+// pending.
+type simLink struct {
+	clock *VirtualClock
+	sc    SimConfig
+	m     *Migration
+	tsmc  bool
+
+	answers   []Record
+	committed bool     // the destination runs the guest
+	dest      DirtyLog // the destination's guest's writes, in TSMC's stage 3
+	asked     []uint64 // pages the destination's guest wants, not yet asked for
+	requested []uint64 // bitmap: pages asked for, each asked once as a receiver does
+	ended     bool
+	err       error // the destination's guest failed: Next reports it
+	nextObs   time.Time
+	owed      int // bytes weighed whose time on the link has not passed yet
+}
+
+// attach gives the sender its Writer and reader.
+func (l *simLink) attach(m *Migration, md mode) (*Writer, recordReader) {
+	l.m, l.tsmc = m, md.policy == ModeTSMC
+	return newWeigher(l.weigh), l
+}
+
+// weigh takes a record of n bytes onto the link and answers as a
+// receiver would. Like the live Writer's buffer, the link takes small
+// records in lots: their time passes once wireBufSize bytes are owed, or
+// at a flush.
+func (l *simLink) weigh(t RecordType, n int) error {
+	l.owed += n
+	if l.owed >= wireBufSize || t == recFlush {
+		if err := l.pay(); err != nil {
+			return err
+		}
+	}
+	switch t {
+	case RecHello:
+		l.answers = append(l.answers, Record{Type: RecAccept})
+	case RecEnd:
+		if !l.committed {
+			l.clock.Advance(l.sc.Switchover)
+		}
+		l.asked, l.ended = nil, true
+		l.answers = append(l.answers, Record{Type: RecVerified, OK: true})
+	case RecCommit:
+		l.committed = true
+		if !l.tsmc {
+			return nil
+		}
+		// Stage 3: the guest runs on at the destination.
+		if err := l.m.g.Resume(); err != nil {
+			return fmt.Errorf("run the guest at the destination: %w", err)
+		}
+		log, err := l.m.g.StartDirtyLog()
+		if err != nil {
+			return fmt.Errorf("watch the guest at the destination: %w", err)
+		}
+		l.dest, l.ended = log, false
+		l.requested = make([]uint64, (l.m.g.MemoryBytes()/PageSize+63)/64)
+	}
+	return nil
+}
+
+// pay passes the link's time for the bytes owed.
+func (l *simLink) pay() error {
+	if l.owed == 0 {
+		return nil
+	}
+	rate := l.m.limit.Rate()
+	if rate == 0 {
+		return errors.New("the simulated link has no bandwidth")
+	}
+	l.clock.Advance(time.Duration(float64(l.owed) / float64(rate) * float64(time.Second)))
+	l.owed = 0
+	if l.sc.Observe != nil {
+		if now := l.clock.Now(); !now.Before(l.nextObs) {
+			every := l.sc.ObserveEvery
+			if every <= 0 {
+				every = 100 * time.Millisecond
+			}
+			l.nextObs = now.Add(every)
+			l.sc.Observe(l.m.Info())
+		}
+	}
+	return nil
+}
+
+// Next returns the destination's next record.
+func (l *simLink) Next() (*Record, error) {
+	if l.err != nil {
+		return nil, l.err
+	}
+	if len(l.answers) == 0 {
+		return nil, errors.New("the simulated destination has nothing to say")
+	}
+	rec := l.answers[0]
+	l.answers = l.answers[1:]
+	return &rec, nil
+}
+
+func (*simLink) SetLimits(uint64) {}
+
+// pending reports whether the destination has a record to read, first
+// turning what its guest wrote since it was last asked into requests for
+// those of the pages still missing (bits set in missing), each once.
+func (l *simLink) pending(missing []uint64) bool {
+	if l.dest != nil && !l.ended {
+		l.touched(missing)
+	}
+	for len(l.asked) > 0 {
+		n := min(len(l.asked), MaxBatch)
+		l.answers = append(l.answers, Record{Type: RecRequest, GFNs: l.asked[:n:n]})
+		l.asked = l.asked[n:]
+	}
+	return len(l.answers) > 0 || l.err != nil
+}
+
+// touched adds to asked the pages the destination's guest wrote since the
+// last look that are still missing.
+func (l *simLink) touched(missing []uint64) {
+	if pl, ok := l.dest.(PageLister); ok {
+		pages, err := pl.HarvestPages()
+		if err != nil {
+			l.err = fmt.Errorf("the destination's guest: %w", err)
+			return
+		}
+		slices.Sort(pages)
+		for _, g := range pages {
+			if bit := uint64(1) << (g % 64); missing[g/64]&^l.requested[g/64]&bit != 0 {
+				l.requested[g/64] |= bit
+				l.asked = append(l.asked, g)
+			}
+		}
+		return
+	}
+	h, err := l.dest.Harvest()
+	if err != nil {
+		l.err = fmt.Errorf("the destination's guest: %w", err)
+		return
+	}
+	for wi, w := range h.Words() {
+		w &= missing[wi] &^ l.requested[wi]
+		l.requested[wi] |= w
+		for w != 0 {
+			l.asked = append(l.asked, uint64(wi)*64+uint64(bits.TrailingZeros64(w)))
+			w &= w - 1
+		}
+	}
+}

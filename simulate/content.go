@@ -1,0 +1,187 @@
+package simulate
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+
+	"github.com/pagecast/pagecast/migrator/mecom"
+)
+
+// Mix is the share of guest pages in each of mecom's content classes:
+// zero, repeat (a few words in long runs), text (low entropy) and random
+// (high entropy). Shares are normalised to sum to 1.
+type Mix [4]float64
+
+// The classes as --content names them, in mecom.Class order.
+var mixNames = [4]string{"zero", "repeat", "text", "random"}
+
+// DefaultMix is the content of a guest of which nothing is known: half its
+// pages zero (free memory of a guest that has not used it all), the rest
+// mostly text-like data and code, some already compressed or encrypted.
+var DefaultMix = Mix{0.5, 0.05, 0.35, 0.10}
+
+// ParseMix reads "zero=0.5,repeat=0.05,text=0.35,random=0.1"; classes left
+// out have no pages.
+func ParseMix(s string) (Mix, error) {
+	var m Mix
+	sum := 0.0
+	for kv := range strings.SplitSeq(s, ",") {
+		key, val, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		i := -1
+		for j, n := range mixNames {
+			if n == key {
+				i = j
+			}
+		}
+		if i < 0 {
+			return Mix{}, fmt.Errorf("content mix %q: unknown class %q (want zero, repeat, text or random)", s, key)
+		}
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil || !(f >= 0) || math.IsInf(f, 0) {
+			return Mix{}, fmt.Errorf("content mix %q: %s=%s: want a share ≥ 0", s, key, val)
+		}
+		m[i] += f
+		sum += f
+	}
+	if !(sum > 0) {
+		return Mix{}, fmt.Errorf("content mix %q: no class has a share", s)
+	}
+	for i := range m {
+		m[i] /= sum
+	}
+	return m, nil
+}
+
+// MeasureMix classifies pages of mem as mecom does (every stride-th page,
+// at least 1): the mix of a real guest, to simulate it.
+func MeasureMix(mem []byte, stride int) Mix {
+	var m Mix
+	n := 0.0
+	stride = max(1, stride)
+	for off := 0; off+mecom.PageSize <= len(mem); off += stride * mecom.PageSize {
+		m[mecom.Classify(mem[off:off+mecom.PageSize])]++
+		n++
+	}
+	for i := range m {
+		m[i] /= max(n, 1)
+	}
+	return m
+}
+
+func (m Mix) String() string {
+	var parts []string
+	for i, f := range m {
+		if f > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%.3g", mixNames[i], f))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// samplesPerClass is how many distinct sample pages each class has.
+const samplesPerClass = 32
+
+// contents gives every page a class by a hash of its number and the mix,
+// and a sample page of that class; a page once written is no longer zero
+// and takes its class from the mix's other classes.
+type contents struct {
+	cum     [4]uint64 // cumulative shares of the mix, scaled to 2^32
+	cumData [4]uint64 // the same over the non-zero classes
+	samples [4][samplesPerClass][]byte
+	written []uint64 // bitmap: pages the guest has written
+}
+
+func newContents(m Mix, pages uint64) (*contents, error) {
+	c := &contents{written: make([]uint64, (pages+63)/64)}
+	acc, accData := 0.0, 0.0
+	data := 1 - m[mecom.Zero]
+	for i, f := range m {
+		acc += f
+		c.cum[i] = uint64(acc * (1 << 32))
+		if i != int(mecom.Zero) {
+			if data > 0 {
+				accData += f / data
+			}
+		}
+		c.cumData[i] = uint64(accData * (1 << 32))
+	}
+	c.cum[3], c.cumData[3] = 1<<32, 1<<32
+	if data == 0 { // written pages of an all-zero mix hold text
+		c.cumData = [4]uint64{0, 0, 1 << 32, 1 << 32}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for class := range 4 {
+		for j := range samplesPerClass {
+			p := samplePage(mecom.Class(class), rng)
+			if got := mecom.Classify(p); got != mecom.Class(class) {
+				return nil, fmt.Errorf("simulate: a sample %s page classifies as %s", mecom.Class(class), got)
+			}
+			c.samples[class][j] = p
+		}
+	}
+	return c, nil
+}
+
+// class is page gfn's class.
+func (c *contents) class(gfn uint64) mecom.Class {
+	h := (gfn * 0x9E3779B97F4A7C15) >> 32 // Fibonacci hashing: one multiply
+	cum := &c.cum
+	if c.written[gfn/64]&(1<<(gfn%64)) != 0 {
+		cum = &c.cumData
+	}
+	for i, v := range cum {
+		if h < v {
+			return mecom.Class(i)
+		}
+	}
+	return mecom.HighEntropy
+}
+
+func (c *contents) Zero(gfn uint64) bool { return c.class(gfn) == mecom.Zero }
+
+func (c *contents) Page(gfn uint64) []byte {
+	return c.samples[c.class(gfn)][(gfn*0xBF58476D1CE4E5B9)>>59%samplesPerClass]
+}
+
+func (c *contents) write(gfn uint64) { c.written[gfn/64] |= 1 << (gfn % 64) }
+
+// words of text for sample text pages.
+var words = strings.Fields(`the of and to in is was for on that with as by at from his it an were are which
+this be or has had not first one their its new after but who they have her she two been other when there
+all during into school time may years more most only over city some world would where later up such used many
+can state about national out known university united then made page memory guest write dirty round copy`)
+
+// samplePage makes a page of class with rng.
+func samplePage(class mecom.Class, rng *rand.Rand) []byte {
+	p := make([]byte, mecom.PageSize)
+	switch class {
+	case mecom.Repeat:
+		// A few words, each in a long run, as in tables and counters.
+		off := 0
+		for off < len(p) {
+			w := rng.Uint32() | 1
+			run := 4 * (64 + rng.IntN(256))
+			for end := min(len(p), off+run); off < end; off += 4 {
+				binary.LittleEndian.PutUint32(p[off:], w)
+			}
+		}
+	case mecom.LowEntropy:
+		off := 0
+		for off < len(p) {
+			off += copy(p[off:], words[rng.IntN(len(words))])
+			if off < len(p) {
+				p[off] = ' '
+				off++
+			}
+		}
+	case mecom.HighEntropy:
+		for i := 0; i < len(p); i += 8 {
+			binary.LittleEndian.PutUint64(p[i:], rng.Uint64())
+		}
+	}
+	return p
+}

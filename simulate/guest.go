@@ -1,0 +1,234 @@
+package simulate
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/migrator"
+)
+
+// Guest is a virtual machine that writes a Workload's pages on a virtual
+// clock: the migration engine's Guest, Contents and DirtyLog source, and,
+// after a TSMC switch-over, the destination's guest too (the same guest,
+// run on).
+type Guest struct {
+	w     Workload
+	clock *migrator.VirtualClock
+	epoch float64 // the workload's epoch, seconds
+	state []byte
+	*contents
+
+	mu       sync.Mutex // Info and the engine's goroutine both ask about the guest
+	running  bool
+	throttle int
+	pos      float64   // epochs of the workload run so far, from its start
+	last     time.Time // when pos was last brought up to date
+	start    uint64    // the epoch the migration began at
+	writes   uint64    // pages written (harvested), summed over epochs
+	scratch  []uint64
+}
+
+// written is the page writes harvested so far.
+func (g *Guest) written() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.writes
+}
+
+// GuestOptions describe a simulated guest beyond its workload.
+type GuestOptions struct {
+	Start      uint64 // the workload epoch the migration starts at
+	Content    Mix    // page contents; zero value: DefaultMix
+	StateBytes int    // vCPU and device state sent at the switch-over
+}
+
+// NewGuest returns a running guest at workload epoch o.Start, on clock.
+// Pages the workload wrote before o.Start (a trace's), or its hot set (a
+// synthetic hotset's), hold data, not zeros.
+func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest, error) {
+	if w.Len() > 0 && o.Start >= w.Len() {
+		return nil, fmt.Errorf("start at epoch %d of a workload of %d epochs", o.Start, w.Len())
+	}
+	if o.Content == (Mix{}) {
+		o.Content = DefaultMix
+	}
+	c, err := newContents(o.Content, w.Pages())
+	if err != nil {
+		return nil, err
+	}
+	g := &Guest{w: w, clock: clock, epoch: w.Epoch().Seconds(), state: make([]byte, o.StateBytes), contents: c,
+		running: true, pos: float64(o.Start), last: clock.Now(), start: o.Start}
+	if s, ok := w.(*Synthetic); ok {
+		for p := range s.Hot() {
+			c.write(p)
+		}
+	}
+	for i := range min(o.Start, w.Len()) {
+		for _, p := range w.Dirty(g.scratch[:0], i) {
+			c.write(p)
+		}
+	}
+	return g, nil
+}
+
+// advance brings pos up to the clock. g.mu is held.
+func (g *Guest) advance() {
+	now := g.clock.Now()
+	if g.running {
+		g.pos += now.Sub(g.last).Seconds() / g.epoch * (1 - float64(g.throttle)/100)
+	}
+	g.last = now
+}
+
+// Replays is how many times the workload has been started over.
+func (g *Guest) Replays() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.advance()
+	if g.w.Len() == 0 {
+		return 0
+	}
+	return uint64(g.pos) / g.w.Len()
+}
+
+func (g *Guest) MemoryBytes() uint64 { return g.w.Pages() * migrator.PageSize }
+func (g *Guest) Memory() []byte      { return nil }
+
+func (g *Guest) Identity() migrator.Identity { return migrator.Identity{VCPUs: 1} }
+
+func (g *Guest) Running() (bool, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.running {
+		return true, "running"
+	}
+	return false, "paused"
+}
+
+func (g *Guest) Pause() error  { return g.setRunning(false) }
+func (g *Guest) Resume() error { return g.setRunning(true) }
+
+func (g *Guest) setRunning(run bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.advance()
+	g.running = run
+	return nil
+}
+
+func (g *Guest) Throttle() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.throttle
+}
+
+func (g *Guest) SetThrottle(pct int) error {
+	if pct < 0 || pct > 99 {
+		return fmt.Errorf("throttle %d%%: want 0 to 99", pct)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.advance()
+	g.throttle = pct
+	return nil
+}
+
+func (g *Guest) SaveState() ([]byte, error) { return g.state, nil }
+
+func (g *Guest) EarlyPages(*bitmap.Bitmap) []uint64 { return nil }
+
+// StartDirtyLog returns a log of the epochs the guest completes from now.
+func (g *Guest) StartDirtyLog() (migrator.DirtyLog, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.advance()
+	return &dirtyLog{g: g, next: uint64(g.pos), seen: bitmap.New(g.w.Pages())}, nil
+}
+
+// dirtyLog hands over the workload's epochs up to the guest's position.
+type dirtyLog struct {
+	g    *Guest
+	next uint64 // the first epoch not handed over
+	seen *bitmap.Bitmap
+}
+
+// maxHarvestEpochs bounds one harvest's epochs: a log left unharvested for
+// longer than this many epochs would otherwise grow without end. A
+// workload's pages repeat every Len epochs, so more than one lap adds
+// nothing.
+const maxHarvestEpochs = 1 << 20
+
+func (l *dirtyLog) HarvestPages() ([]uint64, error) {
+	g := l.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.advance()
+	if math.IsInf(g.pos, 0) || math.IsNaN(g.pos) {
+		return nil, errors.New("the simulated guest's clock overflowed")
+	}
+	upto := uint64(g.pos)
+	if upto <= l.next {
+		return nil, nil
+	}
+	from := l.next
+	if n := g.w.Len(); n > 0 && upto-from > n {
+		from = upto - n // one lap holds every page the workload writes
+	}
+	from = max(from, upto-min(upto, maxHarvestEpochs))
+	l.next = upto
+	var out []uint64
+	if upto-from == 1 {
+		out = g.epochPages(out, from)
+	} else {
+		// Several epochs: each page once, ascending.
+		for i := from; i < upto; i++ {
+			start := len(out)
+			out = g.epochPages(out, i)
+			kept := out[:start]
+			for _, p := range out[start:] {
+				if !l.seen.Has(p) {
+					l.seen.Set(p)
+					kept = append(kept, p)
+				}
+			}
+			out = kept
+		}
+		for _, p := range out {
+			l.seen.Unset(p)
+		}
+		slices.Sort(out)
+	}
+	for _, p := range out {
+		g.write(p)
+	}
+	g.writes += uint64(len(out))
+	return out, nil
+}
+
+// epochPages appends the workload's pages of epoch i counted from its
+// start, replaying it from its start once it has ended.
+func (g *Guest) epochPages(buf []uint64, i uint64) []uint64 {
+	if n := g.w.Len(); n > 0 {
+		i %= n
+	}
+	return g.w.Dirty(buf, i)
+}
+
+func (l *dirtyLog) Harvest() (*bitmap.Bitmap, error) {
+	pages, err := l.HarvestPages()
+	if err != nil {
+		return nil, err
+	}
+	b := bitmap.New(l.g.w.Pages())
+	for _, p := range pages {
+		b.Set(p)
+	}
+	return b, nil
+}
+
+func (l *dirtyLog) Close() error { return nil }

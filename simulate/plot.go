@@ -1,0 +1,72 @@
+package simulate
+
+import (
+	"fmt"
+	"image/color"
+	"io"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+var plotColors = []color.Color{
+	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
+	color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff},
+}
+
+// PlotTimeline draws, for every result, the bytes the destination still
+// lacks and the bytes sent over the migration's (virtual) time, as a PNG.
+func PlotTimeline(w io.Writer, title string, results []Result) error {
+	remaining, sent := plot.New(), plot.New()
+	remaining.Title.Text = title + ": pending (bytes the destination lacks)"
+	sent.Title.Text = "bytes sent"
+	for _, p := range []*plot.Plot{remaining, sent} {
+		p.X.Label.Text = "time since the migration began (s)"
+		p.Y.Label.Text = "MiB"
+		p.Legend.Top = true
+		p.Add(plotter.NewGrid())
+	}
+	for i, r := range results {
+		if len(r.Timeline) == 0 {
+			continue
+		}
+		rem, tx := make(plotter.XYs, len(r.Timeline)), make(plotter.XYs, len(r.Timeline))
+		for j, pt := range r.Timeline {
+			x := pt.At.Seconds()
+			rem[j] = plotter.XY{X: x, Y: float64(pt.Remaining) / (1 << 20)}
+			tx[j] = plotter.XY{X: x, Y: float64(pt.Transferred) / (1 << 20)}
+		}
+		for _, pl := range []struct {
+			p   *plot.Plot
+			xys plotter.XYs
+		}{{remaining, rem}, {sent, tx}} {
+			line, err := plotter.NewLine(pl.xys)
+			if err != nil {
+				return fmt.Errorf("plot %s: %w", r.Mode, err)
+			}
+			line.Color = plotColors[i%len(plotColors)]
+			line.Width = vg.Points(1.5)
+			pl.p.Add(line)
+			pl.p.Legend.Add(r.Mode, line)
+		}
+	}
+	const width, height = 9 * vg.Inch, 8 * vg.Inch
+	img := vgimg.NewWith(vgimg.UseWH(width, height), vgimg.UseDPI(110))
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: 2, Cols: 1, PadY: vg.Points(12), PadX: vg.Points(6), PadTop: vg.Points(6), PadBottom: vg.Points(6)}
+	canvases := plot.Align([][]*plot.Plot{{remaining}, {sent}}, tiles, dc)
+	remaining.Draw(canvases[0][0])
+	sent.Draw(canvases[1][0])
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(w); err != nil {
+		return fmt.Errorf("write timeline PNG: %w", err)
+	}
+	return nil
+}

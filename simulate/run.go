@@ -1,0 +1,122 @@
+package simulate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrator"
+)
+
+// Options describe a simulated migration.
+type Options struct {
+	Workload      Workload
+	Bandwidth     uint64        // the link, bytes/s
+	DowntimeLimit time.Duration // default 300 ms
+	MaxRounds     int           // default the engine's
+	Start         uint64        // the workload epoch the migration starts at
+	Content       Mix           // default DefaultMix
+	// StateBytes is the vCPU and device state sent at the switch-over;
+	// default 300 KiB, about what a small QEMU VM's device state weighs.
+	StateBytes int
+	// Switchover is the fixed cost of a switch-over (see
+	// migrator.SimConfig); default 0.
+	Switchover time.Duration
+	// Step is how often, in virtual time, Result.Timeline samples the
+	// migration; default one epoch.
+	Step time.Duration
+}
+
+// DefaultStateBytes is Options.StateBytes' default.
+const DefaultStateBytes = 300 << 10
+
+// Result is one mode's simulated migration.
+type Result struct {
+	Mode     string
+	Info     migrator.Info // as query-migrate would have reported it at the end
+	Replays  uint64        // times the workload was started over
+	Timeline []Point
+	// Wall is the real time the simulation took, and Events the pages
+	// it handled: sent, deferred or written by the guest.
+	Wall   time.Duration
+	Events uint64
+	Err    error
+}
+
+// Point is the migration's state at one virtual instant.
+type Point struct {
+	At          time.Duration // since the migration began
+	Remaining   uint64        // bytes the destination lacks
+	Transferred uint64        // bytes sent
+	Round       int
+}
+
+// Check reports impossible options, one line each.
+func (o Options) Check() error {
+	if o.Workload == nil {
+		return errors.New("simulate: no workload")
+	}
+	if o.Bandwidth == 0 {
+		return errors.New("simulate: bandwidth 0: a migration needs a link that moves bytes (e.g. --bandwidth 1Gbit/s)")
+	}
+	limit := o.DowntimeLimit
+	if limit == 0 {
+		limit = migrator.DefaultDowntimeLimit
+	}
+	if limit < 0 {
+		return fmt.Errorf("simulate: downtime limit %v is negative", limit)
+	}
+	if moved := float64(o.Bandwidth) * limit.Seconds(); moved < migrator.PageSize {
+		return fmt.Errorf("simulate: downtime limit %v: the link moves %s in it at %s/s, less than one %d-byte page, so no migration can meet it",
+			limit, units.FormatBytes(moved), units.FormatBytes(float64(o.Bandwidth)), migrator.PageSize)
+	}
+	if w := o.Workload; w.Len() > 0 && o.Start >= w.Len() {
+		return fmt.Errorf("simulate: start at epoch %d, but the workload has %d epochs", o.Start, w.Len())
+	}
+	return nil
+}
+
+// Run simulates a migration in mode (any migrator mode: precopy,
+// predictive, throttle, tsmc, mecom, MODE+mecom).
+func Run(ctx context.Context, o Options, mode string) Result {
+	r := Result{Mode: mode}
+	if r.Err = o.Check(); r.Err != nil {
+		return r
+	}
+	if o.StateBytes == 0 {
+		o.StateBytes = DefaultStateBytes
+	}
+	if o.Step <= 0 {
+		o.Step = o.Workload.Epoch()
+	}
+	start := time.Unix(0, 0).UTC()
+	clock := migrator.NewVirtualClock(start)
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, StateBytes: o.StateBytes})
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	observe := func(i migrator.Info) {
+		at := clock.Now().Sub(start)
+		p := Point{At: at, Round: i.Pagecast.Round}
+		if i.RAM != nil {
+			p.Remaining, p.Transferred = i.RAM.Remaining, i.RAM.Transferred
+		}
+		r.Timeline = append(r.Timeline, p)
+	}
+	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
+		MaxRounds: o.MaxRounds, Epoch: o.Workload.Epoch(), Clock: clock}
+	t0 := time.Now()
+	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, Observe: observe, ObserveEvery: o.Step})
+	r.Wall = time.Since(t0)
+	if r.Info.RAM != nil {
+		r.Timeline = append(r.Timeline, Point{At: clock.Now().Sub(start), Transferred: r.Info.RAM.Transferred, Round: r.Info.Pagecast.Round})
+		r.Events = r.Info.RAM.Normal + r.Info.RAM.Duplicate + r.Info.Pagecast.DeferredAll + g.written()
+	}
+	r.Replays = g.Replays()
+	runtime.GC() // a terabyte guest's bitmaps are large; free them before the next mode
+	return r
+}

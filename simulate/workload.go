@@ -1,0 +1,306 @@
+package simulate
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/trace"
+)
+
+// A Workload is what the simulated guest writes: for each epoch, the pages
+// written in it.
+type Workload interface {
+	// Pages is the guest's page count.
+	Pages() uint64
+	// Epoch is how long one epoch lasts.
+	Epoch() time.Duration
+	// Len is the number of epochs before the workload repeats; 0 for one
+	// that never ends (synthetic).
+	Len() uint64
+	// Dirty appends to buf the pages written in epoch i (i < Len unless
+	// Len is 0), ascending and each once, and returns it. The same i gives
+	// the same pages.
+	Dirty(buf []uint64, i uint64) []uint64
+	// Name says what the workload is, for tables.
+	Name() string
+}
+
+// Trace is a recorded workload: a pagecast trace or CSV, read whole.
+type Trace struct {
+	meta   trace.Meta
+	epochs [][]uint64 // by index from the first epoch; gaps are empty
+	name   string
+}
+
+// NewTrace makes a workload of a trace's epochs. Epoch indices are kept
+// relative to the first: a gap in the trace is epochs without writes.
+func NewTrace(name string, meta trace.Meta, epochs []trace.Epoch) (*Trace, error) {
+	if meta.PageSize != 4096 {
+		return nil, fmt.Errorf("trace %s: pages of %d bytes; the engine moves 4096-byte pages", name, meta.PageSize)
+	}
+	if meta.Epoch <= 0 {
+		return nil, fmt.Errorf("trace %s: epoch length %v", name, meta.Epoch)
+	}
+	if len(epochs) == 0 {
+		return nil, fmt.Errorf("trace %s: no epochs", name)
+	}
+	first, last := epochs[0].Index, epochs[len(epochs)-1].Index
+	// The reader has bounded indices (trace.MaxEpochIndex); a trace of
+	// more empty epochs than this is not a workload anyone records.
+	const maxSpan = 1 << 24
+	if last-first >= maxSpan {
+		return nil, fmt.Errorf("trace %s: epochs %d to %d, more than %d: too sparse to replay", name, first, last, maxSpan)
+	}
+	t := &Trace{meta: meta, name: name, epochs: make([][]uint64, last-first+1)}
+	for _, e := range epochs {
+		t.epochs[e.Index-first] = e.Pages
+	}
+	return t, nil
+}
+
+func (t *Trace) Pages() uint64        { return t.meta.Pages() }
+func (t *Trace) Epoch() time.Duration { return t.meta.Epoch }
+func (t *Trace) Len() uint64          { return uint64(len(t.epochs)) }
+func (t *Trace) Name() string         { return t.name }
+func (t *Trace) Dirty(buf []uint64, i uint64) []uint64 {
+	return append(buf, t.epochs[i]...)
+}
+
+// Synthetic is a workload generated epoch by epoch, never held whole:
+// a 1 TiB guest's costs only the pages each epoch writes.
+type Synthetic struct {
+	kind    string
+	pages   uint64
+	epoch   time.Duration
+	hot     uint64  // hot set pages (hotset)
+	p       float64 // share of an epoch's pages in the hot set (hotset)
+	rate    float64 // pages written per second
+	seed    uint64
+	spec    string
+	perEp   uint64 // pages an epoch writes
+	perHot  uint64 // of which in the hot set
+	scratch []uint64
+}
+
+// SyntheticKinds lists the synthetic workloads, for --help. The names are
+// the pagecast guest's.
+var SyntheticKinds = []struct{ Name, Description string }{
+	{"hotset", "each epoch writes rate×epoch distinct pages, a share p of them in the hot set (the first hot pages), the rest anywhere; hot=1024 pages, p=0.9, rate=10000 pages/s, seed=1"},
+	{"uniform", "each epoch writes rate×epoch distinct pages anywhere; rate=10000 pages/s, seed=1"},
+	{"sweep", "writes memory in address order, rate pages/s, and starts over; rate=10000 pages/s"},
+}
+
+// ParseSynthetic reads NAME[:key=val,...] (see SyntheticKinds) for a guest
+// of pages pages and epochs of epoch. hot takes pages, or bytes with a
+// unit (hot=1G); rate takes pages/s, with an optional k, M or G.
+func ParseSynthetic(spec string, pages uint64, epoch time.Duration) (*Synthetic, error) {
+	name, params, _ := strings.Cut(strings.TrimSpace(spec), ":")
+	s := &Synthetic{kind: name, pages: pages, epoch: epoch, hot: 1024, p: 0.9, rate: 10000, seed: 1, spec: spec}
+	var allowed []string
+	switch name {
+	case "hotset":
+		allowed = []string{"hot", "p", "rate", "seed"}
+	case "uniform":
+		allowed = []string{"rate", "seed"}
+	case "sweep":
+		allowed = []string{"rate"}
+	default:
+		return nil, fmt.Errorf("synthetic workload %q: want hotset, uniform or sweep", name)
+	}
+	if pages == 0 || epoch <= 0 {
+		return nil, fmt.Errorf("synthetic workload %s: needs the guest's memory and an epoch", name)
+	}
+	for kv := range strings.SplitSeq(params, ",") {
+		if strings.TrimSpace(kv) == "" {
+			continue
+		}
+		key, val, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		if !slices.Contains(allowed, key) {
+			return nil, fmt.Errorf("synthetic workload %s: unknown parameter %q (want one of %s)", name, key, strings.Join(allowed, ", "))
+		}
+		var err error
+		switch key {
+		case "hot":
+			s.hot, err = parsePages(val)
+		case "p":
+			s.p, err = strconv.ParseFloat(val, 64)
+			if err == nil && !(s.p >= 0 && s.p <= 1) {
+				err = errors.New("want a probability in [0, 1]")
+			}
+		case "rate":
+			s.rate, err = parseRate(val)
+		case "seed":
+			s.seed, err = strconv.ParseUint(val, 10, 64)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("synthetic workload %s: %s=%s: %w", name, key, val, err)
+		}
+	}
+	if s.hot == 0 || s.hot > pages {
+		return nil, fmt.Errorf("synthetic workload %s: hot set of %d pages in a guest of %d", name, s.hot, pages)
+	}
+	per := s.rate * epoch.Seconds()
+	if per > float64(pages) {
+		return nil, fmt.Errorf("synthetic workload %s: rate %.0f pages/s writes %.0f pages an epoch, more than the guest's %d", name, s.rate, per, pages)
+	}
+	s.perEp = uint64(math.Round(per))
+	if name == "hotset" {
+		s.perHot = min(s.hot, uint64(math.Round(s.p*per)))
+	}
+	return s, nil
+}
+
+// parsePages reads a page count, or a size with a unit.
+func parsePages(v string) (uint64, error) {
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+		return n, nil
+	}
+	b, err := units.ParseBytes(v)
+	if err != nil {
+		return 0, err
+	}
+	return b / 4096, nil
+}
+
+// parseRate reads pages per second: 10000, 10k, 1.5M, optionally
+// followed by "pages/s" or "/s".
+func parseRate(v string) (float64, error) {
+	v = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(v), "/s"), "pages")
+	mult := 1.0
+	switch {
+	case strings.HasSuffix(v, "k"):
+		mult, v = 1e3, strings.TrimSuffix(v, "k")
+	case strings.HasSuffix(v, "M"):
+		mult, v = 1e6, strings.TrimSuffix(v, "M")
+	case strings.HasSuffix(v, "G"):
+		mult, v = 1e9, strings.TrimSuffix(v, "G")
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(f >= 0) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("want pages per second, e.g. 10000 or 1.5M")
+	}
+	return f * mult, nil
+}
+
+func (s *Synthetic) Pages() uint64        { return s.pages }
+func (s *Synthetic) Epoch() time.Duration { return s.epoch }
+func (s *Synthetic) Len() uint64          { return 0 }
+func (s *Synthetic) Name() string         { return s.spec }
+
+// Hot is the hot set's size in pages (0 for workloads without one): the
+// pages written before the migration starts.
+func (s *Synthetic) Hot() uint64 {
+	if s.kind == "hotset" {
+		return s.hot
+	}
+	return 0
+}
+
+func (s *Synthetic) Dirty(buf []uint64, i uint64) []uint64 {
+	start := len(buf)
+	switch s.kind {
+	case "sweep":
+		from := (i * s.perEp) % s.pages
+		for j := range s.perEp {
+			buf = append(buf, (from+j)%s.pages)
+		}
+		s.scratch = sortPages(buf[start:], s.scratch, s.pages)
+		return buf
+	case "hotset":
+		r := mix(s.seed, i)
+		buf = appendDistinct(buf, s.perHot, s.hot, r)
+		buf = appendDistinct(buf, s.perEp-s.perHot, s.pages, mix(r, 1))
+	default:
+		buf = appendDistinct(buf, s.perEp, s.pages, mix(s.seed, i))
+	}
+	out := buf[start:]
+	s.scratch = sortPages(out, s.scratch, s.pages)
+	return buf[:start+len(slices.Compact(out))]
+}
+
+// sortPages sorts pages, all below limit, ascending: a radix sort, 11 bits
+// a pass, which beats a comparison sort several times on the tens of
+// thousands of random pages a synthetic epoch writes. scratch is reused
+// and returned.
+func sortPages(pages, scratch []uint64, limit uint64) []uint64 {
+	if len(pages) < 256 {
+		slices.Sort(pages)
+		return scratch
+	}
+	const radix = 11
+	scratch = slices.Grow(scratch[:0], len(pages))[:len(pages)]
+	src, dst := pages, scratch
+	for shift := uint(0); shift < uint(bits.Len64(limit)); shift += radix {
+		var count [1<<radix + 1]int
+		for _, p := range src {
+			count[(p>>shift)&(1<<radix-1)+1]++
+		}
+		for i := 1; i < len(count); i++ {
+			count[i] += count[i-1]
+		}
+		for _, p := range src {
+			d := (p >> shift) & (1<<radix - 1)
+			dst[count[d]] = p
+			count[d]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &pages[0] {
+		copy(pages, src)
+	}
+	return scratch
+}
+
+// appendDistinct appends n distinct pseudo-random numbers below limit:
+// consecutive integers from a random start put through a bijection of
+// [0, 2^k) (k the bits of limit), walking the cycle past values ≥ limit.
+func appendDistinct(buf []uint64, n, limit, seed uint64) []uint64 {
+	if n == 0 {
+		return buf
+	}
+	k := uint(bits.Len64(limit - 1))
+	mask := uint64(1)<<k - 1
+	if limit == 1 {
+		return append(buf, 0)
+	}
+	start := seed & mask
+	for j := range n {
+		x := (start + j) & mask
+		for {
+			x = permute(x, k, mask, seed)
+			if x < limit {
+				break
+			}
+		}
+		buf = append(buf, x)
+	}
+	return buf
+}
+
+// permute is a bijection of [0, 2^k): odd multiplications and xor-shifts,
+// each invertible modulo 2^k.
+func permute(x uint64, k uint, mask, seed uint64) uint64 {
+	h := uint(max(1, k/2))
+	x = (x * 0x9E3779B97F4A7C15) & mask
+	x ^= x >> h
+	x = (x * ((seed << 1) | 1)) & mask
+	x ^= x >> h
+	x = (x * 0xBF58476D1CE4E5B9) & mask
+	x ^= x >> h
+	return x
+}
+
+// mix hashes a and b into a seed (splitmix64's finaliser).
+func mix(a, b uint64) uint64 {
+	z := a*0x9E3779B97F4A7C15 + b + 0x632BE59BD9B4E019
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+	return z ^ (z >> 31)
+}
