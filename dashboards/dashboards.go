@@ -69,8 +69,9 @@ func newDashboard(uid, title, description string) *dashboard.DashboardBuilder {
 }
 
 // labelVariable is a variable whose values are label's values on metric
-// (a selector); multi allows several values and All (regex .*).
-func labelVariable(name, label, metric, description string, multi bool) *dashboard.QueryVariableBuilder {
+// (a selector); multi allows several values and All, which is allValue
+// (e.g. .*) or, if that is empty, every value the query returns.
+func labelVariable(name, label, metric, description string, multi bool, allValue string) *dashboard.QueryVariableBuilder {
 	q := fmt.Sprintf("label_values(%s, %s)", metric, label)
 	v := dashboard.NewQueryVariableBuilder(name).
 		Label(name).
@@ -81,7 +82,10 @@ func labelVariable(name, label, metric, description string, multi bool) *dashboa
 		Refresh(dashboard.VariableRefreshOnTimeRangeChanged).
 		Sort(dashboard.VariableSortAlphabeticalAsc)
 	if multi {
-		v = v.Multi(true).IncludeAll(true).AllValue(".*")
+		v = v.Multi(true).IncludeAll(true)
+		if allValue != "" {
+			v = v.AllValue(allValue)
+		}
 	}
 	return v
 }

@@ -88,7 +88,6 @@ var units = []string{"none", "short", "bytes", "binBps", "s", "percentunit", "wp
 var (
 	rangeSelector = regexp.MustCompile(`\[([^\]]*)\]`)
 	variableRef   = regexp.MustCompile(`\$\{?([a-zA-Z_][a-zA-Z0-9_]*)`)
-	metricName    = regexp.MustCompile(`\b(pagecast[_:][a-zA-Z0-9_:]+|process_[a-z0-9_]+|go_[a-z0-9_]+)`)
 )
 
 // lint checks a dashboard against the conventions of well-kept dashboards

@@ -13,8 +13,8 @@ func dirtying() *dashboard.DashboardBuilder {
 	d := newDashboard("pagecast-dirtying", "pagecast / Dirtying: predicted vs actual",
 		"How a VM dirties its memory and how well pagecast predicts it, epoch by epoch: from pagecast predict serve "+
 			"(vm: a trace replayed with --replay, or live) and pagecast profile --metrics (instance).").
-		WithVariable(labelVariable("vm", "vm", "pagecast_predictor_epochs_total", "The VM pagecast predict serve forecasts (a trace's base name, or live).", false)).
-		WithVariable(labelVariable("instance", "instance", "pagecast_profiler_hook_info", "The pagecast profile processes Prometheus scrapes.", true))
+		WithVariable(labelVariable("vm", "vm", "pagecast_predictor_epochs_total", "The VM pagecast predict serve forecasts (a trace's base name, or live).", false, "")).
+		WithVariable(labelVariable("instance", "instance", "pagecast_profiler_hook_info", "The pagecast profile processes Prometheus scrapes.", true, ""))
 	d = withPanels(d, "Forecast",
 		panel{title: "Predicted vs actual dirty pages per epoch", unit: "short",
 			description: "Pages the model predicted would be dirtied in the latest closed epoch (the sum of its per-page probabilities) against the pages that were.",
@@ -53,8 +53,8 @@ func migrations() *dashboard.DashboardBuilder {
 	d := newDashboard("pagecast-migrations", "pagecast / Migrations",
 		"Live migrations, per migration: what is sent and what is left, the guest's dirty rate against the link, rounds, "+
 			"deferred pages, CPU throttle, downtime and outcome; from pagecast migrate --metrics or pagecast vm run --metrics.").
-		WithVariable(labelVariable("vm", "vm", "pagecast_migration_info", "The migrated VM (pagecast migrate --name).", true)).
-		WithVariable(labelVariable("migration", "migration", `pagecast_migration_info{vm=~"$vm"}`, "The migration: its start time, UTC.", true))
+		WithVariable(labelVariable("vm", "vm", "pagecast_migration_info", "The migrated VM (pagecast migrate --name).", true, ".*")).
+		WithVariable(labelVariable("migration", "migration", `pagecast_migration_info{vm=~"$vm"}`, "The migration: its start time, UTC.", true, ".*"))
 	d = withPanels(d, "Progress",
 		panel{kind: stateTimeline, title: "Status", unit: "none",
 			description: "The migration's query-migrate status over time: setup, active, device (stop-and-copy: the guest is paused), postcopy-active, completed, failed or cancelled.",
@@ -102,7 +102,7 @@ func migrations() *dashboard.DashboardBuilder {
 func profilerHealth() *dashboard.DashboardBuilder {
 	d := newDashboard("pagecast-profiler-health", "pagecast / Profiler health",
 		"How pagecast profile itself is doing: writes recorded and dropped, its CPU per recorded write, its epochs and memory.").
-		WithVariable(labelVariable("instance", "instance", "pagecast_profiler_hook_info", "The pagecast profile processes Prometheus scrapes.", true))
+		WithVariable(labelVariable("instance", "instance", "pagecast_profiler_hook_info", "The pagecast profile processes Prometheus scrapes.", true, ""))
 	d = withPanels(d, "Events",
 		panel{title: "Recorded writes per second", unit: "wps",
 			description: "Guest page writes the hook recorded per second: eBPF events on KVM, or guest RAM stores the TCG plugin saw.",

@@ -61,9 +61,10 @@ func (s *Source) Expand(expr string, vars map[string]string) string {
 var labelValues = regexp.MustCompile(`^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$`)
 
 // Variables resolves d's query variables in order, as Grafana does by
-// default: a multi-value variable with All gets its All value, any other
-// the first of its values; set holds values chosen instead. A variable
-// with no value is an error naming it.
+// default: a multi-value variable with All gets its All value, or a regex
+// of all its values where it has none; any other the first of its values.
+// set holds values chosen instead. A variable with no value is an error
+// naming it.
 func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]string) (map[string]string, error) {
 	vars := map[string]string{}
 	for _, v := range d.Templating.List {
@@ -81,9 +82,17 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 		if len(values) == 0 {
 			return nil, fmt.Errorf("dashboard %q: variable %s has no values from %s..%s", d.Title, v.Name, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339))
 		}
-		if v.Multi && v.IncludeAll && v.AllValue != "" {
+		switch {
+		case v.Multi && v.IncludeAll && v.AllValue != "":
 			vars[v.Name] = v.AllValue
-		} else {
+		case v.Multi && v.IncludeAll:
+			quoted := make([]string, len(values))
+			for i, val := range values {
+				// Escaped for the regex, then for the PromQL string.
+				quoted[i] = strings.ReplaceAll(regexp.QuoteMeta(val), `\`, `\\`)
+			}
+			vars[v.Name] = "(" + strings.Join(quoted, "|") + ")"
+		default:
 			vars[v.Name] = values[0]
 		}
 	}
@@ -170,3 +179,23 @@ func Legend(format string, labels map[string]string) string {
 		return labels[legendLabel.FindStringSubmatch(m)[1]]
 	})
 }
+
+// MetricNames returns the names of every series Prometheus holds over the
+// range.
+func (s *Source) MetricNames(ctx context.Context) (map[string]bool, error) {
+	vals, _, _, err := s.api.LabelValues(ctx, "__name__", nil, s.From, s.To)
+	if err != nil {
+		return nil, fmt.Errorf("metric names: %w", err)
+	}
+	out := map[string]bool{}
+	for _, v := range vals {
+		out[string(v)] = true
+	}
+	return out, nil
+}
+
+// MetricsIn returns the names of pagecast's metrics (and Go's and the
+// process's) an expression uses.
+func MetricsIn(expr string) []string { return metricName.FindAllString(expr, -1) }
+
+var metricName = regexp.MustCompile(`\b(pagecast[_:][a-zA-Z0-9_:]+|process_[a-z0-9_]+|go_[a-z0-9_]+)`)

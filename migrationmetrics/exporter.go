@@ -98,9 +98,10 @@ func (e *Exporter) Scrapes() uint64 {
 }
 
 // Linger waits, once a migration has ended, until the metrics have been
-// scraped once more, so that Prometheus sees how it ended, or until
-// timeout passes or ctx ends. It returns at once if they were never
-// scraped: no one is watching.
+// scraped twice more, so that Prometheus holds how it ended for at least a
+// scrape interval before the target goes away, or until timeout passes or
+// ctx ends. It returns at once if they were never scraped: no one is
+// watching.
 func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) {
 	n := e.Scrapes()
 	if n == 0 {
@@ -110,7 +111,7 @@ func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) {
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for e.Scrapes() == n {
+	for e.Scrapes() < n+2 {
 		select {
 		case <-ctx.Done():
 			return

@@ -25,7 +25,7 @@ func migrationMetricsFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "metrics", Usage: "serve the migration's Prometheus metrics (pagecast_migration_*) on this address, e.g. 127.0.0.1:9472"},
 		&cli.StringFlag{Name: "name", Usage: "the VM's name in the metrics' vm label (default: the QMP socket's file name without its extension)"},
-		&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the migration has ended keep serving until Prometheus has scraped the end, at most this long (not at all if nothing ever scraped)"},
+		&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the migration has ended keep serving until Prometheus has scraped the end twice, at most this long (not at all if nothing ever scraped)"},
 	}
 }
 
@@ -73,7 +73,12 @@ func serveCollectors(addr string, cs ...prometheus.Collector) (stop func(), err 
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(l)
 	slog.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
-	return func() { srv.Close() }, nil
+	return func() {
+		// Let a scrape under way finish: it may be the one that sees the end.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
 }
 
 // followMigrations exports the migrations out of pagecast's monitor that

@@ -1,0 +1,378 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image/color"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/palette/moreland"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+
+	"github.com/pagecast/pagecast/dashboards"
+)
+
+func reportCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "report",
+		Usage: "render the Grafana dashboards' panels as PNG from a Prometheus, where there is no Grafana",
+		Description: "Runs every query of every panel of pagecast's dashboards (dashboards/*.json) on a Prometheus as\n" +
+			"range queries over --from..--to, as Grafana would: the datasource is --prometheus, each variable\n" +
+			"takes its first value (All where it has one) unless --var sets it, $__rate_interval is the larger\n" +
+			"of step + scrape interval and 4 scrape intervals. Each panel with data becomes DIR/DASHBOARD-PANEL.png\n" +
+			"(lines, or a heatmap for heatmap panels); panels without data are listed.\n\n" +
+			"Times are RFC 3339 (2026-11-30T05:00:00Z), now, or now-DURATION (now-15m).\n\n" +
+			"Example: pagecast report --prometheus http://127.0.0.1:9090 --from now-15m --out report/",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "prometheus", Value: "http://127.0.0.1:9090", Usage: "the Prometheus that scrapes pagecast"},
+			&cli.StringFlag{Name: "from", Value: "now-15m", Usage: "start of the range"},
+			&cli.StringFlag{Name: "to", Value: "now", Usage: "end of the range"},
+			&cli.DurationFlag{Name: "step", Usage: "resolution of the range queries (default: the range / 300, at least 1s)"},
+			&cli.DurationFlag{Name: "scrape-interval", Value: 15 * time.Second, Usage: "the scrape interval of the Prometheus, for $__rate_interval"},
+			&cli.StringSliceFlag{Name: "var", Usage: "NAME=VALUE: a dashboard variable's value (a regex for multi-value variables), e.g. vm=awk"},
+			&cli.StringSliceFlag{Name: "dashboard", Usage: "only this dashboard (file name without .json, e.g. migrations); repeatable"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true, Usage: "folder to write the PNGs into (created)"},
+		},
+		Action: runReport,
+	}
+}
+
+// parseReportTime reads RFC 3339, now or now-DURATION.
+func parseReportTime(s string, now time.Time) (time.Time, error) {
+	if s == "now" {
+		return now, nil
+	}
+	if d, ok := strings.CutPrefix(s, "now-"); ok {
+		dur, err := time.ParseDuration(d)
+		if err != nil || dur < 0 {
+			return time.Time{}, fmt.Errorf("time %q: want now-DURATION such as now-15m", s)
+		}
+		return now.Add(-dur), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("time %q: want RFC 3339 (2026-11-30T05:00:00Z), now or now-15m", s)
+	}
+	return t, nil
+}
+
+func runReport(c *cli.Context) error {
+	now := time.Now()
+	from, err := parseReportTime(c.String("from"), now)
+	if err != nil {
+		return fmt.Errorf("--from: %w", err)
+	}
+	to, err := parseReportTime(c.String("to"), now)
+	if err != nil {
+		return fmt.Errorf("--to: %w", err)
+	}
+	if !to.After(from) {
+		return fmt.Errorf("--from %s is not before --to %s", from.Format(time.RFC3339), to.Format(time.RFC3339))
+	}
+	step := c.Duration("step")
+	if step == 0 {
+		step = max(time.Second, to.Sub(from)/300).Round(time.Second)
+	}
+	set := map[string]string{}
+	for _, kv := range c.StringSlice("var") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--var %q: want NAME=VALUE", kv)
+		}
+		set[k] = v
+	}
+	src, err := dashboards.NewSource(c.String("prometheus"), from, to, step, c.Duration("scrape-interval"))
+	if err != nil {
+		return err
+	}
+	ds, err := dashboards.Committed()
+	if err != nil {
+		return err
+	}
+	if only := c.StringSlice("dashboard"); len(only) > 0 {
+		var keep []dashboards.Dashboard
+		for _, d := range ds {
+			for _, o := range only {
+				if strings.TrimSuffix(d.File, ".json") == o {
+					keep = append(keep, d)
+				}
+			}
+		}
+		if len(keep) != len(only) {
+			return fmt.Errorf("--dashboard %v: the dashboards are %s", only, dashboardNames(ds))
+		}
+		ds = keep
+	}
+	out := c.String("out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	ctx := c.Context
+	written, empty := 0, 0
+	for _, d := range ds {
+		vars, err := src.Variables(ctx, d, set)
+		if err != nil {
+			fmt.Fprintf(c.App.Writer, "%s: skipped: %v\n", d.Title, err)
+			empty++
+			continue
+		}
+		for _, p := range d.Panels {
+			if p.Type == "row" {
+				continue
+			}
+			series, err := panelSeries(ctx, src, p, vars)
+			if err != nil {
+				return fmt.Errorf("dashboard %q panel %q: %w", d.Title, p.Title, err)
+			}
+			if len(series) == 0 {
+				fmt.Fprintf(c.App.Writer, "%s / %s: no data\n", d.Title, p.Title)
+				empty++
+				continue
+			}
+			name := filepath.Join(out, strings.TrimSuffix(d.File, ".json")+"-"+slug(p.Title)+".png")
+			if err := renderPanel(name, p, series, from, to); err != nil {
+				return fmt.Errorf("dashboard %q panel %q: %w", d.Title, p.Title, err)
+			}
+			fmt.Fprintf(c.App.Writer, "%s / %s: %d series -> %s\n", d.Title, p.Title, len(series), name)
+			written++
+		}
+	}
+	fmt.Fprintf(c.App.Writer, "%d panels rendered, %d without data, from %s to %s, step %s\n", written, empty,
+		from.Format(time.RFC3339), to.Format(time.RFC3339), step)
+	if written == 0 {
+		return errors.New("no panel had data: is Prometheus scraping pagecast, and is the range right?")
+	}
+	return nil
+}
+
+func dashboardNames(ds []dashboards.Dashboard) string {
+	var n []string
+	for _, d := range ds {
+		n = append(n, strings.TrimSuffix(d.File, ".json"))
+	}
+	return strings.Join(n, ", ")
+}
+
+// namedSeries is a series with its legend.
+type namedSeries struct {
+	name string
+	dashboards.Series
+}
+
+// panelSeries runs a panel's queries and names their series.
+func panelSeries(ctx context.Context, src *dashboards.Source, p dashboards.Panel, vars map[string]string) ([]namedSeries, error) {
+	var out []namedSeries
+	for _, t := range p.Targets {
+		ss, err := src.Range(ctx, src.Expand(t.Expr, vars))
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range ss {
+			out = append(out, namedSeries{dashboards.Legend(t.LegendFormat, s.Labels), s})
+		}
+	}
+	if p.Type == "heatmap" {
+		sort.SliceStable(out, func(i, j int) bool { return out[i].name < out[j].name })
+	}
+	return out, nil
+}
+
+var nonWord = regexp.MustCompile(`[^a-z0-9]+`)
+
+func slug(title string) string {
+	return strings.Trim(nonWord.ReplaceAllString(strings.ToLower(title), "-"), "-")
+}
+
+// axisScale picks a divisor and a label for a panel's unit and the largest
+// value it shows.
+func axisScale(unit string, maxValue float64) (div float64, label string) {
+	binary := func(suffix string) (float64, string) {
+		for _, u := range []struct {
+			div  float64
+			name string
+		}{{1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+			if maxValue >= u.div {
+				return u.div, u.name + suffix
+			}
+		}
+		return 1, "bytes" + suffix
+	}
+	decimal := func(suffix string) (float64, string) {
+		for _, u := range []struct {
+			div  float64
+			name string
+		}{{1e9, "G"}, {1e6, "M"}, {1e3, "k"}} {
+			if maxValue >= u.div {
+				return u.div, strings.TrimSpace(u.name + " " + suffix)
+			}
+		}
+		return 1, suffix
+	}
+	switch unit {
+	case "bytes":
+		return binary("")
+	case "binBps":
+		return binary("/s")
+	case "s":
+		if maxValue < 1 {
+			return 1e-3, "ms"
+		}
+		return 1, "seconds"
+	case "percentunit":
+		return 0.01, "%"
+	case "wps":
+		return decimal("writes/s")
+	case "none":
+		return 1, ""
+	default:
+		return decimal("")
+	}
+}
+
+var reportColors = []color.Color{
+	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
+}
+
+// renderPanel draws a panel's series into a PNG at name.
+func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to time.Time) error {
+	pl := plot.New()
+	pl.Title.Text = p.Title
+	pl.X.Tick.Marker = plot.TimeTicks{Format: "15:04:05"}
+	pl.X.Min, pl.X.Max = unixSeconds(from), unixSeconds(to)
+	pl.X.Label.Text = "time (" + from.Format("2006-01-02 MST") + ")"
+	maxValue := 0.0
+	for _, s := range series {
+		for _, v := range s.Values {
+			maxValue = math.Max(maxValue, math.Abs(v))
+		}
+	}
+	div, label := axisScale(p.Unit(), maxValue)
+	switch {
+	case p.Type == "heatmap":
+		if err := addHeatmap(pl, series, div); err != nil {
+			return err
+		}
+		pl.Y.Label.Text = "region (guest-physical address)"
+		pl.Title.Text += " (blue: few, red: many)"
+	case p.Type == "state-timeline" && len(series) > 1:
+		// A row per state, coloured while the series is present.
+		if err := addHeatmap(pl, series, 1); err != nil {
+			return err
+		}
+		pl.Title.Text += " (red while in that state)"
+	default:
+		pl.Y.Label.Text = label
+		pl.Y.Min = math.Min(0, pl.Y.Min)
+		pl.Legend.Top, pl.Legend.Left = true, true
+		pl.Legend.TextStyle.Font.Size = vg.Points(8)
+		for i, s := range series {
+			xy := make(plotter.XYs, len(s.Values))
+			for k := range s.Values {
+				xy[k] = plotter.XY{X: unixSeconds(s.Times[k]), Y: s.Values[k] / div}
+			}
+			line, err := plotter.NewLine(xy)
+			if err != nil {
+				return err
+			}
+			line.Color = reportColors[i%len(reportColors)]
+			line.Width = vg.Points(1.5)
+			pl.Add(line)
+			if i < 8 {
+				pl.Legend.Add(s.name, line)
+			}
+		}
+		if len(series) > 8 {
+			pl.Title.Text += fmt.Sprintf(" (%d series, 8 in the legend)", len(series))
+		}
+	}
+	img := vgimg.NewWith(vgimg.UseWH(8*vg.Inch, 3*vg.Inch), vgimg.UseDPI(96))
+	pl.Draw(draw.New(img))
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// heatGrid is series on a common time axis: a column per time, a row per
+// series.
+type heatGrid struct {
+	times []float64
+	z     [][]float64 // [row][column], NaN where a series has no sample
+}
+
+func (g heatGrid) Dims() (c, r int)   { return len(g.times), len(g.z) }
+func (g heatGrid) Z(c, r int) float64 { return g.z[r][c] }
+func (g heatGrid) X(c int) float64    { return g.times[c] }
+func (g heatGrid) Y(r int) float64    { return float64(r) }
+
+// addHeatmap draws series as rows of a heatmap, labelled with their names.
+func addHeatmap(pl *plot.Plot, series []namedSeries, div float64) error {
+	at := map[float64]int{}
+	var times []float64
+	for _, s := range series {
+		for _, t := range s.Times {
+			x := unixSeconds(t)
+			if _, ok := at[x]; !ok {
+				at[x] = 0
+				times = append(times, x)
+			}
+		}
+	}
+	sort.Float64s(times)
+	if len(times) < 2 || len(series) < 2 {
+		return fmt.Errorf("a heatmap needs two series and two times, have %d and %d", len(series), len(times))
+	}
+	for i, x := range times {
+		at[x] = i
+	}
+	g := heatGrid{times: times, z: make([][]float64, len(series))}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	var ticks []plot.Tick
+	for r, s := range series {
+		g.z[r] = make([]float64, len(times))
+		for c := range g.z[r] {
+			g.z[r][c] = math.NaN()
+		}
+		for k, t := range s.Times {
+			v := s.Values[k] / div
+			g.z[r][at[unixSeconds(t)]] = v
+			lo, hi = math.Min(lo, v), math.Max(hi, v)
+		}
+		if r%max(1, len(series)/8) == 0 {
+			ticks = append(ticks, plot.Tick{Value: float64(r), Label: s.name})
+		}
+	}
+	if hi <= lo {
+		lo = hi - 1 // one value (a state timeline's 1): drawn as the most
+	}
+	pal := moreland.SmoothBlueRed()
+	pal.SetMin(lo)
+	pal.SetMax(hi)
+	h := plotter.NewHeatMap(g, pal.Palette(64))
+	h.NaN = color.Transparent
+	pl.Add(h)
+	pl.Y.Tick.Marker = plot.ConstantTicks(ticks)
+	pl.Y.Tick.Label.Font.Size = vg.Points(7)
+	return nil
+}
