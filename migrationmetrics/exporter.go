@@ -163,7 +163,7 @@ var (
 	descTotal = prometheus.NewDesc("pagecast_migration_data_total_bytes",
 		"Guest memory being migrated (query-migrate ram.total).", labels, nil)
 	descDirtyRate = prometheus.NewDesc("pagecast_migration_dirty_memory_rate_bytes_per_second",
-		"Rate at which the guest dirtied memory over the latest round (query-migrate ram.dirty-pages-rate times ram.page-size).", labels, nil)
+		"Rate at which the guest dirtied memory over the latest round (query-migrate ram.dirty-pages-rate times ram.page-size); present once a round has measured it.", labels, nil)
 	descTransferRate = prometheus.NewDesc("pagecast_migration_memory_transfer_rate_bytes_per_second",
 		"Rate at which memory is sent (query-migrate ram.mbps in bytes per second).", labels, nil)
 	descBandwidth = prometheus.NewDesc("pagecast_migration_bandwidth_limit_bytes_per_second",
@@ -179,7 +179,7 @@ var (
 	descThrottle = prometheus.NewDesc("pagecast_migration_cpu_throttle_ratio",
 		"Share of the vCPUs' time taken away to slow the guest's dirtying (query-migrate cpu-throttle-percentage / 100).", labels, nil)
 	descExpectedDowntime = prometheus.NewDesc("pagecast_migration_expected_downtime_seconds",
-		"Pause the switch-over would take now, as the engine estimates it (query-migrate expected-downtime); present while the migration runs.", labels, nil)
+		"Pause the switch-over would take now, as the engine estimates it (query-migrate expected-downtime); present while the migration runs, once a round has ended.", labels, nil)
 	descDowntime = prometheus.NewDesc("pagecast_migration_downtime_seconds",
 		"Pause of the guest at the switch-over (query-migrate downtime); present once the migration has completed.", labels, nil)
 	descPulled = prometheus.NewDesc("pagecast_migration_postcopy_requests_total",
@@ -238,7 +238,11 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		if pageSize == 0 {
 			pageSize = migrator.PageSize
 		}
-		gauge(descDirtyRate, float64(r.DirtyPagesRate*pageSize))
+		// The engines measure the dirty rate at the end of a round (QEMU:
+		// between syncs); 0 before that means not measured yet.
+		if r.DirtyPagesRate > 0 || r.DirtySyncCount >= 2 {
+			gauge(descDirtyRate, float64(r.DirtyPagesRate*pageSize))
+		}
 		gauge(descTransferRate, r.Mbps*1e6/8)
 		counter(descSyncs, float64(r.DirtySyncCount))
 		counter(descPulled, float64(r.PostcopyRequests))
@@ -258,7 +262,7 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		if i.Status == migrator.StatusCompleted {
 			gauge(descDowntime, float64(i.Downtime)/1e3)
 		}
-	} else {
+	} else if i.ExpectedDowntime > 0 { // query-migrate leaves it out until a round has ended
 		gauge(descExpectedDowntime, float64(i.ExpectedDowntime)/1e3)
 	}
 }

@@ -150,6 +150,24 @@ func lint(t *testing.T, text string) {
 	}
 }
 
+// TestFirstRound: before a round has ended the engines have measured
+// neither the dirty rate nor the downtime; neither is exported as 0.
+func TestFirstRound(t *testing.T) {
+	e := New("vm1")
+	e.Begin(time.Now(), EnginePagecast, "precopy", 0)
+	e.Observe(migrator.Info{Status: migrator.StatusActive, RAM: &migrator.RAMStats{Transferred: 1 << 20, Remaining: 63 << 20, DirtySyncCount: 0},
+		Pagecast: &migrator.Extra{Mode: "precopy", Round: 1}})
+	text := exposition(t, e)
+	for _, name := range []string{"pagecast_migration_dirty_memory_rate_bytes_per_second", "pagecast_migration_expected_downtime_seconds"} {
+		if strings.Contains(text, name+"{") {
+			t.Errorf("%s exported in the first round:\n%s", name, text)
+		}
+	}
+	if !strings.Contains(text, "pagecast_migration_data_remaining_bytes{") {
+		t.Errorf("remaining bytes not exported in the first round:\n%s", text)
+	}
+}
+
 // TestNewMigrationReplacesOld: only the latest migration is exported.
 func TestNewMigrationReplacesOld(t *testing.T) {
 	e := New("vm1")

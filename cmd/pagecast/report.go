@@ -226,10 +226,16 @@ func axisScale(unit string, maxValue float64) (div float64, label string) {
 	case "binBps":
 		return binary("/s")
 	case "s":
-		if maxValue < 1 {
+		switch {
+		case maxValue >= 1:
+			return 1, "seconds"
+		case maxValue >= 1e-3:
 			return 1e-3, "ms"
+		case maxValue >= 1e-6:
+			return 1e-6, "µs"
+		default:
+			return 1e-9, "ns"
 		}
-		return 1, "seconds"
 	case "percentunit":
 		return 0.01, "%"
 	case "wps":
@@ -268,6 +274,8 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		}
 		pl.Y.Label.Text = "region (guest-physical address)"
 		pl.Title.Text += " (blue: few, red: many)"
+	case p.Type == "table":
+		addTable(pl, series)
 	case p.Type == "state-timeline" && len(series) > 1:
 		// A row per state, coloured while the series is present.
 		if err := addHeatmap(pl, series, 1); err != nil {
@@ -298,6 +306,8 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		if len(series) > 8 {
 			pl.Title.Text += fmt.Sprintf(" (%d series, 8 in the legend)", len(series))
 		}
+		// Room above the lines for the legend.
+		pl.Y.Max = maxValue / div * (1 + 0.12*float64(min(len(series), 8)))
 	}
 	img := vgimg.NewWith(vgimg.UseWH(8*vg.Inch, 3*vg.Inch), vgimg.UseDPI(96))
 	pl.Draw(draw.New(img))
@@ -310,6 +320,28 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		return err
 	}
 	return f.Close()
+}
+
+// addTable lists each series of a table panel, as Grafana's table shows
+// them: its labels and its latest value.
+func addTable(pl *plot.Plot, series []namedSeries) {
+	pl.HideAxes()
+	pl.X.Min, pl.X.Max = 0, 1
+	pl.Y.Min, pl.Y.Max = 0, float64(len(series)+1)
+	var xys plotter.XYs
+	var text []string
+	for i, s := range series {
+		xys = append(xys, plotter.XY{X: 0, Y: float64(len(series) - i)})
+		text = append(text, fmt.Sprintf("%s = %g", s.name, s.Values[len(s.Values)-1]))
+	}
+	labels, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: text})
+	if err != nil {
+		return
+	}
+	for i := range labels.TextStyle {
+		labels.TextStyle[i].Font.Size = vg.Points(9)
+	}
+	pl.Add(labels)
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
@@ -370,6 +402,7 @@ func addHeatmap(pl *plot.Plot, series []namedSeries, div float64) error {
 	pal.SetMin(lo)
 	pal.SetMax(hi)
 	h := plotter.NewHeatMap(g, pal.Palette(64))
+	h.Min, h.Max = lo, hi
 	h.NaN = color.Transparent
 	pl.Add(h)
 	pl.Y.Tick.Marker = plot.ConstantTicks(ticks)
