@@ -17,6 +17,7 @@ type Options struct {
 	Bandwidth     uint64        // the link, bytes/s
 	DowntimeLimit time.Duration // default 300 ms
 	MaxRounds     int           // default the engine's
+	TargetRound   int           // throttle's; default the engine's
 	Start         uint64        // the workload epoch the migration starts at
 	Content       Mix           // default DefaultMix
 	// StateBytes is the vCPU and device state sent at the switch-over;
@@ -108,7 +109,7 @@ func Run(ctx context.Context, o Options, mode string) Result {
 		r.Timeline = append(r.Timeline, p)
 	}
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
-		MaxRounds: o.MaxRounds, Epoch: o.Workload.Epoch(), Clock: clock}
+		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Epoch: o.Workload.Epoch(), Clock: clock}
 	t0 := time.Now()
 	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, Observe: observe, ObserveEvery: o.Step})
 	r.Wall = time.Since(t0)

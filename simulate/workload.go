@@ -258,9 +258,11 @@ func sortPages(pages, scratch []uint64, limit uint64) []uint64 {
 	return scratch
 }
 
-// appendDistinct appends n distinct pseudo-random numbers below limit:
-// consecutive integers from a random start put through a bijection of
-// [0, 2^k) (k the bits of limit), walking the cycle past values ≥ limit.
+// appendDistinct appends n (≤ limit) distinct pseudo-random numbers below
+// limit: consecutive integers from a random start, modulo limit, put
+// through a bijection of [0, 2^k) (k the bits of limit), walking the cycle
+// past values ≥ limit. Each walk starts below limit, so it ends, and the
+// walks make a bijection of [0, limit).
 func appendDistinct(buf []uint64, n, limit, seed uint64) []uint64 {
 	if n == 0 {
 		return buf
@@ -270,9 +272,9 @@ func appendDistinct(buf []uint64, n, limit, seed uint64) []uint64 {
 	if limit == 1 {
 		return append(buf, 0)
 	}
-	start := seed & mask
+	start := seed % limit
 	for j := range n {
-		x := (start + j) & mask
+		x := (start + j) % limit
 		for {
 			x = permute(x, k, mask, seed)
 			if x < limit {

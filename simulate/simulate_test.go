@@ -1,0 +1,239 @@
+package simulate
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/migrator/mecom"
+	"github.com/pagecast/pagecast/trace"
+)
+
+func TestSyntheticEpochs(t *testing.T) {
+	const pages = 1 << 20
+	w, err := ParseSynthetic("hotset:hot=16384,p=0.8,rate=100k,seed=7", pages, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := w.Dirty(nil, 3)
+	if !slices.Equal(a, w.Dirty(nil, 3)) {
+		t.Fatal("epoch 3 differs between two calls")
+	}
+	if slices.Equal(a, w.Dirty(nil, 4)) {
+		t.Fatal("epochs 3 and 4 are the same")
+	}
+	if !slices.IsSorted(a) || len(slices.Compact(slices.Clone(a))) != len(a) {
+		t.Fatal("pages not ascending and distinct")
+	}
+	// 10 000 pages an epoch, 8 000 of them in the hot set; the other 2 000
+	// anywhere (a few of which land in the hot set too).
+	hot := 0
+	for _, p := range a {
+		if p >= pages {
+			t.Fatalf("page %d beyond the guest", p)
+		}
+		if p < 16384 {
+			hot++
+		}
+	}
+	if len(a) < 9950 || len(a) > 10000 || hot < 8000 || hot > 8100 {
+		t.Fatalf("%d pages, %d hot; want about 10000 and 8000", len(a), hot)
+	}
+	s, err := ParseSynthetic("sweep:rate=1000", 2500, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Dirty(nil, 2); len(got) != 1000 || got[0] != 0 || got[499] != 499 || got[500] != 2000 {
+		t.Fatalf("sweep epoch 2 wraps wrongly: %d pages, %v … %v", len(got), got[:3], got[len(got)-3:])
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for spec, want := range map[string]string{
+		"zipf":              "want hotset, uniform or sweep",
+		"hotset:hot=0":      "hot set of 0 pages",
+		"hotset:p=1.5":      "probability",
+		"uniform:hot=4":     "unknown parameter",
+		"uniform:rate=1G":   "more than the guest's",
+		"uniform:rate=fast": "pages per second",
+	} {
+		if _, err := ParseSynthetic(spec, 1<<16, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", spec, err, want)
+		}
+	}
+	for spec, want := range map[string]string{
+		"zero=1,blue=2": "unknown class",
+		"zero=-1":       "share",
+		"zero=0":        "no class",
+	} {
+		if _, err := ParseMix(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("mix %s: %v, want %q", spec, err, want)
+		}
+	}
+}
+
+func TestContents(t *testing.T) {
+	m, err := ParseMix("zero=2,text=1,random=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newContents(m, 1<<16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n [4]int
+	for g := range uint64(1 << 16) {
+		page := c.Page(g)
+		cl := mecom.Classify(page)
+		if c.Zero(g) != (cl == mecom.Zero) {
+			t.Fatalf("page %d: Zero %v, but it classifies as %s", g, c.Zero(g), cl)
+		}
+		n[cl]++
+	}
+	if n[mecom.Zero] < 32000 || n[mecom.Zero] > 33500 || n[mecom.Repeat] != 0 || n[mecom.LowEntropy] < 16000 || n[mecom.LowEntropy] > 16800 {
+		t.Fatalf("classes %v for mix %s", n, m)
+	}
+	for g := range uint64(1 << 16) {
+		c.write(g)
+		if c.Zero(g) {
+			t.Fatalf("page %d still zero once written", g)
+		}
+	}
+	mem := make([]byte, 8*mecom.PageSize)
+	copy(mem[mecom.PageSize:], c.samples[mecom.HighEntropy][0])
+	if got := MeasureMix(mem, 1); got != (Mix{7.0 / 8, 0, 0, 1.0 / 8}) {
+		t.Fatalf("MeasureMix: %v", got)
+	}
+}
+
+// idle is a workload that writes nothing.
+func idle(pages uint64, epochs int) *Trace {
+	w, err := NewTrace("idle", trace.Meta{MemoryBytes: pages * 4096, PageSize: 4096, Epoch: 100 * time.Millisecond},
+		[]trace.Epoch{{Index: 0}, {Index: uint64(epochs - 1)}})
+	if err != nil {
+		panic(err)
+	}
+	return w
+}
+
+// TestIdleGuest: a guest that writes nothing goes in one round, each page
+// once, at the link's rate; every mode agrees.
+func TestIdleGuest(t *testing.T) {
+	const pages = 4096
+	w := idle(pages, 10)
+	mix, _ := ParseMix("zero=1,random=1")
+	for _, mode := range []string{"precopy", "predictive", "throttle", "tsmc"} {
+		r := Run(context.Background(), Options{Workload: w, Bandwidth: 8 << 20, Content: mix, StateBytes: 1000}, mode)
+		if r.Err != nil {
+			t.Fatal(mode, r.Err)
+		}
+		i := r.Info
+		sent := i.RAM.Normal + i.RAM.Duplicate
+		if sent != pages || i.RAM.PostcopyRequests != 0 || i.CPUThrottlePercentage != 0 {
+			t.Fatalf("%s: %d pages sent (%d normal), %d pulled, throttle %d%%", mode, sent, i.RAM.Normal, i.RAM.PostcopyRequests, i.CPUThrottlePercentage)
+		}
+		// About half the pages are random (4104 bytes on the wire each);
+		// zero runs cost little.
+		if min, max := i.RAM.Normal*(4096+8), i.RAM.Normal*(4096+8)+pages*40+2000; i.RAM.Transferred < min || i.RAM.Transferred > max {
+			t.Fatalf("%s: %d bytes for %d whole pages", mode, i.RAM.Transferred, i.RAM.Normal)
+		}
+		want := time.Duration(float64(i.RAM.Transferred) / (8 << 20) * float64(time.Second))
+		if mode == "predictive" {
+			want += 5 * 100 * time.Millisecond // it watches the guest for five epochs first
+		}
+		if got := time.Duration(i.TotalTime) * time.Millisecond; got < want-2*time.Millisecond || got > want+2*time.Millisecond {
+			t.Fatalf("%s: %v for %d bytes at 8 MiB/s, want %v", mode, got, i.RAM.Transferred, want)
+		}
+	}
+}
+
+// TestModesOnAHotSet: on a hot set larger than the downtime limit lets
+// the link move, plain pre-copy runs into the round cap; throttle slows the
+// guest until it converges; TSMC sends everything once and pulls what the
+// guest touches before the push gets there; MECOM sends fewer bytes.
+func TestModesOnAHotSet(t *testing.T) {
+	const pages = 1 << 15 // 128 MiB
+	// 20 000 pages/s (80 MB/s) against a 32 MiB/s link: pre-copy cannot
+	// converge, since the 4000-page hot set is rewritten every round.
+	w, err := ParseSynthetic("hotset:hot=4000,p=0.95,rate=20000", pages, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Workload: w, Bandwidth: 32 << 20, DowntimeLimit: 100 * time.Millisecond, MaxRounds: 10}
+	res := map[string]migrator.Info{}
+	for _, mode := range []string{"precopy", "throttle", "tsmc", "mecom"} {
+		r := Run(context.Background(), o, mode)
+		if r.Err != nil {
+			t.Fatal(mode, r.Err)
+		}
+		res[mode] = r.Info
+		t.Logf("%s: %d ms, downtime %d ms, %d bytes, rounds %v, throttle %d%%, pulled %d", mode, r.Info.TotalTime, r.Info.Downtime,
+			r.Info.RAM.Transferred, r.Info.Pagecast.RoundPages, r.Info.CPUThrottlePercentage, r.Info.RAM.PostcopyRequests)
+	}
+	if p := res["precopy"]; p.Pagecast.Round < 10 || p.Downtime < 300 {
+		t.Errorf("precopy converged: %d rounds, downtime %d ms", p.Pagecast.Round, p.Downtime)
+	}
+	if th := res["throttle"]; th.CPUThrottlePercentage == 0 || th.Downtime > 130 || th.Pagecast.Round >= 10 {
+		t.Errorf("throttle: %d%%, downtime %d ms, %d rounds", th.CPUThrottlePercentage, th.Downtime, th.Pagecast.Round)
+	}
+	ts := res["tsmc"]
+	if ts.RAM.PostcopyRequests == 0 || ts.Pagecast.Round != 2 || ts.Pagecast.RoundPages[0] != pages {
+		t.Errorf("tsmc: rounds %v, pulled %d", ts.Pagecast.RoundPages, ts.RAM.PostcopyRequests)
+	}
+	if ts.RAM.Transferred > 2*pages*4200 {
+		t.Errorf("tsmc sent %d bytes: a page crosses at most twice", ts.RAM.Transferred)
+	}
+	// MECOM picks codecs by their measured CPU cost against the link, so
+	// it compresses less under the race detector (0.72× here) than
+	// without (0.34×).
+	if m, p := res["mecom"], res["precopy"]; m.RAM.Transferred >= p.RAM.Transferred*4/5 {
+		t.Errorf("mecom %d bytes, precopy %d", m.RAM.Transferred, p.RAM.Transferred)
+	}
+}
+
+// TestReplay: a trace shorter than the migration starts over, and the
+// result says how often.
+func TestReplay(t *testing.T) {
+	r := Run(context.Background(), Options{Workload: idle(1<<14, 5), Bandwidth: 8 << 20}, "precopy")
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	// 64 MiB, about half of it not zero, at 8 MiB/s: about 4 s, eight
+	// laps of a 0.5 s trace.
+	if r.Replays < 6 || r.Replays > 9 {
+		t.Fatalf("%d replays in %d ms", r.Replays, r.Info.TotalTime)
+	}
+}
+
+func TestImpossible(t *testing.T) {
+	w := idle(1024, 10)
+	for _, tc := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{Workload: w}, "bandwidth 0"},
+		{Options{Workload: w, Bandwidth: 1 << 20, DowntimeLimit: time.Millisecond}, "less than one 4096-byte page"},
+		{Options{Workload: w, Bandwidth: 1 << 20, Start: 10}, "has 10 epochs"},
+	} {
+		r := Run(context.Background(), tc.o, "precopy")
+		if r.Err == nil || !strings.Contains(r.Err.Error(), tc.want) || strings.Contains(r.Err.Error(), "\n") {
+			t.Errorf("%+v: %v, want one line with %q", tc.o, r.Err, tc.want)
+		}
+	}
+}
+
+func TestCancel(t *testing.T) {
+	w, err := ParseSynthetic("uniform:rate=1000", 1<<20, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := Run(ctx, Options{Workload: w, Bandwidth: 1 << 20}, "precopy")
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "cancelled") {
+		t.Fatalf("cancelled simulation: %v", r.Err)
+	}
+}
