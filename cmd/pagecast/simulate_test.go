@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pagecast/pagecast/migrator"
+)
+
+const simTrace = "../../predictor/testdata/hotset.pct" // 16 MiB pagecast guest, 60 epochs of 250 ms
+
+// TestSimulateCLI: every mode gets its row, the comparison with pre-copy
+// its line, and --plot its picture; a trace shorter than the migration is
+// replayed and the table says so.
+func TestSimulateCLI(t *testing.T) {
+	dir := t.TempDir()
+	stdout, stderr, err := runApp(t, "simulate", "--trace", simTrace, "--bandwidth", "1MiB/s", "--mode", "all", "--plot", dir)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	t.Log("\n" + stdout)
+	for _, mode := range allModes {
+		if !containsRow(stdout, mode) {
+			t.Errorf("no row for %s", mode)
+		}
+		if !strings.Contains(stderr, "simulating "+mode+" …") {
+			t.Errorf("no progress line for %s in %q", mode, stderr)
+		}
+	}
+	if !strings.Contains(stdout, "against precopy: predictive ") {
+		t.Error("no comparison with pre-copy")
+	}
+	// 16 MiB at 1 MiB/s takes longer than the trace's 15 s.
+	if !strings.Contains(stdout, "ended before the migration did and was replayed from its start: precopy ") {
+		t.Error("the table does not say the trace was replayed")
+	}
+	png, err := os.ReadFile(filepath.Join(dir, "timeline.png"))
+	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("timeline.png: %v", err)
+	}
+
+	stdout, _, err = runApp(t, "simulate", "--trace", simTrace, "--bandwidth", "64MiB/s", "--mode", "precopy,tsmc", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []simulation
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatalf("%v in %s", err, stdout)
+	}
+	if len(out) != 2 || out[0].Mode != "precopy" || out[1].Mode != "tsmc" || out[0].Info == nil ||
+		out[0].Info.Status != migrator.StatusCompleted || out[0].Info.RAM.Total != 16<<20 || out[0].Replays != 0 {
+		t.Fatalf("json: %s", stdout)
+	}
+}
+
+// containsRow reports whether the table has a row starting with mode.
+func containsRow(table, mode string) bool {
+	for line := range strings.SplitSeq(table, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[0] == mode {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSimulateInputs: CSV traces and synthetic workloads run; bad ones and
+// impossible parameters get one line each.
+func TestSimulateInputs(t *testing.T) {
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "t.csv")
+	if err := os.WriteFile(csv, []byte("epoch,page\n0,1\n0,2\n1,2\n2,3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	corrupt := filepath.Join(dir, "bad.pct")
+	if err := os.WriteFile(corrupt, []byte("PCTRACE\x00 not a trace at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string // in stdout if ok, else in the error
+		ok   bool
+	}{
+		{[]string{"--trace", csv, "--memory", "64M", "--mode", "precopy"}, "t.csv: 64.0 MiB guest", true},
+		{[]string{"--synthetic", "hotset:hot=1G,rate=100k", "--memory", "64G", "--bandwidth", "10Gbit/s", "--mode", "precopy,throttle"}, "hotset:hot=1G,rate=100k: 64.00 GiB guest, 1.16 GiB/s link", true},
+		{[]string{"--trace", simTrace, "--bandwidth", "0"}, "--bandwidth 0: a migration needs a link that moves bytes", false},
+		{[]string{"--trace", simTrace, "--bandwidth", "0MiB/s"}, "a migration needs a link that moves bytes", false},
+		{[]string{"--trace", simTrace, "--downtime-limit", "1us"}, "less than one 4096-byte page, so no migration can meet it", false},
+		{[]string{"--trace", simTrace, "--start", "60"}, "start at epoch 60, but the workload has 60 epochs", false},
+		{[]string{"--trace", simTrace, "--mode", "precopy,warp"}, `--mode: migration mode "warp"`, false},
+		{[]string{"--trace", simTrace, "--content", "zero=1,blue=1"}, "unknown class", false},
+		{[]string{"--trace", corrupt}, "bad.pct", false},
+		{[]string{"--trace", csv}, "is a CSV trace: give the guest's size with --memory", false},
+		{[]string{"--synthetic", "hotset"}, "--synthetic needs --memory", false},
+		{[]string{"--synthetic", "hotset:hot=8G", "--memory", "1G"}, "hot set of 2097152 pages in a guest of 262144", false},
+		{[]string{}, "no workload: give --trace FILE or --synthetic SPEC", false},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			stdout, _, err := runApp(t, append([]string{"simulate"}, tc.args...)...)
+			if tc.ok {
+				if err != nil || !strings.Contains(stdout, tc.want) {
+					t.Fatalf("err %v, stdout %s", err, stdout)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err %v, want one line with %q", err, tc.want)
+			}
+		})
+	}
+}
