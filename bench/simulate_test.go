@@ -31,10 +31,7 @@ func BenchmarkSimulate1TiB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Not tsmc: its stage-2 dirty bitmap goes in one wire record, which
-	// holds the bitmap of at most 32 GiB (8 Mi pages); the engine refuses
-	// a larger guest ("bitmap record: … do not fit"), live or simulated.
-	for _, mode := range []string{"precopy", "throttle", "mecom", "predictive"} {
+	for _, mode := range []string{"precopy", "throttle", "tsmc", "mecom", "predictive"} {
 		b.Run(mode, func(b *testing.B) {
 			runtime.GC()
 			resetPeakRSS(b)

@@ -117,8 +117,9 @@ type Contents interface {
 	// Zero reports whether page gfn is all zero bytes.
 	Zero(gfn uint64) bool
 	// Page returns page gfn's PageSize bytes, to be compressed. It is
-	// called from several goroutines at once; what it returns is only
-	// read.
+	// called from several goroutines at once. What it returns never
+	// changes, and one buffer may stand for many pages: the compressor
+	// codes each buffer once (mecom.Encoder.Memoize).
 	Page(gfn uint64) []byte
 }
 

@@ -139,6 +139,7 @@ type receiver struct {
 	normal, zero uint64
 	mode         string
 	dirty        *bitmap.Bitmap // TSMC: the stage-2 dirty bitmap
+	dirtyWords   bitmapChunks   // how much of dirty has arrived
 	pulled       uint64         // TSMC: pages asked for because the guest touched them
 	pushed       uint64         // TSMC: pages filled in stage 3
 }
@@ -222,10 +223,18 @@ func (rc *receiver) run() error {
 			d := Digest{ChunkBytes: rec.Digest.ChunkBytes, Sums: append([]uint32(nil), rec.Digest.Sums...)}
 			rc.digest = &d
 		case RecBitmap:
-			rc.dirty = bitmap.New(rc.pages)
-			copy(rc.dirty.Words(), rec.Bitmap)
+			if rc.dirty == nil {
+				rc.dirty = bitmap.New(rc.pages)
+			}
+			if err := rc.dirtyWords.add(rc.dirty.Words(), rec); err != nil {
+				return err
+			}
 		case RecEnd:
 			if rc.dirty != nil {
+				if rc.dirtyWords.have != uint64(len(rc.dirty.Words())) {
+					return fmt.Errorf("the source ended stage 2 with %d of the dirty bitmap's %d words sent: %w",
+						rc.dirtyWords.have, len(rc.dirty.Words()), ErrMalformed)
+				}
 				return rc.receiveTSMC(rc.dirty)
 			}
 			return rc.finish()

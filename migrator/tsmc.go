@@ -344,16 +344,23 @@ func (s *sender) resume(ctx context.Context, st *postcopyState) error {
 		conn.Close()
 		return err
 	}
-	rec, err := s.r.Next()
-	if err != nil || rec.Type != RecBitmap {
-		conn.Close()
-		if err == nil {
+	missing := make([]uint64, len(st.pending))
+	var chunks bitmapChunks
+	for chunks.have < uint64(len(missing)) {
+		rec, err := s.r.Next()
+		if err == nil && rec.Type != RecBitmap {
 			err = fmt.Errorf("expected the destination's missing pages, got a %s record", rec.Type)
 		}
-		return err
+		if err == nil {
+			err = chunks.add(missing, rec)
+		}
+		if err != nil {
+			conn.Close()
+			return err
+		}
 	}
 	left := uint64(0)
-	for i, w := range rec.Bitmap {
+	for i, w := range missing {
 		st.pending[i] = w
 		left += uint64(bits.OnesCount64(w))
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -29,9 +30,11 @@ import (
 //
 // Version 2 carries the guest's vCPU and device state as opaque bytes
 // (RecState, from Guest.SaveState) where version 1 had pagecast's vCPU
-// registers (RecVCPUs).
+// registers (RecVCPUs). Version 3 sends a dirty bitmap in chunks
+// (RecBitmap's first word and count), so that TSMC and post-copy recovery
+// work for guests over 32 GiB, whose bitmap is more than one record holds.
 const (
-	ProtocolVersion = 2
+	ProtocolVersion = 3
 	PageSize        = 4096
 	MaxBatch        = 256 // pages per RecPages or RecCompressed record
 	// MaxPayload is the largest legal payload: a full RecPages batch, or a
@@ -75,7 +78,7 @@ const (
 	RecAbort    RecordType = 12 // either way: UTF-8 reason
 	// TSMC (three-stage copy): the stage-2 dirty bitmap, and the
 	// destination's requests for pages its guest touched before they came.
-	RecBitmap  RecordType = 13 // count uint32, count × uint64 bitmap words (page g is bit g%64 of word g/64); count = ceil(pages/64)
+	RecBitmap  RecordType = 13 // first uint32, count uint32, count × uint64 bitmap words first… (page g is bit g%64 of word g/64); chunks in order cover ceil(pages/64) words
 	RecRequest RecordType = 14 // destination→source: count uint32, count × gfn uint64; 1 ≤ count ≤ MaxBatch
 	// MECOM: a batch of pages compressed by package mecom.
 	RecCompressed RecordType = 15 // count uint32, count × gfn uint64, then the mecom batch (to the end)
@@ -253,16 +256,34 @@ func (w *Writer) Pages(gfns []uint64, mem []byte) error {
 	return w.record(RecPages, p)
 }
 
-// Bitmap encodes the stage-2 dirty bitmap (words of bitmap.Bitmap.Words).
+// maxBitmapWords is the most bitmap words one RecBitmap record carries:
+// 32 GiB of guest memory.
+const maxBitmapWords = (MaxPayload - 8) / 8
+
+// Bitmap encodes a whole dirty bitmap (words of bitmap.Bitmap.Words), in
+// as many RecBitmap records as it takes, in order.
 func (w *Writer) Bitmap(words []uint64) error {
-	if 4+8*len(words) > MaxPayload {
-		return fmt.Errorf("bitmap record: %d words do not fit in a record", len(words))
+	if uint64(len(words)) > math.MaxUint32 {
+		return fmt.Errorf("bitmap record: %d words", len(words))
 	}
-	p := binary.LittleEndian.AppendUint32(w.buf[:0], uint32(len(words)))
-	for _, v := range words {
-		p = binary.LittleEndian.AppendUint64(p, v)
+	for first := 0; first == 0 || first < len(words); first += maxBitmapWords {
+		chunk := words[first:min(len(words), first+maxBitmapWords)]
+		p := binary.LittleEndian.AppendUint32(w.buf[:0], uint32(first))
+		p = binary.LittleEndian.AppendUint32(p, uint32(len(chunk)))
+		if w.weigh != nil {
+			if err := w.weighed(RecBitmap, len(p)+8*len(chunk)); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, v := range chunk {
+			p = binary.LittleEndian.AppendUint64(p, v)
+		}
+		if err := w.record(RecBitmap, p); err != nil {
+			return err
+		}
 	}
-	return w.record(RecBitmap, p)
+	return nil
 }
 
 // Request encodes the destination's request for pages gfns (1 to
@@ -456,7 +477,8 @@ type Record struct {
 	Digest       Digest     // RecDigest
 	OK           bool       // RecVerified
 	Text         string     // RecRefuse, RecAbort, RecVerified reason
-	Bitmap       []uint64   // RecBitmap (allocated afresh)
+	Bitmap       []uint64   // RecBitmap: words BitmapFirst… of the bitmap (allocated afresh)
+	BitmapFirst  uint64     // RecBitmap
 	Coded        []byte     // RecCompressed: the mecom batch for GFNs (reused like Data)
 	State        StateChunk // RecState
 }
@@ -613,7 +635,7 @@ func (r *Reader) decode(p []byte) (*Record, error) {
 	case RecDigest:
 		rec.Digest, err = r.decodeDigest(p)
 	case RecBitmap:
-		rec.Bitmap, err = r.decodeBitmap(p)
+		rec.BitmapFirst, rec.Bitmap, err = r.decodeBitmap(p)
 	case RecRequest:
 		rec.GFNs, _, err = r.decodeGFNs(rec.GFNs, p, false)
 	case RecCompressed:
@@ -807,22 +829,42 @@ func (r *Reader) decodeDigest(p []byte) (Digest, error) {
 	return d, nil
 }
 
-func (r *Reader) decodeBitmap(p []byte) ([]uint64, error) {
+func (r *Reader) decodeBitmap(p []byte) (uint64, []uint64, error) {
 	if err := r.afterHandshake(); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	want := (r.pages + 63) / 64
-	if len(p) < 4 || binary.LittleEndian.Uint32(p) != uint32(want) || uint64(len(p)) != 4+8*want {
-		return nil, r.malformed("%d-byte payload, want %d words for %d pages", len(p), want, r.pages)
+	if len(p) < 8 {
+		return 0, nil, r.malformed("%d-byte payload, too short for first word and count", len(p))
 	}
-	words := make([]uint64, want)
+	first, count := uint64(binary.LittleEndian.Uint32(p)), uint64(binary.LittleEndian.Uint32(p[4:]))
+	if count == 0 || first+count > want || uint64(len(p)) != 8+8*count {
+		return 0, nil, r.malformed("%d-byte payload of words %d…+%d, want a whole chunk of the %d words for %d pages", len(p), first, count, want, r.pages)
+	}
+	words := make([]uint64, count)
 	for i := range words {
-		words[i] = binary.LittleEndian.Uint64(p[4+8*i:])
+		words[i] = binary.LittleEndian.Uint64(p[8+8*i:])
 	}
-	if extra := r.pages % 64; extra != 0 && words[want-1]>>extra != 0 {
-		return nil, r.malformed("bitmap marks pages beyond the %d pages of guest memory", r.pages)
+	if extra := r.pages % 64; extra != 0 && first+count == want && words[count-1]>>extra != 0 {
+		return 0, nil, r.malformed("bitmap marks pages beyond the %d pages of guest memory", r.pages)
 	}
-	return words, nil
+	return first, words, nil
+}
+
+// bitmapChunks assembles a bitmap sent in RecBitmap records, which come
+// in order.
+type bitmapChunks struct {
+	have uint64 // words received
+}
+
+// add copies rec's words into words.
+func (b *bitmapChunks) add(words []uint64, rec *Record) error {
+	if rec.BitmapFirst != b.have || rec.BitmapFirst+uint64(len(rec.Bitmap)) > uint64(len(words)) {
+		return fmt.Errorf("bitmap chunk of words %d…+%d after %d of %d words: %w", rec.BitmapFirst, len(rec.Bitmap), b.have, len(words), ErrMalformed)
+	}
+	copy(words[rec.BitmapFirst:], rec.Bitmap)
+	b.have += uint64(len(rec.Bitmap))
+	return nil
 }
 
 // decodeGFNs reads a count and that many page numbers; with rest, the

@@ -233,14 +233,14 @@ func TestWireHelloCheck(t *testing.T) {
 	}{
 		{"same", local, ""},
 		{"mode ignored", other(func(h *Hello) { h.Mode = "precopy" }), ""},
-		{"version", other(func(h *Hello) { h.Version = 1 }), "protocol version 1 at the source, 2 here"},
+		{"version", other(func(h *Hello) { h.Version = 1 }), "protocol version 1 at the source, 3 here"},
 		{"page size", other(func(h *Hello) { h.PageSize = 8192 }), "page size 8192 bytes at the source, 4096 here"},
 		{"memory", other(func(h *Hello) { h.MemoryBytes = 128 << 20 }), "memory 128 MiB at the source, 1 MiB here"},
 		{"odd memory", other(func(h *Hello) { h.MemoryBytes = 12345 }), "memory 12345 bytes at the source, 1 MiB here"},
 		{"vcpus", other(func(h *Hello) { h.VCPUs = 4 }), "4 vcpus at the source, 2 here"},
 		{"image", other(func(h *Hello) { h.Image[0] = 0xab; h.Image[1] = 0x12 }), "guest image differs (sha256 ab12a2a3… at the source, a0a1a2a3… here)"},
 		{"all", other(func(h *Hello) { h.Version = 1; h.MemoryBytes = 128 << 20; h.Image[31] = 0 }),
-			"protocol version 1 at the source, 2 here; memory 128 MiB at the source, 1 MiB here; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… here)"},
+			"protocol version 1 at the source, 3 here; memory 128 MiB at the source, 1 MiB here; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… here)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.hello.Check(local)
@@ -303,9 +303,9 @@ func TestWireReaderMalformed(t *testing.T) {
 	longMode := append([]byte(nil), helloPayload...)
 	longMode[58] = 65
 	longMode = append(longMode, strings.Repeat("m", 65-len(recTestHello().Mode))...)
-	v3 := append([]byte(nil), helloPayload...)
-	v3[8] = 3
-	v3 = append(v3, 0)
+	v4 := append([]byte(nil), helloPayload...)
+	v4[8] = 4
+	v4 = append(v4, 0)
 	huge := make([]byte, wireHeaderSize)
 	huge[0] = byte(RecPages)
 	binary.LittleEndian.PutUint32(huge[4:], MaxPayload+1)
@@ -328,7 +328,7 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"hello short", recFrame(RecHello, 0, 0, helloPayload[:20]), "20-byte payload, want at least 59"},
 		{"hello mode too long", recFrame(RecHello, 0, 0, longMode), "mode of 65 bytes, more than 64"},
 		{"hello length", recFrame(RecHello, 0, 0, append(append([]byte(nil), helloPayload...), 0)), "70-byte payload, want 69 for a 10-byte mode"},
-		{"hello other version", recFrame(RecHello, 0, 0, v3), "(protocol version 3 at the source, 2 here)"},
+		{"hello other version", recFrame(RecHello, 0, 0, v4), "(protocol version 4 at the source, 3 here)"},
 		{"hello mode utf-8", recFrame(RecHello, 0, 0, append(append(append([]byte(nil), helloPayload[:58]...), 1), 0xff)), "not valid UTF-8"},
 
 		{"pages before handshake", recFrame(RecPages, 0, 0, pagesPayload(1, 0)), "before the handshake"},
@@ -914,5 +914,47 @@ func TestWireStateChunks(t *testing.T) {
 				t.Fatalf("got %v, want a malformed stream: %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestBitmapChunks: a bitmap larger than a record goes in chunks, in
+// order, that the reader checks and bitmapChunks puts back together; a
+// chunk out of order is refused.
+func TestBitmapChunks(t *testing.T) {
+	words := make([]uint64, 2*maxBitmapWords+5)
+	for i := range words {
+		words[i] = uint64(i)*0x9E3779B97F4A7C15 + 1
+	}
+	pages := uint64(len(words))*64 - 3
+	words[len(words)-1] &= 1<<61 - 1 // the last 3 bits would be beyond memory
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	if err := w.Bitmap(words); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(bytes.NewReader(out.Bytes()))
+	r.SetLimits(pages)
+	got := make([]uint64, len(words))
+	var recs []Record
+	var b bitmapChunks
+	for b.have < uint64(len(words)) {
+		rec, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, *rec)
+		if err := b.add(got, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(recs) != 3 || !reflect.DeepEqual(got, words) {
+		t.Fatalf("%d records; bitmap equal: %v", len(recs), reflect.DeepEqual(got, words))
+	}
+	var again bitmapChunks
+	if err := again.add(make([]uint64, len(words)), &recs[1]); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a chunk out of order: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
@@ -192,6 +193,10 @@ type worker struct {
 	// seen counts pages per class over the worker's life; it paces the
 	// sampling of codecs not chosen.
 	seen [numClasses]uint64
+
+	// Set by Memoize: codings and classes by buffer.
+	memo    map[memoKey]memoEntry
+	classes map[*byte]Class
 }
 
 func newWorker() *worker {
@@ -229,12 +234,16 @@ func (w *worker) encode(dst []byte, gfns []uint64, pageOf func(uint64) []byte) [
 	for _, gfn := range gfns {
 		page := pageOf(gfn)
 		start := len(dst)
-		class := Classify(page)
+		class := w.classify(page)
 		var sent Codec
 		switch class {
 		case Zero:
 			dst, sent = appendHeader(dst, ZeroMarker, 0), ZeroMarker
 		case Repeat:
+			if w.memo != nil {
+				dst, sent, _ = w.memoCoded(dst, page, Words)
+				break
+			}
 			dst, sent = w.appendCoded(dst, page, Words)
 		default:
 			codec := w.pick(class)
@@ -245,9 +254,14 @@ func (w *worker) encode(dst []byte, gfns []uint64, pageOf func(uint64) []byte) [
 			// Room first, so that the time taken is the codec's and not
 			// that of growing dst.
 			dst = slices.Grow(dst, maxCoded)
-			t0 := time.Now()
-			dst, sent = w.appendCoded(dst, page, codec)
-			cpu := time.Since(t0).Seconds()
+			var cpu float64
+			if w.memo != nil {
+				dst, sent, cpu = w.memoCoded(dst, page, codec)
+			} else {
+				t0 := time.Now()
+				dst, sent = w.appendCoded(dst, page, codec)
+				cpu = time.Since(t0).Seconds()
+			}
 			bytes := float64(len(dst) - start)
 			w.model.est[class][codec].observe(bytes, cpu)
 			w.tally[class][codec].add(bytes, cpu)
@@ -259,6 +273,63 @@ func (w *worker) encode(dst []byte, gfns []uint64, pageOf func(uint64) []byte) [
 		w.stats.ByCodec[sent]++
 	}
 	return dst
+}
+
+// classify is Classify, remembered per buffer when memoizing.
+func (w *worker) classify(page []byte) Class {
+	if w.memo == nil {
+		return Classify(page)
+	}
+	p := unsafe.SliceData(page)
+	if c, ok := w.classes[p]; ok {
+		return c
+	}
+	c := Classify(page)
+	w.classes[p] = c
+	return c
+}
+
+// memoCoded appends page coded with codec as appendCoded does, coding each
+// buffer once per codec and reusing the bytes, the codec sent and the CPU
+// time the coding took.
+func (w *worker) memoCoded(dst, page []byte, codec Codec) ([]byte, Codec, float64) {
+	key := memoKey{unsafe.SliceData(page), codec}
+	if m, ok := w.memo[key]; ok {
+		return append(dst, m.coded...), m.sent, m.cpu
+	}
+	start := len(dst)
+	t0 := time.Now()
+	dst, sent := w.appendCoded(dst, page, codec)
+	m := memoEntry{coded: slices.Clone(dst[start:]), sent: sent, cpu: time.Since(t0).Seconds()}
+	w.memo[key] = m
+	return dst, m.sent, m.cpu
+}
+
+type memoKey struct {
+	page  *byte
+	codec Codec
+}
+
+type memoEntry struct {
+	coded []byte
+	sent  Codec
+	cpu   float64
+}
+
+// Memoize tells e that the pages it codes are drawn from a small set of
+// buffers whose contents never change, as the simulator's sample pages
+// are: each buffer is then classified and coded once per codec, and the
+// result — its bytes, and the CPU time the coding took — reused for every
+// later page that is the same buffer. The codec choice sees the same
+// observations as if each page had been coded afresh. Call it before the
+// first Encode.
+func (e *Encoder) Memoize() {
+	e.encodeMu.Lock()
+	defer e.encodeMu.Unlock()
+	for _, w := range e.workers {
+		w.memo = map[memoKey]memoEntry{}
+		w.classes = map[*byte]Class{}
+	}
 }
 
 // pick returns the codec to try on the next page of class: a candidate

@@ -783,3 +783,52 @@ func TestDecodeAllocations(t *testing.T) {
 		t.Errorf("%d bytes allocated per hostile decode, want ≤ %d", per, 4*PageSize)
 	}
 }
+
+// TestMemoize: with Memoize, pages that are the same few buffers still
+// decode to their contents, however often each buffer recurs.
+func TestMemoize(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var bufs [][]byte
+	for i := range 6 {
+		p := make([]byte, PageSize)
+		switch i % 3 {
+		case 0: // text
+			for j := range p {
+				p[j] = "abcdefgh ij"[rng.IntN(11)]
+			}
+		case 1: // runs of a word
+			for j := 0; j < PageSize; j += 4 {
+				p[j] = byte(j / 1024)
+			}
+		default: // random
+			for j := range p {
+				p[j] = byte(rng.Uint32())
+			}
+		}
+		bufs = append(bufs, p)
+	}
+	e := NewEncoder(2)
+	e.Memoize()
+	gfns := make([]uint64, 256)
+	for i := range gfns {
+		gfns[i] = uint64(i)
+	}
+	page := func(g uint64) []byte { return bufs[g*7%uint64(len(bufs))] }
+	for range 3 {
+		coded, err := e.EncodeFrom(nil, gfns, 256, page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = Decode(coded, len(gfns), func(i int, data []byte) {
+			if !bytes.Equal(data, page(gfns[i])) {
+				t.Fatalf("page %d decodes to other bytes", i)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := e.Stats(); st.Pages[LowEntropy]+st.Pages[Repeat]+st.Pages[HighEntropy] != 3*256 {
+		t.Fatalf("stats %+v", st)
+	}
+}
