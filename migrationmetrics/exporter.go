@@ -165,7 +165,7 @@ var (
 	descDirtyRate = prometheus.NewDesc("pagecast_migration_dirty_memory_rate_bytes_per_second",
 		"Rate at which the guest dirtied memory over the latest round (query-migrate ram.dirty-pages-rate times ram.page-size); present once a round has measured it.", labels, nil)
 	descTransferRate = prometheus.NewDesc("pagecast_migration_memory_transfer_rate_bytes_per_second",
-		"Rate at which memory is sent (query-migrate ram.mbps in bytes per second).", labels, nil)
+		"Rate at which memory is sent (query-migrate ram.mbps in bytes per second: pagecast's engine's mean since the migration began, QEMU's over its latest period).", labels, nil)
 	descBandwidth = prometheus.NewDesc("pagecast_migration_bandwidth_limit_bytes_per_second",
 		"Link cap of the migration (--bandwidth; QEMU's max-bandwidth); absent when there is none.", labels, nil)
 	descSyncs = prometheus.NewDesc("pagecast_migration_dirty_syncs_total",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dashboard-pictures.sh — the README's dashboard pictures from a real run,
 # without Grafana: a Prometheus (Debian package prometheus) on loopback
-# scrapes pagecast profile of a QEMU guest (TCG where there is no KVM),
+# scrapes pagecast profile of a 128 MiB QEMU guest (TCG where there is no KVM),
 # pagecast predict serve --replay of the trace it recorded, and pagecast
 # migrate --metrics of the guest; then pagecast report renders every panel
 # of every dashboard as PNG into OUT, each dashboard over the time its
@@ -39,14 +39,15 @@ scrape_configs:
 CFG
 prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/tsdb" --web.listen-address="$prom" --log.level=warn &
 pids+=($!)
-"$pc" --log-level warn vm run --monitor qemu --memory 64M --workload hotset:hot=1024,p=0.95,delay=25000 --qmp "unix:$dir/src.sock" >"$dir/src.log" &
+"$pc" --log-level warn vm run --monitor qemu --memory 128M --workload hotset:hot=1024,p=0.95,delay=25000 --qmp "unix:$dir/src.sock" >"$dir/src.log" &
 pids+=($!)
-"$pc" --log-level warn vm run --monitor qemu --memory 64M --incoming "tcp:$incoming" --qmp "unix:$dir/dst.sock" >"$dir/dst.log" &
+"$pc" --log-level warn vm run --monitor qemu --memory 128M --incoming "tcp:$incoming" --qmp "unix:$dir/dst.sock" >"$dir/dst.log" &
 pids+=($!)
 until grep -q "guest up" "$dir/src.log"; do sleep 0.2; done
 iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
 t0=$(date +%s)
 "$pc" --log-level warn profile --qmp "unix:$dir/src.sock" --duration 20s --epoch 500ms --out "$dir/hotset.pct" --metrics "$profile" --quiet
+s0=$(date +%s)
 "$pc" --log-level warn predict serve --trace "$dir/hotset.pct" --replay --listen "$serve" >/dev/null &
 pids+=($!)
 sleep 10
@@ -59,7 +60,7 @@ t1=$(date +%s)
 report() { # report DASHBOARD FROM TO
 	"$pc" report --prometheus "http://$prom" --dashboard "$1" --from "$(iso "$2")" --to "$(iso "$3")" --step 1s --scrape-interval 1s --out "$out"
 }
-report dirtying "$t0" "$t1"
+report dirtying "$((s0 - 1))" "$t1" # its profiler row has data from t0 to s0 only
 report profiler-health "$t0" "$m0"
 report migrations "$((m0 - 2))" "$((m1 + 3))"
 if [ -z "${1:-}" ]; then

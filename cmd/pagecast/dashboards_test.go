@@ -91,10 +91,11 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	promURL := startPrometheus(t, map[string]string{"pagecast-profile": profileAddr, "pagecast-predict": serveAddr, "pagecast-migrate": migrateAddr})
 	from := time.Now()
 	// A 4 MiB hot set that predictive defers within the 24 MiB/s link's
-	// budget, so that the migration converges in a few seconds.
-	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
+	// budget, so that the migration converges in a few seconds; 128 MiB so
+	// that its rounds last long enough for several scrapes.
+	src := startQEMURun(t, "--memory", "128M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
 	to := "tcp:" + freeAddr(t)
-	startQEMURun(t, "--memory", "64M", "--incoming", to)
+	startQEMURun(t, "--memory", "128M", "--incoming", to)
 	dir := t.TempDir()
 	tracePath := filepath.Join(dir, "hotset.pct")
 

@@ -299,6 +299,16 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 			line.Color = reportColors[i%len(reportColors)]
 			line.Width = vg.Points(1.5)
 			pl.Add(line)
+			if len(xy) < 3 { // too short a line to see: mark its points
+				points, err := plotter.NewScatter(xy)
+				if err != nil {
+					return err
+				}
+				points.Color = line.Color
+				points.Shape = draw.CircleGlyph{}
+				points.Radius = vg.Points(3)
+				pl.Add(points)
+			}
 			if i < 8 {
 				pl.Legend.Add(s.name, line)
 			}
