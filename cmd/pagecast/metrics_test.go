@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/internal/testutil"
+)
+
+// lastScrape GETs url every 200 ms, as a Prometheus would scrape it,
+// and returns the first body that matches done. With exited set it goes on
+// scraping until the process behind url has exited (at most 10 s more).
+// It gives up after a minute, returning the last body it read.
+func lastScrape(t *testing.T, url string, done *regexp.Regexp, exited <-chan struct{}) string {
+	t.Helper()
+	var last, matched string
+	deadline := time.Now().Add(time.Minute)
+	for ; time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if resp, err := http.Get(url); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = string(b)
+			if matched == "" && done.MatchString(last) {
+				matched = last
+				if exited == nil {
+					return matched
+				}
+				deadline = time.Now().Add(10 * time.Second)
+			}
+		}
+		select {
+		case <-exited:
+			if matched != "" {
+				return matched
+			}
+			return last
+		default:
+		}
+	}
+	if matched != "" {
+		return matched
+	}
+	return last
+}
+
+// TestMigrateMetricsQEMUEngine: pagecast migrate --metrics follows QEMU's
+// own migration through query-migrate, exports how it ended, and stops
+// serving once that has been scraped.
+func TestMigrateMetricsQEMUEngine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src := startQEMU(t, "hotset:delay=25000", "")
+	uri := freeTCP(t)
+	startQEMU(t, "hotset:delay=25000", uri)
+	addr := freeAddr(t)
+	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu",
+		"--metrics", addr, "--name", "q1", "--metrics-linger", "30s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	body := lastScrape(t, "http://"+addr+"/metrics", regexp.MustCompile(`pagecast_migration_succeeded\{[^}]*\} 1`), exited)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("pagecast migrate still runs long after its end was first scraped:\n%s", out.String())
+	}
+	if waitErr != nil {
+		t.Fatalf("pagecast migrate: %v\n%s", waitErr, out.String())
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`pagecast_migration_info\{engine="qemu",migration="[0-9T:.-]+Z",mode="precopy",vm="q1"\} 1`),
+		regexp.MustCompile(`pagecast_migration_status\{[^}]*status="completed"[^}]*\} 1`),
+		regexp.MustCompile(`pagecast_migration_data_total_bytes\{[^}]*\} 6\.7[0-9]*e\+07`), // 64 MiB and QEMU's other RAM blocks
+		regexp.MustCompile(`pagecast_migration_data_remaining_bytes\{[^}]*\} 0`),
+		regexp.MustCompile(`pagecast_migration_round\{[^}]*\} [1-9]`),
+		regexp.MustCompile(`pagecast_migration_downtime_seconds\{[^}]*\} `),
+		regexp.MustCompile(`pagecast_migration_end_time_seconds\{[^}]*\} `),
+		regexp.MustCompile(`pagecast_migration_failed\{[^}]*\} 0`),
+	} {
+		if !want.MatchString(body) {
+			t.Errorf("the last scrape lacks %s:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "pagecast_migration_deferred_pages") {
+		t.Error("deferred pages exported for QEMU's engine, which defers nothing")
+	}
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		check := exec.Command(promtool, "check", "metrics")
+		check.Stdin = strings.NewReader(body)
+		if msg, err := check.CombinedOutput(); err != nil || len(bytes.TrimSpace(msg)) > 0 {
+			t.Errorf("promtool check metrics: %v\n%s", err, msg)
+		}
+	}
+}
+
+// TestVMRunMetrics: pagecast vm run --metrics exports the migrations out
+// of pagecast's monitor (KVM).
+func TestVMRunMetrics(t *testing.T) {
+	addr := freeAddr(t)
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset:hot=512", "--metrics", addr, "--name", "kvm1")
+	startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	if out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "predictive",
+		"--bandwidth", "64MiB/s").CombinedOutput(); err != nil {
+		t.Fatalf("pagecast migrate: %v\n%s", err, out)
+	}
+	body := lastScrape(t, "http://"+addr+"/metrics", regexp.MustCompile(`pagecast_migration_succeeded\{[^}]*\} 1`), nil)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`pagecast_migration_info\{engine="pagecast",migration="[0-9T:.-]+Z",mode="predictive",vm="kvm1"\} 1`),
+		regexp.MustCompile(`pagecast_migration_succeeded\{[^}]*\} 1`),
+		regexp.MustCompile(`pagecast_migration_page_deferrals_total\{[^}]*\} `),
+		regexp.MustCompile(`pagecast_migration_bandwidth_limit_bytes_per_second\{[^}]*\} 6\.7108864e\+07`),
+	} {
+		if !want.MatchString(body) {
+			t.Errorf("vm run's metrics lack %s:\n%s", want, body)
+		}
+	}
+}
+
+func TestMetricsFlagRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vm", "run", "--monitor", "qemu", "--metrics", "127.0.0.1:0"}, "pagecast migrate --metrics"},
+		{[]string{"vm", "run", "--metrics", "127.0.0.1:0"}, "--metrics needs --qmp"},
+	} {
+		_, _, err := runApp(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("pagecast %s: %v, want an error mentioning %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+}
