@@ -307,6 +307,8 @@ func (w *Writer) Compressed(gfns []uint64, coded []byte) error {
 	}
 	if n := 4 + 8*len(gfns) + len(coded); n > MaxPayload {
 		return fmt.Errorf("compressed record: %d bytes do not fit in a record", n)
+	} else if w.weigh != nil {
+		return w.weighed(RecCompressed, n)
 	}
 	p := binary.LittleEndian.AppendUint32(w.buf[:0], uint32(len(gfns)))
 	for _, g := range gfns {

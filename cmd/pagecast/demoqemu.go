@@ -15,8 +15,10 @@ import (
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qemuguest"
+	"github.com/pagecast/pagecast/simulate"
 )
 
 // tcgDemoDelay slows the demo guest's writes under TCG, which runs it far
@@ -145,7 +147,56 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 			100*float64(r.info.TotalTime)/float64(max(pre.TotalTime, 1)))
 	}
 	fmt.Fprintln(out, "(QEMU counts as downtime only the time to write its last bytes into its socket; pagecast until the destination has verified its memory and been told to run)")
+	return demoSimulations(c, out, profile, bw)
+}
+
+// sharedTraces are real programs' traces beside the repository (see
+// ../shared/traces/README.md): a Linux guest of 256 MiB, 100 ms epochs,
+// booting for its first epochs.
+var sharedTraces = []string{"../shared/traces/awk.csv.gz", "../shared/traces/tar.csv.gz"}
+
+// demoSimulations runs every mode with pagecast simulate: on the profile
+// recorded above (what the live migrations were predicted to cost), and
+// on real programs' traces where they are at hand.
+func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64) error {
+	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
+	if err != nil {
+		return err
+	}
+	w, err := simulate.NewTrace("this guest's profile", meta, epochs)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, no switch-over cost):\n")
+	writeSimulationTable(out, w, simulateAll(c, simulate.Options{Workload: w, Bandwidth: bw}))
+	for _, path := range sharedTraces {
+		if _, err := os.Stat(path); err != nil {
+			fmt.Fprintf(out, "\n(%s is not here: no simulation on real programs' traces)\n", path)
+			return nil
+		}
+		meta, epochs, _, err := predictor.ReadTrace(path, predictor.CSVOptions{MemoryBytes: 256 << 20, Epoch: 100 * time.Millisecond})
+		if err != nil {
+			return err
+		}
+		w, err := simulate.NewTrace(filepath.Base(path), meta, epochs)
+		if err != nil {
+			return err
+		}
+		const realBW = 8 << 20
+		fmt.Fprintf(out, "\nevery mode on a real program's memory behaviour: %s (Linux guest, 256 MiB), simulated at %s/s from epoch 50:\n",
+			filepath.Base(path), units.FormatBytes(realBW))
+		writeSimulationTable(out, w, simulateAll(c, simulate.Options{Workload: w, Bandwidth: realBW, Start: 50}))
+	}
 	return nil
+}
+
+// simulateAll simulates o in every mode.
+func simulateAll(c *cli.Context, o simulate.Options) []simulate.Result {
+	var rs []simulate.Result
+	for _, mode := range allModes {
+		rs = append(rs, simulate.Run(c.Context, o, mode))
+	}
+	return rs
 }
 
 // demoQEMUMigrate moves cur's guest to a new QEMU with engine in mode and

@@ -130,6 +130,12 @@ func (e *Encoder) EncodeFrom(dst []byte, gfns []uint64, pages uint64, page func(
 	// Split the batch into contiguous chunks, one per worker, so the
 	// output is the chunks' outputs in order.
 	chunks := min(len(e.workers), (len(gfns)+minChunk-1)/minChunk)
+	if e.workers[0].memo != nil {
+		// Memoized pages cost a copy each: one goroutine does them
+		// faster than several and a concatenation. (The costing still
+		// counts every worker, so the codecs chosen are the same.)
+		chunks = 1
+	}
 	size := (len(gfns) + chunks - 1) / chunks
 	chunks = (len(gfns) + size - 1) / size
 	used := e.workers[:chunks]
