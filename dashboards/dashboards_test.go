@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -247,7 +248,36 @@ func TestRules(t *testing.T) {
 			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	if _, err := os.Stat("rules_test.yml"); err != nil {
+}
+
+// TestReadmePrometheusConfig: the prometheus.yml the README shows is one
+// Prometheus accepts, with the rules it names.
+func TestReadmePrometheusConfig(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (Debian package prometheus)")
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
 		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)\n```yaml\n(global:.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README has no prometheus.yml example (a yaml block starting with global:)")
+	}
+	abs, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.ReplaceAll(string(m[1]), "/path/to/pagecast/dashboards", abs)
+	path := filepath.Join(t.TempDir(), "prometheus.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "config", path).CombinedOutput(); err != nil {
+		t.Errorf("promtool check config on the README's prometheus.yml: %v\n%s\n%s", err, out, cfg)
+	}
+	if !strings.Contains(cfg, "rule_files") || !strings.Contains(cfg, "job_name") {
+		t.Errorf("the README's prometheus.yml loads no rules or scrapes nothing:\n%s", cfg)
 	}
 }

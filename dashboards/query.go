@@ -2,6 +2,7 @@ package dashboards
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -58,6 +59,10 @@ func (s *Source) Expand(expr string, vars map[string]string) string {
 	return strings.NewReplacer(r...).Replace(expr)
 }
 
+// ErrNoValues says a variable's label_values query found nothing over the
+// range: nothing that feeds the dashboard was scraped then.
+var ErrNoValues = errors.New("no values")
+
 var labelValues = regexp.MustCompile(`^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$`)
 
 // Variables resolves d's query variables in order, as Grafana does by
@@ -80,7 +85,7 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 			return nil, err
 		}
 		if len(values) == 0 {
-			return nil, fmt.Errorf("dashboard %q: variable %s has no values from %s..%s", d.Title, v.Name, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339))
+			return nil, fmt.Errorf("dashboard %q: variable %s: %w from %s to %s", d.Title, v.Name, ErrNoValues, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339))
 		}
 		switch {
 		case v.Multi && v.IncludeAll && v.AllValue != "":

@@ -32,14 +32,15 @@ func reportCommand() *cli.Command {
 			"range queries over --from..--to, as Grafana would: the datasource is --prometheus, each variable\n" +
 			"takes its first value (All where it has one) unless --var sets it, $__rate_interval is the larger\n" +
 			"of step + scrape interval and 4 scrape intervals. Each panel with data becomes DIR/DASHBOARD-PANEL.png\n" +
-			"(lines, or a heatmap for heatmap panels); panels without data are listed.\n\n" +
+			"(lines; heatmaps and status timelines as coloured rows; tables as text); panels without data are\n" +
+			"listed, and a dashboard whose variables have no values over the range is skipped.\n\n" +
 			"Times are RFC 3339 (2026-11-30T05:00:00Z), now, or now-DURATION (now-15m).\n\n" +
 			"Example: pagecast report --prometheus http://127.0.0.1:9090 --from now-15m --out report/",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "prometheus", Value: "http://127.0.0.1:9090", Usage: "the Prometheus that scrapes pagecast"},
 			&cli.StringFlag{Name: "from", Value: "now-15m", Usage: "start of the range"},
 			&cli.StringFlag{Name: "to", Value: "now", Usage: "end of the range"},
-			&cli.DurationFlag{Name: "step", Usage: "resolution of the range queries (default: the range / 300, at least 1s)"},
+			&cli.DurationFlag{Name: "step", Usage: "resolution of the range queries; 0: the range / 300, at least 1s"},
 			&cli.DurationFlag{Name: "scrape-interval", Value: 15 * time.Second, Usage: "the scrape interval of the Prometheus, for $__rate_interval"},
 			&cli.StringSliceFlag{Name: "var", Usage: "NAME=VALUE: a dashboard variable's value (a regex for multi-value variables), e.g. vm=awk"},
 			&cli.StringSliceFlag{Name: "dashboard", Usage: "only this dashboard (file name without .json, e.g. migrations); repeatable"},
@@ -123,10 +124,17 @@ func runReport(c *cli.Context) error {
 	written, empty := 0, 0
 	for _, d := range ds {
 		vars, err := src.Variables(ctx, d, set)
-		if err != nil {
+		if errors.Is(err, dashboards.ErrNoValues) {
 			fmt.Fprintf(c.App.Writer, "%s: skipped: %v\n", d.Title, err)
-			empty++
+			for _, p := range d.Panels {
+				if p.Type != "row" {
+					empty++
+				}
+			}
 			continue
+		}
+		if err != nil {
+			return err
 		}
 		for _, p := range d.Panels {
 			if p.Type == "row" {

@@ -63,6 +63,7 @@ func TestReportRefusesBadRanges(t *testing.T) {
 		{"report", "--out", t.TempDir(), "--from", "tomorrow"},
 		{"report", "--out", t.TempDir(), "--var", "novalue"},
 		{"report", "--out", t.TempDir(), "--dashboard", "nope", "--prometheus", "http://127.0.0.1:1"},
+		{"report", "--out", t.TempDir(), "--prometheus", "http://" + freeAddr(t)}, // nothing listens
 	} {
 		if _, _, err := runApp(t, args...); err == nil {
 			t.Errorf("pagecast %s: no error", strings.Join(args, " "))
