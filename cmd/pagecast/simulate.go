@@ -187,6 +187,9 @@ func simulationWorkload(c *cli.Context) (simulate.Workload, error) {
 		return simulate.ParseSynthetic(spec, g.MemoryBytes/migrator.PageSize, g.Epoch)
 	}
 	var g predictor.CSVOptions
+	if !predictor.IsCSV(path) && (c.IsSet("memory") || c.IsSet("epoch")) {
+		return nil, fmt.Errorf("%s is a trace file, which gives the guest's memory and epoch: --memory and --epoch are for CSV traces and synthetic workloads", path)
+	}
 	if predictor.IsCSV(path) {
 		if !c.IsSet("memory") {
 			return nil, fmt.Errorf("%s is a CSV trace: give the guest's size with --memory (and --epoch if not 100ms)", path)

@@ -97,6 +97,7 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--synthetic", "hotset"}, "--synthetic needs --memory", false},
 		{[]string{"--synthetic", "hotset:hot=8G", "--memory", "1G"}, "hot set of 2097152 pages in a guest of 262144", false},
 		{[]string{}, "no workload: give --trace FILE or --synthetic SPEC", false},
+		{[]string{"--trace", simTrace, "--memory", "1G"}, "--memory and --epoch are for CSV traces", false},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			stdout, _, err := runApp(t, append([]string{"simulate"}, tc.args...)...)
