@@ -12,7 +12,8 @@
 //
 // rules.yml holds Prometheus recording and alerting rules on the same
 // metrics (a migration that stops making progress, one that failed, a
-// profiler dropping writes).
+// profiler dropping writes), rules_test.yml their promtool tests, and
+// pictures/ the README's PNGs of the panels (scripts/dashboard-pictures.sh).
 //
 // `make dashboards` (go run ./dashboards/gen) regenerates the JSON; a test
 // fails when the committed files differ from what the code generates, and

@@ -100,11 +100,13 @@ func (e *Exporter) Scrapes() uint64 {
 // Linger waits, once a migration has ended, until the metrics have been
 // scraped twice more, so that Prometheus holds how it ended for at least a
 // scrape interval before the target goes away, or until timeout passes or
-// ctx ends. It returns at once if they were never scraped: no one is
-// watching.
+// ctx ends. It returns at once if they were never scraped (no one is
+// watching) or no migration began.
 func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) {
-	n := e.Scrapes()
-	if n == 0 {
+	e.mu.Lock()
+	n, began := e.collects, e.cur != nil
+	e.mu.Unlock()
+	if n == 0 || !began {
 		return
 	}
 	deadline := time.NewTimer(timeout)

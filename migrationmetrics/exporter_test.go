@@ -189,6 +189,13 @@ func TestNewMigrationReplacesOld(t *testing.T) {
 // waits for two more scrapes only when someone scrapes.
 func TestFollowAndLinger(t *testing.T) {
 	e := New("vm1")
+	exposition(t, e) // scraped before any migration began
+	begin := time.Now()
+	e.Linger(context.Background(), time.Minute)
+	if d := time.Since(begin); d > time.Second {
+		t.Errorf("Linger waited %v with no migration", d)
+	}
+	e = New("vm1")
 	e.Begin(time.Now(), EnginePagecast, "precopy", 0)
 	replies := []migrator.Info{{Status: migrator.StatusSetup}, {Status: migrator.StatusActive, RAM: &migrator.RAMStats{Remaining: 1}},
 		{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{}}, {Status: migrator.StatusActive}}
@@ -197,7 +204,7 @@ func TestFollowAndLinger(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("Follow polled %d times, want 3 (it stops at completed)", n)
 	}
-	begin := time.Now()
+	begin = time.Now()
 	e.Linger(context.Background(), time.Minute)
 	if d := time.Since(begin); d > time.Second {
 		t.Errorf("Linger waited %v with no one scraping", d)
