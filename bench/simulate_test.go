@@ -64,7 +64,9 @@ func simulateOnce(b *testing.B, w simulate.Workload, mode string) {
 	}
 	b.ReportMetric(r.Wall.Seconds(), "wall-s")
 	b.ReportMetric(float64(r.Events)/r.Wall.Seconds(), "events/s")
-	b.ReportMetric(float64(peakRSS(b)), "peak-RSS-bytes")
+	peak := peakRSS(b)
+	b.ReportMetric(float64(peak), "peak-RSS-bytes")
+	b.ReportMetric(float64(peak)/float64(w.Pages()), "RSS-bytes/page")
 	b.ReportMetric(float64(r.Info.TotalTime)/1000, "migration-s")
 	b.ReportMetric(float64(r.Info.RAM.Transferred), "bytes")
 	b.ReportMetric(0, "ns/op")
