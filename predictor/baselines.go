@@ -64,9 +64,7 @@ func NewFrequency(pages uint64, window int) Predictor {
 func (f *frequency) Name() string { return "frequency" }
 
 func (f *frequency) Observe(dirty []uint64) {
-	for i := range f.hist {
-		f.hist[i] <<= 1
-	}
+	shiftHistories(f.hist)
 	for _, p := range dirty {
 		f.hist[p] |= 1
 	}
@@ -87,8 +85,12 @@ func (f *frequency) PredictHorizon(dst []float32, h int) {
 		q := float64(c) / float64(f.seen)
 		table[c] = float32(1 - math.Pow(1-q, float64(max(h, 1))))
 	}
-	mask := f.mask
-	for i, x := range f.hist {
+	frequencyPages(dst, f.hist, f.mask, &table)
+}
+
+//go:norace
+func frequencyPages(dst []float32, hist []uint64, mask uint64, table *[65]float32) {
+	for i, x := range hist {
 		dst[i] = table[bits.OnesCount64(x&mask)]
 	}
 }
@@ -163,32 +165,49 @@ func (m *markov) PredictHorizon(dst []float32, h int) {
 	if from0 > 0 {
 		g0 = float64(m.allDirty-m.allStay) / from0
 	}
+	m.predictPages(dst, h, g0, g1)
+}
+
+// predictPages is PredictHorizon's loop over the pages, with the pooled
+// transition probabilities g0 (from clean) and g1 (from dirty).
+//
+//go:norace
+func (m *markov) predictPages(dst []float32, h int, g0, g1 float64) {
 	k := float64(markovPrior)
 	now := m.now
 	hf := float64(h)
+	// Runs of pages with the same counts and state (never written, most
+	// of them) get the same forecast: it is computed once a run.
+	var prevD, prevS uint32
+	prevState, prev := -1.0, float32(0)
 	for i := range dst {
-		d := float64(m.dirty[i])
-		s := m.stay[i]
 		state := 0.0
 		if m.last[i] == now {
 			state = 1
 		}
+		if m.dirty[i] == prevD && m.stay[i] == prevS && state == prevState {
+			dst[i] = prev
+			continue
+		}
+		prevD, prevS, prevState = m.dirty[i], m.stay[i], state
+		d := float64(m.dirty[i])
+		s := m.stay[i]
 		f1 := d - state
 		f0 := float64(now) - f1
 		p0 := (d - float64(s) + k*g0) / (f0 + k) // clean → dirty
-		if h == 1 && state == 0 {
-			dst[i] = float32(p0)
-			continue
+		p1 := (float64(s) + k*g1) / (f1 + k)     // dirty → dirty
+		switch {
+		case h == 1 && state == 0:
+			prev = float32(p0)
+		case h == 1:
+			prev = float32(p1)
+		default:
+			clean := math.Pow(1-p0, hf-state)
+			if state == 1 {
+				clean *= 1 - p1
+			}
+			prev = float32(1 - clean)
 		}
-		p1 := (float64(s) + k*g1) / (f1 + k) // dirty → dirty
-		if h == 1 {
-			dst[i] = float32(p1)
-			continue
-		}
-		clean := math.Pow(1-p0, hf-state)
-		if state == 1 {
-			clean *= 1 - p1
-		}
-		dst[i] = float32(1 - clean)
+		dst[i] = prev
 	}
 }

@@ -15,6 +15,11 @@
 // (NewLastEpoch), the write frequency over recent epochs (NewFrequency)
 // and a two-state Markov chain per page (NewMarkov).
 //
+// Forecasts reach any horizon: PredictHorizon gives the probability that
+// a page is dirtied within the next h epochs, what a pre-copy round asks
+// ("is it dirtied again before this round ends?"). The model fits each
+// horizon it is asked for on its own.
+//
 // Evaluate walks a trace forward, predicting epoch t from the epochs
 // before it, and scores every predictor on the same (page, epoch) pairs:
 // precision, recall and F1 at a threshold, Brier score, ROC AUC,
@@ -22,4 +27,17 @@
 // predicted against the actual number of dirty pages per epoch.
 // EvaluateFile does it for a trace file in one call; PlotCalibration and
 // PlotEpochs draw the results; `pagecast predict eval` prints them.
+//
+// # Tests
+//
+// Real programs' traces, recorded by pagecast itself (testdata/real,
+// testdata/record-real.sh), judge the model; some of them are held out of
+// every choice made in it (TestRealPrograms). The loops over every page
+// (Predict, Observe's passes, the scoring in Evaluate, the fitting) are
+// marked //go:norace: under the race detector they ran 40 times slower,
+// which made this package's tests take minutes. They touch only the
+// predictor's own arrays; the functions that call them are instrumented
+// and read or write the fields a concurrent misuse would race on (a
+// Model's epoch count, its expected count), so the race detector still
+// catches a Model used from two goroutines.
 package predictor

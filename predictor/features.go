@@ -40,16 +40,16 @@ func CodeNames() []string {
 		"last write 33-64 epochs ago", "last write over 64 epochs ago", "never written")
 }
 
-// codeOf returns the code of a page with history hist and last write
-// 1+last (0: never).
-func codeOf(hist uint64, last uint32) uint16 {
+// codeOf returns the code of a page with history hist that was dirtied in
+// count epochs in all.
+func codeOf(hist uint64, count uint16) uint16 {
 	if p := hist & patternMask; p != 0 {
 		return uint16(p)
 	}
 	if hist != 0 {
 		return ageCode(bits.TrailingZeros64(hist))
 	}
-	if last != 0 {
+	if count != 0 {
 		return codeOld
 	}
 	return codeNever
@@ -70,15 +70,49 @@ func ageCode(k int) uint16 {
 
 // Features besides the code, in samples and weights.
 const (
-	featLong      = iota // share of epochs 9..64 ago the page was dirtied in
-	featLongLogit        // its logit
-	featDue              // the interval between its last two writes comes round
-	featNear             // share of neighbours dirtied in the last epoch
-	featNearRec          // neighbours' recency-weighted dirtiness
-	featCohortNew        // cohort rewrite rate, last write 2..8 epochs ago
-	featCohortOld        // cohort rewrite rate, last write 9..64 epochs ago
+	featLong          = iota // share of epochs 9..64 ago the page was dirtied in
+	featLongLogit            // its logit
+	featDue                  // the interval between its last two writes comes round
+	featNear                 // share of neighbours dirtied in the last epoch
+	featNearRec              // neighbours' recency-weighted dirtiness
+	featCohortNew            // cohort rewrite rate, last write 2..8 epochs ago
+	featCohortOld            // cohort rewrite rate, last write 9..64 epochs ago
+	featCohortLast           // for a page dirtied in the last epoch: share of the epoch before's pages rewritten in it
+	featRegion               // share of its 2 MiB region dirtied in the last epoch, page dirtied in the last 8
+	featRegionRec            // share of its region dirtied in the last 8 epochs, the same
+	featRegionIdle           // featRegion, page not dirtied in the last 8 epochs
+	featRegionRecIdle        // featRegionRec, the same
 	nFeat
 )
+
+// Lifetime codes: a page's transition rate over all the epochs observed,
+// what a per-page Markov chain learns (the history register forgets after
+// 64 epochs): for a page dirtied in the last epoch the share of its dirty
+// epochs that followed a dirty one, for the others the share of its clean
+// epochs that were followed by a dirty one; lifeBuckets steps of the rate's
+// square root each (small rates matter), the clean ones first.
+const (
+	lifeBuckets = 32
+	lifeCodes   = 2 * lifeBuckets
+)
+
+// lifeCode returns the lifetime code of a page with history hist, dirtied
+// in count epochs, stay of them right after a dirty one, after now epochs.
+func lifeCode(hist uint64, count, stay uint16, now float32) uint8 {
+	var r float32
+	if hist&1 != 0 {
+		if count > 1 {
+			r = float32(stay) / float32(count-1)
+		}
+	} else if clean := now - float32(count); clean > 0 {
+		r = float32(count-stay) / clean
+	}
+	b := int(float32(math.Sqrt(float64(min(max(r, 0), 1)))) * (lifeBuckets - 0.001))
+	return uint8(b + lifeBuckets*int(hist&1))
+}
+
+// regionShift: a region is 1<<regionShift pages (2 MiB of 4 KiB pages).
+const regionShift = 9
 
 // FeatureNames names the model's weights, in the order Model.Weights
 // returns them.
@@ -86,6 +120,7 @@ func FeatureNames() []string {
 	return []string{
 		"intercept",
 		"temporal: logit P(dirty | code), code = pattern over the last 8 epochs, or age of the last write",
+		"temporal: logit P(dirty | lifetime code), dirty last epoch and the share of all epochs dirty",
 		"temporal: share of epochs 9-64 ago it was dirtied in",
 		"temporal: logit of that share, smoothed",
 		"temporal: the interval between its last two writes comes round",
@@ -93,6 +128,11 @@ func FeatureNames() []string {
 		"spatial: neighbours' recency-weighted dirtiness over the last 8 epochs",
 		"cohort: log(1+100 × share of its cohort rewritten in the last epoch), last write 2-8 epochs ago",
 		"cohort: the same, last write 9-64 epochs ago",
+		"cohort: dirtied in the last epoch: log(1+100 × share of the pages dirtied the epoch before that were dirtied again in it)",
+		"spatial: share of its 2 MiB region dirtied in the last epoch, page dirtied in the last 8 epochs",
+		"spatial: share of its 2 MiB region dirtied in the last 8 epochs, page dirtied in the last 8 epochs",
+		"spatial: share of its 2 MiB region dirtied in the last epoch, page not dirtied in the last 8 epochs",
+		"spatial: share of its 2 MiB region dirtied in the last 8 epochs, page not dirtied in the last 8 epochs",
 	}
 }
 
@@ -163,6 +203,8 @@ const (
 // histories: a sliding window over the pages' last-epoch bits and recency
 // scores, Window pages each side, the page itself left out. O(pages), in
 // integers.
+//
+//go:norace
 func (m *Model) neighbours() {
 	w := m.o.Window
 	hist := m.hist
@@ -174,6 +216,7 @@ func (m *Model) neighbours() {
 		s2 += recencyQ[hist[j]&patternMask]
 	}
 	full := float32(2 * w) // neighbours away from the ends
+	m.regions(hist)
 	for i := range n {
 		if j := i + w; j < n {
 			s1 += int32(hist[j] & 1)
@@ -199,13 +242,40 @@ func (m *Model) neighbours() {
 	}
 }
 
+// regions computes the region features: the share of each region's pages
+// dirtied in the last epoch, and in the last 8.
+//
+//go:norace
+func (m *Model) regions(hist []uint64) {
+	size := 1 << regionShift
+	for r := range m.region {
+		lo := r << regionShift
+		hi := min(lo+size, len(hist))
+		var last, recent int
+		for _, h := range hist[lo:hi] {
+			last += int(h & 1)
+			if h&patternMask != 0 {
+				recent++
+			}
+		}
+		n := float32(hi - lo)
+		m.region[r] = float32(last) / n
+		m.regionRec[r] = float32(recent) / n
+	}
+}
+
 // cohorts computes the cohort feature per age of last write: for the
 // pages whose last write before the last epoch was k+1 epochs before it,
 // ρ is the share that were rewritten in the last epoch, and the feature
 // log(1+100ρ). O(pages).
+//
+//go:norace
 func (m *Model) cohorts() {
 	var rewritten, left [65]uint32
+	var before, again uint32 // pages dirtied two epochs ago; of them, dirtied again in the last
 	for _, h := range m.hist {
+		before += uint32(h >> 1 & 1)
+		again += uint32(h & h >> 1 & 1)
 		switch {
 		case h == 0:
 		case h&1 == 0:
@@ -216,6 +286,9 @@ func (m *Model) cohorts() {
 		}
 	}
 	m.cohort[0] = 0
+	if before > 0 {
+		m.cohort[0] = float32(math.Log1p(100 * float64(again) / float64(before)))
+	}
 	for k := 1; k < 64; k++ {
 		rho := 0.0
 		if n := rewritten[k] + left[k]; n > 0 {
@@ -232,6 +305,13 @@ func (m *Model) features(p uint64) [nFeat]float32 {
 	var x [nFeat]float32
 	x[featNear] = float32(m.near[p]) / nearScale
 	x[featNearRec] = float32(m.nearRec[p]) / nearScale
+	if h&patternMask != 0 {
+		x[featRegion] = m.region[p>>regionShift]
+		x[featRegionRec] = m.regionRec[p>>regionShift]
+	} else {
+		x[featRegionIdle] = m.region[p>>regionShift]
+		x[featRegionRecIdle] = m.regionRec[p>>regionShift]
+	}
 	n := bits.OnesCount64(h >> patternBits)
 	x[featLong], x[featLongLogit] = longShare(n), longLogit(n)
 	if h == 0 {
@@ -242,6 +322,7 @@ func (m *Model) features(p uint64) [nFeat]float32 {
 	}
 	switch k := bits.TrailingZeros64(h); {
 	case k == 0:
+		x[featCohortLast] = m.cohort[0]
 	case k < patternBits:
 		x[featCohortNew] = m.cohort[k]
 	default:

@@ -62,33 +62,7 @@ func fitLogistic(s *samples, w []float64, lambda float64) float64 {
 	pass := func(w []float64) float64 {
 		clear(h)
 		clear(g)
-		var loss float64
-		for i := range n {
-			xi := s.x[i*d : (i+1)*d]
-			z := dot(xi, w)
-			c, y := s.c[i], s.y[i]
-			// log(1+e^z) - y·z, and p = σ(z), from one exponential.
-			e := math.Exp(-math.Abs(z))
-			sp := math.Log1p(e) + max(z, 0)
-			p := 1 / (1 + e)
-			if z < 0 {
-				p = e / (1 + e)
-			}
-			loss += c * (sp - y*z)
-			r := c * (p - y)
-			q := c * max(p*(1-p), 1e-12)
-			for a, xa := range xi {
-				if xa == 0 {
-					continue
-				}
-				g[a] += r * xa
-				row := h[a*d:]
-				qa := q * xa
-				for b := a; b < d; b++ {
-					row[b] += qa * xi[b]
-				}
-			}
-		}
+		loss := logisticPass(s, w, g, h)
 		for j := 1; j < d; j++ {
 			loss += pen / 2 * w[j] * w[j]
 			g[j] += pen * w[j]
@@ -130,6 +104,45 @@ func fitLogistic(s *samples, w []float64, lambda float64) float64 {
 		}
 	}
 	return best / total
+}
+
+// logisticPass returns the weighted log loss of the samples at w, and
+// adds its gradient to g and its Hessian's upper triangle to h (d×d,
+// row-major).
+//
+//go:norace
+func logisticPass(s *samples, w, g, h []float64) float64 {
+	// The race detector is off in this loop over one model's samples
+	// (see doc.go, Tests).
+	d, n := s.d, s.len()
+	var loss float64
+	for i := range n {
+		xi := s.x[i*d : (i+1)*d]
+		z := dot(xi, w)
+		c, y := s.c[i], s.y[i]
+		// log(1+e^z) - y·z, and p = σ(z), from one exponential.
+		e := math.Exp(-math.Abs(z))
+		sp := math.Log1p(e) + max(z, 0)
+		p := 1 / (1 + e)
+		if z < 0 {
+			p = e / (1 + e)
+		}
+		loss += c * (sp - y*z)
+		r := c * (p - y)
+		q := c * max(p*(1-p), 1e-12)
+		for a, xa := range xi {
+			if xa == 0 {
+				continue
+			}
+			g[a] += r * xa
+			row := h[a*d:]
+			qa := q * xa
+			for b := a; b < d; b++ {
+				row[b] += qa * xi[b]
+			}
+		}
+	}
+	return loss
 }
 
 func dot(x, w []float64) float64 {

@@ -18,7 +18,7 @@ const (
 	// DefaultSamples is how many of the pages dirtied in the last 8
 	// epochs but not in the one closing the model keeps, per epoch, to
 	// fit on (see Options.Samples).
-	DefaultSamples = 1024
+	DefaultSamples = 512
 	// MaxHorizon is the longest horizon, in epochs, the model forecasts;
 	// PredictHorizon clamps longer ones to it.
 	MaxHorizon = 32
@@ -81,8 +81,9 @@ func (o Options) withDefaults() Options {
 
 // Model forecasts dirty pages from temporal and spatial locality (Wei et
 // al.). Its state is 16 bytes a page: a 64-epoch history shift register
-// (8 bytes, bit 0 the last epoch), the epoch of the last write (4) and the
-// two spatial features of the current epoch (2 each).
+// (8 bytes, bit 0 the last epoch), the number of epochs it was dirtied in
+// since the model started (4) and the two neighbour features of the
+// current epoch (2 each); besides, 8 bytes per 2 MiB region.
 //
 // The forecast is a logistic regression (see FeatureNames) over:
 //   - temporal: the page's code, its pattern over the last 8 epochs or,
@@ -91,14 +92,21 @@ func (o Options) withDefaults() Options {
 //     that code is dirtied next; how often it was dirtied 9 to 64 epochs
 //     ago; whether the interval between its last two writes says the
 //     next is due;
+//   - lifetime: whether it was dirtied in the last epoch and the share of
+//     all epochs observed it was dirtied in (what a per-page Markov chain
+//     learns; the history register forgets after 64 epochs), through a
+//     table like the code's;
 //   - spatial: the share of its neighbours (Window pages each side)
 //     dirtied in the last epoch, and their recency-weighted dirtiness
-//     over the last 8;
+//     over the last 8; the share of its 2 MiB region dirtied in the last
+//     epoch and in the last 8, weighted apart for pages dirtied in the
+//     last 8 epochs and the others (an active region wakes its idle
+//     pages; it says little about a page already hot);
 //   - cohort: the share of the pages last written in the same epoch as it
 //     that were rewritten in the last epoch (pages written together are
 //     rewritten together: a buffer refilled, a table rebuilt).
 //
-// The table and the weights are refitted every RefitEvery epochs, per
+// The tables and the weights are refitted every RefitEvery epochs, per
 // horizon, on a weighted sample of the last 64 epochs' (features, outcome)
 // pairs (see Options.Samples), by Newton's method. Until the first fit
 // the model predicts a page's recency-weighted dirtiness over the last 8
@@ -114,9 +122,13 @@ type Model struct {
 	now   uint32 // epochs observed
 
 	hist    []uint64 // bit k: dirtied k+1 epochs ago
-	last    []uint32 // 1 + epoch of the last write; 0 if never written
+	count   []uint16 // epochs the page was dirtied in, in all (halved with stay when full)
+	stay    []uint16 // of them, those that followed a dirty epoch
 	near    []uint16 // share of neighbours dirtied last epoch, × nearScale
 	nearRec []uint16 // neighbours' mean recency score, × nearScale
+
+	// region and regionRec are the region features of each region.
+	region, regionRec []float32
 
 	// cohort[k] is the cohort feature of a page last written k+1 epochs
 	// ago (k = 0..63).
@@ -131,6 +143,7 @@ type Model struct {
 	recent, older []uint32 // sampling scratch
 	scratch       samples  // fitting scratch
 	codeScratch   []uint16
+	lifeScratch   []uint8
 }
 
 // NewModel returns a model of a VM with pages guest pages.
@@ -140,11 +153,14 @@ func NewModel(pages uint64, o Options) *Model {
 		o:       o,
 		pages:   pages,
 		hist:    make([]uint64, pages),
-		last:    make([]uint32, pages),
+		count:   make([]uint16, pages),
+		stay:    make([]uint16, pages),
 		near:    make([]uint16, pages),
 		nearRec: make([]uint16, pages),
 		rng:     rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15)),
 	}
+	regions := (pages + 1<<regionShift - 1) >> regionShift
+	m.region, m.regionRec = make([]float32, regions), make([]float32, regions)
 	if o.Threshold > 0 {
 		m.zt = float32(logit(o.Threshold))
 	}
@@ -171,7 +187,7 @@ func (m *Model) horizon(h int) *fit {
 	}
 	f := &fit{h: h}
 	f.coldStart()
-	f.fold(&m.cohort)
+	f.fold(m)
 	m.horizons = append(m.horizons, f)
 	return f
 }
@@ -180,23 +196,42 @@ func (m *Model) horizon(h int) *fit {
 // It updates the histories and the per-epoch terms and, when due, refits.
 func (m *Model) Observe(dirty []uint64) {
 	m.sample(dirty)
-	for i := range m.hist {
-		m.hist[i] <<= 1
-	}
+	shiftHistories(m.hist)
 	for _, p := range dirty {
 		m.hist[p] |= 1
-		m.last[p] = m.now + 1
+		if m.count[p] == math.MaxUint16 {
+			m.count[p] >>= 1
+			m.stay[p] >>= 1
+		}
+		m.count[p]++
+		if m.hist[p]&2 != 0 {
+			m.stay[p]++
+		}
 	}
 	m.now++
 	m.neighbours()
 	m.cohorts()
 	if n := m.now; n == 2 || n == 4 || n == 8 || n%uint32(m.o.RefitEvery) == 0 {
 		for _, f := range m.horizons {
-			m.refit(f)
+			// A horizon not forecast since its last fit waits until
+			// it is asked for (PredictHorizon refits it then).
+			if f.used || !f.fitted {
+				m.refit(f)
+				f.used = false
+			}
 		}
 	}
 	for _, f := range m.horizons {
-		f.fold(&m.cohort)
+		f.fold(m)
+	}
+}
+
+// shiftHistories moves every history one epoch back.
+//
+//go:norace
+func shiftHistories(hist []uint64) {
+	for i := range hist {
+		hist[i] <<= 1
 	}
 }
 
@@ -212,10 +247,24 @@ func (m *Model) PredictHorizon(dst []float32, h int) {
 	checkLen(dst, m.pages)
 	h = min(max(h, 1), MaxHorizon)
 	f := m.horizon(h)
-	if !f.fitted && f.h > 1 && m.now > uint32(h) {
+	// A horizon the last scheduled refits skipped (not forecast since
+	// the refit before), or never fitted, is refitted now if stale.
+	if stale := !f.fitted || m.now-f.fittedAt >= uint32(m.o.RefitEvery); stale && !f.used && m.now > uint32(h) {
 		m.refit(f)
-		f.fold(&m.cohort)
+		f.fold(m)
 	}
+	f.used = true
+	m.expected = m.predictPages(dst, f)
+}
+
+// predictPages is PredictHorizon's loop over the pages with the fit f; it
+// returns the expected number of dirty pages.
+//
+//go:norace
+func (m *Model) predictPages(dst []float32, f *fit) float64 {
+	// The race detector is off in this loop over the model's own arrays
+	// (see doc.go, Tests): PredictHorizon, which calls it, still reads
+	// the fields Observe writes, so unguarded concurrent use is caught.
 	var (
 		z, zk, long, dz = &f.z, &f.zk, &f.long, &f.dz
 		zOld, zNever    = f.z[codeOld], f.z[codeNever]
@@ -224,7 +273,10 @@ func (m *Model) PredictHorizon(dst []float32, h int) {
 		up              = f.cut < m.zt
 		cut, zt         = f.cut, m.zt
 		hist            = m.hist
-		last            = m.last[:len(hist)]
+		count           = m.count[:len(hist)]
+		stay            = m.stay[:len(hist)]
+		zl, zr, zrIdle  = &f.zl, f.zr, f.zrIdle
+		now             = float32(m.now)
 		near            = m.near[:len(hist)]
 		nearRec         = m.nearRec[:len(hist)]
 	)
@@ -232,16 +284,18 @@ func (m *Model) PredictHorizon(dst []float32, h int) {
 	var sum, moved float64
 	var block float32 // sums of 1024 pages, added to sum
 	for i, hv := range hist {
-		v := wn*float32(near[i]) + wr*float32(nearRec[i]) + long[bits.OnesCount64(hv>>patternBits)]
+		c := count[i]
+		v := wn*float32(near[i]) + wr*float32(nearRec[i]) + long[bits.OnesCount64(hv>>patternBits)] +
+			zl[lifeCode(hv, c, stay[i], now)]
 		switch {
 		case hv&patternMask != 0:
-			v += z[hv&patternMask] + zk[bits.TrailingZeros64(hv)]
+			v += z[hv&patternMask] + zk[bits.TrailingZeros64(hv)] + zr[i>>regionShift]
 		case hv != 0:
-			v += zk[bits.TrailingZeros64(hv)]
-		case last[i] != 0:
-			v += zOld
+			v += zk[bits.TrailingZeros64(hv)] + zrIdle[i>>regionShift]
+		case c != 0:
+			v += zOld + zrIdle[i>>regionShift]
 		default:
-			v += zNever
+			v += zNever + zrIdle[i>>regionShift]
 		}
 		if hv != 0 {
 			// The due feature: the gap between the last two writes.
@@ -270,7 +324,7 @@ func (m *Model) PredictHorizon(dst []float32, h int) {
 			block = 0
 		}
 	}
-	m.expected = sum + float64(block) + moved
+	return sum + float64(block) + moved
 }
 
 // Expected returns the expected number of pages dirtied within the

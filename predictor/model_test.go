@@ -30,9 +30,9 @@ func TestPredictMatchesFeatures(t *testing.T) {
 				var sum float64
 				for p := range uint64(synthPages) {
 					x := m.features(p)
-					z := f.w[0] + f.w[1]*f.table[codeOf(m.hist[p], m.last[p])]
+					z := f.w[0] + f.w[1]*f.table[codeOf(m.hist[p], m.count[p])] + f.w[2]*f.life[lifeCode(m.hist[p], m.count[p], m.stay[p], float32(m.now))]
 					for k, v := range x {
-						z += f.w[2+k] * float64(v)
+						z += f.w[3+k] * float64(v)
 					}
 					sum += float64(sigmoid32(float32(z)))
 					if f.lift && thr > 0 {
@@ -54,7 +54,7 @@ func TestPredictMatchesFeatures(t *testing.T) {
 // The model keeps 16 bytes a page.
 func TestStatePerPage(t *testing.T) {
 	m := NewModel(1, Options{})
-	size := unsafe.Sizeof(m.hist[0]) + unsafe.Sizeof(m.last[0]) + unsafe.Sizeof(m.near[0]) + unsafe.Sizeof(m.nearRec[0])
+	size := unsafe.Sizeof(m.hist[0]) + unsafe.Sizeof(m.count[0]) + unsafe.Sizeof(m.stay[0]) + unsafe.Sizeof(m.near[0]) + unsafe.Sizeof(m.nearRec[0])
 	if size != 16 {
 		t.Errorf("%d bytes a page, want 16", size)
 	}

@@ -25,9 +25,11 @@ const (
 
 // PageMap maps a guest's pages onto a dense range: runs of the guest's
 // pages, each dirtied page with mapPad pages either side, one after
-// another, then a block of 2·mapPad+1 pages whose middle one, Far, stands
-// for every page outside the runs (never dirtied, nor any neighbour of
-// it, so all such pages get the same forecast).
+// another, then, from the next multiple of 512 pages, a block of
+// 2·mapPad+1 pages whose middle one, Far, stands for every page outside
+// the runs (never dirtied, nor any neighbour of it, so all such pages get
+// the same forecast). The model's 2 MiB regions are of this dense range:
+// with a map they group runs, not guest memory.
 type PageMap struct {
 	// Total is the guest's page count.
 	Total uint64
@@ -40,7 +42,16 @@ type PageMap struct {
 }
 
 // Len returns the number of dense pages, Far's block included.
-func (m *PageMap) Len() uint64 { return m.mapped + 2*mapPad + 1 }
+func (m *PageMap) Len() uint64 { return m.farBlock() + 2*mapPad + 1 }
+
+// farBlock is the dense index of Far's block: the first 2 MiB region
+// boundary (of the model's regions) after the runs, so that the model sees
+// Far in a region of its own, never dirtied, as most pages outside the
+// runs are.
+func (m *PageMap) farBlock() uint64 {
+	const region = 1 << regionShift
+	return (m.mapped + region - 1) / region * region
+}
 
 // Mapped returns how many guest pages the runs hold; the other
 // Total-Mapped are all represented by Far.
@@ -116,7 +127,7 @@ func PlanPages(epochs []trace.Epoch, pages uint64) *PageMap {
 	if m.Len() >= pages/2 {
 		return nil
 	}
-	m.Far = m.mapped + mapPad
+	m.Far = m.farBlock() + mapPad
 	return m
 }
 

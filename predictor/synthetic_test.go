@@ -89,7 +89,7 @@ func TestSyntheticWorkloads(t *testing.T) {
 	} {
 		t.Run(tc.workload, func(t *testing.T) {
 			epochs := synthetic(tc.workload, 300, 1)
-			res := Evaluate(epochs, synthPages, Contenders(synthPages, Options{}), EvalOptions{})
+			res := Evaluate(epochs, synthPages, []Predictor{NewModel(synthPages, Options{}), NewLastEpoch(synthPages)}, EvalOptions{})
 			logResults(t, res)
 			m, last := res[0], res[1]
 			if tc.beat {
@@ -150,7 +150,7 @@ func knownProbabilities(pages, epochs int, seed uint64) ([]trace.Epoch, []float6
 func TestCalibration(t *testing.T) {
 	const pages, epochs = 8192, 300
 	tr, p := knownProbabilities(pages, epochs, 1)
-	res := Evaluate(tr, pages, Contenders(pages, Options{}), EvalOptions{Warmup: 64, Bins: 10})
+	res := Evaluate(tr, pages, []Predictor{NewModel(pages, Options{})}, EvalOptions{Warmup: 64, Bins: 10})
 	logResults(t, res)
 	m := res[0]
 	for _, b := range m.Calibration {

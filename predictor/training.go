@@ -9,9 +9,11 @@ import (
 type fit struct {
 	h        int
 	fitted   bool
+	used     bool               // forecast since the last scheduled refit
 	fittedAt uint32             // epochs observed at the last fit
 	table    [codes]float64     // logit P(dirty within h | code)
-	w        [2 + nFeat]float64 // intercept, table, features
+	life     [lifeCodes]float64 // logit P(dirty within h | lifetime code)
+	w        [3 + nFeat]float64 // intercept, table, life, features
 
 	// The weights folded for Predict: z[code] = w0 + w1·table[code];
 	// zk[k] adds, for a page last written k+1 epochs ago, its cohort
@@ -24,6 +26,8 @@ type fit struct {
 	long            [65 - patternBits]float32
 	dz              [2 * dueBias]float32
 	wNear, wNearRec float32
+	zl              [lifeCodes]float32 // w[2]·life
+	zr, zrIdle      []float32          // per region: its features' contribution, page dirtied in the last 8 epochs or not
 
 	// cut is the logit at and above which predicting dirty gave the
 	// best F1 on the samples of the last fit; lift says whether Predict
@@ -44,14 +48,26 @@ func (f *fit) coldStart() {
 		p = 1 - math.Pow(1-p, float64(f.h))
 		f.table[c] = logit(min(max(p, 0.001), 0.999))
 	}
+	clear(f.life[:])
 	clear(f.w[:])
 	f.w[1] = 1
 }
 
 // fold precomputes the weights' contributions for Predict, with the
-// current cohort features.
-func (f *fit) fold(cohort *[64]float32) {
+// model's current cohort and region features.
+func (f *fit) fold(m *Model) {
+	cohort := &m.cohort
 	w := &f.w
+	for c := range lifeCodes {
+		f.zl[c] = float32(w[2] * f.life[c])
+	}
+	if len(f.zr) != len(m.region) {
+		f.zr, f.zrIdle = make([]float32, len(m.region)), make([]float32, len(m.region))
+	}
+	for r := range f.zr {
+		f.zr[r] = float32(w[3+featRegion]*float64(m.region[r]) + w[3+featRegionRec]*float64(m.regionRec[r]))
+		f.zrIdle[r] = float32(w[3+featRegionIdle]*float64(m.region[r]) + w[3+featRegionRecIdle]*float64(m.regionRec[r]))
+	}
 	for c := range codes {
 		f.z[c] = float32(w[0] + w[1]*f.table[c])
 	}
@@ -59,21 +75,22 @@ func (f *fit) fold(cohort *[64]float32) {
 		var v float64
 		switch {
 		case k == 0:
+			v = w[3+featCohortLast] * float64(cohort[0])
 		case k < patternBits:
-			v = w[2+featCohortNew] * float64(cohort[k])
+			v = w[3+featCohortNew] * float64(cohort[k])
 		case k < 64:
-			v = w[2+featCohortOld]*float64(cohort[k]) + float64(f.z[ageCode(k)])
+			v = w[3+featCohortOld]*float64(cohort[k]) + float64(f.z[ageCode(k)])
 		}
 		f.zk[k] = float32(v)
 	}
 	for n := range f.long {
-		f.long[n] = float32(w[2+featLong]*float64(longShare(n)) + w[2+featLongLogit]*float64(longLogit(n)))
+		f.long[n] = float32(w[3+featLong]*float64(longShare(n)) + w[3+featLongLogit]*float64(longLogit(n)))
 	}
 	for d := range f.dz {
-		f.dz[d] = float32(w[2+featDue] * float64(dueOf(d-dueBias)))
+		f.dz[d] = float32(w[3+featDue] * float64(dueOf(d-dueBias)))
 	}
-	f.wNear = float32(w[2+featNear] / nearScale)
-	f.wNearRec = float32(w[2+featNearRec] / nearScale)
+	f.wNear = float32(w[3+featNear] / nearScale)
+	f.wNearRec = float32(w[3+featNearRec] / nearScale)
 }
 
 // epochSamples are the pages sampled as one epoch closed, with the
@@ -82,6 +99,7 @@ type epochSamples struct {
 	t      uint32 // the epoch
 	page   []uint32
 	code   []uint16
+	life   []uint8
 	feat   []float32 // nFeat a row
 	weight []float32
 }
@@ -91,11 +109,13 @@ type epochSamples struct {
 func (m *Model) sample(dirty []uint64) {
 	s := &m.ring[m.now%keepEpochs]
 	s.t = m.now
-	s.page, s.code, s.feat, s.weight = s.page[:0], s.code[:0], s.feat[:0], s.weight[:0]
+	s.page, s.code, s.life, s.feat, s.weight = s.page[:0], s.code[:0], s.life[:0], s.feat[:0], s.weight[:0]
+	now := float32(m.now)
 	keep := func(p uint32, w float64) {
 		x := m.features(uint64(p))
 		s.page = append(s.page, p)
-		s.code = append(s.code, codeOf(m.hist[p], m.last[p]))
+		s.code = append(s.code, codeOf(m.hist[p], m.count[p]))
+		s.life = append(s.life, lifeCode(m.hist[p], m.count[p], m.stay[p], now))
 		s.feat = append(s.feat, x[:]...)
 		s.weight = append(s.weight, float32(w))
 	}
@@ -109,23 +129,7 @@ func (m *Model) sample(dirty []uint64) {
 		}
 	}
 	// The pages not dirtied, by stratum.
-	recent, older := m.recent[:0], m.older[:0]
-	var idle uint64
-	d := 0
-	for p, h := range m.hist {
-		if d < len(dirty) && dirty[d] == uint64(p) {
-			d++
-			continue
-		}
-		switch {
-		case h&patternMask != 0:
-			recent = append(recent, uint32(p))
-		case h != 0:
-			older = append(older, uint32(p))
-		default:
-			idle++
-		}
-	}
+	recent, older, idle := strata(m.hist, dirty, m.recent[:0], m.older[:0])
 	if len(dirty) <= 4*m.o.Samples {
 		for _, p := range dirty {
 			keep(uint32(p), 1)
@@ -163,6 +167,30 @@ func (m *Model) sample(dirty []uint64) {
 	}
 }
 
+// strata appends to recent the pages not in dirty that were dirtied in
+// the last 8 epochs, to older those dirtied before, and counts the others.
+//
+//go:norace
+func strata(hist, dirty []uint64, recent, older []uint32) ([]uint32, []uint32, uint64) {
+	var idle uint64
+	d := 0
+	for p, h := range hist {
+		if d < len(dirty) && dirty[d] == uint64(p) {
+			d++
+			continue
+		}
+		switch {
+		case h&patternMask != 0:
+			recent = append(recent, uint32(p))
+		case h != 0:
+			older = append(older, uint32(p))
+		default:
+			idle++
+		}
+	}
+	return recent, older, idle
+}
+
 // Refitting and decision tuning.
 const (
 	// ridge is the L2 penalty on the weights, per unit of sample weight.
@@ -190,15 +218,20 @@ const (
 // refit refits one horizon on the samples whose outcome is known: the
 // code table, then the weights, then the F1-best cut. Before, it checks on
 // the samples that came since the last fit whether that fit's cut beat
-// the plain threshold: only then does Predict use the new one.
+// the plain threshold: only then does Predict use the new one. The race
+// detector is off in it and the three below, which loop over the model's
+// own samples (see doc.go, Tests); Observe, which calls them, is not.
+//
+//go:norace
 func (m *Model) refit(f *fit) {
 	h := uint32(f.h)
 	s := &m.scratch
-	s.d = 2 + nFeat
+	s.d = 3 + nFeat
 	s.reset()
 	cs := m.codeScratch[:0]
+	ls := m.lifeScratch[:0]
 	fresh := 0 // rows from fresh on are from epochs since the last fit
-	x := make([]float64, 2+nFeat)
+	x := make([]float64, 3+nFeat)
 	for i := range uint32(keepEpochs) {
 		e := &m.ring[(m.now+i)%keepEpochs] // oldest first
 		if len(e.page) == 0 || e.t+h > m.now || m.now-e.t > keepEpochs {
@@ -212,13 +245,14 @@ func (m *Model) refit(f *fit) {
 		for j, p := range e.page {
 			x[0] = 1
 			for k := range nFeat {
-				x[2+k] = float64(e.feat[j*nFeat+k])
+				x[3+k] = float64(e.feat[j*nFeat+k])
 			}
 			s.add(x, m.hist[p]&mask != 0, float64(e.weight[j]))
 			cs = append(cs, e.code[j])
+			ls = append(ls, e.life[j])
 		}
 	}
-	m.codeScratch = cs
+	m.codeScratch, m.lifeScratch = cs, ls
 	if s.len() < 64 {
 		return
 	}
@@ -227,6 +261,7 @@ func (m *Model) refit(f *fit) {
 	if f.fitted && fresh < s.len() {
 		for i := fresh; i < s.len(); i++ {
 			s.x[i*s.d+1] = f.table[cs[i]]
+			s.x[i*s.d+2] = f.life[ls[i]]
 		}
 		tail := &samples{d: s.d, x: s.x[fresh*s.d:], y: s.y[fresh:], c: s.c[fresh:]}
 		f.lift = liftHelps(tail, f.w[:], f.cut, m.zt)
@@ -254,6 +289,18 @@ func (m *Model) refit(f *fit) {
 	for i, c := range cs {
 		s.x[i*s.d+1] = f.table[c]
 	}
+	var ln, lpos [lifeCodes]float64
+	for i, c := range ls {
+		ln[c] += s.c[i]
+		lpos[c] += s.c[i] * s.y[i]
+	}
+	for c := range lifeCodes {
+		p := (lpos[c] + tablePrior*mean) / (ln[c] + tablePrior)
+		f.life[c] = logit(min(max(p, 1e-6), 1-1e-6))
+	}
+	for i, c := range ls {
+		s.x[i*s.d+2] = f.life[c]
+	}
 
 	if !f.fitted {
 		clear(f.w[:])
@@ -268,6 +315,8 @@ func (m *Model) refit(f *fit) {
 // weights w, from cut to the threshold's logit zt gives them an F1 of at
 // least 2·minCutP, better by minLiftGain or more and by a larger share
 // than it makes their Brier score worse.
+//
+//go:norace
 func liftHelps(s *samples, w []float64, cut, zt float32) bool {
 	var tp, pp, tpCut, ppCut, pos, sq, sqCut float64
 	for i := range s.len() {
@@ -311,6 +360,8 @@ func lifted(z, cut, zt float32) float32 {
 
 // f1At returns the F1 on the samples, scored with weights w, of
 // predicting dirty the pages at and above logit cut.
+//
+//go:norace
 func f1At(s *samples, w []float64, cut float32) float64 {
 	var tp, pp, pos float64
 	for i := range s.len() {
@@ -330,6 +381,8 @@ func f1At(s *samples, w []float64, cut float32) float64 {
 // bestCut returns the logit, at least minCut, at and above which
 // predicting dirty gives the samples, scored with weights w, their best
 // F1; zt, the threshold's, if no other beats it.
+//
+//go:norace
 func bestCut(s *samples, w []float64, zt float32) float32 {
 	var n, pos [cutBuckets]float64
 	var allPos, tpAt, ppAt float64
