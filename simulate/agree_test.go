@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
@@ -20,7 +22,7 @@ import (
 // agreeBandwidth cannot send within one round, so that rounds, deferral
 // and throttle all have something to do.
 const (
-	agreeWorkload  = "hotset:hot=2048,p=0.95,delay=25000"
+	agreeWorkload  = "hotset:hot=4096,p=0.95,delay=25000"
 	agreeMemory    = 64 << 20
 	agreeBandwidth = 32 << 20
 	agreeEpoch     = 100 * time.Millisecond
@@ -38,25 +40,45 @@ func TestAgreesWithLive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU")
 	}
-	rec, mix := record(t)
-	w, err := simulate.NewTrace("recorded", trace.Meta{MemoryBytes: agreeMemory, PageSize: 4096, Epoch: agreeEpoch}, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("recorded %d epochs, content %s", len(rec), mix)
 	cfg := migrator.Config{MaxBandwidth: agreeBandwidth, MaxRounds: 8, TargetRound: 3}
 	for _, mode := range []string{migrator.ModePrecopy, migrator.ModePredictive, migrator.ModeThrottle, migrator.MECOM,
 		migrator.ModePredictive + "+" + migrator.MECOM} {
 		t.Run(mode, func(t *testing.T) {
+			// Record the guest's writes during its live migration, then
+			// simulate the migration on that recording.
+			src := startSource(t)
+			mix := simulate.MeasureMix(src.Memory(), 1)
+			rec := &recorder{Guest: src}
+			var before []trace.Epoch
+			if mode == migrator.ModeThrottle {
+				// A throttled guest's writes are those of a slowed
+				// guest, which the simulation slows again: record
+				// this one at full speed, just before.
+				before = record(t, src)
+			}
 			cfg := cfg
 			cfg.Mode = mode
-			live := migrateLive(t, cfg)
-			sim := simulate.Run(context.Background(), simulate.Options{Workload: w, Bandwidth: agreeBandwidth,
+			live := migrateLive(t, rec, cfg)
+			epochs := rec.epochs(agreeEpoch)
+			if before != nil {
+				epochs = before
+			}
+			w, err := simulate.NewTrace("recorded", trace.Meta{MemoryBytes: agreeMemory, PageSize: 4096, Epoch: agreeEpoch}, epochs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The live source shares two cores with the TCG guest and
+			// moves less than the cap: simulate the link it achieved.
+			active := time.Duration(live.TotalTime-live.SetupTime) * time.Millisecond
+			achieved := uint64(float64(live.RAM.Transferred) / active.Seconds())
+			t.Logf("the live link moved %.1f MiB/s of the %d MiB/s cap", mib(achieved), agreeBandwidth>>20)
+			sim := simulate.Run(context.Background(), simulate.Options{Workload: w, Bandwidth: min(achieved, agreeBandwidth),
 				MaxRounds: cfg.MaxRounds, TargetRound: cfg.TargetRound, Content: mix}, mode)
 			if sim.Err != nil {
 				t.Fatal(sim.Err)
 			}
 			l, s := live, sim.Info
+			t.Logf("content %s, %d epochs recorded, %d pages written an epoch", mix, len(epochs), written(epochs)/uint64(len(epochs)))
 			t.Logf("live:      %6.2f MiB, %d rounds %v, %4d ms, downtime %3d ms, deferred %d, throttle %d%%",
 				mib(l.RAM.Transferred), l.Pagecast.Round, l.Pagecast.RoundPages, l.TotalTime, l.Downtime, l.Pagecast.DeferredAll, l.CPUThrottlePercentage)
 			t.Logf("simulated: %6.2f MiB, %d rounds %v, %4d ms, downtime %3d ms, deferred %d, throttle %d%%",
@@ -69,6 +91,14 @@ func TestAgreesWithLive(t *testing.T) {
 			}
 		})
 	}
+}
+
+func written(epochs []trace.Epoch) uint64 {
+	var n uint64
+	for _, e := range epochs {
+		n += uint64(len(e.Pages))
+	}
+	return n
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
@@ -114,10 +144,65 @@ func startSource(t *testing.T) *qemuguest.Source {
 	return src
 }
 
-// record harvests a running guest's dirty log every epoch, as pagecast
-// profile does, and measures its memory's content.
-func record(t *testing.T) ([]trace.Epoch, simulate.Mix) {
-	src := startSource(t)
+// recorder is a guest whose dirty log keeps what the engine harvests,
+// and when: the guest's writes during its own migration.
+type recorder struct {
+	migrator.Guest
+	start    time.Time
+	harvests []harvest
+}
+
+type harvest struct {
+	at    time.Duration
+	pages []uint64
+}
+
+func (r *recorder) StartDirtyLog() (migrator.DirtyLog, error) {
+	log, err := r.Guest.StartDirtyLog()
+	r.start = time.Now()
+	return &recorderLog{DirtyLog: log, r: r}, err
+}
+
+type recorderLog struct {
+	migrator.DirtyLog
+	r *recorder
+}
+
+func (l *recorderLog) Harvest() (*bitmap.Bitmap, error) {
+	h, err := l.DirtyLog.Harvest()
+	if err == nil {
+		l.r.harvests = append(l.r.harvests, harvest{at: time.Since(l.r.start), pages: h.List()})
+	}
+	return h, err
+}
+
+// epochs puts the harvests into epochs of length epoch, by when each was
+// taken.
+func (r *recorder) epochs(epoch time.Duration) []trace.Epoch {
+	var out []trace.Epoch
+	var last time.Duration
+	for _, h := range r.harvests {
+		// The pages were written since the harvest before: put them in
+		// the epoch of the middle of that stretch.
+		i := uint64((last + h.at) / 2 / epoch)
+		last = h.at
+		if len(out) == 0 || out[len(out)-1].Index != i {
+			out = append(out, trace.Epoch{Index: i})
+		}
+		e := &out[len(out)-1]
+		e.Pages = append(e.Pages, h.pages...)
+		slices.Sort(e.Pages)
+		e.Pages = slices.Compact(e.Pages)
+	}
+	if len(out) > 0 && out[0].Index != 0 {
+		out = append([]trace.Epoch{{Index: 0}}, out...)
+	}
+	return out
+}
+
+// record harvests a running guest's dirty log every epoch for 4 s, as
+// pagecast profile does.
+func record(t *testing.T, src *qemuguest.Source) []trace.Epoch {
 	log, err := src.StartDirtyLog()
 	if err != nil {
 		t.Fatal(err)
@@ -134,12 +219,11 @@ func record(t *testing.T) ([]trace.Epoch, simulate.Mix) {
 		}
 		epochs = append(epochs, trace.Epoch{Index: uint64(i), Pages: h.List()})
 	}
-	return epochs, simulate.MeasureMix(src.Memory(), 1)
+	return epochs
 }
 
-// migrateLive migrates a fresh guest to a fresh destination with cfg.
-func migrateLive(t *testing.T, cfg migrator.Config) migrator.Info {
-	src := startSource(t)
+// migrateLive migrates src to a fresh destination with cfg.
+func migrateLive(t *testing.T, src migrator.Guest, cfg migrator.Config) migrator.Info {
 	dst, err := qemuguest.StartDest(options(t))
 	if err != nil {
 		t.Fatal(err)

@@ -142,18 +142,22 @@ func (g *Guest) SaveState() ([]byte, error) { return g.state, nil }
 
 func (g *Guest) EarlyPages(*bitmap.Bitmap) []uint64 { return nil }
 
-// StartDirtyLog returns a log of the epochs the guest completes from now.
+// StartDirtyLog returns a log of the writes the guest makes from now.
 func (g *Guest) StartDirtyLog() (migrator.DirtyLog, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.advance()
-	return &dirtyLog{g: g, next: uint64(g.pos), seen: bitmap.New(g.w.Pages())}, nil
+	return &dirtyLog{g: g, at: g.pos, seen: bitmap.New(g.w.Pages())}, nil
 }
 
-// dirtyLog hands over the workload's epochs up to the guest's position.
+// dirtyLog hands over the workload's writes up to the guest's position.
+// Within an epoch, each page is written at an instant of its own (a hash
+// of the page and the epoch), so a harvest in the middle of an epoch
+// returns the pages written in its first part, as a live guest's dirty
+// log would, and the next harvest the rest.
 type dirtyLog struct {
 	g    *Guest
-	next uint64 // the first epoch not handed over
+	at   float64 // the position, in epochs, handed over up to
 	seen *bitmap.Bitmap
 }
 
@@ -168,36 +172,48 @@ func (l *dirtyLog) HarvestPages() ([]uint64, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.advance()
-	if math.IsInf(g.pos, 0) || math.IsNaN(g.pos) {
+	if math.IsInf(g.pos, 0) || math.IsNaN(g.pos) || g.pos > 1<<62 {
 		return nil, errors.New("the simulated guest's clock overflowed")
 	}
-	upto := uint64(g.pos)
-	if upto <= l.next {
+	from, upto := l.at, g.pos
+	if upto <= from {
 		return nil, nil
 	}
-	from := l.next
-	if n := g.w.Len(); n > 0 && upto-from > n {
-		from = upto - n // one lap holds every page the workload writes
+	l.at = upto
+	span := float64(maxHarvestEpochs)
+	if n := g.w.Len(); n > 0 {
+		span = min(span, float64(n)) // one lap holds every page the workload writes
 	}
-	from = max(from, upto-min(upto, maxHarvestEpochs))
-	l.next = upto
+	from = max(from, upto-span)
+	first, end := uint64(from), uint64(math.Ceil(upto))
 	var out []uint64
-	if upto-from == 1 {
-		out = g.epochPages(out, from)
-	} else {
-		// Several epochs: each page once, ascending.
-		for i := from; i < upto; i++ {
-			start := len(out)
-			out = g.epochPages(out, i)
+	for i := first; i < end; i++ {
+		lo, hi := max(0, from-float64(i)), min(1, upto-float64(i))
+		start := len(out)
+		out = g.epochPages(out, i)
+		if lo > 0 || hi < 1 {
 			kept := out[:start]
 			for _, p := range out[start:] {
-				if !l.seen.Has(p) {
-					l.seen.Set(p)
+				if f := instant(p, i); lo <= f && f < hi {
 					kept = append(kept, p)
 				}
 			}
 			out = kept
 		}
+		if end-first == 1 {
+			break
+		}
+		// Several epochs: each page once.
+		kept := out[:start]
+		for _, p := range out[start:] {
+			if !l.seen.Has(p) {
+				l.seen.Set(p)
+				kept = append(kept, p)
+			}
+		}
+		out = kept
+	}
+	if end-first > 1 {
 		for _, p := range out {
 			l.seen.Unset(p)
 		}
@@ -208,6 +224,12 @@ func (l *dirtyLog) HarvestPages() ([]uint64, error) {
 	}
 	g.writes += uint64(len(out))
 	return out, nil
+}
+
+// instant is when in epoch i page p is written, as a fraction of the
+// epoch.
+func instant(p, i uint64) float64 {
+	return float64(mix(p, i)>>11) / (1 << 53)
 }
 
 // epochPages appends the workload's pages of epoch i counted from its

@@ -109,7 +109,7 @@ func Run(ctx context.Context, o Options, mode string) Result {
 		r.Timeline = append(r.Timeline, p)
 	}
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
-		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Epoch: o.Workload.Epoch(), Clock: clock}
+		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Clock: clock}
 	t0 := time.Now()
 	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, Observe: observe, ObserveEvery: o.Step})
 	r.Wall = time.Since(t0)

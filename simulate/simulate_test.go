@@ -237,3 +237,39 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("cancelled simulation: %v", r.Err)
 	}
 }
+
+// TestHarvestWithinEpoch: a harvest in the middle of an epoch returns the
+// pages written so far in it, the next the rest, each page once.
+func TestHarvestWithinEpoch(t *testing.T) {
+	pages := make([]uint64, 1000)
+	for i := range pages {
+		pages[i] = uint64(i) * 3
+	}
+	w, err := NewTrace("t", trace.Meta{MemoryBytes: 4096 * 4096, PageSize: 4096, Epoch: time.Second},
+		[]trace.Epoch{{Index: 0, Pages: pages}, {Index: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := migrator.NewVirtualClock(time.Unix(0, 0))
+	g, err := NewGuest(w, clock, GuestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := g.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lister := log.(migrator.PageLister)
+	clock.Advance(250 * time.Millisecond)
+	a, _ := lister.HarvestPages()
+	clock.Advance(750 * time.Millisecond)
+	b, _ := lister.HarvestPages()
+	if len(a) < 200 || len(a) > 300 || len(a)+len(b) != 1000 || !slices.IsSorted(a) || !slices.IsSorted(b) {
+		t.Fatalf("a quarter epoch gave %d pages, the rest %d", len(a), len(b))
+	}
+	all := append(slices.Clone(a), b...)
+	slices.Sort(all)
+	if !slices.Equal(all, pages) {
+		t.Fatal("the two harvests are not the epoch's pages, each once")
+	}
+}
