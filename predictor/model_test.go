@@ -153,3 +153,20 @@ func TestSigmoid32(t *testing.T) {
 		t.Errorf("sigmoid32(NaN) = %v", v)
 	}
 }
+
+// The fitting's own exponential and logarithm agree with the math
+// package's.
+func TestExpLog1p(t *testing.T) {
+	for x := -750.0; x <= 0; x += 0.0173 {
+		want := math.Exp(x)
+		if got := expNonPositive(x); math.Abs(got-want) > 1e-14*want+1e-300 {
+			t.Fatalf("expNonPositive(%v) = %v, want %v", x, got, want)
+		}
+	}
+	for e := 0.0; e <= 1; e += 0.000731 {
+		want := math.Log1p(e)
+		if got := log1pUnit(e); math.Abs(got-want) > 1e-15 {
+			t.Fatalf("log1pUnit(%v) = %v, want %v", e, got, want)
+		}
+	}
+}

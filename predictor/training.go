@@ -228,8 +228,14 @@ func (m *Model) refit(f *fit) {
 	s := &m.scratch
 	s.d = 3 + nFeat
 	s.reset()
-	cs := m.codeScratch[:0]
-	ls := m.lifeScratch[:0]
+	rows := 0
+	for i := range m.ring {
+		rows += len(m.ring[i].page)
+	}
+	// Grown once to the most rows there can be, not by doubling.
+	s.x, s.y, s.c = slices.Grow(s.x, rows*s.d), slices.Grow(s.y, rows), slices.Grow(s.c, rows)
+	cs := slices.Grow(m.codeScratch[:0], rows)
+	ls := slices.Grow(m.lifeScratch[:0], rows)
 	fresh := 0 // rows from fresh on are from epochs since the last fit
 	x := make([]float64, 3+nFeat)
 	for i := range uint32(keepEpochs) {
