@@ -28,11 +28,30 @@ func BenchmarkPredict(b *testing.B) {
 	const pages = 1 << 20
 	m := benchModel(pages)
 	dst := make([]float32, pages)
+	m.Predict(dst) // fits the horizon, as the first forecast does
 	b.ResetTimer()
 	for b.Loop() {
 		m.Predict(dst)
 	}
 	b.ReportMetric(float64(pages)*float64(b.N)/b.Elapsed().Seconds(), "pages/s")
+	b.ReportMetric(float64(m.StateBytes())/pages, "state-B/page")
+}
+
+// BenchmarkRefit refits the one-epoch forecast of a model of a 4 GiB VM
+// (1 Mi pages) that has observed 128 epochs: what Observe adds every
+// RefitEvery epochs per horizon forecast. Its cost follows the samples
+// kept, at most 64 epochs of 5.75·Options.Samples rows (188416 by
+// default), not the page count.
+func BenchmarkRefit(b *testing.B) {
+	const pages = 1 << 20
+	m := benchModel(pages)
+	f := m.horizons[0]
+	b.ResetTimer()
+	for b.Loop() {
+		m.refit(f)
+	}
+	b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(b.N), "ms/refit")
+	b.ReportMetric(float64(m.scratch.len()), "rows")
 }
 
 // BenchmarkObserve closes epochs of a 4 GiB VM (1 Mi pages) with 1% of
@@ -67,6 +86,7 @@ func BenchmarkPredictAwk(b *testing.B) {
 		m.Observe(e.Pages)
 	}
 	dst := make([]float32, pages)
+	m.Predict(dst)
 	b.ResetTimer()
 	for b.Loop() {
 		m.Predict(dst)

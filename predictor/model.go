@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"slices"
+	"unsafe"
 )
 
 // Model defaults and limits.
@@ -325,6 +326,20 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 		}
 	}
 	return sum + float64(block) + moved
+}
+
+// StateBytes returns the bytes the model keeps in proportion to the
+// guest: 16 a page, and 8 a 2 MiB region plus 8 a region for each horizon
+// fitted. Training samples and fitting scratch, bounded by Options.Samples
+// and not by the page count, are not counted.
+func (m *Model) StateBytes() uint64 {
+	perPage := unsafe.Sizeof(m.hist[0]) + unsafe.Sizeof(m.count[0]) + unsafe.Sizeof(m.stay[0]) +
+		unsafe.Sizeof(m.near[0]) + unsafe.Sizeof(m.nearRec[0])
+	n := uint64(perPage)*m.pages + 4*uint64(len(m.region)+len(m.regionRec))
+	for _, f := range m.horizons {
+		n += 4 * uint64(len(f.zr)+len(f.zrIdle))
+	}
+	return n
 }
 
 // Expected returns the expected number of pages dirtied within the
