@@ -87,7 +87,8 @@ const samplesPerClass = 32
 
 // contents gives every page a class by a hash of its number and the mix,
 // and a sample page of that class; a page once written is no longer zero
-// and takes its class from the mix's other classes.
+// and takes its class from the written mix (by default the mix's other
+// classes).
 type contents struct {
 	cum     [4]uint64 // cumulative shares of the mix, scaled to 2^32
 	cumData [4]uint64 // the same over the non-zero classes
@@ -95,24 +96,25 @@ type contents struct {
 	written []uint64 // bitmap: pages the guest has written
 }
 
-func newContents(m Mix, pages uint64) (*contents, error) {
+func newContents(m, written Mix, pages uint64) (*contents, error) {
 	c := &contents{written: make([]uint64, (pages+63)/64)}
+	if written == (Mix{}) {
+		written = m // the mix's data classes
+	}
+	written[mecom.Zero] = 0
+	data := written[mecom.Repeat] + written[mecom.LowEntropy] + written[mecom.HighEntropy]
+	if data == 0 {
+		written = Mix{0, 0, 1, 0} // written pages of an all-zero mix hold text
+		data = 1
+	}
 	acc, accData := 0.0, 0.0
-	data := 1 - m[mecom.Zero]
-	for i, f := range m {
-		acc += f
+	for i := range m {
+		acc += m[i]
+		accData += written[i] / data
 		c.cum[i] = uint64(acc * (1 << 32))
-		if i != int(mecom.Zero) {
-			if data > 0 {
-				accData += f / data
-			}
-		}
 		c.cumData[i] = uint64(accData * (1 << 32))
 	}
 	c.cum[3], c.cumData[3] = 1<<32, 1<<32
-	if data == 0 { // written pages of an all-zero mix hold text
-		c.cumData = [4]uint64{0, 0, 1 << 32, 1 << 32}
-	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for class := range 4 {
 		for j := range samplesPerClass {

@@ -44,6 +44,7 @@ func (g *Guest) written() uint64 {
 type GuestOptions struct {
 	Start      uint64 // the workload epoch the migration starts at
 	Content    Mix    // page contents; zero value: DefaultMix
+	Written    Mix    // contents of pages once the workload writes them; zero value: Content's non-zero classes
 	StateBytes int    // vCPU and device state sent at the switch-over
 }
 
@@ -57,7 +58,7 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	if o.Content == (Mix{}) {
 		o.Content = DefaultMix
 	}
-	c, err := newContents(o.Content, w.Pages())
+	c, err := newContents(o.Content, o.Written, w.Pages())
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ type Options struct {
 	TargetRound   int           // throttle's; default the engine's
 	Start         uint64        // the workload epoch the migration starts at
 	Content       Mix           // default DefaultMix
+	Written       Mix           // what written pages hold; default Content's non-zero classes
 	// StateBytes is the vCPU and device state sent at the switch-over;
 	// default 300 KiB, about what a small QEMU VM's device state weighs.
 	StateBytes int
@@ -95,7 +96,7 @@ func Run(ctx context.Context, o Options, mode string) Result {
 	}
 	start := time.Unix(0, 0).UTC()
 	clock := migrator.NewVirtualClock(start)
-	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, StateBytes: o.StateBytes})
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, StateBytes: o.StateBytes})
 	if err != nil {
 		r.Err = err
 		return r

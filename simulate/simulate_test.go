@@ -80,7 +80,7 @@ func TestContents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := newContents(m, 1<<16)
+	c, err := newContents(m, Mix{}, 1<<16)
 	if err != nil {
 		t.Fatal(err)
 	}
