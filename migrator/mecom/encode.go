@@ -25,6 +25,7 @@ type Encoder struct {
 	model     model
 	choice    [numClasses]Codec
 	totals    Stats
+	batchCPU  float64 // seconds the last Encode's compression took, its workers running at once
 }
 
 // Stats are running totals since NewEncoder.
@@ -162,10 +163,14 @@ func (e *Encoder) EncodeFrom(dst []byte, gfns []uint64, pages uint64, page func(
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.batchCPU = 0
 	for _, w := range used {
 		e.model.fold(&w.tally)
 		e.totals.add(&w.stats)
+		e.batchCPU += w.cpu
 	}
+	// Live, the batch is split over this many workers coding at once.
+	e.batchCPU /= float64(min(len(e.workers), (len(gfns)+minChunk-1)/minChunk))
 	e.rechooseLocked()
 	return dst, nil
 }
@@ -200,6 +205,8 @@ type worker struct {
 	// sampling of codecs not chosen.
 	seen [numClasses]uint64
 
+	cpu float64 // seconds spent coding in this batch (timed codecs only)
+
 	// Set by Memoize: codings and classes by buffer.
 	memo    map[memoKey]memoEntry
 	classes map[*byte]Class
@@ -233,6 +240,7 @@ func (w *worker) start(m *model, choice [numClasses]Codec, c costing) {
 	w.cost = c
 	w.tally = [numClasses][numCodecs]tally{}
 	w.stats = Stats{}
+	w.cpu = 0
 }
 
 // encode appends the coded pages gfns, read with pageOf, to dst.
@@ -269,6 +277,7 @@ func (w *worker) encode(dst []byte, gfns []uint64, pageOf func(uint64) []byte) [
 				cpu = time.Since(t0).Seconds()
 			}
 			bytes := float64(len(dst) - start)
+			w.cpu += cpu
 			w.model.est[class][codec].observe(bytes, cpu)
 			w.tally[class][codec].add(bytes, cpu)
 			w.choice[class] = w.cost.choose(&w.model, class, w.choice[class])
@@ -320,6 +329,16 @@ type memoEntry struct {
 	coded []byte
 	sent  Codec
 	cpu   float64
+}
+
+// BatchCPU is how long the last Encode spent compressing, with the batch
+// split over the workers as it is when pages are not memoized: what a
+// simulated migration charges to its clock, memoized codings included at
+// the time they first took.
+func (e *Encoder) BatchCPU() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return time.Duration(e.batchCPU * float64(time.Second))
 }
 
 // Memoize tells e that the pages it codes are drawn from a small set of
