@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -30,7 +31,12 @@ type Guest struct {
 	last     time.Time // when pos was last brought up to date
 	start    uint64    // the epoch the migration began at
 	writes   uint64    // pages written (harvested), summed over epochs
-	scratch  []uint64
+	// byInstant's cache: one epoch's pages in the order written.
+	cached     bool
+	cacheEpoch uint64
+	cachePages []uint64
+	cacheAt    []float64
+	scratch    []uint64
 }
 
 // written is the page writes harvested so far.
@@ -191,15 +197,14 @@ func (l *dirtyLog) HarvestPages() ([]uint64, error) {
 	for i := first; i < end; i++ {
 		lo, hi := max(0, from-float64(i)), min(1, upto-float64(i))
 		start := len(out)
-		out = g.epochPages(out, i)
 		if lo > 0 || hi < 1 {
-			kept := out[:start]
-			for _, p := range out[start:] {
-				if f := instant(p, i); lo <= f && f < hi {
-					kept = append(kept, p)
-				}
-			}
-			out = kept
+			pages, at := g.byInstant(i)
+			a, _ := slices.BinarySearch(at, lo)
+			b, _ := slices.BinarySearch(at, hi)
+			out = append(out, pages[a:b]...)
+			slices.Sort(out[start:])
+		} else {
+			out = g.epochPages(out, i)
 		}
 		if end-first == 1 {
 			break
@@ -225,6 +230,37 @@ func (l *dirtyLog) HarvestPages() ([]uint64, error) {
 	}
 	g.writes += uint64(len(out))
 	return out, nil
+}
+
+// byInstant returns epoch i's pages in the order they are written, with
+// their instants: a harvest within the epoch takes a stretch of them. The
+// last epoch asked for is kept, since harvests come many to an epoch (TSMC's
+// destination looks at every push). g.mu is held.
+func (g *Guest) byInstant(i uint64) ([]uint64, []float64) {
+	if g.cached && g.cacheEpoch == i {
+		return g.cachePages, g.cacheAt
+	}
+	pages := g.epochPages(g.cachePages[:0], i)
+	at := slices.Grow(g.cacheAt[:0], len(pages))[:len(pages)]
+	for j, p := range pages {
+		at[j] = instant(p, i)
+	}
+	sort.Sort(byAt{pages, at})
+	g.cached, g.cacheEpoch, g.cachePages, g.cacheAt = true, i, pages, at
+	return pages, at
+}
+
+// byAt sorts pages by their instants.
+type byAt struct {
+	pages []uint64
+	at    []float64
+}
+
+func (b byAt) Len() int           { return len(b.pages) }
+func (b byAt) Less(i, j int) bool { return b.at[i] < b.at[j] }
+func (b byAt) Swap(i, j int) {
+	b.pages[i], b.pages[j] = b.pages[j], b.pages[i]
+	b.at[i], b.at[j] = b.at[j], b.at[i]
 }
 
 // instant is when in epoch i page p is written, as a fraction of the
