@@ -31,12 +31,15 @@ type Guest struct {
 	last     time.Time // when pos was last brought up to date
 	start    uint64    // the epoch the migration began at
 	writes   uint64    // pages written (harvested), summed over epochs
-	// byInstant's cache: one epoch's pages in the order written.
-	cached     bool
-	cacheEpoch uint64
-	cachePages []uint64
-	cacheAt    []float64
-	scratch    []uint64
+	// partial's count of harvests within one epoch, and byInstant's
+	// cache: one epoch's pages in the order written.
+	partialEpoch uint64
+	partialCount int
+	cached       bool
+	cacheEpoch   uint64
+	cachePages   []uint64
+	cacheAt      []float64
+	scratch      []uint64
 }
 
 // written is the page writes harvested so far.
@@ -198,11 +201,7 @@ func (l *dirtyLog) HarvestPages() ([]uint64, error) {
 		lo, hi := max(0, from-float64(i)), min(1, upto-float64(i))
 		start := len(out)
 		if lo > 0 || hi < 1 {
-			pages, at := g.byInstant(i)
-			a, _ := slices.BinarySearch(at, lo)
-			b, _ := slices.BinarySearch(at, hi)
-			out = append(out, pages[a:b]...)
-			slices.Sort(out[start:])
+			out = g.partial(out, i, lo, hi)
 		} else {
 			out = g.epochPages(out, i)
 		}
@@ -230,6 +229,35 @@ func (l *dirtyLog) HarvestPages() ([]uint64, error) {
 	}
 	g.writes += uint64(len(out))
 	return out, nil
+}
+
+// partial appends the pages of epoch i written in [lo, hi) of it,
+// ascending. The first harvests of an epoch filter its pages; an epoch
+// harvested in many stretches (TSMC's destination looks at every push)
+// is put in the order written once, and each stretch taken from that.
+// g.mu is held.
+func (g *Guest) partial(out []uint64, i uint64, lo, hi float64) []uint64 {
+	if g.partialEpoch != i {
+		g.partialEpoch, g.partialCount = i, 0
+	}
+	g.partialCount++
+	start := len(out)
+	if g.partialCount <= 4 {
+		out = g.epochPages(out, i)
+		kept := out[:start]
+		for _, p := range out[start:] {
+			if f := instant(p, i); lo <= f && f < hi {
+				kept = append(kept, p)
+			}
+		}
+		return kept
+	}
+	pages, at := g.byInstant(i)
+	a, _ := slices.BinarySearch(at, lo)
+	b, _ := slices.BinarySearch(at, hi)
+	out = append(out, pages[a:b]...)
+	slices.Sort(out[start:])
+	return out
 }
 
 // byInstant returns epoch i's pages in the order they are written, with

@@ -272,4 +272,33 @@ func TestHarvestWithinEpoch(t *testing.T) {
 	if !slices.Equal(all, pages) {
 		t.Fatal("the two harvests are not the epoch's pages, each once")
 	}
+	// Many harvests within an epoch (past the first few, they take
+	// stretches of the epoch in the order written).
+	w2, err := NewTrace("t", trace.Meta{MemoryBytes: 4096 * 4096, PageSize: 4096, Epoch: time.Second},
+		[]trace.Epoch{{Index: 0}, {Index: 1, Pages: pages}, {Index: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err = NewGuest(w2, clock, GuestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err = g.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lister = log.(migrator.PageLister)
+	all = nil
+	for range 40 {
+		clock.Advance(50 * time.Millisecond)
+		got, _ := lister.HarvestPages()
+		if !slices.IsSorted(got) {
+			t.Fatal("a harvest not ascending")
+		}
+		all = append(all, got...)
+	}
+	slices.Sort(all)
+	if !slices.Equal(all, pages) {
+		t.Fatalf("40 harvests gave %d pages, want the epoch's %d, each once", len(all), len(pages))
+	}
 }
