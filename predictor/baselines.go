@@ -175,7 +175,6 @@ func (m *markov) PredictHorizon(dst []float32, h int) {
 func (m *markov) predictPages(dst []float32, h int, g0, g1 float64) {
 	k := float64(markovPrior)
 	now := m.now
-	hf := float64(h)
 	// Runs of pages with the same counts and state (never written, most
 	// of them) get the same forecast: it is computed once a run.
 	var prevD, prevS uint32
@@ -202,7 +201,7 @@ func (m *markov) predictPages(dst []float32, h int, g0, g1 float64) {
 		case h == 1:
 			prev = float32(p1)
 		default:
-			clean := math.Pow(1-p0, hf-state)
+			clean := powInt(1-p0, h-int(state))
 			if state == 1 {
 				clean *= 1 - p1
 			}
@@ -210,4 +209,17 @@ func (m *markov) predictPages(dst []float32, h int, g0, g1 float64) {
 		}
 		dst[i] = prev
 	}
+}
+
+// powInt is x^n for n >= 0, by squaring: math.Pow without its cost under
+// the race detector.
+func powInt(x float64, n int) float64 {
+	r := 1.0
+	for ; n > 0; n >>= 1 {
+		if n&1 == 1 {
+			r *= x
+		}
+		x *= x
+	}
+	return r
 }

@@ -84,3 +84,13 @@ func TestBaselinesInRange(t *testing.T) {
 		}
 	}
 }
+
+func TestPowInt(t *testing.T) {
+	for _, x := range []float64{0, 0.001, 0.37, 0.999, 1} {
+		for n := range 40 {
+			if got, want := powInt(x, n), math.Pow(x, float64(n)); math.Abs(got-want) > 1e-14 {
+				t.Errorf("powInt(%v, %d) = %v, want %v", x, n, got, want)
+			}
+		}
+	}
+}

@@ -136,9 +136,25 @@ type Bin struct {
 // not scored, nor are epochs whose horizon reaches past the trace or into
 // a skipped epoch.
 func Evaluate(epochs []trace.Epoch, pages uint64, preds []Predictor, o EvalOptions) []Result {
+	res := EvaluateHorizons(epochs, pages, preds, o, []int{max(o.Horizon, 1)})
+	out := make([]Result, len(preds))
+	for i := range preds {
+		out[i] = res[i][0]
+	}
+	return out
+}
+
+// EvaluateHorizons is Evaluate at several horizons in one walk of the
+// trace (o.Horizon is ignored): each predictor observes every epoch once
+// and forecasts each horizon before it. It returns, per predictor in
+// order, a result per horizon in order.
+func EvaluateHorizons(epochs []trace.Epoch, pages uint64, preds []Predictor, o EvalOptions, horizons []int) [][]Result {
 	o = o.withDefaults()
-	tl := newTimeline(epochs, o.Horizon)
-	results := make([]Result, len(preds))
+	tls := make([]*timeline, len(horizons))
+	for k, h := range horizons {
+		tls[k] = newTimeline(epochs, max(h, 1))
+	}
+	results := make([][]Result, len(preds))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for i, p := range preds {
@@ -147,7 +163,7 @@ func Evaluate(epochs []trace.Epoch, pages uint64, preds []Predictor, o EvalOptio
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[i] = evaluate(tl, pages, p, o)
+			results[i] = evaluate(tls, horizons, pages, p, o)
 		}()
 	}
 	wg.Wait()
@@ -240,11 +256,15 @@ type tally struct {
 	posAll uint64
 }
 
-func evaluate(tl *timeline, pages uint64, p Predictor, o EvalOptions) Result {
-	r := Result{Name: p.Name(), Threshold: o.Threshold, Horizon: o.Horizon}
-	t := &tally{
-		n: make([]uint64, scoreBuckets), pos: make([]uint64, scoreBuckets), sum: make([]float64, scoreBuckets),
-		bn: make([]uint64, o.Bins), bpos: make([]uint64, o.Bins), bsum: make([]float64, o.Bins),
+func evaluate(tls []*timeline, horizons []int, pages uint64, p Predictor, o EvalOptions) []Result {
+	rs := make([]Result, len(horizons))
+	ts := make([]*tally, len(horizons))
+	for k, h := range horizons {
+		rs[k] = Result{Name: p.Name(), Threshold: o.Threshold, Horizon: max(h, 1)}
+		ts[k] = &tally{
+			n: make([]uint64, scoreBuckets), pos: make([]uint64, scoreBuckets), sum: make([]float64, scoreBuckets),
+			bn: make([]uint64, o.Bins), bpos: make([]uint64, o.Bins), bsum: make([]float64, o.Bins),
+		}
 	}
 	hp, _ := p.(HorizonPredictor)
 	dst := make([]float32, pages)
@@ -261,14 +281,19 @@ func evaluate(tl *timeline, pages uint64, p Predictor, o EvalOptions) Result {
 		farWeight = pm.Total - pm.Mapped()
 	}
 	observed := 0
-	for _, st := range tl.steps {
-		for range st.gap {
+	for i, st0 := range tls[0].steps {
+		for range st0.gap {
 			p.Observe(nil)
 			observed++
 		}
-		if observed >= o.Warmup && st.scored {
-			if hp != nil && o.Horizon > 1 {
-				hp.PredictHorizon(dst, o.Horizon)
+		for k, tl := range tls {
+			st := &tl.steps[i]
+			if observed < o.Warmup || !st.scored {
+				continue
+			}
+			t, r, h := ts[k], &rs[k], rs[k].Horizon
+			if hp != nil && h > 1 {
+				hp.PredictHorizon(dst, h)
 			} else {
 				p.Predict(dst)
 			}
@@ -298,11 +323,13 @@ func evaluate(tl *timeline, pages uint64, p Predictor, o EvalOptions) Result {
 			t.posAll += uint64(len(st.outcome))
 			r.Epochs = append(r.Epochs, EpochScore{Index: st.index, Predicted: sumP, Actual: len(st.outcome)})
 		}
-		p.Observe(st.pages)
+		p.Observe(st0.pages)
 		observed++
 	}
-	t.finish(&r, o.Bins)
-	return r
+	for k := range ts {
+		ts[k].finish(&rs[k], o.Bins)
+	}
+	return rs
 }
 
 // add counts w pairs predicted v, in [0, 1].

@@ -20,6 +20,7 @@ func observed(o Options, workload string, epochs int) *Model {
 // Predict, with its folded tables, gives what the logistic regression
 // gives on the features the model fits on.
 func TestPredictMatchesFeatures(t *testing.T) {
+	t.Parallel()
 	for _, workload := range []string{"phased", "uniform"} {
 		for _, thr := range []float64{-1, 0.5} {
 			m := observed(Options{Threshold: thr, Horizon: 3}, workload, 70)
@@ -61,6 +62,7 @@ func TestStatePerPage(t *testing.T) {
 }
 
 func TestModelDeterministic(t *testing.T) {
+	t.Parallel()
 	a, b := observed(Options{Seed: 9}, "zipf", 80), observed(Options{Seed: 9}, "zipf", 80)
 	da, db := make([]float32, synthPages), make([]float32, synthPages)
 	a.Predict(da)
@@ -97,6 +99,7 @@ func TestModelColdStart(t *testing.T) {
 // Forecasts for several epochs ahead are calibrated too, and more likely
 // than for one.
 func TestHorizonCalibration(t *testing.T) {
+	t.Parallel()
 	const pages = 2048
 	tr, _ := knownProbabilities(pages, 250, 2)
 	for _, h := range []int{2, 4} {

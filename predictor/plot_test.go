@@ -7,6 +7,7 @@ import (
 )
 
 func TestPlots(t *testing.T) {
+	t.Parallel()
 	tr := synthetic("phased", 60, 1)
 	res := Evaluate(tr, synthPages, Contenders(synthPages, Options{}), EvalOptions{})
 	for _, p := range []struct {

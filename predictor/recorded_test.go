@@ -12,6 +12,7 @@ import (
 // there is locality to learn (hotset, zipf, phased) and stay within 0.02 of
 // it where there is none to speak of (sweep, uniform).
 func TestRecordedWorkloads(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		workload string
 		beat     bool

@@ -81,6 +81,7 @@ func synthetic(workload string, epochs int, seed uint64) []trace.Epoch {
 // phased) the model beats the last-epoch baseline on F1 and Brier; where
 // there is next to none (sweep, uniform) it is at most 0.02 worse.
 func TestSyntheticWorkloads(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		workload string
 		beat     bool
@@ -148,6 +149,7 @@ func knownProbabilities(pages, epochs int, seed uint64) ([]trace.Epoch, []float6
 // model's forecasts are calibrated (expected calibration error at most
 // 0.05), and close to the true probabilities.
 func TestCalibration(t *testing.T) {
+	t.Parallel()
 	const pages, epochs = 8192, 300
 	tr, p := knownProbabilities(pages, epochs, 1)
 	res := Evaluate(tr, pages, []Predictor{NewModel(pages, Options{})}, EvalOptions{Warmup: 64, Bins: 10})

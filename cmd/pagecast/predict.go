@@ -158,9 +158,18 @@ func predictEval(c *cli.Context) error {
 
 	fmt.Fprintf(out, "%s; warm-up of %d, threshold %g, horizons %s epochs\n", head, warmup, thr, joinInts(horizons))
 	pagesNote()
+	// One walk of the trace for every horizon; the model fits each.
+	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Pages: pm}
+	if warmup == 0 {
+		eo.Warmup = -1
+	}
+	byPredictor := predictor.EvaluateHorizons(epochs, pages,
+		predictor.Contenders(pages, predictor.Options{Horizon: longest, Threshold: thr}), eo, horizons)
 	all := make([][]predictor.Result, len(horizons))
 	for i, h := range horizons {
-		all[i] = evaluate(h)
+		for _, r := range byPredictor {
+			all[i] = append(all[i], r[i])
+		}
 		fmt.Fprintf(out, "\ndirtied within %s (scored %d epochs):\n", ahead(h), len(all[i][0].Epochs))
 		writeEvalTable(out, all[i])
 		if dir != "" {
