@@ -116,6 +116,7 @@ func logisticPass(s *samples, w, g, h []float64) float64 {
 	// (see doc.go, Tests).
 	d, n := s.d, s.len()
 	var loss float64
+	nz := make([]int, 0, d) // the nonzero features of a row
 	for i := range n {
 		xi := s.x[i*d : (i+1)*d]
 		z := dot(xi, w)
@@ -130,14 +131,20 @@ func logisticPass(s *samples, w, g, h []float64) float64 {
 		loss += c * (sp - y*z)
 		r := c * (p - y)
 		q := c * max(p*(1-p), 1e-12)
+		// Over the row's nonzero features only: most rows have few
+		// (the cohort, due and region features are mostly zero).
+		nz = nz[:0]
 		for a, xa := range xi {
-			if xa == 0 {
-				continue
+			if xa != 0 {
+				nz = append(nz, a)
 			}
+		}
+		for i1, a := range nz {
+			xa := xi[a]
 			g[a] += r * xa
 			row := h[a*d:]
 			qa := q * xa
-			for b := a; b < d; b++ {
+			for _, b := range nz[i1:] {
 				row[b] += qa * xi[b]
 			}
 		}
