@@ -73,12 +73,27 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	}
 	g := &Guest{w: w, clock: clock, epoch: w.Epoch().Seconds(), state: make([]byte, o.StateBytes), contents: c,
 		running: true, pos: float64(o.Start), last: clock.Now(), start: o.Start}
-	if s, ok := w.(*Synthetic); ok {
+	// What was written before the start holds data: a synthetic hot set;
+	// a trace's epochs before the start, and, for a window of one, before
+	// the window.
+	under, prior := w, min(o.Start, w.Len())
+	if v, ok := w.(window); ok {
+		under = v.w
+		if under.Len() > 0 {
+			prior = 0
+			for i := range v.from % under.Len() {
+				for _, p := range under.Dirty(g.scratch[:0], i) {
+					c.write(p)
+				}
+			}
+		}
+	}
+	if s, ok := under.(*Synthetic); ok {
 		for p := range s.Hot() {
 			c.write(p)
 		}
 	}
-	for i := range min(o.Start, w.Len()) {
+	for i := range prior {
 		for _, p := range w.Dirty(g.scratch[:0], i) {
 			c.write(p)
 		}

@@ -302,3 +302,39 @@ func TestHarvestWithinEpoch(t *testing.T) {
 		t.Fatalf("40 harvests gave %d pages, want the epoch's %d, each once", len(all), len(pages))
 	}
 }
+
+// TestChoose: auto picks the mode its predictions favour under each
+// preference, within the downtime limit where a mode keeps to it.
+func TestChoose(t *testing.T) {
+	w, err := ParseSynthetic("hotset:hot=4000,p=0.95,rate=20000", 1<<15, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Workload: w, Bandwidth: 32 << 20, DowntimeLimit: 100 * time.Millisecond, MaxRounds: 10}
+	for _, prefer := range []string{PreferTime, PreferBytes, PreferDowntime} {
+		c, err := Choose(context.Background(), o, Window(w, 0, 20), prefer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Predictions) != len(AutoModes) || c.Predicted().Mode != c.Mode || !strings.Contains(c.Why, "within the 100ms limit") {
+			t.Fatalf("%s: chose %q (%s) from %d predictions", prefer, c.Mode, c.Why, len(c.Predictions))
+		}
+		for _, r := range c.Predictions {
+			within := r.Info.Downtime <= 100
+			if within && Merit(r, prefer) < Merit(c.Predicted(), prefer) {
+				t.Errorf("%s: chose %s, but %s was predicted better within the limit", prefer, c.Mode, r.Mode)
+			}
+		}
+		// Pre-copy runs into the round cap on this hot set: never the
+		// choice.
+		if c.Mode == "precopy" || c.Mode == "predictive" {
+			t.Errorf("%s: chose %s, which cannot keep the downtime limit here", prefer, c.Mode)
+		}
+	}
+	if _, err := Choose(context.Background(), o, w, "speed"); err == nil {
+		t.Fatal("prefer speed accepted")
+	}
+	if got := Window(idle(16, 10), 8, 4); got.Len() != 4 || len(got.Dirty(nil, 3)) != 0 {
+		t.Fatal("window")
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,7 +55,9 @@ func simulateCommand() *cli.Command {
 			&cli.UintFlag{Name: "page-size", Value: 4096, Hidden: true},
 			&cli.StringFlag{Name: "bandwidth", Value: "1Gbit/s", Usage: "the link, e.g. 64MiB/s or 10Gbit/s"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "how long the guest may stay paused"},
-			&cli.StringFlag{Name: "mode", Value: "all", Usage: "all, or modes separated by commas: " + strings.Join(allModes, ", ")},
+			&cli.StringFlag{Name: "mode", Value: "all", Usage: "all, auto (choose from what is observed before the start, then run the choice), or modes separated by commas: " + strings.Join(allModes, ", ")},
+			&cli.StringFlag{Name: "prefer", Value: simulate.PreferTime, Usage: "auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
+			&cli.Uint64Flag{Name: "observe", Value: 50, Usage: "auto: epochs of the workload observed before the start to predict from (a trace starting at 0 starts after them)"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "pre-copy rounds before the stop-and-copy is forced"},
 			&cli.Uint64Flag{Name: "start", Usage: "the workload epoch the migration starts at (a trace's first epochs may be its boot)"},
 			&cli.StringFlag{Name: "content", Value: simulate.DefaultMix.String(), Usage: "page contents: shares of zero, repeat, text and random pages"},
@@ -88,9 +91,12 @@ func runSimulate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	modes, err := simulationModes(c.String("mode"))
-	if err != nil {
-		return err
+	auto := c.String("mode") == "auto"
+	var modes []string
+	if !auto {
+		if modes, err = simulationModes(c.String("mode")); err != nil {
+			return err
+		}
 	}
 	mix, err := simulate.ParseMix(c.String("content"))
 	if err != nil {
@@ -113,6 +119,9 @@ func runSimulate(c *cli.Context) error {
 	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	if auto {
+		return simulateAuto(c, ctx, o)
+	}
 
 	var results []simulate.Result
 	for _, mode := range modes {
@@ -303,4 +312,79 @@ func againstPrecopy(results []simulate.Result) string {
 		return ""
 	}
 	return "against precopy: " + strings.Join(parts, "; ")
+}
+
+// simulateAuto runs mode auto: it predicts every mode from the epochs
+// observed before the start, chooses, runs the choice on the workload from
+// the start, and prints prediction against outcome.
+func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error {
+	w, n := o.Workload, c.Uint64("observe")
+	if n == 0 {
+		return errors.New("--observe 0: auto needs at least one epoch observed")
+	}
+	from := o.Start
+	if w.Len() > 0 {
+		if o.Start == 0 {
+			if n >= w.Len() {
+				return fmt.Errorf("--observe %d: the workload has only %d epochs", n, w.Len())
+			}
+			o.Start = n // observe the first epochs, start after them
+			fmt.Fprintf(c.App.ErrWriter, "auto: observing epochs 0-%d, migrating from epoch %d\n", n-1, n)
+		}
+		n = min(n, o.Start)
+		from = o.Start - n
+	}
+	observed := simulate.Window(w, from, n)
+	fmt.Fprintf(c.App.ErrWriter, "auto: predicting every mode from %s …\n", observed.Name())
+	choice, err := simulate.Choose(ctx, o, observed, c.String("prefer"))
+	if err != nil {
+		return fmt.Errorf("auto: %w", err)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "auto: simulating %s on the workload from epoch %d …\n", choice.Mode, o.Start)
+	outcome := simulate.Run(ctx, o, choice.Mode)
+	if outcome.Err != nil {
+		return fmt.Errorf("auto chose %s, which failed: %w", choice.Mode, outcome.Err)
+	}
+	outcome.Mode = "auto: " + choice.Mode
+	if c.Bool("json") {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		type prediction struct {
+			Mode string         `json:"mode"`
+			Info *migrator.Info `json:"query-migrate,omitempty"`
+		}
+		out := struct {
+			Mode        string         `json:"mode"`
+			Prefer      string         `json:"prefer"`
+			Why         string         `json:"why"`
+			Predictions []prediction   `json:"predictions"`
+			Outcome     *migrator.Info `json:"outcome"`
+		}{Mode: choice.Mode, Prefer: choice.Prefer, Why: choice.Why, Outcome: &outcome.Info}
+		for _, r := range choice.Predictions {
+			p := prediction{Mode: r.Mode}
+			if r.Err == nil {
+				p.Info = &r.Info
+			}
+			out.Predictions = append(out.Predictions, p)
+		}
+		return enc.Encode(out)
+	}
+	fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v; predicted from %s:\n", w.Name(),
+		units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(o.Bandwidth)), o.DowntimeLimit, observed.Name())
+	writeSimulationTable(c.App.Writer, observed, choice.Predictions)
+	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\noutcome, on the workload from epoch %d:\n", choice.Mode, choice.Why, o.Start)
+	writeSimulationTable(c.App.Writer, w, []simulate.Result{outcome})
+	p, a := choice.Predicted().Info, outcome.Info
+	off := func(p, a int64) string {
+		if a == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%+.0f%%", 100*(float64(p)-float64(a))/float64(a))
+	}
+	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
+	fmt.Fprintf(c.App.Writer, "predicted against outcome: total time %v against %v (%s), bytes %s against %s (%s), downtime %v against %v\n",
+		ms(p.TotalTime), ms(a.TotalTime), off(p.TotalTime, a.TotalTime),
+		units.FormatBytes(float64(p.RAM.Transferred)), units.FormatBytes(float64(a.RAM.Transferred)),
+		off(int64(p.RAM.Transferred), int64(a.RAM.Transferred)), ms(p.Downtime), ms(a.Downtime))
+	return nil
 }

@@ -113,3 +113,28 @@ func TestSimulateInputs(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulateAuto: auto predicts every mode from the epochs before the
+// start, says what it chose and why, and prints prediction against
+// outcome.
+func TestSimulateAuto(t *testing.T) {
+	stdout, stderr, err := runApp(t, "simulate", "--trace", simTrace, "--bandwidth", "4MiB/s", "--mode", "auto", "--observe", "20")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	t.Log("\n" + stdout)
+	for _, want := range []string{"predicted from hotset.pct epochs 0-19:", "auto chose ", "outcome, on the workload from epoch 20:",
+		"predicted against outcome: total time "} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("no %q", want)
+		}
+	}
+	for _, mode := range allModes {
+		if !containsRow(stdout, mode) {
+			t.Errorf("no prediction for %s", mode)
+		}
+	}
+	if _, _, err := runApp(t, "simulate", "--trace", simTrace, "--mode", "auto", "--observe", "60"); err == nil || !strings.Contains(err.Error(), "only 60 epochs") {
+		t.Errorf("observing the whole trace: %v", err)
+	}
+}

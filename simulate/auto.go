@@ -1,0 +1,145 @@
+package simulate
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Preferences mode auto can optimise, the downtime limit a hard bound for
+// each.
+const (
+	PreferTime     = "time"
+	PreferBytes    = "bytes"
+	PreferDowntime = "downtime"
+)
+
+// AutoModes are the modes auto chooses among.
+var AutoModes = []string{"precopy", "predictive", "throttle", "tsmc", "mecom", "predictive+mecom"}
+
+// Choice is what mode auto decided, and on what.
+type Choice struct {
+	Mode        string
+	Prefer      string
+	Predictions []Result // every candidate, simulated on what was observed
+	Why         string
+}
+
+// Predicted is the chosen mode's prediction.
+func (c Choice) Predicted() Result {
+	for _, r := range c.Predictions {
+		if r.Mode == c.Mode {
+			return r
+		}
+	}
+	return Result{}
+}
+
+// Choose predicts every mode of AutoModes by simulating a migration of
+// a guest that goes on as observed (a workload of the epochs seen so far,
+// replayed) with o's link and limits, and picks the best by prefer: the
+// shortest total time, the fewest bytes or the shortest downtime, among
+// the modes whose predicted downtime keeps within o.DowntimeLimit (all
+// modes if none does).
+func Choose(ctx context.Context, o Options, observed Workload, prefer string) (Choice, error) {
+	if prefer == "" {
+		prefer = PreferTime
+	}
+	if prefer != PreferTime && prefer != PreferBytes && prefer != PreferDowntime {
+		return Choice{}, fmt.Errorf("prefer %q: want time, bytes or downtime", prefer)
+	}
+	o.Workload = observed
+	o.Start = 0
+	c := Choice{Prefer: prefer}
+	for _, mode := range AutoModes {
+		r := Run(ctx, o, mode)
+		if err := ctx.Err(); err != nil {
+			return c, err
+		}
+		c.Predictions = append(c.Predictions, r)
+	}
+	limit := o.DowntimeLimit
+	if limit == 0 {
+		limit = 300 * time.Millisecond
+	}
+	best, bounded := -1, false
+	for i, r := range c.Predictions {
+		if r.Err != nil {
+			continue
+		}
+		within := time.Duration(r.Info.Downtime)*time.Millisecond <= limit
+		if best < 0 || within && !bounded || within == bounded && Merit(r, prefer) < Merit(c.Predictions[best], prefer) {
+			best, bounded = i, within
+		}
+	}
+	if best < 0 {
+		return c, fmt.Errorf("no mode could be simulated: %v", c.Predictions[0].Err)
+	}
+	r := c.Predictions[best]
+	c.Mode = r.Mode
+	c.Why = fmt.Sprintf("the %s predicted (%s), downtime %v", meritName(prefer), meritString(r, prefer),
+		time.Duration(r.Info.Downtime)*time.Millisecond)
+	if bounded {
+		c.Why += fmt.Sprintf(" within the %v limit", limit)
+	} else {
+		c.Why += fmt.Sprintf(": no mode was predicted to keep within the %v limit", limit)
+	}
+	return c, nil
+}
+
+// Merit is r's figure of merit under prefer: smaller is better.
+func Merit(r Result, prefer string) float64 {
+	switch prefer {
+	case PreferBytes:
+		return float64(r.Info.RAM.Transferred)
+	case PreferDowntime:
+		return float64(r.Info.Downtime)
+	}
+	return float64(r.Info.TotalTime)
+}
+
+func meritName(prefer string) string {
+	switch prefer {
+	case PreferBytes:
+		return "fewest bytes"
+	case PreferDowntime:
+		return "shortest downtime"
+	}
+	return "shortest total time"
+}
+
+func meritString(r Result, prefer string) string {
+	switch prefer {
+	case PreferBytes:
+		return fmt.Sprintf("%d bytes", r.Info.RAM.Transferred)
+	case PreferDowntime:
+		return (time.Duration(r.Info.Downtime) * time.Millisecond).String()
+	}
+	return (time.Duration(r.Info.TotalTime) * time.Millisecond).String()
+}
+
+// Window is n epochs of w from epoch from: what was observed of a guest
+// before its migration, as a workload that replays them.
+func Window(w Workload, from, n uint64) Workload {
+	return window{w: w, from: from, n: max(n, 1)}
+}
+
+type window struct {
+	w       Workload
+	from, n uint64
+}
+
+func (v window) Pages() uint64        { return v.w.Pages() }
+func (v window) Epoch() time.Duration { return v.w.Epoch() }
+func (v window) Len() uint64          { return v.n }
+func (v window) Name() string {
+	return fmt.Sprintf("%s epochs %d-%d", v.w.Name(), v.from, v.from+v.n-1)
+}
+
+func (v window) Dirty(buf []uint64, i uint64) []uint64 {
+	j := v.from + i
+	if l := v.w.Len(); l > 0 {
+		j %= l
+	}
+	return v.w.Dirty(buf, j)
+}
