@@ -168,7 +168,12 @@ func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64) e
 		return err
 	}
 	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, no switch-over cost):\n")
-	writeSimulationTable(out, w, simulateAll(c, simulate.Options{Workload: w, Bandwidth: bw}))
+	choice, err := simulate.Choose(c.Context, simulate.Options{Workload: w, Bandwidth: bw}, w, simulate.PreferTime)
+	if err != nil {
+		return err
+	}
+	writeSimulationTable(out, w, choice.Predictions)
+	fmt.Fprintf(out, "mode auto would migrate this VM with %s: %s\n", choice.Mode, choice.Why)
 	for _, path := range sharedTraces {
 		if _, err := os.Stat(path); err != nil {
 			fmt.Fprintf(out, "\n(%s is not here: no simulation on real programs' traces)\n", path)

@@ -337,7 +337,8 @@ func TestDemoQEMU(t *testing.T) {
 	}
 	wants := []string{"runs on QEMU under TCG", "dirty pages from: tcg-plugin", "next-epoch forecasts", "model",
 		"against QEMU's own pre-copy:", "QEMU precopy               done: guest running on the destination QEMU",
-		"tsmc (QEMU post-copy)      done: guest running on the destination QEMU"}
+		"tsmc (QEMU post-copy)      done: guest running on the destination QEMU",
+		"the same migrations simulated on this guest's profile", "mode auto would migrate this VM with "}
 	for _, mode := range demoModes {
 		if mode != migrator.ModeTSMC {
 			wants = append(wants, fmt.Sprintf("%-26s done: guest running on the destination QEMU (progress", mode))
