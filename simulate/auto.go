@@ -42,6 +42,12 @@ func (c Choice) Predicted() Result {
 // the modes whose predicted downtime keeps within o.DowntimeLimit (all
 // modes if none does).
 func Choose(ctx context.Context, o Options, observed Workload, prefer string) (Choice, error) {
+	return ChooseAmong(ctx, o, observed, prefer, AutoModes)
+}
+
+// ChooseAmong is Choose among modes only (a QEMU destination cannot take
+// pagecast's tsmc, for one).
+func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer string, modes []string) (Choice, error) {
 	if prefer == "" {
 		prefer = PreferTime
 	}
@@ -51,7 +57,7 @@ func Choose(ctx context.Context, o Options, observed Workload, prefer string) (C
 	o.Workload = observed
 	o.Start = 0
 	c := Choice{Prefer: prefer}
-	for _, mode := range AutoModes {
+	for _, mode := range modes {
 		r := Run(ctx, o, mode)
 		if err := ctx.Err(); err != nil {
 			return c, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -51,7 +52,10 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming, or QEMU -incoming)"},
 			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc from QEMU (post-copy is enabled on both ends)"},
-			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String()},
+			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String() +
+				"\n  auto: watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best\n        by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source)"},
+			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
+			&cli.IntFlag{Name: "observe", Value: 20, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
@@ -110,6 +114,9 @@ func runMigrate(c *cli.Context) error {
 		}
 		p.MaxBandwidth = bw
 	}
+	if p.Mode == modeAuto && p.MaxBandwidth == 0 {
+		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode")
+	}
 	metrics, lingerMetrics, err := migrationMetrics(c, path)
 	if err != nil {
 		return err
@@ -127,6 +134,9 @@ func runMigrate(c *cli.Context) error {
 	var plan *migrator.QEMUPlan
 	switch kind {
 	case migrator.MonitorPagecast:
+		if p.Mode == modeAuto {
+			return errors.New("--mode auto: on pagecast's own monitor not yet; it runs pagecast's engine on a QEMU source")
+		}
 		if destPath != "" {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: warning: --dest-qmp ignored: pagecast's monitor needs only the source's")
 		}
@@ -137,6 +147,9 @@ func runMigrate(c *cli.Context) error {
 		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode)
 		if err != nil {
 			return err
+		}
+		if p.Mode == modeAuto && src == nil {
+			return fmt.Errorf("--mode auto runs pagecast's engine, which cannot move this VM (%s)", why)
 		}
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)\n", engine, why)
 		if src != nil {

@@ -17,6 +17,8 @@ import (
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemuguest"
+	"github.com/pagecast/pagecast/simulate"
+	"github.com/pagecast/pagecast/trace"
 )
 
 // Engines that can move a QEMU VM's memory.
@@ -67,6 +69,14 @@ func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Sou
 // x-ignore-shared, to a `pagecast vm run --monitor qemu --incoming`.
 // metrics, if not nil, follows the migration.
 func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter) error {
+	var choice *simulate.Choice
+	if p.Mode == modeAuto {
+		ch, err := chooseLive(c, src, p)
+		if err != nil {
+			return err
+		}
+		choice, p.Mode = &ch, ch.Mode
+	}
 	cfg := migrator.Config{Mode: p.Mode, MaxBandwidth: p.MaxBandwidth, DowntimeLimit: p.DowntimeLimit,
 		MaxRounds: p.MaxRounds, Profile: p.Profile, Log: slog.Default()}
 	tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
@@ -98,5 +108,81 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
 	writeSummary(c.App.Writer, info, nil)
+	if choice != nil {
+		writePredictedAgainst(c.App.Writer, choice.Predicted().Info, info)
+	}
 	return nil
+}
+
+// modeAuto is --mode auto.
+const modeAuto = "auto"
+
+// qemuSwitchover is what auto expects a switch-over to cost on QEMU besides
+// moving memory.
+const qemuSwitchover = 200 * time.Millisecond
+
+// chooseLive watches the source's dirty pages for --observe epochs of
+// 100 ms, simulates every mode pagecast's engine runs on QEMU on what it
+// saw (the guest's content measured from its RAM), and returns the best by
+// --prefer, having printed the predictions and why.
+func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simulate.Choice, error) {
+	const epoch = 100 * time.Millisecond
+	n := c.Int("observe")
+	if n < 1 {
+		return simulate.Choice{}, fmt.Errorf("--observe %d: auto needs at least one epoch", n)
+	}
+	log, err := src.StartDirtyLog()
+	if err != nil {
+		return simulate.Choice{}, fmt.Errorf("--mode auto: watch the guest: %w", err)
+	}
+	defer log.Close()
+	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: watching the guest for %v …\n", time.Duration(n)*epoch)
+	var epochs []trace.Epoch
+	written := map[uint64]bool{}
+	next := time.Now()
+	for i := range n {
+		next = next.Add(epoch)
+		select {
+		case <-c.Context.Done():
+			return simulate.Choice{}, c.Context.Err()
+		case <-time.After(time.Until(next)):
+		}
+		h, err := log.Harvest()
+		if err != nil {
+			return simulate.Choice{}, fmt.Errorf("--mode auto: watch the guest: %w", err)
+		}
+		pages := h.List()
+		for _, g := range pages {
+			written[g] = true
+		}
+		epochs = append(epochs, trace.Epoch{Index: uint64(i), Pages: pages})
+	}
+	mem := src.Memory()
+	var seen []byte
+	for g := range written {
+		seen = append(seen, mem[g*migrator.PageSize:(g+1)*migrator.PageSize]...)
+	}
+	w, err := simulate.NewTrace("what was watched", trace.Meta{MemoryBytes: src.MemoryBytes(), PageSize: migrator.PageSize, Epoch: epoch}, epochs)
+	if err != nil {
+		return simulate.Choice{}, err
+	}
+	// A switch-over on QEMU also stops QEMU and moves its device state
+	// through QEMU's migration: 150-250 ms here (BenchmarkQEMUEngine).
+	o := simulate.Options{Workload: w, Bandwidth: p.MaxBandwidth, DowntimeLimit: p.DowntimeLimit, MaxRounds: p.MaxRounds,
+		Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureMix(seen, 1), Switchover: qemuSwitchover}
+	var modes []string
+	for _, m := range simulate.AutoModes {
+		if !strings.HasPrefix(m, migrator.ModeTSMC) { // a QEMU destination cannot take it
+			modes = append(modes, m)
+		}
+	}
+	choice, err := simulate.ChooseAmong(c.Context, o, w, c.String("prefer"), modes)
+	if err != nil {
+		return choice, fmt.Errorf("--mode auto: %w", err)
+	}
+	fmt.Fprintf(c.App.Writer, "auto: predicted from %v of the guest (%d pages written; content %s):\n",
+		time.Duration(n)*epoch, len(written), o.Content)
+	writeSimulationTable(c.App.Writer, w, choice.Predictions)
+	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
+	return choice, nil
 }

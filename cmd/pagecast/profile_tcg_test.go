@@ -546,3 +546,45 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestMigrateAuto (issue 14): --mode auto watches the QEMU guest, predicts
+// every mode pagecast's engine runs on QEMU, says what it chose and why,
+// migrates with it and prints the prediction against the outcome.
+func TestMigrateAuto(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
+	to := "tcp:" + freeAddr(t)
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
+	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to,
+		"--mode", "auto", "--observe", "10", "--bandwidth", "32MiB/s", "--quiet")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pagecast migrate: %v\n%s\n%s", err, out, stderr.String())
+	}
+	t.Log("\n" + string(out))
+	for _, want := range []string{"auto: predicted from 1s of the guest", "auto chose ", "status           completed",
+		"verified         true", "predicted against outcome: total time "} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if containsRow(string(out), "tsmc") {
+		t.Error("auto predicted tsmc, which a QEMU destination cannot take from pagecast's engine")
+	}
+	select {
+	case line := <-dst.lines:
+		if !strings.Contains(line, "memory verified; guest running") {
+			t.Errorf("destination said %q", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the destination said nothing after the migration\n%s", dst.stderr.String())
+	}
+	if _, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--mode", "auto"); err == nil ||
+		!strings.Contains(err.Error(), "--mode auto needs --bandwidth") {
+		t.Errorf("auto without a bandwidth: %v", err)
+	}
+}

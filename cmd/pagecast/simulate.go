@@ -374,7 +374,13 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	writeSimulationTable(c.App.Writer, observed, choice.Predictions)
 	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\noutcome, on the workload from epoch %d:\n", choice.Mode, choice.Why, o.Start)
 	writeSimulationTable(c.App.Writer, w, []simulate.Result{outcome})
-	p, a := choice.Predicted().Info, outcome.Info
+	writePredictedAgainst(c.App.Writer, choice.Predicted().Info, outcome.Info)
+	return nil
+}
+
+// writePredictedAgainst prints auto's prediction of a migration against
+// its outcome, on one line.
+func writePredictedAgainst(w io.Writer, p, a migrator.Info) {
 	off := func(p, a int64) string {
 		if a == 0 {
 			return "–"
@@ -382,9 +388,8 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		return fmt.Sprintf("%+.0f%%", 100*(float64(p)-float64(a))/float64(a))
 	}
 	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
-	fmt.Fprintf(c.App.Writer, "predicted against outcome: total time %v against %v (%s), bytes %s against %s (%s), downtime %v against %v\n",
+	fmt.Fprintf(w, "predicted against outcome: total time %v against %v (%s), bytes %s against %s (%s), downtime %v against %v\n",
 		ms(p.TotalTime), ms(a.TotalTime), off(p.TotalTime, a.TotalTime),
 		units.FormatBytes(float64(p.RAM.Transferred)), units.FormatBytes(float64(a.RAM.Transferred)),
 		off(int64(p.RAM.Transferred), int64(a.RAM.Transferred)), ms(p.Downtime), ms(a.Downtime))
-	return nil
 }
