@@ -26,6 +26,7 @@ var Modes = []struct{ Name, Description string }{
 	{ModeThrottle, "Jin et al. 2011: pre-copy that slows the vCPUs each round so the dirty pages left fit the downtime limit by a chosen round"},
 	{ModeTSMC, "Song et al. 2014: copy all once, stop and send the dirty bitmap, run on the destination and fetch dirty pages there"},
 	{MECOM, "Jin et al. 2009: precopy with adaptive compression per page class; also as MODE+mecom, e.g. predictive+mecom"},
+	{ModePredictive + "+" + ModeTSMC, "tsmc whose copy of all memory leaves out the pages the predictor expects to be dirtied before the switch-over: they go once, in stage 3"},
 }
 
 // mode is a parsed mode string: a page policy and whether pages are
@@ -33,7 +34,13 @@ var Modes = []struct{ Name, Description string }{
 type mode struct {
 	policy string
 	mecom  bool
+	// postcopy: predictive+tsmc, TSMC's stages with the predictive
+	// policy choosing what stage 1 leaves for stage 3.
+	postcopy bool
 }
+
+// threeStage reports whether m runs TSMC's stages.
+func (m mode) threeStage() bool { return m.policy == ModeTSMC || m.postcopy }
 
 // CheckMode reports whether s names a mode Config.Mode accepts.
 func CheckMode(s string) error {
@@ -48,6 +55,9 @@ func parseMode(s string) (mode, error) {
 	m := mode{policy: base}
 	if base == MECOM && !combined {
 		return mode{policy: ModePrecopy, mecom: true}, nil
+	}
+	if combined && base == ModePredictive && extra == ModeTSMC {
+		return mode{policy: ModePredictive, postcopy: true}, nil
 	}
 	if combined {
 		if extra != MECOM {
@@ -64,8 +74,8 @@ func parseMode(s string) (mode, error) {
 		}
 		return m, nil
 	}
-	return mode{}, fmt.Errorf("migration mode %q: want %s, %s, %s, %s or %s, optionally +%s", s,
-		ModePrecopy, ModePredictive, ModeThrottle, ModeTSMC, MECOM, MECOM)
+	return mode{}, fmt.Errorf("migration mode %q: want %s, %s, %s, %s or %s, optionally +%s, or %s+%s", s,
+		ModePrecopy, ModePredictive, ModeThrottle, ModeTSMC, MECOM, MECOM, ModePredictive, ModeTSMC)
 }
 
 // A policy chooses, page by page, what a pre-copy round sends now. The

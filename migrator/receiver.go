@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
 	"strings"
 	"time"
@@ -160,7 +161,7 @@ func (rc *receiver) run() error {
 		return fmt.Errorf("the stream starts with a %s record, not a handshake: %w (%w)", rec.Type, ErrMalformed, ErrNoHandshake)
 	}
 	err = rec.Hello.Check(rc.hello())
-	if np, ok := rc.d.(NoPostcopy); ok && err == nil && strings.HasPrefix(rec.Hello.Mode, ModeTSMC) {
+	if np, ok := rc.d.(NoPostcopy); ok && err == nil && strings.Contains(rec.Hello.Mode, ModeTSMC) {
 		if why := np.NoPostcopy(); why != "" {
 			err = fmt.Errorf("this destination cannot run %s's stage 3: %s", ModeTSMC, why)
 		}
@@ -317,8 +318,22 @@ func (rc *receiver) restore() error {
 
 // complete checks that stage 1 (or pre-copy) left nothing out: every page
 // arrived, and the guest's state and the source's checksums came.
-func (rc *receiver) complete() error {
-	if missing := rc.pages - rc.seen.Count(); missing > 0 {
+// complete checks that every page has arrived, but those of later (the
+// dirty pages TSMC's stage 3 brings; nil for none), and the state and
+// checksums.
+func (rc *receiver) complete(later *bitmap.Bitmap) error {
+	var missing uint64
+	if later == nil {
+		missing = rc.pages - rc.seen.Count()
+	} else {
+		for i, w := range rc.seen.Words() {
+			missing += uint64(bits.OnesCount64(^(w | later.Words()[i])))
+		}
+		if extra := rc.pages % 64; extra != 0 { // bits past the last page
+			missing -= 64 - extra
+		}
+	}
+	if missing > 0 {
 		return fmt.Errorf("%d of %d pages never arrived", missing, rc.pages)
 	}
 	if !rc.state.begun {
@@ -334,7 +349,7 @@ func (rc *receiver) complete() error {
 }
 
 func (rc *receiver) verify() error {
-	if err := rc.complete(); err != nil {
+	if err := rc.complete(nil); err != nil {
 		return err
 	}
 	if err := rc.digest.Compare(ComputeDigest(rc.mem)); err != nil {

@@ -75,7 +75,7 @@ type simLink struct {
 
 // attach gives the sender its Writer and reader.
 func (l *simLink) attach(m *Migration, md mode) (*Writer, recordReader) {
-	l.m, l.tsmc = m, md.policy == ModeTSMC
+	l.m, l.tsmc = m, md.threeStage()
 	return newWeigher(l.weigh), l
 }
 

@@ -339,7 +339,7 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 		s.pending.Set(gfn)
 	}
 	s.pendingN = s.pages
-	if md.policy == ModeTSMC {
+	if md.threeStage() {
 		return s.why(s.tsmc(ctx))
 	}
 	stopReason, err := s.precopy(ctx)
@@ -536,7 +536,7 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		s.harvested = 0
 		startPending := s.pendingN
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
-		fits, err := s.sendPass(ctx, round, true)
+		fits, err := s.sendPass(ctx, round, true, true)
 		if err != nil {
 			return "", err
 		}
@@ -652,7 +652,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	s.pending.Or(h)
 	s.pendingN = s.pending.Count()
 	round := s.m.Info().Pagecast.Round + 1
-	if _, err := s.sendPass(context.Background(), round, false); err != nil {
+	if _, err := s.sendPass(context.Background(), round, false, false); err != nil {
 		return err
 	}
 	if err := s.sendState(); err != nil {
@@ -741,8 +741,9 @@ func (s *sender) resumeUnless(committed bool, err error) error {
 // ends the round. In a live pass the policy may defer a page (it stays
 // pending), the dirty log is harvested every epoch, and the pass stops
 // early, reporting true, once what is pending fits the downtime limit. The
-// stop-and-copy's pass sends everything.
-func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool, err error) {
+// stop-and-copy's pass sends everything. consult asks the policy about
+// every page even when not live (predictive+tsmc's stage 1).
+func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (fits bool, err error) {
 	s.passPages, s.deferred = 0, 0
 	startBytes := s.w.Bytes()
 	s.m.update(func(i *Info) {
@@ -802,11 +803,11 @@ func (s *sender) sendPass(ctx context.Context, round int, live bool) (fits bool,
 						return true, finish()
 					}
 				}
-				if !s.pol.send(gfn) {
-					s.deferred++
-					deferredNow++
-					continue
-				}
+			}
+			if consult && !s.pol.send(gfn) {
+				s.deferred++
+				deferredNow++
+				continue
 			}
 			words[wi] &^= 1 << bit // sent: clean until dirtied again
 			s.pendingN--

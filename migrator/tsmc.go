@@ -34,8 +34,17 @@ const pushBatch = 32
 
 // tsmc runs the three stages on the source.
 func (s *sender) tsmc(ctx context.Context) (err error) {
-	// Stage 1: everything once, the guest running.
-	if _, err := s.sendPass(ctx, 1, false); err != nil {
+	// Stage 1: everything once, the guest running; with predictive+tsmc,
+	// all but the pages the predictor expects to be dirtied before the
+	// switch-over, which then go once, in stage 3.
+	if s.mode.postcopy {
+		bw := float64(s.m.cfg.MaxBandwidth)
+		if bw == 0 {
+			bw = 1 << 30
+		}
+		s.pol.startRound(1, time.Duration(float64(s.pendingN*PageSize)/bw*float64(time.Second)), s.pages)
+	}
+	if _, err := s.sendPass(ctx, 1, false, s.mode.postcopy); err != nil {
 		return err
 	}
 	if err := s.w.Flush(); err != nil {
@@ -56,6 +65,7 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("harvest the dirty log: %w", err)
 	}
+	dirty.Or(s.pending) // the pages stage 1 left out (predictive+tsmc)
 	s.harvests++
 	// The pages the monitor itself reads on the destination (the pagecast
 	// guest's status page) go now, during the pause, and are not left to
@@ -604,7 +614,7 @@ func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mut
 // source's (the dirty pages come in stage 3, each under its record's
 // checksum).
 func (rc *receiver) verifyClean(dirty *bitmap.Bitmap) error {
-	if err := rc.complete(); err != nil {
+	if err := rc.complete(dirty); err != nil {
 		return err
 	}
 	local := computeDigest(rc.mem, int(rc.digest.ChunkBytes))

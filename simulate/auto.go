@@ -15,7 +15,7 @@ const (
 )
 
 // AutoModes are the modes auto chooses among.
-var AutoModes = []string{"precopy", "predictive", "throttle", "tsmc", "mecom", "predictive+mecom"}
+var AutoModes = []string{"precopy", "predictive", "throttle", "tsmc", "mecom", "predictive+mecom", "predictive+tsmc"}
 
 // Choice is what mode auto decided, and on what.
 type Choice struct {

@@ -164,7 +164,7 @@ func TestModesOnAHotSet(t *testing.T) {
 	}
 	o := Options{Workload: w, Bandwidth: 32 << 20, DowntimeLimit: 100 * time.Millisecond, MaxRounds: 10}
 	res := map[string]migrator.Info{}
-	for _, mode := range []string{"precopy", "throttle", "tsmc", "mecom"} {
+	for _, mode := range []string{"precopy", "throttle", "tsmc", "mecom", "predictive+tsmc"} {
 		r := Run(context.Background(), o, mode)
 		if r.Err != nil {
 			t.Fatal(mode, r.Err)
@@ -189,6 +189,14 @@ func TestModesOnAHotSet(t *testing.T) {
 	// MECOM picks codecs by their measured CPU cost against the link, so
 	// it compresses less under the race detector (0.72× here) than
 	// without (0.34×).
+	// predictive+tsmc leaves the hot set out of stage 1: every page
+	// crosses once unless the forecast missed it, so fewer bytes than
+	// tsmc and within memory plus 10%.
+	if h := res["predictive+tsmc"]; h.Pagecast.DeferredAll < 2000 || h.RAM.Transferred >= ts.RAM.Transferred ||
+		h.RAM.Transferred > pages*4096*11/10 || h.Downtime >= 50 || h.RAM.PostcopyRequests == 0 {
+		t.Errorf("predictive+tsmc: deferred %d, %d bytes (tsmc %d), downtime %d ms, pulled %d", h.Pagecast.DeferredAll,
+			h.RAM.Transferred, ts.RAM.Transferred, h.Downtime, h.RAM.PostcopyRequests)
+	}
 	if m, p := res["mecom"], res["precopy"]; m.RAM.Transferred >= p.RAM.Transferred*4/5 {
 		t.Errorf("mecom %d bytes, precopy %d", m.RAM.Transferred, p.RAM.Transferred)
 	}

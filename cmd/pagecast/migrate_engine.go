@@ -39,7 +39,7 @@ func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Sou
 	if flag != "auto" && flag != enginePagecast && flag != engineQEMU {
 		return nil, "", "", fmt.Errorf("--engine %q: want auto, pagecast or qemu", flag)
 	}
-	tsmc := strings.HasPrefix(mode, migrator.ModeTSMC)
+	tsmc := strings.Contains(mode, migrator.ModeTSMC)
 	switch {
 	case flag == engineQEMU:
 		return nil, engineQEMU, "--engine qemu", nil
@@ -172,7 +172,7 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 		Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureMix(seen, 1), Switchover: qemuSwitchover}
 	var modes []string
 	for _, m := range simulate.AutoModes {
-		if !strings.HasPrefix(m, migrator.ModeTSMC) { // a QEMU destination cannot take it
+		if !strings.Contains(m, migrator.ModeTSMC) { // a QEMU destination cannot take it
 			modes = append(modes, m)
 		}
 	}

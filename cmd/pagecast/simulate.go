@@ -26,7 +26,7 @@ import (
 // allModes is what --mode all runs, pre-copy first: the others are
 // compared with it.
 var allModes = []string{migrator.ModePrecopy, migrator.ModePredictive, migrator.ModeThrottle, migrator.ModeTSMC,
-	migrator.MECOM, migrator.ModePredictive + "+" + migrator.MECOM}
+	migrator.MECOM, migrator.ModePredictive + "+" + migrator.MECOM, migrator.ModePredictive + "+" + migrator.ModeTSMC}
 
 func simulateCommand() *cli.Command {
 	var kinds []string
