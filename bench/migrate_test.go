@@ -271,17 +271,7 @@ func migrateWith(b *testing.B, workload string, cfg migrator.Config) migrationRe
 		b.Fatal(err)
 	}
 	defer l.Close()
-	received := make(chan error, 1)
-	go func() {
-		conn, err := l.Accept()
-		if err != nil {
-			received <- err
-			return
-		}
-		defer conn.Close()
-		_, err = migrator.Receive(context.Background(), conn, dst.Migratable(), migrator.ReceiveConfig{})
-		received <- err
-	}()
+	received := migrator.ReceiveOnce(l, dst.Migratable(), migrator.ReceiveConfig{})
 	p0, t0 := progress(b, src.GuestStatus), time.Now()
 	time.Sleep(time.Second)
 	before := progress(b, src.GuestStatus)

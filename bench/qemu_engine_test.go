@@ -239,17 +239,7 @@ func migrateQEMUEngine(b *testing.B, workload, mode string) qemuEngineResult {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	received := make(chan error, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			received <- err
-			return
-		}
-		defer c.Close()
-		_, err = migrator.Receive(context.Background(), c, dst, migrator.ReceiveConfig{})
-		received <- err
-	}()
+	received := migrator.ReceiveOnce(l, dst, migrator.ReceiveConfig{})
 	baseline, before := baselineRate(b, src.VM())
 	w := watchPause(b, src.VM(), dst.VM(), nil)
 	t0 := time.Now()

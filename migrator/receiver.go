@@ -56,6 +56,26 @@ func Listen(uri string, tlsConfig *tls.Config) (net.Listener, error) {
 	return l, nil
 }
 
+// ReceiveOnce takes the first connection on l, closes l, and receives a
+// migration into d from it in the background; Receive's outcome (nil or
+// its error, or Accept's) arrives on the channel returned. Tests and
+// benchmarks migrate on loopback with it.
+func ReceiveOnce(l net.Listener, d Destination, cfg ReceiveConfig) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		l.Close()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer conn.Close()
+		_, err = Receive(context.Background(), conn, d, cfg)
+		done <- err
+	}()
+	return done
+}
+
 // Receive rebuilds d, created but not started, from the migration stream on
 // conn. Once all memory has arrived and checked out against the source's
 // checksums it restores the guest's state (d.Restore) and tells the source;

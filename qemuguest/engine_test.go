@@ -1,7 +1,6 @@
 package qemuguest_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -124,17 +123,5 @@ func receiveOnce(t *testing.T, dst migrator.Destination, cfg migrator.ReceiveCon
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		c, err := l.Accept()
-		l.Close()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer c.Close()
-		_, err = migrator.Receive(context.Background(), c, dst, cfg)
-		done <- err
-	}()
-	return "tcp:" + l.Addr().String(), done
+	return "tcp:" + l.Addr().String(), migrator.ReceiveOnce(l, dst, cfg)
 }

@@ -276,18 +276,7 @@ func migrateLive(t *testing.T, src migrator.Guest, cfg migrator.Config) migrator
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		c, err := l.Accept()
-		l.Close()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer c.Close()
-		_, err = migrator.Receive(context.Background(), c, dst, migrator.ReceiveConfig{})
-		done <- err
-	}()
+	done := migrator.ReceiveOnce(l, dst, migrator.ReceiveConfig{})
 	m, err := migrator.Outgoing(src, "tcp:"+l.Addr().String(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package vmm_test
 
 import (
 	"bytes"
-	"context"
 	"testing"
 	"time"
 
@@ -38,17 +37,7 @@ func TestMigrate(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			received := make(chan error, 1)
-			go func() {
-				conn, err := l.Accept()
-				if err != nil {
-					received <- err
-					return
-				}
-				defer conn.Close()
-				_, err = migrator.Receive(context.Background(), conn, dst.Migratable(), migrator.ReceiveConfig{})
-				received <- err
-			}()
+			received := migrator.ReceiveOnce(l, dst.Migratable(), migrator.ReceiveConfig{})
 			m, err := migrator.Outgoing(src.Migratable(), "tcp:"+l.Addr().String(), migrator.Config{Mode: mode, MaxBandwidth: 32 << 20})
 			if err != nil {
 				t.Fatal(err)
