@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,9 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/bpf"
@@ -118,7 +113,7 @@ func runProfile(c *cli.Context) error {
 		defer w.Close()
 	}
 	if addr := c.String("metrics"); addr != "" {
-		stop, err := serveMetrics(addr, col)
+		stop, err := serveCollectors(addr, col.Metrics())
 		if err != nil {
 			return err
 		}
@@ -188,21 +183,4 @@ func tcgPluginStatus() string {
 		return "unavailable: " + err.Error()
 	}
 	return "ok (QEMU loads it)"
-}
-
-// serveMetrics serves the collector's metrics, and Go's and the process's,
-// on addr until stop is called.
-func serveMetrics(addr string, col *collector.Collector) (stop func(), err error) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(col.Metrics(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(l)
-	slog.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
-	return func() { srv.Close() }, nil
 }
