@@ -449,32 +449,14 @@ func TestMigrateQEMUEngineCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
 	}
-	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
-	to := "tcp:" + freeAddr(t)
-	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
-	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to,
-		"--mode", "predictive+mecom", "--bandwidth", "32MiB/s", "--quiet")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("pagecast migrate: %v\n%s\n%s", err, out, stderr.String())
-	}
+	src, dst, out, stderr := migrateQEMUCLI(t, "--mode", "predictive+mecom", "--bandwidth", "32MiB/s")
 	for _, want := range []string{"status           completed", "mode             predictive+mecom", "verified         true"} {
-		if !strings.Contains(string(out), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(stderr.String(), "engine: pagecast") {
-		t.Errorf("migrate did not say it chose pagecast's engine:\n%s", stderr.String())
-	}
-	select {
-	case line := <-dst.lines:
-		if !strings.Contains(line, "memory verified; guest running") {
-			t.Errorf("destination said %q", line)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the destination said nothing after the migration\n%s", dst.stderr.String())
+	if !strings.Contains(stderr, "engine: pagecast") {
+		t.Errorf("migrate did not say it chose pagecast's engine:\n%s", stderr)
 	}
 	// QEMU's own view: the destination runs, the source has handed over.
 	for _, c := range []struct {
@@ -554,26 +536,37 @@ func TestMigrateAuto(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
 	}
-	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
-	to := "tcp:" + freeAddr(t)
-	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
-	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to,
-		"--mode", "auto", "--observe", "10", "--bandwidth", "32MiB/s", "--quiet")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("pagecast migrate: %v\n%s\n%s", err, out, stderr.String())
-	}
-	t.Log("\n" + string(out))
+	src, _, out, _ := migrateQEMUCLI(t, "--mode", "auto", "--observe", "10", "--bandwidth", "32MiB/s")
+	t.Log("\n" + out)
 	for _, want := range []string{"auto: predicted from 1s of the guest", "auto chose ", "status           completed",
 		"verified         true", "predicted against outcome: total time "} {
-		if !strings.Contains(string(out), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	if containsRow(string(out), "tsmc") {
+	if containsRow(out, "tsmc") {
 		t.Error("auto predicted tsmc, which a QEMU destination cannot take from pagecast's engine")
+	}
+	if _, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+freeAddr(t), "--mode", "auto"); err == nil ||
+		!strings.Contains(err.Error(), "--mode auto needs --bandwidth") {
+		t.Errorf("auto without a bandwidth: %v", err)
+	}
+}
+
+// migrateQEMUCLI runs pagecast migrate with args from a 32 MiB TCG guest
+// running a hot set to a QEMU waiting for pagecast's engine, and checks
+// that the destination says it verified its memory and runs the guest.
+func migrateQEMUCLI(t *testing.T, args ...string) (src, dst *qemuRun, stdout, stderr string) {
+	t.Helper()
+	src = startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
+	to := "tcp:" + freeAddr(t)
+	dst = startQEMURun(t, "--memory", "32M", "--incoming", to)
+	cmd := exec.Command(binary, append([]string{"--log-level", "warn", "migrate", "--qmp", "unix:" + src.sock, "--to", to, "--quiet"}, args...)...)
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pagecast migrate: %v\n%s\n%s", err, out, errOut.String())
 	}
 	select {
 	case line := <-dst.lines:
@@ -583,8 +576,5 @@ func TestMigrateAuto(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the destination said nothing after the migration\n%s", dst.stderr.String())
 	}
-	if _, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--mode", "auto"); err == nil ||
-		!strings.Contains(err.Error(), "--mode auto needs --bandwidth") {
-		t.Errorf("auto without a bandwidth: %v", err)
-	}
+	return src, dst, string(out), errOut.String()
 }
