@@ -49,14 +49,13 @@ type RAMStats struct {
 // Extra is pagecast's part of query-migrate.
 type Extra struct {
 	Mode        string   `json:"mode"`
-	Round       int      `json:"round"`                  // current round, 1-based; the stop-and-copy counts as one
-	RoundPages  []uint64 `json:"round-pages"`            // pages sent in each round (zero pages included)
-	RoundBytes  []uint64 `json:"round-bytes"`            // bytes on the wire in each round
-	Deferred    uint64   `json:"deferred-pages"`         // pages held back by the policy, now
-	DeferralOff int      `json:"deferral-off,omitempty"` // predictive: the round after which deferring stopped, as it no longer paid
-	DeferredAll uint64   `json:"deferred-total"`         // page deferrals over the migration
-	Bandwidth   uint64   `json:"bandwidth"`              // link cap, bytes/s; 0: none
-	Verified    bool     `json:"verified"`               // the destination's memory matched the source's
-	StopReason  string   `json:"stop-reason,omitempty"`  // why the pre-copy rounds ended
-	Destination string   `json:"destination,omitempty"`  // the migrate URI
+	Round       int      `json:"round"`                 // current round, 1-based; the stop-and-copy counts as one
+	RoundPages  []uint64 `json:"round-pages"`           // pages sent in each round (zero pages included)
+	RoundBytes  []uint64 `json:"round-bytes"`           // bytes on the wire in each round
+	Deferred    uint64   `json:"deferred-pages"`        // pages held back by the policy, now
+	DeferredAll uint64   `json:"deferred-total"`        // page deferrals over the migration
+	Bandwidth   uint64   `json:"bandwidth"`             // link cap, bytes/s; 0: none
+	Verified    bool     `json:"verified"`              // the destination's memory matched the source's
+	StopReason  string   `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
+	Destination string   `json:"destination,omitempty"` // the migrate URI
 }

@@ -2,9 +2,11 @@ package migrator
 
 import (
 	"fmt"
+	"math/bits"
 	"strings"
 	"time"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/trace"
 )
@@ -78,14 +80,35 @@ func parseMode(s string) (mode, error) {
 		ModePrecopy, ModePredictive, ModeThrottle, ModeTSMC, MECOM, MECOM, ModePredictive, ModeTSMC)
 }
 
-// A policy chooses, page by page, what a pre-copy round sends now. The
-// engine tells it each epoch's dirty set and when rounds start; send is
-// asked for every page the round covers, and a page it declines is kept
-// for a later round (the stop-and-copy sends whatever is left).
+// A policy chooses, page by page, when a pre-copy round sends a page. The
+// engine tells it each epoch's dirty set and when rounds start, and asks
+// it about every page the round covers: send it now (in address order),
+// last (after every page sent now, so it has the least time to be dirtied
+// again before the round ends), or not in this round (it stays pending for
+// a later round or the stop-and-copy, which sends whatever is left).
 type policy interface {
 	observe(dirty []uint64)
-	startRound(round int, window time.Duration, budget uint64)
-	send(gfn uint64) bool
+	startRound(plan roundPlan)
+	verdict(gfn uint64) verdict
+}
+
+// A verdict is a policy's answer for one page in a pre-copy pass.
+type verdict uint8
+
+const (
+	sendNow verdict = iota
+	sendLast
+	holdBack
+)
+
+// roundPlan is what the engine knows as a pre-copy round starts.
+type roundPlan struct {
+	round    int
+	window   time.Duration  // how long sending everything pending takes at the link's rate
+	budget   uint64         // pages the stop-and-copy may hold within the downtime limit
+	pending  *bitmap.Bitmap // the pages the round covers
+	pendingN uint64
+	last     bool // the stop-and-copy follows this round whatever is left
 }
 
 func newPolicy(cfg Config, m mode, pages uint64) (policy, error) {
@@ -95,31 +118,41 @@ func newPolicy(cfg Config, m mode, pages uint64) (policy, error) {
 	return precopy{}, nil
 }
 
-// precopy sends everything it is asked about.
+// precopy sends everything in address order.
 type precopy struct{}
 
-func (precopy) observe([]uint64)                      {}
-func (precopy) startRound(int, time.Duration, uint64) {}
-func (precopy) send(uint64) bool                      { return true }
+func (precopy) observe([]uint64)       {}
+func (precopy) startRound(roundPlan)   {}
+func (precopy) verdict(uint64) verdict { return sendNow }
 
-// predictive defers a page when the predictor's probability that it is
-// dirtied before the current round ends is at or above Threshold — sending
-// it now would be wasted, it would go again next round. So that the
-// stop-and-copy stays within the downtime limit, at most budget pages
-// (what the link moves in the downtime limit, less a margin) are held back:
-// when more pages than that are likely, the cut rises to the budget's most
-// likely pages.
+// predictive uses the predictor's probability that a page is dirtied
+// before the current round ends (Wei et al.). Sending such a page now is
+// likely wasted: it would go again next round.
+//
+// Which way it is held depends on where the round stands. While the pages
+// pending that the forecast does not expect to be dirtied are more than
+// the stop-and-copy could take, the migration cannot end with this round,
+// so holding a page back costs nothing: it is pending next round either
+// way. Every page at or above Threshold is held back, however many. Once
+// they fit (the closing round), what is held back lands in the
+// stop-and-copy, so at most budget pages are (the cut rises to the
+// budget's most likely pages), and the other likely pages go last in the
+// round, where they have the least time to be dirtied again before the
+// switch-over. In every round, pages with a lesser but real chance
+// (Threshold/4 and up) go last.
 type predictive struct {
 	model     *predictor.Model
 	clock     Clock
 	epoch     time.Duration
 	threshold float32
 	prob      []float32
-	cut       float32
+	cut       float32 // held back at or above
+	lastCut   float32 // sent last at or above
+	closing   bool
 	horizon   int
 	deadline  time.Time // when the current round is expected to end
-	budget    uint64
-	held      uint64 // pages deferred in the current round
+	budget    uint64    // pages that may be held back in this round
+	held      uint64    // pages held back in the current round
 }
 
 func newPredictive(cfg Config, pages uint64) (*predictive, error) {
@@ -130,6 +163,7 @@ func newPredictive(cfg Config, pages uint64) (*predictive, error) {
 		threshold: float32(cfg.Threshold),
 		prob:      make([]float32, pages),
 		cut:       2, // nothing deferred before the first forecast
+		lastCut:   2,
 		horizon:   1,
 	}
 	if cfg.Profile != "" {
@@ -163,16 +197,38 @@ func (p *predictive) observe(dirty []uint64) {
 	p.forecast()
 }
 
-func (p *predictive) startRound(_ int, window time.Duration, budget uint64) {
-	p.deadline = p.clock.Now().Add(window)
-	p.budget = budget
+func (p *predictive) startRound(plan roundPlan) {
+	p.deadline = p.clock.Now().Add(plan.window)
+	p.budget = plan.budget
 	p.held = 0
+	p.closing = true
 	p.forecast()
+	if p.model.Epochs() > 0 && !plan.last && plan.pending != nil {
+		likely := likelyPending(plan.pending, p.prob, p.threshold)
+		p.closing = plan.pendingN-likely <= plan.budget
+	}
+	p.setCut()
+}
+
+// likelyPending counts the pending pages at least threshold likely to be
+// dirtied.
+func likelyPending(pending *bitmap.Bitmap, prob []float32, threshold float32) uint64 {
+	var n uint64
+	for wi, w := range pending.Words() {
+		for w != 0 {
+			b := bits.TrailingZeros64(w)
+			w &= w - 1
+			if prob[wi*64+b] >= threshold {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // forecast recomputes the probabilities for the time left in the round,
 // in whole epochs (rounded up to a power of two so the model fits few
-// horizons), and the cut that keeps deferrals within the budget.
+// horizons).
 func (p *predictive) forecast() {
 	if p.model.Epochs() == 0 {
 		return
@@ -184,7 +240,20 @@ func (p *predictive) forecast() {
 	}
 	p.horizon = h
 	p.model.PredictHorizon(p.prob, h)
-	p.cut = max(p.threshold, budgetCut(p.prob, p.budget))
+	p.setCut()
+}
+
+// setCut sets the probabilities at which pages are held back and sent
+// last: in the closing round, held back only within the budget.
+func (p *predictive) setCut() {
+	if p.model.Epochs() == 0 {
+		return
+	}
+	p.lastCut = p.threshold / 4
+	p.cut = p.threshold
+	if p.closing {
+		p.cut = max(p.threshold, budgetCut(p.prob, p.budget))
+	}
 }
 
 // budgetCut is the probability of the budget-th most likely page, to a
@@ -206,10 +275,14 @@ func budgetCut(prob []float32, budget uint64) float32 {
 	return 0
 }
 
-func (p *predictive) send(gfn uint64) bool {
-	if p.prob[gfn] < p.cut || p.held >= p.budget {
-		return true
+func (p *predictive) verdict(gfn uint64) verdict {
+	v := p.prob[gfn]
+	switch {
+	case v < p.lastCut:
+		return sendNow
+	case v >= p.cut && (!p.closing || p.held < p.budget):
+		p.held++
+		return holdBack
 	}
-	p.held++
-	return false
+	return sendLast
 }

@@ -422,9 +422,10 @@ type sender struct {
 
 	batch                []uint64
 	zeroFirst, zeroCount uint64
-	passPages            uint64 // pages sent in the current pass
-	deferred             uint64 // pages deferred in the current pass
-	stopAt               uint64 // pages the link moves within the downtime limit
+	passPages            uint64         // pages sent in the current pass
+	deferred             uint64         // pages deferred in the current pass
+	stopAt               uint64         // pages the link moves within the downtime limit
+	last                 *bitmap.Bitmap // pages the policy put last in the current pass
 }
 
 // attach makes conn the migration's connection: writes go through the
@@ -531,8 +532,10 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		// share kept for the rest of the switch-over: pausing, the vCPU
 		// state, checksums, the destination's check and the commit.
 		transferable := downtimeShare(s.mode) * bw * cfg.DowntimeLimit.Seconds()
-		s.pol.startRound(round, window, uint64(0.8*transferable/PageSize))
 		s.stopAt = uint64(transferable / PageSize)
+		last := round >= cfg.MaxRounds
+		s.pol.startRound(roundPlan{round: round, window: window, budget: uint64(0.8 * transferable / PageSize),
+			pending: s.pending, pendingN: s.pendingN, last: last})
 		s.harvested = 0
 		startPending := s.pendingN
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
@@ -568,14 +571,6 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		})
 		s.m.log.Debug("round done", "round", round, "pages", s.passPages, "bytes", sent, "elapsed", elapsed,
 			"harvested", s.harvested, "deferred", s.deferred, "pending", pending, "bandwidth", uint64(bw))
-		if _, deferring := s.pol.(*predictive); deferring && !fits && round >= 3 && pending >= startPending {
-			// Deferral has stopped paying: the pages it holds back plus
-			// what the guest dirties no longer shrink, so it can only
-			// keep the migration from converging. Send like pre-copy.
-			s.pol = precopy{}
-			s.m.log.Info("predictive deferral off: pending stopped shrinking", "round", round, "pending", pending)
-			s.m.update(func(i *Info) { i.Pagecast.DeferralOff = round })
-		}
 		if s.mode.policy == ModeThrottle && !fits && round < cfg.MaxRounds {
 			if err := s.throttle(round, startPending, pending); err != nil {
 				return "", err
@@ -780,50 +775,86 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 		return nil
 	}
 	lastReport := s.m.clock.Now()
-	words := s.pending.Words()
-	for wi := range words {
-		var seen uint64 // bits of this word handled in this pass
-		for {
-			word := words[wi] &^ seen
-			if word == 0 {
-				break
-			}
-			bit := uint64(bits.TrailingZeros64(word))
-			seen |= 1 << bit
-			gfn := uint64(wi)*64 + bit
-			if live {
-				if !s.m.clock.Now().Before(s.nextHarvest) {
-					if err := ctx.Err(); err != nil {
-						return false, err
-					}
-					if err := s.harvest(); err != nil {
-						return false, err
-					}
-					if s.pendingN <= s.stopAt {
-						return true, finish()
-					}
-				}
-			}
-			if consult && !s.pol.send(gfn) {
-				s.deferred++
-				deferredNow++
-				continue
-			}
-			words[wi] &^= 1 << bit // sent: clean until dirtied again
-			s.pendingN--
-			s.passPages++
-			flushed, err := s.queue(gfn)
-			if err != nil {
+	// visit handles page gfn, pending: it reports true once what is
+	// pending fits the downtime limit at a harvest.
+	visit := func(gfn uint64, consult bool) (bool, error) {
+		if live && !s.m.clock.Now().Before(s.nextHarvest) {
+			if err := ctx.Err(); err != nil {
 				return false, err
 			}
-			if flushed == 0 {
-				zero++
-				continue
+			if err := s.harvest(); err != nil {
+				return false, err
 			}
-			normal++
-			if flushed == 2 && s.m.clock.Now().Sub(lastReport) >= 50*time.Millisecond {
-				report()
-				lastReport = s.m.clock.Now()
+			if s.pendingN <= s.stopAt {
+				return true, nil
+			}
+		}
+		if consult {
+			switch s.pol.verdict(gfn) {
+			case holdBack:
+				s.deferred++
+				deferredNow++
+				return false, nil
+			case sendLast:
+				if s.last == nil {
+					s.last = bitmap.New(s.pages)
+				}
+				s.last.Set(gfn)
+				return false, nil
+			}
+		}
+		s.pending.Unset(gfn) // sent: clean until dirtied again
+		s.pendingN--
+		s.passPages++
+		flushed, err := s.queue(gfn)
+		if err != nil {
+			return false, err
+		}
+		if flushed == 0 {
+			zero++
+			return false, nil
+		}
+		normal++
+		if flushed == 2 && s.m.clock.Now().Sub(lastReport) >= 50*time.Millisecond {
+			report()
+			lastReport = s.m.clock.Now()
+		}
+		return false, nil
+	}
+	// First the pages to send now, in address order (a page dirtied ahead
+	// of the pass joins it), then those the policy put last.
+	for _, set := range []*bitmap.Bitmap{s.pending, s.last} {
+		if set == nil {
+			continue
+		}
+		first := set == s.pending
+		words := set.Words()
+		for wi := range words {
+			var seen uint64 // bits of this word handled in this pass
+			for {
+				word := words[wi] &^ seen
+				if word == 0 {
+					break
+				}
+				bit := uint64(bits.TrailingZeros64(word))
+				seen |= 1 << bit
+				gfn := uint64(wi)*64 + bit
+				if !first {
+					words[wi] &^= 1 << bit
+					if !s.pending.Has(gfn) {
+						continue
+					}
+				}
+				fits, err := visit(gfn, consult && first)
+				if err != nil || fits {
+					if s.last != nil {
+						s.last.Clear()
+					}
+					if err != nil {
+						return false, err
+					}
+					return true, finish()
+				}
 			}
 		}
 	}

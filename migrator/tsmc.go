@@ -42,7 +42,8 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 		if bw == 0 {
 			bw = 1 << 30
 		}
-		s.pol.startRound(1, time.Duration(float64(s.pendingN*PageSize)/bw*float64(time.Second)), s.pages)
+		s.pol.startRound(roundPlan{round: 1, window: time.Duration(float64(s.pendingN*PageSize) / bw * float64(time.Second)),
+			budget: s.pages, pending: s.pending, pendingN: s.pendingN})
 	}
 	if _, err := s.sendPass(ctx, 1, false, s.mode.postcopy); err != nil {
 		return err
