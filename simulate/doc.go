@@ -11,7 +11,7 @@
 //   - Each epoch the guest writes the workload's pages for that epoch. A
 //     throttled guest advances through the workload at its CPU share; a
 //     paused one not at all. A workload that ends before the migration is
-//     replayed from its start (Result.Replays says how often).
+//     replayed from the epoch the migration started at (Result.Replays says how often).
 //   - The link moves each record's bytes, exactly as the wire would frame
 //     them, at the bandwidth.
 //   - Page contents follow a Mix of mecom's classes: a page holds a sample

@@ -115,10 +115,10 @@ func (g *Guest) Replays() uint64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.advance()
-	if g.w.Len() == 0 {
+	if g.w.Len() == 0 || uint64(g.pos) < g.w.Len() {
 		return 0
 	}
-	return uint64(g.pos) / g.w.Len()
+	return 1 + (uint64(g.pos)-g.w.Len())/(g.w.Len()-g.start)
 }
 
 func (g *Guest) MemoryBytes() uint64 { return g.w.Pages() * migrator.PageSize }
@@ -313,10 +313,12 @@ func instant(p, i uint64) float64 {
 }
 
 // epochPages appends the workload's pages of epoch i counted from its
-// start, replaying it from its start once it has ended.
+// start. Once the workload has ended it is replayed from the epoch the
+// migration started at, not from its beginning: what runs on goes on
+// running, and a trace's boot does not happen again.
 func (g *Guest) epochPages(buf []uint64, i uint64) []uint64 {
-	if n := g.w.Len(); n > 0 {
-		i %= n
+	if n := g.w.Len(); n > 0 && i >= n {
+		i = g.start + (i-n)%(n-g.start)
 	}
 	return g.w.Dirty(buf, i)
 }

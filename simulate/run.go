@@ -39,7 +39,8 @@ const DefaultStateBytes = 300 << 10
 type Result struct {
 	Mode     string
 	Info     migrator.Info // as query-migrate would have reported it at the end
-	Replays  uint64        // times the workload was started over
+	Replays  uint64        // times the workload was started over, from Start
+	Start    uint64        // the workload epoch the migration started at
 	Timeline []Point
 	// Wall is the real time the simulation took, and Events the pages
 	// it handled: sent, deferred or written by the guest.
@@ -84,7 +85,7 @@ func (o Options) Check() error {
 // Run simulates a migration in mode (any migrator mode: precopy,
 // predictive, throttle, tsmc, mecom, MODE+mecom).
 func Run(ctx context.Context, o Options, mode string) Result {
-	r := Result{Mode: mode}
+	r := Result{Mode: mode, Start: o.Start}
 	if r.Err = o.Check(); r.Err != nil {
 		return r
 	}

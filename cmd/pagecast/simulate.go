@@ -42,7 +42,7 @@ func simulateCommand() *cli.Command {
 			"unchanged against a guest that writes the workload's pages each epoch, over a virtual link that\n" +
 			"moves each record's bytes at the bandwidth. Page contents follow --content; compression is\n" +
 			"measured on real sample pages of each class. A workload that ends before the migration does is\n" +
-			"replayed from its start, and the table says so. See README.md, \"Simulating a migration\".\n\n" +
+			"replayed from --start (its boot is not run again), and the table says so. See README.md, \"Simulating a migration\".\n\n" +
 			"Synthetic workloads (--synthetic NAME:key=val,...), generated epoch by epoch:\n" + strings.Join(kinds, "\n") + "\n\n" +
 			"Examples:\n" +
 			"  pagecast simulate --trace ../shared/traces/awk.csv.gz --memory 256M --epoch 100ms --bandwidth 64MiB/s --mode all\n" +
@@ -270,14 +270,16 @@ func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate
 		fmt.Fprintln(out, line)
 	}
 	var replayed []string
+	var from uint64
 	for _, r := range results {
 		if r.Replays > 0 {
+			from = r.Start
 			replayed = append(replayed, fmt.Sprintf("%s %d×", r.Mode, r.Replays))
 		}
 	}
 	if len(replayed) > 0 {
-		fmt.Fprintf(out, "the workload (%d epochs, %v) ended before the migration did and was replayed from its start: %s\n",
-			w.Len(), time.Duration(w.Len())*w.Epoch(), strings.Join(replayed, ", "))
+		fmt.Fprintf(out, "the workload (%d epochs, %v) ended before the migration did and was replayed from epoch %d: %s\n",
+			w.Len(), time.Duration(w.Len())*w.Epoch(), from, strings.Join(replayed, ", "))
 	}
 }
 

@@ -35,7 +35,7 @@ func TestSimulateCLI(t *testing.T) {
 		t.Error("no comparison with pre-copy")
 	}
 	// 16 MiB at 1 MiB/s takes longer than the trace's 15 s.
-	if !strings.Contains(stdout, "ended before the migration did and was replayed from its start: precopy ") {
+	if !strings.Contains(stdout, "ended before the migration did and was replayed from epoch 0: precopy ") {
 		t.Error("the table does not say the trace was replayed")
 	}
 	png, err := os.ReadFile(filepath.Join(dir, "timeline.png"))
