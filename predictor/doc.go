@@ -9,7 +9,8 @@
 // recent writes to its neighbours, and with the cohort of pages last
 // written in the same epoch, in a logistic regression whose weights are
 // fitted to each VM and refitted online as the trace unfolds. Its state
-// is 16 bytes a page. Predict is a single pass over flat arrays.
+// is 15 bytes a page (16 with its per-region terms for two horizons, at
+// most). Predict is a single pass over flat arrays.
 //
 // Baselines are judged the same way: dirty last epoch ⇒ dirty next
 // (NewLastEpoch), the write frequency over recent epochs (NewFrequency)

@@ -75,6 +75,7 @@ const (
 	featDue                  // the interval between its last two writes comes round
 	featNear                 // share of neighbours dirtied in the last epoch
 	featNearRec              // neighbours' recency-weighted dirtiness
+	featWide                 // share of the wide neighbourhood dirtied in the last epoch
 	featCohortNew            // cohort rewrite rate, last write 2..8 epochs ago
 	featCohortOld            // cohort rewrite rate, last write 9..64 epochs ago
 	featCohortLast           // for a page dirtied in the last epoch: share of the epoch before's pages rewritten in it
@@ -90,10 +91,12 @@ const (
 // 64 epochs): for a page dirtied in the last epoch the share of its dirty
 // epochs that followed a dirty one, for the others the share of its clean
 // epochs that were followed by a dirty one; lifeBuckets steps of the rate's
-// square root each (small rates matter), the clean ones first.
+// square root (small rates matter) for each page class (see classOf), in
+// class order: what a rate says depends on how long ago the page was
+// last written.
 const (
 	lifeBuckets = 32
-	lifeCodes   = 2 * lifeBuckets
+	lifeCodes   = pageClasses * lifeBuckets
 )
 
 // lifeCode returns the lifetime code of a page with history hist, dirtied
@@ -108,7 +111,29 @@ func lifeCode(hist uint64, count, stay uint16, now float32) uint8 {
 		r = float32(count-stay) / clean
 	}
 	b := int(float32(math.Sqrt(float64(min(max(r, 0), 1)))) * (lifeBuckets - 0.001))
-	return uint8(b + lifeBuckets*int(hist&1))
+	return uint8(b + lifeBuckets*classOf(hist))
+}
+
+// Page classes, by the age of the last write, for the lifetime codes.
+const (
+	classLast   = iota // dirtied in the last epoch
+	classRecent        // in the 7 before, not in the last
+	classOlder         // last written 9 to 64 epochs ago
+	classIdle          // longer ago, or never
+	pageClasses
+)
+
+// classOf returns the class of a page with history hist.
+func classOf(hist uint64) int {
+	switch {
+	case hist&1 != 0:
+		return classLast
+	case hist&patternMask != 0:
+		return classRecent
+	case hist != 0:
+		return classOlder
+	}
+	return classIdle
 }
 
 // regionShift: a region is 1<<regionShift pages (2 MiB of 4 KiB pages).
@@ -120,12 +145,13 @@ func FeatureNames() []string {
 	return []string{
 		"intercept",
 		"temporal: logit P(dirty | code), code = pattern over the last 8 epochs, or age of the last write",
-		"temporal: logit P(dirty | lifetime code), dirty last epoch and the share of all epochs dirty",
+		"temporal: logit P(dirty | lifetime code), the page's transition rate over all epochs, by the age of its last write",
 		"temporal: share of epochs 9-64 ago it was dirtied in",
 		"temporal: logit of that share, smoothed",
 		"temporal: the interval between its last two writes comes round",
 		"spatial: share of neighbours dirtied in the last epoch",
 		"spatial: neighbours' recency-weighted dirtiness over the last 8 epochs",
+		"spatial: share of the pages 8 windows each side (64 pages by default) dirtied in the last epoch",
 		"cohort: log(1+100 × share of its cohort rewritten in the last epoch), last write 2-8 epochs ago",
 		"cohort: the same, last write 9-64 epochs ago",
 		"cohort: dirtied in the last epoch: log(1+100 × share of the pages dirtied the epoch before that were dirtied again in it)",
@@ -195,27 +221,37 @@ var recency, recencyQ = func() (t [patterns]float32, q [patterns]int32) {
 const (
 	// recencyOne is the fixed-point unit of recencyQ.
 	recencyOne = 1 << 12
-	// nearScale is the fixed-point unit of the spatial features.
-	nearScale = 65535
+	// nearScale is the fixed-point unit of the neighbour features, a
+	// byte each.
+	nearScale = 255
 )
 
+// wideFactor: the wide neighbourhood is wideFactor times the window.
+const wideFactor = 8
+
 // neighbours computes the spatial features of every page from the
-// histories: a sliding window over the pages' last-epoch bits and recency
-// scores, Window pages each side, the page itself left out. O(pages), in
-// integers.
+// histories: sliding windows over the pages' last-epoch bits and recency
+// scores, Window pages each side, and over the last-epoch bits,
+// wideFactor·Window pages each side, the page itself left out. O(pages),
+// in integers.
 //
 //go:norace
 func (m *Model) neighbours() {
 	w := m.o.Window
+	ww := wideFactor * w
 	hist := m.hist
 	n := len(hist)
-	near, nearRec := m.near[:n], m.nearRec[:n]
+	near, nearRec, wide := m.near[:n], m.nearRec[:n], m.wide[:n]
 	var s1, s2 int32 // last-epoch bits and recency scores over [i-w, i+w]
+	var s3 int32     // last-epoch bits over [i-ww, i+ww]
 	for j := range min(w, n) {
 		s1 += int32(hist[j] & 1)
 		s2 += recencyQ[hist[j]&patternMask]
 	}
-	full := float32(2 * w) // neighbours away from the ends
+	for j := range min(ww, n) {
+		s3 += int32(hist[j] & 1)
+	}
+	full, fullWide := float32(2*w), float32(2*ww) // neighbours away from the ends
 	m.regions(hist)
 	for i := range n {
 		if j := i + w; j < n {
@@ -226,6 +262,22 @@ func (m *Model) neighbours() {
 			s1 -= int32(hist[j] & 1)
 			s2 -= recencyQ[hist[j]&patternMask]
 		}
+		if j := i + ww; j < n {
+			s3 += int32(hist[j] & 1)
+		}
+		if j := i - ww - 1; j >= 0 {
+			s3 -= int32(hist[j] & 1)
+		}
+		h := hist[i]
+		if c := s3 - int32(h&1); c == 0 {
+			wide[i] = 0
+		} else {
+			cnt := fullWide
+			if i < ww || i+ww >= n {
+				cnt = float32(min(i+ww, n-1) - max(i-ww, 0))
+			}
+			wide[i] = uint8(float32(c)/cnt*nearScale + 0.5)
+		}
 		if s1 == 0 && s2 == 0 {
 			near[i], nearRec[i] = 0, 0
 			continue
@@ -234,11 +286,10 @@ func (m *Model) neighbours() {
 		if i < w || i+w >= n {
 			cnt = float32(min(i+w, n-1) - max(i-w, 0))
 		}
-		h := hist[i]
 		a := float32(s1 - int32(h&1))
 		b := float32(s2 - recencyQ[h&patternMask])
-		near[i] = uint16(a/cnt*nearScale + 0.5)
-		nearRec[i] = uint16(b/(cnt*recencyOne)*nearScale + 0.5)
+		near[i] = uint8(a/cnt*nearScale + 0.5)
+		nearRec[i] = uint8(b/(cnt*recencyOne)*nearScale + 0.5)
 	}
 }
 
@@ -305,6 +356,7 @@ func (m *Model) features(p uint64) [nFeat]float32 {
 	var x [nFeat]float32
 	x[featNear] = float32(m.near[p]) / nearScale
 	x[featNearRec] = float32(m.nearRec[p]) / nearScale
+	x[featWide] = float32(m.wide[p]) / nearScale
 	if h&patternMask != 0 {
 		x[featRegion] = m.region[p>>regionShift]
 		x[featRegionRec] = m.regionRec[p>>regionShift]

@@ -81,10 +81,12 @@ func (o Options) withDefaults() Options {
 }
 
 // Model forecasts dirty pages from temporal and spatial locality (Wei et
-// al.). Its state is 16 bytes a page: a 64-epoch history shift register
+// al.). Its state is 15 bytes a page: a 64-epoch history shift register
 // (8 bytes, bit 0 the last epoch), the number of epochs it was dirtied in
-// since the model started (4) and the two neighbour features of the
-// current epoch (2 each); besides, 8 bytes per 2 MiB region.
+// since the model started and, of them, those that followed a dirty one
+// (2 each), and the three neighbour features of the current epoch (a byte
+// each); besides, 8 bytes per 2 MiB region, and 8 per region for each
+// horizon fitted.
 //
 // The forecast is a logistic regression (see FeatureNames) over:
 //   - temporal: the page's code, its pattern over the last 8 epochs or,
@@ -93,16 +95,19 @@ func (o Options) withDefaults() Options {
 //     that code is dirtied next; how often it was dirtied 9 to 64 epochs
 //     ago; whether the interval between its last two writes says the
 //     next is due;
-//   - lifetime: whether it was dirtied in the last epoch and the share of
-//     all epochs observed it was dirtied in (what a per-page Markov chain
-//     learns; the history register forgets after 64 epochs), through a
-//     table like the code's;
+//   - lifetime: its transition rate over all epochs observed (what a
+//     per-page Markov chain learns; the history register forgets after
+//     64 epochs), through a table like the code's, one per class of the
+//     age of its last write (the last epoch, 2-8, 9-64 epochs ago,
+//     longer);
 //   - spatial: the share of its neighbours (Window pages each side)
 //     dirtied in the last epoch, and their recency-weighted dirtiness
-//     over the last 8; the share of its 2 MiB region dirtied in the last
-//     epoch and in the last 8, weighted apart for pages dirtied in the
-//     last 8 epochs and the others (an active region wakes its idle
-//     pages; it says little about a page already hot);
+//     over the last 8; the share of the pages 8·Window each side dirtied
+//     in the last epoch (where a program's first writes spread); the
+//     share of its 2 MiB region dirtied in the last epoch and in the last
+//     8, weighted apart for pages dirtied in the last 8 epochs and the
+//     others (an active region wakes its idle pages; it says little about
+//     a page already hot);
 //   - cohort: the share of the pages last written in the same epoch as it
 //     that were rewritten in the last epoch (pages written together are
 //     rewritten together: a buffer refilled, a table rebuilt).
@@ -125,8 +130,9 @@ type Model struct {
 	hist    []uint64 // bit k: dirtied k+1 epochs ago
 	count   []uint16 // epochs the page was dirtied in, in all (halved with stay when full)
 	stay    []uint16 // of them, those that followed a dirty epoch
-	near    []uint16 // share of neighbours dirtied last epoch, × nearScale
-	nearRec []uint16 // neighbours' mean recency score, × nearScale
+	near    []uint8  // share of neighbours dirtied last epoch, × nearScale
+	nearRec []uint8  // neighbours' mean recency score, × nearScale
+	wide    []uint8  // share of the wide neighbourhood dirtied last epoch, × nearScale
 
 	// region and regionRec are the region features of each region.
 	region, regionRec []float32
@@ -156,8 +162,9 @@ func NewModel(pages uint64, o Options) *Model {
 		hist:    make([]uint64, pages),
 		count:   make([]uint16, pages),
 		stay:    make([]uint16, pages),
-		near:    make([]uint16, pages),
-		nearRec: make([]uint16, pages),
+		near:    make([]uint8, pages),
+		nearRec: make([]uint8, pages),
+		wide:    make([]uint8, pages),
 		rng:     rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15)),
 	}
 	regions := (pages + 1<<regionShift - 1) >> regionShift
@@ -280,13 +287,15 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 		now             = float32(m.now)
 		near            = m.near[:len(hist)]
 		nearRec         = m.nearRec[:len(hist)]
+		wide            = m.wide[:len(hist)]
+		ww              = f.wWide
 	)
 	dst = dst[:len(hist)]
 	var sum, moved float64
 	var block float32 // sums of 1024 pages, added to sum
 	for i, hv := range hist {
 		c := count[i]
-		v := wn*float32(near[i]) + wr*float32(nearRec[i]) + long[bits.OnesCount64(hv>>patternBits)] +
+		v := wn*float32(near[i]) + wr*float32(nearRec[i]) + ww*float32(wide[i]) + long[bits.OnesCount64(hv>>patternBits)] +
 			zl[lifeCode(hv, c, stay[i], now)]
 		switch {
 		case hv&patternMask != 0:
@@ -329,12 +338,12 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 }
 
 // StateBytes returns the bytes the model keeps in proportion to the
-// guest: 16 a page, and 8 a 2 MiB region plus 8 a region for each horizon
+// guest: 15 a page, and 8 a 2 MiB region plus 8 a region for each horizon
 // fitted. Training samples and fitting scratch, bounded by Options.Samples
 // and not by the page count, are not counted.
 func (m *Model) StateBytes() uint64 {
 	perPage := unsafe.Sizeof(m.hist[0]) + unsafe.Sizeof(m.count[0]) + unsafe.Sizeof(m.stay[0]) +
-		unsafe.Sizeof(m.near[0]) + unsafe.Sizeof(m.nearRec[0])
+		unsafe.Sizeof(m.near[0]) + unsafe.Sizeof(m.nearRec[0]) + unsafe.Sizeof(m.wide[0])
 	n := uint64(perPage)*m.pages + 4*uint64(len(m.region)+len(m.regionRec))
 	for _, f := range m.horizons {
 		n += 4 * uint64(len(f.zr)+len(f.zrIdle))

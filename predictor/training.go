@@ -26,6 +26,7 @@ type fit struct {
 	long            [65 - patternBits]float32
 	dz              [2 * dueBias]float32
 	wNear, wNearRec float32
+	wWide           float32
 	zl              [lifeCodes]float32 // w[2]·life
 	zr, zrIdle      []float32          // per region: its features' contribution, page dirtied in the last 8 epochs or not
 
@@ -91,6 +92,7 @@ func (f *fit) fold(m *Model) {
 	}
 	f.wNear = float32(w[3+featNear] / nearScale)
 	f.wNearRec = float32(w[3+featNearRec] / nearScale)
+	f.wWide = float32(w[3+featWide] / nearScale)
 }
 
 // epochSamples are the pages sampled as one epoch closed, with the
@@ -362,26 +364,6 @@ func lifted(z, cut, zt float32) float32 {
 		return min(z, zt-liftSlope*(cut-z))
 	}
 	return z
-}
-
-// f1At returns the F1 on the samples, scored with weights w, of
-// predicting dirty the pages at and above logit cut.
-//
-//go:norace
-func f1At(s *samples, w []float64, cut float32) float64 {
-	var tp, pp, pos float64
-	for i := range s.len() {
-		c, y := s.c[i], s.y[i]
-		pos += c * y
-		if dot(s.x[i*s.d:(i+1)*s.d], w) >= float64(cut) {
-			pp += c
-			tp += c * y
-		}
-	}
-	if pos == 0 {
-		return 0
-	}
-	return 2 * tp / (pp + pos)
 }
 
 // bestCut returns the logit, at least minCut, at and above which
