@@ -24,7 +24,7 @@ type Config struct {
 	DowntimeLimit  time.Duration // how long the guest may stay stopped; default 300 ms (QEMU's)
 	MaxRounds      int           // pre-copy rounds before the stop-and-copy is forced; default 30 (Xen's)
 	Epoch          time.Duration // how often the dirty log is harvested during a round; default 100 ms
-	Warmup         int           // predictive without a profile: epochs observed before round 1; default 5
+	Warmup         int           // predictive without a profile: epochs observed before round 1; none by default (the forecast starts as round 1's epochs pass)
 	Threshold      float64       // predictive: defer pages at least this likely to be dirtied in the round; default 0.5
 	Profile        string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
 	TargetRound    int           // throttle: the round by which the dirty pages left should fit the downtime limit; default 4
@@ -57,7 +57,6 @@ const (
 	DefaultDowntimeLimit  = 300 * time.Millisecond
 	DefaultMaxRounds      = 30
 	DefaultEpoch          = 100 * time.Millisecond
-	DefaultWarmup         = 5
 	DefaultThreshold      = 0.5
 	DefaultIdleTimeout    = 10 * time.Second
 	DefaultTargetRound    = 4
@@ -77,9 +76,7 @@ func (c Config) withDefaults() Config {
 	if c.Epoch <= 0 {
 		c.Epoch = DefaultEpoch
 	}
-	if c.Warmup <= 0 {
-		c.Warmup = DefaultWarmup
-	}
+	c.Warmup = max(c.Warmup, 0)
 	if c.Threshold <= 0 {
 		c.Threshold = DefaultThreshold
 	}
