@@ -52,10 +52,11 @@ type Options struct {
 	// forecast take a page to be dirtied next; 0 means
 	// DefaultThreshold. The model keeps its probabilities
 	// calibrated except where that decision would cost F1: when cutting
-	// at another probability c gave a better F1 (by 0.01 or more) on the
-	// epochs since its last refit, the pages between c and Threshold are
-	// moved just across Threshold, keeping their order. Negative: never;
-	// the probabilities stay as fitted.
+	// at another probability c gave a better F1 (by 0.01 or more, and by
+	// a larger share than it made the Brier score worse) on the epochs
+	// after its last refits (the latest weighing most), the pages between
+	// c and Threshold are moved just across Threshold, keeping their
+	// order. Negative: never; the probabilities stay as fitted.
 	Threshold float64
 	// Seed seeds the sampling: the same seed and input give the same
 	// forecasts.

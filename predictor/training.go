@@ -30,11 +30,13 @@ type fit struct {
 	zl              [lifeCodes]float32 // w[2]·life
 	zr, zrIdle      []float32          // per region: its features' contribution, page dirtied in the last 8 epochs or not
 
-	// cut is the logit at and above which predicting dirty gave the
-	// best F1 on the samples of the last fit; lift says whether Predict
-	// moves it to the threshold.
-	cut  float32
-	lift bool
+	// cut is the logit at and above which predicting dirty gives the
+	// best F1 by the samples of the last fit; lift says whether Predict
+	// moves it to the threshold, liftSeen what moving it did to the
+	// epochs after each fit.
+	cut      float32
+	lift     bool
+	liftSeen liftTally
 }
 
 // coldStart sets the forecast used before the first fit: the page's
@@ -272,7 +274,7 @@ func (m *Model) refit(f *fit) {
 			s.x[i*s.d+2] = f.life[ls[i]]
 		}
 		tail := &samples{d: s.d, x: s.x[fresh*s.d:], y: s.y[fresh:], c: s.c[fresh:]}
-		f.lift = liftHelps(tail, f.w[:], f.cut, m.zt)
+		f.lift = f.liftSeen.helps(tail, f.w[:], f.cut, m.zt)
 	}
 
 	// The table: each code's rate, shrunk towards the mean.
@@ -319,39 +321,65 @@ func (m *Model) refit(f *fit) {
 	f.cut = bestCut(s, f.w[:], m.zt)
 }
 
-// liftHelps reports whether moving the samples' forecasts, scored with
-// weights w, from cut to the threshold's logit zt gives them an F1 of at
-// least 2·minCutP, better by minLiftGain or more and by a larger share
-// than it makes their Brier score worse.
+// liftTally counts what moving a fit's cut to the threshold did to the
+// samples of the epochs after the fit, over the fits so far, each fit's
+// samples weighing liftMemory times those of the next: true and predicted
+// positives at the threshold and at the cut, positives, and the squared
+// errors without the move and with it.
+type liftTally struct {
+	tp, pp, tpCut, ppCut, pos, sq, sqCut float64
+}
+
+// liftMemory is the weight of the tally so far against the samples after
+// the latest fit: the decision follows what moving did over about the
+// last two fits, not one (at horizon 8 the epochs after a fit whose
+// outcome is known are 8, too few to decide on alone).
+const liftMemory = 0.5
+
+// helps adds to the tally the samples, scored with weights w, and
+// reports whether, over the tally, moving the forecasts from cut to the
+// threshold's logit zt gives an F1 of at least 2·minCutP, better by
+// minLiftGain or more and by a larger share than it makes the Brier score
+// worse.
 //
 //go:norace
-func liftHelps(s *samples, w []float64, cut, zt float32) bool {
-	var tp, pp, tpCut, ppCut, pos, sq, sqCut float64
+func (t *liftTally) helps(s *samples, w []float64, cut, zt float32) bool {
+	var n liftTally
 	for i := range s.len() {
 		c, y := s.c[i], s.y[i]
 		z := float32(dot(s.x[i*s.d:(i+1)*s.d], w))
-		pos += c * y
+		n.pos += c * y
 		p := float64(sigmoid32(z))
-		sq += c * (p - y) * (p - y)
+		n.sq += c * (p - y) * (p - y)
 		if z >= zt {
-			pp += c
-			tp += c * y
+			n.pp += c
+			n.tp += c * y
 		}
 		if z = lifted(z, cut, zt); z >= zt {
-			ppCut += c
-			tpCut += c * y
+			n.ppCut += c
+			n.tpCut += c * y
 		}
 		p = float64(sigmoid32(z))
-		sqCut += c * (p - y) * (p - y)
+		n.sqCut += c * (p - y) * (p - y)
 	}
-	if pos == 0 || sq == 0 {
+	if n.pos == 0 || n.sq == 0 {
 		return false
 	}
-	f1, f1Cut := 2*tp/(pp+pos), 2*tpCut/(ppCut+pos)
+	// Each fit's samples count as much as another's, whatever their
+	// number of positives.
+	k := 1 / n.pos
+	t.tp = liftMemory*t.tp + k*n.tp
+	t.pp = liftMemory*t.pp + k*n.pp
+	t.tpCut = liftMemory*t.tpCut + k*n.tpCut
+	t.ppCut = liftMemory*t.ppCut + k*n.ppCut
+	t.pos = liftMemory*t.pos + k*n.pos
+	t.sq = liftMemory*t.sq + k*n.sq
+	t.sqCut = liftMemory*t.sqCut + k*n.sqCut
+	f1, f1Cut := 2*t.tp/(t.pp+t.pos), 2*t.tpCut/(t.ppCut+t.pos)
 	if f1Cut < 2*minCutP || f1Cut-f1 < minLiftGain {
 		return false
 	}
-	return f1 == 0 || f1Cut/f1-1 > sqCut/sq-1
+	return f1 == 0 || f1Cut/f1-1 > t.sqCut/t.sq-1
 }
 
 // lifted moves logit z as Predict does when the F1-best cut is cut and
@@ -368,7 +396,8 @@ func lifted(z, cut, zt float32) float32 {
 
 // bestCut returns the logit, at least minCut, at and above which
 // predicting dirty gives the samples, scored with weights w, their best
-// F1; zt, the threshold's, if no other beats it.
+// F1 (below zt: as half that F1 puts it); zt, the threshold's, if no
+// other cut beats it.
 //
 //go:norace
 func bestCut(s *samples, w []float64, zt float32) float32 {
@@ -402,5 +431,11 @@ func bestCut(s *samples, w []float64, zt float32) float32 {
 			best, bestF1 = float32(lo), f1
 		}
 	}
-	return best
+	if best >= zt {
+		return best
+	}
+	// For calibrated probabilities the F1-best cut is half the best F1.
+	// F1 is flat around its best, so the cut where the samples peak is
+	// noisy; the peak's height is not.
+	return float32(max(logit(bestF1/2), minCut))
 }
