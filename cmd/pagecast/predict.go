@@ -47,9 +47,9 @@ func predictEvalCommand() *cli.Command {
 			"the ROC curve; ECE, the expected calibration error over 10 equal-width bins. * marks the best in\n" +
 			"each column. With several horizons (--horizon 1,2,4,8,16: what a pre-copy round asks, \"is\n" +
 			"this page dirtied again before the round ends?\") there is one table per horizon, then the model\n" +
-			"against the best baseline at each. The model keeps its probabilities calibrated except that, where the epochs since its\n" +
-			"last refit show another cut than --threshold gives a clearly better F1, it moves the pages in\n" +
-			"between just across it.\n\n" +
+			"against the best baseline at each. The model keeps its probabilities calibrated except that,\n" +
+			"where the epochs after its last refits (the latest weighing most) show another cut than\n" +
+			"--threshold gives a clearly better F1, it moves the pages in between just across it.\n\n" +
 			"TRACE is a trace file (pagecast profile --out, pagecast trace import) or, ending in .csv or\n" +
 			".csv.gz, a CSV of epoch,page rows, which needs --memory (see pagecast trace import).\n\n" +
 			"Examples:\n" +
