@@ -138,8 +138,11 @@ func (precopy) verdict(uint64) verdict { return sendNow }
 // stop-and-copy, so at most budget pages are (the cut rises to the
 // budget's most likely pages), and the other likely pages go last in the
 // round, where they have the least time to be dirtied again before the
-// switch-over. In every round, pages with a lesser but real chance
-// (Threshold/4 and up) go last.
+// switch-over. A closing round that fails to close (the guest dirtied more
+// than the stop-and-copy could take meanwhile) resent the likely pages for
+// nothing, so after each such failure, up to two, the bar for the next
+// closing round is halved. In every round, pages with a lesser but real
+// chance (Threshold/4 and up) go last.
 type predictive struct {
 	model     *predictor.Model
 	clock     Clock
@@ -149,6 +152,7 @@ type predictive struct {
 	cut       float32 // held back at or above
 	lastCut   float32 // sent last at or above
 	closing   bool
+	failed    uint // closing rounds that did not close
 	horizon   int
 	deadline  time.Time // when the current round is expected to end
 	budget    uint64    // pages that may be held back in this round
@@ -201,11 +205,14 @@ func (p *predictive) startRound(plan roundPlan) {
 	p.deadline = p.clock.Now().Add(plan.window)
 	p.budget = plan.budget
 	p.held = 0
+	if p.closing && plan.round > 1 {
+		p.failed++ // the last round was to close the migration, and did not
+	}
 	p.closing = true
 	p.forecast()
 	if p.model.Epochs() > 0 && !plan.last && plan.pending != nil {
 		likely := likelyPending(plan.pending, p.prob, p.threshold)
-		p.closing = plan.pendingN-likely <= plan.budget
+		p.closing = plan.pendingN-likely <= plan.budget>>min(p.failed, 2)
 	}
 	p.setCut()
 }

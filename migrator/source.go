@@ -820,11 +820,13 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 	}
 	// First the pages to send now, in address order (a page dirtied ahead
 	// of the pass joins it), then those the policy put last.
-	for _, set := range []*bitmap.Bitmap{s.pending, s.last} {
-		if set == nil {
-			continue
+	for phase := range 2 {
+		first, set := phase == 0, s.pending
+		if !first {
+			if set = s.last; set == nil { // nothing was put last
+				break
+			}
 		}
-		first := set == s.pending
 		words := set.Words()
 		for wi := range words {
 			var seen uint64 // bits of this word handled in this pass

@@ -45,7 +45,12 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 		s.pol.startRound(roundPlan{round: 1, window: time.Duration(float64(s.pendingN*PageSize) / bw * float64(time.Second)),
 			budget: s.pages, pending: s.pending, pendingN: s.pendingN})
 	}
-	if _, err := s.sendPass(ctx, 1, false, s.mode.postcopy); err != nil {
+	// The dirty log is harvested as the pass goes, as in a pre-copy
+	// round: a page written before the pass reaches it goes once, with
+	// what was written; only pages written after they were sent are
+	// dirty for stage 3. The pass never stops early.
+	s.stopAt = 0
+	if _, err := s.sendPass(ctx, 1, true, s.mode.postcopy); err != nil {
 		return err
 	}
 	if err := s.w.Flush(); err != nil {
