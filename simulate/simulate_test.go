@@ -141,9 +141,6 @@ func TestIdleGuest(t *testing.T) {
 			t.Fatalf("%s: %d bytes for %d whole pages", mode, i.RAM.Transferred, i.RAM.Normal)
 		}
 		want := time.Duration(float64(i.RAM.Transferred) / (8 << 20) * float64(time.Second))
-		if mode == "predictive" {
-			want += 5 * 100 * time.Millisecond // it watches the guest for five epochs first
-		}
 		if got := time.Duration(i.TotalTime) * time.Millisecond; got < want-2*time.Millisecond || got > want+2*time.Millisecond {
 			t.Fatalf("%s: %v for %d bytes at 8 MiB/s, want %v", mode, got, i.RAM.Transferred, want)
 		}

@@ -3,6 +3,7 @@ package simulate
 import (
 	"errors"
 	"fmt"
+	"github.com/pagecast/pagecast/migrator"
 	"math"
 	"math/bits"
 	"slices"
@@ -305,4 +306,28 @@ func mix(a, b uint64) uint64 {
 	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
 	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
 	return z ^ (z >> 31)
+}
+
+// DirtyRate is how fast w writes memory from epoch from on, in bytes a
+// second: the pages written each epoch (each once an epoch), averaged to
+// the end of a trace or over 100 epochs of a workload without end. A
+// pre-copy round resends what was written during the round before, so
+// the link's bandwidth against this rate says which regime a migration
+// is in: about 1 or more times it, pre-copy converges; a quarter of it,
+// it usually does not.
+func DirtyRate(w Workload, from uint64) float64 {
+	end := w.Len()
+	if end == 0 {
+		end = from + 100
+	}
+	if from >= end {
+		return 0
+	}
+	var pages uint64
+	var buf []uint64
+	for i := from; i < end; i++ {
+		buf = w.Dirty(buf[:0], i)
+		pages += uint64(len(buf))
+	}
+	return float64(pages) * migrator.PageSize / (float64(end-from) * w.Epoch().Seconds())
 }

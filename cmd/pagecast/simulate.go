@@ -153,8 +153,13 @@ func runSimulate(c *cli.Context) error {
 			return err
 		}
 	} else {
+		rate := simulate.DirtyRate(w, o.Start)
 		fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v, content %s\n", w.Name(),
 			units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(bw)), o.DowntimeLimit, mix)
+		if rate > 0 {
+			fmt.Fprintf(c.App.Writer, "the workload writes %s/s from epoch %d on; the link moves %.2f times that\n",
+				units.FormatBytes(rate), o.Start, float64(bw)/rate)
+		}
 		writeSimulationTable(c.App.Writer, w, results)
 	}
 	if dir := c.String("plot"); dir != "" {
