@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,6 +242,15 @@ func TestMigrateModes(t *testing.T) {
 			checkDeferred(t, m)
 			checkTSMC(t, m)
 		}},
+		{ModeTSMC + "+" + MECOM, lightLoad, 16 << 20, 0, func(t *testing.T, m migrated) {
+			checkTSMC(t, m)
+			checkStage1Compressed(t, m)
+		}},
+		{ModePredictive + "+" + ModeTSMC + "+" + MECOM, lightLoad, 16 << 20, 0, func(t *testing.T, m migrated) {
+			checkDeferred(t, m)
+			checkTSMC(t, m)
+			checkStage1Compressed(t, m)
+		}},
 		{MECOM, lightLoad, 32 << 20, 0, checkCompressed},
 		{ModePredictive + "+" + MECOM, lightLoad, 32 << 20, 0, func(t *testing.T, m migrated) {
 			checkDeferred(t, m)
@@ -289,6 +299,15 @@ func checkThrottled(t *testing.T, m migrated) {
 	}
 	if m.src.Throttle() != 0 || m.dst.Throttle() != 0 {
 		t.Errorf("throttle left on: source %d%%, destination %d%%", m.src.Throttle(), m.dst.Throttle())
+	}
+}
+
+// checkStage1Compressed: tsmc+mecom compresses stage 1, whose bytes are
+// fewer than its whole pages'.
+func checkStage1Compressed(t *testing.T, m migrated) {
+	t.Helper()
+	if whole := m.res.Pages * PageSize; m.info.RAM.PrecopyBytes >= whole {
+		t.Errorf("stage 1 sent %d bytes for %d whole pages (%d bytes)", m.info.RAM.PrecopyBytes, m.res.Pages, whole)
 	}
 }
 
@@ -598,5 +617,25 @@ func TestBudgetCut(t *testing.T) {
 		if got[holdBack] != tc.held || got[sendLast] != tc.last+1 || got[sendNow] != 1 {
 			t.Errorf("closing %v: %d now, %d last, %d held back; want 1, %d, %d", tc.closing, got[sendNow], got[sendLast], got[holdBack], tc.last+1, tc.held)
 		}
+	}
+}
+
+// TestTouchOrder: predictive+tsmc pushes the dirty pages the guest is
+// likeliest to touch next first.
+func TestTouchOrder(t *testing.T) {
+	p, err := newPredictive(Config{Clock: WallClock{}, Epoch: 100 * time.Millisecond, Threshold: 0.5}, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.observe([]uint64{1, 2, 5, 9})
+	for range 40 {
+		p.observe([]uint64{5, 9}) // written every epoch
+	}
+	dirty := bitmap.New(64)
+	for _, g := range []uint64{1, 2, 5, 9} {
+		dirty.Set(g)
+	}
+	if got := p.touchOrder(dirty); !slices.Equal(got, []uint64{5, 9, 1, 2}) {
+		t.Errorf("push order %v, want the pages written every epoch (5, 9) before those written once (1, 2)", got)
 	}
 }

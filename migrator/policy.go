@@ -27,7 +27,7 @@ var Modes = []struct{ Name, Description string }{
 	{ModePredictive, "Wei et al.: hold back pages the predictor expects to be dirtied again before the round ends"},
 	{ModeThrottle, "Jin et al. 2011: pre-copy that slows the vCPUs each round so the dirty pages left fit the downtime limit by a chosen round"},
 	{ModeTSMC, "Song et al. 2014: copy all once, stop and send the dirty bitmap, run on the destination and fetch dirty pages there"},
-	{MECOM, "Jin et al. 2009: precopy with adaptive compression per page class; also as MODE+mecom, e.g. predictive+mecom"},
+	{MECOM, "Jin et al. 2009: precopy with adaptive compression per page class; also as MODE+mecom, e.g. predictive+mecom or tsmc+mecom (tsmc: stages 1 and 2 compressed)"},
 	{ModePredictive + "+" + ModeTSMC, "tsmc whose copy of all memory leaves out the pages the predictor expects to be dirtied before the switch-over: they go once, in stage 3"},
 }
 
@@ -58,8 +58,8 @@ func parseMode(s string) (mode, error) {
 	if base == MECOM && !combined {
 		return mode{policy: ModePrecopy, mecom: true}, nil
 	}
-	if combined && base == ModePredictive && extra == ModeTSMC {
-		return mode{policy: ModePredictive, postcopy: true}, nil
+	if combined && base == ModePredictive && (extra == ModeTSMC || extra == ModeTSMC+"+"+MECOM) {
+		return mode{policy: ModePredictive, postcopy: true, mecom: extra != ModeTSMC}, nil
 	}
 	if combined {
 		if extra != MECOM {
@@ -71,13 +71,10 @@ func parseMode(s string) (mode, error) {
 	case ModePrecopy, ModePredictive, ModeThrottle:
 		return m, nil
 	case ModeTSMC:
-		if m.mecom {
-			return mode{}, fmt.Errorf("migration mode %q: %s does not combine with %s", s, ModeTSMC, MECOM)
-		}
 		return m, nil
 	}
-	return mode{}, fmt.Errorf("migration mode %q: want %s, %s, %s, %s or %s, optionally +%s, or %s+%s", s,
-		ModePrecopy, ModePredictive, ModeThrottle, ModeTSMC, MECOM, MECOM, ModePredictive, ModeTSMC)
+	return mode{}, fmt.Errorf("migration mode %q: want %s, %s, %s, %s or %s, or %s+%s, each optionally +%s", s,
+		ModePrecopy, ModePredictive, ModeThrottle, ModeTSMC, MECOM, ModePredictive, ModeTSMC, MECOM)
 }
 
 // A policy chooses, page by page, when a pre-copy round sends a page. The
@@ -215,6 +212,28 @@ func (p *predictive) startRound(plan roundPlan) {
 		p.closing = plan.pendingN-likely <= plan.budget>>min(p.failed, 2)
 	}
 	p.setCut()
+}
+
+// touchOrder lists the pages of dirty likeliest to be written in the next
+// epoch first (to 1/16 of probability; address order within), the order
+// predictive+tsmc pushes them after the switch-over: a page the guest
+// touches before it arrives must be asked for, and the guest waits.
+func (p *predictive) touchOrder(dirty *bitmap.Bitmap) []uint64 {
+	if p.model.Epochs() == 0 {
+		return nil
+	}
+	p.model.PredictHorizon(p.prob, 1)
+	const buckets = 16
+	var byBucket [buckets][]uint64
+	dirty.ForEach(func(g uint64) {
+		b := buckets - 1 - min(int(p.prob[g]*buckets), buckets-1)
+		byBucket[b] = append(byBucket[b], g)
+	})
+	order := make([]uint64, 0, dirty.Count())
+	for _, pages := range byBucket {
+		order = append(order, pages...)
+	}
+	return order
 }
 
 // likelyPending counts the pending pages at least threshold likely to be

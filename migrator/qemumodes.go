@@ -159,6 +159,8 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 	switch {
 	case m.policy == ModePredictive:
 		return QEMUPlan{}, fmt.Errorf("migration mode %q: predictive needs %s", mode, engine)
+	case m.mecom && m.policy == ModeTSMC:
+		return QEMUPlan{}, fmt.Errorf("migration mode %q: on QEMU, tsmc is QEMU's post-copy, which does not compress; %s+%s needs pagecast's engine at both ends (pagecast vm run)", mode, ModeTSMC, MECOM)
 	case m.mecom && m.policy != ModePrecopy:
 		return QEMUPlan{}, fmt.Errorf("migration mode %q: QEMU's compression (xbzrle) combines with its pre-copy only, so %s+%s needs %s", mode, m.policy, MECOM, engine)
 	case m.mecom:

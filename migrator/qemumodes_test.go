@@ -136,7 +136,7 @@ func TestSetupQEMURefuses(t *testing.T) {
 		{ModePredictive, true, `migration mode "predictive": predictive needs pagecast's engine on the source: pagecast vm run, or a QEMU guest once pagecast moves QEMU RAM itself`},
 		{"predictive+mecom", true, `predictive needs pagecast's engine`},
 		{"throttle+mecom", true, `QEMU's compression (xbzrle) combines with its pre-copy only, so throttle+mecom needs pagecast's engine`},
-		{"tsmc+mecom", true, `tsmc does not combine with mecom`},
+		{"tsmc+mecom", true, `on QEMU, tsmc is QEMU's post-copy, which does not compress`},
 		{"teleport", true, `migration mode "teleport": want`},
 		{ModeTSMC, false, ErrNeedDestQMP.Error()},
 	}

@@ -112,7 +112,9 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 		i.Pagecast.RoundBytes = append(i.Pagecast.RoundBytes, s.w.Bytes()-precopyBytes)
 	})
 
-	// Stage 3.
+	// Stage 3. Its pages go whole (with +mecom too): the destination
+	// fills each into the running guest's memory as it arrives.
+	s.enc = nil
 	return s.postcopy(ctx, dirty, uint64(len(early)))
 }
 
@@ -133,8 +135,9 @@ func (s *sender) awaitVerified(stage string) error {
 	return fmt.Errorf("%s: the destination answered with a %s record", stage, rec.Type)
 }
 
-// postcopy pushes the dirty pages in address order and, first, any the
-// destination asks for; each goes once. early dirty pages went in stage 2.
+// postcopy pushes the dirty pages (in address order, or predictive+tsmc's
+// order of likely touch) and, first, any the destination asks for; each
+// goes once. early dirty pages went in stage 2.
 // If the link fails, the destination's guest waits for its missing pages:
 // the source redials (every second, for RecoverTimeout), learns from the
 // destination which pages it still lacks, and goes on — QEMU's post-copy
@@ -142,6 +145,9 @@ func (s *sender) awaitVerified(stage string) error {
 func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint64) error {
 	st := &postcopyState{total: dirty.Count(), early: early, pending: slices.Clone(dirty.Words()),
 		start: s.m.clock.Now(), startBytes: s.w.Bytes()}
+	if p, ok := s.pol.(*predictive); ok {
+		st.order = p.touchOrder(dirty)
+	}
 	st.left = st.total
 	for {
 		err := s.push(ctx, st)
@@ -169,9 +175,14 @@ var errDestinationVerdict = errors.New("the destination reported a failure")
 type postcopyState struct {
 	total, left, early, asked uint64
 	pending                   []uint64 // bit set: not sent yet
-	start                     time.Time
-	startBytes                uint64
-	recoveries                int
+	// order, if set, is the order to push in (predictive+tsmc: the pages
+	// the guest is likeliest to touch first); then address order
+	// catches what is left.
+	order      []uint64
+	next       int
+	start      time.Time
+	startBytes uint64
+	recoveries int
 }
 
 // push runs stage 3 on the current connection until every page is sent
@@ -285,6 +296,12 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		default:
 		}
 		batch = batch[:0]
+		for st.next < len(st.order) && len(batch) < pushBatch {
+			if g := st.order[st.next]; take(g) {
+				batch = append(batch, g)
+			}
+			st.next++
+		}
 		for cursor < len(st.pending) && len(batch) < pushBatch {
 			word := st.pending[cursor]
 			if word == 0 {
