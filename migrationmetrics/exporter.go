@@ -186,12 +186,19 @@ var (
 		"Pause of the guest at the switch-over (query-migrate downtime); present once the migration has completed.", labels, nil)
 	descPulled = prometheus.NewDesc("pagecast_migration_postcopy_requests_total",
 		"Pages the destination asked for after the switch (post-copy; query-migrate ram.postcopy-requests).", labels, nil)
+	descPredictedTime = prometheus.NewDesc("pagecast_migration_predicted_total_time_seconds",
+		"Mode auto: the total time it predicted for each mode it weighed, before the migration began; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
+	descPredictedDowntime = prometheus.NewDesc("pagecast_migration_predicted_downtime_seconds",
+		"Mode auto: the downtime it predicted for each mode it weighed; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
+	descPredictedData = prometheus.NewDesc("pagecast_migration_predicted_data_bytes",
+		"Mode auto: the bytes it predicted each mode it weighed would send; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
 )
 
 // Descs are every metric the exporter may export.
 var Descs = []*prometheus.Desc{descInfo, descStatus, descStart, descEnd, descSucceeded, descFailed,
 	descProcessed, descRemaining, descTotal, descDirtyRate, descTransferRate, descBandwidth, descSyncs,
-	descRound, descDeferred, descDeferrals, descThrottle, descExpectedDowntime, descDowntime, descPulled}
+	descRound, descDeferred, descDeferrals, descThrottle, descExpectedDowntime, descDowntime, descPulled,
+	descPredictedTime, descPredictedDowntime, descPredictedData}
 
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
@@ -257,6 +264,17 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		round = float64(x.Round)
 		gauge(descDeferred, float64(x.Deferred))
 		counter(descDeferrals, float64(x.DeferredAll))
+		if a := x.Auto; a != nil {
+			for _, p := range a.Predictions {
+				chosen := "0"
+				if p.Mode == a.Mode {
+					chosen = "1"
+				}
+				gauge(descPredictedTime, float64(p.TotalTime)/1e3, p.Mode, chosen)
+				gauge(descPredictedDowntime, float64(p.Downtime)/1e3, p.Mode, chosen)
+				gauge(descPredictedData, float64(p.Transferred), p.Mode, chosen)
+			}
+		}
 	}
 	gauge(descRound, round)
 	gauge(descThrottle, float64(i.CPUThrottlePercentage)/100)

@@ -41,7 +41,10 @@ func TestExporter(t *testing.T) {
 		RAM: &migrator.RAMStats{Transferred: 48 << 20, Remaining: 16 << 20, Total: 64 << 20, DirtyPagesRate: 1000,
 			Mbps: 268.435456, DirtySyncCount: 3, PageSize: 4096}}
 	pagecastActive := active
-	pagecastActive.Pagecast = &migrator.Extra{Mode: "predictive", Round: 4, Deferred: 512, DeferredAll: 2048, Bandwidth: 32 << 20}
+	auto := &migrator.AutoChoice{Mode: "predictive", Prefer: "time", Predictions: []migrator.Prediction{
+		{Mode: "precopy", TotalTime: 4500, Downtime: 310, Transferred: 90 << 20},
+		{Mode: "predictive", TotalTime: 3250, Downtime: 200, Transferred: 72 << 20}}}
+	pagecastActive.Pagecast = &migrator.Extra{Mode: "predictive", Round: 4, Deferred: 512, DeferredAll: 2048, Bandwidth: 32 << 20, Auto: auto}
 	for _, tc := range []struct {
 		name, engine, mode string
 		bandwidth          uint64
@@ -54,7 +57,7 @@ func TestExporter(t *testing.T) {
 		{
 			name: "pagecast", engine: EnginePagecast, mode: "precopy", active: pagecastActive,
 			end: migrator.Info{Status: migrator.StatusCompleted, Downtime: 280, RAM: &migrator.RAMStats{Transferred: 70 << 20, Total: 64 << 20},
-				Pagecast: &migrator.Extra{Mode: "predictive", Round: 5, DeferredAll: 2048, Bandwidth: 32 << 20}},
+				Pagecast: &migrator.Extra{Mode: "predictive", Round: 5, DeferredAll: 2048, Bandwidth: 32 << 20, Auto: auto}},
 			want: []string{
 				`pagecast_migration_info{engine="pagecast",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 1`,
 				`pagecast_migration_status{migration="2026-11-30T05:00:00.000Z",status="active",vm="vm1"} 1`,
@@ -74,6 +77,10 @@ func TestExporter(t *testing.T) {
 				`pagecast_migration_start_time_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1.7960148e+09`,
 				`pagecast_migration_succeeded{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0`,
 				`pagecast_migration_failed{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0`,
+				`pagecast_migration_predicted_total_time_seconds{chosen="0",migration="2026-11-30T05:00:00.000Z",mode="precopy",vm="vm1"} 4.5`,
+				`pagecast_migration_predicted_total_time_seconds{chosen="1",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 3.25`,
+				`pagecast_migration_predicted_downtime_seconds{chosen="1",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 0.2`,
+				`pagecast_migration_predicted_data_bytes{chosen="1",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 7.5497472e+07`,
 			},
 			wantEnd: []string{
 				`pagecast_migration_status{migration="2026-11-30T05:00:00.000Z",status="completed",vm="vm1"} 1`,
@@ -81,6 +88,7 @@ func TestExporter(t *testing.T) {
 				`pagecast_migration_downtime_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0.28`,
 				`pagecast_migration_end_time_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1.79601481e+09`,
 				`pagecast_migration_round{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 5`,
+				`pagecast_migration_predicted_total_time_seconds{chosen="1",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 3.25`,
 			},
 			absent: []string{"pagecast_migration_expected_downtime_seconds"},
 		},
@@ -97,7 +105,8 @@ func TestExporter(t *testing.T) {
 				`pagecast_migration_succeeded{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0`,
 			},
 			// QEMU's engine defers nothing, and a failed migration had no downtime.
-			absent: []string{"pagecast_migration_deferred_pages", "pagecast_migration_downtime_seconds", "pagecast_migration_expected_downtime_seconds"},
+			absent: []string{"pagecast_migration_deferred_pages", "pagecast_migration_downtime_seconds", "pagecast_migration_expected_downtime_seconds",
+				"pagecast_migration_predicted_total_time_seconds"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -48,14 +48,43 @@ type RAMStats struct {
 
 // Extra is pagecast's part of query-migrate.
 type Extra struct {
-	Mode        string   `json:"mode"`
-	Round       int      `json:"round"`                 // current round, 1-based; the stop-and-copy counts as one
-	RoundPages  []uint64 `json:"round-pages"`           // pages sent in each round (zero pages included)
-	RoundBytes  []uint64 `json:"round-bytes"`           // bytes on the wire in each round
-	Deferred    uint64   `json:"deferred-pages"`        // pages held back by the policy, now
-	DeferredAll uint64   `json:"deferred-total"`        // page deferrals over the migration
-	Bandwidth   uint64   `json:"bandwidth"`             // link cap, bytes/s; 0: none
-	Verified    bool     `json:"verified"`              // the destination's memory matched the source's
-	StopReason  string   `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
-	Destination string   `json:"destination,omitempty"` // the migrate URI
+	Mode        string      `json:"mode"`
+	Round       int         `json:"round"`                 // current round, 1-based; the stop-and-copy counts as one
+	RoundPages  []uint64    `json:"round-pages"`           // pages sent in each round (zero pages included)
+	RoundBytes  []uint64    `json:"round-bytes"`           // bytes on the wire in each round
+	Deferred    uint64      `json:"deferred-pages"`        // pages held back by the policy, now
+	DeferredAll uint64      `json:"deferred-total"`        // page deferrals over the migration
+	Bandwidth   uint64      `json:"bandwidth"`             // link cap, bytes/s; 0: none
+	Verified    bool        `json:"verified"`              // the destination's memory matched the source's
+	StopReason  string      `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
+	Destination string      `json:"destination,omitempty"` // the migrate URI
+	Auto        *AutoChoice `json:"auto,omitempty"`        // mode auto: what it chose, and what it predicted
+}
+
+// AutoChoice is what mode auto chose before the migration began (by
+// simulating every mode on what it had observed of the guest), and what
+// it predicted for each mode it weighed.
+type AutoChoice struct {
+	Mode        string       `json:"mode"`
+	Prefer      string       `json:"prefer"` // time, bytes or downtime
+	Why         string       `json:"why"`
+	Predictions []Prediction `json:"predictions"`
+}
+
+// Prediction is one mode's simulated outcome, in query-migrate's units.
+type Prediction struct {
+	Mode        string `json:"mode"`
+	TotalTime   int64  `json:"total-time"`  // milliseconds
+	Downtime    int64  `json:"downtime"`    // milliseconds
+	Transferred uint64 `json:"transferred"` // bytes
+}
+
+// Predicted is the chosen mode's prediction, if there is one.
+func (a *AutoChoice) Predicted() (Prediction, bool) {
+	for _, p := range a.Predictions {
+		if p.Mode == a.Mode {
+			return p, true
+		}
+	}
+	return Prediction{}, false
 }

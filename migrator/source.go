@@ -27,6 +27,7 @@ type Config struct {
 	Warmup         int           // predictive without a profile: epochs observed before round 1; none by default (the forecast starts as round 1's epochs pass)
 	Threshold      float64       // predictive: defer pages at least this likely to be dirtied in the round; default 0.5
 	Profile        string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
+	Auto           *AutoChoice   // mode auto's choice, reported in Info as it was made
 	TargetRound    int           // throttle: the round by which the dirty pages left should fit the downtime limit; default 4
 	RecoverTimeout time.Duration // tsmc: how long a source whose link failed in stage 3 keeps redialling; default 5 min
 	IdleTimeout    time.Duration // a connection that moves nothing this long is dead; default 10 s
@@ -173,7 +174,7 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 		start:  cfg.Clock.Now(),
 	}
 	m.info = Info{Status: StatusSetup, RAM: &RAMStats{Total: memory, PageSize: PageSize, Remaining: memory},
-		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri}}
+		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri, Auto: cfg.Auto}}
 	go func() {
 		defer close(m.done)
 		defer cancel()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/pagecast/pagecast/migrator"
 )
 
 // Preferences mode auto can optimise, the downtime limit a hard bound for
@@ -14,8 +16,10 @@ const (
 	PreferDowntime = "downtime"
 )
 
-// AutoModes are the modes auto chooses among.
-var AutoModes = []string{"precopy", "predictive", "throttle", "tsmc", "mecom", "predictive+mecom", "predictive+tsmc"}
+// AutoModes are the modes auto chooses among: every mode and combination
+// pagecast's engine runs.
+var AutoModes = []string{"precopy", "predictive", "throttle", "tsmc", "mecom", "predictive+mecom", "predictive+tsmc",
+	"tsmc+mecom", "predictive+tsmc+mecom"}
 
 // Choice is what mode auto decided, and on what.
 type Choice struct {
@@ -23,6 +27,19 @@ type Choice struct {
 	Prefer      string
 	Predictions []Result // every candidate, simulated on what was observed
 	Why         string
+}
+
+// Report is the choice as query-migrate reports it (migrator.Config.Auto).
+func (c Choice) Report() *migrator.AutoChoice {
+	a := &migrator.AutoChoice{Mode: c.Mode, Prefer: c.Prefer, Why: c.Why}
+	for _, r := range c.Predictions {
+		if r.Err != nil {
+			continue
+		}
+		a.Predictions = append(a.Predictions, migrator.Prediction{Mode: r.Mode, TotalTime: r.Info.TotalTime,
+			Downtime: r.Info.Downtime, Transferred: r.Info.RAM.Transferred})
+	}
+	return a
 }
 
 // Predicted is the chosen mode's prediction.

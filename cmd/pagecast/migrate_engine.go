@@ -79,6 +79,9 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	}
 	cfg := migrator.Config{Mode: p.Mode, MaxBandwidth: p.MaxBandwidth, DowntimeLimit: p.DowntimeLimit,
 		MaxRounds: p.MaxRounds, Profile: p.Profile, Log: slog.Default()}
+	if choice != nil {
+		cfg.Auto = choice.Report()
+	}
 	tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
 	if tlsFiles.Enabled() {
 		var err error
@@ -108,8 +111,10 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
 	writeSummary(c.App.Writer, info, nil)
-	if choice != nil {
-		writePredictedAgainst(c.App.Writer, choice.Predicted().Info, info)
+	if x := info.Pagecast; x != nil && x.Auto != nil { // query-migrate's report of the choice
+		if p, ok := x.Auto.Predicted(); ok {
+			writePredictedAgainst(c.App.Writer, p, info)
+		}
 	}
 	return nil
 }

@@ -25,8 +25,7 @@ import (
 
 // allModes is what --mode all runs, pre-copy first: the others are
 // compared with it.
-var allModes = []string{migrator.ModePrecopy, migrator.ModePredictive, migrator.ModeThrottle, migrator.ModeTSMC,
-	migrator.MECOM, migrator.ModePredictive + "+" + migrator.MECOM, migrator.ModePredictive + "+" + migrator.ModeTSMC}
+var allModes = simulate.AutoModes
 
 func simulateCommand() *cli.Command {
 	var kinds []string
@@ -353,6 +352,9 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		return fmt.Errorf("auto chose %s, which failed: %w", choice.Mode, outcome.Err)
 	}
 	outcome.Mode = "auto: " + choice.Mode
+	if outcome.Info.Pagecast != nil {
+		outcome.Info.Pagecast.Auto = choice.Report() // as query-migrate reports it
+	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
@@ -381,13 +383,15 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	writeSimulationTable(c.App.Writer, observed, choice.Predictions)
 	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\noutcome, on the workload from epoch %d:\n", choice.Mode, choice.Why, o.Start)
 	writeSimulationTable(c.App.Writer, w, []simulate.Result{outcome})
-	writePredictedAgainst(c.App.Writer, choice.Predicted().Info, outcome.Info)
+	if p, ok := choice.Report().Predicted(); ok {
+		writePredictedAgainst(c.App.Writer, p, outcome.Info)
+	}
 	return nil
 }
 
 // writePredictedAgainst prints auto's prediction of a migration against
 // its outcome, on one line.
-func writePredictedAgainst(w io.Writer, p, a migrator.Info) {
+func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info) {
 	off := func(p, a int64) string {
 		if a == 0 {
 			return "–"
@@ -395,8 +399,12 @@ func writePredictedAgainst(w io.Writer, p, a migrator.Info) {
 		return fmt.Sprintf("%+.0f%%", 100*(float64(p)-float64(a))/float64(a))
 	}
 	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
+	var sent uint64
+	if a.RAM != nil {
+		sent = a.RAM.Transferred
+	}
 	fmt.Fprintf(w, "predicted against outcome: total time %v against %v (%s), bytes %s against %s (%s), downtime %v against %v\n",
 		ms(p.TotalTime), ms(a.TotalTime), off(p.TotalTime, a.TotalTime),
-		units.FormatBytes(float64(p.RAM.Transferred)), units.FormatBytes(float64(a.RAM.Transferred)),
-		off(int64(p.RAM.Transferred), int64(a.RAM.Transferred)), ms(p.Downtime), ms(a.Downtime))
+		units.FormatBytes(float64(p.Transferred)), units.FormatBytes(float64(sent)),
+		off(int64(p.Transferred), int64(sent)), ms(p.Downtime), ms(a.Downtime))
 }

@@ -134,6 +134,24 @@ func TestSimulateAuto(t *testing.T) {
 			t.Errorf("no prediction for %s", mode)
 		}
 	}
+	// query-migrate's shape of the outcome reports the choice and every
+	// prediction.
+	stdout, stderr, err = runApp(t, "simulate", "--trace", simTrace, "--bandwidth", "4MiB/s", "--mode", "auto", "--observe", "20", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	var out struct {
+		Mode    string
+		Outcome migrator.Info
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	if a := out.Outcome.Pagecast.Auto; a == nil || a.Mode != out.Mode || len(a.Predictions) != len(allModes) || a.Why == "" {
+		t.Errorf("the outcome's query-migrate reports auto as %+v, chosen %s", a, out.Mode)
+	} else if p, ok := a.Predicted(); !ok || p.TotalTime <= 0 || p.Transferred == 0 {
+		t.Errorf("the chosen mode's prediction: %+v", p)
+	}
 	if _, _, err := runApp(t, "simulate", "--trace", simTrace, "--mode", "auto", "--observe", "60"); err == nil || !strings.Contains(err.Error(), "only 60 epochs") {
 		t.Errorf("observing the whole trace: %v", err)
 	}
