@@ -72,7 +72,7 @@ func ageCode(k int) uint16 {
 const (
 	featLong          = iota // share of epochs 9..64 ago the page was dirtied in
 	featLongLogit            // its logit
-	featDue                  // the interval between its last two writes comes round
+	featDue                  // the interval between its last two writes comes round (features holds δ, see dueOf)
 	featNear                 // share of neighbours dirtied in the last epoch
 	featNearRec              // neighbours' recency-weighted dirtiness
 	featWide                 // share of the wide neighbourhood dirtied in the last epoch
@@ -176,12 +176,20 @@ func longLogit(n int) float32 {
 // if it repeats the interval between its last two (-62..62), as an index.
 const dueBias = 64
 
-// dueOf is the due feature: 1 when the interval between a page's last two
-// writes says the next is now (δ 0 or 1: intervals are counted in whole
-// epochs and writes drift), falling to 0 two epochs either side.
-func dueOf(delta int) float32 {
-	return float32(max(0, 1-math.Abs(float64(delta)-0.5)/2))
+// dueOf is the due feature at horizon h: 1 when the interval between a
+// page's last two writes says the next is within the next h epochs (δ
+// from 1-h to 1: intervals are counted in whole epochs and writes drift;
+// at h = 1 it is 0.75 at δ 0 and 1), falling to 0 two epochs either side.
+func dueOf(delta, h int) float32 {
+	lo, hi := float64(1-h), 1.0
+	c, half := (lo+hi)/2, (hi-lo)/2
+	return float32(max(0, 1-max(0, math.Abs(float64(delta)-c)-half+0.5)/2))
 }
+
+// noDue is the δ features give a page that has none (dirtied in the last
+// epoch, or fewer than two writes in the history): its due feature is 0
+// at every horizon.
+const noDue = 1 << 10
 
 // dueDelta returns δ for a history, and false if the page was dirtied in
 // the last epoch or has fewer than two writes in the history.
@@ -354,6 +362,7 @@ func (m *Model) cohorts() {
 func (m *Model) features(p uint64) [nFeat]float32 {
 	h := m.hist[p]
 	var x [nFeat]float32
+	x[featDue] = noDue
 	x[featNear] = float32(m.near[p]) / nearScale
 	x[featNearRec] = float32(m.nearRec[p]) / nearScale
 	x[featWide] = float32(m.wide[p]) / nearScale
@@ -370,7 +379,7 @@ func (m *Model) features(p uint64) [nFeat]float32 {
 		return x
 	}
 	if d, ok := dueDelta(h); ok {
-		x[featDue] = dueOf(d)
+		x[featDue] = float32(d)
 	}
 	switch k := bits.TrailingZeros64(h); {
 	case k == 0:

@@ -90,7 +90,7 @@ func (f *fit) fold(m *Model) {
 		f.long[n] = float32(w[3+featLong]*float64(longShare(n)) + w[3+featLongLogit]*float64(longLogit(n)))
 	}
 	for d := range f.dz {
-		f.dz[d] = float32(w[3+featDue] * float64(dueOf(d-dueBias)))
+		f.dz[d] = float32(w[3+featDue] * float64(dueOf(d-dueBias, f.h)))
 	}
 	f.wNear = float32(w[3+featNear] / nearScale)
 	f.wNearRec = float32(w[3+featNearRec] / nearScale)
@@ -257,6 +257,7 @@ func (m *Model) refit(f *fit) {
 			for k := range nFeat {
 				x[3+k] = float64(e.feat[j*nFeat+k])
 			}
+			x[3+featDue] = float64(dueOf(int(e.feat[j*nFeat+featDue]), f.h))
 			s.add(x, m.hist[p]&mask != 0, float64(e.weight[j]))
 			cs = append(cs, e.code[j])
 			ls = append(ls, e.life[j])
