@@ -30,17 +30,19 @@ var regimeTraces = []struct {
 //     cap, or the case proves nothing), predictive sends at most 0.75 of
 //     pre-copy's bytes, with at most 1.5 times its downtime. (The issue
 //     asks for half the bytes and less downtime. Summed over five links
-//     from 1/3.5 to 1/4.5 of the dirty rate: tar 0.55 of the bytes and 0.37
-//     of the downtime, bzip2 0.67 and 0.96, gcc 0.67 and 1.10, node 0.57
-//     and 1.16; here, over two, tar 0.52 and 1.23, bzip2 0.66 and 1.25.
-//     The downtime is the lottery: a hot set sent last in a closing round
-//     that does not close is pending at the cap as much as pre-copy's.)
+//     from 1/3.5 to 1/4.5 of the dirty rate: tar 0.51 of the bytes and 0.34
+//     of the downtime, bzip2 0.67 and 0.99, gcc 0.68 and 1.13, node 0.55
+//     and 0.94; here, over two, tar 0.45 and 0.36, bzip2 0.66 and 0.87,
+//     and with the predictor before its last changes 0.52 and 1.23, 0.66
+//     and 1.25. The downtime is the lottery: a hot set sent last in a
+//     closing round that does not close is pending at the cap as much as
+//     pre-copy's.)
 //   - at the dirty rate, where pre-copy converges in a few rounds,
 //     predictive sends no more than 5% over pre-copy's bytes. (The issue
 //     asks for 10% fewer. Pre-copy resends only 5-29% of its bytes there,
 //     most of them pages written for the first time since the migration
 //     started, which no forecast of a page's own history foresees:
-//     measured 0.95-1.05 times pre-copy's bytes on the nine traces.)
+//     measured 0.95-1.02 times pre-copy's bytes on the nine traces.)
 //   - at 1 Gbit/s, predictive+tsmc sends at most memory plus 10% with a
 //     downtime under 50 ms.
 //
