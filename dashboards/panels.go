@@ -97,6 +97,16 @@ func migrations() *dashboard.DashboardBuilder {
 			queries: []query{{"pagecast_migration_succeeded" + selMigration, "{{vm}} {{migration}} succeeded"},
 				{"pagecast_migration_failed" + selMigration, "{{vm}} {{migration}} failed"}}},
 	)
+	d = withPanels(d, "Mode auto",
+		panel{kind: statPanel, title: "Predicted against actual total time", unit: "s", width: 12,
+			description: "Mode auto (pagecast migrate --mode auto): the total time it predicted, before the migration began, for the mode it chose, against the time the migration took or has taken so far.",
+			queries: []query{{`pagecast_migration_predicted_total_time_seconds{vm=~"$vm", migration=~"$migration", chosen="1"}`, "{{vm}} {{migration}} predicted ({{mode}})"},
+				{"(pagecast_migration_end_time_seconds" + selMigration + " or on(vm, migration) timestamp(pagecast_migration_start_time_seconds" + selMigration + "))" +
+					" - pagecast_migration_start_time_seconds" + selMigration, "{{vm}} {{migration}} actual"}}},
+		panel{kind: tablePanel, title: "Every mode's prediction", unit: "s", width: 12,
+			description: "Mode auto: the total time it predicted for every mode it weighed by simulating the migration on what it had watched of the guest; chosen is 1 for the mode it ran.",
+			queries:     []query{{"pagecast_migration_predicted_total_time_seconds" + selMigration, ""}}},
+	)
 	return d
 }
 

@@ -115,8 +115,10 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	}
 	t.Cleanup(func() { serve.Process.Signal(os.Interrupt); serve.Wait() })
 
-	// 3. Migrate the guest with pagecast's engine, predictive, warmed by the trace.
-	migrate := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--mode", "predictive",
+	// 3. Migrate the guest with pagecast's engine in mode auto (it watches
+	// the guest for 1 s and chooses), warmed by the trace if it chooses
+	// predictive.
+	migrate := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--mode", "auto", "--observe", "10",
 		"--profile", tracePath, "--bandwidth", "24MiB/s", "--metrics", migrateAddr, "--name", "hotset", "--quiet")
 	var migrateOut syncBuffer
 	migrate.Stdout, migrate.Stderr = &migrateOut, &migrateOut
