@@ -1,0 +1,75 @@
+package bench
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/simulate"
+	"github.com/pagecast/pagecast/trace"
+)
+
+// regimeTraces are the real programs' traces of predictor/testdata/real
+// and the epoch each program starts at, after the guest's boot.
+var regimeTraces = []struct {
+	name  string
+	start uint64
+}{{"awk", 224}, {"tar", 224}, {"bzip2", 100}, {"gcc", 100}, {"node", 100}, {"perl", 100}, {"sqlite", 100}, {"xz", 100}, {"zstd", 100}}
+
+// BenchmarkPredictiveRegimes makes README.md's table "Where predictive
+// deferral pays" (issue 14): on each real program's trace, predictive
+// against pre-copy with the link at the workload's dirty rate
+// (simulate.DirtyRate from the program's start) and summed over five links
+// from 1/3.5 to 1/4.5 of it, where pre-copy may not converge (how many of
+// the five ran into its round cap), and predictive+tsmc at 1 Gbit/s. It
+// takes several minutes.
+func BenchmarkPredictiveRegimes(b *testing.B) {
+	for _, tc := range regimeTraces {
+		b.Run(tc.name, func(b *testing.B) {
+			meta, epochs, _, err := trace.ReadFile(filepath.Join("..", "predictor", "testdata", "real", tc.name+".pct"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			w, err := simulate.NewTrace(tc.name, meta, epochs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rate := simulate.DirtyRate(w, tc.start)
+			run := func(bw uint64, mode string) migrator.Info {
+				r := simulate.Run(context.Background(), simulate.Options{Workload: w, Bandwidth: bw, Start: tc.start}, mode)
+				if r.Err != nil {
+					b.Fatalf("%s at %d B/s: %v", mode, bw, r.Err)
+				}
+				return r.Info
+			}
+			for range b.N {
+				pre, pred := run(uint64(rate), "precopy"), run(uint64(rate), "predictive")
+				b.ReportMetric(float64(pred.RAM.Transferred)/float64(pre.RAM.Transferred), "rate-bytes-x-precopy")
+				b.ReportMetric(float64(pred.Downtime)/float64(pre.Downtime), "rate-downtime-x-precopy")
+				var preBytes, predBytes, preDown, predDown float64
+				capped := 0
+				for _, ratio := range []float64{3.5, 3.75, 4, 4.25, 4.5} {
+					bw := uint64(rate / ratio)
+					pre, pred := run(bw, "precopy"), run(bw, "predictive")
+					if strings.Contains(pre.Pagecast.StopReason, "round cap") {
+						capped++
+					}
+					preBytes += float64(pre.RAM.Transferred)
+					predBytes += float64(pred.RAM.Transferred)
+					preDown += float64(pre.Downtime)
+					predDown += float64(pred.Downtime)
+				}
+				b.ReportMetric(float64(capped), "quarter-precopy-capped-of-5")
+				b.ReportMetric(predBytes/preBytes, "quarter-bytes-x-precopy")
+				b.ReportMetric(predDown/preDown, "quarter-downtime-x-precopy")
+				hybrid := run(1e9/8, "predictive+tsmc")
+				b.ReportMetric(float64(hybrid.RAM.Transferred)/float64(w.Pages()*migrator.PageSize), "hybrid-1Gbit-memory-share")
+				b.ReportMetric(float64(hybrid.Downtime)/1000, "hybrid-1Gbit-downtime-s")
+				b.ReportMetric(rate, "dirty-B/s")
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
