@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/simulate"
-	"github.com/pagecast/pagecast/trace"
 )
 
 // BenchmarkAutoGrid measures mode auto (issue 14) on real programs'
@@ -22,11 +21,7 @@ func BenchmarkAutoGrid(b *testing.B) {
 	var cases, chooseWell, predictWell int
 	for range b.N {
 		for _, name := range traces {
-			meta, epochs, _, err := trace.ReadFile(filepath.Join("..", "predictor", "testdata", "real", name+".pct"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			w, err := simulate.NewTrace(name, meta, epochs)
+			w, err := simulate.ReadTrace(filepath.Join("..", "predictor", "testdata", "real", name+".pct"))
 			if err != nil {
 				b.Fatal(err)
 			}

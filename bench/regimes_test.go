@@ -8,7 +8,6 @@ import (
 
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/simulate"
-	"github.com/pagecast/pagecast/trace"
 )
 
 // regimeTraces are the real programs' traces of predictor/testdata/real
@@ -28,11 +27,7 @@ var regimeTraces = []struct {
 func BenchmarkPredictiveRegimes(b *testing.B) {
 	for _, tc := range regimeTraces {
 		b.Run(tc.name, func(b *testing.B) {
-			meta, epochs, _, err := trace.ReadFile(filepath.Join("..", "predictor", "testdata", "real", tc.name+".pct"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			w, err := simulate.NewTrace(tc.name, meta, epochs)
+			w, err := simulate.ReadTrace(filepath.Join("..", "predictor", "testdata", "real", tc.name+".pct"))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -49,6 +49,11 @@ func dirtying() *dashboard.DashboardBuilder {
 	return d
 }
 
+// migrationDuration is how long a migration took, or has taken so far
+// while it runs, in seconds.
+const migrationDuration = "(pagecast_migration_end_time_seconds" + selMigration + " or on(vm, migration) timestamp(pagecast_migration_start_time_seconds" + selMigration + "))" +
+	" - pagecast_migration_start_time_seconds" + selMigration
+
 func migrations() *dashboard.DashboardBuilder {
 	d := newDashboard("pagecast-migrations", "pagecast / Migrations",
 		"Live migrations, per migration: what is sent and what is left, the guest's dirty rate against the link, rounds, "+
@@ -90,8 +95,7 @@ func migrations() *dashboard.DashboardBuilder {
 				{"pagecast_migration_downtime_seconds" + selMigration, "{{vm}} {{migration}} actual"}}},
 		panel{kind: statPanel, title: "Duration", unit: "s", width: 6,
 			description: "How long the migration took, or has taken so far while it runs.",
-			queries: []query{{"(pagecast_migration_end_time_seconds" + selMigration + " or on(vm, migration) timestamp(pagecast_migration_start_time_seconds" + selMigration + "))" +
-				" - pagecast_migration_start_time_seconds" + selMigration, "{{vm}} {{migration}}"}}},
+			queries:     []query{{migrationDuration, "{{vm}} {{migration}}"}}},
 		panel{kind: statPanel, title: "Succeeded or failed", unit: "none", width: 6,
 			description: "1 under succeeded once the guest runs on the destination; 1 under failed once the migration failed or was cancelled (the guest then keeps running on the source, unless post-copy had begun).",
 			queries: []query{{"pagecast_migration_succeeded" + selMigration, "{{vm}} {{migration}} succeeded"},
@@ -101,8 +105,7 @@ func migrations() *dashboard.DashboardBuilder {
 		panel{kind: statPanel, title: "Predicted against actual total time", unit: "s", width: 12,
 			description: "Mode auto (pagecast migrate --mode auto): the total time it predicted, before the migration began, for the mode it chose, against the time the migration took or has taken so far.",
 			queries: []query{{`pagecast_migration_predicted_total_time_seconds{vm=~"$vm", migration=~"$migration", chosen="1"}`, "{{vm}} {{migration}} predicted ({{mode}})"},
-				{"(pagecast_migration_end_time_seconds" + selMigration + " or on(vm, migration) timestamp(pagecast_migration_start_time_seconds" + selMigration + "))" +
-					" - pagecast_migration_start_time_seconds" + selMigration, "{{vm}} {{migration}} actual"}}},
+				{migrationDuration, "{{vm}} {{migration}} actual"}}},
 		panel{kind: tablePanel, title: "Every mode's prediction", unit: "s", width: 12,
 			description: "Mode auto: the total time it predicted for every mode it weighed by simulating the migration on what it had watched of the guest; chosen is 1 for the mode it ran.",
 			queries:     []query{{"pagecast_migration_predicted_total_time_seconds" + selMigration, ""}}},

@@ -9,7 +9,6 @@ import (
 
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/simulate"
-	"github.com/pagecast/pagecast/trace"
 )
 
 // regimeTraces are two real programs' traces (predictor/testdata/real)
@@ -55,11 +54,7 @@ func TestPredictiveRegimes(t *testing.T) {
 	for _, tc := range regimeTraces {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			meta, epochs, _, err := trace.ReadFile(filepath.Join("..", "predictor", "testdata", "real", tc.name+".pct"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := simulate.NewTrace(tc.name, meta, epochs)
+			w, err := simulate.ReadTrace(filepath.Join("..", "predictor", "testdata", "real", tc.name+".pct"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,15 +3,16 @@ package simulate
 import (
 	"errors"
 	"fmt"
-	"github.com/pagecast/pagecast/migrator"
 	"math"
 	"math/bits"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/trace"
 )
 
@@ -64,6 +65,19 @@ func NewTrace(name string, meta trace.Meta, epochs []trace.Epoch) (*Trace, error
 		t.epochs[e.Index-first] = e.Pages
 	}
 	return t, nil
+}
+
+// ReadTrace reads a pagecast trace file (pagecast profile --out) as a
+// workload named after the file; a damaged trace is refused.
+func ReadTrace(path string) (*Trace, error) {
+	meta, epochs, damage, err := trace.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(damage) > 0 {
+		return nil, fmt.Errorf("%s: %d damaged stretches", path, len(damage))
+	}
+	return NewTrace(strings.TrimSuffix(filepath.Base(path), ".pct"), meta, epochs)
 }
 
 func (t *Trace) Pages() uint64        { return t.meta.Pages() }
