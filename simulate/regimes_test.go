@@ -29,9 +29,9 @@ var regimeTraces = []struct {
 //     cap, or the case proves nothing), predictive sends at most 0.75 of
 //     pre-copy's bytes, with at most 1.5 times its downtime. (The issue
 //     asks for half the bytes and less downtime. Summed over five links
-//     from 1/3.5 to 1/4.5 of the dirty rate: tar 0.51 of the bytes and 0.34
-//     of the downtime, bzip2 0.67 and 0.99, gcc 0.68 and 1.13, node 0.55
-//     and 0.94; here, over two, tar 0.45 and 0.36, bzip2 0.66 and 0.87,
+//     from 1/3.5 to 1/4.5 of the dirty rate (BenchmarkPredictiveRegimes):
+//     tar 0.51 of the bytes and 0.34 of the downtime, bzip2 0.66 and 0.87,
+//     gcc 0.68 and 0.98, node 0.55 and 0.93; here, over two, tar 0.45 and 0.36, bzip2 0.66 and 0.87,
 //     and with the predictor before its last changes 0.52 and 1.23, 0.66
 //     and 1.25. The downtime is the lottery: a hot set sent last in a
 //     closing round that does not close is pending at the cap as much as
