@@ -149,8 +149,7 @@ type predictive struct {
 	cut       float32 // held back at or above
 	lastCut   float32 // sent last at or above
 	closing   bool
-	failed    uint // closing rounds that did not close
-	horizon   int
+	failed    uint      // closing rounds that did not close
 	deadline  time.Time // when the current round is expected to end
 	budget    uint64    // pages that may be held back in this round
 	held      uint64    // pages held back in the current round
@@ -165,7 +164,6 @@ func newPredictive(cfg Config, pages uint64) (*predictive, error) {
 		prob:      make([]float32, pages),
 		cut:       2, // nothing deferred before the first forecast
 		lastCut:   2,
-		horizon:   1,
 	}
 	if cfg.Profile != "" {
 		if err := p.warm(cfg.Profile, pages); err != nil {
@@ -264,7 +262,6 @@ func (p *predictive) forecast() {
 	for time.Duration(h)*p.epoch < left && h < predictor.MaxHorizon {
 		h *= 2
 	}
-	p.horizon = h
 	p.model.PredictHorizon(p.prob, h)
 	p.setCut()
 }
