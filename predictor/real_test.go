@@ -107,45 +107,37 @@ func TestRealPrograms(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scores three real traces at two horizons; skipped in short mode")
 	}
-	for _, tr := range realPrograms {
-		if !tr.heldOut {
-			continue
-		}
-		for _, h := range realHorizons {
-			t.Run(fmt.Sprintf("%s/h%d", tr.name, h), func(t *testing.T) {
-				t.Parallel()
-				res := realResults(t, tr.name, h)
-				m := res[0]
-				for _, b := range res[1:] {
-					met := "meets"
-					if m.F1-b.F1 < targetF1Gain || m.Brier > targetBrierRatio*b.Brier {
-						met = "misses"
-					}
-					t.Logf("%s h%d vs %-10s F1 %.4f/%.4f (%+.4f) Brier %.6f/%.6f (ratio %.3f) AUC %.4f/%.4f: %s the targets",
-						tr.name, h, b.Name, m.F1, b.F1, m.F1-b.F1, m.Brier, b.Brier, m.Brier/b.Brier, m.AUC, b.AUC, met)
-					for _, c := range []struct {
-						metric      string
-						model, base float64
-						wins        bool
-					}{
-						{"F1", m.F1, b.F1, m.F1 > b.F1},
-						{"Brier", m.Brier, b.Brier, m.Brier < b.Brier},
-						{"AUC", m.AUC, b.AUC, m.AUC > b.AUC},
-					} {
-						gap := knownGaps[fmt.Sprintf("%s/%d/%s/%s", tr.name, h, c.metric, b.Name)]
-						switch {
-						case !c.wins && gap:
-							t.Logf("known gap: %s %.6f against %s's %.6f", c.metric, c.model, b.Name, c.base)
-						case !c.wins:
-							t.Errorf("%s h%d: model %s %.6f does not beat %s's %.6f", tr.name, h, c.metric, c.model, b.Name, c.base)
-						case gap:
-							t.Logf("known gap closed: %s %.6f against %s's %.6f (update knownGaps and the README)", c.metric, c.model, b.Name, c.base)
-						}
-					}
+	eachHeldOut(t, func(t *testing.T, name string, h int) {
+		res := realResults(t, name, h)
+		m := res[0]
+		for _, b := range res[1:] {
+			met := "meets"
+			if m.F1-b.F1 < targetF1Gain || m.Brier > targetBrierRatio*b.Brier {
+				met = "misses"
+			}
+			t.Logf("%s h%d vs %-10s F1 %.4f/%.4f (%+.4f) Brier %.6f/%.6f (ratio %.3f) AUC %.4f/%.4f: %s the targets",
+				name, h, b.Name, m.F1, b.F1, m.F1-b.F1, m.Brier, b.Brier, m.Brier/b.Brier, m.AUC, b.AUC, met)
+			for _, c := range []struct {
+				metric      string
+				model, base float64
+				wins        bool
+			}{
+				{"F1", m.F1, b.F1, m.F1 > b.F1},
+				{"Brier", m.Brier, b.Brier, m.Brier < b.Brier},
+				{"AUC", m.AUC, b.AUC, m.AUC > b.AUC},
+			} {
+				gap := knownGaps[fmt.Sprintf("%s/%d/%s/%s", name, h, c.metric, b.Name)]
+				switch {
+				case !c.wins && gap:
+					t.Logf("known gap: %s %.6f against %s's %.6f", c.metric, c.model, b.Name, c.base)
+				case !c.wins:
+					t.Errorf("%s h%d: model %s %.6f does not beat %s's %.6f", name, h, c.metric, c.model, b.Name, c.base)
+				case gap:
+					t.Logf("known gap closed: %s %.6f against %s's %.6f (update knownGaps and the README)", c.metric, c.model, b.Name, c.base)
 				}
-			})
+			}
 		}
-	}
+	})
 }
 
 // TestRealCalibration: the model's probabilities, as served (threshold
@@ -156,6 +148,18 @@ func TestRealCalibration(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scores three real traces at two horizons; skipped in short mode")
 	}
+	eachHeldOut(t, func(t *testing.T, name string, h int) {
+		m := realResults(t, name, h)[0]
+		t.Logf("%s h%d: ECE %.4f", name, h, m.ECE)
+		if m.ECE > maxECE {
+			t.Errorf("%s h%d: expected calibration error %.4f, want at most %.2f", name, h, m.ECE, maxECE)
+		}
+	})
+}
+
+// eachHeldOut runs fn as a parallel subtest NAME/hH for every held-out
+// real trace at every horizon of realHorizons.
+func eachHeldOut(t *testing.T, fn func(t *testing.T, name string, h int)) {
 	for _, tr := range realPrograms {
 		if !tr.heldOut {
 			continue
@@ -163,11 +167,7 @@ func TestRealCalibration(t *testing.T) {
 		for _, h := range realHorizons {
 			t.Run(fmt.Sprintf("%s/h%d", tr.name, h), func(t *testing.T) {
 				t.Parallel()
-				m := realResults(t, tr.name, h)[0]
-				t.Logf("%s h%d: ECE %.4f", tr.name, h, m.ECE)
-				if m.ECE > maxECE {
-					t.Errorf("%s h%d: expected calibration error %.4f, want at most %.2f", tr.name, h, m.ECE, maxECE)
-				}
+				fn(t, tr.name, h)
 			})
 		}
 	}
