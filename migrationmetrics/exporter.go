@@ -41,7 +41,8 @@ type migration struct {
 	start     time.Time
 	end       time.Time // zero while it runs
 	info      migrator.Info
-	seen      bool // info holds a reply
+	seen      bool  // info holds a reply
+	expected  int64 // the engine's latest downtime estimate, ms; 0: none yet
 }
 
 var _ prometheus.Collector = (*Exporter)(nil)
@@ -69,6 +70,9 @@ func (e *Exporter) Observe(info migrator.Info) {
 		return
 	}
 	m.info, m.seen = info, true
+	if info.ExpectedDowntime > 0 { // query-migrate drops it once the migration ends
+		m.expected = info.ExpectedDowntime
+	}
 	if x := info.Pagecast; x != nil {
 		m.mode = x.Mode
 		if x.Bandwidth > 0 {
@@ -181,7 +185,7 @@ var (
 	descThrottle = prometheus.NewDesc("pagecast_migration_cpu_throttle_ratio",
 		"Share of the vCPUs' time taken away to slow the guest's dirtying (query-migrate cpu-throttle-percentage / 100).", labels, nil)
 	descExpectedDowntime = prometheus.NewDesc("pagecast_migration_expected_downtime_seconds",
-		"Pause the switch-over would take now, as the engine estimates it (query-migrate expected-downtime); present while the migration runs, once a round has ended.", labels, nil)
+		"Pause the switch-over would take, as the engine estimates it (query-migrate expected-downtime): present once a round has ended; after a completed migration, the last estimate before the switch-over.", labels, nil)
 	descDowntime = prometheus.NewDesc("pagecast_migration_downtime_seconds",
 		"Pause of the guest at the switch-over (query-migrate downtime); present once the migration has completed.", labels, nil)
 	descPulled = prometheus.NewDesc("pagecast_migration_postcopy_requests_total",
@@ -278,12 +282,13 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descRound, round)
 	gauge(descThrottle, float64(i.CPUThrottlePercentage)/100)
-	if Finished(i.Status) {
-		if i.Status == migrator.StatusCompleted {
-			gauge(descDowntime, float64(i.Downtime)/1e3)
-		}
-	} else if i.ExpectedDowntime > 0 { // query-migrate leaves it out until a round has ended
-		gauge(descExpectedDowntime, float64(i.ExpectedDowntime)/1e3)
+	if i.Status == migrator.StatusCompleted {
+		gauge(descDowntime, float64(i.Downtime)/1e3)
+	}
+	// Kept after completion so that it stands beside the actual downtime even
+	// when the migration ended between two scrapes; dropped if it failed.
+	if m.expected > 0 && (!Finished(i.Status) || i.Status == migrator.StatusCompleted) {
+		gauge(descExpectedDowntime, float64(m.expected)/1e3)
 	}
 }
 
