@@ -135,10 +135,11 @@ func (precopy) verdict(uint64) verdict { return sendNow }
 // stop-and-copy, so at most budget pages are (the cut rises to the
 // budget's most likely pages), and the other likely pages go last in the
 // round, where they have the least time to be dirtied again before the
-// switch-over. A closing round that fails to close (the guest dirtied more
-// than the stop-and-copy could take meanwhile) resent the likely pages for
-// nothing, so after each such failure, up to two, the bar for the next
-// closing round is halved. In every round, pages with a lesser but real
+// switch-over. The pages not expected to be dirtied must fit half the
+// budget for a round to be a closing round. One that fails to close (the
+// guest dirtied more than the stop-and-copy could take meanwhile) resent
+// the likely pages for nothing, so after the first such failure the bar is
+// halved again. In every round, pages with a lesser but real
 // chance (Threshold/4 and up) go last.
 type predictive struct {
 	model     *predictor.Model
@@ -150,6 +151,7 @@ type predictive struct {
 	lastCut   float32 // sent last at or above
 	closing   bool
 	failed    uint      // closing rounds that did not close
+	tried     bool      // the forecast made this round a closing round
 	deadline  time.Time // when the current round is expected to end
 	budget    uint64    // pages that may be held back in this round
 	held      uint64    // pages held back in the current round
@@ -200,14 +202,15 @@ func (p *predictive) startRound(plan roundPlan) {
 	p.deadline = p.clock.Now().Add(plan.window)
 	p.budget = plan.budget
 	p.held = 0
-	if p.closing && plan.round > 1 {
+	if p.closing && p.tried {
 		p.failed++ // the last round was to close the migration, and did not
 	}
-	p.closing = true
+	p.closing, p.tried = true, false
 	p.forecast()
 	if p.model.Epochs() > 0 && !plan.last && plan.pending != nil {
 		likely := likelyPending(plan.pending, p.prob, p.threshold)
-		p.closing = plan.pendingN-likely <= plan.budget>>min(p.failed, 2)
+		p.closing = plan.pendingN-likely <= plan.budget>>min(p.failed+1, 2)
+		p.tried = p.closing
 	}
 	p.setCut()
 }
