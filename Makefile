@@ -38,7 +38,7 @@ test: ## Run all tests (under the race detector; the simulator's agreement with 
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) build -o bin/testsummary ./internal/testsummary
 	set -o pipefail; { $(GO) test -json -race -count=1 -timeout 15m ./...; \
-	  $(GO) test -json -count=1 -timeout 5m -run '^(TestAgreesWithLive|TestPredictiveRegimes)$$' ./simulate/; } | bin/testsummary
+	  $(GO) test -json -count=1 -timeout 10m -run '^(TestAgreesWithLive|TestPredictiveRegimes|TestAutoGrid)$$' ./simulate/; } | bin/testsummary
 
 .PHONY: bench
 bench: ## Run the benchmarks (end-to-end ones once, side by side with QEMU; micro ones for 300 ms) and print tables

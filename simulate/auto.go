@@ -3,6 +3,7 @@ package simulate
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/pagecast/pagecast/migrator"
@@ -81,20 +82,8 @@ func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer strin
 		}
 		c.Predictions = append(c.Predictions, r)
 	}
-	limit := o.DowntimeLimit
-	if limit == 0 {
-		limit = 300 * time.Millisecond
-	}
-	best, bounded := -1, false
-	for i, r := range c.Predictions {
-		if r.Err != nil {
-			continue
-		}
-		within := time.Duration(r.Info.Downtime)*time.Millisecond <= limit
-		if best < 0 || within && !bounded || within == bounded && Merit(r, prefer) < Merit(c.Predictions[best], prefer) {
-			best, bounded = i, within
-		}
-	}
+	limit := downtimeLimit(o)
+	best, bounded := pick(c.Predictions, prefer, limit)
 	if best < 0 {
 		return c, fmt.Errorf("no mode could be simulated: %v", c.Predictions[0].Err)
 	}
@@ -108,6 +97,75 @@ func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer strin
 		c.Why += fmt.Sprintf(": no mode was predicted to keep within the %v limit", limit)
 	}
 	return c, nil
+}
+
+// pick returns the index of the best of rs by prefer among those whose
+// downtime keeps within limit (bounded), or among all if none does; -1 if
+// every one failed.
+func pick(rs []Result, prefer string, limit time.Duration) (best int, bounded bool) {
+	best = -1
+	for i, r := range rs {
+		if r.Err != nil {
+			continue
+		}
+		within := time.Duration(r.Info.Downtime)*time.Millisecond <= limit
+		if best < 0 || within && !bounded || within == bounded && Merit(r, prefer) < Merit(rs[best], prefer) {
+			best, bounded = i, within
+		}
+	}
+	return best, bounded
+}
+
+func downtimeLimit(o Options) time.Duration {
+	if o.DowntimeLimit == 0 {
+		return 300 * time.Millisecond
+	}
+	return o.DowntimeLimit
+}
+
+// Hindsight is a choice of auto judged against what every mode it weighed
+// does on the workload itself: the best choice, had the future been known.
+type Hindsight struct {
+	Outcomes []Result // every mode c predicted, run on the workload from o.Start, in the same order
+	Chosen   Result   // the chosen mode's outcome
+	Best     Result   // the best outcome by c.Prefer, among those within the downtime limit (all, if none is)
+	Limit    time.Duration
+}
+
+// Judge runs every mode c predicted on o's workload from o.Start, the way
+// the choice itself is run, to judge it.
+func Judge(ctx context.Context, o Options, c Choice) (Hindsight, error) {
+	h := Hindsight{Limit: downtimeLimit(o)}
+	for _, p := range c.Predictions {
+		r := Run(ctx, o, p.Mode)
+		if err := ctx.Err(); err != nil {
+			return h, err
+		}
+		if r.Err != nil && r.Mode == c.Mode {
+			return h, fmt.Errorf("auto chose %s, which failed: %w", c.Mode, r.Err)
+		}
+		if r.Mode == c.Mode {
+			h.Chosen = r
+		}
+		h.Outcomes = append(h.Outcomes, r)
+	}
+	best, _ := pick(h.Outcomes, c.Prefer, h.Limit)
+	if best < 0 {
+		return h, fmt.Errorf("no mode could be simulated: %v", h.Outcomes[0].Err)
+	}
+	h.Best = h.Outcomes[best]
+	return h, nil
+}
+
+// Regret is how much worse the chosen outcome is than the best by prefer:
+// 0.15 for 15%, 0 if the choice was the best; +Inf if the choice broke the
+// downtime limit and the best did not.
+func (h Hindsight) Regret(prefer string) float64 {
+	over := func(r Result) bool { return time.Duration(r.Info.Downtime)*time.Millisecond > h.Limit }
+	if over(h.Chosen) && !over(h.Best) {
+		return math.Inf(1)
+	}
+	return Merit(h.Chosen, prefer)/Merit(h.Best, prefer) - 1
 }
 
 // Merit is r's figure of merit under prefer: smaller is better.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -57,6 +58,7 @@ func simulateCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Value: "all", Usage: "all, auto (choose from what is observed before the start, then run the choice), or modes separated by commas: " + strings.Join(allModes, ", ")},
 			&cli.StringFlag{Name: "prefer", Value: simulate.PreferTime, Usage: "auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
 			&cli.Uint64Flag{Name: "observe", Value: 50, Usage: "auto: epochs of the workload observed before the start to predict from (a trace starting at 0 starts after them)"},
+			&cli.BoolFlag{Name: "judge", Usage: "auto: also run every mode on the workload and say how far the choice was from the best in hindsight"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "pre-copy rounds before the stop-and-copy is forced"},
 			&cli.Uint64Flag{Name: "start", Usage: "the workload epoch the migration starts at (a trace's first epochs may be its boot)"},
 			&cli.StringFlag{Name: "content", Value: simulate.DefaultMix.String(), Usage: "page contents: shares of zero, repeat, text and random pages"},
@@ -346,10 +348,21 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	if err != nil {
 		return fmt.Errorf("auto: %w", err)
 	}
-	fmt.Fprintf(c.App.ErrWriter, "auto: simulating %s on the workload from epoch %d …\n", choice.Mode, o.Start)
-	outcome := simulate.Run(ctx, o, choice.Mode)
-	if outcome.Err != nil {
-		return fmt.Errorf("auto chose %s, which failed: %w", choice.Mode, outcome.Err)
+	var outcome simulate.Result
+	var hindsight *simulate.Hindsight
+	if c.Bool("judge") {
+		fmt.Fprintf(c.App.ErrWriter, "auto: simulating every mode on the workload from epoch %d …\n", o.Start)
+		h, err := simulate.Judge(ctx, o, choice)
+		if err != nil {
+			return err
+		}
+		outcome, hindsight = h.Chosen, &h
+	} else {
+		fmt.Fprintf(c.App.ErrWriter, "auto: simulating %s on the workload from epoch %d …\n", choice.Mode, o.Start)
+		outcome = simulate.Run(ctx, o, choice.Mode)
+		if outcome.Err != nil {
+			return fmt.Errorf("auto chose %s, which failed: %w", choice.Mode, outcome.Err)
+		}
 	}
 	outcome.Mode = "auto: " + choice.Mode
 	if outcome.Info.Pagecast != nil {
@@ -362,13 +375,32 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 			Mode string         `json:"mode"`
 			Info *migrator.Info `json:"query-migrate,omitempty"`
 		}
+		type judged struct {
+			Best     string       `json:"best"`
+			Regret   *float64     `json:"regret,omitempty"` // chosen over best by the preference, less 1; absent: the choice broke the downtime limit
+			Outcomes []prediction `json:"outcomes"`
+		}
 		out := struct {
 			Mode        string         `json:"mode"`
 			Prefer      string         `json:"prefer"`
 			Why         string         `json:"why"`
 			Predictions []prediction   `json:"predictions"`
 			Outcome     *migrator.Info `json:"outcome"`
+			Hindsight   *judged        `json:"hindsight,omitempty"`
 		}{Mode: choice.Mode, Prefer: choice.Prefer, Why: choice.Why, Outcome: &outcome.Info}
+		if h := hindsight; h != nil {
+			out.Hindsight = &judged{Best: h.Best.Mode}
+			if r := h.Regret(choice.Prefer); !math.IsInf(r, 1) {
+				out.Hindsight.Regret = &r
+			}
+			for _, r := range h.Outcomes {
+				p := prediction{Mode: r.Mode}
+				if r.Err == nil {
+					p.Info = &r.Info
+				}
+				out.Hindsight.Outcomes = append(out.Hindsight.Outcomes, p)
+			}
+		}
 		for _, r := range choice.Predictions {
 			p := prediction{Mode: r.Mode}
 			if r.Err == nil {
@@ -386,7 +418,30 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	if p, ok := choice.Report().Predicted(); ok {
 		writePredictedAgainst(c.App.Writer, p, outcome.Info)
 	}
+	if h := hindsight; h != nil {
+		fmt.Fprintf(c.App.Writer, "\nin hindsight, every mode on the workload from epoch %d:\n", o.Start)
+		writeSimulationTable(c.App.Writer, w, h.Outcomes)
+		switch r := h.Regret(choice.Prefer); {
+		case h.Best.Mode == choice.Mode:
+			fmt.Fprintf(c.App.Writer, "auto chose the best mode by %s\n", meritNameOf(choice.Prefer))
+		case math.IsInf(r, 1):
+			fmt.Fprintf(c.App.Writer, "auto's choice broke the %v downtime limit; %s kept within it\n", h.Limit, h.Best.Mode)
+		default:
+			fmt.Fprintf(c.App.Writer, "auto's choice was %.0f%% over the best by %s, %s\n", 100*r, meritNameOf(choice.Prefer), h.Best.Mode)
+		}
+	}
 	return nil
+}
+
+// meritNameOf names what --prefer optimises.
+func meritNameOf(prefer string) string {
+	switch prefer {
+	case simulate.PreferBytes:
+		return "bytes"
+	case simulate.PreferDowntime:
+		return "downtime"
+	}
+	return "total time"
 }
 
 // writePredictedAgainst prints auto's prediction of a migration against

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,13 +119,13 @@ func TestSimulateInputs(t *testing.T) {
 // start, says what it chose and why, and prints prediction against
 // outcome.
 func TestSimulateAuto(t *testing.T) {
-	stdout, stderr, err := runApp(t, "simulate", "--trace", simTrace, "--bandwidth", "4MiB/s", "--mode", "auto", "--observe", "20")
+	stdout, stderr, err := runApp(t, "simulate", "--trace", simTrace, "--bandwidth", "4MiB/s", "--mode", "auto", "--observe", "20", "--judge")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
 	t.Log("\n" + stdout)
 	for _, want := range []string{"predicted from hotset.pct epochs 0-19:", "auto chose ", "outcome, on the workload from epoch 20:",
-		"predicted against outcome: total time "} {
+		"predicted against outcome: total time ", "in hindsight, every mode on the workload from epoch 20:"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("no %q", want)
 		}
@@ -134,18 +135,56 @@ func TestSimulateAuto(t *testing.T) {
 			t.Errorf("no prediction for %s", mode)
 		}
 	}
+	if !strings.Contains(stdout, "auto chose the best mode by total time") && !strings.Contains(stdout, "% over the best by total time, ") &&
+		!strings.Contains(stdout, "auto's choice broke the ") {
+		t.Error("no verdict in hindsight")
+	}
 	// query-migrate's shape of the outcome reports the choice and every
-	// prediction.
-	stdout, stderr, err = runApp(t, "simulate", "--trace", simTrace, "--bandwidth", "4MiB/s", "--mode", "auto", "--observe", "20", "--json")
+	// prediction; --judge adds every mode's outcome and how far the choice
+	// was from the best.
+	stdout, stderr, err = runApp(t, "simulate", "--trace", simTrace, "--bandwidth", "4MiB/s", "--mode", "auto", "--observe", "20", "--json", "--judge")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
+	type outcome struct {
+		Mode string
+		Info *migrator.Info `json:"query-migrate"`
+	}
 	var out struct {
-		Mode    string
-		Outcome migrator.Info
+		Mode      string
+		Outcome   migrator.Info
+		Hindsight struct {
+			Best     string
+			Regret   *float64
+			Outcomes []outcome
+		}
 	}
 	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
 		t.Fatal(err)
+	}
+	h := out.Hindsight
+	if len(h.Outcomes) != len(allModes) {
+		t.Fatalf("hindsight has %d outcomes, want one per mode (%d)", len(h.Outcomes), len(allModes))
+	}
+	byMode := map[string]*migrator.Info{}
+	for _, o := range h.Outcomes {
+		byMode[o.Mode] = o.Info
+	}
+	best, chosen := byMode[h.Best], byMode[out.Mode]
+	if best == nil || chosen == nil {
+		t.Fatalf("hindsight's best %q or the chosen %q has no outcome", h.Best, out.Mode)
+	}
+	if chosen.TotalTime != out.Outcome.TotalTime || chosen.RAM.Transferred != out.Outcome.RAM.Transferred {
+		t.Errorf("the chosen mode's outcome in hindsight (%d ms, %d bytes) is not the outcome reported (%d ms, %d bytes)",
+			chosen.TotalTime, chosen.RAM.Transferred, out.Outcome.TotalTime, out.Outcome.RAM.Transferred)
+	}
+	for mode, i := range byMode {
+		if i.Downtime <= 300 && i.TotalTime < best.TotalTime && best.Downtime <= 300 {
+			t.Errorf("%s took %d ms within the downtime limit, less than hindsight's best %s (%d ms)", mode, i.TotalTime, h.Best, best.TotalTime)
+		}
+	}
+	if want := float64(chosen.TotalTime)/float64(best.TotalTime) - 1; h.Regret == nil || math.Abs(*h.Regret-want) > 1e-9 {
+		t.Errorf("regret %v, want %.4f (%d ms chosen against %d ms best)", h.Regret, want, chosen.TotalTime, best.TotalTime)
 	}
 	if a := out.Outcome.Pagecast.Auto; a == nil || a.Mode != out.Mode || len(a.Predictions) != len(allModes) || a.Why == "" {
 		t.Errorf("the outcome's query-migrate reports auto as %+v, chosen %s", a, out.Mode)
