@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"context"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -341,5 +342,29 @@ func TestChoose(t *testing.T) {
 	}
 	if got := Window(idle(16, 10), 8, 4); got.Len() != 4 || len(got.Dirty(nil, 3)) != 0 {
 		t.Fatal("window")
+	}
+}
+
+// TestRegret: the choice is judged by the preference's figure against the
+// best, and a choice that broke the downtime limit where another mode kept
+// within it is infinitely worse.
+func TestRegret(t *testing.T) {
+	r := func(mode string, total, down int64) Result {
+		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down}}
+	}
+	for _, tc := range []struct {
+		name         string
+		chosen, best Result
+		want         float64
+	}{
+		{"best", r("mecom", 1000, 100), r("mecom", 1000, 100), 0},
+		{"slower", r("precopy", 1150, 100), r("mecom", 1000, 100), 0.15},
+		{"over the limit", r("precopy", 900, 400), r("mecom", 1000, 100), math.Inf(1)},
+		{"all over the limit", r("precopy", 1200, 400), r("mecom", 1000, 500), 0.2},
+	} {
+		h := Hindsight{Chosen: tc.chosen, Best: tc.best, Limit: 300 * time.Millisecond}
+		if got := h.Regret(PreferTime); math.Abs(got-tc.want) > 1e-9 && got != tc.want {
+			t.Errorf("%s: regret %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
