@@ -121,6 +121,10 @@ type Contents interface {
 	// changes, and one buffer may stand for many pages: the compressor
 	// codes each buffer once (mecom.Encoder.Memoize).
 	Page(gfn uint64) []byte
+	// Memo is where the compressor keeps each buffer's codings; guests
+	// whose pages are the same buffers share one, so that every
+	// migration of them sees the same timings.
+	Memo() *mecom.Memo
 }
 
 // mappedContents is Contents over mapped guest memory.
@@ -131,6 +135,9 @@ func (m mappedContents) Zero(gfn uint64) bool { return mecom.IsZero(m.Page(gfn))
 func (m mappedContents) Page(gfn uint64) []byte {
 	return m[gfn*PageSize : (gfn+1)*PageSize : (gfn+1)*PageSize]
 }
+
+// Memo is nil: a running guest's pages change, so no coding is kept.
+func (mappedContents) Memo() *mecom.Memo { return nil }
 
 // recordReader is where the source reads the destination's records: the
 // wire (Reader), or the simulator's virtual destination.

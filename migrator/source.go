@@ -295,8 +295,8 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 	}
 	if md.mecom {
 		s.enc = mecom.NewEncoder(0)
-		if _, ok := m.g.(Contents); ok {
-			s.enc.Memoize() // its pages are a few unchanging buffers
+		if c, ok := m.g.(Contents); ok {
+			s.enc.Memoize(c.Memo()) // its pages are a few unchanging buffers
 		}
 		s.enc.SetBandwidth(float64(m.cfg.MaxBandwidth))
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/pagecast/pagecast/migrator/mecom"
 )
@@ -115,6 +116,19 @@ func newContents(m, written Mix, pages uint64) (*contents, error) {
 		c.cumData[i] = uint64(accData * (1 << 32))
 	}
 	c.cum[3], c.cumData[3] = 1<<32, 1<<32
+	samples, err := sampleSet()
+	if err != nil {
+		return nil, err
+	}
+	c.samples = *samples
+	return c, nil
+}
+
+// sampleSet makes the sample pages, once for the process: every simulated
+// guest's pages are these buffers, so the compressor's codings and their
+// timings (codingMemo) serve every simulation alike.
+var sampleSet = sync.OnceValues(func() (*[4][samplesPerClass][]byte, error) {
+	var samples [4][samplesPerClass][]byte
 	rng := rand.New(rand.NewPCG(1, 2))
 	for class := range 4 {
 		for j := range samplesPerClass {
@@ -122,11 +136,20 @@ func newContents(m, written Mix, pages uint64) (*contents, error) {
 			if got := mecom.Classify(p); got != mecom.Class(class) {
 				return nil, fmt.Errorf("simulate: a sample %s page classifies as %s", mecom.Class(class), got)
 			}
-			c.samples[class][j] = p
+			samples[class][j] = p
 		}
 	}
-	return c, nil
-}
+	return &samples, nil
+})
+
+// codingMemo holds the compressor's codings of the sample pages, and the
+// CPU time each took, for every simulation in the process: timed once,
+// they cannot differ from one simulation to the next, so auto's prediction
+// and the outcome it is judged against code alike.
+var codingMemo = mecom.NewMemo()
+
+// Memo is where the compressor keeps the sample pages' codings.
+func (c *contents) Memo() *mecom.Memo { return codingMemo }
 
 // class is page gfn's class.
 func (c *contents) class(gfn uint64) mecom.Class {

@@ -208,9 +208,7 @@ type worker struct {
 
 	cpu float64 // seconds spent coding in this batch (timed codecs only)
 
-	// Set by Memoize: codings and classes by buffer.
-	memo    map[memoKey]memoEntry
-	classes map[*byte]Class
+	memo *Memo // set by Memoize: codings and classes by buffer
 }
 
 func newWorker() *worker {
@@ -297,11 +295,17 @@ func (w *worker) classify(page []byte) Class {
 		return Classify(page)
 	}
 	p := unsafe.SliceData(page)
-	if c, ok := w.classes[p]; ok {
+	m := w.memo
+	m.mu.Lock()
+	c, ok := m.classes[p]
+	m.mu.Unlock()
+	if ok {
 		return c
 	}
-	c := Classify(page)
-	w.classes[p] = c
+	c = Classify(page)
+	m.mu.Lock()
+	m.classes[p] = c
+	m.mu.Unlock()
 	return c
 }
 
@@ -310,7 +314,10 @@ func (w *worker) classify(page []byte) Class {
 // time the coding took.
 func (w *worker) memoCoded(dst, page []byte, codec Codec) ([]byte, Codec, float64) {
 	key := memoKey{unsafe.SliceData(page), codec}
-	if m, ok := w.memo[key]; ok {
+	w.memo.mu.Lock()
+	m, ok := w.memo.codings[key]
+	w.memo.mu.Unlock()
+	if ok {
 		return append(dst, m.coded...), m.sent, m.cpu
 	}
 	// The fastest of three codings: one timing on a busy machine can be
@@ -324,9 +331,15 @@ func (w *worker) memoCoded(dst, page []byte, codec Codec) ([]byte, Codec, float6
 		dst, sent = w.appendCoded(dst[:start], page, codec)
 		cpu = min(cpu, time.Since(t0).Seconds())
 	}
-	m := memoEntry{coded: slices.Clone(dst[start:]), sent: sent, cpu: cpu}
-	w.memo[key] = m
-	return dst, m.sent, m.cpu
+	m = memoEntry{coded: slices.Clone(dst[start:]), sent: sent, cpu: cpu}
+	w.memo.mu.Lock()
+	if first, ok := w.memo.codings[key]; ok { // another encoder timed it meanwhile: one timing per buffer
+		m = first
+	} else {
+		w.memo.codings[key] = m
+	}
+	w.memo.mu.Unlock()
+	return append(dst[:start], m.coded...), m.sent, m.cpu
 }
 
 type memoKey struct {
@@ -350,19 +363,33 @@ func (e *Encoder) BatchCPU() time.Duration {
 	return time.Duration(e.batchCPU * float64(time.Second))
 }
 
+// Memo holds codings and classes of unchanging buffers, by buffer (see
+// Encoder.Memoize). It is safe for concurrent use by several encoders.
+type Memo struct {
+	mu      sync.Mutex
+	codings map[memoKey]memoEntry
+	classes map[*byte]Class
+}
+
+// NewMemo returns an empty Memo.
+func NewMemo() *Memo {
+	return &Memo{codings: map[memoKey]memoEntry{}, classes: map[*byte]Class{}}
+}
+
 // Memoize tells e that the pages it codes are drawn from a small set of
 // buffers whose contents never change, as the simulator's sample pages
 // are: each buffer is then classified and coded once per codec, and the
-// result — its bytes, and the CPU time the coding took — reused for every
-// later page that is the same buffer. The codec choice sees the same
-// observations as if each page had been coded afresh. Call it before the
-// first Encode.
-func (e *Encoder) Memoize() {
+// result — its bytes, and the CPU time the coding took — kept in m and
+// reused for every later page that is the same buffer. The codec choice
+// sees the same observations as if each page had been coded afresh.
+// Encoders that share m (simulations of the same buffers) see the same
+// timings, so their codec choices do not differ by when each timed a
+// coding. Call it before the first Encode.
+func (e *Encoder) Memoize(m *Memo) {
 	e.encodeMu.Lock()
 	defer e.encodeMu.Unlock()
 	for _, w := range e.workers {
-		w.memo = map[memoKey]memoEntry{}
-		w.classes = map[*byte]Class{}
+		w.memo = m
 	}
 }
 

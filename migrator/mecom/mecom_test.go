@@ -808,7 +808,7 @@ func TestMemoize(t *testing.T) {
 		bufs = append(bufs, p)
 	}
 	e := NewEncoder(2)
-	e.Memoize()
+	e.Memoize(NewMemo())
 	gfns := make([]uint64, 256)
 	for i := range gfns {
 		gfns[i] = uint64(i)
@@ -830,5 +830,54 @@ func TestMemoize(t *testing.T) {
 	}
 	if st := e.Stats(); st.Pages[LowEntropy]+st.Pages[Repeat]+st.Pages[HighEntropy] != 3*256 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestSharedMemo: encoders that share a Memo see the same timings, so
+// the same pages at the same bandwidth are coded alike, codec for codec and
+// byte for byte, however busy the machine was when each ran.
+func TestSharedMemo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var bufs [][]byte
+	for i := range 12 {
+		p := make([]byte, PageSize)
+		for j := range p {
+			switch i % 3 {
+			case 0:
+				p[j] = "abcdefgh ij"[rng.IntN(11)]
+			case 1:
+				p[j] = byte(j / 512)
+			default:
+				p[j] = byte(rng.Uint32())
+			}
+		}
+		bufs = append(bufs, p)
+	}
+	gfns := make([]uint64, 512)
+	for i := range gfns {
+		gfns[i] = uint64(i)
+	}
+	page := func(g uint64) []byte { return bufs[g*5%uint64(len(bufs))] }
+	memo := NewMemo()
+	run := func() ([]byte, Stats) {
+		e := NewEncoder(2)
+		e.Memoize(memo)
+		e.SetBandwidth(64 << 20)
+		var out []byte
+		for range 4 {
+			coded, err := e.EncodeFrom(nil, gfns, 512, page)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, coded...)
+		}
+		return out, e.Stats()
+	}
+	first, firstStats := run()
+	for i := range 3 {
+		again, stats := run()
+		if !bytes.Equal(again, first) || stats != firstStats {
+			t.Fatalf("run %d coded otherwise than the first, sharing its memo: stats %+v, first %+v", i+2, stats, firstStats)
+		}
 	}
 }
