@@ -108,7 +108,7 @@ func pick(rs []Result, prefer string, limit time.Duration) (best int, bounded bo
 		if r.Err != nil {
 			continue
 		}
-		within := time.Duration(r.Info.Downtime)*time.Millisecond <= limit
+		within := keepsWithin(r, limit)
 		if best < 0 || within && !bounded || within == bounded && Merit(r, prefer) < Merit(rs[best], prefer) {
 			best, bounded = i, within
 		}
@@ -116,9 +116,15 @@ func pick(rs []Result, prefer string, limit time.Duration) (best int, bounded bo
 	return best, bounded
 }
 
+// keepsWithin reports whether r's downtime keeps within limit.
+func keepsWithin(r Result, limit time.Duration) bool {
+	return time.Duration(r.Info.Downtime)*time.Millisecond <= limit
+}
+
+// downtimeLimit is o's downtime limit, the engine's default if unset.
 func downtimeLimit(o Options) time.Duration {
 	if o.DowntimeLimit == 0 {
-		return 300 * time.Millisecond
+		return migrator.DefaultDowntimeLimit
 	}
 	return o.DowntimeLimit
 }
@@ -141,10 +147,10 @@ func Judge(ctx context.Context, o Options, c Choice) (Hindsight, error) {
 		if err := ctx.Err(); err != nil {
 			return h, err
 		}
-		if r.Err != nil && r.Mode == c.Mode {
-			return h, fmt.Errorf("auto chose %s, which failed: %w", c.Mode, r.Err)
-		}
 		if r.Mode == c.Mode {
+			if r.Err != nil {
+				return h, fmt.Errorf("auto chose %s, which failed: %w", c.Mode, r.Err)
+			}
 			h.Chosen = r
 		}
 		h.Outcomes = append(h.Outcomes, r)
@@ -161,8 +167,7 @@ func Judge(ctx context.Context, o Options, c Choice) (Hindsight, error) {
 // 0.15 for 15%, 0 if the choice was the best; +Inf if the choice broke the
 // downtime limit and the best did not.
 func (h Hindsight) Regret(prefer string) float64 {
-	over := func(r Result) bool { return time.Duration(r.Info.Downtime)*time.Millisecond > h.Limit }
-	if over(h.Chosen) && !over(h.Best) {
+	if !keepsWithin(h.Chosen, h.Limit) && keepsWithin(h.Best, h.Limit) {
 		return math.Inf(1)
 	}
 	return Merit(h.Chosen, prefer)/Merit(h.Best, prefer) - 1

@@ -65,10 +65,7 @@ func (o Options) Check() error {
 	if o.Bandwidth == 0 {
 		return errors.New("simulate: bandwidth 0: a migration needs a link that moves bytes (e.g. --bandwidth 1Gbit/s)")
 	}
-	limit := o.DowntimeLimit
-	if limit == 0 {
-		limit = migrator.DefaultDowntimeLimit
-	}
+	limit := downtimeLimit(o)
 	if limit < 0 {
 		return fmt.Errorf("simulate: downtime limit %v is negative", limit)
 	}
