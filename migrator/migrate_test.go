@@ -95,8 +95,8 @@ func migrate(t *testing.T, load memConfig, cfg Config) migrated {
 	src := newMemGuest(t, load, true)
 	dst := newMemGuest(t, load, false)
 	m := migrated{src: src, dst: dst, differed: -1}
-	if !strings.Contains(cfg.Mode, ModeTSMC) {
-		// TSMC's destination starts with the dirty pages still to come.
+	if !NeedsPostcopy(cfg.Mode) {
+		// A post-copy destination starts with the dirty pages still to come.
 		dst.onStart = func() { m.differed = differingPages(src.mem, dst.mem) }
 	}
 	var err error
@@ -260,9 +260,21 @@ func TestMigrateModes(t *testing.T) {
 			checkThrottled(t, m)
 			checkCompressed(t, m)
 		}},
+		{ModePrecopy + "+" + Postcopy, heavyLoad, 16 << 20, 0, checkSwitched},
+		{MECOM + "+" + Postcopy, lightLoad, 32 << 20, 0, func(t *testing.T, m migrated) {
+			// It converges: no post-copy.
+			if m.res.Pushed != 0 || strings.Contains(m.info.Pagecast.StopReason, "post-copy") {
+				t.Errorf("a converging pre-copy switched to post-copy (%d pages pushed): %s", m.res.Pushed, m.info.Pagecast.StopReason)
+			}
+			checkCompressed(t, m)
+		}},
+		{ModePredictive + "+" + MECOM + "+" + Postcopy, heavyLoad, 16 << 20, 0, func(t *testing.T, m migrated) {
+			checkDeferred(t, m)
+			checkSwitched(t, m)
+		}},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			if strings.Contains(tc.mode, ModeTSMC) {
+			if NeedsPostcopy(tc.mode) {
 				if err := uffdAvailable(); err != nil {
 					t.Skip(err)
 				}
@@ -344,6 +356,26 @@ func checkTSMC(t *testing.T, m migrated) {
 	}
 }
 
+// checkSwitched: MODE+postcopy, on a load whose pre-copy does not
+// converge, switched to post-copy within the downtime limit, and stage 3
+// delivered each page left once.
+func checkSwitched(t *testing.T, m migrated) {
+	t.Helper()
+	info, res := m.info, m.res
+	left := info.Pagecast.RoundPages[len(info.Pagecast.RoundPages)-1]
+	t.Logf("switched after round %d: %d pages left for post-copy, %d pulled by the guest, %d pushed",
+		info.Pagecast.Round-1, left, res.Pulled, res.Pushed)
+	if !strings.Contains(info.Pagecast.StopReason, "post-copy") {
+		t.Errorf("did not switch to post-copy: %s", info.Pagecast.StopReason)
+	}
+	if left == 0 || res.Pushed != left {
+		t.Errorf("stage 3 delivered %d pages for %d left", res.Pushed, left)
+	}
+	if info.Downtime > DefaultDowntimeLimit.Milliseconds() {
+		t.Errorf("downtime %d ms, over the %v limit", info.Downtime, DefaultDowntimeLimit)
+	}
+}
+
 // TestMigrateHeavy: on a link too slow for the heavy workload's hot set
 // ever to fit the downtime limit, plain pre-copy resends the hot set each
 // round up to the cap; predictive holds it back in the rounds that cannot
@@ -357,6 +389,18 @@ func TestMigrateHeavy(t *testing.T) {
 	pred := migrate(t, heavyLoad, Config{Mode: ModePredictive, MaxBandwidth: 16 << 20, MaxRounds: 6, Warmup: 3})
 	if pred.info.RAM.Transferred >= pre.info.RAM.Transferred {
 		t.Errorf("predictive sent %d bytes, pre-copy %d with the same cap of 6 rounds", pred.info.RAM.Transferred, pre.info.RAM.Transferred)
+	}
+	if err := uffdAvailable(); err != nil {
+		t.Logf("precopy+postcopy not tried: %v", err)
+		return
+	}
+	// Switching to post-copy instead of resending the hot set to the
+	// cap, and forcing a stop-and-copy over the limit, sends less and
+	// keeps the downtime.
+	post := migrate(t, heavyLoad, Config{Mode: ModePrecopy + "+" + Postcopy, MaxBandwidth: 16 << 20, MaxRounds: 6})
+	checkSwitched(t, post)
+	if post.info.RAM.Transferred >= pre.info.RAM.Transferred {
+		t.Errorf("precopy+postcopy sent %d bytes, pre-copy %d with the same cap of 6 rounds", post.info.RAM.Transferred, pre.info.RAM.Transferred)
 	}
 }
 

@@ -3,6 +3,7 @@ package migrator
 import (
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +20,13 @@ const (
 	// MECOM is not a mode of its own: "+mecom" after a mode compresses
 	// its pages (Jin et al. 2009), e.g. "predictive+mecom".
 	MECOM = "mecom"
+	// Postcopy is not a mode of its own either: "+postcopy" after
+	// precopy, predictive or mecom runs that mode's rounds while they
+	// converge and switches to post-copy when they stop (a round that
+	// does not halve the pages left, or the round cap), as QEMU's
+	// postcopy-ram with migrate-start-postcopy does, or KubeVirt's
+	// allowPostCopy.
+	Postcopy = "postcopy"
 )
 
 // Modes lists the modes with a line on each, for --help.
@@ -29,6 +37,7 @@ var Modes = []struct{ Name, Description string }{
 	{ModeTSMC, "Song et al. 2014: copy all once, stop and send the dirty bitmap, run on the destination and fetch dirty pages there"},
 	{MECOM, "Jin et al. 2009: precopy with adaptive compression per page class; also as MODE+mecom, e.g. predictive+mecom or tsmc+mecom (tsmc: stages 1 and 2 compressed)"},
 	{ModePredictive + "+" + ModeTSMC, "tsmc whose copy of all memory leaves out the pages the predictor expects to be dirtied before the switch-over: they go once, in stage 3"},
+	{"MODE+" + Postcopy, "precopy, predictive or mecom (also predictive+mecom) rounds while they converge; once a round fails to halve the pages left, or at the round cap, stop, send the state and the dirty bitmap, and run on the destination as tsmc's stage 3 does"},
 }
 
 // mode is a parsed mode string: a page policy and whether pages are
@@ -39,6 +48,9 @@ type mode struct {
 	// postcopy: predictive+tsmc, TSMC's stages with the predictive
 	// policy choosing what stage 1 leaves for stage 3.
 	postcopy bool
+	// fallback: MODE+postcopy, pre-copy rounds that switch to post-copy
+	// (TSMC's stages 2 and 3) when they stop converging.
+	fallback bool
 }
 
 // threeStage reports whether m runs TSMC's stages.
@@ -50,31 +62,62 @@ func CheckMode(s string) error {
 	return err
 }
 
-// parseMode reads "precopy", "predictive", "throttle", "mecom" (precopy
-// with compression) and "MODE+mecom".
+// NeedsPostcopy reports whether mode s may run the guest on the
+// destination before all its memory is there (tsmc, predictive+tsmc,
+// MODE+postcopy), which the destination must support.
+func NeedsPostcopy(s string) bool {
+	m, err := parseMode(s)
+	return err == nil && (m.threeStage() || m.fallback)
+}
+
+// parseMode reads a mode: "precopy", "predictive", "throttle", "tsmc" or
+// "mecom" (precopy with compression), then, in this order, "+tsmc"
+// (predictive only), "+mecom" (any but mecom itself) and "+postcopy"
+// (precopy, predictive or mecom, without +tsmc).
 func parseMode(s string) (mode, error) {
-	base, extra, combined := strings.Cut(s, "+")
-	m := mode{policy: base}
-	if base == MECOM && !combined {
-		return mode{policy: ModePrecopy, mecom: true}, nil
+	parts := strings.Split(s, "+")
+	m := mode{policy: parts[0]}
+	if m.policy == MECOM {
+		m = mode{policy: ModePrecopy, mecom: true}
 	}
-	if combined && base == ModePredictive && (extra == ModeTSMC || extra == ModeTSMC+"+"+MECOM) {
-		return mode{policy: ModePredictive, postcopy: true, mecom: extra != ModeTSMC}, nil
+	bad := func(why string) (mode, error) {
+		return mode{}, fmt.Errorf("migration mode %q: %s", s, why)
 	}
-	if combined {
-		if extra != MECOM {
-			return mode{}, fmt.Errorf("migration mode %q: only +%s combines with a mode", s, MECOM)
+	switch parts[0] {
+	case ModePrecopy, ModePredictive, ModeThrottle, ModeTSMC, MECOM:
+	default:
+		return bad(fmt.Sprintf("want %s, %s, %s, %s or %s, then optionally +%s (after %s), +%s, +%s (after %s, %s or %s)",
+			ModePrecopy, ModePredictive, ModeThrottle, ModeTSMC, MECOM, ModeTSMC, ModePredictive, MECOM, Postcopy,
+			ModePrecopy, ModePredictive, MECOM))
+	}
+	order := []string{ModeTSMC, MECOM, Postcopy}
+	next := 0
+	for _, extra := range parts[1:] {
+		i := slices.Index(order[next:], extra)
+		if i < 0 {
+			return bad(fmt.Sprintf("+%s: want +%s, +%s or +%s, each once and in that order", extra, ModeTSMC, MECOM, Postcopy))
 		}
-		m.mecom = true
+		next += i + 1
+		switch extra {
+		case ModeTSMC:
+			if m.policy != ModePredictive {
+				return bad(fmt.Sprintf("+%s combines with %s only (%s is three-stage copy itself)", ModeTSMC, ModePredictive, ModeTSMC))
+			}
+			m.postcopy = true
+		case MECOM:
+			if m.mecom {
+				return bad("+" + MECOM + " twice")
+			}
+			m.mecom = true
+		case Postcopy:
+			if m.policy != ModePrecopy && m.policy != ModePredictive || m.postcopy {
+				return bad(fmt.Sprintf("+%s follows %s, %s or %s: %s slows the guest until pre-copy converges, and %s switches to post-copy after one pass already",
+					Postcopy, ModePrecopy, ModePredictive, MECOM, ModeThrottle, ModeTSMC))
+			}
+			m.fallback = true
+		}
 	}
-	switch base {
-	case ModePrecopy, ModePredictive, ModeThrottle:
-		return m, nil
-	case ModeTSMC:
-		return m, nil
-	}
-	return mode{}, fmt.Errorf("migration mode %q: want %s, %s, %s, %s or %s, or %s+%s, each optionally +%s", s,
-		ModePrecopy, ModePredictive, ModeThrottle, ModeTSMC, MECOM, ModePredictive, ModeTSMC, MECOM)
+	return m, nil
 }
 
 // A policy chooses, page by page, when a pre-copy round sends a page. The

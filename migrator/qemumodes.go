@@ -135,8 +135,8 @@ const (
 //     destination runs the guest, pages are pushed in the background and
 //     pulled at first touch.
 //
-// predictive and MODE+mecom combinations need pagecast's engine and are
-// refused. QEMU has no round cap: MaxRounds becomes MaxSyncs, a forced
+// predictive, MODE+postcopy and MODE+mecom combinations need pagecast's
+// engine and are refused. QEMU has no round cap: MaxRounds becomes MaxSyncs, a forced
 // switch-over (not for tsmc, which switches to post-copy after its first
 // pass anyway). A Profile is reported in Notes and otherwise ignored.
 func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
@@ -159,6 +159,8 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 	switch {
 	case m.policy == ModePredictive:
 		return QEMUPlan{}, fmt.Errorf("migration mode %q: predictive needs %s", mode, engine)
+	case m.fallback:
+		return QEMUPlan{}, fmt.Errorf("migration mode %q: +%s's switch when pre-copy stops converging is pagecast's engine's (%s); QEMU's own post-copy is tsmc here, which switches after the first pass", mode, Postcopy, engine)
 	case m.mecom && m.policy == ModeTSMC:
 		return QEMUPlan{}, fmt.Errorf("migration mode %q: on QEMU, tsmc is QEMU's post-copy, which does not compress; %s+%s needs pagecast's engine at both ends (pagecast vm run)", mode, ModeTSMC, MECOM)
 	case m.mecom && m.policy != ModePrecopy:

@@ -137,7 +137,12 @@ func TestSetupQEMURefuses(t *testing.T) {
 		{"predictive+mecom", true, `predictive needs pagecast's engine`},
 		{"throttle+mecom", true, `QEMU's compression (xbzrle) combines with its pre-copy only, so throttle+mecom needs pagecast's engine`},
 		{"tsmc+mecom", true, `on QEMU, tsmc is QEMU's post-copy, which does not compress`},
+		{"precopy+postcopy", true, `+postcopy's switch when pre-copy stops converging is pagecast's engine's`},
 		{"teleport", true, `migration mode "teleport": want`},
+		{"tsmc+postcopy", true, `+postcopy follows precopy, predictive or mecom`},
+		{"precopy+tsmc", true, `+tsmc combines with predictive only`},
+		{"mecom+mecom", true, `+mecom twice`},
+		{"predictive+postcopy+mecom", true, `each once and in that order`},
 		{ModeTSMC, false, ErrNeedDestQMP.Error()},
 	}
 	for _, tt := range tests {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math/bits"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/pagecast/pagecast/bitmap"
@@ -181,9 +180,9 @@ func (rc *receiver) run() error {
 		return fmt.Errorf("the stream starts with a %s record, not a handshake: %w (%w)", rec.Type, ErrMalformed, ErrNoHandshake)
 	}
 	err = rec.Hello.Check(rc.hello())
-	if np, ok := rc.d.(NoPostcopy); ok && err == nil && strings.Contains(rec.Hello.Mode, ModeTSMC) {
+	if np, ok := rc.d.(NoPostcopy); ok && err == nil && NeedsPostcopy(rec.Hello.Mode) {
 		if why := np.NoPostcopy(); why != "" {
-			err = fmt.Errorf("this destination cannot run %s's stage 3: %s", ModeTSMC, why)
+			err = fmt.Errorf("this destination cannot run %s's post-copy (%s's stage 3): %s", rec.Hello.Mode, ModeTSMC, why)
 		}
 	}
 	if err != nil {

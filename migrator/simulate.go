@@ -60,7 +60,7 @@ type simLink struct {
 	clock *VirtualClock
 	sc    SimConfig
 	m     *Migration
-	tsmc  bool
+	tsmc  bool // post-copy: the guest runs on at the destination after the commit
 
 	answers   []Record
 	committed bool     // the destination runs the guest
@@ -93,6 +93,8 @@ func (l *simLink) weigh(t RecordType, n int) error {
 	switch t {
 	case RecHello:
 		l.answers = append(l.answers, Record{Type: RecAccept})
+	case RecBitmap:
+		l.tsmc = true // a dirty bitmap at the switch-over: post-copy follows (MODE+postcopy switching too)
 	case RecEnd:
 		if !l.committed {
 			l.clock.Advance(l.sc.Switchover)

@@ -340,9 +340,12 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 	if md.threeStage() {
 		return s.why(s.tsmc(ctx))
 	}
-	stopReason, err := s.precopy(ctx)
+	stopReason, post, err := s.precopy(ctx)
 	if err != nil {
 		return s.why(err)
+	}
+	if post {
+		return s.why(s.switchToPostcopy(ctx, stopReason, s.m.Info().Pagecast.Round+1))
 	}
 	return s.why(s.stopAndCopy(stopReason))
 }
@@ -517,8 +520,11 @@ func (s *sender) harvest() error {
 // pending until it is dirtied again. It returns, leaving the pending set
 // for the stop-and-copy, as soon as what is pending fits the downtime
 // limit at the link's rate — checked at every harvest, as QEMU checks at
-// every sync — or when the round cap is reached.
-func (s *sender) precopy(ctx context.Context) (string, error) {
+// every sync — or when the round cap is reached. With +postcopy it also
+// returns, postcopy true, when a round leaves more than half of the pages
+// it set out with pending, and at the round cap: what is left goes in
+// post-copy.
+func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err error) {
 	cfg := s.m.cfg
 	bw := float64(cfg.MaxBandwidth)
 	if bw == 0 {
@@ -539,11 +545,11 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
 		fits, err := s.sendPass(ctx, round, true, true)
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
 		if !fits {
 			if err := s.harvest(); err != nil {
-				return "", err
+				return "", false, err
 			}
 		}
 		elapsed := s.m.clock.Now().Sub(start)
@@ -571,23 +577,27 @@ func (s *sender) precopy(ctx context.Context) (string, error) {
 			"harvested", s.harvested, "deferred", s.deferred, "pending", pending, "bandwidth", uint64(bw))
 		if s.mode.policy == ModeThrottle && !fits && round < cfg.MaxRounds {
 			if err := s.throttle(round, startPending, pending); err != nil {
-				return "", err
+				return "", false, err
 			}
 		}
 		switch {
 		case fits:
-			return fmt.Sprintf("%d bytes pending fit the downtime limit at a dirty log harvest in round %d", remaining, round), nil
+			return fmt.Sprintf("%d bytes pending fit the downtime limit at a dirty log harvest in round %d", remaining, round), false, nil
 		case float64(remaining) <= downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds():
-			return fmt.Sprintf("%d bytes pending fit the downtime limit at the end of round %d", remaining, round), nil
+			return fmt.Sprintf("%d bytes pending fit the downtime limit at the end of round %d", remaining, round), false, nil
+		case s.mode.fallback && 2*pending > startPending:
+			// Each further round would send about what post-copy sends
+			// once, and at this pace would need several more: switch.
+			return fmt.Sprintf("round %d left %d of its %d pages pending: switching to post-copy", round, pending, startPending), true, nil
 		case round >= cfg.MaxRounds:
-			return fmt.Sprintf("round cap %d reached with %d bytes pending", cfg.MaxRounds, remaining), nil
+			return fmt.Sprintf("round cap %d reached with %d bytes pending", cfg.MaxRounds, remaining), s.mode.fallback, nil
 		}
 		if s.passPages == 0 {
 			// Everything pending was deferred: let an epoch pass so the
 			// forecast can change, rather than spin.
 			select {
 			case <-ctx.Done():
-				return "", ctx.Err()
+				return "", false, ctx.Err()
 			case <-s.m.clock.After(s.lastHarvest.Add(cfg.Epoch).Sub(s.m.clock.Now())):
 			}
 		}

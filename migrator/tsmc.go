@@ -57,21 +57,27 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 		return fmt.Errorf("stage 1: %w", err)
 	}
 
-	// Stage 2: stop, send the guest's state, the dirty bitmap and checksums of
-	// the memory as it stands, and hand over once the destination has
-	// checked what it already holds.
-	paused, err := s.pause("stage 1 done")
+	return s.switchToPostcopy(ctx, "stage 1 done", 2)
+}
+
+// switchToPostcopy runs TSMC's stages 2 and 3 after a live copy (tsmc's
+// stage 1, or MODE+postcopy's rounds): stop, send the guest's state, the
+// dirty bitmap and checksums of the memory as it stands, hand over once
+// the destination has checked what it already holds, then push the dirty
+// pages while the destination runs. round numbers the switch-over in Info.
+func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int) (err error) {
+	paused, err := s.pause(reason)
 	if err != nil {
 		return err
 	}
 	committed := false
 	defer func() { err = s.resumeUnless(committed, err) }()
 	precopyBytes := s.w.Bytes()
-	dirty, err := s.log.Harvest() // everything written since stage 1 began
+	dirty, err := s.log.Harvest() // everything written since the last harvest
 	if err != nil {
 		return fmt.Errorf("harvest the dirty log: %w", err)
 	}
-	dirty.Or(s.pending) // the pages stage 1 left out (predictive+tsmc)
+	dirty.Or(s.pending) // the pages stage 1 left out (predictive+tsmc), or the rounds did (MODE+postcopy)
 	s.harvests++
 	// The pages the monitor itself reads on the destination (the pagecast
 	// guest's status page) go now, during the pause, and are not left to
@@ -107,7 +113,7 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 		i.RAM.PrecopyBytes = precopyBytes
 		i.RAM.DowntimeBytes = s.w.Bytes() - precopyBytes
 		i.RAM.Remaining = dirty.Count() * PageSize
-		i.Pagecast.Round = 2
+		i.Pagecast.Round = round
 		i.Pagecast.RoundPages = append(i.Pagecast.RoundPages, 0)
 		i.Pagecast.RoundBytes = append(i.Pagecast.RoundBytes, s.w.Bytes()-precopyBytes)
 	})
@@ -340,8 +346,8 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		i.RAM.PostcopyRequests = st.asked
 		i.Pagecast.RoundPages[len(i.Pagecast.RoundPages)-1] = st.early + st.total
 		i.Pagecast.Verified = true
-		i.Pagecast.StopReason = fmt.Sprintf("stage 3 pushed %d dirty pages in %v, %d asked for by the destination, %d reconnections",
-			st.early+st.total, s.m.clock.Now().Sub(st.start).Round(time.Millisecond), st.asked, st.recoveries)
+		i.Pagecast.StopReason = fmt.Sprintf("%s; stage 3 pushed %d dirty pages in %v, %d asked for by the destination, %d reconnections",
+			i.Pagecast.StopReason, st.early+st.total, s.m.clock.Now().Sub(st.start).Round(time.Millisecond), st.asked, st.recoveries)
 	})
 	return nil
 }

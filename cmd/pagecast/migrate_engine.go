@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -28,7 +27,7 @@ const (
 )
 
 // errTSMCOnQEMU says why tsmc on a QEMU VM is QEMU's post-copy.
-var errTSMCOnQEMU = errors.New("tsmc's stage 3 cannot run on a QEMU destination with pagecast's engine: " +
+var errTSMCOnQEMU = errors.New("tsmc's stage 3 (and MODE+postcopy's) cannot run on a QEMU destination with pagecast's engine: " +
 	"userfaultfd sees only faults on pagecast's own mapping of the shared RAM, not the guest's through QEMU's, " +
 	"so tsmc on QEMU uses QEMU's post-copy (--engine qemu)")
 
@@ -39,14 +38,14 @@ func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Sou
 	if flag != "auto" && flag != enginePagecast && flag != engineQEMU {
 		return nil, "", "", fmt.Errorf("--engine %q: want auto, pagecast or qemu", flag)
 	}
-	tsmc := strings.Contains(mode, migrator.ModeTSMC)
+	post := migrator.NeedsPostcopy(mode)
 	switch {
 	case flag == engineQEMU:
 		return nil, engineQEMU, "--engine qemu", nil
-	case tsmc && flag == enginePagecast:
+	case post && flag == enginePagecast:
 		return nil, "", "", errTSMCOnQEMU
-	case tsmc:
-		return nil, engineQEMU, "tsmc on QEMU is QEMU's post-copy: pagecast's stage 3 cannot pull pages into QEMU's memory", nil
+	case post:
+		return nil, engineQEMU, "post-copy on QEMU is QEMU's: pagecast's stage 3 cannot pull pages into QEMU's memory", nil
 	}
 	src, err = qemuguest.New(mon)
 	if err == nil {
@@ -177,7 +176,7 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 		Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureMix(seen, 1), Switchover: qemuSwitchover}
 	var modes []string
 	for _, m := range simulate.AutoModes {
-		if !strings.Contains(m, migrator.ModeTSMC) { // a QEMU destination cannot take it
+		if !migrator.NeedsPostcopy(m) { // a QEMU destination cannot take pagecast's post-copy
 			modes = append(modes, m)
 		}
 	}
