@@ -368,3 +368,28 @@ func TestRegret(t *testing.T) {
 		}
 	}
 }
+
+// TestWithFallback: auto takes MODE+postcopy over MODE where the two are
+// predicted alike, and only then.
+func TestWithFallback(t *testing.T) {
+	r := func(mode string, total, down int64) Result {
+		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down}}
+	}
+	limit := 300 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		rs   []Result
+		want string
+	}{
+		{"alike", []Result{r("mecom", 1000, 100), r("mecom+postcopy", 1010, 100)}, "mecom+postcopy"},
+		{"slower", []Result{r("mecom", 1000, 100), r("mecom+postcopy", 1100, 100)}, "mecom"},
+		{"over the limit", []Result{r("mecom", 1000, 100), r("mecom+postcopy", 1000, 400)}, "mecom"},
+		{"other mode", []Result{r("mecom", 1000, 100), r("precopy+postcopy", 1000, 100)}, "mecom"},
+		{"faster", []Result{r("predictive", 1000, 100), r("predictive+postcopy", 800, 30)}, "predictive+postcopy"},
+	} {
+		best, _, _ := choose(tc.rs, PreferTime, limit)
+		if got := tc.rs[best].Mode; got != tc.want {
+			t.Errorf("%s: chose %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
