@@ -2,7 +2,8 @@
 // TCP: the source engine (pre-copy rounds whose page choice is a policy:
 // plain pre-copy after Clark et al., predictive deferral after Wei et al.,
 // CPU throttling after Jin et al. 2011, three-stage copy after Song et al.,
-// each optionally with MECOM compression), the receiver that rebuilds the
+// each optionally with MECOM compression, and pre-copy that switches to
+// post-copy when its rounds stop converging), the receiver that rebuilds the
 // machine on the destination, the framed, versioned, checksummed wire
 // protocol between them, a token bucket that makes loopback behave like a
 // slower link, and the QMP commands (migrate, query-migrate,

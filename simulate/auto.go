@@ -92,13 +92,13 @@ func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer strin
 	c.Mode = r.Mode
 	c.Why = fmt.Sprintf("the %s predicted (%s), downtime %v", meritName(prefer), meritString(r, prefer),
 		time.Duration(r.Info.Downtime)*time.Millisecond)
-	if insured {
-		c.Why += fmt.Sprintf("; +%s because it was predicted alike without: it switches to post-copy if the guest dirties more than was observed", migrator.Postcopy)
-	}
 	if bounded {
 		c.Why += fmt.Sprintf(" within the %v limit", limit)
 	} else {
 		c.Why += fmt.Sprintf(": no mode was predicted to keep within the %v limit", limit)
+	}
+	if insured {
+		c.Why += fmt.Sprintf("; +%s as it was predicted alike without, and switches to post-copy if the guest dirties more than was observed", migrator.Postcopy)
 	}
 	return c, nil
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // autoGrid judges mode auto (issue 14) on five real programs' traces at
-// four bandwidths, 20 cases: auto predicts every mode from the 50 epochs
+// four bandwidths, 20 cases: auto predicts every mode of AutoModes from the 50 epochs
 // (5 s) before epoch 200 and picks by total time, the downtime limit a
 // bound; then every mode runs on the trace from epoch 200. It returns how
 // many cases the choice's outcome was within 5% of the best mode's, and
@@ -57,32 +57,31 @@ func autoGrid(tb testing.TB) (cases, chooseWell, predictWell int) {
 	return cases, chooseWell, predictWell
 }
 
-// TestAutoGrid asserts issue 14's second acceptance item as far as it is
-// met. The issue asks for the choice within 5% of the best mode in 90% of
-// the cases (18 of 20), and the predicted total time within 20% of the
-// outcome in 90%: measured 15–17 and 17 of 20 over six runs. Every miss
-// is a future unlike the 5 s observed (awk and tar at 4 MiB/s observe the
-// guest's boot, and the program starts during the migration; xz writes
-// more after the window), which no simulation of the window foresees. The
-// MECOM modes pick their codecs by the CPU time coding really takes. Within
-// a process every simulation shares the same timings (simulate's sample
-// pages are coded and timed once), so a prediction and the outcome it is
-// judged against see the same costs, and the last two runs both gave 16
-// and 17 with the same misses; from one process to the next the timings
-// still differ a little, so a case near a tie can go either way. The test
-// holds one case below the worst run, so that a change that makes auto
-// choose or predict worse fails.
+// TestAutoGrid asserts issue 14's second acceptance item: the choice
+// within 5% of the best mode in 90% of the cases (18 of 20), and the
+// predicted total time within 20% of the outcome in 90%. Measured in three
+// runs since auto weighs MODE+postcopy and takes it where it is predicted
+// alike to MODE: 20 and 19 of 20 each time (before, with nine modes: 15–17
+// and 17). What no simulation of the 5 s observed foresees is a future
+// unlike them (for awk and tar at 4 MiB/s the window is the guest's boot,
+// busier than the program that follows; xz writes more after it); +postcopy
+// bounds what that costs, where a pre-copy predicted to converge would
+// otherwise resend what the guest dirties to the round cap. The MECOM modes
+// pick their codecs by the CPU time coding really takes; within a process
+// every simulation shares the same timings, so a prediction and its outcome
+// see the same costs, but from one process to the next they differ a
+// little.
 func TestAutoGrid(t *testing.T) {
 	if raceDetector {
 		t.Skip("minutes of simulation: run without the race detector (make test does)")
 	}
 	cases, chooseWell, predictWell := autoGrid(t)
 	t.Logf("%d cases: choice within 5%% of the best in %d, prediction within 20%% in %d (goal: 90%% each)", cases, chooseWell, predictWell)
-	if chooseWell < 14 {
-		t.Errorf("choice within 5%% of the best mode in %d of %d cases, want at least 14 (15–17 measured)", chooseWell, cases)
+	if want := (cases*9 + 9) / 10; chooseWell < want {
+		t.Errorf("choice within 5%% of the best mode in %d of %d cases, want at least %d (20 measured)", chooseWell, cases, want)
 	}
-	if predictWell < 16 {
-		t.Errorf("predicted total time within 20%% of the outcome in %d of %d cases, want at least 16 (17 measured)", predictWell, cases)
+	if want := (cases*9 + 9) / 10; predictWell < want {
+		t.Errorf("predicted total time within 20%% of the outcome in %d of %d cases, want at least %d (19 measured)", predictWell, cases, want)
 	}
 }
 

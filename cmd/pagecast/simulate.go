@@ -424,10 +424,12 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		switch r := h.Regret(choice.Prefer); {
 		case h.Best.Mode == choice.Mode:
 			fmt.Fprintf(c.App.Writer, "auto chose the best mode by %s\n", meritNameOf(choice.Prefer))
+		case r <= 0:
+			fmt.Fprintf(c.App.Writer, "auto chose the best mode by %s (tied with %s)\n", meritNameOf(choice.Prefer), h.Best.Mode)
 		case math.IsInf(r, 1):
 			fmt.Fprintf(c.App.Writer, "auto's choice broke the %v downtime limit; %s kept within it\n", h.Limit, h.Best.Mode)
 		default:
-			fmt.Fprintf(c.App.Writer, "auto's choice was %.0f%% over the best by %s, %s\n", 100*r, meritNameOf(choice.Prefer), h.Best.Mode)
+			fmt.Fprintf(c.App.Writer, "auto's choice was %.1f%% over the best by %s, %s\n", 100*r, meritNameOf(choice.Prefer), h.Best.Mode)
 		}
 	}
 	return nil
