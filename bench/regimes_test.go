@@ -22,7 +22,8 @@ var regimeTraces = []struct {
 // against pre-copy with the link at the workload's dirty rate
 // (simulate.DirtyRate from the program's start) and summed over five links
 // from 1/3.5 to 1/4.5 of it, where pre-copy may not converge (how many of
-// the five ran into its round cap), and predictive+tsmc at 1 Gbit/s. It
+// the five ran into its round cap), predictive+postcopy over the same five
+// links, and predictive+tsmc at 1 Gbit/s. It
 // takes several minutes.
 func BenchmarkPredictiveRegimes(b *testing.B) {
 	for _, tc := range regimeTraces {
@@ -46,7 +47,7 @@ func BenchmarkPredictiveRegimes(b *testing.B) {
 				// No scheme that sends each page at least once sends fewer
 				// bytes than pre-copy's first pass: the floor of the ratio.
 				b.ReportMetric(float64(pre.Pagecast.RoundBytes[0])/float64(pre.RAM.Transferred), "rate-floor-x-precopy")
-				var preBytes, predBytes, preFirst, preDown, predDown float64
+				var preBytes, predBytes, preFirst, preDown, predDown, postBytes, postDown float64
 				capped := 0
 				for _, ratio := range []float64{3.5, 3.75, 4, 4.25, 4.5} {
 					bw := uint64(rate / ratio)
@@ -59,11 +60,16 @@ func BenchmarkPredictiveRegimes(b *testing.B) {
 					predBytes += float64(pred.RAM.Transferred)
 					preDown += float64(pre.Downtime)
 					predDown += float64(pred.Downtime)
+					post := run(bw, "predictive+postcopy")
+					postBytes += float64(post.RAM.Transferred)
+					postDown += float64(post.Downtime)
 				}
 				b.ReportMetric(float64(capped), "quarter-precopy-capped-of-5")
 				b.ReportMetric(predBytes/preBytes, "quarter-bytes-x-precopy")
 				b.ReportMetric(predDown/preDown, "quarter-downtime-x-precopy")
 				b.ReportMetric(preFirst/preBytes, "quarter-floor-x-precopy")
+				b.ReportMetric(postBytes/preBytes, "quarter-postcopy-bytes-x-precopy")
+				b.ReportMetric(postDown/preDown, "quarter-postcopy-downtime-x-precopy")
 				hybrid := run(1e9/8, "predictive+tsmc")
 				b.ReportMetric(float64(hybrid.RAM.Transferred)/float64(w.Pages()*migrator.PageSize), "hybrid-1Gbit-memory-share")
 				b.ReportMetric(float64(hybrid.Downtime)/1000, "hybrid-1Gbit-downtime-s")

@@ -36,6 +36,11 @@ var regimeTraces = []struct {
 //     and 1.25. The downtime is the lottery: a hot set sent last in a
 //     closing round that does not close is pending at the cap as much as
 //     pre-copy's.)
+//   - there predictive+postcopy, which switches to post-copy once a round
+//     leaves more than half of what it set out to send pending, meets the
+//     goal: at most half of pre-copy's bytes, with less downtime
+//     (over the five links: tar 0.13 of the bytes and 0.015 of the
+//     downtime, bzip2 0.44 and 0.084).
 //   - at the dirty rate, where pre-copy converges in a few rounds,
 //     predictive sends no more than 5% over pre-copy's bytes. (The issue
 //     asks for 10% fewer. Pre-copy resends only 5-29% of its bytes there,
@@ -71,10 +76,13 @@ func TestPredictiveRegimes(t *testing.T) {
 			}
 
 			var pre, pred migrator.Info
-			var preBytes, predBytes, preDown, predDown int64
+			var preBytes, predBytes, preDown, predDown, postBytes, postDown int64
 			for _, ratio := range []float64{4, 4.5} {
 				bw := uint64(rate / ratio)
 				pre, pred = run(bw, "precopy"), run(bw, "predictive")
+				post := run(bw, "predictive+postcopy")
+				postBytes += int64(post.RAM.Transferred)
+				postDown += post.Downtime
 				if !strings.Contains(pre.Pagecast.StopReason, "round cap") {
 					t.Fatalf("pre-copy converged at 1/%.1f of the dirty rate (%s): not the regime this case is for", ratio, pre.Pagecast.StopReason)
 				}
@@ -87,6 +95,11 @@ func TestPredictiveRegimes(t *testing.T) {
 			t.Logf("where pre-copy does not converge, predictive sent %.2f of its bytes with %.2f of its downtime", bytes, down)
 			if bytes > 0.75 || down > 1.5 {
 				t.Errorf("where pre-copy does not converge, predictive sent %.2f of its bytes with %.2f of its downtime; want at most 0.75 and 1.5", bytes, down)
+			}
+			bytes, down = float64(postBytes)/float64(preBytes), float64(postDown)/float64(preDown)
+			t.Logf("there predictive+postcopy sent %.2f of its bytes with %.2f of its downtime", bytes, down)
+			if bytes > 0.5 || down >= 1 {
+				t.Errorf("where pre-copy does not converge, predictive+postcopy sent %.2f of its bytes with %.2f of its downtime; want at most half, and less", bytes, down)
 			}
 
 			full := uint64(rate)
