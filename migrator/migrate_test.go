@@ -427,6 +427,34 @@ func TestMigrateRefused(t *testing.T) {
 	}
 }
 
+// noPostcopyGuest is a destination that cannot run post-copy, as a QEMU
+// destination of pagecast's engine cannot.
+type noPostcopyGuest struct{ *memGuest }
+
+func (noPostcopyGuest) NoPostcopy() string { return "no userfaultfd here" }
+
+// TestPostcopyRefused: a destination that cannot run post-copy refuses a
+// mode that may switch to it, at the handshake, saying why; the source
+// runs on.
+func TestPostcopyRefused(t *testing.T) {
+	for _, mode := range []string{ModeTSMC, ModePrecopy + "+" + Postcopy, ModePredictive + "+" + MECOM + "+" + Postcopy} {
+		src := newMemGuest(t, lightLoad, true)
+		d := listenDestination(t, noPostcopyGuest{newMemGuest(t, lightLoad, false)}, ReceiveConfig{})
+		m, err := Outgoing(src, d.uri, Config{Mode: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = m.Wait()
+		if err == nil || !strings.Contains(err.Error(), "refused") || !strings.Contains(err.Error(), "no userfaultfd here") {
+			t.Errorf("%s to a destination without post-copy: %v", mode, err)
+		}
+		<-d.done
+		if ok, st := src.Running(); !ok {
+			t.Errorf("%s: source %s after a refused migration", mode, st)
+		}
+	}
+}
+
 // TestRestoreFails: a destination that cannot load the guest's state fails
 // the switch-over like a memory mismatch: the source runs on.
 func TestRestoreFails(t *testing.T) {

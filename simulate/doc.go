@@ -18,6 +18,7 @@
 //     page of its class, generated once and classified by mecom itself, so
 //     zero pages and MECOM's compression are measured on real bytes. A page
 //     the workload writes is no longer zero.
-//   - In TSMC's stage 3 the guest runs on at the destination; the pages it
-//     writes before the push has sent them are pulled.
+//   - In TSMC's stage 3 (and after MODE+postcopy's switch to post-copy)
+//     the guest runs on at the destination; the pages it writes before
+//     the push has sent them are pulled.
 package simulate

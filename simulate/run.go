@@ -80,7 +80,7 @@ func (o Options) Check() error {
 }
 
 // Run simulates a migration in mode (any migrator mode: precopy,
-// predictive, throttle, tsmc, mecom, MODE+mecom).
+// predictive, throttle, tsmc, mecom, MODE+mecom, MODE+postcopy).
 func Run(ctx context.Context, o Options, mode string) Result {
 	r := Result{Mode: mode, Start: o.Start}
 	if r.Err = o.Check(); r.Err != nil {

@@ -168,11 +168,13 @@ func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64) e
 		return err
 	}
 	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, no switch-over cost):\n")
-	choice, err := simulate.Choose(c.Context, simulate.Options{Workload: w, Bandwidth: bw}, w, simulate.PreferTime)
+	o := simulate.Options{Workload: w, Bandwidth: bw}
+	writeSimulationTable(out, w, simulateAll(c, o))
+	// As migrate --mode auto would, with pagecast's engine on this QEMU VM.
+	choice, err := simulate.ChooseAmong(c.Context, o, w, simulate.PreferTime, qemuAutoModes())
 	if err != nil {
 		return err
 	}
-	writeSimulationTable(out, w, choice.Predictions)
 	fmt.Fprintf(out, "mode auto would migrate this VM with %s: %s\n", choice.Mode, choice.Why)
 	for _, path := range sharedTraces {
 		if _, err := os.Stat(path); err != nil {

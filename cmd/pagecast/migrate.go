@@ -42,7 +42,7 @@ func migrateCommand() *cli.Command {
 			"\t  tsmc       postcopy-ram on both ends, migrate-start-postcopy after the first full pass\n" +
 			"\t             (dirty-sync-count 2); needs --dest-qmp. Once switched, the guest runs on the\n" +
 			"\t             destination: a failure then cannot fall back to the source\n" +
-			"predictive and MODE+mecom need pagecast's engine and are refused. QEMU has no round cap, so\n" +
+			"predictive, MODE+postcopy and MODE+mecom need pagecast's engine and are refused. QEMU has no round cap, so\n" +
 			"--max-rounds forces the switch-over there as pagecast's engine does: past that many dirty syncs\n" +
 			"QEMU's downtime-limit is raised to its largest and QEMU stops the guest and sends the rest\n" +
 			"(the summary says so). The round shown is QEMU's dirty-sync-count.\n\n" +
@@ -61,7 +61,7 @@ func migrateCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
-			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode but tsmc; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can"},
+			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's private key (PEM)"},
 			&cli.StringFlag{Name: "tls-ca", Usage: "pagecast's engine on a QEMU source: mutual TLS, the CA that signed the destination's certificate (PEM)"},

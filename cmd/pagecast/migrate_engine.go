@@ -174,13 +174,7 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 	// through QEMU's migration: 150-250 ms here (BenchmarkQEMUEngine).
 	o := simulate.Options{Workload: w, Bandwidth: p.MaxBandwidth, DowntimeLimit: p.DowntimeLimit, MaxRounds: p.MaxRounds,
 		Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureMix(seen, 1), Switchover: qemuSwitchover}
-	var modes []string
-	for _, m := range simulate.AutoModes {
-		if !migrator.NeedsPostcopy(m) { // a QEMU destination cannot take pagecast's post-copy
-			modes = append(modes, m)
-		}
-	}
-	choice, err := simulate.ChooseAmong(c.Context, o, w, c.String("prefer"), modes)
+	choice, err := simulate.ChooseAmong(c.Context, o, w, c.String("prefer"), qemuAutoModes())
 	if err != nil {
 		return choice, fmt.Errorf("--mode auto: %w", err)
 	}
@@ -189,4 +183,16 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 	writeSimulationTable(c.App.Writer, w, choice.Predictions)
 	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
 	return choice, nil
+}
+
+// qemuAutoModes are the modes auto chooses among for a QEMU guest with
+// pagecast's engine: a QEMU destination cannot take pagecast's post-copy.
+func qemuAutoModes() []string {
+	var modes []string
+	for _, m := range simulate.AutoModes {
+		if !migrator.NeedsPostcopy(m) {
+			modes = append(modes, m)
+		}
+	}
+	return modes
 }

@@ -21,7 +21,7 @@ func TestMigrateHelpExplainsQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"--dest-qmp", "xbzrle", "auto-converge", "postcopy-ram", "migrate-start-postcopy",
-		"predictive and MODE+mecom need pagecast's engine", "dirty-sync-count"} {
+		"predictive, MODE+postcopy and MODE+mecom need pagecast's engine", "dirty-sync-count"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("migrate --help lacks %q:\n%s", want, out)
 		}
