@@ -63,6 +63,12 @@ type QEMUPlan struct {
 	// Postcopy: migrate-start-postcopy once the first full pass is over
 	// (dirty-sync-count reaches PostcopyAfterSyncs).
 	Postcopy bool
+	// Stalled (precopy+postcopy): post-copy only once pre-copy stops
+	// converging, instead of after the first pass: when a pass leaves
+	// more than half of what the one before it left (ram.remaining at the
+	// first reply after each dirty sync, from the third), or once
+	// dirty-sync-count passes MaxSyncs.
+	Stalled bool
 	// MaxSyncs, if not 0, forces the switch-over once dirty-sync-count
 	// passes it (MaxRounds live rounds): QEMU has no round cap, so the
 	// downtime limit is raised to QEMU's largest and QEMU stops the guest
@@ -128,6 +134,10 @@ const (
 //     equal share of the way to 99 %. tailslow stays off: it assumes the
 //     dirty rate falls with the CPU share, which a hot set does not
 //     (see sender.throttle).
+//   - precopy+postcopy: postcopy-ram at both ends, and
+//     migrate-start-postcopy once a pass leaves more than half of what the
+//     pass before it left, or past MaxSyncs (QEMUPlan.Stalled): QEMU's
+//     pre-copy while it converges, its post-copy when it stops.
 //   - tsmc: postcopy-ram at both ends, and migrate-start-postcopy at
 //     dirty-sync-count 2, when QEMU ends its first pass over RAM (it syncs
 //     there once what that pass has left fits the downtime limit at the
@@ -135,10 +145,10 @@ const (
 //     destination runs the guest, pages are pushed in the background and
 //     pulled at first touch.
 //
-// predictive, MODE+postcopy and MODE+mecom combinations need pagecast's
-// engine and are refused. QEMU has no round cap: MaxRounds becomes MaxSyncs, a forced
-// switch-over (not for tsmc, which switches to post-copy after its first
-// pass anyway). A Profile is reported in Notes and otherwise ignored.
+// predictive and the other MODE+mecom and MODE+postcopy combinations need
+// pagecast's engine and are refused. QEMU has no round cap: MaxRounds
+// becomes MaxSyncs, a forced switch-over (precopy+postcopy: to post-copy;
+// not for tsmc, which switches to post-copy after its first pass anyway). A Profile is reported in Notes and otherwise ignored.
 func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 	if p.DowntimeLimit < 0 {
 		return QEMUPlan{}, fmt.Errorf("negative downtime limit %v", p.DowntimeLimit)
@@ -159,8 +169,12 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 	switch {
 	case m.policy == ModePredictive:
 		return QEMUPlan{}, fmt.Errorf("migration mode %q: predictive needs %s", mode, engine)
+	case m.fallback && m.mecom:
+		return QEMUPlan{}, fmt.Errorf("migration mode %q: on QEMU, +%s is QEMU's post-copy, which is not planned with its compression (xbzrle); %s+%s needs %s", mode, Postcopy, MECOM, Postcopy, engine)
 	case m.fallback:
-		return QEMUPlan{}, fmt.Errorf("migration mode %q: +%s's switch when pre-copy stops converging is pagecast's engine's (%s); QEMU's own post-copy is tsmc here, which switches after the first pass", mode, Postcopy, engine)
+		plan.Capabilities = []string{CapPostcopyRAM}
+		plan.DestCapabilities = []string{CapPostcopyRAM}
+		plan.Postcopy, plan.Stalled = true, true
 	case m.mecom && m.policy == ModeTSMC:
 		return QEMUPlan{}, fmt.Errorf("migration mode %q: on QEMU, tsmc is QEMU's post-copy, which does not compress; %s+%s needs pagecast's engine at both ends (pagecast vm run)", mode, ModeTSMC, MECOM)
 	case m.mecom && m.policy != ModePrecopy:
@@ -180,7 +194,7 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 		plan.DestCapabilities = []string{CapPostcopyRAM}
 		plan.Postcopy = true
 	}
-	if p.MaxRounds > 0 && !plan.Postcopy {
+	if p.MaxRounds > 0 && (!plan.Postcopy || plan.Stalled) {
 		// Sync k+1 ends round k.
 		plan.MaxSyncs = p.MaxRounds + 1
 	}
@@ -290,18 +304,20 @@ func contains(list []string, s string) bool {
 // it sends migrate-start-postcopy once, as soon as a reply shows the
 // migration active with dirty-sync-count at PostcopyAfterSyncs (a
 // migration that completes first, everything having fit the downtime
-// limit, never switches); and it returns an error at postcopy-paused,
+// limit, never switches), or, for a Stalled plan, once pre-copy stops
+// converging (see QEMUPlan.Stalled); and it returns an error at postcopy-paused,
 // where QEMU has lost the link after the switch and waits, the guest
 // stopped, for someone to recover it. Once dirty-sync-count passes
 // plan.MaxSyncs it forces the switch-over (ForcedDowntimeLimit) and sets
-// plan.Forced.
+// plan.Forced, or for a Stalled plan switches to post-copy.
 func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval time.Duration, progress func(Info)) (Info, error) {
 	started := false
+	var lastSync, lastRemaining uint64 // Stalled: the latest dirty sync seen, and ram.remaining first seen after it
 	return wait(ctx, mon, interval, func(i Info) error {
 		if progress != nil {
 			progress(i)
 		}
-		if plan.MaxSyncs > 0 && !plan.Forced && i.Status == StatusActive && i.RAM != nil && i.RAM.DirtySyncCount > uint64(plan.MaxSyncs) {
+		if plan.MaxSyncs > 0 && !plan.Forced && !plan.Stalled && i.Status == StatusActive && i.RAM != nil && i.RAM.DirtySyncCount > uint64(plan.MaxSyncs) {
 			plan.Forced = true
 			// Refused only when the migration has just ended, which the
 			// next reply shows.
@@ -315,6 +331,18 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 		}
 		if started || i.Status != StatusActive || i.RAM == nil || i.RAM.DirtySyncCount < PostcopyAfterSyncs {
 			return nil
+		}
+		if plan.Stalled {
+			n, left := i.RAM.DirtySyncCount, i.RAM.Remaining
+			if n <= lastSync {
+				return nil
+			}
+			stalled := lastSync >= PostcopyAfterSyncs && 2*left > lastRemaining
+			capped := plan.MaxSyncs > 0 && n > uint64(plan.MaxSyncs)
+			lastSync, lastRemaining = n, left
+			if !stalled && !capped {
+				return nil
+			}
 		}
 		started = true
 		// Refused only when the migration has just ended or failed, which

@@ -137,7 +137,8 @@ func TestSetupQEMURefuses(t *testing.T) {
 		{"predictive+mecom", true, `predictive needs pagecast's engine`},
 		{"throttle+mecom", true, `QEMU's compression (xbzrle) combines with its pre-copy only, so throttle+mecom needs pagecast's engine`},
 		{"tsmc+mecom", true, `on QEMU, tsmc is QEMU's post-copy, which does not compress`},
-		{"precopy+postcopy", true, `+postcopy's switch when pre-copy stops converging is pagecast's engine's`},
+		{"mecom+postcopy", true, `+postcopy is QEMU's post-copy, which is not planned with its compression`},
+		{"predictive+postcopy", true, `predictive needs pagecast's engine`},
 		{"teleport", true, `migration mode "teleport": want`},
 		{"tsmc+postcopy", true, `+postcopy follows precopy, predictive or mecom`},
 		{"precopy+tsmc", true, `+tsmc combines with predictive only`},
@@ -255,6 +256,55 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 			t.Errorf("sent %q", *sent)
 		}
 	})
+}
+
+// TestWaitQEMUStalled: precopy+postcopy switches to post-copy once a pass
+// leaves more than half of what the pass before it left, and not while
+// each pass halves it; past MaxSyncs it switches rather than forcing.
+func TestWaitQEMUStalled(t *testing.T) {
+	q := `{"execute":"query-migrate"}`
+	start := `{"execute":"migrate-start-postcopy"}`
+	active := func(sync, remaining uint64) Info {
+		return Info{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: sync, Remaining: remaining}}
+	}
+	for _, tc := range []struct {
+		name      string
+		maxRounds int
+		replies   []Info
+		want      []string
+	}{
+		{"stalls", 0, []Info{active(1, 1000), active(2, 400), active(2, 300), active(3, 150), active(4, 100),
+			{Status: StatusPostcopy}, {Status: StatusCompleted}}, []string{q, q, q, q, q, start, q, q}},
+		{"converges", 0, []Info{active(1, 1000), active(2, 400), active(3, 150), active(4, 50),
+			{Status: StatusCompleted}}, []string{q, q, q, q, q}},
+		{"round cap", 2, []Info{active(1, 1000), active(2, 400), active(3, 190), active(4, 90),
+			{Status: StatusPostcopy}, {Status: StatusCompleted}}, []string{q, q, q, q, start, q, q}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			replies := tc.replies
+			mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+				if cmd.Execute != "query-migrate" {
+					return clientOK(cmd)
+				}
+				r := replies[0]
+				replies = replies[1:]
+				return map[string]any{"return": r}, nil
+			})
+			plan, err := PlanQEMU(Params{Mode: ModePrecopy + "+" + Postcopy, MaxRounds: tc.maxRounds}, 64<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !plan.Postcopy || !plan.Stalled || !slices.Equal(plan.DestCapabilities, []string{CapPostcopyRAM}) {
+				t.Fatalf("plan %+v", plan)
+			}
+			if _, err := WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(*sent, tc.want) || plan.Forced {
+				t.Errorf("sent %q (forced %v), want %q", *sent, plan.Forced, tc.want)
+			}
+		})
+	}
 }
 
 // TestWaitQEMUForced: past MaxSyncs the downtime limit is raised once, and

@@ -42,10 +42,13 @@ func migrateCommand() *cli.Command {
 			"\t  tsmc       postcopy-ram on both ends, migrate-start-postcopy after the first full pass\n" +
 			"\t             (dirty-sync-count 2); needs --dest-qmp. Once switched, the guest runs on the\n" +
 			"\t             destination: a failure then cannot fall back to the source\n" +
-			"predictive, MODE+postcopy and MODE+mecom need pagecast's engine and are refused. QEMU has no round cap, so\n" +
-			"--max-rounds forces the switch-over there as pagecast's engine does: past that many dirty syncs\n" +
-			"QEMU's downtime-limit is raised to its largest and QEMU stops the guest and sends the rest\n" +
-			"(the summary says so). The round shown is QEMU's dirty-sync-count.\n\n" +
+			"\t  precopy+postcopy  postcopy-ram on both ends, migrate-start-postcopy once a pass leaves more\n" +
+			"\t             than half of what the pass before it left, or past --max-rounds; needs --dest-qmp\n" +
+			"predictive and the other MODE+mecom and MODE+postcopy need pagecast's engine and are refused.\n" +
+			"QEMU has no round cap, so --max-rounds forces the switch-over there as pagecast's engine does:\n" +
+			"past that many dirty syncs QEMU's downtime-limit is raised to its largest and QEMU stops the\n" +
+			"guest and sends the rest (the summary says so; precopy+postcopy switches to post-copy instead).\n" +
+			"The round shown is QEMU's dirty-sync-count.\n\n" +
 			"Example: pagecast migrate --qmp unix:/tmp/src.sock --to tcp:127.0.0.1:4444 --mode predictive --bandwidth 32MiB/s\n" +
 			"Example: pagecast migrate --qmp unix:/tmp/qemu-src.sock --dest-qmp unix:/tmp/qemu-dst.sock --to tcp:127.0.0.1:4444 --mode tsmc",
 		Flags: append([]cli.Flag{

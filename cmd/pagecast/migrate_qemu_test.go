@@ -21,7 +21,7 @@ func TestMigrateHelpExplainsQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"--dest-qmp", "xbzrle", "auto-converge", "postcopy-ram", "migrate-start-postcopy",
-		"predictive, MODE+postcopy and MODE+mecom need pagecast's engine", "dirty-sync-count"} {
+		"predictive and the other MODE+mecom and MODE+postcopy need pagecast's engine", "precopy+postcopy", "dirty-sync-count"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("migrate --help lacks %q:\n%s", want, out)
 		}
@@ -112,17 +112,18 @@ func TestMigrateQEMU(t *testing.T) {
 		{migrator.ModeThrottle, fullSpeed, []string{"qemu capabilities  auto-converge",
 			"cpu-throttle-initial 50, cpu-throttle-increment 50, cpu-throttle-tailslow false", "cpu throttle  "}},
 		{migrator.ModeTSMC, fullSpeed, []string{"qemu capabilities  postcopy-ram", "post-copy  "}},
+		{migrator.ModePrecopy + "+" + migrator.Postcopy, fullSpeed, []string{"qemu capabilities  postcopy-ram", "post-copy  "}},
 	} {
 		t.Run(tt.mode, func(t *testing.T) {
 			src := startQEMU(t, tt.workload, "")
 			uri := freeTCP(t)
 			dst := startQEMU(t, tt.workload, uri)
 			args := []string{"migrate", "--qmp", "unix:" + src.QMPPath, "--to", uri, "--mode", tt.mode}
-			if tt.mode == migrator.ModeTSMC {
+			if migrator.NeedsPostcopy(tt.mode) {
 				// Post-copy needs its capability on the destination too.
 				_, _, err := runApp(t, args...)
 				if err == nil || !strings.Contains(err.Error(), "--dest-qmp") {
-					t.Fatalf("tsmc without --dest-qmp: %v, want a refusal naming --dest-qmp", err)
+					t.Fatalf("%s without --dest-qmp: %v, want a refusal naming --dest-qmp", tt.mode, err)
 				}
 				args = append(args, "--dest-qmp", "unix:"+dst.QMPPath)
 			}
