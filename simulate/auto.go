@@ -227,14 +227,41 @@ func Merit(r Result, prefer string) float64 {
 	return float64(r.Info.TotalTime)
 }
 
-func meritName(prefer string) string {
+// Verdict says in a sentence how auto's choice c fared against the best
+// mode in hindsight.
+func (h Hindsight) Verdict(c Choice) string {
+	by := meritOf(c.Prefer)
+	switch r := h.Regret(c.Prefer); {
+	case h.Best.Mode == c.Mode:
+		return "auto chose the best mode by " + by
+	case math.IsInf(r, 1):
+		return fmt.Sprintf("auto's choice broke the %v downtime limit; %s kept within it", h.Limit, h.Best.Mode)
+	case r <= 0:
+		return fmt.Sprintf("auto chose the best mode by %s (tied with %s)", by, h.Best.Mode)
+	default:
+		return fmt.Sprintf("auto's choice was %.1f%% over the best by %s, %s", 100*r, by, h.Best.Mode)
+	}
+}
+
+// meritOf names what prefer optimises: "total time", "bytes" or
+// "downtime".
+func meritOf(prefer string) string {
 	switch prefer {
 	case PreferBytes:
-		return "fewest bytes"
+		return "bytes"
 	case PreferDowntime:
-		return "shortest downtime"
+		return "downtime"
 	}
-	return "shortest total time"
+	return "total time"
+}
+
+// meritName is the best by prefer: "shortest total time", "fewest
+// bytes", "shortest downtime".
+func meritName(prefer string) string {
+	if prefer == PreferBytes {
+		return "fewest " + meritOf(prefer)
+	}
+	return "shortest " + meritOf(prefer)
 }
 
 func meritString(r Result, prefer string) string {

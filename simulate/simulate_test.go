@@ -393,3 +393,24 @@ func TestWithFallback(t *testing.T) {
 		}
 	}
 }
+
+func TestVerdict(t *testing.T) {
+	r := func(mode string, total, down int64) Result {
+		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down}}
+	}
+	c := Choice{Mode: "mecom+postcopy", Prefer: PreferTime}
+	for _, tc := range []struct {
+		chosen, best Result
+		want         string
+	}{
+		{r("mecom+postcopy", 1000, 100), r("mecom+postcopy", 1000, 100), "auto chose the best mode by total time"},
+		{r("mecom+postcopy", 1000, 100), r("mecom", 1000, 100), "auto chose the best mode by total time (tied with mecom)"},
+		{r("mecom+postcopy", 1150, 100), r("mecom", 1000, 100), "auto's choice was 15.0% over the best by total time, mecom"},
+		{r("mecom+postcopy", 900, 400), r("mecom", 1000, 100), "auto's choice broke the 300ms downtime limit; mecom kept within it"},
+	} {
+		h := Hindsight{Chosen: tc.chosen, Best: tc.best, Limit: 300 * time.Millisecond}
+		if got := h.Verdict(c); got != tc.want {
+			t.Errorf("verdict %q, want %q", got, tc.want)
+		}
+	}
+}

@@ -421,29 +421,9 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	if h := hindsight; h != nil {
 		fmt.Fprintf(c.App.Writer, "\nin hindsight, every mode on the workload from epoch %d:\n", o.Start)
 		writeSimulationTable(c.App.Writer, w, h.Outcomes)
-		switch r := h.Regret(choice.Prefer); {
-		case h.Best.Mode == choice.Mode:
-			fmt.Fprintf(c.App.Writer, "auto chose the best mode by %s\n", meritNameOf(choice.Prefer))
-		case r <= 0:
-			fmt.Fprintf(c.App.Writer, "auto chose the best mode by %s (tied with %s)\n", meritNameOf(choice.Prefer), h.Best.Mode)
-		case math.IsInf(r, 1):
-			fmt.Fprintf(c.App.Writer, "auto's choice broke the %v downtime limit; %s kept within it\n", h.Limit, h.Best.Mode)
-		default:
-			fmt.Fprintf(c.App.Writer, "auto's choice was %.1f%% over the best by %s, %s\n", 100*r, meritNameOf(choice.Prefer), h.Best.Mode)
-		}
+		fmt.Fprintln(c.App.Writer, h.Verdict(choice))
 	}
 	return nil
-}
-
-// meritNameOf names what --prefer optimises.
-func meritNameOf(prefer string) string {
-	switch prefer {
-	case simulate.PreferBytes:
-		return "bytes"
-	case simulate.PreferDowntime:
-		return "downtime"
-	}
-	return "total time"
 }
 
 // writePredictedAgainst prints auto's prediction of a migration against
