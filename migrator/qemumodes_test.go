@@ -203,6 +203,20 @@ func TestThrottleSteps(t *testing.T) {
 	}
 }
 
+// repliesInTurn is a QEMU monitor that answers query-migrate with each of
+// replies in turn, and every other command with success; it records what
+// was sent.
+func repliesInTurn(replies []Info) (qmp.Monitor, *[]string) {
+	return clientFake(func(cmd qmp.Command) (any, error) {
+		if cmd.Execute != "query-migrate" {
+			return clientOK(cmd)
+		}
+		r := replies[0]
+		replies = replies[1:]
+		return map[string]any{"return": r}, nil
+	})
+}
+
 // TestWaitQEMUPostcopy: migrate-start-postcopy goes out once, on the first
 // active reply at dirty-sync-count 2.
 func TestWaitQEMUPostcopy(t *testing.T) {
@@ -214,14 +228,7 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 		{Status: StatusPostcopy, RAM: &RAMStats{DirtySyncCount: 3}},
 		{Status: StatusCompleted, RAM: &RAMStats{DirtySyncCount: 3, PostcopyRequests: 7}},
 	}
-	mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
-		if cmd.Execute != "query-migrate" {
-			return clientOK(cmd)
-		}
-		r := replies[0]
-		replies = replies[1:]
-		return map[string]any{"return": r}, nil
-	})
+	mon, sent := repliesInTurn(replies)
 	plan, err := PlanQEMU(Params{Mode: ModeTSMC}, 64<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -281,15 +288,7 @@ func TestWaitQEMUStalled(t *testing.T) {
 			{Status: StatusPostcopy}, {Status: StatusCompleted}}, []string{q, q, q, q, start, q, q}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			replies := tc.replies
-			mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
-				if cmd.Execute != "query-migrate" {
-					return clientOK(cmd)
-				}
-				r := replies[0]
-				replies = replies[1:]
-				return map[string]any{"return": r}, nil
-			})
+			mon, sent := repliesInTurn(tc.replies)
 			plan, err := PlanQEMU(Params{Mode: ModePrecopy + "+" + Postcopy, MaxRounds: tc.maxRounds}, 64<<20)
 			if err != nil {
 				t.Fatal(err)
@@ -315,14 +314,7 @@ func TestWaitQEMUForced(t *testing.T) {
 		replies = append(replies, Info{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: uint64(n)}})
 	}
 	replies = append(replies, Info{Status: StatusCompleted, RAM: &RAMStats{DirtySyncCount: 6}})
-	mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
-		if cmd.Execute != "query-migrate" {
-			return clientOK(cmd)
-		}
-		r := replies[0]
-		replies = replies[1:]
-		return map[string]any{"return": r}, nil
-	})
+	mon, sent := repliesInTurn(replies)
 	plan, err := PlanQEMU(Params{Mode: ModePrecopy, MaxRounds: 2}, 64<<20)
 	if err != nil {
 		t.Fatal(err)
