@@ -589,8 +589,10 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 			// Each further round would send about what post-copy sends
 			// once, and at this pace would need several more: switch.
 			return fmt.Sprintf("round %d left %d of its %d pages pending: switching to post-copy", round, pending, startPending), true, nil
+		case round >= cfg.MaxRounds && s.mode.fallback:
+			return fmt.Sprintf("round cap %d reached with %d bytes pending: switching to post-copy", cfg.MaxRounds, remaining), true, nil
 		case round >= cfg.MaxRounds:
-			return fmt.Sprintf("round cap %d reached with %d bytes pending", cfg.MaxRounds, remaining), s.mode.fallback, nil
+			return fmt.Sprintf("round cap %d reached with %d bytes pending", cfg.MaxRounds, remaining), false, nil
 		}
 		if s.passPages == 0 {
 			// Everything pending was deferred: let an epoch pass so the
