@@ -157,7 +157,8 @@ var sharedTraces = []string{"../shared/traces/awk.csv.gz", "../shared/traces/tar
 
 // demoSimulations runs every mode with pagecast simulate: on the profile
 // recorded above (what the live migrations were predicted to cost), and
-// on real programs' traces where they are at hand.
+// on real programs' traces where they are at hand; it ends with the mode
+// auto would choose for the VM, and why.
 func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64) error {
 	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
 	if err != nil {
@@ -175,11 +176,10 @@ func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64) e
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "mode auto would migrate this VM with %s: %s\n", choice.Mode, choice.Why)
 	for _, path := range sharedTraces {
 		if _, err := os.Stat(path); err != nil {
 			fmt.Fprintf(out, "\n(%s is not here: no simulation on real programs' traces)\n", path)
-			return nil
+			break
 		}
 		meta, epochs, _, err := predictor.ReadTrace(path, predictor.CSVOptions{MemoryBytes: 256 << 20, Epoch: 100 * time.Millisecond})
 		if err != nil {
@@ -194,6 +194,7 @@ func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64) e
 			filepath.Base(path), units.FormatBytes(realBW))
 		writeSimulationTable(out, w, simulateAll(c, simulate.Options{Workload: w, Bandwidth: realBW, Start: 50}))
 	}
+	fmt.Fprintf(out, "\nmode auto would migrate this VM with %s: %s\n", choice.Mode, choice.Why)
 	return nil
 }
 

@@ -349,6 +349,10 @@ func TestDemoQEMU(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
+	// It ends with auto's choice for the VM, and why.
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); !strings.HasPrefix(lines[len(lines)-1], "mode auto would migrate this VM with ") {
+		t.Errorf("the demo ends with %q, not auto's choice", lines[len(lines)-1])
+	}
 	if n := strings.Count(string(out), "memory verified"); n != len(demoModes)-1 {
 		t.Errorf("%d migrations say memory verified, want every one of pagecast's engine (%d):\n%s", n, len(demoModes)-1, out)
 	}
