@@ -20,6 +20,7 @@ import (
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpserver"
+	"github.com/pagecast/pagecast/simulate"
 	"github.com/pagecast/pagecast/trace"
 	"github.com/pagecast/pagecast/vmm"
 )
@@ -129,7 +130,10 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	return demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: c.Duration("interval"), Profile: profile})
+	if err := demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: c.Duration("interval"), Profile: profile}); err != nil {
+		return err
+	}
+	return demoSimulations(c, out, profile, bw, simulate.AutoModes) // pagecast's monitor runs every mode
 }
 
 // demoGuest is what the demo's watch reads of a running pagecast guest.

@@ -147,7 +147,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 			100*float64(r.info.TotalTime)/float64(max(pre.TotalTime, 1)))
 	}
 	fmt.Fprintln(out, "(QEMU counts as downtime only the time to write its last bytes into its socket; pagecast until the destination has verified its memory and been told to run)")
-	return demoSimulations(c, out, profile, bw)
+	return demoSimulations(c, out, profile, bw, qemuAutoModes())
 }
 
 // sharedTraces are real programs' traces beside the repository (see
@@ -158,8 +158,8 @@ var sharedTraces = []string{"../shared/traces/awk.csv.gz", "../shared/traces/tar
 // demoSimulations runs every mode with pagecast simulate: on the profile
 // recorded above (what the live migrations were predicted to cost), and
 // on real programs' traces where they are at hand; it ends with the mode
-// auto would choose for the VM, and why.
-func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64) error {
+// auto would choose for the VM among autoModes, and why.
+func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64, autoModes []string) error {
 	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
 	if err != nil {
 		return err
@@ -171,8 +171,8 @@ func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64) e
 	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, no switch-over cost):\n")
 	o := simulate.Options{Workload: w, Bandwidth: bw}
 	writeSimulationTable(out, w, simulateAll(c, o))
-	// As migrate --mode auto would, with pagecast's engine on this QEMU VM.
-	choice, err := simulate.ChooseAmong(c.Context, o, w, simulate.PreferTime, qemuAutoModes())
+	// As migrate --mode auto would, among the modes this VM can take.
+	choice, err := simulate.ChooseAmong(c.Context, o, w, simulate.PreferTime, autoModes)
 	if err != nil {
 		return err
 	}

@@ -131,7 +131,7 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pagecast demo: %v\n%s", err, out)
 	}
-	wants := []string{"next-epoch forecasts", "against precopy:"}
+	wants := []string{"next-epoch forecasts", "against precopy:", "the same migrations simulated on this guest's profile"}
 	for _, mode := range demoModes {
 		wants = append(wants, fmt.Sprintf("%-16s done: guest running on the destination", mode))
 	}
@@ -139,6 +139,10 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	// It ends with auto's choice for the VM, and why.
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); !strings.HasPrefix(lines[len(lines)-1], "mode auto would migrate this VM with ") {
+		t.Errorf("the demo ends with %q, not auto's choice", lines[len(lines)-1])
 	}
 }
 
