@@ -39,6 +39,13 @@ func TestReceiveHostile(t *testing.T) {
 			w.Zero(0, pages-1)
 			sendTail(w, src)
 		}},
+		{"dirty bitmap without post-copy", "has no post-copy", func(w *Writer, src *memGuest) {
+			// The handshake named no mode with post-copy, which the
+			// destination would have checked it can run.
+			w.Zero(0, pages)
+			w.Bitmap(make([]uint64, pages/64))
+			sendTail(w, src)
+		}},
 		{"checksums disagree", "verify memory", func(w *Writer, src *memGuest) {
 			all := make([]uint64, 0, MaxBatch)
 			for gfn := range pages {

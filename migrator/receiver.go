@@ -243,6 +243,11 @@ func (rc *receiver) run() error {
 			d := Digest{ChunkBytes: rec.Digest.ChunkBytes, Sums: append([]uint32(nil), rec.Digest.Sums...)}
 			rc.digest = &d
 		case RecBitmap:
+			if !NeedsPostcopy(rc.mode) {
+				// Only a mode with post-copy ends with one: the destination
+				// checked at the handshake that it can run that.
+				return fmt.Errorf("a dirty bitmap from a source whose mode (%q) has no post-copy: %w", rc.mode, ErrMalformed)
+			}
 			if rc.dirty == nil {
 				rc.dirty = bitmap.New(rc.pages)
 			}
