@@ -53,6 +53,13 @@ type mode struct {
 	fallback bool
 }
 
+// stalled reports whether pre-copy has stopped converging, for
+// MODE+postcopy's switch (pagecast's engine and QEMU's alike): a pass
+// that set out with before pages left more than half of them pending
+// (after). Each further pass would then send about what post-copy sends
+// once, and at that pace would need several more.
+func stalled(before, after uint64) bool { return 2*after > before }
+
 // threeStage reports whether m runs TSMC's stages.
 func (m mode) threeStage() bool { return m.policy == ModeTSMC || m.postcopy }
 

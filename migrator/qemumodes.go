@@ -337,10 +337,10 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 			if n <= lastSync {
 				return nil
 			}
-			stalled := lastSync >= PostcopyAfterSyncs && 2*left > lastRemaining
+			stuck := lastSync >= PostcopyAfterSyncs && stalled(lastRemaining, left)
 			capped := plan.MaxSyncs > 0 && n > uint64(plan.MaxSyncs)
 			lastSync, lastRemaining = n, left
-			if !stalled && !capped {
+			if !stuck && !capped {
 				return nil
 			}
 		}

@@ -585,14 +585,14 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 			return fmt.Sprintf("%d bytes pending fit the downtime limit at a dirty log harvest in round %d", remaining, round), false, nil
 		case float64(remaining) <= downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds():
 			return fmt.Sprintf("%d bytes pending fit the downtime limit at the end of round %d", remaining, round), false, nil
-		case s.mode.fallback && 2*pending > startPending:
-			// Each further round would send about what post-copy sends
-			// once, and at this pace would need several more: switch.
+		case s.mode.fallback && stalled(startPending, pending):
 			return fmt.Sprintf("round %d left %d of its %d pages pending: switching to post-copy", round, pending, startPending), true, nil
-		case round >= cfg.MaxRounds && s.mode.fallback:
-			return fmt.Sprintf("round cap %d reached with %d bytes pending: switching to post-copy", cfg.MaxRounds, remaining), true, nil
 		case round >= cfg.MaxRounds:
-			return fmt.Sprintf("round cap %d reached with %d bytes pending", cfg.MaxRounds, remaining), false, nil
+			reason := fmt.Sprintf("round cap %d reached with %d bytes pending", cfg.MaxRounds, remaining)
+			if s.mode.fallback {
+				reason += ": switching to post-copy"
+			}
+			return reason, s.mode.fallback, nil
 		}
 		if s.passPages == 0 {
 			// Everything pending was deferred: let an epoch pass so the
