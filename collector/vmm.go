@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -43,31 +42,6 @@ type vmmControl struct {
 	target Target
 }
 
-func run(mon *qmp.SocketMonitor, cmd string, args any, out any) error {
-	req := map[string]any{"execute": cmd}
-	if args != nil {
-		req["arguments"] = args
-	}
-	b, _ := json.Marshal(req)
-	raw, err := mon.Run(b)
-	if err != nil {
-		return fmt.Errorf("qmp %s: %w", cmd, err)
-	}
-	if out == nil {
-		return nil
-	}
-	var reply struct {
-		Return json.RawMessage `json:"return"`
-	}
-	if err := json.Unmarshal(raw, &reply); err != nil {
-		return fmt.Errorf("qmp %s: %w", cmd, err)
-	}
-	if err := json.Unmarshal(reply.Return, out); err != nil {
-		return fmt.Errorf("qmp %s reply: %w", cmd, err)
-	}
-	return nil
-}
-
 // connect opens the QMP socket and learns the target.
 func connect(path string, pid int) (*vmmControl, error) {
 	mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
@@ -99,7 +73,7 @@ func (c *vmmControl) learn(pid int) error {
 	var version struct {
 		Package string `json:"package"`
 	}
-	if err := run(c.mon, "query-version", nil, &version); err != nil {
+	if err := qemu.QMP(c.mon, "query-version", nil, &version); err != nil {
 		return err
 	}
 	t := &c.target
@@ -110,7 +84,7 @@ func (c *vmmControl) learn(pid int) error {
 	var mem struct {
 		Base uint64 `json:"base-memory"`
 	}
-	if err := run(c.mon, "query-memory-size-summary", nil, &mem); err != nil {
+	if err := qemu.QMP(c.mon, "query-memory-size-summary", nil, &mem); err != nil {
 		return err
 	}
 	t.MemoryBytes = mem.Base
@@ -119,7 +93,7 @@ func (c *vmmControl) learn(pid int) error {
 		var cpus []struct {
 			ThreadID int `json:"thread-id"`
 		}
-		if err := run(c.mon, "query-cpus-fast", nil, &cpus); err != nil {
+		if err := qemu.QMP(c.mon, "query-cpus-fast", nil, &cpus); err != nil {
 			return err
 		}
 		if len(cpus) == 0 || cpus[0].ThreadID == 0 {
@@ -139,7 +113,7 @@ func (c *vmmControl) learn(pid int) error {
 			Size  uint64 `json:"size"`
 			Dirty string `json:"dirty-mode"`
 		}
-		if err := run(c.mon, "x-pagecast-query-memslots", nil, &slots); err != nil {
+		if err := qemu.QMP(c.mon, "x-pagecast-query-memslots", nil, &slots); err != nil {
 			return err
 		}
 		for _, s := range slots {
@@ -151,7 +125,7 @@ func (c *vmmControl) learn(pid int) error {
 	var memdevs []struct {
 		Share bool `json:"share"`
 	}
-	if err := run(c.mon, "query-memdev", nil, &memdevs); err != nil {
+	if err := qemu.QMP(c.mon, "query-memdev", nil, &memdevs); err != nil {
 		return err
 	}
 	t.SharedRAM = len(memdevs) > 0
@@ -163,7 +137,7 @@ func (c *vmmControl) learn(pid int) error {
 	var kvm struct {
 		Enabled bool `json:"enabled"`
 	}
-	if err := run(c.mon, "query-kvm", nil, &kvm); err != nil {
+	if err := qemu.QMP(c.mon, "query-kvm", nil, &kvm); err != nil {
 		return err
 	}
 	if !kvm.Enabled {
@@ -203,9 +177,9 @@ func (c *vmmControl) startLogging() error {
 		return nil // no QMP: the VMM keeps logging on itself; TCG: the plugin records
 	}
 	if c.target.Kind == "pagecast" {
-		return run(c.mon, "x-pagecast-dirty-log-start", nil, nil)
+		return qemu.QMP(c.mon, "x-pagecast-dirty-log-start", nil, nil)
 	}
-	if err := run(c.mon, "set-vcpu-dirty-limit", map[string]any{"dirty-rate": dirtyRateLimit}, nil); err != nil {
+	if err := qemu.QMP(c.mon, "set-vcpu-dirty-limit", map[string]any{"dirty-rate": dirtyRateLimit}, nil); err != nil {
 		return fmt.Errorf("keep QEMU's dirty logging on (QEMU needs -accel kvm,dirty-ring-size=N): %w", err)
 	}
 	return nil
@@ -216,9 +190,9 @@ func (c *vmmControl) stopLogging() error {
 		return nil
 	}
 	if c.target.Kind == "pagecast" {
-		return run(c.mon, "x-pagecast-dirty-log-stop", nil, nil)
+		return qemu.QMP(c.mon, "x-pagecast-dirty-log-stop", nil, nil)
 	}
-	return run(c.mon, "cancel-vcpu-dirty-limit", nil, nil)
+	return qemu.QMP(c.mon, "cancel-vcpu-dirty-limit", nil, nil)
 }
 
 // alive returns an error once the VMM process has gone.

@@ -68,7 +68,7 @@ func (d *Dest) Waiting() (bool, string) {
 func (d *Dest) Restore(state []byte) error { return restoreState(d.mon, d.pid, state) }
 
 // Start runs the guest (QMP cont).
-func (d *Dest) Start() error { return run(d.mon, "cont", nil, nil) }
+func (d *Dest) Start() error { return qemu.QMP(d.mon, "cont", nil, nil) }
 
 // Close releases the RAM mapping and whatever this Dest opened or started.
 func (d *Dest) Close() error { return d.close() }

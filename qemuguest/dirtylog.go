@@ -92,12 +92,12 @@ type kvmLog struct {
 const dirtyRateLimit = 1 << 20
 
 func openKVMLog(mon Monitor, pid int, ramPages uint64) (*kvmLog, error) {
-	if err := run(mon, "set-vcpu-dirty-limit", map[string]any{"dirty-rate": dirtyRateLimit}, nil); err != nil {
+	if err := qemu.QMP(mon, "set-vcpu-dirty-limit", map[string]any{"dirty-rate": dirtyRateLimit}, nil); err != nil {
 		return nil, fmt.Errorf("keep QEMU's dirty logging on (QEMU needs -accel kvm,dirty-ring-size=N): %w", err)
 	}
 	col, err := collector.New(collector.Config{PID: pid, MemoryBytes: ramPages * 4096})
 	if err != nil {
-		run(mon, "cancel-vcpu-dirty-limit", nil, nil)
+		qemu.QMP(mon, "cancel-vcpu-dirty-limit", nil, nil)
 		return nil, err
 	}
 	return &kvmLog{mon: mon, col: col, ramPages: ramPages}, nil
@@ -124,7 +124,7 @@ func (l *kvmLog) Close() error {
 	}
 	err := l.col.Close()
 	l.col = nil
-	if cerr := run(l.mon, "cancel-vcpu-dirty-limit", nil, nil); err == nil {
+	if cerr := qemu.QMP(l.mon, "cancel-vcpu-dirty-limit", nil, nil); err == nil {
 		err = cerr
 	}
 	return err

@@ -1,8 +1,10 @@
 package qemuguest
 
+import "github.com/pagecast/pagecast/qemu"
+
 // HMP runs a human monitor command on the Source's QEMU, for tests.
 func HMP(s *Source, cmd string) (string, error) {
 	var out string
-	err := run(s.mon, "human-monitor-command", map[string]any{"command-line": cmd}, &out)
+	err := qemu.QMP(s.mon, "human-monitor-command", map[string]any{"command-line": cmd}, &out)
 	return out, err
 }

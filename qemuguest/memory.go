@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // ErrNotShared is wrapped by the error for a QEMU whose guest RAM another
@@ -31,7 +33,7 @@ type memdev struct {
 // shared (share=on): a private mapping's writes never reach the file.
 func ramFile(mon Monitor, pid int) (path string, size uint64, err error) {
 	var devs []memdev
-	if err := run(mon, "query-memdev", nil, &devs); err != nil {
+	if err := qemu.QMP(mon, "query-memdev", nil, &devs); err != nil {
 		return "", 0, err
 	}
 	switch {
@@ -48,7 +50,7 @@ func ramFile(mon Monitor, pid int) (path string, size uint64, err error) {
 		return "", 0, fmt.Errorf("qemu %d: guest RAM of %d bytes is not a whole number of 4 KiB pages", pid, d.Size)
 	}
 	var memPath string
-	if d.ID != "" && run(mon, "qom-get", map[string]any{"path": "/objects/" + d.ID, "property": "mem-path"}, &memPath) == nil && memPath != "" {
+	if d.ID != "" && qemu.QMP(mon, "qom-get", map[string]any{"path": "/objects/" + d.ID, "property": "mem-path"}, &memPath) == nil && memPath != "" {
 		// A directory mem-path holds an unlinked file QEMU created: find
 		// it among the open files as a memfd is.
 		if st, err := os.Stat(memPath); err == nil && !st.IsDir() {

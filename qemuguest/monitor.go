@@ -1,7 +1,6 @@
 package qemuguest
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,43 +9,13 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // Monitor is a QMP connection to QEMU: go-qemu's *qmp.SocketMonitor (for
-// instance qemu.VM.Monitor) satisfies it. Commands are raw JSON, since
-// go-qemu's generated API stops at QEMU 2.11.
-type Monitor interface {
-	Run(cmd []byte) ([]byte, error)
-}
-
-// run sends cmd with args and decodes the reply's return into out.
-func run(mon Monitor, cmd string, args, out any) error {
-	req := map[string]any{"execute": cmd}
-	if args != nil {
-		req["arguments"] = args
-	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return fmt.Errorf("qmp %s: %w", cmd, err)
-	}
-	raw, err := mon.Run(b)
-	if err != nil {
-		return fmt.Errorf("qmp %s: %w", cmd, err)
-	}
-	if out == nil {
-		return nil
-	}
-	var reply struct {
-		Return json.RawMessage `json:"return"`
-	}
-	if err := json.Unmarshal(raw, &reply); err != nil {
-		return fmt.Errorf("qmp %s reply: %w", cmd, err)
-	}
-	if err := json.Unmarshal(reply.Return, out); err != nil {
-		return fmt.Errorf("qmp %s reply: %w", cmd, err)
-	}
-	return nil
-}
+// instance qemu.VM.Monitor) satisfies it.
+type Monitor = qemu.Runner
 
 // dial connects to the QMP socket at path. A QEMU QMP socket serves one
 // client at a time and go-qemu's handshake has no deadline, so a busy
@@ -78,7 +47,7 @@ func runState(mon Monitor) (string, error) {
 	var st struct {
 		Status string `json:"status"`
 	}
-	if err := run(mon, "query-status", nil, &st); err != nil {
+	if err := qemu.QMP(mon, "query-status", nil, &st); err != nil {
 		return "", err
 	}
 	return st.Status, nil
@@ -93,7 +62,7 @@ type vcpu struct {
 
 func vcpus(mon Monitor) ([]vcpu, error) {
 	var cpus []vcpu
-	if err := run(mon, "query-cpus-fast", nil, &cpus); err != nil {
+	if err := qemu.QMP(mon, "query-cpus-fast", nil, &cpus); err != nil {
 		return nil, err
 	}
 	if len(cpus) == 0 {
@@ -130,14 +99,14 @@ var ignoreShared = []map[string]any{
 }
 
 func setIgnoreShared(mon Monitor) error {
-	return run(mon, "migrate-set-capabilities", map[string]any{"capabilities": ignoreShared}, nil)
+	return qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": ignoreShared}, nil)
 }
 
 // clearIgnoreShared turns x-ignore-shared off again once the state has
 // moved, so that a migration QEMU drives itself later (pagecast migrate on
 // a QEMU) carries RAM as usual.
 func clearIgnoreShared(mon Monitor) error {
-	return run(mon, "migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{
+	return qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{
 		{"capability": "x-ignore-shared", "state": false}}}, nil)
 }
 
@@ -148,7 +117,7 @@ func accelIsKVM(mon Monitor) (bool, error) {
 	var kvm struct {
 		Enabled bool `json:"enabled"`
 	}
-	if err := run(mon, "query-kvm", nil, &kvm); err != nil {
+	if err := qemu.QMP(mon, "query-kvm", nil, &kvm); err != nil {
 		return false, err
 	}
 	return kvm.Enabled, nil

@@ -112,7 +112,7 @@ func (g *vm) attach(mon Monitor, pid int, mem []byte) error {
 		return err
 	}
 	var machine string
-	if err := run(mon, "qom-get", map[string]any{"path": "/machine", "property": "type"}, &machine); err != nil {
+	if err := qemu.QMP(mon, "qom-get", map[string]any{"path": "/machine", "property": "type"}, &machine); err != nil {
 		return err
 	}
 	g.id = identity(machine, cpus[0].QOMType, len(cpus))
@@ -169,11 +169,11 @@ func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {
 }
 
 // Pause stops the vCPUs (QMP stop).
-func (s *Source) Pause() error { return run(s.mon, "stop", nil, nil) }
+func (s *Source) Pause() error { return qemu.QMP(s.mon, "stop", nil, nil) }
 
 // Resume runs the vCPUs again (QMP cont), from paused or from the
 // postmigrate state SaveState leaves QEMU in.
-func (s *Source) Resume() error { return run(s.mon, "cont", nil, nil) }
+func (s *Source) Resume() error { return qemu.QMP(s.mon, "cont", nil, nil) }
 
 // Throttle is the share of vCPU time taken away, in percent.
 func (s *Source) Throttle() int {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // MaxState bounds the device state SaveState reads: with shared RAM left
@@ -84,7 +86,7 @@ func saveState(mon Monitor, pid int) (_ []byte, err error) {
 			got <- result{b: b}
 		}
 	}()
-	if err := run(mon, "migrate", map[string]any{"uri": "unix:" + sock}, nil); err != nil {
+	if err := qemu.QMP(mon, "migrate", map[string]any{"uri": "unix:" + sock}, nil); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -106,7 +108,7 @@ func saveState(mon Monitor, pid int) (_ []byte, err error) {
 func waitMigration(mon Monitor, deadline time.Time) (migrationInfo, error) {
 	for {
 		var info migrationInfo
-		if err := run(mon, "query-migrate", nil, &info); err != nil {
+		if err := qemu.QMP(mon, "query-migrate", nil, &info); err != nil {
 			return info, err
 		}
 		switch info.Status {
@@ -154,7 +156,7 @@ func restoreState(mon Monitor, pid int, state []byte) (err error) {
 		}
 		defer os.RemoveAll(dir)
 		incoming = "unix:" + filepath.Join(dir, "incoming.sock")
-		if err := run(mon, "migrate-incoming", map[string]any{"uri": incoming}, nil); err != nil {
+		if err := qemu.QMP(mon, "migrate-incoming", map[string]any{"uri": incoming}, nil); err != nil {
 			return err
 		}
 	}
@@ -189,7 +191,7 @@ func restoreState(mon Monitor, pid int, state []byte) (err error) {
 			return nil
 		default:
 			var info migrationInfo
-			run(mon, "query-migrate", nil, &info)
+			qemu.QMP(mon, "query-migrate", nil, &info)
 			return fmt.Errorf("qemu is %s after loading the state: %s", st, info.ErrorDesc)
 		}
 		if time.Now().After(deadline) {

@@ -1,0 +1,43 @@
+package qemu
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Runner sends raw QMP commands: go-qemu's *qmp.SocketMonitor (VM.Monitor)
+// satisfies it. Commands are raw JSON, since go-qemu's generated API stops
+// at QEMU 2.11.
+type Runner interface {
+	Run(cmd []byte) ([]byte, error)
+}
+
+// QMP sends the command cmd with args (nil for none) and decodes the
+// reply's "return" into out (nil to discard it).
+func QMP(mon Runner, cmd string, args, out any) error {
+	req := map[string]any{"execute": cmd}
+	if args != nil {
+		req["arguments"] = args
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	raw, err := mon.Run(b)
+	if err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	if out == nil {
+		return nil
+	}
+	var reply struct {
+		Return json.RawMessage `json:"return"`
+	}
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		return fmt.Errorf("qmp %s reply: %w", cmd, err)
+	}
+	if err := json.Unmarshal(reply.Return, out); err != nil {
+		return fmt.Errorf("qmp %s reply: %w", cmd, err)
+	}
+	return nil
+}
