@@ -126,7 +126,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err := writeProfile(profile, epochs, vm.MemoryBytes(), c.Duration("interval"), source); err != nil {
 		return err
 	}
-	bw, err := parseBandwidth(c.String("bandwidth"))
+	bw, err := units.ParseRate(c.String("bandwidth"))
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}

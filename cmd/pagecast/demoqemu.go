@@ -104,7 +104,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 // It checks that the guest runs on at each destination and prints the
 // figures side by side.
 func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOptions, profile string) error {
-	bw, err := parseBandwidth(c.String("bandwidth"))
+	bw, err := units.ParseRate(c.String("bandwidth"))
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}

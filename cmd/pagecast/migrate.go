@@ -73,29 +73,6 @@ func migrateCommand() *cli.Command {
 	}
 }
 
-// parseBandwidth reads a rate: bytes with a /s suffix (100MiB/s, 64M/s) or
-// bits (1Gbit/s, 500Mbit/s).
-func parseBandwidth(s string) (uint64, error) {
-	s = strings.TrimSuffix(strings.TrimSpace(s), "/s")
-	for _, u := range []struct {
-		suffix string
-		mult   float64
-	}{{"Gbit", 1e9 / 8}, {"Mbit", 1e6 / 8}, {"Kbit", 1e3 / 8}} {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			var f float64
-			if _, err := fmt.Sscanf(v, "%g", &f); err != nil || f <= 0 {
-				return 0, fmt.Errorf("bandwidth %q: want e.g. 100MiB/s or 1Gbit/s", s)
-			}
-			return uint64(f * u.mult), nil
-		}
-	}
-	b, err := units.ParseBytes(strings.TrimSuffix(strings.TrimSuffix(s, "iB"), "B"))
-	if err != nil || b == 0 {
-		return 0, fmt.Errorf("bandwidth %q: want e.g. 100MiB/s or 1Gbit/s", s)
-	}
-	return b, nil
-}
-
 func runMigrate(c *cli.Context) error {
 	path, ok := strings.CutPrefix(c.String("qmp"), "unix:")
 	if !ok {
@@ -111,7 +88,7 @@ func runMigrate(c *cli.Context) error {
 	p := migrator.Params{DowntimeLimit: c.Duration("downtime-limit"), Mode: c.String("mode"),
 		MaxRounds: c.Int("max-rounds"), Profile: c.String("profile")}
 	if s := c.String("bandwidth"); s != "" {
-		bw, err := parseBandwidth(s)
+		bw, err := units.ParseRate(s)
 		if err != nil {
 			return fmt.Errorf("--bandwidth: %w", err)
 		}

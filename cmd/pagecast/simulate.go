@@ -230,7 +230,7 @@ func simulationBandwidth(s string) (uint64, error) {
 	if _, err := fmt.Sscanf(strings.TrimSpace(s), "%g", &f); err == nil && f == 0 {
 		return 0, fmt.Errorf("--bandwidth %s: a migration needs a link that moves bytes (e.g. 1Gbit/s)", s)
 	}
-	bw, err := parseBandwidth(s)
+	bw, err := units.ParseRate(s)
 	if err != nil {
 		return 0, fmt.Errorf("--bandwidth: %w", err)
 	}
@@ -272,9 +272,7 @@ func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate
 			i.Pagecast.DeferredAll, i.CPUThrottlePercentage, i.RAM.PostcopyRequests)
 	}
 	tw.Flush()
-	if line := againstPrecopy(results); line != "" {
-		fmt.Fprintln(out, line)
-	}
+	writeAgainstPrecopy(out, results)
 	var replayed []string
 	var from uint64
 	for _, r := range results {
@@ -289,37 +287,36 @@ func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate
 	}
 }
 
-// againstPrecopy compares every mode with pre-copy, on one line.
-func againstPrecopy(results []simulate.Result) string {
+// writeAgainstPrecopy writes every mode's bytes, total time and downtime
+// as multiples of pre-copy's, a row a mode, when pre-copy was run.
+func writeAgainstPrecopy(out io.Writer, results []simulate.Result) {
 	var base *migrator.Info
 	for _, r := range results {
 		if r.Mode == migrator.ModePrecopy && r.Err == nil {
 			base = &r.Info
 		}
 	}
-	if base == nil {
-		return ""
+	if base == nil || len(results) < 2 {
+		return
 	}
-	ratio := func(a, b float64) string {
+	ratio := func(a, b int64) string {
 		if b == 0 {
 			return "–"
 		}
-		return fmt.Sprintf("%.2f×", a/b)
+		return fmt.Sprintf("%.2f×", float64(a)/float64(b))
 	}
-	var parts []string
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "against precopy\tbytes\ttotal\tdowntime\t")
 	for _, r := range results {
 		if r.Mode == migrator.ModePrecopy || r.Err != nil {
 			continue
 		}
 		i := r.Info
-		parts = append(parts, fmt.Sprintf("%s %s bytes, %s time, %s downtime", r.Mode,
-			ratio(float64(i.RAM.Transferred), float64(base.RAM.Transferred)),
-			ratio(float64(i.TotalTime), float64(base.TotalTime)), ratio(float64(i.Downtime), float64(base.Downtime))))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", r.Mode, ratio(int64(i.RAM.Transferred), int64(base.RAM.Transferred)),
+			ratio(i.TotalTime, base.TotalTime), ratio(i.Downtime, base.Downtime))
 	}
-	if len(parts) == 0 {
-		return ""
-	}
-	return "against precopy: " + strings.Join(parts, "; ")
+	tw.Flush()
 }
 
 // simulateAuto runs mode auto: it predicts every mode from the epochs

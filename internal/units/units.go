@@ -39,6 +39,38 @@ func ParseBytes(s string) (uint64, error) {
 	return n * mult, nil
 }
 
+// ParseRate reads a rate in bytes a second: a size over a second (100MiB/s,
+// 2.5M/s, 4096/s) or bits (1Gbit/s, 2.5Gbit/s, 500Mbit/s); the /s may be
+// left out. Unlike a size, a rate may have a fraction.
+func ParseRate(s string) (uint64, error) {
+	t := strings.TrimSuffix(strings.TrimSpace(s), "/s")
+	mult := 0.0
+	for _, u := range []struct {
+		s string
+		n float64
+	}{{"Tbit", 1e12 / 8}, {"Gbit", 1e9 / 8}, {"Mbit", 1e6 / 8}, {"Kbit", 1e3 / 8}} {
+		if v, ok := strings.CutSuffix(t, u.s); ok {
+			t, mult = v, u.n
+			break
+		}
+	}
+	if mult == 0 {
+		mult = 1
+		for _, suf := range suffixes {
+			if v, ok := strings.CutSuffix(t, suf.s); ok {
+				t, mult = v, float64(suf.n)
+				break
+			}
+		}
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
+	r := f * mult
+	if err != nil || !(r >= 1) || r >= 1<<63 { // also NaN and Inf
+		return 0, fmt.Errorf("rate %q: want a positive number of bytes or bits a second, e.g. 100MiB/s, 2.5MiB/s or 1Gbit/s", s)
+	}
+	return uint64(r), nil
+}
+
 // FormatBytes prints a size with a binary unit, e.g. "128 MiB", "1.5 KiB".
 func FormatBytes(n float64) string {
 	switch {

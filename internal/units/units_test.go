@@ -27,6 +27,39 @@ func TestParseBytes(t *testing.T) {
 	}
 }
 
+func TestParseRate(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{"100MiB/s", 100 << 20, true},
+		{"64M/s", 64 << 20, true},
+		{"2.5MiB/s", 5 << 19, true},
+		{"2.8MiB/s", 2936012, true},
+		{"4096/s", 4096, true},
+		{"1Gbit/s", 125e6, true},
+		{"2.5Gbit/s", 3125e5, true},
+		{"500Mbit", 625e5, true},
+		{"0.5/s", 0, false},
+		{"0MiB/s", 0, false},
+		{"-1MiB/s", 0, false},
+		{"NaNMiB/s", 0, false},
+		{"InfGbit/s", 0, false},
+		{"1e30G/s", 0, false},
+		{"1.5xGbit/s", 0, false},
+		{"fast", 0, false},
+		{"", 0, false},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseRate(tc.in)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Fatalf("ParseRate(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
 func TestFormatBytes(t *testing.T) {
 	for in, want := range map[float64]string{512: "512 B", 1536: "1.5 KiB", 128 << 20: "128.0 MiB", 3 << 30: "3.00 GiB"} {
 		if got := FormatBytes(in); got != want {
