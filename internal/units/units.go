@@ -1,5 +1,6 @@
 // Package units parses and prints the sizes and rates pagecast's flags
-// take: "128M", "64MiB", "1G", "4096".
+// take: sizes "128M", "64MiB", "1G", "4096"; rates "100MiB/s", "2.5MiB/s",
+// "1Gbit/s".
 package units
 
 import (
