@@ -291,12 +291,17 @@ func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate
 // as multiples of pre-copy's, a row a mode, when pre-copy was run.
 func writeAgainstPrecopy(out io.Writer, results []simulate.Result) {
 	var base *migrator.Info
+	var others []simulate.Result
 	for _, r := range results {
-		if r.Mode == migrator.ModePrecopy && r.Err == nil {
+		switch {
+		case r.Err != nil:
+		case r.Mode == migrator.ModePrecopy:
 			base = &r.Info
+		default:
+			others = append(others, r)
 		}
 	}
-	if base == nil || len(results) < 2 {
+	if base == nil || len(others) == 0 {
 		return
 	}
 	ratio := func(a, b int64) string {
@@ -308,10 +313,7 @@ func writeAgainstPrecopy(out io.Writer, results []simulate.Result) {
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "against precopy\tbytes\ttotal\tdowntime\t")
-	for _, r := range results {
-		if r.Mode == migrator.ModePrecopy || r.Err != nil {
-			continue
-		}
+	for _, r := range others {
 		i := r.Info
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", r.Mode, ratio(int64(i.RAM.Transferred), int64(base.RAM.Transferred)),
 			ratio(i.TotalTime, base.TotalTime), ratio(i.Downtime, base.Downtime))
