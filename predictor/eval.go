@@ -43,6 +43,10 @@ type EvalOptions struct {
 	// predictors forecast its dense pages, and the scores count every
 	// guest page, Far standing for those outside its runs.
 	Pages *PageMap
+	// Progress, if set, is called once a predictor has walked another
+	// epoch of the trace: done of total, for that predictor. Predictors
+	// are walked side by side, so it is called from several goroutines.
+	Progress func(done, total int)
 }
 
 func (o EvalOptions) withDefaults() EvalOptions {
@@ -325,6 +329,9 @@ func evaluate(tls []*timeline, horizons []int, pages uint64, p Predictor, o Eval
 		}
 		p.Observe(st0.pages)
 		observed++
+		if o.Progress != nil {
+			o.Progress(i+1, len(tls[0].steps))
+		}
 	}
 	for k := range ts {
 		ts[k].finish(&rs[k], o.Bins)

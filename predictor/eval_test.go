@@ -2,6 +2,7 @@ package predictor
 
 import (
 	"math"
+	"sync"
 	"testing"
 
 	"github.com/pagecast/pagecast/trace"
@@ -146,5 +147,32 @@ func TestCalibrationBins(t *testing.T) {
 	}
 	if n != res.Pairs {
 		t.Errorf("octave bins hold %d pairs, want %d", n, res.Pairs)
+	}
+}
+
+// Progress hears of every epoch each predictor walks, in order, with the
+// trace's length.
+func TestEvaluateProgress(t *testing.T) {
+	tr, _ := knownProbabilities(256, 30, 5)
+	var mu sync.Mutex
+	calls := map[int]int{} // done: how many predictors reported it
+	Evaluate(tr, 256, []Predictor{NewLastEpoch(256), NewMarkov(256)}, EvalOptions{Progress: func(done, total int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if total != len(tr) {
+			t.Errorf("total %d, want %d", total, len(tr))
+		}
+		if done > 1 && calls[done-1] <= calls[done] {
+			t.Errorf("epoch %d reported before epoch %d", done, done-1)
+		}
+		calls[done]++
+	}})
+	for done := 1; done <= len(tr); done++ {
+		if calls[done] != 2 {
+			t.Errorf("epoch %d reported %d times, want once per predictor", done, calls[done])
+		}
+	}
+	if len(calls) != len(tr) {
+		t.Errorf("%d distinct epochs reported, want %d", len(calls), len(tr))
 	}
 }

@@ -10,7 +10,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -51,7 +53,8 @@ func predictEvalCommand() *cli.Command {
 			"where the epochs after its last refits (the latest weighing most) show another cut than\n" +
 			"--threshold gives a clearly better F1, it moves the pages in between just across it.\n\n" +
 			"TRACE is a trace file (pagecast profile --out, pagecast trace import) or, ending in .csv or\n" +
-			".csv.gz, a CSV of epoch,page rows, which needs --memory (see pagecast trace import).\n\n" +
+			".csv.gz, a CSV of epoch,page rows, which needs --memory (see pagecast trace import). A walk\n" +
+			"that takes longer than 5 s says on stderr how far it is, every 5 s.\n\n" +
 			"Examples:\n" +
 			"  pagecast predict eval --plots plots/ vm.pct\n" +
 			"  pagecast predict eval --memory 256M ../shared/traces/awk.csv.gz\n" +
@@ -136,7 +139,9 @@ func predictEval(c *cli.Context) error {
 		if warmup == 0 {
 			eo.Warmup = -1
 		}
-		return predictor.Evaluate(epochs, pages, predictor.Contenders(pages, predictor.Options{Horizon: h, Threshold: thr}), eo)
+		contenders := predictor.Contenders(pages, predictor.Options{Horizon: h, Threshold: thr})
+		eo.Progress = evalProgress(c.App.ErrWriter, len(contenders), evalProgressEvery)
+		return predictor.Evaluate(epochs, pages, contenders, eo)
 	}
 	dir := c.String("plots")
 
@@ -163,8 +168,9 @@ func predictEval(c *cli.Context) error {
 	if warmup == 0 {
 		eo.Warmup = -1
 	}
-	byPredictor := predictor.EvaluateHorizons(epochs, pages,
-		predictor.Contenders(pages, predictor.Options{Horizon: longest, Threshold: thr}), eo, horizons)
+	contenders := predictor.Contenders(pages, predictor.Options{Horizon: longest, Threshold: thr})
+	eo.Progress = evalProgress(c.App.ErrWriter, len(contenders), evalProgressEvery)
+	byPredictor := predictor.EvaluateHorizons(epochs, pages, contenders, eo, horizons)
 	all := make([][]predictor.Result, len(horizons))
 	for i, h := range horizons {
 		for _, r := range byPredictor {
@@ -304,4 +310,34 @@ func writePlots(dir, title, suffix string, results []predictor.Result) error {
 		}
 	}
 	return nil
+}
+
+// evalProgressEvery is how often predict eval says how far it is.
+var evalProgressEvery = 5 * time.Second
+
+// evalProgress returns an EvalOptions.Progress that says on w, every
+// interval until it is done, how far the walk of a trace is: as far as
+// the slowest of the preds predictors walked side by side has come. A
+// short walk says nothing.
+func evalProgress(w io.Writer, preds int, interval time.Duration) func(done, total int) {
+	var mu sync.Mutex
+	var reached []int // reached[d]: the predictors that have walked d epochs
+	slowest, start := 0, time.Now()
+	last := start
+	return func(done, total int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if reached == nil {
+			reached = make([]int, total+1)
+		}
+		reached[done]++
+		for slowest < total && reached[slowest+1] == preds {
+			slowest++
+		}
+		if now := time.Now(); now.Sub(last) >= interval && slowest < total {
+			last = now
+			fmt.Fprintf(w, "predict eval: %d of %d epochs (%.0f%%) in %.0f s\n",
+				slowest, total, 100*float64(slowest)/float64(total), now.Sub(start).Seconds())
+		}
+	}
 }

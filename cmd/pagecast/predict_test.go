@@ -184,3 +184,29 @@ func TestPredictEvalErrors(t *testing.T) {
 		}
 	}
 }
+
+// evalProgress says how far the slowest of the walks is, every interval,
+// and nothing once it is done.
+func TestEvalProgress(t *testing.T) {
+	var b strings.Builder
+	progress := evalProgress(&b, 2, 0)
+	for i := range 10 { // one predictor walks the trace, then the other
+		progress(i+1, 10)
+	}
+	for i := range 10 {
+		progress(i+1, 10)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 19 {
+		t.Fatalf("%d lines for 20 steps, want 19 (none once done):\n%s", len(lines), b.String())
+	}
+	for i, l := range lines {
+		want := "predict eval: 0 of 10 epochs (0%) in " // the second has not started
+		if i >= 10 {
+			want = fmt.Sprintf("predict eval: %d of 10 epochs (%d%%) in ", i-9, 10*(i-9))
+		}
+		if !strings.HasPrefix(l, want) {
+			t.Errorf("line %d %q, want %q…", i, l, want)
+		}
+	}
+}
