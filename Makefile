@@ -42,7 +42,7 @@ test: ## Run all tests (under the race detector; the simulator's agreement with 
 
 .PHONY: bench
 bench: ## Run the benchmarks (end-to-end ones once, side by side with QEMU; micro ones for 300 ms) and print tables
-	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/ && \
+	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/ && \
 	  $(GO) test -run '^$$' -bench . -benchtime 300ms -timeout 30m $$($(GO) list ./... | grep -v '/bench$$'); } | $(GO) run ./internal/benchtable
 
 .PHONY: demo

@@ -28,10 +28,10 @@ var regimeTraces = []struct {
 //   - there, where pre-copy does not converge (it must run into its round
 //     cap, or the case proves nothing), predictive sends at most 0.75 of
 //     pre-copy's bytes, with at most 1.5 times its downtime. (The issue
-//     asks for half the bytes and less downtime. Summed over five links
+//     asks for half the bytes and less downtime. Summed over 21 links
 //     from 1/3.5 to 1/4.5 of the dirty rate (BenchmarkPredictiveRegimes):
-//     tar 0.51 of the bytes and 0.34 of the downtime, bzip2 0.66 and 0.87,
-//     gcc 0.68 and 0.98, node 0.55 and 0.93; here, over two, tar 0.45 and 0.36, bzip2 0.66 and 0.87,
+//     tar 0.53 of the bytes and 0.74 of the downtime, bzip2 0.66 and 0.87,
+//     gcc 0.71 and 0.92, node 0.53 and 1.00; here, over two, tar 0.45 and 0.36, bzip2 0.66 and 0.87,
 //     and with the predictor before its last changes 0.52 and 1.23, 0.66
 //     and 1.25. The downtime is the lottery: a hot set sent last in a
 //     closing round that does not close is pending at the cap as much as
@@ -39,8 +39,8 @@ var regimeTraces = []struct {
 //   - there predictive+postcopy, which switches to post-copy once a round
 //     leaves more than half of what it set out to send pending, meets the
 //     goal: at most half of pre-copy's bytes, with less downtime
-//     (over the five links: tar 0.13 of the bytes and 0.015 of the
-//     downtime, bzip2 0.44 and 0.084).
+//     (over the 21 links: tar 0.14 of the bytes and 0.018 of the
+//     downtime, bzip2 0.44 and 0.090).
 //   - at the dirty rate, where pre-copy converges in a few rounds,
 //     predictive sends no more than 5% over pre-copy's bytes. (The issue
 //     asks for 10% fewer. Pre-copy resends only 5-29% of its bytes there,
