@@ -30,6 +30,9 @@ type Options struct {
 	// Step is how often, in virtual time, Result.Timeline samples the
 	// migration; default one epoch.
 	Step time.Duration
+	// Progress, if set, hears of each of Result.Timeline's points as it
+	// is sampled: how far a long simulation has come.
+	Progress func(Point)
 }
 
 // DefaultStateBytes is Options.StateBytes' default.
@@ -106,6 +109,9 @@ func Run(ctx context.Context, o Options, mode string) Result {
 			p.Remaining, p.Transferred = i.RAM.Remaining, i.RAM.Transferred
 		}
 		r.Timeline = append(r.Timeline, p)
+		if o.Progress != nil {
+			o.Progress(p)
+		}
 	}
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
 		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Clock: clock}

@@ -414,3 +414,17 @@ func TestVerdict(t *testing.T) {
 		}
 	}
 }
+
+// Progress hears of every point of the timeline as it is sampled, in
+// order, but the last (the end, added after the migration).
+func TestRunProgress(t *testing.T) {
+	w := idle(4096, 10)
+	var heard []Point
+	r := Run(context.Background(), Options{Workload: w, Bandwidth: 1 << 20, Progress: func(p Point) { heard = append(heard, p) }}, "precopy")
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if len(r.Timeline) < 3 || !slices.Equal(heard, r.Timeline[:len(r.Timeline)-1]) {
+		t.Fatalf("heard %d points, the timeline has %d:\n%v\n%v", len(heard), len(r.Timeline), heard, r.Timeline)
+	}
+}

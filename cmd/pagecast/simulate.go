@@ -42,7 +42,8 @@ func simulateCommand() *cli.Command {
 			"unchanged against a guest that writes the workload's pages each epoch, over a virtual link that\n" +
 			"moves each record's bytes at the bandwidth. Page contents follow --content; compression is\n" +
 			"measured on real sample pages of each class. A workload that ends before the migration does is\n" +
-			"replayed from --start (its boot is not run again), and the table says so. See README.md, \"Simulating a migration\".\n\n" +
+			"replayed from --start (its boot is not run again), and the table says so. On stderr each mode's line\n" +
+			"says, every 5 s, the round and the simulated time it has reached. See README.md, \"Simulating a migration\".\n\n" +
 			"Synthetic workloads (--synthetic NAME:key=val,...), generated epoch by epoch:\n" + strings.Join(kinds, "\n") + "\n\n" +
 			"Examples:\n" +
 			"  pagecast simulate --trace ../shared/traces/awk.csv.gz --memory 256M --epoch 100ms --bandwidth 64MiB/s --mode all\n" +
@@ -127,6 +128,7 @@ func runSimulate(c *cli.Context) error {
 	var results []simulate.Result
 	for _, mode := range modes {
 		fmt.Fprintf(c.App.ErrWriter, "simulating %s …", mode)
+		o.Progress = simProgress(c.App.ErrWriter, simProgressEvery)
 		r := simulate.Run(ctx, o, mode)
 		if r.Err != nil {
 			fmt.Fprintf(c.App.ErrWriter, " failed\n")
@@ -443,4 +445,20 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info) 
 		ms(p.TotalTime), ms(a.TotalTime), off(p.TotalTime, a.TotalTime),
 		units.FormatBytes(float64(p.Transferred)), units.FormatBytes(float64(sent)),
 		off(int64(p.Transferred), int64(sent)), ms(p.Downtime), ms(a.Downtime))
+}
+
+// simProgressEvery is how often a simulation says how far it has come.
+var simProgressEvery = 5 * time.Second
+
+// simProgress returns a simulate.Options.Progress that adds to the line
+// "simulating MODE …" on w, every interval of wall time, the round and
+// the simulated time the migration has reached.
+func simProgress(w io.Writer, interval time.Duration) func(simulate.Point) {
+	last := time.Now()
+	return func(p simulate.Point) {
+		if now := time.Now(); now.Sub(last) >= interval {
+			last = now
+			fmt.Fprintf(w, " round %d at %v …", p.Round, p.At.Round(time.Millisecond))
+		}
+	}
 }

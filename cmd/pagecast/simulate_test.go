@@ -9,8 +9,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/simulate"
 )
 
 const simTrace = "../../predictor/testdata/hotset.pct" // 16 MiB pagecast guest, 60 epochs of 250 ms
@@ -194,5 +196,23 @@ func TestSimulateAuto(t *testing.T) {
 	}
 	if _, _, err := runApp(t, "simulate", "--trace", simTrace, "--mode", "auto", "--observe", "60"); err == nil || !strings.Contains(err.Error(), "only 60 epochs") {
 		t.Errorf("observing the whole trace: %v", err)
+	}
+}
+
+// simProgress adds the round and the simulated time to the line, every
+// interval.
+func TestSimProgress(t *testing.T) {
+	var b strings.Builder
+	progress := simProgress(&b, 0)
+	progress(simulate.Point{At: 1500 * time.Millisecond, Round: 1})
+	progress(simulate.Point{At: 3 * time.Second, Round: 2})
+	if got, want := b.String(), " round 1 at 1.5s … round 2 at 3s …"; got != want {
+		t.Errorf("%q, want %q", got, want)
+	}
+	b.Reset()
+	progress = simProgress(&b, time.Hour)
+	progress(simulate.Point{At: time.Second, Round: 1})
+	if b.Len() != 0 {
+		t.Errorf("%q within the interval", b.String())
 	}
 }
