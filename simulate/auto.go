@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -67,21 +68,33 @@ func Choose(ctx context.Context, o Options, observed Workload, prefer string) (C
 // ChooseAmong is Choose among modes only (a QEMU destination cannot take
 // pagecast's tsmc, for one).
 func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer string, modes []string) (Choice, error) {
-	if prefer == "" {
-		prefer = PreferTime
-	}
-	if prefer != PreferTime && prefer != PreferBytes && prefer != PreferDowntime {
-		return Choice{}, fmt.Errorf("prefer %q: want time, bytes or downtime", prefer)
+	prefer, err := checkPrefer(prefer)
+	if err != nil {
+		return Choice{}, err
 	}
 	o.Workload = observed
 	o.Start = 0
-	c := Choice{Prefer: prefer}
+	var predictions []Result
 	for _, mode := range modes {
 		r := Run(ctx, o, mode)
 		if err := ctx.Err(); err != nil {
-			return c, err
+			return Choice{Prefer: prefer, Predictions: predictions}, err
 		}
-		c.Predictions = append(c.Predictions, r)
+		predictions = append(predictions, r)
+	}
+	return ChooseFrom(predictions, o, prefer)
+}
+
+// ChooseFrom is ChooseAmong's choice from predictions already made: Run
+// of each mode with o, its Workload what was observed and Start 0.
+func ChooseFrom(predictions []Result, o Options, prefer string) (Choice, error) {
+	prefer, err := checkPrefer(prefer)
+	if err != nil {
+		return Choice{}, err
+	}
+	c := Choice{Prefer: prefer, Predictions: predictions}
+	if len(predictions) == 0 {
+		return c, errors.New("no mode to choose from")
 	}
 	limit := downtimeLimit(o)
 	best, bounded, insured := choose(c.Predictions, prefer, limit)
@@ -101,6 +114,18 @@ func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer strin
 		c.Why += fmt.Sprintf("; +%s as it was predicted alike without, and switches to post-copy if the guest dirties more than was observed", migrator.Postcopy)
 	}
 	return c, nil
+}
+
+// checkPrefer returns prefer ("" means time), or an error if it is none
+// of time, bytes and downtime.
+func checkPrefer(prefer string) (string, error) {
+	switch prefer {
+	case "":
+		return PreferTime, nil
+	case PreferTime, PreferBytes, PreferDowntime:
+		return prefer, nil
+	}
+	return "", fmt.Errorf("prefer %q: want time, bytes or downtime", prefer)
 }
 
 // pick returns the index of the best of rs by prefer among those whose

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -170,9 +171,17 @@ func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64, a
 	}
 	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, no switch-over cost):\n")
 	o := simulate.Options{Workload: w, Bandwidth: bw}
-	writeSimulationTable(out, w, simulateAll(c, o))
-	// As migrate --mode auto would, among the modes this VM can take.
-	choice, err := simulate.ChooseAmong(c.Context, o, w, simulate.PreferTime, autoModes)
+	results := simulateAll(c, o)
+	writeSimulationTable(out, w, results)
+	// As migrate --mode auto would, among the modes this VM can take:
+	// the predictions are the simulations above.
+	var predictions []simulate.Result
+	for _, r := range results {
+		if slices.Contains(autoModes, r.Mode) {
+			predictions = append(predictions, r)
+		}
+	}
+	choice, err := simulate.ChooseFrom(predictions, o, simulate.PreferTime)
 	if err != nil {
 		return err
 	}

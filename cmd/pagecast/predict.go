@@ -140,7 +140,7 @@ func predictEval(c *cli.Context) error {
 			eo.Warmup = -1
 		}
 		contenders := predictor.Contenders(pages, predictor.Options{Horizon: h, Threshold: thr})
-		eo.Progress = evalProgress(c.App.ErrWriter, len(contenders), evalProgressEvery)
+		eo.Progress = evalProgress(c.App.ErrWriter, len(contenders), progressEvery)
 		return predictor.Evaluate(epochs, pages, contenders, eo)
 	}
 	dir := c.String("plots")
@@ -169,7 +169,7 @@ func predictEval(c *cli.Context) error {
 		eo.Warmup = -1
 	}
 	contenders := predictor.Contenders(pages, predictor.Options{Horizon: longest, Threshold: thr})
-	eo.Progress = evalProgress(c.App.ErrWriter, len(contenders), evalProgressEvery)
+	eo.Progress = evalProgress(c.App.ErrWriter, len(contenders), progressEvery)
 	byPredictor := predictor.EvaluateHorizons(epochs, pages, contenders, eo, horizons)
 	all := make([][]predictor.Result, len(horizons))
 	for i, h := range horizons {
@@ -312,8 +312,9 @@ func writePlots(dir, title, suffix string, results []predictor.Result) error {
 	return nil
 }
 
-// evalProgressEvery is how often predict eval says how far it is.
-var evalProgressEvery = 5 * time.Second
+// progressEvery is how often long work (predict eval, simulate) says on
+// stderr how far it has come.
+const progressEvery = 5 * time.Second
 
 // evalProgress returns an EvalOptions.Progress that says on w, every
 // interval until it is done, how far the walk of a trace is: as far as

@@ -128,7 +128,7 @@ func runSimulate(c *cli.Context) error {
 	var results []simulate.Result
 	for _, mode := range modes {
 		fmt.Fprintf(c.App.ErrWriter, "simulating %s …", mode)
-		o.Progress = simProgress(c.App.ErrWriter, simProgressEvery)
+		o.Progress = simProgress(c.App.ErrWriter, progressEvery)
 		r := simulate.Run(ctx, o, mode)
 		if r.Err != nil {
 			fmt.Fprintf(c.App.ErrWriter, " failed\n")
@@ -446,9 +446,6 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info) 
 		units.FormatBytes(float64(p.Transferred)), units.FormatBytes(float64(sent)),
 		off(int64(p.Transferred), int64(sent)), ms(p.Downtime), ms(a.Downtime))
 }
-
-// simProgressEvery is how often a simulation says how far it has come.
-var simProgressEvery = 5 * time.Second
 
 // simProgress returns a simulate.Options.Progress that adds to the line
 // "simulating MODE …" on w, every interval of wall time, the round and
