@@ -40,7 +40,7 @@ func BenchmarkPredict(b *testing.B) {
 // BenchmarkRefit refits the one-epoch forecast of a model of a 4 GiB VM
 // (1 Mi pages) that has observed 128 epochs: what Observe adds every
 // RefitEvery epochs per horizon forecast. Its cost follows the samples
-// kept, at most 64 epochs of 5.75·Options.Samples rows (188416 by
+// kept, at most 64 epochs of 6·Options.Samples rows (196608 by
 // default), not the page count.
 func BenchmarkRefit(b *testing.B) {
 	const pages = 1 << 20

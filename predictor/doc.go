@@ -6,8 +6,10 @@
 //
 // The model (Model, after Wei et al.) combines temporal locality, the
 // page's own recency-weighted write history, with spatial locality, the
-// recent writes to its neighbours, and with the cohort of pages last
-// written in the same epoch, in a logistic regression whose weights are
+// recent writes to its neighbours and how far it lies from the pages a
+// program took fresh in the last epoch (its allocation frontier), and
+// with the cohort of pages last written in the same epoch, in a logistic
+// regression whose weights are
 // fitted to each VM and refitted online as the trace unfolds. Its state
 // is 15 bytes a page (16 with its per-region terms for two horizons, at
 // most). Predict is a single pass over flat arrays.

@@ -1,8 +1,10 @@
 package predictor
 
 import (
+	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 )
 
 // patternBits is how many recent epochs a page's pattern code covers.
@@ -14,14 +16,26 @@ const (
 
 // Temporal codes: a page's recent history as one of codes values. A page
 // dirtied in the last 8 epochs has its pattern over them, 1..255 (bit 0
-// the last epoch); the others have how long ago their last write was.
+// the last epoch); the others have how long ago their last write was,
+// and a page not written in the last 64 epochs that lies within
+// frontReach pages of one first written in the last epoch (not written in
+// the 64 before) has instead how far from it, after or before: a program
+// takes fresh memory in address order, and the pages just past the ones
+// it took last epoch are the likeliest to be taken next.
 const (
 	codeAge16 = patterns + iota // last write 9..16 epochs ago
 	codeAge32                   // 17..32
 	codeAge64                   // 33..64
 	codeOld                     // longer ago
 	codeNever                   // never written
-	codes
+	codeAfter                   // + b: 2^(b-1) < d <= 2^b pages after the nearest first write below it, b = 0..frontBuckets-1
+)
+
+const (
+	frontBuckets = 11
+	frontReach   = 1 << (frontBuckets - 1)  // 1024 pages, 4 MiB of 4 KiB pages
+	codeBefore   = codeAfter + frontBuckets // + b: as codeAfter, before the nearest first write above it (and none within reach below)
+	codes        = codeBefore + frontBuckets
 )
 
 // CodeNames names the codes of Model.Table, in order: the patterns 1..255
@@ -36,8 +50,18 @@ func CodeNames() []string {
 		}
 		names = append(names, "pattern "+string(b))
 	}
-	return append(names, "last write 9-16 epochs ago", "last write 17-32 epochs ago",
+	names = append(names, "last write 9-16 epochs ago", "last write 17-32 epochs ago",
 		"last write 33-64 epochs ago", "last write over 64 epochs ago", "never written")
+	for _, where := range []string{"after", "before"} {
+		for b := range frontBuckets {
+			d := fmt.Sprint(1 << b)
+			if lo := 1<<max(b-1, 0) + 1; lo < 1<<b {
+				d = fmt.Sprintf("%d-%d", lo, 1<<b)
+			}
+			names = append(names, fmt.Sprintf("not written in 64 epochs, %s pages %s the nearest first write of the last epoch", d, where))
+		}
+	}
+	return names
 }
 
 // codeOf returns the code of a page with history hist that was dirtied in
@@ -53,6 +77,37 @@ func codeOf(hist uint64, count uint16) uint16 {
 		return codeOld
 	}
 	return codeNever
+}
+
+// frontCode returns the frontier code (codeAfter+b or codeBefore+b) of a
+// page p not written in the last 64 epochs, or 0 if no page of front
+// (the pages first written in the last epoch, ascending; p is not one of
+// them) is within frontReach of it; i is the index of the first of front
+// above p.
+func frontCode(front []uint64, i int, p uint64) uint16 {
+	if i > 0 {
+		if d := p - front[i-1]; d <= frontReach {
+			return codeAfter + uint16(bits.Len64(d-1))
+		}
+	}
+	if i < len(front) {
+		if d := front[i] - p; d <= frontReach {
+			return codeBefore + uint16(bits.Len64(d-1))
+		}
+	}
+	return 0
+}
+
+// code returns page p's code, as Predict computes it.
+func (m *Model) code(p uint64) uint16 {
+	h := m.hist[p]
+	if h == 0 {
+		i, _ := slices.BinarySearch(m.front, p)
+		if c := frontCode(m.front, i, p); c != 0 {
+			return c
+		}
+	}
+	return codeOf(h, m.count[p])
 }
 
 // ageCode is the code of a page last written k+1 epochs ago, k >= 8.
@@ -83,6 +138,7 @@ const (
 	featRegionRec            // share of its region dirtied in the last 8 epochs, the same
 	featRegionIdle           // featRegion, page not dirtied in the last 8 epochs
 	featRegionRecIdle        // featRegionRec, the same
+	featFront                // for a frontier code (see codeAfter), its table entry; 0 in samples and for other codes
 	nFeat
 )
 
@@ -159,6 +215,7 @@ func FeatureNames() []string {
 		"spatial: share of its 2 MiB region dirtied in the last 8 epochs, page dirtied in the last 8 epochs",
 		"spatial: share of its 2 MiB region dirtied in the last epoch, page not dirtied in the last 8 epochs",
 		"spatial: share of its 2 MiB region dirtied in the last 8 epochs, page not dirtied in the last 8 epochs",
+		"spatial: logit P(dirty | frontier code), for a page not written in 64 epochs within 1024 pages of one first written in the last epoch (the code's own weight)",
 	}
 }
 

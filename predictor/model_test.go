@@ -32,7 +32,7 @@ func TestPredictMatchesFeatures(t *testing.T) {
 				for p := range uint64(synthPages) {
 					x := m.features(p)
 					x[featDue] = dueOf(int(x[featDue]), h)
-					z := f.w[0] + f.w[1]*f.table[codeOf(m.hist[p], m.count[p])] + f.w[2]*f.life[lifeCode(m.hist[p], m.count[p], m.stay[p], float32(m.now))]
+					z := f.w[0] + f.codeTerm(m.code(p), lifeCode(m.hist[p], m.count[p], m.stay[p], float32(m.now)))
 					for k, v := range x {
 						z += f.w[3+k] * float64(v)
 					}

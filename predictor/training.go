@@ -53,7 +53,30 @@ func (f *fit) coldStart() {
 	}
 	clear(f.life[:])
 	clear(f.w[:])
-	f.w[1] = 1
+	f.w[1], f.w[3+featFront] = 1, 1
+}
+
+// codeTerm is what a page's code c and lifetime code l add to its logit:
+// their table entries, weighted by their weights, or for a frontier code
+// its entry alone, weighted by its own weight.
+func (f *fit) codeTerm(c uint16, l uint8) float64 {
+	if c >= codeAfter {
+		return f.w[3+featFront] * f.table[c]
+	}
+	return f.w[1]*f.table[c] + f.w[2]*f.life[l]
+}
+
+// setCodes sets, in a sample's row x, the columns of its code c and
+// lifetime code l: their table entries or, for a frontier code, its entry
+// in its own column and nothing in theirs. Kept apart, the frontier's
+// rates (up to 0.8 where the idle pages' are 0.001) would set the code's
+// and the lifetime's weights for every page.
+func (f *fit) setCodes(x []float64, c uint16, l uint8) {
+	if c >= codeAfter {
+		x[1], x[2], x[3+featFront] = 0, 0, f.table[c]
+		return
+	}
+	x[1], x[2], x[3+featFront] = f.table[c], f.life[l], 0
 }
 
 // fold precomputes the weights' contributions for Predict, with the
@@ -73,6 +96,9 @@ func (f *fit) fold(m *Model) {
 	}
 	for c := range codes {
 		f.z[c] = float32(w[0] + w[1]*f.table[c])
+		if c >= codeAfter {
+			f.z[c] = float32(w[0] + w[3+featFront]*f.table[c])
+		}
 	}
 	for k := range f.zk {
 		var v float64
@@ -118,7 +144,7 @@ func (m *Model) sample(dirty []uint64) {
 	keep := func(p uint32, w float64) {
 		x := m.features(uint64(p))
 		s.page = append(s.page, p)
-		s.code = append(s.code, codeOf(m.hist[p], m.count[p]))
+		s.code = append(s.code, m.code(uint64(p)))
 		s.life = append(s.life, lifeCode(m.hist[p], m.count[p], m.stay[p], now))
 		s.feat = append(s.feat, x[:]...)
 		s.weight = append(s.weight, float32(w))
@@ -145,9 +171,14 @@ func (m *Model) sample(dirty []uint64) {
 		}
 		pick(list, 4*m.o.Samples)
 	}
+	// Pages near the last epoch's first writes, not written in 64 epochs:
+	// few among the idle, and likelier to be written than the rest.
+	edge := frontier(m.hist, dirty, m.front, m.edge[:0])
+	idle -= uint64(len(edge))
 	pick(recent, m.o.Samples)
 	pick(older, m.o.Samples/2)
-	m.recent, m.older = recent, older
+	pick(edge, m.o.Samples/4)
+	m.recent, m.older, m.edge = recent, older, edge
 	// Idle pages by rejection, which is uniform among them: most pages
 	// are idle in a sparse VM; in a dense one few tries are wasted on
 	// few idle pages.
@@ -161,6 +192,9 @@ func (m *Model) sample(dirty []uint64) {
 		if m.hist[p] != 0 {
 			continue
 		}
+		if i, _ := slices.BinarySearch(m.front, p); frontCode(m.front, i, p) != 0 {
+			continue // in edge
+		}
 		if _, found := slices.BinarySearch(dirty, p); !found {
 			keep(uint32(p), 0)
 		}
@@ -169,6 +203,29 @@ func (m *Model) sample(dirty []uint64) {
 	for i := first; i < len(s.page); i++ {
 		s.weight[i] = w
 	}
+}
+
+// frontier appends to edge the pages within frontReach of a page of front
+// that were not written in the last 64 epochs and are not in dirty.
+//
+//go:norace
+func frontier(hist, dirty, front []uint64, edge []uint32) []uint32 {
+	var next uint64 // pages below it are done
+	d := 0
+	for _, q := range front {
+		lo := max(q-min(q, frontReach), next)
+		hi := min(q+frontReach+1, uint64(len(hist)))
+		for p := lo; p < hi; p++ {
+			for d < len(dirty) && dirty[d] < p {
+				d++
+			}
+			if hist[p] == 0 && (d == len(dirty) || dirty[d] != p) {
+				edge = append(edge, uint32(p))
+			}
+		}
+		next = max(next, hi)
+	}
+	return edge
 }
 
 // strata appends to recent the pages not in dirty that were dirtied in
@@ -271,8 +328,7 @@ func (m *Model) refit(f *fit) {
 	// Out of sample: did the last fit's cut help since?
 	if f.fitted && fresh < s.len() {
 		for i := fresh; i < s.len(); i++ {
-			s.x[i*s.d+1] = f.table[cs[i]]
-			s.x[i*s.d+2] = f.life[ls[i]]
+			f.setCodes(s.x[i*s.d:], cs[i], ls[i])
 		}
 		tail := &samples{d: s.d, x: s.x[fresh*s.d:], y: s.y[fresh:], c: s.c[fresh:]}
 		f.lift = f.liftSeen.helps(tail, f.w[:], f.cut, m.zt)
@@ -297,25 +353,24 @@ func (m *Model) refit(f *fit) {
 		p := (pos[c] + tablePrior*mean) / (n[c] + tablePrior)
 		f.table[c] = logit(min(max(p, 1e-6), 1-1e-6))
 	}
-	for i, c := range cs {
-		s.x[i*s.d+1] = f.table[c]
-	}
 	var ln, lpos [lifeCodes]float64
 	for i, c := range ls {
-		ln[c] += s.c[i]
-		lpos[c] += s.c[i] * s.y[i]
+		if cs[i] < codeAfter { // see setCodes
+			ln[c] += s.c[i]
+			lpos[c] += s.c[i] * s.y[i]
+		}
 	}
 	for c := range lifeCodes {
 		p := (lpos[c] + tablePrior*mean) / (ln[c] + tablePrior)
 		f.life[c] = logit(min(max(p, 1e-6), 1-1e-6))
 	}
-	for i, c := range ls {
-		s.x[i*s.d+2] = f.life[c]
+	for i, c := range cs {
+		f.setCodes(s.x[i*s.d:], c, ls[i])
 	}
 
 	if !f.fitted {
 		clear(f.w[:])
-		f.w[1] = 1
+		f.w[1], f.w[3+featFront] = 1, 1
 	}
 	fitLogistic(s, f.w[:], ridge)
 	f.fitted, f.fittedAt = true, m.now
