@@ -19,24 +19,42 @@ const (
 // the last epoch); the others have how long ago their last write was,
 // and a page not written in the last 64 epochs that lies within
 // frontReach pages of one first written in the last epoch (not written in
-// the 64 before) has instead how far from it, after or before: a program
-// takes fresh memory in address order, and the pages just past the ones
-// it took last epoch are the likeliest to be taken next.
+// the 64 before) has instead how far from it, after or before, and, after
+// it, how long the run of consecutive first writes it ends is: a program
+// takes fresh memory in address order, about as much an epoch as the
+// last, and the pages just past what it took last epoch are the likeliest
+// to be taken next.
 const (
 	codeAge16 = patterns + iota // last write 9..16 epochs ago
 	codeAge32                   // 17..32
 	codeAge64                   // 33..64
 	codeOld                     // longer ago
 	codeNever                   // never written
-	codeAfter                   // + b: 2^(b-1) < d <= 2^b pages after the nearest first write below it, b = 0..frontBuckets-1
+	codeAfter                   // + b·runBuckets + r: 2^(b-1) < d <= 2^b pages after the nearest first write below it, b = 0..frontBuckets-1, which ends a run of first writes of run class r
 )
 
 const (
 	frontBuckets = 11
-	frontReach   = 1 << (frontBuckets - 1)  // 1024 pages, 4 MiB of 4 KiB pages
-	codeBefore   = codeAfter + frontBuckets // + b: as codeAfter, before the nearest first write above it (and none within reach below)
+	frontReach   = 1 << (frontBuckets - 1)             // 1024 pages, 4 MiB of 4 KiB pages
+	runBuckets   = 5                                   // runs of 1-2, 3-4, 5-16, 17-64, more first writes
+	codeBefore   = codeAfter + frontBuckets*runBuckets // + b: as codeAfter, before the nearest first write above it (and none within reach below)
 	codes        = codeBefore + frontBuckets
 )
+
+// runClass is the class of a run of n consecutive first writes.
+func runClass(n int) uint8 {
+	switch {
+	case n <= 2:
+		return 0
+	case n <= 4:
+		return 1
+	case n <= 16:
+		return 2
+	case n <= 64:
+		return 3
+	}
+	return 4
+}
 
 // CodeNames names the codes of Model.Table, in order: the patterns 1..255
 // (bit 0 the last epoch), then the ages.
@@ -52,14 +70,19 @@ func CodeNames() []string {
 	}
 	names = append(names, "last write 9-16 epochs ago", "last write 17-32 epochs ago",
 		"last write 33-64 epochs ago", "last write over 64 epochs ago", "never written")
-	for _, where := range []string{"after", "before"} {
-		for b := range frontBuckets {
-			d := fmt.Sprint(1 << b)
-			if lo := 1<<max(b-1, 0) + 1; lo < 1<<b {
-				d = fmt.Sprintf("%d-%d", lo, 1<<b)
-			}
-			names = append(names, fmt.Sprintf("not written in 64 epochs, %s pages %s the nearest first write of the last epoch", d, where))
+	span := func(b int) string {
+		if lo := 1<<max(b-1, 0) + 1; lo < 1<<b {
+			return fmt.Sprintf("%d-%d", lo, 1<<b)
 		}
+		return fmt.Sprint(1 << b)
+	}
+	for b := range frontBuckets {
+		for _, run := range []string{"1-2", "3-4", "5-16", "17-64", "over 64"} {
+			names = append(names, fmt.Sprintf("not written in 64 epochs, %s pages after the nearest first write of the last epoch, which ends a run of %s", span(b), run))
+		}
+	}
+	for b := range frontBuckets {
+		names = append(names, fmt.Sprintf("not written in 64 epochs, %s pages before the nearest first write of the last epoch", span(b)))
 	}
 	return names
 }
@@ -79,15 +102,16 @@ func codeOf(hist uint64, count uint16) uint16 {
 	return codeNever
 }
 
-// frontCode returns the frontier code (codeAfter+b or codeBefore+b) of a
-// page p not written in the last 64 epochs, or 0 if no page of front
+// frontCode returns the frontier code (see codeAfter and codeBefore) of
+// a page p not written in the last 64 epochs, or 0 if no page of front
 // (the pages first written in the last epoch, ascending; p is not one of
-// them) is within frontReach of it; i is the index of the first of front
-// above p.
-func frontCode(front []uint64, i int, p uint64) uint16 {
+// them) is within frontReach of it; runs[k] is the class of the run of
+// consecutive first writes that front[k] ends, and i the index of the
+// first of front above p.
+func frontCode(front []uint64, runs []uint8, i int, p uint64) uint16 {
 	if i > 0 {
 		if d := p - front[i-1]; d <= frontReach {
-			return codeAfter + uint16(bits.Len64(d-1))
+			return codeAfter + uint16(bits.Len64(d-1))*runBuckets + uint16(runs[i-1])
 		}
 	}
 	if i < len(front) {
@@ -103,7 +127,7 @@ func (m *Model) code(p uint64) uint16 {
 	h := m.hist[p]
 	if h == 0 {
 		i, _ := slices.BinarySearch(m.front, p)
-		if c := frontCode(m.front, i, p); c != 0 {
+		if c := frontCode(m.front, m.runs, i, p); c != 0 {
 			return c
 		}
 	}

@@ -155,6 +155,7 @@ type Model struct {
 	// front are the pages first written in the last epoch (not in the
 	// 64 before), ascending: the frontier codes' reference.
 	front []uint64
+	runs  []uint8 // the class of the run of first writes front[k] ends
 
 	horizons []*fit // 1 first
 
@@ -220,10 +221,16 @@ func (m *Model) horizon(h int) *fit {
 // It updates the histories and the per-epoch terms and, when due, refits.
 func (m *Model) Observe(dirty []uint64) {
 	m.sample(dirty)
-	m.front = m.front[:0]
+	m.front, m.runs = m.front[:0], m.runs[:0]
+	run := 0
 	for _, p := range dirty {
 		if m.hist[p] == 0 {
-			m.front = append(m.front, p)
+			if k := len(m.front); k > 0 && m.front[k-1]+1 == p {
+				run++
+			} else {
+				run = 1
+			}
+			m.front, m.runs = append(m.front, p), append(m.runs, runClass(run))
 		}
 	}
 	shiftHistories(m.hist)
@@ -311,7 +318,7 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 		nearRec         = m.nearRec[:len(hist)]
 		wide            = m.wide[:len(hist)]
 		ww              = f.wWide
-		front           = m.front
+		front, runs     = m.front, m.runs
 		j               int // front[j] is the first of front above page i
 	)
 	dst = dst[:len(hist)]
@@ -334,7 +341,7 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 			for j < len(front) && front[j] < uint64(i) {
 				j++
 			}
-			if k := frontCode(front, j, uint64(i)); k != 0 {
+			if k := frontCode(front, runs, j, uint64(i)); k != 0 {
 				zc = z[k] // without the lifetime term: see setCodes
 			}
 			v += zc + zrIdle[i>>regionShift]

@@ -192,7 +192,7 @@ func (m *Model) sample(dirty []uint64) {
 		if m.hist[p] != 0 {
 			continue
 		}
-		if i, _ := slices.BinarySearch(m.front, p); frontCode(m.front, i, p) != 0 {
+		if i, _ := slices.BinarySearch(m.front, p); frontCode(m.front, m.runs, i, p) != 0 {
 			continue // in edge
 		}
 		if _, found := slices.BinarySearch(dirty, p); !found {
