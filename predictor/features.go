@@ -1,6 +1,7 @@
 package predictor
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/bits"
@@ -102,20 +103,48 @@ func codeOf(hist uint64, count uint16) uint16 {
 	return codeNever
 }
 
+// frontRun is a run of n consecutive pages from lo first written in the
+// last epoch.
+type frontRun struct{ lo, n uint32 }
+
+// firstWrites appends to front the runs of the pages of dirty (ascending)
+// not written in the 64 epochs before (hist, before dirty is recorded).
+func firstWrites(hist, dirty []uint64, front []frontRun) []frontRun {
+	for _, p := range dirty {
+		if hist[p] != 0 {
+			continue
+		}
+		if k := len(front) - 1; k >= 0 && uint64(front[k].lo)+uint64(front[k].n) == p {
+			front[k].n++
+		} else {
+			front = append(front, frontRun{uint32(p), 1})
+		}
+	}
+	return front
+}
+
+// runAbove returns the index of the first run of front that starts above
+// page p.
+func runAbove(front []frontRun, p uint64) int {
+	i, _ := slices.BinarySearchFunc(front, p, func(r frontRun, p uint64) int {
+		return cmp.Compare(uint64(r.lo), p)
+	})
+	return i
+}
+
 // frontCode returns the frontier code (see codeAfter and codeBefore) of
-// a page p not written in the last 64 epochs, or 0 if no page of front
-// (the pages first written in the last epoch, ascending; p is not one of
-// them) is within frontReach of it; runs[k] is the class of the run of
-// consecutive first writes that front[k] ends, and i the index of the
-// first of front above p.
-func frontCode(front []uint64, runs []uint8, i int, p uint64) uint16 {
+// a page p not written in the last 64 epochs (so in no run of front), or
+// 0 if no run of front is within frontReach of it; i is the index of the
+// first run above p.
+func frontCode(front []frontRun, i int, p uint64) uint16 {
 	if i > 0 {
-		if d := p - front[i-1]; d <= frontReach {
-			return codeAfter + uint16(bits.Len64(d-1))*runBuckets + uint16(runs[i-1])
+		r := front[i-1]
+		if d := p - (uint64(r.lo) + uint64(r.n) - 1); d <= frontReach {
+			return codeAfter + uint16(bits.Len64(d-1))*runBuckets + uint16(runClass(int(r.n)))
 		}
 	}
 	if i < len(front) {
-		if d := front[i] - p; d <= frontReach {
+		if d := uint64(front[i].lo) - p; d <= frontReach {
 			return codeBefore + uint16(bits.Len64(d-1))
 		}
 	}
@@ -126,8 +155,7 @@ func frontCode(front []uint64, runs []uint8, i int, p uint64) uint16 {
 func (m *Model) code(p uint64) uint16 {
 	h := m.hist[p]
 	if h == 0 {
-		i, _ := slices.BinarySearch(m.front, p)
-		if c := frontCode(m.front, m.runs, i, p); c != 0 {
+		if c := frontCode(m.front, runAbove(m.front, p), p); c != 0 {
 			return c
 		}
 	}

@@ -192,7 +192,7 @@ func (m *Model) sample(dirty []uint64) {
 		if m.hist[p] != 0 {
 			continue
 		}
-		if i, _ := slices.BinarySearch(m.front, p); frontCode(m.front, m.runs, i, p) != 0 {
+		if frontCode(m.front, runAbove(m.front, p), p) != 0 {
 			continue // in edge
 		}
 		if _, found := slices.BinarySearch(dirty, p); !found {
@@ -205,16 +205,17 @@ func (m *Model) sample(dirty []uint64) {
 	}
 }
 
-// frontier appends to edge the pages within frontReach of a page of front
+// frontier appends to edge the pages within frontReach of a run of front
 // that were not written in the last 64 epochs and are not in dirty.
 //
 //go:norace
-func frontier(hist, dirty, front []uint64, edge []uint32) []uint32 {
+func frontier(hist, dirty []uint64, front []frontRun, edge []uint32) []uint32 {
 	var next uint64 // pages below it are done
 	d := 0
-	for _, q := range front {
+	for _, r := range front {
+		q := uint64(r.lo)
 		lo := max(q-min(q, frontReach), next)
-		hi := min(q+frontReach+1, uint64(len(hist)))
+		hi := min(q+uint64(r.n)+frontReach, uint64(len(hist)))
 		for p := lo; p < hi; p++ {
 			for d < len(dirty) && dirty[d] < p {
 				d++
