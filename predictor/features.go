@@ -109,6 +109,10 @@ type frontRun struct{ lo, n uint32 }
 
 // firstWrites appends to front the runs of the pages of dirty (ascending)
 // not written in the 64 epochs before (hist, before dirty is recorded).
+// The race detector is off in it: Observe calls it for every page
+// dirtied.
+//
+//go:norace
 func firstWrites(hist, dirty []uint64, front []frontRun) []frontRun {
 	for _, p := range dirty {
 		if hist[p] != 0 {
@@ -135,7 +139,10 @@ func runAbove(front []frontRun, p uint64) int {
 // frontCode returns the frontier code (see codeAfter and codeBefore) of
 // a page p not written in the last 64 epochs (so in no run of front), or
 // 0 if no run of front is within frontReach of it; i is the index of the
-// first run above p.
+// first run above p. The race detector is off in it, as in Predict's
+// loop, which calls it for every idle page.
+//
+//go:norace
 func frontCode(front []frontRun, i int, p uint64) uint16 {
 	if i > 0 {
 		r := front[i-1]
@@ -209,6 +216,10 @@ const (
 
 // lifeCode returns the lifetime code of a page with history hist, dirtied
 // in count epochs, stay of them right after a dirty one, after now epochs.
+// The race detector is off in it, as in Predict's loop, which calls it for
+// every page.
+//
+//go:norace
 func lifeCode(hist uint64, count, stay uint16, now float32) uint8 {
 	var r float32
 	if hist&1 != 0 {
