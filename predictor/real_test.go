@@ -96,11 +96,22 @@ const (
 // against frequency was one: 0.4142 against 0.4217, now 0.4315).
 var knownGaps = map[string]bool{}
 
+// shortOfTargets are the held-out cells, trace/horizon, where the model
+// misses the margins against some baseline (see the README's
+// table). TestRealPrograms requires them on every other cell: gcc and
+// node at horizon 8 since the allocation frontier.
+var shortOfTargets = map[string]bool{
+	"sqlite/1": true, // F1 +0.021, Brier ratio 0.938
+	"sqlite/8": true, // +0.010, 0.901
+	"gcc/1":    true, // +0.039, 0.908
+	"node/1":   true, // Brier ratio 0.855
+}
+
 // TestRealPrograms: on the held-out real-program traces, at horizons 1
 // and 8 (the next epoch; the next 8, what a pre-copy round asks), the
-// model beats every baseline on F1, Brier and AUC, but for knownGaps. It
-// logs the margins against the targets (F1 +0.05, Brier ratio
-// 0.85), which it meets on some cells and not on others.
+// model beats every baseline on F1, Brier and AUC, but for knownGaps, and
+// by the margins (F1 +0.05, Brier ratio 0.85) but on the cells
+// of shortOfTargets. It logs the margins.
 func TestRealPrograms(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -109,10 +120,17 @@ func TestRealPrograms(t *testing.T) {
 	eachHeldOut(t, func(t *testing.T, name string, h int) {
 		res := realResults(t, name, h)
 		m := res[0]
+		short := shortOfTargets[fmt.Sprintf("%s/%d", name, h)]
+		missed := false
 		for _, b := range res[1:] {
 			met := "meets"
 			if m.F1-b.F1 < targetF1Gain || m.Brier > targetBrierRatio*b.Brier {
 				met = "misses"
+				missed = true
+				if !short {
+					t.Errorf("%s h%d: misses the margins against %s: F1 %+.4f (want +%.2f), Brier ratio %.3f (want at most %.2f)",
+						name, h, b.Name, m.F1-b.F1, targetF1Gain, m.Brier/b.Brier, targetBrierRatio)
+				}
 			}
 			t.Logf("%s h%d vs %-10s F1 %.4f/%.4f (%+.4f) Brier %.6f/%.6f (ratio %.3f) AUC %.4f/%.4f: %s the targets",
 				name, h, b.Name, m.F1, b.F1, m.F1-b.F1, m.Brier, b.Brier, m.Brier/b.Brier, m.AUC, b.AUC, met)
@@ -135,6 +153,9 @@ func TestRealPrograms(t *testing.T) {
 					t.Logf("known gap closed: %s %.6f against %s's %.6f (update knownGaps and the README)", c.metric, c.model, b.Name, c.base)
 				}
 			}
+		}
+		if short && !missed {
+			t.Logf("%s h%d meets the margins against every baseline now (update shortOfTargets and the README)", name, h)
 		}
 	})
 }
