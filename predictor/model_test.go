@@ -32,7 +32,7 @@ func TestPredictMatchesFeatures(t *testing.T) {
 				for p := range uint64(synthPages) {
 					x := m.features(p)
 					x[featDue] = dueOf(int(x[featDue]), h)
-					z := f.w[0] + f.codeTerm(m.code(p), lifeCode(m.hist[p], m.count[p], m.stay[p], float32(m.now)))
+					z := f.w[0] + codeTerm(f, m.code(p), lifeCode(m.hist[p], m.count[p], m.stay[p], float32(m.now)))
 					for k, v := range x {
 						z += f.w[3+k] * float64(v)
 					}
@@ -51,6 +51,17 @@ func TestPredictMatchesFeatures(t *testing.T) {
 			}
 		}
 	}
+}
+
+// codeTerm is what a page's code c and lifetime code l add to its logit,
+// as setCodes puts them in a sample's row: their table entries, weighted
+// by their weights, or for a frontier code its entry alone, weighted by
+// its own weight.
+func codeTerm(f *fit, c uint16, l uint8) float64 {
+	if c >= codeAfter {
+		return f.w[3+featFront] * f.table[c]
+	}
+	return f.w[1]*f.table[c] + f.w[2]*f.life[l]
 }
 
 // The model keeps 15 bytes a page, and at most 16 in all (issue 13's

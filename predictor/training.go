@@ -56,16 +56,6 @@ func (f *fit) coldStart() {
 	f.w[1], f.w[3+featFront] = 1, 1
 }
 
-// codeTerm is what a page's code c and lifetime code l add to its logit:
-// their table entries, weighted by their weights, or for a frontier code
-// its entry alone, weighted by its own weight.
-func (f *fit) codeTerm(c uint16, l uint8) float64 {
-	if c >= codeAfter {
-		return f.w[3+featFront] * f.table[c]
-	}
-	return f.w[1]*f.table[c] + f.w[2]*f.life[l]
-}
-
 // setCodes sets, in a sample's row x, the columns of its code c and
 // lifetime code l: their table entries or, for a frontier code, its entry
 // in its own column and nothing in theirs. Kept apart, the frontier's
