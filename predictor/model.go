@@ -240,7 +240,7 @@ func (m *Model) Observe(dirty []uint64) {
 	m.now++
 	m.neighbours()
 	m.cohorts()
-	if n := m.now; n == 2 || n == 4 || n == 8 || n%uint32(m.o.RefitEvery) == 0 {
+	if m.refitDue(m.now) {
 		for _, f := range m.horizons {
 			// A horizon not forecast since its last fit waits until
 			// it is asked for (PredictHorizon refits it then).
@@ -253,6 +253,25 @@ func (m *Model) Observe(dirty []uint64) {
 	for _, f := range m.horizons {
 		f.fold(m)
 	}
+}
+
+// refitDue says whether the horizons forecast are refitted as epoch n
+// closes: after 2, 4 and 8 epochs, then every RefitEvery.
+func (m *Model) refitDue(n uint32) bool {
+	return n == 2 || n == 4 || n == 8 || n%uint32(m.o.RefitEvery) == 0
+}
+
+// skippedRefit says whether a refit was due after epoch at, up to now: a
+// fit made at at that was not forecast since is stale. (A fit of the
+// second epoch, used at the eighth, rests on one epoch of samples.)
+func (m *Model) skippedRefit(at uint32) bool {
+	for _, n := range [...]uint32{2, 4, 8} {
+		if at < n && n <= m.now {
+			return true
+		}
+	}
+	r := uint32(m.o.RefitEvery)
+	return m.now/r > at/r
 }
 
 // shiftHistories moves every history one epoch back.
@@ -276,9 +295,9 @@ func (m *Model) PredictHorizon(dst []float32, h int) {
 	checkLen(dst, m.pages)
 	h = min(max(h, 1), MaxHorizon)
 	f := m.horizon(h)
-	// A horizon the last scheduled refits skipped (not forecast since
-	// the refit before), or never fitted, is refitted now if stale.
-	if stale := !f.fitted || m.now-f.fittedAt >= uint32(m.o.RefitEvery); stale && !f.used && m.now > uint32(h) {
+	// A horizon a scheduled refit skipped since its last fit (it was
+	// not forecast in between), or never fitted, is refitted now.
+	if stale := !f.fitted || m.skippedRefit(f.fittedAt); stale && !f.used && m.now > uint32(h) {
 		m.refit(f)
 		f.fold(m)
 	}

@@ -192,3 +192,26 @@ func TestExpLog1p(t *testing.T) {
 		}
 	}
 }
+
+// A forecast asked for first after the scheduled refits it was not
+// there for (epochs 4 and 8) is made by a fit of the epochs seen, not by
+// the one fitted after the second epoch on its samples alone.
+func TestLateFirstForecastRefits(t *testing.T) {
+	m := observed(Options{}, "hotset", 9)
+	f := m.horizons[0]
+	if f.fittedAt != 2 {
+		t.Fatalf("fitted at epoch %d before any forecast, want 2 (the first fit, made unasked)", f.fittedAt)
+	}
+	m.Predict(make([]float32, synthPages))
+	if f.fittedAt != 9 {
+		t.Errorf("first forecast at epoch 9 used the fit of epoch %d, want one made at 9", f.fittedAt)
+	}
+	// Forecast every epoch from then on, it follows the schedule.
+	for range 7 {
+		m.Observe(nil)
+		m.Predict(make([]float32, synthPages))
+	}
+	if f.fittedAt != 16 {
+		t.Errorf("at epoch 16 the fit is of epoch %d, want 16", f.fittedAt)
+	}
+}
