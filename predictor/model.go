@@ -255,17 +255,21 @@ func (m *Model) Observe(dirty []uint64) {
 	}
 }
 
+// earlyRefits are the epochs after which the model refits before it
+// refits every RefitEvery.
+var earlyRefits = [...]uint32{2, 4, 8}
+
 // refitDue says whether the horizons forecast are refitted as epoch n
-// closes: after 2, 4 and 8 epochs, then every RefitEvery.
+// closes.
 func (m *Model) refitDue(n uint32) bool {
-	return n == 2 || n == 4 || n == 8 || n%uint32(m.o.RefitEvery) == 0
+	return slices.Contains(earlyRefits[:], n) || n%uint32(m.o.RefitEvery) == 0
 }
 
 // skippedRefit says whether a refit was due after epoch at, up to now: a
 // fit made at at that was not forecast since is stale. (A fit of the
 // second epoch, used at the eighth, rests on one epoch of samples.)
 func (m *Model) skippedRefit(at uint32) bool {
-	for _, n := range [...]uint32{2, 4, 8} {
+	for _, n := range earlyRefits {
 		if at < n && n <= m.now {
 			return true
 		}
