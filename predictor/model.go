@@ -395,8 +395,9 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 // guest: 15 a page, 8 a 2 MiB region plus 8 a region for each horizon
 // fitted, and 8 a run of pages first written in the last epoch (at most
 // 4 a page, when every other page is one; on the nine real traces they
-// numbered 0.8% of the pages at most, 0.06 bytes a page). Training samples and fitting scratch, bounded by Options.Samples
-// and not by the page count, are not counted.
+// numbered 0.8% of the pages at most, 0.06 bytes a page). Training
+// samples and fitting scratch, bounded by Options.Samples and not by the
+// page count, are not counted.
 func (m *Model) StateBytes() uint64 {
 	perPage := unsafe.Sizeof(m.hist[0]) + unsafe.Sizeof(m.count[0]) + unsafe.Sizeof(m.stay[0]) +
 		unsafe.Sizeof(m.near[0]) + unsafe.Sizeof(m.nearRec[0]) + unsafe.Sizeof(m.wide[0])

@@ -149,7 +149,7 @@ func (m *Model) sample(dirty []uint64) {
 		}
 	}
 	// The pages not dirtied, by stratum.
-	recent, older, idle := strata(m.hist, dirty, m.recent[:0], m.older[:0])
+	recent, older, edge, idle := strata(m.hist, dirty, m.front, m.recent[:0], m.older[:0], m.edge[:0])
 	if len(dirty) <= 4*m.o.Samples {
 		for _, p := range dirty {
 			keep(uint32(p), 1)
@@ -161,13 +161,9 @@ func (m *Model) sample(dirty []uint64) {
 		}
 		pick(list, 4*m.o.Samples)
 	}
-	// Pages near the last epoch's first writes, not written in 64 epochs:
-	// few among the idle, and likelier to be written than the rest.
-	edge := frontier(m.hist, dirty, m.front, m.edge[:0])
-	idle -= uint64(len(edge))
 	pick(recent, m.o.Samples)
 	pick(older, m.o.Samples/2)
-	pick(edge, m.o.Samples/4)
+	pick(edge, m.o.Samples/4) // few among the idle, and likelier to be written than the rest
 	m.recent, m.older, m.edge = recent, older, edge
 	// Idle pages by rejection, which is uniform among them: most pages
 	// are idle in a sparse VM; in a dense one few tries are wasted on
@@ -195,37 +191,15 @@ func (m *Model) sample(dirty []uint64) {
 	}
 }
 
-// frontier appends to edge the pages within frontReach of a run of front
-// that were not written in the last 64 epochs and are not in dirty.
-//
-//go:norace
-func frontier(hist, dirty []uint64, front []frontRun, edge []uint32) []uint32 {
-	var next uint64 // pages below it are done
-	d := 0
-	for _, r := range front {
-		q := uint64(r.lo)
-		lo := max(q-min(q, frontReach), next)
-		hi := min(q+uint64(r.n)+frontReach, uint64(len(hist)))
-		for p := lo; p < hi; p++ {
-			for d < len(dirty) && dirty[d] < p {
-				d++
-			}
-			if hist[p] == 0 && (d == len(dirty) || dirty[d] != p) {
-				edge = append(edge, uint32(p))
-			}
-		}
-		next = max(next, hi)
-	}
-	return edge
-}
-
 // strata appends to recent the pages not in dirty that were dirtied in
-// the last 8 epochs, to older those dirtied before, and counts the others.
+// the last 8 epochs, to older those dirtied before, to edge those never
+// dirtied in 64 epochs within frontReach of a run of front, and counts
+// the others.
 //
 //go:norace
-func strata(hist, dirty []uint64, recent, older []uint32) ([]uint32, []uint32, uint64) {
+func strata(hist, dirty []uint64, front []frontRun, recent, older, edge []uint32) ([]uint32, []uint32, []uint32, uint64) {
 	var idle uint64
-	d := 0
+	d, j := 0, 0 // dirty[d] and front[j]: the first at or above page p
 	for p, h := range hist {
 		if d < len(dirty) && dirty[d] == uint64(p) {
 			d++
@@ -237,10 +211,17 @@ func strata(hist, dirty []uint64, recent, older []uint32) ([]uint32, []uint32, u
 		case h != 0:
 			older = append(older, uint32(p))
 		default:
-			idle++
+			for j < len(front) && uint64(front[j].lo) < uint64(p) {
+				j++
+			}
+			if frontCode(front, j, uint64(p)) != 0 {
+				edge = append(edge, uint32(p))
+			} else {
+				idle++
+			}
 		}
 	}
-	return recent, older, idle
+	return recent, older, edge, idle
 }
 
 // Refitting and decision tuning.
