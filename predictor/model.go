@@ -126,6 +126,11 @@ func (o Options) withDefaults() Options {
 //     that were rewritten in the last epoch (pages written together are
 //     rewritten together: a buffer refilled, a table rebuilt).
 //
+// The one-epoch forecast is then blended with the per-page Markov chain's
+// probability (the baseline's), in shares per page class fitted on the
+// epochs after each fit (see fit.blendSeen), and kept on the side of
+// Options.Threshold the fitted logit puts the page.
+//
 // The tables and the weights are refitted every RefitEvery epochs, per
 // horizon, on a weighted sample of the last 64 epochs' (features, outcome)
 // pairs (see Options.Samples), by Newton's method. Until the first fit
@@ -171,6 +176,12 @@ type Model struct {
 	scratch       samples // fitting scratch
 	codeScratch   []uint16
 	lifeScratch   []uint8
+	chainScratch  []float32
+	// allDirty counts the pages dirtied, epoch by epoch; allStay those
+	// dirtied in the epoch before too; pool is the chain's transition
+	// probabilities pooled over all pages, from clean and from dirty.
+	allDirty, allStay uint64
+	pool              [2]float32
 }
 
 // NewModel returns a model of a VM with pages guest pages.
@@ -226,6 +237,7 @@ func (m *Model) Observe(dirty []uint64) {
 	m.sample(dirty)
 	m.front = firstWrites(m.hist, dirty, m.front[:0])
 	shiftHistories(m.hist)
+	var stays uint64
 	for _, p := range dirty {
 		m.hist[p] |= 1
 		if m.count[p] == math.MaxUint16 {
@@ -235,9 +247,23 @@ func (m *Model) Observe(dirty []uint64) {
 		m.count[p]++
 		if m.hist[p]&2 != 0 {
 			m.stay[p]++
+			stays++
 		}
 	}
 	m.now++
+	// The chain's transition probabilities pooled over all pages (see
+	// chainP), as the Markov baseline's.
+	m.allDirty += uint64(len(dirty))
+	m.allStay += stays
+	from1 := float64(m.allDirty - uint64(len(dirty)))
+	from0 := float64(m.pages)*float64(m.now) - from1
+	m.pool = [2]float32{0, 0.5}
+	if from1 > 0 {
+		m.pool[1] = float32(float64(m.allStay) / from1)
+	}
+	if from0 > 0 {
+		m.pool[0] = float32(float64(m.allDirty-m.allStay) / from0)
+	}
 	m.neighbours()
 	m.cohorts()
 	if m.refitDue(m.now) {
@@ -334,6 +360,12 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 		wide            = m.wide[:len(hist)]
 		ww              = f.wWide
 		front           = m.front
+		blend           = f.h == 1 && f.fitted
+		alpha           = &f.alpha
+		decide          = m.o.Threshold > 0
+		pt              = float32(m.o.Threshold)
+		pBelow          = math.Nextafter32(pt, 0)
+		pool            = &m.pool
 		j               int // front[j] is the first run above page i
 	)
 	dst = dst[:len(hist)]
@@ -341,14 +373,18 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 	var block float32 // sums of 1024 pages, added to sum
 	for i, hv := range hist {
 		c := count[i]
+		var cls int
 		lz := zl[lifeCode(hv, c, stay[i], now)]
 		v := wn*float32(near[i]) + wr*float32(nearRec[i]) + ww*float32(wide[i]) + long[bits.OnesCount64(hv>>patternBits)]
 		switch {
 		case hv&patternMask != 0:
 			v += lz + z[hv&patternMask] + zk[bits.TrailingZeros64(hv)] + zr[i>>regionShift]
+			cls = classRecent - int(hv&1) // classLast if dirtied in the last epoch
 		case hv != 0:
 			v += lz + zk[bits.TrailingZeros64(hv)] + zrIdle[i>>regionShift]
+			cls = classOlder
 		default:
+			cls = classIdle
 			zc := lz + zNever
 			if c != 0 {
 				zc = lz + zOld
@@ -368,19 +404,39 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 				v += dz[k-bits.TrailingZeros64(r)+dueBias]
 			}
 		}
+		raw := v
 		if lift && (up && v >= cut || !up && v < cut) {
 			// As lifted does.
-			raw := v
 			if up {
 				v = max(v, zt+liftSlope*(v-cut))
 			} else {
 				v = min(v, zt-liftSlope*(cut-v))
 			}
+		}
+		var p float32
+		if blend {
+			// The fitted probability blended with the chain's (see
+			// fit.alpha), and kept on the side of the threshold the
+			// logit, moved or not, puts the page.
+			a := alpha[cls]
+			b := a*sigmoid32(raw) + (1-a)*chainP(hv, c, stay[i], now, pool)
+			switch {
+			case !decide:
+				p = b
+			case v >= zt:
+				p = max(b, pt)
+			default:
+				p = min(b, pBelow)
+			}
+			if p != b {
+				moved += float64(b - p)
+			}
+		} else {
+			p = sigmoid32(v)
 			if v != raw {
-				moved += float64(sigmoid32(raw) - sigmoid32(v))
+				moved += float64(sigmoid32(raw) - p)
 			}
 		}
-		p := sigmoid32(v)
 		dst[i] = p
 		block += p
 		if i&1023 == 1023 {

@@ -24,6 +24,10 @@ func TestPredictMatchesFeatures(t *testing.T) {
 	for _, workload := range []string{"phased", "uniform"} {
 		for _, thr := range []float64{-1, 0.5} {
 			m := observed(Options{Threshold: thr, Horizon: 3}, workload, 70)
+			// On these workloads the fit leaves the chain no share
+			// (alpha 1 in every class); give it one, so that the
+			// blend is checked too.
+			m.horizon(1).alpha = [pageClasses]float32{0.3, 0.6, 0.9, 0.5}
 			for _, h := range []int{1, 3} {
 				dst := make([]float32, synthPages)
 				m.PredictHorizon(dst, h)
@@ -36,11 +40,26 @@ func TestPredictMatchesFeatures(t *testing.T) {
 					for k, v := range x {
 						z += f.w[3+k] * float64(v)
 					}
-					sum += float64(sigmoid32(float32(z)))
+					raw := sigmoid32(float32(z))
 					if f.lift && thr > 0 {
 						z = float64(lifted(float32(z), f.cut, m.zt))
 					}
-					if want := sigmoid(z); math.Abs(float64(dst[p])-want) > 1e-4 {
+					want := sigmoid(z)
+					if h == 1 {
+						// Blended with the chain, kept on the side of
+						// the threshold the logit puts the page.
+						a := f.alpha[classOf(m.hist[p])]
+						b := float64(a*raw + (1-a)*chainP(m.hist[p], m.count[p], m.stay[p], float32(m.now), &m.pool))
+						raw = float32(b)
+						want = b
+						if thr > 0 && z >= float64(m.zt) {
+							want = max(b, thr)
+						} else if thr > 0 {
+							want = min(b, thr)
+						}
+					}
+					sum += float64(raw)
+					if math.Abs(float64(dst[p])-want) > 1e-4 {
 						t.Fatalf("%s, threshold %v, horizon %d: page %d: Predict %v, features %v (logit %v)",
 							workload, thr, h, p, dst[p], want, z)
 					}
