@@ -100,11 +100,11 @@ var knownGaps = map[string]bool{}
 // misses the margins against some baseline (see the README's
 // table). TestRealPrograms requires them on every other cell: gcc and
 // node at horizon 8 since the allocation frontier, node at horizon 1
-// since the blend with the chain (Brier ratio 0.855 before, 0.844).
+// since the blend with the chain (Brier ratio 0.855 before, 0.845).
 var shortOfTargets = map[string]bool{
 	"sqlite/1": true, // F1 +0.022, Brier ratio 0.928
 	"sqlite/8": true, // +0.010, 0.901
-	"gcc/1":    true, // +0.040, 0.876
+	"gcc/1":    true, // +0.040, 0.877
 }
 
 // TestRealPrograms: on the held-out real-program traces, at horizons 1
