@@ -138,6 +138,13 @@ func (m *Model) sample(dirty []uint64) {
 	s := &m.ring[m.now%keepEpochs]
 	s.t = m.now
 	s.page, s.code, s.life, s.feat, s.weight, s.chain = s.page[:0], s.code[:0], s.life[:0], s.feat[:0], s.weight[:0], s.chain[:0]
+	// Room for as many rows as the epoch before kept, and a quarter
+	// more, made at once: grown by appending, each epoch's slices were
+	// made again and again in the first 64 epochs.
+	if want := len(m.ring[(m.now+keepEpochs-1)%keepEpochs].page) * 5 / 4; cap(s.page) < want {
+		s.page, s.code, s.life = make([]uint32, 0, want), make([]uint16, 0, want), make([]uint8, 0, want)
+		s.feat, s.weight, s.chain = make([]float32, 0, want*nFeat), make([]float32, 0, want), make([]float32, 0, want)
+	}
 	now := float32(m.now)
 	keep := func(p uint32, w float64) {
 		x := m.features(uint64(p))
