@@ -153,19 +153,27 @@ func (m *markov) PredictHorizon(dst []float32, h int) {
 		clear(dst)
 		return
 	}
-	// Pooled transition probabilities: from dirty (to dirty), from clean
-	// (to dirty). Every page has made m.now transitions, the first from
-	// the clean state before the trace.
-	from1 := float64(m.allDirty - m.lastCount)
-	from0 := float64(m.pages)*float64(m.now) - from1
-	g1, g0 := 0.5, 0.0
+	g0, g1 := pooledTransitions(m.pages, m.now, m.allDirty, m.allStay, m.lastCount)
+	m.predictPages(dst, h, g0, g1)
+}
+
+// pooledTransitions returns the transition probabilities pooled over
+// pages pages after epochs epochs, from clean (to dirty) and from dirty
+// (to dirty), given the dirty pages counted epoch by epoch (dirty), those
+// of them dirty the epoch before too (stay), and the last epoch's (last).
+// Every page has made epochs transitions, the first from the clean state
+// before the trace.
+func pooledTransitions(pages uint64, epochs uint32, dirty, stay, last uint64) (g0, g1 float64) {
+	from1 := float64(dirty - last)
+	from0 := float64(pages)*float64(epochs) - from1
+	g1 = 0.5
 	if from1 > 0 {
-		g1 = float64(m.allStay) / from1
+		g1 = float64(stay) / from1
 	}
 	if from0 > 0 {
-		g0 = float64(m.allDirty-m.allStay) / from0
+		g0 = float64(dirty-stay) / from0
 	}
-	m.predictPages(dst, h, g0, g1)
+	return g0, g1
 }
 
 // predictPages is PredictHorizon's loop over the pages, with the pooled

@@ -255,15 +255,8 @@ func (m *Model) Observe(dirty []uint64) {
 	// chainP), as the Markov baseline's.
 	m.allDirty += uint64(len(dirty))
 	m.allStay += stays
-	from1 := float64(m.allDirty - uint64(len(dirty)))
-	from0 := float64(m.pages)*float64(m.now) - from1
-	m.pool = [2]float32{0, 0.5}
-	if from1 > 0 {
-		m.pool[1] = float32(float64(m.allStay) / from1)
-	}
-	if from0 > 0 {
-		m.pool[0] = float32(float64(m.allDirty-m.allStay) / from0)
-	}
+	g0, g1 := pooledTransitions(m.pages, m.now, m.allDirty, m.allStay, uint64(len(dirty)))
+	m.pool = [2]float32{float32(g0), float32(g1)}
 	m.neighbours()
 	m.cohorts()
 	if m.refitDue(m.now) {
