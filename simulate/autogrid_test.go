@@ -62,7 +62,11 @@ func autoGrid(tb testing.TB) (cases, chooseWell, predictWell int) {
 // predicted total time within 20% of the outcome in 90%. Measured in three
 // runs since auto weighs MODE+postcopy and takes it where it is predicted
 // alike to MODE: 20 and 19 of 20 each time (before, with nine modes: 15–17
-// and 17). What no simulation of the 5 s observed foresees is a future
+// and 17); since the allocation frontier in the predictor, 19 and 18, the
+// misses gcc and xz at 4 MiB/s. awk and tar at 4 MiB/s are predicted +1%
+// in some processes and +17–19% in others (with no CPU time charged, +21%
+// and +22%): the coding's measured CPU time, charged to the virtual clock,
+// decides which round meets which phase of the replayed window. What no simulation of the 5 s observed foresees is a future
 // unlike them (for awk and tar at 4 MiB/s the window is the guest's boot,
 // busier than the program that follows; xz writes more after it); +postcopy
 // bounds what that costs, where a pre-copy predicted to converge would
@@ -78,10 +82,10 @@ func TestAutoGrid(t *testing.T) {
 	cases, chooseWell, predictWell := autoGrid(t)
 	t.Logf("%d cases: choice within 5%% of the best in %d, prediction within 20%% in %d (goal: 90%% each)", cases, chooseWell, predictWell)
 	if want := (cases*9 + 9) / 10; chooseWell < want {
-		t.Errorf("choice within 5%% of the best mode in %d of %d cases, want at least %d (20 measured)", chooseWell, cases, want)
+		t.Errorf("choice within 5%% of the best mode in %d of %d cases, want at least %d (19 measured)", chooseWell, cases, want)
 	}
 	if want := (cases*9 + 9) / 10; predictWell < want {
-		t.Errorf("predicted total time within 20%% of the outcome in %d of %d cases, want at least %d (19 measured)", predictWell, cases, want)
+		t.Errorf("predicted total time within 20%% of the outcome in %d of %d cases, want at least %d (18 measured)", predictWell, cases, want)
 	}
 }
 
