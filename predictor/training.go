@@ -323,7 +323,7 @@ func (m *Model) refit(f *fit) {
 		tail := &samples{d: s.d, x: s.x[fresh*s.d:], y: s.y[fresh:], c: s.c[fresh:]}
 		f.lift = f.liftSeen.helps(tail, f.w[:], f.cut, m.zt)
 		if f.h == 1 {
-			f.blendSeen(tail, cs[fresh:], m.chainScratch[fresh:])
+			f.blendSeen(tail, ls[fresh:], m.chainScratch[fresh:])
 		}
 	}
 
@@ -490,7 +490,8 @@ func bestCut(s *samples, w []float64, zt float32) float32 {
 }
 
 // blendSeen adds to the blend's tally the samples since the last fit
-// (codes cs, the chain's probabilities q), scored with its weights, and
+// (lifetime codes ls, which hold the page class, and the chain's
+// probabilities q), scored with its weights, and
 // sets alpha: per page class, the share a of the fitted probability p in
 // a·p + (1-a)·q that gives them, and those after the fits before
 // (weighing blendMemory times less each fit back), the least squared
@@ -501,12 +502,12 @@ func bestCut(s *samples, w []float64, zt float32) float32 {
 // score at horizon 1 was 0.985 of the chain's, the blend's is 0.932.
 //
 //go:norace
-func (f *fit) blendSeen(s *samples, cs []uint16, q []float32) {
+func (f *fit) blendSeen(s *samples, ls []uint8, q []float32) {
 	var n [pageClasses][2]float64
 	for i := range s.len() {
 		p := float64(sigmoid32(float32(dot(s.x[i*s.d:(i+1)*s.d], f.w[:]))))
 		d := p - float64(q[i])
-		k := codeClass(cs[i])
+		k := int(ls[i]) / lifeBuckets // see lifeCode
 		n[k][0] += s.c[i] * (s.y[i] - float64(q[i])) * d
 		n[k][1] += s.c[i] * d * d
 	}
@@ -526,19 +527,6 @@ func (f *fit) blendSeen(s *samples, cs []uint16, q []float32) {
 // and xz's 0.883, 0.75 0.932 and 0.881, 0.875 0.929 and 0.879 with tar's
 // 0.768 as before the blend).
 const blendMemory = 0.75
-
-// codeClass is the page class (see classOf) of a page with code c.
-func codeClass(c uint16) int {
-	switch {
-	case c < patterns && c&1 != 0:
-		return classLast
-	case c < patterns:
-		return classRecent
-	case c < codeOld:
-		return classOlder
-	}
-	return classIdle
-}
 
 // chainP is the Markov baseline's one-epoch probability for a page with
 // history hist, dirtied in count epochs, stay of them right after a dirty
