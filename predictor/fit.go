@@ -11,14 +11,14 @@ import (
 // subsample stands for the whole).
 type samples struct {
 	d int       // features a row, the intercept included as feature 0
-	x []float64 // rows × d
+	x []float32 // rows × d
 	y []float64
 	c []float64
 }
 
 func (s *samples) len() int { return len(s.y) }
 
-func (s *samples) add(x []float64, y bool, c float64) {
+func (s *samples) add(x []float32, y bool, c float64) {
 	s.x = append(s.x, x...)
 	v := 0.0
 	if y {
@@ -140,12 +140,12 @@ func logisticPass(s *samples, w, g, h []float64) float64 {
 			}
 		}
 		for i1, a := range nz {
-			xa := xi[a]
+			xa := float64(xi[a])
 			g[a] += r * xa
 			row := h[a*d:]
 			qa := q * xa
 			for _, b := range nz[i1:] {
-				row[b] += qa * xi[b]
+				row[b] += qa * float64(xi[b])
 			}
 		}
 	}
@@ -189,10 +189,10 @@ func log1pUnit(e float64) float64 {
 	return 2 * s * (a + s2*b)
 }
 
-func dot(x, w []float64) float64 {
+func dot(x []float32, w []float64) float64 {
 	var z float64
 	for j, v := range x {
-		z += v * w[j]
+		z += float64(v) * w[j]
 	}
 	return z
 }

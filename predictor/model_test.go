@@ -170,7 +170,7 @@ func TestFitLogistic(t *testing.T) {
 	want := []float64{-1, 2, -0.5}
 	s := &samples{d: 3}
 	for range 20000 {
-		x := []float64{1, rng.NormFloat64(), rng.NormFloat64()}
+		x := []float32{1, float32(rng.NormFloat64()), float32(rng.NormFloat64())}
 		s.add(x, rng.Float64() < sigmoid(dot(x, want)), 1)
 	}
 	w := make([]float64, 3)

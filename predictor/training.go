@@ -68,12 +68,12 @@ func (f *fit) coldStart() {
 // in its own column and nothing in theirs. Kept apart, the frontier's
 // rates (up to 0.8 where the idle pages' are 0.001) would set the code's
 // and the lifetime's weights for every page.
-func (f *fit) setCodes(x []float64, c uint16, l uint8) {
+func (f *fit) setCodes(x []float32, c uint16, l uint8) {
 	if c >= codeAfter {
-		x[1], x[2], x[3+featFront] = 0, 0, f.table[c]
+		x[1], x[2], x[3+featFront] = 0, 0, float32(f.table[c])
 		return
 	}
-	x[1], x[2], x[3+featFront] = f.table[c], f.life[l], 0
+	x[1], x[2], x[3+featFront] = float32(f.table[c]), float32(f.life[l]), 0
 }
 
 // fold precomputes the weights' contributions for Predict, with the
@@ -287,7 +287,7 @@ func (m *Model) refit(f *fit) {
 	ls := slices.Grow(m.lifeScratch[:0], rows)
 	qs := slices.Grow(m.chainScratch[:0], rows)
 	fresh := 0 // rows from fresh on are from epochs since the last fit
-	x := make([]float64, 3+nFeat)
+	x := make([]float32, 3+nFeat)
 	for i := range uint32(keepEpochs) {
 		e := &m.ring[(m.now+i)%keepEpochs] // oldest first
 		if len(e.page) == 0 || e.t+h > m.now || m.now-e.t > keepEpochs {
@@ -301,9 +301,9 @@ func (m *Model) refit(f *fit) {
 		for j, p := range e.page {
 			x[0] = 1
 			for k := range nFeat {
-				x[3+k] = float64(e.feat[j*nFeat+k])
+				x[3+k] = e.feat[j*nFeat+k]
 			}
-			x[3+featDue] = float64(dueOf(int(e.feat[j*nFeat+featDue]), f.h))
+			x[3+featDue] = dueOf(int(e.feat[j*nFeat+featDue]), f.h)
 			s.add(x, m.hist[p]&mask != 0, float64(e.weight[j]))
 			cs = append(cs, e.code[j])
 			ls = append(ls, e.life[j])
