@@ -95,7 +95,7 @@ func fitLogistic(s *samples, w []float64, lambda float64) float64 {
 			break
 		}
 		// Newton decrement: the loss the full step is expected to save.
-		if mat.Dot(grad, dir)/2 < 1e-6*loss {
+		if mat.Dot(grad, dir)/2 < 1e-4*loss {
 			break
 		}
 		step = 1
