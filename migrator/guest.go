@@ -47,6 +47,13 @@ type Guest interface {
 	EarlyPages(dirty *bitmap.Bitmap) []uint64
 }
 
+// StateSizer is implemented by a Guest that knows, before it is paused,
+// about how many bytes SaveState will return: the engine counts them in
+// what the switch-over must send within the downtime limit.
+type StateSizer interface {
+	StateBytes() uint64
+}
+
 // Destination is the VM a migration arrives in: created, not yet run.
 type Destination interface {
 	MemoryBytes() uint64

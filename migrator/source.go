@@ -426,6 +426,8 @@ type sender struct {
 	passPages            uint64         // pages sent in the current pass
 	deferred             uint64         // pages deferred in the current pass
 	stopAt               uint64         // pages the link moves within the downtime limit
+	wireShare            float64        // wire bytes per byte of a page pending: see measureCoding
+	coded0               mecom.Stats    // the encoder's totals when the round began
 	last                 *bitmap.Bitmap // pages the policy put last in the current pass
 }
 
@@ -530,12 +532,25 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 	if bw == 0 {
 		bw = 1 << 30 // a guess until round 1 has measured the link
 	}
+	s.wireShare = 1
+	reserve := float64(s.switchoverBytes())
+	// fits says whether pending bytes of pages, coded as the last round's
+	// were, go out within the downtime limit with the rest of the
+	// switch-over.
+	fits := func(pending uint64) bool {
+		return float64(pending)*s.wireShare+reserve <= downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds()
+	}
 	for round := 1; ; round++ {
-		window := time.Duration(float64(s.pendingN*PageSize) / bw * float64(time.Second))
-		// The pages the link moves within the downtime limit, less a
-		// share kept for the rest of the switch-over: pausing, the vCPU
-		// state, checksums, the destination's check and the commit.
-		transferable := downtimeShare(s.mode) * bw * cfg.DowntimeLimit.Seconds()
+		if s.enc != nil {
+			s.coded0 = s.enc.Stats()
+		}
+		window := time.Duration(float64(s.pendingN*PageSize) * s.wireShare / bw * float64(time.Second))
+		// The bytes of pages the link moves within the downtime limit,
+		// less the switch-over's other bytes (the guest's state, the
+		// checksums) and a share of the limit kept for the rest of it
+		// (pausing, the destination's check, the commit); compressed,
+		// a page takes wireShare of its size on the wire.
+		transferable := max(downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds()-reserve, 0) / s.wireShare
 		s.stopAt = uint64(transferable / PageSize)
 		last := round >= cfg.MaxRounds
 		s.pol.startRound(roundPlan{round: round, window: window, budget: uint64(0.8 * transferable / PageSize),
@@ -543,11 +558,11 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		s.harvested = 0
 		startPending := s.pendingN
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
-		fits, err := s.sendPass(ctx, round, true, true)
+		fitted, err := s.sendPass(ctx, round, true, true)
 		if err != nil {
 			return "", false, err
 		}
-		if !fits {
+		if !fitted {
 			if err := s.harvest(); err != nil {
 				return "", false, err
 			}
@@ -562,6 +577,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		}
 		if s.enc != nil {
 			s.enc.SetBandwidth(bw) // what a codec must beat to pay for itself
+			s.measureCoding()
 		}
 		pending := s.pendingN
 		remaining := pending * PageSize
@@ -570,20 +586,20 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 			i.RAM.DirtySyncCount = s.harvests
 			i.RAM.DirtyPagesRate = uint64(dirtyRate)
 			i.RAM.Remaining = remaining
-			i.ExpectedDowntime = int64(float64(remaining) / bw * 1000)
+			i.ExpectedDowntime = int64((float64(remaining)*s.wireShare + reserve) / bw * 1000)
 			i.Pagecast.Deferred = s.deferred
 		})
 		s.m.log.Debug("round done", "round", round, "pages", s.passPages, "bytes", sent, "elapsed", elapsed,
 			"harvested", s.harvested, "deferred", s.deferred, "pending", pending, "bandwidth", uint64(bw))
-		if s.mode.policy == ModeThrottle && !fits && round < cfg.MaxRounds {
+		if s.mode.policy == ModeThrottle && !fitted && round < cfg.MaxRounds {
 			if err := s.throttle(round, startPending, pending); err != nil {
 				return "", false, err
 			}
 		}
 		switch {
-		case fits:
+		case fitted:
 			return fmt.Sprintf("%d bytes pending fit the downtime limit at a dirty log harvest in round %d", remaining, round), false, nil
-		case float64(remaining) <= downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds():
+		case fits(remaining):
 			return fmt.Sprintf("%d bytes pending fit the downtime limit at the end of round %d", remaining, round), false, nil
 		case s.mode.fallback && stalled(startPending, pending):
 			return fmt.Sprintf("round %d left %d of its %d pages pending: switching to post-copy", round, pending, startPending), true, nil
@@ -604,6 +620,43 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 			}
 		}
 	}
+}
+
+// minCoded is the fewest bytes of non-zero pages a round must have coded
+// for measureCoding to go by it: 64 pages.
+const minCoded = 64 * PageSize
+
+// measureCoding sets wireShare, the wire bytes a pending page is expected
+// to take, from the non-zero pages the codec coded in the round just
+// sent: the pages pending are those dirtied again, like the round's. Zero
+// pages, which cost almost nothing, are left out, so that a first pass
+// over mostly empty memory does not promise what the dirtied pages will
+// not keep. A round that coded fewer than minCoded bytes leaves it as it
+// was (1 until one has: what fits is then judged uncompressed).
+func (s *sender) measureCoding() {
+	now := s.enc.Stats()
+	var in, out uint64
+	for c := range now.In {
+		if mecom.Class(c) == mecom.Zero {
+			continue
+		}
+		in += now.In[c] - s.coded0.In[c]
+		out += now.Out[c] - s.coded0.Out[c]
+	}
+	if in >= minCoded && out > 0 {
+		s.wireShare = min(float64(out)/float64(in), 1)
+	}
+}
+
+// switchoverBytes is what the stop-and-copy sends besides pages: the
+// guest's state, as big as the guest says it will be (see StateSizer; 0
+// if it does not say), and the checksums.
+func (s *sender) switchoverBytes() uint64 {
+	var state uint64
+	if g, ok := s.m.g.(StateSizer); ok {
+		state = g.StateBytes()
+	}
+	return state + digestBytes(s.pages*PageSize, DigestChunk)
 }
 
 // throttle sets the vCPUs' share of CPU for the next round (Jin et al.
@@ -913,13 +966,26 @@ func (s *sender) queue(gfn uint64) (int, error) {
 // migration sends one of the same size without reading memory.
 func (s *sender) digest(chunk int) Digest {
 	memory := s.pages * PageSize
-	for 8+4*((memory+uint64(chunk)-1)/uint64(chunk)) > MaxPayload {
-		chunk *= 2
-	}
+	chunk = digestChunk(memory, chunk)
 	if s.m.sim != nil {
 		return Digest{ChunkBytes: uint32(chunk), Sums: make([]uint32, (memory+uint64(chunk)-1)/uint64(chunk))}
 	}
 	return computeDigest(s.mem, chunk)
+}
+
+// digestChunk is the chunk the checksums of memory bytes are taken over:
+// chunk, doubled until their record fits MaxPayload.
+func digestChunk(memory uint64, chunk int) int {
+	for 8+4*((memory+uint64(chunk)-1)/uint64(chunk)) > MaxPayload {
+		chunk *= 2
+	}
+	return chunk
+}
+
+// digestBytes is the size of the checksums' record for memory bytes.
+func digestBytes(memory uint64, chunk int) uint64 {
+	c := uint64(digestChunk(memory, chunk))
+	return 8 + 4*((memory+c-1)/c)
 }
 
 // flush sends what queue holds.
