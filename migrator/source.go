@@ -710,12 +710,15 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	s.pending.Or(h)
 	s.pendingN = s.pending.Count()
 	round := s.m.Info().Pagecast.Round + 1
+	pending, harvested := s.pendingN, s.m.clock.Now()
 	if _, err := s.sendPass(context.Background(), round, false, false); err != nil {
 		return err
 	}
+	pagesBytes, sent := s.w.Bytes()-precopyBytes, s.m.clock.Now()
 	if err := s.sendState(); err != nil {
 		return err
 	}
+	saved := s.m.clock.Now()
 	if err := s.w.Digest(s.digest(DigestChunk)); err != nil {
 		return fmt.Errorf("send memory checksums: %w", err)
 	}
@@ -725,6 +728,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("send the stop-and-copy: %w", err)
 	}
+	flushed := s.m.clock.Now()
 	if err := s.awaitVerified("stop-and-copy"); err != nil {
 		return err
 	}
@@ -734,6 +738,9 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	// From here the destination owns the guest; this copy stays paused.
 	committed = true
 	downtime := s.m.clock.Now().Sub(paused)
+	s.m.log.Debug("stop-and-copy", "pages", pending, "pages-bytes", pagesBytes, "other-bytes", s.w.Bytes()-precopyBytes-pagesBytes,
+		"pause-and-harvest", harvested.Sub(paused), "pages-time", sent.Sub(harvested), "state-time", saved.Sub(sent),
+		"flush-time", flushed.Sub(saved), "verify-and-commit", s.m.clock.Now().Sub(flushed), "downtime", downtime)
 	s.m.update(func(i *Info) {
 		i.Downtime = downtime.Milliseconds()
 		i.RAM.DirtySyncCount = s.harvests
