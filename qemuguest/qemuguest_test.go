@@ -85,12 +85,19 @@ func TestSaveState(t *testing.T) {
 		if err := src.Pause(); err != nil {
 			t.Fatal(err)
 		}
+		before := src.StateBytes()
 		start := time.Now()
 		state, err := src.SaveState()
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("state %d bytes in %s", len(state), time.Since(start).Round(time.Millisecond))
+		t.Logf("state %d bytes in %s (estimated %d before)", len(state), time.Since(start).Round(time.Millisecond), before)
+		// The engine counts StateBytes in what the switch-over sends:
+		// the estimate before a state was saved is within a factor of
+		// two of it, and the size after is the state's.
+		if n := uint64(len(state)); before > 2*n || 2*before < n || src.StateBytes() != n {
+			t.Errorf("StateBytes: %d before SaveState, %d after; the state is %d bytes", before, src.StateBytes(), n)
+		}
 		if ok, st := src.Running(); ok || st != "postmigrate" {
 			t.Errorf("after SaveState: running %v, state %s; want postmigrate", ok, st)
 		}

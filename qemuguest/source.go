@@ -16,7 +16,10 @@ import (
 	"github.com/pagecast/pagecast/qemu"
 )
 
-var _ migrator.Guest = (*Source)(nil)
+var (
+	_ migrator.Guest      = (*Source)(nil)
+	_ migrator.StateSizer = (*Source)(nil)
+)
 
 // Source is a running QEMU, the VM pagecast's engine migrates away.
 type Source struct {

@@ -168,6 +168,8 @@ func (g *Guest) SaveState() ([]byte, error) { return g.state, nil }
 // StateBytes is the size of SaveState's state (see migrator.StateSizer).
 func (g *Guest) StateBytes() uint64 { return uint64(len(g.state)) }
 
+var _ migrator.StateSizer = (*Guest)(nil)
+
 func (g *Guest) EarlyPages(*bitmap.Bitmap) []uint64 { return nil }
 
 // StartDirtyLog returns a log of the writes the guest makes from now.
