@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -265,7 +266,7 @@ func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode 
 			return nil, row, err
 		}
 		defer dest.Close()
-		cfg := migrator.Config{Mode: mode, MaxBandwidth: bw, Epoch: c.Duration("interval")}
+		cfg := migrator.Config{Mode: mode, MaxBandwidth: bw, Epoch: c.Duration("interval"), Log: slog.Default()}
 		if strings.HasPrefix(mode, migrator.ModePredictive) {
 			cfg.Profile = profile
 		}
