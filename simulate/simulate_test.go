@@ -458,8 +458,9 @@ func TestSwitchoverCounted(t *testing.T) {
 	// The link moves 0.9 × 16 MiB/s × 300 ms = 4.32 MiB within the
 	// limit. A 1000-page hot set (3.9 MiB) fits alone, not with 2 MiB of
 	// state: the engine must wait until the guest writes only 200 pages
-	// (from epoch 60), then stop with 0.8 MiB and the state (175 ms), not
-	// stop at once with 3.9 MiB and the state (369 ms).
+	// (from epoch 60) and stop once the pages pending fit with the state
+	// (231 ms measured), not stop at once with 3.9 MiB and the state
+	// (369 ms, the code before).
 	o := Options{Workload: phases(t, 100*time.Millisecond, 1000, 200, 60), Bandwidth: 16 << 20, StateBytes: 2 << 20}
 	r := Run(context.Background(), o, "precopy")
 	if r.Err != nil {
