@@ -241,7 +241,9 @@ func load(h Hook, o Options) (_ *Profiler, err error) {
 		p.link, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: strings.TrimPrefix(h.Name, "raw_tp/"), Program: p.prog})
 	default:
 		parts := strings.Split(h.Name, "/")
-		p.link, err = link.Tracepoint(parts[1], parts[2], p.prog, nil)
+		if err = ensureTracefs(); err == nil {
+			p.link, err = link.Tracepoint(parts[1], parts[2], p.prog, nil)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("attach %s: %w", h.Name, err)
