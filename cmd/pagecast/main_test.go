@@ -54,8 +54,8 @@ type vmRun struct {
 	mon    *qmp.SocketMonitor
 	sock   string
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
-	done   chan error // receives the exit once
+	stderr *syncBuffer // read while the process writes it
+	done   chan error  // receives the exit once
 }
 
 func startVMRunProc(t *testing.T, args ...string) *vmRun {
@@ -64,7 +64,7 @@ func startVMRunProc(t *testing.T, args ...string) *vmRun {
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	lastSocket = sock
 	cmd := exec.Command(binary, append([]string{"vm", "run", "--qmp", "unix:" + sock}, args...)...)
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

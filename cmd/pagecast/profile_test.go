@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -76,6 +77,10 @@ func TestProfileErrors(t *testing.T) {
 					t.Skip("needs setpriv (util-linux) to drop root")
 				}
 				name, args = setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", binary}, args...)
+				// The unprivileged user must reach the VM's socket (in
+				// the test's own 0700 directories) to get as far as
+				// loading the programs.
+				openToAll(t, lastSocket)
 			}
 			cmd := exec.Command(name, args...)
 			var stderr bytes.Buffer
@@ -86,5 +91,19 @@ func TestProfileErrors(t *testing.T) {
 				t.Fatalf("exit %v, stderr %q: want one line containing %q", err, msg, tc.want)
 			}
 		})
+	}
+}
+
+// openToAll lets any user connect to the socket at path: it and the
+// test's temporary directories above it are opened up.
+func openToAll(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(path); d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
