@@ -3,13 +3,12 @@ package qemuguest_test
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemuguest"
 )
 
-// TestEngine migrates a QEMU TCG guest running hotset with pagecast's
+// TestEngine migrates a QEMU guest running hotset with pagecast's
 // engine in every mode it runs on QEMU (tsmc is QEMU's post-copy there:
 // see doc.go): the pages by pagecast over a 32 MiB/s link, the device
 // state by QEMU; the destination verifies its memory against the source's
@@ -35,7 +34,7 @@ func TestEngine(t *testing.T) {
 		{migrator.ModeThrottle + "+" + migrator.MECOM, compressed},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			src := startSource(t, "hotset:hot=2048,p=0.95,delay=25000")
+			src := startSource(t, hotWorkload())
 			dst, err := qemuguest.StartDest(options(t, "hotset:delay=25000"))
 			if err != nil {
 				t.Fatal(err)
@@ -73,7 +72,7 @@ func TestEngine(t *testing.T) {
 			if p < stopped {
 				t.Fatalf("destination's progress %d is behind the source's last %d", p, stopped)
 			}
-			waitProgress(t, dst.VM(), p+1000, 10*time.Second)
+			waitRuns(t, dst.VM(), p)
 		})
 	}
 }
@@ -112,7 +111,7 @@ func TestEngineRefusesTSMC(t *testing.T) {
 		t.Fatalf("source %s after the refusal", st)
 	}
 	p := progress(t, src.VM())
-	waitProgress(t, src.VM(), p+1000, 10*time.Second)
+	waitRuns(t, src.VM(), p)
 }
 
 // receiveOnce listens on loopback for one migration into dst and returns
