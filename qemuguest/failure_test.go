@@ -31,8 +31,8 @@ import (
 // destination) it cannot: TestFailurePostcopy documents what QEMU does.
 
 const (
-	failureMemory   = 32 << 20
-	failureLink     = 32 << 20 // bytes/s: round 1 takes about a second
+	failureMemory = 32 << 20
+	failureLink   = 32 << 20 // bytes/s: round 1 takes about a second
 )
 
 // hotWorkload dirties its hot set faster than a 32 MiB/s link sends it,
