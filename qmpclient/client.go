@@ -1,0 +1,205 @@
+package qmpclient
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+)
+
+// eventQueue is how many events wait for a reader before more are dropped.
+const eventQueue = 64
+
+// maxLine bounds one line from the monitor: a reply larger than this is an
+// error, not an allocation without end.
+const maxLine = 64 << 20
+
+// Client is one QMP connection. Its Run sends one command at a time.
+type Client struct {
+	conn net.Conn
+	r    *bufio.Reader
+
+	mu      sync.Mutex // one command at a time
+	replies chan []byte
+	events  chan qmp.Event
+	done    chan struct{} // closed when the reader stops
+	readErr error         // why it stopped; set before done closes
+	quit    chan struct{} // closed by Disconnect
+	once    sync.Once
+}
+
+// Dial connects to a QMP socket ("unix" and a path, or "tcp" and an
+// address). Connect then does the handshake.
+func Dial(network, addr string, timeout time.Duration) (*Client, error) {
+	c, err := net.DialTimeout(network, addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: c, r: bufio.NewReaderSize(c, 64<<10), quit: make(chan struct{})}, nil
+}
+
+var _ qmp.Monitor = (*Client)(nil)
+
+// message is any line from the monitor: a greeting, a reply or an event.
+type message struct {
+	QMP   json.RawMessage `json:"QMP"`
+	Event string          `json:"event"`
+	Error *struct {
+		Class string `json:"class"`
+		Desc  string `json:"desc"`
+	} `json:"error"`
+}
+
+func (m message) err() error {
+	if m.Error == nil {
+		return nil
+	}
+	if m.Error.Desc == "" {
+		return errors.New(m.Error.Class)
+	}
+	return errors.New(m.Error.Desc)
+}
+
+// readLine reads one line into a slice of its own.
+func (c *Client) readLine() ([]byte, message, error) {
+	var line []byte
+	for {
+		chunk, err := c.r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > maxLine {
+			return nil, message{}, fmt.Errorf("qmp: a line over %d bytes", maxLine)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			return nil, message{}, err
+		}
+		break
+	}
+	var m message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return nil, message{}, fmt.Errorf("qmp: not a QMP message: %q: %w", truncate(line), err)
+	}
+	return line, m, nil
+}
+
+func truncate(b []byte) []byte {
+	if len(b) > 200 {
+		return b[:200]
+	}
+	return b
+}
+
+// Connect reads the greeting and negotiates capabilities, then starts
+// reading replies and events.
+func (c *Client) Connect() error {
+	_, m, err := c.readLine()
+	if err != nil {
+		return fmt.Errorf("qmp greeting: %w", err)
+	}
+	if m.QMP == nil {
+		return errors.New("qmp greeting: the first line is not a QMP greeting")
+	}
+	if _, err := c.conn.Write([]byte(`{"execute":"qmp_capabilities"}` + "\n")); err != nil {
+		return err
+	}
+	for {
+		_, m, err := c.readLine()
+		if err != nil {
+			return fmt.Errorf("qmp_capabilities: %w", err)
+		}
+		if m.Event != "" {
+			continue // sent before the reply: not the reply
+		}
+		if err := m.err(); err != nil {
+			return err
+		}
+		break
+	}
+	c.replies = make(chan []byte)
+	c.events = make(chan qmp.Event, eventQueue)
+	c.done = make(chan struct{})
+	go c.read()
+	return nil
+}
+
+func (c *Client) read() {
+	defer close(c.done)
+	defer close(c.events)
+	for {
+		line, m, err := c.readLine()
+		if err != nil {
+			c.readErr = err
+			return
+		}
+		if m.Event == "" {
+			select {
+			case c.replies <- line:
+			case <-c.quit:
+				c.readErr = net.ErrClosed
+				return
+			}
+			continue
+		}
+		var e qmp.Event
+		if json.Unmarshal(line, &e) == nil {
+			select {
+			case c.events <- e:
+			default: // nobody reads them: dropped
+			}
+		}
+	}
+}
+
+// Run sends one command (a JSON object) and returns its reply, a slice
+// the caller owns. A QMP error reply comes back as an error holding its
+// desc, as go-qemu's SocketMonitor gives it.
+func (c *Client) Run(command []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		return nil, errors.New("qmp: not connected")
+	}
+	if _, err := c.conn.Write(command); err != nil {
+		return nil, err
+	}
+	select {
+	case line := <-c.replies:
+		var m message
+		if err := json.Unmarshal(line, &m); err != nil {
+			return nil, err
+		}
+		if err := m.err(); err != nil {
+			return nil, err
+		}
+		return line, nil
+	case <-c.done:
+		return nil, fmt.Errorf("qmp: connection lost: %w", c.readErr)
+	}
+}
+
+// Events returns the events received since Connect, and on; it is closed
+// when the connection ends. Events are dropped while 64 wait unread.
+func (c *Client) Events(context.Context) (<-chan qmp.Event, error) {
+	if c.events == nil {
+		return nil, errors.New("qmp: not connected")
+	}
+	return c.events, nil
+}
+
+// Disconnect closes the connection and waits for the reader to stop.
+func (c *Client) Disconnect() error {
+	err := c.conn.Close()
+	c.once.Do(func() { close(c.quit) })
+	if c.done != nil {
+		<-c.done
+	}
+	return err
+}

@@ -1,0 +1,194 @@
+package qmpclient
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/qmpserver"
+)
+
+// serve starts pagecast's QMP server with an echo command and returns its
+// socket.
+func serve(t *testing.T) (*qmpserver.Server, string) {
+	t.Helper()
+	srv := qmpserver.New(slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	srv.Handle("echo", func(_ context.Context, raw json.RawMessage) (any, error) {
+		args, err := qmpserver.Args[struct {
+			Msg string `json:"msg"`
+		}](raw)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"msg": args.Msg}, nil
+	})
+	path := filepath.Join(t.TempDir(), "qmp.sock")
+	l, err := qmpserver.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv, path
+}
+
+func connect(t *testing.T, path string) *Client {
+	t.Helper()
+	c, err := Dial("unix", path, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Disconnect() })
+	return c
+}
+
+// TestRepliesAmidEvents: replies stay intact and in order while the
+// server sends events between them, the case go-qemu's SocketMonitor
+// races on (run with -race); the events reach Events.
+func TestRepliesAmidEvents(t *testing.T) {
+	srv, path := serve(t)
+	c := connect(t, path)
+	events, err := c.Events(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			srv.Emit("TICK", map[string]int{"n": i})
+			time.Sleep(20 * time.Microsecond)
+		}
+	})
+	for i := range 500 {
+		msg := fmt.Sprintf("message %d %s", i, strings.Repeat("x", i%300))
+		out, err := c.Run([]byte(fmt.Sprintf(`{"execute":"echo","arguments":{"msg":%q}}`, msg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r struct {
+			Return struct{ Msg string } `json:"return"`
+		}
+		if err := json.Unmarshal(out, &r); err != nil || r.Return.Msg != msg {
+			t.Fatalf("reply %d: %q (%v)", i, out, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case e := <-events:
+		if e.Event != "TICK" {
+			t.Errorf("event %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no event reached Events")
+	}
+}
+
+// TestErrors: a QMP error reply is an error holding its desc; a command
+// after the connection is lost says so.
+func TestErrors(t *testing.T) {
+	_, path := serve(t)
+	c := connect(t, path)
+	_, err := c.Run([]byte(`{"execute":"no-such-command"}`))
+	if err == nil || !strings.Contains(err.Error(), "no-such-command") {
+		t.Errorf("unknown command: %v", err)
+	}
+	if err := c.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Run([]byte(`{"execute":"echo","arguments":{"msg":"x"}}`)); err == nil {
+		t.Error("Run after Disconnect succeeded")
+	}
+}
+
+// fakeMonitor serves one connection with script: each line is sent after
+// the line before; "<" reads a command first.
+func fakeMonitor(t *testing.T, script ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fake.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf := make([]byte, 4096)
+		for _, line := range script {
+			if line == "<" {
+				if _, err := conn.Read(buf); err != nil {
+					return
+				}
+				continue
+			}
+			if _, err := io.WriteString(conn, line+"\r\n"); err != nil {
+				return
+			}
+		}
+		io.Copy(io.Discard, conn)
+	}()
+	return path
+}
+
+// TestHandshake: an event QEMU sends before the capabilities reply is not
+// taken for it (go-qemu#210); a socket that does not greet in QMP, or
+// answers the capabilities with an error, fails Connect with a reason.
+func TestHandshake(t *testing.T) {
+	greeting := `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}`
+	event := `{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "RESUME"}`
+	for _, tc := range []struct {
+		name   string
+		script []string
+		want   string // "" connects and runs a command
+	}{
+		{"event before the reply", []string{greeting, "<", event, `{"return": {}}`, "<", `{"return": {"status": "running"}}`}, ""},
+		{"not QMP", []string{`{"hello": 1}`}, "not a QMP greeting"},
+		{"not JSON", []string{`SSH-2.0-OpenSSH`}, "not a QMP message"},
+		{"refused", []string{greeting, "<", `{"error": {"class": "GenericError", "desc": "no"}}`}, "no"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Dial("unix", fakeMonitor(t, tc.script...), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Disconnect()
+			err = c.Connect()
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("Connect: %v; want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := c.Run([]byte(`{"execute":"query-status"}`))
+			if err != nil || !strings.Contains(string(out), "running") {
+				t.Fatalf("query-status: %q, %v", out, err)
+			}
+		})
+	}
+}
