@@ -7,12 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
-
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/vmm"
 )
 
@@ -159,7 +158,7 @@ func migrateQEMU(b *testing.B, workload string) migrationResult {
 	}
 	defer dst.Close()
 	waitRunning(b, src.GuestStatus)
-	mon, err := qmp.NewSocketMonitor("unix", src.QMPPath, 5*time.Second)
+	mon, err := qmpclient.Dial("unix", src.QMPPath, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,10 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
-
 	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qmpclient"
 )
 
 // Target is what the collector learned about the VM through QMP.
@@ -38,13 +37,13 @@ func (t Target) MaxPages() uint64 { return qemu.PhysPages(t.MemoryBytes) }
 
 // vmmControl is the QMP conversation the collector has with the VMM.
 type vmmControl struct {
-	mon    *qmp.SocketMonitor
+	mon    *qmpclient.Client
 	target Target
 }
 
 // connect opens the QMP socket and learns the target.
 func connect(path string, pid int) (*vmmControl, error) {
-	mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
+	mon, err := qmpclient.Dial("unix", path, 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("connect to qmp socket %s: %w", path, err)
 	}

@@ -23,6 +23,7 @@ type Params struct {
 	Mode          string        // pagecast only: "x-pagecast-mode"
 	MaxRounds     int           // pagecast only: "x-pagecast-max-rounds"
 	Profile       string        // pagecast only: "x-pagecast-profile", a trace file to warm the predictor
+	Prefer        string        // pagecast only: "x-pagecast-prefer", what mode auto optimises: time, bytes or downtime
 }
 
 // clientParams is Params as QMP spells it. omitempty leaves the zero
@@ -34,6 +35,7 @@ type clientParams struct {
 	Mode          string `json:"x-pagecast-mode,omitempty"`
 	MaxRounds     int    `json:"x-pagecast-max-rounds,omitempty"`
 	Profile       string `json:"x-pagecast-profile,omitempty"`
+	Prefer        string `json:"x-pagecast-prefer,omitempty"`
 }
 
 // SetParameters sends migrate-set-parameters with p's non-zero members; it
@@ -56,6 +58,7 @@ func SetParameters(mon qmp.Monitor, p Params) error {
 		Mode:          p.Mode,
 		MaxRounds:     p.MaxRounds,
 		Profile:       p.Profile,
+		Prefer:        p.Prefer,
 	}
 	return clientRun(mon, "migrate-set-parameters", args, nil)
 }
@@ -74,10 +77,11 @@ func Query(mon qmp.Monitor) (Info, error) {
 	var info Info
 	err := clientRun(mon, "query-migrate", nil, &info)
 	if errors.Is(err, errClientGarbled) {
-		// go-qemu's SocketMonitor hands Run its read buffer, which the
-		// next line can overwrite before the reply is decoded
-		// (digitalocean/go-qemu#226); a migration's STOP event can be
-		// that line. query-migrate has no side effects: ask again.
+		// go-qemu's SocketMonitor (not pagecast's qmpclient) hands Run
+		// its read buffer, which the next line can overwrite before the
+		// reply is decoded (digitalocean/go-qemu#226); a migration's
+		// STOP event can be that line. query-migrate has no side
+		// effects: ask again.
 		info = Info{}
 		err = clientRun(mon, "query-migrate", nil, &info)
 	}

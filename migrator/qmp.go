@@ -16,13 +16,34 @@ import (
 // query-migrate-parameters and migrate_cancel. pagecast's own parameters
 // are x-pagecast-*.
 type Controller struct {
-	g   Guest
-	log *slog.Logger
-	tls *tls.Config
+	g      Guest
+	log    *slog.Logger
+	tls    *tls.Config
+	choose Chooser // mode auto; nil: refused
 
-	mu      sync.Mutex
-	cfg     Config
-	current *Migration
+	mu       sync.Mutex
+	cfg      Config
+	current  *Migration
+	choosing bool // mode auto is watching the guest before a migration
+}
+
+// ModeAuto is the mode a Chooser turns into one of the others when the
+// migration starts.
+const ModeAuto = "auto"
+
+// Chooser picks the mode of a migration asked for with mode auto, from
+// the guest as it runs and the migration's configuration (link cap,
+// downtime limit, round cap). Its report is query-migrate's
+// x-pagecast.auto. Package simulate has what one needs; it imports this
+// package, so whoever wires a Controller sets it (SetChooser).
+type Chooser func(ctx context.Context, g Guest, cfg Config) (*AutoChoice, error)
+
+// SetChooser lets the controller run mode auto. migrate then returns once
+// the mode is chosen: the chooser's watching and predicting come first.
+func (c *Controller) SetChooser(ch Chooser) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.choose = ch
 }
 
 // NewController returns a controller that migrates g; tlsConfig, if set, is
@@ -47,7 +68,7 @@ func (c *Controller) Current() *Migration {
 	return c.current
 }
 
-func (c *Controller) migrate(_ context.Context, raw json.RawMessage) (any, error) {
+func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, error) {
 	args, err := qmpserver.Args[struct {
 		URI    string `json:"uri"`
 		Blk    bool   `json:"blk"`
@@ -63,12 +84,31 @@ func (c *Controller) migrate(_ context.Context, raw json.RawMessage) (any, error
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.current != nil && !c.current.finishedNow() {
+	if c.choosing || c.current != nil && !c.current.finishedNow() {
 		return nil, qmpserver.GenericError("There's a migration process in progress")
 	}
 	cfg := c.cfg
 	cfg.TLS = c.tls
 	cfg.Log = c.log
+	if cfg.Mode == ModeAuto {
+		if cfg.MaxBandwidth == 0 {
+			return nil, qmpserver.GenericError("x-pagecast-mode auto needs max-bandwidth, the link's rate, to predict each mode")
+		}
+		// Watching the guest takes seconds: other clients' commands
+		// (query-migrate) are served meanwhile, a second migrate is
+		// refused.
+		c.choosing = true
+		choose := c.choose
+		c.mu.Unlock()
+		choice, err := choose(ctx, c.g, cfg)
+		c.mu.Lock()
+		c.choosing = false
+		if err != nil {
+			return nil, qmpserver.GenericError("mode auto: %s", err.Error())
+		}
+		c.log.Info("mode auto chose", "mode", choice.Mode, "why", choice.Why)
+		cfg.Mode, cfg.Auto = choice.Mode, choice
+	}
 	m, err := Outgoing(c.g, args.URI, cfg)
 	if err != nil {
 		return nil, qmpserver.GenericError("%s", err.Error())
@@ -101,6 +141,7 @@ type parameters struct {
 	Profile       *string  `json:"x-pagecast-profile,omitempty"`
 	Threshold     *float64 `json:"x-pagecast-threshold,omitempty"`
 	EpochMS       *uint64  `json:"x-pagecast-epoch-ms,omitempty"`
+	Prefer        *string  `json:"x-pagecast-prefer,omitempty"`
 }
 
 func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any, error) {
@@ -120,11 +161,24 @@ func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any,
 		}
 		cfg.DowntimeLimit = time.Duration(*p.DowntimeLimit) * time.Millisecond
 	}
-	if p.Mode != nil {
+	if p.Mode != nil && *p.Mode == ModeAuto {
+		if c.choose == nil {
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-mode': auto is not available on this monitor")
+		}
+		cfg.Mode = ModeAuto
+	} else if p.Mode != nil {
 		if _, err := parseMode(*p.Mode); err != nil {
 			return nil, qmpserver.GenericError("Parameter 'x-pagecast-mode': %s", err.Error())
 		}
 		cfg.Mode = *p.Mode
+	}
+	if p.Prefer != nil {
+		switch *p.Prefer {
+		case "time", "bytes", "downtime":
+		default:
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-prefer' expects time, bytes or downtime")
+		}
+		cfg.Prefer = *p.Prefer
 	}
 	if p.MaxRounds != nil {
 		if *p.MaxRounds < 1 {
@@ -161,7 +215,7 @@ func (c *Controller) queryParameters(context.Context, json.RawMessage) (any, err
 	dl := uint64(cfg.DowntimeLimit.Milliseconds())
 	ep := uint64(cfg.Epoch.Milliseconds())
 	return parameters{MaxBandwidth: &cfg.MaxBandwidth, DowntimeLimit: &dl, Mode: &cfg.Mode,
-		MaxRounds: &cfg.MaxRounds, Profile: &cfg.Profile, Threshold: &cfg.Threshold, EpochMS: &ep}, nil
+		MaxRounds: &cfg.MaxRounds, Profile: &cfg.Profile, Threshold: &cfg.Threshold, EpochMS: &ep, Prefer: &cfg.Prefer}, nil
 }
 
 func (c *Controller) cancel(context.Context, json.RawMessage) (any, error) {

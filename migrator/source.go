@@ -28,6 +28,7 @@ type Config struct {
 	Threshold      float64       // predictive: defer pages at least this likely to be dirtied in the round; default 0.5
 	Profile        string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
 	Auto           *AutoChoice   // mode auto's choice, reported in Info as it was made
+	Prefer         string        // mode auto (Controller): what to optimise, time (default), bytes or downtime
 	TargetRound    int           // throttle: the round by which the dirty pages left should fit the downtime limit; default 4
 	RecoverTimeout time.Duration // tsmc: how long a source whose link failed in stage 3 keeps redialling; default 5 min
 	IdleTimeout    time.Duration // a connection that moves nothing this long is dead; default 10 s
@@ -67,6 +68,9 @@ const (
 func (c Config) withDefaults() Config {
 	if c.Mode == "" {
 		c.Mode = ModePrecopy
+	}
+	if c.Prefer == "" {
+		c.Prefer = "time"
 	}
 	if c.DowntimeLimit <= 0 {
 		c.DowntimeLimit = DefaultDowntimeLimit

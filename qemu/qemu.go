@@ -13,10 +13,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/qmpclient"
 )
 
 // Options describe a QEMU virtual machine running the pagecast guest.
@@ -96,7 +96,7 @@ var ErrNoQEMU = errors.New("qemu-system-x86_64 not found (Debian package qemu-sy
 
 // VM is a running QEMU.
 type VM struct {
-	Monitor *qmp.SocketMonitor // this package's own QMP connection
+	Monitor *qmpclient.Client // this package's own QMP connection
 	// QMPPath is a second QMP socket, free for other clients (a QEMU QMP
 	// socket serves one client at a time).
 	QMPPath string
@@ -222,7 +222,7 @@ func Start(o Options) (_ *VM, err error) {
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		v.Monitor, err = qmp.NewSocketMonitor("unix", ownQMP, 2*time.Second)
+		v.Monitor, err = qmpclient.Dial("unix", ownQMP, 2*time.Second)
 		if err == nil {
 			break
 		}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Runner sends raw QMP commands: go-qemu's *qmp.SocketMonitor (VM.Monitor)
+// Runner sends raw QMP commands: a *qmpclient.Client (VM.Monitor)
 // satisfies it. Commands are raw JSON, since go-qemu's generated API stops
 // at QEMU 2.11.
 type Runner interface {

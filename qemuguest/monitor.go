@@ -8,21 +8,20 @@ import (
 	"strings"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
-
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qmpclient"
 )
 
-// Monitor is a QMP connection to QEMU: go-qemu's *qmp.SocketMonitor (for
+// Monitor is a QMP connection to QEMU: a *qmpclient.Client (for
 // instance qemu.VM.Monitor) satisfies it.
 type Monitor = qemu.Runner
 
 // dial connects to the QMP socket at path. A QEMU QMP socket serves one
-// client at a time and go-qemu's handshake has no deadline, so a busy
+// client at a time and the handshake has no deadline, so a busy
 // socket is given up after 5 s.
-func dial(path string) (*qmp.SocketMonitor, error) {
+func dial(path string) (*qmpclient.Client, error) {
 	path = strings.TrimPrefix(path, "unix:")
-	mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
+	mon, err := qmpclient.Dial("unix", path, 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("connect to qmp socket %s: %w", path, err)
 	}

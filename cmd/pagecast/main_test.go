@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
-
 	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/qmpclient"
 )
 
 // binary is pagecast built once for the tests that run it as a user would.
@@ -44,14 +43,14 @@ func TestMain(m *testing.M) {
 
 // startVMRun runs `pagecast vm run` with args and a QMP socket, and returns
 // a connected go-qemu monitor.
-func startVMRun(t *testing.T, args ...string) *qmp.SocketMonitor {
+func startVMRun(t *testing.T, args ...string) *qmpclient.Client {
 	t.Helper()
 	return startVMRunProc(t, args...).mon
 }
 
 // vmRun is a `pagecast vm run` process under test.
 type vmRun struct {
-	mon    *qmp.SocketMonitor
+	mon    *qmpclient.Client
 	sock   string
 	cmd    *exec.Cmd
 	stderr *syncBuffer // read while the process writes it
@@ -100,7 +99,7 @@ func startVMRunProc(t *testing.T, args ...string) *vmRun {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	mon, err := qmp.NewSocketMonitor("unix", sock, 2*time.Second)
+	mon, err := qmpclient.Dial("unix", sock, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +111,7 @@ func startVMRunProc(t *testing.T, args ...string) *vmRun {
 }
 
 // run sends a QMP command and decodes its "return" into a map.
-func run(t *testing.T, mon *qmp.SocketMonitor, cmd string, args any) map[string]any {
+func run(t *testing.T, mon *qmpclient.Client, cmd string, args any) map[string]any {
 	t.Helper()
 	raw, err := runErr(mon, cmd, args)
 	if err != nil {
@@ -127,7 +126,7 @@ func run(t *testing.T, mon *qmp.SocketMonitor, cmd string, args any) map[string]
 	return reply.Return
 }
 
-func runErr(mon *qmp.SocketMonitor, cmd string, args any) ([]byte, error) {
+func runErr(mon *qmpclient.Client, cmd string, args any) ([]byte, error) {
 	req := map[string]any{"execute": cmd}
 	if args != nil {
 		req["arguments"] = args
@@ -136,7 +135,7 @@ func runErr(mon *qmp.SocketMonitor, cmd string, args any) ([]byte, error) {
 	return mon.Run(b)
 }
 
-func progress(t *testing.T, mon *qmp.SocketMonitor) float64 {
+func progress(t *testing.T, mon *qmpclient.Client) float64 {
 	t.Helper()
 	return run(t, mon, "x-pagecast-query-guest", nil)["progress"].(float64)
 }
@@ -216,10 +215,10 @@ func TestVMRunQuit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	var mon *qmp.SocketMonitor
+	var mon *qmpclient.Client
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var err error
-		if mon, err = qmp.NewSocketMonitor("unix", sock, time.Second); err == nil {
+		if mon, err = qmpclient.Dial("unix", sock, time.Second); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {

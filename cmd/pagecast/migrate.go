@@ -17,6 +17,7 @@ import (
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qmpclient"
 )
 
 func migrateCommand() *cli.Command {
@@ -58,7 +59,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String() +
 				"\n  auto: watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best\n        by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source)"},
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
-			&cli.IntFlag{Name: "observe", Value: 20, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
+			&cli.IntFlag{Name: "observe", Value: autoObserve, Usage: "--mode auto on a QEMU source: 100 ms epochs to watch the VM before choosing (pagecast's own monitor watches its guest for the default)"},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
@@ -115,7 +116,9 @@ func runMigrate(c *cli.Context) error {
 	switch kind {
 	case migrator.MonitorPagecast:
 		if p.Mode == modeAuto {
-			return errors.New("--mode auto: on pagecast's own monitor not yet; it runs pagecast's engine on a QEMU source")
+			// vm run watches its guest and chooses when migrate comes.
+			p.Prefer = c.String("prefer")
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: the VM watches its guest for %v before it chooses …\n", autoObserve*autoEpoch)
 		}
 		if destPath != "" {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: warning: --dest-qmp ignored: pagecast's monitor needs only the source's")
@@ -167,6 +170,14 @@ func runMigrate(c *cli.Context) error {
 		}
 		return err
 	}
+	var auto *migrator.AutoChoice
+	if kind == migrator.MonitorPagecast && p.Mode == modeAuto {
+		// migrate returned once the choice was made: query-migrate has it.
+		if i, err := migrator.Query(mon); err == nil && i.Pagecast != nil && i.Pagecast.Auto != nil {
+			auto = i.Pagecast.Auto
+			writeAutoChoice(c.App.Writer, auto)
+		}
+	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	bar := newProgressBar(c.App.ErrWriter, c.Bool("quiet"))
@@ -203,13 +214,31 @@ func runMigrate(c *cli.Context) error {
 		info.CPUThrottlePercentage = throttle
 	}
 	writeSummary(c.App.Writer, info, plan)
+	if auto != nil {
+		if p, ok := auto.Predicted(); ok {
+			writePredictedAgainst(c.App.Writer, p, info)
+		}
+	}
 	return nil
+}
+
+// writeAutoChoice prints what mode auto predicted for each mode it
+// weighed, and its choice.
+func writeAutoChoice(w io.Writer, a *migrator.AutoChoice) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
+	fmt.Fprintln(tw, "mode\tpredicted total\tdowntime\tbytes\t")
+	for _, p := range a.Predictions {
+		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t\n", p.Mode, ms(p.TotalTime), ms(p.Downtime), units.FormatBytes(float64(p.Transferred)))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "auto chose %s (prefer %s): %s\n\n", a.Mode, a.Prefer, a.Why)
 }
 
 // dialQMP connects to a QMP socket. The handshake has a deadline: a QEMU
 // QMP socket serves one client at a time, and a busy one never greets.
-func dialQMP(path string) (*qmp.SocketMonitor, error) {
-	mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
+func dialQMP(path string) (*qmpclient.Client, error) {
+	mon, err := qmpclient.Dial("unix", path, 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("connect to QMP socket: %w", err)
 	}

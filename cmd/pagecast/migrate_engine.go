@@ -130,30 +130,59 @@ const qemuSwitchover = 200 * time.Millisecond
 // saw (the guest's content measured from its RAM), and returns the best by
 // --prefer, having printed the predictions and why.
 func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simulate.Choice, error) {
-	const epoch = 100 * time.Millisecond
 	n := c.Int("observe")
 	if n < 1 {
 		return simulate.Choice{}, fmt.Errorf("--observe %d: auto needs at least one epoch", n)
 	}
-	log, err := src.StartDirtyLog()
+	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: watching the guest for %v …\n", time.Duration(n)*autoEpoch)
+	o, pages, err := watchGuest(c.Context, src, n)
 	if err != nil {
-		return simulate.Choice{}, fmt.Errorf("--mode auto: watch the guest: %w", err)
+		return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
+	}
+	// A switch-over on QEMU also stops QEMU and moves its device state
+	// through QEMU's migration: 150-250 ms here (BenchmarkQEMUEngine).
+	o.Bandwidth, o.DowntimeLimit, o.MaxRounds, o.Switchover = p.MaxBandwidth, p.DowntimeLimit, p.MaxRounds, qemuSwitchover
+	choice, err := simulate.ChooseAmong(c.Context, o, o.Workload, c.String("prefer"), qemuAutoModes())
+	if err != nil {
+		return choice, fmt.Errorf("--mode auto: %w", err)
+	}
+	fmt.Fprintf(c.App.Writer, "auto: predicted from %v of the guest (%d pages written; content %s):\n",
+		time.Duration(n)*autoEpoch, pages, o.Content)
+	writeSimulationTable(c.App.Writer, o.Workload, choice.Predictions)
+	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
+	return choice, nil
+}
+
+// autoEpoch is the epoch mode auto watches a guest in; autoObserve how
+// many vm run watches its own guest for (migrate --observe's default).
+const (
+	autoEpoch   = 100 * time.Millisecond
+	autoObserve = 20
+)
+
+// watchGuest harvests g's dirty pages for n epochs of autoEpoch and
+// returns the simulation's options for what it saw: the workload, the
+// content of the guest's memory and that of the pages it wrote; and how
+// many pages it wrote.
+func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options, int, error) {
+	log, err := g.StartDirtyLog()
+	if err != nil {
+		return simulate.Options{}, 0, fmt.Errorf("watch the guest: %w", err)
 	}
 	defer log.Close()
-	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: watching the guest for %v …\n", time.Duration(n)*epoch)
 	var epochs []trace.Epoch
 	written := map[uint64]bool{}
 	next := time.Now()
 	for i := range n {
-		next = next.Add(epoch)
+		next = next.Add(autoEpoch)
 		select {
-		case <-c.Context.Done():
-			return simulate.Choice{}, c.Context.Err()
+		case <-ctx.Done():
+			return simulate.Options{}, 0, ctx.Err()
 		case <-time.After(time.Until(next)):
 		}
 		h, err := log.Harvest()
 		if err != nil {
-			return simulate.Choice{}, fmt.Errorf("--mode auto: watch the guest: %w", err)
+			return simulate.Options{}, 0, fmt.Errorf("watch the guest: %w", err)
 		}
 		pages := h.List()
 		for _, g := range pages {
@@ -161,28 +190,36 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 		}
 		epochs = append(epochs, trace.Epoch{Index: uint64(i), Pages: pages})
 	}
-	mem := src.Memory()
+	mem := g.Memory()
 	var seen []byte
-	for g := range written {
-		seen = append(seen, mem[g*migrator.PageSize:(g+1)*migrator.PageSize]...)
+	for p := range written {
+		seen = append(seen, mem[p*migrator.PageSize:(p+1)*migrator.PageSize]...)
 	}
-	w, err := simulate.NewTrace("what was watched", trace.Meta{MemoryBytes: src.MemoryBytes(), PageSize: migrator.PageSize, Epoch: epoch}, epochs)
+	w, err := simulate.NewTrace("what was watched", trace.Meta{MemoryBytes: g.MemoryBytes(), PageSize: migrator.PageSize, Epoch: autoEpoch}, epochs)
 	if err != nil {
-		return simulate.Choice{}, err
+		return simulate.Options{}, 0, err
 	}
-	// A switch-over on QEMU also stops QEMU and moves its device state
-	// through QEMU's migration: 150-250 ms here (BenchmarkQEMUEngine).
-	o := simulate.Options{Workload: w, Bandwidth: p.MaxBandwidth, DowntimeLimit: p.DowntimeLimit, MaxRounds: p.MaxRounds,
-		Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureMix(seen, 1), Switchover: qemuSwitchover}
-	choice, err := simulate.ChooseAmong(c.Context, o, w, c.String("prefer"), qemuAutoModes())
-	if err != nil {
-		return choice, fmt.Errorf("--mode auto: %w", err)
+	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureMix(seen, 1)}, len(written), nil
+}
+
+// ownChooser is mode auto for pagecast's own monitor (vm run): it watches
+// the guest for observe epochs and chooses among every mode, pagecast's
+// destination taking post-copy too. The choice goes to the log and to
+// query-migrate's x-pagecast.auto, which `pagecast migrate` prints.
+func ownChooser(observe int, log *slog.Logger) migrator.Chooser {
+	return func(ctx context.Context, g migrator.Guest, cfg migrator.Config) (*migrator.AutoChoice, error) {
+		log.Info("mode auto: watching the guest", "for", time.Duration(observe)*autoEpoch)
+		o, _, err := watchGuest(ctx, g, observe)
+		if err != nil {
+			return nil, err
+		}
+		o.Bandwidth, o.DowntimeLimit, o.MaxRounds = cfg.MaxBandwidth, cfg.DowntimeLimit, cfg.MaxRounds
+		choice, err := simulate.Choose(ctx, o, o.Workload, cfg.Prefer)
+		if err != nil {
+			return nil, err
+		}
+		return choice.Report(), nil
 	}
-	fmt.Fprintf(c.App.Writer, "auto: predicted from %v of the guest (%d pages written; content %s):\n",
-		time.Duration(n)*epoch, len(written), o.Content)
-	writeSimulationTable(c.App.Writer, w, choice.Predictions)
-	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
-	return choice, nil
 }
 
 // qemuAutoModes are the modes auto chooses among for a QEMU guest with

@@ -18,11 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
-
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/tcg"
 	"github.com/pagecast/pagecast/trace"
 )
@@ -467,7 +466,7 @@ func TestMigrateQEMUEngineCLI(t *testing.T) {
 		r    *qemuRun
 		want string
 	}{{dst, "running"}, {src, "postmigrate"}} {
-		mon, err := qmp.NewSocketMonitor("unix", c.r.sock, 2*time.Second)
+		mon, err := qmpclient.Dial("unix", c.r.sock, 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
