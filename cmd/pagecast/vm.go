@@ -236,6 +236,14 @@ func runVM(c *cli.Context) error {
 		return err
 	}
 	defer vm.Close()
+	if incoming == nil {
+		// Started before QMP is served, as QEMU without -S is: a client
+		// that connects as soon as the socket exists finds it running,
+		// not in prelaunch (its connection waits in the listen queue).
+		if err := vm.Start(); err != nil {
+			return err
+		}
+	}
 	if lis != nil {
 		srv := qmpserver.New(log, "pagecast")
 		vm.RegisterQMP(srv, cancel)
@@ -266,8 +274,6 @@ func runVM(c *cli.Context) error {
 		if err := receive(ctx, incoming, vm.Migratable(), serverTLS, log); err != nil {
 			return err
 		}
-	} else if err := vm.Start(); err != nil {
-		return err
 	}
 	log.Info("virtual machine running", "memory", units.FormatBytes(float64(vm.MemoryBytes())),
 		"vcpus", vm.VCPUs(), "workload", c.String("workload"), "dirty", vm.DirtyMode(), "qmp", c.String("qmp"))
