@@ -232,13 +232,7 @@ func TestMigrateAutoOwn(t *testing.T) {
 	}
 	// Measured +4% on an idle machine; held to a factor of three here,
 	// as TestMigrateAuto is, for the suite's load on two cores.
-	var predicted, actual time.Duration
-	if i := strings.Index(text, "predicted against outcome: total time "); i >= 0 {
-		var ps, as string
-		fmt.Sscanf(text[i+len("predicted against outcome: total time "):], "%s against %s", &ps, &as)
-		predicted, _ = time.ParseDuration(ps)
-		actual, _ = time.ParseDuration(as)
-	}
+	predicted, actual := predictedTotalTime(text)
 	if predicted <= 0 || actual <= 0 || predicted > 3*actual || actual > 3*predicted {
 		t.Errorf("predicted total time %v against %v taken", predicted, actual)
 	}

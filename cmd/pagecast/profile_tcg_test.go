@@ -554,13 +554,7 @@ func TestMigrateAuto(t *testing.T) {
 	// outcome: measured -22% to +23% over five runs on an idle machine.
 	// Here it is only held to a factor of three, since the suite's other
 	// packages compete with the guest and the engine for two cores.
-	var predicted, actual time.Duration
-	if i := strings.Index(out, "predicted against outcome: total time "); i >= 0 {
-		var ps, as string
-		fmt.Sscanf(out[i+len("predicted against outcome: total time "):], "%s against %s", &ps, &as)
-		predicted, _ = time.ParseDuration(ps)
-		actual, _ = time.ParseDuration(as)
-	}
+	predicted, actual := predictedTotalTime(out)
 	if predicted <= 0 || actual <= 0 || predicted > 3*actual || actual > 3*predicted {
 		t.Errorf("predicted total time %v against %v taken", predicted, actual)
 	}
@@ -594,4 +588,17 @@ func migrateQEMUCLI(t *testing.T, args ...string) (src, dst *qemuRun, stdout, st
 		t.Fatalf("the destination said nothing after the migration\n%s", dst.stderr.String())
 	}
 	return src, dst, string(out), errOut.String()
+}
+
+// predictedTotalTime reads the total times off migrate's "predicted
+// against outcome" line; zero where it is missing.
+func predictedTotalTime(out string) (predicted, actual time.Duration) {
+	const prefix = "predicted against outcome: total time "
+	if i := strings.Index(out, prefix); i >= 0 {
+		var ps, as string
+		fmt.Sscanf(out[i+len(prefix):], "%s against %s", &ps, &as)
+		predicted, _ = time.ParseDuration(ps)
+		actual, _ = time.ParseDuration(as)
+	}
+	return predicted, actual
 }
