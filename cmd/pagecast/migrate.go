@@ -57,7 +57,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming, or QEMU -incoming)"},
 			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc from QEMU (post-copy is enabled on both ends)"},
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String() +
-				"\n  auto: watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best\n        by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source)"},
+				"\n  auto: watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best\n        by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source;\n        on pagecast's own monitor the VM watches itself for 2s and weighs every mode)"},
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
 			&cli.IntFlag{Name: "observe", Value: autoObserve, Usage: "--mode auto on a QEMU source: 100 ms epochs to watch the VM before choosing (pagecast's own monitor watches its guest for the default)"},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},

@@ -119,7 +119,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 }
 
 // modeAuto is --mode auto.
-const modeAuto = "auto"
+const modeAuto = migrator.ModeAuto
 
 // qemuSwitchover is what auto expects a switch-over to cost on QEMU besides
 // moving memory.
