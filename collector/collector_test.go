@@ -71,8 +71,13 @@ func TestAgreesWithMonitor(t *testing.T) {
 			ref.Harvest()
 			c.CloseEpoch()
 
-			var inter, union, onlyBPF, onlyMonitor int
-			for i := 0; i < 6; i++ {
+			// Seven epochs: a page one side saw in epoch i and the other
+			// in i-1 or i+1 was written in the gap between the two cuts,
+			// which grows when the test is preempted there (a loaded
+			// machine); it counts as agreeing. Epochs 0-5 are scored.
+			const epochs = 7
+			var bpfSets, monSets [epochs]map[uint64]bool
+			for i := range epochs {
 				time.Sleep(250 * time.Millisecond)
 				want, err := ref.Harvest()
 				if err != nil {
@@ -82,25 +87,43 @@ func TestAgreesWithMonitor(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				got := map[uint64]bool{}
+				bpfSets[i], monSets[i] = map[uint64]bool{}, map[uint64]bool{}
 				for _, p := range e.Pages {
-					got[p] = true
-					if want.Has(p) {
+					bpfSets[i][p] = true
+				}
+				want.ForEach(func(p uint64) { monSets[i][p] = true })
+			}
+			adjacent := func(sets *[epochs]map[uint64]bool, i int, p uint64) bool {
+				return (i > 0 && sets[i-1][p]) || sets[i+1][p]
+			}
+			var inter, union, onlyBPF, onlyMonitor, gap int
+			for i := range epochs - 1 {
+				for p := range bpfSets[i] {
+					union++
+					switch {
+					case monSets[i][p]:
 						inter++
-					} else {
+					case adjacent(&monSets, i, p):
+						gap++
+					default:
 						onlyBPF++
 					}
 				}
-				want.ForEach(func(p uint64) {
-					if !got[p] {
+				for p := range monSets[i] {
+					if bpfSets[i][p] {
+						continue
+					}
+					union++
+					if adjacent(&bpfSets, i, p) {
+						gap++
+					} else {
 						onlyMonitor++
 					}
-				})
-				union += len(e.Pages) + int(want.Count()) - countBoth(e.Pages, want)
+				}
 			}
-			agreement := float64(inter) / float64(union)
-			t.Logf("%s: %d pages in both, %d only in the trace, %d only in the monitor's log: agreement %.5f",
-				workload, inter, onlyBPF, onlyMonitor, agreement)
+			agreement := float64(inter+gap) / float64(union)
+			t.Logf("%s: %d pages in both, %d in adjacent epochs (written between the cuts), %d only in the trace, %d only in the monitor's log: agreement %.5f",
+				workload, inter, gap, onlyBPF, onlyMonitor, agreement)
 			if inter < 1000 {
 				t.Fatalf("only %d dirty pages over 6 epochs: the workload did not run", inter)
 			}
@@ -116,14 +139,4 @@ func TestAgreesWithMonitor(t *testing.T) {
 			}
 		})
 	}
-}
-
-func countBoth(pages []uint64, set *vmm.Bitmap) int {
-	n := 0
-	for _, p := range pages {
-		if set.Has(p) {
-			n++
-		}
-	}
-	return n
 }

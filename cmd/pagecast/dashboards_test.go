@@ -100,7 +100,7 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	tracePath := filepath.Join(dir, "hotset.pct")
 
 	// 1. Profile the guest with the TCG plugin.
-	out, err := exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+src.sock, "--duration", "4s",
+	out, err := exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+src.sock, "--duration", "6s",
 		"--epoch", "500ms", "--out", tracePath, "--metrics", profileAddr, "--quiet").CombinedOutput()
 	if err != nil {
 		t.Fatalf("pagecast profile: %v\n%s", err, out)
