@@ -42,7 +42,10 @@ func TestControllerAuto(t *testing.T) {
 	if err := set(c, `{"x-pagecast-mode":"auto","x-pagecast-prefer":"fast"}`); err == nil || !strings.Contains(err.Error(), "x-pagecast-prefer") {
 		t.Errorf("prefer fast: %v", err)
 	}
-	if err := set(c, `{"x-pagecast-mode":"auto","x-pagecast-prefer":"bytes"}`); err != nil {
+	if err := set(c, `{"x-pagecast-observe":0}`); err == nil || !strings.Contains(err.Error(), "x-pagecast-observe") {
+		t.Errorf("observe 0: %v", err)
+	}
+	if err := set(c, `{"x-pagecast-mode":"auto","x-pagecast-prefer":"bytes","x-pagecast-observe":7}`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.migrate(ctx, json.RawMessage(`{"uri":"tcp:127.0.0.1:1"}`)); err == nil || !strings.Contains(err.Error(), "max-bandwidth") {
@@ -65,8 +68,8 @@ func TestControllerAuto(t *testing.T) {
 	if _, err := c.migrate(ctx, json.RawMessage(`{"uri":"`+dst.uri+`"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if asked.Prefer != "bytes" || asked.MaxBandwidth != 64<<20 {
-		t.Errorf("the chooser was asked with prefer %q, %d bytes/s", asked.Prefer, asked.MaxBandwidth)
+	if asked.Prefer != "bytes" || asked.MaxBandwidth != 64<<20 || asked.Observe != 7 {
+		t.Errorf("the chooser was asked with prefer %q, %d bytes/s, %d epochs", asked.Prefer, asked.MaxBandwidth, asked.Observe)
 	}
 	m := c.Current()
 	if m == nil {

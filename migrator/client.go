@@ -24,6 +24,7 @@ type Params struct {
 	MaxRounds     int           // pagecast only: "x-pagecast-max-rounds"
 	Profile       string        // pagecast only: "x-pagecast-profile", a trace file to warm the predictor
 	Prefer        string        // pagecast only: "x-pagecast-prefer", what mode auto optimises: time, bytes or downtime
+	Observe       int           // pagecast only: "x-pagecast-observe", 100 ms epochs mode auto watches the guest for
 }
 
 // clientParams is Params as QMP spells it. omitempty leaves the zero
@@ -36,6 +37,7 @@ type clientParams struct {
 	MaxRounds     int    `json:"x-pagecast-max-rounds,omitempty"`
 	Profile       string `json:"x-pagecast-profile,omitempty"`
 	Prefer        string `json:"x-pagecast-prefer,omitempty"`
+	Observe       int    `json:"x-pagecast-observe,omitempty"`
 }
 
 // SetParameters sends migrate-set-parameters with p's non-zero members; it
@@ -59,6 +61,7 @@ func SetParameters(mon qmp.Monitor, p Params) error {
 		MaxRounds:     p.MaxRounds,
 		Profile:       p.Profile,
 		Prefer:        p.Prefer,
+		Observe:       p.Observe,
 	}
 	return clientRun(mon, "migrate-set-parameters", args, nil)
 }

@@ -142,6 +142,7 @@ type parameters struct {
 	Threshold     *float64 `json:"x-pagecast-threshold,omitempty"`
 	EpochMS       *uint64  `json:"x-pagecast-epoch-ms,omitempty"`
 	Prefer        *string  `json:"x-pagecast-prefer,omitempty"`
+	Observe       *int     `json:"x-pagecast-observe,omitempty"`
 }
 
 func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any, error) {
@@ -180,6 +181,12 @@ func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any,
 		}
 		cfg.Prefer = *p.Prefer
 	}
+	if p.Observe != nil {
+		if *p.Observe < 1 || *p.Observe > 600 {
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-observe' expects 1 to 600 epochs of 100 ms")
+		}
+		cfg.Observe = *p.Observe
+	}
 	if p.MaxRounds != nil {
 		if *p.MaxRounds < 1 {
 			return nil, qmpserver.GenericError("Parameter 'x-pagecast-max-rounds' expects a positive integer")
@@ -215,7 +222,7 @@ func (c *Controller) queryParameters(context.Context, json.RawMessage) (any, err
 	dl := uint64(cfg.DowntimeLimit.Milliseconds())
 	ep := uint64(cfg.Epoch.Milliseconds())
 	return parameters{MaxBandwidth: &cfg.MaxBandwidth, DowntimeLimit: &dl, Mode: &cfg.Mode,
-		MaxRounds: &cfg.MaxRounds, Profile: &cfg.Profile, Threshold: &cfg.Threshold, EpochMS: &ep, Prefer: &cfg.Prefer}, nil
+		MaxRounds: &cfg.MaxRounds, Profile: &cfg.Profile, Threshold: &cfg.Threshold, EpochMS: &ep, Prefer: &cfg.Prefer, Observe: &cfg.Observe}, nil
 }
 
 func (c *Controller) cancel(context.Context, json.RawMessage) (any, error) {

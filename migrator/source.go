@@ -29,6 +29,7 @@ type Config struct {
 	Profile        string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
 	Auto           *AutoChoice   // mode auto's choice, reported in Info as it was made
 	Prefer         string        // mode auto (Controller): what to optimise, time (default), bytes or downtime
+	Observe        int           // mode auto (Controller): 100 ms epochs to watch the guest for; 0: the Chooser's default
 	TargetRound    int           // throttle: the round by which the dirty pages left should fit the downtime limit; default 4
 	RecoverTimeout time.Duration // tsmc: how long a source whose link failed in stage 3 keeps redialling; default 5 min
 	IdleTimeout    time.Duration // a connection that moves nothing this long is dead; default 10 s

@@ -57,9 +57,9 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming, or QEMU -incoming)"},
 			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc from QEMU (post-copy is enabled on both ends)"},
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String() +
-				"\n  auto: watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best\n        by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source;\n        on pagecast's own monitor the VM watches itself for 2s and weighs every mode)"},
+				"\n  auto: watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best\n        by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source;\n        on pagecast's own monitor the VM watches itself and weighs every mode)"},
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
-			&cli.IntFlag{Name: "observe", Value: autoObserve, Usage: "--mode auto on a QEMU source: 100 ms epochs to watch the VM before choosing (pagecast's own monitor watches its guest for the default)"},
+			&cli.IntFlag{Name: "observe", Value: autoObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
@@ -117,8 +117,11 @@ func runMigrate(c *cli.Context) error {
 	case migrator.MonitorPagecast:
 		if p.Mode == modeAuto {
 			// vm run watches its guest and chooses when migrate comes.
-			p.Prefer = c.String("prefer")
-			fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: the VM watches its guest for %v before it chooses …\n", autoObserve*autoEpoch)
+			p.Prefer, p.Observe = c.String("prefer"), c.Int("observe")
+			if p.Observe < 1 {
+				return fmt.Errorf("--observe %d: auto needs at least one epoch", p.Observe)
+			}
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: the VM watches its guest for %v before it chooses …\n", time.Duration(p.Observe)*autoEpoch)
 		}
 		if destPath != "" {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: warning: --dest-qmp ignored: pagecast's monitor needs only the source's")

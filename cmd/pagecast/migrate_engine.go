@@ -203,13 +203,17 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 }
 
 // ownChooser is mode auto for pagecast's own monitor (vm run): it watches
-// the guest for observe epochs and chooses among every mode, pagecast's
-// destination taking post-copy too. The choice goes to the log and to
+// the guest for x-pagecast-observe epochs (observe if unset) and chooses
+// among every mode, pagecast's destination taking post-copy too. The choice goes to the log and to
 // query-migrate's x-pagecast.auto, which `pagecast migrate` prints.
 func ownChooser(observe int, log *slog.Logger) migrator.Chooser {
 	return func(ctx context.Context, g migrator.Guest, cfg migrator.Config) (*migrator.AutoChoice, error) {
-		log.Info("mode auto: watching the guest", "for", time.Duration(observe)*autoEpoch)
-		o, _, err := watchGuest(ctx, g, observe)
+		n := observe
+		if cfg.Observe > 0 {
+			n = cfg.Observe
+		}
+		log.Info("mode auto: watching the guest", "for", time.Duration(n)*autoEpoch)
+		o, _, err := watchGuest(ctx, g, n)
 		if err != nil {
 			return nil, err
 		}

@@ -204,13 +204,13 @@ func TestMigrateAutoOwn(t *testing.T) {
 	src := startVMRunProc(t, "--memory", "64M", "--workload", "hotset:hot=2048,p=0.95")
 	startVMRunProc(t, "--memory", "64M", "--incoming", uri)
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri,
-		"--mode", "auto", "--prefer", "bytes", "--bandwidth", "32MiB/s").CombinedOutput()
+		"--mode", "auto", "--prefer", "bytes", "--observe", "15", "--bandwidth", "32MiB/s").CombinedOutput()
 	t.Logf("\n%s", out)
 	if err != nil {
 		t.Fatalf("pagecast migrate: %v", err)
 	}
 	text := string(out)
-	for _, want := range []string{"auto chose ", "(prefer bytes)", "status           completed", "verified         true",
+	for _, want := range []string{"the VM watches its guest for 1.5s", "auto chose ", "(prefer bytes)", "status           completed", "verified         true",
 		"predicted against outcome: total time "} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q", want)
