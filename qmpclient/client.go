@@ -26,7 +26,7 @@ type Client struct {
 	r    *bufio.Reader
 
 	mu      sync.Mutex // one command at a time
-	replies chan []byte
+	replies chan reply
 	events  chan qmp.Event
 	done    chan struct{} // closed when the reader stops
 	readErr error         // why it stopped; set before done closes
@@ -45,6 +45,12 @@ func Dial(network, addr string, timeout time.Duration) (*Client, error) {
 }
 
 var _ qmp.Monitor = (*Client)(nil)
+
+// reply is a line that is not an event, with the QMP error it holds.
+type reply struct {
+	line []byte
+	err  error
+}
 
 // message is any line from the monitor: a greeting, a reply or an event.
 type message struct {
@@ -123,7 +129,7 @@ func (c *Client) Connect() error {
 		}
 		break
 	}
-	c.replies = make(chan []byte)
+	c.replies = make(chan reply)
 	c.events = make(chan qmp.Event, eventQueue)
 	c.done = make(chan struct{})
 	go c.read()
@@ -141,7 +147,7 @@ func (c *Client) read() {
 		}
 		if m.Event == "" {
 			select {
-			case c.replies <- line:
+			case c.replies <- reply{line, m.err()}:
 			case <-c.quit:
 				c.readErr = net.ErrClosed
 				return
@@ -171,15 +177,11 @@ func (c *Client) Run(command []byte) ([]byte, error) {
 		return nil, err
 	}
 	select {
-	case line := <-c.replies:
-		var m message
-		if err := json.Unmarshal(line, &m); err != nil {
-			return nil, err
+	case r := <-c.replies:
+		if r.err != nil {
+			return nil, r.err
 		}
-		if err := m.err(); err != nil {
-			return nil, err
-		}
-		return line, nil
+		return r.line, nil
 	case <-c.done:
 		return nil, fmt.Errorf("qmp: connection lost: %w", c.readErr)
 	}
