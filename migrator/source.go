@@ -29,7 +29,7 @@ type Config struct {
 	Profile        string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
 	Auto           *AutoChoice   // mode auto's choice, reported in Info as it was made
 	Prefer         string        // mode auto (Controller): what to optimise, time (default), bytes or downtime
-	Observe        int           // mode auto (Controller): 100 ms epochs to watch the guest for; 0: the Chooser's default
+	Observe        int           // mode auto (Controller): 100 ms epochs to watch the guest for; default DefaultObserve
 	TargetRound    int           // throttle: the round by which the dirty pages left should fit the downtime limit; default 4
 	RecoverTimeout time.Duration // tsmc: how long a source whose link failed in stage 3 keeps redialling; default 5 min
 	IdleTimeout    time.Duration // a connection that moves nothing this long is dead; default 10 s
@@ -59,6 +59,7 @@ func downtimeShare(m mode) float64 {
 const (
 	DefaultDowntimeLimit  = 300 * time.Millisecond
 	DefaultMaxRounds      = 30
+	DefaultObserve        = 20 // mode auto: 100 ms epochs, 2 s
 	DefaultEpoch          = 100 * time.Millisecond
 	DefaultThreshold      = 0.5
 	DefaultIdleTimeout    = 10 * time.Second
@@ -72,6 +73,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Prefer == "" {
 		c.Prefer = "time"
+	}
+	if c.Observe <= 0 {
+		c.Observe = DefaultObserve
 	}
 	if c.DowntimeLimit <= 0 {
 		c.DowntimeLimit = DefaultDowntimeLimit

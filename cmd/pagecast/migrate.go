@@ -59,7 +59,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String() +
 				"\n  auto: watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best\n        by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source;\n        on pagecast's own monitor the VM watches itself and weighs every mode)"},
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
-			&cli.IntFlag{Name: "observe", Value: autoObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
+			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},

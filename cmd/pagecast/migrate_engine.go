@@ -153,12 +153,8 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 	return choice, nil
 }
 
-// autoEpoch is the epoch mode auto watches a guest in; autoObserve how
-// many vm run watches its own guest for (migrate --observe's default).
-const (
-	autoEpoch   = 100 * time.Millisecond
-	autoObserve = 20
-)
+// autoEpoch is the epoch mode auto watches a guest in.
+const autoEpoch = 100 * time.Millisecond
 
 // watchGuest harvests g's dirty pages for n epochs of autoEpoch and
 // returns the simulation's options for what it saw: the workload, the
@@ -203,17 +199,13 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 }
 
 // ownChooser is mode auto for pagecast's own monitor (vm run): it watches
-// the guest for x-pagecast-observe epochs (observe if unset) and chooses
-// among every mode, pagecast's destination taking post-copy too. The choice goes to the log and to
+// the guest for x-pagecast-observe epochs and chooses among every mode,
+// pagecast's destination taking post-copy too. The choice goes to the log and to
 // query-migrate's x-pagecast.auto, which `pagecast migrate` prints.
-func ownChooser(observe int, log *slog.Logger) migrator.Chooser {
+func ownChooser(log *slog.Logger) migrator.Chooser {
 	return func(ctx context.Context, g migrator.Guest, cfg migrator.Config) (*migrator.AutoChoice, error) {
-		n := observe
-		if cfg.Observe > 0 {
-			n = cfg.Observe
-		}
-		log.Info("mode auto: watching the guest", "for", time.Duration(n)*autoEpoch)
-		o, _, err := watchGuest(ctx, g, n)
+		log.Info("mode auto: watching the guest", "for", time.Duration(cfg.Observe)*autoEpoch)
+		o, _, err := watchGuest(ctx, g, cfg.Observe)
 		if err != nil {
 			return nil, err
 		}

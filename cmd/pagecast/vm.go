@@ -248,7 +248,7 @@ func runVM(c *cli.Context) error {
 		srv := qmpserver.New(log, "pagecast")
 		vm.RegisterQMP(srv, cancel)
 		ctl := migrator.NewController(vm.Migratable(), log, clientTLS)
-		ctl.SetChooser(ownChooser(autoObserve, log))
+		ctl.SetChooser(ownChooser(log))
 		ctl.Register(srv)
 		if addr := c.String("metrics"); addr != "" {
 			exp := migrationmetrics.New(vmName(c, strings.TrimPrefix(c.String("qmp"), "unix:")))
