@@ -104,7 +104,7 @@ func pagecastRate(b *testing.B, w guest.Workload) float64 {
 // qemuRate is the guest's rate under QEMU, and the accelerator QEMU ran it
 // with.
 func qemuRate(b *testing.B, w guest.Workload) (float64, string) {
-	vm, err := qemu.Start(qemu.Options{MemoryBytes: benchMemory, Cmdline: w.Cmdline(1), Seed: 1})
+	vm, err := qemu.Start(qemu.Options{MemoryBytes: benchMemory, Cmdline: w.Cmdline(1), Seed: 1, Accel: testutil.QEMUAccel()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func startQEMU(t *testing.T, cmdline string, seed uint64) *qemu.VM {
 		t.Skip("boots QEMU; skipped in short mode")
 	}
 	testutil.RequiresQEMU(t)
-	vm, err := qemu.Start(qemu.Options{MemoryBytes: qemuMemory, Cmdline: cmdline, Seed: seed})
+	vm, err := qemu.Start(qemu.Options{MemoryBytes: qemuMemory, Cmdline: cmdline, Seed: seed, Accel: testutil.QEMUAccel()})
 	if errors.Is(err, qemu.ErrNoQEMU) {
 		t.Skip(err)
 	}

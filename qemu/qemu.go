@@ -46,7 +46,7 @@ type Options struct {
 
 // Accelerators QEMU can run the guest with.
 const (
-	AccelAuto = "auto" // KVM where /dev/kvm opens read-write, else TCG
+	AccelAuto = "auto" // KVM where /dev/kvm opens read-write and runs guests natively, else TCG
 	AccelKVM  = "kvm"  // hardware virtualization; dirty pages through KVM's dirty ring
 	AccelTCG  = "tcg"  // QEMU's emulator; dirty pages through pagecast's TCG plugin
 )
@@ -58,6 +58,9 @@ func ResolveAccel(accel string) (chosen, why string, err error) {
 	case "", AccelAuto:
 		if err := KVMUsable(); err != nil {
 			return AccelTCG, fmt.Sprintf("no usable KVM (%v)", err), nil
+		}
+		if KVMEmulates() {
+			return AccelTCG, "/dev/kvm is kvm-pvm, which runs a guest kernel not built for PVM by emulating its instructions, some 100-700 times slower than TCG; --accel kvm uses it anyway", nil
 		}
 		return AccelKVM, "/dev/kvm works", nil
 	case AccelKVM:
@@ -89,6 +92,24 @@ func KVMUsable() error {
 		return err
 	}
 	return f.Close()
+}
+
+// sysModule is where the kernel lists its loaded modules.
+var sysModule = "/sys/module"
+
+// KVMEmulates says whether /dev/kvm belongs to kvm-pvm (module kvm_pvm, with
+// neither kvm_intel nor kvm_amd loaded): a KVM for hosts that are themselves
+// guests without nested virtualization, which runs a guest not built for
+// PVM (the pagecast guest, a Debian kernel) by emulating its instructions.
+// Measured on such a host: the pagecast guest in QEMU wrote 46 pages a second
+// under KVM against 33 000 under TCG (hotset:delay=25000), 48 000 against
+// 4.6 M without the delay.
+func KVMEmulates() bool {
+	has := func(m string) bool {
+		_, err := os.Stat(filepath.Join(sysModule, m))
+		return err == nil
+	}
+	return has("kvm_pvm") && !has("kvm_intel") && !has("kvm_amd")
 }
 
 // ErrNoQEMU is returned when the QEMU binary is not installed.

@@ -43,7 +43,7 @@ const (
 // a second and every migration converges at once: there it runs without
 // the delay (48 000 a second).
 func hotWorkload() string {
-	if accel, _, err := qemu.ResolveAccel(""); err == nil && accel == qemu.AccelKVM {
+	if testutil.QEMUAccel() == qemu.AccelKVM {
 		return "hotset:hot=2048,p=0.95,delay=0"
 	}
 	return "hotset:hot=2048,p=0.95,delay=25000"

@@ -27,7 +27,7 @@ func options(t testing.TB, workload string) qemu.Options {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return qemu.Options{MemoryBytes: testMemory, Cmdline: w.Cmdline(1)}
+	return qemu.Options{MemoryBytes: testMemory, Cmdline: w.Cmdline(1), Accel: testutil.QEMUAccel()}
 }
 
 // startSource boots the pagecast guest running workload and waits until

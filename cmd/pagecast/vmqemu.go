@@ -123,7 +123,7 @@ func qemuVMFlags() []cli.Flag {
 		&cli.StringFlag{Name: "engine", Value: enginePagecast,
 			Usage: "with --monitor qemu --incoming: pagecast (pagecast's receiver writes the guest RAM, QEMU's migration brings only the device state; from `pagecast migrate`) or qemu (--incoming is QEMU's own -incoming, for QEMU's migration)"},
 		&cli.StringFlag{Name: "accel", Value: qemu.AccelAuto,
-			Usage: "with --monitor qemu: auto (KVM where /dev/kvm works, else TCG), kvm or tcg"},
+			Usage: "with --monitor qemu: auto (KVM where /dev/kvm works, unless it is kvm-pvm's, which emulates the guest; else TCG), kvm or tcg"},
 		&cli.StringFlag{Name: "kernel",
 			Usage: "with --monitor qemu: boot this Linux kernel (a bzImage such as /boot/vmlinuz-*, or a vmlinux) instead of the pagecast guest"},
 		&cli.StringFlag{Name: "initrd", Usage: "with --kernel: its initramfs (qemu.BuildInitramfs makes one from busybox-static)"},

@@ -27,9 +27,22 @@ func RequiresKVM(t testing.TB) {
 	f.Close()
 }
 
+// QEMUAccel is the accelerator for tests of the QEMU guest on both paths:
+// "kvm" wherever /dev/kvm opens read-write, "tcg" elsewhere. Unlike
+// qemu.AccelAuto it takes kvm-pvm's /dev/kvm too (slow, since it emulates
+// the guest), so that a machine with any KVM tests QEMU's KVM path.
+func QEMUAccel() string {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return "tcg"
+	}
+	f.Close()
+	return "kvm"
+}
+
 // RequiresQEMU skips the test unless qemu-system-x86_64 is installed; it
-// returns the binary's path. Such tests run under KVM where /dev/kvm works
-// and under TCG elsewhere.
+// returns the binary's path. Such tests run under qemu.AccelAuto unless they
+// ask for an accelerator (QEMUAccel).
 func RequiresQEMU(t testing.TB) string {
 	t.Helper()
 	path, err := exec.LookPath("qemu-system-x86_64")
