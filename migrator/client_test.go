@@ -224,7 +224,7 @@ func clientStartQEMU(t *testing.T, workload, incoming string, extra ...string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm, err := qemu.Start(qemu.Options{MemoryBytes: clientQEMUMemory, Cmdline: w.Cmdline(1), Seed: 1, Incoming: incoming, Extra: extra})
+	vm, err := qemu.Start(qemu.Options{MemoryBytes: clientQEMUMemory, Cmdline: w.Cmdline(1), Seed: 1, Incoming: incoming, Extra: extra, Accel: qemu.AccelKVM})
 	if err != nil {
 		t.Fatal(err)
 	}
