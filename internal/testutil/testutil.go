@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // The first words of every skip reason this package gives.
@@ -32,12 +34,10 @@ func RequiresKVM(t testing.TB) {
 // qemu.AccelAuto it takes kvm-pvm's /dev/kvm too (slow, since it emulates
 // the guest), so that a machine with any KVM tests QEMU's KVM path.
 func QEMUAccel() string {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return "tcg"
+	if qemu.KVMUsable() != nil {
+		return qemu.AccelTCG
 	}
-	f.Close()
-	return "kvm"
+	return qemu.AccelKVM
 }
 
 // RequiresQEMU skips the test unless qemu-system-x86_64 is installed; it
