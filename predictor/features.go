@@ -361,7 +361,9 @@ const wideFactor = 8
 // histories: sliding windows over the pages' last-epoch bits and recency
 // scores, Window pages each side, and over the last-epoch bits,
 // wideFactor·Window pages each side, the page itself left out. O(pages),
-// in integers.
+// in integers. It marks in m.calm the chunks of quietChunk pages none of
+// which was written in 64 epochs or has a neighbour feature, and takes
+// the stretches where no window holds a write a chunk at a time.
 //
 //go:norace
 func (m *Model) neighbours() {
@@ -381,7 +383,27 @@ func (m *Model) neighbours() {
 	}
 	full, fullWide := float32(2*w), float32(2*ww) // neighbours away from the ends
 	m.regions(hist)
-	for i := range n {
+	calm := m.calm
+	clear(calm)
+	var acc uint64 // the chunk's histories and window sums, ORed
+	for i := 0; i < n; i++ {
+		if i&(quietChunk-1) == 0 {
+			if i > 0 && acc == 0 {
+				c := i/quietChunk - 1
+				calm[c/64] |= 1 << (c % 64)
+			}
+			acc = 0
+			// Where no window holds a write and none comes into them
+			// within the chunk, its pages' features are 0 and the sums
+			// stay 0.
+			if s1|s2|s3 == 0 && i+ww+quietChunk <= n && !m.slow && quietAhead(hist, i, w, ww) {
+				clear(near[i : i+quietChunk])
+				clear(nearRec[i : i+quietChunk])
+				clear(wide[i : i+quietChunk])
+				i += quietChunk - 1
+				continue
+			}
+		}
 		if j := i + w; j < n {
 			s1 += int32(hist[j] & 1)
 			s2 += recencyQ[hist[j]&patternMask]
@@ -397,6 +419,7 @@ func (m *Model) neighbours() {
 			s3 -= int32(hist[j] & 1)
 		}
 		h := hist[i]
+		acc |= h | uint64(s1|s2|s3)
 		if c := s3 - int32(h&1); c == 0 {
 			wide[i] = 0
 		} else {
@@ -419,6 +442,26 @@ func (m *Model) neighbours() {
 		near[i] = uint8(a/cnt*nearScale + 0.5)
 		nearRec[i] = uint8(b/(cnt*recencyOne)*nearScale + 0.5)
 	}
+	if n%quietChunk == 0 && n > 0 && acc == 0 {
+		c := n/quietChunk - 1
+		calm[c/64] |= 1 << (c % 64)
+	}
+}
+
+// quietAhead reports whether the chunk of pages from i is unwritten in
+// the last 64 epochs and no write comes into neighbours' windows
+// (Window w, wide ww) as they slide over it: none in the last 8 epochs
+// among the quietChunk pages w on, none in the last epoch among those ww
+// on.
+//
+//go:norace
+func quietAhead(hist []uint64, i, w, ww int) bool {
+	h := hist[i : i+quietChunk : i+quietChunk]
+	a := hist[i+w : i+w+quietChunk : i+w+quietChunk]
+	b := hist[i+ww : i+ww+quietChunk : i+ww+quietChunk]
+	return h[0]|h[1]|h[2]|h[3]|h[4]|h[5]|h[6]|h[7] == 0 &&
+		(a[0]|a[1]|a[2]|a[3]|a[4]|a[5]|a[6]|a[7])&patternMask == 0 &&
+		(b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7])&1 == 0
 }
 
 // regions computes the region features: the share of each region's pages
@@ -510,4 +553,50 @@ func (m *Model) features(p uint64) [nFeat]float32 {
 		x[featCohortOld] = m.cohort[k]
 	}
 	return x
+}
+
+// Quiet pages. In a large VM most pages are idle: not written in 64
+// epochs, none of their neighbours written lately (calm, see neighbours),
+// far from the allocation frontier. Such pages with the same count and
+// stay in the same region have the same forecast and add nothing to the
+// spatial features, so Predict and Observe's passes take them quietChunk
+// at a time.
+const (
+	quietChunk = 8 // pages, a power of two
+	noQuietKey = uint64(math.MaxUint64)
+)
+
+// quietKey reports whether the calm chunk of quietChunk pages from i (see
+// neighbours) is quiet: none of its pages within frontReach of a run of
+// front (j is the first run at or above i), all with the same count and
+// stay. If so it returns their key, the region, count and stay, which
+// decide their forecast.
+//
+//go:norace
+func quietKey(count, stay []uint16, front []frontRun, j, i int) (uint64, bool) {
+	c, s := count[i], stay[i]
+	cs, ss := count[i:i+quietChunk:i+quietChunk], stay[i:i+quietChunk:i+quietChunk]
+	for k := 1; k < quietChunk; k++ {
+		if cs[k] != c || ss[k] != s {
+			return 0, false
+		}
+	}
+	if !frontFree(front, j, uint64(i), uint64(i+quietChunk-1)) {
+		return 0, false
+	}
+	return uint64(i>>regionShift)<<32 | uint64(c)<<16 | uint64(s), true
+}
+
+// frontFree reports whether no page from lo to hi is within frontReach of
+// a run of front or in one; j is the first run at or above lo.
+//
+//go:norace
+func frontFree(front []frontRun, j int, lo, hi uint64) bool {
+	if j > 0 {
+		r := front[j-1]
+		if end := uint64(r.lo) + uint64(r.n) - 1; end >= lo || lo-end <= frontReach {
+			return false
+		}
+	}
+	return j == len(front) || uint64(front[j].lo) > hi && uint64(front[j].lo)-hi > frontReach
 }

@@ -88,9 +88,9 @@ func (o Options) withDefaults() Options {
 // (8 bytes, bit 0 the last epoch), the number of epochs it was dirtied in
 // since the model started and, of them, those that followed a dirty one
 // (2 each), and the three neighbour features of the current epoch (a byte
-// each); besides, 8 bytes per 2 MiB region, 8 per region for each
-// horizon fitted, and 8 per run of consecutive pages first written in
-// the last epoch.
+// each); besides, a bit per 8 pages (calm), 8 bytes per 2 MiB region, 8
+// per region for each horizon fitted, and 8 per run of consecutive pages
+// first written in the last epoch.
 //
 // The forecast is a logistic regression (see FeatureNames) over:
 //   - temporal: the page's code, its pattern over the last 8 epochs or,
@@ -168,6 +168,7 @@ type Model struct {
 	horizons []*fit // 1 first
 
 	zt            float32 // logit of Options.Threshold
+	pBelow        float32 // the probability just below Options.Threshold
 	expected      float64 // see Expected
 	rng           *rand.Rand
 	ring          [keepEpochs]epochSamples
@@ -182,6 +183,13 @@ type Model struct {
 	// probabilities pooled over all pages, from clean and from dirty.
 	allDirty, allStay uint64
 	pool              [2]float32
+	// calm has a bit for each chunk of quietChunk pages, set where none
+	// was written in 64 epochs or has a neighbour feature (see
+	// neighbours).
+	calm []uint64
+	// slow turns off the passes' shortcuts over quiet pages (see
+	// quietKey), for tests that check they change nothing.
+	slow bool
 }
 
 // NewModel returns a model of a VM with pages guest pages.
@@ -196,6 +204,7 @@ func NewModel(pages uint64, o Options) *Model {
 		near:    make([]uint8, pages),
 		nearRec: make([]uint8, pages),
 		wide:    make([]uint8, pages),
+		calm:    make([]uint64, (pages/quietChunk+63)/64),
 		rng:     rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15)),
 	}
 	regions := (pages + 1<<regionShift - 1) >> regionShift
@@ -203,6 +212,7 @@ func NewModel(pages uint64, o Options) *Model {
 	if o.Threshold > 0 {
 		m.zt = float32(logit(o.Threshold))
 	}
+	m.pBelow = math.Nextafter32(float32(o.Threshold), 0)
 	m.horizon(1)
 	m.horizon(o.Horizon)
 	return m
@@ -329,10 +339,72 @@ func (m *Model) PredictHorizon(dst []float32, h int) {
 }
 
 // predictPages is PredictHorizon's loop over the pages with the fit f; it
-// returns the expected number of dirty pages.
+// returns the expected number of dirty pages. Quiet pages (see quietKey)
+// with the key of the last quiet page scored get its probability without
+// computing it again.
 //
 //go:norace
 func (m *Model) predictPages(dst []float32, f *fit) float64 {
+	st := scoring{qKey: noQuietKey}
+	hist := m.hist
+	n := len(hist)
+	dst = dst[:n]
+	lo, j := 0, 0 // pages from lo on are still to score; front[j] is the first run at or above the chunk
+	for wi, w := range m.calm {
+		for ; w != 0 && !m.slow; w &= w - 1 {
+			base := (wi*64 + bits.TrailingZeros64(w)) * quietChunk
+			for j < len(m.front) && uint64(m.front[j].lo) < uint64(base) {
+				j++
+			}
+			k, ok := quietKey(m.count, m.stay, m.front, j, base)
+			if !ok {
+				continue
+			}
+			if lo < base {
+				m.scoreRange(dst, f, lo, base, &st)
+			}
+			from := base
+			if k != st.qKey {
+				st.lastMoved = 0
+				m.scoreRange(dst, f, base, base+1, &st)
+				st.qKey, st.qP, st.qMoved = k, dst[base], st.lastMoved
+				from++
+			}
+			for i := from; i < base+quietChunk; i++ {
+				dst[i] = st.qP
+				st.block += st.qP
+				if st.qMoved != 0 {
+					st.moved += st.qMoved
+				}
+			}
+			if (base+quietChunk)&1023 == 0 {
+				st.sum += float64(st.block)
+				st.block = 0
+			}
+			lo = base + quietChunk
+		}
+	}
+	m.scoreRange(dst, f, lo, n, &st)
+	return st.sum + float64(st.block) + st.moved
+}
+
+// scoring is what predictPages carries from one range of pages to the
+// next.
+type scoring struct {
+	j          int     // front[j] is the first run above the page
+	sum, moved float64 // the probabilities summed, and what moves across the threshold took off them
+	block      float32 // sums of 1024 pages, added to sum
+	lastMoved  float64 // what the move took off the last page moved
+	qKey       uint64  // the quiet pages' key (see quietKey) last scored
+	qP         float32 // and their probability
+	qMoved     float64 // and what its move took off
+}
+
+// scoreRange is predictPages's loop over the pages from lo to hi with the
+// fit f.
+//
+//go:norace
+func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 	// The race detector is off in this loop over the model's own arrays
 	// (see doc.go, Tests): PredictHorizon, which calls it, still reads
 	// the fields Observe writes, so unguarded concurrent use is caught.
@@ -343,32 +415,33 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 		lift            = f.lift && m.o.Threshold > 0
 		up              = f.cut < m.zt
 		cut, zt         = f.cut, m.zt
-		hist            = m.hist
-		count           = m.count[:len(hist)]
-		stay            = m.stay[:len(hist)]
+		hist            = m.hist[lo:hi]
+		count           = m.count[lo:hi][:len(hist)]
+		stay            = m.stay[lo:hi][:len(hist)]
 		zl, zr, zrIdle  = &f.zl, f.zr, f.zrIdle
 		now             = float32(m.now)
-		near            = m.near[:len(hist)]
-		nearRec         = m.nearRec[:len(hist)]
-		wide            = m.wide[:len(hist)]
+		near            = m.near[lo:hi][:len(hist)]
+		nearRec         = m.nearRec[lo:hi][:len(hist)]
+		wide            = m.wide[lo:hi][:len(hist)]
 		ww              = f.wWide
 		front           = m.front
 		blend           = f.h == 1 && f.fitted
 		alpha           = &f.alpha
 		decide          = m.o.Threshold > 0
 		pt              = float32(m.o.Threshold)
-		pBelow          = math.Nextafter32(pt, 0)
+		pBelow          = m.pBelow
 		pool            = &m.pool
-		j               int // front[j] is the first run above page i
+		j               = st.j
+		sum, moved      = st.sum, st.moved
+		block           = st.block
 	)
-	dst = dst[:len(hist)]
-	var sum, moved float64
-	var block float32 // sums of 1024 pages, added to sum
-	for i, hv := range hist {
-		c := count[i]
+	dst = dst[lo:hi][:len(hist)]
+	for k, hv := range hist {
+		i := lo + k
+		c := count[k]
 		var cls int
-		lz := zl[lifeCode(hv, c, stay[i], now)]
-		v := wn*float32(near[i]) + wr*float32(nearRec[i]) + ww*float32(wide[i]) + long[bits.OnesCount64(hv>>patternBits)]
+		lz := zl[lifeCode(hv, c, stay[k], now)]
+		v := wn*float32(near[k]) + wr*float32(nearRec[k]) + ww*float32(wide[k]) + long[bits.OnesCount64(hv>>patternBits)]
 		switch {
 		case hv&patternMask != 0:
 			v += lz + z[hv&patternMask] + zk[bits.TrailingZeros64(hv)] + zr[i>>regionShift]
@@ -412,7 +485,7 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 			// fit.alpha), and kept on the side of the threshold the
 			// logit, moved or not, puts the page.
 			a := alpha[cls]
-			b := a*sigmoid32(raw) + (1-a)*chainP(hv, c, stay[i], now, pool)
+			b := a*sigmoid32(raw) + (1-a)*chainP(hv, c, stay[k], now, pool)
 			switch {
 			case !decide:
 				p = b
@@ -423,26 +496,29 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 			}
 			if p != b {
 				moved += float64(b - p)
+				st.lastMoved = float64(b - p)
 			}
 		} else {
 			p = sigmoid32(v)
 			if v != raw {
 				moved += float64(sigmoid32(raw) - p)
+				st.lastMoved = float64(sigmoid32(raw) - p)
 			}
 		}
-		dst[i] = p
+		dst[k] = p
 		block += p
 		if i&1023 == 1023 {
 			sum += float64(block)
 			block = 0
 		}
 	}
-	return sum + float64(block) + moved
+	st.j, st.sum, st.moved, st.block = j, sum, moved, block
 }
 
 // StateBytes returns the bytes the model keeps in proportion to the
-// guest: 15 a page, 8 a 2 MiB region plus 8 a region for each horizon
-// fitted, and 8 a run of pages first written in the last epoch (at most
+// guest: 15 a page, a bit for each 8 pages (see Model.calm), 8 a 2 MiB
+// region plus 8 a region for each horizon fitted, and 8 a run of pages
+// first written in the last epoch (at most
 // 4 a page, when every other page is one; on the nine real traces they
 // numbered 0.8% of the pages at most, 0.06 bytes a page). Training
 // samples and fitting scratch, bounded by Options.Samples and not by the
@@ -450,7 +526,7 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 func (m *Model) StateBytes() uint64 {
 	perPage := unsafe.Sizeof(m.hist[0]) + unsafe.Sizeof(m.count[0]) + unsafe.Sizeof(m.stay[0]) +
 		unsafe.Sizeof(m.near[0]) + unsafe.Sizeof(m.nearRec[0]) + unsafe.Sizeof(m.wide[0])
-	n := uint64(perPage)*m.pages + 4*uint64(len(m.region)+len(m.regionRec)) + uint64(unsafe.Sizeof(frontRun{}))*uint64(len(m.front))
+	n := uint64(perPage)*m.pages + 8*uint64(len(m.calm)) + 4*uint64(len(m.region)+len(m.regionRec)) + uint64(unsafe.Sizeof(frontRun{}))*uint64(len(m.front))
 	for _, f := range m.horizons {
 		n += 4 * uint64(len(f.zr)+len(f.zrIdle))
 	}

@@ -165,7 +165,11 @@ func (m *Model) sample(dirty []uint64) {
 		}
 	}
 	// The pages not dirtied, by stratum.
-	recent, older, edge, idle := strata(m.hist, dirty, m.front, m.recent[:0], m.older[:0], m.edge[:0])
+	calm := m.calm
+	if m.slow {
+		calm = nil
+	}
+	recent, older, edge, idle := strata(m.hist, dirty, m.front, calm, m.recent[:0], m.older[:0], m.edge[:0])
 	if len(dirty) <= 4*m.o.Samples {
 		for _, p := range dirty {
 			keep(uint32(p), 1)
@@ -210,13 +214,30 @@ func (m *Model) sample(dirty []uint64) {
 // strata appends to recent the pages not in dirty that were dirtied in
 // the last 8 epochs, to older those dirtied before, to edge those never
 // dirtied in 64 epochs within frontReach of a run of front, and counts
-// the others.
+// the others. The chunks calm marks (see Model.neighbours; nil: none) are
+// counted at once where no run of front is near.
 //
 //go:norace
-func strata(hist, dirty []uint64, front []frontRun, recent, older, edge []uint32) ([]uint32, []uint32, []uint32, uint64) {
+func strata(hist, dirty []uint64, front []frontRun, calm []uint64, recent, older, edge []uint32) ([]uint32, []uint32, []uint32, uint64) {
 	var idle uint64
 	d, j := 0, 0 // dirty[d] and front[j]: the first at or above page p
-	for p, h := range hist {
+	for p := 0; p < len(hist); p++ {
+		if c := p / quietChunk; p%quietChunk == 0 && c/64 < len(calm) && calm[c/64]&(1<<(c%64)) != 0 && p+quietChunk <= len(hist) {
+			for j < len(front) && uint64(front[j].lo) < uint64(p) {
+				j++
+			}
+			if frontFree(front, j, uint64(p), uint64(p+quietChunk-1)) {
+				e, n := p+quietChunk, quietChunk
+				for d < len(dirty) && dirty[d] < uint64(e) {
+					d++
+					n--
+				}
+				idle += uint64(n)
+				p = e - 1
+				continue
+			}
+		}
+		h := hist[p]
 		if d < len(dirty) && dirty[d] == uint64(p) {
 			d++
 			continue

@@ -1,0 +1,149 @@
+package predictor
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/pagecast/pagecast/trace"
+)
+
+// sparseEpochs returns epochs of a large, mostly idle VM: a hot set, a
+// program taking fresh memory in address order, and writes scattered
+// over the rest, some of them to pages written once long before.
+func sparseEpochs(pages uint64, epochs int, seed uint64) []trace.Epoch {
+	rng := rand.New(rand.NewPCG(seed, 11))
+	var out []trace.Epoch
+	cursor := pages / 3
+	for e := range epochs {
+		set := map[uint64]bool{}
+		for range 150 {
+			set[4096+uint64(rng.IntN(1024))] = true // the hot set
+		}
+		for range 40 + rng.IntN(200) { // fresh memory, in runs
+			set[cursor%pages] = true
+			cursor++
+		}
+		if e%5 == 0 {
+			cursor += uint64(rng.IntN(4000))
+		}
+		for range 20 {
+			set[rng.Uint64N(pages)] = true // anywhere
+		}
+		if e > 70 {
+			for range 30 {
+				set[pages/3+rng.Uint64N(8000)] = true // pages written long ago
+			}
+		}
+		var dirty []uint64
+		for p := range set {
+			dirty = append(dirty, p)
+		}
+		slices.Sort(dirty)
+		out = append(out, trace.Epoch{Pages: dirty})
+	}
+	return out
+}
+
+// The shortcuts over quiet pages change nothing: a model that takes them
+// and one that does not forecast exactly the same, at every horizon,
+// epoch after epoch, on a sparse VM and on a real program's trace, with
+// and without the threshold move, and keep the same features and samples.
+func TestQuietShortcutsExact(t *testing.T) {
+	t.Parallel()
+	awk, awkPages := loadRealTrace(t, "awk")
+	cases := []struct {
+		name   string
+		epochs []trace.Epoch
+		pages  uint64
+	}{
+		{"sparse", sparseEpochs(1<<17, 100, 3), 1 << 17},
+		{"awk", awk[:min(len(awk), 150)], awkPages},
+	}
+	for _, c := range cases {
+		for _, thr := range []float64{-1, 0.5} {
+			fast := NewModel(c.pages, Options{Threshold: thr, Horizon: 8})
+			slow := NewModel(c.pages, Options{Threshold: thr, Horizon: 8})
+			slow.slow = true
+			a, b := make([]float32, c.pages), make([]float32, c.pages)
+			var quiet int
+			for e, ep := range c.epochs {
+				fast.Observe(ep.Pages)
+				slow.Observe(ep.Pages)
+				if !same(fast.near, slow.near) || !same(fast.nearRec, slow.nearRec) || !same(fast.wide, slow.wide) || !same(fast.calm, slow.calm) {
+					t.Fatalf("%s threshold %v epoch %d: neighbour features differ", c.name, thr, e)
+				}
+				r, s := &fast.ring[fast.now%keepEpochs], &slow.ring[slow.now%keepEpochs]
+				if !same(r.page, s.page) || !same(r.weight, s.weight) || !same(r.feat, s.feat) {
+					t.Fatalf("%s threshold %v epoch %d: samples differ", c.name, thr, e)
+				}
+				for _, h := range []int{1, 8} {
+					fast.PredictHorizon(a, h)
+					slow.PredictHorizon(b, h)
+					if p := firstDifference(a, b); p >= 0 {
+						t.Fatalf("%s threshold %v epoch %d horizon %d page %d: %v with shortcuts, %v without", c.name, thr, e, h, p, a[p], b[p])
+					}
+					if fast.Expected() != slow.Expected() {
+						t.Fatalf("%s threshold %v epoch %d horizon %d: expected %v with shortcuts, %v without", c.name, thr, e, h, fast.Expected(), slow.Expected())
+					}
+				}
+				if e == len(c.epochs)-1 {
+					quiet = fast.quietPages()
+				}
+			}
+			// The shortcuts were taken: on the sparse VM for a good
+			// share of its pages.
+			if c.name == "sparse" && quiet < int(c.pages)/3 {
+				t.Errorf("sparse: %d of %d pages quiet at the end", quiet, c.pages)
+			}
+			t.Logf("%s threshold %v: %d of %d pages quiet at the end", c.name, thr, quiet, c.pages)
+		}
+	}
+}
+
+// quietPages counts the pages in quiet chunks, as Predict finds them.
+func (m *Model) quietPages() int {
+	n, j := 0, 0
+	for c := range len(m.hist) / quietChunk {
+		if m.calm[c/64]&(1<<(c%64)) == 0 {
+			continue
+		}
+		i := c * quietChunk
+		for j < len(m.front) && uint64(m.front[j].lo) < uint64(i) {
+			j++
+		}
+		if _, ok := quietKey(m.count, m.stay, m.front, j, i); ok {
+			n += quietChunk
+		}
+	}
+	return n
+}
+
+// firstDifference returns the first index where a and b differ, or -1
+// (a NaN differs from everything). The race detector is off in it, as in
+// the loops it checks.
+//
+//go:norace
+func firstDifference(a, b []float32) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+// same reports whether a and b are equal, without the race detector.
+//
+//go:norace
+func same[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
