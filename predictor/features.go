@@ -382,7 +382,6 @@ func (m *Model) neighbours() {
 		s3 += int32(hist[j] & 1)
 	}
 	full, fullWide := float32(2*w), float32(2*ww) // neighbours away from the ends
-	m.regions(hist)
 	calm := m.calm
 	clear(calm)
 	var acc uint64 // the chunk's histories and window sums, ORed
@@ -446,6 +445,7 @@ func (m *Model) neighbours() {
 		c := n/quietChunk - 1
 		calm[c/64] |= 1 << (c % 64)
 	}
+	m.regions(hist, m.calmBlocks())
 }
 
 // quietAhead reports whether the chunk of pages from i is unwritten in
@@ -465,12 +465,17 @@ func quietAhead(hist []uint64, i, w, ww int) bool {
 }
 
 // regions computes the region features: the share of each region's pages
-// dirtied in the last epoch, and in the last 8.
+// dirtied in the last epoch, and in the last 8; 0 for those calm says are
+// calm (nil: none).
 //
 //go:norace
-func (m *Model) regions(hist []uint64) {
+func (m *Model) regions(hist []uint64, calm []uint64) {
 	size := 1 << regionShift
 	for r := range m.region {
+		if r < len(calm) && calm[r] == allCalm {
+			m.region[r], m.regionRec[r] = 0, 0
+			continue
+		}
 		lo := r << regionShift
 		hi := min(lo+size, len(hist))
 		var last, recent int
@@ -489,22 +494,28 @@ func (m *Model) regions(hist []uint64) {
 // cohorts computes the cohort feature per age of last write: for the
 // pages whose last write before the last epoch was k+1 epochs before it,
 // ρ is the share that were rewritten in the last epoch, and the feature
-// log(1+100ρ). O(pages).
+// log(1+100ρ). O(pages), but for the blocks that are all calm.
 //
 //go:norace
 func (m *Model) cohorts() {
 	var rewritten, left [65]uint32
 	var before, again uint32 // pages dirtied two epochs ago; of them, dirtied again in the last
-	for _, h := range m.hist {
-		before += uint32(h >> 1 & 1)
-		again += uint32(h & h >> 1 & 1)
-		switch {
-		case h == 0:
-		case h&1 == 0:
-			left[bits.TrailingZeros64(h)]++
-		case h > 1:
-			// Rewritten: its write before was tz(h>>1)+1 bits back.
-			rewritten[bits.TrailingZeros64(h>>1)+1]++
+	calm := m.calmBlocks()
+	for b := 0; b < len(m.hist); b += calmBlock {
+		if b/calmBlock < len(calm) && calm[b/calmBlock] == allCalm {
+			continue // none written in 64 epochs: they count for nothing
+		}
+		for _, h := range m.hist[b:min(b+calmBlock, len(m.hist))] {
+			before += uint32(h >> 1 & 1)
+			again += uint32(h & h >> 1 & 1)
+			switch {
+			case h == 0:
+			case h&1 == 0:
+				left[bits.TrailingZeros64(h)]++
+			case h > 1:
+				// Rewritten: its write before was tz(h>>1)+1 bits back.
+				rewritten[bits.TrailingZeros64(h>>1)+1]++
+			}
 		}
 	}
 	m.cohort[0] = 0
@@ -564,6 +575,9 @@ func (m *Model) features(p uint64) [nFeat]float32 {
 const (
 	quietChunk = 8 // pages, a power of two
 	noQuietKey = uint64(math.MaxUint64)
+	// calmBlock is the pages of a word of Model.calm: a 2 MiB region.
+	calmBlock = 64 * quietChunk
+	allCalm   = ^uint64(0)
 )
 
 // quietKey reports whether the calm chunk of quietChunk pages from i (see

@@ -246,7 +246,7 @@ func (m *Model) horizon(h int) *fit {
 func (m *Model) Observe(dirty []uint64) {
 	m.sample(dirty)
 	m.front = firstWrites(m.hist, dirty, m.front[:0])
-	shiftHistories(m.hist)
+	shiftHistories(m.hist, m.calmBlocks())
 	var stays uint64
 	for _, p := range dirty {
 		m.hist[p] |= 1
@@ -307,13 +307,29 @@ func (m *Model) skippedRefit(at uint32) bool {
 	return m.now/r > at/r
 }
 
-// shiftHistories moves every history one epoch back.
+// shiftHistories moves every history one epoch back, but for those of
+// the blocks of calmBlock pages calm says are all calm (nil: none), which
+// are 0.
 //
 //go:norace
-func shiftHistories(hist []uint64) {
-	for i := range hist {
-		hist[i] <<= 1
+func shiftHistories(hist []uint64, calm []uint64) {
+	for b := 0; b < len(hist); b += calmBlock {
+		if b/calmBlock < len(calm) && calm[b/calmBlock] == allCalm {
+			continue
+		}
+		h := hist[b:min(b+calmBlock, len(hist))]
+		for i := range h {
+			h[i] <<= 1
+		}
 	}
+}
+
+// calmBlocks returns m.calm, or nil if the shortcuts are off.
+func (m *Model) calmBlocks() []uint64 {
+	if m.slow {
+		return nil
+	}
+	return m.calm
 }
 
 // Predict writes to dst the probability that each page is dirtied in the

@@ -66,7 +66,7 @@ func TestQuietShortcutsExact(t *testing.T) {
 			slow := NewModel(c.pages, Options{Threshold: thr, Horizon: 8})
 			slow.slow = true
 			a, b := make([]float32, c.pages), make([]float32, c.pages)
-			var quiet int
+			var quiet, calmBlocks int
 			for e, ep := range c.epochs {
 				fast.Observe(ep.Pages)
 				slow.Observe(ep.Pages)
@@ -90,13 +90,21 @@ func TestQuietShortcutsExact(t *testing.T) {
 				if e == len(c.epochs)-1 {
 					quiet = fast.quietPages()
 				}
+				for _, w := range fast.calm {
+					if w == allCalm {
+						calmBlocks++
+					}
+				}
 			}
 			// The shortcuts were taken: on the sparse VM for a good
-			// share of its pages.
+			// share of its pages, and over whole blocks.
 			if c.name == "sparse" && quiet < int(c.pages)/3 {
 				t.Errorf("sparse: %d of %d pages quiet at the end", quiet, c.pages)
 			}
-			t.Logf("%s threshold %v: %d of %d pages quiet at the end", c.name, thr, quiet, c.pages)
+			if calmBlocks == 0 {
+				t.Errorf("%s: no block of %d pages calm", c.name, calmBlock)
+			}
+			t.Logf("%s threshold %v: %d of %d pages quiet at the end; %d blocks of %d pages calm, summed over the epochs", c.name, thr, quiet, c.pages, calmBlocks, calmBlock)
 		}
 	}
 }

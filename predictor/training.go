@@ -165,11 +165,7 @@ func (m *Model) sample(dirty []uint64) {
 		}
 	}
 	// The pages not dirtied, by stratum.
-	calm := m.calm
-	if m.slow {
-		calm = nil
-	}
-	recent, older, edge, idle := strata(m.hist, dirty, m.front, calm, m.recent[:0], m.older[:0], m.edge[:0])
+	recent, older, edge, idle := strata(m.hist, dirty, m.front, m.calmBlocks(), m.recent[:0], m.older[:0], m.edge[:0])
 	if len(dirty) <= 4*m.o.Samples {
 		for _, p := range dirty {
 			keep(uint32(p), 1)
@@ -216,28 +212,56 @@ func (m *Model) sample(dirty []uint64) {
 // dirtied in 64 epochs within frontReach of a run of front, and counts
 // the others. The chunks calm marks (see Model.neighbours; nil: none) are
 // counted at once where no run of front is near.
-//
-//go:norace
 func strata(hist, dirty []uint64, front []frontRun, calm []uint64, recent, older, edge []uint32) ([]uint32, []uint32, []uint32, uint64) {
-	var idle uint64
-	d, j := 0, 0 // dirty[d] and front[j]: the first at or above page p
-	for p := 0; p < len(hist); p++ {
-		if c := p / quietChunk; p%quietChunk == 0 && c/64 < len(calm) && calm[c/64]&(1<<(c%64)) != 0 && p+quietChunk <= len(hist) {
-			for j < len(front) && uint64(front[j].lo) < uint64(p) {
-				j++
-			}
-			if frontFree(front, j, uint64(p), uint64(p+quietChunk-1)) {
-				e, n := p+quietChunk, quietChunk
-				for d < len(dirty) && dirty[d] < uint64(e) {
-					d++
-					n--
-				}
-				idle += uint64(n)
-				p = e - 1
+	st := strataWalk{hist: hist, dirty: dirty, front: front, recent: recent, older: older, edge: edge}
+	for b := 0; b < len(hist); b += calmBlock {
+		e := min(b+calmBlock, len(hist))
+		if b/calmBlock >= len(calm) || calm[b/calmBlock] == 0 {
+			st.pages(b, e)
+			continue
+		}
+		for c := b; c < e; c += quietChunk {
+			k := c / quietChunk
+			if calm[k/64]&(1<<(k%64)) == 0 || c+quietChunk > e {
+				st.pages(c, min(c+quietChunk, e))
 				continue
 			}
+			for st.j < len(front) && uint64(front[st.j].lo) < uint64(c) {
+				st.j++
+			}
+			if !frontFree(front, st.j, uint64(c), uint64(c+quietChunk-1)) {
+				st.pages(c, c+quietChunk)
+				continue
+			}
+			n := quietChunk // a calm chunk: idle, but for its pages in dirty
+			for st.d < len(dirty) && dirty[st.d] < uint64(c+quietChunk) {
+				st.d++
+				n--
+			}
+			st.idle += uint64(n)
 		}
-		h := hist[p]
+	}
+	return st.recent, st.older, st.edge, st.idle
+}
+
+// strataWalk is strata's walk over the pages.
+type strataWalk struct {
+	hist, dirty         []uint64
+	front               []frontRun
+	d, j                int // dirty[d] and front[j]: the first at or above the next page
+	recent, older, edge []uint32
+	idle                uint64
+}
+
+// pages sorts the pages from lo to hi, the pages before lo sorted.
+//
+//go:norace
+func (st *strataWalk) pages(lo, hi int) {
+	hist, dirty, front := st.hist, st.dirty, st.front
+	d, j := st.d, st.j
+	recent, older, edge, idle := st.recent, st.older, st.edge, st.idle
+	for k, h := range hist[lo:hi] {
+		p := lo + k
 		if d < len(dirty) && dirty[d] == uint64(p) {
 			d++
 			continue
@@ -258,7 +282,8 @@ func strata(hist, dirty []uint64, front []frontRun, calm []uint64, recent, older
 			}
 		}
 	}
-	return recent, older, edge, idle
+	st.d, st.j = d, j
+	st.recent, st.older, st.edge, st.idle = recent, older, edge, idle
 }
 
 // Refitting and decision tuning.
