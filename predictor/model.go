@@ -450,6 +450,7 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 		j               = st.j
 		sum, moved      = st.sum, st.moved
 		block           = st.block
+		lastMoved       = st.lastMoved
 	)
 	dst = dst[lo:hi][:len(hist)]
 	for k, hv := range hist {
@@ -512,13 +513,13 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 			}
 			if p != b {
 				moved += float64(b - p)
-				st.lastMoved = float64(b - p)
+				lastMoved = float64(b - p)
 			}
 		} else {
 			p = sigmoid32(v)
 			if v != raw {
 				moved += float64(sigmoid32(raw) - p)
-				st.lastMoved = float64(sigmoid32(raw) - p)
+				lastMoved = float64(sigmoid32(raw) - p)
 			}
 		}
 		dst[k] = p
@@ -528,7 +529,7 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 			block = 0
 		}
 	}
-	st.j, st.sum, st.moved, st.block = j, sum, moved, block
+	st.j, st.sum, st.moved, st.block, st.lastMoved = j, sum, moved, block, lastMoved
 }
 
 // StateBytes returns the bytes the model keeps in proportion to the
