@@ -31,9 +31,10 @@ func BenchmarkSimulate1TiB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Not predictive: its predictor keeps and scores every page each
-	// epoch (O(pages) an epoch: 131 s for a 64 GiB guest here, so some 35
-	// minutes at 1 TiB); BenchmarkSimulatePredictive64GiB measures it.
+	// Not predictive: its predictor still passes over every page each
+	// epoch, if quickly over quiet ones (59 s for a 64 GiB guest on
+	// 2026-12-01, 146 s before quiet pages shared a forecast);
+	// BenchmarkSimulatePredictive64GiB measures it.
 	for _, mode := range []string{"precopy", "throttle", "tsmc", "mecom"} {
 		b.Run(mode, func(b *testing.B) {
 			simulateOnce(b, w, mode)
