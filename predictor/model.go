@@ -381,9 +381,14 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 			}
 			from := base
 			if k != st.qKey {
-				st.lastMoved = 0
-				m.scoreRange(dst, f, base, base+1, &st)
-				st.qKey, st.qP, st.qMoved = k, dst[base], st.lastMoved
+				// Scored apart, to learn what its move took off: added
+				// in, it is as if scored with the others.
+				one := scoring{j: st.j}
+				m.scoreRange(dst, f, base, base+1, &one)
+				st.j = one.j
+				st.block += one.block
+				st.moved += one.moved
+				st.qKey, st.qP, st.qMoved = k, dst[base], one.moved
 				from++
 			}
 			for i := from; i < base+quietChunk; i++ {
@@ -410,7 +415,6 @@ type scoring struct {
 	j          int     // front[j] is the first run above the page
 	sum, moved float64 // the probabilities summed, and what moves across the threshold took off them
 	block      float32 // sums of 1024 pages, added to sum
-	lastMoved  float64 // what the move took off the last page moved
 	qKey       uint64  // the quiet pages' key (see quietKey) last scored
 	qP         float32 // and their probability
 	qMoved     float64 // and what its move took off
@@ -450,7 +454,6 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 		j               = st.j
 		sum, moved      = st.sum, st.moved
 		block           = st.block
-		lastMoved       = st.lastMoved
 	)
 	dst = dst[lo:hi][:len(hist)]
 	for k, hv := range hist {
@@ -513,13 +516,11 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 			}
 			if p != b {
 				moved += float64(b - p)
-				lastMoved = float64(b - p)
 			}
 		} else {
 			p = sigmoid32(v)
 			if v != raw {
 				moved += float64(sigmoid32(raw) - p)
-				lastMoved = float64(sigmoid32(raw) - p)
 			}
 		}
 		dst[k] = p
@@ -529,7 +530,7 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 			block = 0
 		}
 	}
-	st.j, st.sum, st.moved, st.block, st.lastMoved = j, sum, moved, block, lastMoved
+	st.j, st.sum, st.moved, st.block = j, sum, moved, block
 }
 
 // StateBytes returns the bytes the model keeps in proportion to the
