@@ -388,8 +388,7 @@ func (m *Model) neighbours() {
 	for i := 0; i < n; i++ {
 		if i&(quietChunk-1) == 0 {
 			if i > 0 && acc == 0 {
-				c := i/quietChunk - 1
-				calm[c/64] |= 1 << (c % 64)
+				markCalm(calm, i/quietChunk-1)
 			}
 			acc = 0
 			// Where no window holds a write and none comes into them
@@ -442,8 +441,7 @@ func (m *Model) neighbours() {
 		nearRec[i] = uint8(b/(cnt*recencyOne)*nearScale + 0.5)
 	}
 	if n%quietChunk == 0 && n > 0 && acc == 0 {
-		c := n/quietChunk - 1
-		calm[c/64] |= 1 << (c % 64)
+		markCalm(calm, n/quietChunk-1)
 	}
 	m.regions(hist, m.calmBlocks())
 }
@@ -472,7 +470,7 @@ func quietAhead(hist []uint64, i, w, ww int) bool {
 func (m *Model) regions(hist []uint64, calm []uint64) {
 	size := 1 << regionShift
 	for r := range m.region {
-		if r < len(calm) && calm[r] == allCalm {
+		if calmRegion(calm, r) {
 			m.region[r], m.regionRec[r] = 0, 0
 			continue
 		}
@@ -502,7 +500,7 @@ func (m *Model) cohorts() {
 	var before, again uint32 // pages dirtied two epochs ago; of them, dirtied again in the last
 	calm := m.calmBlocks()
 	for b := 0; b < len(m.hist); b += calmBlock {
-		if b/calmBlock < len(calm) && calm[b/calmBlock] == allCalm {
+		if calmRegion(calm, b/calmBlock) {
 			continue // none written in 64 epochs: they count for nothing
 		}
 		for _, h := range m.hist[b:min(b+calmBlock, len(m.hist))] {
@@ -579,6 +577,16 @@ const (
 	calmBlock = 64 * quietChunk
 	allCalm   = ^uint64(0)
 )
+
+// calmChunk reports whether calm marks chunk k (pages k·quietChunk on).
+func calmChunk(calm []uint64, k int) bool { return k/64 < len(calm) && calm[k/64]&(1<<(k%64)) != 0 }
+
+// calmRegion reports whether calm marks every chunk of region r (pages
+// r·calmBlock on).
+func calmRegion(calm []uint64, r int) bool { return r < len(calm) && calm[r] == allCalm }
+
+// markCalm marks chunk k in calm.
+func markCalm(calm []uint64, k int) { calm[k/64] |= 1 << (k % 64) }
 
 // quietKey reports whether the calm chunk of quietChunk pages from i (see
 // neighbours) is quiet: none of its pages within frontReach of a run of

@@ -314,7 +314,7 @@ func (m *Model) skippedRefit(at uint32) bool {
 //go:norace
 func shiftHistories(hist []uint64, calm []uint64) {
 	for b := 0; b < len(hist); b += calmBlock {
-		if b/calmBlock < len(calm) && calm[b/calmBlock] == allCalm {
+		if calmRegion(calm, b/calmBlock) {
 			continue
 		}
 		h := hist[b:min(b+calmBlock, len(hist))]

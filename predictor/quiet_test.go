@@ -113,7 +113,7 @@ func TestQuietShortcutsExact(t *testing.T) {
 func (m *Model) quietPages() int {
 	n, j := 0, 0
 	for c := range len(m.hist) / quietChunk {
-		if m.calm[c/64]&(1<<(c%64)) == 0 {
+		if !calmChunk(m.calm, c) {
 			continue
 		}
 		i := c * quietChunk

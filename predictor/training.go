@@ -212,6 +212,8 @@ func (m *Model) sample(dirty []uint64) {
 // dirtied in 64 epochs within frontReach of a run of front, and counts
 // the others. The chunks calm marks (see Model.neighbours; nil: none) are
 // counted at once where no run of front is near.
+//
+//go:norace
 func strata(hist, dirty []uint64, front []frontRun, calm []uint64, recent, older, edge []uint32) ([]uint32, []uint32, []uint32, uint64) {
 	st := strataWalk{hist: hist, dirty: dirty, front: front, recent: recent, older: older, edge: edge}
 	for b := 0; b < len(hist); b += calmBlock {
@@ -221,8 +223,7 @@ func strata(hist, dirty []uint64, front []frontRun, calm []uint64, recent, older
 			continue
 		}
 		for c := b; c < e; c += quietChunk {
-			k := c / quietChunk
-			if calm[k/64]&(1<<(k%64)) == 0 || c+quietChunk > e {
+			if !calmChunk(calm, c/quietChunk) || c+quietChunk > e {
 				st.pages(c, min(c+quietChunk, e))
 				continue
 			}
