@@ -435,14 +435,14 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 		lift            = f.lift && m.o.Threshold > 0
 		up              = f.cut < m.zt
 		cut, zt         = f.cut, m.zt
-		hist            = m.hist[lo:hi]
-		count           = m.count[lo:hi][:len(hist)]
-		stay            = m.stay[lo:hi][:len(hist)]
+		hist            = m.hist[:hi]
+		count           = m.count[:len(hist)]
+		stay            = m.stay[:len(hist)]
 		zl, zr, zrIdle  = &f.zl, f.zr, f.zrIdle
 		now             = float32(m.now)
-		near            = m.near[lo:hi][:len(hist)]
-		nearRec         = m.nearRec[lo:hi][:len(hist)]
-		wide            = m.wide[lo:hi][:len(hist)]
+		near            = m.near[:len(hist)]
+		nearRec         = m.nearRec[:len(hist)]
+		wide            = m.wide[:len(hist)]
 		ww              = f.wWide
 		front           = m.front
 		blend           = f.h == 1 && f.fitted
@@ -455,13 +455,14 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 		sum, moved      = st.sum, st.moved
 		block           = st.block
 	)
-	dst = dst[lo:hi][:len(hist)]
-	for k, hv := range hist {
-		i := lo + k
-		c := count[k]
+	dst = dst[:len(hist)]
+	// i is unsigned so that the compiler knows it is within hist.
+	for i := uint(lo); i < uint(len(hist)); i++ {
+		hv := hist[i]
+		c := count[i]
 		var cls int
-		lz := zl[lifeCode(hv, c, stay[k], now)]
-		v := wn*float32(near[k]) + wr*float32(nearRec[k]) + ww*float32(wide[k]) + long[bits.OnesCount64(hv>>patternBits)]
+		lz := zl[lifeCode(hv, c, stay[i], now)]
+		v := wn*float32(near[i]) + wr*float32(nearRec[i]) + ww*float32(wide[i]) + long[bits.OnesCount64(hv>>patternBits)]
 		switch {
 		case hv&patternMask != 0:
 			v += lz + z[hv&patternMask] + zk[bits.TrailingZeros64(hv)] + zr[i>>regionShift]
@@ -505,7 +506,7 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 			// fit.alpha), and kept on the side of the threshold the
 			// logit, moved or not, puts the page.
 			a := alpha[cls]
-			b := a*sigmoid32(raw) + (1-a)*chainP(hv, c, stay[k], now, pool)
+			b := a*sigmoid32(raw) + (1-a)*chainP(hv, c, stay[i], now, pool)
 			switch {
 			case !decide:
 				p = b
@@ -523,7 +524,7 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 				moved += float64(sigmoid32(raw) - p)
 			}
 		}
-		dst[k] = p
+		dst[i] = p
 		block += p
 		if i&1023 == 1023 {
 			sum += float64(block)
