@@ -52,18 +52,22 @@ func sparseEpochs(pages uint64, epochs int, seed uint64) []trace.Epoch {
 func TestQuietShortcutsExact(t *testing.T) {
 	t.Parallel()
 	awk, awkPages := loadRealTrace(t, "awk")
+	sparse := sparseEpochs(1<<17, 100, 3)
 	cases := []struct {
-		name   string
-		epochs []trace.Epoch
-		pages  uint64
+		name       string
+		epochs     []trace.Epoch
+		pages      uint64
+		window     int
+		thresholds []float64
 	}{
-		{"sparse", sparseEpochs(1<<17, 100, 3), 1 << 17},
-		{"awk", awk[:min(len(awk), 150)], awkPages},
+		{"sparse", sparse, 1 << 17, 0, []float64{-1, 0.5}},
+		{"sparse, window 2", sparse[:60], 1 << 17, 2, []float64{-1}}, // windows narrower than a chunk
+		{"awk", awk[:min(len(awk), 150)], awkPages, 0, []float64{-1, 0.5}},
 	}
 	for _, c := range cases {
-		for _, thr := range []float64{-1, 0.5} {
-			fast := NewModel(c.pages, Options{Threshold: thr, Horizon: 8})
-			slow := NewModel(c.pages, Options{Threshold: thr, Horizon: 8})
+		for _, thr := range c.thresholds {
+			o := Options{Threshold: thr, Horizon: 8, Window: c.window}
+			fast, slow := NewModel(c.pages, o), NewModel(c.pages, o)
 			slow.slow = true
 			a, b := make([]float32, c.pages), make([]float32, c.pages)
 			var quiet, calmBlocks int
