@@ -107,35 +107,42 @@ func FillArena(mem []byte, mix Mix, seed uint64) {
 	fillPages(arena[:len(arena)/PageSize*PageSize], 0, mix, seed)
 }
 
-// WriteArenaFile writes to path the arena content FillArena gives a guest
-// of memBytes bytes, as a raw file for QEMU's loader device:
-// -device loader,file=PATH,addr=0x400000,force-raw=on.
-func WriteArenaFile(path string, memBytes uint64, mix Mix, seed uint64) error {
+// WriteRAMFile writes to path the memory of a guest of ramBytes bytes
+// whose first lowBytes are below 4 GiB and visible to it: the arena
+// content FillArena gives a guest of lowBytes, at its physical address,
+// and zeros elsewhere (the file is sparse there). QEMU maps the file as
+// the guest's RAM (-object memory-backend-file,mem-path=PATH,share=on),
+// where file offset and physical address agree below lowBytes.
+func WriteRAMFile(path string, ramBytes, lowBytes uint64, mix Mix, seed uint64) error {
 	if err := mix.Validate(); err != nil {
-		return fmt.Errorf("write arena file: %w", err)
+		return fmt.Errorf("write guest memory file: %w", err)
 	}
-	if memBytes < MinMemory || memBytes%PageSize != 0 {
-		return fmt.Errorf("write arena file: memory size %d: want a multiple of %d, at least %d",
-			memBytes, PageSize, MinMemory)
+	if lowBytes < MinMemory || lowBytes%PageSize != 0 || lowBytes > ramBytes {
+		return fmt.Errorf("write guest memory file: memory size %d below 4 GiB of %d: want a multiple of %d, at least %d",
+			lowBytes, ramBytes, PageSize, MinMemory)
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("write arena file: %w", err)
+		return fmt.Errorf("write guest memory file: %w", err)
+	}
+	if err := f.Truncate(int64(ramBytes)); err != nil {
+		f.Close()
+		return fmt.Errorf("write guest memory file: %w", err)
 	}
 	chunk := make([]byte, 1<<22)
-	pages := (memBytes - ArenaStart) / PageSize
+	pages := (lowBytes - ArenaStart) / PageSize
 	for first := uint64(0); first < pages; {
 		n := min(pages-first, uint64(len(chunk)/PageSize))
 		buf := chunk[:n*PageSize]
 		fillPages(buf, first, mix, seed)
-		if _, err := f.Write(buf); err != nil {
+		if _, err := f.WriteAt(buf, int64(ArenaStart+first*PageSize)); err != nil {
 			f.Close()
-			return fmt.Errorf("write arena file: %w", err)
+			return fmt.Errorf("write guest memory file: %w", err)
 		}
 		first += n
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("write arena file: %w", err)
+		return fmt.Errorf("write guest memory file: %w", err)
 	}
 	return nil
 }

@@ -100,27 +100,39 @@ func TestFillArena(t *testing.T) {
 	}
 }
 
-func TestWriteArenaFile(t *testing.T) {
-	const memBytes = 16 << 20
-	path := filepath.Join(t.TempDir(), "arena.raw")
-	if err := WriteArenaFile(path, memBytes, DefaultMix, 7); err != nil {
+// The guest memory file holds FillArena's arena below lowBytes and zeros
+// above it, and bad sizes or mixes are refused.
+func TestWriteRAMFile(t *testing.T) {
+	const ramBytes, lowBytes = 24 << 20, 16 << 20
+	path := filepath.Join(t.TempDir(), "ram")
+	if err := WriteRAMFile(path, ramBytes, lowBytes, DefaultMix, 7); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mem := make([]byte, memBytes)
-	FillArena(mem, DefaultMix, 7)
-	if !bytes.Equal(got, mem[ArenaStart:]) {
-		t.Error("the arena file differs from FillArena's content")
+	want := make([]byte, ramBytes)
+	FillArena(want[:lowBytes], DefaultMix, 7)
+	if !bytes.Equal(got, want) {
+		t.Error("the guest memory file differs from FillArena's content below 4 GiB and zeros above")
+	}
+	if bytes.Equal(want[ArenaStart:lowBytes], make([]byte, lowBytes-ArenaStart)) {
+		t.Fatal("FillArena wrote only zeros: the test says nothing")
 	}
 
-	if err := WriteArenaFile(path, MinMemory+1, DefaultMix, 7); err == nil {
-		t.Error("WriteArenaFile with a memory size that is not whole pages: no error")
-	}
-	if err := WriteArenaFile(path, memBytes, Mix{Zero: 1}, 7); err == nil {
-		t.Error("WriteArenaFile with an invalid mix: no error")
+	for _, c := range []struct {
+		ram, low uint64
+		mix      Mix
+	}{
+		{ramBytes, MinMemory + 1, DefaultMix}, // not whole pages
+		{ramBytes, MinMemory - PageSize, DefaultMix},
+		{lowBytes, ramBytes, DefaultMix}, // more below 4 GiB than in all
+		{ramBytes, lowBytes, Mix{Zero: 1}},
+	} {
+		if err := WriteRAMFile(path, c.ram, c.low, c.mix, 7); err == nil {
+			t.Errorf("WriteRAMFile(%d, %d, %+v): no error", c.ram, c.low, c.mix)
+		}
 	}
 }
 

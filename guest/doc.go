@@ -19,7 +19,7 @@
 // The guest never initialises the arena itself (a guest here runs about a
 // million instructions per second); the host fills it with a realistic mix
 // of zero, repeated-word, text and random pages before boot (FillArena, or
-// WriteArenaFile for QEMU's loader device).
+// WriteRAMFile for the file QEMU maps as the guest's RAM).
 //
 // # Boot
 //

@@ -182,7 +182,6 @@ func Start(o Options) (_ *VM, err error) {
 		return nil, fmt.Errorf("qemu work directory %q: QEMU options cannot hold ',' or '='", o.Dir)
 	}
 	kernel := filepath.Join(o.Dir, "pagecast-guest.elf")
-	arena := filepath.Join(o.Dir, "arena.raw")
 	memPath := filepath.Join(o.Dir, "ram")
 	ownQMP := filepath.Join(o.Dir, "qmp-own.sock")
 	v := &VM{
@@ -197,12 +196,15 @@ func Start(o Options) (_ *VM, err error) {
 	}
 	bootArgs := linuxArgs
 	if !v.linux {
-		bootArgs = []string{"-kernel", kernel, "-append", o.Cmdline,
-			"-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", arena, guest.ArenaStart)}
+		bootArgs = []string{"-kernel", kernel, "-append", o.Cmdline}
 		if err := os.WriteFile(kernel, guest.Image(), 0o644); err != nil {
 			return nil, fmt.Errorf("write guest image: %w", err)
 		}
-		if err := guest.WriteArenaFile(arena, o.MemoryBytes, o.Mix, o.Seed); err != nil {
+		// The arena is written into the RAM file QEMU maps, which it
+		// leaves as it finds it: one copy of the guest's memory, of any
+		// size (QEMU's loader device kept a second and read at most
+		// 2 GiB).
+		if err := guest.WriteRAMFile(memPath, o.MemoryBytes, LowMemory(o.MemoryBytes), o.Mix, o.Seed); err != nil {
 			return nil, err
 		}
 	}
@@ -271,6 +273,17 @@ func Start(o Options) (_ *VM, err error) {
 		return nil, fmt.Errorf("map qemu guest memory: %w", err)
 	}
 	return v, nil
+}
+
+// LowMemory is how much of a pc machine's RAM of ramBytes lies below
+// 4 GiB, from address 0, where a 32-bit guest sees it: all of it up to
+// 3.5 GiB, else 3 GiB (QEMU puts the rest above 4 GiB; multiboot tells the
+// guest only of the memory below).
+func LowMemory(ramBytes uint64) uint64 {
+	if ramBytes >= 0xe0000000 {
+		return 0xc0000000
+	}
+	return ramBytes
 }
 
 // Done is closed when QEMU has exited.
