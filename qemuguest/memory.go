@@ -93,15 +93,12 @@ func mapRAM(path string, size uint64) ([]byte, error) {
 	return mem, nil
 }
 
-// below4G is where a pc machine's RAM stops below 4 GiB when it is larger
-// (qemu.PhysPages): the rest is mapped from 4 GiB up.
-const below4G = 0xB0000000
-
 // ramPage turns a guest page frame number into the page's index in the RAM
 // file of a pc machine with ramPages pages; ok is false for frames in the
 // hole below 4 GiB or past the end.
 func ramPage(gfn, ramPages uint64) (uint64, bool) {
-	const low, high = below4G / 4096, 1 << 32 / 4096
+	const high = 1 << 32 / 4096
+	low := qemu.LowMemory(ramPages*4096) / 4096 // the rest is mapped from 4 GiB up
 	if ramPages <= low {
 		return gfn, gfn < ramPages
 	}
