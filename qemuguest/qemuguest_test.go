@@ -402,3 +402,46 @@ func TestAttach(t *testing.T) {
 		})
 	}
 }
+
+// A 3 GiB guest's RAM is all below 4 GiB: its writes past 2.75 GiB, where
+// a q35 machine would have its hole, are in the dirty log (they were once
+// dropped, and a migration of such a guest failed its memory check).
+func TestDirtyLogPastTwoAndThreeQuarterGiB(t *testing.T) {
+	t.Parallel()
+	testutil.RequiresQEMU(t)
+	if testing.Short() {
+		t.Skip("boots QEMU")
+	}
+	const memory = 3 << 30
+	o := options(t, "uniform")
+	o.MemoryBytes = memory
+	s, err := qemuguest.StartSource(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	waitProgress(t, s.VM(), 1, 60*time.Second)
+	log, err := s.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	var high, all uint64
+	for deadline := time.Now().Add(30 * time.Second); high == 0 && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		b, err := log.Harvest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.ForEach(func(p uint64) {
+			all++
+			if p >= 0xB0000000/4096 {
+				high++
+			}
+		})
+	}
+	t.Logf("%d dirty pages, %d of them past 2.75 GiB", all, high)
+	if high == 0 {
+		t.Errorf("no dirty page past 2.75 GiB in %d, from a guest writing uniformly over 3 GiB", all)
+	}
+}
