@@ -80,8 +80,8 @@ func TestQEMUSweep(t *testing.T) {
 	t.Logf("sweep under %s: %.0f writes/s", vm.Accel(), float64(writes)/elapsed.Seconds())
 }
 
-// TestQEMUArenaContent boots a gated hotset: the arena content loaded by
-// QEMU's loader device must arrive (read back through QMP's pmemsave), and
+// TestQEMUArenaContent boots a gated hotset: the arena content written into
+// the guest's RAM file must arrive (read back through QMP's pmemsave), and
 // the guest must wait at the gate until Release, then write.
 func TestQEMUArenaContent(t *testing.T) {
 	t.Parallel()
