@@ -98,15 +98,7 @@ func TestQEMUArenaContent(t *testing.T) {
 	want := make([]byte, qemuMemory)
 	guest.FillArena(want, guest.DefaultMix, 42)
 	addr := uint64(guest.ArenaStart + 64*guest.PageSize)
-	dump := filepath.Join(t.TempDir(), "pmem")
-	cmd := fmt.Sprintf(`{"execute":"pmemsave","arguments":{"val":%d,"size":%d,"filename":%q}}`, addr, 64*guest.PageSize, dump)
-	if _, err := vm.Monitor.Run([]byte(cmd)); err != nil {
-		t.Fatalf("pmemsave: %v", err)
-	}
-	got, err := os.ReadFile(dump)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := pmemsave(t, vm, addr, 64*guest.PageSize)
 	if !bytes.Equal(got, want[addr:addr+64*guest.PageSize]) {
 		t.Error("arena content read back through pmemsave differs from FillArena's")
 	}
@@ -129,6 +121,22 @@ func TestQEMUArenaContent(t *testing.T) {
 	if s.State != guest.StateRunning || s.TotalProgress() == 0 {
 		t.Errorf("status %v after Release, want running with writes", s)
 	}
+}
+
+// pmemsave reads size bytes of guest memory from physical address addr
+// the way the guest sees them, through QMP's pmemsave.
+func pmemsave(t *testing.T, vm *qemu.VM, addr, size uint64) []byte {
+	t.Helper()
+	dump := filepath.Join(t.TempDir(), "pmem")
+	cmd := fmt.Sprintf(`{"execute":"pmemsave","arguments":{"val":%d,"size":%d,"filename":%q}}`, addr, size, dump)
+	if _, err := vm.Monitor.Run([]byte(cmd)); err != nil {
+		t.Fatalf("pmemsave: %v", err)
+	}
+	got, err := os.ReadFile(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 func TestQEMUBadParameter(t *testing.T) {
@@ -179,15 +187,7 @@ func TestQEMUAboveTwoGiB(t *testing.T) {
 	// 64 arena pages past 2 GiB, read by the guest's side (QMP's
 	// pmemsave) and the host's (the RAM file), hold the arena's content.
 	addr := uint64(2<<30 + 64*guest.PageSize)
-	dump := filepath.Join(t.TempDir(), "pmem")
-	cmd := fmt.Sprintf(`{"execute":"pmemsave","arguments":{"val":%d,"size":%d,"filename":%q}}`, addr, 64*guest.PageSize, dump)
-	if _, err := vm.Monitor.Run([]byte(cmd)); err != nil {
-		t.Fatalf("pmemsave: %v", err)
-	}
-	got, err := os.ReadFile(dump)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := pmemsave(t, vm, addr, 64*guest.PageSize)
 	host := vm.Memory()[addr : addr+64*guest.PageSize]
 	if !bytes.Equal(got, host) {
 		t.Error("memory past 2 GiB read through pmemsave differs from the RAM file")
