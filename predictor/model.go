@@ -342,16 +342,53 @@ func (m *Model) Predict(dst []float32) { m.PredictHorizon(dst, 1) }
 // samples kept.
 func (m *Model) PredictHorizon(dst []float32, h int) {
 	checkLen(dst, m.pages)
-	h = min(max(h, 1), MaxHorizon)
-	f := m.horizon(h)
-	// A horizon a scheduled refit skipped since its last fit (it was
-	// not forecast in between), or never fitted, is refitted now.
-	if stale := !f.fitted || m.skippedRefit(f.fittedAt); stale && !f.used && m.now > uint32(h) {
+	m.expected = m.predictPages(dst, m.ready(h))
+}
+
+// ready returns the fit of horizon h (clamped to 1..MaxHorizon), about to
+// be used. A horizon a scheduled refit skipped since its last fit (it was
+// not forecast in between), or never fitted, is refitted first.
+func (m *Model) ready(h int) *fit {
+	f := m.horizon(min(max(h, 1), MaxHorizon))
+	if stale := !f.fitted || m.skippedRefit(f.fittedAt); stale && !f.used && m.now > uint32(f.h) {
 		m.refit(f)
 		f.fold(m)
 	}
 	f.used = true
-	m.expected = m.predictPages(dst, f)
+	return f
+}
+
+// Scorer gives pages' probabilities one at a time, each the one
+// PredictHorizon would give it, as of the last Observe: a caller that
+// asks about few of the pages an epoch pays for those only.
+type Scorer struct {
+	m    *Model
+	f    *fit
+	now  uint32 // the model's epochs when made
+	next uint64 // the page after the last scored
+	st   scoring
+}
+
+// Scorer returns a Scorer of the probability that a page is dirtied
+// within the next h epochs, as PredictHorizon (whose refits it makes). It
+// holds until the next Observe.
+func (m *Model) Scorer(h int) *Scorer {
+	return &Scorer{m: m, f: m.ready(h), now: m.now}
+}
+
+// Prob returns the probability of page p, which must be below the page
+// count. Pages asked in ascending order cost least.
+func (s *Scorer) Prob(p uint64) float32 {
+	if s.m.now != s.now {
+		panic("predictor: Scorer used after Observe")
+	}
+	if p != s.next {
+		s.st.j = runAbove(s.m.front, p)
+	}
+	var dst [1]float32
+	s.m.scoreRange(dst[:], s.f, int(p), int(p)+1, &s.st)
+	s.next = p + 1
+	return dst[0]
 }
 
 // predictPages is PredictHorizon's loop over the pages with the fit f; it
@@ -377,14 +414,14 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 				continue
 			}
 			if lo < base {
-				m.scoreRange(dst, f, lo, base, &st)
+				m.scoreRange(dst[lo:], f, lo, base, &st)
 			}
 			from := base
 			if k != st.qKey {
 				// Scored apart, to learn what its move took off: added
 				// in, it is as if scored with the others.
 				one := scoring{j: st.j}
-				m.scoreRange(dst, f, base, base+1, &one)
+				m.scoreRange(dst[base:], f, base, base+1, &one)
 				st.j = one.j
 				st.block += one.block
 				st.moved += one.moved
@@ -405,7 +442,7 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 			lo = base + quietChunk
 		}
 	}
-	m.scoreRange(dst, f, lo, n, &st)
+	m.scoreRange(dst[lo:], f, lo, n, &st)
 	return st.sum + float64(st.block) + st.moved
 }
 
@@ -421,7 +458,7 @@ type scoring struct {
 }
 
 // scoreRange is predictPages's loop over the pages from lo to hi with the
-// fit f.
+// fit f; dst[i-lo] is page i's probability.
 //
 //go:norace
 func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
@@ -455,7 +492,7 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 		sum, moved      = st.sum, st.moved
 		block           = st.block
 	)
-	dst = dst[:len(hist)]
+	dst = dst[:len(hist)-lo]
 	// i is unsigned so that the compiler knows it is within hist.
 	for i := uint(lo); i < uint(len(hist)); i++ {
 		hv := hist[i]
@@ -524,7 +561,7 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 				moved += float64(sigmoid32(raw) - p)
 			}
 		}
-		dst[i] = p
+		dst[i-uint(lo)] = p
 		block += p
 		if i&1023 == 1023 {
 			sum += float64(block)

@@ -159,3 +159,55 @@ func same[T comparable](a, b []T) bool {
 	}
 	return true
 }
+
+// A Scorer gives each page exactly the probability PredictHorizon gives
+// it, whatever order the pages are asked in, at every horizon, with and
+// without the threshold move, and refits as PredictHorizon would.
+func TestScorerMatchesPredict(t *testing.T) {
+	t.Parallel()
+	awk, awkPages := loadRealTrace(t, "awk")
+	sparse := sparseEpochs(1<<16, 90, 5)
+	cases := []struct {
+		name   string
+		epochs []trace.Epoch
+		pages  uint64
+	}{
+		{"sparse", sparse, 1 << 16},
+		{"awk", awk[:min(len(awk), 120)], awkPages},
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, c := range cases {
+		for _, thr := range []float64{-1, 0.5} {
+			o := Options{Threshold: thr}
+			byScorer, byPredict := NewModel(c.pages, o), NewModel(c.pages, o)
+			want := make([]float32, c.pages)
+			var asked int
+			for e, ep := range c.epochs {
+				byScorer.Observe(ep.Pages)
+				byPredict.Observe(ep.Pages)
+				if e < 4 || e%3 != 0 {
+					continue // horizons are also refitted when not asked every epoch
+				}
+				h := []int{1, 2, 8, 16}[e/3%4]
+				s := byScorer.Scorer(h)
+				byPredict.PredictHorizon(want, h)
+				// Ascending with gaps, then at random.
+				for p := uint64(0); p < c.pages; p += 1 + uint64(rng.IntN(3)) {
+					if got := s.Prob(p); got != want[p] {
+						t.Fatalf("%s threshold %v epoch %d horizon %d: page %d: Scorer %v, PredictHorizon %v", c.name, thr, e, h, p, got, want[p])
+					}
+					asked++
+				}
+				for range 2000 {
+					p := rng.Uint64N(c.pages)
+					if got := s.Prob(p); got != want[p] {
+						t.Fatalf("%s threshold %v epoch %d horizon %d: page %d asked at random: Scorer %v, PredictHorizon %v", c.name, thr, e, h, p, got, want[p])
+					}
+				}
+			}
+			if asked == 0 {
+				t.Fatalf("%s: no page asked", c.name)
+			}
+		}
+	}
+}
