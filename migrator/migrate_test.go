@@ -688,7 +688,7 @@ func TestBudgetCut(t *testing.T) {
 		closing    bool
 		held, last int
 	}{{true, 2, 2}, {false, 4, 0}} {
-		p := &predictive{prob: []float32{1, 1, 1, 1, 0.2, 0}, cut: 1, lastCut: 0.125, budget: 2, closing: tc.closing}
+		p := &predictive{prob: []float32{1, 1, 1, 1, 0.2, 0}, full: true, cut: 1, lastCut: 0.125, budget: 2, closing: tc.closing}
 		var got [3]int
 		for gfn := range uint64(6) {
 			got[p.verdict(gfn)]++

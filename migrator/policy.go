@@ -196,9 +196,12 @@ type predictive struct {
 	clock     Clock
 	epoch     time.Duration
 	threshold float32
-	prob      []float32
-	cut       float32 // held back at or above
-	lastCut   float32 // sent last at or above
+	h         int               // the horizon of the last forecast, in epochs
+	scorer    *predictor.Scorer // the last forecast, page by page; nil before the first
+	prob      []float32         // and every page's, made in closing rounds only (see fill)
+	full      bool              // prob holds the last forecast
+	cut       float32           // held back at or above
+	lastCut   float32           // sent last at or above
 	closing   bool
 	failed    uint      // closing rounds that did not close
 	tried     bool      // the forecast made this round a closing round
@@ -213,7 +216,6 @@ func newPredictive(cfg Config, pages uint64) (*predictive, error) {
 		clock:     cfg.Clock,
 		epoch:     cfg.Epoch,
 		threshold: float32(cfg.Threshold),
-		prob:      make([]float32, pages),
 		cut:       2, // nothing deferred before the first forecast
 		lastCut:   2,
 	}
@@ -255,13 +257,16 @@ func (p *predictive) startRound(plan roundPlan) {
 	if p.closing && p.tried {
 		p.failed++ // the last round was to close the migration, and did not
 	}
-	p.closing, p.tried = true, false
-	p.forecast()
+	p.closing, p.tried = false, false
+	p.predict()
+	closing := true
 	if p.model.Epochs() > 0 && !plan.last && plan.pending != nil {
-		likely := likelyPending(plan.pending, p.prob, p.threshold)
-		p.closing = plan.pendingN-likely <= plan.budget>>min(p.failed+1, 2)
-		p.tried = p.closing
+		likely := likelyPending(plan.pending, p.probability, p.threshold)
+		closing = plan.pendingN-likely <= plan.budget>>min(p.failed+1, 2)
+		p.tried = closing
 	}
+	p.closing = closing
+	p.fill()
 	p.setCut()
 }
 
@@ -273,11 +278,11 @@ func (p *predictive) touchOrder(dirty *bitmap.Bitmap) []uint64 {
 	if p.model.Epochs() == 0 {
 		return nil
 	}
-	p.model.PredictHorizon(p.prob, 1)
+	next := p.model.Scorer(1)
 	const buckets = 16
 	var byBucket [buckets][]uint64
 	dirty.ForEach(func(g uint64) {
-		b := buckets - 1 - min(int(p.prob[g]*buckets), buckets-1)
+		b := buckets - 1 - min(int(next.Prob(g)*buckets), buckets-1)
 		byBucket[b] = append(byBucket[b], g)
 	})
 	order := make([]uint64, 0, dirty.Count())
@@ -289,13 +294,13 @@ func (p *predictive) touchOrder(dirty *bitmap.Bitmap) []uint64 {
 
 // likelyPending counts the pending pages at least threshold likely to be
 // dirtied.
-func likelyPending(pending *bitmap.Bitmap, prob []float32, threshold float32) uint64 {
+func likelyPending(pending *bitmap.Bitmap, prob func(uint64) float32, threshold float32) uint64 {
 	var n uint64
 	for wi, w := range pending.Words() {
 		for w != 0 {
 			b := bits.TrailingZeros64(w)
 			w &= w - 1
-			if prob[wi*64+b] >= threshold {
+			if prob(uint64(wi*64+b)) >= threshold {
 				n++
 			}
 		}
@@ -303,20 +308,54 @@ func likelyPending(pending *bitmap.Bitmap, prob []float32, threshold float32) ui
 	return n
 }
 
-// forecast recomputes the probabilities for the time left in the round,
-// in whole epochs (rounded up to a power of two so the model fits few
-// horizons).
+// forecast recomputes the probabilities for the time left in the round
+// and the cuts.
 func (p *predictive) forecast() {
+	p.predict()
+	p.fill()
+	p.setCut()
+}
+
+// predict forecasts for the time left in the round, in whole epochs
+// (rounded up to a power of two so the model fits few horizons), page by
+// page as the round asks: what costs the pages the round covers, not
+// every page, each epoch.
+func (p *predictive) predict() {
+	p.full = false
 	if p.model.Epochs() == 0 {
 		return
 	}
 	left := p.deadline.Sub(p.clock.Now())
-	h := 1
-	for time.Duration(h)*p.epoch < left && h < predictor.MaxHorizon {
-		h *= 2
+	p.h = 1
+	for time.Duration(p.h)*p.epoch < left && p.h < predictor.MaxHorizon {
+		p.h *= 2
 	}
-	p.model.PredictHorizon(p.prob, h)
-	p.setCut()
+	p.scorer = p.model.Scorer(p.h)
+}
+
+// fill makes every page's probability in a closing round whose budget
+// is fewer pages than the guest has: its cut ranks them all (budgetCut).
+func (p *predictive) fill() {
+	if p.scorer == nil || !p.closing || p.budget >= p.model.Pages() || p.full {
+		return
+	}
+	if p.prob == nil {
+		p.prob = make([]float32, p.model.Pages())
+	}
+	p.model.PredictHorizon(p.prob, p.h)
+	p.full = true
+}
+
+// probability is page gfn's probability in the last forecast; 0 before
+// the first.
+func (p *predictive) probability(gfn uint64) float32 {
+	switch {
+	case p.full:
+		return p.prob[gfn]
+	case p.scorer == nil:
+		return 0
+	}
+	return p.scorer.Prob(gfn)
 }
 
 // setCut sets the probabilities at which pages are held back and sent
@@ -327,7 +366,7 @@ func (p *predictive) setCut() {
 	}
 	p.lastCut = p.threshold / 4
 	p.cut = p.threshold
-	if p.closing {
+	if p.full { // else a closing round's budget is every page: budgetCut would be 0
 		p.cut = max(p.threshold, budgetCut(p.prob, p.budget))
 	}
 }
@@ -352,7 +391,7 @@ func budgetCut(prob []float32, budget uint64) float32 {
 }
 
 func (p *predictive) verdict(gfn uint64) verdict {
-	v := p.prob[gfn]
+	v := p.probability(gfn)
 	switch {
 	case v < p.lastCut:
 		return sendNow
