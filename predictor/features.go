@@ -360,90 +360,135 @@ const wideFactor = 8
 // neighbours computes the spatial features of every page from the
 // histories: sliding windows over the pages' last-epoch bits and recency
 // scores, Window pages each side, and over the last-epoch bits,
-// wideFactor·Window pages each side, the page itself left out. O(pages),
-// in integers. It marks in m.calm the chunks of quietChunk pages none of
+// wideFactor·Window pages each side, the page itself left out. In
+// integers. It marks in m.calm the chunks of quietChunk pages none of
 // which was written in 64 epochs or has a neighbour feature, and takes
-// the stretches where no window holds a write a chunk at a time.
+// the stretches where no window holds a write a chunk at a time. A chunk
+// calm after the epoch before, with no page written in the last epoch
+// within reach of its windows, is calm still, its features 0 as they
+// were: it is passed over, 64 chunks at a time where a whole region is,
+// so the pass costs what the pages near writes of the last 64 epochs
+// number, not every page (dirty is the last epoch's pages, ascending).
 //
 //go:norace
-func (m *Model) neighbours() {
+func (m *Model) neighbours(dirty []uint64) {
 	w := m.o.Window
 	ww := wideFactor * w
 	hist := m.hist
 	n := len(hist)
 	near, nearRec, wide := m.near[:n], m.nearRec[:n], m.wide[:n]
-	var s1, s2 int32 // last-epoch bits and recency scores over [i-w, i+w]
-	var s3 int32     // last-epoch bits over [i-ww, i+ww]
-	for j := range min(w, n) {
-		s1 += int32(hist[j] & 1)
-		s2 += recencyQ[hist[j]&patternMask]
-	}
-	for j := range min(ww, n) {
-		s3 += int32(hist[j] & 1)
-	}
+	var s1, s2 int32                              // last-epoch bits and recency scores over [i-w, i+w]
+	var s3 int32                                  // last-epoch bits over [i-ww, i+ww]
 	full, fullWide := float32(2*w), float32(2*ww) // neighbours away from the ends
 	calm := m.calm
-	clear(calm)
-	var acc uint64 // the chunk's histories and window sums, ORed
-	for i := 0; i < n; i++ {
-		if i&(quietChunk-1) == 0 {
-			if i > 0 && acc == 0 {
-				markCalm(calm, i/quietChunk-1)
-			}
-			acc = 0
-			// Where no window holds a write and none comes into them
-			// within the chunk, its pages' features are 0 and the sums
-			// stay 0.
-			if s1|s2|s3 == 0 && i+ww+quietChunk <= n && !m.slow && quietAhead(hist, i, w, ww) {
-				clear(near[i : i+quietChunk])
-				clear(nearRec[i : i+quietChunk])
-				clear(wide[i : i+quietChunk])
-				i += quietChunk - 1
+	keep := !m.slow // calm chunks stay calm where no write came near
+	if !keep {
+		clear(calm)
+	}
+	stale := true // the sums are to be made afresh before the next page
+	d := 0        // dirty[d] is the first written page at or above the chunk's reach
+	chunks := (n + quietChunk - 1) / quietChunk
+	for k := 0; k < chunks; k++ {
+		lo, hi := k*quietChunk, min(k*quietChunk+quietChunk, n)
+		if keep {
+			if k%64 == 0 && calm[k/64] == allCalm && !writtenNear(dirty, &d, lo, min(lo+calmBlock, n), ww) {
+				k += 63
+				stale = true
 				continue
 			}
-		}
-		if j := i + w; j < n {
-			s1 += int32(hist[j] & 1)
-			s2 += recencyQ[hist[j]&patternMask]
-		}
-		if j := i - w - 1; j >= 0 {
-			s1 -= int32(hist[j] & 1)
-			s2 -= recencyQ[hist[j]&patternMask]
-		}
-		if j := i + ww; j < n {
-			s3 += int32(hist[j] & 1)
-		}
-		if j := i - ww - 1; j >= 0 {
-			s3 -= int32(hist[j] & 1)
-		}
-		h := hist[i]
-		acc |= h | uint64(s1|s2|s3)
-		if c := s3 - int32(h&1); c == 0 {
-			wide[i] = 0
-		} else {
-			cnt := fullWide
-			if i < ww || i+ww >= n {
-				cnt = float32(min(i+ww, n-1) - max(i-ww, 0))
+			if calmChunk(calm, k) {
+				if !writtenNear(dirty, &d, lo, hi, ww) {
+					stale = true
+					continue
+				}
+				calm[k/64] &^= 1 << (k % 64)
 			}
-			wide[i] = uint8(float32(c)/cnt*nearScale + 0.5)
 		}
-		if s1 == 0 && s2 == 0 {
-			near[i], nearRec[i] = 0, 0
+		if stale {
+			s1, s2, s3 = windowSums(hist, lo, w, ww)
+			stale = false
+		}
+		// Where no window holds a write and none comes into them
+		// within the chunk, its pages' features are 0 and the sums
+		// stay 0.
+		if s1|s2|s3 == 0 && lo+ww+quietChunk <= n && !m.slow && quietAhead(hist, lo, w, ww) {
+			clear(near[lo:hi])
+			clear(nearRec[lo:hi])
+			clear(wide[lo:hi])
+			markCalm(calm, k)
 			continue
 		}
-		cnt := full
-		if i < w || i+w >= n {
-			cnt = float32(min(i+w, n-1) - max(i-w, 0))
+		var acc uint64 // the chunk's histories and window sums, ORed
+		for i := lo; i < hi; i++ {
+			if j := i + w; j < n {
+				s1 += int32(hist[j] & 1)
+				s2 += recencyQ[hist[j]&patternMask]
+			}
+			if j := i - w - 1; j >= 0 {
+				s1 -= int32(hist[j] & 1)
+				s2 -= recencyQ[hist[j]&patternMask]
+			}
+			if j := i + ww; j < n {
+				s3 += int32(hist[j] & 1)
+			}
+			if j := i - ww - 1; j >= 0 {
+				s3 -= int32(hist[j] & 1)
+			}
+			h := hist[i]
+			acc |= h | uint64(s1|s2|s3)
+			if c := s3 - int32(h&1); c == 0 {
+				wide[i] = 0
+			} else {
+				cnt := fullWide
+				if i < ww || i+ww >= n {
+					cnt = float32(min(i+ww, n-1) - max(i-ww, 0))
+				}
+				wide[i] = uint8(float32(c)/cnt*nearScale + 0.5)
+			}
+			if s1 == 0 && s2 == 0 {
+				near[i], nearRec[i] = 0, 0
+				continue
+			}
+			cnt := full
+			if i < w || i+w >= n {
+				cnt = float32(min(i+w, n-1) - max(i-w, 0))
+			}
+			a := float32(s1 - int32(h&1))
+			b := float32(s2 - recencyQ[h&patternMask])
+			near[i] = uint8(a/cnt*nearScale + 0.5)
+			nearRec[i] = uint8(b/(cnt*recencyOne)*nearScale + 0.5)
 		}
-		a := float32(s1 - int32(h&1))
-		b := float32(s2 - recencyQ[h&patternMask])
-		near[i] = uint8(a/cnt*nearScale + 0.5)
-		nearRec[i] = uint8(b/(cnt*recencyOne)*nearScale + 0.5)
-	}
-	if n%quietChunk == 0 && n > 0 && acc == 0 {
-		markCalm(calm, n/quietChunk-1)
+		if acc == 0 && hi-lo == quietChunk {
+			markCalm(calm, k)
+		}
 	}
 	m.regions(hist, m.calmBlocks())
+}
+
+// windowSums returns neighbours' sums as they stand before page lo: the
+// last-epoch bits and recency scores of the pages from lo-w-1 to lo+w-1,
+// and the last-epoch bits from lo-ww-1 to lo+ww-1 (within the pages).
+//
+//go:norace
+func windowSums(hist []uint64, lo, w, ww int) (s1, s2, s3 int32) {
+	for _, h := range hist[max(lo-w-1, 0):min(lo+w, len(hist))] {
+		s1 += int32(h & 1)
+		s2 += recencyQ[h&patternMask]
+	}
+	for _, h := range hist[max(lo-ww-1, 0):min(lo+ww, len(hist))] {
+		s3 += int32(h & 1)
+	}
+	return s1, s2, s3
+}
+
+// writtenNear reports whether a page of dirty (ascending) lies within
+// reach pages of the pages from lo to hi-1; *d, the first at or above
+// lo-reach, moves on as lo grows.
+func writtenNear(dirty []uint64, d *int, lo, hi, reach int) bool {
+	for *d < len(dirty) && int(dirty[*d]) < lo-reach {
+		*d++
+	}
+	return *d < len(dirty) && int(dirty[*d]) < hi+reach
 }
 
 // quietAhead reports whether the chunk of pages from i is unwritten in
@@ -463,8 +508,8 @@ func quietAhead(hist []uint64, i, w, ww int) bool {
 }
 
 // regions computes the region features: the share of each region's pages
-// dirtied in the last epoch, and in the last 8; 0 for those calm says are
-// calm (nil: none).
+// dirtied in the last epoch, and in the last 8, over the chunks calm does
+// not say are calm (nil: none).
 //
 //go:norace
 func (m *Model) regions(hist []uint64, calm []uint64) {
@@ -477,10 +522,12 @@ func (m *Model) regions(hist []uint64, calm []uint64) {
 		lo := r << regionShift
 		hi := min(lo+size, len(hist))
 		var last, recent int
-		for _, h := range hist[lo:hi] {
-			last += int(h & 1)
-			if h&patternMask != 0 {
-				recent++
+		for a, z := liveSpan(calm, lo, lo, hi); a < z; a, z = liveSpan(calm, lo, z, hi) {
+			for _, h := range hist[a:z] { // calm chunks count nothing
+				last += int(h & 1)
+				if h&patternMask != 0 {
+					recent++
+				}
 			}
 		}
 		n := float32(hi - lo)
@@ -500,19 +547,20 @@ func (m *Model) cohorts() {
 	var before, again uint32 // pages dirtied two epochs ago; of them, dirtied again in the last
 	calm := m.calmBlocks()
 	for b := 0; b < len(m.hist); b += calmBlock {
-		if calmRegion(calm, b/calmBlock) {
-			continue // none written in 64 epochs: they count for nothing
-		}
-		for _, h := range m.hist[b:min(b+calmBlock, len(m.hist))] {
-			before += uint32(h >> 1 & 1)
-			again += uint32(h & h >> 1 & 1)
-			switch {
-			case h == 0:
-			case h&1 == 0:
-				left[bits.TrailingZeros64(h)]++
-			case h > 1:
-				// Rewritten: its write before was tz(h>>1)+1 bits back.
-				rewritten[bits.TrailingZeros64(h>>1)+1]++
+		e := min(b+calmBlock, len(m.hist))
+		// Calm chunks, none written in 64 epochs, count for nothing.
+		for lo, hi := liveSpan(calm, b, b, e); lo < hi; lo, hi = liveSpan(calm, b, hi, e) {
+			for _, h := range m.hist[lo:hi] {
+				before += uint32(h >> 1 & 1)
+				again += uint32(h & h >> 1 & 1)
+				switch {
+				case h == 0:
+				case h&1 == 0:
+					left[bits.TrailingZeros64(h)]++
+				case h > 1:
+					// Rewritten: its write before was tz(h>>1)+1 bits back.
+					rewritten[bits.TrailingZeros64(h>>1)+1]++
+				}
 			}
 		}
 	}
@@ -621,4 +669,26 @@ func frontFree(front []frontRun, j int, lo, hi uint64) bool {
 		}
 	}
 	return j == len(front) || uint64(front[j].lo) > hi && uint64(front[j].lo)-hi > frontReach
+}
+
+// liveSpan returns the first span of pages from lo to before hi, in the
+// block of calmBlock pages from b, of chunks calm does not mark calm (nil:
+// none), as [lo, hi); an empty one when there is none. Each span of the
+// block in turn: liveSpan(calm, b, b, e), then from the end of the last.
+func liveSpan(calm []uint64, b, lo, hi int) (int, int) {
+	var word uint64
+	if b/calmBlock < len(calm) {
+		word = calm[b/calmBlock]
+	}
+	k := (lo - b) / quietChunk // lo is at a chunk's start
+	live := ^word >> k << k
+	if lo >= hi || live == 0 {
+		return hi, hi
+	}
+	a := bits.TrailingZeros64(live)
+	z := 64
+	if rest := word >> a; rest != 0 {
+		z = a + bits.TrailingZeros64(rest)
+	}
+	return min(b+a*quietChunk, hi), min(b+z*quietChunk, hi)
 }

@@ -267,7 +267,7 @@ func (m *Model) Observe(dirty []uint64) {
 	m.allStay += stays
 	g0, g1 := pooledTransitions(m.pages, m.now, m.allDirty, m.allStay, uint64(len(dirty)))
 	m.pool = [2]float32{float32(g0), float32(g1)}
-	m.neighbours()
+	m.neighbours(dirty)
 	m.cohorts()
 	if m.refitDue(m.now) {
 		for _, f := range m.horizons {
@@ -308,8 +308,7 @@ func (m *Model) skippedRefit(at uint32) bool {
 }
 
 // shiftHistories moves every history one epoch back, but for those of
-// the blocks of calmBlock pages calm says are all calm (nil: none), which
-// are 0.
+// the chunks calm says are calm (nil: none), which are 0.
 //
 //go:norace
 func shiftHistories(hist []uint64, calm []uint64) {
@@ -317,9 +316,12 @@ func shiftHistories(hist []uint64, calm []uint64) {
 		if calmRegion(calm, b/calmBlock) {
 			continue
 		}
-		h := hist[b:min(b+calmBlock, len(hist))]
-		for i := range h {
-			h[i] <<= 1
+		e := min(b+calmBlock, len(hist))
+		for lo, hi := liveSpan(calm, b, b, e); lo < hi; lo, hi = liveSpan(calm, b, hi, e) {
+			h := hist[lo:hi]
+			for i := range h {
+				h[i] <<= 1
+			}
 		}
 	}
 }

@@ -222,6 +222,9 @@ func strata(hist, dirty []uint64, front []frontRun, calm []uint64, recent, older
 			st.pages(b, e)
 			continue
 		}
+		if calm[b/calmBlock] == allCalm && st.idleBlock(b, e) {
+			continue
+		}
 		for c := b; c < e; c += quietChunk {
 			if !calmChunk(calm, c/quietChunk) || c+quietChunk > e {
 				st.pages(c, min(c+quietChunk, e))
@@ -252,6 +255,27 @@ type strataWalk struct {
 	d, j                int // dirty[d] and front[j]: the first at or above the next page
 	recent, older, edge []uint32
 	idle                uint64
+}
+
+// idleBlock counts the pages from lo to hi, all calm, as idle but for
+// those in dirty, if none is within reach of the frontier, and reports
+// whether it did.
+//
+//go:norace
+func (st *strataWalk) idleBlock(lo, hi int) bool {
+	for st.j < len(st.front) && uint64(st.front[st.j].lo) < uint64(lo) {
+		st.j++
+	}
+	if !frontFree(st.front, st.j, uint64(lo), uint64(hi-1)) {
+		return false
+	}
+	n := hi - lo
+	for st.d < len(st.dirty) && st.dirty[st.d] < uint64(hi) {
+		st.d++
+		n--
+	}
+	st.idle += uint64(n)
+	return true
 }
 
 // pages sorts the pages from lo to hi, the pages before lo sorted.
