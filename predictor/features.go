@@ -381,85 +381,81 @@ func (m *Model) neighbours(dirty []uint64) {
 	var s3 int32                                  // last-epoch bits over [i-ww, i+ww]
 	full, fullWide := float32(2*w), float32(2*ww) // neighbours away from the ends
 	calm := m.calm
-	keep := !m.slow // calm chunks stay calm where no write came near
-	if !keep {
-		clear(calm)
+	if m.slow {
+		clear(calm) // and every chunk is passed over
 	}
-	stale := true // the sums are to be made afresh before the next page
-	d := 0        // dirty[d] is the first written page at or above the chunk's reach
-	chunks := (n + quietChunk - 1) / quietChunk
-	for k := 0; k < chunks; k++ {
-		lo, hi := k*quietChunk, min(k*quietChunk+quietChunk, n)
-		if keep {
-			if k%64 == 0 && calm[k/64] == allCalm && !writtenNear(dirty, &d, lo, min(lo+calmBlock, n), ww) {
-				k += 63
-				stale = true
+	next := -1 // the sums stand before page next
+	d := 0     // dirty[d] is the first written page within reach of the block
+	for b := 0; b < n; b += calmBlock {
+		e := min(b+calmBlock, n)
+		todo := allCalm // the block's chunks to pass over
+		if !m.slow {
+			todo = ^calm[b/calmBlock] | nearWrites(dirty, &d, b, e, ww)
+		}
+		if nk := (e - b + quietChunk - 1) / quietChunk; nk < 64 {
+			todo &= 1<<nk - 1
+		}
+		for ; todo != 0; todo &= todo - 1 {
+			k := bits.TrailingZeros64(todo)
+			lo, hi := b+k*quietChunk, min(b+k*quietChunk+quietChunk, n)
+			calm[b/calmBlock] &^= 1 << k
+			if lo != next {
+				s1, s2, s3 = windowSums(hist, lo, w, ww)
+			}
+			next = hi
+			// Where no window holds a write and none comes into them
+			// within the chunk, its pages' features are 0 and the sums
+			// stay 0.
+			if s1|s2|s3 == 0 && lo+ww+quietChunk <= n && !m.slow && quietAhead(hist, lo, w, ww) {
+				clear(near[lo:hi])
+				clear(nearRec[lo:hi])
+				clear(wide[lo:hi])
+				markCalm(calm, lo/quietChunk)
 				continue
 			}
-			if calmChunk(calm, k) {
-				if !writtenNear(dirty, &d, lo, hi, ww) {
-					stale = true
+			var acc uint64 // the chunk's histories and window sums, ORed
+			for i := lo; i < hi; i++ {
+				if j := i + w; j < n {
+					s1 += int32(hist[j] & 1)
+					s2 += recencyQ[hist[j]&patternMask]
+				}
+				if j := i - w - 1; j >= 0 {
+					s1 -= int32(hist[j] & 1)
+					s2 -= recencyQ[hist[j]&patternMask]
+				}
+				if j := i + ww; j < n {
+					s3 += int32(hist[j] & 1)
+				}
+				if j := i - ww - 1; j >= 0 {
+					s3 -= int32(hist[j] & 1)
+				}
+				h := hist[i]
+				acc |= h | uint64(s1|s2|s3)
+				if c := s3 - int32(h&1); c == 0 {
+					wide[i] = 0
+				} else {
+					cnt := fullWide
+					if i < ww || i+ww >= n {
+						cnt = float32(min(i+ww, n-1) - max(i-ww, 0))
+					}
+					wide[i] = uint8(float32(c)/cnt*nearScale + 0.5)
+				}
+				if s1 == 0 && s2 == 0 {
+					near[i], nearRec[i] = 0, 0
 					continue
 				}
-				calm[k/64] &^= 1 << (k % 64)
-			}
-		}
-		if stale {
-			s1, s2, s3 = windowSums(hist, lo, w, ww)
-			stale = false
-		}
-		// Where no window holds a write and none comes into them
-		// within the chunk, its pages' features are 0 and the sums
-		// stay 0.
-		if s1|s2|s3 == 0 && lo+ww+quietChunk <= n && !m.slow && quietAhead(hist, lo, w, ww) {
-			clear(near[lo:hi])
-			clear(nearRec[lo:hi])
-			clear(wide[lo:hi])
-			markCalm(calm, k)
-			continue
-		}
-		var acc uint64 // the chunk's histories and window sums, ORed
-		for i := lo; i < hi; i++ {
-			if j := i + w; j < n {
-				s1 += int32(hist[j] & 1)
-				s2 += recencyQ[hist[j]&patternMask]
-			}
-			if j := i - w - 1; j >= 0 {
-				s1 -= int32(hist[j] & 1)
-				s2 -= recencyQ[hist[j]&patternMask]
-			}
-			if j := i + ww; j < n {
-				s3 += int32(hist[j] & 1)
-			}
-			if j := i - ww - 1; j >= 0 {
-				s3 -= int32(hist[j] & 1)
-			}
-			h := hist[i]
-			acc |= h | uint64(s1|s2|s3)
-			if c := s3 - int32(h&1); c == 0 {
-				wide[i] = 0
-			} else {
-				cnt := fullWide
-				if i < ww || i+ww >= n {
-					cnt = float32(min(i+ww, n-1) - max(i-ww, 0))
+				cnt := full
+				if i < w || i+w >= n {
+					cnt = float32(min(i+w, n-1) - max(i-w, 0))
 				}
-				wide[i] = uint8(float32(c)/cnt*nearScale + 0.5)
+				last := float32(s1 - int32(h&1))
+				rec := float32(s2 - recencyQ[h&patternMask])
+				near[i] = uint8(last/cnt*nearScale + 0.5)
+				nearRec[i] = uint8(rec/(cnt*recencyOne)*nearScale + 0.5)
 			}
-			if s1 == 0 && s2 == 0 {
-				near[i], nearRec[i] = 0, 0
-				continue
+			if acc == 0 && hi-lo == quietChunk {
+				markCalm(calm, lo/quietChunk)
 			}
-			cnt := full
-			if i < w || i+w >= n {
-				cnt = float32(min(i+w, n-1) - max(i-w, 0))
-			}
-			a := float32(s1 - int32(h&1))
-			b := float32(s2 - recencyQ[h&patternMask])
-			near[i] = uint8(a/cnt*nearScale + 0.5)
-			nearRec[i] = uint8(b/(cnt*recencyOne)*nearScale + 0.5)
-		}
-		if acc == 0 && hi-lo == quietChunk {
-			markCalm(calm, k)
 		}
 	}
 	m.regions(hist, m.calmBlocks())
@@ -481,14 +477,23 @@ func windowSums(hist []uint64, lo, w, ww int) (s1, s2, s3 int32) {
 	return s1, s2, s3
 }
 
-// writtenNear reports whether a page of dirty (ascending) lies within
-// reach pages of the pages from lo to hi-1; *d, the first at or above
-// lo-reach, moves on as lo grows.
-func writtenNear(dirty []uint64, d *int, lo, hi, reach int) bool {
-	for *d < len(dirty) && int(dirty[*d]) < lo-reach {
+// nearWrites returns the chunks, as bits, of the block of pages from b
+// to e within reach pages of a page of dirty (ascending); *d, the first
+// within reach of the block, moves on to the next block's.
+func nearWrites(dirty []uint64, d *int, b, e, reach int) uint64 {
+	for *d < len(dirty) && int(dirty[*d]) < b-reach {
 		*d++
 	}
-	return *d < len(dirty) && int(dirty[*d]) < hi+reach
+	var near uint64
+	for _, p := range dirty[*d:] {
+		if int(p) >= e+reach {
+			break
+		}
+		from := max(int(p)-reach, b) - b
+		to := min(int(p)+reach, e-1) - b
+		near |= allCalm >> (63 - to/quietChunk) &^ (1<<(from/quietChunk) - 1)
+	}
+	return near
 }
 
 // quietAhead reports whether the chunk of pages from i is unwritten in
@@ -625,9 +630,6 @@ const (
 	calmBlock = 64 * quietChunk
 	allCalm   = ^uint64(0)
 )
-
-// calmChunk reports whether calm marks chunk k (pages k·quietChunk on).
-func calmChunk(calm []uint64, k int) bool { return k/64 < len(calm) && calm[k/64]&(1<<(k%64)) != 0 }
 
 // calmRegion reports whether calm marks every chunk of region r (pages
 // r·calmBlock on).

@@ -211,3 +211,47 @@ func TestScorerMatchesPredict(t *testing.T) {
 		}
 	}
 }
+
+// The neighbour features are what their definition says, page by page,
+// however many chunks the pass over them leaves out: the share of the
+// Window pages each side (the page left out) written in the last epoch,
+// their mean recency score, and the share of the wideFactor·Window each
+// side written in the last epoch.
+func TestNeighboursByDefinition(t *testing.T) {
+	t.Parallel()
+	const pages = 1<<14 + 40 // a partial block at the end
+	epochs := sparseEpochs(pages, 50, 9)
+	for _, window := range []int{0, 2} {
+		m := NewModel(pages, Options{Window: window})
+		w := m.o.Window
+		ww := wideFactor * w
+		share := func(sum, cnt float32) uint8 { return uint8(sum/cnt*nearScale + 0.5) }
+		for e, ep := range epochs {
+			m.Observe(ep.Pages)
+			for i := range pages {
+				var last, rec, wideLast int32
+				for j := max(i-ww, 0); j <= min(i+ww, pages-1); j++ {
+					if j == i {
+						continue
+					}
+					h := m.hist[j]
+					wideLast += int32(h & 1)
+					if j >= i-w && j <= i+w {
+						last += int32(h & 1)
+						rec += recencyQ[h&patternMask]
+					}
+				}
+				cnt := float32(min(i+w, pages-1) - max(i-w, 0))
+				wantNear, wantRec := share(float32(last), cnt), uint8(float32(rec)/(cnt*recencyOne)*nearScale+0.5)
+				wantWide := share(float32(wideLast), float32(min(i+ww, pages-1)-max(i-ww, 0)))
+				if m.near[i] != wantNear || m.nearRec[i] != wantRec || m.wide[i] != wantWide {
+					t.Fatalf("window %d epoch %d page %d: near %d, recency %d, wide %d; by definition %d, %d, %d",
+						w, e, i, m.near[i], m.nearRec[i], m.wide[i], wantNear, wantRec, wantWide)
+				}
+			}
+		}
+	}
+}
+
+// calmChunk reports whether calm marks chunk k (pages k·quietChunk on).
+func calmChunk(calm []uint64, k int) bool { return k/64 < len(calm) && calm[k/64]&(1<<(k%64)) != 0 }

@@ -218,31 +218,16 @@ func strata(hist, dirty []uint64, front []frontRun, calm []uint64, recent, older
 	st := strataWalk{hist: hist, dirty: dirty, front: front, recent: recent, older: older, edge: edge}
 	for b := 0; b < len(hist); b += calmBlock {
 		e := min(b+calmBlock, len(hist))
-		if b/calmBlock >= len(calm) || calm[b/calmBlock] == 0 {
-			st.pages(b, e)
-			continue
-		}
-		if calm[b/calmBlock] == allCalm && st.idleBlock(b, e) {
-			continue
-		}
-		for c := b; c < e; c += quietChunk {
-			if !calmChunk(calm, c/quietChunk) || c+quietChunk > e {
-				st.pages(c, min(c+quietChunk, e))
-				continue
+		pos := b // the pages before pos are sorted
+		for lo, hi := liveSpan(calm, b, b, e); ; lo, hi = liveSpan(calm, b, hi, e) {
+			if pos < lo {
+				st.calm(pos, lo)
 			}
-			for st.j < len(front) && uint64(front[st.j].lo) < uint64(c) {
-				st.j++
+			if lo >= hi {
+				break
 			}
-			if !frontFree(front, st.j, uint64(c), uint64(c+quietChunk-1)) {
-				st.pages(c, c+quietChunk)
-				continue
-			}
-			n := quietChunk // a calm chunk: idle, but for its pages in dirty
-			for st.d < len(dirty) && dirty[st.d] < uint64(c+quietChunk) {
-				st.d++
-				n--
-			}
-			st.idle += uint64(n)
+			st.pages(lo, hi)
+			pos = hi
 		}
 	}
 	return st.recent, st.older, st.edge, st.idle
@@ -255,6 +240,22 @@ type strataWalk struct {
 	d, j                int // dirty[d] and front[j]: the first at or above the next page
 	recent, older, edge []uint32
 	idle                uint64
+}
+
+// calm sorts the pages from lo to hi, calm chunks, the pages before lo
+// sorted: all idle but for those in dirty, unless within reach of the
+// frontier (then chunk by chunk).
+//
+//go:norace
+func (st *strataWalk) calm(lo, hi int) {
+	if st.idleBlock(lo, hi) {
+		return
+	}
+	for c := lo; c < hi; c += quietChunk {
+		if !st.idleBlock(c, c+quietChunk) {
+			st.pages(c, c+quietChunk)
+		}
+	}
 }
 
 // idleBlock counts the pages from lo to hi, all calm, as idle but for
