@@ -1,5 +1,5 @@
 // Package units parses and prints the sizes and rates pagecast's flags
-// take: sizes "128M", "64MiB", "1G", "4096"; rates "100MiB/s", "2.5MiB/s",
+// take: sizes "128M", "64MiB", "1G", "1T", "4096"; rates "100MiB/s", "2.5MiB/s",
 // "1Gbit/s".
 package units
 
@@ -13,14 +13,15 @@ var suffixes = []struct {
 	s string
 	n uint64
 }{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-	{"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30},
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"TB", 1 << 40},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
 	{"B", 1},
 }
 
 // ParseBytes reads a size: a whole number with an optional binary suffix
-// (K, M, G, KiB, MiB, GiB; KB, MB, GB are read as binary too).
+// (K, M, G, T, KiB, MiB, GiB, TiB; KB, MB, GB, TB are read as binary
+// too).
 func ParseBytes(s string) (uint64, error) {
 	t := strings.TrimSpace(s)
 	mult := uint64(1)
@@ -32,7 +33,7 @@ func ParseBytes(s string) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(strings.TrimSpace(t), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("size %q: want a whole number with an optional K, M or G suffix", s)
+		return 0, fmt.Errorf("size %q: want a whole number with an optional K, M, G or T suffix", s)
 	}
 	if n > (1<<64-1)/mult {
 		return 0, fmt.Errorf("size %q is too large", s)

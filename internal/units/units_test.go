@@ -11,6 +11,9 @@ func TestParseBytes(t *testing.T) {
 		{"128M", 128 << 20, true},
 		{"64MiB", 64 << 20, true},
 		{"1G", 1 << 30, true},
+		{"1T", 1 << 40, true},
+		{"2TiB", 2 << 40, true},
+		{"16777216T", 0, false}, // 2^64 bytes
 		{"4096", 4096, true},
 		{"2 KiB", 2048, true},
 		{"12X", 0, false},
