@@ -31,9 +31,9 @@ func BenchmarkSimulate1TiB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Not predictive: its predictor still passes over every page each
-	// epoch, if quickly over quiet ones (59 s for a 64 GiB guest on
-	// 2026-12-01, 146 s before quiet pages shared a forecast);
+	// Not predictive: its round 1, started before any forecast, counts
+	// as a closing round, whose cut ranks every page's probability each
+	// epoch (over an hour at 1 TiB; README, Scale);
 	// BenchmarkSimulatePredictive64GiB measures it.
 	for _, mode := range []string{"precopy", "throttle", "tsmc", "mecom"} {
 		b.Run(mode, func(b *testing.B) {

@@ -18,7 +18,10 @@
 // frontier) and alike in their region, count and stay share a forecast:
 // Predict and Observe's passes take them 8 at a time, so their cost falls
 // with the share of a VM's memory that is idle (TestQuietShortcutsExact
-// checks that this changes no forecast).
+// checks that this changes no forecast); Observe's passes go only over
+// the chunks near the writes of the last 64 epochs. A caller that needs
+// few pages' probabilities asks a Scorer for them one at a time, each the
+// one PredictHorizon would give.
 //
 // Baselines are judged the same way: dirty last epoch ⇒ dirty next
 // (NewLastEpoch), the write frequency over recent epochs (NewFrequency)
