@@ -200,6 +200,7 @@ type predictive struct {
 	scorer    *predictor.Scorer // the last forecast, page by page; nil before the first
 	prob      []float32         // and every page's, made in closing rounds only (see fill)
 	full      bool              // prob holds the last forecast
+	rank      bool              // cut is yet to be ranked (see heldBack)
 	cut       float32           // held back at or above
 	lastCut   float32           // sent last at or above
 	closing   bool
@@ -266,7 +267,6 @@ func (p *predictive) startRound(plan roundPlan) {
 		p.tried = closing
 	}
 	p.closing = closing
-	p.fill()
 	p.setCut()
 }
 
@@ -312,7 +312,6 @@ func likelyPending(pending *bitmap.Bitmap, prob func(uint64) float32, threshold 
 // and the cuts.
 func (p *predictive) forecast() {
 	p.predict()
-	p.fill()
 	p.setCut()
 }
 
@@ -333,12 +332,8 @@ func (p *predictive) predict() {
 	p.scorer = p.model.Scorer(p.h)
 }
 
-// fill makes every page's probability in a closing round whose budget
-// is fewer pages than the guest has: its cut ranks them all (budgetCut).
+// fill makes every page's probability, for a closing round's cut.
 func (p *predictive) fill() {
-	if p.scorer == nil || !p.closing || p.budget >= p.model.Pages() || p.full {
-		return
-	}
 	if p.prob == nil {
 		p.prob = make([]float32, p.model.Pages())
 	}
@@ -359,16 +354,35 @@ func (p *predictive) probability(gfn uint64) float32 {
 }
 
 // setCut sets the probabilities at which pages are held back and sent
-// last: in the closing round, held back only within the budget.
+// last: in the closing round, held back only within the budget, the cut
+// rising to the budget's likeliest pages (ranked when first needed: see
+// heldBack).
 func (p *predictive) setCut() {
 	if p.model.Epochs() == 0 {
 		return
 	}
 	p.lastCut = p.threshold / 4
 	p.cut = p.threshold
-	if p.full { // else a closing round's budget is every page: budgetCut would be 0
-		p.cut = max(p.threshold, budgetCut(p.prob, p.budget))
+	// A budget of every page would put budgetCut at 0.
+	p.rank = p.closing && p.budget < p.model.Pages()
+}
+
+// heldBack says whether a page of probability v, at least the threshold,
+// is held back. In a closing round that is when v is at the cut and the
+// budget is not used up; the cut ranks every page's probability, a full
+// forecast, so it is made only when a page asks for it: while none of the
+// pages the round reaches is likely, or once the budget is used up, it
+// costs nothing.
+func (p *predictive) heldBack(v float32) bool {
+	if p.closing && p.held >= p.budget {
+		return false
 	}
+	if p.rank {
+		p.fill()
+		p.cut = max(p.threshold, budgetCut(p.prob, p.budget))
+		p.rank = false
+	}
+	return v >= p.cut
 }
 
 // budgetCut is the probability of the budget-th most likely page, to a
@@ -395,7 +409,7 @@ func (p *predictive) verdict(gfn uint64) verdict {
 	switch {
 	case v < p.lastCut:
 		return sendNow
-	case v >= p.cut && (!p.closing || p.held < p.budget):
+	case v >= p.threshold && p.heldBack(v):
 		p.held++
 		return holdBack
 	}
