@@ -198,7 +198,7 @@ type predictive struct {
 	threshold float32
 	h         int               // the horizon of the last forecast, in epochs
 	scorer    *predictor.Scorer // the last forecast, page by page; nil before the first
-	prob      []float32         // and every page's, made in closing rounds only (see fill)
+	prob      []float32         // and every page's, made for a closing round's cut only (see fill)
 	full      bool              // prob holds the last forecast
 	rank      bool              // cut is yet to be ranked (see heldBack)
 	cut       float32           // held back at or above
@@ -258,15 +258,13 @@ func (p *predictive) startRound(plan roundPlan) {
 	if p.closing && p.tried {
 		p.failed++ // the last round was to close the migration, and did not
 	}
-	p.closing, p.tried = false, false
+	p.closing, p.tried = true, false
 	p.predict()
-	closing := true
 	if p.model.Epochs() > 0 && !plan.last && plan.pending != nil {
 		likely := likelyPending(plan.pending, p.probability, p.threshold)
-		closing = plan.pendingN-likely <= plan.budget>>min(p.failed+1, 2)
-		p.tried = closing
+		p.closing = plan.pendingN-likely <= plan.budget>>min(p.failed+1, 2)
+		p.tried = p.closing
 	}
-	p.closing = closing
 	p.setCut()
 }
 
