@@ -1,0 +1,108 @@
+package migrator
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/trace"
+)
+
+// The predictive policy asks the predictor page by page and ranks every
+// page for a closing round's cut only when a likely page needs it; its
+// verdicts are still those of the plain reading, in which every page is
+// forecast at every epoch and the cut ranked at once. Rounds of a real
+// program's trace, with budgets that make the cut rise above the
+// threshold and budgets that run out.
+func TestPredictiveVerdictsAsRankedAtOnce(t *testing.T) {
+	meta, epochs, _, err := trace.ReadFile(filepath.Join("..", "predictor", "testdata", "real", "awk.pct"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := meta.MemoryBytes / uint64(meta.PageSize)
+	const epoch = 100 * time.Millisecond
+	clock := NewVirtualClock(time.Unix(0, 0))
+	cfg := Config{Clock: clock, Epoch: epoch, Threshold: 0.5}
+	lazy, err := newPredictive(cfg, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := newPredictive(cfg, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prob := make([]float32, pages)
+	var cut float32 // the plain reading's cut
+	// forecastAll is the plain reading of plain's last forecast.
+	forecastAll := func() {
+		if plain.model.Epochs() == 0 {
+			return
+		}
+		plain.model.PredictHorizon(prob, plain.h)
+		cut = plain.threshold
+		if plain.closing && plain.budget < pages {
+			cut = max(plain.threshold, budgetCut(prob, plain.budget))
+		}
+	}
+	e := 224 // awk's boot done
+	var held, ranked, rounds int
+	for round, budget := range []uint64{40, 150, 300, 600, 150, 1200, 300, 4000, 150, 600} {
+		pending := bitmap.New(pages)
+		if round == 0 {
+			for g := range pages {
+				pending.Set(g)
+			}
+		} else {
+			for _, ep := range epochs[e-30 : e] { // what the last rounds left
+				for _, g := range ep.Pages {
+					pending.Set(g)
+				}
+			}
+		}
+		plan := roundPlan{round: round + 1, window: 2 * time.Second, budget: budget, pending: pending, pendingN: pending.Count()}
+		lazy.startRound(plan)
+		plain.startRound(plan)
+		forecastAll()
+		if lazy.closing != plain.closing {
+			t.Fatalf("round %d: closing %v and %v", round+1, lazy.closing, plain.closing)
+		}
+		visited := 0
+		for g := range pages {
+			if !pending.Has(g) {
+				continue
+			}
+			if visited++; visited%300 == 0 && e < len(epochs) { // an epoch passes
+				clock.Advance(epoch)
+				lazy.observe(epochs[e].Pages)
+				plain.observe(epochs[e].Pages)
+				forecastAll()
+				e++
+			}
+			want := sendLast
+			switch v := prob[g]; {
+			case plain.model.Epochs() == 0 || v < plain.threshold/4:
+				want = sendNow
+			case v >= cut && (!plain.closing || plain.held < plain.budget):
+				plain.held++
+				want = holdBack
+			}
+			rankedBefore := lazy.full
+			if got := lazy.verdict(g); got != want {
+				t.Fatalf("round %d, page %d (probability %v, cut %v, closing %v, %d of %d held): verdict %d, the plain reading's %d",
+					round+1, g, prob[g], cut, plain.closing, plain.held, plain.budget, got, want)
+			}
+			if want == holdBack {
+				held++
+			}
+			if !rankedBefore && lazy.full {
+				ranked++
+			}
+		}
+		rounds++
+	}
+	if held == 0 || ranked == 0 {
+		t.Fatalf("%d rounds: %d pages held back, %d rankings: the test does not reach the cut", rounds, held, ranked)
+	}
+	t.Logf("%d rounds, %d epochs: %d pages held back, %d rankings", rounds, e-224, held, ranked)
+}
