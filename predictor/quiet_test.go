@@ -166,14 +166,14 @@ func same[T comparable](a, b []T) bool {
 func TestScorerMatchesPredict(t *testing.T) {
 	t.Parallel()
 	awk, awkPages := loadRealTrace(t, "awk")
-	sparse := sparseEpochs(1<<16, 90, 5)
+	sparse := sparseEpochs(1<<16, 60, 5)
 	cases := []struct {
 		name   string
 		epochs []trace.Epoch
 		pages  uint64
 	}{
 		{"sparse", sparse, 1 << 16},
-		{"awk", awk[:min(len(awk), 120)], awkPages},
+		{"awk", awk[:min(len(awk), 80)], awkPages},
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, c := range cases {
@@ -185,20 +185,20 @@ func TestScorerMatchesPredict(t *testing.T) {
 			for e, ep := range c.epochs {
 				byScorer.Observe(ep.Pages)
 				byPredict.Observe(ep.Pages)
-				if e < 4 || e%3 != 0 {
+				if e < 4 || e%5 != 0 {
 					continue // horizons are also refitted when not asked every epoch
 				}
-				h := []int{1, 2, 8, 16}[e/3%4]
+				h := []int{1, 2, 8, 16}[e/5%4]
 				s := byScorer.Scorer(h)
 				byPredict.PredictHorizon(want, h)
 				// Ascending with gaps, then at random.
-				for p := uint64(0); p < c.pages; p += 1 + uint64(rng.IntN(3)) {
+				for p := uint64(0); p < c.pages; p += 1 + uint64(rng.IntN(6)) {
 					if got := s.Prob(p); got != want[p] {
 						t.Fatalf("%s threshold %v epoch %d horizon %d: page %d: Scorer %v, PredictHorizon %v", c.name, thr, e, h, p, got, want[p])
 					}
 					asked++
 				}
-				for range 2000 {
+				for range 500 {
 					p := rng.Uint64N(c.pages)
 					if got := s.Prob(p); got != want[p] {
 						t.Fatalf("%s threshold %v epoch %d horizon %d: page %d asked at random: Scorer %v, PredictHorizon %v", c.name, thr, e, h, p, got, want[p])
@@ -219,8 +219,8 @@ func TestScorerMatchesPredict(t *testing.T) {
 // side written in the last epoch.
 func TestNeighboursByDefinition(t *testing.T) {
 	t.Parallel()
-	const pages = 1<<14 + 40 // a partial block at the end
-	epochs := sparseEpochs(pages, 50, 9)
+	const pages = 1<<13 + 40 // a partial block at the end
+	epochs := sparseEpochs(pages, 40, 9)
 	for _, window := range []int{0, 2} {
 		m := NewModel(pages, Options{Window: window})
 		w := m.o.Window
