@@ -520,10 +520,6 @@ func quietAhead(hist []uint64, i, w, ww int) bool {
 func (m *Model) regions(hist []uint64, calm []uint64) {
 	size := 1 << regionShift
 	for r := range m.region {
-		if calmRegion(calm, r) {
-			m.region[r], m.regionRec[r] = 0, 0
-			continue
-		}
 		lo := r << regionShift
 		hi := min(lo+size, len(hist))
 		var last, recent int
@@ -544,7 +540,7 @@ func (m *Model) regions(hist []uint64, calm []uint64) {
 // cohorts computes the cohort feature per age of last write: for the
 // pages whose last write before the last epoch was k+1 epochs before it,
 // ρ is the share that were rewritten in the last epoch, and the feature
-// log(1+100ρ). O(pages), but for the blocks that are all calm.
+// log(1+100ρ), over the chunks not calm.
 //
 //go:norace
 func (m *Model) cohorts() {
@@ -630,10 +626,6 @@ const (
 	calmBlock = 64 * quietChunk
 	allCalm   = ^uint64(0)
 )
-
-// calmRegion reports whether calm marks every chunk of region r (pages
-// r·calmBlock on).
-func calmRegion(calm []uint64, r int) bool { return r < len(calm) && calm[r] == allCalm }
 
 // markCalm marks chunk k in calm.
 func markCalm(calm []uint64, k int) { calm[k/64] |= 1 << (k % 64) }

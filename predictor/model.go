@@ -313,9 +313,6 @@ func (m *Model) skippedRefit(at uint32) bool {
 //go:norace
 func shiftHistories(hist []uint64, calm []uint64) {
 	for b := 0; b < len(hist); b += calmBlock {
-		if calmRegion(calm, b/calmBlock) {
-			continue
-		}
 		e := min(b+calmBlock, len(hist))
 		for lo, hi := liveSpan(calm, b, b, e); lo < hi; lo, hi = liveSpan(calm, b, hi, e) {
 			h := hist[lo:hi]
