@@ -1,6 +1,7 @@
 package predictor
 
 import (
+	"fmt"
 	"math"
 	"math/bits"
 	"math/rand/v2"
@@ -380,6 +381,9 @@ func (m *Model) Scorer(h int) *Scorer {
 func (s *Scorer) Prob(p uint64) float32 {
 	if s.m.now != s.now {
 		panic("predictor: Scorer used after Observe")
+	}
+	if p >= s.m.pages {
+		panic(fmt.Sprintf("predictor: page %d of %d", p, s.m.pages))
 	}
 	if p != s.next {
 		s.st.j = runAbove(s.m.front, p)

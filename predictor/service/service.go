@@ -217,11 +217,15 @@ func (vm *VM) SetHook(hook string) {
 }
 
 // probOf returns guest page g's entry of a forecast of the model's pages.
-func (vm *VM) probOf(probs []float32, g uint64) float32 {
+func (vm *VM) probOf(probs []float32, g uint64) float32 { return probs[vm.modelPage(g)] }
+
+// modelPage returns the model's page of guest page g: itself, or with a
+// page map its dense index (Far's for a page outside the runs).
+func (vm *VM) modelPage(g uint64) uint64 {
 	if vm.pm == nil {
-		return probs[g]
+		return g
 	}
-	return probs[vm.pm.Dense(g)]
+	return vm.pm.Dense(g)
 }
 
 // Forecast is what the service predicts for a VM's next epoch.
@@ -377,12 +381,18 @@ func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 	}
 	probs := make([]float32, count)
 	vm.mu.Lock()
-	forecast := vm.forecastFor(h)
-	if vm.pm == nil {
-		copy(probs, forecast[start:start+count])
-	} else {
+	switch {
+	case h <= 1 || vm.ahead[h] != nil && vm.aheadEpoch[h] == vm.epochs:
+		forecast := vm.forecastFor(h)
 		for i := range probs {
 			probs[i] = vm.probOf(forecast, start+uint64(i))
+		}
+	default:
+		// A range further ahead is scored page by page, the same
+		// probabilities as a whole forecast, which only a hot set needs.
+		s := vm.model.Scorer(h)
+		for i := range probs {
+			probs[i] = s.Prob(vm.modelPage(start + uint64(i)))
 		}
 	}
 	epochs := vm.epochs

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +106,11 @@ func TestAPI(t *testing.T) {
 	hot8 := get(t, srv, "/v1/vms/vm1/hotset?horizon=8", 200)
 	if n := len(hot8["pages"].([]any)); n < 64 || hot8["horizon"].(float64) != 8 {
 		t.Errorf("hot set within 8 epochs: %d pages, horizon %v", n, hot8["horizon"])
+	}
+	// The range was scored page by page; now it comes from the whole
+	// forecast the hot set made, and is the same.
+	if whole := get(t, srv, "/v1/vms/vm1/probabilities?start=64&count=960&horizon=8", 200); !slices.Equal(whole["probabilities"].([]any), eight["probabilities"].([]any)) {
+		t.Error("the horizon-8 range differs between page-by-page scoring and the whole forecast")
 	}
 	feed(vm, 1, 64)
 	if next := get(t, srv, "/v1/vms/vm1/probabilities?start=64&count=960&horizon=8", 200); next["epochs_observed"].(float64) != 41 {
