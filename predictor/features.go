@@ -479,7 +479,7 @@ func windowSums(hist []uint64, lo, w, ww int) (s1, s2, s3 int32) {
 
 // nearWrites returns the chunks, as bits, of the block of pages from b
 // to e within reach pages of a page of dirty (ascending); *d, the first
-// within reach of the block, moves on to the next block's.
+// page of dirty at or above b-reach, moves on as b grows.
 func nearWrites(dirty []uint64, d *int, b, e, reach int) uint64 {
 	for *d < len(dirty) && int(dirty[*d]) < b-reach {
 		*d++
