@@ -379,8 +379,16 @@ func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	probs, epochs := vm.rangeForecast(start, count, h)
+	writeJSON(w, map[string]any{"vm": vm.ID, "start": start, "count": count, "horizon": h, "epochs_observed": epochs, "probabilities": probs})
+}
+
+// rangeForecast returns the forecast within h epochs of the count guest
+// pages from start (within the VM), and the epochs observed.
+func (vm *VM) rangeForecast(start, count uint64, h int) ([]float32, uint64) {
 	probs := make([]float32, count)
 	vm.mu.Lock()
+	defer vm.mu.Unlock()
 	switch {
 	case h <= 1 || vm.ahead[h] != nil && vm.aheadEpoch[h] == vm.epochs:
 		forecast := vm.forecastFor(h)
@@ -395,9 +403,7 @@ func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 			probs[i] = s.Prob(vm.modelPage(start + uint64(i)))
 		}
 	}
-	epochs := vm.epochs
-	vm.mu.Unlock()
-	writeJSON(w, map[string]any{"vm": vm.ID, "start": start, "count": count, "horizon": h, "epochs_observed": epochs, "probabilities": probs})
+	return probs, vm.epochs
 }
 
 func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
@@ -424,10 +430,17 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	pages := []uint64{}
-	var total uint64
+	pages, total := vm.hotPages(threshold, limit, h)
+	writeJSON(w, map[string]any{"vm": vm.ID, "threshold": threshold, "horizon": h, "total": total, "pages": pages})
+}
+
+// hotPages returns the first limit guest pages, in order, whose forecast
+// within h epochs is at least threshold, and how many pages are.
+func (vm *VM) hotPages(threshold float64, limit uint64, h int) (pages []uint64, total uint64) {
+	pages = []uint64{}
 	hot := func(p float32) bool { return float64(p) >= threshold }
 	vm.mu.Lock()
+	defer vm.mu.Unlock()
 	forecast := vm.forecastFor(h)
 	vm.eachPageOf(forecast, func(p float32, n uint64) {
 		if hot(p) {
@@ -467,8 +480,7 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 		})
 		gap(vm.Pages)
 	}
-	vm.mu.Unlock()
-	writeJSON(w, map[string]any{"vm": vm.ID, "threshold": threshold, "horizon": h, "total": total, "pages": pages})
+	return pages, total
 }
 
 // metrics exports every VM's forecast against what happened.
