@@ -106,12 +106,12 @@ func truncate(b []byte) []byte {
 // Connect reads the greeting and negotiates capabilities, then starts
 // reading replies and events.
 func (c *Client) Connect() error {
-	_, m, err := c.readLine()
+	line, m, err := c.readLine()
 	if err != nil {
 		return fmt.Errorf("qmp greeting: %w", err)
 	}
 	if m.QMP == nil {
-		return errors.New("qmp greeting: the first line is not a QMP greeting")
+		return fmt.Errorf("qmp greeting: the first line is not a QMP greeting: %q", truncate(line))
 	}
 	if _, err := c.conn.Write([]byte(`{"execute":"qmp_capabilities"}` + "\n")); err != nil {
 		return err
