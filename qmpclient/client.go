@@ -106,12 +106,20 @@ func truncate(b []byte) []byte {
 // Connect reads the greeting and negotiates capabilities, then starts
 // reading replies and events.
 func (c *Client) Connect() error {
-	line, m, err := c.readLine()
-	if err != nil {
-		return fmt.Errorf("qmp greeting: %w", err)
-	}
-	if m.QMP == nil {
-		return fmt.Errorf("qmp greeting: the first line is not a QMP greeting: %q", truncate(line))
+	for {
+		line, m, err := c.readLine()
+		if err != nil {
+			return fmt.Errorf("qmp greeting: %w", err)
+		}
+		if m.Event != "" {
+			// QEMU can send an event before its greeting (as
+			// kata-containers/govmm#90 found): not the greeting.
+			continue
+		}
+		if m.QMP == nil {
+			return fmt.Errorf("qmp greeting: the first line is not a QMP greeting: %q", truncate(line))
+		}
+		break
 	}
 	if _, err := c.conn.Write([]byte(`{"execute":"qmp_capabilities"}` + "\n")); err != nil {
 		return err

@@ -154,7 +154,7 @@ func fakeMonitor(t *testing.T, script ...string) string {
 }
 
 // TestHandshake: an event QEMU sends before the capabilities reply is not
-// taken for it (go-qemu#210); a socket that does not greet in QMP, or
+// taken for it (go-qemu#210), nor one before the greeting; a socket that does not greet in QMP, or
 // answers the capabilities with an error, fails Connect with a reason.
 func TestHandshake(t *testing.T) {
 	greeting := `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}`
@@ -165,6 +165,7 @@ func TestHandshake(t *testing.T) {
 		want   string // "" connects and runs a command
 	}{
 		{"event before the reply", []string{greeting, "<", event, `{"return": {}}`, "<", `{"return": {"status": "running"}}`}, ""},
+		{"event before the greeting", []string{event, greeting, "<", `{"return": {}}`, "<", `{"return": {"status": "running"}}`}, ""},
 		{"not QMP", []string{`{"hello": 1}`}, "not a QMP greeting"},
 		{"not JSON", []string{`SSH-2.0-OpenSSH`}, "not a QMP message"},
 		{"refused", []string{greeting, "<", `{"error": {"class": "GenericError", "desc": "no"}}`}, "no"},
