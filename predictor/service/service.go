@@ -216,9 +216,6 @@ func (vm *VM) SetHook(hook string) {
 	vm.mu.Unlock()
 }
 
-// probOf returns guest page g's entry of a forecast of the model's pages.
-func (vm *VM) probOf(probs []float32, g uint64) float32 { return probs[vm.modelPage(g)] }
-
 // modelPage returns the model's page of guest page g: itself, or with a
 // page map its dense index (Far's for a page outside the runs).
 func (vm *VM) modelPage(g uint64) uint64 {
@@ -393,7 +390,7 @@ func (vm *VM) rangeForecast(start, count uint64, h int) ([]float32, uint64) {
 	case h <= 1 || vm.ahead[h] != nil && vm.aheadEpoch[h] == vm.epochs:
 		forecast := vm.forecastFor(h)
 		for i := range probs {
-			probs[i] = vm.probOf(forecast, start+uint64(i))
+			probs[i] = forecast[vm.modelPage(start+uint64(i))]
 		}
 	default:
 		// A range further ahead is scored page by page, the same
