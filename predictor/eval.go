@@ -43,6 +43,10 @@ type EvalOptions struct {
 	// predictors forecast its dense pages, and the scores count every
 	// guest page, Far standing for those outside its runs.
 	Pages *PageMap
+	// Parts, if set, are each epoch's parts (see GroupEpochs), shown to
+	// the predictors that take them (PartsObserver) instead of the
+	// epoch's pages.
+	Parts [][][]uint64
 	// Progress, if set, is called once a predictor has walked another
 	// epoch of the trace: done of total, for that predictor. Predictors
 	// are walked side by side, so it is called from several goroutines.
@@ -327,7 +331,11 @@ func evaluate(tls []*timeline, horizons []int, pages uint64, p Predictor, o Eval
 			t.posAll += uint64(len(st.outcome))
 			r.Epochs = append(r.Epochs, EpochScore{Index: st.index, Predicted: sumP, Actual: len(st.outcome)})
 		}
-		p.Observe(st0.pages)
+		if po, ok := p.(PartsObserver); ok && o.Parts != nil {
+			po.ObserveParts(o.Parts[i])
+		} else {
+			p.Observe(st0.pages)
+		}
 		observed++
 		if o.Progress != nil {
 			o.Progress(i+1, len(tls[0].steps))

@@ -198,6 +198,7 @@ const (
 	featRegionIdle           // featRegion, page not dirtied in the last 8 epochs
 	featRegionRecIdle        // featRegionRec, the same
 	featFront                // for a frontier code (see codeAfter), its table entry; 0 in samples and for other codes
+	featSub                  // for a page dirtied in the last epoch, its in-epoch mask's table entry (see ObserveParts); 0 in samples and without parts
 	nFeat
 )
 
@@ -279,6 +280,7 @@ func FeatureNames() []string {
 		"spatial: share of its 2 MiB region dirtied in the last epoch, page not dirtied in the last 8 epochs",
 		"spatial: share of its 2 MiB region dirtied in the last 8 epochs, page not dirtied in the last 8 epochs",
 		"spatial: logit P(dirty | frontier code), for a page not written in 64 epochs within 1024 pages of one first written in the last epoch (the code's own weight)",
+		"temporal: dirtied in the last epoch: logit P(dirty | which parts of the epoch it was written in), less their mean (0 without parts: see ObserveParts)",
 	}
 }
 

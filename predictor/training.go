@@ -43,6 +43,12 @@ type fit struct {
 	// blendTally the sums it is the ratio of.
 	alpha      [pageClasses]float32
 	blendTally [pageClasses][2]float64
+
+	// subT is, for a page dirtied in the last epoch, the logit rate of
+	// each in-epoch mask less their mean (see ObserveParts; 0 for mask
+	// 0, unknown); zs its contribution, w[3+featSub]·subT.
+	subT [1 << subParts]float64
+	zs   [1 << subParts]float32
 }
 
 // coldStart sets the forecast used before the first fit: the page's
@@ -58,6 +64,7 @@ func (f *fit) coldStart() {
 		f.table[c] = logit(min(max(p, 0.001), 0.999))
 	}
 	clear(f.life[:])
+	clear(f.subT[:])
 	clear(f.w[:])
 	f.alpha = [pageClasses]float32{1, 1, 1, 1}
 	f.w[1], f.w[3+featFront] = 1, 1
@@ -68,7 +75,8 @@ func (f *fit) coldStart() {
 // in its own column and nothing in theirs. Kept apart, the frontier's
 // rates (up to 0.8 where the idle pages' are 0.001) would set the code's
 // and the lifetime's weights for every page.
-func (f *fit) setCodes(x []float32, c uint16, l uint8) {
+func (f *fit) setCodes(x []float32, c uint16, l, sub uint8) {
+	x[3+featSub] = float32(f.subT[sub])
 	if c >= codeAfter {
 		x[1], x[2], x[3+featFront] = 0, 0, float32(f.table[c])
 		return
@@ -115,6 +123,9 @@ func (f *fit) fold(m *Model) {
 	for d := range f.dz {
 		f.dz[d] = float32(w[3+featDue] * float64(dueOf(d-dueBias, f.h)))
 	}
+	for k := range f.zs {
+		f.zs[k] = float32(w[3+featSub] * f.subT[k])
+	}
 	f.wNear = float32(w[3+featNear] / nearScale)
 	f.wNearRec = float32(w[3+featNearRec] / nearScale)
 	f.wWide = float32(w[3+featWide] / nearScale)
@@ -127,6 +138,7 @@ type epochSamples struct {
 	page   []uint32
 	code   []uint16
 	life   []uint8
+	sub    []uint8   // the page's in-epoch mask (see Model.subOf)
 	feat   []float32 // nFeat a row
 	weight []float32
 	chain  []float32 // the Markov chain's one-epoch probability
@@ -137,12 +149,12 @@ type epochSamples struct {
 func (m *Model) sample(dirty []uint64) {
 	s := &m.ring[m.now%keepEpochs]
 	s.t = m.now
-	s.page, s.code, s.life, s.feat, s.weight, s.chain = s.page[:0], s.code[:0], s.life[:0], s.feat[:0], s.weight[:0], s.chain[:0]
+	s.page, s.code, s.life, s.sub, s.feat, s.weight, s.chain = s.page[:0], s.code[:0], s.life[:0], s.sub[:0], s.feat[:0], s.weight[:0], s.chain[:0]
 	// Room for as many rows as the epoch before kept, and a quarter
 	// more, made at once: grown by appending, each epoch's slices were
 	// made again and again in the first 64 epochs.
 	if want := len(m.ring[(m.now+keepEpochs-1)%keepEpochs].page) * 5 / 4; cap(s.page) < want {
-		s.page, s.code, s.life = make([]uint32, 0, want), make([]uint16, 0, want), make([]uint8, 0, want)
+		s.page, s.code, s.life, s.sub = make([]uint32, 0, want), make([]uint16, 0, want), make([]uint8, 0, want), make([]uint8, 0, want)
 		s.feat, s.weight, s.chain = make([]float32, 0, want*nFeat), make([]float32, 0, want), make([]float32, 0, want)
 	}
 	now := float32(m.now)
@@ -151,6 +163,7 @@ func (m *Model) sample(dirty []uint64) {
 		s.page = append(s.page, p)
 		s.code = append(s.code, m.code(uint64(p)))
 		s.life = append(s.life, lifeCode(m.hist[p], m.count[p], m.stay[p], now))
+		s.sub = append(s.sub, m.subOf(uint64(p)))
 		s.feat = append(s.feat, x[:]...)
 		s.weight = append(s.weight, float32(w))
 		s.chain = append(s.chain, chainP(m.hist[p], m.count[p], m.stay[p], now, &m.pool))
@@ -358,6 +371,7 @@ func (m *Model) refit(f *fit) {
 	cs := slices.Grow(m.codeScratch[:0], rows)
 	ls := slices.Grow(m.lifeScratch[:0], rows)
 	qs := slices.Grow(m.chainScratch[:0], rows)
+	ss := slices.Grow(m.subScratch[:0], rows)
 	fresh := 0 // rows from fresh on are from epochs since the last fit
 	x := make([]float32, 3+nFeat)
 	for i := range uint32(keepEpochs) {
@@ -379,10 +393,11 @@ func (m *Model) refit(f *fit) {
 			s.add(x, m.hist[p]&mask != 0, float64(e.weight[j]))
 			cs = append(cs, e.code[j])
 			ls = append(ls, e.life[j])
+			ss = append(ss, e.sub[j])
 			qs = append(qs, e.chain[j])
 		}
 	}
-	m.codeScratch, m.lifeScratch, m.chainScratch = cs, ls, qs
+	m.codeScratch, m.lifeScratch, m.chainScratch, m.subScratch = cs, ls, qs, ss
 	if s.len() < 64 {
 		return
 	}
@@ -390,7 +405,7 @@ func (m *Model) refit(f *fit) {
 	// Out of sample: did the last fit's cut help since?
 	if f.fitted && fresh < s.len() {
 		for i := fresh; i < s.len(); i++ {
-			f.setCodes(s.x[i*s.d:], cs[i], ls[i])
+			f.setCodes(s.x[i*s.d:], cs[i], ls[i], ss[i])
 		}
 		tail := &samples{d: s.d, x: s.x[fresh*s.d:], y: s.y[fresh:], c: s.c[fresh:]}
 		f.lift = f.liftSeen.helps(tail, f.w[:], f.cut, m.zt)
@@ -429,8 +444,9 @@ func (m *Model) refit(f *fit) {
 		p := (lpos[c] + tablePrior*mean) / (ln[c] + tablePrior)
 		f.life[c] = logit(min(max(p, 1e-6), 1-1e-6))
 	}
+	f.subTable(s, ss)
 	for i, c := range cs {
-		f.setCodes(s.x[i*s.d:], c, ls[i])
+		f.setCodes(s.x[i*s.d:], c, ls[i], ss[i])
 	}
 
 	if !f.fitted {
@@ -440,6 +456,32 @@ func (m *Model) refit(f *fit) {
 	fitLogistic(s, f.w[:], ridge)
 	f.fitted, f.fittedAt = true, m.now
 	f.cut = bestCut(s, f.w[:], m.zt)
+}
+
+// subTable sets subT from the samples' in-epoch masks ss (see
+// ObserveParts): each mask's rate among the pages dirtied in the last
+// epoch, shrunk towards their mean, as a logit less the mean's. Without
+// masks it stays 0, and so does the feature.
+func (f *fit) subTable(s *samples, ss []uint8) {
+	var n, pos [1 << subParts]float64
+	var all, allPos float64
+	for i, k := range ss {
+		if k != 0 {
+			n[k] += s.c[i]
+			pos[k] += s.c[i] * s.y[i]
+			all += s.c[i]
+			allPos += s.c[i] * s.y[i]
+		}
+	}
+	clear(f.subT[:])
+	if all == 0 {
+		return
+	}
+	mean := min(max(allPos/all, 1e-6), 1-1e-6)
+	for k := 1; k < len(n); k++ {
+		p := (pos[k] + tablePrior*mean) / (n[k] + tablePrior)
+		f.subT[k] = logit(min(max(p, 1e-6), 1-1e-6)) - logit(mean)
+	}
 }
 
 // liftTally counts what moving a fit's cut to the threshold did to the

@@ -58,13 +58,16 @@ func predictEvalCommand() *cli.Command {
 			"Examples:\n" +
 			"  pagecast predict eval --plots plots/ vm.pct\n" +
 			"  pagecast predict eval --memory 256M ../shared/traces/awk.csv.gz\n" +
-			"  pagecast predict eval --horizon 1,2,4,8,16 predictor/testdata/real/xz.pct",
+			"  pagecast predict eval --horizon 1,2,4,8,16 predictor/testdata/real/xz.pct\n" +
+			"  pagecast predict eval --parts 4 --horizon 1,8 predictor/testdata/parts/xz.pct   # recorded in epochs of 25 ms, scored in 100 ms",
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "threshold", Value: predictor.DefaultThreshold,
 				Usage: "probability at and above which a page counts as predicted dirty (0 < t < 1)"},
 			&cli.IntFlag{Name: "warmup", Value: predictor.DefaultWarmup, Usage: "epochs observed before scoring starts"},
 			&cli.StringFlag{Name: "horizon", Value: "1",
 				Usage: fmt.Sprintf("forecast dirtying within this many epochs (1-%d); a comma-separated list scores each, e.g. 1,2,4,8,16", predictor.MaxHorizon)},
+			&cli.IntFlag{Name: "parts", Value: 1,
+				Usage: fmt.Sprintf("score epochs of this many of the trace's, and tell the model in which of them each page was written (a trace profiled with --epoch 25ms, scored with --parts 4: epochs of 100 ms, and when in each a page was written); 1 to %d", maxParts)},
 			&cli.StringFlag{Name: "plots",
 				Usage: "directory to write calibration.png and per-epoch.png to (created if missing)"},
 			&cli.StringFlag{Name: "memory", Aliases: []string{"m"},
@@ -96,6 +99,10 @@ func predictEval(c *cli.Context) error {
 		return err
 	}
 	longest := slices.Max(horizons)
+	parts := c.Int("parts")
+	if parts < 1 || parts > maxParts {
+		return fmt.Errorf("--parts %d: want 1 to %d of the trace's epochs to an epoch scored", parts, maxParts)
+	}
 
 	var csv predictor.CSVOptions
 	if predictor.IsCSV(path) {
@@ -121,13 +128,18 @@ func predictEval(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s is damaged: evaluating the epochs that read, skipped %s (see pagecast trace info)\n",
 			path, stretches(len(damage)))
 	}
+	pages, pm := predictor.MapPages(epochs, meta.Pages())
+	epochs, byParts := predictor.GroupEpochs(epochs, parts)
+	meta.Epoch *= time.Duration(parts)
 	if len(epochs) <= warmup+longest-1 {
 		return fmt.Errorf("%s: %d epochs, not enough to score after a warm-up of %d at horizon %d", path, len(epochs), warmup, longest)
 	}
-	pages, pm := predictor.MapPages(epochs, meta.Pages())
 	out := c.App.Writer
 	head := fmt.Sprintf("%s: %d pages (%s), %d epochs of %v", filepath.Base(path), meta.Pages(),
 		units.FormatBytes(float64(meta.MemoryBytes)), len(epochs), meta.Epoch)
+	if parts > 1 {
+		head += fmt.Sprintf(" (%d of the trace's each, the model told in which a page was written)", parts)
+	}
 	pagesNote := func() {
 		if pm != nil {
 			fmt.Fprintf(out, "predictors kept %d pages: the %d near pages the trace dirtied, and one for the %d never dirtied nor near one\n",
@@ -135,7 +147,7 @@ func predictEval(c *cli.Context) error {
 		}
 	}
 	evaluate := func(h int) []predictor.Result {
-		eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Horizon: h, Pages: pm}
+		eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Horizon: h, Pages: pm, Parts: byParts}
 		if warmup == 0 {
 			eo.Warmup = -1
 		}
@@ -164,7 +176,7 @@ func predictEval(c *cli.Context) error {
 	fmt.Fprintf(out, "%s; warm-up of %d, threshold %g, horizons %s epochs\n", head, warmup, thr, joinInts(horizons))
 	pagesNote()
 	// One walk of the trace for every horizon; the model fits each.
-	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Pages: pm}
+	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Pages: pm, Parts: byParts}
 	if warmup == 0 {
 		eo.Warmup = -1
 	}
@@ -190,6 +202,9 @@ func predictEval(c *cli.Context) error {
 	writeHorizonSummary(out, horizons, all)
 	return nil
 }
+
+// maxParts bounds predict eval's --parts.
+const maxParts = 64
 
 // parseHorizons reads --horizon: one horizon or a comma-separated list,
 // each 1 to predictor.MaxHorizon epochs, none twice.

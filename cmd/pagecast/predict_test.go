@@ -99,6 +99,21 @@ func TestPredictEval(t *testing.T) {
 	if !strings.Contains(stdout, "scored 57 epochs after a warm-up of 0, the next 4 epochs, threshold 0.3") {
 		t.Errorf("horizon 4 printed %q", stdout)
 	}
+
+	// --parts 3: epochs of three of the trace's, 60 of 100 ms in 20 of
+	// 300 ms.
+	stdout, _, err = runApp(t, "predict", "eval", "--parts", "3", "--warmup", "4", pct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stdout, "hot.pct: 4096 pages (16.0 MiB), 20 epochs of 300ms (3 of the trace's each, the model told in which a page was written); scored 16 epochs") {
+		t.Errorf("--parts 3 printed %q", stdout)
+	}
+	for _, bad := range []string{"0", "65"} {
+		if _, _, err := runApp(t, "predict", "eval", "--parts", bad, pct); err == nil || !strings.Contains(err.Error(), "--parts "+bad+": want 1 to 64") {
+			t.Errorf("--parts %s: %v", bad, err)
+		}
+	}
 }
 
 // --horizon 1,2,4,8,16: a table per horizon, scored as far ahead as it
