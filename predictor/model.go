@@ -1,7 +1,6 @@
 package predictor
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"math/bits"
@@ -181,6 +180,8 @@ type Model struct {
 	lifeScratch   []uint8
 	chainScratch  []float32
 	subScratch    []uint8
+	partsDirty    []uint64 // ObserveParts's scratch
+	partsMasks    []uint8
 	// allDirty counts the pages dirtied, epoch by epoch; allStay those
 	// dirtied in the epoch before too; pool is the chain's transition
 	// probabilities pooled over all pages, from clean and from dirty.
@@ -274,33 +275,37 @@ func (m *Model) ObserveParts(parts [][]uint64) {
 		m.Observe(dirty)
 		return
 	}
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	type written struct {
-		page uint64
-		mask uint8
-	}
-	all := make([]written, 0, n)
-	for j, p := range parts {
-		bit := uint8(1) << (j * subParts / len(parts))
-		for _, g := range p {
-			all = append(all, written{g, bit})
-		}
-	}
-	slices.SortFunc(all, func(a, b written) int { return cmp.Compare(a.page, b.page) })
-	dirty := make([]uint64, 0, n)
-	masks := make([]uint8, 0, n)
-	for _, w := range all {
-		if k := len(dirty) - 1; k >= 0 && dirty[k] == w.page {
-			masks[k] |= w.mask
-			continue
-		}
-		dirty = append(dirty, w.page)
-		masks = append(masks, w.mask)
-	}
+	dirty, masks := mergeParts(parts, m.partsDirty[:0], m.partsMasks[:0])
+	m.partsDirty, m.partsMasks = dirty, masks
 	m.observe(dirty, masks)
+}
+
+// mergeParts appends to dirty the union of parts, each ascending, and to
+// masks each page's in-epoch mask (see ObserveParts).
+//
+//go:norace
+func mergeParts(parts [][]uint64, dirty []uint64, masks []uint8) ([]uint64, []uint8) {
+	at := make([]int, len(parts))
+	for {
+		next, any := uint64(math.MaxUint64), false
+		for j, p := range parts {
+			if at[j] < len(p) && p[at[j]] <= next {
+				next, any = p[at[j]], true
+			}
+		}
+		if !any {
+			return dirty, masks
+		}
+		var mask uint8
+		for j, p := range parts {
+			if at[j] < len(p) && p[at[j]] == next {
+				mask |= 1 << (j * subParts / len(parts))
+				at[j]++
+			}
+		}
+		dirty = append(dirty, next)
+		masks = append(masks, mask)
+	}
 }
 
 // subOf returns page p's in-epoch mask: 0 if it was not dirtied in the

@@ -6,8 +6,17 @@
 # ends. Needs QEMU (qemu-system-x86), busybox-static and the programs
 # below on the host; no KVM. Run from the repository root:
 #   predictor/testdata/record-real.sh [NAME...]    (default: all)
+# With PARTS=4 it records in epochs of 25 ms instead, into testdata/parts
+# (every program but awk and tar, which are imported as they are): scored
+# with predict eval --parts 4, epochs of 100 ms whose model is told in
+# which quarter of each a page was written.
 set -euo pipefail
 out=predictor/testdata/real
+epoch=100ms
+if [ "${PARTS:-1}" != 1 ]; then
+	out=predictor/testdata/parts
+	epoch=$((100000 / PARTS))us
+fi
 mkdir -p "$out"
 work=$(mktemp -d /tmp/pagecast-real-XXXX)
 trap 'rm -rf "$work"' EXIT
@@ -30,7 +39,7 @@ record() {
 		--kernel "$kernel" --initrd "$dir/initramfs.cpio.gz" --qmp "unix:$dir/qmp.sock" >"$dir/vm.out" 2>&1 &
 	local vm=$!
 	for _ in $(seq 200); do [ -S "$dir/qmp.sock" ] && break; sleep 0.05; done
-	"$work/pagecast" --log-level warn profile --qmp "unix:$dir/qmp.sock" --epoch 100ms --quiet --out "$out/$name.pct" >"$dir/profile.out" 2>&1 &
+	"$work/pagecast" --log-level warn profile --qmp "unix:$dir/qmp.sock" --epoch "$epoch" --quiet --out "$out/$name.pct" >"$dir/profile.out" 2>&1 &
 	local prof=$!
 	local serial
 	for _ in $(seq 600); do
@@ -51,7 +60,7 @@ names=("$@")
 # awk and tar: the traces of ../shared/traces (see its README), imported as
 # they are (a TCG emulator's log of a real Linux guest, 256 MiB).
 for name in awk tar; do
-	if want $name && [ -f "../shared/traces/$name.csv.gz" ]; then
+	if want $name && [ "$out" = predictor/testdata/real ] && [ -f "../shared/traces/$name.csv.gz" ]; then
 		"$work/pagecast" trace import --memory 256M --epoch 100ms --source "../shared/traces/$name.csv.gz" \
 			-o "$out/$name.pct" "../shared/traces/$name.csv.gz"
 	fi
