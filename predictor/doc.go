@@ -23,6 +23,12 @@
 // few pages' probabilities asks a Scorer for them one at a time, each the
 // one PredictHorizon would give.
 //
+// An epoch can also be shown as its parts in time order (ObserveParts; a
+// trace recorded in epochs a fraction of the model's, grouped by
+// GroupEpochs): the model then keeps which quarter of the epoch each page
+// was written in (half a byte a page more), and a page written late, or in
+// several quarters, is forecast likelier to be written again in the next.
+//
 // Baselines are judged the same way: dirty last epoch ⇒ dirty next
 // (NewLastEpoch), the write frequency over recent epochs (NewFrequency)
 // and a two-state Markov chain per page (NewMarkov).
@@ -44,7 +50,8 @@
 //
 // Real programs' traces, recorded by pagecast itself (testdata/real,
 // testdata/record-real.sh), judge the model; some of them are held out of
-// every choice made in it (TestRealPrograms). The loops over every page
+// every choice made in it (TestRealPrograms); testdata/parts holds them
+// recorded in epochs of 25 ms (TestRealParts). The loops over every page
 // (Predict, Observe's passes, the scoring in Evaluate, the fitting) are
 // marked //go:norace: under the race detector they ran 40 times slower,
 // which made this package's tests take minutes. They touch only the
