@@ -46,6 +46,7 @@ func predictServeCommand() *cli.Command {
 			&cli.BoolFlag{Name: "loop", Value: true, Usage: "replay traces again from the start when they end"},
 			&cli.StringFlag{Name: "collector", Usage: "profile a live VM through its QMP socket, unix:PATH"},
 			&cli.DurationFlag{Name: "epoch", Value: time.Second, Usage: "epoch length for --collector"},
+			&cli.IntFlag{Name: "parts", Value: 1, Usage: fmt.Sprintf("tell the model in which of this many parts of each epoch a page was written: each trace's epochs are joined this many to one (a trace profiled with --epoch 25ms, served with --parts 4: epochs of 100 ms), and --collector profiles in epochs of --epoch divided by it; 1 to %d", maxParts)},
 		},
 		Action: runServe,
 	}
@@ -75,6 +76,10 @@ func runServe(c *cli.Context) error {
 	if !c.Bool("replay") {
 		speed = 0
 	}
+	parts := c.Int("parts")
+	if parts < 1 || parts > maxParts {
+		return fmt.Errorf("--parts %d: want 1 to %d parts an epoch", parts, maxParts)
+	}
 	maxConns := c.Int("max-conns")
 	if maxConns < 1 {
 		return fmt.Errorf("--max-conns %d: want 1 or more", maxConns)
@@ -85,7 +90,7 @@ func runServe(c *cli.Context) error {
 
 	// Load in the background so that a signal ends a long load at once.
 	loaded := make(chan error, 1)
-	go func() { loaded <- loadServeTraces(ctx, log, svc, c.StringSlice("trace"), speed, c.Bool("loop")) }()
+	go func() { loaded <- loadServeTraces(ctx, log, svc, c.StringSlice("trace"), parts, speed, c.Bool("loop")) }()
 	select {
 	case err := <-loaded:
 		if err != nil {
@@ -99,19 +104,31 @@ func runServe(c *cli.Context) error {
 		if !ok {
 			return fmt.Errorf("--collector %q: want unix:PATH", spec)
 		}
-		col, err := collector.New(collector.Config{QMP: path, Epoch: c.Duration("epoch"), Log: log})
+		epoch := c.Duration("epoch")
+		if epoch/time.Duration(parts) < time.Millisecond {
+			return fmt.Errorf("--epoch %v in %d parts: want parts of 1ms or more", epoch, parts)
+		}
+		col, err := collector.New(collector.Config{QMP: path, Epoch: epoch / time.Duration(parts), Log: log})
 		if err != nil {
 			return err
 		}
 		defer col.Close()
 		t := col.Target()
-		vm, err := svc.AddVM("live", t.MaxPages(), 4096, c.Duration("epoch"), fmt.Sprintf("%s pid %d", t.Kind, t.PID))
+		vm, err := svc.AddVM("live", t.MaxPages(), 4096, epoch, fmt.Sprintf("%s pid %d", t.Kind, t.PID))
 		if err != nil {
 			return err
 		}
 		vm.SetHook(col.Hook())
 		go func() {
-			if err := col.Run(ctx, func(e collector.Epoch) error { vm.Observe(e.Pages); return nil }); err != nil {
+			var got [][]uint64 // the parts of the epoch so far
+			observe := func(e collector.Epoch) error {
+				if got = append(got, e.Pages); len(got) == parts {
+					vm.ObserveParts(got)
+					got = nil
+				}
+				return nil
+			}
+			if err := col.Run(ctx, observe); err != nil {
 				log.Error("collector stopped", "err", err)
 				cancel()
 			}
@@ -138,7 +155,7 @@ func runServe(c *cli.Context) error {
 
 // loadServeTraces reads each trace, adds its VM to svc and starts its
 // replay. A trace of a huge guest is kept on a predictor.PageMap.
-func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service, paths []string, speed float64, loop bool) error {
+func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service, paths []string, parts int, speed float64, loop bool) error {
 	for _, path := range paths {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -151,15 +168,16 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 			log.Warn("trace damaged; serving its intact epochs", "trace", path, "damage", len(damage))
 		}
 		_, pm := predictor.MapPages(epochs, meta.Pages())
+		epochs, byParts := predictor.GroupEpochs(epochs, parts)
 		id := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-		vm, err := svc.AddMappedVM(id, meta.Pages(), pm, uint64(meta.PageSize), meta.Epoch, "trace "+path)
+		vm, err := svc.AddMappedVM(id, meta.Pages(), pm, uint64(meta.PageSize), meta.Epoch*time.Duration(parts), "trace "+path)
 		if err != nil {
 			return err
 		}
 		if meta.Hook != "" {
 			vm.SetHook(meta.Hook)
 		}
-		go service.Replay(ctx, vm, epochs, speed, loop)
+		go service.Replay(ctx, vm, epochs, byParts, speed, loop)
 	}
 	return nil
 }

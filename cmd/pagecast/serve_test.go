@@ -166,6 +166,12 @@ func TestServeFlags(t *testing.T) {
 			t.Errorf("--speed %s: %v", speed, err)
 		}
 	}
+	for _, parts := range []string{"0", "65"} {
+		_, _, err := runApp(t, "predict", "serve", "--trace", "../../predictor/testdata/parts/xz.pct", "--parts", parts, "--listen", "127.0.0.1:0")
+		if err == nil || !strings.Contains(err.Error(), "--parts "+parts+": want 1 to 64") {
+			t.Errorf("--parts %s: %v", parts, err)
+		}
+	}
 	_, _, err := runApp(t, "predict", "serve", "--trace", "../../testdata/hostile/header-16eib.pct")
 	if err == nil || !strings.Contains(err.Error(), "4 PiB") {
 		t.Errorf("16 EiB header: %v", err)

@@ -15,8 +15,9 @@ const MinReplayInterval = time.Millisecond
 // speed (0: as fast as possible, once: loop is then ignored), but no
 // faster than one epoch every MinReplayInterval, starting over at the end
 // when loop is set, until ctx ends. A speed that is negative or not a
-// number is taken as 0.
-func Replay(ctx context.Context, vm *VM, epochs []trace.Epoch, speed float64, loop bool) {
+// number is taken as 0. With parts (see predictor.GroupEpochs) each epoch
+// is fed as its parts.
+func Replay(ctx context.Context, vm *VM, epochs []trace.Epoch, parts [][][]uint64, speed float64, loop bool) {
 	var tick <-chan time.Time
 	if speed > 0 {
 		every := MinReplayInterval
@@ -28,7 +29,7 @@ func Replay(ctx context.Context, vm *VM, epochs []trace.Epoch, speed float64, lo
 		tick = t.C
 	}
 	for {
-		for _, e := range epochs {
+		for i, e := range epochs {
 			if tick != nil {
 				select {
 				case <-ctx.Done():
@@ -38,7 +39,11 @@ func Replay(ctx context.Context, vm *VM, epochs []trace.Epoch, speed float64, lo
 			} else if ctx.Err() != nil {
 				return
 			}
-			vm.Observe(e.Pages)
+			if parts != nil {
+				vm.ObserveParts(parts[i])
+			} else {
+				vm.Observe(e.Pages)
+			}
 		}
 		if !loop || tick == nil {
 			return

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -111,7 +112,21 @@ func (s *Service) AddMappedVM(id string, pages uint64, pm *predictor.PageMap, pa
 
 // Observe closes one epoch of vm: scores the forecast made for it, then
 // updates the model and forecasts the next.
-func (vm *VM) Observe(dirty []uint64) {
+func (vm *VM) Observe(dirty []uint64) { vm.ObserveParts([][]uint64{dirty}) }
+
+// ObserveParts closes one epoch of vm given as its parts in time order,
+// each ascending (see predictor.Model.ObserveParts): the model is told in
+// which part each page was written.
+func (vm *VM) ObserveParts(parts [][]uint64) {
+	dirty := parts[0]
+	if len(parts) > 1 {
+		dirty = nil
+		for _, p := range parts {
+			dirty = append(dirty, p...)
+		}
+		slices.Sort(dirty)
+		dirty = slices.Compact(dirty)
+	}
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	var sq float64
@@ -137,7 +152,7 @@ func (vm *VM) Observe(dirty []uint64) {
 		vm.brierSum += vm.brier
 		vm.scored++
 	}
-	vm.model.Observe(dirty)
+	vm.model.ObserveParts(parts)
 	vm.predict()
 	vm.epochs++
 }

@@ -214,3 +214,55 @@ func TestRegions(t *testing.T) {
 		})
 	}
 }
+
+// TestObserveParts: a VM fed an epoch's parts forecasts as a model told
+// them does, and scores the epoch as the union of its parts.
+func TestObserveParts(t *testing.T) {
+	svc := New(nil)
+	vm, err := svc.AddVM("vm1", 512, 4096, 100*time.Millisecond, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := svc.AddVM("vm2", 512, 4096, 100*time.Millisecond, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := predictor.NewModel(512, predictor.Options{})
+	want := make([]float32, 512)
+	m.Predict(want) // as the VM forecasts every epoch
+	rng := rand.New(rand.NewPCG(2, 2))
+	var late []uint64
+	for range 40 {
+		parts := make([][]uint64, 4)
+		var next []uint64
+		for p := uint64(0); p < 256; p++ {
+			_, wasLate := slices.BinarySearch(late, p)
+			if rng.Float64() < map[bool]float64{true: 0.9, false: 0.2}[wasLate] {
+				k := rng.IntN(4)
+				parts[k] = append(parts[k], p)
+				if k == 3 {
+					next = append(next, p)
+				}
+			}
+		}
+		late = next
+		var union []uint64
+		for _, p := range parts {
+			union = append(union, p...)
+		}
+		slices.Sort(union)
+		vm.ObserveParts(parts)
+		whole.Observe(union)
+		m.ObserveParts(parts)
+		m.Predict(want)
+		if vm.actual != len(union) {
+			t.Fatalf("scored %d pages dirtied, want the %d of the parts' union", vm.actual, len(union))
+		}
+	}
+	if !slices.Equal(vm.probs, want) {
+		t.Errorf("the VM fed parts forecasts apart from a model told them")
+	}
+	if slices.Equal(vm.probs, whole.probs) {
+		t.Errorf("the VM fed parts forecasts as one fed the epochs whole")
+	}
+}
