@@ -1,10 +1,6 @@
 package predictor
 
-import (
-	"slices"
-
-	"github.com/pagecast/pagecast/trace"
-)
+import "github.com/pagecast/pagecast/trace"
 
 // PartsObserver is a Predictor that can also be shown an epoch as its
 // parts in time order (see Model.ObserveParts): a trace recorded in epochs
@@ -32,15 +28,22 @@ func GroupEpochs(epochs []trace.Epoch, k int) ([]trace.Epoch, [][][]uint64) {
 		idx := epochs[i].Index / uint64(k)
 		ps := make([][]uint64, k)
 		e := trace.Epoch{Index: idx, Offset: epochs[i].Offset}
-		var union []uint64
 		for ; i < len(epochs) && epochs[i].Index/uint64(k) == idx; i++ {
 			ps[epochs[i].Index%uint64(k)] = epochs[i].Pages
-			union = append(union, epochs[i].Pages...)
 		}
-		slices.Sort(union)
-		e.Pages = slices.Compact(union)
+		e.Pages = Union(ps)
 		out = append(out, e)
 		parts = append(parts, ps)
 	}
 	return out, parts
+}
+
+// Union returns the pages of an epoch's parts, each ascending: ascending,
+// each once (the one part itself, if there is one).
+func Union(parts [][]uint64) []uint64 {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	dirty, _ := mergeParts(parts, nil, nil)
+	return dirty
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -118,15 +117,7 @@ func (vm *VM) Observe(dirty []uint64) { vm.ObserveParts([][]uint64{dirty}) }
 // each ascending (see predictor.Model.ObserveParts): the model is told in
 // which part each page was written.
 func (vm *VM) ObserveParts(parts [][]uint64) {
-	dirty := parts[0]
-	if len(parts) > 1 {
-		dirty = nil
-		for _, p := range parts {
-			dirty = append(dirty, p...)
-		}
-		slices.Sort(dirty)
-		dirty = slices.Compact(dirty)
-	}
+	dirty := predictor.Union(parts)
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	var sq float64
