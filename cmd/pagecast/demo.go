@@ -47,7 +47,8 @@ func demoCommand() *cli.Command {
 			"taken, throttle, tsmc, mecom, predictive+mecom), each verified, and prints them side by side.",
 		Flags: append(flags,
 			&cli.DurationFlag{Name: "duration", Value: 8 * time.Second, Usage: "how long to watch"},
-			&cli.DurationFlag{Name: "interval", Value: 500 * time.Millisecond, Usage: "epoch length: time between lines"},
+			&cli.DurationFlag{Name: "interval", Value: 500 * time.Millisecond, Usage: "time between lines; the forecasts are scored in epochs this long"},
+			&cli.DurationFlag{Name: "epoch", Value: migrator.DefaultEpoch, Usage: "how often the dirty pages are harvested: the profile's epoch, which the migrations' predictor and the simulations use (a simulation in epochs longer than a pre-copy round sees too few of a hot page's writes); each line sums --interval of them"},
 			&cli.StringFlag{Name: "bandwidth", Value: "32MiB/s", Usage: "link cap for the loopback migrations"},
 			&cli.StringFlag{Name: "modes", Value: strings.Join(demoModes, ","), Usage: "migration modes to run, in turn, comma-separated (see pagecast migrate --help)"},
 			&cli.BoolFlag{Name: "no-migrate", Usage: "stop after profiling and forecasting"},
@@ -101,7 +102,11 @@ func runDemo(c *cli.Context, out io.Writer) error {
 
 	fmt.Fprintf(out, "pagecast demo: %s guest, %d vCPU, workload %s, dirty tracking: %s\n",
 		units.FormatBytes(float64(vm.MemoryBytes())), vm.VCPUs(), c.String("workload"), vm.DirtyMode())
-	next, source, closeSource, err := demoSource(vm, sock, c.Duration("interval"))
+	epoch, err := demoEpoch(c)
+	if err != nil {
+		return err
+	}
+	next, source, closeSource, err := demoSource(vm, sock, epoch)
 	if err != nil {
 		return err
 	}
@@ -123,14 +128,14 @@ func runDemo(c *cli.Context, out io.Writer) error {
 		return nil
 	}
 	profile := filepath.Join(dir, "profile.pct")
-	if err := writeProfile(profile, epochs, vm.MemoryBytes(), c.Duration("interval"), source); err != nil {
+	if err := writeProfile(profile, epochs, vm.MemoryBytes(), epoch, source); err != nil {
 		return err
 	}
 	bw, err := units.ParseRate(c.String("bandwidth"))
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	if err := demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: c.Duration("interval"), Profile: profile}); err != nil {
+	if err := demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: epoch, Profile: profile}); err != nil {
 		return err
 	}
 	return demoSimulations(c, out, profile, bw, simulate.AutoModes) // pagecast's monitor runs every mode
@@ -141,10 +146,20 @@ type demoGuest interface {
 	GuestStatus() (guest.Status, error)
 }
 
+// demoEpoch returns --epoch, checked against --interval.
+func demoEpoch(c *cli.Context) (time.Duration, error) {
+	epoch, interval := c.Duration("epoch"), c.Duration("interval")
+	if epoch < time.Millisecond || interval < epoch {
+		return 0, fmt.Errorf("--epoch %v: want 1ms or more, and no more than --interval (%v)", epoch, interval)
+	}
+	return epoch, nil
+}
+
 // demoWatch prints every interval how many pages the guest dirtied and
-// where, for --duration, then scores the forecasts of those epochs, and
-// returns them.
+// where, for --duration, then scores the forecasts of those intervals,
+// and returns the epochs next gave, --interval/--epoch to a line.
 func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next func() (*vmm.Bitmap, time.Duration, error), alive func() error) ([]trace.Epoch, error) {
+	parts := max(1, int(c.Duration("interval")/c.Duration("epoch")))
 	pages := memory / vmm.PageSize
 	fmt.Fprintf(out, "each strip cell is %s of guest memory, from address 0 on the left; darker = more pages dirtied\n\n",
 		units.FormatBytes(float64(pages/stripWidth*vmm.PageSize)))
@@ -155,9 +170,16 @@ func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next f
 	total := vmm.NewBitmap(pages) // every page dirtied in the demo
 	var epochs []trace.Epoch
 	for time.Since(start) < c.Duration("duration") {
-		set, dt, err := next()
-		if err != nil {
-			return nil, err
+		set := vmm.NewBitmap(pages) // the line's
+		var dt time.Duration
+		for range parts {
+			part, d, err := next()
+			if err != nil {
+				return nil, err
+			}
+			set.Or(part)
+			dt += d
+			epochs = append(epochs, trace.Epoch{Index: uint64(len(epochs)), Pages: part.List()})
 		}
 		if err := alive(); err != nil {
 			return nil, err
@@ -168,7 +190,6 @@ func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next f
 		}
 		list := set.List()
 		total.Or(set)
-		epochs = append(epochs, trace.Epoch{Index: uint64(len(epochs)), Pages: list})
 		var hot []string
 		for _, r := range collector.Hottest(list, 1<<20, 2) {
 			hot = append(hot, fmt.Sprintf("%#x:%d", r.Start, r.Pages))
@@ -178,7 +199,7 @@ func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next f
 			units.FormatBytes(float64(set.Count()*vmm.PageSize)/dt.Seconds()), progress-lastProgress, strip(set), strings.Join(hot, " "))
 		lastProgress = progress
 	}
-	printForecastScores(out, epochs, pages)
+	printForecastScores(out, epochs, parts, pages)
 	st, _ := g.GuestStatus()
 	fmt.Fprintf(out, "\n%d distinct pages dirtied (%s of %s) in %.1fs; guest: %s\n",
 		total.Count(), units.FormatBytes(float64(total.Count()*vmm.PageSize)), units.FormatBytes(float64(memory)),
@@ -187,9 +208,9 @@ func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next f
 }
 
 // collectorSource turns a collector's epochs into the demo's bitmaps.
-func collectorSource(col *collector.Collector, memory uint64, interval time.Duration) func() (*vmm.Bitmap, time.Duration, error) {
+func collectorSource(col *collector.Collector, memory uint64, epoch time.Duration) func() (*vmm.Bitmap, time.Duration, error) {
 	return func() (*vmm.Bitmap, time.Duration, error) {
-		time.Sleep(interval)
+		time.Sleep(epoch)
 		e, err := col.CloseEpoch()
 		if err != nil {
 			return nil, 0, err
@@ -325,12 +346,12 @@ func followMigration(ctx context.Context, m *migrator.Migration, bar *progressBa
 	return m.Wait()
 }
 
-// demoSource returns a function giving each interval's dirty pages: from
-// the eBPF profiler when it loads, else from the monitor's own dirty log.
-func demoSource(vm *vmm.VM, sock string, interval time.Duration) (next func() (*vmm.Bitmap, time.Duration, error), source string, closeFn func(), err error) {
-	col, err := collector.New(collector.Config{QMP: sock, Epoch: interval})
+// demoSource returns a function giving each epoch's dirty pages: from the
+// eBPF profiler when it loads, else from the monitor's own dirty log.
+func demoSource(vm *vmm.VM, sock string, epoch time.Duration) (next func() (*vmm.Bitmap, time.Duration, error), source string, closeFn func(), err error) {
+	col, err := collector.New(collector.Config{QMP: sock, Epoch: epoch})
 	if err == nil {
-		return collectorSource(col, vm.MemoryBytes(), interval), "eBPF on " + col.Hook(), func() { col.Close() }, nil
+		return collectorSource(col, vm.MemoryBytes(), epoch), "eBPF on " + col.Hook(), func() { col.Close() }, nil
 	}
 	why := err
 	dl, err := vm.StartDirtyLog()
@@ -339,7 +360,7 @@ func demoSource(vm *vmm.VM, sock string, interval time.Duration) (next func() (*
 	}
 	last := time.Now()
 	next = func() (*vmm.Bitmap, time.Duration, error) {
-		time.Sleep(interval)
+		time.Sleep(epoch)
 		set, err := dl.Harvest()
 		now := time.Now()
 		dt := now.Sub(last)
@@ -349,16 +370,22 @@ func demoSource(vm *vmm.VM, sock string, interval time.Duration) (next func() (*
 	return next, fmt.Sprintf("KVM's dirty log (the eBPF profiler is unavailable: %v)", why), func() { dl.Close() }, nil
 }
 
-// printForecastScores replays the demo's epochs through the predictor and
-// the baselines it must beat, each predicting every epoch from the ones
-// before, and prints how each scored.
-func printForecastScores(out io.Writer, epochs []trace.Epoch, pages uint64) {
+// printForecastScores replays the demo's epochs, joined parts to one (a
+// line's), through the predictor and the baselines it must beat, each
+// predicting every epoch from the ones before, the model told in which
+// part of it a page was written, and prints how each scored.
+func printForecastScores(out io.Writer, epochs []trace.Epoch, parts int, pages uint64) {
 	const warmup = 4
+	epochs, byParts := predictor.GroupEpochs(epochs, parts)
 	if len(epochs) <= warmup+1 {
 		return
 	}
-	results := predictor.Evaluate(epochs, pages, predictor.Contenders(pages, predictor.Options{}), predictor.EvalOptions{Warmup: warmup})
-	fmt.Fprintf(out, "\nnext-epoch forecasts over the last %d epochs (threshold 0.5):\n", len(epochs)-warmup)
+	results := predictor.Evaluate(epochs, pages, predictor.Contenders(pages, predictor.Options{}), predictor.EvalOptions{Warmup: warmup, Parts: byParts})
+	fmt.Fprintf(out, "\nnext-epoch forecasts over the last %d epochs (threshold 0.5", len(epochs)-warmup)
+	if parts > 1 {
+		fmt.Fprintf(out, "; the model told in which of %d parts of each a page was written", parts)
+	}
+	fmt.Fprintln(out, "):")
 	writeEvalTable(out, results)
 }
 

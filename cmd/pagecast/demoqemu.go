@@ -57,8 +57,11 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
 		return err
 	}
-	interval := c.Duration("interval")
-	col, err := collector.New(collector.Config{QMP: vm.QMPPath, Epoch: interval})
+	epoch, err := demoEpoch(c)
+	if err != nil {
+		return err
+	}
+	col, err := collector.New(collector.Config{QMP: vm.QMPPath, Epoch: epoch})
 	if err != nil {
 		return fmt.Errorf("profile the QEMU VM: %w", err)
 	}
@@ -72,7 +75,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 			return nil
 		}
 	}
-	epochs, err := demoWatch(c, out, vm, o.memory, collectorSource(col, o.memory, interval), alive)
+	epochs, err := demoWatch(c, out, vm, o.memory, collectorSource(col, o.memory, epoch), alive)
 	if err != nil {
 		return err
 	}
@@ -92,7 +95,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 	}
 	defer os.RemoveAll(tmp)
 	profile := filepath.Join(tmp, "profile.pct") // outlives the first QEMU
-	if err := writeProfile(profile, epochs, o.memory, interval, col.Hook()); err != nil {
+	if err := writeProfile(profile, epochs, o.memory, epoch, col.Hook()); err != nil {
 		return err
 	}
 	return demoQEMUMigrations(c, out, vm, o, profile)
@@ -266,7 +269,7 @@ func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode 
 			return nil, row, err
 		}
 		defer dest.Close()
-		cfg := migrator.Config{Mode: mode, MaxBandwidth: bw, Epoch: c.Duration("interval"), Log: slog.Default()}
+		cfg := migrator.Config{Mode: mode, MaxBandwidth: bw, Epoch: c.Duration("epoch"), Log: slog.Default()}
 		if strings.HasPrefix(mode, migrator.ModePredictive) {
 			cfg.Profile = profile
 		}

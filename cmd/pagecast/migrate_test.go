@@ -131,7 +131,9 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pagecast demo: %v\n%s", err, out)
 	}
-	wants := []string{"next-epoch forecasts", "against precopy:", "the same migrations simulated on this guest's profile"}
+	// Harvested every 100 ms, five to a line (--epoch, --interval).
+	wants := []string{"next-epoch forecasts", "the model told in which of 5 parts of each a page was written", "against precopy:",
+		"the same migrations simulated on this guest's profile"}
 	for _, mode := range demoModes {
 		wants = append(wants, fmt.Sprintf("%-16s done: guest running on the destination", mode))
 	}

@@ -335,6 +335,7 @@ func TestDemoQEMU(t *testing.T) {
 		t.Fatalf("pagecast demo: %v\n%s\n%s", err, out, stderr.String())
 	}
 	wants := []string{"runs on QEMU under TCG", "dirty pages from: tcg-plugin", "next-epoch forecasts", "model",
+		"the model told in which of 5 parts of each a page was written", // harvested every 100 ms, five to a line
 		"against QEMU's own pre-copy:", "QEMU precopy               done: guest running on the destination QEMU",
 		"tsmc (QEMU post-copy)      done: guest running on the destination QEMU",
 		"the same migrations simulated on this guest's profile", "mode auto would migrate this VM with "}

@@ -287,6 +287,17 @@ func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate
 		fmt.Fprintf(out, "the workload (%d epochs, %v) ended before the migration did and was replayed from epoch %d: %s\n",
 			w.Len(), time.Duration(w.Len())*w.Epoch(), from, strings.Join(replayed, ", "))
 	}
+	var short []string
+	for _, r := range results {
+		if d := r.LaterRounds(); d > 0 && d < w.Epoch() {
+			short = append(short, fmt.Sprintf("%s %v", r.Mode, d.Round(time.Millisecond)))
+		}
+	}
+	if len(short) > 0 {
+		fmt.Fprintf(out, "rounds after the first shorter than the workload's %v epochs (%s, on average): each page of an epoch is written at one instant in it, "+
+			"so a page written all through an epoch counts once and such rounds meet less dirtying than a live migration's would; "+
+			"record the trace in shorter epochs (pagecast profile --epoch 100ms) or give a synthetic workload a shorter --epoch\n", w.Epoch(), strings.Join(short, ", "))
+	}
 }
 
 // writeAgainstPrecopy writes every mode's bytes, total time and downtime

@@ -61,6 +61,26 @@ func TestSimulateCLI(t *testing.T) {
 	}
 }
 
+// TestSimulateShortRounds: where the rounds after the first are shorter
+// than the workload's epochs, which makes them meet too little of its
+// dirtying, the table says so; where they are not, it does not.
+func TestSimulateShortRounds(t *testing.T) {
+	const note = "rounds after the first shorter than the workload's"
+	for _, tc := range []struct {
+		epoch string
+		warn  bool
+	}{{"1s", true}, {"50ms", false}} {
+		stdout, _, err := runApp(t, "simulate", "--synthetic", "hotset:hot=2048,p=0.95,rate=8000", "--memory", "64M",
+			"--epoch", tc.epoch, "--bandwidth", "32MiB/s", "--mode", "precopy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(stdout, note+" "+tc.epoch+" epochs (precopy "); got != tc.warn {
+			t.Errorf("--epoch %s: the note is there: %v, want %v:\n%s", tc.epoch, got, tc.warn, stdout)
+		}
+	}
+}
+
 // containsRow reports whether the table has a row starting with mode.
 func containsRow(table, mode string) bool {
 	for line := range strings.SplitSeq(table, "\n") {
