@@ -8,13 +8,14 @@ import (
 // benchModel returns a model of pages pages that has observed 128 epochs
 // of a hot set with spatial clusters, fitted.
 func benchModel(pages uint64) *Model {
-	m, _ := benchModelFits(pages)
+	m, _ := benchModelFits(pages, 1)
 	return m
 }
 
-// benchModelFits is benchModel, and the one-epoch fit's weights and time
-// as the refit before the last (after 112 epochs) left them.
-func benchModelFits(pages uint64) (*Model, fit) {
+// benchModelFits is benchModel, shown each epoch in parts (see
+// ObserveParts; 1: whole), and the one-epoch fit's weights and time as the
+// refit before the last (after 112 epochs) left them.
+func benchModelFits(pages uint64, parts int) (*Model, fit) {
 	m := NewModel(pages, Options{})
 	rng := rand.New(rand.NewPCG(1, 1))
 	var dirty []uint64
@@ -29,7 +30,16 @@ func benchModelFits(pages uint64) (*Model, fit) {
 				dirty = append(dirty, p)
 			}
 		}
-		m.Observe(dirty)
+		if parts == 1 {
+			m.Observe(dirty)
+			continue
+		}
+		ps := make([][]uint64, parts)
+		for _, p := range dirty {
+			k := rng.IntN(parts)
+			ps[k] = append(ps[k], p)
+		}
+		m.ObserveParts(ps)
 	}
 	return m, before
 }
@@ -48,6 +58,22 @@ func BenchmarkPredict(b *testing.B) {
 	b.ReportMetric(float64(m.StateBytes())/pages, "state-B/page")
 }
 
+// BenchmarkPredictParts is BenchmarkPredict with the model shown each
+// epoch in 4 parts: what knowing when in the epoch a page was written
+// costs in scoring and in state.
+func BenchmarkPredictParts(b *testing.B) {
+	const pages = 1 << 20
+	m, _ := benchModelFits(pages, 4)
+	dst := make([]float32, pages)
+	m.Predict(dst)
+	b.ResetTimer()
+	for b.Loop() {
+		m.Predict(dst)
+	}
+	b.ReportMetric(float64(pages)*float64(b.N)/b.Elapsed().Seconds(), "pages/s")
+	b.ReportMetric(float64(m.StateBytes())/pages, "state-B/page")
+}
+
 // BenchmarkRefit refits the one-epoch forecast of a model of a 4 GiB VM
 // (1 Mi pages) that has observed 128 epochs: what Observe adds every
 // RefitEvery epochs per horizon forecast. Its cost follows the samples
@@ -57,7 +83,7 @@ func BenchmarkPredict(b *testing.B) {
 // result, a fit converges at once and is cheaper than any Observe makes.
 func BenchmarkRefit(b *testing.B) {
 	const pages = 1 << 20
-	m, before := benchModelFits(pages)
+	m, before := benchModelFits(pages, 1)
 	f := m.horizons[0]
 	b.ResetTimer()
 	for b.Loop() {
