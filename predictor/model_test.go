@@ -84,7 +84,8 @@ func codeTerm(f *fit, c uint16, l uint8) float64 {
 }
 
 // The model keeps 15 bytes a page, and at most 16 in all (issue 13's
-// budget) with its per-region state for horizons 1 and 8.
+// budget) with its per-region state for horizons 1 and 8, and with the
+// in-epoch masks once parts are observed.
 func TestStatePerPage(t *testing.T) {
 	m := NewModel(1, Options{})
 	size := unsafe.Sizeof(m.hist[0]) + unsafe.Sizeof(m.count[0]) + unsafe.Sizeof(m.stay[0]) +
@@ -96,6 +97,11 @@ func TestStatePerPage(t *testing.T) {
 	m = NewModel(pages, Options{Horizon: 8})
 	if b := float64(m.StateBytes()) / pages; b > 16 {
 		t.Errorf("%.4f bytes of state a page with horizons 1 and 8, want at most 16", b)
+	}
+	// Told when in the epoch pages were written: half a byte a page more.
+	m.ObserveParts([][]uint64{{1}, {2}, nil, {1}})
+	if b := float64(m.StateBytes()) / pages; b > 16 {
+		t.Errorf("%.4f bytes of state a page with horizons 1 and 8 and the parts, want at most 16", b)
 	}
 }
 
