@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"slices"
 	"strings"
@@ -221,7 +222,7 @@ func newPredictive(cfg Config, pages uint64) (*predictive, error) {
 		lastCut:   2,
 	}
 	if cfg.Profile != "" {
-		if err := p.warm(cfg.Profile, pages); err != nil {
+		if err := p.warm(cfg.Profile, pages, cfg.Log); err != nil {
 			return nil, err
 		}
 	}
@@ -229,8 +230,10 @@ func newPredictive(cfg Config, pages uint64) (*predictive, error) {
 }
 
 // warm feeds the model a recorded profile of this VM (pagecast profile
-// --out).
-func (p *predictive) warm(path string, pages uint64) error {
+// --out), in the migration's epochs: a profile recorded in epochs that
+// make up the migration's whole (25 ms for 100 ms) is joined to them; one
+// in others is fed as it is, and log says so.
+func (p *predictive) warm(path string, pages uint64, log *slog.Logger) error {
 	meta, epochs, _, err := trace.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("profile %s: %w", path, err)
@@ -238,6 +241,14 @@ func (p *predictive) warm(path string, pages uint64) error {
 	if meta.MemoryBytes/uint64(meta.PageSize) != pages || meta.PageSize != PageSize {
 		return fmt.Errorf("profile %s: recorded from a VM with %d pages of %d bytes, this one has %d of %d",
 			path, meta.MemoryBytes/uint64(meta.PageSize), meta.PageSize, pages, PageSize)
+	}
+	switch {
+	case meta.Epoch == p.epoch:
+	case meta.Epoch < p.epoch && p.epoch%meta.Epoch == 0:
+		epochs, _ = predictor.GroupEpochs(epochs, int(p.epoch/meta.Epoch))
+	case log != nil:
+		log.Warn("the profile's epochs are not the migration's: the predictor learns rates per epoch from it that it then applies to another length (record the profile with pagecast profile --epoch the migration's)",
+			"profile", path, "profile_epoch", meta.Epoch, "epoch", p.epoch)
 	}
 	for _, e := range epochs {
 		p.model.Observe(e.Pages)

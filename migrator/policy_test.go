@@ -1,7 +1,10 @@
 package migrator
 
 import (
+	"bytes"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,4 +108,48 @@ func TestPredictiveVerdictsAsRankedAtOnce(t *testing.T) {
 		t.Fatalf("%d rounds: %d pages held back, %d rankings: the test does not reach the cut", rounds, held, ranked)
 	}
 	t.Logf("%d rounds, %d epochs: %d pages held back, %d rankings", rounds, e-224, held, ranked)
+}
+
+// A profile warms the predictor in the migration's epochs: one recorded
+// in epochs that make them up is joined to them; one in others is fed as
+// it is, with a warning.
+func TestPredictiveWarmEpochs(t *testing.T) {
+	const pages = 64
+	for _, tc := range []struct {
+		profile time.Duration
+		epochs  int  // the model observes
+		warns   bool // that the lengths differ
+	}{
+		{100 * time.Millisecond, 12, false},
+		{25 * time.Millisecond, 3, false},
+		{50 * time.Millisecond, 6, false},
+		{300 * time.Millisecond, 12, true},
+		{40 * time.Millisecond, 12, true}, // 2.5 of them an epoch
+	} {
+		path := filepath.Join(t.TempDir(), "profile.pct")
+		w, err := trace.Create(path, trace.Meta{MemoryBytes: pages * PageSize, PageSize: PageSize, Epoch: tc.profile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 12 {
+			if err := w.Append(trace.Epoch{Index: uint64(i), Pages: []uint64{uint64(i % 4), 10 + uint64(i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var log bytes.Buffer
+		p, err := newPredictive(Config{Epoch: 100 * time.Millisecond, Threshold: DefaultThreshold, Profile: path, Clock: NewVirtualClock(time.Unix(0, 0)),
+			Log: slog.New(slog.NewTextHandler(&log, nil))}, pages)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.model.Epochs(); got != tc.epochs {
+			t.Errorf("profile of %v epochs: the model observed %d epochs, want %d", tc.profile, got, tc.epochs)
+		}
+		if warned := strings.Contains(log.String(), "not the migration's"); warned != tc.warns {
+			t.Errorf("profile of %v epochs: warned %v, want %v: %s", tc.profile, warned, tc.warns, log.String())
+		}
+	}
 }
