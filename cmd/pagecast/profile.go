@@ -40,7 +40,7 @@ func profileCommand() *cli.Command {
 			&cli.IntFlag{Name: "pid", Usage: "the VMM process (default: found from the VM's vCPU threads through QMP); without --qmp, also give --memory and keep dirty logging on yourself"},
 			&cli.StringFlag{Name: "memory", Usage: "guest RAM, only without --qmp"},
 			&cli.DurationFlag{Name: "duration", Usage: "how long to profile (default: until SIGINT)"},
-			&cli.DurationFlag{Name: "epoch", Value: time.Second, Usage: "epoch length: the time resolution of the write history"},
+			&cli.DurationFlag{Name: "epoch", Value: time.Second, Usage: "epoch length: the time resolution of the write history (a trace for pagecast simulate or migrate --profile wants the migration's 100ms or less: a simulated round shorter than an epoch meets too few of its writes; 25ms lets predict eval and serve --parts 4 tell when in each 100 ms a page was written)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "trace file to write (pagecast trace info/export read it)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9471"},
 			&cli.StringFlag{Name: "hook", Usage: "use this hook instead of the best available (see --list-hooks)"},
