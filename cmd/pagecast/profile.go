@@ -18,6 +18,8 @@ import (
 	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/tcg"
 	"github.com/pagecast/pagecast/trace"
 )
@@ -31,21 +33,25 @@ func profileCommand() *cli.Command {
 			"    programs on KVM's dirty tracking hooks, with KVM dirty logging kept on through QMP; needs root.\n" +
 			"  - QEMU under TCG (no /dev/kvm): pagecast's TCG plugin, which QEMU must have been started with\n" +
 			"    (`pagecast vm run --monitor qemu` does it; `pagecast plugin` prints the -plugin option to add).\n" +
-			"Every epoch it prints the pages dirtied, the rate and the hottest regions, writes the epoch to a\n" +
-			"trace file, and updates Prometheus metrics. Runs for --duration or until SIGINT, or until the VM\n" +
-			"exits (the trace keeps every epoch closed before). --list-hooks shows which hooks work here.\n\n" +
+			"Every --epoch it harvests the pages dirtied, writes them to a trace file as an epoch and updates\n" +
+			"Prometheus metrics; every --interval it prints the distinct pages dirtied in its epochs, the rate\n" +
+			"and the hottest regions. The default 100ms epochs are what pagecast simulate, migrate --profile\n" +
+			"and the predictor's migrations use; a line a second is what a person reads. Runs for --duration\n" +
+			"or until SIGINT, or until the VM exits (the trace keeps every epoch closed before). --list-hooks\n" +
+			"shows which hooks work here.\n\n" +
 			"Example: pagecast profile --qmp unix:/tmp/pc.sock --duration 60s --out vm.pct --metrics 127.0.0.1:9471",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "qmp", Usage: "the VM's QMP socket, unix:PATH (pagecast vm run --qmp, or QEMU -qmp)"},
 			&cli.IntFlag{Name: "pid", Usage: "the VMM process (default: found from the VM's vCPU threads through QMP); without --qmp, also give --memory and keep dirty logging on yourself"},
 			&cli.StringFlag{Name: "memory", Usage: "guest RAM, only without --qmp"},
 			&cli.DurationFlag{Name: "duration", Usage: "how long to profile (default: until SIGINT)"},
-			&cli.DurationFlag{Name: "epoch", Value: time.Second, Usage: "epoch length: the time resolution of the write history (a trace for pagecast simulate or migrate --profile wants the migration's 100ms or less: a simulated round shorter than an epoch meets too few of its writes; 25ms lets predict eval and serve --parts 4 tell when in each 100 ms a page was written)"},
+			&cli.DurationFlag{Name: "epoch", Value: migrator.DefaultEpoch, Usage: "epoch length: the time resolution of the write history (a trace for pagecast simulate or migrate --profile wants the migration's 100ms or less: a simulated round shorter than an epoch meets too few of its writes; 25ms lets predict eval and serve --parts 4 tell when in each 100 ms a page was written)"},
+			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "time between the printed lines, each of the epochs within it (at least one epoch: 0 prints every epoch)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "trace file to write (pagecast trace info/export read it)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9471"},
 			&cli.StringFlag{Name: "hook", Usage: "use this hook instead of the best available (see --list-hooks)"},
 			&cli.BoolFlag{Name: "list-hooks", Usage: "list the hooks and whether each works here, then exit"},
-			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no per-epoch lines"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no lines every --interval"},
 		},
 		Action: runProfile,
 	}
@@ -57,6 +63,13 @@ func runProfile(c *cli.Context) error {
 		return listHooks(out)
 	}
 	cfg := collector.Config{PID: c.Int("pid"), Epoch: c.Duration("epoch"), Hook: c.String("hook"), Log: slog.Default()}
+	if cfg.Epoch < time.Millisecond {
+		return fmt.Errorf("--epoch %v: want 1ms or more", cfg.Epoch)
+	}
+	if c.Duration("interval") < 0 {
+		return fmt.Errorf("--interval %v: want 0 or more", c.Duration("interval"))
+	}
+	perLine := max(1, int(c.Duration("interval")/cfg.Epoch)) // epochs a printed line sums
 	if spec := c.String("qmp"); spec != "" {
 		path, ok := strings.CutPrefix(spec, "unix:")
 		if !ok {
@@ -121,6 +134,13 @@ func runProfile(c *cli.Context) error {
 	}
 
 	var epochs, pages uint64
+	var line []collector.Epoch // the epochs of the line being made
+	printLine := func() {
+		if len(line) > 0 && !c.Bool("quiet") {
+			printEpochs(out, line)
+		}
+		line = line[:0]
+	}
 	err = col.Run(ctx, func(e collector.Epoch) error {
 		epochs++
 		pages += uint64(len(e.Pages))
@@ -129,11 +149,12 @@ func runProfile(c *cli.Context) error {
 				return err
 			}
 		}
-		if !c.Bool("quiet") {
-			printEpoch(out, e)
+		if line = append(line, e); len(line) == perLine {
+			printLine()
 		}
 		return nil
 	})
+	printLine() // what --duration or SIGINT cut short
 	if err != nil {
 		return err
 	}
@@ -146,13 +167,27 @@ func runProfile(c *cli.Context) error {
 	return nil
 }
 
-func printEpoch(out io.Writer, e collector.Epoch) {
-	rate := float64(len(e.Pages)) * 4096 / e.Duration.Seconds()
+// printEpochs prints a line of consecutive epochs: the distinct pages
+// they dirtied, the rate at which they did (those pages over the epochs'
+// time) and the 1 MiB regions where most of them are.
+func printEpochs(out io.Writer, es []collector.Epoch) {
+	parts := make([][]uint64, len(es))
+	var d time.Duration
+	for i, e := range es {
+		parts[i] = e.Pages
+		d += e.Duration
+	}
+	pages := predictor.Union(parts)
 	var hot []string
-	for _, r := range collector.Hottest(e.Pages, 1<<20, 3) {
+	for _, r := range collector.Hottest(pages, 1<<20, 3) {
 		hot = append(hot, fmt.Sprintf("%#x+1MiB:%d", r.Start, r.Pages))
 	}
-	fmt.Fprintf(out, "epoch %4d %8d pages %11s/s  hottest %s\n", e.Index, len(e.Pages), units.FormatBytes(rate), strings.Join(hot, " "))
+	which := fmt.Sprintf("epoch %4d", es[0].Index)
+	if len(es) > 1 {
+		which = fmt.Sprintf("epochs %4d-%-4d", es[0].Index, es[len(es)-1].Index)
+	}
+	fmt.Fprintf(out, "%s %8d pages %11s/s  hottest %s\n", which, len(pages),
+		units.FormatBytes(float64(len(pages))*4096/d.Seconds()), strings.Join(hot, " "))
 }
 
 func listHooks(out io.Writer) error {

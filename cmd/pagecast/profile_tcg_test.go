@@ -132,7 +132,7 @@ func TestProfileTCG(t *testing.T) {
 		t.Fatalf("pagecast profile: %v\n%s%s", err, stdout.String(), stderr.String())
 	}
 	text := stdout.String()
-	for _, want := range []string{"profiling qemu VM", "dirty tcg) with tcg-plugin", "epoch    1", "hottest 0x", "0 dropped"} {
+	for _, want := range []string{"profiling qemu VM", "dirty tcg) with tcg-plugin", "epochs    1-4 ", "hottest 0x", "0 dropped"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
@@ -166,6 +166,7 @@ func TestProfileTCG(t *testing.T) {
 			t.Errorf("epoch %d has %d pages: the hot set alone is 512", e.Index, len(e.Pages))
 		}
 	}
+	checkProfileLines(t, text, epochs, 4) // 250ms epochs, a line a second
 	for _, args := range [][]string{{"trace", "info", out}, {"predict", "eval", out}} {
 		b, err := exec.Command(binary, args...).CombinedOutput()
 		if err != nil {
@@ -404,7 +405,7 @@ func TestProfileHandStartedQEMU(t *testing.T) {
 	}()
 	waitSocket(t, sock)
 	time.Sleep(2 * time.Second) // the guest boots (SeaBIOS, then the kernel)
-	out, err := exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+sock, "--duration", "2s", "--epoch", "250ms").CombinedOutput()
+	out, err := exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+sock, "--duration", "2s", "--epoch", "250ms", "--interval", "0").CombinedOutput()
 	if err != nil {
 		t.Fatalf("pagecast profile: %v\n%s\nqemu: %s", err, out, qerr.String())
 	}

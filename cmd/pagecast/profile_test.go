@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +22,14 @@ func TestProfile(t *testing.T) {
 	startVMRun(t, "--memory", "32M", "--workload", "phased:hot=256,period=20000")
 	sock := lastSocket
 	out := filepath.Join(t.TempDir(), "vm.pct")
-	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+sock, "--duration", "2s", "--epoch", "250ms", "--out", out)
+	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+sock, "--duration", "2s", "--out", out)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("pagecast profile: %v\n%s%s", err, stdout.String(), stderr.String())
 	}
 	text := stdout.String()
-	for _, want := range []string{"profiling pagecast VM", "with tp_btf/kvm_dirty_ring_push", "epoch    1", "hottest 0x", "0 dropped"} {
+	for _, want := range []string{"profiling pagecast VM", "with tp_btf/kvm_dirty_ring_push", "epochs    1-10 ", "hottest 0x", "0 dropped"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
@@ -36,15 +38,48 @@ func TestProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if meta.MemoryBytes != 32<<20 || meta.Hook != "tp_btf/kvm_dirty_ring_push" || meta.Epoch != 250*time.Millisecond {
+	if meta.MemoryBytes != 32<<20 || meta.Hook != "tp_btf/kvm_dirty_ring_push" || meta.Epoch != 100*time.Millisecond {
 		t.Errorf("trace meta %+v", meta)
 	}
-	if len(epochs) < 6 || len(damage) != 0 {
-		t.Fatalf("trace has %d epochs and damage %v, want at least 6 and none", len(epochs), damage)
+	if len(epochs) < 15 || len(damage) != 0 {
+		t.Fatalf("trace has %d epochs and damage %v, want at least 15 and none", len(epochs), damage)
 	}
 	for _, e := range epochs {
 		if len(e.Pages) < 100 {
 			t.Errorf("epoch %d has %d pages: the guest writes thousands per epoch", e.Index, len(e.Pages))
+		}
+	}
+	checkProfileLines(t, text, epochs, 10)
+}
+
+// checkProfileLines holds profile's printed lines of several epochs each
+// (--interval over --epoch, per) to the trace it wrote: each line's pages
+// are the distinct pages of its epochs.
+func checkProfileLines(t *testing.T, text string, epochs []trace.Epoch, per int) {
+	t.Helper()
+	lines := regexp.MustCompile(`(?m)^epochs +(\d+)-(\d+) +(\d+) pages`).FindAllStringSubmatch(text, -1)
+	if len(lines) == 0 {
+		t.Fatalf("no line of several epochs:\n%s", text)
+	}
+	byIndex := map[uint64][]uint64{}
+	for _, e := range epochs {
+		byIndex[e.Index] = e.Pages
+	}
+	for _, l := range lines {
+		from, _ := strconv.ParseUint(l[1], 10, 64)
+		to, _ := strconv.ParseUint(l[2], 10, 64)
+		pages, _ := strconv.Atoi(l[3])
+		if int(to-from+1) > per || (int(to-from+1) < per && l[0] != lines[len(lines)-1][0]) {
+			t.Errorf("line %q: want %d epochs a line (only the last may have fewer)", l[0], per)
+		}
+		distinct := map[uint64]bool{}
+		for i := from; i <= to; i++ {
+			for _, p := range byIndex[i] {
+				distinct[p] = true
+			}
+		}
+		if pages != len(distinct) || pages == 0 {
+			t.Errorf("line %q: the trace's epochs %d to %d dirtied %d distinct pages", l[0], from, to, len(distinct))
 		}
 	}
 }
@@ -67,6 +102,8 @@ func TestProfileErrors(t *testing.T) {
 		{"hook of the other mode", []string{"profile", "--qmp", sock, "--hook", "tracepoint/kvm/kvm_page_fault"}, false,
 			"hook tracepoint/kvm/kvm_page_fault does not see writes in dirty ring mode"},
 		{"unknown hook", []string{"profile", "--qmp", sock, "--hook", "kprobe/nope"}, false, `unknown hook "kprobe/nope"`},
+		{"no epoch", []string{"profile", "--qmp", sock, "--epoch", "0s"}, false, "--epoch 0s: want 1ms or more"},
+		{"negative interval", []string{"profile", "--qmp", sock, "--interval", "-1s"}, false, "--interval -1s: want 0 or more"},
 		{"not root", []string{"profile", "--qmp", sock}, true, "loading eBPF programs needs root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
