@@ -27,7 +27,8 @@
 // trace recorded in epochs a fraction of the model's, grouped by
 // GroupEpochs): the model then keeps which quarter of the epoch each page
 // was written in (half a byte a page more), and a page written late, or in
-// several quarters, is forecast likelier to be written again in the next.
+// several quarters, is forecast likelier to be written again in the next;
+// so is a page whose neighbours were written late.
 //
 // Baselines are judged the same way: dirty last epoch ⇒ dirty next
 // (NewLastEpoch), the write frequency over recent epochs (NewFrequency)

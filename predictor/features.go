@@ -199,6 +199,7 @@ const (
 	featRegionRecIdle        // featRegionRec, the same
 	featFront                // for a frontier code (see codeAfter), its table entry; 0 in samples and for other codes
 	featSub                  // for a page dirtied in the last epoch, its in-epoch mask's table entry (see ObserveParts); 0 in samples and without parts
+	featLate                 // of its 16 nearest neighbours, those dirtied in the last part of the last epoch less those dirtied in it earlier only, over 16 (see ObserveParts); 0 without parts
 	nFeat
 )
 
@@ -281,6 +282,7 @@ func FeatureNames() []string {
 		"spatial: share of its 2 MiB region dirtied in the last 8 epochs, page not dirtied in the last 8 epochs",
 		"spatial: logit P(dirty | frontier code), for a page not written in 64 epochs within 1024 pages of one first written in the last epoch (the code's own weight)",
 		"temporal: dirtied in the last epoch: logit P(dirty | which parts of the epoch it was written in), less their mean (0 without parts: see ObserveParts)",
+		"spatial: of its 16 nearest neighbours, those dirtied in the last part of the last epoch less those dirtied in it earlier only, over 16 (0 without parts)",
 	}
 }
 
@@ -598,6 +600,9 @@ func (m *Model) features(p uint64) [nFeat]float32 {
 	}
 	n := bits.OnesCount64(h >> patternBits)
 	x[featLong], x[featLongLogit] = longShare(n), longLogit(n)
+	if m.sub != nil {
+		x[featLate] = float32(m.lateSum(p)-m.lateOf(p)) / (2 * lateReach)
+	}
 	if h == 0 {
 		return x
 	}
@@ -687,4 +692,41 @@ func liveSpan(calm []uint64, b, lo, hi int) (int, int) {
 		z = a + bits.TrailingZeros64(rest)
 	}
 	return min(b+a*quietChunk, hi), min(b+z*quietChunk, hi)
+}
+
+// lateReach is how far each side featLate looks: its 16 nearest
+// neighbours.
+const lateReach = 8
+
+// lateOf is what page q adds to featLate's sum: +1 if it was dirtied in
+// the last part of the last epoch, -1 if in the epoch but not its last
+// part, 0 if not in the epoch, if the epoch was observed whole (its mask
+// 0, unknown) or if q is past the last page.
+//
+//go:norace
+func (m *Model) lateOf(q uint64) int {
+	if q >= uint64(len(m.hist)) || m.hist[q]&1 == 0 {
+		return 0
+	}
+	switch k := m.sub[q>>1] >> ((q & 1) << 2) & 0xf; {
+	case k&lateMask != 0:
+		return 1
+	case k != 0:
+		return -1
+	}
+	return 0
+}
+
+// lateMask is the bit of an in-epoch mask for the epoch's last part.
+const lateMask = 1 << (subParts - 1)
+
+// lateSum sums lateOf over the pages within lateReach of p, p included.
+//
+//go:norace
+func (m *Model) lateSum(p uint64) int {
+	n := 0
+	for q := max(p, lateReach) - lateReach; q <= p+lateReach; q++ {
+		n += m.lateOf(q)
+	}
+	return n
 }

@@ -125,7 +125,12 @@ func (o Options) withDefaults() Options {
 //     pages past any);
 //   - cohort: the share of the pages last written in the same epoch as it
 //     that were rewritten in the last epoch (pages written together are
-//     rewritten together: a buffer refilled, a table rebuilt).
+//     rewritten together: a buffer refilled, a table rebuilt);
+//   - in parts (see ObserveParts): for a page written in the last epoch,
+//     which of its parts it was written in, through a table of this VM's
+//     rates; for every page, of its 16 nearest neighbours, those written
+//     in the last part of the last epoch less those written in it earlier
+//     only.
 //
 // The one-epoch forecast is then blended with the per-page Markov chain's
 // probability (the baseline's), in shares per page class fitted on the
@@ -574,6 +579,8 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 		ww              = f.wWide
 		front           = m.front
 		subs, zs        = m.sub, &f.zs
+		wl              = f.wLate
+		late            int // featLate's sum (see lateSum) at the page
 		blend           = f.h == 1 && f.fitted
 		alpha           = &f.alpha
 		decide          = m.o.Threshold > 0
@@ -585,6 +592,9 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 		block           = st.block
 	)
 	dst = dst[:len(hist)-lo]
+	if subs != nil && lo < len(hist) {
+		late = m.lateSum(uint64(lo))
+	}
 	// i is unsigned so that the compiler knows it is within hist.
 	for i := uint(lo); i < uint(len(hist)); i++ {
 		hv := hist[i]
@@ -621,6 +631,16 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 			k := bits.TrailingZeros64(hv)
 			if r := hv >> k >> 1; k > 0 && r != 0 {
 				v += dz[k-bits.TrailingZeros64(r)+dueBias]
+			}
+		}
+		if subs != nil {
+			// featLate: the sum over the pages within lateReach, less
+			// the page's own part, then the window moved on a page.
+			own := m.lateOf(uint64(i))
+			v += wl * float32(late-own)
+			late += m.lateOf(uint64(i) + lateReach + 1)
+			if i >= lateReach {
+				late -= m.lateOf(uint64(i) - lateReach)
 			}
 		}
 		raw := v

@@ -3,6 +3,7 @@ package predictor
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"unsafe"
 )
@@ -17,13 +18,37 @@ func observed(o Options, workload string, epochs int) *Model {
 	return m
 }
 
+// observedParts is observed, each epoch shown in subParts parts: a page
+// in one, two or all, at random.
+func observedParts(o Options, workload string, epochs int) *Model {
+	m := NewModel(synthPages, o)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, e := range synthetic(workload, epochs, 5) {
+		parts := make([][]uint64, subParts)
+		for _, p := range e.Pages {
+			for k := range parts {
+				if rng.IntN(3) == 0 || k == int(p%subParts) {
+					parts[k] = append(parts[k], p)
+				}
+			}
+		}
+		m.ObserveParts(parts)
+	}
+	return m
+}
+
 // Predict, with its folded tables, gives what the logistic regression
 // gives on the features the model fits on.
 func TestPredictMatchesFeatures(t *testing.T) {
 	t.Parallel()
-	for _, workload := range []string{"phased", "uniform"} {
+	for _, workload := range []string{"phased", "uniform", "phased in parts"} {
 		for _, thr := range []float64{-1, 0.5} {
-			m := observed(Options{Threshold: thr, Horizon: 3}, workload, 70)
+			var m *Model
+			if name, ok := strings.CutSuffix(workload, " in parts"); ok {
+				m = observedParts(Options{Threshold: thr, Horizon: 3}, name, 70)
+			} else {
+				m = observed(Options{Threshold: thr, Horizon: 3}, workload, 70)
+			}
 			// On these workloads the fit leaves the chain no share
 			// (alpha 1 in every class); give it one, so that the
 			// blend is checked too.
@@ -33,9 +58,14 @@ func TestPredictMatchesFeatures(t *testing.T) {
 				m.PredictHorizon(dst, h)
 				f := m.horizon(h)
 				var sum float64
+				late := 0 // pages with neighbours dirtied late in the last epoch
 				for p := range uint64(synthPages) {
 					x := m.features(p)
 					x[featDue] = dueOf(int(x[featDue]), h)
+					x[featSub] = float32(f.subT[m.subOf(p)]) // as setCodes
+					if x[featLate] != 0 {
+						late++
+					}
 					z := f.w[0] + codeTerm(f, m.code(p), lifeCode(m.hist[p], m.count[p], m.stay[p], float32(m.now)))
 					for k, v := range x {
 						z += f.w[3+k] * float64(v)
@@ -66,6 +96,10 @@ func TestPredictMatchesFeatures(t *testing.T) {
 				}
 				if math.Abs(m.Expected()-sum) > 1e-3*sum+1e-3 {
 					t.Errorf("%s, threshold %v, horizon %d: Expected %v, want %v", workload, thr, h, m.Expected(), sum)
+				}
+				if parts := m.sub != nil; parts && (late == 0 || f.w[3+featLate] == 0 || f.w[3+featSub] == 0) {
+					t.Errorf("%s, threshold %v, horizon %d: %d pages with late neighbours, weights %v (late) and %v (parts): the parts' features not checked",
+						workload, thr, h, late, f.w[3+featLate], f.w[3+featSub])
 				}
 			}
 		}

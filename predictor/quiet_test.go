@@ -59,10 +59,12 @@ func TestQuietShortcutsExact(t *testing.T) {
 		pages      uint64
 		window     int
 		thresholds []float64
+		parts      bool // each epoch shown in parts (see ObserveParts)
 	}{
-		{"sparse", sparse, 1 << 17, 0, []float64{-1, 0.5}},
-		{"sparse, window 2", sparse[:60], 1 << 17, 2, []float64{-1}}, // windows narrower than a chunk
-		{"awk", awk[:min(len(awk), 150)], awkPages, 0, []float64{-1, 0.5}},
+		{"sparse", sparse, 1 << 17, 0, []float64{-1, 0.5}, false},
+		{"sparse, window 2", sparse[:60], 1 << 17, 2, []float64{-1}, false}, // windows narrower than a chunk
+		{"sparse, window 2, in parts", sparse[:60], 1 << 17, 2, []float64{0.5}, true},
+		{"awk", awk[:min(len(awk), 150)], awkPages, 0, []float64{-1, 0.5}, false},
 	}
 	for _, c := range cases {
 		for _, thr := range c.thresholds {
@@ -72,8 +74,17 @@ func TestQuietShortcutsExact(t *testing.T) {
 			a, b := make([]float32, c.pages), make([]float32, c.pages)
 			var quiet, calmBlocks int
 			for e, ep := range c.epochs {
-				fast.Observe(ep.Pages)
-				slow.Observe(ep.Pages)
+				if c.parts {
+					parts := make([][]uint64, subParts)
+					for _, p := range ep.Pages {
+						parts[p*7%subParts] = append(parts[p*7%subParts], p)
+					}
+					fast.ObserveParts(parts)
+					slow.ObserveParts(parts)
+				} else {
+					fast.Observe(ep.Pages)
+					slow.Observe(ep.Pages)
+				}
 				if !same(fast.near, slow.near) || !same(fast.nearRec, slow.nearRec) || !same(fast.wide, slow.wide) || !same(fast.calm, slow.calm) {
 					t.Fatalf("%s threshold %v epoch %d: neighbour features differ", c.name, thr, e)
 				}

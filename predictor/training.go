@@ -26,6 +26,7 @@ type fit struct {
 	long            [65 - patternBits]float32
 	dz              [2 * dueBias]float32
 	wNear, wNearRec float32
+	wLate           float32
 	wWide           float32
 	zl              [lifeCodes]float32 // w[2]·life
 	zr, zrIdle      []float32          // per region: its features' contribution, page dirtied in the last 8 epochs or not
@@ -127,6 +128,7 @@ func (f *fit) fold(m *Model) {
 		f.zs[k] = float32(w[3+featSub] * f.subT[k])
 	}
 	f.wNear = float32(w[3+featNear] / nearScale)
+	f.wLate = float32(w[3+featLate] / (2 * lateReach))
 	f.wNearRec = float32(w[3+featNearRec] / nearScale)
 	f.wWide = float32(w[3+featWide] / nearScale)
 }
