@@ -74,17 +74,8 @@ func TestQuietShortcutsExact(t *testing.T) {
 			a, b := make([]float32, c.pages), make([]float32, c.pages)
 			var quiet, calmBlocks int
 			for e, ep := range c.epochs {
-				if c.parts {
-					parts := make([][]uint64, subParts)
-					for _, p := range ep.Pages {
-						parts[p*7%subParts] = append(parts[p*7%subParts], p)
-					}
-					fast.ObserveParts(parts)
-					slow.ObserveParts(parts)
-				} else {
-					fast.Observe(ep.Pages)
-					slow.Observe(ep.Pages)
-				}
+				observeAs(fast, ep.Pages, c.parts)
+				observeAs(slow, ep.Pages, c.parts)
 				if !same(fast.near, slow.near) || !same(fast.nearRec, slow.nearRec) || !same(fast.wide, slow.wide) || !same(fast.calm, slow.calm) {
 					t.Fatalf("%s threshold %v epoch %d: neighbour features differ", c.name, thr, e)
 				}
@@ -122,6 +113,20 @@ func TestQuietShortcutsExact(t *testing.T) {
 			t.Logf("%s threshold %v: %d of %d pages quiet at the end; %d blocks of %d pages calm, summed over the epochs", c.name, thr, quiet, c.pages, calmBlocks, calmBlock)
 		}
 	}
+}
+
+// observeAs shows m an epoch's pages, whole or, if parts, as subParts
+// parts (a page in one, by its number).
+func observeAs(m *Model, pages []uint64, parts bool) {
+	if !parts {
+		m.Observe(pages)
+		return
+	}
+	ps := make([][]uint64, subParts)
+	for _, p := range pages {
+		ps[p*7%subParts] = append(ps[p*7%subParts], p)
+	}
+	m.ObserveParts(ps)
 }
 
 // quietPages counts the pages in quiet chunks, as Predict finds them.
@@ -182,9 +187,11 @@ func TestScorerMatchesPredict(t *testing.T) {
 		name   string
 		epochs []trace.Epoch
 		pages  uint64
+		parts  bool // each epoch shown in parts (see ObserveParts)
 	}{
-		{"sparse", sparse, 1 << 16},
-		{"awk", awk[:min(len(awk), 80)], awkPages},
+		{"sparse", sparse, 1 << 16, false},
+		{"sparse in parts", sparse, 1 << 16, true},
+		{"awk", awk[:min(len(awk), 80)], awkPages, false},
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, c := range cases {
@@ -201,9 +208,9 @@ func TestScorerMatchesPredict(t *testing.T) {
 			want := make([]float32, c.pages)
 			var asked int
 			for e, ep := range c.epochs {
-				byScorer.Observe(ep.Pages)
+				observeAs(byScorer, ep.Pages, c.parts)
 				if byPredict != byScorer {
-					byPredict.Observe(ep.Pages)
+					observeAs(byPredict, ep.Pages, c.parts)
 				}
 				if e < 4 || e%5 != 0 {
 					continue // horizons are also refitted when not asked every epoch
