@@ -117,13 +117,20 @@ func BenchmarkObserve(b *testing.B) {
 	b.ReportMetric(float64(pages)*float64(b.N)/b.Elapsed().Seconds(), "pages/s")
 }
 
-// BenchmarkPredictAwk scores the 65536 pages of the awk trace's VM, with
-// the model as it is at the end of the trace.
-func BenchmarkPredictAwk(b *testing.B) {
-	epochs, pages := loadRealTrace(b, "awk")
-	m := NewModel(pages, Options{})
-	for _, e := range epochs {
-		m.Observe(e.Pages)
+// BenchmarkPredictReal scores every page of each real program's VM
+// (testdata/real), with the model as it is at the end of the trace: the
+// pages a second on real programs' memory, most of it quiet (see
+// quietKey), where BenchmarkPredict's writes reach all of it.
+func BenchmarkPredictReal(b *testing.B) {
+	for _, name := range []string{"awk", "tar", "xz", "perl", "sqlite", "gcc", "node", "zstd", "bzip2"} {
+		b.Run(name, func(b *testing.B) {
+			epochs, pages := loadRealTrace(b, name)
+			m := NewModel(pages, Options{})
+			for _, e := range epochs {
+				m.Observe(e.Pages)
+			}
+			benchPredict(b, m)
+			b.ReportMetric(float64(m.quietPages())/float64(pages), "quiet-share")
+		})
 	}
-	benchPredict(b, m)
 }
