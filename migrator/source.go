@@ -635,13 +635,23 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 // for measureCoding to go by it: 64 pages.
 const minCoded = 64 * PageSize
 
+// codingSample is how many pending pages measureCoding looks at.
+const codingSample = 256
+
 // measureCoding sets wireShare, the wire bytes a pending page is expected
-// to take, from the non-zero pages the codec coded in the round just
-// sent: the pages pending are those dirtied again, like the round's. Zero
-// pages, which cost almost nothing, are left out, so that a first pass
-// over mostly empty memory does not promise what the dirtied pages will
-// not keep. A round that coded fewer than minCoded bytes leaves it as it
-// was (1 until one has: what fits is then judged uncompressed).
+// to take. The pages pending are not the round's: predictive holds back
+// the pages likeliest to be written, and a program's hot pages are not
+// its cold ones (a 64 MiB TCG guest's hot set coded to 0.53 of its size,
+// the pages sent around it to 0.34, and the stop-and-copy took 435 ms
+// where 300 were promised). So it looks at up to codingSample pending
+// pages, spread over them: each non-zero one counts as the share the
+// codec has given its content class over the migration so far, or, for
+// a class it has coded less than minCoded bytes of, the share of all the
+// round's non-zero pages. Zero pages, which cost almost nothing, are left
+// out, so that memory mostly empty does not promise what the dirtied pages
+// will not keep. A round that coded fewer than minCoded bytes of non-zero
+// pages leaves it as it was (1 until one has: what fits is then judged
+// uncompressed).
 func (s *sender) measureCoding() {
 	now := s.enc.Stats()
 	var in, out uint64
@@ -652,9 +662,32 @@ func (s *sender) measureCoding() {
 		in += now.In[c] - s.coded0.In[c]
 		out += now.Out[c] - s.coded0.Out[c]
 	}
-	if in >= minCoded && out > 0 {
-		s.wireShare = min(float64(out)/float64(in), 1)
+	if in < minCoded || out == 0 {
+		return
 	}
+	round := min(float64(out)/float64(in), 1)
+	var share [len(now.In)]float64
+	for c := range share {
+		share[c] = round
+		if now.In[c] >= minCoded {
+			share[c] = min(float64(now.Out[c])/float64(now.In[c]), 1)
+		}
+	}
+	step := max(s.pendingN/codingSample, 1)
+	var k, n uint64
+	var sum float64
+	s.pending.ForEach(func(gfn uint64) {
+		if k++; (k-1)%step != 0 || s.contents.Zero(gfn) {
+			return
+		}
+		sum += share[mecom.Classify(s.contents.Page(gfn))]
+		n++
+	})
+	if n == 0 {
+		s.wireShare = round
+		return
+	}
+	s.wireShare = sum / float64(n)
 }
 
 // switchoverBytes is what the stop-and-copy sends besides pages: the

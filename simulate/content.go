@@ -73,6 +73,28 @@ func MeasureMix(mem []byte, stride int) Mix {
 	return m
 }
 
+// MeasureWritten classifies the pages of mem that weights names (page
+// numbers), each counted weight times: the content of the pages a guest
+// writes, each as often as it was written. A migration's last rounds and
+// its stop-and-copy send the pages written most, so they are what its
+// pending pages hold.
+func MeasureWritten(mem []byte, weights map[uint64]int) Mix {
+	var m Mix
+	n := 0.0
+	for p, w := range weights {
+		off := p * mecom.PageSize
+		if w <= 0 || off+mecom.PageSize > uint64(len(mem)) {
+			continue
+		}
+		m[mecom.Classify(mem[off:off+mecom.PageSize])] += float64(w)
+		n += float64(w)
+	}
+	for i := range m {
+		m[i] /= max(n, 1)
+	}
+	return m
+}
+
 func (m Mix) String() string {
 	var parts []string
 	for i, f := range m {

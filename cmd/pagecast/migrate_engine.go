@@ -165,8 +165,8 @@ const autoEpoch = 100 * time.Millisecond
 
 // watchGuest harvests g's dirty pages for n epochs of autoEpoch and
 // returns the simulation's options for what it saw: the workload, the
-// content of the guest's memory and that of the pages it wrote; and how
-// many pages it wrote.
+// content of the guest's memory and that of the pages it wrote, each as
+// often as it wrote it; and how many pages it wrote.
 func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options, int, error) {
 	log, err := g.StartDirtyLog()
 	if err != nil {
@@ -174,7 +174,7 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 	}
 	defer log.Close()
 	var epochs []trace.Epoch
-	written := map[uint64]bool{}
+	written := map[uint64]int{} // the epochs each page was written in
 	next := time.Now()
 	for i := range n {
 		next = next.Add(autoEpoch)
@@ -189,20 +189,16 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 		}
 		pages := h.List()
 		for _, g := range pages {
-			written[g] = true
+			written[g]++
 		}
 		epochs = append(epochs, trace.Epoch{Index: uint64(i), Pages: pages})
 	}
 	mem := g.Memory()
-	var seen []byte
-	for p := range written {
-		seen = append(seen, mem[p*migrator.PageSize:(p+1)*migrator.PageSize]...)
-	}
 	w, err := simulate.NewTrace("what was watched", trace.Meta{MemoryBytes: g.MemoryBytes(), PageSize: migrator.PageSize, Epoch: autoEpoch}, epochs)
 	if err != nil {
 		return simulate.Options{}, 0, err
 	}
-	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureMix(seen, 1)}, len(written), nil
+	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureWritten(mem, written)}, len(written), nil
 }
 
 // ownChooser is mode auto for pagecast's own monitor (vm run): it watches
