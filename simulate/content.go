@@ -73,28 +73,6 @@ func MeasureMix(mem []byte, stride int) Mix {
 	return m
 }
 
-// MeasureWritten classifies the pages of mem that weights names (page
-// numbers), each counted weight times: the content of the pages a guest
-// writes, each as often as it was written. A migration's last rounds and
-// its stop-and-copy send the pages written most, so they are what its
-// pending pages hold.
-func MeasureWritten(mem []byte, weights map[uint64]int) Mix {
-	var m Mix
-	n := 0.0
-	for p, w := range weights {
-		off := p * mecom.PageSize
-		if w <= 0 || off+mecom.PageSize > uint64(len(mem)) {
-			continue
-		}
-		m[mecom.Classify(mem[off:off+mecom.PageSize])] += float64(w)
-		n += float64(w)
-	}
-	for i := range m {
-		m[i] /= max(n, 1)
-	}
-	return m
-}
-
 func (m Mix) String() string {
 	var parts []string
 	for i, f := range m {
@@ -110,17 +88,18 @@ const samplesPerClass = 32
 
 // contents gives every page a class by a hash of its number and the mix,
 // and a sample page of that class; a page once written is no longer zero
-// and takes its class from the written mix (by default the mix's other
-// classes).
+// and takes its class from known, where it has one there, or else from the
+// written mix (by default the mix's other classes).
 type contents struct {
 	cum     [4]uint64 // cumulative shares of the mix, scaled to 2^32
 	cumData [4]uint64 // the same over the non-zero classes
 	samples [4][samplesPerClass][]byte
 	written []uint64 // bitmap: pages the guest has written
+	known   map[uint64]mecom.Class
 }
 
-func newContents(m, written Mix, pages uint64) (*contents, error) {
-	c := &contents{written: make([]uint64, (pages+63)/64)}
+func newContents(m, written Mix, known map[uint64]mecom.Class, pages uint64) (*contents, error) {
+	c := &contents{written: make([]uint64, (pages+63)/64), known: known}
 	if written == (Mix{}) {
 		written = m // the mix's data classes
 	}
@@ -178,6 +157,9 @@ func (c *contents) class(gfn uint64) mecom.Class {
 	h := (gfn * 0x9E3779B97F4A7C15) >> 32 // Fibonacci hashing: one multiply
 	cum := &c.cum
 	if c.written[gfn/64]&(1<<(gfn%64)) != 0 {
+		if k, ok := c.known[gfn]; ok && k != mecom.Zero {
+			return k
+		}
 		cum = &c.cumData
 	}
 	for i, v := range cum {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/migrator/mecom"
 )
 
 // Guest is a virtual machine that writes a Workload's pages on a virtual
@@ -51,10 +52,14 @@ func (g *Guest) written() uint64 {
 
 // GuestOptions describe a simulated guest beyond its workload.
 type GuestOptions struct {
-	Start      uint64 // the workload epoch the migration starts at
-	Content    Mix    // page contents; zero value: DefaultMix
-	Written    Mix    // contents of pages once the workload writes them; zero value: Content's non-zero classes
-	StateBytes int    // vCPU and device state sent at the switch-over
+	Start   uint64 // the workload epoch the migration starts at
+	Content Mix    // page contents; zero value: DefaultMix
+	Written Mix    // contents of pages once the workload writes them; zero value: Content's non-zero classes
+	// Classes, where it has a page, is what the page holds once written
+	// (a live guest's pages as auto watched it write them): it goes
+	// before Written.
+	Classes    map[uint64]mecom.Class
+	StateBytes int // vCPU and device state sent at the switch-over
 }
 
 // NewGuest returns a running guest at workload epoch o.Start, on clock.
@@ -67,7 +72,7 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	if o.Content == (Mix{}) {
 		o.Content = DefaultMix
 	}
-	c, err := newContents(o.Content, o.Written, w.Pages())
+	c, err := newContents(o.Content, o.Written, o.Classes, w.Pages())
 	if err != nil {
 		return nil, err
 	}

@@ -9,18 +9,20 @@ import (
 
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/migrator/mecom"
 )
 
 // Options describe a simulated migration.
 type Options struct {
 	Workload      Workload
-	Bandwidth     uint64        // the link, bytes/s
-	DowntimeLimit time.Duration // default 300 ms
-	MaxRounds     int           // default the engine's
-	TargetRound   int           // throttle's; default the engine's
-	Start         uint64        // the workload epoch the migration starts at
-	Content       Mix           // default DefaultMix
-	Written       Mix           // what written pages hold; default Content's non-zero classes
+	Bandwidth     uint64                 // the link, bytes/s
+	DowntimeLimit time.Duration          // default 300 ms
+	MaxRounds     int                    // default the engine's
+	TargetRound   int                    // throttle's; default the engine's
+	Start         uint64                 // the workload epoch the migration starts at
+	Content       Mix                    // default DefaultMix
+	Written       Mix                    // what written pages hold; default Content's non-zero classes
+	Classes       map[uint64]mecom.Class // what some pages hold once written; before Written (see GuestOptions)
 	// StateBytes is the vCPU and device state sent at the switch-over;
 	// default 300 KiB, about what a small QEMU VM's device state weighs.
 	StateBytes int
@@ -124,7 +126,7 @@ func Run(ctx context.Context, o Options, mode string) Result {
 	}
 	start := time.Unix(0, 0).UTC()
 	clock := migrator.NewVirtualClock(start)
-	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, StateBytes: o.StateBytes})
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, StateBytes: o.StateBytes})
 	if err != nil {
 		r.Err = err
 		return r

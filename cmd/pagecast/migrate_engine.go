@@ -15,6 +15,7 @@ import (
 
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/migrator/mecom"
 	"github.com/pagecast/pagecast/qemuguest"
 	"github.com/pagecast/pagecast/simulate"
 	"github.com/pagecast/pagecast/trace"
@@ -165,8 +166,10 @@ const autoEpoch = 100 * time.Millisecond
 
 // watchGuest harvests g's dirty pages for n epochs of autoEpoch and
 // returns the simulation's options for what it saw: the workload, the
-// content of the guest's memory and that of the pages it wrote, each as
-// often as it wrote it; and how many pages it wrote.
+// content of the guest's memory, that of the pages it wrote and each of
+// those pages' class (the hot pages a migration resends are not the
+// others: on a 64 MiB TCG guest they coded to 0.53 of their size, the
+// rest to 0.34); and how many pages it wrote.
 func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options, int, error) {
 	log, err := g.StartDirtyLog()
 	if err != nil {
@@ -174,7 +177,7 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 	}
 	defer log.Close()
 	var epochs []trace.Epoch
-	written := map[uint64]int{} // the epochs each page was written in
+	written := map[uint64]bool{}
 	next := time.Now()
 	for i := range n {
 		next = next.Add(autoEpoch)
@@ -189,16 +192,23 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 		}
 		pages := h.List()
 		for _, g := range pages {
-			written[g]++
+			written[g] = true
 		}
 		epochs = append(epochs, trace.Epoch{Index: uint64(i), Pages: pages})
 	}
 	mem := g.Memory()
+	var seen []byte
+	classes := make(map[uint64]mecom.Class, len(written))
+	for p := range written {
+		page := mem[p*migrator.PageSize : (p+1)*migrator.PageSize]
+		seen = append(seen, page...)
+		classes[p] = mecom.Classify(page)
+	}
 	w, err := simulate.NewTrace("what was watched", trace.Meta{MemoryBytes: g.MemoryBytes(), PageSize: migrator.PageSize, Epoch: autoEpoch}, epochs)
 	if err != nil {
 		return simulate.Options{}, 0, err
 	}
-	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureWritten(mem, written)}, len(written), nil
+	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureMix(seen, 1), Classes: classes}, len(written), nil
 }
 
 // ownChooser is mode auto for pagecast's own monitor (vm run): it watches
