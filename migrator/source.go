@@ -673,16 +673,28 @@ func (s *sender) measureCoding() {
 			share[c] = min(float64(now.Out[c])/float64(now.In[c]), 1)
 		}
 	}
+	// Every step-th pending page, the words without one taken whole: a
+	// terabyte guest's bitmap is millions of words.
 	step := max(s.pendingN/codingSample, 1)
-	var k, n uint64
+	var seen, next, n uint64 // pending pages passed, the index of the next to look at, pages looked at
 	var sum float64
-	s.pending.ForEach(func(gfn uint64) {
-		if k++; (k-1)%step != 0 || s.contents.Zero(gfn) {
-			return
+	for wi, w := range s.pending.Words() {
+		c := uint64(bits.OnesCount64(w))
+		if seen+c <= next {
+			seen += c
+			continue
 		}
-		sum += share[mecom.Classify(s.contents.Page(gfn))]
-		n++
-	})
+		for ; w != 0; w &= w - 1 {
+			if seen++; seen-1 != next {
+				continue
+			}
+			next += step
+			if gfn := uint64(wi)*64 + uint64(bits.TrailingZeros64(w)); !s.contents.Zero(gfn) {
+				sum += share[mecom.Classify(s.contents.Page(gfn))]
+				n++
+			}
+		}
+	}
 	if n == 0 {
 		s.wireShare = round
 		return

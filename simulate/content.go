@@ -157,8 +157,10 @@ func (c *contents) class(gfn uint64) mecom.Class {
 	h := (gfn * 0x9E3779B97F4A7C15) >> 32 // Fibonacci hashing: one multiply
 	cum := &c.cum
 	if c.written[gfn/64]&(1<<(gfn%64)) != 0 {
-		if k, ok := c.known[gfn]; ok && k != mecom.Zero {
-			return k
+		if c.known != nil {
+			if k, ok := c.known[gfn]; ok && k != mecom.Zero {
+				return k
+			}
 		}
 		cum = &c.cumData
 	}
