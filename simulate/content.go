@@ -57,6 +57,19 @@ func ParseMix(s string) (Mix, error) {
 	return m, nil
 }
 
+// ClassMix is the mix of pages whose classes are known: as MeasureMix
+// would give for them, without classifying them again.
+func ClassMix(classes map[uint64]mecom.Class) Mix {
+	var m Mix
+	for _, c := range classes {
+		m[c]++
+	}
+	for i := range m {
+		m[i] /= max(float64(len(classes)), 1)
+	}
+	return m
+}
+
 // MeasureMix classifies pages of mem as mecom does (every stride-th page,
 // at least 1): the mix of a real guest, to simulate it.
 func MeasureMix(mem []byte, stride int) Mix {

@@ -114,6 +114,9 @@ func TestContents(t *testing.T) {
 	if got := MeasureMix(mem, 1); got != (Mix{7.0 / 8, 0, 0, 1.0 / 8}) {
 		t.Fatalf("MeasureMix: %v", got)
 	}
+	if got := ClassMix(map[uint64]mecom.Class{0: mecom.Zero, 1: mecom.HighEntropy, 2: mecom.Zero, 3: mecom.Zero}); got != (Mix{3.0 / 4, 0, 0, 1.0 / 4}) {
+		t.Fatalf("ClassMix: %v", got)
+	}
 }
 
 // idle is a workload that writes nothing.

@@ -197,18 +197,15 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 		epochs = append(epochs, trace.Epoch{Index: uint64(i), Pages: pages})
 	}
 	mem := g.Memory()
-	var seen []byte
 	classes := make(map[uint64]mecom.Class, len(written))
 	for p := range written {
-		page := mem[p*migrator.PageSize : (p+1)*migrator.PageSize]
-		seen = append(seen, page...)
-		classes[p] = mecom.Classify(page)
+		classes[p] = mecom.Classify(mem[p*migrator.PageSize : (p+1)*migrator.PageSize])
 	}
 	w, err := simulate.NewTrace("what was watched", trace.Meta{MemoryBytes: g.MemoryBytes(), PageSize: migrator.PageSize, Epoch: autoEpoch}, epochs)
 	if err != nil {
 		return simulate.Options{}, 0, err
 	}
-	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1), Written: simulate.MeasureMix(seen, 1), Classes: classes}, len(written), nil
+	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1), Written: simulate.ClassMix(classes), Classes: classes}, len(written), nil
 }
 
 // ownChooser is mode auto for pagecast's own monitor (vm run): it watches
