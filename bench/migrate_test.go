@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -191,47 +190,16 @@ func migrateQEMU(b *testing.B, workload string) migrationResult {
 	return r
 }
 
-// newLink forwards a loopback connection to uri through a token bucket of
-// rate bytes/s in the source-to-destination direction, and returns the URI
-// to migrate to. QEMU's max-bandwidth caps only the live rounds (its
-// stop-and-copy goes at full speed, which no real link of that rate
-// allows); pagecast's cap is a link already. Through this link both
-// monitors face the same one.
+// newLink puts a link of rate bytes/s in front of uri (migrator.Relay)
+// and returns the URI to migrate to: QEMU's max-bandwidth caps only the
+// live rounds, and through the link both monitors face the same one.
 func newLink(b *testing.B, uri string, rate uint64) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := migrator.NewRelay(uri, rate)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { l.Close() })
-	to, _ := migrator.ParseURI(uri)
-	go func() {
-		in, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer in.Close()
-		out, err := net.Dial("tcp", to)
-		if err != nil {
-			return
-		}
-		defer out.Close()
-		go io.Copy(in, out)
-		limit := migrator.NewLimiter(rate)
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := in.Read(buf)
-			if n > 0 {
-				limit.Wait(context.Background(), n)
-				if _, werr := out.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return "tcp:" + l.Addr().String()
+	b.Cleanup(func() { r.Close() })
+	return r.URI()
 }
 
 func migratePagecast(b *testing.B, workload, mode string) migrationResult {

@@ -6,9 +6,11 @@
 // post-copy when its rounds stop converging), the receiver that rebuilds the
 // machine on the destination, the framed, versioned, checksummed wire
 // protocol between them, a token bucket that makes loopback behave like a
-// slower link, and the QMP commands (migrate, query-migrate,
-// migrate-set-parameters, migrate_cancel) with QEMU's names and reply
-// shapes.
+// slower link (Limiter; Relay puts one in front of any migration's
+// destination, QEMU's own included), and the QMP commands (migrate,
+// query-migrate, migrate-set-parameters, migrate_cancel) with QEMU's names
+// and reply shapes; PauseWatch times the guest's own pause across a QEMU
+// migration from its STOP and RESUME events.
 //
 // The engine knows a virtual machine only through the interfaces in
 // guest.go: Guest on the source (memory, a dirty log, pause and resume, a

@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -127,3 +128,125 @@ func (c *linkConn) Read(p []byte) (int, error) {
 }
 
 var _ io.ReadWriter = (*linkConn)(nil)
+
+// Relay is a link of a given rate in front of a migration's destination:
+// it listens on a loopback port and forwards each connection to the
+// destination, the source-to-destination direction through a token bucket
+// (the way back, QEMU's return path, as it comes). QEMU's max-bandwidth
+// caps only its live rounds: its stop-and-copy goes at full speed, which
+// no real link of that rate allows. Migrated through a Relay, QEMU's
+// migration and pagecast's face the same link.
+type Relay struct {
+	l      net.Listener
+	ctx    context.Context // ends at Close, and with it waits for the bucket
+	cancel context.CancelFunc
+	to     string
+	limit  *Limiter
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+// NewRelay starts a relay to the migration URI to (tcp:HOST:PORT) at
+// bytesPerSecond (0: no limit).
+func NewRelay(to string, bytesPerSecond uint64) (*Relay, error) {
+	addr, err := ParseURI(to)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	r := &Relay{l: l, to: addr, limit: NewLimiter(bytesPerSecond)}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.wg.Add(1)
+	go r.accept()
+	return r, nil
+}
+
+// URI is where to migrate to: the relay's end.
+func (r *Relay) URI() string { return "tcp:" + r.l.Addr().String() }
+
+// Close stops the relay and closes every connection through it.
+func (r *Relay) Close() error {
+	err := r.l.Close()
+	r.cancel()
+	r.mu.Lock()
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+	return err
+}
+
+func (r *Relay) accept() {
+	defer r.wg.Done()
+	for {
+		in, err := r.l.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", r.to)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		r.mu.Lock()
+		r.conns = append(r.conns, in, out)
+		r.mu.Unlock()
+		// Each direction passes on the end of its stream (a half-close);
+		// the connections close once both have ended.
+		var both sync.WaitGroup
+		both.Add(2)
+		r.wg.Add(3)
+		go func() {
+			defer r.wg.Done()
+			both.Wait()
+			in.Close()
+			out.Close()
+		}()
+		go func() {
+			defer r.wg.Done()
+			defer both.Done()
+			io.Copy(in, out)
+			closeWrite(in)
+		}()
+		go func() {
+			defer r.wg.Done()
+			defer both.Done()
+			buf := make([]byte, minBurst)
+			for {
+				n, err := in.Read(buf)
+				if n > 0 {
+					if r.limit.Wait(r.ctx, n) != nil {
+						out.Close()
+						return
+					}
+					if _, werr := out.Write(buf[:n]); werr != nil {
+						in.Close() // the destination is gone: so is the source's link
+						return
+					}
+				}
+				if err == io.EOF {
+					closeWrite(out)
+					return
+				}
+				if err != nil {
+					out.Close()
+					return
+				}
+			}
+		}()
+	}
+}
+
+// closeWrite ends c's stream in the direction of writes.
+func closeWrite(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+		return
+	}
+	c.Close()
+}

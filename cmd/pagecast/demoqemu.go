@@ -144,14 +144,19 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	fmt.Fprintln(out)
 	writeQEMUMigrationTable(out, rows)
 	fmt.Fprintln(out, "\nagainst QEMU's own pre-copy:")
-	pre := rows[0].info
+	pre := rows[0]
 	for _, r := range rows[1:] {
-		fmt.Fprintf(out, "  %-26s %4.0f%% of the bytes, %4.0f%% of the downtime, %4.0f%% of the total time\n", r.label(),
-			100*float64(r.info.RAM.Transferred)/float64(max(pre.RAM.Transferred, 1)),
-			100*float64(r.info.Downtime)/float64(max(pre.Downtime, 1)),
-			100*float64(r.info.TotalTime)/float64(max(pre.TotalTime, 1)))
+		// The guest's pause where both are known; else the engines' own counts.
+		pause, of := float64(r.info.Downtime)/float64(max(pre.info.Downtime, 1)), "downtime"
+		if r.paused >= 0 && pre.paused >= 0 {
+			pause, of = float64(r.paused)/float64(max(pre.paused, time.Microsecond)), "pause"
+		}
+		fmt.Fprintf(out, "  %-26s %4.0f%% of the bytes, %4.0f%% of the %s, %4.0f%% of the total time\n", r.label(),
+			100*float64(r.info.RAM.Transferred)/float64(max(pre.info.RAM.Transferred, 1)), 100*pause, of,
+			100*float64(r.info.TotalTime)/float64(max(pre.info.TotalTime, 1)))
 	}
-	fmt.Fprintln(out, "(QEMU counts as downtime only the time to write its last bytes into its socket; pagecast until the destination has verified its memory and been told to run)")
+	fmt.Fprintf(out, "(every migration through one link of %s/s; downtime as each engine counts it: QEMU until its last bytes are in its socket, pagecast until the destination has verified its memory and been told to run; paused: the guest's own, from the source QEMU's STOP event to the destination's RESUME)\n",
+		units.FormatBytes(float64(bw)))
 	return demoSimulations(c, out, profile, bw, qemuAutoModes())
 }
 
@@ -242,12 +247,24 @@ func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode 
 			dst.Close()
 		}
 	}()
+	pause, err := migrator.WatchPause(cur.Monitor, dst.Monitor)
+	if err != nil {
+		return nil, row, err
+	}
+	defer pause.Close()
 	if engine == engineQEMU {
+		// Through a link of the rate, as pagecast's engine goes: QEMU's
+		// max-bandwidth leaves its stop-and-copy uncapped.
+		relay, err := migrator.NewRelay(do.incoming, bw)
+		if err != nil {
+			return nil, row, err
+		}
+		defer relay.Close()
 		bar := newProgressBar(c.App.ErrWriter, false)
 		plan, err := migrator.SetupQEMU(cur.Monitor, dst.Monitor, migrator.Params{Mode: mode, MaxBandwidth: bw,
 			DowntimeLimit: migrator.DefaultDowntimeLimit, MaxRounds: migrator.DefaultMaxRounds})
 		if err == nil {
-			err = migrator.Migrate(cur.Monitor, do.incoming)
+			err = migrator.Migrate(cur.Monitor, relay.URI())
 		}
 		if err != nil {
 			return nil, row, err
@@ -281,6 +298,10 @@ func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode 
 	after, err := waitProgress(dst, before.TotalProgress(), 10*time.Second)
 	if err != nil {
 		return nil, row, err
+	}
+	if row.paused, err = pause.Paused(5 * time.Second); err != nil {
+		slog.Warn("the guest's pause is not known", "migration", row.label(), "err", err)
+		row.paused, err = -1, nil
 	}
 	verified := ""
 	if row.info.Pagecast != nil && row.info.Pagecast.Verified {
@@ -320,7 +341,8 @@ func freePort() (int, error) {
 type qemuMigration struct {
 	mode, engine string
 	info         migrator.Info
-	forced       bool // QEMU's switch-over forced at the round cap
+	forced       bool          // QEMU's switch-over forced at the round cap
+	paused       time.Duration // the guest's pause, STOP to RESUME (see migrator.PauseWatch); -1: not known
 }
 
 // label names the migration as the table shows it.
@@ -337,7 +359,7 @@ func (r qemuMigration) label() string {
 // writeQEMUMigrationTable prints the QEMU VM's migrations side by side.
 func writeQEMUMigrationTable(w io.Writer, rows []qemuMigration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "migration\ttotal\tdowntime\tbytes\trounds\tdeferred\tthrottle\tpulled\tverified\tstopped because\t")
+	fmt.Fprintln(tw, "migration\ttotal\tdowntime\tpaused\tbytes\trounds\tdeferred\tthrottle\tpulled\tverified\tstopped because\t")
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
 	for _, r := range rows {
 		i := r.info
@@ -356,7 +378,11 @@ func writeQEMUMigrationTable(w io.Writer, rows []qemuMigration) {
 		case i.RAM.PostcopyRequests > 0 || i.RAM.PostcopyBytes > 0:
 			why = "post-copy"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d%%\t%d\t%s\t%s\t\n", r.label(), ms(i.TotalTime), ms(i.Downtime),
+		paused := "-"
+		if r.paused >= 0 {
+			paused = r.paused.Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d%%\t%d\t%s\t%s\t\n", r.label(), ms(i.TotalTime), ms(i.Downtime), paused,
 			units.FormatBytes(float64(i.RAM.Transferred)), rounds, deferred, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, verified, why)
 	}
 	tw.Flush()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -113,6 +114,7 @@ func runMigrate(c *cli.Context) error {
 		return fmt.Errorf("source: %w", err)
 	}
 	var plan *migrator.QEMUPlan
+	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
 	switch kind {
 	case migrator.MonitorPagecast:
 		if p.Mode == modeAuto {
@@ -142,7 +144,6 @@ func runMigrate(c *cli.Context) error {
 			defer src.Close()
 			return migrateWithEngine(c, src, p, metrics)
 		}
-		var dst qmp.Monitor
 		if destPath != "" {
 			d, err := dialQMP(destPath)
 			if err != nil {
@@ -166,6 +167,15 @@ func runMigrate(c *cli.Context) error {
 			engine = migrationmetrics.EngineQEMU
 		}
 		metrics.Begin(time.Now(), engine, p.Mode, p.MaxBandwidth)
+	}
+	// With the destination's monitor, the guest's own pause: QEMU counts
+	// downtime only until its last bytes are in its socket.
+	var pause *migrator.PauseWatch
+	if plan != nil && dst != nil {
+		if pause, err = migrator.WatchPause(mon, dst); err != nil {
+			return err
+		}
+		defer pause.Close()
 	}
 	if err := migrator.Migrate(mon, c.String("to")); err != nil {
 		if metrics != nil {
@@ -216,7 +226,15 @@ func runMigrate(c *cli.Context) error {
 	if plan != nil {
 		info.CPUThrottlePercentage = throttle
 	}
-	writeSummary(c.App.Writer, info, plan)
+	paused := time.Duration(-1)
+	if pause != nil {
+		// A destination started with -S stays paused: no RESUME comes.
+		if paused, err = pause.Paused(2 * time.Second); err != nil {
+			slog.Info("the guest's pause is not known", "err", err)
+			paused = -1
+		}
+	}
+	writeSummary(c.App.Writer, info, plan, paused)
 	if auto != nil {
 		if p, ok := auto.Predicted(); ok {
 			writePredictedAgainst(c.App.Writer, p, info)
@@ -322,12 +340,15 @@ func (b *progressBar) done() {
 // writeSummary prints a finished migration; plan is the QEMU mapping used,
 // nil for pagecast's monitor. For QEMU, i.CPUThrottlePercentage is the
 // highest seen (QEMU leaves it out of its last reply).
-func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan) {
+func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused time.Duration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
 	fmt.Fprintf(tw, "status\t%s\n", i.Status)
 	fmt.Fprintf(tw, "total time\t%s\n", ms(i.TotalTime))
 	fmt.Fprintf(tw, "downtime\t%s\n", ms(i.Downtime))
+	if paused >= 0 {
+		fmt.Fprintf(tw, "guest paused\t%s (the source's STOP to the destination's RESUME)\n", paused.Round(time.Millisecond))
+	}
 	fmt.Fprintf(tw, "setup time\t%s\n", ms(i.SetupTime))
 	if r := i.RAM; r != nil {
 		fmt.Fprintf(tw, "transferred\t%s (%d bytes)\n", units.FormatBytes(float64(r.Transferred)), r.Transferred)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -146,6 +147,17 @@ func TestMigrateQEMU(t *testing.T) {
 			for _, want := range append([]string{"status             completed", "mode               " + tt.mode + " (QEMU's migration)"}, tt.summary...) {
 				if !strings.Contains(stdout, want) {
 					t.Errorf("summary lacks %q", want)
+				}
+			}
+			if migrator.NeedsPostcopy(tt.mode) {
+				// Given the destination's monitor, the guest's own pause
+				// (STOP to RESUME): under post-copy a few milliseconds,
+				// the device state's move.
+				m := regexp.MustCompile(`guest paused +(\S+) \(the source's STOP to the destination's RESUME\)`).FindStringSubmatch(stdout)
+				if m == nil {
+					t.Errorf("summary lacks the guest's pause:\n%s", stdout)
+				} else if d, err := time.ParseDuration(m[1]); err != nil || d <= 0 || d > elapsed {
+					t.Errorf("guest paused %q (%v): want a duration within the migration's %v", m[1], err, elapsed)
 				}
 			}
 			var info migrator.Info

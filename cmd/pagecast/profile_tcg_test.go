@@ -354,6 +354,31 @@ func TestDemoQEMU(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); !strings.HasPrefix(lines[len(lines)-1], "mode auto would migrate this VM with ") {
 		t.Errorf("the demo ends with %q, not auto's choice", lines[len(lines)-1])
 	}
+	// Every migration's row has the guest's own pause, from the source's
+	// STOP event to the destination's RESUME, within its total time; the
+	// comparison with QEMU's pre-copy is by it.
+	labels := []string{"QEMU precopy", "tsmc \\(QEMU post-copy\\)"}
+	for _, mode := range demoModes {
+		if mode != migrator.ModeTSMC {
+			labels = append(labels, regexp.QuoteMeta(mode))
+		}
+	}
+	for _, label := range labels {
+		m := regexp.MustCompile(`(?m)^ +` + label + ` +(\S+) +(\S+) +(\S+) +[\d.]+ [KMG]?i?B `).FindSubmatch(out)
+		if m == nil {
+			t.Errorf("no row for %s in the migration table:\n%s", label, out)
+			continue
+		}
+		total, err1 := time.ParseDuration(string(m[1]))
+		paused, err2 := time.ParseDuration(string(m[3]))
+		if err1 != nil || err2 != nil || paused <= 0 || paused > total {
+			t.Errorf("%s: total %s, paused %s: want the guest's pause, within the total time", label, m[1], m[3])
+		}
+		t.Logf("%s: total %s, downtime %s, paused %s", label, m[1], m[2], m[3])
+	}
+	if n := strings.Count(string(out), "% of the pause,"); n != len(labels)-1 {
+		t.Errorf("%d comparisons with QEMU's pre-copy by the guest's pause, want %d:\n%s", n, len(labels)-1, out)
+	}
 	if n := strings.Count(string(out), "memory verified"); n != len(demoModes)-1 {
 		t.Errorf("%d migrations say memory verified, want every one of pagecast's engine (%d):\n%s", n, len(demoModes)-1, out)
 	}

@@ -1,0 +1,70 @@
+package migrator
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+)
+
+// A Relay carries a connection both ways, the bytes intact, and the
+// source-to-destination direction no faster than its rate: what a relay
+// at 4 MiB/s lets through in 1 MiB takes at least a quarter second, bar
+// the first burst (the machine's load can only make it slower).
+func TestRelay(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		c.Write([]byte("ack")) // the way back
+		got <- b
+	}()
+	const rate, size = 4 << 20, 1 << 20
+	r, err := NewRelay("tcp:"+l.Addr().String(), rate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	addr, _ := ParseURI(r.URI())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(rand.Uint32())
+	}
+	start := time.Now()
+	if _, err := c.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	ack, err := io.ReadAll(c)
+	if err != nil || string(ack) != "ack" {
+		t.Errorf("the way back: %q, %v", ack, err)
+	}
+	elapsed := time.Since(start)
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Errorf("the destination got %d bytes, not the %d sent", len(b), len(want))
+	}
+	if least := time.Duration((size - NewLimiter(rate).burst()) / rate * float64(time.Second)); elapsed < least {
+		t.Errorf("%d bytes through a relay of %d bytes/s in %v, under %v", size, rate, elapsed, least)
+	}
+
+	if _, err := NewRelay("unix:/tmp/x", rate); err == nil {
+		t.Error("a relay to a unix: URI started")
+	}
+}
