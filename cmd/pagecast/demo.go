@@ -135,10 +135,11 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	if err := demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: epoch, Profile: profile}); err != nil {
+	live, err := demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: epoch, Profile: profile})
+	if err != nil {
 		return err
 	}
-	return demoSimulations(c, out, profile, bw, simulate.AutoModes) // pagecast's monitor runs every mode
+	return demoSimulations(c, out, profile, bw, simulate.AutoModes, live) // pagecast's monitor runs every mode
 }
 
 // demoGuest is what the demo's watch reads of a running pagecast guest.
@@ -244,7 +245,7 @@ var demoModes = []string{migrator.ModePrecopy, migrator.ModePredictive, migrator
 // demoMigrations moves the running VM to a fresh monitor with each mode in
 // turn (the second migration starts from where the first one put it) and
 // prints the figures side by side.
-func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger, cfg migrator.Config) error {
+func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger, cfg migrator.Config) (map[string]string, error) {
 	fmt.Fprintf(out, "\nlive migration on loopback, link capped at %s/s, downtime limit %v:\n",
 		units.FormatBytes(float64(cfg.MaxBandwidth)), migrator.DefaultDowntimeLimit)
 	cur := vm
@@ -256,7 +257,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 	for _, mode := range modes {
 		dst, err := newVM(c, log, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer dst.Close()
 		mc := cfg
@@ -267,13 +268,13 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 		mc.Log = log
 		info, err := migrateLoopback(c.Context, c.App.ErrWriter, cur.Migratable(), dst.Migratable(), mc)
 		if err != nil {
-			return fmt.Errorf("%s migration: %w", mode, err)
+			return nil, fmt.Errorf("%s migration: %w", mode, err)
 		}
 		before, _ := cur.GuestStatus()
 		time.Sleep(300 * time.Millisecond)
 		after, _ := dst.GuestStatus()
 		if after.TotalProgress() <= before.TotalProgress() {
-			return fmt.Errorf("%s migration: the guest makes no progress on the destination", mode)
+			return nil, fmt.Errorf("%s migration: the guest makes no progress on the destination", mode)
 		}
 		fmt.Fprintf(out, "  %-16s done: guest running on the destination (progress %d -> %d), memory verified\n",
 			mode, before.TotalProgress(), after.TotalProgress())
@@ -291,7 +292,11 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 			100*float64(i.Downtime)/float64(max(pre.Downtime, 1)),
 			100*float64(i.TotalTime)/float64(max(pre.TotalTime, 1)))
 	}
-	return nil
+	live := map[string]string{}
+	for _, i := range infos {
+		live[i.Pagecast.Mode] = liveOutcome(i, -1)
+	}
+	return live, nil
 }
 
 // migrateLoopback migrates g into d over loopback, both ends in this

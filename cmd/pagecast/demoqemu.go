@@ -157,7 +157,13 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	}
 	fmt.Fprintf(out, "(every migration through one link of %s/s; downtime as each engine counts it: QEMU until its last bytes are in its socket, pagecast until the destination has verified its memory and been told to run; paused: the guest's own, from the source QEMU's STOP event to the destination's RESUME)\n",
 		units.FormatBytes(float64(bw)))
-	return demoSimulations(c, out, profile, bw, qemuAutoModes())
+	live := map[string]string{}
+	for _, r := range rows {
+		if r.engine == enginePagecast {
+			live[r.mode] = liveOutcome(r.info, r.paused)
+		}
+	}
+	return demoSimulations(c, out, profile, bw, qemuAutoModes(), live)
 }
 
 // sharedTraces are real programs' traces beside the repository (see
@@ -169,7 +175,7 @@ var sharedTraces = []string{"../shared/traces/awk.csv.gz", "../shared/traces/tar
 // recorded above (what the live migrations were predicted to cost), and
 // on real programs' traces where they are at hand; it ends with the mode
 // auto would choose for the VM among autoModes, and why.
-func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64, autoModes []string) error {
+func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64, autoModes []string, live map[string]string) error {
 	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
 	if err != nil {
 		return err
@@ -212,8 +218,27 @@ func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64, a
 			filepath.Base(path), units.FormatBytes(realBW))
 		writeSimulationTable(out, w, simulateAll(c, simulate.Options{Workload: w, Bandwidth: realBW, Start: 50}))
 	}
-	fmt.Fprintf(out, "\nmode auto would migrate this VM with %s: %s\n", choice.Mode, choice.Why)
+	fmt.Fprintf(out, "\nmode auto would migrate this VM with %s: %s", choice.Mode, choice.Why)
+	if l, ok := live[choice.Mode]; ok {
+		fmt.Fprintf(out, "; live above, %s took %s", choice.Mode, l)
+	}
+	fmt.Fprintln(out)
 	return nil
+}
+
+// liveOutcome says what a live migration of the demo took, for auto's
+// line: its total time, bytes and the guest's pause (paused, where
+// known; else the engine's downtime).
+func liveOutcome(i migrator.Info, paused time.Duration) string {
+	var sent uint64
+	if i.RAM != nil {
+		sent = i.RAM.Transferred
+	}
+	pause := fmt.Sprintf("downtime %v", time.Duration(i.Downtime)*time.Millisecond)
+	if paused >= 0 {
+		pause = fmt.Sprintf("the guest paused %v", paused.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("%v in all, %s, %s", time.Duration(i.TotalTime)*time.Millisecond, units.FormatBytes(float64(sent)), pause)
 }
 
 // simulateAll simulates o in every mode.

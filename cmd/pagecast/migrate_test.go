@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,10 +144,29 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
-	// It ends with auto's choice for the VM, and why.
-	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); !strings.HasPrefix(lines[len(lines)-1], "mode auto would migrate this VM with ") {
-		t.Errorf("the demo ends with %q, not auto's choice", lines[len(lines)-1])
+	checkAutoLine(t, out, demoModes)
+}
+
+// checkAutoLine checks that the demo's output ends with auto's choice for
+// the VM, and why, and, where the demo migrated the VM live in the chosen
+// mode (one of live), what that migration took.
+func checkAutoLine(t *testing.T, out []byte, live []string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	last := lines[len(lines)-1]
+	m := regexp.MustCompile(`^mode auto would migrate this VM with (\S+): `).FindStringSubmatch(last)
+	if m == nil {
+		t.Errorf("the demo ends with %q, not auto's choice", last)
+		return
 	}
+	took := regexp.MustCompile(`; live above, ` + regexp.QuoteMeta(m[1]) + ` took [\d.]+m?s in all, [\d.]+ [KMG]?i?B, (the guest paused|downtime) [\d.]+m?s$`)
+	switch {
+	case slices.Contains(live, m[1]) && !took.MatchString(last):
+		t.Errorf("auto chose %s, which the demo migrated live, and says not what that took: %q", m[1], last)
+	case !slices.Contains(live, m[1]) && strings.Contains(last, "live above"):
+		t.Errorf("auto chose %s, which the demo did not migrate live, and gives a live outcome: %q", m[1], last)
+	}
+	t.Logf("%s", last)
 }
 
 // TestMigrateQMP checks the migration commands' QEMU shapes and refusals.
