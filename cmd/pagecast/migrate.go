@@ -140,10 +140,6 @@ func runMigrate(c *cli.Context) error {
 			return fmt.Errorf("--mode auto runs pagecast's engine, which cannot move this VM (%s)", why)
 		}
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)\n", engine, why)
-		if src != nil {
-			defer src.Close()
-			return migrateWithEngine(c, src, p, metrics)
-		}
 		if destPath != "" {
 			d, err := dialQMP(destPath)
 			if err != nil {
@@ -151,6 +147,10 @@ func runMigrate(c *cli.Context) error {
 			}
 			defer d.Disconnect()
 			dst = d
+		}
+		if src != nil {
+			defer src.Close()
+			return migrateWithEngine(c, src, p, metrics, mon, dst)
 		}
 		pl, err := migrator.SetupQEMU(mon, dst, p)
 		if err != nil {
@@ -226,15 +226,7 @@ func runMigrate(c *cli.Context) error {
 	if plan != nil {
 		info.CPUThrottlePercentage = throttle
 	}
-	paused := time.Duration(-1)
-	if pause != nil {
-		// A destination started with -S stays paused: no RESUME comes.
-		if paused, err = pause.Paused(2 * time.Second); err != nil {
-			slog.Info("the guest's pause is not known", "err", err)
-			paused = -1
-		}
-	}
-	writeSummary(c.App.Writer, info, plan, paused)
+	writeSummary(c.App.Writer, info, plan, guestPaused(pause))
 	if auto != nil {
 		if p, ok := auto.Predicted(); ok {
 			writePredictedAgainst(c.App.Writer, p, info)
@@ -335,6 +327,21 @@ func (b *progressBar) done() {
 	if b.drawn {
 		fmt.Fprintln(b.w)
 	}
+}
+
+// guestPaused is the guest's pause that w saw, or -1 where there is no
+// watch or it saw none (a destination started with -S stays paused: no
+// RESUME comes).
+func guestPaused(w *migrator.PauseWatch) time.Duration {
+	if w == nil {
+		return -1
+	}
+	paused, err := w.Paused(2 * time.Second)
+	if err != nil {
+		slog.Info("the guest's pause is not known", "err", err)
+		return -1
+	}
+	return paused
 }
 
 // writeSummary prints a finished migration; plan is the QEMU mapping used,

@@ -67,8 +67,9 @@ func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Sou
 // migrateWithEngine runs pagecast's engine in this process over a QEMU
 // source: pages from its shared RAM, device state by QEMU's migration with
 // x-ignore-shared, to a `pagecast vm run --monitor qemu --incoming`.
-// metrics, if not nil, follows the migration.
-func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter) error {
+// metrics, if not nil, follows the migration; given the destination QEMU's
+// monitor dst (the source's is mon), the summary has the guest's own pause.
+func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor) error {
 	var choice *simulate.Choice
 	if p.Mode == modeAuto {
 		ch, err := chooseLive(c, src, p)
@@ -92,6 +93,14 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	if metrics != nil {
 		metrics.Begin(time.Now(), migrationmetrics.EnginePagecast, p.Mode, p.MaxBandwidth)
 	}
+	var pause *migrator.PauseWatch
+	if dst != nil {
+		var err error
+		if pause, err = migrator.WatchPause(mon, dst); err != nil {
+			return err
+		}
+		defer pause.Close()
+	}
 	m, err := migrator.Outgoing(src, c.String("to"), cfg)
 	if err != nil {
 		if metrics != nil {
@@ -110,7 +119,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	if err != nil {
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
-	writeSummary(c.App.Writer, info, nil, -1)
+	writeSummary(c.App.Writer, info, nil, guestPaused(pause))
 	if x := info.Pagecast; x != nil && x.Auto != nil { // query-migrate's report of the choice
 		if p, ok := x.Auto.Predicted(); ok {
 			writePredictedAgainst(c.App.Writer, p, info)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -485,12 +486,29 @@ func TestMigrateQEMUEngineCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
 	}
-	src, dst, out, stderr := migrateQEMUCLI(t, "--mode", "predictive+mecom", "--bandwidth", "32MiB/s")
+	src, dst, out, stderr := migrateQEMUCLI(t, "--mode", "predictive+mecom", "--bandwidth", "32MiB/s", "--dest-qmp", destQMP)
 	for _, want := range []string{"status           completed", "mode             predictive+mecom", "verified         true"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
 	}
+	// Given the destination QEMU's monitor, the guest's own pause, from
+	// the source's STOP to the destination's RESUME: about the engine's
+	// downtime, which runs from its pause of the source until it has told
+	// the destination to run.
+	total := regexp.MustCompile(`total time +(\S+)`).FindStringSubmatch(out)
+	down := regexp.MustCompile(`downtime +(\S+)`).FindStringSubmatch(out)
+	paused := regexp.MustCompile(`guest paused +(\S+) \(the source's STOP to the destination's RESUME\)`).FindStringSubmatch(out)
+	if total == nil || down == nil || paused == nil {
+		t.Fatalf("summary lacks the total time, downtime or the guest's pause:\n%s", out)
+	}
+	tt, _ := time.ParseDuration(total[1])
+	dt, _ := time.ParseDuration(down[1])
+	pt, err := time.ParseDuration(paused[1])
+	if err != nil || pt <= 0 || pt > tt {
+		t.Errorf("guest paused %s (%v), downtime %s, total %s: want a pause within the total time", paused[1], err, down[1], total[1])
+	}
+	t.Logf("downtime %v, guest paused %v", dt, pt)
 	if !strings.Contains(stderr, "engine: pagecast") {
 		t.Errorf("migrate did not say it chose pagecast's engine:\n%s", stderr)
 	}
@@ -600,11 +618,20 @@ func TestMigrateAuto(t *testing.T) {
 // migrateQEMUCLI runs pagecast migrate with args from a 32 MiB TCG guest
 // running a hot set to a QEMU waiting for pagecast's engine, and checks
 // that the destination says it verified its memory and runs the guest.
+// destQMP, among migrateQEMUCLI's args, stands for the destination's QMP socket.
+const destQMP = "{dest-qmp}"
+
 func migrateQEMUCLI(t *testing.T, args ...string) (src, dst *qemuRun, stdout, stderr string) {
 	t.Helper()
 	src = startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
 	to := "tcp:" + freeAddr(t)
 	dst = startQEMURun(t, "--memory", "32M", "--incoming", to)
+	args = slices.Clone(args)
+	for i, a := range args {
+		if a == destQMP {
+			args[i] = "unix:" + dst.sock
+		}
+	}
 	cmd := exec.Command(binary, append([]string{"--log-level", "warn", "migrate", "--qmp", "unix:" + src.sock, "--to", to, "--quiet"}, args...)...)
 	var errOut bytes.Buffer
 	cmd.Stderr = &errOut
