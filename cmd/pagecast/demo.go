@@ -139,7 +139,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return demoSimulations(c, out, profile, bw, simulate.AutoModes, live) // pagecast's monitor runs every mode
+	return demoSimulations(c, out, profile, bw, 0, simulate.AutoModes, live) // pagecast's monitor runs every mode
 }
 
 // demoGuest is what the demo's watch reads of a running pagecast guest.

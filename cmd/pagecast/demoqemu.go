@@ -163,7 +163,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 			live[r.mode] = liveOutcome(r.info, r.paused)
 		}
 	}
-	return demoSimulations(c, out, profile, bw, qemuAutoModes(), live)
+	return demoSimulations(c, out, profile, bw, qemuSwitchover, qemuAutoModes(), live)
 }
 
 // sharedTraces are real programs' traces beside the repository (see
@@ -173,9 +173,11 @@ var sharedTraces = []string{"../shared/traces/awk.csv.gz", "../shared/traces/tar
 
 // demoSimulations runs every mode with pagecast simulate: on the profile
 // recorded above (what the live migrations were predicted to cost), and
-// on real programs' traces where they are at hand; it ends with the mode
-// auto would choose for the VM among autoModes, and why.
-func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64, autoModes []string, live map[string]string) error {
+// on real programs' traces where they are at hand, with switchover the
+// switch-over's fixed cost besides moving bytes; it ends with the mode
+// auto would choose for the VM among autoModes, and why, and what the live
+// migration in that mode took (live, by mode), if the demo ran one.
+func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64, switchover time.Duration, autoModes []string, live map[string]string) error {
 	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
 	if err != nil {
 		return err
@@ -184,8 +186,12 @@ func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64, a
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, no switch-over cost):\n")
-	o := simulate.Options{Workload: w, Bandwidth: bw}
+	cost := "no switch-over cost"
+	if switchover > 0 {
+		cost = fmt.Sprintf("a switch-over cost of %v, QEMU's as migrate --mode auto takes it", switchover)
+	}
+	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, %s):\n", cost)
+	o := simulate.Options{Workload: w, Bandwidth: bw, Switchover: switchover}
 	results := simulateAll(c, o)
 	writeSimulationTable(out, w, results)
 	// As migrate --mode auto would, among the modes this VM can take:
