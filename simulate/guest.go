@@ -41,6 +41,11 @@ type Guest struct {
 	cachePages   []uint64
 	cacheAt      []float64
 	scratch      []uint64
+	sortScratch  []uint64 // sortPages's
+	// epochPages's last epoch, generated
+	genOK    bool
+	genEpoch uint64
+	genPages []uint64
 }
 
 // written is the page writes harvested so far.
@@ -182,7 +187,7 @@ func (g *Guest) StartDirtyLog() (migrator.DirtyLog, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.advance()
-	return &dirtyLog{g: g, at: g.pos, seen: bitmap.New(g.w.Pages())}, nil
+	return &dirtyLog{g: g, at: g.pos}, nil
 }
 
 // dirtyLog hands over the workload's writes up to the guest's position.
@@ -192,8 +197,9 @@ func (g *Guest) StartDirtyLog() (migrator.DirtyLog, error) {
 // log would, and the next harvest the rest.
 type dirtyLog struct {
 	g    *Guest
-	at   float64 // the position, in epochs, handed over up to
-	seen *bitmap.Bitmap
+	at   float64        // the position, in epochs, handed over up to
+	seen *bitmap.Bitmap // HarvestPages's over more than two epochs, made then
+	runs []int          // HarvestPages's
 }
 
 // maxHarvestEpochs bounds one harvest's epochs: a log left unharvested for
@@ -222,18 +228,24 @@ func (l *dirtyLog) HarvestPages() ([]uint64, error) {
 	from = max(from, upto-span)
 	first, end := uint64(from), uint64(math.Ceil(upto))
 	var out []uint64
+	runs := l.runs[:0] // where each epoch's pages start in out: each epoch's are ascending
+	if end-first > 2 && l.seen == nil {
+		l.seen = bitmap.New(g.w.Pages())
+	}
 	for i := first; i < end; i++ {
 		lo, hi := max(0, from-float64(i)), min(1, upto-float64(i))
 		start := len(out)
+		runs = append(runs, start)
 		if lo > 0 || hi < 1 {
 			out = g.partial(out, i, lo, hi)
 		} else {
 			out = g.epochPages(out, i)
 		}
-		if end-first == 1 {
-			break
+		if end-first <= 2 {
+			continue // one epoch, or two: their duplicates go once merged
 		}
-		// Several epochs: each page once.
+		// Several epochs: each page once, as it comes (their sum could
+		// be far more than the guest's pages).
 		kept := out[:start]
 		for _, p := range out[start:] {
 			if !l.seen.Has(p) {
@@ -243,12 +255,16 @@ func (l *dirtyLog) HarvestPages() ([]uint64, error) {
 		}
 		out = kept
 	}
-	if end-first > 1 {
+	if end-first > 2 {
 		for _, p := range out {
 			l.seen.Unset(p)
 		}
-		slices.Sort(out)
 	}
+	if end-first > 1 {
+		g.sortScratch = mergeRuns(out, runs, g.sortScratch)
+		out = slices.Compact(out)
+	}
+	l.runs = runs
 	for _, p := range out {
 		g.write(p)
 	}
@@ -281,7 +297,7 @@ func (g *Guest) partial(out []uint64, i uint64, lo, hi float64) []uint64 {
 	a, _ := slices.BinarySearch(at, lo)
 	b, _ := slices.BinarySearch(at, hi)
 	out = append(out, pages[a:b]...)
-	slices.Sort(out[start:])
+	g.sortScratch = sortPages(out[start:], g.sortScratch, g.w.Pages())
 	return out
 }
 
@@ -330,7 +346,52 @@ func (g *Guest) epochPages(buf []uint64, i uint64) []uint64 {
 	if n := g.w.Len(); n > 0 && i >= n {
 		i = g.start + (i-n)%(n-g.start)
 	}
-	return g.w.Dirty(buf, i)
+	// Kept: harvests cut epochs in two, so each is asked for twice in a
+	// row, and a synthetic one is generated (and sorted) each time.
+	if !g.genOK || g.genEpoch != i {
+		g.genPages = g.w.Dirty(g.genPages[:0], i)
+		g.genEpoch, g.genOK = i, true
+	}
+	return append(buf, g.genPages...)
+}
+
+// mergeRuns sorts pages, made of ascending runs starting at runs[k], by
+// merging the runs pairwise; scratch is reused, and returned.
+func mergeRuns(pages []uint64, runs []int, scratch []uint64) []uint64 {
+	scratch = slices.Grow(scratch[:0], len(pages))[:len(pages)]
+	src, dst := pages, scratch
+	bounds := append(runs, len(pages))
+	for len(bounds) > 2 {
+		next := make([]int, 1, len(bounds)/2+2)
+		next[0] = bounds[0]
+		for k := 0; k+1 < len(bounds); k += 2 {
+			lo, mid := bounds[k], bounds[k+1]
+			hi := mid
+			if k+2 < len(bounds) {
+				hi = bounds[k+2]
+			}
+			a, b, o := lo, mid, lo
+			for a < mid && b < hi {
+				if src[b] < src[a] {
+					dst[o] = src[b]
+					b++
+				} else {
+					dst[o] = src[a]
+					a++
+				}
+				o++
+			}
+			o += copy(dst[o:], src[a:mid])
+			copy(dst[o:], src[b:hi])
+			next = append(next, hi)
+		}
+		bounds = next
+		src, dst = dst, src
+	}
+	if len(pages) > 0 && &src[0] != &pages[0] {
+		copy(pages, src)
+	}
+	return scratch
 }
 
 func (l *dirtyLog) Harvest() (*bitmap.Bitmap, error) {
