@@ -459,14 +459,31 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info) 
 }
 
 // simProgress returns a simulate.Options.Progress that adds to the line
-// "simulating MODE …" on w, every interval of wall time, the round and
-// the simulated time the migration has reached.
+// "simulating MODE …" on w, every interval of wall time, the round, the
+// simulated time the migration has reached, what the destination still
+// lacks and the pace (simulated time over wall time), so that a long
+// simulation can be judged as it runs.
 func simProgress(w io.Writer, interval time.Duration) func(simulate.Point) {
-	last := time.Now()
+	return simProgressClock(w, interval, time.Now)
+}
+
+// simProgressClock is simProgress on the clock now.
+func simProgressClock(w io.Writer, interval time.Duration, now func() time.Time) func(simulate.Point) {
+	start := now()
+	last := start
 	return func(p simulate.Point) {
-		if now := time.Now(); now.Sub(last) >= interval {
-			last = now
-			fmt.Fprintf(w, " round %d at %v …", p.Round, p.At.Round(time.Millisecond))
+		t := now()
+		if t.Sub(last) < interval {
+			return
 		}
+		last = t
+		fmt.Fprintf(w, " round %d at %v", p.Round, p.At.Round(time.Millisecond))
+		if p.Remaining > 0 {
+			fmt.Fprintf(w, ", %s left", units.FormatBytes(float64(p.Remaining)))
+		}
+		if wall := t.Sub(start); wall > 0 {
+			fmt.Fprintf(w, " (%.2g× real time)", p.At.Seconds()/wall.Seconds())
+		}
+		fmt.Fprint(w, " …")
 	}
 }

@@ -219,14 +219,16 @@ func TestSimulateAuto(t *testing.T) {
 	}
 }
 
-// simProgress adds the round and the simulated time to the line, every
-// interval.
+// simProgress adds the round, the simulated time, what is left and the
+// pace to the line, every interval.
 func TestSimProgress(t *testing.T) {
 	var b strings.Builder
-	progress := simProgress(&b, 0)
-	progress(simulate.Point{At: 1500 * time.Millisecond, Round: 1})
+	now := time.Unix(0, 0)
+	clock := func() time.Time { now = now.Add(time.Second); return now }
+	progress := simProgressClock(&b, 0, clock)
+	progress(simulate.Point{At: 1500 * time.Millisecond, Round: 1, Remaining: 3 << 30})
 	progress(simulate.Point{At: 3 * time.Second, Round: 2})
-	if got, want := b.String(), " round 1 at 1.5s … round 2 at 3s …"; got != want {
+	if got, want := b.String(), " round 1 at 1.5s, 3.00 GiB left (1.5× real time) … round 2 at 3s (1.5× real time) …"; got != want {
 		t.Errorf("%q, want %q", got, want)
 	}
 	b.Reset()
