@@ -226,10 +226,11 @@ func runMigrate(c *cli.Context) error {
 	if plan != nil {
 		info.CPUThrottlePercentage = throttle
 	}
-	writeSummary(c.App.Writer, info, plan, guestPaused(pause))
+	paused := guestPaused(pause)
+	writeSummary(c.App.Writer, info, plan, paused)
 	if auto != nil {
 		if p, ok := auto.Predicted(); ok {
-			writePredictedAgainst(c.App.Writer, p, info)
+			writePredictedAgainst(c.App.Writer, p, info, paused)
 		}
 	}
 	return nil

@@ -119,10 +119,11 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	if err != nil {
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
-	writeSummary(c.App.Writer, info, nil, guestPaused(pause))
+	paused := guestPaused(pause)
+	writeSummary(c.App.Writer, info, nil, paused)
 	if x := info.Pagecast; x != nil && x.Auto != nil { // query-migrate's report of the choice
 		if p, ok := x.Auto.Predicted(); ok {
-			writePredictedAgainst(c.App.Writer, p, info)
+			writePredictedAgainst(c.App.Writer, p, info, paused)
 		}
 	}
 	return nil

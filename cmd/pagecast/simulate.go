@@ -428,7 +428,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\noutcome, on the workload from epoch %d:\n", choice.Mode, choice.Why, o.Start)
 	writeSimulationTable(c.App.Writer, w, []simulate.Result{outcome})
 	if p, ok := choice.Report().Predicted(); ok {
-		writePredictedAgainst(c.App.Writer, p, outcome.Info)
+		writePredictedAgainst(c.App.Writer, p, outcome.Info, -1)
 	}
 	if h := hindsight; h != nil {
 		fmt.Fprintf(c.App.Writer, "\nin hindsight, every mode on the workload from epoch %d:\n", o.Start)
@@ -439,8 +439,9 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 }
 
 // writePredictedAgainst prints auto's prediction of a migration against
-// its outcome, on one line.
-func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info) {
+// its outcome, on one line, with the guest's own pause where it is known
+// (paused >= 0; see migrator.PauseWatch).
+func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info, paused time.Duration) {
 	off := func(p, a int64) string {
 		if a == 0 {
 			return "–"
@@ -452,10 +453,14 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info) 
 	if a.RAM != nil {
 		sent = a.RAM.Transferred
 	}
-	fmt.Fprintf(w, "predicted against outcome: total time %v against %v (%s), bytes %s against %s (%s), downtime %v against %v\n",
+	fmt.Fprintf(w, "predicted against outcome: total time %v against %v (%s), bytes %s against %s (%s), downtime %v against %v",
 		ms(p.TotalTime), ms(a.TotalTime), off(p.TotalTime, a.TotalTime),
 		units.FormatBytes(float64(p.Transferred)), units.FormatBytes(float64(sent)),
 		off(int64(p.Transferred), int64(sent)), ms(p.Downtime), ms(a.Downtime))
+	if paused >= 0 {
+		fmt.Fprintf(w, " (the guest paused %v)", paused.Round(time.Millisecond))
+	}
+	fmt.Fprintln(w)
 }
 
 // simProgress returns a simulate.Options.Progress that adds to the line
