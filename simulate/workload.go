@@ -61,10 +61,30 @@ func NewTrace(name string, meta trace.Meta, epochs []trace.Epoch) (*Trace, error
 		return nil, fmt.Errorf("trace %s: epochs %d to %d, more than %d: too sparse to replay", name, first, last, maxSpan)
 	}
 	t := &Trace{meta: meta, name: name, epochs: make([][]uint64, last-first+1)}
+	pages := meta.Pages()
 	for _, e := range epochs {
-		t.epochs[e.Index-first] = e.Pages
+		// The guest harvests an epoch's pages ascending (its harvests
+		// merge them so), and sorts them by a radix of the page count.
+		ps := e.Pages
+		if !increasing(ps) {
+			ps = slices.Compact(slices.Sorted(slices.Values(ps)))
+		}
+		if len(ps) > 0 && ps[len(ps)-1] >= pages {
+			return nil, fmt.Errorf("trace %s: epoch %d writes page %d of a %d-page guest", name, e.Index, ps[len(ps)-1], pages)
+		}
+		t.epochs[e.Index-first] = ps
 	}
 	return t, nil
+}
+
+// increasing reports whether ps ascends, each page once.
+func increasing(ps []uint64) bool {
+	for i := 1; i < len(ps); i++ {
+		if ps[i] <= ps[i-1] {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadTrace reads a pagecast trace file (pagecast profile --out) as a
