@@ -66,15 +66,7 @@ func TestHarvestAcrossEpochs(t *testing.T) {
 		}
 	}
 	clock := migrator.NewVirtualClock(time.Unix(0, 0))
-	g, err := NewGuest(w, clock, GuestOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := g.StartDirtyLog()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lister := log.(migrator.PageLister)
+	lister := pageLister(t, w, clock)
 	at := 0.0 // epochs harvested up to
 	for _, step := range []float64{0.4, 1.3, 0.9, 2.5, 7.25, 1.05, 0.6} {
 		clock.Advance(time.Duration(step * float64(time.Second)))
@@ -103,4 +95,18 @@ func TestHarvestAcrossEpochs(t *testing.T) {
 	if _, err := NewTrace("t", meta, epochs); err == nil || !strings.Contains(err.Error(), "epoch 3 writes page 4096 of a 4096-page guest") {
 		t.Errorf("a page beyond the guest: %v", err)
 	}
+}
+
+// pageLister starts the dirty log of a guest running w on clock.
+func pageLister(t *testing.T, w Workload, clock *migrator.VirtualClock) migrator.PageLister {
+	t.Helper()
+	g, err := NewGuest(w, clock, GuestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := g.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log.(migrator.PageLister)
 }

@@ -266,15 +266,7 @@ func TestHarvestWithinEpoch(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := migrator.NewVirtualClock(time.Unix(0, 0))
-	g, err := NewGuest(w, clock, GuestOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := g.StartDirtyLog()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lister := log.(migrator.PageLister)
+	lister := pageLister(t, w, clock)
 	clock.Advance(250 * time.Millisecond)
 	a, _ := lister.HarvestPages()
 	clock.Advance(750 * time.Millisecond)
@@ -294,15 +286,7 @@ func TestHarvestWithinEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err = NewGuest(w2, clock, GuestOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err = g.StartDirtyLog()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lister = log.(migrator.PageLister)
+	lister = pageLister(t, w2, clock)
 	all = nil
 	for range 40 {
 		clock.Advance(50 * time.Millisecond)
