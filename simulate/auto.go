@@ -74,13 +74,9 @@ func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer strin
 	}
 	o.Workload = observed
 	o.Start = 0
-	var predictions []Result
-	for _, mode := range modes {
-		r := Run(ctx, o, mode)
-		if err := ctx.Err(); err != nil {
-			return Choice{Prefer: prefer, Predictions: predictions}, err
-		}
-		predictions = append(predictions, r)
+	predictions := RunAll(ctx, o, modes)
+	if err := ctx.Err(); err != nil {
+		return Choice{Prefer: prefer}, err
 	}
 	return ChooseFrom(predictions, o, prefer)
 }
@@ -210,11 +206,15 @@ type Hindsight struct {
 // the choice itself is run, to judge it.
 func Judge(ctx context.Context, o Options, c Choice) (Hindsight, error) {
 	h := Hindsight{Limit: downtimeLimit(o)}
-	for _, p := range c.Predictions {
-		r := Run(ctx, o, p.Mode)
-		if err := ctx.Err(); err != nil {
-			return h, err
-		}
+	modes := make([]string, len(c.Predictions))
+	for i, p := range c.Predictions {
+		modes[i] = p.Mode
+	}
+	outcomes := RunAll(ctx, o, modes)
+	if err := ctx.Err(); err != nil {
+		return h, err
+	}
+	for _, r := range outcomes {
 		if r.Mode == c.Mode {
 			if r.Err != nil {
 				return h, fmt.Errorf("auto chose %s, which failed: %w", c.Mode, r.Err)

@@ -33,8 +33,11 @@ type Options struct {
 	// migration; default one epoch.
 	Step time.Duration
 	// Progress, if set, hears of each of Result.Timeline's points as it
-	// is sampled: how far a long simulation has come.
-	Progress func(Point)
+	// is sampled, with the mode's name: how far a long simulation has
+	// come.
+	Progress func(mode string, p Point)
+	// Done, if set, hears of each simulation's result as it ends.
+	Done func(Result)
 }
 
 // DefaultStateBytes is Options.StateBytes' default.
@@ -114,6 +117,15 @@ func (o Options) Check() error {
 // Run simulates a migration in mode (any migrator mode: precopy,
 // predictive, throttle, tsmc, mecom, MODE+mecom, MODE+postcopy).
 func Run(ctx context.Context, o Options, mode string) Result {
+	r := run(ctx, o, mode)
+	if o.Done != nil {
+		o.Done(r)
+	}
+	return r
+}
+
+// run is Run but for telling o.Done.
+func run(ctx context.Context, o Options, mode string) Result {
 	r := Result{Mode: mode, Start: o.Start}
 	if r.Err = o.Check(); r.Err != nil {
 		return r
@@ -139,7 +151,7 @@ func Run(ctx context.Context, o Options, mode string) Result {
 		}
 		r.Timeline = append(r.Timeline, p)
 		if o.Progress != nil {
-			o.Progress(p)
+			o.Progress(mode, p)
 		}
 	}
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,

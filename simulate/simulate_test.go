@@ -413,7 +413,7 @@ func TestVerdict(t *testing.T) {
 func TestRunProgress(t *testing.T) {
 	w := idle(4096, 10)
 	var heard []Point
-	r := Run(context.Background(), Options{Workload: w, Bandwidth: 1 << 20, Progress: func(p Point) { heard = append(heard, p) }}, "precopy")
+	r := Run(context.Background(), Options{Workload: w, Bandwidth: 1 << 20, Progress: func(_ string, p Point) { heard = append(heard, p) }}, "precopy")
 	if r.Err != nil {
 		t.Fatal(r.Err)
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pagecast/pagecast/internal/units"
@@ -28,7 +29,8 @@ type Workload interface {
 	Len() uint64
 	// Dirty appends to buf the pages written in epoch i (i < Len unless
 	// Len is 0), ascending and each once, and returns it. The same i gives
-	// the same pages.
+	// the same pages. It is safe to call from several goroutines at once
+	// (RunAll's simulations share their workload).
 	Dirty(buf []uint64, i uint64) []uint64
 	// Name says what the workload is, for tables.
 	Name() string
@@ -119,9 +121,9 @@ type Synthetic struct {
 	rate    float64 // pages written per second
 	seed    uint64
 	spec    string
-	perEp   uint64 // pages an epoch writes
-	perHot  uint64 // of which in the hot set
-	scratch []uint64
+	perEp   uint64    // pages an epoch writes
+	perHot  uint64    // of which in the hot set
+	scratch sync.Pool // of *[]uint64, for sortPages
 }
 
 // SyntheticKinds lists the synthetic workloads, for --help. The names are
@@ -239,6 +241,11 @@ func (s *Synthetic) Hot() uint64 {
 }
 
 func (s *Synthetic) Dirty(buf []uint64, i uint64) []uint64 {
+	scratch, _ := s.scratch.Get().(*[]uint64)
+	if scratch == nil {
+		scratch = new([]uint64)
+	}
+	defer s.scratch.Put(scratch)
 	start := len(buf)
 	switch s.kind {
 	case "sweep":
@@ -246,7 +253,7 @@ func (s *Synthetic) Dirty(buf []uint64, i uint64) []uint64 {
 		for j := range s.perEp {
 			buf = append(buf, (from+j)%s.pages)
 		}
-		s.scratch = sortPages(buf[start:], s.scratch, s.pages)
+		*scratch = sortPages(buf[start:], *scratch, s.pages)
 		return buf
 	case "hotset":
 		r := mix(s.seed, i)
@@ -256,7 +263,7 @@ func (s *Synthetic) Dirty(buf []uint64, i uint64) []uint64 {
 		buf = appendDistinct(buf, s.perEp, s.pages, mix(s.seed, i))
 	}
 	out := buf[start:]
-	s.scratch = sortPages(out, s.scratch, s.pages)
+	*scratch = sortPages(out, *scratch, s.pages)
 	return buf[:start+len(slices.Compact(out))]
 }
 

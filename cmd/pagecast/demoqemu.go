@@ -249,11 +249,7 @@ func liveOutcome(i migrator.Info, paused time.Duration) string {
 
 // simulateAll simulates o in every mode.
 func simulateAll(c *cli.Context, o simulate.Options) []simulate.Result {
-	var rs []simulate.Result
-	for _, mode := range allModes {
-		rs = append(rs, simulate.Run(c.Context, o, mode))
-	}
-	return rs
+	return simulate.RunAll(c.Context, o, allModes)
 }
 
 // demoQEMUMigrate moves cur's guest to a new QEMU with engine in mode and

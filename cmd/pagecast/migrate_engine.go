@@ -160,7 +160,10 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 	// A switch-over on QEMU also stops QEMU and moves its device state
 	// through QEMU's migration (qemuSwitchover).
 	o.Bandwidth, o.DowntimeLimit, o.MaxRounds, o.Switchover = p.MaxBandwidth, p.DowntimeLimit, p.MaxRounds, qemuSwitchover
-	choice, err := simulate.ChooseAmong(c.Context, o, o.Workload, c.String("prefer"), qemuAutoModes())
+	modes := qemuAutoModes()
+	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: predicting %d modes from what was watched%s …\n", len(modes), atOnce(o, modes))
+	watchSims(&o, c.App.ErrWriter, "pagecast: auto:   ", progressEvery)
+	choice, err := simulate.ChooseAmong(c.Context, o, o.Workload, c.String("prefer"), modes)
 	if err != nil {
 		return choice, fmt.Errorf("--mode auto: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/signal"
@@ -42,8 +43,9 @@ func simulateCommand() *cli.Command {
 			"unchanged against a guest that writes the workload's pages each epoch, over a virtual link that\n" +
 			"moves each record's bytes at the bandwidth. Page contents follow --content; compression is\n" +
 			"measured on real sample pages of each class. A workload that ends before the migration does is\n" +
-			"replayed from --start (its boot is not run again), and the table says so. On stderr each mode's line\n" +
-			"says, every 5 s, the round and the simulated time it has reached. See README.md, \"Simulating a migration\".\n\n" +
+			"replayed from --start (its boot is not run again), and the table says so. The modes run at once, one a\n" +
+			"core, as memory allows; on stderr a line says, every 5 s, the round and the simulated time each has\n" +
+			"reached, and another when each ends. See README.md, \"Simulating a migration\".\n\n" +
 			"Synthetic workloads (--synthetic NAME:key=val,...), generated epoch by epoch:\n" + strings.Join(kinds, "\n") + "\n\n" +
 			"Examples:\n" +
 			"  pagecast simulate --trace ../shared/traces/awk.csv.gz --memory 256M --epoch 100ms --bandwidth 64MiB/s --mode all\n" +
@@ -125,20 +127,11 @@ func runSimulate(c *cli.Context) error {
 		return simulateAuto(c, ctx, o)
 	}
 
-	var results []simulate.Result
-	for _, mode := range modes {
-		fmt.Fprintf(c.App.ErrWriter, "simulating %s …", mode)
-		o.Progress = simProgress(c.App.ErrWriter, progressEvery)
-		r := simulate.Run(ctx, o, mode)
-		if r.Err != nil {
-			fmt.Fprintf(c.App.ErrWriter, " failed\n")
-		} else {
-			fmt.Fprintf(c.App.ErrWriter, " %v of migration in %.1f s\n", time.Duration(r.Info.TotalTime)*time.Millisecond, r.Wall.Seconds())
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted while simulating %s", mode)
-		}
-		results = append(results, r)
+	fmt.Fprintf(c.App.ErrWriter, "simulating %s%s …\n", strings.Join(modes, ", "), atOnce(o, modes))
+	watchSims(&o, c.App.ErrWriter, "  ", progressEvery)
+	results := simulate.RunAll(ctx, o, modes)
+	if ctx.Err() != nil {
+		return errors.New("interrupted while simulating")
 	}
 	if c.Bool("json") {
 		out := make([]simulation, len(results))
@@ -334,6 +327,24 @@ func writeAgainstPrecopy(out io.Writer, results []simulate.Result) {
 	tw.Flush()
 }
 
+// pace writes simulated time over wall time to two figures, or whole
+// where it is 100 or more.
+func pace(x float64) string {
+	if x >= 100 {
+		return fmt.Sprintf("%.0f", x)
+	}
+	return fmt.Sprintf("%.2g", x)
+}
+
+// atOnce says how many of modes simulate.RunAll runs at once on o, if
+// more than one: ", 2 at a time".
+func atOnce(o simulate.Options, modes []string) string {
+	if n := simulate.Parallel(o, modes); n > 1 {
+		return fmt.Sprintf(", %d at a time", n)
+	}
+	return ""
+}
+
 // simulateAuto runs mode auto: it predicts every mode from the epochs
 // observed before the start, chooses, runs the choice on the workload from
 // the start, and prints prediction against outcome.
@@ -355,7 +366,8 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		from = o.Start - n
 	}
 	observed := simulate.Window(w, from, n)
-	fmt.Fprintf(c.App.ErrWriter, "auto: predicting every mode from %s …\n", observed.Name())
+	fmt.Fprintf(c.App.ErrWriter, "auto: predicting every mode from %s%s …\n", observed.Name(), atOnce(o, simulate.AutoModes))
+	watchSims(&o, c.App.ErrWriter, "  ", progressEvery)
 	choice, err := simulate.Choose(ctx, o, observed, c.String("prefer"))
 	if err != nil {
 		return fmt.Errorf("auto: %w", err)
@@ -363,7 +375,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	var outcome simulate.Result
 	var hindsight *simulate.Hindsight
 	if c.Bool("judge") {
-		fmt.Fprintf(c.App.ErrWriter, "auto: simulating every mode on the workload from epoch %d …\n", o.Start)
+		fmt.Fprintf(c.App.ErrWriter, "auto: simulating every mode on the workload from epoch %d%s …\n", o.Start, atOnce(o, simulate.AutoModes))
 		h, err := simulate.Judge(ctx, o, choice)
 		if err != nil {
 			return err
@@ -463,32 +475,57 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info, 
 	fmt.Fprintln(w)
 }
 
-// simProgress returns a simulate.Options.Progress that adds to the line
-// "simulating MODE …" on w, every interval of wall time, the round, the
-// simulated time the migration has reached, what the destination still
-// lacks and the pace (simulated time over wall time), so that a long
-// simulation can be judged as it runs.
-func simProgress(w io.Writer, interval time.Duration) func(simulate.Point) {
-	return simProgressClock(w, interval, time.Now)
+// watchSims sets o.Progress and o.Done to say on w how simulations are
+// going: each mode's result as it ends, and every interval of wall time
+// a line with the round, the simulated time and what the destination
+// still lacks of each mode still running, and its pace (simulated time
+// over wall time), so that a long simulation can be judged as it runs.
+// Lines begin with indent.
+func watchSims(o *simulate.Options, w io.Writer, indent string, interval time.Duration) {
+	watchSimsClock(o, w, indent, interval, time.Now)
 }
 
-// simProgressClock is simProgress on the clock now.
-func simProgressClock(w io.Writer, interval time.Duration, now func() time.Time) func(simulate.Point) {
-	start := now()
-	last := start
-	return func(p simulate.Point) {
+// watchSimsClock is watchSims on the clock now.
+func watchSimsClock(o *simulate.Options, w io.Writer, indent string, interval time.Duration, now func() time.Time) {
+	type running struct {
+		start time.Time     // when the first point was heard
+		first time.Duration // its simulated time
+		last  simulate.Point
+	}
+	modes := map[string]*running{}
+	last := now()
+	o.Progress = func(mode string, p simulate.Point) {
 		t := now()
+		r := modes[mode]
+		if r == nil {
+			r = &running{start: t, first: p.At}
+			modes[mode] = r
+		}
+		r.last = p
 		if t.Sub(last) < interval {
 			return
 		}
 		last = t
-		fmt.Fprintf(w, " round %d at %v", p.Round, p.At.Round(time.Millisecond))
-		if p.Remaining > 0 {
-			fmt.Fprintf(w, ", %s left", units.FormatBytes(float64(p.Remaining)))
+		var parts []string
+		for _, mode := range slices.Sorted(maps.Keys(modes)) {
+			r := modes[mode]
+			part := fmt.Sprintf("%s round %d at %v", mode, r.last.Round, r.last.At.Round(time.Millisecond))
+			if r.last.Remaining > 0 {
+				part += fmt.Sprintf(", %s left", units.FormatBytes(float64(r.last.Remaining)))
+			}
+			if wall := t.Sub(r.start); wall > 0 {
+				part += fmt.Sprintf(" (%s× real time)", pace((r.last.At-r.first).Seconds()/wall.Seconds()))
+			}
+			parts = append(parts, part)
 		}
-		if wall := t.Sub(start); wall > 0 {
-			fmt.Fprintf(w, " (%.2g× real time)", p.At.Seconds()/wall.Seconds())
+		fmt.Fprintf(w, "%s… %s\n", indent, strings.Join(parts, "; "))
+	}
+	o.Done = func(r simulate.Result) {
+		delete(modes, r.Mode)
+		if r.Err != nil {
+			fmt.Fprintf(w, "%s%s failed: %v\n", indent, r.Mode, r.Err)
+			return
 		}
-		fmt.Fprint(w, " …")
+		fmt.Fprintf(w, "%s%s: %v of migration in %.1f s\n", indent, r.Mode, time.Duration(r.Info.TotalTime)*time.Millisecond, r.Wall.Seconds())
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -31,8 +32,8 @@ func TestSimulateCLI(t *testing.T) {
 		if !containsRow(stdout, mode) {
 			t.Errorf("no row for %s", mode)
 		}
-		if !strings.Contains(stderr, "simulating "+mode+" …") {
-			t.Errorf("no progress line for %s in %q", mode, stderr)
+		if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(mode) + `: \S+ of migration in \d+\.\d s$`).MatchString(stderr) {
+			t.Errorf("no line for %s's end in %q", mode, stderr)
 		}
 	}
 	if !regexp.MustCompile(`(?m)^ +against precopy +bytes +total +downtime$(\n +\S+( +\d+\.\d\d×){3})*\n +predictive( +\d+\.\d\d×){3}$`).MatchString(stdout) {
@@ -219,21 +220,34 @@ func TestSimulateAuto(t *testing.T) {
 	}
 }
 
-// simProgress adds the round, the simulated time, what is left and the
-// pace to the line, every interval.
+// watchSims says each mode's result as it ends and, every interval, the
+// round, the simulated time, what is left and the pace of those running.
 func TestSimProgress(t *testing.T) {
 	var b strings.Builder
 	now := time.Unix(0, 0)
 	clock := func() time.Time { now = now.Add(time.Second); return now }
-	progress := simProgressClock(&b, 0, clock)
-	progress(simulate.Point{At: 1500 * time.Millisecond, Round: 1, Remaining: 3 << 30})
-	progress(simulate.Point{At: 3 * time.Second, Round: 2})
-	if got, want := b.String(), " round 1 at 1.5s, 3.00 GiB left (1.5× real time) … round 2 at 3s (1.5× real time) …"; got != want {
+	var o simulate.Options
+	watchSimsClock(&o, &b, "  ", 0, clock)
+	o.Progress("precopy", simulate.Point{At: 1500 * time.Millisecond, Round: 1, Remaining: 3 << 30})
+	o.Progress("predictive", simulate.Point{At: 500 * time.Millisecond, Round: 1})
+	o.Done(simulate.Result{Mode: "precopy", Info: migrator.Info{TotalTime: 2500}, Wall: 3 * time.Second})
+	o.Progress("predictive", simulate.Point{At: 3 * time.Second, Round: 2})
+	o.Done(simulate.Result{Mode: "predictive", Err: errors.New("no link")})
+	want := `  … precopy round 1 at 1.5s, 3.00 GiB left
+  … precopy round 1 at 1.5s, 3.00 GiB left (0× real time); predictive round 1 at 500ms
+  precopy: 2.5s of migration in 3.0 s
+  … predictive round 2 at 3s (2.5× real time)
+  predictive failed: no link
+`
+	if got := b.String(); got != want {
 		t.Errorf("%q, want %q", got, want)
 	}
+	if got := pace(412.4); got != "412" {
+		t.Errorf("pace 412.4: %q", got)
+	}
 	b.Reset()
-	progress = simProgress(&b, time.Hour)
-	progress(simulate.Point{At: time.Second, Round: 1})
+	watchSims(&o, &b, "", time.Hour)
+	o.Progress("precopy", simulate.Point{At: time.Second, Round: 1})
 	if b.Len() != 0 {
 		t.Errorf("%q within the interval", b.String())
 	}

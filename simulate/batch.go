@@ -1,0 +1,131 @@
+package simulate
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/pagecast/pagecast/migrator"
+)
+
+// RunAll simulates o in each of modes, Parallel(o, modes) at a time, and
+// returns the results in modes' order. The predictive modes, the slowest
+// by far (the predictor learns every epoch of the guest), start first.
+// o.Progress and o.Done are called one at a time, from the simulations'
+// goroutines.
+//
+// A simulation's figures do not depend on what runs beside it, but for
+// the MECOM modes': they charge the CPU time coding really takes, as a
+// live migration does, and a busy machine takes longer.
+func RunAll(ctx context.Context, o Options, modes []string) []Result {
+	return runAll(ctx, o, modes, Parallel(o, modes))
+}
+
+// runAll is RunAll with workers at a time.
+func runAll(ctx context.Context, o Options, modes []string, workers int) []Result {
+	results := make([]Result, len(modes))
+	if len(modes) == 0 {
+		return results
+	}
+	var mu sync.Mutex // one callback at a time
+	if progress := o.Progress; progress != nil {
+		o.Progress = func(mode string, p Point) {
+			mu.Lock()
+			defer mu.Unlock()
+			progress(mode, p)
+		}
+	}
+	if done := o.Done; done != nil {
+		o.Done = func(r Result) {
+			mu.Lock()
+			defer mu.Unlock()
+			done(r)
+		}
+	}
+	order := make([]int, len(modes))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return costRank(modes[a]) - costRank(modes[b]) })
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, min(workers, len(modes))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				results[i] = Run(ctx, o, modes[i])
+			}
+		}()
+	}
+	for _, i := range order {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return results
+}
+
+// costRank orders modes by how long they take to simulate: the predictive
+// ones first.
+func costRank(mode string) int {
+	if strings.Contains(mode, migrator.ModePredictive) {
+		return 0
+	}
+	return 1
+}
+
+// Parallel is how many of modes RunAll simulates at once on o: one a
+// core, and no more than half the memory available holds, each taking
+// what RunBytes estimates.
+func Parallel(o Options, modes []string) int {
+	n := min(runtime.GOMAXPROCS(0), len(modes))
+	if o.Workload == nil || n <= 1 {
+		return max(n, 1)
+	}
+	var most uint64
+	for _, m := range modes {
+		most = max(most, RunBytes(o.Workload.Pages(), m))
+	}
+	if avail, ok := memAvailable(); ok && most > 0 {
+		n = min(n, int(min(avail/2/most, uint64(n))))
+	}
+	return max(n, 1)
+}
+
+// RunBytes estimates the memory a simulation of a guest of pages pages
+// in mode takes at its peak: the predictor's state and a forecast for
+// every page in the predictive modes (24 bytes a page, measured 17 on a
+// 64 GiB guest), the guest's and the engine's bitmaps in all (2 bytes a
+// page), and room for the garbage collector's lag, a quarter more.
+func RunBytes(pages uint64, mode string) uint64 {
+	perPage := uint64(2)
+	if strings.Contains(mode, migrator.ModePredictive) {
+		perPage += 24
+	}
+	return pages * perPage * 5 / 4
+}
+
+// memAvailable reads MemAvailable from /proc/meminfo, in bytes.
+func memAvailable() (uint64, bool) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:")
+		if !ok {
+			continue
+		}
+		kib, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		return kib << 10, err == nil
+	}
+	return 0, false
+}

@@ -1,0 +1,78 @@
+package simulate
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+// RunAll's results are Run's, mode by mode, in the order asked, however
+// many run at once; Done hears of each once, and Progress of each mode's
+// timeline but its end (under the race detector, the callbacks are one at
+// a time).
+func TestRunAll(t *testing.T) {
+	w, err := ParseSynthetic("hotset:hot=4096,p=0.9,rate=20k", 1<<16, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modes := []string{"precopy", "throttle", "predictive", "tsmc", "predictive+tsmc", "precopy+postcopy"}
+	o := Options{Workload: w, Bandwidth: 16 << 20}
+	want := make([]Result, len(modes))
+	for i, m := range modes {
+		want[i] = Run(context.Background(), o, m)
+		if want[i].Err != nil {
+			t.Fatalf("%s: %v", m, want[i].Err)
+		}
+	}
+	for _, workers := range []int{1, 3, len(modes)} {
+		done := map[string]int{}
+		heard := map[string][]Point{}
+		o := o
+		o.Progress = func(mode string, p Point) { heard[mode] = append(heard[mode], p) }
+		o.Done = func(r Result) { done[r.Mode]++ }
+		got := runAll(context.Background(), o, modes, workers)
+		for i, r := range got {
+			if r.Mode != modes[i] {
+				t.Fatalf("%d at once: result %d is %s, want %s", workers, i, r.Mode, modes[i])
+			}
+			if !reflect.DeepEqual(r.Info, want[i].Info) || !slices.Equal(r.Timeline, want[i].Timeline) {
+				t.Errorf("%d at once: %s differs from its run alone:\n%+v\n%+v", workers, r.Mode, r.Info, want[i].Info)
+			}
+			if done[r.Mode] != 1 {
+				t.Errorf("%d at once: Done heard of %s %d times", workers, r.Mode, done[r.Mode])
+			}
+			if !slices.Equal(heard[r.Mode], r.Timeline[:len(r.Timeline)-1]) {
+				t.Errorf("%d at once: Progress heard %d of %s's %d points", workers, len(heard[r.Mode]), r.Mode, len(r.Timeline))
+			}
+		}
+	}
+}
+
+// Parallel runs one simulation a core, fewer where memory would not hold
+// them.
+func TestParallel(t *testing.T) {
+	small, err := ParseSynthetic("uniform", 1<<16, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modes := []string{"precopy", "predictive", "tsmc", "mecom"}
+	if n := Parallel(Options{Workload: small}, modes); n < 1 || n > len(modes) {
+		t.Errorf("%d at once for %d modes", n, len(modes))
+	}
+	if n := Parallel(Options{Workload: small}, modes[:1]); n != 1 {
+		t.Errorf("%d at once for one mode", n)
+	}
+	// 16 PiB: no machine holds two predictive simulations of it.
+	huge, err := ParseSynthetic("uniform", 1<<42, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := Parallel(Options{Workload: huge}, modes); n != 1 {
+		t.Errorf("%d at once for a 16 PiB guest", n)
+	}
+	if RunBytes(1<<20, "predictive+mecom") <= RunBytes(1<<20, "mecom") {
+		t.Error("a predictive simulation is estimated to take no more memory than one without the predictor")
+	}
+}
