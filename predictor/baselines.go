@@ -64,7 +64,7 @@ func NewFrequency(pages uint64, window int) Predictor {
 func (f *frequency) Name() string { return "frequency" }
 
 func (f *frequency) Observe(dirty []uint64) {
-	shiftHistories(f.hist, nil)
+	shiftHistories(f.hist, nil, 0, len(f.hist))
 	for _, p := range dirty {
 		f.hist[p] |= 1
 	}

@@ -373,9 +373,23 @@ const wideFactor = 8
 // were: it is passed over, 64 chunks at a time where a whole region is,
 // so the pass costs what the pages near writes of the last 64 epochs
 // number, not every page (dirty is the last epoch's pages, ascending).
+// Then it computes the region features. Each of the model's spans goes
+// at once.
+func (m *Model) neighbours(dirty []uint64) {
+	if m.slow {
+		clear(m.calm) // and every chunk is passed over
+	}
+	m.eachSpan(func(_, lo, hi int) {
+		m.neighbourSpan(dirty, lo, hi)
+		m.regions(m.hist, m.calmBlocks(), lo, hi)
+	})
+}
+
+// neighbourSpan is neighbours over the pages from lo to hi, a whole
+// number of calm blocks from lo.
 //
 //go:norace
-func (m *Model) neighbours(dirty []uint64) {
+func (m *Model) neighbourSpan(dirty []uint64, lo0, hi0 int) {
 	w := m.o.Window
 	ww := wideFactor * w
 	hist := m.hist
@@ -385,13 +399,11 @@ func (m *Model) neighbours(dirty []uint64) {
 	var s3 int32                                  // last-epoch bits over [i-ww, i+ww]
 	full, fullWide := float32(2*w), float32(2*ww) // neighbours away from the ends
 	calm := m.calm
-	if m.slow {
-		clear(calm) // and every chunk is passed over
-	}
 	next := -1 // the sums stand before page next
-	d := 0     // dirty[d] is the first written page within reach of the block
-	for b := 0; b < n; b += calmBlock {
-		e := min(b+calmBlock, n)
+	// dirty[d] is the first written page within reach of the block
+	d, _ := slices.BinarySearch(dirty, uint64(max(lo0-ww, 0)))
+	for b := lo0; b < hi0; b += calmBlock {
+		e := min(b+calmBlock, hi0)
 		todo := allCalm // the block's chunks to pass over
 		if !m.slow {
 			todo = ^calm[b/calmBlock] | nearWrites(dirty, &d, b, e, ww)
@@ -462,7 +474,6 @@ func (m *Model) neighbours(dirty []uint64) {
 			}
 		}
 	}
-	m.regions(hist, m.calmBlocks())
 }
 
 // windowSums returns neighbours' sums as they stand before page lo: the
@@ -518,12 +529,12 @@ func quietAhead(hist []uint64, i, w, ww int) bool {
 
 // regions computes the region features: the share of each region's pages
 // dirtied in the last epoch, and in the last 8, over the chunks calm does
-// not say are calm (nil: none).
+// not say are calm (nil: none), for the regions from page lo to hi.
 //
 //go:norace
-func (m *Model) regions(hist []uint64, calm []uint64) {
+func (m *Model) regions(hist []uint64, calm []uint64, lo0, hi0 int) {
 	size := 1 << regionShift
-	for r := range m.region {
+	for r := lo0 >> regionShift; r < (hi0+size-1)>>regionShift; r++ {
 		lo := r << regionShift
 		hi := min(lo+size, len(hist))
 		var last, recent int
@@ -545,17 +556,58 @@ func (m *Model) regions(hist []uint64, calm []uint64) {
 // pages whose last write before the last epoch was k+1 epochs before it,
 // ρ is the share that were rewritten in the last epoch, and the feature
 // log(1+100ρ), over the chunks not calm.
+func (m *Model) cohorts() {
+	var all cohortCounts
+	if len(m.spans) == 1 {
+		all.count(m.hist, m.calmBlocks(), 0, len(m.hist))
+	} else {
+		counts := make([]cohortCounts, len(m.spans))
+		m.eachSpan(func(i, lo, hi int) { counts[i].count(m.hist, m.calmBlocks(), lo, hi) })
+		for _, c := range counts {
+			all.add(&c)
+		}
+	}
+	rewritten, left, before, again := &all.rewritten, &all.left, all.before, all.again
+	m.cohort[0] = 0
+	if before > 0 {
+		m.cohort[0] = float32(math.Log1p(100 * float64(again) / float64(before)))
+	}
+	for k := 1; k < 64; k++ {
+		rho := 0.0
+		if n := rewritten[k] + left[k]; n > 0 {
+			rho = float64(rewritten[k]) / float64(n)
+		}
+		m.cohort[k] = float32(math.Log1p(100 * rho))
+	}
+}
+
+// cohortCounts are what cohorts counts over some pages.
+type cohortCounts struct {
+	rewritten, left [65]uint32
+	before, again   uint32 // pages dirtied two epochs ago; of them, dirtied again in the last
+}
+
+func (c *cohortCounts) add(o *cohortCounts) {
+	for k := range c.rewritten {
+		c.rewritten[k] += o.rewritten[k]
+		c.left[k] += o.left[k]
+	}
+	c.before += o.before
+	c.again += o.again
+}
+
+// count counts the pages from lo to hi, a whole number of calm blocks
+// from lo.
 //
 //go:norace
-func (m *Model) cohorts() {
-	var rewritten, left [65]uint32
-	var before, again uint32 // pages dirtied two epochs ago; of them, dirtied again in the last
-	calm := m.calmBlocks()
-	for b := 0; b < len(m.hist); b += calmBlock {
-		e := min(b+calmBlock, len(m.hist))
+func (c *cohortCounts) count(hist, calm []uint64, lo0, hi0 int) {
+	rewritten, left := &c.rewritten, &c.left
+	var before, again uint32
+	for b := lo0; b < hi0; b += calmBlock {
+		e := min(b+calmBlock, hi0)
 		// Calm chunks, none written in 64 epochs, count for nothing.
 		for lo, hi := liveSpan(calm, b, b, e); lo < hi; lo, hi = liveSpan(calm, b, hi, e) {
-			for _, h := range m.hist[lo:hi] {
+			for _, h := range hist[lo:hi] {
 				before += uint32(h >> 1 & 1)
 				again += uint32(h & h >> 1 & 1)
 				switch {
@@ -569,17 +621,8 @@ func (m *Model) cohorts() {
 			}
 		}
 	}
-	m.cohort[0] = 0
-	if before > 0 {
-		m.cohort[0] = float32(math.Log1p(100 * float64(again) / float64(before)))
-	}
-	for k := 1; k < 64; k++ {
-		rho := 0.0
-		if n := rewritten[k] + left[k]; n > 0 {
-			rho = float64(rewritten[k]) / float64(n)
-		}
-		m.cohort[k] = float32(math.Log1p(100 * rho))
-	}
+	c.before += before
+	c.again += again
 }
 
 // features returns page p's features besides its code, as Predict

@@ -64,6 +64,10 @@ type Options struct {
 	// Seed seeds the sampling: the same seed and input give the same
 	// forecasts.
 	Seed uint64
+	// Workers is how many goroutines Observe's passes over the pages
+	// take at once, each a run of at least 512 MiB of guest; 0 means one
+	// a core. The forecasts do not depend on it.
+	Workers int
 }
 
 func (o Options) withDefaults() Options {
@@ -79,6 +83,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Threshold == 0 {
 		o.Threshold = DefaultThreshold
+	}
+	if o.Workers <= 0 {
+		o.Workers = defaultWorkers()
 	}
 	o.Threshold = min(o.Threshold, 0.999)
 	return o
@@ -203,6 +210,10 @@ type Model struct {
 	// slow turns off the passes' shortcuts over quiet pages (see
 	// quietKey), for tests that check they change nothing.
 	slow bool
+	// spans are the runs of pages Observe's passes take at once (see
+	// eachSpan), and spanLists each one's strata.
+	spans     [][2]int
+	spanLists []strataLists
 }
 
 // NewModel returns a model of a VM with pages guest pages.
@@ -219,7 +230,9 @@ func NewModel(pages uint64, o Options) *Model {
 		wide:    make([]uint8, pages),
 		calm:    make([]uint64, (pages/quietChunk+63)/64),
 		rng:     rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15)),
+		spans:   spans(int(pages), o.Workers),
 	}
+	m.spanLists = make([]strataLists, len(m.spans))
 	regions := (pages + 1<<regionShift - 1) >> regionShift
 	m.region, m.regionRec = make([]float32, regions), make([]float32, regions)
 	if o.Threshold > 0 {
@@ -327,7 +340,8 @@ func (m *Model) subOf(p uint64) uint8 {
 func (m *Model) observe(dirty []uint64, masks []uint8) {
 	m.sample(dirty)
 	m.front = firstWrites(m.hist, dirty, m.front[:0])
-	shiftHistories(m.hist, m.calmBlocks())
+	calm := m.calmBlocks()
+	m.eachSpan(func(_, lo, hi int) { shiftHistories(m.hist, calm, lo, hi) })
 	var stays uint64
 	for _, p := range dirty {
 		m.hist[p] |= 1
@@ -401,15 +415,16 @@ func (m *Model) skippedRefit(at uint32) bool {
 	return m.now/r > at/r
 }
 
-// shiftHistories moves every history one epoch back, but for those of
-// the chunks calm says are calm (nil: none), which are 0.
+// shiftHistories moves every history from lo to hi (a whole number of
+// calm blocks from lo) one epoch back, but for those of the chunks calm
+// says are calm (nil: none), which are 0.
 //
 //go:norace
-func shiftHistories(hist []uint64, calm []uint64) {
-	for b := 0; b < len(hist); b += calmBlock {
-		e := min(b+calmBlock, len(hist))
-		for lo, hi := liveSpan(calm, b, b, e); lo < hi; lo, hi = liveSpan(calm, b, hi, e) {
-			h := hist[lo:hi]
+func shiftHistories(hist []uint64, calm []uint64, lo, hi int) {
+	for b := lo; b < hi; b += calmBlock {
+		e := min(b+calmBlock, hi)
+		for a, z := liveSpan(calm, b, b, e); a < z; a, z = liveSpan(calm, b, z, e) {
+			h := hist[a:z]
 			for i := range h {
 				h[i] <<= 1
 			}

@@ -180,7 +180,7 @@ func (m *Model) sample(dirty []uint64) {
 		}
 	}
 	// The pages not dirtied, by stratum.
-	recent, older, edge, idle := strata(m.hist, dirty, m.front, m.calmBlocks(), m.recent[:0], m.older[:0], m.edge[:0])
+	recent, older, edge, idle := m.strata(dirty)
 	if len(dirty) <= 4*m.o.Samples {
 		for _, p := range dirty {
 			keep(uint32(p), 1)
@@ -222,17 +222,48 @@ func (m *Model) sample(dirty []uint64) {
 	}
 }
 
-// strata appends to recent the pages not in dirty that were dirtied in
-// the last 8 epochs, to older those dirtied before, to edge those never
-// dirtied in 64 epochs within frontReach of a run of front, and counts
-// the others. The chunks calm marks (see Model.neighbours; nil: none) are
-// counted at once where no run of front is near.
+// strata lists the pages not in dirty that were dirtied in the last 8
+// epochs (recent), those dirtied before (older), those never dirtied in
+// 64 epochs within frontReach of a run of the frontier (edge), in
+// address order, and counts the others. The chunks calm marks (see
+// Model.neighbours) are counted at once where no run of the frontier is
+// near. Each of the model's spans goes at once.
+func (m *Model) strata(dirty []uint64) (recent, older, edge []uint32, idle uint64) {
+	calm := m.calmBlocks()
+	if len(m.spans) == 1 {
+		l := strataLists{recent: m.recent[:0], older: m.older[:0], edge: m.edge[:0]}
+		l.walk(m.hist, dirty, m.front, calm, 0, len(m.hist))
+		return l.recent, l.older, l.edge, l.idle
+	}
+	m.eachSpan(func(i, lo, hi int) {
+		l := &m.spanLists[i]
+		l.recent, l.older, l.edge, l.idle = l.recent[:0], l.older[:0], l.edge[:0], 0
+		l.walk(m.hist, dirty, m.front, calm, lo, hi)
+	})
+	recent, older, edge = m.recent[:0], m.older[:0], m.edge[:0]
+	for _, l := range m.spanLists {
+		recent, older, edge = append(recent, l.recent...), append(older, l.older...), append(edge, l.edge...)
+		idle += l.idle
+	}
+	return recent, older, edge, idle
+}
+
+// strataLists are strata's lists over some pages.
+type strataLists struct {
+	recent, older, edge []uint32
+	idle                uint64
+}
+
+// walk appends to l the strata of the pages from lo to hi, a whole
+// number of calm blocks from lo (calm nil: none calm).
 //
 //go:norace
-func strata(hist, dirty []uint64, front []frontRun, calm []uint64, recent, older, edge []uint32) ([]uint32, []uint32, []uint32, uint64) {
-	st := strataWalk{hist: hist, dirty: dirty, front: front, recent: recent, older: older, edge: edge}
-	for b := 0; b < len(hist); b += calmBlock {
-		e := min(b+calmBlock, len(hist))
+func (l *strataLists) walk(hist, dirty []uint64, front []frontRun, calm []uint64, lo0, hi0 int) {
+	d, _ := slices.BinarySearch(dirty, uint64(lo0))
+	st := strataWalk{hist: hist, dirty: dirty, front: front, d: d, j: runAbove(front, uint64(lo0)),
+		recent: l.recent, older: l.older, edge: l.edge, idle: l.idle}
+	for b := lo0; b < hi0; b += calmBlock {
+		e := min(b+calmBlock, hi0)
 		pos := b // the pages before pos are sorted
 		for lo, hi := liveSpan(calm, b, b, e); ; lo, hi = liveSpan(calm, b, hi, e) {
 			if pos < lo {
@@ -245,7 +276,7 @@ func strata(hist, dirty []uint64, front []frontRun, calm []uint64, recent, older
 			pos = hi
 		}
 	}
-	return st.recent, st.older, st.edge, st.idle
+	l.recent, l.older, l.edge, l.idle = st.recent, st.older, st.edge, st.idle
 }
 
 // strataWalk is strata's walk over the pages.

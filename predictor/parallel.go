@@ -1,0 +1,52 @@
+package predictor
+
+import (
+	"runtime"
+	"sync"
+)
+
+// parallelPages is the fewest pages a run of Observe's passes takes on
+// a core of its own: a VM of fewer than twice as many is passed over in
+// one goroutine.
+const parallelPages = 1 << 17 // 512 MiB of guest
+
+// spans splits the pages into runs of whole calm blocks (which are
+// also whole regions), one a worker, at most workers and each at least
+// parallelPages: Observe's passes share nothing across blocks, so each
+// run goes to a goroutine of its own and the results are those of one
+// pass over them all.
+func spans(pages, workers int) [][2]int {
+	n := max(min(workers, pages/parallelPages), 1)
+	blocks := (pages + calmBlock - 1) / calmBlock
+	out := make([][2]int, 0, n)
+	for i := range n {
+		lo, hi := blocks*i/n*calmBlock, min(blocks*(i+1)/n*calmBlock, pages)
+		if lo < hi {
+			out = append(out, [2]int{lo, hi})
+		}
+	}
+	return out
+}
+
+// eachSpan runs fn on each of the model's spans, at once, and returns
+// when all are done. The span's index says where fn keeps what it
+// gathers.
+func (m *Model) eachSpan(fn func(i, lo, hi int)) {
+	if len(m.spans) == 1 {
+		fn(0, m.spans[0][0], m.spans[0][1])
+		return
+	}
+	var wg sync.WaitGroup
+	for i, s := range m.spans[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i+1, s[0], s[1])
+		}()
+	}
+	fn(0, m.spans[0][0], m.spans[0][1])
+	wg.Wait()
+}
+
+// defaultWorkers is Options.Workers' default: a core each.
+func defaultWorkers() int { return runtime.GOMAXPROCS(0) }
