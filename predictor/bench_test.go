@@ -2,6 +2,7 @@ package predictor
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -16,7 +17,7 @@ func benchModel(pages uint64) *Model {
 // ObserveParts; 1: whole), and the one-epoch fit's weights and time as the
 // refit before the last (after 112 epochs) left them.
 func benchModelFits(pages uint64, parts int) (*Model, fit) {
-	m := NewModel(pages, Options{})
+	m := NewModel(pages, Options{Workers: 1}) // the figures are a core's
 	rng := rand.New(rand.NewPCG(1, 1))
 	var dirty []uint64
 	var before fit
@@ -64,6 +65,22 @@ func BenchmarkPredict(b *testing.B) {
 	b.ReportMetric(float64(m.StateBytes())/pages, "state-B/page")
 }
 
+// BenchmarkPredictCores is BenchmarkPredict on every core (a quarter of
+// the pages each with four): what a forecast of every page takes where
+// the machine's cores are free.
+func BenchmarkPredictCores(b *testing.B) {
+	const pages = 1 << 20
+	m := benchModel(pages)
+	m.setWorkers(runtime.GOMAXPROCS(0))
+	benchPredict(b, m)
+	b.ReportMetric(float64(m.o.Workers), "cores")
+}
+
+// BenchmarkObserveCores is BenchmarkObserve on every core.
+func BenchmarkObserveCores(b *testing.B) {
+	benchObserve(b, runtime.GOMAXPROCS(0))
+}
+
 // BenchmarkPredictParts is BenchmarkPredict with the model shown each
 // epoch in 4 parts: what knowing when in the epoch a page was written
 // costs in scoring and in state.
@@ -96,9 +113,13 @@ func BenchmarkRefit(b *testing.B) {
 
 // BenchmarkObserve closes epochs of a 4 GiB VM (1 Mi pages) with 1% of
 // its pages dirtied each, refits included.
-func BenchmarkObserve(b *testing.B) {
+func BenchmarkObserve(b *testing.B) { benchObserve(b, 1) }
+
+// benchObserve is BenchmarkObserve with workers at once.
+func benchObserve(b *testing.B, workers int) {
 	const pages = 1 << 20
 	m := benchModel(pages)
+	m.setWorkers(workers)
 	rng := rand.New(rand.NewPCG(2, 2))
 	epochs := make([][]uint64, 64)
 	for i := range epochs {
@@ -125,7 +146,7 @@ func BenchmarkPredictReal(b *testing.B) {
 	for _, name := range []string{"awk", "tar", "xz", "perl", "sqlite", "gcc", "node", "zstd", "bzip2"} {
 		b.Run(name, func(b *testing.B) {
 			epochs, pages := loadRealTrace(b, name)
-			m := NewModel(pages, Options{})
+			m := NewModel(pages, Options{Workers: 1})
 			for _, e := range epochs {
 				m.Observe(e.Pages)
 			}

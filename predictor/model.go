@@ -6,6 +6,8 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -230,9 +232,8 @@ func NewModel(pages uint64, o Options) *Model {
 		wide:    make([]uint8, pages),
 		calm:    make([]uint64, (pages/quietChunk+63)/64),
 		rng:     rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15)),
-		spans:   spans(int(pages), o.Workers),
 	}
-	m.spanLists = make([]strataLists, len(m.spans))
+	m.setWorkers(o.Workers)
 	regions := (pages + 1<<regionShift - 1) >> regionShift
 	m.region, m.regionRec = make([]float32, regions), make([]float32, regions)
 	if o.Threshold > 0 {
@@ -507,14 +508,49 @@ func (s *Scorer) Prob(p uint64) float32 {
 // with the key of the last quiet page scored get its probability without
 // computing it again.
 //
-//go:norace
+// A VM of at least twice parallelPages is scored parallelPages at a time,
+// one a core (Options.Workers) at once, the expected number summed over
+// them in order, so that it does not depend on how many there are.
 func (m *Model) predictPages(dst []float32, f *fit) float64 {
-	st := scoring{qKey: noQuietKey}
-	hist := m.hist
-	n := len(hist)
+	n := len(m.hist)
 	dst = dst[:n]
-	lo, j := 0, 0 // pages from lo on are still to score; front[j] is the first run at or above the chunk
-	for wi, w := range m.calm {
+	if n < 2*parallelPages {
+		return m.predictRange(dst, f, 0, n)
+	}
+	parts := make([]float64, (n+parallelPages-1)/parallelPages)
+	var next atomic.Int64
+	work := func() {
+		for c := int(next.Add(1) - 1); c < len(parts); c = int(next.Add(1) - 1) {
+			parts[c] = m.predictRange(dst, f, c*parallelPages, min((c+1)*parallelPages, n))
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(m.o.Workers, len(parts)) - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work()
+		}()
+	}
+	work()
+	wg.Wait()
+	var sum float64
+	for _, s := range parts {
+		sum += s
+	}
+	return sum
+}
+
+// predictRange is predictPages over the pages from lo to hi, lo a whole
+// number of calm blocks.
+//
+//go:norace
+func (m *Model) predictRange(dst []float32, f *fit, lo0, hi0 int) float64 {
+	st := scoring{qKey: noQuietKey, j: runAbove(m.front, uint64(lo0))}
+	n := hi0
+	lo, j := lo0, st.j // pages from lo on are still to score; front[j] is the first run at or above the chunk
+	for wi := lo0 / calmBlock; wi < (hi0+calmBlock-1)/calmBlock; wi++ {
+		w := m.calm[wi]
 		for ; w != 0 && !m.slow; w &= w - 1 {
 			base := (wi*64 + bits.TrailingZeros64(w)) * quietChunk
 			for j < len(m.front) && uint64(m.front[j].lo) < uint64(base) {

@@ -48,5 +48,13 @@ func (m *Model) eachSpan(fn func(i, lo, hi int)) {
 	wg.Wait()
 }
 
+// setWorkers makes Observe's passes and the forecast take n runs of
+// pages at once (see Options.Workers).
+func (m *Model) setWorkers(n int) {
+	m.o.Workers = max(n, 1)
+	m.spans = spans(int(m.pages), m.o.Workers)
+	m.spanLists = make([]strataLists, len(m.spans))
+}
+
 // defaultWorkers is Options.Workers' default: a core each.
 func defaultWorkers() int { return runtime.GOMAXPROCS(0) }

@@ -31,7 +31,8 @@ func TestSpans(t *testing.T) {
 
 // A model whose passes take four spans at once keeps the same state,
 // samples and forecasts as one that takes one, epoch after epoch, with
-// writes near and across the spans' ends.
+// writes near and across the spans' ends; and the pages, scored in parts,
+// get what one pass over them all gives.
 func TestSpansExact(t *testing.T) {
 	const pages = 4*parallelPages + 3000 // the last span longer, its end not a block's
 	epochs := sparseEpochs(pages, 40, 5)
@@ -74,6 +75,18 @@ func TestSpansExact(t *testing.T) {
 			four.PredictHorizon(b, h)
 			if p := firstDifference(a, b); p >= 0 {
 				t.Fatalf("epoch %d horizon %d page %d: %v in one span, %v in four", e, h, p, a[p], b[p])
+			}
+			if one.Expected() != four.Expected() {
+				t.Fatalf("epoch %d horizon %d: %v pages expected in one span, %v in four", e, h, one.Expected(), four.Expected())
+			}
+			// Scored in parts, the pages get the probabilities they get
+			// scored in one pass.
+			sum := one.predictRange(b, one.ready(h), 0, pages)
+			if p := firstDifference(a, b); p >= 0 {
+				t.Fatalf("epoch %d horizon %d page %d: %v scored in parts, %v in one pass", e, h, p, a[p], b[p])
+			}
+			if d := sum - one.Expected(); d < -1e-6*sum || d > 1e-6*sum {
+				t.Fatalf("epoch %d horizon %d: %v pages expected in parts, %v in one pass", e, h, one.Expected(), sum)
 			}
 		}
 	}
