@@ -415,7 +415,11 @@ func (m *Model) neighbourSpan(dirty []uint64, lo0, hi0 int) {
 			k := bits.TrailingZeros64(todo)
 			lo, hi := b+k*quietChunk, min(b+k*quietChunk+quietChunk, n)
 			calm[b/calmBlock] &^= 1 << k
-			if lo != next {
+			switch {
+			case lo == next:
+			case next >= 0 && lo-next <= slideReach:
+				s1, s2, s3 = slideSums(hist, next, lo, w, ww, s1, s2, s3)
+			default:
 				s1, s2, s3 = windowSums(hist, lo, w, ww)
 			}
 			next = hi
@@ -488,6 +492,37 @@ func windowSums(hist []uint64, lo, w, ww int) (s1, s2, s3 int32) {
 	}
 	for _, h := range hist[max(lo-ww-1, 0):min(lo+ww, len(hist))] {
 		s3 += int32(h & 1)
+	}
+	return s1, s2, s3
+}
+
+// slideReach is the most pages neighbours slides its sums over to the
+// next chunk it passes over rather than make them again: four loads a
+// page against the windows' 2·(Window+wideFactor·Window)+2, 146 for the
+// default window.
+const slideReach = 4 * quietChunk
+
+// slideSums moves neighbours' sums s1, s2, s3 as they stand before page
+// from to as they stand before page to, from < to.
+//
+//go:norace
+func slideSums(hist []uint64, from, to, w, ww int, s1, s2, s3 int32) (int32, int32, int32) {
+	n := len(hist)
+	for i := from; i < to; i++ {
+		if j := i + w; j < n {
+			s1 += int32(hist[j] & 1)
+			s2 += recencyQ[hist[j]&patternMask]
+		}
+		if j := i - w - 1; j >= 0 {
+			s1 -= int32(hist[j] & 1)
+			s2 -= recencyQ[hist[j]&patternMask]
+		}
+		if j := i + ww; j < n {
+			s3 += int32(hist[j] & 1)
+		}
+		if j := i - ww - 1; j >= 0 {
+			s3 -= int32(hist[j] & 1)
+		}
 	}
 	return s1, s2, s3
 }
