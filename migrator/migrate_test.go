@@ -681,6 +681,22 @@ func TestBudgetCut(t *testing.T) {
 			t.Errorf("budgetCut(budget %d) = %v, want %v", tc.budget, got, tc.want)
 		}
 	}
+	// A large VM's, counted in parts: the bucket of the budget-th most
+	// likely page.
+	rng := rand.New(rand.NewPCG(3, 3))
+	big := make([]float32, 3<<20+17)
+	for i := range big {
+		big[i] = float32(rng.Float64() * rng.Float64())
+	}
+	big[5] = 1
+	sorted := slices.Clone(big)
+	slices.Sort(sorted)
+	for _, budget := range []uint64{1, 1000, 1 << 20, uint64(len(big)) - 1} {
+		v := sorted[len(sorted)-int(budget)]
+		if got, want := budgetCut(big, budget), float32(min(int(v*1024), 1024))/1024; got != want {
+			t.Errorf("%d pages, budget %d: cut %v, want %v", len(big), budget, got, want)
+		}
+	}
 	// Ties at the top: the cut admits all of them; in the closing round
 	// holding back stops at the budget and the rest go last. In a round
 	// that cannot close, every likely page is held back.

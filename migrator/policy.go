@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pagecast/pagecast/bitmap"
@@ -397,11 +399,32 @@ func (p *predictive) heldBack(v float32) bool {
 // budgetCut is the probability of the budget-th most likely page, to a
 // 1/1024 resolution: pages below it are not deferred. (Pages at it may be
 // more than the budget; send stops deferring when the budget is used.)
+// A VM's probabilities are counted a part a core at once.
 func budgetCut(prob []float32, budget uint64) float32 {
 	const buckets = 1024
-	var hist [buckets + 1]uint64
-	for _, v := range prob {
-		hist[min(int(v*buckets), buckets)]++ // bucket b holds b/1024 <= v, so the cut below is exact
+	parts := max(min(runtime.GOMAXPROCS(0), len(prob)/(1<<20)), 1) // a part at least 4 GiB of guest
+	counts := make([][buckets + 1]uint64, parts)
+	count := func(i int) {
+		hist := &counts[i]
+		for _, v := range prob[len(prob)*i/parts : len(prob)*(i+1)/parts] {
+			hist[min(int(v*buckets), buckets)]++ // bucket b holds b/1024 <= v, so the cut below is exact
+		}
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < parts; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			count(i)
+		}()
+	}
+	count(0)
+	wg.Wait()
+	hist := &counts[0]
+	for _, c := range counts[1:] {
+		for b := range hist {
+			hist[b] += c[b]
+		}
 	}
 	var n uint64
 	for b := buckets; b >= 0; b-- {
