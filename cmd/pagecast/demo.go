@@ -135,11 +135,16 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	live, err := demoMigrations(c, out, vm, log, migrator.Config{MaxBandwidth: bw, Epoch: epoch, Profile: profile})
+	pred, err := demoPredict(c, profile, bw, 0, simulate.AutoModes) // pagecast's monitor runs every mode
 	if err != nil {
 		return err
 	}
-	return demoSimulations(c, out, profile, bw, 0, simulate.AutoModes, live) // pagecast's monitor runs every mode
+	modes := pred.withChoice(strings.Split(c.String("modes"), ","))
+	live, err := demoMigrations(c, out, vm, log, modes, migrator.Config{MaxBandwidth: bw, Epoch: epoch, Profile: profile})
+	if err != nil {
+		return err
+	}
+	return demoSimulations(c, out, pred, live)
 }
 
 // demoGuest is what the demo's watch reads of a running pagecast guest.
@@ -245,12 +250,11 @@ var demoModes = []string{migrator.ModePrecopy, migrator.ModePredictive, migrator
 // demoMigrations moves the running VM to a fresh monitor with each mode in
 // turn (the second migration starts from where the first one put it) and
 // prints the figures side by side.
-func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger, cfg migrator.Config) (map[string]string, error) {
+func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger, modes []string, cfg migrator.Config) (map[string]string, error) {
 	fmt.Fprintf(out, "\nlive migration on loopback, link capped at %s/s, downtime limit %v:\n",
 		units.FormatBytes(float64(cfg.MaxBandwidth)), migrator.DefaultDowntimeLimit)
 	cur := vm
 	var infos []migrator.Info
-	modes := strings.Split(c.String("modes"), ",")
 	if modes[0] != migrator.ModePrecopy {
 		modes = append([]string{migrator.ModePrecopy}, modes...) // the baseline of the comparison
 	}

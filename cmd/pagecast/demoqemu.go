@@ -113,7 +113,11 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	modes := strings.Split(c.String("modes"), ",")
+	pred, err := demoPredict(c, profile, bw, qemuSwitchover, qemuAutoModes())
+	if err != nil {
+		return err
+	}
+	modes := pred.withChoice(strings.Split(c.String("modes"), ","))
 	fmt.Fprintf(out, "live migration QEMU to QEMU on loopback, link capped at %s/s, downtime limit %v:\n",
 		units.FormatBytes(float64(bw)), migrator.DefaultDowntimeLimit)
 	cur := src
@@ -163,7 +167,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 			live[r.mode] = liveOutcome(r.info, r.paused)
 		}
 	}
-	return demoSimulations(c, out, profile, bw, qemuSwitchover, qemuAutoModes(), live)
+	return demoSimulations(c, out, pred, live)
 }
 
 // sharedTraces are real programs' traces beside the repository (see
@@ -171,41 +175,62 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 // booting for its first epochs.
 var sharedTraces = []string{"../shared/traces/awk.csv.gz", "../shared/traces/tar.csv.gz"}
 
-// demoSimulations runs every mode with pagecast simulate: on the profile
-// recorded above (what the live migrations were predicted to cost), and
-// on real programs' traces where they are at hand, with switchover the
-// switch-over's fixed cost besides moving bytes; it ends with the mode
-// auto would choose for the VM among autoModes, and why, and what the live
-// migration in that mode took (live, by mode), if the demo ran one.
-func demoSimulations(c *cli.Context, out io.Writer, profile string, bw uint64, switchover time.Duration, autoModes []string, live map[string]string) error {
+// demoPrediction is every mode simulated on the demo VM's profile, and
+// the mode auto chooses from them.
+type demoPrediction struct {
+	w          simulate.Workload
+	switchover time.Duration
+	results    []simulate.Result
+	choice     simulate.Choice
+}
+
+// demoPredict simulates every mode with pagecast simulate on the profile
+// recorded (what the live migrations are predicted to cost), with
+// switchover the switch-over's fixed cost besides moving bytes, and
+// chooses among autoModes, the modes this VM can take, as migrate --mode
+// auto would: before the live migrations, so that they can include the
+// choice.
+func demoPredict(c *cli.Context, profile string, bw uint64, switchover time.Duration, autoModes []string) (demoPrediction, error) {
 	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
 	if err != nil {
-		return err
+		return demoPrediction{}, err
 	}
 	w, err := simulate.NewTrace("this guest's profile", meta, epochs)
 	if err != nil {
-		return err
+		return demoPrediction{}, err
 	}
-	cost := "no switch-over cost"
-	if switchover > 0 {
-		cost = fmt.Sprintf("a switch-over cost of %v, QEMU's as migrate --mode auto takes it", switchover)
-	}
-	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, %s):\n", cost)
 	o := simulate.Options{Workload: w, Bandwidth: bw, Switchover: switchover}
-	results := simulateAll(c, o)
-	writeSimulationTable(out, w, results)
-	// As migrate --mode auto would, among the modes this VM can take:
-	// the predictions are the simulations above.
+	p := demoPrediction{w: w, switchover: switchover, results: simulateAll(c, o)}
 	var predictions []simulate.Result
-	for _, r := range results {
+	for _, r := range p.results {
 		if slices.Contains(autoModes, r.Mode) {
 			predictions = append(predictions, r)
 		}
 	}
-	choice, err := simulate.ChooseFrom(predictions, o, simulate.PreferTime)
-	if err != nil {
-		return err
+	p.choice, err = simulate.ChooseFrom(predictions, o, simulate.PreferTime)
+	return p, err
+}
+
+// withChoice is modes and, if not among them, the mode auto chose.
+func (p demoPrediction) withChoice(modes []string) []string {
+	if slices.Contains(modes, p.choice.Mode) {
+		return modes
 	}
+	return append(slices.Clone(modes), p.choice.Mode)
+}
+
+// demoSimulations prints the simulations of p, and runs every mode on
+// real programs' traces where they are at hand; it ends with the mode
+// auto would choose for the VM, and why, and what the live migration in
+// that mode took (live, by mode), if the demo ran one.
+func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[string]string) error {
+	cost := "no switch-over cost"
+	if p.switchover > 0 {
+		cost = fmt.Sprintf("a switch-over cost of %v, QEMU's as migrate --mode auto takes it", p.switchover)
+	}
+	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, %s):\n", cost)
+	writeSimulationTable(out, p.w, p.results)
+	choice := p.choice
 	for _, path := range sharedTraces {
 		if _, err := os.Stat(path); err != nil {
 			fmt.Fprintf(out, "\n(%s is not here: no simulation on real programs' traces)\n", path)
