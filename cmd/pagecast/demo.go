@@ -280,7 +280,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 		if after.TotalProgress() <= before.TotalProgress() {
 			return nil, fmt.Errorf("%s migration: the guest makes no progress on the destination", mode)
 		}
-		fmt.Fprintf(out, "  %-16s done: guest running on the destination (progress %d -> %d), memory verified\n",
+		fmt.Fprintf(out, "  %-25s done: guest running on the destination (progress %d -> %d), memory verified\n",
 			mode, before.TotalProgress(), after.TotalProgress())
 		infos = append(infos, info)
 		cur.Close()
@@ -291,7 +291,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 	fmt.Fprintln(out, "\nagainst precopy:")
 	pre := infos[0]
 	for _, i := range infos[1:] {
-		fmt.Fprintf(out, "  %-16s %4.0f%% of the bytes, %4.0f%% of the downtime, %4.0f%% of the total time\n", i.Pagecast.Mode,
+		fmt.Fprintf(out, "  %-25s %4.0f%% of the bytes, %4.0f%% of the downtime, %4.0f%% of the total time\n", i.Pagecast.Mode,
 			100*float64(i.RAM.Transferred)/float64(pre.RAM.Transferred),
 			100*float64(i.Downtime)/float64(max(pre.Downtime, 1)),
 			100*float64(i.TotalTime)/float64(max(pre.TotalTime, 1)))

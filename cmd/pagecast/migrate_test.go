@@ -136,7 +136,7 @@ func TestDemo(t *testing.T) {
 	wants := []string{"next-epoch forecasts", "the model told in which of 5 parts of each a page was written", "against precopy:",
 		"the same migrations simulated on this guest's profile"}
 	for _, mode := range demoModes {
-		wants = append(wants, fmt.Sprintf("%-16s done: guest running on the destination", mode))
+		wants = append(wants, fmt.Sprintf("%-25s done: guest running on the destination", mode))
 	}
 	for _, want := range wants {
 		if !strings.Contains(string(out), want) {
