@@ -21,7 +21,10 @@
 // checks that this changes no forecast); Observe's passes go only over
 // the chunks near the writes of the last 64 epochs. A caller that needs
 // few pages' probabilities asks a Scorer for them one at a time, each the
-// one PredictHorizon would give.
+// one PredictHorizon would give. In a VM of 1 GiB or more, Observe's
+// passes and a forecast of every page take runs of at least 512 MiB of
+// guest at once, one a core (Options.Workers): the passes share nothing
+// across 2 MiB blocks, so the result is the same (TestSpansExact).
 //
 // An epoch can also be shown as its parts in time order (ObserveParts; a
 // trace recorded in epochs a fraction of the model's, grouped by

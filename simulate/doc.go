@@ -21,4 +21,7 @@
 //   - In TSMC's stage 3 (and after MODE+postcopy's switch to post-copy)
 //     the guest runs on at the destination; the pages it writes before
 //     the push has sent them are pulled.
+//
+// RunAll simulates several modes at once, one a core as memory allows;
+// mode auto (Choose) predicts every mode that way.
 package simulate
