@@ -435,20 +435,8 @@ func (m *Model) neighbourSpan(dirty []uint64, lo0, hi0 int) {
 			}
 			var acc uint64 // the chunk's histories and window sums, ORed
 			for i := lo; i < hi; i++ {
-				if j := i + w; j < n {
-					s1 += int32(hist[j] & 1)
-					s2 += recencyQ[hist[j]&patternMask]
-				}
-				if j := i - w - 1; j >= 0 {
-					s1 -= int32(hist[j] & 1)
-					s2 -= recencyQ[hist[j]&patternMask]
-				}
-				if j := i + ww; j < n {
-					s3 += int32(hist[j] & 1)
-				}
-				if j := i - ww - 1; j >= 0 {
-					s3 -= int32(hist[j] & 1)
-				}
+				s1, s2 = slideNear(hist, i, w, s1, s2)
+				s3 = slideWide(hist, i, ww, s3)
 				h := hist[i]
 				acc |= h | uint64(s1|s2|s3)
 				if c := s3 - int32(h&1); c == 0 {
@@ -507,24 +495,42 @@ const slideReach = 4 * quietChunk
 //
 //go:norace
 func slideSums(hist []uint64, from, to, w, ww int, s1, s2, s3 int32) (int32, int32, int32) {
-	n := len(hist)
 	for i := from; i < to; i++ {
-		if j := i + w; j < n {
-			s1 += int32(hist[j] & 1)
-			s2 += recencyQ[hist[j]&patternMask]
-		}
-		if j := i - w - 1; j >= 0 {
-			s1 -= int32(hist[j] & 1)
-			s2 -= recencyQ[hist[j]&patternMask]
-		}
-		if j := i + ww; j < n {
-			s3 += int32(hist[j] & 1)
-		}
-		if j := i - ww - 1; j >= 0 {
-			s3 -= int32(hist[j] & 1)
-		}
+		s1, s2 = slideNear(hist, i, w, s1, s2)
+		s3 = slideWide(hist, i, ww, s3)
 	}
 	return s1, s2, s3
+}
+
+// slideNear moves neighbours' sums over Window pages each side from
+// before page i to page i: the page Window after it comes in, the one
+// Window and one before it leaves. (slideWide does the wide window; the
+// two are apart so that the compiler inlines each.)
+//
+//go:norace
+func slideNear(hist []uint64, i, w int, s1, s2 int32) (int32, int32) {
+	if j := i + w; j < len(hist) {
+		s1 += int32(hist[j] & 1)
+		s2 += recencyQ[hist[j]&patternMask]
+	}
+	if j := i - w - 1; j >= 0 {
+		s1 -= int32(hist[j] & 1)
+		s2 -= recencyQ[hist[j]&patternMask]
+	}
+	return s1, s2
+}
+
+// slideWide is slideNear for the wide window.
+//
+//go:norace
+func slideWide(hist []uint64, i, ww int, s3 int32) int32 {
+	if j := i + ww; j < len(hist) {
+		s3 += int32(hist[j] & 1)
+	}
+	if j := i - ww - 1; j >= 0 {
+		s3 -= int32(hist[j] & 1)
+	}
+	return s3
 }
 
 // nearWrites returns the chunks, as bits, of the block of pages from b
