@@ -598,15 +598,11 @@ func (m *Model) regions(hist []uint64, calm []uint64, lo0, hi0 int) {
 // ρ is the share that were rewritten in the last epoch, and the feature
 // log(1+100ρ), over the chunks not calm.
 func (m *Model) cohorts() {
-	var all cohortCounts
-	if len(m.spans) == 1 {
-		all.count(m.hist, m.calmBlocks(), 0, len(m.hist))
-	} else {
-		counts := make([]cohortCounts, len(m.spans))
-		m.eachSpan(func(i, lo, hi int) { counts[i].count(m.hist, m.calmBlocks(), lo, hi) })
-		for _, c := range counts {
-			all.add(&c)
-		}
+	counts := make([]cohortCounts, len(m.spans))
+	m.eachSpan(func(i, lo, hi int) { counts[i].count(m.hist, m.calmBlocks(), lo, hi) })
+	all := &counts[0]
+	for i := range counts[1:] {
+		all.add(&counts[i+1])
 	}
 	rewritten, left, before, again := &all.rewritten, &all.left, all.before, all.again
 	m.cohort[0] = 0
