@@ -66,9 +66,10 @@ type Options struct {
 	// Seed seeds the sampling: the same seed and input give the same
 	// forecasts.
 	Seed uint64
-	// Workers is how many goroutines Observe's passes over the pages
-	// take at once, each a run of at least 512 MiB of guest; 0 means one
-	// a core. The forecasts do not depend on it.
+	// Workers is how many goroutines Observe's passes over the pages,
+	// and a forecast of every page, take at once, each a run of at least
+	// 512 MiB of guest; 0 means one a core. The forecasts do not depend
+	// on it.
 	Workers int
 }
 
@@ -230,7 +231,7 @@ func NewModel(pages uint64, o Options) *Model {
 		near:    make([]uint8, pages),
 		nearRec: make([]uint8, pages),
 		wide:    make([]uint8, pages),
-		calm:    make([]uint64, (pages/quietChunk+63)/64),
+		calm:    make([]uint64, (pages+calmBlock-1)/calmBlock), // a word a block, the last too however short
 		rng:     rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15)),
 	}
 	m.setWorkers(o.Workers)

@@ -34,7 +34,7 @@ func TestSpans(t *testing.T) {
 // writes near and across the spans' ends; and the pages, scored in parts,
 // get what one pass over them all gives.
 func TestSpansExact(t *testing.T) {
-	const pages = 4*parallelPages + 3000 // the last span longer, its end not a block's
+	const pages = 4*parallelPages + 5*calmBlock + 3 // the last span longer, its end not a block's nor a chunk's
 	epochs := sparseEpochs(pages, 40, 5)
 	for e := range epochs {
 		set := epochs[e].Pages
@@ -87,6 +87,34 @@ func TestSpansExact(t *testing.T) {
 			}
 			if d := sum - one.Expected(); d < -1e-6*sum || d > 1e-6*sum {
 				t.Fatalf("epoch %d horizon %d: %v pages expected in parts, %v in one pass", e, h, one.Expected(), sum)
+			}
+		}
+	}
+}
+
+// A VM of any page count, a last chunk however short, is observed and
+// forecast, with the shortcuts over quiet pages as without (a count of 8k
+// plus 1 to 7 pages past a block had no word in the calm bitmap, and
+// Observe failed on it).
+func TestOddPageCounts(t *testing.T) {
+	for _, pages := range []uint64{1, 7, 9, calmBlock + 3, 8*calmBlock + 5, 8*calmBlock + 8 + 5} {
+		fast, slow := NewModel(pages, Options{}), NewModel(pages, Options{})
+		slow.slow = true
+		a, b := make([]float32, pages), make([]float32, pages)
+		for e := range 30 {
+			dirty := []uint64{0, pages - 1}
+			if e%3 == 0 {
+				dirty = []uint64{pages / 2, pages - 1}
+			}
+			dirty = slices.Compact(dirty)
+			fast.Observe(dirty)
+			slow.Observe(dirty)
+			for _, h := range []int{1, 8} {
+				fast.PredictHorizon(a, h)
+				slow.PredictHorizon(b, h)
+				if p := firstDifference(a, b); p >= 0 {
+					t.Fatalf("%d pages, epoch %d, horizon %d, page %d: %v with shortcuts, %v without", pages, e, h, p, a[p], b[p])
+				}
 			}
 		}
 	}
