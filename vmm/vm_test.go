@@ -283,7 +283,16 @@ func TestThrottle(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond)
+	// The pace must come back: in one of three windows, as a window
+	// the host's other work takes the CPU from says little (0.44 in a
+	// CI run beside another test run on two cores).
 	lifted := rate()
+	for range 2 {
+		if lifted >= 0.6*free {
+			break
+		}
+		lifted = max(lifted, rate())
+	}
 	t.Logf("writes/s: free %.0f, throttled 80%% %.0f (%.2f), lifted %.0f", free, throttled, throttled/free, lifted)
 	if throttled > 0.45*free {
 		t.Errorf("80%% throttle left the guest at %.2f of its pace", throttled/free)
