@@ -31,24 +31,6 @@ func FuzzModel(f *testing.F) {
 			cur = append(cur, (uint64(data[i])<<8|uint64(data[i+1]))*31%pages)
 			i++
 		}
-		fast, slow := NewModel(pages, Options{}), NewModel(pages, Options{})
-		slow.slow = true
-		a, b := make([]float32, pages), make([]float32, pages)
-		for e, dirty := range epochs {
-			fast.Observe(dirty)
-			slow.Observe(dirty)
-			for _, h := range []int{1, 4} {
-				fast.PredictHorizon(a, h)
-				slow.PredictHorizon(b, h)
-				if p := firstDifference(a, b); p >= 0 {
-					t.Fatalf("%d pages, epoch %d, horizon %d, page %d: %v with shortcuts, %v without", pages, e, h, p, a[p], b[p])
-				}
-				for p, v := range a {
-					if !(v >= 0 && v <= 1) {
-						t.Fatalf("%d pages, epoch %d, horizon %d: page %d's probability %v", pages, e, h, p, v)
-					}
-				}
-			}
-		}
+		shortcutsAlike(t, pages, epochs, 1, 4)
 	})
 }

@@ -98,22 +98,39 @@ func TestSpansExact(t *testing.T) {
 // Observe failed on it).
 func TestOddPageCounts(t *testing.T) {
 	for _, pages := range []uint64{1, 7, 9, calmBlock + 3, 8*calmBlock + 5, 8*calmBlock + 8 + 5} {
-		fast, slow := NewModel(pages, Options{}), NewModel(pages, Options{})
-		slow.slow = true
-		a, b := make([]float32, pages), make([]float32, pages)
+		var epochs [][]uint64
 		for e := range 30 {
 			dirty := []uint64{0, pages - 1}
 			if e%3 == 0 {
 				dirty = []uint64{pages / 2, pages - 1}
 			}
-			dirty = slices.Compact(dirty)
-			fast.Observe(dirty)
-			slow.Observe(dirty)
-			for _, h := range []int{1, 8} {
-				fast.PredictHorizon(a, h)
-				slow.PredictHorizon(b, h)
-				if p := firstDifference(a, b); p >= 0 {
-					t.Fatalf("%d pages, epoch %d, horizon %d, page %d: %v with shortcuts, %v without", pages, e, h, p, a[p], b[p])
+			epochs = append(epochs, slices.Compact(dirty))
+		}
+		shortcutsAlike(t, pages, epochs, 1, 8)
+	}
+}
+
+// shortcutsAlike has a model of pages pages, and one without the
+// shortcuts over quiet pages, observe epochs, and fails t unless after
+// each both forecast the same at the horizons, every probability in
+// [0, 1].
+func shortcutsAlike(t testing.TB, pages uint64, epochs [][]uint64, horizons ...int) {
+	t.Helper()
+	fast, slow := NewModel(pages, Options{}), NewModel(pages, Options{})
+	slow.slow = true
+	a, b := make([]float32, pages), make([]float32, pages)
+	for e, dirty := range epochs {
+		fast.Observe(dirty)
+		slow.Observe(dirty)
+		for _, h := range horizons {
+			fast.PredictHorizon(a, h)
+			slow.PredictHorizon(b, h)
+			if p := firstDifference(a, b); p >= 0 {
+				t.Fatalf("%d pages, epoch %d, horizon %d, page %d: %v with shortcuts, %v without", pages, e, h, p, a[p], b[p])
+			}
+			for p, v := range a {
+				if !(v >= 0 && v <= 1) {
+					t.Fatalf("%d pages, epoch %d, horizon %d: page %d's probability %v", pages, e, h, p, v)
 				}
 			}
 		}
