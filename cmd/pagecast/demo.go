@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -73,6 +74,14 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	default:
 		return fmt.Errorf("--monitor %q: want auto, pagecast or qemu", m)
 	}
+	modes, err := demoModeList(c.String("modes"), false, 0)
+	if err != nil {
+		return err
+	}
+	epoch, err := demoEpoch(c)
+	if err != nil {
+		return err
+	}
 	log := slog.Default()
 	vm, err := newVM(c, log, true)
 	if err != nil {
@@ -102,10 +111,6 @@ func runDemo(c *cli.Context, out io.Writer) error {
 
 	fmt.Fprintf(out, "pagecast demo: %s guest, %d vCPU, workload %s, dirty tracking: %s\n",
 		units.FormatBytes(float64(vm.MemoryBytes())), vm.VCPUs(), c.String("workload"), vm.DirtyMode())
-	epoch, err := demoEpoch(c)
-	if err != nil {
-		return err
-	}
 	next, source, closeSource, err := demoSource(vm, sock, epoch)
 	if err != nil {
 		return err
@@ -139,8 +144,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	modes := pred.withChoice(strings.Split(c.String("modes"), ","))
-	live, err := demoMigrations(c, out, vm, log, modes, migrator.Config{MaxBandwidth: bw, Epoch: epoch, Profile: profile})
+	live, err := demoMigrations(c, out, vm, log, pred.withChoice(modes), migrator.Config{MaxBandwidth: bw, Epoch: epoch, Profile: profile})
 	if err != nil {
 		return err
 	}
@@ -247,6 +251,40 @@ func writeProfile(path string, epochs []trace.Epoch, memory uint64, epoch time.D
 var demoModes = []string{migrator.ModePrecopy, migrator.ModePredictive, migrator.ModeThrottle, migrator.ModeTSMC,
 	migrator.MECOM, migrator.ModePredictive + "+" + migrator.MECOM}
 
+// demoModeList reads --modes before the demo boots anything: each mode
+// known, each once. On QEMU (memory the guest's bytes) a mode that runs
+// the guest on the destination early is QEMU's post-copy, so it must be
+// one QEMU's engine plans.
+func demoModeList(flag string, onQEMU bool, memory uint64) ([]string, error) {
+	var modes []string
+	for m := range strings.SplitSeq(flag, ",") {
+		m = strings.TrimSpace(m)
+		if m == "" || slices.Contains(modes, m) {
+			continue
+		}
+		if err := migrator.CheckMode(m); err != nil {
+			return nil, fmt.Errorf("--modes: %w", err)
+		}
+		if onQEMU && migrator.NeedsPostcopy(m) {
+			if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, memory); err != nil {
+				return nil, fmt.Errorf("--modes: on QEMU the demo runs %s with QEMU's post-copy, since pagecast's stage 3 cannot pull pages into QEMU's memory: %w", m, err)
+			}
+		}
+		modes = append(modes, m)
+	}
+	if len(modes) == 0 {
+		return nil, fmt.Errorf("--modes %q: want at least one mode", flag)
+	}
+	return modes, nil
+}
+
+// baselineFirst is modes with precopy, the comparison's baseline, first
+// and once.
+func baselineFirst(modes []string) []string {
+	rest := slices.DeleteFunc(slices.Clone(modes), func(m string) bool { return m == migrator.ModePrecopy })
+	return append([]string{migrator.ModePrecopy}, rest...)
+}
+
 // demoMigrations moves the running VM to a fresh monitor with each mode in
 // turn (the second migration starts from where the first one put it) and
 // prints the figures side by side.
@@ -255,10 +293,7 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 		units.FormatBytes(float64(cfg.MaxBandwidth)), migrator.DefaultDowntimeLimit)
 	cur := vm
 	var infos []migrator.Info
-	if modes[0] != migrator.ModePrecopy {
-		modes = append([]string{migrator.ModePrecopy}, modes...) // the baseline of the comparison
-	}
-	for _, mode := range modes {
+	for _, mode := range baselineFirst(modes) {
 		dst, err := newVM(c, log, false)
 		if err != nil {
 			return nil, err

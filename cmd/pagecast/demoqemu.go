@@ -35,6 +35,14 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 	if err != nil {
 		return err
 	}
+	modes, err := demoModeList(c.String("modes"), true, o.memory)
+	if err != nil {
+		return err
+	}
+	epoch, err := demoEpoch(c)
+	if err != nil {
+		return err
+	}
 	accel, _, err := qemu.ResolveAccel(o.accel)
 	if err != nil {
 		return err
@@ -55,10 +63,6 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 		fmt.Fprintf(out, "(%s)\n", why)
 	}
 	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
-		return err
-	}
-	epoch, err := demoEpoch(c)
-	if err != nil {
 		return err
 	}
 	col, err := collector.New(collector.Config{QMP: vm.QMPPath, Epoch: epoch})
@@ -98,7 +102,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 	if err := writeProfile(profile, epochs, o.memory, epoch, col.Hook()); err != nil {
 		return err
 	}
-	return demoQEMUMigrations(c, out, vm, o, profile)
+	return demoQEMUMigrations(c, out, vm, o, profile, modes)
 }
 
 // demoQEMUMigrations moves the QEMU VM to a fresh QEMU, first with QEMU's
@@ -108,7 +112,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 // as QEMU's post-copy; each migration starts where the last left the guest.
 // It checks that the guest runs on at each destination and prints the
 // figures side by side.
-func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOptions, profile string) error {
+func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOptions, profile string, modes []string) error {
 	bw, err := units.ParseRate(c.String("bandwidth"))
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
@@ -117,7 +121,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	if err != nil {
 		return err
 	}
-	modes := pred.withChoice(strings.Split(c.String("modes"), ","))
+	modes = pred.withChoice(modes)
 	fmt.Fprintf(out, "live migration QEMU to QEMU on loopback, link capped at %s/s, downtime limit %v:\n",
 		units.FormatBytes(float64(bw)), migrator.DefaultDowntimeLimit)
 	cur := src
@@ -138,7 +142,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	}
 	for _, mode := range modes {
 		engine := enginePagecast
-		if strings.HasPrefix(mode, migrator.ModeTSMC) {
+		if migrator.NeedsPostcopy(mode) {
 			engine = engineQEMU // pagecast's stage 3 cannot pull pages into QEMU's memory
 		}
 		if err := next(engine, mode); err != nil {

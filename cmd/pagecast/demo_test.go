@@ -1,0 +1,57 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemoModes: --modes is read before the demo boots anything, each
+// mode once, with precopy (the baseline) migrated first and once.
+func TestDemoModes(t *testing.T) {
+	got, err := demoModeList(" mecom,predictive,mecom,,precopy ", false, 0)
+	if err != nil || !slices.Equal(got, []string{"mecom", "predictive", "precopy"}) {
+		t.Fatalf("demoModeList: %q, %v", got, err)
+	}
+	if b := baselineFirst(got); !slices.Equal(b, []string{"precopy", "mecom", "predictive"}) {
+		t.Errorf("baselineFirst(%q) = %q", got, b)
+	}
+	// auto's choice, precopy, added to modes without it: migrated once.
+	p := demoPrediction{}
+	p.choice.Mode = "precopy"
+	if b := baselineFirst(p.withChoice([]string{"mecom"})); !slices.Equal(b, []string{"precopy", "mecom"}) {
+		t.Errorf("a choice of precopy beside --modes mecom migrates %q", b)
+	}
+	// On QEMU the post-copy modes are QEMU's: those it plans pass.
+	if got, err := demoModeList("tsmc,precopy+postcopy,predictive", true, 64<<20); err != nil || len(got) != 3 {
+		t.Errorf("QEMU demo modes: %q, %v", got, err)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--modes", "predicitve"}, `migration mode "predicitve"`},
+		{[]string{"--modes", ","}, "want at least one mode"},
+		{[]string{"--monitor", "qemu", "--modes", "predictive+tsmc"}, "runs predictive+tsmc with QEMU's post-copy"},
+		{[]string{"--monitor", "qemu", "--modes", "mecom+postcopy"}, "runs mecom+postcopy with QEMU's post-copy"},
+		{[]string{"--monitor", "pagecast", "--epoch", "1s"}, "--epoch 1s"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			// Told to watch for an hour: an error after booting and
+			// watching would come far too late.
+			args := append([]string{"demo", "--duration", "1h"}, tc.args...)
+			done := make(chan error, 1)
+			go func() { _, _, err := runApp(t, args...); done <- err }()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err %v, want %q", err, tc.want)
+				}
+			case <-time.After(2 * time.Minute):
+				t.Fatalf("pagecast %s ran on instead of stopping at its flags", strings.Join(args, " "))
+			}
+		})
+	}
+}
