@@ -27,7 +27,7 @@ var ErrInUse = errors.New("in use by another process")
 // Closing the listener removes the socket, unless something else has replaced
 // it since.
 func Listen(path string) (net.Listener, error) {
-	if err := clearStaleSocket(path); err != nil {
+	if err := ClearStaleSocket(path); err != nil {
 		return nil, err
 	}
 
@@ -71,9 +71,11 @@ func Listen(path string) (net.Listener, error) {
 	return &socketListener{UnixListener: ul, path: path, file: fi}, nil
 }
 
-// clearStaleSocket makes sure nothing is at path, removing a socket that
-// nobody listens on. It fails if path is a live socket or not a socket.
-func clearStaleSocket(path string) error {
+// ClearStaleSocket makes sure nothing is at path, removing a socket that
+// nobody listens on (left by a process that is gone). It fails with
+// ErrInUse if a process accepts connections there, and if path is not a
+// socket.
+func ClearStaleSocket(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

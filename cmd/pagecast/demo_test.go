@@ -1,10 +1,15 @@
 package main
 
 import (
+	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/qmpserver"
 )
 
 // TestDemoModes: --modes is read before the demo boots anything, each
@@ -53,5 +58,42 @@ func TestDemoModes(t *testing.T) {
 				t.Fatalf("pagecast %s ran on instead of stopping at its flags", strings.Join(args, " "))
 			}
 		})
+	}
+}
+
+// TestVMRunQEMUSocket: vm run --monitor qemu takes over a QMP socket left
+// by a process that is gone, as pagecast's own monitor does, and refuses
+// a live one or a path that is not a socket, before QEMU starts.
+func TestVMRunQEMUSocket(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "live.sock")
+	l, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{live: "in use by another process", file: "not a socket"} {
+		_, _, err := runApp(t, "vm", "run", "--monitor", "qemu", "--qmp", "unix:"+path)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--qmp unix:%s: err %v, want %q", path, err, want)
+		}
+	}
+	// A stale socket: nobody listens there any more.
+	stale := filepath.Join(dir, "stale.sock")
+	sl, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.(*net.UnixListener).SetUnlinkOnClose(false)
+	sl.Close()
+	if err := qmpserver.ClearStaleSocket(stale); err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+	if _, err := os.Lstat(stale); !os.IsNotExist(err) {
+		t.Errorf("the stale socket is still there (%v)", err)
 	}
 }

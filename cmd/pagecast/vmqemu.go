@@ -17,6 +17,7 @@ import (
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qmpserver"
 	"github.com/pagecast/pagecast/qemuguest"
 	"github.com/pagecast/pagecast/tcg"
 )
@@ -178,8 +179,8 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if !ok {
 			return fmt.Errorf("--qmp %q: want unix:PATH", spec)
 		}
-		if _, err := os.Stat(path); err == nil {
-			return fmt.Errorf("--qmp %s: the path exists (another VM's socket?)", path)
+		if err := qmpserver.ClearStaleSocket(path); err != nil {
+			return fmt.Errorf("--qmp: %w", err) // a live VM's socket, or not a socket
 		}
 		o.qmp = path
 	}
@@ -257,8 +258,12 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		}
 		fmt.Fprintf(out, "guest up: %s\n", banner)
 	}
+	guest := slog.String("workload", c.String("workload"))
+	if o.kernel != "" {
+		guest = slog.String("kernel", o.kernel)
+	}
 	log.Info("virtual machine running", "monitor", "qemu", "accel", vm.accel, "pid", vm.PID(),
-		"workload", c.String("workload"), "qmp", vm.QMPPath)
+		guest, "qmp", vm.QMPPath)
 	select {
 	case <-ctx.Done():
 		return nil
