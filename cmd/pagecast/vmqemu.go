@@ -17,8 +17,8 @@ import (
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
-	"github.com/pagecast/pagecast/qmpserver"
 	"github.com/pagecast/pagecast/qemuguest"
+	"github.com/pagecast/pagecast/qmpserver"
 	"github.com/pagecast/pagecast/tcg"
 )
 
