@@ -44,6 +44,15 @@ func (b *Bitmap) Or(o *Bitmap) {
 	}
 }
 
+// AndNot removes every page of o from b.
+func (b *Bitmap) AndNot(o *Bitmap) {
+	for i, w := range o.words {
+		if i < len(b.words) {
+			b.words[i] &^= w
+		}
+	}
+}
+
 // Clear empties the set.
 func (b *Bitmap) Clear() { clear(b.words) }
 

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/pagecast/pagecast/bitmap"
 )
 
 // Digest is a checksum of guest memory: CRC-32C of each ChunkBytes chunk.
@@ -25,17 +27,39 @@ const DigestChunk = 1 << 20
 
 // ComputeDigest checksums mem (len a multiple of PageSize) in DigestChunk
 // chunks (last may be short), in parallel over runtime.GOMAXPROCS workers.
-func ComputeDigest(mem []byte) Digest { return computeDigest(mem, DigestChunk) }
+func ComputeDigest(mem []byte) Digest { return computeDigest(mem, DigestChunk, -1) }
 
-func computeDigest(mem []byte, chunk int) Digest {
+// computeDigest is ComputeDigest in chunks of chunk bytes; given fd, the
+// file mem maps (see MemoryFile), the file's holes count as zeros without
+// being read.
+func computeDigest(mem []byte, chunk int, fd int) Digest {
 	total := (len(mem) + chunk - 1) / chunk
 	d := Digest{ChunkBytes: uint32(chunk), Sums: make([]uint32, total)}
+	var hole *bitmap.Bitmap
+	var zeroSum uint32
+	if fd >= 0 {
+		// Found once: looked for chunk by chunk, a hole's search runs on
+		// to the next data, gigabytes on (3.1 s for a 5 GiB guest, against
+		// 14 ms for the whole file).
+		if h, err := holes(fd, uint64(len(mem))/PageSize); err == nil {
+			hole, zeroSum = h, updateZeros(0, int64(chunk))
+		}
+	}
 	// Small chunks are summed in groups so that claiming work stays cheap.
 	group := max(1, DigestChunk/chunk)
 	n := (total + group - 1) / group
 	sum := func(gi int) {
 		for i := gi * group; i < min((gi+1)*group, total); i++ {
-			d.Sums[i] = crc32.Checksum(mem[i*chunk:min((i+1)*chunk, len(mem))], wireCastagnoli)
+			lo, hi := i*chunk, min((i+1)*chunk, len(mem))
+			if hole != nil {
+				z := zeroSum
+				if hi-lo != chunk {
+					z = 0 // the short last chunk
+				}
+				d.Sums[i] = sumPages(mem, uint64(lo/PageSize), uint64(hi/PageSize), hole, z)
+				continue
+			}
+			d.Sums[i] = crc32.Checksum(mem[lo:hi], wireCastagnoli)
 		}
 	}
 	workers := min(runtime.GOMAXPROCS(0), n)

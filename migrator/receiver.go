@@ -378,7 +378,8 @@ func (rc *receiver) verify() error {
 	if err := rc.complete(nil); err != nil {
 		return err
 	}
-	if err := rc.digest.Compare(ComputeDigest(rc.mem)); err != nil {
+	// In the source's chunks, which are larger for a guest over 256 GiB.
+	if err := rc.digest.Compare(computeDigest(rc.mem, int(rc.digest.ChunkBytes), memoryFD(rc.d))); err != nil {
 		return fmt.Errorf("verify memory: %w", err)
 	}
 	return nil

@@ -317,6 +317,9 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 		return fmt.Errorf("start the dirty log: %w", err)
 	}
 	defer s.log.Close()
+	if _, ok := m.g.(Contents); !ok {
+		s.log, s.contents = trackHoles(m.g, s.mem, s.log)
+	}
 	s.pending = bitmap.New(s.pages)
 	s.lastHarvest = m.clock.Now()
 	s.nextHarvest = s.lastHarvest.Add(m.cfg.Epoch)
@@ -1031,7 +1034,7 @@ func (s *sender) digest(chunk int) Digest {
 	if s.m.sim != nil {
 		return Digest{ChunkBytes: uint32(chunk), Sums: make([]uint32, (memory+uint64(chunk)-1)/uint64(chunk))}
 	}
-	return computeDigest(s.mem, chunk)
+	return computeDigest(s.mem, chunk, memoryFD(s.m.g))
 }
 
 // digestChunk is the chunk the checksums of memory bytes are taken over:

@@ -646,7 +646,7 @@ func (rc *receiver) verifyClean(dirty *bitmap.Bitmap) error {
 	if err := rc.complete(dirty); err != nil {
 		return err
 	}
-	local := computeDigest(rc.mem, int(rc.digest.ChunkBytes))
+	local := computeDigest(rc.mem, int(rc.digest.ChunkBytes), memoryFD(rc.d))
 	chunkPages := uint64(local.ChunkBytes) / PageSize
 	differ, checked := 0, 0
 	for i := range local.Sums {

@@ -44,6 +44,7 @@ type vm struct {
 	kvm   bool
 	id    migrator.Identity
 	v     *qemu.VM       // the QEMU StartSource or StartDest booted
+	ram   *os.File       // the file mem maps, for its holes (migrator.MemoryFile)
 	owned []func() error // run by Close, last first
 }
 
@@ -118,6 +119,10 @@ func (g *vm) attach(mon Monitor, pid int, mem []byte) error {
 		return fmt.Errorf("qemu %d: %d bytes of RAM mapped, its backend has %d", pid, len(mem), size)
 	}
 	g.mem = mem
+	if f, err := os.Open(path); err == nil { // without it, memory is read as it is
+		g.ram = f
+		g.owned = append(g.owned, f.Close)
+	}
 	if g.kvm, err = accelIsKVM(mon); err != nil {
 		return err
 	}
@@ -147,6 +152,15 @@ func (g *vm) VCPUThreads() []int { return slices.Clone(g.tids) }
 func (g *vm) MemoryBytes() uint64         { return uint64(len(g.mem)) }
 func (g *vm) Memory() []byte              { return g.mem }
 func (g *vm) Identity() migrator.Identity { return g.id }
+
+// MemoryFD is the descriptor of the file guest RAM is mapped from, or -1:
+// migrator.MemoryFile.
+func (g *vm) MemoryFD() int {
+	if g.ram == nil {
+		return -1
+	}
+	return int(g.ram.Fd())
+}
 
 // Close releases what this side opened: the RAM mapping, the QMP
 // connection or QEMU it started.

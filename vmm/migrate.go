@@ -27,6 +27,10 @@ func (vm *VM) Migratable() *Migratable { return &Migratable{vm: vm} }
 func (m *Migratable) MemoryBytes() uint64 { return m.vm.MemoryBytes() }
 func (m *Migratable) Memory() []byte      { return m.vm.Memory() }
 
+// MemoryFD is the memfd guest memory is mapped from (migrator.MemoryFile):
+// its holes are read as zeros without being touched.
+func (m *Migratable) MemoryFD() int { return m.vm.memfd }
+
 // Identity is the vCPU count and the guest image's digest.
 func (m *Migratable) Identity() migrator.Identity {
 	return migrator.Identity{VCPUs: m.vm.VCPUs(), Image: m.vm.ImageDigest()}

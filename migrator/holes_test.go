@@ -1,0 +1,148 @@
+package migrator
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/bitmap"
+)
+
+// memfdGuest maps a memfd of pages pages.
+func memfdGuest(t *testing.T, pages int) (int, []byte, func() int64) {
+	t.Helper()
+	fd, err := unix.MemfdCreate("pagecast-holes-test", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Skipf("memfd: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Ftruncate(fd, int64(pages*PageSize)); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(fd, 0, pages*PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(mem) })
+	held := func() int64 {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Blocks * 512
+	}
+	return fd, mem, held
+}
+
+// TestHolesDigest: the pages never written of a memfd are its holes, and
+// the checksums that take them as zeros without reading them equal those
+// that read every byte, in chunks of any size, the last one short, and
+// allocate no hole.
+func TestHolesDigest(t *testing.T) {
+	const pages = 1000 // 3.9 MiB: three chunks of 1 MiB and a short one
+	fd, mem, held := memfdGuest(t, pages)
+	written := map[int]bool{}
+	write := func() {
+		for p := range written {
+			mem[p*PageSize+17] = byte(p) | 1
+		}
+	}
+	for _, p := range []int{0, 1, 2, 255, 256, 300, 301, 302, 303, 600, 999} {
+		written[p] = true
+	}
+	write()
+	zeroPages(mem[300*PageSize : 302*PageSize]) // punched out again
+	delete(written, 300)
+	delete(written, 301)
+	h, err := holes(fd, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range pages {
+		if h.Has(uint64(p)) == written[p] {
+			t.Fatalf("page %d: hole %v, written %v", p, h.Has(uint64(p)), written[p])
+		}
+	}
+	for _, fragmented := range []bool{false, true} {
+		if fragmented { // many runs in a chunk
+			for p := 400; p < 520; p += 2 {
+				written[p] = true
+			}
+		}
+		for _, chunk := range []int{PageSize, 64 * PageSize, DigestChunk, 4 * DigestChunk} {
+			zeroPages(mem)
+			write()
+			before := held()
+			got := computeDigest(mem, chunk, fd)
+			if allocated := held() - before; allocated != 0 {
+				t.Errorf("chunks of %d: the checksums allocated %d bytes of holes", chunk, allocated)
+			}
+			want := computeDigest(mem, chunk, -1) // reads (and fills) the holes
+			if err := want.Compare(got); err != nil {
+				t.Errorf("chunks of %d, fragmented %v: %v", chunk, fragmented, err)
+			}
+		}
+	}
+}
+
+// TestHoleContents: the source takes a hole for a zero page without
+// reading it until a harvest names it written; then it reads it.
+func TestHoleContents(t *testing.T) {
+	const pages = 64
+	fd, mem, held := memfdGuest(t, pages)
+	mem[5*PageSize] = 1
+	g := fdGuest{fd: fd, mem: mem}
+	log := &listLog{}
+	l, c := trackHoles(g, mem, log)
+	if _, ok := l.(PageLister); !ok {
+		t.Fatal("the log lost its HarvestPages")
+	}
+	before := held()
+	for p := range uint64(pages) {
+		if c.Zero(p) != (p != 5) {
+			t.Fatalf("page %d: Zero %v", p, c.Zero(p))
+		}
+	}
+	if held() != before {
+		t.Errorf("asking about holes allocated %d bytes", held()-before)
+	}
+	mem[9*PageSize+100] = 3 // written after the holes were found
+	if !c.Zero(9) {
+		t.Fatal("page 9, a hole when the log started, read")
+	}
+	log.next = []uint64{9}
+	if _, err := l.(PageLister).HarvestPages(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Zero(9) {
+		t.Error("page 9 still taken for zero after a harvest named it")
+	}
+	// Through Harvest too.
+	mem[11*PageSize] = 4
+	b := bitmap.New(pages)
+	b.Set(11)
+	log.bits = b
+	if _, err := l.Harvest(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Zero(11) || !c.Zero(12) {
+		t.Errorf("after a harvest of page 11: Zero(11) %v, Zero(12) %v", c.Zero(11), c.Zero(12))
+	}
+}
+
+type fdGuest struct {
+	Guest
+	fd  int
+	mem []byte
+}
+
+func (g fdGuest) MemoryFD() int { return g.fd }
+
+type listLog struct {
+	next []uint64
+	bits *bitmap.Bitmap
+}
+
+func (l *listLog) Harvest() (*bitmap.Bitmap, error) { return l.bits, nil }
+func (l *listLog) HarvestPages() ([]uint64, error)  { return l.next, nil }
+func (l *listLog) Close() error                     { return nil }
