@@ -30,6 +30,17 @@ func memoryFD(x any) int {
 	return -1
 }
 
+// Holes returns the pages of g's memory that are holes of the file it
+// maps (see MemoryFile), or nil if g has none: pages that read as zero,
+// and that reading would allocate.
+func Holes(g Guest) (*bitmap.Bitmap, error) {
+	fd := memoryFD(g)
+	if fd < 0 {
+		return nil, nil
+	}
+	return holes(fd, g.MemoryBytes()/PageSize)
+}
+
 // holes returns the pages among the first pages of file fd that are holes
 // now: never written since the file was made, or punched out.
 func holes(fd int, pages uint64) (*bitmap.Bitmap, error) {

@@ -51,7 +51,7 @@ func TestAgreesWithLive(t *testing.T) {
 			// Record the guest's writes during its live migration, then
 			// simulate the migration on that recording.
 			src := startSource(t)
-			mix := simulate.MeasureMix(src.Memory(), 1)
+			mix := simulate.MeasureMix(src.Memory(), 1, nil)
 			rec := &recorder{Guest: src}
 			var before []trace.Epoch
 			if mode == migrator.ModeThrottle {
@@ -133,7 +133,7 @@ func writtenMix(mem []byte, epochs []trace.Epoch) simulate.Mix {
 			}
 		}
 	}
-	return simulate.MeasureMix(pages, 1)
+	return simulate.MeasureMix(pages, 1, nil)
 }
 
 func pagesWritten(epochs []trace.Epoch) uint64 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/migrator/mecom"
 )
 
@@ -71,13 +72,19 @@ func ClassMix(classes map[uint64]mecom.Class) Mix {
 }
 
 // MeasureMix classifies pages of mem as mecom does (every stride-th page,
-// at least 1): the mix of a real guest, to simulate it.
-func MeasureMix(mem []byte, stride int) Mix {
+// at least 1): the mix of a real guest, to simulate it. Pages in holes
+// (if not nil: the holes of the file mem maps, migrator.Holes) are zero
+// pages, and are not read: reading them would allocate them.
+func MeasureMix(mem []byte, stride int, holes *bitmap.Bitmap) Mix {
 	var m Mix
 	n := 0.0
 	stride = max(1, stride)
 	for off := 0; off+mecom.PageSize <= len(mem); off += stride * mecom.PageSize {
-		m[mecom.Classify(mem[off:off+mecom.PageSize])]++
+		if holes != nil && holes.Has(uint64(off/mecom.PageSize)) {
+			m[mecom.Zero]++
+		} else {
+			m[mecom.Classify(mem[off:off+mecom.PageSize])]++
+		}
 		n++
 	}
 	for i := range m {

@@ -111,7 +111,7 @@ func TestContents(t *testing.T) {
 	}
 	mem := make([]byte, 8*mecom.PageSize)
 	copy(mem[mecom.PageSize:], c.samples[mecom.HighEntropy][0])
-	if got := MeasureMix(mem, 1); got != (Mix{7.0 / 8, 0, 0, 1.0 / 8}) {
+	if got := MeasureMix(mem, 1, nil); got != (Mix{7.0 / 8, 0, 0, 1.0 / 8}) {
 		t.Fatalf("MeasureMix: %v", got)
 	}
 	if got := ClassMix(map[uint64]mecom.Class{0: mecom.Zero, 1: mecom.HighEntropy, 2: mecom.Zero, 3: mecom.Zero}); got != (Mix{3.0 / 4, 0, 0, 1.0 / 4}) {

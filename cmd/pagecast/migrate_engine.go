@@ -210,6 +210,10 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 		epochs = append(epochs, trace.Epoch{Index: uint64(i), Pages: pages})
 	}
 	mem := g.Memory()
+	holes, err := migrator.Holes(g) // read, they would be allocated
+	if err != nil {
+		return simulate.Options{}, 0, fmt.Errorf("watch the guest: %w", err)
+	}
 	classes := make(map[uint64]mecom.Class, len(written))
 	for p := range written {
 		classes[p] = mecom.Classify(mem[p*migrator.PageSize : (p+1)*migrator.PageSize])
@@ -218,7 +222,7 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 	if err != nil {
 		return simulate.Options{}, 0, err
 	}
-	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1), Written: simulate.ClassMix(classes), Classes: classes}, len(written), nil
+	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1, holes), Written: simulate.ClassMix(classes), Classes: classes}, len(written), nil
 }
 
 // ownChooser is mode auto for pagecast's own monitor (vm run): it watches
