@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -146,3 +147,50 @@ type listLog struct {
 func (l *listLog) Harvest() (*bitmap.Bitmap, error) { return l.bits, nil }
 func (l *listLog) HarvestPages() ([]uint64, error)  { return l.next, nil }
 func (l *listLog) Close() error                     { return nil }
+
+// TestDestSums: the destination's checksums kept as pages arrive, swept in
+// the background while more are written and punched, equal those of all
+// memory taken at the end, and pass over unwritten chunks without
+// allocating them.
+func TestDestSums(t *testing.T) {
+	const pages = 2048 // 8 MiB: chunks of 1 MiB, and of 64 KiB
+	for _, chunk := range []int{DigestChunk, 16 * PageSize} {
+		fd, mem, held := memfdGuest(t, pages)
+		d := startDestSums(mem, fd, chunk)
+		rng := uint64(1)
+		next := func(n uint64) uint64 {
+			rng = rng*6364136223846793005 + 1442695040888963407
+			return (rng >> 33) % n
+		}
+		for round := range 40 {
+			for range 50 {
+				p := next(pages / 2) // the upper half stays holes
+				mem[p*PageSize+next(PageSize)] = byte(round) | 1
+				d.wrote(p)
+			}
+			if round%7 == 3 {
+				p := next(pages/2 - 8)
+				zeroPages(mem[p*PageSize : (p+8)*PageSize])
+				for g := p; g < p+8; g++ {
+					d.wrote(g)
+				}
+			}
+			// A pass between every round's writes: each finds chunks
+			// written since the last.
+			n := d.passes.Load()
+			d.sweep()
+			for d.passes.Load() == n {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		before := held()
+		got := d.digest(uint32(chunk))
+		if allocated := held() - before; allocated != 0 {
+			t.Errorf("chunks of %d: the last sums allocated %d bytes of holes", chunk, allocated)
+		}
+		if err := computeDigest(mem, chunk, -1).Compare(got); err != nil {
+			t.Errorf("chunks of %d: %v", chunk, err)
+		}
+		d.sweep() // after the end: nothing happens
+	}
+}

@@ -33,6 +33,7 @@ import (
 type memGuest struct {
 	cfg   memConfig
 	mem   []byte
+	fd    int // the memfd mem maps
 	image [32]byte
 	// kernelWrites: the writer stores through process_vm_writev, so that a
 	// write to a page absent under userfaultfd (TSMC's stage 3) waits in a
@@ -94,7 +95,6 @@ func newMemGuest(t testing.TB, cfg memConfig, start bool) *memGuest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd) // the mapping keeps the memory
 	if err := unix.Ftruncate(fd, int64(cfg.Memory)); err != nil {
 		t.Fatal(err)
 	}
@@ -106,9 +106,11 @@ func newMemGuest(t testing.TB, cfg memConfig, start bool) *memGuest {
 		kernelWrites: !start, state: memPrelaunch, pcg: rand.NewPCG(1, 2), logs: map[*memLog]struct{}{}}
 	g.rng = rand.New(g.pcg)
 	g.cond = sync.NewCond(&g.mu)
+	g.fd = fd // its holes are read as zeros (MemoryFile)
 	t.Cleanup(func() {
 		g.close()
 		unix.Munmap(mem)
+		unix.Close(fd)
 	})
 	if start {
 		fillMixed(mem, 7)
@@ -147,6 +149,7 @@ func fillMixed(mem []byte, seed uint64) {
 
 func (g *memGuest) MemoryBytes() uint64 { return g.cfg.Memory }
 func (g *memGuest) Memory() []byte      { return g.mem }
+func (g *memGuest) MemoryFD() int       { return g.fd }
 func (g *memGuest) Identity() Identity  { return Identity{VCPUs: 1, Image: g.image} }
 
 func (g *memGuest) Running() (bool, string) {

@@ -160,6 +160,7 @@ type receiver struct {
 	rounds       int
 	normal, zero uint64
 	mode         string
+	sums         *destSums      // memory's checksums as pages arrive (nil: taken at the end)
 	dirty        *bitmap.Bitmap // TSMC: the stage-2 dirty bitmap
 	dirtyWords   bitmapChunks   // how much of dirty has arrived
 	pulled       uint64         // TSMC: pages asked for because the guest touched them
@@ -202,12 +203,22 @@ func (rc *receiver) run() error {
 	}
 	rc.r.SetLimits(rc.pages)
 	rc.seen = bitmap.New(rc.pages)
+	if fd := memoryFD(rc.d); fd >= 0 && !NeedsPostcopy(rc.mode) {
+		rc.sums = startDestSums(rc.mem, fd, digestChunk(rc.pages*PageSize, DigestChunk))
+		defer rc.sums.close()
+	}
 	rc.log.Info("incoming migration accepted", "mode", rc.mode)
 
+	lastSweep := rc.cfg.Clock.Now()
 	for {
 		rec, err := rc.r.Next()
 		if err != nil {
 			return fmt.Errorf("read the migration stream: %w", err)
+		}
+		if rc.sums != nil && rc.cfg.Clock.Now().Sub(lastSweep) >= sweepEvery {
+			// Within a round too: a migration often stops in its first.
+			rc.sums.sweep()
+			lastSweep = rc.cfg.Clock.Now()
 		}
 		switch rec.Type {
 		case RecPages:
@@ -231,6 +242,9 @@ func (rc *receiver) run() error {
 			}
 		case RecEndRound:
 			rc.rounds++
+			if rc.sums != nil {
+				rc.sums.sweep() // the round's pages, in the background
+			}
 			// A VM that has gone meanwhile (its QEMU killed) can never
 			// take the guest: say so now, not after the source has
 			// paused it for a stop-and-copy.
@@ -278,6 +292,9 @@ func (rc *receiver) run() error {
 // 3, so it is no longer to be fetched, and counts as pushed.
 func (rc *receiver) arrived(gfn uint64, count *uint64) {
 	rc.seen.Set(gfn)
+	if rc.sums != nil {
+		rc.sums.wrote(gfn) // after the write: see destSums
+	}
 	if rc.dirty != nil {
 		rc.dirty.Unset(gfn)
 		count = &rc.pushed
@@ -379,7 +396,13 @@ func (rc *receiver) verify() error {
 		return err
 	}
 	// In the source's chunks, which are larger for a guest over 256 GiB.
-	if err := rc.digest.Compare(computeDigest(rc.mem, int(rc.digest.ChunkBytes), memoryFD(rc.d))); err != nil {
+	var local Digest
+	if rc.sums != nil {
+		local = rc.sums.digest(rc.digest.ChunkBytes)
+	} else {
+		local = computeDigest(rc.mem, int(rc.digest.ChunkBytes), memoryFD(rc.d))
+	}
+	if err := rc.digest.Compare(local); err != nil {
 		return fmt.Errorf("verify memory: %w", err)
 	}
 	return nil
