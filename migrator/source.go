@@ -768,6 +768,11 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	s.pendingN = s.pending.Count()
 	round := s.m.Info().Pagecast.Round + 1
 	pending, harvested := s.pendingN, s.m.clock.Now()
+	// The paused guest's memory no longer changes: it is summed while
+	// the last pages and the state go (a 5 GiB guest holding 1.3 GiB:
+	// 146 ms, which came after them).
+	sums := make(chan Digest, 1)
+	go func() { sums <- s.digest(DigestChunk) }()
 	if _, err := s.sendPass(context.Background(), round, false, false); err != nil {
 		return err
 	}
@@ -776,7 +781,9 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 		return err
 	}
 	saved := s.m.clock.Now()
-	if err := s.w.Digest(s.digest(DigestChunk)); err != nil {
+	digest := <-sums
+	summed := s.m.clock.Now()
+	if err := s.w.Digest(digest); err != nil {
 		return fmt.Errorf("send memory checksums: %w", err)
 	}
 	if err := s.w.Text(RecEnd, ""); err != nil {
@@ -797,7 +804,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	downtime := s.m.clock.Now().Sub(paused)
 	s.m.log.Debug("stop-and-copy", "pages", pending, "pages-bytes", pagesBytes, "other-bytes", s.w.Bytes()-precopyBytes-pagesBytes,
 		"pause-and-harvest", harvested.Sub(paused), "pages-time", sent.Sub(harvested), "state-time", saved.Sub(sent),
-		"flush-time", flushed.Sub(saved), "verify-and-commit", s.m.clock.Now().Sub(flushed), "downtime", downtime)
+		"checksum-wait", summed.Sub(saved), "flush-time", flushed.Sub(summed), "verify-and-commit", s.m.clock.Now().Sub(flushed), "downtime", downtime)
 	s.m.update(func(i *Info) {
 		i.Downtime = downtime.Milliseconds()
 		i.RAM.DirtySyncCount = s.harvests
