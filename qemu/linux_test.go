@@ -3,7 +3,6 @@ package qemu_test
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,30 +12,12 @@ import (
 	"github.com/pagecast/pagecast/tcg"
 )
 
-// requiresLinuxGuest skips the test unless QEMU, a kernel in /boot and a
-// static busybox are there, and returns the kernel.
-func requiresLinuxGuest(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped in short mode")
-	}
-	testutil.RequiresQEMU(t)
-	kernel, err := qemu.DebianKernel()
-	if err != nil {
-		t.Skipf("needs a Linux kernel for the guest: %v", err)
-	}
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skipf("needs /bin/busybox (Debian package busybox-static) for the initramfs: %v", err)
-	}
-	return kernel
-}
-
 // TestLinuxGuestDirtiesMemory boots Debian's kernel with a busybox
 // initramfs under TCG with pagecast's plugin, and checks the plugin sees
 // an idle Linux write little and a Linux running dd into tmpfs write
 // every page of the file, epoch by epoch.
 func TestLinuxGuestDirtiesMemory(t *testing.T) {
-	kernel := requiresLinuxGuest(t)
+	kernel := testutil.RequiresLinuxGuest(t)
 	const (
 		memory    = 256 << 20
 		fileBytes = 64 << 20

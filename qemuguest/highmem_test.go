@@ -1,7 +1,6 @@
 package qemuguest_test
 
 import (
-	"os"
 	"testing"
 	"time"
 
@@ -21,17 +20,7 @@ import (
 // migration failed its memory check.
 func TestDirtyLogHighMemory(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("boots QEMU")
-	}
-	testutil.RequiresQEMU(t)
-	kernel, err := qemu.DebianKernel()
-	if err != nil {
-		t.Skipf("needs a Linux kernel for the guest: %v", err)
-	}
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skipf("needs /bin/busybox (Debian package busybox-static) for the initramfs: %v", err)
-	}
+	kernel := testutil.RequiresLinuxGuest(t)
 	const (
 		memory = 3584 << 20
 		low    = 3 << 30 // RAM below 4 GiB; the rest is the high part

@@ -73,3 +73,22 @@ func RequiresBPF(t testing.TB) {
 		t.Skipf("%s: kernel BTF: %v", NeedBPF, err)
 	}
 }
+
+// RequiresLinuxGuest skips the test in short mode or unless QEMU, a Debian
+// kernel in /boot and a static busybox (for the initramfs) are there, and
+// returns the kernel.
+func RequiresLinuxGuest(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	RequiresQEMU(t)
+	kernel, err := qemu.DebianKernel()
+	if err != nil {
+		t.Skipf("needs a Linux kernel for the guest: %v", err)
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skipf("needs /bin/busybox (Debian package busybox-static) for the initramfs: %v", err)
+	}
+	return kernel
+}
