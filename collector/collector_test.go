@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
@@ -138,5 +139,26 @@ func TestAgreesWithMonitor(t *testing.T) {
 				t.Fatalf("programs dropped events: %+v", st)
 			}
 		})
+	}
+}
+
+// TestMaxPages: KVM's hooks name guest-physical frames, which for a pc
+// machine of 3.5 GiB or more span the gap below 4 GiB; the TCG plugin
+// names offsets in RAM, which span the RAM alone (a profile of a 5 GiB
+// TCG guest was once a 6 GiB trace).
+func TestMaxPages(t *testing.T) {
+	for _, tc := range []struct {
+		memory uint64
+		mode   string
+		want   uint64
+	}{
+		{64 << 20, collector.DirtyTCG, 16384},
+		{5 << 30, collector.DirtyTCG, 5 << 18},
+		{64 << 20, bpf.ModeRing, 16384},
+		{5 << 30, bpf.ModeRing, 6 << 18}, // 3 GiB below 4 GiB, 2 GiB from 4 GiB up
+	} {
+		if got := (collector.Target{MemoryBytes: tc.memory, DirtyMode: tc.mode}).MaxPages(); got != tc.want {
+			t.Errorf("%d bytes, %s: %d pages, want %d", tc.memory, tc.mode, got, tc.want)
+		}
 	}
 }
