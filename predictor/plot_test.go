@@ -8,6 +8,9 @@ import (
 
 func TestPlots(t *testing.T) {
 	t.Parallel()
+	if raceDetector {
+		t.Skip("encodes two PNGs, 6 s under the race detector (the plots share nothing across goroutines), which the package's 60 s cannot spare; make test runs it without")
+	}
 	tr := synthetic("phased", 60, 1)
 	res := Evaluate(tr, synthPages, Contenders(synthPages, Options{}), EvalOptions{})
 	for _, p := range []struct {
