@@ -20,6 +20,7 @@ import (
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/predictor"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 	"github.com/pagecast/pagecast/trace"
 )
@@ -106,6 +107,10 @@ func runProfile(c *cli.Context) error {
 	fmt.Fprintf(out, "profiling %s VM (pid %d, %s, dirty %s) with %s, epoch %s\n",
 		t.Kind, t.PID, units.FormatBytes(float64(t.MemoryBytes)), t.DirtyMode, col.Hook(), cfg.Epoch)
 
+	if t.DirtyMode == collector.DirtyTCG && qemu.LowMemory(t.MemoryBytes) < t.MemoryBytes {
+		fmt.Fprintf(out, "note: pages are named by their offset in guest RAM, as the TCG plugin sees them: past %s, %s below their guest-physical address\n",
+			units.FormatBytes(float64(qemu.LowMemory(t.MemoryBytes))), units.FormatBytes(float64(1<<32-qemu.LowMemory(t.MemoryBytes))))
+	}
 	if t.Kind == "qemu" && !t.SharedRAM {
 		fmt.Fprintln(out, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-memfd,id=ram,size=SIZE,share=on -machine memory-backend=ram)")
 	}
