@@ -135,9 +135,24 @@ func WriteRAMFile(path string, ramBytes, lowBytes uint64, mix Mix, seed uint64) 
 		n := min(pages-first, uint64(len(chunk)/PageSize))
 		buf := chunk[:n*PageSize]
 		fillPages(buf, first, mix, seed)
-		if _, err := f.WriteAt(buf, int64(ArenaStart+first*PageSize)); err != nil {
-			f.Close()
-			return fmt.Errorf("write guest memory file: %w", err)
+		// Zero pages are left as holes: they read as zeros and hold no
+		// memory (on tmpfs, a written zero page holds a page), and the
+		// migration engine sends them without reading them.
+		for lo := 0; lo < len(buf); {
+			for lo < len(buf) && allZero(buf[lo:lo+PageSize]) {
+				lo += PageSize
+			}
+			hi := lo
+			for hi < len(buf) && !allZero(buf[hi:hi+PageSize]) {
+				hi += PageSize
+			}
+			if hi > lo {
+				if _, err := f.WriteAt(buf[lo:hi], int64(ArenaStart+first*PageSize)+int64(lo)); err != nil {
+					f.Close()
+					return fmt.Errorf("write guest memory file: %w", err)
+				}
+			}
+			lo = hi
 		}
 		first += n
 	}
@@ -145,6 +160,16 @@ func WriteRAMFile(path string, ramBytes, lowBytes uint64, mix Mix, seed uint64) 
 		return fmt.Errorf("write guest memory file: %w", err)
 	}
 	return nil
+}
+
+// allZero reports whether p holds only zero bytes.
+func allZero(p []byte) bool {
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // fillPages fills buf, whole pages starting at arena page first.

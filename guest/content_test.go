@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -119,6 +120,20 @@ func TestWriteRAMFile(t *testing.T) {
 	}
 	if bytes.Equal(want[ArenaStart:lowBytes], make([]byte, lowBytes-ArenaStart)) {
 		t.Fatal("FillArena wrote only zeros: the test says nothing")
+	}
+	// Zero pages are holes: the file holds only the others.
+	nonZero := 0
+	for off := 0; off < len(want); off += PageSize {
+		if !bytes.Equal(want[off:off+PageSize], make([]byte, PageSize)) {
+			nonZero++
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if held := st.Blocks * 512; held > int64(nonZero+16)*PageSize {
+		t.Errorf("the file holds %d bytes for %d non-zero pages (%d bytes)", held, nonZero, nonZero*PageSize)
 	}
 
 	for _, c := range []struct {

@@ -203,9 +203,12 @@ func Start(o Options) (_ *VM, err error) {
 		// The arena is written into the RAM file QEMU maps, which it
 		// leaves as it finds it: one copy of the guest's memory, of any
 		// size (QEMU's loader device kept a second and read at most
-		// 2 GiB).
-		if err := guest.WriteRAMFile(memPath, o.MemoryBytes, LowMemory(o.MemoryBytes), o.Mix, o.Seed); err != nil {
-			return nil, err
+		// 2 GiB). A VM waiting for a migration gets its memory from it:
+		// its file is left empty (QEMU makes it), holding nothing.
+		if o.Incoming == "" {
+			if err := guest.WriteRAMFile(memPath, o.MemoryBytes, LowMemory(o.MemoryBytes), o.Mix, o.Seed); err != nil {
+				return nil, err
+			}
 		}
 	}
 	accelArg := accel
