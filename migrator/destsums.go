@@ -1,8 +1,6 @@
 package migrator
 
 import (
-	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -139,20 +137,6 @@ func (d *destSums) digest(chunkBytes uint32) Digest {
 	if err != nil {
 		return computeDigest(d.mem, int(chunkBytes), -1)
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(todo)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(todo) {
-					return
-				}
-				c := todo[i]
-				d.sums[c] = d.sum(uint64(c), hole)
-			}
-		})
-	}
-	wg.Wait()
+	onCores(len(todo), func(i int) { d.sums[todo[i]] = d.sum(uint64(todo[i]), hole) })
 	return out
 }

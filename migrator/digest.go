@@ -62,15 +62,21 @@ func computeDigest(mem []byte, chunk int, fd int) Digest {
 			d.Sums[i] = crc32.Checksum(mem[lo:hi], wireCastagnoli)
 		}
 	}
+	onCores(n, sum)
+	return d
+}
+
+// onCores calls f(i) for every i in [0, n) on runtime.GOMAXPROCS workers.
+// They claim one i at a time rather than fixed ranges, so that one
+// descheduled worker does not hold the others back.
+func onCores(n int, f func(i int)) {
 	workers := min(runtime.GOMAXPROCS(0), n)
 	if workers <= 1 {
 		for i := range n {
-			sum(i)
+			f(i)
 		}
-		return d
+		return
 	}
-	// Workers claim chunks one at a time rather than fixed ranges so that
-	// one descheduled worker does not hold the others back.
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
@@ -80,12 +86,11 @@ func computeDigest(mem []byte, chunk int, fd int) Digest {
 				if i >= n {
 					return
 				}
-				sum(i)
+				f(i)
 			}
 		})
 	}
 	wg.Wait()
-	return d
 }
 
 // Compare returns nil if equal, else an error naming how many chunks differ
