@@ -25,5 +25,10 @@
 // state, and the source has answered with a commit; until then any failure
 // — a refused handshake, a dead destination, a cut link, a corrupt record,
 // a state the destination cannot restore — leaves (or puts) the source
-// running and reports the migration failed.
+// running and reports the migration failed. The stopped source sums all the
+// memory it holds, while its last pages go, so a write its dirty log
+// missed is caught; the destination keeps its sums as the pages arrive.
+// Where memory is a shared file (MemoryFile) its holes, memory never
+// written, are zero pages that neither end reads, as reading would
+// allocate them.
 package migrator
