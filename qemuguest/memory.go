@@ -79,16 +79,11 @@ func ramFile(mon Monitor, pid int) (path string, size uint64, err error) {
 		pid, ErrNotShared, d.ID, d.Size, sharedRAMHint)
 }
 
-// mapRAM maps size bytes of the RAM file at path, shared, read-write.
-func mapRAM(path string, size uint64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open qemu guest RAM: %w", err)
-	}
-	defer f.Close()
+// mapRAM maps size bytes of the RAM file f, shared, read-write.
+func mapRAM(f *os.File, size uint64) ([]byte, error) {
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return nil, fmt.Errorf("map qemu guest RAM %s: %w", path, err)
+		return nil, fmt.Errorf("map qemu guest RAM %s: %w", f.Name(), err)
 	}
 	return mem, nil
 }

@@ -109,8 +109,15 @@ func (g *vm) attach(mon Monitor, pid int, mem []byte) error {
 	if err != nil {
 		return err
 	}
+	// Kept open: the engine finds its holes (migrator.MemoryFile).
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open qemu guest RAM: %w", err)
+	}
+	g.ram = f
+	g.owned = append(g.owned, f.Close)
 	if mem == nil {
-		if mem, err = mapRAM(path, size); err != nil {
+		if mem, err = mapRAM(f, size); err != nil {
 			return err
 		}
 		m := mem
@@ -119,10 +126,6 @@ func (g *vm) attach(mon Monitor, pid int, mem []byte) error {
 		return fmt.Errorf("qemu %d: %d bytes of RAM mapped, its backend has %d", pid, len(mem), size)
 	}
 	g.mem = mem
-	if f, err := os.Open(path); err == nil { // without it, memory is read as it is
-		g.ram = f
-		g.owned = append(g.owned, f.Close)
-	}
 	if g.kvm, err = accelIsKVM(mon); err != nil {
 		return err
 	}
