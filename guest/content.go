@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/pagecast/pagecast/migrator/mecom"
 )
 
 // A Mix is the share of each kind of page in the arena's initial content,
@@ -141,11 +139,11 @@ func WriteRAMFile(path string, ramBytes, lowBytes uint64, mix Mix, seed uint64) 
 		// memory (on tmpfs, a written zero page holds a page), and the
 		// migration engine sends them without reading them.
 		for lo := 0; lo < len(buf); {
-			for lo < len(buf) && mecom.IsZero(buf[lo:lo+PageSize]) {
+			for lo < len(buf) && allZero(buf[lo:lo+PageSize]) {
 				lo += PageSize
 			}
 			hi := lo
-			for hi < len(buf) && !mecom.IsZero(buf[hi:hi+PageSize]) {
+			for hi < len(buf) && !allZero(buf[hi:hi+PageSize]) {
 				hi += PageSize
 			}
 			if hi > lo {
@@ -162,6 +160,16 @@ func WriteRAMFile(path string, ramBytes, lowBytes uint64, mix Mix, seed uint64) 
 		return fmt.Errorf("write guest memory file: %w", err)
 	}
 	return nil
+}
+
+// allZero reports whether p holds only zero bytes.
+func allZero(p []byte) bool {
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // fillPages fills buf, whole pages starting at arena page first.
