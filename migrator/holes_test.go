@@ -1,8 +1,8 @@
 package migrator
 
 import (
+	"hash/crc32"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -148,15 +148,17 @@ func (l *listLog) Harvest() (*bitmap.Bitmap, error) { return l.bits, nil }
 func (l *listLog) HarvestPages() ([]uint64, error)  { return l.next, nil }
 func (l *listLog) Close() error                     { return nil }
 
-// TestDestSums: the destination's checksums kept as pages arrive, swept in
-// the background while more are written and punched, equal those of all
-// memory taken at the end, and pass over unwritten chunks without
-// allocating them.
-func TestDestSums(t *testing.T) {
-	const pages = 2048 // 8 MiB: chunks of 1 MiB, and of 64 KiB
-	for _, chunk := range []int{DigestChunk, 16 * PageSize} {
+// TestPageSums: the destination's checksums, combined from each page's as
+// the pages are written and punched, equal those of all memory taken at the
+// end, in chunks of any size, the last one short; taking them reads no
+// memory, so allocates no hole; and a write the receiver did not record
+// shows as a difference.
+func TestPageSums(t *testing.T) {
+	const pages = 2050 // 8 MiB and two pages
+	for _, chunk := range []int{DigestChunk, 16 * PageSize, PageSize} {
 		fd, mem, held := memfdGuest(t, pages)
-		d := startDestSums(mem, fd, chunk)
+		s := newPageSums(mem)
+		s.zeroed(0, pages) // the first round: all zero pages
 		rng := uint64(1)
 		next := func(n uint64) uint64 {
 			rng = rng*6364136223846793005 + 1442695040888963407
@@ -166,31 +168,59 @@ func TestDestSums(t *testing.T) {
 			for range 50 {
 				p := next(pages / 2) // the upper half stays holes
 				mem[p*PageSize+next(PageSize)] = byte(round) | 1
-				d.wrote(p)
+				s.wrote(p)
 			}
 			if round%7 == 3 {
 				p := next(pages/2 - 8)
 				zeroPages(mem[p*PageSize : (p+8)*PageSize])
-				for g := p; g < p+8; g++ {
-					d.wrote(g)
-				}
-			}
-			// A pass between every round's writes: each finds chunks
-			// written since the last.
-			n := d.passes.Load()
-			d.sweep()
-			for d.passes.Load() == n {
-				time.Sleep(time.Millisecond)
+				s.zeroed(p, 8)
 			}
 		}
 		before := held()
-		got := d.digest(uint32(chunk))
-		if allocated := held() - before; allocated != 0 {
-			t.Errorf("chunks of %d: the last sums allocated %d bytes of holes", chunk, allocated)
+		got, ok := s.digest(uint32(chunk))
+		if !ok {
+			t.Fatalf("chunks of %d: no digest from the pages' sums", chunk)
 		}
-		if err := computeDigest(mem, chunk, -1).Compare(got); err != nil {
+		if allocated := held() - before; allocated != 0 {
+			t.Errorf("chunks of %d: the sums allocated %d bytes of holes", chunk, allocated)
+		}
+		if err := computeDigest(mem, chunk, fd).Compare(got); err != nil {
 			t.Errorf("chunks of %d: %v", chunk, err)
 		}
-		d.sweep() // after the end: nothing happens
+		mem[7*PageSize+100] ^= 0x40 // not recorded
+		if err := computeDigest(mem, chunk, fd).Compare(got); err == nil {
+			t.Errorf("chunks of %d: an unrecorded write does not show", chunk)
+		}
+	}
+	s := newPageSums(make([]byte, 4*PageSize))
+	s.zeroed(0, 3)
+	if _, ok := s.digest(DigestChunk); ok {
+		t.Error("a digest with a page that never arrived")
+	}
+	s.zeroed(3, 1)
+	if _, ok := s.digest(PageSize + 1); ok {
+		t.Error("a digest in chunks that are not whole pages")
+	}
+}
+
+// TestCRCShift: crc(A‖B) = shift(crc(A)) ^ crc(B), for Go's CRC-32C.
+func TestCRCShift(t *testing.T) {
+	for _, n := range []int{1, 7, PageSize} {
+		shift := newCRCShift(n)
+		for seed := range 20 {
+			a := make([]byte, 1+seed*37)
+			b := make([]byte, n)
+			for i := range a {
+				a[i] = byte(i*seed + 3)
+			}
+			for i := range b {
+				b[i] = byte(i ^ seed*11)
+			}
+			want := crc32.Checksum(append(append([]byte(nil), a...), b...), wireCastagnoli)
+			got := shift.apply(crc32.Checksum(a, wireCastagnoli)) ^ crc32.Checksum(b, wireCastagnoli)
+			if got != want {
+				t.Fatalf("shift over %d bytes, seed %d: %08x, want %08x", n, seed, got, want)
+			}
+		}
 	}
 }

@@ -160,7 +160,7 @@ type receiver struct {
 	rounds       int
 	normal, zero uint64
 	mode         string
-	sums         *destSums      // memory's checksums as pages arrive (nil: taken at the end)
+	sums         *pageSums      // each page's checksum as it arrives (nil: taken at the end)
 	dirty        *bitmap.Bitmap // TSMC: the stage-2 dirty bitmap
 	dirtyWords   bitmapChunks   // how much of dirty has arrived
 	pulled       uint64         // TSMC: pages asked for because the guest touched them
@@ -203,34 +203,27 @@ func (rc *receiver) run() error {
 	}
 	rc.r.SetLimits(rc.pages)
 	rc.seen = bitmap.New(rc.pages)
-	if fd := memoryFD(rc.d); fd >= 0 && !NeedsPostcopy(rc.mode) {
-		rc.sums = startDestSums(rc.mem, fd, digestChunk(rc.pages*PageSize, DigestChunk))
-		defer rc.sums.close()
+	if !NeedsPostcopy(rc.mode) {
+		rc.sums = newPageSums(rc.mem)
 	}
 	rc.log.Info("incoming migration accepted", "mode", rc.mode)
 
-	lastSweep := rc.cfg.Clock.Now()
 	for {
 		rec, err := rc.r.Next()
 		if err != nil {
 			return fmt.Errorf("read the migration stream: %w", err)
 		}
-		if rc.sums != nil && rc.cfg.Clock.Now().Sub(lastSweep) >= sweepEvery {
-			// Within a round too: a migration often stops in its first.
-			rc.sums.sweep()
-			lastSweep = rc.cfg.Clock.Now()
-		}
 		switch rec.Type {
 		case RecPages:
 			for i, gfn := range rec.GFNs {
 				copy(rc.mem[gfn*PageSize:(gfn+1)*PageSize], rec.Data[i*PageSize:(i+1)*PageSize])
-				rc.arrived(gfn, &rc.normal)
+				rc.wrote(gfn)
 			}
 		case RecCompressed:
 			gfns := rec.GFNs
 			err := mecom.Decode(rec.Coded, len(gfns), func(i int, data []byte) {
 				copy(rc.mem[gfns[i]*PageSize:(gfns[i]+1)*PageSize], data)
-				rc.arrived(gfns[i], &rc.normal)
+				rc.wrote(gfns[i])
 			})
 			if err != nil {
 				return fmt.Errorf("compressed pages %d…%d: %w", gfns[0], gfns[len(gfns)-1], err)
@@ -240,11 +233,11 @@ func (rc *receiver) run() error {
 			for gfn := rec.First; gfn < rec.First+rec.Count; gfn++ {
 				rc.arrived(gfn, &rc.zero)
 			}
+			if rc.sums != nil {
+				rc.sums.zeroed(rec.First, rec.Count)
+			}
 		case RecEndRound:
 			rc.rounds++
-			if rc.sums != nil {
-				rc.sums.sweep() // the round's pages, in the background
-			}
 			// A VM that has gone meanwhile (its QEMU killed) can never
 			// take the guest: say so now, not after the source has
 			// paused it for a stop-and-copy.
@@ -287,14 +280,19 @@ func (rc *receiver) run() error {
 	}
 }
 
+// wrote records page gfn, just written with data, as received.
+func (rc *receiver) wrote(gfn uint64) {
+	if rc.sums != nil {
+		rc.sums.wrote(gfn)
+	}
+	rc.arrived(gfn, &rc.normal)
+}
+
 // arrived records page gfn as received, counted in count. Once TSMC's
 // dirty bitmap has come (stage 2) a page is a dirty one sent ahead of stage
 // 3, so it is no longer to be fetched, and counts as pushed.
 func (rc *receiver) arrived(gfn uint64, count *uint64) {
 	rc.seen.Set(gfn)
-	if rc.sums != nil {
-		rc.sums.wrote(gfn) // after the write: see destSums
-	}
 	if rc.dirty != nil {
 		rc.dirty.Unset(gfn)
 		count = &rc.pushed
@@ -397,9 +395,11 @@ func (rc *receiver) verify() error {
 	}
 	// In the source's chunks, which are larger for a guest over 256 GiB.
 	var local Digest
+	ok := false
 	if rc.sums != nil {
-		local = rc.sums.digest(rc.digest.ChunkBytes)
-	} else {
+		local, ok = rc.sums.digest(rc.digest.ChunkBytes)
+	}
+	if !ok {
 		local = computeDigest(rc.mem, int(rc.digest.ChunkBytes), memoryFD(rc.d))
 	}
 	if err := rc.digest.Compare(local); err != nil {
