@@ -20,14 +20,17 @@
 // implement them; its timing goes through a Clock, so the same engine runs
 // live and on a virtual clock.
 //
-// Safety first: the destination only starts the guest after it has checked
-// its memory against the stopped source's checksums, restored the guest's
-// state, and the source has answered with a commit; until then any failure
-// — a refused handshake, a dead destination, a cut link, a corrupt record,
-// a state the destination cannot restore — leaves (or puts) the source
-// running and reports the migration failed. The stopped source sums all the
-// memory it holds, while its last pages go, so a write its dirty log
-// missed is caught; the destination keeps its sums as the pages arrive.
+// Safety first: the destination only starts the guest once every page has
+// arrived, it has restored the guest's state and the source has answered
+// with a commit; until then any failure — a refused handshake, a dead
+// destination, a cut link, a corrupt record, a state the destination cannot
+// restore — leaves (or puts) the source running and reports the migration
+// failed. The stopped source then sums all the memory it holds and sends
+// the sums; the destination compares them with those of the memory its
+// guest started with, combined from each page's kept as it arrived, so a
+// write the dirty log missed is caught without the sums costing downtime:
+// on a difference the destination stops its guest and the source runs it
+// on from where it paused (audit).
 // Where memory is a shared file (MemoryFile) its holes, memory never
 // written, are zero pages that neither end reads, as reading would
 // allocate them.

@@ -69,6 +69,9 @@ type Destination interface {
 	Restore(state []byte) error
 	// Start runs the guest, once the source has committed.
 	Start() error
+	// Stop stops the guest Start ran, for good: its memory turned out
+	// not to match the source's, which runs the guest on instead.
+	Stop() error
 }
 
 // NoPostcopy is implemented by a Destination that cannot run TSMC's stage

@@ -179,6 +179,8 @@ func (g *memGuest) Start() error {
 	return nil
 }
 
+func (g *memGuest) Stop() error { return g.Pause() }
+
 func (g *memGuest) Pause() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()

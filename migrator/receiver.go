@@ -38,6 +38,7 @@ type Received struct {
 	Mode      string
 	Pulled    uint64 // TSMC: dirty pages the guest touched before they came, fetched on demand
 	Pushed    uint64 // TSMC: dirty pages filled in stage 3 (pulled ones included)
+	Verified  bool   // the memory matched the source's checksums
 }
 
 // Listen opens the destination's socket for a migration URI (tcp:HOST:PORT),
@@ -103,7 +104,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	lc := &linkConn{Conn: conn, ctx: ctx, limit: NewLimiter(0), idle: cfg.IdleTimeout}
-	rc := &receiver{d: d, mem: d.Memory(), pages: memory / PageSize,
+	rc := &receiver{d: d, mem: d.Memory(), pages: memory / PageSize, link: lc,
 		w: NewWriter(lc), r: NewReader(lc), log: cfg.Log.With("component", "incoming"),
 		ctx: ctx, cfg: cfg}
 	start := cfg.Clock.Now()
@@ -113,7 +114,8 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	}
 	if err != nil {
 		var refused *refusal
-		if !errors.As(err, &refused) && !errors.Is(err, errSourceAborted) {
+		var told *toldSource
+		if !errors.As(err, &refused) && !errors.Is(err, errSourceAborted) && !errors.As(err, &told) {
 			// Best effort: the source may be gone already.
 			if rc.w.Text(RecAbort, err.Error()) == nil { // the Writer cuts long reasons
 				rc.w.Flush()
@@ -125,7 +127,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		return Received{}, fmt.Errorf("incoming migration: %w", err)
 	}
 	return Received{Rounds: rc.rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.r.Bytes(),
-		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed}, nil
+		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Verified: rc.verified}, nil
 }
 
 type refusal struct{ reason error }
@@ -144,6 +146,7 @@ var ErrNoHandshake = errors.New("no migration began")
 var errSourceAborted = errors.New("the source aborted the migration")
 
 type receiver struct {
+	link  *linkConn  // the first connection
 	conns []net.Conn // connections after the first (post-copy recovery)
 	ctx   context.Context
 	cfg   ReceiveConfig
@@ -160,11 +163,12 @@ type receiver struct {
 	rounds       int
 	normal, zero uint64
 	mode         string
-	sums         *pageSums      // each page's checksum as it arrives (nil: taken at the end)
+	sums         *pageSums      // each page's checksum as it arrives
 	dirty        *bitmap.Bitmap // TSMC: the stage-2 dirty bitmap
 	dirtyWords   bitmapChunks   // how much of dirty has arrived
 	pulled       uint64         // TSMC: pages asked for because the guest touched them
 	pushed       uint64         // TSMC: pages filled in stage 3
+	verified     bool           // the memory matched the source's checksums
 }
 
 // hello is what the handshake checks the source's hello against.
@@ -203,9 +207,7 @@ func (rc *receiver) run() error {
 	}
 	rc.r.SetLimits(rc.pages)
 	rc.seen = bitmap.New(rc.pages)
-	if !NeedsPostcopy(rc.mode) {
-		rc.sums = newPageSums(rc.mem)
-	}
+	rc.sums = newPageSums(rc.mem) // a mode with post-copy may end in a stop-and-copy too
 	rc.log.Info("incoming migration accepted", "mode", rc.mode)
 
 	for {
@@ -233,9 +235,7 @@ func (rc *receiver) run() error {
 			for gfn := rec.First; gfn < rec.First+rec.Count; gfn++ {
 				rc.arrived(gfn, &rc.zero)
 			}
-			if rc.sums != nil {
-				rc.sums.zeroed(rec.First, rec.Count)
-			}
+			rc.sums.zeroed(rec.First, rec.Count)
 		case RecEndRound:
 			rc.rounds++
 			// A VM that has gone meanwhile (its QEMU killed) can never
@@ -282,9 +282,7 @@ func (rc *receiver) run() error {
 
 // wrote records page gfn, just written with data, as received.
 func (rc *receiver) wrote(gfn uint64) {
-	if rc.sums != nil {
-		rc.sums.wrote(gfn)
-	}
+	rc.sums.wrote(gfn)
 	rc.arrived(gfn, &rc.normal)
 }
 
@@ -300,10 +298,14 @@ func (rc *receiver) arrived(gfn uint64, count *uint64) {
 	*count++
 }
 
-// finish verifies the copy and restores the guest's state, tells the
-// source, and starts the guest on its commit.
+// finish checks that the copy is whole and restores the guest's state,
+// tells the source, starts the guest on its commit, and then checks the
+// memory it started with against the source's checksums (audit).
 func (rc *receiver) finish() error {
-	problem := rc.verify()
+	problem := rc.complete(nil)
+	if problem == nil && rc.digest != nil {
+		problem = fmt.Errorf("memory checksums before the end of a migration without post-copy: they follow the commit: %w", ErrMalformed)
+	}
 	if problem == nil {
 		problem = rc.restore()
 	}
@@ -313,9 +315,68 @@ func (rc *receiver) finish() error {
 	if err := rc.d.Start(); err != nil {
 		return fmt.Errorf("start the guest: %w", err)
 	}
+	if err := rc.audit(); err != nil {
+		return err
+	}
 	rc.log.Info("incoming migration complete, guest running", "rounds", rc.rounds, "pages", rc.normal, "zero-pages", rc.zero)
 	return nil
 }
+
+// auditWait is how long the destination waits for the source's checksums
+// after the commit: the source sums all the memory its guest holds, some
+// 10 GB a second on two cores.
+const auditWait = 10 * time.Minute
+
+// audit reads the source's checksums of its paused memory and compares
+// them with those of the memory the guest was started with, which each
+// page's checksum, kept as it arrived, still gives (pageSums) while the
+// guest runs on. If they differ the guest is stopped and the source told,
+// and it runs the guest on from its own copy; if it cannot be stopped the
+// source is told that instead, and keeps its copy paused. If the checksums
+// do not come the guest runs on, unchecked.
+func (rc *receiver) audit() error {
+	if rc.link != nil {
+		rc.link.idle = max(rc.link.idle, auditWait)
+	}
+	rec, err := rc.r.Next()
+	if err != nil {
+		rc.log.Warn("the source's memory checksums did not come; the guest runs on, unchecked", "err", err)
+		return nil
+	}
+	if rec.Type != RecDigest {
+		rc.log.Warn("the source sent a record other than its memory checksums; the guest runs on, unchecked", "record", rec.Type.String())
+		return nil
+	}
+	problem := errors.New("no checksums of the memory the guest started with")
+	if local, ok := rc.sums.digest(rec.Digest.ChunkBytes); ok {
+		problem = rec.Digest.Compare(local)
+	}
+	if problem == nil {
+		rc.verified = true
+		if err := rc.w.Verified(true, ""); err == nil {
+			rc.w.Flush()
+		}
+		return nil
+	}
+	problem = fmt.Errorf("verify memory after the switch-over: %w", problem)
+	if err := rc.d.Stop(); err != nil {
+		err = fmt.Errorf("%w; stop the guest: %w", problem, err)
+		if rc.w.Text(RecAbort, err.Error()) == nil {
+			rc.w.Flush()
+		}
+		return &toldSource{err}
+	}
+	if rc.w.Verified(false, problem.Error()) == nil {
+		rc.w.Flush()
+	}
+	return &toldSource{fmt.Errorf("%w; the guest is stopped here and runs on at the source", problem)}
+}
+
+// toldSource is an error the source has been told of already.
+type toldSource struct{ err error }
+
+func (t *toldSource) Error() string { return t.err.Error() }
+func (t *toldSource) Unwrap() error { return t.err }
 
 // verdict tells the source whether the copy checked out (problem nil) and,
 // if it did, waits for the source's commit: until then the guest stays
@@ -357,11 +418,9 @@ func (rc *receiver) restore() error {
 	return nil
 }
 
-// complete checks that stage 1 (or pre-copy) left nothing out: every page
-// arrived, and the guest's state and the source's checksums came.
 // complete checks that every page has arrived, but those of later (the
-// dirty pages TSMC's stage 3 brings; nil for none), and the state and
-// checksums.
+// dirty pages TSMC's stage 3 brings; nil for none: pre-copy), and the
+// state; and with later, the checksums of stage 2.
 func (rc *receiver) complete(later *bitmap.Bitmap) error {
 	var missing uint64
 	if later == nil {
@@ -383,27 +442,8 @@ func (rc *receiver) complete(later *bitmap.Bitmap) error {
 	if !rc.state.done() {
 		return fmt.Errorf("%d of the guest state's %d bytes arrived", len(rc.state.data), rc.state.total)
 	}
-	if rc.digest == nil {
+	if later != nil && rc.digest == nil {
 		return errors.New("no memory checksums arrived")
-	}
-	return nil
-}
-
-func (rc *receiver) verify() error {
-	if err := rc.complete(nil); err != nil {
-		return err
-	}
-	// In the source's chunks, which are larger for a guest over 256 GiB.
-	var local Digest
-	ok := false
-	if rc.sums != nil {
-		local, ok = rc.sums.digest(rc.digest.ChunkBytes)
-	}
-	if !ok {
-		local = computeDigest(rc.mem, int(rc.digest.ChunkBytes), memoryFD(rc.d))
-	}
-	if err := rc.digest.Compare(local); err != nil {
-		return fmt.Errorf("verify memory: %w", err)
 	}
 	return nil
 }

@@ -95,6 +95,10 @@ func (l *simLink) weigh(t RecordType, n int) error {
 		l.answers = append(l.answers, Record{Type: RecAccept})
 	case RecBitmap:
 		l.tsmc = true // a dirty bitmap at the switch-over: post-copy follows (MODE+postcopy switching too)
+	case RecDigest:
+		if l.committed { // the stop-and-copy's checksums, after the commit
+			l.answers = append(l.answers, Record{Type: RecVerified, OK: true})
+		}
 	case RecEnd:
 		if !l.committed {
 			l.clock.Advance(l.sc.Switchover)

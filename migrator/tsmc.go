@@ -450,6 +450,7 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 	if err := rc.verdict(problem); err != nil {
 		return err
 	}
+	rc.verified = true // the clean chunks; the dirty pages come under their records' checksums
 
 	region, err := uffd.Register(rc.mem)
 	if err != nil {

@@ -233,14 +233,14 @@ func TestWireHelloCheck(t *testing.T) {
 	}{
 		{"same", local, ""},
 		{"mode ignored", other(func(h *Hello) { h.Mode = "precopy" }), ""},
-		{"version", other(func(h *Hello) { h.Version = 1 }), "protocol version 1 at the source, 3 here"},
+		{"version", other(func(h *Hello) { h.Version = 1 }), fmt.Sprintf("protocol version 1 at the source, %d here", ProtocolVersion)},
 		{"page size", other(func(h *Hello) { h.PageSize = 8192 }), "page size 8192 bytes at the source, 4096 here"},
 		{"memory", other(func(h *Hello) { h.MemoryBytes = 128 << 20 }), "memory 128 MiB at the source, 1 MiB here"},
 		{"odd memory", other(func(h *Hello) { h.MemoryBytes = 12345 }), "memory 12345 bytes at the source, 1 MiB here"},
 		{"vcpus", other(func(h *Hello) { h.VCPUs = 4 }), "4 vcpus at the source, 2 here"},
 		{"image", other(func(h *Hello) { h.Image[0] = 0xab; h.Image[1] = 0x12 }), "guest image differs (sha256 ab12a2a3… at the source, a0a1a2a3… here)"},
 		{"all", other(func(h *Hello) { h.Version = 1; h.MemoryBytes = 128 << 20; h.Image[31] = 0 }),
-			"protocol version 1 at the source, 3 here; memory 128 MiB at the source, 1 MiB here; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… here)"},
+			fmt.Sprintf("protocol version 1 at the source, %d here; memory 128 MiB at the source, 1 MiB here; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… here)", ProtocolVersion)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.hello.Check(local)
@@ -303,9 +303,9 @@ func TestWireReaderMalformed(t *testing.T) {
 	longMode := append([]byte(nil), helloPayload...)
 	longMode[58] = 65
 	longMode = append(longMode, strings.Repeat("m", 65-len(recTestHello().Mode))...)
-	v4 := append([]byte(nil), helloPayload...)
-	v4[8] = 4
-	v4 = append(v4, 0)
+	next := append([]byte(nil), helloPayload...)
+	next[8] = ProtocolVersion + 1
+	next = append(next, 0)
 	huge := make([]byte, wireHeaderSize)
 	huge[0] = byte(RecPages)
 	binary.LittleEndian.PutUint32(huge[4:], MaxPayload+1)
@@ -328,7 +328,7 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"hello short", recFrame(RecHello, 0, 0, helloPayload[:20]), "20-byte payload, want at least 59"},
 		{"hello mode too long", recFrame(RecHello, 0, 0, longMode), "mode of 65 bytes, more than 64"},
 		{"hello length", recFrame(RecHello, 0, 0, append(append([]byte(nil), helloPayload...), 0)), "70-byte payload, want 69 for a 10-byte mode"},
-		{"hello other version", recFrame(RecHello, 0, 0, v4), "(protocol version 4 at the source, 3 here)"},
+		{"hello other version", recFrame(RecHello, 0, 0, next), fmt.Sprintf("(protocol version %d at the source, %d here)", ProtocolVersion+1, ProtocolVersion)},
 		{"hello mode utf-8", recFrame(RecHello, 0, 0, append(append(append([]byte(nil), helloPayload[:58]...), 1), 0xff)), "not valid UTF-8"},
 
 		{"pages before handshake", recFrame(RecPages, 0, 0, pagesPayload(1, 0)), "before the handshake"},

@@ -70,6 +70,9 @@ func (d *Dest) Restore(state []byte) error { return restoreState(d.mon, d.pid, s
 // Start runs the guest (QMP cont).
 func (d *Dest) Start() error { return qemu.QMP(d.mon, "cont", nil, nil) }
 
+// Stop stops the guest (QMP stop).
+func (d *Dest) Stop() error { return qemu.QMP(d.mon, "stop", nil, nil) }
+
 // Close releases the RAM mapping and whatever this Dest opened or started.
 func (d *Dest) Close() error { return d.close() }
 

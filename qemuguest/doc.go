@@ -22,8 +22,9 @@
 //     under KVM the collector's eBPF hooks, with QEMU's dirty ring kept on by
 //     set-vcpu-dirty-limit. The plugin sees the vCPUs' stores only, not
 //     QEMU's own writes into guest RAM (device DMA): fine for the pagecast
-//     guest, which has no such devices; the engine's checksums at switch-over
-//     catch a miss.
+//     guest, which has no such devices; the engine's checksums after the
+//     switch-over catch a miss, and the destination's Stop (QMP stop) hands
+//     the guest back to the source.
 //   - Pause and Resume: QMP stop and cont; cont also runs a source that
 //     SaveState left in QEMU's postmigrate state.
 //   - Throttle: a cgroup v1 cpu controller group holding the vCPU threads

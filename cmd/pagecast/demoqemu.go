@@ -108,7 +108,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 // demoQEMUMigrations moves the QEMU VM to a fresh QEMU, first with QEMU's
 // own pre-copy (the baseline), then with pagecast's engine in each mode
 // (pages from the source's shared RAM, device state by QEMU with
-// x-ignore-shared, memory verified before the destination runs), and tsmc
+// x-ignore-shared, memory checked against the source's as the destination runs), and tsmc
 // as QEMU's post-copy; each migration starts where the last left the guest.
 // It checks that the guest runs on at each destination and prints the
 // figures side by side.

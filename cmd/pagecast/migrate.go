@@ -31,8 +31,9 @@ func migrateCommand() *cli.Command {
 		Usage: "live-migrate a running VM to another monitor, with a progress bar and a summary",
 		Description: "Drives a migration through the source's QMP socket (migrate-set-parameters, migrate,\n" +
 			"query-migrate), as QEMU's tools would: the source monitor sends the guest to --to, where\n" +
-			"`pagecast vm run --incoming` waits. The destination checks its memory against the source's\n" +
-			"checksums before the guest runs there; if anything fails the guest keeps running on the source.\n" +
+			"`pagecast vm run --incoming` waits. If anything fails before the guest runs there, it keeps\n" +
+			"running on the source; once it runs there, the destination checks the memory it started with\n" +
+			"against the stopped source's checksums, and on a difference stops and the source runs on.\n" +
 			"SIGINT cancels the migration (migrate_cancel).\n\n" +
 			"The source may also be QEMU as shipped (query-version tells), migrating to a QEMU started with\n" +
 			"-incoming. QEMU moves the RAM with its own engine, so each mode becomes QEMU's capabilities\n" +

@@ -87,7 +87,7 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 // connection that brings no valid handshake (a port scanner, a peer that
 // is not pagecast, a refused source, a failed TLS handshake) is logged and
 // the wait goes on; a migration that began and failed ends it.
-func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) error {
+func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
 	log.Info("waiting for an incoming migration", "on", l.Addr().String())
 	defer l.Close()
 	for {
@@ -96,21 +96,21 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 		stop()
 		if err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("stopped while waiting for an incoming migration")
+				return migrator.Received{}, fmt.Errorf("stopped while waiting for an incoming migration")
 			}
-			return fmt.Errorf("accept the incoming migration: %w", err)
+			return migrator.Received{}, fmt.Errorf("accept the incoming migration: %w", err)
 		}
-		err = receiveOn(ctx, l, conn, d, tlsConfig, log)
+		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log)
 		if errors.Is(err, migrator.ErrNoHandshake) && ctx.Err() == nil {
 			log.Warn("refused a connection; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
 			continue
 		}
-		return err
+		return res, err
 	}
 }
 
 // receiveOn runs one incoming migration on conn.
-func receiveOn(ctx context.Context, l net.Listener, conn net.Conn, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) error {
+func receiveOn(ctx context.Context, l net.Listener, conn net.Conn, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
 	defer conn.Close()
 	// The listener stays open for a tsmc source that loses its link in
 	// stage 3 and comes back.
@@ -121,12 +121,12 @@ func receiveOn(ctx context.Context, l net.Listener, conn net.Conn, d migrator.De
 	}
 	res, err := migrator.Receive(ctx, conn, d, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect})
 	if err != nil {
-		return err
+		return res, err
 	}
 	log.Info("migration received", "from", conn.RemoteAddr().String(), "mode", res.Mode, "rounds", res.Rounds,
 		"pages", res.Pages, "zero-pages", res.ZeroPages, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
-		"pulled", res.Pulled, "pushed", res.Pushed)
-	return nil
+		"pulled", res.Pulled, "pushed", res.Pushed, "verified", res.Verified)
+	return res, nil
 }
 
 func vmCommand() *cli.Command {
@@ -141,7 +141,7 @@ func vmCommand() *cli.Command {
 				"x-pagecast-*) so QEMU tooling and pagecast's profiler drive it like QEMU. Runs until the\n" +
 				"quit command, SIGINT or SIGTERM.\n\n" +
 				"With --incoming the guest is not booted: the monitor waits for a migration (pagecast migrate, or\n" +
-				"QMP migrate on the source), checks the copy against the source's checksums, and runs it; the\n" +
+				"QMP migrate on the source), runs it, and checks its memory against the source's checksums; the\n" +
 				"memory size, vCPU count and guest image must match the source's. A connection that brings no\n" +
 				"valid handshake (a port scanner, another protocol, a refused source, a failed TLS handshake) is\n" +
 				"logged and the wait goes on; a migration that began and failed exits with status 1 and leaves\n" +
@@ -271,7 +271,7 @@ func runVM(c *cli.Context) error {
 		defer func() { stopServing(); <-served }()
 	}
 	if incoming != nil {
-		if err := receive(ctx, incoming, vm.Migratable(), serverTLS, log); err != nil {
+		if _, err := receive(ctx, incoming, vm.Migratable(), serverTLS, log); err != nil {
 			return err
 		}
 	}

@@ -231,10 +231,15 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if err := receive(ctx, incoming, dest, serverTLS, log); err != nil {
+		res, err := receive(ctx, incoming, dest, serverTLS, log)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintln(out, "migration received, memory verified; guest running")
+		if res.Verified {
+			fmt.Fprintln(out, "migration received, memory verified; guest running")
+		} else {
+			fmt.Fprintln(out, "migration received, memory not verified (the source's checksums did not come); guest running")
+		}
 	} else if o.incoming != "" {
 		fmt.Fprintf(out, "waiting for an incoming QEMU migration on %s\n", o.incoming)
 	} else if o.kernel != "" {

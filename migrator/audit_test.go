@@ -1,0 +1,112 @@
+package migrator
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// missesAtPause is a source whose memory changes at the pause without its
+// dirty log seeing it, as a device's DMA would.
+type missesAtPause struct{ *memGuest }
+
+func (g missesAtPause) Pause() error {
+	if err := g.memGuest.Pause(); err != nil {
+		return err
+	}
+	g.mem[5*PageSize+17] ^= 0x5a
+	return nil
+}
+
+// cannotStop is a destination whose guest, once running, cannot be stopped.
+type cannotStop struct{ *memGuest }
+
+func (cannotStop) Stop() error { return errors.New("the monitor is gone") }
+
+// TestAuditAfterSwitchover: a write the source's dirty log missed is caught
+// after the switch-over by the checksums that follow the commit: the
+// destination stops its guest and the source runs it on from its own copy.
+func TestAuditAfterSwitchover(t *testing.T) {
+	src := newMemGuest(t, lightLoad, true)
+	dst := newMemGuest(t, lightLoad, false)
+	d := listenDestination(t, dst, ReceiveConfig{})
+	mig, err := Outgoing(missesAtPause{src}, d.uri, Config{Mode: ModePrecopy, DowntimeLimit: testDowntime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := mig.Wait()
+	if err == nil || !strings.Contains(info.ErrorDesc, "after the switch-over") || !strings.Contains(info.ErrorDesc, "runs on here") {
+		t.Fatalf("migration whose dirty log missed a write: %v", err)
+	}
+	if info.Pagecast != nil && info.Pagecast.Verified {
+		t.Error("a migration whose memory differed reports it verified")
+	}
+	<-d.done
+	if d.err == nil || !strings.Contains(d.err.Error(), "verify memory after the switch-over") {
+		t.Fatalf("destination: %v", d.err)
+	}
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source is %s after the destination's check failed", st)
+	}
+	waitWrites(t, src, src.seqNow())
+	if ok, st := dst.Running(); ok || st != memPaused {
+		t.Fatalf("destination is %s after its check failed, want paused", st)
+	}
+}
+
+// TestAuditCannotStop: if the destination cannot stop a guest whose memory
+// differs, the source is told so and keeps its copy paused: the guest never
+// runs in two places.
+func TestAuditCannotStop(t *testing.T) {
+	src := newMemGuest(t, lightLoad, true)
+	dst := newMemGuest(t, lightLoad, false)
+	d := listenDestination(t, cannotStop{dst}, ReceiveConfig{})
+	mig, err := Outgoing(missesAtPause{src}, d.uri, Config{Mode: ModePrecopy, DowntimeLimit: testDowntime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := mig.Wait()
+	if err == nil || !strings.Contains(info.ErrorDesc, "could not stop its guest") {
+		t.Fatalf("migration to a destination that cannot stop: %v", err)
+	}
+	<-d.done
+	if d.err == nil || !strings.Contains(d.err.Error(), "the monitor is gone") {
+		t.Fatalf("destination: %v", d.err)
+	}
+	if ok, st := src.Running(); ok {
+		t.Fatalf("source is %s: the guest runs in two places", st)
+	}
+	if ok, _ := dst.Running(); !ok {
+		t.Fatal("the destination's guest stopped though it could not be")
+	}
+}
+
+// TestAuditUnanswered: if the destination never answers the checksums
+// (the link dies after the commit), the migration is complete, unchecked:
+// the guest is with the destination and the source stays paused.
+func TestAuditUnanswered(t *testing.T) {
+	src := newMemGuest(t, lightLoad, true)
+	dst := newMemGuest(t, lightLoad, false)
+	d := listenDestination(t, dst, ReceiveConfig{})
+	dst.onStart = func() {
+		(<-d.conn).Close() // the link dies as the guest starts
+	}
+	mig, err := Outgoing(src, d.uri, Config{Mode: ModePrecopy, DowntimeLimit: testDowntime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := mig.Wait()
+	if err != nil {
+		t.Fatalf("a migration whose check went unanswered: %v", err)
+	}
+	if info.Pagecast.Verified {
+		t.Error("an unchecked migration reports it verified")
+	}
+	<-d.done
+	if ok, st := src.Running(); ok {
+		t.Fatalf("source is %s", st)
+	}
+	if ok, st := dst.Running(); !ok {
+		t.Fatalf("destination is %s, want running", st)
+	}
+}
