@@ -35,6 +35,22 @@ func (b *Bitmap) Has(gfn uint64) bool {
 	return gfn < b.pages && b.words[gfn/64]&(1<<(gfn%64)) != 0
 }
 
+// Any reports whether any page of [lo, hi) is in the set.
+func (b *Bitmap) Any(lo, hi uint64) bool {
+	hi = min(hi, b.pages)
+	for lo < hi {
+		w := b.words[lo/64] >> (lo % 64)
+		if n := hi - lo; n < 64-lo%64 {
+			w &= 1<<n - 1
+		}
+		if w != 0 {
+			return true
+		}
+		lo += 64 - lo%64
+	}
+	return false
+}
+
 // Or adds every page of o to b.
 func (b *Bitmap) Or(o *Bitmap) {
 	for i, w := range o.words {

@@ -36,3 +36,24 @@ func TestBitmap(t *testing.T) {
 		t.Fatal("Clear left pages")
 	}
 }
+
+// TestAny: Any agrees with Has over every range of a sparse set, word
+// boundaries and the end included.
+func TestAny(t *testing.T) {
+	const pages = 200
+	b := New(pages)
+	for _, g := range []uint64{0, 63, 64, 130, 199} {
+		b.Set(g)
+	}
+	for lo := uint64(0); lo <= pages; lo++ {
+		for hi := lo; hi <= pages+3; hi++ {
+			want := false
+			for g := lo; g < min(hi, pages); g++ {
+				want = want || b.Has(g)
+			}
+			if got := b.Any(lo, hi); got != want {
+				t.Fatalf("Any(%d, %d) = %v, want %v", lo, hi, got, want)
+			}
+		}
+	}
+}

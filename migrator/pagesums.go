@@ -54,16 +54,20 @@ func (s *pageSums) digest(chunkBytes uint32) (Digest, bool) {
 	}
 	per := uint64(chunkBytes / PageSize)
 	d := Digest{ChunkBytes: chunkBytes, Sums: make([]uint32, (pages+per-1)/per)}
-	shift := pageShift()
 	onCores(len(d.Sums), func(c int) {
-		lo, hi := uint64(c)*per, min(uint64(c+1)*per, pages)
-		crc := s.sums[lo]
-		for _, p := range s.sums[lo+1 : hi] {
-			crc = shift.apply(crc) ^ p
-		}
-		d.Sums[c] = crc
+		d.Sums[c] = s.combine(uint64(c)*per, min(uint64(c+1)*per, pages))
 	})
 	return d, true
+}
+
+// combine is the checksum of pages [lo, hi), from theirs.
+func (s *pageSums) combine(lo, hi uint64) uint32 {
+	shift := pageShift()
+	crc := s.sums[lo]
+	for _, p := range s.sums[lo+1 : hi] {
+		crc = shift.apply(crc) ^ p
+	}
+	return crc
 }
 
 // crcShift is the linear map that advances a CRC-32C register over a run

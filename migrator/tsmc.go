@@ -647,22 +647,21 @@ func (rc *receiver) verifyClean(dirty *bitmap.Bitmap) error {
 	if err := rc.complete(dirty); err != nil {
 		return err
 	}
-	local := computeDigest(rc.mem, int(rc.digest.ChunkBytes), memoryFD(rc.d))
-	chunkPages := uint64(local.ChunkBytes) / PageSize
+	chunkPages := uint64(rc.digest.ChunkBytes) / PageSize
+	if chunkPages == 0 || rc.digest.ChunkBytes%PageSize != 0 || uint64(len(rc.digest.Sums)) != (rc.pages+chunkPages-1)/chunkPages {
+		return fmt.Errorf("verify memory: %d checksums of %d-byte chunks do not cover %d pages: %w",
+			len(rc.digest.Sums), rc.digest.ChunkBytes, rc.pages, ErrMalformed)
+	}
+	// From each page's checksum, kept as it arrived: memory is not read
+	// while the source is paused.
 	differ, checked := 0, 0
-	for i := range local.Sums {
-		clean := true
-		for g := uint64(i) * chunkPages; g < min(uint64(i+1)*chunkPages, rc.pages); g++ {
-			if dirty.Has(g) {
-				clean = false
-				break
-			}
-		}
-		if !clean {
+	for i := range rc.digest.Sums {
+		lo, hi := uint64(i)*chunkPages, min(uint64(i+1)*chunkPages, rc.pages)
+		if dirty.Any(lo, hi) {
 			continue
 		}
 		checked++
-		if local.Sums[i] != rc.digest.Sums[i] {
+		if rc.sums.combine(lo, hi) != rc.digest.Sums[i] {
 			differ++
 		}
 	}
