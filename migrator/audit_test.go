@@ -126,10 +126,10 @@ func (g missesManyAtPause) Pause() error {
 	return nil
 }
 
-// TestTSMCCatchesMissedWrite: TSMC's stage 2 checks the chunks that hold no
-// dirty page, from each page's checksum kept at the destination, before the
-// guest runs there: a write the dirty log missed fails the switch-over and
-// the source runs on.
+// TestTSMCCatchesMissedWrite: TSMC's checksums of the paused source come
+// after stage 3; the destination checks the chunks that held no dirty page
+// against the pages' checksums as they were when its guest started, and a
+// write the dirty log missed has it stop its guest and the source run on.
 func TestTSMCCatchesMissedWrite(t *testing.T) {
 	src := newMemGuest(t, lightLoad, true)
 	dst := newMemGuest(t, lightLoad, false)
@@ -139,14 +139,18 @@ func TestTSMCCatchesMissedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := mig.Wait()
-	if err == nil || !strings.Contains(info.ErrorDesc, "clean chunks differ") {
+	if err == nil || !strings.Contains(info.ErrorDesc, "clean chunks differ") || !strings.Contains(info.ErrorDesc, "runs on here") {
 		t.Fatalf("tsmc whose dirty log missed writes: %v", err)
 	}
 	<-d.done
-	if ok, st := src.Running(); !ok {
-		t.Fatalf("source is %s after stage 2's check failed", st)
+	if d.err == nil || !strings.Contains(d.err.Error(), "verify memory after the switch-over") {
+		t.Fatalf("destination: %v", d.err)
 	}
-	if ok, st := dst.Waiting(); !ok {
-		t.Fatalf("destination is %s, want waiting", st)
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source is %s after the destination's check failed", st)
+	}
+	waitWrites(t, src, src.seqNow())
+	if ok, st := dst.Running(); ok || st != memPaused {
+		t.Fatalf("destination is %s, want paused", st)
 	}
 }

@@ -96,7 +96,7 @@ func (l *simLink) weigh(t RecordType, n int) error {
 	case RecBitmap:
 		l.tsmc = true // a dirty bitmap at the switch-over: post-copy follows (MODE+postcopy switching too)
 	case RecDigest:
-		if l.committed { // the stop-and-copy's checksums, after the commit
+		if l.committed && !l.tsmc { // the stop-and-copy's checksums, after the commit (stage 3's end answers for TSMC's)
 			l.answers = append(l.answers, Record{Type: RecVerified, OK: true})
 		}
 	case RecEnd:

@@ -61,10 +61,13 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 }
 
 // switchToPostcopy runs TSMC's stages 2 and 3 after a live copy (tsmc's
-// stage 1, or MODE+postcopy's rounds): stop, send the guest's state, the
-// dirty bitmap and checksums of the memory as it stands, hand over once
-// the destination has checked what it already holds, then push the dirty
-// pages while the destination runs. round numbers the switch-over in Info.
+// stage 1, or MODE+postcopy's rounds): stop, send the guest's state and
+// the dirty bitmap, hand over once the destination has all the other
+// pages, then push the dirty pages while the destination runs, and last
+// the checksums of the paused memory, summed meanwhile (see audit). If the
+// destination finds the pages it had at the hand-over unlike them, it
+// stops its guest and the guest runs on here. round numbers the
+// switch-over in Info.
 func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int) (err error) {
 	paused, err := s.pause(reason)
 	if err != nil {
@@ -84,11 +87,14 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	// stage 3: a Go goroutine touching a page still absent there could
 	// stall the whole process (see package uffd).
 	early := s.earlyPages(dirty)
+	// The paused memory does not change until stage 3 is over: summed
+	// while stage 2 waited for it, a 2 GiB guest's pause took 247 ms.
+	sums := make(chan Digest, 1)
+	go func() { sums <- s.digest(PageSize) }()
 	for _, step := range []func() error{
 		s.sendState,
 		func() error { return s.w.Bitmap(dirty.Words()) },
 		func() error { return s.sendPages(early) },
-		func() error { return s.w.Digest(s.digest(PageSize)) },
 		func() error { return s.w.Text(RecEnd, "") },
 		s.w.Flush,
 	} {
@@ -121,7 +127,14 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	// Stage 3. Its pages go whole (with +mecom too): the destination
 	// fills each into the running guest's memory as it arrives.
 	s.enc = nil
-	return s.postcopy(ctx, dirty, uint64(len(early)))
+	err = s.postcopy(ctx, dirty, uint64(len(early)), sums)
+	if errors.Is(err, errDestinationStopped) {
+		err = fmt.Errorf("%w; the destination stopped its guest, which runs on here", err)
+		if rerr := s.m.g.Resume(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
+		}
+	}
+	return err
 }
 
 // awaitVerified reads the destination's verdict on its memory.
@@ -148,9 +161,9 @@ func (s *sender) awaitVerified(stage string) error {
 // the source redials (every second, for RecoverTimeout), learns from the
 // destination which pages it still lacks, and goes on — QEMU's post-copy
 // recovery.
-func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint64) error {
+func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint64, sums <-chan Digest) error {
 	st := &postcopyState{total: dirty.Count(), early: early, pending: slices.Clone(dirty.Words()),
-		start: s.m.clock.Now(), startBytes: s.w.Bytes()}
+		start: s.m.clock.Now(), startBytes: s.w.Bytes(), sums: sums}
 	if p, ok := s.pol.(*predictive); ok {
 		st.order = p.touchOrder(dirty)
 	}
@@ -175,8 +188,13 @@ func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint6
 const StatusPostcopyPaused = "postcopy-paused"
 
 // errDestinationVerdict marks a stage-3 failure the destination reported:
-// no reconnection will mend it.
-var errDestinationVerdict = errors.New("the destination reported a failure")
+// no reconnection will mend it. errDestinationStopped marks one after which
+// the destination stopped its guest (a verdict, not an abort): the guest
+// runs on at the source.
+var (
+	errDestinationVerdict = errors.New("the destination reported a failure")
+	errDestinationStopped = errors.New("its guest is stopped")
+)
 
 type postcopyState struct {
 	total, left, early, asked uint64
@@ -189,6 +207,8 @@ type postcopyState struct {
 	start      time.Time
 	startBytes uint64
 	recoveries int
+	sums       <-chan Digest // the paused memory's checksums, sent last
+	digest     *Digest       // taken from sums
 }
 
 // push runs stage 3 on the current connection until every page is sent
@@ -219,7 +239,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 			if rec.OK {
 				verdict <- nil
 			} else {
-				verdict <- fmt.Errorf("stage 3: %w: %s", errDestinationVerdict, rec.Text)
+				verdict <- fmt.Errorf("stage 3: %w (%w): %s", errDestinationVerdict, errDestinationStopped, rec.Text)
 			}
 		case RecAbort:
 			verdict <- fmt.Errorf("stage 3: %w: aborted: %s", errDestinationVerdict, rec.Text)
@@ -321,6 +341,13 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		if err := send(batch); err != nil {
 			return err
 		}
+	}
+	if st.digest == nil {
+		d := <-st.sums
+		st.digest = &d
+	}
+	if err := s.w.Digest(*st.digest); err != nil {
+		return fmt.Errorf("stage 3: send memory checksums: %w", err)
 	}
 	if err := s.w.Text(RecEnd, ""); err != nil {
 		return err
@@ -443,14 +470,13 @@ func (s *sender) sendPages(gfns []uint64) error {
 // dirty pages from guest memory, starts the guest and fills them as the
 // source pushes them or the guest touches them.
 func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
-	problem := rc.verifyClean(dirty)
+	problem := rc.complete(dirty)
 	if problem == nil {
 		problem = rc.restore()
 	}
 	if err := rc.verdict(problem); err != nil {
 		return err
 	}
-	rc.verified = true // the clean chunks; the dirty pages come under their records' checksums
 
 	region, err := uffd.Register(rc.mem)
 	if err != nil {
@@ -549,16 +575,21 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 				}
 			}
 			rc.pushed += rec.Count
+		case RecDigest:
+			d := Digest{ChunkBytes: rec.Digest.ChunkBytes, Sums: append([]uint32(nil), rec.Digest.Sums...)}
+			rc.digest = &d
 		case RecEnd:
-			missing := region.Missing()
 			wmu.Lock()
 			defer wmu.Unlock()
-			if missing > 0 {
-				err := fmt.Errorf("stage 3: the source ended with %d dirty pages never sent", missing)
-				rc.w.Verified(false, err.Error())
-				rc.w.Flush()
-				return err
+			if missing := region.Missing(); missing > 0 {
+				// An abort: the source keeps its copy paused, as the
+				// guest here, waiting on those pages, may not stop.
+				return fmt.Errorf("stage 3: the source ended with %d dirty pages never sent", missing)
 			}
+			if problem := rc.verifyClean(dirty); problem != nil {
+				return rc.stopGuest(problem)
+			}
+			rc.verified = true // the pages held at the hand-over; the dirty ones came under their records' checksums
 			if err := rc.w.Verified(true, ""); err != nil {
 				return err
 			}
@@ -640,20 +671,20 @@ func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mut
 	return nil
 }
 
-// verifyClean checks stage 1's copy: it is complete, and every checksum chunk holding no dirty page matches the
-// source's (the dirty pages come in stage 3, each under its record's
-// checksum).
+// verifyClean checks the pages the destination held when its guest
+// started against the source's checksums, which came last: every chunk
+// without a dirty page (those came in stage 3, each under its record's
+// checksum). The pages' own checksums, taken as they arrived, give the
+// chunks' as they were then.
 func (rc *receiver) verifyClean(dirty *bitmap.Bitmap) error {
-	if err := rc.complete(dirty); err != nil {
-		return err
+	if rc.digest == nil {
+		return errors.New("stage 3: the source ended without its memory checksums")
 	}
 	chunkPages := uint64(rc.digest.ChunkBytes) / PageSize
 	if chunkPages == 0 || rc.digest.ChunkBytes%PageSize != 0 || uint64(len(rc.digest.Sums)) != (rc.pages+chunkPages-1)/chunkPages {
 		return fmt.Errorf("verify memory: %d checksums of %d-byte chunks do not cover %d pages: %w",
 			len(rc.digest.Sums), rc.digest.ChunkBytes, rc.pages, ErrMalformed)
 	}
-	// From each page's checksum, kept as it arrived: memory is not read
-	// while the source is paused.
 	differ, checked := 0, 0
 	for i := range rc.digest.Sums {
 		lo, hi := uint64(i)*chunkPages, min(uint64(i+1)*chunkPages, rc.pages)
@@ -666,7 +697,7 @@ func (rc *receiver) verifyClean(dirty *bitmap.Bitmap) error {
 		}
 	}
 	if differ > 0 {
-		return fmt.Errorf("verify memory: %d of %d clean chunks differ from the source's", differ, checked)
+		return fmt.Errorf("verify memory after the switch-over: %d of %d clean chunks differ from the source's", differ, checked)
 	}
 	return nil
 }

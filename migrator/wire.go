@@ -33,10 +33,11 @@ import (
 // registers (RecVCPUs). Version 3 sends a dirty bitmap in chunks
 // (RecBitmap's first word and count), so that TSMC and post-copy recovery
 // work for guests over 32 GiB, whose bitmap is more than one record holds.
-// Version 4 sends the stop-and-copy's checksums after the commit: the
-// destination runs the guest once the pages and the state are in, checks
-// the memory it started with against them and answers; if they differ it
-// stops its guest and the source runs it on.
+// Version 4 sends the memory checksums after the commit (the stop-and-
+// copy's) or after stage 3's pages (TSMC's): the destination runs the
+// guest once the pages and the state are in, checks the memory it started
+// with against them and answers; if they differ it stops its guest and the
+// source runs it on.
 const (
 	ProtocolVersion = 4
 	PageSize        = 4096

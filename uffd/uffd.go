@@ -239,8 +239,12 @@ func (r *Region) Drop(pages []uint64) error {
 	return nil
 }
 
+// zeroPage fills a hole that was never dropped.
+var zeroPage [PageSize]byte
+
 // Faults returns a channel of page numbers the guest (or KVM on its behalf)
-// touched while absent. Each distinct absent page is reported at least once
+// touched while absent (dropped and not filled yet; a hole that was not
+// dropped is filled with zeros at once). Each distinct absent page is reported at least once
 // while it stays absent; duplicates are allowed. The channel is closed by
 // Close, or earlier if reading the userfaultfd fails (Close then returns
 // the error).
@@ -272,8 +276,19 @@ func (r *Region) read() {
 			if addr < r.base || addr >= r.base+r.pages*PageSize {
 				continue
 			}
+			p := (addr - r.base) / PageSize
+			if r.absent[p/64].Load()&(1<<(p%64)) == 0 {
+				// Not dropped (or filled since): a hole of the memfd, a
+				// zero page the receiver punched out. It reads as zero, as
+				// it would without userfaultfd; no one else would fill it,
+				// and the faulting thread would wait until Close. Should
+				// that fail, the fault is reported as any other.
+				if err := r.Fill(p, zeroPage[:]); err == nil || errors.Is(err, ErrPresent) {
+					continue
+				}
+			}
 			select {
-			case r.faults <- (addr - r.base) / PageSize:
+			case r.faults <- p:
 			case <-r.stop:
 				return
 			}

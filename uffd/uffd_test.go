@@ -359,3 +359,47 @@ func BenchmarkFill(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pages/s")
 	b.SetBytes(PageSize)
 }
+
+// TestHoleReadsZero: a hole of the memfd that was not dropped (a zero page
+// punched out before the region was made) reads as zero at once, filled by
+// the region itself, and is never reported as a fault: no one would fill
+// it, and its reader would wait until Close.
+func TestHoleReadsZero(t *testing.T) {
+	mem := newMemfd(t, 1<<20)
+	if err := unix.Madvise(page(mem, 9), unix.MADV_REMOVE); err != nil {
+		t.Fatal(err)
+	}
+	r := register(t, mem)
+	if err := r.Drop([]uint64{10}); err != nil {
+		t.Fatal(err)
+	}
+	for _, read := range []func(b []byte) ([]byte, error){
+		func(b []byte) ([]byte, error) { touch(b); return bytes.Clone(b), nil },
+		readThroughKernel,
+	} {
+		done := make(chan []byte, 1)
+		go func() {
+			b, err := read(page(mem, 9))
+			if err != nil {
+				t.Error(err)
+			}
+			done <- b
+		}()
+		select {
+		case b := <-done:
+			if !bytes.Equal(b, make([]byte, PageSize)) {
+				t.Fatal("the hole reads other than zeros")
+			}
+		case p := <-r.Faults():
+			t.Fatalf("fault reported on page %d, a hole never dropped", p)
+		case <-time.After(5 * time.Second):
+			t.Fatal("the reader of a hole never dropped is still blocked")
+		}
+	}
+	if got := r.Missing(); got != 1 {
+		t.Fatalf("Missing = %d, want 1 (page 10)", got)
+	}
+	if err := r.Fill(10, pattern(10)); err != nil {
+		t.Fatal(err)
+	}
+}
