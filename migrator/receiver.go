@@ -159,7 +159,7 @@ type receiver struct {
 
 	seen         *bitmap.Bitmap
 	state        stateBuffer // the guest's state (Guest.SaveState)
-	digest       *Digest
+	digest       *Digest     // TSMC: the source's checksums, after stage 3's pages
 	rounds       int
 	normal, zero uint64
 	mode         string

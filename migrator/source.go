@@ -1094,12 +1094,6 @@ func digestChunk(memory uint64, chunk int) int {
 	return chunk
 }
 
-// digestBytes is the size of the checksums' record for memory bytes.
-func digestBytes(memory uint64, chunk int) uint64 {
-	c := uint64(digestChunk(memory, chunk))
-	return 8 + 4*((memory+c-1)/c)
-}
-
 // flush sends what queue holds.
 func (s *sender) flush() error {
 	if err := s.flushBatch(); err != nil {
