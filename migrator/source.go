@@ -774,8 +774,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	round := s.m.Info().Pagecast.Round + 1
 	pending, harvested := s.pendingN, s.m.clock.Now()
 	// The paused guest's memory does not change until the audit is over.
-	sums := make(chan Digest, 1)
-	go func() { sums <- s.digest(DigestChunk) }()
+	sums := s.digestLater(DigestChunk)
 	if _, err := s.sendPass(context.Background(), round, false, false); err != nil {
 		return err
 	}
@@ -1083,6 +1082,14 @@ func (s *sender) digest(chunk int) Digest {
 		return Digest{ChunkBytes: uint32(chunk), Sums: make([]uint32, (memory+uint64(chunk)-1)/uint64(chunk))}
 	}
 	return computeDigest(s.mem, chunk, memoryFD(s.m.g))
+}
+
+// digestLater takes the digest in the background: the paused guest's
+// memory, while the switch-over goes on.
+func (s *sender) digestLater(chunk int) <-chan Digest {
+	sums := make(chan Digest, 1)
+	go func() { sums <- s.digest(chunk) }()
+	return sums
 }
 
 // digestChunk is the chunk the checksums of memory bytes are taken over:

@@ -89,8 +89,7 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	early := s.earlyPages(dirty)
 	// The paused memory does not change until stage 3 is over: summed
 	// while stage 2 waited for it, a 2 GiB guest's pause took 247 ms.
-	sums := make(chan Digest, 1)
-	go func() { sums <- s.digest(PageSize) }()
+	sums := s.digestLater(PageSize)
 	for _, step := range []func() error{
 		s.sendState,
 		func() error { return s.w.Bitmap(dirty.Words()) },
