@@ -39,8 +39,8 @@ var regimeTraces = []struct {
 //   - there predictive+postcopy, which switches to post-copy once a round
 //     leaves more than half of what it set out to send pending, meets the
 //     goal: at most half of pre-copy's bytes, with less downtime
-//     (over the 21 links: tar 0.14 of the bytes and 0.018 of the
-//     downtime, bzip2 0.44 and 0.090).
+//     (over the 21 links: tar 0.14 of the bytes and 0.009 of the
+//     downtime, bzip2 0.44 and 0.049).
 //   - at the dirty rate, where pre-copy converges in a few rounds,
 //     predictive sends no more than 5% over pre-copy's bytes. (The issue
 //     asks for 10% fewer. Pre-copy resends only 5-29% of its bytes there,
