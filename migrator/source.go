@@ -752,7 +752,7 @@ func (s *sender) throttle(round int, before, after uint64) error {
 // and commits once the destination has all of it; the destination runs
 // the guest from the commit. Until then a failure resumes the guest here.
 // The checksums of the paused memory, which catch a write the dirty log
-// missed, are taken meanwhile and go after the commit (see audit): summed
+// missed, are taken after the commit and follow it (see audit): summed
 // before the guest could run on, they took the switch-over as long as
 // reading all the memory the guest holds does (a 3 GiB guest holding
 // 2 GiB: 360 ms of a 578 ms pause beyond the pages and the state).
@@ -773,8 +773,6 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	s.pendingN = s.pending.Count()
 	round := s.m.Info().Pagecast.Round + 1
 	pending, harvested := s.pendingN, s.m.clock.Now()
-	// The paused guest's memory does not change until the audit is over.
-	sums := s.digestLater(DigestChunk)
 	if _, err := s.sendPass(context.Background(), round, false, false); err != nil {
 		return err
 	}
@@ -798,6 +796,11 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	}
 	committed = true // the destination runs the guest from here; this copy stays paused
 	downtime := s.m.clock.Now().Sub(paused)
+	// The paused guest's memory does not change until the audit is over.
+	// Summed from the pause on, on every core, it slowed the last pages:
+	// a 5 GiB guest holding 2.4 GiB paused 343 ms, the 60 MB of pages
+	// going at 200 MB/s through a 256 MiB/s cap.
+	sums := s.digestLater(DigestChunk)
 	s.m.update(func(i *Info) {
 		i.Downtime = downtime.Milliseconds()
 		i.RAM.DirtySyncCount = s.harvests

@@ -87,9 +87,6 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	// stage 3: a Go goroutine touching a page still absent there could
 	// stall the whole process (see package uffd).
 	early := s.earlyPages(dirty)
-	// The paused memory does not change until stage 3 is over: summed
-	// while stage 2 waited for it, a 2 GiB guest's pause took 247 ms.
-	sums := s.digestLater(PageSize)
 	for _, step := range []func() error{
 		s.sendState,
 		func() error { return s.w.Bitmap(dirty.Words()) },
@@ -111,6 +108,9 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 		return err
 	}
 	committed = true // the destination runs the guest from here
+	// The paused memory does not change until stage 3 is over: summed
+	// while stage 2 waited for it, a 2 GiB guest's pause took 247 ms.
+	sums := s.digestLater(PageSize)
 	downtime := s.m.clock.Now().Sub(paused)
 	s.m.update(func(i *Info) {
 		i.Status = StatusPostcopy
