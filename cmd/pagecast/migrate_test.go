@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/migrator"
 )
 
 func freeTCP(t *testing.T) string {
@@ -257,5 +259,22 @@ func TestMigrateAutoOwn(t *testing.T) {
 	predicted, actual := predictedTotalTime(text)
 	if predicted <= 0 || actual <= 0 || predicted > 3*actual || actual > 3*predicted {
 		t.Errorf("predicted total time %v against %v taken", predicted, actual)
+	}
+}
+
+// TestDowntimeString: a completed migration's downtime of 0 (query-migrate
+// counts whole milliseconds) reads as under a millisecond, not as none.
+func TestDowntimeString(t *testing.T) {
+	for _, tc := range []struct {
+		info migrator.Info
+		want string
+	}{
+		{migrator.Info{Status: migrator.StatusCompleted, Downtime: 0}, "<1ms"},
+		{migrator.Info{Status: migrator.StatusCompleted, Downtime: 253}, "253ms"},
+		{migrator.Info{Status: migrator.StatusFailed, Downtime: 0}, "0s"},
+	} {
+		if got := downtimeString(tc.info); got != tc.want {
+			t.Errorf("downtime of %+v: %q, want %q", tc.info, got, tc.want)
+		}
 	}
 }
