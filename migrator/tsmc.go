@@ -110,7 +110,8 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	committed = true // the destination runs the guest from here
 	// The paused memory does not change until stage 3 is over: summed
 	// while stage 2 waited for it, a 2 GiB guest's pause took 247 ms.
-	sums := s.digestLater(PageSize)
+	sums := make(chan Digest, 1)
+	go func() { sums <- s.digest(PageSize) }()
 	downtime := s.m.clock.Now().Sub(paused)
 	s.m.update(func(i *Info) {
 		i.Status = StatusPostcopy
