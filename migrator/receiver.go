@@ -146,7 +146,7 @@ var ErrNoHandshake = errors.New("no migration began")
 var errSourceAborted = errors.New("the source aborted the migration")
 
 type receiver struct {
-	link  *linkConn  // the first connection
+	link  *linkConn  // the connection w and r use
 	conns []net.Conn // connections after the first (post-copy recovery)
 	ctx   context.Context
 	cfg   ReceiveConfig
@@ -323,6 +323,10 @@ func (rc *receiver) finish() error {
 // 10 GB a second on two cores.
 const auditWait = 10 * time.Minute
 
+// awaitChecksums lets the link idle for as long as the source may take to
+// sum its paused memory, which is all it has left to send.
+func (rc *receiver) awaitChecksums() { rc.link.idle = max(rc.link.idle, auditWait) }
+
 // audit reads the source's checksums of its paused memory and compares
 // them with those of the memory the guest was started with, which each
 // page's checksum, kept as it arrived, still gives (pageSums) while the
@@ -331,9 +335,7 @@ const auditWait = 10 * time.Minute
 // source is told that instead, and keeps its copy paused. If the checksums
 // do not come the guest runs on, unchecked.
 func (rc *receiver) audit() error {
-	if rc.link != nil {
-		rc.link.idle = max(rc.link.idle, auditWait)
-	}
+	rc.awaitChecksums()
 	rec, err := rc.r.Next()
 	if err != nil {
 		rc.log.Warn("the source's memory checksums did not come; the guest runs on, unchecked", "err", err)

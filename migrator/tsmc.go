@@ -545,6 +545,16 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 	defer func() { close(stop); <-forwarded }()
 
 	var zero [PageSize]byte
+	// lastPages: once every dirty page is in, only the source's checksums
+	// are left, summed since the hand-over, which for a terabyte takes
+	// longer than the idle timeout.
+	lastPages := func() {
+		if region.Missing() == 0 {
+			wmu.Lock() // the fault forwarder writes on the link
+			rc.awaitChecksums()
+			wmu.Unlock()
+		}
+	}
 	for {
 		rec, err := rc.r.Next()
 		if err != nil {
@@ -568,6 +578,7 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 				}
 			}
 			rc.pushed += uint64(len(rec.GFNs))
+			lastPages()
 		case RecZero:
 			for g := rec.First; g < rec.First+rec.Count; g++ {
 				if err := region.Fill(g, zero[:]); err != nil && !errors.Is(err, uffd.ErrPresent) {
@@ -575,6 +586,7 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 				}
 			}
 			rc.pushed += rec.Count
+			lastPages()
 		case RecDigest:
 			d := Digest{ChunkBytes: rec.Digest.ChunkBytes, Sums: append([]uint32(nil), rec.Digest.Sums...)}
 			rc.digest = &d
@@ -667,7 +679,7 @@ func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mut
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	rc.w, rc.r = w, r
+	rc.w, rc.r, rc.link = w, r, lc
 	return nil
 }
 
