@@ -11,9 +11,10 @@ import (
 )
 
 // Digest is a checksum of guest memory: CRC-32C of each ChunkBytes chunk.
-// The stopped source sends its digest; the destination compares it with its
-// own before it lets the guest run, so a page lost or damaged anywhere on
-// the way is caught while the source can still resume.
+// The paused source sends its digest after the commit; the destination
+// compares it with the sums of the memory its guest started from, so a
+// page lost or damaged on the way, or a write the dirty log missed, is
+// caught while the source can still resume (see sender.audit).
 type Digest struct {
 	ChunkBytes uint32
 	Sums       []uint32

@@ -12,10 +12,15 @@ import (
 // SimConfig is what a simulated migration needs besides Config.
 type SimConfig struct {
 	// Switchover is the fixed cost of a switch-over, which moves no guest
-	// memory: the destination's check of its memory, restoring the guest's
-	// state, the commit. It is added to the virtual clock when the
-	// destination is asked for its verdict.
+	// memory: restoring the guest's state, the commit. It is added to the
+	// virtual clock when the destination is asked for its verdict.
 	Switchover time.Duration
+	// ChecksumRate is how fast, in bytes a second, the paused source reads
+	// its memory for the checksums that follow the switch-over (see
+	// sender.audit): their time lengthens the migration, not its
+	// downtime. It reads what the guest holds (HeldBytes, where the guest
+	// counts it; else all its memory). Zero: not counted.
+	ChecksumRate float64
 	// Observe, when set, is given the migration's Info every ObserveEvery
 	// of virtual time (default 100 ms), as a live migration's
 	// query-migrate would be polled.
@@ -122,6 +127,23 @@ func (l *simLink) weigh(t RecordType, n int) error {
 		l.requested = make([]uint64, (l.m.g.MemoryBytes()/PageSize+63)/64)
 	}
 	return nil
+}
+
+// summed passes the time the paused source's checksums take, from from on,
+// where the clock has not passed it already: in line after a
+// stop-and-copy, alongside stage 3's pages in TSMC.
+func (l *simLink) summed(from time.Time) {
+	if l.sc.ChecksumRate <= 0 {
+		return
+	}
+	held := l.m.g.MemoryBytes()
+	if h, ok := l.m.g.(interface{ HeldBytes() uint64 }); ok {
+		held = h.HeldBytes()
+	}
+	done := from.Add(time.Duration(float64(held) / l.sc.ChecksumRate * float64(time.Second)))
+	if d := done.Sub(l.clock.Now()); d > 0 {
+		l.clock.Advance(d)
+	}
 }
 
 // pay passes the link's time for the bytes owed.

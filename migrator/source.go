@@ -808,6 +808,9 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	// a 5 GiB guest holding 2.4 GiB paused 343 ms, the 60 MB of pages
 	// going at 200 MB/s through a 256 MiB/s cap.
 	digest := s.digest(DigestChunk)
+	if s.m.sim != nil {
+		s.m.sim.summed(s.m.clock.Now())
+	}
 	summed := s.m.clock.Now()
 	err = s.audit(digest)
 	s.m.log.Debug("stop-and-copy", "pages", pending, "pages-bytes", pagesBytes, "other-bytes", s.w.Bytes()-precopyBytes-pagesBytes,

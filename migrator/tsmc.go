@@ -345,6 +345,9 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 	if st.digest == nil {
 		d := <-st.sums
 		st.digest = &d
+		if s.m.sim != nil {
+			s.m.sim.summed(st.start) // begun at the commit
+		}
 	}
 	if err := s.w.Digest(*st.digest); err != nil {
 		return fmt.Errorf("stage 3: send memory checksums: %w", err)

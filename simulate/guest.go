@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sort"
 	"sync"
@@ -46,6 +47,21 @@ type Guest struct {
 	genOK    bool
 	genEpoch uint64
 	genPages []uint64
+}
+
+// HeldBytes is what a checksum of the guest's memory reads: the pages
+// written, and of the others those not holding zeros (a live guest's pages
+// never written are holes in its memory file, which the checksums skip).
+func (g *Guest) HeldBytes() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	written := uint64(0)
+	for _, w := range g.contents.written {
+		written += uint64(bits.OnesCount64(w))
+	}
+	pages := g.w.Pages()
+	zeros := float64(g.contents.cum[mecom.Zero]) / (1 << 32)
+	return (written + uint64(float64(pages-written)*(1-zeros))) * migrator.PageSize
 }
 
 // written is the page writes harvested so far.

@@ -136,7 +136,8 @@ func TestIdleGuest(t *testing.T) {
 	w := idle(pages, 10)
 	mix, _ := ParseMix("zero=1,random=1")
 	for _, mode := range []string{"precopy", "predictive", "throttle", "tsmc"} {
-		r := Run(context.Background(), Options{Workload: w, Bandwidth: 8 << 20, Content: mix, StateBytes: 1000}, mode)
+		o := Options{Workload: w, Bandwidth: 8 << 20, Content: mix, StateBytes: 1000, ChecksumRate: -1}
+		r := Run(context.Background(), o, mode)
 		if r.Err != nil {
 			t.Fatal(mode, r.Err)
 		}
@@ -153,6 +154,18 @@ func TestIdleGuest(t *testing.T) {
 		want := time.Duration(float64(i.RAM.Transferred) / (8 << 20) * float64(time.Second))
 		if got := time.Duration(i.TotalTime) * time.Millisecond; got < want-2*time.Millisecond || got > want+2*time.Millisecond {
 			t.Fatalf("%s: %v for %d bytes at 8 MiB/s, want %v", mode, got, i.RAM.Transferred, want)
+		}
+		// The source's checksums after the switch-over read the half of
+		// memory that holds data (the zero pages were never written: holes)
+		// and lengthen the migration by that at their rate, not its pause.
+		o.ChecksumRate = 64 << 20
+		c := Run(context.Background(), o, mode)
+		if c.Err != nil {
+			t.Fatal(mode, c.Err)
+		}
+		want += time.Duration(float64(pages/2*migrator.PageSize) / (64 << 20) * float64(time.Second)) // 125 ms
+		if got := time.Duration(c.Info.TotalTime) * time.Millisecond; got < want-2*time.Millisecond || got > want+2*time.Millisecond || c.Info.Downtime != i.Downtime {
+			t.Fatalf("%s with the checksums at 64 MiB/s: %v in all, downtime %d ms; want %v, downtime %d ms", mode, got, c.Info.Downtime, want, i.Downtime)
 		}
 	}
 }

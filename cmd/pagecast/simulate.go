@@ -66,7 +66,8 @@ func simulateCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "start", Usage: "the workload epoch the migration starts at (a trace's first epochs may be its boot)"},
 			&cli.StringFlag{Name: "content", Value: simulate.DefaultMix.String(), Usage: "page contents: shares of zero, repeat, text and random pages"},
 			&cli.StringFlag{Name: "state-size", Value: "300K", Usage: "vCPU and device state sent at the switch-over"},
-			&cli.DurationFlag{Name: "switchover", Usage: "fixed cost of a switch-over besides moving memory (the destination's check, restoring state)"},
+			&cli.DurationFlag{Name: "switchover", Usage: "fixed cost of a switch-over besides moving memory (restoring the guest's state, the commit)"},
+			&cli.StringFlag{Name: "checksum-rate", Value: units.FormatBytes(simulate.DefaultChecksumRate) + "/s", Usage: "how fast the paused source reads the memory its guest holds for the memory check after the switch-over, which lengthens the total time (0: not counted)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON (query-migrate's shape per mode) instead of a table"},
 			&cli.StringFlag{Name: "plot", Usage: "write DIR/timeline.png: pending and sent bytes over time, per mode"},
 		},
@@ -110,11 +111,19 @@ func runSimulate(c *cli.Context) error {
 	if err != nil || state > migrator.MaxState {
 		return fmt.Errorf("--state-size %q: want a size up to %s", c.String("state-size"), units.FormatBytes(migrator.MaxState))
 	}
+	sumRate := -1.0 // not counted
+	if r := c.String("checksum-rate"); strings.TrimSpace(r) != "0" {
+		n, err := units.ParseRate(r)
+		if err != nil || n == 0 {
+			return fmt.Errorf("--checksum-rate %q: want a rate such as 6GiB/s, or 0 not to count the checksums", r)
+		}
+		sumRate = float64(n)
+	}
 	if c.Int("max-rounds") < 1 {
 		return fmt.Errorf("--max-rounds %d: want at least 1", c.Int("max-rounds"))
 	}
 	o := simulate.Options{Workload: w, Bandwidth: bw, DowntimeLimit: c.Duration("downtime-limit"), MaxRounds: c.Int("max-rounds"),
-		Start: c.Uint64("start"), Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover")}
+		Start: c.Uint64("start"), Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate}
 	if c.Duration("downtime-limit") <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration", c.Duration("downtime-limit"))
 	}
