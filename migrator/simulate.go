@@ -129,19 +129,22 @@ func (l *simLink) weigh(t RecordType, n int) error {
 	return nil
 }
 
-// summed passes the time the paused source's checksums take, from from on,
-// where the clock has not passed it already: in line after a
-// stop-and-copy, alongside stage 3's pages in TSMC.
-func (l *simLink) summed(from time.Time) {
+// sumTime is how long the paused source's checksums take: what the guest
+// holds at ChecksumRate.
+func (l *simLink) sumTime() time.Duration {
 	if l.sc.ChecksumRate <= 0 {
-		return
+		return 0
 	}
 	held := l.m.g.MemoryBytes()
 	if h, ok := l.m.g.(interface{ HeldBytes() uint64 }); ok {
 		held = h.HeldBytes()
 	}
-	done := from.Add(time.Duration(float64(held) / l.sc.ChecksumRate * float64(time.Second)))
-	if d := done.Sub(l.clock.Now()); d > 0 {
+	return time.Duration(float64(held) / l.sc.ChecksumRate * float64(time.Second))
+}
+
+// await passes the time until t, where the clock has not passed it.
+func (l *simLink) await(t time.Time) {
+	if d := t.Sub(l.clock.Now()); d > 0 {
 		l.clock.Advance(d)
 	}
 }

@@ -809,7 +809,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	// going at 200 MB/s through a 256 MiB/s cap.
 	digest := s.digest(DigestChunk)
 	if s.m.sim != nil {
-		s.m.sim.summed(s.m.clock.Now())
+		s.m.sim.clock.Advance(s.m.sim.sumTime())
 	}
 	summed := s.m.clock.Now()
 	err = s.audit(digest)

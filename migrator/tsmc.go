@@ -168,6 +168,9 @@ func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint6
 		st.order = p.touchOrder(dirty)
 	}
 	st.left = st.total
+	if s.m.sim != nil {
+		st.summed = st.start.Add(s.m.sim.sumTime()) // the sums begin at the commit, on memory as it paused
+	}
 	for {
 		err := s.push(ctx, st)
 		if err == nil || ctx.Err() != nil || errors.Is(err, errDestinationVerdict) {
@@ -209,6 +212,7 @@ type postcopyState struct {
 	recoveries int
 	sums       <-chan Digest // the paused memory's checksums, sent last
 	digest     *Digest       // taken from sums
+	summed     time.Time     // simulated: when the sums are done
 }
 
 // push runs stage 3 on the current connection until every page is sent
@@ -346,7 +350,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		d := <-st.sums
 		st.digest = &d
 		if s.m.sim != nil {
-			s.m.sim.summed(st.start) // begun at the commit
+			s.m.sim.await(st.summed)
 		}
 	}
 	if err := s.w.Digest(*st.digest); err != nil {

@@ -222,6 +222,36 @@ func TestModesOnAHotSet(t *testing.T) {
 	}
 }
 
+// TestChecksumsBesideStage3: in TSMC the source sums its paused memory
+// while stage 3 pushes the pages left, so the sums lengthen the migration
+// only where they outlast the push.
+func TestChecksumsBesideStage3(t *testing.T) {
+	const pages = 1 << 15 // 128 MiB
+	w, err := ParseSynthetic("hotset:hot=4000,p=0.95,rate=20000", pages, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(rate float64) migrator.Info {
+		t.Helper()
+		r := Run(context.Background(), Options{Workload: w, Bandwidth: 32 << 20, DowntimeLimit: 100 * time.Millisecond, ChecksumRate: rate}, "tsmc")
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		return r.Info
+	}
+	none, fast, slow := run(-1), run(1<<30), run(16<<20)
+	// Half of memory holds data, and the hot set was written: over 64 MiB
+	// to sum, some 70 ms at 1 GiB/s, over 4 s at 16 MiB/s; stage 3 pushes
+	// about 4000 pages, some 0.5 s at 32 MiB/s.
+	t.Logf("total %d ms, with the sums at 1 GiB/s %d ms, at 16 MiB/s %d ms", none.TotalTime, fast.TotalTime, slow.TotalTime)
+	if fast.TotalTime != none.TotalTime || fast.Downtime != none.Downtime {
+		t.Errorf("sums shorter than stage 3 changed the migration: %d ms in all, downtime %d ms; uncounted %d ms, %d ms", fast.TotalTime, fast.Downtime, none.TotalTime, none.Downtime)
+	}
+	if slow.Downtime != none.Downtime || slow.TotalTime <= none.TotalTime+3000 || slow.TotalTime >= none.TotalTime+4300 {
+		t.Errorf("sums of over 4 s beside a 0.5 s stage 3: %d ms in all, downtime %d ms; uncounted %d ms, %d ms", slow.TotalTime, slow.Downtime, none.TotalTime, none.Downtime)
+	}
+}
+
 // TestReplay: a trace shorter than the migration starts over, and the
 // result says how often.
 func TestReplay(t *testing.T) {
