@@ -34,7 +34,7 @@ func BenchmarkSimulate1TiB(b *testing.B) {
 	// Not predictive: its round 1, started before any forecast, counts
 	// as a closing round, whose cut ranks every page's probability in
 	// each epoch it meets a likely page while its budget lasts, most
-	// epochs here (over an hour at 1 TiB; README, Scale);
+	// epochs here (over an hour at 1 TiB; docs/simulation.md, Scale);
 	// BenchmarkSimulatePredictive64GiB measures it.
 	for _, mode := range []string{"precopy", "throttle", "tsmc", "mecom"} {
 		b.Run(mode, func(b *testing.B) {

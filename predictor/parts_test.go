@@ -152,7 +152,8 @@ func (w whole) PredictHorizon(dst []float32, h int) { w.m.PredictHorizon(dst, h)
 
 // partsGaps are the cells, trace/horizon/metric/baseline, where the model
 // told the parts does not beat a baseline on the held-out traces of
-// testdata/parts (see the README).
+// testdata/parts (see docs/predictor.md, "When in the epoch a page was
+// written").
 var partsGaps = map[string]bool{
 	"sqlite/8/F1/frequency": true, // 0.3898 against 0.4368
 }
@@ -209,7 +210,7 @@ func TestRealParts(t *testing.T) {
 							t.Errorf("%s h%d: told the parts, the model does not beat %s on %s", tr.name, h, b.Name, c.metric)
 						}
 						if c.wins && gap {
-							t.Logf("known gap closed: %s h%d %s against %s (update partsGaps and the README)", tr.name, h, c.metric, b.Name)
+							t.Logf("known gap closed: %s h%d %s against %s (update partsGaps and docs/predictor.md)", tr.name, h, c.metric, b.Name)
 						}
 					}
 				}

@@ -140,7 +140,7 @@ JS
 fi
 
 # zstd and bzip2: two more compressors, recorded after the model was
-# chosen, scored once (the README's clean held-out check): 1 MB of Go
+# chosen, scored once (docs/predictor.md, "A clean check"): 1 MB of Go
 # source at zstd level 19, 3 MB at bzip2 -9.
 if want zstd || want bzip2; then
 	tar -cf - -C "$(go env GOROOT)" src 2>/dev/null | tail -c 3000000 >"$work/data2.tar" || true
