@@ -23,8 +23,9 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:  "pagecast",
 		Usage: "watch how a VM dirties its memory, predict it, and live-migrate with that knowledge",
-		Description: "pagecast runs a small KVM virtual machine (or drives QEMU through QMP), records which guest\n" +
-			"pages are written and when, and uses that to migrate the machine efficiently.",
+		Description: "pagecast runs its own small guest, on its own KVM monitor or under QEMU (KVM or TCG), or drives\n" +
+			"a QEMU you started through QMP; it records which guest pages are written and when, forecasts\n" +
+			"which will be written next, and uses that to migrate the machine efficiently.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log verbosity: debug, info, warn or error"},
 		},

@@ -322,7 +322,7 @@ func TestCLIErrors(t *testing.T) {
 		{"memory below minimum", []string{"vm", "run", "--memory", "4M"}, "below the guest's minimum of 8 MiB"},
 		{"bad size", []string{"vm", "run", "--memory", "lots"}, `size "lots"`},
 		{"socket in use", []string{"vm", "run", "--qmp", "unix:" + busy}, "in use"},
-		{"no kvm", []string{"vm", "run", "--kvm", "/nonexistent/kvm"}, "KVM is not available"},
+		{"no kvm", []string{"vm", "run", "--kvm", "/nonexistent/kvm"}, "KVM is not available: open /nonexistent/kvm: no such file or directory; --monitor qemu runs the same guest under QEMU"},
 		{"unknown flag", []string{"vm", "run", "--frobnicate"}, "frobnicate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -132,7 +132,7 @@ func receiveOn(ctx context.Context, l net.Listener, conn net.Conn, d migrator.De
 func vmCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "vm",
-		Usage: "run pagecast's own KVM virtual machine",
+		Usage: "run pagecast's guest, on pagecast's own KVM monitor or under QEMU (--monitor qemu)",
 		Subcommands: []*cli.Command{{
 			Name:  "run",
 			Usage: "boot the pagecast guest (pagecast's KVM monitor, or QEMU with KVM or TCG) and serve QMP until quit",
@@ -232,6 +232,9 @@ func runVM(c *cli.Context) error {
 	}
 
 	vm, err := newVM(c, log, incoming == nil)
+	if errors.Is(err, vmm.ErrNoKVM) && !c.IsSet("monitor") {
+		return fmt.Errorf("%w; --monitor qemu runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
+	}
 	if err != nil {
 		return err
 	}
