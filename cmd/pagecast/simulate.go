@@ -298,7 +298,8 @@ func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate
 	if len(short) > 0 {
 		fmt.Fprintf(out, "rounds after the first shorter than the workload's %v epochs (%s, on average): each page of an epoch is written at one instant in it, "+
 			"so a page written all through an epoch counts once and such rounds meet less dirtying than a live migration's would; "+
-			"record the trace in shorter epochs (pagecast profile --epoch 100ms) or give a synthetic workload a shorter --epoch\n", w.Epoch(), strings.Join(short, ", "))
+			"record the trace in shorter epochs (pagecast profile --epoch %v) or give a synthetic workload a shorter --epoch\n", w.Epoch(), strings.Join(short, ", "),
+			max(w.Epoch()/4, time.Millisecond).Round(time.Millisecond))
 	}
 }
 

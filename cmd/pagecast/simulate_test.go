@@ -79,6 +79,9 @@ func TestSimulateShortRounds(t *testing.T) {
 		if got := strings.Contains(stdout, note+" "+tc.epoch+" epochs (precopy "); got != tc.warn {
 			t.Errorf("--epoch %s: the note is there: %v, want %v:\n%s", tc.epoch, got, tc.warn, stdout)
 		}
+		if tc.warn && !strings.Contains(stdout, "(pagecast profile --epoch 250ms)") {
+			t.Errorf("--epoch %s: the note does not suggest a quarter of the epoch:\n%s", tc.epoch, stdout)
+		}
 	}
 }
 
