@@ -590,6 +590,9 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		if s.enc != nil {
 			s.enc.SetBandwidth(bw) // what a codec must beat to pay for itself
 			s.measureCoding()
+			if s.m.log.Enabled(context.Background(), slog.LevelDebug) {
+				s.m.log.Debug("coding", "round", round, "classes", codingSummary(s.enc.Stats()), "wire-share", s.wireShare)
+			}
 		}
 		pending := s.pendingN
 		remaining := pending * PageSize
@@ -632,6 +635,19 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 			}
 		}
 	}
+}
+
+// codingSummary says, per class, the pages coded so far, what they coded
+// to as a share of their size, and the codec chosen now.
+func codingSummary(st mecom.Stats) string {
+	var parts []string
+	for c := range st.Pages {
+		if st.Pages[c] == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s:%d pages at %.3f, %s", mecom.Class(c), st.Pages[c], float64(st.Out[c])/float64(max(st.In[c], 1)), st.Choice[c]))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // minCoded is the fewest bytes of non-zero pages a round must have coded

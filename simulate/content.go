@@ -1,6 +1,7 @@
 package simulate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -10,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/migrator/mecom"
 )
 
@@ -118,7 +120,7 @@ type contents struct {
 	known   map[uint64]mecom.Class
 }
 
-func newContents(m, written Mix, known map[uint64]mecom.Class, pages uint64) (*contents, error) {
+func newContents(m, written Mix, known map[uint64]mecom.Class, own *Samples, pages uint64) (*contents, error) {
 	c := &contents{written: make([]uint64, (pages+63)/64), known: known}
 	if written == (Mix{}) {
 		written = m // the mix's data classes
@@ -142,7 +144,50 @@ func newContents(m, written Mix, known map[uint64]mecom.Class, pages uint64) (*c
 		return nil, err
 	}
 	c.samples = *samples
+	if own != nil {
+		for class := range own {
+			if len(own[class]) == 0 {
+				continue
+			}
+			for j := range samplesPerClass {
+				p := own[class][j%len(own[class])]
+				if len(p) != migrator.PageSize || mecom.Classify(p) != mecom.Class(class) {
+					return nil, fmt.Errorf("simulate: sample page %d of class %s is not a %s page of %d bytes", j, mecom.Class(class), mecom.Class(class), migrator.PageSize)
+				}
+				c.samples[class][j] = p
+			}
+		}
+	}
 	return c, nil
+}
+
+// Samples are pages of each class (mecom's: zero, repeat, text, random) to
+// stand for a guest's own, in place of generated ones: a live guest's, as
+// mode auto takes them (SamplePages), so that the simulated compression
+// codes what the guest holds. A class without pages keeps generated ones.
+type Samples [4][][]byte
+
+// SamplePages takes up to samplesPerClass pages of each class from mem,
+// spread evenly over it, skipping holes (pages never written, which a
+// live source does not read), each copied.
+func SamplePages(mem []byte, holes *bitmap.Bitmap) *Samples {
+	var s Samples
+	pages := uint64(len(mem)) / migrator.PageSize
+	// Look at up to 64 pages a class would need, evenly spread; more
+	// where a class is rare would mean reading much of a large guest.
+	looks := min(pages, 64*samplesPerClass*4)
+	for i := range looks {
+		gfn := i * pages / looks
+		if holes != nil && holes.Has(gfn) {
+			continue
+		}
+		p := mem[gfn*migrator.PageSize : (gfn+1)*migrator.PageSize]
+		class := mecom.Classify(p)
+		if len(s[class]) < samplesPerClass {
+			s[class] = append(s[class], bytes.Clone(p))
+		}
+	}
+	return &s
 }
 
 // sampleSet makes the sample pages, once for the process: every simulated

@@ -80,7 +80,8 @@ type GuestOptions struct {
 	// (a live guest's pages as auto watched it write them): it goes
 	// before Written.
 	Classes    map[uint64]mecom.Class
-	StateBytes int // vCPU and device state sent at the switch-over
+	Samples    *Samples // pages standing for each class's; nil: generated ones
+	StateBytes int      // vCPU and device state sent at the switch-over
 }
 
 // NewGuest returns a running guest at workload epoch o.Start, on clock.
@@ -93,7 +94,7 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	if o.Content == (Mix{}) {
 		o.Content = DefaultMix
 	}
-	c, err := newContents(o.Content, o.Written, o.Classes, w.Pages())
+	c, err := newContents(o.Content, o.Written, o.Classes, o.Samples, w.Pages())
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ type Options struct {
 	Content       Mix                    // default DefaultMix
 	Written       Mix                    // what written pages hold; default Content's non-zero classes
 	Classes       map[uint64]mecom.Class // what some pages hold once written; before Written (see GuestOptions)
+	Samples       *Samples               // pages standing for each class's (a live guest's); nil: generated ones
 	// StateBytes is the vCPU and device state sent at the switch-over;
 	// default 300 KiB, about what a small QEMU VM's device state weighs.
 	StateBytes int
@@ -48,9 +49,10 @@ type Options struct {
 // DefaultStateBytes is Options.StateBytes' default.
 const DefaultStateBytes = 300 << 10
 
-// DefaultChecksumRate is Options.ChecksumRate's default, the slower end of
-// what was measured live on two cores: a 5 GiB QEMU guest holding 2.4 GiB
-// summed in 300–427 ms (5.6–8.0 GiB/s).
+// DefaultChecksumRate is Options.ChecksumRate's default, a little under the
+// slowest measured live on two cores: a 3 GiB QEMU guest holding 2 GiB
+// summed in 309 ms (6.5 GiB/s), a 5 GiB one holding 2.4 GiB in 300–307 ms
+// (7.8–8.0 GiB/s).
 const DefaultChecksumRate = 6 << 30
 
 // Result is one mode's simulated migration.
@@ -154,7 +156,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	start := time.Unix(0, 0).UTC()
 	clock := migrator.NewVirtualClock(start)
-	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, StateBytes: o.StateBytes})
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, StateBytes: o.StateBytes})
 	if err != nil {
 		r.Err = err
 		return r

@@ -1,13 +1,16 @@
 package simulate
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"math"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/migrator/mecom"
 	"github.com/pagecast/pagecast/trace"
@@ -84,7 +87,7 @@ func TestContents(t *testing.T) {
 	// Pages 5 and 6 were seen to hold repeated words and zeros: once
 	// written, 5 holds what was seen, 6 (a page written is not zero)
 	// what the mix gives.
-	c, err := newContents(m, Mix{}, map[uint64]mecom.Class{5: mecom.Repeat, 6: mecom.Zero}, 1<<16)
+	c, err := newContents(m, Mix{}, map[uint64]mecom.Class{5: mecom.Repeat, 6: mecom.Zero}, nil, 1<<16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +119,54 @@ func TestContents(t *testing.T) {
 	}
 	if got := ClassMix(map[uint64]mecom.Class{0: mecom.Zero, 1: mecom.HighEntropy, 2: mecom.Zero, 3: mecom.Zero}); got != (Mix{3.0 / 4, 0, 0, 1.0 / 4}) {
 		t.Fatalf("ClassMix: %v", got)
+	}
+}
+
+// TestSamplePages: pages taken from a guest's memory, holes skipped, stand
+// for their class in place of generated ones; a page of the wrong class
+// is refused.
+func TestSamplePages(t *testing.T) {
+	gen, err := sampleSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A memory of 4096 pages: every 4th holds random bytes (a copy of a
+	// generated one with a marker), the rest zeros; page 8 is a hole
+	// holding random bytes (read, it would be allocated).
+	mem := make([]byte, 4096*mecom.PageSize)
+	for g := 0; g < 4096; g += 4 {
+		p := mem[g*mecom.PageSize : (g+1)*mecom.PageSize]
+		copy(p, gen[mecom.HighEntropy][g/4%samplesPerClass])
+		binary.LittleEndian.PutUint32(p, uint32(g))
+	}
+	holes := bitmap.New(4096)
+	holes.Set(8)
+	s := SamplePages(mem, holes)
+	if len(s[mecom.HighEntropy]) != samplesPerClass || len(s[mecom.Zero]) != samplesPerClass || len(s[mecom.LowEntropy]) != 0 {
+		t.Fatalf("samples per class: %d %d %d %d", len(s[0]), len(s[1]), len(s[2]), len(s[3]))
+	}
+	seen := map[uint32]bool{}
+	for _, p := range s[mecom.HighEntropy] {
+		g := binary.LittleEndian.Uint32(p)
+		if g == 8 || g%4 != 0 || seen[g] {
+			t.Fatalf("sample of page %d (a hole, not random, or twice)", g)
+		}
+		seen[g] = true
+	}
+	m, _ := ParseMix("random=1")
+	c, err := newContents(m, Mix{}, nil, s, 1<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g := range uint64(1 << 10) {
+		if p := c.Page(g); !seen[binary.LittleEndian.Uint32(p)] || !bytes.Equal(p[4:], gen[mecom.HighEntropy][binary.LittleEndian.Uint32(p)/4%samplesPerClass][4:]) {
+			t.Fatalf("page %d is not one of the guest's", g)
+		}
+	}
+	var wrong Samples
+	wrong[mecom.LowEntropy] = [][]byte{gen[mecom.HighEntropy][0]}
+	if _, err := newContents(m, Mix{}, nil, &wrong, 1<<10); err == nil || !strings.Contains(err.Error(), "is not a low-entropy page") {
+		t.Fatalf("a random page as text: %v", err)
 	}
 }
 
