@@ -115,7 +115,7 @@ func runSimulate(c *cli.Context) error {
 	if r := c.String("checksum-rate"); strings.TrimSpace(r) != "0" {
 		n, err := units.ParseRate(r)
 		if err != nil || n == 0 {
-			return fmt.Errorf("--checksum-rate %q: want a rate such as 6GiB/s, or 0 not to count the checksums", r)
+			return fmt.Errorf("--checksum-rate %q: want a rate such as 2GiB/s, or 0 not to count the checksums", r)
 		}
 		sumRate = float64(n)
 	}

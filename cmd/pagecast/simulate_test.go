@@ -120,7 +120,7 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--start", "60"}, "start at epoch 60, but the workload has 60 epochs", false},
 		{[]string{"--trace", simTrace, "--mode", "precopy,warp"}, `--mode: migration mode "warp"`, false},
 		{[]string{"--trace", simTrace, "--content", "zero=1,blue=1"}, "unknown class", false},
-		{[]string{"--trace", simTrace, "--checksum-rate", "fast"}, `--checksum-rate "fast": want a rate such as 6GiB/s, or 0`, false},
+		{[]string{"--trace", simTrace, "--checksum-rate", "fast"}, `--checksum-rate "fast": want a rate such as 2GiB/s, or 0`, false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "0", "--mode", "precopy"}, "precopy", true},
 		{[]string{"--trace", corrupt}, "bad.pct", false},
 		{[]string{"--trace", csv}, "is a CSV trace: give the guest's size with --memory", false},
