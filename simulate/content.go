@@ -167,24 +167,43 @@ func newContents(m, written Mix, known map[uint64]mecom.Class, own *Samples, pag
 // codes what the guest holds. A class without pages keeps generated ones.
 type Samples [4][][]byte
 
+// Prime codes the samples with every codec their classes may take, timed
+// on the machine as it is now (see mecom.Memo.Prime): simulations of a
+// guest whose pages these are then choose codecs as a live migration from
+// this machine, under its load, would.
+func (s *Samples) Prime() {
+	var pages [][]byte
+	for _, class := range s {
+		pages = append(pages, class...)
+	}
+	codingMemo.Prime(pages, 0)
+}
+
 // SamplePages takes up to samplesPerClass pages of each class from mem,
-// spread evenly over it, skipping holes (pages never written, which a
-// live source does not read), each copied.
+// spread evenly over the pages of that class among those looked at (up to
+// 64 a class would need, evenly spread over mem), skipping holes (pages
+// never written, which a live source does not read), each copied. Taken
+// in address order instead, a 1 GiB guest's text samples came from its
+// low memory and coded to 0.56 of their size under S2, where its text
+// coded to 0.80 live.
 func SamplePages(mem []byte, holes *bitmap.Bitmap) *Samples {
-	var s Samples
 	pages := uint64(len(mem)) / migrator.PageSize
-	// Look at up to 64 pages a class would need, evenly spread; more
-	// where a class is rare would mean reading much of a large guest.
 	looks := min(pages, 64*samplesPerClass*4)
+	var found [4][]uint64
 	for i := range looks {
 		gfn := i * pages / looks
 		if holes != nil && holes.Has(gfn) {
 			continue
 		}
-		p := mem[gfn*migrator.PageSize : (gfn+1)*migrator.PageSize]
-		class := mecom.Classify(p)
-		if len(s[class]) < samplesPerClass {
-			s[class] = append(s[class], bytes.Clone(p))
+		class := mecom.Classify(mem[gfn*migrator.PageSize : (gfn+1)*migrator.PageSize])
+		found[class] = append(found[class], gfn)
+	}
+	var s Samples
+	for class, gfns := range found {
+		n := min(len(gfns), samplesPerClass)
+		for j := range n {
+			gfn := gfns[j*len(gfns)/n]
+			s[class] = append(s[class], bytes.Clone(mem[gfn*migrator.PageSize:(gfn+1)*migrator.PageSize]))
 		}
 	}
 	return &s

@@ -146,12 +146,16 @@ func TestSamplePages(t *testing.T) {
 		t.Fatalf("samples per class: %d %d %d %d", len(s[0]), len(s[1]), len(s[2]), len(s[3]))
 	}
 	seen := map[uint32]bool{}
+	last := uint32(0)
 	for _, p := range s[mecom.HighEntropy] {
 		g := binary.LittleEndian.Uint32(p)
 		if g == 8 || g%4 != 0 || seen[g] {
 			t.Fatalf("sample of page %d (a hole, not random, or twice)", g)
 		}
-		seen[g] = true
+		seen[g], last = true, max(last, g)
+	}
+	if last < 3800 { // spread over memory, not its first random pages
+		t.Fatalf("the random samples end at page %d of 4096", last)
 	}
 	m, _ := ParseMix("random=1")
 	c, err := newContents(m, Mix{}, nil, s, 1<<10)

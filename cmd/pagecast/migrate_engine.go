@@ -224,8 +224,10 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 	if err != nil {
 		return simulate.Options{}, 0, err
 	}
+	samples := simulate.SamplePages(mem, holes)
+	samples.Prime() // timed with the guest running, as the migration's coding will be
 	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1, holes), Written: simulate.ClassMix(classes), Classes: classes,
-		Samples: simulate.SamplePages(mem, holes)}, len(written), nil
+		Samples: samples}, len(written), nil
 }
 
 // ownChooser is mode auto for pagecast's own monitor (vm run): it watches

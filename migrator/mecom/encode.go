@@ -353,6 +353,69 @@ func (w *worker) memoCoded(dst, page []byte, codec Codec) ([]byte, Codec, float6
 	return append(dst[:start], m.coded...), m.sent, m.cpu
 }
 
+// Prime codes each of pages with every codec its class may take and keeps
+// the codings in m, each timed as a live encoder times its pages: on
+// workers goroutines at once (GOMAXPROCS where workers is 0), the mean of
+// three codings, while whatever else runs on the machine (a guest's vCPUs)
+// runs on. Memoized codings of these buffers then reuse those timings, so
+// that a simulation's codec choice sees the machine's load as a live
+// migration's does, not the fastest coding of an idle moment.
+func (m *Memo) Prime(pages [][]byte, workers int) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	type job struct {
+		page  []byte
+		codec Codec
+	}
+	var jobs []job
+	for _, p := range pages {
+		if len(p) != PageSize {
+			continue
+		}
+		class := Classify(p)
+		m.mu.Lock()
+		m.classes[unsafe.SliceData(p)] = class
+		m.mu.Unlock()
+		for _, c := range candidates[class] {
+			if c != Raw && c != ZeroMarker {
+				jobs = append(jobs, job{p, c})
+			}
+		}
+	}
+	var next sync.Mutex
+	i := 0
+	var wg sync.WaitGroup
+	for range min(workers, len(jobs)) {
+		w := newWorker()
+		wg.Go(func() {
+			for {
+				next.Lock()
+				if i >= len(jobs) {
+					next.Unlock()
+					return
+				}
+				j := jobs[i]
+				i++
+				next.Unlock()
+				var coded []byte
+				var sent Codec
+				total := 0.0
+				for range 3 {
+					coded = slices.Grow(coded[:0], maxCoded)
+					t0 := time.Now()
+					coded, sent = w.appendCoded(coded, j.page, j.codec)
+					total += time.Since(t0).Seconds()
+				}
+				m.mu.Lock()
+				m.codings[memoKey{unsafe.SliceData(j.page), j.codec}] = memoEntry{coded: slices.Clone(coded), sent: sent, cpu: total / 3}
+				m.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+}
+
 type memoKey struct {
 	page  *byte
 	codec Codec

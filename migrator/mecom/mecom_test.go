@@ -8,8 +8,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/pagecast/pagecast/guest"
 )
@@ -879,5 +881,77 @@ func TestSharedMemo(t *testing.T) {
 		if !bytes.Equal(again, first) || stats != firstStats {
 			t.Fatalf("run %d coded otherwise than the first, sharing its memo: stats %+v, first %+v", i+2, stats, firstStats)
 		}
+	}
+}
+
+// TestMemoPrime: Prime codes each page with every codec of its class, and
+// memoized encoders then reuse those codings and their timings: a zstd
+// timing primed as slow makes an encoder that would take zstd for text at
+// this bandwidth take S2.
+func TestMemoPrime(t *testing.T) {
+	mem := arena(guest.Mix{Text: 50, Random: 50}, 1<<20)[guest.ArenaStart:]
+	var text, random [][]byte
+	for g := range len(mem) / PageSize {
+		p := mem[g*PageSize : (g+1)*PageSize]
+		switch Classify(p) {
+		case LowEntropy:
+			text = append(text, p)
+		case HighEntropy:
+			random = append(random, p)
+		}
+	}
+	if len(text) < 8 || len(random) < 8 {
+		t.Fatalf("%d text pages, %d random", len(text), len(random))
+	}
+	text, random = text[:8], random[:8]
+	gfns := make([]uint64, 256)
+	for i := range gfns {
+		gfns[i] = uint64(i)
+	}
+	page := func(g uint64) []byte { return text[g%uint64(len(text))] }
+	choice := func(m *Memo) Codec {
+		e := NewEncoder(2)
+		e.Memoize(m)
+		e.SetBandwidth(1 << 20) // slow enough that zstd's smaller pages pay, even under the race detector
+		for range 8 {
+			if _, err := e.EncodeFrom(nil, gfns, 256, page); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return e.Stats().Choice[LowEntropy]
+	}
+
+	m := NewMemo()
+	m.Prime(append(slices.Clone(text), random...), 2)
+	for _, p := range append(slices.Clone(text), random...) {
+		class := Classify(p)
+		for _, c := range candidates[class] {
+			if c == Raw {
+				continue
+			}
+			entry, ok := m.codings[memoKey{unsafe.SliceData(p), c}]
+			if !ok || entry.cpu <= 0 {
+				t.Fatalf("a %s page's %s coding is not primed: %+v", class, c, entry)
+			}
+			if err := Decode(entry.coded, 1, func(_ int, data []byte) {
+				if !bytes.Equal(data, p) {
+					t.Fatalf("a %s page's primed %s coding decodes to other bytes", class, c)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := choice(m); got != Zstd {
+		t.Fatalf("text at 1 MiB/s, primed as timed: %s, want zstd", got)
+	}
+	for _, p := range text {
+		k := memoKey{unsafe.SliceData(p), Zstd}
+		e := m.codings[k]
+		e.cpu = 0.02 // 20 ms a page: a machine too busy for zstd
+		m.codings[k] = e
+	}
+	if got := choice(m); got != S2 {
+		t.Fatalf("text at 1 MiB/s with zstd primed at 20 ms a page: %s, want s2", got)
 	}
 }
