@@ -183,8 +183,10 @@ const autoEpoch = 100 * time.Millisecond
 // those pages' class (the hot pages a migration resends are not the
 // others: on a 64 MiB TCG guest they coded to 0.53 of their size, the
 // rest to 0.34), and pages of each class the simulation's compression
-// codes in place of generated ones (a 1 GiB TCG guest's coded to 387 MiB
-// live where generated ones predicted 300); and how many pages it wrote.
+// codes in place of generated ones, their codings timed with the guest
+// running (a 1 GiB TCG guest's coded to 387–397 MiB live; generated pages
+// predicted 296–319 MiB, its own so timed 365 MiB); and how many pages it
+// wrote.
 func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options, int, error) {
 	log, err := g.StartDirtyLog()
 	if err != nil {
