@@ -169,6 +169,7 @@ type receiver struct {
 	pulled       uint64         // TSMC: pages asked for because the guest touched them
 	pushed       uint64         // TSMC: pages filled in stage 3
 	verified     bool           // the memory matched the source's checksums
+	noPopulate   bool           // MADV_POPULATE_WRITE failed: pages fault in as written
 }
 
 // hello is what the handshake checks the source's hello against.
@@ -217,12 +218,14 @@ func (rc *receiver) run() error {
 		}
 		switch rec.Type {
 		case RecPages:
+			rc.populate(rec.GFNs)
 			for i, gfn := range rec.GFNs {
 				copy(rc.mem[gfn*PageSize:(gfn+1)*PageSize], rec.Data[i*PageSize:(i+1)*PageSize])
 				rc.wrote(gfn)
 			}
 		case RecCompressed:
 			gfns := rec.GFNs
+			rc.populate(gfns)
 			err := mecom.Decode(rec.Coded, len(gfns), func(i int, data []byte) {
 				copy(rc.mem[gfns[i]*PageSize:(gfns[i]+1)*PageSize], data)
 				rc.wrote(gfns[i])
@@ -456,6 +459,30 @@ func (rc *receiver) complete(later *bitmap.Bitmap) error {
 // allocated it all: a 5 GiB QEMU destination spent over 10 s in one
 // clear, and the source gave up on a link that had gone idle. Elsewhere
 // (memory the Go heap holds) the run is cleared.
+// populate maps in the pages of gfns not received yet, one call per run
+// of consecutive ones, before they are written. Faulted in one at a time
+// as they were copied to, a fresh memfd's pages took 18 µs each on this
+// machine (a guest of a PVM hypervisor), populated a MiB at a time 8–10
+// µs, and faults were a quarter of a receiver's CPU. Where the kernel or
+// the memory cannot (before Linux 5.14; memory not page-aligned), the
+// pages fault in as before.
+func (rc *receiver) populate(gfns []uint64) {
+	for i := 0; i < len(gfns) && !rc.noPopulate; {
+		j := i + 1
+		for j < len(gfns) && gfns[j] == gfns[j-1]+1 {
+			j++
+		}
+		if !rc.seen.Has(gfns[i]) {
+			err := unix.Madvise(rc.mem[gfns[i]*PageSize:(gfns[j-1]+1)*PageSize], unix.MADV_POPULATE_WRITE)
+			if err != nil && err != unix.EINTR && err != unix.EAGAIN { // those two: this run faults in
+				rc.noPopulate = true
+				rc.log.Debug("pages will fault in as written", "madvise", err)
+			}
+		}
+		i = j
+	}
+}
+
 func zeroPages(b []byte) {
 	if len(b) == 0 {
 		return
