@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/pagecast/pagecast/bitmap"
-	"golang.org/x/sys/unix"
 )
 
 // TestZeroPages: a run of zero pages in shared memory (a memfd, as every
@@ -15,26 +14,7 @@ import (
 // cleared.
 func TestZeroPages(t *testing.T) {
 	const pages = 64
-	fd, err := unix.MemfdCreate("pagecast-zero-test", unix.MFD_CLOEXEC)
-	if err != nil {
-		t.Skipf("memfd: %v", err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Ftruncate(fd, pages*PageSize); err != nil {
-		t.Fatal(err)
-	}
-	shared, err := unix.Mmap(fd, 0, pages*PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(shared)
-	blocks := func() int64 {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st.Blocks * 512
-	}
+	_, shared, blocks := memfdGuest(t, pages)
 	for name, mem := range map[string][]byte{"memfd": shared, "heap": make([]byte, pages*PageSize)} {
 		for i := range mem {
 			mem[i] = byte(i/PageSize) | 1
@@ -63,32 +43,16 @@ func TestZeroPages(t *testing.T) {
 // received before are left alone, and so are the others.
 func TestPopulate(t *testing.T) {
 	const pages = 64
-	fd, err := unix.MemfdCreate("pagecast-populate-test", unix.MFD_CLOEXEC)
-	if err != nil {
-		t.Skipf("memfd: %v", err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Ftruncate(fd, pages*PageSize); err != nil {
-		t.Fatal(err)
-	}
-	mem, err := unix.Mmap(fd, 0, pages*PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
+	_, mem, held := memfdGuest(t, pages)
 	rc := &receiver{mem: mem, seen: bitmap.New(pages), log: slog.New(slog.DiscardHandler)}
 	rc.seen.Set(11) // received already: a later round's page
 	rc.populate([]uint64{3, 4, 5, 6, 20, 11, 12, 40})
 	if rc.noPopulate {
 		t.Skip("MADV_POPULATE_WRITE is not supported here (Linux before 5.14)")
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		t.Fatal(err)
-	}
 	// 3–6, 20 and 40 are allocated; the run starting at 11, received
 	// before, is not (12 with it: runs go by their first page).
-	if got := st.Blocks * 512; got != 6*PageSize {
+	if got := held(); got != 6*PageSize {
 		t.Fatalf("%d bytes allocated, want %d (6 pages)", got, 6*PageSize)
 	}
 }
