@@ -21,6 +21,13 @@ type SimConfig struct {
 	// downtime. It reads what the guest holds (HeldBytes, where the guest
 	// counts it; else all its memory). Zero: not counted.
 	ChecksumRate float64
+	// PageRate, when set, is how many pages a second the engine's own
+	// path moves at most, whatever the link: the CPU reading, sending,
+	// receiving and writing each page takes (MeasurePageRate). Each page
+	// sent, whole or in a zero run, takes 1/PageRate of time beside its
+	// bytes' time on the link, the two overlapping: a lot of records
+	// passes in the longer of the two. Coding (MECOM) is charged apart.
+	PageRate float64
 	// Observe, when set, is given the migration's Info every ObserveEvery
 	// of virtual time (default 100 ms), as a live migration's
 	// query-migrate would be polled.
@@ -75,7 +82,30 @@ type simLink struct {
 	ended     bool
 	err       error // the destination's guest failed: Next reports it
 	nextObs   time.Time
-	owed      int // bytes weighed whose time on the link has not passed yet
+	owed      int       // bytes weighed whose time on the link has not passed yet
+	owedPages float64   // pages sent whose time at PageRate has not passed yet
+	linkEnd   time.Time // with PageRate: when the link has carried what was paid for
+}
+
+// pageRateSlack is how far a simulated engine bound by a page rate may
+// run ahead of its link: the live Limiter's burst, beyond which the
+// engine waits for the link.
+const pageRateSlack = limiterBurst
+
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// sent counts n pages sent against the page rate; their time passes with
+// the link's for the lot they go in.
+func (l *simLink) sent(n uint64) {
+	if l.sc.PageRate > 0 {
+		l.owedPages += float64(n)
+	}
 }
 
 // attach gives the sender its Writer and reader.
@@ -91,7 +121,7 @@ func (l *simLink) attach(m *Migration, md mode) (*Writer, recordReader) {
 func (l *simLink) weigh(t RecordType, n int) error {
 	l.owed += n
 	if l.owed >= wireBufSize || t == recFlush {
-		if err := l.pay(); err != nil {
+		if err := l.pay(t == recFlush); err != nil {
 			return err
 		}
 	}
@@ -149,17 +179,36 @@ func (l *simLink) await(t time.Time) {
 	}
 }
 
-// pay passes the link's time for the bytes owed.
-func (l *simLink) pay() error {
-	if l.owed == 0 {
+// pay passes the link's time for the bytes owed, or the page rate's for
+// the pages owed where that is longer.
+func (l *simLink) pay(drain bool) error {
+	if l.owed == 0 && l.owedPages == 0 {
+		if drain {
+			l.await(l.linkEnd)
+		}
 		return nil
 	}
 	rate := l.m.limit.Rate()
 	if rate == 0 {
 		return errors.New("the simulated link has no bandwidth")
 	}
-	l.clock.Advance(time.Duration(float64(l.owed) / float64(rate) * float64(time.Second)))
-	l.owed = 0
+	link := time.Duration(float64(l.owed) / float64(rate) * float64(time.Second))
+	if l.sc.PageRate > 0 {
+		// Two stages in tandem: the engine's CPU works the pages, then
+		// the link carries their bytes; the engine runs ahead of the
+		// link by at most pageRateSlack, and a flush waits for it.
+		now := l.clock.Now()
+		worked := now.Add(time.Duration(l.owedPages / l.sc.PageRate * float64(time.Second)))
+		l.linkEnd = later(l.linkEnd, worked).Add(link)
+		next := later(worked, l.linkEnd.Add(-pageRateSlack))
+		if drain {
+			next = later(next, l.linkEnd)
+		}
+		l.await(next)
+	} else {
+		l.clock.Advance(link)
+	}
+	l.owed, l.owedPages = 0, 0
 	if l.sc.Observe != nil {
 		if now := l.clock.Now(); !now.Before(l.nextObs) {
 			every := l.sc.ObserveEvery

@@ -1127,6 +1127,9 @@ func (s *sender) flushBatch() error {
 		return nil
 	}
 	what, err := "pages", error(nil)
+	if s.m.sim != nil {
+		s.m.sim.sent(uint64(len(s.batch)))
+	}
 	if s.enc != nil {
 		what = "compressed pages"
 		s.coded, err = s.enc.EncodeFrom(s.coded[:0], s.batch, s.pages, s.contents.Page)
@@ -1150,6 +1153,9 @@ func (s *sender) flushBatch() error {
 func (s *sender) flushZero() error {
 	if s.zeroCount == 0 {
 		return nil
+	}
+	if s.m.sim != nil {
+		s.m.sim.sent(s.zeroCount)
 	}
 	err := s.w.Zero(s.zeroFirst, s.zeroCount)
 	s.zeroCount = 0

@@ -35,6 +35,10 @@ type Options struct {
 	// migrator.SimConfig); default DefaultChecksumRate, negative: not
 	// counted.
 	ChecksumRate float64
+	// PageRate is the most pages a second the engine's own path moves,
+	// whatever the link (see migrator.SimConfig, MeasurePageRate); 0:
+	// no such bound.
+	PageRate float64
 	// Step is how often, in virtual time, Result.Timeline samples the
 	// migration; default one epoch.
 	Step time.Duration
@@ -176,7 +180,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
 		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Clock: clock}
 	t0 := time.Now()
-	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, Observe: observe, ObserveEvery: o.Step})
+	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, PageRate: o.PageRate, Observe: observe, ObserveEvery: o.Step})
 	r.Wall = time.Since(t0)
 	if r.Info.RAM != nil {
 		r.Timeline = append(r.Timeline, Point{At: clock.Now().Sub(start), Transferred: r.Info.RAM.Transferred, Round: r.Info.Pagecast.Round})

@@ -225,6 +225,41 @@ func TestIdleGuest(t *testing.T) {
 	}
 }
 
+// TestPageRate: where the engine's own path moves fewer pages a second
+// than the link could carry, the page rate sets the time; where it moves
+// more, the link does, and the time is the link's as without it.
+func TestPageRate(t *testing.T) {
+	const pages = 4096
+	w := idle(pages, 10)
+	mix, _ := ParseMix("zero=1,random=1")
+	for _, mode := range []string{"precopy", "mecom", "tsmc"} {
+		run := func(bandwidth uint64, rate float64) migrator.Info {
+			o := Options{Workload: w, Bandwidth: bandwidth, Content: mix, StateBytes: 1000, ChecksumRate: -1, PageRate: rate}
+			r := Run(context.Background(), o, mode)
+			if r.Err != nil {
+				t.Fatal(mode, r.Err)
+			}
+			return r.Info
+		}
+		ms := func(i migrator.Info) time.Duration { return time.Duration(i.TotalTime) * time.Millisecond }
+		// 4.1 s for the guest's pages at 1000 a second, where the link
+		// (128 MiB/s) would take 65 ms.
+		want := time.Duration(float64(pages) / 1000 * float64(time.Second))
+		if got := ms(run(128<<20, 1000)); got < want || got > want+30*time.Millisecond {
+			t.Errorf("%s at 1000 pages/s: %v, want %v", mode, got, want)
+		}
+		// A link of 8 MiB/s takes 1 s, and 4096 pages at a million a
+		// second take 4 ms: the link's time, as with no page rate.
+		link, fast := run(8<<20, 0), run(8<<20, 1e6)
+		if ms(link) > 1100*time.Millisecond || ms(fast) < ms(link) || ms(fast) > ms(link)+10*time.Millisecond {
+			t.Errorf("%s at 8 MiB/s: %v at a million pages/s, %v without a page rate; want the link's 1 s", mode, ms(fast), ms(link))
+		}
+		if fast.RAM.Transferred != link.RAM.Transferred {
+			t.Errorf("%s: %d bytes at a million pages/s, %d without a page rate", mode, fast.RAM.Transferred, link.RAM.Transferred)
+		}
+	}
+}
+
 // TestModesOnAHotSet: on a hot set larger than the downtime limit lets
 // the link move, plain pre-copy runs into the round cap; throttle slows the
 // guest until it converges; TSMC sends everything once and pulls what the

@@ -172,7 +172,7 @@ func ParseSynthetic(spec string, pages uint64, epoch time.Duration) (*Synthetic,
 				err = errors.New("want a probability in [0, 1]")
 			}
 		case "rate":
-			s.rate, err = parseRate(val)
+			s.rate, err = ParsePageRate(val)
 		case "seed":
 			s.seed, err = strconv.ParseUint(val, 10, 64)
 		}
@@ -206,9 +206,9 @@ func parsePages(v string) (uint64, error) {
 	return b / 4096, nil
 }
 
-// parseRate reads pages per second: 10000, 10k, 1.5M, optionally
+// ParsePageRate reads pages per second: 10000, 10k, 1.5M, optionally
 // followed by "pages/s" or "/s".
-func parseRate(v string) (float64, error) {
+func ParsePageRate(v string) (float64, error) {
 	v = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(v), "/s"), "pages")
 	mult := 1.0
 	switch {

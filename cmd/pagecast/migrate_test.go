@@ -278,3 +278,21 @@ func TestDowntimeString(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalDestination: auto measures the page rate only where the
+// destination is this host.
+func TestLocalDestination(t *testing.T) {
+	for uri, want := range map[string]bool{
+		"tcp:127.0.0.1:4444": true,
+		"tcp:localhost:4444": true,
+		"tcp:[::1]:4444":     true,
+		"tcp:0.0.0.0:4444":   true,
+		"tcp:192.0.2.7:4444": false, // TEST-NET-1: no host's
+		"unix:/tmp/x.sock":   false,
+		"tcp:127.0.0.1":      false,
+	} {
+		if got := localDestination(uri); got != want {
+			t.Errorf("%s: local %v, want %v", uri, got, want)
+		}
+	}
+}

@@ -585,7 +585,7 @@ func TestMigrateAuto(t *testing.T) {
 	}
 	src, _, out, _ := migrateQEMUCLI(t, "--mode", "auto", "--observe", "10", "--bandwidth", "32MiB/s", "--dest-qmp", destQMP)
 	t.Log("\n" + out)
-	for _, want := range []string{"auto: predicted from 1s of the guest", "auto chose ", "status           completed",
+	for _, want := range []string{"auto: predicted from 1s of the guest", "both ends on this host, whose CPU moved ", "auto chose ", "status           completed",
 		"verified         true", "predicted against outcome: total time "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)

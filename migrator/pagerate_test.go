@@ -1,0 +1,63 @@
+package migrator
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestMeasurePageRate: the page rate is that of a real migration of the
+// guest's pages on loopback: pages that hold data take longer than the
+// holes of its memory file, which it neither reads nor allocates; it
+// leaves no descriptor open, and a cancelled context ends it.
+func TestMeasurePageRate(t *testing.T) {
+	const pages = 8192
+	g, err := newMemfdVM("pagecast-rate-test", pages)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer g.close()
+	held := func() int64 {
+		var st unix.Stat_t
+		if err := unix.Fstat(g.fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Blocks * 512
+	}
+	fds := func() int {
+		d, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip(err)
+		}
+		return len(d)
+	}
+	before := fds()
+	holes, err := MeasurePageRate(context.Background(), g, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held() != 0 {
+		t.Fatalf("the probe allocated %d bytes of the guest's holes", held())
+	}
+	for p := range pages {
+		g.mem[p*PageSize+p%PageSize] = byte(p) | 1
+	}
+	data, err := MeasurePageRate(context.Background(), g, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%.0f pages/s of holes, %.0f of data", holes, data)
+	if !(data > 0) || holes < 2*data {
+		t.Errorf("%.0f pages/s of holes, %.0f of data: want holes at least twice as fast", holes, data)
+	}
+	if after := fds(); after > before {
+		t.Errorf("%d descriptors open before, %d after", before, after)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := MeasurePageRate(ctx, g, pages); err == nil {
+		t.Error("a cancelled context: no error")
+	}
+}
