@@ -438,6 +438,7 @@ type sender struct {
 	passPages            uint64         // pages sent in the current pass
 	deferred             uint64         // pages deferred in the current pass
 	stopAt               uint64         // pages the link moves within the downtime limit
+	round                roundRate      // what the current round has moved, for stopAt until the link is measured
 	wireShare            float64        // wire bytes per byte of a page pending: see measureCoding
 	coded0               mecom.Stats    // the encoder's totals when the round began
 	last                 *bitmap.Bitmap // pages the policy put last in the current pass
@@ -552,17 +553,13 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 	fits := func(pending uint64) bool {
 		return float64(pending)*s.wireShare+reserve <= downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds()
 	}
+	measured := false // bw is a round's measure, not the cap or a guess
 	for round := 1; ; round++ {
 		if s.enc != nil {
 			s.coded0 = s.enc.Stats()
 		}
 		window := time.Duration(float64(s.pendingN*PageSize) * s.wireShare / bw * float64(time.Second))
-		// The bytes of pages the link moves within the downtime limit,
-		// less the switch-over's other bytes (the guest's state, the
-		// checksums) and a share of the limit kept for the rest of it
-		// (pausing, the destination's check, the commit); compressed,
-		// a page takes wireShare of its size on the wire.
-		transferable := max(downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds()-reserve, 0) / s.wireShare
+		transferable := s.transferable(bw, reserve)
 		s.stopAt = uint64(transferable / PageSize)
 		last := round >= cfg.MaxRounds
 		s.pol.startRound(roundPlan{round: round, window: window, budget: uint64(0.8 * transferable / PageSize),
@@ -570,6 +567,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		s.harvested = 0
 		startPending := s.pendingN
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
+		s.round = roundRate{start: start, bytes: startBytes, bw: bw, reserve: reserve, guessed: !measured}
 		fitted, err := s.sendPass(ctx, round, true, true)
 		if err != nil {
 			return "", false, err
@@ -586,6 +584,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 			if cfg.MaxBandwidth > 0 {
 				bw = min(bw, float64(s.m.limit.Rate()))
 			}
+			measured = true
 		}
 		if s.enc != nil {
 			s.enc.SetBandwidth(bw) // what a codec must beat to pay for itself
@@ -719,6 +718,45 @@ func (s *sender) measureCoding() {
 		return
 	}
 	s.wireShare = sum / float64(n)
+}
+
+// transferable is the bytes of pages the link moves at bw within the
+// downtime limit, less the switch-over's other bytes (reserve: the guest's
+// state) and a share of the limit kept for the rest of it (pausing, the
+// destination's check, the commit); compressed, a page takes wireShare of
+// its size on the wire.
+func (s *sender) transferable(bw, reserve float64) float64 {
+	return max(downtimeShare(s.mode)*bw*s.m.cfg.DowntimeLimit.Seconds()-reserve, 0) / s.wireShare
+}
+
+// roundRate is where the current round began, for the rate it moves.
+type roundRate struct {
+	start       time.Time
+	bytes       uint64  // written before it
+	bw, reserve float64 // the rate and other bytes its stop was set for
+	guessed     bool    // bw is the cap, or a guess without one: no round has measured the link
+}
+
+// remeasure, at a harvest in a round begun before any round had measured
+// the link (round 1: bw is the cap, or a guess of 1 GiB/s without one),
+// sets the stop for the rate the round has moved so far where that is
+// lower: a link slower than the guess, or a source whose CPU and not the
+// link sets the pace, would otherwise stop with more pending than the
+// limit lets it send (measured: a 1 GiB TCG guest migrated on loopback
+// with no cap stopped in round 1 with 285 MB pending, 801 ms of downtime
+// against a limit of 300 ms).
+func (s *sender) remeasure() {
+	r := &s.round
+	if !r.guessed {
+		return
+	}
+	sent, elapsed := s.w.Bytes()-r.bytes, s.m.clock.Now().Sub(r.start)
+	if sent < 1<<20 || elapsed <= 0 {
+		return // too little to say
+	}
+	if bw := float64(sent) / elapsed.Seconds(); bw < r.bw {
+		s.stopAt = uint64(s.transferable(bw, r.reserve) / PageSize)
+	}
 }
 
 // switchoverBytes is what the stop-and-copy sends besides pages before
@@ -979,6 +1017,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 			if err := s.harvest(); err != nil {
 				return false, err
 			}
+			s.remeasure()
 			if s.pendingN <= s.stopAt {
 				return true, nil
 			}

@@ -260,6 +260,29 @@ func TestPageRate(t *testing.T) {
 	}
 }
 
+// TestPageRateDowntime: where the engine's own path, not the link, sets
+// the pace, round 1 judges what the stop-and-copy can send by the rate it
+// moves, not the link's cap, and the downtime keeps to the limit. (Judged
+// by the cap, these stopped in round 1 with 16-17 MB pending: 1.0-2.1 s
+// of downtime against 300 ms.)
+func TestPageRateDowntime(t *testing.T) {
+	for _, spec := range []string{"hotset:hot=300,p=0.9,rate=1000", "hotset:hot=200,p=0.9,rate=3000", "uniform:rate=300"} {
+		w, err := ParseSynthetic(spec, 1<<14, 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rate := range []float64{4000, 2000} { // 16 and 8 MB/s against a 64 MiB/s link
+			r := Run(context.Background(), Options{Workload: w, Bandwidth: 64 << 20, PageRate: rate}, "precopy")
+			if r.Err != nil {
+				t.Fatal(spec, r.Err)
+			}
+			if i := r.Info; i.Downtime > 300 {
+				t.Errorf("%s at %v pages/s: downtime %d ms against a limit of 300 (%s)", spec, rate, i.Downtime, i.Pagecast.StopReason)
+			}
+		}
+	}
+}
+
 // TestModesOnAHotSet: on a hot set larger than the downtime limit lets
 // the link move, plain pre-copy runs into the round cap; throttle slows the
 // guest until it converges; TSMC sends everything once and pulls what the
