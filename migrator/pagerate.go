@@ -14,17 +14,18 @@ import (
 // MeasurePageRate migrates a copy of n of g's pages, spread evenly over
 // its memory (those in holes of its memory file left holes), from this
 // process to itself on loopback with pre-copy and no bandwidth cap, and
-// returns the pages a second that took: how fast the engine's own path —
+// returns the pages a second that took, and the bytes a second it wrote
+// to the wire: how fast the engine's own path —
 // reading each page, the wire, the receiver writing it into memory it has
 // not touched before, the checksums — moves pages on this host as it is
 // loaded now, with both ends on it. A simulated migration whose
 // destination runs on this host too charges its pages at that rate
 // besides the link (SimConfig.PageRate): on two cores beside a TCG guest,
 // the rate, not a 128 MiB/s link, is what a 2 GiB migration waited for.
-func MeasurePageRate(ctx context.Context, g Guest, n int) (float64, error) {
+func MeasurePageRate(ctx context.Context, g Guest, n int) (pages, bytes float64, err error) {
 	total := g.MemoryBytes() / PageSize
 	if n <= 0 || total == 0 {
-		return 0, errors.New("measure the page rate: no pages")
+		return 0, 0, errors.New("measure the page rate: no pages")
 	}
 	n = int(min(uint64(n), total))
 	var holes *bitmap.Bitmap
@@ -33,12 +34,12 @@ func MeasurePageRate(ctx context.Context, g Guest, n int) (float64, error) {
 	}
 	src, err := newMemfdVM("pagecast-rate-src", n)
 	if err != nil {
-		return 0, fmt.Errorf("measure the page rate: %w", err)
+		return 0, 0, fmt.Errorf("measure the page rate: %w", err)
 	}
 	defer src.close()
 	dst, err := newMemfdVM("pagecast-rate-dst", n)
 	if err != nil {
-		return 0, fmt.Errorf("measure the page rate: %w", err)
+		return 0, 0, fmt.Errorf("measure the page rate: %w", err)
 	}
 	defer dst.close()
 	mem := g.Memory()
@@ -51,7 +52,7 @@ func MeasurePageRate(ctx context.Context, g Guest, n int) (float64, error) {
 	}
 	l, err := Listen("tcp:127.0.0.1:0", nil)
 	if err != nil {
-		return 0, fmt.Errorf("measure the page rate: %w", err)
+		return 0, 0, fmt.Errorf("measure the page rate: %w", err)
 	}
 	defer l.Close()
 	ctx, cancel := context.WithCancel(ctx)
@@ -70,7 +71,7 @@ func MeasurePageRate(ctx context.Context, g Guest, n int) (float64, error) {
 	start := time.Now()
 	m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{Mode: ModePrecopy})
 	if err != nil {
-		return 0, fmt.Errorf("measure the page rate: %w", err)
+		return 0, 0, fmt.Errorf("measure the page rate: %w", err)
 	}
 	stop := context.AfterFunc(ctx, m.Cancel)
 	defer stop()
@@ -84,13 +85,13 @@ func MeasurePageRate(ctx context.Context, g Guest, n int) (float64, error) {
 		err = rerr
 	}
 	if err != nil {
-		return 0, fmt.Errorf("measure the page rate: %w", err)
+		return 0, 0, fmt.Errorf("measure the page rate: %w", err)
 	}
 	elapsed := time.Since(start)
 	if info.Status != StatusCompleted || elapsed <= 0 {
-		return 0, fmt.Errorf("measure the page rate: the migration ended %s", info.Status)
+		return 0, 0, fmt.Errorf("measure the page rate: the migration ended %s", info.Status)
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	return float64(n) / elapsed.Seconds(), float64(info.RAM.Transferred) / elapsed.Seconds(), nil
 }
 
 // memfdVM is an idle guest in a memfd, both ends of MeasurePageRate's

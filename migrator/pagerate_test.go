@@ -34,7 +34,7 @@ func TestMeasurePageRate(t *testing.T) {
 		return len(d)
 	}
 	before := fds()
-	holes, err := MeasurePageRate(context.Background(), g, pages)
+	holes, _, err := MeasurePageRate(context.Background(), g, pages)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,11 +44,14 @@ func TestMeasurePageRate(t *testing.T) {
 	for p := range pages {
 		g.mem[p*PageSize+p%PageSize] = byte(p) | 1
 	}
-	data, err := MeasurePageRate(context.Background(), g, pages)
+	data, bytes, err := MeasurePageRate(context.Background(), g, pages)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%.0f pages/s of holes, %.0f of data", holes, data)
+	t.Logf("%.0f pages/s of holes, %.0f of data (%.0f bytes/s)", holes, data, bytes)
+	if bytes < data*PageSize || bytes > data*(PageSize+64) {
+		t.Errorf("%.0f pages/s of data on %.0f bytes/s of the wire: want a page's size and a little each", data, bytes)
+	}
 	if !(data > 0) || holes < 2*data {
 		t.Errorf("%.0f pages/s of holes, %.0f of data: want holes at least twice as fast", holes, data)
 	}
@@ -57,7 +60,7 @@ func TestMeasurePageRate(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := MeasurePageRate(ctx, g, pages); err == nil {
+	if _, _, err := MeasurePageRate(ctx, g, pages); err == nil {
 		t.Error("a cancelled context: no error")
 	}
 }

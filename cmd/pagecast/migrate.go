@@ -62,7 +62,7 @@ func migrateCommand() *cli.Command {
 				"\n  auto: watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best\n        by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source;\n        on pagecast's own monitor the VM watches itself and weighs every mode)"},
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
 			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
-			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none)"},
+			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none); --mode auto needs it unless the destination is this host"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
@@ -97,8 +97,8 @@ func runMigrate(c *cli.Context) error {
 		}
 		p.MaxBandwidth = bw
 	}
-	if p.Mode == modeAuto && p.MaxBandwidth == 0 {
-		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode")
+	if p.Mode == modeAuto && p.MaxBandwidth == 0 && !localDestination(c.String("to")) {
+		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode (without one only where the destination is this host, whose pace auto measures)")
 	}
 	metrics, lingerMetrics, err := migrationMetrics(c, path)
 	if err != nil {
@@ -118,6 +118,9 @@ func runMigrate(c *cli.Context) error {
 	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
 	switch kind {
 	case migrator.MonitorPagecast:
+		if p.Mode == modeAuto && p.MaxBandwidth == 0 {
+			return errors.New("--mode auto on pagecast's own monitor needs --bandwidth, the link's rate, to predict each mode")
+		}
 		if p.Mode == modeAuto {
 			// vm run watches its guest and chooses when migrate comes.
 			p.Prefer, p.Observe = c.String("prefer"), c.Int("observe")

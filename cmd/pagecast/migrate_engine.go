@@ -165,12 +165,19 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 	rateNote := ""
 	if localDestination(c.String("to")) {
 		// Both ends on this host: their CPU, shared with the guest,
-		// may bound the migration before the link does.
-		if o.PageRate, err = migrator.MeasurePageRate(c.Context, src, pageRateProbe); err != nil {
+		// may bound the migration before the link does; without a cap,
+		// nothing else does.
+		pages, bytes, err := migrator.MeasurePageRate(c.Context, src, pageRateProbe)
+		if err != nil {
 			return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
 		}
-		rateNote = fmt.Sprintf("; both ends on this host, whose CPU moved %.1fk pages/s, %s/s",
-			o.PageRate/1e3, units.FormatBytes(o.PageRate*migrator.PageSize))
+		o.PageRate = pages
+		rateNote = fmt.Sprintf("; both ends on this host, whose CPU moved %.1fk pages/s, %s/s on the wire",
+			pages/1e3, units.FormatBytes(bytes))
+		if o.Bandwidth == 0 {
+			o.Bandwidth = noCap
+			rateNote += ", no cap"
+		}
 	}
 	modes := qemuAutoModes()
 	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: predicting %d modes from what was watched%s …\n", len(modes), atOnce(o, modes))
@@ -190,6 +197,10 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 // loopback to measure the page rate (migrator.MeasurePageRate): 64 MiB,
 // some 0.4 s at the 40 k pages/s two loaded cores managed here.
 const pageRateProbe = 16384
+
+// noCap is the simulated link of a migration with no cap on this host:
+// far faster than any engine, so that the page rate sets the pace.
+const noCap = 1 << 40
 
 // localDestination says whether migration URI uri names this host: a
 // loopback address or one of its interfaces'.

@@ -607,9 +607,29 @@ func TestMigrateAuto(t *testing.T) {
 	if predicted <= 0 || actual <= 0 || predicted > 3*actual || actual > 3*predicted {
 		t.Errorf("predicted total time %v against %v taken", predicted, actual)
 	}
-	if _, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+freeAddr(t), "--mode", "auto"); err == nil ||
+	if _, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:192.0.2.7:4444", "--mode", "auto"); err == nil ||
 		!strings.Contains(err.Error(), "--mode auto needs --bandwidth") {
-		t.Errorf("auto without a bandwidth: %v", err)
+		t.Errorf("auto without a bandwidth, to another host: %v", err)
+	}
+}
+
+// TestMigrateAutoNoCap: to a destination on this host, auto needs no
+// --bandwidth: the engine's own pace, which it measures, sets the rate.
+func TestMigrateAutoNoCap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	_, _, out, _ := migrateQEMUCLI(t, "--mode", "auto", "--observe", "10")
+	t.Log("\n" + out)
+	for _, want := range []string{"whose CPU moved ", ", no cap):", "auto chose ", "verified         true", "predicted against outcome: total time "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	// Held to a factor of three, as TestMigrateAuto's.
+	predicted, actual := predictedTotalTime(out)
+	if predicted <= 0 || actual <= 0 || predicted > 3*actual || actual > 3*predicted {
+		t.Errorf("predicted total time %v against %v taken", predicted, actual)
 	}
 }
 
