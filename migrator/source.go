@@ -439,6 +439,7 @@ type sender struct {
 	deferred             uint64         // pages deferred in the current pass
 	stopAt               uint64         // pages the link moves within the downtime limit
 	round                roundRate      // what the current round has moved, for stopAt until the link is measured
+	polTime              time.Duration  // wall time the policy took to observe harvests in the current round (the predictor's)
 	wireShare            float64        // wire bytes per byte of a page pending: see measureCoding
 	coded0               mecom.Stats    // the encoder's totals when the round began
 	last                 *bitmap.Bitmap // pages the policy put last in the current pass
@@ -524,7 +525,14 @@ func (s *sender) harvest() error {
 	s.nextHarvest = s.lastHarvest.Add(s.m.cfg.Epoch)
 	s.harvests++
 	s.harvested += uint64(len(dirty))
+	t0 := time.Now()
 	s.pol.observe(dirty)
+	took := time.Since(t0)
+	s.polTime += took
+	if s.m.sim != nil && s.m.sim.sc.PolicyTime {
+		// Live, the sender waits while the predictor observes.
+		s.m.sim.clock.Advance(took)
+	}
 	return nil
 }
 
@@ -566,6 +574,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 			pending: s.pending, pendingN: s.pendingN, last: last})
 		s.harvested = 0
 		startPending := s.pendingN
+		s.polTime = 0
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
 		s.round = roundRate{start: start, bytes: startBytes, bw: bw, reserve: reserve, guessed: !measured}
 		fitted, err := s.sendPass(ctx, round, true, true)
@@ -603,7 +612,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 			i.ExpectedDowntime = int64((float64(remaining)*s.wireShare + reserve) / bw * 1000)
 			i.Pagecast.Deferred = s.deferred
 		})
-		s.m.log.Debug("round done", "round", round, "pages", s.passPages, "bytes", sent, "elapsed", elapsed,
+		s.m.log.Debug("round done", "round", round, "pages", s.passPages, "bytes", sent, "elapsed", elapsed, "policy-time", s.polTime,
 			"harvested", s.harvested, "deferred", s.deferred, "pending", pending, "bandwidth", uint64(bw))
 		if s.mode.policy == ModeThrottle && !fitted && round < cfg.MaxRounds {
 			if err := s.throttle(round, startPending, pending); err != nil {

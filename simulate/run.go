@@ -39,6 +39,9 @@ type Options struct {
 	// whatever the link (see migrator.SimConfig, MeasurePageRate); 0:
 	// no such bound.
 	PageRate float64
+	// PolicyTime passes the policy's own time on the migration's clock
+	// (see migrator.SimConfig): what a live auto charges.
+	PolicyTime bool
 	// Step is how often, in virtual time, Result.Timeline samples the
 	// migration; default one epoch.
 	Step time.Duration
@@ -180,7 +183,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
 		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Clock: clock}
 	t0 := time.Now()
-	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, PageRate: o.PageRate, Observe: observe, ObserveEvery: o.Step})
+	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, PageRate: o.PageRate, PolicyTime: o.PolicyTime, Observe: observe, ObserveEvery: o.Step})
 	r.Wall = time.Since(t0)
 	if r.Info.RAM != nil {
 		r.Timeline = append(r.Timeline, Point{At: clock.Now().Sub(start), Transferred: r.Info.RAM.Transferred, Round: r.Info.Pagecast.Round})

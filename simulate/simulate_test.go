@@ -283,6 +283,32 @@ func TestPageRateDowntime(t *testing.T) {
 	}
 }
 
+// TestPolicyTime: charged, the predictor's own time lengthens a
+// predictive migration, as it holds up the live sender; pre-copy's
+// policy does nothing and its migration takes what it took.
+func TestPolicyTime(t *testing.T) {
+	w, err := ParseSynthetic("hotset:hot=2000,p=0.9,rate=5000", 1<<16, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"predictive", "precopy"} {
+		o := Options{Workload: w, Bandwidth: 64 << 20}
+		off := Run(context.Background(), o, mode)
+		o.PolicyTime = true
+		on := Run(context.Background(), o, mode)
+		if off.Err != nil || on.Err != nil {
+			t.Fatal(mode, off.Err, on.Err)
+		}
+		t.Logf("%s: %d ms, %d ms with the policy's time", mode, off.Info.TotalTime, on.Info.TotalTime)
+		switch {
+		case mode == "predictive" && on.Info.TotalTime <= off.Info.TotalTime:
+			t.Errorf("predictive: %d ms with the predictor's time, %d without", on.Info.TotalTime, off.Info.TotalTime)
+		case mode == "precopy" && (on.Info.TotalTime < off.Info.TotalTime || on.Info.TotalTime > off.Info.TotalTime+1): // its no-op's nanoseconds may cross a millisecond
+			t.Errorf("precopy: %d ms with the policy's time, %d without", on.Info.TotalTime, off.Info.TotalTime)
+		}
+	}
+}
+
 // TestModesOnAHotSet: on a hot set larger than the downtime limit lets
 // the link move, plain pre-copy runs into the round cap; throttle slows the
 // guest until it converges; TSMC sends everything once and pulls what the

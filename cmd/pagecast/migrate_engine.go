@@ -162,6 +162,7 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 	// A switch-over on QEMU also stops QEMU and moves its device state
 	// through QEMU's migration (qemuSwitchover).
 	o.Bandwidth, o.DowntimeLimit, o.MaxRounds, o.Switchover = p.MaxBandwidth, p.DowntimeLimit, p.MaxRounds, qemuSwitchover
+	o.PolicyTime = true // the predictor's time holds up the live sender too
 	rateNote := ""
 	if localDestination(c.String("to")) {
 		// Both ends on this host: their CPU, shared with the guest,
