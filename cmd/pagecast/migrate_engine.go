@@ -299,6 +299,7 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 			return nil, err
 		}
 		o.Bandwidth, o.DowntimeLimit, o.MaxRounds = cfg.MaxBandwidth, cfg.DowntimeLimit, cfg.MaxRounds
+		o.PolicyTime = true // as chooseLive: the predictor's time holds up the sender
 		choice, err := simulate.Choose(ctx, o, o.Workload, cfg.Prefer)
 		if err != nil {
 			return nil, err
