@@ -55,19 +55,7 @@ func MeasurePageRate(ctx context.Context, g Guest, n int) (pages, bytes float64,
 		return 0, 0, fmt.Errorf("measure the page rate: %w", err)
 	}
 	defer l.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	received := make(chan error, 1)
-	go func() {
-		conn, err := l.Accept()
-		if err != nil {
-			received <- err
-			return
-		}
-		defer conn.Close()
-		_, err = Receive(ctx, conn, dst, ReceiveConfig{})
-		received <- err
-	}()
+	received := ReceiveOnce(l, dst, ReceiveConfig{})
 	start := time.Now()
 	m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{Mode: ModePrecopy})
 	if err != nil {
@@ -77,9 +65,7 @@ func MeasurePageRate(ctx context.Context, g Guest, n int) (pages, bytes float64,
 	defer stop()
 	info, err := m.Wait()
 	if err != nil {
-		// The receiver may wait for a source that never came.
-		l.Close()
-		cancel()
+		l.Close() // the receiver may wait for a source that never came
 	}
 	if rerr := <-received; err == nil && rerr != nil {
 		err = rerr
