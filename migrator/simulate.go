@@ -24,9 +24,11 @@ type SimConfig struct {
 	// PageRate, when set, is how many pages a second the engine's own
 	// path moves at most, whatever the link: the CPU reading, sending,
 	// receiving and writing each page takes (MeasurePageRate). Each page
-	// sent, whole or in a zero run, takes 1/PageRate of time beside its
-	// bytes' time on the link, the two overlapping: a lot of records
-	// passes in the longer of the two. Coding (MECOM) is charged apart.
+	// sent, whole or in a zero run, takes 1/PageRate of the engine's
+	// time, and then its bytes take the link's: the engine runs ahead of
+	// the link by at most the limiter's burst, as the live one, which
+	// works a batch and then writes it through the Limiter. Coding
+	// (MECOM) is charged apart.
 	PageRate float64
 	// PolicyTime, when set, passes the wall time the policy takes to
 	// observe each harvest (the predictor's Observe and forecast) on the

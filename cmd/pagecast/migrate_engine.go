@@ -196,7 +196,7 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 
 // pageRateProbe is how many of the guest's pages auto migrates on
 // loopback to measure the page rate (migrator.MeasurePageRate): 64 MiB,
-// some 0.4 s at the 40 k pages/s two loaded cores managed here.
+// 0.2-0.3 s at the 52-86 k pages/s two loaded cores managed here.
 const pageRateProbe = 16384
 
 // noCap is the simulated link of a migration with no cap on this host:
