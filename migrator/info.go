@@ -69,6 +69,10 @@ type AutoChoice struct {
 	Prefer      string       `json:"prefer"` // time, bytes or downtime
 	Why         string       `json:"why"`
 	Predictions []Prediction `json:"predictions"`
+	// PageRate is the pages a second the engine's own path moved on this
+	// host, where auto measured it (the destination is on it) and the
+	// predictions are bound by it; absent otherwise.
+	PageRate float64 `json:"page-rate,omitempty"`
 }
 
 // Prediction is one mode's simulated outcome, in query-migrate's units.

@@ -30,11 +30,12 @@ type Choice struct {
 	Prefer      string
 	Predictions []Result // every candidate, simulated on what was observed
 	Why         string
+	PageRate    float64 // the pages a second the simulations' engine moved at most (Options.PageRate); 0: no bound
 }
 
 // Report is the choice as query-migrate reports it (migrator.Config.Auto).
 func (c Choice) Report() *migrator.AutoChoice {
-	a := &migrator.AutoChoice{Mode: c.Mode, Prefer: c.Prefer, Why: c.Why}
+	a := &migrator.AutoChoice{Mode: c.Mode, Prefer: c.Prefer, Why: c.Why, PageRate: c.PageRate}
 	for _, r := range c.Predictions {
 		if r.Err != nil {
 			continue
@@ -88,7 +89,7 @@ func ChooseFrom(predictions []Result, o Options, prefer string) (Choice, error) 
 	if err != nil {
 		return Choice{}, err
 	}
-	c := Choice{Prefer: prefer, Predictions: predictions}
+	c := Choice{Prefer: prefer, Predictions: predictions, PageRate: o.PageRate}
 	if len(predictions) == 0 {
 		return c, errors.New("no mode to choose from")
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"math"
 	"slices"
 	"strings"
@@ -514,6 +515,16 @@ func TestChoose(t *testing.T) {
 	}
 	if _, err := Choose(context.Background(), o, w, "speed"); err == nil {
 		t.Fatal("prefer speed accepted")
+	}
+	// query-migrate's report says the page rate the predictions were
+	// bound by, where there was one.
+	o.PageRate = 50000
+	c, err := ChooseFrom([]Result{{Mode: "mecom", Info: migrator.Info{TotalTime: 900, Downtime: 90, RAM: &migrator.RAMStats{}}}}, o, PreferTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if js, _ := json.Marshal(c.Report()); !strings.Contains(string(js), `"page-rate":50000`) {
+		t.Errorf("report %s lacks the page rate", js)
 	}
 	if got := Window(idle(16, 10), 8, 4); got.Len() != 4 || len(got.Dirty(nil, 3)) != 0 {
 		t.Fatal("window")
