@@ -169,15 +169,19 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 		// may bound the migration before the link does; without a cap,
 		// nothing else does.
 		pages, bytes, err := migrator.MeasurePageRate(c.Context, src, pageRateProbe)
-		if err != nil {
-			return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
-		}
-		o.PageRate = pages
-		rateNote = fmt.Sprintf("; both ends on this host, whose CPU moved %.1fk pages/s, %s/s on the wire",
-			pages/1e3, units.FormatBytes(bytes))
-		if o.Bandwidth == 0 {
-			o.Bandwidth = noCap
-			rateNote += ", no cap"
+		switch {
+		case err != nil && o.Bandwidth == 0:
+			return simulate.Choice{}, fmt.Errorf("--mode auto: with no --bandwidth the engine's pace is the link, and %w", err)
+		case err != nil:
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: warning: %v: predicting at the link's rate alone\n", err)
+		default:
+			o.PageRate = pages
+			rateNote = fmt.Sprintf("; both ends on this host, whose CPU moved %.1fk pages/s, %s/s on the wire",
+				pages/1e3, units.FormatBytes(bytes))
+			if o.Bandwidth == 0 {
+				o.Bandwidth = noCap
+				rateNote += ", no cap"
+			}
 		}
 	}
 	modes := qemuAutoModes()
