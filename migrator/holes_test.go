@@ -9,30 +9,23 @@ import (
 	"github.com/pagecast/pagecast/bitmap"
 )
 
-// memfdGuest maps a memfd of pages pages.
+// memfdGuest maps a memfd of pages pages (MeasurePageRate's memfdVM) and
+// returns it with a func that says how many bytes of it are allocated.
 func memfdGuest(t *testing.T, pages int) (int, []byte, func() int64) {
 	t.Helper()
-	fd, err := unix.MemfdCreate("pagecast-holes-test", unix.MFD_CLOEXEC)
+	v, err := newMemfdVM("pagecast-holes-test", pages)
 	if err != nil {
-		t.Skipf("memfd: %v", err)
+		t.Skip(err)
 	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Ftruncate(fd, int64(pages*PageSize)); err != nil {
-		t.Fatal(err)
-	}
-	mem, err := unix.Mmap(fd, 0, pages*PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Munmap(mem) })
+	t.Cleanup(v.close)
 	held := func() int64 {
 		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
+		if err := unix.Fstat(v.fd, &st); err != nil {
 			t.Fatal(err)
 		}
 		return st.Blocks * 512
 	}
-	return fd, mem, held
+	return v.fd, v.mem, held
 }
 
 // TestHolesDigest: the pages never written of a memfd are its holes, and

@@ -4,8 +4,6 @@ import (
 	"context"
 	"os"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestMeasurePageRate: the page rate is that of a real migration of the
@@ -14,18 +12,8 @@ import (
 // leaves no descriptor open, and a cancelled context ends it.
 func TestMeasurePageRate(t *testing.T) {
 	const pages = 8192
-	g, err := newMemfdVM("pagecast-rate-test", pages)
-	if err != nil {
-		t.Skip(err)
-	}
-	defer g.close()
-	held := func() int64 {
-		var st unix.Stat_t
-		if err := unix.Fstat(g.fd, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st.Blocks * 512
-	}
+	fd, mem, held := memfdGuest(t, pages)
+	g := &memfdVM{fd: fd, mem: mem}
 	fds := func() int {
 		d, err := os.ReadDir("/proc/self/fd")
 		if err != nil {
@@ -42,7 +30,7 @@ func TestMeasurePageRate(t *testing.T) {
 		t.Fatalf("the probe allocated %d bytes of the guest's holes", held())
 	}
 	for p := range pages {
-		g.mem[p*PageSize+p%PageSize] = byte(p) | 1
+		mem[p*PageSize+p%PageSize] = byte(p) | 1
 	}
 	data, bytes, err := MeasurePageRate(context.Background(), g, pages)
 	if err != nil {
