@@ -69,6 +69,7 @@ func simulateCommand() *cli.Command {
 			&cli.DurationFlag{Name: "switchover", Usage: "fixed cost of a switch-over besides moving memory (restoring the guest's state, the commit)"},
 			&cli.StringFlag{Name: "checksum-rate", Value: units.FormatBytes(simulate.DefaultChecksumRate) + "/s", Usage: "how fast the paused source reads the memory its guest holds for the memory check after the switch-over, which lengthens the total time (0: not counted)"},
 			&cli.StringFlag{Name: "page-rate", Value: "0", Usage: "the most pages a second pagecast's own path moves (reading, sending, receiving, writing) whatever the link, e.g. 40k: what bounds a migration where the CPU, not the link, is short; migrate --mode auto measures it where both ends share a host (0: no bound)"},
+			&cli.BoolFlag{Name: "policy-time", Usage: "charge the predictor's own time, measured as the simulation runs, on the migration's clock, as migrate --mode auto does: live, the engine waits for it at every harvest (the figures then vary with this machine's load)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON (query-migrate's shape per mode) instead of a table"},
 			&cli.StringFlag{Name: "plot", Usage: "write DIR/timeline.png: pending and sent bytes over time, per mode"},
 		},
@@ -128,7 +129,8 @@ func runSimulate(c *cli.Context) error {
 		return fmt.Errorf("--max-rounds %d: want at least 1", c.Int("max-rounds"))
 	}
 	o := simulate.Options{Workload: w, Bandwidth: bw, DowntimeLimit: c.Duration("downtime-limit"), MaxRounds: c.Int("max-rounds"),
-		Start: c.Uint64("start"), Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate}
+		Start: c.Uint64("start"), Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate,
+		PolicyTime: c.Bool("policy-time")}
 	if c.Duration("downtime-limit") <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration", c.Duration("downtime-limit"))
 	}

@@ -122,6 +122,8 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--content", "zero=1,blue=1"}, "unknown class", false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "fast"}, `--checksum-rate "fast": want a rate such as 2GiB/s, or 0`, false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "0", "--mode", "precopy"}, "precopy", true},
+		{[]string{"--trace", simTrace, "--page-rate", "fast"}, `--page-rate "fast": want pages per second`, false},
+		{[]string{"--trace", simTrace, "--page-rate", "40k", "--policy-time", "--mode", "predictive"}, "predictive", true},
 		{[]string{"--trace", corrupt}, "bad.pct", false},
 		{[]string{"--trace", csv}, "is a CSV trace: give the guest's size with --memory", false},
 		{[]string{"--synthetic", "hotset"}, "--synthetic needs --memory", false},
