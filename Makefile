@@ -33,7 +33,7 @@ check-generated: dashboards ## Fail if regenerating changes committed files
 	git diff --exit-code -- bpf/ tcg/ dashboards/
 
 .PHONY: test
-test: ## Run all tests (under the race detector; the simulator's agreement with live migrations, the predictor's scores on real traces, its quiet shortcuts and its plots, again without) and say how many skipped for want of /dev/kvm, eBPF or QEMU (QEMU tests run under TCG without KVM)
+test: deps-test ## Install what is missing (scripts/deps.sh), then run all tests (under the race detector; the simulator's agreement with live migrations, the predictor's scores on real traces, its quiet shortcuts and its plots, again without) and say how many skipped for want of /dev/kvm, eBPF or QEMU (QEMU tests run under TCG without KVM)
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) build -o bin/testsummary ./internal/testsummary
@@ -45,8 +45,12 @@ bench: ## Run the benchmarks (end-to-end ones once, side by side with QEMU; micr
 	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/ && \
 	  $(GO) test -run '^$$' -bench . -benchtime 300ms -timeout 30m $$($(GO) list ./... | grep -v '/bench$$'); } | $(GO) run ./internal/benchtable
 
+.PHONY: deps-demo deps-test
+deps-demo deps-test: ## Install the Debian packages make demo or make test needs, if missing (root or sudo; else say what is missing)
+	scripts/deps.sh $(@:deps-%=%)
+
 .PHONY: demo
-demo: build ## Run the main job end to end on a local VM
+demo: build deps-demo ## Run the main job end to end on a local VM (installs QEMU first where there is no /dev/kvm)
 	./$(BIN) --log-level warn demo
 
 FUZZTIME ?= 10m
