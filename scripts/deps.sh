@@ -45,6 +45,7 @@ if ! command -v apt-get >/dev/null; then
 	echo "deps: missing ${missing[*]}, and no apt-get here to install them: install them by hand (Debian's names)" >&2
 	exit 0
 fi
+log=${TMPDIR:-/tmp}/pagecast-deps.log
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
 	if ! sudo -n true 2>/dev/null; then
@@ -54,8 +55,13 @@ if [ "$(id -u)" -ne 0 ]; then
 	fi
 	sudo=sudo
 fi
-echo "deps: installing ${missing[*]} (make $what needs them)" >&2
-$sudo apt-get update -qq
+echo "deps: installing ${missing[*]} (make $what needs them; apt's output in $log)" >&2
 # env, not a prefix: sudo drops the caller's environment. The kernel's
 # postinst builds an initrd, unattended.
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if ! { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive \
+	apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+	tail -20 "$log" >&2
+	echo "deps: apt-get failed installing ${missing[*]}; the whole output is in $log" >&2
+	exit 1
+fi
+echo "deps: installed ${missing[*]}" >&2
