@@ -576,7 +576,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		startPending := s.pendingN
 		s.polTime = 0
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
-		s.round = roundRate{start: start, bytes: startBytes, bw: bw, reserve: reserve, guessed: !measured}
+		s.round = roundRate{start: start, bytes: startBytes, bw: bw, stopBW: bw, reserve: reserve, guessed: !measured}
 		fitted, err := s.sendPass(ctx, round, true, true)
 		if err != nil {
 			return "", false, err
@@ -680,6 +680,37 @@ const codingSample = 256
 // pages leaves it as it was (1 until one has: what fits is then judged
 // uncompressed).
 func (s *sender) measureCoding() {
+	if share, ok := s.pendingShare(); ok {
+		s.wireShare = share
+	}
+}
+
+// fitsCoded says, once the pending pages' count has come within stopAt at
+// a harvest, whether they fit coded as they are now: wireShare was
+// measured on the pages pending when the round began, and those the guest
+// has written since may code worse (measured: a 64 MiB TCG guest whose
+// predictor was warmed by a profile sent 1 119 pages in round 1, coded to
+// a wire share of 0.20, stopped in round 2 with 9 687 pages pending that
+// coded to 0.37, and paused for 461 ms against a limit of 300). Where the
+// pages pending now code worse, wireShare and stopAt follow them.
+func (s *sender) fitsCoded() bool {
+	if s.enc == nil {
+		return true
+	}
+	share, ok := s.pendingShare()
+	if !ok || share <= s.wireShare {
+		return true
+	}
+	s.m.log.Debug("pending pages code worse than the round's start said", "wire-share", s.wireShare, "now", share, "pending", s.pendingN)
+	s.wireShare = share
+	s.stopAt = uint64(s.transferable(s.round.stopBW, s.round.reserve) / PageSize)
+	return s.pendingN <= s.stopAt
+}
+
+// pendingShare is measureCoding's estimate of the wire bytes a pending
+// page takes, from the coding since the round began; ok is false where
+// that coded too little to go by.
+func (s *sender) pendingShare() (float64, bool) {
 	now := s.enc.Stats()
 	var in, out uint64
 	for c := range now.In {
@@ -690,7 +721,7 @@ func (s *sender) measureCoding() {
 		out += now.Out[c] - s.coded0.Out[c]
 	}
 	if in < minCoded || out == 0 {
-		return
+		return 0, false
 	}
 	round := min(float64(out)/float64(in), 1)
 	var share [len(now.In)]float64
@@ -723,10 +754,9 @@ func (s *sender) measureCoding() {
 		}
 	}
 	if n == 0 {
-		s.wireShare = round
-		return
+		return round, true
 	}
-	s.wireShare = sum / float64(n)
+	return sum / float64(n), true
 }
 
 // transferable is the bytes of pages the link moves at bw within the
@@ -743,6 +773,7 @@ type roundRate struct {
 	start       time.Time
 	bytes       uint64  // written before it
 	bw, reserve float64 // the rate and other bytes its stop was set for
+	stopBW      float64 // the rate stopAt is set for now: bw, or lower (see remeasure)
 	guessed     bool    // bw is the cap, or a guess without one: no round has measured the link
 }
 
@@ -764,6 +795,7 @@ func (s *sender) remeasure() {
 		return // too little to say
 	}
 	if bw := float64(sent) / elapsed.Seconds(); bw < r.bw {
+		r.stopBW = bw
 		s.stopAt = uint64(s.transferable(bw, r.reserve) / PageSize)
 	}
 }
@@ -1027,7 +1059,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 				return false, err
 			}
 			s.remeasure()
-			if s.pendingN <= s.stopAt {
+			if s.pendingN <= s.stopAt && s.fitsCoded() {
 				return true, nil
 			}
 		}
