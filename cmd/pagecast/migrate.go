@@ -23,9 +23,14 @@ import (
 
 func migrateCommand() *cli.Command {
 	var modes strings.Builder
+	width := len("auto")
 	for _, m := range migrator.Modes {
-		fmt.Fprintf(&modes, "\n\t  %-10s %s", m.Name, m.Description)
+		width = max(width, len(m.Name))
 	}
+	for _, m := range migrator.Modes {
+		fmt.Fprintf(&modes, "\n\t  %-*s %s", width, m.Name, m.Description)
+	}
+	fmt.Fprintf(&modes, "\n\t  %-*s %s", width, "auto", "watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source; on pagecast's own monitor the VM watches itself and weighs every mode)")
 	return &cli.Command{
 		Name:  "migrate",
 		Usage: "live-migrate a running VM to another monitor, with a progress bar and a summary",
@@ -58,8 +63,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming, or QEMU -incoming)"},
 			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc from QEMU (post-copy is enabled on both ends); with it, the summary of a QEMU source's migration also has the guest's own pause (STOP to RESUME)"},
-			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String() +
-				"\n  auto: watch the VM for --observe epochs, simulate every mode on what was seen (pagecast simulate), take the best\n        by --prefer, and print the prediction against the outcome (pagecast's engine on a QEMU source;\n        on pagecast's own monitor the VM watches itself and weighs every mode)"},
+			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String()},
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
 			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none); --mode auto needs it unless the destination is this host"},
