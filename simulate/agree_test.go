@@ -85,7 +85,8 @@ func TestAgreesWithLive(t *testing.T) {
 				bw = agreeBandwidth
 			}
 			sim := simulate.Run(context.Background(), simulate.Options{Workload: w, Bandwidth: bw,
-				MaxRounds: cfg.MaxRounds, TargetRound: cfg.TargetRound, Content: mix, Written: written}, mode)
+				MaxRounds: cfg.MaxRounds, TargetRound: cfg.TargetRound, Content: mix, Written: written,
+				Switchover: qemuguest.SwitchoverCost}, mode) // what the live engine keeps for QEMU's switch-over
 			if sim.Err != nil {
 				t.Fatal(sim.Err)
 			}
