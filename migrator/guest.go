@@ -54,16 +54,6 @@ type StateSizer interface {
 	StateBytes() uint64
 }
 
-// SwitchoverCoster is implemented by a Guest whose switch-over takes a
-// known time besides moving its pages and its state's bytes (pausing it,
-// saving and loading its devices, the destination's commit): the engine
-// keeps at least that much of the downtime limit for it when it decides
-// to stop, rather than only the tenth it keeps otherwise (see
-// downtimeShare).
-type SwitchoverCoster interface {
-	SwitchoverCost() time.Duration
-}
-
 // Destination is the VM a migration arrives in: created, not yet run.
 type Destination interface {
 	MemoryBytes() uint64

@@ -579,7 +579,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 	// were, go out within the downtime limit with the rest of the
 	// switch-over.
 	fits := func(pending uint64) bool {
-		return float64(pending)*s.wireShare+reserve <= s.downtimeShare()*bw*cfg.DowntimeLimit.Seconds()
+		return float64(pending)*s.wireShare+reserve <= downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds()
 	}
 	measured := false // bw is a round's measure, not the cap or a guess
 	for round := 1; ; round++ {
@@ -789,7 +789,7 @@ func (s *sender) pendingShare() (float64, bool) {
 // destination's check, the commit); compressed, a page takes wireShare of
 // its size on the wire.
 func (s *sender) transferable(bw, reserve float64) float64 {
-	return max(s.downtimeShare()*bw*s.m.cfg.DowntimeLimit.Seconds()-reserve, 0) / s.wireShare
+	return max(downtimeShare(s.mode)*bw*s.m.cfg.DowntimeLimit.Seconds()-reserve, 0) / s.wireShare
 }
 
 // roundRate is where the current round began, for the rate it moves.
@@ -822,25 +822,6 @@ func (s *sender) remeasure() {
 		r.stopBW = bw
 		s.stopAt = uint64(s.transferable(bw, r.reserve) / PageSize)
 	}
-}
-
-// downtimeShare is the mode's downtimeShare, less where the guest says
-// its switch-over's fixed costs take more of the limit than the rest (see
-// SwitchoverCoster; simulated, SimConfig.Switchover is that cost); never
-// under half the limit.
-func (s *sender) downtimeShare() float64 {
-	var cost time.Duration
-	if c, ok := s.m.g.(SwitchoverCoster); ok {
-		cost = c.SwitchoverCost()
-	}
-	if s.m.sim != nil {
-		cost = max(cost, s.m.sim.sc.Switchover)
-	}
-	share := downtimeShare(s.mode)
-	if limit := s.m.cfg.DowntimeLimit; cost > 0 && limit > 0 {
-		share = min(share, max(1-cost.Seconds()/limit.Seconds(), 0.5))
-	}
-	return share
 }
 
 // switchoverBytes is what the stop-and-copy sends besides pages before

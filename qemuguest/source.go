@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -18,9 +17,8 @@ import (
 )
 
 var (
-	_ migrator.Guest            = (*Source)(nil)
-	_ migrator.StateSizer       = (*Source)(nil)
-	_ migrator.SwitchoverCoster = (*Source)(nil)
+	_ migrator.Guest      = (*Source)(nil)
+	_ migrator.StateSizer = (*Source)(nil)
 )
 
 // Source is a running QEMU, the VM pagecast's engine migrates away.
@@ -238,20 +236,6 @@ func (s *Source) StateBytes() uint64 {
 	}
 	return stateEstimate
 }
-
-// SwitchoverCost is what a switch-over takes on QEMU besides the pages'
-// and the state's bytes: stopping QEMU and harvesting the last dirty
-// pages, saving the device state through QEMU's own migration, the
-// destination's load and commit. Measured on 2026-12-02 without
-// /dev/kvm (pagecast migrate --log-level debug, "stop-and-copy"): 23-39
-// ms beyond the pages' time and the state's at the link's rate, over 13
-// migrations of a 64 MiB guest at 32 MiB/s and one of a 1 GiB guest at
-// 128 MiB/s; with the tenth of a 300 ms limit the engine kept for it, a
-// pre-copy that stopped at the edge of what fits paused 302 ms.
-const SwitchoverCost = 40 * time.Millisecond
-
-// SwitchoverCost is the package's SwitchoverCost (migrator.SwitchoverCoster).
-func (s *Source) SwitchoverCost() time.Duration { return SwitchoverCost }
 
 // EarlyPages is nil: a destination QEMU reads no guest page before it
 // runs the guest.

@@ -85,8 +85,7 @@ func TestAgreesWithLive(t *testing.T) {
 				bw = agreeBandwidth
 			}
 			sim := simulate.Run(context.Background(), simulate.Options{Workload: w, Bandwidth: bw,
-				MaxRounds: cfg.MaxRounds, TargetRound: cfg.TargetRound, Content: mix, Written: written,
-				Switchover: qemuguest.SwitchoverCost}, mode) // what the live engine keeps for QEMU's switch-over
+				MaxRounds: cfg.MaxRounds, TargetRound: cfg.TargetRound, Content: mix, Written: written}, mode)
 			if sim.Err != nil {
 				t.Fatal(sim.Err)
 			}
