@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpclient"
 )
 
@@ -302,6 +303,29 @@ func TestCalcDirtyRate(t *testing.T) {
 	}
 }
 
+// TestMonitorAuto: vm run's default --monitor auto takes pagecast's own
+// monitor where KVM is usable and QEMU where it is not, which the error
+// for a flag only pagecast's monitor takes (--metrics without --qmp) shows
+// without starting a VM; an unknown monitor is named.
+func TestMonitorAuto(t *testing.T) {
+	want := "--metrics needs --qmp"
+	if err := qemu.KVMUsable(); err != nil {
+		want = "--metrics is for pagecast's monitor"
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vm", "run", "--metrics", "127.0.0.1:0"}, want},
+		{[]string{"vm", "run", "--monitor", "bogus"}, `--monitor "bogus": want auto, pagecast or qemu`},
+	} {
+		out, err := exec.Command(binary, tc.args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("pagecast %s: %v, %q; want an error containing %q", strings.Join(tc.args, " "), err, out, tc.want)
+		}
+	}
+}
+
 // TestCLIErrors checks that bad input gets one line naming the problem and
 // a non-zero exit status.
 func TestCLIErrors(t *testing.T) {
@@ -317,11 +341,11 @@ func TestCLIErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unknown workload", []string{"vm", "run", "--workload", "bogus"}, `unknown workload "bogus"`},
-		{"bad parameter", []string{"vm", "run", "--workload", "hotset:hot=x"}, "hot"},
-		{"memory below minimum", []string{"vm", "run", "--memory", "4M"}, "below the guest's minimum of 8 MiB"},
-		{"bad size", []string{"vm", "run", "--memory", "lots"}, `size "lots"`},
-		{"socket in use", []string{"vm", "run", "--qmp", "unix:" + busy}, "in use"},
+		{"unknown workload", []string{"vm", "run", "--monitor", "pagecast", "--workload", "bogus"}, `unknown workload "bogus"`},
+		{"bad parameter", []string{"vm", "run", "--monitor", "pagecast", "--workload", "hotset:hot=x"}, "hot"},
+		{"memory below minimum", []string{"vm", "run", "--monitor", "pagecast", "--memory", "4M"}, "below the guest's minimum of 8 MiB"},
+		{"bad size", []string{"vm", "run", "--monitor", "pagecast", "--memory", "lots"}, `size "lots"`},
+		{"socket in use", []string{"vm", "run", "--monitor", "pagecast", "--qmp", "unix:" + busy}, "in use"},
 		{"no kvm", []string{"vm", "run", "--kvm", "/nonexistent/kvm"}, "KVM is not available: open /nonexistent/kvm: no such file or directory; --monitor qemu runs the same guest under QEMU"},
 		{"unknown flag", []string{"vm", "run", "--frobnicate"}, "frobnicate"},
 	} {

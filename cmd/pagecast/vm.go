@@ -19,6 +19,7 @@ import (
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpserver"
 	"github.com/pagecast/pagecast/vmm"
 )
@@ -175,7 +176,11 @@ func runVM(c *cli.Context) error {
 	log := slog.Default()
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	switch m := c.String("monitor"); m {
+	m, err := resolveMonitor(c, log)
+	if err != nil {
+		return err
+	}
+	switch m {
 	case monitorQEMU:
 		if c.IsSet("metrics") {
 			return errors.New("--metrics is for pagecast's monitor: a QEMU VM's migrations are driven, and exported, by pagecast migrate --metrics")
@@ -185,8 +190,6 @@ func runVM(c *cli.Context) error {
 		if c.IsSet("accel") {
 			return errors.New("--accel is for --monitor qemu: pagecast's own monitor runs only on KVM")
 		}
-	default:
-		return fmt.Errorf("--monitor %q: want pagecast or qemu", m)
 	}
 
 	// The socket is claimed first, so a busy path fails before the VM is
@@ -232,7 +235,7 @@ func runVM(c *cli.Context) error {
 	}
 
 	vm, err := newVM(c, log, incoming == nil)
-	if errors.Is(err, vmm.ErrNoKVM) && !c.IsSet("monitor") {
+	if errors.Is(err, vmm.ErrNoKVM) && c.String("monitor") != monitorPagecast {
 		return fmt.Errorf("%w; --monitor qemu runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
 	}
 	if err != nil {
@@ -290,4 +293,26 @@ func runVM(c *cli.Context) error {
 		return guestErr
 	}
 	return nil
+}
+
+// resolveMonitor is --monitor, auto made pagecast or qemu: pagecast's own
+// monitor where KVM is usable (qemu.KVMUsable) or a flag only it takes
+// (--kvm, --dirty) is given, else QEMU, under TCG where there is no KVM;
+// it logs which and why.
+func resolveMonitor(c *cli.Context, log *slog.Logger) (string, error) {
+	switch m := c.String("monitor"); m {
+	case monitorPagecast, monitorQEMU:
+		return m, nil
+	case monitorAuto:
+		if c.IsSet("kvm") || c.IsSet("dirty") {
+			return monitorPagecast, nil
+		}
+		if err := qemu.KVMUsable(); err != nil {
+			log.Info("running the guest under QEMU: pagecast's own monitor needs KVM (--monitor pagecast to insist)", "why", err)
+			return monitorQEMU, nil
+		}
+		return monitorPagecast, nil
+	default:
+		return "", fmt.Errorf("--monitor %q: want auto, pagecast or qemu", m)
+	}
 }

@@ -26,6 +26,7 @@ import (
 const (
 	monitorPagecast = "pagecast"
 	monitorQEMU     = "qemu"
+	monitorAuto     = "auto"
 )
 
 // qemuVM is a QEMU running the pagecast guest for pagecast's commands, with
@@ -119,10 +120,10 @@ func (v *qemuVM) Close() error {
 
 func qemuVMFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "monitor", Value: monitorPagecast,
-			Usage: "what runs the guest: pagecast (pagecast's own KVM monitor) or qemu (QEMU, with KVM or TCG)"},
+		&cli.StringFlag{Name: "monitor", Value: monitorAuto,
+			Usage: "what runs the guest: pagecast (pagecast's own KVM monitor), qemu (QEMU, with KVM or TCG), or auto: pagecast where KVM is usable (or --kvm or --dirty is given), else QEMU under TCG"},
 		&cli.StringFlag{Name: "engine", Value: enginePagecast,
-			Usage: "with --monitor qemu --incoming: pagecast (pagecast's receiver writes the guest RAM, QEMU's migration brings only the device state; from `pagecast migrate`) or qemu (--incoming is QEMU's own -incoming, for QEMU's migration)"},
+			Usage: "with --monitor qemu --incoming: pagecast (pagecast's receiver writes the guest RAM, QEMU's migration brings only the device state; from pagecast migrate) or qemu (--incoming is QEMU's own -incoming, for QEMU's migration)"},
 		&cli.StringFlag{Name: "accel", Value: qemu.AccelAuto,
 			Usage: "with --monitor qemu: auto (KVM where /dev/kvm works, unless it is kvm-pvm's, which emulates the guest; else TCG), kvm or tcg"},
 		&cli.StringFlag{Name: "kernel",
