@@ -63,7 +63,7 @@ func startVMRunProc(t *testing.T, args ...string) *vmRun {
 	testutil.RequiresKVM(t)
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	lastSocket = sock
-	cmd := exec.Command(binary, append([]string{"vm", "run", "--qmp", "unix:" + sock}, args...)...)
+	cmd := exec.Command(binary, append([]string{"vm", "run", "--monitor", "pagecast", "--qmp", "unix:" + sock}, args...)...)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -209,7 +209,7 @@ func TestVMRunQMP(t *testing.T) {
 func TestVMRunQuit(t *testing.T) {
 	testutil.RequiresKVM(t)
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
-	cmd := exec.Command(binary, "vm", "run", "--memory", "16M", "--workload", "idle", "--qmp", "unix:"+sock)
+	cmd := exec.Command(binary, "vm", "run", "--monitor", "pagecast", "--memory", "16M", "--workload", "idle", "--qmp", "unix:"+sock)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

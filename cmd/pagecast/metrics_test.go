@@ -136,7 +136,7 @@ func TestMetricsFlagRefusals(t *testing.T) {
 		want string
 	}{
 		{[]string{"vm", "run", "--monitor", "qemu", "--metrics", "127.0.0.1:0"}, "pagecast migrate --metrics"},
-		{[]string{"vm", "run", "--metrics", "127.0.0.1:0"}, "--metrics needs --qmp"},
+		{[]string{"vm", "run", "--monitor", "pagecast", "--metrics", "127.0.0.1:0"}, "--metrics needs --qmp"},
 	} {
 		_, _, err := runApp(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

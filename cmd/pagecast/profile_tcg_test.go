@@ -253,9 +253,9 @@ func TestQEMUErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown accel", []string{"vm", "run", "--monitor", "qemu", "--accel", "hvf"}, `unknown accelerator "hvf": want auto, kvm or tcg`},
-		{"unknown monitor", []string{"vm", "run", "--monitor", "xen"}, `--monitor "xen": want pagecast or qemu`},
+		{"unknown monitor", []string{"vm", "run", "--monitor", "xen"}, `--monitor "xen": want auto, pagecast or qemu`},
 		{"vcpus", []string{"vm", "run", "--monitor", "qemu", "--vcpus", "2"}, "use --vcpus 1 with --monitor qemu"},
-		{"accel on pagecast's monitor", []string{"vm", "run", "--accel", "tcg"}, "--accel is for --monitor qemu"},
+		{"accel on pagecast's monitor", []string{"vm", "run", "--monitor", "pagecast", "--accel", "tcg"}, "--accel is for --monitor qemu"},
 		{"demo accel", []string{"demo", "--monitor", "qemu", "--accel", "nope"}, `unknown accelerator "nope"`},
 		{"no plugin", []string{"profile", "--qmp", "unix:" + plain}, "without pagecast's TCG plugin"},
 	} {

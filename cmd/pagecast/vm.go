@@ -295,10 +295,11 @@ func runVM(c *cli.Context) error {
 	return nil
 }
 
-// resolveMonitor is --monitor, auto made pagecast or qemu: pagecast's own
-// monitor where KVM is usable (qemu.KVMUsable) or a flag only it takes
-// (--kvm, --dirty) is given, else QEMU, under TCG where there is no KVM;
-// it logs which and why.
+// resolveMonitor is --monitor, auto made pagecast or qemu: the one a flag
+// given is only for (pagecast's: --kvm, --dirty; QEMU's: --accel,
+// --kernel, --initrd, --append, --engine), else pagecast's own monitor
+// where KVM is usable (qemu.KVMUsable) and QEMU, under TCG, where it is
+// not; it logs why it took QEMU.
 func resolveMonitor(c *cli.Context, log *slog.Logger) (string, error) {
 	switch m := c.String("monitor"); m {
 	case monitorPagecast, monitorQEMU:
@@ -306,6 +307,11 @@ func resolveMonitor(c *cli.Context, log *slog.Logger) (string, error) {
 	case monitorAuto:
 		if c.IsSet("kvm") || c.IsSet("dirty") {
 			return monitorPagecast, nil
+		}
+		for _, f := range []string{"accel", "kernel", "initrd", "append", "engine"} {
+			if c.IsSet(f) {
+				return monitorQEMU, nil
+			}
 		}
 		if err := qemu.KVMUsable(); err != nil {
 			log.Info("running the guest under QEMU: pagecast's own monitor needs KVM (--monitor pagecast to insist)", "why", err)

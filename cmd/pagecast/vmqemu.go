@@ -121,7 +121,7 @@ func (v *qemuVM) Close() error {
 func qemuVMFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "monitor", Value: monitorAuto,
-			Usage: "what runs the guest: pagecast (pagecast's own KVM monitor), qemu (QEMU, with KVM or TCG), or auto: pagecast where KVM is usable (or --kvm or --dirty is given), else QEMU under TCG"},
+			Usage: "what runs the guest: pagecast (pagecast's own KVM monitor), qemu (QEMU, with KVM or TCG), or auto: the one a flag given is for, else pagecast where KVM is usable and QEMU under TCG where it is not"},
 		&cli.StringFlag{Name: "engine", Value: enginePagecast,
 			Usage: "with --monitor qemu --incoming: pagecast (pagecast's receiver writes the guest RAM, QEMU's migration brings only the device state; from pagecast migrate) or qemu (--incoming is QEMU's own -incoming, for QEMU's migration)"},
 		&cli.StringFlag{Name: "accel", Value: qemu.AccelAuto,

@@ -16,7 +16,7 @@ declare -A workloads=(
 )
 for name in "${!workloads[@]}"; do
 	sock=$(mktemp -u /tmp/pagecast-rec-XXXX.sock)
-	"$bin" --log-level warn vm run --memory 16M --workload "${workloads[$name]}" --qmp "unix:$sock" &
+	"$bin" --log-level warn vm run --monitor pagecast --memory 16M --workload "${workloads[$name]}" --qmp "unix:$sock" &
 	vm=$!
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 	sleep 0.5
