@@ -154,6 +154,9 @@ func vmCommand() *cli.Command {
 				"--qmp is then QEMU's own QMP socket. --incoming is pagecast's receiver in front of a QEMU\n" +
 				"waiting with -incoming defer (pagecast's engine moves the RAM, QEMU's migration only the device\n" +
 				"state); with --engine qemu it is QEMU's own -incoming, for QEMU's migration.\n\n" +
+				"--monitor auto (the default) takes pagecast's own monitor where KVM is usable and QEMU under TCG\n" +
+				"where it is not (kvm-pvm's /dev/kvm, which emulates the guest, counts as not usable), unless a\n" +
+				"flag given is for one of them only.\n\n" +
 				"Example: pagecast vm run --memory 128M --workload hotset:hot=2048,p=0.9 --qmp unix:/tmp/pc.sock\n" +
 				"         pagecast vm run --monitor qemu --memory 64M --qmp unix:/tmp/q.sock\n" +
 				"         pagecast vm run --monitor qemu --memory 64M --incoming tcp:127.0.0.1:4444\n" +
