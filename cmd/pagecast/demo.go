@@ -53,7 +53,7 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "bandwidth", Value: "32MiB/s", Usage: "link cap for the loopback migrations"},
 			&cli.StringFlag{Name: "modes", Value: strings.Join(demoModes, ","), Usage: "migration modes to run, in turn, comma-separated (see pagecast migrate --help)"},
 			&cli.BoolFlag{Name: "no-migrate", Usage: "stop after profiling and forecasting"},
-			&cli.StringFlag{Name: "monitor", Value: "auto", Usage: "what runs the guest: pagecast (its own KVM monitor), qemu (QEMU with --accel), or auto: pagecast where /dev/kvm works, else QEMU under TCG"},
+			&cli.StringFlag{Name: "monitor", Value: monitorAuto, Usage: "what runs the guest: pagecast (its own KVM monitor), qemu (QEMU with --accel), or auto: pagecast where /dev/kvm works, else QEMU under TCG"},
 			&cli.StringFlag{Name: "accel", Value: "auto", Usage: "with QEMU: auto, kvm or tcg"},
 		),
 		Action: func(c *cli.Context) error {
@@ -64,7 +64,7 @@ func demoCommand() *cli.Command {
 
 func runDemo(c *cli.Context, out io.Writer) error {
 	switch m := c.String("monitor"); m {
-	case "auto":
+	case monitorAuto:
 		if err := qemu.KVMUsable(); err != nil {
 			return runQEMUDemo(c, out, "")
 		}
