@@ -104,6 +104,10 @@ func Cancel(mon qmp.Monitor) error {
 // and an error carrying error-desc. If ctx ends first, Wait sends
 // migrate_cancel and returns the last Info and ctx's error. Only ctx ends
 // the wait on a monitor where no migration was started (status "" or none).
+//
+// QEMU turns the status to completed a moment before it computes
+// total-time and downtime, and a reply in between says 0 ms for both; Wait
+// asks again, every 10 ms for up to a second, until total-time is there.
 func Wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress func(Info)) (Info, error) {
 	return wait(ctx, mon, interval, func(i Info) error {
 		if progress != nil {
@@ -113,6 +117,16 @@ func Wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 	})
 }
 
+// completedSettles is how many times wait asks again, completedSettle apart,
+// for a completed migration's total-time: in QEMU 7.2 the migration thread
+// sets the status (migration_completion) before it computes the times
+// (migration_calculate_complete), so a query-migrate in between reports
+// "completed" with total-time and downtime 0.
+const (
+	completedSettles = 100
+	completedSettle  = 10 * time.Millisecond
+)
+
 // wait is Wait with a progress that can end the wait: an error from it is
 // returned with the Info it was given.
 func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress func(Info) error) (Info, error) {
@@ -121,7 +135,7 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	for {
+	for settles := 0; ; {
 		info, err := Query(mon)
 		if err != nil {
 			return info, fmt.Errorf("wait for migration: %w", err)
@@ -131,7 +145,16 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 		}
 		switch info.Status {
 		case StatusCompleted:
-			return info, nil
+			if info.TotalTime > 0 || settles == completedSettles {
+				return info, nil
+			}
+			settles++
+			select {
+			case <-ctx.Done():
+				return info, nil // completed all the same
+			case <-time.After(completedSettle):
+			}
+			continue
 		case StatusFailed, StatusCancelled:
 			if info.ErrorDesc == "" {
 				return info, fmt.Errorf("migration %s", info.Status)

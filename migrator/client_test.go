@@ -150,6 +150,9 @@ func TestClientWait(t *testing.T) {
 		cancel   bool   // whether Wait must send migrate_cancel
 	}{
 		{"completed", []Info{{Status: StatusSetup}, {Status: StatusActive}, {Status: StatusCompleted, TotalTime: 900}}, time.Minute, "", false},
+		// QEMU's status turns completed before its times are computed.
+		{"completed before its times", []Info{{Status: StatusActive}, {Status: StatusCompleted}, {Status: StatusCompleted},
+			{Status: StatusCompleted, TotalTime: 900, Downtime: 40}}, time.Minute, "", false},
 		{"failed", []Info{{Status: StatusActive}, {Status: StatusFailed, ErrorDesc: "Unable to write to socket: Connection reset by peer"}},
 			time.Minute, "migration failed: Unable to write to socket: Connection reset by peer", false},
 		{"cancelled", []Info{{Status: StatusCancelled}}, time.Minute, "migration cancelled", false},
@@ -191,6 +194,18 @@ func TestClientWait(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("completed without times", func(t *testing.T) {
+		n := 0
+		mon, _ := clientFake(func(qmp.Command) (any, error) {
+			n++
+			return map[string]any{"return": Info{Status: StatusCompleted}}, nil
+		})
+		info, err := Wait(context.Background(), mon, time.Millisecond, nil)
+		if err != nil || info.Status != StatusCompleted || n != completedSettles+1 {
+			t.Errorf("returned %+v, %v after %d queries, want completed after %d", info, err, n, completedSettles+1)
+		}
+	})
 
 	t.Run("query error", func(t *testing.T) {
 		mon, _ := clientFake(func(qmp.Command) (any, error) { return nil, errors.New("use of closed network connection") })

@@ -226,7 +226,7 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 		{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: 2}},
 		{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: 2}},
 		{Status: StatusPostcopy, RAM: &RAMStats{DirtySyncCount: 3}},
-		{Status: StatusCompleted, RAM: &RAMStats{DirtySyncCount: 3, PostcopyRequests: 7}},
+		{Status: StatusCompleted, TotalTime: 900, RAM: &RAMStats{DirtySyncCount: 3, PostcopyRequests: 7}},
 	}
 	mon, sent := repliesInTurn(replies)
 	plan, err := PlanQEMU(Params{Mode: ModeTSMC}, 64<<20)
@@ -254,7 +254,7 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 	})
 	t.Run("pre-copy plan", func(t *testing.T) {
 		mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
-			return map[string]any{"return": Info{Status: StatusCompleted, RAM: &RAMStats{DirtySyncCount: 4}}}, nil
+			return map[string]any{"return": Info{Status: StatusCompleted, TotalTime: 900, RAM: &RAMStats{DirtySyncCount: 4}}}, nil
 		})
 		if _, err := WaitQEMU(context.Background(), mon, &QEMUPlan{Mode: ModePrecopy}, time.Millisecond, nil); err != nil {
 			t.Fatal(err)
@@ -281,11 +281,11 @@ func TestWaitQEMUStalled(t *testing.T) {
 		want      []string
 	}{
 		{"stalls", 0, []Info{active(1, 1000), active(2, 400), active(2, 300), active(3, 150), active(4, 100),
-			{Status: StatusPostcopy}, {Status: StatusCompleted}}, []string{q, q, q, q, q, start, q, q}},
+			{Status: StatusPostcopy}, {Status: StatusCompleted, TotalTime: 900}}, []string{q, q, q, q, q, start, q, q}},
 		{"converges", 0, []Info{active(1, 1000), active(2, 400), active(3, 150), active(4, 50),
-			{Status: StatusCompleted}}, []string{q, q, q, q, q}},
+			{Status: StatusCompleted, TotalTime: 900}}, []string{q, q, q, q, q}},
 		{"round cap", 2, []Info{active(1, 1000), active(2, 400), active(3, 190), active(4, 90),
-			{Status: StatusPostcopy}, {Status: StatusCompleted}}, []string{q, q, q, q, start, q, q}},
+			{Status: StatusPostcopy}, {Status: StatusCompleted, TotalTime: 900}}, []string{q, q, q, q, start, q, q}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mon, sent := repliesInTurn(tc.replies)
@@ -313,7 +313,7 @@ func TestWaitQEMUForced(t *testing.T) {
 	for n := 1; n <= 5; n++ {
 		replies = append(replies, Info{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: uint64(n)}})
 	}
-	replies = append(replies, Info{Status: StatusCompleted, RAM: &RAMStats{DirtySyncCount: 6}})
+	replies = append(replies, Info{Status: StatusCompleted, TotalTime: 900, RAM: &RAMStats{DirtySyncCount: 6}})
 	mon, sent := repliesInTurn(replies)
 	plan, err := PlanQEMU(Params{Mode: ModePrecopy, MaxRounds: 2}, 64<<20)
 	if err != nil {
