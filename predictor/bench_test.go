@@ -98,9 +98,17 @@ func BenchmarkPredictParts(b *testing.B) {
 // default), not the page count. Each refit starts from the weights the
 // refit 16 epochs before left, as Observe's do: refitted from its own
 // result, a fit converges at once and is cheaper than any Observe makes.
-func BenchmarkRefit(b *testing.B) {
+func BenchmarkRefit(b *testing.B) { benchRefit(b, 1) }
+
+// BenchmarkRefitCores is BenchmarkRefit with a worker a core, as a
+// model's default is: the logistic fit's passes over the samples run
+// on every core.
+func BenchmarkRefitCores(b *testing.B) { benchRefit(b, runtime.GOMAXPROCS(0)) }
+
+func benchRefit(b *testing.B, workers int) {
 	const pages = 1 << 20
 	m, before := benchModelFits(pages, 1)
+	m.setWorkers(workers)
 	f := m.horizons[0]
 	b.ResetTimer()
 	for b.Loop() {

@@ -2,6 +2,8 @@ package predictor
 
 import (
 	"math"
+	"sync"
+	"sync/atomic"
 
 	"gonum.org/v1/gonum/mat"
 )
@@ -38,8 +40,10 @@ func (s *samples) reset() {
 // squared weights, the intercept (feature 0) excepted, which keeps the fit
 // defined when a feature is constant or the classes separate. A step
 // that does not lower the loss is halved. It returns the weighted mean
-// log loss.
-func fitLogistic(s *samples, w []float64, lambda float64) float64 {
+// log loss. Each pass over the samples is split into runs of fitRows,
+// workers at a time (see logisticPasses): the fit is the same whatever
+// the number of workers.
+func fitLogistic(s *samples, w []float64, lambda float64, workers int) float64 {
 	d, n := s.d, s.len()
 	if n == 0 {
 		return 0
@@ -56,13 +60,12 @@ func fitLogistic(s *samples, w []float64, lambda float64) float64 {
 	dir := mat.NewVecDense(d, nil)
 	h, g := hess.RawSymmetric().Data, grad.RawVector().Data
 	var chol mat.Cholesky
+	parts := newPassParts(n, d)
 
 	// pass computes the loss at w, and its gradient and Hessian into g
 	// and h.
 	pass := func(w []float64) float64 {
-		clear(h)
-		clear(g)
-		loss := logisticPass(s, w, g, h)
+		loss := parts.pass(s, w, g, h, workers)
 		for j := 1; j < d; j++ {
 			loss += pen / 2 * w[j] * w[j]
 			g[j] += pen * w[j]
@@ -104,6 +107,66 @@ func fitLogistic(s *samples, w []float64, lambda float64) float64 {
 		}
 	}
 	return best / total
+}
+
+// fitRows is how many samples a run of logisticPass takes: 196 608
+// samples, the most a fit keeps, are 12 runs.
+const fitRows = 1 << 14
+
+// passParts holds each run's loss, gradient and Hessian: a pass sums them
+// in the runs' order, so that its result does not depend on which worker
+// took which run.
+type passParts struct {
+	loss []float64
+	g, h [][]float64
+}
+
+func newPassParts(n, d int) *passParts {
+	runs := (n + fitRows - 1) / fitRows
+	p := &passParts{loss: make([]float64, runs), g: make([][]float64, runs), h: make([][]float64, runs)}
+	for r := range runs {
+		p.g[r], p.h[r] = make([]float64, d), make([]float64, d*d)
+	}
+	return p
+}
+
+// pass sets g and h to the gradient and Hessian (upper triangle) of the
+// samples' weighted log loss at w, and returns the loss: logisticPass over
+// each run of fitRows samples, up to workers runs at once.
+func (p *passParts) pass(s *samples, w, g, h []float64, workers int) float64 {
+	d, n := s.d, s.len()
+	run := func(r int) {
+		lo, hi := r*fitRows, min((r+1)*fitRows, n)
+		clear(p.g[r])
+		clear(p.h[r])
+		sub := samples{d: d, x: s.x[lo*d : hi*d], y: s.y[lo:hi], c: s.c[lo:hi]}
+		p.loss[r] = logisticPass(&sub, w, p.g[r], p.h[r])
+	}
+	var next atomic.Int64
+	work := func() {
+		for r := int(next.Add(1) - 1); r < len(p.loss); r = int(next.Add(1) - 1) {
+			run(r)
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(workers, len(p.loss)) - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+	clear(g)
+	clear(h)
+	var loss float64
+	for r := range p.loss {
+		loss += p.loss[r]
+		for j, v := range p.g[r] {
+			g[j] += v
+		}
+		for j, v := range p.h[r] {
+			h[j] += v
+		}
+	}
+	return loss
 }
 
 // logisticPass returns the weighted log loss of the samples at w, and

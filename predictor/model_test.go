@@ -214,7 +214,7 @@ func TestFitLogistic(t *testing.T) {
 		s.add(x, rng.Float64() < sigmoid(dot(x, want)), 1)
 	}
 	w := make([]float64, 3)
-	fitLogistic(s, w, 0)
+	fitLogistic(s, w, 0, 1)
 	for j := range w {
 		if math.Abs(w[j]-want[j]) > 0.1 {
 			t.Errorf("weights %.3f, want %.3f", w, want)

@@ -486,7 +486,7 @@ func (m *Model) refit(f *fit) {
 		clear(f.w[:])
 		f.w[1], f.w[3+featFront] = 1, 1
 	}
-	fitLogistic(s, f.w[:], ridge)
+	fitLogistic(s, f.w[:], ridge, m.o.Workers)
 	f.fitted, f.fittedAt = true, m.now
 	f.cut = bestCut(s, f.w[:], m.zt)
 }
