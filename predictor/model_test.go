@@ -3,6 +3,7 @@ package predictor
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -201,6 +202,27 @@ func TestHorizonCalibration(t *testing.T) {
 	}
 	if s4 <= s1 {
 		t.Errorf("expected dirty pages within 4 epochs %.0f, not above within 1 %.0f", s4, s1)
+	}
+}
+
+// fitLogistic gives the same weights, bit for bit, whatever the number of
+// workers its passes take.
+func TestFitLogisticWorkers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	want := []float64{-1, 2, -0.5, 0.25}
+	s := &samples{d: 4}
+	for range 3*fitRows + 100 {
+		x := []float32{1, float32(rng.NormFloat64()), float32(rng.NormFloat64()), float32(rng.IntN(2))}
+		s.add(x, rng.Float64() < sigmoid(dot(x, want)), 0.5+rng.Float64())
+	}
+	one := make([]float64, 4)
+	fitLogistic(s, one, 1e-3, 1)
+	for _, workers := range []int{2, 3, 8} {
+		w := make([]float64, 4)
+		fitLogistic(s, w, 1e-3, workers)
+		if !slices.Equal(w, one) {
+			t.Errorf("%d workers: weights %v, one worker %v", workers, w, one)
+		}
 	}
 }
 
