@@ -125,7 +125,14 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	if err := migrate.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exposition := scrape(t, "http://"+migrateAddr+"/metrics", "pagecast_migration_info")
+	// Auto watches the guest, measures its pages' content and the engine's
+	// pace and simulates every mode before the migration, and its metrics,
+	// begin: on two cores under the race detector, beside other packages'
+	// QEMUs, that took more than 20 s once.
+	exposition, err := scrapeWithin("http://"+migrateAddr+"/metrics", "pagecast_migration_info", 2*time.Minute)
+	if err != nil {
+		t.Fatalf("%v\npagecast migrate so far:\n%s", err, migrateOut.String())
+	}
 	if err := migrate.Wait(); err != nil {
 		t.Fatalf("pagecast migrate: %v\n%s", err, migrateOut.String())
 	}

@@ -302,22 +302,29 @@ func freeAddr(t *testing.T) string {
 // the body.
 func scrape(t *testing.T, url, want string) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	last, err := scrapeWithin(url, want, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return last
+}
+
+// scrapeWithin polls url every 100 ms until its text contains want, for
+// at most d, and returns the text, or an error with the last one.
+func scrapeWithin(url, want string, d time.Duration) (string, error) {
 	var last string
-	for time.Now().Before(deadline) {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		resp, err := http.Get(url)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			last = string(b)
 			if strings.Contains(last, want) {
-				return last
+				return last, nil
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("%s never showed %q; last:\n%s", url, want, last)
-	return ""
+	return "", fmt.Errorf("%s never showed %q in %v; last:\n%s", url, want, d, last)
 }
 
 // TestDemoQEMU runs the main job end to end on a QEMU TCG guest, as `make
