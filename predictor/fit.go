@@ -41,7 +41,7 @@ func (s *samples) reset() {
 // defined when a feature is constant or the classes separate. A step
 // that does not lower the loss is halved. It returns the weighted mean
 // log loss. Each pass over the samples is split into runs of fitRows,
-// workers at a time (see logisticPasses): the fit is the same whatever
+// workers at a time (see passParts): the fit is the same whatever
 // the number of workers.
 func fitLogistic(s *samples, w []float64, lambda float64, workers int) float64 {
 	d, n := s.d, s.len()
