@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +133,13 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	exposition, err := scrapeWithin("http://"+migrateAddr+"/metrics", "pagecast_migration_info", 2*time.Minute)
 	if err != nil {
 		t.Fatalf("%v\npagecast migrate so far:\n%s", err, migrateOut.String())
+	}
+	// It is first seen while auto watches the guest (1 s at least): in
+	// setup, as mode auto.
+	for _, want := range []string{`pagecast_migration_info\{[^}]*mode="auto"[^}]*\} 1`, `pagecast_migration_status\{[^}]*status="setup"[^}]*\} 1`} {
+		if !regexp.MustCompile(want).MatchString(exposition) {
+			t.Errorf("pagecast migrate --mode auto --metrics, first seen, lacks %s:\n%s", want, exposition)
+		}
 	}
 	if err := migrate.Wait(); err != nil {
 		t.Fatalf("pagecast migrate: %v\n%s", err, migrateOut.String())

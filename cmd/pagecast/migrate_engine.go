@@ -74,8 +74,17 @@ func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Sou
 func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor) error {
 	var choice *simulate.Choice
 	if p.Mode == modeAuto {
+		if metrics != nil {
+			// In setup, as mode auto, while it watches the guest and
+			// predicts (seconds): the mode label turns to the one chosen
+			// once the migration reports it.
+			metrics.Begin(time.Now(), migrationmetrics.EnginePagecast, modeAuto, p.MaxBandwidth)
+		}
 		ch, err := chooseLive(c, src, p)
 		if err != nil {
+			if metrics != nil {
+				metrics.Observe(migrator.Info{Status: migrator.StatusFailed, ErrorDesc: err.Error()})
+			}
 			return err
 		}
 		choice, p.Mode = &ch, ch.Mode
@@ -92,7 +101,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 			return err
 		}
 	}
-	if metrics != nil {
+	if metrics != nil && choice == nil {
 		metrics.Begin(time.Now(), migrationmetrics.EnginePagecast, p.Mode, p.MaxBandwidth)
 	}
 	var pause *migrator.PauseWatch
