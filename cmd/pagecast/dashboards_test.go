@@ -126,10 +126,10 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	if err := migrate.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Auto watches the guest, measures its pages' content and the engine's
-	// pace and simulates every mode before the migration, and its metrics,
-	// begin: on two cores under the race detector, beside other packages'
-	// QEMUs, that took more than 20 s once.
+	// The metrics begin as auto starts to watch the guest. (Before they
+	// did, they began only once auto had watched, measured the engine's
+	// pace and simulated every mode: on two cores under the race detector,
+	// beside other packages' QEMUs, that took more than 20 s once.)
 	exposition, err := scrapeWithin("http://"+migrateAddr+"/metrics", "pagecast_migration_info", 2*time.Minute)
 	if err != nil {
 		t.Fatalf("%v\npagecast migrate so far:\n%s", err, migrateOut.String())
