@@ -2,8 +2,6 @@ package predictor
 
 import (
 	"math"
-	"sync"
-	"sync/atomic"
 
 	"gonum.org/v1/gonum/mat"
 )
@@ -142,18 +140,7 @@ func (p *passParts) pass(s *samples, w, g, h []float64, workers int) float64 {
 		sub := samples{d: d, x: s.x[lo*d : hi*d], y: s.y[lo:hi], c: s.c[lo:hi]}
 		p.loss[r] = logisticPass(&sub, w, p.g[r], p.h[r])
 	}
-	var next atomic.Int64
-	work := func() {
-		for r := int(next.Add(1) - 1); r < len(p.loss); r = int(next.Add(1) - 1) {
-			run(r)
-		}
-	}
-	var wg sync.WaitGroup
-	for range min(workers, len(p.loss)) - 1 {
-		wg.Go(work)
-	}
-	work()
-	wg.Wait()
+	eachRun(len(p.loss), workers, run)
 	clear(g)
 	clear(h)
 	var loss float64

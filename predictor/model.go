@@ -6,8 +6,6 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"unsafe"
 )
 
@@ -519,22 +517,9 @@ func (m *Model) predictPages(dst []float32, f *fit) float64 {
 		return m.predictRange(dst, f, 0, n)
 	}
 	parts := make([]float64, (n+parallelPages-1)/parallelPages)
-	var next atomic.Int64
-	work := func() {
-		for c := int(next.Add(1) - 1); c < len(parts); c = int(next.Add(1) - 1) {
-			parts[c] = m.predictRange(dst, f, c*parallelPages, min((c+1)*parallelPages, n))
-		}
-	}
-	var wg sync.WaitGroup
-	for range min(m.o.Workers, len(parts)) - 1 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			work()
-		}()
-	}
-	work()
-	wg.Wait()
+	eachRun(len(parts), m.o.Workers, func(c int) {
+		parts[c] = m.predictRange(dst, f, c*parallelPages, min((c+1)*parallelPages, n))
+	})
 	var sum float64
 	for _, s := range parts {
 		sum += s

@@ -3,6 +3,7 @@ package predictor
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // parallelPages is the fewest pages a run of Observe's passes takes on
@@ -45,6 +46,25 @@ func (m *Model) eachSpan(fn func(i, lo, hi int)) {
 		}()
 	}
 	fn(0, m.spans[0][0], m.spans[0][1])
+	wg.Wait()
+}
+
+// eachRun calls fn(i) for every i in [0, n), up to workers calls at once
+// (the caller's goroutine one of them), each taking the next i left, and
+// returns when all are done. Where fn puts its result by i, the results
+// do not depend on which goroutine took which.
+func eachRun(n, workers int, fn func(i int)) {
+	var next atomic.Int64
+	work := func() {
+		for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+			fn(i)
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(workers, n) - 1 {
+		wg.Go(work)
+	}
+	work()
 	wg.Wait()
 }
 
