@@ -39,7 +39,9 @@ type Guest interface {
 	// SaveState returns the paused guest's vCPU and device state, opaque
 	// to the engine, for the destination's Restore. It is called once,
 	// after Pause, and before the destination's verdict: a guest whose
-	// state leaves with it (QEMU) must be able to Resume after it.
+	// state leaves with it (QEMU) must be able to Resume after it. The
+	// stop-and-copy calls it on its own goroutine while it reads the
+	// paused guest's Memory.
 	SaveState() ([]byte, error)
 	// EarlyPages are the pages among dirty that the destination's monitor
 	// reads before the guest runs there (the pagecast guest's status
