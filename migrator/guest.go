@@ -83,6 +83,15 @@ type NoPostcopy interface {
 	NoPostcopy() string
 }
 
+// RestorePreparer is implemented by a Destination that can get ready for
+// Restore before the switch-over (QEMU: its incoming migration set up), so
+// that the pause does not wait for it. The receiver calls it once it has
+// accepted a source; if it fails, the receiver says so and Restore does
+// all of its work.
+type RestorePreparer interface {
+	PrepareRestore() error
+}
+
 // Identity is what must match between source and destination.
 type Identity struct {
 	VCPUs int

@@ -810,3 +810,55 @@ func TestStateSavedWhileLastPagesGo(t *testing.T) {
 		})
 	}
 }
+
+// preparingDest is a destination that gets ready for Restore (or fails
+// to, with err) and records when.
+type preparingDest struct {
+	*memGuest
+	err      error
+	prepared atomic.Int32 // PrepareRestore calls
+	early    atomic.Bool  // whether Restore came after one
+}
+
+func (d *preparingDest) PrepareRestore() error {
+	d.prepared.Add(1)
+	return d.err
+}
+
+func (d *preparingDest) Restore(state []byte) error {
+	d.early.Store(d.prepared.Load() > 0)
+	return d.memGuest.Restore(state)
+}
+
+// TestPrepareRestore checks that the receiver lets a destination get ready
+// for the guest's state once it accepts the source, before the switch-over,
+// and that a destination that could not still takes the guest.
+func TestPrepareRestore(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ready", true: "not ready"}[fail], func(t *testing.T) {
+			src := newMemGuest(t, lightLoad, true)
+			dst := &preparingDest{memGuest: newMemGuest(t, lightLoad, false)}
+			if fail {
+				dst.err = errors.New("no socket for the state")
+			}
+			d := listenDestination(t, dst, ReceiveConfig{})
+			m, err := Outgoing(src, d.uri, Config{MaxBandwidth: 64 << 20, DowntimeLimit: testDowntime})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			<-d.done
+			if d.err != nil {
+				t.Fatalf("destination: %v", d.err)
+			}
+			if n := dst.prepared.Load(); n != 1 || !dst.early.Load() {
+				t.Errorf("PrepareRestore called %d times, before Restore: %v; want once, before", n, dst.early.Load())
+			}
+			if ok, st := dst.Running(); !ok {
+				t.Errorf("destination is %s, want running", st)
+			}
+		})
+	}
+}

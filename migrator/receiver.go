@@ -210,6 +210,11 @@ func (rc *receiver) run() error {
 	rc.seen = bitmap.New(rc.pages)
 	rc.sums = newPageSums(rc.mem) // a mode with post-copy may end in a stop-and-copy too
 	rc.log.Info("incoming migration accepted", "mode", rc.mode)
+	if p, ok := rc.d.(RestorePreparer); ok {
+		if err := p.PrepareRestore(); err != nil {
+			rc.log.Warn("could not get ready for the guest's state; the switch-over will", "err", err)
+		}
+	}
 
 	for {
 		rec, err := rc.r.Next()

@@ -147,7 +147,8 @@ func (s *sender) awaitVerified(stage string) error {
 	case rec.Type == RecVerified && rec.OK:
 		return nil
 	case rec.Type == RecVerified:
-		return fmt.Errorf("%s: the destination's memory does not match the source's: %s", stage, rec.Text)
+		// Pages missing, or a state the destination could not load.
+		return fmt.Errorf("%s: the destination could not take the guest: %s", stage, rec.Text)
 	case rec.Type == RecAbort:
 		return fmt.Errorf("%s: the destination aborted: %s", stage, rec.Text)
 	}

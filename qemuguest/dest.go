@@ -1,6 +1,8 @@
 package qemuguest
 
 import (
+	"fmt"
+
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
 )
@@ -14,6 +16,7 @@ var _ migrator.Destination = (*Dest)(nil)
 // loading the device state leaves it alone too.
 type Dest struct {
 	vm
+	in *incoming // made ready by PrepareRestore
 }
 
 // DialDest connects to the QMP socket of a QEMU waiting with -incoming.
@@ -65,7 +68,34 @@ func (d *Dest) Waiting() (bool, string) {
 // Restore loads the source's SaveState into QEMU and waits until it has
 // (QEMU then is paused, as the source was). A stream that does not load
 // makes QEMU 7.2 exit.
-func (d *Dest) Restore(state []byte) error { return restoreState(d.mon, d.pid, state) }
+func (d *Dest) Restore(state []byte) error {
+	if d.in == nil {
+		return restoreState(d.mon, d.pid, state)
+	}
+	if err := loadState(d.mon, *d.in, state); err != nil {
+		return fmt.Errorf("restore qemu %d state: %w", d.pid, err)
+	}
+	return nil
+}
+
+var _ migrator.RestorePreparer = (*Dest)(nil)
+
+// PrepareRestore readies QEMU's incoming migration for the state (see
+// prepareIncoming) once a source is accepted, so that the switch-over's
+// pause does not wait for it: measured on a TCG QEMU, it was 11 ms of the
+// 24 ms Restore took. Called again, it does nothing.
+func (d *Dest) PrepareRestore() error {
+	if d.in != nil {
+		return nil
+	}
+	in, err := prepareIncoming(d.mon, d.pid)
+	if err != nil {
+		return fmt.Errorf("prepare qemu %d for the state: %w", d.pid, err)
+	}
+	d.in = &in
+	d.owned = append(d.owned, in.close)
+	return nil
+}
 
 // Start runs the guest (QMP cont).
 func (d *Dest) Start() error { return qemu.QMP(d.mon, "cont", nil, nil) }
