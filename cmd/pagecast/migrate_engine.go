@@ -145,14 +145,17 @@ const modeAuto = migrator.ModeAuto
 
 // qemuSwitchover is what auto expects a switch-over to cost on QEMU besides
 // moving memory and the guest's state (which the simulation sends as
-// bytes): stopping QEMU, saving its device state through QEMU's migration,
-// the destination's check and commit, its cont. Measured on 2026-12-01
-// (pagecast migrate --log-level debug, a 64 MiB guest, TCG and KVM): 28-35
-// ms beyond the pages' time, of which the state's 320 KB took some 10 at
-// 32 MiB/s; the guest's own view of its pause (BenchmarkQEMUEngine) was 1-4
-// ms longer than the engine's downtime. (It was 200 ms, from
-// BenchmarkQEMUEngine's 150-250 ms on an earlier machine and engine.)
-const qemuSwitchover = 30 * time.Millisecond
+// bytes): stopping QEMU and the last harvest, the destination's load of the
+// state and the commit. Measured on 2026-12-02 (pagecast migrate
+// --log-level debug, TCG, 64 MiB guests at 32 MiB/s in precopy, mecom and
+// predictive, a 1 GiB one at 128 MiB/s): 15-25 ms beyond the pages' and the
+// state's time at the link's rate, since QEMU saves the state while the
+// last pages go and the destination readies its incoming migration before
+// the pause; the guest's own view of its pause was 0-5 ms longer than the
+// engine's downtime. (It was 30 ms, measured at 28-35 ms on 2026-12-01
+// before those two changes, and 200 ms before that, on an earlier machine
+// and engine.)
+const qemuSwitchover = 20 * time.Millisecond
 
 // chooseLive watches the source's dirty pages for --observe epochs of
 // 100 ms, simulates every mode pagecast's engine runs on QEMU on what it
