@@ -145,7 +145,7 @@ func TestSourceResumesOnMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := m.Wait()
-	if err == nil || !strings.Contains(info.ErrorDesc, "does not match") {
+	if err == nil || !strings.Contains(info.ErrorDesc, "could not take the guest: memory differs in 1 of 16 chunks") {
 		t.Fatalf("migration with a mismatching destination: %v", err)
 	}
 	if ok, st := src.Running(); !ok {
