@@ -220,7 +220,10 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	defer vm.Close()
 	out := c.App.Writer
 	guestName := "pagecast guest"
-	if o.kernel != "" {
+	switch {
+	case incoming != nil || o.incoming != "":
+		guestName = "a migration's guest" // whatever the source runs
+	case o.kernel != "":
 		guestName = "Linux guest " + o.kernel
 	}
 	fmt.Fprintf(out, "%s on %s\n", guestName, vm.describe())
@@ -265,7 +268,10 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		fmt.Fprintf(out, "guest up: %s\n", banner)
 	}
 	guest := slog.String("workload", c.String("workload"))
-	if o.kernel != "" {
+	switch {
+	case incoming != nil || o.incoming != "":
+		guest = slog.String("guest", "migrated")
+	case o.kernel != "":
 		guest = slog.String("kernel", o.kernel)
 	}
 	log.Info("virtual machine running", "monitor", "qemu", "accel", vm.accel, "pid", vm.PID(),
