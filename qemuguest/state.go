@@ -217,7 +217,7 @@ func loadState(mon Monitor, in incoming, state []byte) error {
 	for {
 		st, err := runState(mon)
 		if err != nil {
-			return fmt.Errorf("%w (QEMU exits when the state does not load)", err)
+			return fmt.Errorf("%w: QEMU exits when the state does not load, saying why on its standard error (a machine or devices unlike the source's, for one)", err)
 		}
 		switch st {
 		case "inmigrate":

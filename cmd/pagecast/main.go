@@ -44,6 +44,7 @@ func newApp() *cli.App {
 			traceCommand(),
 			predictCommand(),
 			migrateCommand(),
+			receiveCommand(),
 			simulateCommand(),
 			pluginCommand(),
 			reportCommand(),

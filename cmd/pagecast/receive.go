@@ -1,0 +1,101 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemuguest"
+)
+
+func receiveCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "receive",
+		Usage:     "take a migration by pagecast's engine into a QEMU you started with -incoming defer, and run the guest there",
+		ArgsUsage: " ",
+		Description: "The destination end of pagecast's engine for a QEMU that pagecast did not start (pagecast vm run\n" +
+			"--monitor qemu --incoming is the same for one it starts). Start QEMU as the source runs (the\n" +
+			"same machine, devices and memory size) with its guest RAM shared and waiting for a migration:\n\n" +
+			"   qemu-system-x86_64 … -machine pc,memory-backend=ram -m 4G \\\n" +
+			"     -object memory-backend-memfd,id=ram,size=4G,share=on \\\n" +
+			"     -qmp unix:/tmp/dst.sock,server=on,wait=off -incoming defer\n\n" +
+			"(memory-backend-file,mem-path=…,share=on works too). receive connects to that QMP socket, listens\n" +
+			"on --listen for `pagecast migrate --to`, writes the pages it is sent into the guest RAM in place,\n" +
+			"loads the vCPU and device state through QEMU's own migration (x-ignore-shared: QEMU sends no\n" +
+			"RAM), checks the memory against the source's checksums and, once the source commits, runs the\n" +
+			"guest (QMP cont). It exits once the guest runs there (status 0), or when the migration fails\n" +
+			"(status 1; the guest stays with the source). QEMU serves one client per QMP socket: give QEMU a\n" +
+			"second -qmp socket for migrate --dest-qmp or anything else that watches it meanwhile.\n\n" +
+			"A connection that brings no valid handshake (a port scanner, another protocol, a source of\n" +
+			"another memory size) is logged and the wait goes on. Plain TCP is for trusted networks; elsewhere\n" +
+			"use --tls-cert/--tls-key/--tls-ca on both ends.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the destination QEMU's QMP socket: unix:PATH"},
+			&cli.StringFlag{Name: "listen", Required: true, Usage: "where to wait for the source: tcp:HOST:PORT"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS: this end's certificate (PEM)"},
+			&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
+			&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the source's certificate (PEM)"},
+		},
+		Action: runReceive,
+	}
+}
+
+func runReceive(c *cli.Context) error {
+	if c.Args().Present() {
+		return fmt.Errorf("receive takes no arguments (got %q)", c.Args().First())
+	}
+	log := slog.Default()
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	spec := c.String("qmp")
+	path, ok := strings.CutPrefix(spec, "unix:")
+	if !ok {
+		return fmt.Errorf("--qmp %q: want unix:PATH", spec)
+	}
+	var serverTLS *tls.Config
+	tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
+	if tlsFiles.Enabled() {
+		var err error
+		if serverTLS, err = tlsFiles.Config(true); err != nil {
+			return err
+		}
+	}
+	dest, err := qemuguest.DialDest(path)
+	if err != nil {
+		return fmt.Errorf("the destination QEMU: %w", err)
+	}
+	defer dest.Close()
+	if ok, st := dest.Waiting(); !ok {
+		return fmt.Errorf("the QEMU at %s is %s, not waiting for a migration: start it with -incoming defer", spec, st)
+	}
+	l, err := migrator.Listen(c.String("listen"), serverTLS)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	defer l.Close()
+	out := c.App.Writer
+	fmt.Fprintf(out, "QEMU pid %d, %s of guest RAM shared; waiting for pagecast migrate --to %s\n",
+		dest.PID(), units.FormatBytes(float64(dest.MemoryBytes())), c.String("listen"))
+	res, err := receive(ctx, l, dest, serverTLS, log)
+	if err != nil {
+		if errors.Is(err, migrator.ErrNoHandshake) {
+			return err
+		}
+		return fmt.Errorf("the migration failed; the guest stays with the source: %w", err)
+	}
+	if res.Verified {
+		fmt.Fprintln(out, "migration received, memory verified; guest running")
+	} else {
+		fmt.Fprintln(out, "migration received, memory not verified (the source's checksums did not come); guest running")
+	}
+	return nil
+}

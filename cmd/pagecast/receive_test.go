@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/qmpclient"
+)
+
+// TestReceiveHandStartedQEMU: pagecast's engine migrates the guest of
+// `vm run --monitor qemu` into a QEMU started by hand, as a user would
+// (guest RAM in a memfd, no kernel, two QMP sockets, -incoming defer),
+// through `pagecast receive`: the memory checks out, receive exits 0 and
+// QEMU runs the guest. receive first refuses a QEMU that is not waiting
+// for a migration.
+func TestReceiveHandStartedQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	addr := freeAddr(t)
+	out, err := exec.Command(binary, "receive", "--qmp", "unix:"+src.sock, "--listen", "tcp:"+addr).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is running, not waiting for a migration: start it with -incoming defer") {
+		t.Fatalf("receive into a running QEMU: %v\n%s", err, out)
+	}
+
+	dir := t.TempDir()
+	dstQMP, watchQMP := filepath.Join(dir, "dst.sock"), filepath.Join(dir, "watch.sock")
+	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-machine", "pc,memory-backend=ram", "-m", "32M",
+		"-object", "memory-backend-memfd,id=ram,size=32M,share=on", "-nographic", "-nodefaults",
+		"-serial", "file:"+filepath.Join(dir, "serial.log"), // as the source has
+		"-qmp", "unix:"+dstQMP+",server=on,wait=off", "-qmp", "unix:"+watchQMP+",server=on,wait=off", "-incoming", "defer")
+	var qemuErr bytes.Buffer
+	qemu.Stderr = &qemuErr
+	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qemu.Process.Kill(); qemu.Wait() })
+	waitFor(t, "the hand-started QEMU's QMP socket", func() bool {
+		c, err := net.Dial("unix", dstQMP)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+
+	recv := exec.Command(binary, "receive", "--qmp", "unix:"+dstQMP, "--listen", "tcp:"+addr)
+	var recvOut bytes.Buffer
+	recv.Stdout, recv.Stderr = &recvOut, &recvOut
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	recvDone := make(chan error, 1)
+	go func() { recvDone <- recv.Wait() }()
+	t.Cleanup(func() { recv.Process.Kill() })
+	waitFor(t, "receive listening on "+addr, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close() // receive logs the empty connection and waits on
+		}
+		return err == nil
+	})
+
+	mig, err := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+addr,
+		"--mode", "predictive", "--bandwidth", "32MiB/s", "--dest-qmp", "unix:"+watchQMP, "--quiet").CombinedOutput()
+	if err != nil || !strings.Contains(string(mig), "verified         true") {
+		t.Fatalf("migrate into the hand-started QEMU: %v\n%s\nreceive:\n%s\nqemu: %s", err, mig, recvOut.String(), qemuErr.String())
+	}
+	select {
+	case err := <-recvDone:
+		if err != nil || !strings.Contains(recvOut.String(), "migration received, memory verified; guest running") {
+			t.Fatalf("receive: %v\n%s", err, recvOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("receive did not exit after the migration:\n%s", recvOut.String())
+	}
+	mon, err := qmpclient.Dial("unix", watchQMP, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Disconnect()
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	if st := run(t, mon, "query-status", nil)["status"]; st != "running" {
+		t.Errorf("the hand-started QEMU is %v after the migration, want running", st)
+	}
+}
+
+// waitFor polls ok every 20 ms for up to 30 s.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("no %s after 30 s", what)
+		}
+	}
+}
