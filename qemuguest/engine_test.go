@@ -40,26 +40,7 @@ func TestEngine(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer dst.Close()
-			uri, done := receiveOnce(t, dst, migrator.ReceiveConfig{})
-			m, err := migrator.Outgoing(src, uri,
-				migrator.Config{Mode: tc.mode, MaxBandwidth: 32 << 20, MaxRounds: 8, TargetRound: 3})
-			if err != nil {
-				t.Fatal(err)
-			}
-			info, err := m.Wait()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			x := info.Pagecast
-			t.Logf("%s: %d ms, downtime %d ms, %.1f MiB, rounds %v, deferred %d, throttle %d%%, stopped: %s",
-				tc.mode, info.TotalTime, info.Downtime, float64(info.RAM.Transferred)/(1<<20), x.RoundPages,
-				x.DeferredAll, info.CPUThrottlePercentage, x.StopReason)
-			if info.Status != migrator.StatusCompleted || !x.Verified {
-				t.Fatalf("status %s, verified %v", info.Status, x.Verified)
-			}
+			info := engineMigrate(t, src, dst, migrator.Config{Mode: tc.mode, MaxBandwidth: 32 << 20, MaxRounds: 8, TargetRound: 3})
 			if tc.check != nil {
 				tc.check(t, info)
 			}
@@ -75,6 +56,32 @@ func TestEngine(t *testing.T) {
 			waitRuns(t, dst.VM(), p)
 		})
 	}
+}
+
+// engineMigrate migrates src into dst with pagecast's engine and cfg, and
+// checks that the migration completed with the memory verified.
+func engineMigrate(t *testing.T, src migrator.Guest, dst migrator.Destination, cfg migrator.Config) migrator.Info {
+	t.Helper()
+	uri, done := receiveOnce(t, dst, migrator.ReceiveConfig{})
+	m, err := migrator.Outgoing(src, uri, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	x := info.Pagecast
+	t.Logf("%s: %d ms, downtime %d ms, %.1f MiB, rounds %v, deferred %d, throttle %d%%, stopped: %s",
+		cfg.Mode, info.TotalTime, info.Downtime, float64(info.RAM.Transferred)/(1<<20), x.RoundPages,
+		x.DeferredAll, info.CPUThrottlePercentage, x.StopReason)
+	if info.Status != migrator.StatusCompleted || !x.Verified {
+		t.Fatalf("status %s, verified %v", info.Status, x.Verified)
+	}
+	return info
 }
 
 func compressed(t *testing.T, i migrator.Info) {

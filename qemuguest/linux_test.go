@@ -45,24 +45,7 @@ while :; do i=$((i+1)); yes $i | head -c 2097152 > /dev/shm/x; echo "pagecast-ti
 		t.Fatal(err)
 	}
 	defer dst.Close()
-	uri, done := receiveOnce(t, dst, migrator.ReceiveConfig{})
-	m, err := migrator.Outgoing(src, uri, migrator.Config{Mode: migrator.ModePredictive, MaxBandwidth: 64 << 20, MaxRounds: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := m.Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	x := info.Pagecast
-	t.Logf("%d ms, downtime %d ms, %.1f MiB, rounds %v, deferred %d, stopped: %s",
-		info.TotalTime, info.Downtime, float64(info.RAM.Transferred)/(1<<20), x.RoundPages, x.DeferredAll, x.StopReason)
-	if info.Status != migrator.StatusCompleted || !x.Verified {
-		t.Fatalf("status %s, verified %v", info.Status, x.Verified)
-	}
+	engineMigrate(t, src, dst, migrator.Config{Mode: migrator.ModePredictive, MaxBandwidth: 64 << 20, MaxRounds: 8})
 	last := lastTick(t, src.VM().SerialPath())
 	if _, err := dst.VM().WaitSerial(fmt.Sprintf("pagecast-tick %d", last+2), 60*time.Second); err != nil {
 		t.Fatalf("the source's shell stopped at tick %d; on the destination: %v", last, err)
