@@ -2,6 +2,7 @@ package qemuguest
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
@@ -16,7 +17,8 @@ var _ migrator.Destination = (*Dest)(nil)
 // loading the device state leaves it alone too.
 type Dest struct {
 	vm
-	in *incoming // made ready by PrepareRestore
+	in      *incoming // made ready by PrepareRestore
+	sockDir string    // where QEMU's incoming socket goes: the directory of the QEMU StartDest or DestFromVM has, removed with it; else a new one
 }
 
 // DialDest connects to the QMP socket of a QEMU waiting with -incoming.
@@ -47,7 +49,7 @@ func NewDest(mon Monitor) (*Dest, error) {
 // DestFromVM is the QEMU v started with Options.Incoming; v stays the
 // caller's to close.
 func DestFromVM(v *qemu.VM) (*Dest, error) {
-	d := &Dest{}
+	d := &Dest{sockDir: filepath.Dir(v.SerialPath())}
 	if err := d.attach(v.Monitor, v.PID(), v.Memory()); err != nil {
 		d.Close()
 		return nil, err
@@ -75,6 +77,9 @@ func (d *Dest) Restore(state []byte) error {
 	if err := loadState(d.mon, *d.in, state); err != nil {
 		return fmt.Errorf("restore qemu %d state: %w", d.pid, err)
 	}
+	if err := d.in.close(); err != nil { // QEMU listens there no more
+		return fmt.Errorf("restore qemu %d state: %w", d.pid, err)
+	}
 	return nil
 }
 
@@ -83,17 +88,19 @@ var _ migrator.RestorePreparer = (*Dest)(nil)
 // PrepareRestore readies QEMU's incoming migration for the state (see
 // prepareIncoming) once a source is accepted, so that the switch-over's
 // pause does not wait for it: measured on a TCG QEMU, it was 11 ms of the
-// 24 ms Restore took. Called again, it does nothing.
+// 24 ms Restore took. Called again, it does nothing. Until a state has
+// loaded, QEMU listens on a socket in a directory of this process's, left
+// in place should the migration fail, so that another attempt on the same
+// QEMU (a Dest dialled anew) finds it (QEMU takes migrate-incoming once).
 func (d *Dest) PrepareRestore() error {
 	if d.in != nil {
 		return nil
 	}
-	in, err := prepareIncoming(d.mon, d.pid)
+	in, err := prepareIncoming(d.mon, d.pid, d.sockDir)
 	if err != nil {
 		return fmt.Errorf("prepare qemu %d for the state: %w", d.pid, err)
 	}
 	d.in = &in
-	d.owned = append(d.owned, in.close)
 	return nil
 }
 

@@ -126,7 +126,7 @@ func waitMigration(mon Monitor, deadline time.Time) (migrationInfo, error) {
 // -incoming, and waits until QEMU has loaded it. QEMU 7.2 exits when a
 // stream fails to load.
 func restoreState(mon Monitor, pid int, state []byte) (err error) {
-	in, err := prepareIncoming(mon, pid)
+	in, err := prepareIncoming(mon, pid, "")
 	if err != nil {
 		return fmt.Errorf("restore qemu %d state: %w", pid, err)
 	}
@@ -143,7 +143,9 @@ type incoming struct {
 	dir string // the directory holding the socket pagecast gave a QEMU waiting with -incoming defer, or ""
 }
 
-// close removes the socket's directory.
+// close removes the socket's directory. QEMU listens there until a state
+// has loaded: a Dest whose migration failed before leaves it (in tmpBase)
+// for the next attempt on the same QEMU.
 func (in incoming) close() error {
 	if in.dir == "" {
 		return nil
@@ -153,10 +155,11 @@ func (in incoming) close() error {
 
 // prepareIncoming makes QEMU pid, waiting with -incoming, ready to load a
 // state saveState captured: x-ignore-shared set and, for -incoming defer,
-// QEMU listening on a unix socket in a new directory. It takes some 11 ms
+// QEMU listening on a unix socket in dir, or in a new directory if dir is
+// "". It takes some 11 ms
 // of QMP on a TCG QEMU, which the destination spends before the
 // switch-over rather than in it (Dest.PrepareRestore).
-func prepareIncoming(mon Monitor, pid int) (in incoming, err error) {
+func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) {
 	if st, err := runState(mon); err != nil {
 		return in, err
 	} else if st != "inmigrate" {
@@ -165,21 +168,50 @@ func prepareIncoming(mon Monitor, pid int) (in incoming, err error) {
 	if err := setIgnoreShared(mon); err != nil {
 		return in, err
 	}
+	// An earlier attempt may have started QEMU's incoming migration (a
+	// source that died mid-migration, before the state came): QEMU
+	// accepts migrate-incoming once, and listens on there still.
+	var info struct {
+		Sockets []struct {
+			Type string `json:"type"`
+			Path string `json:"path"`
+			Host string `json:"host"`
+			Port string `json:"port"`
+		} `json:"socket-address"`
+	}
+	if err := qemu.QMP(mon, "query-migrate", nil, &info); err != nil {
+		return in, err
+	}
+	if len(info.Sockets) > 0 {
+		switch a := info.Sockets[0]; a.Type {
+		case "unix":
+			if _, err := os.Stat(a.Path); err != nil {
+				return in, fmt.Errorf("qemu's incoming migration was started on unix:%s, which is gone (%w): start QEMU again with -incoming defer", a.Path, err)
+			}
+			in.uri = "unix:" + a.Path
+		case "inet":
+			in.uri = "tcp:" + net.JoinHostPort(a.Host, a.Port)
+		default:
+			return in, fmt.Errorf("qemu's incoming migration was started on a %s socket: want unix or tcp", a.Type)
+		}
+		return in, nil
+	}
 	uri, err := incomingURI(pid)
 	if err != nil {
 		return in, err
 	}
 	if uri == "defer" {
-		dir, err := os.MkdirTemp(tmpBase(), "pagecast-incoming-")
-		if err != nil {
-			return in, err
+		if dir == "" {
+			if dir, err = os.MkdirTemp(tmpBase(), "pagecast-incoming-"); err != nil {
+				return in, err
+			}
+			in.dir = dir
 		}
 		uri = "unix:" + filepath.Join(dir, "incoming.sock")
 		if err := qemu.QMP(mon, "migrate-incoming", map[string]any{"uri": uri}, nil); err != nil {
-			os.RemoveAll(dir)
-			return in, err
+			in.close()
+			return incoming{}, err
 		}
-		in.dir = dir
 	}
 	if network, _, ok := strings.Cut(uri, ":"); !ok || (network != "unix" && network != "tcp") {
 		in.close()

@@ -19,7 +19,8 @@ import (
 // (guest RAM in a memfd, no kernel, two QMP sockets, -incoming defer),
 // through `pagecast receive`: the memory checks out, receive exits 0 and
 // QEMU runs the guest. receive first refuses a QEMU that is not waiting
-// for a migration.
+// for a migration, and a first attempt whose source is killed in round 1
+// leaves the QEMU waiting for the next.
 func TestReceiveHandStartedQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
@@ -53,35 +54,63 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 		return err == nil
 	})
 
-	recv := exec.Command(binary, "receive", "--qmp", "unix:"+dstQMP, "--listen", "tcp:"+addr)
-	var recvOut bytes.Buffer
-	recv.Stdout, recv.Stderr = &recvOut, &recvOut
-	if err := recv.Start(); err != nil {
+	// receive runs `pagecast receive` into the hand-started QEMU and waits
+	// until it listens.
+	receive := func() (*syncBuffer, chan error) {
+		recv := exec.Command(binary, "receive", "--qmp", "unix:"+dstQMP, "--listen", "tcp:"+addr)
+		out := &syncBuffer{}
+		recv.Stdout, recv.Stderr = out, out
+		if err := recv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- recv.Wait() }()
+		t.Cleanup(func() { recv.Process.Kill() })
+		waitFor(t, "receive listening on "+addr, func() bool {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close() // receive logs the empty connection and waits on
+			}
+			return err == nil
+		})
+		return out, done
+	}
+	exited := func(what string, done chan error, out *syncBuffer) error {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: receive did not exit:\n%s", what, out.String())
+		}
+		return nil
+	}
+	migrate := func(bandwidth string) *exec.Cmd {
+		return exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+addr,
+			"--mode", "predictive", "--bandwidth", bandwidth, "--dest-qmp", "unix:"+watchQMP, "--quiet")
+	}
+
+	// A first attempt whose source dies in round 1: receive fails, the
+	// QEMU waits on for another.
+	recvOut, recvDone := receive()
+	first := migrate("4MiB/s")
+	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	recvDone := make(chan error, 1)
-	go func() { recvDone <- recv.Wait() }()
-	t.Cleanup(func() { recv.Process.Kill() })
-	waitFor(t, "receive listening on "+addr, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close() // receive logs the empty connection and waits on
-		}
-		return err == nil
-	})
+	waitFor(t, "the first migration accepted", func() bool { return strings.Contains(recvOut.String(), "incoming migration accepted") })
+	time.Sleep(300 * time.Millisecond)
+	first.Process.Kill()
+	first.Wait()
+	if err := exited("a source killed in round 1", recvDone, recvOut); err == nil || !strings.Contains(recvOut.String(), "the migration failed; the guest stays with the source") {
+		t.Fatalf("receive after its source was killed: %v\n%s", err, recvOut.String())
+	}
 
-	mig, err := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+addr,
-		"--mode", "predictive", "--bandwidth", "32MiB/s", "--dest-qmp", "unix:"+watchQMP, "--quiet").CombinedOutput()
+	recvOut, recvDone = receive()
+	mig, err := migrate("32MiB/s").CombinedOutput()
 	if err != nil || !strings.Contains(string(mig), "verified         true") {
 		t.Fatalf("migrate into the hand-started QEMU: %v\n%s\nreceive:\n%s\nqemu: %s", err, mig, recvOut.String(), qemuErr.String())
 	}
-	select {
-	case err := <-recvDone:
-		if err != nil || !strings.Contains(recvOut.String(), "migration received, memory verified; guest running") {
-			t.Fatalf("receive: %v\n%s", err, recvOut.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("receive did not exit after the migration:\n%s", recvOut.String())
+	if err := exited("the second migration", recvDone, recvOut); err != nil || !strings.Contains(recvOut.String(), "migration received, memory verified; guest running") {
+		t.Fatalf("receive: %v\n%s", err, recvOut.String())
 	}
 	mon, err := qmpclient.Dial("unix", watchQMP, 2*time.Second)
 	if err != nil {
