@@ -474,8 +474,8 @@ func TestRestoreFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := m.Wait()
-	if err == nil || !strings.Contains(info.ErrorDesc, "device model refuses the state") {
-		t.Fatalf("migration into a destination that cannot restore: %v", err)
+	if err == nil || strings.Count(info.ErrorDesc, "device model refuses the state") != 1 {
+		t.Fatalf("migration into a destination that cannot restore: %v; want its reason, once", err)
 	}
 	<-d.done
 	if d.err == nil {

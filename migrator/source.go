@@ -380,6 +380,9 @@ func (s *sender) why(err error) error {
 			return err
 		}
 		if rec.Type == RecAbort {
+			if strings.Contains(err.Error(), rec.Text) {
+				return err // its verdict said it already
+			}
 			return fmt.Errorf("the destination aborted: %s (%w)", rec.Text, err)
 		}
 	}
