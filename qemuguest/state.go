@@ -189,6 +189,9 @@ func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) 
 				return in, fmt.Errorf("qemu's incoming migration was started on unix:%s, which is gone (%w): start QEMU again with -incoming defer", a.Path, err)
 			}
 			in.uri = "unix:" + a.Path
+			if d := filepath.Dir(a.Path); strings.HasPrefix(d, filepath.Join(tmpBase(), "pagecast-incoming-")) {
+				in.dir = d // the earlier attempt's: gone with the state loaded
+			}
 		case "inet":
 			in.uri = "tcp:" + net.JoinHostPort(a.Host, a.Port)
 		default:

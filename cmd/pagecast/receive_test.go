@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -104,6 +105,25 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 		t.Fatalf("receive after its source was killed: %v\n%s", err, recvOut.String())
 	}
 
+	// QEMU listens on where the first attempt started its incoming
+	// migration, for the second.
+	mon, err := qmpclient.Dial("unix", watchQMP, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Disconnect()
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	var sock string
+	if a, ok := run(t, mon, "query-migrate", nil)["socket-address"].([]any); ok && len(a) == 1 {
+		sock, _ = a[0].(map[string]any)["path"].(string)
+	}
+	if _, err := os.Stat(sock); sock == "" || err != nil {
+		t.Fatalf("after the first attempt QEMU listens on %q (%v), want the socket receive gave it", sock, err)
+	}
+	mon.Disconnect()
+
 	recvOut, recvDone = receive()
 	mig, err := migrate("32MiB/s").CombinedOutput()
 	if err != nil || !strings.Contains(string(mig), "verified         true") {
@@ -112,7 +132,10 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 	if err := exited("the second migration", recvDone, recvOut); err != nil || !strings.Contains(recvOut.String(), "migration received, memory verified; guest running") {
 		t.Fatalf("receive: %v\n%s", err, recvOut.String())
 	}
-	mon, err := qmpclient.Dial("unix", watchQMP, 2*time.Second)
+	if _, err := os.Stat(filepath.Dir(sock)); !os.IsNotExist(err) {
+		t.Errorf("the incoming socket's directory %s is still there after the state loaded (%v)", filepath.Dir(sock), err)
+	}
+	mon, err = qmpclient.Dial("unix", watchQMP, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
