@@ -156,9 +156,8 @@ func (in incoming) close() error {
 // prepareIncoming makes QEMU pid, waiting with -incoming, ready to load a
 // state saveState captured: x-ignore-shared set and, for -incoming defer,
 // QEMU listening on a unix socket in dir, or in a new directory if dir is
-// "". It takes some 11 ms
-// of QMP on a TCG QEMU, which the destination spends before the
-// switch-over rather than in it (Dest.PrepareRestore).
+// "". It takes some 11 ms of QMP on a TCG QEMU, which the destination
+// spends before the switch-over rather than in it (Dest.PrepareRestore).
 func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) {
 	if st, err := runState(mon); err != nil {
 		return in, err
