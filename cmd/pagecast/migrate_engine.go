@@ -94,12 +94,9 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	if choice != nil {
 		cfg.Auto = choice.Report()
 	}
-	tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
-	if tlsFiles.Enabled() {
-		var err error
-		if cfg.TLS, err = tlsFiles.Config(false); err != nil {
-			return err
-		}
+	var err error
+	if cfg.TLS, err = tlsConfig(c, false); err != nil {
+		return err
 	}
 	if metrics != nil && choice == nil {
 		metrics.Begin(time.Now(), migrationmetrics.EnginePagecast, p.Mode, p.MaxBandwidth)

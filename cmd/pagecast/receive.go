@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,13 +60,9 @@ func runReceive(c *cli.Context) error {
 	if !ok {
 		return fmt.Errorf("--qmp %q: want unix:PATH", spec)
 	}
-	var serverTLS *tls.Config
-	tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
-	if tlsFiles.Enabled() {
-		var err error
-		if serverTLS, err = tlsFiles.Config(true); err != nil {
-			return err
-		}
+	serverTLS, err := tlsConfig(c, true)
+	if err != nil {
+		return err
 	}
 	dest, err := qemuguest.DialDest(path)
 	if err != nil {
@@ -92,10 +87,6 @@ func runReceive(c *cli.Context) error {
 		}
 		return fmt.Errorf("the migration failed; the guest stays with the source: %w", err)
 	}
-	if res.Verified {
-		fmt.Fprintln(out, "migration received, memory verified; guest running")
-	} else {
-		fmt.Fprintln(out, "migration received, memory not verified (the source's checksums did not come); guest running")
-	}
+	printReceived(out, res)
 	return nil
 }

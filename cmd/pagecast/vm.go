@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -107,6 +108,25 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 			continue
 		}
 		return res, err
+	}
+}
+
+// tlsConfig is the mutual TLS of --tls-cert, --tls-key and --tls-ca, for
+// the listening end (server) or the dialling one; nil without them.
+func tlsConfig(c *cli.Context, server bool) (*tls.Config, error) {
+	files := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
+	if !files.Enabled() {
+		return nil, nil
+	}
+	return files.Config(server)
+}
+
+// printReceived says on out that a migration arrived and the guest runs.
+func printReceived(out io.Writer, res migrator.Received) {
+	if res.Verified {
+		fmt.Fprintln(out, "migration received, memory verified; guest running")
+	} else {
+		fmt.Fprintln(out, "migration received, memory not verified (the source's checksums did not come); guest running")
 	}
 }
 
@@ -216,16 +236,13 @@ func runVM(c *cli.Context) error {
 		defer l.Close()
 	}
 
-	tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
-	var clientTLS, serverTLS *tls.Config
-	if tlsFiles.Enabled() {
-		var err error
-		if clientTLS, err = tlsFiles.Config(false); err != nil {
-			return err
-		}
-		if serverTLS, err = tlsFiles.Config(true); err != nil {
-			return err
-		}
+	clientTLS, err := tlsConfig(c, false)
+	if err != nil {
+		return err
+	}
+	serverTLS, err := tlsConfig(c, true)
+	if err != nil {
+		return err
 	}
 	var incoming net.Listener
 	if uri := c.String("incoming"); uri != "" {

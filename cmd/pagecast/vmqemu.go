@@ -198,11 +198,8 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		}
 		o.incoming = c.String("incoming")
 	case engine == enginePagecast:
-		tlsFiles := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
-		if tlsFiles.Enabled() {
-			if serverTLS, err = tlsFiles.Config(true); err != nil {
-				return err
-			}
+		if serverTLS, err = tlsConfig(c, true); err != nil {
+			return err
 		}
 		l, err := migrator.Listen(c.String("incoming"), serverTLS)
 		if err != nil {
@@ -239,11 +236,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if res.Verified {
-			fmt.Fprintln(out, "migration received, memory verified; guest running")
-		} else {
-			fmt.Fprintln(out, "migration received, memory not verified (the source's checksums did not come); guest running")
-		}
+		printReceived(out, res)
 	} else if o.incoming != "" {
 		fmt.Fprintf(out, "waiting for an incoming QEMU migration on %s\n", o.incoming)
 	} else if o.kernel != "" {
