@@ -82,8 +82,8 @@ func runReceive(c *cli.Context) error {
 		dest.PID(), units.FormatBytes(float64(dest.MemoryBytes())), c.String("listen"))
 	res, err := receive(ctx, l, dest, serverTLS, log)
 	if err != nil {
-		if errors.Is(err, migrator.ErrNoHandshake) {
-			return err
+		if errors.Is(err, migrator.ErrNoHandshake) || errors.Is(err, errStoppedWaiting) {
+			return err // no migration began
 		}
 		return fmt.Errorf("the migration failed; the guest stays with the source: %w", err)
 	}

@@ -20,8 +20,9 @@ import (
 // (guest RAM in a memfd, no kernel, two QMP sockets, -incoming defer),
 // through `pagecast receive`: the memory checks out, receive exits 0 and
 // QEMU runs the guest. receive first refuses a QEMU that is not waiting
-// for a migration, and a first attempt whose source is killed in round 1
-// leaves the QEMU waiting for the next.
+// for a migration, says it was stopped when SIGINT comes before a source,
+// and a first attempt whose source is killed in round 1 leaves the QEMU
+// waiting for the next.
 func TestReceiveHandStartedQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
@@ -57,7 +58,7 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 
 	// receive runs `pagecast receive` into the hand-started QEMU and waits
 	// until it listens.
-	receive := func() (*syncBuffer, chan error) {
+	receive := func() (*exec.Cmd, *syncBuffer, chan error) {
 		recv := exec.Command(binary, "receive", "--qmp", "unix:"+dstQMP, "--listen", "tcp:"+addr)
 		out := &syncBuffer{}
 		recv.Stdout, recv.Stderr = out, out
@@ -74,7 +75,7 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 			}
 			return err == nil
 		})
-		return out, done
+		return recv, out, done
 	}
 	exited := func(what string, done chan error, out *syncBuffer) error {
 		select {
@@ -90,9 +91,16 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 			"--mode", "predictive", "--bandwidth", bandwidth, "--dest-qmp", "unix:"+watchQMP, "--quiet")
 	}
 
+	// Stopped before any source came, receive says just that.
+	recv, recvOut, recvDone := receive()
+	recv.Process.Signal(syscall.SIGINT)
+	if err := exited("SIGINT", recvDone, recvOut); err == nil || !strings.Contains(recvOut.String(), "pagecast: stopped while waiting for an incoming migration\n") {
+		t.Fatalf("receive stopped while it waited: %v\n%s", err, recvOut.String())
+	}
+
 	// A first attempt whose source dies in round 1: receive fails, the
 	// QEMU waits on for another.
-	recvOut, recvDone := receive()
+	_, recvOut, recvDone = receive()
 	first := migrate("4MiB/s")
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
@@ -124,7 +132,7 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 	}
 	mon.Disconnect()
 
-	recvOut, recvDone = receive()
+	_, recvOut, recvDone = receive()
 	mig, err := migrate("32MiB/s").CombinedOutput()
 	if err != nil || !strings.Contains(string(mig), "verified         true") {
 		t.Fatalf("migrate into the hand-started QEMU: %v\n%s\nreceive:\n%s\nqemu: %s", err, mig, recvOut.String(), qemuErr.String())

@@ -98,18 +98,25 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 		stop()
 		if err != nil {
 			if ctx.Err() != nil {
-				return migrator.Received{}, fmt.Errorf("stopped while waiting for an incoming migration")
+				return migrator.Received{}, errStoppedWaiting
 			}
 			return migrator.Received{}, fmt.Errorf("accept the incoming migration: %w", err)
 		}
 		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log)
-		if errors.Is(err, migrator.ErrNoHandshake) && ctx.Err() == nil {
+		switch {
+		case errors.Is(err, migrator.ErrNoHandshake) && ctx.Err() != nil:
+			return res, errStoppedWaiting // during a handshake that never came
+		case errors.Is(err, migrator.ErrNoHandshake):
 			log.Warn("refused a connection; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
 			continue
 		}
 		return res, err
 	}
 }
+
+// errStoppedWaiting is receive's error when it is stopped (SIGINT,
+// SIGTERM) before any migration began.
+var errStoppedWaiting = errors.New("stopped while waiting for an incoming migration")
 
 // tlsConfig is the mutual TLS of --tls-cert, --tls-key and --tls-ca, for
 // the listening end (server) or the dialling one; nil without them.
