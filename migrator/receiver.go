@@ -103,6 +103,16 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	if tc, ok := conn.(*tls.Conn); ok {
+		// The handshake on its own, so that its failure is named as one
+		// rather than as the first record's.
+		hctx, cancel := context.WithTimeout(ctx, cfg.IdleTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			return Received{}, fmt.Errorf("incoming migration: TLS handshake with the source: %w (%w)", tlsHint(err, "source"), ErrNoHandshake)
+		}
+	}
 	lc := &linkConn{Conn: conn, ctx: ctx, limit: NewLimiter(0), idle: cfg.IdleTimeout}
 	rc := &receiver{d: d, mem: d.Memory(), pages: memory / PageSize, link: lc,
 		w: NewWriter(lc), r: NewReader(lc), log: cfg.Log.With("component", "incoming"),

@@ -407,7 +407,7 @@ func (m *Migration) dial(ctx context.Context) (net.Conn, error) {
 	defer cancel()
 	if err := tconn.HandshakeContext(hctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("TLS handshake with the destination: %w", err)
+		return nil, fmt.Errorf("TLS handshake with the destination: %w", tlsHint(err, "destination"))
 	}
 	return tconn, nil
 }
@@ -486,7 +486,10 @@ func (s *sender) handshake(mode string) error {
 		return fmt.Errorf("read the destination's answer to the handshake: %w (a destination that requires TLS closes plain connections: give this side its certificate, key and CA)", err)
 	}
 	if err != nil {
-		return fmt.Errorf("read the destination's answer to the handshake: %w", err)
+		// Under TLS 1.3 the destination checks this side's
+		// certificate after the client's handshake has returned: a
+		// refusal arrives as an alert at the first read.
+		return fmt.Errorf("read the destination's answer to the handshake: %w", tlsHint(err, "destination"))
 	}
 	switch rec.Type {
 	case RecAccept:

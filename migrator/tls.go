@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 )
 
@@ -42,6 +43,33 @@ func (f TLSFiles) Config(server bool) (*tls.Config, error) {
 		c.ClientAuth = tls.RequireAndVerifyClientCert
 	} else {
 		c.RootCAs = pool
+		// Present the certificate even where the destination's CA did
+		// not sign it (Go's client would send none), so that the
+		// destination can say what was wrong with it.
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
 	}
 	return c, nil
+}
+
+// tlsHint adds to a failed TLS handshake, or a read just after one, what a
+// user would change: which end's certificate was refused, and by which
+// flag's file. peer is the other end: "destination" or "source".
+func tlsHint(err error, peer string) error {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &unknown):
+		return fmt.Errorf("%w (the %s's certificate is not signed by the CA this side trusts, its --tls-ca)", err, peer)
+	case errors.As(err, &host):
+		return fmt.Errorf("%w (the %s's certificate does not name the address dialled)", err, peer)
+	case errors.As(err, &invalid):
+		return fmt.Errorf("%w (the %s's certificate cannot be used: expired, not yet valid or not for this use)", err, peer)
+	case errors.As(err, &op) && op.Op == "remote error":
+		// Only the alert: the record reader's context around it says
+		// nothing here.
+		return fmt.Errorf("the %s refused this side's certificate (%w): it must be signed by the CA the %s trusts, its --tls-ca", peer, op, peer)
+	}
+	return err
 }

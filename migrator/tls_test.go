@@ -1,54 +1,11 @@
 package migrator
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-)
 
-// testPKI writes a CA and a certificate for 127.0.0.1 signed by it, and
-// returns the files.
-func testPKI(t *testing.T, dir, name string) TLSFiles {
-	t.Helper()
-	write := func(file, typ string, der []byte) string {
-		path := filepath.Join(dir, name+"-"+file)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + " CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	caCert, _ := x509.ParseCertificate(caDER)
-	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	return TLSFiles{Cert: write("cert.pem", "CERTIFICATE", der), Key: write("key.pem", "EC PRIVATE KEY", keyDER),
-		CA: write("ca.pem", "CERTIFICATE", caDER)}
-}
+	"github.com/pagecast/pagecast/internal/testutil"
+)
 
 func TestMutualTLS(t *testing.T) {
 	dir := t.TempDir()
@@ -95,12 +52,12 @@ func TestMutualTLS(t *testing.T) {
 	}
 	if _, err := m2.Wait(); err == nil {
 		t.Fatal("a source with a certificate from another CA migrated")
-	} else {
-		t.Logf("rogue source: %v", err)
+	} else if !strings.Contains(err.Error(), "the destination refused this side's certificate") {
+		t.Errorf("rogue source: %v, want it told its certificate was refused", err)
 	}
 	<-d2.done
-	if d2.err == nil || !strings.Contains(d2.err.Error(), "certificate") {
-		t.Errorf("destination: %v", d2.err)
+	if d2.err == nil || !strings.Contains(d2.err.Error(), "the source's certificate is not signed by the CA this side trusts") {
+		t.Errorf("destination: %v, want the source's certificate named as not signed by its CA", d2.err)
 	}
 	if ok, st := src2.Running(); !ok {
 		t.Fatalf("rogue source is %s", st)
@@ -122,7 +79,37 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatalf("plain source is %s", st)
 	}
 
+	// A source that trusts another CA than the one that signed the
+	// destination's certificate says so, and keeps its guest.
+	wrongCA, err := TLSFiles{Cert: good.Cert, Key: good.Key, CA: rogue.CA}.Config(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src4 := newMemGuest(t, load, true)
+	dst4 := newMemGuest(t, load, false)
+	d4 := listenDestination(t, dst4, ReceiveConfig{TLS: server})
+	m4, err := Outgoing(src4, d4.uri, Config{TLS: wrongCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m4.Wait(); err == nil || !strings.Contains(err.Error(), "the destination's certificate is not signed by the CA this side trusts") {
+		t.Errorf("source trusting another CA: %v", err)
+	}
+	<-d4.done
+	if d4.err == nil || !strings.Contains(d4.err.Error(), "the source refused this side's certificate") {
+		t.Errorf("destination of a source trusting another CA: %v", d4.err)
+	}
+	if ok, st := src4.Running(); !ok {
+		t.Fatalf("source trusting another CA is %s", st)
+	}
+
 	if _, err := (TLSFiles{Cert: good.Cert}).Config(false); err == nil {
 		t.Error("TLS with only a certificate was accepted")
 	}
+}
+
+// testPKI writes a CA and a certificate for 127.0.0.1 signed by it.
+func testPKI(t *testing.T, dir, name string) TLSFiles {
+	cert, key, ca := testutil.PKI(t, dir, name)
+	return TLSFiles{Cert: cert, Key: key, CA: ca}
 }
