@@ -1,8 +1,10 @@
 package qemuguest
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
@@ -19,6 +21,7 @@ type Dest struct {
 	vm
 	in      *incoming // made ready by PrepareRestore
 	sockDir string    // where QEMU's incoming socket goes: the directory of the QEMU StartDest or DestFromVM has, removed with it; else a new one
+	said    qemuSaid  // QEMU's standard error from the Dest's making on, where it can be read
 }
 
 // DialDest connects to the QMP socket of a QEMU waiting with -incoming.
@@ -33,6 +36,10 @@ func DialDest(qmpPath string) (*Dest, error) {
 		return nil, err
 	}
 	d.owned = append(d.owned, mon.Disconnect)
+	if said, closeFile := saidToFile(d.pid); said != nil {
+		d.said = said
+		d.owned = append(d.owned, closeFile)
+	}
 	return d, nil
 }
 
@@ -49,7 +56,7 @@ func NewDest(mon Monitor) (*Dest, error) {
 // DestFromVM is the QEMU v started with Options.Incoming; v stays the
 // caller's to close.
 func DestFromVM(v *qemu.VM) (*Dest, error) {
-	d := &Dest{sockDir: filepath.Dir(v.SerialPath())}
+	d := &Dest{sockDir: filepath.Dir(v.SerialPath()), said: saidSince(v.Stderr)}
 	if err := d.attach(v.Monitor, v.PID(), v.Memory()); err != nil {
 		d.Close()
 		return nil, err
@@ -75,6 +82,12 @@ func (d *Dest) Restore(state []byte) error {
 		return restoreState(d.mon, d.pid, state)
 	}
 	if err := loadState(d.mon, *d.in, state); err != nil {
+		var refused *stateRefused
+		if errors.As(err, &refused) {
+			if words := d.said.lastWords(200 * time.Millisecond); words != "" {
+				return fmt.Errorf("restore qemu %d state: QEMU refused it and exited, saying: %s (%w)", d.pid, words, refused.cause)
+			}
+		}
 		return fmt.Errorf("restore qemu %d state: %w", d.pid, err)
 	}
 	if err := d.in.close(); err != nil { // QEMU listens there no more

@@ -152,6 +152,33 @@ func TestFailure(t *testing.T) {
 		}
 	})
 
+	t.Run("a destination unlike the source", func(t *testing.T) {
+		// A source with a NIC, a destination without: the handshake
+		// cannot tell (same machine, memory and vCPUs), but QEMU finds a
+		// RAM block in the state (the NIC's option ROM) it has nowhere to
+		// put, says so on its standard error and exits. Both ends are
+		// told its words; that source runs on.
+		o := failureOptions(t, hotWorkload())
+		o.Extra = append(o.Extra, "-device", "virtio-net-pci")
+		nic, err := qemuguest.StartSource(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, nic.PID())
+		defer nic.Close()
+		waitProgress(t, nic.VM(), 1, 30*time.Second)
+		dst := startFailureDest(t, &pids)
+		r := runFailure(t, nic, dst, cfg, nil, nil)
+		const said = "QEMU refused it and exited, saying: qemu-system-x86_64: "
+		if !strings.Contains(fmt.Sprint(r.recvErr), said) {
+			t.Errorf("receiver: %v; want QEMU's own words", r.recvErr)
+		}
+		if !strings.Contains(r.info.ErrorDesc, said) {
+			t.Errorf("error-desc %q does not give QEMU's words", r.info.ErrorDesc)
+		}
+		r.sourceRunsOn(t, nic)
+	})
+
 	t.Run("link cut", func(t *testing.T) {
 		dst := startFailureDest(t, &pids)
 		// Throttle mode, so the engine has slowed the vCPUs (a cgroup)

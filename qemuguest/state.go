@@ -223,6 +223,16 @@ func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) 
 	return in, nil
 }
 
+// stateRefused is a state QEMU did not load: it exited, as QEMU 7.2 does
+// then, and cause is how that showed.
+type stateRefused struct{ cause error }
+
+func (e *stateRefused) Error() string {
+	return e.cause.Error() + ": QEMU exits when the state does not load, saying why on its standard error (a machine or devices unlike the source's, for one)"
+}
+
+func (e *stateRefused) Unwrap() error { return e.cause }
+
 // loadState feeds state to the QEMU listening at in, waits until QEMU has
 // loaded it, and turns x-ignore-shared off again.
 func loadState(mon Monitor, in incoming, state []byte) error {
@@ -246,12 +256,17 @@ func loadState(mon Monitor, in incoming, state []byte) error {
 	_, err = io.Copy(c, bytes.NewReader(state))
 	c.Close()
 	if err != nil {
+		// QEMU stops reading, and exits, at the first part it will not
+		// take.
+		if _, qerr := runState(mon); qerr != nil {
+			return &stateRefused{fmt.Errorf("send the state: %w (and QMP: %w)", err, qerr)}
+		}
 		return fmt.Errorf("send the state: %w", err)
 	}
 	for {
 		st, err := runState(mon)
 		if err != nil {
-			return fmt.Errorf("%w: QEMU exits when the state does not load, saying why on its standard error (a machine or devices unlike the source's, for one)", err)
+			return &stateRefused{err}
 		}
 		switch st {
 		case "inmigrate":
