@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/pagecast/pagecast/internal/units"
 )
 
 // The client side of QEMU-shaped migration: the same few QMP commands drive
@@ -25,6 +27,20 @@ type Params struct {
 	Profile       string        // pagecast only: "x-pagecast-profile", a trace file to warm the predictor
 	Prefer        string        // pagecast only: "x-pagecast-prefer", what mode auto optimises: time, bytes or downtime
 	Observe       int           // pagecast only: "x-pagecast-observe", 100 ms epochs mode auto watches the guest for
+}
+
+// CheckLink refuses a downtime limit no migration can meet: negative, or
+// shorter than the link at bandwidth (bytes/s; 0: uncapped) takes to move
+// one page.
+func CheckLink(bandwidth uint64, limit time.Duration) error {
+	if limit < 0 {
+		return fmt.Errorf("downtime limit %v is negative", limit)
+	}
+	if moved := float64(bandwidth) * limit.Seconds(); bandwidth > 0 && moved < PageSize {
+		return fmt.Errorf("at %s/s the link moves %s in the downtime limit of %v, less than one %d-byte page, so no migration can meet it",
+			units.FormatBytes(float64(bandwidth)), units.FormatBytes(moved), limit, PageSize)
+	}
+	return nil
 }
 
 // clientParams is Params as QMP spells it. omitempty leaves the zero

@@ -161,12 +161,14 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 	if err != nil {
 		return QEMUPlan{}, err
 	}
-	const engine = "pagecast's engine on the source: pagecast vm run, or a QEMU guest once pagecast moves QEMU RAM itself"
+	const engine = "pagecast's engine, which runs on a QEMU source whose guest RAM is shared memory and whose dirty pages pagecast tracks, in modes without post-copy, unless --engine qemu"
 	plan := QEMUPlan{Mode: mode, Parameters: QEMUParams{
 		MaxBandwidth:  p.MaxBandwidth,
 		DowntimeLimit: int64((p.DowntimeLimit + time.Millisecond - 1) / time.Millisecond),
 	}}
 	switch {
+	case m.policy == ModePredictive && m.fallback && !m.mecom:
+		return QEMUPlan{}, fmt.Errorf("migration mode %q: on QEMU, +%s is QEMU's own post-copy, which follows QEMU's pre-copy, not predictive's rounds: that is %s+%s; predictive alone runs on %s", mode, Postcopy, ModePrecopy, Postcopy, engine)
 	case m.policy == ModePredictive:
 		return QEMUPlan{}, fmt.Errorf("migration mode %q: predictive needs %s", mode, engine)
 	case m.fallback && m.mecom:

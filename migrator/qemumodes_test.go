@@ -133,12 +133,12 @@ func TestSetupQEMURefuses(t *testing.T) {
 		withDest bool
 		want     string
 	}{
-		{ModePredictive, true, `migration mode "predictive": predictive needs pagecast's engine on the source: pagecast vm run, or a QEMU guest once pagecast moves QEMU RAM itself`},
+		{ModePredictive, true, `migration mode "predictive": predictive needs pagecast's engine, which runs on a QEMU source whose guest RAM is shared memory and whose dirty pages pagecast tracks, in modes without post-copy, unless --engine qemu`},
 		{"predictive+mecom", true, `predictive needs pagecast's engine`},
 		{"throttle+mecom", true, `QEMU's compression (xbzrle) combines with its pre-copy only, so throttle+mecom needs pagecast's engine`},
 		{"tsmc+mecom", true, `on QEMU, tsmc is QEMU's post-copy, which does not compress`},
 		{"mecom+postcopy", true, `+postcopy is QEMU's post-copy, which is not planned with its compression`},
-		{"predictive+postcopy", true, `predictive needs pagecast's engine`},
+		{"predictive+postcopy", true, `+postcopy is QEMU's own post-copy, which follows QEMU's pre-copy, not predictive's rounds: that is precopy+postcopy`},
 		{"teleport", true, `migration mode "teleport": want`},
 		{"tsmc+postcopy", true, `+postcopy follows precopy, predictive or mecom`},
 		{"precopy+tsmc", true, `+tsmc combines with predictive only`},

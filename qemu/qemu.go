@@ -147,6 +147,9 @@ func Start(o Options) (_ *VM, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Kernel == "" && o.MemoryBytes < guest.MinMemory {
+		return nil, fmt.Errorf("memory %d MiB is below the guest's minimum of %d MiB", o.MemoryBytes>>20, guest.MinMemory>>20)
+	}
 	if o.Mix == (guest.Mix{}) {
 		o.Mix = guest.DefaultMix
 	}

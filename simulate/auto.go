@@ -69,7 +69,7 @@ func Choose(ctx context.Context, o Options, observed Workload, prefer string) (C
 // ChooseAmong is Choose among modes only (a QEMU destination cannot take
 // pagecast's tsmc, for one).
 func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer string, modes []string) (Choice, error) {
-	prefer, err := checkPrefer(prefer)
+	prefer, err := CheckPrefer(prefer)
 	if err != nil {
 		return Choice{}, err
 	}
@@ -85,7 +85,7 @@ func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer strin
 // ChooseFrom is ChooseAmong's choice from predictions already made: Run
 // of each mode with o, its Workload what was observed and Start 0.
 func ChooseFrom(predictions []Result, o Options, prefer string) (Choice, error) {
-	prefer, err := checkPrefer(prefer)
+	prefer, err := CheckPrefer(prefer)
 	if err != nil {
 		return Choice{}, err
 	}
@@ -113,9 +113,9 @@ func ChooseFrom(predictions []Result, o Options, prefer string) (Choice, error) 
 	return c, nil
 }
 
-// checkPrefer returns prefer ("" means time), or an error if it is none
+// CheckPrefer returns prefer ("" means time), or an error if it is none
 // of time, bytes and downtime.
-func checkPrefer(prefer string) (string, error) {
+func CheckPrefer(prefer string) (string, error) {
 	switch prefer {
 	case "":
 		return PreferTime, nil

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/migrator/mecom"
 )
@@ -120,13 +119,8 @@ func (o Options) Check() error {
 	if o.Bandwidth == 0 {
 		return errors.New("simulate: bandwidth 0: a migration needs a link that moves bytes (e.g. --bandwidth 1Gbit/s)")
 	}
-	limit := downtimeLimit(o)
-	if limit < 0 {
-		return fmt.Errorf("simulate: downtime limit %v is negative", limit)
-	}
-	if moved := float64(o.Bandwidth) * limit.Seconds(); moved < migrator.PageSize {
-		return fmt.Errorf("simulate: downtime limit %v: the link moves %s in it at %s/s, less than one %d-byte page, so no migration can meet it",
-			limit, units.FormatBytes(moved), units.FormatBytes(float64(o.Bandwidth)), migrator.PageSize)
+	if err := migrator.CheckLink(o.Bandwidth, downtimeLimit(o)); err != nil {
+		return fmt.Errorf("simulate: %w", err)
 	}
 	if w := o.Workload; w.Len() > 0 && o.Start >= w.Len() {
 		return fmt.Errorf("simulate: start at epoch %d, but the workload has %d epochs", o.Start, w.Len())

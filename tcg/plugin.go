@@ -63,8 +63,8 @@ func FindShm(pid int) (string, error) {
 	if shm, ok := shmFromArgs(args, pid); ok {
 		return shm, nil
 	}
-	return "", fmt.Errorf("find plugin area of qemu %d: %w: start QEMU with -accel tcg -plugin %s,shm=PATH "+
-		"(tcg.WritePlugin writes the plugin file)", pid, ErrNoPlugin, PluginName)
+	return "", fmt.Errorf("find plugin area of qemu %d: %w: `pagecast plugin --dir DIR --memory SIZE` writes the plugin "+
+		"and prints the -plugin option to start QEMU with", pid, ErrNoPlugin)
 }
 
 // shmFromArgs finds the plugin's area in a QEMU command line.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -19,6 +20,7 @@ import (
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qmpclient"
+	"github.com/pagecast/pagecast/simulate"
 )
 
 func migrateCommand() *cli.Command {
@@ -100,6 +102,23 @@ func runMigrate(c *cli.Context) error {
 			return fmt.Errorf("--bandwidth: %w", err)
 		}
 		p.MaxBandwidth = bw
+	}
+	if err := migrator.CheckLink(p.MaxBandwidth, p.DowntimeLimit); err != nil {
+		if _, perr := strconv.ParseFloat(c.String("bandwidth"), 64); perr == nil {
+			return fmt.Errorf("--bandwidth %s: %w (a rate without a unit is in bytes a second: say 32MiB/s or 1Gbit/s)", c.String("bandwidth"), err)
+		}
+		return fmt.Errorf("--bandwidth, --downtime-limit: %w", err)
+	}
+	if p.Mode == modeAuto {
+		// What auto is told is checked before it watches the guest.
+		if _, err := simulate.CheckPrefer(c.String("prefer")); err != nil {
+			return fmt.Errorf("--prefer: %w", err)
+		}
+		if n := c.Int("observe"); n < 1 {
+			return fmt.Errorf("--observe %d: auto needs at least one epoch", n)
+		}
+	} else if err := migrator.CheckMode(p.Mode); err != nil {
+		return fmt.Errorf("--mode: %w; or auto", err)
 	}
 	if p.Mode == modeAuto && p.MaxBandwidth == 0 && !localDestination(c.String("to")) {
 		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode (without one only where the destination is this host, whose pace auto measures)")

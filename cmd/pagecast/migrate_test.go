@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -294,5 +295,31 @@ func TestLocalDestination(t *testing.T) {
 		if got := localDestination(uri); got != want {
 			t.Errorf("%s: local %v, want %v", uri, got, want)
 		}
+	}
+}
+
+// TestMigrateFlagErrors: what migrate is told is checked before it touches
+// a VM (the source's socket here does not exist), each in one line that
+// names the flag.
+func TestMigrateFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"rate without a unit", []string{"--bandwidth", "32"}, "--bandwidth 32: at 32 B/s the link moves 10 B in the downtime limit of 300ms, less than one 4096-byte page, so no migration can meet it (a rate without a unit is in bytes a second"},
+		{"limit shorter than a page", []string{"--bandwidth", "1MiB/s", "--downtime-limit", "1ms"}, "--bandwidth, --downtime-limit: at 1.0 MiB/s the link moves 1.0 KiB in the downtime limit of 1ms"},
+		{"unknown mode", []string{"--mode", "fast"}, `--mode: migration mode "fast": want precopy, predictive, throttle, tsmc or mecom`},
+		{"auto prefers", []string{"--mode", "auto", "--prefer", "speed"}, `--prefer: prefer "speed": want time, bytes or downtime`},
+		{"auto observes", []string{"--mode", "auto", "--observe", "0"}, "--observe 0: auto needs at least one epoch"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"migrate", "--qmp", "unix:" + filepath.Join(t.TempDir(), "none.sock"), "--to", "tcp:127.0.0.1:1"}, tc.args...)
+			out, err := exec.Command(binary, args...).CombinedOutput()
+			msg := strings.TrimRight(string(out), "\n")
+			if err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("exit %v, output %q: want one line containing %q", err, msg, tc.want)
+			}
+		})
 	}
 }

@@ -257,7 +257,8 @@ func TestQEMUErrors(t *testing.T) {
 		{"vcpus", []string{"vm", "run", "--monitor", "qemu", "--vcpus", "2"}, "use --vcpus 1 with --monitor qemu"},
 		{"accel on pagecast's monitor", []string{"vm", "run", "--monitor", "pagecast", "--accel", "tcg"}, "--accel is for --monitor qemu"},
 		{"demo accel", []string{"demo", "--monitor", "qemu", "--accel", "nope"}, `unknown accelerator "nope"`},
-		{"no plugin", []string{"profile", "--qmp", "unix:" + plain}, "without pagecast's TCG plugin"},
+		{"no plugin", []string{"profile", "--qmp", "unix:" + plain}, "`pagecast plugin --dir DIR --memory SIZE` writes the plugin"},
+		{"memory below minimum", []string{"vm", "run", "--monitor", "qemu", "--memory", "4M"}, "memory 4 MiB is below the guest's minimum of 8 MiB"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(binary, tc.args...)

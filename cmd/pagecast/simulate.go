@@ -256,8 +256,11 @@ func simulationModes(s string) ([]string, error) {
 	var modes []string
 	for m := range strings.SplitSeq(s, ",") {
 		m = strings.TrimSpace(m)
+		if m == "auto" || m == "all" {
+			return nil, fmt.Errorf("--mode %q: %s stands alone, not in a list of modes", s, m)
+		}
 		if err := migrator.CheckMode(m); err != nil {
-			return nil, fmt.Errorf("--mode: %w", err)
+			return nil, fmt.Errorf("--mode: %w; or all, or auto", err)
 		}
 		if !slices.Contains(modes, m) {
 			modes = append(modes, m)
