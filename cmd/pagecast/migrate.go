@@ -147,9 +147,6 @@ func runMigrate(c *cli.Context) error {
 		if p.Mode == modeAuto {
 			// vm run watches its guest and chooses when migrate comes.
 			p.Prefer, p.Observe = c.String("prefer"), c.Int("observe")
-			if p.Observe < 1 {
-				return fmt.Errorf("--observe %d: auto needs at least one epoch", p.Observe)
-			}
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: the VM watches its guest for %v before it chooses …\n", time.Duration(p.Observe)*autoEpoch)
 		}
 		if destPath != "" {
