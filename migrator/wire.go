@@ -568,6 +568,9 @@ func (r *Reader) next() (*Record, error) {
 		return nil, r.fail(err, "read header")
 	}
 
+	if r.records == 0 && string(h[:4]) == qemuStreamMagic {
+		return nil, r.malformed("QEMU's own migration stream, not pagecast's: the source runs QEMU's migration (pagecast migrate --engine qemu, or QMP migrate on a QEMU) into pagecast's receiver; start the destination with --engine qemu for that, or migrate with pagecast's engine")
+	}
 	size := binary.LittleEndian.Uint32(h[4:])
 	if size > MaxPayload {
 		return nil, r.malformed("%spayload of %d bytes exceeds the %d-byte limit", r.stranger(), size, MaxPayload)
@@ -909,6 +912,9 @@ func (r *Reader) afterHandshake() error {
 	}
 	return nil
 }
+
+// qemuStreamMagic begins QEMU's migration stream (QEMU_VM_FILE_MAGIC).
+const qemuStreamMagic = "QEVM"
 
 // stranger prefixes a header-level complaint about the very first record:
 // there the likely cause is a peer that does not speak the protocol at all.

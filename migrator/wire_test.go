@@ -321,6 +321,8 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"reserved", withHello(recFrame(RecEnd, 0, 4, nil)), "reserved bytes 0x00 0x04, want 0"},
 		{"length", withHello(huge), fmt.Sprintf("payload of %d bytes exceeds the %d-byte limit", MaxPayload+1, MaxPayload)},
 		{"garbage first", []byte("GET / HTTP/1.1\r\n\r\n"), "not a pagecast migration stream: payload of"},
+		// QEMU_VM_FILE_MAGIC, QEMU_VM_FILE_VERSION 3, then QEMU_VM_CONFIGURATION.
+		{"QEMU's stream", []byte("QEVM\x00\x00\x00\x03\x07\x00\x00\x00\x02pc"), "QEMU's own migration stream, not pagecast's"},
 		{"accept with text", withHello(recFrame(RecAccept, 0, 0, []byte("x"))), "1-byte payload, want none"},
 		{"end-round length", withHello(recFrame(RecEndRound, 0, 0, []byte{1, 2, 3})), "3-byte payload, want 4"},
 

@@ -244,6 +244,11 @@ func runMigrate(c *cli.Context) error {
 	if err != nil && switched {
 		return fmt.Errorf("%w (after the switch to post-copy: the guest runs on the destination, part of its memory still on the source)", err)
 	}
+	if err != nil && plan != nil && info.Status == migrator.StatusFailed && (info.RAM == nil || info.RAM.Transferred < 1<<20) &&
+		(strings.Contains(info.ErrorDesc, "Broken pipe") || strings.Contains(info.ErrorDesc, "Connection reset")) {
+		// pagecast's receiver hangs up on QEMU's stream at once.
+		return fmt.Errorf("%w (the guest keeps running on the source; the destination hung up at once: QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts; a pagecast receiver, vm run --incoming or pagecast receive, takes pagecast's engine only)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}

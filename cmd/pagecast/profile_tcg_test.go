@@ -633,6 +633,63 @@ func TestIncomingSurvivesBadPeers(t *testing.T) {
 	}
 }
 
+// TestEngineMismatch: a source and a destination of different engines
+// (QEMU's migration into pagecast's receiver, pagecast's engine into
+// QEMU's own -incoming) are told which is which and the flag that fixes
+// it; the source's guest runs on. vm run --engine qemu --incoming then
+// says when QEMU's migration has brought the guest.
+func TestEngineMismatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	toPagecast, toQEMU := "tcp:"+freeAddr(t), "tcp:"+freeAddr(t)
+	receiver := startQEMURun(t, "--memory", "32M", "--incoming", toPagecast)
+	qemuIncoming := startQEMURun(t, "--memory", "32M", "--incoming", toQEMU, "--engine", "qemu")
+	migrate := func(to string, args ...string) (string, error) {
+		out, err := exec.Command(binary, append([]string{"--log-level", "warn", "migrate", "--qmp", "unix:" + src.sock, "--to", to, "--quiet"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+
+	out, err := migrate(toPagecast, "--engine", "qemu")
+	if want := "QEMU's migration needs a QEMU waiting with its own -incoming"; err == nil || !strings.Contains(out, want) {
+		t.Errorf("QEMU's migration into pagecast's receiver: %v, want %q:\n%s", err, want, out)
+	}
+	waitFor(t, "the receiver's refusal", func() bool { return strings.Contains(receiver.stderr.String(), "refused a connection") })
+	if want := "QEMU's own migration stream, not pagecast's"; !strings.Contains(receiver.stderr.String(), want) {
+		t.Errorf("the receiver's log lacks %q:\n%s", want, receiver.stderr.String())
+	}
+	if st := qmpState(t, src.sock); st != "running" {
+		t.Fatalf("source QEMU is %s, want running", st)
+	}
+
+	out, err = migrate(toQEMU)
+	if want := "so does QEMU's own -incoming, which takes QEMU's migration only (pagecast migrate --engine qemu)"; err == nil || !strings.Contains(out, want) {
+		t.Errorf("pagecast's engine into QEMU's -incoming: %v, want %q:\n%s", err, want, out)
+	}
+	if st := qmpState(t, src.sock); st != "running" {
+		t.Fatalf("source QEMU is %s, want running", st)
+	}
+	select {
+	case <-qemuIncoming.exited: // QEMU exits on a stream it cannot load
+	case <-time.After(10 * time.Second):
+		t.Error("QEMU's -incoming still runs after a stream that is not QEMU's")
+	}
+
+	qemuIncoming = startQEMURun(t, "--memory", "32M", "--incoming", toQEMU, "--engine", "qemu")
+	if out, err := migrate(toQEMU, "--engine", "qemu"); err != nil {
+		t.Fatalf("QEMU's migration into QEMU's -incoming: %v\n%s", err, out)
+	}
+	select {
+	case line := <-qemuIncoming.lines:
+		if line != "QEMU's migration received; guest running" {
+			t.Errorf("vm run --engine qemu --incoming said %q after the migration", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("vm run --engine qemu --incoming said nothing after the migration\n%s", qemuIncoming.stderr.String())
+	}
+}
+
 // syncBuffer is a process's output, read by the test while the process
 // still writes it.
 type syncBuffer struct {

@@ -239,6 +239,11 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		printReceived(out, res)
 	} else if o.incoming != "" {
 		fmt.Fprintf(out, "waiting for an incoming QEMU migration on %s\n", o.incoming)
+		st, err := waitIncomingQEMU(ctx, vm.VM)
+		if err != nil || st == "" {
+			return err
+		}
+		fmt.Fprintf(out, "QEMU's migration received; guest %s\n", st)
 	} else if o.kernel != "" {
 		// An initramfs from qemu.BuildInitramfs prints the marker; another may not.
 		fmt.Fprintf(out, "serial console in %s\n", vm.SerialPath())
@@ -274,6 +279,33 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		return nil
 	case <-vm.Done():
 		return qemuEnded(vm.ExitErr(), vm.Stderr())
+	}
+}
+
+// waitIncomingQEMU waits until QEMU, started with its own -incoming, has
+// taken a migration (its run state leaves inmigrate: running, or paused
+// for a destination started so) and returns that state; "" if ctx ends
+// first. A migration QEMU fails to load makes it exit, with its reason.
+func waitIncomingQEMU(ctx context.Context, vm *qemu.VM) (string, error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return "", nil
+		case <-vm.Done():
+			return "", qemuEnded(vm.ExitErr(), vm.Stderr())
+		case <-tick.C:
+		}
+		var st struct {
+			Status string `json:"status"`
+		}
+		if err := qemu.QMP(vm.Monitor, "query-status", nil, &st); err != nil {
+			continue // QEMU exiting: Done says why
+		}
+		if st.Status != "inmigrate" {
+			return st.Status, nil
+		}
 	}
 }
 
