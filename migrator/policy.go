@@ -236,9 +236,13 @@ func newPredictive(cfg Config, pages uint64) (*predictive, error) {
 // make up the migration's whole (25 ms for 100 ms) is joined to them; one
 // in others is fed as it is, and log says so.
 func (p *predictive) warm(path string, pages uint64, log *slog.Logger) error {
-	meta, epochs, _, err := trace.ReadFile(path)
+	meta, epochs, damage, err := trace.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("profile %s: %w", path, err)
+	}
+	if len(damage) > 0 && log != nil {
+		log.Warn("the profile is damaged: the predictor learns from its intact epochs only (see pagecast trace info)",
+			"profile", path, "epochs", len(epochs), "damaged_stretches", len(damage), "first", damage[0].String())
 	}
 	if meta.MemoryBytes/uint64(meta.PageSize) != pages || meta.PageSize != PageSize {
 		return fmt.Errorf("profile %s: recorded from a VM with %d pages of %d bytes, this one has %d of %d",

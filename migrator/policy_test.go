@@ -3,6 +3,7 @@ package migrator
 import (
 	"bytes"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -126,19 +127,7 @@ func TestPredictiveWarmEpochs(t *testing.T) {
 		{300 * time.Millisecond, 12, true},
 		{40 * time.Millisecond, 12, true}, // 2.5 of them an epoch
 	} {
-		path := filepath.Join(t.TempDir(), "profile.pct")
-		w, err := trace.Create(path, trace.Meta{MemoryBytes: pages * PageSize, PageSize: PageSize, Epoch: tc.profile})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range 12 {
-			if err := w.Append(trace.Epoch{Index: uint64(i), Pages: []uint64{uint64(i % 4), 10 + uint64(i)}}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
+		path := writeProfile(t, pages, tc.profile)
 		var log bytes.Buffer
 		p, err := newPredictive(Config{Epoch: 100 * time.Millisecond, Threshold: DefaultThreshold, Profile: path, Clock: NewVirtualClock(time.Unix(0, 0)),
 			Log: slog.New(slog.NewTextHandler(&log, nil))}, pages)
@@ -152,4 +141,50 @@ func TestPredictiveWarmEpochs(t *testing.T) {
 			t.Errorf("profile of %v epochs: warned %v, want %v: %s", tc.profile, warned, tc.warns, log.String())
 		}
 	}
+}
+
+// A damaged profile warms the predictor with its intact epochs, and says so.
+func TestPredictiveWarmDamaged(t *testing.T) {
+	const pages = 64
+	path := writeProfile(t, pages, 100*time.Millisecond)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff // within an epoch's record
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	p, err := newPredictive(Config{Epoch: 100 * time.Millisecond, Threshold: DefaultThreshold, Profile: path, Clock: NewVirtualClock(time.Unix(0, 0)),
+		Log: slog.New(slog.NewTextHandler(&log, nil))}, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.model.Epochs(); got == 0 || got >= 12 {
+		t.Errorf("the model observed %d epochs of the damaged profile, want its intact ones (fewer than 12)", got)
+	}
+	if !strings.Contains(log.String(), "the profile is damaged") {
+		t.Errorf("no warning of the damage: %q", log.String())
+	}
+}
+
+// writeProfile writes a trace of 12 epochs of the given length of a guest
+// of pages pages: two pages each, one of four that recur and a new one.
+func writeProfile(t *testing.T, pages uint64, epoch time.Duration) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "profile.pct")
+	w, err := trace.Create(path, trace.Meta{MemoryBytes: pages * PageSize, PageSize: PageSize, Epoch: epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		if err := w.Append(trace.Epoch{Index: uint64(i), Pages: []uint64{uint64(i % 4), 10 + uint64(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
