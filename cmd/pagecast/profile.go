@@ -36,7 +36,8 @@ func profileCommand() *cli.Command {
 			"    (`pagecast vm run --monitor qemu` does it; `pagecast plugin` prints the -plugin option to add).\n" +
 			"Every --epoch it harvests the pages dirtied, writes them to a trace file as an epoch and updates\n" +
 			"Prometheus metrics; every --interval it prints the distinct pages dirtied in its epochs, the rate\n" +
-			"and the hottest regions. The default 100ms epochs are what pagecast simulate, migrate --profile\n" +
+			"of dirtying (each epoch's pages, summed, as trace info and simulate count it), that of the distinct\n" +
+			"pages, and the hottest regions. The default 100ms epochs are what pagecast simulate, migrate --profile\n" +
 			"and the predictor's migrations use; a line a second is what a person reads. Runs for --duration\n" +
 			"or until SIGINT, or until the VM exits (the trace keeps every epoch closed before). --list-hooks\n" +
 			"shows which hooks work here.\n\n" +
@@ -173,14 +174,19 @@ func runProfile(c *cli.Context) error {
 }
 
 // printEpochs prints a line of consecutive epochs: the distinct pages
-// they dirtied, the rate at which they did (those pages over the epochs'
-// time) and the 1 MiB regions where most of them are.
+// they dirtied, the rate at which they dirtied pages (each epoch's pages,
+// summed, over the epochs' time: the rate trace info, simulate and the
+// pagecast_dirty_bytes_per_second metric give, which a migration's rounds
+// meet), that of the distinct pages, and the 1 MiB regions where most of
+// them are.
 func printEpochs(out io.Writer, es []collector.Epoch) {
 	parts := make([][]uint64, len(es))
 	var d time.Duration
+	var dirtied int
 	for i, e := range es {
 		parts[i] = e.Pages
 		d += e.Duration
+		dirtied += len(e.Pages)
 	}
 	pages := predictor.Union(parts)
 	var hot []string
@@ -191,8 +197,9 @@ func printEpochs(out io.Writer, es []collector.Epoch) {
 	if len(es) > 1 {
 		which = fmt.Sprintf("epochs %4d-%-4d", es[0].Index, es[len(es)-1].Index)
 	}
-	fmt.Fprintf(out, "%s %8d pages %11s/s  hottest %s\n", which, len(pages),
-		units.FormatBytes(float64(len(pages))*4096/d.Seconds()), strings.Join(hot, " "))
+	rate := func(pages int) string { return units.FormatBytes(float64(pages)*4096/d.Seconds()) + "/s" }
+	fmt.Fprintf(out, "%s %8d pages %12s dirtied (%s distinct)  hottest %s\n", which, len(pages),
+		rate(dirtied), rate(len(pages)), strings.Join(hot, " "))
 }
 
 func listHooks(out io.Writer) error {
