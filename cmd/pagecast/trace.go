@@ -60,13 +60,14 @@ func traceCommand() *cli.Command {
 				ArgsUsage: "IN.csv[.gz]",
 				Description: "Reads rows epoch,page (header optional; gzip detected; - is standard input). Epochs must\n" +
 					"ascend; rows within an epoch may come in any order, duplicates are dropped. Epochs with no\n" +
-					"rows become empty epochs, so indices are kept.\n\n" +
+					"rows become empty epochs, so indices are kept, from epoch 0: a trace exported from one whose\n" +
+					"first epoch is 1 (the profiler's) comes back with an empty epoch 0 before it.\n\n" +
 					"Example: pagecast trace import --memory 256M --epoch 100ms -o awk.pct ../shared/traces/awk.csv.gz",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "csv", Usage: "input format: csv"},
 					&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Required: true,
 						Usage: "guest memory size of the traced VM (K, M or G suffix); pages must lie below it; required"},
-					&cli.StringFlag{Name: "epoch", Required: true, Usage: "length of one epoch, e.g. 1s or 100ms; required"},
+					&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "length of one epoch (the profiler's, the migration engine's and predict's and simulate's for a CSV)"},
 					&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
 					anyPageSizeFlag(),
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true,
