@@ -172,10 +172,7 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 			}
 			continue
 		case StatusFailed, StatusCancelled:
-			if info.ErrorDesc == "" {
-				return info, fmt.Errorf("migration %s", info.Status)
-			}
-			return info, fmt.Errorf("migration %s: %s", info.Status, info.ErrorDesc)
+			return info, statusError(info)
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/bits"
 	"net"
@@ -228,6 +229,11 @@ func (rc *receiver) run() error {
 
 	for {
 		rec, err := rc.r.Next()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			// A source that fails or is cancelled mid-record hangs up
+			// without a word: it cannot end a record half sent.
+			return fmt.Errorf("read the migration stream: the source hung up (cancelled, failed or gone, or the link broke): %w", err)
+		}
 		if err != nil {
 			return fmt.Errorf("read the migration stream: %w", err)
 		}

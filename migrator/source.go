@@ -244,9 +244,20 @@ func (m *Migration) Wait() (Info, error) {
 	<-m.done
 	info := m.Info()
 	if info.Status != StatusCompleted {
-		return info, fmt.Errorf("migration %s: %s", info.Status, info.ErrorDesc)
+		return info, statusError(info)
 	}
 	return info, nil
+}
+
+// statusError is a migration's end other than completed as an error:
+// "migration STATUS: why", without saying the status twice.
+func statusError(info Info) error {
+	desc := strings.TrimPrefix(info.ErrorDesc, "migration "+info.Status)
+	desc = strings.TrimPrefix(desc, ": ")
+	if desc == "" {
+		return fmt.Errorf("migration %s", info.Status)
+	}
+	return fmt.Errorf("migration %s: %s", info.Status, desc)
 }
 
 func (m *Migration) update(fn func(*Info)) {

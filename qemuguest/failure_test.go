@@ -199,6 +199,9 @@ func TestFailure(t *testing.T) {
 			p.cut()
 			t.Logf("link cut in round %d, throttle %d%%", i.Pagecast.Round, i.CPUThrottlePercentage)
 		})
+		if !strings.Contains(fmt.Sprint(r.recvErr), "the source hung up") {
+			t.Errorf("receiver: %v; want it to say the source hung up", r.recvErr)
+		}
 		r.sourceRunsOn(t, src)
 		r.destinationWaits(t, dst)
 	})
