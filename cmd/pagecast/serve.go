@@ -45,7 +45,7 @@ func predictServeCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "most connections served at once; more wait to be accepted"},
 			&cli.BoolFlag{Name: "loop", Value: true, Usage: "replay traces again from the start when they end"},
 			&cli.StringFlag{Name: "collector", Usage: "profile a live VM through its QMP socket, unix:PATH"},
-			&cli.DurationFlag{Name: "epoch", Value: time.Second, Usage: "epoch length for --collector"},
+			&cli.DurationFlag{Name: "epoch", Value: 100 * time.Millisecond, Usage: "epoch length for --collector (100ms: the profiler's and the migration engine's)"},
 			&cli.IntFlag{Name: "parts", Value: 1, Usage: fmt.Sprintf("tell the model in which of this many parts of each epoch a page was written: each trace's epochs are joined this many to one (a trace profiled with --epoch 25ms, served with --parts 4: epochs of 100 ms), and --collector profiles in epochs of --epoch divided by it; 1 to %d", maxParts)},
 		},
 		Action: runServe,
