@@ -234,7 +234,10 @@ func Start(o Options) (_ *VM, err error) {
 		args = append(args, "-incoming", o.Incoming)
 	}
 	args = append(args, o.Extra...)
-	v.cmd = exec.Command(bin, args...)
+	// Through sh for umask 077: QEMU creates its QMP sockets (and serial
+	// log) for this user alone, as pagecast's own monitor does; QMP
+	// drives the VM. exec keeps the pid QEMU's.
+	v.cmd = exec.Command("/bin/sh", append([]string{"-c", `umask 077 && exec "$0" "$@"`, bin}, args...)...)
 	v.cmd.Stderr = v.stderr
 	// QEMU must not outlive a test or tool that dies without Close.
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -1,9 +1,12 @@
 package qemuguest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/pagecast/pagecast/migrator"
@@ -117,6 +120,22 @@ func (d *Dest) PrepareRestore() error {
 	return nil
 }
 
+// processGone reports whether process pid has exited: no such process, or
+// one that has ended and waits to be reaped (a QEMU started from a shell
+// that never waits for it).
+func processGone(pid int) bool {
+	if syscall.Kill(pid, 0) == syscall.ESRCH {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return os.IsNotExist(err)
+	}
+	// pid (comm) state …: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
+}
+
 // Start runs the guest (QMP cont).
 func (d *Dest) Start() error { return qemu.QMP(d.mon, "cont", nil, nil) }
 
@@ -124,7 +143,14 @@ func (d *Dest) Start() error { return qemu.QMP(d.mon, "cont", nil, nil) }
 func (d *Dest) Stop() error { return qemu.QMP(d.mon, "stop", nil, nil) }
 
 // Close releases the RAM mapping and whatever this Dest opened or started.
-func (d *Dest) Close() error { return d.close() }
+func (d *Dest) Close() error {
+	if d.in != nil && d.in.dir != "" && processGone(d.pid) {
+		// Kept for another attempt on the same QEMU, which is gone
+		// (it exits on a state it will not load).
+		d.in.close()
+	}
+	return d.close()
+}
 
 var _ migrator.NoPostcopy = (*Dest)(nil)
 
