@@ -325,16 +325,21 @@ func (rc *receiver) arrived(gfn uint64, count *uint64) {
 // tells the source, starts the guest on its commit, and then checks the
 // memory it started with against the source's checksums (audit).
 func (rc *receiver) finish() error {
+	end := rc.cfg.Clock.Now() // of the stream's switch-over part
 	problem := rc.complete(nil)
 	if problem == nil {
 		problem = rc.restore()
 	}
+	restored := rc.cfg.Clock.Now()
 	if err := rc.verdict(problem); err != nil {
 		return err
 	}
+	committed := rc.cfg.Clock.Now()
 	if err := rc.d.Start(); err != nil {
 		return fmt.Errorf("start the guest: %w", err)
 	}
+	rc.log.Debug("switch-over", "state-bytes", len(rc.state.data), "restore", restored.Sub(end),
+		"commit-wait", committed.Sub(restored), "start", rc.cfg.Clock.Now().Sub(committed))
 	if err := rc.audit(); err != nil {
 		return err
 	}
@@ -440,7 +445,15 @@ func (rc *receiver) verdict(problem error) error {
 // restore loads the guest's state into the destination: a failure is a
 // failed verification, and the guest stays with the source.
 func (rc *receiver) restore() error {
-	if err := rc.d.Restore(rc.state.data); err != nil {
+	start := rc.cfg.Clock.Now()
+	state, err := UnpackState(rc.state.kind, rc.state.data)
+	if err != nil {
+		return fmt.Errorf("the guest's state: %w", err)
+	}
+	if rc.state.kind&StateZstd != 0 {
+		rc.log.Debug("state unpacked", "bytes", len(state), "packed", len(rc.state.data), "took", rc.cfg.Clock.Now().Sub(start))
+	}
+	if err := rc.d.Restore(state); err != nil {
 		return fmt.Errorf("restore the guest's state: %w", err)
 	}
 	return nil

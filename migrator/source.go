@@ -913,10 +913,8 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	// guest's memory does not change, and on QEMU saving it (QEMU's own
 	// migration into a socket) took 12–50 ms that added to the pause.
 	state := make(chan savedState, 1)
-	go func() {
-		b, err := s.m.g.SaveState()
-		state <- savedState{b, err}
-	}()
+	pack := s.packState()
+	go func() { state <- s.saveState(pack) }()
 	var st savedState
 	stateWait := func() savedState {
 		if state != nil {
@@ -1013,23 +1011,42 @@ func (s *sender) audit(d Digest) error {
 }
 
 // sendState sends the paused guest's state (Guest.SaveState).
-func (s *sender) sendState() error {
-	b, err := s.m.g.SaveState()
-	return s.sendSaved(savedState{b, err})
-}
+func (s *sender) sendState() error { return s.sendSaved(s.saveState(s.packState())) }
 
-// savedState is what Guest.SaveState returned.
+// savedState is what Guest.SaveState returned, as it goes on the wire.
 type savedState struct {
-	b   []byte
-	err error
+	kind uint8 // StateGuest, compressed or not
+	b    []byte
+	err  error
 }
 
-// sendSaved sends a state SaveState returned.
+// packState says whether the state is to be packed (PackState): where
+// the link, as the rounds measured it, is slow enough for that to pay. A
+// simulated guest's state is a size standing for the bytes on the wire,
+// and goes as it is.
+func (s *sender) packState() bool { return s.m.sim == nil && s.round.bw < packBelow }
+
+// saveState saves the paused guest's state, packed if pack says so. It
+// touches nothing of the sender's but the guest: it may run beside the
+// last pass.
+func (s *sender) saveState(pack bool) savedState {
+	b, err := s.m.g.SaveState()
+	if err != nil || !pack {
+		return savedState{StateGuest, b, err}
+	}
+	kind, packed := PackState(b)
+	if len(packed) < len(b) {
+		s.m.log.Debug("state packed", "bytes", len(b), "packed", len(packed))
+	}
+	return savedState{kind, packed, nil}
+}
+
+// sendSaved sends a state saveState returned.
 func (s *sender) sendSaved(st savedState) error {
 	if st.err != nil {
 		return fmt.Errorf("save the guest's state: %w", st.err)
 	}
-	if err := s.w.State(StateGuest, st.b); err != nil {
+	if err := s.w.State(st.kind, st.b); err != nil {
 		return fmt.Errorf("send the guest's state: %w", err)
 	}
 	return nil

@@ -37,9 +37,10 @@ import (
 // copy's) or after stage 3's pages (TSMC's): the destination runs the
 // guest once the pages and the state are in, checks the memory it started
 // with against them and answers; if they differ it stops its guest and the
-// source runs it on.
+// source runs it on. Version 5 may send the state zstd-compressed
+// (StateZstd).
 const (
-	ProtocolVersion = 4
+	ProtocolVersion = 5
 	PageSize        = 4096
 	MaxBatch        = 256 // pages per RecPages or RecCompressed record
 	// MaxPayload is the largest legal payload: a full RecPages batch, or a
@@ -62,6 +63,9 @@ const (
 	// StateGuest is the source guest's SaveState, for the destination's
 	// Restore.
 	StateGuest uint8 = 1
+	// StateZstd, or'ed into a kind, says the state is one zstd frame
+	// (PackState) that unpacks to at most MaxState bytes.
+	StateZstd uint8 = 0x80
 )
 
 // RecordType says what a record carries.
@@ -341,7 +345,7 @@ func (w *Writer) EndRound(round uint32) error {
 // State encodes a guest state of kind (StateGuest), at most MaxState
 // bytes, as RecState records of at most MaxStateChunk bytes each.
 func (w *Writer) State(kind uint8, state []byte) error {
-	if kind != StateGuest {
+	if kind&^StateZstd != StateGuest {
 		return fmt.Errorf("state record: unknown state kind %d", kind)
 	}
 	if len(state) > MaxState {
@@ -765,7 +769,7 @@ func (r *Reader) decodeState(p []byte) (StateChunk, error) {
 		Data: p[wireStateHeader:]}
 	n := uint64(len(c.Data))
 	switch {
-	case c.Kind != StateGuest:
+	case c.Kind&^StateZstd != StateGuest:
 		return StateChunk{}, r.malformed("unknown state kind %d", c.Kind)
 	case c.Total > MaxState:
 		return StateChunk{}, r.malformed("state of %s, more than the %s a migration carries", wireSize(uint64(c.Total)), wireSize(MaxState))

@@ -1,0 +1,103 @@
+package migrator
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+func TestPackState(t *testing.T) {
+	text := bytes.Repeat([]byte("QEVM device state: option ROM, BIOS, zero video memory. "), 8000)
+	kind, packed := PackState(text)
+	if kind != StateGuest|StateZstd || len(packed) >= len(text)/4 {
+		t.Fatalf("a %d-byte repetitive state packed to kind %#x, %d bytes", len(text), kind, len(packed))
+	}
+	got, err := UnpackState(kind, packed)
+	if err != nil || !bytes.Equal(got, text) {
+		t.Fatalf("unpacked %d bytes (%v), want the %d packed", len(got), err, len(text))
+	}
+	// What does not shrink goes as it is.
+	small := []byte("MEMGUEST\x01")
+	if kind, b := PackState(small); kind != StateGuest || !bytes.Equal(b, small) {
+		t.Errorf("a 9-byte state: kind %#x, %q; want it unpacked", kind, b)
+	}
+	if got, err := UnpackState(StateGuest, small); err != nil || !bytes.Equal(got, small) {
+		t.Errorf("an unpacked state: %q, %v", got, err)
+	}
+}
+
+// TestUnpackStateHostile: a frame that unpacks to more than MaxState (a
+// bomb: 100 MiB of zeros in some KiB), or is not zstd, is malformed, and
+// the bomb is not unpacked past the limit.
+func TestUnpackStateHostile(t *testing.T) {
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bomb := enc.EncodeAll(make([]byte, 100<<20), nil)
+	for name, data := range map[string][]byte{"bomb": bomb, "garbage": []byte("not a zstd frame at all"), "truncated": bomb[:len(bomb)/2]} {
+		out, err := UnpackState(StateGuest|StateZstd, data)
+		if !errors.Is(err, ErrMalformed) || out != nil {
+			t.Errorf("%s (%d bytes): %d bytes, %v; want ErrMalformed", name, len(data), len(out), err)
+		}
+		if name == "bomb" && !strings.Contains(err.Error(), "more than the 64 MiB") {
+			t.Errorf("bomb: %v, want the limit named", err)
+		}
+	}
+}
+
+// bigState is a test guest whose state carries pad, a QEMU-like
+// compressible tail; its destination checks the tail arrived whole.
+type bigState struct {
+	*memGuest
+	pad []byte
+	got []byte // what Restore found after the test guest's own state
+}
+
+func (g *bigState) SaveState() ([]byte, error) {
+	st, err := g.memGuest.SaveState()
+	return append(st, g.pad...), err
+}
+
+func (g *bigState) Restore(state []byte) error {
+	n := len(state) - len(g.pad)
+	if n < 0 {
+		return errors.New("state shorter than its tail")
+	}
+	g.got = bytes.Clone(state[n:])
+	return g.memGuest.Restore(state[:n])
+}
+
+// TestStatePacked: over a link of tens of MiB/s the state goes packed and
+// arrives as it was saved.
+func TestStatePacked(t *testing.T) {
+	load := lightLoad
+	load.Memory = 4 << 20
+	pad := bytes.Repeat([]byte("device state "), 40000)
+	src := &bigState{memGuest: newMemGuest(t, load, true), pad: pad}
+	dst := &bigState{memGuest: newMemGuest(t, load, false), pad: pad}
+	d := listenDestination(t, dst, ReceiveConfig{})
+	var log bytes.Buffer
+	m, err := Outgoing(src, d.uri, Config{MaxBandwidth: 32 << 20, DowntimeLimit: testDowntime,
+		Log: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	<-d.done
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	if !bytes.Equal(dst.got, pad) {
+		t.Errorf("the state's tail arrived as %d bytes, want the %d saved", len(dst.got), len(pad))
+	}
+	if !strings.Contains(log.String(), "state packed") {
+		t.Errorf("the state did not go packed:\n%s", log.String())
+	}
+}
