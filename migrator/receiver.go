@@ -110,6 +110,9 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		hctx, cancel := context.WithTimeout(ctx, cfg.IdleTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()
+		if errors.Is(err, io.EOF) {
+			return Received{}, fmt.Errorf("incoming migration: TLS handshake with the source: %w (%w)", ErrQuietPeer, ErrNoHandshake)
+		}
 		if err != nil {
 			return Received{}, fmt.Errorf("incoming migration: TLS handshake with the source: %w (%w)", tlsHint(err, "source"), ErrNoHandshake)
 		}
@@ -156,6 +159,11 @@ var ErrNoHandshake = errors.New("no migration began")
 
 var errSourceAborted = errors.New("the source aborted the migration")
 
+// ErrQuietPeer marks a connection closed before it sent a byte (or, under
+// TLS, before its handshake): a port probe, such as a check that the
+// destination listens, or a health check.
+var ErrQuietPeer = errors.New("the peer hung up without a word (a port probe)")
+
 type receiver struct {
 	link  *linkConn  // the connection w and r use
 	conns []net.Conn // connections after the first (post-copy recovery)
@@ -192,6 +200,9 @@ func (rc *receiver) hello() Hello {
 
 func (rc *receiver) run() error {
 	rec, err := rc.r.Next()
+	if errors.Is(err, io.EOF) && rc.r.Bytes() == 0 {
+		return fmt.Errorf("read the handshake: %w (%w)", ErrQuietPeer, ErrNoHandshake)
+	}
 	if err != nil {
 		return fmt.Errorf("read the handshake: %w (%w)", err, ErrNoHandshake)
 	}

@@ -1,6 +1,9 @@
 package migrator
 
 import (
+	"crypto/tls"
+	"errors"
+	"net"
 	"strings"
 	"testing"
 
@@ -112,4 +115,40 @@ func TestMutualTLS(t *testing.T) {
 func testPKI(t *testing.T, dir, name string) TLSFiles {
 	cert, key, ca := testutil.PKI(t, dir, name)
 	return TLSFiles{Cert: cert, Key: key, CA: ca}
+}
+
+// TestQuietPeer: a connection that closes before it says anything (a port
+// probe), plain or under TLS, is a quiet peer, not a refused source.
+func TestQuietPeer(t *testing.T) {
+	cert, key, ca := testutil.PKI(t, t.TempDir(), "site")
+	server, err := TLSFiles{Cert: cert, Key: key, CA: ca}.Config(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := lightLoad
+	load.Memory = 4 << 20
+	for name, tlsConfig := range map[string]*tls.Config{"plain": nil, "TLS": server} {
+		d := listenDestination(t, newMemGuest(t, load, false), ReceiveConfig{TLS: tlsConfig})
+		c, err := net.Dial("tcp", strings.TrimPrefix(d.uri, "tcp:"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		<-d.done
+		if !errors.Is(d.err, ErrQuietPeer) || !errors.Is(d.err, ErrNoHandshake) {
+			t.Errorf("%s: a probe ended the wait with %v; want a quiet peer, no migration begun", name, d.err)
+		}
+	}
+	// One that said something is no probe.
+	d := listenDestination(t, newMemGuest(t, load, false), ReceiveConfig{})
+	c, err := net.Dial("tcp", strings.TrimPrefix(d.uri, "tcp:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("GET /"))
+	c.Close()
+	<-d.done
+	if errors.Is(d.err, ErrQuietPeer) || !errors.Is(d.err, ErrNoHandshake) {
+		t.Errorf("a peer that sent 5 bytes: %v; want a refusal, not a probe", d.err)
+	}
 }

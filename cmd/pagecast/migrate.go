@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -122,6 +123,17 @@ func runMigrate(c *cli.Context) error {
 	}
 	if p.Mode == modeAuto && p.MaxBandwidth == 0 && !localDestination(c.String("to")) {
 		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode (without one only where the destination is this host, whose pace auto measures)")
+	}
+	if p.Mode == modeAuto {
+		// Auto watches the guest for seconds before it dials: a
+		// destination nobody listens on is found first. A receiver takes
+		// a connection closed unsaid for the probe it is.
+		addr, _ := migrator.ParseURI(c.String("to"))
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("--to %s: %w (nothing to migrate to: start the destination first)", c.String("to"), err)
+		}
+		conn.Close()
 	}
 	metrics, lingerMetrics, err := migrationMetrics(c, path)
 	if err != nil {

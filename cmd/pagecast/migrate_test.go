@@ -312,6 +312,7 @@ func TestMigrateFlagErrors(t *testing.T) {
 		{"unknown mode", []string{"--mode", "fast"}, `--mode: migration mode "fast": want precopy, predictive, throttle, tsmc or mecom`},
 		{"auto prefers", []string{"--mode", "auto", "--prefer", "speed"}, `--prefer: prefer "speed": want time, bytes or downtime`},
 		{"auto observes", []string{"--mode", "auto", "--observe", "0"}, "--observe 0: auto needs at least one epoch"},
+		{"auto to nobody", []string{"--mode", "auto", "--bandwidth", "32MiB/s"}, "--to tcp:127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused (nothing to migrate to: start the destination first)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"migrate", "--qmp", "unix:" + filepath.Join(t.TempDir(), "none.sock"), "--to", "tcp:127.0.0.1:1"}, tc.args...)

@@ -628,8 +628,9 @@ func TestIncomingSurvivesBadPeers(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "verified         true") {
 		t.Fatalf("the right source after the bad peers: %v\n%s\ndestination:\n%s", err, out, dst.stderr.String())
 	}
-	if n := strings.Count(dst.stderr.String(), "refused a connection"); n < 4 {
-		t.Errorf("destination logged %d refusals, want 4 (3 bad peers and the wrong size):\n%s", n, dst.stderr.String())
+	// The peer that sent nothing is a port probe, not worth a warning.
+	if n := strings.Count(dst.stderr.String(), "refused a connection"); n != 3 {
+		t.Errorf("destination logged %d refusals, want 3 (2 bad peers and the wrong size; the silent one is a probe):\n%s", n, dst.stderr.String())
 	}
 }
 

@@ -106,6 +106,9 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 		switch {
 		case errors.Is(err, migrator.ErrNoHandshake) && ctx.Err() != nil:
 			return res, errStoppedWaiting // during a handshake that never came
+		case errors.Is(err, migrator.ErrQuietPeer):
+			log.Debug("a connection closed without a word (a port probe); still waiting for the source", "from", conn.RemoteAddr().String())
+			continue
 		case errors.Is(err, migrator.ErrNoHandshake):
 			log.Warn("refused a connection; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
 			continue
