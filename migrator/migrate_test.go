@@ -60,6 +60,25 @@ func listenDestination(t *testing.T, dst Destination, cfg ReceiveConfig) *destin
 	return d
 }
 
+// migrateTo migrates src into the destination d listens for with cfg and
+// waits for both ends; either failing fails the test.
+func migrateTo(t *testing.T, src Guest, d *destination, cfg Config) Info {
+	t.Helper()
+	m, err := Outgoing(src, d.uri, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-d.done
+	if d.err != nil {
+		t.Fatalf("destination: %v", d.err)
+	}
+	return info
+}
+
 // countingClock is the wall clock, counting the engine's waits on it.
 type countingClock struct {
 	WallClock
@@ -112,17 +131,7 @@ func migrate(t *testing.T, load memConfig, cfg Config) migrated {
 	if cfg.DowntimeLimit == 0 {
 		cfg.DowntimeLimit = testDowntime
 	}
-	mig, err := Outgoing(src, d.uri, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.info, err = mig.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	<-d.done
-	if d.err != nil {
-		t.Fatalf("destination: %v", d.err)
-	}
+	m.info = migrateTo(t, src, d, cfg)
 	m.res = d.res
 	info := m.info
 	t.Logf("%s: total %d ms, downtime %d ms, %.1f MiB (%d pages whole, %d zero), rounds %v, deferrals %d, throttle %d%%, stop: %s",
@@ -842,17 +851,7 @@ func TestPrepareRestore(t *testing.T) {
 				dst.err = errors.New("no socket for the state")
 			}
 			d := listenDestination(t, dst, ReceiveConfig{})
-			m, err := Outgoing(src, d.uri, Config{MaxBandwidth: 64 << 20, DowntimeLimit: testDowntime})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := m.Wait(); err != nil {
-				t.Fatal(err)
-			}
-			<-d.done
-			if d.err != nil {
-				t.Fatalf("destination: %v", d.err)
-			}
+			migrateTo(t, src, d, Config{MaxBandwidth: 64 << 20, DowntimeLimit: testDowntime})
 			if n := dst.prepared.Load(); n != 1 || !dst.early.Load() {
 				t.Errorf("PrepareRestore called %d times, before Restore: %v; want once, before", n, dst.early.Load())
 			}

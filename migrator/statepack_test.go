@@ -82,18 +82,8 @@ func TestStatePacked(t *testing.T) {
 	dst := &bigState{memGuest: newMemGuest(t, load, false), pad: pad}
 	d := listenDestination(t, dst, ReceiveConfig{})
 	var log bytes.Buffer
-	m, err := Outgoing(src, d.uri, Config{MaxBandwidth: 32 << 20, DowntimeLimit: testDowntime,
+	migrateTo(t, src, d, Config{MaxBandwidth: 32 << 20, DowntimeLimit: testDowntime,
 		Log: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	<-d.done
-	if d.err != nil {
-		t.Fatal(d.err)
-	}
 	if !bytes.Equal(dst.got, pad) {
 		t.Errorf("the state's tail arrived as %d bytes, want the %d saved", len(dst.got), len(pad))
 	}

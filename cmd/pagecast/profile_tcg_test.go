@@ -578,14 +578,7 @@ func TestMigrateQEMUEngineTLS(t *testing.T) {
 	if err != nil || !strings.Contains(out, "verified         true") {
 		t.Fatalf("over mutual TLS: %v\n%s\ndestination:\n%s", err, out, dst.stderr.String())
 	}
-	select {
-	case line := <-dst.lines:
-		if !strings.Contains(line, "memory verified; guest running") {
-			t.Errorf("destination said %q", line)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the destination said nothing after the migration\n%s", dst.stderr.String())
-	}
+	dst.saysAfterMigration(t, "migration received, memory verified; guest running")
 	logged := dst.stderr.String()
 	for _, want := range []string{"TLS handshake with the source", "the source's certificate is not signed by the CA this side trusts"} {
 		if !strings.Contains(logged, want) {
@@ -681,13 +674,20 @@ func TestEngineMismatch(t *testing.T) {
 	if out, err := migrate(toQEMU, "--engine", "qemu"); err != nil {
 		t.Fatalf("QEMU's migration into QEMU's -incoming: %v\n%s", err, out)
 	}
+	qemuIncoming.saysAfterMigration(t, "QEMU's migration received; guest running")
+}
+
+// saysAfterMigration checks that the destination r's next line, within
+// 10 s, is want.
+func (r *qemuRun) saysAfterMigration(t *testing.T, want string) {
+	t.Helper()
 	select {
-	case line := <-qemuIncoming.lines:
-		if line != "QEMU's migration received; guest running" {
-			t.Errorf("vm run --engine qemu --incoming said %q after the migration", line)
+	case line := <-r.lines:
+		if line != want {
+			t.Errorf("the destination said %q after the migration, want %q", line, want)
 		}
 	case <-time.After(10 * time.Second):
-		t.Errorf("vm run --engine qemu --incoming said nothing after the migration\n%s", qemuIncoming.stderr.String())
+		t.Fatalf("the destination said nothing after the migration\n%s", r.stderr.String())
 	}
 }
 
@@ -791,14 +791,7 @@ func migrateQEMUCLI(t *testing.T, args ...string) (src, dst *qemuRun, stdout, st
 	if err != nil {
 		t.Fatalf("pagecast migrate: %v\n%s\n%s", err, out, errOut.String())
 	}
-	select {
-	case line := <-dst.lines:
-		if !strings.Contains(line, "memory verified; guest running") {
-			t.Errorf("destination said %q", line)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the destination said nothing after the migration\n%s", dst.stderr.String())
-	}
+	dst.saysAfterMigration(t, "migration received, memory verified; guest running")
 	return src, dst, string(out), errOut.String()
 }
 
