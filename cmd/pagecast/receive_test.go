@@ -143,15 +143,7 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 	if _, err := os.Stat(filepath.Dir(sock)); !os.IsNotExist(err) {
 		t.Errorf("the incoming socket's directory %s is still there after the state loaded (%v)", filepath.Dir(sock), err)
 	}
-	mon, err = qmpclient.Dial("unix", watchQMP, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Disconnect()
-	if err := mon.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	if st := run(t, mon, "query-status", nil)["status"]; st != "running" {
+	if st := qmpState(t, watchQMP); st != "running" {
 		t.Errorf("the hand-started QEMU is %v after the migration, want running", st)
 	}
 }
