@@ -115,7 +115,7 @@ func predictEval(c *cli.Context) error {
 	} else {
 		for _, f := range []string{"memory", "epoch", "page-size"} {
 			if c.IsSet(f) {
-				return fmt.Errorf("--%s is for CSV traces; %s is a trace file, which says", f, path)
+				return fmt.Errorf("--%s is for CSV traces; %s is a trace file, which gives the guest's memory, epoch and page size itself", f, path)
 			}
 		}
 	}
