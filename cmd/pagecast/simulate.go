@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -109,6 +110,11 @@ func runSimulate(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--content: %w", err)
 	}
+	if sum := contentSum(c.String("content")); math.Abs(sum-1) > 0.01 {
+		// ParseMix scales weights to 1: zero=0.5 alone would be a guest
+		// of zero pages only, not half of them.
+		return fmt.Errorf("--content %q: the shares sum to %g; give every class's share, summing to 1 (the default is %s)", c.String("content"), sum, simulate.DefaultMix)
+	}
 	state, err := units.ParseBytes(c.String("state-size"))
 	if err != nil || state > migrator.MaxState {
 		return fmt.Errorf("--state-size %q: want a size up to %s", c.String("state-size"), units.FormatBytes(migrator.MaxState))
@@ -137,6 +143,32 @@ func runSimulate(c *cli.Context) error {
 	if err := o.Check(); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "simulate: "))
 	}
+	if c.Duration("switchover") < 0 {
+		return fmt.Errorf("--switchover %v: want 0 or more", c.Duration("switchover"))
+	}
+	if limit, took := o.DowntimeLimit, time.Duration(float64(o.StateBytes)/float64(bw)*float64(time.Second))+o.Switchover; took > limit {
+		return fmt.Errorf("--state-size %s: the state alone takes %v at %s/s (with --switchover %v), more than the downtime limit of %v, so no migration can meet it",
+			units.FormatBytes(float64(o.StateBytes)), took.Round(time.Millisecond), units.FormatBytes(float64(bw)), o.Switchover, limit)
+	}
+	if auto {
+		if _, err := simulate.CheckPrefer(c.String("prefer")); err != nil {
+			return fmt.Errorf("--prefer: %w", err)
+		}
+		if c.IsSet("plot") {
+			return errors.New("--plot is for a run of given modes, not --mode auto (plot the mode auto chose with --mode MODE --plot DIR)")
+		}
+	} else {
+		for _, f := range []string{"prefer", "observe", "judge"} {
+			if c.IsSet(f) {
+				return fmt.Errorf("--%s is for --mode auto", f)
+			}
+		}
+	}
+	if dir := c.String("plot"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil { // before a run that may take long
+			return fmt.Errorf("--plot: %w", err)
+		}
+	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	if auto {
@@ -164,6 +196,7 @@ func runSimulate(c *cli.Context) error {
 		if err := enc.Encode(out); err != nil {
 			return err
 		}
+		writeShortRounds(c.App.ErrWriter, w, results) // what the table would say below it
 	} else {
 		rate := simulate.DirtyRate(w, o.Start)
 		fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v, content %s\n", w.Name(),
@@ -175,9 +208,6 @@ func runSimulate(c *cli.Context) error {
 		writeSimulationTable(c.App.Writer, w, results)
 	}
 	if dir := c.String("plot"); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("--plot: %w", err)
-		}
 		path := filepath.Join(dir, "timeline.png")
 		if err := writeFileAtomic(path, func(f io.Writer) error {
 			return simulate.PlotTimeline(f, w.Name(), results)
@@ -192,6 +222,17 @@ func runSimulate(c *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// contentSum is the sum of a --content's shares, which ParseMix has read.
+func contentSum(s string) float64 {
+	sum := 0.0
+	for kv := range strings.SplitSeq(s, ",") {
+		_, v, _ := strings.Cut(kv, "=")
+		f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		sum += f
+	}
+	return sum
 }
 
 // simulationWorkload reads --trace or makes --synthetic.
@@ -299,6 +340,12 @@ func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate
 		fmt.Fprintf(out, "the workload (%d epochs, %v) ended before the migration did and was replayed from epoch %d: %s\n",
 			w.Len(), time.Duration(w.Len())*w.Epoch(), from, strings.Join(replayed, ", "))
 	}
+	writeShortRounds(out, w, results)
+}
+
+// writeShortRounds says which modes' rounds were shorter than the
+// workload's epochs, which such a simulation understates the dirtying of.
+func writeShortRounds(out io.Writer, w simulate.Workload, results []simulate.Result) {
 	var short []string
 	for _, r := range results {
 		if d := r.LaterRounds(); d > 0 && d < w.Epoch() {
