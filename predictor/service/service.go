@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -270,9 +271,28 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/vms/{id}/hotset", s.hotset)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && knownPath(r.URL.Path) {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the API is read-only, GET only", r.Method, r.URL.Path))
+			return
+		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s %s (see README: /v1/vms, /v1/vms/{id}, /v1/vms/{id}/probabilities, /v1/vms/{id}/hotset, /metrics)", r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+// knownPath reports whether path is one of the API's endpoints.
+func knownPath(path string) bool {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case path == "/metrics", path == "/v1/vms":
+		return true
+	case len(parts) == 3 && parts[0] == "v1" && parts[1] == "vms":
+		return true
+	case len(parts) == 4 && parts[0] == "v1" && parts[1] == "vms" && (parts[3] == "probabilities" || parts[3] == "hotset"):
+		return true
+	}
+	return false
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -305,7 +325,7 @@ func queryUint(r *http.Request, name string, def, max uint64) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("query parameter %s=%q: want a whole number", name, v)
+		return 0, fmt.Errorf("query parameter %s=%q: want a whole number, 0 or more", name, v)
 	}
 	if n > max {
 		return 0, fmt.Errorf("query parameter %s=%d: at most %d", name, n, max)
@@ -374,7 +394,7 @@ func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if start+count > vm.Pages {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("pages %d..%d are beyond the vm's %d pages", start, start+count, vm.Pages))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("pages %d to %d run past the vm's %d pages (0 to %d): at most count=%d from start=%d", start, start+count-1, vm.Pages, vm.Pages-1, vm.Pages-start, start))
 		return
 	}
 	h, err := queryHorizon(r)
@@ -428,18 +448,28 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	start, err := queryUint(r, "start", 0, vm.Pages)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	h, err := queryHorizon(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	pages, total := vm.hotPages(threshold, limit, h)
-	writeJSON(w, map[string]any{"vm": vm.ID, "threshold": threshold, "horizon": h, "total": total, "pages": pages})
+	pages, total := vm.hotPages(threshold, start, limit, h)
+	reply := map[string]any{"vm": vm.ID, "threshold": threshold, "horizon": h, "total": total, "start": start, "pages": pages}
+	if n := len(pages); n > 0 && uint64(n) == limit {
+		reply["next"] = pages[n-1] + 1 // more may follow: ask again with start=next
+	}
+	writeJSON(w, reply)
 }
 
-// hotPages returns the first limit guest pages, in order, whose forecast
-// within h epochs is at least threshold, and how many pages are.
-func (vm *VM) hotPages(threshold float64, limit uint64, h int) (pages []uint64, total uint64) {
+// hotPages returns the first limit guest pages from start, in order, whose
+// forecast within h epochs is at least threshold, and how many pages of
+// the whole guest are.
+func (vm *VM) hotPages(threshold float64, from, limit uint64, h int) (pages []uint64, total uint64) {
 	pages = []uint64{}
 	hot := func(p float32) bool { return float64(p) >= threshold }
 	vm.mu.Lock()
@@ -451,34 +481,34 @@ func (vm *VM) hotPages(threshold float64, limit uint64, h int) (pages []uint64, 
 		}
 	})
 	if vm.pm == nil {
-		for g, p := range forecast {
-			if uint64(len(pages)) == limit {
-				break
-			}
-			if hot(p) {
-				pages = append(pages, uint64(g))
+		for g := from; g < uint64(len(forecast)) && uint64(len(pages)) < limit; g++ {
+			if hot(forecast[g]) {
+				pages = append(pages, g)
 			}
 		}
 	} else {
 		// Guest order: the pages between runs (all Far's) and the runs.
 		far := hot(forecast[vm.pm.Far])
-		next := uint64(0)
+		next := from
 		gap := func(to uint64) {
 			for ; far && next < to && uint64(len(pages)) < limit; next++ {
 				pages = append(pages, next)
 			}
 		}
 		vm.pm.Runs(func(start, at, n uint64) bool {
+			if start+n <= from {
+				return true
+			}
 			gap(start)
 			for i := range n {
 				if uint64(len(pages)) == limit {
 					return false
 				}
-				if hot(forecast[at+i]) {
+				if start+i >= from && hot(forecast[at+i]) {
 					pages = append(pages, start+i)
 				}
 			}
-			next = start + n
+			next = max(next, start+n)
 			return true
 		})
 		gap(vm.Pages)

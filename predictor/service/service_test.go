@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -74,6 +75,18 @@ func TestAPI(t *testing.T) {
 	if len(pages) < 64 || len(pages) > 70 || pages[0].(float64) != 0 || pages[63].(float64) != 63 {
 		t.Errorf("hot set %v, want the 64 always-dirty pages", pages)
 	}
+	// Paged: 20 at a time from page 10, then on from next.
+	page1 := get(t, srv, "/v1/vms/vm1/hotset?start=10&limit=20", 200)
+	if p := page1["pages"].([]any); len(p) != 20 || p[0].(float64) != 10 || page1["next"].(float64) != 30 {
+		t.Errorf("hot set from 10, 20 of them: %v, next %v; want 10..29, next 30", p, page1["next"])
+	}
+	page2 := get(t, srv, "/v1/vms/vm1/hotset?start=30&limit=20", 200)
+	if p := page2["pages"].([]any); len(p) != 20 || p[0].(float64) != 30 {
+		t.Errorf("hot set from 30: %v", p)
+	}
+	if last := get(t, srv, "/v1/vms/vm1/hotset?start=1000", 200); last["next"] != nil {
+		t.Errorf("the hot set's end says next %v", last["next"])
+	}
 	pr := get(t, srv, "/v1/vms/vm1/probabilities?start=60&count=8", 200)
 	probs := pr["probabilities"].([]any)
 	if len(probs) != 8 || probs[0].(float64) < 0.5 || probs[7].(float64) > 0.5 {
@@ -126,7 +139,8 @@ func TestAPI(t *testing.T) {
 		{"/v1/vms/nope", 404, `unknown vm "nope"`},
 		{"/v1/vms/nope/hotset", 404, `unknown vm "nope"`},
 		{"/v1/vms/vm1/probabilities?start=x", 400, "start"},
-		{"/v1/vms/vm1/probabilities?start=1000&count=100", 400, "beyond"},
+		{"/v1/vms/vm1/probabilities?start=1000&count=100", 400, "pages 1000 to 1099 run past the vm's 1024 pages (0 to 1023): at most count=24 from start=1000"},
+		{"/v1/vms/vm1/probabilities?start=-5", 400, `start="-5": want a whole number, 0 or more`},
 		{"/v1/vms/vm1/probabilities?count=99999999999", 400, "at most"},
 		{"/v1/vms/vm1/hotset?threshold=2", 400, "threshold"},
 		{"/v1/vms/vm1/probabilities?horizon=0", 400, "horizon=0: want 1 to 32"},
@@ -138,6 +152,15 @@ func TestAPI(t *testing.T) {
 		if !strings.Contains(got["error"].(string), tc.want) {
 			t.Errorf("GET %s: error %q, want it to mention %q", tc.path, got["error"], tc.want)
 		}
+	}
+	// Writing is not allowed, and the reply says so.
+	resp, err := http.Post(srv.URL+"/v1/vms", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /v1/vms: %d, Allow %q; want 405, GET, HEAD", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 	if list := get(t, srv, "/v1/vms/vm1", 200); list["vm"] != "vm1" {
 		t.Fatal("service stopped serving after bad requests")
@@ -264,5 +287,42 @@ func TestObserveParts(t *testing.T) {
 	}
 	if slices.Equal(vm.probs, whole.probs) {
 		t.Errorf("the VM fed parts forecasts as one fed the epochs whole")
+	}
+}
+
+// TestHotPagesFrom: the hot set pages from start, on a dense VM and on a
+// huge one kept on a page map, and stops at limit.
+func TestHotPagesFrom(t *testing.T) {
+	svc := New(nil)
+	for _, pages := range []uint64{1024, 1 << 30} {
+		hot := []uint64{5, 6, 7, 900, 901}
+		if pages > 1024 {
+			hot = []uint64{5, 6, 7, 1<<25 + 7, 1<<25 + 8}
+		}
+		epochs := []trace.Epoch{{Index: 1, Pages: slices.Clone(hot)}}
+		_, pm := predictor.MapPages(epochs, pages)
+		vm, err := svc.AddMappedVM(fmt.Sprint(pages), pages, pm, 4096, time.Second, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 30 {
+			vm.Observe(slices.Clone(epochs[0].Pages)) // the model's pages
+		}
+		for _, c := range []struct {
+			from, limit uint64
+			want        []uint64
+		}{
+			{0, 10, hot},
+			{6, 10, hot[1:]},
+			{hot[4], 10, hot[4:]},
+			{hot[4] + 1, 10, []uint64{}},
+			{0, 2, hot[:2]},
+			{7, 2, hot[2:4]},
+		} {
+			got, total := vm.hotPages(0.5, c.from, c.limit, 1)
+			if !slices.Equal(got, c.want) || total != 5 {
+				t.Errorf("%d pages, from %d, limit %d: %v (total %d), want %v (total 5)", pages, c.from, c.limit, got, total, c.want)
+			}
+		}
 	}
 }
