@@ -160,6 +160,10 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if predictor.IsCSV(path) {
+			return fmt.Errorf("%s is a CSV trace: make it a trace file first (pagecast trace import --memory SIZE -o %s.pct %s)", path,
+				strings.TrimSuffix(strings.TrimSuffix(filepath.Base(path), ".gz"), ".csv"), path)
+		}
 		meta, epochs, damage, err := trace.ReadFile(path)
 		if err != nil {
 			return err
@@ -172,7 +176,7 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 		id := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 		vm, err := svc.AddMappedVM(id, meta.Pages(), pm, uint64(meta.PageSize), meta.Epoch*time.Duration(parts), "trace "+path)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w (a trace's VM is named after its file name, which another --trace has too: rename one)", path, err)
 		}
 		if meta.Hook != "" {
 			vm.SetHook(meta.Hook)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -175,5 +176,29 @@ func TestServeFlags(t *testing.T) {
 	_, _, err := runApp(t, "predict", "serve", "--trace", "../../testdata/hostile/header-16eib.pct")
 	if err == nil || !strings.Contains(err.Error(), "4 PiB") {
 		t.Errorf("16 EiB header: %v", err)
+	}
+	csv := filepath.Join(t.TempDir(), "t.csv")
+	if err := os.WriteFile(csv, []byte("epoch,page\n0,1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runApp(t, "predict", "serve", "--trace", csv, "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "is a CSV trace: make it a trace file first (pagecast trace import") {
+		t.Errorf("a CSV trace: %v", err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{"a", "b"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile("../../predictor/testdata/real/awk.pct")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, d, "awk.pct"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, err = runApp(t, "predict", "serve", "--trace", filepath.Join(dir, "a", "awk.pct"), "--trace", filepath.Join(dir, "b", "awk.pct"), "--listen", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), "which another --trace has too: rename one") {
+		t.Errorf("two traces of one name: %v", err)
 	}
 }
