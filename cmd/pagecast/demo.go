@@ -39,13 +39,19 @@ func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
 		Usage: "the main job end to end on a local VM: profile its dirtying live, forecast it, migrate it",
-		Description: "Boots a small pagecast VM that writes an 8 MiB hot set and, 5% of the time, anywhere; profiles it with the eBPF\n" +
-			"programs (as `pagecast profile` does; without root it falls back to KVM's dirty log and says\n" +
-			"so), and prints every interval how many pages it dirtied, the rate, a strip showing where in\n" +
-			"guest memory the writes land, and the hottest regions. Then scores the predictor's forecasts of\n" +
-			"those epochs against simple baselines, and live-migrates the VM on loopback from monitor to\n" +
-			"monitor in this process once in each mode (precopy, predictive warmed by the profile just\n" +
-			"taken, throttle, tsmc, mecom, predictive+mecom), each verified, and prints them side by side.",
+		Description: "Boots a small pagecast VM that writes an 8 MiB hot set and, 5% of the time, anywhere, profiles it\n" +
+			"and prints every interval how many pages it dirtied, the rate, a strip showing where in guest\n" +
+			"memory the writes land, and the hottest regions. Then scores the predictor's forecasts of those\n" +
+			"epochs against simple baselines, and live-migrates the VM on loopback once in each mode, each\n" +
+			"verified, and prints them side by side.\n\n" +
+			"Where /dev/kvm works (--monitor auto): pagecast's own KVM monitor, profiled by its eBPF programs\n" +
+			"(without root, KVM's dirty log, and it says so), migrated from monitor to monitor in this process\n" +
+			"(precopy, predictive warmed by the profile just taken, throttle, tsmc, mecom, predictive+mecom).\n" +
+			"Elsewhere: QEMU under TCG, profiled by pagecast's TCG plugin, the guest slowed to delay=25000\n" +
+			"unless --workload is given (TCG writes some 100 times faster than the KVM the figures were made\n" +
+			"on); its migrations are pagecast's engine between QEMUs in the modes it runs there and QEMU's own\n" +
+			"pre-copy beside them, then simulations of every mode on the profile, and mode auto choosing for\n" +
+			"this VM and saying why.\n",
 		Flags: append(flags,
 			&cli.DurationFlag{Name: "duration", Value: 8 * time.Second, Usage: "how long to watch"},
 			&cli.DurationFlag{Name: "interval", Value: 500 * time.Millisecond, Usage: "time between lines; the forecasts are scored in epochs this long"},
@@ -160,6 +166,9 @@ type demoGuest interface {
 func demoEpoch(c *cli.Context) (time.Duration, error) {
 	epoch, interval := c.Duration("epoch"), c.Duration("interval")
 	if epoch < time.Millisecond || interval < epoch {
+		if interval < time.Millisecond {
+			return 0, fmt.Errorf("--interval %v: want a line every 1ms or more (and an --epoch within it)", interval)
+		}
 		return 0, fmt.Errorf("--epoch %v: want 1ms or more, and no more than --interval (%v)", epoch, interval)
 	}
 	return epoch, nil
