@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
+	"maps"
 	"math"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -69,6 +73,30 @@ func parseReportTime(s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
+// checkPrometheus says, before any work, whether base is a Prometheus
+// that answers: its API's build information.
+func checkPrometheus(ctx context.Context, base string) error {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--prometheus %q: want a URL such as http://127.0.0.1:9090", base)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/api/v1/status/buildinfo", nil)
+	if err != nil {
+		return fmt.Errorf("--prometheus %q: %w", base, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach Prometheus at %s: %w (is it running there? --prometheus)", base, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s does not answer as Prometheus (%s from /api/v1/status/buildinfo): give its base URL, such as http://127.0.0.1:9090", base, resp.Status)
+	}
+	return nil
+}
+
 func runReport(c *cli.Context) error {
 	now := time.Now()
 	from, err := parseReportTime(c.String("from"), now)
@@ -83,6 +111,9 @@ func runReport(c *cli.Context) error {
 		return fmt.Errorf("--from %s is not before --to %s", from.Format(time.RFC3339), to.Format(time.RFC3339))
 	}
 	step := c.Duration("step")
+	if step < 0 {
+		return fmt.Errorf("--step %v: want a positive resolution, or 0 for the range / 300", step)
+	}
 	if step == 0 {
 		step = max(time.Second, to.Sub(from)/300).Round(time.Second)
 	}
@@ -94,6 +125,9 @@ func runReport(c *cli.Context) error {
 		}
 		set[k] = v
 	}
+	if err := checkPrometheus(c.Context, c.String("prometheus")); err != nil {
+		return err
+	}
 	src, err := dashboards.NewSource(c.String("prometheus"), from, to, step, c.Duration("scrape-interval"))
 	if err != nil {
 		return err
@@ -101,6 +135,19 @@ func runReport(c *cli.Context) error {
 	ds, err := dashboards.Committed()
 	if err != nil {
 		return err
+	}
+	known := map[string]bool{}
+	for _, d := range ds {
+		for _, v := range d.Templating.List {
+			if v.Type == "query" {
+				known[v.Name] = true
+			}
+		}
+	}
+	for k := range set {
+		if !known[k] {
+			return fmt.Errorf("--var %s: the dashboards have no such variable; they have %s", k, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
+		}
 	}
 	if only := c.StringSlice("dashboard"); len(only) > 0 {
 		var keep []dashboards.Dashboard

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -58,17 +62,36 @@ func TestAxisScale(t *testing.T) {
 }
 
 func TestReportRefusesBadRanges(t *testing.T) {
-	for _, args := range [][]string{
-		{"report", "--out", t.TempDir(), "--from", "now", "--to", "now-1h"},
-		{"report", "--out", t.TempDir(), "--from", "tomorrow"},
-		{"report", "--out", t.TempDir(), "--var", "novalue"},
-		{"report", "--out", t.TempDir(), "--dashboard", "nope", "--prometheus", "http://127.0.0.1:1"},
-		{"report", "--out", t.TempDir(), "--prometheus", "http://" + freeAddr(t)}, // nothing listens
+	// Answers as Prometheus does to the check report makes first.
+	prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/status/buildinfo" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte(`{"status":"success","data":{"version":"test"}}`))
+	}))
+	defer prom.Close()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--from", "now", "--to", "now-1h"}, "is not before --to"},
+		{[]string{"--from", "tomorrow"}, "--from"},
+		{[]string{"--var", "novalue"}, `--var "novalue": want NAME=VALUE`},
+		{[]string{"--step", "-1s"}, "--step -1s: want a positive resolution"},
+		{[]string{"--prometheus", "127.0.0.1:9090"}, `--prometheus "127.0.0.1:9090": want a URL such as http://127.0.0.1:9090`},
+		{[]string{"--prometheus", "http://" + freeAddr(t)}, "cannot reach Prometheus at http://"}, // nothing listens
+		{[]string{"--prometheus", prom.URL + "/graph"}, "does not answer as Prometheus (404 Not Found from /api/v1/status/buildinfo): give its base URL"},
+		{[]string{"--prometheus", prom.URL, "--dashboard", "nope"}, "--dashboard [nope]: the dashboards are"},
+		{[]string{"--prometheus", prom.URL, "--var", "bogus=1"}, "--var bogus: the dashboards have no such variable; they have "},
 	} {
-		if _, _, err := runApp(t, args...); err == nil {
-			t.Errorf("pagecast %s: no error", strings.Join(args, " "))
-		} else {
-			t.Logf("pagecast %s: %v", strings.Join(args, " "), err)
+		out := filepath.Join(t.TempDir(), "out")
+		args := append([]string{"report", "--out", out}, tc.args...)
+		if _, _, err := runApp(t, args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("pagecast %s: %v, want %q", strings.Join(args, " "), err, tc.want)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("pagecast %s made --out before it failed", strings.Join(args, " "))
 		}
 	}
 }
