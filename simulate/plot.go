@@ -28,9 +28,23 @@ func PlotTimeline(w io.Writer, title string, results []Result) error {
 	remaining, sent := plot.New(), plot.New()
 	remaining.Title.Text = title + ": pending (bytes the destination lacks)"
 	sent.Title.Text = "bytes sent"
+	// The axis's unit follows the largest value: a 1 TiB guest's bytes in
+	// MiB had ticks of a million.
+	div, unit := float64(1<<20), "MiB"
+	var most uint64
+	for _, r := range results {
+		for _, pt := range r.Timeline {
+			most = max(most, pt.Remaining, pt.Transferred)
+		}
+	}
+	if most >= 1<<40 {
+		div, unit = 1<<40, "TiB"
+	} else if most >= 1<<30 {
+		div, unit = 1<<30, "GiB"
+	}
 	for _, p := range []*plot.Plot{remaining, sent} {
 		p.X.Label.Text = "time since the migration began (s)"
-		p.Y.Label.Text = "MiB"
+		p.Y.Label.Text = unit
 		p.Legend.Top = true
 		p.Add(plotter.NewGrid())
 	}
@@ -41,8 +55,8 @@ func PlotTimeline(w io.Writer, title string, results []Result) error {
 		rem, tx := make(plotter.XYs, len(r.Timeline)), make(plotter.XYs, len(r.Timeline))
 		for j, pt := range r.Timeline {
 			x := pt.At.Seconds()
-			rem[j] = plotter.XY{X: x, Y: float64(pt.Remaining) / (1 << 20)}
-			tx[j] = plotter.XY{X: x, Y: float64(pt.Transferred) / (1 << 20)}
+			rem[j] = plotter.XY{X: x, Y: float64(pt.Remaining) / div}
+			tx[j] = plotter.XY{X: x, Y: float64(pt.Transferred) / div}
 		}
 		for _, pl := range []struct {
 			p   *plot.Plot

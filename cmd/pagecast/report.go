@@ -298,7 +298,16 @@ func axisScale(unit string, maxValue float64) (div float64, label string) {
 	case "none":
 		return 1, ""
 	default:
-		return decimal("")
+		// A count: the multiple in words, for there is no unit to put it before.
+		for _, u := range []struct {
+			div  float64
+			name string
+		}{{1e9, "billions"}, {1e6, "millions"}, {1e3, "thousands"}} {
+			if maxValue >= u.div {
+				return u.div, u.name
+			}
+		}
+		return 1, ""
 	}
 }
 

@@ -52,7 +52,8 @@ func TestAxisScale(t *testing.T) {
 		{"s", 12, 1, "seconds"},
 		{"percentunit", 0.95, 0.01, "%"},
 		{"wps", 2.5e6, 1e6, "M writes/s"},
-		{"short", 4500, 1e3, "k"},
+		{"short", 4500, 1e3, "thousands"},
+		{"short", 45, 1, ""},
 	} {
 		div, label := axisScale(tc.unit, tc.max)
 		if div != tc.div || label != tc.label {
