@@ -106,3 +106,11 @@ func TestVMRunQEMUSocket(t *testing.T) {
 		t.Errorf("QEMU's QMP socket: %v, err %v; want no access for group and others", fi.Mode(), err)
 	}
 }
+
+func TestReadableBanner(t *testing.T) {
+	in := "pagecast-guest v1 workload=hotset cpus=1 write=word delay=0 gate=0 hot=1024 p=58982 seed=1 arena=1024+7136 pages"
+	want := "pagecast-guest v1 workload=hotset cpus=1 write=word delay=0 gate=0 hot=1024 p=0.90 seed=1 arena=1024+7136 pages"
+	if got := readableBanner(in); got != want {
+		t.Errorf("readableBanner:\n got %s\nwant %s", got, want)
+	}
+}

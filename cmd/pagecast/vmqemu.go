@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -263,7 +265,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "guest up: %s\n", banner)
+		fmt.Fprintf(out, "guest up: %s\n", readableBanner(banner))
 	}
 	guest := slog.String("workload", c.String("workload"))
 	switch {
@@ -281,6 +283,21 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		return qemuEnded(vm.ExitErr(), vm.Stderr())
 	}
 }
+
+// readableBanner is the guest's banner with its hot-set probability, which
+// the guest prints in 16-bit fixed point (p=58982), as the fraction
+// --workload gave (p=0.90).
+func readableBanner(banner string) string {
+	return fixedP.ReplaceAllStringFunc(banner, func(m string) string {
+		n, err := strconv.ParseUint(m[len(" p="):], 10, 32)
+		if err != nil {
+			return m
+		}
+		return fmt.Sprintf(" p=%.2f", float64(n)/65536)
+	})
+}
+
+var fixedP = regexp.MustCompile(` p=\d+\b`)
 
 // waitIncomingQEMU waits until QEMU, started with its own -incoming, has
 // taken a migration (its run state leaves inmigrate: running, or paused
