@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -85,7 +86,18 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 			return nil, err
 		}
 		if len(values) == 0 {
-			return nil, fmt.Errorf("dashboard %q: variable %s: %w from %s to %s", d.Title, v.Name, ErrNoValues, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339))
+			var given []string // what may have left it none
+			for k, val := range set {
+				if _, ok := vars[k]; ok {
+					given = append(given, k+"="+val)
+				}
+			}
+			slices.Sort(given)
+			with := ""
+			if len(given) > 0 {
+				with = " with " + strings.Join(given, ", ")
+			}
+			return nil, fmt.Errorf("dashboard %q: variable %s: %w%s from %s to %s", d.Title, v.Name, ErrNoValues, with, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339))
 		}
 		switch {
 		case v.Multi && v.IncludeAll && v.AllValue != "":

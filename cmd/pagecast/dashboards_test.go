@@ -242,4 +242,12 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 			t.Errorf("%s is not a PNG (%v)", f, err)
 		}
 	}
+	// A variable given a value nothing has: the dashboards that follow
+	// from it are skipped, and the message names the value given.
+	out, _ = exec.Command(binary, "report", "--prometheus", promURL, "--from", from.UTC().Format(time.RFC3339),
+		"--to", until.Add(time.Second).UTC().Format(time.RFC3339), "--step", "1s", "--scrape-interval", "1s",
+		"--var", "vm=nosuch", "--out", filepath.Join(dir, "nosuch")).CombinedOutput()
+	if !strings.Contains(string(out), "no values with vm=nosuch") {
+		t.Errorf("pagecast report --var vm=nosuch does not name the value that left none:\n%s", out)
+	}
 }
