@@ -91,3 +91,20 @@ func TestStatePacked(t *testing.T) {
 		t.Errorf("the state did not go packed:\n%s", log.String())
 	}
 }
+
+// FuzzUnpackState: whatever a packed state record holds, unpacking ends
+// with the state (never over MaxState) or an error wrapping ErrMalformed.
+func FuzzUnpackState(f *testing.F) {
+	_, packed := PackState(bytes.Repeat([]byte("device state "), 1000))
+	f.Add(packed)
+	f.Add([]byte("not zstd"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out, err := UnpackState(StateGuest|StateZstd, data)
+		if err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("error %v does not wrap ErrMalformed", err)
+		}
+		if len(out) > MaxState {
+			t.Fatalf("%d bytes unpacked, more than MaxState", len(out))
+		}
+	})
+}
