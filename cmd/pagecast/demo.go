@@ -146,7 +146,11 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	pred, err := demoPredict(c, profile, bw, 0, simulate.AutoModes) // pagecast's monitor runs every mode
+	holes, err := migrator.Holes(vm.Migratable())
+	if err != nil {
+		return err
+	}
+	pred, err := demoPredict(c, profile, vm.Memory(), holes, bw, 0, simulate.AutoModes) // pagecast's monitor runs every mode
 	if err != nil {
 		return err
 	}

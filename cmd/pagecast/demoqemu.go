@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
@@ -117,7 +118,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	pred, err := demoPredict(c, profile, bw, qemuSwitchover, qemuAutoModes())
+	pred, err := demoPredict(c, profile, src.Memory(), nil, bw, qemuSwitchover, qemuAutoModes()) // the RAM file is written whole at start: no holes
 	if err != nil {
 		return err
 	}
@@ -183,18 +184,20 @@ var sharedTraces = []string{"../shared/traces/awk.csv.gz", "../shared/traces/tar
 // the mode auto chooses from them.
 type demoPrediction struct {
 	w          simulate.Workload
+	content    simulate.Mix // measured from the guest's memory
 	switchover time.Duration
 	results    []simulate.Result
 	choice     simulate.Choice
 }
 
 // demoPredict simulates every mode with pagecast simulate on the profile
-// recorded (what the live migrations are predicted to cost), with
-// switchover the switch-over's fixed cost besides moving bytes, and
-// chooses among autoModes, the modes this VM can take, as migrate --mode
-// auto would: before the live migrations, so that they can include the
-// choice.
-func demoPredict(c *cli.Context, profile string, bw uint64, switchover time.Duration, autoModes []string) (demoPrediction, error) {
+// recorded (what the live migrations are predicted to cost) and the
+// content of the guest's memory mem (holes: its pages never written, or
+// nil), with switchover the switch-over's fixed cost besides moving
+// bytes, and chooses among autoModes, the modes this VM can take, as
+// migrate --mode auto would: before the live migrations, so that they can
+// include the choice.
+func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitmap, bw uint64, switchover time.Duration, autoModes []string) (demoPrediction, error) {
 	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
 	if err != nil {
 		return demoPrediction{}, err
@@ -203,8 +206,15 @@ func demoPredict(c *cli.Context, profile string, bw uint64, switchover time.Dura
 	if err != nil {
 		return demoPrediction{}, err
 	}
+	written := map[uint64]bool{}
+	for _, e := range epochs {
+		for _, p := range e.Pages {
+			written[p] = true
+		}
+	}
 	o := simulate.Options{Workload: w, Bandwidth: bw, Switchover: switchover}
-	p := demoPrediction{w: w, switchover: switchover, results: simulateAll(c, o)}
+	measureContent(&o, mem, holes, written)
+	p := demoPrediction{w: w, content: o.Content, switchover: switchover, results: simulateAll(c, o)}
 	var predictions []simulate.Result
 	for _, r := range p.results {
 		if slices.Contains(autoModes, r.Mode) {
@@ -232,7 +242,7 @@ func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[s
 	if p.switchover > 0 {
 		cost = fmt.Sprintf("a switch-over cost of %v, QEMU's as migrate --mode auto takes it", p.switchover)
 	}
-	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate, default content mix, %s):\n", cost)
+	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate; content measured from its memory: %s; %s):\n", p.content, cost)
 	writeSimulationTable(out, p.w, p.results)
 	choice := p.choice
 	for _, path := range sharedTraces {

@@ -14,6 +14,7 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
@@ -302,23 +303,34 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 		}
 		epochs = append(epochs, trace.Epoch{Index: uint64(i), Pages: pages})
 	}
-	mem := g.Memory()
 	holes, err := migrator.Holes(g) // read, they would be allocated
 	if err != nil {
 		return simulate.Options{}, 0, fmt.Errorf("watch the guest: %w", err)
-	}
-	classes := make(map[uint64]mecom.Class, len(written))
-	for p := range written {
-		classes[p] = mecom.Classify(mem[p*migrator.PageSize : (p+1)*migrator.PageSize])
 	}
 	w, err := simulate.NewTrace("what was watched", trace.Meta{MemoryBytes: g.MemoryBytes(), PageSize: migrator.PageSize, Epoch: autoEpoch}, epochs)
 	if err != nil {
 		return simulate.Options{}, 0, err
 	}
-	samples := simulate.SamplePages(mem, holes)
-	samples.Prime() // timed with the guest running, as the migration's coding will be
-	return simulate.Options{Workload: w, Content: simulate.MeasureMix(mem, 1, holes), Written: simulate.ClassMix(classes), Classes: classes,
-		Samples: samples}, len(written), nil
+	o := simulate.Options{Workload: w}
+	measureContent(&o, g.Memory(), holes, written)
+	return o, len(written), nil
+}
+
+// measureContent sets o's content from a running guest's memory mem
+// (holes: pages of it never written, or nil): the mix of all of it, that
+// of the pages written, each written page's class, and pages of each
+// class that the simulation's compression codes, timed now, with the
+// guest running, as the migration's coding will be.
+func measureContent(o *simulate.Options, mem []byte, holes *bitmap.Bitmap, written map[uint64]bool) {
+	classes := make(map[uint64]mecom.Class, len(written))
+	for p := range written {
+		if (p+1)*migrator.PageSize <= uint64(len(mem)) {
+			classes[p] = mecom.Classify(mem[p*migrator.PageSize : (p+1)*migrator.PageSize])
+		}
+	}
+	o.Samples = simulate.SamplePages(mem, holes)
+	o.Samples.Prime()
+	o.Content, o.Written, o.Classes = simulate.MeasureMix(mem, 1, holes), simulate.ClassMix(classes), classes
 }
 
 // ownChooser is mode auto for pagecast's own monitor (vm run): it watches

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/migrator/mecom"
+	"github.com/pagecast/pagecast/simulate"
 )
 
 func freeTCP(t *testing.T) string {
@@ -147,6 +149,28 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	checkAutoLine(t, out)
+	checkMeasuredContent(t, out)
+}
+
+// checkMeasuredContent checks that the demo's simulations took the content
+// of the guest's memory as measured: the guest starts 35% zero pages
+// (guest.DefaultMix) and its workload only writes non-zero ones, where
+// simulate's default mix is half zero pages, which shortened every
+// simulated round.
+func checkMeasuredContent(t *testing.T, out []byte) {
+	t.Helper()
+	m := regexp.MustCompile(`content measured from its memory: (\S+);`).FindSubmatch(out)
+	if m == nil {
+		t.Errorf("the simulations do not say what content they took:\n%s", out)
+		return
+	}
+	mix, err := simulate.ParseMix(string(m[1]))
+	if err != nil {
+		t.Fatalf("content %q: %v", m[1], err)
+	}
+	if zero := mix[mecom.Zero]; zero > 0.37 || zero <= 0 {
+		t.Errorf("measured content %s: a zero share of %.3f, not the guest's at most 0.35", m[1], zero)
+	}
 }
 
 // checkAutoLine checks that the demo's output ends with auto's choice for

@@ -362,6 +362,7 @@ func TestDemoQEMU(t *testing.T) {
 	// It ends with auto's choice for the VM, and why, and what the live
 	// migration in that mode took.
 	checkAutoLine(t, out)
+	checkMeasuredContent(t, out)
 	// Every migration's row has the guest's own pause, from the source's
 	// STOP event to the destination's RESUME, within its total time; the
 	// comparison with QEMU's pre-copy is by it.
