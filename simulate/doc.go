@@ -19,8 +19,9 @@
 //     zero pages and MECOM's compression are measured on real bytes. A page
 //     the workload writes is no longer zero.
 //   - In TSMC's stage 3 (and after MODE+postcopy's switch to post-copy)
-//     the guest runs on at the destination; the pages it writes before
-//     the push has sent them are pulled.
+//     the guest runs on at the destination; it faults on the pages it
+//     writes before the push has sent them, each vCPU on one at a time,
+//     and those are pulled.
 //
 // RunAll simulates several modes at once, one a core as memory allows;
 // mode auto (Choose) predicts every mode that way.
