@@ -68,15 +68,10 @@ func TestAgreesWithLive(t *testing.T) {
 			if before != nil {
 				epochs = before
 			}
-			w, err := simulate.NewTrace("recorded", trace.Meta{MemoryBytes: agreeMemory, PageSize: 4096, Epoch: agreeEpoch}, epochs)
-			if err != nil {
-				t.Fatal(err)
-			}
+			w := recording(t, epochs)
 			// The live source shares two cores with the TCG guest and
 			// moves less than the cap: simulate the link it achieved.
-			active := time.Duration(live.TotalTime-live.SetupTime) * time.Millisecond
-			achieved := uint64(float64(live.RAM.Transferred) / active.Seconds())
-			t.Logf("the live link moved %.1f MiB/s of the %d MiB/s cap", mib(achieved), agreeBandwidth>>20)
+			achieved := achievedRate(t, live)
 			// What the guest writes, as it stands in the paused source.
 			written := writtenMix(src.Memory(), epochs)
 			bw := min(achieved, agreeBandwidth)
@@ -120,6 +115,23 @@ func TestAgreesWithLive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recording is the workload of epochs recorded from agreeMemory's guest.
+func recording(t *testing.T, epochs []trace.Epoch) simulate.Workload {
+	w, err := simulate.NewTrace("recorded", trace.Meta{MemoryBytes: agreeMemory, PageSize: 4096, Epoch: agreeEpoch}, epochs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// achievedRate is the bytes a second a live migration moved while active.
+func achievedRate(t *testing.T, live migrator.Info) uint64 {
+	active := time.Duration(live.TotalTime-live.SetupTime) * time.Millisecond
+	achieved := uint64(float64(live.RAM.Transferred) / active.Seconds())
+	t.Logf("the live link moved %.1f MiB/s of the %d MiB/s cap", mib(achieved), agreeBandwidth>>20)
+	return achieved
 }
 
 // writtenMix classifies the pages written in epochs.
@@ -318,13 +330,8 @@ func TestAgreesWithLiveTSMC(t *testing.T) {
 	cfg := migrator.Config{Mode: migrator.ModeTSMC, MaxBandwidth: agreeBandwidth}
 	live := migrateTo(t, rec, dst.Migratable(), cfg)
 	epochs := rec.epochs(agreeEpoch)
-	w, err := simulate.NewTrace("recorded", trace.Meta{MemoryBytes: agreeMemory, PageSize: 4096, Epoch: agreeEpoch}, epochs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	active := time.Duration(live.TotalTime-live.SetupTime) * time.Millisecond
-	achieved := uint64(float64(live.RAM.Transferred) / active.Seconds())
-	t.Logf("the live link moved %.1f MiB/s of the %d MiB/s cap", mib(achieved), agreeBandwidth>>20)
+	w := recording(t, epochs)
+	achieved := achievedRate(t, live)
 	written := writtenMix(src.Memory(), epochs)
 	sim := simulate.Run(context.Background(), simulate.Options{Workload: w, Bandwidth: min(achieved, agreeBandwidth),
 		Content: mix, Written: written}, migrator.ModeTSMC)
