@@ -179,6 +179,9 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 			if err := Cancel(mon); err != nil {
 				return info, fmt.Errorf("wait for migration: %w (and %w)", ctx.Err(), err)
 			}
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return info, &interrupted{ctx.Err()}
+			}
 			return info, fmt.Errorf("wait for migration: %w; migrate_cancel sent", ctx.Err())
 		case <-tick.C:
 		}
@@ -231,3 +234,10 @@ func clientRun(mon qmp.Monitor, command string, args, ret any) error {
 	}
 	return nil
 }
+
+// interrupted is Wait's error when its context was cancelled (a signal, as
+// pagecast migrate takes them): it says so rather than "context canceled".
+type interrupted struct{ err error }
+
+func (e *interrupted) Error() string { return "migration interrupted; migrate_cancel sent" }
+func (e *interrupted) Unwrap() error { return e.err }

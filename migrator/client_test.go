@@ -495,3 +495,24 @@ func TestClientQueryRetriesGarbledReply(t *testing.T) {
 		t.Fatalf("Query: %+v, %v after %d calls", info, err, calls)
 	}
 }
+
+// TestWaitInterrupted: a wait whose context is cancelled (a signal, in
+// pagecast migrate) cancels the migration and says it was interrupted,
+// not "context canceled".
+func TestWaitInterrupted(t *testing.T) {
+	mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+		if cmd.Execute != "query-migrate" {
+			return clientOK(cmd)
+		}
+		return map[string]any{"return": Info{Status: StatusActive}}, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(30*time.Millisecond, cancel)
+	_, err := Wait(ctx, mon, 5*time.Millisecond, nil)
+	if err == nil || err.Error() != "migration interrupted; migrate_cancel sent" || !errors.Is(err, context.Canceled) {
+		t.Errorf("error %v, want the interruption, wrapping context.Canceled", err)
+	}
+	if !slices.Contains(*sent, `{"execute":"migrate_cancel"}`) {
+		t.Errorf("migrate_cancel not sent: %q", *sent)
+	}
+}

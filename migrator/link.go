@@ -2,10 +2,14 @@ package migrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -249,4 +253,19 @@ func closeWrite(c net.Conn) {
 		return
 	}
 	c.Close()
+}
+
+// linkHint adds what a failure of the link's connection means to err: the
+// destination went away (it exited, was killed, or the network broke), or
+// nothing moved for idle (the destination or the link stalled).
+func linkHint(err error, idle time.Duration) error {
+	switch {
+	case err == nil, strings.Contains(err.Error(), "the destination hung up"): // said already
+		return err
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("%w (nothing moved on the link for %v: the destination or the network stalled)", err, idle)
+	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w (the destination went away: it exited or was killed, or the network broke)", err)
+	}
+	return err
 }

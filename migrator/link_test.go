@@ -2,9 +2,14 @@ package migrator
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -66,5 +71,38 @@ func TestRelay(t *testing.T) {
 
 	if _, err := NewRelay("unix:/tmp/x", rate); err == nil {
 		t.Error("a relay to a unix: URI started")
+	}
+}
+
+// TestLinkHint: a connection's failure says what it means for the
+// migration, once.
+func TestLinkHint(t *testing.T) {
+	wrap := func(err error) error {
+		return fmt.Errorf("send pages: write pages record: %w", &net.OpError{Op: "write", Net: "tcp", Err: err})
+	}
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{wrap(syscall.EPIPE), "the destination went away"},
+		{wrap(syscall.ECONNRESET), "the destination went away"},
+		{fmt.Errorf("read verdict: %w", io.EOF), "the destination went away"},
+		{wrap(os.ErrDeadlineExceeded), "nothing moved on the link for 10s"},
+		{errors.New("the destination refused: memory 16 MiB, not 32 MiB"), ""},
+		{fmt.Errorf("read the destination's answer to the handshake: %w (the destination hung up: …)", io.EOF), ""},
+	} {
+		got := linkHint(tt.err, 10*time.Second)
+		if !errors.Is(got, tt.err) && got != tt.err {
+			t.Errorf("linkHint(%v) = %v, which does not wrap it", tt.err, got)
+		}
+		switch {
+		case tt.want == "" && got.Error() != tt.err.Error():
+			t.Errorf("linkHint(%v) = %v, want it unchanged", tt.err, got)
+		case tt.want != "" && !strings.Contains(got.Error(), tt.want):
+			t.Errorf("linkHint(%v) = %v, want %q", tt.err, got, tt.want)
+		}
+	}
+	if linkHint(nil, time.Second) != nil {
+		t.Error("linkHint(nil) is not nil")
 	}
 }

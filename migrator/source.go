@@ -278,19 +278,24 @@ func (m *Migration) finish(err error) {
 		m.log.Info("migration completed", "total", time.Duration(m.info.TotalTime)*time.Millisecond,
 			"downtime", time.Duration(m.info.Downtime)*time.Millisecond, "bytes", m.info.RAM.Transferred,
 			"rounds", m.info.Pagecast.Round)
+	case m.info.Status == StatusPostcopy || m.info.Status == StatusPostcopyPaused:
+		// The destination ran the guest; this side holds the pages it
+		// still lacks, and the guest paused as it was at the switch-over.
+		why := "interrupted"
+		if m.cancelled {
+			why = "cancelled"
+		}
+		m.info.Status = StatusFailed
+		m.info.ErrorDesc = fmt.Sprintf("post-copy %s: the guest ran on the destination after the switch-over, needing pages only this source holds "+
+			"(this source keeps the guest paused as it was at the switch-over; resuming it here with cont would lose what it did since): %v", why, linkHint(err, m.cfg.IdleTimeout))
+		m.log.Error("post-copy "+why, "err", err)
 	case m.cancelled:
 		m.info.Status = StatusCancelled
 		m.info.ErrorDesc = "migration cancelled"
 		m.log.Info("migration cancelled")
-	case m.info.Status == StatusPostcopy || m.info.Status == StatusPostcopyPaused:
-		// The destination runs the guest; this side holds the pages it
-		// still lacks and cannot take the guest back.
-		m.info.Status = StatusFailed
-		m.info.ErrorDesc = "post-copy interrupted: the guest runs on the destination, waiting for pages only this source holds: " + err.Error()
-		m.log.Error("post-copy interrupted", "err", err)
 	default:
 		m.info.Status = StatusFailed
-		m.info.ErrorDesc = err.Error()
+		m.info.ErrorDesc = linkHint(err, m.cfg.IdleTimeout).Error()
 		m.log.Error("migration failed; the guest keeps running here", "err", err)
 	}
 }

@@ -233,7 +233,7 @@ func runMigrate(c *cli.Context) error {
 	switched := false // post-copy began: the guest runs on the destination
 	throttle := 0     // QEMU drops cpu-throttle-percentage from its last reply
 	progress := func(i migrator.Info) {
-		switched = switched || i.Status == migrator.StatusPostcopy
+		switched = switched || strings.HasPrefix(i.Status, "postcopy") // -active, -paused, -recover
 		throttle = max(throttle, i.CPUThrottlePercentage)
 		bar.update(i)
 		if metrics != nil {
@@ -253,6 +253,13 @@ func runMigrate(c *cli.Context) error {
 		}
 		metrics.Observe(info)
 	}
+	if err != nil && switched && plan == nil {
+		if strings.Contains(err.Error(), "switch-over") { // the source's own account
+			return err
+		}
+		return fmt.Errorf("%w (after the switch to post-copy the guest ran on the destination, part of its memory still on the source; "+
+			"the source keeps the guest paused as it was at the switch-over, and cont there would lose what it did since)", err)
+	}
 	if err != nil && switched {
 		return fmt.Errorf("%w (after the switch to post-copy: the guest runs on the destination, part of its memory still on the source)", err)
 	}
@@ -260,6 +267,9 @@ func runMigrate(c *cli.Context) error {
 		(strings.Contains(info.ErrorDesc, "Broken pipe") || strings.Contains(info.ErrorDesc, "Connection reset")) {
 		// pagecast's receiver hangs up on QEMU's stream at once.
 		return fmt.Errorf("%w (the guest keeps running on the source; the destination hung up at once: QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts; a pagecast receiver, vm run --incoming or pagecast receive, takes pagecast's engine only)", err)
+	}
+	if err != nil && qmpGone(err) {
+		return fmt.Errorf("the source's QMP connection closed during the migration: has its VM exited? (%w)", err)
 	}
 	if err != nil {
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
@@ -488,4 +498,12 @@ func roundList(pages []uint64) string {
 		return fmt.Sprint(pages)
 	}
 	return fmt.Sprintf("%v … %d more … %v", pages[:head], len(pages)-head-tail, pages[len(pages)-tail:])
+}
+
+// qmpGone says whether err is a QMP connection that broke: the process
+// at its other end, the VM, exited or was killed.
+func qmpGone(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Net == "unix" &&
+		(errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) || errors.Is(err, io.EOF) && strings.Contains(err.Error(), "query-migrate")
 }

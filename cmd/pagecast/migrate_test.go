@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,8 +88,10 @@ func TestMigrateDestinationKilled(t *testing.T) {
 	if err == nil {
 		t.Fatalf("pagecast migrate succeeded with its destination killed:\n%s", out.String())
 	}
-	if !strings.Contains(out.String(), "migration failed") || !strings.Contains(out.String(), "keeps running on the source") {
-		t.Errorf("migrate's error:\n%s", out.String())
+	for _, want := range []string{"migration failed", "the destination went away", "keeps running on the source"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("migrate's error lacks %q:\n%s", want, out.String())
+		}
 	}
 	if st := status(t, src); st != "running" {
 		t.Fatalf("source is %s after its destination died", st)
@@ -101,6 +104,85 @@ func TestMigrateDestinationKilled(t *testing.T) {
 	info := run(t, src.mon, "query-migrate", nil)
 	if info["status"] != "failed" || info["error-desc"] == "" {
 		t.Errorf("query-migrate after the failure: %v", info)
+	}
+}
+
+// TestMigrateSourceKilled: a source VM killed mid-migration is said to
+// be gone, not to keep running.
+func TestMigrateSourceKilled(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset")
+	startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--bandwidth", "8MiB/s", "--quiet")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	src.cmd.Process.Kill()
+	<-src.done
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("pagecast migrate succeeded with its source killed:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "has its VM exited?") || strings.Contains(out.String(), "keeps running") {
+		t.Errorf("migrate's error:\n%s", out.String())
+	}
+}
+
+// TestMigratePostcopyInterrupted: a tsmc migration whose destination dies
+// in stage 3 and which is then interrupted leaves the source paused, and
+// says so, and what cont there would do, instead of that the guest keeps
+// running on the source.
+func TestMigratePostcopyInterrupted(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset")
+	dst := startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "tsmc", "--bandwidth", "4MiB/s", "--quiet")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Stage 1 sends 32 MiB at 4 MiB/s; stage 3 pushes what was written
+	// meanwhile for a second or more.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if st, _ := run(t, src.mon, "query-migrate", nil)["status"].(string); strings.HasPrefix(st, "postcopy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no post-copy within 30 s:\n%s", out.String())
+		}
+	}
+	dst.cmd.Process.Kill()
+	<-dst.done
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("pagecast migrate succeeded with its destination killed in stage 3:\n%s", out.String())
+	}
+	for _, want := range []string{"migration interrupted", "after the switch to post-copy", "paused as it was at the switch-over"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("migrate's error lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "keeps running on the source") {
+		t.Errorf("migrate's error says the guest keeps running on the source:\n%s", out.String())
+	}
+	if st := status(t, src); st != "paused" {
+		t.Errorf("source is %s after post-copy failed", st)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		info := run(t, src.mon, "query-migrate", nil)
+		if info["status"] == "failed" {
+			if desc, _ := info["error-desc"].(string); !strings.Contains(desc, "post-copy cancelled") {
+				t.Errorf("query-migrate's error-desc: %q", desc)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("query-migrate after the interruption: %v", info)
+		}
 	}
 }
 
