@@ -135,11 +135,24 @@ func pick(rs []Result, prefer string, limit time.Duration) (best int, bounded bo
 			continue
 		}
 		within := keepsWithin(r, limit)
-		if best < 0 || within && !bounded || within == bounded && Merit(r, prefer) < Merit(rs[best], prefer) {
+		if best < 0 || within && !bounded || within == bounded && better(r, rs[best], prefer) {
 			best, bounded = i, within
 		}
 	}
 	return best, bounded
+}
+
+// better says whether a is better than b by prefer, ties going to the
+// shorter total time, then to fewer bytes: downtimes are whole
+// milliseconds, and tsmc and tsmc+mecom both predicted 2 ms where the
+// second took half the time and bytes.
+func better(a, b Result, prefer string) bool {
+	for _, by := range []string{prefer, PreferTime, PreferBytes} {
+		if ma, mb := Merit(a, by), Merit(b, by); ma != mb {
+			return ma < mb
+		}
+	}
+	return false
 }
 
 // choose is auto's pick among predictions rs: pick's, or the same mode
@@ -246,6 +259,9 @@ func (h Hindsight) Regret(prefer string) float64 {
 func Merit(r Result, prefer string) float64 {
 	switch prefer {
 	case PreferBytes:
+		if r.Info.RAM == nil {
+			return 0 // not known
+		}
 		return float64(r.Info.RAM.Transferred)
 	case PreferDowntime:
 		return float64(r.Info.Downtime)

@@ -532,6 +532,31 @@ func TestChoose(t *testing.T) {
 	}
 }
 
+// TestPickTies: modes whose figure by the preference ties are told apart
+// by total time, then bytes (the helper's live case: tsmc and tsmc+mecom
+// both predicted 2 ms of downtime, 741 and 380 ms in all).
+func TestPickTies(t *testing.T) {
+	r := func(mode string, total, down int64, bytes uint64) Result {
+		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down, RAM: &migrator.RAMStats{Transferred: bytes}}}
+	}
+	for _, tc := range []struct {
+		prefer string
+		rs     []Result
+		want   string
+	}{
+		{PreferDowntime, []Result{r("tsmc", 741, 2, 74<<20), r("tsmc+mecom", 380, 2, 36<<20)}, "tsmc+mecom"},
+		{PreferDowntime, []Result{r("tsmc", 380, 2, 74<<20), r("tsmc+mecom", 380, 2, 36<<20)}, "tsmc+mecom"},
+		{PreferTime, []Result{r("a", 500, 90, 10<<20), r("b", 500, 90, 9<<20)}, "b"},
+		{PreferBytes, []Result{r("a", 600, 90, 9<<20), r("b", 500, 200, 9<<20)}, "b"},
+		{PreferDowntime, []Result{r("a", 900, 1, 74<<20), r("b", 380, 2, 36<<20)}, "a"},
+	} {
+		i, _ := pick(tc.rs, tc.prefer, 300*time.Millisecond)
+		if got := tc.rs[i].Mode; got != tc.want {
+			t.Errorf("prefer %s among %v: picked %s, want %s", tc.prefer, tc.rs, got, tc.want)
+		}
+	}
+}
+
 // TestRegret: the choice is judged by the preference's figure against the
 // best, and a choice that broke the downtime limit where another mode kept
 // within it is infinitely worse.

@@ -535,7 +535,7 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info, 
 	fmt.Fprintf(w, "predicted against outcome: total time %v against %v (%s), bytes %s against %s (%s), downtime %v against %v",
 		ms(p.TotalTime), ms(a.TotalTime), off(p.TotalTime, a.TotalTime),
 		units.FormatBytes(float64(p.Transferred)), units.FormatBytes(float64(sent)),
-		off(int64(p.Transferred), int64(sent)), ms(p.Downtime), ms(a.Downtime))
+		off(int64(p.Transferred), int64(sent)), ms(p.Downtime), downtimeString(a))
 	if paused >= 0 {
 		fmt.Fprintf(w, " (the guest paused %v)", paused.Round(time.Millisecond))
 	}
