@@ -348,6 +348,9 @@ func TestCLIErrors(t *testing.T) {
 		{"socket in use", []string{"vm", "run", "--monitor", "pagecast", "--qmp", "unix:" + busy}, "in use"},
 		{"no kvm", []string{"vm", "run", "--kvm", "/nonexistent/kvm"}, "KVM is not available: open /nonexistent/kvm: no such file or directory; --monitor qemu runs the same guest under QEMU"},
 		{"unknown flag", []string{"vm", "run", "--frobnicate"}, "frobnicate"},
+		{"no vcpus", []string{"vm", "run", "--monitor", "pagecast", "--vcpus", "0"}, "--vcpus 0: want 1 to 16"},
+		{"too many vcpus", []string{"vm", "run", "--monitor", "pagecast", "--vcpus", "17"}, "--vcpus 17: want 1 to 16"},
+		{"small ring", []string{"vm", "run", "--monitor", "pagecast", "--ring-size", "256"}, "dirty ring size 256: want a power of two of at least 4096"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(binary, tc.args...)

@@ -38,7 +38,7 @@ func vmFlags() []cli.Flag {
 		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for the memory content"},
 		&cli.StringFlag{Name: "dirty", Value: vmm.DirtyRing,
 			Usage: "KVM dirty tracking: ring (KVM_CAP_DIRTY_LOG_RING, needed by the eBPF profiler) or bitmap (KVM_GET_DIRTY_LOG)"},
-		&cli.IntFlag{Name: "ring-size", Value: vmm.DefaultRingEntries, Usage: "dirty ring entries per vCPU (power of two)"},
+		&cli.IntFlag{Name: "ring-size", Value: vmm.DefaultRingEntries, Usage: fmt.Sprintf("dirty ring entries per vCPU (a power of two, at least %d)", vmm.MinRingEntries)},
 		&cli.StringFlag{Name: "kvm", Value: "/dev/kvm", Usage: "KVM device"},
 	}
 }
@@ -66,6 +66,9 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 	mix, err := guest.ParseMix(c.String("mix"))
 	if err != nil {
 		return nil, fmt.Errorf("--mix: %w", err)
+	}
+	if n := c.Int("vcpus"); n < 1 || n > guest.MaxCPUs {
+		return nil, fmt.Errorf("--vcpus %d: want 1 to %d", n, guest.MaxCPUs)
 	}
 	vm, err := vmm.New(vmm.Config{
 		MemoryBytes: mem,
