@@ -69,7 +69,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String()},
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
 			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
-			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none); --mode auto needs it unless the destination is this host"},
+			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
@@ -154,7 +154,7 @@ func runMigrate(c *cli.Context) error {
 	switch kind {
 	case migrator.MonitorPagecast:
 		if p.Mode == modeAuto && p.MaxBandwidth == 0 {
-			return errors.New("--mode auto on pagecast's own monitor needs --bandwidth, the link's rate, to predict each mode")
+			return errors.New("--mode auto on pagecast's own monitor needs --bandwidth, the link's rate, to predict each mode (only from a QEMU source does auto measure the pace of a destination on this host)")
 		}
 		if p.Mode == modeAuto {
 			// vm run watches its guest and chooses when migrate comes.

@@ -187,9 +187,9 @@ func vmCommand() *cli.Command {
 				"--qmp is then QEMU's own QMP socket. --incoming is pagecast's receiver in front of a QEMU\n" +
 				"waiting with -incoming defer (pagecast's engine moves the RAM, QEMU's migration only the device\n" +
 				"state); with --engine qemu it is QEMU's own -incoming, for QEMU's migration.\n\n" +
-				"--monitor auto (the default) takes pagecast's own monitor where KVM is usable and QEMU under TCG\n" +
-				"where it is not (kvm-pvm's /dev/kvm, which emulates the guest, counts as not usable), unless a\n" +
-				"flag given is for one of them only.\n\n" +
+				"--monitor auto (the default) takes pagecast's own monitor where /dev/kvm opens (kvm-pvm's too: it\n" +
+				"runs pagecast's guest at KVM's pace, where QEMU's --accel auto avoids it for Linux kernels) and QEMU\n" +
+				"under TCG where it does not, unless a flag given is for one of them only; it logs which and why.\n\n" +
 				"Example: pagecast vm run --memory 128M --workload hotset:hot=2048,p=0.9 --qmp unix:/tmp/pc.sock\n" +
 				"         pagecast vm run --monitor qemu --memory 64M --qmp unix:/tmp/q.sock\n" +
 				"         pagecast vm run --monitor qemu --memory 64M --incoming tcp:127.0.0.1:4444\n" +
@@ -350,6 +350,7 @@ func resolveMonitor(c *cli.Context, log *slog.Logger) (string, error) {
 			log.Info("running the guest under QEMU: pagecast's own monitor needs KVM (--monitor pagecast to insist)", "why", err)
 			return monitorQEMU, nil
 		}
+		log.Info("running the guest on pagecast's own KVM monitor (--monitor qemu for QEMU)", "why", "/dev/kvm opens")
 		return monitorPagecast, nil
 	default:
 		return "", fmt.Errorf("--monitor %q: want auto, pagecast or qemu", m)
