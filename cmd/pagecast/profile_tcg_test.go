@@ -89,6 +89,9 @@ func startQEMURun(t *testing.T, args ...string) *qemuRun {
 		if r.qemuPID != 0 && syscall.Kill(r.qemuPID, 0) == nil {
 			t.Errorf("QEMU (pid %d) still runs after pagecast vm run stopped", r.qemuPID)
 		}
+		if _, err := os.Lstat(sock); err == nil {
+			t.Errorf("pagecast vm run left its --qmp socket %s behind", sock)
+		}
 		if t.Failed() {
 			t.Logf("pagecast vm run stderr:\n%s", stderr.String())
 		}

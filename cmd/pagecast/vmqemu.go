@@ -38,6 +38,7 @@ type qemuVM struct {
 	*qemu.VM
 	accel, why string
 	dir        string
+	qmp        string // the user's QMP socket (--qmp), which QEMU leaves behind when it exits
 }
 
 // qemuVMOptions are what startQEMUVM needs beyond qemu.Options.
@@ -103,7 +104,7 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 		}
 		return nil, err
 	}
-	return &qemuVM{VM: vm, accel: accel, why: why, dir: dir}, nil
+	return &qemuVM{VM: vm, accel: accel, why: why, dir: dir, qmp: o.qmp}, nil
 }
 
 // describe says which accelerator and hook the VM uses, and why.
@@ -117,6 +118,9 @@ func (v *qemuVM) describe() string {
 func (v *qemuVM) Close() error {
 	err := v.VM.Close()
 	os.RemoveAll(v.dir)
+	if v.qmp != "" {
+		qmpserver.ClearStaleSocket(v.qmp) // only where nobody listens: QEMU has exited
+	}
 	return err
 }
 
