@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/trace"
 )
 
@@ -50,6 +51,26 @@ func TestProfile(t *testing.T) {
 		}
 	}
 	checkProfileLines(t, text, epochs, 10)
+}
+
+// TestProfileBitmapBlind: profiling a VM with a dirty bitmap on kvm-pvm,
+// whose kvm_page_fault tracepoint never fires, warns within 2 s that the
+// hook sees nothing and why, instead of recording empty epochs in silence.
+func TestProfileBitmapBlind(t *testing.T) {
+	testutil.RequiresBPF(t)
+	if !qemu.KVMEmulates() {
+		t.Skip("needs kvm-pvm's KVM, whose kvm_page_fault tracepoint never fires")
+	}
+	startVMRun(t, "--memory", "32M", "--workload", "zipf", "--dirty", "bitmap")
+	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+lastSocket, "--duration", "3s", "--quiet")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("pagecast profile: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "saw no page dirtied in the first 2s: this host's KVM is kvm-pvm's") {
+		t.Errorf("no warning:\n%s%s", stdout.String(), stderr.String())
+	}
 }
 
 // checkProfileLines holds profile's printed lines of several epochs each
