@@ -231,6 +231,16 @@ func newPredictive(cfg Config, pages uint64) (*predictive, error) {
 	return p, nil
 }
 
+// ProfileFits says whether a profile recorded in epochs of profile can
+// warm a migration's predictor in epochs of epoch: the same, or a whole
+// number of them to one of the migration's.
+func ProfileFits(profile, epoch time.Duration) bool {
+	return profile > 0 && profile <= epoch && epoch%profile == 0
+}
+
+// ProfileMisfit is the warning for a profile whose epochs do not fit.
+const ProfileMisfit = "the profile's epochs are not the migration's: the predictor learns rates per epoch from it that it then applies to another length (record the profile with pagecast profile --epoch the migration's)"
+
 // warm feeds the model a recorded profile of this VM (pagecast profile
 // --out), in the migration's epochs: a profile recorded in epochs that
 // make up the migration's whole (25 ms for 100 ms) is joined to them; one
@@ -250,11 +260,10 @@ func (p *predictive) warm(path string, pages uint64, log *slog.Logger) error {
 	}
 	switch {
 	case meta.Epoch == p.epoch:
-	case meta.Epoch < p.epoch && p.epoch%meta.Epoch == 0:
+	case ProfileFits(meta.Epoch, p.epoch):
 		epochs, _ = predictor.GroupEpochs(epochs, int(p.epoch/meta.Epoch))
 	case log != nil:
-		log.Warn("the profile's epochs are not the migration's: the predictor learns rates per epoch from it that it then applies to another length (record the profile with pagecast profile --epoch the migration's)",
-			"profile", path, "profile_epoch", meta.Epoch, "epoch", p.epoch)
+		log.Warn(ProfileMisfit, "profile", path, "profile_epoch", meta.Epoch, "epoch", p.epoch)
 	}
 	for _, e := range epochs {
 		p.model.Observe(e.Pages)

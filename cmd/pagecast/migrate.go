@@ -22,6 +22,7 @@ import (
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/simulate"
+	"github.com/pagecast/pagecast/trace"
 )
 
 func migrateCommand() *cli.Command {
@@ -109,6 +110,13 @@ func runMigrate(c *cli.Context) error {
 			return fmt.Errorf("--bandwidth %s: %w (a rate without a unit is in bytes a second: say 32MiB/s or 1Gbit/s)", c.String("bandwidth"), err)
 		}
 		return fmt.Errorf("--bandwidth, --downtime-limit: %w", err)
+	}
+	if p.Profile != "" {
+		// The VM's engine warns in its own log; say it here too.
+		if meta, _, _, err := trace.ReadFile(p.Profile); err == nil && !migrator.ProfileFits(meta.Epoch, migrator.DefaultEpoch) {
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: --profile %s is in epochs of %v, the migration in %v: %s\n",
+				p.Profile, meta.Epoch, migrator.DefaultEpoch, migrator.ProfileMisfit)
+		}
 	}
 	if p.Mode == modeAuto {
 		// What auto is told is checked before it watches the guest.

@@ -15,6 +15,7 @@ import (
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/migrator/mecom"
 	"github.com/pagecast/pagecast/simulate"
+	"github.com/pagecast/pagecast/trace"
 )
 
 func freeTCP(t *testing.T) string {
@@ -429,4 +430,18 @@ func TestMigrateFlagErrors(t *testing.T) {
 			}
 		})
 	}
+	// A profile in epochs the migration's are not a whole number of is
+	// used as it is, and the user is told, not only the VM's log.
+	t.Run("profile epochs", func(t *testing.T) {
+		dir := t.TempDir()
+		profile := filepath.Join(dir, "vm.pct")
+		if err := writeProfile(profile, []trace.Epoch{{Index: 0, Pages: []uint64{1, 2}}}, 32<<20, 500*time.Millisecond, "test"); err != nil {
+			t.Fatal(err)
+		}
+		out, _ := exec.Command(binary, "migrate", "--qmp", "unix:"+filepath.Join(dir, "none.sock"), "--to", "tcp:127.0.0.1:1",
+			"--mode", "predictive", "--profile", profile).CombinedOutput()
+		if want := "warning: --profile " + profile + " is in epochs of 500ms, the migration in 100ms: the profile's epochs are not the migration's"; !strings.Contains(string(out), want) {
+			t.Errorf("output %q lacks %q", out, want)
+		}
+	})
 }
