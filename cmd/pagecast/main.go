@@ -70,6 +70,39 @@ func usageError(c *cli.Context, err error, _ bool) error {
 func setUsageError(cmds []*cli.Command) {
 	for _, c := range cmds {
 		c.OnUsageError = usageError
+		requireOnOneLine(c)
 		setUsageError(c.Subcommands)
+	}
+}
+
+// requireOnOneLine checks c's required flags itself, before its action,
+// so that a missing one is said on one line pointing at --help: urfave/cli
+// prints the whole usage first (63 lines for migrate).
+func requireOnOneLine(c *cli.Command) {
+	var required []string
+	for _, f := range c.Flags {
+		if s, ok := f.(*cli.StringFlag); ok && s.Required {
+			s.Required = false
+			required = append(required, s.Name)
+		}
+	}
+	if len(required) == 0 {
+		return
+	}
+	before := c.Before
+	c.Before = func(ctx *cli.Context) error {
+		var missing []string
+		for _, name := range required {
+			if !ctx.IsSet(name) {
+				missing = append(missing, "--"+name)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%s needs %s (see %s --help)", strings.TrimPrefix(ctx.Command.HelpName, ctx.App.Name+" "), strings.Join(missing, " and "), ctx.Command.HelpName)
+		}
+		if before != nil {
+			return before(ctx)
+		}
+		return nil
 	}
 }

@@ -172,7 +172,7 @@ func TestTraceErrors(t *testing.T) {
 		{"export not a trace", []string{"trace", "export", notTrace}, "not a pagecast trace"},
 		{"parquet to stdout", []string{"trace", "export", "--format", "parquet", good}, "needs an output file"},
 		{"unknown format", []string{"trace", "export", "--format", "json", good}, `--format "json": want csv or parquet`},
-		{"import without memory", []string{"trace", "import", "--epoch", "1s", "-o", out, badCSV}, `"memory" not set`},
+		{"import without memory", []string{"trace", "import", "--epoch", "1s", "-o", out, badCSV}, "trace import needs --memory (see pagecast trace import --help)"},
 		{"import bad memory", []string{"trace", "import", "--memory", "lots", "--epoch", "1s", "-o", out, badCSV}, `size "lots"`},
 		{"import bad epoch", []string{"trace", "import", "--memory", "256M", "--epoch", "soon", "-o", out, badCSV}, `--epoch "soon"`},
 		{"import bad page size", []string{"trace", "import", "--memory", "256M", "--epoch", "1s", "--page-size", "3000", "-o", out, badCSV}, "--page-size 3000"},
@@ -190,6 +190,9 @@ func TestTraceErrors(t *testing.T) {
 			msg := strings.TrimRight(stderr.String(), "\n")
 			if strings.Count(msg, "\n") != 0 || !strings.HasPrefix(msg, "pagecast: ") || !strings.Contains(msg, tc.want) {
 				t.Fatalf("stderr %q: want one line starting \"pagecast: \" containing %q", msg, tc.want)
+			}
+			if stdout.Len() != 0 { // urfave/cli printed the whole usage for a missing required flag
+				t.Fatalf("stdout %q, want nothing", stdout.String())
 			}
 		})
 	}
