@@ -138,6 +138,14 @@ func migrate(t *testing.T, load memConfig, cfg Config) migrated {
 		cfg.Mode, info.TotalTime, info.Downtime, float64(info.RAM.Transferred)/(1<<20), info.RAM.Normal, info.RAM.Duplicate,
 		info.Pagecast.RoundPages, info.Pagecast.DeferredAll, info.CPUThrottlePercentage, info.Pagecast.StopReason)
 
+	// Every page sent is counted once, whole or zero, post-copy's too.
+	var sent uint64
+	for _, n := range info.Pagecast.RoundPages {
+		sent += n
+	}
+	if info.RAM.Normal+info.RAM.Duplicate != sent {
+		t.Errorf("%d pages whole and %d zero, but the rounds sent %d (%v)", info.RAM.Normal, info.RAM.Duplicate, sent, info.Pagecast.RoundPages)
+	}
 	if ok, st := src.Running(); ok || st != memPaused {
 		t.Errorf("source after migration: %s, want paused", st)
 	}

@@ -463,11 +463,23 @@ func (s *sender) earlyPages(dirty *bitmap.Bitmap) []uint64 {
 
 // sendPages sends gfns, zero pages as runs.
 func (s *sender) sendPages(gfns []uint64) error {
+	var normal, zero uint64
 	for _, g := range gfns {
-		if _, err := s.queue(g); err != nil {
+		n, err := s.queue(g)
+		if err != nil {
 			return err
 		}
+		if n == 0 {
+			zero++
+		} else {
+			normal++
+		}
 	}
+	s.m.update(func(i *Info) {
+		i.RAM.Normal += normal
+		i.RAM.NormalBytes += normal * PageSize
+		i.RAM.Duplicate += zero
+	})
 	return s.flush()
 }
 
