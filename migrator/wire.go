@@ -169,7 +169,7 @@ func (h Hello) Check(local Hello) error {
 		why = append(why, fmt.Sprintf("memory %s at the source, %s here", wireSize(h.MemoryBytes), wireSize(local.MemoryBytes)))
 	}
 	if h.VCPUs != local.VCPUs {
-		why = append(why, fmt.Sprintf("%d vcpus at the source, %d here", h.VCPUs, local.VCPUs))
+		why = append(why, fmt.Sprintf("vCPUs: %d at the source, %d here", h.VCPUs, local.VCPUs))
 	}
 	if h.Image != local.Image {
 		why = append(why, fmt.Sprintf("guest image differs (sha256 %x… at the source, %x… here)", h.Image[:4], local.Image[:4]))

@@ -237,7 +237,7 @@ func TestWireHelloCheck(t *testing.T) {
 		{"page size", other(func(h *Hello) { h.PageSize = 8192 }), "page size 8192 bytes at the source, 4096 here"},
 		{"memory", other(func(h *Hello) { h.MemoryBytes = 128 << 20 }), "memory 128 MiB at the source, 1 MiB here"},
 		{"odd memory", other(func(h *Hello) { h.MemoryBytes = 12345 }), "memory 12345 bytes at the source, 1 MiB here"},
-		{"vcpus", other(func(h *Hello) { h.VCPUs = 4 }), "4 vcpus at the source, 2 here"},
+		{"vcpus", other(func(h *Hello) { h.VCPUs = 4 }), "vCPUs: 4 at the source, 2 here"},
 		{"image", other(func(h *Hello) { h.Image[0] = 0xab; h.Image[1] = 0x12 }), "guest image differs (sha256 ab12a2a3… at the source, a0a1a2a3… here)"},
 		{"all", other(func(h *Hello) { h.Version = 1; h.MemoryBytes = 128 << 20; h.Image[31] = 0 }),
 			fmt.Sprintf("protocol version 1 at the source, %d here; memory 128 MiB at the source, 1 MiB here; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… here)", ProtocolVersion)},
