@@ -103,7 +103,7 @@ func runProfile(c *cli.Context) error {
 	}
 	t := col.Target()
 	for _, f := range col.Fallbacks() {
-		fmt.Fprintf(out, "hook %s unavailable (%v): falling back\n", f.Hook.Name, f.Err)
+		fmt.Fprintf(out, "note: hook %s cannot load here (%v); using the next one (--list-hooks lists them)\n", f.Hook.Name, f.Err)
 	}
 	fmt.Fprintf(out, "profiling %s VM (pid %d, %s, dirty %s) with %s, epoch %s\n",
 		t.Kind, t.PID, units.FormatBytes(float64(t.MemoryBytes)), t.DirtyMode, col.Hook(), cfg.Epoch)
