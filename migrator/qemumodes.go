@@ -302,6 +302,13 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// PostcopyStall is how long WaitQEMU waits in post-copy for QEMU to move
+// a byte before it says the destination is gone: QEMU 7.2 does not always
+// notice one killed (once in a clean-clone CI on 2026-12-02 it stayed
+// postcopy-active for the test's 60 s, where it usually turns
+// postcopy-paused at once).
+var PostcopyStall = 10 * time.Second
+
 // WaitQEMU is Wait for a migration that plan set up. For a post-copy plan
 // it sends migrate-start-postcopy once, as soon as a reply shows the
 // migration active with dirty-sync-count at PostcopyAfterSyncs (a
@@ -311,13 +318,26 @@ func contains(list []string, s string) bool {
 // where QEMU has lost the link after the switch and waits, the guest
 // stopped, for someone to recover it. Once dirty-sync-count passes
 // plan.MaxSyncs it forces the switch-over (ForcedDowntimeLimit) and sets
-// plan.Forced, or for a Stalled plan switches to post-copy.
+// plan.Forced, or for a Stalled plan switches to post-copy. In post-copy,
+// PostcopyStall without a byte moved is an error too.
 func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval time.Duration, progress func(Info)) (Info, error) {
 	started := false
 	var lastSync, lastRemaining uint64 // Stalled: the latest dirty sync seen, and ram.remaining first seen after it
+	var moved uint64                   // post-copy: ram.transferred when it last grew
+	var movedAt time.Time
 	return wait(ctx, mon, interval, func(i Info) error {
 		if progress != nil {
 			progress(i)
+		}
+		if i.Status == StatusPostcopy && i.RAM != nil {
+			if i.RAM.Transferred != moved || movedAt.IsZero() {
+				moved, movedAt = i.RAM.Transferred, time.Now()
+			} else if d := time.Since(movedAt); d >= PostcopyStall {
+				return fmt.Errorf("migration %s: QEMU's post-copy has moved nothing for %v: the destination is gone or stalled, "+
+					"and the guest waits there for pages still on the source (if it is gone, the guest is lost with it; "+
+					"if the link broke, migrate-pause on the source, then migrate-recover on the destination and migrate with resume)",
+					i.Status, d.Round(time.Second))
+			}
 		}
 		if plan.MaxSyncs > 0 && !plan.Forced && !plan.Stalled && i.Status == StatusActive && i.RAM != nil && i.RAM.DirtySyncCount > uint64(plan.MaxSyncs) {
 			plan.Forced = true

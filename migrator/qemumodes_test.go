@@ -252,6 +252,23 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 			t.Errorf("error %v, want one saying how to recover", err)
 		}
 	})
+	t.Run("post-copy stalled", func(t *testing.T) {
+		stall := PostcopyStall
+		PostcopyStall = 50 * time.Millisecond
+		defer func() { PostcopyStall = stall }()
+		n := 0
+		mon, _ := clientFake(func(cmd qmp.Command) (any, error) {
+			n++
+			sent := min(uint64(n), 5) << 20 // moves for five replies, then nothing
+			return map[string]any{"return": Info{Status: StatusPostcopy, RAM: &RAMStats{Transferred: sent, Remaining: 8 << 20}}}, nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := WaitQEMU(ctx, mon, &plan, time.Millisecond, nil)
+		if err == nil || !strings.Contains(err.Error(), "has moved nothing for") || ctx.Err() != nil {
+			t.Errorf("error %v, want one saying post-copy moved nothing", err)
+		}
+	})
 	t.Run("pre-copy plan", func(t *testing.T) {
 		mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
 			return map[string]any{"return": Info{Status: StatusCompleted, TotalTime: 900, RAM: &RAMStats{DirtySyncCount: 4}}}, nil
