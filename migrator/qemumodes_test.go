@@ -93,6 +93,16 @@ func TestSetupQEMU(t *testing.T) {
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				downtime},
 			[]string{destOn}, []string{CapPostcopyRAM}, 1},
+		{"tsmc, bandwidth", Params{Mode: ModeTSMC, MaxBandwidth: 32 << 20}, true,
+			[]string{summary,
+				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
+				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
+			[]string{destOn}, []string{CapPostcopyRAM}, 0},
+		{"precopy+postcopy, bandwidth", Params{Mode: ModePrecopy + "+" + Postcopy, MaxBandwidth: 32 << 20}, true,
+			[]string{summary,
+				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
+				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
+			[]string{destOn}, []string{CapPostcopyRAM}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,7 +130,7 @@ func TestSetupQEMU(t *testing.T) {
 			if !slices.Equal(plan.Capabilities, tt.caps) || len(plan.Notes) != tt.notes {
 				t.Errorf("plan %+v, want capabilities %q and %d notes", plan, tt.caps, tt.notes)
 			}
-			if plan.Postcopy != (tt.p.Mode == ModeTSMC) {
+			if plan.Postcopy != (tt.p.Mode == ModeTSMC || strings.HasSuffix(tt.p.Mode, "+"+Postcopy)) {
 				t.Errorf("plan.Postcopy %v for %s", plan.Postcopy, tt.p.Mode)
 			}
 		})
