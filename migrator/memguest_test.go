@@ -41,6 +41,10 @@ type memGuest struct {
 	// package uffd). Destinations write so.
 	kernelWrites bool
 	throttle     atomic.Int32
+	// throttled is the writer's time the throttle withheld, and stalled
+	// the time it spent in stores that took over a millisecond (waiting
+	// for a page post-copy had not brought yet), both while it ran.
+	throttled, stalled time.Duration
 	// onStart, if set, runs in Start before the writer does (with the
 	// guest's memory as the migration left it).
 	onStart func()
@@ -298,18 +302,31 @@ func (g *memGuest) write(done chan struct{}) {
 		}
 		now := time.Now()
 		share := 1 - float64(g.throttle.Load())/100
+		g.throttled += time.Duration(float64(now.Sub(last)) * (1 - share))
 		credit = min(credit+now.Sub(last).Seconds()*g.cfg.Rate*share, g.cfg.Rate/20) // no catching up after a stall
 		last = now
 		for ; credit >= 1; credit-- {
 			g.seq++
 			page, off := nextWrite(g.rng, g.cfg)
+			t0 := time.Now()
 			g.store(page*PageSize+off, g.seq)
+			if d := time.Since(t0); d > time.Millisecond {
+				g.stalled += d
+			}
 			for l := range g.logs {
 				l.set.Set(page)
 			}
 		}
 		g.mu.Unlock()
 	}
+}
+
+// slowed is the writer's time that the throttle withheld and that it
+// stalled on missing pages.
+func (g *memGuest) slowed() (throttled, stalled time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.throttled, g.stalled
 }
 
 // store writes v at byte addr of memory.

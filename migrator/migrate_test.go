@@ -168,6 +168,28 @@ func migrate(t *testing.T, load memConfig, cfg Config) migrated {
 		t.Errorf("the destination's first write, to page %d, is not in its dirty log", page)
 	}
 
+	// The guest's slowdown as the engine counted it, against what the
+	// test guests measured themselves.
+	srcThrottled, _ := src.slowed()
+	_, dstStalled := dst.slowed()
+	t.Logf("slowdown: throttle %d ms (the source's writer: %v), faults %d ms (the destination's writer stalled %v), %d asked for",
+		info.Pagecast.ThrottleTime, srcThrottled.Round(time.Millisecond), info.Pagecast.FaultTime, dstStalled.Round(time.Millisecond), info.RAM.PostcopyRequests)
+	if info.Pagecast.VCPUs != 1 {
+		t.Errorf("vcpus %d in query-migrate, want the guest's 1", info.Pagecast.VCPUs)
+	}
+	if e := info.Pagecast.ThrottleTime - srcThrottled.Milliseconds(); e < -20-srcThrottled.Milliseconds()/10 || e > 20+srcThrottled.Milliseconds()/10 {
+		t.Errorf("throttle-time %d ms, but the source's writer lost %v to the throttle", info.Pagecast.ThrottleTime, srcThrottled)
+	}
+	if info.RAM.PostcopyRequests == 0 && info.Pagecast.FaultTime != 0 {
+		t.Errorf("fault-time %d ms with no page asked for", info.Pagecast.FaultTime)
+	}
+	// The source sees a fault from its request's arrival to its page's
+	// send, without the request's way there and the page's install (83-85%
+	// of the writer's stall, 2026-12-02); the writer's stores under a
+	// millisecond are not counted.
+	if f, s := info.Pagecast.FaultTime, dstStalled.Milliseconds(); f > s+20 || f < s/3-20 {
+		t.Errorf("fault-time %d ms, but the destination's writer stalled %d ms", f, s)
+	}
 	if !info.Pagecast.Verified || info.RAM.Transferred == 0 {
 		t.Errorf("info: %+v %+v", info.RAM, info.Pagecast)
 	}

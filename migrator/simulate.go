@@ -324,6 +324,14 @@ func (l *simLink) touched(missing []uint64) {
 	}
 }
 
+// faultedAt is when the vCPUs behind the requests just made faulted, in
+// the model touched follows: a vCPU faults as soon as its last page
+// arrived, and waits a fault's time for the next, so the requests the
+// source reads now were made a fault's wait ago.
+func (l *simLink) faultedAt() time.Time {
+	return l.clock.Now().Add(-l.faultWait())
+}
+
 // faultWait is how long a vCPU's fault waits for its page: a push of
 // pushBatch pages on the link, or at the page rate where that is slower.
 func (l *simLink) faultWait() time.Duration {

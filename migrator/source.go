@@ -183,7 +183,7 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 		start:  cfg.Clock.Now(),
 	}
 	m.info = Info{Status: StatusSetup, RAM: &RAMStats{Total: memory, PageSize: PageSize, Remaining: memory},
-		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri, Auto: cfg.Auto}}
+		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri, Auto: cfg.Auto, VCPUs: g.Identity().VCPUs}}
 	go func() {
 		defer close(m.done)
 		defer cancel()
@@ -338,9 +338,13 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 	}
 	s.pending = bitmap.New(s.pages)
 	s.lastHarvest = m.clock.Now()
+	s.throttledSince = s.lastHarvest
 	s.nextHarvest = s.lastHarvest.Add(m.cfg.Epoch)
 	if md.policy == ModeThrottle {
-		defer m.g.SetThrottle(0) // lifted whatever happens: completed (the guest runs elsewhere) or not
+		defer func() {
+			s.accountThrottle()
+			m.g.SetThrottle(0) // lifted whatever happens: completed (the guest runs elsewhere) or not
+		}()
 	}
 	if md.policy == ModePredictive && m.cfg.Profile == "" {
 		// Nothing is known of the guest yet: watch it for a few epochs
@@ -462,6 +466,21 @@ type sender struct {
 	wireShare            float64        // wire bytes per byte of a page pending: see measureCoding
 	coded0               mecom.Stats    // the encoder's totals when the round began
 	last                 *bitmap.Bitmap // pages the policy put last in the current pass
+
+	throttledSince time.Time     // when the guest's throttle last changed (or the guest resumed)
+	throttled      time.Duration // vCPU time the throttle withheld before throttledSince
+}
+
+// accountThrottle adds the vCPU time the guest's throttle withheld since
+// it last changed to Info's throttle-time, up to now.
+func (s *sender) accountThrottle() {
+	now := s.m.clock.Now()
+	if pct := s.m.g.Throttle(); pct > 0 && !s.throttledSince.IsZero() {
+		vcpus := max(1, s.m.g.Identity().VCPUs)
+		s.throttled += time.Duration(float64(now.Sub(s.throttledSince)) * float64(pct) / 100 * float64(vcpus))
+		s.m.update(func(i *Info) { i.Pagecast.ThrottleTime = s.throttled.Milliseconds() })
+	}
+	s.throttledSince = now
 }
 
 // attach makes conn the migration's connection: writes go through the
@@ -881,6 +900,7 @@ func (s *sender) throttle(round int, before, after uint64) error {
 	// pending grow back over it.
 	next := min(share, share*math.Pow(q/r, 2))
 	pct := min(99, max(0, int(math.Ceil(100*(1-next)))))
+	s.accountThrottle()
 	if err := g.SetThrottle(pct); err != nil {
 		return fmt.Errorf("throttle the guest to %d%%: %w", pct, err)
 	}
@@ -1075,6 +1095,8 @@ func (s *sender) pause(reason string) (time.Time, error) {
 		i.Status = StatusDevice
 		i.Pagecast.StopReason = reason
 	})
+	s.accountThrottle() // paused, the guest loses its time to the downtime instead
+	s.throttledSince = time.Time{}
 	paused := s.m.clock.Now()
 	if err := s.m.g.Pause(); err != nil {
 		return paused, fmt.Errorf("stop the guest: %w", err)
@@ -1092,6 +1114,7 @@ func (s *sender) resumeUnless(committed bool, err error) error {
 	if rerr := s.m.g.Resume(); rerr != nil {
 		return errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
 	}
+	s.throttledSince = s.m.clock.Now()
 	return err
 }
 

@@ -214,12 +214,20 @@ type postcopyState struct {
 	sums       <-chan Digest // the paused memory's checksums, sent last
 	digest     *Digest       // taken from sums
 	summed     time.Time     // simulated: when the sums are done
+	faultTime  time.Duration // vCPU time the destination's guest waited for the pages it asked for
+}
+
+// request is a destination's request for pages, and when it arrived (or,
+// simulated, when its guest faulted).
+type request struct {
+	gfns []uint64
+	at   time.Time
 }
 
 // push runs stage 3 on the current connection until every page is sent
 // and the destination confirms, or the connection fails.
 func (s *sender) push(ctx context.Context, st *postcopyState) error {
-	requests := make(chan []uint64, 64)
+	requests := make(chan request, 64)
 	verdict := make(chan error, 1)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
@@ -234,8 +242,12 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		}
 		switch rec.Type {
 		case RecRequest:
+			at := s.m.clock.Now()
+			if s.m.sim != nil {
+				at = s.m.sim.faultedAt()
+			}
 			select {
-			case requests <- slices.Clone(rec.GFNs):
+			case requests <- request{gfns: slices.Clone(rec.GFNs), at: at}:
 				return true
 			case <-readCtx.Done():
 				return false
@@ -303,9 +315,9 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 	for st.left > 0 {
 		poll()
 		select {
-		case gfns := <-requests:
+		case req := <-requests:
 			batch = batch[:0]
-			for _, g := range gfns {
+			for _, g := range req.gfns {
 				st.asked++
 				if take(g) {
 					batch = append(batch, g)
@@ -315,6 +327,12 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 				if err := send(batch); err != nil {
 					return err
 				}
+				// Each page asked for held a vCPU (or a device) of the
+				// destination's guest from the request to its arrival.
+				// A page asked for but pushed already is not counted:
+				// its wait was shorter, and unknown here.
+				st.faultTime += time.Duration(len(batch)) * s.m.clock.Now().Sub(req.at)
+				s.m.update(func(i *Info) { i.Pagecast.FaultTime = st.faultTime.Milliseconds() })
 			}
 			continue
 		case err := <-verdict:

@@ -41,7 +41,7 @@ func (c Choice) Report() *migrator.AutoChoice {
 			continue
 		}
 		a.Predictions = append(a.Predictions, migrator.Prediction{Mode: r.Mode, TotalTime: r.Info.TotalTime,
-			Downtime: r.Info.Downtime, Transferred: r.Info.RAM.Transferred})
+			Downtime: r.Info.Downtime, Transferred: r.Info.RAM.Transferred, GuestSlowdown: r.Info.GuestSlowdown()})
 	}
 	return a
 }

@@ -24,6 +24,7 @@ type Guest struct {
 	clock *migrator.VirtualClock
 	epoch float64 // the workload's epoch, seconds
 	state []byte
+	vcpus int
 	*contents
 
 	mu       sync.Mutex // Info and the engine's goroutine both ask about the guest
@@ -71,6 +72,9 @@ func (g *Guest) written() uint64 {
 	return g.writes
 }
 
+// maxVCPUs is the most vCPUs a simulated guest has: KVM's own limit.
+const maxVCPUs = 4096
+
 // GuestOptions describe a simulated guest beyond its workload.
 type GuestOptions struct {
 	Start   uint64 // the workload epoch the migration starts at
@@ -82,6 +86,11 @@ type GuestOptions struct {
 	Classes    map[uint64]mecom.Class
 	Samples    *Samples // pages standing for each class's; nil: generated ones
 	StateBytes int      // vCPU and device state sent at the switch-over
+	// VCPUs is how many vCPUs the guest says it has (Identity), default
+	// 1: in post-copy each has a fault out at a time, and the throttle
+	// takes its share of each. The workload's writes are the guest's,
+	// whatever the count.
+	VCPUs int
 }
 
 // NewGuest returns a running guest at workload epoch o.Start, on clock.
@@ -98,7 +107,10 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	if err != nil {
 		return nil, err
 	}
-	g := &Guest{w: w, clock: clock, epoch: w.Epoch().Seconds(), state: make([]byte, o.StateBytes), contents: c,
+	if o.VCPUs < 0 || o.VCPUs > maxVCPUs {
+		return nil, fmt.Errorf("%d vCPUs: want 1 to %d", o.VCPUs, maxVCPUs)
+	}
+	g := &Guest{w: w, clock: clock, epoch: w.Epoch().Seconds(), state: make([]byte, o.StateBytes), contents: c, vcpus: max(1, o.VCPUs),
 		running: true, pos: float64(o.Start), last: clock.Now(), start: o.Start}
 	// What was written before the start holds data: a synthetic hot set;
 	// a trace's epochs before the start, and, for a window of one, before
@@ -151,7 +163,7 @@ func (g *Guest) Replays() uint64 {
 func (g *Guest) MemoryBytes() uint64 { return g.w.Pages() * migrator.PageSize }
 func (g *Guest) Memory() []byte      { return nil }
 
-func (g *Guest) Identity() migrator.Identity { return migrator.Identity{VCPUs: 1} }
+func (g *Guest) Identity() migrator.Identity { return migrator.Identity{VCPUs: g.vcpus} }
 
 func (g *Guest) Running() (bool, string) {
 	g.mu.Lock()

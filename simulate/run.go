@@ -26,6 +26,9 @@ type Options struct {
 	// StateBytes is the vCPU and device state sent at the switch-over;
 	// default 300 KiB, about what a small QEMU VM's device state weighs.
 	StateBytes int
+	// VCPUs is the guest's vCPU count, which post-copy's faults and the
+	// guest's slowdown go by (see GuestOptions); default 1.
+	VCPUs int
 	// Switchover is the fixed cost of a switch-over (see
 	// migrator.SimConfig); default 0.
 	Switchover time.Duration
@@ -158,7 +161,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	start := time.Unix(0, 0).UTC()
 	clock := migrator.NewVirtualClock(start)
-	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, StateBytes: o.StateBytes})
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, StateBytes: o.StateBytes, VCPUs: o.VCPUs})
 	if err != nil {
 		r.Err = err
 		return r

@@ -425,7 +425,7 @@ func (r qemuMigration) label() string {
 // writeQEMUMigrationTable prints the QEMU VM's migrations side by side.
 func writeQEMUMigrationTable(w io.Writer, rows []qemuMigration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "migration\ttotal\tdowntime\tpaused\tbytes\trounds\tdeferred\tthrottle\tpulled\tverified\tstopped because\t")
+	fmt.Fprintln(tw, "migration\ttotal\tdowntime\tpaused\tbytes\trounds\tdeferred\tthrottle\tpulled\tguest slowed\tverified\tstopped because\t")
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
 	for _, r := range rows {
 		i := r.info
@@ -448,8 +448,8 @@ func writeQEMUMigrationTable(w io.Writer, rows []qemuMigration) {
 		if r.paused >= 0 {
 			paused = r.paused.Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d%%\t%d\t%s\t%s\t\n", r.label(), ms(i.TotalTime), ms(i.Downtime), paused,
-			units.FormatBytes(float64(i.RAM.Transferred)), rounds, deferred, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, verified, why)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d%%\t%d\t%s\t%s\t%s\t\n", r.label(), ms(i.TotalTime), ms(i.Downtime), paused,
+			units.FormatBytes(float64(i.RAM.Transferred)), rounds, deferred, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, slowdownString(i), verified, why)
 	}
 	tw.Flush()
 }

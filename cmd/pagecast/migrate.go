@@ -300,9 +300,9 @@ func runMigrate(c *cli.Context) error {
 func writeAutoChoice(w io.Writer, a *migrator.AutoChoice) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
-	fmt.Fprintln(tw, "mode\tpredicted total\tdowntime\tbytes\t")
+	fmt.Fprintln(tw, "mode\tpredicted total\tdowntime\tbytes\tguest slowed\t")
 	for _, p := range a.Predictions {
-		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t\n", p.Mode, ms(p.TotalTime), ms(p.Downtime), units.FormatBytes(float64(p.Transferred)))
+		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\t\n", p.Mode, ms(p.TotalTime), ms(p.Downtime), units.FormatBytes(float64(p.Transferred)), percent(p.GuestSlowdown))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "auto chose %s (prefer %s): %s\n\n", a.Mode, a.Prefer, a.Why)
@@ -431,6 +431,10 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused 
 		if i.CPUThrottlePercentage > 0 {
 			fmt.Fprintf(tw, "cpu throttle\t%d%% at the end (lifted)\n", i.CPUThrottlePercentage)
 		}
+		if x.VCPUs > 0 {
+			fmt.Fprintf(tw, "guest slowed\t%s of its vCPU time while it ran (throttle %v, post-copy faults %v, over %d vCPUs)\n", slowdownString(i),
+				time.Duration(x.ThrottleTime)*time.Millisecond, time.Duration(x.FaultTime)*time.Millisecond, x.VCPUs)
+		}
 		fmt.Fprintf(tw, "stopped because\t%s\n", x.StopReason)
 		fmt.Fprintf(tw, "verified\t%v\n", x.Verified)
 	}
@@ -486,15 +490,33 @@ func downtimeString(i migrator.Info) string {
 	return (time.Duration(i.Downtime) * time.Millisecond).String()
 }
 
+// slowdownString is the share of its vCPU time a migrated guest lost while
+// it ran (migrator.Info.GuestSlowdown), or "-" where Info does not say.
+func slowdownString(i migrator.Info) string {
+	if i.Pagecast == nil || i.Pagecast.VCPUs == 0 {
+		return "-"
+	}
+	return percent(i.GuestSlowdown())
+}
+
+// percent is a share of 0 to 1 in whole percent, "<1%" where it is under
+// one but not none.
+func percent(f float64) string {
+	if f > 0 && f < 0.005 {
+		return "<1%"
+	}
+	return fmt.Sprintf("%.0f%%", 100*f)
+}
+
 // writeMigrationTable prints migrations side by side, one row each.
 func writeMigrationTable(w io.Writer, infos []migrator.Info) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tsetup\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tverified\t")
+	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tsetup\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tguest slowed\tverified\t")
 	for _, i := range infos {
 		ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%d\t%d%%\t%d\t%v\t\n", i.Pagecast.Mode, ms(i.TotalTime), downtimeString(i),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%d\t%d%%\t%d\t%s\t%v\t\n", i.Pagecast.Mode, ms(i.TotalTime), downtimeString(i),
 			ms(i.SetupTime), units.FormatBytes(float64(i.RAM.Transferred)), i.Pagecast.Round, roundList(i.Pagecast.RoundPages),
-			i.Pagecast.DeferredAll, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, i.Pagecast.Verified)
+			i.Pagecast.DeferredAll, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, slowdownString(i), i.Pagecast.Verified)
 	}
 	tw.Flush()
 }

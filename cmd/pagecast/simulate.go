@@ -314,17 +314,17 @@ func simulationModes(s string) ([]string, error) {
 // pre-copy, and what the rows cannot say.
 func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate.Result) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\t")
+	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tguest slowed\t")
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
 	for _, r := range results {
 		if r.Err != nil {
-			fmt.Fprintf(tw, "%s\tfailed: %v\t\t\t\t\t\t\t\t\n", r.Mode, r.Err)
+			fmt.Fprintf(tw, "%s\tfailed: %v\t\t\t\t\t\t\t\t\t\n", r.Mode, r.Err)
 			continue
 		}
 		i := r.Info
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%v\t%d\t%d%%\t%d\t\n", r.Mode, ms(i.TotalTime), ms(i.Downtime),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%v\t%d\t%d%%\t%d\t%s\t\n", r.Mode, ms(i.TotalTime), ms(i.Downtime),
 			units.FormatBytes(float64(i.RAM.Transferred)), i.Pagecast.Round, roundList(i.Pagecast.RoundPages),
-			i.Pagecast.DeferredAll, i.CPUThrottlePercentage, i.RAM.PostcopyRequests)
+			i.Pagecast.DeferredAll, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, slowdownString(i))
 	}
 	tw.Flush()
 	writeAgainstPrecopy(out, results)
@@ -536,6 +536,9 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info, 
 		ms(p.TotalTime), ms(a.TotalTime), off(p.TotalTime, a.TotalTime),
 		units.FormatBytes(float64(p.Transferred)), units.FormatBytes(float64(sent)),
 		off(int64(p.Transferred), int64(sent)), ms(p.Downtime), downtimeString(a))
+	if a.Pagecast != nil && a.Pagecast.VCPUs > 0 {
+		fmt.Fprintf(w, ", guest slowed %s against %s", percent(p.GuestSlowdown), slowdownString(a))
+	}
 	if paused >= 0 {
 		fmt.Fprintf(w, " (the guest paused %v)", paused.Round(time.Millisecond))
 	}
