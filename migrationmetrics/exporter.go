@@ -190,6 +190,14 @@ var (
 		"Pause of the guest at the switch-over (query-migrate downtime); present once the migration has completed.", labels, nil)
 	descPulled = prometheus.NewDesc("pagecast_migration_postcopy_requests_total",
 		"Pages the destination asked for after the switch (post-copy; query-migrate ram.postcopy-requests).", labels, nil)
+	descThrottled = prometheus.NewDesc("pagecast_migration_throttled_vcpu_seconds_total",
+		"vCPU time the throttle withheld from the guest over the migration, summed over its vCPUs (query-migrate x-pagecast.throttle-time; pagecast's engine).", labels, nil)
+	descFaultWait = prometheus.NewDesc("pagecast_migration_postcopy_fault_vcpu_seconds_total",
+		"vCPU time the destination's guest waited for the pages it asked for in post-copy, summed over its vCPUs (query-migrate x-pagecast.fault-time; pagecast's engine).", labels, nil)
+	descSlowdown = prometheus.NewDesc("pagecast_migration_guest_slowdown_ratio",
+		"Share of its vCPUs' time the guest lost to the throttle and post-copy's faults while it ran during the migration (the downtime apart; pagecast's engine).", labels, nil)
+	descPredictedSlowdown = prometheus.NewDesc("pagecast_migration_predicted_guest_slowdown_ratio",
+		"Mode auto: the guest slowdown it predicted for each mode it weighed; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
 	descPredictedTime = prometheus.NewDesc("pagecast_migration_predicted_total_time_seconds",
 		"Mode auto: the total time it predicted for each mode it weighed, before the migration began; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
 	descPredictedDowntime = prometheus.NewDesc("pagecast_migration_predicted_downtime_seconds",
@@ -202,7 +210,7 @@ var (
 var Descs = []*prometheus.Desc{descInfo, descStatus, descStart, descEnd, descSucceeded, descFailed,
 	descProcessed, descRemaining, descTotal, descDirtyRate, descTransferRate, descBandwidth, descSyncs,
 	descRound, descDeferred, descDeferrals, descThrottle, descExpectedDowntime, descDowntime, descPulled,
-	descPredictedTime, descPredictedDowntime, descPredictedData}
+	descPredictedTime, descPredictedDowntime, descPredictedData, descThrottled, descFaultWait, descSlowdown, descPredictedSlowdown}
 
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
@@ -268,6 +276,11 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		round = float64(x.Round)
 		gauge(descDeferred, float64(x.Deferred))
 		counter(descDeferrals, float64(x.DeferredAll))
+		if x.VCPUs > 0 {
+			counter(descThrottled, float64(x.ThrottleTime)/1e3)
+			counter(descFaultWait, float64(x.FaultTime)/1e3)
+			gauge(descSlowdown, i.GuestSlowdown())
+		}
 		if a := x.Auto; a != nil {
 			for _, p := range a.Predictions {
 				chosen := "0"
@@ -277,6 +290,7 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 				gauge(descPredictedTime, float64(p.TotalTime)/1e3, p.Mode, chosen)
 				gauge(descPredictedDowntime, float64(p.Downtime)/1e3, p.Mode, chosen)
 				gauge(descPredictedData, float64(p.Transferred), p.Mode, chosen)
+				gauge(descPredictedSlowdown, p.GuestSlowdown, p.Mode, chosen)
 			}
 		}
 	}

@@ -43,8 +43,10 @@ func TestExporter(t *testing.T) {
 	pagecastActive := active
 	auto := &migrator.AutoChoice{Mode: "predictive", Prefer: "time", Predictions: []migrator.Prediction{
 		{Mode: "precopy", TotalTime: 4500, Downtime: 310, Transferred: 90 << 20},
-		{Mode: "predictive", TotalTime: 3250, Downtime: 200, Transferred: 72 << 20}}}
-	pagecastActive.Pagecast = &migrator.Extra{Mode: "predictive", Round: 4, Deferred: 512, DeferredAll: 2048, Bandwidth: 32 << 20, Auto: auto}
+		{Mode: "predictive", TotalTime: 3250, Downtime: 200, Transferred: 72 << 20, GuestSlowdown: 0.125}}}
+	pagecastActive.TotalTime = 3000
+	pagecastActive.Pagecast = &migrator.Extra{Mode: "predictive", Round: 4, Deferred: 512, DeferredAll: 2048, Bandwidth: 32 << 20, Auto: auto,
+		VCPUs: 2, ThrottleTime: 1200, FaultTime: 300}
 	for _, tc := range []struct {
 		name, engine, mode string
 		bandwidth          uint64
@@ -81,6 +83,11 @@ func TestExporter(t *testing.T) {
 				`pagecast_migration_predicted_total_time_seconds{chosen="1",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 3.25`,
 				`pagecast_migration_predicted_downtime_seconds{chosen="1",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 0.2`,
 				`pagecast_migration_predicted_data_bytes{chosen="1",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 7.5497472e+07`,
+				`pagecast_migration_predicted_guest_slowdown_ratio{chosen="1",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 0.125`,
+				// 1.5 s of the 2 vCPUs' 6 s.
+				`pagecast_migration_throttled_vcpu_seconds_total{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1.2`,
+				`pagecast_migration_postcopy_fault_vcpu_seconds_total{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0.3`,
+				`pagecast_migration_guest_slowdown_ratio{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0.25`,
 			},
 			wantEnd: []string{
 				`pagecast_migration_status{migration="2026-11-30T05:00:00.000Z",status="completed",vm="vm1"} 1`,
@@ -107,7 +114,7 @@ func TestExporter(t *testing.T) {
 			},
 			// QEMU's engine defers nothing, and a failed migration had no downtime.
 			absent: []string{"pagecast_migration_deferred_pages", "pagecast_migration_downtime_seconds", "pagecast_migration_expected_downtime_seconds",
-				"pagecast_migration_predicted_total_time_seconds"},
+				"pagecast_migration_predicted_total_time_seconds", "pagecast_migration_guest_slowdown_ratio"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -182,7 +182,8 @@ func (s *Samples) Prime() {
 // SamplePages takes up to samplesPerClass pages of each class from mem,
 // spread evenly over the pages of that class among those looked at (up to
 // 64 a class would need, evenly spread over mem), skipping holes (pages
-// never written, which a live source does not read), each copied. Taken
+// never written, which a live source does not read), each copied, and
+// kept only where the copy is still of its class. Taken
 // in address order instead, a 1 GiB guest's text samples came from its
 // low memory and coded to 0.56 of their size under S2, where its text
 // coded to 0.80 live.
@@ -203,7 +204,13 @@ func SamplePages(mem []byte, holes *bitmap.Bitmap) *Samples {
 		n := min(len(gfns), samplesPerClass)
 		for j := range n {
 			gfn := gfns[j*len(gfns)/n]
-			s[class] = append(s[class], bytes.Clone(mem[gfn*migrator.PageSize:(gfn+1)*migrator.PageSize]))
+			// A running guest may have written the page since it was
+			// classified (a zero page taken as a zero sample once was
+			// not one by its copy, 2026-12-02): the copy is checked.
+			p := bytes.Clone(mem[gfn*migrator.PageSize : (gfn+1)*migrator.PageSize])
+			if mecom.Classify(p) == mecom.Class(class) {
+				s[class] = append(s[class], p)
+			}
 		}
 	}
 	return &s

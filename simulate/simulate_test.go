@@ -361,6 +361,32 @@ func TestModesOnAHotSet(t *testing.T) {
 	if m, p := res["mecom"], res["precopy"]; m.RAM.Transferred >= p.RAM.Transferred*4/5 {
 		t.Errorf("mecom %d bytes, precopy %d", m.RAM.Transferred, p.RAM.Transferred)
 	}
+
+	// The guest's slowdown: none where nothing throttles or faults; the
+	// throttle's share of the time the guest ran; a fault's wait, a push
+	// of 32 pages on the link (3.9 ms at 32 MiB/s) and its own page, for
+	// every page pulled.
+	for _, mode := range []string{"precopy", "mecom"} {
+		if i := res[mode]; i.Pagecast.ThrottleTime != 0 || i.Pagecast.FaultTime != 0 || i.GuestSlowdown() != 0 {
+			t.Errorf("%s slowed the guest: throttle %d ms, faults %d ms", mode, i.Pagecast.ThrottleTime, i.Pagecast.FaultTime)
+		}
+	}
+	th := res["throttle"]
+	if running := th.TotalTime - th.Downtime; th.Pagecast.ThrottleTime <= 0 || th.Pagecast.ThrottleTime > running*99/100 || th.Pagecast.FaultTime != 0 {
+		t.Errorf("throttle: throttle-time %d ms, fault-time %d ms, over %d ms running", th.Pagecast.ThrottleTime, th.Pagecast.FaultTime, running)
+	}
+	for _, mode := range []string{"tsmc", "predictive+tsmc"} {
+		i := res[mode]
+		wait := float64(i.Pagecast.FaultTime) / float64(i.RAM.PostcopyRequests)
+		t.Logf("%s: guest slowed %.1f%%, %.2f ms a page pulled", mode, 100*i.GuestSlowdown(), wait)
+		if push := float64(32*4096) / float64(32<<20) * 1000; wait < push*0.9 || wait > push*1.1 || i.Pagecast.ThrottleTime != 0 {
+			t.Errorf("%s: %d ms of faults for %d pages pulled (%.2f ms each, a push takes %.2f ms), throttle %d ms", mode,
+				i.Pagecast.FaultTime, i.RAM.PostcopyRequests, wait, push, i.Pagecast.ThrottleTime)
+		}
+		if s := i.GuestSlowdown(); s <= 0 || s >= 1 {
+			t.Errorf("%s: guest slowed %v", mode, s)
+		}
+	}
 }
 
 // TestChecksumsBesideStage3: in TSMC the source sums its paused memory

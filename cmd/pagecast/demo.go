@@ -150,7 +150,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pred, err := demoPredict(c, profile, vm.Memory(), holes, bw, 0, simulate.AutoModes) // pagecast's monitor runs every mode
+	pred, err := demoPredict(c, profile, vm.Memory(), holes, vm.VCPUs(), bw, 0, simulate.AutoModes) // pagecast's monitor runs every mode
 	if err != nil {
 		return err
 	}

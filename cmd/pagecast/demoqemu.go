@@ -118,7 +118,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	pred, err := demoPredict(c, profile, src.Memory(), nil, bw, qemuSwitchover, qemuAutoModes()) // the RAM file is written whole at start: no holes
+	pred, err := demoPredict(c, profile, src.Memory(), nil, 1, bw, qemuSwitchover, qemuAutoModes()) // the RAM file is written whole at start: no holes
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ type demoPrediction struct {
 // bytes, and chooses among autoModes, the modes this VM can take, as
 // migrate --mode auto would: before the live migrations, so that they can
 // include the choice.
-func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitmap, bw uint64, switchover time.Duration, autoModes []string) (demoPrediction, error) {
+func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitmap, vcpus int, bw uint64, switchover time.Duration, autoModes []string) (demoPrediction, error) {
 	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
 	if err != nil {
 		return demoPrediction{}, err
@@ -212,7 +212,7 @@ func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitma
 			written[p] = true
 		}
 	}
-	o := simulate.Options{Workload: w, Bandwidth: bw, Switchover: switchover}
+	o := simulate.Options{Workload: w, Bandwidth: bw, Switchover: switchover, VCPUs: vcpus}
 	measureContent(&o, mem, holes, written)
 	p := demoPrediction{w: w, content: o.Content, switchover: switchover, results: simulateAll(c, o)}
 	var predictions []simulate.Result

@@ -311,7 +311,7 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (simulate.Options,
 	if err != nil {
 		return simulate.Options{}, 0, err
 	}
-	o := simulate.Options{Workload: w}
+	o := simulate.Options{Workload: w, VCPUs: g.Identity().VCPUs}
 	measureContent(&o, g.Memory(), holes, written)
 	return o, len(written), nil
 }

@@ -745,6 +745,12 @@ func TestMigrateAuto(t *testing.T) {
 	if predicted <= 0 || actual <= 0 || predicted > 3*actual || actual > 3*predicted {
 		t.Errorf("predicted total time %v against %v taken", predicted, actual)
 	}
+	// The guest's slowdown, predicted for every mode and against the
+	// outcome.
+	if !strings.Contains(out, "  guest slowed\n") || !regexp.MustCompile(`predicted against outcome: .*, guest slowed (<1|\d+)% against (<1|\d+)%, downtime`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^guest slowed +(<1|\d+)% of its vCPU time while it ran \(throttle .*, post-copy faults .*, over 1 vCPUs\)$`).MatchString(out) {
+		t.Errorf("the guest's slowdown is not predicted, or not against the outcome:\n%s", out)
+	}
 	if _, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:192.0.2.7:4444", "--mode", "auto"); err == nil ||
 		!strings.Contains(err.Error(), "--mode auto needs --bandwidth") {
 		t.Errorf("auto without a bandwidth, to another host: %v", err)

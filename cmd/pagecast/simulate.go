@@ -67,6 +67,7 @@ func simulateCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "start", Usage: "the workload epoch the migration starts at (a trace's first epochs may be its boot)"},
 			&cli.StringFlag{Name: "content", Value: simulate.DefaultMix.String(), Usage: "page contents: shares of zero, repeat, text and random pages"},
 			&cli.StringFlag{Name: "state-size", Value: "300K", Usage: "vCPU and device state sent at the switch-over"},
+			&cli.IntFlag{Name: "vcpus", Value: 1, Usage: "the guest's vCPUs: in post-copy each waits for one missing page at a time, and the guest slowed column is a share of their time"},
 			&cli.DurationFlag{Name: "switchover", Usage: "fixed cost of a switch-over besides moving memory (restoring the guest's state, the commit)"},
 			&cli.StringFlag{Name: "checksum-rate", Value: units.FormatBytes(simulate.DefaultChecksumRate) + "/s", Usage: "how fast the paused source reads the memory its guest holds for the memory check after the switch-over, which lengthens the total time (0: not counted)"},
 			&cli.StringFlag{Name: "page-rate", Value: "0", Usage: "the most pages a second pagecast's own path moves (reading, sending, receiving, writing) whatever the link, e.g. 40k: what bounds a migration where the CPU, not the link, is short; migrate --mode auto measures it where both ends share a host (0: no bound)"},
@@ -131,12 +132,15 @@ func runSimulate(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--page-rate %q: %w", c.String("page-rate"), err)
 	}
+	if n := c.Int("vcpus"); n < 1 || n > 4096 {
+		return fmt.Errorf("--vcpus %d: want 1 to 4096", n)
+	}
 	if c.Int("max-rounds") < 1 {
 		return fmt.Errorf("--max-rounds %d: want at least 1", c.Int("max-rounds"))
 	}
 	o := simulate.Options{Workload: w, Bandwidth: bw, DowntimeLimit: c.Duration("downtime-limit"), MaxRounds: c.Int("max-rounds"),
 		Start: c.Uint64("start"), Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate,
-		PolicyTime: c.Bool("policy-time")}
+		PolicyTime: c.Bool("policy-time"), VCPUs: c.Int("vcpus")}
 	if c.Duration("downtime-limit") <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration", c.Duration("downtime-limit"))
 	}
@@ -532,13 +536,13 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info, 
 	if a.RAM != nil {
 		sent = a.RAM.Transferred
 	}
-	fmt.Fprintf(w, "predicted against outcome: total time %v against %v (%s), bytes %s against %s (%s), downtime %v against %v",
+	fmt.Fprintf(w, "predicted against outcome: total time %v against %v (%s), bytes %s against %s (%s), ",
 		ms(p.TotalTime), ms(a.TotalTime), off(p.TotalTime, a.TotalTime),
-		units.FormatBytes(float64(p.Transferred)), units.FormatBytes(float64(sent)),
-		off(int64(p.Transferred), int64(sent)), ms(p.Downtime), downtimeString(a))
+		units.FormatBytes(float64(p.Transferred)), units.FormatBytes(float64(sent)), off(int64(p.Transferred), int64(sent)))
 	if a.Pagecast != nil && a.Pagecast.VCPUs > 0 {
-		fmt.Fprintf(w, ", guest slowed %s against %s", percent(p.GuestSlowdown), slowdownString(a))
+		fmt.Fprintf(w, "guest slowed %s against %s, ", percent(p.GuestSlowdown), slowdownString(a))
 	}
+	fmt.Fprintf(w, "downtime %v against %v", ms(p.Downtime), downtimeString(a))
 	if paused >= 0 {
 		fmt.Fprintf(w, " (the guest paused %v)", paused.Round(time.Millisecond))
 	}
