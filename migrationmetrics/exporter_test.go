@@ -46,7 +46,7 @@ func TestExporter(t *testing.T) {
 		{Mode: "predictive", TotalTime: 3250, Downtime: 200, Transferred: 72 << 20, GuestSlowdown: 0.125}}}
 	pagecastActive.TotalTime = 3000
 	pagecastActive.Pagecast = &migrator.Extra{Mode: "predictive", Round: 4, Deferred: 512, DeferredAll: 2048, Bandwidth: 32 << 20, Auto: auto,
-		VCPUs: 2, ThrottleTime: 1200, FaultTime: 300}
+		Slowdown: migrator.Slowdown{VCPUs: 2, ThrottleTime: 1200, FaultTime: 300}}
 	for _, tc := range []struct {
 		name, engine, mode string
 		bandwidth          uint64

@@ -59,14 +59,30 @@ type Extra struct {
 	StopReason  string      `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
 	Destination string      `json:"destination,omitempty"` // the migrate URI
 	Auto        *AutoChoice `json:"auto,omitempty"`        // mode auto: what it chose, and what it predicted
-	// The guest's slowdown while it ran during the migration, in
-	// milliseconds of vCPU time (summed over its VCPUs): what the
-	// throttle withheld, and what its vCPUs waited for pages the
-	// destination asked for in post-copy (from the request's arrival to
-	// the page's send, as the source sees it). The downtime is apart.
+	Slowdown
+}
+
+// Slowdown is what a guest lost while it ran during a migration, in
+// milliseconds of vCPU time summed over its VCPUs: what the throttle
+// withheld, and what its vCPUs waited for pages they faulted on in
+// post-copy (pagecast's engine: from the request's arrival at the source
+// to the page's send; QEMU's: its postcopy-vcpu-blocktime). The downtime
+// is apart.
+type Slowdown struct {
 	VCPUs        int   `json:"vcpus,omitempty"`
 	ThrottleTime int64 `json:"throttle-time,omitempty"`
 	FaultTime    int64 `json:"fault-time,omitempty"`
+}
+
+// Share is the share of its vCPUs' time the guest lost over a migration
+// of totalTime ms, downtime ms of them paused, 0 to 1 (0 without a vCPU
+// count).
+func (s Slowdown) Share(totalTime, downtime int64) float64 {
+	running := float64(totalTime-downtime) * float64(s.VCPUs)
+	if s.VCPUs <= 0 || running <= 0 {
+		return 0
+	}
+	return min(1, float64(s.ThrottleTime+s.FaultTime)/running)
 }
 
 // GuestSlowdown is the share of its vCPUs' time the guest lost while it
@@ -75,15 +91,10 @@ type Extra struct {
 // usual work over the migration's running time. 0 where Info does not
 // say (QEMU's own migrations, or no vCPU count).
 func (i Info) GuestSlowdown() float64 {
-	e := i.Pagecast
-	if e == nil || e.VCPUs <= 0 {
+	if i.Pagecast == nil {
 		return 0
 	}
-	running := float64(i.TotalTime-i.Downtime) * float64(e.VCPUs)
-	if running <= 0 {
-		return 0
-	}
-	return min(1, float64(e.ThrottleTime+e.FaultTime)/running)
+	return i.Pagecast.Share(i.TotalTime, i.Downtime)
 }
 
 // AutoChoice is what mode auto chose before the migration began (by

@@ -44,6 +44,10 @@ const (
 	CapXBZRLE       = "xbzrle"
 	CapAutoConverge = "auto-converge"
 	CapPostcopyRAM  = "postcopy-ram"
+	// CapPostcopyBlocktime makes the destination count how long each
+	// vCPU waited for pages in post-copy (query-migrate's
+	// postcopy-vcpu-blocktime there; QEMUFaultTime).
+	CapPostcopyBlocktime = "postcopy-blocktime"
 )
 
 var qemuCapabilities = []string{CapXBZRLE, CapAutoConverge, CapPostcopyRAM}
@@ -77,6 +81,12 @@ type QEMUPlan struct {
 	MaxSyncs int
 	Forced   bool     // WaitQEMU forced the switch-over
 	Notes    []string // flags QEMU has no use for, one sentence each
+	// Slowdown is what the guest lost: its vCPUs (SetupQEMU, from
+	// query-cpus-fast; 0 if QEMU did not say), the throttle's share of
+	// their time summed from WaitQEMU's polls of
+	// cpu-throttle-percentage, and post-copy's waits, which the
+	// destination counts (QEMUFaultTime).
+	Slowdown Slowdown
 }
 
 // ForcedDowntimeLimit is the downtime-limit (ms) a forced switch-over
@@ -176,7 +186,7 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 		return QEMUPlan{}, fmt.Errorf("migration mode %q: on QEMU, +%s is QEMU's post-copy, which is not planned with its compression (xbzrle); %s+%s needs %s", mode, Postcopy, MECOM, Postcopy, engine)
 	case m.fallback:
 		plan.Capabilities = []string{CapPostcopyRAM}
-		plan.DestCapabilities = []string{CapPostcopyRAM}
+		plan.DestCapabilities = []string{CapPostcopyRAM, CapPostcopyBlocktime}
 		plan.Postcopy, plan.Stalled = true, true
 	case m.mecom && m.policy == ModeTSMC:
 		return QEMUPlan{}, fmt.Errorf("migration mode %q: on QEMU, tsmc is QEMU's post-copy, which does not compress; %s+%s needs pagecast's engine at both ends (pagecast vm run)", mode, ModeTSMC, MECOM)
@@ -194,7 +204,7 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 		plan.Parameters.CPUThrottleTailslow = &off
 	case m.policy == ModeTSMC:
 		plan.Capabilities = []string{CapPostcopyRAM}
-		plan.DestCapabilities = []string{CapPostcopyRAM}
+		plan.DestCapabilities = []string{CapPostcopyRAM, CapPostcopyBlocktime}
 		plan.Postcopy = true
 	}
 	if plan.Postcopy {
@@ -270,10 +280,17 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 	if len(plan.DestCapabilities) > 0 && dst == nil {
 		return QEMUPlan{}, ErrNeedDestQMP
 	}
+	var cpus []struct {
+		Index int `json:"cpu-index"`
+	}
+	if err := clientRun(src, "query-cpus-fast", nil, &cpus); err == nil {
+		plan.Slowdown.VCPUs = len(cpus)
+	} // else the slowdown is not known: QEMU before 2.12
+
 	if dst != nil {
-		// The destination needs only post-copy's capability; turning it
-		// off elsewhere undoes an earlier tsmc's.
-		if err := setCapabilities(dst, []string{CapPostcopyRAM}, plan.DestCapabilities); err != nil {
+		// The destination needs only post-copy's capabilities; turning
+		// them off elsewhere undoes an earlier tsmc's.
+		if err := setCapabilities(dst, []string{CapPostcopyRAM, CapPostcopyBlocktime}, plan.DestCapabilities); err != nil {
 			return QEMUPlan{}, fmt.Errorf("destination: %w", err)
 		}
 	}
@@ -286,6 +303,23 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 		}
 	}
 	return plan, nil
+}
+
+// QEMUFaultTime is the vCPU time, in milliseconds, the guest waited for
+// pages in QEMU's post-copy, as the destination dst counts it
+// (postcopy-vcpu-blocktime, summed): ok is false where it does not say
+// (no post-copy, or a plan without CapPostcopyBlocktime).
+func QEMUFaultTime(dst qmp.Monitor) (ms int64, ok bool, err error) {
+	var r struct {
+		VCPU []int64 `json:"postcopy-vcpu-blocktime"`
+	}
+	if err := clientRun(dst, "query-migrate", nil, &r); err != nil {
+		return 0, false, fmt.Errorf("destination: %w", err)
+	}
+	for _, v := range r.VCPU {
+		ms += v
+	}
+	return ms, r.VCPU != nil, nil
 }
 
 // setCapabilities sends migrate-set-capabilities: each of all, on if it is
@@ -311,6 +345,9 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// qemuNow is WaitQEMU's clock: a test's seam.
+var qemuNow = time.Now
+
 // PostcopyStall is how long WaitQEMU waits in post-copy for QEMU to move
 // a byte before it says the destination is gone: QEMU 7.2 does not always
 // notice one killed (once in a clean-clone CI on 2026-12-02 it stayed
@@ -334,9 +371,24 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 	var lastSync, lastRemaining uint64 // Stalled: the latest dirty sync seen, and ram.remaining first seen after it
 	var moved uint64                   // post-copy: ram.transferred when it last grew
 	var movedAt time.Time
+	var throttled float64 // vCPU-ms the throttle withheld, as polled
+	var lastPct int
+	var lastAt time.Time
 	return wait(ctx, mon, interval, func(i Info) error {
 		if progress != nil {
 			progress(i)
+		}
+		// The throttle held at the level last seen until this reply;
+		// QEMU throttles only while the guest runs here (active).
+		if now := qemuNow(); plan.Slowdown.VCPUs > 0 {
+			if !lastAt.IsZero() {
+				throttled += float64(lastPct) / 100 * float64(now.Sub(lastAt).Milliseconds()) * float64(plan.Slowdown.VCPUs)
+				plan.Slowdown.ThrottleTime = int64(throttled)
+			}
+			lastPct, lastAt = 0, now
+			if i.Status == StatusActive {
+				lastPct = i.CPUThrottlePercentage
+			}
 		}
 		if i.Status == StatusPostcopy && i.RAM != nil {
 			if i.RAM.Transferred != moved || movedAt.IsZero() {

@@ -22,6 +22,8 @@ func qemuFake(t *testing.T) (qmp.Monitor, *[]string) {
 				"qemu": map[string]any{"major": 7, "minor": 2, "micro": 22}}}, nil
 		case "query-memory-size-summary":
 			return map[string]any{"return": map[string]any{"base-memory": 64 << 20, "plugged-memory": 0}}, nil
+		case "query-cpus-fast":
+			return map[string]any{"return": []any{map[string]any{"cpu-index": 0}, map[string]any{"cpu-index": 1}}}, nil
 		}
 		return clientOK(cmd)
 	})
@@ -53,8 +55,9 @@ func TestSetupQEMU(t *testing.T) {
 		summary = `{"execute":"query-memory-size-summary"}`
 		// Every plan sets every capability it manages, on or off.
 		plainCaps = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`
-		destOff   = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":false}]}}`
-		destOn    = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true}]}}`
+		destOff   = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":false},{"capability":"postcopy-blocktime","state":false}]}}`
+		destOn    = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true},{"capability":"postcopy-blocktime","state":true}]}}`
+		cpus      = `{"execute":"query-cpus-fast"}`
 		downtime  = `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300}}`
 	)
 	tests := []struct {
@@ -66,40 +69,40 @@ func TestSetupQEMU(t *testing.T) {
 		notes    int
 	}{
 		{"precopy", Params{Mode: ModePrecopy, DowntimeLimit: 300 * time.Millisecond}, false,
-			[]string{summary, plainCaps, downtime}, nil, nil, 0},
+			[]string{summary, cpus, plainCaps, downtime}, nil, nil, 0},
 		{"default mode, bandwidth", Params{MaxBandwidth: 32 << 20}, false,
-			[]string{summary, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432}}`}, nil, nil, 0},
+			[]string{summary, cpus, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432}}`}, nil, nil, 0},
 		{"precopy, max rounds given", Params{Mode: ModePrecopy, MaxRounds: 10}, false,
-			[]string{summary, plainCaps}, nil, nil, 0},
+			[]string{summary, cpus, plainCaps}, nil, nil, 0},
 		{"precopy with the destination", Params{Mode: ModePrecopy}, true,
-			[]string{summary, plainCaps}, []string{destOff}, nil, 0},
+			[]string{summary, cpus, plainCaps}, []string{destOff}, nil, 0},
 		{"mecom", Params{Mode: MECOM, DowntimeLimit: 300 * time.Millisecond}, false,
-			[]string{summary,
+			[]string{summary, cpus,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300,"xbzrle-cache-size":67108864}}`},
 			nil, []string{CapXBZRLE}, 0},
 		{"precopy+mecom", Params{Mode: ModePrecopy + "+" + MECOM}, false,
-			[]string{summary,
+			[]string{summary, cpus,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"xbzrle-cache-size":67108864}}`},
 			nil, []string{CapXBZRLE}, 0},
 		{"throttle", Params{Mode: ModeThrottle, DowntimeLimit: 300 * time.Millisecond}, false,
-			[]string{summary,
+			[]string{summary, cpus,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":true},{"capability":"postcopy-ram","state":false}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"cpu-throttle-increment":50,"cpu-throttle-initial":50,"cpu-throttle-tailslow":false,"downtime-limit":300}}`},
 			nil, []string{CapAutoConverge}, 0},
 		{"tsmc", Params{Mode: ModeTSMC, DowntimeLimit: 300 * time.Millisecond, MaxRounds: 30, Profile: "x.trace"}, true,
-			[]string{summary,
+			[]string{summary, cpus,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				downtime},
 			[]string{destOn}, []string{CapPostcopyRAM}, 1},
 		{"tsmc, bandwidth", Params{Mode: ModeTSMC, MaxBandwidth: 32 << 20}, true,
-			[]string{summary,
+			[]string{summary, cpus,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
 			[]string{destOn}, []string{CapPostcopyRAM}, 0},
 		{"precopy+postcopy, bandwidth", Params{Mode: ModePrecopy + "+" + Postcopy, MaxBandwidth: 32 << 20}, true,
-			[]string{summary,
+			[]string{summary, cpus,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
 			[]string{destOn}, []string{CapPostcopyRAM}, 0},
@@ -129,6 +132,9 @@ func TestSetupQEMU(t *testing.T) {
 			}
 			if !slices.Equal(plan.Capabilities, tt.caps) || len(plan.Notes) != tt.notes {
 				t.Errorf("plan %+v, want capabilities %q and %d notes", plan, tt.caps, tt.notes)
+			}
+			if plan.Slowdown.VCPUs != 2 {
+				t.Errorf("plan's vCPUs %d, want query-cpus-fast's 2", plan.Slowdown.VCPUs)
 			}
 			if plan.Postcopy != (tt.p.Mode == ModeTSMC || strings.HasSuffix(tt.p.Mode, "+"+Postcopy)) {
 				t.Errorf("plan.Postcopy %v for %s", plan.Postcopy, tt.p.Mode)
@@ -227,6 +233,55 @@ func repliesInTurn(replies []Info) (qmp.Monitor, *[]string) {
 	})
 }
 
+// TestWaitQEMUThrottle: the throttle's vCPU time is summed from the
+// polls: each level held from the reply that showed it to the next, while
+// the migration is active.
+func TestWaitQEMUThrottle(t *testing.T) {
+	replies := []Info{
+		{Status: StatusActive},
+		{Status: StatusActive, CPUThrottlePercentage: 50}, // 0 held until here
+		{Status: StatusActive, CPUThrottlePercentage: 99}, // 50% of 2 vCPUs for 200 ms: 200
+		{Status: StatusDevice},                            // 99% of 2 for 200 ms: 396
+		{Status: StatusCompleted, TotalTime: 900},         // paused: nothing
+	}
+	mon, _ := repliesInTurn(replies)
+	at := time.Unix(0, 0)
+	defer func(f func() time.Time) { qemuNow = f }(qemuNow)
+	qemuNow = func() time.Time { at = at.Add(200 * time.Millisecond); return at }
+	plan, err := PlanQEMU(Params{Mode: ModeThrottle}, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan.Slowdown.VCPUs = 2
+	if _, err := WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := plan.Slowdown.ThrottleTime; got != 596 {
+		t.Errorf("throttle time %d ms, want 596", got)
+	}
+}
+
+// TestQEMUFaultTime: post-copy's waits are the destination's
+// postcopy-vcpu-blocktime, summed; absent, not known.
+func TestQEMUFaultTime(t *testing.T) {
+	for _, tt := range []struct {
+		reply map[string]any
+		ms    int64
+		ok    bool
+	}{
+		{map[string]any{"status": "completed", "postcopy-blocktime": 40, "postcopy-vcpu-blocktime": []int{120, 35}}, 155, true},
+		{map[string]any{"status": "completed"}, 0, false},
+	} {
+		mon, _ := clientFake(func(cmd qmp.Command) (any, error) {
+			return map[string]any{"return": tt.reply}, nil
+		})
+		ms, ok, err := QEMUFaultTime(mon)
+		if err != nil || ms != tt.ms || ok != tt.ok {
+			t.Errorf("%v: %d ms, %v, %v; want %d, %v", tt.reply, ms, ok, err, tt.ms, tt.ok)
+		}
+	}
+}
+
 // TestWaitQEMUPostcopy: migrate-start-postcopy goes out once, on the first
 // active reply at dirty-sync-count 2.
 func TestWaitQEMUPostcopy(t *testing.T) {
@@ -320,7 +375,7 @@ func TestWaitQEMUStalled(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !plan.Postcopy || !plan.Stalled || !slices.Equal(plan.DestCapabilities, []string{CapPostcopyRAM}) {
+			if !plan.Postcopy || !plan.Stalled || !slices.Equal(plan.DestCapabilities, []string{CapPostcopyRAM, CapPostcopyBlocktime}) {
 				t.Fatalf("plan %+v", plan)
 			}
 			if _, err := WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil); err != nil {

@@ -183,7 +183,7 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 		start:  cfg.Clock.Now(),
 	}
 	m.info = Info{Status: StatusSetup, RAM: &RAMStats{Total: memory, PageSize: PageSize, Remaining: memory},
-		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri, Auto: cfg.Auto, VCPUs: g.Identity().VCPUs}}
+		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri, Auto: cfg.Auto, Slowdown: Slowdown{VCPUs: g.Identity().VCPUs}}}
 	go func() {
 		defer close(m.done)
 		defer cancel()

@@ -340,7 +340,8 @@ func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode 
 		if err != nil {
 			return nil, row, err
 		}
-		row.forced = plan.Forced
+		qemuFaultTime(&plan, dst.Monitor)
+		row.forced, row.slowdown = plan.Forced, plan.Slowdown
 	} else {
 		source, err := qemuguest.FromVM(cur.VM)
 		if err != nil {
@@ -407,8 +408,9 @@ func freePort() (int, error) {
 type qemuMigration struct {
 	mode, engine string
 	info         migrator.Info
-	forced       bool          // QEMU's switch-over forced at the round cap
-	paused       time.Duration // the guest's pause, STOP to RESUME (see migrator.PauseWatch); -1: not known
+	forced       bool              // QEMU's switch-over forced at the round cap
+	slowdown     migrator.Slowdown // what QEMU's own migration cost the guest (pagecast's engine: info's)
+	paused       time.Duration     // the guest's pause, STOP to RESUME (see migrator.PauseWatch); -1: not known
 }
 
 // label names the migration as the table shows it.
@@ -444,12 +446,16 @@ func writeQEMUMigrationTable(w io.Writer, rows []qemuMigration) {
 		case i.RAM.PostcopyRequests > 0 || i.RAM.PostcopyBytes > 0:
 			why = "post-copy"
 		}
+		slowed := shareString(r.slowdown, i)
+		if i.Pagecast != nil {
+			slowed = slowdownString(i)
+		}
 		paused := "-"
 		if r.paused >= 0 {
 			paused = r.paused.Round(time.Millisecond).String()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d%%\t%d\t%s\t%s\t%s\t\n", r.label(), ms(i.TotalTime), ms(i.Downtime), paused,
-			units.FormatBytes(float64(i.RAM.Transferred)), rounds, deferred, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, slowdownString(i), verified, why)
+			units.FormatBytes(float64(i.RAM.Transferred)), rounds, deferred, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, slowed, verified, why)
 	}
 	tw.Flush()
 }

@@ -284,6 +284,7 @@ func runMigrate(c *cli.Context) error {
 	}
 	if plan != nil {
 		info.CPUThrottlePercentage = throttle
+		qemuFaultTime(plan, dst)
 	}
 	paused := guestPaused(pause)
 	writeSummary(c.App.Writer, info, plan, paused)
@@ -431,10 +432,7 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused 
 		if i.CPUThrottlePercentage > 0 {
 			fmt.Fprintf(tw, "cpu throttle\t%d%% at the end (lifted)\n", i.CPUThrottlePercentage)
 		}
-		if x.VCPUs > 0 {
-			fmt.Fprintf(tw, "guest slowed\t%s of its vCPU time while it ran (throttle %v, post-copy faults %v, over %d vCPUs)\n", slowdownString(i),
-				time.Duration(x.ThrottleTime)*time.Millisecond, time.Duration(x.FaultTime)*time.Millisecond, x.VCPUs)
-		}
+		writeSlowdown(tw, x.Slowdown, i)
 		fmt.Fprintf(tw, "stopped because\t%s\n", x.StopReason)
 		fmt.Fprintf(tw, "verified\t%v\n", x.Verified)
 	}
@@ -457,6 +455,7 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused 
 		if i.CPUThrottlePercentage > 0 {
 			fmt.Fprintf(tw, "cpu throttle\t%d%% at most (lifted)\n", i.CPUThrottlePercentage)
 		}
+		writeSlowdown(tw, plan.Slowdown, i)
 	}
 	tw.Flush()
 }
@@ -493,10 +492,27 @@ func downtimeString(i migrator.Info) string {
 // slowdownString is the share of its vCPU time a migrated guest lost while
 // it ran (migrator.Info.GuestSlowdown), or "-" where Info does not say.
 func slowdownString(i migrator.Info) string {
-	if i.Pagecast == nil || i.Pagecast.VCPUs == 0 {
+	if i.Pagecast == nil {
 		return "-"
 	}
-	return percent(i.GuestSlowdown())
+	return shareString(i.Pagecast.Slowdown, i)
+}
+
+// shareString is s's share of the time of migration i, or "-" without a
+// vCPU count.
+func shareString(s migrator.Slowdown, i migrator.Info) string {
+	if s.VCPUs <= 0 {
+		return "-"
+	}
+	return percent(s.Share(i.TotalTime, i.Downtime))
+}
+
+// writeSlowdown writes the summary's line on what the guest lost.
+func writeSlowdown(tw io.Writer, s migrator.Slowdown, i migrator.Info) {
+	if s.VCPUs > 0 {
+		fmt.Fprintf(tw, "guest slowed\t%s of its vCPU time while it ran (throttle %v, post-copy faults %v, over %d vCPUs)\n", shareString(s, i),
+			time.Duration(s.ThrottleTime)*time.Millisecond, time.Duration(s.FaultTime)*time.Millisecond, s.VCPUs)
+	}
 }
 
 // percent is a share of 0 to 1 in whole percent, "<1%" where it is under
@@ -536,4 +552,19 @@ func qmpGone(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Net == "unix" &&
 		(errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) || errors.Is(err, io.EOF) && strings.Contains(err.Error(), "query-migrate")
+}
+
+// qemuFaultTime takes into plan's slowdown what QEMU's post-copy cost the
+// guest, which the destination dst counted (nil: not known).
+func qemuFaultTime(plan *migrator.QEMUPlan, dst qmp.Monitor) {
+	if !plan.Postcopy || dst == nil {
+		return
+	}
+	ms, ok, err := migrator.QEMUFaultTime(dst)
+	switch {
+	case err != nil:
+		slog.Info("post-copy's waits are not known", "err", err)
+	case ok:
+		plan.Slowdown.FaultTime = ms
+	}
 }

@@ -165,6 +165,22 @@ func TestMigrateQEMU(t *testing.T) {
 			t.Logf("FIGURES %s: total %d ms, downtime %d ms, transferred %d bytes (%.1f MiB), dirty syncs %d, throttle %d%%, post-copy %d bytes, %d pages pulled",
 				tt.mode, info.TotalTime, info.Downtime, info.RAM.Transferred, float64(info.RAM.Transferred)/(1<<20),
 				info.RAM.DirtySyncCount, info.CPUThrottlePercentage, info.RAM.PostcopyBytes, info.RAM.PostcopyRequests)
+			// What the guest lost: the throttle's time (polled), and with
+			// the destination's monitor, post-copy's waits
+			// (postcopy-vcpu-blocktime).
+			m := regexp.MustCompile(`guest slowed +(<1|\d+)% of its vCPU time while it ran \(throttle (\S+), post-copy faults (\S+), over 1 vCPUs\)`).FindStringSubmatch(stdout)
+			if m == nil {
+				t.Errorf("summary lacks the guest's slowdown:\n%s", stdout)
+			} else {
+				throttled, _ := time.ParseDuration(m[2])
+				faults, _ := time.ParseDuration(m[3])
+				if (tt.mode == migrator.ModeThrottle) != (throttled > 0) {
+					t.Errorf("%s: throttle %v", tt.mode, throttled)
+				}
+				if (migrator.NeedsPostcopy(tt.mode) && info.RAM.PostcopyRequests > 0) != (faults > 0) {
+					t.Errorf("%s: post-copy faults %v with %d pages pulled", tt.mode, faults, info.RAM.PostcopyRequests)
+				}
+			}
 
 			// The destination runs the guest, which carries on.
 			deadline := time.Now().Add(10 * time.Second)
