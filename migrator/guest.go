@@ -56,6 +56,13 @@ type StateSizer interface {
 	StateBytes() uint64
 }
 
+// MigratedOuter is implemented by a Guest that tells a guest moved away
+// from one merely paused: the engine calls MigratedOut once a migration
+// of it has completed (QEMU's run state postmigrate).
+type MigratedOuter interface {
+	MigratedOut()
+}
+
 // Destination is the VM a migration arrives in: created, not yet run.
 type Destination interface {
 	MemoryBytes() uint64

@@ -273,6 +273,9 @@ func (m *Migration) finish(err error) {
 	m.info.ExpectedDowntime = 0
 	switch {
 	case err == nil:
+		if g, ok := m.g.(MigratedOuter); ok {
+			g.MigratedOut()
+		}
 		m.info.Status = StatusCompleted
 		m.info.RAM.Remaining = 0
 		m.log.Info("migration completed", "total", time.Duration(m.info.TotalTime)*time.Millisecond,

@@ -42,6 +42,9 @@ func (m *Migratable) Running() (bool, string) {
 	return st == StateRunning, st
 }
 
+// MigratedOut tells the VM its guest has moved away (migrator.MigratedOuter).
+func (m *Migratable) MigratedOut() { m.vm.MigratedOut() }
+
 // Waiting reports whether the VM was created and never run, and its run
 // state.
 func (m *Migratable) Waiting() (bool, string) {

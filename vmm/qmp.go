@@ -46,7 +46,7 @@ type qmpCommands struct {
 }
 
 func (c *qmpCommands) queryStatus(context.Context, json.RawMessage) (any, error) {
-	st, _ := c.vm.State()
+	st := c.vm.RunState()
 	return map[string]any{"status": st, "running": st == StateRunning, "singlestep": false}, nil
 }
 

@@ -53,6 +53,11 @@ const (
 	StateRunning       = "running"
 	StatePaused        = "paused"
 	StateInternalError = "internal-error"
+	// Reported by RunState only: a VM not started that waits for an
+	// incoming migration (ExpectIncoming), and one paused whose guest a
+	// completed migration moved away (MigratedOut).
+	StateInMigrate   = "inmigrate"
+	StatePostMigrate = "postmigrate"
 	StateShutdown      = "shutdown"
 )
 
@@ -77,6 +82,8 @@ type VM struct {
 	state    string
 	pauseReq bool
 	quitting bool
+	incoming bool // prelaunch waits for an incoming migration
+	movedOut bool // paused after a completed outgoing migration
 	err      error // why the guest stopped, if it failed
 
 	dirtyMu      sync.Mutex
@@ -381,6 +388,7 @@ func (vm *VM) Resume() error {
 		c.setImmediateExit(false)
 	}
 	vm.pauseReq = false
+	vm.movedOut = false
 	vm.state = StateRunning
 	vm.cond.Broadcast()
 	vm.emit("RESUME", nil)
@@ -404,8 +412,40 @@ func (vm *VM) guestFailed(err error) {
 	vm.emit("STOP", nil)
 }
 
-// State is the run state as query-status names it, and the guest's fatal
-// error if it has one.
+// ExpectIncoming marks a VM not started as waiting for an incoming
+// migration: RunState says inmigrate, as QEMU with -incoming does.
+func (vm *VM) ExpectIncoming() {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.incoming = true
+}
+
+// MigratedOut marks a paused VM whose guest a completed migration moved
+// away: RunState says postmigrate until it runs again.
+func (vm *VM) MigratedOut() {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.movedOut = vm.state == StatePaused
+}
+
+// RunState is the run state as QEMU's query-status would name it: State's,
+// but inmigrate for a VM waiting for an incoming migration and postmigrate
+// for one whose guest migrated away.
+func (vm *VM) RunState() string {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	switch {
+	case vm.state == StatePrelaunch && vm.incoming:
+		return StateInMigrate
+	case vm.state == StatePaused && vm.movedOut:
+		return StatePostMigrate
+	}
+	return vm.state
+}
+
+// State is the run state, and the guest's fatal error if it has one.
+// prelaunch and paused include what RunState calls inmigrate and
+// postmigrate.
 func (vm *VM) State() (string, error) {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()

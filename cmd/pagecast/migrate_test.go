@@ -41,7 +41,7 @@ func TestMigrateCLI(t *testing.T) {
 			uri := freeTCP(t)
 			src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset:hot=512")
 			dst := startVMRunProc(t, "--memory", "32M", "--incoming", uri)
-			if st := status(t, dst); st != "prelaunch" {
+			if st := status(t, dst); st != "inmigrate" {
 				t.Fatalf("destination waiting for a migration is %q", st)
 			}
 			out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri,
@@ -54,8 +54,8 @@ func TestMigrateCLI(t *testing.T) {
 					t.Errorf("summary lacks %q:\n%s", want, out)
 				}
 			}
-			if st := status(t, src); st != "paused" {
-				t.Errorf("source after migration: %s", st)
+			if st := status(t, src); st != "postmigrate" {
+				t.Errorf("source after migration: %s, want postmigrate as QEMU says", st)
 			}
 			if st := status(t, dst); st != "running" {
 				t.Fatalf("destination after migration: %s", st)

@@ -275,6 +275,9 @@ func runVM(c *cli.Context) error {
 		return err
 	}
 	defer vm.Close()
+	if incoming != nil {
+		vm.ExpectIncoming() // query-status says inmigrate, as QEMU's -incoming
+	}
 	if incoming == nil {
 		// Started before QMP is served, as QEMU without -S is: a client
 		// that connects as soon as the socket exists finds it running,
