@@ -100,6 +100,10 @@ func migrations() *dashboard.DashboardBuilder {
 			description: "1 under succeeded once the guest runs on the destination; 1 under failed once the migration failed or was cancelled (the guest then keeps running on the source, unless post-copy had begun).",
 			queries: []query{{"pagecast_migration_succeeded" + selMigration, "{{vm}} {{migration}} succeeded"},
 				{"pagecast_migration_failed" + selMigration, "{{vm}} {{migration}} failed"}}},
+		panel{title: "Guest slowdown", unit: "percentunit",
+			description: "Share of its vCPUs' time the guest lost while it ran during the migration (pagecast's engine): what the throttle withheld and what its vCPUs waited for pages they faulted on in post-copy, the downtime apart; with mode auto, what it predicted for the mode it chose.",
+			queries: []query{{"pagecast_migration_guest_slowdown_ratio" + selMigration, "{{vm}} {{migration}} actual"},
+				{`pagecast_migration_predicted_guest_slowdown_ratio{vm=~"$vm", migration=~"$migration", chosen="1"}`, "{{vm}} {{migration}} predicted ({{mode}})"}}},
 	)
 	d = withPanels(d, "Mode auto",
 		panel{kind: statPanel, title: "Predicted against actual total time", unit: "s", width: 12,
