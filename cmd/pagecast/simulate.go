@@ -44,7 +44,10 @@ func simulateCommand() *cli.Command {
 			"unchanged against a guest that writes the workload's pages each epoch, over a virtual link that\n" +
 			"moves each record's bytes at the bandwidth. Page contents follow --content; compression is\n" +
 			"measured on real sample pages of each class. A workload that ends before the migration does is\n" +
-			"replayed from --start (its boot is not run again), and the table says so. The modes run at once, one a\n" +
+			"replayed from --start (its boot is not run again), and the table says so. Its last column, guest\n" +
+			"slowed, is the share of the vCPUs' time the guest loses while it runs during the migration: what\n" +
+			"the throttle withholds, and in post-copy what its vCPUs wait for pages they fault on (each of\n" +
+			"--vcpus waits a push of 32 pages on the link per page it pulls). The modes run at once, one a\n" +
 			"core, as memory allows; on stderr a line says, every 5 s, the round and the simulated time each has\n" +
 			"reached, and another when each ends. See README.md, \"Simulating a migration\".\n\n" +
 			"Synthetic workloads (--synthetic NAME:key=val,...), generated epoch by epoch:\n" + strings.Join(kinds, "\n") + "\n\n" +
