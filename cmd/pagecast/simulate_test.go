@@ -36,6 +36,9 @@ func TestSimulateCLI(t *testing.T) {
 			t.Errorf("no line for %s's end in %q", mode, stderr)
 		}
 	}
+	if !regexp.MustCompile(`(?m)^ +mode +total +downtime +bytes +rounds +pages per round +deferred +throttle +pulled +guest slowed$`).MatchString(stdout) {
+		t.Error("the table's header lacks a column")
+	}
 	if !regexp.MustCompile(`(?m)^ +against precopy +bytes +total +downtime$(\n +\S+( +\d+\.\d\d×){3})*\n +predictive( +\d+\.\d\d×){3}$`).MatchString(stdout) {
 		t.Error("no comparison with pre-copy, or no row in it for predictive")
 	}
@@ -59,6 +62,9 @@ func TestSimulateCLI(t *testing.T) {
 	if len(out) != 2 || out[0].Mode != "precopy" || out[1].Mode != "tsmc" || out[0].Info == nil ||
 		out[0].Info.Status != migrator.StatusCompleted || out[0].Info.RAM.Total != 16<<20 || out[0].Replays != 0 {
 		t.Fatalf("json: %s", stdout)
+	}
+	if x := out[1].Info.Pagecast; x == nil || x.VCPUs != 1 || (out[1].Info.RAM.PostcopyRequests > 0) != (x.FaultTime > 0) {
+		t.Errorf("json: tsmc's x-pagecast %+v: want vcpus 1, and a fault-time where pages were pulled (%d)", x, out[1].Info.RAM.PostcopyRequests)
 	}
 }
 
@@ -130,6 +136,8 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--checksum-rate", "fast"}, `--checksum-rate "fast": want a rate such as 2GiB/s, or 0`, false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "0", "--mode", "precopy"}, "precopy", true},
 		{[]string{"--trace", simTrace, "--page-rate", "fast"}, `--page-rate "fast": want pages per second`, false},
+		{[]string{"--trace", simTrace, "--vcpus", "0"}, "--vcpus 0: want 1 to 4096", false},
+		{[]string{"--trace", simTrace, "--vcpus", "4", "--mode", "tsmc"}, "guest slowed", true},
 		{[]string{"--trace", simTrace, "--page-rate", "40k", "--policy-time", "--mode", "predictive"}, "predictive", true},
 		{[]string{"--trace", corrupt}, "bad.pct", false},
 		{[]string{"--trace", csv}, "is a CSV trace: give the guest's size with --memory", false},
