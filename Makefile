@@ -39,7 +39,7 @@ test: deps-test ## Install what is missing (scripts/deps.sh), then run all tests
 	$(GO) build -o bin/testsummary ./internal/testsummary
 	set -o pipefail; { $(GO) test -json -race -count=1 -timeout 15m ./...; \
 	  $(GO) test -json -count=1 -timeout 10m -run '^(TestPredictiveRegimes|TestAutoGrid|TestRealPrograms|TestRealCalibration|TestRealParts|TestQuietShortcutsExact|TestPlots)$$' ./simulate/ ./predictor/; \
-	  $(GO) test -json -count=1 -timeout 10m -run '^TestAgreesWithLive(TSMC)?$$' ./simulate/; } | bin/testsummary
+	  $(GO) test -json -count=1 -timeout 10m -run '^TestAgreesWithLive(TSMC|Slowdown)?$$' ./simulate/; } | bin/testsummary
 
 .PHONY: bench
 bench: ## Run the benchmarks (end-to-end ones once, side by side with QEMU; micro ones for 300 ms) and print tables
