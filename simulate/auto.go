@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/pagecast/pagecast/migrator"
@@ -109,6 +110,16 @@ func ChooseFrom(predictions []Result, o Options, prefer string) (Choice, error) 
 	}
 	if insured {
 		c.Why += fmt.Sprintf("; +%s as it was predicted alike without, and switches to post-copy if the guest dirties more than was observed", migrator.Postcopy)
+	}
+	if s := r.Info.GuestSlowdown(); s >= 0.005 {
+		var by []string
+		if x := r.Info.Pagecast; x.ThrottleTime > 0 {
+			by = append(by, "the throttle")
+		}
+		if x := r.Info.Pagecast; x.FaultTime > 0 {
+			by = append(by, "post-copy's faults")
+		}
+		c.Why += fmt.Sprintf("; it slows the guest by %.0f%% of its vCPU time while it runs (%s)", 100*s, strings.Join(by, " and "))
 	}
 	return c, nil
 }

@@ -543,6 +543,12 @@ func TestChoose(t *testing.T) {
 	if _, err := Choose(context.Background(), o, w, "speed"); err == nil {
 		t.Fatal("prefer speed accepted")
 	}
+	// The choice says what it costs the guest where it slows it.
+	slowed := Result{Mode: "tsmc", Info: migrator.Info{TotalTime: 1000, Downtime: 2, RAM: &migrator.RAMStats{},
+		Pagecast: &migrator.Extra{Slowdown: migrator.Slowdown{VCPUs: 1, FaultTime: 200}}}}
+	if c, err := ChooseFrom([]Result{slowed}, o, PreferTime); err != nil || !strings.HasSuffix(c.Why, "; it slows the guest by 20% of its vCPU time while it runs (post-copy's faults)") {
+		t.Errorf("why %q (%v)", c.Why, err)
+	}
 	// query-migrate's report says the page rate the predictions were
 	// bound by, where there was one.
 	o.PageRate = 50000
