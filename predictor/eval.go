@@ -287,6 +287,9 @@ func evaluate(tls []*timeline, horizons []int, pages uint64, p Predictor, o Eval
 	if pm := o.Pages; pm != nil {
 		scoredPages, realPages, far = pm.Mapped(), pm.Total, pm.Far
 		farWeight = pm.Total - pm.Mapped()
+		if m, ok := p.(interface{ SetOutside(far, n uint64) }); ok {
+			m.SetOutside(pm.Far, pm.Outside())
+		}
 	}
 	observed := 0
 	for i, st0 := range tls[0].steps {

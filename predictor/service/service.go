@@ -100,6 +100,7 @@ func (s *Service) AddMappedVM(id string, pages uint64, pm *predictor.PageMap, pa
 		model: predictor.NewModel(model, predictor.Options{}), probs: make([]float32, model),
 		regions: make([]uint64, Regions)}
 	if pm != nil {
+		vm.model.SetOutside(pm.Far, pm.Outside()) // Far's forecast is for every page it stands for
 		pm.Runs(func(start, at, n uint64) bool {
 			vm.runs = append(vm.runs, pageRun{start, at, n})
 			return true
