@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pagecast/pagecast/internal/units"
 )
@@ -138,13 +139,21 @@ func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
 		if first && !startsWithDigit(es) {
 			first = false
 			if !ok || !strings.EqualFold(strings.Trim(es, `"`), "epoch") || !strings.EqualFold(strings.Trim(ps, `"`), "page") {
-				return st, fmt.Errorf("csv line %d: header %q: want %s", line, text, CSVHeader)
+				switch {
+				case strings.HasPrefix(text, Magic[:7]):
+					return st, errors.New("a pagecast trace, not CSV: use it as it is (pagecast trace info), or export it as CSV (pagecast trace export)")
+				case strings.HasPrefix(text, "PAR1"):
+					return st, errors.New("a Parquet file, not CSV: want epoch,page rows")
+				case binaryText(text):
+					return st, fmt.Errorf("csv line %d: binary data, not text: want %s rows", line, CSVHeader)
+				}
+				return st, fmt.Errorf("csv line %d: header %s: want %s", line, clip(text), CSVHeader)
 			}
 			continue
 		}
 		first = false
 		if !ok || strings.Contains(ps, ",") {
-			return st, fmt.Errorf("csv line %d: %q: want two columns, epoch,page", line, text)
+			return st, fmt.Errorf("csv line %d: %s: want two columns, epoch,page", line, clip(text))
 		}
 		epoch, err := strconv.ParseUint(es, 10, 64)
 		if err != nil {
@@ -205,3 +214,25 @@ func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
 }
 
 func startsWithDigit(s string) bool { return s != "" && s[0] >= '0' && s[0] <= '9' }
+
+// clip quotes a line of input for an error, cut at 60 bytes.
+func clip(text string) string {
+	if len(text) > 60 {
+		return fmt.Sprintf("%q…", text[:60])
+	}
+	return fmt.Sprintf("%q", text)
+}
+
+// binaryText says whether text holds bytes no CSV has: invalid UTF-8 or
+// control characters other than tab.
+func binaryText(text string) bool {
+	if !utf8.ValidString(text) {
+		return true
+	}
+	for _, r := range text {
+		if r < 0x20 && r != '\t' {
+			return true
+		}
+	}
+	return false
+}

@@ -71,7 +71,32 @@ func setUsageError(cmds []*cli.Command) {
 	for _, c := range cmds {
 		c.OnUsageError = usageError
 		requireOnOneLine(c)
+		if len(c.Subcommands) == 0 {
+			flagsFirst(c)
+		}
 		setUsageError(c.Subcommands)
+	}
+}
+
+// flagsFirst makes c refuse a flag after its arguments: urfave/cli stops
+// reading flags at the first argument, so "trace import FILE --memory
+// 256M" said "needs --memory" of a --memory given.
+func flagsFirst(c *cli.Command) {
+	before := c.Before
+	c.Before = func(ctx *cli.Context) error {
+		for _, a := range ctx.Args().Slice() {
+			if a == "--" {
+				break
+			}
+			if len(a) > 1 && a[0] == '-' && ctx.Args().First() != a {
+				return fmt.Errorf("%s after the argument %q is not read as a flag: put flags before the arguments (see %s --help)",
+					a, ctx.Args().First(), ctx.Command.HelpName)
+			}
+		}
+		if before != nil {
+			return before(ctx)
+		}
+		return nil
 	}
 }
 

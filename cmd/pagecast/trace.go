@@ -187,6 +187,9 @@ func traceExport(c *cli.Context) error {
 	default:
 		return fmt.Errorf("--format %q: want csv or parquet", format)
 	}
+	if sameFile(path, output) {
+		return fmt.Errorf("-o %s is the trace being exported: it would be replaced; give another file", output)
+	}
 	r, err := trace.Open(path)
 	if err != nil {
 		return err
@@ -290,6 +293,9 @@ func traceImport(c *cli.Context) error {
 		m.Source = "csv import of " + name
 	}
 	out := c.String("output")
+	if sameFile(in, out) {
+		return fmt.Errorf("-o %s is the CSV being imported: it would be replaced; give another file", out)
+	}
 	var st trace.ImportStats
 	var size int64
 	err = writeFileAtomic(out, func(f io.Writer) error {
@@ -365,4 +371,14 @@ func stretches(n int) string {
 		return "1 damaged stretch"
 	}
 	return fmt.Sprintf("%d damaged stretches", n)
+}
+
+// sameFile says whether paths a and b name one existing file.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }

@@ -160,6 +160,8 @@ func TestTraceErrors(t *testing.T) {
 	badCSV := filepath.Join(dir, "bad.csv")
 	os.WriteFile(badCSV, []byte("epoch,page\n0,1\n0,70000\n"), 0o644)
 	good := importTrace(t)
+	binaryFile := filepath.Join(dir, "blob.csv")
+	os.WriteFile(binaryFile, []byte("\x00\x01\xffgarbage,\x02\n"), 0o644)
 	out := filepath.Join(dir, "out.pct")
 	for _, tc := range []struct {
 		name string
@@ -178,6 +180,12 @@ func TestTraceErrors(t *testing.T) {
 		{"import bad page size", []string{"trace", "import", "--memory", "256M", "--epoch", "1s", "--page-size", "3000", "-o", out, badCSV}, "--page-size 3000"},
 		{"import page beyond memory", []string{"trace", "import", "--memory", "256M", "--epoch", "1s", "-o", out, badCSV}, "csv line 3: page 70000 is beyond the 65536 pages"},
 		{"import unknown format", []string{"trace", "import", "--format", "tsv", "--memory", "256M", "--epoch", "1s", "-o", out, badCSV}, `--format "tsv"`},
+		{"import over its input", []string{"trace", "import", "--memory", "256M", "-o", badCSV, badCSV}, "is the CSV being imported: it would be replaced"},
+		{"export over its input", []string{"trace", "export", "-o", good, good}, "is the trace being exported: it would be replaced"},
+		{"import a trace", []string{"trace", "import", "--memory", "256M", "-o", out, good}, "a pagecast trace, not CSV: use it as it is"},
+		{"import binary", []string{"trace", "import", "--memory", "256M", "-o", out, binaryFile}, "csv line 1: binary data, not text"},
+		{"flag after the file", []string{"trace", "import", badCSV, "--memory", "256M"}, `--memory after the argument "` + badCSV + `" is not read as a flag: put flags before the arguments`},
+		{"flag after the trace", []string{"predict", "eval", good, "--horizon", "8"}, "--horizon after the argument"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(binary, tc.args...)
