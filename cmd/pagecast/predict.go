@@ -156,6 +156,11 @@ func predictEval(c *cli.Context) error {
 		return predictor.Evaluate(epochs, pages, contenders, eo)
 	}
 	dir := c.String("plots")
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil { // before an evaluation that may take long
+			return fmt.Errorf("--plots: %w", err)
+		}
+	}
 
 	if len(horizons) == 1 {
 		h := horizons[0]

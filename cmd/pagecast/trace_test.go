@@ -186,6 +186,7 @@ func TestTraceErrors(t *testing.T) {
 		{"import binary", []string{"trace", "import", "--memory", "256M", "-o", out, binaryFile}, "csv line 1: binary data, not text"},
 		{"flag after the file", []string{"trace", "import", badCSV, "--memory", "256M"}, `--memory after the argument "` + badCSV + `" is not read as a flag: put flags before the arguments`},
 		{"flag after the trace", []string{"predict", "eval", good, "--horizon", "8"}, "--horizon after the argument"},
+		{"plots in a file", []string{"predict", "eval", "--plots", notTrace, good}, "--plots: mkdir " + notTrace + ": not a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(binary, tc.args...)
