@@ -86,6 +86,11 @@ func predictEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if dir := c.String("plots"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil { // before an evaluation that may take long
+			return fmt.Errorf("--plots: %w", err)
+		}
+	}
 	thr := c.Float64("threshold")
 	if !(thr > 0 && thr < 1) {
 		return fmt.Errorf("--threshold %v: want a probability between 0 and 1", thr)
@@ -156,11 +161,6 @@ func predictEval(c *cli.Context) error {
 		return predictor.Evaluate(epochs, pages, contenders, eo)
 	}
 	dir := c.String("plots")
-	if dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil { // before an evaluation that may take long
-			return fmt.Errorf("--plots: %w", err)
-		}
-	}
 
 	if len(horizons) == 1 {
 		h := horizons[0]
