@@ -3,13 +3,16 @@ package simulate
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
+	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 )
 
@@ -109,6 +112,39 @@ func RunBytes(pages uint64, mode string) uint64 {
 		perPage += 24
 	}
 	return pages * perPage * 5 / 4
+}
+
+// memLimit is the memory a simulation may take: MemAvailable, or the
+// process's address-space limit where that is lower; ok is false where
+// neither is known.
+func memLimit() (uint64, bool) {
+	avail, ok := memAvailable()
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &rl); err == nil && rl.Cur != ^uint64(0) {
+		if !ok || rl.Cur < avail {
+			return rl.Cur, true
+		}
+	}
+	return avail, ok
+}
+
+// CheckMemory says, for a simulation of a guest of pages pages in mode,
+// whether this machine has the memory it takes (RunBytes): an error
+// naming both if not, so that it is refused rather than killed by the
+// runtime midway.
+func CheckMemory(pages uint64, mode string) error {
+	need := RunBytes(pages, mode)
+	limit, ok := memLimit()
+	if !ok || need <= limit {
+		return nil
+	}
+	hint := "a smaller guest"
+	if strings.Contains(mode, migrator.ModePredictive) {
+		hint = fmt.Sprintf("a mode without predictive (%.1f bytes a page), or a smaller guest", float64(RunBytes(1<<20, migrator.ModePrecopy))/(1<<20))
+	}
+	return fmt.Errorf("%s on a guest of %s needs about %s of memory to simulate (%.1f bytes a page), more than the %s this machine has free: %s",
+		mode, units.FormatBytes(float64(pages*migrator.PageSize)), units.FormatBytes(float64(need)),
+		float64(RunBytes(1<<20, mode))/(1<<20), units.FormatBytes(float64(limit)), hint)
 }
 
 // memAvailable reads MemAvailable from /proc/meminfo, in bytes.

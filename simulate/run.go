@@ -147,6 +147,9 @@ func run(ctx context.Context, o Options, mode string) Result {
 	if r.Err = o.Check(); r.Err != nil {
 		return r
 	}
+	if r.Err = CheckMemory(o.Workload.Pages(), mode); r.Err != nil {
+		return r
+	}
 	if o.StateBytes == 0 {
 		o.StateBytes = DefaultStateBytes
 	}

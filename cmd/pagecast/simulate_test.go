@@ -137,6 +137,8 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--checksum-rate", "0", "--mode", "precopy"}, "precopy", true},
 		{[]string{"--trace", simTrace, "--page-rate", "fast"}, `--page-rate "fast": want pages per second`, false},
 		{[]string{"--trace", simTrace, "--vcpus", "0"}, "--vcpus 0: want 1 to 4096", false},
+		// Refused before it allocates, not killed by the runtime midway.
+		{[]string{"--synthetic", "hotset", "--memory", "4096T", "--mode", "precopy"}, "precopy on a guest of 4.00 PiB needs about 2.50 TiB of memory to simulate", false},
 		{[]string{"--trace", simTrace, "--vcpus", "4", "--mode", "tsmc"}, "guest slowed", true},
 		{[]string{"--trace", simTrace, "--page-rate", "40k", "--policy-time", "--mode", "predictive"}, "predictive", true},
 		{[]string{"--trace", corrupt}, "bad.pct", false},

@@ -76,6 +76,10 @@ func ParseRate(s string) (uint64, error) {
 // FormatBytes prints a size with a binary unit, e.g. "128 MiB", "1.5 KiB".
 func FormatBytes(n float64) string {
 	switch {
+	case n >= 1<<50:
+		return fmt.Sprintf("%.2f PiB", n/(1<<50))
+	case n >= 1<<40:
+		return fmt.Sprintf("%.2f TiB", n/(1<<40))
 	case n >= 1<<30:
 		return fmt.Sprintf("%.2f GiB", n/(1<<30))
 	case n >= 1<<20:

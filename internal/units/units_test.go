@@ -64,7 +64,7 @@ func TestParseRate(t *testing.T) {
 }
 
 func TestFormatBytes(t *testing.T) {
-	for in, want := range map[float64]string{512: "512 B", 1536: "1.5 KiB", 128 << 20: "128.0 MiB", 3 << 30: "3.00 GiB"} {
+	for in, want := range map[float64]string{512: "512 B", 1536: "1.5 KiB", 128 << 20: "128.0 MiB", 3 << 30: "3.00 GiB", 1023 << 30: "1023.00 GiB", 1 << 40: "1.00 TiB", 4 << 50: "4.00 PiB"} {
 		if got := FormatBytes(in); got != want {
 			t.Errorf("FormatBytes(%v) = %q, want %q", in, got, want)
 		}
