@@ -58,7 +58,7 @@ const (
 	// completed migration moved away (MigratedOut).
 	StateInMigrate   = "inmigrate"
 	StatePostMigrate = "postmigrate"
-	StateShutdown      = "shutdown"
+	StateShutdown    = "shutdown"
 )
 
 // VM is a running KVM virtual machine with one memory slot at guest
@@ -82,8 +82,8 @@ type VM struct {
 	state    string
 	pauseReq bool
 	quitting bool
-	incoming bool // prelaunch waits for an incoming migration
-	movedOut bool // paused after a completed outgoing migration
+	incoming bool  // prelaunch waits for an incoming migration
+	movedOut bool  // paused after a completed outgoing migration
 	err      error // why the guest stopped, if it failed
 
 	dirtyMu      sync.Mutex
