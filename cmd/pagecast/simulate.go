@@ -427,18 +427,18 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	if n == 0 {
 		return errors.New("--observe 0: auto needs at least one epoch observed")
 	}
-	from := o.Start
-	if w.Len() > 0 {
-		if o.Start == 0 {
-			if n >= w.Len() {
-				return fmt.Errorf("--observe %d: the workload has only %d epochs", n, w.Len())
-			}
-			o.Start = n // observe the first epochs, start after them
-			fmt.Fprintf(c.App.ErrWriter, "auto: observing epochs 0-%d, migrating from epoch %d\n", n-1, n)
+	// The epochs observed come before the migration's start, a synthetic
+	// workload's too (it predicted from the epochs it then migrated
+	// through, which flattered auto).
+	if o.Start == 0 {
+		if w.Len() > 0 && n >= w.Len() {
+			return fmt.Errorf("--observe %d: the workload has only %d epochs", n, w.Len())
 		}
-		n = min(n, o.Start)
-		from = o.Start - n
+		o.Start = n // observe the first epochs, start after them
+		fmt.Fprintf(c.App.ErrWriter, "auto: observing epochs 0-%d, migrating from epoch %d\n", n-1, n)
 	}
+	n = min(n, o.Start)
+	from := o.Start - n
 	observed := simulate.Window(w, from, n)
 	fmt.Fprintf(c.App.ErrWriter, "auto: predicting every mode from %s%s …\n", observed.Name(), atOnce(o, simulate.AutoModes))
 	watchSims(&o, c.App.ErrWriter, "  ", progressEvery)

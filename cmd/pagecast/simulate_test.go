@@ -187,6 +187,15 @@ func TestSimulateAuto(t *testing.T) {
 		!strings.Contains(stdout, "auto's choice broke the ") {
 		t.Error("no verdict in hindsight")
 	}
+	// A synthetic workload too is observed before the start, not over
+	// the epochs the migration then runs through.
+	stdout, stderr, err = runApp(t, "simulate", "--synthetic", "hotset:hot=256,rate=2k", "--memory", "64M", "--bandwidth", "16MiB/s", "--mode", "auto", "--observe", "10")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if !strings.Contains(stdout, "predicted from hotset:hot=256,rate=2k epochs 0-9:") || !strings.Contains(stdout, "outcome, on the workload from epoch 10:") {
+		t.Errorf("synthetic auto did not start after what it observed:\n%s", stdout)
+	}
 	// query-migrate's shape of the outcome reports the choice and every
 	// prediction; --judge adds every mode's outcome and how far the choice
 	// was from the best.
