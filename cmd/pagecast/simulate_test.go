@@ -285,3 +285,20 @@ func TestSimProgress(t *testing.T) {
 		t.Errorf("%q within the interval", b.String())
 	}
 }
+
+// TestSlowModesNote: a large guest's predictive modes are said to take
+// long before they start, with the modes that do not.
+func TestSlowModesNote(t *testing.T) {
+	if n := slowModesNote(1<<28, []string{"precopy", "predictive", "predictive+mecom", "tsmc"}); !strings.Contains(n, "the predictive modes (predictive, predictive+mecom) model every page of this 1.00 TiB guest") ||
+		!strings.Contains(n, "(--mode precopy,tsmc)") {
+		t.Errorf("note %q", n)
+	}
+	for _, tc := range []struct {
+		pages uint64
+		modes []string
+	}{{1 << 24, []string{"predictive"}}, {1 << 28, []string{"precopy", "tsmc"}}} {
+		if n := slowModesNote(tc.pages, tc.modes); n != "" {
+			t.Errorf("%d pages, %v: note %q", tc.pages, tc.modes, n)
+		}
+	}
+}
