@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 )
 
@@ -320,7 +321,7 @@ func meritName(prefer string) string {
 func meritString(r Result, prefer string) string {
 	switch prefer {
 	case PreferBytes:
-		return fmt.Sprintf("%d bytes", r.Info.RAM.Transferred)
+		return units.FormatBytes(float64(r.Info.RAM.Transferred))
 	case PreferDowntime:
 		return (time.Duration(r.Info.Downtime) * time.Millisecond).String()
 	}
@@ -342,6 +343,9 @@ func (v window) Pages() uint64        { return v.w.Pages() }
 func (v window) Epoch() time.Duration { return v.w.Epoch() }
 func (v window) Len() uint64          { return v.n }
 func (v window) Name() string {
+	if v.n == 1 {
+		return fmt.Sprintf("%s epoch %d", v.w.Name(), v.from)
+	}
 	return fmt.Sprintf("%s epochs %d-%d", v.w.Name(), v.from, v.from+v.n-1)
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -64,8 +65,19 @@ func usageError(c *cli.Context, err error, _ bool) error {
 	if c.Command != nil && c.Command.HelpName != "" {
 		name = c.Command.HelpName
 	}
+	if m := bareDuration.FindStringSubmatch(err.Error()); m != nil && c.Command != nil {
+		for _, f := range c.Command.Flags {
+			if d, ok := f.(*cli.DurationFlag); ok && d.Name == m[2] {
+				return fmt.Errorf("--%s %s: a duration needs a unit, e.g. %sms or %ss (see %s --help)", m[2], m[1], m[1], m[1], name)
+			}
+		}
+	}
 	return fmt.Errorf("%w (see %s --help)", err, name)
 }
+
+// bareDuration is urfave/cli's error for a duration flag given a number
+// alone.
+var bareDuration = regexp.MustCompile(`^invalid value "(\d+)" for flag -+([a-z-]+): parse error`)
 
 func setUsageError(cmds []*cli.Command) {
 	for _, c := range cmds {

@@ -147,8 +147,8 @@ func predictEval(c *cli.Context) error {
 	}
 	pagesNote := func() {
 		if pm != nil {
-			fmt.Fprintf(out, "predictors kept %d pages: the %d near pages the trace dirtied, and one for the %d never dirtied nor near one\n",
-				pm.Len(), pm.Mapped(), meta.Pages()-pm.Mapped())
+			fmt.Fprintf(out, "predictors kept %d pages: the %d the trace dirtied and their neighbours, and %d never dirtied, one of which stands for the %d others\n",
+				pm.Len(), pm.Mapped(), pm.Len()-pm.Mapped(), meta.Pages()-pm.Mapped())
 		}
 	}
 	evaluate := func(h int) []predictor.Result {

@@ -563,7 +563,11 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info, 
 		if a == 0 {
 			return "–"
 		}
-		return fmt.Sprintf("%+.0f%%", 100*(float64(p)-float64(a))/float64(a))
+		d := 100 * (float64(p) - float64(a)) / float64(a)
+		if math.Abs(d) < 0.5 {
+			return "0%"
+		}
+		return fmt.Sprintf("%+.0f%%", d)
 	}
 	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
 	var sent uint64

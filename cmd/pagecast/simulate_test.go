@@ -137,6 +137,7 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--checksum-rate", "0", "--mode", "precopy"}, "precopy", true},
 		{[]string{"--trace", simTrace, "--page-rate", "fast"}, `--page-rate "fast": want pages per second`, false},
 		{[]string{"--trace", simTrace, "--vcpus", "0"}, "--vcpus 0: want 1 to 4096", false},
+		{[]string{"--trace", simTrace, "--downtime-limit", "300"}, "--downtime-limit 300: a duration needs a unit, e.g. 300ms or 300s", false},
 		// Refused before it allocates, not killed by the runtime midway.
 		{[]string{"--synthetic", "hotset", "--memory", "4096T", "--mode", "precopy"}, "precopy on a guest of 4.00 PiB needs about 2.50 TiB of memory to simulate", false},
 		{[]string{"--trace", simTrace, "--vcpus", "4", "--mode", "tsmc"}, "guest slowed", true},
