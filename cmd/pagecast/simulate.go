@@ -157,6 +157,14 @@ func runSimulate(c *cli.Context) error {
 		return fmt.Errorf("--state-size %s: the state alone takes %v at %s/s (with --switchover %v), more than the downtime limit of %v, so no migration can meet it",
 			units.FormatBytes(float64(o.StateBytes)), took.Round(time.Millisecond), units.FormatBytes(float64(bw)), o.Switchover, limit)
 	}
+	if pr := o.PageRate; pr > 0 {
+		// The engine's own path as a link of pr pages a second: the
+		// state's pages too go through it.
+		if took := time.Duration(math.Ceil(float64(o.StateBytes)/migrator.PageSize)/pr*float64(time.Second)) + o.Switchover; took > o.DowntimeLimit {
+			return fmt.Errorf("--page-rate %s: the state alone takes %v at %s pages a second (with --switchover %v), more than the downtime limit of %v, so no migration can meet it",
+				c.String("page-rate"), took.Round(time.Millisecond), pace(pr), o.Switchover, o.DowntimeLimit)
+		}
+	}
 	if auto {
 		if _, err := simulate.CheckPrefer(c.String("prefer")); err != nil {
 			return fmt.Errorf("--prefer: %w", err)

@@ -136,6 +136,7 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--checksum-rate", "fast"}, `--checksum-rate "fast": want a rate such as 2GiB/s, or 0`, false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "0", "--mode", "precopy"}, "precopy", true},
 		{[]string{"--trace", simTrace, "--page-rate", "fast"}, `--page-rate "fast": want pages per second`, false},
+		{[]string{"--trace", simTrace, "--page-rate", "1"}, "--page-rate 1: the state alone takes 1m15s at 1 pages a second", false},
 		{[]string{"--trace", simTrace, "--vcpus", "0"}, "--vcpus 0: want 1 to 4096", false},
 		{[]string{"--trace", simTrace, "--downtime-limit", "300"}, "--downtime-limit 300: a duration needs a unit, e.g. 300ms or 300s", false},
 		// Refused before it allocates, not killed by the runtime midway.
