@@ -146,7 +146,8 @@ func runServe(c *cli.Context) error {
 		defer done()
 		srv.Shutdown(shut)
 	}()
-	fmt.Fprintf(c.App.Writer, "serving forecasts on http://%s/v1/vms and metrics on http://%s/metrics\n", l.Addr(), l.Addr())
+	addr := servedAddr(c.String("listen"), l.Addr())
+	fmt.Fprintf(c.App.Writer, "serving forecasts on http://%s/v1/vms and metrics on http://%s/metrics\n", addr, addr)
 	if err := srv.Serve(limitListener(l, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -230,4 +231,19 @@ func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// servedAddr is where a listener on listen (as given) answers: its host
+// as given, since Go names a listener on 0.0.0.0 [::], and its port, which
+// the kernel picks for port 0.
+func servedAddr(listen string, got net.Addr) string {
+	host, _, err := net.SplitHostPort(listen)
+	_, port, err2 := net.SplitHostPort(got.String())
+	if err != nil || err2 != nil {
+		return got.String()
+	}
+	if host == "" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }
