@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 	"time"
 
@@ -291,7 +292,14 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 		// The destination needs only post-copy's capabilities; turning
 		// them off elsewhere undoes an earlier tsmc's.
 		if err := setCapabilities(dst, []string{CapPostcopyRAM, CapPostcopyBlocktime}, plan.DestCapabilities); err != nil {
-			return QEMUPlan{}, fmt.Errorf("destination: %w", err)
+			// postcopy-blocktime only counts the guest's waits: a QEMU
+			// without it (before 3.0) migrates all the same.
+			without := slices.DeleteFunc(slices.Clone(plan.DestCapabilities), func(c string) bool { return c == CapPostcopyBlocktime })
+			if len(without) == len(plan.DestCapabilities) || setCapabilities(dst, []string{CapPostcopyRAM}, without) != nil {
+				return QEMUPlan{}, fmt.Errorf("destination: %w", err)
+			}
+			plan.DestCapabilities = without
+			plan.Notes = append(plan.Notes, fmt.Sprintf("the destination QEMU refused %s (%v): how long the guest waits for pages in post-copy will not be known", CapPostcopyBlocktime, err))
 		}
 	}
 	if err := setCapabilities(src, qemuCapabilities, plan.Capabilities); err != nil {

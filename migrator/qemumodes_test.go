@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -412,5 +413,30 @@ func TestWaitQEMUForced(t *testing.T) {
 	want := []string{q, q, q, q, force, q, q}
 	if !slices.Equal(*sent, want) || !plan.Forced {
 		t.Errorf("sent %q (forced %v), want %q", *sent, plan.Forced, want)
+	}
+}
+
+// TestSetupQEMUNoBlocktime: a destination QEMU without postcopy-blocktime
+// (before 3.0) still takes post-copy, with a note that the guest's waits
+// will not be known.
+func TestSetupQEMUNoBlocktime(t *testing.T) {
+	src, _ := qemuFake(t)
+	dst, sent := clientFake(func(cmd qmp.Command) (any, error) {
+		if b, _ := json.Marshal(cmd); strings.Contains(string(b), `"postcopy-blocktime"`) {
+			return map[string]any{"error": map[string]any{"class": "GenericError", "desc": "Capability 'postcopy-blocktime' not found"}}, nil
+		}
+		return clientOK(cmd)
+	})
+	plan, err := SetupQEMU(src, dst, Params{Mode: ModeTSMC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true},{"capability":"postcopy-blocktime","state":true}]}}`,
+		`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true}]}}`,
+	}
+	if !slices.Equal(*sent, want) || !slices.Equal(plan.DestCapabilities, []string{CapPostcopyRAM}) ||
+		len(plan.Notes) != 1 || !strings.Contains(plan.Notes[0], "refused postcopy-blocktime") {
+		t.Errorf("sent %q, plan %+v", *sent, plan)
 	}
 }
