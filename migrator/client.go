@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
@@ -118,7 +119,9 @@ func Cancel(mon qmp.Monitor) error {
 // with each reply, until the status is completed, failed or cancelled, and
 // returns the last Info. A failed or cancelled migration returns its Info
 // and an error carrying error-desc. If ctx ends first, Wait sends
-// migrate_cancel and returns the last Info and ctx's error. Only ctx ends
+// migrate_cancel and returns the last Info and ctx's error, unless the
+// migration is in post-copy: then it sends nothing and returns a
+// *Detached (a cancel would lose the guest). Only ctx ends
 // the wait on a monitor where no migration was started (status "" or none).
 //
 // QEMU turns the status to completed a moment before it computes
@@ -176,6 +179,12 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 		}
 		select {
 		case <-ctx.Done():
+			if i, err := Query(mon); err == nil {
+				info = i // post-copy may have begun since
+			}
+			if InPostcopy(info.Status) {
+				return info, &Detached{Status: info.Status}
+			}
 			if err := Cancel(mon); err != nil {
 				return info, fmt.Errorf("wait for migration: %w (and %w)", ctx.Err(), err)
 			}
@@ -233,6 +242,20 @@ func clientRun(mon qmp.Monitor, command string, args, ret any) error {
 		return fmt.Errorf("%s: decode return %s: %w", command, r.Return, err)
 	}
 	return nil
+}
+
+// InPostcopy tells whether a query-migrate status is one of post-copy's,
+// where the guest runs on the destination: postcopy-active, -paused or
+// -recover.
+func InPostcopy(status string) bool { return strings.HasPrefix(status, "postcopy") }
+
+// Detached is Wait's error when its context ended in post-copy: a cancel
+// then would lose the guest, so none is sent and the migration goes on.
+type Detached struct{ Status string }
+
+func (e *Detached) Error() string {
+	return fmt.Sprintf("stopped following the migration in %s; no migrate_cancel sent, since the guest runs on the destination "+
+		"and needs pages only the source holds: the migration goes on (query-migrate on the source follows it)", e.Status)
 }
 
 // interrupted is Wait's error when its context was cancelled (a signal, as

@@ -516,3 +516,55 @@ func TestWaitInterrupted(t *testing.T) {
 		t.Errorf("migrate_cancel not sent: %q", *sent)
 	}
 }
+
+// TestWaitInterruptedInPostcopy: once the guest runs on the destination a
+// cancel would lose it: an interrupted wait sends none and says the
+// migration goes on, including where post-copy began after the last poll.
+func TestWaitInterruptedInPostcopy(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		polls []string // statuses in turn, the last repeated
+	}{
+		{"postcopy-active", []string{StatusActive, StatusPostcopy}},
+		{"postcopy-paused", []string{StatusPostcopyPaused}},
+		{"began since the last poll", []string{StatusActive, StatusActive, StatusPostcopy}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			n := 0
+			mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+				if cmd.Execute != "query-migrate" {
+					return clientOK(cmd)
+				}
+				st := tc.polls[min(n, len(tc.polls)-1)]
+				n++
+				if n == len(tc.polls)-1 || len(tc.polls) == 1 {
+					cancel() // the next wait for a tick sees it
+				}
+				return map[string]any{"return": Info{Status: st}}, nil
+			})
+			_, err := Wait(ctx, mon, 5*time.Millisecond, nil)
+			var d *Detached
+			if !errors.As(err, &d) || !strings.Contains(err.Error(), "the migration goes on") {
+				t.Fatalf("error %v, want *Detached", err)
+			}
+			if slices.Contains(*sent, `{"execute":"migrate_cancel"}`) {
+				t.Errorf("migrate_cancel sent in post-copy: %q", *sent)
+			}
+		})
+	}
+}
+
+// TestCancelRefusedInPostcopy: pagecast's engine refuses migrate_cancel
+// once post-copy has begun, as QEMU should: the guest would be lost.
+func TestCancelRefusedInPostcopy(t *testing.T) {
+	for _, st := range []string{StatusActive, StatusPostcopy, StatusPostcopyPaused} {
+		called := false
+		m := &Migration{cancel: func() { called = true }}
+		m.info.Status = st
+		err := m.Cancel()
+		if post := InPostcopy(st); post != errors.Is(err, ErrPostcopyUncancellable) || post == called || post == m.cancelled {
+			t.Errorf("%s: Cancel() = %v, cancelled %v", st, err, called)
+		}
+	}
+}

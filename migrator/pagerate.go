@@ -61,7 +61,7 @@ func MeasurePageRate(ctx context.Context, g Guest, n int) (pages, bytes float64,
 	if err != nil {
 		return 0, 0, fmt.Errorf("measure the page rate: %w", err)
 	}
-	stop := context.AfterFunc(ctx, m.Cancel)
+	stop := context.AfterFunc(ctx, m.abort)
 	defer stop()
 	info, err := m.Wait()
 	if err != nil {

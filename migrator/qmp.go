@@ -227,7 +227,9 @@ func (c *Controller) queryParameters(context.Context, json.RawMessage) (any, err
 
 func (c *Controller) cancel(context.Context, json.RawMessage) (any, error) {
 	if m := c.Current(); m != nil {
-		m.Cancel()
+		if err := m.Cancel(); err != nil {
+			return nil, err
+		}
 	}
 	return nil, nil
 }

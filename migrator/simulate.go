@@ -68,7 +68,7 @@ func Simulate(ctx context.Context, g Guest, cfg Config, sc SimConfig) (Info, err
 	if err != nil {
 		return Info{}, err
 	}
-	stop := context.AfterFunc(ctx, m.Cancel)
+	stop := context.AfterFunc(ctx, m.abort)
 	defer stop()
 	return m.Wait()
 }

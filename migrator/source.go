@@ -218,8 +218,29 @@ func (m *Migration) finished() bool {
 	return false
 }
 
-// Cancel stops the migration; the source keeps running.
-func (m *Migration) Cancel() {
+// ErrPostcopyUncancellable is Cancel's error once post-copy has begun:
+// the guest runs on the destination, needing pages only the source
+// holds, and a cancel would lose it. The migration goes on.
+var ErrPostcopyUncancellable = errors.New("the migration is in post-copy: the guest runs on the destination and needs pages only the source holds, " +
+	"so it cannot be cancelled without losing the guest; it goes on")
+
+// Cancel stops the migration; the source keeps running. Once post-copy has
+// begun it refuses with ErrPostcopyUncancellable and the migration goes on.
+func (m *Migration) Cancel() error {
+	m.mu.Lock()
+	if st := m.info.Status; st == StatusPostcopy || st == StatusPostcopyPaused {
+		m.mu.Unlock()
+		return ErrPostcopyUncancellable
+	}
+	m.cancelled = true
+	m.mu.Unlock()
+	m.cancel()
+	return nil
+}
+
+// abort stops the migration whatever its stage: for a simulation or a
+// measurement, where no guest can be lost.
+func (m *Migration) abort() {
 	m.mu.Lock()
 	m.cancelled = true
 	m.mu.Unlock()

@@ -392,7 +392,9 @@ func followMigration(ctx context.Context, m *migrator.Migration, bar *progressBa
 		case <-m.Done():
 			done = true
 		case <-ctx.Done():
-			m.Cancel()
+			if err := m.Cancel(); err != nil {
+				fmt.Fprintf(bar.w, "\npagecast: %v: waiting for its end\n", err)
+			}
 			<-m.Done()
 			done = true
 		case <-time.After(200 * time.Millisecond):

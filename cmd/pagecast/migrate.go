@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -43,7 +44,9 @@ func migrateCommand() *cli.Command {
 			"`pagecast vm run --incoming` waits. If anything fails before the guest runs there, it keeps\n" +
 			"running on the source; once it runs there, the destination checks the memory it started with\n" +
 			"against the stopped source's checksums, and on a difference stops and the source runs on.\n" +
-			"SIGINT cancels the migration (migrate_cancel).\n\n" +
+			"SIGINT or SIGTERM cancels the migration (migrate_cancel), the guest running on at the source, until\n" +
+			"post-copy begins; from then on the guest runs on the destination and a cancel would lose it, so\n" +
+			"the first signal only says so and a second stops following (no cancel: the migration goes on).\n\n" +
 			"The source may also be QEMU as shipped (query-version tells), migrating to a QEMU started with\n" +
 			"-incoming. QEMU moves the RAM with its own engine, so each mode becomes QEMU's capabilities\n" +
 			"and parameters (no x-pagecast-* member is sent):\n" +
@@ -235,13 +238,14 @@ func runMigrate(c *cli.Context) error {
 			writeAutoChoice(c.App.Writer, auto)
 		}
 	}
-	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer cancel()
+	ctx, interrupts := watchInterrupts(c.Context, c.App.ErrWriter)
+	defer interrupts.stop()
 	bar := newProgressBar(c.App.ErrWriter, c.Bool("quiet"))
 	switched := false // post-copy began: the guest runs on the destination
 	throttle := 0     // QEMU drops cpu-throttle-percentage from its last reply
 	progress := func(i migrator.Info) {
-		switched = switched || strings.HasPrefix(i.Status, "postcopy") // -active, -paused, -recover
+		switched = switched || migrator.InPostcopy(i.Status)
+		interrupts.check(i.Status)
 		throttle = max(throttle, i.CPUThrottlePercentage)
 		bar.update(i)
 		if metrics != nil {
@@ -260,6 +264,9 @@ func runMigrate(c *cli.Context) error {
 			info = migrator.Info{Status: migrator.StatusFailed, ErrorDesc: err.Error(), RAM: info.RAM}
 		}
 		metrics.Observe(info)
+	}
+	if detached := (*migrator.Detached)(nil); errors.As(err, &detached) {
+		return err
 	}
 	if err != nil && switched && plan == nil {
 		if strings.Contains(err.Error(), "switch-over") { // the source's own account
@@ -294,6 +301,45 @@ func runMigrate(c *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// interrupts turns SIGINT and SIGTERM into a cancel of the migration,
+// except in post-copy: a cancel then would lose the guest, so the first
+// signal only says so, and a second stops following (migrator.Wait sends
+// no cancel in post-copy). check, called with each query-migrate reply,
+// acts on a signal received since the last; stop ends the watch.
+type interrupts struct {
+	sigs   chan os.Signal
+	cancel context.CancelFunc
+	w      io.Writer
+	warned bool
+}
+
+func watchInterrupts(parent context.Context, w io.Writer) (context.Context, *interrupts) {
+	ctx, cancel := context.WithCancel(parent)
+	in := &interrupts{sigs: make(chan os.Signal, 2), cancel: cancel, w: w}
+	signal.Notify(in.sigs, os.Interrupt, syscall.SIGTERM)
+	return ctx, in
+}
+
+func (in *interrupts) check(status string) {
+	select {
+	case <-in.sigs:
+	default:
+		return
+	}
+	if !migrator.InPostcopy(status) || in.warned {
+		in.cancel()
+		return
+	}
+	in.warned = true
+	fmt.Fprintln(in.w, "\npagecast: post-copy under way: the guest runs on the destination, and a cancel now would lose it; "+
+		"waiting for the end (interrupt again to stop following: the migration goes on)")
+}
+
+func (in *interrupts) stop() {
+	signal.Stop(in.sigs)
+	in.cancel()
 }
 
 // writeAutoChoice prints what mode auto predicted for each mode it
