@@ -323,6 +323,40 @@ func TestThrottle(t *testing.T) {
 	}
 	r, share := measure()
 	t.Logf("lifted: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", r, 100*share)
+
+	// A pagecast killed while it throttled leaves the thread in its
+	// cgroup at 99%: the next throttle takes that cgroup over, and its
+	// lift sends the thread home.
+	left := filepath.Join(qemuguest.CPUCgroupRoot, fmt.Sprintf("pagecast-%d", src.PID()))
+	if err := os.Mkdir(left, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // on failure; the QEMU, gone by then, left its tasks empty
+		os.Remove(filepath.Join(left, filepath.Base(left)))
+		os.Remove(left)
+	})
+	for _, w := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
+		if err := os.WriteFile(filepath.Join(left, w[0]), []byte(w[1]), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := src.SetThrottle(50); err != nil {
+		t.Fatalf("throttle over a killed pagecast's cgroup: %v", err)
+	}
+	r, share = measure()
+	t.Logf("throttle 50%% over a killed pagecast's cgroup: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", r, 100*share)
+	if share > 0.58 || share < 0.1 {
+		t.Errorf("throttle 50%% over a killed pagecast's cgroup: the vCPU thread ran %.0f%% of the time", 100*share)
+	}
+	if err := src.SetThrottle(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("the killed pagecast's cgroup is left after the throttle was lifted (%v)", err)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.PID(), tid)); err != nil || strings.Contains(string(b), "pagecast-") {
+		t.Errorf("vCPU thread's cgroups after the throttle was lifted: %s %v", b, err)
+	}
 }
 
 // cpuTime is the time thread tid has spent on a CPU.

@@ -67,15 +67,22 @@ func (c *cpuThrottle) create(pid int, tids []int) error {
 	if _, err := os.Stat(filepath.Join(CPUCgroupRoot, "cpu.cfs_quota_us")); err != nil {
 		return fmt.Errorf("throttle qemu %d: cgroup v1's cpu controller is not mounted at %s: %w", pid, CPUCgroupRoot, err)
 	}
+	name := fmt.Sprintf("pagecast-%d", pid)
 	home := map[int]string{}
 	for _, tid := range tids {
 		cg, err := cpuCgroupOf(pid, tid)
 		if err != nil {
 			return err
 		}
+		// A pagecast killed (SIGKILL) while it throttled this QEMU left
+		// the thread in its cgroup: that cgroup is taken over, and the
+		// thread goes home to its parent when this throttle lifts.
+		if filepath.Base(cg) == name {
+			cg = filepath.Dir(cg)
+		}
 		home[tid] = cg
 	}
-	dir := filepath.Join(CPUCgroupRoot, home[tids[0]], fmt.Sprintf("pagecast-%d", pid))
+	dir := filepath.Join(CPUCgroupRoot, home[tids[0]], name)
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("throttle qemu %d: %w", pid, err)
 	}
