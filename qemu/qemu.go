@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/scratch"
 	"github.com/pagecast/pagecast/qmpclient"
 )
 
@@ -169,11 +170,7 @@ func Start(o Options) (_ *VM, err error) {
 	tmp := ""
 	if o.Dir == "" {
 		// Guest RAM is a file in Dir: on tmpfs it is memory, as a memfd.
-		base := ""
-		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-			base = "/dev/shm"
-		}
-		if tmp, err = os.MkdirTemp(base, "pagecast-qemu-"); err != nil {
+		if tmp, err = scratch.Dir(scratch.Base(), "pagecast-qemu-"); err != nil {
 			return nil, fmt.Errorf("qemu work directory: %w", err)
 		}
 		o.Dir = tmp
@@ -242,7 +239,7 @@ func Start(o Options) (_ *VM, err error) {
 	// QEMU must not outlive a test or tool that dies without Close.
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := v.cmd.Start(); err != nil {
-		os.RemoveAll(tmp)
+		scratch.Remove(tmp)
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
 	go func() { v.waitErr = v.cmd.Wait(); close(v.exited) }()
@@ -390,7 +387,7 @@ func (v *VM) Close() error {
 			unix.Munmap(v.mem)
 		}
 		if v.tmp != "" {
-			os.RemoveAll(v.tmp)
+			scratch.Remove(v.tmp)
 		}
 	})
 	return nil

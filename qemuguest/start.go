@@ -2,9 +2,9 @@ package qemuguest
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
+	"github.com/pagecast/pagecast/internal/scratch"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 )
@@ -66,12 +66,12 @@ func start(o qemu.Options) (_ *qemu.VM, cleanup func() error, err error) {
 		if o.Plugin == "" {
 			// The plugin's area is not in /dev/shm's default place: QEMU
 			// removes it only when it exits normally, not when killed.
-			if dir, err = os.MkdirTemp(tmpBase(), "pagecast-qemuguest-"); err != nil {
+			if dir, err = scratch.Dir(tmpBase(), "pagecast-qemuguest-"); err != nil {
 				return nil, nil, err
 			}
 			so, err := tcg.WritePlugin(dir)
 			if err != nil {
-				os.RemoveAll(dir)
+				scratch.Remove(dir)
 				return nil, nil, err
 			}
 			o.Plugin = tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), qemu.PhysPages(o.MemoryBytes))
@@ -84,7 +84,7 @@ func start(o qemu.Options) (_ *qemu.VM, cleanup func() error, err error) {
 	v, err := qemu.Start(o)
 	if err != nil {
 		if dir != "" {
-			os.RemoveAll(dir)
+			scratch.Remove(dir)
 		}
 		if perr := tcg.ExplainLoadError(fmt.Sprint(err)); perr != nil {
 			err = perr
@@ -94,7 +94,7 @@ func start(o qemu.Options) (_ *qemu.VM, cleanup func() error, err error) {
 	return v, func() error {
 		err := v.Close()
 		if dir != "" {
-			os.RemoveAll(dir)
+			scratch.Remove(dir)
 		}
 		return err
 	}, nil

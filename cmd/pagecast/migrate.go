@@ -318,7 +318,7 @@ type interrupts struct {
 func watchInterrupts(parent context.Context, w io.Writer) (context.Context, *interrupts) {
 	ctx, cancel := context.WithCancel(parent)
 	in := &interrupts{sigs: make(chan os.Signal, 2), cancel: cancel, w: w}
-	signal.Notify(in.sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(in.sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	return ctx, in
 }
 

@@ -88,7 +88,7 @@ func runProfile(c *cli.Context) error {
 		}
 		cfg.MemoryBytes = mem
 	}
-	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 
 	col, err := collector.New(cfg)

@@ -817,3 +817,53 @@ func predictedTotalTime(out string) (predicted, actual time.Duration) {
 	}
 	return predicted, actual
 }
+
+// TestVMRunQEMUCleanup: vm run --monitor qemu removes its work directory
+// (the guest's RAM on /dev/shm) on SIGHUP, as on SIGINT; one a SIGKILL
+// left goes when the next QEMU VM starts.
+func TestVMRunQEMUCleanup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	// workDir is where the VM's QEMU keeps its RAM (mem-path=DIR/ram).
+	workDir := func(r *qemuRun) string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", r.qemuPID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`mem-path=([^,\x00]+)/ram`).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("no mem-path in QEMU's command line: %q", b)
+		}
+		return string(m[1])
+	}
+	hup := startQEMURun(t, "--memory", "16M", "--workload", "idle")
+	dir := workDir(hup)
+	hup.cmd.Process.Signal(syscall.SIGHUP)
+	select {
+	case <-hup.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("vm run did not stop on SIGHUP")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("vm run left its work directory %s after SIGHUP (%v)", dir, err)
+	}
+
+	killed := startQEMURun(t, "--memory", "16M", "--workload", "idle")
+	dir = workDir(killed)
+	killed.cmd.Process.Kill()
+	<-killed.exited
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(killed.qemuPID, 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("QEMU (pid %d) outlived its vm run's SIGKILL", killed.qemuPID)
+		}
+	}
+	os.Remove(killed.sock) // a SIGKILL leaves it; vm run takes a stale one over
+	if _, err := os.Stat(filepath.Join(dir, "ram")); err != nil {
+		t.Fatalf("after SIGKILL the guest's RAM file is gone already (%v): nothing to test", err)
+	}
+	startQEMURun(t, "--memory", "16M", "--workload", "idle")
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the work directory %s a SIGKILL left is still there after the next VM started (%v)", dir, err)
+	}
+}

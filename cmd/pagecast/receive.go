@@ -53,7 +53,7 @@ func runReceive(c *cli.Context) error {
 		return fmt.Errorf("receive takes no arguments (got %q)", c.Args().First())
 	}
 	log := slog.Default()
-	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	spec := c.String("qmp")
 	path, ok := strings.CutPrefix(spec, "unix:")

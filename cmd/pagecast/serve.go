@@ -84,7 +84,7 @@ func runServe(c *cli.Context) error {
 	if maxConns < 1 {
 		return fmt.Errorf("--max-conns %d: want 1 or more", maxConns)
 	}
-	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	svc := service.New(log)
 

@@ -184,7 +184,7 @@ func runSimulate(c *cli.Context) error {
 			return fmt.Errorf("--plot: %w", err)
 		}
 	}
-	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	if auto {
 		return simulateAuto(c, ctx, o)

@@ -210,7 +210,7 @@ func vmCommand() *cli.Command {
 
 func runVM(c *cli.Context) error {
 	log := slog.Default()
-	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	m, err := resolveMonitor(c, log)
 	if err != nil {

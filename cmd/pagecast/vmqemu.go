@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/scratch"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
@@ -61,17 +61,13 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 	if err != nil {
 		return nil, err
 	}
-	base := ""
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		base = "/dev/shm"
-	}
-	dir, err := os.MkdirTemp(base, "pagecast-qemu-")
+	dir, err := scratch.Dir(scratch.Base(), "pagecast-qemu-")
 	if err != nil {
 		return nil, fmt.Errorf("qemu work directory: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(dir)
+			scratch.Remove(dir)
 		}
 	}()
 	opts := qemu.Options{
@@ -117,7 +113,7 @@ func (v *qemuVM) describe() string {
 
 func (v *qemuVM) Close() error {
 	err := v.VM.Close()
-	os.RemoveAll(v.dir)
+	scratch.Remove(v.dir)
 	if v.qmp != "" {
 		qmpserver.ClearStaleSocket(v.qmp) // only where nobody listens: QEMU has exited
 	}
