@@ -164,6 +164,9 @@ func runMigrate(c *cli.Context) error {
 	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
 	switch kind {
 	case migrator.MonitorPagecast:
+		if tlsSet(c) {
+			return errors.New("--tls-cert, --tls-key, --tls-ca: pagecast's own monitor makes the connection itself: give them to its pagecast vm run")
+		}
 		if p.Mode == modeAuto && p.MaxBandwidth == 0 {
 			return errors.New("--mode auto on pagecast's own monitor needs --bandwidth, the link's rate, to predict each mode (only from a QEMU source does auto measure the pace of a destination on this host)")
 		}
@@ -185,6 +188,9 @@ func runMigrate(c *cli.Context) error {
 		}
 		if p.Mode == modeAuto && src == nil {
 			return fmt.Errorf("--mode auto runs pagecast's engine, which cannot move this VM (%s)", why)
+		}
+		if src == nil && tlsSet(c) {
+			return fmt.Errorf("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (engine %s: %s) would go in plain TCP", engine, why)
 		}
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)\n", engine, why)
 		if destPath != "" {

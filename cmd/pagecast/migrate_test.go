@@ -196,7 +196,12 @@ func TestMigrateRefused(t *testing.T) {
 	uri := freeTCP(t)
 	src := startVMRunProc(t, "--memory", "32M")
 	dst := startVMRunProc(t, "--memory", "16M", "--incoming", uri)
-	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri).CombinedOutput()
+	// TLS is the monitor's own, given to its vm run.
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--tls-ca", "ca.pem").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "give them to its pagecast vm run") {
+		t.Errorf("--tls-ca with pagecast's monitor: %v\n%s", err, out)
+	}
+	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "refused") || !strings.Contains(string(out), "memory") {
 		t.Fatalf("migrating 32M into 16M: %v\n%s", err, out)
 	}

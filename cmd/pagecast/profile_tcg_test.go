@@ -262,6 +262,11 @@ func TestQEMUErrors(t *testing.T) {
 		{"demo accel", []string{"demo", "--monitor", "qemu", "--accel", "nope"}, `unknown accelerator "nope"`},
 		{"no plugin", []string{"profile", "--qmp", "unix:" + plain}, "`pagecast plugin --dir DIR --memory SIZE` writes the plugin"},
 		{"memory below minimum", []string{"vm", "run", "--monitor", "qemu", "--memory", "4M"}, "memory 4 MiB is below the guest's minimum of 8 MiB"},
+		{"tls without incoming", []string{"vm", "run", "--monitor", "qemu", "--tls-cert", "c.pem"}, "a QEMU VM's migrations out are driven by pagecast migrate"},
+		{"tls for QEMU's incoming", []string{"vm", "run", "--monitor", "qemu", "--engine", "qemu", "--incoming", "tcp:127.0.0.1:1", "--tls-ca", "ca.pem"},
+			"QEMU's own migration (--engine qemu) is taken here in plain TCP"},
+		{"tls for QEMU's migration", []string{"migrate", "--qmp", "unix:" + plain, "--to", "tcp:127.0.0.1:1", "--engine", "qemu", "--tls-ca", "ca.pem"},
+			"they are for pagecast's engine, and QEMU's own migration (engine qemu: --engine qemu) would go in plain TCP"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(binary, tc.args...)

@@ -124,6 +124,11 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 // SIGTERM) before any migration began.
 var errStoppedWaiting = errors.New("stopped while waiting for an incoming migration")
 
+// tlsSet tells whether any of --tls-cert, --tls-key and --tls-ca is given.
+func tlsSet(c *cli.Context) bool {
+	return c.String("tls-cert") != "" || c.String("tls-key") != "" || c.String("tls-ca") != ""
+}
+
 // tlsConfig is the mutual TLS of --tls-cert, --tls-key and --tls-ca, for
 // the listening end (server) or the dialling one; nil without them.
 func tlsConfig(c *cli.Context, server bool) (*tls.Config, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -193,7 +194,11 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	var incoming net.Listener
 	var serverTLS *tls.Config
 	switch engine := c.String("engine"); {
+	case c.String("incoming") == "" && tlsSet(c):
+		return errors.New("--tls-cert, --tls-key, --tls-ca: a QEMU VM's migrations out are driven by pagecast migrate: give them to it (here they are for --incoming)")
 	case c.String("incoming") == "":
+	case engine == engineQEMU && tlsSet(c):
+		return errors.New("--tls-cert, --tls-key, --tls-ca: QEMU's own migration (--engine qemu) is taken here in plain TCP; pagecast's TLS needs --engine pagecast")
 	case engine == engineQEMU:
 		if !strings.HasPrefix(c.String("incoming"), "tcp:") {
 			return fmt.Errorf("--incoming %q: want tcp:HOST:PORT", c.String("incoming"))
