@@ -41,15 +41,20 @@ func migrateCommand() *cli.Command {
 		Usage: "live-migrate a running VM to another monitor, with a progress bar and a summary",
 		Description: "Drives a migration through the source's QMP socket (migrate-set-parameters, migrate,\n" +
 			"query-migrate), as QEMU's tools would: the source monitor sends the guest to --to, where\n" +
-			"`pagecast vm run --incoming` waits. If anything fails before the guest runs there, it keeps\n" +
-			"running on the source; once it runs there, the destination checks the memory it started with\n" +
-			"against the stopped source's checksums, and on a difference stops and the source runs on.\n" +
+			"`pagecast vm run --incoming` or `pagecast receive` waits. If anything fails before the guest\n" +
+			"runs there, it keeps running on the source; once it runs there, the destination checks the\n" +
+			"memory it started with against the stopped source's checksums, and on a difference stops and\n" +
+			"the source runs on.\n" +
 			"SIGINT or SIGTERM cancels the migration (migrate_cancel), the guest running on at the source, until\n" +
 			"post-copy begins; from then on the guest runs on the destination and a cancel would lose it, so\n" +
 			"the first signal only says so and a second stops following (no cancel: the migration goes on).\n\n" +
-			"The source may also be QEMU as shipped (query-version tells), migrating to a QEMU started with\n" +
-			"-incoming. QEMU moves the RAM with its own engine, so each mode becomes QEMU's capabilities\n" +
-			"and parameters (no x-pagecast-* member is sent):\n" +
+			"The source may also be QEMU as shipped (query-version tells). --engine auto (the default) runs\n" +
+			"pagecast's engine where it can: the guest RAM in shared memory (memfd or a file, share=on) and\n" +
+			"pagecast's dirty hook (the TCG plugin, or eBPF on KVM), the destination a pagecast receiver\n" +
+			"(vm run --monitor qemu --incoming, or pagecast receive beside a QEMU waiting with -incoming\n" +
+			"defer); every mode without post-copy runs so. Otherwise, or with --engine qemu, QEMU moves the\n" +
+			"RAM with its own migration to a QEMU started with -incoming, and each mode becomes QEMU's\n" +
+			"capabilities and parameters (no x-pagecast-* member is sent):\n" +
 			"\t  precopy    plain pre-copy, no capability\n" +
 			"\t  mecom      xbzrle, its cache a quarter of guest RAM (a power of two, 64 MiB to 1 GiB, at most RAM)\n" +
 			"\t  throttle   auto-converge, cpu-throttle-initial/-increment set to reach 99% by round 4\n" +
@@ -59,7 +64,7 @@ func migrateCommand() *cli.Command {
 			"\t             destination: a failure then cannot fall back to the source\n" +
 			"\t  precopy+postcopy  postcopy-ram on both ends, migrate-start-postcopy once a pass leaves more\n" +
 			"\t             than half of what the pass before it left, or past --max-rounds; needs --dest-qmp\n" +
-			"predictive and the other MODE+mecom and MODE+postcopy need pagecast's engine and are refused.\n" +
+			"On QEMU's migration predictive, MODE+mecom and MODE+postcopy other than precopy+postcopy are refused.\n" +
 			"QEMU has no round cap, so --max-rounds forces the switch-over there as pagecast's engine does:\n" +
 			"past that many dirty syncs QEMU's downtime-limit is raised to its largest and QEMU stops the\n" +
 			"guest and sends the rest (the summary says so; precopy+postcopy switches to post-copy instead).\n" +
@@ -68,7 +73,7 @@ func migrateCommand() *cli.Command {
 			"Example: pagecast migrate --qmp unix:/tmp/qemu-src.sock --dest-qmp unix:/tmp/qemu-dst.sock --to tcp:127.0.0.1:4444 --mode tsmc",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
-			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming, or QEMU -incoming)"},
+			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming or pagecast receive for pagecast's engine; QEMU -incoming for QEMU's)"},
 			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc from QEMU (post-copy is enabled on both ends); with it, the summary of a QEMU source's migration also has the guest's own pause (STOP to RESUME)"},
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String()},
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},

@@ -24,7 +24,7 @@ func TestMigrateHelpExplainsQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"--dest-qmp", "xbzrle", "auto-converge", "postcopy-ram", "migrate-start-postcopy",
-		"predictive and the other MODE+mecom and MODE+postcopy need pagecast's engine", "precopy+postcopy", "dirty-sync-count"} {
+		"On QEMU's migration predictive, MODE+mecom and MODE+postcopy other than precopy+postcopy are refused", "pagecast's engine where it can", "pagecast receive", "precopy+postcopy", "dirty-sync-count"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("migrate --help lacks %q:\n%s", want, out)
 		}
