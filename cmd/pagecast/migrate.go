@@ -235,6 +235,11 @@ func runMigrate(c *cli.Context) error {
 		}
 		defer pause.Close()
 	}
+	// From here an interrupt cancels the migration: one while pagecast's
+	// monitor watches its guest for auto (migrate returns once it has
+	// chosen) is acted on at the first query-migrate.
+	ctx, interrupts := watchInterrupts(c.Context, c.App.ErrWriter)
+	defer interrupts.stop()
 	if err := migrator.Migrate(mon, c.String("to")); err != nil {
 		if metrics != nil {
 			metrics.Observe(migrator.Info{Status: migrator.StatusFailed, ErrorDesc: err.Error()})
@@ -249,8 +254,6 @@ func runMigrate(c *cli.Context) error {
 			writeAutoChoice(c.App.Writer, auto)
 		}
 	}
-	ctx, interrupts := watchInterrupts(c.Context, c.App.ErrWriter)
-	defer interrupts.stop()
 	bar := newProgressBar(c.App.ErrWriter, c.Bool("quiet"))
 	switched := false // post-copy began: the guest runs on the destination
 	throttle := 0     // QEMU drops cpu-throttle-percentage from its last reply

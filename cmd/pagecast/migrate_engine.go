@@ -73,6 +73,8 @@ func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Sou
 // metrics, if not nil, follows the migration; given the destination QEMU's
 // monitor dst (the source's is mon), the summary has the guest's own pause.
 func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor) error {
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer cancel()
 	var choice *simulate.Choice
 	if p.Mode == modeAuto {
 		if metrics != nil {
@@ -81,7 +83,10 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 			// once the migration reports it.
 			metrics.Begin(time.Now(), migrationmetrics.EnginePagecast, modeAuto, p.MaxBandwidth)
 		}
-		ch, err := chooseLive(c, src, p)
+		ch, err := chooseLive(ctx, c, src, p)
+		if err != nil && ctx.Err() != nil {
+			err = errors.New("interrupted while auto watched the guest and weighed the modes: nothing was migrated, the guest runs on at the source")
+		}
 		if err != nil {
 			if metrics != nil {
 				metrics.Observe(migrator.Info{Status: migrator.StatusFailed, ErrorDesc: err.Error()})
@@ -117,8 +122,6 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		}
 		return err
 	}
-	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer cancel()
 	if metrics != nil {
 		followed := make(chan struct{})
 		defer func() { <-followed }()
@@ -159,13 +162,13 @@ const qemuSwitchover = 20 * time.Millisecond
 // 100 ms, simulates every mode pagecast's engine runs on QEMU on what it
 // saw (the guest's content measured from its RAM), and returns the best by
 // --prefer, having printed the predictions and why.
-func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simulate.Choice, error) {
+func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p migrator.Params) (simulate.Choice, error) {
 	n := c.Int("observe")
 	if n < 1 {
 		return simulate.Choice{}, fmt.Errorf("--observe %d: auto needs at least one epoch", n)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: watching the guest for %v …\n", time.Duration(n)*autoEpoch)
-	o, pages, err := watchGuest(c.Context, src, n)
+	o, pages, err := watchGuest(ctx, src, n)
 	if err != nil {
 		return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
 	}
@@ -178,7 +181,7 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 		// Both ends on this host: their CPU, shared with the guest,
 		// may bound the migration before the link does; without a cap,
 		// nothing else does.
-		pages, bytes, err := probePageRate(c.Context, src)
+		pages, bytes, err := probePageRate(ctx, src)
 		switch {
 		case err != nil && o.Bandwidth == 0:
 			return simulate.Choice{}, fmt.Errorf("--mode auto: with no --bandwidth the engine's pace is the link, and %w", err)
@@ -197,7 +200,7 @@ func chooseLive(c *cli.Context, src *qemuguest.Source, p migrator.Params) (simul
 	modes := qemuAutoModes()
 	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: predicting %d modes from what was watched%s …\n", len(modes), atOnce(o, modes))
 	watchSims(&o, c.App.ErrWriter, "pagecast: auto:   ", progressEvery)
-	choice, err := simulate.ChooseAmong(c.Context, o, o.Workload, c.String("prefer"), modes)
+	choice, err := simulate.ChooseAmong(ctx, o, o.Workload, c.String("prefer"), modes)
 	if err != nil {
 		return choice, fmt.Errorf("--mode auto: %w", err)
 	}
