@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -134,6 +135,22 @@ func processGone(pid int) bool {
 	// pid (comm) state …: comm may hold spaces and parentheses.
 	i := bytes.LastIndexByte(stat, ')')
 	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
+}
+
+// Gone is nil while the destination QEMU runs, and once it has exited
+// (quit, killed, or failed) an error saying so, with its last words where
+// they can be read.
+func (d *Dest) Gone() error {
+	if d.pid == 0 || !processGone(d.pid) {
+		return nil
+	}
+	msg := fmt.Sprintf("the destination QEMU (pid %d) has exited", d.pid)
+	if d.said != nil {
+		if said := strings.TrimSpace(d.said()); said != "" {
+			msg += ", saying: " + said
+		}
+	}
+	return errors.New(msg)
 }
 
 // Start runs the guest (QMP cont).

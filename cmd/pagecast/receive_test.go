@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -155,5 +156,59 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		if time.Now().After(end) {
 			t.Fatalf("no %s after 30 s", what)
 		}
+	}
+}
+
+// TestReceiveQEMUQuits: a destination QEMU that exits while pagecast
+// receive waits ends the wait at once, saying so in QEMU's own words
+// (its standard error a file, as a QEMU started by hand often has).
+func TestReceiveQEMUQuits(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	dir := t.TempDir()
+	dstQMP := filepath.Join(dir, "dst.sock")
+	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-machine", "pc,memory-backend=ram", "-m", "32M",
+		"-object", "memory-backend-memfd,id=ram,size=32M,share=on", "-nographic", "-nodefaults",
+		"-qmp", "unix:"+dstQMP+",server=on,wait=off", "-incoming", "defer")
+	errFile, err := os.Create(filepath.Join(dir, "qemu.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errFile.Close()
+	qemu.Stderr = errFile
+	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qemu.Process.Kill(); qemu.Wait() })
+	waitFor(t, "the hand-started QEMU's QMP socket", func() bool {
+		c, err := net.Dial("unix", dstQMP)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	addr := freeAddr(t)
+	recv := exec.Command(binary, "receive", "--qmp", "unix:"+dstQMP, "--listen", "tcp:"+addr)
+	out := &syncBuffer{}
+	recv.Stdout, recv.Stderr = out, out
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- recv.Wait() }()
+	t.Cleanup(func() { recv.Process.Kill() })
+	waitFor(t, "receive waiting", func() bool { return strings.Contains(out.String(), "waiting for pagecast migrate") })
+	qemu.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("receive succeeded with its QEMU gone:\n%s", out.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("receive still waits 5 s after its QEMU exited:\n%s", out.String())
+	}
+	want := fmt.Sprintf("the destination QEMU (pid %d) has exited, saying: qemu-system-x86_64: terminating on signal 15", qemu.Process.Pid)
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("receive's output lacks %q:\n%s", want, out.String())
 	}
 }

@@ -95,11 +95,38 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
 	log.Info("waiting for an incoming migration", "on", l.Addr().String())
 	defer l.Close()
+	goner, _ := d.(interface{ Gone() error }) // a QEMU that can quit while it waits
 	for {
 		stop := context.AfterFunc(ctx, func() { l.Close() })
+		gone := make(chan error, 1)
+		watched := make(chan struct{})
+		if goner != nil {
+			go func() {
+				tick := time.NewTicker(250 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-watched:
+						return
+					case <-tick.C:
+					}
+					if err := goner.Gone(); err != nil {
+						gone <- err
+						l.Close()
+						return
+					}
+				}
+			}()
+		}
 		conn, err := l.Accept()
 		stop()
+		close(watched)
 		if err != nil {
+			select {
+			case gerr := <-gone:
+				return migrator.Received{}, fmt.Errorf("%w while waiting for an incoming migration", gerr)
+			default:
+			}
 			if ctx.Err() != nil {
 				return migrator.Received{}, errStoppedWaiting
 			}
