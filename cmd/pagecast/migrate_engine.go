@@ -206,7 +206,8 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	}
 	fmt.Fprintf(c.App.Writer, "auto: predicted from %v of the guest (%d pages written; content %s%s):\n",
 		time.Duration(n)*autoEpoch, pages, o.Content, rateNote)
-	writeSimulationTable(c.App.Writer, o.Workload, choice.Predictions)
+	// Auto watches in fixed epochs: the note on short rounds has no advice.
+	writeSimulationTableWith(c.App.Writer, o.Workload, choice.Predictions, "")
 	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
 	return choice, nil
 }

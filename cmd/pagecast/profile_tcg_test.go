@@ -737,6 +737,9 @@ func TestMigrateAuto(t *testing.T) {
 	if containsRow(out, "tsmc") {
 		t.Error("auto predicted tsmc, which a QEMU destination cannot take from pagecast's engine")
 	}
+	if strings.Contains(out, "pagecast profile --epoch") {
+		t.Error("migrate's auto gave simulate's advice on epochs, which its fixed epochs leave no use for")
+	}
 	// The goal is a predicted total time within 30% of the
 	// outcome: measured -22% to +23% over five runs on an idle machine.
 	// Here it is only held to a factor of three, since the suite's other

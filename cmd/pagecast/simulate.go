@@ -214,7 +214,8 @@ func runSimulate(c *cli.Context) error {
 		if err := enc.Encode(out); err != nil {
 			return err
 		}
-		writeShortRounds(c.App.ErrWriter, w, results) // what the table would say below it
+		writeShortRounds(c.App.ErrWriter, w, results, fmt.Sprintf("record the trace in shorter epochs (pagecast profile --epoch %v) or give a synthetic workload a shorter --epoch",
+			max(w.Epoch()/4, time.Millisecond).Round(time.Millisecond))) // what the table would say below it
 	} else {
 		rate := simulate.DirtyRate(w, o.Start)
 		fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v, content %s\n", w.Name(),
@@ -331,6 +332,13 @@ func simulationModes(s string) ([]string, error) {
 // writeSimulationTable prints one row per mode, a comparison with
 // pre-copy, and what the rows cannot say.
 func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate.Result) {
+	writeSimulationTableWith(out, w, results, fmt.Sprintf("record the trace in shorter epochs (pagecast profile --epoch %v) or give a synthetic workload a shorter --epoch",
+		max(w.Epoch()/4, time.Millisecond).Round(time.Millisecond)))
+}
+
+// writeSimulationTableWith is writeSimulationTable with advice for rounds
+// shorter than the workload's epochs ("" for none).
+func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simulate.Result, advice string) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tguest slowed\t")
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
@@ -358,23 +366,25 @@ func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate
 		fmt.Fprintf(out, "the workload (%d epochs, %v) ended before the migration did and was replayed from epoch %d: %s\n",
 			w.Len(), time.Duration(w.Len())*w.Epoch(), from, strings.Join(replayed, ", "))
 	}
-	writeShortRounds(out, w, results)
+	writeShortRounds(out, w, results, advice)
 }
 
 // writeShortRounds says which modes' rounds were shorter than the
 // workload's epochs, which such a simulation understates the dirtying of.
-func writeShortRounds(out io.Writer, w simulate.Workload, results []simulate.Result) {
+func writeShortRounds(out io.Writer, w simulate.Workload, results []simulate.Result, advice string) {
 	var short []string
 	for _, r := range results {
 		if d := r.LaterRounds(); d > 0 && d < w.Epoch() {
 			short = append(short, fmt.Sprintf("%s %v", r.Mode, d.Round(time.Millisecond)))
 		}
 	}
+	if advice != "" {
+		advice = "; " + advice
+	}
 	if len(short) > 0 {
 		fmt.Fprintf(out, "rounds after the first shorter than the workload's %v epochs (%s, on average): each page of an epoch is written at one instant in it, "+
-			"so a page written all through an epoch counts once and such rounds meet less dirtying than a live migration's would; "+
-			"record the trace in shorter epochs (pagecast profile --epoch %v) or give a synthetic workload a shorter --epoch\n", w.Epoch(), strings.Join(short, ", "),
-			max(w.Epoch()/4, time.Millisecond).Round(time.Millisecond))
+			"so a page written all through an epoch counts once and such rounds meet less dirtying than a live migration's would%s\n", w.Epoch(), strings.Join(short, ", "),
+			advice)
 	}
 }
 
