@@ -93,6 +93,22 @@ func migrateCommand() *cli.Command {
 }
 
 func runMigrate(c *cli.Context) error {
+	if c.Args().Present() {
+		return fmt.Errorf("migrate takes no arguments (got %q): every value is a flag's", c.Args().First())
+	}
+	if d := c.Duration("downtime-limit"); d <= 0 {
+		return fmt.Errorf("--downtime-limit %v: want a positive duration, e.g. 300ms", d)
+	}
+	if n := c.Int("max-rounds"); n < 0 {
+		return fmt.Errorf("--max-rounds %d: want 0 (no cap) or more", n)
+	}
+	if c.String("mode") != modeAuto {
+		for _, f := range []string{"prefer", "observe"} {
+			if c.IsSet(f) {
+				return fmt.Errorf("--%s is for --mode auto", f)
+			}
+		}
+	}
 	path, ok := strings.CutPrefix(c.String("qmp"), "unix:")
 	if !ok {
 		return fmt.Errorf("--qmp %q: want unix:PATH", c.String("qmp"))

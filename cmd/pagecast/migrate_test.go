@@ -431,6 +431,10 @@ func TestMigrateFlagErrors(t *testing.T) {
 		{"unknown mode", []string{"--mode", "fast"}, `--mode: migration mode "fast": want precopy, predictive, throttle, tsmc or mecom`},
 		{"auto prefers", []string{"--mode", "auto", "--prefer", "speed"}, `--prefer: prefer "speed": want time, bytes or downtime`},
 		{"auto observes", []string{"--mode", "auto", "--observe", "0"}, "--observe 0: auto needs at least one epoch"},
+		{"zero downtime limit", []string{"--downtime-limit", "0s"}, "--downtime-limit 0s: want a positive duration"},
+		{"negative round cap", []string{"--max-rounds", "-1"}, "--max-rounds -1: want 0 (no cap) or more"},
+		{"stray argument", []string{"fast"}, `migrate takes no arguments (got "fast")`},
+		{"prefer without auto", []string{"--prefer", "bytes"}, "--prefer is for --mode auto"},
 		{"auto to nobody", []string{"--mode", "auto", "--bandwidth", "32MiB/s"}, "--to tcp:127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused (nothing to migrate to: start the destination first)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
