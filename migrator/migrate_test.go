@@ -390,6 +390,9 @@ func checkTSMC(t *testing.T, m migrated) {
 	if res.Pulled == 0 {
 		t.Error("the destination's guest never touched a page before it arrived: the on-demand path went untested")
 	}
+	if info.RAM.DirtySyncCount == 0 {
+		t.Error("dirty-sync-count 0: stage 1's pass and the switch-over harvest the dirty log")
+	}
 	// predictive+tsmc leaves the pages it defers for stage 3.
 	if want := pages - info.Pagecast.DeferredAll; res.Pages+res.ZeroPages != want {
 		t.Errorf("stage 1 sent %d pages, want each of the %d not deferred once", res.Pages+res.ZeroPages, want)

@@ -116,6 +116,7 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	s.m.update(func(i *Info) {
 		i.Status = StatusPostcopy
 		i.Downtime = downtime.Milliseconds()
+		i.RAM.DirtySyncCount = s.harvests
 		i.RAM.PrecopyBytes = precopyBytes
 		i.RAM.DowntimeBytes = s.w.Bytes() - precopyBytes
 		i.RAM.Remaining = dirty.Count() * PageSize
