@@ -41,8 +41,9 @@ type migration struct {
 	start     time.Time
 	end       time.Time // zero while it runs
 	info      migrator.Info
-	seen      bool  // info holds a reply
-	expected  int64 // the engine's latest downtime estimate, ms; 0: none yet
+	seen      bool              // info holds a reply
+	expected  int64             // the engine's latest downtime estimate, ms; 0: none yet
+	slowdown  migrator.Slowdown // QEMU's migration: what the guest lost, which query-migrate does not say
 }
 
 var _ prometheus.Collector = (*Exporter)(nil)
@@ -81,6 +82,17 @@ func (e *Exporter) Observe(info migrator.Info) {
 	}
 	if Finished(info.Status) && m.end.IsZero() {
 		m.end = e.now()
+	}
+}
+
+// ObserveSlowdown records what the guest of a migration by QEMU's own
+// engine lost (migrator.QEMUPlan.Slowdown): QEMU's query-migrate has no
+// such member, where pagecast's engine reports it in its own section.
+func (e *Exporter) ObserveSlowdown(s migrator.Slowdown) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur != nil {
+		e.cur.slowdown = s
 	}
 }
 
@@ -271,6 +283,11 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	round := 0.0
 	if i.RAM != nil {
 		round = float64(i.RAM.DirtySyncCount)
+	}
+	if x := m.slowdown; i.Pagecast == nil && x.VCPUs > 0 {
+		counter(descThrottled, float64(x.ThrottleTime)/1e3)
+		counter(descFaultWait, float64(x.FaultTime)/1e3)
+		gauge(descSlowdown, x.Share(i.TotalTime, i.Downtime))
 	}
 	if x := i.Pagecast; x != nil {
 		round = float64(x.Round)

@@ -3,7 +3,9 @@ package migrationmetrics
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +244,33 @@ func TestFollowAndLinger(t *testing.T) {
 	e.Linger(context.Background(), 100*time.Millisecond)
 	if d := time.Since(begin); d > 5*time.Second {
 		t.Errorf("Linger ignored its timeout: %v", d)
+	}
+}
+
+// TestQEMUSlowdown: a migration by QEMU's own engine, whose query-migrate
+// says nothing of the guest's loss, exports the slowdown migrate measured.
+func TestQEMUSlowdown(t *testing.T) {
+	e := New("vm1")
+	e.Begin(time.Now(), EngineQEMU, "throttle", 0)
+	done := migrator.Info{Status: migrator.StatusCompleted, TotalTime: 2000, Downtime: 100, RAM: &migrator.RAMStats{DirtySyncCount: 4}}
+	e.Observe(done)
+	if text := exposition(t, e); strings.Contains(text, "pagecast_migration_guest_slowdown_ratio{") {
+		t.Errorf("a slowdown exported before one was measured:\n%s", text)
+	}
+	e.ObserveSlowdown(migrator.Slowdown{VCPUs: 2, ThrottleTime: 950, FaultTime: 0})
+	text := exposition(t, e)
+	want := done
+	want.Pagecast = &migrator.Extra{Slowdown: migrator.Slowdown{VCPUs: 2, ThrottleTime: 950}}
+	for _, re := range []string{
+		`pagecast_migration_throttled_vcpu_seconds_total\{[^}]*\} 0\.95\n`,
+		`pagecast_migration_postcopy_fault_vcpu_seconds_total\{[^}]*\} 0\n`,
+		fmt.Sprintf(`pagecast_migration_guest_slowdown_ratio\{[^}]*\} %s\n`, regexp.QuoteMeta(fmt.Sprint(want.GuestSlowdown()))),
+	} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("exposition lacks %s:\n%s", re, text)
+		}
+	}
+	if want.GuestSlowdown() <= 0.2 || want.GuestSlowdown() >= 0.3 { // 950 ms of 2 vCPUs × 1.9 s
+		t.Errorf("share %v", want.GuestSlowdown())
 	}
 }

@@ -280,6 +280,9 @@ func runMigrate(c *cli.Context) error {
 		bar.update(i)
 		if metrics != nil {
 			metrics.Observe(i)
+			if plan != nil {
+				metrics.ObserveSlowdown(plan.Slowdown)
+			}
 		}
 	}
 	var info migrator.Info
@@ -322,6 +325,9 @@ func runMigrate(c *cli.Context) error {
 	if plan != nil {
 		info.CPUThrottlePercentage = throttle
 		qemuFaultTime(plan, dst)
+		if metrics != nil {
+			metrics.ObserveSlowdown(plan.Slowdown)
+		}
 	}
 	paused := guestPaused(pause)
 	writeSummary(c.App.Writer, info, plan, paused)
