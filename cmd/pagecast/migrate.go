@@ -142,6 +142,9 @@ func runMigrate(c *cli.Context) error {
 				p.Profile, meta.Epoch, migrator.DefaultEpoch, migrator.ProfileMisfit)
 		}
 	}
+	if p.Mode == modeAuto && c.String("engine") == engineQEMU {
+		return errors.New("--mode auto weighs the modes of pagecast's engine and runs it; --engine qemu asks for QEMU's own migration: give one or the other")
+	}
 	if p.Mode == modeAuto {
 		// What auto is told is checked before it watches the guest.
 		if _, err := simulate.CheckPrefer(c.String("prefer")); err != nil {

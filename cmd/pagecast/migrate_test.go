@@ -435,6 +435,7 @@ func TestMigrateFlagErrors(t *testing.T) {
 		{"negative round cap", []string{"--max-rounds", "-1"}, "--max-rounds -1: want 0 (no cap) or more"},
 		{"stray argument", []string{"fast"}, `migrate takes no arguments (got "fast")`},
 		{"prefer without auto", []string{"--prefer", "bytes"}, "--prefer is for --mode auto"},
+		{"auto on QEMU's engine", []string{"--mode", "auto", "--engine", "qemu"}, "--engine qemu asks for QEMU's own migration: give one or the other"},
 		{"auto to nobody", []string{"--mode", "auto", "--bandwidth", "32MiB/s"}, "--to tcp:127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused (nothing to migrate to: start the destination first)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -262,6 +262,7 @@ func TestQEMUErrors(t *testing.T) {
 		{"demo accel", []string{"demo", "--monitor", "qemu", "--accel", "nope"}, `unknown accelerator "nope"`},
 		{"no plugin", []string{"profile", "--qmp", "unix:" + plain}, "`pagecast plugin --dir DIR --memory SIZE` writes the plugin"},
 		{"memory below minimum", []string{"vm", "run", "--monitor", "qemu", "--memory", "4M"}, "memory 4 MiB is below the guest's minimum of 8 MiB"},
+		{"dirty on QEMU", []string{"vm", "run", "--monitor", "qemu", "--accel", "tcg", "--dirty", "bitmap"}, "with --monitor qemu the dirty pages come from pagecast's TCG plugin"},
 		{"tls without incoming", []string{"vm", "run", "--monitor", "qemu", "--tls-cert", "c.pem"}, "a QEMU VM's migrations out are driven by pagecast migrate"},
 		{"tls for QEMU's incoming", []string{"vm", "run", "--monitor", "qemu", "--engine", "qemu", "--incoming", "tcp:127.0.0.1:1", "--tls-ca", "ca.pem"},
 			"QEMU's own migration (--engine qemu) is taken here in plain TCP"},

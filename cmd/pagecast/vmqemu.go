@@ -160,10 +160,12 @@ func qemuGuestFlags(c *cli.Context) (qemuVMOptions, error) {
 // runQEMU is `vm run --monitor qemu`: QEMU runs the pagecast guest until
 // SIGINT, SIGTERM or QEMU's own end (quit on its QMP socket).
 func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
-	for _, f := range []string{"dirty", "kvm"} {
-		if c.IsSet(f) {
-			return fmt.Errorf("--%s is for pagecast's own monitor; QEMU takes its own options (--monitor qemu)", f)
-		}
+	if c.IsSet("dirty") {
+		return errors.New("--dirty chooses KVM's dirty log on pagecast's own monitor; with --monitor qemu the dirty pages come from pagecast's TCG plugin " +
+			"(--accel tcg) or from eBPF on QEMU's KVM dirty ring (--accel kvm, sized by --ring-size)")
+	}
+	if c.IsSet("kvm") {
+		return errors.New("--kvm is pagecast's own monitor's KVM device; with --monitor qemu QEMU opens /dev/kvm itself (--accel kvm)")
 	}
 	o, err := qemuGuestFlags(c)
 	if err != nil {
