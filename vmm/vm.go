@@ -81,6 +81,7 @@ type VM struct {
 	cond     *sync.Cond
 	state    string
 	pauseReq bool
+	stopping atomic.Bool // pauseReq or quitting set: a throttled vCPU stops sleeping
 	quitting bool
 	incoming bool  // prelaunch waits for an incoming migration
 	movedOut bool  // paused after a completed outgoing migration
@@ -336,6 +337,7 @@ func (vm *VM) Pause() error {
 // acknowledged the pause request (or stopped). Callers hold vm.mu and have
 // set pauseReq or quitting.
 func (vm *VM) stopVCPUsLocked() {
+	vm.stopping.Store(true)
 	for _, c := range vm.vcpus {
 		c.setImmediateExit(true)
 	}
@@ -388,6 +390,7 @@ func (vm *VM) Resume() error {
 		c.setImmediateExit(false)
 	}
 	vm.pauseReq = false
+	vm.stopping.Store(false)
 	vm.movedOut = false
 	vm.state = StateRunning
 	vm.cond.Broadcast()
@@ -405,6 +408,7 @@ func (vm *VM) guestFailed(err error) {
 	}
 	vm.state = StateInternalError
 	vm.pauseReq = true
+	vm.stopping.Store(true)
 	for _, c := range vm.vcpus {
 		c.setImmediateExit(true)
 		c.kick()
