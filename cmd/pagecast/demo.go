@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -63,7 +66,17 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "accel", Value: "auto", Usage: "with QEMU: auto, kvm or tcg"},
 		),
 		Action: func(c *cli.Context) error {
-			return runDemo(c, c.App.Writer)
+			// SIGINT, SIGTERM or SIGHUP ends the demo with its VMs and
+			// files cleaned up; a second one kills it at once.
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+			defer stop()
+			context.AfterFunc(ctx, stop)
+			c.Context = ctx
+			err := runDemo(c, c.App.Writer)
+			if err != nil && ctx.Err() != nil {
+				return errors.New("interrupted: the demo's VMs are stopped and its files removed")
+			}
+			return err
 		},
 	}
 }

@@ -876,3 +876,74 @@ func TestVMRunQEMUCleanup(t *testing.T) {
 		t.Errorf("the work directory %s a SIGKILL left is still there after the next VM started (%v)", dir, err)
 	}
 }
+
+// TestDemoInterrupted: an interrupted demo says so, and stops its QEMUs
+// and removes their work directories (each one's guest RAM on /dev/shm).
+func TestDemoInterrupted(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	cmd := exec.Command(binary, "--log-level", "warn", "demo", "--monitor", "qemu", "--accel", "tcg", "--duration", "3s", "--memory", "32M")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	// The demo's QEMUs, once one runs: their pids and work directories.
+	dirs := map[int]string{}
+	for deadline := time.Now().Add(60 * time.Second); len(dirs) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no QEMU of the demo's in 60 s:\n%s", out.String())
+		}
+		procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+		for _, p := range procs {
+			stat, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+			if len(f) < 2 || f[1] != strconv.Itoa(cmd.Process.Pid) {
+				continue
+			}
+			b, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
+			if m := regexp.MustCompile(`mem-path=([^,\x00]+)/ram`).FindSubmatch(b); m != nil {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				dirs[pid] = string(m[1])
+			}
+		}
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("interrupted demo exited 0:\n%s", out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("demo still runs 30 s after SIGINT:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "interrupted: the demo's VMs are stopped and its files removed") {
+		t.Errorf("the demo's output does not say it was interrupted:\n%s", out.String())
+	}
+	for pid, dir := range dirs {
+		if processAlive(pid) {
+			t.Errorf("QEMU %d outlived the interrupted demo", pid)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("the interrupted demo left %s (%v)", dir, err)
+		}
+	}
+}
+
+// processAlive: pid runs (a zombie does not).
+func processAlive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+}
