@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -38,24 +39,10 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 
 	dir := t.TempDir()
 	dstQMP, watchQMP := filepath.Join(dir, "dst.sock"), filepath.Join(dir, "watch.sock")
-	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-machine", "pc,memory-backend=ram", "-m", "32M",
-		"-object", "memory-backend-memfd,id=ram,size=32M,share=on", "-nographic", "-nodefaults",
-		"-serial", "file:"+filepath.Join(dir, "serial.log"), // as the source has
-		"-qmp", "unix:"+dstQMP+",server=on,wait=off", "-qmp", "unix:"+watchQMP+",server=on,wait=off", "-incoming", "defer")
 	var qemuErr bytes.Buffer
-	qemu.Stderr = &qemuErr
-	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := qemu.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { qemu.Process.Kill(); qemu.Wait() })
-	waitFor(t, "the hand-started QEMU's QMP socket", func() bool {
-		c, err := net.Dial("unix", dstQMP)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	startWaitingQEMU(t, dstQMP, &qemuErr,
+		"-serial", "file:"+filepath.Join(dir, "serial.log"), // as the source has
+		"-qmp", "unix:"+watchQMP+",server=on,wait=off")
 
 	// receive runs `pagecast receive` into the hand-started QEMU and waits
 	// until it listens.
@@ -166,27 +153,12 @@ func TestReceiveQEMUQuits(t *testing.T) {
 	testutil.RequiresQEMU(t)
 	dir := t.TempDir()
 	dstQMP := filepath.Join(dir, "dst.sock")
-	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-machine", "pc,memory-backend=ram", "-m", "32M",
-		"-object", "memory-backend-memfd,id=ram,size=32M,share=on", "-nographic", "-nodefaults",
-		"-qmp", "unix:"+dstQMP+",server=on,wait=off", "-incoming", "defer")
 	errFile, err := os.Create(filepath.Join(dir, "qemu.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer errFile.Close()
-	qemu.Stderr = errFile
-	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := qemu.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { qemu.Process.Kill(); qemu.Wait() })
-	waitFor(t, "the hand-started QEMU's QMP socket", func() bool {
-		c, err := net.Dial("unix", dstQMP)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	qemu := startWaitingQEMU(t, dstQMP, errFile)
 	addr := freeAddr(t)
 	recv := exec.Command(binary, "receive", "--qmp", "unix:"+dstQMP, "--listen", "tcp:"+addr)
 	out := &syncBuffer{}
@@ -211,4 +183,29 @@ func TestReceiveQEMUQuits(t *testing.T) {
 	if !strings.Contains(out.String(), want) {
 		t.Errorf("receive's output lacks %q:\n%s", want, out.String())
 	}
+}
+
+// startWaitingQEMU starts a QEMU by hand as a user would for pagecast
+// receive: 32 MiB of guest RAM in a memfd, QMP at qmp, waiting with
+// -incoming defer, its standard error to stderr; and waits for its socket.
+func startWaitingQEMU(t *testing.T, qmp string, stderr io.Writer, extra ...string) *exec.Cmd {
+	t.Helper()
+	args := append([]string{"-accel", "tcg", "-machine", "pc,memory-backend=ram", "-m", "32M",
+		"-object", "memory-backend-memfd,id=ram,size=32M,share=on", "-nographic", "-nodefaults",
+		"-qmp", "unix:" + qmp + ",server=on,wait=off", "-incoming", "defer"}, extra...)
+	qemu := exec.Command("qemu-system-x86_64", args...)
+	qemu.Stderr = stderr
+	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qemu.Process.Kill(); qemu.Wait() })
+	waitFor(t, "the hand-started QEMU's QMP socket", func() bool {
+		c, err := net.Dial("unix", qmp)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return qemu
 }
