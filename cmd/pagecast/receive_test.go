@@ -44,27 +44,7 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 		"-serial", "file:"+filepath.Join(dir, "serial.log"), // as the source has
 		"-qmp", "unix:"+watchQMP+",server=on,wait=off")
 
-	// receive runs `pagecast receive` into the hand-started QEMU and waits
-	// until it listens.
-	receive := func() (*exec.Cmd, *syncBuffer, chan error) {
-		recv := exec.Command(binary, "receive", "--qmp", "unix:"+dstQMP, "--listen", "tcp:"+addr)
-		out := &syncBuffer{}
-		recv.Stdout, recv.Stderr = out, out
-		if err := recv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- recv.Wait() }()
-		t.Cleanup(func() { recv.Process.Kill() })
-		waitFor(t, "receive listening on "+addr, func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close() // receive logs the empty connection and waits on
-			}
-			return err == nil
-		})
-		return recv, out, done
-	}
+	receive := func() (*exec.Cmd, *syncBuffer, chan error) { return startReceive(t, dstQMP, addr) }
 	exited := func(what string, done chan error, out *syncBuffer) error {
 		select {
 		case err := <-done:
@@ -160,16 +140,7 @@ func TestReceiveQEMUQuits(t *testing.T) {
 	defer errFile.Close()
 	qemu := startWaitingQEMU(t, dstQMP, errFile)
 	addr := freeAddr(t)
-	recv := exec.Command(binary, "receive", "--qmp", "unix:"+dstQMP, "--listen", "tcp:"+addr)
-	out := &syncBuffer{}
-	recv.Stdout, recv.Stderr = out, out
-	if err := recv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- recv.Wait() }()
-	t.Cleanup(func() { recv.Process.Kill() })
-	waitFor(t, "receive waiting", func() bool { return strings.Contains(out.String(), "waiting for pagecast migrate") })
+	_, out, done := startReceive(t, dstQMP, addr)
 	qemu.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:
@@ -208,4 +179,27 @@ func startWaitingQEMU(t *testing.T, qmp string, stderr io.Writer, extra ...strin
 		return err == nil
 	})
 	return qemu
+}
+
+// startReceive runs `pagecast receive` into the hand-started QEMU at qmp
+// and waits until it listens on addr.
+func startReceive(t *testing.T, qmp, addr string) (*exec.Cmd, *syncBuffer, chan error) {
+	t.Helper()
+	recv := exec.Command(binary, "receive", "--qmp", "unix:"+qmp, "--listen", "tcp:"+addr)
+	out := &syncBuffer{}
+	recv.Stdout, recv.Stderr = out, out
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- recv.Wait() }()
+	t.Cleanup(func() { recv.Process.Kill() })
+	waitFor(t, "receive listening on "+addr, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close() // receive logs the empty connection and waits on
+		}
+		return err == nil
+	})
+	return recv, out, done
 }

@@ -133,6 +133,16 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 			return migrator.Received{}, fmt.Errorf("accept the incoming migration: %w", err)
 		}
 		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log)
+		if err != nil && goner != nil && !errors.Is(err, migrator.ErrQuietPeer) {
+			// A QEMU that exits as a connection comes fails it, by its
+			// QMP socket's reset or otherwise: say that it exited. It can
+			// take a moment to be gone once its socket is.
+			for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if gerr := goner.Gone(); gerr != nil {
+					return res, fmt.Errorf("%w (%w)", gerr, err)
+				}
+			}
+		}
 		switch {
 		case errors.Is(err, migrator.ErrNoHandshake) && ctx.Err() != nil:
 			return res, errStoppedWaiting // during a handshake that never came
