@@ -249,11 +249,3 @@ func (s *Source) Close() error {
 	s.mu.Unlock()
 	return errors.Join(err, s.close())
 }
-
-// tmpBase is where scratch sockets go.
-func tmpBase() string {
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		return "/dev/shm"
-	}
-	return os.TempDir()
-}

@@ -66,7 +66,7 @@ func start(o qemu.Options) (_ *qemu.VM, cleanup func() error, err error) {
 		if o.Plugin == "" {
 			// The plugin's area is not in /dev/shm's default place: QEMU
 			// removes it only when it exits normally, not when killed.
-			if dir, err = scratch.Dir(tmpBase(), "pagecast-qemuguest-"); err != nil {
+			if dir, err = scratch.Dir(scratch.Base(), "pagecast-qemuguest-"); err != nil {
 				return nil, nil, err
 			}
 			so, err := tcg.WritePlugin(dir)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pagecast/pagecast/internal/scratch"
 	"github.com/pagecast/pagecast/qemu"
 )
 
@@ -50,7 +51,7 @@ func saveState(mon Monitor, pid int) (_ []byte, err error) {
 			err = cerr
 		}
 	}()
-	dir, err := os.MkdirTemp(tmpBase(), "pagecast-state-")
+	dir, err := os.MkdirTemp(scratch.Base(), "pagecast-state-")
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +189,7 @@ func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) 
 				return in, fmt.Errorf("qemu's incoming migration was started on unix:%s, which is gone (%w): start QEMU again with -incoming defer", a.Path, err)
 			}
 			in.uri = "unix:" + a.Path
-			if d := filepath.Dir(a.Path); strings.HasPrefix(d, filepath.Join(tmpBase(), "pagecast-incoming-")) {
+			if d := filepath.Dir(a.Path); strings.HasPrefix(d, filepath.Join(scratch.Base(), "pagecast-incoming-")) {
 				in.dir = d // the earlier attempt's: gone with the state loaded
 			}
 		case "inet":
@@ -204,7 +205,7 @@ func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) 
 	}
 	if uri == "defer" {
 		if dir == "" {
-			if dir, err = os.MkdirTemp(tmpBase(), "pagecast-incoming-"); err != nil {
+			if dir, err = os.MkdirTemp(scratch.Base(), "pagecast-incoming-"); err != nil {
 				return in, err
 			}
 			in.dir = dir

@@ -342,7 +342,7 @@ func runMigrate(c *cli.Context) error {
 	return nil
 }
 
-// interrupts turns SIGINT and SIGTERM into a cancel of the migration,
+// interrupts turns SIGINT, SIGTERM and SIGHUP into a cancel of the migration,
 // except in post-copy: a cancel then would lose the guest, so the first
 // signal only says so, and a second stops following (migrator.Wait sends
 // no cancel in post-copy). check, called with each query-migrate reply,
