@@ -834,17 +834,12 @@ func TestVMRunQEMUCleanup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU; skipped in short mode")
 	}
-	// workDir is where the VM's QEMU keeps its RAM (mem-path=DIR/ram).
 	workDir := func(r *qemuRun) string {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", r.qemuPID))
-		if err != nil {
-			t.Fatal(err)
+		dir := qemuWorkDir(r.qemuPID)
+		if dir == "" {
+			t.Fatalf("QEMU %d has no mem-path=DIR/ram on its command line", r.qemuPID)
 		}
-		m := regexp.MustCompile(`mem-path=([^,\x00]+)/ram`).FindSubmatch(b)
-		if m == nil {
-			t.Fatalf("no mem-path in QEMU's command line: %q", b)
-		}
-		return string(m[1])
+		return dir
 	}
 	hup := startQEMURun(t, "--memory", "16M", "--workload", "idle")
 	dir := workDir(hup)
@@ -910,10 +905,9 @@ func TestDemoInterrupted(t *testing.T) {
 			if len(f) < 2 || f[1] != strconv.Itoa(cmd.Process.Pid) {
 				continue
 			}
-			b, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
-			if m := regexp.MustCompile(`mem-path=([^,\x00]+)/ram`).FindSubmatch(b); m != nil {
-				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				dirs[pid] = string(m[1])
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			if dir := qemuWorkDir(pid); dir != "" {
+				dirs[pid] = dir
 			}
 		}
 	}
@@ -939,7 +933,18 @@ func TestDemoInterrupted(t *testing.T) {
 	}
 }
 
-// processAlive: pid runs (a zombie does not).
+// qemuWorkDir is where QEMU process pid keeps its guest RAM
+// (mem-path=DIR/ram on its command line), "" if it has none.
+func qemuWorkDir(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if m := regexp.MustCompile(`mem-path=([^,\x00]+)/ram`).FindSubmatch(b); m != nil {
+		return string(m[1])
+	}
+	return ""
+}
+
+// processAlive: pid runs (a zombie does not). qemuguest's processGone is
+// its twin, unexported there.
 func processAlive(pid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
