@@ -71,7 +71,7 @@ func (e *Exporter) Observe(info migrator.Info) {
 		return
 	}
 	m.info, m.seen = info, true
-	if info.ExpectedDowntime > 0 { // query-migrate drops it once the migration ends
+	if info.ExpectedDowntime > 0 && roundEnded(m.engine, info) { // query-migrate drops it once the migration ends
 		m.expected = info.ExpectedDowntime
 	}
 	if x := info.Pagecast; x != nil {
@@ -83,6 +83,17 @@ func (e *Exporter) Observe(info migrator.Info) {
 	if Finished(info.Status) && m.end.IsZero() {
 		m.end = e.now()
 	}
+}
+
+// roundEnded reports whether a round of the migration has ended, so that
+// its expected-downtime is an estimate. QEMU's is its downtime limit until
+// the dirty log is synced after round 1 (dirty-sync-count 2: the first
+// sync is at the start); pagecast's engine sets none before.
+func roundEnded(engine string, info migrator.Info) bool {
+	if engine != EngineQEMU {
+		return true
+	}
+	return info.RAM != nil && info.RAM.DirtySyncCount >= 2
 }
 
 // ObserveSlowdown records what the guest of a migration by QEMU's own
@@ -116,13 +127,14 @@ func (e *Exporter) Scrapes() uint64 {
 // Linger waits, once a migration has ended, until the metrics have been
 // scraped twice more, so that Prometheus holds how it ended for at least a
 // scrape interval before the target goes away, or until timeout passes or
-// ctx ends. It returns at once if they were never scraped (no one is
-// watching) or no migration began.
+// ctx ends. A migration shorter than a scrape interval may end before the
+// first scrape: it waits for that one too. It returns at once if no
+// migration began.
 func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) {
 	e.mu.Lock()
 	n, began := e.collects, e.cur != nil
 	e.mu.Unlock()
-	if n == 0 || !began {
+	if !began {
 		return
 	}
 	deadline := time.NewTimer(timeout)

@@ -185,6 +185,21 @@ func TestFirstRound(t *testing.T) {
 	if !strings.Contains(text, "pagecast_migration_data_remaining_bytes{") {
 		t.Errorf("remaining bytes not exported in the first round:\n%s", text)
 	}
+	// QEMU's expected-downtime is its downtime limit until round 1 has
+	// ended (its dirty log synced a second time).
+	e.Begin(time.Now(), EngineQEMU, "precopy", 0)
+	first := migrator.Info{Status: migrator.StatusActive, ExpectedDowntime: 300, RAM: &migrator.RAMStats{Transferred: 1 << 20, DirtySyncCount: 1}}
+	e.Observe(first)
+	if text := exposition(t, e); strings.Contains(text, "pagecast_migration_expected_downtime_seconds{") {
+		t.Errorf("QEMU's placeholder expected-downtime exported in round 1:\n%s", text)
+	}
+	second := first
+	second.ExpectedDowntime, second.RAM = 42, &migrator.RAMStats{Transferred: 9 << 20, DirtySyncCount: 2}
+	e.Observe(second)
+	if text := exposition(t, e); !strings.Contains(text, "pagecast_migration_expected_downtime_seconds{") ||
+		!strings.Contains(text, "} 0.042\n") {
+		t.Errorf("QEMU's estimate after round 1 (42 ms) not exported:\n%s", text)
+	}
 }
 
 // TestNewMigrationReplacesOld: only the latest migration is exported.
@@ -205,7 +220,7 @@ func TestNewMigrationReplacesOld(t *testing.T) {
 }
 
 // TestFollowAndLinger: Follow records until the migration ends, and Linger
-// waits for two more scrapes only when someone scrapes.
+// waits for two more scrapes, or its timeout.
 func TestFollowAndLinger(t *testing.T) {
 	e := New("vm1")
 	exposition(t, e) // scraped before any migration began
@@ -223,18 +238,26 @@ func TestFollowAndLinger(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("Follow polled %d times, want 3 (it stops at completed)", n)
 	}
+	// A migration shorter than a scrape interval ends before the first
+	// scrape: Linger waits for it and the one after.
+	scrapes := func(n int) {
+		go func() {
+			for range n {
+				time.Sleep(100 * time.Millisecond)
+				exposition(t, e)
+			}
+		}()
+	}
+	scrapes(2)
 	begin = time.Now()
 	e.Linger(context.Background(), time.Minute)
-	if d := time.Since(begin); d > time.Second {
-		t.Errorf("Linger waited %v with no one scraping", d)
+	if d := time.Since(begin); d < 150*time.Millisecond || d > 10*time.Second {
+		t.Errorf("Linger, never scraped before, returned after %v, want after the first two scrapes (200 ms)", d)
 	}
-	exposition(t, e) // a scrape
-	go func() {
-		for range 2 {
-			time.Sleep(100 * time.Millisecond)
-			exposition(t, e)
-		}
-	}()
+	if got := e.Scrapes(); got != 2 {
+		t.Errorf("Linger returned after %d scrapes, want 2", got)
+	}
+	scrapes(2)
 	begin = time.Now()
 	e.Linger(context.Background(), time.Minute)
 	if d := time.Since(begin); d < 150*time.Millisecond || d > 10*time.Second {

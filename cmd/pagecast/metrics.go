@@ -25,7 +25,7 @@ func migrationMetricsFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "metrics", Usage: "serve the migration's Prometheus metrics (pagecast_migration_*) on this address, e.g. 127.0.0.1:9472"},
 		&cli.StringFlag{Name: "name", Usage: "the VM's name in the metrics' vm label (default: the QMP socket's file name without its extension)"},
-		&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the migration has ended keep serving until Prometheus has scraped the end twice, at most this long (not at all if nothing ever scraped)"},
+		&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the migration has ended keep serving until Prometheus has scraped the end twice (a migration shorter than a scrape interval may end before its first scrape), at most this long; 0 stops at once"},
 	}
 }
 
@@ -53,7 +53,13 @@ func migrationMetrics(c *cli.Context, qmpPath string) (exp *migrationmetrics.Exp
 		return nil, nil, err
 	}
 	return exp, func(ctx context.Context) {
-		exp.Linger(ctx, c.Duration("metrics-linger"))
+		if linger := c.Duration("metrics-linger"); linger > 0 {
+			if exp.Scrapes() == 0 {
+				slog.Info("nothing has scraped the metrics yet: serving them until Prometheus has scraped the migration's end twice (Ctrl-C stops the wait)",
+					"addr", addr, "at-most", linger)
+			}
+			exp.Linger(ctx, linger)
+		}
 		stop()
 	}, nil
 }

@@ -102,6 +102,9 @@ func runMigrate(c *cli.Context) error {
 	if n := c.Int("max-rounds"); n < 0 {
 		return fmt.Errorf("--max-rounds %d: want 0 (no cap) or more", n)
 	}
+	if d := c.Duration("metrics-linger"); d < 0 {
+		return fmt.Errorf("--metrics-linger %v: want 0 (stop serving at once) or more", d)
+	}
 	if c.String("mode") != modeAuto {
 		for _, f := range []string{"prefer", "observe"} {
 			if c.IsSet(f) {

@@ -433,6 +433,7 @@ func TestMigrateFlagErrors(t *testing.T) {
 		{"auto observes", []string{"--mode", "auto", "--observe", "0"}, "--observe 0: auto needs at least one epoch"},
 		{"zero downtime limit", []string{"--downtime-limit", "0s"}, "--downtime-limit 0s: want a positive duration"},
 		{"negative round cap", []string{"--max-rounds", "-1"}, "--max-rounds -1: want 0 (no cap) or more"},
+		{"negative linger", []string{"--metrics-linger", "-5s"}, "--metrics-linger -5s: want 0 (stop serving at once) or more"},
 		{"stray argument", []string{"fast"}, `migrate takes no arguments (got "fast")`},
 		{"prefer without auto", []string{"--prefer", "bytes"}, "--prefer is for --mode auto"},
 		{"auto on QEMU's engine", []string{"--mode", "auto", "--engine", "qemu"}, "--engine qemu asks for QEMU's own migration: give one or the other"},

@@ -68,6 +68,9 @@ func runProfile(c *cli.Context) error {
 	if cfg.Epoch < time.Millisecond {
 		return fmt.Errorf("--epoch %v: want 1ms or more", cfg.Epoch)
 	}
+	if d := c.Duration("duration"); c.IsSet("duration") && d <= 0 {
+		return fmt.Errorf("--duration %v: want a positive duration, or leave it out to profile until SIGINT", d)
+	}
 	if c.Duration("interval") < 0 {
 		return fmt.Errorf("--interval %v: want 0 or more", c.Duration("interval"))
 	}
