@@ -550,6 +550,16 @@ func (vm *VM) MemoryBytes() uint64 { return vm.cfg.MemoryBytes }
 // VCPUs is the number of vCPUs.
 func (vm *VM) VCPUs() int { return len(vm.vcpus) }
 
+// VCPUThreads returns the host thread ID each vCPU runs on, as QMP's
+// query-cpus-fast says it (thread-id): 0 for one not yet running.
+func (vm *VM) VCPUThreads() []int {
+	tids := make([]int, len(vm.vcpus))
+	for i, c := range vm.vcpus {
+		tids[i] = int(c.tid.Load())
+	}
+	return tids
+}
+
 // DirtyMode is the dirty tracking mode in use (DirtyRing or DirtyBitmap).
 func (vm *VM) DirtyMode() string { return vm.tracker.mode() }
 
