@@ -312,6 +312,9 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		}
 		if a := x.Auto; a != nil {
 			for _, p := range a.Predictions {
+				if p.StoppedShort {
+					continue // not a prediction: how far its simulation came
+				}
 				chosen := "0"
 				if p.Mode == a.Mode {
 					chosen = "1"

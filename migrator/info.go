@@ -119,6 +119,10 @@ type Prediction struct {
 	Transferred uint64 `json:"transferred"` // bytes
 	// GuestSlowdown is Info.GuestSlowdown's prediction, 0 to 1.
 	GuestSlowdown float64 `json:"guest-slowdown"`
+	// StoppedShort: the mode's simulation stopped once it could no
+	// longer be chosen; TotalTime and Transferred are how far it had
+	// come (lower bounds), Downtime and GuestSlowdown unknown (0).
+	StoppedShort bool `json:"stopped-short,omitempty"`
 }
 
 // Predicted is the chosen mode's prediction, if there is one.

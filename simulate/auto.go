@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pagecast/pagecast/internal/units"
@@ -39,6 +40,12 @@ type Choice struct {
 func (c Choice) Report() *migrator.AutoChoice {
 	a := &migrator.AutoChoice{Mode: c.Mode, Prefer: c.Prefer, Why: c.Why, PageRate: c.PageRate}
 	for _, r := range c.Predictions {
+		var cut *CutShort
+		if errors.As(r.Err, &cut) {
+			a.Predictions = append(a.Predictions, migrator.Prediction{Mode: r.Mode, TotalTime: cut.At.Milliseconds(),
+				Transferred: cut.Sent, StoppedShort: true})
+			continue
+		}
 		if r.Err != nil {
 			continue
 		}
@@ -77,7 +84,7 @@ func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer strin
 	}
 	o.Workload = observed
 	o.Start = 0
-	predictions := RunAll(ctx, o, modes)
+	predictions := runCutting(ctx, o, modes, prefer, "")
 	if err := ctx.Err(); err != nil {
 		return Choice{Prefer: prefer}, err
 	}
@@ -135,6 +142,106 @@ func CheckPrefer(prefer string) (string, error) {
 		return prefer, nil
 	}
 	return "", fmt.Errorf("prefer %q: want time, bytes or downtime", prefer)
+}
+
+// ErrCannotWin is why a mode's simulation was stopped short (errors.Is;
+// the error is a *CutShort): its figure of merit so far was already worse
+// than that of a mode finished within the downtime limit, by more than
+// cutMargin, so that it could be neither chosen nor the best.
+var ErrCannotWin = errors.New("it could no longer be the best")
+
+// CutShort is a simulation stopped because it could not win: how far it
+// had come, and the mode it could not beat.
+type CutShort struct {
+	At     time.Duration // migration time simulated
+	Sent   uint64        // bytes sent by then
+	By     string        // the best mode finished within the downtime limit then
+	Prefer string
+	Best   float64 // By's figure of merit: ms or bytes
+}
+
+func (e *CutShort) Error() string {
+	what, best := fmt.Sprintf("%v of migration", e.At.Round(time.Millisecond)),
+		(time.Duration(e.Best) * time.Millisecond).Round(time.Millisecond).String()
+	if e.Prefer == PreferBytes {
+		what, best = units.FormatBytes(float64(e.Sent))+" sent", units.FormatBytes(e.Best)
+	}
+	return fmt.Sprintf("stopped after %s: %s took %s within the downtime limit, and %v", what, e.By, best, ErrCannotWin)
+}
+
+func (e *CutShort) Unwrap() error { return ErrCannotWin }
+
+// CutMargin is how much worse than the best finished a mode's figure so
+// far must be before its simulation stops; more than alike, so that a
+// mode's +postcopy twin predicted alike always finishes.
+const CutMargin = 0.05
+
+// runCutting is RunAll for a choice by prefer: a simulation stops once it
+// cannot win (ErrCannotWin), as a slow mode of a guest that does not
+// converge would run for minutes of simulated rounds, as long as the
+// predictor takes for each, after a faster one has finished. spare is a
+// mode that must run to its end whatever it costs (the one chosen, when
+// its outcome is judged). Prefer downtime cuts nothing: the downtime is
+// known only at the end.
+func runCutting(ctx context.Context, o Options, modes []string, prefer, spare string) []Result {
+	if prefer == PreferDowntime {
+		return RunAll(ctx, o, modes)
+	}
+	limit := downtimeLimit(o)
+	var (
+		mu      sync.Mutex
+		bound   = math.Inf(1) // the best merit finished within the limit
+		by      string        // the mode that set it
+		cancels = map[string]context.CancelCauseFunc{}
+		cut     = map[string]*CutShort{}
+	)
+	modeCtx := func(ctx context.Context, mode string) context.Context {
+		if mode == spare {
+			return ctx
+		}
+		ctx, cancel := context.WithCancelCause(ctx)
+		mu.Lock()
+		cancels[mode] = cancel
+		mu.Unlock()
+		return ctx
+	}
+	progress, done := o.Progress, o.Done
+	o.Progress = func(mode string, p Point) {
+		sofar := float64(p.At.Milliseconds())
+		if prefer == PreferBytes {
+			sofar = float64(p.Transferred)
+		}
+		mu.Lock()
+		if cancel := cancels[mode]; cancel != nil && sofar > (1+CutMargin)*bound {
+			cut[mode] = &CutShort{At: p.At, Sent: p.Transferred, By: by, Prefer: prefer, Best: bound}
+			cancel(cut[mode])
+			delete(cancels, mode)
+		}
+		mu.Unlock()
+		if progress != nil {
+			progress(mode, p)
+		}
+	}
+	o.Done = func(r Result) {
+		mu.Lock()
+		if c := cut[r.Mode]; c != nil && r.Err != nil {
+			r.Err = c
+		}
+		if m := Merit(r, prefer); r.Err == nil && keepsWithin(r, limit) && m < bound && (prefer != PreferBytes || r.Info.RAM != nil) {
+			bound, by = m, r.Mode
+		}
+		mu.Unlock()
+		if done != nil {
+			done(r)
+		}
+	}
+	results := runAll(ctx, o, modes, Parallel(o, modes), modeCtx)
+	for i, r := range results {
+		if c := cut[r.Mode]; c != nil && r.Err != nil {
+			results[i].Err = c
+		}
+	}
+	return results
 }
 
 // pick returns the index of the best of rs by prefer among those whose
@@ -236,7 +343,7 @@ func Judge(ctx context.Context, o Options, c Choice) (Hindsight, error) {
 	for i, p := range c.Predictions {
 		modes[i] = p.Mode
 	}
-	outcomes := RunAll(ctx, o, modes)
+	outcomes := runCutting(ctx, o, modes, c.Prefer, c.Mode)
 	if err := ctx.Err(); err != nil {
 		return h, err
 	}

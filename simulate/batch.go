@@ -26,11 +26,14 @@ import (
 // the MECOM modes': they charge the CPU time coding really takes, as a
 // live migration does, and a busy machine takes longer.
 func RunAll(ctx context.Context, o Options, modes []string) []Result {
-	return runAll(ctx, o, modes, Parallel(o, modes))
+	return runAll(ctx, o, modes, Parallel(o, modes), nil)
 }
 
-// runAll is RunAll with workers at a time.
-func runAll(ctx context.Context, o Options, modes []string, workers int) []Result {
+// runAll is RunAll with workers at a time; each mode's simulation runs
+// under modeCtx(ctx, mode) where that is given, and then the quick modes
+// start first (for runCutting: they set the bound the slow ones are cut
+// at).
+func runAll(ctx context.Context, o Options, modes []string, workers int, modeCtx func(context.Context, string) context.Context) []Result {
 	results := make([]Result, len(modes))
 	if len(modes) == 0 {
 		return results
@@ -55,6 +58,9 @@ func runAll(ctx context.Context, o Options, modes []string, workers int) []Resul
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return costRank(modes[a]) - costRank(modes[b]) })
+	if modeCtx != nil {
+		slices.Reverse(order)
+	}
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range max(1, min(workers, len(modes))) {
@@ -62,6 +68,10 @@ func runAll(ctx context.Context, o Options, modes []string, workers int) []Resul
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				ctx := ctx
+				if modeCtx != nil {
+					ctx = modeCtx(ctx, modes[i])
+				}
 				results[i] = Run(ctx, o, modes[i])
 			}
 		}()

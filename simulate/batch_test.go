@@ -32,7 +32,7 @@ func TestRunAll(t *testing.T) {
 		o := o
 		o.Progress = func(mode string, p Point) { heard[mode] = append(heard[mode], p) }
 		o.Done = func(r Result) { done[r.Mode]++ }
-		got := runAll(context.Background(), o, modes, workers)
+		got := runAll(context.Background(), o, modes, workers, nil)
 		for i, r := range got {
 			if r.Mode != modes[i] {
 				t.Fatalf("%d at once: result %d is %s, want %s", workers, i, r.Mode, modes[i])

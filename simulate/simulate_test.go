@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -834,5 +835,63 @@ func TestStopBeforeObserve(t *testing.T) {
 	t.Logf("%s; %d pages sent paused, %d ms of downtime", i.Pagecast.StopReason, paused, i.Downtime)
 	if paused*migrator.PageSize != pending {
 		t.Errorf("%d pages pending at the stop, %d sent paused", pending/migrator.PageSize, paused)
+	}
+}
+
+// TestChooseStopsLosers: on a guest whose pre-copy does not converge,
+// auto stops the simulations that can no longer win, and chooses as it
+// would have with every one run to its end; the mode Judge must report
+// runs to its end whatever it costs.
+func TestChooseStopsLosers(t *testing.T) {
+	w, err := ParseSynthetic("hotset:hot=1024,p=0.7,rate=4k", 1<<12, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Workload: w, Bandwidth: 2 << 20, MaxRounds: 10}
+	for _, prefer := range []string{PreferTime, PreferBytes} {
+		c, err := Choose(context.Background(), o, w, prefer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole, err := ChooseFrom(RunAll(context.Background(), o, AutoModes), o, prefer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Mode != whole.Mode || c.Why != whole.Why {
+			t.Errorf("%s: chose %s (%s), with every mode run to its end %s (%s)", prefer, c.Mode, c.Why, whole.Mode, whole.Why)
+		}
+		stopped := 0
+		for i, r := range c.Predictions {
+			var cut *CutShort
+			if !errors.As(r.Err, &cut) {
+				continue
+			}
+			stopped++
+			full := whole.Predictions[i]
+			if Merit(full, prefer) <= (1+alike)*Merit(whole.Predicted(), prefer) {
+				t.Errorf("%s: %s stopped (%v), but it ends within %.0f%% of the best", prefer, r.Mode, r.Err, 100*alike)
+			}
+			if cut.At.Milliseconds() > full.Info.TotalTime || cut.Sent > full.Info.RAM.Transferred {
+				t.Errorf("%s: %s stopped after %v and %d bytes, past its end (%d ms, %d bytes)", prefer, r.Mode, cut.At, cut.Sent, full.Info.TotalTime, full.Info.RAM.Transferred)
+			}
+		}
+		if stopped == 0 {
+			t.Errorf("%s: no simulation stopped short, where precopy runs %d ms against the best's %d", prefer,
+				whole.Predictions[0].Info.TotalTime, whole.Predicted().Info.TotalTime)
+		}
+		if r := c.Report(); len(r.Predictions) != len(AutoModes) {
+			t.Errorf("%s: query-migrate reports %d predictions, want every mode's", prefer, len(r.Predictions))
+		}
+		t.Logf("%s: chose %s, %d of %d simulations stopped short", prefer, c.Mode, stopped, len(AutoModes))
+		// Judging the choice runs the chosen mode to its end, even the
+		// worst.
+		worst := Choice{Mode: "precopy", Prefer: prefer, Predictions: c.Predictions}
+		h, err := Judge(context.Background(), o, worst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Chosen.Err != nil || h.Chosen.Info.Status != migrator.StatusCompleted || h.Best.Mode != whole.Mode && Merit(h.Best, prefer) > Merit(whole.Predicted(), prefer) {
+			t.Errorf("%s: judged precopy %v (%s), best %s", prefer, h.Chosen.Err, h.Chosen.Info.Status, h.Best.Mode)
+		}
 	}
 }

@@ -390,10 +390,19 @@ func writeAutoChoice(w io.Writer, a *migrator.AutoChoice) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
 	fmt.Fprintln(tw, "mode\tpredicted total\tdowntime\tbytes\tguest slowed\t")
+	short := false
 	for _, p := range a.Predictions {
+		if p.StoppedShort {
+			fmt.Fprintf(tw, "%s\t>%v\t\t>%s\t\t\n", p.Mode, ms(p.TotalTime), units.FormatBytes(float64(p.Transferred)))
+			short = true
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\t\n", p.Mode, ms(p.TotalTime), ms(p.Downtime), units.FormatBytes(float64(p.Transferred)), percent(p.GuestSlowdown))
 	}
 	tw.Flush()
+	if short {
+		fmt.Fprintf(w, "> a mode stopped short once it could no longer be the best: more than %.0f%% past a mode finished within the downtime limit\n", 100*simulate.CutMargin)
+	}
 	fmt.Fprintf(w, "auto chose %s (prefer %s): %s\n\n", a.Mode, a.Prefer, a.Why)
 }
 

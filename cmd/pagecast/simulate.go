@@ -342,9 +342,19 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tguest slowed\t")
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
+	var notes []string
+	cutShort := false
 	for _, r := range results {
-		if r.Err != nil {
-			fmt.Fprintf(tw, "%s\tfailed: %v\t\t\t\t\t\t\t\t\t\n", r.Mode, r.Err)
+		var cut *simulate.CutShort
+		switch {
+		case errors.As(r.Err, &cut):
+			// How far it came: lower bounds of its total time and bytes.
+			fmt.Fprintf(tw, "%s\t>%v\t\t>%s\t\t\t\t\t\t\t\n", r.Mode, cut.At.Round(time.Millisecond), units.FormatBytes(float64(cut.Sent)))
+			cutShort = true
+			continue
+		case r.Err != nil:
+			fmt.Fprintf(tw, "%s\tfailed\t\t\t\t\t\t\t\t\t\n", r.Mode)
+			notes = append(notes, fmt.Sprintf("%s failed: %v", r.Mode, r.Err))
 			continue
 		}
 		i := r.Info
@@ -353,11 +363,17 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 			i.Pagecast.DeferredAll, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, slowdownString(i))
 	}
 	tw.Flush()
+	for _, n := range notes {
+		fmt.Fprintln(out, n)
+	}
+	if cutShort {
+		fmt.Fprintf(out, "> a mode stopped short once it could no longer be the best: more than %.0f%% past a mode finished within the downtime limit\n", 100*simulate.CutMargin)
+	}
 	writeAgainstPrecopy(out, results)
 	var replayed []string
 	var from uint64
 	for _, r := range results {
-		if r.Replays > 0 {
+		if r.Replays > 0 && r.Err == nil {
 			from = r.Start
 			replayed = append(replayed, fmt.Sprintf("%s %d×", r.Mode, r.Replays))
 		}
@@ -521,6 +537,22 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		type prediction struct {
 			Mode string         `json:"mode"`
 			Info *migrator.Info `json:"query-migrate,omitempty"`
+			// Why there is no Info: the simulation failed, or stopped
+			// once the mode could no longer be the best.
+			Error        string `json:"error,omitempty"`
+			StoppedShort string `json:"stopped-short,omitempty"`
+		}
+		predicted := func(r simulate.Result) prediction {
+			p := prediction{Mode: r.Mode}
+			switch {
+			case errors.Is(r.Err, simulate.ErrCannotWin):
+				p.StoppedShort = r.Err.Error()
+			case r.Err != nil:
+				p.Error = r.Err.Error()
+			default:
+				p.Info = &r.Info
+			}
+			return p
 		}
 		type judged struct {
 			Best     string       `json:"best"`
@@ -541,19 +573,11 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 				out.Hindsight.Regret = &r
 			}
 			for _, r := range h.Outcomes {
-				p := prediction{Mode: r.Mode}
-				if r.Err == nil {
-					p.Info = &r.Info
-				}
-				out.Hindsight.Outcomes = append(out.Hindsight.Outcomes, p)
+				out.Hindsight.Outcomes = append(out.Hindsight.Outcomes, predicted(r))
 			}
 		}
 		for _, r := range choice.Predictions {
-			p := prediction{Mode: r.Mode}
-			if r.Err == nil {
-				p.Info = &r.Info
-			}
-			out.Predictions = append(out.Predictions, p)
+			out.Predictions = append(out.Predictions, predicted(r))
 		}
 		return enc.Encode(out)
 	}
@@ -653,9 +677,18 @@ func watchSimsClock(o *simulate.Options, w io.Writer, indent string, interval ti
 	o.Done = func(r simulate.Result) {
 		delete(modes, r.Mode)
 		if r.Err != nil {
-			fmt.Fprintf(w, "%s%s failed: %v\n", indent, r.Mode, r.Err)
+			fmt.Fprintf(w, "%s%s %s\n", indent, r.Mode, failure(r.Err))
 			return
 		}
 		fmt.Fprintf(w, "%s%s: %v of migration in %.1f s\n", indent, r.Mode, time.Duration(r.Info.TotalTime)*time.Millisecond, r.Wall.Seconds())
 	}
+}
+
+// failure says why a simulation has no result: it failed, or mode auto
+// stopped it once it could not win.
+func failure(err error) string {
+	if errors.Is(err, simulate.ErrCannotWin) {
+		return err.Error()
+	}
+	return "failed: " + err.Error()
 }

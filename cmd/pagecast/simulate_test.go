@@ -206,8 +206,9 @@ func TestSimulateAuto(t *testing.T) {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
 	type outcome struct {
-		Mode string
-		Info *migrator.Info `json:"query-migrate"`
+		Mode         string
+		Info         *migrator.Info `json:"query-migrate"`
+		StoppedShort string         `json:"stopped-short"`
 	}
 	var out struct {
 		Mode      string
@@ -225,9 +226,16 @@ func TestSimulateAuto(t *testing.T) {
 	if len(h.Outcomes) != len(allModes) {
 		t.Fatalf("hindsight has %d outcomes, want one per mode (%d)", len(h.Outcomes), len(allModes))
 	}
+	// A mode whose simulation stopped once it could no longer be the best
+	// says so, and has no outcome.
 	byMode := map[string]*migrator.Info{}
 	for _, o := range h.Outcomes {
-		byMode[o.Mode] = o.Info
+		switch {
+		case o.Info != nil:
+			byMode[o.Mode] = o.Info
+		case !strings.Contains(o.StoppedShort, "could no longer be the best"):
+			t.Errorf("hindsight's %s has neither an outcome nor a reason", o.Mode)
+		}
 	}
 	best, chosen := byMode[h.Best], byMode[out.Mode]
 	if best == nil || chosen == nil {
