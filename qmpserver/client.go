@@ -37,16 +37,28 @@ type outgoing struct {
 	startEvents bool
 }
 
+type clientIDKey struct{}
+
+// ClientID identifies the connection a Handler's command came on: a
+// command whose effect belongs to its client (a dirty log it started) keys
+// it by this, and may end it with the connection, when ctx is cancelled.
+// ok is false for a ctx that is not a command's.
+func ClientID(ctx context.Context) (id uint64, ok bool) {
+	id, ok = ctx.Value(clientIDKey{}).(uint64)
+	return id, ok
+}
+
 // serveClient runs one connection until the client hangs up, sends too much,
 // its connection fails, or ctx is cancelled.
 func (s *Server) serveClient(ctx context.Context, conn net.Conn) {
+	id := s.clientSeq.Add(1)
 	c := &client{
 		srv:  s,
 		conn: conn,
-		log:  s.log.With("client", s.clientSeq.Add(1)),
+		log:  s.log.With("client", id),
 		out:  make(chan outgoing, clientQueue),
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.WithValue(ctx, clientIDKey{}, id))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()

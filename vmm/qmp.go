@@ -41,8 +41,8 @@ func (vm *VM) RegisterQMP(s *qmpserver.Server, quit func()) {
 type qmpCommands struct {
 	vm *VM
 
-	mu  sync.Mutex
-	log *DirtyLog // held by x-pagecast-dirty-log-start for QMP clients
+	mu   sync.Mutex
+	logs map[uint64]*DirtyLog // by QMP client: each started by its x-pagecast-dirty-log-start, closed by its stop or its hang-up
 }
 
 func (c *qmpCommands) queryStatus(context.Context, json.RawMessage) (any, error) {
@@ -113,48 +113,68 @@ func (c *qmpCommands) guestGo(context.Context, json.RawMessage) (any, error) {
 	return nil, c.vm.ReleaseGate()
 }
 
-func (c *qmpCommands) dirtyLogStart(context.Context, json.RawMessage) (any, error) {
+// dirtyLogStart opens a dirty log for the client that asks: each client
+// harvests its own, and logging stays on while any client's is open (one
+// profiler stopping used to close the log another was harvesting, which
+// then read 0 pages an epoch). A client that hangs up without stopping,
+// killed, has its log closed then.
+func (c *qmpCommands) dirtyLogStart(ctx context.Context, _ json.RawMessage) (any, error) {
+	id, _ := qmpserver.ClientID(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.log != nil {
+	if c.logs[id] != nil {
 		return nil, nil
 	}
 	log, err := c.vm.StartDirtyLog()
 	if err != nil {
 		return nil, err
 	}
-	c.log = log
+	if c.logs == nil {
+		c.logs = map[uint64]*DirtyLog{}
+	}
+	c.logs[id] = log
+	context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.logs[id] == log {
+			log.Close()
+			delete(c.logs, id)
+		}
+	})
 	return nil, nil
 }
 
-func (c *qmpCommands) dirtyLogStop(context.Context, json.RawMessage) (any, error) {
+func (c *qmpCommands) dirtyLogStop(ctx context.Context, _ json.RawMessage) (any, error) {
+	id, _ := qmpserver.ClientID(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.log == nil {
+	log := c.logs[id]
+	if log == nil {
 		return nil, nil
 	}
-	err := c.log.Close()
-	c.log = nil
-	return nil, err
+	delete(c.logs, id)
+	return nil, log.Close()
 }
 
 // dirtyLogHarvest returns the pages dirtied since the last harvest (or
 // dirty-log-start): their count, and when asked for, the pages as runs
 // [first, count], which keeps replies for contiguous writes small (go-qemu
 // reads replies of at most 64 KiB).
-func (c *qmpCommands) dirtyLogHarvest(_ context.Context, raw json.RawMessage) (any, error) {
+func (c *qmpCommands) dirtyLogHarvest(ctx context.Context, raw json.RawMessage) (any, error) {
 	args, err := qmpserver.Args[struct {
 		Pages bool `json:"pages"`
 	}](raw)
 	if err != nil {
 		return nil, err
 	}
+	id, _ := qmpserver.ClientID(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.log == nil {
-		return nil, qmpserver.GenericError("dirty logging was not started (x-pagecast-dirty-log-start)")
+	log := c.logs[id]
+	if log == nil {
+		return nil, qmpserver.GenericError("dirty logging was not started on this connection (x-pagecast-dirty-log-start)")
 	}
-	set, err := c.log.Harvest()
+	set, err := log.Harvest()
 	if err != nil {
 		return nil, err
 	}

@@ -199,9 +199,35 @@ func TestVMRunQMP(t *testing.T) {
 	if !bytes.Contains(raw, []byte(`"dirty-logging": true`)) {
 		t.Fatalf("memslots while logging: %s", raw)
 	}
+	// A second client's log is its own: the first one's stop leaves it
+	// on (it closed the log the second was harvesting, which then read 0
+	// pages an epoch), and its hang-up without a stop closes it.
+	mon2, err := qmpclient.Dial("unix", lastSocket, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mon2.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, mon2, "x-pagecast-dirty-log-start", nil)
 	run(t, mon, "x-pagecast-dirty-log-stop", nil)
 	if _, err := runErr(mon, "x-pagecast-dirty-log-harvest", nil); err == nil {
 		t.Fatal("harvest after dirty-log-stop succeeded")
+	}
+	run(t, mon2, "x-pagecast-dirty-log-harvest", nil)
+	time.Sleep(200 * time.Millisecond)
+	if n := run(t, mon2, "x-pagecast-dirty-log-harvest", nil)["dirty-pages"].(float64); n < 100 {
+		t.Fatalf("the second client harvested %v pages after 200ms of sweep, with the first's log stopped", n)
+	}
+	mon2.Disconnect()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		raw, _ = runErr(mon, "x-pagecast-query-memslots", nil)
+		if bytes.Contains(raw, []byte(`"dirty-logging": false`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dirty logging still on after its only client hung up: %s", raw)
+		}
 	}
 }
 
