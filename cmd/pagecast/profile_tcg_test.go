@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -486,6 +487,19 @@ func TestServeCollectorTCG(t *testing.T) {
 	}
 	if n := strings.Count(body, ","); n < 400 {
 		t.Fatalf("live hot set of the TCG guest has ~%d pages, want the 512-page hot set:\n%.500s\n%s", n, body, serveErr.String())
+	}
+	// The VM goes: the service ends, and says it failed (it exited 0).
+	vm.cmd.Process.Signal(os.Interrupt)
+	exited := make(chan error, 1)
+	go func() { exited <- serve.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(serveErr.String(), "pagecast: --collector: ") {
+			t.Errorf("predict serve, its VM gone: %v, want exit status 1 saying why:\n%s", err, serveErr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("predict serve still runs 20 s after its VM stopped:\n%s", serveErr.String())
 	}
 }
 

@@ -76,6 +76,12 @@ func runServe(c *cli.Context) error {
 	if !c.Bool("replay") {
 		speed = 0
 	}
+	if c.IsSet("loop") && c.Bool("loop") && speed == 0 {
+		return errors.New("--loop replays a paced trace again: at --speed 0 (or --replay=false) a trace is fed at once, one pass")
+	}
+	if c.IsSet("epoch") && c.String("collector") == "" {
+		return errors.New("--epoch is for --collector: a trace's epochs are the length it was recorded in")
+	}
 	parts := c.Int("parts")
 	if parts < 1 || parts > maxParts {
 		return fmt.Errorf("--parts %d: want 1 to %d parts an epoch", parts, maxParts)
@@ -99,7 +105,13 @@ func runServe(c *cli.Context) error {
 	case <-ctx.Done():
 		return errors.New("interrupted while loading traces")
 	}
-	if spec := c.String("collector"); spec != "" {
+	// A collector that stops (its VM exited) ends the service with its
+	// error, read once it is done.
+	var colErr error
+	colDone := make(chan struct{})
+	if spec := c.String("collector"); spec == "" {
+		close(colDone)
+	} else {
 		path, ok := strings.CutPrefix(spec, "unix:")
 		if !ok {
 			return fmt.Errorf("--collector %q: want unix:PATH", spec)
@@ -120,6 +132,7 @@ func runServe(c *cli.Context) error {
 		}
 		vm.SetHook(col.Hook())
 		go func() {
+			defer close(colDone)
 			var got [][]uint64 // the parts of the epoch so far
 			observe := func(e collector.Epoch) error {
 				if got = append(got, e.Pages); len(got) == parts {
@@ -128,8 +141,9 @@ func runServe(c *cli.Context) error {
 				}
 				return nil
 			}
-			if err := col.Run(ctx, observe); err != nil {
+			if err := col.Run(ctx, observe); err != nil && ctx.Err() == nil {
 				log.Error("collector stopped", "err", err)
+				colErr = err
 				cancel()
 			}
 		}()
@@ -150,6 +164,11 @@ func runServe(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "serving forecasts on http://%s/v1/vms and metrics on http://%s/metrics\n", addr, addr)
 	if err := srv.Serve(limitListener(l, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	cancel()
+	<-colDone
+	if colErr != nil {
+		return fmt.Errorf("--collector: %w", colErr)
 	}
 	return nil
 }

@@ -173,6 +173,15 @@ func TestServeFlags(t *testing.T) {
 			t.Errorf("--parts %s: %v", parts, err)
 		}
 	}
+	for _, tc := range []struct{ args, want string }{
+		{"--speed 0 --loop", "--loop replays a paced trace again"},
+		{"--epoch 5ms", "--epoch is for --collector"},
+	} {
+		_, _, err := runApp(t, append([]string{"predict", "serve", "--trace", "../../predictor/testdata/real/awk.pct", "--listen", "127.0.0.1:0"}, strings.Fields(tc.args)...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.args, err, tc.want)
+		}
+	}
 	_, _, err := runApp(t, "predict", "serve", "--trace", "../../testdata/hostile/header-16eib.pct")
 	if err == nil || !strings.Contains(err.Error(), "4 PiB") {
 		t.Errorf("16 EiB header: %v", err)
