@@ -338,16 +338,23 @@ func TestMonitorAuto(t *testing.T) {
 	if err := qemu.KVMUsable(); err != nil {
 		want = "--metrics is for pagecast's monitor"
 	}
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"vm", "run", "--metrics", "127.0.0.1:0"}, want},
 		{[]string{"vm", "run", "--monitor", "bogus"}, `--monitor "bogus": want auto, pagecast or qemu`},
+		// Found before a monitor is chosen and said on a line before,
+		// so on one line.
+		{[]string{"vm", "run", "--memory", "64"}, "--memory 64: 64 B is below the guest's minimum of 8 MiB (a size without a unit is in bytes"},
+		{[]string{"vm", "run", "--workload", "replay"}, "--workload replay plays a table of pages that only a program driving pagecast's guest writes"},
+		{[]string{"vm", "run", "--name", "web1"}, "--name is the vm label of --metrics"},
+		{[]string{"vm", "run", "--monitor", "pagecast", "--engine", "qemu"}, "--engine is for --monitor qemu --incoming"},
+		{[]string{"vm", "run", "web1"}, `vm run takes no arguments (got "web1")`},
 	} {
 		out, err := exec.Command(binary, tc.args...).CombinedOutput()
-		if err == nil || !strings.Contains(string(out), tc.want) {
-			t.Errorf("pagecast %s: %v, %q; want an error containing %q", strings.Join(tc.args, " "), err, out, tc.want)
+		if err == nil || !strings.Contains(string(out), tc.want) || i >= 2 && strings.Count(string(out), "\n") > 1 {
+			t.Errorf("pagecast %s: %v, %q; want one line containing %q", strings.Join(tc.args, " "), err, out, tc.want)
 		}
 	}
 }

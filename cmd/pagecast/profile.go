@@ -84,6 +84,9 @@ func runProfile(c *cli.Context) error {
 	} else if cfg.PID == 0 {
 		return errors.New("give --qmp unix:PATH (or --pid and --memory)")
 	}
+	if c.IsSet("memory") && c.IsSet("qmp") {
+		return errors.New("--memory is for --pid: through --qmp the VM says its own size")
+	}
 	if m := c.String("memory"); m != "" {
 		mem, err := units.ParseBytes(m)
 		if err != nil {

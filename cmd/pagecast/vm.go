@@ -52,6 +52,40 @@ func workloadHelp() string {
 	return b.String()
 }
 
+// checkVMFlags refuses what vm run would otherwise find wrong only after
+// saying which monitor it chose, or not at all.
+func checkVMFlags(c *cli.Context) error {
+	if c.Args().Present() {
+		return fmt.Errorf("vm run takes no arguments (got %q): every value is a flag's", c.Args().First())
+	}
+	mem, err := units.ParseBytes(c.String("memory"))
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	if mem < guest.MinMemory {
+		hint := ""
+		if strings.Trim(c.String("memory"), "0123456789") == "" {
+			hint = " (a size without a unit is in bytes: 64M is 64 MiB)"
+		}
+		return fmt.Errorf("--memory %s: %s is below the guest's minimum of %d MiB%s",
+			c.String("memory"), units.FormatBytes(float64(mem)), guest.MinMemory>>20, hint)
+	}
+	w, err := guest.ParseWorkload(c.String("workload"))
+	if err != nil {
+		return fmt.Errorf("--workload: %w", err)
+	}
+	if w.Name == "replay" {
+		return errors.New("--workload replay plays a table of pages that only a program driving pagecast's guest writes (vmm.VM.WriteReplayTable); vm run cannot fill it: give another workload")
+	}
+	if c.IsSet("name") && !c.IsSet("metrics") {
+		return errors.New("--name is the vm label of --metrics: give --metrics too, or leave --name out")
+	}
+	if c.IsSet("engine") && c.String("monitor") == monitorPagecast {
+		return errors.New("--engine is for --monitor qemu --incoming: pagecast's own monitor takes pagecast's engine only")
+	}
+	return nil
+}
+
 // newVM builds a virtual machine from vmFlags; fill puts the --mix content
 // in its memory (a migration destination gets the source's instead).
 func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
@@ -254,6 +288,9 @@ func runVM(c *cli.Context) error {
 	log := slog.Default()
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
+	if err := checkVMFlags(c); err != nil {
+		return err
+	}
 	m, err := resolveMonitor(c, log)
 	if err != nil {
 		return err
