@@ -78,7 +78,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String()},
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
 			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
-			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
+			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal) (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},

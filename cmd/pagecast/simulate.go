@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"math"
 	"os"
@@ -60,7 +61,7 @@ func simulateCommand() *cli.Command {
 			&cli.StringFlag{Name: "memory", Usage: "guest memory for a CSV trace or a synthetic workload, e.g. 256M or 1T"},
 			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "epoch length for a CSV trace or a synthetic workload"},
 			&cli.UintFlag{Name: "page-size", Value: 4096, Hidden: true},
-			&cli.StringFlag{Name: "bandwidth", Value: "1Gbit/s", Usage: "the link, e.g. 64MiB/s or 10Gbit/s"},
+			&cli.StringFlag{Name: "bandwidth", Value: "1Gbit/s", Usage: "the link, e.g. 64MiB/s or 10Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal)"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "how long the guest may stay paused"},
 			&cli.StringFlag{Name: "mode", Value: "all", Usage: "all, auto (choose from what is observed before the start, then run the choice), or modes separated by commas: " + strings.Join(allModes, ", ")},
 			&cli.StringFlag{Name: "prefer", Value: simulate.PreferTime, Usage: "auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
@@ -139,7 +140,7 @@ func runSimulate(c *cli.Context) error {
 		return fmt.Errorf("--vcpus %d: want 1 to 4096", n)
 	}
 	if c.Int("max-rounds") < 1 {
-		return fmt.Errorf("--max-rounds %d: want at least 1", c.Int("max-rounds"))
+		return fmt.Errorf("--max-rounds %d: want at least 1 (a simulation needs a round cap: a workload that never converges would be replayed for ever; live, migrate --max-rounds 0 leaves it to the guest)", c.Int("max-rounds"))
 	}
 	o := simulate.Options{Workload: w, Bandwidth: bw, DowntimeLimit: c.Duration("downtime-limit"), MaxRounds: c.Int("max-rounds"),
 		Start: c.Uint64("start"), Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate,
@@ -152,6 +153,9 @@ func runSimulate(c *cli.Context) error {
 	}
 	if c.Duration("switchover") < 0 {
 		return fmt.Errorf("--switchover %v: want 0 or more", c.Duration("switchover"))
+	}
+	if o.Switchover >= o.DowntimeLimit {
+		return fmt.Errorf("--switchover %v: the switch-over's fixed cost alone is the downtime limit of %v or more, so no migration can meet it", o.Switchover, o.DowntimeLimit)
 	}
 	if limit, took := o.DowntimeLimit, time.Duration(float64(o.StateBytes)/float64(bw)*float64(time.Second))+o.Switchover; took > limit {
 		return fmt.Errorf("--state-size %s: the state alone takes %v at %s/s (with --switchover %v), more than the downtime limit of %v, so no migration can meet it",
@@ -180,7 +184,13 @@ func runSimulate(c *cli.Context) error {
 		}
 	}
 	if dir := c.String("plot"); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil { // before a run that may take long
+		// Made before a run that may take long, so that a folder that
+		// cannot be made fails first; removed again if the run ends
+		// without a plot and the folder was new.
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			defer os.Remove(dir) // only if still empty
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("--plot: %w", err)
 		}
 	}
@@ -220,9 +230,15 @@ func runSimulate(c *cli.Context) error {
 		rate := simulate.DirtyRate(w, o.Start)
 		fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v, content %s\n", w.Name(),
 			units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(bw)), o.DowntimeLimit, mix)
+		// What moves pages: the link, or the engine's own path where
+		// --page-rate makes it slower.
+		pace, mover := float64(bw), "the link moves"
+		if pr := o.PageRate * migrator.PageSize; pr > 0 && pr < pace {
+			pace, mover = pr, fmt.Sprintf("the engine, at --page-rate %s pages a second (%s/s, slower than the link), moves", c.String("page-rate"), units.FormatBytes(pr))
+		}
 		if rate > 0 {
-			fmt.Fprintf(c.App.Writer, "the workload writes %s/s from epoch %d on; the link moves %.2f times that\n",
-				units.FormatBytes(rate), o.Start, float64(bw)/rate)
+			fmt.Fprintf(c.App.Writer, "the workload writes %s/s from epoch %d on; %s %.2f times that\n",
+				units.FormatBytes(rate), o.Start, mover, pace/rate)
 		}
 		writeSimulationTable(c.App.Writer, w, results)
 	}

@@ -68,7 +68,7 @@ func ParseRate(s string) (uint64, error) {
 	f, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
 	r := f * mult
 	if err != nil || !(r >= 1) || r >= 1<<63 { // also NaN and Inf
-		return 0, fmt.Errorf("rate %q: want a positive number of bytes or bits a second, e.g. 100MiB/s, 2.5MiB/s or 1Gbit/s", s)
+		return 0, fmt.Errorf("rate %q: want at least 1 byte a second, in bytes (binary units, as QEMU reads them: 100M/s = 100MB/s = 100MiB/s) or bits (decimal: 1Gbit/s), e.g. 100MiB/s, 2.5MiB/s or 1Gbit/s", s)
 	}
 	return uint64(r), nil
 }
