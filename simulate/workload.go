@@ -181,7 +181,7 @@ func ParseSynthetic(spec string, pages uint64, epoch time.Duration) (*Synthetic,
 		}
 	}
 	if s.hot == 0 || s.hot > pages {
-		return nil, fmt.Errorf("synthetic workload %s: hot set of %d pages in a guest of %d", name, s.hot, pages)
+		return nil, fmt.Errorf("synthetic workload %s: hot set of %d pages in a guest of %d: want 1 to %d pages (or a size such as 4M)", name, s.hot, pages, pages)
 	}
 	per := s.rate * epoch.Seconds()
 	if per > float64(pages) {

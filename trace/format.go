@@ -127,7 +127,7 @@ func CheckPageSize(size uint64) error {
 		return fmt.Errorf("page size %d is not a power of two", size)
 	case size < lo || size > MaxPageSize:
 		if lo == MinPageSize {
-			return fmt.Errorf("page size %d is outside the %d B to 1 GiB hypervisors use", size, lo)
+			return fmt.Errorf("page size %d is outside the %d B to 1 GiB hypervisors use (pagecast trace info, export, import and predict eval take down to 512 B with --any-page-size)", size, lo)
 		}
 		return fmt.Errorf("page size %d is outside %d B to 1 GiB", size, lo)
 	}

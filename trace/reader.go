@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -56,6 +57,9 @@ func Open(path string) (*Reader, error) {
 	r, err := NewReader(f)
 	if err != nil {
 		f.Close()
+		if errors.Is(err, ErrNotTrace) && (strings.HasSuffix(path, ".csv") || strings.HasSuffix(path, ".csv.gz")) {
+			return nil, fmt.Errorf("%s: %w: an epoch,page CSV becomes one with pagecast trace import --memory SIZE (predict eval and simulate read it as it is, given --memory)", path, err)
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	r.closer = f

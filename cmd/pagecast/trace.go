@@ -244,7 +244,11 @@ func csvGeometry(c *cli.Context) (predictor.CSVOptions, error) {
 		if c.Bool("any-page-size") {
 			return g, fmt.Errorf("--page-size %d: want a power of two from 512 to 1 GiB", ps)
 		}
-		return g, fmt.Errorf("--page-size %d: want a power of two from 4096 to 1 GiB, what hypervisors use (or from 512 with --any-page-size)", ps)
+		hint := ""
+		if hasFlag(c, "any-page-size") {
+			hint = " (or from 512 with --any-page-size)"
+		}
+		return g, fmt.Errorf("--page-size %d: want a power of two from 4096 to 1 GiB, what hypervisors use%s", ps, hint)
 	}
 	if mem == 0 || mem%uint64(ps) != 0 {
 		return g, fmt.Errorf("--memory %s: want a positive whole number of %d-byte pages", c.String("memory"), ps)
@@ -305,6 +309,9 @@ func traceImport(c *cli.Context) error {
 		}
 		if st, err = trace.ImportCSV(src, w); err != nil {
 			return fmt.Errorf("%s: %w", in, err)
+		}
+		if st.Rows == 0 {
+			return fmt.Errorf("%s: no epoch,page rows: nothing to import (%s is not written)", in, out)
 		}
 		size = w.Size()
 		return w.Close()
@@ -381,4 +388,14 @@ func sameFile(a, b string) bool {
 	}
 	fb, err := os.Stat(b)
 	return err == nil && os.SameFile(fa, fb)
+}
+
+// hasFlag reports whether c's command has the flag name.
+func hasFlag(c *cli.Context, name string) bool {
+	for _, f := range c.Command.Flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
 }

@@ -160,6 +160,8 @@ func TestTraceErrors(t *testing.T) {
 	badCSV := filepath.Join(dir, "bad.csv")
 	os.WriteFile(badCSV, []byte("epoch,page\n0,1\n0,70000\n"), 0o644)
 	good := importTrace(t)
+	emptyCSV := filepath.Join(dir, "empty.csv")
+	os.WriteFile(emptyCSV, []byte("epoch,page\n"), 0o644)
 	binaryFile := filepath.Join(dir, "blob.csv")
 	os.WriteFile(binaryFile, []byte("\x00\x01\xffgarbage,\x02\n"), 0o644)
 	out := filepath.Join(dir, "out.pct")
@@ -184,6 +186,8 @@ func TestTraceErrors(t *testing.T) {
 		{"export over its input", []string{"trace", "export", "-o", good, good}, "is the trace being exported: it would be replaced"},
 		{"import a trace", []string{"trace", "import", "--memory", "256M", "-o", out, good}, "a pagecast trace, not CSV: use it as it is"},
 		{"import binary", []string{"trace", "import", "--memory", "256M", "-o", out, binaryFile}, "csv line 1: binary data, not text"},
+		{"import nothing", []string{"trace", "import", "--memory", "256M", "-o", out, emptyCSV}, "no epoch,page rows: nothing to import"},
+		{"info on a CSV", []string{"trace", "info", badCSV}, "not a pagecast trace: an epoch,page CSV becomes one with pagecast trace import --memory SIZE"},
 		{"flag after the file", []string{"trace", "import", badCSV, "--memory", "256M"}, `--memory after the argument "` + badCSV + `" is not read as a flag: put flags before the arguments`},
 		{"flag after the trace", []string{"predict", "eval", good, "--horizon", "8"}, "--horizon after the argument"},
 		{"plots in a file", []string{"predict", "eval", "--plots", notTrace, good}, "--plots: mkdir " + notTrace + ": not a directory"},
