@@ -117,6 +117,14 @@ func runReport(c *cli.Context) error {
 	if step == 0 {
 		step = max(time.Second, to.Sub(from)/300).Round(time.Second)
 	}
+	// Prometheus returns at most 11 000 points a series.
+	if n := to.Sub(from) / step; n > 11000 {
+		least := (to.Sub(from) + 10999*time.Millisecond) / 11000
+		return fmt.Errorf("--step %v: %d points a series from --from to --to, more than the 11 000 Prometheus returns: want --step %v or more", step, n, least.Round(time.Millisecond))
+	}
+	if d := c.Duration("scrape-interval"); d <= 0 {
+		return fmt.Errorf("--scrape-interval %v: want the Prometheus's scrape interval, e.g. 15s", d)
+	}
 	set := map[string]string{}
 	for _, kv := range c.StringSlice("var") {
 		k, v, ok := strings.Cut(kv, "=")

@@ -80,6 +80,8 @@ func TestReportRefusesBadRanges(t *testing.T) {
 		{[]string{"--from", "tomorrow"}, "--from"},
 		{[]string{"--var", "novalue"}, `--var "novalue": want NAME=VALUE`},
 		{[]string{"--step", "-1s"}, "--step -1s: want a positive resolution"},
+		{[]string{"--step", "1ms", "--from", "now-1h"}, "--step 1ms: 3600000 points a series from --from to --to, more than the 11 000 Prometheus returns: want --step 328ms or more"},
+		{[]string{"--scrape-interval", "0s"}, "--scrape-interval 0s: want the Prometheus's scrape interval"},
 		{[]string{"--prometheus", "127.0.0.1:9090"}, `--prometheus "127.0.0.1:9090": want a URL such as http://127.0.0.1:9090`},
 		{[]string{"--prometheus", "http://" + freeAddr(t)}, "cannot reach Prometheus at http://"}, // nothing listens
 		{[]string{"--prometheus", prom.URL + "/graph"}, "does not answer as Prometheus (404 Not Found from /api/v1/status/buildinfo): give its base URL"},
