@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -318,6 +319,27 @@ func (s *Service) vm(w http.ResponseWriter, r *http.Request) (*VM, bool) {
 	return vm, ok
 }
 
+// takes checks that r's query names only the parameters an endpoint
+// takes, each once, writing a 400 if not: a misspelt one (cout=16) would
+// otherwise give the default silently, and of a repeated one the first
+// would win.
+func takes(w http.ResponseWriter, r *http.Request, names ...string) bool {
+	for name, vs := range r.URL.Query() {
+		switch {
+		case !slices.Contains(names, name) && len(names) == 0:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s: %s takes none", name, r.URL.Path))
+			return false
+		case !slices.Contains(names, name):
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown query parameter %s: %s takes %s", name, r.URL.Path, strings.Join(names, ", ")))
+			return false
+		case len(vs) > 1:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s given %d times: give it once", name, len(vs)))
+			return false
+		}
+	}
+	return true
+}
+
 // queryUint reads an unsigned query parameter with a default and a bound.
 func queryUint(r *http.Request, name string, def, max uint64) (uint64, error) {
 	v := r.URL.Query().Get(name)
@@ -338,6 +360,10 @@ func queryUint(r *http.Request, name string, def, max uint64) (uint64, error) {
 // page is dirtied within the next horizon epochs, 1 (the default) to
 // predictor.MaxHorizon.
 func queryHorizon(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("horizon")
+	if _, err := strconv.ParseUint(v, 10, 64); err != nil && v != "" {
+		return 0, fmt.Errorf("query parameter horizon=%q: want 1 to %d epochs", v, predictor.MaxHorizon)
+	}
 	h, err := queryUint(r, "horizon", 1, predictor.MaxHorizon)
 	if err != nil {
 		return 0, err
@@ -349,6 +375,9 @@ func queryHorizon(r *http.Request) (int, error) {
 }
 
 func (s *Service) listVMs(w http.ResponseWriter, r *http.Request) {
+	if !takes(w, r) {
+		return
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	type entry struct {
@@ -370,6 +399,9 @@ func (s *Service) listVMs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) vmForecast(w http.ResponseWriter, r *http.Request) {
+	if !takes(w, r) {
+		return
+	}
 	if vm, ok := s.vm(w, r); ok {
 		writeJSON(w, vm.forecast())
 	}
@@ -380,6 +412,9 @@ func (s *Service) vmForecast(w http.ResponseWriter, r *http.Request) {
 const maxRange = 1 << 16
 
 func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
+	if !takes(w, r, "start", "count", "horizon") {
+		return
+	}
 	vm, ok := s.vm(w, r)
 	if !ok {
 		return
@@ -431,6 +466,9 @@ func (vm *VM) rangeForecast(start, count uint64, h int) ([]float32, uint64) {
 }
 
 func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
+	if !takes(w, r, "threshold", "limit", "start", "horizon") {
+		return
+	}
 	vm, ok := s.vm(w, r)
 	if !ok {
 		return

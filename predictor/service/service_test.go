@@ -145,7 +145,10 @@ func TestAPI(t *testing.T) {
 		{"/v1/vms/vm1/hotset?threshold=2", 400, "threshold"},
 		{"/v1/vms/vm1/probabilities?horizon=0", 400, "horizon=0: want 1 to 32"},
 		{"/v1/vms/vm1/probabilities?horizon=33", 400, "horizon=33: at most 32"},
-		{"/v1/vms/vm1/hotset?horizon=x", 400, "horizon"},
+		{"/v1/vms/vm1/hotset?horizon=x", 400, `horizon="x": want 1 to 32 epochs`},
+		{"/v1/vms/vm1/probabilities?cout=16", 400, "unknown query parameter cout: /v1/vms/vm1/probabilities takes start, count, horizon"},
+		{"/v1/vms/vm1/probabilities?start=0&start=5", 400, "query parameter start given 2 times: give it once"},
+		{"/v1/vms/vm1?horizon=8", 400, "query parameter horizon: /v1/vms/vm1 takes none"},
 		{"/v2/whatever", 404, "no such endpoint"},
 	} {
 		got := get(t, srv, tc.path, tc.code)
