@@ -19,14 +19,15 @@ const (
 // DirtyRate is the result of a dirty-rate measurement, shaped like QEMU's
 // query-dirty-rate reply (DirtyRateInfo) plus pagecast's exact page count.
 type DirtyRate struct {
-	Status      string  `json:"status"`               // unstarted, measuring, measured
-	DirtyRate   *int64  `json:"dirty-rate,omitempty"` // MiB/s, as QEMU reports it
-	StartTime   int64   `json:"start-time"`           // seconds since the VM started
-	CalcTime    int64   `json:"calc-time"`            // seconds
-	SamplePages uint64  `json:"sample-pages"`
-	Mode        string  `json:"mode"`
-	DirtyPages  uint64  `json:"x-pagecast-dirty-pages"`            // distinct pages dirtied in the window (sampling: estimated)
-	PagesPerSec float64 `json:"x-pagecast-dirty-pages-per-second"` // DirtyPages / window
+	Status       string  `json:"status"`               // unstarted, measuring, measured
+	DirtyRate    *int64  `json:"dirty-rate,omitempty"` // MiB/s, as QEMU reports it
+	StartTime    int64   `json:"start-time"`           // seconds since the VM started
+	CalcTime     int64   `json:"calc-time"`            // in CalcTimeUnit
+	CalcTimeUnit string  `json:"calc-time-unit"`       // second, or millisecond for a window of a fraction of one (QEMU 8.2's)
+	SamplePages  uint64  `json:"sample-pages"`
+	Mode         string  `json:"mode"`
+	DirtyPages   uint64  `json:"x-pagecast-dirty-pages"`            // distinct pages dirtied in the window (sampling: estimated)
+	PagesPerSec  float64 `json:"x-pagecast-dirty-pages-per-second"` // DirtyPages / window
 }
 
 // rateMeter runs one calc-dirty-rate measurement at a time.
@@ -64,11 +65,15 @@ func (vm *VM) CalcDirtyRate(window time.Duration, mode string, samplePagesPerGiB
 		return errors.New("the dirty rate is already being measured")
 	}
 	m.last = DirtyRate{
-		Status:      "measuring",
-		StartTime:   int64(time.Since(vm.started).Seconds()),
-		CalcTime:    int64(window.Seconds()),
-		SamplePages: samplePagesPerGiB,
-		Mode:        mode,
+		Status:       "measuring",
+		StartTime:    int64(time.Since(vm.started).Seconds()),
+		CalcTime:     int64(window.Seconds()),
+		CalcTimeUnit: "second",
+		SamplePages:  samplePagesPerGiB,
+		Mode:         mode,
+	}
+	if window%time.Second != 0 {
+		m.last.CalcTime, m.last.CalcTimeUnit = window.Milliseconds(), "millisecond"
 	}
 	go func() {
 		pages, elapsed, err := vm.measure(window, mode, samplePagesPerGiB)

@@ -61,7 +61,7 @@ func (c *qmpCommands) queryCPUs(context.Context, json.RawMessage) (any, error) {
 
 func (c *qmpCommands) calcDirtyRate(_ context.Context, raw json.RawMessage) (any, error) {
 	args, err := qmpserver.Args[struct {
-		CalcTime     int64  `json:"calc-time"`
+		CalcTime     *int64 `json:"calc-time"`
 		CalcTimeUnit string `json:"calc-time-unit"`
 		SamplePages  uint64 `json:"sample-pages"`
 		Mode         string `json:"mode"`
@@ -77,10 +77,13 @@ func (c *qmpCommands) calcDirtyRate(_ context.Context, raw json.RawMessage) (any
 	default:
 		return nil, qmpserver.GenericError("calc-time-unit %q: want second or millisecond", args.CalcTimeUnit)
 	}
+	if args.CalcTime == nil {
+		return nil, qmpserver.GenericError("Parameter 'calc-time' is missing") // QEMU's words
+	}
 	if args.Mode == "" {
 		args.Mode = RateModePageSampling
 	}
-	return nil, c.vm.CalcDirtyRate(time.Duration(args.CalcTime)*unit, args.Mode, args.SamplePages)
+	return nil, c.vm.CalcDirtyRate(time.Duration(*args.CalcTime)*unit, args.Mode, args.SamplePages)
 }
 
 func (c *qmpCommands) queryMemslots(context.Context, json.RawMessage) (any, error) {
@@ -180,7 +183,11 @@ func (c *qmpCommands) dirtyLogHarvest(ctx context.Context, raw json.RawMessage) 
 	}
 	reply := map[string]any{"dirty-pages": set.Count()}
 	if args.Pages {
-		reply["ranges"] = set.Runs()
+		runs := set.Runs()
+		if runs == nil {
+			runs = [][2]uint64{} // [] as a list, not null
+		}
+		reply["ranges"] = runs
 	}
 	return reply, nil
 }

@@ -178,6 +178,19 @@ func TestVMRunQMP(t *testing.T) {
 	if _, err := runErr(mon, "calc-dirty-rate", map[string]any{"calc-time": 1, "mode": "dirty-bitmap-nope"}); err == nil {
 		t.Fatal("calc-dirty-rate accepted an unknown mode")
 	}
+	if _, err := runErr(mon, "calc-dirty-rate", map[string]any{}); err == nil || !strings.Contains(err.Error(), "Parameter 'calc-time' is missing") {
+		t.Fatalf("calc-dirty-rate without calc-time: %v, want QEMU's error", err)
+	}
+	// QEMU 8.2's calc-time-unit: the window is reported in the unit asked.
+	run(t, mon, "calc-dirty-rate", map[string]any{"calc-time": 500, "calc-time-unit": "millisecond"})
+	if r := run(t, mon, "query-dirty-rate", nil); r["calc-time"] != 500.0 || r["calc-time-unit"] != "millisecond" {
+		t.Fatalf("query-dirty-rate after a 500 ms calc-dirty-rate: %v", r)
+	}
+	for deadline := time.Now().Add(10 * time.Second); run(t, mon, "query-dirty-rate", nil)["status"] != "measured"; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the 500 ms dirty rate measurement did not end")
+		}
+	}
 
 	// Dirty logging held open by a QMP client.
 	raw, err := runErr(mon, "x-pagecast-query-memslots", nil)
