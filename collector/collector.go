@@ -239,9 +239,9 @@ func Hottest(pages []uint64, size uint64, n int) []Region {
 func (c *Collector) Close() error {
 	var err error
 	if c.logging {
-		if err = c.vmm.stopLogging(); err != nil {
+		if err = c.vmm.stopLogging(); err != nil && c.vmm.alive() == nil {
 			c.log.Warn("stop dirty logging", "err", err)
-		}
+		} // a VM that has gone took its dirty logging with it
 		c.logging = false
 	}
 	if c.closed {

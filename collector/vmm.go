@@ -212,11 +212,11 @@ func (c *vmmControl) alive() error {
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return fmt.Errorf("the VM's %s process (pid %d) has exited", c.target.Kind, pid)
+		return fmt.Errorf("the VM's %s (pid %d) has exited, or never ran", c.target.Kind, pid)
 	}
 	// A zombie has exited too: its state letter follows the command name.
 	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && len(b) > i+2 && (b[i+2] == 'Z' || b[i+2] == 'X') {
-		return fmt.Errorf("the VM's %s process (pid %d) has exited", c.target.Kind, pid)
+		return fmt.Errorf("the VM's %s (pid %d) has exited", c.target.Kind, pid)
 	}
 	return nil
 }

@@ -16,6 +16,10 @@ import (
 // connections on the socket path.
 var ErrInUse = errors.New("in use by another process")
 
+// maxSocketPath is the longest path a unix socket can be bound or
+// connected to on Linux (sun_path's 108 bytes, less the NUL).
+const maxSocketPath = 107
+
 // Listen creates the unix socket path for a Server, with mode 0600: only its
 // owner may connect.
 //
@@ -27,6 +31,9 @@ var ErrInUse = errors.New("in use by another process")
 // Closing the listener removes the socket, unless something else has replaced
 // it since.
 func Listen(path string) (net.Listener, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("qmp socket %s: the path is %d bytes, and a unix socket's may be at most %d (Linux's sun_path): give a shorter one", path, len(path), maxSocketPath)
+	}
 	if err := ClearStaleSocket(path); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -206,4 +207,17 @@ func TestServeReturnsWhenListenerCloses(t *testing.T) {
 		t.Fatal("Serve did not return")
 	}
 	c.expectClosed()
+}
+
+// TestListenLongPath: a path longer than a unix socket's may be is named,
+// not bind's "invalid argument".
+func TestListenLongPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 100))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Listen(filepath.Join(dir, "qmp.sock"))
+	if err == nil || !strings.Contains(err.Error(), "a unix socket's may be at most 107") {
+		t.Fatalf("Listen on a long path: %v", err)
+	}
 }

@@ -1,5 +1,5 @@
 // Package trace is pagecast's dirty-trace file format: for each epoch
-// (1 s by default) the set of guest pages (guest page frame numbers) a
+// (100 ms by default, the profiler's) the set of guest pages (guest page frame numbers) a
 // virtual machine dirtied. The profiler writes traces; the predictor and
 // the simulator read them; `pagecast trace` inspects, exports (CSV,
 // Parquet) and imports (CSV) them.

@@ -85,9 +85,28 @@ func setUsageError(cmds []*cli.Command) {
 		requireOnOneLine(c)
 		if len(c.Subcommands) == 0 {
 			flagsFirst(c)
+		} else if c.Action == nil {
+			c.Action = unknownSubcommand
 		}
 		setUsageError(c.Subcommands)
 	}
+}
+
+// unknownSubcommand is the action of a command of subcommands given none
+// it has: its help for none, an error naming them for another word
+// (urfave/cli said "No help topic for 'bogus'").
+func unknownSubcommand(c *cli.Context) error {
+	if !c.Args().Present() {
+		return cli.ShowSubcommandHelp(c)
+	}
+	var names []string
+	for _, sub := range c.Command.Subcommands {
+		if !sub.Hidden && sub.Name != "help" {
+			names = append(names, sub.Name)
+		}
+	}
+	return fmt.Errorf("%s %s: no such command; %s has %s (see pagecast %s --help)", c.Command.Name, c.Args().First(),
+		c.Command.Name, strings.Join(names, ", "), c.Command.Name)
 }
 
 // flagsFirst makes c refuse a flag after its arguments: urfave/cli stops

@@ -236,8 +236,12 @@ func listHooks(out io.Writer) error {
 			}
 			seen[s.Hook.Name] = true
 			status := "ok"
-			if s.Err != nil {
+			switch {
+			case s.Err != nil:
 				status = "unavailable: " + s.Err.Error()
+			case s.Hook.Name == "tracepoint/kvm/kvm_page_fault" && qemu.KVMEmulates():
+				// It loads, but kvm-pvm never fires it (see noPagesWarning).
+				status = "loads, but never fires under this host's kvm-pvm"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Hook.Name, strings.Join(s.Hook.Modes, ","), status, s.Hook.About)
 		}

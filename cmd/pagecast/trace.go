@@ -147,7 +147,7 @@ func traceInfo(c *cli.Context) error {
 			s.Epochs, s.First, s.Last, spanText, s.Empty, s.Missing)
 		row("pages", "%d dirtied, %d distinct", s.Pages, s.Distinct)
 		rate := s.MeanPages() / m.Epoch.Seconds()
-		row("per epoch", "min %d, mean %.1f, max %d (mean %.0f pages/s, %s/s)",
+		row("per epoch", "min %d, mean %.1f, max %d pages (mean %.0f pages/s, %s/s)",
 			s.MinPages, s.MeanPages(), s.MaxPages, rate, units.FormatBytes(rate*float64(m.PageSize)))
 		row("working set", "%d pages, %s, %.1f%% of memory",
 			s.Distinct, units.FormatBytes(float64(s.Distinct)*float64(m.PageSize)), 100*float64(s.Distinct)/float64(m.Pages()))

@@ -94,7 +94,7 @@ func TestTraceInfo(t *testing.T) {
 		"source       unit test",
 		"epochs       4 (indices 0 to 3, 400ms), 1 empty, 0 missing",
 		"pages        6 dirtied, 6 distinct",
-		"per epoch    min 0, mean 1.5, max 3",
+		"per epoch    min 0, mean 1.5, max 3 pages",
 		"working set  6 pages, 24.0 KiB, 0.0% of memory",
 		"damage       none",
 	} {
@@ -173,6 +173,7 @@ func TestTraceErrors(t *testing.T) {
 		{"not a trace", []string{"trace", "info", notTrace}, notTrace + ": not a pagecast trace"},
 		{"missing file", []string{"trace", "info", filepath.Join(dir, "absent.pct")}, "no such file"},
 		{"no file", []string{"trace", "info"}, "want one trace file argument"},
+		{"unknown command", []string{"trace", "bogus"}, "trace bogus: no such command; trace has info, export, import"},
 		{"export not a trace", []string{"trace", "export", notTrace}, "not a pagecast trace"},
 		{"parquet to stdout", []string{"trace", "export", "--format", "parquet", good}, "needs an output file"},
 		{"unknown format", []string{"trace", "export", "--format", "json", good}, `--format "json": want csv or parquet`},
