@@ -57,7 +57,7 @@ func predictEvalCommand() *cli.Command {
 			"that takes longer than 5 s says on stderr how far it is, every 5 s.\n\n" +
 			"Examples:\n" +
 			"  pagecast predict eval --plots plots/ vm.pct\n" +
-			"  pagecast predict eval --memory 256M ../shared/traces/awk.csv.gz\n" +
+			"  pagecast predict eval --memory 256M awk.csv   # an epoch,page CSV (pagecast trace export makes one)\n" +
 			"  pagecast predict eval --horizon 1,2,4,8,16 predictor/testdata/real/xz.pct\n" +
 			"  pagecast predict eval --parts 4 --horizon 1,8 predictor/testdata/parts/xz.pct   # recorded in epochs of 25 ms, scored in 100 ms",
 		Flags: []cli.Flag{

@@ -71,6 +71,9 @@ func runProfile(c *cli.Context) error {
 	if d := c.Duration("duration"); c.IsSet("duration") && d <= 0 {
 		return fmt.Errorf("--duration %v: want a positive duration, or leave it out to profile until SIGINT", d)
 	}
+	if d := c.Duration("duration"); c.IsSet("duration") && d < cfg.Epoch {
+		return fmt.Errorf("--duration %v is shorter than one --epoch of %v: no epoch would end", d, cfg.Epoch)
+	}
 	if c.Duration("interval") < 0 {
 		return fmt.Errorf("--interval %v: want 0 or more", c.Duration("interval"))
 	}

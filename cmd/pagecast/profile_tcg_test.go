@@ -262,6 +262,7 @@ func TestQEMUErrors(t *testing.T) {
 		{"accel on pagecast's monitor", []string{"vm", "run", "--monitor", "pagecast", "--accel", "tcg"}, "--accel is for --monitor qemu"},
 		{"demo accel", []string{"demo", "--monitor", "qemu", "--accel", "nope"}, `unknown accelerator "nope"`},
 		{"no plugin", []string{"profile", "--qmp", "unix:" + plain}, "`pagecast plugin --dir DIR --memory SIZE` writes the plugin"},
+		{"duration under an epoch", []string{"profile", "--qmp", "unix:" + plain, "--epoch", "10m", "--duration", "1s"}, "--duration 1s is shorter than one --epoch of 10m0s: no epoch would end"},
 		{"memory through QMP", []string{"profile", "--qmp", "unix:" + plain, "--memory", "64M"}, "--memory is for --pid: through --qmp the VM says its own size"},
 		{"plugin folder as an argument", []string{"plugin", t.TempDir()}, "plugin takes no arguments"},
 		{"memory below minimum", []string{"vm", "run", "--monitor", "qemu", "--memory", "4M"}, "--memory 4M: 4.0 MiB is below the guest's minimum of 8 MiB"},

@@ -53,7 +53,8 @@ func simulateCommand() *cli.Command {
 			"reached, and another when each ends. See README.md, \"Simulating a migration\".\n\n" +
 			"Synthetic workloads (--synthetic NAME:key=val,...), generated epoch by epoch:\n" + strings.Join(kinds, "\n") + "\n\n" +
 			"Examples:\n" +
-			"  pagecast simulate --trace ../shared/traces/awk.csv.gz --memory 256M --epoch 100ms --bandwidth 64MiB/s --mode all\n" +
+			"  pagecast simulate --trace predictor/testdata/real/awk.pct --bandwidth 64MiB/s --mode all\n" +
+			"  pagecast simulate --trace awk.csv --memory 256M --epoch 100ms --bandwidth 64MiB/s --mode precopy   # an epoch,page CSV\n" +
 			"  pagecast simulate --synthetic hotset:hot=4G,p=0.9,rate=200k --memory 1T --bandwidth 10Gbit/s --mode precopy,tsmc",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "trace", Usage: "a trace (pagecast profile --out) or an epoch,page CSV (.csv, .csv.gz; needs --memory)"},

@@ -62,7 +62,7 @@ func traceCommand() *cli.Command {
 					"ascend; rows within an epoch may come in any order, duplicates are dropped. Epochs with no\n" +
 					"rows become empty epochs, so indices are kept, from epoch 0: a trace exported from one whose\n" +
 					"first epoch is 1 (the profiler's) comes back with an empty epoch 0 before it.\n\n" +
-					"Example: pagecast trace import --memory 256M --epoch 100ms -o awk.pct ../shared/traces/awk.csv.gz",
+					"Example: pagecast trace import --memory 256M --epoch 100ms -o awk.pct awk.csv.gz   # an epoch,page CSV, gzipped or not",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "csv", Usage: "input format: csv"},
 					&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Required: true,
