@@ -148,9 +148,9 @@ func CheckMemory(pages uint64, mode string) error {
 	if !ok || need <= limit {
 		return nil
 	}
-	hint := "a smaller guest"
+	hint := "simulate a smaller guest"
 	if strings.Contains(mode, migrator.ModePredictive) {
-		hint = fmt.Sprintf("a mode without predictive (%.1f bytes a page), or a smaller guest", float64(RunBytes(1<<20, migrator.ModePrecopy))/(1<<20))
+		hint = fmt.Sprintf("simulate a mode without predictive (%.1f bytes a page), or a smaller guest", float64(RunBytes(1<<20, migrator.ModePrecopy))/(1<<20))
 	}
 	return fmt.Errorf("%s on a guest of %s needs about %s of memory to simulate (%.1f bytes a page), more than the %s this machine has free: %s",
 		mode, units.FormatBytes(float64(pages*migrator.PageSize)), units.FormatBytes(float64(need)),
