@@ -61,7 +61,7 @@ func ResolveAccel(accel string) (chosen, why string, err error) {
 			return AccelTCG, fmt.Sprintf("no usable KVM (%v)", err), nil
 		}
 		if KVMEmulates() {
-			return AccelTCG, "/dev/kvm is kvm-pvm, which runs a guest kernel not built for PVM by emulating its instructions, some 100-700 times slower than TCG; --accel kvm uses it anyway", nil
+			return AccelTCG, "/dev/kvm is kvm-pvm, which runs a guest kernel not built for PVM by emulating its instructions, some 100-700 times slower than TCG, and whose dirty ring stops a QEMU guest that fills it; --accel kvm uses it anyway", nil
 		}
 		return AccelKVM, "/dev/kvm works", nil
 	case AccelKVM:

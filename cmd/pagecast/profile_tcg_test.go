@@ -42,9 +42,15 @@ type qemuRun struct {
 // socket, waits for the guest's QEMU, and stops it at the end of the test.
 func startQEMURun(t *testing.T, args ...string) *qemuRun {
 	t.Helper()
+	return startQEMURunAccel(t, "tcg", args...)
+}
+
+// startQEMURunAccel is startQEMURun with QEMU's accelerator accel.
+func startQEMURunAccel(t *testing.T, accel string, args ...string) *qemuRun {
+	t.Helper()
 	testutil.RequiresQEMU(t)
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
-	cmd := exec.Command(binary, append([]string{"vm", "run", "--monitor", "qemu", "--accel", "tcg", "--qmp", "unix:" + sock}, args...)...)
+	cmd := exec.Command(binary, append([]string{"vm", "run", "--monitor", "qemu", "--accel", accel, "--qmp", "unix:" + sock}, args...)...)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()

@@ -166,3 +166,26 @@ func openToAll(t *testing.T, path string) {
 		}
 	}
 }
+
+// TestProfileQEMUKVMStalls: profiling a QEMU KVM guest under kvm-pvm,
+// whose dirty ring stops a guest once full, warns and says to profile
+// under TCG.
+func TestProfileQEMUKVMStalls(t *testing.T) {
+	testutil.RequiresBPF(t)
+	if !qemu.KVMEmulates() {
+		t.Skip("needs kvm-pvm's KVM, whose dirty ring stops a QEMU guest once full")
+	}
+	if testing.Short() {
+		t.Skip("boots QEMU under kvm-pvm; skipped in short mode")
+	}
+	vm := startQEMURunAccel(t, "kvm", "--memory", "32M", "--workload", "idle")
+	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+vm.sock, "--duration", "300ms", "--quiet")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("pagecast profile: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "under this host's kvm-pvm, QEMU's KVM dirty ring stops a guest for good once the ring fills") {
+		t.Errorf("no warning:\n%s%s", stdout.String(), stderr.String())
+	}
+}
