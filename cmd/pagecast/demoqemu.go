@@ -175,10 +175,10 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	return demoSimulations(c, out, pred, live)
 }
 
-// sharedTraces are real programs' traces beside the repository (see
-// ../shared/traces/README.md): a Linux guest of 256 MiB, 100 ms epochs,
-// booting for its first epochs.
-var sharedTraces = []string{"../shared/traces/awk.csv.gz", "../shared/traces/tar.csv.gz"}
+// realTraces are real programs' traces in the repository, as make demo
+// runs it (../shared/traces' awk and tar, imported): a Linux guest of 256
+// MiB, 100 ms epochs, booting for its first epochs.
+var realTraces = []string{"predictor/testdata/real/awk.pct", "predictor/testdata/real/tar.pct"}
 
 // demoPrediction is every mode simulated on the demo VM's profile, and
 // the mode auto chooses from them.
@@ -245,12 +245,12 @@ func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[s
 	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate; content measured from its memory: %s; %s):\n", p.content, cost)
 	writeSimulationTable(out, p.w, p.results)
 	choice := p.choice
-	for _, path := range sharedTraces {
+	for _, path := range realTraces {
 		if _, err := os.Stat(path); err != nil {
-			fmt.Fprintf(out, "\n(%s is not here: no simulation on real programs' traces)\n", path)
+			fmt.Fprintf(out, "\n(%s is not here, as the demo runs outside the repository: no simulation on real programs' traces)\n", path)
 			break
 		}
-		meta, epochs, _, err := predictor.ReadTrace(path, predictor.CSVOptions{MemoryBytes: 256 << 20, Epoch: 100 * time.Millisecond})
+		meta, epochs, _, err := predictor.ReadTrace(path, predictor.CSVOptions{})
 		if err != nil {
 			return err
 		}
