@@ -147,7 +147,7 @@ func CheckPrefer(prefer string) (string, error) {
 // ErrCannotWin is why a mode's simulation was stopped short (errors.Is;
 // the error is a *CutShort): its figure of merit so far was already worse
 // than that of a mode finished within the downtime limit, by more than
-// cutMargin, so that it could be neither chosen nor the best.
+// CutMargin, so that it could be neither chosen nor the best.
 var ErrCannotWin = errors.New("it could no longer be the best")
 
 // CutShort is a simulation stopped because it could not win: how far it
@@ -224,6 +224,10 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 	}
 	o.Done = func(r Result) {
 		mu.Lock()
+		if cancel := cancels[r.Mode]; cancel != nil {
+			cancel(nil) // its simulation has ended: free its context
+			delete(cancels, r.Mode)
+		}
 		if c := cut[r.Mode]; c != nil && r.Err != nil {
 			r.Err = c
 		}
