@@ -379,8 +379,8 @@ func TestAgreesWithLiveTSMC(t *testing.T) {
 // (throttle-time, fault-time) against the guest's own: the work its
 // writer did over the migration's running time, against what it did a
 // second of its vCPU's time a moment before (a second of the wall clock
-// holds less of that on a busy host: with the pace by the wall clock, 7 of
-// 10 runs on 2026-12-03 failed beside other tests, and one alone, the
+// holds less of that on a busy host: with the pace by the wall clock, 5 of
+// 6 runs on 2026-12-03 failed beside other tests, and 1 of 3 alone, the
 // guest seeming to speed up under the throttle). The guest's count also holds what the
 // migration costs it besides, which the engine does not count: dirty
 // logging, and the engine's and the destination's CPU beside the vCPU on
