@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +88,31 @@ func checkVMFlags(c *cli.Context) error {
 	return nil
 }
 
+// clampNote says so when the guest's banner line holds a smaller hot set
+// than w asked for: the guest clamps it to its arena ("" if not, or if
+// line is not the banner).
+func clampNote(line string, w guest.Workload) string {
+	m := bannerHot.FindStringSubmatch(line)
+	if m == nil || w.Hot == 0 {
+		return ""
+	}
+	if held, err := strconv.ParseUint(m[1], 10, 32); err == nil && held < uint64(w.Hot) {
+		return fmt.Sprintf("the guest holds a hot set of %s pages, not the %d asked: its arena has no more (a larger --memory holds more)", m[1], w.Hot)
+	}
+	return ""
+}
+
+var bannerHot = regexp.MustCompile(`^pagecast-guest v\d+ .* hot=(\d+) `)
+
+// serialLines is an io.Writer that calls fn with each line written, as the
+// monitor writes the guest's serial lines, one a Write.
+type serialLines func(line string)
+
+func (f serialLines) Write(b []byte) (int, error) {
+	f(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
+
 // newVM builds a virtual machine from vmFlags; fill puts the --mix content
 // in its memory (a migration destination gets the source's instead).
 func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
@@ -112,6 +139,11 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 		RingEntries: c.Int("ring-size"),
 		KVMDevice:   c.String("kvm"),
 		Log:         log,
+		Serial: serialLines(func(line string) {
+			if note := clampNote(line, w); note != "" {
+				log.Warn(note)
+			}
+		}),
 	})
 	if err != nil {
 		return nil, err

@@ -273,6 +273,9 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			return err
 		}
 		fmt.Fprintf(out, "guest up: %s\n", readableBanner(banner))
+		if note := clampNote(banner, o.workload); note != "" {
+			fmt.Fprintf(out, "note: %s\n", note)
+		}
 	}
 	guest := slog.String("workload", c.String("workload"))
 	switch {
