@@ -19,7 +19,14 @@ func (vm *VM) RegisterQMP(s *qmpserver.Server, quit func()) {
 	c := &qmpCommands{vm: vm}
 	s.Handle("query-status", c.queryStatus)
 	s.Handle("stop", func(context.Context, json.RawMessage) (any, error) { return nil, vm.Pause() })
-	s.Handle("cont", func(context.Context, json.RawMessage) (any, error) { return nil, vm.Resume() })
+	s.Handle("cont", func(context.Context, json.RawMessage) (any, error) {
+		if vm.RunState() == StateInMigrate {
+			// As QEMU's cont under -incoming: the guest runs once the
+			// migration has come, which it does here anyway.
+			return nil, nil
+		}
+		return nil, vm.Resume()
+	})
 	s.Handle("quit", func(context.Context, json.RawMessage) (any, error) {
 		go quit()
 		return nil, nil

@@ -44,6 +44,11 @@ func TestMigrateCLI(t *testing.T) {
 			if st := status(t, dst); st != "inmigrate" {
 				t.Fatalf("destination waiting for a migration is %q", st)
 			}
+			// cont while waiting is taken, as QEMU's under -incoming:
+			// the guest runs once it has come.
+			if _, err := runErr(dst.mon, "cont", nil); err != nil || status(t, dst) != "inmigrate" {
+				t.Fatalf("cont on the waiting destination: %v, then %s", err, status(t, dst))
+			}
 			out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri,
 				"--mode", mode, "--bandwidth", "64MiB/s").CombinedOutput()
 			if err != nil {
