@@ -2,6 +2,7 @@ package qmpserver
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -35,6 +36,17 @@ func Args[T any](raw json.RawMessage) (T, error) {
 		return v, GenericError("QMP input member 'arguments' must be an object")
 	}
 	return v, nil
+}
+
+// NoArgs is h for a command that takes no arguments: one given any is
+// refused as QEMU refuses it ("Parameter 'x' is unexpected"), not ignored.
+func NoArgs(h Handler) Handler {
+	return func(ctx context.Context, raw json.RawMessage) (any, error) {
+		if _, err := Args[struct{}](raw); err != nil {
+			return nil, err
+		}
+		return h(ctx, raw)
+	}
 }
 
 // argsError turns an encoding/json error into the error QEMU would give.

@@ -17,31 +17,33 @@ import (
 // x-pagecast-* extensions. quit is called for the quit command.
 func (vm *VM) RegisterQMP(s *qmpserver.Server, quit func()) {
 	c := &qmpCommands{vm: vm}
-	s.Handle("query-status", c.queryStatus)
-	s.Handle("stop", func(context.Context, json.RawMessage) (any, error) { return nil, vm.Pause() })
-	s.Handle("cont", func(context.Context, json.RawMessage) (any, error) {
+	s.Handle("query-status", qmpserver.NoArgs(c.queryStatus))
+	s.Handle("stop", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) { return nil, vm.Pause() }))
+	s.Handle("cont", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
 		if vm.RunState() == StateInMigrate {
 			// As QEMU's cont under -incoming: the guest runs once the
 			// migration has come, which it does here anyway.
 			return nil, nil
 		}
 		return nil, vm.Resume()
-	})
-	s.Handle("quit", func(context.Context, json.RawMessage) (any, error) {
+	}))
+	s.Handle("quit", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
 		go quit()
 		return nil, nil
-	})
-	s.Handle("query-memory-size-summary", func(context.Context, json.RawMessage) (any, error) {
+	}))
+	s.Handle("query-memory-size-summary", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
 		return map[string]any{"base-memory": vm.MemoryBytes(), "plugged-memory": 0}, nil
-	})
-	s.Handle("query-cpus-fast", c.queryCPUs)
+	}))
+	s.Handle("query-cpus-fast", qmpserver.NoArgs(c.queryCPUs))
 	s.Handle("calc-dirty-rate", c.calcDirtyRate)
+	// QEMU 8.2's takes calc-time-unit, which a client of a newer QEMU may
+	// send: the reply is in the unit calc-dirty-rate was asked in.
 	s.Handle("query-dirty-rate", func(context.Context, json.RawMessage) (any, error) { return vm.QueryDirtyRate(), nil })
-	s.Handle("x-pagecast-query-memslots", c.queryMemslots)
-	s.Handle("x-pagecast-query-guest", c.queryGuest)
-	s.Handle("x-pagecast-guest-go", c.guestGo)
-	s.Handle("x-pagecast-dirty-log-start", c.dirtyLogStart)
-	s.Handle("x-pagecast-dirty-log-stop", c.dirtyLogStop)
+	s.Handle("x-pagecast-query-memslots", qmpserver.NoArgs(c.queryMemslots))
+	s.Handle("x-pagecast-query-guest", qmpserver.NoArgs(c.queryGuest))
+	s.Handle("x-pagecast-guest-go", qmpserver.NoArgs(c.guestGo))
+	s.Handle("x-pagecast-dirty-log-start", qmpserver.NoArgs(c.dirtyLogStart))
+	s.Handle("x-pagecast-dirty-log-stop", qmpserver.NoArgs(c.dirtyLogStop))
 	s.Handle("x-pagecast-dirty-log-harvest", c.dirtyLogHarvest)
 }
 

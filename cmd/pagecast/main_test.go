@@ -178,6 +178,9 @@ func TestVMRunQMP(t *testing.T) {
 	if _, err := runErr(mon, "calc-dirty-rate", map[string]any{"calc-time": 1, "mode": "dirty-bitmap-nope"}); err == nil {
 		t.Fatal("calc-dirty-rate accepted an unknown mode")
 	}
+	if _, err := runErr(mon, "query-status", map[string]any{"verbose": true}); err == nil || !strings.Contains(err.Error(), "Parameter 'verbose' is unexpected") {
+		t.Fatalf("query-status with an argument it does not take: %v, want QEMU's error", err)
+	}
 	if _, err := runErr(mon, "calc-dirty-rate", map[string]any{}); err == nil || !strings.Contains(err.Error(), "Parameter 'calc-time' is missing") {
 		t.Fatalf("calc-dirty-rate without calc-time: %v, want QEMU's error", err)
 	}
