@@ -96,7 +96,8 @@ type Result struct {
 	// AUC is the area under the ROC curve: the probability that a
 	// random dirtied pair scores above a random clean one (ties count
 	// half). Scores are grouped in buckets 0.8% apart (relative), so
-	// scores closer than that count as ties.
+	// scores closer than that count as ties. NaN where it is not defined:
+	// no pair was dirtied, or every one was.
 	AUC float64
 	// Calibration are equal-width reliability bins over [0, 1]; empty
 	// bins are left out.
@@ -412,6 +413,7 @@ func (t *tally) finish(r *Result, bins int) {
 
 	// AUC: walk the buckets from the lowest score up.
 	neg := t.pairs - t.posAll
+	r.AUC = math.NaN()
 	if t.posAll > 0 && neg > 0 {
 		var below, area float64
 		for b := range t.n {

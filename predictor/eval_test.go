@@ -176,3 +176,16 @@ func TestEvaluateProgress(t *testing.T) {
 		t.Errorf("%d distinct epochs reported, want %d", len(calls), len(tr))
 	}
 }
+
+// TestEvaluateAUCUndefined: with no page dirtied, AUC has no pairs to
+// rank; it is NaN, not a 0 that would read as the worst ranking.
+func TestEvaluateAUCUndefined(t *testing.T) {
+	tr := epochsOf(nil, nil, nil)
+	res := Evaluate(tr, 4, []Predictor{fixed{0.9, 0.4, 0.6, 0}}, EvalOptions{Warmup: -1})[0]
+	if !math.IsNaN(res.AUC) {
+		t.Errorf("AUC %v with no page dirtied, want NaN", res.AUC)
+	}
+	if res := Evaluate(epochsOf([]uint64{0}, []uint64{1}), 4, []Predictor{fixed{0.9, 0.4, 0.6, 0}}, EvalOptions{Warmup: -1})[0]; math.IsNaN(res.AUC) {
+		t.Error("AUC NaN where pages were dirtied and others not")
+	}
+}

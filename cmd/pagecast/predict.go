@@ -305,6 +305,10 @@ func writeEvalTable(out io.Writer, results []predictor.Result) {
 			if best && !math.IsNaN(v) {
 				mark = "*"
 			}
+			if math.IsNaN(v) {
+				row = append(row, "n/a ") // AUC with no page dirtied, or all
+				continue
+			}
 			row = append(row, fmt.Sprintf(col.format, v)+mark)
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
