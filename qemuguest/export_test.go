@@ -8,3 +8,7 @@ func HMP(s *Source, cmd string) (string, error) {
 	err := qemu.QMP(s.mon, "human-monitor-command", map[string]any{"command-line": cmd}, &out)
 	return out, err
 }
+
+// ReclaimThrottle is reclaimThrottle, which New runs on a QEMU it did not
+// start.
+var ReclaimThrottle = reclaimThrottle

@@ -357,6 +357,41 @@ func TestThrottle(t *testing.T) {
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.PID(), tid)); err != nil || strings.Contains(string(b), "pagecast-") {
 		t.Errorf("vCPU thread's cgroups after the throttle was lifted: %s %v", b, err)
 	}
+
+	// And a pagecast that attaches to the QEMU lifts such a throttle at
+	// once, whatever mode it then migrates in (it stayed for good, the
+	// guest at a quarter of its pace, until a throttle migration came),
+	// and removes the cgroup an exited QEMU's throttle left.
+	if err := os.Mkdir(left, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
+		if err := os.WriteFile(filepath.Join(left, w[0]), []byte(w[1]), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone := filepath.Join(qemuguest.CPUCgroupRoot, "pagecast-2147483647") // no such process
+	if err := os.Mkdir(gone, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(gone) })
+	lifted, err := qemuguest.ReclaimThrottle(src.PID(), src.VCPUThreads())
+	if !lifted || err != nil {
+		t.Fatalf("reclaim a killed pagecast's throttle: %v, %v", lifted, err)
+	}
+	r, share = measure()
+	t.Logf("after the reclaim: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", r, 100*share)
+	for _, dir := range []string{left, gone} {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s is left after the reclaim (%v)", dir, err)
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.PID(), tid)); err != nil || strings.Contains(string(b), "pagecast-") {
+		t.Errorf("vCPU thread's cgroups after the reclaim: %s %v", b, err)
+	}
+	if lifted, err := qemuguest.ReclaimThrottle(src.PID(), src.VCPUThreads()); lifted || err != nil {
+		t.Errorf("a second reclaim: %v, %v; want nothing to do", lifted, err)
+	}
 }
 
 // cpuTime is the time thread tid has spent on a CPU.

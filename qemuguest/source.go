@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"sync"
@@ -73,6 +74,14 @@ func New(mon Monitor) (*Source, error) {
 	if err := s.attach(mon, 0, nil); err != nil {
 		s.Close()
 		return nil, err
+	}
+	// A QEMU pagecast did not start may carry a throttle a killed
+	// pagecast left on it.
+	switch lifted, err := reclaimThrottle(s.pid, s.tids); {
+	case err != nil:
+		slog.Warn("a killed pagecast left this QEMU's vCPUs throttled", "pid", s.pid, "err", err)
+	case lifted:
+		slog.Warn("a killed pagecast had left this QEMU's vCPUs throttled: the throttle is lifted", "pid", s.pid)
 	}
 	return s, nil
 }

@@ -118,6 +118,58 @@ func (c *cpuThrottle) lift() error {
 	return nil
 }
 
+// reclaimThrottle lifts a throttle a pagecast killed mid-migration left on
+// QEMU pid (its vCPU threads tids still in cgroup pagecast-<pid>, at its
+// quota: they would run throttled for good) and removes what such
+// cgroups are left of QEMUs that have exited. It reports whether it lifted
+// one. A QMP connection to the QEMU is this process's alone, so no other
+// pagecast is throttling it now.
+func reclaimThrottle(pid int, tids []int) (bool, error) {
+	sweepThrottles()
+	name := fmt.Sprintf("pagecast-%d", pid)
+	var dir string
+	var errs []error
+	for _, tid := range tids {
+		cg, err := cpuCgroupOf(pid, tid)
+		if err != nil || filepath.Base(cg) != name {
+			continue
+		}
+		dir = filepath.Join(CPUCgroupRoot, cg)
+		if err := writeInt(filepath.Join(CPUCgroupRoot, filepath.Dir(cg), "tasks"), int64(tid)); err != nil && !isNoProcess(err) {
+			errs = append(errs, fmt.Errorf("move vCPU thread %d out of %s: %w", tid, dir, err))
+		}
+	}
+	if dir == "" {
+		return false, nil
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return true, fmt.Errorf("lift the throttle a killed pagecast left on qemu %d: %w", pid, err)
+	}
+	return true, nil
+}
+
+// sweepThrottles removes the cgroups pagecast-<pid> of QEMUs that have
+// exited, at the top of the cpu controller and a level down (beside a
+// QEMU's own cgroup): a throttle left by a killed pagecast outlives its
+// QEMU, empty.
+func sweepThrottles() {
+	for _, pattern := range []string{"pagecast-*", "*/pagecast-*"} {
+		dirs, _ := filepath.Glob(filepath.Join(CPUCgroupRoot, pattern))
+		for _, dir := range dirs {
+			pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), "pagecast-"))
+			if err != nil {
+				continue
+			}
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+				os.Remove(dir) // fails, harmlessly, if a task is still in it
+			}
+		}
+	}
+}
+
 // isNoProcess is the error of writing a thread that has exited to tasks.
 func isNoProcess(err error) bool { return strings.Contains(err.Error(), "no such process") }
 
