@@ -53,11 +53,8 @@ func migrationMetrics(c *cli.Context, qmpPath string) (exp *migrationmetrics.Exp
 		return nil, nil, err
 	}
 	return exp, func(ctx context.Context) {
-		if linger := c.Duration("metrics-linger"); linger > 0 {
-			if exp.Scrapes() == 0 {
-				slog.Info("nothing has scraped the metrics yet: serving them until Prometheus has scraped the migration's end twice (Ctrl-C stops the wait)",
-					"addr", addr, "at-most", linger)
-			}
+		if linger := c.Duration("metrics-linger"); linger > 0 && ctx.Err() == nil {
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: serving the metrics on %s until Prometheus has scraped the migration's end twice, at most %v (--metrics-linger; Ctrl-C stops the wait)\n", addr, linger)
 			exp.Linger(ctx, linger)
 		}
 		stop()
