@@ -279,8 +279,12 @@ func runMigrate(c *cli.Context) error {
 	bar := newProgressBar(c.App.ErrWriter, c.Bool("quiet"))
 	switched := false // post-copy began: the guest runs on the destination
 	throttle := 0     // QEMU drops cpu-throttle-percentage from its last reply
+	var sent uint64   // QEMU's failed reply has no ram: what was sent before
 	progress := func(i migrator.Info) {
 		switched = switched || migrator.InPostcopy(i.Status)
+		if i.RAM != nil {
+			sent = max(sent, i.RAM.Transferred)
+		}
 		interrupts.check(i.Status)
 		throttle = max(throttle, i.CPUThrottlePercentage)
 		bar.update(i)
@@ -317,7 +321,10 @@ func runMigrate(c *cli.Context) error {
 	if err != nil && switched {
 		return fmt.Errorf("%w (after the switch to post-copy: the guest runs on the destination, part of its memory still on the source)", err)
 	}
-	if err != nil && plan != nil && info.Status == migrator.StatusFailed && (info.RAM == nil || info.RAM.Transferred < 1<<20) &&
+	if info.RAM != nil {
+		sent = max(sent, info.RAM.Transferred)
+	}
+	if err != nil && plan != nil && info.Status == migrator.StatusFailed && sent < 1<<20 &&
 		(strings.Contains(info.ErrorDesc, "Broken pipe") || strings.Contains(info.ErrorDesc, "Connection reset")) {
 		// pagecast's receiver hangs up on QEMU's stream at once.
 		return fmt.Errorf("%w (the guest keeps running on the source; the destination hung up at once: QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts; a pagecast receiver, vm run --incoming or pagecast receive, takes pagecast's engine only)", err)

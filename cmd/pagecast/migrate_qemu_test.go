@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -256,5 +257,46 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if p1 := qemuProgress(t, dst); p1 <= p0 {
 		t.Errorf("guest progress on the destination stuck at %d", p0)
+	}
+}
+
+// TestMigrateQEMUDestinationDies: QEMU's own migration to a destination
+// QEMU killed midway fails, the guest keeps running on the source, and the
+// error is not taken for a pagecast receiver that hung up at once (QEMU's
+// failed reply has no ram: the megabytes sent before were not counted).
+func TestMigrateQEMUDestinationDies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src := startQEMU(t, "hotset", "")
+	uri := freeTCP(t)
+	dst := startQEMU(t, "hotset", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu", "--bandwidth", "8MiB/s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var info migrator.Info
+		qemuQuery(t, src, "query-migrate", &info)
+		if info.RAM != nil && info.RAM.Transferred > 4<<20 {
+			break
+		}
+		if time.Now().After(deadline) || info.Status == migrator.StatusCompleted || info.Status == migrator.StatusFailed {
+			cmd.Process.Kill()
+			t.Fatalf("no 4 MiB sent (status %q):\n%s", info.Status, out.String())
+		}
+	}
+	syscall.Kill(dst.PID(), syscall.SIGKILL)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("migrate to a killed destination succeeded:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "hung up at once") || !strings.Contains(out.String(), "the guest keeps running on the source") {
+		t.Errorf("migrate's error for a destination killed midway:\n%s", out.String())
+	}
+	if st := qemuRunState(t, src); st != "running" {
+		t.Errorf("source after the failed migration: %s, want running", st)
 	}
 }
