@@ -894,3 +894,30 @@ func TestPrepareRestore(t *testing.T) {
 		})
 	}
 }
+
+// TestSilentPeer: a peer that takes the connection and never answers the
+// handshake times out with an error that says so, not one about a TLS
+// destination that hung up.
+func TestSilentPeer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, unread, until the test ends
+		}
+	}()
+	m, err := Outgoing(newMemGuest(t, lightLoad, true), "tcp:"+l.Addr().String(), Config{IdleTimeout: 300 * time.Millisecond})
+	if err == nil {
+		_, err = m.Wait()
+	}
+	if err == nil || !strings.Contains(err.Error(), "took the connection and has not answered") || strings.Contains(err.Error(), "TLS") {
+		t.Fatalf("migration to a silent peer: %v", err)
+	}
+}

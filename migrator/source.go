@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/bits"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -539,6 +540,10 @@ func (s *sender) handshake(mode string) error {
 		return fmt.Errorf("send handshake: %w", err)
 	}
 	rec, err := s.r.Next()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// Something took the connection and says nothing: not pagecast.
+		return fmt.Errorf("read the destination's answer to the handshake: %w (the peer at the destination's address took the connection and has not answered: is it a pagecast receiver, vm run --incoming or pagecast receive?)", err)
+	}
 	if err != nil && s.m.cfg.TLS == nil {
 		// A TLS destination hangs up on a plain handshake (a TLS
 		// record it cannot parse), which reads here as a bare EOF.
