@@ -55,7 +55,7 @@ var qemuCapabilities = []string{CapXBZRLE, CapAutoConverge, CapPostcopyRAM}
 
 // ErrNeedDestQMP is returned for tsmc on QEMU without the destination's
 // monitor: QEMU's post-copy must be enabled on both ends.
-var ErrNeedDestQMP = errors.New("tsmc on QEMU uses post-copy, whose capability must be set on the destination too: give its QMP socket (--dest-qmp unix:PATH)")
+var ErrNeedDestQMP = errors.New("on QEMU this mode uses post-copy, whose capability must be set on the destination too: give its QMP socket (--dest-qmp unix:PATH)")
 
 // QEMUPlan is a pagecast mode put into QEMU's own migration terms.
 type QEMUPlan struct {
@@ -279,7 +279,7 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 		return QEMUPlan{}, err
 	}
 	if len(plan.DestCapabilities) > 0 && dst == nil {
-		return QEMUPlan{}, ErrNeedDestQMP
+		return QEMUPlan{}, fmt.Errorf("%s: %w", p.Mode, ErrNeedDestQMP)
 	}
 	var cpus []struct {
 		Index int `json:"cpu-index"`

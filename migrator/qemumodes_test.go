@@ -161,7 +161,8 @@ func TestSetupQEMURefuses(t *testing.T) {
 		{"precopy+tsmc", true, `+tsmc combines with predictive only`},
 		{"mecom+mecom", true, `+mecom twice`},
 		{"predictive+postcopy+mecom", true, `each once and in that order`},
-		{ModeTSMC, false, ErrNeedDestQMP.Error()},
+		{ModeTSMC, false, "tsmc: " + ErrNeedDestQMP.Error()},
+		{"precopy+postcopy", false, "precopy+postcopy: on QEMU this mode uses post-copy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
