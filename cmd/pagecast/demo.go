@@ -49,7 +49,8 @@ func demoCommand() *cli.Command {
 			"verified, and prints them side by side.\n\n" +
 			"Where /dev/kvm works (--monitor auto): pagecast's own KVM monitor, profiled by its eBPF programs\n" +
 			"(without root, KVM's dirty log, and it says so), migrated from monitor to monitor in this process\n" +
-			"(precopy, predictive warmed by the profile just taken, throttle, tsmc, mecom, predictive+mecom).\n" +
+			"(precopy, predictive warmed by the profile just taken, throttle, tsmc, mecom, predictive+mecom, and the\n" +
+			"mode auto chooses from that profile where it is none of them).\n" +
 			"Elsewhere: QEMU under TCG, profiled by pagecast's TCG plugin, the guest slowed to delay=25000\n" +
 			"unless --workload is given (TCG writes some 100 times faster than the KVM the figures were made\n" +
 			"on); its migrations are pagecast's engine between QEMUs in the modes it runs there and QEMU's own\n" +
