@@ -365,7 +365,8 @@ func TestMonitorAuto(t *testing.T) {
 		{[]string{"vm", "run", "--memory", "64"}, "--memory 64: 64 B is below the guest's minimum of 8 MiB (a size without a unit is in bytes"},
 		{[]string{"vm", "run", "--workload", "replay"}, "--workload replay plays a table of pages that only a program driving pagecast's guest writes"},
 		{[]string{"vm", "run", "--name", "web1"}, "--name is the vm label of --metrics"},
-		{[]string{"vm", "run", "--monitor", "pagecast", "--engine", "qemu"}, "--engine is for --monitor qemu --incoming"},
+		{[]string{"vm", "run", "--monitor", "pagecast", "--engine", "qemu", "--incoming", "tcp:127.0.0.1:1"}, "--engine is for --monitor qemu --incoming"},
+		{[]string{"vm", "run", "--engine", "qemu"}, "--engine is which migration --incoming waits for"},
 		{[]string{"vm", "run", "web1"}, `vm run takes no arguments (got "web1")`},
 	} {
 		out, err := exec.Command(binary, tc.args...).CombinedOutput()

@@ -145,6 +145,14 @@ func runMigrate(c *cli.Context) error {
 				p.Profile, meta.Epoch, migrator.DefaultEpoch, migrator.ProfileMisfit)
 		}
 	}
+	switch e := c.String("engine"); e {
+	case "auto", enginePagecast, engineQEMU:
+	default:
+		return fmt.Errorf("--engine %q: want auto, pagecast or qemu", e)
+	}
+	if c.IsSet("metrics-linger") && !c.IsSet("metrics") {
+		return errors.New("--metrics-linger is how long --metrics serves after the end: give --metrics too, or leave it out")
+	}
 	if p.Mode == modeAuto && c.String("engine") == engineQEMU {
 		return errors.New("--mode auto weighs the modes of pagecast's engine and runs it; --engine qemu asks for QEMU's own migration: give one or the other")
 	}
@@ -158,6 +166,9 @@ func runMigrate(c *cli.Context) error {
 		}
 	} else if err := migrator.CheckMode(p.Mode); err != nil {
 		return fmt.Errorf("--mode: %w; or auto", err)
+	}
+	if p.Profile != "" && p.Mode != modeAuto && !strings.Contains(p.Mode, migrator.ModePredictive) {
+		return fmt.Errorf("--profile warms the predictor, which --mode %s does not use: give a predictive mode, or leave --profile out", p.Mode)
 	}
 	if p.Mode == modeAuto && p.MaxBandwidth == 0 && !localDestination(c.String("to")) {
 		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode (without one only where the destination is this host, whose pace auto measures)")
@@ -204,6 +215,9 @@ func runMigrate(c *cli.Context) error {
 		}
 		if destPath != "" {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: warning: --dest-qmp ignored: pagecast's monitor needs only the source's")
+		}
+		if c.String("engine") == engineQEMU {
+			return errors.New("--engine qemu is for a QEMU source: pagecast's own monitor migrates with pagecast's engine only")
 		}
 		if err := migrator.SetParameters(mon, p); err != nil {
 			return err

@@ -82,6 +82,9 @@ func checkVMFlags(c *cli.Context) error {
 	if c.IsSet("name") && !c.IsSet("metrics") {
 		return errors.New("--name is the vm label of --metrics: give --metrics too, or leave --name out")
 	}
+	if c.IsSet("engine") && !c.IsSet("incoming") {
+		return errors.New("--engine is which migration --incoming waits for: give --incoming too, or leave --engine out")
+	}
 	if c.IsSet("engine") && c.String("monitor") == monitorPagecast {
 		return errors.New("--engine is for --monitor qemu --incoming: pagecast's own monitor takes pagecast's engine only")
 	}
