@@ -99,6 +99,11 @@ func runMigrate(c *cli.Context) error {
 	if d := c.Duration("downtime-limit"); d <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration, e.g. 300ms", d)
 	}
+	// query-migrate's downtime-limit is whole milliseconds, at most
+	// 2000 s (QEMU's bound, which pagecast's monitor keeps too).
+	if d := c.Duration("downtime-limit"); d < time.Millisecond || d > 2000*time.Second {
+		return fmt.Errorf("--downtime-limit %v: want 1ms to 2000s (migrate-set-parameters' downtime-limit is whole milliseconds, at most 2 000 000)", d)
+	}
 	if n := c.Int("max-rounds"); n < 0 {
 		return fmt.Errorf("--max-rounds %d: want 0 (no cap) or more", n)
 	}

@@ -437,6 +437,8 @@ func TestMigrateFlagErrors(t *testing.T) {
 		{"auto prefers", []string{"--mode", "auto", "--prefer", "speed"}, `--prefer: prefer "speed": want time, bytes or downtime`},
 		{"auto observes", []string{"--mode", "auto", "--observe", "0"}, "--observe 0: auto needs at least one epoch"},
 		{"zero downtime limit", []string{"--downtime-limit", "0s"}, "--downtime-limit 0s: want a positive duration"},
+		{"downtime limit under a millisecond", []string{"--downtime-limit", "1us"}, "--downtime-limit 1µs: want 1ms to 2000s"},
+		{"downtime limit past QEMU's bound", []string{"--downtime-limit", "10h"}, "--downtime-limit 10h0m0s: want 1ms to 2000s"},
 		{"negative round cap", []string{"--max-rounds", "-1"}, "--max-rounds -1: want 0 (no cap) or more"},
 		{"negative linger", []string{"--metrics-linger", "-5s"}, "--metrics-linger -5s: want 0 (stop serving at once) or more"},
 		{"linger without metrics", []string{"--metrics-linger", "5s"}, "--metrics-linger is how long --metrics serves after the end: give --metrics too"},
