@@ -16,12 +16,13 @@ var suffixes = []struct {
 	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
 	{"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"TB", 1 << 40},
 	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
+	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, // as QEMU's -m 64m
 	{"B", 1},
 }
 
 // ParseBytes reads a size: a whole number with an optional binary suffix
-// (K, M, G, T, KiB, MiB, GiB, TiB; KB, MB, GB, TB are read as binary
-// too).
+// (K, M, G, T, KiB, MiB, GiB, TiB; KB, MB, GB, TB and k, m, g, t are read
+// as binary too, as QEMU reads them).
 func ParseBytes(s string) (uint64, error) {
 	t := strings.TrimSpace(s)
 	mult := uint64(1)
@@ -45,12 +46,21 @@ func ParseBytes(s string) (uint64, error) {
 // 2.5M/s, 4096/s) or bits (1Gbit/s, 2.5Gbit/s, 500Mbit/s); the /s may be
 // left out. Unlike a size, a rate may have a fraction.
 func ParseRate(s string) (uint64, error) {
-	t := strings.TrimSuffix(strings.TrimSpace(s), "/s")
+	t := strings.TrimSpace(s)
+	// The per-second spellings of networking: 1Gbps (bits), 32MiBps (bytes).
+	if v, ok := strings.CutSuffix(t, "bps"); ok {
+		t = v + "bit/s"
+	} else if v, ok := strings.CutSuffix(t, "Bps"); ok {
+		t = v + "B/s"
+	}
+	t = strings.TrimSuffix(t, "/s")
 	mult := 0.0
 	for _, u := range []struct {
 		s string
 		n float64
-	}{{"Tbit", 1e12 / 8}, {"Gbit", 1e9 / 8}, {"Mbit", 1e6 / 8}, {"Kbit", 1e3 / 8}} {
+	}{{"Tbit", 1e12 / 8}, {"Gbit", 1e9 / 8}, {"Mbit", 1e6 / 8}, {"Kbit", 1e3 / 8}, {"kbit", 1e3 / 8},
+		{"Tb", 1e12 / 8}, {"Gb", 1e9 / 8}, {"Mb", 1e6 / 8}, {"Kb", 1e3 / 8}, {"kb", 1e3 / 8}, // a lower-case b is bits
+		{"bit", 1.0 / 8}} {
 		if v, ok := strings.CutSuffix(t, u.s); ok {
 			t, mult = v, u.n
 			break
@@ -65,12 +75,15 @@ func ParseRate(s string) (uint64, error) {
 			}
 		}
 	}
+	const units = "bytes (K, M, G, T binary, as QEMU reads them: 100M/s = 100MB/s = 100MiB/s) or bits (decimal: 1Gbit/s = 1Gb/s = 1Gbps)"
 	f, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-	r := f * mult
-	if err != nil || !(r >= 1) || r >= 1<<63 { // also NaN and Inf
-		return 0, fmt.Errorf("rate %q: want at least 1 byte a second, in bytes (binary units, as QEMU reads them: 100M/s = 100MB/s = 100MiB/s) or bits (decimal: 1Gbit/s), e.g. 100MiB/s, 2.5MiB/s or 1Gbit/s", s)
+	if err != nil {
+		return 0, fmt.Errorf("rate %q: want a number and a unit of %s, e.g. 100MiB/s, 2.5MiB/s or 1Gbit/s", s, units)
 	}
-	return uint64(r), nil
+	if r := f * mult; r >= 1 && r < 1<<63 { // also not NaN or Inf
+		return uint64(r), nil
+	}
+	return 0, fmt.Errorf("rate %q: want at least 1 byte a second, in %s", s, units)
 }
 
 // FormatBytes prints a size with a binary unit, e.g. "128 MiB", "1.5 KiB".

@@ -20,6 +20,7 @@ func TestParseBytes(t *testing.T) {
 		{"-1M", 0, false},
 		{"", 0, false},
 		{"99999999999999999999G", 0, false},
+		{"64m", 64 << 20, true}, // as QEMU's -m 64m
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParseBytes(tc.in)
@@ -44,6 +45,15 @@ func TestParseRate(t *testing.T) {
 		{"1Gbit/s", 125e6, true},
 		{"2.5Gbit/s", 3125e5, true},
 		{"500Mbit", 625e5, true},
+		// Networking's spellings: bps is bits, Bps bytes; a lower-case b
+		// after a prefix is bits; k is SI's kilo.
+		{"1Gbps", 125e6, true},
+		{"100Mbps", 125e5, true},
+		{"1Gb/s", 125e6, true},
+		{"100kb/s", 12500, true},
+		{"10kbit/s", 1250, true},
+		{"32MiBps", 32 << 20, true},
+		{"64m/s", 64 << 20, true},
 		{"0.5/s", 0, false},
 		{"0MiB/s", 0, false},
 		{"-1MiB/s", 0, false},
