@@ -571,6 +571,12 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused 
 		}
 		if plan.Forced {
 			fmt.Fprintf(tw, "stopped because\tround cap: switch-over forced after %d dirty syncs (downtime-limit raised)\n", plan.MaxSyncs)
+			if r := i.RAM; r != nil && r.DowntimeBytes > 0 {
+				// QEMU's stop-and-copy is not rate limited: what it sent
+				// then went at the link's own pace, past the cap.
+				fmt.Fprintf(tw, "stop-and-copy\t%s sent while the guest was stopped, not held to --bandwidth (QEMU does not limit its stop-and-copy)\n",
+					units.FormatBytes(float64(r.DowntimeBytes)))
+			}
 		}
 		if r := i.RAM; r != nil && (r.PostcopyBytes > 0 || r.PostcopyRequests > 0) {
 			fmt.Fprintf(tw, "post-copy\t%s sent, %d pages pulled by the destination\n", units.FormatBytes(float64(r.PostcopyBytes)), r.PostcopyRequests)

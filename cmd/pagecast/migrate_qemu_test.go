@@ -300,3 +300,27 @@ func TestMigrateQEMUDestinationDies(t *testing.T) {
 		t.Errorf("source after the failed migration: %s, want running", st)
 	}
 }
+
+// TestMigrateQEMUForcedSays: QEMU's migration forced to switch over at
+// the round cap says what its stop-and-copy sent, which QEMU does not
+// hold to --bandwidth (the summary showed a short downtime and no word of
+// it).
+func TestMigrateQEMUForcedSays(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src := startQEMU(t, "hotset:hot=8192,p=0.5", "")
+	uri := freeTCP(t)
+	startQEMU(t, "hotset", uri)
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu",
+		"--bandwidth", "32MiB/s", "--max-rounds", "1", "--quiet").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pagecast migrate: %v\n%s", err, out)
+	}
+	for _, want := range []string{"round cap: switch-over forced", "sent while the guest was stopped, not held to --bandwidth"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+}
