@@ -172,7 +172,8 @@ func (h Hello) Check(local Hello) error {
 		why = append(why, fmt.Sprintf("vCPUs: %d at the source, %d here", h.VCPUs, local.VCPUs))
 	}
 	if h.Image != local.Image {
-		why = append(why, fmt.Sprintf("guest image differs (sha256 %x… at the source, %x… here)", h.Image[:4], local.Image[:4]))
+		why = append(why, fmt.Sprintf("guest image differs (sha256 %x… at the source, %x… here: a QEMU VM goes to a QEMU destination, vm run --monitor qemu --incoming or pagecast receive, and a VM of pagecast's own monitor to one of its own; two QEMUs must have the same machine type and CPU model)",
+			h.Image[:4], local.Image[:4]))
 	}
 	if len(why) == 0 {
 		return nil
