@@ -293,9 +293,14 @@ func TestThrottle(t *testing.T) {
 		}
 		lifted = max(lifted, rate())
 	}
-	t.Logf("writes/s: free %.0f, throttled 80%% %.0f (%.2f), lifted %.0f", free, throttled, throttled/free, lifted)
-	if throttled > 0.45*free {
-		t.Errorf("80%% throttle left the guest at %.2f of its pace", throttled/free)
+	// The guest's own pace is the faster of its unthrottled windows, as
+	// other work only ever slows one: a CI run measured 38 505 writes a
+	// second before the throttle and 58 006 after it, and took 17 536
+	// throttled for 0.46 of the pace where it was 0.30.
+	pace := max(free, lifted)
+	t.Logf("writes/s: free %.0f, throttled 80%% %.0f (%.2f of %.0f), lifted %.0f", free, throttled, throttled/pace, pace, lifted)
+	if throttled > 0.45*pace {
+		t.Errorf("80%% throttle left the guest at %.2f of its pace", throttled/pace)
 	}
 	if lifted < 0.6*free {
 		t.Errorf("after lifting the throttle the guest runs at %.2f of its pace", lifted/free)
