@@ -61,6 +61,23 @@ func TestSweep(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
+	// The maker is dead once no one holds its lock: flock(1), killed as
+	// it forks sleep, may leave the lock with the child for a moment,
+	// until it closes it (-o); a CI run under load swept too early once.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		f, err := os.Open(filepath.Join(dead, lockName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		free := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil
+		f.Close()
+		if free {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the killed flock(1)'s lock is still held after 5 s")
+		}
+	}
 	next, err := Dir(base, "x-")
 	if err != nil {
 		t.Fatal(err)
