@@ -205,18 +205,44 @@ func TestMigrateQEMU(t *testing.T) {
 	}
 }
 
+// qemuPair starts a TCG QEMU source running workload and a destination
+// QEMU waiting at a free port with QEMU's own -incoming, for tests that
+// drive QEMU's migration through pagecast migrate.
+func qemuPair(t *testing.T, workload string) (src, dst *qemu.VM, uri string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src = startQEMU(t, workload, "")
+	uri = freeTCP(t)
+	return src, startQEMU(t, "hotset", uri), uri
+}
+
+// waitQuery polls the source's query-migrate until until says so; a
+// migration that ends first, or a minute, fails the test, with what the
+// running migrate (cmd) printed so far in out.
+func waitQuery(t *testing.T, src *qemu.VM, cmd *exec.Cmd, out *syncBuffer, what string, until func(migrator.Info) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var info migrator.Info
+		qemuQuery(t, src, "query-migrate", &info)
+		if until(info) {
+			return
+		}
+		if time.Now().After(deadline) || info.Status == migrator.StatusCompleted || info.Status == migrator.StatusFailed {
+			cmd.Process.Kill()
+			t.Fatalf("no %s seen (status %q):\n%s", what, info.Status, out.String())
+		}
+	}
+}
+
 // TestMigrateQEMUPostcopyInterrupt: an interrupt once QEMU's post-copy has
 // begun does not cancel it (that would leave the guest on the destination
 // waiting for pages forever): migrate says why, the migration completes
 // and the guest runs on at the destination.
 func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped in short mode")
-	}
-	testutil.RequiresQEMU(t)
-	src := startQEMU(t, "hotset", "")
-	uri := freeTCP(t)
-	dst := startQEMU(t, "hotset", uri)
+	src, dst, uri := qemuPair(t, "hotset")
 	// 64 MiB at 8 MiB/s: the first pass takes 8 s, post-copy what the
 	// guest wrote meanwhile.
 	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
@@ -226,17 +252,7 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var info migrator.Info
-		qemuQuery(t, src, "query-migrate", &info)
-		if info.Status == migrator.StatusPostcopy {
-			break
-		}
-		if time.Now().After(deadline) || info.Status == migrator.StatusCompleted || info.Status == migrator.StatusFailed {
-			cmd.Process.Kill()
-			t.Fatalf("no post-copy seen (status %q):\n%s", info.Status, out.String())
-		}
-	}
+	waitQuery(t, src, cmd, &out, "post-copy", func(i migrator.Info) bool { return i.Status == migrator.StatusPostcopy })
 	cmd.Process.Signal(os.Interrupt)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("pagecast migrate interrupted in post-copy: %v\n%s", err, out.String())
@@ -265,30 +281,14 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 // error is not taken for a pagecast receiver that hung up at once (QEMU's
 // failed reply has no ram: the megabytes sent before were not counted).
 func TestMigrateQEMUDestinationDies(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped in short mode")
-	}
-	testutil.RequiresQEMU(t)
-	src := startQEMU(t, "hotset", "")
-	uri := freeTCP(t)
-	dst := startQEMU(t, "hotset", uri)
+	src, dst, uri := qemuPair(t, "hotset")
 	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu", "--bandwidth", "8MiB/s", "--quiet")
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var info migrator.Info
-		qemuQuery(t, src, "query-migrate", &info)
-		if info.RAM != nil && info.RAM.Transferred > 4<<20 {
-			break
-		}
-		if time.Now().After(deadline) || info.Status == migrator.StatusCompleted || info.Status == migrator.StatusFailed {
-			cmd.Process.Kill()
-			t.Fatalf("no 4 MiB sent (status %q):\n%s", info.Status, out.String())
-		}
-	}
+	waitQuery(t, src, cmd, &out, "4 MiB sent", func(i migrator.Info) bool { return i.RAM != nil && i.RAM.Transferred > 4<<20 })
 	syscall.Kill(dst.PID(), syscall.SIGKILL)
 	if err := cmd.Wait(); err == nil {
 		t.Fatalf("migrate to a killed destination succeeded:\n%s", out.String())
@@ -306,13 +306,7 @@ func TestMigrateQEMUDestinationDies(t *testing.T) {
 // hold to --bandwidth (the summary showed a short downtime and no word of
 // it).
 func TestMigrateQEMUForcedSays(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped in short mode")
-	}
-	testutil.RequiresQEMU(t)
-	src := startQEMU(t, "hotset:hot=8192,p=0.5", "")
-	uri := freeTCP(t)
-	startQEMU(t, "hotset", uri)
+	src, _, uri := qemuPair(t, "hotset:hot=8192,p=0.5")
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu",
 		"--bandwidth", "32MiB/s", "--max-rounds", "1", "--quiet").CombinedOutput()
 	if err != nil {
