@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/simulate"
+)
+
+// wallGuest is a simulated guest that runs on the wall clock while auto
+// watches it: each harvest first brings its virtual clock up to the time
+// passed. Its memory holds random bytes, as a busy guest's does.
+type wallGuest struct {
+	*simulate.Guest
+	clock *migrator.VirtualClock
+	mem   []byte
+	mu    sync.Mutex
+	last  time.Time
+}
+
+func (g *wallGuest) Memory() []byte { return g.mem }
+
+func (g *wallGuest) StartDirtyLog() (migrator.DirtyLog, error) {
+	g.catchUp()
+	l, err := g.Guest.StartDirtyLog()
+	return wallLog{l, g}, err
+}
+
+func (g *wallGuest) catchUp() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	g.clock.Advance(now.Sub(g.last))
+	g.last = now
+}
+
+type wallLog struct {
+	migrator.DirtyLog
+	g *wallGuest
+}
+
+func (l wallLog) Harvest() (*bitmap.Bitmap, error) { l.g.catchUp(); return l.DirtyLog.Harvest() }
+
+// TestWatchGuestHotRewrites: a guest that rewrites a hot set every
+// millisecond rewrites all of it in the 20 ms a 2 s round leaves it at 99%
+// throttle, so throttle never converges on it; what auto watches of it
+// must say so. Watched in epochs of 100 ms, as it was until 2026-12-03,
+// each page of an epoch was simulated written once in it: a round holding
+// a fifth of an epoch met a fifth of the hot set, the next fewer, and
+// throttle was predicted to converge in a fraction of the time it takes.
+func TestWatchGuestHotRewrites(t *testing.T) {
+	const pages = 4096 // 16 MiB
+	// The hot set, 1024 pages, all written every 1 ms epoch.
+	w, err := simulate.ParseSynthetic("hotset:hot=1024,p=1,rate=1024000", pages, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := migrator.NewVirtualClock(time.Unix(0, 0))
+	sg, err := simulate.NewGuest(w, clock, simulate.GuestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := make([]byte, pages*migrator.PageSize)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range mem {
+		mem[i] = byte(rng.Uint32())
+	}
+	g := &wallGuest{Guest: sg, clock: clock, mem: mem, last: time.Now()}
+	o, written, err := watchGuest(context.Background(), g, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if written < 1024 {
+		t.Fatalf("watching saw %d pages written, want the hot set's 1024 at least", written)
+	}
+	o.Bandwidth, o.DowntimeLimit = 2<<20, 300*time.Millisecond
+	predicted := simulate.Run(context.Background(), o, migrator.ModeThrottle)
+	if predicted.Err != nil {
+		t.Fatal(predicted.Err)
+	}
+	// The guest itself, simulated with the same content and link.
+	truth := o
+	truth.Workload, truth.Step = w, 0
+	actual := simulate.Run(context.Background(), truth, migrator.ModeThrottle)
+	if actual.Err != nil {
+		t.Fatal(actual.Err)
+	}
+	p, a := time.Duration(predicted.Info.TotalTime)*time.Millisecond, time.Duration(actual.Info.TotalTime)*time.Millisecond
+	t.Logf("throttle predicted from what was watched: %v, %d rounds, downtime %d ms; on the guest itself: %v, %d rounds, downtime %d ms",
+		p, predicted.Info.Pagecast.Round, predicted.Info.Downtime, a, actual.Info.Pagecast.Round, actual.Info.Downtime)
+	if r := float64(p)/float64(a) - 1; r < -0.3 || r > 0.3 {
+		t.Errorf("predicted total time %v against %v on the guest itself (%+.0f%%), want within 30%%", p, a, 100*r)
+	}
+}
