@@ -420,37 +420,46 @@ func TestAgreesWithLiveSlowdown(t *testing.T) {
 			// on a busy host (other tests, or the host's other guests,
 			// on the two cores), by as much as half, which made the
 			// guest seem to speed up under the throttle.
-			vcpuTime := func() time.Duration {
+			vcpuTime := func(vm *vmm.VM) time.Duration {
 				var sum time.Duration
-				for _, tid := range src.VCPUThreads() {
+				for _, tid := range vm.VCPUThreads() {
 					sum += threadCPUTime(t, tid)
 				}
 				return sum
 			}
-			paceOver := func(d time.Duration) (perCPU, perWall float64) {
-				a, c, at := progress(src), vcpuTime(), time.Now()
+			paceOver := func(vm *vmm.VM, d time.Duration) (perCPU, perWall float64) {
+				a, c, at := progress(vm), vcpuTime(vm), time.Now()
 				time.Sleep(d)
-				did := float64(progress(src) - a)
-				return did / (vcpuTime() - c).Seconds(), did / time.Since(at).Seconds()
+				did := float64(progress(vm) - a)
+				return did / (vcpuTime(vm) - c).Seconds(), did / time.Since(at).Seconds()
 			}
 			// Its first sweep of the arena faults memory in and goes
 			// slower: wait until two half seconds agree within 5%.
 			time.Sleep(time.Second)
 			for p, i := 0.0, 0; i < 10; i++ {
-				q, _ := paceOver(500 * time.Millisecond)
+				q, _ := paceOver(src, 500*time.Millisecond)
 				if math.Abs(q-p) <= 0.05*max(p, q) {
 					break
 				}
 				p = q
 			}
-			pace, wallPace := paceOver(time.Second)
+			pace, wallPace := paceOver(src, time.Second)
 			before := progress(src)
 			info := migrateTo(t, src.Migratable(), dst.Migratable(), migrator.Config{Mode: mode, MaxBandwidth: agreeBandwidth, MaxRounds: 8, TargetRound: 3})
 			did := float64(progress(dst) - before) // the counter is in guest memory: the destination's goes on from the source's
+			// The pace again, on the destination after the migration:
+			// the guest's true pace is at least the faster of the two,
+			// as other work only slows a window. (A CI run on
+			// 2026-12-03 measured 44 756 writes a vCPU second before a
+			// throttle migration and the guest's count then said 8.7%
+			// slowed where the engine counted 15.8%; the usual is the
+			// guest's count at or above the engine's.)
+			after, _ := paceOver(dst, time.Second)
+			ref := max(pace, after)
 			running := time.Duration(info.TotalTime-info.Downtime) * time.Millisecond
-			guestSays := 1 - did/(pace*running.Seconds())
-			t.Logf("%s: %d ms, downtime %d ms; the guest did %.0f writes where it did %.0f a second of its vCPU's time before (%.0f a second): slowed %.1f%% by its count, %.1f%% by the engine's (throttle %d ms, faults %d ms, %d pages pulled)",
-				mode, info.TotalTime, info.Downtime, did, pace, wallPace, 100*guestSays, 100*info.GuestSlowdown(), info.Pagecast.ThrottleTime, info.Pagecast.FaultTime, info.RAM.PostcopyRequests)
+			guestSays := 1 - did/(ref*running.Seconds())
+			t.Logf("%s: %d ms, downtime %d ms; the guest did %.0f writes where it did %.0f a second of its vCPU's time before (%.0f a second of the wall clock) and %.0f after: slowed %.1f%% by its count, %.1f%% by the engine's (throttle %d ms, faults %d ms, %d pages pulled)",
+				mode, info.TotalTime, info.Downtime, did, pace, wallPace, after, 100*guestSays, 100*info.GuestSlowdown(), info.Pagecast.ThrottleTime, info.Pagecast.FaultTime, info.RAM.PostcopyRequests)
 			if info.GuestSlowdown() <= 0 || info.GuestSlowdown() > guestSays+0.05 {
 				t.Errorf("%s: the engine counts the guest slowed %.1f%%, the guest's own work says %.1f%%", mode, 100*info.GuestSlowdown(), 100*guestSays)
 			}
