@@ -96,7 +96,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		choice, p.Mode = &ch, ch.Mode
 	}
 	cfg := migrator.Config{Mode: p.Mode, MaxBandwidth: p.MaxBandwidth, DowntimeLimit: p.DowntimeLimit,
-		MaxRounds: p.MaxRounds, Profile: p.Profile, Log: slog.Default()}
+		MaxRounds: p.MaxRounds, Profile: p.Profile, Log: slog.New(engineLog{slog.Default().Handler()})}
 	if choice != nil {
 		cfg.Auto = choice.Report()
 	}
@@ -140,6 +140,22 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	}
 	return nil
 }
+
+// engineLog is the log of the engine migrate runs in-process: its info
+// and error lines ("migration completed", "migration failed; the guest
+// keeps running here") say what migrate's summary or its error says
+// anyway, so they go only at --log-level debug; its warnings always go.
+type engineLog struct{ slog.Handler }
+
+func (h engineLog) Enabled(ctx context.Context, l slog.Level) bool {
+	if (l == slog.LevelInfo || l == slog.LevelError) && !h.Handler.Enabled(ctx, slog.LevelDebug) {
+		return false
+	}
+	return h.Handler.Enabled(ctx, l)
+}
+
+func (h engineLog) WithAttrs(as []slog.Attr) slog.Handler { return engineLog{h.Handler.WithAttrs(as)} }
+func (h engineLog) WithGroup(name string) slog.Handler    { return engineLog{h.Handler.WithGroup(name)} }
 
 // modeAuto is --mode auto.
 const modeAuto = migrator.ModeAuto

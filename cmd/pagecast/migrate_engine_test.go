@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,5 +97,35 @@ func TestWatchGuestHotRewrites(t *testing.T) {
 		p, predicted.Info.Pagecast.Round, predicted.Info.Downtime, a, actual.Info.Pagecast.Round, actual.Info.Downtime)
 	if r := float64(p)/float64(a) - 1; r < -0.3 || r > 0.3 {
 		t.Errorf("predicted total time %v against %v on the guest itself (%+.0f%%), want within 30%%", p, a, 100*r)
+	}
+}
+
+// TestEngineLog: the in-process engine's info and error lines, which
+// migrate's summary and error repeat, go only at --log-level debug; its
+// warnings always go.
+func TestEngineLog(t *testing.T) {
+	for _, tc := range []struct {
+		level slog.Level
+		want  []string
+		not   []string
+	}{
+		{slog.LevelInfo, []string{"unchecked"}, []string{"migration completed", "migration failed"}},
+		{slog.LevelDebug, []string{"unchecked", "migration completed", "migration failed"}, nil},
+	} {
+		var buf strings.Builder
+		log := slog.New(engineLog{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})}).With("component", "migrate")
+		log.Info("migration completed")
+		log.Warn("the memory check did not finish; unchecked")
+		log.Error("migration failed; the guest keeps running here")
+		for _, w := range tc.want {
+			if !strings.Contains(buf.String(), w) {
+				t.Errorf("at %v the log lacks %q:\n%s", tc.level, w, buf.String())
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(buf.String(), n) {
+				t.Errorf("at %v the log has %q:\n%s", tc.level, n, buf.String())
+			}
+		}
 	}
 }
