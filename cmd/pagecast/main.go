@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -65,19 +66,36 @@ func usageError(c *cli.Context, err error, _ bool) error {
 	if c.Command != nil && c.Command.HelpName != "" {
 		name = c.Command.HelpName
 	}
-	if m := bareDuration.FindStringSubmatch(err.Error()); m != nil && c.Command != nil {
+	if m := badValue.FindStringSubmatch(err.Error()); m != nil && c.Command != nil {
+		val, flag := m[1], m[2]
 		for _, f := range c.Command.Flags {
-			if d, ok := f.(*cli.DurationFlag); ok && d.Name == m[2] {
-				return fmt.Errorf("--%s %s: a duration needs a unit, e.g. %sms or %ss (see %s --help)", m[2], m[1], m[1], m[1], name)
+			if !slices.Contains(f.Names(), flag) {
+				continue
+			}
+			switch f.(type) {
+			case *cli.DurationFlag:
+				if number.MatchString(val) {
+					return fmt.Errorf("--%s %s: a duration needs a unit, e.g. %sms or %ss (see %s --help)", flag, val, val, val, name)
+				}
+				return fmt.Errorf("--%s %s: want a duration such as 500ms, 2s or 1m30s (see %s --help)", flag, val, name)
+			case *cli.UintFlag, *cli.Uint64Flag:
+				return fmt.Errorf("--%s %s: want a whole number, 0 or more (see %s --help)", flag, val, name)
+			case *cli.IntFlag, *cli.Int64Flag:
+				return fmt.Errorf("--%s %s: want a whole number (see %s --help)", flag, val, name)
+			case *cli.Float64Flag:
+				return fmt.Errorf("--%s %s: want a number (see %s --help)", flag, val, name)
 			}
 		}
 	}
 	return fmt.Errorf("%w (see %s --help)", err, name)
 }
 
-// bareDuration is urfave/cli's error for a duration flag given a number
-// alone.
-var bareDuration = regexp.MustCompile(`^invalid value "(\d+)" for flag -+([a-z-]+): parse error`)
+// badValue is urfave/cli's error for a flag's value its type does not
+// parse: its "parse error" says neither what was wrong nor what would do.
+var badValue = regexp.MustCompile(`^invalid value "([^"]*)" for flag -+([A-Za-z0-9-]+): parse error`)
+
+// number is a number alone, as a duration flag is often mistakenly given.
+var number = regexp.MustCompile(`^\d+(\.\d+)?$`)
 
 func setUsageError(cmds []*cli.Command) {
 	for _, c := range cmds {

@@ -142,6 +142,10 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--page-rate", "1"}, "--page-rate 1: the state alone takes 1m15s at 1 pages a second", false},
 		{[]string{"--trace", simTrace, "--vcpus", "0"}, "--vcpus 0: want 1 to 4096", false},
 		{[]string{"--trace", simTrace, "--downtime-limit", "300"}, "--downtime-limit 300: a duration needs a unit, e.g. 300ms or 300s", false},
+		{[]string{"--trace", simTrace, "--downtime-limit", "0.5"}, "--downtime-limit 0.5: a duration needs a unit, e.g. 0.5ms or 0.5s", false},
+		{[]string{"--trace", simTrace, "--switchover", "soon"}, "--switchover soon: want a duration such as 500ms, 2s or 1m30s", false},
+		{[]string{"--trace", simTrace, "--start", "-5"}, "--start -5: want a whole number, 0 or more", false},
+		{[]string{"--trace", simTrace, "--max-rounds", "many"}, "--max-rounds many: want a whole number", false},
 		// Refused before it allocates, not killed by the runtime midway.
 		{[]string{"--synthetic", "hotset", "--memory", "4096T", "--mode", "precopy"}, "precopy on a guest of 4.00 PiB needs about 2.50 TiB of memory to simulate", false},
 		{[]string{"--trace", simTrace, "--vcpus", "4", "--mode", "tsmc"}, "guest slowed", true},
