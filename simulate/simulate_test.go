@@ -895,3 +895,38 @@ func TestChooseStopsLosers(t *testing.T) {
 		}
 	}
 }
+
+// TestWrittenZeros: a guest that writes zeros (tmpfs filled from
+// /dev/zero, init_on_free) writes pages a migration sends as zero runs,
+// whether the written mix or a page's known class says so; until
+// 2026-12-03 a written page was never zero here, and auto predicted such
+// a Linux guest at 2-5 times its bytes.
+func TestWrittenZeros(t *testing.T) {
+	w, err := ParseSynthetic("hotset:hot=4000,p=0.95,rate=20000", 1<<14, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(o Options) Result {
+		t.Helper()
+		o.Workload, o.Bandwidth, o.MaxRounds = w, 16<<20, 8
+		r := Run(context.Background(), o, migrator.ModePrecopy)
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		return r
+	}
+	text := run(Options{Content: Mix{1, 0, 0, 0}, Written: Mix{0, 0, 1, 0}})
+	zeros := run(Options{Content: Mix{1, 0, 0, 0}, Written: Mix{1, 0, 0, 0}})
+	classes := map[uint64]mecom.Class{}
+	for p := range uint64(1 << 14) {
+		classes[p] = mecom.Zero
+	}
+	known := run(Options{Content: Mix{1, 0, 0, 0}, Written: Mix{0, 0, 1, 0}, Classes: classes})
+	t.Logf("written text: %d bytes, %v; zeros: %d, %v; known zero: %d, %v", text.Info.RAM.Transferred, text.Info.Pagecast.RoundPages,
+		zeros.Info.RAM.Transferred, zeros.Info.Pagecast.RoundPages, known.Info.RAM.Transferred, known.Info.Pagecast.RoundPages)
+	for name, r := range map[string]Result{"a written mix of zeros": zeros, "pages known to hold zeros": known} {
+		if r.Info.RAM.Transferred*10 > text.Info.RAM.Transferred || r.Info.RAM.Normal > 0 {
+			t.Errorf("%s: %d bytes, %d pages whole, against %d bytes where they hold text", name, r.Info.RAM.Transferred, r.Info.RAM.Normal, text.Info.RAM.Transferred)
+		}
+	}
+}
