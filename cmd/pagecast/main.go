@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,10 +17,22 @@ import (
 
 func main() {
 	if err := newApp().Run(os.Args); err != nil {
-		fmt.Fprintf(os.Stderr, "pagecast: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		if !errors.As(err, new(reported)) {
+			fmt.Fprintf(os.Stderr, "pagecast: %s\n", oneLine(err))
+		}
 		os.Exit(1)
 	}
 }
+
+// reported is an error a command has printed already, before work it
+// does after failing (migrate --metrics lingers for Prometheus): main
+// exits 1 without printing it again.
+type reported struct{ error }
+
+func (r reported) Unwrap() error { return r.error }
+
+// oneLine is err's message on one line, as main prints errors.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
 func newApp() *cli.App {
 	app := &cli.App{

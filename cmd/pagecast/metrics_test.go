@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -142,5 +143,19 @@ func TestMetricsFlagRefusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("pagecast %s: %v, want an error mentioning %q", strings.Join(tc.args, " "), err, tc.want)
 		}
+	}
+}
+
+// TestMigrateMetricsFailureFirst: a migration that fails with --metrics
+// says why before the metrics linger (a minute by default), not after.
+func TestMigrateMetricsFailureFirst(t *testing.T) {
+	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+filepath.Join(t.TempDir(), "none.sock"), "--to", "tcp:127.0.0.1:1",
+		"--mode", "precopy", "--bandwidth", "16MiB/s", "--metrics", freeAddr(t), "--metrics-linger", "2s")
+	if err == nil || !strings.Contains(err.Error(), "connect to QMP socket") {
+		t.Fatalf("err %v, want the QMP socket's", err)
+	}
+	failed, lingers := strings.Index(stderr, "connect to QMP socket"), strings.Index(stderr, "serving the metrics on")
+	if failed < 0 || lingers < 0 || failed > lingers {
+		t.Errorf("the failure is not said before the linger:\n%s", stderr)
 	}
 }

@@ -92,7 +92,7 @@ func migrateCommand() *cli.Command {
 	}
 }
 
-func runMigrate(c *cli.Context) error {
+func runMigrate(c *cli.Context) (err error) {
 	if c.Args().Present() {
 		return fmt.Errorf("migrate takes no arguments (got %q): every value is a flag's", c.Args().First())
 	}
@@ -193,7 +193,15 @@ func runMigrate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer lingerMetrics(c.Context)
+	defer func() {
+		// A failure is said before the metrics linger (a minute by
+		// default): it looked like a hang.
+		if err != nil && c.Duration("metrics-linger") > 0 && c.Context.Err() == nil {
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: %s\n", oneLine(err))
+			err = reported{err}
+		}
+		lingerMetrics(c.Context)
+	}()
 	mon, err := dialQMP(path)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
