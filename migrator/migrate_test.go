@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -919,5 +920,33 @@ func TestSilentPeer(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "took the connection and has not answered") || strings.Contains(err.Error(), "TLS") {
 		t.Fatalf("migration to a silent peer: %v", err)
+	}
+}
+
+// TestForeignPeer: a peer that answers the handshake in another protocol
+// (an HTTP server) is said to be one, not taken for a TLS destination that
+// hung up.
+func TestForeignPeer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>no</html>\n")
+			c.Close()
+		}
+	}()
+	m, err := Outgoing(newMemGuest(t, lightLoad, true), "tcp:"+l.Addr().String(), Config{IdleTimeout: time.Second})
+	if err == nil {
+		_, err = m.Wait()
+	}
+	if err == nil || !strings.Contains(err.Error(), "answered in another protocol") || strings.Contains(err.Error(), "TLS") {
+		t.Fatalf("migration to an HTTP server: %v", err)
 	}
 }

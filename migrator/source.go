@@ -544,6 +544,11 @@ func (s *sender) handshake(mode string) error {
 		// Something took the connection and says nothing: not pagecast.
 		return fmt.Errorf("read the destination's answer to the handshake: %w (the peer at the destination's address took the connection and has not answered: is it a pagecast receiver, vm run --incoming or pagecast receive?)", err)
 	}
+	if errors.Is(err, ErrMalformed) {
+		// Something answered, in another protocol (an HTTP server's
+		// reply read as a record header claimed 1.3 GB).
+		return fmt.Errorf("read the destination's answer to the handshake: %w (the peer at the destination's address answered in another protocol: it is not a pagecast receiver, vm run --incoming or pagecast receive)", err)
+	}
 	if err != nil && s.m.cfg.TLS == nil {
 		// A TLS destination hangs up on a plain handshake (a TLS
 		// record it cannot parse), which reads here as a bare EOF.
