@@ -111,7 +111,7 @@ func migrations() *dashboard.DashboardBuilder {
 			queries: []query{{`pagecast_migration_predicted_total_time_seconds{vm=~"$vm", migration=~"$migration", chosen="1"}`, "{{vm}} {{migration}} predicted ({{mode}})"},
 				{migrationDuration, "{{vm}} {{migration}} actual"}}},
 		panel{kind: tablePanel, title: "Every mode's prediction", unit: "s", width: 12,
-			description: "Mode auto: the total time it predicted for every mode it weighed by simulating the migration on what it had watched of the guest; chosen is 1 for the mode it ran.",
+			description: "Mode auto: the total time it predicted for every mode it simulated to the end on what it had watched of the guest (a mode stopped short once it could no longer win has none); chosen is 1 for the mode it ran.",
 			queries:     []query{{"pagecast_migration_predicted_total_time_seconds" + selMigration, ""}}},
 	)
 	return d

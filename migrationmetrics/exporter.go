@@ -199,7 +199,7 @@ var (
 	descBandwidth = prometheus.NewDesc("pagecast_migration_bandwidth_limit_bytes_per_second",
 		"Link cap of the migration (--bandwidth; QEMU's max-bandwidth); absent when there is none.", labels, nil)
 	descSyncs = prometheus.NewDesc("pagecast_migration_dirty_syncs_total",
-		"Dirty log harvests that ended a round (query-migrate ram.dirty-sync-count).", labels, nil)
+		"Dirty log syncs (query-migrate ram.dirty-sync-count): QEMU's engine syncs about once a round; pagecast's engine harvests every epoch and reports the count as each round ends, so it stays 0 through round 1.", labels, nil)
 	descRound = prometheus.NewDesc("pagecast_migration_round",
 		"Current round, 1-based, the stop-and-copy counted as one (QEMU's engine: its dirty-sync-count).", labels, nil)
 	descDeferred = prometheus.NewDesc("pagecast_migration_deferred_pages",
@@ -221,13 +221,13 @@ var (
 	descSlowdown = prometheus.NewDesc("pagecast_migration_guest_slowdown_ratio",
 		"Share of its vCPUs' time the guest lost to the throttle and post-copy's faults while it ran during the migration (the downtime apart; pagecast's engine).", labels, nil)
 	descPredictedSlowdown = prometheus.NewDesc("pagecast_migration_predicted_guest_slowdown_ratio",
-		"Mode auto: the guest slowdown it predicted for each mode it weighed; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
+		"Mode auto: the guest slowdown it predicted for each mode it simulated to the end (a mode stopped short once it could no longer win has none); chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
 	descPredictedTime = prometheus.NewDesc("pagecast_migration_predicted_total_time_seconds",
-		"Mode auto: the total time it predicted for each mode it weighed, before the migration began; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
+		"Mode auto: the total time it predicted for each mode it simulated to the end (a mode stopped short once it could no longer win has none), before the migration began; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
 	descPredictedDowntime = prometheus.NewDesc("pagecast_migration_predicted_downtime_seconds",
-		"Mode auto: the downtime it predicted for each mode it weighed; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
+		"Mode auto: the downtime it predicted for each mode it simulated to the end (a mode stopped short once it could no longer win has none); chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
 	descPredictedData = prometheus.NewDesc("pagecast_migration_predicted_data_bytes",
-		"Mode auto: the bytes it predicted each mode it weighed would send; chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
+		"Mode auto: the bytes it predicted each mode it simulated to the end would send (a mode stopped short once it could no longer win has none); chosen is 1 for the mode it ran.", append(labels, "mode", "chosen"), nil)
 )
 
 // Descs are every metric the exporter may export.
