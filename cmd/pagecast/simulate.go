@@ -396,8 +396,12 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		}
 	}
 	if len(replayed) > 0 {
-		fmt.Fprintf(out, "the workload (%d epochs, %v) ended before the migration did and was replayed from epoch %d: %s\n",
-			w.Len(), time.Duration(w.Len())*w.Epoch(), from, strings.Join(replayed, ", "))
+		of := "" // the epoch's length where it is not the usual 100 ms (auto watches in 10 ms)
+		if w.Epoch() != 100*time.Millisecond {
+			of = " of " + w.Epoch().String()
+		}
+		fmt.Fprintf(out, "the workload (%d epochs%s, %v) ended before the migration did and was replayed from epoch %d: %s\n",
+			w.Len(), of, time.Duration(w.Len())*w.Epoch(), from, strings.Join(replayed, ", "))
 	}
 	writeShortRounds(out, w, results, advice)
 }

@@ -119,6 +119,7 @@ func TestSimulateInputs(t *testing.T) {
 		ok   bool
 	}{
 		{[]string{"--trace", csv, "--memory", "64M", "--mode", "precopy"}, "t.csv: 64.0 MiB guest", true},
+		{[]string{"--trace", csv, "--memory", "64M", "--epoch", "10ms", "--mode", "precopy"}, "epochs of 10ms, ", true},
 		{[]string{"--synthetic", "hotset:hot=1G,rate=100k", "--memory", "64G", "--bandwidth", "10Gbit/s", "--mode", "precopy,throttle"}, "hotset:hot=1G,rate=100k: 64.00 GiB guest, 1.16 GiB/s link", true},
 		{[]string{"--trace", simTrace, "--bandwidth", "0"}, "--bandwidth 0: a migration needs a link that moves bytes", false},
 		{[]string{"--trace", simTrace, "--bandwidth", "0MiB/s"}, "a migration needs a link that moves bytes", false},
