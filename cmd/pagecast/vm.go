@@ -306,7 +306,7 @@ func vmCommand() *cli.Command {
 				"         pagecast vm run --monitor qemu --memory 64M --incoming tcp:127.0.0.1:4444\n" +
 				"         pagecast vm run --memory 128M --incoming tcp:127.0.0.1:4444 --qmp unix:/tmp/dst.sock",
 			Flags: append(append(vmFlags(), qemuVMFlags()...),
-				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH (created with mode 0600)"},
+				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH, for this user alone (mode 0600; QEMU's own, under --monitor qemu, 0700)"},
 				&cli.StringFlag{Name: "incoming", Usage: "wait for a migration on tcp:HOST:PORT instead of booting, then run the migrated guest (plain TCP: trusted networks only; see --tls-*)"},
 				&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS for migrations in and out: this end's certificate (PEM)"},
 				&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
