@@ -318,3 +318,36 @@ func TestMigrateQEMUForcedSays(t *testing.T) {
 		}
 	}
 }
+
+// TestIncomingStopped: a destination stopped with SIGTERM midway says so
+// on one line (it said "use of closed network connection (context
+// canceled)"), and the source's guest runs on.
+func TestIncomingStopped(t *testing.T) {
+	uri := freeTCP(t)
+	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
+	dst := startQEMURun(t, "--memory", "64M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", "8MiB/s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(dst.stderr.String(), "incoming migration accepted"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the destination never accepted the migration:\n%s", dst.stderr.String())
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // midway: 64 MiB at 8 MiB/s take 8 s
+	dst.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-dst.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the destination did not stop on SIGTERM")
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "the guest keeps running on the source") {
+		t.Errorf("migrate to a destination stopped midway: %v\n%s", err, out.String())
+	}
+	if got := dst.stderr.String(); !strings.Contains(got, "pagecast: stopped (SIGINT or SIGTERM) during the incoming migration\n") || strings.Contains(got, "closed network connection") {
+		t.Errorf("the destination stopped midway said:\n%s", got)
+	}
+}

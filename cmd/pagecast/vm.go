@@ -215,6 +215,11 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 		switch {
 		case errors.Is(err, migrator.ErrNoHandshake) && ctx.Err() != nil:
 			return res, errStoppedWaiting // during a handshake that never came
+		case err != nil && ctx.Err() != nil:
+			// Stopped mid-stream (it said "use of closed network
+			// connection (context canceled)"); the source says what
+			// became of its guest.
+			return res, errStoppedReceiving
 		case errors.Is(err, migrator.ErrQuietPeer):
 			log.Debug("a connection closed without a word (a port probe); still waiting for the source", "from", conn.RemoteAddr().String())
 			continue
@@ -229,6 +234,10 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 // errStoppedWaiting is receive's error when it is stopped (SIGINT,
 // SIGTERM) before any migration began.
 var errStoppedWaiting = errors.New("stopped while waiting for an incoming migration")
+
+// errStoppedReceiving is receive's error when it is stopped (SIGINT,
+// SIGTERM) while a migration came in.
+var errStoppedReceiving = errors.New("stopped (SIGINT or SIGTERM) during the incoming migration")
 
 // tlsSet tells whether any of --tls-cert, --tls-key and --tls-ca is given.
 func tlsSet(c *cli.Context) bool {
