@@ -68,18 +68,21 @@ func TestAgreesWithMonitor(t *testing.T) {
 			if c.Target().Kind != "pagecast" || c.Hook() != "tp_btf/kvm_dirty_ring_push" {
 				t.Fatalf("target %+v hook %s", c.Target(), c.Hook())
 			}
-			// Align the two on an epoch boundary; the first epoch is partial.
-			ref.Harvest()
-			c.CloseEpoch()
-
-			// Seven epochs: a page one side saw in epoch i and the other
-			// in i-1 or i+1 was written in the gap between the two cuts,
-			// which grows when the test is preempted there (a loaded
-			// machine); it counts as agreeing. Epochs 0-5 are scored.
-			const epochs = 7
+			// Eight epochs, the first partial (it aligns the two on an
+			// epoch boundary): a page one side saw in epoch i and the
+			// other in i-1 or i+1 was written in the gap between the two
+			// cuts, which grows when the test is preempted there (a
+			// loaded machine); it counts as agreeing. Epochs 1-6 are
+			// scored. (Until 2026-12-03 the first epoch's pages were
+			// dropped, and a page written between its two cuts counted
+			// against the next: 11 pages, agreement 0.99885, in a loaded
+			// CI run; 0 or 1 on an idle machine.)
+			const epochs = 8
 			var bpfSets, monSets [epochs]map[uint64]bool
 			for i := range epochs {
-				time.Sleep(250 * time.Millisecond)
+				if i > 0 {
+					time.Sleep(250 * time.Millisecond)
+				}
 				want, err := ref.Harvest()
 				if err != nil {
 					t.Fatal(err)
@@ -95,10 +98,10 @@ func TestAgreesWithMonitor(t *testing.T) {
 				want.ForEach(func(p uint64) { monSets[i][p] = true })
 			}
 			adjacent := func(sets *[epochs]map[uint64]bool, i int, p uint64) bool {
-				return (i > 0 && sets[i-1][p]) || sets[i+1][p]
+				return sets[i-1][p] || sets[i+1][p]
 			}
 			var inter, union, onlyBPF, onlyMonitor, gap int
-			for i := range epochs - 1 {
+			for i := 1; i < epochs-1; i++ {
 				for p := range bpfSets[i] {
 					union++
 					switch {
