@@ -73,6 +73,14 @@ func DestFromVM(v *qemu.VM) (*Dest, error) {
 func (d *Dest) Waiting() (bool, string) {
 	st, err := runState(d.mon)
 	if err != nil {
+		// A QEMU killed breaks its QMP socket ("write: broken pipe"):
+		// say that it exited, once it is seen gone (it can take a
+		// moment to be reaped).
+		for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if gerr := d.Gone(); gerr != nil {
+				return false, gerr.Error()
+			}
+		}
 		return false, err.Error()
 	}
 	return st == "inmigrate", st

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -349,5 +350,31 @@ func TestIncomingStopped(t *testing.T) {
 	}
 	if got := dst.stderr.String(); !strings.Contains(got, "pagecast: stopped (SIGINT or SIGTERM) during the incoming migration\n") || strings.Contains(got, "closed network connection") {
 		t.Errorf("the destination stopped midway said:\n%s", got)
+	}
+}
+
+// TestIncomingQEMUKilled: a destination whose QEMU is killed midway is
+// said to have exited, at the source too (it said "qmp query-status: write
+// unix …: write: broken pipe").
+func TestIncomingQEMUKilled(t *testing.T) {
+	uri := freeTCP(t)
+	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
+	dst := startQEMURun(t, "--memory", "64M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", "32MiB/s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(dst.stderr.String(), "incoming migration accepted"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the destination never accepted the migration:\n%s", dst.stderr.String())
+		}
+	}
+	syscall.Kill(dst.qemuPID, syscall.SIGKILL)
+	err := cmd.Wait()
+	want := fmt.Sprintf("the destination QEMU (pid %d) has exited", dst.qemuPID)
+	if err == nil || !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "the guest keeps running on the source") {
+		t.Errorf("migrate to a destination whose QEMU was killed: %v\n%s", err, out.String())
 	}
 }
