@@ -896,57 +896,46 @@ func TestPrepareRestore(t *testing.T) {
 	}
 }
 
-// TestSilentPeer: a peer that takes the connection and never answers the
-// handshake times out with an error that says so, not one about a TLS
-// destination that hung up.
-func TestSilentPeer(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
+// TestStrangePeers: a peer that is not a pagecast receiver is said to be
+// one, not taken for a TLS destination that hung up: one that takes the
+// connection and never answers the handshake times out saying so, and one
+// that answers in another protocol (an HTTP server) is named for that.
+func TestStrangePeers(t *testing.T) {
+	for _, tc := range []struct {
+		name, reply string // reply "": the connection is held open, unread, until the test ends
+		idle        time.Duration
+		want        string
+	}{
+		{"silent", "", 300 * time.Millisecond, "took the connection and has not answered"},
+		{"http", "HTTP/1.0 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>no</html>\n", time.Second, "answered in another protocol"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
-				return
+				t.Fatal(err)
 			}
-			defer c.Close() // held open, unread, until the test ends
-		}
-	}()
-	m, err := Outgoing(newMemGuest(t, lightLoad, true), "tcp:"+l.Addr().String(), Config{IdleTimeout: 300 * time.Millisecond})
-	if err == nil {
-		_, err = m.Wait()
-	}
-	if err == nil || !strings.Contains(err.Error(), "took the connection and has not answered") || strings.Contains(err.Error(), "TLS") {
-		t.Fatalf("migration to a silent peer: %v", err)
-	}
-}
-
-// TestForeignPeer: a peer that answers the handshake in another protocol
-// (an HTTP server) is said to be one, not taken for a TLS destination that
-// hung up.
-func TestForeignPeer(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
+			defer l.Close()
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					if tc.reply == "" {
+						defer c.Close()
+						continue
+					}
+					io.WriteString(c, tc.reply)
+					c.Close()
+				}
+			}()
+			m, err := Outgoing(newMemGuest(t, lightLoad, true), "tcp:"+l.Addr().String(), Config{IdleTimeout: tc.idle})
+			if err == nil {
+				_, err = m.Wait()
 			}
-			io.WriteString(c, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>no</html>\n")
-			c.Close()
-		}
-	}()
-	m, err := Outgoing(newMemGuest(t, lightLoad, true), "tcp:"+l.Addr().String(), Config{IdleTimeout: time.Second})
-	if err == nil {
-		_, err = m.Wait()
-	}
-	if err == nil || !strings.Contains(err.Error(), "answered in another protocol") || strings.Contains(err.Error(), "TLS") {
-		t.Fatalf("migration to an HTTP server: %v", err)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "TLS") {
+				t.Fatalf("migration to a %s peer: %v, want %q", tc.name, err, tc.want)
+			}
+		})
 	}
 }

@@ -320,17 +320,19 @@ func TestMigrateQEMUForcedSays(t *testing.T) {
 	}
 }
 
-// TestIncomingStopped: a destination stopped with SIGTERM midway says so
-// on one line (it said "use of closed network connection (context
-// canceled)"), and the source's guest runs on.
-func TestIncomingStopped(t *testing.T) {
+// migrateUnderway starts a 64 MiB hot-set guest and a destination
+// waiting for it under vm run, and a pre-copy migration between them at
+// bandwidth, and returns once the destination has accepted it, with
+// migrate's output so far.
+func migrateUnderway(t *testing.T, bandwidth string) (dst *qemuRun, migrate *exec.Cmd, out *syncBuffer) {
+	t.Helper()
 	uri := freeTCP(t)
 	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
-	dst := startQEMURun(t, "--memory", "64M", "--incoming", uri)
-	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", "8MiB/s", "--quiet")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	dst = startQEMURun(t, "--memory", "64M", "--incoming", uri)
+	migrate = exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", bandwidth, "--quiet")
+	out = new(syncBuffer)
+	migrate.Stdout, migrate.Stderr = out, out
+	if err := migrate.Start(); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(dst.stderr.String(), "incoming migration accepted"); time.Sleep(20 * time.Millisecond) {
@@ -338,6 +340,14 @@ func TestIncomingStopped(t *testing.T) {
 			t.Fatalf("the destination never accepted the migration:\n%s", dst.stderr.String())
 		}
 	}
+	return dst, migrate, out
+}
+
+// TestIncomingStopped: a destination stopped with SIGTERM midway says so
+// on one line (it said "use of closed network connection (context
+// canceled)"), and the source's guest runs on.
+func TestIncomingStopped(t *testing.T) {
+	dst, cmd, out := migrateUnderway(t, "8MiB/s")
 	time.Sleep(500 * time.Millisecond) // midway: 64 MiB at 8 MiB/s take 8 s
 	dst.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -357,20 +367,7 @@ func TestIncomingStopped(t *testing.T) {
 // said to have exited, at the source too (it said "qmp query-status: write
 // unix …: write: broken pipe").
 func TestIncomingQEMUKilled(t *testing.T) {
-	uri := freeTCP(t)
-	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
-	dst := startQEMURun(t, "--memory", "64M", "--incoming", uri)
-	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", "32MiB/s", "--quiet")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(dst.stderr.String(), "incoming migration accepted"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the destination never accepted the migration:\n%s", dst.stderr.String())
-		}
-	}
+	dst, cmd, out := migrateUnderway(t, "32MiB/s")
 	syscall.Kill(dst.qemuPID, syscall.SIGKILL)
 	err := cmd.Wait()
 	want := fmt.Sprintf("the destination QEMU (pid %d) has exited", dst.qemuPID)
