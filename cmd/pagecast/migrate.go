@@ -196,7 +196,7 @@ func runMigrate(c *cli.Context) (err error) {
 	defer func() {
 		// A failure is said before the metrics linger (a minute by
 		// default): it looked like a hang.
-		if err != nil && c.Duration("metrics-linger") > 0 && c.Context.Err() == nil {
+		if err != nil && metrics != nil && c.Duration("metrics-linger") > 0 && c.Context.Err() == nil {
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: %s\n", oneLine(err))
 			err = reported{err}
 		}
