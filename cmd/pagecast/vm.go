@@ -208,6 +208,9 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 			// take a moment to be gone once its socket is.
 			for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 				if gerr := goner.Gone(); gerr != nil {
+					if strings.Contains(err.Error(), gerr.Error()) {
+						return res, err // the receiver said it (migrator.Receive watches too)
+					}
 					return res, fmt.Errorf("%w (%w)", gerr, err)
 				}
 			}
