@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -129,8 +130,11 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	for _, c := range rc.conns {
 		c.Close()
 	}
-	if gerr := gone(); err != nil && gerr != nil {
-		err = gerr // the stream stopped because the VM went, not the other way round
+	if gerr := gone(); gerr != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The watch stopped the stream because the VM went. (Where
+		// something else failed first, as QEMU refusing the state and
+		// exiting, that error says more.)
+		err = gerr
 	}
 	if err != nil {
 		var refused *refusal
