@@ -10,7 +10,6 @@ import (
 	"math/bits"
 	"net"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -124,7 +123,10 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		w: NewWriter(lc), r: NewReader(lc), log: cfg.Log.With("component", "incoming"),
 		ctx: ctx, cfg: cfg}
 	start := cfg.Clock.Now()
-	gone, unwatch := watchGone(d, conn)
+	// A VM that goes while pages come in (a QEMU killed) stops the
+	// stream's reads at once, so that the source hears why now rather
+	// than at the round's end, when the receiver next asks the VM.
+	gone, unwatch := WatchGone(d, func() { conn.SetReadDeadline(time.Now()) })
 	err := rc.run()
 	unwatch()
 	for _, c := range rc.conns {
@@ -152,56 +154,6 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	}
 	return Received{Rounds: rc.rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.r.Bytes(),
 		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Verified: rc.verified}, nil
-}
-
-// goneCheck is how often watchGone asks whether the destination's VM is
-// gone.
-const goneCheck = 250 * time.Millisecond
-
-// watchGone watches a destination that can go while the stream comes in
-// (a QEMU killed: its Gone method says so) and, once it has, stops the
-// stream's reads (a deadline in the past, set again until the reader
-// sees it), so that the migration fails at once and the source hears why,
-// rather than at the end of the round, when the receiver next asks the
-// VM. gone returns the destination's reason once it is gone; unwatch ends
-// the watch.
-func watchGone(d Destination, conn net.Conn) (gone func() error, unwatch func()) {
-	g, ok := d.(interface{ Gone() error })
-	if !ok {
-		return func() error { return nil }, func() {}
-	}
-	var reason atomic.Pointer[error]
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		tick := time.NewTicker(goneCheck)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			if reason.Load() == nil {
-				if err := g.Gone(); err != nil {
-					reason.Store(&err)
-				}
-			}
-			if reason.Load() != nil {
-				conn.SetReadDeadline(time.Now())
-			}
-		}
-	}()
-	return func() error {
-			if r := reason.Load(); r != nil {
-				return *r
-			}
-			return nil
-		}, func() {
-			close(done)
-			<-finished
-		}
 }
 
 type refusal struct{ reason error }

@@ -76,10 +76,8 @@ func (d *Dest) Waiting() (bool, string) {
 		// A QEMU killed breaks its QMP socket ("write: broken pipe"):
 		// say that it exited, once it is seen gone (it can take a
 		// moment to be reaped).
-		for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if gerr := d.Gone(); gerr != nil {
-				return false, gerr.Error()
-			}
+		if gerr := migrator.AwaitGone(d, 500*time.Millisecond); gerr != nil {
+			return false, gerr.Error()
 		}
 		return false, err.Error()
 	}

@@ -164,37 +164,16 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
 	log.Info("waiting for an incoming migration", "on", l.Addr().String())
 	defer l.Close()
-	goner, _ := d.(interface{ Gone() error }) // a QEMU that can quit while it waits
 	for {
 		stop := context.AfterFunc(ctx, func() { l.Close() })
-		gone := make(chan error, 1)
-		watched := make(chan struct{})
-		if goner != nil {
-			go func() {
-				tick := time.NewTicker(250 * time.Millisecond)
-				defer tick.Stop()
-				for {
-					select {
-					case <-watched:
-						return
-					case <-tick.C:
-					}
-					if err := goner.Gone(); err != nil {
-						gone <- err
-						l.Close()
-						return
-					}
-				}
-			}()
-		}
+		// A QEMU that quits while it waits ends the wait.
+		gone, unwatch := migrator.WatchGone(d, func() { l.Close() })
 		conn, err := l.Accept()
 		stop()
-		close(watched)
+		unwatch()
 		if err != nil {
-			select {
-			case gerr := <-gone:
+			if gerr := gone(); gerr != nil {
 				return migrator.Received{}, fmt.Errorf("%w while waiting for an incoming migration", gerr)
-			default:
 			}
 			if ctx.Err() != nil {
 				return migrator.Received{}, errStoppedWaiting
@@ -202,17 +181,14 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 			return migrator.Received{}, fmt.Errorf("accept the incoming migration: %w", err)
 		}
 		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log)
-		if err != nil && goner != nil && !errors.Is(err, migrator.ErrQuietPeer) {
+		if err != nil && !errors.Is(err, migrator.ErrQuietPeer) {
 			// A QEMU that exits as a connection comes fails it, by its
-			// QMP socket's reset or otherwise: say that it exited. It can
-			// take a moment to be gone once its socket is.
-			for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				if gerr := goner.Gone(); gerr != nil {
-					if strings.Contains(err.Error(), gerr.Error()) {
-						return res, err // the receiver said it (migrator.Receive watches too)
-					}
-					return res, fmt.Errorf("%w (%w)", gerr, err)
+			// QMP socket's reset or otherwise: say that it exited.
+			if gerr := migrator.AwaitGone(d, 500*time.Millisecond); gerr != nil {
+				if !strings.Contains(err.Error(), gerr.Error()) { // else the receiver said it (migrator.Receive watches too)
+					err = fmt.Errorf("%w (%w)", gerr, err)
 				}
+				return res, err
 			}
 		}
 		switch {
