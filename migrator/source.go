@@ -1363,8 +1363,7 @@ func (s *sender) flushBatch() error {
 		what = "compressed pages"
 		s.coded, err = s.enc.EncodeFrom(s.coded[:0], s.batch, s.pages, s.contents.Page)
 		if s.m.sim != nil {
-			// Live, the link waits while the batch is compressed.
-			s.m.sim.clock.Advance(s.enc.BatchCPU())
+			s.m.sim.coded(s.enc.BatchCPU())
 		}
 		if err == nil {
 			err = s.w.Compressed(s.batch, s.coded)
