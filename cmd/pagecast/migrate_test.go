@@ -380,12 +380,11 @@ func TestMigrateAutoOwn(t *testing.T) {
 		t.Errorf("auto chose %q, another mode ran", chose)
 	}
 	// Measured +4% on an idle machine (2026-12-01); +33% to +68% in six
-	// runs on 2026-12-03's machine (kvm-pvm), the simulation charging
-	// MECOM's coding before the link's time where the live Limiter's
-	// bucket fills while a batch is coded (branch sim-coding-pipeline:
-	// -2% to +2%, not on main: see docs/simulation.md). Held to a factor
-	// of three here, as TestMigrateAuto is, for the suite's load on two
-	// cores.
+	// runs on 2026-12-03's machine (kvm-pvm) while the simulation charged
+	// MECOM's coding before the link's time, where the live Limiter's
+	// bucket fills while a batch is coded; -2% to +2% with the two in
+	// tandem (docs/simulation.md). Held to a factor of three here, as
+	// TestMigrateAuto is, for the suite's load on two cores.
 	predicted, actual := predictedTotalTime(text)
 	if predicted <= 0 || actual <= 0 || predicted > 3*actual || actual > 3*predicted {
 		t.Errorf("predicted total time %v against %v taken", predicted, actual)
