@@ -130,7 +130,8 @@ type Migration struct {
 	addr   string
 	limit  *Limiter
 	log    *slog.Logger
-	cancel context.CancelFunc
+	cancel context.CancelFunc // stops the migration at its next record's end
+	cut    context.CancelFunc // closes its connections
 	done   chan struct{}
 	sim    *simLink // set when the migration is simulated (Simulate)
 
@@ -174,12 +175,16 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 	if ok, st := g.Running(); !ok {
 		return nil, fmt.Errorf("migrate: virtual machine is %s, not running", st)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	// Two ends: cancel stops the engine between records, so that it can
+	// still tell the destination why; cut, the parent, closes the link.
+	linkCtx, cut := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(linkCtx)
 	m := &Migration{
 		g: g, cfg: cfg, clock: cfg.Clock, uri: uri, addr: addr, sim: sim,
 		limit:  NewLimiterClock(cfg.Clock, cfg.MaxBandwidth),
 		log:    cfg.Log.With("component", "migrate", "to", uri, "mode", cfg.Mode),
 		cancel: cancel,
+		cut:    cut,
 		done:   make(chan struct{}),
 		start:  cfg.Clock.Now(),
 	}
@@ -187,8 +192,8 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri, Auto: cfg.Auto, Slowdown: Slowdown{VCPUs: g.Identity().VCPUs}}}
 	go func() {
 		defer close(m.done)
-		defer cancel()
-		err := m.run(ctx, md, pol)
+		defer cut()
+		err := m.run(ctx, linkCtx, md, pol)
 		m.finish(err)
 	}()
 	return m, nil
@@ -236,8 +241,24 @@ func (m *Migration) Cancel() error {
 	m.cancelled = true
 	m.mu.Unlock()
 	m.cancel()
+	if m.cut == nil {
+		return nil // made by hand, as a test's
+	}
+	// The engine stops at the end of the record it is writing and tells
+	// the destination; a link that holds it up longer is cut.
+	go func() {
+		select {
+		case <-m.done:
+		case <-time.After(cancelGrace):
+			m.cut()
+		}
+	}()
 	return nil
 }
+
+// cancelGrace is how long a cancelled migration may take to finish the
+// record it is writing and tell the destination, before its link is cut.
+const cancelGrace = 2 * time.Second
 
 // abort stops the migration whatever its stage: for a simulation or a
 // measurement, where no guest can be lost.
@@ -246,6 +267,9 @@ func (m *Migration) abort() {
 	m.cancelled = true
 	m.mu.Unlock()
 	m.cancel()
+	if m.cut != nil {
+		m.cut()
+	}
 }
 
 // SetBandwidth changes the link cap of a migration under way.
@@ -327,8 +351,8 @@ func (m *Migration) finish(err error) {
 
 // run is the migration from dial to commit. Whatever goes wrong, the VM
 // runs on here afterwards: it is resumed if the stop-and-copy had paused it.
-func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
-	s := &sender{m: m, pol: pol, mem: m.g.Memory(), pages: m.g.MemoryBytes() / PageSize, mode: md}
+func (m *Migration) run(ctx, linkCtx context.Context, md mode, pol policy) (err error) {
+	s := &sender{m: m, pol: pol, mem: m.g.Memory(), pages: m.g.MemoryBytes() / PageSize, mode: md, linkCtx: linkCtx}
 	s.contents = mappedContents(s.mem)
 	if c, ok := m.g.(Contents); ok {
 		s.contents = c
@@ -341,8 +365,13 @@ func (m *Migration) run(ctx context.Context, md mode, pol policy) (err error) {
 			return err
 		}
 		defer s.closeConns()
-		s.attach(ctx, conn)
+		s.attach(conn)
 	}
+	defer func() {
+		if err != nil && m.sim == nil {
+			s.tellAbort(err)
+		}
+	}()
 	if md.mecom {
 		s.enc = mecom.NewEncoder(0)
 		if c, ok := m.g.(Contents); ok {
@@ -463,9 +492,10 @@ type sender struct {
 	mode     mode
 	enc      *mecom.Encoder // pages are compressed (MECOM) when set
 	coded    []byte
-	conn     net.Conn  // the connection in use (nil when simulated)
-	link     *linkConn // conn, paced and with idle timeouts
-	close    []func()  // undo attach, for every connection (post-copy recovery makes more)
+	conn     net.Conn        // the connection in use (nil when simulated)
+	link     *linkConn       // conn, paced and with idle timeouts
+	linkCtx  context.Context // its end (Migration.cut) closes the connections
+	close    []func()        // undo attach, for every connection (post-copy recovery makes more)
 	w        *Writer
 	r        recordReader
 	pol      policy
@@ -509,18 +539,46 @@ func (s *sender) accountThrottle() {
 }
 
 // attach makes conn the migration's connection: writes go through the
-// link cap, reads and writes time out when idle, ctx's end closes it, and
-// the byte count carries on from the connection before.
-func (s *sender) attach(ctx context.Context, conn net.Conn) {
-	stop := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks reads and writes
+// link cap, reads and writes time out when idle, the link's cut closes it,
+// and the byte count carries on from the connection before.
+func (s *sender) attach(conn net.Conn) {
+	stop := context.AfterFunc(s.linkCtx, func() { conn.Close() }) // unblocks reads and writes
 	s.close = append(s.close, func() { stop(); conn.Close() })
-	lc := &linkConn{Conn: conn, ctx: ctx, limit: s.m.limit, idle: s.m.cfg.IdleTimeout}
+	lc := &linkConn{Conn: conn, ctx: s.linkCtx, limit: s.m.limit, idle: s.m.cfg.IdleTimeout}
 	w := NewWriter(lc)
 	if s.w != nil {
 		w.n = s.w.Bytes()
 	}
 	s.conn, s.link, s.w, s.r = conn, lc, w, NewReader(lc)
 }
+
+// tellAbort tells the destination why the source gives up, where the
+// stream still allows it, so that it says more than that the source hung
+// up. Not once post-copy has begun (that failure is the destination's to
+// see), nor after a write cut short, which leaves a record half sent:
+// Flush reports that (bufio keeps a write's failure).
+func (s *sender) tellAbort(err error) {
+	if st := s.m.Info().Status; st == StatusPostcopy || st == StatusPostcopyPaused || s.linkCtx.Err() != nil {
+		return
+	}
+	s.link.idle = abortWait
+	if s.w.Flush() != nil {
+		return
+	}
+	s.m.mu.Lock()
+	reason := fmt.Sprintf("the source failed, and its guest runs on there: %v", err)
+	if s.m.cancelled {
+		reason = "cancelled on the source, where the guest runs on"
+	}
+	s.m.mu.Unlock()
+	if s.w.Text(RecAbort, reason) == nil { // the Writer cuts long reasons
+		s.w.Flush()
+	}
+}
+
+// abortWait bounds each write of tellAbort's: the migration has failed
+// already, and a destination that reads no more must not hold it up.
+const abortWait = 200 * time.Millisecond
 
 func (s *sender) closeConns() {
 	for _, c := range s.close {

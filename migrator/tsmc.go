@@ -432,7 +432,7 @@ func (s *sender) resume(ctx context.Context, st *postcopyState) error {
 	if err != nil {
 		return err
 	}
-	s.attach(ctx, conn)
+	s.attach(conn)
 	if err := s.handshake(resumeMode); err != nil {
 		conn.Close()
 		return err
