@@ -80,7 +80,7 @@ func migrateCommand() *cli.Command {
 			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal) (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
-			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never)"},
+			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never, QEMU's migration only: pagecast's engine always has a cap)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can"},
@@ -143,13 +143,6 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 		return fmt.Errorf("--bandwidth, --downtime-limit: %w", err)
 	}
-	if p.Profile != "" {
-		// The VM's engine warns in its own log; say it here too.
-		if meta, _, _, err := trace.ReadFile(p.Profile); err == nil && !migrator.ProfileFits(meta.Epoch, migrator.DefaultEpoch) {
-			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: --profile %s is in epochs of %v, the migration in %v: %s\n",
-				p.Profile, meta.Epoch, migrator.DefaultEpoch, migrator.ProfileMisfit)
-		}
-	}
 	switch e := c.String("engine"); e {
 	case "auto", enginePagecast, engineQEMU:
 	default:
@@ -174,6 +167,24 @@ func runMigrate(c *cli.Context) (err error) {
 	}
 	if p.Profile != "" && p.Mode != modeAuto && !strings.Contains(p.Mode, migrator.ModePredictive) {
 		return fmt.Errorf("--profile warms the predictor, which --mode %s does not use: give a predictive mode, or leave --profile out", p.Mode)
+	}
+	if p.Profile != "" {
+		// The VM's engine warns in its own log; say it here too.
+		meta, epochs, damage, err := trace.ReadFile(p.Profile)
+		switch {
+		case err != nil:
+			// The VM reads it and refuses it with its reason; say it first.
+			return fmt.Errorf("--profile: %w", err)
+		case len(epochs) == 0:
+			return fmt.Errorf("--profile %s: no intact epoch to learn from (%d damaged stretches; see pagecast trace info)", p.Profile, len(damage))
+		case len(damage) > 0:
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: --profile %s is damaged: the predictor learns from its %d intact epochs only (%d damaged stretches, the first %s; see pagecast trace info)\n",
+				p.Profile, len(epochs), len(damage), damage[0])
+		}
+		if !migrator.ProfileFits(meta.Epoch, migrator.DefaultEpoch) {
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: --profile %s is in epochs of %v, the migration in %v: %s\n",
+				p.Profile, meta.Epoch, migrator.DefaultEpoch, migrator.ProfileMisfit)
+		}
 	}
 	if p.Mode == modeAuto && p.MaxBandwidth == 0 && !localDestination(c.String("to")) {
 		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode (without one only where the destination is this host, whose pace auto measures)")
@@ -232,6 +243,9 @@ func runMigrate(c *cli.Context) (err error) {
 		if c.String("engine") == engineQEMU {
 			return errors.New("--engine qemu is for a QEMU source: pagecast's own monitor migrates with pagecast's engine only")
 		}
+		if p.MaxRounds == 0 {
+			return errors.New("--max-rounds 0 (no cap) is for QEMU's own migration, from a QEMU source; pagecast's engine always has a round cap: give one (default 30)")
+		}
 		if err := migrator.SetParameters(mon, p); err != nil {
 			return err
 		}
@@ -257,6 +271,9 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 		if src != nil {
 			defer src.Close()
+			if p.MaxRounds == 0 {
+				return errors.New("--max-rounds 0 (no cap) is for QEMU's own migration (--engine qemu); pagecast's engine always has a round cap: give one (default 30)")
+			}
 			return migrateWithEngine(c, src, p, metrics, mon, dst)
 		}
 		pl, err := migrator.SetupQEMU(mon, dst, p)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -322,6 +323,15 @@ func TestMigrateQMP(t *testing.T) {
 	if p["downtime-limit"] != 500.0 || p["max-bandwidth"] != float64(1<<20) || p["x-pagecast-mode"] != "predictive" {
 		t.Errorf("query-migrate-parameters: %v", p)
 	}
+	// "0: never" is QEMU's: pagecast's engine refuses it rather than
+	// take its default cap of 30 unsaid.
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+vm.sock, "--to", freeTCP(t), "--max-rounds", "0").CombinedOutput()
+	if want := "--max-rounds 0 (no cap) is for QEMU's own migration"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("migrate --max-rounds 0 on pagecast's monitor: %v, %q; want it refused with %q", err, out, want)
+	}
+	if info := run(t, vm.mon, "query-migrate", nil); len(info) != 0 {
+		t.Errorf("query-migrate after a refused --max-rounds 0: %v, want no migration", info)
+	}
 	// Nobody listens: the migration fails at once and says why.
 	run(t, vm.mon, "migrate", map[string]any{"uri": freeTCP(t)})
 	deadline := time.Now().Add(10 * time.Second)
@@ -462,6 +472,48 @@ func TestMigrateFlagErrors(t *testing.T) {
 			}
 		})
 	}
+	// A damaged profile is said on the command line, not only in the VM's
+	// log; one with nothing intact is refused.
+	t.Run("profile damaged", func(t *testing.T) {
+		dir := t.TempDir()
+		profile := filepath.Join(dir, "vm.pct")
+		var epochs []trace.Epoch
+		for i := range 40 {
+			e := trace.Epoch{Index: uint64(i)}
+			for j := range 500 { // some 500 bytes an epoch
+				e.Pages = append(e.Pages, uint64(i+13*j))
+			}
+			epochs = append(epochs, e)
+		}
+		if err := writeProfile(profile, epochs, 32<<20, 100*time.Millisecond, "test"); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		migrate := func(path string) string {
+			out, _ := exec.Command(binary, "migrate", "--qmp", "unix:"+filepath.Join(dir, "none.sock"), "--to", "tcp:127.0.0.1:1",
+				"--mode", "predictive", "--profile", path).CombinedOutput()
+			return string(out)
+		}
+		flipped := filepath.Join(dir, "flipped.pct")
+		bad := append([]byte(nil), raw...)
+		bad[len(bad)/2] ^= 0xff
+		if err := os.WriteFile(flipped, bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, want := migrate(flipped), "warning: --profile "+flipped+" is damaged: the predictor learns from its"; !strings.Contains(out, want) {
+			t.Errorf("a profile with a flipped byte: %q lacks %q", out, want)
+		}
+		cut := filepath.Join(dir, "cut.pct")
+		if err := os.WriteFile(cut, raw[:120], 0o644); err != nil { // the header and part of epoch 0
+			t.Fatal(err)
+		}
+		if out, want := migrate(cut), "no intact epoch to learn from"; !strings.Contains(out, want) {
+			t.Errorf("a profile cut to 120 bytes: %q lacks %q", out, want)
+		}
+	})
 	// A profile in epochs the migration's are not a whole number of is
 	// used as it is, and the user is told, not only the VM's log.
 	t.Run("profile epochs", func(t *testing.T) {
