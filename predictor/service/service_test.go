@@ -253,7 +253,7 @@ func TestObserveParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := predictor.NewModel(512, predictor.Options{})
+	m := predictor.NewModel(512, predictor.Options{Threshold: servedThreshold})
 	want := make([]float32, 512)
 	m.Predict(want) // as the VM forecasts every epoch
 	rng := rand.New(rand.NewPCG(2, 2))
@@ -325,6 +325,70 @@ func TestHotPagesFrom(t *testing.T) {
 			got, total := vm.hotPages(0.5, c.from, c.limit, 1)
 			if !slices.Equal(got, c.want) || total != 5 {
 				t.Errorf("%d pages, from %d, limit %d: %v (total %d), want %v (total 5)", pages, c.from, c.limit, got, total, c.want)
+			}
+		}
+	}
+}
+
+// TestServedCalibrated: on a guest that writes each page at random, a
+// quarter of them an epoch, nothing foretells a page, and the served
+// probabilities must say so: about a quarter each, summing to the
+// expected number the forecast reports, not moved to the 0.5 that would
+// make a page count as predicted dirty (predict eval's F1 takes that
+// move; a service's users take the probabilities as they are). Within h
+// epochs is at least within one.
+func TestServedCalibrated(t *testing.T) {
+	s := New(nil)
+	vm, err := s.AddVM("uniform", 4096, 4096, 100*time.Millisecond, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	const rate = 0.25
+	for range 120 {
+		var dirty []uint64
+		for p := range vm.Pages {
+			if rng.Float64() < rate {
+				dirty = append(dirty, p)
+			}
+		}
+		vm.Observe(dirty)
+	}
+	probs, _ := vm.rangeForecast(0, vm.Pages, 1)
+	var sum float64
+	for _, p := range probs {
+		sum += float64(p)
+	}
+	mean := sum / float64(len(probs))
+	if mean < rate-0.03 || mean > rate+0.03 {
+		t.Errorf("served probabilities average %.3f on a guest writing each page with probability %.2f", mean, rate)
+	}
+	if f := vm.forecast(); f.PredictedDirtyPages < 0.97*sum || f.PredictedDirtyPages > 1.03*sum {
+		t.Errorf("predicted_dirty_pages %.1f, the served probabilities sum to %.1f", f.PredictedDirtyPages, sum)
+	}
+	// Brier of the served forecast against the next epoch, beside the
+	// rate's own.
+	next := make([]bool, vm.Pages)
+	for p := range next {
+		next[p] = rng.Float64() < rate
+	}
+	var sq, sqRate float64
+	for p, d := range next {
+		y := 0.0
+		if d {
+			y = 1
+		}
+		sq += (float64(probs[p]) - y) * (float64(probs[p]) - y)
+		sqRate += (rate - y) * (rate - y)
+	}
+	if sq > 1.05*sqRate {
+		t.Errorf("Brier of the served forecast %.4f, of the write rate itself %.4f", sq/float64(len(next)), sqRate/float64(len(next)))
+	}
+	for _, h := range []int{2, 8} {
+		far, _ := vm.rangeForecast(0, vm.Pages, h)
+		for p := range far {
+			if far[p] < probs[p] {
+				t.Fatalf("page %d: %v within %d epochs, %v within one", p, far[p], h, probs[p])
 			}
 		}
 	}
