@@ -176,10 +176,10 @@ func runMigrate(c *cli.Context) (err error) {
 			// The VM reads it and refuses it with its reason; say it first.
 			return fmt.Errorf("--profile: %w", err)
 		case len(epochs) == 0:
-			return fmt.Errorf("--profile %s: no intact epoch to learn from (%d damaged stretches; see pagecast trace info)", p.Profile, len(damage))
+			return fmt.Errorf("--profile %s: no intact epoch to learn from (%s; see pagecast trace info)", p.Profile, stretches(len(damage)))
 		case len(damage) > 0:
-			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: --profile %s is damaged: the predictor learns from its %d intact epochs only (%d damaged stretches, the first %s; see pagecast trace info)\n",
-				p.Profile, len(epochs), len(damage), damage[0])
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: --profile %s is damaged: the predictor learns from its %d intact epochs only (%s, the first %s; see pagecast trace info)\n",
+				p.Profile, len(epochs), stretches(len(damage)), damage[0])
 		}
 		if !migrator.ProfileFits(meta.Epoch, migrator.DefaultEpoch) {
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: --profile %s is in epochs of %v, the migration in %v: %s\n",

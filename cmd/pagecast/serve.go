@@ -188,6 +188,12 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 		if err != nil {
 			return err
 		}
+		if len(epochs) == 0 && len(damage) > 0 {
+			return fmt.Errorf("%s: no intact epoch to replay (%s; see pagecast trace info)", path, stretches(len(damage)))
+		}
+		if len(epochs) == 0 {
+			return fmt.Errorf("%s: no epoch to replay (an empty recording)", path)
+		}
 		if len(damage) > 0 {
 			log.Warn("trace damaged; serving its intact epochs", "trace", path, "damage", len(damage))
 		}

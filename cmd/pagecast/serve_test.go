@@ -193,6 +193,19 @@ func TestServeFlags(t *testing.T) {
 	if _, _, err := runApp(t, "predict", "serve", "--trace", csv, "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "is a CSV trace: make it a trace file first (pagecast trace import") {
 		t.Errorf("a CSV trace: %v", err)
 	}
+	// A trace cut inside its first epoch has nothing to replay: refused,
+	// not served with a Brier score of 0 that reads as perfect.
+	whole, err := os.ReadFile("../../predictor/testdata/real/awk.pct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(t.TempDir(), "cut.pct")
+	if err := os.WriteFile(cut, whole[:100], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runApp(t, "predict", "serve", "--trace", cut, "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "no intact epoch to replay (1 damaged stretch") {
+		t.Errorf("a trace cut in its first epoch: %v", err)
+	}
 	dir := t.TempDir()
 	for _, d := range []string{"a", "b"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {

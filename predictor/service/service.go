@@ -259,20 +259,27 @@ type Forecast struct {
 	WorkingSetPages      int     `json:"working_set_pages"` // pages with probability ≥ 0.5
 	LastPredictedPages   float64 `json:"last_epoch_predicted_dirty_pages"`
 	LastActualPages      int     `json:"last_epoch_actual_dirty_pages"`
-	LastBrier            float64 `json:"last_epoch_brier"`
-	MeanBrier            float64 `json:"mean_brier"`
+	// The Brier scores are left out until an epoch has been scored: a 0
+	// would read as a perfect forecast.
+	LastBrier *float64 `json:"last_epoch_brier,omitempty"`
+	MeanBrier *float64 `json:"mean_brier,omitempty"`
 }
 
 func (vm *VM) forecast() Forecast {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	f := Forecast{VM: vm.ID, EpochsObserved: vm.epochs, EpochSeconds: vm.Epoch.Seconds(),
-		LastPredictedPages: vm.predicted, LastActualPages: vm.actual, LastBrier: vm.brier}
+		LastPredictedPages: vm.predicted, LastActualPages: vm.actual}
+	if vm.epochs > 0 {
+		last := vm.brier
+		f.LastBrier = &last
+	}
 	f.PredictedDirtyPages = vm.expected
 	f.WorkingSetPages = vm.workingSet
 	f.PredictedBytesPerSec = f.PredictedDirtyPages * float64(vm.PageSize) / vm.Epoch.Seconds()
 	if vm.scored > 0 {
-		f.MeanBrier = vm.brierSum / float64(vm.scored)
+		mean := vm.brierSum / float64(vm.scored)
+		f.MeanBrier = &mean
 	}
 	return f
 }
@@ -622,7 +629,9 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 		g(descActual, float64(f.LastActualPages))
 		g(descNext, f.PredictedDirtyPages)
 		g(descRate, f.PredictedBytesPerSec)
-		g(descBrier, f.LastBrier)
+		if f.LastBrier != nil {
+			g(descBrier, *f.LastBrier)
+		}
 		g(descErr, f.LastPredictedPages-float64(f.LastActualPages))
 		ch <- prometheus.MustNewConstMetric(descEpochs, prometheus.CounterValue, float64(f.EpochsObserved), vm.ID)
 		g(descActualRate, float64(f.LastActualPages)*float64(vm.PageSize)/vm.Epoch.Seconds())

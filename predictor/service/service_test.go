@@ -393,3 +393,43 @@ func TestServedCalibrated(t *testing.T) {
 		}
 	}
 }
+
+// TestBrierUnscored: before an epoch has been scored the forecast has no
+// Brier score (a 0 reads as perfect), in the JSON and in /metrics.
+func TestBrierUnscored(t *testing.T) {
+	s := New(nil)
+	vm, err := s.AddVM("fresh", 64, 4096, 100*time.Millisecond, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	f := get(t, srv, "/v1/vms/fresh", http.StatusOK)
+	if _, ok := f["last_epoch_brier"]; ok {
+		t.Errorf("a VM with no epoch observed has last_epoch_brier %v", f["last_epoch_brier"])
+	}
+	metrics := func() string {
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if m := metrics(); strings.Contains(m, "pagecast_prediction_brier_score{") {
+		t.Errorf("/metrics has a Brier score before any epoch:\n%s", m)
+	}
+	vm.Observe([]uint64{1, 2})
+	vm.Observe([]uint64{1, 2})
+	f = get(t, srv, "/v1/vms/fresh", http.StatusOK)
+	if _, ok := f["last_epoch_brier"]; !ok {
+		t.Errorf("no last_epoch_brier after two epochs: %v", f)
+	}
+	if _, ok := f["mean_brier"]; !ok {
+		t.Errorf("no mean_brier after two epochs: %v", f)
+	}
+	if m := metrics(); !strings.Contains(m, "pagecast_prediction_brier_score{") {
+		t.Errorf("/metrics has no Brier score after two epochs")
+	}
+}
