@@ -50,9 +50,9 @@ func dirtying() *dashboard.DashboardBuilder {
 }
 
 // migrationDuration is how long a migration took, or has taken so far
-// while it runs, in seconds.
-const migrationDuration = "(pagecast_migration_end_time_seconds" + selMigration + " or on(vm, migration) timestamp(pagecast_migration_start_time_seconds" + selMigration + "))" +
-	" - pagecast_migration_start_time_seconds" + selMigration
+// while it runs (query-migrate total-time): without mode auto's watching
+// and weighing before it, which the end time less the start time has.
+const migrationDuration = "pagecast_migration_total_time_seconds" + selMigration
 
 func migrations() *dashboard.DashboardBuilder {
 	d := newDashboard("pagecast-migrations", "pagecast / Migrations",

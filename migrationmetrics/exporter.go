@@ -182,6 +182,8 @@ var (
 		"When the migration began, seconds since the Unix epoch.", labels, nil)
 	descEnd = prometheus.NewDesc("pagecast_migration_end_time_seconds",
 		"When the migration ended (completed, failed or cancelled), seconds since the Unix epoch.", labels, nil)
+	descTotalTime = prometheus.NewDesc("pagecast_migration_total_time_seconds",
+		"How long the migration has run, or took once it ended (query-migrate total-time): mode auto's watching and weighing of the modes before it began is not in it, as it is between the start and end times.", labels, nil)
 	descSucceeded = prometheus.NewDesc("pagecast_migration_succeeded",
 		"1 once the migration has completed: the guest runs on the destination.", labels, nil)
 	descFailed = prometheus.NewDesc("pagecast_migration_failed",
@@ -233,7 +235,7 @@ var (
 // Descs are every metric the exporter may export.
 var Descs = []*prometheus.Desc{descInfo, descStatus, descStart, descEnd, descSucceeded, descFailed,
 	descProcessed, descRemaining, descTotal, descDirtyRate, descTransferRate, descBandwidth, descSyncs,
-	descRound, descDeferred, descDeferrals, descThrottle, descExpectedDowntime, descDowntime, descPulled,
+	descTotalTime, descRound, descDeferred, descDeferrals, descThrottle, descExpectedDowntime, descDowntime, descPulled,
 	descPredictedTime, descPredictedDowntime, descPredictedData, descThrottled, descFaultWait, descSlowdown, descPredictedSlowdown}
 
 // Describe implements prometheus.Collector.
@@ -275,6 +277,7 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	if !m.seen {
 		return
 	}
+	gauge(descTotalTime, float64(i.TotalTime)/1e3)
 	if r := i.RAM; r != nil {
 		gauge(descProcessed, float64(r.Transferred))
 		gauge(descRemaining, float64(r.Remaining))

@@ -60,7 +60,7 @@ func TestExporter(t *testing.T) {
 	}{
 		{
 			name: "pagecast", engine: EnginePagecast, mode: "precopy", active: pagecastActive,
-			end: migrator.Info{Status: migrator.StatusCompleted, Downtime: 280, RAM: &migrator.RAMStats{Transferred: 70 << 20, Total: 64 << 20},
+			end: migrator.Info{Status: migrator.StatusCompleted, TotalTime: 3400, Downtime: 280, RAM: &migrator.RAMStats{Transferred: 70 << 20, Total: 64 << 20},
 				Pagecast: &migrator.Extra{Mode: "predictive", Round: 5, DeferredAll: 2048, Bandwidth: 32 << 20, Auto: auto}},
 			want: []string{
 				`pagecast_migration_info{engine="pagecast",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 1`,
@@ -79,6 +79,7 @@ func TestExporter(t *testing.T) {
 				`pagecast_migration_cpu_throttle_ratio{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0.4`,
 				`pagecast_migration_expected_downtime_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0.25`,
 				`pagecast_migration_start_time_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1.7960148e+09`,
+				`pagecast_migration_total_time_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 3`,
 				`pagecast_migration_succeeded{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0`,
 				`pagecast_migration_failed{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0`,
 				`pagecast_migration_predicted_total_time_seconds{chosen="0",migration="2026-11-30T05:00:00.000Z",mode="precopy",vm="vm1"} 4.5`,
@@ -96,6 +97,9 @@ func TestExporter(t *testing.T) {
 				`pagecast_migration_succeeded{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1`,
 				`pagecast_migration_downtime_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0.28`,
 				`pagecast_migration_end_time_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1.79601481e+09`,
+				// The migration's own 3.4 s of the 10 s since Begin (mode
+				// auto watched and weighed the modes before it began).
+				`pagecast_migration_total_time_seconds{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 3.4`,
 				`pagecast_migration_round{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 5`,
 				`pagecast_migration_predicted_total_time_seconds{chosen="1",migration="2026-11-30T05:00:00.000Z",mode="predictive",vm="vm1"} 3.25`,
 				// query-migrate drops expected-downtime at the end; the last estimate stays beside the actual.
