@@ -453,11 +453,20 @@ type window struct {
 func (v window) Pages() uint64        { return v.w.Pages() }
 func (v window) Epoch() time.Duration { return v.w.Epoch() }
 func (v window) Len() uint64          { return v.n }
-func (v window) Name() string {
-	if v.n == 1 {
-		return fmt.Sprintf("%s epoch %d", v.w.Name(), v.from)
+// First is the trace's index of the window's epoch 0 (see Trace.First).
+func (v window) First() uint64 {
+	if t, ok := v.w.(interface{ First() uint64 }); ok {
+		return v.from + t.First()
 	}
-	return fmt.Sprintf("%s epochs %d-%d", v.w.Name(), v.from, v.from+v.n-1)
+	return v.from
+}
+
+func (v window) Name() string {
+	from := v.First() // named as the trace does
+	if v.n == 1 {
+		return fmt.Sprintf("%s epoch %d", v.w.Name(), from)
+	}
+	return fmt.Sprintf("%s epochs %d-%d", v.w.Name(), from, from+v.n-1)
 }
 
 func (v window) Dirty(buf []uint64, i uint64) []uint64 {

@@ -40,6 +40,7 @@ type Workload interface {
 type Trace struct {
 	meta   trace.Meta
 	epochs [][]uint64 // by index from the first epoch; gaps are empty
+	first  uint64     // the first epoch's index in the trace
 	name   string
 }
 
@@ -62,7 +63,7 @@ func NewTrace(name string, meta trace.Meta, epochs []trace.Epoch) (*Trace, error
 	if last-first >= maxSpan {
 		return nil, fmt.Errorf("trace %s: epochs %d to %d, more than %d: too sparse to replay", name, first, last, maxSpan)
 	}
-	t := &Trace{meta: meta, name: name, epochs: make([][]uint64, last-first+1)}
+	t := &Trace{meta: meta, name: name, epochs: make([][]uint64, last-first+1), first: first}
 	pages := meta.Pages()
 	for _, e := range epochs {
 		// The guest harvests an epoch's pages ascending (its harvests
@@ -106,6 +107,11 @@ func (t *Trace) Pages() uint64        { return t.meta.Pages() }
 func (t *Trace) Epoch() time.Duration { return t.meta.Epoch }
 func (t *Trace) Len() uint64          { return uint64(len(t.epochs)) }
 func (t *Trace) Name() string         { return t.name }
+
+// First returns the trace's index of the workload's epoch 0: pagecast's
+// recordings start at 1, so that trace info's epoch n is the workload's
+// n-1.
+func (t *Trace) First() uint64 { return t.first }
 func (t *Trace) Dirty(buf []uint64, i uint64) []uint64 {
 	return append(buf, t.epochs[i]...)
 }

@@ -69,7 +69,7 @@ func simulateCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "observe", Value: 50, Usage: "auto: epochs of the workload observed before the start to predict from (a trace starting at 0 starts after them)"},
 			&cli.BoolFlag{Name: "judge", Usage: "auto: also run every mode on the workload and say how far the choice was from the best in hindsight"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "pre-copy rounds before the stop-and-copy is forced"},
-			&cli.Uint64Flag{Name: "start", Usage: "the workload epoch the migration starts at (a trace's first epochs may be its boot)"},
+			&cli.Uint64Flag{Name: "start", Usage: "the epoch the migration starts at, numbered as trace info numbers a trace's (pagecast's recordings start at 1; default: the first); a trace's first epochs may be its boot"},
 			&cli.StringFlag{Name: "content", Value: simulate.DefaultMix.String(), Usage: "page contents: shares of zero, repeat, text and random pages"},
 			&cli.StringFlag{Name: "state-size", Value: "300K", Usage: "vCPU and device state sent at the switch-over"},
 			&cli.IntFlag{Name: "vcpus", Value: 1, Usage: "the guest's vCPUs: in post-copy each waits for one missing page at a time, and the guest slowed column is a share of their time"},
@@ -141,10 +141,18 @@ func runSimulate(c *cli.Context) error {
 		return fmt.Errorf("--vcpus %d: want 1 to 4096", n)
 	}
 	if c.Int("max-rounds") < 1 {
-		return fmt.Errorf("--max-rounds %d: want at least 1 (a simulation needs a round cap: a workload that never converges would be replayed for ever; live, migrate --max-rounds 0 leaves it to the guest)", c.Int("max-rounds"))
+		return fmt.Errorf("--max-rounds %d: want at least 1 (a simulation needs a round cap: a workload that never converges would be replayed for ever; live, QEMU's own migration with migrate --max-rounds 0 leaves it to the guest)", c.Int("max-rounds"))
 	}
+	// --start, and every epoch said, as trace info numbers a trace's
+	// epochs: pagecast's recordings start at 1.
+	first := firstIndex(w)
+	start := c.Uint64("start")
+	if c.IsSet("start") && (start < first || start-first >= w.Len() && w.Len() > 0) {
+		return fmt.Errorf("--start %d: the workload's epochs run from %d to %d", start, first, first+w.Len()-1)
+	}
+	start = max(start, first) - first
 	o := simulate.Options{Workload: w, Bandwidth: bw, DowntimeLimit: c.Duration("downtime-limit"), MaxRounds: c.Int("max-rounds"),
-		Start: c.Uint64("start"), Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate,
+		Start: start, Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate,
 		PolicyTime: c.Bool("policy-time"), VCPUs: c.Int("vcpus")}
 	if c.Duration("downtime-limit") <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration", c.Duration("downtime-limit"))
@@ -239,7 +247,7 @@ func runSimulate(c *cli.Context) error {
 		}
 		if rate > 0 {
 			fmt.Fprintf(c.App.Writer, "the workload writes %s/s from epoch %d on; %s %.2f times that\n",
-				units.FormatBytes(rate), o.Start, mover, pace/rate)
+				units.FormatBytes(rate), o.Start+first, mover, pace/rate)
 		}
 		writeSimulationTable(c.App.Writer, w, results)
 	}
@@ -401,9 +409,19 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 			of = " of " + w.Epoch().String()
 		}
 		fmt.Fprintf(out, "the workload (%d epochs%s, %v) ended before the migration did and was replayed from epoch %d: %s\n",
-			w.Len(), of, time.Duration(w.Len())*w.Epoch(), from, strings.Join(replayed, ", "))
+			w.Len(), of, time.Duration(w.Len())*w.Epoch(), from+firstIndex(w), strings.Join(replayed, ", "))
 	}
 	writeShortRounds(out, w, results, advice)
+}
+
+// firstIndex is the trace's index of a workload's epoch 0 (pagecast's
+// recordings start at 1), by which simulate names epochs as trace info
+// does; 0 for a synthetic workload.
+func firstIndex(w simulate.Workload) uint64 {
+	if t, ok := w.(interface{ First() uint64 }); ok {
+		return t.First()
+	}
+	return 0
 }
 
 // writeShortRounds says which modes' rounds were shorter than the
@@ -510,6 +528,7 @@ func atOnce(o simulate.Options, modes []string) string {
 // the start, and prints prediction against outcome.
 func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error {
 	w, n := o.Workload, c.Uint64("observe")
+	first := firstIndex(w)
 	if n == 0 {
 		return errors.New("--observe 0: auto needs at least one epoch observed")
 	}
@@ -521,7 +540,10 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 			return fmt.Errorf("--observe %d: the workload has only %d epochs", n, w.Len())
 		}
 		o.Start = n // observe the first epochs, start after them
-		fmt.Fprintf(c.App.ErrWriter, "auto: observing epochs 0-%d, migrating from epoch %d\n", n-1, n)
+		fmt.Fprintf(c.App.ErrWriter, "auto: observing epochs %d-%d, migrating from epoch %d\n", first, first+n-1, first+n)
+	}
+	if n > o.Start {
+		fmt.Fprintf(c.App.ErrWriter, "auto: --observe %d: only %d epochs come before the start; observing those\n", n, o.Start)
 	}
 	n = min(n, o.Start)
 	from := o.Start - n
@@ -535,14 +557,14 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	var outcome simulate.Result
 	var hindsight *simulate.Hindsight
 	if c.Bool("judge") {
-		fmt.Fprintf(c.App.ErrWriter, "auto: simulating every mode on the workload from epoch %d%s …\n", o.Start, atOnce(o, simulate.AutoModes))
+		fmt.Fprintf(c.App.ErrWriter, "auto: simulating every mode on the workload from epoch %d%s …\n", o.Start+first, atOnce(o, simulate.AutoModes))
 		h, err := simulate.Judge(ctx, o, choice)
 		if err != nil {
 			return err
 		}
 		outcome, hindsight = h.Chosen, &h
 	} else {
-		fmt.Fprintf(c.App.ErrWriter, "auto: simulating %s on the workload from epoch %d …\n", choice.Mode, o.Start)
+		fmt.Fprintf(c.App.ErrWriter, "auto: simulating %s on the workload from epoch %d …\n", choice.Mode, o.Start+first)
 		outcome = simulate.Run(ctx, o, choice.Mode)
 		if outcome.Err != nil {
 			return fmt.Errorf("auto chose %s, which failed: %w", choice.Mode, outcome.Err)
@@ -605,13 +627,13 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v; predicted from %s:\n", w.Name(),
 		units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(o.Bandwidth)), o.DowntimeLimit, observed.Name())
 	writeSimulationTable(c.App.Writer, observed, choice.Predictions)
-	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\noutcome, on the workload from epoch %d:\n", choice.Mode, choice.Why, o.Start)
+	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\noutcome, on the workload from epoch %d:\n", choice.Mode, choice.Why, o.Start+first)
 	writeSimulationTable(c.App.Writer, w, []simulate.Result{outcome})
 	if p, ok := choice.Report().Predicted(); ok {
 		writePredictedAgainst(c.App.Writer, p, outcome.Info, -1)
 	}
 	if h := hindsight; h != nil {
-		fmt.Fprintf(c.App.Writer, "\nin hindsight, every mode on the workload from epoch %d:\n", o.Start)
+		fmt.Fprintf(c.App.Writer, "\nin hindsight, every mode on the workload from epoch %d:\n", o.Start+first)
 		writeSimulationTable(c.App.Writer, w, h.Outcomes)
 		fmt.Fprintln(c.App.Writer, h.Verdict(choice))
 	}

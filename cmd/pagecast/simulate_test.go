@@ -43,7 +43,8 @@ func TestSimulateCLI(t *testing.T) {
 		t.Error("no comparison with pre-copy, or no row in it for predictive")
 	}
 	// 16 MiB at 1 MiB/s takes longer than the trace's 15 s.
-	if !strings.Contains(stdout, "ended before the migration did and was replayed from epoch 0: precopy ") {
+	// (its first epoch, which trace info numbers 1).
+	if !strings.Contains(stdout, "ended before the migration did and was replayed from epoch 1: precopy ") {
 		t.Error("the table does not say the trace was replayed")
 	}
 	png, err := os.ReadFile(filepath.Join(dir, "timeline.png"))
@@ -124,7 +125,10 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--bandwidth", "0"}, "--bandwidth 0: a migration needs a link that moves bytes", false},
 		{[]string{"--trace", simTrace, "--bandwidth", "0MiB/s"}, "a migration needs a link that moves bytes", false},
 		{[]string{"--trace", simTrace, "--downtime-limit", "1us"}, "less than one 4096-byte page, so no migration can meet it", false},
-		{[]string{"--trace", simTrace, "--start", "60"}, "start at epoch 60, but the workload has 60 epochs", false},
+		// --start numbers a trace's epochs as trace info does: from 1 to 60 here.
+		{[]string{"--trace", simTrace, "--start", "61"}, "--start 61: the workload's epochs run from 1 to 60", false},
+		{[]string{"--trace", simTrace, "--start", "0"}, "--start 0: the workload's epochs run from 1 to 60", false},
+		{[]string{"--trace", simTrace, "--start", "60", "--mode", "precopy"}, "from epoch 60 on", true},
 		{[]string{"--trace", simTrace, "--mode", "precopy,warp"}, `--mode: migration mode "warp": want precopy, predictive, throttle, tsmc or mecom, then optionally +tsmc (after predictive), +mecom, +postcopy (after precopy, predictive or mecom); or all, or auto`, false},
 		{[]string{"--trace", simTrace, "--mode", "auto,precopy"}, `--mode "auto,precopy": auto stands alone, not in a list of modes`, false},
 		{[]string{"--trace", simTrace, "--content", "zero=1,blue=1"}, "unknown class", false},
@@ -182,8 +186,9 @@ func TestSimulateAuto(t *testing.T) {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
 	t.Log("\n" + stdout)
-	for _, want := range []string{"predicted from hotset.pct epochs 0-19:", "auto chose ", "outcome, on the workload from epoch 20:",
-		"predicted against outcome: total time ", "in hindsight, every mode on the workload from epoch 20:"} {
+	// Its epochs named as trace info does: hotset.pct's run from 1.
+	for _, want := range []string{"predicted from hotset.pct epochs 1-20:", "auto chose ", "outcome, on the workload from epoch 21:",
+		"predicted against outcome: total time ", "in hindsight, every mode on the workload from epoch 21:"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("no %q", want)
 		}
