@@ -453,6 +453,7 @@ type window struct {
 func (v window) Pages() uint64        { return v.w.Pages() }
 func (v window) Epoch() time.Duration { return v.w.Epoch() }
 func (v window) Len() uint64          { return v.n }
+
 // First is the trace's index of the window's epoch 0 (see Trace.First).
 func (v window) First() uint64 {
 	if t, ok := v.w.(interface{ First() uint64 }); ok {
