@@ -327,7 +327,7 @@ func writePlots(dir, title, suffix string, results []predictor.Result) error {
 		name string
 		draw func(io.Writer, string, []predictor.Result) error
 	}{{"calibration" + suffix + ".png", predictor.PlotCalibration}, {"per-epoch" + suffix + ".png", predictor.PlotEpochs}} {
-		if err := writeFileAtomic(filepath.Join(dir, p.name), func(w io.Writer) error {
+		if err := writeOutput(filepath.Join(dir, p.name), func(w io.Writer) error {
 			return p.draw(w, title, results)
 		}); err != nil {
 			return fmt.Errorf("plot %s: %w", p.name, err)

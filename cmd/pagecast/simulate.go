@@ -253,7 +253,7 @@ func runSimulate(c *cli.Context) error {
 	}
 	if dir := c.String("plot"); dir != "" {
 		path := filepath.Join(dir, "timeline.png")
-		if err := writeFileAtomic(path, func(f io.Writer) error {
+		if err := writeOutput(path, func(f io.Writer) error {
 			return simulate.PlotTimeline(f, w.Name(), results)
 		}); err != nil {
 			return fmt.Errorf("--plot: %w", err)

@@ -7,10 +7,8 @@ import (
 	"maps"
 	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -49,7 +47,7 @@ func traceCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "csv", Usage: "output format: csv or parquet"},
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"},
-						Usage: "output file, replaced when the export is complete (default: standard output; parquet needs a file)"},
+						Usage: "output file, replaced when the export is complete (through a symbolic link, the file it points to; a device or FIFO is written into) (default: standard output; parquet needs a file)"},
 					anyPageSizeFlag(),
 				},
 				Action: traceExport,
@@ -71,7 +69,7 @@ func traceCommand() *cli.Command {
 					&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
 					anyPageSizeFlag(),
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true,
-						Usage: "trace file to write (.pct), replaced when the import is complete; required"},
+						Usage: "trace file to write (.pct), replaced when the import is complete (through a symbolic link, the file it points to; a device or FIFO is written into); required"},
 					&cli.StringFlag{Name: "source", Usage: "what was traced, stored in the trace (default: \"csv import of IN\")"},
 					&cli.StringFlag{Name: "hook", Usage: "what recorded the writes, stored in the trace"},
 				},
@@ -187,6 +185,11 @@ func traceExport(c *cli.Context) error {
 	default:
 		return fmt.Errorf("--format %q: want csv or parquet", format)
 	}
+	if output != "" && output != "-" {
+		if _, _, err := outputFile(output); err != nil {
+			return fmt.Errorf("-o %w", err)
+		}
+	}
 	if sameFile(path, output) {
 		return fmt.Errorf("-o %s is the trace being exported: it would be replaced; give another file", output)
 	}
@@ -199,7 +202,7 @@ func traceExport(c *cli.Context) error {
 	if output == "" || output == "-" {
 		rows, err = export(c.App.Writer, r)
 	} else {
-		err = writeFileAtomic(output, func(w io.Writer) error {
+		err = writeOutput(output, func(w io.Writer) error {
 			var err error
 			rows, err = export(w, r)
 			return err
@@ -276,6 +279,10 @@ func traceImport(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	out := c.String("output")
+	if _, _, err := outputFile(out); err != nil {
+		return fmt.Errorf("-o %w", err)
+	}
 	src := io.Reader(os.Stdin)
 	name := "standard input"
 	if in != "-" {
@@ -296,13 +303,12 @@ func traceImport(c *cli.Context) error {
 	if m.Source == "" {
 		m.Source = "csv import of " + name
 	}
-	out := c.String("output")
 	if sameFile(in, out) {
 		return fmt.Errorf("-o %s is the CSV being imported: it would be replaced; give another file", out)
 	}
 	var st trace.ImportStats
 	var size int64
-	err = writeFileAtomic(out, func(f io.Writer) error {
+	err = writeOutput(out, func(f io.Writer) error {
 		w, err := trace.NewWriter(f, m)
 		if err != nil {
 			return err
@@ -326,50 +332,6 @@ func traceImport(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "imported %d epochs, %d pages (%d rows) from %s into %s: %s, %.2f bytes/page\n",
 		st.Epochs, st.Pages, st.Rows, name, out, units.FormatBytes(float64(size)), perPage)
 	return nil
-}
-
-// writeFileAtomic writes path through write into a temporary file beside
-// it, synced and renamed over path only once write succeeds: a failed
-// export or import leaves no partial file, nor does one ended by SIGINT,
-// SIGTERM or SIGHUP (the temporary file is removed, then pagecast exits
-// as the signal would have it).
-func writeFileAtomic(path string, write func(io.Writer) error) error {
-	// The handler is in place before the file exists, so no signal can
-	// fall between its creation and its guard.
-	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	done := make(chan struct{})
-	defer func() {
-		signal.Stop(sigs)
-		close(done)
-	}()
-	go func() {
-		select {
-		case sig := <-sigs:
-			os.Remove(tmp)
-			fmt.Fprintf(os.Stderr, "pagecast: %v: stopped, %s not written\n", sig, path)
-			os.Exit(128 + int(sig.(syscall.Signal)))
-		case <-done:
-		}
-	}()
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp) // after a successful rename, a no-op
-	if err := write(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // stretches counts damaged stretches in words.

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pagecast/pagecast/trace"
+)
+
+// TestOutputThroughLink: -o through a symbolic link writes the file the
+// link points to, existing or not, and leaves the link a link.
+func TestOutputThroughLink(t *testing.T) {
+	good := importTrace(t)
+	in := filepath.Join(t.TempDir(), "in.csv")
+	if err := os.WriteFile(in, []byte(traceCSV), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []struct {
+		name string
+		args []string
+		want func(t *testing.T, path string)
+	}{
+		{"export", []string{"trace", "export", good}, func(t *testing.T, path string) {
+			if b, err := os.ReadFile(path); err != nil || string(b) != traceCSV {
+				t.Fatalf("%s holds %q (%v), want the exported CSV", path, b, err)
+			}
+		}},
+		{"import", []string{"trace", "import", "--memory", "256M", in}, func(t *testing.T, path string) {
+			if _, epochs, _, err := trace.ReadFile(path); err != nil || len(epochs) != 4 {
+				t.Fatalf("%s: %d epochs, %v; want the 4 imported", path, len(epochs), err)
+			}
+		}},
+	} {
+		for _, existing := range []bool{true, false} {
+			t.Run(cmd.name+map[bool]string{true: " existing", false: " dangling"}[existing], func(t *testing.T) {
+				dir := t.TempDir()
+				if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				target := filepath.Join(dir, "sub", "out")
+				if existing {
+					if err := os.WriteFile(target, []byte("old\n"), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				link := filepath.Join(dir, "link")
+				if err := os.Symlink("sub/out", link); err != nil {
+					t.Fatal(err)
+				}
+				args := append(append([]string(nil), cmd.args[:len(cmd.args)-1]...), "-o", link, cmd.args[len(cmd.args)-1])
+				if _, _, err := runApp(t, args...); err != nil {
+					t.Fatal(err)
+				}
+				if fi, err := os.Lstat(link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+					t.Fatalf("%s is no longer a symbolic link: %v %v", link, fi.Mode(), err)
+				}
+				cmd.want(t, target)
+				if left, _ := filepath.Glob(filepath.Join(dir, "*", "*.tmp")); len(left) != 0 {
+					t.Fatalf("temporary files left behind: %v", left)
+				}
+			})
+		}
+	}
+}
+
+// TestOutputFIFO: -o a FIFO writes into it, for its reader, instead of
+// renaming a file over it (the reader got nothing; the FIFO was gone).
+func TestOutputFIFO(t *testing.T) {
+	good := importTrace(t)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		f, err := os.Open(fifo) // waits for the writer
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		got <- string(b)
+	}()
+	stdout, _, err := runApp(t, "trace", "export", "-o", fifo, good)
+	if err != nil || !strings.HasPrefix(stdout, "exported 6 rows to ") {
+		t.Fatalf("export: %v %q", err, stdout)
+	}
+	if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
+		t.Fatalf("%s is no longer a FIFO: %v %v", fifo, fi.Mode(), err)
+	}
+	select {
+	case s := <-got:
+		if s != traceCSV {
+			t.Fatalf("the FIFO's reader got %q, want %q", s, traceCSV)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the FIFO's reader got nothing in 10 s")
+	}
+}
+
+// TestOutputDirectory: -o a directory is refused before any work, with an
+// error that says so (it was rename's "file exists" at the end).
+func TestOutputDirectory(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "adir")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	absent := filepath.Join(dir, "absent") // the input is not opened
+	for _, args := range [][]string{
+		{"trace", "export", "-o", out, absent},
+		{"trace", "export", "-o", out + "/", absent},
+		{"trace", "import", "--memory", "256M", "-o", out, absent},
+	} {
+		_, _, err := runApp(t, args...)
+		if want := "-o " + args[len(args)-2] + ": is a directory"; err == nil || err.Error() != want {
+			t.Errorf("%v: err %v, want %q", args, err, want)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("left %v", entries)
+	}
+}
