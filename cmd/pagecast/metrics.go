@@ -64,13 +64,31 @@ func migrationMetrics(c *cli.Context, qmpPath string) (exp *migrationmetrics.Exp
 // serveCollectors serves cs, with Go's and the process's metrics, on addr
 // at /metrics until stop is called.
 func serveCollectors(addr string, cs ...prometheus.Collector) (stop func(), err error) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(cs...)
+	l, err := listenMetrics(addr)
+	if err != nil {
+		return nil, err
+	}
+	return serveMetrics(l, cs...), nil
+}
+
+// listenMetrics opens --metrics' address. A command that has more to set
+// up than its metrics calls it first, and serveMetrics once its
+// collectors exist, so an address in use or malformed fails it before it
+// has changed anything.
+func listenMetrics(addr string) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}
+	return l, nil
+}
+
+// serveMetrics serves cs, with Go's and the process's metrics, on l at
+// /metrics until stop is called; stop closes l.
+func serveMetrics(l net.Listener, cs ...prometheus.Collector) (stop func()) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(cs...)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -81,7 +99,7 @@ func serveCollectors(addr string, cs ...prometheus.Collector) (stop func(), err 
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-	}, nil
+	}
 }
 
 // followMigrations exports the migrations out of pagecast's monitor that

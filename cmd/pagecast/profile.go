@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -97,6 +98,24 @@ func runProfile(c *cli.Context) error {
 		}
 		cfg.MemoryBytes = mem
 	}
+	// Everything a start can fail on is done before the trace file is
+	// created, which truncates it: a failed start leaves an existing trace
+	// as it was (a busy --metrics port left a 142-byte trace of no epoch).
+	// -o and --metrics are checked before the VM is attached to.
+	if path := c.String("out"); path != "" {
+		if _, _, err := outputFile(path); err != nil {
+			return fmt.Errorf("--out %w", err)
+		}
+	}
+	var metrics net.Listener
+	if addr := c.String("metrics"); addr != "" {
+		l, err := listenMetrics(addr)
+		if err != nil {
+			return err
+		}
+		defer l.Close() // for a failure before it is served; then a no-op
+		metrics = l
+	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 
@@ -131,6 +150,11 @@ func runProfile(c *cli.Context) error {
 	if t.Kind == "qemu" && !t.SharedRAM {
 		fmt.Fprintln(out, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-memfd,id=ram,size=SIZE,share=on -machine memory-backend=ram)")
 	}
+	if metrics != nil {
+		stop := serveMetrics(metrics, col.Metrics())
+		defer stop()
+	}
+	// The trace is created last, once the start can no longer fail.
 	var w *trace.Writer
 	if path := c.String("out"); path != "" {
 		w, err = trace.Create(path, trace.Meta{
@@ -146,13 +170,6 @@ func runProfile(c *cli.Context) error {
 			return err
 		}
 		defer w.Close()
-	}
-	if addr := c.String("metrics"); addr != "" {
-		stop, err := serveCollectors(addr, col.Metrics())
-		if err != nil {
-			return err
-		}
-		defer stop()
 	}
 
 	var epochs, pages uint64

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,5 +188,64 @@ func TestProfileQEMUKVMStalls(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "under this host's kvm-pvm, QEMU's KVM dirty ring stops a guest for good once the ring fills") {
 		t.Errorf("no warning:\n%s%s", stdout.String(), stderr.String())
+	}
+}
+
+// TestProfileFailedStart: a profile that fails to start leaves an existing
+// trace as it was (a --metrics port in use left 142 bytes, no epoch), and
+// -o and --metrics are checked before the VM is attached to.
+func TestProfileFailedStart(t *testing.T) {
+	keep := importTrace(t)
+	before, err := os.ReadFile(keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	run := func(t *testing.T, want string, args ...string) {
+		t.Helper()
+		if err := os.WriteFile(keep, before, 0o644); err != nil { // as it was, whatever a case before did
+			t.Fatal(err)
+		}
+		cmd := exec.Command(binary, append([]string{"profile", "--duration", "2s"}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		msg := strings.TrimRight(stderr.String(), "\n")
+		if err == nil || !strings.Contains(msg, want) {
+			t.Fatalf("exit %v, stderr %q: want an error containing %q", err, msg, want)
+		}
+		if after, err := os.ReadFile(keep); err != nil || !bytes.Equal(after, before) {
+			t.Fatalf("%s was %d bytes, is %d (%v)", keep, len(before), len(after), err)
+		}
+	}
+	noVM := "unix:" + filepath.Join(dir, "absent.sock")
+	t.Run("port in use, no VM", func(t *testing.T) {
+		run(t, "--metrics: listen tcp "+busy.Addr().String()+": bind: address already in use",
+			"--qmp", noVM, "--metrics", busy.Addr().String(), "-o", keep)
+	})
+	t.Run("out a directory, no VM", func(t *testing.T) {
+		run(t, "--out "+dir+": is a directory", "--qmp", noVM, "-o", dir)
+	})
+
+	testutil.RequiresBPF(t)
+	startVMRun(t, "--memory", "16M", "--workload", "idle")
+	sock := "unix:" + lastSocket
+	for _, tc := range []struct {
+		name string
+		want string
+		args []string
+	}{
+		{"port in use", "address already in use", []string{"--metrics", busy.Addr().String()}},
+		{"bad port", "--metrics: listen tcp: address 99999: invalid port", []string{"--metrics", "127.0.0.1:99999"}},
+		{"unknown hook", `unknown hook "kprobe/nope"`, []string{"--hook", "kprobe/nope"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run(t, tc.want, append([]string{"--qmp", sock, "-o", keep}, tc.args...)...)
+		})
 	}
 }
