@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -356,6 +357,32 @@ func TestCreateReadFile(t *testing.T) {
 	}
 	if _, _, _, err := ReadFile(filepath.Join(t.TempDir(), "absent.pct")); err == nil {
 		t.Fatal("ReadFile of a missing file succeeded")
+	}
+}
+
+// TestCreateThroughLink: Create writes the file a symbolic link points to
+// and leaves the link a link (profile -o LINK relies on it).
+func TestCreateThroughLink(t *testing.T) {
+	dir := t.TempDir()
+	target, link := filepath.Join(dir, "t.pct"), filepath.Join(dir, "link")
+	if err := os.WriteFile(target, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("t.pct", link); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Create(link, testMeta())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("%s is no longer a symbolic link: %v %v", link, fi.Mode(), err)
+	}
+	if _, _, _, err := ReadFile(target); err != nil {
+		t.Fatalf("the link's target: %v", err)
 	}
 }
 

@@ -27,7 +27,9 @@ type Writer struct {
 }
 
 // Create creates (or truncates) the trace file at path and writes its
-// header. Close the writer to close the file.
+// header. Close the writer to close the file. The file is opened where it
+// is, not replaced: through a symbolic link it is the link's target that
+// is written, and a FIFO or device is written into.
 func Create(path string, m Meta) (*Writer, error) {
 	if err := m.validate(); err != nil {
 		return nil, fmt.Errorf("create trace %s: %w", path, err)
