@@ -546,3 +546,27 @@ func TestCheckPageSize(t *testing.T) {
 		})
 	}
 }
+
+// TestCreateFailsKeepsPath: a trace that cannot be written (its header
+// refused: no space) leaves what was at the path. Through a link to
+// /dev/full the link stays (the old code removed the path, which as root
+// given /dev/full itself deleted the device).
+func TestCreateFailsKeepsPath(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full: ", err)
+	}
+	link := filepath.Join(t.TempDir(), "full.pct")
+	if err := os.Symlink("/dev/full", link); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := Create(link, Meta{PageSize: 4096, MemoryBytes: 64 << 20, Epoch: 100 * time.Millisecond}); err == nil {
+		w.Close()
+		t.Fatal("a trace written to /dev/full: no error")
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link to /dev/full: %v, %v; want it kept", fi, err)
+	}
+	if fi, err := os.Stat("/dev/full"); err != nil || fi.Mode()&os.ModeDevice == 0 {
+		t.Errorf("/dev/full: %v, %v", fi, err)
+	}
+}

@@ -41,7 +41,12 @@ func Create(path string, m Meta) (*Writer, error) {
 	w, err := NewWriter(f, m)
 	if err != nil {
 		f.Close()
-		os.Remove(path)
+		// A regular file goes: it holds no trace. Not a device or a
+		// FIFO, nor the link that led here (as root, -o /dev/full
+		// would otherwise delete /dev/full).
+		if fi, serr := os.Lstat(path); serr == nil && fi.Mode().IsRegular() {
+			os.Remove(path)
+		}
 		return nil, err
 	}
 	w.file = f
