@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,7 +112,8 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 	}
 	m, err := Outgoing(c.g, args.URI, cfg)
 	if err != nil {
-		return nil, qmpserver.GenericError("%s", err.Error())
+		// The reply is the migrate command's: the client names it.
+		return nil, qmpserver.GenericError("%s", strings.TrimPrefix(err.Error(), "migrate: "))
 	}
 	c.current = m
 	return nil, nil

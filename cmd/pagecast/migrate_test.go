@@ -332,6 +332,13 @@ func TestMigrateQMP(t *testing.T) {
 	if info := run(t, vm.mon, "query-migrate", nil); len(info) != 0 {
 		t.Errorf("query-migrate after a refused --max-rounds 0: %v, want no migration", info)
 	}
+	// A paused source is refused once, in the migrate command's words.
+	run(t, vm.mon, "stop", nil)
+	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+vm.sock, "--to", freeTCP(t)).CombinedOutput()
+	if want := "pagecast: migrate: virtual machine is paused, not running"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("migrate of a paused VM: %v, %q; want %q", err, out, want)
+	}
+	run(t, vm.mon, "cont", nil)
 	// Nobody listens: the migration fails at once and says why.
 	run(t, vm.mon, "migrate", map[string]any{"uri": freeTCP(t)})
 	deadline := time.Now().Add(10 * time.Second)

@@ -69,7 +69,7 @@ func predictEvalCommand() *cli.Command {
 			&cli.IntFlag{Name: "parts", Value: 1,
 				Usage: fmt.Sprintf("score epochs of this many of the trace's, and tell the model in which of them each page was written (a trace profiled with --epoch 25ms, scored with --parts 4: epochs of 100 ms, and when in each a page was written); 1 to %d", maxParts)},
 			&cli.StringFlag{Name: "plots",
-				Usage: "directory to write calibration.png and per-epoch.png to (created if missing)"},
+				Usage: "directory to write calibration.png and per-epoch.png to (created if missing); with several horizons, calibration-hN.png and per-epoch-hN.png for each"},
 			&cli.StringFlag{Name: "memory", Aliases: []string{"m"},
 				Usage: "CSV traces only: guest memory size (K, M or G suffix); pages must lie below it"},
 			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "CSV traces only: length of one epoch"},
@@ -219,7 +219,11 @@ func parseHorizons(s string) ([]int, error) {
 		f = strings.TrimSpace(f)
 		h, err := strconv.Atoi(f)
 		if err != nil || h < 1 || h > predictor.MaxHorizon {
-			return nil, fmt.Errorf("--horizon %s: want 1 to %d epochs, or a comma-separated list of them", f, predictor.MaxHorizon)
+			what := fmt.Sprintf("%q", f)
+			if f == "" {
+				what = "an empty item"
+			}
+			return nil, fmt.Errorf("--horizon %s: %s: want 1 to %d epochs, or a comma-separated list of them", s, what, predictor.MaxHorizon)
 		}
 		if slices.Contains(hs, h) {
 			return nil, fmt.Errorf("--horizon %s: horizon %d given twice", s, h)

@@ -33,8 +33,11 @@ func predictServeCommand() *cli.Command {
 			"under TCG), and serves:\n" +
 			"  GET /v1/vms                                  the VMs\n" +
 			"  GET /v1/vms/{id}                             forecast: predicted dirty pages and rate, working set, last epoch's error\n" +
-			"  GET /v1/vms/{id}/probabilities?start=&count= per-page probabilities for a range of pages\n" +
-			"  GET /v1/vms/{id}/hotset?threshold=&limit=    pages predicted dirty\n" +
+			"  GET /v1/vms/{id}/probabilities?start=&count=&horizon=\n" +
+			"                                               per-page probabilities, as fitted, of being dirtied within\n" +
+			"                                               the next horizon epochs (1-32, default 1), for a range of pages\n" +
+			"  GET /v1/vms/{id}/hotset?threshold=&start=&limit=&horizon=\n" +
+			"                                               pages predicted dirty (probability at least threshold, 0.5)\n" +
 			"  GET /metrics                                 predicted vs actual dirty pages per epoch, Brier score\n" +
 			"A VM's id is its trace file's base name, or \"live\" for --collector.",
 		Flags: []cli.Flag{
