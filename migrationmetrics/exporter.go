@@ -117,6 +117,14 @@ func Finished(status string) bool {
 	return false
 }
 
+// Began reports whether a migration has begun (Begin), whose metrics
+// are exported.
+func (e *Exporter) Began() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cur != nil
+}
+
 // Scrapes returns how many times the metrics have been collected.
 func (e *Exporter) Scrapes() uint64 {
 	e.mu.Lock()
@@ -129,13 +137,13 @@ func (e *Exporter) Scrapes() uint64 {
 // scrape interval before the target goes away, or until timeout passes or
 // ctx ends. A migration shorter than a scrape interval may end before the
 // first scrape: it waits for that one too. It returns at once if no
-// migration began.
-func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) {
+// migration began. It returns how many scrapes came while it waited.
+func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) (scrapes uint64) {
 	e.mu.Lock()
 	n, began := e.collects, e.cur != nil
 	e.mu.Unlock()
 	if !began {
-		return
+		return 0
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -144,12 +152,13 @@ func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) {
 	for e.Scrapes() < n+2 {
 		select {
 		case <-ctx.Done():
-			return
+			return e.Scrapes() - n
 		case <-deadline.C:
-			return
+			return e.Scrapes() - n
 		case <-tick.C:
 		}
 	}
+	return e.Scrapes() - n
 }
 
 // Follow polls info every interval and records each reply until the

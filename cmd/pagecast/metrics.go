@@ -54,8 +54,18 @@ func migrationMetrics(c *cli.Context, qmpPath string) (exp *migrationmetrics.Exp
 	}
 	return exp, func(ctx context.Context) {
 		if linger := c.Duration("metrics-linger"); linger > 0 && ctx.Err() == nil {
+			before := exp.Scrapes()
+			if before == 0 && exp.Began() {
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: the migration ended before anything scraped the metrics on %s\n", addr)
+			}
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: serving the metrics on %s until Prometheus has scraped the migration's end twice, at most %v (--metrics-linger; Ctrl-C stops the wait)\n", addr, linger)
-			exp.Linger(ctx, linger)
+			switch n := exp.Linger(ctx, linger); {
+			case ctx.Err() != nil:
+			case n == 0 && before == 0 && exp.Began():
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: nothing scraped %s in %v: is Prometheus told of it (a scrape config whose targets hold it)?\n", addr, linger)
+			case n < 2:
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: the end was scraped %d time(s) of 2 within %v; a longer --metrics-linger outlasts a longer scrape interval\n", n, linger)
+			}
 		}
 		stop()
 	}, nil

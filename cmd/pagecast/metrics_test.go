@@ -159,3 +159,19 @@ func TestMigrateMetricsFailureFirst(t *testing.T) {
 		t.Errorf("the failure is not said before the linger:\n%s", stderr)
 	}
 }
+
+// TestMigrateMetricsUnscraped: metrics nothing scrapes are said to be, so
+// that a user whose Prometheus is not pointed at them learns it.
+func TestMigrateMetricsUnscraped(t *testing.T) {
+	vm := startVMRunProc(t, "--memory", "16M")
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+vm.sock, "--to", freeTCP(t), "--mode", "precopy",
+		"--metrics", freeAddr(t), "--metrics-linger", "1s").CombinedOutput()
+	if err == nil {
+		t.Fatalf("a migration to nobody succeeded:\n%s", out)
+	}
+	for _, want := range []string{"the migration ended before anything scraped the metrics on", "nothing scraped"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+}
