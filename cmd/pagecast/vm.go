@@ -419,8 +419,15 @@ func runVM(c *cli.Context) error {
 			return err
 		}
 	}
+	workload := c.String("workload")
+	if incoming != nil {
+		// The guest's own, which came with it, not --workload's default.
+		if st, err := vm.GuestStatus(); err == nil {
+			workload = guest.WorkloadName(st.Workload)
+		}
+	}
 	log.Info("virtual machine running", "memory", units.FormatBytes(float64(vm.MemoryBytes())),
-		"vcpus", vm.VCPUs(), "workload", c.String("workload"), "dirty", vm.DirtyMode(), "qmp", c.String("qmp"))
+		"vcpus", vm.VCPUs(), "workload", workload, "dirty", vm.DirtyMode(), "qmp", c.String("qmp"))
 	<-ctx.Done()
 	st, guestErr := vm.State()
 	log.Info("shutting down", "state", st)
