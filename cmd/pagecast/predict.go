@@ -62,7 +62,7 @@ func predictEvalCommand() *cli.Command {
 			"  pagecast predict eval --parts 4 --horizon 1,8 predictor/testdata/parts/xz.pct   # recorded in epochs of 25 ms, scored in 100 ms",
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "threshold", Value: predictor.DefaultThreshold,
-				Usage: "probability at and above which a page counts as predicted dirty (0 < t < 1)"},
+				Usage: "probability at and above which a page counts as predicted dirty (0 < t < 1); the model moves the pages between its F1-best cut and this one just across it, so that a higher threshold does not buy it precision the way it does a baseline's, and its Brier score grows with the distance moved"},
 			&cli.IntFlag{Name: "warmup", Value: predictor.DefaultWarmup, Usage: "epochs observed before scoring starts"},
 			&cli.StringFlag{Name: "horizon", Value: "1",
 				Usage: fmt.Sprintf("forecast dirtying within this many epochs (1-%d); a comma-separated list scores each, e.g. 1,2,4,8,16", predictor.MaxHorizon)},
