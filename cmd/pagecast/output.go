@@ -100,7 +100,11 @@ func writeReplace(path string, write func(io.Writer) error) error {
 	}()
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
 	if err != nil {
-		return err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the temporary file's name is not the user's
+		}
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	defer os.Remove(tmp) // after a successful rename, a no-op
 	if err := write(f); err != nil {

@@ -127,4 +127,11 @@ func TestOutputDirectory(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("left %v", entries)
 	}
+	// A directory that is not there is named as the user gave it, not by
+	// the temporary file beside it.
+	missing := filepath.Join(dir, "missing", "x.csv")
+	_, _, err := runApp(t, "trace", "export", "-o", missing, "../../predictor/testdata/hotset.pct")
+	if err == nil || !strings.Contains(err.Error(), missing+": no such file or directory") || strings.Contains(err.Error(), ".tmp") {
+		t.Errorf("-o in a missing directory: %v", err)
+	}
 }
