@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -79,6 +82,9 @@ func New(cfg Config) (_ *Collector, err error) {
 	if cfg.QMP == "" {
 		if cfg.PID == 0 || cfg.MemoryBytes == 0 {
 			return nil, errors.New("profile: give the VM's QMP socket, or its process id and memory size")
+		}
+		if err := holdsKVMVM(cfg.PID); err != nil {
+			return nil, err
 		}
 		c.vmm = &vmmControl{target: Target{Kind: "process", PID: cfg.PID, MemoryBytes: cfg.MemoryBytes, DirtyMode: bpf.ModeRing}}
 	} else if c.vmm, err = connect(cfg.QMP, cfg.PID); err != nil {
@@ -255,4 +261,25 @@ func (c *Collector) Close() error {
 		c.vmm.close()
 	}
 	return err
+}
+
+// holdsKVMVM checks that process pid holds a KVM VM (an open
+// anon_inode:kvm-vm), so that profiling another process is refused rather
+// than recording nothing (pid 1: "0 dirty pages", exit 0). Where its open
+// files cannot be read, nothing is said.
+func holdsKVMVM(pid int) error {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("profile: no process %d", pid)
+	}
+	if err != nil {
+		return nil
+	}
+	for _, fd := range fds {
+		if link, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && link == "anon_inode:kvm-vm" {
+			return nil
+		}
+	}
+	return fmt.Errorf("profile: process %d holds no KVM VM (no anon_inode:kvm-vm among its open files): give the VMM's process id, or its QMP socket (--qmp)", pid)
 }
