@@ -79,9 +79,12 @@ type ImportStats struct {
 // recognised by its magic bytes; the header line is optional), and appends
 // its epochs to w, which must not have had any appended yet. Epochs must
 // ascend; rows within an epoch may come in any order and duplicates are
-// dropped. Every epoch from 0 to the last is written, those without rows
-// as empty records, so epoch indices are kept; epoch i starts at offset
-// i × w.Meta().Epoch. Errors name the line.
+// dropped. Every epoch from the first row's to the last is written, those
+// without rows as empty records, so epoch indices are kept; epoch i starts
+// at offset i × w.Meta().Epoch. None is made up before the first row's: a
+// trace exported from epoch 1 (pagecast's recordings start there) imports
+// as it was, not with an empty epoch 0 that a simulation would replay.
+// Errors name the line.
 func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
 	var st ImportStats
 	br := bufio.NewReaderSize(in, 64<<10)
@@ -187,6 +190,8 @@ func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
 				if err := flush(); err != nil {
 					return st, fmt.Errorf("csv line %d: %w", line, err)
 				}
+			} else {
+				next = epoch // the first row's epoch is the trace's first
 			}
 			cur = epoch
 		}
