@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 )
@@ -25,13 +26,21 @@ func (f TLSFiles) Config(server bool) (*tls.Config, error) {
 	if f.Cert == "" || f.Key == "" || f.CA == "" {
 		return nil, errors.New("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca")
 	}
-	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	certPEM, err := readPEM("--tls-cert", f.Cert)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := readPEM("--tls-key", f.Key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("load TLS certificate: %w", err)
 	}
-	caPEM, err := os.ReadFile(f.CA)
+	caPEM, err := readPEM("--tls-ca", f.CA)
 	if err != nil {
-		return nil, fmt.Errorf("read TLS CA: %w", err)
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
@@ -49,6 +58,28 @@ func (f TLSFiles) Config(server bool) (*tls.Config, error) {
 		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
 	}
 	return c, nil
+}
+
+// maxPEM bounds what a TLS file flag reads: certificate chains and CA
+// bundles are kilobytes (Debian's whole bundle, some 200 KiB); a flag
+// naming /dev/zero read without end (24 GB, then the OOM killer).
+const maxPEM = 4 << 20
+
+// readPEM reads the PEM file of flag, at most maxPEM bytes.
+func readPEM(flag, path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPEM+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	if len(b) > maxPEM {
+		return nil, fmt.Errorf("%s %s: more than %d MiB, not a PEM file", flag, path, maxPEM>>20)
+	}
+	return b, nil
 }
 
 // tlsHint adds to a failed TLS handshake, or a read just after one, what a

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 
@@ -150,5 +151,21 @@ func TestQuietPeer(t *testing.T) {
 	<-d.done
 	if errors.Is(d.err, ErrQuietPeer) || !errors.Is(d.err, ErrNoHandshake) {
 		t.Errorf("a peer that sent 5 bytes: %v; want a refusal, not a probe", d.err)
+	}
+}
+
+// TestTLSFilesBounded: a TLS flag naming an endless file (/dev/zero) is
+// refused after a few MiB, not read until memory runs out.
+func TestTLSFilesBounded(t *testing.T) {
+	if _, err := os.Stat("/dev/zero"); err != nil {
+		t.Skip("no /dev/zero")
+	}
+	for _, f := range []TLSFiles{
+		{Cert: "/dev/zero", Key: "/dev/zero", CA: "/dev/zero"},
+	} {
+		_, err := f.Config(true)
+		if err == nil || !strings.Contains(err.Error(), "--tls-cert /dev/zero: more than 4 MiB, not a PEM file") {
+			t.Errorf("%+v: %v", f, err)
+		}
 	}
 }
