@@ -960,3 +960,24 @@ func TestBitmapChunks(t *testing.T) {
 		t.Fatalf("a chunk out of order: %v", err)
 	}
 }
+
+// TestWirePeerText: a peer's text arrives safe to print: its control
+// characters escaped, its line breaks made "; ", so that a hostile
+// destination's refusal cannot clear or rewrite the user's terminal.
+func TestWirePeerText(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	if err := w.Text(RecRefuse, "\x1b[2J\x1b[31mpwned\x07\r\nFAKE: migration completed \u0085é"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := NewReader(&buf).Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `\x1b[2J\x1b[31mpwned\x07\x0d; FAKE: migration completed \x85é`; rec.Text != want {
+		t.Errorf("text %q, want %q", rec.Text, want)
+	}
+}
