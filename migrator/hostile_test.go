@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -57,7 +58,7 @@ func TestReceiveHostile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newMemGuest(t, idle, false)
 			fillMixed(src.mem, 3)
-			dst := newMemGuest(t, idle, false)
+			dst := newMemGuest(t, memConfig{Memory: 4 << 20, Hot: 1}, false)
 			a, b := net.Pipe()
 			done := make(chan error, 1)
 			go func() {
@@ -152,4 +153,43 @@ func TestSourceResumesOnMismatch(t *testing.T) {
 		t.Fatalf("source is %s after a verification failure", st)
 	}
 	waitWrites(t, src, src.seqNow())
+}
+
+// TestHelloModes: a fresh destination refuses a source that says it
+// resumes a post-copy (the destination that ran its guest is gone) and
+// a mode it does not know, as refusals, which keep it waiting for the
+// source (ErrNoHandshake), and tells the source why.
+func TestHelloModes(t *testing.T) {
+	for _, tc := range []struct{ mode, want string }{
+		{resumeMode, "a post-copy source reconnecting, but this destination is a fresh one"},
+		{"nosuchmode", `the source's migration mode "nosuchmode"`},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			dst := newMemGuest(t, memConfig{Memory: 4 << 20, Hot: 1}, false)
+			a, b := net.Pipe()
+			done := make(chan error, 1)
+			go func() {
+				_, err := Receive(context.Background(), b, dst, ReceiveConfig{})
+				b.Close()
+				done <- err
+			}()
+			w, r := NewWriter(a), NewReader(a)
+			go func() {
+				w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: dst.MemoryBytes(), VCPUs: 1, Image: dst.Identity().Image, Mode: tc.mode})
+				w.Flush()
+			}()
+			rec, err := r.Next()
+			if err != nil || rec.Type != RecRefuse || !strings.Contains(rec.Text, tc.want) {
+				t.Errorf("the destination's answer: %v %v, want a refusal saying %q", rec, err, tc.want)
+			}
+			err = <-done
+			a.Close()
+			if !errors.Is(err, ErrNoHandshake) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Receive: %v, want a refusal (ErrNoHandshake) saying %q", err, tc.want)
+			}
+			if ok, st := dst.Waiting(); !ok {
+				t.Errorf("destination guest is %s after a refusal", st)
+			}
+		})
+	}
 }

@@ -222,6 +222,15 @@ func (rc *receiver) run() error {
 		return fmt.Errorf("the stream starts with a %s record, not a handshake: %w (%w)", rec.Type, ErrMalformed, ErrNoHandshake)
 	}
 	err = rec.Hello.Check(rc.hello())
+	if err == nil {
+		if rec.Hello.Mode == resumeMode {
+			// A post-copy source reconnecting finds the destination
+			// that ran its guest (tsmc.go's resume), never a fresh one.
+			err = errors.New("a post-copy source reconnecting, but this destination is a fresh one, not the one that ran the guest (restarted, or another): it has none of the guest's pages")
+		} else if _, perr := parseMode(rec.Hello.Mode); perr != nil && rec.Hello.Mode != "" { // none said: the stream says
+			err = fmt.Errorf("the source's %w", perr)
+		}
+	}
 	if np, ok := rc.d.(NoPostcopy); ok && err == nil && NeedsPostcopy(rec.Hello.Mode) {
 		if why := np.NoPostcopy(); why != "" {
 			err = fmt.Errorf("this destination cannot run %s's post-copy (%s's stage 3): %s", rec.Hello.Mode, ModeTSMC, why)

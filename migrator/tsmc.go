@@ -419,6 +419,7 @@ func (s *sender) reconnect(ctx context.Context, st *postcopyState) error {
 		if s.m.clock.Now().After(deadline) {
 			return fmt.Errorf("gave up after %v: %w", s.m.cfg.RecoverTimeout, err)
 		}
+		s.m.log.Warn("post-copy reconnect failed; trying again", "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
