@@ -115,6 +115,9 @@ func TestAuditUnanswered(t *testing.T) {
 	if info.Pagecast.Verified {
 		t.Error("an unchecked migration reports it verified")
 	}
+	if info.Pagecast.Unconfirmed == "" {
+		t.Error("an unchecked migration does not say it is unconfirmed")
+	}
 	<-d.done
 	if ok, st := src.Running(); ok {
 		t.Fatalf("source is %s", st)

@@ -193,3 +193,48 @@ func TestHelloModes(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitLost: a link that breaks after the destination's verdict and
+// before the source's commit leaves the destination's guest unstarted, and
+// the destination says where the guest may be: paused at a source that
+// committed, or running there if it did not.
+func TestCommitLost(t *testing.T) {
+	cfg := memConfig{Memory: 4 << 20, Hot: 1}
+	src := newMemGuest(t, cfg, false)
+	dst := newMemGuest(t, cfg, false)
+	a, b := net.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Receive(context.Background(), b, dst, ReceiveConfig{})
+		b.Close()
+		done <- err
+	}()
+	w, r := NewWriter(a), NewReader(a)
+	go func() {
+		w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image})
+		w.Zero(0, cfg.Memory/PageSize)
+		sendTail(w, src)
+		w.Flush()
+	}()
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			t.Fatalf("no verdict from the destination: %v", err)
+		}
+		if rec.Type == RecVerified {
+			if !rec.OK {
+				t.Fatalf("the destination refused an honest stream: %s", rec.Text)
+			}
+			break
+		}
+	}
+	a.Close() // the commit never comes
+	err := <-done
+	if want := "the link broke before the source's commit came, so this destination does not start the guest"; err == nil || !strings.Contains(err.Error(), want) ||
+		!strings.Contains(err.Error(), "if its migration reports completed, the commit was lost on the way") {
+		t.Errorf("Receive: %v, want %q and where the guest may be", err, want)
+	}
+	if ok, st := dst.Running(); ok {
+		t.Errorf("destination is %s without a commit", st)
+	}
+}

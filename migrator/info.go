@@ -56,6 +56,7 @@ type Extra struct {
 	DeferredAll uint64      `json:"deferred-total"`        // page deferrals over the migration
 	Bandwidth   uint64      `json:"bandwidth"`             // link cap, bytes/s; 0: none
 	Verified    bool        `json:"verified"`              // the destination's memory matched the source's
+	Unconfirmed string      `json:"unconfirmed,omitempty"` // why the destination did not answer after the commit: whether its guest runs is not known here
 	StopReason  string      `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
 	Destination string      `json:"destination,omitempty"` // the migrate URI
 	Auto        *AutoChoice `json:"auto,omitempty"`        // mode auto: what it chose, and what it predicted

@@ -463,7 +463,8 @@ func (rc *receiver) verdict(problem error) error {
 	}
 	rec, err := rc.r.Next()
 	if err != nil {
-		return fmt.Errorf("wait for the source's commit (the guest stays with the source): %w", err)
+		return fmt.Errorf("the link broke before the source's commit came, so this destination does not start the guest (%w); "+
+			"the source paused it for the switch-over: if its migration reports completed, the commit was lost on the way and the guest is paused there (resume it there with QMP cont); if it failed, it runs there", err)
 	}
 	switch rec.Type {
 	case RecCommit:

@@ -1094,11 +1094,15 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 // and it runs on here, from where it was paused: a write the dirty log
 // missed is caught as before the guest ran, at the price of the little
 // the destination's guest did meanwhile (pagecast's guests have no
-// devices that act outside them). Should the answer not come, the guest
-// stays with the destination and the migration is complete, unchecked.
+// devices that act outside them). Should the answer not come, the
+// migration is complete but unconfirmed (Extra.Unconfirmed): the
+// destination runs the guest if the commit reached it, and no one does if
+// the link broke before it did, which this side cannot tell apart; the
+// guest stays paused here, as resuming it could run it twice.
 func (s *sender) audit(d Digest) error {
 	unchecked := func(err error) error {
-		s.m.log.Warn("the memory check after the switch-over did not finish; the guest runs at the destination, unchecked", "err", err)
+		s.m.log.Warn("the destination did not answer after the commit: it runs the guest if the commit reached it, no one does if not; this source keeps the guest paused (check the destination before resuming it here)", "err", err)
+		s.m.update(func(i *Info) { i.Pagecast.Unconfirmed = err.Error() })
 		return nil
 	}
 	if err := s.w.Digest(d); err != nil {

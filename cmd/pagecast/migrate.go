@@ -393,7 +393,19 @@ func runMigrate(c *cli.Context) (err error) {
 			writePredictedAgainst(c.App.Writer, p, info, paused)
 		}
 	}
-	return nil
+	return unconfirmed(info)
+}
+
+// unconfirmed is an error for a migration that completed but whose
+// destination did not answer after the commit: whether the guest runs
+// there is not known on this side, so the command does not end in
+// success (its status stays completed, as the engine cannot tell either).
+func unconfirmed(i migrator.Info) error {
+	if x := i.Pagecast; x == nil || x.Unconfirmed == "" {
+		return nil
+	}
+	return fmt.Errorf("completed but unconfirmed: the destination did not answer after the commit (%s); it runs the guest if the commit reached it, and no one does if the link broke first. "+
+		"The source keeps the guest paused: check the destination (query-status running) before resuming the source (QMP cont)", i.Pagecast.Unconfirmed)
 }
 
 // interrupts turns SIGINT, SIGTERM and SIGHUP into a cancel of the migration,

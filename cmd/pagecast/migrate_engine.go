@@ -138,7 +138,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 			writePredictedAgainst(c.App.Writer, p, info, paused)
 		}
 	}
-	return nil
+	return unconfirmed(info)
 }
 
 // engineLog is the log of the engine migrate runs in-process: its info
