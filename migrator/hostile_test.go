@@ -238,3 +238,33 @@ func TestCommitLost(t *testing.T) {
 		t.Errorf("destination is %s without a commit", st)
 	}
 }
+
+// TestNothingReceived: a source that goes after the handshake, before any
+// page, leaves the destination's guest as it was, and Receive says so
+// (ErrNothingReceived), so that a waiting destination can wait on.
+func TestNothingReceived(t *testing.T) {
+	cfg := memConfig{Memory: 4 << 20, Hot: 1}
+	dst := newMemGuest(t, cfg, false)
+	a, b := net.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Receive(context.Background(), b, dst, ReceiveConfig{})
+		b.Close()
+		done <- err
+	}()
+	w, r := NewWriter(a), NewReader(a)
+	go func() {
+		w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image})
+		w.Flush()
+	}()
+	if rec, err := r.Next(); err != nil || rec.Type != RecAccept {
+		t.Fatalf("the destination's answer: %v %v, want an accept", rec, err)
+	}
+	w.Text(RecAbort, "the source failed: read the destination's answer to the handshake: i/o timeout")
+	w.Flush()
+	err := <-done
+	a.Close()
+	if !errors.Is(err, ErrNothingReceived) || !strings.Contains(err.Error(), "the source aborted the migration") {
+		t.Errorf("Receive: %v, want the abort, marked ErrNothingReceived", err)
+	}
+}

@@ -108,7 +108,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	if tc, ok := conn.(*tls.Conn); ok {
 		// The handshake on its own, so that its failure is named as one
 		// rather than as the first record's.
-		hctx, cancel := context.WithTimeout(ctx, cfg.IdleTimeout)
+		hctx, cancel := context.WithTimeout(ctx, min(cfg.IdleTimeout, helloWait))
 		err := tc.HandshakeContext(hctx)
 		cancel()
 		if errors.Is(err, io.EOF) {
@@ -138,6 +138,12 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		// exiting, that error says more.)
 		err = gerr
 	}
+	if err != nil && !errors.Is(err, ErrNoHandshake) && ctx.Err() == nil && (rc.seen == nil || rc.seen.Count() == 0) {
+		// Accepted, but gone before a page came (a source that gave up
+		// on its handshake while another peer held this one, then
+		// aborted): the guest is as it was, and can wait again.
+		err = fmt.Errorf("%w (%w)", err, ErrNothingReceived)
+	}
 	if err != nil {
 		var refused *refusal
 		var told *toldSource
@@ -155,6 +161,14 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	return Received{Rounds: rc.rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.r.Bytes(),
 		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Verified: rc.verified}, nil
 }
+
+// helloWait bounds the wait for a connection's TLS handshake and hello.
+const helloWait = 5 * time.Second
+
+// ErrNothingReceived marks a Receive that accepted a source which then went
+// (aborted, hung up) before any page arrived: the destination's guest is
+// untouched, so it can wait for another source.
+var ErrNothingReceived = errors.New("no page had arrived: the guest is as it was")
 
 type refusal struct{ reason error }
 
@@ -211,7 +225,13 @@ func (rc *receiver) hello() Hello {
 }
 
 func (rc *receiver) run() error {
+	// A peer that connects and says nothing holds the wait only so long:
+	// less than the source's own wait for the answer (IdleTimeout, 10 s),
+	// so that a source queued behind it is still there when its turn comes.
+	idle := rc.link.idle
+	rc.link.idle = min(idle, helloWait)
 	rec, err := rc.r.Next()
+	rc.link.idle = idle
 	if errors.Is(err, io.EOF) && rc.r.Bytes() == 0 {
 		return fmt.Errorf("read the handshake: %w (%w)", ErrQuietPeer, ErrNoHandshake)
 	}

@@ -205,6 +205,9 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 		case errors.Is(err, migrator.ErrNoHandshake):
 			log.Warn("refused a connection; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
 			continue
+		case errors.Is(err, migrator.ErrNothingReceived):
+			log.Warn("a source went before sending a page; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
+			continue
 		}
 		return res, err
 	}
