@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestReceiveHostile plays sources that lie: each stream must be refused
@@ -266,5 +267,36 @@ func TestNothingReceived(t *testing.T) {
 	a.Close()
 	if !errors.Is(err, ErrNothingReceived) || !strings.Contains(err.Error(), "the source aborted the migration") {
 		t.Errorf("Receive: %v, want the abort, marked ErrNothingReceived", err)
+	}
+}
+
+// TestSourceStalls: a source that stops sending midway is given up on
+// after the idle timeout, and the destination says what that means.
+func TestSourceStalls(t *testing.T) {
+	cfg := memConfig{Memory: 4 << 20, Hot: 1}
+	src := newMemGuest(t, cfg, false)
+	dst := newMemGuest(t, cfg, false)
+	a, b := net.Pipe()
+	defer a.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Receive(context.Background(), b, dst, ReceiveConfig{IdleTimeout: 300 * time.Millisecond})
+		b.Close()
+		done <- err
+	}()
+	w, r := NewWriter(a), NewReader(a)
+	go func() {
+		for {
+			if _, err := r.Next(); err != nil {
+				return
+			}
+		}
+	}()
+	w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image})
+	w.Pages([]uint64{1, 2}, src.Memory())
+	w.Flush() // and then nothing more
+	err := <-done
+	if want := "nothing came from the source for 300ms"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Receive: %v, want %q", err, want)
 	}
 }

@@ -137,6 +137,10 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		// something else failed first, as QEMU refusing the state and
 		// exiting, that error says more.)
 		err = gerr
+	} else if errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, ErrNoHandshake) {
+		// The source's own wait is shorter (10 s against 30): it has
+		// given up already, and says why on its side.
+		err = fmt.Errorf("%w (nothing came from the source for %v: the source or the network stalled, and the source has given up)", err, cfg.IdleTimeout)
 	}
 	if err != nil && !errors.Is(err, ErrNoHandshake) && ctx.Err() == nil && (rc.seen == nil || rc.seen.Count() == 0) {
 		// Accepted, but gone before a page came (a source that gave up
