@@ -254,13 +254,16 @@ func TestNothingReceived(t *testing.T) {
 		done <- err
 	}()
 	w, r := NewWriter(a), NewReader(a)
+	sent := make(chan struct{})
 	go func() {
+		defer close(sent)
 		w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image})
 		w.Flush()
 	}()
 	if rec, err := r.Next(); err != nil || rec.Type != RecAccept {
 		t.Fatalf("the destination's answer: %v %v, want an accept", rec, err)
 	}
+	<-sent
 	w.Text(RecAbort, "the source failed: read the destination's answer to the handshake: i/o timeout")
 	w.Flush()
 	err := <-done

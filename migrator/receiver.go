@@ -103,8 +103,11 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	if memory == 0 || memory%PageSize != 0 || uint64(len(d.Memory())) != memory {
 		return Received{}, fmt.Errorf("incoming migration: guest memory of %d bytes (%d mapped) is not a whole number of %d-byte pages", memory, len(d.Memory()), PageSize)
 	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	// Stopped (the VM told to quit, SIGTERM): reads end at once, and the
+	// source is told why below before the connection closes.
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	defer stop()
+	defer conn.Close()
 	if tc, ok := conn.(*tls.Conn); ok {
 		// The handshake on its own, so that its failure is named as one
 		// rather than as the first record's.
@@ -153,7 +156,12 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		var told *toldSource
 		if !errors.As(err, &refused) && !errors.Is(err, errSourceAborted) && !errors.As(err, &told) {
 			// Best effort: the source may be gone already.
-			if rc.w.Text(RecAbort, err.Error()) == nil { // the Writer cuts long reasons
+			reason := err.Error()
+			if ctx.Err() != nil {
+				reason = "the destination was stopped (its VM told to quit, or the process to end) during the incoming migration"
+			}
+			lc.idle = abortWait
+			if rc.w.Text(RecAbort, reason) == nil { // the Writer cuts long reasons
 				rc.w.Flush()
 			}
 		}
