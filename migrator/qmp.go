@@ -26,6 +26,8 @@ type Controller struct {
 	cfg      Config
 	current  *Migration
 	choosing bool // mode auto is watching the guest before a migration
+	// stopChoosing ends that watch (migrate_cancel), nothing migrated.
+	stopChoosing context.CancelFunc
 }
 
 // ModeAuto is the mode a Chooser turns into one of the others when the
@@ -99,11 +101,18 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 		// (query-migrate) are served meanwhile, a second migrate is
 		// refused.
 		c.choosing = true
+		cctx, stop := context.WithCancel(ctx)
+		c.stopChoosing = stop
 		choose := c.choose
 		c.mu.Unlock()
-		choice, err := choose(ctx, c.g, cfg)
+		choice, err := choose(cctx, c.g, cfg)
 		c.mu.Lock()
-		c.choosing = false
+		c.choosing, c.stopChoosing = false, nil
+		cancelled := cctx.Err() != nil && ctx.Err() == nil
+		stop()
+		if cancelled {
+			return nil, qmpserver.GenericError("mode auto: cancelled (migrate_cancel) while it watched the guest: nothing was migrated")
+		}
 		if err != nil {
 			return nil, qmpserver.GenericError("mode auto: %s", err.Error())
 		}
@@ -228,6 +237,11 @@ func (c *Controller) queryParameters(context.Context, json.RawMessage) (any, err
 }
 
 func (c *Controller) cancel(context.Context, json.RawMessage) (any, error) {
+	c.mu.Lock()
+	if c.stopChoosing != nil {
+		c.stopChoosing() // mode auto watching: no migration yet
+	}
+	c.mu.Unlock()
 	if m := c.Current(); m != nil {
 		if err := m.Cancel(); err != nil {
 			return nil, err

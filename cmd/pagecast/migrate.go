@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -301,12 +302,25 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 		defer pause.Close()
 	}
-	// From here an interrupt cancels the migration: one while pagecast's
+	// From here an interrupt cancels the migration. One while pagecast's
 	// monitor watches its guest for auto (migrate returns once it has
-	// chosen) is acted on at the first query-migrate.
+	// chosen, seconds later) sends migrate_cancel on a second connection,
+	// which ends the watch before anything is migrated.
 	ctx, interrupts := watchInterrupts(c.Context, c.App.ErrWriter)
 	defer interrupts.stop()
-	if err := migrator.Migrate(mon, c.String("to")); err != nil {
+	var watching func() bool // reports whether an interrupt came while auto watched
+	if kind == migrator.MonitorPagecast && p.Mode == modeAuto {
+		watching = interrupts.whileWatching(path)
+	}
+	err = migrator.Migrate(mon, c.String("to"))
+	if watching != nil && watching() {
+		if err != nil {
+			err = errors.New("interrupted while auto watched the guest and weighed the modes: nothing was migrated, the guest runs on at the source")
+		} else {
+			interrupts.cancel() // it had chosen: the migration is cancelled at once
+		}
+	}
+	if err != nil {
 		if metrics != nil {
 			metrics.Observe(migrator.Info{Status: migrator.StatusFailed, ErrorDesc: err.Error()})
 		}
@@ -440,6 +454,35 @@ func (in *interrupts) check(status string) {
 	in.warned = true
 	fmt.Fprintln(in.w, "\npagecast: post-copy under way: the guest runs on the destination, and a cancel now would lose it; "+
 		"waiting for the end (interrupt again to stop following: the migration goes on)")
+}
+
+// whileWatching takes interrupts while pagecast's monitor at the QMP socket
+// path watches its guest for mode auto, sending it migrate_cancel on a
+// connection of its own (the first is busy with migrate), until done is
+// called; done reports whether one came.
+func (in *interrupts) whileWatching(path string) (done func() bool) {
+	stop := make(chan struct{})
+	var got atomic.Bool
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		select {
+		case <-stop:
+			return
+		case <-in.sigs:
+		}
+		got.Store(true)
+		fmt.Fprintln(in.w, "pagecast: interrupted: stopping auto's watch of the guest (migrate_cancel)")
+		if mon, err := dialQMP(path); err == nil {
+			migrator.Cancel(mon)
+			mon.Disconnect()
+		}
+	}()
+	return func() bool {
+		close(stop)
+		<-finished
+		return got.Load()
+	}
 }
 
 func (in *interrupts) stop() {

@@ -536,3 +536,43 @@ func TestMigrateFlagErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestMigrateAutoInterrupted: Ctrl-C while pagecast's monitor watches its
+// guest for mode auto stops the watch at once (it was acted on only once
+// auto had chosen and the migration begun, using up the destination):
+// nothing is migrated, the source runs on and the destination waits on.
+func TestMigrateAutoInterrupted(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "16M", "--workload", "zipf")
+	dst := startVMRunProc(t, "--memory", "16M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "auto", "--bandwidth", "32MiB/s", "--observe", "600")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "the VM watches its guest"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("auto did not start watching:\n%s", out.String())
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(out.String(), "nothing was migrated, the guest runs on at the source") {
+			t.Errorf("migrate interrupted while auto watched: %v\n%s", err, out.String())
+		}
+	case <-time.After(20 * time.Second): // the watch is 60 s
+		cmd.Process.Kill()
+		t.Fatalf("migrate did not stop on SIGINT while auto watched:\n%s", out.String())
+	}
+	if st := status(t, src); st != "running" {
+		t.Errorf("source is %s", st)
+	}
+	if st := status(t, dst); st != "inmigrate" {
+		t.Errorf("destination is %s, want still waiting (inmigrate)", st)
+	}
+}
