@@ -64,7 +64,13 @@ func runReceive(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if _, err := migrator.ParseURI(c.String("listen")); err != nil {
+		return fmt.Errorf("--listen: %w", err) // before the QEMU is dialled
+	}
 	dest, err := qemuguest.DialDest(path)
+	if err != nil && strings.Contains(err.Error(), "has not been found") {
+		return fmt.Errorf("the destination QEMU: %w (is it pagecast's own monitor? receive is for a QEMU started with -incoming defer; a pagecast vm run takes a migration itself with --incoming)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("the destination QEMU: %w", err)
 	}

@@ -36,6 +36,11 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "is running, not waiting for a migration: start it with -incoming defer") {
 		t.Fatalf("receive into a running QEMU: %v\n%s", err, out)
 	}
+	// A bad --listen is said before the QEMU is asked anything.
+	out, err = exec.Command(binary, "receive", "--qmp", "unix:"+src.sock, "--listen", "4654").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `--listen: migration URI "4654": want tcp:HOST:PORT`) {
+		t.Errorf("receive --listen 4654: %v\n%s", err, out)
+	}
 
 	dir := t.TempDir()
 	dstQMP, watchQMP := filepath.Join(dir, "dst.sock"), filepath.Join(dir, "watch.sock")
@@ -202,4 +207,14 @@ func startReceive(t *testing.T, qmp, addr string) (*exec.Cmd, *syncBuffer, chan 
 		return err == nil
 	})
 	return recv, out, done
+}
+
+// TestReceiveIntoOwnMonitor: receive is for QEMU; pointed at pagecast's own
+// monitor it says so (it said only that query-memdev was not found).
+func TestReceiveIntoOwnMonitor(t *testing.T) {
+	own := startVMRunProc(t, "--memory", "16M")
+	out, err := exec.Command(binary, "receive", "--qmp", "unix:"+own.sock, "--listen", "tcp:"+freeAddr(t)).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is it pagecast's own monitor?") {
+		t.Errorf("receive into pagecast's own monitor: %v\n%s", err, out)
+	}
 }
