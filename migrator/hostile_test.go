@@ -59,15 +59,8 @@ func TestReceiveHostile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newMemGuest(t, idle, false)
 			fillMixed(src.mem, 3)
-			dst := newMemGuest(t, memConfig{Memory: 4 << 20, Hot: 1}, false)
-			a, b := net.Pipe()
-			done := make(chan error, 1)
-			go func() {
-				_, err := Receive(context.Background(), b, dst, ReceiveConfig{})
-				b.Close()
-				done <- err
-			}()
-			w, r := NewWriter(a), NewReader(a)
+			dst := newMemGuest(t, idle, false)
+			a, w, r, done := receiving(t, dst, ReceiveConfig{})
 			go func() { // drain the destination's answers
 				for {
 					if _, err := r.Next(); err != nil {
@@ -167,14 +160,7 @@ func TestHelloModes(t *testing.T) {
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			dst := newMemGuest(t, memConfig{Memory: 4 << 20, Hot: 1}, false)
-			a, b := net.Pipe()
-			done := make(chan error, 1)
-			go func() {
-				_, err := Receive(context.Background(), b, dst, ReceiveConfig{})
-				b.Close()
-				done <- err
-			}()
-			w, r := NewWriter(a), NewReader(a)
+			a, w, r, done := receiving(t, dst, ReceiveConfig{})
 			go func() {
 				w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: dst.MemoryBytes(), VCPUs: 1, Image: dst.Identity().Image, Mode: tc.mode})
 				w.Flush()
@@ -203,14 +189,7 @@ func TestCommitLost(t *testing.T) {
 	cfg := memConfig{Memory: 4 << 20, Hot: 1}
 	src := newMemGuest(t, cfg, false)
 	dst := newMemGuest(t, cfg, false)
-	a, b := net.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := Receive(context.Background(), b, dst, ReceiveConfig{})
-		b.Close()
-		done <- err
-	}()
-	w, r := NewWriter(a), NewReader(a)
+	a, w, r, done := receiving(t, dst, ReceiveConfig{})
 	go func() {
 		w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image})
 		w.Zero(0, cfg.Memory/PageSize)
@@ -246,14 +225,7 @@ func TestCommitLost(t *testing.T) {
 func TestNothingReceived(t *testing.T) {
 	cfg := memConfig{Memory: 4 << 20, Hot: 1}
 	dst := newMemGuest(t, cfg, false)
-	a, b := net.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := Receive(context.Background(), b, dst, ReceiveConfig{})
-		b.Close()
-		done <- err
-	}()
-	w, r := NewWriter(a), NewReader(a)
+	a, w, r, done := receiving(t, dst, ReceiveConfig{})
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
@@ -279,15 +251,7 @@ func TestSourceStalls(t *testing.T) {
 	cfg := memConfig{Memory: 4 << 20, Hot: 1}
 	src := newMemGuest(t, cfg, false)
 	dst := newMemGuest(t, cfg, false)
-	a, b := net.Pipe()
-	defer a.Close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := Receive(context.Background(), b, dst, ReceiveConfig{IdleTimeout: 300 * time.Millisecond})
-		b.Close()
-		done <- err
-	}()
-	w, r := NewWriter(a), NewReader(a)
+	_, w, r, done := receiving(t, dst, ReceiveConfig{IdleTimeout: 300 * time.Millisecond})
 	go func() {
 		for {
 			if _, err := r.Next(); err != nil {
@@ -302,4 +266,19 @@ func TestSourceStalls(t *testing.T) {
 	if want := "nothing came from the source for 300ms"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Receive: %v, want %q", err, want)
 	}
+}
+
+// receiving runs Receive into dst with cfg on one end of a pipe and returns
+// the other end, a source's, with its Writer and Reader, and Receive's
+// error once it has returned.
+func receiving(t *testing.T, dst *memGuest, cfg ReceiveConfig) (net.Conn, *Writer, *Reader, <-chan error) {
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close() })
+	done := make(chan error, 1)
+	go func() {
+		_, err := Receive(context.Background(), b, dst, cfg)
+		b.Close()
+		done <- err
+	}()
+	return a, NewWriter(a), NewReader(a), done
 }
