@@ -245,7 +245,7 @@ func runMigrate(c *cli.Context) (err error) {
 			return errors.New("--engine qemu is for a QEMU source: pagecast's own monitor migrates with pagecast's engine only")
 		}
 		if p.MaxRounds == 0 {
-			return errors.New("--max-rounds 0 (no cap) is for QEMU's own migration, from a QEMU source; pagecast's engine always has a round cap: give one (default 30)")
+			return errNoRoundCap
 		}
 		if err := migrator.SetParameters(mon, p); err != nil {
 			return err
@@ -273,7 +273,7 @@ func runMigrate(c *cli.Context) (err error) {
 		if src != nil {
 			defer src.Close()
 			if p.MaxRounds == 0 {
-				return errors.New("--max-rounds 0 (no cap) is for QEMU's own migration (--engine qemu); pagecast's engine always has a round cap: give one (default 30)")
+				return errNoRoundCap
 			}
 			return migrateWithEngine(c, src, p, metrics, mon, dst)
 		}
@@ -409,6 +409,10 @@ func runMigrate(c *cli.Context) (err error) {
 	}
 	return unconfirmed(info)
 }
+
+// errNoRoundCap refuses --max-rounds 0 where pagecast's engine migrates:
+// it always has a cap (it took its default of 30 unsaid).
+var errNoRoundCap = errors.New("--max-rounds 0 (no cap) is for QEMU's own migration (--engine qemu, from a QEMU source); pagecast's engine always has a round cap: give one (default 30)")
 
 // unconfirmed is an error for a migration that completed but whose
 // destination did not answer after the commit: whether the guest runs
