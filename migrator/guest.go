@@ -76,7 +76,8 @@ type Destination interface {
 	// has arrived and before the verdict: a failure here is a failed
 	// migration, and the guest stays with the source.
 	Restore(state []byte) error
-	// Start runs the guest, once the source has committed.
+	// Start runs the guest, once the source has committed (or leaves it
+	// paused where it was stopped while it waited, as QEMU's does).
 	Start() error
 	// Stop stops the guest Start ran, for good: its memory turned out
 	// not to match the source's, which runs the guest on instead.

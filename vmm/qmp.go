@@ -18,15 +18,10 @@ import (
 func (vm *VM) RegisterQMP(s *qmpserver.Server, quit func()) {
 	c := &qmpCommands{vm: vm}
 	s.Handle("query-status", qmpserver.NoArgs(c.queryStatus))
+	// Under -incoming, as QEMU's: stop has the guest stay paused once
+	// the migration has come, cont has it run.
 	s.Handle("stop", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) { return nil, vm.Pause() }))
-	s.Handle("cont", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
-		if vm.RunState() == StateInMigrate {
-			// As QEMU's cont under -incoming: the guest runs once the
-			// migration has come, which it does here anyway.
-			return nil, nil
-		}
-		return nil, vm.Resume()
-	}))
+	s.Handle("cont", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) { return nil, vm.Resume() }))
 	s.Handle("quit", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
 		go quit()
 		return nil, nil

@@ -84,6 +84,7 @@ type VM struct {
 	stopping atomic.Bool // pauseReq or quitting set: a throttled vCPU stops sleeping
 	quitting bool
 	incoming bool  // prelaunch waits for an incoming migration
+	holdIn   bool  // stop while incoming: the guest stays paused once it has come
 	movedOut bool  // paused after a completed outgoing migration
 	err      error // why the guest stopped, if it failed
 
@@ -308,6 +309,14 @@ func (vm *VM) Start() error {
 		return fmt.Errorf("start: virtual machine is %s", vm.state)
 	}
 	vm.state = StateRunning
+	if vm.holdIn {
+		// Stopped while it waited: it starts paused, as QEMU's guest
+		// does after an incoming migration once stop has turned its
+		// autostart off.
+		vm.state = StatePaused
+		vm.pauseReq = true
+		vm.stopping.Store(true)
+	}
 	vm.started = time.Now()
 	for _, c := range vm.vcpus {
 		go c.loop()
@@ -315,14 +324,19 @@ func (vm *VM) Start() error {
 	return nil
 }
 
-// Pause stops every vCPU and returns once none is inside KVM_RUN.
+// Pause stops every vCPU and returns once none is inside KVM_RUN. A VM
+// waiting for an incoming migration will start paused (QEMU's stop under
+// -incoming).
 func (vm *VM) Pause() error {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
-	switch vm.state {
-	case StatePaused:
+	switch {
+	case vm.state == StatePaused:
 		return nil
-	case StateRunning:
+	case vm.state == StatePrelaunch && vm.incoming:
+		vm.holdIn = true
+		return nil
+	case vm.state == StateRunning:
 	default:
 		return fmt.Errorf("pause: virtual machine is %s", vm.state)
 	}
@@ -375,14 +389,19 @@ func (vm *VM) allStoppedLocked() bool {
 	return true
 }
 
-// Resume lets paused vCPUs run again.
+// Resume lets paused vCPUs run again. A VM waiting for an incoming
+// migration will run once it has come, as it would have without Pause
+// (QEMU's cont under -incoming).
 func (vm *VM) Resume() error {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
-	switch vm.state {
-	case StateRunning:
+	switch {
+	case vm.state == StateRunning:
 		return nil
-	case StatePaused:
+	case vm.state == StatePrelaunch && vm.incoming:
+		vm.holdIn = false
+		return nil
+	case vm.state == StatePaused:
 	default:
 		return fmt.Errorf("resume: virtual machine is %s", vm.state)
 	}

@@ -45,10 +45,18 @@ func TestMigrateCLI(t *testing.T) {
 			if st := status(t, dst); st != "inmigrate" {
 				t.Fatalf("destination waiting for a migration is %q", st)
 			}
-			// cont while waiting is taken, as QEMU's under -incoming:
-			// the guest runs once it has come.
-			if _, err := runErr(dst.mon, "cont", nil); err != nil || status(t, dst) != "inmigrate" {
-				t.Fatalf("cont on the waiting destination: %v, then %s", err, status(t, dst))
+			// stop and cont while waiting are taken, as QEMU's under
+			// -incoming: after stop the guest stays paused once it has
+			// come (here for precopy and tsmc, whose stage 3 runs with
+			// the guest paused), after cont it runs.
+			if _, err := runErr(dst.mon, "stop", nil); err != nil || status(t, dst) != "inmigrate" {
+				t.Fatalf("stop on the waiting destination: %v, then %s", err, status(t, dst))
+			}
+			held := mode == "precopy" || mode == "tsmc"
+			if !held {
+				if _, err := runErr(dst.mon, "cont", nil); err != nil || status(t, dst) != "inmigrate" {
+					t.Fatalf("cont on the waiting destination: %v, then %s", err, status(t, dst))
+				}
 			}
 			out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri,
 				"--mode", mode, "--bandwidth", "64MiB/s").CombinedOutput()
@@ -62,6 +70,17 @@ func TestMigrateCLI(t *testing.T) {
 			}
 			if st := status(t, src); st != "postmigrate" {
 				t.Errorf("source after migration: %s, want postmigrate as QEMU says", st)
+			}
+			if held {
+				if st := status(t, dst); st != "paused" {
+					t.Fatalf("destination stopped while it waited is %s after migration, want paused", st)
+				}
+				p0 := progress(t, dst.mon)
+				time.Sleep(300 * time.Millisecond)
+				if p1 := progress(t, dst.mon); p1 != p0 {
+					t.Errorf("guest progress on the paused destination moved: %v -> %v", p0, p1)
+				}
+				run(t, dst.mon, "cont", nil)
 			}
 			if st := status(t, dst); st != "running" {
 				t.Fatalf("destination after migration: %s", st)

@@ -429,7 +429,11 @@ func runVM(c *cli.Context) error {
 			workload = guest.WorkloadName(st.Workload)
 		}
 	}
-	log.Info("virtual machine running", "memory", units.FormatBytes(float64(vm.MemoryBytes())),
+	msg := "virtual machine running"
+	if vm.RunState() == vmm.StatePaused {
+		msg = "virtual machine paused (stopped while it waited; cont runs it)"
+	}
+	log.Info(msg, "memory", units.FormatBytes(float64(vm.MemoryBytes())),
 		"vcpus", vm.VCPUs(), "workload", workload, "dirty", vm.DirtyMode(), "qmp", c.String("qmp"))
 	<-ctx.Done()
 	st, guestErr := vm.State()
