@@ -16,11 +16,9 @@ type Goner interface {
 const goneCheck = 250 * time.Millisecond
 
 // WatchGone asks d, where it is a Goner, every quarter second whether its
-// VM is gone and, once it is, calls act at each tick until the watch is
-// stopped (act may need repeating: a read deadline set in the past is set
-// again by the next read). gone returns d's reason once it is gone, else
-// nil; stop ends the watch and returns once it has ended. A d that cannot
-// go is not watched.
+// VM is gone and, once it is, calls act and stops asking. gone returns d's
+// reason once it is gone, else nil; stop ends the watch and returns once it
+// has ended. A d that cannot go is not watched.
 func WatchGone(d any, act func()) (gone func() error, stop func()) {
 	g, ok := d.(Goner)
 	if !ok {
@@ -39,13 +37,10 @@ func WatchGone(d any, act func()) (gone func() error, stop func()) {
 				return
 			case <-tick.C:
 			}
-			if reason.Load() == nil {
-				if err := g.Gone(); err != nil {
-					reason.Store(&err)
-				}
-			}
-			if reason.Load() != nil {
+			if err := g.Gone(); err != nil {
+				reason.Store(&err)
 				act()
+				return
 			}
 		}
 	}()

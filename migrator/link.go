@@ -128,7 +128,7 @@ func (c *linkConn) Read(p []byte) (int, error) {
 	if c.idle > 0 {
 		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
 		// A stop that set the read deadline in the past before the line
-		// above (see Receive) must not be undone by it.
+		// above (Receive's reads) must not be undone by it.
 		if err := c.ctx.Err(); err != nil {
 			return 0, err
 		}

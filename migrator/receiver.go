@@ -103,10 +103,14 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	if memory == 0 || memory%PageSize != 0 || uint64(len(d.Memory())) != memory {
 		return Received{}, fmt.Errorf("incoming migration: guest memory of %d bytes (%d mapped) is not a whole number of %d-byte pages", memory, len(d.Memory()), PageSize)
 	}
-	// Stopped (the VM told to quit, SIGTERM): reads end at once, and the
-	// source is told why below before the connection closes.
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
-	defer stop()
+	// Reads end at once when the receive is stopped (the VM told to
+	// quit, SIGTERM) or the VM goes (a QEMU killed, below), and the
+	// source is told why before the connection closes. The link's reads
+	// check reads too, so a deadline they set cannot undo the stop.
+	reads, stopReads := context.WithCancel(ctx)
+	defer stopReads()
+	unblock := context.AfterFunc(reads, func() { conn.SetReadDeadline(time.Now()) })
+	defer unblock()
 	defer conn.Close()
 	if tc, ok := conn.(*tls.Conn); ok {
 		// The handshake on its own, so that its failure is named as one
@@ -121,26 +125,28 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 			return Received{}, fmt.Errorf("incoming migration: TLS handshake with the source: %w (%w)", tlsHint(err, "source"), ErrNoHandshake)
 		}
 	}
-	lc := &linkConn{Conn: conn, ctx: ctx, limit: NewLimiter(0), idle: cfg.IdleTimeout}
+	lc := &linkConn{Conn: conn, ctx: reads, limit: NewLimiter(0), idle: cfg.IdleTimeout}
 	rc := &receiver{d: d, mem: d.Memory(), pages: memory / PageSize, link: lc,
 		w: NewWriter(lc), r: NewReader(lc), log: cfg.Log.With("component", "incoming"),
 		ctx: ctx, cfg: cfg}
 	start := cfg.Clock.Now()
-	// A VM that goes while pages come in (a QEMU killed) stops the
-	// stream's reads at once, so that the source hears why now rather
-	// than at the round's end, when the receiver next asks the VM.
-	gone, unwatch := WatchGone(d, func() { conn.SetReadDeadline(time.Now()) })
+	// A VM that goes while pages come in stops the reads, so that the
+	// source hears why now rather than at the round's end, when the
+	// receiver next asks the VM.
+	gone, unwatch := WatchGone(d, stopReads)
 	err := rc.run()
 	unwatch()
 	for _, c := range rc.conns {
 		c.Close()
 	}
-	if gerr := gone(); gerr != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+	// A read the stop ended fails on its deadline, or on reads' check.
+	readStopped := reads.Err() != nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.Canceled))
+	if gerr := gone(); gerr != nil && readStopped && ctx.Err() == nil {
 		// The watch stopped the stream because the VM went. (Where
 		// something else failed first, as QEMU refusing the state and
 		// exiting, that error says more.)
 		err = gerr
-	} else if errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, ErrNoHandshake) {
+	} else if errors.Is(err, os.ErrDeadlineExceeded) && !readStopped && !errors.Is(err, ErrNoHandshake) {
 		// The source's own wait is shorter (10 s against 30): it has
 		// given up already, and says why on its side.
 		err = fmt.Errorf("%w (nothing came from the source for %v: the source or the network stalled, and the source has given up)", err, cfg.IdleTimeout)
@@ -407,7 +413,8 @@ func (rc *receiver) finish() error {
 	if err := rc.audit(); err != nil {
 		return err
 	}
-	rc.log.Info("incoming migration complete, guest running", "rounds", rc.rounds, "pages", rc.normal, "zero-pages", rc.zero)
+	_, st := rc.d.Waiting() // running, or paused where it was stopped while it waited
+	rc.log.Info("incoming migration complete", "guest", st, "rounds", rc.rounds, "pages", rc.normal, "zero-pages", rc.zero)
 	return nil
 }
 
