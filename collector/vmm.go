@@ -53,22 +53,9 @@ type vmmControl struct {
 
 // connect opens the QMP socket and learns the target.
 func connect(path string, pid int) (*vmmControl, error) {
-	mon, err := qmpclient.Dial("unix", path, 5*time.Second)
+	mon, err := qmpclient.Open(path, 5*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("connect to qmp socket %s: %w", path, err)
-	}
-	// go-qemu's handshake has no deadline, and a QEMU QMP socket serves
-	// one client at a time: a busy socket never greets.
-	handshake := make(chan error, 1)
-	go func() { handshake <- mon.Connect() }()
-	select {
-	case err := <-handshake:
-		if err != nil {
-			return nil, fmt.Errorf("qmp handshake on %s: %w", path, err)
-		}
-	case <-time.After(5 * time.Second):
-		mon.Disconnect()
-		return nil, fmt.Errorf("qmp socket %s sent no greeting in 5s (QEMU serves one client per QMP socket: is another client connected?)", path)
+		return nil, err
 	}
 	c := &vmmControl{mon: mon}
 	if err := c.learn(pid); err != nil {

@@ -16,29 +16,8 @@ import (
 // instance qemu.VM.Monitor) satisfies it.
 type Monitor = qemu.Runner
 
-// dial connects to the QMP socket at path. A QEMU QMP socket serves one
-// client at a time and the handshake has no deadline, so a busy
-// socket is given up after 5 s.
-func dial(path string) (*qmpclient.Client, error) {
-	path = strings.TrimPrefix(path, "unix:")
-	mon, err := qmpclient.Dial("unix", path, 5*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("connect to qmp socket %s: %w", path, err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- mon.Connect() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			mon.Disconnect()
-			return nil, fmt.Errorf("qmp handshake on %s: %w", path, err)
-		}
-	case <-time.After(5 * time.Second):
-		mon.Disconnect()
-		return nil, fmt.Errorf("qmp socket %s sent no greeting in 5s (QEMU serves one client per QMP socket: is another client connected?)", path)
-	}
-	return mon, nil
-}
+// dial connects to the QMP socket at path, giving a busy one up after 5 s.
+func dial(path string) (*qmpclient.Client, error) { return qmpclient.Open(path, 5*time.Second) }
 
 // runState is QEMU's run state (query-status): "running", "paused",
 // "inmigrate", "postmigrate", …

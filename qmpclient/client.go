@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +47,27 @@ func Dial(network, addr string, timeout time.Duration) (*Client, error) {
 }
 
 var _ qmp.Monitor = (*Client)(nil)
+
+// Open connects to the QMP socket at path ("unix:" before it is taken)
+// and does the handshake, both within wait. A QEMU QMP socket serves one
+// client at a time, and a busy one accepts but never greets: that is said.
+func Open(path string, wait time.Duration) (*Client, error) {
+	path = strings.TrimPrefix(path, "unix:")
+	c, err := Dial("unix", path, wait)
+	if err != nil {
+		return nil, fmt.Errorf("connect to QMP socket %s: %w", path, err)
+	}
+	c.conn.SetDeadline(time.Now().Add(wait))
+	if err := c.Connect(); err != nil {
+		c.Disconnect()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("QMP socket %s sent no greeting in %v (QEMU serves one client per QMP socket: is another client connected?)", path, wait)
+		}
+		return nil, fmt.Errorf("QMP handshake on %s: %w", path, err)
+	}
+	c.conn.SetDeadline(time.Time{})
+	return c, nil
+}
 
 // reply is a line that is not an event, with the QMP error it holds.
 type reply struct {

@@ -193,3 +193,35 @@ func TestHandshake(t *testing.T) {
 		})
 	}
 }
+
+// TestOpen: Open dials and greets within its wait, says which socket, and
+// says a socket that accepts but never greets is likely busy (QEMU serves
+// one client per QMP socket); a connection it opened runs commands after
+// the wait has passed.
+func TestOpen(t *testing.T) {
+	greeting := `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}`
+	path := fakeMonitor(t, greeting, "<", `{"return": {}}`, "<", `{"return": {"status": "running"}}`)
+	c, err := Open("unix:"+path, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect()
+	time.Sleep(300 * time.Millisecond)
+	if out, err := c.Run([]byte(`{"execute":"query-status"}`)); err != nil || !strings.Contains(string(out), "running") {
+		t.Fatalf("query-status after the wait: %q, %v", out, err)
+	}
+
+	silent := fakeMonitor(t)
+	if _, err := Open(silent, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "QMP socket "+silent+" sent no greeting in 200ms") ||
+		!strings.Contains(err.Error(), "is another client connected?") {
+		t.Fatalf("Open of a socket that never greets: %v", err)
+	}
+	missing := filepath.Join(t.TempDir(), "none.sock")
+	if _, err := Open(missing, 200*time.Millisecond); err == nil || !strings.HasPrefix(err.Error(), "connect to QMP socket "+missing+": ") {
+		t.Fatalf("Open of no socket: %v", err)
+	}
+	refusing := fakeMonitor(t, `{"hello": 1}`)
+	if _, err := Open(refusing, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "QMP handshake on "+refusing+": ") {
+		t.Fatalf("Open of a socket that is not QMP: %v", err)
+	}
+}

@@ -118,7 +118,7 @@ func TestProfileErrors(t *testing.T) {
 		want   string
 	}{
 		{"no target", []string{"profile"}, false, "give --qmp"},
-		{"no socket", []string{"profile", "--qmp", "unix:/nonexistent/qmp.sock"}, false, "connect to qmp socket /nonexistent/qmp.sock"},
+		{"no socket", []string{"profile", "--qmp", "unix:/nonexistent/qmp.sock"}, false, "connect to QMP socket /nonexistent/qmp.sock"},
 		{"refused hook", []string{"profile", "--qmp", sock, "--hook", "fentry/mark_page_dirty_in_slot"}, false,
 			"no usable KVM dirty tracking hook for dirty ring mode; fentry/mark_page_dirty_in_slot: load fentry/mark_page_dirty_in_slot: the kernel refused it"},
 		{"hook of the other mode", []string{"profile", "--qmp", sock, "--hook", "tracepoint/kvm/kvm_page_fault"}, false,
