@@ -1,6 +1,7 @@
 package migrator
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -139,6 +140,7 @@ type Migration struct {
 	info      Info
 	start     time.Time
 	cancelled bool
+	gone      error // the source VM went (Goner) during the migration
 }
 
 // Outgoing begins migrating guest g to uri in the background. The guest
@@ -193,7 +195,21 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 	go func() {
 		defer close(m.done)
 		defer cut()
+		// A source VM that goes (its QEMU killed) ends the migration
+		// at once, before the switch-over: it sent on from the memory
+		// left mapped until the pause failed. After it (post-copy) the
+		// pages left go on from that memory.
+		_, unwatch := WatchGone(g, func() {
+			m.mu.Lock()
+			m.gone = cmp.Or(g.(Goner).Gone(), errors.New("the source VM is gone"))
+			early := m.info.Status == StatusSetup || m.info.Status == StatusActive
+			m.mu.Unlock()
+			if early {
+				m.cancel()
+			}
+		})
 		err := m.run(ctx, linkCtx, md, pol)
+		unwatch()
 		m.finish(err)
 	}()
 	return m, nil
@@ -338,6 +354,10 @@ func (m *Migration) finish(err error) {
 		m.info.ErrorDesc = fmt.Sprintf("post-copy %s: the guest ran on the destination after the switch-over, needing pages only this source holds "+
 			"(this source keeps the guest paused as it was at the switch-over; resuming it here with cont would lose what it did since): %v", why, linkHint(err, m.cfg.IdleTimeout))
 		m.log.Error("post-copy "+why, "err", err)
+	case m.gone != nil:
+		m.info.Status = StatusFailed
+		m.info.ErrorDesc = fmt.Sprintf("%v during the migration, and the guest with it: the destination did not start it (%v)", m.gone, err)
+		m.log.Error("the source VM went during the migration", "why", m.gone, "err", err)
 	case m.cancelled:
 		m.info.Status = StatusCancelled
 		m.info.ErrorDesc = "migration cancelled"
@@ -567,7 +587,10 @@ func (s *sender) tellAbort(err error) {
 	}
 	s.m.mu.Lock()
 	reason := fmt.Sprintf("the source failed, and its guest runs on there: %v", err)
-	if s.m.cancelled {
+	switch {
+	case s.m.gone != nil:
+		reason = fmt.Sprintf("%v, and the guest with it", s.m.gone)
+	case s.m.cancelled:
 		reason = "cancelled on the source, where the guest runs on"
 	}
 	s.m.mu.Unlock()

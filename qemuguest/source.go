@@ -194,6 +194,18 @@ func (s *Source) Running() (bool, string) {
 	return st == "running", st
 }
 
+// Gone says, once the source QEMU has exited (killed, or quit), that it
+// has (migrator.Goner): the migration then fails at once rather than
+// when it next asks QEMU, and says why.
+func (s *Source) Gone() error {
+	if s.pid == 0 || !processGone(s.pid) {
+		return nil
+	}
+	return fmt.Errorf("the source QEMU (pid %d) has exited", s.pid)
+}
+
+var _ migrator.Goner = (*Source)(nil)
+
 // StartDirtyLog tracks the pages the vCPUs write: pagecast's plugin under
 // TCG, the collector's eBPF hooks under KVM.
 func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {

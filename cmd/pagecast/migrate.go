@@ -383,8 +383,10 @@ func runMigrate(c *cli.Context) (err error) {
 		sent = max(sent, info.RAM.Transferred)
 	}
 	if err != nil && plan != nil && info.Status == migrator.StatusFailed && sent < 1<<20 &&
-		(strings.Contains(info.ErrorDesc, "Broken pipe") || strings.Contains(info.ErrorDesc, "Connection reset")) {
-		// pagecast's receiver hangs up on QEMU's stream at once.
+		(strings.Contains(info.ErrorDesc, "Broken pipe") || strings.Contains(info.ErrorDesc, "Connection reset") ||
+			strings.Contains(info.ErrorDesc, "Bad file descriptor")) {
+		// pagecast's receiver hangs up on QEMU's stream at once; QEMU
+		// says so in one of three ways, as its writes meet the hang-up.
 		return fmt.Errorf("%w (the guest keeps running on the source; the destination hung up at once: QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts; a pagecast receiver, vm run --incoming or pagecast receive, takes pagecast's engine only)", err)
 	}
 	if err != nil && qmpGone(err) {

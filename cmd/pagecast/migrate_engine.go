@@ -128,6 +128,9 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		go func() { defer close(followed); metrics.Follow(context.Background(), m.Info, 200*time.Millisecond) }()
 	}
 	info, err := followMigration(ctx, m, newProgressBar(c.App.ErrWriter, c.Bool("quiet")))
+	if err != nil && src.Gone() != nil {
+		return err // the engine says the source QEMU went, and the guest with it
+	}
 	if err != nil {
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}

@@ -324,10 +324,10 @@ func TestMigrateQEMUForcedSays(t *testing.T) {
 // waiting for it under vm run, and a pre-copy migration between them at
 // bandwidth, and returns once the destination has accepted it, with
 // migrate's output so far.
-func migrateUnderway(t *testing.T, bandwidth string) (dst *qemuRun, migrate *exec.Cmd, out *syncBuffer) {
+func migrateUnderway(t *testing.T, bandwidth string) (src, dst *qemuRun, migrate *exec.Cmd, out *syncBuffer) {
 	t.Helper()
 	uri := freeTCP(t)
-	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
+	src = startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
 	dst = startQEMURun(t, "--memory", "64M", "--incoming", uri)
 	migrate = exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", bandwidth, "--quiet")
 	out = new(syncBuffer)
@@ -340,14 +340,14 @@ func migrateUnderway(t *testing.T, bandwidth string) (dst *qemuRun, migrate *exe
 			t.Fatalf("the destination never accepted the migration:\n%s", dst.stderr.String())
 		}
 	}
-	return dst, migrate, out
+	return src, dst, migrate, out
 }
 
 // TestIncomingStopped: a destination stopped with SIGTERM midway says so
 // on one line (it said "use of closed network connection (context
 // canceled)"), and the source's guest runs on.
 func TestIncomingStopped(t *testing.T) {
-	dst, cmd, out := migrateUnderway(t, "8MiB/s")
+	_, dst, cmd, out := migrateUnderway(t, "8MiB/s")
 	time.Sleep(500 * time.Millisecond) // midway: 64 MiB at 8 MiB/s take 8 s
 	dst.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -373,7 +373,7 @@ func TestIncomingStopped(t *testing.T) {
 // the VM ("after round 1 the virtual machine is no longer waiting"):
 // round 1 of 64 MiB at 8 MiB/s takes 8 s.
 func TestIncomingQEMUKilled(t *testing.T) {
-	dst, cmd, out := migrateUnderway(t, "8MiB/s")
+	_, dst, cmd, out := migrateUnderway(t, "8MiB/s")
 	syscall.Kill(dst.qemuPID, syscall.SIGKILL)
 	err := cmd.Wait()
 	want := fmt.Sprintf("the destination QEMU (pid %d) has exited", dst.qemuPID)
@@ -382,5 +382,27 @@ func TestIncomingQEMUKilled(t *testing.T) {
 	}
 	if got := dst.stderr.String(); strings.Count(got, want) != 1 {
 		t.Errorf("the destination said:\n%s", got)
+	}
+}
+
+// TestSourceQEMUKilled: a source whose QEMU is killed midway fails the
+// migration at once, and both ends say that the source went, and the
+// guest with it. The engine went on sending from the guest memory left
+// mapped until the switch-over's pause failed, some 6 s later, and then
+// both ends said the destination went away and the guest ran on at the
+// source.
+func TestSourceQEMUKilled(t *testing.T) {
+	src, dst, cmd, out := migrateUnderway(t, "8MiB/s")
+	syscall.Kill(src.qemuPID, syscall.SIGKILL)
+	err := cmd.Wait()
+	want := fmt.Sprintf("the source QEMU (pid %d) has exited", src.qemuPID)
+	if got := out.String(); err == nil || !strings.Contains(got, want+" during the migration, and the guest with it: the destination did not start it") ||
+		strings.Contains(got, "keeps running") || strings.Contains(got, "destination went away") || strings.Contains(got, "stop the guest") {
+		t.Errorf("migrate from a source whose QEMU was killed: %v\n%s", err, got)
+	}
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(dst.stderr.String(), want+", and the guest with it"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the destination did not say the source went:\n%s", dst.stderr.String())
+		}
 	}
 }
