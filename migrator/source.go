@@ -798,9 +798,9 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		}
 		switch {
 		case fitted:
-			return fmt.Sprintf("%d bytes pending fit the downtime limit at a dirty log harvest in round %d", remaining, round), false, nil
+			return fmt.Sprintf("%s fit the downtime limit at a dirty log harvest in round %d", s.pendingSaid(remaining), round), false, nil
 		case fits(remaining):
-			return fmt.Sprintf("%d bytes pending fit the downtime limit at the end of round %d", remaining, round), false, nil
+			return fmt.Sprintf("%s fit the downtime limit at the end of round %d", s.pendingSaid(remaining), round), false, nil
 		case s.mode.fallback && stalled(startPending, pending):
 			return fmt.Sprintf("round %d left %d of its %d pages pending: switching to post-copy", round, pending, startPending), true, nil
 		case round >= cfg.MaxRounds:
@@ -1152,6 +1152,15 @@ func (s *sender) audit(d Digest) error {
 		return fmt.Errorf("after the switch-over: the destination's memory does not match the source's, and it could not stop its guest, so this copy stays paused: %s", rec.Text)
 	}
 	return unchecked(fmt.Errorf("the destination answered the checksums with a %s record: %w", rec.Type, ErrMalformed))
+}
+
+// pendingSaid is bytes pending as the stop reason says them: with MECOM,
+// also what they come to coded, which is what must fit.
+func (s *sender) pendingSaid(bytes uint64) string {
+	if s.wireShare >= 1 {
+		return fmt.Sprintf("%d bytes pending", bytes)
+	}
+	return fmt.Sprintf("%d bytes pending (about %d coded: %.0f%% of their size)", bytes, uint64(float64(bytes)*s.wireShare), 100*s.wireShare)
 }
 
 // sendState sends the paused guest's state (Guest.SaveState).

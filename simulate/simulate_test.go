@@ -930,3 +930,23 @@ func TestWrittenZeros(t *testing.T) {
 		}
 	}
 }
+
+// TestStopReasonCoded: with MECOM the stop reason says what the pending
+// bytes come to coded, which is what fits the limit (it said the raw
+// bytes alone: 11 710 464 pending "fit" 300 ms at 32 MiB/s).
+func TestStopReasonCoded(t *testing.T) {
+	// A hot set of 16 MB, 0.5 s at 32 MiB/s as it is, fits 300 ms coded.
+	w, err := ParseSynthetic("hotset:hot=4000,p=0.95,rate=20000", 1<<15, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Run(context.Background(), Options{Workload: w, Bandwidth: 32 << 20}, "mecom")
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	var pending, coded uint64
+	if _, err := fmt.Sscanf(r.Info.Pagecast.StopReason, "%d bytes pending (about %d coded:", &pending, &coded); err != nil || coded >= pending {
+		t.Fatalf("stopped because %q: want the pending bytes and, fewer, what they come to coded", r.Info.Pagecast.StopReason)
+	}
+	t.Logf("stopped because %s", r.Info.Pagecast.StopReason)
+}
