@@ -537,7 +537,12 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	// through, which flattered auto).
 	if o.Start == 0 {
 		if w.Len() > 0 && n >= w.Len() {
-			return fmt.Errorf("--observe %d: the workload has only %d epochs", n, w.Len())
+			flag := fmt.Sprintf("--observe %d", n)
+			if !c.IsSet("observe") {
+				flag = fmt.Sprintf("auto observes %d epochs (--observe's default)", n)
+			}
+			return fmt.Errorf("%s: the workload has only %d epochs, and auto migrates from the epochs after those it observes: "+
+				"give --observe fewer (--observe %d leaves half to migrate), or --start an epoch to observe those before it", flag, w.Len(), max(w.Len()/2, 1))
 		}
 		o.Start = n // observe the first epochs, start after them
 		fmt.Fprintf(c.App.ErrWriter, "auto: observing epochs %d-%d, migrating from epoch %d\n", first, first+n-1, first+n)

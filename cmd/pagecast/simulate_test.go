@@ -271,8 +271,9 @@ func TestSimulateAuto(t *testing.T) {
 	} else if p, ok := a.Predicted(); !ok || p.TotalTime <= 0 || p.Transferred == 0 {
 		t.Errorf("the chosen mode's prediction: %+v", p)
 	}
-	if _, _, err := runApp(t, "simulate", "--trace", simTrace, "--mode", "auto", "--observe", "60"); err == nil || !strings.Contains(err.Error(), "only 60 epochs") {
-		t.Errorf("observing the whole trace: %v", err)
+	if _, _, err := runApp(t, "simulate", "--trace", simTrace, "--mode", "auto", "--observe", "60"); err == nil || !strings.Contains(err.Error(), "only 60 epochs") ||
+		!strings.Contains(err.Error(), "give --observe fewer (--observe 30 leaves half to migrate), or --start an epoch") {
+		t.Errorf("observing the whole trace: %v, want how to do with it", err)
 	}
 }
 
