@@ -45,8 +45,9 @@ func demoCommand() *cli.Command {
 		Description: "Boots a small pagecast VM that writes an 8 MiB hot set and, 5% of the time, anywhere, profiles it\n" +
 			"and prints every interval how many pages it dirtied, the rate, a strip showing where in guest\n" +
 			"memory the writes land, and the hottest regions. Then scores the predictor's forecasts of those\n" +
-			"epochs against simple baselines, and live-migrates the VM on loopback once in each mode, each\n" +
-			"verified, and prints them side by side.\n\n" +
+			"epochs against simple baselines, and live-migrates the VM on loopback once in each mode (each\n" +
+			"of pagecast's engine's checked against the source's memory; QEMU's own migrations have no such\n" +
+			"check, and their verified column shows -), and prints them side by side.\n\n" +
 			"Where /dev/kvm works (--monitor auto): pagecast's own KVM monitor, profiled by its eBPF programs\n" +
 			"(without root, KVM's dirty log, and it says so), migrated from monitor to monitor in this process\n" +
 			"(precopy, predictive warmed by the profile just taken, throttle, tsmc, mecom, predictive+mecom, and the\n" +
