@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -648,6 +649,8 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused 
 		}
 		if r := i.RAM; r != nil && (r.PostcopyBytes > 0 || r.PostcopyRequests > 0) {
 			fmt.Fprintf(tw, "post-copy\t%s sent, %d pages pulled by the destination\n", units.FormatBytes(float64(r.PostcopyBytes)), r.PostcopyRequests)
+		} else if slices.Contains(plan.Capabilities, migrator.CapPostcopyRAM) && i.Status == migrator.StatusCompleted {
+			fmt.Fprintf(tw, "post-copy\tnone: pre-copy completed before the switch to post-copy\n")
 		}
 		if i.CPUThrottlePercentage > 0 {
 			fmt.Fprintf(tw, "cpu throttle\t%d%% at most (lifted)\n", i.CPUThrottlePercentage)

@@ -595,3 +595,20 @@ func TestMigrateAutoInterrupted(t *testing.T) {
 		t.Errorf("destination is %s, want still waiting (inmigrate)", st)
 	}
 }
+
+// TestSummaryPostcopyNone: a QEMU post-copy migration that completed in
+// pre-copy, before the switch, says so (the summary said nothing of
+// post-copy, which read as if it had run).
+func TestSummaryPostcopyNone(t *testing.T) {
+	plan := &migrator.QEMUPlan{Mode: "tsmc", Capabilities: []string{migrator.CapPostcopyRAM}, Postcopy: true}
+	var b bytes.Buffer
+	writeSummary(&b, migrator.Info{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{}}, plan, -1)
+	if !regexp.MustCompile(`(?m)^post-copy +none: pre-copy completed before the switch to post-copy$`).Match(b.Bytes()) {
+		t.Errorf("summary of a post-copy migration that never switched:\n%s", b.String())
+	}
+	b.Reset()
+	writeSummary(&b, migrator.Info{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{PostcopyBytes: 1 << 20, PostcopyRequests: 3}}, plan, -1)
+	if !strings.Contains(b.String(), "1.0 MiB sent, 3 pages pulled by the destination") || strings.Contains(b.String(), "none:") {
+		t.Errorf("summary of a post-copy migration:\n%s", b.String())
+	}
+}
