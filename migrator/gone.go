@@ -16,10 +16,11 @@ type Goner interface {
 const goneCheck = 250 * time.Millisecond
 
 // WatchGone asks d, where it is a Goner, every quarter second whether its
-// VM is gone and, once it is, calls act and stops asking. gone returns d's
+// VM is gone and, once it is, calls act with d's reason and stops asking.
+// gone returns d's
 // reason once it is gone, else nil; stop ends the watch and returns once it
 // has ended. A d that cannot go is not watched.
-func WatchGone(d any, act func()) (gone func() error, stop func()) {
+func WatchGone(d any, act func(reason error)) (gone func() error, stop func()) {
 	g, ok := d.(Goner)
 	if !ok {
 		return func() error { return nil }, func() {}
@@ -39,7 +40,7 @@ func WatchGone(d any, act func()) (gone func() error, stop func()) {
 			}
 			if err := g.Gone(); err != nil {
 				reason.Store(&err)
-				act()
+				act(err)
 				return
 			}
 		}

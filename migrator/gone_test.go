@@ -18,7 +18,7 @@ func (g goner) Gone() error {
 
 func TestWatchGone(t *testing.T) {
 	var acts atomic.Int32
-	gone, stop := WatchGone(goner{at: time.Now().Add(300 * time.Millisecond)}, func() { acts.Add(1) })
+	gone, stop := WatchGone(goner{at: time.Now().Add(300 * time.Millisecond)}, func(error) { acts.Add(1) })
 	if err := gone(); err != nil {
 		t.Fatalf("gone before the VM went: %v", err)
 	}
@@ -37,7 +37,7 @@ func TestWatchGone(t *testing.T) {
 	}
 
 	// A destination that cannot go is not watched.
-	gone, stop = WatchGone(struct{}{}, func() { t.Error("act called for a destination that cannot go") })
+	gone, stop = WatchGone(struct{}{}, func(error) { t.Error("act called for a destination that cannot go") })
 	time.Sleep(2 * goneCheck)
 	stop()
 	if err := gone(); err != nil {

@@ -133,7 +133,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	// A VM that goes while pages come in stops the reads, so that the
 	// source hears why now rather than at the round's end, when the
 	// receiver next asks the VM.
-	gone, unwatch := WatchGone(d, stopReads)
+	gone, unwatch := WatchGone(d, func(error) { stopReads() })
 	err := rc.run()
 	unwatch()
 	for _, c := range rc.conns {

@@ -1,7 +1,6 @@
 package migrator
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -199,9 +198,9 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 		// at once, before the switch-over: it sent on from the memory
 		// left mapped until the pause failed. After it (post-copy) the
 		// pages left go on from that memory.
-		_, unwatch := WatchGone(g, func() {
+		_, unwatch := WatchGone(g, func(reason error) {
 			m.mu.Lock()
-			m.gone = cmp.Or(g.(Goner).Gone(), errors.New("the source VM is gone"))
+			m.gone = reason
 			early := m.info.Status == StatusSetup || m.info.Status == StatusActive
 			m.mu.Unlock()
 			if early {
@@ -356,7 +355,10 @@ func (m *Migration) finish(err error) {
 		m.log.Error("post-copy "+why, "err", err)
 	case m.gone != nil:
 		m.info.Status = StatusFailed
-		m.info.ErrorDesc = fmt.Sprintf("%v during the migration, and the guest with it: the destination did not start it (%v)", m.gone, err)
+		m.info.ErrorDesc = fmt.Sprintf("%v during the migration, and the guest with it: the destination did not start it", m.gone)
+		if !errors.Is(err, context.Canceled) { // the watch's own stop says nothing more
+			m.info.ErrorDesc += fmt.Sprintf(" (%v)", err)
+		}
 		m.log.Error("the source VM went during the migration", "why", m.gone, "err", err)
 	case m.cancelled:
 		m.info.Status = StatusCancelled

@@ -167,7 +167,7 @@ func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsCon
 	for {
 		stop := context.AfterFunc(ctx, func() { l.Close() })
 		// A QEMU that quits while it waits ends the wait.
-		gone, unwatch := migrator.WatchGone(d, func() { l.Close() })
+		gone, unwatch := migrator.WatchGone(d, func(error) { l.Close() })
 		conn, err := l.Accept()
 		stop()
 		unwatch()
