@@ -1,9 +1,12 @@
 package migrator
 
 import (
+	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 // missesAtPause is a source whose memory changes at the pause without its
@@ -124,5 +127,64 @@ func TestAuditUnanswered(t *testing.T) {
 	}
 	if ok, st := dst.Running(); !ok {
 		t.Fatalf("destination is %s, want running", st)
+	}
+}
+
+// TestCommitRepeated: a link that breaks after the destination's verdict,
+// the commit lost with it, no longer leaves the guest running nowhere
+// (the destination would not start it; the source, committed, kept it
+// paused): the source connects again and repeats the commit, which the
+// destination, still waiting for it, takes. The guest runs there,
+// checked, and the source reports the migration verified, not unconfirmed.
+func TestCommitRepeated(t *testing.T) {
+	src := newMemGuest(t, lightLoad, true)
+	dst := newMemGuest(t, lightLoad, false)
+	l, err := Listen("tcp:127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	received := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			received <- err
+			return
+		}
+		defer conn.Close()
+		_, err = Receive(context.Background(), conn, dst, ReceiveConfig{
+			IdleTimeout: 5 * time.Second,
+			Reconnect: func(ctx context.Context) (net.Conn, error) {
+				stop := context.AfterFunc(ctx, func() { l.Close() })
+				defer stop()
+				return l.Accept()
+			},
+		})
+		received <- err
+	}()
+	p := newProxy(t, "tcp:"+l.Addr().String())
+	p.dropCommit.Store(true)
+	m, err := Outgoing(src, p.uri, Config{Mode: ModePrecopy, DowntimeLimit: testDowntime, IdleTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Wait()
+	if err != nil {
+		t.Fatalf("a migration whose commit was lost: %v", err)
+	}
+	if p.dropCommit.Load() {
+		t.Fatal("the proxy never saw the verdict: nothing was dropped")
+	}
+	if !info.Pagecast.Verified || info.Pagecast.Unconfirmed != "" || !strings.Contains(info.Pagecast.StopReason, "the commit, which was repeated on a new connection") {
+		t.Errorf("source: verified %v, unconfirmed %q, stopped because %q", info.Pagecast.Verified, info.Pagecast.Unconfirmed, info.Pagecast.StopReason)
+	}
+	if err := <-received; err != nil {
+		t.Fatalf("destination: %v", err)
+	}
+	if ok, st := dst.Running(); !ok {
+		t.Fatalf("destination is %s, want running", st)
+	}
+	if ok, st := src.Running(); ok {
+		t.Fatalf("source is %s: the guest runs twice", st)
 	}
 }

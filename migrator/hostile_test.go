@@ -156,6 +156,7 @@ func TestSourceResumesOnMismatch(t *testing.T) {
 func TestHelloModes(t *testing.T) {
 	for _, tc := range []struct{ mode, want string }{
 		{resumeMode, "a post-copy source reconnecting, but this destination is a fresh one"},
+		{commitMode, "a source repeating its commit, but this destination is a fresh one"},
 		{"nosuchmode", `the source's migration mode "nosuchmode"`},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {

@@ -535,12 +535,20 @@ func TestRestoreFails(t *testing.T) {
 
 // proxy forwards a connection and can cut it, or stall it, on demand.
 type proxy struct {
-	uri     string
-	forward atomic.Uint64 // bytes forwarded source→destination
-	mu      sync.Mutex
-	conns   []net.Conn
-	stall   atomic.Bool
-	corrupt atomic.Uint64 // if nonzero: flip a bit of the byte at this offset of the source's stream
+	uri        string
+	forward    atomic.Uint64 // bytes forwarded source→destination
+	mu         sync.Mutex
+	conns      []net.Conn
+	stall      atomic.Bool
+	corrupt    atomic.Uint64 // if nonzero: flip a bit of the byte at this offset of the source's stream
+	dropCommit atomic.Bool   // once: after the destination's verdict, swallow what the source sends and hang up on the destination
+}
+
+// proxyPair is one connection the proxy forwards: the source's end and
+// the destination's.
+type proxyPair struct {
+	a, b net.Conn
+	hole atomic.Bool // the source's stream is swallowed (dropCommit)
 }
 
 func newProxy(t *testing.T, to string) *proxy {
@@ -566,20 +574,28 @@ func newProxy(t *testing.T, to string) *proxy {
 			p.mu.Lock()
 			p.conns = append(p.conns, a, b)
 			p.mu.Unlock()
-			go p.copy(b, a, true)
-			go p.copy(a, b, false)
+			pair := &proxyPair{a: a, b: b}
+			go p.copy(b, a, true, pair)
+			go p.copy(a, b, false, pair)
 		}
 	}()
 	t.Cleanup(p.cut)
 	return p
 }
 
-func (p *proxy) copy(dst, src net.Conn, count bool) {
+func (p *proxy) copy(dst, src net.Conn, count bool, pair *proxyPair) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		for p.stall.Load() {
 			time.Sleep(10 * time.Millisecond)
+		}
+		if n > 0 && count && pair.hole.Load() {
+			dst.Close() // the destination sees the link break before the commit
+			n = 0
+		}
+		if n > 0 && !count && hasVerdict(buf[:n]) && p.dropCommit.CompareAndSwap(true, false) {
+			pair.hole.Store(true) // before the source can answer the verdict
 		}
 		if n > 0 {
 			if at := p.corrupt.Load(); count && at > 0 {
@@ -597,8 +613,23 @@ func (p *proxy) copy(dst, src net.Conn, count bool) {
 		if err != nil {
 			// Either end gone: drop both, as the kernel does for a
 			// killed process's sockets.
-			p.cut()
+			pair.a.Close()
+			pair.b.Close()
 			return
+		}
+	}
+}
+
+// hasVerdict says whether the records in b hold the destination's verdict.
+func hasVerdict(b []byte) bool {
+	r := NewReader(bytes.NewReader(b))
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			return false
+		}
+		if rec.Type == RecVerified {
+			return true
 		}
 	}
 }

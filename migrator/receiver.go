@@ -265,6 +265,8 @@ func (rc *receiver) run() error {
 			// A post-copy source reconnecting finds the destination
 			// that ran its guest (tsmc.go's resume), never a fresh one.
 			err = errors.New("a post-copy source reconnecting, but this destination is a fresh one, not the one that ran the guest (restarted, or another): it has none of the guest's pages")
+		} else if rec.Hello.Mode == commitMode {
+			err = errors.New("a source repeating its commit, but this destination is a fresh one, not the one its migration went to (restarted, or another): it has none of the guest's pages")
 		} else if _, perr := parseMode(rec.Hello.Mode); perr != nil && rec.Hello.Mode != "" { // none said: the stream says
 			err = fmt.Errorf("the source's %w", perr)
 		}
@@ -501,6 +503,14 @@ func (rc *receiver) verdict(problem error) error {
 		return fmt.Errorf("report verification: %w", err)
 	}
 	rec, err := rc.r.Next()
+	if err != nil && rc.cfg.Reconnect != nil && rc.link.ctx.Err() == nil {
+		rc.log.Warn("the link broke before the source's commit came; waiting for the source to connect again and repeat it", "for", commitWait, "err", err)
+		if rec, err = rc.awaitCommit(err); err == nil {
+			rc.log.Info("the source connected again and repeated its commit")
+		} else {
+			err = fmt.Errorf("%w; the source did not connect again to repeat it within %v", err, commitWait)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("the link broke before the source's commit came, so this destination does not start the guest (%w); "+
 			"the source paused it for the switch-over: if its migration reports completed, the commit was lost on the way and the guest is paused there (resume it there with QMP cont); if it failed, it runs there", err)
@@ -512,6 +522,64 @@ func (rc *receiver) verdict(problem error) error {
 		return fmt.Errorf("%w: %s", errSourceAborted, rec.Text)
 	}
 	return fmt.Errorf("expected a commit, got a %s record: %w", rec.Type, ErrMalformed)
+}
+
+// commitWait is how long a destination whose link broke before the
+// commit waits for the source to connect again and repeat it (the source
+// tries for recommitFor after it notices).
+const commitWait = 30 * time.Second
+
+// awaitCommit waits up to commitWait for the source to connect again
+// (hello mode commitMode) and repeat its commit, and makes that
+// connection the link, for the audit after it. Other peers are refused
+// meanwhile. It returns the record after the handshake (the commit, or an
+// abort), or broke if no source came.
+func (rc *receiver) awaitCommit(broke error) (*Record, error) {
+	ctx, cancel := context.WithTimeout(rc.link.ctx, commitWait)
+	defer cancel()
+	for {
+		conn, err := rc.cfg.Reconnect(ctx)
+		if err != nil {
+			return nil, broke
+		}
+		// Stopped, or the VM gone: reads on this connection end too.
+		unblock := context.AfterFunc(rc.link.ctx, func() { conn.SetReadDeadline(time.Now()) })
+		lc := &linkConn{Conn: conn, ctx: rc.link.ctx, limit: NewLimiter(0), idle: min(rc.cfg.IdleTimeout, helloWait)}
+		w, r := NewWriter(lc), NewReader(lc)
+		rec, err := r.Next()
+		if err == nil && (rec.Type != RecHello || rec.Hello.Mode != commitMode) {
+			err = errors.New("this destination waits for its source to repeat the commit of a migration under way, and takes no other")
+		}
+		if err == nil {
+			err = rec.Hello.Check(rc.hello())
+		}
+		if err != nil {
+			if rec != nil && w.Text(RecRefuse, err.Error()) == nil {
+				w.Flush()
+			}
+			rc.log.Warn("refused a connection while waiting for the source's commit", "from", conn.RemoteAddr().String(), "err", err)
+			unblock()
+			conn.Close()
+			continue
+		}
+		if err = w.Text(RecAccept, ""); err == nil {
+			err = w.Flush()
+		}
+		if err == nil {
+			rec, err = r.Next()
+		}
+		if err != nil {
+			rc.log.Warn("a source connected again for its commit, and went", "err", err)
+			unblock()
+			conn.Close()
+			continue
+		}
+		lc.idle = rc.cfg.IdleTimeout
+		r.SetLimits(rc.pages)
+		rc.conns = append(rc.conns, conn)
+		rc.link, rc.w, rc.r = lc, w, r
+		return rec, nil
+	}
 }
 
 // restore loads the guest's state into the destination: a failure is a

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pagecast/pagecast/bitmap"
@@ -1122,23 +1123,31 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 // devices that act outside them). Should the answer not come, the
 // migration is complete but unconfirmed (Extra.Unconfirmed): the
 // destination runs the guest if the commit reached it, and no one does if
-// the link broke before it did, which this side cannot tell apart; the
-// guest stays paused here, as resuming it could run it twice.
+// the link broke before it did. This side cannot tell the two apart, so it
+// connects again and repeats the commit (recommit), which a destination
+// still waiting for it takes; where none takes it, the guest stays paused
+// here, as resuming it could run it twice.
 func (s *sender) audit(d Digest) error {
 	unchecked := func(err error) error {
 		s.m.log.Warn("the destination did not answer after the commit: it runs the guest if the commit reached it, no one does if not; this source keeps the guest paused (check the destination before resuming it here)", "err", err)
 		s.m.update(func(i *Info) { i.Pagecast.Unconfirmed = err.Error() })
 		return nil
 	}
-	if err := s.w.Digest(d); err != nil {
-		return unchecked(fmt.Errorf("send memory checksums: %w", err))
+	rec, err := s.sendDigest(d)
+	if err != nil && s.m.sim == nil {
+		s.m.log.Warn("the link broke after the commit; connecting again to repeat it", "err", err)
+		if rerr := s.recommit(); rerr != nil {
+			err = fmt.Errorf("%w; then, connecting again to repeat the commit: %w", err, rerr)
+		} else {
+			s.m.log.Info("the destination took the repeated commit")
+			s.m.update(func(i *Info) {
+				i.Pagecast.StopReason += "; the link broke after the commit, which was repeated on a new connection"
+			})
+			rec, err = s.sendDigest(d)
+		}
 	}
-	if err := s.w.Flush(); err != nil {
-		return unchecked(fmt.Errorf("send memory checksums: %w", err))
-	}
-	rec, err := s.r.Next()
 	if err != nil {
-		return unchecked(fmt.Errorf("wait for the destination's check: %w", err))
+		return unchecked(err)
 	}
 	switch {
 	case rec.Type == RecVerified && rec.OK:
@@ -1163,6 +1172,67 @@ func (s *sender) pendingSaid(bytes uint64) string {
 		return fmt.Sprintf("%d bytes pending", bytes)
 	}
 	return fmt.Sprintf("%d bytes pending (about %d coded: %.0f%% of their size)", bytes, uint64(float64(bytes)*s.wireShare), 100*s.wireShare)
+}
+
+// sendDigest sends the checksums of the paused memory and reads the
+// destination's answer.
+func (s *sender) sendDigest(d Digest) (*Record, error) {
+	if err := s.w.Digest(d); err != nil {
+		return nil, fmt.Errorf("send memory checksums: %w", err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return nil, fmt.Errorf("send memory checksums: %w", err)
+	}
+	rec, err := s.r.Next()
+	if err != nil {
+		return nil, fmt.Errorf("wait for the destination's check: %w", err)
+	}
+	return rec, nil
+}
+
+// commitMode is the hello's mode when a source that committed connects
+// again because the link broke before the destination answered: a
+// destination whose guest has not started, the commit lost with the link,
+// waits for it (receiver.awaitCommit).
+const commitMode = "commit"
+
+// recommitFor is how long a source tries to repeat its commit. The
+// destination notices a link that died without a word after its
+// IdleTimeout (30 s) and then waits commitWait for the source.
+const recommitFor = 45 * time.Second
+
+// recommit connects to the destination again and repeats the commit,
+// until a destination takes it or recommitFor has passed. It gives up at
+// once where no one listens at the destination's address (a destination
+// that started the guest has closed its listener) or the destination
+// refuses (it has no migration waiting for a commit).
+func (s *sender) recommit() error {
+	deadline := s.m.clock.Now().Add(recommitFor)
+	for {
+		conn, err := s.m.dial(s.linkCtx)
+		if err == nil {
+			s.attach(conn)
+			if err = s.handshake(commitMode); err == nil {
+				err = s.commit()
+			}
+			if err != nil {
+				conn.Close()
+			}
+		}
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, syscall.ECONNREFUSED), strings.HasPrefix(err.Error(), "the destination refused"):
+			return err
+		case s.linkCtx.Err() != nil || s.m.clock.Now().After(deadline):
+			return fmt.Errorf("gave up after %v: %w", recommitFor, err)
+		}
+		s.m.log.Warn("repeating the commit failed; trying again", "err", err)
+		select {
+		case <-s.linkCtx.Done():
+		case <-s.m.clock.After(time.Second):
+		}
+	}
 }
 
 // sendState sends the paused guest's state (Guest.SaveState).
