@@ -252,7 +252,15 @@ func runMigrate(c *cli.Context) (err error) {
 			return err
 		}
 	default:
-		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode)
+		if destPath != "" {
+			d, err := dialQMP(destPath)
+			if err != nil {
+				return fmt.Errorf("destination: %w", err)
+			}
+			defer d.Disconnect()
+			dst = d
+		}
+		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst, c.String("to")))
 		if err != nil {
 			return err
 		}
@@ -263,14 +271,6 @@ func runMigrate(c *cli.Context) (err error) {
 			return fmt.Errorf("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (engine %s: %s) would go in plain TCP", engine, why)
 		}
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)\n", engine, why)
-		if destPath != "" {
-			d, err := dialQMP(destPath)
-			if err != nil {
-				return fmt.Errorf("destination: %w", err)
-			}
-			defer d.Disconnect()
-			dst = d
-		}
 		if src != nil {
 			defer src.Close()
 			if p.MaxRounds == 0 {

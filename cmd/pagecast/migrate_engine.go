@@ -19,6 +19,7 @@ import (
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/migrator/mecom"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qemuguest"
 	"github.com/pagecast/pagecast/simulate"
 	"github.com/pagecast/pagecast/trace"
@@ -36,9 +37,11 @@ var errTSMCOnQEMU = errors.New("tsmc's stage 3 (and MODE+postcopy's) cannot run 
 	"so tsmc on QEMU uses QEMU's post-copy (--engine qemu)")
 
 // chooseEngine picks the engine for a QEMU source: pagecast's where its RAM
-// is shared memory and the mode needs no post-copy, else QEMU's own. It
-// returns the attached source for pagecast's engine (close it), and why.
-func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Source, engine, why string, err error) {
+// is shared memory, the mode needs no post-copy and the destination is not
+// a QEMU listening with its own -incoming (listens: destListening's
+// address, "" if not or unknown), else QEMU's own. It returns the attached
+// source for pagecast's engine (close it), and why.
+func chooseEngine(flag string, mon qmp.Monitor, mode, listens string) (src *qemuguest.Source, engine, why string, err error) {
 	if flag != "auto" && flag != enginePagecast && flag != engineQEMU {
 		return nil, "", "", fmt.Errorf("--engine %q: want auto, pagecast or qemu", flag)
 	}
@@ -50,6 +53,11 @@ func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Sou
 		return nil, "", "", errTSMCOnQEMU
 	case post:
 		return nil, engineQEMU, "post-copy on QEMU is QEMU's: pagecast's stage 3 cannot pull pages into QEMU's memory", nil
+	case listens != "" && flag == enginePagecast:
+		return nil, "", "", fmt.Errorf("--engine pagecast: the destination QEMU (--dest-qmp) listens on %s with its own -incoming, which takes QEMU's migration only "+
+			"(pagecast's stream would end it: \"Not a migration stream\"): give --engine qemu, or have it wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive)", listens)
+	case listens != "":
+		return nil, engineQEMU, fmt.Sprintf("the destination QEMU (--dest-qmp) listens on %s with its own -incoming, which takes QEMU's migration only", listens), nil
 	}
 	src, err = qemuguest.New(mon)
 	if err == nil {
@@ -65,6 +73,32 @@ func chooseEngine(flag string, mon qmp.Monitor, mode string) (src *qemuguest.Sou
 		return nil, "", "", fmt.Errorf("pagecast's engine on the source QEMU: %w", err)
 	}
 	return nil, engineQEMU, "pagecast's engine cannot run on it: " + err.Error(), nil
+}
+
+// destListening is the address a destination QEMU listens on with its own
+// -incoming (query-migrate's socket-address), where that is the port --to
+// (to) dials: QEMU itself takes the stream there, not pagecast's receiver.
+// "" otherwise: it waits with -incoming defer, or listens where pagecast's
+// receiver hands it the guest's state (a unix socket), or did not say.
+func destListening(dst qmp.Monitor, to string) string {
+	var r struct {
+		Addr []struct {
+			Type string `json:"type"`
+			Host string `json:"host"`
+			Port string `json:"port"`
+		} `json:"socket-address"`
+	}
+	addr, err := migrator.ParseURI(to)
+	if err != nil || dst == nil || qemu.QMP(dst, "query-migrate", nil, &r) != nil {
+		return ""
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	for _, a := range r.Addr {
+		if a.Type == "inet" && a.Port == port {
+			return "tcp:" + net.JoinHostPort(a.Host, a.Port)
+		}
+	}
+	return ""
 }
 
 // migrateWithEngine runs pagecast's engine in this process over a QEMU

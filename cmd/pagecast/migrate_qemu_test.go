@@ -406,3 +406,26 @@ func TestSourceQEMUKilled(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineFollowsDestination: given --dest-qmp, engine auto sees a
+// destination QEMU that listens with its own -incoming (query-migrate's
+// socket-address) and runs QEMU's migration, which that QEMU takes (it ran
+// pagecast's engine, and the destination QEMU exited on "Not a migration
+// stream"); --engine pagecast there is refused before anything is sent,
+// and the destination waits on.
+func TestEngineFollowsDestination(t *testing.T) {
+	src, dst, uri := qemuPair(t, "hotset:delay=25000")
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+		"--engine", "pagecast", "--mode", "precopy", "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the destination QEMU (--dest-qmp) listens on "+uri+" with its own -incoming") || !strings.Contains(string(out), "give --engine qemu") {
+		t.Fatalf("--engine pagecast to a QEMU listening itself: %v\n%s", err, out)
+	}
+	if st := qemuRunState(t, dst); st != "inmigrate" {
+		t.Fatalf("destination after the refusal: %s", st)
+	}
+	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+		"--mode", "precopy", "--bandwidth", "64MiB/s", "--quiet").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "engine: qemu (the destination QEMU (--dest-qmp) listens on "+uri) || !regexp.MustCompile(`(?m)^status +completed$`).Match(out) {
+		t.Fatalf("engine auto to a QEMU listening itself: %v\n%s", err, out)
+	}
+}
