@@ -377,6 +377,14 @@ func runMigrate(c *cli.Context) (err error) {
 		return fmt.Errorf("%w (after the switch to post-copy the guest ran on the destination, part of its memory still on the source; "+
 			"the source keeps the guest paused as it was at the switch-over, and cont there would lose what it did since)", err)
 	}
+	if err != nil && switched && dst != nil {
+		if _, derr := dst.Run([]byte(`{"execute":"query-status"}`)); derr != nil {
+			// Recovery needs the destination QEMU, which the guest ran in.
+			// (QEMU's own account suggests migrate-recover.)
+			return fmt.Errorf("migration %s after the switch to post-copy: the destination QEMU no longer answers on --dest-qmp (%v): it is gone, and the guest with it, so there is nothing to recover; "+
+				"the source holds the guest paused as it was at the switch-over, and cont there would lose what it did since", info.Status, derr)
+		}
+	}
 	if err != nil && switched {
 		return fmt.Errorf("%w (after the switch to post-copy: the guest runs on the destination, part of its memory still on the source)", err)
 	}

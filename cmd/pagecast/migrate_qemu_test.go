@@ -429,3 +429,58 @@ func TestEngineFollowsDestination(t *testing.T) {
 		t.Fatalf("engine auto to a QEMU listening itself: %v\n%s", err, out)
 	}
 }
+
+// TestIncomingQEMUPostcopySays: a destination under QEMU's own -incoming
+// says when QEMU's migration goes post-copy (the guest runs there, part of
+// its memory still at the source), and that the migration was received
+// only once it has all of it (it said "received; guest running" as
+// post-copy began).
+func TestIncomingQEMUPostcopySays(t *testing.T) {
+	uri := freeTCP(t)
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset")
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", uri, "--engine", "qemu")
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", uri,
+		"--mode", "tsmc", "--bandwidth", "8MiB/s", "--quiet").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "pages pulled by the destination") {
+		t.Fatalf("tsmc by QEMU's post-copy: %v\n%s", err, out)
+	}
+	dst.saysAfterMigration(t, "QEMU's migration is in post-copy: the guest runs here, part of its memory still at the source (stopping this VM now loses the guest)")
+	dst.saysAfterMigration(t, "QEMU's migration received; guest running")
+}
+
+// TestIncomingQEMUStoppedInPostcopy: a destination stopped in QEMU's
+// post-copy says the guest is lost, and migrate, given --dest-qmp, says
+// the destination is gone and there is nothing to recover (it suggested
+// migrate-recover on a destination QEMU that no longer existed).
+func TestIncomingQEMUStoppedInPostcopy(t *testing.T) {
+	uri := freeTCP(t)
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=4096")
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", uri, "--engine", "qemu")
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", uri,
+		"--mode", "tsmc", "--bandwidth", "4MiB/s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case line := <-dst.lines:
+		if !strings.HasPrefix(line, "QEMU's migration is in post-copy") {
+			t.Fatalf("the destination said %q, want post-copy", line)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no post-copy in 60 s:\n%s", out.String())
+	}
+	dst.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-dst.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the destination did not stop on SIGTERM")
+	}
+	if got := dst.stderr.String(); !strings.Contains(got, "stopped during QEMU's post-copy: the guest ran here with part of its memory still at the source, and is lost") {
+		t.Errorf("the destination stopped in post-copy said:\n%s", got)
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "the destination QEMU no longer answers on --dest-qmp") || strings.Contains(out.String(), "migrate-recover") {
+		t.Errorf("migrate whose destination went in post-copy: %v\n%s", err, out.String())
+	}
+}

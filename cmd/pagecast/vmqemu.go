@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -248,7 +249,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		printReceived(out, res)
 	} else if o.incoming != "" {
 		fmt.Fprintf(out, "waiting for an incoming QEMU migration on %s\n", o.incoming)
-		st, err := waitIncomingQEMU(ctx, vm.VM)
+		st, err := waitIncomingQEMU(ctx, vm.VM, out)
 		if err != nil || st == "" {
 			return err
 		}
@@ -311,14 +312,21 @@ var fixedP = regexp.MustCompile(` p=\d+\b`)
 
 // waitIncomingQEMU waits until QEMU, started with its own -incoming, has
 // taken a migration (its run state leaves inmigrate: running, or paused
-// for a destination started so) and returns that state; "" if ctx ends
-// first. A migration QEMU fails to load makes it exit, with its reason.
-func waitIncomingQEMU(ctx context.Context, vm *qemu.VM) (string, error) {
+// for a destination started so, and its query-migrate is past post-copy)
+// and returns that state; "" if ctx ends first. A migration QEMU fails to
+// load makes it exit, with its reason. In post-copy, where the guest runs
+// here with part of its memory still at the source, it says so on out
+// once, and a stop then is said to have lost the guest.
+func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, error) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	postcopy := false
 	for {
 		select {
 		case <-ctx.Done():
+			if postcopy {
+				return "", errors.New("stopped during QEMU's post-copy: the guest ran here with part of its memory still at the source, and is lost")
+			}
 			return "", nil
 		case <-vm.Done():
 			return "", qemuEnded(vm.ExitErr(), vm.Stderr())
@@ -330,9 +338,20 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM) (string, error) {
 		if err := qemu.QMP(vm.Monitor, "query-status", nil, &st); err != nil {
 			continue // QEMU exiting: Done says why
 		}
-		if st.Status != "inmigrate" {
-			return st.Status, nil
+		if st.Status == "inmigrate" {
+			continue
 		}
+		var mig struct {
+			Status string `json:"status"`
+		}
+		if err := qemu.QMP(vm.Monitor, "query-migrate", nil, &mig); err == nil && strings.HasPrefix(mig.Status, "postcopy") {
+			if !postcopy {
+				fmt.Fprintln(out, "QEMU's migration is in post-copy: the guest runs here, part of its memory still at the source (stopping this VM now loses the guest)")
+				postcopy = true
+			}
+			continue
+		}
+		return st.Status, nil
 	}
 }
 
