@@ -238,6 +238,9 @@ func ProfileFits(profile, epoch time.Duration) bool {
 	return profile > 0 && profile <= epoch && epoch%profile == 0
 }
 
+// ProfileDamaged is the warning for a damaged profile.
+const ProfileDamaged = "the profile is damaged: the predictor learns from its intact epochs only (see pagecast trace info)"
+
 // ProfileMisfit is the warning for a profile whose epochs do not fit.
 const ProfileMisfit = "the profile's epochs are not the migration's: the predictor learns rates per epoch from it that it then applies to another length (record the profile with pagecast profile --epoch the migration's)"
 
@@ -251,7 +254,7 @@ func (p *predictive) warm(path string, pages uint64, log *slog.Logger) error {
 		return fmt.Errorf("profile %s: %w", path, err)
 	}
 	if len(damage) > 0 && log != nil {
-		log.Warn("the profile is damaged: the predictor learns from its intact epochs only (see pagecast trace info)",
+		log.Warn(ProfileDamaged,
 			"profile", path, "epochs", len(epochs), "damaged_stretches", len(damage), "first", damage[0].String())
 	}
 	if meta.MemoryBytes/uint64(meta.PageSize) != pages || meta.PageSize != PageSize {

@@ -181,8 +181,16 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 // engineLog is the log of the engine migrate runs in-process: its info
 // and error lines ("migration completed", "migration failed; the guest
 // keeps running here") say what migrate's summary or its error says
-// anyway, so they go only at --log-level debug; its warnings always go.
+// anyway, so they go only at --log-level debug; its warnings always go,
+// but those on --profile, which migrate has said before it began.
 type engineLog struct{ slog.Handler }
+
+func (h engineLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == migrator.ProfileMisfit || r.Message == migrator.ProfileDamaged {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
 
 func (h engineLog) Enabled(ctx context.Context, l slog.Level) bool {
 	if (l == slog.LevelInfo || l == slog.LevelError) && !h.Handler.Enabled(ctx, slog.LevelDebug) {

@@ -109,11 +109,14 @@ func TestEngineLog(t *testing.T) {
 		want  []string
 		not   []string
 	}{
-		{slog.LevelInfo, []string{"unchecked"}, []string{"migration completed", "migration failed"}},
-		{slog.LevelDebug, []string{"unchecked", "migration completed", "migration failed"}, nil},
+		{slog.LevelInfo, []string{"unchecked"}, []string{"migration completed", "migration failed", "profile"}},
+		{slog.LevelDebug, []string{"unchecked", "migration completed", "migration failed"}, []string{"profile"}},
 	} {
 		var buf strings.Builder
 		log := slog.New(engineLog{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})}).With("component", "migrate")
+		// migrate warns of the profile itself, before it begins.
+		log.Warn(migrator.ProfileMisfit, "profile", "vm.pct")
+		log.Warn(migrator.ProfileDamaged, "profile", "vm.pct")
 		log.Info("migration completed")
 		log.Warn("the memory check did not finish; unchecked")
 		log.Error("migration failed; the guest keeps running here")
