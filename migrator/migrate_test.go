@@ -978,3 +978,25 @@ func TestStrangePeers(t *testing.T) {
 		})
 	}
 }
+
+// TestDirtySyncsLive: query-migrate's dirty-sync-count counts the dirty
+// log's harvests as they happen, not only at a round's end (the metric
+// pagecast_migration_dirty_syncs_total read 0 well into round 1).
+func TestDirtySyncsLive(t *testing.T) {
+	src := newMemGuest(t, lightLoad, true)
+	dst := newMemGuest(t, lightLoad, false)
+	d := listenDestination(t, dst, ReceiveConfig{})
+	// 16 MiB at 8 MiB/s: round 1 takes 2 s, some 20 epochs of 100 ms.
+	m, err := Outgoing(src, d.uri, Config{Mode: ModePrecopy, MaxBandwidth: 8 << 20, DowntimeLimit: testDowntime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	i := m.Info()
+	if i.Pagecast.Round != 1 || i.RAM.DirtySyncCount < 3 {
+		t.Errorf("a second into round 1: round %d, dirty-sync-count %d, want round 1 and a count of its harvests so far", i.Pagecast.Round, i.RAM.DirtySyncCount)
+	}
+	m.Cancel() // the rest is not what this test is about
+	m.Wait()
+	<-d.done
+}

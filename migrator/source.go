@@ -700,6 +700,8 @@ func (s *sender) harvestLog() ([]uint64, error) {
 	s.nextHarvest = s.lastHarvest.Add(s.m.cfg.Epoch)
 	s.harvests++
 	s.harvested += uint64(len(dirty))
+	n := s.harvests
+	s.m.update(func(i *Info) { i.RAM.DirtySyncCount = n }) // live, not only at a round's end (the metrics read it)
 	return dirty, nil
 }
 
