@@ -188,3 +188,55 @@ func TestCommitRepeated(t *testing.T) {
 		t.Fatalf("source is %s: the guest runs twice", st)
 	}
 }
+
+// TestCommitLostTSMC: in tsmc the source takes a lost commit as sent and
+// reconnects for stage 3; the destination, which never started the guest,
+// says so, and the source runs the guest on (it retried for 5 minutes,
+// then kept the guest paused, saying it ran on the destination: the guest
+// ran nowhere).
+func TestCommitLostTSMC(t *testing.T) {
+	src := newMemGuest(t, lightLoad, true)
+	dst := newMemGuest(t, lightLoad, false)
+	l, err := Listen("tcp:127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	received := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			received <- err
+			return
+		}
+		defer conn.Close()
+		_, err = Receive(context.Background(), conn, dst, ReceiveConfig{
+			IdleTimeout: 5 * time.Second,
+			Reconnect: func(ctx context.Context) (net.Conn, error) {
+				stop := context.AfterFunc(ctx, func() { l.Close() })
+				defer stop()
+				return l.Accept()
+			},
+		})
+		received <- err
+	}()
+	p := newProxy(t, "tcp:"+l.Addr().String())
+	p.dropCommit.Store(true)
+	m, err := Outgoing(src, p.uri, Config{Mode: ModeTSMC, DowntimeLimit: testDowntime, IdleTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Wait()
+	if err == nil || !strings.Contains(err.Error(), "the destination says the commit never came") || !strings.Contains(err.Error(), "the guest runs on here") {
+		t.Fatalf("tsmc whose commit was lost: %v (%+v)", err, info)
+	}
+	if err := <-received; err == nil || !strings.Contains(err.Error(), "was told, and runs the guest on") {
+		t.Errorf("destination: %v", err)
+	}
+	if ok, st := src.Running(); !ok {
+		t.Errorf("source is %s, want running", st)
+	}
+	if ok, st := dst.Running(); ok {
+		t.Errorf("destination is %s without a commit", st)
+	}
+}

@@ -505,9 +505,14 @@ func (rc *receiver) verdict(problem error) error {
 	rec, err := rc.r.Next()
 	if err != nil && rc.cfg.Reconnect != nil && rc.link.ctx.Err() == nil {
 		rc.log.Warn("the link broke before the source's commit came; waiting for the source to connect again and repeat it", "for", commitWait, "err", err)
-		if rec, err = rc.awaitCommit(err); err == nil {
+		rec, err = rc.awaitCommit(err)
+		var told *toldSource
+		switch {
+		case errors.As(err, &told):
+			return err
+		case err == nil:
 			rc.log.Info("the source connected again and repeated its commit")
-		} else {
+		default:
 			err = fmt.Errorf("%w; the source did not connect again to repeat it within %v", err, commitWait)
 		}
 	}
@@ -547,6 +552,17 @@ func (rc *receiver) awaitCommit(broke error) (*Record, error) {
 		lc := &linkConn{Conn: conn, ctx: rc.link.ctx, limit: NewLimiter(0), idle: min(rc.cfg.IdleTimeout, helloWait)}
 		w, r := NewWriter(lc), NewReader(lc)
 		rec, err := r.Next()
+		if err == nil && rec.Type == RecHello && rec.Hello.Mode == resumeMode && rec.Hello.Check(rc.hello()) == nil {
+			// A post-copy source that took the lost commit as sent, and
+			// its link's end for stage 3's: it runs the guest on, told.
+			if w.Text(RecRefuse, noCommitText) == nil {
+				w.Flush()
+			}
+			unblock()
+			conn.Close()
+			return nil, &toldSource{fmt.Errorf("the link broke before the source's commit came, so this destination does not start the guest (%w); "+
+				"the source, reconnecting for post-copy, was told, and runs the guest on", broke)}
+		}
 		if err == nil && (rec.Type != RecHello || rec.Hello.Mode != commitMode) {
 			err = errors.New("this destination waits for its source to repeat the commit of a migration under way, and takes no other")
 		}

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,6 +130,15 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	// fills each into the running guest's memory as it arrives.
 	s.enc = nil
 	err = s.postcopy(ctx, dirty, uint64(len(early)), sums)
+	if errors.Is(err, errCommitNeverCame) {
+		// The destination never ran the guest, and says it never will:
+		// it runs on here, as after any failure before the commit.
+		s.m.update(func(i *Info) { i.Status = StatusDevice })
+		err = fmt.Errorf("%w; the guest runs on here", err)
+		if rerr := s.m.g.Resume(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
+		}
+	}
 	if errors.Is(err, errDestinationStopped) {
 		err = fmt.Errorf("%w; the destination stopped its guest, which runs on here", err)
 		if rerr := s.m.g.Resume(); rerr != nil {
@@ -180,7 +190,9 @@ func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint6
 		}
 		s.m.log.Warn("post-copy link lost; reconnecting", "err", err, "pages-left", st.left)
 		s.m.update(func(i *Info) { i.Status = StatusPostcopyPaused; i.ErrorDesc = err.Error() })
-		if rerr := s.reconnect(ctx, st); rerr != nil {
+		if rerr := s.reconnect(ctx, st); errors.Is(rerr, errCommitNeverCame) {
+			return rerr
+		} else if rerr != nil {
 			return fmt.Errorf("%w; recovery failed: %w", err, rerr)
 		}
 		st.recoveries++
@@ -416,6 +428,9 @@ func (s *sender) reconnect(ctx context.Context, st *postcopyState) error {
 		if err == nil {
 			return nil
 		}
+		if strings.Contains(err.Error(), noCommitText) {
+			return errCommitNeverCame
+		}
 		if s.m.clock.Now().After(deadline) {
 			return fmt.Errorf("gave up after %v: %w", s.m.cfg.RecoverTimeout, err)
 		}
@@ -465,6 +480,15 @@ func (s *sender) resume(ctx context.Context, st *postcopyState) error {
 
 // resumeMode is the hello's mode when a post-copy source reconnects.
 const resumeMode = ModeTSMC + "-resume"
+
+// noCommitText is a destination's refusal of a post-copy source that
+// reconnects where the link broke before the commit came: the source
+// then runs the guest on (errCommitNeverCame).
+const noCommitText = "the commit never came: this destination has not started the guest, and will not"
+
+// errCommitNeverCame is a post-copy source's reconnection refused with
+// noCommitText.
+var errCommitNeverCame = errors.New("the destination says " + noCommitText)
 
 // earlyPages are the guest's EarlyPages among dirty, checked: each a
 // dirty page, each once.
