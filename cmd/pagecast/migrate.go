@@ -191,6 +191,18 @@ func runMigrate(c *cli.Context) (err error) {
 	if p.Mode == modeAuto && p.MaxBandwidth == 0 && !localDestination(c.String("to")) {
 		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode (without one only where the destination is this host, whose pace auto measures)")
 	}
+	if p.Mode == modeAuto && destPath != "" {
+		// The probe below would end a QEMU that listens with its own
+		// -incoming: it exits on a stream that is not QEMU's.
+		if d, err := dialQMP(destPath); err == nil {
+			at := destListening(d)
+			d.Disconnect()
+			if at != "" {
+				return fmt.Errorf("--mode auto runs pagecast's engine, and the destination QEMU (--dest-qmp) listens on %s with its own -incoming, which takes QEMU's migration only: "+
+					"give a mode (QEMU's engine runs it), or have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive)", at)
+			}
+		}
+	}
 	if p.Mode == modeAuto {
 		// Auto watches the guest for seconds before it dials: a
 		// destination nobody listens on is found first. A receiver takes
@@ -260,7 +272,7 @@ func runMigrate(c *cli.Context) (err error) {
 			defer d.Disconnect()
 			dst = d
 		}
-		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst, c.String("to")))
+		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst))
 		if err != nil {
 			return err
 		}

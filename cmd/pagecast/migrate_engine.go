@@ -76,11 +76,11 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens string) (src *qemu
 }
 
 // destListening is the address a destination QEMU listens on with its own
-// -incoming (query-migrate's socket-address), where that is the port --to
-// (to) dials: QEMU itself takes the stream there, not pagecast's receiver.
-// "" otherwise: it waits with -incoming defer, or listens where pagecast's
-// receiver hands it the guest's state (a unix socket), or did not say.
-func destListening(dst qmp.Monitor, to string) string {
+// -incoming (query-migrate's socket-address, tcp), where QEMU itself takes
+// the stream, and exits on any other; "" where it does not: it waits with
+// -incoming defer, or listens on the unix socket pagecast's receiver hands
+// it the guest's state on, or did not say.
+func destListening(dst qmp.Monitor) string {
 	var r struct {
 		Addr []struct {
 			Type string `json:"type"`
@@ -88,13 +88,11 @@ func destListening(dst qmp.Monitor, to string) string {
 			Port string `json:"port"`
 		} `json:"socket-address"`
 	}
-	addr, err := migrator.ParseURI(to)
-	if err != nil || dst == nil || qemu.QMP(dst, "query-migrate", nil, &r) != nil {
+	if dst == nil || qemu.QMP(dst, "query-migrate", nil, &r) != nil {
 		return ""
 	}
-	_, port, _ := net.SplitHostPort(addr)
 	for _, a := range r.Addr {
-		if a.Type == "inet" && a.Port == port {
+		if a.Type == "inet" {
 			return "tcp:" + net.JoinHostPort(a.Host, a.Port)
 		}
 	}

@@ -423,6 +423,16 @@ func TestEngineFollowsDestination(t *testing.T) {
 	if st := qemuRunState(t, dst); st != "inmigrate" {
 		t.Fatalf("destination after the refusal: %s", st)
 	}
+	// Mode auto runs pagecast's engine: refused before its probe of --to,
+	// which the QEMU would take for a stream and exit on.
+	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+		"--mode", "auto", "--bandwidth", "64MiB/s", "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--mode auto runs pagecast's engine, and the destination QEMU (--dest-qmp) listens on "+uri) {
+		t.Fatalf("--mode auto to a QEMU listening itself: %v\n%s", err, out)
+	}
+	if st := qemuRunState(t, dst); st != "inmigrate" {
+		t.Fatalf("destination after auto's refusal: %s", st)
+	}
 	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
 		"--mode", "precopy", "--bandwidth", "64MiB/s", "--quiet").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "engine: qemu (the destination QEMU (--dest-qmp) listens on "+uri) || !regexp.MustCompile(`(?m)^status +completed$`).Match(out) {
