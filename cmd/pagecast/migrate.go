@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -388,6 +389,19 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 		return fmt.Errorf("%w (after the switch to post-copy the guest ran on the destination, part of its memory still on the source; "+
 			"the source keeps the guest paused as it was at the switch-over, and cont there would lose what it did since)", err)
+	}
+	if err != nil && !switched && dst != nil && qmpGone(err) {
+		// Between two polls of the source: the destination knows.
+		var mig struct {
+			Return struct {
+				Status string `json:"status"`
+			} `json:"return"`
+		}
+		raw, derr := dst.Run([]byte(`{"execute":"query-migrate"}`))
+		switched = derr == nil && json.Unmarshal(raw, &mig) == nil && strings.HasPrefix(mig.Return.Status, "postcopy")
+	}
+	if err != nil && switched && qmpGone(err) {
+		return fmt.Errorf("%w (after the switch to post-copy the source's QMP connection closed: if its QEMU has exited, the pages it still held went with it, and the guest on the destination cannot get them: it is lost)", err)
 	}
 	if err != nil && switched && dst != nil {
 		if _, derr := dst.Run([]byte(`{"execute":"query-status"}`)); derr != nil {

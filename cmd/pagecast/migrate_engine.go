@@ -116,7 +116,10 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 			metrics.Begin(time.Now(), migrationmetrics.EnginePagecast, modeAuto, p.MaxBandwidth)
 		}
 		ch, err := chooseLive(ctx, c, src, p)
-		if err != nil && ctx.Err() != nil {
+		if gerr := src.Gone(); gerr != nil {
+			// It said "virtual machine is qmp query-status: write …: broken pipe, not running".
+			err = fmt.Errorf("%w while auto watched the guest: nothing was migrated, and the guest went with it", gerr)
+		} else if err != nil && ctx.Err() != nil {
 			err = errors.New("interrupted while auto watched the guest and weighed the modes: nothing was migrated, the guest runs on at the source")
 		}
 		if err != nil {

@@ -494,3 +494,53 @@ func TestIncomingQEMUStoppedInPostcopy(t *testing.T) {
 		t.Errorf("migrate whose destination went in post-copy: %v\n%s", err, out.String())
 	}
 }
+
+// TestSourceQEMUKilledWhileAutoWatches: a source QEMU killed while mode
+// auto watches its guest is said to have exited, nothing migrated (auto
+// watched on, chose, and then said "virtual machine is qmp query-status:
+// write …: broken pipe, not running").
+func TestSourceQEMUKilledWhileAutoWatches(t *testing.T) {
+	uri := freeTCP(t)
+	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
+	startQEMURun(t, "--memory", "64M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "auto", "--bandwidth", "8MiB/s", "--observe", "40", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // into the 4 s watch
+	syscall.Kill(src.qemuPID, syscall.SIGKILL)
+	want := fmt.Sprintf("the source QEMU (pid %d) has exited while auto watched the guest: nothing was migrated, and the guest went with it", src.qemuPID)
+	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), want) || strings.Contains(out.String(), "not running") {
+		t.Errorf("migrate --mode auto from a source killed while it watched: %v\n%s", err, out.String())
+	}
+}
+
+// TestSourceQEMUKilledInPostcopy: a source QEMU killed in QEMU's
+// post-copy is said to have taken the pages the destination's guest still
+// needed (it said the guest runs on the destination).
+func TestSourceQEMUKilledInPostcopy(t *testing.T) {
+	uri := freeTCP(t)
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=4096")
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", uri, "--engine", "qemu")
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", uri,
+		"--mode", "tsmc", "--bandwidth", "4MiB/s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case line := <-dst.lines:
+		if !strings.HasPrefix(line, "QEMU's migration is in post-copy") {
+			t.Fatalf("the destination said %q, want post-copy", line)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no post-copy in 60 s:\n%s", out.String())
+	}
+	syscall.Kill(src.qemuPID, syscall.SIGKILL)
+	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "after the switch to post-copy the source's QMP connection closed") {
+		t.Errorf("migrate whose source went in post-copy: %v\n%s", err, out.String())
+	}
+}
