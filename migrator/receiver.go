@@ -176,7 +176,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		}
 		return Received{}, fmt.Errorf("incoming migration: %w", err)
 	}
-	return Received{Rounds: rc.rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.r.Bytes(),
+	return Received{Rounds: rc.rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.read + rc.r.Bytes(),
 		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Verified: rc.verified}, nil
 }
 
@@ -211,6 +211,7 @@ var ErrQuietPeer = errors.New("the peer hung up without a word (a port probe)")
 type receiver struct {
 	link  *linkConn  // the connection w and r use
 	conns []net.Conn // connections after the first (post-copy recovery)
+	read  uint64     // bytes read on connections the link no longer is (a repeated commit's)
 	ctx   context.Context
 	cfg   ReceiveConfig
 	d     Destination
@@ -593,6 +594,7 @@ func (rc *receiver) awaitCommit(broke error) (*Record, error) {
 		lc.idle = rc.cfg.IdleTimeout
 		r.SetLimits(rc.pages)
 		rc.conns = append(rc.conns, conn)
+		rc.read += rc.r.Bytes()
 		rc.link, rc.w, rc.r = lc, w, r
 		return rec, nil
 	}

@@ -553,7 +553,8 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 	if err := rc.d.Start(); err != nil {
 		return fmt.Errorf("start the guest: %w", err)
 	}
-	rc.log.Info("stage 3: guest running, fetching dirty pages", "pages", dirty.Count())
+	_, st := rc.d.Waiting() // running, or paused where it was stopped while it waited
+	rc.log.Info("stage 3: fetching dirty pages", "guest", st, "pages", dirty.Count())
 
 	// Faults become requests; the writer is shared with the final verdict.
 	var wmu sync.Mutex
