@@ -60,8 +60,11 @@ func Open(path string, wait time.Duration) (*Client, error) {
 	c.conn.SetDeadline(time.Now().Add(wait))
 	if err := c.Connect(); err != nil {
 		c.Disconnect()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) && strings.HasPrefix(err.Error(), "qmp greeting") {
 			return nil, fmt.Errorf("QMP socket %s sent no greeting in %v (QEMU serves one client per QMP socket: is another client connected?)", path, wait)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("QMP socket %s greeted, then did not answer qmp_capabilities in %v", path, wait)
 		}
 		return nil, fmt.Errorf("QMP handshake on %s: %w", path, err)
 	}

@@ -216,6 +216,10 @@ func TestOpen(t *testing.T) {
 		!strings.Contains(err.Error(), "is another client connected?") {
 		t.Fatalf("Open of a socket that never greets: %v", err)
 	}
+	mute := fakeMonitor(t, greeting, "<")
+	if _, err := Open(mute, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "QMP socket "+mute+" greeted, then did not answer qmp_capabilities in 200ms") {
+		t.Fatalf("Open of a socket that greets, then says nothing: %v", err)
+	}
 	missing := filepath.Join(t.TempDir(), "none.sock")
 	if _, err := Open(missing, 200*time.Millisecond); err == nil || !strings.HasPrefix(err.Error(), "connect to QMP socket "+missing+": ") {
 		t.Fatalf("Open of no socket: %v", err)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,6 +128,9 @@ func runMigrate(c *cli.Context) (err error) {
 	destPath, ok := strings.CutPrefix(c.String("dest-qmp"), "unix:")
 	if !ok && c.String("dest-qmp") != "" {
 		return fmt.Errorf("--dest-qmp %q: want unix:PATH", c.String("dest-qmp"))
+	}
+	if destPath != "" && filepath.Clean(destPath) == filepath.Clean(path) {
+		return fmt.Errorf("--dest-qmp %s is --qmp's socket, the source's: give the destination's", c.String("dest-qmp"))
 	}
 	if _, err := migrator.ParseURI(c.String("to")); err != nil {
 		return fmt.Errorf("--to: %w", err)

@@ -612,3 +612,14 @@ func TestSummaryPostcopyNone(t *testing.T) {
 		t.Errorf("summary of a post-copy migration:\n%s", b.String())
 	}
 }
+
+// TestDestQMPIsSource: --dest-qmp naming the source's own socket is said
+// at once (it waited 5 s for a greeting the busy socket never sent, and
+// hinted at another client).
+func TestDestQMPIsSource(t *testing.T) {
+	sock := "unix:" + filepath.Join(t.TempDir(), "src.sock")
+	_, _, err := runApp(t, "migrate", "--qmp", sock, "--dest-qmp", sock, "--to", "tcp:127.0.0.1:1")
+	if err == nil || !strings.Contains(err.Error(), "--dest-qmp "+sock+" is --qmp's socket, the source's: give the destination's") {
+		t.Errorf("--dest-qmp the same as --qmp: %v", err)
+	}
+}
