@@ -156,7 +156,7 @@ func TestSourceResumesOnMismatch(t *testing.T) {
 func TestHelloModes(t *testing.T) {
 	for _, tc := range []struct{ mode, want string }{
 		{resumeMode, "a post-copy source reconnecting, but this destination is a fresh one"},
-		{commitMode, "a source repeating its commit, but this destination is a fresh one"},
+		{commitMode + ":0123456789abcdef", "a source repeating its commit, but this destination is a fresh one"},
 		{"nosuchmode", `the source's migration mode "nosuchmode"`},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
@@ -282,4 +282,81 @@ func receiving(t *testing.T, dst *memGuest, cfg ReceiveConfig) (net.Conn, *Write
 		done <- err
 	}()
 	return a, NewWriter(a), NewReader(a), done
+}
+
+// TestCommitOfAnotherMigration: a destination waiting for its source to
+// repeat a lost commit takes only its own migration's, named by the guest
+// state it received: one of another migration is refused (a destination
+// restarted meanwhile took another source's commit, started that guest
+// and failed the memory check against the other's sums).
+func TestCommitOfAnotherMigration(t *testing.T) {
+	cfg := memConfig{Memory: 4 << 20, Hot: 1}
+	src := newMemGuest(t, cfg, false)
+	dst := newMemGuest(t, cfg, false)
+	again := make(chan net.Conn)
+	a, w, r, done := receiving(t, dst, ReceiveConfig{Reconnect: func(ctx context.Context) (net.Conn, error) {
+		select {
+		case c := <-again:
+			return c, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}})
+	hello := Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image}
+	go func() {
+		w.Hello(hello)
+		w.Zero(0, cfg.Memory/PageSize)
+		sendTail(w, src)
+		w.Flush()
+	}()
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			t.Fatalf("no verdict from the destination: %v", err)
+		}
+		if rec.Type == RecVerified {
+			break
+		}
+	}
+	a.Close() // the commit never comes
+	state, _ := src.SaveState()
+	for _, tag := range []string{"0123456789abcdef", stateTag(state)} {
+		x, y := net.Pipe()
+		defer x.Close()
+		again <- y
+		cw, cr := NewWriter(x), NewReader(x)
+		h := hello
+		h.Mode = commitMode + ":" + tag
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			cw.Hello(h)
+			cw.Flush()
+		}()
+		rec, err := cr.Next()
+		<-sent
+		if tag != stateTag(state) {
+			if err != nil || rec.Type != RecRefuse || !strings.Contains(rec.Text, "a source repeating the commit of another migration") {
+				t.Fatalf("the waiting destination's answer to another migration's commit: %v %v", rec, err)
+			}
+			if ok, st := dst.Running(); ok {
+				t.Fatalf("destination is %s after another migration's commit", st)
+			}
+			continue
+		}
+		if err != nil || rec.Type != RecAccept {
+			t.Fatalf("the waiting destination's answer to its own migration's commit: %v %v", rec, err)
+		}
+		go func() {
+			cw.Text(RecCommit, "")
+			cw.Flush()
+			x.Close() // the checksums do not come: the guest runs unchecked
+		}()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ok, st := dst.Running(); !ok {
+		t.Errorf("destination is %s after its own migration's commit", st)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"math/bits"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -266,7 +267,7 @@ func (rc *receiver) run() error {
 			// A post-copy source reconnecting finds the destination
 			// that ran its guest (tsmc.go's resume), never a fresh one.
 			err = errors.New("a post-copy source reconnecting, but this destination is a fresh one, not the one that ran the guest (restarted, or another): it has none of the guest's pages")
-		} else if rec.Hello.Mode == commitMode {
+		} else if strings.HasPrefix(rec.Hello.Mode, commitMode+":") {
 			err = errors.New("a source repeating its commit, but this destination is a fresh one, not the one its migration went to (restarted, or another): it has none of the guest's pages")
 		} else if _, perr := parseMode(rec.Hello.Mode); perr != nil && rec.Hello.Mode != "" { // none said: the stream says
 			err = fmt.Errorf("the source's %w", perr)
@@ -564,8 +565,10 @@ func (rc *receiver) awaitCommit(broke error) (*Record, error) {
 			return nil, &toldSource{fmt.Errorf("the link broke before the source's commit came, so this destination does not start the guest (%w); "+
 				"the source, reconnecting for post-copy, was told, and runs the guest on", broke)}
 		}
-		if err == nil && (rec.Type != RecHello || rec.Hello.Mode != commitMode) {
-			err = errors.New("this destination waits for its source to repeat the commit of a migration under way, and takes no other")
+		if err == nil && (rec.Type != RecHello || !strings.HasPrefix(rec.Hello.Mode, commitMode+":")) {
+			err = fmt.Errorf("this destination waits up to %v for its source to repeat the commit of a migration under way, and takes no other", commitWait)
+		} else if err == nil && rec.Hello.Mode != commitMode+":"+stateTag(rc.state.data) {
+			err = errors.New("a source repeating the commit of another migration: the guest state it sent is not the one this destination holds")
 		}
 		if err == nil {
 			err = rec.Hello.Check(rc.hello())

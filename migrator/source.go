@@ -2,7 +2,9 @@ package migrator
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -519,6 +521,7 @@ type sender struct {
 	link     *linkConn       // conn, paced and with idle timeouts
 	linkCtx  context.Context // its end (Migration.cut) closes the connections
 	close    []func()        // undo attach, for every connection (post-copy recovery makes more)
+	stateTag string          // of the guest state sent (a repeated commit names it)
 	w        *Writer
 	r        recordReader
 	pol      policy
@@ -1192,10 +1195,11 @@ func (s *sender) sendDigest(d Digest) (*Record, error) {
 	return rec, nil
 }
 
-// commitMode is the hello's mode when a source that committed connects
-// again because the link broke before the destination answered: a
-// destination whose guest has not started, the commit lost with the link,
-// waits for it (receiver.awaitCommit).
+// commitMode is the hello's mode, followed by ":" and the migration's
+// stateTag, when a source that committed connects again because the link
+// broke before the destination answered: a destination whose guest has
+// not started, the commit lost with the link, waits for it
+// (receiver.awaitCommit).
 const commitMode = "commit"
 
 // recommitFor is how long a source tries to repeat its commit. The
@@ -1214,7 +1218,7 @@ func (s *sender) recommit() error {
 		conn, err := s.m.dial(s.linkCtx)
 		if err == nil {
 			s.attach(conn)
-			if err = s.handshake(commitMode); err == nil {
+			if err = s.handshake(commitMode + ":" + s.stateTag); err == nil {
 				err = s.commit()
 			}
 			if err != nil {
@@ -1276,7 +1280,16 @@ func (s *sender) sendSaved(st savedState) error {
 	if err := s.w.State(st.kind, st.b); err != nil {
 		return fmt.Errorf("send the guest's state: %w", err)
 	}
+	s.stateTag = stateTag(st.b)
 	return nil
+}
+
+// stateTag names a migration by the guest state it sent, as both ends
+// hold it: a repeated commit carries it (commitMode), so that a
+// destination takes only its own migration's.
+func stateTag(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
 
 // commit tells the destination to run the guest.

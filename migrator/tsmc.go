@@ -111,8 +111,8 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	committed = true // the destination runs the guest from here
 	// The paused memory does not change until stage 3 is over: summed
 	// while stage 2 waited for it, a 2 GiB guest's pause took 247 ms.
-	sums := make(chan Digest, 1)
-	go func() { sums <- s.digest(PageSize) }()
+	sums, summed := make(chan Digest, 1), make(chan struct{})
+	go func() { defer close(summed); sums <- s.digest(PageSize) }()
 	downtime := s.m.clock.Now().Sub(paused)
 	s.m.update(func(i *Info) {
 		i.Status = StatusPostcopy
@@ -130,6 +130,9 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	// fills each into the running guest's memory as it arrives.
 	s.enc = nil
 	err = s.postcopy(ctx, dirty, uint64(len(early)), sums)
+	if err != nil {
+		<-summed // the sums read the guest's memory: over before a failure lets the guest run on, or its VM go
+	}
 	if errors.Is(err, errCommitNeverCame) {
 		// The destination never ran the guest, and says it never will:
 		// it runs on here, as after any failure before the commit.
@@ -247,8 +250,9 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 	// listen reads the destination's records until its verdict: requests
 	// go to requests, the verdict to verdict. It returns false once the
 	// verdict is in, or when readCtx ends with requests full.
+	r := s.r // this connection's: a reconnection replaces s.r while a listener may still read
 	listen := func() bool {
-		rec, err := s.r.Next()
+		rec, err := r.Next()
 		if err != nil {
 			verdict <- fmt.Errorf("stage 3: %w", err)
 			return false
