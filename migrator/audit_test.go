@@ -244,3 +244,46 @@ func TestCommitLostTSMC(t *testing.T) {
 		t.Errorf("destination is %s without a commit", st)
 	}
 }
+
+// TestCancelAfterCommit: once the commit is sent, a cancel is refused
+// (ErrCommitted) and the migration goes on: the destination runs the guest
+// or starts it once the commit reaches it, so resuming the guest here could
+// run it twice (a Ctrl-C while the source repeated a lost commit said the
+// guest ran on at the source, which kept it paused, while the destination
+// ran it).
+func TestCancelAfterCommit(t *testing.T) {
+	src := newMemGuest(t, lightLoad, true)
+	dst := newMemGuest(t, lightLoad, false)
+	d := listenDestination(t, dst, ReceiveConfig{}) // no Reconnect: the lost commit is never taken
+	p := newProxy(t, d.uri)
+	p.dropCommit.Store(true)
+	m, err := Outgoing(src, p.uri, Config{Mode: ModePrecopy, DowntimeLimit: testDowntime, IdleTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		m.mu.Lock()
+		committed := m.committed
+		m.mu.Unlock()
+		if committed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never committed: %+v", m.Info())
+		}
+	}
+	if err := m.Cancel(); !errors.Is(err, ErrCommitted) {
+		t.Fatalf("Cancel after the commit: %v, want ErrCommitted", err)
+	}
+	m.abort() // end the commit's repeats (45 s) for the test
+	info, err := m.Wait()
+	if err != nil || info.Status != StatusCompleted || info.Pagecast.Unconfirmed == "" {
+		t.Errorf("after a refused cancel: %v, status %s, unconfirmed %q", err, info.Status, info.Pagecast.Unconfirmed)
+	}
+	if ok, st := src.Running(); ok {
+		t.Errorf("source is %s after its commit", st)
+	}
+	if err := m.Cancel(); err != nil {
+		t.Errorf("Cancel of a finished migration: %v", err)
+	}
+}

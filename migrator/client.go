@@ -185,7 +185,9 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 			if InPostcopy(info.Status) {
 				return info, &Detached{Status: info.Status}
 			}
-			if err := Cancel(mon); err != nil {
+			if err := Cancel(mon); err != nil && strings.Contains(err.Error(), CommittedText) {
+				return info, &Detached{Status: info.Status, Committed: true}
+			} else if err != nil {
 				return info, fmt.Errorf("wait for migration: %w (and %w)", ctx.Err(), err)
 			}
 			if errors.Is(ctx.Err(), context.Canceled) {
@@ -249,11 +251,20 @@ func clientRun(mon qmp.Monitor, command string, args, ret any) error {
 // -recover.
 func InPostcopy(status string) bool { return strings.HasPrefix(status, "postcopy") }
 
-// Detached is Wait's error when its context ended in post-copy: a cancel
-// then would lose the guest, so none is sent and the migration goes on.
-type Detached struct{ Status string }
+// Detached is Wait's error when its context ended in post-copy, or once
+// pagecast's engine has committed (Committed; its migrate_cancel refused):
+// a cancel then would lose the guest or run it twice, so the migration
+// goes on.
+type Detached struct {
+	Status    string
+	Committed bool
+}
 
 func (e *Detached) Error() string {
+	if e.Committed {
+		return "stopped following the migration after its commit; the cancel was refused, since the destination runs the guest or starts it once the commit reaches it: " +
+			"the migration goes on (query-migrate on the source follows it: completed, or x-pagecast.unconfirmed says why not)"
+	}
 	return fmt.Sprintf("stopped following the migration in %s; no migrate_cancel sent, since the guest runs on the destination "+
 		"and needs pages only the source holds: the migration goes on (query-migrate on the source follows it)", e.Status)
 }

@@ -142,6 +142,7 @@ type Migration struct {
 	info      Info
 	start     time.Time
 	cancelled bool
+	committed bool  // the commit is sent: a cancel could run the guest twice
 	gone      error // the source VM went (Goner) during the migration
 }
 
@@ -248,13 +249,28 @@ func (m *Migration) finished() bool {
 var ErrPostcopyUncancellable = errors.New("the migration is in post-copy: the guest runs on the destination and needs pages only the source holds, " +
 	"so it cannot be cancelled without losing the guest; it goes on")
 
+// ErrCommitted is Cancel's error once the commit is sent: the destination
+// runs the guest, or starts it once the commit reaches it (a lost one is
+// repeated), so resuming it here could run it twice. The migration goes
+// on to its end.
+var ErrCommitted = errors.New(CommittedText)
+
+// CommittedText is ErrCommitted's text, which a QMP client reads back.
+const CommittedText = "the migration has committed: the destination runs the guest, or starts it once the commit reaches it, " +
+	"so it cannot be cancelled without the guest running twice; it goes on to its end"
+
 // Cancel stops the migration; the source keeps running. Once post-copy has
-// begun it refuses with ErrPostcopyUncancellable and the migration goes on.
+// begun it refuses with ErrPostcopyUncancellable, and once the commit is
+// sent with ErrCommitted, and the migration goes on.
 func (m *Migration) Cancel() error {
 	m.mu.Lock()
 	if st := m.info.Status; st == StatusPostcopy || st == StatusPostcopyPaused {
 		m.mu.Unlock()
 		return ErrPostcopyUncancellable
+	}
+	if m.committed && !m.finished() {
+		m.mu.Unlock()
+		return ErrCommitted
 	}
 	m.cancelled = true
 	m.mu.Unlock()
@@ -1093,6 +1109,9 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 		return err
 	}
 	committed = true // the destination runs the guest from here; this copy stays paused
+	s.m.mu.Lock()
+	s.m.committed = true
+	s.m.mu.Unlock()
 	downtime := s.m.clock.Now().Sub(paused)
 	s.m.update(func(i *Info) {
 		i.Downtime = downtime.Milliseconds()

@@ -109,6 +109,9 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 		return err
 	}
 	committed = true // the destination runs the guest from here
+	s.m.mu.Lock()
+	s.m.committed = true
+	s.m.mu.Unlock()
 	// The paused memory does not change until stage 3 is over: summed
 	// while stage 2 waited for it, a 2 GiB guest's pause took 247 ms.
 	sums, summed := make(chan Digest, 1), make(chan struct{})
