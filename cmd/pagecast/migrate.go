@@ -277,7 +277,7 @@ func runMigrate(c *cli.Context) (err error) {
 			defer d.Disconnect()
 			dst = d
 		}
-		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst))
+		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst), c.String("to"))
 		if err != nil {
 			return err
 		}

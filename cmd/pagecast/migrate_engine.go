@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -39,9 +40,12 @@ var errTSMCOnQEMU = errors.New("tsmc's stage 3 (and MODE+postcopy's) cannot run 
 // chooseEngine picks the engine for a QEMU source: pagecast's where its RAM
 // is shared memory, the mode needs no post-copy and the destination is not
 // a QEMU listening with its own -incoming (listens: destListening's
-// address, "" if not or unknown), else QEMU's own. It returns the attached
-// source for pagecast's engine (close it), and why.
-func chooseEngine(flag string, mon qmp.Monitor, mode, listens string) (src *qemuguest.Source, engine, why string, err error) {
+// address, "" if not or unknown), else QEMU's own. --engine pagecast is
+// refused where that QEMU listens on the port --to (to) dials, and taken
+// as asked elsewhere (pagecast receive in front of a QEMU waiting with
+// -incoming tcp). It returns the attached source for pagecast's engine
+// (close it), and why.
+func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *qemuguest.Source, engine, why string, err error) {
 	if flag != "auto" && flag != enginePagecast && flag != engineQEMU {
 		return nil, "", "", fmt.Errorf("--engine %q: want auto, pagecast or qemu", flag)
 	}
@@ -53,6 +57,9 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens string) (src *qemu
 		return nil, "", "", errTSMCOnQEMU
 	case post:
 		return nil, engineQEMU, "post-copy on QEMU is QEMU's: pagecast's stage 3 cannot pull pages into QEMU's memory", nil
+	case listens != "" && flag == enginePagecast && !sameTCPPort(listens, to):
+		// Another port: perhaps pagecast receive in front of a QEMU
+		// waiting with -incoming tcp. Taken as asked.
 	case listens != "" && flag == enginePagecast:
 		return nil, "", "", fmt.Errorf("--engine pagecast: the destination QEMU (--dest-qmp) listens on %s with its own -incoming, which takes QEMU's migration only "+
 			"(pagecast's stream would end it: \"Not a migration stream\"): give --engine qemu, or have it wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive)", listens)
@@ -97,6 +104,13 @@ func destListening(dst qmp.Monitor) string {
 		}
 	}
 	return ""
+}
+
+// sameTCPPort says whether two tcp:HOST:PORT addresses have one port.
+func sameTCPPort(a, b string) bool {
+	_, pa, erra := net.SplitHostPort(strings.TrimPrefix(a, "tcp:"))
+	_, pb, errb := net.SplitHostPort(strings.TrimPrefix(b, "tcp:"))
+	return erra == nil && errb == nil && pa == pb
 }
 
 // migrateWithEngine runs pagecast's engine in this process over a QEMU

@@ -132,3 +132,19 @@ func TestEngineLog(t *testing.T) {
 		}
 	}
 }
+
+// TestChooseEngineListening: a destination QEMU listening with its own
+// -incoming gets QEMU's engine under auto, wherever it listens (a port
+// forward to it too), and --engine pagecast is refused where it listens on
+// --to's port.
+func TestChooseEngineListening(t *testing.T) {
+	if _, _, _, err := chooseEngine("pagecast", nil, "precopy", "tcp:127.0.0.1:4444", "tcp:localhost:4444"); err == nil || !strings.Contains(err.Error(), "listens on tcp:127.0.0.1:4444 with its own -incoming") {
+		t.Errorf("--engine pagecast to a QEMU listening on --to's port: %v", err)
+	}
+	if _, engine, why, err := chooseEngine("auto", nil, "precopy", "tcp:127.0.0.1:5555", "tcp:127.0.0.1:4444"); err != nil || engine != engineQEMU || !strings.Contains(why, "listens on tcp:127.0.0.1:5555") {
+		t.Errorf("auto to a QEMU listening on another port: %s (%s), %v", engine, why, err)
+	}
+	if !sameTCPPort("tcp:[::1]:4444", "tcp:127.0.0.1:4444") || sameTCPPort("tcp:127.0.0.1:4444", "tcp:127.0.0.1:4445") {
+		t.Error("sameTCPPort")
+	}
+}
