@@ -945,7 +945,7 @@ func TestStrangePeers(t *testing.T) {
 		idle        time.Duration
 		want        string
 	}{
-		{"silent", "", 300 * time.Millisecond, "took the connection and has not answered"},
+		{"silent", "", 300 * time.Millisecond, "took the connection and has not answered: is it a pagecast receiver, vm run --incoming or pagecast receive, and not busy with another migration?"},
 		{"http", "HTTP/1.0 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>no</html>\n", time.Second, "answered in another protocol"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -645,7 +645,7 @@ func (s *sender) handshake(mode string) error {
 	rec, err := s.r.Next()
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		// Something took the connection and says nothing: not pagecast.
-		return fmt.Errorf("read the destination's answer to the handshake: %w (the peer at the destination's address took the connection and has not answered: is it a pagecast receiver, vm run --incoming or pagecast receive?)", err)
+		return fmt.Errorf("read the destination's answer to the handshake: %w (the peer at the destination's address took the connection and has not answered: is it a pagecast receiver, vm run --incoming or pagecast receive, and not busy with another migration?)", err)
 	}
 	if errors.Is(err, ErrMalformed) {
 		// Something answered, in another protocol (an HTTP server's
