@@ -140,33 +140,13 @@ func TestAuditUnanswered(t *testing.T) {
 func TestCommitRepeated(t *testing.T) {
 	src := newMemGuest(t, lightLoad, true)
 	dst := newMemGuest(t, lightLoad, false)
-	l, err := Listen("tcp:127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	received := make(chan error, 1)
-	go func() {
-		conn, err := l.Accept()
-		if err != nil {
-			received <- err
-			return
+	addr, received := reconnectingDestination(t, dst, func(res Received) error {
+		if res.Bytes < lightLoad.Memory/2 {
+			return fmt.Errorf("received %d bytes of a %d-byte guest: the first connection's not counted", res.Bytes, lightLoad.Memory)
 		}
-		defer conn.Close()
-		res, err := Receive(context.Background(), conn, dst, ReceiveConfig{
-			IdleTimeout: 5 * time.Second,
-			Reconnect: func(ctx context.Context) (net.Conn, error) {
-				stop := context.AfterFunc(ctx, func() { l.Close() })
-				defer stop()
-				return l.Accept()
-			},
-		})
-		if err == nil && res.Bytes < lightLoad.Memory/2 {
-			err = fmt.Errorf("received %d bytes of a %d-byte guest: the first connection's not counted", res.Bytes, lightLoad.Memory)
-		}
-		received <- err
-	}()
-	p := newProxy(t, "tcp:"+l.Addr().String())
+		return nil
+	})
+	p := newProxy(t, addr)
 	p.dropCommit.Store(true)
 	m, err := Outgoing(src, p.uri, Config{Mode: ModePrecopy, DowntimeLimit: testDowntime, IdleTimeout: 2 * time.Second})
 	if err != nil {
@@ -201,30 +181,8 @@ func TestCommitRepeated(t *testing.T) {
 func TestCommitLostTSMC(t *testing.T) {
 	src := newMemGuest(t, lightLoad, true)
 	dst := newMemGuest(t, lightLoad, false)
-	l, err := Listen("tcp:127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	received := make(chan error, 1)
-	go func() {
-		conn, err := l.Accept()
-		if err != nil {
-			received <- err
-			return
-		}
-		defer conn.Close()
-		_, err = Receive(context.Background(), conn, dst, ReceiveConfig{
-			IdleTimeout: 5 * time.Second,
-			Reconnect: func(ctx context.Context) (net.Conn, error) {
-				stop := context.AfterFunc(ctx, func() { l.Close() })
-				defer stop()
-				return l.Accept()
-			},
-		})
-		received <- err
-	}()
-	p := newProxy(t, "tcp:"+l.Addr().String())
+	addr, received := reconnectingDestination(t, dst, nil)
+	p := newProxy(t, addr)
 	p.dropCommit.Store(true)
 	m, err := Outgoing(src, p.uri, Config{Mode: ModeTSMC, DowntimeLimit: testDowntime, IdleTimeout: 2 * time.Second})
 	if err != nil {
@@ -286,4 +244,39 @@ func TestCancelAfterCommit(t *testing.T) {
 	if err := m.Cancel(); err != nil {
 		t.Errorf("Cancel of a finished migration: %v", err)
 	}
+}
+
+// reconnectingDestination receives one migration into dst on a loopback
+// listener that also takes a source's reconnections (as vm run --incoming
+// does), and returns its address and Receive's outcome, checked by check
+// if given.
+func reconnectingDestination(t *testing.T, dst Destination, check func(Received) error) (addr string, received <-chan error) {
+	t.Helper()
+	l, err := Listen("tcp:127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	done := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer conn.Close()
+		res, err := Receive(context.Background(), conn, dst, ReceiveConfig{
+			IdleTimeout: 5 * time.Second,
+			Reconnect: func(ctx context.Context) (net.Conn, error) {
+				stop := context.AfterFunc(ctx, func() { l.Close() })
+				defer stop()
+				return l.Accept()
+			},
+		})
+		if err == nil && check != nil {
+			err = check(res)
+		}
+		done <- err
+	}()
+	return "tcp:" + l.Addr().String(), done
 }

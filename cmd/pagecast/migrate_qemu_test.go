@@ -463,24 +463,7 @@ func TestIncomingQEMUPostcopySays(t *testing.T) {
 // the destination is gone and there is nothing to recover (it suggested
 // migrate-recover on a destination QEMU that no longer existed).
 func TestIncomingQEMUStoppedInPostcopy(t *testing.T) {
-	uri := freeTCP(t)
-	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=4096")
-	dst := startQEMURun(t, "--memory", "32M", "--incoming", uri, "--engine", "qemu")
-	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", uri,
-		"--mode", "tsmc", "--bandwidth", "4MiB/s", "--quiet")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case line := <-dst.lines:
-		if !strings.HasPrefix(line, "QEMU's migration is in post-copy") {
-			t.Fatalf("the destination said %q, want post-copy", line)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("no post-copy in 60 s:\n%s", out.String())
-	}
+	_, dst, cmd, out := qemuPostcopyUnderway(t)
 	dst.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-dst.exited:
@@ -521,14 +504,27 @@ func TestSourceQEMUKilledWhileAutoWatches(t *testing.T) {
 // post-copy is said to have taken the pages the destination's guest still
 // needed (it said the guest runs on the destination).
 func TestSourceQEMUKilledInPostcopy(t *testing.T) {
+	src, _, cmd, out := qemuPostcopyUnderway(t)
+	syscall.Kill(src.qemuPID, syscall.SIGKILL)
+	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "after the switch to post-copy the source's QMP connection closed") {
+		t.Errorf("migrate whose source went in post-copy: %v\n%s", err, out.String())
+	}
+}
+
+// qemuPostcopyUnderway starts a 32 MiB guest writing a 16 MiB hot set and
+// a destination waiting with QEMU's own -incoming under vm run, and a tsmc
+// migration between them at 4 MiB/s by QEMU's post-copy, and returns once
+// the destination says post-copy has begun, with migrate's output so far.
+func qemuPostcopyUnderway(t *testing.T) (src, dst *qemuRun, migrate *exec.Cmd, out *syncBuffer) {
+	t.Helper()
 	uri := freeTCP(t)
-	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=4096")
-	dst := startQEMURun(t, "--memory", "32M", "--incoming", uri, "--engine", "qemu")
-	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", uri,
+	src = startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=4096")
+	dst = startQEMURun(t, "--memory", "32M", "--incoming", uri, "--engine", "qemu")
+	migrate = exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", uri,
 		"--mode", "tsmc", "--bandwidth", "4MiB/s", "--quiet")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	out = new(syncBuffer)
+	migrate.Stdout, migrate.Stderr = out, out
+	if err := migrate.Start(); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -539,8 +535,5 @@ func TestSourceQEMUKilledInPostcopy(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("no post-copy in 60 s:\n%s", out.String())
 	}
-	syscall.Kill(src.qemuPID, syscall.SIGKILL)
-	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "after the switch to post-copy the source's QMP connection closed") {
-		t.Errorf("migrate whose source went in post-copy: %v\n%s", err, out.String())
-	}
+	return src, dst, migrate, out
 }
