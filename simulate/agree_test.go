@@ -402,69 +402,95 @@ func TestAgreesWithLiveSlowdown(t *testing.T) {
 	}
 	for _, mode := range []string{migrator.ModeThrottle, migrator.ModeTSMC} {
 		t.Run(mode, func(t *testing.T) {
-			const workload = "hotset:hot=4096,p=0.95"
-			src, dst := startOwn(t, workload), startOwn(t, workload)
-			guest.FillArena(src.Memory(), guest.DefaultMix, 1)
-			if err := src.Start(); err != nil {
-				t.Fatal(err)
-			}
-			progress := func(vm *vmm.VM) uint64 {
-				st, err := vm.GuestStatus()
-				if err != nil {
-					t.Fatal(err)
+			// A guest whose pace before and after differ by more than
+			// a tenth was measured on a host slowed meanwhile (a CI run
+			// on 2026-12-03: 34 442 and 38 364 writes a vCPU second,
+			// where 45-50 k is usual, and the guest's count said 1.1%
+			// against the engine's 12.6%): its count is no reference,
+			// and the pair is measured once more.
+			for attempt := 1; ; attempt++ {
+				msg, noisy := agreeSlowdown(t, mode)
+				if msg == "" {
+					return
 				}
-				return st.TotalProgress()
-			}
-			// The guest's pace is its writes a second of its vCPU's
-			// time on a CPU: a second of the wall clock holds less of it
-			// on a busy host (other tests, or the host's other guests,
-			// on the two cores), by as much as half, which made the
-			// guest seem to speed up under the throttle.
-			vcpuTime := func(vm *vmm.VM) time.Duration {
-				var sum time.Duration
-				for _, tid := range vm.VCPUThreads() {
-					sum += threadCPUTime(t, tid)
+				if !noisy || attempt == 2 {
+					t.Error(msg)
+					return
 				}
-				return sum
-			}
-			paceOver := func(vm *vmm.VM, d time.Duration) (perCPU, perWall float64) {
-				a, c, at := progress(vm), vcpuTime(vm), time.Now()
-				time.Sleep(d)
-				did := float64(progress(vm) - a)
-				return did / (vcpuTime(vm) - c).Seconds(), did / time.Since(at).Seconds()
-			}
-			// Its first sweep of the arena faults memory in and goes
-			// slower: wait until two half seconds agree within 5%.
-			time.Sleep(time.Second)
-			for p, i := 0.0, 0; i < 10; i++ {
-				q, _ := paceOver(src, 500*time.Millisecond)
-				if math.Abs(q-p) <= 0.05*max(p, q) {
-					break
-				}
-				p = q
-			}
-			pace, wallPace := paceOver(src, time.Second)
-			before := progress(src)
-			info := migrateTo(t, src.Migratable(), dst.Migratable(), migrator.Config{Mode: mode, MaxBandwidth: agreeBandwidth, MaxRounds: 8, TargetRound: 3})
-			did := float64(progress(dst) - before) // the counter is in guest memory: the destination's goes on from the source's
-			// The pace again, on the destination after the migration:
-			// the guest's true pace is at least the faster of the two,
-			// as other work only slows a window. (A CI run on
-			// 2026-12-03 measured 44 756 writes a vCPU second before a
-			// throttle migration and the guest's count then said 8.7%
-			// slowed where the engine counted 15.8%; the usual is the
-			// guest's count at or above the engine's.)
-			after, _ := paceOver(dst, time.Second)
-			ref := max(pace, after)
-			running := time.Duration(info.TotalTime-info.Downtime) * time.Millisecond
-			guestSays := 1 - did/(ref*running.Seconds())
-			t.Logf("%s: %d ms, downtime %d ms; the guest did %.0f writes where it did %.0f a second of its vCPU's time before (%.0f a second of the wall clock) and %.0f after: slowed %.1f%% by its count, %.1f%% by the engine's (throttle %d ms, faults %d ms, %d pages pulled)",
-				mode, info.TotalTime, info.Downtime, did, pace, wallPace, after, 100*guestSays, 100*info.GuestSlowdown(), info.Pagecast.ThrottleTime, info.Pagecast.FaultTime, info.RAM.PostcopyRequests)
-			if info.GuestSlowdown() <= 0 || info.GuestSlowdown() > guestSays+0.05 {
-				t.Errorf("%s: the engine counts the guest slowed %.1f%%, the guest's own work says %.1f%%", mode, 100*info.GuestSlowdown(), 100*guestSays)
+				t.Logf("%s; the guest's pace moved by more than a tenth, so measuring again", msg)
 			}
 		})
 	}
+}
+
+// agreeSlowdown migrates a guest on pagecast's own monitor in mode and
+// compares the engine's count of its slowdown with the guest's own work:
+// "" where they agree, else why not, and whether the guest's pace before
+// and after the migration differed by more than a tenth.
+func agreeSlowdown(t *testing.T, mode string) (msg string, noisy bool) {
+	const workload = "hotset:hot=4096,p=0.95"
+	src, dst := startOwn(t, workload), startOwn(t, workload)
+	guest.FillArena(src.Memory(), guest.DefaultMix, 1)
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	progress := func(vm *vmm.VM) uint64 {
+		st, err := vm.GuestStatus()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.TotalProgress()
+	}
+	// The guest's pace is its writes a second of its vCPU's
+	// time on a CPU: a second of the wall clock holds less of it
+	// on a busy host (other tests, or the host's other guests,
+	// on the two cores), by as much as half, which made the
+	// guest seem to speed up under the throttle.
+	vcpuTime := func(vm *vmm.VM) time.Duration {
+		var sum time.Duration
+		for _, tid := range vm.VCPUThreads() {
+			sum += threadCPUTime(t, tid)
+		}
+		return sum
+	}
+	paceOver := func(vm *vmm.VM, d time.Duration) (perCPU, perWall float64) {
+		a, c, at := progress(vm), vcpuTime(vm), time.Now()
+		time.Sleep(d)
+		did := float64(progress(vm) - a)
+		return did / (vcpuTime(vm) - c).Seconds(), did / time.Since(at).Seconds()
+	}
+	// Its first sweep of the arena faults memory in and goes
+	// slower: wait until two half seconds agree within 5%.
+	time.Sleep(time.Second)
+	for p, i := 0.0, 0; i < 10; i++ {
+		q, _ := paceOver(src, 500*time.Millisecond)
+		if math.Abs(q-p) <= 0.05*max(p, q) {
+			break
+		}
+		p = q
+	}
+	pace, wallPace := paceOver(src, time.Second)
+	before := progress(src)
+	info := migrateTo(t, src.Migratable(), dst.Migratable(), migrator.Config{Mode: mode, MaxBandwidth: agreeBandwidth, MaxRounds: 8, TargetRound: 3})
+	did := float64(progress(dst) - before) // the counter is in guest memory: the destination's goes on from the source's
+	// The pace again, on the destination after the migration:
+	// the guest's true pace is at least the faster of the two,
+	// as other work only slows a window. (A CI run on
+	// 2026-12-03 measured 44 756 writes a vCPU second before a
+	// throttle migration and the guest's count then said 8.7%
+	// slowed where the engine counted 15.8%; the usual is the
+	// guest's count at or above the engine's.)
+	after, _ := paceOver(dst, time.Second)
+	ref := max(pace, after)
+	running := time.Duration(info.TotalTime-info.Downtime) * time.Millisecond
+	guestSays := 1 - did/(ref*running.Seconds())
+	t.Logf("%s: %d ms, downtime %d ms; the guest did %.0f writes where it did %.0f a second of its vCPU's time before (%.0f a second of the wall clock) and %.0f after: slowed %.1f%% by its count, %.1f%% by the engine's (throttle %d ms, faults %d ms, %d pages pulled)",
+		mode, info.TotalTime, info.Downtime, did, pace, wallPace, after, 100*guestSays, 100*info.GuestSlowdown(), info.Pagecast.ThrottleTime, info.Pagecast.FaultTime, info.RAM.PostcopyRequests)
+	if info.GuestSlowdown() <= 0 || info.GuestSlowdown() > guestSays+0.05 {
+		return fmt.Sprintf("%s: the engine counts the guest slowed %.1f%%, the guest's own work says %.1f%%", mode, 100*info.GuestSlowdown(), 100*guestSays),
+			math.Abs(pace-after) > 0.1*max(pace, after)
+	}
+	return "", false
 }
 
 // startOwn makes a VM on pagecast's own KVM monitor, not yet started,
