@@ -93,6 +93,32 @@ func TestReceiveHostile(t *testing.T) {
 }
 
 // sendTail sends what ends an honest stream: the guest's state, end.
+// toVerdict sends dst an honest stream of src's guest (every page zero,
+// then src's state) and reads up to the destination's verdict, which must
+// be that the copy checks out; it returns the hello it sent.
+func toVerdict(t *testing.T, w *Writer, r *Reader, src, dst *memGuest) Hello {
+	t.Helper()
+	hello := Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: dst.MemoryBytes(), VCPUs: 1, Image: dst.Identity().Image}
+	go func() {
+		w.Hello(hello)
+		w.Zero(0, dst.MemoryBytes()/PageSize)
+		sendTail(w, src)
+		w.Flush()
+	}()
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			t.Fatalf("no verdict from the destination: %v", err)
+		}
+		if rec.Type == RecVerified {
+			if !rec.OK {
+				t.Fatalf("the destination refused an honest stream: %s", rec.Text)
+			}
+			return hello
+		}
+	}
+}
+
 func sendTail(w *Writer, src *memGuest) {
 	state, _ := src.SaveState()
 	w.State(StateGuest, state)
@@ -191,24 +217,7 @@ func TestCommitLost(t *testing.T) {
 	src := newMemGuest(t, cfg, false)
 	dst := newMemGuest(t, cfg, false)
 	a, w, r, done := receiving(t, dst, ReceiveConfig{})
-	go func() {
-		w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image})
-		w.Zero(0, cfg.Memory/PageSize)
-		sendTail(w, src)
-		w.Flush()
-	}()
-	for {
-		rec, err := r.Next()
-		if err != nil {
-			t.Fatalf("no verdict from the destination: %v", err)
-		}
-		if rec.Type == RecVerified {
-			if !rec.OK {
-				t.Fatalf("the destination refused an honest stream: %s", rec.Text)
-			}
-			break
-		}
-	}
+	toVerdict(t, w, r, src, dst)
 	a.Close() // the commit never comes
 	err := <-done
 	if want := "the link broke before the source's commit came, so this destination does not start the guest"; err == nil || !strings.Contains(err.Error(), want) ||
@@ -302,22 +311,7 @@ func TestCommitOfAnotherMigration(t *testing.T) {
 			return nil, ctx.Err()
 		}
 	}})
-	hello := Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image}
-	go func() {
-		w.Hello(hello)
-		w.Zero(0, cfg.Memory/PageSize)
-		sendTail(w, src)
-		w.Flush()
-	}()
-	for {
-		rec, err := r.Next()
-		if err != nil {
-			t.Fatalf("no verdict from the destination: %v", err)
-		}
-		if rec.Type == RecVerified {
-			break
-		}
-	}
+	hello := toVerdict(t, w, r, src, dst)
 	a.Close() // the commit never comes
 	state, _ := src.SaveState()
 	for _, tag := range []string{"0123456789abcdef", stateTag(state)} {
