@@ -147,6 +147,11 @@ func migrate(t *testing.T, load memConfig, cfg Config) migrated {
 	if info.RAM.Normal+info.RAM.Duplicate != sent {
 		t.Errorf("%d pages whole and %d zero, but the rounds sent %d (%v)", info.RAM.Normal, info.RAM.Duplicate, sent, info.Pagecast.RoundPages)
 	}
+	// The destination counts the rounds as the source does, a round cut
+	// short at a harvest and the stop-and-copy included.
+	if !NeedsPostcopy(cfg.Mode) && m.res.Rounds != info.Pagecast.Round {
+		t.Errorf("the destination counted %d rounds, the source %d (%v)", m.res.Rounds, info.Pagecast.Round, info.Pagecast.RoundPages)
+	}
 	if ok, st := src.Running(); ok || st != memPaused {
 		t.Errorf("source after migration: %s, want paused", st)
 	}

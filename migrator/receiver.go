@@ -335,7 +335,10 @@ func (rc *receiver) run() error {
 			}
 			rc.sums.zeroed(rec.First, rec.Count)
 		case RecEndRound:
-			rc.rounds++
+			// The source's own count: a round cut short once what was
+			// pending fit the downtime limit ends without this record,
+			// and the stop-and-copy after it is the next round.
+			rc.rounds = max(rc.rounds+1, int(rec.Round))
 			// A VM that has gone meanwhile (its QEMU killed) can never
 			// take the guest: say so now, not after the source has
 			// paused it for a stop-and-copy.
