@@ -43,9 +43,10 @@ func demoCommand() *cli.Command {
 		Name:  "demo",
 		Usage: "the main job end to end on a local VM: profile its dirtying live, forecast it, migrate it",
 		Description: "Boots a small pagecast VM that writes an 8 MiB hot set and, 5% of the time, anywhere, profiles it\n" +
-			"and prints every interval how many pages it dirtied, the rate, a strip showing where in guest\n" +
-			"memory the writes land, and the hottest regions. Then scores the predictor's forecasts of those\n" +
-			"epochs against simple baselines, and live-migrates the VM on loopback once in each mode (each\n" +
+			"and prints every interval how many distinct pages it dirtied, their bytes a second (what a pre-copy\n" +
+			"round of that length would send again; profile's \"dirtied\" rate sums each epoch's pages instead),\n" +
+			"a strip showing where in guest memory the writes land, and the hottest regions. Then scores the\n" +
+			"predictor's forecasts of those epochs against simple baselines, and live-migrates the VM on loopback once in each mode (each\n" +
 			"of pagecast's engine's checked against the source's memory; QEMU's own migrations have no such\n" +
 			"check, and their verified column shows -), and prints them side by side.\n\n" +
 			"Where /dev/kvm works (--monitor auto): pagecast's own KVM monitor, profiled by its eBPF programs\n" +
@@ -201,7 +202,8 @@ func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next f
 	pages := memory / vmm.PageSize
 	fmt.Fprintf(out, "each strip cell is %s of guest memory, from address 0 on the left; darker = more pages dirtied\n\n",
 		units.FormatBytes(float64(pages/stripWidth*vmm.PageSize)))
-	fmt.Fprintf(out, "%7s %7s %11s %12s  %-66s %s\n", "time", "pages", "rate", "guest writes", "where", "hottest 1 MiB regions")
+	fmt.Fprintf(out, "pages: distinct pages dirtied in the interval; distinct/s: their bytes a second\n")
+	fmt.Fprintf(out, "%7s %7s %11s %12s  %-66s %s\n", "time", "pages", "distinct/s", "guest writes", "where", "hottest 1 MiB regions")
 
 	start := time.Now()
 	lastProgress := uint64(0)
