@@ -504,10 +504,20 @@ func TestSourceQEMUKilledWhileAutoWatches(t *testing.T) {
 // post-copy is said to have taken the pages the destination's guest still
 // needed (it said the guest runs on the destination).
 func TestSourceQEMUKilledInPostcopy(t *testing.T) {
-	src, _, cmd, out := qemuPostcopyUnderway(t)
+	src, dst, cmd, out := qemuPostcopyUnderway(t)
 	syscall.Kill(src.qemuPID, syscall.SIGKILL)
 	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "after the switch to post-copy the source's QMP connection closed") {
 		t.Errorf("migrate whose source went in post-copy: %v\n%s", err, out.String())
+	}
+	// The destination QEMU pauses its post-copy, and says so (it said
+	// nothing more).
+	select {
+	case line := <-dst.lines:
+		if !strings.HasPrefix(line, "QEMU's post-copy is paused: the link to the source broke") {
+			t.Errorf("the destination said %q, want post-copy paused", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the destination said nothing in 10 s after its source QEMU was killed in post-copy:\n%s", dst.stderr.String())
 	}
 }
 

@@ -320,7 +320,7 @@ var fixedP = regexp.MustCompile(` p=\d+\b`)
 func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, error) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	postcopy := false
+	postcopy, paused := false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -348,6 +348,16 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			if !postcopy {
 				fmt.Fprintln(out, "QEMU's migration is in post-copy: the guest runs here, part of its memory still at the source (stopping this VM now loses the guest)")
 				postcopy = true
+			}
+			switch {
+			case mig.Status == migrator.StatusPostcopyPaused && !paused:
+				fmt.Fprintln(out, "QEMU's post-copy is paused: the link to the source broke, and the guest's vCPUs wait for pages still there. "+
+					"If the source QEMU still runs, recover: QMP migrate-recover here (uri: a new tcp:HOST:PORT to listen on), then migrate with resume at the source; "+
+					"if it has gone, so have those pages, and the guest with them")
+				paused = true
+			case mig.Status == "postcopy-active" && paused:
+				fmt.Fprintln(out, "QEMU's post-copy resumed: the source is back")
+				paused = false
 			}
 			continue
 		}
