@@ -36,13 +36,17 @@ func receiveCommand() *cli.Command {
 			"second -qmp socket for migrate --dest-qmp or anything else that watches it meanwhile.\n\n" +
 			"A connection that brings no valid handshake (a port scanner, another protocol, a source of\n" +
 			"another memory size) is logged and the wait goes on. Plain TCP is for trusted networks; elsewhere\n" +
-			"use --tls-cert/--tls-key/--tls-ca on both ends.",
+			"use --tls-cert/--tls-key/--tls-ca on both ends.\n\n" +
+			"--paused leaves the guest paused once it has arrived and checked out, as QMP stop does on a QEMU\n" +
+			"waiting with -incoming for its own migration; QMP cont runs it. (A stop sent to this QEMU while\n" +
+			"receive waits is not seen: the state lands paused either way, and receive runs it.)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the destination QEMU's QMP socket: unix:PATH"},
 			&cli.StringFlag{Name: "listen", Required: true, Usage: "where to wait for the source: tcp:HOST:PORT"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS: this end's certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
 			&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the source's certificate (PEM)"},
+			&cli.BoolFlag{Name: "paused", Usage: "leave the guest paused once it has arrived (QMP cont runs it)"},
 		},
 		Action: runReceive,
 	}
@@ -86,13 +90,32 @@ func runReceive(c *cli.Context) error {
 	out := c.App.Writer
 	fmt.Fprintf(out, "QEMU pid %d, %s of guest RAM shared; waiting for pagecast migrate --to %s\n",
 		dest.PID(), units.FormatBytes(float64(dest.MemoryBytes())), c.String("listen"))
-	res, err := receive(ctx, l, dest, serverTLS, log)
+	var d migrator.Destination = dest
+	if c.Bool("paused") {
+		d = pausedDest{dest}
+	}
+	res, err := receive(ctx, l, d, serverTLS, log)
 	if err != nil {
 		if errors.Is(err, migrator.ErrNoHandshake) || errors.Is(err, errStoppedWaiting) {
 			return err // no migration began
 		}
 		return fmt.Errorf("the migration failed; the guest stays with the source: %w", err)
 	}
+	if c.Bool("paused") {
+		verified := "memory verified"
+		if !res.Verified {
+			verified = "memory not verified (the source's checksums did not come)"
+		}
+		fmt.Fprintf(out, "migration received, %s; guest paused (--paused): QMP cont runs it\n", verified)
+		return nil
+	}
 	printReceived(out, res)
 	return nil
 }
+
+// pausedDest is a QEMU destination whose guest stays paused once it has
+// arrived: the state lands paused (the source's run state at the
+// switch-over), and Start leaves it so.
+type pausedDest struct{ *qemuguest.Dest }
+
+func (pausedDest) Start() error { return nil }

@@ -24,7 +24,7 @@ import (
 // QEMU runs the guest. receive first refuses a QEMU that is not waiting
 // for a migration, says it was stopped when SIGINT comes before a source,
 // and a first attempt whose source is killed in round 1 leaves the QEMU
-// waiting for the next.
+// waiting for the next; with --paused the guest waits there for cont.
 func TestReceiveHandStartedQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
@@ -49,7 +49,7 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 		"-serial", "file:"+filepath.Join(dir, "serial.log"), // as the source has
 		"-qmp", "unix:"+watchQMP+",server=on,wait=off")
 
-	receive := func() (*exec.Cmd, *syncBuffer, chan error) { return startReceive(t, dstQMP, addr) }
+	receive := func(extra ...string) (*exec.Cmd, *syncBuffer, chan error) { return startReceive(t, dstQMP, addr, extra...) }
 	exited := func(what string, done chan error, out *syncBuffer) error {
 		select {
 		case err := <-done:
@@ -105,14 +105,26 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 	}
 	mon.Disconnect()
 
-	_, recvOut, recvDone = receive()
+	// The second, with --paused: the guest stays paused until cont.
+	_, recvOut, recvDone = receive("--paused")
 	mig, err := migrate("32MiB/s").CombinedOutput()
 	if err != nil || !strings.Contains(string(mig), "verified         true") {
 		t.Fatalf("migrate into the hand-started QEMU: %v\n%s\nreceive:\n%s\nqemu: %s", err, mig, recvOut.String(), qemuErr.String())
 	}
-	if err := exited("the second migration", recvDone, recvOut); err != nil || !strings.Contains(recvOut.String(), "migration received, memory verified; guest running") {
+	if err := exited("the second migration", recvDone, recvOut); err != nil || !strings.Contains(recvOut.String(), "migration received, memory verified; guest paused (--paused): QMP cont runs it") {
 		t.Fatalf("receive: %v\n%s", err, recvOut.String())
 	}
+	if st := qmpState(t, watchQMP); st != "paused" {
+		t.Errorf("the hand-started QEMU is %v after receive --paused, want paused", st)
+	}
+	if mon, err = qmpclient.Dial("unix", watchQMP, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, mon, "cont", nil)
+	mon.Disconnect()
 	if _, err := os.Stat(filepath.Dir(sock)); !os.IsNotExist(err) {
 		t.Errorf("the incoming socket's directory %s is still there after the state loaded (%v)", filepath.Dir(sock), err)
 	}
@@ -188,9 +200,9 @@ func startWaitingQEMU(t *testing.T, qmp string, stderr io.Writer, extra ...strin
 
 // startReceive runs `pagecast receive` into the hand-started QEMU at qmp
 // and waits until it listens on addr.
-func startReceive(t *testing.T, qmp, addr string) (*exec.Cmd, *syncBuffer, chan error) {
+func startReceive(t *testing.T, qmp, addr string, extra ...string) (*exec.Cmd, *syncBuffer, chan error) {
 	t.Helper()
-	recv := exec.Command(binary, "receive", "--qmp", "unix:"+qmp, "--listen", "tcp:"+addr)
+	recv := exec.Command(binary, append([]string{"receive", "--qmp", "unix:" + qmp, "--listen", "tcp:" + addr}, extra...)...)
 	out := &syncBuffer{}
 	recv.Stdout, recv.Stderr = out, out
 	if err := recv.Start(); err != nil {
