@@ -49,7 +49,9 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 		"-serial", "file:"+filepath.Join(dir, "serial.log"), // as the source has
 		"-qmp", "unix:"+watchQMP+",server=on,wait=off")
 
-	receive := func(extra ...string) (*exec.Cmd, *syncBuffer, chan error) { return startReceive(t, dstQMP, addr, extra...) }
+	receive := func(extra ...string) (*exec.Cmd, *syncBuffer, chan error) {
+		return startReceive(t, dstQMP, addr, extra...)
+	}
 	exited := func(what string, done chan error, out *syncBuffer) error {
 		select {
 		case err := <-done:
