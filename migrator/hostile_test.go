@@ -2,7 +2,10 @@ package migrator
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
@@ -352,5 +355,89 @@ func TestCommitOfAnotherMigration(t *testing.T) {
 	}
 	if ok, st := dst.Running(); !ok {
 		t.Errorf("destination is %s after its own migration's commit", st)
+	}
+}
+
+// TestHostileDestination plays destinations that lie to the source: each
+// takes the handshake, then answers with something no honest destination
+// sends, or stops reading. The migration must fail saying what came, and
+// the source's guest run on.
+func TestHostileDestination(t *testing.T) {
+	pages := lightLoad.Memory / PageSize
+	junk := make([]byte, 4096)
+	rand.NewChaCha8([32]byte{1}).Read(junk)
+	huge := make([]byte, wireHeaderSize) // a verdict whose header claims 4 GiB
+	huge[0] = byte(RecVerified)
+	binary.LittleEndian.PutUint32(huge[4:], 0xffffffff)
+	for _, tc := range []struct {
+		name    string
+		atStart bool // act right after the handshake, else once the stream has ended
+		act     func(conn net.Conn, w *Writer)
+		want    string
+	}{
+		{"a verdict claiming 4 GiB", false, func(conn net.Conn, w *Writer) { conn.Write(huge) }, "exceeds the"},
+		{"junk for a verdict", false, func(conn net.Conn, w *Writer) { conn.Write(junk) }, "malformed"},
+		{"a page request in pre-copy's verdict", false, func(conn net.Conn, w *Writer) {
+			w.Request([]uint64{0})
+			w.Flush()
+		}, "answered with a request record"},
+		{"a request for a page past the guest's memory", false, func(conn net.Conn, w *Writer) {
+			w.Request([]uint64{pages + 100})
+			w.Flush()
+		}, "malformed"},
+		{"a destination that stops reading", true, func(conn net.Conn, w *Writer) {
+			time.Sleep(5 * time.Second) // the source's idle timeout is 1 s
+		}, "i/o timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newMemGuest(t, lightLoad, true)
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			go func() {
+				conn, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				w, r := NewWriter(conn), NewReader(conn)
+				if _, err := r.Next(); err != nil {
+					return
+				}
+				w.Text(RecAccept, "")
+				w.Flush()
+				r.SetLimits(pages)
+				if tc.atStart {
+					tc.act(conn, w)
+					return
+				}
+				for {
+					rec, err := r.Next()
+					if err != nil {
+						return
+					}
+					if rec.Type == RecEnd {
+						tc.act(conn, w)
+						io.Copy(io.Discard, conn) // until the source hangs up
+						return
+					}
+				}
+			}()
+			m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{IdleTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := m.Wait()
+			if err == nil || !strings.Contains(info.ErrorDesc, tc.want) {
+				t.Fatalf("migration to a destination that sent %s: %v (%s), want an error saying %q", tc.name, err, info.ErrorDesc, tc.want)
+			}
+			t.Logf("%s: %s", tc.name, info.ErrorDesc)
+			if ok, st := src.Running(); !ok {
+				t.Fatalf("source is %s after a hostile destination", st)
+			}
+			waitWrites(t, src, src.seqNow())
+		})
 	}
 }
