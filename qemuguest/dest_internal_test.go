@@ -1,6 +1,7 @@
 package qemuguest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,5 +127,34 @@ func TestCloseRemovesSocketDirOfGoneQEMU(t *testing.T) {
 	d.Close()
 	if _, err := os.Stat(sockDir); !os.IsNotExist(err) {
 		t.Errorf("the directory of a gone QEMU's socket is still there (%v)", err)
+	}
+}
+
+// TestSweepIncoming: the incoming socket's directory of a QEMU that has
+// exited goes when the next is made; a live QEMU's, and one named without
+// a pid, stay.
+func TestSweepIncoming(t *testing.T) {
+	base := t.TempDir()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(base, fmt.Sprintf("%s%d-123", incomingPrefix, dead.Process.Pid))
+	live := filepath.Join(base, fmt.Sprintf("%s%d-456", incomingPrefix, os.Getpid()))
+	old := filepath.Join(base, incomingPrefix+"789")
+	for _, d := range []string{gone, live, old} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(d, "incoming.sock"), nil, 0o600)
+	}
+	sweepIncoming(base)
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Errorf("the directory of an exited QEMU (pid %d) is still there: %v", dead.Process.Pid, err)
+	}
+	for _, d := range []string{live, old} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s went: %v", d, err)
+		}
 	}
 }

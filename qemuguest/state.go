@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,6 +156,29 @@ func (in incoming) close() error {
 	return os.RemoveAll(in.dir)
 }
 
+// incomingPrefix names the directories of QEMU's incoming sockets, which
+// outlive a receiver killed before the state loaded, for the next attempt
+// on the same QEMU: pagecast-incoming-PID-…, PID the QEMU's.
+const incomingPrefix = "pagecast-incoming-"
+
+// sweepIncoming removes the incoming sockets' directories in base whose
+// QEMU has exited: no one listens there any more. (A directory named
+// without a pid, as before, is left alone.)
+func sweepIncoming(base string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, incomingPrefix+"*"))
+	for _, dir := range dirs {
+		name, _ := strings.CutPrefix(filepath.Base(dir), incomingPrefix)
+		spid, _, ok := strings.Cut(name, "-")
+		pid, err := strconv.Atoi(spid)
+		if !ok || err != nil || pid <= 0 || !processGone(pid) {
+			continue
+		}
+		if err := os.RemoveAll(dir); err == nil {
+			slog.Info("removed the incoming socket's directory of a QEMU that has exited", "dir", dir, "qemu-pid", pid)
+		}
+	}
+}
+
 // prepareIncoming makes QEMU pid, waiting with -incoming, ready to load a
 // state saveState captured: x-ignore-shared set and, for -incoming defer,
 // QEMU listening on a unix socket in dir, or in a new directory if dir is
@@ -189,7 +214,7 @@ func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) 
 				return in, fmt.Errorf("qemu's incoming migration was started on unix:%s, which is gone (%w): start QEMU again with -incoming defer", a.Path, err)
 			}
 			in.uri = "unix:" + a.Path
-			if d := filepath.Dir(a.Path); strings.HasPrefix(d, filepath.Join(scratch.Base(), "pagecast-incoming-")) {
+			if d := filepath.Dir(a.Path); strings.HasPrefix(d, filepath.Join(scratch.Base(), incomingPrefix)) {
 				in.dir = d // the earlier attempt's: gone with the state loaded
 			}
 		case "inet":
@@ -205,7 +230,8 @@ func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) 
 	}
 	if uri == "defer" {
 		if dir == "" {
-			if dir, err = os.MkdirTemp(scratch.Base(), "pagecast-incoming-"); err != nil {
+			sweepIncoming(scratch.Base())
+			if dir, err = os.MkdirTemp(scratch.Base(), fmt.Sprintf("%s%d-", incomingPrefix, pid)); err != nil {
 				return in, err
 			}
 			in.dir = dir
