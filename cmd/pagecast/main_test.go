@@ -367,6 +367,7 @@ func TestMonitorAuto(t *testing.T) {
 		{[]string{"vm", "run", "--name", "web1"}, "--name is the vm label of --metrics"},
 		{[]string{"vm", "run", "--monitor", "pagecast", "--engine", "qemu", "--incoming", "tcp:127.0.0.1:1"}, "--engine is for --monitor qemu --incoming"},
 		{[]string{"vm", "run", "--engine", "qemu"}, "--engine is which migration --incoming waits for"},
+		{[]string{"vm", "run", "--paused"}, "--paused keeps a migrated guest paused once it has arrived: give --incoming too"},
 		{[]string{"vm", "run", "web1"}, `vm run takes no arguments (got "web1")`},
 	} {
 		out, err := exec.Command(binary, tc.args...).CombinedOutput()

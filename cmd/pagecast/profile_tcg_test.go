@@ -713,11 +713,15 @@ func TestEngineMismatch(t *testing.T) {
 		t.Error("QEMU's -incoming still runs after a stream that is not QEMU's")
 	}
 
-	qemuIncoming = startQEMURun(t, "--memory", "32M", "--incoming", toQEMU, "--engine", "qemu")
+	// --paused: the guest stays paused once QEMU's migration has brought it.
+	qemuIncoming = startQEMURun(t, "--memory", "32M", "--incoming", toQEMU, "--engine", "qemu", "--paused")
 	if out, err := migrate(toQEMU, "--engine", "qemu"); err != nil {
 		t.Fatalf("QEMU's migration into QEMU's -incoming: %v\n%s", err, out)
 	}
-	qemuIncoming.saysAfterMigration(t, "QEMU's migration received; guest running")
+	qemuIncoming.saysAfterMigration(t, "QEMU's migration received; guest paused (--paused): QMP cont runs it")
+	if st := qmpState(t, qemuIncoming.sock); st != "paused" {
+		t.Errorf("the destination QEMU given --paused is %s after the migration, want paused", st)
+	}
 }
 
 // saysAfterMigration checks that the destination r's next line, within

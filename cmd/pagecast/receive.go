@@ -101,15 +101,7 @@ func runReceive(c *cli.Context) error {
 		}
 		return fmt.Errorf("the migration failed; the guest stays with the source: %w", err)
 	}
-	if c.Bool("paused") {
-		verified := "memory verified"
-		if !res.Verified {
-			verified = "memory not verified (the source's checksums did not come)"
-		}
-		fmt.Fprintf(out, "migration received, %s; guest paused (--paused): QMP cont runs it\n", verified)
-		return nil
-	}
-	printReceived(out, res)
+	printReceived(out, res, c.Bool("paused"))
 	return nil
 }
 

@@ -82,6 +82,9 @@ func checkVMFlags(c *cli.Context) error {
 	if c.IsSet("name") && !c.IsSet("metrics") {
 		return errors.New("--name is the vm label of --metrics: give --metrics too, or leave --name out")
 	}
+	if c.Bool("paused") && !c.IsSet("incoming") {
+		return errors.New("--paused keeps a migrated guest paused once it has arrived: give --incoming too (a booted guest pauses with QMP stop)")
+	}
 	if c.IsSet("engine") && !c.IsSet("incoming") {
 		return errors.New("--engine is which migration --incoming waits for: give --incoming too, or leave --engine out")
 	}
@@ -236,12 +239,17 @@ func tlsConfig(c *cli.Context, server bool) (*tls.Config, error) {
 	return files.Config(server)
 }
 
-// printReceived says on out that a migration arrived and the guest runs.
-func printReceived(out io.Writer, res migrator.Received) {
+// printReceived says on out that a migration arrived and the guest runs,
+// or waits paused (--paused) for cont.
+func printReceived(out io.Writer, res migrator.Received, paused bool) {
+	guest := "guest running"
+	if paused {
+		guest = "guest paused (--paused): QMP cont runs it"
+	}
 	if res.Verified {
-		fmt.Fprintln(out, "migration received, memory verified; guest running")
+		fmt.Fprintf(out, "migration received, memory verified; %s\n", guest)
 	} else {
-		fmt.Fprintln(out, "migration received, memory not verified (the source's checksums did not come); guest running")
+		fmt.Fprintf(out, "migration received, memory not verified (the source's checksums did not come); %s\n", guest)
 	}
 }
 
@@ -299,6 +307,7 @@ func vmCommand() *cli.Command {
 			Flags: append(append(vmFlags(), qemuVMFlags()...),
 				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH, for this user alone (mode 0600; QEMU's own, under --monitor qemu, 0700)"},
 				&cli.StringFlag{Name: "incoming", Usage: "wait for a migration on tcp:HOST:PORT instead of booting, then run the migrated guest (plain TCP: trusted networks only; see --tls-*)"},
+				&cli.BoolFlag{Name: "paused", Usage: "with --incoming: leave the guest paused once it has arrived, as QMP stop while it waits does (QMP cont runs it); under --monitor qemu with pagecast's engine a stop sent to QEMU is not seen, and this is the way"},
 				&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS for migrations in and out: this end's certificate (PEM)"},
 				&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
 				&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the other end's certificate (PEM)"},
@@ -382,6 +391,11 @@ func runVM(c *cli.Context) error {
 	defer vm.Close()
 	if incoming != nil {
 		vm.ExpectIncoming() // query-status says inmigrate, as QEMU's -incoming
+		if c.Bool("paused") {
+			if err := vm.Pause(); err != nil { // QEMU's stop under -incoming: it starts paused
+				return err
+			}
+		}
 	}
 	if incoming == nil {
 		// Started before QMP is served, as QEMU without -S is: a client
@@ -431,7 +445,7 @@ func runVM(c *cli.Context) error {
 	}
 	msg := "virtual machine running"
 	if vm.RunState() == vmm.StatePaused {
-		msg = "virtual machine paused (stopped while it waited; cont runs it)"
+		msg = "virtual machine paused (stopped while it waited, or --paused; cont runs it)"
 	}
 	log.Info(msg, "memory", units.FormatBytes(float64(vm.MemoryBytes())),
 		"vcpus", vm.VCPUs(), "workload", workload, "dirty", vm.DirtyMode(), "qmp", c.String("qmp"))

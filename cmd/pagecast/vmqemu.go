@@ -242,16 +242,30 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		res, err := receive(ctx, incoming, dest, serverTLS, log)
+		var d migrator.Destination = dest
+		if c.Bool("paused") {
+			d = pausedDest{dest}
+		}
+		res, err := receive(ctx, incoming, d, serverTLS, log)
 		if err != nil {
 			return err
 		}
-		printReceived(out, res)
+		printReceived(out, res, c.Bool("paused"))
 	} else if o.incoming != "" {
 		fmt.Fprintf(out, "waiting for an incoming QEMU migration on %s\n", o.incoming)
+		if c.Bool("paused") {
+			// Under -incoming QEMU's stop turns its autostart off: the
+			// guest stays paused once QEMU's migration has brought it.
+			if err := qemu.QMP(vm.Monitor, "stop", nil, nil); err != nil {
+				return fmt.Errorf("--paused: %w", err)
+			}
+		}
 		st, err := waitIncomingQEMU(ctx, vm.VM, out)
 		if err != nil || st == "" {
 			return err
+		}
+		if st == "paused" && c.Bool("paused") {
+			st += " (--paused): QMP cont runs it"
 		}
 		fmt.Fprintf(out, "QEMU's migration received; guest %s\n", st)
 	} else if o.kernel != "" {
