@@ -132,39 +132,12 @@ func sendTail(w *Writer, src *memGuest) {
 // match makes the migration fail, and the paused source runs again.
 func TestSourceResumesOnMismatch(t *testing.T) {
 	src := newMemGuest(t, lightLoad, true)
-	mem := lightLoad.Memory
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		conn, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		w, r := NewWriter(conn), NewReader(conn)
-		if _, err := r.Next(); err != nil {
-			return
-		}
-		w.Text(RecAccept, "")
+	addr := playDestination(t, lightLoad.Memory/PageSize, false, func(conn net.Conn, w *Writer, r *Reader) {
+		w.Verified(false, "memory differs in 1 of 16 chunks of 1 MiB, first at 0x400000-0x4fffff")
 		w.Flush()
-		r.SetLimits(mem / PageSize)
-		for {
-			rec, err := r.Next()
-			if err != nil {
-				return
-			}
-			if rec.Type == RecEnd {
-				w.Verified(false, "memory differs in 1 of 16 chunks of 1 MiB, first at 0x400000-0x4fffff")
-				w.Flush()
-				r.Next() // the source must not commit
-				return
-			}
-		}
-	}()
-	m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{})
+		r.Next() // the source must not commit
+	})
+	m, err := Outgoing(src, "tcp:"+addr, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,60 +345,32 @@ func TestHostileDestination(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		atStart bool // act right after the handshake, else once the stream has ended
-		act     func(conn net.Conn, w *Writer)
+		act     func(conn net.Conn, w *Writer, r *Reader)
 		want    string
 	}{
-		{"a verdict claiming 4 GiB", false, func(conn net.Conn, w *Writer) { conn.Write(huge) }, "exceeds the"},
-		{"junk for a verdict", false, func(conn net.Conn, w *Writer) { conn.Write(junk) }, "malformed"},
-		{"a page request in pre-copy's verdict", false, func(conn net.Conn, w *Writer) {
+		{"a verdict claiming 4 GiB", false, func(conn net.Conn, w *Writer, r *Reader) { conn.Write(huge) }, "exceeds the"},
+		{"junk for a verdict", false, func(conn net.Conn, w *Writer, r *Reader) { conn.Write(junk) }, "malformed"},
+		{"a page request in pre-copy's verdict", false, func(conn net.Conn, w *Writer, r *Reader) {
 			w.Request([]uint64{0})
 			w.Flush()
 		}, "answered with a request record"},
-		{"a request for a page past the guest's memory", false, func(conn net.Conn, w *Writer) {
+		{"a request for a page past the guest's memory", false, func(conn net.Conn, w *Writer, r *Reader) {
 			w.Request([]uint64{pages + 100})
 			w.Flush()
 		}, "malformed"},
-		{"a destination that stops reading", true, func(conn net.Conn, w *Writer) {
+		{"a destination that stops reading", true, func(conn net.Conn, w *Writer, r *Reader) {
 			time.Sleep(5 * time.Second) // the source's idle timeout is 1 s
 		}, "i/o timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newMemGuest(t, lightLoad, true)
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			go func() {
-				conn, err := l.Accept()
-				if err != nil {
-					return
+			addr := playDestination(t, pages, tc.atStart, func(conn net.Conn, w *Writer, r *Reader) {
+				tc.act(conn, w, r)
+				if !tc.atStart {
+					io.Copy(io.Discard, conn) // until the source hangs up
 				}
-				defer conn.Close()
-				w, r := NewWriter(conn), NewReader(conn)
-				if _, err := r.Next(); err != nil {
-					return
-				}
-				w.Text(RecAccept, "")
-				w.Flush()
-				r.SetLimits(pages)
-				if tc.atStart {
-					tc.act(conn, w)
-					return
-				}
-				for {
-					rec, err := r.Next()
-					if err != nil {
-						return
-					}
-					if rec.Type == RecEnd {
-						tc.act(conn, w)
-						io.Copy(io.Discard, conn) // until the source hangs up
-						return
-					}
-				}
-			}()
-			m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{IdleTimeout: time.Second})
+			})
+			m, err := Outgoing(src, "tcp:"+addr, Config{IdleTimeout: time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -440,4 +385,39 @@ func TestHostileDestination(t *testing.T) {
 			waitWrites(t, src, src.seqNow())
 		})
 	}
+}
+
+// playDestination listens on loopback for one source, takes its handshake
+// and plays a destination: act runs at once, or once the source's stream
+// has ended (its end record read). It returns the address.
+func playDestination(t *testing.T, pages uint64, atStart bool, act func(conn net.Conn, w *Writer, r *Reader)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		w, r := NewWriter(conn), NewReader(conn)
+		if _, err := r.Next(); err != nil {
+			return
+		}
+		w.Text(RecAccept, "")
+		w.Flush()
+		r.SetLimits(pages)
+		for !atStart {
+			rec, err := r.Next()
+			if err != nil {
+				return
+			}
+			atStart = rec.Type == RecEnd
+		}
+		act(conn, w, r)
+	}()
+	return l.Addr().String()
 }
