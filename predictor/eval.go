@@ -3,7 +3,6 @@ package predictor
 import (
 	"math"
 	"runtime"
-	"slices"
 	"sync"
 
 	"github.com/pagecast/pagecast/trace"
@@ -159,9 +158,10 @@ func Evaluate(epochs []trace.Epoch, pages uint64, preds []Predictor, o EvalOptio
 // order, a result per horizon in order.
 func EvaluateHorizons(epochs []trace.Epoch, pages uint64, preds []Predictor, o EvalOptions, horizons []int) [][]Result {
 	o = o.withDefaults()
+	prev := previousWrites(epochs, pages)
 	tls := make([]*timeline, len(horizons))
 	for k, h := range horizons {
-		tls[k] = newTimeline(epochs, max(h, 1))
+		tls[k] = newTimeline(epochs, max(h, 1), prev)
 	}
 	results := make([][]Result, len(preds))
 	var wg sync.WaitGroup
@@ -186,28 +186,60 @@ func EvaluateHorizons(epochs []trace.Epoch, pages uint64, preds []Predictor, o E
 const maxGapObserved = 2 * keepEpochs
 
 // timeline is a trace's epochs in order, with the gap before each (the
-// indices the trace skips) and the outcome of every epoch that can be
-// scored at the horizon. Its size follows the epochs, not their indices.
+// indices the trace skips) and whether each can be scored at the horizon.
+// Its size follows the epochs, not their indices, nor the horizon: the
+// pages dirtied within an epoch's horizon are found as they are scored
+// (outcome), not kept.
 type timeline struct {
+	h     int
 	steps []step
 }
 
 type step struct {
 	index uint64
 	pages []uint64
-	gap   int // empty epochs observed before this one: min(skipped, maxGapObserved)
-	// outcome is the union of the pages dirtied in this epoch and the
-	// h-1 after it, if they are all in the trace; scored says whether
-	// they are.
-	outcome []uint64
-	scored  bool
+	// prev holds, for each of pages, the step at which that page was
+	// last dirtied before this one, or -1.
+	prev []int32
+	gap  int // empty epochs observed before this one: min(skipped, maxGapObserved)
+	// scored says whether this epoch and the h-1 after it are all in
+	// the trace, so that the outcome is what they are.
+	scored bool
 }
 
-func newTimeline(epochs []trace.Epoch, h int) *timeline {
-	tl := &timeline{steps: make([]step, len(epochs))}
+// previousWrites returns, for each epoch's pages, the step (the epoch's
+// place in epochs) of each page's write before, or -1: 4 bytes a page
+// the trace holds, and 4 a guest page while it is made.
+func previousWrites(epochs []trace.Epoch, pages uint64) [][]int32 {
+	n := 0
+	for _, e := range epochs {
+		n += len(e.Pages)
+	}
+	flat := make([]int32, n)
+	last := make([]int32, pages)
+	for i := range last {
+		last[i] = -1
+	}
+	prev := make([][]int32, len(epochs))
+	for i, e := range epochs {
+		prev[i], flat = flat[:len(e.Pages):len(e.Pages)], flat[len(e.Pages):]
+		for j, pg := range e.Pages {
+			if pg >= pages {
+				prev[i][j] = int32(i) // not a page of the guest: never counted
+				continue
+			}
+			prev[i][j] = last[pg]
+			last[pg] = int32(i)
+		}
+	}
+	return prev
+}
+
+func newTimeline(epochs []trace.Epoch, h int, prev [][]int32) *timeline {
+	tl := &timeline{h: h, steps: make([]step, len(epochs))}
 	for i, e := range epochs {
 		st := &tl.steps[i]
-		st.index, st.pages = e.Index, e.Pages
+		st.index, st.pages, st.prev = e.Index, e.Pages, prev[i]
 		if i > 0 {
 			st.gap = int(min(e.Index-epochs[i-1].Index-1, maxGapObserved))
 		}
@@ -217,23 +249,27 @@ func newTimeline(epochs []trace.Epoch, h int) *timeline {
 		for k := t + 1; k < t+h; k++ {
 			ok = ok && epochs[k].Index == epochs[t].Index+uint64(k-t)
 		}
-		if !ok {
-			continue
-		}
-		st := &tl.steps[t]
-		st.scored = true
-		if h == 1 {
-			st.outcome = st.pages
-			continue
-		}
-		var u []uint64
-		for k := t; k < t+h; k++ {
-			u = append(u, epochs[k].Pages...)
-		}
-		slices.Sort(u)
-		st.outcome = slices.Compact(u)
+		tl.steps[t].scored = ok
 	}
 	return tl
+}
+
+// outcome calls f for each page dirtied within the horizon of step t
+// (in it or the h-1 after), once each, and returns how many there were:
+// a page is counted at its first write at or after t, the one whose
+// write before came before t.
+func (tl *timeline) outcome(t int, f func(pg uint64)) int {
+	n := 0
+	for k := t; k < t+tl.h; k++ {
+		st := &tl.steps[k]
+		for j, pg := range st.pages {
+			if int(st.prev[j]) < t {
+				f(pg)
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // scoreBuckets is the number of fine score buckets: a float32
@@ -320,7 +356,7 @@ func evaluate(tls []*timeline, horizons []int, pages uint64, p Predictor, o Eval
 					pp += farWeight
 				}
 			}
-			for _, pg := range st.outcome {
+			actual := tl.outcome(i, func(pg uint64) {
 				v := min(max(dst[pg], 0), 1)
 				t.pos[bucketOf(v)]++
 				t.bpos[min(int(v*bins), o.Bins-1)]++
@@ -328,12 +364,12 @@ func evaluate(tls []*timeline, horizons []int, pages uint64, p Predictor, o Eval
 				if v >= thr {
 					t.tp++
 				}
-			}
+			})
 			t.sq += sq
 			t.pp += pp
 			t.pairs += realPages
-			t.posAll += uint64(len(st.outcome))
-			r.Epochs = append(r.Epochs, EpochScore{Index: st.index, Predicted: sumP, Actual: len(st.outcome)})
+			t.posAll += uint64(actual)
+			r.Epochs = append(r.Epochs, EpochScore{Index: st.index, Predicted: sumP, Actual: actual})
 		}
 		if po, ok := p.(PartsObserver); ok && o.Parts != nil {
 			po.ObserveParts(o.Parts[i])
