@@ -53,7 +53,10 @@ func migrationMetrics(c *cli.Context, qmpPath string) (exp *migrationmetrics.Exp
 		return nil, nil, err
 	}
 	return exp, func(ctx context.Context) {
-		if linger := c.Duration("metrics-linger"); linger > 0 && ctx.Err() == nil {
+		if linger := c.Duration("metrics-linger"); linger > 0 && ctx.Err() == nil && !exp.Began() {
+			// Nothing to linger for: the metrics never held a migration.
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: no migration began, so the metrics on %s held none; stopped serving them\n", addr)
+		} else if linger > 0 && ctx.Err() == nil {
 			before := exp.Scrapes()
 			if before == 0 && exp.Began() {
 				fmt.Fprintf(c.App.ErrWriter, "pagecast: the migration ended before anything scraped the metrics on %s\n", addr)

@@ -147,16 +147,19 @@ func TestMetricsFlagRefusals(t *testing.T) {
 }
 
 // TestMigrateMetricsFailureFirst: a migration that fails with --metrics
-// says why before the metrics linger (a minute by default), not after.
+// says why before the metrics linger (a minute by default), not after;
+// one that never began says its metrics held none, and does not linger
+// (it said it served them until scraped, and that the end was scraped 0
+// times of 2).
 func TestMigrateMetricsFailureFirst(t *testing.T) {
 	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+filepath.Join(t.TempDir(), "none.sock"), "--to", "tcp:127.0.0.1:1",
 		"--mode", "precopy", "--bandwidth", "16MiB/s", "--metrics", freeAddr(t), "--metrics-linger", "2s")
 	if err == nil || !strings.Contains(err.Error(), "connect to QMP socket") {
 		t.Fatalf("err %v, want the QMP socket's", err)
 	}
-	failed, lingers := strings.Index(stderr, "connect to QMP socket"), strings.Index(stderr, "serving the metrics on")
-	if failed < 0 || lingers < 0 || failed > lingers {
-		t.Errorf("the failure is not said before the linger:\n%s", stderr)
+	failed, none := strings.Index(stderr, "connect to QMP socket"), strings.Index(stderr, "no migration began, so the metrics on")
+	if failed < 0 || none < 0 || failed > none || strings.Contains(stderr, "serving the metrics on") || strings.Contains(stderr, "scraped") {
+		t.Errorf("the failure is not said first, or the metrics of no migration linger:\n%s", stderr)
 	}
 }
 
