@@ -207,9 +207,11 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 		if err != nil {
 			return fmt.Errorf("%s: %w (a trace's VM is named after its file name, which another --trace has too: rename one)", path, err)
 		}
-		if meta.Hook != "" {
-			vm.SetHook(meta.Hook)
+		hook := meta.Hook
+		if hook == "" {
+			hook = "unknown" // a CSV's import, or a trace that does not say
 		}
+		vm.SetHook(hook)
 		go service.Replay(ctx, vm, epochs, byParts, speed, loop)
 	}
 	return nil

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -222,5 +224,28 @@ func TestServeFlags(t *testing.T) {
 	_, _, err = runApp(t, "predict", "serve", "--trace", filepath.Join(dir, "a", "awk.pct"), "--trace", filepath.Join(dir, "b", "awk.pct"), "--listen", "127.0.0.1:0")
 	if err == nil || !strings.Contains(err.Error(), "which another --trace has too: rename one") {
 		t.Errorf("two traces of one name: %v", err)
+	}
+}
+
+// TestServeHookUnknown: a trace that does not say what recorded it (awk's,
+// imported from a CSV) is served with hook "unknown", so that the
+// dashboard's hook panel shows the VM (it had no series).
+func TestServeHookUnknown(t *testing.T) {
+	svc := service.New(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := loadServeTraces(ctx, slog.New(slog.DiscardHandler), svc, []string{"../../predictor/testdata/real/awk.pct"}, 1, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := `pagecast_predictor_vm_info{hook="unknown",vm="awk"} 1`; !strings.Contains(string(body), want) {
+		t.Errorf("no %s in /metrics", want)
 	}
 }

@@ -625,17 +625,21 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 		g := func(d *prometheus.Desc, v float64, labels ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{vm.ID}, labels...)...)
 		}
-		g(descPredicted, f.LastPredictedPages)
-		g(descActual, float64(f.LastActualPages))
 		g(descNext, f.PredictedDirtyPages)
 		g(descRate, f.PredictedBytesPerSec)
+		ch <- prometheus.MustNewConstMetric(descEpochs, prometheus.CounterValue, float64(f.EpochsObserved), vm.ID)
+		if f.EpochsObserved > 0 {
+			// Of the last epoch: none before the first (they were 0,
+			// which a panel drew as a forecast met exactly).
+			g(descPredicted, f.LastPredictedPages)
+			g(descActual, float64(f.LastActualPages))
+			g(descErr, f.LastPredictedPages-float64(f.LastActualPages))
+			g(descActualRate, float64(f.LastActualPages)*float64(vm.PageSize)/vm.Epoch.Seconds())
+			g(descWorkingSet, float64(f.WorkingSetPages)*float64(vm.PageSize))
+		}
 		if f.LastBrier != nil {
 			g(descBrier, *f.LastBrier)
 		}
-		g(descErr, f.LastPredictedPages-float64(f.LastActualPages))
-		ch <- prometheus.MustNewConstMetric(descEpochs, prometheus.CounterValue, float64(f.EpochsObserved), vm.ID)
-		g(descActualRate, float64(f.LastActualPages)*float64(vm.PageSize)/vm.Epoch.Seconds())
-		g(descWorkingSet, float64(f.WorkingSetPages)*float64(vm.PageSize))
 		vm.mu.Lock()
 		regions, hook := append([]uint64(nil), vm.regions...), vm.hook
 		vm.mu.Unlock()

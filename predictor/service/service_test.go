@@ -170,20 +170,36 @@ func TestAPI(t *testing.T) {
 	}
 }
 
-// TestMetrics: every metric has a series per VM, and promtool accepts them.
+// TestMetrics: every metric has a series per VM, and promtool accepts
+// them; before the first epoch those of the last epoch have none (they
+// were 0, a forecast met exactly).
 func TestMetrics(t *testing.T) {
 	svc := New(nil)
 	vm, _ := svc.AddVM("vm1", 256, 4096, 100*time.Millisecond, "test")
-	feed(vm, 10, 16)
 	vm.SetHook("tcg-plugin")
 	srv := httptest.NewServer(svc.Handler())
 	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	scrape := func() []byte {
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return body
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape()
+	for _, name := range []string{"pagecast_predicted_dirty_pages", "pagecast_actual_dirty_pages", "pagecast_prediction_error_pages",
+		"pagecast_actual_dirty_bytes_per_second", "pagecast_prediction_brier_score"} {
+		if bytes.Contains(body, []byte(name+`{vm="vm1"}`)) {
+			t.Errorf("%s{vm=\"vm1\"} before the first epoch", name)
+		}
+	}
+	if !bytes.Contains(body, []byte(`pagecast_predictor_epochs_total{vm="vm1"} 0`)) {
+		t.Errorf("no pagecast_predictor_epochs_total{vm=\"vm1\"} 0 before the first epoch")
+	}
+	feed(vm, 10, 16)
+	body = scrape()
 	for _, name := range []string{"pagecast_predicted_dirty_pages", "pagecast_actual_dirty_pages", "pagecast_forecast_dirty_pages",
 		"pagecast_forecast_dirty_bytes_per_second", "pagecast_prediction_brier_score", "pagecast_prediction_error_pages", "pagecast_predictor_epochs_total",
 		"pagecast_actual_dirty_bytes_per_second", "pagecast_forecast_working_set_bytes"} {
