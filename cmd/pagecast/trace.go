@@ -58,8 +58,9 @@ func traceCommand() *cli.Command {
 				ArgsUsage: "IN.csv[.gz]",
 				Description: "Reads rows epoch,page (header optional; gzip detected; - is standard input). Epochs must\n" +
 					"ascend; rows within an epoch may come in any order, duplicates are dropped. Epochs with no\n" +
-					"rows become empty epochs, so indices are kept, from epoch 0: a trace exported from one whose\n" +
-					"first epoch is 1 (the profiler's) comes back with an empty epoch 0 before it.\n\n" +
+					"rows between two that have rows become empty epochs, so indices are kept; the trace starts at\n" +
+					"the first row's epoch (a trace exported from the profiler's, whose first epoch is 1, comes back\n" +
+					"starting at 1, as it was).\n\n" +
 					"Example: pagecast trace import --memory 256M --epoch 100ms -o awk.pct awk.csv.gz   # an epoch,page CSV, gzipped or not",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "csv", Usage: "input format: csv"},
