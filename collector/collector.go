@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +70,13 @@ func New(cfg Config) (_ *Collector, err error) {
 	}
 	if cfg.Epoch < 10*time.Millisecond {
 		return nil, fmt.Errorf("epoch %s is shorter than 10ms", cfg.Epoch)
+	}
+	if _, ok := bpf.HookByName(cfg.Hook); cfg.Hook != "" && cfg.Hook != HookTCG && !ok {
+		names := []string{HookTCG}
+		for _, h := range bpf.Hooks {
+			names = append(names, h.Name)
+		}
+		return nil, fmt.Errorf("--hook %s: no such hook; the hooks are %s (--list-hooks says which work here)", cfg.Hook, strings.Join(names, ", "))
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

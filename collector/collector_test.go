@@ -3,6 +3,7 @@ package collector_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,5 +164,15 @@ func TestMaxPages(t *testing.T) {
 		if got := (collector.Target{MemoryBytes: tc.memory, DirtyMode: tc.mode}).MaxPages(); got != tc.want {
 			t.Errorf("%d bytes, %s: %d pages, want %d", tc.memory, tc.mode, got, tc.want)
 		}
+	}
+}
+
+// TestUnknownHook: a hook name that is none of them is said to be unknown,
+// with the names, before the VM is asked anything (on a TCG VM it was
+// told to use tcg-plugin instead).
+func TestUnknownHook(t *testing.T) {
+	_, err := collector.New(collector.Config{QMP: "/nonexistent/qmp.sock", Hook: "nope"})
+	if err == nil || !strings.Contains(err.Error(), "--hook nope: no such hook; the hooks are tcg-plugin, fentry/mark_page_dirty_in_slot") {
+		t.Fatalf("New with --hook nope: %v", err)
 	}
 }
