@@ -163,6 +163,11 @@ func EvaluateHorizons(epochs []trace.Epoch, pages uint64, preds []Predictor, o E
 	for k, h := range horizons {
 		tls[k] = newTimeline(epochs, max(h, 1), prev)
 	}
+	for _, p := range preds {
+		if f, ok := p.(interface{ FitHorizons(...int) }); ok {
+			f.FitHorizons(horizons...)
+		}
+	}
 	results := make([][]Result, len(preds))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
