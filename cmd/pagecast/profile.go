@@ -177,6 +177,11 @@ func runProfile(c *cli.Context) error {
 	printLine := func() {
 		if len(line) > 0 && !c.Bool("quiet") {
 			printEpochs(out, line)
+			if len(line) < perLine {
+				// Over fewer epochs fewer pages repeat: its distinct
+				// rate is higher than a whole line's would be.
+				fmt.Fprintf(out, "  (a short last line: %d of %d epochs; its distinct rate is not comparable with the others')\n", len(line), perLine)
+			}
 		}
 		line = line[:0]
 	}

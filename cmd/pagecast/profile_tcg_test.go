@@ -131,7 +131,7 @@ func TestProfileTCG(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "vm.pct")
 	metrics := freeAddr(t)
-	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+vm.sock, "--duration", "3s", "--epoch", "250ms",
+	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+vm.sock, "--duration", "3500ms", "--epoch", "250ms",
 		"--out", out, "--metrics", metrics)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -143,7 +143,8 @@ func TestProfileTCG(t *testing.T) {
 		t.Fatalf("pagecast profile: %v\n%s%s", err, stdout.String(), stderr.String())
 	}
 	text := stdout.String()
-	for _, want := range []string{"profiling qemu VM", "dirty tcg) with tcg-plugin", "epochs    1-4 ", "hottest 0x", "0 dropped"} {
+	for _, want := range []string{"profiling qemu VM", "dirty tcg) with tcg-plugin", "epochs    1-4 ", "hottest 0x", "0 dropped",
+		"  (a short last line: "} { // 3.5 s in lines of 4 epochs of 250 ms
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
