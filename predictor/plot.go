@@ -182,6 +182,15 @@ func PlotEpochs(w io.Writer, title string, results []Result) error {
 		top.Add(l)
 	}
 	top.Y.Min = 1
+	// Room above the lines for the legend, which was drawn over them:
+	// its five rows take about the top fifth, a decade of a few.
+	_, _, _, ymax := plotter.XYRange(actual)
+	for _, r := range results {
+		for _, e := range r.Epochs {
+			ymax = max(ymax, e.Predicted)
+		}
+	}
+	top.Y.Max = max(ymax, 1) * 10
 	for i, r := range results {
 		l, _ := plotter.NewLine(plotter.XYs{{}})
 		l.Color, l.Width = plotColor(i), vg.Points(1.5)
