@@ -76,7 +76,7 @@ func New(cfg Config) (_ *Collector, err error) {
 		for _, h := range bpf.Hooks {
 			names = append(names, h.Name)
 		}
-		return nil, fmt.Errorf("--hook %s: no such hook; the hooks are %s (--list-hooks says which work here)", cfg.Hook, strings.Join(names, ", "))
+		return nil, fmt.Errorf("--hook: unknown hook %q; the hooks are %s (--list-hooks says which work here)", cfg.Hook, strings.Join(names, ", "))
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

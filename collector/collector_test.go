@@ -172,7 +172,7 @@ func TestMaxPages(t *testing.T) {
 // told to use tcg-plugin instead).
 func TestUnknownHook(t *testing.T) {
 	_, err := collector.New(collector.Config{QMP: "/nonexistent/qmp.sock", Hook: "nope"})
-	if err == nil || !strings.Contains(err.Error(), "--hook nope: no such hook; the hooks are tcg-plugin, fentry/mark_page_dirty_in_slot") {
+	if err == nil || !strings.Contains(err.Error(), `--hook: unknown hook "nope"; the hooks are tcg-plugin, fentry/mark_page_dirty_in_slot`) {
 		t.Fatalf("New with --hook nope: %v", err)
 	}
 }
