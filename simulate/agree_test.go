@@ -469,7 +469,18 @@ func agreeSlowdown(t *testing.T, mode string) (msg string, noisy bool) {
 		}
 		p = q
 	}
-	pace, wallPace := paceOver(src, time.Second)
+	// The fastest of three seconds: other work only slows a window (a
+	// CI run on 2026-12-03: 44 283 and 44 741 writes a vCPU second
+	// before and after, where 45-50 k is usual, and the guest's count
+	// said 9.4% slowed against the engine's 15.3%: 125 177 writes in
+	// the 3.09 s it ran, more than 44 741 a second allows with the
+	// 471 ms the throttle withheld).
+	var pace, wallPace float64
+	for range 3 {
+		if p, w := paceOver(src, time.Second); p > pace {
+			pace, wallPace = p, w
+		}
+	}
 	before := progress(src)
 	info := migrateTo(t, src.Migratable(), dst.Migratable(), migrator.Config{Mode: mode, MaxBandwidth: agreeBandwidth, MaxRounds: 8, TargetRound: 3})
 	did := float64(progress(dst) - before) // the counter is in guest memory: the destination's goes on from the source's
