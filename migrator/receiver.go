@@ -24,7 +24,10 @@ type ReceiveConfig struct {
 	// Reconnect, if set, waits for the source to connect again: TSMC's
 	// stage 3 uses it to resume after a lost link. Without it a lost link
 	// in stage 3 ends the migration with the guest's missing pages gone.
-	Reconnect   func(ctx context.Context) (net.Conn, error)
+	Reconnect func(ctx context.Context) (net.Conn, error)
+	// Accepted, if set, is called once the source's handshake has been
+	// accepted: a Doorman is then Busy.
+	Accepted    func()
 	TLS         *tls.Config   // server side of mutual TLS; nil: plain TCP
 	IdleTimeout time.Duration // a source that sends nothing this long is gone; default 30 s
 	Log         *slog.Logger
@@ -290,6 +293,9 @@ func (rc *receiver) run() error {
 	}
 	if err := rc.w.Flush(); err != nil {
 		return fmt.Errorf("accept the source: %w", err)
+	}
+	if rc.cfg.Accepted != nil {
+		rc.cfg.Accepted()
 	}
 	rc.r.SetLimits(rc.pages)
 	rc.seen = bitmap.New(rc.pages)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -137,6 +138,39 @@ func TestMigrateDestinationKilled(t *testing.T) {
 	info := run(t, src.mon, "query-migrate", nil)
 	if info["status"] != "failed" || info["error-desc"] == "" {
 		t.Errorf("query-migrate after the failure: %v", info)
+	}
+}
+
+// TestDestinationBusy: a second source sent to a destination that is
+// taking a migration is refused at once, saying the destination is busy
+// (it waited 10 s unanswered, then gave up), and runs its guest on; the
+// first migration completes.
+func TestDestinationBusy(t *testing.T) {
+	uri := freeTCP(t)
+	first := startVMRunProc(t, "--memory", "32M", "--workload", "idle") // converges after round 1's 2 s
+	second := startVMRunProc(t, "--memory", "32M", "--workload", "hotset")
+	startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+first.sock, "--to", uri, "--bandwidth", "16MiB/s")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // in round 1: 32 MiB at 16 MiB/s
+	start := time.Now()
+	busy, err := exec.Command(binary, "migrate", "--qmp", "unix:"+second.sock, "--to", uri, "--bandwidth", "16MiB/s").CombinedOutput()
+	took := time.Since(start)
+	if err == nil || !strings.Contains(string(busy), "this destination is busy with an incoming migration from 127.0.0.1:") {
+		t.Errorf("a second source to a busy destination: %v\n%s", err, busy)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the second source was refused after %v", took)
+	}
+	if st := status(t, second); st != "running" {
+		t.Errorf("the second source is %s after its refusal", st)
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "verified         true") {
+		t.Fatalf("the first migration: %v\n%s", err, out.String())
 	}
 }
 
@@ -629,4 +663,104 @@ func TestDestQMPIsSource(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--dest-qmp "+sock+" is --qmp's socket, the source's: give the destination's") {
 		t.Errorf("--dest-qmp the same as --qmp: %v", err)
 	}
+}
+
+// TestCommitRepeatedCLI: a link that breaks as the source commits (a
+// proxy swallows the commit and hangs up) is recovered through vm run
+// --incoming as through the migrator's own receiver: the source connects
+// again, and the destination, busy with that migration and refusing any
+// other, lets its source through to repeat the commit.
+func TestCommitRepeatedCLI(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset")
+	dst := startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", commitDroppingProxy(t, uri),
+		"--bandwidth", "64MiB/s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("migrate through a link that broke at the commit: %v\n%s", err, out)
+	}
+	for _, want := range []string{"verified         true", "the link broke after the commit, which was repeated on a new connection"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if st := status(t, dst); st != "running" {
+		t.Errorf("destination after the repeated commit: %s", st)
+	}
+}
+
+// commitDroppingProxy forwards connections to the migration URI to, and
+// on the first, once the destination's verdict has passed, swallows what
+// the source sends next (its commit) and hangs up on both ends. It
+// returns its own URI.
+func commitDroppingProxy(t *testing.T, to string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	addr := strings.TrimPrefix(to, "tcp:")
+	var dropped atomic.Bool
+	go func() {
+		for {
+			a, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", addr)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			t.Cleanup(func() { a.Close(); b.Close() })
+			var verdict atomic.Bool
+			go func() { // source → destination
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := a.Read(buf)
+					if n > 0 && verdict.Load() && dropped.CompareAndSwap(false, true) {
+						a.Close()
+						b.Close()
+						return
+					}
+					if n > 0 {
+						if _, werr := b.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						a.Close()
+						b.Close()
+						return
+					}
+				}
+			}()
+			go func() { // destination → source
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := b.Read(buf)
+					if n > 0 && !dropped.Load() {
+						r := migrator.NewReader(bytes.NewReader(buf[:n]))
+						for rec, rerr := r.Next(); rerr == nil; rec, rerr = r.Next() {
+							if rec.Type == migrator.RecVerified {
+								verdict.Store(true)
+							}
+						}
+					}
+					if n > 0 {
+						if _, werr := a.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						a.Close()
+						b.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "tcp:" + l.Addr().String()
 }

@@ -164,8 +164,11 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 // connection that brings no valid handshake (a port scanner, a peer that
 // is not pagecast, a refused source, a failed TLS handshake) is logged and
 // the wait goes on; a migration that began and failed ends it.
-func receive(ctx context.Context, l net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
-	log.Info("waiting for an incoming migration", "on", l.Addr().String())
+func receive(ctx context.Context, listener net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
+	log.Info("waiting for an incoming migration", "on", listener.Addr().String())
+	// One migration at a time: another source that comes meanwhile is
+	// told the destination is busy.
+	l := migrator.NewDoorman(listener)
 	defer l.Close()
 	for {
 		stop := context.AfterFunc(ctx, func() { l.Close() })
@@ -254,8 +257,10 @@ func printReceived(out io.Writer, res migrator.Received, paused bool) {
 }
 
 // receiveOn runs one incoming migration on conn.
-func receiveOn(ctx context.Context, l net.Listener, conn net.Conn, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
+func receiveOn(ctx context.Context, l *migrator.Doorman, conn net.Conn, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
 	defer conn.Close()
+	defer l.Idle()
+	accepted := func() { l.Busy("an incoming migration from " + conn.RemoteAddr().String()) }
 	// The listener stays open for a tsmc source that loses its link in
 	// stage 3 and comes back.
 	reconnect := func(ctx context.Context) (net.Conn, error) {
@@ -263,7 +268,7 @@ func receiveOn(ctx context.Context, l net.Listener, conn net.Conn, d migrator.De
 		defer stop()
 		return l.Accept()
 	}
-	res, err := migrator.Receive(ctx, conn, d, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect})
+	res, err := migrator.Receive(ctx, conn, d, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect, Accepted: accepted})
 	if err != nil {
 		return res, err
 	}

@@ -1,0 +1,104 @@
+package migrator
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDoorman: while idle every connection is handed on, in order; once
+// busy a fresh source is refused at once, saying so, also one that was
+// waiting to be taken when the destination became busy; the running
+// migration's source coming back is handed on with its handshake intact;
+// a peer that is not pagecast is dropped.
+func TestDoorman(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDoorman(l)
+	defer d.Close()
+	dial := func(mode string) (net.Conn, *Reader) {
+		t.Helper()
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if mode != "-" {
+			w := NewWriter(c)
+			w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: 1 << 20, Mode: mode})
+			w.Flush()
+		}
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		return c, NewReader(c)
+	}
+	accept := func() net.Conn {
+		t.Helper()
+		got := make(chan net.Conn, 1)
+		go func() {
+			c, _ := d.Accept()
+			got <- c
+		}()
+		select {
+		case c := <-got:
+			return c
+		case <-time.After(3 * time.Second):
+			t.Fatal("nothing handed on in 3 s")
+		}
+		return nil
+	}
+	hello := func(c net.Conn) Hello {
+		t.Helper()
+		rec, err := NewReader(c).Next()
+		if err != nil || rec.Type != RecHello {
+			t.Fatalf("the connection handed on: %v, %v", rec, err)
+		}
+		return rec.Hello
+	}
+
+	// Idle: handed on.
+	dial(ModePrecopy)
+	if h := hello(accept()); h.Mode != ModePrecopy {
+		t.Errorf("handed on a hello of mode %q", h.Mode)
+	}
+	// One waiting to be taken when the destination becomes busy, and one
+	// that comes after: both refused.
+	_, waitingR := dial(ModePredictive)
+	time.Sleep(100 * time.Millisecond)
+	d.Busy("an incoming migration from 192.0.2.1:1234")
+	_, laterR := dial(ModeTSMC)
+	for _, r := range []*Reader{waitingR, laterR} {
+		rec, err := r.Next()
+		if err != nil || rec.Type != RecRefuse || !strings.Contains(rec.Text, "this destination is busy with an incoming migration from 192.0.2.1:1234, for ") {
+			t.Errorf("a fresh source to a busy destination: %v, %v", rec, err)
+		}
+	}
+	// The running migration's source coming back: handed on, its
+	// handshake read again.
+	dial(commitMode + ":0011223344556677")
+	if h := hello(accept()); h.Mode != commitMode+":0011223344556677" {
+		t.Errorf("handed on a hello of mode %q, want the repeated commit's", h.Mode)
+	}
+	dial(resumeMode)
+	if h := hello(accept()); h.Mode != resumeMode {
+		t.Errorf("handed on a hello of mode %q, want the resume's", h.Mode)
+	}
+	// Not pagecast: dropped without a word.
+	junk, junkR := dial("-")
+	junk.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	if rec, err := junkR.Next(); err == nil {
+		t.Errorf("a peer that is not pagecast got a %s record", rec.Type)
+	}
+	// Idle again: handed on.
+	d.Idle()
+	dial(MECOM)
+	if h := hello(accept()); h.Mode != MECOM {
+		t.Errorf("handed on a hello of mode %q", h.Mode)
+	}
+	d.Close()
+	if c, err := d.Accept(); err == nil {
+		t.Errorf("Accept after Close: %v", c.RemoteAddr())
+	}
+}
