@@ -715,52 +715,43 @@ func commitDroppingProxy(t *testing.T, to string) string {
 			}
 			t.Cleanup(func() { a.Close(); b.Close() })
 			var verdict atomic.Bool
-			go func() { // source → destination
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := a.Read(buf)
-					if n > 0 && verdict.Load() && dropped.CompareAndSwap(false, true) {
-						a.Close()
-						b.Close()
-						return
-					}
-					if n > 0 {
-						if _, werr := b.Write(buf[:n]); werr != nil {
-							return
+			hangUp := func() { a.Close(); b.Close() }
+			go pipe(b, a, hangUp, func([]byte) bool { // source → destination
+				return verdict.Load() && dropped.CompareAndSwap(false, true)
+			})
+			go pipe(a, b, hangUp, func(chunk []byte) bool { // destination → source
+				if !dropped.Load() {
+					r := migrator.NewReader(bytes.NewReader(chunk))
+					for rec, rerr := r.Next(); rerr == nil; rec, rerr = r.Next() {
+						if rec.Type == migrator.RecVerified {
+							verdict.Store(true)
 						}
-					}
-					if err != nil {
-						a.Close()
-						b.Close()
-						return
 					}
 				}
-			}()
-			go func() { // destination → source
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := b.Read(buf)
-					if n > 0 && !dropped.Load() {
-						r := migrator.NewReader(bytes.NewReader(buf[:n]))
-						for rec, rerr := r.Next(); rerr == nil; rec, rerr = r.Next() {
-							if rec.Type == migrator.RecVerified {
-								verdict.Store(true)
-							}
-						}
-					}
-					if n > 0 {
-						if _, werr := a.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						a.Close()
-						b.Close()
-						return
-					}
-				}
-			}()
+				return false
+			})
 		}
 	}()
 	return "tcp:" + l.Addr().String()
+}
+
+// pipe copies src to dst chunk by chunk until either end fails or cut
+// says to cut before a chunk, and then calls hangUp.
+func pipe(dst, src net.Conn, hangUp func(), cut func(chunk []byte) bool) {
+	defer hangUp()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && cut(buf[:n]) {
+			return
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
