@@ -18,7 +18,10 @@ import (
 // busy, where before it waited unanswered until the source gave up (10
 // s); one that brings the handshake of the running migration's source
 // coming back (a post-copy resume, a repeated commit) is handed on, for
-// ReceiveConfig.Reconnect, its handshake still to be read.
+// ReceiveConfig.Reconnect, its handshake still to be read, if taken
+// within 5 s (the source tries again). At most 256 connections are
+// screened or held at once (a flood of silent or false ones can fill
+// them: plain TCP is for trusted networks).
 type Doorman struct {
 	l     net.Listener
 	conns chan net.Conn
@@ -38,7 +41,7 @@ type Doorman struct {
 // so that a flood of them costs a bounded number of sockets.
 const (
 	doormanHello = 5 * time.Second
-	doormanSlots = 16
+	doormanSlots = 256
 )
 
 // NewDoorman starts taking l's connections; Close closes l.
@@ -64,6 +67,10 @@ func (d *Doorman) run() {
 // c waits to be taken), screens it; reconnecting says c is the running
 // migration's source coming back, which is handed on busy or not.
 func (d *Doorman) deliver(c net.Conn, reconnecting bool) {
+	var expire <-chan time.Time // a source coming back that no one takes in doormanHello is let go (a fake one would hold its slot)
+	if reconnecting {
+		expire = time.After(doormanHello)
+	}
 	for {
 		d.mu.Lock()
 		busy, changed := d.busy != "", d.changed
@@ -84,6 +91,9 @@ func (d *Doorman) deliver(c net.Conn, reconnecting bool) {
 		case d.conns <- c:
 			return
 		case <-changed:
+		case <-expire:
+			c.Close()
+			return
 		case <-d.done:
 			c.Close()
 			return

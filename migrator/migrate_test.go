@@ -148,8 +148,8 @@ func migrate(t *testing.T, load memConfig, cfg Config) migrated {
 		t.Errorf("%d pages whole and %d zero, but the rounds sent %d (%v)", info.RAM.Normal, info.RAM.Duplicate, sent, info.Pagecast.RoundPages)
 	}
 	// The destination counts the rounds as the source does, a round cut
-	// short at a harvest and the stop-and-copy included.
-	if !NeedsPostcopy(cfg.Mode) && m.res.Rounds != info.Pagecast.Round {
+	// short at a harvest, the stop-and-copy and a post-copy pass included.
+	if m.res.Rounds != info.Pagecast.Round {
 		t.Errorf("the destination counted %d rounds, the source %d (%v)", m.res.Rounds, info.Pagecast.Round, info.Pagecast.RoundPages)
 	}
 	if ok, st := src.Running(); ok || st != memPaused {

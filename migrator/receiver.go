@@ -180,7 +180,11 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		}
 		return Received{}, fmt.Errorf("incoming migration: %w", err)
 	}
-	return Received{Rounds: rc.rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.read + rc.r.Bytes(),
+	rounds := rc.rounds
+	if rc.dirty != nil {
+		rounds++ // the post-copy pass, which the source counts as a round
+	}
+	return Received{Rounds: rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.read + rc.r.Bytes(),
 		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Verified: rc.verified}, nil
 }
 

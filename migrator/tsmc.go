@@ -751,6 +751,7 @@ func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mut
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	rc.read += rc.r.Bytes() // the broken connection's, counted before its reader goes
 	rc.w, rc.r, rc.link = w, r, lc
 	return nil
 }
