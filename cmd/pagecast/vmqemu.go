@@ -299,7 +299,11 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	case o.kernel != "":
 		guest = slog.String("kernel", o.kernel)
 	}
-	log.Info("virtual machine running", "monitor", "qemu", "accel", vm.accel, "pid", vm.PID(),
+	msg := "virtual machine running"
+	if c.Bool("paused") && (incoming != nil || o.incoming != "") {
+		msg = "virtual machine paused (--paused; cont runs it)"
+	}
+	log.Info(msg, "monitor", "qemu", "accel", vm.accel, "pid", vm.PID(),
 		guest, "qmp", vm.QMPPath)
 	select {
 	case <-ctx.Done():
@@ -360,7 +364,11 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 		}
 		if err := qemu.QMP(vm.Monitor, "query-migrate", nil, &mig); err == nil && strings.HasPrefix(mig.Status, "postcopy") {
 			if !postcopy {
-				fmt.Fprintln(out, "QEMU's migration is in post-copy: the guest runs here, part of its memory still at the source (stopping this VM now loses the guest)")
+				where := "the guest runs here"
+				if st.Status != "running" {
+					where = "the guest is here, " + st.Status // --paused
+				}
+				fmt.Fprintf(out, "QEMU's migration is in post-copy: %s, part of its memory still at the source (stopping this VM now loses the guest)\n", where)
 				postcopy = true
 			}
 			switch {
