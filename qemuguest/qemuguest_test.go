@@ -243,7 +243,13 @@ func TestDirtyLog(t *testing.T) {
 		if err := src.Resume(); err != nil {
 			t.Fatal(err)
 		}
+		// 100 ms, or until its first write: on a loaded host (a CI run
+		// on 2026-12-03, other packages' QEMUs on the two cores) the
+		// TCG vCPU wrote nothing in 100 ms.
 		time.Sleep(100 * time.Millisecond)
+		for i := 0; i < 20 && progress(t, src.VM()) == from; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
 		if err := src.Pause(); err != nil {
 			t.Fatal(err)
 		}
