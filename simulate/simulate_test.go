@@ -818,6 +818,12 @@ func TestCodedStop(t *testing.T) {
 // last harvest (a 2 GiB guest with a hot set of 20 000 pages: 8 545
 // pending at the stop, 11 261 sent paused, 350 ms against 300).
 func TestStopBeforeObserve(t *testing.T) {
+	if raceDetector {
+		// A CI run on 2026-12-03, under it and beside other packages'
+		// QEMUs: the predictor's time charged kept the rounds from
+		// closing, and the round cap came first.
+		t.Skip("charges the predictor's own CPU time, which the race detector distorts; make test runs it without")
+	}
 	w, err := ParseSynthetic("hotset:hot=20000,p=0.9,rate=30k", 1<<17, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
