@@ -90,11 +90,7 @@ func runReceive(c *cli.Context) error {
 	out := c.App.Writer
 	fmt.Fprintf(out, "QEMU pid %d, %s of guest RAM shared; waiting for pagecast migrate --to %s\n",
 		dest.PID(), units.FormatBytes(float64(dest.MemoryBytes())), c.String("listen"))
-	var d migrator.Destination = dest
-	if c.Bool("paused") {
-		d = pausedDest{dest}
-	}
-	res, err := receive(ctx, l, d, serverTLS, log)
+	res, err := receive(ctx, l, qemuDestination(dest, c.Bool("paused")), serverTLS, log)
 	if err != nil {
 		if errors.Is(err, migrator.ErrNoHandshake) || errors.Is(err, errStoppedWaiting) {
 			return err // no migration began
@@ -111,3 +107,12 @@ func runReceive(c *cli.Context) error {
 type pausedDest struct{ *qemuguest.Dest }
 
 func (pausedDest) Start() error { return nil }
+
+// qemuDestination is dest, whose guest stays paused once it has arrived
+// if paused (--paused).
+func qemuDestination(dest *qemuguest.Dest, paused bool) migrator.Destination {
+	if paused {
+		return pausedDest{dest}
+	}
+	return dest
+}

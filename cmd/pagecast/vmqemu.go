@@ -242,11 +242,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		var d migrator.Destination = dest
-		if c.Bool("paused") {
-			d = pausedDest{dest}
-		}
-		res, err := receive(ctx, incoming, d, serverTLS, log)
+		res, err := receive(ctx, incoming, qemuDestination(dest, c.Bool("paused")), serverTLS, log)
 		if err != nil {
 			return err
 		}
