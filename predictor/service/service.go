@@ -257,22 +257,22 @@ type Forecast struct {
 	PredictedDirtyPages  float64 `json:"predicted_dirty_pages"`
 	PredictedBytesPerSec float64 `json:"predicted_dirty_bytes_per_second"`
 	WorkingSetPages      int     `json:"working_set_pages"` // pages with probability ≥ 0.5
-	LastPredictedPages   float64 `json:"last_epoch_predicted_dirty_pages"`
-	LastActualPages      int     `json:"last_epoch_actual_dirty_pages"`
-	// The Brier scores are left out until an epoch has been scored: a 0
-	// would read as a perfect forecast.
-	LastBrier *float64 `json:"last_epoch_brier,omitempty"`
+	// The last epoch's figures are left out until an epoch has been
+	// observed, and the Brier scores until one has been scored: a 0 would
+	// read as a forecast met exactly.
+	LastPredictedPages *float64 `json:"last_epoch_predicted_dirty_pages,omitempty"`
+	LastActualPages    *int     `json:"last_epoch_actual_dirty_pages,omitempty"`
+	LastBrier          *float64 `json:"last_epoch_brier,omitempty"`
 	MeanBrier *float64 `json:"mean_brier,omitempty"`
 }
 
 func (vm *VM) forecast() Forecast {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
-	f := Forecast{VM: vm.ID, EpochsObserved: vm.epochs, EpochSeconds: vm.Epoch.Seconds(),
-		LastPredictedPages: vm.predicted, LastActualPages: vm.actual}
+	f := Forecast{VM: vm.ID, EpochsObserved: vm.epochs, EpochSeconds: vm.Epoch.Seconds()}
 	if vm.epochs > 0 {
-		last := vm.brier
-		f.LastBrier = &last
+		predicted, actual, last := vm.predicted, vm.actual, vm.brier
+		f.LastPredictedPages, f.LastActualPages, f.LastBrier = &predicted, &actual, &last
 	}
 	f.PredictedDirtyPages = vm.expected
 	f.WorkingSetPages = vm.workingSet
@@ -628,13 +628,14 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 		g(descNext, f.PredictedDirtyPages)
 		g(descRate, f.PredictedBytesPerSec)
 		ch <- prometheus.MustNewConstMetric(descEpochs, prometheus.CounterValue, float64(f.EpochsObserved), vm.ID)
-		if f.EpochsObserved > 0 {
+		if f.LastActualPages != nil {
 			// Of the last epoch: none before the first (they were 0,
 			// which a panel drew as a forecast met exactly).
-			g(descPredicted, f.LastPredictedPages)
-			g(descActual, float64(f.LastActualPages))
-			g(descErr, f.LastPredictedPages-float64(f.LastActualPages))
-			g(descActualRate, float64(f.LastActualPages)*float64(vm.PageSize)/vm.Epoch.Seconds())
+			predicted, actual := *f.LastPredictedPages, float64(*f.LastActualPages)
+			g(descPredicted, predicted)
+			g(descActual, actual)
+			g(descErr, predicted-actual)
+			g(descActualRate, actual*float64(vm.PageSize)/vm.Epoch.Seconds())
 			g(descWorkingSet, float64(f.WorkingSetPages)*float64(vm.PageSize))
 		}
 		if f.LastBrier != nil {

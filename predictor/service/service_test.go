@@ -411,7 +411,8 @@ func TestServedCalibrated(t *testing.T) {
 }
 
 // TestBrierUnscored: before an epoch has been scored the forecast has no
-// Brier score (a 0 reads as perfect), in the JSON and in /metrics.
+// Brier score (a 0 reads as perfect), in the JSON and in /metrics, and
+// before one has been observed no last epoch's dirty pages.
 func TestBrierUnscored(t *testing.T) {
 	s := New(nil)
 	vm, err := s.AddVM("fresh", 64, 4096, 100*time.Millisecond, "test")
@@ -421,8 +422,10 @@ func TestBrierUnscored(t *testing.T) {
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	f := get(t, srv, "/v1/vms/fresh", http.StatusOK)
-	if _, ok := f["last_epoch_brier"]; ok {
-		t.Errorf("a VM with no epoch observed has last_epoch_brier %v", f["last_epoch_brier"])
+	for _, k := range []string{"last_epoch_brier", "last_epoch_predicted_dirty_pages", "last_epoch_actual_dirty_pages"} {
+		if _, ok := f[k]; ok {
+			t.Errorf("a VM with no epoch observed has %s %v", k, f[k])
+		}
 	}
 	metrics := func() string {
 		resp, err := http.Get(srv.URL + "/metrics")
@@ -439,8 +442,10 @@ func TestBrierUnscored(t *testing.T) {
 	vm.Observe([]uint64{1, 2})
 	vm.Observe([]uint64{1, 2})
 	f = get(t, srv, "/v1/vms/fresh", http.StatusOK)
-	if _, ok := f["last_epoch_brier"]; !ok {
-		t.Errorf("no last_epoch_brier after two epochs: %v", f)
+	for _, k := range []string{"last_epoch_brier", "last_epoch_predicted_dirty_pages", "last_epoch_actual_dirty_pages"} {
+		if _, ok := f[k]; !ok {
+			t.Errorf("no %s after two epochs: %v", k, f)
+		}
 	}
 	if _, ok := f["mean_brier"]; !ok {
 		t.Errorf("no mean_brier after two epochs: %v", f)
