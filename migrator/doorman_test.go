@@ -1,13 +1,17 @@
 package migrator
 
 import (
+	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestDoorman: while idle every connection is handed on, in order; once
+// TestDoorman: while idle every connection is handed on, one that brings
+// a handshake as soon as it has, one that brings none once it has failed;
+// once
 // busy a fresh source is refused at once, saying so, also one that was
 // waiting to be taken when the destination became busy; the running
 // migration's source coming back is handed on with its handshake intact;
@@ -17,7 +21,7 @@ func TestDoorman(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := NewDoorman(l)
+	d := NewDoorman(l, nil)
 	defer d.Close()
 	dial := func(mode string) (net.Conn, *Reader) {
 		t.Helper()
@@ -44,8 +48,8 @@ func TestDoorman(t *testing.T) {
 		select {
 		case c := <-got:
 			return c
-		case <-time.After(3 * time.Second):
-			t.Fatal("nothing handed on in 3 s")
+		case <-time.After(2 * doormanHello):
+			t.Fatalf("nothing handed on in %v", 2*doormanHello)
 		}
 		return nil
 	}
@@ -58,10 +62,27 @@ func TestDoorman(t *testing.T) {
 		return rec.Hello
 	}
 
-	// Idle: handed on.
+	// Idle: handed on, and not behind a peer that says nothing.
+	silent, _ := dial("-")
+	start := time.Now()
 	dial(ModePrecopy)
 	if h := hello(accept()); h.Mode != ModePrecopy {
 		t.Errorf("handed on a hello of mode %q", h.Mode)
+	}
+	if waited := time.Since(start); waited > doormanHello/2 {
+		t.Errorf("a source waited %v behind a silent peer", waited)
+	}
+	// The silent peer is handed on once its time is up, failing at its
+	// first read as a direct read would; so is one that speaks another
+	// protocol, its bytes intact.
+	if _, err := NewReader(accept()).Next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the silent peer handed on reads %v, want the deadline's error", err)
+	}
+	silent.Close()
+	junk, _ := dial("-")
+	junk.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	if _, err := NewReader(accept()).Next(); !errors.Is(err, ErrMalformed) {
+		t.Errorf("another protocol handed on reads %v, want ErrMalformed", err)
 	}
 	// One waiting to be taken when the destination becomes busy, and one
 	// that comes after: both refused.

@@ -116,7 +116,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	unblock := context.AfterFunc(reads, func() { conn.SetReadDeadline(time.Now()) })
 	defer unblock()
 	defer conn.Close()
-	if tc, ok := conn.(*tls.Conn); ok {
+	if tc, ok := tlsConn(conn); ok {
 		// The handshake on its own, so that its failure is named as one
 		// rather than as the first record's.
 		hctx, cancel := context.WithTimeout(ctx, min(cfg.IdleTimeout, helloWait))
@@ -255,6 +255,8 @@ func (rc *receiver) run() error {
 	// A peer that connects and says nothing holds the wait only so long:
 	// less than the source's own wait for the answer (IdleTimeout, 10 s),
 	// so that a source queued behind it is still there when its turn comes.
+	// (Behind a Doorman, which reads every handshake as it comes, no source
+	// queues behind a silent peer.)
 	idle := rc.link.idle
 	rc.link.idle = min(idle, helloWait)
 	rec, err := rc.r.Next()

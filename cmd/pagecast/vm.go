@@ -168,7 +168,7 @@ func receive(ctx context.Context, listener net.Listener, d migrator.Destination,
 	log.Info("waiting for an incoming migration", "on", listener.Addr().String())
 	// One migration at a time: another source that comes meanwhile is
 	// told the destination is busy.
-	l := migrator.NewDoorman(listener)
+	l := migrator.NewDoorman(listener, log)
 	defer l.Close()
 	for {
 		stop := context.AfterFunc(ctx, func() { l.Close() })
