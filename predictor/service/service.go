@@ -263,7 +263,7 @@ type Forecast struct {
 	LastPredictedPages *float64 `json:"last_epoch_predicted_dirty_pages,omitempty"`
 	LastActualPages    *int     `json:"last_epoch_actual_dirty_pages,omitempty"`
 	LastBrier          *float64 `json:"last_epoch_brier,omitempty"`
-	MeanBrier *float64 `json:"mean_brier,omitempty"`
+	MeanBrier          *float64 `json:"mean_brier,omitempty"`
 }
 
 func (vm *VM) forecast() Forecast {
