@@ -196,13 +196,18 @@ func runMigrate(c *cli.Context) (err error) {
 	if p.Mode == modeAuto && p.MaxBandwidth == 0 && !localDestination(c.String("to")) {
 		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode (without one only where the destination is this host, whose pace auto measures)")
 	}
+	var dstEarly qmp.Monitor // the destination's QMP, dialled for auto's check and kept for a QEMU source's
+	defer func() {
+		if dstEarly != nil {
+			dstEarly.Disconnect()
+		}
+	}()
 	if p.Mode == modeAuto && destPath != "" {
 		// The probe below would end a QEMU that listens with its own
 		// -incoming: it exits on a stream that is not QEMU's.
 		if d, err := dialQMP(destPath); err == nil {
-			at := destListening(d)
-			d.Disconnect()
-			if at != "" {
+			dstEarly = d
+			if at := destListening(d); at != "" {
 				return fmt.Errorf("--mode auto runs pagecast's engine, and the destination QEMU (--dest-qmp) listens on %s with its own -incoming, which takes QEMU's migration only: "+
 					"give a mode (QEMU's engine runs it), or have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive)", at)
 			}
@@ -269,7 +274,10 @@ func runMigrate(c *cli.Context) (err error) {
 			return err
 		}
 	default:
-		if destPath != "" {
+		switch {
+		case dstEarly != nil:
+			dst = dstEarly
+		case destPath != "":
 			d, err := dialQMP(destPath)
 			if err != nil {
 				return fmt.Errorf("destination: %w", err)
