@@ -710,6 +710,32 @@ func TestDestinationBusyQEMU(t *testing.T) {
 	}
 }
 
+// TestCommitRepeatedQEMU is TestCommitRepeatedCLI on QEMU guests: a
+// link that breaks as the source commits is recovered, the destination
+// QEMU, busy with that migration, letting its source through to repeat
+// the commit.
+func TestCommitRepeatedQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	to := "tcp:" + freeAddr(t)
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
+	out, err := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", commitDroppingProxy(t, to),
+		"--bandwidth", "64MiB/s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("migrate through a link that broke at the commit: %v\n%s\ndestination:\n%s", err, out, dst.stderr.String())
+	}
+	for _, want := range []string{"verified         true", "the link broke after the commit, which was repeated on a new connection"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if st := qmpState(t, dst.sock); st != "running" {
+		t.Errorf("destination after the repeated commit: %s", st)
+	}
+}
+
 // TestEngineMismatch: a source and a destination of different engines
 // (QEMU's migration into pagecast's receiver, pagecast's engine into
 // QEMU's own -incoming) are told which is which and the flag that fixes
