@@ -187,9 +187,12 @@ func receive(ctx context.Context, listener net.Listener, d migrator.Destination,
 			return migrator.Received{}, fmt.Errorf("accept the incoming migration: %w", err)
 		}
 		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log)
-		if err != nil && !errors.Is(err, migrator.ErrQuietPeer) {
+		if err != nil && !errors.Is(err, migrator.ErrNoHandshake) {
 			// A QEMU that exits as a connection comes fails it, by its
-			// QMP socket's reset or otherwise: say that it exited.
+			// QMP socket's reset or otherwise: say that it exited. (A
+			// connection that brought no valid handshake failed before
+			// anything asked QEMU: a flood of them does not wait here
+			// half a second each.)
 			if gerr := migrator.AwaitGone(d, 500*time.Millisecond); gerr != nil {
 				if !strings.Contains(err.Error(), gerr.Error()) { // else the receiver said it (migrator.Receive watches too)
 					err = fmt.Errorf("%w (%w)", gerr, err)
