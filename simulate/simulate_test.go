@@ -62,6 +62,7 @@ func TestParseErrors(t *testing.T) {
 	for spec, want := range map[string]string{
 		"zipf":              "want hotset, uniform or sweep",
 		"hotset:hot=0":      "hot set of 0 pages",
+		"hotset:hot=1k":     "hot=1k: 1k is 1024 bytes, not a whole number of 4 KiB pages: give pages as a plain number (1000)",
 		"hotset:p=1.5":      "probability",
 		"uniform:hot=4":     "unknown parameter",
 		"uniform:rate=1G":   "more than the guest's",

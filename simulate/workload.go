@@ -209,6 +209,10 @@ func parsePages(v string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if b%4096 != 0 {
+		// hot=1k is 1 KiB, where rate=10k is 10 000 pages a second.
+		return 0, fmt.Errorf("%s is %d bytes, not a whole number of 4 KiB pages: give pages as a plain number (1000) or a size in whole pages (4M)", v, b)
+	}
 	return b / 4096, nil
 }
 

@@ -203,6 +203,9 @@ func TestPredictEvalErrors(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "\n") {
 			t.Errorf("%v: error spans lines: %q", tc.args, err)
 		}
+		if err != nil && strings.HasPrefix(err.Error(), "pagecast ") { // main prints "pagecast: " before it
+			t.Errorf("%v: error names the program: %q", tc.args, err)
+		}
 	}
 }
 

@@ -262,7 +262,11 @@ func runSimulate(c *cli.Context) error {
 	}
 	for _, r := range results {
 		if r.Err != nil {
-			return fmt.Errorf("%s: %w", r.Mode, r.Err)
+			err := fmt.Errorf("%s: %w", r.Mode, r.Err)
+			if !c.Bool("json") {
+				err = reported{err} // the table's notes said it
+			}
+			return err
 		}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -83,7 +84,9 @@ func traceCommand() *cli.Command {
 // oneArg returns the command's single argument.
 func oneArg(c *cli.Context, what string) (string, error) {
 	if c.NArg() != 1 {
-		return "", fmt.Errorf("%s: want one %s argument, got %d (see %s --help)", c.Command.HelpName, what, c.NArg(), c.Command.HelpName)
+		// The error is printed after "pagecast: ": the command's name
+		// without the program's.
+		return "", fmt.Errorf("%s: want one %s argument, got %d (see %s --help)", strings.TrimPrefix(c.Command.HelpName, c.App.Name+" "), what, c.NArg(), c.Command.HelpName)
 	}
 	return c.Args().First(), nil
 }

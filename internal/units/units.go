@@ -13,16 +13,16 @@ var suffixes = []struct {
 	s string
 	n uint64
 }{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"TB", 1 << 40},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
-	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, // as QEMU's -m 64m
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"PiB", 1 << 50}, {"EiB", 1 << 60},
+	{"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"TB", 1 << 40}, {"PB", 1 << 50}, {"EB", 1 << 60},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"P", 1 << 50}, {"E", 1 << 60},
+	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, {"p", 1 << 50}, {"e", 1 << 60}, // as QEMU's -m 64m
 	{"B", 1},
 }
 
 // ParseBytes reads a size: a whole number with an optional binary suffix
-// (K, M, G, T, KiB, MiB, GiB, TiB; KB, MB, GB, TB and k, m, g, t are read
-// as binary too, as QEMU reads them).
+// (K, M, G, T, P, E, KiB … EiB; KB … EB and k … e are read as binary too,
+// as QEMU reads them).
 func ParseBytes(s string) (uint64, error) {
 	t := strings.TrimSpace(s)
 	mult := uint64(1)
@@ -34,7 +34,7 @@ func ParseBytes(s string) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(strings.TrimSpace(t), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("size %q: want a whole number with an optional K, M, G or T suffix", s)
+		return 0, fmt.Errorf("size %q: want a whole number with an optional K, M, G, T, P or E suffix", s)
 	}
 	if n > (1<<64-1)/mult {
 		return 0, fmt.Errorf("size %q is too large", s)

@@ -13,6 +13,9 @@ func TestParseBytes(t *testing.T) {
 		{"1G", 1 << 30, true},
 		{"1T", 1 << 40, true},
 		{"2TiB", 2 << 40, true},
+		{"4P", 4 << 50, true}, // the most a 52-bit physical address reaches
+		{"1EiB", 1 << 60, true},
+		{"16E", 0, false},       // 2^64 bytes
 		{"16777216T", 0, false}, // 2^64 bytes
 		{"4096", 4096, true},
 		{"2 KiB", 2048, true},
