@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/pagecast/pagecast/migrator"
@@ -44,6 +45,9 @@ type Options struct {
 	// PolicyTime passes the policy's own time on the migration's clock
 	// (see migrator.SimConfig): what a live auto charges.
 	PolicyTime bool
+	// Profile, if set, is a trace that warms the predictive modes'
+	// predictor before round 1, as migrate --profile does live.
+	Profile string
 	// Step is how often, in virtual time, Result.Timeline samples the
 	// migration; default one epoch.
 	Step time.Duration
@@ -182,6 +186,9 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
 		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Clock: clock}
+	if strings.Contains(mode, migrator.ModePredictive) {
+		cfg.Profile = o.Profile
+	}
 	t0 := time.Now()
 	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, PageRate: o.PageRate, PolicyTime: o.PolicyTime, Observe: observe, ObserveEvery: o.Step})
 	r.Wall = time.Since(t0)

@@ -166,7 +166,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pred, err := demoPredict(c, profile, vm.Memory(), holes, vm.VCPUs(), bw, 0, simulate.AutoModes) // pagecast's monitor runs every mode
+	pred, err := demoPredict(c, profile, vm.Memory(), holes, vm.VCPUs(), bw, 0, 0, simulate.AutoModes) // pagecast's monitor runs every mode
 	if err != nil {
 		return err
 	}
@@ -318,7 +318,7 @@ func baselineFirst(modes []string) []string {
 // demoMigrations moves the running VM to a fresh monitor with each mode in
 // turn (the second migration starts from where the first one put it) and
 // prints the figures side by side.
-func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger, modes []string, cfg migrator.Config) (map[string]string, error) {
+func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger, modes []string, cfg migrator.Config) (map[string]liveRun, error) {
 	fmt.Fprintf(out, "\nlive migration on loopback, link capped at %s/s, downtime limit %v:\n",
 		units.FormatBytes(float64(cfg.MaxBandwidth)), migrator.DefaultDowntimeLimit)
 	cur := vm
@@ -361,9 +361,9 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 			100*float64(i.Downtime)/float64(max(pre.Downtime, 1)),
 			100*float64(i.TotalTime)/float64(max(pre.TotalTime, 1)))
 	}
-	live := map[string]string{}
+	live := map[string]liveRun{}
 	for _, i := range infos {
-		live[i.Pagecast.Mode] = liveOutcome(i, -1)
+		live[i.Pagecast.Mode] = liveRun{info: i, paused: -1}
 	}
 	return live, nil
 }

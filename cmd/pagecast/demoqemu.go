@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -118,7 +121,19 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	if err != nil {
 		return fmt.Errorf("--bandwidth: %w", err)
 	}
-	pred, err := demoPredict(c, profile, src.Memory(), nil, 1, bw, qemuSwitchover, qemuAutoModes()) // the RAM file is written whole at start: no holes
+	// Both ends run on this host, whose CPU, shared with the guest, may
+	// bound the migration before the link does: measured as migrate
+	// --mode auto measures it.
+	source, err := qemuguest.FromVM(src.VM)
+	if err != nil {
+		return err
+	}
+	pageRate, _, err := probePageRate(c.Context, source)
+	source.Close()
+	if err != nil {
+		return fmt.Errorf("measure the engine's page rate: %w", err)
+	}
+	pred, err := demoPredict(c, profile, src.Memory(), nil, 1, bw, qemuSwitchover, pageRate, qemuAutoModes()) // the RAM file is written whole at start: no holes
 	if err != nil {
 		return err
 	}
@@ -166,10 +181,10 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	}
 	fmt.Fprintf(out, "(every migration through one link of %s/s; downtime as each engine counts it: QEMU until its last bytes are in its socket, pagecast until the destination has verified its memory and been told to run; paused: the guest's own, from the source QEMU's STOP event to the destination's RESUME)\n",
 		units.FormatBytes(float64(bw)))
-	live := map[string]string{}
+	live := map[string]liveRun{}
 	for _, r := range rows {
 		if r.engine == enginePagecast {
-			live[r.mode] = liveOutcome(r.info, r.paused)
+			live[r.mode] = liveRun{info: r.info, paused: r.paused}
 		}
 	}
 	return demoSimulations(c, out, pred, live)
@@ -186,6 +201,7 @@ type demoPrediction struct {
 	w          simulate.Workload
 	content    simulate.Mix // measured from the guest's memory
 	switchover time.Duration
+	pageRate   float64 // pages a second the engine moved on this host; 0: not measured
 	results    []simulate.Result
 	choice     simulate.Choice
 }
@@ -194,10 +210,11 @@ type demoPrediction struct {
 // recorded (what the live migrations are predicted to cost) and the
 // content of the guest's memory mem (holes: its pages never written, or
 // nil), with switchover the switch-over's fixed cost besides moving
-// bytes, and chooses among autoModes, the modes this VM can take, as
+// bytes and pageRate the pages a second the engine moves at most (0: the
+// link's pace), and chooses among autoModes, the modes this VM can take, as
 // migrate --mode auto would: before the live migrations, so that they can
 // include the choice.
-func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitmap, vcpus int, bw uint64, switchover time.Duration, autoModes []string) (demoPrediction, error) {
+func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitmap, vcpus int, bw uint64, switchover time.Duration, pageRate float64, autoModes []string) (demoPrediction, error) {
 	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
 	if err != nil {
 		return demoPrediction{}, err
@@ -212,9 +229,12 @@ func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitma
 			written[p] = true
 		}
 	}
-	o := simulate.Options{Workload: w, Bandwidth: bw, Switchover: switchover, VCPUs: vcpus}
+	// The live predictive modes learn from the profile before round 1;
+	// so do their simulations.
+	o := simulate.Options{Workload: w, Bandwidth: bw, Switchover: switchover, VCPUs: vcpus, Profile: profile,
+		PolicyTime: true, PageRate: pageRate} // the predictor's time holds up the live sender too, as migrate --mode auto takes it
 	measureContent(&o, mem, holes, written)
-	p := demoPrediction{w: w, content: o.Content, switchover: switchover, results: simulateAll(c, o)}
+	p := demoPrediction{w: w, content: o.Content, switchover: switchover, pageRate: pageRate, results: simulateAll(c, o)}
 	var predictions []simulate.Result
 	for _, r := range p.results {
 		if slices.Contains(autoModes, r.Mode) {
@@ -237,10 +257,13 @@ func (p demoPrediction) withChoice(modes []string) []string {
 // real programs' traces where they are at hand; it ends with the mode
 // auto would choose for the VM, and why, and what the live migration in
 // that mode took (live, by mode), if the demo ran one.
-func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[string]string) error {
+func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[string]liveRun) error {
 	cost := "no switch-over cost"
 	if p.switchover > 0 {
 		cost = fmt.Sprintf("a switch-over cost of %v, QEMU's as migrate --mode auto takes it", p.switchover)
+	}
+	if p.pageRate > 0 {
+		cost += fmt.Sprintf("; the engine's pace on this host's CPU %.1fk pages/s, measured as auto measures it", p.pageRate/1e3)
 	}
 	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate; content measured from its memory: %s; %s):\n", p.content, cost)
 	writeSimulationTable(out, p.w, p.results)
@@ -265,25 +288,58 @@ func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[s
 	}
 	fmt.Fprintf(out, "\nmode auto would migrate this VM with %s: %s", choice.Mode, choice.Why)
 	if l, ok := live[choice.Mode]; ok {
-		fmt.Fprintf(out, "; live above, %s took %s", choice.Mode, l)
+		fmt.Fprintf(out, "; live above, %s took %s", choice.Mode, l.outcome())
+		for _, r := range choice.Predictions {
+			if r.Mode == choice.Mode && r.Err == nil && l.info.TotalTime > 0 {
+				off := float64(r.Info.TotalTime)/float64(l.info.TotalTime) - 1
+				fmt.Fprintf(out, " (its total time predicted %+.0f%%", 100*off)
+				if math.Abs(off) > 0.3 {
+					// Past auto's goal: say what else the machine did.
+					if load, err := loadAverage(); err == nil {
+						fmt.Fprintf(out, "; this machine's load average was %.1f on %d cores", load, runtime.NumCPU())
+					}
+				}
+				fmt.Fprint(out, ")")
+			}
+		}
 	}
 	fmt.Fprintln(out)
 	return nil
 }
 
-// liveOutcome says what a live migration of the demo took, for auto's
-// line: its total time, bytes and the guest's pause (paused, where
-// known; else the engine's downtime).
-func liveOutcome(i migrator.Info, paused time.Duration) string {
+// liveRun is a live migration of the demo, for auto's line: its info and
+// the guest's own pause (-1 where not known).
+type liveRun struct {
+	info   migrator.Info
+	paused time.Duration
+}
+
+// outcome says what the migration took: its total time, bytes and the
+// guest's pause (paused, where known; else the engine's downtime).
+func (l liveRun) outcome() string {
+	i := l.info
 	var sent uint64
 	if i.RAM != nil {
 		sent = i.RAM.Transferred
 	}
 	pause := fmt.Sprintf("downtime %v", time.Duration(i.Downtime)*time.Millisecond)
-	if paused >= 0 {
-		pause = fmt.Sprintf("the guest paused %v", paused.Round(time.Millisecond))
+	if l.paused >= 0 {
+		pause = fmt.Sprintf("the guest paused %v", l.paused.Round(time.Millisecond))
 	}
 	return fmt.Sprintf("%v in all, %s, %s", time.Duration(i.TotalTime)*time.Millisecond, units.FormatBytes(float64(sent)), pause)
+}
+
+// loadAverage is the machine's load average over the last minute.
+func loadAverage() (float64, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, fmt.Errorf("/proc/loadavg: empty")
+	}
+	return strconv.ParseFloat(f[0], 64)
 }
 
 // simulateAll simulates o in every mode.

@@ -252,6 +252,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	// through QEMU's migration (qemuSwitchover).
 	o.Bandwidth, o.DowntimeLimit, o.MaxRounds, o.Switchover = p.MaxBandwidth, p.DowntimeLimit, p.MaxRounds, qemuSwitchover
 	o.PolicyTime = true // the predictor's time holds up the live sender too
+	o.Profile = p.Profile // --profile warms the predictive modes' predictor live, and so in their simulations
 	rateNote := ""
 	if localDestination(c.String("to")) {
 		// Both ends on this host: their CPU, shared with the guest,
@@ -442,6 +443,7 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 		}
 		o.Bandwidth, o.DowntimeLimit, o.MaxRounds = cfg.MaxBandwidth, cfg.DowntimeLimit, cfg.MaxRounds
 		o.PolicyTime = true // as chooseLive: the predictor's time holds up the sender
+		o.Profile = cfg.Profile
 		choice, err := simulate.Choose(ctx, o, o.Workload, cfg.Prefer)
 		if err != nil {
 			return nil, err
