@@ -251,7 +251,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	// A switch-over on QEMU also stops QEMU and moves its device state
 	// through QEMU's migration (qemuSwitchover).
 	o.Bandwidth, o.DowntimeLimit, o.MaxRounds, o.Switchover = p.MaxBandwidth, p.DowntimeLimit, p.MaxRounds, qemuSwitchover
-	o.PolicyTime = true // the predictor's time holds up the live sender too
+	o.PolicyTime = true   // the predictor's time holds up the live sender too
 	o.Profile = p.Profile // --profile warms the predictive modes' predictor live, and so in their simulations
 	rateNote := ""
 	if localDestination(c.String("to")) {
