@@ -209,7 +209,9 @@ func runSimulate(c *cli.Context) error {
 		return simulateAuto(c, ctx, o)
 	}
 
-	if note := slowModesNote(w.Pages(), modes); note != "" {
+	// A mode refused for memory is refused at once, saying why: not slow.
+	runnable := slices.DeleteFunc(slices.Clone(modes), func(m string) bool { return simulate.CheckMemory(w.Pages(), m) != nil })
+	if note := slowModesNote(w.Pages(), runnable); note != "" {
 		fmt.Fprintln(c.App.ErrWriter, note)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "simulating %s%s …\n", strings.Join(modes, ", "), atOnce(o, modes))
