@@ -3,6 +3,7 @@ package migrator
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,9 @@ type Doorman struct {
 	done  chan struct{}
 	once  sync.Once
 	slots chan struct{} // connections being screened or held at once
+
+	turnedAway int       // connections closed since lastTurned for want of a slot (run's alone)
+	lastTurned time.Time // when that was last logged
 
 	mu      sync.Mutex
 	busy    string        // what the destination is busy with; "" while idle
@@ -79,8 +83,14 @@ func (d *Doorman) run() {
 				d.screen(c)
 			}()
 		default:
-			d.log.Warn("turned a connection away unanswered: more than 256 are being screened at once", "from", c.RemoteAddr().String())
 			c.Close()
+			// Once a second at most: a flood of probes logged each
+			// (21 744 lines in 3 s).
+			if d.turnedAway++; time.Since(d.lastTurned) >= time.Second {
+				d.log.Warn("turned connections away unanswered: more than 256 are being screened at once (a flood: plain TCP is for trusted networks)",
+					"count", d.turnedAway, "last-from", c.RemoteAddr().String())
+				d.turnedAway, d.lastTurned = 0, time.Now()
+			}
 		}
 	}
 }
@@ -94,31 +104,60 @@ const (
 	failed                   // no handshake
 )
 
-// screen reads the handshake of c and hands c on as deliver says.
+// screen reads the handshake of c and hands c on as deliver says. It
+// reads a record's header first, and its payload only where the header is
+// a handshake's of at most screenedHello bytes, so that a screened
+// connection holds a few KiB, not a megabyte record (256 peers that each
+// sent most of one held 920 MB); a peer that hangs up without a word (a
+// port probe) is closed at once, not handed on holding its slot.
 func (d *Doorman) screen(c net.Conn) {
 	var raw bytes.Buffer
 	cr := &firstErr{r: c}
+	tee := io.TeeReader(cr, &raw)
 	c.SetReadDeadline(time.Now().Add(doormanHello))
-	rec, err := NewReader(io.TeeReader(cr, &raw)).Next()
+	var hdr [wireHeaderSize]byte
+	_, err := io.ReadFull(tee, hdr[:])
+	size := binary.LittleEndian.Uint32(hdr[4:])
+	hello := RecordType(hdr[0]) == RecHello && size <= screenedHello
+	if err == nil && hello {
+		_, err = io.CopyN(io.Discard, tee, int64(size))
+	}
 	c.SetReadDeadline(time.Time{})
 	rest := io.Reader(c)
 	if cr.err != nil {
 		rest = errReader{cr.err} // read again, it fails as it did
 	}
-	replay := &replayConn{Conn: c, r: io.MultiReader(&raw, rest)}
 	switch {
-	case err != nil && errors.Is(err, io.EOF) && raw.Len() == 0:
-		d.deliver(replay, failed, nil) // a port probe
+	case err != nil && raw.Len() == 0 && errors.Is(err, io.EOF):
+		c.Close() // a port probe
+		return
+	case err != nil:
+		d.deliver(&replayConn{Conn: c, r: io.MultiReader(&raw, rest)}, failed, err)
+		return
+	case !hello:
+		// The receiver reads the header, says what is wrong with it
+		// where it can (QEMU's stream, a size past any record's), and
+		// else fails at the payload.
+		why := fmt.Errorf("the stream starts with a %s record of %d bytes, not a handshake: %w", RecordType(hdr[0]), size, ErrMalformed)
+		d.deliver(&replayConn{Conn: c, r: io.MultiReader(&raw, errReader{why})}, failed, why)
+		return
+	}
+	replay := &replayConn{Conn: c, r: io.MultiReader(bytes.NewReader(raw.Bytes()), rest)}
+	rec, err := NewReader(&raw).Next()
+	switch {
 	case err != nil:
 		d.deliver(replay, failed, err)
-	case rec.Type != RecHello:
-		d.deliver(replay, failed, fmt.Errorf("the stream starts with a %s record, not a handshake", rec.Type))
 	case rec.Hello.Mode == resumeMode || strings.HasPrefix(rec.Hello.Mode, commitMode+":"):
 		d.deliver(replay, returning, nil)
 	default:
 		d.deliver(replay, fresh, nil)
 	}
 }
+
+// screenedHello is the largest handshake payload screen reads: a hello of
+// this version is at most wireHelloFixed+wireMaxMode bytes; another
+// version's may be larger, and the receiver then says which.
+const screenedHello = 4 << 10
 
 // deliver hands c on to Accept. Once the destination is busy (at once, or
 // while c waits to be taken) a fresh source is refused and a connection
@@ -150,6 +189,10 @@ func (d *Doorman) deliver(c net.Conn, what arrival, why error) {
 			return
 		case <-changed:
 		case <-expire:
+			if what == returning {
+				d.log.Warn("closed a connection that came as the running migration's source coming back (a post-copy resume or a repeated commit): nothing took it in 5 s",
+					"from", c.RemoteAddr().String())
+			}
 			c.Close()
 			return
 		case <-d.done:

@@ -1,6 +1,7 @@
 package migrator
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -114,6 +115,25 @@ func TestDoorman(t *testing.T) {
 	}
 	// Idle again: handed on.
 	d.Idle()
+	// Port probes do not hold the slots (once a burst of them turned a
+	// real source away), and a record that is not a handshake is handed
+	// on failed from its header, its megabyte payload never waited for
+	// nor held.
+	for range doormanSlots + 44 {
+		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
+			c.Close()
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	big, _ := dial("-")
+	hdr := make([]byte, wireHeaderSize)
+	hdr[0] = byte(RecPages)
+	binary.LittleEndian.PutUint32(hdr[4:], MaxPayload)
+	big.Write(hdr)
+	start = time.Now()
+	if _, err := NewReader(accept()).Next(); !errors.Is(err, ErrMalformed) || time.Since(start) > doormanHello/2 {
+		t.Errorf("a pages record first, its payload held back: handed on after %v, reading %v; want at once, ErrMalformed", time.Since(start), err)
+	}
 	dial(MECOM)
 	if h := hello(accept()); h.Mode != MECOM {
 		t.Errorf("handed on a hello of mode %q", h.Mode)
