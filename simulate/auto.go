@@ -254,9 +254,12 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 // same --judge gave tsmc 11.6 s in one run and cut it at 5.9 s in the
 // next): every mode but spare whose figure of merit went past CutMargin
 // over the best finished within limit is cut at the first point of its
-// timeline that did, by that best mode, whether it was cut then, later, or
-// not at all. A simulation's timeline is the same in every run, and the
-// best mode is never cut (its figure so far stays below its own end).
+// timeline that did, before its own end, by that best mode, whether it was
+// cut then, later, or not at all. The best mode is never cut (its figure so
+// far stays below its own end). A simulation's timeline is the same in
+// every run but where it charges CPU time measured as it runs (the
+// predictor's, the compression's): a mode whose figure lies within a few
+// ms of the bound may still be cut in one run and not the next.
 func settleCuts(results []Result, prefer string, limit time.Duration, spare string) {
 	bound, by := math.Inf(1), ""
 	for _, r := range results {
@@ -273,11 +276,10 @@ func settleCuts(results []Result, prefer string, limit time.Duration, spare stri
 		if r.Mode == spare || !wasCut && r.Err != nil {
 			continue
 		}
-		points := r.Timeline
-		if !wasCut && len(points) > 0 {
-			points = points[:len(points)-1] // its end, which no cut could come at
-		}
-		for _, p := range points {
+		for _, p := range r.Timeline {
+			if !wasCut && p.At >= time.Duration(r.Info.TotalTime)*time.Millisecond {
+				break // its end, and the switch-over's checks after it, which no cut could come at
+			}
 			sofar := float64(p.At.Milliseconds())
 			if prefer == PreferBytes {
 				sofar = float64(p.Transferred)

@@ -32,8 +32,8 @@ func TestSettleCuts(t *testing.T) {
 		done("late", 200, 50, 50*ms, 110*ms, 150*ms, 200*ms),                  // finished before best did
 		cutAt(done("cut-later", 0, 0, 60*ms, 120*ms, 180*ms, 185*ms), 180*ms), // cut by a worse bound
 		done("near", 104, 50, 50*ms, 104*ms),
-		done("end-only", 106, 50, 50*ms, 104*ms, 106*ms),
-		done("over-limit", 90, 900, 50*ms, 90*ms), // faster, but its downtime breaks the limit
+		done("end-only", 106, 50, 50*ms, 104*ms, 106*ms, 110*ms), // its last point is past its end (the switch-over's checks)
+		done("over-limit", 90, 900, 50*ms, 90*ms),                // faster, but its downtime breaks the limit
 		done("spare", 300, 50, 50*ms, 200*ms, 300*ms),
 	}
 	settleCuts(results, PreferTime, 300*ms, "spare")

@@ -506,9 +506,9 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 		threshold = t
 	}
 	limit, err := queryUint(r, "limit", 10000, maxRange)
-	if err == nil && limit == 0 {
-		// No page could come, and no next to page on with.
-		err = fmt.Errorf("query parameter limit=0: want 1 to %d pages", maxRange)
+	if err != nil || limit == 0 {
+		// With 0 no page could come, and no next to page on with.
+		err = fmt.Errorf("query parameter limit=%s: want 1 to %d pages", r.URL.Query().Get("limit"), maxRange)
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())

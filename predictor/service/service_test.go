@@ -144,6 +144,7 @@ func TestAPI(t *testing.T) {
 		{"/v1/vms/vm1/probabilities?count=99999999999", 400, "at most"},
 		{"/v1/vms/vm1/hotset?threshold=2", 400, "threshold"},
 		{"/v1/vms/vm1/hotset?limit=0", 400, "limit=0: want 1 to"},
+		{"/v1/vms/vm1/hotset?limit=-1", 400, "limit=-1: want 1 to"},
 		{"/v1/vms/vm1/probabilities?horizon=0", 400, "horizon=0: want 1 to 32"},
 		{"/v1/vms/vm1/probabilities?horizon=33", 400, "horizon=33: at most 32"},
 		{"/v1/vms/vm1/hotset?horizon=x", 400, `horizon="x": want 1 to 32 epochs`},
