@@ -139,6 +139,9 @@ func (d *Doorman) screen(c net.Conn) {
 		// where it can (QEMU's stream, a size past any record's), and
 		// else fails at the payload.
 		why := fmt.Errorf("the stream starts with a %s record of %d bytes, not a handshake: %w", RecordType(hdr[0]), size, ErrMalformed)
+		if RecordType(hdr[0]) == RecHello {
+			why = fmt.Errorf("a handshake of %d bytes, more than any of %d: %w", size, screenedHello, ErrMalformed)
+		}
 		d.deliver(&replayConn{Conn: c, r: io.MultiReader(&raw, errReader{why})}, failed, why)
 		return
 	}
