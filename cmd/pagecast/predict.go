@@ -71,7 +71,7 @@ func predictEvalCommand() *cli.Command {
 			&cli.StringFlag{Name: "plots",
 				Usage: "directory to write calibration.png and per-epoch.png to (created if missing); with several horizons, calibration-hN.png and per-epoch-hN.png for each"},
 			&cli.StringFlag{Name: "memory", Aliases: []string{"m"},
-				Usage: "CSV traces only: guest memory size (K, M or G suffix); pages must lie below it"},
+				Usage: "CSV traces only: guest memory size (K, M, G, T or P suffix); pages must lie below it"},
 			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "CSV traces only: length of one epoch"},
 			&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "CSV traces only: guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
 			anyPageSizeFlag(),

@@ -66,7 +66,7 @@ func traceCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "csv", Usage: "input format: csv"},
 					&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Required: true,
-						Usage: "guest memory size of the traced VM (K, M or G suffix); pages must lie below it; required"},
+						Usage: "guest memory size of the traced VM (K, M, G, T or P suffix); pages must lie below it; required"},
 					&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "length of one epoch (the profiler's, the migration engine's and predict's and simulate's for a CSV)"},
 					&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
 					anyPageSizeFlag(),

@@ -31,7 +31,7 @@ import (
 func vmFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Value: "128M",
-			Usage: fmt.Sprintf("guest RAM (K, M or G suffix); at least %d MiB", guest.MinMemory>>20)},
+			Usage: fmt.Sprintf("guest RAM (K, M, G, T or P suffix); at least %d MiB", guest.MinMemory>>20)},
 		&cli.IntFlag{Name: "vcpus", Value: 1, Usage: fmt.Sprintf("virtual CPUs (1..%d); each runs its share of the workload", guest.MaxCPUs)},
 		&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: "hotset",
 			Usage: "what the guest writes: NAME[:key=value,...]; workloads:\n" + workloadHelp()},
