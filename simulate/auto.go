@@ -207,10 +207,7 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 	}
 	progress, done := o.Progress, o.Done
 	o.Progress = func(mode string, p Point) {
-		sofar := float64(p.At.Milliseconds())
-		if prefer == PreferBytes {
-			sofar = float64(p.Transferred)
-		}
+		sofar := pointMerit(p, prefer)
 		mu.Lock()
 		if cancel := cancels[mode]; cancel != nil && sofar > (1+CutMargin)*bound {
 			cut[mode] = &CutShort{At: p.At, Sent: p.Transferred, By: by, Prefer: prefer, Best: bound}
@@ -231,7 +228,7 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 		if c := cut[r.Mode]; c != nil && r.Err != nil {
 			r.Err = c
 		}
-		if m := Merit(r, prefer); r.Err == nil && keepsWithin(r, limit) && m < bound && (prefer != PreferBytes || r.Info.RAM != nil) {
+		if m := Merit(r, prefer); bounds(r, prefer, limit) && m < bound {
 			bound, by = m, r.Mode
 		}
 		mu.Unlock()
@@ -263,7 +260,7 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 func settleCuts(results []Result, prefer string, limit time.Duration, spare string) {
 	bound, by := math.Inf(1), ""
 	for _, r := range results {
-		if m := Merit(r, prefer); r.Err == nil && keepsWithin(r, limit) && m < bound && (prefer != PreferBytes || r.Info.RAM != nil) {
+		if m := Merit(r, prefer); bounds(r, prefer, limit) && m < bound {
 			bound, by = m, r.Mode
 		}
 	}
@@ -280,16 +277,27 @@ func settleCuts(results []Result, prefer string, limit time.Duration, spare stri
 			if !wasCut && p.At >= time.Duration(r.Info.TotalTime)*time.Millisecond {
 				break // its end, and the switch-over's checks after it, which no cut could come at
 			}
-			sofar := float64(p.At.Milliseconds())
-			if prefer == PreferBytes {
-				sofar = float64(p.Transferred)
-			}
-			if sofar > (1+CutMargin)*bound {
+			if pointMerit(p, prefer) > (1+CutMargin)*bound {
 				results[i].Err = &CutShort{At: p.At, Sent: p.Transferred, By: by, Prefer: prefer, Best: bound}
 				break
 			}
 		}
 	}
+}
+
+// bounds says whether r's figure of merit by prefer can bound the others'
+// (runCutting's cuts): it finished within limit, its figure known.
+func bounds(r Result, prefer string, limit time.Duration) bool {
+	return r.Err == nil && keepsWithin(r, limit) && (prefer != PreferBytes || r.Info.RAM != nil)
+}
+
+// pointMerit is a simulation's figure of merit by prefer so far, at p of
+// its timeline: ms of migration, or bytes sent (prefer bytes).
+func pointMerit(p Point, prefer string) float64 {
+	if prefer == PreferBytes {
+		return float64(p.Transferred)
+	}
+	return float64(p.At.Milliseconds())
 }
 
 // pick returns the index of the best of rs by prefer among those whose

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/pagecast/pagecast/migrator"
@@ -185,10 +184,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 		}
 	}
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
-		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Clock: clock}
-	if strings.Contains(mode, migrator.ModePredictive) {
-		cfg.Profile = o.Profile
-	}
+		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Clock: clock, Profile: o.Profile} // the predictive policy alone reads Profile
 	t0 := time.Now()
 	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, PageRate: o.PageRate, PolicyTime: o.PolicyTime, Observe: observe, ObserveEvery: o.Step})
 	r.Wall = time.Since(t0)
