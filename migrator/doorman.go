@@ -17,11 +17,11 @@ import (
 // Doorman is a destination's listener that takes one migration at a time.
 // It reads every connection's handshake as it comes, all at once (a
 // source is not held behind a peer that says nothing), and hands on, in
-// the order their handshakes arrive, those that bring one; a connection
-// that brings none (a port probe, another protocol, a failed TLS
-// handshake, a silent peer after 5 s) is handed on too while the
-// destination is idle, failing at its first read as it did, so that the
-// receiver says why. Once a migration is accepted (Busy), a connection
+// the order their handshakes arrive, those that bring one; a port probe
+// (a peer that hangs up without a word) is closed; a connection that
+// brings no handshake (another protocol, a failed TLS handshake, a silent
+// peer after 5 s) is handed on too while the destination is idle, failing
+// at its first read as it did, so that the receiver says why. Once a migration is accepted (Busy), a connection
 // that brings a fresh migration's handshake is refused at once, saying
 // the destination is busy, where before it waited unanswered until the
 // source gave up (10 s); one that brings the handshake of the running
@@ -164,9 +164,9 @@ const screenedHello = 4 << 10
 
 // deliver hands c on to Accept. Once the destination is busy (at once, or
 // while c waits to be taken) a fresh source is refused and a connection
-// that failed (why; nil for a port probe) dropped; a returning source is handed on busy or not,
-// but let go if no one takes it in doormanHello (a false one would hold
-// its slot), as is a failed one.
+// that failed (why) logged and dropped; a returning source is handed on
+// busy or not, but let go if no one takes it in doormanHello (a false one
+// would hold its slot), as is a failed one.
 func (d *Doorman) deliver(c net.Conn, what arrival, why error) {
 	var expire <-chan time.Time
 	if what != fresh {
@@ -181,9 +181,7 @@ func (d *Doorman) deliver(c net.Conn, what arrival, why error) {
 			return
 		}
 		if busy != "" && what == failed {
-			if why != nil {
-				d.log.Warn("refused a connection that brought no handshake while busy with a migration", "from", c.RemoteAddr().String(), "err", why)
-			}
+			d.log.Warn("refused a connection that brought no handshake while busy with a migration", "from", c.RemoteAddr().String(), "err", why)
 			c.Close()
 			return
 		}
@@ -199,7 +197,7 @@ func (d *Doorman) deliver(c net.Conn, what arrival, why error) {
 			c.Close()
 			return
 		case <-d.done:
-			if what == failed && why != nil {
+			if what == failed {
 				d.log.Warn("refused a connection that brought no handshake", "from", c.RemoteAddr().String(), "err", why)
 			}
 			c.Close()
