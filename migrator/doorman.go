@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"bytes"
+	"container/list"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -28,8 +29,11 @@ import (
 // migration's source coming back (a post-copy resume, a repeated commit)
 // is handed on, for ReceiveConfig.Reconnect, its handshake still to be
 // read, if taken within 5 s (the source tries again). At most 256
-// connections are screened or held at once (a flood of silent or false
-// ones can fill them: plain TCP is for trusted networks); more are closed
+// connections are screened or held at once; when a new one finds them
+// all taken, the one screened longest without its handshake yet is closed
+// to make room (a source sends its handshake within milliseconds of
+// connecting, so a flood holds it out only by bringing 256 connections
+// within them), and where none is being screened the new one is closed
 // unanswered.
 type Doorman struct {
 	l     net.Listener
@@ -40,7 +44,11 @@ type Doorman struct {
 	slots chan struct{} // connections being screened or held at once
 
 	turnedAway int       // connections closed since lastTurned for want of a slot (run's alone)
-	lastTurned time.Time // when that was last logged
+	evicted    int       // connections screened longest closed to make room since then
+	lastTurned time.Time // when those were last logged
+
+	smu       sync.Mutex
+	screening list.List // of *screened, oldest first
 
 	mu      sync.Mutex
 	busy    string        // what the destination is busy with; "" while idle
@@ -78,21 +86,77 @@ func (d *Doorman) run() {
 		}
 		select {
 		case d.slots <- struct{}{}:
-			go func() {
-				defer func() { <-d.slots }()
-				d.screen(c)
-			}()
 		default:
-			c.Close()
-			// Once a second at most: a flood of probes logged each
-			// (21 744 lines in 3 s).
-			if d.turnedAway++; time.Since(d.lastTurned) >= time.Second {
-				d.log.Warn("turned connections away unanswered: more than 256 are being screened at once (a flood: plain TCP is for trusted networks)",
-					"count", d.turnedAway, "last-from", c.RemoteAddr().String())
-				d.turnedAway, d.lastTurned = 0, time.Now()
+			if !d.evictOldest() {
+				c.Close()
+				d.turnedAway++
+				d.logFlood(c)
+				continue
 			}
+			d.evicted++
+			d.logFlood(c)
+			d.slots <- struct{}{} // the evicted one's screen gives its slot back at once
 		}
+		s := d.track(c)
+		go func() {
+			defer func() { <-d.slots }()
+			d.screen(s)
+		}()
 	}
+}
+
+// logFlood says what a flood cost, once a second at most (a flood of
+// probes logged each made 21 744 lines in 3 s).
+func (d *Doorman) logFlood(c net.Conn) {
+	if time.Since(d.lastTurned) < time.Second {
+		return
+	}
+	d.log.Warn("more than 256 connections at once: closed those screened longest without a handshake to make room, and turned away the rest unanswered (a flood: plain TCP is for trusted networks)",
+		"closed-oldest", d.evicted, "turned-away", d.turnedAway, "last-from", c.RemoteAddr().String())
+	d.evicted, d.turnedAway, d.lastTurned = 0, 0, time.Now()
+}
+
+// screened is a connection whose handshake is being read.
+type screened struct {
+	c       net.Conn
+	e       *list.Element // in Doorman.screening; nil once done or evicted
+	evicted bool
+}
+
+// track lists c as being screened, newest last.
+func (d *Doorman) track(c net.Conn) *screened {
+	s := &screened{c: c}
+	d.smu.Lock()
+	s.e = d.screening.PushBack(s)
+	d.smu.Unlock()
+	return s
+}
+
+// untrack ends s's screening; false where it was evicted meanwhile.
+func (d *Doorman) untrack(s *screened) bool {
+	d.smu.Lock()
+	defer d.smu.Unlock()
+	if s.evicted {
+		return false
+	}
+	d.screening.Remove(s.e)
+	s.e = nil
+	return true
+}
+
+// evictOldest closes the connection screened longest, if any: its screen
+// then fails its read and gives its slot back.
+func (d *Doorman) evictOldest() bool {
+	d.smu.Lock()
+	defer d.smu.Unlock()
+	e := d.screening.Front()
+	if e == nil {
+		return false
+	}
+	s := d.screening.Remove(e).(*screened)
+	s.e, s.evicted = nil, true
+	s.c.Close()
+	return true
 }
 
 // What a screened connection brought.
@@ -109,8 +173,10 @@ const (
 // a handshake's of at most screenedHello bytes, so that a screened
 // connection holds a few KiB, not a megabyte record (256 peers that each
 // sent most of one held 920 MB); a peer that hangs up without a word (a
-// port probe) is closed at once, not handed on holding its slot.
-func (d *Doorman) screen(c net.Conn) {
+// port probe) is closed at once, not handed on holding its slot, and one
+// evicted to make room is dropped.
+func (d *Doorman) screen(s *screened) {
+	c := s.c
 	var raw bytes.Buffer
 	cr := &firstErr{r: c}
 	tee := io.TeeReader(cr, &raw)
@@ -121,6 +187,9 @@ func (d *Doorman) screen(c net.Conn) {
 	hello := RecordType(hdr[0]) == RecHello && size <= screenedHello
 	if err == nil && hello {
 		_, err = io.CopyN(io.Discard, tee, int64(size))
+	}
+	if !d.untrack(s) {
+		return // closed to make room
 	}
 	c.SetReadDeadline(time.Time{})
 	rest := io.Reader(c)

@@ -3,6 +3,7 @@ package migrator
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -141,5 +142,59 @@ func TestDoorman(t *testing.T) {
 	d.Close()
 	if c, err := d.Accept(); err == nil {
 		t.Errorf("Accept after Close: %v", c.RemoteAddr())
+	}
+}
+
+// TestDoormanFlood: with every slot taken by peers that say nothing, a
+// source is still handed on at once, the peer screened longest closed to
+// make room for it (until 2026-12-04 the source was closed unanswered for
+// as long as the flood lasted).
+func TestDoormanFlood(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDoorman(l, nil)
+	defer d.Close()
+	var silent []net.Conn
+	for range doormanSlots {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	time.Sleep(300 * time.Millisecond) // all being screened
+	src, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	w := NewWriter(src)
+	w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: 1 << 20, Mode: ModePrecopy})
+	w.Flush()
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, _ := d.Accept()
+		got <- c
+	}()
+	select {
+	case c := <-got:
+		if rec, err := NewReader(c).Next(); err != nil || rec.Hello.Mode != ModePrecopy {
+			t.Errorf("handed on %v, %v; want the source's hello", rec, err)
+		}
+	case <-time.After(doormanHello / 2):
+		t.Fatalf("a source behind %d silent peers was not handed on in %v", doormanSlots, doormanHello/2)
+	}
+	// The oldest silent peer was closed; the newest still waits.
+	silent[0].SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := silent[0].Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("the peer screened longest reads %v, want EOF (closed to make room)", err)
+	}
+	last := silent[len(silent)-1]
+	last.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := last.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the newest silent peer reads %v, want it still waiting", err)
 	}
 }

@@ -655,7 +655,7 @@ func (s *sender) handshake(mode string) error {
 	if err != nil && s.m.cfg.TLS == nil {
 		// A TLS destination hangs up on a plain handshake (a TLS
 		// record it cannot parse), which reads here as a bare EOF.
-		return fmt.Errorf("read the destination's answer to the handshake: %w (the destination hung up: a destination that requires TLS closes plain connections: give this side its certificate, key and CA; so does QEMU's own -incoming, which takes QEMU's migration only (pagecast migrate --engine qemu) and exits; and a pagecast destination flooded with more than 256 connections at once turns new ones away unanswered)", err)
+		return fmt.Errorf("read the destination's answer to the handshake: %w (the destination hung up: a destination that requires TLS closes plain connections: give this side its certificate, key and CA; so does QEMU's own -incoming, which takes QEMU's migration only (pagecast migrate --engine qemu) and exits; and a pagecast destination flooded with more than 256 connections at once closes those that have not finished their handshake, oldest first)", err)
 	}
 	if err != nil {
 		// Under TLS 1.3 the destination checks this side's
