@@ -42,18 +42,7 @@ func TestDoorman(t *testing.T) {
 	}
 	accept := func() net.Conn {
 		t.Helper()
-		got := make(chan net.Conn, 1)
-		go func() {
-			c, _ := d.Accept()
-			got <- c
-		}()
-		select {
-		case c := <-got:
-			return c
-		case <-time.After(2 * doormanHello):
-			t.Fatalf("nothing handed on in %v", 2*doormanHello)
-		}
-		return nil
+		return acceptWithin(t, d, 2*doormanHello)
 	}
 	hello := func(c net.Conn) Hello {
 		t.Helper()
@@ -174,18 +163,8 @@ func TestDoormanFlood(t *testing.T) {
 	w := NewWriter(src)
 	w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: 1 << 20, Mode: ModePrecopy})
 	w.Flush()
-	got := make(chan net.Conn, 1)
-	go func() {
-		c, _ := d.Accept()
-		got <- c
-	}()
-	select {
-	case c := <-got:
-		if rec, err := NewReader(c).Next(); err != nil || rec.Hello.Mode != ModePrecopy {
-			t.Errorf("handed on %v, %v; want the source's hello", rec, err)
-		}
-	case <-time.After(doormanHello / 2):
-		t.Fatalf("a source behind %d silent peers was not handed on in %v", doormanSlots, doormanHello/2)
+	if rec, err := NewReader(acceptWithin(t, d, doormanHello/2)).Next(); err != nil || rec.Hello.Mode != ModePrecopy {
+		t.Errorf("handed on %v, %v; want the source's hello", rec, err)
 	}
 	// The oldest silent peer was closed; the newest still waits.
 	silent[0].SetReadDeadline(time.Now().Add(time.Second))
@@ -197,4 +176,22 @@ func TestDoormanFlood(t *testing.T) {
 	if _, err := last.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("the newest silent peer reads %v, want it still waiting", err)
 	}
+}
+
+// acceptWithin is the next connection d hands on, failing t if none comes
+// within the time given.
+func acceptWithin(t *testing.T, d *Doorman, within time.Duration) net.Conn {
+	t.Helper()
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, _ := d.Accept()
+		got <- c
+	}()
+	select {
+	case c := <-got:
+		return c
+	case <-time.After(within):
+		t.Fatalf("nothing handed on in %v", within)
+	}
+	return nil
 }
