@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -61,9 +62,10 @@ type pageRun struct{ start, at, n uint64 }
 
 // Service holds the VMs and serves them.
 type Service struct {
-	log *slog.Logger
-	mu  sync.RWMutex
-	vms map[string]*VM
+	log     *slog.Logger
+	mu      sync.RWMutex
+	vms     map[string]*VM
+	replies budget // bytes held by large replies being written
 }
 
 // New returns an empty service.
@@ -71,7 +73,7 @@ func New(log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{log: log.With("component", "predictor-service"), vms: map[string]*VM{}}
+	return &Service{log: log.With("component", "predictor-service"), vms: map[string]*VM{}, replies: newBudget(replyBudget)}
 }
 
 // AddVM registers a VM of pages pages; feed it with (*VM).Observe.
@@ -346,8 +348,18 @@ func (s *Service) vm(w http.ResponseWriter, r *http.Request) (*VM, bool) {
 // otherwise give the default silently, and of a repeated one the first
 // would win.
 func takes(w http.ResponseWriter, r *http.Request, names ...string) bool {
-	for name, vs := range r.URL.Query() {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// Go's own parse drops what it cannot read (count=1;start=2
+		// served 4096 pages from page 0).
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("query %q: %v (separate parameters with &)", r.URL.RawQuery, err))
+		return false
+	}
+	for name, vs := range q {
 		switch {
+		case len(vs) == 1 && vs[0] == "":
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s is empty: give a value, or leave it out for the default", name))
+			return false
 		case !slices.Contains(names, name) && len(names) == 0:
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s: %s takes none", name, r.URL.Path))
 			return false
@@ -460,8 +472,14 @@ func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	release, ok := s.reserve(w, r, count*4)
+	if !ok {
+		return
+	}
+	defer release()
 	probs, epochs := vm.rangeForecast(start, count, h)
-	writeJSON(w, map[string]any{"vm": vm.ID, "start": start, "count": count, "horizon": h, "epochs_observed": epochs, "probabilities": probs})
+	writeArrayReply(w, map[string]any{"vm": vm.ID, "start": start, "count": count, "horizon": h, "epochs_observed": epochs},
+		"probabilities", len(probs), func(lo, hi int) any { return probs[lo:hi] })
 }
 
 // rangeForecast returns the forecast within h epochs of the count guest
@@ -524,12 +542,17 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	release, ok := s.reserve(w, r, limit*16) // the pages, as append grows them
+	if !ok {
+		return
+	}
+	defer release()
 	pages, total := vm.hotPages(threshold, start, limit, h)
-	reply := map[string]any{"vm": vm.ID, "threshold": threshold, "horizon": h, "total": total, "start": start, "pages": pages}
+	reply := map[string]any{"vm": vm.ID, "threshold": threshold, "horizon": h, "total": total, "start": start}
 	if n := len(pages); n > 0 && uint64(n) == limit {
 		reply["next"] = pages[n-1] + 1 // more may follow: ask again with start=next
 	}
-	writeJSON(w, reply)
+	writeArrayReply(w, reply, "pages", len(pages), func(lo, hi int) any { return pages[lo:hi] })
 }
 
 // hotPages returns the first limit guest pages from start, in order, whose
