@@ -31,12 +31,15 @@ func migrationMetricsFlags() []cli.Flag {
 
 // vmName is the vm label for a VM whose QMP socket is at path: --name, or
 // the socket's file name without its extension.
+// Bytes that are not UTF-8 become U+FFFD: Prometheus refuses such a label
+// value, and with it the whole scrape (a 500).
 func vmName(c *cli.Context, qmpPath string) string {
-	if n := c.String("name"); n != "" {
-		return n
+	n := c.String("name")
+	if n == "" {
+		base := filepath.Base(qmpPath)
+		n = strings.TrimSuffix(base, filepath.Ext(base))
 	}
-	base := filepath.Base(qmpPath)
-	return strings.TrimSuffix(base, filepath.Ext(base))
+	return strings.ToValidUTF8(n, "\uFFFD")
 }
 
 // migrationMetrics starts serving a migration exporter for --metrics; it
@@ -97,15 +100,19 @@ func listenMetrics(addr string) (net.Listener, error) {
 }
 
 // serveMetrics serves cs, with Go's and the process's metrics, on l at
-// /metrics until stop is called; stop closes l.
+// /metrics until stop is called; stop closes l. Every phase of a
+// connection has a deadline, as predict serve's do, and at most
+// metricsConns are served at once: a kept-alive connection was kept for
+// ever, and 20 000 of them used up migrate's file descriptors, which
+// failed its switch-over ("too many open files").
 func serveMetrics(l net.Listener, cs ...prometheus.Collector) (stop func()) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(cs...)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(l)
+	srv := newHTTPServer(mux)
+	go srv.Serve(limitListener(l, metricsConns))
 	slog.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
 	return func() {
 		// Let a scrape under way finish: it may be the one that sees the end.
@@ -114,6 +121,10 @@ func serveMetrics(l net.Listener, cs ...prometheus.Collector) (stop func()) {
 		srv.Shutdown(ctx)
 	}
 }
+
+// metricsConns bounds the connections a --metrics address serves at once;
+// more wait to be accepted. Prometheus keeps one per target.
+const metricsConns = 64
 
 // followMigrations exports the migrations out of pagecast's monitor that
 // ctl starts, polling it every interval until ctx ends.

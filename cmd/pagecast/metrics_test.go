@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -11,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/migrationmetrics"
 )
 
 // lastScrape GETs url every 200 ms, as a Prometheus would scrape it,
@@ -176,5 +182,72 @@ func TestMigrateMetricsUnscraped(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
+	}
+}
+
+// TestMetricsConnsBounded: --metrics serves at most metricsConns
+// connections at once, the rest waiting to be accepted, where every
+// kept-alive connection was kept for ever (20 000 of them used up a
+// migration's file descriptors and failed its switch-over); once they
+// close, a scrape is answered.
+func TestMetricsConnsBounded(t *testing.T) {
+	l, err := listenMetrics("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := migrationmetrics.New("vm")
+	stop := serveMetrics(l, exp)
+	defer stop()
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	const clients = 4 * metricsConns
+	var conns []net.Conn
+	for range clients {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	time.Sleep(500 * time.Millisecond)
+	if served := fds() - before - clients; served > metricsConns+4 {
+		t.Errorf("%d connections held open by the server for %d clients, want at most %d", served, clients, metricsConns)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + l.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "go_goroutines") {
+		t.Errorf("a scrape after them: %s %.200s", resp.Status, b)
+	}
+}
+
+// TestVMNameUTF8: a vm label that is not UTF-8 becomes valid, so that
+// Prometheus takes the scrape (it failed it whole, for every series).
+func TestVMNameUTF8(t *testing.T) {
+	app := newApp()
+	var got string
+	app.Commands = []*cli.Command{{Name: "x", Flags: migrationMetricsFlags(), Action: func(c *cli.Context) error {
+		got = vmName(c, "/tmp/q\xfe.sock")
+		return nil
+	}}}
+	if err := app.Run([]string{"pagecast", "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if got != "q\uFFFD" {
+		t.Errorf("vm label %q, want %q", got, "q\uFFFD")
 	}
 }

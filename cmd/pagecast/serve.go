@@ -156,7 +156,7 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	srv := newForecastServer(svc.Handler())
+	srv := newHTTPServer(svc.Handler())
 	go func() {
 		<-ctx.Done()
 		shut, done := context.WithTimeout(context.Background(), 2*time.Second)
@@ -217,9 +217,9 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 	return nil
 }
 
-// newForecastServer is predict serve's HTTP server: every phase of a
-// connection has a deadline.
-func newForecastServer(h http.Handler) *http.Server {
+// newHTTPServer is the HTTP server of predict serve and of --metrics:
+// every phase of a connection has a deadline.
+func newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: serveHeaderTimeout,

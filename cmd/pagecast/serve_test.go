@@ -57,7 +57,7 @@ func TestServeHostileClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newForecastServer(svc.Handler())
+	srv := newHTTPServer(svc.Handler())
 	go srv.Serve(limitListener(l, 4096))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -134,7 +134,7 @@ func TestServeQueries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newForecastServer(svc.Handler())
+	srv := newHTTPServer(svc.Handler())
 	go srv.Serve(limitListener(l, 2))
 	defer srv.Close()
 	for _, tc := range []struct {

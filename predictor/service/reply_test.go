@@ -120,3 +120,30 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 	}
 	return c, err
 }
+
+// TestIDNotUTF8: a VM whose id (a trace's file name) is not UTF-8 is
+// served under the id mended, and /metrics still answers for every VM
+// (Prometheus refused the label, and the scrape with it: a 500).
+func TestIDNotUTF8(t *testing.T) {
+	svc := New(nil)
+	for _, id := range []string{"good", "bad\xff"} {
+		vm, err := svc.AddVM(id, 64, 4096, 100*time.Millisecond, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm.Observe([]uint64{1, 2})
+	}
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	for _, path := range []string{"/metrics", "/v1/vms/bad%EF%BF%BD"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || path == "/metrics" && !strings.Contains(string(b), `vm="good"`) {
+			t.Errorf("GET %s: %s %.200s", path, resp.Status, b)
+		}
+	}
+}

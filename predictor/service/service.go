@@ -84,6 +84,9 @@ func (s *Service) AddVM(id string, pages, pageSize uint64, epoch time.Duration, 
 // AddMappedVM registers a VM of pages pages whose model keeps pm's dense
 // pages (nil: all of them); feed it with (*VM).Observe, dense indices.
 func (s *Service) AddMappedVM(id string, pages uint64, pm *predictor.PageMap, pageSize uint64, epoch time.Duration, source string) (*VM, error) {
+	// An id that is not UTF-8 (a trace's file name) would fail every
+	// scrape of /metrics, for every VM: Prometheus refuses the label.
+	id = strings.ToValidUTF8(id, "\uFFFD")
 	if pages == 0 || pageSize == 0 || epoch <= 0 {
 		return nil, fmt.Errorf("vm %q: pages, page size and epoch must be positive", id)
 	}
