@@ -84,18 +84,49 @@ type ImportStats struct {
 // at offset i × w.Meta().Epoch. None is made up before the first row's: a
 // trace exported from epoch 1 (pagecast's recordings start there) imports
 // as it was, not with an empty epoch 0 that a simulation would replay.
-// Errors name the line.
+// Errors name the line; a damaged gzip stream is reported as such rather
+// than as the bad CSV line its damage makes.
 func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
-	var st ImportStats
 	br := bufio.NewReaderSize(in, 64<<10)
-	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return st, fmt.Errorf("csv: %w", err)
-		}
-		defer zr.Close()
-		br = bufio.NewReaderSize(zr, 64<<10)
+	if magic, _ := br.Peek(2); !bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+		return importPlainCSV(br, w)
 	}
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		return ImportStats{}, fmt.Errorf("csv: gzip stream truncated or corrupt: %w", err)
+	}
+	defer zr.Close()
+	gr := &gzipStream{r: zr}
+	st, err := importPlainCSV(bufio.NewReaderSize(gr, 64<<10), w)
+	if err != nil && gr.err == nil {
+		// A flipped byte can decompress into bad rows and show only in
+		// the checksum at the end: read on to learn whether the stream
+		// is whole. No more is read than a successful import reads.
+		io.Copy(io.Discard, gr)
+	}
+	if err != nil && gr.err != nil {
+		return st, fmt.Errorf("csv: gzip stream truncated or corrupt: %w", gr.err)
+	}
+	return st, err
+}
+
+// gzipStream keeps the first error other than EOF that reading r gave.
+type gzipStream struct {
+	r   io.Reader
+	err error
+}
+
+func (g *gzipStream) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	if err != nil && err != io.EOF && g.err == nil {
+		g.err = err
+	}
+	return n, err
+}
+
+// importPlainCSV is ImportCSV on uncompressed input.
+func importPlainCSV(br *bufio.Reader, w *Writer) (ImportStats, error) {
+	var st ImportStats
 	m := w.Meta()
 	limit := m.Pages()
 	var (

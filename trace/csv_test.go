@@ -2,7 +2,10 @@ package trace
 
 import (
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -125,11 +128,58 @@ func TestImportCSVErrors(t *testing.T) {
 			}
 		})
 	}
-	// A corrupt gzip stream.
-	bad := gz([]byte("0,1\n"))
-	bad = bad[:len(bad)-6]
-	if _, _, _, err := importCSV(t, importMeta(), bad); err == nil || !strings.Contains(err.Error(), "csv") {
-		t.Fatalf("truncated gzip: %v", err)
+}
+
+// TestImportCSVDamagedGzip checks that a damaged .csv.gz is reported as a
+// damaged gzip stream, not as the bad CSV line the damage makes.
+func TestImportCSVDamagedGzip(t *testing.T) {
+	var csv strings.Builder
+	csv.WriteString("epoch,page\n")
+	for i := range 200000 {
+		fmt.Fprintf(&csv, "%d,%d\n", i/1000, (i*7919)%65536)
+	}
+	whole := gz([]byte(csv.String()))
+	flipped := bytes.Clone(whole)
+	flipped[len(flipped)/2] ^= 0x55
+	// cut is the gzip of csv cut where the first n bytes of it are
+	// decompressed, as a copy cut short in transfer would be.
+	cut := func(n int) []byte {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write([]byte(csv.String()[:n]))
+		zw.Flush()
+		return buf.Bytes()
+	}
+	midRow := strings.Index(csv.String(), "\n150,") + 3 // ends "…\n15"
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"truncated to half", whole[:len(whole)/2], "unexpected EOF"},
+		{"truncated mid-row", cut(midRow), "unexpected EOF"},
+		{"truncated mid-header", cut(len("epoc")), "unexpected EOF"},
+		{"truncated to 15 bytes", whole[:15], "unexpected EOF"},
+		{"truncated to 5 bytes", whole[:5], "unexpected EOF"},
+		{"a byte flipped", flipped, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, _, err := importCSV(t, importMeta(), tc.data)
+			if err == nil || !strings.HasPrefix(err.Error(), "csv: gzip stream truncated or corrupt: ") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want csv: gzip stream truncated or corrupt: %s", err, tc.want)
+			}
+			var corrupt flate.CorruptInputError
+			if tc.want == "" && !errors.Is(err, gzip.ErrChecksum) && !errors.As(err, &corrupt) {
+				t.Fatalf("error %v, want the gzip reader's checksum or corrupt input error", err)
+			}
+		})
+	}
+	if _, _, _, err := importCSV(t, importMeta(), whole); err != nil {
+		t.Fatalf("the whole stream: %v", err)
+	}
+	// A bad row in a sound stream is still reported by line.
+	if _, _, _, err := importCSV(t, importMeta(), gz([]byte("epoch,page\n0,1\n0\n1,2\n"))); err == nil || err.Error() != `csv line 3: "0": want two columns, epoch,page` {
+		t.Fatalf("bad row in a sound stream: %v", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"os"
 	"os/exec"
@@ -164,12 +165,32 @@ func TestTraceErrors(t *testing.T) {
 	os.WriteFile(emptyCSV, []byte("epoch,page\n"), 0o644)
 	binaryFile := filepath.Join(dir, "blob.csv")
 	os.WriteFile(binaryFile, []byte("\x00\x01\xffgarbage,\x02\n"), 0o644)
+	// A .csv.gz cut short, and one with a byte flipped.
+	var rows bytes.Buffer
+	rows.WriteString("epoch,page\n")
+	for i := range 100000 {
+		fmt.Fprintf(&rows, "%d,%d\n", i/1000, (i*7919)%65536)
+	}
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	zw.Write(rows.Bytes())
+	zw.Close()
+	truncatedGz := filepath.Join(dir, "truncated.csv.gz")
+	os.WriteFile(truncatedGz, zipped.Bytes()[:zipped.Len()/2], 0o644)
+	flipped := bytes.Clone(zipped.Bytes())
+	flipped[len(flipped)/2] ^= 0x55
+	corruptGz := filepath.Join(dir, "corrupt.csv.gz")
+	os.WriteFile(corruptGz, flipped, 0o644)
 	out := filepath.Join(dir, "out.pct")
 	for _, tc := range []struct {
 		name string
 		args []string
 		want string
 	}{
+		{"import truncated gzip", []string{"trace", "import", "--memory", "256M", "-o", out, truncatedGz}, truncatedGz + ": csv: gzip stream truncated or corrupt: unexpected EOF"},
+		{"import corrupt gzip", []string{"trace", "import", "--memory", "256M", "-o", out, corruptGz}, corruptGz + ": csv: gzip stream truncated or corrupt: "},
+		{"eval truncated gzip", []string{"predict", "eval", "--memory", "256M", truncatedGz}, truncatedGz + ": csv: gzip stream truncated or corrupt: unexpected EOF"},
+		{"eval corrupt gzip", []string{"predict", "eval", "--memory", "256M", corruptGz}, corruptGz + ": csv: gzip stream truncated or corrupt: "},
 		{"not a trace", []string{"trace", "info", notTrace}, notTrace + ": not a pagecast trace"},
 		{"missing file", []string{"trace", "info", filepath.Join(dir, "absent.pct")}, "no such file"},
 		{"no file", []string{"trace", "info"}, "want one trace file argument"},
