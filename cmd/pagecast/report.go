@@ -36,8 +36,9 @@ func reportCommand() *cli.Command {
 			"range queries over --from..--to, as Grafana would: the datasource is --prometheus, each variable\n" +
 			"takes its first value (All where it has one) unless --var sets it, $__rate_interval is the larger\n" +
 			"of step + scrape interval and 4 scrape intervals. Each panel with data becomes DIR/DASHBOARD-PANEL.png\n" +
-			"(lines; heatmaps and status timelines as coloured rows; tables as text); panels without data are\n" +
-			"listed, and a dashboard whose variables have no values over the range is skipped.\n\n" +
+			"(lines; heatmaps and status timelines as coloured rows; tables as text); panels without data, or\n" +
+			"with too little to draw (a heatmap of one time), are listed, and a dashboard whose variables\n" +
+			"have no values over the range is skipped.\n\n" +
 			"Times are RFC 3339 (2026-11-30T05:00:00Z), now, or now-DURATION (now-15m).\n\n" +
 			"Example: pagecast report --prometheus http://127.0.0.1:9090 --from now-15m --out report/",
 		Flags: []cli.Flag{
@@ -205,7 +206,13 @@ func runReport(c *cli.Context) error {
 				continue
 			}
 			name := filepath.Join(out, strings.TrimSuffix(d.File, ".json")+"-"+slug(p.Title)+".png")
-			if err := renderPanel(name, p, series, from, to); err != nil {
+			err = renderPanel(name, p, series, from, to)
+			if errors.Is(err, errTooLittleToDraw) {
+				fmt.Fprintf(c.App.Writer, "%s / %s: no data: %v\n", d.Title, p.Title, err)
+				empty++
+				continue
+			}
+			if err != nil {
 				return fmt.Errorf("dashboard %q panel %q: %w", d.Title, p.Title, err)
 			}
 			fmt.Fprintf(c.App.Writer, "%s / %s: %d series -> %s\n", d.Title, p.Title, len(series), name)
@@ -325,7 +332,12 @@ var reportColors = []color.Color{
 	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
 }
 
-// renderPanel draws a panel's series into a PNG at name.
+// errTooLittleToDraw says a panel has data, but too little to draw: a
+// heatmap of one time. report lists such a panel as without data.
+var errTooLittleToDraw = errors.New("too little to draw")
+
+// renderPanel draws a panel's series into a PNG at name; it writes nothing
+// when it returns errTooLittleToDraw.
 func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to time.Time) error {
 	pl := plot.New()
 	pl.Title.Text = p.Title
@@ -455,7 +467,7 @@ func addHeatmap(pl *plot.Plot, series []namedSeries, div float64) error {
 	}
 	sort.Float64s(times)
 	if len(times) < 2 || len(series) < 2 {
-		return fmt.Errorf("a heatmap needs two series and two times, have %d and %d", len(series), len(times))
+		return fmt.Errorf("%w: a heatmap needs two series and two times, have %d and %d", errTooLittleToDraw, len(series), len(times))
 	}
 	for i, x := range times {
 		at[x] = i

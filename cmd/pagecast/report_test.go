@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -96,5 +98,68 @@ func TestReportRefusesBadRanges(t *testing.T) {
 		if _, err := os.Stat(out); !os.IsNotExist(err) {
 			t.Errorf("pagecast %s made --out before it failed", strings.Join(args, " "))
 		}
+	}
+}
+
+// fakePrometheus answers report's queries as a Prometheus would: every
+// label has the values in labels, and every range query returns series
+// series, each with one sample at the start of the range.
+func fakePrometheus(t *testing.T, labels []string, series int, queries chan<- string) *httptest.Server {
+	t.Helper()
+	prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/api/v1/status/buildinfo":
+			w.Write([]byte(`{"status":"success","data":{"version":"test"}}`))
+		case strings.HasPrefix(r.URL.Path, "/api/v1/label/"):
+			if queries != nil {
+				r.ParseForm()
+				for _, m := range r.Form["match[]"] {
+					queries <- m
+				}
+			}
+			b, _ := json.Marshal(labels)
+			fmt.Fprintf(w, `{"status":"success","data":%s}`, b)
+		case r.URL.Path == "/api/v1/query_range":
+			r.ParseForm()
+			if queries != nil {
+				queries <- r.Form.Get("query")
+			}
+			var result []string
+			for i := range series {
+				result = append(result, fmt.Sprintf(`{"metric":{"region":"0x%08x","state":"s%d"},"values":[[%s,"%d"]]}`, i<<20, i, r.Form.Get("start"), i+1))
+			}
+			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"matrix","result":[%s]}}`, strings.Join(result, ","))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(prom.Close)
+	return prom
+}
+
+// TestReportTooLittleForHeatmap: a heatmap of one time (a step as long as
+// the range) is listed as without data, and the other panels are drawn.
+func TestReportTooLittleForHeatmap(t *testing.T) {
+	prom := fakePrometheus(t, []string{"web1"}, 32, nil)
+	out := filepath.Join(t.TempDir(), "out")
+	stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--from", "now-15m", "--step", "10m", "--out", out)
+	if err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout)
+	}
+	want := "pagecast / Dirtying: predicted vs actual / Where in memory it dirties: no data: too little to draw: a heatmap needs two series and two times, have 32 and 1\n"
+	if !strings.Contains(stdout, want) {
+		t.Errorf("report did not say %q:\n%s", want, stdout)
+	}
+	if _, err := os.Stat(filepath.Join(out, "dirtying-where-in-memory-it-dirties.png")); !os.IsNotExist(err) {
+		t.Errorf("the heatmap's PNG: %v, want none", err)
+	}
+	// The status timeline, drawn as a heatmap, has one time too.
+	if want := "pagecast / Migrations / Status: no data: too little to draw"; !strings.Contains(stdout, want) {
+		t.Errorf("report did not say %q:\n%s", want, stdout)
+	}
+	pngs, _ := filepath.Glob(filepath.Join(out, "*.png"))
+	if want := fmt.Sprintf("%d panels rendered, 2 without data, ", len(pngs)); !strings.Contains(stdout, want) || len(pngs) != 26 {
+		t.Errorf("%d PNGs written, want the 26 panels other than the heatmap and the status timeline:\n%s", len(pngs), stdout)
 	}
 }
