@@ -24,7 +24,11 @@ const (
 	slotWrites  = 0
 	slotOOR     = 8
 	slotIO      = 16
-	maxCapacity = 1 << (48 - PageShift) // the plugin's own bound on pages=
+	maxCapacity = MaxPages
+
+	// MaxPages is the plugin's own bound on pages= (MAX_PAGES in
+	// dirty.c): 48 bits of guest-physical addresses.
+	MaxPages = 1 << (48 - PageShift)
 
 	// DefaultPages is the plugin's capacity without pages=: 4 GiB of
 	// physical addresses.

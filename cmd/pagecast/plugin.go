@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -11,6 +12,12 @@ import (
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 )
+
+// maxPluginMemory is the most guest RAM the plugin records: tcg.MaxPages
+// pages of guest-physical addresses, less the part of the low 4 GiB that
+// QEMU's pc machine leaves to devices in a large guest (its RAM moved
+// above 4 GiB instead): 262143G.
+var maxPluginMemory = uint64(tcg.MaxPages)<<tcg.PageShift - (1<<32 - qemu.LowMemory(math.MaxUint64))
 
 func pluginCommand() *cli.Command {
 	return &cli.Command{
@@ -23,7 +30,7 @@ func pluginCommand() *cli.Command {
 			"Example: pagecast plugin --dir /usr/local/lib/pagecast --memory 4G",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Value: ".", Usage: "where to write pagecast-dirty.so"},
-			&cli.StringFlag{Name: "memory", Value: "4G", Usage: "the largest guest RAM the plugin will record (sizes its shared memory: 2 bytes per 4 KiB page)"},
+			&cli.StringFlag{Name: "memory", Value: "4G", Usage: fmt.Sprintf("the largest guest RAM the plugin will record, 4K to %dG (sizes its shared memory: 2 bytes per 4 KiB page)", maxPluginMemory>>30)},
 			&cli.StringFlag{Name: "shm", Usage: "shared memory file the plugin creates (default: /dev/shm/pagecast-tcg.<QEMU's pid>, found by profile through /proc)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -31,8 +38,9 @@ func pluginCommand() *cli.Command {
 				return fmt.Errorf("plugin takes no arguments (got %q): the folder is --dir", c.Args().First())
 			}
 			mem, err := units.ParseBytes(c.String("memory"))
-			if err != nil || mem < 4096 {
-				return fmt.Errorf("--memory %q: want a size such as 4G", c.String("memory"))
+			if err != nil || mem < 4096 || mem > maxPluginMemory {
+				return fmt.Errorf("--memory %q: want a size from 4K to %dG (the plugin records at most %d pages of 4 KiB), such as 4G",
+					c.String("memory"), maxPluginMemory>>30, uint64(tcg.MaxPages))
 			}
 			if err := os.MkdirAll(c.String("dir"), 0o755); err != nil {
 				return fmt.Errorf("--dir: %w", err)

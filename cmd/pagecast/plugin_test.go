@@ -1,0 +1,45 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/pagecast/pagecast/tcg"
+)
+
+// TestPluginMemoryRange: pagecast plugin prints a pages= the plugin takes
+// (1 to tcg.MaxPages) and refuses, before printing or writing anything, a
+// --memory that would need more or less.
+func TestPluginMemoryRange(t *testing.T) {
+	for _, mem := range []string{"4K", "32M", "4G", "262143G"} {
+		stdout, _, err := runApp(t, "plugin", "--dir", t.TempDir(), "--memory", mem)
+		if err != nil {
+			t.Fatalf("--memory %s: %v", mem, err)
+		}
+		m := regexp.MustCompile(`,pages=(\d+)\n`).FindStringSubmatch(stdout)
+		if m == nil {
+			t.Fatalf("--memory %s printed no pages=:\n%s", mem, stdout)
+		}
+		if n, err := strconv.ParseUint(m[1], 10, 64); err != nil || n < 1 || n > tcg.MaxPages {
+			t.Errorf("--memory %s: pages=%s, which the plugin refuses (want 1 to %d)", mem, m[1], uint64(tcg.MaxPages))
+		}
+	}
+	for _, mem := range []string{"1K", "4095", "262144G", "256T", "10E", "18446744073709551615", "lots"} {
+		dir := filepath.Join(t.TempDir(), "plug")
+		stdout, _, err := runApp(t, "plugin", "--dir", dir, "--memory", mem)
+		want := `--memory "` + mem + `": want a size from 4K to 262143G (the plugin records at most 68719476736 pages of 4 KiB)`
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--memory %s: %v, want %q", mem, err, want)
+		}
+		if stdout != "" {
+			t.Errorf("--memory %s printed %q, want nothing", mem, stdout)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("--memory %s made --dir: %v", mem, err)
+		}
+	}
+}
