@@ -69,21 +69,31 @@ var labelValues = regexp.MustCompile(`^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-
 // Variables resolves d's query variables in order, as Grafana does by
 // default: a multi-value variable with All gets its All value, or a regex
 // of all its values where it has none; any other the first of its values.
-// set holds values chosen instead. A variable with no value is an error
-// naming it.
+// set holds values chosen instead: for a multi-value variable a regex,
+// unless it is one of the variable's values exactly, which is then matched
+// as it is (web(1)+x, not the regex web(1)+x). A variable with no value is
+// an error naming it.
 func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]string) (map[string]string, error) {
 	vars := map[string]string{}
 	for _, v := range d.Templating.List {
 		if v.Type != "query" {
 			continue
 		}
-		if val, ok := set[v.Name]; ok {
+		val, isSet := set[v.Name]
+		if isSet && !v.Multi {
 			vars[v.Name] = val
 			continue
 		}
 		values, err := s.VariableValues(ctx, v, vars)
 		if err != nil {
 			return nil, err
+		}
+		if isSet {
+			if slices.Contains(values, val) {
+				val = promRegexQuote(val)
+			}
+			vars[v.Name] = val
+			continue
 		}
 		if len(values) == 0 {
 			var given []string // what may have left it none
@@ -105,8 +115,7 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 		case v.Multi && v.IncludeAll:
 			quoted := make([]string, len(values))
 			for i, val := range values {
-				// Escaped for the regex, then for the PromQL string.
-				quoted[i] = strings.ReplaceAll(regexp.QuoteMeta(val), `\`, `\\`)
+				quoted[i] = promRegexQuote(val)
 			}
 			vars[v.Name] = "(" + strings.Join(quoted, "|") + ")"
 		default:
@@ -114,6 +123,11 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 		}
 	}
 	return vars, nil
+}
+
+// promRegexQuote is a regex matching s alone, escaped for a PromQL string.
+func promRegexQuote(s string) string {
+	return strings.ReplaceAll(regexp.QuoteMeta(s), `\`, `\\`)
 }
 
 // VariableValues runs a query variable's label_values over the range.

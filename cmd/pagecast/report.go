@@ -47,7 +47,7 @@ func reportCommand() *cli.Command {
 			&cli.StringFlag{Name: "to", Value: "now", Usage: "end of the range"},
 			&cli.DurationFlag{Name: "step", Usage: "resolution of the range queries; 0: the range / 300, at least 1s"},
 			&cli.DurationFlag{Name: "scrape-interval", Value: 15 * time.Second, Usage: "the scrape interval of the Prometheus, for $__rate_interval"},
-			&cli.StringSliceFlag{Name: "var", Usage: "NAME=VALUE: a dashboard variable's value (a regex for multi-value variables), e.g. vm=awk"},
+			&cli.StringSliceFlag{Name: "var", Usage: "NAME=VALUE: a dashboard variable's value, e.g. vm=awk; for a multi-value variable a regex (vm=web.*), unless it is one of the variable's values exactly, which is then taken as it is (vm=web(1)+x)"},
 			&cli.StringSliceFlag{Name: "dashboard", Usage: "only this dashboard (file name without .json, e.g. migrations); repeatable"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true, Usage: "folder to write the PNGs into (created)"},
 		},

@@ -7,7 +7,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -101,33 +105,82 @@ func TestReportRefusesBadRanges(t *testing.T) {
 	}
 }
 
-// fakePrometheus answers report's queries as a Prometheus would: every
-// label has the values in labels, and every range query returns series
-// series, each with one sample at the start of the range.
-func fakePrometheus(t *testing.T, labels []string, series int, queries chan<- string) *httptest.Server {
+// fakePrometheus answers report's queries as a Prometheus holding the VMs
+// vms would: a selector's vm matchers (vm="V", vm=~"RE") select among vms,
+// and a selector that selects none has no series. label_values of vm are
+// the VMs selected, of any other label one value; every range query that
+// selects some VM returns series series, each with one sample at the start
+// of the range. queries returns the selectors and queries asked so far.
+func fakePrometheus(t *testing.T, vms []string, series int) (prom *httptest.Server, queries func() []string) {
 	t.Helper()
-	prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var mu sync.Mutex
+	var asked []string
+	matcher := regexp.MustCompile(`\bvm(=~|=)("(?:[^"\\]|\\.)*")`)
+	// selected is the VMs the vm matchers of expr select.
+	selected := func(expr string) ([]string, error) {
+		mu.Lock()
+		asked = append(asked, expr)
+		mu.Unlock()
+		out := vms
+		for _, m := range matcher.FindAllStringSubmatch(expr, -1) {
+			val, err := strconv.Unquote(m[2])
+			if err != nil {
+				return nil, fmt.Errorf("%s: %v", m[2], err)
+			}
+			re, err := regexp.Compile("^(?:" + val + ")$")
+			if m[1] == "=" {
+				re = regexp.MustCompile("^" + regexp.QuoteMeta(val) + "$")
+			} else if err != nil {
+				return nil, err
+			}
+			var keep []string
+			for _, vm := range out {
+				if re.MatchString(vm) {
+					keep = append(keep, vm)
+				}
+			}
+			out = keep
+		}
+		return out, nil
+	}
+	prom = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		r.ParseForm()
 		switch {
 		case r.URL.Path == "/api/v1/status/buildinfo":
 			w.Write([]byte(`{"status":"success","data":{"version":"test"}}`))
 		case strings.HasPrefix(r.URL.Path, "/api/v1/label/"):
-			if queries != nil {
-				r.ParseForm()
-				for _, m := range r.Form["match[]"] {
-					queries <- m
+			var sel []string
+			for _, m := range r.Form["match[]"] {
+				s, err := selected(m)
+				if err != nil {
+					w.WriteHeader(http.StatusBadRequest)
+					fmt.Fprintf(w, `{"status":"error","errorType":"bad_data","error":%q}`, err.Error())
+					return
 				}
+				sel = s
 			}
-			b, _ := json.Marshal(labels)
+			values := []string{}
+			switch {
+			case strings.HasSuffix(r.URL.Path, "/vm/values"):
+				values = append(values, sel...)
+			case len(sel) > 0:
+				values = append(values, "x1")
+			}
+			b, _ := json.Marshal(values)
 			fmt.Fprintf(w, `{"status":"success","data":%s}`, b)
 		case r.URL.Path == "/api/v1/query_range":
-			r.ParseForm()
-			if queries != nil {
-				queries <- r.Form.Get("query")
+			sel, err := selected(r.Form.Get("query"))
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprintf(w, `{"status":"error","errorType":"bad_data","error":%q}`, err.Error())
+				return
 			}
 			var result []string
 			for i := range series {
-				result = append(result, fmt.Sprintf(`{"metric":{"region":"0x%08x","state":"s%d"},"values":[[%s,"%d"]]}`, i<<20, i, r.Form.Get("start"), i+1))
+				if len(sel) > 0 {
+					result = append(result, fmt.Sprintf(`{"metric":{"region":"0x%08x","state":"s%d"},"values":[[%s,"%d"]]}`, i<<20, i, r.Form.Get("start"), i+1))
+				}
 			}
 			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"matrix","result":[%s]}}`, strings.Join(result, ","))
 		default:
@@ -135,13 +188,17 @@ func fakePrometheus(t *testing.T, labels []string, series int, queries chan<- st
 		}
 	}))
 	t.Cleanup(prom.Close)
-	return prom
+	return prom, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(asked)
+	}
 }
 
 // TestReportTooLittleForHeatmap: a heatmap of one time (a step as long as
 // the range) is listed as without data, and the other panels are drawn.
 func TestReportTooLittleForHeatmap(t *testing.T) {
-	prom := fakePrometheus(t, []string{"web1"}, 32, nil)
+	prom, _ := fakePrometheus(t, []string{"web1"}, 32)
 	out := filepath.Join(t.TempDir(), "out")
 	stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--from", "now-15m", "--step", "10m", "--out", out)
 	if err != nil {
@@ -161,5 +218,57 @@ func TestReportTooLittleForHeatmap(t *testing.T) {
 	pngs, _ := filepath.Glob(filepath.Join(out, "*.png"))
 	if want := fmt.Sprintf("%d panels rendered, 2 without data, ", len(pngs)); !strings.Contains(stdout, want) || len(pngs) != 26 {
 		t.Errorf("%d PNGs written, want the 26 panels other than the heatmap and the status timeline:\n%s", len(pngs), stdout)
+	}
+}
+
+// TestReportVarExact: --var vm=VALUE for the multi-value vm takes a VM's
+// exact name as that VM alone, though it holds regex characters, and any
+// other value as a regex.
+func TestReportVarExact(t *testing.T) {
+	for _, tc := range []struct {
+		vms     []string
+		value   string
+		matched []string // the VMs the migrations dashboard's queries select
+	}{
+		{[]string{"web(1)+x"}, "web(1)+x", []string{"web(1)+x"}},
+		{[]string{"web(1)+x", "web11x", "web1x"}, "web(1)+x", []string{"web(1)+x"}},
+		{[]string{"a.b", "axb"}, "a.b", []string{"a.b"}},
+		{[]string{"web1", "web2", "db1"}, "web.*", []string{"web1", "web2"}},
+		{[]string{"web1", "web11x", "db1"}, "web(1)+x", []string{"web11x"}}, // no such VM: a regex
+	} {
+		prom, queries := fakePrometheus(t, tc.vms, 2)
+		out := filepath.Join(t.TempDir(), "out")
+		stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--dashboard", "migrations", "--var", "vm="+tc.value,
+			"--from", "now-15m", "--step", "1m", "--out", out)
+		if err != nil {
+			t.Errorf("vms %q, --var vm=%s: %v\n%s", tc.vms, tc.value, err, stdout)
+			continue
+		}
+		// Every query with a vm matcher selects the VMs wanted.
+		n := 0
+		for _, q := range queries() {
+			if !strings.Contains(q, "vm=") {
+				continue
+			}
+			n++
+			m := regexp.MustCompile(`vm=~("(?:[^"\\]|\\.)*")`).FindStringSubmatch(q)
+			if m == nil {
+				t.Fatalf("query %s: no vm=~ matcher", q)
+			}
+			re, _ := strconv.Unquote(m[1])
+			var got []string
+			for _, vm := range tc.vms {
+				if regexp.MustCompile("^(?:" + re + ")$").MatchString(vm) {
+					got = append(got, vm)
+				}
+			}
+			if !slices.Equal(got, tc.matched) {
+				t.Errorf("vms %q, --var vm=%s: query %s selects %q, want %q", tc.vms, tc.value, q, got, tc.matched)
+				break
+			}
+		}
+		if n < 10 {
+			t.Errorf("vms %q, --var vm=%s: %d queries with a vm matcher, want the migrations dashboard's", tc.vms, tc.value, n)
+		}
 	}
 }
