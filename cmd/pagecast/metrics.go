@@ -102,9 +102,9 @@ func listenMetrics(addr string) (net.Listener, error) {
 // serveMetrics serves cs, with Go's and the process's metrics, on l at
 // /metrics until stop is called; stop closes l. Every phase of a
 // connection has a deadline, as predict serve's do, and at most
-// metricsConns are served at once: a kept-alive connection was kept for
-// ever, and 20 000 of them used up migrate's file descriptors, which
-// failed its switch-over ("too many open files").
+// metricsConns are held at once (limitListener): a kept-alive connection
+// was kept for ever, and 20 000 of them used up migrate's file
+// descriptors, which failed its switch-over ("too many open files").
 func serveMetrics(l net.Listener, cs ...prometheus.Collector) (stop func()) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -112,7 +112,7 @@ func serveMetrics(l net.Listener, cs ...prometheus.Collector) (stop func()) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := newHTTPServer(mux)
-	go srv.Serve(limitListener(l, metricsConns))
+	go serveLimited(srv, l, metricsConns)
 	slog.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
 	return func() {
 		// Let a scrape under way finish: it may be the one that sees the end.

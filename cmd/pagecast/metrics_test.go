@@ -185,11 +185,11 @@ func TestMigrateMetricsUnscraped(t *testing.T) {
 	}
 }
 
-// TestMetricsConnsBounded: --metrics serves at most metricsConns
-// connections at once, the rest waiting to be accepted, where every
-// kept-alive connection was kept for ever (20 000 of them used up a
-// migration's file descriptors and failed its switch-over); once they
-// close, a scrape is answered.
+// TestMetricsConnsBounded: --metrics holds at most metricsConns
+// connections at once, where every kept-alive connection was kept for
+// ever (20 000 of them used up a migration's file descriptors and failed
+// its switch-over), and a scrape beside them is answered, the longest
+// idle one closed to make room.
 func TestMetricsConnsBounded(t *testing.T) {
 	l, err := listenMetrics("127.0.0.1:0")
 	if err != nil {
@@ -220,9 +220,11 @@ func TestMetricsConnsBounded(t *testing.T) {
 	if served := fds() - before - clients; served > metricsConns+4 {
 		t.Errorf("%d connections held open by the server for %d clients, want at most %d", served, clients, metricsConns)
 	}
-	for _, c := range conns {
-		c.Close()
-	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
 	client := &http.Client{Timeout: 10 * time.Second}
 	resp, err := client.Get("http://" + l.Addr().String() + "/metrics")
 	if err != nil {
@@ -231,7 +233,7 @@ func TestMetricsConnsBounded(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "go_goroutines") {
-		t.Errorf("a scrape after them: %s %.200s", resp.Status, b)
+		t.Errorf("a scrape beside them: %s %.200s", resp.Status, b)
 	}
 }
 

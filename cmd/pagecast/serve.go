@@ -1,6 +1,7 @@
 package main
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -165,7 +166,7 @@ func runServe(c *cli.Context) error {
 	}()
 	addr := servedAddr(c.String("listen"), l.Addr())
 	fmt.Fprintf(c.App.Writer, "serving forecasts on http://%s/v1/vms and metrics on http://%s/metrics\n", addr, addr)
-	if err := srv.Serve(limitListener(l, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serveLimited(srv, l, maxConns); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	cancel()
@@ -230,19 +231,39 @@ func newHTTPServer(h http.Handler) *http.Server {
 	}
 }
 
-// limitListener accepts at most n connections at once; Accept waits for
-// one to close before taking another.
-func limitListener(l net.Listener, n int) net.Listener {
+// limitListener accepts at most n connections at once. Past that, the
+// connection that has waited longest for a request (one not yet sent
+// whole, or a kept-alive one between requests) is closed to make room, and
+// where every one is being answered Accept waits for one to close: 64
+// clients that kept their connections alive would otherwise hold the
+// --metrics address from Prometheus for as long as they liked. srv's
+// ConnState tells it which connections wait (serveLimited sets it).
+func limitListener(l net.Listener, n int) *limitedListener {
 	return &limitedListener{Listener: l, sem: make(chan struct{}, n)}
+}
+
+// serveLimited serves srv on l, n connections at once (limitListener).
+func serveLimited(srv *http.Server, l net.Listener, n int) error {
+	ll := limitListener(l, n)
+	srv.ConnState = ll.connState
+	return srv.Serve(ll)
 }
 
 type limitedListener struct {
 	net.Listener
 	sem chan struct{}
+
+	mu      sync.Mutex
+	waiting list.List // of *limitedConn waiting for a request, longest first
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
+	select {
+	case l.sem <- struct{}{}:
+	default:
+		l.evict()
+		l.sem <- struct{}{}
+	}
 	c, err := l.Listener.Accept()
 	if err != nil {
 		<-l.sem
@@ -251,10 +272,44 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
 }
 
+// connState keeps the list of connections waiting for a request.
+func (l *limitedListener) connState(c net.Conn, state http.ConnState) {
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lc.waiting != nil {
+		l.waiting.Remove(lc.waiting)
+		lc.waiting = nil
+	}
+	if state == http.StateNew || state == http.StateIdle {
+		lc.waiting = l.waiting.PushBack(lc)
+	}
+}
+
+// evict closes the connection that has waited longest for a request, if
+// any; its Close gives its slot back.
+func (l *limitedListener) evict() {
+	l.mu.Lock()
+	e := l.waiting.Front()
+	var lc *limitedConn
+	if e != nil {
+		lc = l.waiting.Remove(e).(*limitedConn)
+		lc.waiting = nil
+	}
+	l.mu.Unlock()
+	if lc != nil {
+		lc.Close()
+	}
+}
+
 type limitedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	waiting *list.Element // in limitedListener.waiting; guarded by its mu
 }
 
 func (c *limitedConn) Close() error {

@@ -58,7 +58,7 @@ func TestServeHostileClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newHTTPServer(svc.Handler())
-	go srv.Serve(limitListener(l, 4096))
+	go serveLimited(srv, l, 4096)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
@@ -135,7 +135,7 @@ func TestServeQueries(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newHTTPServer(svc.Handler())
-	go srv.Serve(limitListener(l, 2))
+	go serveLimited(srv, l, 2)
 	defer srv.Close()
 	for _, tc := range []struct {
 		query string
@@ -148,6 +148,8 @@ func TestServeQueries(t *testing.T) {
 		{"probabilities?start=1000", 200, `"probabilities":[]`},
 		{"probabilities?count=65537", 400, "at most 65536"},
 		{"probabilities?start=1e3", 400, "whole number"},
+		{"probabilities?count=1;start=2", 400, "separate parameters with &"},
+		{"probabilities?count=", 400, "count is empty"},
 	} {
 		resp, err := http.Get(fmt.Sprintf("http://%s/v1/vms/vm1/%s", l.Addr(), tc.query))
 		if err != nil {
