@@ -233,9 +233,9 @@ func newHTTPServer(h http.Handler) *http.Server {
 
 // limitListener accepts at most n connections at once. Past that, the
 // connection that has waited longest for a request (one not yet sent
-// whole, or a kept-alive one between requests) is closed to make room, and
-// where every one is being answered Accept waits for one to close: 64
-// clients that kept their connections alive would otherwise hold the
+// whole, or a kept-alive one between requests) is closed to make room for
+// the one that came, and where every one is being answered Accept holds
+// that one until one closes: 64 clients that kept their connections alive would otherwise hold the
 // --metrics address from Prometheus for as long as they liked. srv's
 // ConnState tells it which connections wait (serveLimited sets it).
 func limitListener(l net.Listener, n int) *limitedListener {
@@ -258,16 +258,15 @@ type limitedListener struct {
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case l.sem <- struct{}{}:
 	default:
-		l.evict()
+		l.evict() // for c, which has come
 		l.sem <- struct{}{}
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
 	}
 	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
 }
