@@ -3,9 +3,11 @@ package collector
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pagecast/pagecast/bpf"
@@ -191,19 +193,48 @@ func (c *vmmControl) stopLogging() error {
 	return qemu.QMP(c.mon, "cancel-vcpu-dirty-limit", nil, nil)
 }
 
-// alive returns an error once the VMM process has gone.
+// ErrVMGone is what the collector's errors match (errors.Is) once the VM's
+// process has exited.
+var ErrVMGone = errors.New("the VM has exited")
+
+// goneError says how the VM has gone, and is ErrVMGone.
+type goneError struct{ msg string }
+
+func (e *goneError) Error() string        { return e.msg }
+func (e *goneError) Is(target error) bool { return target == ErrVMGone }
+
+// Seams for the liveness check: signal 0 and /proc/PID/stat.
+var (
+	signalProcess = syscall.Kill
+	readProcStat  = func(pid int) ([]byte, error) { return os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)) }
+)
+
+// alive returns an error wrapping ErrVMGone once the VMM process has gone
+// (no such process, or a zombie), and another error when that cannot be
+// told: a process out of file descriptors cannot read /proc, but its VM
+// may well run on (until 2026-12-04 that was reported as an exit).
 func (c *vmmControl) alive() error {
 	pid := c.target.PID
 	if pid == 0 {
 		return nil
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	gone := func(how string) error {
+		return &goneError{fmt.Sprintf("the VM's %s (pid %d) %s", c.target.Kind, pid, how)}
+	}
+	// Signal 0 needs no file descriptor; EPERM means the process exists.
+	if err := signalProcess(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return gone("has exited, or never ran")
+	}
+	b, err := readProcStat(pid)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		return gone("has exited, or never ran")
+	}
 	if err != nil {
-		return fmt.Errorf("the VM's %s (pid %d) has exited, or never ran", c.target.Kind, pid)
+		return fmt.Errorf("check that the VM's %s (pid %d) still runs: %w", c.target.Kind, pid, err)
 	}
 	// A zombie has exited too: its state letter follows the command name.
 	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && len(b) > i+2 && (b[i+2] == 'Z' || b[i+2] == 'X') {
-		return fmt.Errorf("the VM's %s (pid %d) has exited", c.target.Kind, pid)
+		return gone("has exited")
 	}
 	return nil
 }
