@@ -14,8 +14,8 @@ import (
 // tcgLog is the dirty log of a QEMU under TCG: pagecast's plugin marks the
 // pages the vCPUs write in one of two buffers, picked by the epoch
 // published in its area; each Harvest switches epochs and reads the one
-// closed. It is the area's only reader: a collector (pagecast profile) on
-// the same QEMU at the same time would take epochs from it.
+// closed. It is the area's only reader: the area's lock (tcg.Open) keeps a
+// collector (pagecast profile) on the same QEMU from taking epochs from it.
 type tcgLog struct {
 	mu       sync.Mutex
 	area     *tcg.Area

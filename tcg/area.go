@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -21,8 +23,12 @@ const Grace = 2 * time.Millisecond
 // area (wrong magic, version or size).
 var ErrBadArea = errors.New("not a pagecast TCG plugin area")
 
+// ErrAreaBusy is wrapped by Open's error for an area another reader holds.
+var ErrAreaBusy = errors.New("the TCG plugin's area is in use")
+
 // Area is the plugin's shared memory, mapped by the collector.
 type Area struct {
+	f        *os.File // holds the area's lock
 	mem      []byte
 	capacity uint64
 	bufs     [2][]byte
@@ -30,13 +36,29 @@ type Area struct {
 
 // Open maps the plugin area at path (written by a running or exited
 // plugin) and checks its header. The capacity is trusted only as far as the
-// file's real size allows.
-func Open(path string) (*Area, error) {
+// file's real size allows. The area has one reader at a time: whoever
+// reads its epochs takes them from every other (two profiles of one QEMU
+// each got part of its pages; a profile beside a migration made the
+// migration miss pages), so Open takes an exclusive lock (flock) on the
+// file until Close, and refuses an area another holds, wrapping
+// ErrAreaBusy and naming the holder.
+func Open(path string) (_ *Area, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open plugin area: %w", err)
 	}
-	defer f.Close()
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("open plugin area %s: %w, by %s: it has one reader at a time (another would take its epochs); "+
+				"wait for that one to end, or stop it", path, ErrAreaBusy, describeHolder(f))
+		}
+		return nil, fmt.Errorf("lock plugin area %s: %w", path, err)
+	}
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("open plugin area: %w", err)
@@ -75,7 +97,7 @@ func Open(path string) (*Area, error) {
 	if err != nil {
 		return nil, fmt.Errorf("map plugin area %s: %w", path, err)
 	}
-	a := &Area{mem: mem, capacity: capacity}
+	a := &Area{f: f, mem: mem, capacity: capacity}
 	a.bufs[0] = mem[HeaderSize : HeaderSize+capacity]
 	a.bufs[1] = mem[HeaderSize+capacity : need]
 	return a, nil
@@ -159,17 +181,55 @@ func (a *Area) Stats() Stats {
 	return s
 }
 
-// Close unmaps the area. The file stays (the plugin owns it).
+// Close unmaps the area and lets another reader open it. The file stays
+// (the plugin owns it).
 func (a *Area) Close() error {
 	if a.mem == nil {
 		return nil
 	}
 	err := unix.Munmap(a.mem)
 	a.mem, a.bufs = nil, [2][]byte{}
+	a.f.Close() // releases the lock
 	if err != nil {
 		return fmt.Errorf("unmap plugin area: %w", err)
 	}
 	return nil
+}
+
+// describeHolder names the process holding f's lock, from /proc/locks:
+// "process 1234 (pagecast profile --qmp unix:q.sock)", or "another process"
+// where it cannot be told.
+func describeHolder(f *os.File) string {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return "another process"
+	}
+	// Lines such as "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF":
+	// the device's major and minor in hex, then the inode.
+	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return "another process"
+	}
+	for _, line := range strings.Split(string(locks), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 6 || fields[1] != "FLOCK" || fields[5] != id {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[4])
+		if err != nil {
+			continue
+		}
+		if pid == os.Getpid() {
+			return fmt.Sprintf("this process (pid %d)", pid)
+		}
+		who := fmt.Sprintf("process %d", pid)
+		if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && len(cmd) > 0 {
+			who += " (" + strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")) + ")"
+		}
+		return who
+	}
+	return "another process"
 }
 
 // u32 and u64 point at aligned header fields, shared with QEMU.

@@ -3,10 +3,14 @@ package tcg_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -168,4 +172,81 @@ func TestStats(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestOneReader: an area has one reader at a time. A second Open is
+// refused, saying who holds it (two profiles of one QEMU silently took
+// each other's epochs; a profile beside a migration made it miss pages),
+// while the first reads on; once the first closes, the area opens again.
+func TestOneReader(t *testing.T) {
+	path := writeArea(t, 64, nil)
+	first, err := tcg.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	plugin := mapArea(t, path)
+
+	second, err := tcg.Open(path)
+	if err == nil {
+		second.Close()
+		t.Fatal("a second reader of one area was let in")
+	}
+	if !errors.Is(err, tcg.ErrAreaBusy) || !strings.Contains(err.Error(), fmt.Sprintf("this process (pid %d)", os.Getpid())) {
+		t.Fatalf("second reader: %v, want ErrAreaBusy naming this process", err)
+	}
+	t.Log(err)
+
+	first.SetEpoch(3)
+	plugin[tcg.HeaderSize+64+7] = 1 // buffer 1: odd epochs
+	first.SetEpoch(4)
+	if got := first.ReadEpoch(3, nil); !slices.Equal(got, []uint64{7}) {
+		t.Fatalf("the first reader after the refusal read %v, want [7]", got)
+	}
+
+	// Another process holding it is named by its pid and command line.
+	first.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldArea$")
+	cmd.Env = append(os.Environ(), "PAGECAST_HOLD_AREA="+path)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if _, err := stdout.Read(make([]byte, 1)); err != nil { // it holds the area
+		t.Fatalf("the holding process: %v", err)
+	}
+	_, err = tcg.Open(path)
+	if !errors.Is(err, tcg.ErrAreaBusy) || !strings.Contains(err.Error(), fmt.Sprintf("process %d (%s -test.run", cmd.Process.Pid, os.Args[0])) {
+		t.Fatalf("held by process %d: %v", cmd.Process.Pid, err)
+	}
+	t.Log(err)
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	third, err := tcg.Open(path)
+	if err != nil {
+		t.Fatalf("after the holder closed it: %v", err)
+	}
+	third.Close()
+}
+
+// TestHoldArea is TestOneReader's other process: it opens the area in
+// $PAGECAST_HOLD_AREA, says so on stdout and waits to be killed.
+func TestHoldArea(t *testing.T) {
+	path := os.Getenv("PAGECAST_HOLD_AREA")
+	if path == "" {
+		t.Skip("TestOneReader's helper")
+	}
+	a, err := tcg.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	os.Stdout.WriteString("held\n")
+	time.Sleep(time.Minute)
 }
