@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pagecast/pagecast/bpf"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -84,10 +85,16 @@ type tcgHook struct {
 
 // openTCG maps the plugin's area of QEMU process pid and starts a clean
 // epoch 1: whatever the plugin recorded before is discarded.
+// A plugin that records less than the guest's RAM is refused: its trace
+// would claim all of RAM and hold only part.
 func openTCG(pid int, maxPages uint64) (*tcgHook, error) {
 	a, err := tcg.Attach(pid)
 	if err != nil {
 		return nil, err
+	}
+	if err := a.CheckCovers(maxPages*4096, qemu.PhysPages(maxPages*4096)); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("qemu %d: %w", pid, err)
 	}
 	return &tcgHook{area: a, maxPages: maxPages, base: a.Stats()}, nil
 }

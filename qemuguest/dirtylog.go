@@ -29,10 +29,9 @@ func openTCGLog(pid int, ramPages uint64) (*tcgLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	if need := qemu.PhysPages(ramPages * 4096); a.Capacity() < need {
+	if err := a.CheckCovers(ramPages*4096, qemu.PhysPages(ramPages*4096)); err != nil {
 		a.Close()
-		return nil, fmt.Errorf("qemu %d: the TCG plugin records %d pages, guest RAM spans %d: give the plugin pages=%d",
-			pid, a.Capacity(), need, need)
+		return nil, fmt.Errorf("qemu %d: %w", pid, err)
 	}
 	return &tcgLog{area: a, epoch: 1, ramPages: ramPages}, nil
 }

@@ -107,6 +107,38 @@ func Open(path string) (_ *Area, err error) {
 // records; writes at or beyond it count as OutOfRange.
 func (a *Area) Capacity() uint64 { return a.capacity }
 
+// ErrTooSmall is wrapped by CheckCovers' error.
+var ErrTooSmall = errors.New("the TCG plugin records less than the guest's RAM")
+
+// CheckCovers says whether the plugin records all of a guest RAM of
+// ramBytes (it names pages by their offset in RAM: ramBytes/4 KiB pages),
+// and if not, what to start QEMU with: pages=suggest. (A plugin given
+// pages=16384 in a 256 MiB guest recorded its first 64 MiB while the
+// trace claimed 256 MiB; only a count of dropped writes hinted.)
+func (a *Area) CheckCovers(ramBytes, suggest uint64) error {
+	if need := ramBytes >> PageShift; a.capacity >= need {
+		return nil
+	}
+	return fmt.Errorf("%w: it was given pages=%d (%s), the guest has %s of RAM, and its writes past %s would not be recorded: "+
+		"start QEMU with the plugin's pages=%d (`pagecast plugin --memory %s` prints the -plugin option)",
+		ErrTooSmall, a.capacity, sizeString(a.capacity<<PageShift), sizeString(ramBytes), sizeString(a.capacity<<PageShift),
+		suggest, sizeString(ramBytes))
+}
+
+// sizeString prints n bytes as a whole number of GiB, MiB or KiB where it
+// is one (as --memory takes it: 256M), else in bytes.
+func sizeString(n uint64) string {
+	for _, u := range []struct {
+		shift uint
+		unit  string
+	}{{30, "G"}, {20, "M"}, {10, "K"}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return fmt.Sprintf("%d%s", n>>u.shift, u.unit)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
 // Epoch is the epoch the plugin records into.
 func (a *Area) Epoch() uint32 { return atomic.LoadUint32(a.u32(offEpoch)) }
 

@@ -250,3 +250,27 @@ func TestHoldArea(t *testing.T) {
 	os.Stdout.WriteString("held\n")
 	time.Sleep(time.Minute)
 }
+
+// TestCheckCovers: a plugin recording less than the guest's RAM is told
+// apart, with both sizes and the pages= to give (a 64 MiB plugin in a
+// 256 MiB guest recorded a quarter of it without a word).
+func TestCheckCovers(t *testing.T) {
+	a := newArea(t, 16384, 0) // 64 MiB
+	defer a.Close()
+	if err := a.CheckCovers(64<<20, 16384); err != nil {
+		t.Errorf("64 MiB guest: %v", err)
+	}
+	if err := a.CheckCovers(32<<20, 8192); err != nil {
+		t.Errorf("32 MiB guest: %v", err)
+	}
+	err := a.CheckCovers(256<<20, 65536)
+	if !errors.Is(err, tcg.ErrTooSmall) {
+		t.Fatalf("256 MiB guest: %v, want ErrTooSmall", err)
+	}
+	for _, want := range []string{"pages=16384 (64M)", "the guest has 256M", "pages=65536", "--memory 256M"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	t.Log(err)
+}

@@ -1056,3 +1056,61 @@ func processAlive(pid int) bool {
 	i := bytes.LastIndexByte(stat, ')')
 	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
 }
+
+// startHandQEMU starts QEMU under TCG as a user would, with the plugin
+// that `pagecast plugin --memory pluginMem` prints and a guest RAM of mem,
+// writing; it returns QEMU and its QMP socket once that listens.
+func startHandQEMU(t *testing.T, pluginMem, mem string) (*exec.Cmd, string) {
+	t.Helper()
+	testutil.RequiresQEMU(t)
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	dir := t.TempDir()
+	b, err := exec.Command(binary, "plugin", "--dir", dir, "--memory", pluginMem).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pagecast plugin: %v\n%s", err, b)
+	}
+	m := regexp.MustCompile(`-plugin (\S+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("pagecast plugin printed no -plugin option:\n%s", b)
+	}
+	kernel := filepath.Join(dir, "guest.elf")
+	if err := os.WriteFile(kernel, guest.Image(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "qmp.sock")
+	w, _ := guest.ParseWorkload("hotset:hot=512,p=0.9,delay=5000")
+	q := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-m", mem, "-nographic", "-nodefaults",
+		"-kernel", kernel, "-append", w.Cmdline(1), "-plugin", string(m[1]), "-qmp", "unix:"+sock+",server=on,wait=off")
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		q.Process.Signal(syscall.SIGTERM)
+		q.Wait()
+	})
+	waitSocket(t, sock)
+	return q, sock
+}
+
+// TestProfilePluginTooSmall: a plugin sized for less than the guest's RAM
+// is refused, naming both sizes and the pages= to give, and no trace is
+// written (a 64 MiB plugin in a 256 MiB guest recorded a quarter of it
+// under a trace header claiming 256 MiB, without a word).
+func TestProfilePluginTooSmall(t *testing.T) {
+	_, sock := startHandQEMU(t, "16M", "64M")
+	trace := filepath.Join(t.TempDir(), "small.pct")
+	out, err := exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+sock, "--duration", "1s", "-o", trace).CombinedOutput()
+	if err == nil {
+		t.Fatalf("profile of a 64 MiB guest through a 16 MiB plugin succeeded:\n%s", out)
+	}
+	for _, want := range []string{"pages=4096 (16M)", "the guest has 64M", "pages=16384", "pagecast plugin --memory 64M"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("profile's refusal lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(trace); err == nil {
+		t.Errorf("a refused profile wrote %s", trace)
+	}
+}
