@@ -86,17 +86,19 @@ func (c *vmmControl) learn(pid int) error {
 		return err
 	}
 	t.MemoryBytes = mem.Base
+	var cpus []vcpu
+	if err := qemu.QMP(c.mon, "query-cpus-fast", nil, &cpus); err != nil {
+		return err
+	}
 	t.PID = pid
-	if pid == 0 {
-		var cpus []struct {
-			ThreadID int `json:"thread-id"`
-		}
-		if err := qemu.QMP(c.mon, "query-cpus-fast", nil, &cpus); err != nil {
+	switch {
+	case pid != 0:
+		if err := checkPID(pid, cpus); err != nil {
 			return err
 		}
-		if len(cpus) == 0 || cpus[0].ThreadID == 0 {
-			return errors.New("the VMM reports no vCPU threads; give --pid")
-		}
+	case len(cpus) == 0 || cpus[0].ThreadID == 0:
+		return errors.New("the VMM reports no vCPU threads; give --pid")
+	default:
 		p, err := tgid(cpus[0].ThreadID)
 		if err != nil {
 			return err
@@ -149,6 +151,38 @@ func (c *vmmControl) learn(pid int) error {
 }
 
 var errTgid = errors.New("vCPU thread not found")
+
+// vcpu is a vCPU as query-cpus-fast gives it.
+type vcpu struct {
+	ThreadID int `json:"thread-id"`
+}
+
+// checkPID checks that process pid (--pid) is the VM behind the QMP socket,
+// whose vCPU threads are cpus: they must be among its threads. (Until
+// 2026-12-04 another VM's pid was taken as it came: its writes were
+// recorded under the QMP VM's memory size.) Without a thread id to go by,
+// nothing is said.
+func checkPID(pid int, cpus []vcpu) error {
+	for _, cpu := range cpus {
+		if cpu.ThreadID == 0 {
+			continue
+		}
+		_, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", pid, cpu.ThreadID))
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("check that --pid %d is the VM behind the QMP socket: %w", pid, err)
+		}
+		if owner, err := tgid(cpu.ThreadID); err == nil {
+			return fmt.Errorf("--pid %d is not the VM behind the QMP socket: that VM is process %d (its vCPU thread %d); "+
+				"give --pid %d, or leave --pid out", pid, owner, cpu.ThreadID, owner)
+		}
+		return fmt.Errorf("--pid %d is not the VM behind the QMP socket: its vCPU thread %d is not among process %d's threads; "+
+			"leave --pid out to find the VM from its vCPU threads", pid, cpu.ThreadID, pid)
+	}
+	return nil
+}
 
 // tgid maps a thread id to its process id.
 func tgid(tid int) (int, error) {

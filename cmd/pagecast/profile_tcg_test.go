@@ -1114,3 +1114,27 @@ func TestProfilePluginTooSmall(t *testing.T) {
 		t.Errorf("a refused profile wrote %s", trace)
 	}
 }
+
+// TestProfilePIDOfAnotherVM: --pid must be the VM behind --qmp (its vCPU
+// threads are the process's): another process is refused, naming both,
+// and the right one profiles. (Another VM's pid was taken as given: its
+// writes were recorded under the first VM's size and pid.)
+func TestProfilePIDOfAnotherVM(t *testing.T) {
+	q, sock := startHandQEMU(t, "32M", "32M")
+	other := os.Getpid() // not a VM, but a process that runs
+	trace := filepath.Join(t.TempDir(), "wrongpid.pct")
+	out, err := exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+sock, "--pid", fmt.Sprint(other),
+		"--duration", "1s", "-o", trace).CombinedOutput()
+	want := fmt.Sprintf("--pid %d is not the VM behind the QMP socket: that VM is process %d", other, q.Process.Pid)
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("profile --pid of another process: %v, want %q:\n%s", err, want, out)
+	}
+	if _, err := os.Stat(trace); err == nil {
+		t.Errorf("a refused profile wrote %s", trace)
+	}
+	out, err = exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+sock, "--pid", fmt.Sprint(q.Process.Pid),
+		"--duration", "1s", "-q").CombinedOutput()
+	if err != nil {
+		t.Errorf("profile --pid of the VM itself: %v\n%s", err, out)
+	}
+}
