@@ -289,5 +289,13 @@ func holdsKVMVM(pid int) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("profile: process %d holds no KVM VM (no anon_inode:kvm-vm among its open files): give the VMM's process id, or its QMP socket (--qmp)", pid)
+	if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+		if name, _, _ := strings.Cut(string(cmd), "\x00"); strings.Contains(filepath.Base(name), "qemu") {
+			// It is the VMM: it was told to give the VMM's process id.
+			return fmt.Errorf("profile: process %d is QEMU but holds no KVM VM (it runs its guest under TCG): "+
+				"--pid without --qmp works only for a VM under KVM; give QEMU's QMP socket (--qmp) to profile it through pagecast's TCG plugin", pid)
+		}
+	}
+	return fmt.Errorf("profile: process %d holds no KVM VM (no anon_inode:kvm-vm among its open files): "+
+		"--pid without --qmp works only for a VMM running a VM under KVM; give that process's id, or the VM's QMP socket (--qmp)", pid)
 }

@@ -105,7 +105,7 @@ func (h *tcgHook) setEpoch(e uint32) error { h.area.SetEpoch(e); return nil }
 
 func (h *tcgHook) pages(e uint32, dst []uint64) ([]uint64, error) {
 	if st := h.area.Stats(); st.Exited {
-		return dst, fmt.Errorf("QEMU (pid %d) has exited: its TCG plugin stopped recording", st.PID)
+		return dst, &goneError{fmt.Sprintf("QEMU (pid %d) has exited: its TCG plugin stopped recording", st.PID)}
 	}
 	n := len(dst)
 	dst = h.area.ReadEpoch(e, dst)

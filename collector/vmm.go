@@ -257,11 +257,11 @@ func (c *vmmControl) alive() error {
 	}
 	// Signal 0 needs no file descriptor; EPERM means the process exists.
 	if err := signalProcess(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return gone("has exited, or never ran")
+		return gone("has exited")
 	}
 	b, err := readProcStat(pid)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
-		return gone("has exited, or never ran")
+		return gone("has exited")
 	}
 	if err != nil {
 		return fmt.Errorf("check that the VM's %s (pid %d) still runs: %w", c.target.Kind, pid, err)

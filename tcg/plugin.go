@@ -48,6 +48,9 @@ func PluginArg(so, shm string, pages uint64) string {
 	return arg
 }
 
+// ErrNotQEMU is wrapped by FindShm's error for a process that is not QEMU.
+var ErrNotQEMU = errors.New("not a QEMU process")
+
 // ErrNoPlugin is wrapped by FindShm's error for a QEMU without the plugin.
 var ErrNoPlugin = errors.New("qemu runs without pagecast's TCG plugin")
 
@@ -62,6 +65,11 @@ func FindShm(pid int) (string, error) {
 	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 	if shm, ok := shmFromArgs(args, pid); ok {
 		return shm, nil
+	}
+	if name := filepath.Base(args[0]); args[0] == "" || !strings.Contains(name, "qemu") {
+		// pid 1 was said to be a "qemu" that "runs without pagecast's
+		// TCG plugin".
+		return "", fmt.Errorf("find plugin area: process %d (%s) is %w", pid, name, ErrNotQEMU)
 	}
 	return "", fmt.Errorf("find plugin area of qemu %d: %w: `pagecast plugin --dir DIR --memory SIZE` writes the plugin "+
 		"and prints the -plugin option to start QEMU with", pid, ErrNoPlugin)

@@ -3,6 +3,7 @@ package tcg_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,10 +46,15 @@ func TestFindShm(t *testing.T) {
 		{"default", []string{"-plugin", "/x/pagecast-dirty.so"}, "DEFAULT"},
 		{"another plugin", []string{"-plugin", "/x/libhotpages.so,shm=/tmp/d"}, ""},
 		{"none", []string{"-accel", "tcg"}, ""},
+		{"not qemu", nil, "NOTQEMU"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			// A shell that sleeps carries the arguments in its command line.
+			// A shell that sleeps carries the arguments in its command
+			// line, under QEMU's name.
 			cmd := exec.Command("/bin/sh", append([]string{"-c", "sleep 30", "qemu"}, c.args...)...)
+			if c.want != "NOTQEMU" {
+				cmd.Args[0] = "/usr/bin/qemu-system-x86_64"
+			}
 			if err := cmd.Start(); err != nil {
 				t.Skip(err)
 			}
@@ -59,6 +65,15 @@ func TestFindShm(t *testing.T) {
 				want = tcg.DefaultShm(cmd.Process.Pid)
 			}
 			got, err := tcg.FindShm(cmd.Process.Pid)
+			if want == "NOTQEMU" {
+				// It was said to be a "qemu" without the plugin.
+				if !errors.Is(err, tcg.ErrNotQEMU) || errors.Is(err, tcg.ErrNoPlugin) ||
+					!strings.Contains(err.Error(), fmt.Sprintf("process %d (sh) is not a QEMU process", cmd.Process.Pid)) {
+					t.Fatalf("FindShm of a shell = %q, %v; want ErrNotQEMU naming it", got, err)
+				}
+				t.Log(err)
+				return
+			}
 			if want == "" {
 				if !errors.Is(err, tcg.ErrNoPlugin) || !strings.Contains(err.Error(), "-plugin") {
 					t.Fatalf("FindShm = %q, %v; want ErrNoPlugin saying how to start QEMU", got, err)

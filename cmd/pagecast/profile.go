@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -103,8 +104,12 @@ func runProfile(c *cli.Context) error {
 	// as it was (a busy --metrics port left a 142-byte trace of no epoch).
 	// -o and --metrics are checked before the VM is attached to.
 	if path := c.String("out"); path != "" {
-		if _, _, err := outputFile(path); err != nil {
+		target, _, err := outputFile(path)
+		if err != nil {
 			return fmt.Errorf("--out %w", err)
+		}
+		if _, err := os.Stat(filepath.Dir(target)); err != nil {
+			return fmt.Errorf("--out %s: its directory: %w", path, err)
 		}
 	}
 	var metrics net.Listener
@@ -130,6 +135,25 @@ func runProfile(c *cli.Context) error {
 		defer cancel()
 	}
 	t := col.Target()
+	// The trace is created last, once the start can no longer fail, and
+	// before profile says it profiles (it said so, then failed to create
+	// --out /nonexistent/x.pct).
+	var w *trace.Writer
+	if path := c.String("out"); path != "" {
+		w, err = trace.Create(path, trace.Meta{
+			MemoryBytes: t.MaxPages() * 4096,
+			PageSize:    4096,
+			Epoch:       cfg.Epoch,
+			Hook:        col.Hook(),
+			Source:      fmt.Sprintf("%s pid %d", t.Kind, t.PID),
+			Start:       col.Began(),
+			Extra:       map[string]string{"guest-memory-bytes": fmt.Sprint(t.MemoryBytes), "dirty-mode": t.DirtyMode},
+		})
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+	}
 	for _, f := range col.Fallbacks() {
 		fmt.Fprintf(out, "note: hook %s cannot load here (%v); using the next one (--list-hooks lists them)\n", f.Hook.Name, f.Err)
 	}
@@ -153,23 +177,6 @@ func runProfile(c *cli.Context) error {
 	if metrics != nil {
 		stop := serveMetrics(metrics, col.Metrics())
 		defer stop()
-	}
-	// The trace is created last, once the start can no longer fail.
-	var w *trace.Writer
-	if path := c.String("out"); path != "" {
-		w, err = trace.Create(path, trace.Meta{
-			MemoryBytes: t.MaxPages() * 4096,
-			PageSize:    4096,
-			Epoch:       cfg.Epoch,
-			Hook:        col.Hook(),
-			Source:      fmt.Sprintf("%s pid %d", t.Kind, t.PID),
-			Start:       col.Began(),
-			Extra:       map[string]string{"guest-memory-bytes": fmt.Sprint(t.MemoryBytes), "dirty-mode": t.DirtyMode},
-		})
-		if err != nil {
-			return err
-		}
-		defer w.Close()
 	}
 
 	var epochs, pages uint64
@@ -203,6 +210,9 @@ func runProfile(c *cli.Context) error {
 		return nil
 	})
 	printLine() // what --duration or SIGINT cut short
+	if errors.Is(err, collector.ErrVMGone) && w != nil {
+		return fmt.Errorf("%w after %d epochs; trace %s keeps them", err, epochs, c.String("out"))
+	}
 	if err != nil {
 		return err
 	}

@@ -243,6 +243,10 @@ func TestProfileTCGQEMUKilled(t *testing.T) {
 	if err != nil || len(epochs) < 2 || len(damage) != 0 {
 		t.Fatalf("trace after the crash: %d epochs, damage %v, %v; want the epochs closed before it, undamaged", len(epochs), damage, err)
 	}
+	// It says what the trace kept (it said only that QEMU had exited).
+	if want := fmt.Sprintf("after %d epochs; trace %s keeps them", len(epochs), out); !strings.Contains(stderr.String(), want) {
+		t.Errorf("profile's last words %q lack %q", stderr.String(), want)
+	}
 }
 
 // TestQEMUErrors: each mistake gets one line and exit status 1, and no
@@ -1136,5 +1140,27 @@ func TestProfilePIDOfAnotherVM(t *testing.T) {
 		"--duration", "1s", "-q").CombinedOutput()
 	if err != nil {
 		t.Errorf("profile --pid of the VM itself: %v\n%s", err, out)
+	}
+}
+
+// TestProfileMessages: --pid of a TCG QEMU without --qmp says that --pid
+// alone works only under KVM (it said to give the VMM's id, which it was),
+// and an --out that cannot be created fails before profile says it
+// profiles (it said "profiling qemu VM", then failed).
+func TestProfileMessages(t *testing.T) {
+	q, sock := startHandQEMU(t, "32M", "32M")
+	out, err := exec.Command(binary, "--log-level", "warn", "profile", "--pid", fmt.Sprint(q.Process.Pid), "--memory", "32M", "--duration", "1s").CombinedOutput()
+	for _, want := range []string{fmt.Sprintf("process %d is QEMU", q.Process.Pid), "--pid without --qmp works only for a VM under KVM", "--qmp"} {
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("profile --pid of a TCG QEMU: %v, output lacks %q:\n%s", err, want, out)
+		}
+	}
+	if strings.Contains(string(out), "give the VMM's process id") {
+		t.Errorf("profile --pid of the VMM asks for the VMM's process id:\n%s", out)
+	}
+
+	out, err = exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+sock, "--duration", "1s", "--out", "/nonexistent/x.pct").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "/nonexistent/x.pct") || strings.Contains(string(out), "profiling") {
+		t.Errorf("profile --out /nonexistent/x.pct: %v, want only its error:\n%s", err, out)
 	}
 }
