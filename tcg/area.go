@@ -276,8 +276,10 @@ func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }
 // Attach maps the area of the plugin inside QEMU process pid and starts
 // clean at epoch 1: whatever the plugin recorded before (the boot, an
 // earlier profile) is discarded, each buffer cleared while the plugin
-// writes into the other.
+// writes into the other. It first removes the areas of QEMUs that have
+// gone without removing theirs (RemoveStale).
 func Attach(pid int) (*Area, error) {
+	RemoveStale()
 	shm, err := FindShm(pid)
 	if err != nil {
 		return nil, err

@@ -274,3 +274,83 @@ func TestCheckCovers(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestRemoveStale: the area of a QEMU that has gone without removing it
+// (SIGKILL) is removed; an area whose QEMU runs, one a reader holds, a
+// file that is not the plugin's and one named otherwise are left.
+func TestRemoveStale(t *testing.T) {
+	dir := t.TempDir()
+	// A pid that has gone: a process that ran and was reaped.
+	done := exec.Command("true")
+	if err := done.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := done.Process.Pid
+	area := func(name string, pid int) string {
+		src := writeArea(t, 64, func(f []byte) []byte {
+			binary.LittleEndian.PutUint32(f[32:], uint32(pid))
+			return f
+		})
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	stale := area(fmt.Sprintf("pagecast-tcg.%d", dead), dead)
+	// A QEMU killed but not yet waited for by its parent: a zombie.
+	zombie := exec.Command("sleep", "30")
+	if err := zombie.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Wait()
+	zombie.Process.Kill()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", zombie.Process.Pid))
+		if strings.Contains(string(stat), ") Z") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sleep %d not a zombie in 5s: %s", zombie.Process.Pid, stat)
+		}
+	}
+	killed := area(fmt.Sprintf("pagecast-tcg.%d", zombie.Process.Pid), zombie.Process.Pid)
+	running := area(fmt.Sprintf("pagecast-tcg.%d", os.Getpid()), os.Getpid())
+	otherPID := area(fmt.Sprintf("pagecast-tcg.%d", dead+1<<22), dead) // header names another pid
+	otherName := area(fmt.Sprintf("vm1.%d", dead), dead)
+	notOurs := filepath.Join(dir, fmt.Sprintf("pagecast-tcg.%d", 1<<22+1))
+	if err := os.WriteFile(notOurs, []byte("someone else's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	heldPID := dead + 1<<22 + 2 // past pid_max: gone
+	held := area(fmt.Sprintf("pagecast-tcg.%d", heldPID), heldPID)
+	reader, err := tcg.Open(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+
+	removed, err := tcg.RemoveStaleIn(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{stale, killed}
+	slices.Sort(want)
+	if slices.Sort(removed); !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want only %v", removed, want)
+	}
+	for _, p := range []string{stale, killed} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s (QEMU gone) still there: %v", p, err)
+		}
+	}
+	for _, p := range []string{running, otherPID, otherName, notOurs, held} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
+	}
+}

@@ -12,7 +12,8 @@
 //	qemu-system-x86_64 -accel tcg ... -plugin /run/pagecast-dirty.so,shm=/dev/shm/vm1,pages=262144
 //
 // shm= is the area's path (default /dev/shm/pagecast-tcg.<qemu pid>,
-// removed when QEMU exits normally; FindShm finds it from a QEMU's pid);
+// removed when QEMU exits normally, and by RemoveStale once a QEMU killed
+// before it could has gone; FindShm finds it from a QEMU's pid);
 // pages= is the number of 4 KiB guest-physical page frames recorded
 // (default 1 Mi, 4 GiB of addresses). The plugin speaks plugin API version
 // 1 (QEMU 7.2). A QEMU that refuses it says so on stderr; ExplainLoadError

@@ -31,7 +31,8 @@ func WritePlugin(dir string) (string, error) {
 }
 
 // DefaultShm is the area the plugin creates without shm=, in QEMU pid's
-// name; the plugin removes it when QEMU exits normally.
+// name; the plugin removes it when QEMU exits normally, RemoveStale when
+// QEMU was killed.
 func DefaultShm(pid int) string { return fmt.Sprintf("/dev/shm/pagecast-tcg.%d", pid) }
 
 // PluginArg is the value of QEMU's -plugin option that loads the plugin so

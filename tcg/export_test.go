@@ -1,0 +1,4 @@
+package tcg
+
+// RemoveStaleIn is RemoveStale in another directory than /dev/shm.
+var RemoveStaleIn = removeStaleIn
