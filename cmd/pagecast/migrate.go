@@ -218,11 +218,19 @@ func runMigrate(c *cli.Context) (err error) {
 		// destination nobody listens on is found first. A receiver takes
 		// a connection closed unsaid for the probe it is.
 		addr, _ := migrator.ParseURI(c.String("to"))
-		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			return fmt.Errorf("--to %s: %w (nothing to migrate to: start the destination first)", c.String("to"), err)
+		conn, derr := net.DialTimeout("tcp", addr, 5*time.Second)
+		if derr != nil {
+			return fmt.Errorf("--to %s: %w (nothing to migrate to: start the destination first)", c.String("to"), derr)
 		}
 		conn.Close()
+		defer func() {
+			// A QEMU listening with its own -incoming exits on that
+			// connection, and then refuses the migration's own.
+			if err != nil && strings.Contains(err.Error(), "connect to the destination") && strings.Contains(err.Error(), "connection refused") {
+				err = fmt.Errorf("%w (something listened on %s when auto checked, before it watched the guest, and is gone: a QEMU listening with its own -incoming exits on a connection that is not QEMU's migration; give --dest-qmp, so that auto can tell such a destination and refuse before it connects, or a mode, which QEMU's engine runs there)",
+					err, c.String("to"))
+			}
+		}()
 	}
 	metrics, lingerMetrics, err := migrationMetrics(c, path)
 	if err != nil {

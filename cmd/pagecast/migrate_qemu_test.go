@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -546,4 +547,28 @@ func qemuPostcopyUnderway(t *testing.T) (src, dst *qemuRun, migrate *exec.Cmd, o
 		t.Fatalf("no post-copy in 60 s:\n%s", out.String())
 	}
 	return src, dst, migrate, out
+}
+
+// TestAutoProbeEndsQEMUIncoming: without --dest-qmp, auto's check that
+// something listens on --to ends a QEMU listening with its own -incoming
+// (it exits on a stream that is not QEMU's); its migration's own connect
+// then fails refused, and says why, where it said only "connection
+// refused". Played by a listener that takes one connection and closes.
+func TestAutoProbeEndsQEMUIncoming(t *testing.T) {
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+		l.Close()
+	}()
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+l.Addr().String(),
+		"--mode", "auto", "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "connection refused") || !strings.Contains(string(out), "a QEMU listening with its own -incoming exits on a connection that is not QEMU's migration; give --dest-qmp") {
+		t.Fatalf("auto to a destination gone after its check: %v\n%s", err, out)
+	}
 }
