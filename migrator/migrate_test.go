@@ -758,6 +758,48 @@ func TestCancel(t *testing.T) {
 	}
 }
 
+// TestCancelInStopAndCopy: a cancel during the stop-and-copy stops it at
+// a record's end, before the commit: the guest resumes here and the
+// destination is told, where the stop-and-copy ignored the cancel and
+// committed (walk 14: "completed" after Ctrl-C), or went on sending until
+// cancelGrace cut it mid-record.
+func TestCancelInStopAndCopy(t *testing.T) {
+	busy := memConfig{Memory: 8 << 20, Hot: 1024, P: 0.95, Rate: 50000}
+	src := newMemGuest(t, busy, true)
+	dst := newMemGuest(t, busy, false)
+	d := listenDestination(t, dst, ReceiveConfig{})
+	m, err := Outgoing(src, d.uri, Config{Mode: ModePrecopy, MaxBandwidth: 8 << 20, MaxRounds: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); m.Info().Status != StatusDevice; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) || m.finishedNow() {
+			t.Fatalf("no stop-and-copy: %+v", m.Info())
+		}
+	}
+	start := time.Now()
+	if err := m.Cancel(); err != nil {
+		t.Fatalf("Cancel in the stop-and-copy: %v", err)
+	}
+	info, err := m.Wait()
+	if err == nil || info.Status != StatusCancelled {
+		t.Fatalf("cancelled in the stop-and-copy: %s %v", info.Status, err)
+	}
+	if took := time.Since(start); took >= cancelGrace {
+		t.Errorf("the cancel took %v: the link was cut, not the migration stopped", took)
+	}
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source is %s after the cancel", st)
+	}
+	<-d.done
+	if d.err == nil || !strings.Contains(d.err.Error(), "the source aborted the migration: cancelled on the source, where the guest runs on") {
+		t.Errorf("destination: %v; want it to say the source cancelled", d.err)
+	}
+	if ok, st := dst.Running(); ok {
+		t.Errorf("destination is %s after a cancelled migration", st)
+	}
+}
+
 func TestBudgetCut(t *testing.T) {
 	prob := []float32{0.1, 0.5, 0.9, 0.99, 1, 1, 0.3}
 	for _, tc := range []struct {

@@ -474,7 +474,7 @@ func (m *Migration) run(ctx, linkCtx context.Context, md mode, pol policy) (err 
 	if post {
 		return s.why(s.switchToPostcopy(ctx, stopReason, s.m.Info().Pagecast.Round+1))
 	}
-	return s.why(s.stopAndCopy(stopReason))
+	return s.why(s.stopAndCopy(ctx, stopReason))
 }
 
 // why adds the destination's own reason to a failure, when it sent one:
@@ -1056,7 +1056,10 @@ func (s *sender) throttle(round int, before, after uint64) error {
 // before the guest could run on, they took the switch-over as long as
 // reading all the memory the guest holds does (a 3 GiB guest holding
 // 2 GiB: 360 ms of a 578 ms pause beyond the pages and the state).
-func (s *sender) stopAndCopy(reason string) (err error) {
+// A cancel (ctx) stops it at the end of a record, before the commit: the
+// guest resumes here and the destination is told (it went on to the
+// commit, ignoring the cancel, or was cut mid-record after cancelGrace).
+func (s *sender) stopAndCopy(ctx context.Context, reason string) (err error) {
 	paused, err := s.pause(reason)
 	if err != nil {
 		return err
@@ -1087,7 +1090,7 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 		return st
 	}
 	defer stateWait() // before a failure resumes the guest: QEMU's save must be over
-	if _, err := s.sendPass(context.Background(), round, false, false); err != nil {
+	if _, err := s.sendPass(ctx, round, false, false); err != nil {
 		return err
 	}
 	pagesBytes, sent := s.w.Bytes()-precopyBytes, s.m.clock.Now()
@@ -1105,13 +1108,19 @@ func (s *sender) stopAndCopy(reason string) (err error) {
 	if err := s.awaitVerified("stop-and-copy"); err != nil {
 		return err
 	}
+	// From here a cancel is refused (ErrCommitted); one that came
+	// before stops the migration.
+	s.m.mu.Lock()
+	cancelled := s.m.cancelled
+	s.m.committed = !cancelled
+	s.m.mu.Unlock()
+	if cancelled {
+		return context.Canceled
+	}
 	if err := s.commit(); err != nil {
 		return err
 	}
 	committed = true // the destination runs the guest from here; this copy stays paused
-	s.m.mu.Lock()
-	s.m.committed = true
-	s.m.mu.Unlock()
 	downtime := s.m.clock.Now().Sub(paused)
 	s.m.update(func(i *Info) {
 		i.Downtime = downtime.Milliseconds()
@@ -1438,9 +1447,14 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 			return false, nil
 		}
 		normal++
-		if flushed == 2 && s.m.clock.Now().Sub(lastReport) >= 50*time.Millisecond {
-			report()
-			lastReport = s.m.clock.Now()
+		if flushed == 2 {
+			if err := ctx.Err(); err != nil { // a cancel stops at a record's end
+				return false, err
+			}
+			if s.m.clock.Now().Sub(lastReport) >= 50*time.Millisecond {
+				report()
+				lastReport = s.m.clock.Now()
+			}
 		}
 		return false, nil
 	}
