@@ -426,32 +426,7 @@ func TestDemoQEMU(t *testing.T) {
 // (and with plain, unshared RAM); `pagecast profile` finds the plugin's
 // shared memory through /proc and says the RAM is not shared.
 func TestProfileHandStartedQEMU(t *testing.T) {
-	testutil.RequiresQEMU(t)
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped in short mode")
-	}
-	dir := t.TempDir()
-	b, err := exec.Command(binary, "plugin", "--dir", dir, "--memory", "32M").CombinedOutput()
-	if err != nil {
-		t.Fatalf("pagecast plugin: %v\n%s", err, b)
-	}
-	m := regexp.MustCompile(`-plugin (\S+)`).FindSubmatch(b)
-	if m == nil {
-		t.Fatalf("pagecast plugin printed no -plugin option:\n%s", b)
-	}
-	kernel := filepath.Join(dir, "guest.elf")
-	if err := os.WriteFile(kernel, guest.Image(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "qmp.sock")
-	w, _ := guest.ParseWorkload("hotset:hot=512,p=0.9,delay=5000")
-	q := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-m", "32M", "-nographic", "-nodefaults",
-		"-kernel", kernel, "-append", w.Cmdline(1), "-plugin", string(m[1]), "-qmp", "unix:"+sock+",server=on,wait=off")
-	var qerr bytes.Buffer
-	q.Stderr = &qerr
-	if err := q.Start(); err != nil {
-		t.Fatal(err)
-	}
+	q, sock := startHandQEMU(t, "32M", "32M")
 	shm := tcg.DefaultShm(q.Process.Pid)
 	defer func() {
 		q.Process.Signal(syscall.SIGTERM) // QEMU exits cleanly, and the plugin removes its shared memory
@@ -461,11 +436,10 @@ func TestProfileHandStartedQEMU(t *testing.T) {
 			os.Remove(shm)
 		}
 	}()
-	waitSocket(t, sock)
 	time.Sleep(2 * time.Second) // the guest boots (SeaBIOS, then the kernel)
 	out, err := exec.Command(binary, "--log-level", "warn", "profile", "--qmp", "unix:"+sock, "--duration", "2s", "--epoch", "250ms", "--interval", "0").CombinedOutput()
 	if err != nil {
-		t.Fatalf("pagecast profile: %v\n%s\nqemu: %s", err, out, qerr.String())
+		t.Fatalf("pagecast profile: %v\n%s\nqemu: %s", err, out, q.Stderr)
 	}
 	for _, want := range []string{"guest RAM is not shared memory", "with tcg-plugin", "epoch    4"} {
 		if !strings.Contains(string(out), want) {
@@ -1063,7 +1037,8 @@ func processAlive(pid int) bool {
 
 // startHandQEMU starts QEMU under TCG as a user would, with the plugin
 // that `pagecast plugin --memory pluginMem` prints and a guest RAM of mem,
-// writing; it returns QEMU and its QMP socket once that listens.
+// writing; it returns QEMU (its Stderr a *bytes.Buffer) and its QMP
+// socket once that listens.
 func startHandQEMU(t *testing.T, pluginMem, mem string) (*exec.Cmd, string) {
 	t.Helper()
 	testutil.RequiresQEMU(t)
@@ -1087,6 +1062,7 @@ func startHandQEMU(t *testing.T, pluginMem, mem string) (*exec.Cmd, string) {
 	w, _ := guest.ParseWorkload("hotset:hot=512,p=0.9,delay=5000")
 	q := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-m", mem, "-nographic", "-nodefaults",
 		"-kernel", kernel, "-append", w.Cmdline(1), "-plugin", string(m[1]), "-qmp", "unix:"+sock+",server=on,wait=off")
+	q.Stderr = new(bytes.Buffer)
 	if err := q.Start(); err != nil {
 		t.Fatal(err)
 	}
