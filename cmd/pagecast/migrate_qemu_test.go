@@ -459,6 +459,22 @@ func TestIncomingQEMUPostcopySays(t *testing.T) {
 	dst.saysAfterMigration(t, "QEMU's migration received; guest running")
 }
 
+// TestIncomingQEMUStoppedWaiting: a destination under QEMU's own
+// -incoming stopped (SIGTERM) before any migration came says so and exits
+// with status 1, as one with pagecast's engine (it exited 0, silent).
+func TestIncomingQEMUStoppedWaiting(t *testing.T) {
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", freeTCP(t), "--engine", "qemu")
+	dst.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-dst.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("vm run --engine qemu --incoming did not exit on SIGTERM")
+	}
+	if code := dst.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(dst.stderr.String(), "pagecast: stopped while waiting for an incoming migration\n") {
+		t.Fatalf("stopped while waiting: exit status %d\n%s", code, dst.stderr.String())
+	}
+}
+
 // TestIncomingQEMUStoppedInPostcopy: a destination stopped in QEMU's
 // post-copy says the guest is lost, and migrate, given --dest-qmp, says
 // the destination is gone and there is nothing to recover (it suggested

@@ -257,7 +257,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			}
 		}
 		st, err := waitIncomingQEMU(ctx, vm.VM, out)
-		if err != nil || st == "" {
+		if err != nil {
 			return err
 		}
 		if st == "paused" && c.Bool("paused") {
@@ -327,7 +327,8 @@ var fixedP = regexp.MustCompile(` p=\d+\b`)
 // waitIncomingQEMU waits until QEMU, started with its own -incoming, has
 // taken a migration (its run state leaves inmigrate: running, or paused
 // for a destination started so, and its query-migrate is past post-copy)
-// and returns that state; "" if ctx ends first. A migration QEMU fails to
+// and returns that state; errStoppedWaiting (errStoppedReceiving once
+// QEMU's migration is under way) if ctx ends first. A migration QEMU fails to
 // load makes it exit, with its reason. In post-copy, where the guest runs
 // here with part of its memory still at the source, it says so on out
 // once, and a stop then is said to have lost the guest.
@@ -341,7 +342,15 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			if postcopy {
 				return "", errors.New("stopped during QEMU's post-copy: the guest ran here with part of its memory still at the source, and is lost")
 			}
-			return "", nil
+			// As pagecast's engine's destination: one that does not
+			// start fails (README: exits with status 1).
+			var mig struct {
+				Status string `json:"status"`
+			}
+			if err := qemu.QMP(vm.Monitor, "query-migrate", nil, &mig); err == nil && mig.Status == "active" {
+				return "", errStoppedReceiving
+			}
+			return "", errStoppedWaiting
 		case <-vm.Done():
 			return "", qemuEnded(vm.ExitErr(), vm.Stderr())
 		case <-tick.C:
