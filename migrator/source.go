@@ -178,6 +178,9 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 		return nil, err
 	}
 	if ok, st := g.Running(); !ok {
+		if st == "paused" {
+			return nil, errors.New("migrate: virtual machine is paused, not running: resume it (QMP cont), then migrate")
+		}
 		return nil, fmt.Errorf("migrate: virtual machine is %s, not running", st)
 	}
 	// Two ends: cancel stops the engine between records, so that it can

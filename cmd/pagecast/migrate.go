@@ -25,6 +25,7 @@ import (
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/simulate"
 	"github.com/pagecast/pagecast/trace"
@@ -346,6 +347,17 @@ func runMigrate(c *cli.Context) (err error) {
 	if kind == migrator.MonitorPagecast && p.Mode == modeAuto {
 		watching = interrupts.whileWatching(path)
 	}
+	// What becomes of the guest if QEMU's migration fails: it goes on as
+	// it was, running or paused.
+	kept := "the guest keeps running on the source"
+	if plan != nil {
+		var st struct {
+			Status string `json:"status"`
+		}
+		if qemu.QMP(mon, "query-status", nil, &st) == nil && st.Status == "paused" {
+			kept = "the guest was paused before the migration and stays paused on the source"
+		}
+	}
 	err = migrator.Migrate(mon, c.String("to"))
 	if watching != nil && watching() {
 		if err != nil {
@@ -442,13 +454,13 @@ func runMigrate(c *cli.Context) (err error) {
 			strings.Contains(info.ErrorDesc, "Bad file descriptor")) {
 		// pagecast's receiver hangs up on QEMU's stream at once; QEMU
 		// says so in one of three ways, as its writes meet the hang-up.
-		return fmt.Errorf("%w (the guest keeps running on the source; the destination hung up at once: QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts; a pagecast receiver, vm run --incoming or pagecast receive, takes pagecast's engine only)", err)
+		return fmt.Errorf("%w (%s; the destination hung up at once: QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts; a pagecast receiver, vm run --incoming or pagecast receive, takes pagecast's engine only)", err, kept)
 	}
 	if err != nil && qmpGone(err) {
 		return fmt.Errorf("the source's QMP connection closed during the migration: has its VM exited? (%w)", err)
 	}
 	if err != nil {
-		return fmt.Errorf("%w (the guest keeps running on the source)", err)
+		return fmt.Errorf("%w (%s)", err, kept)
 	}
 	if plan != nil {
 		info.CPUThrottlePercentage = throttle

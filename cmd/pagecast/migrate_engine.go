@@ -119,6 +119,12 @@ func sameTCPPort(a, b string) bool {
 // metrics, if not nil, follows the migration; given the destination QEMU's
 // monitor dst (the source's is mon), the summary has the guest's own pause.
 func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor) error {
+	if ok, st := src.Running(); !ok && st == "paused" {
+		// pagecast's engine moves a running guest; QEMU's own migration
+		// takes a paused one as it is.
+		return errors.New("migrate: virtual machine is paused, not running: pagecast's engine migrates a running guest only; " +
+			"resume it (QMP cont), or migrate it paused with --engine qemu (QEMU's own migration, to a vm run --incoming --engine qemu destination, where it arrives paused)")
+	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	var choice *simulate.Choice

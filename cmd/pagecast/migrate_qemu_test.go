@@ -303,6 +303,43 @@ func TestMigrateQEMUDestinationDies(t *testing.T) {
 	}
 }
 
+// TestMigratePausedQEMUSource: a source paused by QMP stop is refused by
+// pagecast's engine with what to do (it said only "virtual machine is
+// paused, not running"), and QEMU's engine toward a pagecast receiver
+// fails saying the guest stays paused on the source (it said it "keeps
+// running").
+func TestMigratePausedQEMUSource(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	uri := freeTCP(t)
+	startQEMURun(t, "--memory", "32M", "--incoming", uri) // pagecast's receiver
+	// QEMU serves one QMP client at a time.
+	qmpOnce := func(cmd string) map[string]any {
+		mon, err := dialQMP(src.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mon.Disconnect()
+		return run(t, mon, cmd, nil)
+	}
+	qmpOnce("stop")
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", "64MiB/s").CombinedOutput()
+	if want := "virtual machine is paused, not running: pagecast's engine migrates a running guest only; resume it (QMP cont), or migrate it paused with --engine qemu"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("pagecast's engine from a paused source: %v\n%s\nwant %q", err, out, want)
+	}
+	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", "64MiB/s",
+		"--engine", "qemu", "--quiet").CombinedOutput()
+	if want := "the guest was paused before the migration and stays paused on the source"; err == nil || !strings.Contains(string(out), want) || strings.Contains(string(out), "keeps running") {
+		t.Errorf("QEMU's engine from a paused source to a pagecast receiver: %v\n%s\nwant %q", err, out, want)
+	}
+	if st := qmpOnce("query-status")["status"]; st != "paused" {
+		t.Errorf("source after the failed migration: %s, want paused", st)
+	}
+}
+
 // TestMigrateQEMUForcedSays: QEMU's migration forced to switch over at
 // the round cap says what its stop-and-copy sent, which QEMU does not
 // hold to --bandwidth (the summary showed a short downtime and no word of

@@ -395,7 +395,7 @@ func TestMigrateQMP(t *testing.T) {
 	// A paused source is refused once, in the migrate command's words.
 	run(t, vm.mon, "stop", nil)
 	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+vm.sock, "--to", freeTCP(t)).CombinedOutput()
-	if want := "pagecast: migrate: virtual machine is paused, not running"; err == nil || !strings.Contains(string(out), want) {
+	if want := "pagecast: migrate: virtual machine is paused, not running: resume it (QMP cont), then migrate"; err == nil || !strings.Contains(string(out), want) {
 		t.Errorf("migrate of a paused VM: %v, %q; want %q", err, out, want)
 	}
 	run(t, vm.mon, "cont", nil)
