@@ -363,6 +363,13 @@ var qemuNow = time.Now
 // postcopy-paused at once).
 var PostcopyStall = 10 * time.Second
 
+// PrecopyStall is how long WaitQEMU waits in QEMU's pre-copy (active) for
+// QEMU to move a byte before it cancels the migration (migrate_cancel),
+// the guest running on at the source, as pagecast's engine gives up on a
+// link that moves nothing: QEMU itself waits for ever on a destination
+// that stopped (SIGSTOP), its progress unchanged.
+var PrecopyStall = 10 * time.Second
+
 // WaitQEMU is Wait for a migration that plan set up. For a post-copy plan
 // it sends migrate-start-postcopy once, as soon as a reply shows the
 // migration active with dirty-sync-count at PostcopyAfterSyncs (a
@@ -373,12 +380,15 @@ var PostcopyStall = 10 * time.Second
 // stopped, for someone to recover it. Once dirty-sync-count passes
 // plan.MaxSyncs it forces the switch-over (ForcedDowntimeLimit) and sets
 // plan.Forced, or for a Stalled plan switches to post-copy. In post-copy,
-// PostcopyStall without a byte moved is an error too.
+// PostcopyStall without a byte moved is an error too; in pre-copy,
+// PrecopyStall without one cancels the migration (migrate_cancel) and is
+// an error.
 func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval time.Duration, progress func(Info)) (Info, error) {
 	started := false
 	var lastSync, lastRemaining uint64 // Stalled: the latest dirty sync seen, and ram.remaining first seen after it
-	var moved uint64                   // post-copy: ram.transferred when it last grew
+	var moved uint64                   // pre-copy or post-copy: ram.transferred when it last grew
 	var movedAt time.Time
+	var movedIn string    // the status moved was seen in
 	var throttled float64 // vCPU-ms the throttle withheld, as polled
 	var lastPct int
 	var lastAt time.Time
@@ -398,10 +408,21 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 				lastPct = i.CPUThrottlePercentage
 			}
 		}
+		if (i.Status == StatusActive || i.Status == StatusPostcopy) && i.RAM != nil &&
+			(i.RAM.Transferred != moved || movedAt.IsZero() || i.Status != movedIn) {
+			moved, movedAt, movedIn = i.RAM.Transferred, time.Now(), i.Status
+		} else if i.Status == StatusActive && i.RAM != nil {
+			if d := time.Since(movedAt); d >= PrecopyStall {
+				// The guest still runs here: cancelled, it runs on.
+				if err := clientRun(mon, "migrate_cancel", nil, nil); err != nil {
+					return fmt.Errorf("migration %s: QEMU's pre-copy has moved nothing for %v (the destination stopped or the link stalled), and migrate_cancel failed: %w",
+						i.Status, d.Round(time.Second), err)
+				}
+				return fmt.Errorf("migration cancelled: QEMU's pre-copy moved nothing for %v: the destination stopped or the link stalled", d.Round(time.Second))
+			}
+		}
 		if i.Status == StatusPostcopy && i.RAM != nil {
-			if i.RAM.Transferred != moved || movedAt.IsZero() {
-				moved, movedAt = i.RAM.Transferred, time.Now()
-			} else if d := time.Since(movedAt); d >= PostcopyStall {
+			if d := time.Since(movedAt); d >= PostcopyStall {
 				return fmt.Errorf("migration %s: QEMU's post-copy has moved nothing for %v: the destination is gone or stalled, "+
 					"and the guest waits there for pages still on the source (if it is gone, the guest is lost with it; "+
 					"if the link broke, migrate-pause on the source, then migrate-recover on the destination and migrate with resume)",

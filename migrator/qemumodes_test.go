@@ -336,6 +336,31 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 			t.Errorf("error %v, want one saying post-copy moved nothing", err)
 		}
 	})
+	t.Run("pre-copy stalled", func(t *testing.T) {
+		// QEMU waits for ever on a destination that stopped (SIGSTOP):
+		// its progress stayed at 61% with no timeout.
+		stall := PrecopyStall
+		PrecopyStall = 50 * time.Millisecond
+		defer func() { PrecopyStall = stall }()
+		n := 0
+		mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+			if cmd.Execute == "migrate_cancel" {
+				return map[string]any{"return": map[string]any{}}, nil
+			}
+			n++
+			moved := min(uint64(n), 5) << 20 // moves for five replies, then nothing
+			return map[string]any{"return": Info{Status: StatusActive, RAM: &RAMStats{Transferred: moved, Remaining: 8 << 20, DirtySyncCount: 1}}}, nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := WaitQEMU(ctx, mon, &QEMUPlan{Mode: ModePrecopy}, time.Millisecond, nil)
+		if err == nil || !strings.Contains(err.Error(), "migration cancelled: QEMU's pre-copy moved nothing for") || ctx.Err() != nil {
+			t.Errorf("error %v, want one saying pre-copy moved nothing", err)
+		}
+		if last := (*sent)[len(*sent)-1]; last != `{"execute":"migrate_cancel"}` {
+			t.Errorf("last command %s, want migrate_cancel", last)
+		}
+	})
 	t.Run("pre-copy plan", func(t *testing.T) {
 		mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
 			return map[string]any{"return": Info{Status: StatusCompleted, TotalTime: 900, RAM: &RAMStats{DirtySyncCount: 4}}}, nil
