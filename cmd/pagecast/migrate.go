@@ -596,6 +596,8 @@ type progressBar struct {
 	tty   bool
 	last  time.Time
 	drawn bool
+	sent  uint64 // ram.transferred at the last line drawn
+	now   func() time.Time
 }
 
 func newProgressBar(w io.Writer, quiet bool) *progressBar {
@@ -605,17 +607,29 @@ func newProgressBar(w io.Writer, quiet bool) *progressBar {
 			tty = true
 		}
 	}
-	return &progressBar{w: w, quiet: quiet, tty: tty}
+	return &progressBar{w: w, quiet: quiet, tty: tty, now: time.Now}
 }
 
 func (b *progressBar) update(i migrator.Info) {
 	if b.quiet || i.RAM == nil {
 		return
 	}
-	if !b.tty && time.Since(b.last) < time.Second {
+	now := b.now()
+	if !b.tty && now.Sub(b.last) < time.Second {
 		return
 	}
-	b.last = time.Now()
+	// The rate is over the interval since the last line: the engines'
+	// own (mbps) is of their last transfer, and stayed at 8.0 MiB/s on a
+	// link that had moved nothing for a minute. The first line has only
+	// theirs.
+	rate := i.RAM.Mbps * 1e6 / 8
+	if !b.last.IsZero() {
+		rate = 0
+		if d := now.Sub(b.last).Seconds(); d > 0 && i.RAM.Transferred > b.sent {
+			rate = float64(i.RAM.Transferred-b.sent) / d
+		}
+	}
+	b.last, b.sent = now, i.RAM.Transferred
 	sent, left := float64(i.RAM.Transferred), float64(i.RAM.Remaining)
 	frac := 0.0
 	if sent+left > 0 {
@@ -630,7 +644,7 @@ func (b *progressBar) update(i migrator.Info) {
 	}
 	line := fmt.Sprintf("[%s%s] %3.0f%% %-6s round %d  sent %s  left %s  %s/s",
 		strings.Repeat("#", fill), strings.Repeat("-", width-fill), frac*100, i.Status, round,
-		units.FormatBytes(sent), units.FormatBytes(left), units.FormatBytes(i.RAM.Mbps*1e6/8))
+		units.FormatBytes(sent), units.FormatBytes(left), units.FormatBytes(rate))
 	if i.CPUThrottlePercentage > 0 {
 		line += fmt.Sprintf("  throttle %d%%", i.CPUThrottlePercentage)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"io/fs"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/trace"
 )
 
@@ -133,5 +135,32 @@ func TestOutputDirectory(t *testing.T) {
 	_, _, err := runApp(t, "trace", "export", "-o", missing, "../../predictor/testdata/hotset.pct")
 	if err == nil || !strings.Contains(err.Error(), missing+": no such file or directory") || strings.Contains(err.Error(), ".tmp") {
 		t.Errorf("-o in a missing directory: %v", err)
+	}
+}
+
+// TestProgressBarRate: the bar's rate is over the interval since its last
+// line, 0 B/s when nothing moved (it repeated the engine's last rate,
+// "8.0 MiB/s", for a minute on a link that had stalled).
+func TestProgressBarRate(t *testing.T) {
+	var out bytes.Buffer
+	b := newProgressBar(&out, false)
+	at := time.Unix(1000, 0)
+	b.now = func() time.Time { return at }
+	ram := func(sent uint64) migrator.Info {
+		return migrator.Info{Status: migrator.StatusActive, RAM: &migrator.RAMStats{Transferred: sent, Remaining: 32 << 20, Mbps: 8 * 8 * 1.048576}}
+	}
+	b.update(ram(8 << 20)) // first line: the engine's own rate
+	at = at.Add(2 * time.Second)
+	b.update(ram(12 << 20)) // 4 MiB in 2 s
+	at = at.Add(2 * time.Second)
+	b.update(ram(12 << 20)) // nothing
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("progress lines:\n%s", out.String())
+	}
+	for n, want := range []string{"8.0 MiB/s", "2.0 MiB/s", "0 B/s"} {
+		if !strings.HasSuffix(lines[n], "  "+want) {
+			t.Errorf("line %d %q, want it to end with %q", n+1, lines[n], want)
+		}
 	}
 }
