@@ -139,9 +139,9 @@ func runMigrate(c *cli.Context) (err error) {
 	p := migrator.Params{DowntimeLimit: c.Duration("downtime-limit"), Mode: c.String("mode"),
 		MaxRounds: c.Int("max-rounds"), Profile: c.String("profile")}
 	if s := c.String("bandwidth"); s != "" {
-		bw, err := units.ParseRate(s)
+		bw, err := linkBandwidth(s)
 		if err != nil {
-			return fmt.Errorf("--bandwidth: %w", err)
+			return err
 		}
 		p.MaxBandwidth = bw
 	}

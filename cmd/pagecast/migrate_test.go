@@ -513,6 +513,9 @@ func TestMigrateFlagErrors(t *testing.T) {
 		want string
 	}{
 		{"rate without a unit", []string{"--bandwidth", "32"}, "--bandwidth 32: at 32 B/s the link moves 10 B in the downtime limit of 300ms, less than one 4096-byte page, so no migration can meet it (a rate without a unit is in bytes a second"},
+		{"zero rate", []string{"--bandwidth", "0"}, "--bandwidth 0: a migration needs a link that moves bytes (e.g. 1Gbit/s)"},
+		{"zero rate with a unit", []string{"--bandwidth", "0MiB/s"}, "--bandwidth 0MiB/s: a migration needs a link that moves bytes"},
+		{"rate too large", []string{"--bandwidth", "1e30"}, `--bandwidth: rate "1e30" is too large: the most taken is 9223372036854775807 bytes a second`},
 		{"limit shorter than a page", []string{"--bandwidth", "1MiB/s", "--downtime-limit", "1ms"}, "--bandwidth, --downtime-limit: at 1.0 MiB/s the link moves 1.0 KiB in the downtime limit of 1ms"},
 		{"unknown mode", []string{"--mode", "fast"}, `--mode: migration mode "fast": want precopy, predictive, throttle, tsmc or mecom`},
 		{"auto prefers", []string{"--mode", "auto", "--prefer", "speed"}, `--prefer: prefer "speed": want time, bytes or downtime`},

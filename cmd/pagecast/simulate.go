@@ -101,7 +101,7 @@ func runSimulate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	bw, err := simulationBandwidth(c.String("bandwidth"))
+	bw, err := linkBandwidth(c.String("bandwidth"))
 	if err != nil {
 		return err
 	}
@@ -326,8 +326,9 @@ func simulationWorkload(c *cli.Context) (simulate.Workload, error) {
 	return simulate.NewTrace(filepath.Base(path), meta, epochs)
 }
 
-// simulationBandwidth reads --bandwidth; zero is refused with a reason.
-func simulationBandwidth(s string) (uint64, error) {
+// linkBandwidth reads --bandwidth for simulate and migrate alike; zero is
+// refused with a reason.
+func linkBandwidth(s string) (uint64, error) {
 	var f float64
 	if _, err := fmt.Sscanf(strings.TrimSpace(s), "%g", &f); err == nil && f == 0 {
 		return 0, fmt.Errorf("--bandwidth %s: a migration needs a link that moves bytes (e.g. 1Gbit/s)", s)

@@ -124,6 +124,8 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--synthetic", "hotset:hot=1G,rate=100k", "--memory", "64G", "--bandwidth", "10Gbit/s", "--mode", "precopy,throttle"}, "hotset:hot=1G,rate=100k: 64.00 GiB guest, 1.16 GiB/s link", true},
 		{[]string{"--trace", simTrace, "--bandwidth", "0"}, "--bandwidth 0: a migration needs a link that moves bytes", false},
 		{[]string{"--trace", simTrace, "--bandwidth", "0MiB/s"}, "a migration needs a link that moves bytes", false},
+		{[]string{"--trace", simTrace, "--bandwidth", "1e30"}, `--bandwidth: rate "1e30" is too large: the most taken is 9223372036854775807 bytes a second`, false},
+		{[]string{"--trace", simTrace, "--bandwidth", "18446744073709551615"}, "is too large", false},
 		{[]string{"--trace", simTrace, "--downtime-limit", "1us"}, "less than one 4096-byte page, so no migration can meet it", false},
 		// --start numbers a trace's epochs as trace info does: from 1 to 60 here.
 		{[]string{"--trace", simTrace, "--start", "61"}, "--start 61: the workload's epochs run from 1 to 60", false},

@@ -4,6 +4,7 @@
 package units
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -76,15 +77,43 @@ func ParseRate(s string) (uint64, error) {
 		}
 	}
 	const units = "bytes (K, M, G, T binary, as QEMU reads them: 100M/s = 100MB/s = 100MiB/s) or bits (decimal: 1Gbit/s = 1Gb/s = 1Gbps)"
-	f, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-	if err != nil {
+	tooLarge := fmt.Errorf("rate %q is too large: the most taken is %d bytes a second (8 EiB/s less a byte)", s, uint64(MaxRate))
+	num := strings.TrimSpace(t)
+	// A whole number of bytes is read exactly: 9223372036854775807 is
+	// taken, though as a float64 it rounds up to 2^63.
+	if n, err := strconv.ParseUint(num, 10, 64); err == nil && mult >= 1 && mult == float64(uint64(mult)) {
+		m := uint64(mult)
+		if n > MaxRate/m {
+			return 0, tooLarge
+		}
+		if n == 0 {
+			return 0, fmt.Errorf("rate %q: want at least 1 byte a second, in %s", s, units)
+		}
+		return n * m, nil
+	} else if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(num, "-") {
+		return 0, tooLarge
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if errors.Is(err, strconv.ErrRange) && f > 0 { // e.g. 1e400, past float64's range
+		return 0, tooLarge
+	}
+	if err != nil && !(errors.Is(err, strconv.ErrRange) && f == 0) { // 1e-400 is just too small
 		return 0, fmt.Errorf("rate %q: want a number and a unit of %s, e.g. 100MiB/s, 2.5MiB/s or 1Gbit/s", s, units)
 	}
-	if r := f * mult; r >= 1 && r < 1<<63 { // also not NaN or Inf
+	r := f * mult
+	if r >= 1<<63 { // +Inf too; 2^63 itself is one past MaxRate
+		return 0, tooLarge
+	}
+	if r >= 1 { // not NaN
 		return uint64(r), nil
 	}
 	return 0, fmt.Errorf("rate %q: want at least 1 byte a second, in %s", s, units)
 }
+
+// MaxRate is the largest rate ParseRate takes, in bytes a second: the
+// largest that fits an int64, as the rates' users multiply it with
+// durations.
+const MaxRate = 1<<63 - 1
 
 // FormatBytes prints a size with a binary unit, e.g. "128 MiB", "1.5 KiB".
 func FormatBytes(n float64) string {

@@ -1,6 +1,9 @@
 package units
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseBytes(t *testing.T) {
 	for _, tc := range []struct {
@@ -73,6 +76,31 @@ func TestParseRate(t *testing.T) {
 				t.Fatalf("ParseRate(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
 			}
 		})
+	}
+}
+
+// TestParseRateTooLarge: a rate past MaxRate is refused as too large,
+// naming the most taken, not as too small or as no number.
+func TestParseRateTooLarge(t *testing.T) {
+	for _, in := range []string{"1e30", "1e400", "1e30G/s", "9223372036854775808", "18446744073709551615",
+		"99999999999999999999", "8EiB/s", "16E/s", "InfGbit/s", "1e20Tbit/s"} {
+		t.Run(in, func(t *testing.T) {
+			_, err := ParseRate(in)
+			if err == nil || !strings.Contains(err.Error(), "is too large: the most taken is 9223372036854775807 bytes a second") {
+				t.Fatalf("ParseRate(%q): %v; want too large", in, err)
+			}
+		})
+	}
+	for in, want := range map[string]uint64{"9223372036854775807": MaxRate, "9223372036854775807/s": MaxRate,
+		"7EiB/s": 7 << 60, "1EiB/s": 1 << 60, "1000TiB/s": 1000 << 40, "9.2e18": 92e17} {
+		if got, err := ParseRate(in); err != nil || got != want {
+			t.Fatalf("ParseRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"0", "0.5/s", "1e-400", "-1e400"} {
+		if _, err := ParseRate(in); err == nil || strings.Contains(err.Error(), "too large") {
+			t.Fatalf("ParseRate(%q): %v; want a too-small or malformed rate", in, err)
+		}
 	}
 }
 
