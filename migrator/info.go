@@ -48,18 +48,23 @@ type RAMStats struct {
 
 // Extra is pagecast's part of query-migrate.
 type Extra struct {
-	Mode        string      `json:"mode"`
-	Round       int         `json:"round"`                 // current round, 1-based; the stop-and-copy counts as one
-	RoundPages  []uint64    `json:"round-pages"`           // pages sent in each round (zero pages included)
-	RoundBytes  []uint64    `json:"round-bytes"`           // bytes on the wire in each round
-	Deferred    uint64      `json:"deferred-pages"`        // pages held back by the policy, now
-	DeferredAll uint64      `json:"deferred-total"`        // page deferrals over the migration
-	Bandwidth   uint64      `json:"bandwidth"`             // link cap, bytes/s; 0: none
-	Verified    bool        `json:"verified"`              // the destination's memory matched the source's
-	Unconfirmed string      `json:"unconfirmed,omitempty"` // why the destination did not answer after the commit: whether its guest runs is not known here
-	StopReason  string      `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
-	Destination string      `json:"destination,omitempty"` // the migrate URI
-	Auto        *AutoChoice `json:"auto,omitempty"`        // mode auto: what it chose, and what it predicted
+	Mode        string   `json:"mode"`
+	Round       int      `json:"round"`                 // current round, 1-based; the stop-and-copy counts as one
+	RoundPages  []uint64 `json:"round-pages"`           // pages sent in each round (zero pages included)
+	RoundBytes  []uint64 `json:"round-bytes"`           // bytes on the wire in each round
+	Deferred    uint64   `json:"deferred-pages"`        // pages held back by the policy, now
+	DeferredAll uint64   `json:"deferred-total"`        // page deferrals over the migration
+	Bandwidth   uint64   `json:"bandwidth"`             // link cap, bytes/s; 0: none
+	Verified    bool     `json:"verified"`              // the destination's memory matched the source's
+	Unconfirmed string   `json:"unconfirmed,omitempty"` // why the destination did not answer after the commit: whether its guest runs is not known here
+	StopReason  string   `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
+	// AfterSwitchoverBytes is what went on the wire after the switch-over
+	// outside post-copy (postcopy-bytes): the memory checksums a pre-copy
+	// sends the destination to check its copy against. precopy-bytes,
+	// downtime-bytes, postcopy-bytes and it add up to transferred.
+	AfterSwitchoverBytes uint64      `json:"after-switchover-bytes,omitempty"`
+	Destination          string      `json:"destination,omitempty"` // the migrate URI
+	Auto                 *AutoChoice `json:"auto,omitempty"`        // mode auto: what it chose, and what it predicted
 	Slowdown
 }
 

@@ -1146,7 +1146,13 @@ func (s *sender) stopAndCopy(ctx context.Context, reason string) (err error) {
 		"pause-and-harvest", harvested.Sub(paused), "pages-time", sent.Sub(harvested), "state-time", saved.Sub(sent),
 		"flush-time", flushed.Sub(saved), "verify-and-commit", paused.Add(downtime).Sub(flushed), "downtime", downtime,
 		"checksum-wait", summed.Sub(paused.Add(downtime)), "audit", s.m.clock.Now().Sub(summed))
-	s.m.update(func(i *Info) { i.RAM.Transferred = s.w.Bytes() })
+	s.m.update(func(i *Info) {
+		i.RAM.Transferred = s.w.Bytes()
+		// The checksums go after the commit, the destination's guest
+		// running: in no phase above, they are counted apart so the
+		// phases add up to Transferred.
+		i.Pagecast.AfterSwitchoverBytes = s.w.Bytes() - i.RAM.PrecopyBytes - i.RAM.DowntimeBytes
+	})
 	return err
 }
 
