@@ -41,3 +41,15 @@ func QMP(mon Runner, cmd string, args, out any) error {
 	}
 	return nil
 }
+
+// RunState is QEMU's run state (query-status): "running", "paused",
+// "inmigrate", "postmigrate", …
+func RunState(mon Runner) (string, error) {
+	var st struct {
+		Status string `json:"status"`
+	}
+	if err := QMP(mon, "query-status", nil, &st); err != nil {
+		return "", err
+	}
+	return st.Status, nil
+}

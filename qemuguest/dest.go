@@ -71,7 +71,7 @@ func DestFromVM(v *qemu.VM) (*Dest, error) {
 // Waiting reports whether QEMU waits for a migration (run state
 // inmigrate), else its run state.
 func (d *Dest) Waiting() (bool, string) {
-	st, err := runState(d.mon)
+	st, err := qemu.RunState(d.mon)
 	if err != nil {
 		// A QEMU killed breaks its QMP socket ("write: broken pipe"):
 		// say that it exited, once it is seen gone (it can take a

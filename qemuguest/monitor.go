@@ -19,18 +19,6 @@ type Monitor = qemu.Runner
 // dial connects to the QMP socket at path, giving a busy one up after 5 s.
 func dial(path string) (*qmpclient.Client, error) { return qmpclient.Open(path, 5*time.Second) }
 
-// runState is QEMU's run state (query-status): "running", "paused",
-// "inmigrate", "postmigrate", …
-func runState(mon Monitor) (string, error) {
-	var st struct {
-		Status string `json:"status"`
-	}
-	if err := qemu.QMP(mon, "query-status", nil, &st); err != nil {
-		return "", err
-	}
-	return st.Status, nil
-}
-
 // vcpu is one entry of query-cpus-fast.
 type vcpu struct {
 	Index    int    `json:"cpu-index"`

@@ -187,7 +187,7 @@ func (g *vm) close() error {
 
 // Running reports whether the guest runs, else QEMU's run state.
 func (s *Source) Running() (bool, string) {
-	st, err := runState(s.mon)
+	st, err := qemu.RunState(s.mon)
 	if err != nil {
 		return false, err.Error()
 	}

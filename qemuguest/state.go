@@ -40,7 +40,7 @@ func saveState(mon Monitor, pid int) (_ []byte, err error) {
 			err = fmt.Errorf("save qemu %d state: %w", pid, err)
 		}
 	}()
-	if st, err := runState(mon); err != nil {
+	if st, err := qemu.RunState(mon); err != nil {
 		return nil, err
 	} else if st == "running" {
 		return nil, errors.New("the guest is running: pause it first")
@@ -185,7 +185,7 @@ func sweepIncoming(base string) {
 // "". It takes some 11 ms of QMP on a TCG QEMU, which the destination
 // spends before the switch-over rather than in it (Dest.PrepareRestore).
 func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) {
-	if st, err := runState(mon); err != nil {
+	if st, err := qemu.RunState(mon); err != nil {
 		return in, err
 	} else if st != "inmigrate" {
 		return in, fmt.Errorf("qemu is %s, not waiting for a migration (start it with -incoming defer)", st)
@@ -271,7 +271,7 @@ func loadState(mon Monitor, in incoming, state []byte) error {
 		if c, err = net.DialTimeout(network, addr, time.Second); err == nil {
 			break
 		}
-		if _, qerr := runState(mon); qerr != nil {
+		if _, qerr := qemu.RunState(mon); qerr != nil {
 			return fmt.Errorf("connect to qemu's incoming %s: %w (and QMP: %w)", in.uri, err, qerr)
 		}
 		if time.Now().After(deadline) {
@@ -285,13 +285,13 @@ func loadState(mon Monitor, in incoming, state []byte) error {
 	if err != nil {
 		// QEMU stops reading, and exits, at the first part it will not
 		// take.
-		if _, qerr := runState(mon); qerr != nil {
+		if _, qerr := qemu.RunState(mon); qerr != nil {
 			return &stateRefused{fmt.Errorf("send the state: %w (and QMP: %w)", err, qerr)}
 		}
 		return fmt.Errorf("send the state: %w", err)
 	}
 	for {
-		st, err := runState(mon)
+		st, err := qemu.RunState(mon)
 		if err != nil {
 			return &stateRefused{err}
 		}

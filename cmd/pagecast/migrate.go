@@ -351,10 +351,7 @@ func runMigrate(c *cli.Context) (err error) {
 	// it was, running or paused.
 	kept := "the guest keeps running on the source"
 	if plan != nil {
-		var st struct {
-			Status string `json:"status"`
-		}
-		if qemu.QMP(mon, "query-status", nil, &st) == nil && st.Status == "paused" {
+		if st, err := qemu.RunState(mon); err == nil && st == "paused" {
 			kept = "the guest was paused before the migration and stays paused on the source"
 		}
 	}

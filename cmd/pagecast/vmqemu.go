@@ -355,13 +355,11 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			return "", qemuEnded(vm.ExitErr(), vm.Stderr())
 		case <-tick.C:
 		}
-		var st struct {
-			Status string `json:"status"`
-		}
-		if err := qemu.QMP(vm.Monitor, "query-status", nil, &st); err != nil {
+		st, err := qemu.RunState(vm.Monitor)
+		if err != nil {
 			continue // QEMU exiting: Done says why
 		}
-		if st.Status == "inmigrate" {
+		if st == "inmigrate" {
 			continue
 		}
 		var mig struct {
@@ -370,8 +368,8 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 		if err := qemu.QMP(vm.Monitor, "query-migrate", nil, &mig); err == nil && strings.HasPrefix(mig.Status, "postcopy") {
 			if !postcopy {
 				where := "the guest runs here"
-				if st.Status != "running" {
-					where = "the guest is here, " + st.Status // --paused
+				if st != "running" {
+					where = "the guest is here, " + st // --paused
 				}
 				fmt.Fprintf(out, "QEMU's migration is in post-copy: %s, part of its memory still at the source (stopping this VM now loses the guest)\n", where)
 				postcopy = true
@@ -388,7 +386,7 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			}
 			continue
 		}
-		return st.Status, nil
+		return st, nil
 	}
 }
 
