@@ -85,7 +85,7 @@ func Open(path string) (_ *Area, err error) {
 			path, version, LayoutVersion, ErrBadArea)
 	}
 	capacity := le64(hdr[offCapacity:])
-	if capacity == 0 || capacity > maxCapacity {
+	if capacity == 0 || capacity > MaxPages {
 		return nil, fmt.Errorf("open plugin area %s: capacity %d pages out of range: %w", path, capacity, ErrBadArea)
 	}
 	need := HeaderSize + 2*capacity

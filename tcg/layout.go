@@ -18,13 +18,12 @@ const (
 	offSlots     = 36
 	offPluginAPI = 40
 
-	slotOffset  = 256
-	slotSize    = 64
-	slotCount   = (HeaderSize - slotOffset) / slotSize // 60
-	slotWrites  = 0
-	slotOOR     = 8
-	slotIO      = 16
-	maxCapacity = MaxPages
+	slotOffset = 256
+	slotSize   = 64
+	slotCount  = (HeaderSize - slotOffset) / slotSize // 60
+	slotWrites = 0
+	slotOOR    = 8
+	slotIO     = 16
 
 	// MaxPages is the plugin's own bound on pages= (MAX_PAGES in
 	// dirty.c): 48 bits of guest-physical addresses.

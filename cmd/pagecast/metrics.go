@@ -122,8 +122,9 @@ func serveMetrics(l net.Listener, cs ...prometheus.Collector) (stop func()) {
 	}
 }
 
-// metricsConns bounds the connections a --metrics address serves at once;
-// more wait to be accepted. Prometheus keeps one per target.
+// metricsConns bounds the connections a --metrics address holds at once;
+// past it, the one that has waited longest for a request is closed
+// (limitListener). Prometheus keeps one per target.
 const metricsConns = 64
 
 // followMigrations exports the migrations out of pagecast's monitor that

@@ -235,9 +235,10 @@ func newHTTPServer(h http.Handler) *http.Server {
 // connection that has waited longest for a request (one not yet sent
 // whole, or a kept-alive one between requests) is closed to make room for
 // the one that came, and where every one is being answered Accept holds
-// that one until one closes: 64 clients that kept their connections alive would otherwise hold the
-// --metrics address from Prometheus for as long as they liked. srv's
-// ConnState tells it which connections wait (serveLimited sets it).
+// that one until one closes: 64 clients that kept their connections alive
+// would otherwise hold the --metrics address from Prometheus for as long
+// as they liked. srv's ConnState tells it which connections wait
+// (serveLimited sets it).
 func limitListener(l net.Listener, n int) *limitedListener {
 	return &limitedListener{Listener: l, sem: make(chan struct{}, n)}
 }
