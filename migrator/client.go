@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -136,6 +137,42 @@ func Wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 	})
 }
 
+// cancelSettle is how long settleCancel waits for a cancelled migration to
+// end, polling every cancelPoll: migrate_cancel returns at once, the status
+// turning cancelling, and QEMU's migration thread ends the migration (the
+// guest resumed at the source if it had been stopped for the switch-over)
+// a moment later.
+var (
+	cancelSettle = 5 * time.Second
+	cancelPoll   = 20 * time.Millisecond
+)
+
+// settleCancel follows a migration after migrate_cancel, from its last
+// Info, until it has ended: cancelled or failed, or completed where the
+// cancel came after its last byte; it returns the Info that says which.
+// A migration that has not ended after cancelSettle, or that has moved to
+// post-copy (its cancel refused), is an error.
+func settleCancel(mon qmp.Monitor, info Info) (Info, error) {
+	deadline := time.Now().Add(cancelSettle)
+	for {
+		switch {
+		case info.Status == StatusCancelled || info.Status == StatusFailed || info.Status == StatusCompleted,
+			info.Status == "" || info.Status == StatusNone:
+			return info, nil
+		case InPostcopy(info.Status):
+			return info, fmt.Errorf("migrate_cancel sent, but the migration is %s: the guest runs on the destination", info.Status)
+		case time.Now().After(deadline):
+			return info, fmt.Errorf("migrate_cancel sent %v ago, and the migration is still %s", cancelSettle, info.Status)
+		}
+		time.Sleep(cancelPoll)
+		i, err := Query(mon)
+		if err != nil {
+			return info, fmt.Errorf("after migrate_cancel: %w", err)
+		}
+		info = i
+	}
+}
+
 // completedSettles is how many times wait asks again, completedSettle apart,
 // for a completed migration's total-time: in QEMU 7.2 the migration thread
 // sets the status (migration_completion) before it computes the times
@@ -189,6 +226,16 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 				return info, &Detached{Status: info.Status, Committed: true}
 			} else if err != nil {
 				return info, fmt.Errorf("wait for migration: %w (and %w)", ctx.Err(), err)
+			}
+			info, err = settleCancel(mon, info)
+			if err != nil {
+				return info, fmt.Errorf("wait for migration: %w; %w", ctx.Err(), err)
+			}
+			if info.Status == StatusCompleted {
+				// The cancel came after the last byte: the guest runs
+				// on the destination, and the migration stands.
+				slog.Warn("the migration completed before the cancel took effect: the guest runs on the destination")
+				return info, nil
 			}
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return info, &interrupted{ctx.Err()}

@@ -162,9 +162,16 @@ func TestClientWait(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			replies := tt.statuses
+			cancelled := false
 			mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+				if cmd.Execute == "migrate_cancel" {
+					cancelled = true
+				}
 				if cmd.Execute != "query-migrate" {
 					return clientOK(cmd)
+				}
+				if cancelled {
+					return map[string]any{"return": Info{Status: StatusCancelled}}, nil
 				}
 				info := replies[0]
 				if len(replies) > 1 {
@@ -183,6 +190,9 @@ func TestClientWait(t *testing.T) {
 				t.Errorf("error %v is not the context's", err)
 			}
 			last := tt.statuses[len(tt.statuses)-1]
+			if tt.cancel {
+				last = Info{Status: StatusCancelled} // what Wait waits for after its cancel
+			}
 			if info.Status != last.Status || info.TotalTime != last.TotalTime {
 				t.Errorf("returned %+v, want %+v", info, last)
 			}
@@ -500,11 +510,15 @@ func TestClientQueryRetriesGarbledReply(t *testing.T) {
 // pagecast migrate) cancels the migration and says it was interrupted,
 // not "context canceled".
 func TestWaitInterrupted(t *testing.T) {
+	status := StatusActive
 	mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+		if cmd.Execute == "migrate_cancel" {
+			status = StatusCancelled
+		}
 		if cmd.Execute != "query-migrate" {
 			return clientOK(cmd)
 		}
-		return map[string]any{"return": Info{Status: StatusActive}}, nil
+		return map[string]any{"return": Info{Status: status}}, nil
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(30*time.Millisecond, cancel)
@@ -514,6 +528,55 @@ func TestWaitInterrupted(t *testing.T) {
 	}
 	if !slices.Contains(*sent, `{"execute":"migrate_cancel"}`) {
 		t.Errorf("migrate_cancel not sent: %q", *sent)
+	}
+}
+
+// TestWaitSettlesCancel: an interrupted wait follows the migration after
+// its migrate_cancel until it has ended, and says how it ended: cancelled
+// after QEMU's cancelling, completed where the cancel came after the last
+// byte (the guest is on the destination: no error), or not ended in time.
+func TestWaitSettlesCancel(t *testing.T) {
+	settle := cancelSettle
+	cancelSettle = 200 * time.Millisecond
+	defer func() { cancelSettle = settle }()
+	for _, tc := range []struct {
+		name  string
+		after []string // statuses after migrate_cancel, the last repeated
+		want  string   // the status returned
+		err   string   // the error's text, "" for none
+	}{
+		{"cancelled", []string{StatusCancelling, StatusCancelling, StatusCancelled}, StatusCancelled,
+			"migration interrupted; migrate_cancel sent"},
+		{"completed all the same", []string{StatusDevice, StatusCompleted}, StatusCompleted, ""},
+		{"never ends", []string{StatusCancelling}, StatusCancelling,
+			"wait for migration: context canceled; migrate_cancel sent 200ms ago, and the migration is still cancelling"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			after := -1 // replies since migrate_cancel; -1 before it
+			mon, _ := clientFake(func(cmd qmp.Command) (any, error) {
+				if cmd.Execute == "migrate_cancel" {
+					after = 0
+				}
+				if cmd.Execute != "query-migrate" {
+					return clientOK(cmd)
+				}
+				if after < 0 {
+					cancel()
+					return map[string]any{"return": Info{Status: StatusActive}}, nil
+				}
+				st := tc.after[min(after, len(tc.after)-1)]
+				after++
+				return map[string]any{"return": Info{Status: st, TotalTime: 900}}, nil
+			})
+			info, err := Wait(ctx, mon, 5*time.Millisecond, nil)
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || err.Error() != tc.err) {
+				t.Errorf("error %v, want %q", err, tc.err)
+			}
+			if info.Status != tc.want {
+				t.Errorf("status %q, want %q", info.Status, tc.want)
+			}
+		})
 	}
 }
 

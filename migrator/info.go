@@ -2,13 +2,14 @@ package migrator
 
 // Migration states, as QEMU's query-migrate names them.
 const (
-	StatusNone      = "none"
-	StatusSetup     = "setup"
-	StatusActive    = "active"
-	StatusDevice    = "device" // stop-and-copy: the source is paused
-	StatusCompleted = "completed"
-	StatusFailed    = "failed"
-	StatusCancelled = "cancelled"
+	StatusNone       = "none"
+	StatusSetup      = "setup"
+	StatusActive     = "active"
+	StatusDevice     = "device" // stop-and-copy: the source is paused
+	StatusCompleted  = "completed"
+	StatusFailed     = "failed"
+	StatusCancelling = "cancelling" // migrate_cancel taken, the migration not yet ended
+	StatusCancelled  = "cancelled"
 )
 
 // Info is query-migrate's reply, in QEMU's shape (times in milliseconds,

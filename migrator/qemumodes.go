@@ -414,9 +414,14 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 		} else if i.Status == StatusActive && i.RAM != nil {
 			if d := time.Since(movedAt); d >= PrecopyStall {
 				// The guest still runs here: cancelled, it runs on.
-				if err := clientRun(mon, "migrate_cancel", nil, nil); err != nil {
+				if err := Cancel(mon); err != nil {
 					return fmt.Errorf("migration %s: QEMU's pre-copy has moved nothing for %v (the destination stopped or the link stalled), and migrate_cancel failed: %w",
 						i.Status, d.Round(time.Second), err)
+				}
+				if i, err := settleCancel(mon, i); err != nil {
+					return fmt.Errorf("QEMU's pre-copy moved nothing for %v: the destination stopped or the link stalled; %w", d.Round(time.Second), err)
+				} else if i.Status == StatusCompleted {
+					return nil // its last bytes went after all; the next reply says completed
 				}
 				return fmt.Errorf("migration cancelled: QEMU's pre-copy moved nothing for %v: the destination stopped or the link stalled", d.Round(time.Second))
 			}

@@ -342,10 +342,21 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 		stall := PrecopyStall
 		PrecopyStall = 50 * time.Millisecond
 		defer func() { PrecopyStall = stall }()
-		n := 0
+		n, after := 0, 0 // replies before and after migrate_cancel
+		cancelled := false
 		mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
 			if cmd.Execute == "migrate_cancel" {
+				cancelled = true
 				return map[string]any{"return": map[string]any{}}, nil
+			}
+			if cancelled {
+				// QEMU says cancelling until its migration thread ends.
+				after++
+				status := StatusCancelling
+				if after == 3 {
+					status = StatusCancelled
+				}
+				return map[string]any{"return": Info{Status: status}}, nil
 			}
 			n++
 			moved := min(uint64(n), 5) << 20 // moves for five replies, then nothing
@@ -357,8 +368,8 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "migration cancelled: QEMU's pre-copy moved nothing for") || ctx.Err() != nil {
 			t.Errorf("error %v, want one saying pre-copy moved nothing", err)
 		}
-		if last := (*sent)[len(*sent)-1]; last != `{"execute":"migrate_cancel"}` {
-			t.Errorf("last command %s, want migrate_cancel", last)
+		if i := slices.Index(*sent, `{"execute":"migrate_cancel"}`); i < 0 || len(*sent)-i != 4 {
+			t.Errorf("commands %q: want migrate_cancel followed by three query-migrate, the last saying cancelled", *sent)
 		}
 	})
 	t.Run("pre-copy plan", func(t *testing.T) {
