@@ -178,10 +178,7 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 		return nil, err
 	}
 	if ok, st := g.Running(); !ok {
-		if st == "paused" {
-			return nil, errors.New("migrate: virtual machine is paused, not running: resume it (QMP cont), then migrate")
-		}
-		return nil, fmt.Errorf("migrate: virtual machine is %s, not running", st)
+		return nil, NotRunning(st)
 	}
 	// Two ends: cancel stops the engine between records, so that it can
 	// still tell the destination why; cut, the parent, closes the link.
@@ -261,6 +258,25 @@ var ErrCommitted = errors.New(CommittedText)
 // CommittedText is ErrCommitted's text, which a QMP client reads back.
 const CommittedText = "the migration has committed: the destination runs the guest, or starts it once the commit reaches it, " +
 	"so it cannot be cancelled without the guest running twice; it goes on to its end"
+
+// NotRunning is the error for a source whose guest is not running, in run
+// state st (QEMU's query-status), saying what to do where the state says.
+func NotRunning(st string) error {
+	const prefix = "migrate: virtual machine is "
+	switch st {
+	case "paused":
+		return errors.New(prefix + "paused, not running: resume it (QMP cont), then migrate")
+	case "postmigrate":
+		return errors.New(prefix + "postmigrate: it has migrated away already, and its guest runs on that migration's destination: migrate from there")
+	case "inmigrate":
+		return errors.New(prefix + "inmigrate: it is a destination waiting for an incoming migration; give the source's monitor")
+	case "prelaunch":
+		return errors.New(prefix + "prelaunch: its QEMU was started with -S and the guest has not run yet: start it (QMP cont), then migrate")
+	case "suspended":
+		return errors.New(prefix + "suspended (ACPI S3): wake it (QMP system_wakeup), then migrate")
+	}
+	return fmt.Errorf(prefix+"%s, not running", st)
+}
 
 // Cancel stops the migration; the source keeps running. Once post-copy has
 // begun it refuses with ErrPostcopyUncancellable, and once the commit is

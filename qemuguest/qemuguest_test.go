@@ -15,6 +15,7 @@ import (
 
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qemuguest"
 )
@@ -111,6 +112,10 @@ func TestSaveState(t *testing.T) {
 		}
 		if ok, st := src.Running(); ok || st != "postmigrate" {
 			t.Errorf("after SaveState: running %v, state %s; want postmigrate", ok, st)
+		}
+		// The engine refuses a source that has migrated away, saying so.
+		if _, err := migrator.Outgoing(src, "tcp:127.0.0.1:1", migrator.Config{}); err == nil || !strings.Contains(err.Error(), "it has migrated away already") {
+			t.Errorf("migrating a postmigrate source: %v, want it refused as migrated away", err)
 		}
 		p := progress(t, src.VM())
 		if err := src.Resume(); err != nil {
