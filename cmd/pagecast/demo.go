@@ -85,6 +85,10 @@ func demoCommand() *cli.Command {
 }
 
 func runDemo(c *cli.Context, out io.Writer) error {
+	// Read before the VM starts: a bad link fails at once.
+	if _, err := linkBandwidth(c.String("bandwidth")); err != nil {
+		return err
+	}
 	switch m := c.String("monitor"); m {
 	case monitorAuto:
 		if err := qemu.KVMUsable(); err != nil {
@@ -158,9 +162,9 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err := writeProfile(profile, epochs, vm.MemoryBytes(), epoch, source); err != nil {
 		return err
 	}
-	bw, err := units.ParseRate(c.String("bandwidth"))
+	bw, err := linkBandwidth(c.String("bandwidth"))
 	if err != nil {
-		return fmt.Errorf("--bandwidth: %w", err)
+		return err
 	}
 	holes, err := migrator.Holes(vm.Migratable())
 	if err != nil {

@@ -42,6 +42,8 @@ func TestDemoModes(t *testing.T) {
 		{[]string{"--monitor", "qemu", "--modes", "predictive+tsmc"}, "runs predictive+tsmc with QEMU's post-copy"},
 		{[]string{"--monitor", "qemu", "--modes", "mecom+postcopy"}, "runs mecom+postcopy with QEMU's post-copy"},
 		{[]string{"--monitor", "pagecast", "--epoch", "1s"}, "--epoch 1s"},
+		{[]string{"--bandwidth", "0"}, "a migration needs a link that moves bytes"},
+		{[]string{"--monitor", "qemu", "--bandwidth", "1e30"}, `rate "1e30" is too large`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			// Told to watch for an hour: an error after booting and

@@ -117,9 +117,9 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 // It checks that the guest runs on at each destination and prints the
 // figures side by side.
 func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOptions, profile string, modes []string) error {
-	bw, err := units.ParseRate(c.String("bandwidth"))
+	bw, err := linkBandwidth(c.String("bandwidth"))
 	if err != nil {
-		return fmt.Errorf("--bandwidth: %w", err)
+		return err
 	}
 	// Both ends run on this host, whose CPU, shared with the guest, may
 	// bound the migration before the link does: measured as migrate
