@@ -1,8 +1,8 @@
 package service
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -31,7 +31,7 @@ const (
 // writeArrayReply writes head as a JSON object whose last member, field,
 // is an array of n items; each(lo, hi) gives items lo to hi-1.
 func writeArrayReply(w http.ResponseWriter, head map[string]any, field string, n int, each func(lo, hi int) any) {
-	b, err := json.Marshal(head)
+	b, err := marshalJSON(head)
 	if err != nil || len(head) == 0 {
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("encode the reply: %v", err))
 		return
@@ -39,7 +39,7 @@ func writeArrayReply(w http.ResponseWriter, head map[string]any, field string, n
 	w.Header().Set("Content-Type", "application/json")
 	b = append(b[:len(b)-1], ","+strconv.Quote(field)+":["...) // the head without its closing brace
 	for lo := 0; lo < n; lo += replyChunk {
-		c, err := json.Marshal(each(lo, min(n, lo+replyChunk)))
+		c, err := marshalJSON(each(lo, min(n, lo+replyChunk)))
 		if err != nil {
 			return // the reply is cut short: the client sees bad JSON
 		}
@@ -52,6 +52,16 @@ func writeArrayReply(w http.ResponseWriter, head map[string]any, field string, n
 		b = b[:0]
 	}
 	w.Write(append(b, "]}\n"...))
+}
+
+// marshalJSON is json.Marshal as jsonEncoder writes: & stays &, as in the
+// service's other replies.
+func marshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := jsonEncoder(&b).Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // reserve takes bytes from the replies' budget for a reply of that much

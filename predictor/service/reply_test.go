@@ -15,7 +15,8 @@ import (
 )
 
 // TestArrayReply: a reply written a chunk at a time is the JSON of the
-// whole, for an empty array, one chunk and many.
+// whole, for an empty array, one chunk and many, its & not escaped as the
+// service's other replies do not escape it.
 func TestArrayReply(t *testing.T) {
 	for _, n := range []int{0, 1, replyChunk, 3*replyChunk + 7} {
 		items := make([]float32, n)
@@ -23,7 +24,7 @@ func TestArrayReply(t *testing.T) {
 			items[i] = float32(i) / float32(n+1) / 1e6
 		}
 		rec := httptest.NewRecorder()
-		writeArrayReply(rec, map[string]any{"vm": "a\"b", "count": n}, "probabilities", n, func(lo, hi int) any { return items[lo:hi] })
+		writeArrayReply(rec, map[string]any{"vm": "a\"b&c", "count": n}, "probabilities", n, func(lo, hi int) any { return items[lo:hi] })
 		var got struct {
 			VM            string
 			Count         int
@@ -32,7 +33,7 @@ func TestArrayReply(t *testing.T) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 			t.Fatalf("%d items: %v in %.200q", n, err, rec.Body.String())
 		}
-		if got.VM != "a\"b" || got.Count != n || len(got.Probabilities) != n || !slices.Equal(got.Probabilities, items) {
+		if got.VM != "a\"b&c" || !strings.Contains(rec.Body.String(), `"a\"b&c"`) || got.Count != n || len(got.Probabilities) != n || !slices.Equal(got.Probabilities, items) {
 			t.Errorf("%d items: read back %q, %d, %d items", n, got.VM, got.Count, len(got.Probabilities))
 		}
 		if n == 0 && !strings.Contains(rec.Body.String(), `"probabilities":[]`) {
