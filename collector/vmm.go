@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/bpf"
+	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpclient"
 )
@@ -266,8 +267,7 @@ func (c *vmmControl) alive() error {
 	if err != nil {
 		return fmt.Errorf("check that the VM's %s (pid %d) still runs: %w", c.target.Kind, pid, err)
 	}
-	// A zombie has exited too: its state letter follows the command name.
-	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && len(b) > i+2 && (b[i+2] == 'Z' || b[i+2] == 'X') {
+	if proc.Exited(b) { // a zombie has exited too
 		return gone("has exited")
 	}
 	return nil

@@ -1,15 +1,13 @@
 package qemuguest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
 )
@@ -127,27 +125,11 @@ func (d *Dest) PrepareRestore() error {
 	return nil
 }
 
-// processGone reports whether process pid has exited: no such process, or
-// one that has ended and waits to be reaped (a QEMU started from a shell
-// that never waits for it).
-func processGone(pid int) bool {
-	if syscall.Kill(pid, 0) == syscall.ESRCH {
-		return true
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return os.IsNotExist(err)
-	}
-	// pid (comm) state …: comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
-}
-
 // Gone is nil while the destination QEMU runs, and once it has exited
 // (quit, killed, or failed) an error saying so, with its last words where
 // they can be read.
 func (d *Dest) Gone() error {
-	if d.pid == 0 || !processGone(d.pid) {
+	if d.pid == 0 || !proc.Gone(d.pid) {
 		return nil
 	}
 	msg := fmt.Sprintf("the destination QEMU (pid %d) has exited", d.pid)
@@ -167,7 +149,7 @@ func (d *Dest) Stop() error { return qemu.QMP(d.mon, "stop", nil, nil) }
 
 // Close releases the RAM mapping and whatever this Dest opened or started.
 func (d *Dest) Close() error {
-	if d.in != nil && d.in.dir != "" && processGone(d.pid) {
+	if d.in != nil && d.in.dir != "" && proc.Gone(d.pid) {
 		// Kept for another attempt on the same QEMU, which is gone
 		// (it exits on a state it will not load).
 		d.in.close()

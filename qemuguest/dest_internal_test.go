@@ -81,30 +81,6 @@ func waitFile(t *testing.T, path, substr string) {
 	t.Fatalf("%s never held %q", path, substr)
 }
 
-// TestProcessGone: a running process is there; one that has exited,
-// reaped or not (a zombie), is gone.
-func TestProcessGone(t *testing.T) {
-	if processGone(os.Getpid()) {
-		t.Error("this process is gone")
-	}
-	cmd := exec.Command("true")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	deadline := time.Now().Add(5 * time.Second)
-	for !processGone(pid) { // a zombie until waited for
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d, exited and not waited for, is not gone", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cmd.Wait()
-	if !processGone(pid) {
-		t.Errorf("process %d, exited and waited for, is not gone", pid)
-	}
-}
-
 // TestCloseRemovesSocketDirOfGoneQEMU: the incoming socket's directory,
 // kept for another attempt on the same QEMU, goes once that QEMU has.
 func TestCloseRemovesSocketDirOfGoneQEMU(t *testing.T) {

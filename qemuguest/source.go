@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
 )
@@ -198,7 +199,7 @@ func (s *Source) Running() (bool, string) {
 // has (migrator.Goner): the migration then fails at once rather than
 // when it next asks QEMU, and says why.
 func (s *Source) Gone() error {
-	if s.pid == 0 || !processGone(s.pid) {
+	if s.pid == 0 || !proc.Gone(s.pid) {
 		return nil
 	}
 	return fmt.Errorf("the source QEMU (pid %d) has exited", s.pid)

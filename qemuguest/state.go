@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/internal/scratch"
 	"github.com/pagecast/pagecast/qemu"
 )
@@ -170,7 +171,7 @@ func sweepIncoming(base string) {
 		name, _ := strings.CutPrefix(filepath.Base(dir), incomingPrefix)
 		spid, _, ok := strings.Cut(name, "-")
 		pid, err := strconv.Atoi(spid)
-		if !ok || err != nil || pid <= 0 || !processGone(pid) {
+		if !ok || err != nil || pid <= 0 || !proc.Gone(pid) {
 			continue
 		}
 		if err := os.RemoveAll(dir); err == nil {

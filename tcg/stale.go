@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/pagecast/pagecast/internal/proc"
 )
 
 // shmDir and shmPrefix make DefaultShm's paths.
@@ -36,7 +38,7 @@ func removeStaleIn(dir string) ([]string, error) {
 	var removed []string
 	for _, path := range names {
 		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(path), shmPrefix))
-		if err != nil || pid <= 0 || !processGone(pid) {
+		if err != nil || pid <= 0 || !proc.Gone(pid) {
 			continue // not DefaultShm's name, or its QEMU may still run
 		}
 		if stale, err := isStaleArea(path, pid); err != nil || !stale {
@@ -78,20 +80,4 @@ func isStaleArea(path string, pid int) (bool, error) {
 		return false, nil // a reader still holds it
 	}
 	return true, nil
-}
-
-// processGone says whether process pid has exited: no such process, or a
-// zombie (a QEMU killed whose parent has not waited for it holds no file
-// any more).
-func processGone(pid int) bool {
-	if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
-		return true
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return errors.Is(err, os.ErrNotExist)
-	}
-	// pid (comm) state ...: comm may hold spaces and parentheses.
-	i := strings.LastIndexByte(string(stat), ')')
-	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qmpclient"
@@ -1005,7 +1006,7 @@ func TestDemoInterrupted(t *testing.T) {
 		t.Errorf("the demo's output does not say it was interrupted:\n%s", out.String())
 	}
 	for pid, dir := range dirs {
-		if processAlive(pid) {
+		if !proc.Gone(pid) {
 			t.Errorf("QEMU %d outlived the interrupted demo", pid)
 		}
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -1022,17 +1023,6 @@ func qemuWorkDir(pid int) string {
 		return string(m[1])
 	}
 	return ""
-}
-
-// processAlive: pid runs (a zombie does not). qemuguest's processGone is
-// its twin, unexported there.
-func processAlive(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
 }
 
 // startHandQEMU starts QEMU under TCG as a user would, with the plugin

@@ -1,0 +1,4 @@
+// Package proc says, from Linux's /proc, whether a process has ended:
+// pagecast watches QEMUs it did not start, and a QEMU started from a shell
+// that never waits for it stays a zombie after it exits.
+package proc
