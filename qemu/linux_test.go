@@ -1,9 +1,12 @@
 package qemu_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +121,36 @@ done`, rounds, fileBytes>>20)
 	case <-vm.Done():
 	case <-time.After(20 * time.Second):
 		t.Error("qemu still running 20s after the guest's poweroff")
+	}
+}
+
+// TestLinuxKernelPanic: a kernel that panics (here, on an initramfs that
+// is not one) ends WaitSerial at once with ErrKernelPanic, naming the
+// panic and what the kernel said before it, where it used to wait out
+// its timeout for a line that never comes.
+func TestLinuxKernelPanic(t *testing.T) {
+	kernel := testutil.RequiresLinuxGuest(t)
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.img")
+	if err := os.WriteFile(junk, bytes.Repeat([]byte("not an initramfs "), 64), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if pvh, err := qemu.PVHKernel(kernel, dir); err == nil {
+		kernel = pvh
+	}
+	vm, err := qemu.Start(qemu.Options{
+		Accel: qemu.AccelTCG, MemoryBytes: 128 << 20,
+		Kernel: kernel, Initrd: junk, Append: qemu.LinuxAppend,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	start := time.Now()
+	_, err = vm.WaitSerial(qemu.LinuxStartMarker, 5*time.Minute)
+	t.Logf("after %.1fs: %v", time.Since(start).Seconds(), err)
+	if !errors.Is(err, qemu.ErrKernelPanic) || !strings.Contains(err.Error(), "Kernel panic - not syncing: VFS: Unable to mount root fs") ||
+		!strings.Contains(err.Error(), "Initramfs unpacking failed") || strings.Contains(err.Error(), "\x1b") {
+		t.Errorf("WaitSerial on a kernel that panicked: %v; want ErrKernelPanic with the panic and the unpacking failure before it", err)
 	}
 }

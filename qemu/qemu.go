@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -329,10 +330,19 @@ func (v *VM) WaitBanner(timeout time.Duration) (string, error) {
 	return v.WaitSerial("pagecast-guest ", timeout)
 }
 
+// kernelPanic starts the line a Linux kernel prints when it panics (the
+// rest says why: "VFS: Unable to mount root fs on …").
+const kernelPanic = "Kernel panic - not syncing"
+
+// ErrKernelPanic marks WaitSerial's error for a Linux guest whose kernel
+// panicked: the line it waits for will never come.
+var ErrKernelPanic = errors.New("the guest's kernel panicked")
+
 // WaitSerial waits until the guest has printed substr on the serial port,
 // and returns the output from substr to the end of that line (without the
 // line ending). It reads the whole serial log each time: the first line
-// holding substr wins, however long ago it was printed.
+// holding substr wins, however long ago it was printed. A kernel panic on
+// the serial port before substr ends the wait (ErrKernelPanic).
 func (v *VM) WaitSerial(substr string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -348,6 +358,11 @@ func (v *VM) WaitSerial(substr string, timeout time.Duration) (string, error) {
 				return substr + strings.TrimSuffix(string(line), "\r"), nil
 			}
 		}
+		if before, rest, ok := bytes.Cut(log, []byte(kernelPanic)); ok {
+			why, _, _ := bytes.Cut(rest, []byte("\n"))
+			return "", fmt.Errorf("%w before %q on the serial port: %s%s%s", ErrKernelPanic, substr,
+				kernelPanic, strings.TrimSpace(string(why)), linesBefore(before, 4))
+		}
 		if exited {
 			return "", fmt.Errorf("qemu exited before %q on the serial port: %s%s",
 				substr, strings.TrimSpace(v.stderr.String()), serialTail(log))
@@ -361,6 +376,34 @@ func (v *VM) WaitSerial(substr string, timeout time.Duration) (string, error) {
 
 // SerialPath is the file QEMU writes the guest's serial port to.
 func (v *VM) SerialPath() string { return v.serial }
+
+// linesBefore is the last n lines of the serial log before a kernel's
+// panic, where the kernel says what went wrong before it gives up (an
+// initramfs it could not unpack, a root it could not find); its stack
+// trace follows the panic line and says nothing a user can act on.
+func linesBefore(log []byte, n int) string {
+	var lines []string
+	for _, l := range strings.Split(terminalCodes.ReplaceAllString(string(log), ""), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !timestampOnly.MatchString(l) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return "; the lines before it: " + strings.Join(lines, "; ")
+}
+
+// terminalCodes are the firmware's terminal escapes and carriage returns
+// on the serial port; timestampOnly, the kernel's time stamp that begins
+// the panic line.
+var (
+	terminalCodes = regexp.MustCompile(`\x1b(\[[0-9;?]*[A-Za-z]|c)|\r`)
+	timestampOnly = regexp.MustCompile(`^\[\s*\d+\.\d+\]$`)
+)
 
 // serialTail is the end of the serial log, for errors.
 func serialTail(log []byte) string {

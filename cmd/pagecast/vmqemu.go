@@ -273,7 +273,10 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			return qemuEnded(vm.ExitErr(), vm.Stderr())
 		default:
 		}
-		if err != nil {
+		if errors.Is(err, qemu.ErrKernelPanic) {
+			// It will not come up: nothing to keep running for.
+			return err
+		} else if err != nil {
 			fmt.Fprintf(out, "no %q line on the serial console yet; the guest keeps running\n", qemu.LinuxStartMarker)
 		} else {
 			fmt.Fprintf(out, "guest up: %s\n", line)
