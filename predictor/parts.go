@@ -13,23 +13,31 @@ type PartsObserver interface {
 
 var _ PartsObserver = (*Model)(nil)
 
-// GroupEpochs joins every k consecutive epochs of a trace (by index: epoch
-// i goes to epoch i/k, as its part i%k) into one, the union of their
-// pages, and returns the parts of each joined epoch besides (nil for k <=
-// 1, when the epochs are returned as they are). A part the trace lacks
-// (lost to damage) is empty.
+// GroupEpochs joins every k consecutive epochs of a trace, counted from
+// its first (epoch i goes to joined epoch first/k + (i-first)/k, as its
+// part (i-first)%k: a profile's epochs start at 1), into one, the union of
+// their pages, and returns the parts of each joined epoch besides (nil for
+// k <= 1, when the epochs are returned as they are). A part the trace
+// lacks (lost to damage) is empty; a last joined epoch that the trace ends
+// in the middle of is left out, as it does not cover a whole epoch.
 func GroupEpochs(epochs []trace.Epoch, k int) ([]trace.Epoch, [][][]uint64) {
-	if k <= 1 {
+	if k <= 1 || len(epochs) == 0 {
 		return epochs, nil
 	}
+	first, n := epochs[0].Index, uint64(k)
 	var out []trace.Epoch
 	var parts [][][]uint64
 	for i := 0; i < len(epochs); {
-		idx := epochs[i].Index / uint64(k)
+		g := (epochs[i].Index - first) / n
 		ps := make([][]uint64, k)
-		e := trace.Epoch{Index: idx, Offset: epochs[i].Offset}
-		for ; i < len(epochs) && epochs[i].Index/uint64(k) == idx; i++ {
-			ps[epochs[i].Index%uint64(k)] = epochs[i].Pages
+		e := trace.Epoch{Index: first/n + g, Offset: epochs[i].Offset}
+		last := epochs[i].Index
+		for ; i < len(epochs) && (epochs[i].Index-first)/n == g; i++ {
+			ps[(epochs[i].Index-first)%n] = epochs[i].Pages
+			last = epochs[i].Index
+		}
+		if i == len(epochs) && (last-first)%n != n-1 {
+			break // the trace ends within this one
 		}
 		e.Pages = Union(ps)
 		out = append(out, e)

@@ -15,14 +15,16 @@ func TestGroupEpochs(t *testing.T) {
 		{Index: 0, Pages: []uint64{5, 9}},
 		{Index: 1, Pages: []uint64{1, 5}},
 		{Index: 3, Pages: []uint64{7}},
-		// 4 and 5 lost to damage: epoch 2 is 6 and 7
+		// 4 and 5 lost to damage: epoch 2 is 6, 7 and 8
 		{Index: 7, Pages: []uint64{2}},
+		{Index: 8, Pages: []uint64{4}},
+		{Index: 9, Pages: []uint64{3}}, // the trace ends within epoch 3: left out
 	}
 	coarse, parts := GroupEpochs(fine, 3)
 	want := []trace.Epoch{
 		{Index: 0, Pages: []uint64{1, 5, 9}},
 		{Index: 1, Pages: []uint64{7}},
-		{Index: 2, Pages: []uint64{2}},
+		{Index: 2, Pages: []uint64{2, 4}},
 	}
 	if len(coarse) != len(want) || len(parts) != len(want) {
 		t.Fatalf("%d epochs, %d parts; want %d", len(coarse), len(parts), len(want))
@@ -37,6 +39,19 @@ func TestGroupEpochs(t *testing.T) {
 	}
 	if same, p := GroupEpochs(fine, 1); len(same) != len(fine) || p != nil {
 		t.Errorf("k=1 changed the epochs: %v %v", same, p)
+	}
+
+	// A profile's epochs start at 1: 1 to 8 in fours are two whole
+	// epochs, not a first one of three parts, a second of four and a
+	// third of one.
+	var profile []trace.Epoch
+	for i := uint64(1); i <= 8; i++ {
+		profile = append(profile, trace.Epoch{Index: i, Pages: []uint64{i}})
+	}
+	coarse, parts = GroupEpochs(profile, 4)
+	if len(coarse) != 2 || !slices.Equal(coarse[0].Pages, []uint64{1, 2, 3, 4}) || !slices.Equal(coarse[1].Pages, []uint64{5, 6, 7, 8}) ||
+		coarse[1].Index != coarse[0].Index+1 || !slices.Equal(parts[1][0], []uint64{5}) {
+		t.Errorf("epochs 1 to 8 in fours: %+v, parts %v", coarse, parts)
 	}
 }
 
