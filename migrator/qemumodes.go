@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"slices"
 	"strings"
@@ -80,8 +81,14 @@ type QEMUPlan struct {
 	// and sends the rest at its next check, as pagecast's engine does at
 	// its round cap.
 	MaxSyncs int
-	Forced   bool     // WaitQEMU forced the switch-over
-	Notes    []string // flags QEMU has no use for, one sentence each
+	Forced   bool // WaitQEMU forced the switch-over
+	// DestAnswers, if not nil, asks the destination QEMU whether it is
+	// there: nil if it answers, ErrNoAnswer if it keeps its connection
+	// but does not answer, another error if it is gone. WaitQEMU asks
+	// when post-copy has moved nothing for PostcopyStall, and follows on
+	// (to PostcopyGiveUp) unless it is gone.
+	DestAnswers func() error
+	Notes       []string // flags QEMU has no use for, one sentence each
 	// Slowdown is what the guest lost: its vCPUs (SetupQEMU, from
 	// query-cpus-fast; 0 if QEMU did not say), the throttle's share of
 	// their time summed from WaitQEMU's polls of
@@ -363,6 +370,18 @@ var qemuNow = time.Now
 // postcopy-paused at once).
 var PostcopyStall = 10 * time.Second
 
+// PostcopyGiveUp is how long WaitQEMU follows a post-copy that moves
+// nothing while the destination is not known to be gone (QEMUPlan.DestAnswers:
+// it answers, or it does not answer but its connection stands, as a
+// stopped process's does): a destination stopped for a while (SIGSTOP)
+// and then continued completes the migration.
+var PostcopyGiveUp = time.Minute
+
+// ErrNoAnswer is QEMUPlan.DestAnswers's error for a destination whose
+// monitor holds its connection but does not answer in time: stopped or
+// overloaded, not gone.
+var ErrNoAnswer = errors.New("the destination QEMU does not answer (stopped, or overloaded)")
+
 // PrecopyStall is how long WaitQEMU waits in QEMU's pre-copy (active) for
 // QEMU to move a byte before it cancels the migration (migrate_cancel),
 // the guest running on at the source, as pagecast's engine gives up on a
@@ -388,8 +407,9 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 	var lastSync, lastRemaining uint64 // Stalled: the latest dirty sync seen, and ram.remaining first seen after it
 	var moved uint64                   // pre-copy or post-copy: ram.transferred when it last grew
 	var movedAt time.Time
-	var movedIn string    // the status moved was seen in
-	var throttled float64 // vCPU-ms the throttle withheld, as polled
+	var movedIn string      // the status moved was seen in
+	var checkedAt time.Time // post-copy stalled: when DestAnswers was last asked
+	var throttled float64   // vCPU-ms the throttle withheld, as polled
 	var lastPct int
 	var lastAt time.Time
 	return wait(ctx, mon, interval, func(i Info) error {
@@ -427,11 +447,35 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 			}
 		}
 		if i.Status == StatusPostcopy && i.RAM != nil {
-			if d := time.Since(movedAt); d >= PostcopyStall {
-				return fmt.Errorf("migration %s: QEMU's post-copy has moved nothing for %v: the destination is gone or stalled, "+
-					"and the guest waits there for pages still on the source (if it is gone, the guest is lost with it; "+
-					"if the link broke, migrate-pause on the source, then migrate-recover on the destination and migrate with resume)",
-					i.Status, d.Round(time.Second))
+			if d := time.Since(movedAt); d >= PostcopyStall && time.Since(checkedAt) >= PostcopyStall {
+				checkedAt = time.Now()
+				if plan.DestAnswers == nil {
+					return fmt.Errorf("migration %s: QEMU's post-copy has moved nothing for %v: the destination is gone or stalled, "+
+						"and the guest waits there for pages still on the source (if it is gone, the guest is lost with it; "+
+						"if it only stalled, the migration may yet complete: query-migrate on the source tells; "+
+						"if the link broke, migrate-pause on the source, then migrate-recover on the destination and migrate with resume)",
+						i.Status, d.Round(time.Second))
+				}
+				dest := plan.DestAnswers()
+				switch {
+				case d < PostcopyGiveUp && (dest == nil || errors.Is(dest, ErrNoAnswer)):
+					state := "answers"
+					if dest != nil {
+						state = "does not answer (stopped?)"
+					}
+					slog.Warn("QEMU's post-copy has moved nothing: following on, as the destination QEMU is still there",
+						"for", d.Round(time.Second), "destination", state, "give_up_after", PostcopyGiveUp)
+				case d >= PostcopyGiveUp:
+					return fmt.Errorf("migration %s: QEMU's post-copy has moved nothing for %v, and pagecast stops following it: "+
+						"the destination QEMU %s, and the guest waits there for pages still on the source; "+
+						"if it goes on, the migration may yet complete (query-migrate on the source tells); "+
+						"if the link broke, QEMU turns postcopy-paused: migrate-recover on the destination, then migrate with resume on the source",
+						i.Status, d.Round(time.Second), destState(dest))
+				default:
+					return fmt.Errorf("migration %s: QEMU's post-copy has moved nothing for %v and the destination QEMU is gone (%v): "+
+						"the guest ran there, and is lost with it",
+						i.Status, d.Round(time.Second), dest)
+				}
 			}
 		}
 		if plan.MaxSyncs > 0 && !plan.Forced && !plan.Stalled && i.Status == StatusActive && i.RAM != nil && i.RAM.DirtySyncCount > uint64(plan.MaxSyncs) {
@@ -467,4 +511,15 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 		_ = clientRun(mon, "migrate-start-postcopy", nil, nil)
 		return nil
 	})
+}
+
+// destState says what DestAnswers said, for an error.
+func destState(err error) string {
+	switch {
+	case err == nil:
+		return "answers"
+	case errors.Is(err, ErrNoAnswer):
+		return "does not answer (stopped, or overloaded)"
+	}
+	return fmt.Sprintf("could not be asked (%v)", err)
 }

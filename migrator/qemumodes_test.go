@@ -336,6 +336,57 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 			t.Errorf("error %v, want one saying post-copy moved nothing", err)
 		}
 	})
+	t.Run("post-copy stalled, the destination there", func(t *testing.T) {
+		// A destination stopped (SIGSTOP) for a while, then continued,
+		// completes the migration: followed on, not failed.
+		stall, giveUp := PostcopyStall, PostcopyGiveUp
+		PostcopyStall, PostcopyGiveUp = 20*time.Millisecond, 5*time.Second
+		defer func() { PostcopyStall, PostcopyGiveUp = stall, giveUp }()
+		start := time.Now()
+		mon, _ := clientFake(func(cmd qmp.Command) (any, error) {
+			d := time.Since(start)
+			switch {
+			case d < 10*time.Millisecond:
+				return map[string]any{"return": Info{Status: StatusPostcopy, RAM: &RAMStats{Transferred: uint64(d.Microseconds()) + 1, Remaining: 8 << 20}}}, nil
+			case d < 150*time.Millisecond: // stopped: nothing moves
+				return map[string]any{"return": Info{Status: StatusPostcopy, RAM: &RAMStats{Transferred: 1 << 20, Remaining: 8 << 20}}}, nil
+			}
+			return map[string]any{"return": Info{Status: StatusCompleted, TotalTime: 900, RAM: &RAMStats{Transferred: 9 << 20}}}, nil
+		})
+		asked := 0
+		p := plan
+		p.DestAnswers = func() error { asked++; return ErrNoAnswer }
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		info, err := WaitQEMU(ctx, mon, &p, time.Millisecond, nil)
+		if err != nil || info.Status != StatusCompleted || asked == 0 {
+			t.Errorf("%s, %v after asking the destination %d times; want completed, the stall followed through", info.Status, err, asked)
+		}
+	})
+	t.Run("post-copy stalled, the destination gone or never back", func(t *testing.T) {
+		stall, giveUp := PostcopyStall, PostcopyGiveUp
+		PostcopyStall, PostcopyGiveUp = 20*time.Millisecond, 200*time.Millisecond
+		defer func() { PostcopyStall, PostcopyGiveUp = stall, giveUp }()
+		for _, tc := range []struct {
+			answer error
+			want   string
+		}{
+			{errors.New("qmp: connection lost: EOF"), "the destination QEMU is gone (qmp: connection lost: EOF): the guest ran there, and is lost with it"},
+			{ErrNoAnswer, "pagecast stops following it: the destination QEMU does not answer (stopped, or overloaded)"},
+		} {
+			mon, _ := clientFake(func(cmd qmp.Command) (any, error) {
+				return map[string]any{"return": Info{Status: StatusPostcopy, RAM: &RAMStats{Transferred: 1 << 20, Remaining: 8 << 20}}}, nil
+			})
+			p := plan
+			p.DestAnswers = func() error { return tc.answer }
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := WaitQEMU(ctx, mon, &p, time.Millisecond, nil)
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("destination answering %v: %v, want %q", tc.answer, err, tc.want)
+			}
+		}
+	})
 	t.Run("pre-copy stalled", func(t *testing.T) {
 		// QEMU waits for ever on a destination that stopped (SIGSTOP):
 		// its progress stayed at 61% with no timeout.

@@ -319,6 +319,9 @@ func runMigrate(c *cli.Context) (err error) {
 		for _, n := range pl.Notes {
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s\n", n)
 		}
+		if dst != nil {
+			pl.DestAnswers = func() error { return destAnswers(dst, destAnswerWait) }
+		}
 		plan = &pl
 	}
 	if metrics != nil {
@@ -433,11 +436,17 @@ func runMigrate(c *cli.Context) (err error) {
 		return fmt.Errorf("%w (after the switch to post-copy the source's QMP connection closed: if its QEMU has exited, the pages it still held went with it, and the guest on the destination cannot get them: it is lost)", err)
 	}
 	if err != nil && switched && dst != nil {
-		if _, derr := dst.Run([]byte(`{"execute":"query-status"}`)); derr != nil {
+		if derr := destAnswers(dst, destAnswerWait); derr != nil && !errors.Is(derr, migrator.ErrNoAnswer) {
 			// Recovery needs the destination QEMU, which the guest ran in.
 			// (QEMU's own account suggests migrate-recover.)
-			return fmt.Errorf("migration %s after the switch to post-copy: the destination QEMU no longer answers on --dest-qmp (%v): it is gone, and the guest with it, so there is nothing to recover; "+
-				"the source holds the guest paused as it was at the switch-over, and cont there would lose what it did since", info.Status, derr)
+			source := "the source holds the guest paused as it was at the switch-over, and cont there would lose what it did since"
+			if plan != nil {
+				// QEMU refuses cont there: "Migration is not finalized yet".
+				source = "the source QEMU holds the guest's memory as it was at the switch-over but will not run it again (cont: \"Migration is not finalized yet\"), " +
+					"so the guest is lost on both sides: quit the source QEMU and start the guest anew"
+			}
+			return fmt.Errorf("migration %s after the switch to post-copy: the destination QEMU no longer answers on --dest-qmp (%v): it is gone, and the guest with it, so there is nothing to recover; %s",
+				info.Status, derr, source)
 		}
 	}
 	if err != nil && switched {
@@ -843,5 +852,28 @@ func qemuFaultTime(plan *migrator.QEMUPlan, dst qmp.Monitor) {
 		slog.Info("post-copy's waits are not known", "err", err)
 	case ok:
 		plan.Slowdown.FaultTime = ms
+	}
+}
+
+// destAnswerWait is how long destAnswers waits for the destination QEMU's
+// reply.
+const destAnswerWait = 2 * time.Second
+
+// destAnswers asks the destination QEMU for its run state: nil if it
+// answers within wait, migrator.ErrNoAnswer if it does not (a stopped
+// QEMU keeps its connection and says nothing), else why it cannot be
+// asked (gone). A question left unanswered waits in the background for
+// the monitor's answer or its end.
+func destAnswers(dst qmp.Monitor, wait time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := dst.Run([]byte(`{"execute":"query-status"}`))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(wait):
+		return migrator.ErrNoAnswer
 	}
 }

@@ -515,7 +515,8 @@ func TestIncomingQEMUStoppedWaiting(t *testing.T) {
 // TestIncomingQEMUStoppedInPostcopy: a destination stopped in QEMU's
 // post-copy says the guest is lost, and migrate, given --dest-qmp, says
 // the destination is gone and there is nothing to recover (it suggested
-// migrate-recover on a destination QEMU that no longer existed).
+// migrate-recover on a destination QEMU that no longer existed), and that
+// the source QEMU will not run its copy either.
 func TestIncomingQEMUStoppedInPostcopy(t *testing.T) {
 	_, dst, cmd, out := qemuPostcopyUnderway(t)
 	dst.cmd.Process.Signal(syscall.SIGTERM)
@@ -527,7 +528,10 @@ func TestIncomingQEMUStoppedInPostcopy(t *testing.T) {
 	if got := dst.stderr.String(); !strings.Contains(got, "stopped during QEMU's post-copy: the guest ran here with part of its memory still at the source, and is lost") {
 		t.Errorf("the destination stopped in post-copy said:\n%s", got)
 	}
-	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "the destination QEMU no longer answers on --dest-qmp") || strings.Contains(out.String(), "migrate-recover") {
+	// Nor can the source's copy run again: QEMU refuses cont there ("it
+	// said cont there would lose what it did since").
+	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "the destination QEMU no longer answers on --dest-qmp") || strings.Contains(out.String(), "migrate-recover") ||
+		!strings.Contains(out.String(), "the guest is lost on both sides") {
 		t.Errorf("migrate whose destination went in post-copy: %v\n%s", err, out.String())
 	}
 }
