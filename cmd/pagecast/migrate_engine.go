@@ -50,6 +50,13 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		return nil, "", "", fmt.Errorf("--engine %q: want auto, pagecast or qemu", flag)
 	}
 	post := migrator.NeedsPostcopy(mode)
+	if _, perr := migrator.PlanQEMU(migrator.Params{Mode: mode}, 64<<20); post && perr != nil {
+		// Neither engine runs it: say so once, not "needs pagecast's
+		// engine" from QEMU's and "use --engine qemu" from pagecast's.
+		return nil, "", "", fmt.Errorf("migration mode %q cannot run on a QEMU source with either engine: pagecast's post-copy cannot pull pages into QEMU's memory "+
+			"(userfaultfd sees faults only on pagecast's own mapping of the shared RAM), and QEMU's own post-copy runs tsmc and precopy+postcopy only; "+
+			"on QEMU choose one of those, or run %s on pagecast's own monitor (vm run, with KVM)", mode, mode)
+	}
 	switch {
 	case flag == engineQEMU:
 		return nil, engineQEMU, "--engine qemu", nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -146,5 +147,25 @@ func TestChooseEngineListening(t *testing.T) {
 	}
 	if !sameTCPPort("tcp:[::1]:4444", "tcp:127.0.0.1:4444") || sameTCPPort("tcp:127.0.0.1:4444", "tcp:127.0.0.1:4445") {
 		t.Error("sameTCPPort")
+	}
+}
+
+// TestChooseEngineNeither: a post-copy mode that neither engine runs on a
+// QEMU source is refused once, saying so, whatever --engine says (auto
+// said it needed pagecast's engine, --engine pagecast that it needed
+// QEMU's); those QEMU's post-copy runs go to QEMU's engine.
+func TestChooseEngineNeither(t *testing.T) {
+	for _, mode := range []string{"predictive+tsmc", "predictive+postcopy", "mecom+postcopy", "predictive+mecom+postcopy"} {
+		for _, flag := range []string{"auto", "pagecast", "qemu"} {
+			if _, _, _, err := chooseEngine(flag, nil, mode, "", "tcp:127.0.0.1:4444"); err == nil ||
+				!strings.Contains(err.Error(), fmt.Sprintf("migration mode %q cannot run on a QEMU source with either engine", mode)) {
+				t.Errorf("--engine %s --mode %s: %v", flag, mode, err)
+			}
+		}
+	}
+	for _, mode := range []string{"tsmc", "precopy+postcopy"} {
+		if _, engine, _, err := chooseEngine("auto", nil, mode, "", "tcp:127.0.0.1:4444"); err != nil || engine != engineQEMU {
+			t.Errorf("--mode %s: engine %q, %v; want QEMU's", mode, engine, err)
+		}
 	}
 }
