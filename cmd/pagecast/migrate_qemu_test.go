@@ -629,3 +629,32 @@ func TestAutoProbeEndsQEMUIncoming(t *testing.T) {
 		t.Fatalf("auto to a destination gone after its check: %v\n%s", err, out)
 	}
 }
+
+// TestIncomingQEMUCancelled: an --engine qemu destination whose migration
+// the source cancels in pre-copy exits 1 saying the guest is still on the
+// source (it gave QEMU's "Read section footer failed: -5" alone).
+func TestIncomingQEMUCancelled(t *testing.T) {
+	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
+	uri := freeTCP(t)
+	dst := startQEMURun(t, "--memory", "64M", "--engine", "qemu", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--engine", "qemu", "--bandwidth", "4MiB/s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // 8 MiB of 64 sent
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "migrate_cancel sent") {
+		t.Fatalf("migrate interrupted: %v\n%s", err, out.String())
+	}
+	select {
+	case <-dst.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the destination still waits after the source cancelled")
+	}
+	if code := dst.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(dst.stderr.String(), "the incoming migration failed before the guest ran here") ||
+		!strings.Contains(dst.stderr.String(), "so the guest is where it was, on the source") {
+		t.Errorf("the destination of a cancelled migration: exit status %d\n%s", code, dst.stderr.String())
+	}
+}

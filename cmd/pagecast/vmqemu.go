@@ -355,7 +355,14 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			}
 			return "", errStoppedWaiting
 		case <-vm.Done():
-			return "", qemuEnded(vm.ExitErr(), vm.Stderr())
+			err := qemuEnded(vm.ExitErr(), vm.Stderr())
+			if err != nil && !postcopy && strings.Contains(vm.Stderr(), "load of migration failed") {
+				// QEMU's account alone ("Read section footer failed: -5")
+				// does not say where the guest is.
+				err = fmt.Errorf("the incoming migration failed before the guest ran here (the source cancelled it, the link broke, or the stream did not load), "+
+					"so the guest is where it was, on the source: %w", err)
+			}
+			return "", err
 		case <-tick.C:
 		}
 		st, err := qemu.RunState(vm.Monitor)
