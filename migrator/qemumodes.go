@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/pagecast/pagecast/internal/units"
 )
 
 // QEMU's own migration, driven in pagecast's terms. A source that is a
@@ -82,6 +84,8 @@ type QEMUPlan struct {
 	// its round cap.
 	MaxSyncs int
 	Forced   bool // WaitQEMU forced the switch-over
+	// Switched says why WaitQEMU started post-copy ("" if it did not).
+	Switched string
 	// DestAnswers, if not nil, asks the destination QEMU whether it is
 	// there: nil if it answers, ErrNoAnswer if it keeps its connection
 	// but does not answer, another error if it is gone. WaitQEMU asks
@@ -500,10 +504,19 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 			}
 			stuck := lastSync >= PostcopyAfterSyncs && stalled(lastRemaining, left)
 			capped := plan.MaxSyncs > 0 && n > uint64(plan.MaxSyncs)
+			before := lastRemaining
 			lastSync, lastRemaining = n, left
-			if !stuck && !capped {
+			switch {
+			case stuck:
+				plan.Switched = fmt.Sprintf("pre-copy stopped converging: the pass before dirty sync %d left %s, more than half the %s the one before it left",
+					n, units.FormatBytes(float64(left)), units.FormatBytes(float64(before)))
+			case capped:
+				plan.Switched = fmt.Sprintf("round cap: forced after %d dirty syncs", n)
+			default:
 				return nil
 			}
+		} else {
+			plan.Switched = fmt.Sprintf("after the first full pass (dirty sync %d)", i.RAM.DirtySyncCount)
 		}
 		started = true
 		// Refused only when the migration has just ended or failed, which

@@ -450,13 +450,16 @@ func TestWaitQEMUStalled(t *testing.T) {
 		maxRounds int
 		replies   []Info
 		want      []string
+		switched  string // why it started post-copy
 	}{
 		{"stalls", 0, []Info{active(1, 1000), active(2, 400), active(2, 300), active(3, 150), active(4, 100),
-			{Status: StatusPostcopy}, {Status: StatusCompleted, TotalTime: 900}}, []string{q, q, q, q, q, start, q, q}},
+			{Status: StatusPostcopy}, {Status: StatusCompleted, TotalTime: 900}}, []string{q, q, q, q, q, start, q, q},
+			"pre-copy stopped converging: the pass before dirty sync 4 left 100 B, more than half the 150 B the one before it left"},
 		{"converges", 0, []Info{active(1, 1000), active(2, 400), active(3, 150), active(4, 50),
-			{Status: StatusCompleted, TotalTime: 900}}, []string{q, q, q, q, q}},
+			{Status: StatusCompleted, TotalTime: 900}}, []string{q, q, q, q, q}, ""},
 		{"round cap", 2, []Info{active(1, 1000), active(2, 400), active(3, 190), active(4, 90),
-			{Status: StatusPostcopy}, {Status: StatusCompleted, TotalTime: 900}}, []string{q, q, q, q, start, q, q}},
+			{Status: StatusPostcopy}, {Status: StatusCompleted, TotalTime: 900}}, []string{q, q, q, q, start, q, q},
+			"round cap: forced after 4 dirty syncs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mon, sent := repliesInTurn(tc.replies)
@@ -472,6 +475,9 @@ func TestWaitQEMUStalled(t *testing.T) {
 			}
 			if !slices.Equal(*sent, tc.want) || plan.Forced {
 				t.Errorf("sent %q (forced %v), want %q", *sent, plan.Forced, tc.want)
+			}
+			if plan.Switched != tc.switched {
+				t.Errorf("switched %q, want %q", plan.Switched, tc.switched)
 			}
 		})
 	}
