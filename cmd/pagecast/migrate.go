@@ -736,7 +736,7 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused 
 		if r := i.RAM; r != nil && (r.PostcopyBytes > 0 || r.PostcopyRequests > 0) {
 			fmt.Fprintf(tw, "post-copy\t%s sent, %d pages pulled by the destination\n", units.FormatBytes(float64(r.PostcopyBytes)), r.PostcopyRequests)
 			if plan.Switched != "" {
-				fmt.Fprintf(tw, "switched\tto post-copy %s\n", plan.Switched)
+				fmt.Fprintf(tw, "switched\tto post-copy: %s\n", plan.Switched)
 			}
 		} else if slices.Contains(plan.Capabilities, migrator.CapPostcopyRAM) && i.Status == migrator.StatusCompleted {
 			fmt.Fprintf(tw, "post-copy\tnone: pre-copy completed before the switch to post-copy\n")

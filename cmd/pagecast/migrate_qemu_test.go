@@ -117,8 +117,8 @@ func TestMigrateQEMU(t *testing.T) {
 		{migrator.MECOM, paced, []string{"qemu capabilities  xbzrle", "xbzrle-cache-size 64.0 MiB"}},
 		{migrator.ModeThrottle, fullSpeed, []string{"qemu capabilities  auto-converge",
 			"cpu-throttle-initial 50, cpu-throttle-increment 50, cpu-throttle-tailslow false", "cpu throttle  "}},
-		{migrator.ModeTSMC, fullSpeed, []string{"qemu capabilities  postcopy-ram", "post-copy  ", "to post-copy after the first full pass"}},
-		{migrator.ModePrecopy + "+" + migrator.Postcopy, fullSpeed, []string{"qemu capabilities  postcopy-ram", "post-copy  ", "switched  ", "to post-copy "}},
+		{migrator.ModeTSMC, fullSpeed, []string{"qemu capabilities  postcopy-ram", "post-copy  ", "to post-copy: after the first full pass"}},
+		{migrator.ModePrecopy + "+" + migrator.Postcopy, fullSpeed, []string{"qemu capabilities  postcopy-ram", "post-copy  ", "switched  ", "to post-copy: "}},
 	} {
 		t.Run(tt.mode, func(t *testing.T) {
 			src := startQEMU(t, tt.workload, "")
