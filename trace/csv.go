@@ -32,13 +32,32 @@ const (
 )
 
 // ExportCSV writes the rest of r's epochs to w as CSV: the header
-// "epoch,page", then one row per page, epochs and pages ascending. Empty
-// epochs have no rows. It returns the number of rows written.
+// "epoch,page", then one row per page, epochs and pages ascending. An
+// empty epoch has no rows, but for those before the first page and after
+// the last, which get a row of their own with no page ("336,"): without
+// them the trace's first and last epochs would be lost on the way back
+// (ImportCSV writes the empty epochs between two rows, and no others). It
+// returns the number of rows written.
 func ExportCSV(w io.Writer, r *Reader) (int64, error) {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	bw.WriteString(CSVHeader + "\n")
 	var rows int64
 	var line []byte
+	write := func(epoch uint64, page uint64, empty bool) error {
+		line = strconv.AppendUint(line[:0], epoch, 10)
+		line = append(line, ',')
+		if !empty {
+			line = strconv.AppendUint(line, page, 10)
+		}
+		line = append(line, '\n')
+		if _, err := bw.Write(line); err != nil {
+			return fmt.Errorf("write csv: %w", err)
+		}
+		rows++
+		return nil
+	}
+	started := false   // a page written
+	var quiet []uint64 // empty epochs since the last page, written only if no page follows
 	for {
 		e, err := r.Next()
 		if err == io.EOF {
@@ -47,16 +66,27 @@ func ExportCSV(w io.Writer, r *Reader) (int64, error) {
 		if err != nil {
 			return rows, err
 		}
+		if len(e.Pages) == 0 {
+			if !started {
+				if err := write(e.Index, 0, true); err != nil {
+					return rows, err
+				}
+			} else {
+				quiet = append(quiet, e.Index)
+			}
+			continue
+		}
+		started, quiet = true, quiet[:0]
 		for _, p := range e.Pages {
-			line = strconv.AppendUint(line[:0], e.Index, 10)
-			line = append(line, ',')
-			line = strconv.AppendUint(line, p, 10)
-			line = append(line, '\n')
-			if _, err := bw.Write(line); err != nil {
-				return rows, fmt.Errorf("write csv: %w", err)
+			if err := write(e.Index, p, false); err != nil {
+				return rows, err
 			}
 		}
-		rows += int64(len(e.Pages))
+	}
+	for _, q := range quiet {
+		if err := write(q, 0, true); err != nil {
+			return rows, err
+		}
 	}
 	if err := bw.Flush(); err != nil {
 		return rows, fmt.Errorf("write csv: %w", err)
@@ -79,8 +109,10 @@ type ImportStats struct {
 // recognised by its magic bytes; the header line is optional), and appends
 // its epochs to w, which must not have had any appended yet. Epochs must
 // ascend; rows within an epoch may come in any order and duplicates are
-// dropped. Every epoch from the first row's to the last is written, those
-// without rows as empty records, so epoch indices are kept; epoch i starts
+// dropped; a row without a page ("336,", as ExportCSV writes for the empty
+// epochs at either end) says its epoch is there, empty. Every epoch from
+// the first row's to the last is written, those without pages as empty
+// records, so epoch indices are kept; epoch i starts
 // at offset i × w.Meta().Epoch. None is made up before the first row's: a
 // trace exported from epoch 1 (pagecast's recordings start there) imports
 // as it was, not with an empty epoch 0 that a simulation would replay.
@@ -193,9 +225,12 @@ func importPlainCSV(br *bufio.Reader, w *Writer) (ImportStats, error) {
 		if err != nil {
 			return st, fmt.Errorf("csv line %d: epoch %q is not a whole number", line, es)
 		}
-		page, err := strconv.ParseUint(ps, 10, 64)
-		if err != nil {
-			return st, fmt.Errorf("csv line %d: page %q is not a whole number", line, ps)
+		empty := ps == "" // the epoch is there, with no page
+		var page uint64
+		if !empty {
+			if page, err = strconv.ParseUint(ps, 10, 64); err != nil {
+				return st, fmt.Errorf("csv line %d: page %q is not a whole number", line, ps)
+			}
 		}
 		if page >= limit {
 			return st, fmt.Errorf("csv line %d: page %d is beyond the %d pages of %s memory",
@@ -226,7 +261,9 @@ func importPlainCSV(br *bufio.Reader, w *Writer) (ImportStats, error) {
 			}
 			cur = epoch
 		}
-		pages = append(pages, page)
+		if !empty {
+			pages = append(pages, page)
+		}
 		st.Rows++
 		if len(pages) >= compactAt {
 			// Many duplicates: keep memory to the distinct pages.

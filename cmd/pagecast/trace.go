@@ -40,8 +40,10 @@ func traceCommand() *cli.Command {
 				Name:      "export",
 				Usage:     "write a trace's pages as CSV or Parquet, one row per page dirtied in an epoch",
 				ArgsUsage: "FILE",
-				Description: "Rows are epoch,page, epochs and pages ascending; epochs without pages have no rows.\n" +
-					"CSV starts with the header line epoch,page. Parquet has two INT64 columns, epoch and page,\n" +
+				Description: "Rows are epoch,page, epochs and pages ascending; epochs without pages have no rows,\n" +
+					"but in CSV those before the first page and after the last have one without a page (\"336,\"),\n" +
+					"so that trace import gives back the same epochs. CSV starts with the header line epoch,page.\n" +
+					"Parquet has two INT64 columns, epoch and page (no row for an empty epoch),\n" +
 					"and the trace's metadata as pagecast.* key/value metadata. A damaged trace is exported as\n" +
 					"far as it reads, with a warning.\n\n" +
 					"Example: pagecast trace export --format parquet -o awk.parquet awk.pct",
@@ -58,8 +60,9 @@ func traceCommand() *cli.Command {
 				Usage:     "turn a CSV trace (epoch,page rows) into a trace file",
 				ArgsUsage: "IN.csv[.gz]",
 				Description: "Reads rows epoch,page (header optional; gzip detected; - is standard input). Epochs must\n" +
-					"ascend; rows within an epoch may come in any order, duplicates are dropped. Epochs with no\n" +
-					"rows between two that have rows become empty epochs, so indices are kept; the trace starts at\n" +
+					"ascend; rows within an epoch may come in any order, duplicates are dropped; a row without a\n" +
+					"page (\"336,\") is an empty epoch. Epochs with no rows between two that have rows become empty\n" +
+					"epochs, so indices are kept; the trace starts at\n" +
 					"the first row's epoch (a trace exported from the profiler's, whose first epoch is 1, comes back\n" +
 					"starting at 1, as it was).\n\n" +
 					"Example: pagecast trace import --memory 256M --epoch 100ms -o awk.pct awk.csv.gz   # an epoch,page CSV, gzipped or not",
