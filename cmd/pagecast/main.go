@@ -64,6 +64,20 @@ func newApp() *cli.App {
 			pluginCommand(),
 			reportCommand(),
 		},
+		// pagecast NAME with no command NAME ("No help topic for 'NAME'",
+		// urfave/cli's words, did not say it was not a command).
+		Action: func(c *cli.Context) error {
+			if !c.Args().Present() {
+				return cli.ShowAppHelp(c)
+			}
+			var names []string
+			for _, cmd := range c.App.VisibleCommands() {
+				if cmd.Name != "help" {
+					names = append(names, cmd.Name)
+				}
+			}
+			return fmt.Errorf("no command %q: the commands are %s (see pagecast --help)", c.Args().First(), strings.Join(names, ", "))
+		},
 		// Errors are printed once, by main, on one line.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   usageError,

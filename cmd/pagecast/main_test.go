@@ -377,6 +377,26 @@ func TestMonitorAuto(t *testing.T) {
 	}
 }
 
+// TestCLIErrorsAnywhere: bad input that needs no KVM to check is named,
+// with a non-zero exit status: a command that does not exist (urfave/cli
+// said "No help topic"), vCPUs out of range under QEMU (it said only to
+// use 1), a fractional plugin size (it said the size, within range, was
+// out of it).
+func TestCLIErrorsAnywhere(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vmrun"}, `no command "vmrun": the commands are vm, profile, demo`},
+		{[]string{"vm", "run", "--monitor", "qemu", "--vcpus", "17"}, "--vcpus 17: want 1 to 16 (and 1 with --monitor qemu)"},
+		{[]string{"plugin", "--dir", t.TempDir(), "--memory", "3.5G"}, `--memory "3.5G": want a size from 4K to 262143G, such as 4G: size "3.5G": want a whole number`},
+	} {
+		if _, _, err := runApp(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("pagecast %s: %v, want %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+}
+
 // TestCLIErrors checks that bad input gets one line naming the problem and
 // a non-zero exit status.
 func TestCLIErrors(t *testing.T) {

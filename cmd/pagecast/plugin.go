@@ -38,7 +38,11 @@ func pluginCommand() *cli.Command {
 				return fmt.Errorf("plugin takes no arguments (got %q): the folder is --dir", c.Args().First())
 			}
 			mem, err := units.ParseBytes(c.String("memory"))
-			if err != nil || mem < 4096 || mem > maxPluginMemory {
+			if err != nil {
+				// It says what a size is: 3.5G is not one, though within range.
+				return fmt.Errorf("--memory %q: want a size from 4K to %dG, such as 4G: %w", c.String("memory"), maxPluginMemory>>30, err)
+			}
+			if mem < 4096 || mem > maxPluginMemory {
 				return fmt.Errorf("--memory %q: want a size from 4K to %dG (the plugin records at most %d pages of 4 KiB), such as 4G",
 					c.String("memory"), maxPluginMemory>>30, uint64(tcg.MaxPages))
 			}

@@ -28,7 +28,7 @@ func TestPluginMemoryRange(t *testing.T) {
 			t.Errorf("--memory %s: pages=%s, which the plugin refuses (want 1 to %d)", mem, m[1], uint64(tcg.MaxPages))
 		}
 	}
-	for _, mem := range []string{"1K", "4095", "262144G", "256T", "10E", "18446744073709551615", "lots"} {
+	for _, mem := range []string{"1K", "4095", "262144G", "256T", "10E", "18446744073709551615"} {
 		dir := filepath.Join(t.TempDir(), "plug")
 		stdout, _, err := runApp(t, "plugin", "--dir", dir, "--memory", mem)
 		want := `--memory "` + mem + `": want a size from 4K to 262143G (the plugin records at most 68719476736 pages of 4 KiB)`

@@ -142,7 +142,9 @@ func qemuVMFlags() []cli.Flag {
 // (vmFlags and qemuVMFlags).
 func qemuGuestFlags(c *cli.Context) (qemuVMOptions, error) {
 	o := qemuVMOptions{accel: c.String("accel"), ringSize: c.Int("ring-size"), seed: c.Uint64("seed")}
-	if n := c.Int("vcpus"); n != 1 {
+	if n := c.Int("vcpus"); n < 1 || n > guest.MaxCPUs {
+		return o, fmt.Errorf("--vcpus %d: want 1 to %d (and 1 with --monitor qemu)", n, guest.MaxCPUs)
+	} else if n != 1 {
 		return o, fmt.Errorf("--vcpus %d: the pagecast guest starts extra vCPUs only under pagecast's own monitor; use --vcpus 1 with --monitor qemu", n)
 	}
 	var err error
