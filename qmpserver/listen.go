@@ -31,9 +31,6 @@ const maxSocketPath = 107
 // Closing the listener removes the socket, unless something else has replaced
 // it since.
 func Listen(path string) (net.Listener, error) {
-	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("qmp socket %s: the path is %d bytes, and a unix socket's may be at most %d (Linux's sun_path): give a shorter one", path, len(path), maxSocketPath)
-	}
 	if err := ClearStaleSocket(path); err != nil {
 		return nil, err
 	}
@@ -78,13 +75,21 @@ func Listen(path string) (net.Listener, error) {
 	return &socketListener{UnixListener: ul, path: path, file: fi}, nil
 }
 
-// ClearStaleSocket makes sure nothing is at path, removing a socket that
-// nobody listens on (left by a process that is gone). It fails with
-// ErrInUse if a process accepts connections there, and if path is not a
-// socket.
+// ClearStaleSocket makes sure a socket can be made at path: nothing is
+// there, removing a socket that nobody listens on (left by a process that
+// is gone). It fails with ErrInUse if a process accepts connections there,
+// and if path is not a socket, is too long for one, or its directory is
+// not there.
 func ClearStaleSocket(path string) error {
+	if len(path) > maxSocketPath {
+		// Checked here for QEMU's -qmp too, whose bind says less.
+		return fmt.Errorf("qmp socket %s: the path is %d bytes, and a unix socket's may be at most %d (Linux's sun_path): give a shorter one", path, len(path), maxSocketPath)
+	}
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(filepath.Dir(path)); err != nil {
+			return fmt.Errorf("qmp socket %s: its directory: %w", path, err)
+		}
 		return nil
 	}
 	if err != nil {

@@ -78,7 +78,12 @@ func TestVMRunQEMUSocket(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]string{live: "in use by another process", file: "not a socket"} {
+	// No such directory, or a path too long for a socket: said before
+	// QEMU starts (QEMU's bind failed with "connection reset by peer").
+	for path, want := range map[string]string{live: "in use by another process", file: "not a socket",
+		filepath.Join(dir, "none", "x.sock"):         "its directory: stat " + filepath.Join(dir, "none") + ": no such file or directory",
+		filepath.Join(file, "x.sock"):                "not a directory",
+		filepath.Join(dir, strings.Repeat("s", 110)): "a unix socket's may be at most 107"} {
 		_, _, err := runApp(t, "vm", "run", "--monitor", "qemu", "--qmp", "unix:"+path)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("--qmp unix:%s: err %v, want %q", path, err, want)
