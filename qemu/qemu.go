@@ -171,7 +171,7 @@ func Start(o Options) (_ *VM, err error) {
 	tmp := ""
 	if o.Dir == "" {
 		// Guest RAM is a file in Dir: on tmpfs it is memory, as a memfd.
-		if tmp, err = scratch.Dir(scratch.Base(), "pagecast-qemu-"); err != nil {
+		if tmp, err = scratch.Dir(scratch.Base(), ScratchPrefix); err != nil {
 			return nil, fmt.Errorf("qemu work directory: %w", err)
 		}
 		o.Dir = tmp
@@ -323,6 +323,15 @@ func (v *VM) GuestStatus() (guest.Status, error) {
 	}
 	return guest.ReadStatus(v.mem, v.statusAddr)
 }
+
+// ScratchPrefix begins the names of the work directories (in /dev/shm)
+// that hold a QEMU VM's RAM file and serial log, one a VM.
+const ScratchPrefix = "pagecast-qemu-"
+
+// RemoveStale removes the work directories of VMs whose pagecast died
+// without removing its own (SIGKILL): a guest's RAM stays in /dev/shm
+// until then. Starting a VM does it too.
+func RemoveStale() []string { return scratch.Sweep(scratch.Base(), ScratchPrefix) }
 
 // WaitBanner waits for the guest's banner on the serial port (QEMU boots
 // its firmware first, which takes seconds here).

@@ -49,7 +49,8 @@ func pluginCommand() *cli.Command {
 			if err := os.MkdirAll(c.String("dir"), 0o755); err != nil {
 				return fmt.Errorf("--dir: %w", err)
 			}
-			tcg.RemoveStale() // areas of QEMUs killed before they could remove theirs
+			tcg.RemoveStale()  // areas of QEMUs killed before they could remove theirs
+			qemu.RemoveStale() // and RAM files of vm runs killed so
 			so, err := tcg.WritePlugin(c.String("dir"))
 			if err != nil {
 				return err

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pagecast/pagecast/internal/scratch"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -40,6 +42,29 @@ func TestPluginMemoryRange(t *testing.T) {
 		}
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("--memory %s made --dir: %v", mem, err)
+		}
+	}
+}
+
+// TestPluginRemovesStaleRAM: the work directory of a vm run killed with
+// SIGKILL (its guest's RAM file in /dev/shm, its lock held by nobody) is
+// removed by pagecast plugin and pagecast profile too, not only by the
+// next vm run.
+func TestPluginRemovesStaleRAM(t *testing.T) {
+	for _, args := range [][]string{{"plugin", "--dir", t.TempDir()}, {"profile", "--qmp", "unix:/nonexistent/q.sock"}} {
+		dead, err := os.MkdirTemp(scratch.Base(), qemu.ScratchPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dead)
+		for _, f := range []string{".pagecast-lock", "ram"} {
+			if err := os.WriteFile(filepath.Join(dead, f), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runApp(t, args...) // profile fails at the socket, after its sweep
+		if _, err := os.Stat(dead); !os.IsNotExist(err) {
+			t.Errorf("pagecast %s left %s, whose maker is gone (%v)", strings.Join(args, " "), dead, err)
 		}
 	}
 }

@@ -66,6 +66,7 @@ func runProfile(c *cli.Context) error {
 	if c.Bool("list-hooks") {
 		return listHooks(out)
 	}
+	qemu.RemoveStale() // RAM files of vm runs killed before they could remove theirs
 	cfg := collector.Config{PID: c.Int("pid"), Epoch: c.Duration("epoch"), Hook: c.String("hook"), Log: slog.Default()}
 	if cfg.Epoch < time.Millisecond {
 		return fmt.Errorf("--epoch %v: want 1ms or more", cfg.Epoch)

@@ -63,7 +63,7 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := scratch.Dir(scratch.Base(), "pagecast-qemu-")
+	dir, err := scratch.Dir(scratch.Base(), qemu.ScratchPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("qemu work directory: %w", err)
 	}
