@@ -270,3 +270,25 @@ func TestImportAwk(t *testing.T) {
 	t.Logf("awk: %d rows, %d bytes of CSV, %d gzip'd, %d as a trace (%.2f bytes/page)",
 		st.Rows, len(csv), len(raw), len(data), float64(len(data))/float64(st.Rows))
 }
+
+// TestOpenNotTraceKind: a file that is not a trace is named for what it looks
+// like, a Parquet export or a CSV under another name (both were "not a
+// pagecast trace" alone).
+func TestOpenNotTraceKind(t *testing.T) {
+	dir := t.TempDir()
+	for name, tc := range map[string]struct{ data, want string }{
+		"vm.parquet": {"PAR1\x15\x04", "not a pagecast trace: a Parquet file"},
+		"vm.dat":     {"epoch,page\n1,2\n", "not a pagecast trace: it looks like an epoch,page CSV: name it .csv or .csv.gz"},
+		"rows.txt":   {"1,2\n", "it looks like an epoch,page CSV"},
+		"junk.bin":   {"\x00\x01junk", "not a pagecast trace"},
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(tc.data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(path)
+		if err == nil || !errors.Is(err, ErrNotTrace) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+	}
+}

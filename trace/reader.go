@@ -60,10 +60,37 @@ func Open(path string) (*Reader, error) {
 		if errors.Is(err, ErrNotTrace) && (strings.HasSuffix(path, ".csv") || strings.HasSuffix(path, ".csv.gz")) {
 			return nil, fmt.Errorf("%s: %w: an epoch,page CSV becomes one with pagecast trace import --memory SIZE (predict eval and simulate read it as it is, given --memory)", path, err)
 		}
+		if errors.Is(err, ErrNotTrace) {
+			if what := notTraceKind(path); what != "" {
+				return nil, fmt.Errorf("%s: %w: %s", path, err, what)
+			}
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	r.closer = f
 	return r, nil
+}
+
+// notTraceKind says what a file that is not a trace looks like, where its
+// first bytes tell: Parquet (as trace export writes), or CSV under a name
+// that does not say so (CSV is known by its name, .csv or .csv.gz).
+func notTraceKind(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	head := make([]byte, 64)
+	n, _ := io.ReadFull(f, head)
+	head = bytes.TrimPrefix(head[:n], []byte("\ufeff"))
+	switch {
+	case bytes.HasPrefix(head, []byte("PAR1")):
+		return "a Parquet file (trace export writes them for other tools; pagecast reads back its .pct traces and epoch,page CSV)"
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}), bytes.HasPrefix(bytes.ToLower(head), []byte("epoch")),
+		n > 0 && head[0] >= '0' && head[0] <= '9':
+		return "it looks like an epoch,page CSV: name it .csv or .csv.gz (CSV is known by its name) and give --memory"
+	}
+	return ""
 }
 
 // NewReader reads a trace header from src. A header that is missing, has

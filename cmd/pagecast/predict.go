@@ -120,7 +120,7 @@ func predictEval(c *cli.Context) error {
 	} else {
 		for _, f := range []string{"memory", "epoch", "page-size"} {
 			if c.IsSet(f) {
-				return fmt.Errorf("--%s is for CSV traces; %s is a trace file, which gives the guest's memory, epoch and page size itself", f, path)
+				return fmt.Errorf("--%s is for CSV traces; %s is not named .csv or .csv.gz, so it is read as a pagecast trace file, which gives the guest's memory, epoch and page size itself", f, path)
 			}
 		}
 	}

@@ -305,7 +305,7 @@ func simulationWorkload(c *cli.Context) (simulate.Workload, error) {
 	}
 	var g predictor.CSVOptions
 	if !predictor.IsCSV(path) && (c.IsSet("memory") || c.IsSet("epoch")) {
-		return nil, fmt.Errorf("%s is a trace file, which gives the guest's memory and epoch: --memory and --epoch are for CSV traces and synthetic workloads", path)
+		return nil, fmt.Errorf("%s is not named .csv or .csv.gz, so it is read as a pagecast trace file, which gives the guest's memory and epoch: --memory and --epoch are for CSV traces and synthetic workloads", path)
 	}
 	if predictor.IsCSV(path) {
 		if !c.IsSet("memory") {
