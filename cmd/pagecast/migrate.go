@@ -476,7 +476,7 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 	}
 	paused := guestPaused(pause)
-	writeSummary(c.App.Writer, info, plan, paused)
+	writeSummary(c.App.Writer, info, plan, paused, p.DowntimeLimit)
 	if auto != nil {
 		if p, ok := auto.Predicted(); ok {
 			writePredictedAgainst(c.App.Writer, p, info, paused)
@@ -686,14 +686,22 @@ func guestPaused(w *migrator.PauseWatch) time.Duration {
 // writeSummary prints a finished migration; plan is the QEMU mapping used,
 // nil for pagecast's monitor. For QEMU, i.CPUThrottlePercentage is the
 // highest seen (QEMU leaves it out of its last reply).
-func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused time.Duration) {
+func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused, limit time.Duration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
+	// A pause past the limit is said where it is printed: the stop's
+	// reason ("… fit the downtime limit") is what the engine expected.
+	over := func(d time.Duration) string {
+		if limit <= 0 || d <= limit {
+			return ""
+		}
+		return fmt.Sprintf(" (over the %v limit by %v)", limit, (d - limit).Round(time.Millisecond))
+	}
 	fmt.Fprintf(tw, "status\t%s\n", i.Status)
 	fmt.Fprintf(tw, "total time\t%s\n", ms(i.TotalTime))
-	fmt.Fprintf(tw, "downtime\t%s\n", downtimeString(i))
+	fmt.Fprintf(tw, "downtime\t%s%s\n", downtimeString(i), over(time.Duration(i.Downtime)*time.Millisecond))
 	if paused >= 0 {
-		fmt.Fprintf(tw, "guest paused\t%s (the source's STOP to the destination's RESUME)\n", paused.Round(time.Millisecond))
+		fmt.Fprintf(tw, "guest paused\t%s (the source's STOP to the destination's RESUME)%s\n", paused.Round(time.Millisecond), over(paused.Round(time.Millisecond)))
 	}
 	fmt.Fprintf(tw, "setup time\t%s\n", ms(i.SetupTime))
 	if r := i.RAM; r != nil {

@@ -197,7 +197,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
 	paused := guestPaused(pause)
-	writeSummary(c.App.Writer, info, nil, paused)
+	writeSummary(c.App.Writer, info, nil, paused, p.DowntimeLimit)
 	if x := info.Pagecast; x != nil && x.Auto != nil { // query-migrate's report of the choice
 		if p, ok := x.Auto.Predicted(); ok {
 			writePredictedAgainst(c.App.Writer, p, info, paused)
