@@ -69,7 +69,7 @@ func simulateCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "observe", Value: 50, Usage: "auto: epochs of the workload observed before the start to predict from (a trace starting at 0 starts after them)"},
 			&cli.BoolFlag{Name: "judge", Usage: "auto: also run every mode on the workload and say how far the choice was from the best in hindsight"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "pre-copy rounds before the stop-and-copy is forced"},
-			&cli.Uint64Flag{Name: "start", Usage: "the epoch the migration starts at, numbered as trace info numbers a trace's (pagecast's recordings start at 1; default: the first); a trace's first epochs may be its boot"},
+			&cli.Uint64Flag{Name: "start", DefaultText: "the trace's first epoch", Usage: "the epoch the migration starts at, numbered as trace info numbers a trace's (pagecast's recordings start at 1); a trace's first epochs may be its boot"},
 			&cli.StringFlag{Name: "content", Value: simulate.DefaultMix.String(), Usage: "page contents: shares of zero, repeat, text and random pages"},
 			&cli.StringFlag{Name: "state-size", Value: "300K", Usage: "vCPU and device state sent at the switch-over"},
 			&cli.IntFlag{Name: "vcpus", Value: 1, Usage: "the guest's vCPUs: in post-copy each waits for one missing page at a time, and the guest slowed column is a share of their time"},
