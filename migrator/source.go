@@ -1147,6 +1147,11 @@ func (s *sender) stopAndCopy(ctx context.Context, reason string) (err error) {
 		i.RAM.PrecopyBytes = precopyBytes
 		i.RAM.DowntimeBytes = s.w.Bytes() - precopyBytes
 		i.RAM.Transferred = s.w.Bytes()
+		if n := len(i.Pagecast.RoundBytes); n > 0 {
+			// The stop-and-copy's round: its pages, the state and
+			// the verdict's records with them, as tsmc's last.
+			i.Pagecast.RoundBytes[n-1] = i.RAM.DowntimeBytes
+		}
 	})
 	// The paused guest's memory does not change until the audit is over.
 	// Summed from the pause on, on every core, it slowed the last pages:

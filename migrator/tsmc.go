@@ -325,7 +325,8 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 			i.RAM.Remaining = st.left * PageSize
 			i.RAM.PostcopyRequests = st.asked
 			n := len(i.Pagecast.RoundPages) - 1
-			i.Pagecast.RoundPages[n] = st.early + st.total - st.left // the dirty pages sent, stage 2's included
+			i.Pagecast.RoundPages[n] = st.early + st.total - st.left    // the dirty pages sent, stage 2's included
+			i.Pagecast.RoundBytes[n] = s.w.Bytes() - i.RAM.PrecopyBytes // and their bytes, the switch-over's with them
 		})
 		return nil
 	}
@@ -418,6 +419,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		i.RAM.PostcopyBytes = s.w.Bytes() - st.startBytes
 		i.RAM.PostcopyRequests = st.asked
 		i.Pagecast.RoundPages[len(i.Pagecast.RoundPages)-1] = st.early + st.total
+		i.Pagecast.RoundBytes[len(i.Pagecast.RoundBytes)-1] = s.w.Bytes() - i.RAM.PrecopyBytes
 		i.Pagecast.Verified = true
 		i.Pagecast.StopReason = fmt.Sprintf("%s; stage 3 pushed %d dirty pages in %v, %d asked for by the destination, %d reconnections",
 			i.Pagecast.StopReason, st.early+st.total, s.m.clock.Now().Sub(st.start).Round(time.Millisecond), st.asked, st.recoveries)
