@@ -113,14 +113,17 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	g := &Guest{w: w, clock: clock, epoch: w.Epoch().Seconds(), state: make([]byte, o.StateBytes), contents: c, vcpus: max(1, o.VCPUs),
 		running: true, pos: float64(o.Start), last: clock.Now(), start: o.Start}
 	// What was written before the start holds data: a synthetic hot set;
-	// a trace's epochs before the start, and, for a window of one, before
-	// the window.
+	// a trace's epochs before the start, and, for a window of one (what
+	// was observed before a migration, replayed as what comes), before
+	// the window's end: the guest wrote the window's pages before the
+	// migration it predicts (a steady 101 MiB/s guest, its window's
+	// pages taken for zeros, was predicted 23.9 MiB against 43.8).
 	under, prior := w, min(o.Start, w.Len())
 	if v, ok := w.(window); ok {
 		under = v.w
 		if under.Len() > 0 {
 			prior = 0
-			for i := range v.from % under.Len() {
+			for i := range min(v.from%under.Len()+v.n, under.Len()) {
 				for _, p := range under.Dirty(g.scratch[:0], i) {
 					c.write(p)
 				}

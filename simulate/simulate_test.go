@@ -993,3 +993,26 @@ func TestPhaseBytesAddUp(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowPagesHoldData: a guest replaying a window (what was observed
+// before a migration) starts with the pages written before the window and
+// in it holding data, as the guest migrated then holds them; those written
+// after it are still zeros. The window's own were taken for zeros, and a
+// steady 101 MiB/s guest's migration predicted 23.9 MiB against 43.8.
+func TestWindowPagesHoldData(t *testing.T) {
+	w, err := NewTrace("steps", trace.Meta{MemoryBytes: 64 * 4096, PageSize: 4096, Epoch: 100 * time.Millisecond},
+		[]trace.Epoch{{Index: 0, Pages: []uint64{1}}, {Index: 1, Pages: []uint64{2}}, {Index: 2, Pages: []uint64{3}}, {Index: 3, Pages: []uint64{4}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mix, _ := ParseMix("zero=1")
+	g, err := NewGuest(Window(w, 1, 2), migrator.NewVirtualClock(time.Unix(0, 0)), GuestOptions{Content: mix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for page, zero := range map[uint64]bool{1: false, 2: false, 3: false, 4: true, 5: true} {
+		if got := g.contents.Zero(page); got != zero {
+			t.Errorf("page %d zero: %v, want %v", page, got, zero)
+		}
+	}
+}
