@@ -161,7 +161,7 @@ type CutShort struct {
 }
 
 func (e *CutShort) Error() string {
-	what, best := fmt.Sprintf("%v of migration", e.At.Round(time.Millisecond)),
+	what, best := fmt.Sprintf("%v of migration", e.At.Truncate(time.Millisecond)),
 		(time.Duration(e.Best) * time.Millisecond).Round(time.Millisecond).String()
 	if e.Prefer == PreferBytes {
 		what, best = units.FormatBytes(float64(e.Sent))+" sent", units.FormatBytes(e.Best)

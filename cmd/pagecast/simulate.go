@@ -381,7 +381,7 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		switch {
 		case errors.As(r.Err, &cut):
 			// How far it came: lower bounds of its total time and bytes.
-			fmt.Fprintf(tw, "%s\t>%v\t\t>%s\t\t\t\t\t\t\t\n", r.Mode, cut.At.Round(time.Millisecond), units.FormatBytes(float64(cut.Sent)))
+			fmt.Fprintf(tw, "%s\t>%v\t\t>%s\t\t\t\t\t\t\t\n", r.Mode, cut.At.Truncate(time.Millisecond), units.FormatBytes(float64(cut.Sent))) // a lower bound, as the JSON's
 			cutShort = true
 			continue
 		case r.Err != nil:
