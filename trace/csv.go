@@ -21,14 +21,19 @@ import (
 // ../shared/traces: one row per page dirtied in an epoch.
 const CSVHeader = "epoch,page"
 
-// MaxImportGap and ImportGapPerByte bound the empty epochs ImportCSV
+// MaxImportGap and ImportBytesPerGap bound the empty epochs ImportCSV
 // writes for epochs that have no rows: over the whole import, at most
-// MaxImportGap plus ImportGapPerByte for every byte of CSV read so far. A
-// larger jump is taken for a mistake (or an attack: a few bytes must not
-// turn into gigabytes of empty epochs).
+// MaxImportGap plus one for every ImportBytesPerGap bytes of rows read so
+// far, counted as they came in (compressed, for gzip; blank lines not at
+// all). A larger jump is taken for a mistake, or an attack: a few bytes
+// must not turn into gigabytes of empty epochs, nor into minutes of
+// predict eval's (a 20 KB gzip stream of blank lines made 21 million, a
+// 516 MB trace, and put predict eval and simulate out of memory; 12
+// bytes, "0,1" and "65535,2", took predict eval five minutes on a 1 GiB
+// guest).
 const (
-	MaxImportGap     = 1 << 16
-	ImportGapPerByte = 1
+	MaxImportGap      = 1 << 12
+	ImportBytesPerGap = 16
 )
 
 // ExportCSV writes the rest of r's epochs to w as CSV: the header
@@ -121,15 +126,16 @@ type ImportStats struct {
 func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
 	br := bufio.NewReaderSize(in, 64<<10)
 	if magic, _ := br.Peek(2); !bytes.Equal(magic, []byte{0x1f, 0x8b}) {
-		return importPlainCSV(br, w)
+		return importPlainCSV(br, w, nil)
 	}
-	zr, err := gzip.NewReader(br)
+	raw := &countReader{r: br}
+	zr, err := gzip.NewReader(raw)
 	if err != nil {
 		return ImportStats{}, fmt.Errorf("csv: gzip stream truncated or corrupt: %w", err)
 	}
 	defer zr.Close()
 	gr := &gzipStream{r: zr}
-	st, err := importPlainCSV(bufio.NewReaderSize(gr, 64<<10), w)
+	st, err := importPlainCSV(bufio.NewReaderSize(gr, 64<<10), w, &raw.n)
 	if err != nil && gr.err == nil {
 		// A flipped byte can decompress into bad rows and show only in
 		// the checksum at the end: read on to learn whether the stream
@@ -156,8 +162,22 @@ func (g *gzipStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// importPlainCSV is ImportCSV on uncompressed input.
-func importPlainCSV(br *bufio.Reader, w *Writer) (ImportStats, error) {
+// countReader counts the bytes read through it.
+type countReader struct {
+	r io.Reader
+	n uint64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += uint64(n)
+	return n, err
+}
+
+// importPlainCSV is ImportCSV on uncompressed input; raw, if not nil,
+// counts the bytes of the compressed stream it comes from, which bound
+// its gaps instead where they are fewer.
+func importPlainCSV(br *bufio.Reader, w *Writer, raw *uint64) (ImportStats, error) {
 	var st ImportStats
 	m := w.Meta()
 	limit := m.Pages()
@@ -188,10 +208,9 @@ func importPlainCSV(br *bufio.Reader, w *Writer) (ImportStats, error) {
 	sc.Buffer(make([]byte, 0, 4096), 4096)
 	line := 0
 	first := true         // no line but blank ones yet
-	var read, gaps uint64 // bytes read, empty epochs to write
+	var read, gaps uint64 // bytes of rows read, empty epochs to write
 	for sc.Scan() {
 		line++
-		read += uint64(len(sc.Bytes())) + 1
 		text := sc.Text()
 		if line == 1 {
 			text = strings.TrimPrefix(text, "\ufeff") // a byte-order mark
@@ -200,6 +219,7 @@ func importPlainCSV(br *bufio.Reader, w *Writer) (ImportStats, error) {
 		if text == "" {
 			continue
 		}
+		read += uint64(len(text)) + 1
 		es, ps, ok := strings.Cut(text, ",")
 		es, ps = strings.TrimSpace(es), strings.TrimSpace(ps)
 		if first && !startsWithDigit(es) {
@@ -247,9 +267,13 @@ func importPlainCSV(br *bufio.Reader, w *Writer) (ImportStats, error) {
 			if st.Rows > 0 {
 				gapFrom = cur + 1
 			}
-			if gap, budget := epoch-gapFrom, MaxImportGap+ImportGapPerByte*read; gap > budget-gaps {
-				return st, fmt.Errorf("csv line %d: epoch %d leaves a gap of %d empty epochs: a CSV of %d bytes may leave at most %d in all",
-					line, epoch, gap, read, budget)
+			in := read
+			if raw != nil {
+				in = min(in, *raw)
+			}
+			if gap, budget := epoch-gapFrom, MaxImportGap+in/ImportBytesPerGap; gap > budget-gaps {
+				return st, fmt.Errorf("csv line %d: epoch %d leaves a gap of %d empty epochs: %d bytes of rows so far may leave at most %d in all (%d, and one for every %d bytes)",
+					line, epoch, gap, in, budget, MaxImportGap, ImportBytesPerGap)
 			}
 			gaps += epoch - gapFrom
 			if st.Rows > 0 {

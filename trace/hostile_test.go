@@ -2,6 +2,7 @@ package trace
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -315,5 +316,28 @@ func TestHostileCSV(t *testing.T) {
 	}
 	if out.Len() > 1<<20 {
 		t.Fatalf("wrote %d bytes for a %d-byte CSV", out.Len(), len(csv))
+	}
+
+	// Blank lines earn no gap, nor does what a gzip stream inflates to:
+	// 20 KB of gzip, 20 MiB of newlines and then a jump past them, made
+	// 21 million empty epochs, a 516 MB trace.
+	var bomb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestCompression)
+	zw.Write([]byte("epoch,page\n0,1\n"))
+	zw.Write(bytes.Repeat([]byte("\n"), 20<<20))
+	fmt.Fprintf(zw, "%d,2\n", 20<<20)
+	zw.Close()
+	for name, data := range map[string][]byte{"gzip": bomb.Bytes(), "blank lines": []byte("0,1\n" + strings.Repeat("\n", 1<<20) + "1048576,2\n")} {
+		out.Reset()
+		w, err := NewWriter(&out, importMeta())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ImportCSV(bytes.NewReader(data), w); err == nil || !strings.Contains(err.Error(), "leaves a gap of") {
+			t.Errorf("%s (%d bytes): %v, want the gap refused", name, len(data), err)
+		}
+		if out.Len() > 1<<20 {
+			t.Errorf("%s: wrote %d bytes for a %d-byte CSV", name, out.Len(), len(data))
+		}
 	}
 }
