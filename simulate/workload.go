@@ -233,6 +233,11 @@ func ParsePageRate(v string) (float64, error) {
 	if err != nil || !(f >= 0) || math.IsInf(f, 0) {
 		return 0, fmt.Errorf("want pages per second, e.g. 10000 or 1.5M")
 	}
+	if r := f * mult; r > 0 && r < 1 || math.IsInf(r, 0) {
+		// Below a page a second the times it bounds overflow (1e-9 was
+		// taken as no bound at all).
+		return 0, errors.New("want at least 1 page a second, and a finite rate (0: no bound)")
+	}
 	return f * mult, nil
 }
 

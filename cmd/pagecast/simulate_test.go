@@ -147,6 +147,9 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--checksum-rate", "0", "--mode", "precopy"}, "precopy", true},
 		{[]string{"--trace", simTrace, "--page-rate", "fast"}, `--page-rate "fast": want pages per second`, false},
 		{[]string{"--trace", simTrace, "--page-rate", "1"}, "--page-rate 1: the state alone takes 1m15s at 1 pages a second", false},
+		// Below a page a second the state's time overflowed, and the
+		// rate was taken as no bound.
+		{[]string{"--trace", simTrace, "--page-rate", "1e-9"}, `--page-rate "1e-9": want at least 1 page a second`, false},
 		{[]string{"--trace", simTrace, "--vcpus", "0"}, "--vcpus 0: want 1 to 4096", false},
 		{[]string{"--trace", simTrace, "--downtime-limit", "300"}, "--downtime-limit 300: a duration needs a unit, e.g. 300ms or 300s", false},
 		{[]string{"--trace", simTrace, "--downtime-limit", "0.5"}, "--downtime-limit 0.5: a duration needs a unit, e.g. 0.5ms or 0.5s", false},
