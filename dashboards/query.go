@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"regexp"
 	"slices"
 	"sort"
@@ -27,7 +29,7 @@ type Source struct {
 
 // NewSource is a Source on the Prometheus at url (http://host:port).
 func NewSource(url string, from, to time.Time, step, scrape time.Duration) (*Source, error) {
-	c, err := api.NewClient(api.Config{Address: url})
+	c, err := api.NewClient(api.Config{Address: url, RoundTripper: limitedReplies{api.DefaultRoundTripper}})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus %s: %w", url, err)
 	}
@@ -35,6 +37,43 @@ func NewSource(url string, from, to time.Time, step, scrape time.Duration) (*Sou
 		return nil, fmt.Errorf("query range %s..%s step %s scrape interval %s: want from before to and positive durations", from, to, step, scrape)
 	}
 	return &Source{api: promv1.NewAPI(c), From: from, To: to, Step: step, ScrapeInterval: scrape}, nil
+}
+
+// MaxReply is the most of one Prometheus reply a Source reads: a reply
+// that never ended (a walk's fake Prometheus) grew report to 2 GB before
+// the Go runtime ran out of memory. A dashboard's queries over an hour
+// come to a few MiB.
+const MaxReply = 64 << 20
+
+// limitedReplies cuts every reply's body at MaxReply, with an error.
+type limitedReplies struct{ rt http.RoundTripper }
+
+func (l limitedReplies) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := l.rt.RoundTrip(req)
+	if err == nil {
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: MaxReply}
+	}
+	return resp, err
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, fmt.Errorf("a reply over %d MiB: not read further (is it a Prometheus?)", MaxReply>>20)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left+1] // one byte past tells a reply of exactly MaxReply from a longer one
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return n, fmt.Errorf("a reply over %d MiB: not read further (is it a Prometheus?)", MaxReply>>20)
+	}
+	return n, err
 }
 
 // RateInterval is Grafana's $__rate_interval: the larger of the step plus
