@@ -124,6 +124,11 @@ func RunBytes(pages uint64, mode string) uint64 {
 	return pages * perPage * 5 / 4
 }
 
+// FreeMemory is the memory a process here may take: MemAvailable, or
+// its address-space limit where lower; ok is false where neither is
+// known. predict eval and serve check what their predictors need by it.
+func FreeMemory() (uint64, bool) { return memLimit() }
+
 // memLimit is the memory a simulation may take: MemAvailable, or the
 // process's address-space limit where that is lower; ok is false where
 // neither is known.

@@ -5,10 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/trace"
 )
 
 const hostileDir = "../../testdata/hostile"
@@ -85,5 +88,47 @@ func TestImportInterrupted(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 0 {
 		t.Fatalf("left %v", entries)
+	}
+}
+
+// TestPredictorMemoryRefused: a trace whose pages, scattered over a 4 PiB
+// guest, would have predict eval's predictors keep more pages than the
+// memory it may take holds is refused in one line (a 5.6 MB trace ran the
+// Go runtime out of memory, with a goroutine dump). The machine is taken
+// to have 1.5 GB free.
+func TestPredictorMemoryRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scattered.pct")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 52, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 4 epochs of 200 000 pages each, a page every 2^20: with their
+	// neighbours, 26 M pages kept, 2.6 GB at 100 bytes a page.
+	for e := range uint64(4) {
+		pages := make([]uint64, 200_000)
+		for i := range pages {
+			pages[i] = (e*200_000 + uint64(i)) << 20
+		}
+		slices.Sort(pages)
+		if err := w.Append(trace.Epoch{Index: e, Offset: time.Duration(e) * 100 * time.Millisecond, Pages: pages}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	free := freeMemory
+	freeMemory = func() (uint64, bool) { return 1500 << 20, true }
+	defer func() { freeMemory = free }()
+	for _, args := range [][]string{{"predict", "eval", path}, {"predict", "serve", "--listen", "127.0.0.1:0", "--trace", path}} {
+		if _, _, err := runApp(t, args...); err == nil || !strings.Contains(err.Error(), "its predictors would keep 26") ||
+			!strings.Contains(err.Error(), "more than the 1.46 GiB this machine has free") {
+			t.Errorf("pagecast %s with 1.5 GiB free: %v", strings.Join(args, " "), err)
+		}
 	}
 }

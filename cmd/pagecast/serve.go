@@ -201,7 +201,10 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 		if len(damage) > 0 {
 			log.Warn("trace damaged; serving its intact epochs", "trace", path, "damage", len(damage))
 		}
-		_, pm := predictor.MapPages(epochs, meta.Pages())
+		kept, pm := predictor.MapPages(epochs, meta.Pages())
+		if err := checkPredictorMemory(path, kept); err != nil {
+			return err
+		}
 		epochs, byParts := predictor.GroupEpochs(epochs, parts)
 		id := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 		vm, err := svc.AddMappedVM(id, meta.Pages(), pm, uint64(meta.PageSize), meta.Epoch*time.Duration(parts), "trace "+path)
