@@ -46,9 +46,9 @@ func profileCommand() *cli.Command {
 			"Example: pagecast profile --qmp unix:/tmp/pc.sock --duration 60s --out vm.pct --metrics 127.0.0.1:9471",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "qmp", Usage: "the VM's QMP socket, unix:PATH (pagecast vm run --qmp, or QEMU -qmp)"},
-			&cli.IntFlag{Name: "pid", Usage: "the VMM process (default: found from the VM's vCPU threads through QMP; with --qmp it must be that process); without --qmp, also give --memory and keep dirty logging on yourself"},
+			&cli.IntFlag{Name: "pid", DefaultText: "found from the VM's vCPU threads through QMP", Usage: "the VMM process (with --qmp it must be that process); without --qmp, also give --memory and keep dirty logging on yourself"},
 			&cli.StringFlag{Name: "memory", Usage: "guest RAM, only without --qmp"},
-			&cli.DurationFlag{Name: "duration", Usage: "how long to profile; 0, the default, until SIGINT", DefaultText: "until SIGINT"},
+			&cli.DurationFlag{Name: "duration", Usage: "how long to profile (a positive duration)", DefaultText: "until SIGINT"},
 			&cli.DurationFlag{Name: "epoch", Value: migrator.DefaultEpoch, Usage: "epoch length: the time resolution of the write history (a trace for pagecast simulate or migrate --profile wants the migration's 100ms or less: a simulated round shorter than an epoch meets too few of its writes; 25ms lets predict eval and serve --parts 4 tell when in each 100 ms a page was written)"},
 			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "time between the printed lines, each of the epochs within it (at least one epoch: 0 prints every epoch)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "trace file to write (pagecast trace info/export read it)"},
