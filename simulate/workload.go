@@ -222,8 +222,8 @@ func ParsePageRate(v string) (float64, error) {
 	v = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(v), "/s"), "pages")
 	mult := 1.0
 	switch {
-	case strings.HasSuffix(v, "k"):
-		mult, v = 1e3, strings.TrimSuffix(v, "k")
+	case strings.HasSuffix(v, "k"), strings.HasSuffix(v, "K"): // sizes take K too
+		mult, v = 1e3, v[:len(v)-1]
 	case strings.HasSuffix(v, "M"):
 		mult, v = 1e6, strings.TrimSuffix(v, "M")
 	case strings.HasSuffix(v, "G"):
@@ -231,7 +231,7 @@ func ParsePageRate(v string) (float64, error) {
 	}
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || !(f >= 0) || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("want pages per second, e.g. 10000 or 1.5M")
+		return 0, fmt.Errorf("want pages per second, e.g. 10000, 40k or 1.5M (k, M or G)")
 	}
 	if r := f * mult; r > 0 && r < 1 || math.IsInf(r, 0) {
 		// Below a page a second the times it bounds overflow (1e-9 was
