@@ -463,12 +463,8 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 				dest := plan.DestAnswers()
 				switch {
 				case d < PostcopyGiveUp && (dest == nil || errors.Is(dest, ErrNoAnswer)):
-					state := "answers"
-					if dest != nil {
-						state = "does not answer (stopped?)"
-					}
 					slog.Warn("QEMU's post-copy has moved nothing: following on, as the destination QEMU is still there",
-						"for", d.Round(time.Second), "destination", state, "give_up_after", PostcopyGiveUp)
+						"for", d.Round(time.Second), "destination", destState(dest), "give_up_after", PostcopyGiveUp)
 				case d >= PostcopyGiveUp:
 					return fmt.Errorf("migration %s: QEMU's post-copy has moved nothing for %v, and pagecast stops following it: "+
 						"the destination QEMU %s, and the guest waits there for pages still on the source; "+
