@@ -206,7 +206,7 @@ func (l *simLink) await(t time.Time) {
 // most what it saved up while the engine was busy or idle (limiterBurst),
 // empty at the start. Each pay waits for both, so an engine faster than
 // the link keeps pace with the link, whatever its page rate; a slower one
-// sets the pace itself. (Before 2026-12-05 a set page rate took another
+// sets the pace itself. (Before 2026-12-04 a set page rate took another
 // model, whose bucket started full and whose flushes waited a burst
 // more, so a page rate far above the link still changed the outcome:
 // awk's precopy at 64 MiB/s had 59 ms of downtime without one and 171

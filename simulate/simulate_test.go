@@ -1023,7 +1023,7 @@ func TestWindowPagesHoldData(t *testing.T) {
 
 // TestPageRateAboveLink: a page rate the link never lets the engine
 // reach changes nothing, mode by mode: the link sets the pace either way.
-// (Before 2026-12-05 a page rate took another timing model: on awk at 64
+// (Before 2026-12-04 a page rate took another timing model: on awk at 64
 // MiB/s, pre-copy's downtime was 59 ms without one and 171 ms with 1G.)
 func TestPageRateAboveLink(t *testing.T) {
 	w, err := ParseSynthetic("hotset:hot=3000,p=0.8,rate=4000", 1<<15, 100*time.Millisecond)
