@@ -1,5 +1,7 @@
 package migrator
 
+import "encoding/json"
+
 // Migration states, as QEMU's query-migrate names them.
 const (
 	StatusNone       = "none"
@@ -130,6 +132,21 @@ type Prediction struct {
 	// longer be chosen; TotalTime and Transferred are how far it had
 	// come (lower bounds), Downtime and GuestSlowdown unknown (0).
 	StoppedShort bool `json:"stopped-short,omitempty"`
+}
+
+// MarshalJSON leaves out what a mode stopped short does not know, its
+// downtime and guest slowdown, rather than say 0 for them.
+func (p Prediction) MarshalJSON() ([]byte, error) {
+	type plain Prediction
+	if !p.StoppedShort {
+		return json.Marshal(plain(p))
+	}
+	return json.Marshal(struct {
+		Mode         string `json:"mode"`
+		TotalTime    int64  `json:"total-time"`
+		Transferred  uint64 `json:"transferred"`
+		StoppedShort bool   `json:"stopped-short"`
+	}{p.Mode, p.TotalTime, p.Transferred, true})
 }
 
 // Predicted is the chosen mode's prediction, if there is one.

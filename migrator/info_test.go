@@ -1,6 +1,9 @@
 package migrator
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+)
 
 func TestGuestSlowdown(t *testing.T) {
 	for _, tt := range []struct {
@@ -19,6 +22,29 @@ func TestGuestSlowdown(t *testing.T) {
 	} {
 		if got := tt.i.GuestSlowdown(); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestPredictionJSON: a mode stopped short says how far it came, and
+// leaves out the downtime and slowdown it never reached, rather than 0.
+func TestPredictionJSON(t *testing.T) {
+	for _, tt := range []struct {
+		p    Prediction
+		want string
+	}{
+		{Prediction{Mode: "precopy", TotalTime: 900, Downtime: 0, Transferred: 5, GuestSlowdown: 0},
+			`{"mode":"precopy","total-time":900,"downtime":0,"transferred":5,"guest-slowdown":0}`},
+		{Prediction{Mode: "tsmc", TotalTime: 1200, Transferred: 7, StoppedShort: true},
+			`{"mode":"tsmc","total-time":1200,"transferred":7,"stopped-short":true}`},
+	} {
+		b, err := json.Marshal(tt.p)
+		if err != nil || string(b) != tt.want {
+			t.Errorf("%+v: %s (%v), want %s", tt.p, b, err, tt.want)
+		}
+		var back Prediction
+		if err := json.Unmarshal(b, &back); err != nil || back != tt.p {
+			t.Errorf("%s read back as %+v (%v), want %+v", b, back, err, tt.p)
 		}
 	}
 }
