@@ -130,6 +130,7 @@ func setUsageError(cmds []*cli.Command) {
 		requireOnOneLine(c)
 		if len(c.Subcommands) == 0 {
 			flagsFirst(c)
+			checkArgs(c)
 		} else if c.Action == nil {
 			c.Action = unknownSubcommand
 		}
@@ -168,6 +169,59 @@ func flagsFirst(c *cli.Command) {
 				return fmt.Errorf("%s after the argument %q is not read as a flag: put flags before the arguments (see %s --help)",
 					a, ctx.Args().First(), ctx.Command.HelpName)
 			}
+		}
+		if before != nil {
+			return before(ctx)
+		}
+		return nil
+	}
+}
+
+// argsHint says where what a stray argument might have meant goes.
+var argsHint = map[string]string{
+	"plugin":   "the folder is --dir",
+	"simulate": "the workload goes in --trace or --synthetic",
+	"profile":  "the VM is --qmp or --pid",
+}
+
+// checkArgs makes c, before anything else, refuse a string flag whose
+// value is another of its flags (urfave/cli takes "--out --bandwidth 1G"
+// as --out "--bandwidth" and an argument "1G", and the error then named
+// the wrong flag, or none), and, where c takes no arguments (no
+// ArgsUsage), refuse one rather than ignore it.
+func checkArgs(c *cli.Command) {
+	before := c.Before
+	c.Before = func(ctx *cli.Context) error {
+		names := map[string]bool{}
+		for _, f := range c.Flags {
+			for _, n := range f.Names() {
+				names[n] = true
+			}
+		}
+		for _, f := range c.Flags {
+			var vals []string
+			switch f.(type) {
+			case *cli.StringFlag:
+				vals = []string{ctx.String(f.Names()[0])}
+			case *cli.StringSliceFlag:
+				vals = ctx.StringSlice(f.Names()[0])
+			default:
+				continue
+			}
+			for _, v := range vals {
+				if name, _, _ := strings.Cut(strings.TrimLeft(v, "-"), "="); strings.HasPrefix(v, "-") && names[name] {
+					return fmt.Errorf("--%s was given %q as its value: --%s needs a value before the next flag (see %s --help)",
+						f.Names()[0], v, f.Names()[0], ctx.Command.HelpName)
+				}
+			}
+		}
+		if c.ArgsUsage == "" && ctx.Args().Present() {
+			hint := argsHint[c.Name]
+			if hint == "" {
+				hint = "every value is a flag's"
+			}
+			return fmt.Errorf("%s takes no arguments (got %q): %s (see %s --help)", strings.TrimPrefix(ctx.Command.HelpName, "pagecast "),
+				ctx.Args().First(), hint, ctx.Command.HelpName)
 		}
 		if before != nil {
 			return before(ctx)

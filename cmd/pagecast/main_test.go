@@ -390,6 +390,17 @@ func TestCLIErrorsAnywhere(t *testing.T) {
 		{[]string{"vmrun"}, `no command "vmrun": the commands are vm, profile, demo`},
 		{[]string{"vm", "run", "--monitor", "qemu", "--vcpus", "17"}, "--vcpus 17: want 1 to 16 (and 1 with --monitor qemu)"},
 		{[]string{"plugin", "--dir", t.TempDir(), "--memory", "3.5G"}, `--memory "3.5G": want a size from 4K to 262143G, such as 4G: size "3.5G": want a whole number`},
+		// Stray arguments are refused, not ignored, by every command
+		// that takes none.
+		{[]string{"report", "--out", t.TempDir(), "extra"}, `report takes no arguments (got "extra"): every value is a flag's`},
+		{[]string{"predict", "serve", "awk.pct"}, `predict serve takes no arguments (got "awk.pct")`},
+		{[]string{"profile", "web1"}, `profile takes no arguments (got "web1"): the VM is --qmp or --pid`},
+		{[]string{"simulate", "awk.pct"}, `simulate takes no arguments (got "awk.pct"): the workload goes in --trace or --synthetic`},
+		// A flag given no value took the next flag as its value, and the
+		// error named another flag.
+		{[]string{"report", "--out", "--dashboard", "migrations"}, `--out was given "--dashboard" as its value: --out needs a value before the next flag`},
+		{[]string{"simulate", "--trace", "--mode=precopy"}, `--trace was given "--mode=precopy" as its value`},
+		{[]string{"report", "--var", "-o", "x"}, `--var was given "-o" as its value`},
 	} {
 		if _, _, err := runApp(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("pagecast %s: %v, want %q", strings.Join(tc.args, " "), err, tc.want)

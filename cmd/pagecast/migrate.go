@@ -98,9 +98,6 @@ func migrateCommand() *cli.Command {
 }
 
 func runMigrate(c *cli.Context) (err error) {
-	if c.Args().Present() {
-		return fmt.Errorf("migrate takes no arguments (got %q): every value is a flag's", c.Args().First())
-	}
 	if d := c.Duration("downtime-limit"); d <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration, e.g. 300ms", d)
 	}

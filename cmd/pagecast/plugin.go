@@ -34,9 +34,6 @@ func pluginCommand() *cli.Command {
 			&cli.StringFlag{Name: "shm", Usage: "shared memory file the plugin creates (default: /dev/shm/pagecast-tcg.<QEMU's pid>, found by profile through /proc)"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.Args().Present() {
-				return fmt.Errorf("plugin takes no arguments (got %q): the folder is --dir", c.Args().First())
-			}
 			mem, err := units.ParseBytes(c.String("memory"))
 			if err != nil {
 				// It says what a size is: 3.5G is not one, though within range.

@@ -94,9 +94,6 @@ type simulation struct {
 }
 
 func runSimulate(c *cli.Context) error {
-	if c.Args().Present() {
-		return fmt.Errorf("unexpected argument %q (the workload goes in --trace or --synthetic)", c.Args().First())
-	}
 	w, err := simulationWorkload(c)
 	if err != nil {
 		return err

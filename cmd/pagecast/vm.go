@@ -57,9 +57,6 @@ func workloadHelp() string {
 // checkVMFlags refuses what vm run would otherwise find wrong only after
 // saying which monitor it chose, or not at all.
 func checkVMFlags(c *cli.Context) error {
-	if c.Args().Present() {
-		return fmt.Errorf("vm run takes no arguments (got %q): every value is a flag's", c.Args().First())
-	}
 	mem, err := units.ParseBytes(c.String("memory"))
 	if err != nil {
 		return fmt.Errorf("--memory: %w", err)
