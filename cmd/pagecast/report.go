@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
+	"io/fs"
 	"maps"
 	"math"
 	"net/http"
@@ -98,7 +99,7 @@ func checkPrometheus(ctx context.Context, base string) error {
 	return nil
 }
 
-func runReport(c *cli.Context) error {
+func runReport(c *cli.Context) (err error) {
 	now := time.Now()
 	from, err := parseReportTime(c.String("from"), now)
 	if err != nil {
@@ -134,13 +135,6 @@ func runReport(c *cli.Context) error {
 		}
 		set[k] = v
 	}
-	if err := checkPrometheus(c.Context, c.String("prometheus")); err != nil {
-		return err
-	}
-	src, err := dashboards.NewSource(c.String("prometheus"), from, to, step, c.Duration("scrape-interval"))
-	if err != nil {
-		return err
-	}
 	ds, err := dashboards.Committed()
 	if err != nil {
 		return err
@@ -158,7 +152,7 @@ func runReport(c *cli.Context) error {
 			return fmt.Errorf("--var %s: the dashboards have no such variable; they have %s", k, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
 		}
 	}
-	if only := c.StringSlice("dashboard"); len(only) > 0 {
+	if only := slices.Compact(slices.Sorted(slices.Values(c.StringSlice("dashboard")))); len(only) > 0 { // each once
 		var keep []dashboards.Dashboard
 		for _, d := range ds {
 			for _, o := range only {
@@ -172,7 +166,23 @@ func runReport(c *cli.Context) error {
 		}
 		ds = keep
 	}
+	if err := checkPrometheus(c.Context, c.String("prometheus")); err != nil {
+		return err
+	}
+	src, err := dashboards.NewSource(c.String("prometheus"), from, to, step, c.Duration("scrape-interval"))
+	if err != nil {
+		return err
+	}
 	out := c.String("out")
+	if _, err := os.Stat(out); errors.Is(err, fs.ErrNotExist) {
+		// Made here, it goes again if the report fails before a panel is
+		// written into it.
+		defer func() {
+			if err != nil {
+				os.Remove(out) // only if still empty
+			}
+		}()
+	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}

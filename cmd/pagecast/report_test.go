@@ -92,6 +92,8 @@ func TestReportRefusesBadRanges(t *testing.T) {
 		{[]string{"--prometheus", "http://" + freeAddr(t)}, "cannot reach Prometheus at http://"}, // nothing listens
 		{[]string{"--prometheus", prom.URL + "/graph"}, "does not answer as Prometheus (404 Not Found from /api/v1/status/buildinfo): give its base URL"},
 		{[]string{"--prometheus", prom.URL, "--dashboard", "nope"}, "--dashboard [nope]: the dashboards are"},
+		{[]string{"--prometheus", "http://" + freeAddr(t), "--dashboard", "nope"}, "--dashboard [nope]: the dashboards are"}, // said before Prometheus is asked
+		{[]string{"--prometheus", "http://" + freeAddr(t), "--var", "bogus=1"}, "--var bogus: the dashboards have no such variable"},
 		{[]string{"--prometheus", prom.URL, "--var", "bogus=1"}, "--var bogus: the dashboards have no such variable; they have "},
 	} {
 		out := filepath.Join(t.TempDir(), "out")
@@ -270,5 +272,36 @@ func TestReportVarExact(t *testing.T) {
 		if n < 10 {
 			t.Errorf("vms %q, --var vm=%s: %d queries with a vm matcher, want the migrations dashboard's", tc.vms, tc.value, n)
 		}
+	}
+}
+
+// TestReportNoData: a report with no panel's data fails and takes away the
+// --out folder it made; a dashboard named twice is rendered once.
+func TestReportNoData(t *testing.T) {
+	prom, _ := fakePrometheus(t, nil, 32)
+	out := filepath.Join(t.TempDir(), "out")
+	stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--from", "now-15m", "--out", out)
+	if err == nil || !strings.Contains(err.Error(), "no panel had data") {
+		t.Fatalf("report with no VMs: %v, want no panel had data\n%s", err, stdout)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("--out after a report with no data: %v, want it gone", err)
+	}
+	kept := t.TempDir() // a folder the user made stays
+	if _, _, err := runApp(t, "report", "--prometheus", prom.URL, "--from", "now-15m", "--out", kept); err == nil {
+		t.Fatal("report with no VMs succeeded")
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("the user's --out folder: %v", err)
+	}
+
+	prom, _ = fakePrometheus(t, []string{"web1"}, 32)
+	stdout, _, err = runApp(t, "report", "--prometheus", prom.URL, "--from", "now-15m", "--out", out, "--dashboard", "dirtying", "--dashboard", "dirtying")
+	if err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout)
+	}
+	pngs, _ := filepath.Glob(filepath.Join(out, "*.png"))
+	if want := fmt.Sprintf("%d panels rendered, ", len(pngs)); !strings.Contains(stdout, want) || len(pngs) == 0 {
+		t.Errorf("%d PNGs written for dirtying named twice:\n%s", len(pngs), stdout)
 	}
 }
