@@ -525,3 +525,58 @@ func TestDirtyLogPastTwoAndThreeQuarterGiB(t *testing.T) {
 		t.Errorf("no dirty page past 2.75 GiB in %d, from a guest writing uniformly over 3 GiB", all)
 	}
 }
+
+// quotaAtStop is the QEMU's monitor, noting the throttle's CFS quota as
+// QMP stop is sent.
+type quotaAtStop struct {
+	qemuguest.Monitor
+	dir   string
+	quota []string
+}
+
+func (q *quotaAtStop) Run(cmd []byte) ([]byte, error) {
+	if strings.Contains(string(cmd), `"stop"`) {
+		b, _ := os.ReadFile(filepath.Join(q.dir, "cpu.cfs_quota_us"))
+		q.quota = append(q.quota, strings.TrimSpace(string(b)))
+	}
+	return q.Monitor.Run(cmd)
+}
+
+// TestPauseThrottled: a throttled guest is stopped at full pace and
+// throttled again once stopped. QEMU's stop waits for each vCPU thread to
+// see it, which one throttled to 1% did only in its next CFS period: 48-250
+// ms with the guest running and dirtying, in the migration's downtime.
+func TestPauseThrottled(t *testing.T) {
+	src := startSource(t, "hotset")
+	mon := &quotaAtStop{Monitor: src.VM().Monitor, dir: filepath.Join(qemuguest.CPUCgroupRoot, fmt.Sprintf("pagecast-%d", src.PID()))}
+	s, err := qemuguest.New(mon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SetThrottle(99); err != nil {
+		t.Fatal(err)
+	}
+	var took []time.Duration
+	for range 3 {
+		t0 := time.Now()
+		if err := s.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(t0))
+		if b, err := os.ReadFile(filepath.Join(mon.dir, "cpu.cfs_quota_us")); err != nil || strings.TrimSpace(string(b)) != "1000" {
+			t.Errorf("the quota once stopped: %q %v, want 1000 (1%% of a 100 ms period) again", b, err)
+		}
+		if err := s.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	t.Logf("stopping the guest throttled at 99%% took %v", took)
+	if want := []string{"-1", "-1", "-1"}; !slices.Equal(mon.quota, want) {
+		t.Errorf("the quota as stop was sent: %v, want %v (unbounded)", mon.quota, want)
+	}
+	if s.Throttle() != 99 {
+		t.Errorf("Throttle() after the pauses: %d, want 99", s.Throttle())
+	}
+}

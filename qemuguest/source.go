@@ -217,8 +217,29 @@ func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {
 	return openTCGLog(s.pid, pages)
 }
 
-// Pause stops the vCPUs (QMP stop).
-func (s *Source) Pause() error { return qemu.QMP(s.mon, "stop", nil, nil) }
+// Pause stops the vCPUs (QMP stop). A throttled vCPU thread is let run
+// at full pace while it stops, and throttled again once stopped, so that a
+// resume finds it as it was: QEMU's stop waits for every vCPU thread to
+// see it, and one throttled to 1% sees it only in its next CFS period
+// (measured: 48-250 ms at 99%, 5-29 ms at 90%, 0.5 ms unthrottled), the
+// guest running and dirtying pages meanwhile, all in the downtime.
+func (s *Source) Pause() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pct := s.throttle.pct
+	if pct > 0 {
+		if err := s.throttle.unbound(); err != nil {
+			return err
+		}
+	}
+	err := qemu.QMP(s.mon, "stop", nil, nil)
+	if pct > 0 {
+		if rerr := s.throttle.set(s.pid, s.tids, pct); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
+	return err
+}
 
 // Resume runs the vCPUs again (QMP cont), from paused or from the
 // postmigrate state SaveState leaves QEMU in.

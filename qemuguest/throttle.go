@@ -96,6 +96,18 @@ func (c *cpuThrottle) create(pid int, tids []int) error {
 	return nil
 }
 
+// unbound lets the throttled threads run at full pace, in their cgroup,
+// until the next set.
+func (c *cpuThrottle) unbound() error {
+	if c.dir == "" {
+		return nil
+	}
+	if err := writeInt(filepath.Join(c.dir, "cpu.cfs_quota_us"), -1); err != nil {
+		return fmt.Errorf("unthrottle for the stop: %w", err)
+	}
+	return nil
+}
+
 // lift moves the threads back where they were and removes the cgroup.
 func (c *cpuThrottle) lift() error {
 	if c.dir == "" {
