@@ -386,11 +386,22 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 			return err
 		}
 	}
-	if st.digest == nil {
-		d := <-st.sums
-		st.digest = &d
-		if s.m.sim != nil {
-			s.m.sim.await(st.summed)
+	// Requests still come for pages the destination touched while they
+	// were on their way (hundreds, in the buffers between the two): they
+	// are answered already, and are read and counted until the verdict,
+	// or the listener, its queue full, would never read the verdict.
+	late := func(req request) { st.asked += uint64(len(req.gfns)) }
+	for st.digest == nil {
+		select {
+		case d := <-st.sums:
+			st.digest = &d
+			if s.m.sim != nil {
+				s.m.sim.await(st.summed)
+			}
+		case req := <-requests:
+			late(req)
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	if err := s.w.Digest(*st.digest); err != nil {
@@ -406,13 +417,21 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		for listen() { // requests left in flight, then the verdict
 		}
 	}
-	select {
-	case err := <-verdict:
-		if err != nil {
-			return err
+	for judged := false; !judged; {
+		select {
+		case req := <-requests:
+			late(req)
+		case err := <-verdict:
+			if err != nil {
+				return err
+			}
+			for len(requests) > 0 { // the listener queued them before it read the verdict
+				late(<-requests)
+			}
+			judged = true
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 	s.m.update(func(i *Info) {
 		i.RAM.Transferred = s.w.Bytes()

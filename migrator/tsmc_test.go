@@ -107,3 +107,52 @@ func TestTSMCRecovery(t *testing.T) {
 	waitWrites(t, dst, src.seqNow())
 	assertSameMemory(t, src, dst, dlog)
 }
+
+// TestLateRequests: requests the destination made for pages already on
+// their way arrive after the source's last push, more of them than the
+// listener's queue holds, and then the verdict: the source reads them all
+// and completes. (It hung for good with 65 or more: the listener, its
+// queue full, never read the verdict, and post-copy cannot be cancelled.)
+func TestLateRequests(t *testing.T) {
+	load := lightLoad
+	load.Memory = 4 << 20
+	src := newMemGuest(t, load, true)
+	pages := load.Memory / PageSize
+	const late = 200
+	addr := playDestination(t, pages, false, func(conn net.Conn, w *Writer, r *Reader) {
+		w.Verified(true, "")
+		w.Flush()
+		for { // the commit, stage 3's pages, then the checksums
+			rec, err := r.Next()
+			if err != nil {
+				t.Errorf("fake destination: %v", err)
+				return
+			}
+			if rec.Type == RecDigest {
+				break
+			}
+		}
+		for i := range late {
+			w.Request([]uint64{uint64(i)})
+		}
+		w.Verified(true, "")
+		w.Flush()
+		for {
+			if _, err := r.Next(); err != nil {
+				return
+			}
+		}
+	})
+	m, err := Outgoing(src, "tcp:"+addr, Config{Mode: ModeTSMC, IdleTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("source still %q 20 s after the destination's verdict", m.Info().Status)
+	}
+	if i := m.Info(); i.Status != StatusCompleted || i.RAM.PostcopyRequests < late {
+		t.Errorf("status %s (%s), %d pages asked for; want completed, at least the %d late ones", i.Status, i.ErrorDesc, i.RAM.PostcopyRequests, late)
+	}
+}
