@@ -561,7 +561,7 @@ func (s *sender) sendPages(gfns []uint64) error {
 // and restores the guest's state; on the source's commit it drops the
 // dirty pages from guest memory, starts the guest and fills them as the
 // source pushes them or the guest touches them.
-func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
+func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 	problem := rc.complete(dirty)
 	if problem == nil {
 		problem = rc.restore()
@@ -581,6 +581,39 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 	if err := rc.d.Start(); err != nil {
 		return fmt.Errorf("start the guest: %w", err)
 	}
+	// A stage 3 that fails stops the guest here before the region goes:
+	// closed, it gives the pages still missing as zeros, and the guest
+	// would run on them. (Run before region.Close, deferred above.)
+	defer func() {
+		var told *toldSource
+		if err == nil || errors.As(err, &told) { // stopGuest's, stopped already
+			return
+		}
+		missing := region.Missing()
+		stopped := make(chan error, 1)
+		go func() { stopped <- rc.d.Stop() }()
+		var serr error
+		select {
+		case serr = <-stopped:
+		case <-time.After(stopWait):
+			// A vCPU held in a fault takes the stop only once its page
+			// comes: with the region gone it comes as zeros, and the
+			// vCPU stops before it runs far.
+			rc.log.Warn("stage 3: the guest has not stopped; letting its missing pages go as zeros for it to", "after", stopWait)
+			region.Close()
+			select {
+			case serr = <-stopped:
+			case <-time.After(stopWait):
+				err = fmt.Errorf("%w; the guest here is told to stop%s", err, neverCame(missing))
+				return
+			}
+		}
+		if serr != nil {
+			err = fmt.Errorf("%w; stop the guest here: %w", err, serr)
+			return
+		}
+		err = fmt.Errorf("%w; the guest is stopped here%s", err, neverCame(missing))
+	}()
 	_, st := rc.d.Waiting() // running, or paused where it was stopped while it waited
 	rc.log.Info("stage 3: fetching dirty pages", "guest", st, "pages", dirty.Count())
 
@@ -592,6 +625,7 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 	go func() {
 		defer close(forwarded)
 		var batch []uint64
+		var lost *Writer // the link's writer that last failed
 		for {
 			select {
 			case <-stop:
@@ -626,12 +660,17 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 				if err == nil {
 					err = rc.w.Flush()
 				}
+				w := rc.w
 				wmu.Unlock()
-				if err != nil {
-					rc.log.Error("stage 3: ask the source for pages", "err", err)
-					return
-				}
 				rc.pulled += uint64(len(ask))
+				// On a lost link the pages stay requested: a source that
+				// reconnects is asked for them again (resumeFrom), and
+				// the faults that come meanwhile are forwarded on the new
+				// link once there is one.
+				if err != nil && w != lost {
+					rc.log.Warn("stage 3: ask the source for pages: the link is lost; asking again once the source is back", "err", err)
+					lost = w
+				}
 			}
 		}
 	}()
@@ -705,6 +744,18 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) error {
 			return fmt.Errorf("stage 3: unexpected %s record: %w", rec.Type, ErrMalformed)
 		}
 	}
+}
+
+// stopWait is how long a failed stage 3 waits for the guest it started to
+// stop before the pages it lacks are let go (see receiveTSMC).
+const stopWait = 2 * time.Second
+
+// neverCame says how many of the dirty pages never came, if any.
+func neverCame(missing uint64) string {
+	if missing == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d of its pages never came", missing)
 }
 
 // awaitSource accepts the source's reconnection, tells it which pages are
