@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -65,6 +66,18 @@ const (
 	doormanSlots = 256
 )
 
+// acceptPasses says whether Accept's err passes with time: the process or
+// the system out of descriptors or memory, or a connection reset before
+// it was taken.
+func acceptPasses(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // NewDoorman starts taking l's connections; Close closes l. log hears of
 // the connections it turns away itself (while busy).
 func NewDoorman(l net.Listener, log *slog.Logger) *Doorman {
@@ -78,12 +91,27 @@ func NewDoorman(l net.Listener, log *slog.Logger) *Doorman {
 }
 
 func (d *Doorman) run() {
+	var backoff time.Duration
 	for {
 		c, err := d.l.Accept()
 		if err != nil {
-			d.Close()
-			return
+			if !acceptPasses(err) {
+				d.Close()
+				return
+			}
+			// Out of descriptors (a flood, say) or the like: it passes
+			// once some close, so wait and take connections again, as
+			// net/http's server does, rather than stop for good.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			d.log.Warn("accepting a migration connection failed; trying again", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-d.done:
+				return
+			}
 		}
+		backoff = 0
 		select {
 		case d.slots <- struct{}{}:
 		default:

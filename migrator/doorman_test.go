@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -194,4 +195,56 @@ func acceptWithin(t *testing.T, d *Doorman, within time.Duration) net.Conn {
 		t.Fatalf("nothing handed on in %v", within)
 	}
 	return nil
+}
+
+// flakyListener fails its first Accept as a listener out of file
+// descriptors does (EMFILE), then accepts as l.
+type flakyListener struct {
+	net.Listener
+	failed bool
+}
+
+func (f *flakyListener) Accept() (net.Conn, error) {
+	if !f.failed {
+		f.failed = true
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return f.Listener.Accept()
+}
+
+// TestDoormanAcceptPasses: an Accept that fails for want of descriptors,
+// which passes once some close, is tried again: the next source is taken.
+// (The Doorman closed for good, and with it the destination; found by a
+// review walk.)
+func TestDoormanAcceptPasses(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDoorman(&flakyListener{Listener: l}, nil)
+	defer d.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := NewWriter(c)
+	w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: 1 << 20, VCPUs: 1})
+	w.Flush()
+	got := make(chan error, 1)
+	go func() {
+		c, err := d.Accept()
+		if c != nil {
+			c.Close()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("Accept after one failure for want of descriptors: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the source's connection was not taken in 10 s")
+	}
 }
