@@ -203,6 +203,12 @@ func (r *Relay) accept() {
 			continue
 		}
 		r.mu.Lock()
+		if r.ctx.Err() != nil { // Close came while this one was dialled: it closed the others already
+			r.mu.Unlock()
+			in.Close()
+			out.Close()
+			return
+		}
 		r.conns = append(r.conns, in, out)
 		r.mu.Unlock()
 		// Each direction passes on the end of its stream (a half-close);
