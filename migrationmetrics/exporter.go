@@ -297,7 +297,13 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		}
 		// The engines measure the dirty rate at the end of a round (QEMU:
 		// between syncs); 0 before that means not measured yet.
-		if r.DirtyPagesRate > 0 || r.DirtySyncCount >= 2 {
+		// pagecast's engine counts its syncs (harvests) as they come,
+		// several in round 1: its own round says.
+		measured := r.DirtySyncCount >= 2
+		if x := i.Pagecast; x != nil {
+			measured = x.Round >= 2
+		}
+		if r.DirtyPagesRate > 0 || measured {
 			gauge(descDirtyRate, float64(r.DirtyPagesRate*pageSize))
 		}
 		gauge(descTransferRate, r.Mbps*1e6/8)

@@ -178,7 +178,7 @@ func lint(t *testing.T, text string) {
 func TestFirstRound(t *testing.T) {
 	e := New("vm1")
 	e.Begin(time.Now(), EnginePagecast, "precopy", 0)
-	e.Observe(migrator.Info{Status: migrator.StatusActive, RAM: &migrator.RAMStats{Transferred: 1 << 20, Remaining: 63 << 20, DirtySyncCount: 0},
+	e.Observe(migrator.Info{Status: migrator.StatusActive, RAM: &migrator.RAMStats{Transferred: 1 << 20, Remaining: 63 << 20, DirtySyncCount: 7}, // a harvest each epoch
 		Pagecast: &migrator.Extra{Mode: "precopy", Round: 1}})
 	text := exposition(t, e)
 	for _, name := range []string{"pagecast_migration_dirty_memory_rate_bytes_per_second", "pagecast_migration_expected_downtime_seconds"} {
