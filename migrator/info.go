@@ -38,7 +38,7 @@ type RAMStats struct {
 	Skipped          uint64  `json:"skipped"`           // always 0
 	Normal           uint64  `json:"normal"`            // pages sent whole
 	NormalBytes      uint64  `json:"normal-bytes"`      // their bytes
-	DirtyPagesRate   uint64  `json:"dirty-pages-rate"`  // pages/s dirtied, last round
+	DirtyPagesRate   uint64  `json:"dirty-pages-rate"`  // pages/s the last round's harvests made to be sent again, each once (as QEMU's: bits a sync newly sets)
 	Mbps             float64 `json:"mbps"`              // transfer rate, megabits/s
 	DirtySyncCount   uint64  `json:"dirty-sync-count"`  // dirty log harvests that ended a round
 	PostcopyRequests uint64  `json:"postcopy-requests"` // pages the destination asked for

@@ -170,7 +170,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 			if ctx.Err() != nil {
 				reason = "the destination was stopped (its VM told to quit, or the process to end) during the incoming migration"
 			}
-			rc.link.idle = abortWait // the link rc.w writes on: a reconnection replaces lc
+			rc.link.idle = abortWait                // the link rc.w writes on: a reconnection replaces lc
 			if rc.w.Text(RecAbort, reason) == nil { // the Writer cuts long reasons
 				rc.w.Flush()
 			}

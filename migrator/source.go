@@ -570,7 +570,7 @@ type sender struct {
 	lastHarvest time.Time
 	nextHarvest time.Time // lastHarvest + Epoch: compared for every page sent, so made once
 	harvests    uint64
-	harvested   uint64 // dirty pages harvested in the current pass
+	harvested   uint64 // pages the current pass's harvests made pending again (clean before: sent, or never dirtied)
 
 	batch                []uint64
 	zeroFirst, zeroCount uint64
@@ -713,6 +713,7 @@ func (s *sender) harvest() error {
 // and took 350 ms against 300).
 func (s *sender) harvestLog() ([]uint64, error) {
 	var dirty []uint64
+	before := s.pendingN
 	if l, ok := s.log.(PageLister); ok {
 		pages, err := l.HarvestPages()
 		if err != nil {
@@ -737,7 +738,13 @@ func (s *sender) harvestLog() ([]uint64, error) {
 	s.lastHarvest = s.m.clock.Now()
 	s.nextHarvest = s.lastHarvest.Add(s.m.cfg.Epoch)
 	s.harvests++
-	s.harvested += uint64(len(dirty))
+	// Pages dirtied that were pending already go out once whatever: the
+	// dirty rate counts those made pending again, what the migration must
+	// send anew, as QEMU's dirty-pages-rate counts the bits a sync newly
+	// sets. (Counting every harvest's pages, a page written all through a
+	// round counted once an epoch: a 128 MiB guest's migration that
+	// converged in 2 rounds showed 2.4 times its transfer rate.)
+	s.harvested += s.pendingN - before
 	n := s.harvests
 	s.m.update(func(i *Info) { i.RAM.DirtySyncCount = n }) // live, not only at a round's end (the metrics read it)
 	return dirty, nil

@@ -1046,3 +1046,26 @@ func TestPageRateAboveLink(t *testing.T) {
 		}
 	}
 }
+
+// TestDirtyRateDistinct: the dirty rate a round reports counts the pages
+// it made pending again, each once, as QEMU's dirty-pages-rate counts the
+// bits a sync newly sets: a hot set written all through a round is resent
+// once. (Counting every harvest's pages, this migration, which converges
+// in its second round, reported some 20 000 pages a second, 80 MB/s over
+// a 64 MiB/s link.)
+func TestDirtyRateDistinct(t *testing.T) {
+	w, err := ParseSynthetic("hotset:hot=2000,p=1,rate=20000", 1<<15, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Run(context.Background(), Options{Workload: w, Bandwidth: 64 << 20}, "precopy")
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	i := r.Info
+	rate := float64(i.RAM.DirtyPagesRate)
+	if rounds := len(i.Pagecast.RoundPages); rounds > 3 || rate == 0 || rate*migrator.PageSize >= 64<<20 || rate > 2000/0.2 {
+		t.Errorf("%d rounds %v, dirty rate %.0f pages/s (%.1f MB/s) against a 64 MiB/s link; want the 2000-page hot set made pending again once a round",
+			rounds, i.Pagecast.RoundPages, rate, rate*migrator.PageSize/1e6)
+	}
+}
