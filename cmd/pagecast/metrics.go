@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,11 +107,22 @@ func listenMetrics(addr string) (net.Listener, error) {
 // was kept for ever, and 20 000 of them used up migrate's file
 // descriptors, which failed its switch-over ("too many open files").
 func serveMetrics(l net.Listener, cs ...prometheus.Collector) (stop func()) {
+	stop, _ = serveMetricsCounted(l, cs...)
+	return stop
+}
+
+// serveMetricsCounted is serveMetrics that also counts the scrapes served.
+func serveMetricsCounted(l net.Listener, cs ...prometheus.Collector) (stop func(), scrapes func() uint64) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(cs...)
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	var n atomic.Uint64
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		n.Add(1)
+	}))
 	srv := newHTTPServer(mux)
 	go serveLimited(srv, l, metricsConns)
 	slog.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
@@ -119,7 +131,27 @@ func serveMetrics(l net.Listener, cs ...prometheus.Collector) (stop func()) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+	}, n.Load
+}
+
+// lingerScrapes waits until scrapes has counted two more, or linger has
+// passed, or ctx ends; it returns how many it counted.
+func lingerScrapes(ctx context.Context, scrapes func() uint64, linger time.Duration) uint64 {
+	n := scrapes()
+	deadline := time.NewTimer(linger)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for scrapes() < n+2 {
+		select {
+		case <-ctx.Done():
+			return scrapes() - n
+		case <-deadline.C:
+			return scrapes() - n
+		case <-tick.C:
+		}
 	}
+	return scrapes() - n
 }
 
 // metricsConns bounds the connections a --metrics address holds at once;

@@ -53,6 +53,7 @@ func profileCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "time between the printed lines, each of the epochs within it (at least one epoch: 0 prints every epoch)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "trace file to write (pagecast trace info/export read it)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9471"},
+			&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the profile has ended keep serving until Prometheus, if it has scraped them, has scraped the end twice, at most this long (its last epochs would be lost otherwise); 0 stops at once"},
 			&cli.StringFlag{Name: "hook", Usage: "use this hook instead of the best available (see --list-hooks)"},
 			&cli.BoolFlag{Name: "list-hooks", Usage: "list the hooks and whether each works here, then exit"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no lines every --interval"},
@@ -79,6 +80,9 @@ func runProfile(c *cli.Context) error {
 	}
 	if c.Duration("interval") < 0 {
 		return fmt.Errorf("--interval %v: want 0 or more", c.Duration("interval"))
+	}
+	if d := c.Duration("metrics-linger"); d < 0 {
+		return fmt.Errorf("--metrics-linger %v: want 0 (stop serving at once) or more", d)
 	}
 	perLine := max(1, int(c.Duration("interval")/cfg.Epoch)) // epochs a printed line sums
 	if spec := c.String("qmp"); spec != "" {
@@ -176,8 +180,18 @@ func runProfile(c *cli.Context) error {
 		fmt.Fprintln(out, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-memfd,id=ram,size=SIZE,share=on -machine memory-backend=ram)")
 	}
 	if metrics != nil {
-		stop := serveMetrics(metrics, col.Metrics())
-		defer stop()
+		stop, scrapes := serveMetricsCounted(metrics, col.Metrics())
+		defer func() {
+			// Prometheus scrapes every few seconds: the last epochs
+			// reach it only if the end is served a while.
+			if linger := c.Duration("metrics-linger"); linger > 0 && scrapes() > 0 {
+				lctx, lstop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: serving the metrics on %s until Prometheus has scraped the end twice, at most %v (--metrics-linger; Ctrl-C stops the wait)\n", metrics.Addr(), linger)
+				lingerScrapes(lctx, scrapes, linger)
+				lstop()
+			}
+			stop()
+		}()
 	}
 
 	var epochs, pages uint64

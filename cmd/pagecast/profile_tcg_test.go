@@ -140,8 +140,26 @@ func TestProfileTCG(t *testing.T) {
 		t.Fatal(err)
 	}
 	exposition := scrape(t, "http://"+metrics+"/metrics", "pagecast_profiler_epochs_total 2")
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("pagecast profile: %v\n%s%s", err, stdout.String(), stderr.String())
+	// Scraped as Prometheus would, every 1.5 s: once the profile has
+	// ended its metrics are served until the end has been scraped twice,
+	// so the last scrape holds every epoch.
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var last string
+	for ended := false; !ended; {
+		select {
+		case err := <-waited:
+			if err != nil {
+				t.Fatalf("pagecast profile: %v\n%s%s", err, stdout.String(), stderr.String())
+			}
+			ended = true
+		case <-time.After(1500 * time.Millisecond):
+			if resp, err := http.Get("http://" + metrics + "/metrics"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				last = string(b)
+			}
+		}
 	}
 	text := stdout.String()
 	for _, want := range []string{"profiling qemu VM", "dirty tcg) with tcg-plugin", "epochs    1-4 ", "hottest 0x", "0 dropped",
@@ -171,6 +189,9 @@ func TestProfileTCG(t *testing.T) {
 	}
 	if meta.Hook != "tcg-plugin" || meta.MemoryBytes != 32<<20 || len(epochs) < 10 || len(damage) != 0 {
 		t.Fatalf("trace: meta %+v, %d epochs, damage %v", meta, len(epochs), damage)
+	}
+	if want := fmt.Sprintf("pagecast_profiler_epochs_total %d\n", len(epochs)); !strings.Contains(last, want) {
+		t.Errorf("the last scrape lacks %q: the profile's last epochs never reached Prometheus", want)
 	}
 	for _, e := range epochs {
 		// The guest writes its 512-page hot set many times an epoch (delay=5000:
