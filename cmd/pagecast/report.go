@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"image/color"
+	"io"
 	"io/fs"
 	"maps"
 	"math"
@@ -18,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/urfave/cli/v2"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/palette/moreland"
@@ -47,7 +50,7 @@ func reportCommand() *cli.Command {
 			&cli.StringFlag{Name: "from", Value: "now-15m", Usage: "start of the range"},
 			&cli.StringFlag{Name: "to", Value: "now", Usage: "end of the range"},
 			&cli.DurationFlag{Name: "step", Usage: "resolution of the range queries; 0: the range / 300, at least 1s"},
-			&cli.DurationFlag{Name: "scrape-interval", Value: 15 * time.Second, Usage: "the scrape interval of the Prometheus, for $__rate_interval"},
+			&cli.DurationFlag{Name: "scrape-interval", Value: 15 * time.Second, DefaultText: "the Prometheus's global scrape_interval, else 15s", Usage: "the scrape interval of the Prometheus, for $__rate_interval"},
 			&cli.StringSliceFlag{Name: "var", Usage: "NAME=VALUE: a dashboard variable's value, e.g. vm=awk; for a multi-value variable a regex (vm=web.*), unless it is one of the variable's values exactly, which is then taken as it is (vm=web(1)+x)"},
 			&cli.StringSliceFlag{Name: "dashboard", Usage: "only this dashboard (file name without .json, e.g. migrations); repeatable"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true, Usage: "folder to write the PNGs into (created)"},
@@ -98,6 +101,44 @@ func checkPrometheus(ctx context.Context, base string) error {
 	}
 	return nil
 }
+
+// promScrapeInterval is the global scrape interval of the Prometheus at
+// base, from its configuration (/api/v1/status/config), as Grafana takes
+// $__rate_interval's from its data source; false where it does not say.
+func promScrapeInterval(ctx context.Context, base string) (time.Duration, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/api/v1/status/config", nil)
+	if err != nil {
+		return 0, false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	var reply struct {
+		Data struct {
+			YAML string `json:"yaml"`
+		} `json:"data"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&reply) != nil {
+		return 0, false
+	}
+	m := globalScrape.FindStringSubmatch(reply.Data.YAML)
+	if m == nil {
+		return 0, false
+	}
+	d, err := model.ParseDuration(m[1])
+	if err != nil || d <= 0 {
+		return 0, false
+	}
+	return time.Duration(d), true
+}
+
+// globalScrape is the global section's scrape_interval in the YAML of a
+// Prometheus's configuration (its first lines: global comes first).
+var globalScrape = regexp.MustCompile(`(?m)\Aglobal:\n(?:[ \t]+.*\n)*?[ \t]+scrape_interval:[ \t]*(\S+)`)
 
 func runReport(c *cli.Context) (err error) {
 	now := time.Now()
@@ -169,7 +210,13 @@ func runReport(c *cli.Context) (err error) {
 	if err := checkPrometheus(c.Context, c.String("prometheus")); err != nil {
 		return err
 	}
-	src, err := dashboards.NewSource(c.String("prometheus"), from, to, step, c.Duration("scrape-interval"))
+	scrape := c.Duration("scrape-interval")
+	if !c.IsSet("scrape-interval") {
+		if d, ok := promScrapeInterval(c.Context, c.String("prometheus")); ok {
+			scrape = d
+		}
+	}
+	src, err := dashboards.NewSource(c.String("prometheus"), from, to, step, scrape)
 	if err != nil {
 		return err
 	}
@@ -229,8 +276,8 @@ func runReport(c *cli.Context) (err error) {
 			written++
 		}
 	}
-	fmt.Fprintf(c.App.Writer, "%d panels rendered, %d without data, from %s to %s, step %s\n", written, empty,
-		from.Format(time.RFC3339), to.Format(time.RFC3339), step)
+	fmt.Fprintf(c.App.Writer, "%d panels rendered, %d without data, from %s to %s, step %s, scrape interval %s\n", written, empty,
+		from.Format(time.RFC3339), to.Format(time.RFC3339), step, scrape)
 	if written == 0 {
 		return errors.New("no panel had data: is Prometheus scraping pagecast, and is the range right?")
 	}

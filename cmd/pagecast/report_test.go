@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -303,5 +304,37 @@ func TestReportNoData(t *testing.T) {
 	pngs, _ := filepath.Glob(filepath.Join(out, "*.png"))
 	if want := fmt.Sprintf("%d panels rendered, ", len(pngs)); !strings.Contains(stdout, want) || len(pngs) == 0 {
 		t.Errorf("%d PNGs written for dirtying named twice:\n%s", len(pngs), stdout)
+	}
+}
+
+// TestPromScrapeInterval: report takes $__rate_interval's scrape interval
+// from the Prometheus's own configuration, as Grafana from its data
+// source: the README's prometheus.yml scrapes every 5 s, and report's 15 s
+// stretched the rates to a minute (a 500 ms profile's epoch length read
+// 2.8-3.8 s).
+func TestPromScrapeInterval(t *testing.T) {
+	for _, tc := range []struct {
+		reply string
+		want  time.Duration
+		ok    bool
+	}{
+		// As Prometheus 2.42 answers, for global 5s and a job's 2s.
+		{`{"status":"success","data":{"yaml":"global:\n  scrape_interval: 5s\n  scrape_timeout: 5s\n  evaluation_interval: 1m\nscrape_configs:\n- job_name: a\n  honor_timestamps: true\n  scrape_interval: 2s\n"}}`, 5 * time.Second, true},
+		{`{"status":"success","data":{"yaml":"global:\n  scrape_interval: 1m30s\n"}}`, 90 * time.Second, true},
+		{`{"status":"success","data":{"yaml":"scrape_configs:\n- job_name: a\n  scrape_interval: 2s\n"}}`, 0, false},
+		{`not json`, 0, false},
+	} {
+		prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/api/v1/status/config" {
+				http.NotFound(w, r)
+				return
+			}
+			w.Write([]byte(tc.reply))
+		}))
+		got, ok := promScrapeInterval(context.Background(), prom.URL)
+		prom.Close()
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%s: %v %v, want %v %v", tc.reply, got, ok, tc.want, tc.ok)
+		}
 	}
 }
