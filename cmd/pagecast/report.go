@@ -389,6 +389,10 @@ var reportColors = []color.Color{
 	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
 }
 
+// reportDashes are the line styles a panel's lines take in turn, each
+// through every colour: solid, dashed, dotted.
+var reportDashes = [][]vg.Length{nil, {vg.Points(6), vg.Points(3)}, {vg.Points(1.5), vg.Points(2.5)}}
+
 // errTooLittleToDraw says a panel has data, but too little to draw: a
 // heatmap of one time. report lists such a panel as without data.
 var errTooLittleToDraw = errors.New("too little to draw")
@@ -437,7 +441,10 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 			if err != nil {
 				return err
 			}
+			// Past the colours, the same colours dashed, then dotted:
+			// 8 in a legend told apart, and up to 18 lines.
 			line.Color = reportColors[i%len(reportColors)]
+			line.Dashes = reportDashes[(i/len(reportColors))%len(reportDashes)]
 			line.Width = vg.Points(1.5)
 			pl.Add(line)
 			if len(xy) < 3 { // too short a line to see: mark its points
