@@ -3,8 +3,15 @@
 # Linux guest (the host's Debian kernel, a busybox initramfs holding the
 # program and its shared libraries) under QEMU with TCG, profiled through
 # pagecast's TCG plugin in epochs of 100 ms, from boot until the program
-# ends. Needs QEMU (qemu-system-x86), busybox-static and the programs
-# below on the host; no KVM. Run from the repository root:
+# ends. Needs Go (it builds pagecast, and xz's input is the first 3 MB of a
+# tar of Go's own src, so it follows the Go version), QEMU
+# (qemu-system-x86), busybox-static and the programs below on the host; no
+# KVM. The epochs are wall-clock time under TCG, so a faster or less
+# loaded host records fewer of them for the same writes (a walk on
+# 2026-12-04: the same programs in 317-447 epochs where the committed
+# traces have 485-700, their pages the same within 0.15%), and the dirty
+# rates, hence the links the simulations pick, scale with it. Run from the
+# repository root:
 #   predictor/testdata/record-real.sh [NAME...]    (default: all)
 # With PARTS=4 it records in epochs of 25 ms instead, into testdata/parts
 # (every program but awk and tar, which are imported as they are): scored
@@ -42,12 +49,19 @@ record() {
 	"$work/pagecast" --log-level warn profile --qmp "unix:$dir/qmp.sock" --epoch "$epoch" --quiet --out "$out/$name.pct" >"$dir/profile.out" 2>&1 &
 	local prof=$!
 	local serial
+	local ended=
 	for _ in $(seq 600); do
 		serial=$(sed -n 's/^serial console in //p' "$dir/vm.out")
-		[ -n "$serial" ] && grep -q '^workload end' "$serial" 2>/dev/null && break
+		[ -n "$serial" ] && grep -q '^workload end' "$serial" 2>/dev/null && ended=1 && break
 		sleep 0.5
 	done
 	kill -INT "$prof"; wait "$prof" || true
+	if [ -z "$ended" ]; then
+		kill -INT "$vm"; wait "$vm" || true
+		echo "record-real: $name did not end within 5 minutes; $out/$name.pct holds only its start" >&2
+		tail -5 "$dir/vm.out" >&2
+		exit 1
+	fi
 	sed -n "/^workload start/,/^workload end/p" "$serial" | tail -5
 	kill -INT "$vm"; wait "$vm" || true
 	cat "$dir/profile.out" | tail -2
@@ -60,9 +74,13 @@ names=("$@")
 # awk and tar: the traces of ../shared/traces (see its README), imported as
 # they are (a TCG emulator's log of a real Linux guest, 256 MiB).
 for name in awk tar; do
-	if want $name && [ "$out" = predictor/testdata/real ] && [ -f "../shared/traces/$name.csv.gz" ]; then
-		"$work/pagecast" trace import --memory 256M --epoch 100ms --source "../shared/traces/$name.csv.gz" \
-			-o "$out/$name.pct" "../shared/traces/$name.csv.gz"
+	if want $name && [ "$out" = predictor/testdata/real ]; then
+		if [ -f "../shared/traces/$name.csv.gz" ]; then
+			"$work/pagecast" trace import --memory 256M --epoch 100ms --source "../shared/traces/$name.csv.gz" \
+				-o "$out/$name.pct" "../shared/traces/$name.csv.gz"
+		else
+			echo "record-real: no ../shared/traces/$name.csv.gz beside this repository: $out/$name.pct is kept as it is" >&2
+		fi
 	fi
 done
 
