@@ -893,22 +893,25 @@ func codingSummary(st mecom.Stats) string {
 const minCoded = 64 * PageSize
 
 // codingSample is how many pending pages measureCoding looks at.
-const codingSample = 256
+const codingSample = 128
 
 // measureCoding sets wireShare, the wire bytes a pending page is expected
 // to take. The pages pending are not the round's: predictive holds back
 // the pages likeliest to be written, and a program's hot pages are not
 // its cold ones (a 64 MiB TCG guest's hot set coded to 0.53 of its size,
 // the pages sent around it to 0.34, and the stop-and-copy took 435 ms
-// where 300 were promised). So it looks at up to codingSample pending
-// pages, spread over them: each non-zero one counts as the share the
-// codec has given its content class over the migration so far, or, for
-// a class it has coded less than minCoded bytes of, the share of all the
-// round's non-zero pages. Zero pages, which cost almost nothing, are left
-// out, so that memory mostly empty does not promise what the dirtied pages
-// will not keep. A round that coded fewer than minCoded bytes of non-zero
-// pages leaves it as it was (1 until one has: what fits is then judged
-// uncompressed).
+// where 300 were promised). So it codes up to codingSample pending pages,
+// spread over them, as the encoder would code them now (Encoder.Measure:
+// counted nowhere), and takes their share. Zero pages, which cost almost
+// nothing, are left out, so that memory mostly empty does not promise what
+// the dirtied pages will not keep. A round that coded fewer than minCoded
+// bytes of non-zero pages leaves it as it was (1 until one has: what fits
+// is then judged uncompressed). (Until 2026-12-04 each sampled page
+// counted as its class's share over the migration so far: the hot pages
+// predictive holds back are sent at the stop-and-copy alone, and their
+// class's share came from other pages; a 32 MiB demo guest's predictive+
+// mecom then judged its stop-and-copy at 0.56 of the pages' size, sent it
+// at 0.80, and paused 377 ms against a limit of 300.)
 func (s *sender) measureCoding() {
 	if share, ok := s.pendingShare(); ok {
 		s.wireShare = share
@@ -938,8 +941,8 @@ func (s *sender) fitsCoded() bool {
 }
 
 // pendingShare is measureCoding's estimate of the wire bytes a pending
-// page takes, from the coding since the round began; ok is false where
-// that coded too little to go by.
+// page takes: a sample of them coded now; ok is false where the round has
+// coded too little to go by.
 func (s *sender) pendingShare() (float64, bool) {
 	now := s.enc.Stats()
 	var in, out uint64
@@ -954,18 +957,12 @@ func (s *sender) pendingShare() (float64, bool) {
 		return 0, false
 	}
 	round := min(float64(out)/float64(in), 1)
-	var share [len(now.In)]float64
-	for c := range share {
-		share[c] = round
-		if now.In[c] >= minCoded {
-			share[c] = min(float64(now.Out[c])/float64(now.In[c]), 1)
-		}
-	}
 	// Every step-th pending page, the words without one taken whole: a
 	// terabyte guest's bitmap is millions of words.
 	step := max(s.pendingN/codingSample, 1)
-	var seen, next, n uint64 // pending pages passed, the index of the next to look at, pages looked at
-	var sum float64
+	var seen, next uint64 // pending pages passed, the index of the next to look at
+	var sampleIn, sampleOut uint64
+	one := make([][]byte, 1)
 	for wi, w := range s.pending.Words() {
 		c := uint64(bits.OnesCount64(w))
 		if seen+c <= next {
@@ -978,15 +975,17 @@ func (s *sender) pendingShare() (float64, bool) {
 			}
 			next += step
 			if gfn := uint64(wi)*64 + uint64(bits.TrailingZeros64(w)); !s.contents.Zero(gfn) {
-				sum += share[mecom.Classify(s.contents.Page(gfn))]
-				n++
+				one[0] = s.contents.Page(gfn)
+				i, o := s.enc.Measure(one)
+				sampleIn += i
+				sampleOut += min(o, i)
 			}
 		}
 	}
-	if n == 0 {
+	if sampleIn == 0 {
 		return round, true
 	}
-	return sum / float64(n), true
+	return float64(sampleOut) / float64(sampleIn), true
 }
 
 // transferable is the bytes of pages the link moves at bw within the

@@ -100,6 +100,34 @@ func (e *Encoder) rechooseLocked() {
 	}
 }
 
+// Measure codes pages as Encode would now, each with the codec chosen for
+// its class, and returns their bytes and the bytes coded (headers
+// included), without counting them in Stats or in what the choice of
+// codecs learns from: an estimate of what sending them would take.
+func (e *Encoder) Measure(pages [][]byte) (in, out uint64) {
+	e.mu.Lock()
+	choice := e.choice
+	e.mu.Unlock()
+	e.encodeMu.Lock()
+	defer e.encodeMu.Unlock()
+	w := e.workers[0] // its zstd encoder; Measure touches none of its counts
+	buf := w.out[:0]
+	for _, page := range pages {
+		switch class := Classify(page); class {
+		case Zero:
+			buf = appendHeader(buf[:0], ZeroMarker, 0)
+		case Repeat:
+			buf, _ = w.appendCoded(buf[:0], page, Words)
+		default:
+			buf, _ = w.appendCoded(buf[:0], page, choice[class])
+		}
+		in += PageSize
+		out += uint64(len(buf))
+	}
+	w.out = buf
+	return in, out
+}
+
 // Encode appends to dst the coded form of the pages gfns[i] taken from
 // mem[gfn*PageSize:], compressed by the workers in parallel, and returns
 // the extended dst; the format is in the package comment. Encode never
