@@ -205,7 +205,11 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 		if err := checkPredictorMemory(path, kept); err != nil {
 			return err
 		}
+		n := len(epochs)
 		epochs, byParts := predictor.GroupEpochs(epochs, parts)
+		if len(epochs) == 0 {
+			return fmt.Errorf("%s: its %d epochs make no whole epoch of --parts %d (%d of them each)", path, n, parts, parts)
+		}
 		id := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 		vm, err := svc.AddMappedVM(id, meta.Pages(), pm, uint64(meta.PageSize), meta.Epoch*time.Duration(parts), "trace "+path)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/predictor/service"
+	"github.com/pagecast/pagecast/trace"
 )
 
 // rssBytes is this process's resident set size.
@@ -249,5 +250,34 @@ func TestServeHookUnknown(t *testing.T) {
 	resp.Body.Close()
 	if want := `pagecast_predictor_vm_info{hook="unknown",vm="awk"} 1`; !strings.Contains(string(body), want) {
 		t.Errorf("no %s in /metrics", want)
+	}
+}
+
+// TestServeShortForParts: a trace of fewer epochs than --parts joins into
+// one is refused, saying so. (It was served as a VM fed nothing, its
+// replay spinning a core for as long as the server ran; found by a
+// review walk.)
+func TestServeShortForParts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "short.pct")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 25 * time.Millisecond, Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range uint64(3) {
+		if err := w.Append(trace.Epoch{Index: e + 1, Offset: time.Duration(e) * 25 * time.Millisecond, Pages: []uint64{e, 7}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, _, err = runApp(t, "predict", "serve", "--trace", path, "--parts", "4", "--listen", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), "its 3 epochs make no whole epoch of --parts 4") {
+		t.Errorf("predict serve --parts 4 on 3 epochs: %v", err)
 	}
 }

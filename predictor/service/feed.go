@@ -28,6 +28,9 @@ func Replay(ctx context.Context, vm *VM, epochs []trace.Epoch, parts [][][]uint6
 		defer t.Stop()
 		tick = t.C
 	}
+	if len(epochs) == 0 {
+		return // nothing to feed (looping over nothing would spin)
+	}
 	for {
 		for i, e := range epochs {
 			if tick != nil {
