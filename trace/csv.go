@@ -263,7 +263,7 @@ func importPlainCSV(br *bufio.Reader, w *Writer, raw *uint64) (ImportStats, erro
 			if epoch > uint64(math.MaxInt64/m.Epoch) {
 				return st, fmt.Errorf("csv line %d: epoch %d (of %v) starts beyond the 292 years a trace can span", line, epoch, m.Epoch)
 			}
-			gapFrom := uint64(0)
+			gapFrom := epoch // the first row's: no empty epoch goes before it
 			if st.Rows > 0 {
 				gapFrom = cur + 1
 			}

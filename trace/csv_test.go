@@ -118,7 +118,6 @@ func TestImportCSVErrors(t *testing.T) {
 		{"page beyond memory", "epoch,page\n0,1\n0,65536\n", "csv line 3: page 65536 is beyond the 65536 pages of 256.0 MiB memory"},
 		{"epochs backwards", "epoch,page\n3,1\n4,1\n2,1\n", "csv line 4: epoch 2 after epoch 4: epochs must ascend"},
 		{"huge gap", "0,1\n99999999,1\n", "csv line 2: epoch 99999999 leaves a gap of 99999998 empty epochs"},
-		{"huge first epoch", "9999999999,1\n", "csv line 1: epoch 9999999999 leaves a gap"},
 		{"epoch beyond time", "18446744073709551615,1\n", "csv line 1: epoch 18446744073709551615 (of 100ms) starts beyond"},
 		{"long line", "0," + strings.Repeat("1", 5000) + "\n", "csv line 1: line too long"},
 	} {
@@ -203,6 +202,12 @@ func TestCSVRoundTrip(t *testing.T) {
 		{{Index: 1}, {Index: 2, Pages: []uint64{5}}, {Index: 3}, {Index: 4, Pages: []uint64{1, 9}}, {Index: 5}, {Index: 6}},
 		{{Index: 1}, {Index: 2}, {Index: 3}},
 		{{Index: 7, Pages: []uint64{2}}},
+		// A trace that starts far in: no empty epoch goes before its
+		// first, so its first epoch's index costs nothing of the budget
+		// for gaps (an export of epochs 5000-5002 was refused on import;
+		// found by a review walk).
+		{{Index: 5000, Pages: []uint64{0, 200}}, {Index: 5001}, {Index: 5002, Pages: []uint64{3}}},
+		{{Index: 90_000_000_000, Pages: []uint64{1}}, {Index: 90_000_000_001, Pages: []uint64{2}}},
 	} {
 		m := importMeta()
 		data, _ := encode(t, m, epochs)
