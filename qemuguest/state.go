@@ -96,14 +96,17 @@ func saveState(mon Monitor, pid int) (_ []byte, err error) {
 	}
 	r := <-got
 	info, werr := waitMigration(mon, deadline)
-	if werr != nil {
+	switch {
+	case r.err != nil && werr == nil && info.Status != "completed":
+		// The reader's own diagnosis first: its closing the socket on a
+		// stream too long is what failed QEMU's migration ("broken pipe").
+		return nil, fmt.Errorf("%w (qemu's migration %s: %s)", r.err, info.Status, info.ErrorDesc)
+	case r.err != nil:
+		return nil, errors.Join(r.err, werr)
+	case werr != nil:
 		return nil, werr
-	}
-	if info.Status != "completed" {
+	case info.Status != "completed":
 		return nil, fmt.Errorf("qemu's migration %s: %s", info.Status, info.ErrorDesc)
-	}
-	if r.err != nil {
-		return nil, r.err
 	}
 	return r.b, nil
 }
