@@ -247,7 +247,7 @@ func newHTTPServer(h http.Handler) *http.Server {
 // as they liked. srv's ConnState tells it which connections wait
 // (serveLimited sets it).
 func limitListener(l net.Listener, n int) *limitedListener {
-	return &limitedListener{Listener: l, sem: make(chan struct{}, n)}
+	return &limitedListener{Listener: l, sem: make(chan struct{}, n), closed: make(chan struct{})}
 }
 
 // serveLimited serves srv on l, n connections at once (limitListener).
@@ -259,24 +259,51 @@ func serveLimited(srv *http.Server, l net.Listener, n int) error {
 
 type limitedListener struct {
 	net.Listener
-	sem chan struct{}
+	sem       chan struct{}
+	closed    chan struct{} // closed by Close: a held connection is let go
+	closeOnce sync.Once
 
 	mu      sync.Mutex
 	waiting list.List // of *limitedConn waiting for a request, longest first
 }
 
+// Accept takes the next connection, once a slot is free: where none is,
+// the connection that has waited longest for a request is closed for it,
+// and so on every evictEvery while it waits, as busy connections turn idle
+// (kept alive, one held every slot until its idle timeout, 30 s, and a
+// scrape waiting behind them timed out; found by a review walk). Close
+// lets a held connection go, so that a server's Shutdown is not held by it.
 func (l *limitedListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case l.sem <- struct{}{}:
-	default:
+	for {
+		select {
+		case l.sem <- struct{}{}:
+			return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+		default:
+		}
 		l.evict() // for c, which has come
-		l.sem <- struct{}{}
+		select {
+		case l.sem <- struct{}{}:
+			return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+		case <-time.After(evictEvery):
+		case <-l.closed:
+			c.Close()
+			return nil, net.ErrClosed
+		}
 	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+// evictEvery is how often a connection held for a slot looks again for
+// one that waits for a request.
+const evictEvery = 50 * time.Millisecond
+
+// Close closes the listener and lets a connection held for a slot go.
+func (l *limitedListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 // connState keeps the list of connections waiting for a request.
