@@ -109,6 +109,13 @@ func runServe(c *cli.Context) error {
 	case <-ctx.Done():
 		return errors.New("interrupted while loading traces")
 	}
+	// Listen before a collector starts: a return on an address in use
+	// then closes no collector under its running goroutine.
+	l, err := net.Listen("tcp", c.String("listen"))
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	defer l.Close() // for a failure before it is served; then a no-op
 	// A collector that stops (its VM exited) ends the service with its
 	// error, read once it is done.
 	var colErr error
@@ -153,10 +160,6 @@ func runServe(c *cli.Context) error {
 		}()
 	}
 
-	l, err := net.Listen("tcp", c.String("listen"))
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
 	srv := newHTTPServer(svc.Handler())
 	go func() {
 		<-ctx.Done()
