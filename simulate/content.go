@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,11 +124,12 @@ type contents struct {
 	cum     [4]uint64 // cumulative shares of the mix, scaled to 2^32
 	cumData [4]uint64 // the same of the written mix
 	samples [4][samplesPerClass][]byte
-	written []uint64 // bitmap: pages the guest has written
+	wsample [4][samplesPerClass][]byte // those standing for pages written: samples, or a guest's written ones
+	written []uint64                   // bitmap: pages the guest has written
 	known   map[uint64]mecom.Class
 }
 
-func newContents(m, written Mix, known map[uint64]mecom.Class, own *Samples, pages uint64) (*contents, error) {
+func newContents(m, written Mix, known map[uint64]mecom.Class, own, ownWritten *Samples, pages uint64) (*contents, error) {
 	c := &contents{written: make([]uint64, (pages+63)/64), known: known}
 	if written == (Mix{}) {
 		written = m // the mix's data classes
@@ -151,21 +153,35 @@ func newContents(m, written Mix, known map[uint64]mecom.Class, own *Samples, pag
 		return nil, err
 	}
 	c.samples = *samples
-	if own != nil {
-		for class := range own {
-			if len(own[class]) == 0 {
-				continue
-			}
-			for j := range samplesPerClass {
-				p := own[class][j%len(own[class])]
-				if len(p) != migrator.PageSize || mecom.Classify(p) != mecom.Class(class) {
-					return nil, fmt.Errorf("simulate: sample page %d of class %s is not a %s page of %d bytes", j, mecom.Class(class), mecom.Class(class), migrator.PageSize)
-				}
-				c.samples[class][j] = p
-			}
-		}
+	if err := takeSamples(&c.samples, own); err != nil {
+		return nil, err
+	}
+	c.wsample = c.samples
+	if err := takeSamples(&c.wsample, ownWritten); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// takeSamples puts own's pages of each class that has some in place of
+// samples'.
+func takeSamples(samples *[4][samplesPerClass][]byte, own *Samples) error {
+	if own == nil {
+		return nil
+	}
+	for class := range own {
+		if len(own[class]) == 0 {
+			continue
+		}
+		for j := range samplesPerClass {
+			p := own[class][j%len(own[class])]
+			if len(p) != migrator.PageSize || mecom.Classify(p) != mecom.Class(class) {
+				return fmt.Errorf("simulate: sample page %d of class %s is not a %s page of %d bytes", j, mecom.Class(class), mecom.Class(class), migrator.PageSize)
+			}
+			samples[class][j] = p
+		}
+	}
+	return nil
 }
 
 // Samples are pages of each class (mecom's: zero, repeat, text, random) to
@@ -197,12 +213,45 @@ func (s *Samples) Prime() {
 func SamplePages(mem []byte, holes *bitmap.Bitmap) *Samples {
 	pages := uint64(len(mem)) / migrator.PageSize
 	looks := min(pages, 64*samplesPerClass*4)
-	var found [4][]uint64
+	var gfns []uint64
 	for i := range looks {
 		gfn := i * pages / looks
-		if holes != nil && holes.Has(gfn) {
-			continue
+		if holes == nil || !holes.Has(gfn) {
+			gfns = append(gfns, gfn)
 		}
+	}
+	return samplesOf(mem, gfns)
+}
+
+// SampleWritten is SamplePages over the pages gfns of mem alone, those a
+// guest wrote while it was watched: pages standing for the pages it writes
+// (Options.WrittenSamples), whose content may code otherwise than its
+// memory at large. (A 32 MiB guest's hot set of text coded to 0.80 of its
+// size where its text at large coded to 0.56; simulated with the latter,
+// its predictive+mecom took 2 rounds and 372 ms, live 4 and 685-705 ms.)
+func SampleWritten(mem []byte, gfns []uint64) *Samples {
+	pages := uint64(len(mem)) / migrator.PageSize
+	var in []uint64
+	for _, g := range gfns {
+		if g < pages {
+			in = append(in, g)
+		}
+	}
+	slices.Sort(in)
+	looks := min(uint64(len(in)), 64*samplesPerClass*4)
+	picked := make([]uint64, 0, looks)
+	for i := range looks {
+		picked = append(picked, in[i*uint64(len(in))/looks])
+	}
+	return samplesOf(mem, picked)
+}
+
+// samplesOf takes up to samplesPerClass pages of each class among gfns,
+// spread evenly over each class's, each copied and kept only where the
+// copy is still of its class.
+func samplesOf(mem []byte, gfns []uint64) *Samples {
+	var found [4][]uint64
+	for _, gfn := range gfns {
 		class := mecom.Classify(mem[gfn*migrator.PageSize : (gfn+1)*migrator.PageSize])
 		found[class] = append(found[class], gfn)
 	}
@@ -273,7 +322,11 @@ func (c *contents) class(gfn uint64) mecom.Class {
 func (c *contents) Zero(gfn uint64) bool { return c.class(gfn) == mecom.Zero }
 
 func (c *contents) Page(gfn uint64) []byte {
-	return c.samples[c.class(gfn)][(gfn*0xBF58476D1CE4E5B9)>>59%samplesPerClass]
+	samples := &c.samples
+	if c.written[gfn/64]&(1<<(gfn%64)) != 0 {
+		samples = &c.wsample
+	}
+	return samples[c.class(gfn)][(gfn*0xBF58476D1CE4E5B9)>>59%samplesPerClass]
 }
 
 func (c *contents) write(gfn uint64) { c.written[gfn/64] |= 1 << (gfn % 64) }

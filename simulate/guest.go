@@ -83,9 +83,12 @@ type GuestOptions struct {
 	// Classes, where it has a page, is what the page holds once written
 	// (a live guest's pages as auto watched it write them): it goes
 	// before Written.
-	Classes    map[uint64]mecom.Class
-	Samples    *Samples // pages standing for each class's; nil: generated ones
-	StateBytes int      // vCPU and device state sent at the switch-over
+	Classes map[uint64]mecom.Class
+	Samples *Samples // pages standing for each class's; nil: generated ones
+	// WrittenSamples are pages standing for each class's among the pages
+	// the guest writes (SampleWritten); nil: Samples.
+	WrittenSamples *Samples
+	StateBytes     int // vCPU and device state sent at the switch-over
 	// VCPUs is how many vCPUs the guest says it has (Identity), default
 	// 1: in post-copy each has a fault out at a time, and the throttle
 	// takes its share of each. The workload's writes are the guest's,
@@ -103,7 +106,7 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	if o.Content == (Mix{}) {
 		o.Content = DefaultMix
 	}
-	c, err := newContents(o.Content, o.Written, o.Classes, o.Samples, w.Pages())
+	c, err := newContents(o.Content, o.Written, o.Classes, o.Samples, o.WrittenSamples, w.Pages())
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,10 @@ type Options struct {
 	Written       Mix                    // what written pages hold; default Content's non-zero classes
 	Classes       map[uint64]mecom.Class // what some pages hold once written; before Written (see GuestOptions)
 	Samples       *Samples               // pages standing for each class's (a live guest's); nil: generated ones
+	// WrittenSamples are pages standing for each class's among those the
+	// guest writes (SampleWritten: a live guest's written while watched);
+	// nil: Samples.
+	WrittenSamples *Samples
 	// StateBytes is the vCPU and device state sent at the switch-over;
 	// default 300 KiB, about what a small QEMU VM's device state weighs.
 	StateBytes int
@@ -167,7 +171,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	start := time.Unix(0, 0).UTC()
 	clock := migrator.NewVirtualClock(start)
-	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, StateBytes: o.StateBytes, VCPUs: o.VCPUs})
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, WrittenSamples: o.WrittenSamples, StateBytes: o.StateBytes, VCPUs: o.VCPUs})
 	if err != nil {
 		r.Err = err
 		return r

@@ -91,7 +91,7 @@ func TestContents(t *testing.T) {
 	// Pages 5 and 6 were seen to hold repeated words and zeros: once
 	// written, each holds what was seen (a guest may write zeros: see
 	// TestWrittenZeros); the others what the mix gives, not zero.
-	c, err := newContents(m, Mix{}, map[uint64]mecom.Class{5: mecom.Repeat, 6: mecom.Zero}, nil, 1<<16)
+	c, err := newContents(m, Mix{}, map[uint64]mecom.Class{5: mecom.Repeat, 6: mecom.Zero}, nil, nil, 1<<16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,8 +127,8 @@ func TestContents(t *testing.T) {
 }
 
 // TestSamplePages: pages taken from a guest's memory, holes skipped, stand
-// for their class in place of generated ones; a page of the wrong class
-// is refused.
+// for their class in place of generated ones, those it wrote for the
+// pages it writes; a page of the wrong class is refused.
 func TestSamplePages(t *testing.T) {
 	gen, err := sampleSet()
 	if err != nil {
@@ -162,7 +162,7 @@ func TestSamplePages(t *testing.T) {
 		t.Fatalf("the random samples end at page %d of 4096", last)
 	}
 	m, _ := ParseMix("random=1")
-	c, err := newContents(m, Mix{}, nil, s, 1<<10)
+	c, err := newContents(m, Mix{}, nil, s, nil, 1<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,9 +171,25 @@ func TestSamplePages(t *testing.T) {
 			t.Fatalf("page %d is not one of the guest's", g)
 		}
 	}
+	// Pages the guest wrote while watched stand for the pages it writes,
+	// and only for those: a page once written takes one of them.
+	w := SampleWritten(mem, []uint64{12, 4, 4000, 8, 99999})
+	if len(w[mecom.HighEntropy]) != 4 || len(w[mecom.Zero]) != 0 { // 99999 is past memory
+		t.Fatalf("written samples per class: %d %d %d %d", len(w[0]), len(w[1]), len(w[2]), len(w[3]))
+	}
+	c, err = newContents(m, Mix{}, nil, s, w, 1<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g := range uint64(1 << 10) {
+		c.write(g)
+		if mark := binary.LittleEndian.Uint32(c.Page(g)); mark != 4 && mark != 8 && mark != 12 && mark != 4000 {
+			t.Fatalf("page %d, written, is the guest's page %d, not one it wrote", g, mark)
+		}
+	}
 	var wrong Samples
 	wrong[mecom.LowEntropy] = [][]byte{gen[mecom.HighEntropy][0]}
-	if _, err := newContents(m, Mix{}, nil, &wrong, 1<<10); err == nil || !strings.Contains(err.Error(), "is not a low-entropy page") {
+	if _, err := newContents(m, Mix{}, nil, &wrong, nil, 1<<10); err == nil || !strings.Contains(err.Error(), "is not a low-entropy page") {
 		t.Fatalf("a random page as text: %v", err)
 	}
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -440,6 +442,10 @@ func measureContent(o *simulate.Options, mem []byte, holes *bitmap.Bitmap, writt
 	}
 	o.Samples = simulate.SamplePages(mem, holes)
 	o.Samples.Prime()
+	// The pages written stand for those the guest writes on: a hot set
+	// codes otherwise than memory at large.
+	o.WrittenSamples = simulate.SampleWritten(mem, slices.Collect(maps.Keys(written)))
+	o.WrittenSamples.Prime()
 	o.Content, o.Written, o.Classes = simulate.MeasureMix(mem, 1, holes), simulate.ClassMix(classes), classes
 }
 
