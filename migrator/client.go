@@ -191,11 +191,17 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	var last Info
 	for settles := 0; ; {
-		info, err := Query(mon)
+		info, err := queryCtx(ctx, mon)
+		if errors.Is(err, ErrMonitorSilent) {
+			// Nothing more can be asked of it: a cancel would wait too.
+			return last, fmt.Errorf("wait for migration: %w; no migrate_cancel was sent, and the migration's state is unknown: ask QEMU (query-migrate) once it answers", err)
+		}
 		if err != nil {
 			return info, fmt.Errorf("wait for migration: %w", err)
 		}
+		last = info
 		if err := progress(info); err != nil {
 			return info, err
 		}
@@ -245,6 +251,55 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 		}
 	}
 }
+
+// monitorPatience is how long a query-migrate may go unanswered before
+// wait says so: QEMU's stop-and-copy holds its monitor while it sends the
+// last pages (seconds, where the downtime limit was lifted to force it),
+// and a stopped or stuck QEMU keeps its socket open and never answers.
+const monitorPatience = 10 * time.Second
+
+// ErrMonitorSilent is wait's error when its context ended while QEMU's
+// monitor had not answered a query.
+var ErrMonitorSilent = errors.New("QEMU's monitor did not answer query-migrate")
+
+// queryCtx is Query, given up when ctx ends; a reply monitorPatience late
+// is warned of, once. A reply given up on is left to the goroutine that
+// waits for it, which ends when the connection does.
+func queryCtx(ctx context.Context, mon qmp.Monitor) (Info, error) {
+	type reply struct {
+		info Info
+		err  error
+	}
+	got := make(chan reply, 1)
+	go func() {
+		i, err := Query(mon)
+		got <- reply{i, err}
+	}()
+	late := time.NewTimer(monitorPatience)
+	defer late.Stop()
+	for {
+		select {
+		case r := <-got:
+			return r.info, r.err
+		case <-late.C:
+			slog.Warn("QEMU's monitor has not answered query-migrate for " + monitorPatience.String() +
+				": its stop-and-copy holds it, or QEMU is stopped or stuck; waiting (an interrupt stops the wait)")
+		case <-ctx.Done():
+			// A monitor that answers answers within a poll: ended while
+			// one was on its way, the wait takes it and cancels.
+			select {
+			case r := <-got:
+				return r.info, r.err
+			case <-time.After(silentGrace):
+				return Info{}, fmt.Errorf("%w in %v (%w)", ErrMonitorSilent, silentGrace, ctx.Err())
+			}
+		}
+	}
+}
+
+// silentGrace is how long queryCtx, its context ended, still waits for a
+// reply under way.
+const silentGrace = 2 * time.Second
 
 // clientReply is a QMP reply: either "return" or "error".
 type clientReply struct {

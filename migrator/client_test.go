@@ -631,3 +631,39 @@ func TestCancelRefusedInPostcopy(t *testing.T) {
 		}
 	}
 }
+
+// silentMonitor answers query-migrate once (active), then never, as a
+// QEMU stopped with SIGSTOP does: its socket open, no reply.
+type silentMonitor struct{ n int }
+
+func (m *silentMonitor) Connect() error    { return nil }
+func (m *silentMonitor) Disconnect() error { return nil }
+func (m *silentMonitor) Events(context.Context) (<-chan qmp.Event, error) {
+	return nil, nil
+}
+func (m *silentMonitor) Run([]byte) ([]byte, error) {
+	m.n++
+	if m.n == 1 {
+		return []byte(`{"return":{"status":"active","ram":{"transferred":4096}}}`), nil
+	}
+	select {}
+}
+
+// TestWaitSilentMonitor: a query-migrate that is never answered does not
+// hold Wait past its context: it ends saying the monitor is silent and no
+// cancel was sent. (It waited for good, and pagecast migrate with it,
+// SIGINT and SIGTERM doing nothing; found by a review walk.)
+func TestWaitSilentMonitor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := Wait(ctx, &silentMonitor{}, 50*time.Millisecond, nil); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrMonitorSilent) || !strings.Contains(err.Error(), "no migrate_cancel was sent") {
+			t.Errorf("Wait: %v, want the monitor silent and no cancel sent", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Wait still blocked 10 s after its context ended")
+	}
+}

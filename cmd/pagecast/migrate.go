@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
@@ -369,6 +370,7 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 		return err
 	}
+	interrupts.follow()
 	var auto *migrator.AutoChoice
 	if kind == migrator.MonitorPagecast && p.Mode == modeAuto {
 		// migrate returned once the choice was made: query-migrate has it.
@@ -504,25 +506,32 @@ func unconfirmed(i migrator.Info) error {
 // no cancel in post-copy). check, called with each query-migrate reply,
 // acts on a signal received since the last; stop ends the watch.
 type interrupts struct {
-	sigs   chan os.Signal
-	cancel context.CancelFunc
-	w      io.Writer
-	warned bool
+	sigs    chan os.Signal
+	cancel  context.CancelFunc
+	w       io.Writer
+	stopped chan struct{} // closed by stop
+
+	mu      sync.Mutex
+	pending int // interrupts taken, not yet acted on
+	warned  bool
 }
 
 func watchInterrupts(parent context.Context, w io.Writer) (context.Context, *interrupts) {
 	ctx, cancel := context.WithCancel(parent)
-	in := &interrupts{sigs: make(chan os.Signal, 2), cancel: cancel, w: w}
+	in := &interrupts{sigs: make(chan os.Signal, 2), cancel: cancel, w: w, stopped: make(chan struct{})}
 	signal.Notify(in.sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	return ctx, in
 }
 
+// check acts on an interrupt taken, by the migration's status now (each
+// poll's reply): it cancels, or in post-copy the first time warns.
 func (in *interrupts) check(status string) {
-	select {
-	case <-in.sigs:
-	default:
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.pending == 0 {
 		return
 	}
+	in.pending--
 	if !migrator.InPostcopy(status) || in.warned {
 		in.cancel()
 		return
@@ -530,6 +539,38 @@ func (in *interrupts) check(status string) {
 	in.warned = true
 	fmt.Fprintln(in.w, "\npagecast: post-copy under way: the guest runs on the destination, and a cancel now would lose it; "+
 		"waiting for the end (interrupt again to stop following: the migration goes on)")
+}
+
+// checkWait is how long an interrupt waits for a poll's reply to be acted
+// on by (check) before it ends the wait by itself.
+const checkWait = 2 * time.Second
+
+// follow takes interrupts from now on as they come, for the next poll's
+// reply to act on, or, where none comes within checkWait (a QEMU that does
+// not answer: stopped, or its stop-and-copy holding its monitor), to end
+// the wait. (Taken only as each poll's reply came, they were never seen
+// there, and SIGINT and SIGTERM did nothing; found by a review walk.)
+func (in *interrupts) follow() {
+	go func() {
+		for {
+			select {
+			case <-in.stopped:
+				return
+			case <-in.sigs:
+			}
+			in.mu.Lock()
+			in.pending++
+			in.mu.Unlock()
+			time.AfterFunc(checkWait, func() {
+				in.mu.Lock()
+				defer in.mu.Unlock()
+				if in.pending > 0 {
+					in.pending = 0
+					in.cancel()
+				}
+			})
+		}
+	}()
 }
 
 // whileWatching takes interrupts while pagecast's monitor at the QMP socket
@@ -563,6 +604,7 @@ func (in *interrupts) whileWatching(path string) (done func() bool) {
 
 func (in *interrupts) stop() {
 	signal.Stop(in.sigs)
+	close(in.stopped)
 	in.cancel()
 }
 

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeQMPServer is a fake QEMU QMP server on a unix socket: reply gives the
+// line to answer each command with ("" : never answer).
+type fakeQMPServer struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (f *fakeQMPServer) commands() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.seen...)
+}
+
+func serveFakeQMP(t *testing.T, sock string, reply func(cmd string, n int) string) *fakeQMPServer {
+	f := &fakeQMPServer{}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write([]byte(`{"QMP":{"version":{"qemu":{"major":7,"minor":2,"micro":0},"package":""},"capabilities":[]}}` + "\n"))
+				dec := json.NewDecoder(bufio.NewReader(c))
+				count := map[string]int{}
+				for {
+					var m struct {
+						Execute string `json:"execute"`
+					}
+					if dec.Decode(&m) != nil {
+						return
+					}
+					f.mu.Lock()
+					f.seen = append(f.seen, m.Execute)
+					f.mu.Unlock()
+					count[m.Execute]++
+					out := reply(m.Execute, count[m.Execute])
+					if out == "" {
+						select {} // silent from here on
+					}
+					c.Write([]byte(out + "\n"))
+				}
+			}()
+		}
+	}()
+	return f
+}
+
+// TestMigrateSilentSource: a source QEMU whose monitor stops answering
+// mid-migration (SIGSTOPped, or its main loop stuck) does not hold
+// pagecast migrate past an interrupt: it ends saying the monitor is
+// silent and that no cancel was sent. (It was blocked in query-migrate
+// for good, SIGINT and SIGTERM doing nothing; found by a review walk.)
+func TestMigrateSilentSource(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "src.sock")
+	f := serveFakeQMP(t, sock, func(cmd string, n int) string {
+		switch cmd {
+		case "qmp_capabilities", "migrate-set-capabilities", "migrate-set-parameters", "migrate", "migrate_cancel":
+			return `{"return":{}}`
+		case "query-version":
+			return `{"return":{"qemu":{"major":7,"minor":2,"micro":0},"package":"Debian 1:7.2"}}`
+		case "query-memory-size-summary":
+			return `{"return":{"base-memory":67108864}}`
+		case "query-status":
+			return `{"return":{"status":"running","running":true}}`
+		case "query-migrate":
+			if n == 1 {
+				return `{"return":{"status":"active","ram":{"transferred":4096,"remaining":67108864,"total":67108864,"dirty-sync-count":1}}}`
+			}
+			return "" // the source goes silent
+		}
+		return `{"error":{"class":"CommandNotFound","desc":"The command ` + cmd + ` has not been found"}}`
+	})
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+sock, "--to", "tcp:"+freeAddr(t), "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n := 0
+		for _, c := range f.commands() {
+			if c == "query-migrate" {
+				n++
+			}
+		}
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no second query-migrate: %v\n%s", f.commands(), out.String())
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-done:
+		text := out.String()
+		if err == nil || !strings.Contains(text, "QEMU's monitor did not answer query-migrate") || !strings.Contains(text, "no migrate_cancel was sent") {
+			t.Errorf("pagecast migrate on SIGINT: %v, want exit 1 saying the monitor is silent and no cancel was sent:\n%s", err, text)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("pagecast migrate still running 10 s after SIGINT, blocked on a silent source monitor; commands: %v\noutput:\n%s", f.commands(), out.String())
+	}
+}
