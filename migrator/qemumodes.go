@@ -106,10 +106,13 @@ type QEMUPlan struct {
 const ForcedDowntimeLimit = 2000 * 1000
 
 // QEMUParams are the migrate-set-parameters members a plan sends; zero
-// fields are left out (QEMU keeps its own value).
+// fields are left out (QEMU keeps its own value), but for the two caps,
+// always sent, 0 meaning none: left out, QEMU kept its default (128 MiB/s
+// in 7.2) or the cap an earlier migration set, 1 MiB/s say, for a
+// migration asked with no cap (found by a review walk).
 type QEMUParams struct {
-	MaxBandwidth         uint64 `json:"max-bandwidth,omitempty"`
-	MaxPostcopyBandwidth uint64 `json:"max-postcopy-bandwidth,omitempty"`
+	MaxBandwidth         uint64 `json:"max-bandwidth"`
+	MaxPostcopyBandwidth uint64 `json:"max-postcopy-bandwidth"`
 	DowntimeLimit        int64  `json:"downtime-limit,omitempty"` // ms
 	XBZRLECacheSize      uint64 `json:"xbzrle-cache-size,omitempty"`
 	CPUThrottleInitial   int    `json:"cpu-throttle-initial,omitempty"`
@@ -316,10 +319,8 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 	if err := setCapabilities(src, qemuCapabilities, plan.Capabilities); err != nil {
 		return QEMUPlan{}, err
 	}
-	if plan.Parameters != (QEMUParams{}) {
-		if err := clientRun(src, "migrate-set-parameters", plan.Parameters, nil); err != nil {
-			return QEMUPlan{}, err
-		}
+	if err := clientRun(src, "migrate-set-parameters", plan.Parameters, nil); err != nil {
+		return QEMUPlan{}, err
 	}
 	return plan, nil
 }
@@ -482,7 +483,7 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 			plan.Forced = true
 			// Refused only when the migration has just ended, which the
 			// next reply shows.
-			_ = clientRun(mon, "migrate-set-parameters", QEMUParams{DowntimeLimit: ForcedDowntimeLimit}, nil)
+			_ = clientRun(mon, "migrate-set-parameters", map[string]any{"downtime-limit": ForcedDowntimeLimit}, nil) // the downtime limit alone: QEMUParams would lift the caps
 		}
 		if !plan.Postcopy {
 			return nil

@@ -59,7 +59,7 @@ func TestSetupQEMU(t *testing.T) {
 		destOff   = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":false},{"capability":"postcopy-blocktime","state":false}]}}`
 		destOn    = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true},{"capability":"postcopy-blocktime","state":true}]}}`
 		cpus      = `{"execute":"query-cpus-fast"}`
-		downtime  = `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300}}`
+		downtime  = `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300,"max-bandwidth":0,"max-postcopy-bandwidth":0}}`
 	)
 	tests := []struct {
 		name     string
@@ -72,25 +72,25 @@ func TestSetupQEMU(t *testing.T) {
 		{"precopy", Params{Mode: ModePrecopy, DowntimeLimit: 300 * time.Millisecond}, false,
 			[]string{summary, cpus, plainCaps, downtime}, nil, nil, 0},
 		{"default mode, bandwidth", Params{MaxBandwidth: 32 << 20}, false,
-			[]string{summary, cpus, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432}}`}, nil, nil, 0},
+			[]string{summary, cpus, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":0}}`}, nil, nil, 0},
 		{"precopy, max rounds given", Params{Mode: ModePrecopy, MaxRounds: 10}, false,
-			[]string{summary, cpus, plainCaps}, nil, nil, 0},
+			[]string{summary, cpus, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, nil, nil, 0},
 		{"precopy with the destination", Params{Mode: ModePrecopy}, true,
-			[]string{summary, cpus, plainCaps}, []string{destOff}, nil, 0},
+			[]string{summary, cpus, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, []string{destOff}, nil, 0},
 		{"mecom", Params{Mode: MECOM, DowntimeLimit: 300 * time.Millisecond}, false,
 			[]string{summary, cpus,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
-				`{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300,"xbzrle-cache-size":67108864}}`},
+				`{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300,"max-bandwidth":0,"max-postcopy-bandwidth":0,"xbzrle-cache-size":67108864}}`},
 			nil, []string{CapXBZRLE}, 0},
 		{"precopy+mecom", Params{Mode: ModePrecopy + "+" + MECOM}, false,
 			[]string{summary, cpus,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
-				`{"execute":"migrate-set-parameters","arguments":{"xbzrle-cache-size":67108864}}`},
+				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0,"xbzrle-cache-size":67108864}}`},
 			nil, []string{CapXBZRLE}, 0},
 		{"throttle", Params{Mode: ModeThrottle, DowntimeLimit: 300 * time.Millisecond}, false,
 			[]string{summary, cpus,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":true},{"capability":"postcopy-ram","state":false}]}}`,
-				`{"execute":"migrate-set-parameters","arguments":{"cpu-throttle-increment":50,"cpu-throttle-initial":50,"cpu-throttle-tailslow":false,"downtime-limit":300}}`},
+				`{"execute":"migrate-set-parameters","arguments":{"cpu-throttle-increment":50,"cpu-throttle-initial":50,"cpu-throttle-tailslow":false,"downtime-limit":300,"max-bandwidth":0,"max-postcopy-bandwidth":0}}`},
 			nil, []string{CapAutoConverge}, 0},
 		{"tsmc", Params{Mode: ModeTSMC, DowntimeLimit: 300 * time.Millisecond, MaxRounds: 30, Profile: "x.trace"}, true,
 			[]string{summary, cpus,

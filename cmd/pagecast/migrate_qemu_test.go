@@ -124,7 +124,11 @@ func TestMigrateQEMU(t *testing.T) {
 			src := startQEMU(t, tt.workload, "")
 			uri := freeTCP(t)
 			dst := startQEMU(t, tt.workload, uri)
-			args := []string{"migrate", "--qmp", "unix:" + src.QMPPath, "--to", uri, "--mode", tt.mode}
+			// 128 MiB/s, QEMU 7.2's own default cap, which these ran at
+			// until pagecast sent max-bandwidth 0 for no --bandwidth:
+			// uncapped on loopback, plain pre-copy converges even at
+			// full speed, before any throttle or switch.
+			args := []string{"migrate", "--qmp", "unix:" + src.QMPPath, "--to", uri, "--mode", tt.mode, "--bandwidth", "128MiB/s"}
 			if migrator.NeedsPostcopy(tt.mode) {
 				// Post-copy needs its capability on the destination too.
 				_, _, err := runApp(t, args...)
