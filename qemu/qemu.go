@@ -171,11 +171,20 @@ func Start(o Options) (_ *VM, err error) {
 	tmp := ""
 	if o.Dir == "" {
 		// Guest RAM is a file in Dir: on tmpfs it is memory, as a memfd.
-		if tmp, err = scratch.Dir(scratch.Base(), ScratchPrefix); err != nil {
+		if tmp, err = scratch.Dir(scratchBase(), ScratchPrefix); err != nil {
 			return nil, fmt.Errorf("qemu work directory: %w", err)
 		}
 		o.Dir = tmp
 	}
+	// Until QEMU has started (then VM.Close removes it), a failure takes
+	// the work directory away, with a RAM file half written in it (it
+	// stayed, locked, for the life of the process; found by a review walk).
+	started := false
+	defer func() {
+		if !started {
+			scratch.Remove(tmp)
+		}
+	}()
 	if strings.ContainsAny(o.QMP, ",") {
 		return nil, fmt.Errorf("qmp socket %q: QEMU options cannot hold ','", o.QMP)
 	}
@@ -240,9 +249,9 @@ func Start(o Options) (_ *VM, err error) {
 	// QEMU must not outlive a test or tool that dies without Close.
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := v.cmd.Start(); err != nil {
-		scratch.Remove(tmp)
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
+	started = true
 	go func() { v.waitErr = v.cmd.Wait(); close(v.exited) }()
 	defer func() {
 		if err != nil {
@@ -323,6 +332,9 @@ func (v *VM) GuestStatus() (guest.Status, error) {
 	}
 	return guest.ReadStatus(v.mem, v.statusAddr)
 }
+
+// scratchBase is where the work directories go: /dev/shm (a test's seam).
+var scratchBase = scratch.Base
 
 // ScratchPrefix begins the names of the work directories (in /dev/shm)
 // that hold a QEMU VM's RAM file and serial log, one a VM.
