@@ -217,7 +217,15 @@ func TestMetricsConnsBounded(t *testing.T) {
 		fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
 	}
 	time.Sleep(500 * time.Millisecond)
-	if served := fds() - before - clients; served > metricsConns+4 {
+	// Held open: the least of a few looks, as a connection closed to make
+	// room keeps its descriptor until its reader wakes, which a loaded
+	// machine delays (one look under the suite's load counted 69).
+	served := clients
+	for range 5 {
+		served = min(served, fds()-before-clients)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if served > metricsConns+4 {
 		t.Errorf("%d connections held open by the server for %d clients, want at most %d", served, clients, metricsConns)
 	}
 	defer func() {
