@@ -140,25 +140,34 @@ func (e *Exporter) Scrapes() uint64 {
 // migration began. It returns how many scrapes came while it waited.
 func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) (scrapes uint64) {
 	e.mu.Lock()
-	n, began := e.collects, e.cur != nil
+	began := e.cur != nil
 	e.mu.Unlock()
 	if !began {
 		return 0
 	}
+	return LingerScrapes(ctx, e.Scrapes, timeout)
+}
+
+// LingerScrapes waits until scrapes has counted two more than now, or
+// timeout passes, or ctx ends, and returns how many it counted: so that
+// Prometheus holds the last of what a metrics endpoint served before it
+// goes away.
+func LingerScrapes(ctx context.Context, scrapes func() uint64, timeout time.Duration) uint64 {
+	n := scrapes()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for e.Scrapes() < n+2 {
+	for scrapes() < n+2 {
 		select {
 		case <-ctx.Done():
-			return e.Scrapes() - n
+			return scrapes() - n
 		case <-deadline.C:
-			return e.Scrapes() - n
+			return scrapes() - n
 		case <-tick.C:
 		}
 	}
-	return e.Scrapes() - n
+	return scrapes() - n
 }
 
 // Follow polls info every interval and records each reply until the

@@ -134,26 +134,6 @@ func serveMetricsCounted(l net.Listener, cs ...prometheus.Collector) (stop func(
 	}, n.Load
 }
 
-// lingerScrapes waits until scrapes has counted two more, or linger has
-// passed, or ctx ends; it returns how many it counted.
-func lingerScrapes(ctx context.Context, scrapes func() uint64, linger time.Duration) uint64 {
-	n := scrapes()
-	deadline := time.NewTimer(linger)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for scrapes() < n+2 {
-		select {
-		case <-ctx.Done():
-			return scrapes() - n
-		case <-deadline.C:
-			return scrapes() - n
-		case <-tick.C:
-		}
-	}
-	return scrapes() - n
-}
-
 // metricsConns bounds the connections a --metrics address holds at once;
 // past it, the one that has waited longest for a request is closed
 // (limitListener). Prometheus keeps one per target.

@@ -20,6 +20,7 @@ import (
 	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/qemu"
@@ -187,7 +188,7 @@ func runProfile(c *cli.Context) error {
 			if linger := c.Duration("metrics-linger"); linger > 0 && scrapes() > 0 {
 				lctx, lstop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 				fmt.Fprintf(c.App.ErrWriter, "pagecast: serving the metrics on %s until Prometheus has scraped the end twice, at most %v (--metrics-linger; Ctrl-C stops the wait)\n", metrics.Addr(), linger)
-				lingerScrapes(lctx, scrapes, linger)
+				migrationmetrics.LingerScrapes(lctx, scrapes, linger)
 				lstop()
 			}
 			stop()
