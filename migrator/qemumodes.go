@@ -417,7 +417,8 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 	var throttled float64   // vCPU-ms the throttle withheld, as polled
 	var lastPct int
 	var lastAt time.Time
-	return wait(ctx, mon, interval, func(i Info) error {
+	var before int64 // ms: the downtime-limit the force replaced, 0 unknown
+	info, err := wait(ctx, mon, interval, func(i Info) error {
 		if progress != nil {
 			progress(i)
 		}
@@ -481,6 +482,12 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 		}
 		if plan.MaxSyncs > 0 && !plan.Forced && !plan.Stalled && i.Status == StatusActive && i.RAM != nil && i.RAM.DirtySyncCount > uint64(plan.MaxSyncs) {
 			plan.Forced = true
+			var params struct {
+				DowntimeLimit int64 `json:"downtime-limit"`
+			}
+			if clientRun(mon, "query-migrate-parameters", nil, &params) == nil {
+				before = params.DowntimeLimit
+			}
 			// Refused only when the migration has just ended, which the
 			// next reply shows.
 			_ = clientRun(mon, "migrate-set-parameters", map[string]any{"downtime-limit": ForcedDowntimeLimit}, nil) // the downtime limit alone: QEMUParams would lift the caps
@@ -521,6 +528,17 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 		_ = clientRun(mon, "migrate-start-postcopy", nil, nil)
 		return nil
 	})
+	if plan.Forced && (info.Status == StatusFailed || info.Status == StatusCancelled) && !errors.Is(err, ErrMonitorSilent) {
+		// The source keeps its guest, and would keep the forced limit
+		// for whatever migrates it next, pagecast or not (found by a
+		// review walk).
+		if before <= 0 {
+			slog.Warn("the migration failed after its switch-over was forced: the source QEMU keeps downtime-limit 2000 s, as what it had before could not be read; set it with migrate-set-parameters")
+		} else if rerr := clientRun(mon, "migrate-set-parameters", map[string]any{"downtime-limit": before}, nil); rerr != nil {
+			slog.Warn("the migration failed after its switch-over was forced, and the source QEMU's downtime-limit could not be set back", "downtime_limit_ms", before, "err", rerr)
+		}
+	}
+	return info, err
 }
 
 // destState says what DestAnswers said, for an error.

@@ -484,29 +484,56 @@ func TestWaitQEMUStalled(t *testing.T) {
 }
 
 // TestWaitQEMUForced: past MaxSyncs the downtime limit is raised once, and
-// the plan says so.
+// the plan says so; a migration that then fails sets the limit back to
+// what it was, as the source keeps its guest (and, before, kept 2000 s
+// for whatever migrated it next).
 func TestWaitQEMUForced(t *testing.T) {
-	var replies []Info
-	for n := 1; n <= 5; n++ {
-		replies = append(replies, Info{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: uint64(n)}})
-	}
-	replies = append(replies, Info{Status: StatusCompleted, TotalTime: 900, RAM: &RAMStats{DirtySyncCount: 6}})
-	mon, sent := repliesInTurn(replies)
-	plan, err := PlanQEMU(Params{Mode: ModePrecopy, MaxRounds: 2}, 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if plan.MaxSyncs != 3 {
-		t.Fatalf("MaxSyncs %d for 2 rounds, want 3", plan.MaxSyncs)
-	}
-	if _, err := WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil); err != nil {
-		t.Fatal(err)
-	}
 	q := `{"execute":"query-migrate"}`
+	params := `{"execute":"query-migrate-parameters"}`
 	force := `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":2000000}}`
-	want := []string{q, q, q, q, force, q, q}
-	if !slices.Equal(*sent, want) || !plan.Forced {
-		t.Errorf("sent %q (forced %v), want %q", *sent, plan.Forced, want)
+	back := `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":250}}`
+	for _, tc := range []struct {
+		name string
+		end  Info
+		want []string
+	}{
+		{"completes", Info{Status: StatusCompleted, TotalTime: 900, RAM: &RAMStats{DirtySyncCount: 6}},
+			[]string{q, q, q, q, params, force, q, q}},
+		{"fails", Info{Status: StatusFailed, ErrorDesc: "Unable to write to socket: Broken pipe"},
+			[]string{q, q, q, q, params, force, q, q, back}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var replies []Info
+			for n := 1; n <= 5; n++ {
+				replies = append(replies, Info{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: uint64(n)}})
+			}
+			replies = append(replies, tc.end)
+			mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+				switch cmd.Execute {
+				case "query-migrate":
+					r := replies[0]
+					replies = replies[1:]
+					return map[string]any{"return": r}, nil
+				case "query-migrate-parameters":
+					return map[string]any{"return": map[string]any{"downtime-limit": 250, "max-bandwidth": 0}}, nil
+				}
+				return clientOK(cmd)
+			})
+			plan, err := PlanQEMU(Params{Mode: ModePrecopy, MaxRounds: 2}, 64<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plan.MaxSyncs != 3 {
+				t.Fatalf("MaxSyncs %d for 2 rounds, want 3", plan.MaxSyncs)
+			}
+			_, err = WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil)
+			if (err != nil) != (tc.end.Status == StatusFailed) {
+				t.Fatalf("error %v at %s", err, tc.end.Status)
+			}
+			if !slices.Equal(*sent, tc.want) || !plan.Forced {
+				t.Errorf("sent %q (forced %v), want %q", *sent, plan.Forced, tc.want)
+			}
+		})
 	}
 }
 
