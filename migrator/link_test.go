@@ -106,3 +106,54 @@ func TestLinkHint(t *testing.T) {
 		t.Error("linkHint(nil) is not nil")
 	}
 }
+
+// sizedGuest is a memGuest whose device state has a size.
+type sizedGuest struct{ *memGuest }
+
+func (sizedGuest) StateBytes() uint64 { return 64 << 10 }
+
+// TestCapLifted: a cap lifted mid-migration (migrate-set-parameters
+// max-bandwidth 0, no cap) lets the migration go at the link's pace and
+// stop once what is pending fits, as a cap raised does. The engine took
+// the cap it started with as still in force and min'ed its measure with
+// the limiter's rate, now 0: nothing fitted, the migration ran to its
+// round cap, and query-migrate's expected-downtime read -9223372036854775808.
+func TestCapLifted(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		to   uint64
+	}{{"raised", 1 << 40}, {"lifted", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			load := memConfig{Memory: 16 << 20, Hot: 256, P: 0.9, Rate: 200000}
+			src := newMemGuest(t, load, true)
+			dst := newMemGuest(t, load, false)
+			d := listenDestination(t, dst, ReceiveConfig{})
+			m, err := Outgoing(sizedGuest{src}, d.uri, Config{MaxBandwidth: 4 << 20, DowntimeLimit: 100 * time.Millisecond, MaxRounds: 6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			m.SetBandwidth(tc.to)
+			least := int64(0)
+			for done := false; !done; {
+				select {
+				case <-m.Done():
+					done = true
+				case <-time.After(20 * time.Millisecond):
+					least = min(least, m.Info().ExpectedDowntime)
+				}
+			}
+			info, err := m.Wait()
+			<-d.done
+			if err != nil {
+				t.Fatal(err)
+			}
+			if least < 0 {
+				t.Errorf("query-migrate's expected-downtime read %d ms", least)
+			}
+			if !strings.Contains(info.Pagecast.StopReason, "fit the downtime limit") {
+				t.Errorf("stopped because %q in rounds %v, want what was pending fitting", info.Pagecast.StopReason, info.Pagecast.RoundPages)
+			}
+		})
+	}
+}

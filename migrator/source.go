@@ -817,8 +817,12 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		sent := s.w.Bytes() - startBytes
 		if (sent >= 1<<20 || bw == 1<<30) && elapsed > 0 { // a round this short says little about the link
 			bw = float64(sent) / elapsed.Seconds()
-			if cfg.MaxBandwidth > 0 {
-				bw = min(bw, float64(s.m.limit.Rate()))
+			// The cap as it is now: migrate-set-parameters may have set
+			// or lifted it (0) since the start. (Going by the cap the
+			// migration started with, a cap lifted took bw to 0, and the
+			// migration never fitted: found by a review walk.)
+			if r := s.m.limit.Rate(); r > 0 {
+				bw = min(bw, float64(r))
 			}
 			measured = true
 		}
