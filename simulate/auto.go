@@ -422,12 +422,16 @@ func Judge(ctx context.Context, o Options, c Choice) (Hindsight, error) {
 
 // Regret is how much worse the chosen outcome is than the best by prefer:
 // 0.15 for 15%, 0 if the choice was the best; +Inf if the choice broke the
-// downtime limit and the best did not.
+// downtime limit and the best did not. A best of 0 (a downtime under a
+// millisecond, as Info counts it) is taken as 1, the figure's unit: 0/0
+// was NaN, and 1 ms against 0 was +Inf, read as the limit broken (found
+// by a review walk).
 func (h Hindsight) Regret(prefer string) float64 {
 	if !keepsWithin(h.Chosen, h.Limit) && keepsWithin(h.Best, h.Limit) {
 		return math.Inf(1)
 	}
-	return Merit(h.Chosen, prefer)/Merit(h.Best, prefer) - 1
+	best := Merit(h.Best, prefer)
+	return (Merit(h.Chosen, prefer) - best) / max(best, 1)
 }
 
 // Merit is r's figure of merit under prefer: smaller is better.

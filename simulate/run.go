@@ -132,6 +132,10 @@ func (o Options) Check() error {
 	if err := migrator.CheckLink(o.Bandwidth, downtimeLimit(o)); err != nil {
 		return fmt.Errorf("simulate: %w", err)
 	}
+	if o.StateBytes < 0 || o.StateBytes > migrator.MaxState {
+		// The simulated guest holds a state of this size.
+		return fmt.Errorf("simulate: device state of %d bytes: want 0 (the default, %d) to %d, what a migration carries", o.StateBytes, DefaultStateBytes, migrator.MaxState)
+	}
 	if w := o.Workload; w.Len() > 0 && o.Start >= w.Len() {
 		return fmt.Errorf("simulate: start at epoch %d, but the workload has %d epochs", o.Start, w.Len())
 	}

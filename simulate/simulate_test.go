@@ -464,6 +464,8 @@ func TestImpossible(t *testing.T) {
 		{Options{Workload: w}, "bandwidth 0"},
 		{Options{Workload: w, Bandwidth: 1 << 20, DowntimeLimit: time.Millisecond}, "less than one 4096-byte page"},
 		{Options{Workload: w, Bandwidth: 1 << 20, Start: 10}, "has 10 epochs"},
+		{Options{Workload: w, Bandwidth: 1 << 20, StateBytes: -1}, "device state of -1 bytes"}, // was a panic (makeslice)
+		{Options{Workload: w, Bandwidth: 1 << 20, StateBytes: 1 << 40}, "device state of 1099511627776 bytes"},
 	} {
 		r := Run(context.Background(), tc.o, "precopy")
 		if r.Err == nil || !strings.Contains(r.Err.Error(), tc.want) || strings.Contains(r.Err.Error(), "\n") {
@@ -631,6 +633,26 @@ func TestRegret(t *testing.T) {
 		h := Hindsight{Chosen: tc.chosen, Best: tc.best, Limit: 300 * time.Millisecond}
 		if got := h.Regret(PreferTime); math.Abs(got-tc.want) > 1e-9 && got != tc.want {
 			t.Errorf("%s: regret %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// By downtime, which is under a millisecond (0 as Info counts it) on
+	// a fast link: 0/0 was NaN ("NaN% over the best", and simulate --json
+	// failed), 1 ms against 0 +Inf ("broke the limit").
+	for _, tc := range []struct {
+		name         string
+		chosen, best Result
+		want         float64
+		verdict      string
+	}{
+		{"both 0", r("mecom+postcopy", 50, 0), r("mecom", 40, 0), 0, "auto chose the best mode by downtime (tied with mecom)"},
+		{"1 against 0", r("precopy", 50, 1), r("mecom", 40, 0), 1, "auto's choice was 100.0% over the best by downtime, mecom"},
+	} {
+		h := Hindsight{Chosen: tc.chosen, Best: tc.best, Limit: 300 * time.Millisecond}
+		if got := h.Regret(PreferDowntime); got != tc.want {
+			t.Errorf("%s: regret by downtime %v, want %v", tc.name, got, tc.want)
+		}
+		if got := h.Verdict(Choice{Mode: tc.chosen.Mode, Prefer: PreferDowntime}); got != tc.verdict {
+			t.Errorf("%s: verdict %q, want %q", tc.name, got, tc.verdict)
 		}
 	}
 }
