@@ -16,12 +16,29 @@ import (
 // published in its area; each Harvest switches epochs and reads the one
 // closed. It is the area's only reader: the area's lock (tcg.Open) keeps a
 // collector (pagecast profile) on the same QEMU from taking epochs from it.
+//
+// A vCPU thread preempted between loading the epoch and marking its page
+// marks into the buffer of the epoch closed, after it was read: the page
+// shows at the harvest after next. The migration's last harvest, after
+// the pause, has no next; so a harvest while the vCPUs are stopped
+// (setPaused) also reads the open epoch's buffer, where such a late mark
+// lands, QEMU's stop having waited for every vCPU to finish its store and
+// its mark (found by a review walk: a page written in a first write just
+// before the pause went to the destination stale).
 type tcgLog struct {
 	mu       sync.Mutex
 	area     *tcg.Area
 	epoch    uint32
 	ramPages uint64
 	buf      []uint64
+	paused   bool // the vCPUs are stopped: nothing marks
+}
+
+// setPaused says whether the vCPUs are stopped (QMP stop has returned).
+func (l *tcgLog) setPaused(paused bool) {
+	l.mu.Lock()
+	l.paused = paused
+	l.mu.Unlock()
 }
 
 func openTCGLog(pid int, ramPages uint64) (*tcgLog, error) {
@@ -50,6 +67,9 @@ func (l *tcgLog) Harvest() (*bitmap.Bitmap, error) {
 	l.epoch = closed + 1
 	time.Sleep(tcg.Grace)
 	l.buf = l.area.ReadEpoch(closed, l.buf[:0])
+	if l.paused {
+		l.buf = l.area.ReadEpoch(l.epoch, l.buf) // late marks: nothing writes it now
+	}
 	return ramSet(l.buf, l.ramPages), nil
 }
 

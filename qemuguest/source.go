@@ -29,6 +29,7 @@ type Source struct {
 	mu        sync.Mutex
 	throttle  cpuThrottle
 	lastState atomic.Uint64 // bytes of the last state saved; 0 before the first
+	tcgLog    *tcgLog       // the dirty log under TCG, told of pauses; nil until StartDirtyLog
 }
 
 // stateEstimate is what StateBytes says before a state was saved: about
@@ -214,7 +215,14 @@ func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {
 	if s.kvm {
 		return openKVMLog(s.mon, s.pid, pages)
 	}
-	return openTCGLog(s.pid, pages)
+	l, err := openTCGLog(s.pid, pages)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.tcgLog = l
+	s.mu.Unlock()
+	return l, nil
 }
 
 // Pause stops the vCPUs (QMP stop). A throttled vCPU thread is let run
@@ -233,6 +241,9 @@ func (s *Source) Pause() error {
 		}
 	}
 	err := qemu.QMP(s.mon, "stop", nil, nil)
+	if err == nil && s.tcgLog != nil {
+		s.tcgLog.setPaused(true)
+	}
 	if pct > 0 {
 		if rerr := s.throttle.set(s.pid, s.tids, pct); rerr != nil {
 			return errors.Join(err, rerr)
@@ -243,7 +254,17 @@ func (s *Source) Pause() error {
 
 // Resume runs the vCPUs again (QMP cont), from paused or from the
 // postmigrate state SaveState leaves QEMU in.
-func (s *Source) Resume() error { return qemu.QMP(s.mon, "cont", nil, nil) }
+func (s *Source) Resume() error {
+	s.mu.Lock()
+	l := s.tcgLog
+	s.mu.Unlock()
+	if l != nil {
+		// Before cont: a harvest after it must not take the open epoch's
+		// marks as the vCPUs write them.
+		l.setPaused(false)
+	}
+	return qemu.QMP(s.mon, "cont", nil, nil)
+}
 
 // Throttle is the share of vCPU time taken away, in percent.
 func (s *Source) Throttle() int {

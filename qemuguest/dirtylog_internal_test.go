@@ -1,0 +1,108 @@
+package qemuguest
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/tcg"
+)
+
+// replyOK is a monitor that answers every command with an empty return.
+type replyOK struct{ sent []string }
+
+func (r *replyOK) Run(cmd []byte) ([]byte, error) {
+	r.sent = append(r.sent, string(cmd))
+	return []byte(`{"return":{}}`), nil
+}
+
+// TestLateMarkAfterPause plays the plugin's mark (load the epoch, then
+// mark that epoch's buffer) for a vCPU thread preempted between the two
+// across a harvest, its mark landing once the harvest has read that
+// buffer: the migration's last harvest, after the pause, must still have
+// the page (it had neither harvest's: the destination kept the page as the
+// round before sent it). While the guest runs, a harvest leaves the open
+// epoch's marks for the next.
+func TestLateMarkAfterPause(t *testing.T) {
+	const capacity = 1024
+	f := make([]byte, tcg.HeaderSize+2*capacity)
+	le := binary.LittleEndian
+	le.PutUint32(f[0:], tcg.Magic)
+	le.PutUint32(f[4:], tcg.LayoutVersion)
+	le.PutUint64(f[16:], capacity)
+	le.PutUint32(f[28:], 1) // running
+	le.PutUint32(f[32:], uint32(os.Getpid()))
+	path := filepath.Join(t.TempDir(), "area")
+	if err := os.WriteFile(path, f, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(path, unix.O_RDWR, 0) // the plugin's own mapping
+	if err != nil {
+		t.Fatal(err)
+	}
+	plug, err := unix.Mmap(fd, 0, len(f), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(plug)
+	epoch := func() uint32 { return atomic.LoadUint32((*uint32)(unsafe.Pointer(&plug[24]))) }
+	mark := func(e uint32, page uint64) { plug[tcg.HeaderSize+uint64(e&1)*capacity+page] = 1 }
+
+	a, err := tcg.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetEpoch(1)
+	l := &tcgLog{area: a, epoch: 1, ramPages: capacity}
+	defer l.Close()
+	mon := &replyOK{}
+	s := &Source{vm: vm{mon: mon}, tcgLog: l}
+
+	// Running: a mark in the open epoch waits for the harvest that closes it.
+	mark(epoch(), 5)
+	h, err := l.Harvest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark(epoch(), 6)
+	if !h.Has(5) || h.Has(6) {
+		t.Errorf("harvest while running: pages 5 %v, 6 %v; want 5 only", h.Has(5), h.Has(6))
+	}
+
+	const late = 77
+	// The store to 77 is done, its mark has loaded the epoch, and the
+	// thread is preempted over a pre-copy round's harvest.
+	e := epoch()
+	if _, err := l.Harvest(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	mark(e, late) // the thread finishes its mark before QEMU's stop returns
+	h, err = l.Harvest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.Has(late) {
+		t.Errorf("the last harvest, after the pause, lacks page %d, written before it: the destination keeps it stale", late)
+	}
+	if err := s.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	mark(epoch()+1, 9) // in the buffer the next harvest opens
+	if h, err = l.Harvest(); err != nil {
+		t.Fatal(err)
+	} else if h.Has(9) {
+		t.Error("resumed, a harvest took the open epoch's marks")
+	}
+	if len(mon.sent) != 2 {
+		t.Errorf("monitor got %q, want stop and cont", mon.sent)
+	}
+}
