@@ -288,6 +288,12 @@ func Attach(pid int) (*Area, error) {
 	if err != nil {
 		return nil, err
 	}
+	if st := a.Stats(); !samePID(pid, st.PID) {
+		// Another QEMU's area by the same name: its pages are not
+		// this guest's (a relative shm= found in pagecast's directory).
+		a.Close()
+		return nil, fmt.Errorf("the TCG plugin area %s is process %d's, not qemu %d's: give the plugin's shm= an absolute path", shm, st.PID, pid)
+	}
 	a.SetEpoch(0)
 	time.Sleep(Grace)
 	a.ReadEpoch(1, nil)

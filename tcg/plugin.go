@@ -57,7 +57,10 @@ var ErrNoPlugin = errors.New("qemu runs without pagecast's TCG plugin")
 
 // FindShm reads QEMU pid's command line and returns the path of its
 // plugin area: the shm= of a -plugin option naming pagecast-dirty, or
-// DefaultShm(pid).
+// DefaultShm(pid). A relative shm= is the plugin's, opened in QEMU's
+// working directory: it is taken there where the file is, else as it is
+// (a QEMU started with -daemonize has since moved to /); Attach checks
+// that the area found is the QEMU's.
 func FindShm(pid int) (string, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
@@ -65,6 +68,13 @@ func FindShm(pid int) (string, error) {
 	}
 	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 	if shm, ok := shmFromArgs(args, pid); ok {
+		if !filepath.IsAbs(shm) {
+			if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
+				if p := filepath.Join(cwd, shm); fileExists(p) {
+					return p, nil
+				}
+			}
+		}
 		return shm, nil
 	}
 	if name := filepath.Base(args[0]); args[0] == "" || !strings.Contains(name, "qemu") {
@@ -74,6 +84,35 @@ func FindShm(pid int) (string, error) {
 	}
 	return "", fmt.Errorf("find plugin area of qemu %d: %w: `pagecast plugin --dir DIR --memory SIZE` writes the plugin "+
 		"and prints the -plugin option to start QEMU with", pid, ErrNoPlugin)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// samePID says whether a plugin area's header pid is QEMU pid's, in the
+// host's pid namespace or in the QEMU's own (NSpid: a QEMU in a container
+// knows itself by another number); true where that cannot be read.
+func samePID(pid int, header int) bool {
+	if header == pid {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			for _, f := range strings.Fields(rest) {
+				if f == strconv.Itoa(header) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	return true
 }
 
 // shmFromArgs finds the plugin's area in a QEMU command line.

@@ -2,6 +2,7 @@ package tcg_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -163,5 +164,59 @@ func TestQEMURefusesPlugin(t *testing.T) {
 			}
 			t.Log(explained)
 		})
+	}
+}
+
+// TestRelativeShm: the plugin opens a relative shm= in QEMU's working
+// directory, so pagecast takes it there, not in its own, where another
+// VM's area by that name was opened (found by a review walk); and Attach
+// refuses an area another process made, a QEMU that has since moved
+// directory (-daemonize moves to /) leaving only pagecast's own to look in.
+func TestRelativeShm(t *testing.T) {
+	qemuDir, ourDir := t.TempDir(), t.TempDir()
+	cmd := exec.Command("/bin/sh", "-c", "sleep 30", "qemu", "-plugin", "/x/pagecast-dirty.so,shm=vm.area,pages=64")
+	cmd.Args[0] = "/usr/bin/qemu-system-x86_64"
+	cmd.Dir = qemuDir
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	time.Sleep(20 * time.Millisecond) // until exec has set the command line
+	pid := cmd.Process.Pid
+	area := func(dir string, pid int) string {
+		f := make([]byte, tcg.HeaderSize+2*64)
+		le := binary.LittleEndian
+		le.PutUint32(f[0:], tcg.Magic)
+		le.PutUint32(f[4:], tcg.LayoutVersion)
+		le.PutUint64(f[16:], 64)
+		le.PutUint32(f[28:], 1)
+		le.PutUint32(f[32:], uint32(pid))
+		path := filepath.Join(dir, "vm.area")
+		if err := os.WriteFile(path, f, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	other := area(ourDir, 999999) // another VM's, where pagecast runs
+	t.Chdir(ourDir)
+	// QEMU's own, in its directory.
+	own := area(qemuDir, pid)
+	if got, err := tcg.FindShm(pid); err != nil || got != own {
+		t.Fatalf("FindShm = %q, %v; want %q, in QEMU's working directory", got, err, own)
+	}
+	a, err := tcg.Attach(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	// Not there: only the other VM's is found, and refused.
+	if err := os.Remove(own); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := tcg.Attach(pid); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("is process 999999's, not qemu %d's", pid)) {
+		if a != nil {
+			a.Close()
+		}
+		t.Errorf("Attach found %s, another VM's area: %v, want it refused", other, err)
 	}
 }
