@@ -2,6 +2,7 @@ package service
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +40,7 @@ type VM struct {
 	// the first request for it after each epoch; nil until then.
 	ahead      [predictor.MaxHorizon + 1][]float32
 	aheadEpoch [predictor.MaxHorizon + 1]uint64 // epochs observed when ahead[h] was made
+	askedAt    [predictor.MaxHorizon + 1]uint64 // epochs observed, plus 1, when horizon h was last asked for; 0 never
 	expected   float64                          // its expected dirty pages (Model.Expected: before threshold tuning)
 	workingSet int                              // pages with probability ≥ 0.5 in probs
 	epochs     uint64                           // epochs observed
@@ -199,6 +201,48 @@ func (vm *VM) eachPageOf(probs []float32, f func(p float32, n uint64)) {
 	if rest := vm.Pages - vm.pm.Mapped(); rest > 0 {
 		f(probs[vm.pm.Far], rest)
 	}
+}
+
+// MaxHorizons is how many horizons past the next epoch a VM's forecasts
+// are asked for within HorizonWindow epochs: each is fitted apart, at every
+// refit, and kept as a forecast of 4 bytes a page. (One client asking for
+// every horizon, 2 to 32, made each refit ten times as long, the VM's lock
+// held, and kept 124 bytes a page; found by a review walk.)
+const (
+	MaxHorizons   = 4
+	HorizonWindow = predictor.DefaultRefitEvery
+)
+
+// ErrTooManyHorizons is wrapped by admitHorizon's error.
+var ErrTooManyHorizons = errors.New("too many horizons asked for")
+
+// admitHorizon says whether horizon h may be forecast now: h = 1, or one
+// of the MaxHorizons past it asked for within the last HorizonWindow
+// epochs, or room for another among them. The forecasts kept of horizons
+// no longer asked for are dropped.
+func (vm *VM) admitHorizon(h int) error {
+	if h <= 1 {
+		return nil
+	}
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	recent := func(k int) bool { return vm.askedAt[k] > 0 && vm.epochs+1-vm.askedAt[k] < HorizonWindow }
+	var asked []string
+	for k := 2; k <= predictor.MaxHorizon; k++ {
+		switch {
+		case k == h:
+		case recent(k):
+			asked = append(asked, strconv.Itoa(k))
+		default:
+			vm.ahead[k] = nil
+		}
+	}
+	if !recent(h) && len(asked) >= MaxHorizons {
+		return fmt.Errorf("%w: horizon=%d: this vm's forecasts are being made for horizons 1 and %s, and at most %d past 1 within %d epochs; ask for one of those, or after %d more epochs without them",
+			ErrTooManyHorizons, h, strings.Join(asked, ", "), MaxHorizons, HorizonWindow, HorizonWindow)
+	}
+	vm.askedAt[h] = vm.epochs + 1
+	return nil
 }
 
 // forecastFor returns the forecast, per model page, that each is dirtied
@@ -484,6 +528,10 @@ func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if err := vm.admitHorizon(h); err != nil {
+		writeError(w, http.StatusTooManyRequests, err.Error())
+		return
+	}
 	release, ok := s.reserve(w, r, count*4)
 	if !ok {
 		return
@@ -552,6 +600,10 @@ func (s *Service) hotset(w http.ResponseWriter, r *http.Request) {
 	h, err := queryHorizon(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := vm.admitHorizon(h); err != nil {
+		writeError(w, http.StatusTooManyRequests, err.Error())
 		return
 	}
 	release, ok := s.reserve(w, r, limit*16) // the pages, as append grows them
