@@ -98,7 +98,16 @@ func writeReplace(path string, write func(io.Writer) error) error {
 		case <-done:
 		}
 	}()
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	// A file replaced keeps its permissions (a trace made private stayed
+	// private only until written again: found by a review walk) and, as
+	// far as this user may give it, its owner; the new file is this
+	// user's alone until then.
+	old, statErr := os.Stat(path)
+	mode := fs.FileMode(0o666)
+	if statErr == nil {
+		mode = 0o600
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
@@ -107,6 +116,15 @@ func writeReplace(path string, write func(io.Writer) error) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	defer os.Remove(tmp) // after a successful rename, a no-op
+	if statErr == nil {
+		if st, ok := old.Sys().(*syscall.Stat_t); ok {
+			_ = f.Chown(int(st.Uid), int(st.Gid)) // refused unless root or already so
+		}
+		if err := f.Chmod(old.Mode().Perm()); err != nil {
+			f.Close()
+			return fmt.Errorf("%s: keep its permissions: %w", path, err)
+		}
+	}
 	if err := write(f); err != nil {
 		f.Close()
 		return err

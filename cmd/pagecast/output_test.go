@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -162,5 +163,49 @@ func TestProgressBarRate(t *testing.T) {
 		if !strings.HasSuffix(lines[n], "  "+want) {
 			t.Errorf("line %d %q, want it to end with %q", n+1, lines[n], want)
 		}
+	}
+}
+
+// TestOutputKeepsMode: a file -o replaces keeps its permissions (a trace
+// made private, 0600, became 0644 under umask 022), and a new file has
+// the usual 0666 less the umask.
+func TestOutputKeepsMode(t *testing.T) {
+	dir := t.TempDir()
+	private := filepath.Join(dir, "private.csv")
+	if err := os.WriteFile(private, []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(private, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	write := func(w io.Writer) error { _, err := io.WriteString(w, "new\n"); return err }
+	if err := writeOutput(private, write); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(private); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("replaced: %v (%v), want mode 0640 kept", st.Mode(), err)
+	}
+	if b, _ := os.ReadFile(private); string(b) != "new\n" {
+		t.Errorf("replaced: holds %q", b)
+	}
+	// The umask read, not set: tests beside this one create files.
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(status, []byte("Umask:"))
+	if at < 0 {
+		t.Skip("no Umask in /proc/self/status (Linux before 4.7)")
+	}
+	var umask int
+	if _, err := fmt.Sscanf(string(status[at:]), "Umask: %o", &umask); err != nil {
+		t.Fatalf("umask from /proc/self/status: %v", err)
+	}
+	fresh := filepath.Join(dir, "new.csv")
+	if err := writeOutput(fresh, write); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(fresh); err != nil || st.Mode().Perm() != fs.FileMode(0o666&^umask) {
+		t.Errorf("new: %v (%v), want %v", st.Mode(), err, fs.FileMode(0o666&^umask))
 	}
 }
