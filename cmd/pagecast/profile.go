@@ -226,6 +226,15 @@ func runProfile(c *cli.Context) error {
 		return nil
 	})
 	printLine() // what --duration or SIGINT cut short
+	if w != nil {
+		// The trace is synced and closed before it is said kept: an
+		// fsync or close that fails (EIO, or a quota an NFS server
+		// reports then) was dropped by the deferred Close, and profile
+		// said the trace was written (found by a review walk).
+		if cerr := w.Close(); cerr != nil && (err == nil || errors.Is(err, collector.ErrVMGone)) {
+			return errors.Join(err, fmt.Errorf("trace %s may lack its last epochs: %w", c.String("out"), cerr))
+		}
+	}
 	if errors.Is(err, collector.ErrVMGone) && w != nil {
 		return fmt.Errorf("%w after %d epochs; trace %s keeps them", err, epochs, c.String("out"))
 	}
