@@ -50,8 +50,21 @@ func Listen(path string) (net.Listener, error) {
 	}
 	defer os.RemoveAll(tmpDir)
 	tmpPath := filepath.Join(tmpDir, "s")
+	bindPath := tmpPath
+	if len(tmpPath) > maxSocketPath {
+		// The directory's name takes up to 15 bytes more than path's
+		// own: a path within the limit is bound through the directory's
+		// descriptor instead (bind failed, "invalid argument", naming
+		// a path the user never gave; found by a review walk).
+		dir, err := os.Open(tmpDir)
+		if err != nil {
+			return nil, fmt.Errorf("qmp socket %s: %w", path, err)
+		}
+		defer dir.Close()
+		bindPath = fmt.Sprintf("/proc/self/fd/%d/s", dir.Fd())
+	}
 
-	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmpPath, Net: "unix"})
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: bindPath, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("qmp socket %s: %w", path, err)
 	}

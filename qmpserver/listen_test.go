@@ -221,3 +221,40 @@ func TestListenLongPath(t *testing.T) {
 		t.Fatalf("Listen on a long path: %v", err)
 	}
 }
+
+// TestListenLongestPath: a path of up to 107 bytes, the most a unix
+// socket's may be, is listened on, with mode 0600, and removed at Close
+// (Listen bound in a directory beside it, whose name took the path past
+// the limit from 93 bytes up: bind's "invalid argument").
+func TestListenLongestPath(t *testing.T) {
+	for _, n := range []int{92, 100, maxSocketPath} {
+		base := t.TempDir()
+		dir := base + "/" + strings.Repeat("d", n-len(base)-len("/")-len("/q"))
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "q")
+		if len(path) != n {
+			t.Fatalf("path of %d bytes, want %d", len(path), n)
+		}
+		l, err := Listen(path)
+		if err != nil {
+			t.Fatalf("Listen on a path of %d bytes: %v", n, err)
+		}
+		if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%d bytes: %v (%v), want a socket of mode 0600", n, fi.Mode(), err)
+		}
+		go func() {
+			if c, err := l.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		if err := probe(path); err != nil {
+			t.Errorf("%d bytes: connect: %v", n, err)
+		}
+		l.Close()
+		if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%d bytes: the socket is left after Close (%v)", n, err)
+		}
+	}
+}
