@@ -169,11 +169,15 @@ func runServe(c *cli.Context) error {
 	}()
 	addr := servedAddr(c.String("listen"), l.Addr())
 	fmt.Fprintf(c.App.Writer, "serving forecasts on http://%s/v1/vms and metrics on http://%s/metrics\n", addr, addr)
-	if err := serveLimited(srv, l, maxConns); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
+	serveErr := serveLimited(srv, l, maxConns)
+	// The collector's goroutine ends before its deferred Close unmaps
+	// what it reads (returning at once on a serve error, it went on
+	// running over the closed collector; found by a review walk).
 	cancel()
 	<-colDone
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
 	if colErr != nil {
 		return fmt.Errorf("--collector: %w", colErr)
 	}
