@@ -161,12 +161,23 @@ type CutShort struct {
 }
 
 func (e *CutShort) Error() string {
-	what, best := fmt.Sprintf("%v of migration", e.At.Truncate(time.Millisecond)),
-		(time.Duration(e.Best) * time.Millisecond).Round(time.Millisecond).String()
-	if e.Prefer == PreferBytes {
-		what, best = units.FormatBytes(float64(e.Sent))+" sent", units.FormatBytes(e.Best)
-	}
+	what, best := e.figures()
 	return fmt.Sprintf("stopped after %s: %s took %s within the downtime limit, and %v", what, e.By, best, ErrCannotWin)
+}
+
+// Where says in short where the simulation was stopped, and by what.
+func (e *CutShort) Where() string {
+	what, best := e.figures()
+	return fmt.Sprintf("after %s, past %s's %s", what, e.By, best)
+}
+
+// figures are how far the simulation had come, and the best's figure.
+func (e *CutShort) figures() (what, best string) {
+	if e.Prefer == PreferBytes {
+		return units.FormatBytes(float64(e.Sent)) + " sent", units.FormatBytes(e.Best)
+	}
+	return fmt.Sprintf("%v of migration", e.At.Truncate(time.Millisecond)),
+		(time.Duration(e.Best) * time.Millisecond).Round(time.Millisecond).String()
 }
 
 func (e *CutShort) Unwrap() error { return ErrCannotWin }

@@ -291,11 +291,12 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	}
 	modes := qemuAutoModes()
 	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: predicting %d modes from what was watched%s …\n", len(modes), atOnce(o, modes))
-	watchSims(&o, c.App.ErrWriter, "pagecast: auto:   ", progressEvery)
+	settled := watchSims(&o, c.App.ErrWriter, "pagecast: auto:   ", progressEvery)
 	choice, err := simulate.ChooseAmong(ctx, o, o.Workload, c.String("prefer"), modes)
 	if err != nil {
 		return choice, fmt.Errorf("--mode auto: %w", err)
 	}
+	settled(choice.Predictions)
 	fmt.Fprintf(c.App.Writer, "auto: predicted from %v of the guest (%d pages written; content %s%s):\n",
 		time.Duration(n)*autoEpoch, pages, o.Content, rateNote)
 	// Auto watches in fixed epochs: the note on short rounds has no advice.

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -558,11 +559,12 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	from := o.Start - n
 	observed := simulate.Window(w, from, n)
 	fmt.Fprintf(c.App.ErrWriter, "auto: predicting every mode from %s%s …\n", observed.Name(), atOnce(o, simulate.AutoModes))
-	watchSims(&o, c.App.ErrWriter, "  ", progressEvery)
+	settled := watchSims(&o, c.App.ErrWriter, "  ", progressEvery)
 	choice, err := simulate.Choose(ctx, o, observed, c.String("prefer"))
 	if err != nil {
 		return fmt.Errorf("auto: %w", err)
 	}
+	settled(choice.Predictions)
 	var outcome simulate.Result
 	var hindsight *simulate.Hindsight
 	if c.Bool("judge") {
@@ -571,6 +573,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		if err != nil {
 			return err
 		}
+		settled(h.Outcomes)
 		outcome, hindsight = h.Chosen, &h
 	} else {
 		fmt.Fprintf(c.App.ErrWriter, "auto: simulating %s on the workload from epoch %d …\n", choice.Mode, o.Start+first)
@@ -686,13 +689,16 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info, 
 // a line with the round, the simulated time and what the destination
 // still lacks of each mode still running, and its pace (simulated time
 // over wall time), so that a long simulation can be judged as it runs.
-// Lines begin with indent.
-func watchSims(o *simulate.Options, w io.Writer, indent string, interval time.Duration) {
-	watchSimsClock(o, w, indent, interval, time.Now)
+// Lines begin with indent. The function it returns says, of results, the
+// modes said to have ended whose results were since cut short (auto's
+// cuts are settled once every mode has ended: see simulate.Choose); it
+// starts the account of modes ended afresh.
+func watchSims(o *simulate.Options, w io.Writer, indent string, interval time.Duration) (settled func([]simulate.Result)) {
+	return watchSimsClock(o, w, indent, interval, time.Now)
 }
 
 // watchSimsClock is watchSims on the clock now.
-func watchSimsClock(o *simulate.Options, w io.Writer, indent string, interval time.Duration, now func() time.Time) {
+func watchSimsClock(o *simulate.Options, w io.Writer, indent string, interval time.Duration, now func() time.Time) (settled func([]simulate.Result)) {
 	type running struct {
 		start time.Time     // when the first point was heard
 		first time.Duration // its simulated time
@@ -726,13 +732,31 @@ func watchSimsClock(o *simulate.Options, w io.Writer, indent string, interval ti
 		}
 		fmt.Fprintf(w, "%s… %s\n", indent, strings.Join(parts, "; "))
 	}
+	var mu sync.Mutex
+	ended := map[string]bool{} // said to have ended, not cut short
 	o.Done = func(r simulate.Result) {
 		delete(modes, r.Mode)
 		if r.Err != nil {
 			fmt.Fprintf(w, "%s%s %s\n", indent, r.Mode, failure(r.Err))
 			return
 		}
+		mu.Lock()
+		ended[r.Mode] = true
+		mu.Unlock()
 		fmt.Fprintf(w, "%s%s: %v of migration in %.1f s\n", indent, r.Mode, time.Duration(r.Info.TotalTime)*time.Millisecond, r.Wall.Seconds())
+	}
+	return func(results []simulate.Result) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range results {
+			var cut *simulate.CutShort
+			if ended[r.Mode] && errors.As(r.Err, &cut) {
+				// A line above said it ended: the tables would say
+				// otherwise without a word.
+				fmt.Fprintf(w, "%s%s: counted as stopped %s (where a mode is stopped does not depend on the order the modes end in)\n", indent, r.Mode, cut.Where())
+			}
+		}
+		clear(ended)
 	}
 }
 

@@ -289,7 +289,7 @@ func TestSimProgress(t *testing.T) {
 	now := time.Unix(0, 0)
 	clock := func() time.Time { now = now.Add(time.Second); return now }
 	var o simulate.Options
-	watchSimsClock(&o, &b, "  ", 0, clock)
+	settled := watchSimsClock(&o, &b, "  ", 0, clock)
 	o.Progress("precopy", simulate.Point{At: 1500 * time.Millisecond, Round: 1, Remaining: 3 << 30})
 	o.Progress("predictive", simulate.Point{At: 500 * time.Millisecond, Round: 1})
 	o.Done(simulate.Result{Mode: "precopy", Info: migrator.Info{TotalTime: 2500}, Wall: 3 * time.Second})
@@ -303,6 +303,16 @@ func TestSimProgress(t *testing.T) {
 `
 	if got := b.String(); got != want {
 		t.Errorf("%q, want %q", got, want)
+	}
+	// Auto's cuts, settled once all have ended, cut precopy, said to
+	// have ended: that is said too (the tables would otherwise show it
+	// cut without a word), once.
+	b.Reset()
+	cut := simulate.Result{Mode: "precopy", Err: &simulate.CutShort{At: 1200 * time.Millisecond, By: "mecom", Prefer: simulate.PreferTime, Best: 900}}
+	settled([]simulate.Result{cut, {Mode: "predictive", Err: errors.New("no link")}})
+	settled([]simulate.Result{cut})
+	if want := "  precopy: counted as stopped after 1.2s of migration, past mecom's 900ms (where a mode is stopped does not depend on the order the modes end in)\n"; b.String() != want {
+		t.Errorf("settled: %q, want %q", b.String(), want)
 	}
 	if got := pace(412.4); got != "412" {
 		t.Errorf("pace 412.4: %q", got)
