@@ -15,6 +15,7 @@ import (
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/qemu"
 )
 
@@ -513,6 +514,33 @@ func TestIncomingQEMUStoppedWaiting(t *testing.T) {
 	}
 	if code := dst.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(dst.stderr.String(), "pagecast: stopped while waiting for an incoming migration\n") {
 		t.Fatalf("stopped while waiting: exit status %d\n%s", code, dst.stderr.String())
+	}
+}
+
+// TestIncomingQEMUQuitWaiting: a destination under QEMU's own -incoming
+// whose QEMU is told to quit (QMP quit on its socket) before any migration
+// came says so and exits with status 1 (it said "QEMU's migration
+// received; guest " and exited 0: found by a review walk).
+func TestIncomingQEMUQuitWaiting(t *testing.T) {
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", freeTCP(t), "--engine", "qemu")
+	mon, err := qmpclient.Dial("unix", dst.sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Disconnect()
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mon.Run([]byte(`{"execute":"quit"}`)); err != nil {
+		t.Fatalf("quit: %v", err)
+	}
+	select {
+	case <-dst.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("vm run --engine qemu --incoming did not exit when its QEMU quit")
+	}
+	if code := dst.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(dst.stderr.String(), "QEMU quit (QMP quit, or a signal) before a migration came: stopped while waiting for an incoming migration") {
+		t.Fatalf("QEMU quit while waiting: exit status %d\n%s", code, dst.stderr.String())
 	}
 }
 

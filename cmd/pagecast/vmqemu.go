@@ -358,7 +358,16 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			return "", errStoppedWaiting
 		case <-vm.Done():
 			err := qemuEnded(vm.ExitErr(), vm.Stderr())
-			if err != nil && !postcopy && strings.Contains(vm.Stderr(), "load of migration failed") {
+			if err == nil {
+				// It quit as asked (QMP quit, SIGTERM): no guest came,
+				// or it was lost (it said "migration received" and
+				// exited 0; found by a review walk).
+				if postcopy {
+					return "", errors.New("QEMU quit during its post-copy: the guest ran here with part of its memory still at the source, and is lost")
+				}
+				return "", fmt.Errorf("QEMU quit (QMP quit, or a signal) before a migration came: %w", errStoppedWaiting)
+			}
+			if !postcopy && strings.Contains(vm.Stderr(), "load of migration failed") {
 				// QEMU's account alone ("Read section footer failed: -5")
 				// does not say where the guest is.
 				err = fmt.Errorf("the incoming migration failed before the guest ran here (the source cancelled it, the link broke, or the stream did not load), "+
