@@ -15,8 +15,8 @@ import (
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
-	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qmpclient"
 )
 
 // `pagecast migrate` from QEMU to QEMU, as shipped: each mode through
