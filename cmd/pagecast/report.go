@@ -397,12 +397,19 @@ var reportDashes = [][]vg.Length{nil, {vg.Points(6), vg.Points(3)}, {vg.Points(1
 // heatmap of one time. report lists such a panel as without data.
 var errTooLittleToDraw = errors.New("too little to draw")
 
+// timeTicks are a panel's time axis ticks in loc, the zone its label names
+// (without one, gonum's are UTC: the axis said CET and its ticks were an
+// hour behind; found by a review walk).
+func timeTicks(loc *time.Location) plot.TimeTicks {
+	return plot.TimeTicks{Format: "15:04:05", Time: plot.UnixTimeIn(loc)}
+}
+
 // renderPanel draws a panel's series into a PNG at name; it writes nothing
 // when it returns errTooLittleToDraw.
 func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to time.Time) error {
 	pl := plot.New()
 	pl.Title.Text = p.Title
-	pl.X.Tick.Marker = plot.TimeTicks{Format: "15:04:05"}
+	pl.X.Tick.Marker = timeTicks(from.Location())
 	pl.X.Min, pl.X.Max = unixSeconds(from), unixSeconds(to)
 	pl.X.Label.Text = "time (" + from.Format("2006-01-02 MST") + ")"
 	maxValue := 0.0

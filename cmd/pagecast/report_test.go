@@ -338,3 +338,25 @@ func TestPromScrapeInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestTimeTicksZone: the time axis's ticks read in the zone its label
+// names (they were UTC under a label naming CET).
+func TestTimeTicksZone(t *testing.T) {
+	for _, zone := range []string{"Europe/Paris", "America/New_York", "UTC"} {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Skipf("%s: %v", zone, err)
+		}
+		from := time.Date(2026, 11, 30, 6, 0, 0, 0, loc)
+		ticks := timeTicks(from.Location()).Ticks(unixSeconds(from), unixSeconds(from.Add(15*time.Minute)))
+		var labels []string
+		for _, tk := range ticks {
+			if tk.Label != "" {
+				labels = append(labels, tk.Label)
+			}
+		}
+		if len(labels) == 0 || labels[0] != "06:00:00" {
+			t.Errorf("%s: ticks %q from 06:00 there, want the first 06:00:00", zone, labels)
+		}
+	}
+}
