@@ -81,6 +81,7 @@ type tcgHook struct {
 	maxPages uint64
 	beyond   atomic.Uint64 // pages the plugin saw written above the guest's RAM
 	base     tcg.Stats     // the plugin's counters when the collector attached
+	events   atomic.Uint64 // the most events stats has said
 }
 
 // openTCG maps the plugin's area of QEMU process pid and starts a clean
@@ -126,8 +127,24 @@ func (h *tcgHook) stats() (Stats, error) {
 	// from the attach. Stores to device memory (MMIO) are not guest RAM's
 	// and are not counted at all.
 	s := h.area.Stats()
-	ram := func(s tcg.Stats) uint64 { return s.Writes - s.IO - s.OutOfRange }
-	return Stats{Events: ram(s) - ram(h.base), Dropped: map[string]uint64{
+	// Each counter is read apart, as the vCPUs go on: a store to MMIO
+	// counted in writes and not yet in io when read counts as RAM's, and
+	// the next read takes it back. So the count is kept from going back
+	// (a Prometheus counter that does resets), nor below the attach's,
+	// which it wrapped past, to some 1.8e19 (found by a review walk).
+	ram := func(s tcg.Stats) int64 { return int64(s.Writes - s.IO - s.OutOfRange) }
+	n := uint64(max(ram(s)-ram(h.base), 0))
+	for {
+		old := h.events.Load()
+		if n <= old {
+			n = old
+			break
+		}
+		if h.events.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	return Stats{Events: n, Dropped: map[string]uint64{
 		"out_of_range": s.OutOfRange - h.base.OutOfRange, // beyond the plugin's capacity
 		"beyond_ram":   h.beyond.Load(),
 	}}, nil
