@@ -181,6 +181,15 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	}
 	fmt.Fprintf(out, "(every migration through one link of %s/s; downtime as each engine counts it: QEMU until its last bytes are in its socket, pagecast until the destination has verified its memory and been told to run; paused: the guest's own, from the source QEMU's STOP event to the destination's RESUME)\n",
 		units.FormatBytes(float64(bw)))
+	var notes []string
+	for _, r := range rows {
+		for _, n := range r.notes {
+			if !slices.Contains(notes, n) {
+				notes = append(notes, n)
+				fmt.Fprintf(out, "note on QEMU's own migrations here: %s\n", n)
+			}
+		}
+	}
 	live := map[string]liveRun{}
 	for _, r := range rows {
 		if r.engine == enginePagecast {
@@ -397,7 +406,7 @@ func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode 
 			return nil, row, err
 		}
 		qemuFaultTime(&plan, dst.Monitor)
-		row.forced, row.slowdown = plan.Forced, plan.Slowdown
+		row.forced, row.slowdown, row.notes = plan.Forced, plan.Slowdown, plan.Notes
 	} else {
 		source, err := qemuguest.FromVM(cur.VM)
 		if err != nil {
@@ -467,6 +476,7 @@ type qemuMigration struct {
 	forced       bool              // QEMU's switch-over forced at the round cap
 	slowdown     migrator.Slowdown // what QEMU's own migration cost the guest (pagecast's engine: info's)
 	paused       time.Duration     // the guest's pause, STOP to RESUME (see migrator.PauseWatch); -1: not known
+	notes        []string          // QEMU's own migration: what its plan said (migrator.QEMUPlan.Notes)
 }
 
 // label names the migration as the table shows it.

@@ -151,8 +151,18 @@ func TestMigrateQEMU(t *testing.T) {
 			}
 			elapsed := time.Since(start)
 			t.Logf("pagecast migrate took %v:\n%s%s", elapsed.Round(time.Millisecond), stdout, stderr)
-			if strings.Contains(stderr, "warning") {
-				t.Errorf("default flags gave a warning: %s", stderr)
+			// Under TCG, QEMU before 9.0 loses some of the guest's writes
+			// (TestTCGLosesWrites): said, and nothing else.
+			const tcgBug = "'s own migration of a guest under TCG loses some of its writes"
+			var v struct {
+				QEMU struct{ Major int } `json:"qemu"`
+			}
+			qemuQuery(t, src, "query-version", &v)
+			if said := strings.Contains(stderr, tcgBug); said != (v.QEMU.Major < 9) {
+				t.Errorf("QEMU %d under TCG: its lost writes said %v:\n%s", v.QEMU.Major, said, stderr)
+			}
+			if rest := regexp.MustCompile(`pagecast: warning: QEMU [^\n]*`+tcgBug+`[^\n]*\n`).ReplaceAllString(stderr, ""); strings.Contains(rest, "warning") {
+				t.Errorf("default flags gave a warning: %s", rest)
 			}
 			for _, want := range append([]string{"status             completed", "mode               " + tt.mode + " (QEMU's migration)"}, tt.summary...) {
 				if !strings.Contains(stdout, want) {
