@@ -72,6 +72,7 @@ func simulateCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "pre-copy rounds before the stop-and-copy is forced"},
 			&cli.Uint64Flag{Name: "start", DefaultText: "the trace's first epoch", Usage: "the epoch the migration starts at, numbered as trace info numbers a trace's (pagecast's recordings start at 1); a trace's first epochs may be its boot"},
 			&cli.StringFlag{Name: "content", Value: simulate.DefaultMix.String(), Usage: "page contents: shares of zero, repeat, text and random pages"},
+			&cli.StringFlag{Name: "written-content", Usage: "what a page holds once the workload writes it, in the same shares (default: --content's non-zero classes, in their proportions); a guest that writes zeros (dd if=/dev/zero, memory it frees cleared) sends far less than that, as migrate --mode auto, which measures it in the guest, finds"},
 			&cli.StringFlag{Name: "state-size", Value: "300K", Usage: "vCPU and device state sent at the switch-over"},
 			&cli.IntFlag{Name: "vcpus", Value: 1, Usage: "the guest's vCPUs: in post-copy each waits for one missing page at a time, and the guest slowed column is a share of their time"},
 			&cli.DurationFlag{Name: "switchover", Usage: "fixed cost of a switch-over besides moving memory (restoring the guest's state, the commit)"},
@@ -119,6 +120,15 @@ func runSimulate(c *cli.Context) error {
 		// of zero pages only, not half of them.
 		return fmt.Errorf("--content %q: the shares sum to %g; give every class's share, summing to 1 (the default is %s)", c.String("content"), sum, simulate.DefaultMix)
 	}
+	var written simulate.Mix // zero: the default
+	if v := c.String("written-content"); v != "" {
+		if written, err = simulate.ParseMix(v); err != nil {
+			return fmt.Errorf("--written-content: %w", err)
+		}
+		if sum := contentSum(v); math.Abs(sum-1) > 0.01 {
+			return fmt.Errorf("--written-content %q: the shares sum to %g; give every class's share, summing to 1", v, sum)
+		}
+	}
 	state, err := units.ParseBytes(c.String("state-size"))
 	if err != nil || state > migrator.MaxState {
 		return fmt.Errorf("--state-size %q: want a size up to %s", c.String("state-size"), units.FormatBytes(migrator.MaxState))
@@ -150,7 +160,7 @@ func runSimulate(c *cli.Context) error {
 	}
 	start = max(start, first) - first
 	o := simulate.Options{Workload: w, Bandwidth: bw, DowntimeLimit: c.Duration("downtime-limit"), MaxRounds: c.Int("max-rounds"),
-		Start: start, Content: mix, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate,
+		Start: start, Content: mix, Written: written, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate,
 		PolicyTime: c.Bool("policy-time"), VCPUs: c.Int("vcpus")}
 	if c.Duration("downtime-limit") <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration", c.Duration("downtime-limit"))
