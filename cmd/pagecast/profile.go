@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -242,7 +244,7 @@ func runProfile(c *cli.Context) error {
 		return err
 	}
 	st, _ := col.Stats()
-	fmt.Fprintf(out, "%d epochs, %d dirty pages in all; %d writes recorded, %d dropped", epochs, pages, st.Events, st.DroppedAll())
+	fmt.Fprintf(out, "%d epochs, %d dirty pages in all; %d writes recorded, %d dropped%s", epochs, pages, st.Events, st.DroppedAll(), droppedWhy(st))
 	if w != nil {
 		fmt.Fprintf(out, "; trace %s (%s)", c.String("out"), units.FormatBytes(float64(w.Size())))
 	}
@@ -324,4 +326,32 @@ func tcgPluginStatus() string {
 		return "unavailable: " + err.Error()
 	}
 	return "ok (QEMU loads it)"
+}
+
+// droppedGloss says what each of the hooks' drop reasons means.
+var droppedGloss = map[string]string{
+	"out_of_range": "stores past the pages the hook records: under TCG, the firmware's own memory, written while the guest boots",
+	"beyond_ram":   "pages past the guest's RAM",
+	"slot_unknown": "writes to memory slots the VM had not told of",
+	"contended":    "writes lost to a busy per-CPU map",
+	"ringbuf_full": "events lost to a full ring buffer",
+}
+
+// droppedWhy is " (reason: n, what it means; ...)" for the writes st
+// says were dropped, "" for none (a count alone left a user to guess).
+func droppedWhy(st collector.Stats) string {
+	var parts []string
+	for _, reason := range slices.Sorted(maps.Keys(st.Dropped)) {
+		if n := st.Dropped[reason]; n > 0 {
+			part := fmt.Sprintf("%s: %d", reason, n)
+			if g := droppedGloss[reason]; g != "" {
+				part += ", " + g
+			}
+			parts = append(parts, part)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/trace"
@@ -247,5 +248,17 @@ func TestProfileFailedStart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			run(t, tc.want, append([]string{"--qmp", sock, "-o", keep}, tc.args...)...)
 		})
+	}
+}
+
+// TestDroppedWhy: profile's last line says why writes were dropped, not
+// only how many (66 672 dropped while a Linux guest booted, unexplained).
+func TestDroppedWhy(t *testing.T) {
+	if got := droppedWhy(collector.Stats{Dropped: map[string]uint64{"out_of_range": 0, "beyond_ram": 0}}); got != "" {
+		t.Errorf("none dropped: %q", got)
+	}
+	got := droppedWhy(collector.Stats{Dropped: map[string]uint64{"out_of_range": 66672, "beyond_ram": 0, "new_reason": 3}})
+	if want := " (new_reason: 3; out_of_range: 66672, stores past the pages the hook records: under TCG, the firmware's own memory, written while the guest boots)"; got != want {
+		t.Errorf("%q, want %q", got, want)
 	}
 }
