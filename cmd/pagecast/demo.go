@@ -223,7 +223,8 @@ func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next f
 			}
 			set.Or(part)
 			dt += d
-			epochs = append(epochs, trace.Epoch{Index: uint64(len(epochs)), Pages: part.List()})
+			// From 1, as profile numbers its recordings' epochs.
+			epochs = append(epochs, trace.Epoch{Index: uint64(len(epochs)) + 1, Pages: part.List()})
 		}
 		if err := alive(); err != nil {
 			return nil, err

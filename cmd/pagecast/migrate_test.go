@@ -346,7 +346,7 @@ func checkAutoLine(t *testing.T, out []byte) {
 		t.Errorf("the demo ends with %q, not auto's choice", last)
 		return
 	}
-	took := regexp.MustCompile(`; live above, ` + regexp.QuoteMeta(m[1]) + ` took [\d.]+m?s in all, [\d.]+ [KMG]?i?B, (the guest paused|downtime) [\d.]+m?s \(its total time predicted [+-]\d+%(; this machine's load average was [\d.]+ on \d+ cores)?\)$`)
+	took := regexp.MustCompile(`; live above, ` + regexp.QuoteMeta(m[1]) + ` took [\d.]+m?s in all, [\d.]+ [KMG]?i?B, (the guest paused|downtime) [\d.]+m?s \(its total time predicted [+-]\d+%(; [+-]\d+% simulated again on the guest's memory as that migration began, as migrate --mode auto measures it when it starts \(zero=[^:]*: [\d.]+m?s in all, [\d.]+ [KMG]?i?B\))?(; this machine's load average was [\d.]+ on \d+ cores)?\)$`)
 	if !took.MatchString(last) {
 		t.Errorf("auto chose %s and says not what its live migration took: %q", m[1], last)
 	}

@@ -408,6 +408,12 @@ func TestDemoQEMU(t *testing.T) {
 	// It ends with auto's choice for the VM, and why, and what the live
 	// migration in that mode took.
 	checkAutoLine(t, out)
+	// The QEMU demo simulates auto's choice again as its live run begins:
+	// the guest's writes through the migrations before it change what
+	// its pages hold.
+	if !strings.Contains(string(out), "simulated again on the guest's memory as that migration began") {
+		t.Errorf("auto's line has no simulation on the memory as its live run began:\n%s", out)
+	}
 	checkMeasuredContent(t, out)
 	// Every migration's row has the guest's own pause, from the source's
 	// STOP event to the destination's RESUME, within its total time; the
