@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/bpf"
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // Config describes a profiling session.
@@ -153,6 +154,15 @@ func (c *Collector) Began() time.Time { return c.began }
 
 // Target describes the profiled VM.
 func (c *Collector) Target() Target { return c.vmm.target }
+
+// Monitor is the collector's connection to the VM's QMP socket, for asking
+// the VM more (a QEMU serves one client at a time); nil once closed.
+func (c *Collector) Monitor() qemu.Runner {
+	if c.vmm.mon == nil {
+		return nil
+	}
+	return c.vmm.mon
+}
 
 // Hook is the name of the hook in use: a bpf.Hooks name or HookTCG.
 func (c *Collector) Hook() string { return c.hook.name() }

@@ -79,6 +79,32 @@ func ramFile(mon Monitor, pid int) (path string, size uint64, err error) {
 		pid, ErrNotShared, d.ID, d.Size, sharedRAMHint)
 }
 
+// ReadRAM maps the guest RAM of QEMU pid, whose monitor is mon, read-only
+// (the guest RAM shared, as ramFile finds it), for reading what its pages
+// hold; unmap releases it.
+func ReadRAM(mon Monitor, pid int) (mem []byte, unmap func() error, err error) {
+	path, size, err := ramFile(mon, pid)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("qemu %d guest RAM: %w", pid, err)
+	}
+	defer f.Close() // the mapping outlives it
+	mem, err = unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("map qemu guest RAM %s: %w", path, err)
+	}
+	return mem, func() error { return unix.Munmap(mem) }, nil
+}
+
+// RAMPage is the index in the RAM file of a pc machine of ramPages pages
+// of guest page frame gfn (ok false for the hole below 4 GiB or past the
+// end): what an eBPF trace's pages are. A TCG plugin's are already such
+// indices.
+func RAMPage(gfn, ramPages uint64) (uint64, bool) { return ramPage(gfn, ramPages) }
+
 // mapRAM maps size bytes of the RAM file f, shared, read-write.
 func mapRAM(f *os.File, size uint64) ([]byte, error) {
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)

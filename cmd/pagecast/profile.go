@@ -19,13 +19,17 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/migrator/mecom"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qemuguest"
+	"github.com/pagecast/pagecast/simulate"
 	"github.com/pagecast/pagecast/tcg"
 	"github.com/pagecast/pagecast/trace"
 )
@@ -198,7 +202,8 @@ func runProfile(c *cli.Context) error {
 	}
 
 	var epochs, pages uint64
-	var line []collector.Epoch // the epochs of the line being made
+	written := bitmap.New(t.MaxPages()) // every page the profile saw written, for what they hold at the end
+	var line []collector.Epoch          // the epochs of the line being made
 	printLine := func() {
 		if len(line) > 0 && !c.Bool("quiet") {
 			printEpochs(out, line)
@@ -214,6 +219,11 @@ func runProfile(c *cli.Context) error {
 	err = col.Run(ctx, func(e collector.Epoch) error {
 		epochs++
 		pages += uint64(len(e.Pages))
+		for _, p := range e.Pages {
+			if p < written.Pages() {
+				written.Set(p)
+			}
+		}
 		if epochs == quiet && pages == 0 {
 			fmt.Fprintln(c.App.ErrWriter, noPagesWarning(t, col.Hook(), time.Duration(quiet)*cfg.Epoch))
 		}
@@ -249,7 +259,54 @@ func runProfile(c *cli.Context) error {
 		fmt.Fprintf(out, "; trace %s (%s)", c.String("out"), units.FormatBytes(float64(w.Size())))
 	}
 	fmt.Fprintln(out)
+	if t.Kind == "qemu" && t.SharedRAM {
+		// A trace says which pages were written, not what with: what
+		// the simulation of a migration needs besides.
+		if held, err := heldContent(col, t, written); err != nil {
+			slog.Info("what the guest's memory holds is not known", "err", err)
+		} else {
+			fmt.Fprintln(out, held)
+		}
+	}
 	return nil
+}
+
+// heldContent says what the memory of t, a QEMU whose guest RAM is shared,
+// holds now, in mecom's classes: all of it, and the pages written (at most
+// 65 536 of each, evenly spread), with the simulate flags that take them.
+func heldContent(col *collector.Collector, t collector.Target, written *bitmap.Bitmap) (string, error) {
+	mon := col.Monitor()
+	if mon == nil {
+		return "", errors.New("the VM's monitor is closed")
+	}
+	mem, unmap, err := qemuguest.ReadRAM(mon, t.PID)
+	if err != nil {
+		return "", err
+	}
+	defer unmap()
+	ramPages := uint64(len(mem)) / migrator.PageSize
+	all := simulate.MeasureMix(mem, int(max(1, ramPages/65536)), nil)
+	n := written.Count()
+	if n == 0 {
+		return fmt.Sprintf("what the guest's memory holds now: %s (for pagecast simulate on this trace: --content %s)", all, all), nil
+	}
+	step, i := max(1, n/65536), uint64(0)
+	classes := map[uint64]mecom.Class{}
+	written.ForEach(func(p uint64) {
+		if i++; (i-1)%step != 0 {
+			return
+		}
+		f, ok := p, true
+		if t.DirtyMode != collector.DirtyTCG { // an eBPF hook's pages are guest frames
+			f, ok = qemuguest.RAMPage(p, ramPages)
+		}
+		if ok && f < ramPages {
+			classes[f] = mecom.Classify(mem[f*migrator.PageSize : (f+1)*migrator.PageSize])
+		}
+	})
+	held := simulate.ClassMix(classes)
+	return fmt.Sprintf("what the guest's memory holds now: %s; the %d pages written: %s (for pagecast simulate on this trace: --content %s --written-content %s)",
+		all, n, held, all, held), nil
 }
 
 // noPagesWarning says that hook saw no page dirtied in the first d of

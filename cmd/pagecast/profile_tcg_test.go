@@ -201,6 +201,17 @@ func TestProfileTCG(t *testing.T) {
 		}
 	}
 	checkProfileLines(t, text, epochs, 4) // 250ms epochs, a line a second
+	// What the memory holds, for simulate: the guest's pages written
+	// hold its counter words (the hot set's repeat pages no longer are),
+	// and the flags it gives are taken.
+	held := regexp.MustCompile(`(?m)^what the guest's memory holds now: (\S+); the (\d+) pages written: (\S+) \(for pagecast simulate on this trace: --content (\S+) --written-content (\S+)\)$`).FindStringSubmatch(text)
+	if held == nil || held[1] != held[4] || held[3] != held[5] {
+		t.Fatalf("no line saying what the memory holds:\n%s", text)
+	}
+	sim := []string{"simulate", "--trace", out, "--bandwidth", "32MiB/s", "--mode", "precopy", "--content", held[4], "--written-content", held[5]}
+	if b, err := exec.Command(binary, sim...).CombinedOutput(); err != nil {
+		t.Errorf("pagecast %s: %v\n%s", strings.Join(sim, " "), err, b)
+	}
 	for _, args := range [][]string{{"trace", "info", out}, {"predict", "eval", out}} {
 		b, err := exec.Command(binary, args...).CombinedOutput()
 		if err != nil {
