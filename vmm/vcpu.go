@@ -109,7 +109,7 @@ func (c *vcpu) handleExit() error {
 		if !ok {
 			return errors.New("dirty ring full exit without a dirty ring")
 		}
-		return rt.ringFull()
+		return rt.ringFull(c.ring)
 	case kvmExitShutdown:
 		return errors.New("guest shut down (triple fault)")
 	case kvmExitFailEntry:
