@@ -32,8 +32,38 @@ type DirtyRate struct {
 
 // rateMeter runs one calc-dirty-rate measurement at a time.
 type rateMeter struct {
-	mu   sync.Mutex
-	last DirtyRate
+	mu     sync.Mutex
+	last   DirtyRate
+	stop   chan struct{}  // closed by shut: a measurement ends at once
+	closed bool           // shut: no measurement starts
+	wg     sync.WaitGroup // the measurement running
+}
+
+// shut ends a measurement that runs and waits for it: the VM's memory and
+// rings are about to go (a page-sampling one read them after Close had
+// unmapped them, and the process died; found by a review walk).
+func (m *rateMeter) shut() {
+	m.mu.Lock()
+	if !m.closed {
+		m.closed = true
+		if m.stop != nil {
+			close(m.stop)
+		}
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+// sleep waits d, or less if the meter is shut; it says whether d passed.
+func (m *rateMeter) sleep(stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		return false
+	}
 }
 
 // CalcDirtyRate starts measuring the guest's dirty rate over window in the
@@ -64,6 +94,13 @@ func (vm *VM) CalcDirtyRate(window time.Duration, mode string, samplePagesPerGiB
 	if m.last.Status == "measuring" {
 		return errors.New("the dirty rate is already being measured")
 	}
+	if m.closed {
+		return errors.New("calc-dirty-rate: virtual machine is shutdown")
+	}
+	if m.stop == nil {
+		m.stop = make(chan struct{})
+	}
+	stop := m.stop
 	m.last = DirtyRate{
 		Status:       "measuring",
 		StartTime:    int64(time.Since(vm.started).Seconds()),
@@ -75,12 +112,16 @@ func (vm *VM) CalcDirtyRate(window time.Duration, mode string, samplePagesPerGiB
 	if window%time.Second != 0 {
 		m.last.CalcTime, m.last.CalcTimeUnit = window.Milliseconds(), "millisecond"
 	}
+	m.wg.Add(1)
 	go func() {
-		pages, elapsed, err := vm.measure(window, mode, samplePagesPerGiB)
+		defer m.wg.Done()
+		pages, elapsed, err := vm.measure(stop, window, mode, samplePagesPerGiB)
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		if err != nil {
-			vm.log.Error("dirty rate measurement", "err", err)
+			if !errors.Is(err, errVMClosing) {
+				vm.log.Error("dirty rate measurement", "err", err)
+			}
 			m.last.Status = "unstarted"
 			return
 		}
@@ -93,6 +134,9 @@ func (vm *VM) CalcDirtyRate(window time.Duration, mode string, samplePagesPerGiB
 	return nil
 }
 
+// errVMClosing ends a measurement the VM's Close cut short.
+var errVMClosing = errors.New("the virtual machine is closing")
+
 // QueryDirtyRate is the latest measurement.
 func (vm *VM) QueryDirtyRate() DirtyRate {
 	vm.rate.mu.Lock()
@@ -104,9 +148,9 @@ func (vm *VM) QueryDirtyRate() DirtyRate {
 	return r
 }
 
-func (vm *VM) measure(window time.Duration, mode string, perGiB uint64) (uint64, time.Duration, error) {
+func (vm *VM) measure(stop <-chan struct{}, window time.Duration, mode string, perGiB uint64) (uint64, time.Duration, error) {
 	if mode == RateModePageSampling {
-		return vm.measureBySampling(window, perGiB)
+		return vm.measureBySampling(stop, window, perGiB)
 	}
 	log, err := vm.StartDirtyLog()
 	if err != nil {
@@ -114,7 +158,9 @@ func (vm *VM) measure(window time.Duration, mode string, perGiB uint64) (uint64,
 	}
 	defer log.Close()
 	start := time.Now()
-	time.Sleep(window)
+	if !vm.rate.sleep(stop, window) {
+		return 0, 0, errVMClosing
+	}
 	set, err := log.Harvest()
 	if err != nil {
 		return 0, 0, err
@@ -125,7 +171,7 @@ func (vm *VM) measure(window time.Duration, mode string, perGiB uint64) (uint64,
 // measureBySampling hashes a random sample of pages, waits, hashes them
 // again and scales the share that changed to the whole memory: QEMU's
 // default method, which needs no dirty logging.
-func (vm *VM) measureBySampling(window time.Duration, perGiB uint64) (uint64, time.Duration, error) {
+func (vm *VM) measureBySampling(stop <-chan struct{}, window time.Duration, perGiB uint64) (uint64, time.Duration, error) {
 	pages := vm.cfg.MemoryBytes / PageSize
 	n := max(perGiB*vm.cfg.MemoryBytes>>30, 64)
 	n = min(n, pages)
@@ -143,7 +189,9 @@ func (vm *VM) measureBySampling(window time.Duration, perGiB uint64) (uint64, ti
 		before[i] = hash(g)
 	}
 	start := time.Now()
-	time.Sleep(window)
+	if !vm.rate.sleep(stop, window) {
+		return 0, 0, errVMClosing
+	}
 	changed := uint64(0)
 	for i, g := range sample {
 		if hash(g) != before[i] {

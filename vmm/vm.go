@@ -495,6 +495,7 @@ func (vm *VM) Close() error {
 	vm.emit("SHUTDOWN", map[string]any{"guest": false, "reason": "host-qmp-quit"})
 	vm.mu.Unlock()
 
+	vm.rate.shut() // a calc-dirty-rate reads the memory, or starts a dirty log
 	vm.dirtyMu.Lock()
 	if len(vm.logs) > 0 {
 		close(vm.reaperStop)
