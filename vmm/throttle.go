@@ -33,17 +33,22 @@ func (vm *VM) SetThrottle(pct int) error {
 // Throttle is the percentage of vCPU time taken away now.
 func (vm *VM) Throttle() int { return int(vm.throttlePct.Load()) }
 
+// throttler decides to end, and says so (throttling false), under vm.mu,
+// where SetThrottle sets the share: a SetThrottle(n) after a SetThrottle(0)
+// then either finds it running or starts another. (It read 0 and said so
+// later, in a deferred function waiting for vm.mu: a SetThrottle(n) in
+// between found it running, started none, and nothing throttled; found by
+// a review walk.)
 func (vm *VM) throttler() {
-	defer func() {
-		vm.mu.Lock()
-		vm.throttling = false
-		vm.mu.Unlock()
-	}()
 	for {
+		vm.mu.Lock()
 		pct := time.Duration(vm.throttlePct.Load())
-		if pct == 0 {
+		if pct == 0 || vm.quitting {
+			vm.throttling = false
+			vm.mu.Unlock()
 			return
 		}
+		vm.mu.Unlock()
 		started := time.Now()
 		time.Sleep(throttlePeriod * (100 - pct) / 100)
 		// The vCPUs ran for as long as the sleep really took, timer slack
@@ -52,6 +57,7 @@ func (vm *VM) throttler() {
 		ran := time.Since(started)
 		vm.mu.Lock()
 		if vm.quitting {
+			vm.throttling = false
 			vm.mu.Unlock()
 			return
 		}
