@@ -2,10 +2,15 @@ package collector
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pagecast/pagecast/tcg"
 )
@@ -61,5 +66,32 @@ func TestTCGEventsMonotonic(t *testing.T) {
 		if st.Events != step.want || st.Events > math.MaxInt64 {
 			t.Errorf("writes %d, io %d: events %d, want %d", step.writes, step.io, st.Events, step.want)
 		}
+	}
+}
+
+// TestCheckPIDThread: --pid given a thread's id (a vCPU's thread-id, as
+// query-cpus-fast shows it) is refused, naming the process: /proc has the
+// thread under its own id too, so it passed, and the hooks, which match
+// events by process, recorded nothing.
+func TestCheckPIDThread(t *testing.T) {
+	tids := make(chan int)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		tids <- unix.Gettid()
+		<-stop
+	}()
+	tid := <-tids
+	if tid == os.Getpid() {
+		t.Skip("the thread is the process's first")
+	}
+	err := checkPID(tid, []vcpu{{ThreadID: tid}})
+	if want := fmt.Sprintf("--pid %d is a thread of process %d, not a process: give --pid %d", tid, os.Getpid(), os.Getpid()); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("checkPID(a thread id): %v, want %q", err, want)
+	}
+	if err := checkPID(os.Getpid(), []vcpu{{ThreadID: tid}}); err != nil {
+		t.Errorf("checkPID(the process, its thread): %v", err)
 	}
 }

@@ -164,6 +164,12 @@ type vcpu struct {
 // recorded under the QMP VM's memory size.) Without a thread id to go by,
 // nothing is said.
 func checkPID(pid int, cpus []vcpu) error {
+	// A thread's id passes for its process's in /proc (the vCPU's
+	// thread-id, as query-cpus-fast shows it, say): the hooks match
+	// events by process, and would match none (found by a review walk).
+	if owner, err := tgid(pid); err == nil && owner != pid {
+		return fmt.Errorf("--pid %d is a thread of process %d, not a process: give --pid %d, or leave --pid out", pid, owner, owner)
+	}
 	for _, cpu := range cpus {
 		if cpu.ThreadID == 0 {
 			continue
