@@ -122,8 +122,10 @@ type HookStatus struct {
 
 // Load loads the programs for o.PID and attaches the chosen hook.
 func Load(o Options) (*Profiler, error) {
-	if o.MaxPages == 0 || o.MaxPages > 1<<32 {
-		return nil, fmt.Errorf("load profiler: %d pages to track, want 1..2^32", o.MaxPages)
+	if o.MaxPages == 0 || o.MaxPages >= 1<<32 {
+		// A map's size is 32 bits: 2^32 became 0, and every hook
+		// failed to load, as if none could (found by a review walk).
+		return nil, fmt.Errorf("load profiler: %d pages to track, want 1 to 2^32-1 (16 TiB of guest-physical addresses)", o.MaxPages)
 	}
 	if err := CheckPrivileges(); err != nil {
 		return nil, err
