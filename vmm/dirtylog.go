@@ -157,11 +157,14 @@ func (vm *VM) DirtyLogging() bool {
 // KVM does not see these writes, so the monitor marks the pages dirty
 // itself while dirty logging is on.
 func (vm *VM) WriteGuest(addr uint64, data []byte) error {
+	vm.dirtyMu.Lock() // Close unmaps the memory under it
+	defer vm.dirtyMu.Unlock()
+	if vm.mem == nil {
+		return errors.New("write guest memory: the virtual machine is closed")
+	}
 	if addr+uint64(len(data)) > uint64(len(vm.mem)) || addr+uint64(len(data)) < addr {
 		return fmt.Errorf("write guest memory: %d bytes at %#x is outside %d bytes of RAM", len(data), addr, len(vm.mem))
 	}
-	vm.dirtyMu.Lock()
-	defer vm.dirtyMu.Unlock()
 	copy(vm.mem[addr:], data)
 	if len(vm.logs) > 0 && len(data) > 0 {
 		for p := addr / PageSize; p <= (addr+uint64(len(data))-1)/PageSize; p++ {

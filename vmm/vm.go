@@ -592,5 +592,10 @@ func (vm *VM) Kernel() *guest.Kernel { return vm.kernel }
 
 // GuestStatus reads the guest's status page (progress counters, state).
 func (vm *VM) GuestStatus() (guest.Status, error) {
+	vm.dirtyMu.Lock() // Close unmaps the memory under it (a status read after faulted; found by a review walk)
+	defer vm.dirtyMu.Unlock()
+	if vm.mem == nil {
+		return guest.Status{}, errors.New("guest status: the virtual machine is closed")
+	}
 	return guest.ReadStatus(vm.mem, vm.kernel.StatusAddr)
 }

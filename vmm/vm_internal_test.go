@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,5 +99,24 @@ func TestThrottleAfterLift(t *testing.T) {
 		if !advanced {
 			t.Fatalf("try %d: throttle 50%% set, no rest period begun in 50 ms", try)
 		}
+	}
+}
+
+// TestClosedMemory: the guest's status and writes into its memory, asked
+// of a closed VM (a QMP client's x-pagecast-query-guest racing quit), are
+// errors, not reads of memory Close has unmapped. No KVM needed.
+func TestClosedMemory(t *testing.T) {
+	vm := memoryVM(t, 16<<20)
+	if err := vm.WriteGuest(4096, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.GuestStatus(); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("GuestStatus of a closed VM: %v", err)
+	}
+	if err := vm.WriteGuest(4096, []byte{1}); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("WriteGuest into a closed VM: %v", err)
 	}
 }
