@@ -87,21 +87,30 @@ static inline void bump(uint64_t *c, unsigned int vcpu)
 		__atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
 }
 
-static inline void mark(struct slot *s, unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr)
+/*
+ * Marks the page of vaddr; a store not to RAM, or past the capacity, is
+ * counted instead, if tally (a store straddling two pages is one store,
+ * counted by its first page: counted by both, it came off the RAM stores'
+ * count twice).
+ */
+static inline void mark(struct slot *s, unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, int tally)
 {
 	struct qemu_plugin_hwaddr *hw = qemu_plugin_get_hwaddr(info, vaddr);
 
 	if (unlikely(hw == NULL)) {
-		bump(&s->out_of_range, vcpu);
+		if (tally)
+			bump(&s->out_of_range, vcpu);
 		return;
 	}
 	if (unlikely(qemu_plugin_hwaddr_is_io(hw))) {
-		bump(&s->io, vcpu);
+		if (tally)
+			bump(&s->io, vcpu);
 		return;
 	}
 	uint64_t pfn = qemu_plugin_hwaddr_phys_addr(hw) >> PAGE_SHIFT;
 	if (unlikely(pfn >= capacity)) {
-		bump(&s->out_of_range, vcpu);
+		if (tally)
+			bump(&s->out_of_range, vcpu);
 		return;
 	}
 	uint8_t *b = buffers[__atomic_load_n(&hdr->epoch, __ATOMIC_RELAXED) & 1] + pfn;
@@ -115,13 +124,13 @@ static void on_store(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vad
 	struct slot *s = &slots[likely(vcpu < SLOTS - 1) ? vcpu : SLOTS - 1];
 
 	count(s, vcpu);
-	mark(s, vcpu, info, vaddr);
+	mark(s, vcpu, info, vaddr, 1);
 	/* A store that straddles a page boundary dirties both pages. Only a
 	 * store starting in a page's last 31 bytes can; size it then. */
 	if (unlikely((vaddr & 0xfff) > 0xfe0)) {
 		uint64_t last = vaddr + (1ull << qemu_plugin_mem_size_shift(info)) - 1;
 		if ((last ^ vaddr) >> PAGE_SHIFT)
-			mark(s, vcpu, info, last);
+			mark(s, vcpu, info, last, 0);
 	}
 }
 
