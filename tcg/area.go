@@ -292,7 +292,7 @@ func Attach(pid int) (*Area, error) {
 		// Another QEMU's area by the same name: its pages are not
 		// this guest's (a relative shm= found in pagecast's directory).
 		a.Close()
-		return nil, fmt.Errorf("the TCG plugin area %s is process %d's, not qemu %d's: give the plugin's shm= an absolute path", shm, st.PID, pid)
+		return nil, fmt.Errorf("the TCG plugin area %s is process %d's, not qemu %d's: give each QEMU's plugin a shm= of its own, as an absolute path (a relative one is the QEMU's working directory's when it started)", shm, st.PID, pid)
 	}
 	a.SetEpoch(0)
 	time.Sleep(Grace)

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +190,36 @@ static int parse_args(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * area_in_use says whether the file open at fd is the area of another QEMU
+ * that runs: two QEMUs given one shm= wrote into one file, and a profile
+ * of either took both guests' pages. An area left by a QEMU that is gone
+ * (killed before its atexit) is taken over.
+ */
+static int area_in_use(int fd)
+{
+	struct header h;
+	char path[64], comm[32] = "";
+
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != AREA_MAGIC ||
+	    h.state != STATE_RUNNING || (pid_t)h.pid == getpid())
+		return 0;
+	if (kill((pid_t)h.pid, 0) != 0 && errno == ESRCH)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%u/comm", h.pid);
+	FILE *f = fopen(path, "r");
+	if (f) {
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = 0;
+		fclose(f);
+	}
+	if (!strstr(comm, "qemu"))
+		return 0; /* its pid taken since by another program */
+	fprintf(stderr, "pagecast-dirty: %s is the area of QEMU process %u, which runs: give each QEMU a shm= of its own\n",
+		shm_path, h.pid);
+	return 1;
+}
+
 PC_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv)
 {
 	if (info->version.min > PC_PLUGIN_API_VERSION || info->version.cur < PC_PLUGIN_API_VERSION) {
@@ -206,12 +237,16 @@ PC_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, 
 		return -1;
 
 	size_t size = HEADER_SIZE + 2 * capacity;
-	int fd = open(shm_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int fd = open(shm_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		fprintf(stderr, "pagecast-dirty: create %s: %s\n", shm_path, strerror(errno));
 		return -1;
 	}
-	if (ftruncate(fd, (off_t)size) != 0) {
+	if (area_in_use(fd)) {
+		close(fd);
+		return -1; /* not ours to remove */
+	}
+	if (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)size) != 0) {
 		fprintf(stderr, "pagecast-dirty: size %s to %zu bytes: %s\n", shm_path, size, strerror(errno));
 		close(fd);
 		unlink(shm_path);

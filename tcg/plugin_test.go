@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,4 +220,58 @@ func TestRelativeShm(t *testing.T) {
 		}
 		t.Errorf("Attach found %s, another VM's area: %v, want it refused", other, err)
 	}
+}
+
+// TestShmOfAnotherQEMU: a QEMU given the shm= of another QEMU that runs is
+// refused, saying so, and the first's area is left as it was (both wrote
+// into one file, and a profile of either took both guests' pages: found by
+// a new-user walk); an area left by a QEMU that is gone is taken over.
+func TestShmOfAnotherQEMU(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	dir := t.TempDir()
+	so, err := tcg.WritePlugin(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shm := filepath.Join(dir, "area")
+	w, _ := guest.ParseWorkload("idle")
+	start := func() (*qemu.VM, error) {
+		return qemu.Start(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: testMemory, Cmdline: w.Cmdline(1),
+			Extra: []string{"-plugin", tcg.PluginArg(so, shm, testMemory>>tcg.PageShift)}})
+	}
+	first, err := start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := tcg.Open(shm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := a.Stats().PID
+	a.Close()
+	second, err := start()
+	if err == nil {
+		second.Close()
+		t.Fatal("a second QEMU started on the first's area")
+	}
+	explained := tcg.ExplainLoadError(err.Error())
+	if want := fmt.Sprintf("%s is the area of QEMU process %d, which runs: give each QEMU a shm= of its own", shm, pid); explained == nil || !strings.Contains(explained.Error(), want) {
+		t.Errorf("second QEMU: %v (%v), want %q", explained, err, want)
+	}
+	if a, err := tcg.Open(shm); err != nil || a.Stats().PID != pid || a.Stats().Exited {
+		t.Errorf("the first QEMU's area after the second's refusal: %v, %+v", err, a)
+	} else {
+		a.Close()
+	}
+	// Gone without its atexit: the area says running, of a dead pid.
+	if err := syscall.Kill(first.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-first.Done()
+	first.Close()
+	third, err := start()
+	if err != nil {
+		t.Fatalf("a QEMU on the area a killed one left: %v", err)
+	}
+	third.Close()
 }
