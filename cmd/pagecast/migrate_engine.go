@@ -25,6 +25,7 @@ import (
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qemuguest"
 	"github.com/pagecast/pagecast/simulate"
+	"github.com/pagecast/pagecast/tcg"
 	"github.com/pagecast/pagecast/trace"
 )
 
@@ -87,6 +88,13 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	}
 	if flag == enginePagecast {
 		return nil, "", "", fmt.Errorf("pagecast's engine on the source QEMU: %w", err)
+	}
+	if errors.Is(err, tcg.ErrAreaBusy) {
+		// A profile holds the plugin's area for a while: no reason to
+		// move the guest by QEMU's own migration instead, which loses
+		// writes under TCG before QEMU 9.0 (found by a new-user walk).
+		return nil, "", "", fmt.Errorf("pagecast's engine cannot run on the source QEMU now (%w); --engine auto does not fall back to QEMU's own migration for that: "+
+			"wait for it to end, or give --engine qemu", err)
 	}
 	return nil, engineQEMU, "pagecast's engine cannot run on it: " + err.Error(), nil
 }

@@ -1199,3 +1199,24 @@ func TestStaleAreaRemoved(t *testing.T) {
 		t.Errorf("%s of a killed QEMU still there after pagecast plugin: %v", shm, err)
 	}
 }
+
+// TestMigrateAreaBusy: --engine auto on a QEMU whose plugin area a
+// profile holds refuses, rather than move the guest by QEMU's own
+// migration, which loses writes under TCG before QEMU 9.0 (it fell back
+// for that passing reason: found by a new-user walk).
+func TestMigrateAreaBusy(t *testing.T) {
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset")
+	shm, err := tcg.FindShm(src.qemuPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := tcg.Open(shm) // as a profile holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", freeTCP(t), "--mode", "precopy", "--bandwidth", "32MiB/s")
+	if err == nil || !strings.Contains(err.Error(), "--engine auto does not fall back to QEMU's own migration for that") || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("migrate with the plugin's area held: %v\n%s", err, stderr)
+	}
+}
