@@ -52,6 +52,7 @@ type Collector struct {
 	pageBuf   []uint64
 
 	mu      sync.Mutex
+	final   *Stats    // the hook's counts when Run returned; nil while it runs
 	epoch   uint32    // the epoch the programs are recording
 	start   time.Time // of the current epoch
 	began   time.Time // of epoch 1
@@ -174,7 +175,15 @@ func (c *Collector) Fallbacks() []bpf.HookStatus { return c.fallbacks }
 func (c *Collector) Profiler() *bpf.Profiler { return c.prof }
 
 // Stats are the hook's counters.
-func (c *Collector) Stats() (Stats, error) { return c.hook.stats() }
+func (c *Collector) Stats() (Stats, error) {
+	c.mu.Lock()
+	final := c.final
+	c.mu.Unlock()
+	if final != nil {
+		return *final, nil
+	}
+	return c.hook.stats()
+}
 
 // grace lets program runs that read the old epoch number finish their
 // update before the map is read.
@@ -208,7 +217,22 @@ func (c *Collector) CloseEpoch() (Epoch, error) {
 
 // Run closes an epoch every cfg.Epoch and hands each to fn, until ctx ends
 // or fn fails.
+//
+// Once Run returns, the hook's counts are those when it did: the plugin
+// counts on, and a profile's metrics served on after its end (lingering
+// for Prometheus) showed 408 M writes recorded where it said 286 M (found
+// by a new-user walk).
 func (c *Collector) Run(ctx context.Context, fn func(Epoch) error) error {
+	c.mu.Lock()
+	c.final = nil
+	c.mu.Unlock()
+	defer func() {
+		if s, err := c.hook.stats(); err == nil {
+			c.mu.Lock()
+			c.final = &s
+			c.mu.Unlock()
+		}
+	}()
 	next := time.Now().Add(c.cfg.Epoch)
 	for {
 		select {

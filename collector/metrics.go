@@ -54,7 +54,7 @@ func (m Metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descEpochLength, prometheus.GaugeValue, c.cfg.Epoch.Seconds())
 	ch <- prometheus.MustNewConstMetric(descMemory, prometheus.GaugeValue, float64(c.vmm.target.MemoryBytes))
 	ch <- prometheus.MustNewConstMetric(descHook, prometheus.GaugeValue, 1, c.hook.name())
-	s, err := c.hook.stats()
+	s, err := c.Stats()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descEvents, err)
 		return
