@@ -52,21 +52,22 @@ func migrationMetrics(c *cli.Context, qmpPath string) (exp *migrationmetrics.Exp
 		return nil, func(context.Context) {}, nil
 	}
 	exp = migrationmetrics.New(vmName(c, qmpPath))
-	stop, err := serveCollectors(addr, exp)
+	l, err := listenMetrics(addr)
 	if err != nil {
 		return nil, nil, err
 	}
+	stop, scrapes := serveMetricsCounted(l, exp)
 	return exp, func(ctx context.Context) {
 		if linger := c.Duration("metrics-linger"); linger > 0 && ctx.Err() == nil && !exp.Began() {
 			// Nothing to linger for: the metrics never held a migration.
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: no migration began, so the metrics on %s held none; stopped serving them\n", addr)
 		} else if linger > 0 && ctx.Err() == nil {
-			before := exp.Scrapes()
+			before := scrapes()
 			if before == 0 && exp.Began() {
 				fmt.Fprintf(c.App.ErrWriter, "pagecast: the migration ended before anything scraped the metrics on %s\n", addr)
 			}
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: serving the metrics on %s until Prometheus has scraped the migration's end twice, at most %v (--metrics-linger; Ctrl-C stops the wait)\n", addr, linger)
-			switch n := exp.Linger(ctx, linger); {
+			switch n := migrationmetrics.LingerScrapes(ctx, scrapes, linger); {
 			case ctx.Err() != nil:
 			case n == 0 && before == 0 && exp.Began():
 				fmt.Fprintf(c.App.ErrWriter, "pagecast: nothing scraped %s in %v: is Prometheus told of it (a scrape config whose targets hold it)?\n", addr, linger)
@@ -121,7 +122,9 @@ func serveMetricsCounted(l net.Listener, cs ...prometheus.Collector) (stop func(
 	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
-		n.Add(1)
+		if isScrape(r) {
+			n.Add(1)
+		}
 	}))
 	srv := newHTTPServer(mux)
 	go serveLimited(srv, l, metricsConns)
@@ -132,6 +135,17 @@ func serveMetricsCounted(l net.Listener, cs ...prometheus.Collector) (stop func(
 		defer cancel()
 		srv.Shutdown(ctx)
 	}, n.Load
+}
+
+// isScrape says whether r is a scraper's (Prometheus, or an agent that
+// scrapes as it does): one that asks for the exposition formats by name,
+// as a health check or a curl does not. --metrics-linger waits for these:
+// counting every GET, a curl every 0.25 s ended its wait at once, and a
+// failed migration's end never reached Prometheus (found by a new-user
+// walk).
+func isScrape(r *http.Request) bool {
+	a := r.Header.Get("Accept")
+	return strings.Contains(a, "application/openmetrics-text") || strings.Contains(a, "version=0.0.4")
 }
 
 // metricsConns bounds the connections a --metrics address holds at once;

@@ -24,12 +24,23 @@ import (
 // and returns the first body that matches done. With exited set it goes on
 // scraping until the process behind url has exited (at most 10 s more).
 // It gives up after a minute, returning the last body it read.
+// scrapeGet GETs a metrics url as Prometheus does, asking for its
+// exposition formats by name: --metrics-linger counts such scrapes only.
+func scrapeGet(url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+	return http.DefaultClient.Do(req)
+}
+
 func lastScrape(t *testing.T, url string, done *regexp.Regexp, exited <-chan struct{}) string {
 	t.Helper()
 	var last, matched string
 	deadline := time.Now().Add(time.Minute)
 	for ; time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if resp, err := http.Get(url); err == nil {
+		if resp, err := scrapeGet(url); err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			last = string(b)
@@ -259,5 +270,36 @@ func TestVMNameUTF8(t *testing.T) {
 	}
 	if got != "q\uFFFD" {
 		t.Errorf("vm label %q, want %q", got, "q\uFFFD")
+	}
+}
+
+// TestScrapesCounted: --metrics-linger counts a scraper's GETs, not a
+// curl's or a health check's (a curl every 0.25 s ended migrate's wait at
+// once, and a failed migration's end never reached Prometheus).
+func TestScrapesCounted(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, scrapes := serveMetricsCounted(l)
+	defer stop()
+	url := "http://" + l.Addr().String() + "/metrics"
+	for range 3 {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if n := scrapes(); n != 0 {
+		t.Errorf("3 plain GETs counted as %d scrapes", n)
+	}
+	resp, err := scrapeGet(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := scrapes(); n != 1 {
+		t.Errorf("a Prometheus scrape counted as %d", n)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,7 +153,7 @@ func TestProfileTCG(t *testing.T) {
 			}
 			ended = true
 		case <-time.After(1500 * time.Millisecond):
-			if resp, err := http.Get("http://" + metrics + "/metrics"); err == nil {
+			if resp, err := scrapeGet("http://" + metrics + "/metrics"); err == nil {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				last = string(b)
@@ -379,7 +378,7 @@ func scrape(t *testing.T, url, want string) string {
 func scrapeWithin(url, want string, d time.Duration) (string, error) {
 	var last string
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		resp, err := http.Get(url)
+		resp, err := scrapeGet(url)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
