@@ -111,9 +111,11 @@ var labelValues = regexp.MustCompile(`^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-
 // set holds values chosen instead: for a multi-value variable a regex,
 // unless it is one of the variable's values exactly, which is then matched
 // as it is (web(1)+x, not the regex web(1)+x). A variable with no value is
-// an error naming it.
+// left out of vars, and the error, wrapping ErrNoValues, names every such
+// one; vars holds the others, for the panels that do not use those.
 func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]string) (map[string]string, error) {
 	vars := map[string]string{}
+	var none []error
 	for _, v := range d.Templating.List {
 		if v.Type != "query" {
 			continue
@@ -146,7 +148,8 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 			if len(given) > 0 {
 				with = " with " + strings.Join(given, ", ")
 			}
-			return nil, fmt.Errorf("dashboard %q: variable %s: %w%s from %s to %s", d.Title, v.Name, ErrNoValues, with, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339))
+			none = append(none, fmt.Errorf("dashboard %q: variable %s: %w%s from %s to %s", d.Title, v.Name, ErrNoValues, with, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339)))
+			continue
 		}
 		switch {
 		case v.Multi && v.IncludeAll && v.AllValue != "":
@@ -161,7 +164,17 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 			vars[v.Name] = values[0]
 		}
 	}
-	return vars, nil
+	return vars, errors.Join(none...)
+}
+
+// Uses says whether any of p's queries refers to variable name.
+func (p Panel) Uses(name string) bool {
+	for _, t := range p.Targets {
+		if strings.Contains(t.Expr, "${"+name+"}") || regexp.MustCompile(`\$`+regexp.QuoteMeta(name)+`\b`).MatchString(t.Expr) {
+			return true
+		}
+	}
+	return false
 }
 
 // promRegexQuote is a regex matching s alone, escaped for a PromQL string.

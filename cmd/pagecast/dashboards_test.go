@@ -242,12 +242,18 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 			t.Errorf("%s is not a PNG (%v)", f, err)
 		}
 	}
-	// A variable given a value nothing has: the dashboards that follow
-	// from it are skipped, and the message names the value given.
+	// A variable given a value nothing has: the variables that follow
+	// from it have no values, the message names the value given, the
+	// panels using them are listed without data and the rest are drawn
+	// (a dashboard was skipped whole, its profiler panels, fed by
+	// instance, with it).
 	out, _ = exec.Command(binary, "report", "--prometheus", promURL, "--from", from.UTC().Format(time.RFC3339),
 		"--to", until.Add(time.Second).UTC().Format(time.RFC3339), "--step", "1s", "--scrape-interval", "1s",
 		"--var", "vm=nosuch", "--out", filepath.Join(dir, "nosuch")).CombinedOutput()
 	if !strings.Contains(string(out), "no values with vm=nosuch") {
 		t.Errorf("pagecast report --var vm=nosuch does not name the value that left none:\n%s", out)
+	}
+	if m := regexp.MustCompile(`(\d+) panels rendered`).FindStringSubmatch(string(out)); m == nil || m[1] == "0" || strings.Contains(string(out), "skipped") {
+		t.Errorf("pagecast report --var vm=nosuch drew none of the panels that do not follow from vm:\n%s", out)
 	}
 }

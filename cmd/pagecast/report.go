@@ -41,8 +41,8 @@ func reportCommand() *cli.Command {
 			"takes its first value (All where it has one) unless --var sets it, $__rate_interval is the larger\n" +
 			"of step + scrape interval and 4 scrape intervals. Each panel with data becomes DIR/DASHBOARD-PANEL.png\n" +
 			"(lines; heatmaps and status timelines as coloured rows; tables as text); panels without data, or\n" +
-			"with too little to draw (a heatmap of one time), are listed, and a dashboard whose variables\n" +
-			"have no values over the range is skipped.\n\n" +
+			"with too little to draw (a heatmap of one time), or using a variable with no values over the\n" +
+			"range, are listed.\n\n" +
 			"Times are RFC 3339 (2026-11-30T05:00:00Z), now, or now-DURATION (now-15m).\n\n" +
 			"Example: pagecast report --prometheus http://127.0.0.1:9090 --from now-15m --out report/",
 		Flags: []cli.Flag{
@@ -237,20 +237,29 @@ func runReport(c *cli.Context) (err error) {
 	written, empty := 0, 0
 	for _, d := range ds {
 		vars, err := src.Variables(ctx, d, set)
-		if errors.Is(err, dashboards.ErrNoValues) {
-			fmt.Fprintf(c.App.Writer, "%s: skipped: %v\n", d.Title, err)
-			for _, p := range d.Panels {
-				if p.Type != "row" {
-					empty++
-				}
+		if err != nil && !errors.Is(err, dashboards.ErrNoValues) {
+			return err
+		}
+		var none []string // variables without values: the panels using them have no data
+		for _, v := range d.Templating.List {
+			if _, ok := vars[v.Name]; v.Type == "query" && !ok {
+				none = append(none, v.Name)
 			}
-			continue
 		}
 		if err != nil {
-			return err
+			// The rest are drawn: the dirtying dashboard's profiler
+			// panels, fed by profile --metrics (instance), were skipped
+			// with the rest for want of a predict serve's vm (found by
+			// a new-user walk).
+			fmt.Fprintf(c.App.Writer, "%s: %s; its panels that use them have no data\n", d.Title, strings.ReplaceAll(err.Error(), "\n", "; "))
 		}
 		for _, p := range d.Panels {
 			if p.Type == "row" {
+				continue
+			}
+			if i := slices.IndexFunc(none, p.Uses); i >= 0 {
+				fmt.Fprintf(c.App.Writer, "%s / %s: no data: variable %s has no values\n", d.Title, p.Title, none[i])
+				empty++
 				continue
 			}
 			series, err := panelSeries(ctx, src, p, vars)
