@@ -19,10 +19,6 @@
 
 #define HIST_BITS 48
 #define HIST_MASK ((1ULL << HIST_BITS) - 1)
-/* How far behind the page's last epoch a write's may be and count as a
- * stale read of the epoch (a CPU that loaded it just before it moved);
- * further back, the epochs have wrapped past 65 535. */
-#define STALE_EPOCHS 2
 #define MAX_SLOTS 512
 #define PFERR_WRITE_MASK 2
 
@@ -142,16 +138,6 @@ static __always_inline void record(__u64 gfn)
 			if (hist & 1)
 				break;
 			next = old | (1ULL << 16);
-		} else if (((last - cur) & 0xffff) <= STALE_EPOCHS) {
-			/* This CPU read the epoch just before it moved on, and
-			 * another has since recorded the page in a later one:
-			 * the write is the earlier epoch's, a bit back in the
-			 * history (taken as a gap of some 65 535 epochs, it wiped
-			 * the history, the later epoch's write with it). */
-			__u64 back = (last - cur) & 0xffff;
-			if ((hist >> back) & 1)
-				break;
-			next = old | (1ULL << (16 + back));
 		} else {
 			__u64 d = (cur - last) & 0xffff;
 			hist = d >= HIST_BITS ? 0 : (hist << d) & HIST_MASK;
