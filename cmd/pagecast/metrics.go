@@ -145,7 +145,12 @@ func serveMetricsCounted(l net.Listener, cs ...prometheus.Collector) (stop func(
 // walk).
 func isScrape(r *http.Request) bool {
 	a := r.Header.Get("Accept")
-	return strings.Contains(a, "application/openmetrics-text") || strings.Contains(a, "version=0.0.4")
+	for _, format := range []string{"application/openmetrics-text", "text/plain;version=", "io.prometheus.client"} { // OpenMetrics, Prometheus text (0.0.4, 1.0.0), protobuf
+		if strings.Contains(a, format) {
+			return true
+		}
+	}
+	return false
 }
 
 // metricsConns bounds the connections a --metrics address holds at once;

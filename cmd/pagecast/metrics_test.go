@@ -302,4 +302,20 @@ func TestScrapesCounted(t *testing.T) {
 	if n := scrapes(); n != 1 {
 		t.Errorf("a Prometheus scrape counted as %d", n)
 	}
+	// Prometheus told its scrape_protocols: protobuf alone, or text 1.0.0.
+	for i, accept := range []string{
+		"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,*/*;q=0.1",
+		"text/plain;version=1.0.0;escaping=allow-utf-8,*/*;q=0.1",
+	} {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if n := scrapes(); n != uint64(i+2) {
+			t.Errorf("a scrape accepting %q not counted (%d)", accept, n)
+		}
+	}
 }
