@@ -199,22 +199,23 @@ static int parse_args(int argc, char **argv)
 static int area_in_use(int fd)
 {
 	struct header h;
-	char path[64], comm[32] = "";
+	char path[64], exe[4096];
 
 	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != AREA_MAGIC ||
 	    h.state != STATE_RUNNING || (pid_t)h.pid == getpid())
 		return 0;
 	if (kill((pid_t)h.pid, 0) != 0 && errno == ESRCH)
 		return 0;
-	snprintf(path, sizeof(path), "/proc/%u/comm", h.pid);
-	FILE *f = fopen(path, "r");
-	if (f) {
-		if (!fgets(comm, sizeof(comm), f))
-			comm[0] = 0;
-		fclose(f);
+	/* Its program, not its name: -name ...,process=NAME renames QEMU.
+	 * One that cannot be read is taken for a QEMU. */
+	snprintf(path, sizeof(path), "/proc/%u/exe", h.pid);
+	ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		const char *base = strrchr(exe, '/');
+		if (!strstr(base ? base + 1 : exe, "qemu"))
+			return 0; /* its pid taken since by another program */
 	}
-	if (!strstr(comm, "qemu"))
-		return 0; /* its pid taken since by another program */
 	fprintf(stderr, "pagecast-dirty: %s is the area of QEMU process %u, which runs: give each QEMU a shm= of its own\n",
 		shm_path, h.pid);
 	return 1;

@@ -235,11 +235,11 @@ func TestShmOfAnotherQEMU(t *testing.T) {
 	}
 	shm := filepath.Join(dir, "area")
 	w, _ := guest.ParseWorkload("idle")
-	start := func() (*qemu.VM, error) {
+	start := func(extra ...string) (*qemu.VM, error) {
 		return qemu.Start(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: testMemory, Cmdline: w.Cmdline(1),
-			Extra: []string{"-plugin", tcg.PluginArg(so, shm, testMemory>>tcg.PageShift)}})
+			Extra: append([]string{"-plugin", tcg.PluginArg(so, shm, testMemory>>tcg.PageShift)}, extra...)})
 	}
-	first, err := start()
+	first, err := start("-name", "first,process=vmfirst") // renamed, as QEMU lets a user: still a QEMU
 	if err != nil {
 		t.Fatal(err)
 	}
