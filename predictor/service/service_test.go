@@ -53,7 +53,10 @@ func get(t *testing.T, srv *httptest.Server, path string, wantCode int) map[stri
 	return out
 }
 
-func TestAPI(t *testing.T) {
+// servedVM is a service with one VM of 1024 pages, vm1, fed 40 epochs of
+// feed's, served by a test server closed at the test's end.
+func servedVM(t *testing.T) (*VM, *httptest.Server) {
+	t.Helper()
 	svc := New(nil)
 	vm, err := svc.AddVM("vm1", 1024, 4096, 100*time.Millisecond, "test")
 	if err != nil {
@@ -61,7 +64,12 @@ func TestAPI(t *testing.T) {
 	}
 	feed(vm, 40, 64)
 	srv := httptest.NewServer(svc.Handler())
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return vm, srv
+}
+
+func TestAPI(t *testing.T) {
+	vm, srv := servedVM(t)
 
 	f := get(t, srv, "/v1/vms/vm1", 200)
 	if got := f["predicted_dirty_pages"].(float64); got < 64 || got > 100 {
@@ -463,14 +471,7 @@ func TestBrierUnscored(t *testing.T) {
 // times as long with the VM's lock held (190 ms to 1.86 s on 262 144
 // pages) and kept 124 bytes a page.
 func TestHorizonsBounded(t *testing.T) {
-	svc := New(nil)
-	vm, err := svc.AddVM("vm1", 1024, 4096, 100*time.Millisecond, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	feed(vm, 40, 64)
-	srv := httptest.NewServer(svc.Handler())
-	defer srv.Close()
+	vm, srv := servedVM(t)
 	for h := 2; h < 2+MaxHorizons; h++ {
 		get(t, srv, fmt.Sprintf("/v1/vms/vm1/hotset?limit=1&horizon=%d", h), 200)
 	}
