@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pagecast/pagecast/internal/tcgtest"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -22,13 +23,8 @@ import (
 // went to MMIO).
 func TestTCGEventsMonotonic(t *testing.T) {
 	const capacity = 64
-	f := make([]byte, tcg.HeaderSize+2*capacity)
+	f := tcgtest.Area(capacity, os.Getpid())
 	le := binary.LittleEndian
-	le.PutUint32(f[0:], tcg.Magic)
-	le.PutUint32(f[4:], tcg.LayoutVersion)
-	le.PutUint64(f[16:], capacity)
-	le.PutUint32(f[28:], 1)
-	le.PutUint32(f[32:], uint32(os.Getpid()))
 	path := filepath.Join(t.TempDir(), "area")
 	// Slot 0 (offset 256): writes, out of range, io. The attach's read:
 	// 10 stores to MMIO counted in writes only.

@@ -1,7 +1,6 @@
 package qemuguest
 
 import (
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -10,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pagecast/pagecast/internal/tcgtest"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -30,13 +30,7 @@ func (r *replyOK) Run(cmd []byte) ([]byte, error) {
 // epoch's marks for the next.
 func TestLateMarkAfterPause(t *testing.T) {
 	const capacity = 1024
-	f := make([]byte, tcg.HeaderSize+2*capacity)
-	le := binary.LittleEndian
-	le.PutUint32(f[0:], tcg.Magic)
-	le.PutUint32(f[4:], tcg.LayoutVersion)
-	le.PutUint64(f[16:], capacity)
-	le.PutUint32(f[28:], 1) // running
-	le.PutUint32(f[32:], uint32(os.Getpid()))
+	f := tcgtest.Area(capacity, os.Getpid())
 	path := filepath.Join(t.TempDir(), "area")
 	if err := os.WriteFile(path, f, 0o600); err != nil {
 		t.Fatal(err)

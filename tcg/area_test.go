@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pagecast/pagecast/internal/tcgtest"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -21,15 +22,7 @@ import (
 // then lets edit change it, and returns its path.
 func writeArea(tb testing.TB, capacity uint64, edit func(f []byte) []byte) string {
 	tb.Helper()
-	f := make([]byte, tcg.HeaderSize+2*capacity)
-	le := binary.LittleEndian
-	le.PutUint32(f[0:], tcg.Magic)
-	le.PutUint32(f[4:], tcg.LayoutVersion)
-	le.PutUint32(f[8:], 1)  // QEMU's API min
-	le.PutUint32(f[12:], 1) // cur
-	le.PutUint64(f[16:], capacity)
-	le.PutUint32(f[28:], 1) // running
-	le.PutUint32(f[32:], 4242)
+	f := tcgtest.Area(capacity, 4242)
 	if edit != nil {
 		f = edit(f)
 	}

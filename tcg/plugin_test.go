@@ -2,7 +2,6 @@ package tcg_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/tcgtest"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
@@ -185,13 +185,7 @@ func TestRelativeShm(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // until exec has set the command line
 	pid := cmd.Process.Pid
 	area := func(dir string, pid int) string {
-		f := make([]byte, tcg.HeaderSize+2*64)
-		le := binary.LittleEndian
-		le.PutUint32(f[0:], tcg.Magic)
-		le.PutUint32(f[4:], tcg.LayoutVersion)
-		le.PutUint64(f[16:], 64)
-		le.PutUint32(f[28:], 1)
-		le.PutUint32(f[32:], uint32(pid))
+		f := tcgtest.Area(64, pid)
 		path := filepath.Join(dir, "vm.area")
 		if err := os.WriteFile(path, f, 0o600); err != nil {
 			t.Fatal(err)
