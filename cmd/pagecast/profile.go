@@ -202,8 +202,11 @@ func runProfile(c *cli.Context) error {
 	}
 
 	var epochs, pages uint64
-	written := bitmap.New(t.MaxPages()) // every page the profile saw written, for what they hold at the end
-	var line []collector.Epoch          // the epochs of the line being made
+	var written *bitmap.Bitmap // every page the profile saw written, for what they hold at the end (heldContent)
+	if t.Kind == "qemu" && t.SharedRAM {
+		written = bitmap.New(t.MaxPages())
+	}
+	var line []collector.Epoch // the epochs of the line being made
 	printLine := func() {
 		if len(line) > 0 && !c.Bool("quiet") {
 			printEpochs(out, line)
@@ -220,7 +223,7 @@ func runProfile(c *cli.Context) error {
 		epochs++
 		pages += uint64(len(e.Pages))
 		for _, p := range e.Pages {
-			if p < written.Pages() {
+			if written != nil && p < written.Pages() {
 				written.Set(p)
 			}
 		}
@@ -259,7 +262,7 @@ func runProfile(c *cli.Context) error {
 		fmt.Fprintf(out, "; trace %s (%s)", c.String("out"), units.FormatBytes(float64(w.Size())))
 	}
 	fmt.Fprintln(out)
-	if t.Kind == "qemu" && t.SharedRAM {
+	if written != nil {
 		// A trace says which pages were written, not what with: what
 		// the simulation of a migration needs besides.
 		if held, err := heldContent(col, t, written); err != nil {
