@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -191,31 +192,58 @@ static int parse_args(int argc, char **argv)
 }
 
 /*
+ * program_is_qemu says whether process pid runs a QEMU, by the program it
+ * was started as (its command line's first word: -name ...,process=NAME
+ * renames QEMU's threads, not that); 0 for a kernel thread (no command
+ * line) or one gone; 1 where neither that nor its executable can be read.
+ */
+static int program_is_qemu(uint32_t pid)
+{
+	char path[64], prog[4096];
+	ssize_t n = -1;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%u/cmdline", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, prog, sizeof(prog) - 1);
+		close(fd);
+	}
+	if (n < 0) {
+		snprintf(path, sizeof(path), "/proc/%u/exe", pid);
+		n = readlink(path, prog, sizeof(prog) - 1);
+		if (n < 0)
+			return errno == ENOENT ? 0 : 1;
+	}
+	prog[n] = 0; /* the first word, NUL-terminated, or the executable */
+	const char *base = strrchr(prog, '/');
+	return strstr(base ? base + 1 : prog, "qemu") != NULL;
+}
+
+/*
  * area_in_use says whether the file open at fd is the area of another QEMU
  * that runs: two QEMUs given one shm= wrote into one file, and a profile
  * of either took both guests' pages. An area left by a QEMU that is gone
- * (killed before its atexit) is taken over.
+ * (killed before its atexit) is taken over, its pid too if another
+ * program has it since. Held by another process (a reader, or a plugin
+ * setting it up: the check and the setting up are under the lock) it is in
+ * use.
  */
 static int area_in_use(int fd)
 {
 	struct header h;
-	char path[64], exe[4096];
 
-	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != AREA_MAGIC ||
-	    h.state != STATE_RUNNING || (pid_t)h.pid == getpid())
-		return 0;
-	if (kill((pid_t)h.pid, 0) != 0 && errno == ESRCH)
-		return 0;
-	/* Its program, not its name: -name ...,process=NAME renames QEMU.
-	 * One that cannot be read is taken for a QEMU. */
-	snprintf(path, sizeof(path), "/proc/%u/exe", h.pid);
-	ssize_t n = readlink(path, exe, sizeof(exe) - 1);
-	if (n > 0) {
-		exe[n] = 0;
-		const char *base = strrchr(exe, '/');
-		if (!strstr(base ? base + 1 : exe, "qemu"))
-			return 0; /* its pid taken since by another program */
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		fprintf(stderr, "pagecast-dirty: %s is held by another process (a QEMU setting it up, or pagecast reading it): "
+				"give each QEMU a shm= of its own\n",
+			shm_path);
+		return 1;
 	}
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != AREA_MAGIC ||
+	    h.state != STATE_RUNNING || h.pid == 0 || h.pid > INT32_MAX || (pid_t)h.pid == getpid())
+		return 0;
+	if ((kill((pid_t)h.pid, 0) != 0 && errno == ESRCH) || !program_is_qemu(h.pid))
+		return 0;
 	fprintf(stderr, "pagecast-dirty: %s is the area of QEMU process %u, which runs: give each QEMU a shm= of its own\n",
 		shm_path, h.pid);
 	return 1;
@@ -254,9 +282,9 @@ PC_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, 
 		return -1;
 	}
 	void *area = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
 	if (area == MAP_FAILED) {
 		fprintf(stderr, "pagecast-dirty: map %s: %s\n", shm_path, strerror(errno));
+		close(fd);
 		unlink(shm_path);
 		return -1;
 	}
@@ -274,6 +302,10 @@ PC_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, 
 	hdr->plugin_api = PC_PLUGIN_API_VERSION;
 	__atomic_store_n(&hdr->magic, AREA_MAGIC, __ATOMIC_RELEASE);
 	__atomic_store_n(&hdr->state, STATE_RUNNING, __ATOMIC_RELEASE);
+	/* The lock area_in_use took goes once the area says it runs (the
+	 * mapping holds the file open: closing alone would keep it). */
+	flock(fd, LOCK_UN);
+	close(fd);
 
 	qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
 	qemu_plugin_register_atexit_cb(id, on_qemu_exit, NULL);

@@ -268,4 +268,17 @@ func TestShmOfAnotherQEMU(t *testing.T) {
 		t.Fatalf("a QEMU on the area a killed one left: %v", err)
 	}
 	third.Close()
+	// Left by a killed QEMU whose pid a kernel thread has since (2,
+	// kthreadd: no command line), or saying pid 0: taken over (they were
+	// refused as QEMUs that run).
+	for _, pid := range []int{2, 0} {
+		if err := os.WriteFile(shm, tcgtest.Area(testMemory>>tcg.PageShift, pid), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		vm, err := start()
+		if err != nil {
+			t.Fatalf("a QEMU on an area left saying pid %d: %v", pid, err)
+		}
+		vm.Close()
+	}
 }
