@@ -1,12 +1,18 @@
 package collector
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestAliveOutOfFiles: a profiler out of file descriptors cannot read
@@ -42,5 +48,41 @@ func TestAliveOutOfFiles(t *testing.T) {
 	signalProcess = oldSignal
 	if err := c.alive(); err != nil {
 		t.Errorf("a running process: %v", err)
+	}
+}
+
+// TestSilentVMM: a VMM that greets, takes qmp_capabilities, then answers
+// nothing (stopped, or stuck) is given up on, saying so, rather than
+// holding the collector for good.
+func TestSilentVMM(t *testing.T) {
+	defer func(d time.Duration) { learnWait = d }(learnWait)
+	learnWait = 200 * time.Millisecond
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintln(c, `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}`)
+		r := bufio.NewReader(c)
+		if _, err := r.ReadString('}'); err != nil { // qmp_capabilities
+			return
+		}
+		fmt.Fprintln(c, `{"return": {}}`)
+		io.Copy(io.Discard, r) // and nothing more
+	}()
+	start := time.Now()
+	_, err = connect(sock, 0)
+	if err == nil || !strings.Contains(err.Error(), "the VM greeted, then answered no command in 200ms") {
+		t.Fatalf("connect to a silent VMM: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("gave up after %v", d)
 	}
 }

@@ -61,12 +61,27 @@ func connect(path string, pid int) (*vmmControl, error) {
 		return nil, err
 	}
 	c := &vmmControl{mon: mon}
-	if err := c.learn(pid); err != nil {
+	// A VMM that greets and then answers nothing (stopped with SIGSTOP,
+	// or stuck) held the collector for good (found by a review walk):
+	// hanging up ends the command waiting for its reply.
+	learned := make(chan error, 1)
+	go func() { learned <- c.learn(pid) }()
+	select {
+	case err := <-learned:
+		if err != nil {
+			mon.Disconnect()
+			return nil, err
+		}
+		return c, nil
+	case <-time.After(learnWait):
 		mon.Disconnect()
-		return nil, err
+		<-learned
+		return nil, fmt.Errorf("qmp %s: the VM greeted, then answered no command in %v: is it stopped (SIGSTOP) or stuck?", path, learnWait)
 	}
-	return c, nil
 }
+
+// learnWait is how long the VMM has to answer what the collector asks of it.
+var learnWait = 10 * time.Second
 
 func (c *vmmControl) learn(pid int) error {
 	var version struct {
