@@ -144,6 +144,9 @@ func serveMetricsCounted(l net.Listener, cs ...prometheus.Collector) (stop func(
 // failed migration's end never reached Prometheus (found by a new-user
 // walk).
 func isScrape(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
 	a := r.Header.Get("Accept")
 	for _, format := range []string{"application/openmetrics-text", "text/plain;version=", "io.prometheus.client"} { // OpenMetrics, Prometheus text (0.0.4, 1.0.0), protobuf
 		if strings.Contains(a, format) {

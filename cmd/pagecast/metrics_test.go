@@ -294,6 +294,16 @@ func TestScrapesCounted(t *testing.T) {
 	if n := scrapes(); n != 0 {
 		t.Errorf("3 plain GETs counted as %d scrapes", n)
 	}
+	head, _ := http.NewRequest(http.MethodHead, url, nil)
+	head.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+	if resp, err := http.DefaultClient.Do(head); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	if n := scrapes(); n != 0 {
+		t.Errorf("a HEAD counted as a scrape (%d)", n)
+	}
 	resp, err := scrapeGet(url)
 	if err != nil {
 		t.Fatal(err)
