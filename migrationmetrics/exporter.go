@@ -28,9 +28,8 @@ type Exporter struct {
 	vm  string
 	now func() time.Time
 
-	mu       sync.Mutex
-	cur      *migration // nil before the first Begin
-	collects uint64     // scrapes served
+	mu  sync.Mutex
+	cur *migration // nil before the first Begin
 }
 
 type migration struct {
@@ -123,29 +122,6 @@ func (e *Exporter) Began() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.cur != nil
-}
-
-// Scrapes returns how many times the metrics have been collected.
-func (e *Exporter) Scrapes() uint64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.collects
-}
-
-// Linger waits, once a migration has ended, until the metrics have been
-// scraped twice more, so that Prometheus holds how it ended for at least a
-// scrape interval before the target goes away, or until timeout passes or
-// ctx ends. A migration shorter than a scrape interval may end before the
-// first scrape: it waits for that one too. It returns at once if no
-// migration began. It returns how many scrapes came while it waited.
-func (e *Exporter) Linger(ctx context.Context, timeout time.Duration) (scrapes uint64) {
-	e.mu.Lock()
-	began := e.cur != nil
-	e.mu.Unlock()
-	if !began {
-		return 0
-	}
-	return LingerScrapes(ctx, e.Scrapes, timeout)
 }
 
 // LingerScrapes waits until scrapes has counted two more than now, or
@@ -267,7 +243,6 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.collects++
 	m := e.cur
 	if m == nil {
 		return

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,17 +224,10 @@ func TestNewMigrationReplacesOld(t *testing.T) {
 	}
 }
 
-// TestFollowAndLinger: Follow records until the migration ends, and Linger
-// waits for two more scrapes, or its timeout.
+// TestFollowAndLinger: Follow records until the migration ends, and
+// LingerScrapes waits for two more scrapes, or its timeout.
 func TestFollowAndLinger(t *testing.T) {
 	e := New("vm1")
-	exposition(t, e) // scraped before any migration began
-	begin := time.Now()
-	e.Linger(context.Background(), time.Minute)
-	if d := time.Since(begin); d > time.Second {
-		t.Errorf("Linger waited %v with no migration", d)
-	}
-	e = New("vm1")
 	e.Begin(time.Now(), EnginePagecast, "precopy", 0)
 	replies := []migrator.Info{{Status: migrator.StatusSetup}, {Status: migrator.StatusActive, RAM: &migrator.RAMStats{Remaining: 1}},
 		{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{}}, {Status: migrator.StatusActive}}
@@ -243,34 +237,35 @@ func TestFollowAndLinger(t *testing.T) {
 		t.Fatalf("Follow polled %d times, want 3 (it stops at completed)", n)
 	}
 	// A migration shorter than a scrape interval ends before the first
-	// scrape: Linger waits for it and the one after.
+	// scrape: the linger waits for it and the one after.
+	var count atomic.Uint64
 	scrapes := func(n int) {
 		go func() {
 			for range n {
 				time.Sleep(100 * time.Millisecond)
 				exposition(t, e)
+				count.Add(1)
 			}
 		}()
 	}
 	scrapes(2)
-	begin = time.Now()
-	e.Linger(context.Background(), time.Minute)
-	if d := time.Since(begin); d < 150*time.Millisecond || d > 10*time.Second {
-		t.Errorf("Linger, never scraped before, returned after %v, want after the first two scrapes (200 ms)", d)
+	begin := time.Now()
+	if got := LingerScrapes(context.Background(), count.Load, time.Minute); got != 2 {
+		t.Errorf("the linger returned after %d scrapes, want 2", got)
 	}
-	if got := e.Scrapes(); got != 2 {
-		t.Errorf("Linger returned after %d scrapes, want 2", got)
+	if d := time.Since(begin); d < 150*time.Millisecond || d > 10*time.Second {
+		t.Errorf("the linger, never scraped before, returned after %v, want after the first two scrapes (200 ms)", d)
 	}
 	scrapes(2)
 	begin = time.Now()
-	e.Linger(context.Background(), time.Minute)
+	LingerScrapes(context.Background(), count.Load, time.Minute)
 	if d := time.Since(begin); d < 150*time.Millisecond || d > 10*time.Second {
-		t.Errorf("Linger returned after %v, want after the next two scrapes (200 ms)", d)
+		t.Errorf("the linger returned after %v, want after the next two scrapes (200 ms)", d)
 	}
 	begin = time.Now()
-	e.Linger(context.Background(), 100*time.Millisecond)
+	LingerScrapes(context.Background(), count.Load, 100*time.Millisecond)
 	if d := time.Since(begin); d > 5*time.Second {
-		t.Errorf("Linger ignored its timeout: %v", d)
+		t.Errorf("the linger ignored its timeout: %v", d)
 	}
 }
 
