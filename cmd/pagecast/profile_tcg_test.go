@@ -1006,15 +1006,7 @@ func TestDemoInterrupted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
 	}
-	cmd := exec.Command(binary, "--log-level", "warn", "demo", "--monitor", "qemu", "--accel", "tcg", "--duration", "3s", "--memory", "32M")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	cmd, out, done := startBinary(t, "--log-level", "warn", "demo", "--monitor", "qemu", "--accel", "tcg", "--duration", "3s", "--memory", "32M")
 	// The demo's QEMUs, once one runs: their pids and work directories.
 	dirs := map[int]string{}
 	for deadline := time.Now().Add(60 * time.Second); len(dirs) == 0; time.Sleep(50 * time.Millisecond) {

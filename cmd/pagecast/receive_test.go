@@ -200,19 +200,28 @@ func startWaitingQEMU(t *testing.T, qmp string, stderr io.Writer, extra ...strin
 	return qemu
 }
 
+// startBinary starts the pagecast under test with args, its standard
+// output and error into one buffer; done has how it exited, and it is
+// killed at the test's end if it still runs.
+func startBinary(t *testing.T, args ...string) (cmd *exec.Cmd, out *syncBuffer, done chan error) {
+	t.Helper()
+	cmd = exec.Command(binary, args...)
+	out = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, out, done
+}
+
 // startReceive runs `pagecast receive` into the hand-started QEMU at qmp
 // and waits until it listens on addr.
 func startReceive(t *testing.T, qmp, addr string, extra ...string) (*exec.Cmd, *syncBuffer, chan error) {
 	t.Helper()
-	recv := exec.Command(binary, append([]string{"receive", "--qmp", "unix:" + qmp, "--listen", "tcp:" + addr}, extra...)...)
-	out := &syncBuffer{}
-	recv.Stdout, recv.Stderr = out, out
-	if err := recv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- recv.Wait() }()
-	t.Cleanup(func() { recv.Process.Kill() })
+	recv, out, done := startBinary(t, append([]string{"receive", "--qmp", "unix:" + qmp, "--listen", "tcp:" + addr}, extra...)...)
 	waitFor(t, "receive listening on "+addr, func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {

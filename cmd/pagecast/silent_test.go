@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -92,15 +91,7 @@ func TestMigrateSilentSource(t *testing.T) {
 		}
 		return `{"error":{"class":"CommandNotFound","desc":"The command ` + cmd + ` has not been found"}}`
 	})
-	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+sock, "--to", "tcp:"+freeAddr(t), "--quiet")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer cmd.Process.Kill()
+	cmd, out, done := startBinary(t, "migrate", "--qmp", "unix:"+sock, "--to", "tcp:"+freeAddr(t), "--quiet")
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		n := 0
 		for _, c := range f.commands() {
