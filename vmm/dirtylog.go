@@ -23,7 +23,7 @@ type DirtyLog struct {
 func (vm *VM) StartDirtyLog() (*DirtyLog, error) {
 	vm.dirtyMu.Lock()
 	defer vm.dirtyMu.Unlock()
-	if vm.mem == nil {
+	if vm.mem == nil || vm.logsShut {
 		return nil, errors.New("start dirty log: virtual machine is closed")
 	}
 	if len(vm.logs) == 0 {

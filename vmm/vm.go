@@ -93,6 +93,7 @@ type VM struct {
 	monitorDirty *Bitmap // pages the monitor itself wrote while logging
 	reaperStop   chan struct{}
 	reapers      sync.WaitGroup
+	logsShut     bool // Close has begun: no dirty log may start
 
 	rate    rateMeter
 	onEvent func(name string, data any)
@@ -497,6 +498,7 @@ func (vm *VM) Close() error {
 
 	vm.rate.shut() // a calc-dirty-rate reads the memory, or starts a dirty log
 	vm.dirtyMu.Lock()
+	vm.logsShut = true // a log started over QMP while Close waits below would start a reaper on rings about to go
 	if len(vm.logs) > 0 {
 		close(vm.reaperStop)
 		for d := range vm.logs {

@@ -120,3 +120,33 @@ func TestClosedMemory(t *testing.T) {
 		t.Errorf("WriteGuest into a closed VM: %v", err)
 	}
 }
+
+// TestDirtyLogDuringClose: a dirty log asked for over QMP while Close
+// waits for the reapers to go (Close has let go of dirtyMu there) is
+// refused as the VM closes; it was started, with a reaper on the rings
+// Close then unmapped (found by a review walk). A reaper that has not yet
+// ended holds Close in that wait. No KVM needed: without the fix the start
+// reaches KVM's ioctl and fails otherwise.
+func TestDirtyLogDuringClose(t *testing.T) {
+	vm := memoryVM(t, 16<<20)
+	vm.reapers.Add(1) // a reaper on its way out
+	closed := make(chan error, 1)
+	go func() { closed <- vm.Close() }()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		vm.mu.Lock()
+		shut := vm.state == StateShutdown
+		vm.mu.Unlock()
+		if shut {
+			break
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // Close is in its wait for the reapers
+	_, err := vm.StartDirtyLog()
+	vm.reapers.Done()
+	if cerr := <-closed; cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("a dirty log started while the VM closed: %v; want it refused as closed", err)
+	}
+}
