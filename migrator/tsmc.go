@@ -105,13 +105,21 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	for _, g := range early {
 		dirty.Unset(g) // sent already
 	}
+	// As at a stop-and-copy: from here a cancel is refused (ErrCommitted);
+	// one that came before stops the migration. (A cancel accepted in
+	// stage 2 was followed by the commit, and the guest, handed over,
+	// was left without its pages; found by a review walk.)
+	s.m.mu.Lock()
+	cancelled := s.m.cancelled
+	s.m.committed = !cancelled
+	s.m.mu.Unlock()
+	if cancelled {
+		return context.Canceled
+	}
 	if err := s.commit(); err != nil {
 		return err
 	}
 	committed = true // the destination runs the guest from here
-	s.m.mu.Lock()
-	s.m.committed = true
-	s.m.mu.Unlock()
 	// The paused memory does not change until stage 3 is over: summed
 	// while stage 2 waited for it, a 2 GiB guest's pause took 247 ms.
 	sums, summed := make(chan Digest, 1), make(chan struct{})

@@ -353,3 +353,84 @@ func TestStage3FailureStopsGuest(t *testing.T) {
 		t.Errorf("Receive: %v, want it to say the guest is stopped and how many pages never came", err)
 	}
 }
+
+// TestCancelInStage2: a cancel accepted while TSMC's stage 2 waits for the
+// destination's verdict stops the migration there: no commit goes, and the
+// guest runs on here. (The commit went, the destination ran the guest, and
+// the source, its context cancelled, pushed none of the dirty pages and
+// kept its copy paused: the guest was lost; found by a review walk.)
+func TestCancelInStage2(t *testing.T) {
+	src := newMemGuest(t, lightLoad, true)
+	pages := lightLoad.Memory / PageSize
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	atEnd, goOn := make(chan struct{}), make(chan struct{})
+	gotCommit := make(chan bool, 1)
+	go func() {
+		commit := false
+		defer func() { gotCommit <- commit }()
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		w, r := NewWriter(conn), NewReader(conn)
+		if _, err := r.Next(); err != nil {
+			return
+		}
+		w.Text(RecAccept, "")
+		w.Flush()
+		r.SetLimits(pages)
+		for { // stage 1, then stage 2 up to its end
+			rec, err := r.Next()
+			if err != nil {
+				t.Errorf("destination: %v before stage 2's end", err)
+				return
+			}
+			if rec.Type == RecEnd {
+				break
+			}
+		}
+		close(atEnd)
+		<-goOn
+		w.Verified(true, "")
+		w.Flush()
+		for {
+			rec, err := r.Next()
+			if err != nil {
+				return
+			}
+			commit = commit || rec.Type == RecCommit
+		}
+	}()
+	m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{Mode: ModeTSMC, IdleTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-atEnd:
+	case <-time.After(60 * time.Second):
+		t.Fatal("stage 2 never ended")
+	}
+	if st := m.Info().Status; st != StatusDevice {
+		t.Fatalf("status %q at stage 2's end, want %q", st, StatusDevice)
+	}
+	cerr := m.Cancel()
+	close(goOn)
+	info, werr := m.Wait()
+	commit := <-gotCommit
+	ok, runState := src.Running()
+	t.Logf("Cancel: %v; Wait: %v (%s)", cerr, werr, info.Status)
+	if cerr != nil {
+		t.Fatalf("Cancel in stage 2: %v, want it accepted", cerr)
+	}
+	if commit || !ok {
+		t.Errorf("cancel accepted in stage 2, yet the commit went (%v) and the source's guest is %s", commit, runState)
+	}
+	if info.Status != StatusCancelled {
+		t.Errorf("status %q after the cancel, want %q", info.Status, StatusCancelled)
+	}
+}
