@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrationmetrics"
+	"github.com/pagecast/pagecast/migrator"
 )
 
 // lastScrape GETs url every 200 ms, as a Prometheus would scrape it,
@@ -327,5 +329,36 @@ func TestScrapesCounted(t *testing.T) {
 		if n := scrapes(); n != uint64(i+2) {
 			t.Errorf("a scrape accepting %q not counted (%d)", accept, n)
 		}
+	}
+}
+
+// TestExportedEnd: what the metrics are told when Wait returns an error. A
+// migration pagecast stops following while it goes on (two interrupts in
+// post-copy, a refused cancel after the commit) or whose monitor went
+// silent is not made a failure: that fired PagecastMigrationFailed for a
+// guest running on the destination (found by a review walk). A failure
+// keeps the migration's total time and pagecast section.
+func TestExportedEnd(t *testing.T) {
+	post := migrator.Info{Status: migrator.StatusPostcopy, TotalTime: 42000,
+		RAM: &migrator.RAMStats{Transferred: 1 << 20}, Pagecast: &migrator.Extra{Mode: "tsmc", Round: 2}}
+	for _, err := range []error{
+		fmt.Errorf("wait: %w", &migrator.Detached{Status: migrator.StatusPostcopy}),
+		&migrator.Detached{Status: migrator.StatusDevice, Committed: true},
+		fmt.Errorf("wait for migration: %w; the migration's state is unknown", migrator.ErrMonitorSilent),
+	} {
+		if i, ok := exported(post, err); ok {
+			t.Errorf("%v: exported as %q, want the last state seen kept", err, i.Status)
+		}
+	}
+	i, ok := exported(post, errors.New("query-migrate: connection reset"))
+	if !ok || i.Status != migrator.StatusFailed || i.TotalTime != 42000 || i.Pagecast == nil || !strings.Contains(i.ErrorDesc, "connection reset") {
+		t.Errorf("a failure exported as %v %+v, want failed with its total time, pagecast section and error", ok, i)
+	}
+	done := migrator.Info{Status: migrator.StatusCompleted, TotalTime: 5}
+	if i, ok := exported(done, errors.New("verify: mismatch")); !ok || i.Status != migrator.StatusCompleted {
+		t.Errorf("a finished migration with an error exported as %v %+v, want it as it ended", ok, i)
+	}
+	if i, ok := exported(post, nil); !ok || i.Status != migrator.StatusPostcopy {
+		t.Errorf("no error: exported as %v %+v", ok, i)
 	}
 }

@@ -406,10 +406,9 @@ func runMigrate(c *cli.Context) (err error) {
 	}
 	bar.done()
 	if metrics != nil {
-		if err != nil && !migrationmetrics.Finished(info.Status) {
-			info = migrator.Info{Status: migrator.StatusFailed, ErrorDesc: err.Error(), RAM: info.RAM}
+		if i, ok := exported(info, err); ok {
+			metrics.Observe(i)
 		}
-		metrics.Observe(info)
 	}
 	if detached := (*migrator.Detached)(nil); errors.As(err, &detached) {
 		return err
@@ -699,6 +698,24 @@ func (b *progressBar) update(i migrator.Info) {
 	} else {
 		fmt.Fprintln(b.w, line)
 	}
+}
+
+// exported is what the metrics are told of a migration that Wait returned
+// with err: a failure where it ended in one, keeping what was known of it
+// (its total time had gone to 0); nothing new (false) where pagecast
+// stopped following a migration that goes on (Detached) or QEMU's monitor
+// went silent, whose last state seen, observed already, stays: a failure
+// there fired PagecastMigrationFailed for a guest running on the
+// destination (found by a review walk).
+func exported(info migrator.Info, err error) (migrator.Info, bool) {
+	if err == nil || migrationmetrics.Finished(info.Status) {
+		return info, true
+	}
+	if detached := (*migrator.Detached)(nil); errors.As(err, &detached) || errors.Is(err, migrator.ErrMonitorSilent) {
+		return migrator.Info{}, false
+	}
+	info.Status, info.ErrorDesc = migrator.StatusFailed, err.Error()
+	return info, true
 }
 
 func (b *progressBar) done() {
