@@ -275,9 +275,12 @@ func Start(o Options) (_ *VM, err error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := v.Monitor.Connect(); err != nil {
+	// Within a while: a QEMU stuck before its main loop accepts on the
+	// socket and never greets (Start waited for ever; found by a review
+	// walk).
+	if err := v.Monitor.Handshake(handshakeWait); err != nil {
 		time.Sleep(100 * time.Millisecond) // let QEMU's last words reach stderr
-		return nil, fmt.Errorf("qmp handshake with qemu: %w (%s)", err, strings.TrimSpace(v.stderr.String()))
+		return nil, fmt.Errorf("qemu's QMP socket %w (%s)", err, strings.TrimSpace(v.stderr.String()))
 	}
 	f, err := os.OpenFile(memPath, os.O_RDWR, 0)
 	if err != nil {
@@ -339,6 +342,9 @@ var scratchBase = scratch.Base
 // ScratchPrefix begins the names of the work directories (in /dev/shm)
 // that hold a QEMU VM's RAM file and serial log, one a VM.
 const ScratchPrefix = "pagecast-qemu-"
+
+// handshakeWait bounds Start's QMP handshake, once QEMU's socket accepts.
+var handshakeWait = 30 * time.Second
 
 // RemoveStale removes the work directories of VMs whose pagecast died
 // without removing its own (SIGKILL): a guest's RAM stays in /dev/shm

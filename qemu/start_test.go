@@ -1,8 +1,11 @@
 package qemu
 
 import (
+	"net"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/pagecast/pagecast/guest"
 )
@@ -24,3 +27,60 @@ func TestStartFailsClean(t *testing.T) {
 }
 
 var defaultScratchBase = scratchBase
+
+// TestStartSilentQMP: a QEMU whose QMP socket accepts and never greets
+// (stuck before its main loop) fails Start within its wait, saying so; it
+// held Start for ever (found by a review walk). The fake QEMU is this test
+// binary (TestMain), listening on the socket Start gives it.
+func TestStartSilentQMP(t *testing.T) {
+	base := t.TempDir()
+	scratchBase = func() string { return base }
+	defer func() { scratchBase = defaultScratchBase }()
+	handshakeWait = 300 * time.Millisecond
+	defer func() { handshakeWait = 30 * time.Second }()
+	t.Setenv(silentQEMU, "1")
+	done := make(chan error, 1)
+	go func() {
+		v, err := Start(Options{Binary: os.Args[0], MemoryBytes: guest.MinMemory, Accel: AccelTCG})
+		if err == nil {
+			v.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no greeting in 300ms") {
+			t.Errorf("Start on a QEMU that never greets: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Start still waits on a QEMU that never greets after 20 s")
+	}
+}
+
+// silentQEMU, set in its environment, makes this test binary a QEMU that
+// listens on its first -qmp socket and never greets.
+const silentQEMU = "PAGECAST_TEST_SILENT_QEMU"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(silentQEMU) == "1" {
+		for i, a := range os.Args {
+			if a == "-qmp" && i+1 < len(os.Args) {
+				path, _, _ := strings.Cut(strings.TrimPrefix(os.Args[i+1], "unix:"), ",")
+				l, err := net.Listen("unix", path)
+				if err != nil {
+					os.Exit(3)
+				}
+				var held []net.Conn
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						os.Exit(4)
+					}
+					held = append(held, c)
+				}
+			}
+		}
+		os.Exit(2)
+	}
+	os.Exit(m.Run())
+}

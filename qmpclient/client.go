@@ -57,19 +57,29 @@ func Open(path string, wait time.Duration) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to QMP socket %s: %w", path, err)
 	}
+	if err := c.Handshake(wait); err != nil {
+		c.Disconnect()
+		return nil, fmt.Errorf("QMP socket %s %w", path, err)
+	}
+	return c, nil
+}
+
+// Handshake is Connect within wait: a socket that accepts and never
+// greets (a busy QMP socket, a QEMU stuck before its main loop) is an
+// error, not a wait for ever.
+func (c *Client) Handshake(wait time.Duration) error {
 	c.conn.SetDeadline(time.Now().Add(wait))
 	if err := c.Connect(); err != nil {
-		c.Disconnect()
 		if errors.Is(err, os.ErrDeadlineExceeded) && strings.HasPrefix(err.Error(), "qmp greeting") {
-			return nil, fmt.Errorf("QMP socket %s sent no greeting in %v (QEMU serves one client per QMP socket: is another client connected?)", path, wait)
+			return fmt.Errorf("sent no greeting in %v (QEMU serves one client per QMP socket: is another client connected?)", wait)
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil, fmt.Errorf("QMP socket %s greeted, then did not answer qmp_capabilities in %v", path, wait)
+			return fmt.Errorf("greeted, then did not answer qmp_capabilities in %v", wait)
 		}
-		return nil, fmt.Errorf("QMP handshake on %s: %w", path, err)
+		return fmt.Errorf("handshake: %w", err)
 	}
 	c.conn.SetDeadline(time.Time{})
-	return c, nil
+	return nil
 }
 
 // reply is a line that is not an event, with the QMP error it holds.

@@ -225,7 +225,7 @@ func TestOpen(t *testing.T) {
 		t.Fatalf("Open of no socket: %v", err)
 	}
 	refusing := fakeMonitor(t, `{"hello": 1}`)
-	if _, err := Open(refusing, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "QMP handshake on "+refusing+": ") {
+	if _, err := Open(refusing, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "QMP socket "+refusing+" handshake: ") {
 		t.Fatalf("Open of a socket that is not QMP: %v", err)
 	}
 }
