@@ -62,8 +62,21 @@ type limitedBody struct {
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		return 0, fmt.Errorf("a reply over %d MiB: not read further (is it a Prometheus?)", MaxReply>>20)
+	over := fmt.Errorf("a reply over %d MiB: not read further (is it a Prometheus?)", MaxReply>>20)
+	if b.left < 0 {
+		return 0, over
+	}
+	if b.left == 0 {
+		// A read that ended exactly at MaxReply: one byte more tells a
+		// reply of exactly MaxReply (EOF) from a longer one. (Refused
+		// as over before; found by a review walk.)
+		var one [1]byte
+		n, err := b.ReadCloser.Read(one[:])
+		if n > 0 {
+			b.left = -1
+			return 0, over
+		}
+		return 0, err
 	}
 	if int64(len(p)) > b.left {
 		p = p[:b.left+1] // one byte past tells a reply of exactly MaxReply from a longer one
@@ -71,7 +84,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.left -= int64(n)
 	if b.left < 0 {
-		return n, fmt.Errorf("a reply over %d MiB: not read further (is it a Prometheus?)", MaxReply>>20)
+		return n, over
 	}
 	return n, err
 }

@@ -35,3 +35,38 @@ func TestEndlessReply(t *testing.T) {
 		t.Errorf("endless reply: %v, want it refused past 64 MiB", err)
 	}
 }
+
+// TestReplyOfMaxReply: a body of exactly MaxReply bytes is read whole, one
+// a byte longer refused, whatever sizes the reads come in (one that ended
+// at MaxReply was refused; found by a review walk).
+func TestReplyOfMaxReply(t *testing.T) {
+	for _, tc := range []struct {
+		size int64
+		ok   bool
+	}{{MaxReply - 1, true}, {MaxReply, true}, {MaxReply + 1, false}} {
+		for _, chunk := range []int{4096, 1 << 20, 3 << 20} {
+			b := &limitedBody{ReadCloser: io.NopCloser(io.LimitReader(zeros{}, tc.size)), left: MaxReply}
+			buf := make([]byte, chunk)
+			var n int64
+			var err error
+			for {
+				var k int
+				k, err = b.Read(buf)
+				n += int64(k)
+				if err != nil {
+					break
+				}
+			}
+			if ok := err == io.EOF; ok != tc.ok || (ok && n != tc.size) {
+				t.Errorf("a body of %d bytes read %d at a time: %d read, %v", tc.size, chunk, n, err)
+			}
+		}
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
