@@ -2,6 +2,7 @@ package qmpserver
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,9 @@ func Args[T any](raw json.RawMessage) (T, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		raw = json.RawMessage("{}")
 	}
+	if err := exactMembers(raw, reflect.TypeOf(v)); err != nil {
+		return v, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&v); err != nil {
@@ -47,6 +51,73 @@ func NoArgs(h Handler) Handler {
 		}
 		return h(ctx, raw)
 	}
+}
+
+// exactMembers refuses, where t is a struct, a member of the object raw
+// that no field of t names exactly, or one given twice, as QEMU does:
+// encoding/json matches names regardless of case, so {"device":"a",
+// "DEVICE":"b"} was taken as device b (found by a review walk). Anything
+// that is not an object is left to the decoder to refuse.
+func exactMembers(raw json.RawMessage, t reflect.Type) *Error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct {
+		return nil
+	}
+	names := fieldNames(t, map[string]bool{})
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		name, _ := tok.(string)
+		if !names[name] {
+			return GenericError("Parameter '%s' is unexpected", name)
+		}
+		if seen[name] {
+			return GenericError("Parameter '%s' is given twice", name)
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// fieldNames adds the JSON member names of struct t's fields to names,
+// those of embedded structs without a name of their own included.
+func fieldNames(t reflect.Type, names map[string]bool) map[string]bool {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				fieldNames(ft, names)
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		names[cmp.Or(name, f.Name)] = true
+	}
+	return names
 }
 
 // argsError turns an encoding/json error into the error QEMU would give.

@@ -52,6 +52,11 @@ func TestArgs(t *testing.T) {
 		{"not an object", `[1]`, migrateArgs{}, "QMP input member 'arguments' must be an object"},
 		{"trailing data", `{} {}`, migrateArgs{}, "QMP input member 'arguments' must be an object"},
 		{"enum error passed through", `{"mode":"fast"}`, migrateArgs{}, "Parameter 'mode' does not accept value 'fast'"},
+		// Names are matched exactly, as QEMU matches them (encoding/json
+		// took "URI" for uri, and the last of a name given twice).
+		{"case differs", `{"URI":"tcp:h:1"}`, migrateArgs{}, "Parameter 'URI' is unexpected"},
+		{"twice in two cases", `{"uri":"a","Uri":"b"}`, migrateArgs{}, "Parameter 'Uri' is unexpected"},
+		{"twice", `{"uri":"a","uri":"b"}`, migrateArgs{}, "Parameter 'uri' is given twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
