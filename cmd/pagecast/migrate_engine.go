@@ -52,6 +52,13 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	if flag != "auto" && flag != enginePagecast && flag != engineQEMU {
 		return nil, "", "", fmt.Errorf("--engine %q: want auto, pagecast or qemu", flag)
 	}
+	if st := qemuMigrationStatus(mon); st != "" && !migrationmetrics.Finished(st) && st != migrator.StatusNone {
+		// Two migrations of one guest: pagecast's engine ran its rounds
+		// beside QEMU's, 3.5 minutes to its cap, and failed at the
+		// switch-over (found by a new-user walk).
+		return nil, "", "", fmt.Errorf("the source QEMU's own migration is in progress (query-migrate: %s): "+
+			"one migration of a guest at a time; wait for it to end, or migrate_cancel it", st)
+	}
 	post := migrator.NeedsPostcopy(mode)
 	if _, perr := migrator.PlanQEMU(migrator.Params{Mode: mode}, 64<<20); post && perr != nil {
 		// Neither engine runs it: say so once, not "needs pagecast's
@@ -97,6 +104,21 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 			"wait for it to end, or give --engine qemu", err)
 	}
 	return nil, engineQEMU, "pagecast's engine cannot run on it: " + err.Error(), nil
+}
+
+// qemuMigrationStatus is the status of QEMU's own migration on mon, ""
+// where it does not say.
+func qemuMigrationStatus(mon qmp.Monitor) string {
+	if mon == nil {
+		return ""
+	}
+	var r struct {
+		Status string `json:"status"`
+	}
+	if qemu.QMP(mon, "query-migrate", nil, &r) != nil {
+		return ""
+	}
+	return r.Status
 }
 
 // destListening is the address a destination QEMU listens on with its own

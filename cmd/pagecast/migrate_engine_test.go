@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
 
 	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/migrator"
@@ -166,6 +169,39 @@ func TestChooseEngineNeither(t *testing.T) {
 	for _, mode := range []string{"tsmc", "precopy+postcopy"} {
 		if _, engine, _, err := chooseEngine("auto", nil, mode, "", "tcp:127.0.0.1:4444"); err != nil || engine != engineQEMU {
 			t.Errorf("--mode %s: engine %q, %v; want QEMU's", mode, engine, err)
+		}
+	}
+}
+
+// migrating is a source QEMU monitor whose own migration has status st.
+type migrating struct {
+	qmp.Monitor
+	st string
+}
+
+func (m migrating) Run(cmd []byte) ([]byte, error) {
+	if strings.Contains(string(cmd), `"query-migrate"`) {
+		return []byte(`{"return":{"status":"` + m.st + `"}}`), nil
+	}
+	return nil, errors.New("not here")
+}
+
+// TestChooseEngineBusy: a source whose QEMU migration is in progress is
+// refused by either engine, saying so (pagecast's ran its rounds beside
+// QEMU's to its round cap and failed at the switch-over; found by a
+// new-user walk); one whose last migration ended is not refused for it.
+func TestChooseEngineBusy(t *testing.T) {
+	for _, st := range []string{"setup", "active", "postcopy-active", "device", "cancelling"} {
+		for _, flag := range []string{"auto", "pagecast", "qemu"} {
+			if _, _, _, err := chooseEngine(flag, migrating{st: st}, "precopy", "", "tcp:127.0.0.1:4444"); err == nil ||
+				!strings.Contains(err.Error(), "the source QEMU's own migration is in progress (query-migrate: "+st+")") {
+				t.Errorf("--engine %s, QEMU's migration %s: %v", flag, st, err)
+			}
+		}
+	}
+	for _, st := range []string{"none", "completed", "failed", "cancelled"} {
+		if _, engine, _, err := chooseEngine("qemu", migrating{st: st}, "precopy", "", "tcp:127.0.0.1:4444"); err != nil || engine != engineQEMU {
+			t.Errorf("QEMU's last migration %s: engine %q, %v", st, engine, err)
 		}
 	}
 }
