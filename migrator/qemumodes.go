@@ -295,6 +295,19 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 	if len(plan.DestCapabilities) > 0 && dst == nil {
 		return QEMUPlan{}, fmt.Errorf("%s: %w", p.Mode, ErrNeedDestQMP)
 	}
+	if dst != nil {
+		// QEMU's destination refuses RAM of another size only once the
+		// stream comes ("Size mismatch"), which the source sees as a
+		// hang-up (said then to be a destination not waiting with
+		// -incoming; found by a new-user walk).
+		var got struct {
+			BaseMemory uint64 `json:"base-memory"`
+		}
+		if clientRun(dst, "query-memory-size-summary", nil, &got) == nil && got.BaseMemory != 0 && got.BaseMemory != mem.BaseMemory {
+			return QEMUPlan{}, fmt.Errorf("the destination QEMU (--dest-qmp) has %s of guest RAM, the source %s: QEMU's migration needs the same (the destination would end it: \"Size mismatch\"); start the destination with -m %dM",
+				units.FormatBytes(float64(got.BaseMemory)), units.FormatBytes(float64(mem.BaseMemory)), mem.BaseMemory>>20)
+		}
+	}
 	var cpus []struct {
 		Index int `json:"cpu-index"`
 	}

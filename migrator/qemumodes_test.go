@@ -126,7 +126,7 @@ func TestSetupQEMU(t *testing.T) {
 		{"precopy, max rounds given", Params{Mode: ModePrecopy, MaxRounds: 10}, false,
 			[]string{summary, cpus, kvm, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, nil, nil, 0},
 		{"precopy with the destination", Params{Mode: ModePrecopy}, true,
-			[]string{summary, cpus, kvm, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, []string{destOff}, nil, 0},
+			[]string{summary, cpus, kvm, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, []string{summary, destOff}, nil, 0},
 		{"mecom", Params{Mode: MECOM, DowntimeLimit: 300 * time.Millisecond}, false,
 			[]string{summary, cpus, kvm,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
@@ -146,17 +146,17 @@ func TestSetupQEMU(t *testing.T) {
 			[]string{summary, cpus, kvm,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				downtime},
-			[]string{destOn}, []string{CapPostcopyRAM}, 1},
+			[]string{summary, destOn}, []string{CapPostcopyRAM}, 1},
 		{"tsmc, bandwidth", Params{Mode: ModeTSMC, MaxBandwidth: 32 << 20}, true,
 			[]string{summary, cpus, kvm,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
-			[]string{destOn}, []string{CapPostcopyRAM}, 0},
+			[]string{summary, destOn}, []string{CapPostcopyRAM}, 0},
 		{"precopy+postcopy, bandwidth", Params{Mode: ModePrecopy + "+" + Postcopy, MaxBandwidth: 32 << 20}, true,
 			[]string{summary, cpus, kvm,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
-			[]string{destOn}, []string{CapPostcopyRAM}, 0},
+			[]string{summary, destOn}, []string{CapPostcopyRAM}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -234,6 +234,27 @@ func TestSetupQEMURefuses(t *testing.T) {
 	}
 	if _, err := SetupQEMU(qemuFakeMust(t), nil, Params{Mode: ModeTSMC}); !errors.Is(err, ErrNeedDestQMP) {
 		t.Errorf("tsmc without the destination: %v, want ErrNeedDestQMP", err)
+	}
+}
+
+// TestSetupQEMUDestSize: a destination QEMU with guest RAM of another size
+// is refused before anything is changed, saying so; QEMU's destination
+// ended the stream once it came ("Size mismatch"), which the source took
+// for a destination not waiting with -incoming (found by a new-user walk).
+func TestSetupQEMUDestSize(t *testing.T) {
+	src, srcSent := qemuFake(t)
+	dst, dstSent := clientFake(func(cmd qmp.Command) (any, error) {
+		if cmd.Execute == "query-memory-size-summary" {
+			return map[string]any{"return": map[string]any{"base-memory": 32 << 20, "plugged-memory": 0}}, nil
+		}
+		return clientOK(cmd)
+	})
+	_, err := SetupQEMU(src, dst, Params{Mode: ModePrecopy})
+	if err == nil || !strings.Contains(err.Error(), "the destination QEMU (--dest-qmp) has 32.0 MiB of guest RAM, the source 64.0 MiB") {
+		t.Fatalf("a destination of 32 MiB for a source of 64: %v", err)
+	}
+	if len(*srcSent) != 1 || !slices.Equal(*dstSent, []string{`{"execute":"query-memory-size-summary"}`}) {
+		t.Errorf("sent %q to the source and %q to the destination, want only the sizes asked", *srcSent, *dstSent)
 	}
 }
 
@@ -603,6 +624,7 @@ func TestSetupQEMUNoBlocktime(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
+		`{"execute":"query-memory-size-summary"}`, // clientOK's {}: no size said, nothing compared
 		`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true},{"capability":"postcopy-blocktime","state":true}]}}`,
 		`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true}]}}`,
 	}
