@@ -2,6 +2,8 @@ package migrator
 
 import (
 	"errors"
+	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,5 +56,74 @@ func TestAwaitGone(t *testing.T) {
 	}
 	if err := AwaitGone(struct{}{}, time.Second); err != nil {
 		t.Fatalf("a destination that cannot go was seen gone: %v", err)
+	}
+}
+
+// dyingGuest is a source whose VM dies as the migration begins: its dirty
+// log fails to start, and it is seen gone only a little later (a process
+// on its way out is not at once a zombie).
+type dyingGuest struct {
+	*memGuest
+	killed atomic.Int64 // unix nanoseconds; 0 not yet
+}
+
+func (g *dyingGuest) StartDirtyLog() (DirtyLog, error) {
+	g.killed.Store(time.Now().UnixNano())
+	return nil, errors.New("find plugin area: process 22548 (.) is not a QEMU process")
+}
+
+func (g *dyingGuest) Gone() error {
+	if k := g.killed.Load(); k == 0 || time.Since(time.Unix(0, k)) < 60*time.Millisecond {
+		return nil
+	}
+	return errors.New("the source QEMU (pid 22548) has exited")
+}
+
+// TestGoneAtFailure: a source VM killed as the migration begins, its
+// failure coming before WatchGone's next look, is said to have gone with
+// the guest; it was said to run on at the source, with the failure's own
+// puzzling words (found by a flaky TestSourceQEMUKilled).
+func TestGoneAtFailure(t *testing.T) {
+	src := &dyingGuest{memGuest: newMemGuest(t, lightLoad, true)}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	told := make(chan string, 1)
+	go func() {
+		abort := ""
+		defer func() { told <- abort }()
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		w, r := NewWriter(conn), NewReader(conn)
+		if _, err := r.Next(); err != nil {
+			return
+		}
+		w.Text(RecAccept, "")
+		w.Flush()
+		for {
+			rec, err := r.Next()
+			if err != nil {
+				return
+			}
+			if rec.Type == RecAbort {
+				abort = rec.Text
+			}
+		}
+	}()
+	m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{Mode: ModePrecopy, IdleTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Wait()
+	if err == nil || info.Status != StatusFailed || !strings.Contains(info.ErrorDesc, "the source QEMU (pid 22548) has exited during the migration, and the guest with it") {
+		t.Errorf("a source killed as the migration began: %v (%s: %s)", err, info.Status, info.ErrorDesc)
+	}
+	if abort := <-told; abort != "the source QEMU (pid 22548) has exited, and the guest with it" {
+		t.Errorf("the destination was told %q", abort)
 	}
 }

@@ -144,6 +144,7 @@ type Migration struct {
 	cancelled bool
 	committed bool  // the commit is sent: a cancel could run the guest twice
 	gone      error // the source VM went (Goner) during the migration
+	goneAsked bool  // noteGone has looked
 }
 
 // Outgoing begins migrating guest g to uri in the background. The guest
@@ -216,6 +217,36 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 		m.finish(err)
 	}()
 	return m, nil
+}
+
+// noteGone sets m.gone where the migration failed (err) as its source VM
+// went, before WatchGone's next look: a QEMU killed as the migration began
+// failed it with "find plugin area: process N (.) is not a QEMU process"
+// (its command line gone as it exited), and both ends said the guest ran
+// on at the source. A process on its way out is not a zombie at once: it
+// is asked a few times, once a migration.
+func (m *Migration) noteGone(err error) {
+	goner, ok := m.g.(Goner)
+	m.mu.Lock()
+	asked := m.goneAsked || m.gone != nil
+	m.goneAsked = true
+	m.mu.Unlock()
+	if err == nil || !ok || asked {
+		return
+	}
+	for try := range 4 {
+		if why := goner.Gone(); why != nil {
+			m.mu.Lock()
+			if m.gone == nil {
+				m.gone = why
+			}
+			m.mu.Unlock()
+			return
+		}
+		if try < 3 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 // Info is the migration's state in query-migrate's shape.
@@ -366,6 +397,7 @@ func (m *Migration) update(fn func(*Info)) {
 }
 
 func (m *Migration) finish(err error) {
+	m.noteGone(err)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.info.TotalTime = m.clock.Now().Sub(m.start).Milliseconds()
@@ -626,6 +658,7 @@ func (s *sender) tellAbort(err error) {
 	if s.w.Flush() != nil {
 		return
 	}
+	s.m.noteGone(err)
 	s.m.mu.Lock()
 	reason := fmt.Sprintf("the source failed, and its guest runs on there: %v", err)
 	switch {
