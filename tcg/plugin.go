@@ -1,6 +1,7 @@
 package tcg
 
 import (
+	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -21,10 +22,36 @@ const PluginName = "pagecast-dirty.so"
 // Plugin is the embedded plugin (a shared object for x86-64 Linux hosts).
 func Plugin() []byte { return pluginSO }
 
-// WritePlugin writes the embedded plugin into dir and returns its path.
+// WritePlugin writes the embedded plugin into dir and returns its path. A
+// plugin there already is left as it is where it is this one, and replaced
+// by a rename otherwise, never rewritten in place: a QEMU that loaded it
+// runs its code from the file, and died (SIGSEGV) when pagecast plugin was
+// run again into its directory, which truncated and rewrote it (found by a
+// review walk).
 func WritePlugin(dir string) (string, error) {
 	path := filepath.Join(dir, PluginName)
-	if err := os.WriteFile(path, pluginSO, 0o755); err != nil {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, pluginSO) {
+		if err := os.Chmod(path, 0o755); err != nil {
+			return "", fmt.Errorf("write tcg plugin: %w", err)
+		}
+		return path, nil
+	}
+	f, err := os.CreateTemp(dir, "."+PluginName+".*")
+	if err != nil {
+		return "", fmt.Errorf("write tcg plugin: %w", err)
+	}
+	defer os.Remove(f.Name()) // after the rename, nothing there
+	_, err = f.Write(pluginSO)
+	if err == nil {
+		err = f.Chmod(0o755)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
 		return "", fmt.Errorf("write tcg plugin: %w", err)
 	}
 	return path, nil

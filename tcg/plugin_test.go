@@ -36,6 +36,63 @@ func TestWritePlugin(t *testing.T) {
 	}
 }
 
+// TestWritePluginLoaded: writing the plugin again into a directory whose
+// plugin a QEMU has loaded leaves that QEMU's file as it was: the same
+// plugin is not written at all, another (an older pagecast's) is replaced
+// by a rename, so the loaded file's pages, mapped as the dynamic loader
+// maps them, never change. (It was truncated and rewritten in place, and
+// the QEMU running it died of SIGSEGV; found by a review walk.)
+func TestWritePluginLoaded(t *testing.T) {
+	dir := t.TempDir()
+	so, err := tcg.WritePlugin(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inode := func() uint64 {
+		var st syscall.Stat_t
+		if err := syscall.Stat(so, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	before := inode()
+	if _, err := tcg.WritePlugin(dir); err != nil {
+		t.Fatal(err)
+	}
+	if inode() != before {
+		t.Error("the same plugin written again replaced the file a QEMU may run")
+	}
+	older := append([]byte("\x7fELF an older plugin"), make([]byte, 8192)...)
+	if err := os.WriteFile(so, older, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	loaded, err := syscall.Mmap(int(f.Fd()), 0, len(older), syscall.PROT_READ, syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(loaded)
+	if _, err := tcg.WritePlugin(dir); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(loaded, older) {
+		t.Error("the loaded plugin's pages changed under it: written in place")
+	}
+	if got, err := os.ReadFile(so); err != nil || !bytes.Equal(got, tcg.Plugin()) {
+		t.Errorf("the plugin at %s is not this pagecast's after the write (%v)", so, err)
+	}
+	if fi, err := os.Stat(so); err != nil || fi.Mode().Perm()&0o111 == 0 {
+		t.Errorf("the plugin's mode: %v %v", fi.Mode(), err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("the directory holds %d files after the writes, want the plugin alone", len(ents))
+	}
+}
+
 func TestFindShm(t *testing.T) {
 	for _, c := range []struct {
 		name string
