@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -354,7 +355,12 @@ func RemoveStale() []string { return scratch.Sweep(scratch.Base(), ScratchPrefix
 // WaitBanner waits for the guest's banner on the serial port (QEMU boots
 // its firmware first, which takes seconds here).
 func (v *VM) WaitBanner(timeout time.Duration) (string, error) {
-	return v.WaitSerial("pagecast-guest ", timeout)
+	return v.WaitSerialContext(context.Background(), "pagecast-guest ", timeout)
+}
+
+// WaitBannerContext is WaitBanner ended early by ctx (a signal).
+func (v *VM) WaitBannerContext(ctx context.Context, timeout time.Duration) (string, error) {
+	return v.WaitSerialContext(ctx, "pagecast-guest ", timeout)
 }
 
 // kernelPanic starts the line a Linux kernel prints when it panics (the
@@ -371,6 +377,13 @@ var ErrKernelPanic = errors.New("the guest's kernel panicked")
 // holding substr wins, however long ago it was printed. A kernel panic on
 // the serial port before substr ends the wait (ErrKernelPanic).
 func (v *VM) WaitSerial(substr string, timeout time.Duration) (string, error) {
+	return v.WaitSerialContext(context.Background(), substr, timeout)
+}
+
+// WaitSerialContext is WaitSerial ended early by ctx: a signal to the
+// command waiting stops the wait (vm run and demo waited out their minutes
+// after SIGTERM; found by a review walk).
+func (v *VM) WaitSerialContext(ctx context.Context, substr string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		var exited bool
@@ -397,7 +410,11 @@ func (v *VM) WaitSerial(substr string, timeout time.Duration) (string, error) {
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("no %q on qemu's serial port after %s%s", substr, timeout, serialTail(log))
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("waiting for %q on qemu's serial port: %w", substr, context.Cause(ctx))
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

@@ -1,8 +1,11 @@
 package qemu
 
 import (
+	"context"
+	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +86,25 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	os.Exit(m.Run())
+}
+
+// TestWaitSerialStopped: a wait for a line on the serial port ends when
+// its context does (a signal to vm run or demo), not at its timeout:
+// vm run waited out its 2 minutes after SIGTERM (found by a review walk).
+func TestWaitSerialStopped(t *testing.T) {
+	serial := filepath.Join(t.TempDir(), "serial.log")
+	if err := os.WriteFile(serial, []byte("booting…\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := &VM{serial: serial, exited: make(chan struct{}), stderr: &lockedBuffer{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := v.WaitSerialContext(ctx, LinuxStartMarker, time.Minute)
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Errorf("a wait whose context ended: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the wait ended %v after its context: want at once", d)
+	}
 }

@@ -137,7 +137,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 
 	fmt.Fprintf(out, "pagecast demo: %s guest, %d vCPU, workload %s, dirty tracking: %s\n",
 		units.FormatBytes(float64(vm.MemoryBytes())), vm.VCPUs(), c.String("workload"), vm.DirtyMode())
-	next, source, closeSource, err := demoSource(vm, sock, epoch)
+	next, source, closeSource, err := demoSource(c.Context, vm, sock, epoch)
 	if err != nil {
 		return err
 	}
@@ -214,6 +214,9 @@ func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next f
 	total := vmm.NewBitmap(pages) // every page dirtied in the demo
 	var epochs []trace.Epoch
 	for time.Since(start) < c.Duration("duration") {
+		if err := c.Context.Err(); err != nil {
+			return nil, err // a signal: it watched on for --duration (found by a review walk)
+		}
 		set := vmm.NewBitmap(pages) // the line's
 		var dt time.Duration
 		for range parts {
@@ -253,9 +256,13 @@ func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next f
 }
 
 // collectorSource turns a collector's epochs into the demo's bitmaps.
-func collectorSource(col *collector.Collector, memory uint64, epoch time.Duration) func() (*vmm.Bitmap, time.Duration, error) {
+func collectorSource(ctx context.Context, col *collector.Collector, memory uint64, epoch time.Duration) func() (*vmm.Bitmap, time.Duration, error) {
 	return func() (*vmm.Bitmap, time.Duration, error) {
-		time.Sleep(epoch)
+		select {
+		case <-ctx.Done():
+			return nil, 0, context.Cause(ctx)
+		case <-time.After(epoch):
+		}
 		e, err := col.CloseEpoch()
 		if err != nil {
 			return nil, 0, err
@@ -429,10 +436,10 @@ func followMigration(ctx context.Context, m *migrator.Migration, bar *progressBa
 
 // demoSource returns a function giving each epoch's dirty pages: from the
 // eBPF profiler when it loads, else from the monitor's own dirty log.
-func demoSource(vm *vmm.VM, sock string, epoch time.Duration) (next func() (*vmm.Bitmap, time.Duration, error), source string, closeFn func(), err error) {
+func demoSource(ctx context.Context, vm *vmm.VM, sock string, epoch time.Duration) (next func() (*vmm.Bitmap, time.Duration, error), source string, closeFn func(), err error) {
 	col, err := collector.New(collector.Config{QMP: sock, Epoch: epoch})
 	if err == nil {
-		return collectorSource(col, vm.MemoryBytes(), epoch), "eBPF on " + col.Hook(), func() { col.Close() }, nil
+		return collectorSource(ctx, col, vm.MemoryBytes(), epoch), "eBPF on " + col.Hook(), func() { col.Close() }, nil
 	}
 	why := err
 	dl, err := vm.StartDirtyLog()

@@ -66,7 +66,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 	if why != "" {
 		fmt.Fprintf(out, "(%s)\n", why)
 	}
-	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
+	if _, err := vm.WaitBannerContext(c.Context, 60*time.Second); err != nil {
 		return err
 	}
 	col, err := collector.New(collector.Config{QMP: vm.QMPPath, Epoch: epoch})
@@ -83,7 +83,7 @@ func runQEMUDemo(c *cli.Context, out io.Writer, why string) error {
 			return nil
 		}
 	}
-	epochs, err := demoWatch(c, out, vm, o.memory, collectorSource(col, o.memory, epoch), alive)
+	epochs, err := demoWatch(c, out, vm, o.memory, collectorSource(c.Context, col, o.memory, epoch), alive)
 	if err != nil {
 		return err
 	}

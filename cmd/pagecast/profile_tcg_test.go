@@ -1051,6 +1051,38 @@ func TestDemoInterrupted(t *testing.T) {
 	}
 }
 
+// TestDemoInterruptedWatching: a demo interrupted while it watches the
+// guest stops at once, says so and exits non-zero; it watched on for the
+// whole --duration and, with --no-migrate, exited 0 (found by a review
+// walk).
+func TestDemoInterruptedWatching(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	if testing.Short() {
+		t.Skip("boots a QEMU; skipped in short mode")
+	}
+	cmd, out, done := startBinary(t, "--log-level", "warn", "demo", "--monitor", "qemu", "--accel", "tcg", "--duration", "2m", "--no-migrate", "--memory", "32M")
+	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(out.String(), "hottest 1 MiB regions"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the demo did not begin its watch in 90 s:\n%s", out.String())
+		}
+	}
+	time.Sleep(time.Second) // a line or two
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("a demo interrupted while watching exited 0:\n%s", out.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("the demo still watched 20 s after SIGTERM:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "interrupted: the demo's VMs are stopped and its files removed") {
+		t.Errorf("the demo's output does not say it was interrupted:\n%s", out.String())
+	}
+}
+
 // qemuWorkDir is where QEMU process pid keeps its guest RAM
 // (mem-path=DIR/ram on its command line), "" if it has none.
 func qemuWorkDir(pid int) string {

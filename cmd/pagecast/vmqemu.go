@@ -269,11 +269,14 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	} else if o.kernel != "" {
 		// An initramfs from qemu.BuildInitramfs prints the marker; another may not.
 		fmt.Fprintf(out, "serial console in %s\n", vm.SerialPath())
-		line, err := vm.WaitSerial(qemu.LinuxStartMarker, 120*time.Second)
+		line, err := vm.WaitSerialContext(ctx, qemu.LinuxStartMarker, 120*time.Second)
 		select {
 		case <-vm.Done():
 			return qemuEnded(vm.ExitErr(), vm.Stderr())
 		default:
+		}
+		if ctx.Err() != nil {
+			return nil // stopped, as vm run is stopped
 		}
 		if errors.Is(err, qemu.ErrKernelPanic) {
 			// It will not come up: nothing to keep running for.
@@ -284,7 +287,10 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			fmt.Fprintf(out, "guest up: %s\n", line)
 		}
 	} else {
-		banner, err := vm.WaitBanner(60 * time.Second)
+		banner, err := vm.WaitBannerContext(ctx, 60*time.Second)
+		if ctx.Err() != nil {
+			return nil // stopped, as vm run is stopped
+		}
 		if err != nil {
 			return err
 		}
