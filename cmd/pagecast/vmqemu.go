@@ -10,6 +10,7 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -358,7 +359,17 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			var mig struct {
 				Status string `json:"status"`
 			}
-			if err := qemu.QMP(vm.Monitor, "query-migrate", nil, &mig); err == nil && mig.Status == "active" {
+			// Asked now, not at the last tick: a migration that went
+			// on to post-copy or ended since was said never to have
+			// begun (found by a review walk).
+			err := qemu.QMP(vm.Monitor, "query-migrate", nil, &mig)
+			switch {
+			case err != nil:
+			case strings.HasPrefix(mig.Status, "postcopy"):
+				return "", errors.New("stopped during QEMU's post-copy: the guest ran here with part of its memory still at the source, and is lost")
+			case mig.Status == migrator.StatusCompleted:
+				return "", errors.New("stopped as QEMU's migration completed: the guest had come here, and its copy at the source is paused (cont there runs it again)")
+			case !slices.Contains([]string{"", migrator.StatusNone, migrator.StatusFailed, migrator.StatusCancelled}, mig.Status):
 				return "", errStoppedReceiving
 			}
 			return "", errStoppedWaiting
