@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -99,6 +100,79 @@ type QEMUPlan struct {
 	// cpu-throttle-percentage, and post-copy's waits, which the
 	// destination counts (QEMUFaultTime).
 	Slowdown Slowdown
+	// prior is what SetupQEMU found on the source before it set the
+	// plan's capabilities and parameters, which WaitQEMU sets back once
+	// the migration has ended; nil where it could not be read.
+	prior *qemuSettings
+}
+
+// qemuSettings are a source QEMU's migration capabilities among
+// qemuCapabilities (those enabled) and its migration parameters.
+type qemuSettings struct {
+	caps   []string
+	params map[string]json.RawMessage
+}
+
+// readSettings is src's qemuSettings, nil where it does not say.
+func readSettings(src qmp.Monitor) *qemuSettings {
+	var caps []struct {
+		Capability string `json:"capability"`
+		State      bool   `json:"state"`
+	}
+	var params map[string]json.RawMessage
+	if clientRun(src, "query-migrate-capabilities", nil, &caps) != nil || clientRun(src, "query-migrate-parameters", nil, &params) != nil {
+		return nil
+	}
+	out := &qemuSettings{params: params}
+	for _, c := range caps {
+		if c.State && contains(qemuCapabilities, c.Capability) {
+			out.caps = append(out.caps, c.Capability)
+		}
+	}
+	return out
+}
+
+// restoreSettings sets back, once the migration has ended, what plan
+// changed on the source QEMU mon: its capabilities and the parameters the
+// plan set (and the downtime limit a forced switch-over raised from
+// forcedFrom ms, 0 unknown). A QEMU migrated next by hand or by another
+// tool kept a 4 MiB/s cap, auto-converge or 2000 s of downtime limit
+// (found by a new-user walk).
+func restoreSettings(mon qmp.Monitor, plan *QEMUPlan, forcedFrom int64) {
+	var set map[string]json.RawMessage
+	if b, err := json.Marshal(plan.Parameters); err == nil {
+		_ = json.Unmarshal(b, &set)
+	}
+	args := map[string]any{}
+	if plan.prior != nil {
+		for k := range set {
+			if v, ok := plan.prior.params[k]; ok {
+				args[k] = v
+			}
+		}
+		if plan.Forced {
+			if v, ok := plan.prior.params["downtime-limit"]; ok {
+				args["downtime-limit"] = v
+			}
+		}
+	}
+	if _, ok := args["downtime-limit"]; plan.Forced && !ok {
+		if forcedFrom <= 0 {
+			slog.Warn("the migration's switch-over was forced: the source QEMU keeps downtime-limit 2000 s, as what it had before could not be read; set it with migrate-set-parameters")
+		} else {
+			args["downtime-limit"] = forcedFrom
+		}
+	}
+	if len(args) > 0 {
+		if err := clientRun(mon, "migrate-set-parameters", args, nil); err != nil {
+			slog.Warn("the source QEMU's migration parameters could not be set back to what they were before the migration", "err", err)
+		}
+	}
+	if plan.prior != nil {
+		if err := setCapabilities(mon, qemuCapabilities, plan.prior.caps); err != nil {
+			slog.Warn("the source QEMU's migration capabilities could not be set back to what they were before the migration", "err", err)
+		}
+	}
 }
 
 // ForcedDowntimeLimit is the downtime-limit (ms) a forced switch-over
@@ -317,6 +391,7 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 	if note := tcgLosesWrites(src); note != "" {
 		plan.Notes = append(plan.Notes, note)
 	}
+	plan.prior = readSettings(src)
 
 	if dst != nil {
 		// The destination needs only post-copy's capabilities; turning
@@ -574,15 +649,12 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 		_ = clientRun(mon, "migrate-start-postcopy", nil, nil)
 		return nil
 	})
-	if plan.Forced && (info.Status == StatusFailed || info.Status == StatusCancelled) && !errors.Is(err, ErrMonitorSilent) {
-		// The source keeps its guest, and would keep the forced limit
-		// for whatever migrates it next, pagecast or not (found by a
-		// review walk).
-		if before <= 0 {
-			slog.Warn("the migration failed after its switch-over was forced: the source QEMU keeps downtime-limit 2000 s, as what it had before could not be read; set it with migrate-set-parameters")
-		} else if rerr := clientRun(mon, "migrate-set-parameters", map[string]any{"downtime-limit": before}, nil); rerr != nil {
-			slog.Warn("the migration failed after its switch-over was forced, and the source QEMU's downtime-limit could not be set back", "downtime_limit_ms", before, "err", rerr)
-		}
+	if (info.Status == StatusCompleted || info.Status == StatusFailed || info.Status == StatusCancelled) && !errors.Is(err, ErrMonitorSilent) {
+		// Ended: the source QEMU gets its settings back, whether it
+		// keeps its guest or a later cont runs it again (it kept the
+		// forced limit, a cap, auto-converge for whatever migrated it
+		// next, pagecast or not).
+		restoreSettings(mon, plan, before)
 	}
 	return info, err
 }

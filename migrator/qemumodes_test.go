@@ -28,6 +28,12 @@ func qemuFake(t *testing.T) (qmp.Monitor, *[]string) {
 			return map[string]any{"return": []any{map[string]any{"cpu-index": 0}, map[string]any{"cpu-index": 1}}}, nil
 		case "query-kvm":
 			return map[string]any{"return": map[string]any{"enabled": true, "present": true}}, nil
+		case "query-migrate-capabilities":
+			return map[string]any{"return": []any{map[string]any{"capability": "xbzrle", "state": false},
+				map[string]any{"capability": "auto-converge", "state": true}, map[string]any{"capability": "events", "state": true}}}, nil
+		case "query-migrate-parameters":
+			return map[string]any{"return": map[string]any{"downtime-limit": 300, "max-bandwidth": 134217728, "max-postcopy-bandwidth": 0,
+				"xbzrle-cache-size": 67108864, "cpu-throttle-initial": 20, "cpu-throttle-increment": 10, "cpu-throttle-tailslow": false}}, nil
 		}
 		return clientOK(cmd)
 	})
@@ -108,7 +114,9 @@ func TestSetupQEMU(t *testing.T) {
 		destOff   = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":false},{"capability":"postcopy-blocktime","state":false}]}}`
 		destOn    = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true},{"capability":"postcopy-blocktime","state":true}]}}`
 		cpus      = `{"execute":"query-cpus-fast"}`
-		kvm       = `{"execute":"query-kvm"}` // under KVM: QEMU's migration keeps every write (see TestTCGLosesWrites)
+		kvm       = `{"execute":"query-kvm"}`                  // under KVM: QEMU's migration keeps every write (see TestTCGLosesWrites)
+		qcaps     = `{"execute":"query-migrate-capabilities"}` // what WaitQEMU sets back at the end
+		qparams   = `{"execute":"query-migrate-parameters"}`
 		downtime  = `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300,"max-bandwidth":0,"max-postcopy-bandwidth":0}}`
 	)
 	tests := []struct {
@@ -120,40 +128,40 @@ func TestSetupQEMU(t *testing.T) {
 		notes    int
 	}{
 		{"precopy", Params{Mode: ModePrecopy, DowntimeLimit: 300 * time.Millisecond}, false,
-			[]string{summary, cpus, kvm, plainCaps, downtime}, nil, nil, 0},
+			[]string{summary, cpus, kvm, qcaps, qparams, plainCaps, downtime}, nil, nil, 0},
 		{"default mode, bandwidth", Params{MaxBandwidth: 32 << 20}, false,
-			[]string{summary, cpus, kvm, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":0}}`}, nil, nil, 0},
+			[]string{summary, cpus, kvm, qcaps, qparams, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":0}}`}, nil, nil, 0},
 		{"precopy, max rounds given", Params{Mode: ModePrecopy, MaxRounds: 10}, false,
-			[]string{summary, cpus, kvm, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, nil, nil, 0},
+			[]string{summary, cpus, kvm, qcaps, qparams, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, nil, nil, 0},
 		{"precopy with the destination", Params{Mode: ModePrecopy}, true,
-			[]string{summary, cpus, kvm, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, []string{summary, destOff}, nil, 0},
+			[]string{summary, cpus, kvm, qcaps, qparams, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, []string{summary, destOff}, nil, 0},
 		{"mecom", Params{Mode: MECOM, DowntimeLimit: 300 * time.Millisecond}, false,
-			[]string{summary, cpus, kvm,
+			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"downtime-limit":300,"max-bandwidth":0,"max-postcopy-bandwidth":0,"xbzrle-cache-size":67108864}}`},
 			nil, []string{CapXBZRLE}, 0},
 		{"precopy+mecom", Params{Mode: ModePrecopy + "+" + MECOM}, false,
-			[]string{summary, cpus, kvm,
+			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0,"xbzrle-cache-size":67108864}}`},
 			nil, []string{CapXBZRLE}, 0},
 		{"throttle", Params{Mode: ModeThrottle, DowntimeLimit: 300 * time.Millisecond}, false,
-			[]string{summary, cpus, kvm,
+			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":true},{"capability":"postcopy-ram","state":false}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"cpu-throttle-increment":50,"cpu-throttle-initial":50,"cpu-throttle-tailslow":false,"downtime-limit":300,"max-bandwidth":0,"max-postcopy-bandwidth":0}}`},
 			nil, []string{CapAutoConverge}, 0},
 		{"tsmc", Params{Mode: ModeTSMC, DowntimeLimit: 300 * time.Millisecond, MaxRounds: 30, Profile: "x.trace"}, true,
-			[]string{summary, cpus, kvm,
+			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				downtime},
 			[]string{summary, destOn}, []string{CapPostcopyRAM}, 1},
 		{"tsmc, bandwidth", Params{Mode: ModeTSMC, MaxBandwidth: 32 << 20}, true,
-			[]string{summary, cpus, kvm,
+			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
 			[]string{summary, destOn}, []string{CapPostcopyRAM}, 0},
 		{"precopy+postcopy, bandwidth", Params{Mode: ModePrecopy + "+" + Postcopy, MaxBandwidth: 32 << 20}, true,
-			[]string{summary, cpus, kvm,
+			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
 			[]string{summary, destOn}, []string{CapPostcopyRAM}, 0},
@@ -555,9 +563,9 @@ func TestWaitQEMUStalled(t *testing.T) {
 }
 
 // TestWaitQEMUForced: past MaxSyncs the downtime limit is raised once, and
-// the plan says so; a migration that then fails sets the limit back to
-// what it was, as the source keeps its guest (and, before, kept 2000 s
-// for whatever migrated it next).
+// the plan says so; a migration that then ends, failed or completed, sets
+// the limit back to what it was (the source kept 2000 s for whatever
+// migrated it next, its guest or a later cont's).
 func TestWaitQEMUForced(t *testing.T) {
 	q := `{"execute":"query-migrate"}`
 	params := `{"execute":"query-migrate-parameters"}`
@@ -569,7 +577,7 @@ func TestWaitQEMUForced(t *testing.T) {
 		want []string
 	}{
 		{"completes", Info{Status: StatusCompleted, TotalTime: 900, RAM: &RAMStats{DirtySyncCount: 6}},
-			[]string{q, q, q, q, params, force, q, q}},
+			[]string{q, q, q, q, params, force, q, q, back}},
 		{"fails", Info{Status: StatusFailed, ErrorDesc: "Unable to write to socket: Broken pipe"},
 			[]string{q, q, q, q, params, force, q, q, back}},
 	} {
@@ -632,4 +640,49 @@ func TestSetupQEMUNoBlocktime(t *testing.T) {
 		len(plan.Notes) != 1 || !strings.Contains(plan.Notes[0], "refused postcopy-blocktime") {
 		t.Errorf("sent %q, plan %+v", *sent, plan)
 	}
+}
+
+// TestQEMUSettingsRestored: once QEMU's migration has ended, completed or
+// not, the source QEMU has the capabilities and parameters it had before
+// the plan changed them (it kept the plan's cap, throttle and capabilities
+// for whatever migrated it next; found by a new-user walk).
+func TestQEMUSettingsRestored(t *testing.T) {
+	for _, end := range []Info{{Status: StatusCompleted, TotalTime: 900}, {Status: StatusFailed, ErrorDesc: "Broken pipe"}, {Status: StatusCancelled}} {
+		t.Run(end.Status, func(t *testing.T) {
+			replies := []Info{{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: 1}}, end}
+			base, _ := qemuFake(t)
+			mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+				if cmd.Execute == "query-migrate" {
+					r := replies[0]
+					replies = replies[1:]
+					return map[string]any{"return": r}, nil
+				}
+				b, _ := json.Marshal(cmd)
+				return qmpReply(base, b)
+			})
+			plan, err := SetupQEMU(mon, nil, Params{Mode: ModeThrottle, MaxBandwidth: 4 << 20, DowntimeLimit: 500 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			*sent = nil
+			WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil)
+			want := []string{`{"execute":"query-migrate"}`, `{"execute":"query-migrate"}`,
+				`{"execute":"migrate-set-parameters","arguments":{"cpu-throttle-increment":10,"cpu-throttle-initial":20,"cpu-throttle-tailslow":false,"downtime-limit":300,"max-bandwidth":134217728,"max-postcopy-bandwidth":0}}`,
+				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":true},{"capability":"postcopy-ram","state":false}]}}`}
+			if !slices.Equal(*sent, want) {
+				t.Errorf("after the migration ended %s, sent\n%s\nwant\n%s", end.Status, strings.Join(*sent, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// qmpReply is mon's answer to the command b, as clientFake's reply
+// function gives it.
+func qmpReply(mon qmp.Monitor, b []byte) (any, error) {
+	raw, err := mon.Run(b)
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	return v, json.Unmarshal(raw, &v)
 }
