@@ -85,37 +85,21 @@ func (g *dyingGuest) Gone() error {
 // puzzling words (found by a flaky TestSourceQEMUKilled).
 func TestGoneAtFailure(t *testing.T) {
 	src := &dyingGuest{memGuest: newMemGuest(t, lightLoad, true)}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	told := make(chan string, 1)
-	go func() {
+	addr := playDestination(t, lightLoad.Memory/PageSize, true, func(_ net.Conn, _ *Writer, r *Reader) {
 		abort := ""
-		defer func() { told <- abort }()
-		conn, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		w, r := NewWriter(conn), NewReader(conn)
-		if _, err := r.Next(); err != nil {
-			return
-		}
-		w.Text(RecAccept, "")
-		w.Flush()
 		for {
 			rec, err := r.Next()
 			if err != nil {
+				told <- abort
 				return
 			}
 			if rec.Type == RecAbort {
 				abort = rec.Text
 			}
 		}
-	}()
-	m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{Mode: ModePrecopy, IdleTimeout: 5 * time.Second})
+	})
+	m, err := Outgoing(src, "tcp:"+addr, Config{Mode: ModePrecopy, IdleTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1170,16 +1170,7 @@ func (s *sender) stopAndCopy(ctx context.Context, reason string) (err error) {
 	if err := s.awaitVerified("stop-and-copy"); err != nil {
 		return err
 	}
-	// From here a cancel is refused (ErrCommitted); one that came
-	// before stops the migration.
-	s.m.mu.Lock()
-	cancelled := s.m.cancelled
-	s.m.committed = !cancelled
-	s.m.mu.Unlock()
-	if cancelled {
-		return context.Canceled
-	}
-	if err := s.commit(); err != nil {
+	if err := s.commitUnlessCancelled(); err != nil {
 		return err
 	}
 	committed = true // the destination runs the guest from here; this copy stays paused
@@ -1394,6 +1385,20 @@ func stateTag(b []byte) string {
 }
 
 // commit tells the destination to run the guest.
+// commitUnlessCancelled sends the commit, unless a cancel came first,
+// which then stops the migration (context.Canceled). From here a cancel is
+// refused (ErrCommitted).
+func (s *sender) commitUnlessCancelled() error {
+	s.m.mu.Lock()
+	cancelled := s.m.cancelled
+	s.m.committed = !cancelled
+	s.m.mu.Unlock()
+	if cancelled {
+		return context.Canceled
+	}
+	return s.commit()
+}
+
 func (s *sender) commit() error {
 	if err := s.w.Text(RecCommit, ""); err != nil {
 		return fmt.Errorf("send commit: %w", err)

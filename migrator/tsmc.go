@@ -105,18 +105,11 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	for _, g := range early {
 		dirty.Unset(g) // sent already
 	}
-	// As at a stop-and-copy: from here a cancel is refused (ErrCommitted);
-	// one that came before stops the migration. (A cancel accepted in
-	// stage 2 was followed by the commit, and the guest, handed over,
-	// was left without its pages; found by a review walk.)
-	s.m.mu.Lock()
-	cancelled := s.m.cancelled
-	s.m.committed = !cancelled
-	s.m.mu.Unlock()
-	if cancelled {
-		return context.Canceled
-	}
-	if err := s.commit(); err != nil {
+	// As at a stop-and-copy: a cancel that came before stops the
+	// migration. (A cancel accepted in stage 2 was followed by the
+	// commit, and the guest, handed over, was left without its pages;
+	// found by a review walk.)
+	if err := s.commitUnlessCancelled(); err != nil {
 		return err
 	}
 	committed = true // the destination runs the guest from here

@@ -361,52 +361,24 @@ func TestStage3FailureStopsGuest(t *testing.T) {
 // kept its copy paused: the guest was lost; found by a review walk.)
 func TestCancelInStage2(t *testing.T) {
 	src := newMemGuest(t, lightLoad, true)
-	pages := lightLoad.Memory / PageSize
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	atEnd, goOn := make(chan struct{}), make(chan struct{})
 	gotCommit := make(chan bool, 1)
-	go func() {
-		commit := false
-		defer func() { gotCommit <- commit }()
-		conn, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		w, r := NewWriter(conn), NewReader(conn)
-		if _, err := r.Next(); err != nil {
-			return
-		}
-		w.Text(RecAccept, "")
-		w.Flush()
-		r.SetLimits(pages)
-		for { // stage 1, then stage 2 up to its end
-			rec, err := r.Next()
-			if err != nil {
-				t.Errorf("destination: %v before stage 2's end", err)
-				return
-			}
-			if rec.Type == RecEnd {
-				break
-			}
-		}
-		close(atEnd)
+	addr := playDestination(t, lightLoad.Memory/PageSize, false, func(_ net.Conn, w *Writer, r *Reader) {
+		close(atEnd) // stage 2 has ended
 		<-goOn
 		w.Verified(true, "")
 		w.Flush()
+		commit := false
 		for {
 			rec, err := r.Next()
 			if err != nil {
+				gotCommit <- commit
 				return
 			}
 			commit = commit || rec.Type == RecCommit
 		}
-	}()
-	m, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{Mode: ModeTSMC, IdleTimeout: 5 * time.Second})
+	})
+	m, err := Outgoing(src, "tcp:"+addr, Config{Mode: ModeTSMC, IdleTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
