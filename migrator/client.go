@@ -360,9 +360,13 @@ func InPostcopy(status string) bool { return strings.HasPrefix(status, "postcopy
 type Detached struct {
 	Status    string
 	Committed bool
+	Why       string // what is said instead, where WaitQEMU gave up following a post-copy that may yet complete
 }
 
 func (e *Detached) Error() string {
+	if e.Why != "" {
+		return e.Why
+	}
 	if e.Committed {
 		return "stopped following the migration after its commit; the cancel was refused, since the destination runs the guest or starts it once the commit reaches it: " +
 			"the migration goes on (query-migrate on the source follows it: completed, or x-pagecast.unconfirmed says why not)"

@@ -101,9 +101,25 @@ type QEMUPlan struct {
 	// destination counts (QEMUFaultTime).
 	Slowdown Slowdown
 	// prior is what SetupQEMU found on the source before it set the
-	// plan's capabilities and parameters, which WaitQEMU sets back once
-	// the migration has ended; nil where it could not be read.
-	prior *qemuSettings
+	// plan's capabilities and parameters, which Restore sets back; nil
+	// where it could not be read. forcedFrom is the downtime limit (ms)
+	// a forced switch-over replaced, 0 unknown.
+	prior      *qemuSettings
+	forcedFrom int64
+	restored   bool
+}
+
+// Restore sets back on the source QEMU mon what SetupQEMU and WaitQEMU
+// changed there: its capabilities, the parameters the plan set and the
+// downtime limit a forced switch-over raised. WaitQEMU calls it once the
+// migration has ended; a caller whose migration never got that far (QEMU
+// refused migrate) calls it itself. Only the first call acts.
+func (plan *QEMUPlan) Restore(mon qmp.Monitor) {
+	if plan.restored {
+		return
+	}
+	plan.restored = true
+	restoreSettings(mon, plan, plan.forcedFrom)
 }
 
 // qemuSettings are a source QEMU's migration capabilities among
@@ -538,7 +554,7 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 	var throttled float64   // vCPU-ms the throttle withheld, as polled
 	var lastPct int
 	var lastAt time.Time
-	var before int64 // ms: the downtime-limit the force replaced, 0 unknown
+	var settled *Info // a pre-copy WaitQEMU cancelled, as it ended
 	info, err := wait(ctx, mon, interval, func(i Info) error {
 		if progress != nil {
 			progress(i)
@@ -565,11 +581,14 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 					return fmt.Errorf("migration %s: QEMU's pre-copy has moved nothing for %v (the destination stopped or the link stalled), and migrate_cancel failed: %w",
 						i.Status, d.Round(time.Second), err)
 				}
-				if i, err := settleCancel(mon, i); err != nil {
+				si, err := settleCancel(mon, i)
+				if err != nil {
 					return fmt.Errorf("QEMU's pre-copy moved nothing for %v: the destination stopped or the link stalled; %w", d.Round(time.Second), err)
-				} else if i.Status == StatusCompleted {
+				}
+				if si.Status == StatusCompleted {
 					return nil // its last bytes went after all; the next reply says completed
 				}
+				settled = &si // what WaitQEMU returns: cancelled, not the active it cancelled
 				return fmt.Errorf("migration cancelled: QEMU's pre-copy moved nothing for %v: the destination stopped or the link stalled", d.Round(time.Second))
 			}
 		}
@@ -589,11 +608,14 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 					slog.Warn("QEMU's post-copy has moved nothing: following on, as the destination QEMU is still there",
 						"for", d.Round(time.Second), "destination", destState(dest), "give_up_after", PostcopyGiveUp)
 				case d >= PostcopyGiveUp:
-					return fmt.Errorf("migration %s: QEMU's post-copy has moved nothing for %v, and pagecast stops following it: "+
+					// Detached: the migration goes on, and is no failure
+					// yet (its metrics said failed; found by a review
+					// walk).
+					return &Detached{Status: i.Status, Why: fmt.Sprintf("migration %s: QEMU's post-copy has moved nothing for %v, and pagecast stops following it: "+
 						"the destination QEMU %s, and the guest waits there for pages still on the source; "+
 						"if it goes on, the migration may yet complete (query-migrate on the source tells); "+
 						"if the link broke, QEMU turns postcopy-paused: migrate-recover on the destination, then migrate with resume on the source",
-						i.Status, d.Round(time.Second), destState(dest))
+						i.Status, d.Round(time.Second), destState(dest))}
 				default:
 					return fmt.Errorf("migration %s: QEMU's post-copy has moved nothing for %v and the destination QEMU is gone (%v): "+
 						"the guest ran there, and is lost with it",
@@ -607,7 +629,7 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 				DowntimeLimit int64 `json:"downtime-limit"`
 			}
 			if clientRun(mon, "query-migrate-parameters", nil, &params) == nil {
-				before = params.DowntimeLimit
+				plan.forcedFrom = params.DowntimeLimit
 			}
 			// Refused only when the migration has just ended, which the
 			// next reply shows.
@@ -649,14 +671,27 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 		_ = clientRun(mon, "migrate-start-postcopy", nil, nil)
 		return nil
 	})
-	if (info.Status == StatusCompleted || info.Status == StatusFailed || info.Status == StatusCancelled) && !errors.Is(err, ErrMonitorSilent) {
-		// Ended: the source QEMU gets its settings back, whether it
-		// keeps its guest or a later cont runs it again (it kept the
-		// forced limit, a cap, auto-converge for whatever migrated it
-		// next, pagecast or not).
-		restoreSettings(mon, plan, before)
+	if settled != nil {
+		info = *settled
+	}
+	if ended(info, err) {
+		// The source QEMU gets its settings back, whether it keeps its
+		// guest or a later cont runs it again (it kept the forced
+		// limit, a cap, auto-converge for whatever migrated it next,
+		// pagecast or not).
+		plan.Restore(mon)
 	}
 	return info, err
+}
+
+// ended reports whether the migration WaitQEMU followed has ended, as its
+// last reply info says: not where QEMU's monitor went silent, nor in a
+// post-copy that goes on.
+func ended(info Info, err error) bool {
+	if errors.Is(err, ErrMonitorSilent) {
+		return false
+	}
+	return info.Status == StatusCompleted || info.Status == StatusFailed || info.Status == StatusCancelled
 }
 
 // destState says what DestAnswers said, for an error.

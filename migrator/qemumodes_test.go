@@ -464,6 +464,13 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("destination answering %v: %v, want %q", tc.answer, err, tc.want)
 			}
+			// Given up on, the migration goes on (Detached: not a
+			// failure for the metrics); with the destination gone, the
+			// guest is lost, a failure.
+			var detached *Detached
+			if errors.As(err, &detached) != errors.Is(tc.answer, ErrNoAnswer) {
+				t.Errorf("destination answering %v: detached %v", tc.answer, detached)
+			}
 		}
 	})
 	t.Run("pre-copy stalled", func(t *testing.T) {
@@ -673,6 +680,44 @@ func TestQEMUSettingsRestored(t *testing.T) {
 				t.Errorf("after the migration ended %s, sent\n%s\nwant\n%s", end.Status, strings.Join(*sent, "\n"), strings.Join(want, "\n"))
 			}
 		})
+	}
+}
+
+// TestQEMUSettingsRestoredAfterStall: a pre-copy that WaitQEMU cancels,
+// having moved nothing for PrecopyStall, gives the source back its
+// settings too, and WaitQEMU returns it cancelled: it returned the active
+// reply it cancelled, and the source kept the plan's cap and throttle
+// (found by a review walk).
+func TestQEMUSettingsRestoredAfterStall(t *testing.T) {
+	stall := PrecopyStall
+	PrecopyStall = 50 * time.Millisecond
+	defer func() { PrecopyStall = stall }()
+	base, _ := qemuFake(t)
+	n, cancelled := 0, false
+	mon, sent := clientFake(func(cmd qmp.Command) (any, error) {
+		switch {
+		case cmd.Execute == "migrate_cancel":
+			cancelled = true
+		case cmd.Execute == "query-migrate" && cancelled:
+			return map[string]any{"return": Info{Status: StatusCancelled}}, nil
+		case cmd.Execute == "query-migrate":
+			n++
+			return map[string]any{"return": Info{Status: StatusActive, RAM: &RAMStats{Transferred: min(uint64(n), 3) << 20, DirtySyncCount: 1}}}, nil
+		}
+		b, _ := json.Marshal(cmd)
+		return qmpReply(base, b)
+	})
+	plan, err := SetupQEMU(mon, nil, Params{Mode: ModeThrottle, MaxBandwidth: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	*sent = nil
+	info, err := WaitQEMU(context.Background(), mon, &plan, time.Millisecond, nil)
+	if err == nil || info.Status != StatusCancelled {
+		t.Errorf("a stalled pre-copy: %v, status %q; want an error, and cancelled", err, info.Status)
+	}
+	if last := (*sent)[len(*sent)-1]; !strings.HasPrefix(last, `{"execute":"migrate-set-capabilities"`) || !strings.Contains(last, `{"capability":"auto-converge","state":true}`) {
+		t.Errorf("after the stalled pre-copy was cancelled, the last command was %s: want the source's capabilities set back", last)
 	}
 }
 

@@ -254,6 +254,7 @@ func runMigrate(c *cli.Context) (err error) {
 		return fmt.Errorf("source: %w", err)
 	}
 	var plan *migrator.QEMUPlan
+	waited := false // WaitQEMU has the plan: it gives the source back its settings once the migration ends
 	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
 	switch kind {
 	case migrator.MonitorPagecast:
@@ -321,6 +322,13 @@ func runMigrate(c *cli.Context) (err error) {
 			pl.DestAnswers = func() error { return destAnswers(dst, destAnswerWait) }
 		}
 		plan = &pl
+		// A migration QEMU refuses (a migration blocker) gives the
+		// source back its settings too; WaitQEMU does once one ends.
+		defer func() {
+			if !waited {
+				plan.Restore(mon)
+			}
+		}()
 	}
 	if metrics != nil {
 		engine := migrationmetrics.EnginePagecast // pagecast's monitor runs pagecast's engine
@@ -400,6 +408,7 @@ func runMigrate(c *cli.Context) (err error) {
 	}
 	var info migrator.Info
 	if plan != nil {
+		waited = true
 		info, err = migrator.WaitQEMU(ctx, mon, plan, 200*time.Millisecond, progress)
 	} else {
 		info, err = migrator.Wait(ctx, mon, 200*time.Millisecond, progress)

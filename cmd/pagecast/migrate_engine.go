@@ -56,8 +56,13 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		// Two migrations of one guest: pagecast's engine ran its rounds
 		// beside QEMU's, 3.5 minutes to its cap, and failed at the
 		// switch-over (found by a new-user walk).
-		return nil, "", "", fmt.Errorf("the source QEMU's own migration is in progress (query-migrate: %s): "+
-			"one migration of a guest at a time; wait for it to end, or migrate_cancel it", st)
+		advice := "wait for it to end, or migrate_cancel it"
+		if strings.HasPrefix(st, "postcopy") {
+			// The guest runs on its destination, part of its memory
+			// here: a cancel loses it (QEMU 7.2 takes one).
+			advice = "wait for it to end: in post-copy the guest runs on its destination, and a migrate_cancel now would lose it"
+		}
+		return nil, "", "", fmt.Errorf("the source QEMU's own migration is in progress (query-migrate: %s): one migration of a guest at a time; %s", st, advice)
 	}
 	post := migrator.NeedsPostcopy(mode)
 	if _, perr := migrator.PlanQEMU(migrator.Params{Mode: mode}, 64<<20); post && perr != nil {

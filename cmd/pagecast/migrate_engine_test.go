@@ -199,6 +199,12 @@ func TestChooseEngineBusy(t *testing.T) {
 			}
 		}
 	}
+	for _, st := range []string{"postcopy-active", "postcopy-paused"} {
+		if _, _, _, err := chooseEngine("qemu", migrating{st: st}, "precopy", "", "tcp:127.0.0.1:4444"); err == nil ||
+			strings.Contains(err.Error(), "or migrate_cancel it") || !strings.Contains(err.Error(), "a migrate_cancel now would lose it") {
+			t.Errorf("QEMU's migration %s: %v, want no advice to cancel it", st, err)
+		}
+	}
 	for _, st := range []string{"none", "completed", "failed", "cancelled"} {
 		if _, engine, _, err := chooseEngine("qemu", migrating{st: st}, "precopy", "", "tcp:127.0.0.1:4444"); err != nil || engine != engineQEMU {
 			t.Errorf("QEMU's last migration %s: engine %q, %v", st, engine, err)
