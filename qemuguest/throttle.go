@@ -31,9 +31,19 @@ func cfsPeriod(pct int) time.Duration {
 	const base, minQuota = 20 * time.Millisecond, time.Millisecond
 	p := base
 	if left := time.Duration(100 - pct); left*base/100 < minQuota {
-		p = minQuota * 100 / left
+		// Rounded up, to whole microseconds as the kernel takes it: 97%
+		// rounded down gave a period of 33 333 µs and a quota of 999,
+		// which the kernel refused (EINVAL) and the migration failed
+		// (found by a new-user walk).
+		p = ((minQuota*100+left-1)/left + time.Microsecond - 1).Truncate(time.Microsecond)
 	}
 	return p
+}
+
+// cfsQuota is the quota of pct's period: what is left of it, in whole
+// microseconds, at least the kernel's 1 ms.
+func cfsQuota(period time.Duration, pct int) time.Duration {
+	return max(time.Millisecond, (period * time.Duration(100-pct) / 100).Truncate(time.Microsecond))
 }
 
 // set throttles threads tids of QEMU pid to 100-pct percent of one CPU each
@@ -48,7 +58,7 @@ func (c *cpuThrottle) set(pid int, tids []int, pct int) error {
 		}
 	}
 	period := cfsPeriod(pct)
-	quota := period * time.Duration(100-pct) / 100
+	quota := cfsQuota(period, pct)
 	write := []struct {
 		file string
 		val  int64
