@@ -42,6 +42,7 @@ type migration struct {
 	info      migrator.Info
 	seen      bool              // info holds a reply
 	expected  int64             // the engine's latest downtime estimate, ms; 0: none yet
+	dirtyRate uint64            // the latest dirty-pages-rate measured, pages/s; QEMU's reply at the end says 0
 	slowdown  migrator.Slowdown // QEMU's migration: what the guest lost, which query-migrate does not say
 }
 
@@ -70,6 +71,9 @@ func (e *Exporter) Observe(info migrator.Info) {
 		return
 	}
 	m.info, m.seen = info, true
+	if info.RAM != nil && info.RAM.DirtyPagesRate > 0 {
+		m.dirtyRate = info.RAM.DirtyPagesRate
+	}
 	if info.ExpectedDowntime > 0 && roundEnded(m.engine, info) { // query-migrate drops it once the migration ends
 		m.expected = info.ExpectedDowntime
 	}
@@ -287,8 +291,16 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		if x := i.Pagecast; x != nil {
 			measured = x.Round >= 2
 		}
-		if r.DirtyPagesRate > 0 || measured {
-			gauge(descDirtyRate, float64(r.DirtyPagesRate*pageSize))
+		// A QEMU migration's last reply says 0 (it measures no more):
+		// the rate last measured stays, as pagecast's engine's does
+		// (the panel and the dirty-to-transfer ratio fell to 0 at the
+		// end; found by a new-user walk).
+		rate := r.DirtyPagesRate
+		if rate == 0 && Finished(i.Status) {
+			rate = m.dirtyRate
+		}
+		if rate > 0 || measured {
+			gauge(descDirtyRate, float64(rate*pageSize))
 		}
 		gauge(descTransferRate, r.Mbps*1e6/8)
 		counter(descSyncs, float64(r.DirtySyncCount))

@@ -118,6 +118,9 @@ func TestExporter(t *testing.T) {
 			wantEnd: []string{
 				`pagecast_migration_failed{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 1`,
 				`pagecast_migration_succeeded{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 0`,
+				// QEMU's last reply says no dirty rate: the one last
+				// measured stays (it fell to 0 at the end).
+				`pagecast_migration_dirty_memory_rate_bytes_per_second{migration="2026-11-30T05:00:00.000Z",vm="vm1"} 4.096e+06`,
 			},
 			// QEMU's engine defers nothing, and a failed migration had no downtime.
 			absent: []string{"pagecast_migration_deferred_pages", "pagecast_migration_downtime_seconds", "pagecast_migration_expected_downtime_seconds",
