@@ -254,7 +254,7 @@ func runMigrate(c *cli.Context) (err error) {
 		return fmt.Errorf("source: %w", err)
 	}
 	var plan *migrator.QEMUPlan
-	waited := false // WaitQEMU has the plan: it gives the source back its settings once the migration ends
+	waited := false     // WaitQEMU has the plan: it gives the source back its settings once the migration ends
 	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
 	switch kind {
 	case migrator.MonitorPagecast:

@@ -592,7 +592,15 @@ func TestSourceQEMUKilledWhileAutoWatches(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // into the 4 s watch
+	// Into the 4 s watch: the engine is chosen (said at once) and the
+	// watch begun. (A second after the start alone, a loaded machine's
+	// migrate was still choosing.)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), "engine: pagecast"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no engine chosen in 30 s:\n%s", out.String())
+		}
+	}
+	time.Sleep(time.Second)
 	syscall.Kill(src.qemuPID, syscall.SIGKILL)
 	want := fmt.Sprintf("the source QEMU (pid %d) has exited while auto watched the guest: nothing was migrated, and the guest went with it", src.qemuPID)
 	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), want) || strings.Contains(out.String(), "not running") {

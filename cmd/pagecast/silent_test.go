@@ -84,7 +84,10 @@ func TestMigrateSilentSource(t *testing.T) {
 		case "query-status":
 			return `{"return":{"status":"running","running":true}}`
 		case "query-migrate":
-			if n == 1 {
+			switch n {
+			case 1:
+				return `{"return":{}}` // before migrate: never migrated
+			case 2:
 				return `{"return":{"status":"active","ram":{"transferred":4096,"remaining":67108864,"total":67108864,"dirty-sync-count":1}}}`
 			}
 			return "" // the source goes silent
@@ -99,11 +102,11 @@ func TestMigrateSilentSource(t *testing.T) {
 				n++
 			}
 		}
-		if n >= 2 {
+		if n >= 3 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no second query-migrate: %v\n%s", f.commands(), out.String())
+			t.Fatalf("no third query-migrate: %v\n%s", f.commands(), out.String())
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
