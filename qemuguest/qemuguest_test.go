@@ -18,6 +18,7 @@ import (
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qemuguest"
+	"github.com/pagecast/pagecast/tcg"
 )
 
 const testMemory = 64 << 20
@@ -578,5 +579,52 @@ func TestPauseThrottled(t *testing.T) {
 	}
 	if s.Throttle() != 99 {
 		t.Errorf("Throttle() after the pauses: %d, want 99", s.Throttle())
+	}
+}
+
+// TestSecondAttachKeepsThrottle: a second pagecast attaching to a QEMU
+// that a migration throttles (another pagecast migrate, or one choosing
+// its engine) leaves that throttle alone: its dirty log is refused, the
+// plugin's area being the migration's, and only a pagecast whose dirty
+// log opens lifts a throttle left behind. (New lifted it, taking it for a
+// killed pagecast's, from under the migration; found by a review.)
+func TestSecondAttachKeepsThrottle(t *testing.T) {
+	src := startSource(t, "hotset")
+	log, err := src.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	if err := src.SetThrottle(50); err != nil {
+		t.Fatal(err)
+	}
+	defer src.SetThrottle(0)
+	second, err := qemuguest.Dial(src.VM().QMPPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.StartDirtyLog(); !errors.Is(err, tcg.ErrAreaBusy) {
+		t.Errorf("a second dirty log of a QEMU a migration holds: %v, want the area busy", err)
+	}
+	second.Close()
+	tid := src.VCPUThreads()[0]
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.PID(), tid)); err != nil || !strings.Contains(string(b), fmt.Sprintf("pagecast-%d", src.PID())) {
+		t.Errorf("the migration's throttle was lifted by a second attach: vCPU thread's cgroups %s %v", b, err)
+	}
+	// The migration's pagecast gone (its area let go, its throttle
+	// left), the next one whose dirty log opens lifts the throttle.
+	log.Close()
+	third, err := qemuguest.Dial(src.VM().QMPPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	l3, err := third.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l3.Close()
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.PID(), tid)); err != nil || strings.Contains(string(b), "pagecast-") {
+		t.Errorf("a throttle left behind, after a pagecast's dirty log opened: vCPU thread's cgroups %s %v", b, err)
 	}
 }

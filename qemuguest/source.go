@@ -30,6 +30,7 @@ type Source struct {
 	throttle  cpuThrottle
 	lastState atomic.Uint64 // bytes of the last state saved; 0 before the first
 	tcgLog    *tcgLog       // the dirty log under TCG, told of pauses; nil until StartDirtyLog
+	reclaimed bool          // a killed pagecast's throttle was looked for (New's, once a dirty log opened)
 }
 
 // stateEstimate is what StateBytes says before a state was saved: about
@@ -77,21 +78,32 @@ func New(mon Monitor) (*Source, error) {
 		s.Close()
 		return nil, err
 	}
-	// A QEMU pagecast did not start may carry a throttle a killed
-	// pagecast left on it.
+	return s, nil // StartDirtyLog lifts a throttle a killed pagecast left (reclaim)
+}
+
+// reclaim lifts a throttle a killed pagecast left on a QEMU pagecast did
+// not start, once: called with the dirty log open, which under TCG means
+// the plugin's area is this process's, so no live pagecast migrate is
+// throttling the QEMU. (Done in New, a second migrate, or one choosing
+// its engine, lifted the throttle of a migration under way; found by a
+// review.)
+func (s *Source) reclaim() {
+	if s.reclaimed {
+		return
+	}
+	s.reclaimed = true
 	switch lifted, err := reclaimThrottle(s.pid, s.tids); {
 	case err != nil:
 		slog.Warn("a killed pagecast left this QEMU's vCPUs throttled", "pid", s.pid, "err", err)
 	case lifted:
 		slog.Warn("a killed pagecast had left this QEMU's vCPUs throttled: the throttle is lifted", "pid", s.pid)
 	}
-	return s, nil
 }
 
 // FromVM is the QEMU v started (qemu.Start), driven through v.Monitor; v
 // stays the caller's to close.
 func FromVM(v *qemu.VM) (*Source, error) {
-	s := &Source{}
+	s := &Source{reclaimed: true} // its QEMU is this process's: no other pagecast's throttle on it
 	if err := s.attach(v.Monitor, v.PID(), v.Memory()); err != nil {
 		s.Close()
 		return nil, err
@@ -213,7 +225,13 @@ var _ migrator.Goner = (*Source)(nil)
 func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {
 	pages := s.MemoryBytes() / 4096
 	if s.kvm {
-		return openKVMLog(s.mon, s.pid, pages)
+		l, err := openKVMLog(s.mon, s.pid, pages)
+		if err == nil {
+			s.mu.Lock()
+			s.reclaim()
+			s.mu.Unlock()
+		}
+		return l, err
 	}
 	l, err := openTCGLog(s.pid, pages)
 	if err != nil {
@@ -221,6 +239,7 @@ func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {
 	}
 	s.mu.Lock()
 	s.tcgLog = l
+	s.reclaim()
 	s.mu.Unlock()
 	return l, nil
 }
