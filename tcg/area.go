@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -54,8 +56,8 @@ func Open(path string) (_ *Area, err error) {
 	}()
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("open plugin area %s: %w, by %s: it has one reader at a time (another would take its epochs); "+
-				"wait for that one to end, or stop it", path, ErrAreaBusy, describeHolder(f))
+			who, args := describeHolder(f)
+			return nil, &BusyError{Path: path, Holder: who, Args: args}
 		}
 		return nil, fmt.Errorf("lock plugin area %s: %w", path, err)
 	}
@@ -228,20 +230,41 @@ func (a *Area) Close() error {
 	return nil
 }
 
+// BusyError is Open's error for an area another process holds; it wraps
+// ErrAreaBusy.
+type BusyError struct {
+	Path   string
+	Holder string   // who holds it, as said: "process 1234 (pagecast profile …)"
+	Args   []string // the holder's command line, nil where it is not known
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("open plugin area %s: %v, by %s: it has one reader at a time (another would take its epochs); "+
+		"wait for that one to end, or stop it", e.Path, ErrAreaBusy, e.Holder)
+}
+
+func (e *BusyError) Unwrap() error { return ErrAreaBusy }
+
+// Migrating reports whether the holder is pagecast migrate, whose engine
+// is moving the VM (and not, say, a profile of it).
+func (e *BusyError) Migrating() bool {
+	return len(e.Args) > 1 && strings.HasPrefix(filepath.Base(e.Args[0]), "pagecast") && slices.Contains(e.Args[1:], "migrate")
+}
+
 // describeHolder names the process holding f's lock, from /proc/locks:
 // "process 1234 (pagecast profile --qmp unix:q.sock)", or "another process"
 // where it cannot be told.
-func describeHolder(f *os.File) string {
+func describeHolder(f *os.File) (who string, args []string) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return "another process"
+		return "another process", nil
 	}
 	// Lines such as "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF":
 	// the device's major and minor in hex, then the inode.
 	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
 	locks, err := os.ReadFile("/proc/locks")
 	if err != nil {
-		return "another process"
+		return "another process", nil
 	}
 	for _, line := range strings.Split(string(locks), "\n") {
 		fields := strings.Fields(line)
@@ -253,15 +276,16 @@ func describeHolder(f *os.File) string {
 			continue
 		}
 		if pid == os.Getpid() {
-			return fmt.Sprintf("this process (pid %d)", pid)
+			return fmt.Sprintf("this process (pid %d)", pid), nil
 		}
 		who := fmt.Sprintf("process %d", pid)
 		if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && len(cmd) > 0 {
-			who += " (" + strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")) + ")"
+			args = strings.Split(strings.TrimSuffix(string(cmd), "\x00"), "\x00")
+			who += " (" + strings.Join(args, " ") + ")"
 		}
-		return who
+		return who, args
 	}
-	return "another process"
+	return "another process", nil
 }
 
 // u32 and u64 point at aligned header fields, shared with QEMU.

@@ -74,6 +74,9 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	}
 	switch {
 	case flag == engineQEMU:
+		if busy := enginesMigration(mon); busy != nil {
+			return nil, "", "", busy
+		}
 		return nil, engineQEMU, "--engine qemu", nil
 	case post && flag == enginePagecast:
 		return nil, "", "", errTSMCOnQEMU
@@ -109,6 +112,32 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 			"wait for it to end, or give --engine qemu", err)
 	}
 	return nil, engineQEMU, "pagecast's engine cannot run on it: " + err.Error(), nil
+}
+
+// enginesMigration is an error where pagecast's engine is migrating the
+// source QEMU mon (a pagecast migrate holds its plugin's area), nil
+// otherwise: QEMU's own migration started beside it moved the guest, and
+// the engine ran its rounds to its cap and failed (found by a new-user
+// walk). A profile holding the area does not stop QEMU's migration.
+func enginesMigration(mon qmp.Monitor) error {
+	if mon == nil {
+		return nil
+	}
+	src, err := qemuguest.New(mon)
+	if err != nil {
+		return nil // no plugin, or RAM not shared: no engine of pagecast's runs on it
+	}
+	defer src.Close()
+	log, err := src.StartDirtyLog()
+	if err == nil {
+		log.Close()
+		return nil
+	}
+	var busy *tcg.BusyError
+	if errors.As(err, &busy) && busy.Migrating() {
+		return fmt.Errorf("pagecast's engine is migrating this VM already (%s holds its plugin's area): one migration of a guest at a time; wait for it to end, or stop it (Ctrl-C)", busy.Holder)
+	}
+	return nil
 }
 
 // qemuMigrationStatus is the status of QEMU's own migration on mon, ""

@@ -1249,4 +1249,31 @@ func TestMigrateAreaBusy(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--engine auto does not fall back to QEMU's own migration for that") || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("migrate with the plugin's area held: %v\n%s", err, stderr)
 	}
+	a.Close()
+
+	// Held by a pagecast migrate (a stand-in: flock(1) named so), whose
+	// engine moves the VM, --engine qemu is refused too: QEMU's migration
+	// beside it moved the guest, and the engine ran to its cap and failed
+	// (found by a new-user walk). Held by a profile, it is not.
+	holder := exec.Command("bash", "-c", `exec -a pagecast flock -x "$0" sh -c 'sleep 60' migrate`, shm)
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		a, err := tcg.Open(shm)
+		if errors.Is(err, tcg.ErrAreaBusy) {
+			break
+		}
+		if err == nil {
+			a.Close() // not held yet
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stand-in never held the area")
+		}
+	}
+	_, stderr, err = runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", freeTCP(t), "--engine", "qemu", "--mode", "precopy", "--bandwidth", "32MiB/s")
+	if err == nil || !strings.Contains(err.Error(), "pagecast's engine is migrating this VM already") {
+		t.Fatalf("migrate --engine qemu beside pagecast's engine: %v\n%s", err, stderr)
+	}
 }
