@@ -49,17 +49,24 @@ func ramFile(mon Monitor, pid int) (path string, size uint64, err error) {
 	if d.Size == 0 || d.Size%4096 != 0 {
 		return "", 0, fmt.Errorf("qemu %d: guest RAM of %d bytes is not a whole number of 4 KiB pages", pid, d.Size)
 	}
-	var memPath string
+	var memPath, byPath string
 	if d.ID != "" && qemu.QMP(mon, "qom-get", map[string]any{"path": "/objects/" + d.ID, "property": "mem-path"}, &memPath) == nil && memPath != "" {
-		// A directory mem-path holds an unlinked file QEMU created: find
-		// it among the open files as a memfd is.
-		if st, err := os.Stat(memPath); err == nil && !st.IsDir() {
-			return memPath, d.Size, nil
+		// QEMU keeps its mem-path file open: it is found among its open
+		// files as a memfd is (a directory mem-path holds an unlinked
+		// file QEMU created). The path itself only where those cannot be
+		// read, and only at the backend's size: a file put at that path
+		// since, or another mount namespace's, was mapped past its end
+		// (SIGBUS) or in the guest's place (found by a review walk).
+		if st, err := os.Stat(memPath); err == nil && st.Mode().IsRegular() && uint64(st.Size()) == d.Size {
+			byPath = memPath
 		}
 	}
 	fds := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(fds)
 	if err != nil {
+		if byPath != "" {
+			return byPath, d.Size, nil
+		}
 		return "", 0, fmt.Errorf("find guest RAM of qemu %d: %w", pid, err)
 	}
 	for _, e := range ents {
@@ -74,6 +81,9 @@ func ramFile(mon Monitor, pid int) (path string, size uint64, err error) {
 		if st, err := os.Stat(p); err == nil && uint64(st.Size()) == d.Size {
 			return p, d.Size, nil
 		}
+	}
+	if byPath != "" {
+		return byPath, d.Size, nil
 	}
 	return "", 0, fmt.Errorf("qemu %d: %w (backend %q is shared but neither a file nor a memfd of %d bytes among its open files): %s",
 		pid, ErrNotShared, d.ID, d.Size, sharedRAMHint)
