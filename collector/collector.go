@@ -216,7 +216,12 @@ func (c *Collector) CloseEpoch() (Epoch, error) {
 }
 
 // Run closes an epoch every cfg.Epoch and hands each to fn, until ctx ends
-// or fn fails.
+// or fn fails. The epoch under way when ctx ends is closed and handed on
+// too where it has run half an epoch or more: profile --duration of n
+// epochs ends just before the n-th closes (its deadline is set before Run
+// starts), and it recorded n-1, none for --duration equal to --epoch
+// (found by a review walk). One cut shorter is dropped, as an epoch of a
+// few milliseconds would be taken for a whole one.
 //
 // Once Run returns, the hook's counts are those when it did: the plugin
 // counts on, and a profile's metrics served on after its end (lingering
@@ -237,7 +242,14 @@ func (c *Collector) Run(ctx context.Context, fn func(Epoch) error) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			if time.Until(next) > c.cfg.Epoch/2 {
+				return nil
+			}
+			e, err := c.CloseEpoch()
+			if err != nil {
+				return err
+			}
+			return fn(e)
 		case <-time.After(time.Until(next)):
 		}
 		next = next.Add(c.cfg.Epoch)

@@ -53,3 +53,29 @@ func TestRunAfterStall(t *testing.T) {
 		t.Errorf("%d of %d epochs lasted under half the %v epoch", short, len(got), c.cfg.Epoch)
 	}
 }
+
+// TestRunLastEpoch: a Run whose context ends as profile --duration's does,
+// just before the n-th epoch closes (the deadline is set before Run
+// starts), hands on n epochs; it handed n-1, and none for a --duration of
+// one epoch (found by a review walk). One cut short by more than half is
+// dropped.
+func TestRunLastEpoch(t *testing.T) {
+	const epoch = 100 * time.Millisecond
+	for _, tc := range []struct {
+		run  time.Duration
+		want int
+	}{{epoch, 1}, {5 * epoch, 5}, {epoch + epoch/4, 1}, {epoch / 4, 0}} {
+		c := &Collector{cfg: Config{Epoch: epoch}, vmm: &vmmControl{}, hook: fakeHook{}}
+		c.epoch, c.start, c.began = 1, time.Now(), time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), tc.run)
+		time.Sleep(2 * time.Millisecond) // profile's setup between its deadline and Run
+		got := 0
+		if err := c.Run(ctx, func(Epoch) error { got++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if got != tc.want {
+			t.Errorf("Run for %v in epochs of %v handed %d epochs, want %d", tc.run, epoch, got, tc.want)
+		}
+	}
+}
