@@ -64,16 +64,39 @@ var ignoreShared = []map[string]any{
 	{"capability": "auto-converge", "state": false},
 }
 
-func setIgnoreShared(mon Monitor) error {
-	return qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": ignoreShared}, nil)
+// setIgnoreShared sets ignoreShared and returns what those capabilities
+// were before, for clearIgnoreShared (nil where QEMU did not say).
+func setIgnoreShared(mon Monitor) (prior map[string]bool, err error) {
+	var caps []struct {
+		Capability string `json:"capability"`
+		State      bool   `json:"state"`
+	}
+	if qemu.QMP(mon, "query-migrate-capabilities", nil, &caps) == nil {
+		prior = map[string]bool{}
+		for _, c := range caps {
+			prior[c.Capability] = c.State
+		}
+	}
+	return prior, qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": ignoreShared}, nil)
 }
 
-// clearIgnoreShared turns x-ignore-shared off again once the state has
-// moved, so that a migration QEMU drives itself later (pagecast migrate on
-// a QEMU) carries RAM as usual.
-func clearIgnoreShared(mon Monitor) error {
-	return qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{
-		{"capability": "x-ignore-shared", "state": false}}}, nil)
+// clearIgnoreShared sets the capabilities setIgnoreShared changed back to
+// prior once the state has moved, so that a migration QEMU drives itself
+// later (pagecast migrate on a QEMU, or its owner's) carries RAM as usual
+// and with the owner's xbzrle, post-copy, multifd or auto-converge (they
+// were left off; found by a review walk). Without prior, x-ignore-shared
+// alone goes off.
+func clearIgnoreShared(mon Monitor, prior map[string]bool) error {
+	back := []map[string]any{{"capability": "x-ignore-shared", "state": prior["x-ignore-shared"]}}
+	if prior != nil {
+		for _, c := range ignoreShared[1:] {
+			name := c["capability"].(string)
+			if on, known := prior[name]; known && on {
+				back = append(back, map[string]any{"capability": name, "state": true})
+			}
+		}
+	}
+	return qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": back}, nil)
 }
 
 // accelIsKVM says whether QEMU runs its guest under KVM (else TCG). Only

@@ -46,11 +46,12 @@ func saveState(mon Monitor, pid int) (_ []byte, err error) {
 	} else if st == "running" {
 		return nil, errors.New("the guest is running: pause it first")
 	}
-	if err := setIgnoreShared(mon); err != nil {
+	prior, err := setIgnoreShared(mon)
+	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if cerr := clearIgnoreShared(mon); err == nil && cerr != nil {
+		if cerr := clearIgnoreShared(mon, prior); err == nil && cerr != nil {
 			err = cerr
 		}
 	}()
@@ -146,8 +147,9 @@ func restoreState(mon Monitor, pid int, state []byte) (err error) {
 
 // incoming is a QEMU's incoming migration made ready for a state.
 type incoming struct {
-	uri string // where QEMU listens: unix:PATH or tcp:HOST:PORT
-	dir string // the directory holding the socket pagecast gave a QEMU waiting with -incoming defer, or ""
+	uri   string          // where QEMU listens: unix:PATH or tcp:HOST:PORT
+	dir   string          // the directory holding the socket pagecast gave a QEMU waiting with -incoming defer, or ""
+	prior map[string]bool // the capabilities setIgnoreShared changed, as they were
 }
 
 // close removes the socket's directory. QEMU listens there until a state
@@ -194,7 +196,7 @@ func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) 
 	} else if st != "inmigrate" {
 		return in, fmt.Errorf("qemu is %s, not waiting for a migration (start it with -incoming defer)", st)
 	}
-	if err := setIgnoreShared(mon); err != nil {
+	if in.prior, err = setIgnoreShared(mon); err != nil {
 		return in, err
 	}
 	// An earlier attempt may have started QEMU's incoming migration (a
@@ -302,7 +304,7 @@ func loadState(mon Monitor, in incoming, state []byte) error {
 		switch st {
 		case "inmigrate":
 		case "paused", "running", "postmigrate":
-			return clearIgnoreShared(mon)
+			return clearIgnoreShared(mon, in.prior)
 		default:
 			var info migrationInfo
 			qemu.QMP(mon, "query-migrate", nil, &info)

@@ -2,6 +2,7 @@ package qemuguest
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -67,5 +68,69 @@ func TestSaveStateTooLarge(t *testing.T) {
 	t.Logf("saveState: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "longer than") {
 		t.Errorf("want the error to say the stream is longer than %d bytes", MaxState)
+	}
+}
+
+// capsMon plays a paused QEMU for saveState whose owner had turned on
+// migration capabilities of their own: it keeps them as set, and its
+// migration writes a short stream and completes.
+type capsMon struct {
+	mu   sync.Mutex
+	caps map[string]bool
+}
+
+func (m *capsMon) Run(cmd []byte) ([]byte, error) {
+	var req struct {
+		Execute   string `json:"execute"`
+		Arguments struct {
+			URI  string `json:"uri"`
+			Caps []struct {
+				Capability string `json:"capability"`
+				State      bool   `json:"state"`
+			} `json:"capabilities"`
+		} `json:"arguments"`
+	}
+	json.Unmarshal(cmd, &req)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch req.Execute {
+	case "query-status":
+		return []byte(`{"return":{"status":"paused"}}`), nil
+	case "query-migrate-capabilities":
+		var out []map[string]any
+		for c, on := range m.caps {
+			out = append(out, map[string]any{"capability": c, "state": on})
+		}
+		return json.Marshal(map[string]any{"return": out})
+	case "migrate-set-capabilities":
+		for _, c := range req.Arguments.Caps {
+			m.caps[c.Capability] = c.State
+		}
+	case "migrate":
+		c, err := net.Dial("unix", strings.TrimPrefix(req.Arguments.URI, "unix:"))
+		if err != nil {
+			return nil, err
+		}
+		c.Write([]byte("QEVM state"))
+		c.Close()
+	case "query-migrate":
+		return []byte(`{"return":{"status":"completed"}}`), nil
+	}
+	return []byte(`{"return":{}}`), nil
+}
+
+// TestSaveStateKeepsCapabilities: saving the device state (the engine's
+// switch-over) leaves the source QEMU's migration capabilities as its
+// owner had them; xbzrle, post-copy, multifd and auto-converge stayed off
+// for good, a failed migration resuming the guest there (found by a review
+// walk).
+func TestSaveStateKeepsCapabilities(t *testing.T) {
+	m := &capsMon{caps: map[string]bool{"xbzrle": true, "multifd": true, "auto-converge": true, "postcopy-ram": false, "x-ignore-shared": false, "events": true}}
+	before := fmt.Sprint(m.caps)
+	if _, err := saveState(m, 1); err != nil {
+		t.Fatal(err)
+	}
+	if after := fmt.Sprint(m.caps); after != before {
+		t.Errorf("migration capabilities before the state was saved %s, after %s", before, after)
 	}
 }
