@@ -90,3 +90,26 @@ func TestMemPathReplaced(t *testing.T) {
 		t.Errorf("guest RAM at %s (%d bytes said, %d read, %v): want the file QEMU holds", got, size, len(b), err)
 	}
 }
+
+// TestCheckLayout: a q35 machine whose RAM is split otherwise than a pc
+// machine's (2 GiB below 4 GiB from 2.75 GiB of RAM) is refused, saying
+// so; smaller ones, whose RAM is all below 4 GiB on both, and pc machines
+// are not.
+func TestCheckLayout(t *testing.T) {
+	for _, tc := range []struct {
+		machine string
+		ram     uint64
+		ok      bool
+	}{
+		{"pc-i440fx-7.2-machine", 8 << 30, true},
+		{"pc-q35-7.2-machine", 2 << 30, true},
+		{"pc-q35-7.2-machine", 0xb0000000 - 4096, true},
+		{"pc-q35-7.2-machine", 0xb0000000, false},
+		{"pc-q35-7.2-machine", 4 << 30, false},
+	} {
+		err := checkLayout(tc.machine, tc.ram)
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), "use -machine pc")) {
+			t.Errorf("%s with %d MiB: %v", tc.machine, tc.ram>>20, err)
+		}
+	}
+}
