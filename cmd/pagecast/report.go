@@ -436,7 +436,7 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		pl.Y.Label.Text = "region (guest-physical address)"
 		pl.Title.Text += " (blue: few, red: many)"
 	case p.Type == "table":
-		addTable(pl, series)
+		addTable(pl, series, div, label)
 	case p.Type == "state-timeline" && len(series) > 1:
 		// A row per state, coloured while the series is present.
 		if err := addHeatmap(pl, series, 1); err != nil {
@@ -497,8 +497,10 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 }
 
 // addTable lists each series of a table panel, as Grafana's table shows
-// them: its labels and its latest value.
-func addTable(pl *plot.Plot, series []namedSeries) {
+// them: its labels and its latest value, in the panel's unit (div, label:
+// axisScale's; it drew bare numbers, "= 0.308" for seconds; found by a
+// new-user walk).
+func addTable(pl *plot.Plot, series []namedSeries, div float64, label string) {
 	pl.HideAxes()
 	pl.X.Min, pl.X.Max = 0, 1
 	pl.Y.Min, pl.Y.Max = 0, float64(len(series)+1)
@@ -506,7 +508,7 @@ func addTable(pl *plot.Plot, series []namedSeries) {
 	var text []string
 	for i, s := range series {
 		xys = append(xys, plotter.XY{X: 0, Y: float64(len(series) - i)})
-		text = append(text, fmt.Sprintf("%s = %g", s.name, s.Values[len(s.Values)-1]))
+		text = append(text, tableLine(s, div, label))
 	}
 	labels, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: text})
 	if err != nil {
@@ -516,6 +518,12 @@ func addTable(pl *plot.Plot, series []namedSeries) {
 		labels.TextStyle[i].Font.Size = vg.Points(9)
 	}
 	pl.Add(labels)
+}
+
+// tableLine is a table panel's line for series s: its labels, and its
+// latest value in the panel's unit.
+func tableLine(s namedSeries, div float64, label string) string {
+	return strings.TrimSpace(fmt.Sprintf("%s = %.4g %s", s.name, s.Values[len(s.Values)-1]/div, label))
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/dashboards"
 )
 
 func TestParseReportTime(t *testing.T) {
@@ -357,6 +359,29 @@ func TestTimeTicksZone(t *testing.T) {
 		}
 		if len(labels) == 0 || labels[0] != "06:00:00" {
 			t.Errorf("%s: ticks %q from 06:00 there, want the first 06:00:00", zone, labels)
+		}
+	}
+}
+
+// TestTableLine: a table panel's value is in the panel's unit, scaled as
+// its axis would be (it drew a bare "= 0.308" for 308 ms; found by a
+// new-user walk).
+func TestTableLine(t *testing.T) {
+	for _, tc := range []struct {
+		unit  string
+		value float64
+		want  string
+	}{
+		{"s", 0.308, `{mode="precopy"} = 308 ms`},
+		{"s", 4.5, `{mode="precopy"} = 4.5 seconds`},
+		{"bytes", 3 << 20, `{mode="precopy"} = 3 MiB`},
+		{"percentunit", 0.125, `{mode="precopy"} = 12.5 %`},
+		{"none", 7, `{mode="precopy"} = 7`},
+	} {
+		s := namedSeries{name: `{mode="precopy"}`, Series: dashboards.Series{Values: []float64{1, tc.value}}}
+		div, label := axisScale(tc.unit, tc.value)
+		if got := tableLine(s, div, label); got != tc.want {
+			t.Errorf("%g in %s: %q, want %q", tc.value, tc.unit, got, tc.want)
 		}
 	}
 }
