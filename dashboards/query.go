@@ -48,20 +48,45 @@ const MaxReply = 64 << 20
 // limitedReplies cuts every reply's body at MaxReply, with an error.
 type limitedReplies struct{ rt http.RoundTripper }
 
+// ReplyTimeout bounds one Prometheus request, its reply read whole: a
+// "Prometheus" sending a byte a second held report for good (found by a
+// walk).
+var ReplyTimeout = 2 * time.Minute
+
 func (l limitedReplies) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := l.rt.RoundTrip(req)
-	if err == nil {
-		resp.Body = &limitedBody{ReadCloser: resp.Body, left: MaxReply}
+	ctx, cancel := context.WithTimeout(req.Context(), ReplyTimeout)
+	resp, err := l.rt.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return resp, err
 	}
-	return resp, err
+	resp.Body = &limitedBody{ReadCloser: resp.Body, left: MaxReply, cancel: cancel}
+	return resp, nil
 }
 
 type limitedBody struct {
 	io.ReadCloser
-	left int64
+	left   int64
+	cancel context.CancelFunc // ends the request's ReplyTimeout
+}
+
+func (b *limitedBody) Close() error {
+	err := b.ReadCloser.Close()
+	if b.cancel != nil {
+		b.cancel()
+	}
+	return err
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.read(p)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("no whole reply in %v: %w", ReplyTimeout, err)
+	}
+	return n, err
+}
+
+func (b *limitedBody) read(p []byte) (int, error) {
 	over := fmt.Errorf("a reply over %d MiB: not read further (is it a Prometheus?)", MaxReply>>20)
 	if b.left < 0 {
 		return 0, over

@@ -70,3 +70,34 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// TestSlowReply: a "Prometheus" whose reply trickles on for ever (a byte
+// at a time) is given up on after ReplyTimeout, saying so; it held report
+// for good (found by a walk).
+func TestSlowReply(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"sta`)
+		for r.Context().Err() == nil {
+			w.(http.Flusher).Flush()
+			io.WriteString(w, " ")
+			time.Sleep(20 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	timeout := ReplyTimeout
+	ReplyTimeout = 300 * time.Millisecond
+	defer func() { ReplyTimeout = timeout }()
+	now := time.Now()
+	s, err := NewSource(srv.URL, now.Add(-time.Hour), now, time.Minute, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = s.Range(ctx, "up")
+	if err == nil || !strings.Contains(err.Error(), "no whole reply in 300ms") || ctx.Err() != nil {
+		t.Errorf("a reply that trickles on: %v after %v, want it given up on after 300ms", err, time.Since(start))
+	}
+}
