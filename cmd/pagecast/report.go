@@ -273,7 +273,7 @@ func runReport(c *cli.Context) (err error) {
 			}
 			name := filepath.Join(out, strings.TrimSuffix(d.File, ".json")+"-"+slug(p.Title)+".png")
 			err = renderPanel(name, p, series, from, to)
-			if errors.Is(err, errTooLittleToDraw) {
+			if errors.Is(err, errTooLittleToDraw) || errors.Is(err, errUndrawable) {
 				fmt.Fprintf(c.App.Writer, "%s / %s: no data: %v\n", d.Title, p.Title, err)
 				empty++
 				continue
@@ -406,6 +406,13 @@ var reportDashes = [][]vg.Length{nil, {vg.Points(6), vg.Points(3)}, {vg.Points(1
 // heatmap of one time. report lists such a panel as without data.
 var errTooLittleToDraw = errors.New("too little to draw")
 
+// errUndrawable says a panel's values lie beyond what an axis can span:
+// near 1e308, the axis's ticks were sought for good at full CPU (found by
+// a hostile-input walk). No pagecast metric comes near maxDrawable.
+var errUndrawable = errors.New("cannot be drawn")
+
+const maxDrawable = 1e300
+
 // timeTicks are a panel's time axis ticks in loc, the zone its label names
 // (without one, gonum's are UTC: the axis said CET and its ticks were an
 // hour behind; found by a review walk).
@@ -426,6 +433,9 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		for _, v := range s.Values {
 			maxValue = math.Max(maxValue, math.Abs(v))
 		}
+	}
+	if maxValue > maxDrawable {
+		return fmt.Errorf("%w: values up to %g, too large for an axis", errUndrawable, maxValue)
 	}
 	div, label := axisScale(p.Unit(), maxValue)
 	switch {

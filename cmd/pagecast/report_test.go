@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -383,5 +384,31 @@ func TestTableLine(t *testing.T) {
 		if got := tableLine(s, div, label); got != tc.want {
 			t.Errorf("%g in %s: %q, want %q", tc.value, tc.unit, got, tc.want)
 		}
+	}
+}
+
+// TestRenderHugeValues: a panel whose values come near 1e308 (a hostile
+// or broken Prometheus) is not drawn, and said to be so, at once: its
+// axis's ticks were sought for good at full CPU (found by a hostile-input
+// walk). No file is left for it.
+func TestRenderHugeValues(t *testing.T) {
+	now := time.Now()
+	s := namedSeries{name: "x", Series: dashboards.Series{Times: []time.Time{now.Add(-2 * time.Minute), now.Add(-time.Minute), now},
+		Values: []float64{1, 1e308, -1e308}}}
+	name := filepath.Join(t.TempDir(), "panel.png")
+	done := make(chan error, 1)
+	go func() {
+		done <- renderPanel(name, dashboards.Panel{Type: "timeseries", Title: "x"}, []namedSeries{s}, now.Add(-3*time.Minute), now)
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errUndrawable) {
+			t.Errorf("a panel of values near 1e308: %v, want it not drawn", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a panel of values near 1e308 still drawing after 20 s")
+	}
+	if _, err := os.Stat(name); !os.IsNotExist(err) {
+		t.Errorf("a file was left for the panel not drawn (%v)", err)
 	}
 }
