@@ -3,10 +3,14 @@ package migrator
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pagecast/pagecast/internal/testutil"
 )
@@ -167,5 +171,45 @@ func TestTLSFilesBounded(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "--tls-cert /dev/zero: more than 4 MiB, not a PEM file") {
 			t.Errorf("%+v: %v", f, err)
 		}
+	}
+}
+
+// TestTLSFileFIFO: a TLS flag naming a FIFO nobody writes to is an error
+// at once; the open waited for a writer for good, deaf to SIGTERM (found
+// by a hostile-input walk). One written to is read.
+func TestTLSFileFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := TLSFiles{Cert: fifo, Key: fifo, CA: fifo}.Config(true)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a TLS config from an empty FIFO")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("reading a TLS flag's FIFO nobody writes to still waits after 10 s")
+	}
+	// A pipe written to, as a shell's process substitution gives
+	// (/dev/fd/N): read as it comes.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		w.Write([]byte("-----BEGIN CERTIFICATE-----\n"))
+		w.Close()
+	}()
+	b, err := readPEM("--tls-cert", fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
+	if err != nil || !strings.HasPrefix(string(b), "-----BEGIN") {
+		t.Errorf("a pipe written to: %q, %v", b, err)
 	}
 }
