@@ -125,22 +125,36 @@ func RunBytes(pages uint64, mode string) uint64 {
 }
 
 // FreeMemory is the memory a process here may take: MemAvailable, or
-// its address-space limit where lower; ok is false where neither is
+// half its address-space limit where lower; ok is false where neither is
 // known. predict eval and serve check what their predictors need by it.
 func FreeMemory() (uint64, bool) { return memLimit() }
 
-// memLimit is the memory a simulation may take: MemAvailable, or the
+// memLimit is the memory a simulation may take: MemAvailable, or half the
 // process's address-space limit where that is lower; ok is false where
 // neither is known.
 func memLimit() (uint64, bool) {
 	avail, ok := memAvailable()
+	rlim := ^uint64(0)
 	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &rl); err == nil && rl.Cur != ^uint64(0) {
-		if !ok || rl.Cur < avail {
-			return rl.Cur, true
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &rl); err == nil {
+		rlim = rl.Cur
+	}
+	return limitOf(avail, ok, rlim)
+}
+
+// limitOf is memLimit's rule: a Go process's address space runs to about
+// twice its heap (the runtime's reservations, and the heap growing to
+// twice what it holds before a collection), so only half an address-space
+// limit is memory to use. Under ulimit -v 4000000 predict eval passed its
+// check at 3.81 GiB and the runtime ran out of address space at 2.4 GB of
+// heap (found by a hostile-input walk).
+func limitOf(avail uint64, availOK bool, rlimitAS uint64) (uint64, bool) {
+	if rlimitAS != ^uint64(0) {
+		if half := rlimitAS / 2; !availOK || half < avail {
+			return half, true
 		}
 	}
-	return avail, ok
+	return avail, availOK
 }
 
 // CheckMemory says, for a simulation of a guest of pages pages in mode,

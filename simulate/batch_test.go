@@ -76,3 +76,30 @@ func TestParallel(t *testing.T) {
 		t.Error("a predictive simulation is estimated to take no more memory than one without the predictor")
 	}
 }
+
+// TestLimitOf: an address-space limit counts for half of it, as a Go
+// process's address space runs to about twice its heap (predict eval
+// passed its check under ulimit -v 4000000 and the runtime ran out of
+// address space at 2.4 GB of heap; found by a hostile-input walk);
+// MemAvailable where lower, or where there is no limit.
+func TestLimitOf(t *testing.T) {
+	const gib = 1 << 30
+	none := ^uint64(0)
+	for _, tc := range []struct {
+		avail   uint64
+		availOK bool
+		rlimit  uint64
+		want    uint64
+		ok      bool
+	}{
+		{22 * gib, true, none, 22 * gib, true},
+		{22 * gib, true, 4 * gib, 2 * gib, true},
+		{3 * gib, true, 8 * gib, 3 * gib, true},
+		{0, false, 4 * gib, 2 * gib, true},
+		{0, false, none, 0, false},
+	} {
+		if got, ok := limitOf(tc.avail, tc.availOK, tc.rlimit); got != tc.want || ok != tc.ok {
+			t.Errorf("limitOf(%d, %v, %d) = %d, %v; want %d, %v", tc.avail, tc.availOK, tc.rlimit, got, ok, tc.want, tc.ok)
+		}
+	}
+}
