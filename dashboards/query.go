@@ -1,7 +1,10 @@
 package dashboards
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +26,7 @@ import (
 // Grafana would: variables resolved, $__rate_interval expanded.
 type Source struct {
 	api            promv1.API
+	client         api.Client // for range queries, decoded here a series at a time
 	From, To       time.Time
 	Step           time.Duration // resolution of range queries (Grafana's $__interval)
 	ScrapeInterval time.Duration // Prometheus's scrape interval, for $__rate_interval
@@ -36,7 +41,7 @@ func NewSource(url string, from, to time.Time, step, scrape time.Duration) (*Sou
 	if !to.After(from) || step <= 0 || scrape <= 0 {
 		return nil, fmt.Errorf("query range %s..%s step %s scrape interval %s: want from before to and positive durations", from, to, step, scrape)
 	}
-	return &Source{api: promv1.NewAPI(c), From: from, To: to, Step: step, ScrapeInterval: scrape}, nil
+	return &Source{api: promv1.NewAPI(c), client: c, From: from, To: to, Step: step, ScrapeInterval: scrape}, nil
 }
 
 // MaxReply is the most of one Prometheus reply a Source reads: a reply
@@ -246,35 +251,151 @@ type Series struct {
 	Values []float64
 }
 
+// Limits on one range query's reply, which Range decodes a series at a
+// time: a reply of a million one-sample series (45 MB, under MaxReply)
+// took report past 2 GB, decoded whole, and the Go runtime killed it
+// (found by a hostile-input walk). A dashboard's panel has tens of series
+// of at most 11 000 samples (report's own limit).
+const (
+	MaxSeries  = 10000
+	MaxSamples = 4 << 20
+)
+
 // Range runs expr (variables already expanded) as a range query.
 func (s *Source) Range(ctx context.Context, expr string) ([]Series, error) {
-	val, _, _, err := s.api.QueryRange(ctx, expr, promv1.Range{Start: s.From, End: s.To, Step: s.Step})
+	out, err := s.rangeQuery(ctx, expr)
 	if err != nil {
 		return nil, fmt.Errorf("query %s: %w", expr, err)
 	}
-	matrix, ok := val.(model.Matrix)
-	if !ok {
-		return nil, fmt.Errorf("query %s: a %s, want a matrix", expr, val.Type())
+	return out, nil
+}
+
+func (s *Source) rangeQuery(ctx context.Context, expr string) ([]Series, error) {
+	u := s.client.URL("/api/v1/query_range", nil)
+	q := u.Query()
+	q.Set("query", expr)
+	q.Set("start", strconv.FormatFloat(float64(s.From.UnixNano())/1e9, 'f', -1, 64))
+	q.Set("end", strconv.FormatFloat(float64(s.To.UnixNano())/1e9, 'f', -1, 64))
+	q.Set("step", strconv.FormatFloat(s.Step.Seconds(), 'f', -1, 64))
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
 	}
+	resp, body, err := s.client.Do(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var status, errType, errMsg, resultType string
 	var out []Series
-	for _, ss := range matrix {
-		sr := Series{Labels: map[string]string{}}
-		for k, v := range ss.Metric {
-			sr.Labels[string(k)] = string(v)
+	samples := 0
+	err = walkObject(dec, func(key string) error {
+		switch key {
+		case "status":
+			return dec.Decode(&status)
+		case "errorType":
+			return dec.Decode(&errType)
+		case "error":
+			return dec.Decode(&errMsg)
+		case "data":
+			return walkObject(dec, func(key string) error {
+				switch key {
+				case "resultType":
+					return dec.Decode(&resultType)
+				case "result":
+					return walkArray(dec, func() error {
+						var ss struct {
+							Metric map[string]string `json:"metric"`
+							Values [][2]any          `json:"values"`
+						}
+						if err := dec.Decode(&ss); err != nil {
+							return err
+						}
+						if len(out) == MaxSeries {
+							return fmt.Errorf("more than %d series: not drawn (narrow the query, with --var)", MaxSeries)
+						}
+						if samples += len(ss.Values); samples > MaxSamples {
+							return fmt.Errorf("more than %d samples: not drawn (a shorter range, or a longer --step)", MaxSamples)
+						}
+						sr := Series{Labels: ss.Metric}
+						if sr.Labels == nil {
+							sr.Labels = map[string]string{}
+						}
+						for _, p := range ss.Values {
+							t, okT := p[0].(float64)
+							str, okV := p[1].(string)
+							v, perr := strconv.ParseFloat(str, 64)
+							if !okT || !okV || perr != nil {
+								return fmt.Errorf("a sample %v: want [unix time, \"value\"]", p)
+							}
+							if math.IsNaN(v) || math.IsInf(v, 0) {
+								continue
+							}
+							sr.Times = append(sr.Times, time.Unix(0, int64(t*1e9)))
+							sr.Values = append(sr.Values, v)
+						}
+						if len(sr.Values) > 0 {
+							out = append(out, sr)
+						}
+						return nil
+					})
+				}
+				var skip json.RawMessage
+				return dec.Decode(&skip)
+			})
 		}
-		for _, p := range ss.Values {
-			v := float64(p.Value)
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				continue
-			}
-			sr.Times = append(sr.Times, p.Timestamp.Time())
-			sr.Values = append(sr.Values, v)
-		}
-		if len(sr.Values) > 0 {
-			out = append(out, sr)
-		}
+		var skip json.RawMessage
+		return dec.Decode(&skip)
+	})
+	switch {
+	case status == "error" || (err == nil && status != "success"):
+		return nil, fmt.Errorf("prometheus said %s (%s: %s)", cmp.Or(status, resp.Status), errType, errMsg)
+	case err != nil:
+		return nil, fmt.Errorf("prometheus's reply: %w", err)
+	case resultType != "matrix":
+		return nil, fmt.Errorf("a %s, want a matrix", cmp.Or(resultType, "reply without a result type"))
 	}
 	return out, nil
+}
+
+// walkObject reads a JSON object from dec, calling member for each key
+// with the decoder at its value, which member must consume.
+func walkObject(dec *json.Decoder, member func(key string) error) error {
+	if tok, err := dec.Token(); err != nil {
+		return err
+	} else if tok != json.Delim('{') {
+		return fmt.Errorf("%v where an object was due", tok)
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		if err := member(key); err != nil {
+			return err
+		}
+	}
+	_, err := dec.Token() // }
+	return err
+}
+
+// walkArray reads a JSON array from dec, calling elem with the decoder at
+// each element, which elem must consume.
+func walkArray(dec *json.Decoder, elem func() error) error {
+	if tok, err := dec.Token(); err != nil {
+		return err
+	} else if tok != json.Delim('[') {
+		return fmt.Errorf("%v where an array was due", tok)
+	}
+	for dec.More() {
+		if err := elem(); err != nil {
+			return err
+		}
+	}
+	_, err := dec.Token() // ]
+	return err
 }
 
 var legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)

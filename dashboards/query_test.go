@@ -2,9 +2,11 @@ package dashboards
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +101,48 @@ func TestSlowReply(t *testing.T) {
 	_, err = s.Range(ctx, "up")
 	if err == nil || !strings.Contains(err.Error(), "no whole reply in 300ms") || ctx.Err() != nil {
 		t.Errorf("a reply that trickles on: %v after %v, want it given up on after 300ms", err, time.Since(start))
+	}
+}
+
+// TestRangeBounded: a reply of more series than MaxSeries is refused, saying
+// so, having decoded no more of it (a million one-sample series, 45 MB,
+// took report past 2 GB; found by a hostile-input walk); Prometheus's own
+// error is quoted; a reply of a few series decodes, NaN and Inf dropped.
+func TestRangeBounded(t *testing.T) {
+	reply := ""
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(reply, `"error"`) {
+			w.WriteHeader(http.StatusBadRequest)
+		}
+		io.WriteString(w, reply)
+	}))
+	defer srv.Close()
+	now := time.Now()
+	s, err := NewSource(srv.URL, now.Add(-time.Hour), now, time.Minute, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString(`{"status":"success","data":{"resultType":"matrix","result":[`)
+	for i := range MaxSeries + 1 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"metric":{"vm":"v%d"},"values":[[1700000000,"1"]]}`, i)
+	}
+	b.WriteString(`]}}`)
+	reply = b.String()
+	if _, err := s.Range(context.Background(), "up"); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("more than %d series", MaxSeries)) {
+		t.Errorf("%d series: %v", MaxSeries+1, err)
+	}
+	reply = `{"status":"error","errorType":"bad_data","error":"parse error at char 3"}`
+	if _, err := s.Range(context.Background(), "up("); err == nil || !strings.Contains(err.Error(), "bad_data: parse error at char 3") {
+		t.Errorf("Prometheus's error: %v", err)
+	}
+	reply = `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"vm":"a"},"values":[[1700000000,"1.5"],[1700000015.5,"NaN"],[1700000030,"+Inf"],[1700000045,"2"]]},{"metric":{"vm":"b"},"values":[[1700000000,"NaN"]]}]},"warnings":["x"]}`
+	got, err := s.Range(context.Background(), "up")
+	if err != nil || len(got) != 1 || got[0].Labels["vm"] != "a" || !slices.Equal(got[0].Values, []float64{1.5, 2}) || got[0].Times[1].Unix() != 1700000045 {
+		t.Errorf("a small reply: %+v, %v", got, err)
 	}
 }
