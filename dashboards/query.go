@@ -351,6 +351,8 @@ func (s *Source) rangeQuery(ctx context.Context, expr string) ([]Series, error) 
 	switch {
 	case status == "error" || (err == nil && status != "success"):
 		return nil, fmt.Errorf("prometheus said %s (%s: %s)", cmp.Or(status, resp.Status), errType, errMsg)
+	case err != nil && resp.StatusCode/100 != 2:
+		return nil, fmt.Errorf("prometheus's reply (%s): %w", resp.Status, err)
 	case err != nil:
 		return nil, fmt.Errorf("prometheus's reply: %w", err)
 	case resultType != "matrix":
