@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -458,6 +459,7 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		pl.Y.Min = math.Min(0, pl.Y.Min)
 		pl.Legend.Top, pl.Legend.Left = true, true
 		pl.Legend.TextStyle.Font.Size = vg.Points(8)
+		series = legendFirst(series)
 		for i, s := range series {
 			xy := make(plotter.XYs, len(s.Values))
 			for k := range s.Values {
@@ -467,11 +469,17 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 			if err != nil {
 				return err
 			}
-			// Past the colours, the same colours dashed, then dotted:
-			// 8 in a legend told apart, and up to 18 lines.
+			// Past the colours, the same colours dashed: the 8 in the
+			// legend told apart; the rest thin and grey, so that none
+			// is taken for one in the legend (a failed migration, 10th
+			// of 10, was drawn as the 4th's orange, dashed; found by a
+			// new-user walk).
 			line.Color = reportColors[i%len(reportColors)]
 			line.Dashes = reportDashes[(i/len(reportColors))%len(reportDashes)]
 			line.Width = vg.Points(1.5)
+			if i >= 8 {
+				line.Color, line.Dashes, line.Width = color.Gray{Y: 0xa0}, nil, vg.Points(0.75)
+			}
 			pl.Add(line)
 			if len(xy) < 3 { // too short a line to see: mark its points
 				points, err := plotter.NewScatter(xy)
@@ -488,7 +496,7 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 			}
 		}
 		if len(series) > 8 {
-			pl.Title.Text += fmt.Sprintf(" (%d series, 8 in the legend)", len(series))
+			pl.Title.Text += fmt.Sprintf(" (%d series: the 8 highest in the legend, the rest grey)", len(series))
 		}
 		// Room above the lines for the legend.
 		pl.Y.Max = maxValue / div * (1 + 0.12*float64(min(len(series), 8)))
@@ -504,6 +512,19 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		return err
 	}
 	return f.Close()
+}
+
+// legendFirst orders a line panel's series for its legend of 8, where it
+// has more: the highest first (a failure's 1 before successes' 0), ties
+// as they came.
+func legendFirst(series []namedSeries) []namedSeries {
+	if len(series) <= 8 {
+		return series
+	}
+	peak := func(s namedSeries) float64 { return slices.Max(s.Values) }
+	out := slices.Clone(series)
+	slices.SortStableFunc(out, func(a, b namedSeries) int { return cmp.Compare(peak(b), peak(a)) })
+	return out
 }
 
 // addTable lists each series of a table panel, as Grafana's table shows

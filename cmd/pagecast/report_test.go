@@ -412,3 +412,30 @@ func TestRenderHugeValues(t *testing.T) {
 		t.Errorf("a file was left for the panel not drawn (%v)", err)
 	}
 }
+
+// TestLegendFirst: a line panel of more series than its legend's 8 puts
+// the highest first, ties as they came, so that a failed migration (1
+// among 0s) is in the legend (the 10th of 10 was not, and was drawn as
+// another's colour; found by a new-user walk); 8 or fewer keep their
+// order.
+func TestLegendFirst(t *testing.T) {
+	var ss []namedSeries
+	for i := range 10 {
+		v := 0.0
+		if i == 9 {
+			v = 1
+		}
+		ss = append(ss, namedSeries{name: fmt.Sprint(i), Series: dashboards.Series{Values: []float64{0, v}}})
+	}
+	got := legendFirst(ss)
+	var names []string
+	for _, s := range got {
+		names = append(names, s.name)
+	}
+	if want := []string{"9", "0", "1", "2", "3", "4", "5", "6", "7", "8"}; !slices.Equal(names, want) {
+		t.Errorf("order %v, want %v", names, want)
+	}
+	if few := legendFirst(ss[:8]); few[0].name != "0" {
+		t.Errorf("8 series reordered: %v first", few[0].name)
+	}
+}
