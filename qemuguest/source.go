@@ -194,6 +194,10 @@ func (g *vm) PID() int { return g.pid }
 // VCPUThreads are the host thread ids of the vCPUs (query-cpus-fast).
 func (g *vm) VCPUThreads() []int { return slices.Clone(g.tids) }
 
+// KVM says whether QEMU runs the guest under KVM (its dirty pages through
+// eBPF), else TCG (through the plugin's area, one reader at a time).
+func (g *vm) KVM() bool { return g.kvm }
+
 func (g *vm) MemoryBytes() uint64         { return uint64(len(g.mem)) }
 func (g *vm) Memory() []byte              { return g.mem }
 func (g *vm) Identity() migrator.Identity { return g.id }

@@ -347,3 +347,27 @@ func TestRemoveStale(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyMigrating: an area's holder is taken for a migration where its
+// command is pagecast migrate, after pagecast's own flags, and not where
+// "migrate" is only a word of another command's (a profile writing to a
+// file named migrate was; found by a review walk).
+func TestBusyMigrating(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"/usr/local/bin/pagecast", "migrate", "--qmp", "unix:q.sock"}, true},
+		{[]string{"pagecast", "--log-level", "warn", "migrate", "--mode", "auto"}, true},
+		{[]string{"pagecast", "--log-level=warn", "migrate"}, true},
+		{[]string{"pagecast", "profile", "--qmp", "unix:q.sock", "--out", "migrate"}, false},
+		{[]string{"pagecast", "--log-level", "migrate", "profile"}, false},
+		{[]string{"qemu-system-x86_64", "migrate"}, false},
+		{[]string{"pagecast"}, false},
+		{nil, false},
+	} {
+		if got := (&tcg.BusyError{Args: tc.args}).Migrating(); got != tc.want {
+			t.Errorf("%q: migrating %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
