@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,7 +24,20 @@ var binary string
 // lastSocket is the QMP socket of the latest startVMRun.
 var lastSocket string
 
+// holdArea, set in its environment to a plugin area's path, makes this
+// test binary a stand-in for a pagecast migrate holding that area (its
+// argv as the test gives it), until killed.
+const holdArea = "PAGECAST_TEST_HOLD_AREA"
+
 func TestMain(m *testing.M) {
+	if path := os.Getenv(holdArea); path != "" {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil || syscall.Flock(int(f.Fd()), syscall.LOCK_EX) != nil {
+			os.Exit(3)
+		}
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "pagecast-test")
 	if err != nil {
 		panic(err)

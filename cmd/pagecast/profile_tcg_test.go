@@ -1251,11 +1251,14 @@ func TestMigrateAreaBusy(t *testing.T) {
 	}
 	a.Close()
 
-	// Held by a pagecast migrate (a stand-in: flock(1) named so), whose
-	// engine moves the VM, --engine qemu is refused too: QEMU's migration
-	// beside it moved the guest, and the engine ran to its cap and failed
-	// (found by a new-user walk). Held by a profile, it is not.
-	holder := exec.Command("bash", "-c", `exec -a pagecast flock -x "$0" sh -c 'sleep 60' migrate`, shm)
+	// Held by a pagecast migrate (a stand-in: this test binary, its argv
+	// pagecast's), whose engine moves the VM, --engine qemu is refused
+	// too: QEMU's migration beside it moved the guest, and the engine ran
+	// to its cap and failed (found by a new-user walk). Held by a
+	// profile, it is not.
+	holder := exec.Command(os.Args[0])
+	holder.Args = []string{"pagecast", "--log-level", "warn", "migrate", "--qmp", "unix:" + src.sock}
+	holder.Env = append(os.Environ(), holdArea+"="+shm)
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
