@@ -256,7 +256,7 @@ type Series struct {
 // took report past 2 GB, decoded whole, and the Go runtime killed it
 // (found by a hostile-input walk). A dashboard's panel has tens of series
 // of at most 11 000 samples (report's own limit).
-const (
+var (
 	MaxSeries  = 10000
 	MaxSamples = 4 << 20
 )
@@ -305,35 +305,48 @@ func (s *Source) rangeQuery(ctx context.Context, expr string) ([]Series, error) 
 					return dec.Decode(&resultType)
 				case "result":
 					return walkArray(dec, func() error {
-						var ss struct {
-							Metric map[string]string `json:"metric"`
-							Values [][2]any          `json:"values"`
-						}
-						if err := dec.Decode(&ss); err != nil {
-							return err
-						}
 						if len(out) == MaxSeries {
 							return fmt.Errorf("more than %d series: not drawn (narrow the query, with --var)", MaxSeries)
 						}
-						if samples += len(ss.Values); samples > MaxSamples {
-							return fmt.Errorf("more than %d samples: not drawn (a shorter range, or a longer --step)", MaxSamples)
+						// A sample at a time: one series of 8 M samples,
+						// decoded whole before it was counted, took 1 GB
+						// (found by a review walk).
+						sr := Series{Labels: map[string]string{}}
+						err := walkObject(dec, func(key string) error {
+							switch key {
+							case "metric":
+								return dec.Decode(&sr.Labels)
+							case "values":
+								return walkArray(dec, func() error {
+									if samples++; samples > MaxSamples {
+										return fmt.Errorf("more than %d samples: not drawn (a shorter range, or a longer --step)", MaxSamples)
+									}
+									var p [2]any
+									if err := dec.Decode(&p); err != nil {
+										return err
+									}
+									t, okT := p[0].(float64)
+									str, okV := p[1].(string)
+									v, perr := strconv.ParseFloat(str, 64)
+									if !okT || !okV || perr != nil {
+										return fmt.Errorf("a sample %v: want [unix time, \"value\"]", p)
+									}
+									if !math.IsNaN(v) && !math.IsInf(v, 0) {
+										sec, frac := math.Modf(t)
+										sr.Times = append(sr.Times, time.Unix(int64(sec), int64(math.Round(frac*1e3))*1e6))
+										sr.Values = append(sr.Values, v)
+									}
+									return nil
+								})
+							}
+							var skip json.RawMessage
+							return dec.Decode(&skip)
+						})
+						if err != nil {
+							return err
 						}
-						sr := Series{Labels: ss.Metric}
 						if sr.Labels == nil {
 							sr.Labels = map[string]string{}
-						}
-						for _, p := range ss.Values {
-							t, okT := p[0].(float64)
-							str, okV := p[1].(string)
-							v, perr := strconv.ParseFloat(str, 64)
-							if !okT || !okV || perr != nil {
-								return fmt.Errorf("a sample %v: want [unix time, \"value\"]", p)
-							}
-							if math.IsNaN(v) || math.IsInf(v, 0) {
-								continue
-							}
-							sr.Times = append(sr.Times, time.Unix(0, int64(t*1e9)))
-							sr.Values = append(sr.Values, v)
 						}
 						if len(sr.Values) > 0 {
 							out = append(out, sr)

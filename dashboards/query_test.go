@@ -136,13 +136,30 @@ func TestRangeBounded(t *testing.T) {
 	if _, err := s.Range(context.Background(), "up"); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("more than %d series", MaxSeries)) {
 		t.Errorf("%d series: %v", MaxSeries+1, err)
 	}
+	// One series of more samples than MaxSamples: refused as it is read
+	// (decoded whole, 8 M samples took 1 GB before they were counted).
+	defer func(n int) { MaxSamples = n }(MaxSamples)
+	MaxSamples = 1000
+	b.Reset()
+	b.WriteString(`{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"vm":"a"},"values":[`)
+	for i := range MaxSamples + 1 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `[%d,"1"]`, 1700000000+i)
+	}
+	b.WriteString(`]}]}}`)
+	reply = b.String()
+	if _, err := s.Range(context.Background(), "up"); err == nil || !strings.Contains(err.Error(), "more than 1000 samples") {
+		t.Errorf("one series of %d samples: %v", MaxSamples+1, err)
+	}
 	reply = `{"status":"error","errorType":"bad_data","error":"parse error at char 3"}`
 	if _, err := s.Range(context.Background(), "up("); err == nil || !strings.Contains(err.Error(), "bad_data: parse error at char 3") {
 		t.Errorf("Prometheus's error: %v", err)
 	}
 	reply = `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"vm":"a"},"values":[[1700000000,"1.5"],[1700000015.5,"NaN"],[1700000030,"+Inf"],[1700000045,"2"]]},{"metric":{"vm":"b"},"values":[[1700000000,"NaN"]]}]},"warnings":["x"]}`
 	got, err := s.Range(context.Background(), "up")
-	if err != nil || len(got) != 1 || got[0].Labels["vm"] != "a" || !slices.Equal(got[0].Values, []float64{1.5, 2}) || got[0].Times[1].Unix() != 1700000045 {
+	if err != nil || len(got) != 1 || got[0].Labels["vm"] != "a" || !slices.Equal(got[0].Values, []float64{1.5, 2}) || !got[0].Times[1].Equal(time.Unix(1700000045, 0)) {
 		t.Errorf("a small reply: %+v, %v", got, err)
 	}
 }
