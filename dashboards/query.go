@@ -26,7 +26,7 @@ import (
 // Grafana would: variables resolved, $__rate_interval expanded.
 type Source struct {
 	api            promv1.API
-	client         api.Client // for range queries, decoded here a series at a time
+	client         api.Client // for range queries, decoded here as they are read
 	From, To       time.Time
 	Step           time.Duration // resolution of range queries (Grafana's $__interval)
 	ScrapeInterval time.Duration // Prometheus's scrape interval, for $__rate_interval
@@ -251,7 +251,7 @@ type Series struct {
 	Values []float64
 }
 
-// Limits on one range query's reply, which Range decodes a series at a
+// Limits on one range query's reply, which Range decodes a sample at a
 // time: a reply of a million one-sample series (45 MB, under MaxReply)
 // took report past 2 GB, decoded whole, and the Go runtime killed it
 // (found by a hostile-input walk). A dashboard's panel has tens of series
