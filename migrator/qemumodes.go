@@ -14,6 +14,7 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 
 	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // QEMU's own migration, driven in pagecast's terms. A source that is a
@@ -119,7 +120,7 @@ func (plan *QEMUPlan) Restore(mon qmp.Monitor) {
 		return
 	}
 	plan.restored = true
-	restoreSettings(mon, plan, plan.forcedFrom)
+	restoreSettings(mon, plan)
 }
 
 // qemuSettings are a source QEMU's migration capabilities among
@@ -131,18 +132,15 @@ type qemuSettings struct {
 
 // readSettings is src's qemuSettings, nil where it does not say.
 func readSettings(src qmp.Monitor) *qemuSettings {
-	var caps []struct {
-		Capability string `json:"capability"`
-		State      bool   `json:"state"`
-	}
+	caps, err := qemu.MigrationCapabilities(src)
 	var params map[string]json.RawMessage
-	if clientRun(src, "query-migrate-capabilities", nil, &caps) != nil || clientRun(src, "query-migrate-parameters", nil, &params) != nil {
+	if err != nil || clientRun(src, "query-migrate-parameters", nil, &params) != nil {
 		return nil
 	}
 	out := &qemuSettings{params: params}
-	for _, c := range caps {
-		if c.State && contains(qemuCapabilities, c.Capability) {
-			out.caps = append(out.caps, c.Capability)
+	for _, c := range qemuCapabilities {
+		if caps[c] {
+			out.caps = append(out.caps, c)
 		}
 	}
 	return out
@@ -151,10 +149,10 @@ func readSettings(src qmp.Monitor) *qemuSettings {
 // restoreSettings sets back, once the migration has ended, what plan
 // changed on the source QEMU mon: its capabilities and the parameters the
 // plan set (and the downtime limit a forced switch-over raised from
-// forcedFrom ms, 0 unknown). A QEMU migrated next by hand or by another
+// plan.forcedFrom ms, 0 unknown). A QEMU migrated next by hand or by another
 // tool kept a 4 MiB/s cap, auto-converge or 2000 s of downtime limit
 // (found by a new-user walk).
-func restoreSettings(mon qmp.Monitor, plan *QEMUPlan, forcedFrom int64) {
+func restoreSettings(mon qmp.Monitor, plan *QEMUPlan) {
 	var set map[string]json.RawMessage
 	if b, err := json.Marshal(plan.Parameters); err == nil {
 		_ = json.Unmarshal(b, &set)
@@ -173,10 +171,10 @@ func restoreSettings(mon qmp.Monitor, plan *QEMUPlan, forcedFrom int64) {
 		}
 	}
 	if _, ok := args["downtime-limit"]; plan.Forced && !ok {
-		if forcedFrom <= 0 {
+		if plan.forcedFrom <= 0 {
 			slog.Warn("the migration's switch-over was forced: the source QEMU keeps downtime-limit 2000 s, as what it had before could not be read; set it with migrate-set-parameters")
 		} else {
-			args["downtime-limit"] = forcedFrom
+			args["downtime-limit"] = plan.forcedFrom
 		}
 	}
 	if len(args) > 0 {

@@ -53,3 +53,20 @@ func RunState(mon Runner) (string, error) {
 	}
 	return st.Status, nil
 }
+
+// MigrationCapabilities is QEMU's query-migrate-capabilities: each
+// capability it knows, and whether it is on.
+func MigrationCapabilities(mon Runner) (map[string]bool, error) {
+	var caps []struct {
+		Capability string `json:"capability"`
+		State      bool   `json:"state"`
+	}
+	if err := QMP(mon, "query-migrate-capabilities", nil, &caps); err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(caps))
+	for _, c := range caps {
+		out[c.Capability] = c.State
+	}
+	return out, nil
+}

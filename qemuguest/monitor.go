@@ -67,16 +67,7 @@ var ignoreShared = []map[string]any{
 // setIgnoreShared sets ignoreShared and returns what those capabilities
 // were before, for clearIgnoreShared (nil where QEMU did not say).
 func setIgnoreShared(mon Monitor) (prior map[string]bool, err error) {
-	var caps []struct {
-		Capability string `json:"capability"`
-		State      bool   `json:"state"`
-	}
-	if qemu.QMP(mon, "query-migrate-capabilities", nil, &caps) == nil {
-		prior = map[string]bool{}
-		for _, c := range caps {
-			prior[c.Capability] = c.State
-		}
-	}
+	prior, _ = qemu.MigrationCapabilities(mon) // nil where QEMU did not say
 	return prior, qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": ignoreShared}, nil)
 }
 
