@@ -12,3 +12,12 @@ func HMP(s *Source, cmd string) (string, error) {
 // ReclaimThrottle is reclaimThrottle, which New runs on a QEMU it did not
 // start.
 var ReclaimThrottle = reclaimThrottle
+
+// AbandonThrottle lets go of s's throttle as a killed process does: its
+// lock released, its threads left in the cgroup at their quota.
+func AbandonThrottle(s *Source) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.throttle.lock.Close()
+	s.throttle = cpuThrottle{}
+}

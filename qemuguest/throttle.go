@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -19,9 +20,33 @@ var CPUCgroupRoot = "/sys/fs/cgroup/cpu"
 // keep their pace.
 type cpuThrottle struct {
 	dir  string         // the cgroup, created on first use
+	lock *os.File       // dir, flocked while this process throttles (lockThrottle)
 	home map[int]string // each thread's cgroup before, to go back to
 	pct  int
 }
+
+// lockThrottle opens a throttle's cgroup dir and takes its flock, which
+// the kernel lets go when the process holding it exits, killed or not: a
+// throttle whose lock is held is a live pagecast's, one whose lock can be
+// taken was left by a pagecast killed mid-migration. It returns
+// errThrottleHeld where another process holds it.
+func lockThrottle(dir string) (*os.File, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errThrottleHeld
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// errThrottleHeld is a throttle another live process holds.
+var errThrottleHeld = errors.New("another pagecast is throttling this QEMU")
 
 // cfsPeriod is the CFS period the quota is a share of: short, so a
 // throttled guest runs in slices of a few milliseconds rather than stalling
@@ -96,7 +121,11 @@ func (c *cpuThrottle) create(pid int, tids []int) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("throttle qemu %d: %w", pid, err)
 	}
-	c.dir, c.home = dir, home
+	lock, err := lockThrottle(dir)
+	if err != nil {
+		return fmt.Errorf("throttle qemu %d: %w", pid, err)
+	}
+	c.dir, c.lock, c.home = dir, lock, home
 	for _, tid := range tids {
 		if err := writeInt(filepath.Join(dir, "tasks"), int64(tid)); err != nil {
 			c.lift()
@@ -133,7 +162,8 @@ func (c *cpuThrottle) lift() error {
 	if err := os.Remove(c.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
-	c.dir, c.home, c.pct = "", nil, 0
+	c.lock.Close()
+	c.dir, c.lock, c.home, c.pct = "", nil, nil, 0
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("lift throttle: %w", err)
 	}
@@ -144,8 +174,9 @@ func (c *cpuThrottle) lift() error {
 // QEMU pid (its vCPU threads tids still in cgroup pagecast-<pid>, at its
 // quota: they would run throttled for good) and removes what such
 // cgroups are left of QEMUs that have exited. It reports whether it lifted
-// one. A QMP connection to the QEMU is this process's alone, so no other
-// pagecast is throttling it now.
+// one. A throttle whose lock a live process holds is that process's and
+// is left as it is: under KVM nothing else keeps a second pagecast off a
+// QEMU one is migrating (found when /dev/kvm came back).
 func reclaimThrottle(pid int, tids []int) (bool, error) {
 	sweepThrottles()
 	name := fmt.Sprintf("pagecast-%d", pid)
@@ -155,6 +186,15 @@ func reclaimThrottle(pid int, tids []int) (bool, error) {
 		cg, err := cpuCgroupOf(pid, tid)
 		if err != nil || filepath.Base(cg) != name {
 			continue
+		}
+		if dir == "" {
+			lock, err := lockThrottle(filepath.Join(CPUCgroupRoot, cg))
+			if errors.Is(err, errThrottleHeld) {
+				return false, nil
+			}
+			if err == nil {
+				defer lock.Close()
+			}
 		}
 		dir = filepath.Join(CPUCgroupRoot, cg)
 		if err := writeInt(filepath.Join(CPUCgroupRoot, filepath.Dir(cg), "tasks"), int64(tid)); err != nil && !isNoProcess(err) {
