@@ -50,8 +50,9 @@ func (t Target) MaxPages() uint64 {
 
 // vmmControl is the QMP conversation the collector has with the VMM.
 type vmmControl struct {
-	mon    *qmpclient.Client
-	target Target
+	mon     *qmpclient.Client
+	target  Target
+	logging *qemu.DirtyLogging // a KVM QEMU's dirty logging, held while logging
 }
 
 // connect opens the QMP socket and learns the target.
@@ -220,11 +221,6 @@ func tgid(tid int) (int, error) {
 	return 0, fmt.Errorf("%w: no Tgid in /proc/%d/status", errTgid, tid)
 }
 
-// dirtyRateLimit is the per-vCPU dirty limit (MB/s) set on QEMU to keep its
-// dirty ring collected: far above what any vCPU dirties, so nothing is
-// throttled.
-const dirtyRateLimit = 1 << 20
-
 // startLogging keeps KVM dirty logging on for the VM.
 func (c *vmmControl) startLogging() error {
 	if c.mon == nil || c.target.DirtyMode == DirtyTCG {
@@ -233,9 +229,13 @@ func (c *vmmControl) startLogging() error {
 	if c.target.Kind == "pagecast" {
 		return qemu.QMP(c.mon, "x-pagecast-dirty-log-start", nil, nil)
 	}
-	if err := qemu.QMP(c.mon, "set-vcpu-dirty-limit", map[string]any{"dirty-rate": dirtyRateLimit}, nil); err != nil {
-		return fmt.Errorf("keep QEMU's dirty logging on (QEMU needs -accel kvm,dirty-ring-size=N): %w", err)
+	// QEMU's dirty limit, shared with any other pagecast process on this
+	// QEMU (a migration beside the profile): the last to stop cancels it.
+	logging, err := qemu.HoldDirtyLogging(c.mon, c.target.PID)
+	if err != nil {
+		return err
 	}
+	c.logging = logging
 	return nil
 }
 
@@ -246,7 +246,9 @@ func (c *vmmControl) stopLogging() error {
 	if c.target.Kind == "pagecast" {
 		return qemu.QMP(c.mon, "x-pagecast-dirty-log-stop", nil, nil)
 	}
-	return qemu.QMP(c.mon, "cancel-vcpu-dirty-limit", nil, nil)
+	err := c.logging.Release()
+	c.logging = nil
+	return err
 }
 
 // ErrVMGone is what the collector's errors match (errors.Is) once the VM's

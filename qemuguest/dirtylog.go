@@ -117,29 +117,26 @@ func pageSet(gfns []uint64, ramPages uint64) *bitmap.Bitmap {
 
 // kvmLog is the dirty log of a QEMU under KVM: the collector's eBPF hooks on
 // KVM's dirty ring, with QEMU's dirty logging kept on by a dirty limit far
-// above any vCPU's rate (QEMU needs -accel kvm,dirty-ring-size=N). Not
-// exercised on machines without /dev/kvm.
+// above any vCPU's rate (QEMU needs -accel kvm,dirty-ring-size=N), shared
+// with any other pagecast process profiling or migrating the QEMU.
 type kvmLog struct {
 	mu       sync.Mutex
-	mon      Monitor
+	logging  *qemu.DirtyLogging
 	col      *collector.Collector
 	ramPages uint64
 }
 
-// dirtyRateLimit (MB/s per vCPU) keeps QEMU's dirty ring collected without
-// slowing anything.
-const dirtyRateLimit = 1 << 20
-
 func openKVMLog(mon Monitor, pid int, ramPages uint64) (*kvmLog, error) {
-	if err := qemu.QMP(mon, "set-vcpu-dirty-limit", map[string]any{"dirty-rate": dirtyRateLimit}, nil); err != nil {
-		return nil, fmt.Errorf("keep QEMU's dirty logging on (QEMU needs -accel kvm,dirty-ring-size=N): %w", err)
+	logging, err := qemu.HoldDirtyLogging(mon, pid)
+	if err != nil {
+		return nil, err
 	}
 	col, err := collector.New(collector.Config{PID: pid, MemoryBytes: ramPages * 4096})
 	if err != nil {
-		qemu.QMP(mon, "cancel-vcpu-dirty-limit", nil, nil)
+		logging.Release()
 		return nil, err
 	}
-	return &kvmLog{mon: mon, col: col, ramPages: ramPages}, nil
+	return &kvmLog{logging: logging, col: col, ramPages: ramPages}, nil
 }
 
 func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
@@ -163,8 +160,8 @@ func (l *kvmLog) Close() error {
 	}
 	err := l.col.Close()
 	l.col = nil
-	if cerr := qemu.QMP(l.mon, "cancel-vcpu-dirty-limit", nil, nil); err == nil {
-		err = cerr
+	if rerr := l.logging.Release(); err == nil {
+		err = rerr
 	}
 	return err
 }

@@ -656,3 +656,40 @@ func TestSecondAttachKeepsThrottle(t *testing.T) {
 		t.Errorf("a throttle left behind, after a pagecast's dirty log opened")
 	}
 }
+
+// TestSecondLogKeepsFirst: a second dirty log of one QEMU (a profile
+// beside a migration) that opens and closes leaves the first one
+// seeing the guest's writes. Under KVM each log kept QEMU's dirty
+// logging on with its own dirty limit, and the second's close cancelled
+// it for both: the migration's log went blind.
+func TestSecondLogKeepsFirst(t *testing.T) {
+	src := startSource(t, "hotset")
+	first, err := src.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	second, err := qemuguest.Dial(src.VM().QMPPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2, err := second.StartDirtyLog(); err == nil {
+		l2.Close()
+	} else if !errors.Is(err, tcg.ErrAreaBusy) {
+		t.Fatal(err)
+	}
+	second.Close()
+	if _, err := first.Harvest(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	b, err := first.Harvest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Count(); n == 0 {
+		t.Errorf("the first dirty log saw no page written in 500 ms after a second one closed")
+	} else {
+		t.Logf("%d pages in 500 ms", n)
+	}
+}

@@ -1,0 +1,118 @@
+package qemu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// DirtyLimitRate is the per-vCPU dirty limit (MB/s) pagecast sets on a
+// KVM QEMU to keep its dirty logging on and its dirty ring collected (the
+// kernel then pushes every write to the ring, where eBPF sees it): far
+// above what any vCPU dirties, so nothing is throttled.
+const DirtyLimitRate = 1 << 20
+
+// LockDir holds the lock files by which pagecast processes share a QEMU's
+// dirty limit.
+var LockDir = "/run/pagecast"
+
+// DirtyLogging is one process's hold on a KVM QEMU's dirty logging.
+//
+// QEMU has one dirty limit for all its clients, and cancelling it turns
+// its dirty logging off: a profile that ended beside a migration of the
+// same QEMU left the migration's dirty log blind (found when /dev/kvm came
+// back; the destination's memory then differs). So every holder takes a
+// shared flock on the QEMU's lock file before it sets the limit, and the
+// last to let go, the lock then exclusive, cancels it. The kernel drops a
+// killed holder's lock; the limit it leaves is harmless.
+type DirtyLogging struct {
+	mon Runner
+	f   *os.File
+}
+
+// HoldDirtyLogging keeps the dirty logging of the KVM QEMU pid, monitored
+// by mon, on until Release.
+func HoldDirtyLogging(mon Runner, pid int) (*DirtyLogging, error) {
+	f, err := openLimitLock(pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := flock(f, syscall.LOCK_SH); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := QMP(mon, "set-vcpu-dirty-limit", map[string]any{"dirty-rate": DirtyLimitRate}, nil); err != nil {
+		release(mon, f)
+		return nil, fmt.Errorf("keep QEMU's dirty logging on (QEMU needs -accel kvm,dirty-ring-size=N): %w", err)
+	}
+	return &DirtyLogging{mon: mon, f: f}, nil
+}
+
+// Release lets go of the hold, and cancels QEMU's dirty limit where no
+// other process holds it.
+func (d *DirtyLogging) Release() error {
+	if d == nil || d.f == nil {
+		return nil
+	}
+	f := d.f
+	d.f = nil
+	return release(d.mon, f)
+}
+
+func release(mon Runner, f *os.File) error {
+	defer f.Close()
+	// Taken exclusive only where no other holder has it shared; a holder
+	// arriving meanwhile waits for the close, then sets the limit again.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil // another process still holds the dirty logging
+		}
+		return fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return QMP(mon, "cancel-vcpu-dirty-limit", nil, nil)
+}
+
+// openLimitLock opens QEMU pid's lock file, making LockDir where it is
+// missing, and removes those of QEMUs that have exited.
+func openLimitLock(pid int) (*os.File, error) {
+	if err := os.MkdirAll(LockDir, 0o700); err != nil {
+		return nil, fmt.Errorf("lock QEMU %d's dirty limit: %w", pid, err)
+	}
+	sweepLimitLocks()
+	path := filepath.Join(LockDir, fmt.Sprintf("dirty-limit-%d.lock", pid))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock QEMU %d's dirty limit: %w", pid, err)
+	}
+	return f, nil
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if !errors.Is(err, syscall.EINTR) {
+			if err != nil {
+				return fmt.Errorf("lock %s: %w", f.Name(), err)
+			}
+			return nil
+		}
+	}
+}
+
+// sweepLimitLocks removes the lock files of QEMUs that have exited.
+func sweepLimitLocks() {
+	files, _ := filepath.Glob(filepath.Join(LockDir, "dirty-limit-*.lock"))
+	for _, file := range files {
+		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(file), "dirty-limit-"), ".lock"))
+		if err != nil {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			os.Remove(file)
+		}
+	}
+}
