@@ -37,7 +37,7 @@ type DirtyLogging struct {
 // HoldDirtyLogging keeps the dirty logging of the KVM QEMU pid, monitored
 // by mon, on until Release.
 func HoldDirtyLogging(mon Runner, pid int) (*DirtyLogging, error) {
-	f, err := openLimitLock(pid)
+	f, err := OpenLock("dirty-limit", pid)
 	if err != nil {
 		return nil, err
 	}
@@ -76,17 +76,18 @@ func release(mon Runner, f *os.File) error {
 	return QMP(mon, "cancel-vcpu-dirty-limit", nil, nil)
 }
 
-// openLimitLock opens QEMU pid's lock file, making LockDir where it is
-// missing, and removes those of QEMUs that have exited.
-func openLimitLock(pid int) (*os.File, error) {
+// OpenLock opens QEMU pid's lock file of kind (LockDir/KIND-PID.lock),
+// making LockDir where it is missing, and removes the lock files of QEMUs
+// that have exited. The caller flocks it.
+func OpenLock(kind string, pid int) (*os.File, error) {
 	if err := os.MkdirAll(LockDir, 0o700); err != nil {
-		return nil, fmt.Errorf("lock QEMU %d's dirty limit: %w", pid, err)
+		return nil, fmt.Errorf("lock QEMU %d's %s: %w", pid, kind, err)
 	}
-	sweepLimitLocks()
-	path := filepath.Join(LockDir, fmt.Sprintf("dirty-limit-%d.lock", pid))
+	sweepLocks()
+	path := filepath.Join(LockDir, fmt.Sprintf("%s-%d.lock", kind, pid))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("lock QEMU %d's dirty limit: %w", pid, err)
+		return nil, fmt.Errorf("lock QEMU %d's %s: %w", pid, kind, err)
 	}
 	return f, nil
 }
@@ -103,11 +104,12 @@ func flock(f *os.File, how int) error {
 	}
 }
 
-// sweepLimitLocks removes the lock files of QEMUs that have exited.
-func sweepLimitLocks() {
-	files, _ := filepath.Glob(filepath.Join(LockDir, "dirty-limit-*.lock"))
+// sweepLocks removes the lock files of QEMUs that have exited.
+func sweepLocks() {
+	files, _ := filepath.Glob(filepath.Join(LockDir, "*-*.lock"))
 	for _, file := range files {
-		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(file), "dirty-limit-"), ".lock"))
+		name := strings.TrimSuffix(filepath.Base(file), ".lock")
+		pid, err := strconv.Atoi(name[strings.LastIndexByte(name, '-')+1:])
 		if err != nil {
 			continue
 		}

@@ -1,8 +1,11 @@
 package qemuguest
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pagecast/pagecast/bitmap"
@@ -121,22 +124,51 @@ func pageSet(gfns []uint64, ramPages uint64) *bitmap.Bitmap {
 // with any other pagecast process profiling or migrating the QEMU.
 type kvmLog struct {
 	mu       sync.Mutex
+	lock     *os.File // its lock file, flocked: one such log per QEMU (lockKVMLog)
 	logging  *qemu.DirtyLogging
 	col      *collector.Collector
 	ramPages uint64
 }
 
 func openKVMLog(mon Monitor, pid int, ramPages uint64) (*kvmLog, error) {
+	lock, err := lockKVMLog(pid)
+	if err != nil {
+		return nil, err
+	}
 	logging, err := qemu.HoldDirtyLogging(mon, pid)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	col, err := collector.New(collector.Config{PID: pid, MemoryBytes: ramPages * 4096})
 	if err != nil {
 		logging.Release()
+		lock.Close()
 		return nil, err
 	}
-	return &kvmLog{logging: logging, col: col, ramPages: ramPages}, nil
+	return &kvmLog{lock: lock, logging: logging, col: col, ramPages: ramPages}, nil
+}
+
+// lockKVMLog takes QEMU pid's dirty-log lock, as the TCG plugin's area is
+// taken under TCG: one migration's dirty log per QEMU (a profile, which
+// takes none, may watch beside it). Under KVM nothing kept a second
+// pagecast migrate, or one choosing its engine, off a QEMU a migration
+// was moving (found when /dev/kvm came back). The error is a
+// *tcg.BusyError naming the holder.
+func lockKVMLog(pid int) (*os.File, error) {
+	f, err := qemu.OpenLock("dirty-log", pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			who, args := tcg.LockHolder(f)
+			return nil, &tcg.BusyError{Path: f.Name(), Holder: who, Args: args, KVM: true}
+		}
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return f, nil
 }
 
 func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
@@ -163,5 +195,6 @@ func (l *kvmLog) Close() error {
 	if rerr := l.logging.Release(); err == nil {
 		err = rerr
 	}
+	l.lock.Close()
 	return err
 }

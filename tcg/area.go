@@ -55,7 +55,7 @@ func Open(path string) (_ *Area, err error) {
 	}()
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			who, args := describeHolder(f)
+			who, args := LockHolder(f)
 			return nil, &BusyError{Path: path, Holder: who, Args: args}
 		}
 		return nil, fmt.Errorf("lock plugin area %s: %w", path, err)
@@ -230,14 +230,21 @@ func (a *Area) Close() error {
 }
 
 // BusyError is Open's error for an area another process holds; it wraps
-// ErrAreaBusy.
+// ErrAreaBusy. A QEMU under KVM has no area, and its dirty log (eBPF) is
+// kept to one pagecast process at a time by a lock file, whose holder is
+// told the same way (KVM set).
 type BusyError struct {
 	Path   string
 	Holder string   // who holds it, as said: "process 1234 (pagecast profile …)"
 	Args   []string // the holder's command line, nil where it is not known
+	KVM    bool     // Path is the lock file of a KVM QEMU's dirty log
 }
 
 func (e *BusyError) Error() string {
+	if e.KVM {
+		return fmt.Sprintf("the QEMU's dirty log is in use (lock %s), by %s: one pagecast process tracks a QEMU's dirty pages for a migration at a time; "+
+			"wait for that one to end, or stop it", e.Path, e.Holder)
+	}
 	return fmt.Sprintf("open plugin area %s: %v, by %s: it has one reader at a time (another would take its epochs); "+
 		"wait for that one to end, or stop it", e.Path, ErrAreaBusy, e.Holder)
 }
@@ -267,10 +274,10 @@ func (e *BusyError) Migrating() bool {
 	return false
 }
 
-// describeHolder names the process holding f's lock, from /proc/locks:
+// LockHolder names the process holding f's flock, from /proc/locks:
 // "process 1234 (pagecast profile --qmp unix:q.sock)", or "another process"
-// where it cannot be told.
-func describeHolder(f *os.File) (who string, args []string) {
+// where it cannot be told, and its command line.
+func LockHolder(f *os.File) (who string, args []string) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return "another process", nil

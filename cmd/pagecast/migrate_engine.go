@@ -115,7 +115,8 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 }
 
 // enginesMigration is an error where pagecast's engine is migrating the
-// source QEMU mon (a pagecast migrate holds its plugin's area), nil
+// source QEMU mon (a pagecast migrate holds its plugin's area, or its
+// dirty log's lock under KVM), nil
 // otherwise: QEMU's own migration started beside it moved the guest, and
 // the engine ran its rounds to its cap and failed (found by a new-user
 // walk). A profile holding the area does not stop QEMU's migration.
@@ -128,13 +129,10 @@ func enginesMigration(mon qmp.Monitor) error {
 		return nil // no plugin, or RAM not shared: no engine of pagecast's runs on it
 	}
 	defer src.Close()
-	if src.KVM() {
-		// No area to find held: opening the dirty log there (eBPF and
-		// QEMU's dirty limit) and closing it would lift a live
-		// migration's throttle and cancel its dirty limit (argued by a
-		// review walk). Not known under KVM.
-		return nil
-	}
+	// Under KVM the dirty log's lock file is held as the plugin's area is
+	// under TCG; a dirty log this opens while no migration holds it lifts
+	// only a killed pagecast's throttle (a live one's is locked) and
+	// shares QEMU's dirty limit with any profile.
 	log, err := src.StartDirtyLog()
 	if err == nil {
 		log.Close()
@@ -142,7 +140,7 @@ func enginesMigration(mon qmp.Monitor) error {
 	}
 	var busy *tcg.BusyError
 	if errors.As(err, &busy) && busy.Migrating() {
-		return fmt.Errorf("pagecast's engine is migrating this VM already (%s holds its plugin's area): one migration of a guest at a time; wait for it to end, or stop it (Ctrl-C)", busy.Holder)
+		return fmt.Errorf("pagecast's engine is migrating this VM already (%s holds its dirty log): one migration of a guest at a time; wait for it to end, or stop it (Ctrl-C)", busy.Holder)
 	}
 	return nil
 }

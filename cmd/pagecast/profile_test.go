@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -260,5 +261,50 @@ func TestDroppedWhy(t *testing.T) {
 	got := droppedWhy(collector.Stats{Dropped: map[string]uint64{"out_of_range": 66672, "beyond_ram": 0, "new_reason": 3}})
 	if want := " (new_reason: 3; out_of_range: 66672, stores past the pages the hook records: under TCG, the firmware's own memory, written while the guest boots)"; got != want {
 		t.Errorf("%q, want %q", got, want)
+	}
+}
+
+// TestMigrateDirtyLogBusyKVM: under KVM, where no plugin area keeps a
+// second pagecast off a QEMU, one whose dirty log a pagecast migrate
+// holds (a stand-in holding its lock file, this test binary with
+// pagecast's argv) is refused by a second migrate with either engine. A
+// second migrate's engine ran its rounds beside the first, and its dirty
+// log's open lifted the first's throttle (found when /dev/kvm came back).
+func TestMigrateDirtyLogBusyKVM(t *testing.T) {
+	testutil.RequiresQEMUWithKVM(t)
+	testutil.RequiresBPF(t)
+	if testing.Short() {
+		t.Skip("boots QEMU under KVM; skipped in short mode")
+	}
+	src := startQEMURunAccel(t, "kvm", "--memory", "32M", "--workload", "hotset")
+	f, err := qemu.OpenLock("dirty-log", src.qemuPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := f.Name()
+	f.Close()
+	holder := exec.Command(os.Args[0])
+	holder.Args = []string{"pagecast", "--log-level", "warn", "migrate", "--qmp", "unix:" + src.sock}
+	holder.Env = append(os.Environ(), holdArea+"="+lock)
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile("/proc/locks")
+		if strings.Contains(string(b), fmt.Sprintf(" %d ", holder.Process.Pid)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stand-in never held the lock")
+		}
+	}
+	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", freeTCP(t), "--mode", "precopy", "--bandwidth", "32MiB/s")
+	if err == nil || !strings.Contains(err.Error(), "dirty log is in use") || !strings.Contains(err.Error(), fmt.Sprintf("process %d (pagecast", holder.Process.Pid)) {
+		t.Errorf("migrate --engine auto beside pagecast's engine: %v\n%s", err, stderr)
+	}
+	_, stderr, err = runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", freeTCP(t), "--engine", "qemu", "--mode", "precopy", "--bandwidth", "32MiB/s")
+	if err == nil || !strings.Contains(err.Error(), "pagecast's engine is migrating this VM already") {
+		t.Errorf("migrate --engine qemu beside pagecast's engine: %v\n%s", err, stderr)
 	}
 }
