@@ -26,8 +26,11 @@ type Controller struct {
 	cfg      Config
 	current  *Migration
 	choosing bool // mode auto is watching the guest before a migration
-	// stopChoosing ends that watch (migrate_cancel), nothing migrated.
+	// stopChoosing ends that watch (migrate_cancel), nothing migrated;
+	// chosen is closed when it has ended.
 	stopChoosing context.CancelFunc
+	chosen       chan struct{}
+	closed       bool // Close: no migration starts
 }
 
 // ModeAuto is the mode a Chooser turns into one of the others when the
@@ -87,6 +90,9 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		return nil, qmpserver.GenericError("the virtual machine is shutting down")
+	}
 	if c.choosing || c.current != nil && !c.current.finishedNow() {
 		return nil, qmpserver.GenericError("There's a migration process in progress")
 	}
@@ -102,13 +108,18 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 		// refused.
 		c.choosing = true
 		cctx, stop := context.WithCancel(ctx)
-		c.stopChoosing = stop
+		c.stopChoosing, c.chosen = stop, make(chan struct{})
 		choose := c.choose
 		c.mu.Unlock()
 		choice, err := choose(cctx, c.g, cfg)
 		c.mu.Lock()
-		c.choosing, c.stopChoosing = false, nil
+		close(c.chosen)
+		c.choosing, c.stopChoosing, c.chosen = false, nil, nil
 		cancelled := cctx.Err() != nil && ctx.Err() == nil
+		if c.closed {
+			stop()
+			return nil, qmpserver.GenericError("mode auto: the virtual machine is shutting down: nothing was migrated")
+		}
 		stop()
 		if cancelled {
 			return nil, qmpserver.GenericError("mode auto: cancelled (migrate_cancel) while it watched the guest: nothing was migrated")
@@ -234,6 +245,44 @@ func (c *Controller) queryParameters(context.Context, json.RawMessage) (any, err
 	ep := uint64(cfg.Epoch.Milliseconds())
 	return parameters{MaxBandwidth: &cfg.MaxBandwidth, DowntimeLimit: &dl, Mode: &cfg.Mode,
 		MaxRounds: &cfg.MaxRounds, Profile: &cfg.Profile, Threshold: &cfg.Threshold, EpochMS: &ep, Prefer: &cfg.Prefer, Observe: &cfg.Observe}, nil
+}
+
+// Close ends the controller's work before its guest goes away: mode
+// auto's watch is stopped, a migration under way is cancelled where it
+// can be and waited for, and none starts after. Where it cannot be (in
+// post-copy the guest needs pages only this source holds; after the
+// commit the destination runs it), Close waits for it to end unless force
+// is closed or sends, and then aborts it (Migration.Abort). refused, if
+// not nil, is told why the cancel was refused.
+func (c *Controller) Close(force <-chan struct{}, refused func(error)) {
+	c.mu.Lock()
+	c.closed = true
+	chosen := c.chosen
+	if c.stopChoosing != nil {
+		c.stopChoosing()
+	}
+	c.mu.Unlock()
+	if chosen != nil {
+		<-chosen
+	}
+	m := c.Current()
+	if m == nil {
+		return
+	}
+	if err := m.Cancel(); err != nil && refused != nil {
+		select {
+		case <-m.Done():
+			return
+		default:
+			refused(err)
+		}
+	}
+	select {
+	case <-m.Done():
+	case <-force:
+		m.Abort()
+		<-m.Done()
+	}
 }
 
 func (c *Controller) cancel(context.Context, json.RawMessage) (any, error) {

@@ -344,6 +344,12 @@ func (m *Migration) Cancel() error {
 // record it is writing and tell the destination, before its link is cut.
 const cancelGrace = 2 * time.Second
 
+// Abort stops the migration whatever its stage, for a source going away
+// whatever: in post-copy the guest on the destination loses the pages
+// only this source holds, and after the commit the destination may run it
+// or not. Done is closed once the engine has stopped reading the guest.
+func (m *Migration) Abort() { m.abort() }
+
 // abort stops the migration whatever its stage: for a simulation or a
 // measurement, where no guest can be lost.
 func (m *Migration) abort() {

@@ -95,8 +95,9 @@ type VM struct {
 	reapers      sync.WaitGroup
 	logsShut     bool // Close has begun: no dirty log may start
 
-	rate    rateMeter
-	onEvent func(name string, data any)
+	rate      rateMeter
+	onEvent   func(name string, data any)
+	contGuard func() error // QMP cont asks it first (SetContGuard)
 
 	throttlePct atomic.Int32 // percent of vCPU time taken away (SetThrottle)
 	sleepUntil  atomic.Int64 // unix ns: vCPUs sleep until then before entering the guest
@@ -555,6 +556,24 @@ func (vm *VM) release() {
 // OnEvent sets the function that receives QMP-style events (STOP, RESUME,
 // SHUTDOWN). Set it before Start.
 func (vm *VM) OnEvent(fn func(name string, data any)) { vm.onEvent = fn }
+
+// SetContGuard has QMP cont ask guard first, and refuse with its error:
+// an outgoing migration holding the guest paused.
+func (vm *VM) SetContGuard(guard func() error) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.contGuard = guard
+}
+
+func (vm *VM) contAllowed() error {
+	vm.mu.Lock()
+	guard := vm.contGuard
+	vm.mu.Unlock()
+	if guard == nil {
+		return nil
+	}
+	return guard()
+}
 
 func (vm *VM) emit(name string, data any) {
 	if vm.onEvent != nil {

@@ -253,6 +253,29 @@ func TestMigratePostcopyInterrupted(t *testing.T) {
 	if _, err := runErr(src.mon, "migrate_cancel", nil); err == nil || !strings.Contains(err.Error(), "cannot be cancelled without losing the guest") {
 		t.Errorf("migrate_cancel in post-copy: %v, want it refused", err)
 	}
+	// Stopped, the source VM waits for its post-copy, saying so; a
+	// second signal stops it (it freed the memory under the migration
+	// and crashed: found by a review walk).
+	src.cmd.Process.Signal(syscall.SIGTERM)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(src.stderr.String(), "A second SIGINT or SIGTERM stops it anyway"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("vm run, stopped in post-copy, did not say it waits:\n%s", src.stderr.String())
+		}
+	}
+	select {
+	case err := <-src.done:
+		t.Fatalf("vm run stopped at the first signal in post-copy: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	src.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-src.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("vm run did not stop at a second signal in post-copy")
+	}
+	if strings.Contains(src.stderr.String(), "fatal error") {
+		t.Errorf("vm run crashed:\n%s", src.stderr.String())
+	}
 }
 
 // TestMigrateRefused: a destination of another size refuses and says why;
@@ -777,5 +800,88 @@ func pipe(dst, src net.Conn, hangUp func(), cut func(chunk []byte) bool) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// TestContDuringStage3: cont on a source whose guest an outgoing
+// migration holds paused (tsmc's stage 3, the destination running the
+// guest) is refused: it ran the guest in both places, and the migration
+// said verified (found by a review walk). Once the migration has ended the
+// source is postmigrate.
+func TestContDuringStage3(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset")
+	startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "tsmc", "--bandwidth", "4MiB/s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st, _ := run(t, src.mon, "query-migrate", nil)["status"].(string); strings.HasPrefix(st, "postcopy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no post-copy within 30 s:\n%s", out.String())
+		}
+	}
+	if _, err := runErr(src.mon, "cont", nil); err == nil || !strings.Contains(err.Error(), "paused by an outgoing migration") {
+		t.Errorf("cont in tsmc's stage 3: %v, want it refused", err)
+	}
+	if st := status(t, src); st != "paused" {
+		t.Errorf("source is %s in stage 3 after a cont", st)
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "verified         true") {
+		t.Fatalf("the migration: %v\n%s", err, out.String())
+	}
+	if st := status(t, src); st != "postmigrate" {
+		t.Errorf("source is %s after the migration, want postmigrate", st)
+	}
+}
+
+// TestStopDuringMigration: vm run stopped (SIGTERM) while its guest
+// migrates out cancels the migration and waits for it before it frees the
+// guest's memory; it freed it under the migration, which read on and
+// crashed the process (SIGSEGV, 2 runs of 4; found by a review walk).
+func TestStopDuringMigration(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "64M", "--workload", "hotset")
+	dst := startVMRunProc(t, "--memory", "64M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--bandwidth", "16MiB/s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // in round 1: 64 MiB at 16 MiB/s
+	src.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-src.done:
+		if err != nil {
+			t.Errorf("vm run stopped mid-migration: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("vm run did not stop within 30 s of SIGTERM mid-migration")
+	}
+	for _, bad := range []string{"fatal error", "SIGSEGV", "panic"} {
+		if strings.Contains(src.stderr.String(), bad) {
+			t.Errorf("vm run's stderr has %q:\n%s", bad, src.stderr.String())
+		}
+	}
+	if !strings.Contains(src.stderr.String(), "the outgoing migration is cancelled") {
+		t.Errorf("vm run did not say it stopped the migration:\n%s", src.stderr.String())
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Errorf("migrate succeeded though its source stopped:\n%s", out.String())
+	}
+	// The destination is told of the cancel.
+	select {
+	case <-dst.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the destination did not end its incoming migration")
+	}
+	if !strings.Contains(dst.stderr.String(), "the source aborted the migration: cancelled on the source") {
+		t.Errorf("the destination was not told of the cancel:\n%s", dst.stderr.String())
 	}
 }

@@ -402,6 +402,14 @@ func runVM(c *cli.Context) error {
 			}
 		}
 	}
+	var srv *qmpserver.Server
+	if lis != nil {
+		// Its events are told from the start: set after Start, a guest
+		// failing at once lost its STOP, and the VM read the hook
+		// unlocked as it was set (found by a review walk).
+		srv = qmpserver.New(log, "pagecast")
+		vm.OnEvent(srv.Emit)
+	}
 	if incoming == nil {
 		// Started before QMP is served, as QEMU without -S is: a client
 		// that connects as soon as the socket exists finds it running,
@@ -410,12 +418,33 @@ func runVM(c *cli.Context) error {
 			return err
 		}
 	}
+	var ctl *migrator.Controller
 	if lis != nil {
-		srv := qmpserver.New(log, "pagecast")
 		vm.RegisterQMP(srv, cancel)
-		ctl := migrator.NewController(vm.Migratable(), log, clientTLS)
+		ctl = migrator.NewController(vm.Migratable(), log, clientTLS)
 		ctl.SetChooser(ownChooser(log))
 		ctl.Register(srv)
+		// cont of the source while an outgoing migration holds its guest
+		// paused (the switch-over, tsmc's stage 3, post-copy) ran the
+		// guest here and on the destination at once, and the migration
+		// said verified (found by a review walk). QEMU holds its monitor
+		// for the stop-and-copy.
+		vm.SetContGuard(func() error {
+			if m := ctl.Current(); m != nil && vm.RunState() == vmm.StatePaused {
+				select {
+				case <-m.Done():
+				default:
+					return errors.New("the guest is paused by an outgoing migration, which runs it on the destination, or here again if the migration fails: " +
+						"cont now would run it in both places; wait for the migration to end, or cancel it (migrate_cancel)")
+				}
+			}
+			return nil
+		})
+		// Stopped while it migrates out, the VM waits for the migration
+		// to end (cancelled where it can be) before it frees the memory
+		// the migration reads: vm.Close under a running migration
+		// crashed pagecast (SIGSEGV; found by a review walk).
+		defer ctl.Close(nil, nil)
 		if addr := c.String("metrics"); addr != "" {
 			exp := migrationmetrics.New(vmName(c, strings.TrimPrefix(c.String("qmp"), "unix:")))
 			stop, err := serveCollectors(addr, exp)
@@ -425,7 +454,6 @@ func runVM(c *cli.Context) error {
 			defer stop()
 			go followMigrations(ctx, ctl, exp, 200*time.Millisecond)
 		}
-		vm.OnEvent(srv.Emit)
 		serveCtx, stopServing := context.WithCancel(context.Background())
 		served := make(chan struct{})
 		go func() {
@@ -455,6 +483,9 @@ func runVM(c *cli.Context) error {
 	log.Info(msg, "memory", units.FormatBytes(float64(vm.MemoryBytes())),
 		"vcpus", vm.VCPUs(), "workload", workload, "dirty", vm.DirtyMode(), "qmp", c.String("qmp"))
 	<-ctx.Done()
+	if ctl != nil {
+		stopMigration(ctl, log)
+	}
 	st, guestErr := vm.State()
 	log.Info("shutting down", "state", st)
 	if err := vm.Close(); err != nil {
@@ -464,6 +495,36 @@ func runVM(c *cli.Context) error {
 		return guestErr
 	}
 	return nil
+}
+
+// stopMigration ends ctl's outgoing migration before the VM it reads
+// goes: cancelled, and waited for; where it cannot be cancelled (post-copy,
+// or committed) it is waited for until a second SIGINT or SIGTERM, which
+// aborts it.
+func stopMigration(ctl *migrator.Controller, log *slog.Logger) {
+	if m := ctl.Current(); m != nil {
+		select {
+		case <-m.Done():
+		default:
+			log.Info("stopping: the outgoing migration is cancelled, and waited for")
+		}
+	}
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	force, closed := make(chan struct{}), make(chan struct{})
+	defer close(closed)
+	go func() {
+		select {
+		case <-again:
+			close(force)
+		case <-closed:
+		}
+	}()
+	ctl.Close(force, func(err error) {
+		log.Warn("stopping: the outgoing migration cannot be cancelled; waiting for it to end. "+
+			"A second SIGINT or SIGTERM stops it anyway, and the guest on the destination loses what only this VM holds", "why", err)
+	})
 }
 
 // resolveMonitor is --monitor, auto made pagecast or qemu: the one a flag
