@@ -344,6 +344,12 @@ func (vm *VM) Pause() error {
 	}
 	vm.pauseReq = true
 	vm.stopVCPUsLocked()
+	if vm.state != StateRunning {
+		// A vCPU failed the guest while this waited (stopVCPUsLocked lets
+		// go of vm.mu): paused over it, the VM said paused, and cont then
+		// running, with a dead vCPU (argued by a review walk).
+		return fmt.Errorf("pause: virtual machine is %s", vm.state)
+	}
 	vm.state = StatePaused
 	vm.emit("STOP", nil)
 	return nil
