@@ -84,6 +84,41 @@ func SetParameters(mon qmp.Monitor, p Params) error {
 	return clientRun(mon, "migrate-set-parameters", args, nil)
 }
 
+// SetPagecastParameters sends migrate-set-parameters to pagecast's own
+// monitor with every member Params has, zero ones too: the link cap (0:
+// none), the downtime limit (0: the default), the mode, the round cap and
+// the profile ("" none); mode auto's prefer and observe where set. The
+// monitor keeps its parameters from one migration to the next, as QEMU
+// does, so SetParameters' "zero: not sent" left a cap, a profile or a
+// limit an earlier migrate had set on the next one, which ran at 4 MiB/s
+// with no cap asked for (found by a new-user walk).
+func SetPagecastParameters(mon qmp.Monitor, p Params) error {
+	if p.DowntimeLimit < 0 {
+		return fmt.Errorf("migrate-set-parameters: negative downtime limit %v", p.DowntimeLimit)
+	}
+	if p.MaxRounds < 0 {
+		return fmt.Errorf("migrate-set-parameters: negative max rounds %d", p.MaxRounds)
+	}
+	args := map[string]any{
+		"max-bandwidth":      p.MaxBandwidth,
+		"downtime-limit":     int64((p.DowntimeLimit + time.Millisecond - 1) / time.Millisecond),
+		"x-pagecast-profile": p.Profile,
+	}
+	if p.Mode != "" {
+		args["x-pagecast-mode"] = p.Mode
+	}
+	if p.MaxRounds > 0 {
+		args["x-pagecast-max-rounds"] = p.MaxRounds
+	}
+	if p.Prefer != "" {
+		args["x-pagecast-prefer"] = p.Prefer
+	}
+	if p.Observe > 0 {
+		args["x-pagecast-observe"] = p.Observe
+	}
+	return clientRun(mon, "migrate-set-parameters", args, nil)
+}
+
 // Migrate sends "migrate": the monitor starts migrating its machine to uri
 // ("tcp:HOST:PORT"). It returns once the monitor has accepted the command;
 // the migration runs on, and Wait or Query follow it. (Not Start: that is

@@ -278,7 +278,7 @@ func runMigrate(c *cli.Context) (err error) {
 		if p.MaxRounds == 0 {
 			return errNoRoundCap
 		}
-		if err := migrator.SetParameters(mon, p); err != nil {
+		if err := migrator.SetPagecastParameters(mon, p); err != nil {
 			return err
 		}
 	default:

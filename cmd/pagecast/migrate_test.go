@@ -885,3 +885,25 @@ func TestStopDuringMigration(t *testing.T) {
 		t.Errorf("the destination was not told of the cancel:\n%s", dst.stderr.String())
 	}
 }
+
+// TestMigrateParametersReset: each pagecast migrate on pagecast's own
+// monitor migrates with its own flags: a link cap or a profile an earlier
+// migrate set is not left on the next, which kept it (a later migrate
+// without --bandwidth ran at an earlier one's 4 MiB/s for 3.5 minutes;
+// found by a new-user walk).
+func TestMigrateParametersReset(t *testing.T) {
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "idle")
+	other := importTrace(t) // of a 256 MiB VM
+	_, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", freeTCP(t), "--mode", "predictive", "--bandwidth", "4MiB/s", "--profile", other, "--quiet")
+	if err == nil {
+		t.Fatal("migrate with another VM's profile succeeded")
+	}
+	_, _, err = runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", freeTCP(t), "--mode", "predictive", "--quiet")
+	if err == nil || strings.Contains(err.Error(), other) {
+		t.Fatalf("the second migrate, without --profile: %v", err)
+	}
+	params := run(t, src.mon, "query-migrate-parameters", nil)
+	if params["max-bandwidth"] != 0.0 || params["x-pagecast-profile"] != "" {
+		t.Errorf("parameters after a migrate without --bandwidth or --profile: %v", params)
+	}
+}
