@@ -496,6 +496,13 @@ func (m *Migration) run(ctx, linkCtx context.Context, md mode, pol policy) (err 
 		defer func() {
 			s.accountThrottle()
 			m.g.SetThrottle(0) // lifted whatever happens: completed (the guest runs elsewhere) or not
+			if err != nil {
+				// The guest runs on here at full pace: query-migrate and
+				// the metrics said 87% after a failed migration (found
+				// by a new-user walk). A completed one keeps the last
+				// figure, which described its end.
+				m.update(func(i *Info) { i.CPUThrottlePercentage = 0 })
+			}
 		}()
 	}
 	if md.policy == ModePredictive && m.cfg.Profile == "" {
