@@ -68,10 +68,14 @@ func TestResolveAccel(t *testing.T) {
 		if got != want {
 			t.Errorf("auto with /dev/kvm %v and modules %v: %s (%s), want %s", usable, modules, got, why, want)
 		}
-		// kvm, asked for, is used wherever /dev/kvm opens, kvm-pvm's or not.
-		got, _, err = ResolveAccel(AccelKVM)
+		// kvm, asked for, is used wherever /dev/kvm opens, kvm-pvm's or
+		// not; kvm-pvm's with a warning.
+		got, why, err = ResolveAccel(AccelKVM)
 		if (err == nil) != (usable == nil) || (err == nil && got != AccelKVM) {
 			t.Errorf("kvm with /dev/kvm %v: %q, %v", usable, got, err)
+		}
+		if pvm := modules[1] == "kvm_pvm"; err == nil && pvm != strings.Contains(why, "kvm-pvm") {
+			t.Errorf("kvm asked for, modules %v: why %q", modules, why)
 		}
 	}
 }
