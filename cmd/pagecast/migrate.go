@@ -391,8 +391,19 @@ func runMigrate(c *cli.Context) (err error) {
 	switched := false // post-copy began: the guest runs on the destination
 	throttle := 0     // QEMU drops cpu-throttle-percentage from its last reply
 	var sent uint64   // QEMU's failed reply has no ram: what was sent before
+	linkLost := false // said once per loss: the bar alone repeated "postcopy-paused … 0 B/s"
 	progress := func(i migrator.Info) {
 		switched = switched || migrator.InPostcopy(i.Status)
+		if lost := i.Status == migrator.StatusPostcopyPaused; lost != linkLost {
+			linkLost = lost
+			if lost && plan == nil {
+				bar.say("pagecast: post-copy's link to the destination is lost: the source redials it for up to " + migrator.DefaultRecoverTimeout.String() +
+					" (the guest runs there and needs pages only the source holds); its log says why")
+			} else if lost {
+				bar.say("pagecast: QEMU's post-copy is postcopy-paused: its link to the destination is lost, and the guest runs there needing pages only the source holds " +
+					"(QEMU resumes it with migrate-recover on the destination, then migrate with resume on the source)")
+			}
+		}
 		if i.RAM != nil {
 			sent = max(sent, i.RAM.Transferred)
 		}
@@ -725,6 +736,16 @@ func exported(info migrator.Info, err error) (migrator.Info, bool) {
 	}
 	info.Status, info.ErrorDesc = migrator.StatusFailed, err.Error()
 	return info, true
+}
+
+// say prints a line of its own, --quiet or not, under the bar where one
+// is drawn in place.
+func (b *progressBar) say(msg string) {
+	if b.drawn {
+		fmt.Fprint(b.w, "\r\033[K")
+		b.drawn = false
+	}
+	fmt.Fprintln(b.w, msg)
 }
 
 func (b *progressBar) done() {

@@ -235,7 +235,8 @@ func TestMigratePostcopyInterrupted(t *testing.T) {
 	if err := cmd.Wait(); err == nil {
 		t.Fatalf("pagecast migrate succeeded with its destination killed in stage 3:\n%s", out.String())
 	}
-	for _, want := range []string{"a cancel now would lose it", "stopped following the migration in postcopy", "no migrate_cancel sent"} {
+	for _, want := range []string{"a cancel now would lose it", "stopped following the migration in postcopy", "no migrate_cancel sent",
+		"post-copy's link to the destination is lost: the source redials it for up to 5m0s"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("migrate's output lacks %q:\n%s", want, out.String())
 		}
