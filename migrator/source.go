@@ -377,6 +377,16 @@ func (m *Migration) SetBandwidth(bytesPerSecond uint64) {
 	m.mu.Unlock()
 }
 
+// HandedOver reports whether the migration has committed the guest to its
+// destination, which runs it (or starts it once the commit reaches it):
+// whatever the migration's end, the source's copy must not run again but
+// by the user's explicit choice.
+func (m *Migration) HandedOver() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.committed
+}
+
 // Done is closed when the migration has completed, failed or been
 // cancelled, with the source VM resumed if it did not complete.
 func (m *Migration) Done() <-chan struct{} { return m.done }

@@ -61,7 +61,7 @@ func (m *Migratable) StartDirtyLog() (migrator.DirtyLog, error) {
 	return d, nil
 }
 
-func (m *Migratable) Pause() error              { return m.vm.Pause() }
+func (m *Migratable) Pause() error              { return m.vm.pause(true) }
 func (m *Migratable) Resume() error             { return m.vm.Resume() }
 func (m *Migratable) Throttle() int             { return m.vm.Throttle() }
 func (m *Migratable) SetThrottle(pct int) error { return m.vm.SetThrottle(pct) }

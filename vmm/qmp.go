@@ -21,12 +21,7 @@ func (vm *VM) RegisterQMP(s *qmpserver.Server, quit func()) {
 	// Under -incoming, as QEMU's: stop has the guest stay paused once
 	// the migration has come, cont has it run.
 	s.Handle("stop", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) { return nil, vm.Pause() }))
-	s.Handle("cont", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
-		if err := vm.contAllowed(); err != nil {
-			return nil, qmpserver.GenericError("%s", err.Error())
-		}
-		return nil, vm.Resume()
-	}))
+	s.Handle("cont", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) { return nil, vm.Cont() }))
 	s.Handle("quit", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
 		go quit()
 		return nil, nil

@@ -99,6 +99,9 @@ type VM struct {
 	onEvent   func(name string, data any)
 	contGuard func() error // QMP cont asks it first (SetContGuard)
 
+	migrationHeld bool   // paused by an outgoing migration (Migratable.Pause), until resumed
+	pauses        uint64 // pauses so far: Cont asks its guard again where one came meanwhile
+
 	throttlePct atomic.Int32 // percent of vCPU time taken away (SetThrottle)
 	sleepUntil  atomic.Int64 // unix ns: vCPUs sleep until then before entering the guest
 	throttling  bool         // the throttler goroutine runs; guarded by mu
@@ -329,11 +332,17 @@ func (vm *VM) Start() error {
 // Pause stops every vCPU and returns once none is inside KVM_RUN. A VM
 // waiting for an incoming migration will start paused (QEMU's stop under
 // -incoming).
-func (vm *VM) Pause() error {
+func (vm *VM) Pause() error { return vm.pause(false) }
+
+// pause is Pause; forMigration marks the guest as held paused by an
+// outgoing migration, which QMP cont then asks the cont guard about.
+func (vm *VM) pause(forMigration bool) error {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	switch {
 	case vm.state == StatePaused:
+		vm.pauses++
+		vm.migrationHeld = vm.migrationHeld || forMigration
 		return nil
 	case vm.state == StatePrelaunch && vm.incoming:
 		vm.holdIn = true
@@ -344,14 +353,19 @@ func (vm *VM) Pause() error {
 	}
 	vm.pauseReq = true
 	vm.stopVCPUsLocked()
-	if vm.state != StateRunning {
+	switch vm.state {
+	case StateRunning:
+		vm.state = StatePaused
+		vm.emit("STOP", nil)
+	case StatePaused: // another Pause, while this one waited
+	default:
 		// A vCPU failed the guest while this waited (stopVCPUsLocked lets
 		// go of vm.mu): paused over it, the VM said paused, and cont then
 		// running, with a dead vCPU (argued by a review walk).
 		return fmt.Errorf("pause: virtual machine is %s", vm.state)
 	}
-	vm.state = StatePaused
-	vm.emit("STOP", nil)
+	vm.pauses++
+	vm.migrationHeld = vm.migrationHeld || forMigration
 	return nil
 }
 
@@ -403,6 +417,40 @@ func (vm *VM) allStoppedLocked() bool {
 func (vm *VM) Resume() error {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
+	return vm.resumeLocked()
+}
+
+// Cont is QMP cont: Resume, but where an outgoing migration paused the
+// guest it first asks the cont guard (SetContGuard), and refuses with its
+// error. cont of a source whose switch-over held the guest paused ran it
+// here and on the destination at once (found by a review walk); one the
+// user paused is the user's to run. A pause that comes while the guard
+// is asked has it asked again.
+func (vm *VM) Cont() error {
+	for {
+		vm.mu.Lock()
+		held := vm.migrationHeld && vm.state == StatePaused && !vm.movedOut
+		guard, pauses := vm.contGuard, vm.pauses
+		vm.mu.Unlock()
+		if held && guard != nil {
+			// Asked without vm.mu: the guard asks the migration, whose
+			// own locks are taken before the VM's.
+			if err := guard(); err != nil {
+				return err
+			}
+		}
+		vm.mu.Lock()
+		if vm.pauses != pauses {
+			vm.mu.Unlock()
+			continue
+		}
+		err := vm.resumeLocked()
+		vm.mu.Unlock()
+		return err
+	}
+}
+
+func (vm *VM) resumeLocked() error {
 	switch {
 	case vm.state == StateRunning:
 		return nil
@@ -419,6 +467,7 @@ func (vm *VM) Resume() error {
 	vm.pauseReq = false
 	vm.stopping.Store(false)
 	vm.movedOut = false
+	vm.migrationHeld = false
 	vm.state = StateRunning
 	vm.cond.Broadcast()
 	vm.emit("RESUME", nil)
@@ -563,22 +612,13 @@ func (vm *VM) release() {
 // SHUTDOWN). Set it before Start.
 func (vm *VM) OnEvent(fn func(name string, data any)) { vm.onEvent = fn }
 
-// SetContGuard has QMP cont ask guard first, and refuse with its error:
-// an outgoing migration holding the guest paused.
+// SetContGuard has QMP cont (Cont) of a guest an outgoing migration
+// paused ask guard first, and refuse with its error: whether that
+// migration still holds the guest. guard must not call the VM's methods.
 func (vm *VM) SetContGuard(guard func() error) {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	vm.contGuard = guard
-}
-
-func (vm *VM) contAllowed() error {
-	vm.mu.Lock()
-	guard := vm.contGuard
-	vm.mu.Unlock()
-	if guard == nil {
-		return nil
-	}
-	return guard()
 }
 
 func (vm *VM) emit(name string, data any) {

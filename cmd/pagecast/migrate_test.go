@@ -819,6 +819,20 @@ func TestContDuringStage3(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The user's own stop and cont in stage 1 are the user's (the guard
+	// refused them: walk 45).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st, _ := run(t, src.mon, "query-migrate", nil)["status"].(string); st == "active" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no stage 1 within 10 s:\n%s", out.String())
+		}
+	}
+	run(t, src.mon, "stop", nil)
+	if _, err := runErr(src.mon, "cont", nil); err != nil {
+		t.Errorf("cont after the user's own stop in stage 1: %v", err)
+	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if st, _ := run(t, src.mon, "query-migrate", nil)["status"].(string); strings.HasPrefix(st, "postcopy") {
 			break

@@ -430,15 +430,23 @@ func runVM(c *cli.Context) error {
 		// said verified (found by a review walk). QEMU holds its monitor
 		// for the stop-and-copy.
 		vm.SetContGuard(func() error {
-			if m := ctl.Current(); m != nil && vm.RunState() == vmm.StatePaused {
-				select {
-				case <-m.Done():
-				default:
-					return errors.New("the guest is paused by an outgoing migration, which runs it on the destination, or here again if the migration fails: " +
-						"cont now would run it in both places; wait for the migration to end, or cancel it (migrate_cancel)")
-				}
+			m := ctl.Current()
+			if m == nil {
+				return nil
 			}
-			return nil
+			select {
+			case <-m.Done():
+				if m.HandedOver() {
+					// Failed after its commit, or post-copy given up on:
+					// the destination ran the guest (walk 45).
+					return errors.New("the outgoing migration handed the guest over to its destination before it failed: it ran there, and cont here would run it twice " +
+						"(or lose what it did there); this copy stays paused")
+				}
+				return nil
+			default:
+				return errors.New("the guest is paused by an outgoing migration, which runs it on the destination, or here again if the migration fails: " +
+					"cont now would run it in both places; wait for the migration to end, or cancel it (migrate_cancel)")
+			}
 		})
 		// Stopped while it migrates out, the VM waits for the migration
 		// to end (cancelled where it can be) before it frees the memory
