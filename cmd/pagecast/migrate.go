@@ -278,6 +278,13 @@ func runMigrate(c *cli.Context) (err error) {
 		if p.MaxRounds == 0 {
 			return errNoRoundCap
 		}
+		// Asked before the parameters go: a second migrate, refused by
+		// the monitor only at migrate, had set the running migration's
+		// cap to its own (none: the 2 MiB/s migration went on uncapped;
+		// found by a review walk).
+		if i, err := migrator.Query(mon); err == nil && i.Status != "" && i.Status != migrator.StatusNone && !migrationmetrics.Finished(i.Status) {
+			return fmt.Errorf("migrate: this VM is migrating already (query-migrate: %s): one migration of a guest at a time; wait for it to end, or cancel it (migrate_cancel)", i.Status)
+		}
 		if err := migrator.SetPagecastParameters(mon, p); err != nil {
 			return err
 		}

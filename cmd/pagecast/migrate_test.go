@@ -922,3 +922,36 @@ func TestMigrateParametersReset(t *testing.T) {
 		t.Errorf("parameters after a migrate without --bandwidth or --profile: %v", params)
 	}
 }
+
+// TestSecondMigrateKeepsCap: a second migrate of a VM that is migrating
+// is refused before it sets anything: it set the running migration's cap
+// to its own (none), and a 2 MiB/s migration went on uncapped (found by a
+// review walk).
+func TestSecondMigrateKeepsCap(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "idle")
+	startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--bandwidth", "2MiB/s", "--quiet")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st, _ := run(t, src.mon, "query-migrate", nil)["status"].(string); st == "active" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no migration within 10 s:\n%s", out.String())
+		}
+	}
+	_, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", freeTCP(t), "--quiet")
+	if err == nil || !strings.Contains(err.Error(), "migrating already") {
+		t.Errorf("a second migrate: %v", err)
+	}
+	x, _ := run(t, src.mon, "query-migrate", nil)["x-pagecast"].(map[string]any)
+	if bw, _ := x["bandwidth"].(float64); bw != 2<<20 {
+		t.Errorf("the running migration's cap after a second migrate: %v, want 2 MiB/s", x["bandwidth"])
+	}
+}
