@@ -3,11 +3,13 @@ package qemu
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // DirtyLimitRate is the per-vCPU dirty limit (MB/s) pagecast sets on a
@@ -39,9 +41,11 @@ type DirtyLogging struct {
 func HoldDirtyLogging(mon Runner, pid int) (*DirtyLogging, error) {
 	f, err := OpenLock("dirty-limit", pid)
 	if err != nil {
-		return nil, err
-	}
-	if err := flock(f, syscall.LOCK_SH); err != nil {
+		// Without a lock file (LockDir not writable) it holds the limit
+		// alone, as before locks: its release cancels it.
+		slog.Warn("QEMU's dirty limit is not shared with other pagecast processes: the last to stop may not be this one", "err", err)
+		f = nil
+	} else if err := sharedLock(f, lockWait); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -52,18 +56,27 @@ func HoldDirtyLogging(mon Runner, pid int) (*DirtyLogging, error) {
 	return &DirtyLogging{mon: mon, f: f}, nil
 }
 
+// lockWait is how long HoldDirtyLogging waits for a process letting go of
+// the dirty limit (its exclusive lock held while it cancels it, a QMP
+// command): one stopped or stuck there held every later profile and
+// migration of the QEMU for good, Ctrl-C or not (found by a review walk).
+var lockWait = 10 * time.Second
+
 // Release lets go of the hold, and cancels QEMU's dirty limit where no
 // other process holds it.
 func (d *DirtyLogging) Release() error {
-	if d == nil || d.f == nil {
+	if d == nil || d.mon == nil {
 		return nil
 	}
-	f := d.f
-	d.f = nil
-	return release(d.mon, f)
+	mon, f := d.mon, d.f
+	d.mon, d.f = nil, nil
+	return release(mon, f)
 }
 
 func release(mon Runner, f *os.File) error {
+	if f == nil {
+		return QMP(mon, "cancel-vcpu-dirty-limit", nil, nil)
+	}
 	defer f.Close()
 	// Taken exclusive only where no other holder has it shared; a holder
 	// arriving meanwhile waits for the close, then sets the limit again.
@@ -92,14 +105,23 @@ func OpenLock(kind string, pid int) (*os.File, error) {
 	return f, nil
 }
 
-func flock(f *os.File, how int) error {
+// sharedLock takes f's shared flock, waiting at most wait for an
+// exclusive holder to let go.
+func sharedLock(f *os.File, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
 	for {
-		err := syscall.Flock(int(f.Fd()), how)
-		if !errors.Is(err, syscall.EINTR) {
-			if err != nil {
-				return fmt.Errorf("lock %s: %w", f.Name(), err)
-			}
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		switch {
+		case err == nil:
 			return nil
+		case errors.Is(err, syscall.EINTR):
+		case !errors.Is(err, syscall.EWOULDBLOCK):
+			return fmt.Errorf("lock %s: %w", f.Name(), err)
+		case time.Now().After(deadline):
+			return fmt.Errorf("lock %s: another pagecast process has held it for %v as it cancels this QEMU's dirty limit (stopped, or its QEMU not answering?); "+
+				"see fuser -v %s", f.Name(), wait, f.Name())
+		default:
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 }

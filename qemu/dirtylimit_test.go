@@ -5,8 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // limitMonitor records the QMP commands it is sent.
@@ -91,5 +94,47 @@ func TestDirtyLoggingShared(t *testing.T) {
 	c.Release()
 	if _, err := os.Stat(gone); !os.IsNotExist(err) {
 		t.Errorf("%s left (%v)", gone, err)
+	}
+}
+
+// TestDirtyLoggingLockTrouble: a process stuck letting go of the limit
+// (its lock exclusive) holds a new holder back for lockWait, not for
+// ever; a LockDir that cannot be made leaves the limit unshared, as
+// before locks, rather than failing the profile or migration (walk 45).
+func TestDirtyLoggingLockTrouble(t *testing.T) {
+	LockDir = t.TempDir()
+	pid := os.Getpid()
+	f, err := OpenLock("dirty-limit", pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	defer func(w time.Duration) { lockWait = w }(lockWait)
+	lockWait = 200 * time.Millisecond
+	mon := &limitMonitor{}
+	start := time.Now()
+	if _, err := HoldDirtyLogging(mon, pid); err == nil || !strings.Contains(err.Error(), "has held it for") {
+		t.Errorf("a hold behind a stuck release: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("gave up after %v", took)
+	}
+	if len(mon.cmds) != 0 {
+		t.Errorf("commands sent: %v", mon.cmds)
+	}
+
+	LockDir = "/dev/null/pagecast"
+	h, err := HoldDirtyLogging(mon, pid)
+	if err != nil {
+		t.Fatalf("without a lock directory: %v", err)
+	}
+	if err := h.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"set-vcpu-dirty-limit", "cancel-vcpu-dirty-limit"}; !slices.Equal(mon.cmds, want) {
+		t.Errorf("commands %v, want %v", mon.cmds, want)
 	}
 }
