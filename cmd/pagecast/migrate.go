@@ -407,8 +407,9 @@ func runMigrate(c *cli.Context) (err error) {
 				bar.say("pagecast: post-copy's link to the destination is lost: the source redials it for up to " + migrator.DefaultRecoverTimeout.String() +
 					" (the guest runs there and needs pages only the source holds); its log says why")
 			} else if lost {
-				bar.say("pagecast: QEMU's post-copy is postcopy-paused: its link to the destination is lost, and the guest runs there needing pages only the source holds " +
-					"(QEMU resumes it with migrate-recover on the destination, then migrate with resume on the source)")
+				// No advice here: whether the destination can recover is
+				// told once it is known (a gone one cannot).
+				bar.say("pagecast: QEMU's post-copy is postcopy-paused: its link to the destination is lost, and the guest runs there needing pages only the source holds")
 			}
 		}
 		if i.RAM != nil {
