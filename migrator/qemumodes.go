@@ -153,6 +153,44 @@ func readSettings(src qmp.Monitor) *qemuSettings {
 // tool kept a 4 MiB/s cap, auto-converge or 2000 s of downtime limit
 // (found by a new-user walk).
 func restoreSettings(mon qmp.Monitor, plan *QEMUPlan) {
+	args := restoreArgs(plan, true)
+	if len(args) > 0 {
+		if err := clientRun(mon, "migrate-set-parameters", args, nil); err != nil {
+			slog.Warn("the source QEMU's migration parameters could not be set back to what they were before the migration", "err", err)
+		}
+	}
+	if plan.prior != nil {
+		if err := setCapabilities(mon, qemuCapabilities, plan.prior.caps); err != nil {
+			slog.Warn("the source QEMU's migration capabilities could not be set back to what they were before the migration", "err", err)
+		}
+	}
+}
+
+// RestoreHint says how to set back by hand what plan changed on the source
+// QEMU, for a migration pagecast stopped following (two interrupts in
+// post-copy), which Restore never reaches: the source kept a 4 MiB/s cap
+// and postcopy-ram for good, unsaid (found by a new-user walk). "" where
+// what it had is not known.
+func (plan *QEMUPlan) RestoreHint() string {
+	if plan.prior == nil {
+		return ""
+	}
+	args, err := json.Marshal(restoreArgs(plan, false))
+	if err != nil {
+		return ""
+	}
+	var caps []string
+	for _, c := range qemuCapabilities {
+		caps = append(caps, fmt.Sprintf(`{"capability":%q,"state":%v}`, c, contains(plan.prior.caps, c)))
+	}
+	return fmt.Sprintf(`{"execute":"migrate-set-parameters","arguments":%s} and {"execute":"migrate-set-capabilities","arguments":{"capabilities":[%s]}}`,
+		args, strings.Join(caps, ","))
+}
+
+// restoreArgs are the migrate-set-parameters arguments that set back what
+// plan changed; warn says so where the forced limit's earlier value is
+// not known.
+func restoreArgs(plan *QEMUPlan, warn bool) map[string]any {
 	var set map[string]json.RawMessage
 	if b, err := json.Marshal(plan.Parameters); err == nil {
 		_ = json.Unmarshal(b, &set)
@@ -172,21 +210,14 @@ func restoreSettings(mon qmp.Monitor, plan *QEMUPlan) {
 	}
 	if _, ok := args["downtime-limit"]; plan.Forced && !ok {
 		if plan.forcedFrom <= 0 {
-			slog.Warn("the migration's switch-over was forced: the source QEMU keeps downtime-limit 2000 s, as what it had before could not be read; set it with migrate-set-parameters")
+			if warn {
+				slog.Warn("the migration's switch-over was forced: the source QEMU keeps downtime-limit 2000 s, as what it had before could not be read; set it with migrate-set-parameters")
+			}
 		} else {
 			args["downtime-limit"] = plan.forcedFrom
 		}
 	}
-	if len(args) > 0 {
-		if err := clientRun(mon, "migrate-set-parameters", args, nil); err != nil {
-			slog.Warn("the source QEMU's migration parameters could not be set back to what they were before the migration", "err", err)
-		}
-	}
-	if plan.prior != nil {
-		if err := setCapabilities(mon, qemuCapabilities, plan.prior.caps); err != nil {
-			slog.Warn("the source QEMU's migration capabilities could not be set back to what they were before the migration", "err", err)
-		}
-	}
+	return args
 }
 
 // ForcedDowntimeLimit is the downtime-limit (ms) a forced switch-over

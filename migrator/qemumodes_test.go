@@ -731,3 +731,24 @@ func qmpReply(mon qmp.Monitor, b []byte) (any, error) {
 	var v any
 	return v, json.Unmarshal(raw, &v)
 }
+
+// TestRestoreHint: a migration pagecast stopped following in post-copy
+// keeps its settings on the source QEMU; migrate says what sets them back
+// (they stayed for good, unsaid: found by a new-user walk).
+func TestRestoreHint(t *testing.T) {
+	plan := &QEMUPlan{Parameters: QEMUParams{MaxBandwidth: 4 << 20, MaxPostcopyBandwidth: 4 << 20},
+		prior: &qemuSettings{caps: []string{CapXBZRLE}, params: map[string]json.RawMessage{
+			"max-bandwidth": json.RawMessage("134217728"), "max-postcopy-bandwidth": json.RawMessage("0"), "downtime-limit": json.RawMessage("300")}}}
+	hint := plan.RestoreHint()
+	for _, want := range []string{`"max-bandwidth":134217728`, `"max-postcopy-bandwidth":0`, `{"capability":"postcopy-ram","state":false}`, `{"capability":"xbzrle","state":true}`} {
+		if !strings.Contains(hint, want) {
+			t.Errorf("hint lacks %s: %s", want, hint)
+		}
+	}
+	if strings.Contains(hint, "downtime-limit") {
+		t.Errorf("hint sets back a parameter the plan did not set: %s", hint)
+	}
+	if (&QEMUPlan{}).RestoreHint() != "" {
+		t.Error("a hint where what the source had is not known")
+	}
+}

@@ -439,6 +439,12 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 	}
 	if detached := (*migrator.Detached)(nil); errors.As(err, &detached) {
+		if plan != nil {
+			if hint := plan.RestoreHint(); hint != "" {
+				// WaitQEMU sets them back only once the migration ends.
+				return fmt.Errorf("%w; the source QEMU keeps this migration's settings, which pagecast sets back only on a migration it follows to its end: once it has ended, send it %s", err, hint)
+			}
+		}
 		return err
 	}
 	if err != nil && switched && plan == nil {
