@@ -303,7 +303,8 @@ func NotRunning(st string) error {
 	const prefix = "migrate: virtual machine is "
 	switch st {
 	case "paused":
-		return errors.New(prefix + "paused, not running: resume it (QMP cont), then migrate")
+		return errors.New(prefix + "paused, not running: resume it (QMP cont), then migrate " +
+			"(where a pagecast migrate was killed in its switch-over, check first that the guest does not run on that migration's destination)")
 	case "postmigrate":
 		return errors.New(prefix + "postmigrate: it has migrated away already, and its guest runs on that migration's destination: migrate from there")
 	case "inmigrate":

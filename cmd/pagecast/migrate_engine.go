@@ -109,7 +109,7 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		// move the guest by QEMU's own migration instead, which loses
 		// writes under TCG before QEMU 9.0 (found by a new-user walk).
 		return nil, "", "", fmt.Errorf("pagecast's engine cannot run on the source QEMU now (%w); --engine auto does not fall back to QEMU's own migration for that: "+
-			"wait for it to end, or give --engine qemu", err)
+			"wait for it to end, or give --engine qemu (QEMU's own migration, which under TCG before QEMU 9.0 loses some of the guest's writes)", err)
 	}
 	return nil, engineQEMU, "pagecast's engine cannot run on it: " + err.Error(), nil
 }
