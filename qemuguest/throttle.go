@@ -213,6 +213,25 @@ func reclaimThrottle(pid int, tids []int) (bool, error) {
 	return true, nil
 }
 
+// LiftLeftThrottle lifts a throttle a pagecast killed mid-migration left on
+// QEMU process pid (any of its threads in cgroup pagecast-<pid>, no live
+// process holding its lock), and reports whether it did: for a profile,
+// which measured a guest slowed to a twentieth of its pace, unsaid (found
+// by a new-user walk). A live migration's throttle is left alone.
+func LiftLeftThrottle(pid int) (bool, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false, fmt.Errorf("threads of qemu %d: %w", pid, err)
+	}
+	var tids []int
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return reclaimThrottle(pid, tids)
+}
+
 // sweepThrottles removes the cgroups pagecast-<pid> of QEMUs that have
 // exited, at the top of the cpu controller and a level down (beside a
 // QEMU's own cgroup): a throttle left by a killed pagecast outlives its

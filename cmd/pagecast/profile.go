@@ -183,6 +183,14 @@ func runProfile(c *cli.Context) error {
 		fmt.Fprintln(c.App.ErrWriter, "pagecast: warning: under this host's kvm-pvm, QEMU's KVM dirty ring stops a guest for good once the ring fills "+
 			"(65536 entries a vCPU: a guest writing fast stops within a second of profiling); profile it under TCG instead (vm run --monitor qemu --accel tcg, or QEMU -accel tcg with pagecast plugin's -plugin)")
 	}
+	if t.Kind == "qemu" {
+		switch lifted, err := qemuguest.LiftLeftThrottle(t.PID); {
+		case err != nil:
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: a killed pagecast left this QEMU's vCPUs throttled, and the throttle could not be lifted: the profile measures a slowed guest (%v)\n", err)
+		case lifted:
+			fmt.Fprintln(c.App.ErrWriter, "pagecast: a killed pagecast migrate had left this QEMU's vCPUs throttled: the throttle is lifted")
+		}
+	}
 	if t.Kind == "qemu" && !t.SharedRAM {
 		fmt.Fprintln(out, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-memfd,id=ram,size=SIZE,share=on -machine memory-backend=ram)")
 	}

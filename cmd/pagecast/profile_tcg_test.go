@@ -23,6 +23,7 @@ import (
 	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemuguest"
 	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/tcg"
 	"github.com/pagecast/pagecast/trace"
@@ -1278,5 +1279,39 @@ func TestMigrateAreaBusy(t *testing.T) {
 	_, stderr, err = runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", freeTCP(t), "--engine", "qemu", "--mode", "precopy", "--bandwidth", "32MiB/s")
 	if err == nil || !strings.Contains(err.Error(), "pagecast's engine is migrating this VM already") {
 		t.Fatalf("migrate --engine qemu beside pagecast's engine: %v\n%s", err, stderr)
+	}
+}
+
+// TestProfileLiftsLeftThrottle: a profile of a QEMU whose vCPUs a killed
+// pagecast migrate left throttled lifts the throttle and says so: it
+// measured a guest slowed to a twentieth of its pace, unsaid (found by a
+// new-user walk).
+func TestProfileLiftsLeftThrottle(t *testing.T) {
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset")
+	g, err := qemuguest.Dial(src.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tid := g.VCPUThreads()[0]
+	g.Close()
+	left := filepath.Join(qemuguest.CPUCgroupRoot, fmt.Sprintf("pagecast-%d", src.qemuPID))
+	if err := os.Mkdir(left, 0o755); err != nil {
+		t.Skipf("no cgroup v1 cpu controller to throttle with: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(left) })
+	for _, w := range [][2]string{{"cpu.cfs_period_us", "20000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
+		if err := os.WriteFile(filepath.Join(left, w[0]), []byte(w[1]), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stderr, err := runApp(t, "profile", "--qmp", "unix:"+src.sock, "--duration", "300ms", "--quiet")
+	if err != nil {
+		t.Fatalf("profile: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "had left this QEMU's vCPUs throttled: the throttle is lifted") {
+		t.Errorf("profile said nothing of the throttle left:\n%s", stderr)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.qemuPID, tid)); err != nil || strings.Contains(string(b), "pagecast-") {
+		t.Errorf("vCPU thread's cgroups after the profile: %s %v", b, err)
 	}
 }
