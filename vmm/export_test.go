@@ -12,3 +12,10 @@ func (vm *VM) ThrottleRest(d time.Duration) {
 		c.kick()
 	}
 }
+
+// PauseRequested reports whether the VM asks its vCPUs to stay paused.
+func (vm *VM) PauseRequested() bool {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.pauseReq
+}

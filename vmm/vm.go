@@ -99,8 +99,9 @@ type VM struct {
 	onEvent   func(name string, data any)
 	contGuard func() error // QMP cont asks it first (SetContGuard)
 
-	migrationHeld bool   // paused by an outgoing migration (Migratable.Pause), until resumed
+	migrationHeld bool   // paused, or being paused, by an outgoing migration (Migratable.Pause), until resumed
 	pauses        uint64 // pauses so far: Cont asks its guard again where one came meanwhile
+	pausing       int    // pauses waiting for the vCPUs to stop: a resume waits for them
 
 	throttlePct atomic.Int32 // percent of vCPU time taken away (SetThrottle)
 	sleepUntil  atomic.Int64 // unix ns: vCPUs sleep until then before entering the guest
@@ -351,8 +352,17 @@ func (vm *VM) pause(forMigration bool) error {
 	default:
 		return fmt.Errorf("pause: virtual machine is %s", vm.state)
 	}
+	// Known before the wait, which lets go of vm.mu: a cont meanwhile
+	// (Cont, resumeLocked) waits for it, and one of a guest a migration
+	// is pausing asks the guard. A user's stop and cont around the
+	// migration's pause undid it, the guest running while the VM said
+	// paused, or left it waiting for good (found by a review walk).
+	vm.pausing++
+	vm.migrationHeld = vm.migrationHeld || forMigration
 	vm.pauseReq = true
 	vm.stopVCPUsLocked()
+	vm.pausing--
+	vm.cond.Broadcast()
 	switch vm.state {
 	case StateRunning:
 		vm.state = StatePaused
@@ -365,7 +375,6 @@ func (vm *VM) pause(forMigration bool) error {
 		return fmt.Errorf("pause: virtual machine is %s", vm.state)
 	}
 	vm.pauses++
-	vm.migrationHeld = vm.migrationHeld || forMigration
 	return nil
 }
 
@@ -429,6 +438,9 @@ func (vm *VM) Resume() error {
 func (vm *VM) Cont() error {
 	for {
 		vm.mu.Lock()
+		for vm.pausing > 0 {
+			vm.cond.Wait()
+		}
 		held := vm.migrationHeld && vm.state == StatePaused && !vm.movedOut
 		guard, pauses := vm.contGuard, vm.pauses
 		vm.mu.Unlock()
@@ -440,7 +452,7 @@ func (vm *VM) Cont() error {
 			}
 		}
 		vm.mu.Lock()
-		if vm.pauses != pauses {
+		if vm.pauses != pauses || vm.pausing > 0 {
 			vm.mu.Unlock()
 			continue
 		}
@@ -451,6 +463,9 @@ func (vm *VM) Cont() error {
 }
 
 func (vm *VM) resumeLocked() error {
+	for vm.pausing > 0 {
+		vm.cond.Wait() // a pause under way ends first; its guest is then paused
+	}
 	switch {
 	case vm.state == StateRunning:
 		return nil
