@@ -123,6 +123,9 @@ func (plan *QEMUPlan) Restore(mon qmp.Monitor) {
 	restoreSettings(mon, plan)
 }
 
+// Restored reports whether Restore has set the source's settings back.
+func (plan *QEMUPlan) Restored() bool { return plan.restored }
+
 // qemuSettings are a source QEMU's migration capabilities among
 // qemuCapabilities (those enabled) and its migration parameters.
 type qemuSettings struct {

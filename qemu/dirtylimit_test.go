@@ -35,6 +35,7 @@ func (m *limitMonitor) Run(b []byte) ([]byte, error) {
 // its holders only, whatever the order they let go in; a profile's end
 // cancelled it under a migration, whose dirty log then saw nothing.
 func TestDirtyLoggingShared(t *testing.T) {
+	defer func(d string) { LockDir = d }(LockDir)
 	LockDir = t.TempDir()
 	pid := os.Getpid()
 	for _, order := range [][2]int{{0, 1}, {1, 0}} {
@@ -102,6 +103,7 @@ func TestDirtyLoggingShared(t *testing.T) {
 // ever; a LockDir that cannot be made leaves the limit unshared, as
 // before locks, rather than failing the profile or migration (walk 45).
 func TestDirtyLoggingLockTrouble(t *testing.T) {
+	defer func(d string) { LockDir = d }(LockDir)
 	LockDir = t.TempDir()
 	pid := os.Getpid()
 	f, err := OpenLock("dirty-limit", pid)

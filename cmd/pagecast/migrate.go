@@ -438,13 +438,19 @@ func runMigrate(c *cli.Context) (err error) {
 			metrics.Observe(i)
 		}
 	}
-	if detached := (*migrator.Detached)(nil); errors.As(err, &detached) {
-		if plan != nil {
-			if hint := plan.RestoreHint(); hint != "" {
-				// WaitQEMU sets them back only once the migration ends.
-				return fmt.Errorf("%w; the source QEMU keeps this migration's settings, which pagecast sets back only on a migration it follows to its end: once it has ended, send it %s", err, hint)
-			}
+	if plan != nil && err != nil && !plan.Restored() {
+		// WaitQEMU sets them back only once the migration has ended: not
+		// where it stopped following one that goes on (two interrupts in
+		// post-copy, postcopy-paused, a destination gone in post-copy, a
+		// silent monitor), which kept a 4 MiB/s cap and postcopy-ram for
+		// good, unsaid (found by a new-user walk and a review).
+		if hint := plan.RestoreHint(); hint != "" {
+			defer func() {
+				err = fmt.Errorf("%w; the source QEMU keeps this migration's settings, which pagecast sets back only on a migration it follows to its end: once it has ended, send it %s", err, hint)
+			}()
 		}
+	}
+	if detached := (*migrator.Detached)(nil); errors.As(err, &detached) {
 		return err
 	}
 	if err != nil && switched && plan == nil {

@@ -576,6 +576,11 @@ func TestIncomingQEMUStoppedInPostcopy(t *testing.T) {
 		!strings.Contains(out.String(), "the guest is lost on both sides") {
 		t.Errorf("migrate whose destination went in post-copy: %v\n%s", err, out.String())
 	}
+	// The source QEMU keeps the plan's settings, QEMU's migration not
+	// having ended: migrate says what sets them back (walks 46, 47).
+	if !strings.Contains(out.String(), `"migrate-set-capabilities"`) {
+		t.Errorf("migrate did not say how to set the source's settings back:\n%s", out.String())
+	}
 }
 
 // TestSourceQEMUKilledWhileAutoWatches: a source QEMU killed while mode

@@ -186,7 +186,7 @@ func runProfile(c *cli.Context) error {
 	if t.Kind == "qemu" {
 		switch lifted, err := qemuguest.LiftLeftThrottle(t.PID); {
 		case err != nil:
-			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: a killed pagecast left this QEMU's vCPUs throttled, and the throttle could not be lifted: the profile measures a slowed guest (%v)\n", err)
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: looking for, or lifting, a throttle a killed pagecast migrate may have left on this QEMU's vCPUs: %v\n", err)
 		case lifted:
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: a killed pagecast migrate had left this QEMU's vCPUs throttled: the throttle is lifted")
 		}
