@@ -43,7 +43,8 @@ func HoldDirtyLogging(mon Runner, pid int) (*DirtyLogging, error) {
 	if err != nil {
 		// Without a lock file (LockDir not writable) it holds the limit
 		// alone, as before locks: its release cancels it.
-		slog.Warn("QEMU's dirty limit is not shared with other pagecast processes: the last to stop may not be this one", "err", err)
+		slog.Warn("QEMU's dirty limit is not shared with other pagecast processes (no lock file): when this one stops it turns QEMU's dirty logging off, "+
+			"and a profile or migration of this QEMU running then sees no more writes", "err", err)
 		f = nil
 	} else if err := sharedLock(f, lockWait); err != nil {
 		f.Close()
