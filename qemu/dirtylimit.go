@@ -81,13 +81,30 @@ func release(mon Runner, f *os.File) error {
 	defer f.Close()
 	// Taken exclusive only where no other holder has it shared; a holder
 	// arriving meanwhile waits for the close, then sets the limit again.
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil // another process still holds the dirty logging
-		}
-		return fmt.Errorf("lock %s: %w", f.Name(), err)
+	switch last, err := TryLock(f, syscall.LOCK_EX); {
+	case err != nil:
+		return err
+	case !last:
+		return nil // another process still holds the dirty logging
 	}
 	return QMP(mon, "cancel-vcpu-dirty-limit", nil, nil)
+}
+
+// TryLock takes f's flock, how being syscall.LOCK_EX or LOCK_SH, without
+// waiting: false where another process holds it so that it cannot be
+// taken.
+func TryLock(f *os.File, how int) (bool, error) {
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, syscall.EWOULDBLOCK):
+			return false, nil
+		case !errors.Is(err, syscall.EINTR):
+			return false, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+	}
 }
 
 // OpenLock opens QEMU pid's lock file of kind (LockDir/KIND-PID.lock),
@@ -111,19 +128,16 @@ func OpenLock(kind string, pid int) (*os.File, error) {
 func sharedLock(f *os.File, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
-		switch {
-		case err == nil:
+		switch ok, err := TryLock(f, syscall.LOCK_SH); {
+		case err != nil:
+			return err
+		case ok:
 			return nil
-		case errors.Is(err, syscall.EINTR):
-		case !errors.Is(err, syscall.EWOULDBLOCK):
-			return fmt.Errorf("lock %s: %w", f.Name(), err)
 		case time.Now().After(deadline):
 			return fmt.Errorf("lock %s: another pagecast process has held it for %v as it cancels this QEMU's dirty limit (stopped, or its QEMU not answering?); "+
 				"see fuser -v %s", f.Name(), wait, f.Name())
-		default:
-			time.Sleep(10 * time.Millisecond)
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

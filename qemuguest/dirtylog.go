@@ -1,7 +1,6 @@
 package qemuguest
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -164,13 +163,14 @@ func lockKVMLog(pid int) (*os.File, error) {
 		slog.Warn("a second pagecast migrate of this QEMU would not be refused", "err", err)
 		return nil, nil
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	switch ok, err := qemu.TryLock(f, syscall.LOCK_EX); {
+	case err != nil:
+		f.Close()
+		return nil, err
+	case !ok:
 		defer f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			who, args := tcg.LockHolder(f)
-			return nil, &tcg.BusyError{Path: f.Name(), Holder: who, Args: args, KVM: true}
-		}
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		who, args := tcg.LockHolder(f)
+		return nil, &tcg.BusyError{Path: f.Name(), Holder: who, Args: args, KVM: true}
 	}
 	return f, nil
 }

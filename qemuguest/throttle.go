@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // CPUCgroupRoot is where cgroup v1's cpu controller is mounted.
@@ -35,12 +37,13 @@ func lockThrottle(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	switch ok, err := qemu.TryLock(f, syscall.LOCK_EX); {
+	case err != nil:
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, errThrottleHeld
-		}
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
+		return nil, err
+	case !ok:
+		f.Close()
+		return nil, errThrottleHeld
 	}
 	return f, nil
 }
