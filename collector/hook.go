@@ -17,6 +17,7 @@ type Stats struct {
 	Events  uint64            // page writes recorded
 	OtherVM uint64            // events of other processes seen and ignored (eBPF)
 	Dropped map[string]uint64 // writes of the VM not recorded, by reason
+	Late    uint64            // pages marked after their epoch was read, reported with the next (eBPF)
 }
 
 // DroppedAll sums Dropped.
@@ -43,9 +44,20 @@ type hook interface {
 }
 
 // bpfHook reads the eBPF programs' per-page histories.
+//
+// A program run that loaded the epoch number before setEpoch(e+1) and
+// stored its page's history after the grace period (its CPU taken away
+// by the host beneath: steal time) marks the page in epoch e after e
+// was read, and reading e+1 does not show it. So each read also takes
+// the pages marked in the epoch before that its own read did not report
+// (late): reported one epoch late rather than never, which a migration's
+// dirty log cannot afford.
 type bpfHook struct {
-	prof   *bpf.Profiler
-	states []bpf.PageState
+	prof     *bpf.Profiler
+	states   []bpf.PageState
+	reported []uint64 // bit per page: reported for the epoch read last
+	last     uint32   // that epoch; 0: none read yet
+	late     atomic.Uint64
 }
 
 func (h *bpfHook) name() string            { return h.prof.Hook().Name }
@@ -56,12 +68,35 @@ func (h *bpfHook) pages(e uint32, dst []uint64) ([]uint64, error) {
 	if err := h.prof.ReadPages(h.states); err != nil {
 		return dst, err
 	}
+	return h.collect(e, dst), nil
+}
+
+// collect appends the pages h.states shows written in e, and those
+// written late in e-1 (see bpfHook).
+func (h *bpfHook) collect(e uint32, dst []uint64) []uint64 {
+	if h.reported == nil {
+		h.reported = make([]uint64, (len(h.states)+63)/64)
+	}
+	prev := h.last != 0 && h.last+1 == e
+	var late uint64
 	for gfn, s := range h.states {
-		if bpf.DirtyIn(s, e, e+1) {
+		w, bit := gfn/64, uint64(1)<<(gfn%64)
+		was := h.reported[w]&bit != 0
+		switch {
+		case bpf.DirtyIn(s, e, e+1):
 			dst = append(dst, uint64(gfn))
+			h.reported[w] |= bit
+		case prev && !was && bpf.DirtyIn(s, e-1, e+1):
+			dst = append(dst, uint64(gfn))
+			h.reported[w] &^= bit // e's own read did not find it
+			late++
+		default:
+			h.reported[w] &^= bit
 		}
 	}
-	return dst, nil
+	h.last = e
+	h.late.Add(late)
+	return dst
 }
 
 func (h *bpfHook) stats() (Stats, error) {
@@ -69,7 +104,7 @@ func (h *bpfHook) stats() (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	return Stats{Events: s.Events, OtherVM: s.OtherVM, Dropped: map[string]uint64{
+	return Stats{Events: s.Events, OtherVM: s.OtherVM, Late: h.late.Load(), Dropped: map[string]uint64{
 		"slot_unknown": s.SlotUnknown, "out_of_range": s.OutOfRange,
 		"contended": s.Contended, "ringbuf_full": s.RingbufFull,
 	}}, nil

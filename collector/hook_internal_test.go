@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/internal/tcgtest"
 	"github.com/pagecast/pagecast/tcg"
 )
@@ -94,5 +96,29 @@ func TestCheckPIDThread(t *testing.T) {
 	}
 	if err := checkPID(os.Getpid(), []vcpu{{ThreadID: tid}}); err != nil {
 		t.Errorf("checkPID(the process, its thread): %v", err)
+	}
+}
+
+// TestBPFLateMark: a program run that loaded epoch 5 and stored its page's
+// history only after epoch 5 was read (its CPU stolen past the grace
+// period) marks the page in 5; the read of 6 reports it, once, and a page
+// both read in 5 and untouched since is not reported again.
+func TestBPFLateMark(t *testing.T) {
+	mark := func(e uint32) bpf.PageState { return bpf.PageState{State: 1<<16 | uint64(e&0xffff)} }
+	h := &bpfHook{states: make([]bpf.PageState, 130)}
+	h.states[3] = mark(5)
+	if got := h.collect(5, nil); !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("epoch 5: %v, want [3]", got)
+	}
+	h.states[129] = mark(5) // late: its run loaded 5 before the read of 5
+	h.states[64] = mark(6)
+	if got := h.collect(6, nil); !slices.Equal(got, []uint64{64, 129}) {
+		t.Fatalf("epoch 6: %v, want [64 129] (129 written late in 5)", got)
+	}
+	if got := h.collect(7, nil); len(got) != 0 {
+		t.Fatalf("epoch 7: %v, want none", got)
+	}
+	if n := h.late.Load(); n != 1 {
+		t.Errorf("late %d, want 1", n)
 	}
 }

@@ -126,8 +126,16 @@ type kvmLog struct {
 	mu       sync.Mutex
 	lock     *os.File // its lock file, flocked: one such log per QEMU (lockKVMLog)
 	logging  *qemu.DirtyLogging
-	col      *collector.Collector
+	col      epochs
 	ramPages uint64
+	lost     uint64 // writes the hooks dropped (slot unknown, contended) at the last harvest
+}
+
+// epochs is what kvmLog uses of a *collector.Collector.
+type epochs interface {
+	CloseEpoch() (collector.Epoch, error)
+	Stats() (collector.Stats, error)
+	Close() error
 }
 
 func openKVMLog(mon Monitor, pid int, ramPages uint64) (*kvmLog, error) {
@@ -184,6 +192,22 @@ func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
 	e, err := l.col.CloseEpoch()
 	if err != nil {
 		return nil, fmt.Errorf("harvest: %w", err)
+	}
+	st, err := l.col.Stats()
+	if err != nil {
+		return nil, fmt.Errorf("harvest: %w", err)
+	}
+	if lost := st.Dropped["slot_unknown"] + st.Dropped["contended"]; lost != l.lost {
+		// Writes to RAM the hooks saw and could not place: which pages
+		// is unknown, so every page is taken as dirty.
+		slog.Warn("the dirty log lost writes it could not place; every page counts as dirty this round",
+			"lost", lost-l.lost, "dropped", st.Dropped)
+		l.lost = lost
+		all := bitmap.New(l.ramPages)
+		for p := range l.ramPages {
+			all.Set(p)
+		}
+		return all, nil
 	}
 	return pageSet(e.Pages, l.ramPages), nil
 }

@@ -1,6 +1,7 @@
 package qemuguest
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/tcgtest"
 	"github.com/pagecast/pagecast/tcg"
 )
@@ -98,5 +100,55 @@ func TestLateMarkAfterPause(t *testing.T) {
 	}
 	if len(mon.sent) != 2 {
 		t.Errorf("monitor got %q, want stop and cont", mon.sent)
+	}
+}
+
+// fakeEpochs hands out epochs of the given pages, with the drop counts set.
+type fakeEpochs struct {
+	pages   []uint64
+	dropped map[string]uint64
+}
+
+func (f *fakeEpochs) CloseEpoch() (collector.Epoch, error) {
+	return collector.Epoch{Pages: f.pages}, nil
+}
+func (f *fakeEpochs) Stats() (collector.Stats, error) {
+	return collector.Stats{Dropped: maps.Clone(f.dropped)}, nil
+}
+func (f *fakeEpochs) Close() error { return nil }
+
+// TestKVMLogLostWrites: writes the eBPF hooks saw and could not place (a
+// memory slot not found, a page's history lost to contention) are pages
+// of RAM the migration cannot name, so the harvest that learns of them
+// says every page is dirty; writes past RAM (out_of_range: the VGA's
+// memory, the firmware's) do not.
+func TestKVMLogLostWrites(t *testing.T) {
+	f := &fakeEpochs{pages: []uint64{2, 5}, dropped: map[string]uint64{"out_of_range": 0, "contended": 0}}
+	l := &kvmLog{col: f, ramPages: 100}
+	harvest := func() uint64 {
+		t.Helper()
+		b, err := l.Harvest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Count()
+	}
+	if n := harvest(); n != 2 {
+		t.Fatalf("no drops: %d pages, want 2", n)
+	}
+	f.dropped["out_of_range"] = 40
+	if n := harvest(); n != 2 {
+		t.Fatalf("writes past RAM dropped: %d pages, want 2", n)
+	}
+	f.dropped["contended"] = 1
+	if n := harvest(); n != 100 {
+		t.Fatalf("a write lost to contention: %d pages, want all 100", n)
+	}
+	if n := harvest(); n != 2 {
+		t.Fatalf("no new loss: %d pages, want 2", n)
+	}
+	f.dropped["slot_unknown"] = 3
+	if n := harvest(); n != 100 {
+		t.Fatalf("writes to an unknown slot: %d pages, want all 100", n)
 	}
 }

@@ -266,6 +266,9 @@ func runProfile(c *cli.Context) error {
 	}
 	st, _ := col.Stats()
 	fmt.Fprintf(out, "%d epochs, %d dirty pages in all; %d writes recorded, %d dropped%s", epochs, pages, st.Events, st.DroppedAll(), droppedWhy(st))
+	if st.Late > 0 {
+		fmt.Fprintf(out, "; %d pages recorded an epoch late (their writes were marked after their epoch was read: this host took the CPU away mid-mark)", st.Late)
+	}
 	if w != nil {
 		fmt.Fprintf(out, "; trace %s (%s)", c.String("out"), units.FormatBytes(float64(w.Size())))
 	}
