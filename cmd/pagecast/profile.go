@@ -227,7 +227,13 @@ func runProfile(c *cli.Context) error {
 		line = line[:0]
 	}
 	quiet := max(1, uint64(2*time.Second/cfg.Epoch)) // epochs without a page that warrant a warning
+	watch := runStateWatch{mon: col.Monitor(), out: c.App.ErrWriter}
 	err = col.Run(ctx, func(e collector.Epoch) error {
+		if len(e.Pages) == 0 {
+			if err := watch.check(); err != nil {
+				return err
+			}
+		}
 		epochs++
 		pages += uint64(len(e.Pages))
 		for _, p := range e.Pages {
@@ -249,6 +255,10 @@ func runProfile(c *cli.Context) error {
 		return nil
 	})
 	printLine() // what --duration or SIGINT cut short
+	if errors.Is(err, errMigratedAway) {
+		fmt.Fprintln(c.App.ErrWriter, "pagecast: the VM has migrated away (run state postmigrate): its guest runs elsewhere now, and the profile ends")
+		err = nil
+	}
 	if w != nil {
 		// The trace is synced and closed before it is said kept: an
 		// fsync or close that fails (EIO, or a quota an NFS server
@@ -425,4 +435,40 @@ func droppedWhy(st collector.Stats) string {
 		return ""
 	}
 	return " (" + strings.Join(parts, "; ") + ")"
+}
+
+// errMigratedAway ends a profile whose VM has migrated away.
+var errMigratedAway = errors.New("the VM has migrated away")
+
+// runStateWatch asks the VM's run state, at most once a second, while its
+// epochs are empty: a profile of a VM that had migrated away went on
+// recording empty epochs until stopped, and one of a paused VM said
+// nothing of why its epochs were empty (found by a new-user walk).
+type runStateWatch struct {
+	mon   qemu.Runner
+	out   io.Writer
+	last  time.Time
+	state string // the last state said
+}
+
+// check returns errMigratedAway once the VM is postmigrate, and says once
+// of each other state but running that the guest is not running in it.
+func (w *runStateWatch) check() error {
+	if w.mon == nil || time.Since(w.last) < time.Second {
+		return nil
+	}
+	w.last = time.Now()
+	st, err := qemu.RunState(w.mon)
+	if err != nil {
+		slog.Debug("run state", "err", err)
+		return nil
+	}
+	switch {
+	case st == "postmigrate":
+		return errMigratedAway
+	case st != "running" && st != w.state:
+		fmt.Fprintf(w.out, "pagecast: the VM's run state is %s: its guest does not run, and its epochs record nothing until it does\n", st)
+	}
+	w.state = st
+	return nil
 }

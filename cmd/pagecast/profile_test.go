@@ -308,3 +308,51 @@ func TestMigrateDirtyLogBusyKVM(t *testing.T) {
 		t.Errorf("migrate --engine qemu beside pagecast's engine: %v\n%s", err, stderr)
 	}
 }
+
+// TestProfileMigratedAway: a profile of a VM that is paused says so once,
+// and one of a VM that migrates away ends, saying why, with its trace
+// kept; it went on recording empty epochs until stopped (found by a
+// new-user walk).
+func TestProfileMigratedAway(t *testing.T) {
+	testutil.RequiresBPF(t)
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset")
+	startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	out := filepath.Join(t.TempDir(), "vm.pct")
+	prof := exec.Command(binary, "profile", "--qmp", "unix:"+src.sock, "--duration", "60s", "--out", out)
+	var stdout, stderr syncBuffer
+	prof.Stdout, prof.Stderr = &stdout, &stderr
+	if err := prof.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- prof.Wait() }()
+	defer prof.Process.Kill()
+	time.Sleep(time.Second)
+	if _, err := src.mon.Run([]byte(`{"execute":"stop"}`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if _, err := src.mon.Run([]byte(`{"execute":"cont"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri).CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, b)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("profile: %v\n%s%s", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("profile still runs 10 s after its VM migrated away:\n%s%s", stdout.String(), stderr.String())
+	}
+	for _, want := range []string{"the VM's run state is paused", "the VM has migrated away (run state postmigrate)"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("profile's stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if _, epochs, damage, err := trace.ReadFile(out); err != nil || len(damage) != 0 || len(epochs) < 30 {
+		t.Errorf("trace: %d epochs, damage %v, %v", len(epochs), damage, err)
+	}
+}
