@@ -24,6 +24,8 @@ type vcpu struct {
 	paused  bool // acknowledged a pause request
 	halted  bool // executed HLT with interrupts off: parked for good
 	stopped bool // the run loop returned
+
+	pendingIO bool // the last exit was an I/O or MMIO access KVM completes on the next KVM_RUN (the vCPU's thread only)
 }
 
 func (c *vcpu) exitReason() uint32 {
@@ -62,6 +64,14 @@ func (c *vcpu) loop() {
 	}()
 	for {
 		vm.mu.Lock()
+		if c.pendingIO && vm.pauseReq && !vm.quitting {
+			vm.mu.Unlock()
+			if err := c.completeIO(); err != nil {
+				vm.guestFailed(fmt.Errorf("vcpu %d: %w", c.id, err))
+				return
+			}
+			vm.mu.Lock()
+		}
 		for (vm.pauseReq || c.halted) && !vm.quitting {
 			if !c.paused {
 				c.paused = true
@@ -78,6 +88,7 @@ func (c *vcpu) loop() {
 		c.throttleSleep()
 
 		_, err := ioctl(c.fd, kvmRun, 0)
+		c.pendingIO = false
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				continue
@@ -92,12 +103,40 @@ func (c *vcpu) loop() {
 	}
 }
 
+// completeIO finishes the I/O or MMIO access the last exit handed to
+// userspace before the vCPU parks for a pause: KVM completes it (an IN's
+// value into the register, RIP past an OUT) only when KVM_RUN is entered
+// again, and state saved before that would have the destination run the
+// instruction again (KVM's API: "userspace should ensure that the
+// operation is completed before performing a live migration"). With
+// immediate_exit set, as a pause sets it, KVM_RUN completes the access
+// and returns EINTR without running the guest; a string I/O may exit
+// again for its next part, which is handled and completed in turn.
+func (c *vcpu) completeIO() error {
+	for c.pendingIO {
+		_, err := ioctl(c.fd, kvmRun, 0)
+		c.pendingIO = false
+		switch {
+		case errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN):
+			return nil
+		case err != nil:
+			return fmt.Errorf("KVM_RUN to complete an I/O before a pause: %w", err)
+		}
+		if err := c.handleExit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (c *vcpu) handleExit() error {
 	switch r := c.exitReason(); r {
 	case kvmExitIO:
 		c.handleIO()
+		c.pendingIO = true
 	case kvmExitMMIO:
 		c.handleMMIO()
+		c.pendingIO = true
 	case kvmExitHLT:
 		c.vm.mu.Lock()
 		c.halted = true
