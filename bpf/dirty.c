@@ -61,6 +61,28 @@ struct {
 	__uint(max_entries, MAX_SLOTS);
 } slot_cache SEC(".maps");
 
+/* Per vCPU dirty ring (by its index): one past the entry KVM last pushed,
+ * and where its last reset stopped. A page KVM pushed to a ring on
+ * hardware virtualisation stays writable, so later writes to it push
+ * nothing, until the VMM has harvested the entry and reset the ring: a
+ * reader that cannot reset the rings itself (QEMU's are QEMU's) counts
+ * the page as possibly written until the ring's reset index has passed
+ * its entry. Filled only when the loader keeps the two programs below. */
+#define MAX_RINGS 4096
+
+struct ring_index {
+	__u32 pushed;
+	__u32 reset;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ring_index);
+	__uint(max_entries, MAX_RINGS);
+} rings SEC(".maps");
+
 /* Writes recorded are not counted here: they are the sum of pages[].count. */
 enum stat {
 	STAT_OTHER_VM,     /* events of other processes, ignored */
@@ -317,6 +339,37 @@ int BPF_PROG(fentry_mark_page_dirty, struct kvm *kvm, const struct kvm_memory_sl
 	if (!ours() || !memslot)
 		return 0;
 	record(gfn);
+	return 0;
+}
+
+/* The ring indices (see rings), for any page hook: classic tracepoints,
+ * whose records carry the ring's index and its indices after the push
+ * or the reset. */
+SEC("tracepoint/kvm/kvm_dirty_ring_push")
+int ring_push_index(struct trace_event_raw_kvm_dirty_ring_push *ctx)
+{
+	__u32 idx = ctx->index;
+	struct ring_index *r;
+
+	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
+		return 0;
+	r = bpf_map_lookup_elem(&rings, &idx);
+	if (r)
+		r->pushed = ctx->dirty_index;
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_dirty_ring_reset")
+int ring_reset_index(struct trace_event_raw_kvm_dirty_ring_reset *ctx)
+{
+	__u32 idx = ctx->index;
+	struct ring_index *r;
+
+	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
+		return 0;
+	r = bpf_map_lookup_elem(&rings, &idx);
+	if (r)
+		r->reset = ctx->reset_index;
 	return 0;
 }
 

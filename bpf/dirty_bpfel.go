@@ -27,6 +27,12 @@ type dirtyPageState struct {
 	Count uint64
 }
 
+type dirtyRingIndex struct {
+	_      structs.HostLayout
+	Pushed uint32
+	Reset  uint32
+}
+
 type dirtySlotInfo struct {
 	_          structs.HostLayout
 	Kvm        uint64
@@ -41,11 +47,14 @@ type dirtySlotInfo struct {
 const (
 	dirtyMapEvents                   = "events"
 	dirtyMapPages                    = "pages"
+	dirtyMapRings                    = "rings"
 	dirtyMapSlotCache                = "slot_cache"
 	dirtyMapStaticSlots              = "static_slots"
 	dirtyMapStats                    = "stats"
 	dirtyProgFentryMarkPageDirty     = "fentry_mark_page_dirty"
 	dirtyProgRawTpDirtyRingPush      = "raw_tp_dirty_ring_push"
+	dirtyProgRingPushIndex           = "ring_push_index"
+	dirtyProgRingResetIndex          = "ring_reset_index"
 	dirtyProgTpBtfDirtyRingPush      = "tp_btf_dirty_ring_push"
 	dirtyProgTpBtfFloor              = "tp_btf_floor"
 	dirtyProgTracepointDirtyRingPush = "tracepoint_dirty_ring_push"
@@ -100,6 +109,8 @@ type dirtySpecs struct {
 type dirtyProgramSpecs struct {
 	FentryMarkPageDirty     *ebpf.ProgramSpec `ebpf:"fentry_mark_page_dirty"`
 	RawTpDirtyRingPush      *ebpf.ProgramSpec `ebpf:"raw_tp_dirty_ring_push"`
+	RingPushIndex           *ebpf.ProgramSpec `ebpf:"ring_push_index"`
+	RingResetIndex          *ebpf.ProgramSpec `ebpf:"ring_reset_index"`
 	TpBtfDirtyRingPush      *ebpf.ProgramSpec `ebpf:"tp_btf_dirty_ring_push"`
 	TpBtfFloor              *ebpf.ProgramSpec `ebpf:"tp_btf_floor"`
 	TracepointDirtyRingPush *ebpf.ProgramSpec `ebpf:"tracepoint_dirty_ring_push"`
@@ -112,6 +123,7 @@ type dirtyProgramSpecs struct {
 type dirtyMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Pages       *ebpf.MapSpec `ebpf:"pages"`
+	Rings       *ebpf.MapSpec `ebpf:"rings"`
 	SlotCache   *ebpf.MapSpec `ebpf:"slot_cache"`
 	StaticSlots *ebpf.MapSpec `ebpf:"static_slots"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
@@ -149,6 +161,7 @@ func (o *dirtyObjects) Close() error {
 type dirtyMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	Pages       *ebpf.Map `ebpf:"pages"`
+	Rings       *ebpf.Map `ebpf:"rings"`
 	SlotCache   *ebpf.Map `ebpf:"slot_cache"`
 	StaticSlots *ebpf.Map `ebpf:"static_slots"`
 	Stats       *ebpf.Map `ebpf:"stats"`
@@ -158,6 +171,7 @@ func (m *dirtyMaps) Close() error {
 	return _DirtyClose(
 		m.Events,
 		m.Pages,
+		m.Rings,
 		m.SlotCache,
 		m.StaticSlots,
 		m.Stats,
@@ -180,6 +194,8 @@ type dirtyVariables struct {
 type dirtyPrograms struct {
 	FentryMarkPageDirty     *ebpf.Program `ebpf:"fentry_mark_page_dirty"`
 	RawTpDirtyRingPush      *ebpf.Program `ebpf:"raw_tp_dirty_ring_push"`
+	RingPushIndex           *ebpf.Program `ebpf:"ring_push_index"`
+	RingResetIndex          *ebpf.Program `ebpf:"ring_reset_index"`
 	TpBtfDirtyRingPush      *ebpf.Program `ebpf:"tp_btf_dirty_ring_push"`
 	TpBtfFloor              *ebpf.Program `ebpf:"tp_btf_floor"`
 	TracepointDirtyRingPush *ebpf.Program `ebpf:"tracepoint_dirty_ring_push"`
@@ -190,6 +206,8 @@ func (p *dirtyPrograms) Close() error {
 	return _DirtyClose(
 		p.FentryMarkPageDirty,
 		p.RawTpDirtyRingPush,
+		p.RingPushIndex,
+		p.RingResetIndex,
 		p.TpBtfDirtyRingPush,
 		p.TpBtfFloor,
 		p.TracepointDirtyRingPush,

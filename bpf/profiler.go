@@ -3,7 +3,9 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -69,6 +71,9 @@ type Options struct {
 	Hook     string // a Hooks name; empty: the best that loads and attaches
 	Slots    []Slot // the VMM's memory slots when known
 	Events   bool   // also deliver every write on the events ring buffer
+	// RingIndices also follows each dirty ring's push and reset indices
+	// (Profiler.RingIndices), in ring mode.
+	RingIndices bool
 }
 
 // Errors that say what is missing.
@@ -110,6 +115,8 @@ type Profiler struct {
 	epoch   *ebpf.Variable
 	events  *ebpf.Map
 	maxPage uint64
+	rings   *ebpf.Memory // with Options.RingIndices: the rings map
+	ringLks []link.Link
 	// Why better hooks were passed over, best first.
 	Fallbacks []HookStatus
 }
@@ -182,8 +189,9 @@ func load(h Hook, o Options) (_ *Profiler, err error) {
 		return nil, fmt.Errorf("read compiled programs: %w", err)
 	}
 	// Keep only the chosen program: the others may not load here.
+	ringIndices := o.RingIndices && o.Mode == ModeRing
 	for name := range spec.Programs {
-		if name != h.program {
+		if name != h.program && !(ringIndices && ringIndexPrograms[name] != "") {
 			delete(spec.Programs, name)
 		}
 	}
@@ -250,7 +258,51 @@ func load(h Hook, o Options) (_ *Profiler, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("attach %s: %w", h.Name, err)
 	}
+	if ringIndices {
+		if p.rings, err = coll.Maps["rings"].Memory(); err != nil {
+			return nil, fmt.Errorf("map ring indices: %w", err)
+		}
+		if err := ensureTracefs(); err != nil {
+			return nil, fmt.Errorf("ring indices: %w", err)
+		}
+		for _, name := range slices.Sorted(maps.Keys(ringIndexPrograms)) {
+			l, err := link.Tracepoint("kvm", ringIndexPrograms[name], coll.Programs[name], nil)
+			if err != nil {
+				return nil, fmt.Errorf("attach the ring index program on tracepoint kvm/%s: %w", ringIndexPrograms[name], err)
+			}
+			p.ringLks = append(p.ringLks, l)
+		}
+	}
 	return p, nil
+}
+
+// ringIndexPrograms are the programs that fill the rings map, by the KVM
+// tracepoint each is on.
+var ringIndexPrograms = map[string]string{
+	"ring_push_index":  "kvm_dirty_ring_push",
+	"ring_reset_index": "kvm_dirty_ring_reset",
+}
+
+// MaxRings is how many dirty rings (vCPUs, by index) RingIndices follows.
+const MaxRings = 4096
+
+// RingIndex is one dirty ring's indices: one past the entry KVM last
+// pushed, and where the ring's last reset stopped (KVM's u32 counters,
+// which wrap).
+type RingIndex = dirtyRingIndex
+
+// RingIndices copies each ring's indices into dst (MaxRings long), or
+// fails where the profiler was not loaded with Options.RingIndices.
+func (p *Profiler) RingIndices(dst []RingIndex) error {
+	if p.rings == nil {
+		return errors.New("ring indices: not followed (Options.RingIndices)")
+	}
+	if len(dst) != MaxRings {
+		return fmt.Errorf("ring indices: %d entries, want %d", len(dst), MaxRings)
+	}
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), len(dst)*int(unsafe.Sizeof(dst[0])))
+	_, err := p.rings.ReadAt(buf, 0)
+	return err
 }
 
 // Probe tries every hook for mode on the running kernel.
@@ -326,6 +378,9 @@ func (p *Profiler) Stats() (Stats, error) {
 
 // Close detaches and unloads the programs.
 func (p *Profiler) Close() error {
+	for _, l := range p.ringLks {
+		l.Close()
+	}
 	if p.link != nil {
 		p.link.Close()
 	}

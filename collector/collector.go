@@ -30,7 +30,10 @@ type Config struct {
 	// QEMU running under TCG, else the best eBPF hook that works.
 	Hook   string
 	Events bool // also stream raw events (eBPF ring buffer)
-	Log    *slog.Logger
+	// RingIndices also follows the dirty rings' push and reset indices
+	// (eBPF, ring mode; Profiler().RingIndices).
+	RingIndices bool
+	Log         *slog.Logger
 }
 
 // Epoch is the set of pages dirtied in one epoch.
@@ -118,12 +121,13 @@ func New(cfg Config) (_ *Collector, err error) {
 			return nil, err
 		}
 		prof, err := bpf.Load(bpf.Options{
-			PID:      uint32(t.PID),
-			MaxPages: t.MaxPages(),
-			Mode:     t.DirtyMode,
-			Hook:     cfg.Hook,
-			Slots:    t.Slots,
-			Events:   cfg.Events,
+			PID:         uint32(t.PID),
+			MaxPages:    t.MaxPages(),
+			Mode:        t.DirtyMode,
+			Hook:        cfg.Hook,
+			Slots:       t.Slots,
+			Events:      cfg.Events,
+			RingIndices: cfg.RingIndices,
 		})
 		if err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/testutil"
@@ -148,4 +149,67 @@ func countInter(got, want map[uint64]bool) int {
 		}
 	}
 	return n
+}
+
+// TestRingIndices: with RingIndices, the eBPF programs follow a KVM QEMU's
+// dirty ring: its push index moves with the guest's writes, and its reset
+// index with QEMU's ring resets (about once a second, its dirty limit's
+// period), reaching what was pushed before — what qemuguest's hold of
+// pages on hardware virtualisation waits for.
+func TestRingIndices(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresBPF(t)
+	testutil.RequiresQEMUWithKVM(t)
+	w, err := guest.ParseWorkload("sweep:delay=40")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := qemu.Start(qemu.Options{Accel: qemu.AccelKVM, DirtyRingSize: 65536, MemoryBytes: 64 << 20, Cmdline: w.Cmdline(1)})
+	if errors.Is(err, qemu.ErrNoQEMU) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c, err := collector.New(collector.Config{QMP: vm.QMPPath, Epoch: 100 * time.Millisecond, RingIndices: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rings := make([]bpf.RingIndex, bpf.MaxRings)
+	read := func() bpf.RingIndex {
+		t.Helper()
+		if err := c.Profiler().RingIndices(rings); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rings[1:] {
+			if r != (bpf.RingIndex{}) {
+				t.Fatalf("a second ring's indices %+v for a one-vCPU guest", r)
+			}
+		}
+		return rings[0]
+	}
+	time.Sleep(300 * time.Millisecond)
+	first := read()
+	if first.Pushed == 0 {
+		t.Fatalf("no push seen in 300 ms: %+v", first)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		time.Sleep(100 * time.Millisecond)
+		r := read()
+		if int32(r.Reset-first.Pushed) >= 0 && int32(r.Pushed-first.Pushed) > 0 {
+			t.Logf("pushed %d then %d, reset %d", first.Pushed, r.Pushed, r.Reset)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("in 5 s the ring's reset never passed push index %d: now %+v", first.Pushed, r)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
@@ -129,7 +130,17 @@ type kvmLog struct {
 	col      epochs
 	ramPages uint64
 	lost     uint64 // writes the hooks dropped (slot unknown, contended) at the last harvest
+
+	// Where KVM write-protects (hardware virtualisation): the pages a
+	// harvest must report again until QEMU's ring resets pass them.
+	hold      *ringHold
+	readRings func([]bpf.RingIndex) error
+	rings     []bpf.RingIndex
 }
+
+// ringHoldEnv forces the ring hold on where KVM emulates the guest
+// (kvm-pvm), which needs none, to exercise it there.
+const ringHoldEnv = "PAGECAST_RING_HOLD"
 
 // epochs is what kvmLog uses of a *collector.Collector.
 type epochs interface {
@@ -148,13 +159,18 @@ func openKVMLog(mon Monitor, pid int, ramPages uint64) (*kvmLog, error) {
 		lock.Close()
 		return nil, err
 	}
-	col, err := collector.New(collector.Config{PID: pid, MemoryBytes: ramPages * 4096})
+	hold := !qemu.KVMEmulates() || os.Getenv(ringHoldEnv) == "1"
+	col, err := collector.New(collector.Config{PID: pid, MemoryBytes: ramPages * 4096, RingIndices: hold})
 	if err != nil {
 		logging.Release()
 		lock.Close()
 		return nil, err
 	}
-	return &kvmLog{lock: lock, logging: logging, col: col, ramPages: ramPages}, nil
+	l := &kvmLog{lock: lock, logging: logging, col: col, ramPages: ramPages}
+	if hold {
+		l.hold, l.readRings, l.rings = &ringHold{}, col.Profiler().RingIndices, make([]bpf.RingIndex, bpf.MaxRings)
+	}
+	return l, nil
 }
 
 // lockKVMLog takes QEMU pid's dirty-log lock, as the TCG plugin's area is
@@ -209,7 +225,18 @@ func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
 		}
 		return all, nil
 	}
-	return pageSet(e.Pages, l.ramPages), nil
+	b := pageSet(e.Pages, l.ramPages)
+	if l.hold != nil {
+		if err := l.readRings(l.rings); err != nil {
+			return nil, fmt.Errorf("harvest: %w", err)
+		}
+		for _, g := range l.hold.harvest(e.Pages, l.rings) {
+			if p, ok := ramPage(g, l.ramPages); ok {
+				b.Set(p)
+			}
+		}
+	}
+	return b, nil
 }
 
 func (l *kvmLog) Close() error {

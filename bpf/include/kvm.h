@@ -88,6 +88,13 @@ struct trace_event_raw_kvm_dirty_ring_push {
 	u64 offset;
 };
 
+struct trace_event_raw_kvm_dirty_ring_reset {
+	struct trace_entry ent;
+	int index;
+	u32 dirty_index;
+	u32 reset_index;
+};
+
 struct trace_event_raw_kvm_page_fault {
 	struct trace_entry ent;
 	unsigned int vcpu_id;
