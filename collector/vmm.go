@@ -108,6 +108,12 @@ func (c *vmmControl) learn(pid int) error {
 		return err
 	}
 	t.PID = pid
+	if st, err := qemu.RunState(c.mon); err == nil && st == "inmigrate" {
+		// No vCPU threads yet on pagecast's monitor, and nothing written
+		// under QEMU: it said "give --pid", and with one recorded empty
+		// epochs (found by a new-user walk).
+		return errors.New("the VM is waiting for an incoming migration (run state inmigrate): no guest runs there to profile until the migration has brought it")
+	}
 	switch {
 	case pid != 0:
 		if err := checkPID(pid, cpus); err != nil {

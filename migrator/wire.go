@@ -154,26 +154,26 @@ type Hello struct {
 // Check compares the source's hello h with the destination's own description
 // local (Mode ignored: it only tells the destination how the source will
 // send) and returns nil or an error whose text is the refusal reason, naming
-// every mismatch, e.g. "protocol version 2 at the source, 1 here; memory 128
-// MiB at the source, 64 MiB here; guest image differs (sha256 ab12cd34… at
-// the source, 99aa8877… here)". All of them are named so that the operator
+// every mismatch, e.g. "protocol version 2 at the source, 1 at the destination; memory 128
+// MiB at the source, 64 MiB at the destination; guest image differs (sha256 ab12cd34… at
+// the source, 99aa8877… at the destination)". All of them are named so that the operator
 // fixes the setup once rather than retrying for each.
 func (h Hello) Check(local Hello) error {
 	var why []string
 	if h.Version != local.Version {
-		why = append(why, fmt.Sprintf("protocol version %d at the source, %d here", h.Version, local.Version))
+		why = append(why, fmt.Sprintf("protocol version %d at the source, %d at the destination", h.Version, local.Version))
 	}
 	if h.PageSize != local.PageSize {
-		why = append(why, fmt.Sprintf("page size %d bytes at the source, %d here", h.PageSize, local.PageSize))
+		why = append(why, fmt.Sprintf("page size %d bytes at the source, %d at the destination", h.PageSize, local.PageSize))
 	}
 	if h.MemoryBytes != local.MemoryBytes {
-		why = append(why, fmt.Sprintf("memory %s at the source, %s here", wireSize(h.MemoryBytes), wireSize(local.MemoryBytes)))
+		why = append(why, fmt.Sprintf("memory %s at the source, %s at the destination", wireSize(h.MemoryBytes), wireSize(local.MemoryBytes)))
 	}
 	if h.VCPUs != local.VCPUs {
-		why = append(why, fmt.Sprintf("vCPUs: %d at the source, %d here", h.VCPUs, local.VCPUs))
+		why = append(why, fmt.Sprintf("vCPUs: %d at the source, %d at the destination", h.VCPUs, local.VCPUs))
 	}
 	if h.Image != local.Image {
-		why = append(why, fmt.Sprintf("guest image differs (sha256 %x… at the source, %x… here: a QEMU VM goes to a QEMU destination, vm run --monitor qemu --incoming or pagecast receive, and a VM of pagecast's own monitor to one of its own; two QEMUs must have the same machine type and CPU model)",
+		why = append(why, fmt.Sprintf("guest image differs (sha256 %x… at the source, %x… at the destination: a QEMU VM goes to a QEMU destination, vm run --monitor qemu --incoming or pagecast receive, and a VM of pagecast's own monitor to one of its own; two QEMUs must have the same machine type and CPU model)",
 			h.Image[:4], local.Image[:4]))
 	}
 	if len(why) == 0 {

@@ -233,14 +233,14 @@ func TestWireHelloCheck(t *testing.T) {
 	}{
 		{"same", local, ""},
 		{"mode ignored", other(func(h *Hello) { h.Mode = "precopy" }), ""},
-		{"version", other(func(h *Hello) { h.Version = 1 }), fmt.Sprintf("protocol version 1 at the source, %d here", ProtocolVersion)},
-		{"page size", other(func(h *Hello) { h.PageSize = 8192 }), "page size 8192 bytes at the source, 4096 here"},
-		{"memory", other(func(h *Hello) { h.MemoryBytes = 128 << 20 }), "memory 128 MiB at the source, 1 MiB here"},
-		{"odd memory", other(func(h *Hello) { h.MemoryBytes = 12345 }), "memory 12345 bytes at the source, 1 MiB here"},
-		{"vcpus", other(func(h *Hello) { h.VCPUs = 4 }), "vCPUs: 4 at the source, 2 here"},
-		{"image", other(func(h *Hello) { h.Image[0] = 0xab; h.Image[1] = 0x12 }), "guest image differs (sha256 ab12a2a3… at the source, a0a1a2a3… here: a QEMU VM goes to a QEMU destination, vm run --monitor qemu --incoming or pagecast receive, and a VM of pagecast's own monitor to one of its own; two QEMUs must have the same machine type and CPU model)"},
+		{"version", other(func(h *Hello) { h.Version = 1 }), fmt.Sprintf("protocol version 1 at the source, %d at the destination", ProtocolVersion)},
+		{"page size", other(func(h *Hello) { h.PageSize = 8192 }), "page size 8192 bytes at the source, 4096 at the destination"},
+		{"memory", other(func(h *Hello) { h.MemoryBytes = 128 << 20 }), "memory 128 MiB at the source, 1 MiB at the destination"},
+		{"odd memory", other(func(h *Hello) { h.MemoryBytes = 12345 }), "memory 12345 bytes at the source, 1 MiB at the destination"},
+		{"vcpus", other(func(h *Hello) { h.VCPUs = 4 }), "vCPUs: 4 at the source, 2 at the destination"},
+		{"image", other(func(h *Hello) { h.Image[0] = 0xab; h.Image[1] = 0x12 }), "guest image differs (sha256 ab12a2a3… at the source, a0a1a2a3… at the destination: a QEMU VM goes to a QEMU destination, vm run --monitor qemu --incoming or pagecast receive, and a VM of pagecast's own monitor to one of its own; two QEMUs must have the same machine type and CPU model)"},
 		{"all", other(func(h *Hello) { h.Version = 1; h.MemoryBytes = 128 << 20; h.Image[31] = 0 }),
-			fmt.Sprintf("protocol version 1 at the source, %d here; memory 128 MiB at the source, 1 MiB here; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… here: a QEMU VM goes to a QEMU destination, vm run --monitor qemu --incoming or pagecast receive, and a VM of pagecast's own monitor to one of its own; two QEMUs must have the same machine type and CPU model)", ProtocolVersion)},
+			fmt.Sprintf("protocol version 1 at the source, %d at the destination; memory 128 MiB at the source, 1 MiB at the destination; guest image differs (sha256 a0a1a2a3… at the source, a0a1a2a3… at the destination: a QEMU VM goes to a QEMU destination, vm run --monitor qemu --incoming or pagecast receive, and a VM of pagecast's own monitor to one of its own; two QEMUs must have the same machine type and CPU model)", ProtocolVersion)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.hello.Check(local)

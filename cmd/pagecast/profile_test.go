@@ -356,3 +356,15 @@ func TestProfileMigratedAway(t *testing.T) {
 		t.Errorf("trace: %d epochs, damage %v, %v", len(epochs), damage, err)
 	}
 }
+
+// TestProfileIncoming: a profile of a destination waiting for its
+// migration says so; it said "give --pid", and with one recorded empty
+// epochs (found by a new-user walk).
+func TestProfileIncoming(t *testing.T) {
+	testutil.RequiresBPF(t)
+	dst := startVMRunProc(t, "--memory", "32M", "--incoming", freeTCP(t))
+	_, stderr, err := runApp(t, "profile", "--qmp", "unix:"+dst.sock, "--duration", "1s")
+	if err == nil || !strings.Contains(err.Error(), "waiting for an incoming migration (run state inmigrate)") {
+		t.Fatalf("profile of an incoming VM: %v\n%s", err, stderr)
+	}
+}
