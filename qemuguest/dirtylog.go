@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -252,4 +254,27 @@ func (l *kvmLog) Close() error {
 	}
 	l.lock.Close()
 	return err
+}
+
+// MigrationHolder names the pagecast migrate moving QEMU pid's guest with
+// pagecast's engine, if one is: the process that holds the QEMU's dirty
+// log (the KVM dirty-log lock, or the TCG plugin's area) with migrate on
+// its command line. A profile holding the plugin's area is not one.
+func MigrationHolder(pid int) (string, bool) {
+	paths := []string{filepath.Join(qemu.LockDir, fmt.Sprintf("dirty-log-%d.lock", pid))}
+	if shm, err := tcg.FindShm(pid); err == nil {
+		paths = append(paths, shm)
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		who, args := tcg.LockHolder(f)
+		f.Close()
+		if slices.Contains(args, "migrate") {
+			return who, true
+		}
+	}
+	return "", false
 }

@@ -1315,3 +1315,38 @@ func TestProfileLiftsLeftThrottle(t *testing.T) {
 		t.Errorf("vCPU thread's cgroups after the profile: %s %v", b, err)
 	}
 }
+
+// TestVMRunQEMUStopWhileMigrating: vm run --monitor qemu stopped (SIGINT)
+// while a pagecast migrate moves its guest says so and waits for the
+// migration, which completes; QEMU was stopped at once, the guest ended
+// and the migration failed, unsaid (found by a new-user walk).
+func TestVMRunQEMUStopWhileMigrating(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
+	to := "tcp:" + freeAddr(t)
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
+	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--quiet", "--mode", "precopy", "--bandwidth", "16MiB/s")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // in round 1: 32 MiB at 16 MiB/s
+	src.cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "verified         true") {
+		t.Fatalf("the migration of a guest whose vm run was stopped: %v\n%s\nvm run:\n%s", err, out.String(), src.stderr.String())
+	}
+	dst.saysAfterMigration(t, "migration received, memory verified; guest running")
+	select {
+	case <-src.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the source's vm run still runs 10 s after its migration ended")
+	}
+	for _, want := range []string{"migrate --qmp unix:" + src.sock, "is migrating this guest", "the migration has ended (run state postmigrate here); stopping QEMU"} {
+		if !strings.Contains(src.stderr.String(), want) {
+			t.Errorf("vm run's stderr lacks %q:\n%s", want, src.stderr.String())
+		}
+	}
+}

@@ -8,11 +8,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -315,9 +318,45 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		guest, "qmp", vm.QMPPath)
 	select {
 	case <-ctx.Done():
-		return nil
+		return waitOutgoing(vm.VM, c.App.ErrWriter, log)
 	case <-vm.Done():
 		return qemuEnded(vm.ExitErr(), vm.Stderr())
+	}
+}
+
+// waitOutgoing is vm run's stop (SIGINT, SIGTERM) of a QEMU whose guest a
+// pagecast migrate is moving with pagecast's engine: it says so and waits
+// for that migration to end (the guest then runs on the destination, or
+// here if it failed), or for a second signal; stopping QEMU at once ended
+// the guest and failed the migration, unsaid (found by a new-user walk).
+func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
+	who, ok := qemuguest.MigrationHolder(vm.PID())
+	if !ok {
+		log.Info("shutting down", "monitor", "qemu", "pid", vm.PID())
+		return nil
+	}
+	fmt.Fprintf(errw, "pagecast: %s is migrating this guest: stopping QEMU now would end the guest and fail that migration; "+
+		"waiting for the migration to end (a second signal stops QEMU anyway)\n", who)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-sig:
+			fmt.Fprintln(errw, "pagecast: stopping QEMU during the migration: the guest ends, and the migration fails")
+			return nil
+		case <-vm.Done():
+			return qemuEnded(vm.ExitErr(), vm.Stderr())
+		case <-tick.C:
+			if _, ok := qemuguest.MigrationHolder(vm.PID()); ok {
+				continue
+			}
+			st, _ := qemu.RunState(vm.Monitor)
+			fmt.Fprintf(errw, "pagecast: the migration has ended (run state %s here); stopping QEMU\n", st)
+			return nil
+		}
 	}
 }
 
