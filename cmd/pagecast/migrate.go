@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -825,7 +826,7 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 			fmt.Fprintf(tw, "cpu throttle\t%d%% at the end (lifted)\n", i.CPUThrottlePercentage)
 		}
 		writeSlowdown(tw, x.Slowdown, i)
-		fmt.Fprintf(tw, "stopped because\t%s\n", x.StopReason)
+		fmt.Fprintf(tw, "stopped because\t%s\n", readableBytes(x.StopReason))
 		fmt.Fprintf(tw, "verified\t%v\n", x.Verified)
 	}
 	if plan != nil {
@@ -994,3 +995,23 @@ func destAnswers(dst qmp.Monitor, wait time.Duration) error {
 		return migrator.ErrNoAnswer
 	}
 }
+
+// readableBytes writes the byte counts of a stop reason ("9031680 bytes
+// pending", "about 6802884 coded") in binary units, as the summary's other
+// figures are; query-migrate keeps the exact counts (found by a new-user
+// walk).
+func readableBytes(s string) string {
+	return byteCount.ReplaceAllStringFunc(s, func(m string) string {
+		num, word, _ := strings.Cut(m, " ")
+		n, err := strconv.ParseUint(num, 10, 64)
+		if err != nil {
+			return m
+		}
+		if word == "bytes" {
+			return units.FormatBytes(float64(n))
+		}
+		return units.FormatBytes(float64(n)) + " " + word
+	})
+}
+
+var byteCount = regexp.MustCompile(`\b\d{4,} (bytes|coded)\b`)

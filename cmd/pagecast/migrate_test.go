@@ -955,3 +955,17 @@ func TestSecondMigrateKeepsCap(t *testing.T) {
 		t.Errorf("the running migration's cap after a second migrate: %v, want 2 MiB/s", x["bandwidth"])
 	}
 }
+
+// TestReadableBytes: the summary's stop reason gives its byte counts in
+// binary units.
+func TestReadableBytes(t *testing.T) {
+	for in, want := range map[string]string{
+		"round cap 8 reached with 9048064 bytes pending":                                   "round cap 8 reached with 8.6 MiB pending",
+		"20955136 bytes pending (about 6802884 coded: 32% of their size) fit the downtime": "20.0 MiB pending (about 6.5 MiB coded: 32% of their size) fit the downtime",
+		"0 bytes pending fit the downtime limit at the end of round 1":                     "0 bytes pending fit the downtime limit at the end of round 1",
+	} {
+		if got := readableBytes(in); got != want {
+			t.Errorf("readableBytes(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
