@@ -137,6 +137,16 @@ func runDemo(c *cli.Context, out io.Writer) error {
 
 	fmt.Fprintf(out, "pagecast demo: %s guest, %d vCPU, workload %s, dirty tracking: %s\n",
 		units.FormatBytes(float64(vm.MemoryBytes())), vm.VCPUs(), c.String("workload"), vm.DirtyMode())
+	// Said as the QEMU demo says its accelerator: the monitor, and why
+	// (make demo's --log-level warn hid the log line; a new-user walk).
+	why := "--monitor pagecast"
+	if c.String("monitor") == monitorAuto {
+		why = "/dev/kvm works here"
+		if qemu.KVMEmulates() {
+			why += " (kvm-pvm's, which emulates the guest's instructions: slower than hardware, far faster than QEMU's TCG)"
+		}
+	}
+	fmt.Fprintf(out, "running on pagecast's own KVM monitor: %s; --monitor qemu runs it under QEMU instead\n", why)
 	next, source, closeSource, err := demoSource(c.Context, vm, sock, epoch)
 	if err != nil {
 		return err

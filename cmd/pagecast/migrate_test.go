@@ -318,7 +318,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("pagecast demo: %v\n%s", err, out)
 	}
 	// Harvested every 100 ms, five to a line (--epoch, --interval).
-	wants := []string{"next-epoch forecasts", "the model told in which of 5 parts of each a page was written", "against precopy:",
+	wants := []string{"running on pagecast's own KVM monitor: /dev/kvm works here", "next-epoch forecasts", "the model told in which of 5 parts of each a page was written", "against precopy:",
 		"the same migrations simulated on this guest's profile"}
 	for _, mode := range demoModes {
 		wants = append(wants, fmt.Sprintf("%-25s done: guest running on the destination", mode))
