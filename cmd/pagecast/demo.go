@@ -257,7 +257,7 @@ func demoWatch(c *cli.Context, out io.Writer, g demoGuest, memory uint64, next f
 			units.FormatBytes(float64(set.Count()*vmm.PageSize)/dt.Seconds()), progress-lastProgress, strip(set), strings.Join(hot, " "))
 		lastProgress = progress
 	}
-	printForecastScores(out, epochs, parts, pages)
+	printForecastScores(out, epochs, parts, pages, c.Duration("epoch")*time.Duration(parts))
 	st, _ := g.GuestStatus()
 	fmt.Fprintf(out, "\n%d distinct pages dirtied (%s of %s) in %.1fs; guest: %s\n",
 		total.Count(), units.FormatBytes(float64(total.Count()*vmm.PageSize)), units.FormatBytes(float64(memory)),
@@ -472,14 +472,15 @@ func demoSource(ctx context.Context, vm *vmm.VM, sock string, epoch time.Duratio
 // line's), through the predictor and the baselines it must beat, each
 // predicting every epoch from the ones before, the model told in which
 // part of it a page was written, and prints how each scored.
-func printForecastScores(out io.Writer, epochs []trace.Epoch, parts int, pages uint64) {
+func printForecastScores(out io.Writer, epochs []trace.Epoch, parts int, pages uint64, joined time.Duration) {
 	const warmup = 4
 	epochs, byParts := predictor.GroupEpochs(epochs, parts)
 	if len(epochs) <= warmup+1 {
 		return
 	}
 	results := predictor.Evaluate(epochs, pages, predictor.Contenders(pages, predictor.Options{}), predictor.EvalOptions{Warmup: warmup, Parts: byParts})
-	fmt.Fprintf(out, "\nnext-epoch forecasts over the last %d epochs (threshold 0.5", len(epochs)-warmup)
+	// The joined epochs' length: a new-user walk could not tell it.
+	fmt.Fprintf(out, "\nnext-epoch forecasts over the last %d epochs of %v (threshold 0.5", len(epochs)-warmup, joined)
 	if parts > 1 {
 		fmt.Fprintf(out, "; the model told in which of %d parts of each a page was written", parts)
 	}

@@ -415,7 +415,11 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	for _, r := range results {
 		if r.Replays > 0 && r.Err == nil {
 			from = r.Start
-			replayed = append(replayed, fmt.Sprintf("%s %d×", r.Mode, r.Replays))
+			times := "once"
+			if r.Replays > 1 {
+				times = fmt.Sprintf("%d times", r.Replays)
+			}
+			replayed = append(replayed, r.Mode+" "+times)
 		}
 	}
 	if len(replayed) > 0 {
