@@ -1,9 +1,12 @@
 package qemuguest
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -64,10 +67,26 @@ var ignoreShared = []map[string]any{
 	{"capability": "auto-converge", "state": false},
 }
 
-// setIgnoreShared sets ignoreShared and returns what those capabilities
-// were before, for clearIgnoreShared (nil where QEMU did not say).
-func setIgnoreShared(mon Monitor) (prior map[string]bool, err error) {
+// setIgnoreShared sets ignoreShared on QEMU pid and returns what those
+// capabilities were before, for clearIgnoreShared (nil where QEMU did not
+// say). What they were is also kept in a file (LockDir's
+// ignore-shared-PID.lock, gone with the QEMU) until clearIgnoreShared: a
+// pagecast receive or migrate killed between the two left x-ignore-shared
+// on, the next one took that for the owner's setting and restored it, and
+// a later QEMU migration out of the QEMU failed (found by a walk).
+func setIgnoreShared(mon Monitor, pid int) (prior map[string]bool, err error) {
 	prior, _ = qemu.MigrationCapabilities(mon) // nil where QEMU did not say
+	if f, err := qemu.OpenLock("ignore-shared", pid); err == nil {
+		if b, _ := io.ReadAll(f); len(b) > 0 {
+			var kept map[string]bool
+			if json.Unmarshal(b, &kept) == nil {
+				prior = kept
+			}
+		} else if b, err := json.Marshal(prior); err == nil {
+			f.Write(b)
+		}
+		f.Close()
+	}
 	return prior, qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": ignoreShared}, nil)
 }
 
@@ -77,7 +96,7 @@ func setIgnoreShared(mon Monitor) (prior map[string]bool, err error) {
 // and with the owner's xbzrle, post-copy, multifd or auto-converge (they
 // were left off; found by a review walk). Without prior, x-ignore-shared
 // alone goes off.
-func clearIgnoreShared(mon Monitor, prior map[string]bool) error {
+func clearIgnoreShared(mon Monitor, pid int, prior map[string]bool) error {
 	back := []map[string]any{{"capability": "x-ignore-shared", "state": prior["x-ignore-shared"]}}
 	if prior != nil {
 		for _, c := range ignoreShared[1:] {
@@ -87,7 +106,11 @@ func clearIgnoreShared(mon Monitor, prior map[string]bool) error {
 			}
 		}
 	}
-	return qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": back}, nil)
+	if err := qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": back}, nil); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(qemu.LockDir, fmt.Sprintf("ignore-shared-%d.lock", pid)))
+	return nil
 }
 
 // accelIsKVM says whether QEMU runs its guest under KVM (else TCG). Only

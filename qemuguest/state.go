@@ -46,12 +46,12 @@ func saveState(mon Monitor, pid int) (_ []byte, err error) {
 	} else if st == "running" {
 		return nil, errors.New("the guest is running: pause it first")
 	}
-	prior, err := setIgnoreShared(mon)
+	prior, err := setIgnoreShared(mon, pid)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if cerr := clearIgnoreShared(mon, prior); err == nil && cerr != nil {
+		if cerr := clearIgnoreShared(mon, pid, prior); err == nil && cerr != nil {
 			err = cerr
 		}
 	}()
@@ -150,6 +150,7 @@ type incoming struct {
 	uri   string          // where QEMU listens: unix:PATH or tcp:HOST:PORT
 	dir   string          // the directory holding the socket pagecast gave a QEMU waiting with -incoming defer, or ""
 	prior map[string]bool // the capabilities setIgnoreShared changed, as they were
+	pid   int             // the QEMU's
 }
 
 // close removes the socket's directory. QEMU listens there until a state
@@ -196,7 +197,8 @@ func prepareIncoming(mon Monitor, pid int, dir string) (in incoming, err error) 
 	} else if st != "inmigrate" {
 		return in, fmt.Errorf("qemu is %s, not waiting for a migration (start it with -incoming defer)", st)
 	}
-	if in.prior, err = setIgnoreShared(mon); err != nil {
+	in.pid = pid
+	if in.prior, err = setIgnoreShared(mon, pid); err != nil {
 		return in, err
 	}
 	// An earlier attempt may have started QEMU's incoming migration (a
@@ -304,7 +306,7 @@ func loadState(mon Monitor, in incoming, state []byte) error {
 		switch st {
 		case "inmigrate":
 		case "paused", "running", "postmigrate":
-			return clearIgnoreShared(mon, in.prior)
+			return clearIgnoreShared(mon, in.pid, in.prior)
 		default:
 			var info migrationInfo
 			qemu.QMP(mon, "query-migrate", nil, &info)

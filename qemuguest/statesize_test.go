@@ -4,9 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // oversizeMon plays a paused QEMU whose device state (with shared RAM left
@@ -132,5 +136,35 @@ func TestSaveStateKeepsCapabilities(t *testing.T) {
 	}
 	if after := fmt.Sprint(m.caps); after != before {
 		t.Errorf("migration capabilities before the state was saved %s, after %s", before, after)
+	}
+}
+
+// TestIgnoreSharedAfterKilled: a pagecast process killed between setting
+// x-ignore-shared and clearing it leaves the capability on; the next one
+// restores what the owner had (off), not what it found: it restored "on",
+// and a later QEMU migration out of the QEMU failed ("Capability
+// x-ignore-shared is off, but received capability is on"; found by a walk).
+func TestIgnoreSharedAfterKilled(t *testing.T) {
+	pid := os.Getpid()
+	marker := filepath.Join(qemu.LockDir, fmt.Sprintf("ignore-shared-%d.lock", pid))
+	t.Cleanup(func() { os.Remove(marker) })
+	m := &capsMon{caps: map[string]bool{"xbzrle": true, "postcopy-ram": false, "x-ignore-shared": false}}
+	if _, err := setIgnoreShared(m, pid); err != nil { // then killed
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Skipf("no lock directory to keep the capabilities in: %v", err)
+	}
+	if !m.caps["x-ignore-shared"] {
+		t.Fatal("x-ignore-shared not set")
+	}
+	if _, err := saveState(m, pid); err != nil {
+		t.Fatal(err)
+	}
+	if m.caps["x-ignore-shared"] || !m.caps["xbzrle"] {
+		t.Errorf("capabilities after a second pagecast: %v, want x-ignore-shared off and xbzrle on, as the owner had them", m.caps)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Errorf("the kept capabilities are still there: %v", err)
 	}
 }
