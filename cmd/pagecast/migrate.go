@@ -301,6 +301,12 @@ func runMigrate(c *cli.Context) (err error) {
 			defer d.Disconnect()
 			dst = d
 		}
+		if dst != nil && sameQEMU(mon, dst) {
+			// Post-copy went on for the source alone and the real
+			// destination died; pagecast's engine measured the guest's
+			// pause on the source (found by a walk).
+			return fmt.Errorf("--dest-qmp %s is a QMP socket of the source's own QEMU (the same vCPU threads as --qmp's): give the destination QEMU's", c.String("dest-qmp"))
+		}
 		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst), c.String("to"))
 		if err != nil {
 			return err
@@ -1015,3 +1021,31 @@ func readableBytes(s string) string {
 }
 
 var byteCount = regexp.MustCompile(`\b\d{4,} (bytes|coded)\b`)
+
+// sameQEMU says whether two QMP monitors are the same QEMU's: they name a
+// vCPU thread in common (query-cpus-fast). A monitor that does not answer
+// is taken for another.
+func sameQEMU(a, b qemu.Runner) bool {
+	threads := func(m qemu.Runner) []int {
+		var cpus []struct {
+			ThreadID int `json:"thread-id"`
+		}
+		if qemu.QMP(m, "query-cpus-fast", nil, &cpus) != nil {
+			return nil
+		}
+		var ids []int
+		for _, c := range cpus {
+			if c.ThreadID != 0 {
+				ids = append(ids, c.ThreadID)
+			}
+		}
+		return ids
+	}
+	ta := threads(a)
+	for _, id := range threads(b) {
+		if slices.Contains(ta, id) {
+			return true
+		}
+	}
+	return false
+}

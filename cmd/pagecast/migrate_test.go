@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -967,5 +968,34 @@ func TestReadableBytes(t *testing.T) {
 		if got := readableBytes(in); got != want {
 			t.Errorf("readableBytes(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// cpusMon answers query-cpus-fast with its vCPU threads.
+type cpusMon []int
+
+func (m cpusMon) Run(cmd []byte) ([]byte, error) {
+	if !strings.Contains(string(cmd), "query-cpus-fast") {
+		return nil, fmt.Errorf("unexpected %s", cmd)
+	}
+	var cpus []map[string]any
+	for i, tid := range m {
+		cpus = append(cpus, map[string]any{"cpu-index": i, "thread-id": tid})
+	}
+	return json.Marshal(map[string]any{"return": cpus})
+}
+
+// TestSameQEMU: two QMP sockets of one QEMU (its vCPU threads in common)
+// are told from two QEMUs' (a --dest-qmp naming the source's own QEMU had
+// post-copy set on the source alone, and the real destination died).
+func TestSameQEMU(t *testing.T) {
+	if !sameQEMU(cpusMon{101, 102}, cpusMon{102}) {
+		t.Error("two sockets of one QEMU taken for two QEMUs")
+	}
+	if sameQEMU(cpusMon{101}, cpusMon{201}) {
+		t.Error("two QEMUs taken for one")
+	}
+	if sameQEMU(cpusMon{}, cpusMon{}) {
+		t.Error("QEMUs naming no vCPU thread taken for one")
 	}
 }
