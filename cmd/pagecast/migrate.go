@@ -325,6 +325,13 @@ func runMigrate(c *cli.Context) (err error) {
 			}
 			return migrateWithEngine(c, src, p, metrics, mon, dst)
 		}
+		// QEMU's own migration takes a paused guest (it stays paused),
+		// not one that left or has yet to come: say what those states
+		// mean, as pagecast's engine does, not QEMU's "Can't migrate the
+		// vm that was paused due to previous migration" (found by a walk).
+		if st, err := qemu.RunState(mon); err == nil && (st == "postmigrate" || st == "inmigrate") {
+			return migrator.NotRunning(st)
+		}
 		pl, err := migrator.SetupQEMU(mon, dst, p)
 		if err != nil {
 			return fmt.Errorf("QEMU source: %w", err)

@@ -413,7 +413,7 @@ func TestIncomingStopped(t *testing.T) {
 		!strings.Contains(out.String(), "the destination aborted: the destination was stopped") {
 		t.Errorf("migrate to a destination stopped midway: %v\n%s", err, out.String())
 	}
-	if got := dst.stderr.String(); !strings.Contains(got, "pagecast: stopped (SIGINT or SIGTERM) during the incoming migration\n") || strings.Contains(got, "closed network connection") {
+	if got := dst.stderr.String(); !strings.Contains(got, "pagecast: stopped (SIGINT, SIGTERM or SIGHUP) during the incoming migration\n") || strings.Contains(got, "closed network connection") {
 		t.Errorf("the destination stopped midway said:\n%s", got)
 	}
 }

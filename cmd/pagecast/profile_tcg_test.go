@@ -578,6 +578,15 @@ func TestMigrateQEMUEngineCLI(t *testing.T) {
 	if st := qmpState(t, src.sock); st != "postmigrate" {
 		t.Errorf("source QEMU is %s, want postmigrate", st)
 	}
+	// Migrated away, it is refused by either engine saying so (QEMU's
+	// own said "Can't migrate the vm that was paused due to previous
+	// migration").
+	for _, engine := range []string{"pagecast", "qemu"} {
+		_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+freeAddr(t), "--engine", engine, "--mode", "precopy")
+		if err == nil || !strings.Contains(err.Error(), "postmigrate: it has migrated away already") {
+			t.Errorf("--engine %s from a source migrated away: %v\n%s", engine, err, stderr)
+		}
+	}
 }
 
 // qmpState is query-status's status from the QMP socket of a vm run.

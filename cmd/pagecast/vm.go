@@ -225,7 +225,7 @@ var errStoppedWaiting = errors.New("stopped while waiting for an incoming migrat
 
 // errStoppedReceiving is receive's error when it is stopped (SIGINT,
 // SIGTERM) while a migration came in.
-var errStoppedReceiving = errors.New("stopped (SIGINT or SIGTERM) during the incoming migration")
+var errStoppedReceiving = errors.New("stopped (SIGINT, SIGTERM or SIGHUP) during the incoming migration")
 
 // tlsSet tells whether any of --tls-cert, --tls-key and --tls-ca is given.
 func tlsSet(c *cli.Context) bool {
