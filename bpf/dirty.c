@@ -61,18 +61,27 @@ struct {
 	__uint(max_entries, MAX_SLOTS);
 } slot_cache SEC(".maps");
 
-/* Per vCPU dirty ring (by its index): one past the entry KVM last pushed,
- * and where its last reset stopped. A page KVM pushed to a ring on
+/* Per vCPU dirty ring (by its index: the vCPU id): one past the entry KVM
+ * last pushed, and where its resets stopped. A page KVM pushed to a ring on
  * hardware virtualisation stays writable, so later writes to it push
  * nothing, until the VMM has harvested the entry and reset the ring: a
- * reader that cannot reset the rings itself (QEMU's are QEMU's) counts
- * the page as possibly written until the ring's reset index has passed
- * its entry. Filled only when the loader keeps the two programs below. */
+ * reader that cannot reset the rings itself (QEMU's are QEMU's) counts the
+ * page as possibly written until a reset that is in force has passed its
+ * entry. A reset is in force once KVM has flushed the TLBs, at the end of
+ * the reset ioctl, after every ring's reset: so a ring's reset index is
+ * `pending` until the next ioctl begins (its first ring, vCPU 0's, moves
+ * reset_gen on), then it is in force. seq is odd while
+ * the program writes the entry. Filled only when the loader keeps the two
+ * programs below. */
 #define MAX_RINGS 4096
 
 struct ring_index {
+	__u32 seq;
 	__u32 pushed;
-	__u32 reset;
+	__u32 pending;       /* the last reset's index */
+	__u32 pending_gen;   /* reset_gen when it came; 0: no reset seen */
+	__u32 effective;     /* the reset before it, in force */
+	__u32 effective_gen; /* 0: none seen */
 };
 
 struct {
@@ -82,6 +91,8 @@ struct {
 	__type(value, struct ring_index);
 	__uint(max_entries, MAX_RINGS);
 } rings SEC(".maps");
+
+volatile __u32 reset_gen = 0;
 
 /* Writes recorded are not counted here: they are the sum of pages[].count. */
 enum stat {
@@ -354,11 +365,17 @@ int ring_push_index(struct trace_event_raw_kvm_dirty_ring_push *ctx)
 	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
 		return 0;
 	r = bpf_map_lookup_elem(&rings, &idx);
-	if (r)
-		r->pushed = ctx->dirty_index;
+	if (!r) {
+		count(STAT_SLOT_UNKNOWN); /* a vCPU id past MAX_RINGS: not followed */
+		return 0;
+	}
+	__sync_fetch_and_add(&r->seq, 1);
+	r->pushed = ctx->dirty_index;
+	__sync_fetch_and_add(&r->seq, 1);
 	return 0;
 }
 
+/* Resets run one ioctl at a time (KVM's slots_lock), every ring in turn. */
 SEC("tracepoint/kvm/kvm_dirty_ring_reset")
 int ring_reset_index(struct trace_event_raw_kvm_dirty_ring_reset *ctx)
 {
@@ -368,8 +385,20 @@ int ring_reset_index(struct trace_event_raw_kvm_dirty_ring_reset *ctx)
 	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
 		return 0;
 	r = bpf_map_lookup_elem(&rings, &idx);
-	if (r)
-		r->reset = ctx->reset_index;
+	if (!r) {
+		count(STAT_SLOT_UNKNOWN);
+		return 0;
+	}
+	if (idx == 0)
+		__sync_fetch_and_add(&reset_gen, 1); /* vCPU 0's ring goes first: a new ioctl, the last one's flush done */
+	__sync_fetch_and_add(&r->seq, 1);
+	r->effective = r->pending;
+	r->effective_gen = r->pending_gen;
+	r->pending = ctx->reset_index;
+	r->pending_gen = reset_gen;
+	if (ctx->dirty_index - r->pushed < 0x80000000U)
+		r->pushed = ctx->dirty_index; /* entries pushed before the programs came */
+	__sync_fetch_and_add(&r->seq, 1);
 	return 0;
 }
 

@@ -28,9 +28,13 @@ type dirtyPageState struct {
 }
 
 type dirtyRingIndex struct {
-	_      structs.HostLayout
-	Pushed uint32
-	Reset  uint32
+	_            structs.HostLayout
+	Seq          uint32
+	Pushed       uint32
+	Pending      uint32
+	PendingGen   uint32
+	Effective    uint32
+	EffectiveGen uint32
 }
 
 type dirtySlotInfo struct {
@@ -61,6 +65,7 @@ const (
 	dirtyProgTracepointPageFault     = "tracepoint_page_fault"
 	dirtyVarEmitEvents               = "emit_events"
 	dirtyVarEpoch                    = "epoch"
+	dirtyVarResetGen                 = "reset_gen"
 	dirtyVarTargetTgid               = "target_tgid"
 	dirtyVarUnusedEvent              = "unused_event"
 )
@@ -135,6 +140,7 @@ type dirtyMapSpecs struct {
 type dirtyVariableSpecs struct {
 	EmitEvents  *ebpf.VariableSpec `ebpf:"emit_events"`
 	Epoch       *ebpf.VariableSpec `ebpf:"epoch"`
+	ResetGen    *ebpf.VariableSpec `ebpf:"reset_gen"`
 	TargetTgid  *ebpf.VariableSpec `ebpf:"target_tgid"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 }
@@ -184,6 +190,7 @@ func (m *dirtyMaps) Close() error {
 type dirtyVariables struct {
 	EmitEvents  *ebpf.Variable `ebpf:"emit_events"`
 	Epoch       *ebpf.Variable `ebpf:"epoch"`
+	ResetGen    *ebpf.Variable `ebpf:"reset_gen"`
 	TargetTgid  *ebpf.Variable `ebpf:"target_tgid"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 }

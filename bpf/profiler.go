@@ -105,18 +105,20 @@ const HistoryBits = 48
 
 // Profiler is a loaded and attached set of dirty-page programs.
 type Profiler struct {
-	hook    Hook
-	objs    *ebpf.Collection
-	prog    *ebpf.Program
-	link    link.Link
-	pages   *ebpf.Map
-	mem     *ebpf.Memory
-	stats   *ebpf.Map
-	epoch   *ebpf.Variable
-	events  *ebpf.Map
-	maxPage uint64
-	rings   *ebpf.Memory // with Options.RingIndices: the rings map
-	ringLks []link.Link
+	hook     Hook
+	objs     *ebpf.Collection
+	prog     *ebpf.Program
+	link     link.Link
+	pages    *ebpf.Map
+	mem      *ebpf.Memory
+	stats    *ebpf.Map
+	epoch    *ebpf.Variable
+	events   *ebpf.Map
+	maxPage  uint64
+	rings    *ebpf.Memory // with Options.RingIndices: the rings map
+	ringBuf  []RingIndex
+	resetGen *ebpf.Variable
+	ringLks  []link.Link
 	// Why better hooks were passed over, best first.
 	Fallbacks []HookStatus
 }
@@ -262,6 +264,7 @@ func load(h Hook, o Options) (_ *Profiler, err error) {
 		if p.rings, err = coll.Maps["rings"].Memory(); err != nil {
 			return nil, fmt.Errorf("map ring indices: %w", err)
 		}
+		p.resetGen = coll.Variables["reset_gen"]
 		if err := ensureTracefs(); err != nil {
 			return nil, fmt.Errorf("ring indices: %w", err)
 		}
@@ -283,26 +286,59 @@ var ringIndexPrograms = map[string]string{
 	"ring_reset_index": "kvm_dirty_ring_reset",
 }
 
-// MaxRings is how many dirty rings (vCPUs, by index) RingIndices follows.
+// MaxRings is how many dirty rings (vCPU ids) RingIndices follows; a
+// vCPU id past it counts as a write dropped (slot_unknown).
 const MaxRings = 4096
 
-// RingIndex is one dirty ring's indices: one past the entry KVM last
-// pushed, and where the ring's last reset stopped (KVM's u32 counters,
-// which wrap).
+// RingIndex is one dirty ring's indices (KVM's u32 counters, which wrap):
+// Pushed is one past the entry KVM last pushed; Pending where its last
+// reset stopped, in reset generation PendingGen (0: none seen), in force
+// once a later generation has begun; Effective the reset before, in force.
 type RingIndex = dirtyRingIndex
 
-// RingIndices copies each ring's indices into dst (MaxRings long), or
-// fails where the profiler was not loaded with Options.RingIndices.
-func (p *Profiler) RingIndices(dst []RingIndex) error {
+// RingIndices copies each ring's indices into dst (MaxRings long), each
+// entry whole (not torn by a program run writing it), and returns the
+// reset generation read after them: each ioctl that resets the rings
+// begins a generation. It fails where the profiler was not loaded with
+// Options.RingIndices.
+func (p *Profiler) RingIndices(dst []RingIndex) (gen uint32, err error) {
 	if p.rings == nil {
-		return errors.New("ring indices: not followed (Options.RingIndices)")
+		return 0, errors.New("ring indices: not followed (Options.RingIndices)")
 	}
 	if len(dst) != MaxRings {
-		return fmt.Errorf("ring indices: %d entries, want %d", len(dst), MaxRings)
+		return 0, fmt.Errorf("ring indices: %d entries, want %d", len(dst), MaxRings)
 	}
-	buf := unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), len(dst)*int(unsafe.Sizeof(dst[0])))
-	_, err := p.rings.ReadAt(buf, 0)
-	return err
+	if len(p.ringBuf) != MaxRings {
+		p.ringBuf = make([]RingIndex, MaxRings)
+	}
+	bytes := func(r []RingIndex) []byte {
+		return unsafe.Slice((*byte)(unsafe.Pointer(&r[0])), len(r)*int(unsafe.Sizeof(r[0])))
+	}
+	for try := 0; ; try++ {
+		if _, err := p.rings.ReadAt(bytes(dst), 0); err != nil {
+			return 0, fmt.Errorf("ring indices: %w", err)
+		}
+		if _, err := p.rings.ReadAt(bytes(p.ringBuf), 0); err != nil {
+			return 0, fmt.Errorf("ring indices: %w", err)
+		}
+		whole := true
+		for i := range dst {
+			if dst[i].Seq != p.ringBuf[i].Seq || dst[i].Seq&1 != 0 {
+				whole = false
+				break
+			}
+		}
+		if whole {
+			break
+		}
+		if try == 100 {
+			return 0, errors.New("ring indices: written all the time, never read whole")
+		}
+	}
+	if err := p.resetGen.Get(&gen); err != nil {
+		return 0, fmt.Errorf("ring indices: %w", err)
+	}
+	return gen, nil
 }
 
 // Probe tries every hook for mode on the running kernel.

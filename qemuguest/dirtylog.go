@@ -136,7 +136,9 @@ type kvmLog struct {
 	// Where KVM write-protects (hardware virtualisation): the pages a
 	// harvest must report again until QEMU's ring resets pass them.
 	hold      *ringHold
-	readRings func([]bpf.RingIndex) error
+	readRings func([]bpf.RingIndex) (uint32, error)
+	allHeld   int // harvests in a row the hold has held every page
+	pid       int
 	rings     []bpf.RingIndex
 }
 
@@ -168,7 +170,7 @@ func openKVMLog(mon Monitor, pid int, ramPages uint64) (*kvmLog, error) {
 		lock.Close()
 		return nil, err
 	}
-	l := &kvmLog{lock: lock, logging: logging, col: col, ramPages: ramPages}
+	l := &kvmLog{lock: lock, logging: logging, col: col, ramPages: ramPages, pid: pid}
 	if hold {
 		l.hold, l.readRings, l.rings = &ringHold{}, col.Profiler().RingIndices, make([]bpf.RingIndex, bpf.MaxRings)
 	}
@@ -211,6 +213,27 @@ func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
 	if err != nil {
 		return nil, fmt.Errorf("harvest: %w", err)
 	}
+	b := pageSet(e.Pages, l.ramPages)
+	all := false
+	if l.hold != nil {
+		gen, err := l.readRings(l.rings)
+		if err != nil {
+			return nil, fmt.Errorf("harvest: %w", err)
+		}
+		held, holdAll := l.hold.harvest(e.Pages, l.rings, gen)
+		for _, g := range held {
+			if p, ok := ramPage(g, l.ramPages); ok {
+				b.Set(p)
+			}
+		}
+		all = holdAll
+		if l.allHeld++; !holdAll {
+			l.allHeld = 0
+		} else if l.allHeld == 50 {
+			slog.Warn("QEMU has not reset its vCPUs' dirty rings (two reset ioctls in force) in 50 harvests: every page counts as dirty until it does, and the migration cannot converge",
+				"pid", l.pid)
+		}
+	}
 	st, err := l.col.Stats()
 	if err != nil {
 		return nil, fmt.Errorf("harvest: %w", err)
@@ -221,21 +244,11 @@ func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
 		slog.Warn("the dirty log lost writes it could not place; every page counts as dirty this round",
 			"lost", lost-l.lost, "dropped", st.Dropped)
 		l.lost = lost
-		all := bitmap.New(l.ramPages)
-		for p := range l.ramPages {
-			all.Set(p)
-		}
-		return all, nil
+		all = true
 	}
-	b := pageSet(e.Pages, l.ramPages)
-	if l.hold != nil {
-		if err := l.readRings(l.rings); err != nil {
-			return nil, fmt.Errorf("harvest: %w", err)
-		}
-		for _, g := range l.hold.harvest(e.Pages, l.rings) {
-			if p, ok := ramPage(g, l.ramPages); ok {
-				b.Set(p)
-			}
+	if all {
+		for p := range l.ramPages {
+			b.Set(p)
 		}
 	}
 	return b, nil

@@ -1,6 +1,8 @@
 package qemuguest
 
 import (
+	"slices"
+
 	"github.com/pagecast/pagecast/bpf"
 )
 
@@ -9,23 +11,29 @@ import (
 // to a vCPU's dirty ring at its first write after the page was
 // write-protected (or its dirty bit cleared), and leaves it writable: later
 // writes push nothing until QEMU has harvested the entry and reset the
-// ring, about once a second (its dirty limit's period). pagecast cannot
-// reset QEMU's rings itself, so a page it harvested, sent, and that the
-// guest wrote again before QEMU's reset would have gone to the destination
-// stale. So each harvest also reports every page harvested before whose
-// ring entry the ring's reset has not yet passed: the reset index each
-// ring had three harvests before, so that the reset's TLB flush, which
-// ends KVM's reset ioctl, is over before the epoch the page is reported
-// for began (a harvest waits its grace period after starting the next
-// epoch). kvm-pvm pushes every emulated store instead, so there the hold
-// is not needed (qemu.KVMEmulates).
+// ring, about once a second (its dirty limit's period), and the reset is
+// in force only once KVM has flushed the TLBs at the end of its reset
+// ioctl. pagecast cannot reset QEMU's rings itself, so a page it
+// harvested, sent, and that the guest wrote again before then would have
+// gone to the destination stale. So each harvest also reports every page
+// harvested before that a reset in force has not yet passed: the eBPF
+// programs follow each ring's push index and its resets, a reset being in
+// force once the next reset ioctl has begun (bpf.RingIndex).
+//
+// A page's push index is taken at the harvest after the one that found it
+// (its push may be followed a moment after its page: fentry hooks record
+// the page before KVM pushes it). Entries pushed before the programs were
+// attached are unknown: until two reset ioctls after the first harvest
+// are in force, every page counts as held. kvm-pvm pushes every emulated
+// store instead, so there the hold is not needed (qemu.KVMEmulates).
 type ringHold struct {
 	entries []heldPages
-	resets  [][]uint32 // each ring's reset index after each of the last three harvests, oldest first
+	started bool
+	first   uint32 // the reset generation at the first harvest
 }
 
-// heldPages are one harvest's pages and each ring's push index (one past
-// its last entry) read after them.
+// heldPages are one harvest's pages and each ring's push index read a
+// harvest after them (nil until then).
 type heldPages struct {
 	pages  []uint64
 	pushed []uint32
@@ -33,68 +41,81 @@ type heldPages struct {
 
 // maxHeld bounds the harvests held: past it the two oldest are merged (a
 // QEMU that stopped resetting its rings would otherwise grow the hold for
-// ever; merged, its pages are held as long as the later one's).
+// ever; merged, they are held until both would have been).
 const maxHeld = 64
 
-// harvest takes a harvest's pages and the ring indices read after them,
-// and returns the pages of earlier harvests still held (unsorted, maybe
-// repeated).
-func (h *ringHold) harvest(pages []uint64, rings []bpf.RingIndex) []uint64 {
+// harvest takes a harvest's pages and the ring indices and reset
+// generation read after them, and returns the pages of earlier harvests
+// still held (unsorted), or all: every page is.
+func (h *ringHold) harvest(pages []uint64, rings []bpf.RingIndex, gen uint32) (held []uint64, all bool) {
 	n := 0
 	for i, r := range rings {
-		if r.Pushed != 0 || r.Reset != 0 {
+		if r != (bpf.RingIndex{}) {
 			n = i + 1
 		}
 	}
-	pushed, reset := make([]uint32, n), make([]uint32, n)
+	pushed := make([]uint32, n)
+	inForce := make([]uint32, n)
+	known := make([]bool, n)
 	for i, r := range rings[:n] {
-		pushed[i], reset[i] = r.Pushed, r.Reset
-	}
-	if len(h.resets) == 3 {
-		old := h.resets[0]
-		keep := h.entries[:0]
-		for _, e := range h.entries {
-			if !passed(old, e.pushed) {
-				keep = append(keep, e)
-			}
+		pushed[i] = r.Pushed
+		switch {
+		case r.PendingGen != 0 && int32(gen-r.PendingGen) > 0:
+			inForce[i], known[i] = r.Pending, true
+		case r.EffectiveGen != 0:
+			inForce[i], known[i] = r.Effective, true
 		}
-		clear(h.entries[len(keep):])
-		h.entries = keep
-		h.resets = h.resets[1:]
 	}
-	var held []uint64
+	if !h.started {
+		h.started, h.first = true, gen
+	}
+	all = int32(gen-h.first) < 3 // the first generation may be partial: two whole ones after it
+	keep := h.entries[:0]
+	for _, e := range h.entries {
+		switch {
+		case e.pushed == nil:
+			e.pushed = pushed
+		case passed(inForce, known, e.pushed):
+			continue
+		}
+		keep = append(keep, e)
+	}
+	clear(h.entries[len(keep):])
+	h.entries = keep
 	for _, e := range h.entries {
 		held = append(held, e.pages...)
 	}
 	if len(pages) > 0 {
-		h.entries = append(h.entries, heldPages{pages: pages, pushed: pushed})
+		h.entries = append(h.entries, heldPages{pages: pages})
 	}
 	if len(h.entries) > maxHeld {
 		a, b := h.entries[0], h.entries[1]
-		merged := heldPages{pages: append(a.pages, b.pages...), pushed: b.pushed}
-		for i := range min(len(a.pushed), len(b.pushed)) {
-			if int32(a.pushed[i]-b.pushed[i]) > 0 {
-				merged.pushed[i] = a.pushed[i]
+		merged := heldPages{pages: append(slices.Clip(a.pages), b.pages...)}
+		if a.pushed != nil && b.pushed != nil {
+			merged.pushed = slices.Clone(b.pushed)
+			for i := range min(len(a.pushed), len(b.pushed)) {
+				if int32(a.pushed[i]-b.pushed[i]) > 0 {
+					merged.pushed[i] = a.pushed[i]
+				}
 			}
-		}
-		if len(a.pushed) > len(b.pushed) {
-			merged.pushed = append(merged.pushed, a.pushed[len(b.pushed):]...)
+			if len(a.pushed) > len(b.pushed) {
+				merged.pushed = append(merged.pushed, a.pushed[len(b.pushed):]...)
+			}
 		}
 		h.entries = append([]heldPages{merged}, h.entries[2:]...)
 	}
-	h.resets = append(h.resets, reset)
-	return held
+	return held, all
 }
 
-// passed reports whether every ring's reset index has reached its push
-// index (KVM's u32 indices, which wrap).
-func passed(reset, pushed []uint32) bool {
+// passed reports whether, on every ring an entry was pushed to, a reset in
+// force has reached its push index (KVM's u32 indices, which wrap). A ring
+// with no reset in force known has not.
+func passed(inForce []uint32, known []bool, pushed []uint32) bool {
 	for i, p := range pushed {
-		var r uint32
-		if i < len(reset) {
-			r = reset[i]
+		if p == 0 {
+			continue // nothing pushed to it
 		}
-		if int32(r-p) < 0 {
+		if i >= len(known) || !known[i] || int32(inForce[i]-p) < 0 {
 			return false
 		}
 	}
