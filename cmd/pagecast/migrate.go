@@ -332,6 +332,14 @@ func runMigrate(c *cli.Context) (err error) {
 		if st, err := qemu.RunState(mon); err == nil && (st == "postmigrate" || st == "inmigrate") {
 			return migrator.NotRunning(st)
 		}
+		if dst != nil && destListening(dst) == "" {
+			if st, err := qemu.RunState(dst); err == nil && st == "inmigrate" {
+				// QEMU's bare "Failed to connect … Connection refused"
+				// left an operator to guess (found by a walk).
+				return fmt.Errorf("the destination QEMU (--dest-qmp) waits with -incoming defer and listens nowhere yet: "+
+					"QEMU's migration needs it listening; run QMP migrate-incoming with \"uri\": %q on it first (a pagecast receive in front of it takes pagecast's engine: --engine pagecast)", c.String("to"))
+			}
+		}
 		pl, err := migrator.SetupQEMU(mon, dst, p)
 		if err != nil {
 			return fmt.Errorf("QEMU source: %w", err)

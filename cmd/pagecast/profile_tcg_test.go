@@ -1359,3 +1359,24 @@ func TestVMRunQEMUStopWhileMigrating(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineQEMUDestNotListening: --engine qemu to a destination QEMU that
+// waits with -incoming defer and listens nowhere (here one a pagecast
+// receiver stands in front of) is refused saying what to run; QEMU's own
+// "Failed to connect … Connection refused" left an operator to guess
+// (found by a walk). The source runs on.
+func TestEngineQEMUDestNotListening(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	to := "tcp:" + freeAddr(t)
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
+	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", to, "--engine", "qemu", "--mode", "precopy")
+	if err == nil || !strings.Contains(err.Error(), "waits with -incoming defer and listens nowhere yet") || !strings.Contains(err.Error(), "migrate-incoming") {
+		t.Fatalf("--engine qemu to a destination not listening: %v\n%s", err, stderr)
+	}
+	if st := qmpState(t, src.sock); st != "running" {
+		t.Errorf("source is %s after the refusal", st)
+	}
+}
