@@ -520,7 +520,11 @@ func runMigrate(c *cli.Context) (err error) {
 			strings.Contains(info.ErrorDesc, "Bad file descriptor")) {
 		// pagecast's receiver hangs up on QEMU's stream at once; QEMU
 		// says so in one of three ways, as its writes meet the hang-up.
-		return fmt.Errorf("%w (%s; the destination hung up at once: QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts; a pagecast receiver, vm run --incoming or pagecast receive, takes pagecast's engine only)", err, kept)
+		// A destination QEMU that refused the stream (another memory
+		// size, machine type or devices) hangs up as soon: said too,
+		// as a walk took the first cause for the only one.
+		return fmt.Errorf("%w (%s; the destination hung up at once: either it is a pagecast receiver, vm run --incoming or pagecast receive, which takes pagecast's engine only (QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts), "+
+			"or the destination QEMU refused the stream: another memory size, machine type or devices than the source's (its stderr says which; --dest-qmp lets pagecast check the memory size first))", err, kept)
 	}
 	if err != nil && qmpGone(err) {
 		return fmt.Errorf("the source's QMP connection closed during the migration: has its VM exited? (%w)", err)
