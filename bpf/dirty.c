@@ -70,18 +70,20 @@ struct {
  * entry. A reset is in force once KVM has flushed the TLBs, at the end of
  * the reset ioctl, after every ring's reset: so a ring's reset index is
  * `pending` until the next ioctl begins (its first ring, vCPU 0's, moves
- * reset_gen on), then it is in force. seq is odd while
- * the program writes the entry. Filled only when the loader keeps the two
+ * reset_gen on), then it is in force (or, where no ioctl follows, a
+ * moment later: userspace's clock). seq is odd while the reset program
+ * writes its fields. Filled only when the loader keeps the two
  * programs below. */
 #define MAX_RINGS 4096
 
 struct ring_index {
 	__u32 seq;
-	__u32 pushed;
 	__u32 pending;       /* the last reset's index */
 	__u32 pending_gen;   /* reset_gen when it came; 0: no reset seen */
 	__u32 effective;     /* the reset before it, in force */
 	__u32 effective_gen; /* 0: none seen */
+	__u32 pad;
+	__u64 pushed;        /* a u32 index, in 64 bits for compare-and-swap */
 };
 
 struct {
@@ -356,6 +358,22 @@ int BPF_PROG(fentry_mark_page_dirty, struct kvm *kvm, const struct kvm_memory_sl
 /* The ring indices (see rings), for any page hook: classic tracepoints,
  * whose records carry the ring's index and its indices after the push
  * or the reset. */
+/* pushed only grows (mod 2^32): a ring's push and its reset may run at
+ * once, on its vCPU's thread and on the resetting one. */
+static __always_inline void raise_pushed(struct ring_index *r, __u64 v)
+{
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		__u64 old = *(volatile __u64 *)&r->pushed;
+
+		if ((__u32)(v - (__u32)old) >= 0x80000000U || v == (__u32)old)
+			return;
+		if (__sync_val_compare_and_swap(&r->pushed, old, v) == old)
+			return;
+	}
+}
+
 SEC("tracepoint/kvm/kvm_dirty_ring_push")
 int ring_push_index(struct trace_event_raw_kvm_dirty_ring_push *ctx)
 {
@@ -369,13 +387,12 @@ int ring_push_index(struct trace_event_raw_kvm_dirty_ring_push *ctx)
 		count(STAT_SLOT_UNKNOWN); /* a vCPU id past MAX_RINGS: not followed */
 		return 0;
 	}
-	__sync_fetch_and_add(&r->seq, 1);
-	r->pushed = ctx->dirty_index;
-	__sync_fetch_and_add(&r->seq, 1);
+	raise_pushed(r, ctx->dirty_index);
 	return 0;
 }
 
-/* Resets run one ioctl at a time (KVM's slots_lock), every ring in turn. */
+/* One reset ioctl at a time (QEMU holds its slots lock across it): seq
+ * guards the reset fields, which only this program writes. */
 SEC("tracepoint/kvm/kvm_dirty_ring_reset")
 int ring_reset_index(struct trace_event_raw_kvm_dirty_ring_reset *ctx)
 {
@@ -396,9 +413,8 @@ int ring_reset_index(struct trace_event_raw_kvm_dirty_ring_reset *ctx)
 	r->effective_gen = r->pending_gen;
 	r->pending = ctx->reset_index;
 	r->pending_gen = reset_gen;
-	if (ctx->dirty_index - r->pushed < 0x80000000U)
-		r->pushed = ctx->dirty_index; /* entries pushed before the programs came */
 	__sync_fetch_and_add(&r->seq, 1);
+	raise_pushed(r, ctx->dirty_index); /* entries pushed before the programs came */
 	return 0;
 }
 

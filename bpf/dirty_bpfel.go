@@ -30,11 +30,12 @@ type dirtyPageState struct {
 type dirtyRingIndex struct {
 	_            structs.HostLayout
 	Seq          uint32
-	Pushed       uint32
 	Pending      uint32
 	PendingGen   uint32
 	Effective    uint32
 	EffectiveGen uint32
+	Pad          uint32
+	Pushed       uint64
 }
 
 type dirtySlotInfo struct {

@@ -291,7 +291,7 @@ var ringIndexPrograms = map[string]string{
 const MaxRings = 4096
 
 // RingIndex is one dirty ring's indices (KVM's u32 counters, which wrap):
-// Pushed is one past the entry KVM last pushed; Pending where its last
+// Pushed (a u32 in 64 bits) is one past the entry KVM last pushed; Pending where its last
 // reset stopped, in reset generation PendingGen (0: none seen), in force
 // once a later generation has begun; Effective the reset before, in force.
 type RingIndex = dirtyRingIndex
@@ -314,25 +314,27 @@ func (p *Profiler) RingIndices(dst []RingIndex) (gen uint32, err error) {
 	bytes := func(r []RingIndex) []byte {
 		return unsafe.Slice((*byte)(unsafe.Pointer(&r[0])), len(r)*int(unsafe.Sizeof(r[0])))
 	}
-	for try := 0; ; try++ {
-		if _, err := p.rings.ReadAt(bytes(dst), 0); err != nil {
-			return 0, fmt.Errorf("ring indices: %w", err)
-		}
-		if _, err := p.rings.ReadAt(bytes(p.ringBuf), 0); err != nil {
-			return 0, fmt.Errorf("ring indices: %w", err)
-		}
-		whole := true
-		for i := range dst {
-			if dst[i].Seq != p.ringBuf[i].Seq || dst[i].Seq&1 != 0 {
-				whole = false
-				break
+	if _, err := p.rings.ReadAt(bytes(dst), 0); err != nil {
+		return 0, fmt.Errorf("ring indices: %w", err)
+	}
+	if _, err := p.rings.ReadAt(bytes(p.ringBuf), 0); err != nil {
+		return 0, fmt.Errorf("ring indices: %w", err)
+	}
+	size := int64(unsafe.Sizeof(dst[0]))
+	for i := range dst {
+		// seq guards the reset's fields (one writer: the reset ioctl
+		// of the moment); a reset caught mid-write is read again alone.
+		for try := 0; dst[i].Seq != p.ringBuf[i].Seq || dst[i].Seq&1 != 0; try++ {
+			if try == 10000 {
+				return 0, fmt.Errorf("ring indices: ring %d's entry written all the time, never read whole", i)
 			}
-		}
-		if whole {
-			break
-		}
-		if try == 100 {
-			return 0, errors.New("ring indices: written all the time, never read whole")
+			one := dst[i : i+1]
+			if _, err := p.rings.ReadAt(bytes(one), int64(i)*size); err != nil {
+				return 0, fmt.Errorf("ring indices: %w", err)
+			}
+			if _, err := p.rings.ReadAt(bytes(p.ringBuf[i:i+1]), int64(i)*size); err != nil {
+				return 0, fmt.Errorf("ring indices: %w", err)
+			}
 		}
 	}
 	if err := p.resetGen.Get(&gen); err != nil {

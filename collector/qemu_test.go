@@ -210,7 +210,7 @@ func TestRingIndices(t *testing.T) {
 		if r.PendingGen != 0 && r.PendingGen < gen {
 			inForce, known = r.Pending, true
 		}
-		if known && int32(inForce-first.Pushed) >= 0 && int32(r.Pushed-first.Pushed) > 0 {
+		if known && int32(inForce-uint32(first.Pushed)) >= 0 && int32(uint32(r.Pushed)-uint32(first.Pushed)) > 0 {
 			t.Logf("pushed %d then %d; generation %d then %d, reset in force %d", first.Pushed, r.Pushed, gen0, gen, inForce)
 			if r.Seq&1 != 0 || gen <= gen0 {
 				t.Errorf("read %+v in generation %d (from %d)", r, gen, gen0)

@@ -220,7 +220,7 @@ func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
 		if err != nil {
 			return nil, fmt.Errorf("harvest: %w", err)
 		}
-		held, holdAll := l.hold.harvest(e.Pages, l.rings, gen)
+		held, holdAll := l.hold.harvest(e.Pages, l.rings, gen, time.Now())
 		for _, g := range held {
 			if p, ok := ramPage(g, l.ramPages); ok {
 				b.Set(p)
