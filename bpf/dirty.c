@@ -374,20 +374,27 @@ static __always_inline void raise_pushed(struct ring_index *r, __u64 v)
 	}
 }
 
-SEC("tracepoint/kvm/kvm_dirty_ring_push")
-int ring_push_index(struct trace_event_raw_kvm_dirty_ring_push *ctx)
+/* our_ring is the entry of the watched VM's ring idx, or NULL: another
+ * process's, or a vCPU id past MAX_RINGS (counted: not followed). */
+static __always_inline struct ring_index *our_ring(__u32 idx)
 {
-	__u32 idx = ctx->index;
 	struct ring_index *r;
 
 	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
-		return 0;
+		return NULL;
 	r = bpf_map_lookup_elem(&rings, &idx);
-	if (!r) {
-		count(STAT_SLOT_UNKNOWN); /* a vCPU id past MAX_RINGS: not followed */
-		return 0;
-	}
-	raise_pushed(r, ctx->dirty_index);
+	if (!r)
+		count(STAT_SLOT_UNKNOWN);
+	return r;
+}
+
+SEC("tracepoint/kvm/kvm_dirty_ring_push")
+int ring_push_index(struct trace_event_raw_kvm_dirty_ring_push *ctx)
+{
+	struct ring_index *r = our_ring(ctx->index);
+
+	if (r)
+		raise_pushed(r, ctx->dirty_index);
 	return 0;
 }
 
@@ -396,17 +403,11 @@ int ring_push_index(struct trace_event_raw_kvm_dirty_ring_push *ctx)
 SEC("tracepoint/kvm/kvm_dirty_ring_reset")
 int ring_reset_index(struct trace_event_raw_kvm_dirty_ring_reset *ctx)
 {
-	__u32 idx = ctx->index;
-	struct ring_index *r;
+	struct ring_index *r = our_ring(ctx->index);
 
-	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
+	if (!r)
 		return 0;
-	r = bpf_map_lookup_elem(&rings, &idx);
-	if (!r) {
-		count(STAT_SLOT_UNKNOWN);
-		return 0;
-	}
-	if (idx == 0)
+	if (ctx->index == 0)
 		__sync_fetch_and_add(&reset_gen, 1); /* vCPU 0's ring goes first: a new ioctl, the last one's flush done */
 	__sync_fetch_and_add(&r->seq, 1);
 	r->effective = r->pending;
