@@ -23,12 +23,7 @@ import (
 
 func freeTCP(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "tcp:" + l.Addr().String()
+	return "tcp:" + freeAddr(t)
 }
 
 func status(t *testing.T, r *vmRun) string {

@@ -355,13 +355,30 @@ func waitSocket(t *testing.T, path string) {
 // freeAddr is a loopback address with a port that was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// A port is closed as soon as found: the kernel gave one again to a
+	// later call before its first taker listened, and a test's metrics
+	// and its destination shared 127.0.0.1:34571 (CI, 2026-12-05). No
+	// port goes out twice.
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !handed[addr] {
+			handed[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
+
+var (
+	handedMu sync.Mutex
+	handed   = map[string]bool{} // addresses freeAddr has returned
+)
 
 // scrape GETs url until its body contains want (or 20 s pass) and returns
 // the body.
