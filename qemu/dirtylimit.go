@@ -107,6 +107,11 @@ func TryLock(f *os.File, how int) (bool, error) {
 	}
 }
 
+// LockPath is QEMU pid's lock file of kind: LockDir/KIND-PID.lock.
+func LockPath(kind string, pid int) string {
+	return filepath.Join(LockDir, fmt.Sprintf("%s-%d.lock", kind, pid))
+}
+
 // OpenLock opens QEMU pid's lock file of kind (LockDir/KIND-PID.lock),
 // making LockDir where it is missing, and removes the lock files of QEMUs
 // that have exited. The caller flocks it.
@@ -115,7 +120,7 @@ func OpenLock(kind string, pid int) (*os.File, error) {
 		return nil, fmt.Errorf("lock QEMU %d's %s: %w", pid, kind, err)
 	}
 	sweepLocks()
-	path := filepath.Join(LockDir, fmt.Sprintf("%s-%d.lock", kind, pid))
+	path := LockPath(kind, pid)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock QEMU %d's %s: %w", pid, kind, err)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -274,7 +273,7 @@ func (l *kvmLog) Close() error {
 // log (the KVM dirty-log lock, or the TCG plugin's area) with migrate on
 // its command line. A profile holding the plugin's area is not one.
 func MigrationHolder(pid int) (string, bool) {
-	paths := []string{filepath.Join(qemu.LockDir, fmt.Sprintf("dirty-log-%d.lock", pid))}
+	paths := []string{qemu.LockPath("dirty-log", pid)}
 	if shm, err := tcg.FindShm(pid); err == nil {
 		paths = append(paths, shm)
 	}

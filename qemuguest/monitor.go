@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -109,7 +108,7 @@ func clearIgnoreShared(mon Monitor, pid int, prior map[string]bool) error {
 	if err := qemu.QMP(mon, "migrate-set-capabilities", map[string]any{"capabilities": back}, nil); err != nil {
 		return err
 	}
-	os.Remove(filepath.Join(qemu.LockDir, fmt.Sprintf("ignore-shared-%d.lock", pid)))
+	os.Remove(qemu.LockPath("ignore-shared", pid))
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -146,7 +145,7 @@ func TestSaveStateKeepsCapabilities(t *testing.T) {
 // x-ignore-shared is off, but received capability is on"; found by a walk).
 func TestIgnoreSharedAfterKilled(t *testing.T) {
 	pid := os.Getpid()
-	marker := filepath.Join(qemu.LockDir, fmt.Sprintf("ignore-shared-%d.lock", pid))
+	marker := qemu.LockPath("ignore-shared", pid)
 	t.Cleanup(func() { os.Remove(marker) })
 	m := &capsMon{caps: map[string]bool{"xbzrle": true, "postcopy-ram": false, "x-ignore-shared": false}}
 	if _, err := setIgnoreShared(m, pid); err != nil { // then killed
