@@ -45,12 +45,15 @@ func TestQEMU(t *testing.T) {
 	})
 }
 
-func testQEMUSweep(t *testing.T, o qemu.Options, workload, hook string) {
+// startGuestQEMU starts QEMU with o running the pagecast guest's workload
+// on one vCPU, waits for its banner, and closes it when the test ends.
+func startGuestQEMU(t *testing.T, o qemu.Options, workload string) *qemu.VM {
+	t.Helper()
 	w, err := guest.ParseWorkload(workload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.MemoryBytes, o.Cmdline = 128<<20, w.Cmdline(1)
+	o.Cmdline = w.Cmdline(1)
 	vm, err := qemu.Start(o)
 	if errors.Is(err, qemu.ErrNoQEMU) {
 		t.Skip(err)
@@ -58,10 +61,16 @@ func testQEMUSweep(t *testing.T, o qemu.Options, workload, hook string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer vm.Close()
+	t.Cleanup(func() { vm.Close() })
 	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+	return vm
+}
+
+func testQEMUSweep(t *testing.T, o qemu.Options, workload, hook string) {
+	o.MemoryBytes = 128 << 20
+	vm := startGuestQEMU(t, o, workload)
 	c, err := collector.New(collector.Config{QMP: vm.QMPPath, Epoch: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -163,21 +172,7 @@ func TestRingIndices(t *testing.T) {
 	}
 	testutil.RequiresBPF(t)
 	testutil.RequiresQEMUWithKVM(t)
-	w, err := guest.ParseWorkload("sweep:delay=40")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := qemu.Start(qemu.Options{Accel: qemu.AccelKVM, DirtyRingSize: 65536, MemoryBytes: 64 << 20, Cmdline: w.Cmdline(1)})
-	if errors.Is(err, qemu.ErrNoQEMU) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
-	if _, err := vm.WaitBanner(60 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	vm := startGuestQEMU(t, qemu.Options{Accel: qemu.AccelKVM, DirtyRingSize: 65536, MemoryBytes: 64 << 20}, "sweep:delay=40")
 	c, err := collector.New(collector.Config{QMP: vm.QMPPath, Epoch: 100 * time.Millisecond, RingIndices: true})
 	if err != nil {
 		t.Fatal(err)
