@@ -25,7 +25,10 @@ type Config struct {
 	// MemoryBytes is the guest RAM when there is no QMP socket. The VMM
 	// must then keep dirty logging on itself (as during a migration).
 	MemoryBytes uint64
-	Epoch       time.Duration // default 1 s
+	// Layout is where that RAM lies in guest-physical memory, with no QMP
+	// socket (qemu.ReadLayout); zero: a pc machine's.
+	Layout qemu.Layout
+	Epoch  time.Duration // default 1 s
 	// Hook is a bpf.Hooks name or HookTCG; empty: the TCG plugin for a
 	// QEMU running under TCG, else the best eBPF hook that works.
 	Hook   string
@@ -99,7 +102,7 @@ func New(cfg Config) (_ *Collector, err error) {
 		if err := holdsKVMVM(cfg.PID); err != nil {
 			return nil, err
 		}
-		c.vmm = &vmmControl{target: Target{Kind: "process", PID: cfg.PID, MemoryBytes: cfg.MemoryBytes, DirtyMode: bpf.ModeRing}}
+		c.vmm = &vmmControl{target: Target{Kind: "process", PID: cfg.PID, MemoryBytes: cfg.MemoryBytes, DirtyMode: bpf.ModeRing, Layout: cfg.Layout}}
 	} else if c.vmm, err = connect(cfg.QMP, cfg.PID); err != nil {
 		return nil, err
 	}

@@ -217,3 +217,27 @@ func TestRingIndices(t *testing.T) {
 		}
 	}
 }
+
+// TestQEMULayout: the collector tracks the frames where QEMU put a q35
+// machine's RAM: of 3 GiB, 2 GiB below 4 GiB and 1 GiB from 4 GiB up, so
+// frames up to 5 GiB. (It took a pc's split, up to 4 GiB: the last GiB's
+// writes were counted out of range.)
+func TestQEMULayout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresBPF(t)
+	testutil.RequiresQEMUWithKVM(t)
+	vm := startGuestQEMU(t, qemu.Options{Machine: "q35", MemoryBytes: 3 << 30, Mix: guest.Mix{Zero: 100}, Accel: qemu.AccelKVM, DirtyRingSize: 65536}, "idle")
+	c, err := collector.New(collector.Config{QMP: vm.QMPPath, Epoch: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, want := c.Target().MaxPages(), uint64(5<<30/4096); got != want {
+		t.Errorf("tracks %#x frames, want %#x (RAM up to 5 GiB): layout %x", got, want, c.Target().Layout.Ranges())
+	}
+	if p, ok := c.Target().RAMLayout().Page(4 << 30 / 4096); !ok || p != 2<<30/4096 {
+		t.Errorf("the frame at 4 GiB is page %#x %v, want %#x (2 GiB into RAM)", p, ok, 2<<30/4096)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -28,6 +29,9 @@ type Target struct {
 	// share=on). Profiling does not need it; moving RAM with pagecast's
 	// engine does.
 	SharedRAM bool
+	// Layout is where the RAM of a QEMU under KVM lies in guest-physical
+	// memory, as QEMU says (qemu.ReadLayout); zero where it was not read.
+	Layout qemu.Layout
 }
 
 // DirtyTCG is Target.DirtyMode of a QEMU that runs its guest under TCG: no
@@ -40,12 +44,23 @@ const DirtyTCG = "tcg"
 // offset in RAM (see package tcg): guest RAM, the part QEMU maps from
 // 4 GiB up right after the 3 GiB below. (Until 2026-12-02 a TCG profile of
 // a 5 GiB guest was a 6 GiB trace, whose last GiB was never written, and a
-// simulation of it moved a GiB the guest does not have.)
+// simulation of it moved a GiB the guest does not have.) Frames follow
+// the layout QEMU gave (a q35 keeps less below 4 GiB than a pc, and its
+// top GiB was counted out of range), else a pc's.
 func (t Target) MaxPages() uint64 {
 	if t.DirtyMode == DirtyTCG {
 		return t.MemoryBytes / 4096
 	}
-	return qemu.PhysPages(t.MemoryBytes)
+	return t.RAMLayout().Frames()
+}
+
+// RAMLayout is Layout where it was read, else a pc machine's of the
+// target's memory size.
+func (t Target) RAMLayout() qemu.Layout {
+	if t.Layout.RAMBytes() != 0 {
+		return t.Layout
+	}
+	return qemu.MachineLayout("pc", t.MemoryBytes)
 }
 
 // vmmControl is the QMP conversation the collector has with the VMM.
@@ -146,7 +161,8 @@ func (c *vmmControl) learn(pid int) error {
 		return nil
 	}
 	var memdevs []struct {
-		Share bool `json:"share"`
+		ID    string `json:"id"`
+		Share bool   `json:"share"`
 	}
 	if err := qemu.QMP(c.mon, "query-memdev", nil, &memdevs); err != nil {
 		return err
@@ -170,6 +186,15 @@ func (c *vmmControl) learn(pid int) error {
 	// QEMU under KVM: a dirty limit works only with the dirty ring, so
 	// trying it is the test; it is set when logging starts.
 	t.DirtyMode = bpf.ModeRing
+	backend := "" // the RAM at address 0
+	if len(memdevs) == 1 {
+		backend = memdevs[0].ID
+	}
+	if l, err := qemu.ReadLayout(c.mon, backend, t.MemoryBytes); err == nil {
+		t.Layout = l
+	} else {
+		slog.Warn("taking the guest's RAM to lie as a pc machine's does", "err", err)
+	}
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 // Options describe a QEMU virtual machine running the pagecast guest.
 type Options struct {
 	Binary      string // default: qemu-system-x86_64 from PATH
+	Machine     string // QEMU machine type: default pc; q35 keeps less RAM below 4 GiB (MachineLayout)
 	MemoryBytes uint64
 	Cmdline     string    // guest command line (guest.Workload.Cmdline)
 	Mix         guest.Mix // initial arena content; zero value: DefaultMix
@@ -195,6 +196,9 @@ func Start(o Options) (_ *VM, err error) {
 	if strings.ContainsAny(o.QMP, ",") {
 		return nil, fmt.Errorf("qmp socket %q: QEMU options cannot hold ','", o.QMP)
 	}
+	if strings.ContainsAny(o.Machine, ", ") {
+		return nil, fmt.Errorf("machine type %q: want one type, such as pc or q35", o.Machine)
+	}
 	if strings.ContainsAny(o.Dir, ",=") {
 		return nil, fmt.Errorf("qemu work directory %q: QEMU options cannot hold ',' or '='", o.Dir)
 	}
@@ -223,7 +227,7 @@ func Start(o Options) (_ *VM, err error) {
 		// 2 GiB). A VM waiting for a migration gets its memory from it:
 		// its file is left empty (QEMU makes it), holding nothing.
 		if o.Incoming == "" {
-			if err := guest.WriteRAMFile(memPath, o.MemoryBytes, LowMemory(o.MemoryBytes), o.Mix, o.Seed); err != nil {
+			if err := guest.WriteRAMFile(memPath, o.MemoryBytes, LowMemoryOf(cmp.Or(o.Machine, "pc"), o.MemoryBytes), o.Mix, o.Seed); err != nil {
 				return nil, err
 			}
 		}
@@ -233,7 +237,7 @@ func Start(o Options) (_ *VM, err error) {
 		accelArg = fmt.Sprintf("kvm,dirty-ring-size=%d", o.DirtyRingSize)
 	}
 	args := []string{
-		"-accel", accelArg, "-machine", "pc,memory-backend=ram",
+		"-accel", accelArg, "-machine", cmp.Or(o.Machine, "pc") + ",memory-backend=ram",
 		"-m", fmt.Sprintf("%dM", o.MemoryBytes>>20),
 		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", o.MemoryBytes, memPath),
 		"-nographic", "-nodefaults", "-serial", "file:" + v.serial,

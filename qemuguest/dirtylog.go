@@ -109,11 +109,11 @@ func ramSet(pages []uint64, ramPages uint64) *bitmap.Bitmap {
 }
 
 // pageSet turns guest page frames (KVM's dirty ring's) into a set of RAM
-// pages.
-func pageSet(gfns []uint64, ramPages uint64) *bitmap.Bitmap {
-	b := bitmap.New(ramPages)
+// pages, where layout puts them.
+func pageSet(gfns []uint64, layout qemu.Layout) *bitmap.Bitmap {
+	b := bitmap.New(layout.RAMBytes() / 4096)
 	for _, g := range gfns {
-		if p, ok := ramPage(g, ramPages); ok {
+		if p, ok := layout.Page(g); ok {
 			b.Set(p)
 		}
 	}
@@ -125,12 +125,12 @@ func pageSet(gfns []uint64, ramPages uint64) *bitmap.Bitmap {
 // above any vCPU's rate (QEMU needs -accel kvm,dirty-ring-size=N), shared
 // with any other pagecast process profiling or migrating the QEMU.
 type kvmLog struct {
-	mu       sync.Mutex
-	lock     *os.File // its lock file, flocked: one such log per QEMU (lockKVMLog)
-	logging  *qemu.DirtyLogging
-	col      epochs
-	ramPages uint64
-	lost     uint64 // writes the hooks dropped (slot unknown, contended) at the last harvest
+	mu      sync.Mutex
+	lock    *os.File // its lock file, flocked: one such log per QEMU (lockKVMLog)
+	logging *qemu.DirtyLogging
+	col     epochs
+	layout  qemu.Layout // where the guest's RAM lies: KVM names pages by frame
+	lost    uint64      // writes the hooks dropped (slot unknown, contended) at the last harvest
 
 	// Where KVM write-protects (hardware virtualisation): the pages a
 	// harvest must report again until QEMU's ring resets pass them.
@@ -152,7 +152,9 @@ type epochs interface {
 	Close() error
 }
 
-func openKVMLog(mon Monitor, pid int, ramPages uint64) (*kvmLog, error) {
+// openKVMLog opens the dirty log of QEMU pid, whose RAM lies where layout
+// says.
+func openKVMLog(mon Monitor, pid int, layout qemu.Layout) (*kvmLog, error) {
 	lock, err := lockKVMLog(pid)
 	if err != nil {
 		return nil, err
@@ -163,13 +165,13 @@ func openKVMLog(mon Monitor, pid int, ramPages uint64) (*kvmLog, error) {
 		return nil, err
 	}
 	hold := !qemu.KVMEmulates() || os.Getenv(ringHoldEnv) == "1"
-	col, err := collector.New(collector.Config{PID: pid, MemoryBytes: ramPages * 4096, RingIndices: hold})
+	col, err := collector.New(collector.Config{PID: pid, MemoryBytes: layout.RAMBytes(), Layout: layout, RingIndices: hold})
 	if err != nil {
 		logging.Release()
 		lock.Close()
 		return nil, err
 	}
-	l := &kvmLog{lock: lock, logging: logging, col: col, ramPages: ramPages, pid: pid}
+	l := &kvmLog{lock: lock, logging: logging, col: col, layout: layout, pid: pid}
 	if hold {
 		l.hold, l.readRings, l.rings = &ringHold{}, col.Profiler().RingIndices, make([]bpf.RingIndex, bpf.MaxRings)
 	}
@@ -212,7 +214,7 @@ func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
 	if err != nil {
 		return nil, fmt.Errorf("harvest: %w", err)
 	}
-	b := pageSet(e.Pages, l.ramPages)
+	b := pageSet(e.Pages, l.layout)
 	all := false
 	if l.hold != nil {
 		gen, err := l.readRings(l.rings)
@@ -221,7 +223,7 @@ func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
 		}
 		held, holdAll := l.hold.harvest(e.Pages, l.rings, gen, time.Now())
 		for _, g := range held {
-			if p, ok := ramPage(g, l.ramPages); ok {
+			if p, ok := l.layout.Page(g); ok {
 				b.Set(p)
 			}
 		}
@@ -246,7 +248,7 @@ func (l *kvmLog) Harvest() (*bitmap.Bitmap, error) {
 		all = true
 	}
 	if all {
-		for p := range l.ramPages {
+		for p := range l.layout.RAMBytes() / 4096 {
 			b.Set(p)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pagecast/pagecast/collector"
 	"github.com/pagecast/pagecast/internal/tcgtest"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -124,7 +125,7 @@ func (f *fakeEpochs) Close() error { return nil }
 // memory, the firmware's) do not.
 func TestKVMLogLostWrites(t *testing.T) {
 	f := &fakeEpochs{pages: []uint64{2, 5}, dropped: map[string]uint64{"out_of_range": 0, "contended": 0}}
-	l := &kvmLog{col: f, ramPages: 100}
+	l := &kvmLog{col: f, layout: qemu.SplitLayout(100*4096, 100*4096)}
 	harvest := func() uint64 {
 		t.Helper()
 		b, err := l.Harvest()

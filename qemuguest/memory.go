@@ -109,11 +109,24 @@ func ReadRAM(mon Monitor, pid int) (mem []byte, unmap func() error, err error) {
 	return mem, func() error { return unix.Munmap(mem) }, nil
 }
 
-// RAMPage is the index in the RAM file of a pc machine of ramPages pages
-// of guest page frame gfn (ok false for the hole below 4 GiB or past the
-// end): what an eBPF trace's pages are. A TCG plugin's are already such
-// indices.
-func RAMPage(gfn, ramPages uint64) (uint64, bool) { return ramPage(gfn, ramPages) }
+// readLayout reads where QEMU pid puts its RAM (one memory backend, of
+// ramBytes) in guest-physical memory: KVM's dirty log names pages by
+// frame. (Until 2026-12-05 a pc machine's split was assumed, and a q35 of
+// 2.75 GiB or more, which keeps 2 GiB below 4 GiB, was refused.)
+func readLayout(mon Monitor, pid int, ramBytes uint64) (qemu.Layout, error) {
+	var devs []memdev
+	if err := qemu.QMP(mon, "query-memdev", nil, &devs); err != nil {
+		return qemu.Layout{}, err
+	}
+	if len(devs) != 1 {
+		return qemu.Layout{}, fmt.Errorf("qemu %d has %d memory backends: only one is supported", pid, len(devs))
+	}
+	l, err := qemu.ReadLayout(mon, devs[0].ID, ramBytes)
+	if err != nil {
+		return qemu.Layout{}, fmt.Errorf("qemu %d: %w", pid, err)
+	}
+	return l, nil
+}
 
 // mapRAM maps size bytes of the RAM file f, shared, read-write.
 func mapRAM(f *os.File, size uint64) ([]byte, error) {
@@ -122,23 +135,4 @@ func mapRAM(f *os.File, size uint64) ([]byte, error) {
 		return nil, fmt.Errorf("map qemu guest RAM %s: %w", f.Name(), err)
 	}
 	return mem, nil
-}
-
-// ramPage turns a guest page frame number into the page's index in the RAM
-// file of a pc machine with ramPages pages; ok is false for frames in the
-// hole below 4 GiB or past the end.
-func ramPage(gfn, ramPages uint64) (uint64, bool) {
-	const high = 1 << 32 / 4096
-	low := qemu.LowMemory(ramPages*4096) / 4096 // the rest is mapped from 4 GiB up
-	if ramPages <= low {
-		return gfn, gfn < ramPages
-	}
-	switch {
-	case gfn < low:
-		return gfn, true
-	case gfn < high:
-		return 0, false
-	}
-	p := gfn - high + low
-	return p, p < ramPages
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -157,25 +156,7 @@ func (g *vm) attach(mon Monitor, pid int, mem []byte) error {
 	if err := qemu.QMP(mon, "qom-get", map[string]any{"path": "/machine", "property": "type"}, &machine); err != nil {
 		return err
 	}
-	if err := checkLayout(machine, uint64(len(mem))); err != nil {
-		return fmt.Errorf("qemu %d: %w", g.pid, err)
-	}
 	g.id = identity(machine, cpus[0].QOMType, len(cpus))
-	return nil
-}
-
-// checkLayout refuses a machine whose RAM lies in guest physical memory
-// otherwise than pagecast maps dirty pages to it (ramPage, after
-// qemu.LowMemory: a pc machine's, all of it below 4 GiB under 3.5 GiB,
-// else 3 GiB below). A q35 of 2.75 GiB or more keeps 2 GiB below: its
-// pages above 4 GiB would be taken for others, and its migrations fail
-// their checksums (argued by a review walk; not tried, for want of /dev/kvm
-// and of the memory).
-func checkLayout(machine string, ramBytes uint64) error {
-	if strings.Contains(machine, "q35") && ramBytes >= 0xb0000000 {
-		return fmt.Errorf("machine %s with %d MiB of RAM keeps 2 GiB of it below 4 GiB, where pagecast follows a pc machine's layout (3 GiB): "+
-			"use -machine pc, or less than 2816 MiB of RAM", machine, ramBytes>>20)
-	}
 	return nil
 }
 
@@ -248,7 +229,11 @@ var _ migrator.Goner = (*Source)(nil)
 func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {
 	pages := s.MemoryBytes() / 4096
 	if s.kvm {
-		l, err := openKVMLog(s.mon, s.pid, pages)
+		layout, err := readLayout(s.mon, s.pid, s.MemoryBytes())
+		if err != nil {
+			return nil, err
+		}
+		l, err := openKVMLog(s.mon, s.pid, layout)
 		if err == nil {
 			s.mu.Lock()
 			s.reclaim()

@@ -315,6 +315,7 @@ func heldContent(col *collector.Collector, t collector.Target, written *bitmap.B
 		return fmt.Sprintf("what the guest's memory holds now: %s (for pagecast simulate on this trace: --content %s)", all, all), nil
 	}
 	step, i := max(1, n/65536), uint64(0)
+	layout := t.RAMLayout()
 	classes := map[uint64]mecom.Class{}
 	written.ForEach(func(p uint64) {
 		if i++; (i-1)%step != 0 {
@@ -322,7 +323,7 @@ func heldContent(col *collector.Collector, t collector.Target, written *bitmap.B
 		}
 		f, ok := p, true
 		if t.DirtyMode != collector.DirtyTCG { // an eBPF hook's pages are guest frames
-			f, ok = qemuguest.RAMPage(p, ramPages)
+			f, ok = layout.Page(p)
 		}
 		if ok && f < ramPages {
 			classes[f] = mecom.Classify(mem[f*migrator.PageSize : (f+1)*migrator.PageSize])
