@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 
 	"github.com/pagecast/pagecast/bpf"
-	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -128,7 +127,7 @@ func openTCG(pid int, maxPages uint64) (*tcgHook, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.CheckCovers(maxPages*4096, qemu.PhysPages(maxPages*4096)); err != nil {
+	if err := a.CheckCovers(maxPages * 4096); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("qemu %d: %w", pid, err)
 	}

@@ -40,7 +40,7 @@ func TestQEMU(t *testing.T) {
 		}
 		// TCG writes ~3 M pages/s without a delay: slow it to a few
 		// thousand pages an epoch, less than the arena.
-		o := qemu.Options{Accel: qemu.AccelTCG, Plugin: tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), qemu.PhysPages(128<<20))}
+		o := qemu.Options{Accel: qemu.AccelTCG, Plugin: tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), 128<<20/4096)}
 		testQEMUSweep(t, o, "sweep:delay=100000", collector.HookTCG)
 	})
 }

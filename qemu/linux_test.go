@@ -54,7 +54,7 @@ done`, rounds, fileBytes>>20)
 	vm, err := qemu.Start(qemu.Options{
 		Accel: qemu.AccelTCG, MemoryBytes: memory,
 		Kernel: kernel, Initrd: initrd, Append: qemu.LinuxAppend,
-		Plugin: tcg.PluginArg(so, shm, qemu.PhysPages(memory)),
+		Plugin: tcg.PluginArg(so, shm, memory/4096),
 	})
 	if err != nil {
 		if perr := tcg.ExplainLoadError(err.Error()); perr != nil {
@@ -112,8 +112,8 @@ done`, rounds, fileBytes>>20)
 		t.Errorf("idle epoch %d pages, busy epoch %d: want the busy one 10x the idle", len(idle), len(busy))
 	}
 	for _, p := range busy {
-		if p >= qemu.PhysPages(memory) {
-			t.Fatalf("page %d beyond the guest's %d page frames", p, qemu.PhysPages(memory))
+		if p >= memory/4096 {
+			t.Fatalf("page %d beyond the guest's %d pages of RAM", p, memory/4096)
 		}
 	}
 	// /init powers the machine off: QEMU exits by itself.

@@ -84,17 +84,6 @@ func ResolveAccel(accel string) (chosen, why string, err error) {
 	return "", "", fmt.Errorf("unknown accelerator %q: want auto, kvm or tcg", accel)
 }
 
-// PhysPages is the number of 4 KiB guest-physical page frames that hold a
-// pc machine's RAM of memBytes: LowMemory of it below 4 GiB, the rest from
-// 4 GiB up.
-func PhysPages(memBytes uint64) uint64 {
-	low := LowMemory(memBytes)
-	if low == memBytes {
-		return memBytes / 4096
-	}
-	return (1<<32 + memBytes - low) / 4096
-}
-
 // KVMUsable says whether /dev/kvm opens read-write.
 func KVMUsable() error {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)

@@ -51,7 +51,7 @@ func openTCGLog(pid int, ramPages uint64) (*tcgLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.CheckCovers(ramPages*4096, qemu.PhysPages(ramPages*4096)); err != nil {
+	if err := a.CheckCovers(ramPages * 4096); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("qemu %d: %w", pid, err)
 	}

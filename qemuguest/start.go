@@ -74,7 +74,7 @@ func start(o qemu.Options) (_ *qemu.VM, cleanup func() error, err error) {
 				scratch.Remove(dir)
 				return nil, nil, err
 			}
-			o.Plugin = tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), qemu.PhysPages(o.MemoryBytes))
+			o.Plugin = tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), o.MemoryBytes/4096)
 		}
 	case qemu.AccelKVM:
 		if o.DirtyRingSize == 0 {

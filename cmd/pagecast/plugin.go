@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 
@@ -14,10 +13,10 @@ import (
 )
 
 // maxPluginMemory is the most guest RAM the plugin records: tcg.MaxPages
-// pages of guest-physical addresses, less the part of the low 4 GiB that
-// QEMU's pc machine leaves to devices in a large guest (its RAM moved
-// above 4 GiB instead): 262143G.
-var maxPluginMemory = uint64(tcg.MaxPages)<<tcg.PageShift - (1<<32 - qemu.LowMemory(math.MaxUint64))
+// pages, named by their offset in RAM whatever the machine (262144G).
+// (Until 2026-12-05 pages= was counted in guest-physical frames, the hole
+// below 4 GiB included: --memory 4G printed pages= for 5 GiB.)
+var maxPluginMemory = uint64(tcg.MaxPages) << tcg.PageShift
 
 func pluginCommand() *cli.Command {
 	return &cli.Command{
@@ -57,7 +56,7 @@ func pluginCommand() *cli.Command {
 			}
 			out := c.App.Writer
 			fmt.Fprintf(out, "wrote %s\n", so)
-			fmt.Fprintf(out, "start QEMU under TCG with:\n  -accel tcg -plugin %s\n", tcg.PluginArg(so, c.String("shm"), qemu.PhysPages(mem)))
+			fmt.Fprintf(out, "start QEMU under TCG with:\n  -accel tcg -plugin %s\n", tcg.PluginArg(so, c.String("shm"), (mem+4095)/4096))
 			fmt.Fprintln(out, "then: pagecast profile --qmp unix:QMP-SOCKET")
 			return nil
 		},

@@ -9,15 +9,18 @@ import (
 	"testing"
 
 	"github.com/pagecast/pagecast/internal/scratch"
+	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 )
 
 // TestPluginMemoryRange: pagecast plugin prints a pages= the plugin takes
-// (1 to tcg.MaxPages) and refuses, before printing or writing anything, a
+// (1 to tcg.MaxPages), the RAM's pages (the plugin names a page by its
+// offset in RAM: --memory 4G printed pages= for 5 GiB, the hole below
+// 4 GiB counted), and refuses, before printing or writing anything, a
 // --memory that would need more or less.
 func TestPluginMemoryRange(t *testing.T) {
-	for _, mem := range []string{"4K", "32M", "4G", "262143G"} {
+	for _, mem := range []string{"4K", "32M", "4G", "262144G"} {
 		stdout, _, err := runApp(t, "plugin", "--dir", t.TempDir(), "--memory", mem)
 		if err != nil {
 			t.Fatalf("--memory %s: %v", mem, err)
@@ -26,14 +29,18 @@ func TestPluginMemoryRange(t *testing.T) {
 		if m == nil {
 			t.Fatalf("--memory %s printed no pages=:\n%s", mem, stdout)
 		}
-		if n, err := strconv.ParseUint(m[1], 10, 64); err != nil || n < 1 || n > tcg.MaxPages {
+		n, err := strconv.ParseUint(m[1], 10, 64)
+		if err != nil || n < 1 || n > tcg.MaxPages {
 			t.Errorf("--memory %s: pages=%s, which the plugin refuses (want 1 to %d)", mem, m[1], uint64(tcg.MaxPages))
 		}
+		if bytes, _ := units.ParseBytes(mem); n != bytes/4096 {
+			t.Errorf("--memory %s: pages=%d, want %d (its RAM's pages)", mem, n, bytes/4096)
+		}
 	}
-	for _, mem := range []string{"1K", "4095", "262144G", "256T", "10E", "18446744073709551615"} {
+	for _, mem := range []string{"1K", "4095", "262145G", "257T", "10E", "18446744073709551615"} {
 		dir := filepath.Join(t.TempDir(), "plug")
 		stdout, _, err := runApp(t, "plugin", "--dir", dir, "--memory", mem)
-		want := `--memory "` + mem + `": want a size from 4K to 262143G (the plugin records at most 68719476736 pages of 4 KiB)`
+		want := `--memory "` + mem + `": want a size from 4K to 262144G (the plugin records at most 68719476736 pages of 4 KiB)`
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("--memory %s: %v, want %q", mem, err, want)
 		}
