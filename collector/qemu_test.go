@@ -2,6 +2,7 @@ package collector_test
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -99,6 +100,7 @@ func testQEMUSweep(t *testing.T, o qemu.Options, workload, hook string) {
 	c.CloseEpoch()
 	b0 := progress()
 	var inter, union, boundary int
+	var perEpoch []string
 	prevAmbiguous := map[uint64]bool{}
 	for k := a0 - 1; k < b0+1; k++ {
 		prevAmbiguous[first+k%n] = true
@@ -106,10 +108,12 @@ func testQEMUSweep(t *testing.T, o qemu.Options, workload, hook string) {
 	for i := 0; i < 6; i++ {
 		time.Sleep(500 * time.Millisecond)
 		a1 := progress()
+		t0 := time.Now()
 		e, err := c.CloseEpoch()
 		if err != nil {
 			t.Fatal(err)
 		}
+		took := time.Since(t0).Round(time.Millisecond)
 		b1 := progress()
 		if b1-b0 >= n {
 			t.Fatalf("sweep wrapped its %d-page arena within an epoch (%d writes)", n, b1-b0)
@@ -134,17 +138,18 @@ func testQEMUSweep(t *testing.T, o qemu.Options, workload, hook string) {
 				got[p] = true
 			}
 		}
-		for p := range got {
-			if want[p] {
-				inter++
-			}
-		}
-		union += len(got) + len(want) - countInter(got, want)
+		both := countInter(got, want)
+		inter += both
+		union += len(got) + len(want) - both
+		// For a failure's reading: pages the guest wrote that the epoch
+		// lacks, and pages it has that the guest did not write then.
+		perEpoch = append(perEpoch, fmt.Sprintf("%d missed/%d extra/%v", len(want)-both, len(got)-both, took))
 		b0, prevAmbiguous = b1, ambiguous
 	}
 	agreement := float64(inter) / float64(union)
-	t.Logf("qemu sweep: %d pages in both of %d: agreement %.5f, %d pages written during epoch switches left out (hook %s)",
-		inter, union, agreement, boundary, c.Hook())
+	st, _ := c.Stats()
+	t.Logf("qemu sweep: %d pages in both of %d: agreement %.5f, %d pages written during epoch switches left out (hook %s); by epoch: %v; late %d, dropped %v",
+		inter, union, agreement, boundary, c.Hook(), perEpoch, st.Late, st.Dropped)
 	if inter < 5000 || agreement < 0.999 {
 		t.Fatalf("agreement %.5f over %d pages, want ≥ 0.999 over at least 5000", agreement, inter)
 	}
