@@ -397,6 +397,40 @@ func throttleSteps(targetRound int) (initial, increment int) {
 	return min(qemuThrottleMax, share), max(1, min(qemuThrottleMax, share))
 }
 
+// SameMemorySize refuses a destination QEMU (dst, --dest-qmp) whose guest
+// RAM differs in size from the source's, before anything starts. QEMU's
+// destination refuses it only once the stream comes ("Size mismatch") and
+// exits, which the source sees as a hang-up (said then to be a destination
+// not waiting with -incoming; found by a new-user walk); pagecast's engine
+// refused it in its handshake, after mode auto had watched the guest for
+// seconds (walk 49). Where either QEMU does not say, the migration finds
+// out.
+func SameMemorySize(src, dst qmp.Monitor) error {
+	return destMemorySize(memorySize(src), dst)
+}
+
+// memorySize is the guest RAM of the QEMU behind m; 0 where it does not
+// say.
+func memorySize(m qmp.Monitor) uint64 {
+	var mem struct {
+		BaseMemory uint64 `json:"base-memory"`
+	}
+	if clientRun(m, "query-memory-size-summary", nil, &mem) != nil {
+		return 0
+	}
+	return mem.BaseMemory
+}
+
+// destMemorySize is SameMemorySize for a source of s bytes of RAM.
+func destMemorySize(s uint64, dst qmp.Monitor) error {
+	d := memorySize(dst)
+	if s == 0 || d == 0 || s == d {
+		return nil
+	}
+	return fmt.Errorf("the destination QEMU (--dest-qmp) has %s of guest RAM, the source %s: a migration needs the same (QEMU's own destination would end: \"Size mismatch\"); start the destination with -m %dM",
+		units.FormatBytes(float64(d)), units.FormatBytes(float64(s)), s>>20)
+}
+
 // SetupQEMU plans p for the QEMU behind src (its RAM from
 // query-memory-size-summary) and sends the plan: the destination's
 // capabilities on dst first (it must have them before the stream
@@ -418,16 +452,8 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 		return QEMUPlan{}, fmt.Errorf("%s: %w", p.Mode, ErrNeedDestQMP)
 	}
 	if dst != nil {
-		// QEMU's destination refuses RAM of another size only once the
-		// stream comes ("Size mismatch"), which the source sees as a
-		// hang-up (said then to be a destination not waiting with
-		// -incoming; found by a new-user walk).
-		var got struct {
-			BaseMemory uint64 `json:"base-memory"`
-		}
-		if clientRun(dst, "query-memory-size-summary", nil, &got) == nil && got.BaseMemory != 0 && got.BaseMemory != mem.BaseMemory {
-			return QEMUPlan{}, fmt.Errorf("the destination QEMU (--dest-qmp) has %s of guest RAM, the source %s: QEMU's migration needs the same (the destination would end it: \"Size mismatch\"); start the destination with -m %dM",
-				units.FormatBytes(float64(got.BaseMemory)), units.FormatBytes(float64(mem.BaseMemory)), mem.BaseMemory>>20)
+		if err := destMemorySize(mem.BaseMemory, dst); err != nil {
+			return QEMUPlan{}, err
 		}
 	}
 	var cpus []struct {

@@ -307,6 +307,13 @@ func runMigrate(c *cli.Context) (err error) {
 			// pause on the source (found by a walk).
 			return fmt.Errorf("--dest-qmp %s is a QMP socket of the source's own QEMU (the same vCPU threads as --qmp's): give the destination QEMU's", c.String("dest-qmp"))
 		}
+		if dst != nil {
+			// Refused at once, not after auto's watch (pagecast's
+			// engine) or by the destination QEMU exiting (QEMU's).
+			if err := migrator.SameMemorySize(mon, dst); err != nil {
+				return err
+			}
+		}
 		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst), c.String("to"))
 		if err != nil {
 			return err

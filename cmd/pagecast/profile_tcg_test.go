@@ -1397,3 +1397,41 @@ func TestEngineQEMUDestNotListening(t *testing.T) {
 		t.Errorf("source is %s after the refusal", st)
 	}
 }
+
+// TestMigrateMemorySizeMismatch: a destination QEMU (--dest-qmp) whose
+// RAM differs from the source's is refused before anything starts, by
+// either engine: auto watched the guest for seconds first and pagecast's
+// handshake refused it then (walk 49), and QEMU's own migration would end
+// the destination QEMU. Both QEMUs run on.
+func TestMigrateMemorySizeMismatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	// Waiting for pagecast's engine (a receiver in front), and for
+	// QEMU's own migration (QEMU listening with -incoming).
+	to, toQEMU := "tcp:"+freeAddr(t), "tcp:"+freeAddr(t)
+	dst := startQEMURun(t, "--memory", "64M", "--incoming", to)
+	dstQEMU := startQEMURun(t, "--memory", "64M", "--incoming", toQEMU, "--engine", "qemu")
+	for _, tc := range []struct {
+		dst  *qemuRun
+		args []string
+	}{
+		{dst, []string{"--to", to, "--mode", "auto"}},
+		{dstQEMU, []string{"--to", toQEMU, "--engine", "qemu", "--mode", "precopy"}},
+	} {
+		_, stderr, err := runApp(t, append([]string{"migrate", "--qmp", "unix:" + src.sock, "--dest-qmp", "unix:" + tc.dst.sock}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), "has 64.0 MiB of guest RAM, the source 32.0 MiB") || !strings.Contains(err.Error(), "-m 32M") {
+			t.Errorf("%v to a destination of another size: %v\n%s", tc.args, err, stderr)
+		}
+		if strings.Contains(stderr, "watches") || strings.Contains(stderr, "round") {
+			t.Errorf("%v: began before the refusal:\n%s", tc.args, stderr)
+		}
+		if st := qmpState(t, tc.dst.sock); st != "inmigrate" {
+			t.Errorf("%v: the destination is %s after the refusal, want inmigrate (waiting on)", tc.args, st)
+		}
+	}
+	if st := qmpState(t, src.sock); st != "running" {
+		t.Errorf("source is %s after the refusals", st)
+	}
+}
