@@ -120,7 +120,9 @@ func serveMetricsCounted(l net.Listener, cs ...prometheus.Collector) (stop func(
 	mux := http.NewServeMux()
 	var n atomic.Uint64
 	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// GET and HEAD: another method is answered 405, as predict serve does
+	// (walk 52: a POST or DELETE got the metrics).
+	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		if isScrape(r) {
 			n.Add(1)

@@ -306,6 +306,19 @@ func TestScrapesCounted(t *testing.T) {
 	if n := scrapes(); n != 0 {
 		t.Errorf("a HEAD counted as a scrape (%d)", n)
 	}
+	// Other methods are refused, saying which are taken (walk 52: a POST
+	// or DELETE got the metrics).
+	for _, m := range []string{http.MethodPost, http.MethodDelete, http.MethodPut} {
+		req, _ := http.NewRequest(m, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || !strings.Contains(resp.Header.Get("Allow"), "GET") {
+			t.Errorf("%s /metrics: %s, Allow %q; want 405 allowing GET", m, resp.Status, resp.Header.Get("Allow"))
+		}
+	}
 	resp, err := scrapeGet(url)
 	if err != nil {
 		t.Fatal(err)

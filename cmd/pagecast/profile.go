@@ -91,6 +91,10 @@ func runProfile(c *cli.Context) error {
 	if d := c.Duration("metrics-linger"); d < 0 {
 		return fmt.Errorf("--metrics-linger %v: want 0 (stop serving at once) or more", d)
 	}
+	if c.IsSet("metrics-linger") && !c.IsSet("metrics") {
+		// As migrate says (walk 52: it was taken and did nothing).
+		return errors.New("--metrics-linger is how long --metrics serves after the end: give --metrics too, or leave it out")
+	}
 	perLine := max(1, int(c.Duration("interval")/cfg.Epoch)) // epochs a printed line sums
 	if spec := c.String("qmp"); spec != "" {
 		path, ok := strings.CutPrefix(spec, "unix:")

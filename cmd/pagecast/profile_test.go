@@ -129,6 +129,7 @@ func TestProfileErrors(t *testing.T) {
 		{"no epoch", []string{"profile", "--qmp", sock, "--epoch", "0s"}, false, "--epoch 0s: want 1ms or more"},
 		{"negative interval", []string{"profile", "--qmp", sock, "--interval", "-1s"}, false, "--interval -1s: want 0 or more"},
 		{"negative duration", []string{"profile", "--qmp", sock, "--duration", "-5s"}, false, "--duration -5s: want a positive duration"},
+		{"linger without metrics", []string{"profile", "--qmp", sock, "--metrics-linger", "10s"}, false, "--metrics-linger is how long --metrics serves after the end: give --metrics too"},
 		{"not root", []string{"profile", "--qmp", sock}, true, "loading eBPF programs needs root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

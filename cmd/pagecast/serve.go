@@ -46,7 +46,7 @@ func predictServeCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "trace", Usage: "trace file to replay (pagecast profile --out, or trace import)"},
 			&cli.BoolFlag{Name: "replay", Value: true, Usage: "pace each trace's epochs in real time, one every epoch length / --speed, so that dashboards can be watched from a recorded trace without a VM; --replay=false feeds every epoch at once (as --speed 0)"},
 			&cli.Float64Flag{Name: "speed", Value: 1, Usage: fmt.Sprintf("trace replay speed, 1 = the recorded pace, up to %g (at most an epoch a millisecond); 0 = at once, one pass", maxSpeed)},
-			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "most connections served at once; more wait to be accepted"},
+			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "most connections held at once; one more closes the one that has waited longest for a request (an idle keep-alive, a client that sends nothing)"},
 			&cli.BoolFlag{Name: "loop", Value: true, Usage: "replay traces again from the start when they end"},
 			&cli.StringFlag{Name: "collector", Usage: "profile a live VM through its QMP socket, unix:PATH"},
 			&cli.DurationFlag{Name: "epoch", Value: 100 * time.Millisecond, Usage: "epoch length for --collector (100ms: the profiler's and the migration engine's)"},

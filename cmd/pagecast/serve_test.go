@@ -149,7 +149,8 @@ func TestServeQueries(t *testing.T) {
 		{"probabilities?start=1000", 200, `"probabilities":[]`},
 		{"probabilities?count=65537", 400, "at most 65536"},
 		{"probabilities?start=1e3", 400, "whole number"},
-		{"probabilities?count=1;start=2", 400, "separate parameters with &"},
+		{"probabilities?count=1;start=2", 400, "separate parameters with &, not ;"},
+		{"probabilities?x=%zz", 400, `invalid URL escape \"%zz\""}`}, // no word of ; or &
 		{"probabilities?count=", 400, "count is empty"},
 	} {
 		resp, err := http.Get(fmt.Sprintf("http://%s/v1/vms/vm1/%s", l.Addr(), tc.query))

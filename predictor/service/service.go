@@ -408,7 +408,11 @@ func takes(w http.ResponseWriter, r *http.Request, names ...string) bool {
 	if err != nil {
 		// Go's own parse drops what it cannot read (count=1;start=2
 		// served 4096 pages from page 0).
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("query %q: %v (separate parameters with &)", r.URL.RawQuery, err))
+		hint := "" // the one mistake Go's message does not name
+		if strings.Contains(r.URL.RawQuery, ";") {
+			hint = " (separate parameters with &, not ;)"
+		}
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("query %q: %v%s", r.URL.RawQuery, err, hint))
 		return false
 	}
 	for name, vs := range q {
