@@ -1125,3 +1125,40 @@ func TestTotalTimeBeforeLogClose(t *testing.T) {
 	}
 	<-d.done
 }
+
+// TestThrottleTimeWithinRound: the vCPU time the throttle withholds grows
+// in Info while a round goes on, not only when it ends (walk 52: the
+// metrics showed a guest throttled 89% for a whole round as slowed 0%).
+func TestThrottleTimeWithinRound(t *testing.T) {
+	load := memConfig{Memory: 2 << 20, Hot: 256, P: 0.95, Rate: 50000}
+	src := newMemGuest(t, load, true)
+	dst := newMemGuest(t, load, false)
+	d := listenDestination(t, dst, ReceiveConfig{})
+	m, err := Outgoing(src, d.uri, Config{Mode: ModeThrottle, MaxBandwidth: 1 << 20, DowntimeLimit: testDowntime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { m.Cancel(); m.Wait(); <-d.done }()
+	var round int
+	var since time.Time
+	var first int64
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !m.finishedNow(); time.Sleep(20 * time.Millisecond) {
+		i := m.Info()
+		if i.CPUThrottlePercentage == 0 || i.Pagecast == nil {
+			continue
+		}
+		if i.Pagecast.Round != round {
+			round, since, first = i.Pagecast.Round, time.Now(), i.Pagecast.ThrottleTime
+			continue
+		}
+		if time.Since(since) >= 300*time.Millisecond {
+			if i.Pagecast.ThrottleTime <= first {
+				t.Fatalf("round %d throttled at %d%%: throttle-time %d ms at its start and still %d ms %v later",
+					round, i.CPUThrottlePercentage, first, i.Pagecast.ThrottleTime, time.Since(since).Round(time.Millisecond))
+			}
+			t.Logf("round %d at %d%%: throttle-time %d → %d ms in %v", round, i.CPUThrottlePercentage, first, i.Pagecast.ThrottleTime, time.Since(since).Round(time.Millisecond))
+			return
+		}
+	}
+	t.Fatal("no throttled round lasted 300 ms to watch")
+}

@@ -145,6 +145,14 @@ type Migration struct {
 	committed bool  // the commit is sent: a cancel could run the guest twice
 	gone      error // the source VM went (Goner) during the migration
 	goneAsked bool  // noteGone has looked
+	// Throttle time accrues in Info from throttleFrom at throttleRate
+	// vCPU-seconds a second (the throttle's share times the vCPUs), on
+	// top of info's, which counts to throttleFrom: Info says it as it
+	// grows. (It grew only when the throttle changed, at a round's end,
+	// and a guest throttled 89% for a whole round was shown as slowed 0%;
+	// walk 52.)
+	throttleFrom time.Time
+	throttleRate float64
 
 	closeLog func() error // the dirty log's Close, run (by run's goroutine) once finish has ended the migration
 }
@@ -268,7 +276,11 @@ func (m *Migration) Info() Info {
 	extra.RoundBytes = append([]uint64(nil), extra.RoundBytes...)
 	out.Pagecast = &extra
 	if !m.finished() {
-		out.TotalTime = m.clock.Now().Sub(m.start).Milliseconds()
+		now := m.clock.Now()
+		out.TotalTime = now.Sub(m.start).Milliseconds()
+		if m.throttleRate > 0 && now.After(m.throttleFrom) {
+			extra.ThrottleTime += int64(float64(now.Sub(m.throttleFrom).Milliseconds()) * m.throttleRate)
+		}
 	}
 	return out
 }
@@ -520,6 +532,7 @@ func (m *Migration) run(ctx, linkCtx context.Context, md mode, pol policy) (err 
 		defer func() {
 			s.accountThrottle()
 			m.g.SetThrottle(0) // lifted whatever happens: completed (the guest runs elsewhere) or not
+			s.publishThrottle()
 			if err != nil {
 				// The guest runs on here at full pace: query-migrate and
 				// the metrics said 87% after a failed migration (found
@@ -663,9 +676,22 @@ func (s *sender) accountThrottle() {
 	if pct := s.m.g.Throttle(); pct > 0 && !s.throttledSince.IsZero() {
 		vcpus := max(1, s.m.g.Identity().VCPUs)
 		s.throttled += time.Duration(float64(now.Sub(s.throttledSince)) * float64(pct) / 100 * float64(vcpus))
-		s.m.update(func(i *Info) { i.Pagecast.ThrottleTime = s.throttled.Milliseconds() })
 	}
 	s.throttledSince = now
+	s.publishThrottle()
+}
+
+// publishThrottle puts the throttle time counted so far in Info, and what
+// accrues from now on at the guest's throttle (none while it is paused).
+func (s *sender) publishThrottle() {
+	rate := 0.0
+	if pct := s.m.g.Throttle(); pct > 0 && !s.throttledSince.IsZero() {
+		rate = float64(pct) / 100 * float64(max(1, s.m.g.Identity().VCPUs))
+	}
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	s.m.info.Pagecast.ThrottleTime = s.throttled.Milliseconds()
+	s.m.throttleFrom, s.m.throttleRate = s.throttledSince, rate
 }
 
 // attach makes conn the migration's connection: writes go through the
@@ -1142,6 +1168,7 @@ func (s *sender) throttle(round int, before, after uint64) error {
 	if err := g.SetThrottle(pct); err != nil {
 		return fmt.Errorf("throttle the guest to %d%%: %w", pct, err)
 	}
+	s.publishThrottle()
 	s.m.update(func(i *Info) { i.CPUThrottlePercentage = pct })
 	s.m.log.Debug("throttle", "round", round, "ratio", r, "want", q, "cpu-throttle-percentage", pct, "stopAt", s.stopAt, "after", after)
 	return nil
@@ -1455,6 +1482,7 @@ func (s *sender) pause(reason string) (time.Time, error) {
 	})
 	s.accountThrottle() // paused, the guest loses its time to the downtime instead
 	s.throttledSince = time.Time{}
+	s.publishThrottle()
 	paused := s.m.clock.Now()
 	if err := s.m.g.Pause(); err != nil {
 		return paused, fmt.Errorf("stop the guest: %w", err)
@@ -1473,6 +1501,7 @@ func (s *sender) resumeUnless(committed bool, err error) error {
 		return errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
 	}
 	s.throttledSince = s.m.clock.Now()
+	s.publishThrottle()
 	return err
 }
 
