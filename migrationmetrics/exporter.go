@@ -287,7 +287,12 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		// between syncs); 0 before that means not measured yet.
 		// pagecast's engine counts its syncs (harvests) as they come,
 		// several in round 1: its own round says.
-		measured := r.DirtySyncCount >= 2
+		// QEMU's engine says 0 until it has measured a rate, which it does
+		// at a sync once a second has passed since the last: its second
+		// sync may still say 0 (walk 52: a guest dirtying 28 MB/s was
+		// shown as 0 in round 2). Its first rate above 0 is the first
+		// measurement; after it, a 0 is a guest gone idle.
+		measured := m.dirtyRate > 0
 		if x := i.Pagecast; x != nil {
 			measured = x.Round >= 2
 		}

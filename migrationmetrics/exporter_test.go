@@ -204,9 +204,28 @@ func TestFirstRound(t *testing.T) {
 	second := first
 	second.ExpectedDowntime, second.RAM = 42, &migrator.RAMStats{Transferred: 9 << 20, DirtySyncCount: 2}
 	e.Observe(second)
-	if text := exposition(t, e); !strings.Contains(text, "pagecast_migration_expected_downtime_seconds{") ||
-		!strings.Contains(text, "} 0.042\n") {
+	text = exposition(t, e)
+	if !strings.Contains(text, "pagecast_migration_expected_downtime_seconds{") || !strings.Contains(text, "} 0.042\n") {
 		t.Errorf("QEMU's estimate after round 1 (42 ms) not exported:\n%s", text)
+	}
+	// Its dirty rate says 0 until QEMU has measured one, a second after
+	// the last (walk 52: 0 in round 2 of a guest dirtying 28 MB/s); once
+	// measured, a 0 is a guest gone idle.
+	if strings.Contains(text, "pagecast_migration_dirty_memory_rate_bytes_per_second{") {
+		t.Errorf("QEMU's dirty rate exported before it measured one:\n%s", text)
+	}
+	third := second
+	third.RAM = &migrator.RAMStats{Transferred: 12 << 20, DirtySyncCount: 3, DirtyPagesRate: 1000, PageSize: 4096}
+	e.Observe(third)
+	rate := regexp.MustCompile(`pagecast_migration_dirty_memory_rate_bytes_per_second\{[^}]*\} (\S+)\n`)
+	if m := rate.FindStringSubmatch(exposition(t, e)); m == nil || m[1] != "4.096e+06" {
+		t.Errorf("QEMU's measured dirty rate (1000 pages/s): %q, want 4.096e+06", m)
+	}
+	idle := third
+	idle.RAM = &migrator.RAMStats{Transferred: 13 << 20, DirtySyncCount: 4, PageSize: 4096}
+	e.Observe(idle)
+	if m := rate.FindStringSubmatch(exposition(t, e)); m == nil || m[1] != "0" {
+		t.Errorf("QEMU's dirty rate of a guest gone idle: %q, want 0", m)
 	}
 }
 
