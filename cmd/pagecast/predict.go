@@ -169,6 +169,9 @@ func predictEval(c *cli.Context) error {
 	if len(horizons) == 1 {
 		h := horizons[0]
 		results := evaluate(h)
+		if len(results[0].Epochs) == 0 {
+			return noneScored(path, h)
+		}
 		fmt.Fprintf(out, "%s; scored %d epochs after a warm-up of %d, %s, threshold %g\n",
 			head, len(results[0].Epochs), warmup, ahead(h), thr)
 		pagesNote()
@@ -197,6 +200,11 @@ func predictEval(c *cli.Context) error {
 		for _, r := range byPredictor {
 			all[i] = append(all[i], r[i])
 		}
+		if len(all[i][0].Epochs) == 0 {
+			return noneScored(path, h)
+		}
+	}
+	for i, h := range horizons {
 		fmt.Fprintf(out, "\ndirtied within %s (scored %d epochs):\n", ahead(h), len(all[i][0].Epochs))
 		writeEvalTable(out, all[i])
 		if dir != "" {
@@ -210,6 +218,14 @@ func predictEval(c *cli.Context) error {
 	fmt.Fprintln(out)
 	writeHorizonSummary(out, horizons, all)
 	return nil
+}
+
+// noneScored is predict eval's error for a horizon at which no epoch of
+// path could be scored: each epoch's horizon reaches past the trace or
+// into indices it skips. (It printed a table of zeros and a ratio of NaN;
+// walk 53.)
+func noneScored(path string, h int) error {
+	return fmt.Errorf("%s: no epoch can be scored at horizon %d: after the warm-up, every epoch's next %d reach past the trace's end or into epoch indices it skips (see pagecast trace info)", path, h, h-1)
 }
 
 // maxParts bounds predict eval's --parts.

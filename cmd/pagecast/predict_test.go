@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/pagecast/pagecast/trace"
 	"image/png"
 	"math"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // predictCSV writes a CSV trace of a 16 MiB VM (4096 pages) whose first
@@ -177,6 +179,25 @@ func TestPredictEvalErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.pct")
 	os.WriteFile(bad, []byte("not a trace at all"), 0o644)
+	// 100 epochs 1000 indices apart: none has the next 3 beside it.
+	gaps := filepath.Join(dir, "gaps.pct")
+	f, err := os.Create(gaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range uint64(100) {
+		if err := w.Append(trace.Epoch{Index: 1 + 1000*i, Pages: []uint64{i % 256, (i + 7) % 256}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -192,6 +213,9 @@ func TestPredictEvalErrors(t *testing.T) {
 		{[]string{"--memory", "16M", "--warmup", "50", "--horizon", "1,16", csv}, "not enough to score after a warm-up of 50 at horizon 16"},
 		{[]string{"--memory", "16M", "--warmup", "60", csv}, "not enough to score"},
 		{[]string{"--memory", "16M", bad}, "--memory is for CSV traces"},
+		// A table of zeros and a ratio of NaN (walk 53).
+		{[]string{"--horizon", "1,4", gaps}, "no epoch can be scored at horizon 4"},
+		{[]string{"--horizon", "4", gaps}, "no epoch can be scored at horizon 4"},
 		{[]string{bad}, "not a pagecast trace"},
 		{[]string{filepath.Join(dir, "missing.pct")}, "no such file"},
 		{[]string{}, "want one trace argument"},
