@@ -243,13 +243,13 @@ func importPlainCSV(br *bufio.Reader, w *Writer, raw *uint64) (ImportStats, erro
 		}
 		epoch, err := strconv.ParseUint(es, 10, 64)
 		if err != nil {
-			return st, fmt.Errorf("csv line %d: epoch %q is not a whole number", line, es)
+			return st, fmt.Errorf("csv line %d: epoch %q %s", line, es, notWhole(err))
 		}
 		empty := ps == "" // the epoch is there, with no page
 		var page uint64
 		if !empty {
 			if page, err = strconv.ParseUint(ps, 10, 64); err != nil {
-				return st, fmt.Errorf("csv line %d: page %q is not a whole number", line, ps)
+				return st, fmt.Errorf("csv line %d: page %q %s", line, ps, notWhole(err))
 			}
 		}
 		if page >= limit {
@@ -332,4 +332,13 @@ func binaryText(text string) bool {
 		}
 	}
 	return false
+}
+
+// notWhole says why strconv.ParseUint refused a number: too large (walk
+// 53: "99999999999999999999 is not a whole number"), or not one.
+func notWhole(err error) string {
+	if errors.Is(err, strconv.ErrRange) {
+		return "is too large (at most 18446744073709551615)"
+	}
+	return "is not a whole number"
 }
