@@ -460,12 +460,17 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		pl.Legend.Top, pl.Legend.Left = true, true
 		pl.Legend.TextStyle.Font.Size = vg.Points(8)
 		series = legendFirst(series)
+		step := sampleStep(series)
 		for i, s := range series {
 			xy := make(plotter.XYs, len(s.Values))
 			for k := range s.Values {
 				xy[k] = plotter.XY{X: unixSeconds(s.Times[k]), Y: s.Values[k] / div}
 			}
-			line, err := plotter.NewLine(xy)
+			// A line per run of samples: where the series is absent (no
+			// profile ran), none is drawn (walk 52: "configured" sloped
+			// from 0.5 s to 0.1 s over four minutes without a sample).
+			runs := splitRuns(xy, step)
+			line, err := plotter.NewLine(runs[0])
 			if err != nil {
 				return err
 			}
@@ -480,16 +485,20 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 			if i >= 8 {
 				line.Color, line.Dashes, line.Width = color.Gray{Y: 0xa0}, nil, vg.Points(0.75)
 			}
-			pl.Add(line)
-			if len(xy) < 3 { // too short a line to see: mark its points
-				points, err := plotter.NewScatter(xy)
-				if err != nil {
-					return err
+			for _, run := range runs {
+				l := *line
+				l.XYs = run
+				pl.Add(&l)
+				if len(run) < 3 { // too short a line to see: mark its points
+					points, err := plotter.NewScatter(run)
+					if err != nil {
+						return err
+					}
+					points.Color = line.Color
+					points.Shape = draw.CircleGlyph{}
+					points.Radius = vg.Points(3)
+					pl.Add(points)
 				}
-				points.Color = line.Color
-				points.Shape = draw.CircleGlyph{}
-				points.Radius = vg.Points(3)
-				pl.Add(points)
 			}
 			if i < 8 {
 				pl.Legend.Add(s.name, line)
@@ -559,6 +568,38 @@ func tableLine(s namedSeries, div float64, label string) string {
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
+// sampleStep is the shortest time between two samples of any series, in
+// seconds: the query's step, where samples come from a range query (0
+// where no series has two).
+func sampleStep(series []namedSeries) float64 {
+	step := 0.0
+	for _, s := range series {
+		for k := 1; k < len(s.Times); k++ {
+			if d := unixSeconds(s.Times[k]) - unixSeconds(s.Times[k-1]); d > 0 && (step == 0 || d < step) {
+				step = d
+			}
+		}
+	}
+	return step
+}
+
+// splitRuns cuts xy where two samples lie more than 1.5 steps apart: a
+// run of samples each, the last always there.
+func splitRuns(xy plotter.XYs, step float64) []plotter.XYs {
+	if step <= 0 || len(xy) == 0 {
+		return []plotter.XYs{xy}
+	}
+	var runs []plotter.XYs
+	from := 0
+	for k := 1; k < len(xy); k++ {
+		if xy[k].X-xy[k-1].X > 1.5*step {
+			runs = append(runs, xy[from:k])
+			from = k
+		}
+	}
+	return append(runs, xy[from:])
+}
+
 // heatGrid is series on a common time axis: a column per time, a row per
 // series.
 type heatGrid struct {
@@ -571,42 +612,14 @@ func (g heatGrid) Z(c, r int) float64 { return g.z[r][c] }
 func (g heatGrid) X(c int) float64    { return g.times[c] }
 func (g heatGrid) Y(r int) float64    { return float64(r) }
 
+// maxHeatColumns bounds a heatmap's columns on the samples' grid.
+const maxHeatColumns = 20000
+
 // addHeatmap draws series as rows of a heatmap, labelled with their names.
 func addHeatmap(pl *plot.Plot, series []namedSeries, div float64) error {
-	at := map[float64]int{}
-	var times []float64
-	for _, s := range series {
-		for _, t := range s.Times {
-			x := unixSeconds(t)
-			if _, ok := at[x]; !ok {
-				at[x] = 0
-				times = append(times, x)
-			}
-		}
-	}
-	sort.Float64s(times)
-	if len(times) < 2 || len(series) < 2 {
-		return fmt.Errorf("%w: a heatmap needs two series and two times, have %d and %d", errTooLittleToDraw, len(series), len(times))
-	}
-	for i, x := range times {
-		at[x] = i
-	}
-	g := heatGrid{times: times, z: make([][]float64, len(series))}
-	lo, hi := math.Inf(1), math.Inf(-1)
-	var ticks []plot.Tick
-	for r, s := range series {
-		g.z[r] = make([]float64, len(times))
-		for c := range g.z[r] {
-			g.z[r][c] = math.NaN()
-		}
-		for k, t := range s.Times {
-			v := s.Values[k] / div
-			g.z[r][at[unixSeconds(t)]] = v
-			lo, hi = math.Min(lo, v), math.Max(hi, v)
-		}
-		if r%max(1, len(series)/8) == 0 {
-			ticks = append(ticks, plot.Tick{Value: float64(r), Label: s.name})
-		}
+	g, lo, hi, ticks, err := newHeatGrid(series, div)
+	if err != nil {
+		return err
 	}
 	if hi <= lo {
 		lo = hi - 1 // one value (a state timeline's 1): drawn as the most
@@ -621,4 +634,65 @@ func addHeatmap(pl *plot.Plot, series []namedSeries, div float64) error {
 	pl.Y.Tick.Marker = plot.ConstantTicks(ticks)
 	pl.Y.Tick.Label.Font.Size = vg.Points(7)
 	return nil
+}
+
+// newHeatGrid puts series (values divided by div) on one time axis, a row
+// each, with the lowest and highest value and a tick naming every few
+// rows.
+func newHeatGrid(series []namedSeries, div float64) (g heatGrid, lo, hi float64, ticks []plot.Tick, err error) {
+	at := map[float64]int{}
+	var times []float64
+	for _, s := range series {
+		for _, t := range s.Times {
+			x := unixSeconds(t)
+			if _, ok := at[x]; !ok {
+				at[x] = 0
+				times = append(times, x)
+			}
+		}
+	}
+	sort.Float64s(times)
+	if len(times) < 2 || len(series) < 2 {
+		return g, 0, 0, nil, fmt.Errorf("%w: a heatmap needs two series and two times, have %d and %d", errTooLittleToDraw, len(series), len(times))
+	}
+	// A column every step from the first sample to the last, empty where
+	// no series has one: on the samples' times alone, a cell stretched
+	// halfway to the next time any series had, and a state held for 2
+	// samples was drawn for 40 s (walk 52).
+	gridded := false
+	if step := sampleStep(series); step > 0 {
+		if n := (times[len(times)-1]-times[0])/step + 1; n <= maxHeatColumns {
+			gridded = true
+			grid := make([]float64, int(math.Round(n)))
+			for c := range grid {
+				grid[c] = times[0] + float64(c)*step
+			}
+			for _, x := range times {
+				at[x] = min(len(grid)-1, int(math.Round((x-times[0])/step)))
+			}
+			times = grid
+		}
+	}
+	if !gridded { // a column per time
+		for i, x := range times {
+			at[x] = i
+		}
+	}
+	g = heatGrid{times: times, z: make([][]float64, len(series))}
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for r, s := range series {
+		g.z[r] = make([]float64, len(times))
+		for c := range g.z[r] {
+			g.z[r][c] = math.NaN()
+		}
+		for k, t := range s.Times {
+			v := s.Values[k] / div
+			g.z[r][at[unixSeconds(t)]] = v
+			lo, hi = math.Min(lo, v), math.Max(hi, v)
+		}
+		if r%max(1, len(series)/8) == 0 {
+			ticks = append(ticks, plot.Tick{Value: float64(r), Label: s.name})
+		}
+	}
+	return g, lo, hi, ticks, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"gonum.org/v1/plot/plotter"
 
 	"github.com/pagecast/pagecast/dashboards"
 )
@@ -437,5 +440,48 @@ func TestLegendFirst(t *testing.T) {
 	}
 	if few := legendFirst(ss[:8]); few[0].name != "0" {
 		t.Errorf("8 series reordered: %v first", few[0].name)
+	}
+}
+
+// TestReportGaps: where a series has no samples, report draws nothing: a
+// heatmap's (state timeline's) cell is as wide as the query's step, not
+// halfway to the next time any series has, and a line is cut where
+// samples are missing (walk 52: a "completed" held for 2 samples was red
+// for 40 s, and a line sloped across 4 minutes without a sample).
+func TestReportGaps(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 2, 0, 0, 0, time.UTC)
+	at := func(secs ...int) dashboards.Series {
+		var s dashboards.Series
+		for _, x := range secs {
+			s.Times = append(s.Times, t0.Add(time.Duration(x)*time.Second))
+			s.Values = append(s.Values, 1)
+		}
+		return s
+	}
+	active := namedSeries{"active", at(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)}
+	completed := namedSeries{"completed", at(50, 51)}
+	g, _, _, _, err := newHeatGrid([]namedSeries{active, completed}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols, _ := g.Dims()
+	if cols != 52 {
+		t.Fatalf("%d columns, want 52 (a second each from 0 to 51 s)", cols)
+	}
+	var red []float64
+	for c := range cols {
+		if !math.IsNaN(g.Z(c, 1)) {
+			red = append(red, g.X(c)-unixSeconds(t0))
+		}
+	}
+	if !slices.Equal(red, []float64{50, 51}) {
+		t.Errorf("completed drawn at %v s, want at 50 and 51 only", red)
+	}
+	xy := plotter.XYs{{X: 0, Y: 1}, {X: 1, Y: 1}, {X: 2, Y: 1}, {X: 240, Y: 2}, {X: 241, Y: 2}}
+	if runs := splitRuns(xy, 1); len(runs) != 2 || len(runs[0]) != 3 || len(runs[1]) != 2 {
+		t.Errorf("runs %v, want the samples to 2 s and those from 240 s apart", runs)
+	}
+	if runs := splitRuns(xy[:3], 1); len(runs) != 1 {
+		t.Errorf("runs %v of samples a step apart, want one", runs)
 	}
 }
