@@ -61,6 +61,7 @@ type Target struct {
 	Expr         string         `json:"expr"`
 	LegendFormat string         `json:"legendFormat"`
 	Datasource   *DataSourceRef `json:"datasource"`
+	Instant      bool           `json:"instant"` // one value per series, at the range's end
 }
 
 // DataSourceRef names a data source.

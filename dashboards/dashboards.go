@@ -96,13 +96,21 @@ type query struct{ expr, legend string }
 func targets(qs []query, format prometheus.PromQueryFormat) []cog.Builder[variants.Dataquery] {
 	out := make([]cog.Builder[variants.Dataquery], len(qs))
 	for i, q := range qs {
-		out[i] = prometheus.NewDataqueryBuilder().
+		b := prometheus.NewDataqueryBuilder().
 			Datasource(datasource).
 			RefId(string(rune('A' + i))).
 			Expr(q.expr).
 			LegendFormat(q.legend).
-			Format(format).
-			Range()
+			Format(format)
+		if format == prometheus.PromQueryFormatTable {
+			// A row per series, its last value over the dashboard's
+			// range: a range query gave a row per sample (walk 52: 103
+			// rows for 5 migrations over 15 minutes).
+			b = b.Expr("last_over_time(" + q.expr + "[$__range])").Instant()
+		} else {
+			b = b.Range()
+		}
+		out[i] = b
 	}
 	return out
 }

@@ -103,6 +103,7 @@ func lint(d Dashboard, known map[string]bool) []string {
 	vars := map[string]bool{}
 	datasource := false
 	exprs := map[string]string{} // expression: where
+	instant := map[string]bool{} // expression: asked as an instant query
 	for _, v := range d.Templating.List {
 		vars[v.Name] = true
 		switch v.Type {
@@ -146,11 +147,16 @@ func lint(d Dashboard, known map[string]bool) []string {
 				bad("%s query %s: datasource must be the ${datasource} variable", where, tg.RefID)
 			}
 			exprs[tg.Expr] = fmt.Sprintf("%s query %s", where, tg.RefID)
+			instant[tg.Expr] = tg.Instant
+			// A range query gives a table a row per sample (walk 52).
+			if p.Type == "table" && !tg.Instant {
+				bad("%s query %s: a table's query must be instant", where, tg.RefID)
+			}
 		}
 	}
 	for expr, where := range exprs {
 		for _, m := range rangeSelector.FindAllStringSubmatch(expr, -1) {
-			if m[1] != "$__rate_interval" {
+			if m[1] != "$__rate_interval" && !(m[1] == "$__range" && instant[expr]) {
 				bad("%s: range [%s] in %s, want [$__rate_interval]", where, m[1], expr)
 			}
 		}

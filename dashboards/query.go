@@ -127,9 +127,10 @@ func (s *Source) RateInterval() time.Duration {
 }
 
 // Expand replaces Grafana's variables in expr: $__rate_interval,
-// $__interval, and $name or ${name} from vars.
+// $__interval, $__range, and $name or ${name} from vars.
 func (s *Source) Expand(expr string, vars map[string]string) string {
-	r := []string{"$__rate_interval", model.Duration(s.RateInterval()).String(), "$__interval", model.Duration(s.Step).String()}
+	r := []string{"$__rate_interval", model.Duration(s.RateInterval()).String(), "$__interval", model.Duration(s.Step).String(),
+		"$__range", model.Duration(max(s.To.Sub(s.From), time.Second).Truncate(time.Second)).String()}
 	names := make([]string, 0, len(vars))
 	for n := range vars {
 		names = append(names, n)
