@@ -138,32 +138,37 @@ func ParseLayout(text, backend string, ramBytes uint64) (Layout, error) {
 		return Layout{}, fmt.Errorf("guest memory layout: RAM of %d bytes is not a whole number of 4 KiB pages", ramBytes)
 	}
 	l := Layout{ram: ramBytes}
-	in, found := false, false
+	type named struct {
+		RAMRange
+		name string
+	}
+	// The view of address space "memory" (the vCPUs' outside SMM), and
+	// those of the vCPUs in SMM (cpu-smm-N).
+	var mem, smm []named
+	var view *[]named
+	found := false
 	sc := bufio.NewScanner(strings.NewReader(text))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		switch {
 		case strings.HasPrefix(line, "FlatView #"):
-			in = false // a view begins: "memory"'s if its AS line follows
+			view = nil // a view begins: its AS lines follow
 			continue
 		case strings.HasPrefix(line, `AS "memory"`):
-			in, found = true, true
+			view, found = &mem, true
 			continue
-		case !in:
+		case strings.HasPrefix(line, `AS "cpu-smm-`):
+			if view != &mem {
+				view = &smm
+			}
 			continue
-		}
-		r, name, ok := parseMtreeRAM(line)
-		if !ok {
-			continue
-		}
-		if backend == "" && r.GPA == 0 {
-			backend = name // the RAM at address 0
-		}
-		if name != backend {
+		case view == nil:
 			continue
 		}
-		l.ranges = append(l.ranges, r)
+		if r, name, ok := parseMtreeRAM(line); ok {
+			*view = append(*view, named{r, name})
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return Layout{}, fmt.Errorf("guest memory layout: %w", err)
@@ -171,13 +176,62 @@ func ParseLayout(text, backend string, ramBytes uint64) (Layout, error) {
 	if !found {
 		return Layout{}, fmt.Errorf(`guest memory layout: no address space "memory" in QEMU's info mtree -f`)
 	}
+	if backend == "" {
+		for _, r := range mem {
+			if r.GPA == 0 {
+				backend = r.name // the RAM at address 0
+			}
+		}
+	}
+	for _, r := range mem {
+		if r.name == backend {
+			l.ranges = append(l.ranges, r.RAMRange)
+		}
+	}
 	if len(l.ranges) == 0 {
 		return Layout{}, fmt.Errorf("guest memory layout: RAM %q is nowhere in the guest's address space (info mtree -f)", backend)
+	}
+	// RAM that only SMM sees (q35's TSEG, the top of the RAM below 4 GiB,
+	// hidden outside SMM by tseg-blackhole once firmware enables it) is
+	// placed where SMM sees it: outside SMM nothing writes it, and KVM's
+	// dirty log names SMM's writes by its SMM slots, which the collector
+	// counts as unknown (every page dirty). (Such a q35 was refused: "RAM
+	// from 0x7ff00000 to its end is placed nowhere"; review 54.)
+	for _, r := range smm {
+		if r.name != backend {
+			continue
+		}
+		if r.Offset > l.ram || r.Size > l.ram-r.Offset {
+			return Layout{}, fmt.Errorf("guest memory layout of RAM %q: %#x-%#x (@%#x, seen in SMM) runs past the RAM's %d bytes", backend, r.GPA, r.GPA+r.Size-1, r.Offset, l.ram)
+		}
+		l.ranges = append(l.ranges, unplaced(l.ranges, r.RAMRange)...)
 	}
 	if err := l.check(); err != nil {
 		return Layout{}, fmt.Errorf("guest memory layout of RAM %q: %w", backend, err)
 	}
 	return l, nil
+}
+
+// unplaced is the parts of r whose RAM (by offset) no range of placed
+// holds, each at r's addresses for it.
+func unplaced(placed []RAMRange, r RAMRange) []RAMRange {
+	byOffset := slices.Clone(placed)
+	slices.SortFunc(byOffset, func(a, b RAMRange) int { return cmp.Compare(a.Offset, b.Offset) })
+	var out []RAMRange
+	lo, hi := r.Offset, r.Offset+r.Size
+	for _, p := range byOffset {
+		if p.Offset+p.Size <= lo || p.Offset >= hi {
+			continue
+		}
+		if p.Offset > lo {
+			out = append(out, RAMRange{GPA: r.GPA + lo - r.Offset, Offset: lo, Size: p.Offset - lo})
+		}
+		lo = max(lo, p.Offset+p.Size)
+	}
+	if lo < hi {
+		out = append(out, RAMRange{GPA: r.GPA + lo - r.Offset, Offset: lo, Size: hi - lo})
+	}
+	return out
 }
 
 // parseMtreeRAM reads one line of a flat view: a RAM region's range, name

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"cmp"
 	"os"
 	"slices"
 	"strings"
@@ -11,28 +12,38 @@ import (
 // (testdata, taken through QMP's human-monitor-command): a q35 of 5 GiB
 // keeps 2 GiB below 4 GiB, a pc 3 GiB, and a pc booted by SeaBIOS has
 // shadowed its BIOS in RAM (parts of the first MiB read-only); a pc given
-// max-ram-below-4g=1G keeps 1 GiB of its 2 below 4 GiB.
+// max-ram-below-4g=1G keeps 1 GiB of its 2 below 4 GiB; a q35 whose
+// firmware enabled TSEG hides its top MiB below 4 GiB outside SMM.
 func TestParseLayout(t *testing.T) {
 	for _, tc := range []struct {
 		file, machine string
 		ram           uint64
 		want          []RAMRange
+		backend       string // its id; "" for mem
 	}{
 		{"mtree-q35-5g-kvm.txt", "q35", 5 << 30, []RAMRange{
-			{0, 0, 0xc0000}, {0x100000, 0x100000, 0x80000000 - 0x100000}, {1 << 32, 0x80000000, 3 << 30}}},
+			{0, 0, 0xc0000}, {0x100000, 0x100000, 0x80000000 - 0x100000}, {1 << 32, 0x80000000, 3 << 30}}, ""},
 		{"mtree-pc-5g-tcg.txt", "pc", 5 << 30, []RAMRange{
-			{0, 0, 0xc0000}, {0x100000, 0x100000, 0xc0000000 - 0x100000}, {1 << 32, 0xc0000000, 2 << 30}}},
+			{0, 0, 0xc0000}, {0x100000, 0x100000, 0xc0000000 - 0x100000}, {1 << 32, 0xc0000000, 2 << 30}}, ""},
 		{"mtree-pc-3584m-booted.txt", "pc", 3584 << 20, []RAMRange{
-			{0, 0, 0xc3000}, {0xe8000, 0xe8000, 0x8000}, {0x100000, 0x100000, 0xc0000000 - 0x100000}, {1 << 32, 0xc0000000, 512 << 20}}},
+			{0, 0, 0xc3000}, {0xe8000, 0xe8000, 0x8000}, {0x100000, 0x100000, 0xc0000000 - 0x100000}, {1 << 32, 0xc0000000, 512 << 20}}, ""},
+		// q35 with TSEG enabled by the firmware (SMM on): its top MiB
+		// below 4 GiB is hidden outside SMM (tseg-blackhole) and placed
+		// where the SMM view has it (review 54: refused, "placed nowhere").
+		{"mtree-q35-2g-tseg-tcg.txt", "q35", 2 << 30, []RAMRange{
+			{0, 0, 0xc3000}, {0xe8000, 0xe8000, 0x8000}, {0x100000, 0x100000, 0x7fe00000}, {0x7ff00000, 0x7ff00000, 0x100000}}, "ram"},
+		{"mtree-q35-3g-tseg-tcg.txt", "q35", 3 << 30, []RAMRange{
+			{0, 0, 0xc3000}, {0xe8000, 0xe8000, 0x8000}, {0x100000, 0x100000, 0x7fe00000}, {0x7ff00000, 0x7ff00000, 0x100000},
+			{1 << 32, 0x80000000, 1 << 30}}, "ram"},
 		// -machine pc,max-ram-below-4g=1G: no rule foretells it.
 		{"mtree-pc-2g-below1g-tcg.txt", "", 2 << 30, []RAMRange{
-			{0, 0, 0xc0000}, {0x100000, 0x100000, 0x40000000 - 0x100000}, {1 << 32, 0x40000000, 1 << 30}}},
+			{0, 0, 0xc0000}, {0x100000, 0x100000, 0x40000000 - 0x100000}, {1 << 32, 0x40000000, 1 << 30}}, ""},
 	} {
 		b, err := os.ReadFile("testdata/" + tc.file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, backend := range []string{"mem", ""} {
+		for _, backend := range []string{cmp.Or(tc.backend, "mem"), ""} {
 			l, err := ParseLayout(string(b), backend, tc.ram)
 			if err != nil {
 				t.Fatalf("%s, backend %q: %v", tc.file, backend, err)
@@ -115,6 +126,8 @@ func TestParseLayoutRefuses(t *testing.T) {
 		{"overlap", ram("0000000000000000-000000003fffffff (prio 0, ram): mem",
 			"0000000000001000-0000000000001fff (prio 0, ram): mem @0000000000001000"), "overlaps"},
 		{"offset overflow", ram("0000000000000000-0000000000000fff (prio 0, ram): mem @ffffffffffffffff"), "not in whole 4 KiB pages"},
+		{"SMM's past the end", ram("0000000000000000-000000003fffffff (prio 0, ram): mem") +
+			"FlatView #2\n AS \"cpu-smm-0\", root: memory\n  00000000feda0000-00000000fedbffff (prio 0, ram): mem @fffffffffffff000\n", "seen in SMM) runs past"},
 	} {
 		_, err := ParseLayout(tc.text, "mem", 1<<30)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
