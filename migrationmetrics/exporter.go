@@ -291,8 +291,9 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		// at a sync once a second has passed since the last: its second
 		// sync may still say 0 (walk 52: a guest dirtying 28 MB/s was
 		// shown as 0 in round 2). Its first rate above 0 is the first
-		// measurement; after it, a 0 is a guest gone idle.
-		measured := m.dirtyRate > 0
+		// measurement; after it, a 0 is a guest gone idle. An idle guest's
+		// 0 is told once the migration has ended (review 54).
+		measured := m.dirtyRate > 0 || Finished(i.Status)
 		if x := i.Pagecast; x != nil {
 			measured = x.Round >= 2
 		}

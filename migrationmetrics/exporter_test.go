@@ -221,6 +221,18 @@ func TestFirstRound(t *testing.T) {
 	if m := rate.FindStringSubmatch(exposition(t, e)); m == nil || m[1] != "4.096e+06" {
 		t.Errorf("QEMU's measured dirty rate (1000 pages/s): %q, want 4.096e+06", m)
 	}
+	// An idle guest's rate, never above 0, is told as 0 once the
+	// migration has ended (review 54: never at all).
+	e.Begin(time.Now(), EngineQEMU, "precopy", 0)
+	for n := range 4 {
+		e.Observe(migrator.Info{Status: migrator.StatusActive, RAM: &migrator.RAMStats{Transferred: 1 << 20, DirtySyncCount: uint64(n + 1), PageSize: 4096}})
+	}
+	e.Observe(migrator.Info{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{Transferred: 2 << 20, DirtySyncCount: 5, PageSize: 4096}})
+	if m := rate.FindStringSubmatch(exposition(t, e)); m == nil || m[1] != "0" {
+		t.Errorf("an idle guest's dirty rate at the end: %q, want 0", m)
+	}
+	e.Begin(time.Now(), EngineQEMU, "precopy", 0)
+	e.Observe(third)
 	idle := third
 	idle.RAM = &migrator.RAMStats{Transferred: 13 << 20, DirtySyncCount: 4, PageSize: 4096}
 	e.Observe(idle)
