@@ -94,6 +94,25 @@ func TestSyntheticRate(t *testing.T) {
 	}
 }
 
+// TestSyntheticShareRounding: a share a rounding puts just under a whole
+// number is that number: hotset with p=0.29 at 100 pages an epoch writes
+// 29 hot pages in epoch 0, not 28 (0.29×100 is 28.999999999999996;
+// review 54).
+func TestSyntheticShareRounding(t *testing.T) {
+	w, err := ParseSynthetic("hotset:hot=1000,p=0.29,rate=1000", 1<<16, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range uint64(3) {
+		if n := count(w.perHot, i); n != 29 {
+			t.Errorf("epoch %d: %d hot pages, want 29", i, n)
+		}
+		if n := count(w.perEp, i); n != 100 {
+			t.Errorf("epoch %d: %d pages, want 100", i, n)
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	for spec, want := range map[string]string{
 		"zipf":              "want hotset, uniform or sweep",

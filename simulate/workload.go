@@ -208,7 +208,10 @@ func ParseSynthetic(spec string, pages uint64, epoch time.Duration) (*Synthetic,
 // count is how many of its per pages an epoch writes on average epoch i
 // writes: the whole pages by which its share raises the sum.
 func count(per float64, i uint64) uint64 {
-	return uint64(math.Floor(float64(i+1)*per)) - uint64(math.Floor(float64(i)*per))
+	// A hair over, so that a share a rounding puts just under a whole
+	// number (0.29×100 is 28.999999999999996) is that number (review 54).
+	const hair = 1e-9
+	return uint64(math.Floor(float64(i+1)*per+hair)) - uint64(math.Floor(float64(i)*per+hair))
 }
 
 // parsePages reads a page count, or a size with a unit.
@@ -275,7 +278,7 @@ func (s *Synthetic) Dirty(buf []uint64, i uint64) []uint64 {
 	start := len(buf)
 	switch s.kind {
 	case "sweep":
-		from := uint64(math.Floor(float64(i)*s.perEp)) % s.pages
+		from := (uint64(math.Floor(float64(i)*s.perEp + 1e-9))) % s.pages
 		for j := range count(s.perEp, i) {
 			buf = append(buf, (from+j)%s.pages)
 		}
