@@ -190,11 +190,18 @@ func (c *vmmControl) learn(pid int) error {
 	if len(memdevs) == 1 {
 		backend = memdevs[0].ID
 	}
-	if l, err := qemu.ReadLayout(c.mon, backend, t.MemoryBytes); err == nil {
-		t.Layout = l
-	} else {
-		slog.Warn("taking the guest's RAM to lie as a pc machine's does", "err", err)
+	l, err := qemu.ReadLayout(c.mon, backend, t.MemoryBytes)
+	if err != nil {
+		// The machine's usual split, not a pc's whatever the machine
+		// (review 54: a q35's top GiB was then out of range).
+		var machine string
+		if qemu.QMP(c.mon, "qom-get", map[string]any{"path": "/machine", "property": "type"}, &machine) != nil {
+			machine = "pc"
+		}
+		l = qemu.MachineLayout(machine, t.MemoryBytes)
+		slog.Warn("taking the guest's RAM to lie where QEMU puts a machine's by default: pages past 4 GiB may be named wrongly", "machine", machine, "err", err)
 	}
+	t.Layout = l
 	return nil
 }
 
