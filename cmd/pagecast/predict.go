@@ -185,8 +185,6 @@ func predictEval(c *cli.Context) error {
 		return nil
 	}
 
-	fmt.Fprintf(out, "%s; warm-up of %d, threshold %g, horizons %s epochs\n", head, warmup, thr, joinInts(horizons))
-	pagesNote()
 	// One walk of the trace for every horizon; the model fits each.
 	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Pages: pm, Parts: byParts}
 	if warmup == 0 {
@@ -204,6 +202,8 @@ func predictEval(c *cli.Context) error {
 			return noneScored(path, h)
 		}
 	}
+	fmt.Fprintf(out, "%s; warm-up of %d, threshold %g, horizons %s epochs\n", head, warmup, thr, joinInts(horizons))
+	pagesNote()
 	for i, h := range horizons {
 		fmt.Fprintf(out, "\ndirtied within %s (scored %d epochs):\n", ahead(h), len(all[i][0].Epochs))
 		writeEvalTable(out, all[i])
