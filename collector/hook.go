@@ -122,12 +122,12 @@ type tcgHook struct {
 // epoch 1: whatever the plugin recorded before is discarded.
 // A plugin that records less than the guest's RAM is refused: its trace
 // would claim all of RAM and hold only part.
-func openTCG(pid int, maxPages uint64) (*tcgHook, error) {
+func openTCG(pid int, ramBytes, maxPages uint64) (*tcgHook, error) {
 	a, err := tcg.Attach(pid)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.CheckCovers(maxPages * 4096); err != nil {
+	if err := a.CheckCovers(ramBytes, maxPages); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("qemu %d: %w", pid, err)
 	}

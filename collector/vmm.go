@@ -32,6 +32,10 @@ type Target struct {
 	// Layout is where the RAM of a QEMU under KVM lies in guest-physical
 	// memory, as QEMU says (qemu.ReadLayout); zero where it was not read.
 	Layout qemu.Layout
+	// PluginAddresses: under TCG, the plugin names pages by guest-physical
+	// frame (QEMU 8.2), as KVM's hooks do, not by offset in RAM (7.2);
+	// see qemu.PluginAddresses.
+	PluginAddresses bool
 }
 
 // DirtyTCG is Target.DirtyMode of a QEMU that runs its guest under TCG: no
@@ -48,7 +52,7 @@ const DirtyTCG = "tcg"
 // the layout QEMU gave (a q35 keeps less below 4 GiB than a pc, and its
 // top GiB was counted out of range), else a pc's.
 func (t Target) MaxPages() uint64 {
-	if t.DirtyMode == DirtyTCG {
+	if t.DirtyMode == DirtyTCG && !t.PluginAddresses {
 		return t.MemoryBytes / 4096
 	}
 	return t.RAMLayout().Frames()
@@ -101,7 +105,8 @@ var learnWait = 10 * time.Second
 
 func (c *vmmControl) learn(pid int) error {
 	var version struct {
-		Package string `json:"package"`
+		Package string       `json:"package"`
+		QEMU    qemu.Version `json:"qemu"`
 	}
 	if err := qemu.QMP(c.mon, "query-version", nil, &version); err != nil {
 		return err
@@ -181,11 +186,14 @@ func (c *vmmControl) learn(pid int) error {
 	}
 	if !kvm.Enabled {
 		t.DirtyMode = DirtyTCG
-		return nil
+		if t.PluginAddresses = qemu.PluginAddresses(version.QEMU); !t.PluginAddresses {
+			return nil
+		}
+	} else {
+		// QEMU under KVM: a dirty limit works only with the dirty ring,
+		// so trying it is the test; it is set when logging starts.
+		t.DirtyMode = bpf.ModeRing
 	}
-	// QEMU under KVM: a dirty limit works only with the dirty ring, so
-	// trying it is the test; it is set when logging starts.
-	t.DirtyMode = bpf.ModeRing
 	backend := "" // the RAM at address 0
 	if len(memdevs) == 1 {
 		backend = memdevs[0].ID

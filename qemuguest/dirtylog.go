@@ -35,8 +35,12 @@ type tcgLog struct {
 	area     *tcg.Area
 	epoch    uint32
 	ramPages uint64
-	buf      []uint64
-	paused   bool // the vCPUs are stopped: nothing marks
+	// layout, where the plugin names pages by guest-physical frame
+	// (QEMU 8.2: qemu.PluginAddresses), turns them into RAM pages; nil
+	// where it names them by offset in RAM (QEMU 7.2).
+	layout *qemu.Layout
+	buf    []uint64
+	paused bool // the vCPUs are stopped: nothing marks
 }
 
 // setPaused says whether the vCPUs are stopped (QMP stop has returned).
@@ -46,16 +50,23 @@ func (l *tcgLog) setPaused(paused bool) {
 	l.mu.Unlock()
 }
 
-func openTCGLog(pid int, ramPages uint64) (*tcgLog, error) {
+// openTCGLog opens the plugin's area of QEMU pid, whose RAM has ramPages
+// pages; layout is nil where the plugin names pages by offset in RAM, else
+// where the RAM lies (see tcgLog).
+func openTCGLog(pid int, ramPages uint64, layout *qemu.Layout) (*tcgLog, error) {
 	a, err := tcg.Attach(pid)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.CheckCovers(ramPages * 4096); err != nil {
+	need := ramPages
+	if layout != nil {
+		need = layout.Frames()
+	}
+	if err := a.CheckCovers(ramPages*4096, need); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("qemu %d: %w", pid, err)
 	}
-	return &tcgLog{area: a, epoch: 1, ramPages: ramPages}, nil
+	return &tcgLog{area: a, epoch: 1, ramPages: ramPages, layout: layout}, nil
 }
 
 func (l *tcgLog) Harvest() (*bitmap.Bitmap, error) {
@@ -74,6 +85,9 @@ func (l *tcgLog) Harvest() (*bitmap.Bitmap, error) {
 	l.buf = l.area.ReadEpoch(closed, l.buf[:0])
 	if l.paused {
 		l.buf = l.area.ReadEpoch(l.epoch, l.buf) // late marks: nothing writes it now
+	}
+	if l.layout != nil {
+		return pageSet(l.buf, *l.layout), nil
 	}
 	return ramSet(l.buf, l.ramPages), nil
 }

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"unsafe"
@@ -151,5 +152,59 @@ func TestKVMLogLostWrites(t *testing.T) {
 	f.dropped["slot_unknown"] = 3
 	if n := harvest(); n != 100 {
 		t.Fatalf("writes to an unknown slot: %d pages, want all 100", n)
+	}
+}
+
+// TestTCGLogAddresses: where QEMU's plugin API names pages by
+// guest-physical frame (QEMU 8.2), the TCG dirty log maps them through the
+// guest's layout: a 3.5 GiB pc's frame at 4 GiB is its RAM page at 3 GiB,
+// and a frame in the hole below 4 GiB is no page; under QEMU 7.2's offsets
+// the same marks are pages 3.25 GiB into RAM and 4 GiB in, past it
+// (review 54: QEMU 8.2's writes above 4 GiB were dropped).
+func TestTCGLogAddresses(t *testing.T) {
+	const memory = 3584 << 20
+	layout := qemu.MachineLayout("pc", memory)
+	capacity := layout.Frames()
+	f := tcgtest.Area(capacity, os.Getpid())
+	path := filepath.Join(t.TempDir(), "area")
+	if err := os.WriteFile(path, f, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(path, unix.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plug, err := unix.Mmap(fd, 0, len(f), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(plug)
+	epoch := func() uint32 { return atomic.LoadUint32((*uint32)(unsafe.Pointer(&plug[24]))) }
+	mark := func(page uint64) { plug[tcg.HeaderSize+uint64(epoch()&1)*capacity+page] = 1 }
+	for _, tc := range []struct {
+		layout *qemu.Layout
+		want   []uint64
+	}{
+		{&layout, []uint64{5, 0xc0000}}, // frame 4 GiB is RAM page 3 GiB; the hole's frame is none
+		{nil, []uint64{5, 0xd0000}},     // offsets: 3.25 GiB into RAM; 4 GiB is past it
+	} {
+		a, err := tcg.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.SetEpoch(1)
+		l := &tcgLog{area: a, epoch: 1, ramPages: memory / 4096, layout: tc.layout}
+		mark(5)
+		mark(0xd0000)  // 3.25 GiB: in the hole below 4 GiB
+		mark(0x100000) // 4 GiB
+		h, err := l.Harvest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.List(); !slices.Equal(got, tc.want) {
+			t.Errorf("layout %v: pages %#x, want %#x", tc.layout != nil, got, tc.want)
+		}
+		l.Close()
 	}
 }

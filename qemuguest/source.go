@@ -241,7 +241,20 @@ func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {
 		}
 		return l, err
 	}
-	l, err := openTCGLog(s.pid, pages)
+	// QEMU 8.2's plugin API names pages by guest-physical address, 7.2's
+	// by offset in RAM: above 4 GiB they differ (review 54).
+	var layout *qemu.Layout
+	switch v, err := qemu.QueryVersion(s.mon); {
+	case err != nil:
+		return nil, err
+	case qemu.PluginAddresses(v):
+		l, err := readLayout(s.mon, s.pid, s.MemoryBytes())
+		if err != nil {
+			return nil, err
+		}
+		layout = &l
+	}
+	l, err := openTCGLog(s.pid, pages, layout)
 	if err != nil {
 		return nil, err
 	}

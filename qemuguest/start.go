@@ -1,6 +1,7 @@
 package qemuguest
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 
@@ -74,7 +75,7 @@ func start(o qemu.Options) (_ *qemu.VM, cleanup func() error, err error) {
 				scratch.Remove(dir)
 				return nil, nil, err
 			}
-			o.Plugin = tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), o.MemoryBytes/4096)
+			o.Plugin = tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), qemu.PluginPagesFor(o.Binary, cmp.Or(o.Machine, "pc"), o.MemoryBytes))
 		}
 	case qemu.AccelKVM:
 		if o.DirtyRingSize == 0 {

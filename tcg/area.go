@@ -112,18 +112,20 @@ func (a *Area) Capacity() uint64 { return a.capacity }
 var ErrTooSmall = errors.New("the TCG plugin records less than the guest's RAM")
 
 // CheckCovers says whether the plugin records all of a guest RAM of
-// ramBytes (it names pages by their offset in RAM: ramBytes/4 KiB pages),
-// and if not, what to start QEMU with. (A plugin given pages=16384 in a
-// 256 MiB guest recorded its first 64 MiB while the trace claimed
-// 256 MiB; only a count of dropped writes hinted.)
-func (a *Area) CheckCovers(ramBytes uint64) error {
-	if need := ramBytes >> PageShift; a.capacity >= need {
+// ramBytes, which takes need pages (QEMU 7.2's plugin names a page by its
+// offset in RAM: ramBytes/4 KiB; QEMU 8.2's by its guest-physical frame,
+// the hole below 4 GiB counted: qemu.PluginAddresses), and if not, what
+// to start QEMU with. (A plugin given pages=16384 in a 256 MiB guest
+// recorded its first 64 MiB while the trace claimed 256 MiB; only a count
+// of dropped writes hinted.)
+func (a *Area) CheckCovers(ramBytes, need uint64) error {
+	if a.capacity >= need {
 		return nil
 	}
-	return fmt.Errorf("%w: it was given pages=%d (%s), the guest has %s of RAM, and its writes past %s would not be recorded: "+
+	return fmt.Errorf("%w: it was given pages=%d (%s), the guest has %s of RAM, which takes pages=%d, and its writes past the first %d pages would not be recorded: "+
 		"start QEMU with the plugin's pages=%d (`pagecast plugin --memory %s` prints the -plugin option)",
-		ErrTooSmall, a.capacity, sizeString(a.capacity<<PageShift), sizeString(ramBytes), sizeString(a.capacity<<PageShift),
-		(ramBytes+1<<PageShift-1)>>PageShift, sizeString(ramBytes))
+		ErrTooSmall, a.capacity, sizeString(a.capacity<<PageShift), sizeString(ramBytes), need, a.capacity,
+		need, sizeString(ramBytes))
 }
 
 // sizeString prints n bytes as a whole number of GiB, MiB or KiB where it

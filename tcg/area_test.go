@@ -250,13 +250,13 @@ func TestHoldArea(t *testing.T) {
 func TestCheckCovers(t *testing.T) {
 	a := newArea(t, 16384, 0) // 64 MiB
 	defer a.Close()
-	if err := a.CheckCovers(64 << 20); err != nil {
+	if err := a.CheckCovers(64<<20, 16384); err != nil {
 		t.Errorf("64 MiB guest: %v", err)
 	}
-	if err := a.CheckCovers(32 << 20); err != nil {
+	if err := a.CheckCovers(32<<20, 8192); err != nil {
 		t.Errorf("32 MiB guest: %v", err)
 	}
-	err := a.CheckCovers(256 << 20)
+	err := a.CheckCovers(256<<20, 65536)
 	if !errors.Is(err, tcg.ErrTooSmall) {
 		t.Fatalf("256 MiB guest: %v, want ErrTooSmall", err)
 	}

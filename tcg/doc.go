@@ -14,8 +14,8 @@
 // shm= is the area's path (default /dev/shm/pagecast-tcg.<qemu pid>,
 // removed when QEMU exits normally, and by RemoveStale once a QEMU killed
 // before it could has gone; FindShm finds it from a QEMU's pid);
-// pages= is the number of 4 KiB guest-physical page frames recorded
-// (default 1 Mi, 4 GiB of addresses). The plugin speaks plugin API version
+// pages= is the number of 4 KiB pages recorded (default 1 Mi): the RAM's
+// pages under QEMU 7.2, its guest-physical frames under QEMU 8.2 (below). The plugin speaks plugin API version
 // 1 (QEMU 7.2). A QEMU that refuses it says so on stderr; ExplainLoadError
 // turns that into one line.
 //
@@ -36,6 +36,14 @@
 // not at 4 GiB and up. Stores into other blocks (the BIOS's ROM while
 // SeaBIOS boots) land past the RAM's size, so a capacity of exactly the
 // guest's RAM counts them as out of range instead of marking bogus pages.
+//
+// QEMU 8.2 gives the guest-physical address itself (qemu_plugin_hwaddr_phys_addr
+// returns the TLB entry's physical address since "plugin: Simplify struct
+// qemu_plugin_hwaddr", 2023): RAM above 4 GiB is reported there. Readers
+// ask QEMU's version (qemu.PluginAddresses) and map such pages through the
+// guest's layout (qemu.Layout), as KVM's; pages= then counts the frames up
+// to the RAM's top (qemu.PluginPages). QEMU 9.0 and later load no plugin of
+// API version 1.
 //
 // # Epochs
 //

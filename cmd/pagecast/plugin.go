@@ -47,6 +47,21 @@ func pluginCommand() *cli.Command {
 			}
 			tcg.RemoveStale()  // areas of QEMUs killed before they could remove theirs
 			qemu.RemoveStale() // and RAM files of vm runs killed so
+			// QEMU 8.2 names pages by guest-physical frame, the hole below
+			// 4 GiB counted; 7.2 by offset in RAM (qemu.PluginAddresses).
+			// Where the QEMU here cannot say, the larger count.
+			pages, note := (mem+4095)/4096, ""
+			if v, err := qemu.BinaryVersion("qemu-system-x86_64"); err != nil || qemu.PluginAddresses(v) {
+				pages = qemu.PluginPages(qemu.Version{Major: 8, Minor: 2}, "", mem)
+				note = fmt.Sprintf("note: pages=%d counts the guest-physical frames up to the top of a q35's RAM of %s (QEMU 8.2's plugin API names pages by address, the hole below 4 GiB included", pages, c.String("memory"))
+				if err != nil {
+					note += fmt.Sprintf("; this host's QEMU did not say its version: %v", err)
+				}
+				note += ")"
+				if pages > tcg.MaxPages {
+					return fmt.Errorf("--memory %q: its guest-physical frames, %d, are more than the plugin records (%d)", c.String("memory"), pages, uint64(tcg.MaxPages))
+				}
+			}
 			so, err := tcg.WritePlugin(c.String("dir"))
 			if err != nil {
 				return err
@@ -56,7 +71,10 @@ func pluginCommand() *cli.Command {
 			}
 			out := c.App.Writer
 			fmt.Fprintf(out, "wrote %s\n", so)
-			fmt.Fprintf(out, "start QEMU under TCG with:\n  -accel tcg -plugin %s\n", tcg.PluginArg(so, c.String("shm"), (mem+4095)/4096))
+			fmt.Fprintf(out, "start QEMU under TCG with:\n  -accel tcg -plugin %s\n", tcg.PluginArg(so, c.String("shm"), pages))
+			if note != "" {
+				fmt.Fprintln(out, note)
+			}
 			fmt.Fprintln(out, "then: pagecast profile --qmp unix:QMP-SOCKET")
 			return nil
 		},

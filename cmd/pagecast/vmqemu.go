@@ -93,7 +93,7 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 		if err != nil {
 			return nil, err
 		}
-		opts.Plugin = tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), o.memory/4096)
+		opts.Plugin = tcg.PluginArg(so, filepath.Join(dir, "dirty.shm"), qemu.PluginPagesFor(opts.Binary, "pc", o.memory))
 	} else {
 		opts.DirtyRingSize = o.ringSize
 	}
