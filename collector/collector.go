@@ -57,15 +57,17 @@ type Collector struct {
 	fallbacks []bpf.HookStatus
 	pageBuf   []uint64
 
-	mu      sync.Mutex
-	final   *Stats    // the hook's counts when Run returned; nil while it runs
-	epoch   uint32    // the epoch the programs are recording
-	start   time.Time // of the current epoch
-	began   time.Time // of epoch 1
-	total   uint64    // pages summed over closed epochs
-	rate    float64   // bytes/s dirtied in the latest epoch
-	logging bool
-	closed  bool
+	mu    sync.Mutex
+	final *Stats    // the hook's counts when Run returned; nil while it runs
+	epoch uint32    // the epoch the programs are recording
+	start time.Time // of the current epoch
+	began time.Time // of epoch 1
+	total uint64    // pages summed over closed epochs
+	rate  float64   // bytes/s dirtied in the latest epoch
+	// lastLength is the latest closed epoch's measured length.
+	lastLength time.Duration
+	logging    bool
+	closed     bool
 }
 
 // New connects to the VM and attaches a hook: pagecast's TCG plugin for a
@@ -219,6 +221,7 @@ func (c *Collector) CloseEpoch() (Epoch, error) {
 	c.start = end
 	c.total += uint64(len(e.Pages))
 	c.rate = float64(len(e.Pages)) * 4096 / e.Duration.Seconds()
+	c.lastLength = e.Duration
 	return e, nil
 }
 

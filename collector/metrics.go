@@ -22,6 +22,8 @@ var (
 		"Epochs closed.", nil, nil)
 	descEpochLength = prometheus.NewDesc("pagecast_profiler_epoch_seconds",
 		"Configured epoch length.", nil, nil)
+	descLastEpoch = prometheus.NewDesc("pagecast_profiler_last_epoch_seconds",
+		"Measured length of the latest closed epoch (from its start to its close); present once one has closed.", nil, nil)
 	descMemory = prometheus.NewDesc("pagecast_guest_memory_bytes",
 		"Guest RAM of the profiled virtual machine.", nil, nil)
 	descEvents = prometheus.NewDesc("pagecast_profiler_events_total",
@@ -36,7 +38,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (m Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDirtyPages, descDirtyRate, descEpochs, descEpochLength,
+	for _, d := range []*prometheus.Desc{descDirtyPages, descDirtyRate, descEpochs, descEpochLength, descLastEpoch,
 		descMemory, descEvents, descDropped, descOther, descHook} {
 		ch <- d
 	}
@@ -46,12 +48,15 @@ func (m Metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m Metrics) Collect(ch chan<- prometheus.Metric) {
 	c := m.c
 	c.mu.Lock()
-	total, rate, epochs := c.total, c.rate, c.epoch-1
+	total, rate, epochs, last := c.total, c.rate, c.epoch-1, c.lastLength
 	c.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descDirtyPages, prometheus.CounterValue, float64(total))
 	ch <- prometheus.MustNewConstMetric(descDirtyRate, prometheus.GaugeValue, rate)
 	ch <- prometheus.MustNewConstMetric(descEpochs, prometheus.CounterValue, float64(epochs))
 	ch <- prometheus.MustNewConstMetric(descEpochLength, prometheus.GaugeValue, c.cfg.Epoch.Seconds())
+	if last > 0 {
+		ch <- prometheus.MustNewConstMetric(descLastEpoch, prometheus.GaugeValue, last.Seconds())
+	}
 	ch <- prometheus.MustNewConstMetric(descMemory, prometheus.GaugeValue, float64(c.vmm.target.MemoryBytes))
 	ch <- prometheus.MustNewConstMetric(descHook, prometheus.GaugeValue, 1, c.hook.name())
 	s, err := c.Stats()

@@ -45,6 +45,11 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want at least %v", name, v, min)
 		}
 	}
+	// The latest epoch's measured length: 100 ms slept, and the close's
+	// grace.
+	if v := gatherValue(t, reg, "pagecast_profiler_last_epoch_seconds"); v < 0.1 || v > 1 {
+		t.Errorf("pagecast_profiler_last_epoch_seconds = %v, want about 0.1", v)
+	}
 	if n, _ := testutil.GatherAndCount(reg, "pagecast_profiler_events_dropped_total"); n != 4 {
 		t.Errorf("dropped events by reason: %d series, want 4", n)
 	}
