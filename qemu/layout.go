@@ -158,7 +158,7 @@ func ParseLayout(text, backend string, ramBytes uint64) (Layout, error) {
 		case strings.HasPrefix(line, `AS "memory"`):
 			view, found = &mem, true
 			continue
-		case strings.HasPrefix(line, `AS "cpu-smm-`):
+		case strings.HasPrefix(line, `AS "cpu-smm-`), strings.HasPrefix(line, `AS "KVM-SMRAM"`): // TCG's SMM view, KVM's
 			if view != &mem {
 				view = &smm
 			}
@@ -204,7 +204,14 @@ func ParseLayout(text, backend string, ramBytes uint64) (Layout, error) {
 		if r.Offset > l.ram || r.Size > l.ram-r.Offset {
 			return Layout{}, fmt.Errorf("guest memory layout of RAM %q: %#x-%#x (@%#x, seen in SMM) runs past the RAM's %d bytes", backend, r.GPA, r.GPA+r.Size-1, r.Offset, l.ram)
 		}
-		l.ranges = append(l.ranges, unplaced(l.ranges, r.RAMRange)...)
+		for _, p := range unplaced(l.ranges, r.RAMRange) {
+			// The first MiB's RAM is its own frames (Page): SMM's alias
+			// of the VGA window's RAM at 0xfeda0000 would have counted
+			// frames up to 4 GiB for a 2 GiB guest (review 55).
+			if p.Offset+p.Size > legacyEnd {
+				l.ranges = append(l.ranges, p)
+			}
+		}
 	}
 	if err := l.check(); err != nil {
 		return Layout{}, fmt.Errorf("guest memory layout of RAM %q: %w", backend, err)

@@ -174,3 +174,46 @@ func TestPCLayoutPage(t *testing.T) {
 		})
 	}
 }
+
+// TestParseLayoutSMM: KVM's SMM view (address space KVM-SMRAM) is read as
+// TCG's (cpu-smm-N) is; and RAM of the first MiB that only SMM sees (the
+// VGA window's, under a VGA's vga-lowmem outside SMM) is not placed at
+// SMM's alias of it at 0xfeda0000, which counted frames up to 4 GiB for a
+// 2 GiB guest (review 55).
+func TestParseLayoutSMM(t *testing.T) {
+	b, err := os.ReadFile("testdata/mtree-q35-2g-tseg-tcg.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	smmView, memView, ok := strings.Cut(string(b), "FlatView #2")
+	if !ok {
+		t.Fatal("no FlatView #2 in the testdata")
+	}
+	// With H_SMRAME, SMM too sees the VGA window's RAM only at 0xfeda0000.
+	withVGA := func(view string) string {
+		v := strings.Replace(view, "  0000000000000000-00000000000c2fff (prio 0, ram): ram",
+			"  0000000000000000-000000000009ffff (prio 0, ram): ram\n"+
+				"  00000000000a0000-00000000000bffff (prio 1, i/o): vga-lowmem\n"+
+				"  00000000000c0000-00000000000c2fff (prio 0, ram): ram @00000000000c0000", 1)
+		if v == view {
+			t.Fatal("a view's first line is not where the test puts the VGA window")
+		}
+		return v
+	}
+	for name, text := range map[string]string{
+		"TCG, with a VGA": withVGA(smmView) + "FlatView #2" + withVGA(memView),
+		"KVM":             strings.Replace(string(b), `AS "cpu-smm-0"`, `AS "KVM-SMRAM"`, 1),
+	} {
+		l, err := ParseLayout(text, "ram", 2<<30)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if l.Frames() != 2<<30/4096 {
+			t.Errorf("%s: %#x frames, want %#x: ranges %x", name, l.Frames(), 2<<30/4096, l.Ranges())
+		}
+		if p, ok := l.Page(0x7ff00); !ok || p != 0x7ff00 {
+			t.Errorf("%s: TSEG's frame 0x7ff00 is page %#x %v", name, p, ok)
+		}
+	}
+}

@@ -76,7 +76,15 @@ func clip(s string, n int) string {
 // 8.0-8.1 give its offset in QEMU's RAM, which below 4 GiB is the same
 // number and above it is not. (QEMU 9.0 and later no longer load the API
 // version 1 pagecast's plugin is written for.)
-func PluginAddresses(v Version) bool { return v.AtLeast(8, 2) }
+// A release candidate or development build of x.y+1 calls itself x.y.90 or
+// x.y.50 and up: it is taken for x.y+1 (review 55: 8.2.0-rc0, "8.1.90",
+// was taken for 8.1).
+func PluginAddresses(v Version) bool {
+	if v.Micro >= 50 {
+		v = Version{Major: v.Major, Minor: v.Minor + 1}
+	}
+	return v.AtLeast(8, 2)
+}
 
 // PluginPages is the pages= pagecast's TCG plugin needs in QEMU v for a
 // machine (QEMU's type name; "" where unknown) with memBytes of RAM: its

@@ -20,6 +20,11 @@ func TestPluginPages(t *testing.T) {
 		{"QEMU emulator version 8.2.2", "q35", 4 << 30, 6 << 30 / 4096},
 		{"QEMU emulator version 8.2.2", "", 4 << 30, 6 << 30 / 4096}, // unknown: a q35's
 		{"QEMU emulator version 8.2.2", "pc", 1 << 30, 1 << 30 / 4096},
+		// A release candidate or development build of 8.2 is 8.2's
+		// (review 55); of 8.1, 8.1's.
+		{"QEMU emulator version 8.1.90 (v8.2.0-rc0)", "pc", 4 << 30, 5 << 30 / 4096},
+		{"QEMU emulator version 8.1.50", "pc", 4 << 30, 5 << 30 / 4096},
+		{"QEMU emulator version 8.0.90", "pc", 4 << 30, 4 << 30 / 4096},
 	} {
 		v, err := ParseVersion(tc.version)
 		if err != nil {
