@@ -116,7 +116,12 @@ func New(cfg Config) (_ *Collector, err error) {
 	case !useTCG && t.DirtyMode == DirtyTCG:
 		return nil, fmt.Errorf("--hook %s: QEMU runs this VM under TCG, where KVM's hooks see nothing; use %s", cfg.Hook, HookTCG)
 	case useTCG:
-		h, err := openTCG(t.PID, t.MemoryBytes, t.MaxPages())
+		var layout *qemu.Layout
+		if t.PluginAddresses {
+			l := t.RAMLayout()
+			layout = &l
+		}
+		h, err := openTCG(t.PID, t.MemoryBytes, layout)
 		if err != nil {
 			return nil, err
 		}

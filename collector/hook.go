@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pagecast/pagecast/bpf"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -113,25 +114,33 @@ func (h *bpfHook) stats() (Stats, error) {
 type tcgHook struct {
 	area     *tcg.Area
 	maxPages uint64
-	beyond   atomic.Uint64 // pages the plugin saw written above the guest's RAM
-	base     tcg.Stats     // the plugin's counters when the collector attached
-	events   atomic.Uint64 // the most events stats has said
+	// layout turns the plugin's pages into RAM pages where it names them
+	// by guest-physical frame (QEMU 8.2): a trace names a TCG guest's pages
+	// by offset in RAM whatever the QEMU (review 55); nil under 7.2.
+	layout *qemu.Layout
+	beyond atomic.Uint64 // pages the plugin saw written above the guest's RAM
+	base   tcg.Stats     // the plugin's counters when the collector attached
+	events atomic.Uint64 // the most events stats has said
 }
 
 // openTCG maps the plugin's area of QEMU process pid and starts a clean
 // epoch 1: whatever the plugin recorded before is discarded.
 // A plugin that records less than the guest's RAM is refused: its trace
 // would claim all of RAM and hold only part.
-func openTCG(pid int, ramBytes, maxPages uint64) (*tcgHook, error) {
+func openTCG(pid int, ramBytes uint64, layout *qemu.Layout) (*tcgHook, error) {
 	a, err := tcg.Attach(pid)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.CheckCovers(ramBytes, maxPages); err != nil {
+	need := ramBytes / 4096
+	if layout != nil {
+		need = layout.Frames()
+	}
+	if err := a.CheckCovers(ramBytes, need); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("qemu %d: %w", pid, err)
 	}
-	return &tcgHook{area: a, maxPages: maxPages, base: a.Stats()}, nil
+	return &tcgHook{area: a, maxPages: ramBytes / 4096, layout: layout, base: a.Stats()}, nil
 }
 
 func (h *tcgHook) name() string { return HookTCG }
@@ -146,6 +155,14 @@ func (h *tcgHook) pages(e uint32, dst []uint64) ([]uint64, error) {
 	dst = h.area.ReadEpoch(e, dst)
 	keep := n
 	for _, p := range dst[n:] {
+		if h.layout != nil {
+			q, ok := h.layout.Page(p)
+			if !ok {
+				h.beyond.Add(1)
+				continue
+			}
+			p = q
+		}
 		if p < h.maxPages {
 			dst[keep] = p
 			keep++

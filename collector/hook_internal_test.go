@@ -15,6 +15,7 @@ import (
 
 	"github.com/pagecast/pagecast/bpf"
 	"github.com/pagecast/pagecast/internal/tcgtest"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -120,5 +121,40 @@ func TestBPFLateMark(t *testing.T) {
 	}
 	if n := h.late.Load(); n != 1 {
 		t.Errorf("late %d, want 1", n)
+	}
+}
+
+// TestTCGHookAddresses: where QEMU's plugin API names pages by
+// guest-physical frame (QEMU 8.2), the TCG hook turns them into RAM pages,
+// so that a trace names a TCG guest's pages by offset in RAM whatever the
+// QEMU: a 3.5 GiB pc's frame at 4 GiB is page 3 GiB, a frame in the hole
+// below 4 GiB none (review 55: the trace claimed the hole as RAM).
+func TestTCGHookAddresses(t *testing.T) {
+	const memory = 3584 << 20
+	layout := qemu.MachineLayout("pc", memory)
+	capacity := layout.Frames()
+	f := tcgtest.Area(capacity, os.Getpid())
+	for _, frame := range []uint64{5, 0xd0000, 0x100000} { // RAM, the hole, 4 GiB
+		f[tcg.HeaderSize+capacity+frame] = 1 // epoch 1's buffer
+	}
+	path := filepath.Join(t.TempDir(), "area")
+	if err := os.WriteFile(path, f, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := tcg.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &tcgHook{area: a, maxPages: memory / 4096, layout: &layout, base: a.Stats()}
+	defer h.close()
+	got, err := h.pages(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{5, 0xc0000}; !slices.Equal(got, want) {
+		t.Errorf("pages %#x, want %#x", got, want)
+	}
+	if h.beyond.Load() != 1 {
+		t.Errorf("%d pages counted beyond RAM, want 1 (the hole's)", h.beyond.Load())
 	}
 }

@@ -33,8 +33,8 @@ type Target struct {
 	// memory, as QEMU says (qemu.ReadLayout); zero where it was not read.
 	Layout qemu.Layout
 	// PluginAddresses: under TCG, the plugin names pages by guest-physical
-	// frame (QEMU 8.2), as KVM's hooks do, not by offset in RAM (7.2);
-	// see qemu.PluginAddresses.
+	// frame (QEMU 8.2), not by offset in RAM (7.2); see
+	// qemu.PluginAddresses. The collector turns them into RAM pages.
 	PluginAddresses bool
 }
 
@@ -52,7 +52,7 @@ const DirtyTCG = "tcg"
 // the layout QEMU gave (a q35 keeps less below 4 GiB than a pc, and its
 // top GiB was counted out of range), else a pc's.
 func (t Target) MaxPages() uint64 {
-	if t.DirtyMode == DirtyTCG && !t.PluginAddresses {
+	if t.DirtyMode == DirtyTCG {
 		return t.MemoryBytes / 4096
 	}
 	return t.RAMLayout().Frames()

@@ -403,7 +403,7 @@ func TestCLIErrorsAnywhere(t *testing.T) {
 	}{
 		{[]string{"vmrun"}, `no command "vmrun": the commands are vm, profile, demo`},
 		{[]string{"vm", "run", "--monitor", "qemu", "--vcpus", "17"}, "--vcpus 17: want 1 to 16 (and 1 with --monitor qemu)"},
-		{[]string{"plugin", "--dir", t.TempDir(), "--memory", "3.5G"}, `--memory "3.5G": want a size from 4K to 262144G, such as 4G: size "3.5G": want a whole number`},
+		{[]string{"plugin", "--dir", t.TempDir(), "--memory", "3.5G"}, `--memory "3.5G": want a size from 4K to 262142G, such as 4G: size "3.5G": want a whole number`},
 		// Stray arguments are refused, not ignored, by every command
 		// that takes none.
 		{[]string{"report", "--out", t.TempDir(), "extra"}, `report takes no arguments (got "extra"): every value is a flag's`},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -12,11 +13,9 @@ import (
 	"github.com/pagecast/pagecast/tcg"
 )
 
-// maxPluginMemory is the most guest RAM the plugin records: tcg.MaxPages
-// pages, named by their offset in RAM whatever the machine (262144G).
-// (Until 2026-12-05 pages= was counted in guest-physical frames, the hole
-// below 4 GiB included: --memory 4G printed pages= for 5 GiB.)
-var maxPluginMemory = uint64(tcg.MaxPages) << tcg.PageShift
+// maxPluginMemory is the most guest RAM the plugin records: its frames, up
+// to the top of a q35's RAM, tcg.MaxPages at most (262142G).
+var maxPluginMemory = uint64(tcg.MaxPages)<<tcg.PageShift - (1<<32 - qemu.LowMemoryOf("q35", math.MaxUint64))
 
 func pluginCommand() *cli.Command {
 	return &cli.Command{
@@ -48,20 +47,10 @@ func pluginCommand() *cli.Command {
 			tcg.RemoveStale()  // areas of QEMUs killed before they could remove theirs
 			qemu.RemoveStale() // and RAM files of vm runs killed so
 			// QEMU 8.2 names pages by guest-physical frame, the hole below
-			// 4 GiB counted; 7.2 by offset in RAM (qemu.PluginAddresses).
-			// Where the QEMU here cannot say, the larger count.
-			pages, note := (mem+4095)/4096, ""
-			if v, err := qemu.BinaryVersion("qemu-system-x86_64"); err != nil || qemu.PluginAddresses(v) {
-				pages = qemu.PluginPages(qemu.Version{Major: 8, Minor: 2}, "", mem)
-				note = fmt.Sprintf("note: pages=%d counts the guest-physical frames up to the top of a q35's RAM of %s (QEMU 8.2's plugin API names pages by address, the hole below 4 GiB included", pages, c.String("memory"))
-				if err != nil {
-					note += fmt.Sprintf("; this host's QEMU did not say its version: %v", err)
-				}
-				note += ")"
-				if pages > tcg.MaxPages {
-					return fmt.Errorf("--memory %q: its guest-physical frames, %d, are more than the plugin records (%d)", c.String("memory"), pages, uint64(tcg.MaxPages))
-				}
-			}
+			// 4 GiB counted; 7.2 by offset in RAM, and ignores pages past
+			// the RAM's (qemu.PluginAddresses). The QEMU that will load it
+			// may not be the one on PATH (review 55): the frames, for any.
+			pages := qemu.PluginPages(qemu.Version{Major: 8, Minor: 2}, "", mem)
 			so, err := tcg.WritePlugin(c.String("dir"))
 			if err != nil {
 				return err
@@ -72,8 +61,9 @@ func pluginCommand() *cli.Command {
 			out := c.App.Writer
 			fmt.Fprintf(out, "wrote %s\n", so)
 			fmt.Fprintf(out, "start QEMU under TCG with:\n  -accel tcg -plugin %s\n", tcg.PluginArg(so, c.String("shm"), pages))
-			if note != "" {
-				fmt.Fprintln(out, note)
+			if pages > (mem+4095)/4096 {
+				fmt.Fprintf(out, "(pages=%d: the guest-physical frames up to the top of a q35's %s of RAM, hole below 4 GiB included, as QEMU 8.2 names pages; QEMU 7.2 names them by offset in RAM and uses the first %d)\n",
+					pages, c.String("memory"), (mem+4095)/4096)
 			}
 			fmt.Fprintln(out, "then: pagecast profile --qmp unix:QMP-SOCKET")
 			return nil

@@ -176,7 +176,7 @@ func runProfile(c *cli.Context) error {
 	fmt.Fprintf(out, "profiling %s VM (pid %d, %s, dirty %s) with %s, epoch %s\n",
 		t.Kind, t.PID, units.FormatBytes(float64(t.MemoryBytes)), t.DirtyMode, col.Hook(), cfg.Epoch)
 
-	if t.DirtyMode == collector.DirtyTCG && !t.PluginAddresses && qemu.LowMemory(t.MemoryBytes) < t.MemoryBytes {
+	if t.DirtyMode == collector.DirtyTCG && qemu.LowMemory(t.MemoryBytes) < t.MemoryBytes {
 		fmt.Fprintf(out, "note: pages are named by their offset in guest RAM, as the TCG plugin sees them: past %s, %s below their guest-physical address\n",
 			units.FormatBytes(float64(qemu.LowMemory(t.MemoryBytes))), units.FormatBytes(float64(1<<32-qemu.LowMemory(t.MemoryBytes))))
 	}
@@ -326,7 +326,7 @@ func heldContent(col *collector.Collector, t collector.Target, written *bitmap.B
 			return
 		}
 		f, ok := p, true
-		if t.DirtyMode != collector.DirtyTCG || t.PluginAddresses { // guest frames, not offsets in RAM
+		if t.DirtyMode != collector.DirtyTCG { // an eBPF hook's pages are guest frames
 			f, ok = layout.Page(p)
 		}
 		if ok && f < ramPages {
