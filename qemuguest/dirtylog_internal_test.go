@@ -34,21 +34,7 @@ func (r *replyOK) Run(cmd []byte) ([]byte, error) {
 // epoch's marks for the next.
 func TestLateMarkAfterPause(t *testing.T) {
 	const capacity = 1024
-	f := tcgtest.Area(capacity, os.Getpid())
-	path := filepath.Join(t.TempDir(), "area")
-	if err := os.WriteFile(path, f, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Open(path, unix.O_RDWR, 0) // the plugin's own mapping
-	if err != nil {
-		t.Fatal(err)
-	}
-	plug, err := unix.Mmap(fd, 0, len(f), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	unix.Close(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(plug)
+	path, plug := pluginArea(t, capacity)
 	epoch := func() uint32 { return atomic.LoadUint32((*uint32)(unsafe.Pointer(&plug[24]))) }
 	mark := func(e uint32, page uint64) { plug[tcg.HeaderSize+uint64(e&1)*capacity+page] = 1 }
 
@@ -165,21 +151,7 @@ func TestTCGLogAddresses(t *testing.T) {
 	const memory = 3584 << 20
 	layout := qemu.MachineLayout("pc", memory)
 	capacity := layout.Frames()
-	f := tcgtest.Area(capacity, os.Getpid())
-	path := filepath.Join(t.TempDir(), "area")
-	if err := os.WriteFile(path, f, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Open(path, unix.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plug, err := unix.Mmap(fd, 0, len(f), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	unix.Close(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(plug)
+	path, plug := pluginArea(t, capacity)
 	epoch := func() uint32 { return atomic.LoadUint32((*uint32)(unsafe.Pointer(&plug[24]))) }
 	mark := func(page uint64) { plug[tcg.HeaderSize+uint64(epoch()&1)*capacity+page] = 1 }
 	for _, tc := range []struct {
@@ -207,4 +179,27 @@ func TestTCGLogAddresses(t *testing.T) {
 		}
 		l.Close()
 	}
+}
+
+// pluginArea writes a plugin area of capacity pages for this process to a
+// file and maps it as the plugin does; the mapping goes when the test
+// ends.
+func pluginArea(t *testing.T, capacity uint64) (path string, plug []byte) {
+	t.Helper()
+	f := tcgtest.Area(capacity, os.Getpid())
+	path = filepath.Join(t.TempDir(), "area")
+	if err := os.WriteFile(path, f, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(path, unix.O_RDWR, 0) // the plugin's own mapping
+	if err != nil {
+		t.Fatal(err)
+	}
+	plug, err = unix.Mmap(fd, 0, len(f), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(plug) })
+	return path, plug
 }
