@@ -143,7 +143,7 @@ func ParseLayout(text, backend string, ramBytes uint64) (Layout, error) {
 		name string
 	}
 	// The view of address space "memory" (the vCPUs' outside SMM), and
-	// those of the vCPUs in SMM (cpu-smm-N).
+	// those of the vCPUs in SMM (TCG's cpu-smm-N, KVM's KVM-SMRAM).
 	var mem, smm []named
 	var view *[]named
 	found := false
