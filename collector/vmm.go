@@ -29,8 +29,9 @@ type Target struct {
 	// share=on). Profiling does not need it; moving RAM with pagecast's
 	// engine does.
 	SharedRAM bool
-	// Layout is where the RAM of a QEMU under KVM lies in guest-physical
-	// memory, as QEMU says (qemu.ReadLayout); zero where it was not read.
+	// Layout is where the RAM of a QEMU lies in guest-physical memory, as
+	// QEMU says (qemu.ReadLayout), where pages are named by frame (KVM, or
+	// TCG with PluginAddresses); zero where it was not read.
 	Layout qemu.Layout
 	// PluginAddresses: under TCG, the plugin names pages by guest-physical
 	// frame (QEMU 8.2), not by offset in RAM (7.2); see
