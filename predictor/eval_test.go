@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 
@@ -117,6 +118,33 @@ func TestEvaluateGap(t *testing.T) {
 	// Horizon 2: 0 (0,1), 1 (1,2) and 4 (4,5) are scored; 2 and 3 touch 3.
 	if len(idx) != 3 || idx[0] != 0 || idx[1] != 1 || idx[2] != 4 {
 		t.Errorf("scored epochs %v, want [0 1 4]", idx)
+	}
+}
+
+// Gaps are observed as at most as many empty epochs, all together, as the
+// trace has epochs and 128 more; an epoch after a gap observed short for
+// that is not scored. A trace of one-page epochs 1 000 indices apart took
+// 2.56 million empty epochs to walk 20 000 of them before.
+func TestEvaluateGapBudget(t *testing.T) {
+	var tr []trace.Epoch
+	for i := range uint64(10) {
+		tr = append(tr, trace.Epoch{Index: i * 1000, Pages: []uint64{i}})
+	}
+	var seen [][]uint64
+	res := Evaluate(tr, 16, []Predictor{&recorder{seen: &seen}}, EvalOptions{Warmup: -1})[0]
+	// 138 empty epochs: the first gap whole (128), the second 10, the rest none.
+	if want := len(tr) + len(tr) + maxGapObserved; len(seen) != want {
+		t.Errorf("observed %d epochs, want %d", len(seen), want)
+	}
+	var idx []uint64
+	for _, e := range res.Epochs {
+		idx = append(idx, e.Index)
+	}
+	if !slices.Equal(idx, []uint64{0, 1000}) {
+		t.Errorf("scored epochs %v, want [0 1000]: those after a gap observed short are not", idx)
+	}
+	if n := CutGaps(tr); n != 8 {
+		t.Errorf("CutGaps %d, want 8", n)
 	}
 }
 

@@ -140,6 +140,10 @@ func predictEval(c *cli.Context) error {
 	}
 	epochs, byParts := predictor.GroupEpochs(epochs, parts)
 	meta.Epoch *= time.Duration(parts)
+	if n := predictor.CutGaps(epochs); n > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: its gaps in epoch indices add up to more empty epochs than predict eval observes (up to 128 a gap, and the trace's epochs plus 128 in all): the epochs after %d of the gaps are not scored\n",
+			path, n)
+	}
 	if len(epochs) <= warmup+longest-1 {
 		return fmt.Errorf("%s: %d epochs, not enough to score after a warm-up of %d at horizon %d", path, len(epochs), warmup, longest)
 	}
