@@ -67,7 +67,7 @@ func simulateCommand() *cli.Command {
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "how long the guest may stay paused"},
 			&cli.StringFlag{Name: "mode", Value: "all", Usage: "all, auto (choose from what is observed before the start, then run the choice), or modes separated by commas: " + strings.Join(allModes, ", ")},
 			&cli.StringFlag{Name: "prefer", Value: simulate.PreferTime, Usage: "auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
-			&cli.Uint64Flag{Name: "observe", Value: 50, Usage: "auto: epochs of the workload observed before the start to predict from (a trace starting at 0 starts after them)"},
+			&cli.IntFlag{Name: "observe", Value: 50, Usage: "auto: epochs of the workload observed before the start to predict from (a trace starting at 0 starts after them)"},
 			&cli.BoolFlag{Name: "judge", Usage: "auto: also run every mode on the workload and say how far the choice was from the best in hindsight"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "pre-copy rounds before the stop-and-copy is forced"},
 			&cli.Uint64Flag{Name: "start", DefaultText: "the trace's first epoch", Usage: "the epoch the migration starts at, numbered as trace info numbers a trace's (pagecast's recordings start at 1); a trace's first epochs may be its boot"},
@@ -189,6 +189,9 @@ func runSimulate(c *cli.Context) error {
 	if auto {
 		if _, err := simulate.CheckPrefer(c.String("prefer")); err != nil {
 			return fmt.Errorf("--prefer: %w", err)
+		}
+		if n := c.Int("observe"); n < 1 {
+			return fmt.Errorf("--observe %d: auto needs at least one epoch observed", n)
 		}
 		if c.IsSet("plot") {
 			return errors.New("--plot is for a run of given modes, not --mode auto (plot the mode auto chose with --mode MODE --plot DIR)")
@@ -546,11 +549,8 @@ func atOnce(o simulate.Options, modes []string) string {
 // observed before the start, chooses, runs the choice on the workload from
 // the start, and prints prediction against outcome.
 func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error {
-	w, n := o.Workload, c.Uint64("observe")
+	w, n := o.Workload, uint64(c.Int("observe")) // at least 1, checked in simulate's action
 	first := firstIndex(w)
-	if n == 0 {
-		return errors.New("--observe 0: auto needs at least one epoch observed")
-	}
 	// The epochs observed come before the migration's start, a synthetic
 	// workload's too (it predicted from the epochs it then migrated
 	// through, which flattered auto).

@@ -280,6 +280,14 @@ func TestSimulateAuto(t *testing.T) {
 		!strings.Contains(err.Error(), "give --observe fewer (--observe 30 leaves half to migrate), or --start an epoch") {
 		t.Errorf("observing the whole trace: %v, want how to do with it", err)
 	}
+	// Under 1 is refused alike: -3 was called "not 0 or more", and 0
+	// was then refused too.
+	for _, n := range []string{"0", "-3"} {
+		if _, _, err := runApp(t, "simulate", "--trace", simTrace, "--mode", "auto", "--observe", n); err == nil ||
+			err.Error() != "--observe "+n+": auto needs at least one epoch observed" {
+			t.Errorf("--observe %s: %v", n, err)
+		}
+	}
 }
 
 // watchSims says each mode's result as it ends and, every interval, the
