@@ -607,15 +607,17 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 			Mode string         `json:"mode"`
 			Info *migrator.Info `json:"query-migrate,omitempty"`
 			// Why there is no Info: the simulation failed, or stopped
-			// once the mode could no longer be the best.
+			// once the mode could no longer be the best (stopped-short
+			// true, as in query-migrate's x-pagecast.auto, and why).
 			Error        string `json:"error,omitempty"`
-			StoppedShort string `json:"stopped-short,omitempty"`
+			StoppedShort bool   `json:"stopped-short,omitempty"`
+			Why          string `json:"why,omitempty"`
 		}
 		predicted := func(r simulate.Result) prediction {
 			p := prediction{Mode: r.Mode}
 			switch {
 			case errors.Is(r.Err, simulate.ErrCannotWin):
-				p.StoppedShort = r.Err.Error()
+				p.StoppedShort, p.Why = true, r.Err.Error()
 			case r.Err != nil:
 				p.Error = r.Err.Error()
 			default:
