@@ -39,12 +39,13 @@ type Reader struct {
 	eof  bool  // src has no more bytes
 	err  error // sticky read error
 
-	last   uint64
-	any    bool
-	damage []Damage
-	open   *Damage // damage being extended until a good record is found
-	grid   crcGrid // checks records in damage in constant time
-	summed int64   // bytes checksummed, for tests of the work done
+	last    uint64
+	any     bool
+	skipped uint64 // epoch indices between those read that the trace lacks
+	damage  []Damage
+	open    *Damage // damage being extended until a good record is found
+	grid    crcGrid // checks records in damage in constant time
+	summed  int64   // bytes checksummed, for tests of the work done
 }
 
 // Open opens the trace file at path and reads its header. The caller must
@@ -150,6 +151,11 @@ func (r *Reader) Version() (major, minor int) { return r.major, r.minor }
 // has returned io.EOF, all of them.
 func (r *Reader) Damage() []Damage { return r.damage }
 
+// Skipped returns how many epoch indices between the first epoch read so
+// far and the last the trace lacks: epochs lost to damage, or a recording
+// that left them out.
+func (r *Reader) Skipped() uint64 { return r.skipped }
+
 // Close closes the file of a Reader made by Open; it does nothing for one
 // made by NewReader.
 func (r *Reader) Close() error {
@@ -178,6 +184,9 @@ func (r *Reader) Next() (Epoch, error) {
 				return Epoch{}, io.EOF
 			}
 			r.pos += size
+			if r.any {
+				r.skipped += e.Index - r.last - 1 // indices ascend
+			}
 			r.last, r.any = e.Index, true
 			return e, nil
 		}

@@ -221,6 +221,10 @@ func traceExport(c *cli.Context) error {
 	if d := r.Damage(); len(d) > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s is damaged: exported what reads, skipped %s (see pagecast trace info)\n", path, stretches(len(d)))
 	}
+	if n := r.Skipped(); n > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s lacks %d epoch indices between its first and last (lost to damage, or never recorded): %s rows cannot say so, and pagecast trace import reads a CSV's as empty epochs, refusing more than %d of those (and one more for every %d bytes of rows)\n",
+			path, n, map[string]string{"csv": "CSV", "parquet": "Parquet"}[format], trace.MaxImportGap, trace.ImportBytesPerGap)
+	}
 	if output != "" && output != "-" {
 		fmt.Fprintf(c.App.Writer, "exported %d rows to %s\n", rows, output)
 	}

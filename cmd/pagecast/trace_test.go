@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -79,6 +80,38 @@ func TestTraceImportExport(t *testing.T) {
 	}
 	if csv.String() != traceCSV {
 		t.Fatalf("parquet rows %v", rows)
+	}
+}
+
+// A trace that lacks epoch indices is exported with a warning that a CSV
+// cannot say so: imported back, they are empty epochs, and more than
+// trace.MaxImportGap of them were refused without a word of why at export.
+func TestTraceExportSkipped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gaps.pct")
+	w, err := trace.Create(path, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []uint64{1, 2, 10, 5000} {
+		if err := w.Append(trace.Epoch{Index: i, Pages: []uint64{i % 256}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := runApp(t, "trace", "export", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdout != "epoch,page\n1,1\n2,2\n10,10\n5000,136\n" {
+		t.Errorf("export printed %q", stdout)
+	}
+	if !strings.Contains(stderr, "lacks 4996 epoch indices between its first and last") || !strings.Contains(stderr, "CSV rows cannot say so") {
+		t.Errorf("no warning of the indices lacking: %q", stderr)
+	}
+	if _, stderr, _ := runApp(t, "trace", "export", importTrace(t)); stderr != "" {
+		t.Errorf("a trace of every index warned: %q", stderr)
 	}
 }
 
