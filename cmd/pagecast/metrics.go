@@ -112,11 +112,24 @@ func serveMetrics(l net.Listener, cs ...prometheus.Collector) (stop func()) {
 	return stop
 }
 
+// labelled is a collector whose metrics serveMetrics serves with labels
+// besides their own.
+type labelled struct {
+	labels prometheus.Labels
+	prometheus.Collector
+}
+
 // serveMetricsCounted is serveMetrics that also counts the scrapes served.
 func serveMetricsCounted(l net.Listener, cs ...prometheus.Collector) (stop func(), scrapes func() uint64) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(cs...)
+	for _, c := range cs {
+		if l, ok := c.(labelled); ok {
+			prometheus.WrapRegistererWith(l.labels, reg).MustRegister(l.Collector)
+			continue
+		}
+		reg.MustRegister(c)
+	}
 	mux := http.NewServeMux()
 	var n atomic.Uint64
 	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

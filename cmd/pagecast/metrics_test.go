@@ -157,6 +157,7 @@ func TestMetricsFlagRefusals(t *testing.T) {
 	}{
 		{[]string{"vm", "run", "--monitor", "qemu", "--metrics", "127.0.0.1:0"}, "pagecast migrate --metrics"},
 		{[]string{"vm", "run", "--monitor", "pagecast", "--metrics", "127.0.0.1:0"}, "--metrics needs --qmp"},
+		{[]string{"profile", "--qmp", "unix:/nonexistent.sock", "--name", "web-1"}, "--name is the VM's name in the metrics' vm label: give --metrics too"},
 	} {
 		_, _, err := runApp(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/bitmap"
@@ -60,6 +61,7 @@ func profileCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "time between the printed lines, each of the epochs within it (at least one epoch: 0 prints every epoch)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "trace file to write (pagecast trace info/export read it)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9471"},
+			&cli.StringFlag{Name: "name", Usage: "with --metrics, the VM's name in the metrics' vm label, as migrate --name and vm run --name (default: the QMP socket's file name without its extension; without --qmp, pid N)"},
 			&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the profile has ended keep serving until Prometheus, if it has scraped them, has scraped the end twice, at most this long (its last epochs would be lost otherwise); 0 stops at once"},
 			&cli.StringFlag{Name: "hook", Usage: "use this hook instead of the best available (see --list-hooks)"},
 			&cli.BoolFlag{Name: "list-hooks", Usage: "list the hooks and whether each works here, then exit"},
@@ -94,6 +96,9 @@ func runProfile(c *cli.Context) error {
 	if c.IsSet("metrics-linger") && !c.IsSet("metrics") {
 		// As migrate says (walk 52: it was taken and did nothing).
 		return errors.New("--metrics-linger is how long --metrics serves after the end: give --metrics too, or leave it out")
+	}
+	if c.IsSet("name") && !c.IsSet("metrics") {
+		return errors.New("--name is the VM's name in the metrics' vm label: give --metrics too, or leave it out")
 	}
 	perLine := max(1, int(c.Duration("interval")/cfg.Epoch)) // epochs a printed line sums
 	if spec := c.String("qmp"); spec != "" {
@@ -199,7 +204,13 @@ func runProfile(c *cli.Context) error {
 		fmt.Fprintln(out, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-memfd,id=ram,size=SIZE,share=on -machine memory-backend=ram)")
 	}
 	if metrics != nil {
-		stop, scrapes := serveMetricsCounted(metrics, col.Metrics())
+		// A vm label, as migrate's and predict serve's metrics have: a
+		// fleet told its VMs apart by scrape target only (walk 52).
+		name := vmName(c, cfg.QMP)
+		if cfg.QMP == "" && !c.IsSet("name") {
+			name = fmt.Sprintf("pid %d", t.PID)
+		}
+		stop, scrapes := serveMetricsCounted(metrics, labelled{prometheus.Labels{"vm": name}, col.Metrics()})
 		defer func() {
 			// Prometheus scrapes every few seconds: the last epochs
 			// reach it only if the end is served a while.

@@ -133,13 +133,13 @@ func TestProfileTCG(t *testing.T) {
 	out := filepath.Join(dir, "vm.pct")
 	metrics := freeAddr(t)
 	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+vm.sock, "--duration", "3500ms", "--epoch", "250ms",
-		"--out", out, "--metrics", metrics)
+		"--out", out, "--metrics", metrics, "--name", "web-1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exposition := scrape(t, "http://"+metrics+"/metrics", "pagecast_profiler_epochs_total 2")
+	exposition := scrape(t, "http://"+metrics+"/metrics", `pagecast_profiler_epochs_total{vm="web-1"} 2`)
 	// Scraped as Prometheus would, every 1.5 s: once the profile has
 	// ended its metrics are served until the end has been scraped twice,
 	// so the last scrape holds every epoch.
@@ -168,7 +168,9 @@ func TestProfileTCG(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
 	}
-	for _, want := range []string{`pagecast_profiler_hook_info{hook="tcg-plugin"} 1`, "pagecast_guest_memory_bytes 3.3554432e+07"} {
+	// Every series of the profile's own carries the VM's name (--name), as
+	// migrate's do: a fleet told its VMs apart by scrape target only.
+	for _, want := range []string{`pagecast_profiler_hook_info{hook="tcg-plugin",vm="web-1"} 1`, `pagecast_guest_memory_bytes{vm="web-1"} 3.3554432e+07`} {
 		if !strings.Contains(exposition, want) {
 			t.Errorf("metrics lack %q:\n%s", want, exposition)
 		}
@@ -190,14 +192,14 @@ func TestProfileTCG(t *testing.T) {
 	if meta.Hook != "tcg-plugin" || meta.MemoryBytes != 32<<20 || len(epochs) < 10 || len(damage) != 0 {
 		t.Fatalf("trace: meta %+v, %d epochs, damage %v", meta, len(epochs), damage)
 	}
-	if want := fmt.Sprintf("pagecast_profiler_epochs_total %d\n", len(epochs)); !strings.Contains(last, want) {
+	if want := fmt.Sprintf("pagecast_profiler_epochs_total{vm=\"web-1\"} %d\n", len(epochs)); !strings.Contains(last, want) {
 		t.Errorf("the last scrape lacks %q: the profile's last epochs never reached Prometheus", want)
 	}
 	// The writes recorded, as the profile said them: served on after its
 	// end, they went on counting the plugin's (408 M against 286 M said).
 	if m := regexp.MustCompile(`; (\d+) writes recorded`).FindStringSubmatch(text); m == nil {
 		t.Errorf("no writes recorded said:\n%s", text)
-	} else if n, _ := strconv.ParseFloat(m[1], 64); !strings.Contains(last, "pagecast_profiler_events_total "+strconv.FormatFloat(n, 'g', -1, 64)+"\n") {
+	} else if n, _ := strconv.ParseFloat(m[1], 64); !strings.Contains(last, `pagecast_profiler_events_total{vm="web-1"} `+strconv.FormatFloat(n, 'g', -1, 64)+"\n") {
 		t.Errorf("the last scrape's events differ from the %s writes the profile said:\n%s", m[1], last)
 	}
 	for _, e := range epochs {
