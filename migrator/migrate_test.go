@@ -1168,3 +1168,18 @@ func TestThrottleTimeWithinRound(t *testing.T) {
 	}
 	t.Fatal("no throttled round lasted 300 ms to watch")
 }
+
+// A harvest that comes before round 1 has moved enough to measure the
+// link does not stop the migration on the 1 GiB/s guess made without a
+// cap. An epoch of a microsecond makes the first harvest come before the
+// first page, as a source starved of CPU had it: a 256 MiB guest then
+// fitted the guess whole and was stopped with every page pending (a walk:
+// rounds [0 65536], 416 ms of downtime against 300).
+func TestNoStopOnTheGuess(t *testing.T) {
+	m := migrate(t, lightLoad, Config{Mode: ModePrecopy, Epoch: time.Microsecond})
+	rp := m.info.Pagecast.RoundPages
+	if len(rp) < 2 || rp[0]*PageSize < 1<<20 {
+		t.Errorf("round 1 sent %v pages before the stop (%s): the link's rate was a guess until it had sent %d bytes",
+			rp, m.info.Pagecast.StopReason, 1<<20)
+	}
+}

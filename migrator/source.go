@@ -873,7 +873,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 	cfg := s.m.cfg
 	bw := float64(cfg.MaxBandwidth)
 	if bw == 0 {
-		bw = 1 << 30 // a guess until round 1 has measured the link
+		bw = guessBW // a guess until round 1 has measured the link
 	}
 	s.wireShare = 1
 	reserve := float64(s.switchoverBytes())
@@ -898,7 +898,8 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		startPending := s.pendingN
 		s.polTime = 0
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
-		s.round = roundRate{start: start, bytes: startBytes, bw: bw, stopBW: bw, reserve: reserve, guessed: !measured}
+		s.round = roundRate{start: start, bytes: startBytes, bw: bw, stopBW: bw, reserve: reserve, guessed: !measured,
+			unknown: !measured && cfg.MaxBandwidth == 0}
 		fitted, err := s.sendPass(ctx, round, true, true)
 		if err != nil {
 			return "", false, err
@@ -911,7 +912,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		}
 		elapsed := s.m.clock.Now().Sub(start)
 		sent := s.w.Bytes() - startBytes
-		if (sent >= 1<<20 || bw == 1<<30) && elapsed > 0 { // a round this short says little about the link
+		if (sent >= minMeasure || bw == guessBW) && elapsed > 0 { // a round this short says little about the link
 			bw = float64(sent) / elapsed.Seconds()
 			// The cap as it is now: migrate-set-parameters may have set
 			// or lifted it (0) since the start. (Going by the cap the
@@ -1104,6 +1105,26 @@ type roundRate struct {
 	bw, reserve float64 // the rate and other bytes its stop was set for
 	stopBW      float64 // the rate stopAt is set for now: bw, or lower (see remeasure)
 	guessed     bool    // bw is the cap, or a guess without one: no round has measured the link
+	unknown     bool    // bw is guessBW: no cap, and no round has measured the link
+}
+
+// guessBW is the link's rate the first round plans with where there is no
+// cap, until it has moved minMeasure bytes and can tell.
+const guessBW = 1 << 30
+
+// minMeasure is the fewest bytes a round must have moved for its rate to
+// be taken as the link's.
+const minMeasure = 1 << 20
+
+// known says whether a harvest may stop the round on its rate, written
+// being the bytes the link has been given so far: not while the rate is
+// guessBW and the round has moved too little to measure. (A harvest that
+// came before the first page went, the source's CPU busy elsewhere, took
+// a 256 MiB guest to fit the 1 GiB/s guess whole, and stopped it with
+// everything pending: 416 ms of downtime against 300, found by a walk; at
+// the end of round 1 the link is measured whatever it moved.)
+func (r *roundRate) known(written uint64) bool {
+	return !r.unknown || written-r.bytes >= minMeasure
 }
 
 // remeasure, at a harvest in a round begun before any round had measured
@@ -1120,7 +1141,7 @@ func (s *sender) remeasure() {
 		return
 	}
 	sent, elapsed := s.w.Bytes()-r.bytes, s.m.clock.Now().Sub(r.start)
-	if sent < 1<<20 || elapsed <= 0 {
+	if sent < minMeasure || elapsed <= 0 {
 		return // too little to say
 	}
 	if bw := float64(sent) / elapsed.Seconds(); bw < r.bw {
@@ -1560,7 +1581,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 				return false, err
 			}
 			s.remeasure()
-			if s.pendingN <= s.stopAt && s.fitsCoded() {
+			if s.pendingN <= s.stopAt && s.round.known(s.w.Bytes()) && s.fitsCoded() {
 				return true, nil
 			}
 			s.observe(dirty)
