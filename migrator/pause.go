@@ -102,5 +102,16 @@ func (w *PauseWatch) Paused(timeout time.Duration) (time.Duration, error) {
 	return w.resAt.Sub(w.stopAt), nil
 }
 
+// Resumed says whether the destination's RESUME has come so far: the
+// guest has run there. It does not wait, and leaves Paused to tell when.
+func (w *PauseWatch) Resumed() bool {
+	select {
+	case t := <-w.resume:
+		w.resAt, w.resOK = t, true
+	default:
+	}
+	return w.resOK
+}
+
 // Close stops watching; the monitors' events are left to others.
 func (w *PauseWatch) Close() { w.cancel() }

@@ -431,6 +431,34 @@ func destMemorySize(s uint64, dst qmp.Monitor) error {
 		units.FormatBytes(float64(d)), units.FormatBytes(float64(s)), s>>20)
 }
 
+// SameVCPUs refuses a destination QEMU (dst, --dest-qmp) with another
+// number of vCPUs than the source's, before anything starts: QEMU's own
+// destination takes the whole stream, then refuses the state ("Unknown
+// savevm section or instance 'cpu_common' 1") and exits (walk 56); the
+// wire's handshake refuses it for pagecast's engine, after mode auto has
+// watched the guest. Where either QEMU does not say, the migration finds
+// out.
+func SameVCPUs(src, dst qmp.Monitor) error {
+	s, d := vcpuCount(src), vcpuCount(dst)
+	if s == 0 || d == 0 || s == d {
+		return nil
+	}
+	return fmt.Errorf("the destination QEMU (--dest-qmp) has %d vCPUs, the source %d: a migration needs the same (QEMU's own destination would refuse the state once it came); start the destination with -smp %d",
+		d, s, s)
+}
+
+// vcpuCount is the number of vCPUs of the QEMU behind m; 0 where it does
+// not say.
+func vcpuCount(m qmp.Monitor) int {
+	var cpus []struct {
+		Index int `json:"cpu-index"`
+	}
+	if clientRun(m, "query-cpus-fast", nil, &cpus) != nil {
+		return 0
+	}
+	return len(cpus)
+}
+
 // SetupQEMU plans p for the QEMU behind src (its RAM from
 // query-memory-size-summary) and sends the plan: the destination's
 // capabilities on dst first (it must have them before the stream

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -313,6 +314,9 @@ func runMigrate(c *cli.Context) (err error) {
 			if err := migrator.SameMemorySize(mon, dst); err != nil {
 				return err
 			}
+			if err := migrator.SameVCPUs(mon, dst); err != nil {
+				return err
+			}
 		}
 		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst), c.String("to"))
 		if err != nil {
@@ -395,9 +399,16 @@ func runMigrate(c *cli.Context) (err error) {
 	// What becomes of the guest if QEMU's migration fails: it goes on as
 	// it was, running or paused.
 	kept := "the guest keeps running on the source"
+	sourceRan := true // the guest ran on the source when the migration began
 	if plan != nil {
-		if st, err := qemu.RunState(mon); err == nil && st == "paused" {
-			kept = "the guest was paused before the migration and stays paused on the source"
+		switch st, err := qemu.RunState(mon); {
+		case err != nil:
+		case st == "paused":
+			kept, sourceRan = "the guest was paused before the migration and stays paused on the source", false
+		case st == "prelaunch":
+			// Started with -S and never resumed (walk 56: it said the
+			// guest "keeps running").
+			kept, sourceRan = "the guest had not started on the source (prelaunch: QEMU's -S, no cont yet) and stays so", false
 		}
 	}
 	err = migrator.Migrate(mon, c.String("to"))
@@ -546,6 +557,15 @@ func runMigrate(c *cli.Context) (err error) {
 			metrics.ObserveSlowdown(plan.Slowdown)
 		}
 	}
+	if plan != nil && dst != nil {
+		note, err := settleDestination(mon, dst, sourceRan, switched || plan.Postcopy, pause.Resumed, settleWait)
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			fmt.Fprintln(c.App.ErrWriter, "pagecast: "+note)
+		}
+	}
 	paused := guestPaused(pause)
 	writeSummary(c.App.Writer, info, plan, paused, p.DowntimeLimit)
 	if auto != nil {
@@ -554,6 +574,89 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 	}
 	return unconfirmed(info)
+}
+
+// settleWait is how long the destination QEMU has, once QEMU's migration
+// has completed on the source, to load what came.
+var settleWait = 10 * time.Second
+
+// settleDestination, once QEMU's migration to the destination QEMU dst has
+// completed on the source mon, waits for dst to have loaded what came and
+// sees that the guest runs. QEMU's source says completed once the stream
+// is sent; a destination that refuses it (vCPUs or devices unlike the
+// source's: "Unknown savevm section") exits, and the guest, left in
+// postmigrate on the source, ran nowhere while migrate said completed
+// (walk 56): the source is resumed (cont) where it ran the guest, and
+// neither a post-copy nor a RESUME of the destination's (ranThere) says
+// the guest ran on there since, and the migration fails. A destination
+// that does not answer is waited for, never taken for gone: resuming the
+// source while it may yet run the guest would run it twice. A destination
+// started with -S, as libvirt starts one, waits paused: it is resumed
+// where the source ran the guest, as pagecast's receiver resumes its own
+// (it was left paused, unsaid), and note says so. sourceRan: the source
+// ran the guest when the migration began; postcopy: the migration used
+// post-copy, which runs the guest on the destination.
+func settleDestination(mon, dst qemu.Runner, sourceRan, postcopy bool, ranThere func() bool, wait time.Duration) (note string, err error) {
+	var st string
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		st, err = runStateWithin(dst, 2*time.Second)
+		if err == nil && st != "inmigrate" || err != nil && !errors.Is(err, migrator.ErrNoAnswer) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("QEMU's migration completed on the source, but %v later the destination QEMU was still loading it (%s): "+
+				"the source holds the guest in postmigrate; once the destination runs it, quit the source, or if the destination fails, send the source QMP cont", wait, cmp.Or(st, "no answer on --dest-qmp"))
+		}
+	}
+	if err != nil {
+		why := fmt.Sprintf("QEMU's migration completed on the source, but the destination QEMU no longer answers on --dest-qmp (%v): it refused what came and exited, or was stopped "+
+			"(its stderr says why; vCPUs or devices unlike the source's give \"Unknown savevm section\")", err)
+		switch {
+		case ranThere():
+			return "", errors.New(why + "; the guest had run there (RESUME), so the source's copy is stale and is not resumed")
+		case postcopy:
+			return "", errors.New(why + "; post-copy ran the guest there, so the source's copy is stale and is not resumed")
+		case !sourceRan:
+			return "", errors.New(why + "; the guest was not running on the source before, and is left as it is there (postmigrate)")
+		}
+		if cerr := qemu.QMP(mon, "cont", nil, nil); cerr != nil {
+			return "", fmt.Errorf("%s; resuming the guest on the source failed (%v): it runs nowhere until the source gets QMP cont", why, cerr)
+		}
+		return "", errors.New(why + "; the guest runs on at the source again (pagecast sent it cont)")
+	}
+	switch {
+	case st == "running":
+		return "", nil
+	case (st == "paused" || st == "prelaunch") && sourceRan:
+		if cerr := qemu.QMP(dst, "cont", nil, nil); cerr != nil {
+			return "", fmt.Errorf("the destination QEMU holds the migrated guest paused (%s: started with -S) and resuming it failed (%v): send it QMP cont", st, cerr)
+		}
+		return fmt.Sprintf("the destination QEMU held the migrated guest paused (%s: started with -S, as libvirt starts one); pagecast resumed it (cont), as its own receiver does", st), nil
+	case st == "paused" || st == "prelaunch":
+		return "the destination QEMU holds the guest paused, as the source had it", nil
+	}
+	return "", fmt.Errorf("QEMU's migration completed on the source, but the destination QEMU is %s, not running: the guest runs nowhere; the source holds it in postmigrate. "+
+		"See the destination's stderr; if it cannot run the guest, quit it and send the source QMP cont", st)
+}
+
+// runStateWithin is qemu.RunState, given up after wait (ErrNoAnswer): a
+// destination QEMU stuck loading may not answer.
+func runStateWithin(mon qemu.Runner, wait time.Duration) (string, error) {
+	type reply struct {
+		st  string
+		err error
+	}
+	done := make(chan reply, 1)
+	go func() {
+		st, err := qemu.RunState(mon)
+		done <- reply{st, err}
+	}()
+	select {
+	case r := <-done:
+		return r.st, r.err
+	case <-time.After(wait):
+		return "", migrator.ErrNoAnswer
+	}
 }
 
 // errNoRoundCap refuses --max-rounds 0 where pagecast's engine migrates:

@@ -713,3 +713,91 @@ func TestIncomingQEMUCancelled(t *testing.T) {
 		t.Errorf("the destination of a cancelled migration: exit status %d\n%s", code, dst.stderr.String())
 	}
 }
+
+// startQEMUExtra is startQEMU with QEMU options of its own: extra.
+func startQEMUExtra(t *testing.T, incoming string, extra ...string) *qemu.VM {
+	t.Helper()
+	w, err := guest.ParseWorkload("hotset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := qemu.Start(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: migrateQEMUMemory, Cmdline: w.Cmdline(1),
+		Seed: 1, Incoming: incoming, Extra: extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	if incoming == "" {
+		for deadline := time.Now().Add(time.Minute); qemuProgress(t, vm) == 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("guest made no progress in a minute")
+			}
+		}
+	}
+	return vm
+}
+
+// TestMigrateQEMUDestinationRefusesState: QEMU's own migration to a
+// destination QEMU that refuses the state once it has come (a device the
+// source has and it lacks) and exits fails, and the guest runs on at the
+// source, resumed (it said completed, and left the guest in postmigrate,
+// running nowhere: walk 56). One of other vCPUs is refused before
+// anything starts.
+func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src := startQEMUExtra(t, "", "-smp", "2", "-device", "virtio-balloon-pci")
+	uri := freeTCP(t)
+	dst := startQEMUExtra(t, uri, "-smp", "1")
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+		"--engine", "qemu", "--mode", "precopy", "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the destination QEMU (--dest-qmp) has 1 vCPUs, the source 2") || !strings.Contains(string(out), "-smp 2") {
+		t.Errorf("migrate to a destination of 1 vCPU from one of 2: %v\n%s", err, out)
+	}
+	dst.Close()
+	uri = freeTCP(t)
+	dst = startQEMUExtra(t, uri, "-smp", "2")
+	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+		"--engine", "qemu", "--mode", "precopy", "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the destination QEMU no longer answers on --dest-qmp") ||
+		!strings.Contains(string(out), "the guest runs on at the source again (pagecast sent it cont)") {
+		t.Errorf("migrate to a destination that refused the state: %v\n%s", err, out)
+	}
+	if st := qemuRunState(t, src); st != "running" {
+		t.Fatalf("source after the destination refused the state: %s, want running", st)
+	}
+	p0 := qemuProgress(t, src)
+	time.Sleep(300 * time.Millisecond)
+	if p1 := qemuProgress(t, src); p1 <= p0 {
+		t.Errorf("guest progress on the source stuck at %d after it was resumed", p0)
+	}
+}
+
+// TestMigrateQEMUDestinationStartedPaused: a destination QEMU started with
+// -S, as libvirt starts one, holds the migrated guest paused; pagecast
+// resumes it, as its own receiver does, and says so (it was left paused,
+// the guest running nowhere, unsaid: walk 56).
+func TestMigrateQEMUDestinationStartedPaused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src := startQEMUExtra(t, "")
+	uri := freeTCP(t)
+	dst := startQEMUExtra(t, uri, "-S")
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+		"--engine", "qemu", "--mode", "precopy", "--quiet").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "started with -S, as libvirt starts one); pagecast resumed it (cont)") {
+		t.Errorf("migrate to a destination started with -S: %v\n%s", err, out)
+	}
+	if st := qemuRunState(t, dst); st != "running" {
+		t.Fatalf("destination after the migration: %s, want running", st)
+	}
+	p0 := qemuProgress(t, dst)
+	time.Sleep(300 * time.Millisecond)
+	if p1 := qemuProgress(t, dst); p1 <= p0 {
+		t.Errorf("guest progress on the destination stuck at %d", p0)
+	}
+}
