@@ -22,7 +22,8 @@ func pluginCommand() *cli.Command {
 		Name:  "plugin",
 		Usage: "install pagecast's QEMU TCG plugin and print the -plugin option for a QEMU you start yourself",
 		Description: "Under QEMU's TCG emulator there is no KVM dirty tracking for eBPF to watch: pagecast's TCG plugin,\n" +
-			"loaded by QEMU, records each guest store's guest-physical page in shared memory, and\n" +
+			"loaded by QEMU, records the page of each guest store to RAM in shared memory (QEMU 7.2 names it by\n" +
+			"its offset in guest RAM, QEMU 8.2 by its guest-physical frame; pagecast maps either), and\n" +
 			"`pagecast profile --qmp` reads it from there. This writes the plugin (built into pagecast) to\n" +
 			"--dir and prints the option to add to QEMU's command line.\n\n" +
 			"Example: pagecast plugin --dir /usr/local/lib/pagecast --memory 4G",
