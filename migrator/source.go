@@ -898,8 +898,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		startPending := s.pendingN
 		s.polTime = 0
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
-		s.round = roundRate{start: start, bytes: startBytes, bw: bw, stopBW: bw, reserve: reserve, guessed: !measured,
-			unknown: !measured && cfg.MaxBandwidth == 0}
+		s.round = roundRate{start: start, bytes: startBytes, bw: bw, stopBW: bw, reserve: reserve, guessed: !measured}
 		fitted, err := s.sendPass(ctx, round, true, true)
 		if err != nil {
 			return "", false, err
@@ -1105,7 +1104,6 @@ type roundRate struct {
 	bw, reserve float64 // the rate and other bytes its stop was set for
 	stopBW      float64 // the rate stopAt is set for now: bw, or lower (see remeasure)
 	guessed     bool    // bw is the cap, or a guess without one: no round has measured the link
-	unknown     bool    // bw is guessBW: no cap, and no round has measured the link
 }
 
 // guessBW is the link's rate the first round plans with where there is no
@@ -1117,14 +1115,16 @@ const guessBW = 1 << 30
 const minMeasure = 1 << 20
 
 // known says whether a harvest may stop the round on its rate, written
-// being the bytes the link has been given so far: not while the rate is
-// guessBW and the round has moved too little to measure. (A harvest that
-// came before the first page went, the source's CPU busy elsewhere, took
-// a 256 MiB guest to fit the 1 GiB/s guess whole, and stopped it with
-// everything pending: 416 ms of downtime against 300, found by a walk; at
-// the end of round 1 the link is measured whatever it moved.)
+// being the bytes the link has been given so far: not while no round has
+// measured the link (the rate is the cap, an upper bound, or guessBW) and
+// this one has moved too little to. (A harvest that came before the first
+// page went, the source's CPU busy elsewhere, took a 256 MiB guest to fit
+// the 1 GiB/s guess whole, and stopped it with everything pending: 416 ms
+// of downtime against 300, found by a walk; a cap of 1 GiB/s did the same,
+// found by a review. At the end of round 1 the round's rate is taken,
+// whatever it moved.)
 func (r *roundRate) known(written uint64) bool {
-	return !r.unknown || written-r.bytes >= minMeasure
+	return !r.guessed || written-r.bytes >= minMeasure
 }
 
 // remeasure, at a harvest in a round begun before any round had measured
