@@ -18,6 +18,7 @@ import (
 type PauseWatch struct {
 	cancel        context.CancelFunc
 	stop, resume  chan time.Time
+	resumeDone    chan struct{} // closed once the destination's events are no longer read
 	stopAt, resAt time.Time
 	stopOK, resOK bool
 }
@@ -29,12 +30,13 @@ type PauseWatch struct {
 // be watched again in the next migration.
 func WatchPause(src, dst qmp.Monitor) (*PauseWatch, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &PauseWatch{cancel: cancel, stop: make(chan time.Time, 1), resume: make(chan time.Time, 1)}
+	w := &PauseWatch{cancel: cancel, stop: make(chan time.Time, 1), resume: make(chan time.Time, 1), resumeDone: make(chan struct{})}
 	for _, m := range []struct {
 		mon   qmp.Monitor
 		event string
 		to    chan time.Time
-	}{{src, "STOP", w.stop}, {dst, "RESUME", w.resume}} {
+		done  chan struct{}
+	}{{src, "STOP", w.stop, nil}, {dst, "RESUME", w.resume, w.resumeDone}} {
 		events, err := m.mon.Events(ctx)
 		if err != nil {
 			cancel()
@@ -42,6 +44,9 @@ func WatchPause(src, dst qmp.Monitor) (*PauseWatch, error) {
 		}
 		drain(events)
 		go func() {
+			if m.done != nil {
+				defer close(m.done)
+			}
 			for {
 				select {
 				case e, ok := <-events:
@@ -102,13 +107,26 @@ func (w *PauseWatch) Paused(timeout time.Duration) (time.Duration, error) {
 	return w.resAt.Sub(w.stopAt), nil
 }
 
-// Resumed says whether the destination's RESUME has come so far: the
-// guest has run there. It does not wait, and leaves Paused to tell when.
-func (w *PauseWatch) Resumed() bool {
+// Resumed says whether the destination's RESUME has come: the guest has
+// run there. It waits up to wait for the events the destination sent and
+// the watch has not yet read (it read them all once its monitor closed),
+// and leaves Paused to tell when.
+func (w *PauseWatch) Resumed(wait time.Duration) bool {
+	if w.resOK {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	select {
-	case t := <-w.resume:
-		w.resAt, w.resOK = t, true
-	default:
+	case r := <-w.resume:
+		w.resAt, w.resOK = r, true
+	case <-w.resumeDone:
+		select {
+		case r := <-w.resume:
+			w.resAt, w.resOK = r, true
+		default:
+		}
+	case <-t.C:
 	}
 	return w.resOK
 }

@@ -70,3 +70,37 @@ func TestPauseWatch(t *testing.T) {
 		t.Errorf("RESUME before STOP: err %v", err)
 	}
 }
+
+// Resumed sees a RESUME the destination sent before its monitor closed,
+// even one the watch had not read yet (review 58: read at once, it missed
+// it every time, and the source would have been resumed after the guest
+// ran on the destination); Paused still times the pause after it.
+func TestPauseWatchResumed(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for range 100 {
+		src, dst := eventMonitor{ch: make(chan qmp.Event, 8)}, eventMonitor{ch: make(chan qmp.Event, 8)}
+		w, err := WatchPause(src, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.ch <- event("STOP", t0)
+		dst.ch <- event("RESUME", t0.Add(time.Millisecond))
+		close(dst.ch) // the destination exits
+		if !w.Resumed(time.Second) {
+			t.Fatal("a RESUME sent before the destination's monitor closed was missed")
+		}
+		if got, err := w.Paused(time.Second); err != nil || got != time.Millisecond {
+			t.Fatalf("paused %v, %v after Resumed", got, err)
+		}
+	}
+	src, dst := eventMonitor{ch: make(chan qmp.Event, 8)}, eventMonitor{ch: make(chan qmp.Event, 8)}
+	w, err := WatchPause(src, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	close(dst.ch)
+	if w.Resumed(time.Second) {
+		t.Error("Resumed with no RESUME sent")
+	}
+}

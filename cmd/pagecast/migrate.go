@@ -25,6 +25,7 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
@@ -399,16 +400,22 @@ func runMigrate(c *cli.Context) (err error) {
 	// What becomes of the guest if QEMU's migration fails: it goes on as
 	// it was, running or paused.
 	kept := "the guest keeps running on the source"
-	sourceRan := true // the guest ran on the source when the migration began
+	lastSource := "running" // the source's run state last seen (QEMU's engine, given --dest-qmp: settleDestination)
+	destPID := 0            // the destination QEMU's process, where it is one of this host's
 	if plan != nil {
 		switch st, err := qemu.RunState(mon); {
 		case err != nil:
 		case st == "paused":
-			kept, sourceRan = "the guest was paused before the migration and stays paused on the source", false
+			kept, lastSource = "the guest was paused before the migration and stays paused on the source", st
 		case st == "prelaunch":
 			// Started with -S and never resumed (walk 56: it said the
 			// guest "keeps running").
-			kept, sourceRan = "the guest had not started on the source (prelaunch: QEMU's -S, no cont yet) and stays so", false
+			kept, lastSource = "the guest had not started on the source (prelaunch: QEMU's -S, no cont yet) and stays so", st
+		default:
+			lastSource = st
+		}
+		if dst != nil {
+			destPID = destinationPID(dst)
 		}
 	}
 	err = migrator.Migrate(mon, c.String("to"))
@@ -456,6 +463,14 @@ func runMigrate(c *cli.Context) (err error) {
 			sent = max(sent, i.RAM.Transferred)
 		}
 		interrupts.check(i.Status)
+		if plan != nil && dst != nil && !migrationmetrics.Finished(i.Status) {
+			// What the destination will hold the guest as: QEMU hands on
+			// the run state at the switch-over (an operator's stop during
+			// the migration, to make it converge, leaves it paused there).
+			if st, err := qemu.RunState(mon); err == nil && st != "finish-migrate" && st != "postmigrate" {
+				lastSource = st
+			}
+		}
 		throttle = max(throttle, i.CPUThrottlePercentage)
 		bar.update(i)
 		if metrics != nil {
@@ -558,7 +573,7 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 	}
 	if plan != nil && dst != nil {
-		note, err := settleDestination(mon, dst, sourceRan, switched || plan.Postcopy, pause.Resumed, settleWait)
+		note, err := settleDestination(ctx, mon, dst, settled{source: lastSource, postcopy: switched || plan.Switched != "", destPID: destPID, ranThere: pause.Resumed}, settleWait)
 		if err != nil {
 			return err
 		}
@@ -580,44 +595,77 @@ func runMigrate(c *cli.Context) (err error) {
 // has completed on the source, to load what came.
 var settleWait = 10 * time.Second
 
+// settled is what settleDestination knows of a QEMU migration that
+// completed on the source.
+type settled struct {
+	// source is the source's run state last seen before the switch-over:
+	// running, or what the guest was (paused by QMP stop, prelaunch,
+	// suspended) as QEMU hands it on to the destination.
+	source string
+	// postcopy: post-copy began, which runs the guest on the destination.
+	postcopy bool
+	// destPID is the destination QEMU's process where it is one of this
+	// host's (destinationPID); 0 where it is not known.
+	destPID int
+	// ranThere says whether the destination's RESUME has come, waiting up
+	// to its argument for the events it has not yet read.
+	ranThere func(time.Duration) bool
+}
+
 // settleDestination, once QEMU's migration to the destination QEMU dst has
 // completed on the source mon, waits for dst to have loaded what came and
 // sees that the guest runs. QEMU's source says completed once the stream
 // is sent; a destination that refuses it (vCPUs or devices unlike the
 // source's: "Unknown savevm section") exits, and the guest, left in
 // postmigrate on the source, ran nowhere while migrate said completed
-// (walk 56): the source is resumed (cont) where it ran the guest, and
-// neither a post-copy nor a RESUME of the destination's (ranThere) says
-// the guest ran on there since, and the migration fails. A destination
-// that does not answer is waited for, never taken for gone: resuming the
-// source while it may yet run the guest would run it twice. A destination
-// started with -S, as libvirt starts one, waits paused: it is resumed
-// where the source ran the guest, as pagecast's receiver resumes its own
-// (it was left paused, unsaid), and note says so. sourceRan: the source
-// ran the guest when the migration began; postcopy: the migration used
-// post-copy, which runs the guest on the destination.
-func settleDestination(mon, dst qemu.Runner, sourceRan, postcopy bool, ranThere func() bool, wait time.Duration) (note string, err error) {
-	var st string
-	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
-		st, err = runStateWithin(dst, 2*time.Second)
-		if err == nil && st != "inmigrate" || err != nil && !errors.Is(err, migrator.ErrNoAnswer) {
+// (walk 56). The source is resumed (cont) only where it is certain that
+// the guest runs nowhere else and never did since: the destination's
+// process, one of this host's, has exited; the source ran the guest at the
+// switch-over; no post-copy and no RESUME of the destination's. A
+// destination that stops answering but may live on (a remote one behind a
+// forwarded socket, a connection broken) is never taken for gone:
+// resuming the source while it may yet run the guest would run it twice,
+// on one disk. A destination started with -S, as libvirt starts one,
+// holds a guest the source ran paused: it is resumed, as pagecast's
+// receiver resumes its own (it was left paused, unsaid), and note says
+// so; one holding the guest as the source had it (paused by the operator
+// during the migration, suspended) is left so.
+func settleDestination(ctx context.Context, mon, dst qemu.Runner, st settled, wait time.Duration) (note string, err error) {
+	const postmigrate = "the source holds the guest in postmigrate"
+	var state string
+	for deadline := time.Now().Add(wait); ; {
+		state, err = runStateWithin(dst, 2*time.Second)
+		if err == nil && state != "inmigrate" || err != nil && !errors.Is(err, migrator.ErrNoAnswer) {
 			break
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("QEMU's migration completed on the source, but %v later the destination QEMU was still loading it (%s): "+
-				"the source holds the guest in postmigrate; once the destination runs it, quit the source, or if the destination fails, send the source QMP cont", wait, cmp.Or(st, "no answer on --dest-qmp"))
+				"%s; once the destination runs the guest, quit the source, or if the destination fails, send the source QMP cont", wait, cmp.Or(state, "no answer on --dest-qmp"), postmigrate)
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("interrupted while the destination QEMU loaded what QEMU's migration sent (%s): %s; check the destination (query-status) before you resume either",
+				cmp.Or(state, "no answer on --dest-qmp"), postmigrate)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	if err != nil {
-		why := fmt.Sprintf("QEMU's migration completed on the source, but the destination QEMU no longer answers on --dest-qmp (%v): it refused what came and exited, or was stopped "+
-			"(its stderr says why; vCPUs or devices unlike the source's give \"Unknown savevm section\")", err)
+		why := fmt.Sprintf("QEMU's migration completed on the source, but the destination QEMU no longer answers on --dest-qmp (%v)", err)
+		gone := st.destPID != 0 && exitsWithin(st.destPID, 2*time.Second)
 		switch {
-		case ranThere():
+		case !gone && st.destPID == 0:
+			return "", fmt.Errorf("%s, and pagecast cannot tell whether it runs the guest (it is not a QEMU of this host): %s; check the destination, and only if it has exited send the source QMP cont", why, postmigrate)
+		case !gone:
+			return "", fmt.Errorf("%s, yet its process (pid %d) runs on: %s; check the destination, and only if it has exited send the source QMP cont", why, st.destPID, postmigrate)
+		}
+		why += ": it refused what came and exited, or was stopped (its stderr says why; vCPUs or devices unlike the source's give \"Unknown savevm section\")"
+		switch {
+		case st.ranThere(time.Second):
 			return "", errors.New(why + "; the guest had run there (RESUME), so the source's copy is stale and is not resumed")
-		case postcopy:
+		case st.postcopy:
 			return "", errors.New(why + "; post-copy ran the guest there, so the source's copy is stale and is not resumed")
-		case !sourceRan:
-			return "", errors.New(why + "; the guest was not running on the source before, and is left as it is there (postmigrate)")
+		case st.source != "running":
+			return "", fmt.Errorf("%s; the guest was %s on the source before the switch-over, and is left so there (postmigrate)", why, st.source)
 		}
 		if cerr := qemu.QMP(mon, "cont", nil, nil); cerr != nil {
 			return "", fmt.Errorf("%s; resuming the guest on the source failed (%v): it runs nowhere until the source gets QMP cont", why, cerr)
@@ -625,18 +673,61 @@ func settleDestination(mon, dst qemu.Runner, sourceRan, postcopy bool, ranThere 
 		return "", errors.New(why + "; the guest runs on at the source again (pagecast sent it cont)")
 	}
 	switch {
-	case st == "running":
+	case state == "running":
 		return "", nil
-	case (st == "paused" || st == "prelaunch") && sourceRan:
+	case (state == "paused" || state == "prelaunch") && st.source == "running":
 		if cerr := qemu.QMP(dst, "cont", nil, nil); cerr != nil {
-			return "", fmt.Errorf("the destination QEMU holds the migrated guest paused (%s: started with -S) and resuming it failed (%v): send it QMP cont", st, cerr)
+			return "", fmt.Errorf("the destination QEMU holds the migrated guest paused (%s: started with -S) and resuming it failed (%v): send it QMP cont", state, cerr)
 		}
-		return fmt.Sprintf("the destination QEMU held the migrated guest paused (%s: started with -S, as libvirt starts one); pagecast resumed it (cont), as its own receiver does", st), nil
-	case st == "paused" || st == "prelaunch":
-		return "the destination QEMU holds the guest paused, as the source had it", nil
+		return fmt.Sprintf("the destination QEMU held the migrated guest paused (%s: started with -S, as libvirt starts one); pagecast resumed it (cont), as its own receiver does", state), nil
+	case state == st.source || state == "paused" && st.source == "prelaunch":
+		return fmt.Sprintf("the destination QEMU holds the guest %s, as the source had it", state), nil
 	}
-	return "", fmt.Errorf("QEMU's migration completed on the source, but the destination QEMU is %s, not running: the guest runs nowhere; the source holds it in postmigrate. "+
-		"See the destination's stderr; if it cannot run the guest, quit it and send the source QMP cont", st)
+	return "", fmt.Errorf("QEMU's migration completed on the source, but the destination QEMU is %s, not running (the guest was %s on the source): see the destination's stderr; "+
+		"%s, and if the destination cannot run the guest, quit it and send the source QMP cont", state, st.source, postmigrate)
+}
+
+// exitsWithin says whether process pid has exited, or does within wait: a
+// QEMU that refused what came closes its monitor as it exits.
+func exitsWithin(pid int, wait time.Duration) bool {
+	for deadline := time.Now().Add(wait); ; time.Sleep(20 * time.Millisecond) {
+		if proc.Gone(pid) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// destinationPID is the process of the QEMU behind m where it is one of
+// this host's: the process whose threads its vCPU threads all are, named
+// qemu. 0 where that is not so (a QEMU on another host, behind a forwarded
+// socket, whose thread ids mean nothing here) or not known.
+func destinationPID(m qemu.Runner) int {
+	var cpus []struct {
+		ThreadID int `json:"thread-id"`
+	}
+	if qemu.QMP(m, "query-cpus-fast", nil, &cpus) != nil || len(cpus) == 0 {
+		return 0
+	}
+	pid := 0
+	for _, c := range cpus {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.ThreadID))
+		if c.ThreadID == 0 || err != nil {
+			return 0
+		}
+		_, rest, _ := strings.Cut(string(b), "\nTgid:")
+		p, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(rest, "\n", 2)[0]))
+		if err != nil || pid != 0 && p != pid {
+			return 0
+		}
+		pid = p
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || !strings.Contains(string(comm), "qemu") {
+		return 0
+	}
+	return pid
 }
 
 // runStateWithin is qemu.RunState, given up after wait (ErrNoAnswer): a

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -799,5 +801,85 @@ func TestMigrateQEMUDestinationStartedPaused(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if p1 := qemuProgress(t, dst); p1 <= p0 {
 		t.Errorf("guest progress on the destination stuck at %d", p0)
+	}
+}
+
+// fakeQMP answers query-status with what state returns and records the
+// other commands it is sent.
+type fakeQMP struct {
+	state func() (string, error)
+	sent  []string
+}
+
+func (f *fakeQMP) Run(cmd []byte) ([]byte, error) {
+	var c struct {
+		Execute string `json:"execute"`
+	}
+	json.Unmarshal(cmd, &c)
+	if c.Execute != "query-status" {
+		f.sent = append(f.sent, c.Execute)
+		return []byte(`{"return":{}}`), nil
+	}
+	st, err := f.state()
+	if err != nil {
+		return nil, err
+	}
+	return []byte(`{"return":{"status":"` + st + `"}}`), nil
+}
+
+// settleDestination resumes the source only where the destination's
+// process is known to have exited and nothing says the guest ran there; a
+// destination that stops answering but may live on (review 58: a
+// forwarded socket whose tunnel dropped) is never taken for gone.
+func TestSettleDestination(t *testing.T) {
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	lost := func() (string, error) { return "", errors.New("qmp query-status: connection lost") }
+	never := func(time.Duration) bool { return false }
+	for _, tc := range []struct {
+		name       string
+		dst        func() (string, error)
+		st         settled
+		srcSent    string // the command the source got, if any
+		dstSent    string
+		want, note string
+	}{
+		{"gone", lost, settled{source: "running", destPID: exited.Process.Pid, ranThere: never}, "cont", "", "the guest runs on at the source again", ""},
+		{"not of this host", lost, settled{source: "running", ranThere: never}, "", "", "cannot tell whether it runs the guest", ""},
+		{"alive", lost, settled{source: "running", destPID: os.Getpid(), ranThere: never}, "", "", "yet its process (pid", ""},
+		{"resumed there", lost, settled{source: "running", destPID: exited.Process.Pid, ranThere: func(time.Duration) bool { return true }}, "", "", "the guest had run there (RESUME)", ""},
+		{"post-copy", lost, settled{source: "running", postcopy: true, destPID: exited.Process.Pid, ranThere: never}, "", "", "post-copy ran the guest there", ""},
+		{"paused before", lost, settled{source: "paused", destPID: exited.Process.Pid, ranThere: never}, "", "", "the guest was paused on the source before the switch-over", ""},
+		{"-S", func() (string, error) { return "paused", nil }, settled{source: "running", ranThere: never}, "", "cont", "", "pagecast resumed it (cont)"},
+		{"paused by the operator", func() (string, error) { return "paused", nil }, settled{source: "paused", ranThere: never}, "", "", "", "holds the guest paused, as the source had it"},
+		{"running", func() (string, error) { return "running", nil }, settled{source: "running", ranThere: never}, "", "", "", ""},
+		{"panicked", func() (string, error) { return "guest-panicked", nil }, settled{source: "running", ranThere: never}, "", "", "is guest-panicked, not running", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := &fakeQMP{}, &fakeQMP{state: tc.dst}
+			note, err := settleDestination(context.Background(), src, dst, tc.st, time.Second)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("error %v, want %q", err, tc.want)
+			}
+			if tc.note == "" && note != "" || !strings.Contains(note, tc.note) {
+				t.Errorf("note %q, want %q", note, tc.note)
+			}
+			if got := strings.Join(src.sent, " "); got != tc.srcSent {
+				t.Errorf("the source was sent %q, want %q", got, tc.srcSent)
+			}
+			if got := strings.Join(dst.sent, " "); got != tc.dstSent {
+				t.Errorf("the destination was sent %q, want %q", got, tc.dstSent)
+			}
+		})
+	}
+	// Interrupted while the destination loads: neither is resumed.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	src := &fakeQMP{}
+	_, err := settleDestination(ctx, src, &fakeQMP{state: func() (string, error) { return "inmigrate", nil }}, settled{source: "running", ranThere: never}, time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "interrupted while the destination QEMU loaded") || len(src.sent) != 0 {
+		t.Errorf("interrupted: %v, the source sent %v", err, src.sent)
 	}
 }
