@@ -191,9 +191,11 @@ func EvaluateHorizons(epochs []trace.Epoch, pages uint64, preds []Predictor, o E
 // empty epochs as the trace has epochs, and maxGapObserved more: a trace
 // of many gaps then takes about the time of one without (a 536 KB trace
 // of 20 000 one-page epochs 1 000 apart took 72 s, 2.56 million empty
-// epochs, before this bound). An epoch after a gap observed short of
-// maxGapObserved, or of the whole gap, for that bound is not scored: the
-// predictors have not seen the time go by.
+// epochs, before this bound). After a gap observed short of
+// maxGapObserved, or of the whole gap, for that bound, epochs are not
+// scored until maxGapObserved more have been observed: the predictors have
+// not seen the time go by, and took pages written long before for pages
+// written just before (a review: only the first epoch after was left out).
 const maxGapObserved = 2 * keepEpochs
 
 // timeline is a trace's epochs in order, with the gap before each (the
@@ -247,25 +249,34 @@ func previousWrites(epochs []trace.Epoch, pages uint64) [][]int32 {
 }
 
 // observedGaps returns, for each epoch, how many empty epochs of the gap
-// before it are observed, and whether that is fewer than maxGapObserved
-// and the gap for the bound on all gaps together (the epoch is then not
-// scored).
-func observedGaps(epochs []trace.Epoch) (gaps []int, cut []bool) {
-	gaps, cut = make([]int, len(epochs)), make([]bool, len(epochs))
+// before it are observed; whether that is fewer than maxGapObserved and
+// the gap, for the bound on all gaps together (cut); and whether fewer
+// than maxGapObserved epochs have been observed since the last gap cut so
+// (stale: the epoch is not scored).
+func observedGaps(epochs []trace.Epoch) (gaps []int, cut, stale []bool) {
+	gaps, cut, stale = make([]int, len(epochs)), make([]bool, len(epochs)), make([]bool, len(epochs))
 	budget := uint64(len(epochs) + maxGapObserved) // empty epochs left to observe
+	since := maxGapObserved                        // epochs observed since the last gap cut short
 	for i := 1; i < len(epochs); i++ {
 		want := min(epochs[i].Index-epochs[i-1].Index-1, maxGapObserved)
 		g := min(want, budget)
 		gaps[i], cut[i], budget = int(g), g < want, budget-g
+		if cut[i] {
+			since = 0
+		} else {
+			since += int(g)
+		}
+		stale[i] = since < maxGapObserved
+		since++ // epoch i itself
 	}
-	return gaps, cut
+	return gaps, cut, stale
 }
 
 // CutGaps counts the gaps in a trace's epoch indices that Evaluate
 // observes short of maxGapObserved, for the bound on all gaps together:
-// the epochs after them are not scored.
+// the epochs after them are not scored until maxGapObserved have gone by.
 func CutGaps(epochs []trace.Epoch) int {
-	_, cut := observedGaps(epochs)
+	_, cut, _ := observedGaps(epochs)
 	n := 0
 	for _, c := range cut {
 		if c {
@@ -277,13 +288,13 @@ func CutGaps(epochs []trace.Epoch) int {
 
 func newTimeline(epochs []trace.Epoch, h int, prev [][]int32) *timeline {
 	tl := &timeline{h: h, steps: make([]step, len(epochs))}
-	gaps, cut := observedGaps(epochs)
+	gaps, _, stale := observedGaps(epochs)
 	for i, e := range epochs {
 		st := &tl.steps[i]
 		st.index, st.pages, st.prev, st.gap = e.Index, e.Pages, prev[i], gaps[i]
 	}
 	for t := 0; t+h <= len(epochs); t++ {
-		ok := !cut[t]
+		ok := !stale[t]
 		for k := t + 1; k < t+h; k++ {
 			ok = ok && epochs[k].Index == epochs[t].Index+uint64(k-t)
 		}

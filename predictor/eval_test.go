@@ -146,6 +146,24 @@ func TestEvaluateGapBudget(t *testing.T) {
 	if n := CutGaps(tr); n != 8 {
 		t.Errorf("CutGaps %d, want 8", n)
 	}
+	// After a gap cut short, epochs are not scored until 128 have been
+	// observed: the predictors took pages written 1 000 epochs before for
+	// pages written one before (a review: 9001 on were scored).
+	for i := range uint64(200) {
+		tr = append(tr, trace.Epoch{Index: 9001 + i, Pages: []uint64{i % 16}})
+	}
+	seen = nil
+	res = Evaluate(tr, 16, []Predictor{&recorder{seen: &seen}}, EvalOptions{Warmup: -1})[0]
+	idx = idx[:0]
+	for _, e := range res.Epochs {
+		idx = append(idx, e.Index)
+	}
+	// 210 epochs: 338 empty ones in all, the gaps before 1000 and 2000
+	// whole, the one before 3000 cut; 9000 is after a cut gap, 9001-9127
+	// stale: 9128 is the 128th epoch observed since.
+	if len(idx) != 3+73 || idx[0] != 0 || idx[1] != 1000 || idx[2] != 2000 || idx[3] != 9128 || idx[len(idx)-1] != 9200 {
+		t.Errorf("scored epochs %v, want 0, 1000, 2000, then 9128 to 9200", idx)
+	}
 }
 
 type recorder struct{ seen *[][]uint64 }

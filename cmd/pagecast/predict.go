@@ -141,7 +141,7 @@ func predictEval(c *cli.Context) error {
 	epochs, byParts := predictor.GroupEpochs(epochs, parts)
 	meta.Epoch *= time.Duration(parts)
 	if n := predictor.CutGaps(epochs); n > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: its gaps in epoch indices add up to more empty epochs than predict eval observes (up to 128 a gap, and the trace's epochs plus 128 in all): the epochs after %d of the gaps are not scored\n",
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: its gaps in epoch indices add up to more empty epochs than predict eval observes (up to 128 a gap, and the trace's epochs plus 128 in all): after %d of the gaps, epochs are not scored until 128 have gone by\n",
 			path, n)
 	}
 	if len(epochs) <= warmup+longest-1 {
