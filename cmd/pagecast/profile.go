@@ -144,6 +144,7 @@ func runProfile(c *cli.Context) error {
 	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
+	signalled := ctx // done once a signal has come
 
 	col, err := collector.New(cfg)
 	if err != nil {
@@ -176,13 +177,13 @@ func runProfile(c *cli.Context) error {
 		defer w.Close()
 	}
 	for _, f := range col.Fallbacks() {
-		fmt.Fprintf(out, "note: hook %s cannot load here (%v); using the next one (--list-hooks lists them)\n", f.Hook.Name, f.Err)
+		fmt.Fprintf(c.App.ErrWriter, "note: hook %s cannot load here (%v); using the next one (--list-hooks lists them)\n", f.Hook.Name, f.Err)
 	}
 	fmt.Fprintf(out, "profiling %s VM (pid %d, %s, dirty %s) with %s, epoch %s\n",
 		t.Kind, t.PID, units.FormatBytes(float64(t.MemoryBytes)), t.DirtyMode, col.Hook(), cfg.Epoch)
 
 	if t.DirtyMode == collector.DirtyTCG && qemu.LowMemory(t.MemoryBytes) < t.MemoryBytes {
-		fmt.Fprintf(out, "note: pages are named by their offset in guest RAM, as the TCG plugin sees them: past %s, %s below their guest-physical address\n",
+		fmt.Fprintf(c.App.ErrWriter, "note: pages are named by their offset in guest RAM, as the TCG plugin sees them: past %s, %s below their guest-physical address\n",
 			units.FormatBytes(float64(qemu.LowMemory(t.MemoryBytes))), units.FormatBytes(float64(1<<32-qemu.LowMemory(t.MemoryBytes))))
 	}
 	if t.Kind == "qemu" && t.DirtyMode == bpf.ModeRing && qemu.KVMEmulates() {
@@ -201,7 +202,7 @@ func runProfile(c *cli.Context) error {
 		}
 	}
 	if t.Kind == "qemu" && !t.SharedRAM {
-		fmt.Fprintln(out, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-memfd,id=ram,size=SIZE,share=on -machine memory-backend=ram)")
+		fmt.Fprintln(c.App.ErrWriter, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-memfd,id=ram,size=SIZE,share=on -machine memory-backend=ram)")
 	}
 	if metrics != nil {
 		// A vm label, as migrate's and predict serve's metrics have: a
@@ -306,6 +307,16 @@ func runProfile(c *cli.Context) error {
 		} else {
 			fmt.Fprintln(out, held)
 		}
+	}
+	if d := c.Duration("duration"); d > 0 && signalled.Err() != nil {
+		// Cut short: a job runner's timeout (SIGTERM) looked like a
+		// profile run to its end, exit status 0 (walk 59). Without
+		// --duration a signal is how a profile ends.
+		what := "the epochs closed before"
+		if w != nil {
+			what = fmt.Sprintf("trace %s keeps the %d epochs closed before", c.String("out"), epochs)
+		}
+		return fmt.Errorf("stopped by a signal after %v of the %v --duration: %s", time.Since(col.Began()).Round(time.Millisecond), d, what)
 	}
 	return nil
 }

@@ -1437,3 +1437,30 @@ func TestMigrateMemorySizeMismatch(t *testing.T) {
 		t.Errorf("source is %s after the refusals", st)
 	}
 }
+
+// TestProfileCutShort: a profile given --duration and stopped by a signal
+// before it (a job runner's timeout) fails, saying so, and keeps its trace;
+// it exited 0 with a summary like a run to its end (walk 59).
+func TestProfileCutShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	vm := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=512")
+	out := filepath.Join(t.TempDir(), "cut.pct")
+	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+vm.sock, "--duration", "60s", "--epoch", "100ms", "--out", out, "--quiet")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 || !strings.Contains(stderr.String(), "stopped by a signal after ") ||
+		!strings.Contains(stderr.String(), "of the 1m0s --duration: trace "+out+" keeps the ") {
+		t.Errorf("profile --duration 60s stopped by SIGTERM: exit %d, %v\n%s%s", code, err, stdout.String(), stderr.String())
+	}
+	if _, epochs, damage, err := trace.ReadFile(out); err != nil || len(epochs) == 0 || len(damage) != 0 {
+		t.Errorf("the trace of a profile cut short: %d epochs, damage %v, %v", len(epochs), damage, err)
+	}
+}

@@ -252,7 +252,7 @@ func runReport(c *cli.Context) (err error) {
 			// panels, fed by profile --metrics (instance), were skipped
 			// with the rest for want of a predict serve's vm (found by
 			// a new-user walk).
-			fmt.Fprintf(c.App.Writer, "%s: %s; its panels that use them have no data\n", d.Title, strings.ReplaceAll(err.Error(), "\n", "; "))
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s; its panels that use them have no data\n", d.Title, strings.ReplaceAll(err.Error(), "\n", "; "))
 		}
 		for _, p := range d.Panels {
 			if p.Type == "row" {
