@@ -1,6 +1,7 @@
 package predictor
 
 import (
+	"context"
 	"math"
 	"runtime"
 	"sync"
@@ -50,6 +51,10 @@ type EvalOptions struct {
 	// epoch of the trace: done of total, for that predictor. Predictors
 	// are walked side by side, so it is called from several goroutines.
 	Progress func(done, total int)
+	// Context, if set, stops the walk once it is done: the results are
+	// then of the epochs walked so far, and the caller, who knows why it
+	// stopped, says so.
+	Context context.Context
 }
 
 func (o EvalOptions) withDefaults() EvalOptions {
@@ -428,6 +433,9 @@ func evaluate(tls []*timeline, horizons []int, pages uint64, p Predictor, o Eval
 		observed++
 		if o.Progress != nil {
 			o.Progress(i+1, len(tls[0].steps))
+		}
+		if o.Context != nil && o.Context.Err() != nil {
+			break
 		}
 	}
 	for k := range ts {

@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -81,13 +85,24 @@ func predictEvalCommand() *cli.Command {
 	}
 }
 
+// errEvalInterrupted is predict eval's error when a signal stopped it.
+var errEvalInterrupted = errors.New("interrupted: predict eval stopped before the end of the trace, and printed nothing")
+
 func predictEval(c *cli.Context) error {
 	defer allowPageSizes(c)()
 	path, err := oneArg(c, "trace")
 	if err != nil {
 		return err
 	}
+	// A signal stops the walk, said as such: it went unhandled (exit 143,
+	// nothing said, an empty --plots directory left), and a script's
+	// SIGINT, ignored in the background, not at all (walk 59).
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
 	if dir := c.String("plots"); dir != "" {
+		if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
+			defer os.Remove(dir) // only if still empty
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil { // before an evaluation that may take long
 			return fmt.Errorf("--plots: %w", err)
 		}
@@ -160,7 +175,7 @@ func predictEval(c *cli.Context) error {
 		}
 	}
 	evaluate := func(h int) []predictor.Result {
-		eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Horizon: h, Pages: pm, Parts: byParts}
+		eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Horizon: h, Pages: pm, Parts: byParts, Context: ctx}
 		if warmup == 0 {
 			eo.Warmup = -1
 		}
@@ -173,6 +188,9 @@ func predictEval(c *cli.Context) error {
 	if len(horizons) == 1 {
 		h := horizons[0]
 		results := evaluate(h)
+		if ctx.Err() != nil {
+			return errEvalInterrupted
+		}
 		if len(results[0].Epochs) == 0 {
 			return noneScored(path, h)
 		}
@@ -190,13 +208,16 @@ func predictEval(c *cli.Context) error {
 	}
 
 	// One walk of the trace for every horizon; the model fits each.
-	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Pages: pm, Parts: byParts}
+	eo := predictor.EvalOptions{Threshold: thr, Warmup: warmup, Pages: pm, Parts: byParts, Context: ctx}
 	if warmup == 0 {
 		eo.Warmup = -1
 	}
 	contenders := predictor.Contenders(pages, predictor.Options{Horizon: longest, Threshold: thr})
 	eo.Progress = evalProgress(c.App.ErrWriter, len(contenders), progressEvery)
 	byPredictor := predictor.EvaluateHorizons(epochs, pages, contenders, eo, horizons)
+	if ctx.Err() != nil {
+		return errEvalInterrupted
+	}
 	all := make([][]predictor.Result, len(horizons))
 	for i, h := range horizons {
 		for _, r := range byPredictor {
