@@ -400,7 +400,7 @@ func runMigrate(c *cli.Context) (err error) {
 	// What becomes of the guest if QEMU's migration fails: it goes on as
 	// it was, running or paused.
 	kept := "the guest keeps running on the source"
-	lastSource := "running" // the source's run state last seen (QEMU's engine, given --dest-qmp: settleDestination)
+	lastSource := "running" // the source's run state when the migration began (QEMU's engine, given --dest-qmp: settleDestination)
 	destPID := 0            // the destination QEMU's process, where it is one of this host's
 	if plan != nil {
 		switch st, err := qemu.RunState(mon); {
@@ -463,14 +463,6 @@ func runMigrate(c *cli.Context) (err error) {
 			sent = max(sent, i.RAM.Transferred)
 		}
 		interrupts.check(i.Status)
-		if plan != nil && dst != nil && !migrationmetrics.Finished(i.Status) {
-			// What the destination will hold the guest as: QEMU hands on
-			// the run state at the switch-over (an operator's stop during
-			// the migration, to make it converge, leaves it paused there).
-			if st, err := qemu.RunState(mon); err == nil && st != "finish-migrate" && st != "postmigrate" {
-				lastSource = st
-			}
-		}
 		throttle = max(throttle, i.CPUThrottlePercentage)
 		bar.update(i)
 		if metrics != nil {
@@ -598,11 +590,13 @@ var settleWait = 10 * time.Second
 // settled is what settleDestination knows of a QEMU migration that
 // completed on the source.
 type settled struct {
-	// source is the source's run state last seen before the switch-over:
+	// source is the source's run state when the migration began:
 	// running, or what the guest was (paused by QMP stop, prelaunch,
-	// suspended) as QEMU hands it on to the destination.
+	// suspended), as QEMU hands it on to the destination unless it
+	// changes meanwhile.
 	source string
-	// postcopy: post-copy began, which runs the guest on the destination.
+	// postcopy: post-copy was started (migrate-start-postcopy), which may
+	// have run the guest on the destination.
 	postcopy bool
 	// destPID is the destination QEMU's process where it is one of this
 	// host's (destinationPID); 0 where it is not known.
@@ -620,16 +614,16 @@ type settled struct {
 // postmigrate on the source, ran nowhere while migrate said completed
 // (walk 56). The source is resumed (cont) only where it is certain that
 // the guest runs nowhere else and never did since: the destination's
-// process, one of this host's, has exited; the source ran the guest at the
-// switch-over; no post-copy and no RESUME of the destination's. A
-// destination that stops answering but may live on (a remote one behind a
-// forwarded socket, a connection broken) is never taken for gone:
-// resuming the source while it may yet run the guest would run it twice,
-// on one disk. A destination started with -S, as libvirt starts one,
-// holds a guest the source ran paused: it is resumed, as pagecast's
-// receiver resumes its own (it was left paused, unsaid), and note says
-// so; one holding the guest as the source had it (paused by the operator
-// during the migration, suspended) is left so.
+// process, one of this host's, has exited; the source ran the guest when
+// the migration began; post-copy was not started; no RESUME of the
+// destination's. A destination that stops answering but may live on (a
+// remote one behind a forwarded socket, a connection broken) is never
+// taken for gone: resuming the source while it may yet run the guest would
+// run it twice, on one disk. A destination holding the guest paused is
+// said to, not resumed: it was started with -S, as libvirt starts one, or
+// the operator paused the guest on the source to make the migration
+// converge, which a poll cannot tell apart (review 60: the first version
+// resumed it).
 func settleDestination(ctx context.Context, mon, dst qemu.Runner, st settled, wait time.Duration) (note string, err error) {
 	const postmigrate = "the source holds the guest in postmigrate"
 	var state string
@@ -663,7 +657,8 @@ func settleDestination(ctx context.Context, mon, dst qemu.Runner, st settled, wa
 		case st.ranThere(time.Second):
 			return "", errors.New(why + "; the guest had run there (RESUME), so the source's copy is stale and is not resumed")
 		case st.postcopy:
-			return "", errors.New(why + "; post-copy ran the guest there, so the source's copy is stale and is not resumed")
+			return "", errors.New(why + "; post-copy was started, which may have run the guest there, so the source's copy may be stale and is not resumed: " +
+				"if the destination never ran it (its stderr says so), send the source QMP cont")
 		case st.source != "running":
 			return "", fmt.Errorf("%s; the guest was %s on the source before the switch-over, and is left so there (postmigrate)", why, st.source)
 		}
@@ -676,10 +671,8 @@ func settleDestination(ctx context.Context, mon, dst qemu.Runner, st settled, wa
 	case state == "running":
 		return "", nil
 	case (state == "paused" || state == "prelaunch") && st.source == "running":
-		if cerr := qemu.QMP(dst, "cont", nil, nil); cerr != nil {
-			return "", fmt.Errorf("the destination QEMU holds the migrated guest paused (%s: started with -S) and resuming it failed (%v): send it QMP cont", state, cerr)
-		}
-		return fmt.Sprintf("the destination QEMU held the migrated guest paused (%s: started with -S, as libvirt starts one); pagecast resumed it (cont), as its own receiver does", state), nil
+		return fmt.Sprintf("note: the destination QEMU holds the migrated guest paused (%s): it was started with -S, as libvirt starts one, or the guest was paused on the source during the migration; "+
+			"it runs once the destination gets QMP cont (pagecast's own engine resumes its destination itself)", state), nil
 	case state == st.source || state == "paused" && st.source == "prelaunch":
 		return fmt.Sprintf("the destination QEMU holds the guest %s, as the source had it", state), nil
 	}
@@ -708,7 +701,16 @@ func destinationPID(m qemu.Runner) int {
 	var cpus []struct {
 		ThreadID int `json:"thread-id"`
 	}
-	if qemu.QMP(m, "query-cpus-fast", nil, &cpus) != nil || len(cpus) == 0 {
+	// Bounded: a destination's monitor that does not answer (a stall, a
+	// forwarded socket) held migrate before it could be interrupted.
+	asked := make(chan error, 1)
+	go func() { asked <- qemu.QMP(m, "query-cpus-fast", nil, &cpus) }()
+	select {
+	case err := <-asked:
+		if err != nil || len(cpus) == 0 {
+			return 0
+		}
+	case <-time.After(2 * time.Second):
 		return 0
 	}
 	pid := 0

@@ -779,8 +779,9 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 
 // TestMigrateQEMUDestinationStartedPaused: a destination QEMU started with
 // -S, as libvirt starts one, holds the migrated guest paused; pagecast
-// resumes it, as its own receiver does, and says so (it was left paused,
-// the guest running nowhere, unsaid: walk 56).
+// says so and what runs it (it was left paused, the guest running
+// nowhere, unsaid: walk 56), and does not resume it itself, as it cannot
+// tell -S from an operator's stop on the source (review 60).
 func TestMigrateQEMUDestinationStartedPaused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU; skipped in short mode")
@@ -791,12 +792,14 @@ func TestMigrateQEMUDestinationStartedPaused(t *testing.T) {
 	dst := startQEMUExtra(t, uri, "-S")
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
 		"--engine", "qemu", "--mode", "precopy", "--quiet").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "started with -S, as libvirt starts one); pagecast resumed it (cont)") {
+	if err != nil || !strings.Contains(string(out), "the destination QEMU holds the migrated guest paused (paused): it was started with -S") ||
+		!strings.Contains(string(out), "it runs once the destination gets QMP cont") {
 		t.Errorf("migrate to a destination started with -S: %v\n%s", err, out)
 	}
-	if st := qemuRunState(t, dst); st != "running" {
-		t.Fatalf("destination after the migration: %s, want running", st)
+	if st := qemuRunState(t, dst); st != "paused" {
+		t.Fatalf("destination after the migration: %s, want paused, as -S holds it", st)
 	}
+	qemuQuery(t, dst, "cont", nil)
 	p0 := qemuProgress(t, dst)
 	time.Sleep(300 * time.Millisecond)
 	if p1 := qemuProgress(t, dst); p1 <= p0 {
@@ -850,9 +853,11 @@ func TestSettleDestination(t *testing.T) {
 		{"not of this host", lost, settled{source: "running", ranThere: never}, "", "", "cannot tell whether it runs the guest", ""},
 		{"alive", lost, settled{source: "running", destPID: os.Getpid(), ranThere: never}, "", "", "yet its process (pid", ""},
 		{"resumed there", lost, settled{source: "running", destPID: exited.Process.Pid, ranThere: func(time.Duration) bool { return true }}, "", "", "the guest had run there (RESUME)", ""},
-		{"post-copy", lost, settled{source: "running", postcopy: true, destPID: exited.Process.Pid, ranThere: never}, "", "", "post-copy ran the guest there", ""},
+		{"post-copy", lost, settled{source: "running", postcopy: true, destPID: exited.Process.Pid, ranThere: never}, "", "", "post-copy was started, which may have run the guest there", ""},
 		{"paused before", lost, settled{source: "paused", destPID: exited.Process.Pid, ranThere: never}, "", "", "the guest was paused on the source before the switch-over", ""},
-		{"-S", func() (string, error) { return "paused", nil }, settled{source: "running", ranThere: never}, "", "cont", "", "pagecast resumed it (cont)"},
+		// Started with -S, or paused by the operator on the source after
+		// the migration began: said, not resumed (review 60).
+		{"-S", func() (string, error) { return "paused", nil }, settled{source: "running", ranThere: never}, "", "", "", "it runs once the destination gets QMP cont"},
 		{"paused by the operator", func() (string, error) { return "paused", nil }, settled{source: "paused", ranThere: never}, "", "", "", "holds the guest paused, as the source had it"},
 		{"running", func() (string, error) { return "running", nil }, settled{source: "running", ranThere: never}, "", "", "", ""},
 		{"panicked", func() (string, error) { return "guest-panicked", nil }, settled{source: "running", ranThere: never}, "", "", "is guest-panicked, not running", ""},
