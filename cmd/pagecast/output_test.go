@@ -30,7 +30,7 @@ func TestOutputThroughLink(t *testing.T) {
 		want func(t *testing.T, path string)
 	}{
 		{"export", []string{"trace", "export", good}, func(t *testing.T, path string) {
-			if b, err := os.ReadFile(path); err != nil || string(b) != traceCSV {
+			if b, err := os.ReadFile(path); err != nil || string(b) != exportedCSV {
 				t.Fatalf("%s holds %q (%v), want the exported CSV", path, b, err)
 			}
 		}},
@@ -92,7 +92,7 @@ func TestOutputFIFO(t *testing.T) {
 		got <- string(b)
 	}()
 	stdout, _, err := runApp(t, "trace", "export", "-o", fifo, good)
-	if err != nil || !strings.HasPrefix(stdout, "exported 6 rows to ") {
+	if err != nil || !strings.HasPrefix(stdout, "exported 7 rows to ") {
 		t.Fatalf("export: %v %q", err, stdout)
 	}
 	if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
@@ -100,8 +100,8 @@ func TestOutputFIFO(t *testing.T) {
 	}
 	select {
 	case s := <-got:
-		if s != traceCSV {
-			t.Fatalf("the FIFO's reader got %q, want %q", s, traceCSV)
+		if s != exportedCSV {
+			t.Fatalf("the FIFO's reader got %q, want %q", s, exportedCSV)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the FIFO's reader got nothing in 10 s")

@@ -271,6 +271,9 @@ func runProfile(c *cli.Context) error {
 		return nil
 	})
 	printLine() // what --duration or SIGINT cut short
+	// A signal before --duration ran out; one during what follows (the
+	// memory's scan) does not cut the profile short (review 60).
+	cutShort := c.Duration("duration") > 0 && signalled.Err() != nil && time.Since(col.Began()) < c.Duration("duration")
 	if errors.Is(err, errMigratedAway) {
 		fmt.Fprintln(c.App.ErrWriter, "pagecast: the VM has migrated away (run state postmigrate): its guest runs elsewhere now, and the profile ends")
 		err = nil
@@ -308,7 +311,7 @@ func runProfile(c *cli.Context) error {
 			fmt.Fprintln(out, held)
 		}
 	}
-	if d := c.Duration("duration"); d > 0 && signalled.Err() != nil {
+	if d := c.Duration("duration"); cutShort {
 		// Cut short: a job runner's timeout (SIGTERM) looked like a
 		// profile run to its end, exit status 0 (walk 59). Without
 		// --duration a signal is how a profile ends.

@@ -40,9 +40,9 @@ func traceCommand() *cli.Command {
 				Name:      "export",
 				Usage:     "write a trace's pages as CSV or Parquet, one row per page dirtied in an epoch",
 				ArgsUsage: "FILE",
-				Description: "Rows are epoch,page, epochs and pages ascending; epochs without pages have no rows,\n" +
-					"but in CSV those before the first page and after the last have one without a page (\"336,\"),\n" +
-					"so that trace import gives back the same epochs. CSV starts with the header line epoch,page.\n" +
+				Description: "Rows are epoch,page, epochs and pages ascending; in CSV an epoch without pages has a row\n" +
+					"without a page (\"336,\"), so that trace import gives back the same epochs (epoch indices the\n" +
+					"trace lacks, lost to damage, have none: a warning says so). CSV starts with the header line epoch,page.\n" +
 					"Parquet has two INT64 columns, epoch and page (no row for an empty epoch),\n" +
 					"and the trace's metadata as pagecast.* key/value metadata. A damaged trace is exported as\n" +
 					"far as it reads, with a warning.\n\n" +
