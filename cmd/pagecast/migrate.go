@@ -628,7 +628,7 @@ func settleDestination(ctx context.Context, mon, dst qemu.Runner, st settled, wa
 	const postmigrate = "the source holds the guest in postmigrate"
 	var state string
 	for deadline := time.Now().Add(wait); ; {
-		state, err = runStateWithin(dst, 2*time.Second)
+		state, err = within(2*time.Second, func() (string, error) { return qemu.RunState(dst) })
 		if err == nil && state != "inmigrate" || err != nil && !errors.Is(err, migrator.ErrNoAnswer) {
 			break
 		}
@@ -698,19 +698,17 @@ func exitsWithin(pid int, wait time.Duration) bool {
 // qemu. 0 where that is not so (a QEMU on another host, behind a forwarded
 // socket, whose thread ids mean nothing here) or not known.
 func destinationPID(m qemu.Runner) int {
-	var cpus []struct {
+	type vcpu struct {
 		ThreadID int `json:"thread-id"`
 	}
 	// Bounded: a destination's monitor that does not answer (a stall, a
 	// forwarded socket) held migrate before it could be interrupted.
-	asked := make(chan error, 1)
-	go func() { asked <- qemu.QMP(m, "query-cpus-fast", nil, &cpus) }()
-	select {
-	case err := <-asked:
-		if err != nil || len(cpus) == 0 {
-			return 0
-		}
-	case <-time.After(2 * time.Second):
+	cpus, err := within(2*time.Second, func() ([]vcpu, error) {
+		var cpus []vcpu
+		err := qemu.QMP(m, "query-cpus-fast", nil, &cpus)
+		return cpus, err
+	})
+	if err != nil || len(cpus) == 0 {
 		return 0
 	}
 	pid := 0
@@ -730,26 +728,6 @@ func destinationPID(m qemu.Runner) int {
 		return 0
 	}
 	return pid
-}
-
-// runStateWithin is qemu.RunState, given up after wait (ErrNoAnswer): a
-// destination QEMU stuck loading may not answer.
-func runStateWithin(mon qemu.Runner, wait time.Duration) (string, error) {
-	type reply struct {
-		st  string
-		err error
-	}
-	done := make(chan reply, 1)
-	go func() {
-		st, err := qemu.RunState(mon)
-		done <- reply{st, err}
-	}()
-	select {
-	case r := <-done:
-		return r.st, r.err
-	case <-time.After(wait):
-		return "", migrator.ErrNoAnswer
-	}
 }
 
 // errNoRoundCap refuses --max-rounds 0 where pagecast's engine migrates:
@@ -1211,16 +1189,30 @@ const destAnswerWait = 2 * time.Second
 // asked (gone). A question left unanswered waits in the background for
 // the monitor's answer or its end.
 func destAnswers(dst qmp.Monitor, wait time.Duration) error {
-	done := make(chan error, 1)
+	_, err := within(wait, func() ([]byte, error) { return dst.Run([]byte(`{"execute":"query-status"}`)) })
+	return err
+}
+
+// within is f, given up after wait (migrator.ErrNoAnswer): a QEMU whose
+// monitor does not answer would hold the caller. A call given up on is
+// left to its goroutine, which ends with the monitor's answer or its
+// connection.
+func within[T any](wait time.Duration, f func() (T, error)) (T, error) {
+	type reply struct {
+		v   T
+		err error
+	}
+	done := make(chan reply, 1)
 	go func() {
-		_, err := dst.Run([]byte(`{"execute":"query-status"}`))
-		done <- err
+		v, err := f()
+		done <- reply{v, err}
 	}()
 	select {
-	case err := <-done:
-		return err
+	case r := <-done:
+		return r.v, r.err
 	case <-time.After(wait):
-		return migrator.ErrNoAnswer
+		var zero T
+		return zero, migrator.ErrNoAnswer
 	}
 }
 
