@@ -46,27 +46,7 @@ const migrateQEMUMemory = 64 << 20
 // once, else once its guest makes progress.
 func startQEMU(t *testing.T, workload, incoming string) *qemu.VM {
 	t.Helper()
-	w, err := guest.ParseWorkload(workload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := qemu.Start(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: migrateQEMUMemory, Cmdline: w.Cmdline(1),
-		Seed: 1, Incoming: incoming})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vm.Close() })
-	if incoming != "" {
-		return vm
-	}
-	deadline := time.Now().Add(time.Minute)
-	for qemuProgress(t, vm) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("guest made no progress in a minute")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return vm
+	return startQEMUExtra(t, workload, incoming)
 }
 
 func qemuProgress(t *testing.T, vm *qemu.VM) uint64 {
@@ -717,9 +697,9 @@ func TestIncomingQEMUCancelled(t *testing.T) {
 }
 
 // startQEMUExtra is startQEMU with QEMU options of its own: extra.
-func startQEMUExtra(t *testing.T, incoming string, extra ...string) *qemu.VM {
+func startQEMUExtra(t *testing.T, workload, incoming string, extra ...string) *qemu.VM {
 	t.Helper()
-	w, err := guest.ParseWorkload("hotset")
+	w, err := guest.ParseWorkload(workload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -750,9 +730,9 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 		t.Skip("boots QEMU; skipped in short mode")
 	}
 	testutil.RequiresQEMU(t)
-	src := startQEMUExtra(t, "", "-smp", "2", "-device", "virtio-balloon-pci")
+	src := startQEMUExtra(t, "hotset", "", "-smp", "2", "-device", "virtio-balloon-pci")
 	uri := freeTCP(t)
-	dst := startQEMUExtra(t, uri, "-smp", "1")
+	dst := startQEMUExtra(t, "hotset", uri, "-smp", "1")
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
 		"--engine", "qemu", "--mode", "precopy", "--quiet").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "the destination QEMU (--dest-qmp) has 1 vCPUs, the source 2") || !strings.Contains(string(out), "-smp 2") {
@@ -760,7 +740,7 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 	}
 	dst.Close()
 	uri = freeTCP(t)
-	dst = startQEMUExtra(t, uri, "-smp", "2")
+	dst = startQEMUExtra(t, "hotset", uri, "-smp", "2")
 	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
 		"--engine", "qemu", "--mode", "precopy", "--quiet").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "the destination QEMU no longer answers on --dest-qmp") ||
@@ -787,9 +767,9 @@ func TestMigrateQEMUDestinationStartedPaused(t *testing.T) {
 		t.Skip("boots QEMU; skipped in short mode")
 	}
 	testutil.RequiresQEMU(t)
-	src := startQEMUExtra(t, "")
+	src := startQEMUExtra(t, "hotset", "")
 	uri := freeTCP(t)
-	dst := startQEMUExtra(t, uri, "-S")
+	dst := startQEMUExtra(t, "hotset", uri, "-S")
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
 		"--engine", "qemu", "--mode", "precopy", "--quiet").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "the destination QEMU holds the migrated guest paused (paused): it was started with -S") ||
