@@ -660,7 +660,7 @@ func settleDestination(ctx context.Context, mon, dst qemu.Runner, st settled, wa
 			return "", errors.New(why + "; post-copy was started, which may have run the guest there, so the source's copy may be stale and is not resumed: " +
 				"if the destination never ran it (its stderr says so), send the source QMP cont")
 		case st.source != "running":
-			return "", fmt.Errorf("%s; the guest was %s on the source before the switch-over, and is left so there (postmigrate)", why, st.source)
+			return "", fmt.Errorf("%s; the guest was %s on the source when the migration began, and is left so there (postmigrate)", why, st.source)
 		}
 		if cerr := qemu.QMP(mon, "cont", nil, nil); cerr != nil {
 			return "", fmt.Errorf("%s; resuming the guest on the source failed (%v): it runs nowhere until the source gets QMP cont", why, cerr)

@@ -834,7 +834,7 @@ func TestSettleDestination(t *testing.T) {
 		{"alive", lost, settled{source: "running", destPID: os.Getpid(), ranThere: never}, "", "", "yet its process (pid", ""},
 		{"resumed there", lost, settled{source: "running", destPID: exited.Process.Pid, ranThere: func(time.Duration) bool { return true }}, "", "", "the guest had run there (RESUME)", ""},
 		{"post-copy", lost, settled{source: "running", postcopy: true, destPID: exited.Process.Pid, ranThere: never}, "", "", "post-copy was started, which may have run the guest there", ""},
-		{"paused before", lost, settled{source: "paused", destPID: exited.Process.Pid, ranThere: never}, "", "", "the guest was paused on the source before the switch-over", ""},
+		{"paused before", lost, settled{source: "paused", destPID: exited.Process.Pid, ranThere: never}, "", "", "the guest was paused on the source when the migration began", ""},
 		// Started with -S, or paused by the operator on the source after
 		// the migration began: said, not resumed (review 60).
 		{"-S", func() (string, error) { return "paused", nil }, settled{source: "running", ranThere: never}, "", "", "", "it runs once the destination gets QMP cont"},
