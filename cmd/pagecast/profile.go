@@ -146,9 +146,28 @@ func runProfile(c *cli.Context) error {
 	defer cancel()
 	signalled := ctx // done once a signal has come
 
-	col, err := collector.New(cfg)
-	if err != nil {
-		return err
+	// A signal while the VM is attached to stops the wait at once: it
+	// waited out QMP's 5 s greeting on a busy socket (walk 59). What the
+	// attach takes up then goes with the process, as on a kill.
+	type attached struct {
+		col *collector.Collector
+		err error
+	}
+	attach := make(chan attached, 1)
+	go func() {
+		col, err := collector.New(cfg)
+		attach <- attached{col, err}
+	}()
+	var col *collector.Collector
+	var err error
+	select {
+	case a := <-attach:
+		if a.err != nil {
+			return a.err
+		}
+		col = a.col
+	case <-ctx.Done():
+		return errors.New("stopped by a signal while attaching to the VM: nothing was profiled")
 	}
 	defer col.Close()
 	// --duration is profiling time: it starts once the programs are attached.

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -367,5 +368,40 @@ func TestProfileIncoming(t *testing.T) {
 	_, stderr, err := runApp(t, "profile", "--qmp", "unix:"+dst.sock, "--duration", "1s")
 	if err == nil || !strings.Contains(err.Error(), "waiting for an incoming migration (run state inmigrate)") {
 		t.Fatalf("profile of an incoming VM: %v\n%s", err, stderr)
+	}
+}
+
+// TestProfileStoppedAttaching: a signal while profile waits for the VM's
+// QMP greeting (another client holds QEMU's one connection) stops it at
+// once, saying so, exit status 1: it waited out the 5 s greeting (walk 59).
+func TestProfileStoppedAttaching(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "busy.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept() // and never greet
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+sock, "--duration", "10s")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	sent := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	if took := time.Since(sent); took > 2*time.Second || cmd.ProcessState.ExitCode() != 1 ||
+		!strings.Contains(stderr.String(), "stopped by a signal while attaching to the VM: nothing was profiled") {
+		t.Errorf("profile stopped while attaching: exit %d after %v\n%s", cmd.ProcessState.ExitCode(), took, stderr.String())
 	}
 }
