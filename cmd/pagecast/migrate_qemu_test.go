@@ -73,6 +73,17 @@ func qemuQuery(t *testing.T, vm *qemu.VM, cmd string, ret any) {
 	}
 }
 
+// wantProgress fails the test unless vm's guest makes progress within
+// 300 ms; where says which guest, for the error.
+func wantProgress(t *testing.T, vm *qemu.VM, where string) {
+	t.Helper()
+	p0 := qemuProgress(t, vm)
+	time.Sleep(300 * time.Millisecond)
+	if p1 := qemuProgress(t, vm); p1 <= p0 {
+		t.Errorf("guest progress %s stuck at %d", where, p0)
+	}
+}
+
 func qemuRunState(t *testing.T, vm *qemu.VM) string {
 	t.Helper()
 	var st struct {
@@ -195,11 +206,7 @@ func TestMigrateQEMU(t *testing.T) {
 			if st := qemuRunState(t, src); st != "postmigrate" {
 				t.Errorf("source is %q, want postmigrate", st)
 			}
-			p0 := qemuProgress(t, dst)
-			time.Sleep(300 * time.Millisecond)
-			if p1 := qemuProgress(t, dst); p1 <= p0 {
-				t.Errorf("guest progress on the destination stuck at %d", p0)
-			}
+			wantProgress(t, dst, "on the destination")
 		})
 	}
 }
@@ -268,11 +275,7 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	p0 := qemuProgress(t, dst)
-	time.Sleep(300 * time.Millisecond)
-	if p1 := qemuProgress(t, dst); p1 <= p0 {
-		t.Errorf("guest progress on the destination stuck at %d", p0)
-	}
+	wantProgress(t, dst, "on the destination")
 }
 
 // TestMigrateQEMUDestinationDies: QEMU's own migration to a destination
@@ -750,11 +753,7 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 	if st := qemuRunState(t, src); st != "running" {
 		t.Fatalf("source after the destination refused the state: %s, want running", st)
 	}
-	p0 := qemuProgress(t, src)
-	time.Sleep(300 * time.Millisecond)
-	if p1 := qemuProgress(t, src); p1 <= p0 {
-		t.Errorf("guest progress on the source stuck at %d after it was resumed", p0)
-	}
+	wantProgress(t, src, "on the source after it was resumed")
 }
 
 // TestMigrateQEMUDestinationStartedPaused: a destination QEMU started with
@@ -780,11 +779,7 @@ func TestMigrateQEMUDestinationStartedPaused(t *testing.T) {
 		t.Fatalf("destination after the migration: %s, want paused, as -S holds it", st)
 	}
 	qemuQuery(t, dst, "cont", nil)
-	p0 := qemuProgress(t, dst)
-	time.Sleep(300 * time.Millisecond)
-	if p1 := qemuProgress(t, dst); p1 <= p0 {
-		t.Errorf("guest progress on the destination stuck at %d", p0)
-	}
+	wantProgress(t, dst, "on the destination")
 }
 
 // fakeQMP answers query-status with what state returns and records the
