@@ -92,6 +92,7 @@ func migrateCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never, QEMU's migration only: pagecast's engine always has a cap)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
+			&cli.BoolFlag{Name: "json", Usage: "print how the migration ended as one JSON object on stdout, whether it completed or not (status, error, engine, mode, query-migrate's last reply; see README), instead of the summary; the rest goes to stderr"},
 			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's private key (PEM)"},
@@ -101,7 +102,28 @@ func migrateCommand() *cli.Command {
 	}
 }
 
-func runMigrate(c *cli.Context) (err error) {
+func runMigrate(c *cli.Context) error {
+	var out migrationOutcome
+	err := migrate(c, &out)
+	if err != nil && out.linger != nil && c.Duration("metrics-linger") > 0 && c.Context.Err() == nil {
+		// A failure is said before the metrics linger (a minute by
+		// default): it looked like a hang.
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: %s\n", oneLine(err))
+		err = reported{err}
+	}
+	if c.Bool("json") {
+		if werr := out.write(c.App.Writer, err); werr != nil && err == nil {
+			err = fmt.Errorf("--json: %w", werr)
+		}
+	}
+	if out.linger != nil {
+		out.linger(c.Context)
+	}
+	return err
+}
+
+// migrate runs the migration and records in out what --json prints.
+func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if d := c.Duration("downtime-limit"); d <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration, e.g. 300ms", d)
 	}
@@ -238,15 +260,9 @@ func runMigrate(c *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// A failure is said before the metrics linger (a minute by
-		// default): it looked like a hang.
-		if err != nil && metrics != nil && c.Duration("metrics-linger") > 0 && c.Context.Err() == nil {
-			fmt.Fprintf(c.App.ErrWriter, "pagecast: %s\n", oneLine(err))
-			err = reported{err}
-		}
-		lingerMetrics(c.Context)
-	}()
+	if metrics != nil {
+		out.linger = lingerMetrics // runMigrate lingers once it has said how it ended
+	}
 	mon, err := dialQMP(path)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
@@ -261,6 +277,7 @@ func runMigrate(c *cli.Context) (err error) {
 	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
 	switch kind {
 	case migrator.MonitorPagecast:
+		out.Engine, out.Mode = enginePagecast, p.Mode
 		if tlsSet(c) {
 			return errors.New("--tls-cert, --tls-key, --tls-ca: pagecast's own monitor makes the connection itself: give them to its pagecast vm run")
 		}
@@ -330,12 +347,13 @@ func runMigrate(c *cli.Context) (err error) {
 			return fmt.Errorf("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (engine %s: %s) would go in plain TCP", engine, why)
 		}
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)\n", engine, why)
+		out.Engine, out.Mode = engine, p.Mode
 		if src != nil {
 			defer src.Close()
 			if p.MaxRounds == 0 {
 				return errNoRoundCap
 			}
-			return migrateWithEngine(c, src, p, metrics, mon, dst)
+			return migrateWithEngine(c, src, p, metrics, mon, dst, out)
 		}
 		// QEMU's own migration takes a paused guest (it stays paused),
 		// not one that left or has yet to come: say what those states
@@ -363,6 +381,7 @@ func runMigrate(c *cli.Context) (err error) {
 			pl.DestAnswers = func() error { return destAnswers(dst, destAnswerWait) }
 		}
 		plan = &pl
+		out.qemuPlan(plan)
 		// A migration QEMU refuses (a migration blocker) gives the
 		// source back its settings too; WaitQEMU does once one ends.
 		defer func() {
@@ -432,13 +451,14 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 		return err
 	}
+	out.began = true
 	interrupts.follow()
 	var auto *migrator.AutoChoice
 	if kind == migrator.MonitorPagecast && p.Mode == modeAuto {
 		// migrate returned once the choice was made: query-migrate has it.
 		if i, err := migrator.Query(mon); err == nil && i.Pagecast != nil && i.Pagecast.Auto != nil {
 			auto = i.Pagecast.Auto
-			writeAutoChoice(c.App.Writer, auto)
+			writeAutoChoice(textOut(c), auto)
 		}
 	}
 	bar := newProgressBar(c.App.ErrWriter, c.Bool("quiet"))
@@ -480,6 +500,12 @@ func runMigrate(c *cli.Context) (err error) {
 		info, err = migrator.Wait(ctx, mon, 200*time.Millisecond, progress)
 	}
 	bar.done()
+	if info.Status != "" {
+		out.ended(info)
+	}
+	if plan != nil {
+		defer out.qemuPlan(plan) // as it ended: post-copy, a forced switch-over, the slowdown
+	}
 	if metrics != nil {
 		if i, ok := exported(info, err); ok {
 			metrics.Observe(i)
@@ -574,10 +600,14 @@ func runMigrate(c *cli.Context) (err error) {
 		}
 	}
 	paused := guestPaused(pause)
-	writeSummary(c.App.Writer, info, plan, paused, p.DowntimeLimit)
-	if auto != nil {
-		if p, ok := auto.Predicted(); ok {
-			writePredictedAgainst(c.App.Writer, p, info, paused)
+	out.paused(paused)
+	out.ended(info) // with the highest throttle seen
+	if !c.Bool("json") {
+		writeSummary(c.App.Writer, info, plan, paused, p.DowntimeLimit)
+		if auto != nil {
+			if p, ok := auto.Predicted(); ok {
+				writePredictedAgainst(c.App.Writer, p, info, paused)
+			}
 		}
 	}
 	return unconfirmed(info)

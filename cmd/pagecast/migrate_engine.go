@@ -196,7 +196,7 @@ func sameTCPPort(a, b string) bool {
 // x-ignore-shared, to a `pagecast vm run --monitor qemu --incoming`.
 // metrics, if not nil, follows the migration; given the destination QEMU's
 // monitor dst (the source's is mon), the summary has the guest's own pause.
-func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor) error {
+func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor, out *migrationOutcome) error {
 	if ok, st := src.Running(); !ok && st == "paused" {
 		// pagecast's engine moves a running guest; QEMU's own migration
 		// takes a paused one as it is.
@@ -227,6 +227,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 			return err
 		}
 		choice, p.Mode = &ch, ch.Mode
+		out.Mode = ch.Mode
 	}
 	cfg := migrator.Config{Mode: p.Mode, MaxBandwidth: p.MaxBandwidth, DowntimeLimit: p.DowntimeLimit,
 		MaxRounds: p.MaxRounds, Profile: p.Profile, Log: slog.New(engineLog{slog.Default().Handler()})}
@@ -261,6 +262,10 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		go func() { defer close(followed); metrics.Follow(context.Background(), m.Info, 200*time.Millisecond) }()
 	}
 	info, err := followMigration(ctx, m, newProgressBar(c.App.ErrWriter, c.Bool("quiet")))
+	out.began = true
+	if info.Status != "" {
+		out.ended(info)
+	}
 	if err != nil && src.Gone() != nil {
 		return err // the engine says the source QEMU went, and the guest with it
 	}
@@ -268,6 +273,10 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
 	paused := guestPaused(pause)
+	out.paused(paused)
+	if c.Bool("json") {
+		return unconfirmed(info)
+	}
 	writeSummary(c.App.Writer, info, nil, paused, p.DowntimeLimit)
 	if x := info.Pagecast; x != nil && x.Auto != nil { // query-migrate's report of the choice
 		if p, ok := x.Auto.Predicted(); ok {
@@ -366,11 +375,12 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 		return choice, fmt.Errorf("--mode auto: %w", err)
 	}
 	settled(choice.Predictions)
-	fmt.Fprintf(c.App.Writer, "auto: predicted from %v of the guest (%d pages written; content %s%s):\n",
+	w := textOut(c)
+	fmt.Fprintf(w, "auto: predicted from %v of the guest (%d pages written; content %s%s):\n",
 		time.Duration(n)*autoEpoch, pages, o.Content, rateNote)
 	// Auto watches in fixed epochs: the note on short rounds has no advice.
-	writeSimulationTableWith(c.App.Writer, o.Workload, choice.Predictions, "")
-	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
+	writeSimulationTableWith(w, o.Workload, choice.Predictions, "")
+	fmt.Fprintf(w, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
 	return choice, nil
 }
 

@@ -284,9 +284,9 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 // failed reply has no ram: the megabytes sent before were not counted).
 func TestMigrateQEMUDestinationDies(t *testing.T) {
 	src, dst, uri := qemuPair(t, "hotset")
-	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu", "--bandwidth", "8MiB/s", "--quiet")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu", "--bandwidth", "8MiB/s", "--quiet", "--json")
+	var out, stdout syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -297,6 +297,12 @@ func TestMigrateQEMUDestinationDies(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "hung up at once") || !strings.Contains(out.String(), "the guest keeps running on the source") {
 		t.Errorf("migrate's error for a destination killed midway:\n%s", out.String())
+	}
+	// --json: the same, for a script.
+	o := outcomeOf(t, stdout.String())
+	if o.Status != migrator.StatusFailed || !strings.Contains(o.Error, "the guest keeps running on the source") || o.Engine != engineQEMU ||
+		o.Mode != migrator.ModePrecopy || o.QEMU == nil || o.QEMU.Parameters.MaxBandwidth != 8<<20 || o.Info == nil {
+		t.Errorf("--json outcome: %s", stdout.String())
 	}
 	if st := qemuRunState(t, src); st != "running" {
 		t.Errorf("source after the failed migration: %s, want running", st)

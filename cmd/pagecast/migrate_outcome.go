@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/migrator"
+)
+
+// migrationOutcome is what migrate --json prints on stdout when it ends,
+// whether the migration completed, failed, was cancelled or never began:
+// one object a script can read instead of the summary's table.
+type migrationOutcome struct {
+	// Status is query-migrate's last status (completed, failed,
+	// cancelled, postcopy-active, …); none where no migration began,
+	// unknown where the source stopped answering before its end.
+	Status string `json:"status"`
+	// Error is why migrate exits 1; absent where it exits 0.
+	Error  string `json:"error,omitempty"`
+	Engine string `json:"engine,omitempty"` // pagecast or qemu
+	// Mode is the mode migrated with: the one auto chose under --mode
+	// auto (its predictions are in query-migrate's x-pagecast.auto).
+	Mode string `json:"mode,omitempty"`
+	// GuestPaused is the guest's own pause in ms, the source's STOP to the
+	// destination's RESUME, where --dest-qmp let pagecast see both.
+	GuestPaused *int64         `json:"guest-paused,omitempty"`
+	QEMU        *qemuOutcome   `json:"qemu,omitempty"`
+	Info        *migrator.Info `json:"query-migrate,omitempty"`
+
+	began  bool                  // migrate was accepted: a migration ran, or runs on
+	linger func(context.Context) // --metrics: serve them on for Prometheus once the rest is said
+}
+
+// qemuOutcome is how QEMU's own migration was set up and ended (--engine
+// qemu): what the summary says as "qemu capabilities" and the rest.
+type qemuOutcome struct {
+	Capabilities []string            `json:"capabilities"`
+	Parameters   migrator.QEMUParams `json:"parameters"`
+	// Switched says why post-copy was started, if it was.
+	Switched string `json:"switched-to-postcopy,omitempty"`
+	// Forced: the round cap forced the switch-over (--max-rounds).
+	Forced   bool              `json:"switch-over-forced,omitempty"`
+	Slowdown migrator.Slowdown `json:"slowdown"`
+}
+
+// ended records the migration's last query-migrate reply.
+func (o *migrationOutcome) ended(i migrator.Info) {
+	o.began = true
+	o.Info = &i
+	if i.Pagecast != nil && i.Pagecast.Mode != "" {
+		o.Mode = i.Pagecast.Mode
+	}
+}
+
+// paused records the guest's own pause, if known (not negative).
+func (o *migrationOutcome) paused(d time.Duration) {
+	if d >= 0 {
+		ms := d.Round(time.Millisecond).Milliseconds()
+		o.GuestPaused = &ms
+	}
+}
+
+// qemuPlan records a QEMU migration's plan.
+func (o *migrationOutcome) qemuPlan(p *migrator.QEMUPlan) {
+	o.Mode = p.Mode
+	o.QEMU = &qemuOutcome{Capabilities: p.Capabilities, Parameters: p.Parameters,
+		Switched: p.Switched, Forced: p.Forced, Slowdown: p.Slowdown}
+	if o.QEMU.Capabilities == nil {
+		o.QEMU.Capabilities = []string{}
+	}
+}
+
+// write prints o as one line of JSON, err being migrate's outcome.
+func (o *migrationOutcome) write(w io.Writer, err error) error {
+	switch {
+	case o.Info != nil && o.Info.Status != "":
+		o.Status = o.Info.Status
+	case o.began:
+		o.Status = "unknown"
+	default:
+		o.Status = migrator.StatusNone
+	}
+	if err != nil {
+		o.Error = oneLine(err)
+	}
+	return json.NewEncoder(w).Encode(o)
+}
+
+// textOut is where migrate's text for people goes: stdout, or stderr
+// under --json, where stdout has the outcome's JSON alone.
+func textOut(c *cli.Context) io.Writer {
+	if c.Bool("json") {
+		return c.App.ErrWriter
+	}
+	return c.App.Writer
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/pagecast/pagecast/migrator"
+)
+
+// outcomeOf reads migrate --json's stdout: exactly one JSON object, and
+// nothing else.
+func outcomeOf(t *testing.T, stdout string) migrationOutcome {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	dec.DisallowUnknownFields()
+	var o migrationOutcome
+	if err := dec.Decode(&o); err != nil {
+		t.Fatalf("migrate --json's stdout is not its JSON outcome: %v\n%s", err, stdout)
+	}
+	if rest, _ := dec.Token(); rest != nil || dec.More() {
+		t.Fatalf("migrate --json's stdout holds more than one object:\n%s", stdout)
+	}
+	return o
+}
+
+// TestMigrateJSON: migrate --json prints how the migration ended as one
+// JSON object on stdout, the text for people (auto's predictions among
+// it) on stderr: completed, with the mode auto chose, and a migrate
+// refused before it began.
+func TestMigrateJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src, _, stdout, stderr := migrateQEMUCLI(t, "--mode", "auto", "--observe", "5", "--bandwidth", "32MiB/s", "--dest-qmp", destQMP, "--json")
+	o := outcomeOf(t, stdout)
+	t.Logf("stdout: %s", stdout)
+	if o.Status != migrator.StatusCompleted || o.Error != "" || o.Engine != enginePagecast {
+		t.Errorf("outcome: status %q, error %q, engine %q; want completed, none, %s", o.Status, o.Error, o.Engine, enginePagecast)
+	}
+	i := o.Info
+	if i == nil || i.RAM == nil || i.RAM.Total < 32<<20 || i.RAM.Transferred == 0 || i.Pagecast == nil || !i.Pagecast.Verified {
+		t.Fatalf("outcome's query-migrate: %+v", i)
+	}
+	if a := i.Pagecast.Auto; a == nil || a.Mode != o.Mode || o.Mode == "auto" || len(a.Predictions) == 0 {
+		t.Errorf("mode %q; auto's report %+v: want the mode auto chose, with its predictions", o.Mode, a)
+	}
+	if o.GuestPaused == nil || *o.GuestPaused <= 0 {
+		t.Errorf("guest paused %v: --dest-qmp was given", o.GuestPaused)
+	}
+	if o.QEMU != nil {
+		t.Errorf("QEMU's plan in pagecast's engine's outcome: %+v", o.QEMU)
+	}
+	for _, want := range []string{"auto chose ", "predicted from "} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+
+	// The source now in postmigrate: refused before anything began.
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+freeAddr(t), "--json", "--quiet")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err == nil {
+		t.Fatalf("migrating a source in postmigrate succeeded:\n%s", out.String())
+	}
+	o = outcomeOf(t, out.String())
+	if o.Status != migrator.StatusNone || o.Error == "" || o.Info != nil || !strings.Contains(errOut.String(), o.Error) {
+		t.Errorf("refused migrate: status %q, error %q, query-migrate %+v; stderr:\n%s", o.Status, o.Error, o.Info, errOut.String())
+	}
+}
