@@ -108,6 +108,53 @@ type QEMUPlan struct {
 	prior      *qemuSettings
 	forcedFrom int64
 	restored   bool
+	// destPrior are the post-copy capabilities the destination had on
+	// before SetupQEMU set DestCapabilities there, among destKnown, those
+	// of destCaps it has (none where it did not say).
+	destPrior, destKnown []string
+}
+
+// destCaps are the capabilities SetupQEMU sets on a destination QEMU.
+var destCaps = []string{CapPostcopyRAM, CapPostcopyBlocktime}
+
+// destChanged reports whether SetupQEMU changed the destination's
+// capabilities from what they were.
+func (plan *QEMUPlan) destChanged() bool {
+	for _, c := range plan.destKnown {
+		if contains(plan.destPrior, c) != contains(plan.DestCapabilities, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// RestoreDest sets back on the destination QEMU dst, once the migration
+// has ended and the guest runs there, the post-copy capabilities
+// SetupQEMU changed: a tsmc left postcopy-ram on in the VM it moved, for
+// whatever migrates it next (found by a walk, as the hint after two
+// interrupts listed the source's settings only).
+func (plan *QEMUPlan) RestoreDest(dst qmp.Monitor) error {
+	if !plan.destChanged() {
+		return nil
+	}
+	if err := setCapabilities(dst, plan.destKnown, plan.destPrior); err != nil {
+		return fmt.Errorf("setting the destination QEMU's post-copy capabilities back: %w", err)
+	}
+	return nil
+}
+
+// DestRestoreHint says how to set back by hand the capabilities SetupQEMU
+// changed on the destination, for a migration pagecast stopped following;
+// "" where it changed none.
+func (plan *QEMUPlan) DestRestoreHint() string {
+	if !plan.destChanged() {
+		return ""
+	}
+	var caps []string
+	for _, c := range plan.destKnown {
+		caps = append(caps, fmt.Sprintf(`{"capability":%q,"state":%v}`, c, contains(plan.destPrior, c)))
+	}
+	return fmt.Sprintf(`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[%s]}}`, strings.Join(caps, ","))
 }
 
 // Restore sets back on the source QEMU mon what SetupQEMU and WaitQEMU
@@ -496,9 +543,19 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 	plan.prior = readSettings(src)
 
 	if dst != nil {
+		if caps, err := qemu.MigrationCapabilities(dst); err == nil {
+			for _, c := range destCaps {
+				if on, ok := caps[c]; ok {
+					plan.destKnown = append(plan.destKnown, c)
+					if on {
+						plan.destPrior = append(plan.destPrior, c)
+					}
+				}
+			}
+		}
 		// The destination needs only post-copy's capabilities; turning
 		// them off elsewhere undoes an earlier tsmc's.
-		if err := setCapabilities(dst, []string{CapPostcopyRAM, CapPostcopyBlocktime}, plan.DestCapabilities); err != nil {
+		if err := setCapabilities(dst, destCaps, plan.DestCapabilities); err != nil {
 			// postcopy-blocktime only counts the guest's waits: a QEMU
 			// without it (before 3.0) migrates all the same.
 			without := slices.DeleteFunc(slices.Clone(plan.DestCapabilities), func(c string) bool { return c == CapPostcopyBlocktime })

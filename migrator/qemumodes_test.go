@@ -134,7 +134,7 @@ func TestSetupQEMU(t *testing.T) {
 		{"precopy, max rounds given", Params{Mode: ModePrecopy, MaxRounds: 10}, false,
 			[]string{summary, cpus, kvm, qcaps, qparams, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, nil, nil, 0},
 		{"precopy with the destination", Params{Mode: ModePrecopy}, true,
-			[]string{summary, cpus, kvm, qcaps, qparams, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, []string{summary, destOff}, nil, 0},
+			[]string{summary, cpus, kvm, qcaps, qparams, plainCaps, `{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":0,"max-postcopy-bandwidth":0}}`}, []string{summary, qcaps, destOff}, nil, 0},
 		{"mecom", Params{Mode: MECOM, DowntimeLimit: 300 * time.Millisecond}, false,
 			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":false}]}}`,
@@ -154,17 +154,17 @@ func TestSetupQEMU(t *testing.T) {
 			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				downtime},
-			[]string{summary, destOn}, []string{CapPostcopyRAM}, 1},
+			[]string{summary, qcaps, destOn}, []string{CapPostcopyRAM}, 1},
 		{"tsmc, bandwidth", Params{Mode: ModeTSMC, MaxBandwidth: 32 << 20}, true,
 			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
-			[]string{summary, destOn}, []string{CapPostcopyRAM}, 0},
+			[]string{summary, qcaps, destOn}, []string{CapPostcopyRAM}, 0},
 		{"precopy+postcopy, bandwidth", Params{Mode: ModePrecopy + "+" + Postcopy, MaxBandwidth: 32 << 20}, true,
 			[]string{summary, cpus, kvm, qcaps, qparams,
 				`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false},{"capability":"auto-converge","state":false},{"capability":"postcopy-ram","state":true}]}}`,
 				`{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":33554432,"max-postcopy-bandwidth":33554432}}`},
-			[]string{summary, destOn}, []string{CapPostcopyRAM}, 0},
+			[]string{summary, qcaps, destOn}, []string{CapPostcopyRAM}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -640,12 +640,58 @@ func TestSetupQEMUNoBlocktime(t *testing.T) {
 	}
 	want := []string{
 		`{"execute":"query-memory-size-summary"}`, // clientOK's {}: no size said, nothing compared
+		`{"execute":"query-migrate-capabilities"}`,
 		`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true},{"capability":"postcopy-blocktime","state":true}]}}`,
 		`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true}]}}`,
 	}
 	if !slices.Equal(*sent, want) || !slices.Equal(plan.DestCapabilities, []string{CapPostcopyRAM}) ||
 		len(plan.Notes) != 1 || !strings.Contains(plan.Notes[0], "refused postcopy-blocktime") {
 		t.Errorf("sent %q, plan %+v", *sent, plan)
+	}
+}
+
+// TestDestCapabilitiesRestored: the post-copy capabilities SetupQEMU sets
+// on the destination QEMU are set back to what it had (a tsmc left
+// postcopy-ram on in the VM it moved, and the hint after two interrupts
+// named the source's settings only; walk 59), among those it has.
+func TestDestCapabilitiesRestored(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mode    string
+		had     []any // query-migrate-capabilities' return
+		restore string
+	}{
+		{"tsmc", ModeTSMC, []any{map[string]any{"capability": "postcopy-ram", "state": false}, map[string]any{"capability": "postcopy-blocktime", "state": false}},
+			`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":false},{"capability":"postcopy-blocktime","state":false}]}}`},
+		{"precopy after an earlier tsmc's", ModePrecopy, []any{map[string]any{"capability": "postcopy-ram", "state": true}, map[string]any{"capability": "postcopy-blocktime", "state": false}},
+			`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":true},{"capability":"postcopy-blocktime","state":false}]}}`},
+		{"tsmc, as it had", ModeTSMC, []any{map[string]any{"capability": "postcopy-ram", "state": true}, map[string]any{"capability": "postcopy-blocktime", "state": true}}, ""},
+		{"tsmc, no blocktime", ModeTSMC, []any{map[string]any{"capability": "postcopy-ram", "state": false}},
+			`{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":false}]}}`},
+		{"tsmc, not said", ModeTSMC, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, _ := qemuFake(t)
+			dst, sent := clientFake(func(cmd qmp.Command) (any, error) {
+				if cmd.Execute == "query-migrate-capabilities" && tc.had != nil {
+					return map[string]any{"return": tc.had}, nil
+				}
+				return clientOK(cmd)
+			})
+			plan, err := SetupQEMU(src, dst, Params{Mode: tc.mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := len(*sent)
+			if err := plan.RestoreDest(dst); err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join((*sent)[before:], "")
+			hint := plan.DestRestoreHint()
+			if got != tc.restore || hint != tc.restore {
+				t.Errorf("restore sent %q, hint %q; want %q for both", got, hint, tc.restore)
+			}
+		})
 	}
 }
 

@@ -517,6 +517,14 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// post-copy, postcopy-paused, a destination gone in post-copy, a
 		// silent monitor), which kept a 4 MiB/s cap and postcopy-ram for
 		// good, unsaid (found by a new-user walk and a review).
+		// Deferred, so said in the reverse order: the source's first.
+		if hint := plan.DestRestoreHint(); hint != "" && dst != nil {
+			defer func() {
+				if destAnswers(dst, destAnswerWait) == nil { // not where it is gone
+					err = fmt.Errorf("%w; the destination QEMU keeps the post-copy capabilities pagecast set there: once the migration has ended, send it %s", err, hint)
+				}
+			}()
+		}
 		if hint := plan.RestoreHint(); hint != "" {
 			defer func() {
 				err = fmt.Errorf("%w; the source QEMU keeps this migration's settings, which pagecast sets back only on a migration it follows to its end: once it has ended, send it %s", err, hint)
@@ -594,6 +602,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		note, err := settleDestination(ctx, mon, dst, settled{source: lastSource, postcopy: switched || plan.Switched != "", destPID: destPID, ranThere: pause.Resumed}, settleWait)
 		if err != nil {
 			return err
+		}
+		if err := plan.RestoreDest(dst); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %v: it keeps them; %s\n", err, plan.DestRestoreHint())
 		}
 		if note != "" {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: "+note)

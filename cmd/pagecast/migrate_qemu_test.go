@@ -268,6 +268,18 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 			t.Errorf("migrate's output lacks %q:\n%s", want, out.String())
 		}
 	}
+	// The destination's post-copy capabilities, which the plan turned
+	// on, are off again as they were: the VM it moved kept them.
+	var caps []struct {
+		Capability string
+		State      bool
+	}
+	qemuQuery(t, dst, "query-migrate-capabilities", &caps)
+	for _, c := range caps {
+		if c.State && strings.HasPrefix(c.Capability, "postcopy") {
+			t.Errorf("the destination keeps %s on after the migration", c.Capability)
+		}
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for st := qemuRunState(t, dst); st != "running"; st = qemuRunState(t, dst) {
 		if time.Now().After(deadline) {
@@ -650,6 +662,32 @@ func qemuPostcopyUnderway(t *testing.T) (src, dst *qemuRun, migrate *exec.Cmd, o
 		t.Fatalf("no post-copy in 60 s:\n%s", out.String())
 	}
 	return src, dst, migrate, out
+}
+
+// TestMigrateQEMUPostcopyDetached: a second interrupt in QEMU's post-copy
+// stops migrate following it, which says how to set back by hand what it
+// set on both QEMUs (after a second SIGTERM it named the source's settings
+// only, and the destination kept postcopy-ram; walk 59).
+func TestMigrateQEMUPostcopyDetached(t *testing.T) {
+	_, _, cmd, out := qemuPostcopyUnderway(t)
+	cmd.Process.Signal(syscall.SIGTERM)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "post-copy under way"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("migrate did not answer the first signal in post-copy:\n%s", out.String())
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("migrate stopped following post-copy exited 0:\n%s", out.String())
+	}
+	for _, want := range []string{
+		`the source QEMU keeps this migration's settings`,
+		`the destination QEMU keeps the post-copy capabilities pagecast set there: once the migration has ended, send it {"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":false},{"capability":"postcopy-blocktime","state":false}]}}`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("migrate's error lacks %q:\n%s", want, out.String())
+		}
+	}
 }
 
 // TestAutoProbeEndsQEMUIncoming: without --dest-qmp, auto's check that
