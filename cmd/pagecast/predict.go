@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,6 +81,7 @@ func predictEvalCommand() *cli.Command {
 			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "CSV traces only: length of one epoch"},
 			&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "CSV traces only: guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
 			anyPageSizeFlag(),
+			&cli.BoolFlag{Name: "json", Usage: "print the scores as one JSON object (per horizon, per predictor: the table's columns and the pair counts) instead of the tables; notes go to stderr"},
 		},
 		Action: predictEval,
 	}
@@ -168,6 +170,11 @@ func predictEval(c *cli.Context) error {
 	if parts > 1 {
 		head += fmt.Sprintf(" (%d of the trace's each, the model told in which a page was written)", parts)
 	}
+	report := evalReport{Trace: path, Pages: meta.Pages(), Memory: meta.MemoryBytes, Epochs: len(epochs),
+		Epoch: meta.Epoch.Seconds(), Parts: parts, Warmup: warmup, Threshold: thr}
+	if pm != nil {
+		report.Kept = &keptPages{Kept: pm.Len(), Dirtied: pm.Mapped()}
+	}
 	pagesNote := func() {
 		if pm != nil {
 			fmt.Fprintf(out, "predictors kept %d pages: the %d the trace dirtied and their neighbours, and %d never dirtied, one of which stands for the %d others\n",
@@ -193,6 +200,9 @@ func predictEval(c *cli.Context) error {
 		}
 		if len(results[0].Epochs) == 0 {
 			return noneScored(path, h)
+		}
+		if c.Bool("json") {
+			return writeEvalJSON(c, report, horizons, [][]predictor.Result{results})
 		}
 		fmt.Fprintf(out, "%s; scored %d epochs after a warm-up of %d, %s, threshold %g\n",
 			head, len(results[0].Epochs), warmup, ahead(h), thr)
@@ -226,6 +236,9 @@ func predictEval(c *cli.Context) error {
 		if len(all[i][0].Epochs) == 0 {
 			return noneScored(path, h)
 		}
+	}
+	if c.Bool("json") {
+		return writeEvalJSON(c, report, horizons, all)
 	}
 	fmt.Fprintf(out, "%s; warm-up of %d, threshold %g, horizons %s epochs\n", head, warmup, thr, joinInts(horizons))
 	pagesNote()
@@ -435,4 +448,81 @@ func checkPredictorMemory(path string, kept uint64) error {
 			path, kept, units.FormatBytes(float64(need)), evalBytesPerPage, units.FormatBytes(float64(free)))
 	}
 	return nil
+}
+
+// evalReport is predict eval --json's output.
+type evalReport struct {
+	Trace     string          `json:"trace"`
+	Pages     uint64          `json:"pages"`  // the guest's
+	Memory    uint64          `json:"memory"` // bytes
+	Epochs    int             `json:"epochs"` // walked, of Epoch each
+	Epoch     float64         `json:"epoch"`  // seconds
+	Parts     int             `json:"parts"`  // the trace's epochs to one walked (--parts)
+	Warmup    int             `json:"warmup"`
+	Threshold float64         `json:"threshold"`
+	Kept      *keptPages      `json:"kept-pages,omitempty"`
+	Horizons  []horizonScores `json:"horizons"`
+	Plots     []string        `json:"plots,omitempty"`
+}
+
+// keptPages: the predictors kept the pages the trace dirtied and their
+// neighbours, and one never-dirtied page for all the others.
+type keptPages struct {
+	Kept    uint64 `json:"kept"`
+	Dirtied uint64 `json:"dirtied"`
+}
+
+// horizonScores are every predictor's scores at one horizon, the model's
+// first.
+type horizonScores struct {
+	Horizon    int         `json:"horizon"`
+	Scored     int         `json:"scored-epochs"`
+	Predictors []scoreJSON `json:"predictors"`
+}
+
+// scoreJSON is one predictor's row of the table, with its pair counts.
+type scoreJSON struct {
+	Name           string   `json:"name"`
+	Precision      float64  `json:"precision"`
+	Recall         float64  `json:"recall"`
+	F1             float64  `json:"f1"`
+	Brier          float64  `json:"brier"`
+	AUC            *float64 `json:"auc"` // null where no pair was dirtied, or every one
+	ECE            float64  `json:"ece"`
+	Pairs          uint64   `json:"pairs"`
+	Positives      uint64   `json:"positives"`
+	TruePositives  uint64   `json:"true-positives"`
+	FalsePositives uint64   `json:"false-positives"`
+	FalseNegatives uint64   `json:"false-negatives"`
+}
+
+// writeEvalJSON prints r with the scores at each horizon (all[i] at
+// horizons[i]) as one JSON object on stdout, after writing --plots.
+func writeEvalJSON(c *cli.Context, r evalReport, horizons []int, all [][]predictor.Result) error {
+	for i, h := range horizons {
+		hs := horizonScores{Horizon: h, Scored: len(all[i][0].Epochs)}
+		for _, res := range all[i] {
+			s := scoreJSON{Name: res.Name, Precision: res.Precision, Recall: res.Recall, F1: res.F1, Brier: res.Brier, ECE: res.ECE,
+				Pairs: res.Pairs, Positives: res.Positives, TruePositives: res.TruePositives, FalsePositives: res.FalsePositives, FalseNegatives: res.FalseNegatives}
+			if !math.IsNaN(res.AUC) {
+				auc := res.AUC
+				s.AUC = &auc
+			}
+			hs.Predictors = append(hs.Predictors, s)
+		}
+		r.Horizons = append(r.Horizons, hs)
+		if dir := c.String("plots"); dir != "" {
+			suffix, title := "", filepath.Base(r.Trace)
+			if len(horizons) > 1 {
+				suffix, title = fmt.Sprintf("-h%d", h), fmt.Sprintf("%s, horizon %d", title, h)
+			}
+			if err := writePlots(dir, title, suffix, all[i]); err != nil {
+				return err
+			}
+			r.Plots = append(r.Plots, filepath.Join(dir, "calibration"+suffix+".png"), filepath.Join(dir, "per-epoch"+suffix+".png"))
+		}
+	}
+	enc := json.NewEncoder(c.App.Writer)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"github.com/pagecast/pagecast/trace"
 	"image/png"
@@ -161,6 +162,34 @@ func TestPredictEvalHorizons(t *testing.T) {
 		fmt.Sscan(f[1]+" "+f[2]+" "+f[3], &model, &best, &gain)
 		if math.Abs(model-best-gain) > 2e-4 {
 			t.Errorf("summary row %q: gain is not F1 model minus best baseline", rows[2+i])
+		}
+	}
+	// --json: the same scores, for a script; the summary's figures are
+	// the model's and the baselines'.
+	js, stderr, err := runApp(t, "predict", "eval", "--memory", "16M", "--horizon", "1,2,4,8,16", "--json", csv)
+	if err != nil || stderr != "" {
+		t.Fatalf("predict eval --json: %v %q", err, stderr)
+	}
+	var r evalReport
+	dec := json.NewDecoder(strings.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil || dec.More() {
+		t.Fatalf("predict eval --json: %v\n%s", err, js)
+	}
+	if r.Pages != 4096 || r.Memory != 16<<20 || r.Epochs != 60 || r.Epoch != 0.1 || r.Warmup != 8 || r.Threshold != 0.5 || len(r.Horizons) != 5 {
+		t.Fatalf("predict eval --json: %+v", r)
+	}
+	for i, hs := range r.Horizons {
+		f := strings.Fields(rows[2+i])
+		var model, best float64
+		fmt.Sscan(f[1]+" "+f[2], &model, &best)
+		var bestJSON float64
+		for _, p := range hs.Predictors[1:] {
+			bestJSON = max(bestJSON, p.F1)
+		}
+		if m := hs.Predictors[0]; m.Name != "model" || hs.Scored != 52-(hs.Horizon-1) || math.Abs(m.F1-model) > 1e-4 || math.Abs(bestJSON-best) > 1e-4 ||
+			m.TruePositives+m.FalseNegatives != m.Positives || len(hs.Predictors) < 4 || m.AUC == nil {
+			t.Errorf("horizon %d in --json: %+v; the table's summary row %q", hs.Horizon, hs, rows[2+i])
 		}
 	}
 	// Plots go per horizon (two horizons: encoding a PNG takes seconds
