@@ -68,7 +68,7 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "monitor", Value: monitorAuto, Usage: "what runs the guest: pagecast (its own KVM monitor), qemu (QEMU with --accel), or auto: pagecast where /dev/kvm works, else QEMU under TCG"},
 			&cli.StringFlag{Name: "accel", Value: "auto", Usage: "with QEMU: auto, kvm or tcg"},
 		),
-		Action: func(c *cli.Context) error {
+		Action: holdsOnClosedOutput(func(c *cli.Context) error {
 			// SIGINT, SIGTERM or SIGHUP ends the demo with its VMs and
 			// files cleaned up; a second one kills it at once.
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -80,7 +80,7 @@ func demoCommand() *cli.Command {
 				return errors.New("interrupted: the demo's VMs are stopped and its files removed")
 			}
 			return err
-		},
+		}),
 	}
 }
 

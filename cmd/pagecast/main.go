@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 )
@@ -30,6 +32,21 @@ func main() {
 type reported struct{ error }
 
 func (r reported) Unwrap() error { return r.error }
+
+// holdsOnClosedOutput is action with SIGPIPE ignored while it runs, for
+// the commands that hold a guest, a migration or a server: a write to a
+// closed stdout or stderr (a logger gone, "| head -1") then fails unsaid,
+// where the Go runtime's default ended the process by the signal and with
+// it the guest, leaving its RAM on /dev/shm (found by a security walk).
+// The commands whose output is the point (trace export, the tables) keep
+// the default, ending quietly as "| head" expects.
+func holdsOnClosedOutput(action cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		signal.Ignore(syscall.SIGPIPE)
+		defer signal.Reset(syscall.SIGPIPE)
+		return action(c)
+	}
+}
 
 // oneLine is err's message on one line, as main prints errors.
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

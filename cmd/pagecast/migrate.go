@@ -98,7 +98,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-key", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's private key (PEM)"},
 			&cli.StringFlag{Name: "tls-ca", Usage: "pagecast's engine on a QEMU source: mutual TLS, the CA that signed the destination's certificate (PEM)"},
 		}, migrationMetricsFlags()...),
-		Action: runMigrate,
+		Action: holdsOnClosedOutput(runMigrate),
 	}
 }
 

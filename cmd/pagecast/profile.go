@@ -67,7 +67,7 @@ func profileCommand() *cli.Command {
 			&cli.BoolFlag{Name: "list-hooks", Usage: "list the hooks and whether each works here, then exit"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no lines every --interval"},
 		},
-		Action: runProfile,
+		Action: holdsOnClosedOutput(runProfile),
 	}
 }
 

@@ -1028,6 +1028,68 @@ func TestVMRunQEMUCleanup(t *testing.T) {
 	}
 }
 
+// TestVMRunClosedOutput: a vm run whose stdout and stderr are a pipe
+// nobody reads any more (a logger gone, "| head -1") keeps its guest
+// running, and cleans up when stopped: the Go runtime's SIGPIPE ended it,
+// its QEMU with it, and left the guest's RAM on /dev/shm (walk 61).
+func TestVMRunClosedOutput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	cmd := exec.Command(binary, "vm", "run", "--monitor", "qemu", "--accel", "tcg", "--memory", "16M", "--workload", "idle", "--qmp", "unix:"+sock)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("vm run with its output closed ended: %v", err)
+		default:
+		}
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("vm run with its output closed never served QMP")
+		}
+	}
+	if st := qmpState(t, sock); st != "running" {
+		t.Fatalf("the guest is %s, want running", st)
+	}
+	dir := ""
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, _ := os.ReadFile(p); bytes.Contains(b, []byte("qemu-system")) && bytes.Contains(b, []byte(sock)) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			dir = qemuWorkDir(pid)
+		}
+	}
+	if dir == "" {
+		t.Fatal("no QEMU of this vm run found")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("vm run did not stop on SIGTERM")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("vm run left its work directory %s (%v)", dir, err)
+	}
+}
+
 // TestDemoInterrupted: an interrupted demo says so, and stops its QEMUs
 // and removes their work directories (each one's guest RAM on /dev/shm).
 func TestDemoInterrupted(t *testing.T) {

@@ -48,7 +48,7 @@ func receiveCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the source's certificate (PEM)"},
 			&cli.BoolFlag{Name: "paused", Usage: "leave the guest paused once it has arrived (QMP cont runs it)"},
 		},
-		Action: runReceive,
+		Action: holdsOnClosedOutput(runReceive),
 	}
 }
 

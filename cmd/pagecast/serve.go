@@ -52,7 +52,7 @@ func predictServeCommand() *cli.Command {
 			&cli.DurationFlag{Name: "epoch", Value: 100 * time.Millisecond, Usage: "epoch length for --collector (100ms: the profiler's and the migration engine's)"},
 			&cli.IntFlag{Name: "parts", Value: 1, Usage: fmt.Sprintf("tell the model in which of this many parts of each epoch a page was written: each trace's epochs are joined this many to one (a trace profiled with --epoch 25ms, served with --parts 4: epochs of 100 ms), and --collector profiles in epochs of --epoch divided by it; 1 to %d", maxParts)},
 		},
-		Action: runServe,
+		Action: holdsOnClosedOutput(runServe),
 	}
 }
 

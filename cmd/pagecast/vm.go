@@ -319,7 +319,7 @@ func vmCommand() *cli.Command {
 				&cli.StringFlag{Name: "metrics", Usage: "pagecast's monitor: serve Prometheus metrics of the migrations out of this VM (pagecast_migration_*) on this address, e.g. 127.0.0.1:9472; needs --qmp. A QEMU VM's are served by pagecast migrate --metrics"},
 				&cli.StringFlag{Name: "name", Usage: "the VM's name in the metrics' vm label (default: the QMP socket's file name without its extension)"},
 			),
-			Action: runVM,
+			Action: holdsOnClosedOutput(runVM),
 		}},
 	}
 }
