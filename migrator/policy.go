@@ -80,6 +80,13 @@ func NeedsPostcopy(s string) bool {
 	return err == nil && (m.threeStage() || m.fallback)
 }
 
+// Throttles reports whether mode s slows the guest's vCPUs (throttle,
+// throttle+mecom), which a QEMU source's guest needs privileges for.
+func Throttles(s string) bool {
+	m, err := parseMode(s)
+	return err == nil && m.policy == ModeThrottle
+}
+
 // parseMode reads a mode: "precopy", "predictive", "throttle", "tsmc" or
 // "mecom" (precopy with compression), then, in this order, "+tsmc"
 // (predictive only), "+mecom" (any but mecom itself) and "+postcopy"

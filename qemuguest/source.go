@@ -313,6 +313,13 @@ func (s *Source) Throttle() int {
 	return s.throttle.pct
 }
 
+// CanThrottle says why SetThrottle would fail on this machine (cgroup
+// v1's cpu controller missing, or no right to make a cgroup in it); nil
+// where it would not.
+func (s *Source) CanThrottle() error {
+	return canThrottle(s.pid, s.tids)
+}
+
 // SetThrottle takes pct percent of each vCPU thread's time away (at most
 // 99; 0 lifts the throttle).
 func (s *Source) SetThrottle(pct int) error {

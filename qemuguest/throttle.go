@@ -100,6 +100,31 @@ func (c *cpuThrottle) set(pid int, tids []int, pct int) error {
 	return nil
 }
 
+// canThrottle says why this process cannot throttle threads tids of QEMU
+// pid, nil where it can: throttle mode slowed the guest only once its
+// rounds had run, and failed there as another user than root, "mkdir
+// /sys/fs/cgroup/cpu/pagecast-N: permission denied" (found by a walk).
+func canThrottle(pid int, tids []int) error {
+	if len(tids) == 0 {
+		return fmt.Errorf("QEMU %d: no vCPU thread found to throttle", pid)
+	}
+	if _, err := os.Stat(filepath.Join(CPUCgroupRoot, "cpu.cfs_quota_us")); err != nil {
+		return fmt.Errorf("cgroup v1's cpu controller, through which pagecast slows QEMU's vCPU threads, is not mounted at %s", CPUCgroupRoot)
+	}
+	cg, err := cpuCgroupOf(pid, tids[0])
+	if err != nil {
+		return err
+	}
+	if name := fmt.Sprintf("pagecast-%d", pid); filepath.Base(cg) == name {
+		cg = filepath.Dir(cg) // a killed pagecast's throttle, taken over (create)
+	}
+	dir := filepath.Join(CPUCgroupRoot, cg)
+	if err := syscall.Access(dir, 0o2 /* W_OK */); err != nil {
+		return fmt.Errorf("pagecast slows QEMU's vCPU threads through a cgroup it makes in %s, and may not (%w): run pagecast as root", dir, err)
+	}
+	return nil
+}
+
 // create makes the cgroup beside the vCPU threads' own and moves them in.
 func (c *cpuThrottle) create(pid int, tids []int) error {
 	if _, err := os.Stat(filepath.Join(CPUCgroupRoot, "cpu.cfs_quota_us")); err != nil {

@@ -203,6 +203,12 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		return errors.New("migrate: virtual machine is paused, not running: pagecast's engine migrates a running guest only; " +
 			"resume it (QMP cont), or migrate it paused with --engine qemu (QEMU's own migration, to a vm run --incoming --engine qemu destination, where it arrives paused)")
 	}
+	if migrator.Throttles(p.Mode) {
+		// Refused before any round: it failed once they had run.
+		if err := src.CanThrottle(); err != nil {
+			return fmt.Errorf("--mode %s: %w; or take another mode, or QEMU's own auto-converge (--engine qemu, to a QEMU waiting with -incoming), which QEMU applies itself (the guest keeps running on the source)", p.Mode, err)
+		}
+	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	var choice *simulate.Choice
@@ -368,6 +374,10 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 		}
 	}
 	modes := qemuAutoModes()
+	if err := src.CanThrottle(); err != nil {
+		modes = slices.DeleteFunc(modes, migrator.Throttles)
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: throttle left out: %v\n", err)
+	}
 	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: predicting %d modes from what was watched%s …\n", len(modes), atOnce(o, modes))
 	settled := watchSims(&o, c.App.ErrWriter, "pagecast: auto:   ", progressEvery)
 	choice, err := simulate.ChooseAmong(ctx, o, o.Workload, c.String("prefer"), modes)

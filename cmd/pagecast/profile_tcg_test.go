@@ -1090,6 +1090,62 @@ func TestVMRunClosedOutput(t *testing.T) {
 	}
 }
 
+// TestThrottleUnprivileged: a user other than root, whose pagecast may not
+// make the cgroup that throttles QEMU's vCPU threads, is refused throttle
+// before any round with why (it failed after the rounds had run, "mkdir
+// /sys/fs/cgroup/cpu/pagecast-N: permission denied"), and auto leaves
+// throttle out, saying so (it chose it, and failed; walk 61).
+func TestThrottleUnprivileged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and setpriv (util-linux) to run pagecast as another user")
+	}
+	nobody := func(args ...string) *exec.Cmd {
+		return exec.Command(setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", binary}, args...)...)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} { // t.TempDir's are 0700
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sock := filepath.Join(dir, "src.sock")
+	src := nobody("vm", "run", "--monitor", "qemu", "--accel", "tcg", "--memory", "32M", "--workload", "hotset:delay=25000", "--qmp", "unix:"+sock)
+	var srcOut syncBuffer
+	src.Stdout, src.Stderr = &srcOut, &srcOut
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		src.Process.Signal(os.Interrupt)
+		src.Wait()
+	})
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(srcOut.String(), "guest up:"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("vm run as nobody never brought its guest up:\n%s", srcOut.String())
+		}
+	}
+	to := "tcp:" + freeAddr(t)
+	startQEMURun(t, "--memory", "32M", "--incoming", to)
+	out, err := nobody("migrate", "--qmp", "unix:"+sock, "--to", to, "--mode", "throttle", "--bandwidth", "32MiB/s", "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--mode throttle: pagecast slows QEMU's vCPU threads through a cgroup it makes in") ||
+		!strings.Contains(string(out), "run pagecast as root") || strings.Contains(string(out), "round") {
+		t.Errorf("throttle as nobody: %v\n%s", err, out)
+	}
+	if st := qmpState(t, sock); st != "running" {
+		t.Fatalf("the source is %s after throttle was refused", st)
+	}
+	out, err = nobody("migrate", "--qmp", "unix:"+sock, "--to", to, "--mode", "auto", "--observe", "3", "--bandwidth", "32MiB/s", "--quiet").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "pagecast: auto: throttle left out: ") || strings.Contains(string(out), "auto chose throttle") ||
+		!strings.Contains(string(out), "verified         true") {
+		t.Errorf("auto as nobody: %v\n%s", err, out)
+	}
+}
+
 // TestDemoInterrupted: an interrupted demo says so, and stops its QEMUs
 // and removes their work directories (each one's guest RAM on /dev/shm).
 func TestDemoInterrupted(t *testing.T) {
