@@ -37,12 +37,13 @@ import (
 // within them), and where none is being screened the new one is closed
 // unanswered.
 type Doorman struct {
-	l     net.Listener
-	log   *slog.Logger
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-	slots chan struct{} // connections being screened or held at once
+	l       net.Listener
+	log     *slog.Logger
+	refused *refusals // log's lines on refused connections, a burst at a time
+	conns   chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+	slots   chan struct{} // connections being screened or held at once
 
 	turnedAway int       // connections closed since lastTurned for want of a slot (run's alone)
 	evicted    int       // connections screened longest closed to make room since then
@@ -84,7 +85,7 @@ func NewDoorman(l net.Listener, log *slog.Logger) *Doorman {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Doorman{l: l, log: log, conns: make(chan net.Conn), done: make(chan struct{}), changed: make(chan struct{}),
+	d := &Doorman{l: l, log: log, refused: &refusals{log: log}, conns: make(chan net.Conn), done: make(chan struct{}), changed: make(chan struct{}),
 		slots: make(chan struct{}, doormanSlots)}
 	go d.run()
 	return d
@@ -139,7 +140,7 @@ func (d *Doorman) logFlood(c net.Conn) {
 	if time.Since(d.lastTurned) < time.Second {
 		return
 	}
-	d.log.Warn("more than 256 connections at once: closed those screened longest without a handshake to make room, and turned away the rest unanswered (a flood: plain TCP is for trusted networks)",
+	d.log.Warn("more than 256 connections at once: closed those screened longest without a handshake to make room, and turned away the rest unanswered (a flood: a migration port is for trusted networks)",
 		"closed-oldest", d.evicted, "turned-away", d.turnedAway, "last-from", c.RemoteAddr().String())
 	d.evicted, d.turnedAway, d.lastTurned = 0, 0, time.Now()
 }
@@ -278,7 +279,7 @@ func (d *Doorman) deliver(c net.Conn, what arrival, why error) {
 			return
 		}
 		if busy != "" && what == failed {
-			d.log.Warn("refused a connection that brought no handshake while busy with a migration", "from", c.RemoteAddr().String(), "err", why)
+			d.refused.warn("refused a connection that brought no handshake while busy with a migration", "from", c.RemoteAddr().String(), "err", why)
 			c.Close()
 			return
 		}
@@ -295,7 +296,7 @@ func (d *Doorman) deliver(c net.Conn, what arrival, why error) {
 			return
 		case <-d.done:
 			if what == failed {
-				d.log.Warn("refused a connection that brought no handshake", "from", c.RemoteAddr().String(), "err", why)
+				d.refused.warn("refused a connection that brought no handshake", "from", c.RemoteAddr().String(), "err", why)
 			}
 			c.Close()
 			return
@@ -305,7 +306,7 @@ func (d *Doorman) deliver(c net.Conn, what arrival, why error) {
 
 // refuse tells a fresh source that the destination is busy, and with what.
 func (d *Doorman) refuse(c net.Conn, busy string, since time.Time) {
-	d.log.Warn("refused a source: busy with another migration", "from", c.RemoteAddr().String())
+	d.refused.warn("refused a source: busy with another migration", "from", c.RemoteAddr().String())
 	w := NewWriter(c)
 	if w.Text(RecRefuse, fmt.Sprintf("this destination is busy with %s, for %v now: it takes one migration at a time; try again once that one has ended",
 		busy, time.Since(since).Round(time.Second))) == nil {
@@ -313,6 +314,11 @@ func (d *Doorman) refuse(c net.Conn, busy string, since time.Time) {
 	}
 	c.Close()
 }
+
+// Refused logs a connection refused (no handshake, a source of another
+// guest), as the Doorman logs its own: a burst of them at a time, the
+// rest counted.
+func (d *Doorman) Refused(msg string, args ...any) { d.refused.warn(msg, args...) }
 
 // Busy marks the destination busy with what (an incoming migration from
 // an address), until Idle.
@@ -345,6 +351,7 @@ func (d *Doorman) Close() error {
 	d.once.Do(func() {
 		close(d.done)
 		err = d.l.Close()
+		d.refused.stop()
 	})
 	return err
 }

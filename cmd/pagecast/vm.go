@@ -209,10 +209,10 @@ func receive(ctx context.Context, listener net.Listener, d migrator.Destination,
 			log.Debug("a connection closed without a word (a port probe); still waiting for the source", "from", conn.RemoteAddr().String())
 			continue
 		case errors.Is(err, migrator.ErrNoHandshake):
-			log.Warn("refused a connection; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
+			l.Refused("refused a connection; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
 			continue
 		case errors.Is(err, migrator.ErrNothingReceived):
-			log.Warn("a source went before sending a page; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
+			l.Refused("a source went before sending a page; still waiting for the source", "from", conn.RemoteAddr().String(), "err", err)
 			continue
 		}
 		return res, err
