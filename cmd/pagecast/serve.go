@@ -168,7 +168,7 @@ func runServe(c *cli.Context) error {
 		srv.Shutdown(shut)
 	}()
 	addr := servedAddr(c.String("listen"), l.Addr())
-	fmt.Fprintf(c.App.Writer, "serving forecasts on http://%s/v1/vms and metrics on http://%s/metrics\n", addr, addr)
+	fmt.Fprintf(c.App.Writer, "serving forecasts on http://%s/v1/vms and metrics on http://%s/metrics%s\n", addr, addr, everyInterface(l.Addr()))
 	serveErr := serveLimited(srv, l, maxConns)
 	// The collector's goroutine ends before its deferred Close unmaps
 	// what it reads (returning at once on a serve error, it went on
@@ -357,6 +357,16 @@ func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// everyInterface notes that a listener at a answers on every interface of
+// the host, unauthenticated: ":9470" was said as localhost only (found by a
+// security walk).
+func everyInterface(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok && t.IP.IsUnspecified() {
+		return " (listening on every interface: anyone who reaches this host reads the forecasts; --listen 127.0.0.1:PORT keeps them to it)"
+	}
+	return ""
 }
 
 // servedAddr is where a listener on listen (as given) answers: its host

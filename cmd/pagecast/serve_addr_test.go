@@ -20,5 +20,9 @@ func TestServedAddr(t *testing.T) {
 		if a := servedAddr(tc.listen, got); a != tc.want {
 			t.Errorf("%s listening as %s: %s, want %s", tc.listen, tc.got, a, tc.want)
 		}
+		// Where it listens on every interface, it says so.
+		if note := everyInterface(got); (note != "") != (got.IP.IsUnspecified()) || (note != "") == (tc.listen == "127.0.0.1:0") {
+			t.Errorf("%s listening as %s: note %q", tc.listen, tc.got, note)
+		}
 	}
 }
