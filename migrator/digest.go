@@ -128,8 +128,15 @@ func (d Digest) Compare(other Digest) error {
 // wireSize formats a byte count in MiB when it is a whole number of them,
 // as guest memory sizes and chunk sizes are, and in bytes otherwise.
 func wireSize(b uint64) string {
-	if b != 0 && b%(1<<20) == 0 {
-		return fmt.Sprintf("%d MiB", b>>20)
+	if b == 0 || b%(1<<20) != 0 {
+		return fmt.Sprintf("%d bytes", b)
 	}
-	return fmt.Sprintf("%d bytes", b)
+	// The largest unit that counts it whole: a hostile hello's 2^62 bytes
+	// read "4398046511104 MiB".
+	unit := 0
+	for b%(1<<10) == 0 && unit < 6 {
+		b >>= 10
+		unit++
+	}
+	return fmt.Sprintf("%d %s", b, []string{"", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}[unit])
 }

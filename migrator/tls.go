@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // TLSFiles are the PEM files of mutual TLS: this end's certificate and key,
@@ -37,7 +40,21 @@ func (f TLSFiles) Config(server bool) (*tls.Config, error) {
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate: %w", err)
+		return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", f.Cert, f.Key, err)
+	}
+	// This end's own certificate out of its dates failed every migration
+	// at the other end's check, the destination starting without a word
+	// (found by a security walk).
+	if leaf := cert.Leaf; leaf != nil {
+		switch now := time.Now(); {
+		case now.After(leaf.NotAfter):
+			return nil, fmt.Errorf("--tls-cert %s expired on %s: the other end refuses it; renew it", f.Cert, leaf.NotAfter.UTC().Format(time.DateTime+" MST"))
+		case now.Before(leaf.NotBefore):
+			return nil, fmt.Errorf("--tls-cert %s is not valid before %s: the other end refuses it until then", f.Cert, leaf.NotBefore.UTC().Format(time.DateTime+" MST"))
+		}
+	}
+	if fi, err := os.Stat(f.Key); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o077 != 0 {
+		slog.Warn("the TLS private key can be read by other users than its owner: chmod 600 it", "file", f.Key, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
 	caPEM, err := readPEM("--tls-ca", f.CA)
 	if err != nil {
@@ -103,8 +120,25 @@ func tlsHint(err error, peer string) error {
 		return fmt.Errorf("%w (the %s's certificate cannot be used: expired, not yet valid or not for this use)", err, peer)
 	case errors.As(err, &op) && op.Op == "remote error":
 		// Only the alert: the record reader's context around it says
-		// nothing here.
-		return fmt.Errorf("the %s refused this side's certificate (%w): it must be signed by the CA the %s trusts, its --tls-ca", peer, op, peer)
+		// nothing here. It says what the other end found wrong (Go's
+		// own alerts for a certificate it verified): all of them were
+		// said to want another CA (found by a security walk).
+		why := "it must be signed by the CA the " + peer + " trusts, its --tls-ca"
+		switch alert := op.Err.Error(); {
+		case strings.HasSuffix(alert, "expired certificate"):
+			why = "it has expired, or is not valid yet, by the " + peer + "'s clock: renew --tls-cert"
+		case strings.HasSuffix(alert, "unsupported certificate"):
+			why = "its key usage does not allow it for this end's side of the connection (a source's needs clientAuth, a destination's serverAuth)"
+		case strings.HasSuffix(alert, "bad certificate") && peer == "source":
+			why = "it must be signed by the CA the source trusts, its --tls-ca, be within its dates and name the address the source dialled (its log says which)"
+		case strings.HasSuffix(alert, "bad certificate"):
+			why = "it must be signed by the CA the destination trusts, its --tls-ca, within its dates and for client use (the destination's log says which)"
+		case strings.HasSuffix(alert, "certificate required"):
+			why = "this side sent none: give --tls-cert and --tls-key"
+		}
+		return fmt.Errorf("the %s refused this side's certificate (%w): %s", peer, op, why)
+	case errors.As(err, new(tls.RecordHeaderError)):
+		return fmt.Errorf("%w (the %s does not speak TLS: it was started without --tls-cert, --tls-key and --tls-ca, and this side with them; give both ends the same, or neither)", err, peer)
 	}
 	return err
 }

@@ -2,8 +2,10 @@ package migrator
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -113,6 +115,95 @@ func TestMutualTLS(t *testing.T) {
 
 	if _, err := (TLSFiles{Cert: good.Cert}).Config(false); err == nil {
 		t.Error("TLS with only a certificate was accepted")
+	}
+}
+
+// TestTLSSaysWhy: what each end says where TLS fails other than by the CA
+// (found by a security walk, which had every refusal said to want another
+// CA, a TLS source into a plain destination said as a record of 80 MB,
+// and a destination whose own certificate had expired start unsaid).
+func TestTLSSaysWhy(t *testing.T) {
+	dir := t.TempDir()
+	good := testPKI(t, dir, "site")
+	client, err := good.Config(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := lightLoad
+	load.Memory = 4 << 20
+
+	// A TLS source into a plain destination: each end says which is which.
+	src := newMemGuest(t, load, true)
+	d := listenDestination(t, newMemGuest(t, load, false), ReceiveConfig{})
+	m, err := Outgoing(src, d.uri, Config{TLS: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Wait(); err == nil || !strings.Contains(err.Error(), "the destination does not speak TLS") {
+		t.Errorf("TLS source into a plain destination: %v", err)
+	}
+	<-d.done
+	if d.err == nil || !strings.Contains(d.err.Error(), "a TLS handshake, not pagecast's plain stream") {
+		t.Errorf("plain destination of a TLS source: %v", d.err)
+	}
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source is %s", st)
+	}
+
+	// A source whose certificate is not for client use: refused, and told
+	// what may be wrong besides the CA.
+	c, k, ca := testutil.PKIWith(t, dir, "usage", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning} })
+	codeSigning, err := TLSFiles{Cert: c, Key: k, CA: good.CA}.Config(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := TLSFiles{Cert: good.Cert, Key: good.Key, CA: ca}.Config(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2 := listenDestination(t, newMemGuest(t, load, false), ReceiveConfig{TLS: server})
+	m2, err := Outgoing(newMemGuest(t, load, true), d2.uri, Config{TLS: codeSigning})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.Wait(); err == nil || !strings.Contains(err.Error(), "within its dates and for client use") {
+		t.Errorf("a source's certificate for code signing: %v", err)
+	}
+	<-d2.done
+
+	// The other end's alerts, each said for what it is.
+	for alert, want := range map[string]string{
+		"tls: expired certificate":           "it has expired, or is not valid yet, by the destination's clock",
+		"tls: unknown certificate authority": "it must be signed by the CA the destination trusts",
+		"tls: certificate required":          "this side sent none",
+		"tls: bad certificate":               "within its dates and for client use",
+		"tls: unsupported certificate":       "its key usage does not allow it",
+	} {
+		err := tlsHint(&net.OpError{Op: "remote error", Err: errors.New(alert)}, "destination")
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("alert %q: %v, want %q", alert, err, want)
+		}
+	}
+
+	// This end's own certificate out of its dates is refused at once,
+	// and a key others may read is warned of.
+	for name, edit := range map[string]func(*x509.Certificate){
+		"expired on":          func(c *x509.Certificate) { c.NotAfter = time.Now().Add(-time.Minute) },
+		"is not valid before": func(c *x509.Certificate) { c.NotBefore = time.Now().Add(time.Hour) },
+	} {
+		c, k, ca := testutil.PKIWith(t, dir, strings.ReplaceAll(name, " ", "-"), edit)
+		if _, err := (TLSFiles{Cert: c, Key: k, CA: ca}).Config(true); err == nil || !strings.Contains(err.Error(), "--tls-cert "+c+" "+name) {
+			t.Errorf("a certificate that %s: %v", name, err)
+		}
+	}
+	var logged strings.Builder
+	defer slog.SetDefault(slog.Default())
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
+	if err := os.Chmod(good.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := good.Config(true); err != nil || !strings.Contains(logged.String(), "chmod 600") {
+		t.Errorf("a key readable by all: %v, logged %q", err, logged.String())
 	}
 }
 

@@ -577,6 +577,12 @@ func (r *Reader) next() (*Record, error) {
 	if r.records == 0 && string(h[:4]) == qemuStreamMagic {
 		return nil, r.malformed("QEMU's own migration stream, not pagecast's: the source runs QEMU's migration (pagecast migrate --engine qemu, or QMP migrate on a QEMU) into pagecast's receiver; start the destination with --engine qemu for that, or migrate with pagecast's engine")
 	}
+	if r.records == 0 && h[0] == tlsHandshakeRecord && h[1] == 3 {
+		return nil, r.malformed("a TLS handshake, not pagecast's plain stream: the source was given --tls-cert, --tls-key and --tls-ca, and this end was not; give both ends the same, or neither")
+	}
+	if r.records == 0 && httpRequest(h[:]) {
+		return nil, r.malformed("an HTTP request, not a pagecast migration stream: this port takes migrations only")
+	}
 	size := binary.LittleEndian.Uint32(h[4:])
 	if size > MaxPayload {
 		return nil, r.malformed("%spayload of %d bytes exceeds the %d-byte limit", r.stranger(), size, MaxPayload)
@@ -948,6 +954,22 @@ const qemuStreamMagic = "QEVM"
 
 // stranger prefixes a header-level complaint about the very first record:
 // there the likely cause is a peer that does not speak the protocol at all.
+// tlsHandshakeRecord is the first byte of a TLS stream (a handshake
+// record, version 3.x next): a TLS source dialling a plain destination
+// was said as "record-type-22 … payload of 83886506 bytes" (found by a
+// security walk).
+const tlsHandshakeRecord = 0x16
+
+// httpRequest reports whether hdr starts as an HTTP request does.
+func httpRequest(hdr []byte) bool {
+	for _, m := range []string{"GET ", "HEAD", "POST", "PUT ", "DELE", "OPTI", "PATC", "CONN", "TRAC"} {
+		if bytes.HasPrefix(hdr, []byte(m)) {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *Reader) stranger() string {
 	if r.records == 0 {
 		return "not a pagecast migration stream: "

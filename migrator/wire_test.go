@@ -320,7 +320,9 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"flags", withHello(recFrame(RecEnd, 1, 0, nil)), "flags 0x01, want 0"},
 		{"reserved", withHello(recFrame(RecEnd, 0, 4, nil)), "reserved bytes 0x00 0x04, want 0"},
 		{"length", withHello(huge), fmt.Sprintf("payload of %d bytes exceeds the %d-byte limit", MaxPayload+1, MaxPayload)},
-		{"garbage first", []byte("GET / HTTP/1.1\r\n\r\n"), "not a pagecast migration stream: payload of"},
+		{"garbage first", []byte("\x47\x00\x00\x00\xff\xff\xff\x7f\x00\x00\x00\x00"), "not a pagecast migration stream: payload of"},
+		{"an HTTP request", []byte("GET / HTTP/1.1\r\n\r\n"), "an HTTP request, not a pagecast migration stream"},
+		{"TLS", []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\x00"), "a TLS handshake, not pagecast's plain stream"},
 		// QEMU_VM_FILE_MAGIC, QEMU_VM_FILE_VERSION 3, then QEMU_VM_CONFIGURATION.
 		{"QEMU's stream", []byte("QEVM\x00\x00\x00\x03\x07\x00\x00\x00\x02pc"), "QEMU's own migration stream, not pagecast's"},
 		{"accept with text", withHello(recFrame(RecAccept, 0, 0, []byte("x"))), "1-byte payload, want none"},

@@ -20,6 +20,13 @@ import (
 // returns the PEM files of the certificate, its key and the CA.
 func PKI(t testing.TB, dir, name string) (cert, key, ca string) {
 	t.Helper()
+	return PKIWith(t, dir, name, nil)
+}
+
+// PKIWith is PKI with the certificate's template changed by edit, if not
+// nil, before it is signed (dates, key usage).
+func PKIWith(t testing.TB, dir, name string, edit func(*x509.Certificate)) (cert, key, ca string) {
+	t.Helper()
 	write := func(file, typ string, der []byte) string {
 		path := filepath.Join(dir, name+"-"+file)
 		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
@@ -50,6 +57,9 @@ func PKI(t testing.TB, dir, name string) (cert, key, ca string) {
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	if edit != nil {
+		edit(leaf)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &leafKey.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
