@@ -1146,6 +1146,28 @@ func TestThrottleUnprivileged(t *testing.T) {
 	}
 }
 
+// TestIncomingPlainTCPWarns: a destination waiting in plain TCP on an
+// address other hosts may reach says that whoever connects first may send
+// it a guest; one on loopback does not (walk 61).
+func TestIncomingPlainTCPWarns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	const warning = "waiting in plain TCP on an address other hosts may reach"
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	open := startQEMURun(t, "--memory", "16M", "--incoming", "tcp:0.0.0.0:"+port)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(open.stderr.String(), warning); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a destination on 0.0.0.0 in plain TCP did not warn:\n%s", open.stderr.String())
+		}
+	}
+	local := startQEMURun(t, "--memory", "16M", "--incoming", "tcp:"+freeAddr(t))
+	time.Sleep(200 * time.Millisecond)
+	if strings.Contains(local.stderr.String(), warning) {
+		t.Errorf("a destination on loopback warned:\n%s", local.stderr.String())
+	}
+}
+
 // TestDemoInterrupted: an interrupted demo says so, and stops its QEMUs
 // and removes their work directories (each one's guest RAM on /dev/shm).
 func TestDemoInterrupted(t *testing.T) {
