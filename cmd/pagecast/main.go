@@ -100,6 +100,11 @@ func newApp() *cli.App {
 		OnUsageError:   usageError,
 	}
 	setUsageError(app.Commands)
+	for _, c := range app.Commands {
+		if c.Name == "migrate" {
+			outcomeWhenRefused(c)
+		}
+	}
 	return app
 }
 

@@ -588,6 +588,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if err != nil && qmpGone(err) {
 		return fmt.Errorf("the source's QMP connection closed during the migration: has its VM exited? (%w)", err)
 	}
+	if err != nil && errors.Is(err, migrator.ErrMonitorSilent) {
+		return err // the guest's state is not known: not said to be kept (review 63)
+	}
 	if err != nil {
 		return fmt.Errorf("%w (%s)", err, kept)
 	}
@@ -601,6 +604,12 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if plan != nil && dst != nil {
 		note, err := settleDestination(ctx, mon, dst, settled{source: lastSource, postcopy: switched || plan.Switched != "", destPID: destPID, ranThere: pause.Resumed}, settleWait)
 		if err != nil {
+			// QEMU's source said completed; the guest did not run on the
+			// destination (review 63: --json said completed).
+			out.settled = "unknown"
+			if errors.As(err, new(destGone)) {
+				out.settled = migrator.StatusFailed
+			}
 			return err
 		}
 		if err := plan.RestoreDest(dst); err != nil {
@@ -623,6 +632,12 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	}
 	return unconfirmed(info)
 }
+
+// destGone is settleDestination's error where the destination QEMU has
+// exited: the migration failed, whatever QEMU's source said.
+type destGone struct{ error }
+
+func (d destGone) Unwrap() error { return d.error }
 
 // settleWait is how long the destination QEMU has, once QEMU's migration
 // has completed on the source, to load what came.
@@ -696,17 +711,17 @@ func settleDestination(ctx context.Context, mon, dst qemu.Runner, st settled, wa
 		why += ": it refused what came and exited, or was stopped (its stderr says why; vCPUs or devices unlike the source's give \"Unknown savevm section\")"
 		switch {
 		case st.ranThere(time.Second):
-			return "", errors.New(why + "; the guest had run there (RESUME), so the source's copy is stale and is not resumed")
+			return "", destGone{errors.New(why + "; the guest had run there (RESUME), so the source's copy is stale and is not resumed")}
 		case st.postcopy:
-			return "", errors.New(why + "; post-copy was started, which may have run the guest there, so the source's copy may be stale and is not resumed: " +
-				"if the destination never ran it (its stderr says so), send the source QMP cont")
+			return "", destGone{errors.New(why + "; post-copy was started, which may have run the guest there, so the source's copy may be stale and is not resumed: " +
+				"if the destination never ran it (its stderr says so), send the source QMP cont")}
 		case st.source != "running":
-			return "", fmt.Errorf("%s; the guest was %s on the source when the migration began, and is left so there (postmigrate)", why, st.source)
+			return "", destGone{fmt.Errorf("%s; the guest was %s on the source when the migration began, and is left so there (postmigrate)", why, st.source)}
 		}
 		if cerr := qemu.QMP(mon, "cont", nil, nil); cerr != nil {
-			return "", fmt.Errorf("%s; resuming the guest on the source failed (%v): it runs nowhere until the source gets QMP cont", why, cerr)
+			return "", destGone{fmt.Errorf("%s; resuming the guest on the source failed (%v): it runs nowhere until the source gets QMP cont", why, cerr)}
 		}
-		return "", errors.New(why + "; the guest runs on at the source again (pagecast sent it cont)")
+		return "", destGone{errors.New(why + "; the guest runs on at the source again (pagecast sent it cont)")}
 	}
 	switch {
 	case state == "running":

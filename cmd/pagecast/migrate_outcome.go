@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"time"
 
@@ -33,6 +34,10 @@ type migrationOutcome struct {
 
 	began  bool                  // migrate was accepted: a migration ran, or runs on
 	linger func(context.Context) // --metrics: serve them on for Prometheus once the rest is said
+	// settled is the status where QEMU's source said completed but the
+	// guest did not run on the destination (settleDestination): failed
+	// where it exited, unknown where it may yet.
+	settled string
 }
 
 // qemuOutcome is how QEMU's own migration was set up and ended (--engine
@@ -77,6 +82,14 @@ func (o *migrationOutcome) qemuPlan(p *migrator.QEMUPlan) {
 // write prints o as one line of JSON, err being migrate's outcome.
 func (o *migrationOutcome) write(w io.Writer, err error) error {
 	switch {
+	case errors.Is(err, migrator.ErrMonitorSilent):
+		// The last reply is kept, but the status is not known: it said
+		// "active" (review 63).
+		o.Status = "unknown"
+	case o.settled != "":
+		// QEMU's source said completed, and the guest did not run on
+		// the destination (settleDestination).
+		o.Status = o.settled
 	case o.Info != nil && o.Info.Status != "":
 		o.Status = o.Info.Status
 	case o.began:
@@ -97,4 +110,59 @@ func textOut(c *cli.Context) io.Writer {
 		return c.App.ErrWriter
 	}
 	return c.App.Writer
+}
+
+// outcomeWhenRefused has migrate --json print its outcome for a command
+// line refused before the migration is tried (a flag missing, misspelt or
+// of a bad value) too: it printed nothing on stdout there (review 63).
+func outcomeWhenRefused(cmd *cli.Command) {
+	before, onUsage := cmd.Before, cmd.OnUsageError
+	cmd.Before = func(c *cli.Context) error {
+		if before == nil {
+			return nil
+		}
+		err := before(c)
+		if err != nil && c.Bool("json") {
+			(&migrationOutcome{}).write(c.App.Writer, err)
+		}
+		return err
+	}
+	cmd.OnUsageError = func(c *cli.Context, err error, sub bool) error {
+		if onUsage != nil {
+			err = onUsage(c, err, sub)
+		}
+		if jsonAsked(c) {
+			(&migrationOutcome{}).write(c.App.Writer, err)
+		}
+		return err
+	}
+}
+
+// jsonAsked reports whether --json is on a command line whose flags did
+// not parse: the app's context holds it whole.
+func jsonAsked(c *cli.Context) bool {
+	for _, l := range c.Lineage() {
+		for _, a := range argsOf(l) {
+			if a == "--" {
+				break
+			}
+			switch a {
+			case "--json", "-json", "--json=true", "-json=true":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// argsOf is l's arguments; none where l has no flag set (urfave/cli's
+// context of a command whose flags failed to parse, and its bare root),
+// whose Args dereferences nil.
+func argsOf(l *cli.Context) (args []string) {
+	defer func() {
+		if recover() != nil {
+			args = nil
+		}
+	}()
+	return l.Args().Slice()
 }

@@ -71,3 +71,27 @@ func TestMigrateJSON(t *testing.T) {
 		t.Errorf("refused migrate: status %q, error %q, query-migrate %+v; stderr:\n%s", o.Status, o.Error, o.Info, errOut.String())
 	}
 }
+
+// TestMigrateJSONRefused: migrate --json prints its outcome, none begun,
+// for a command line refused before anything was tried: a flag missing,
+// unknown, of a bad value, or checked by migrate itself (review 63: it
+// printed nothing on stdout for the first three).
+func TestMigrateJSONRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"--json", "--qmp", "unix:/nonexistent.sock"},
+		{"--json", "--qmp", "unix:/nonexistent.sock", "--to", "tcp:127.0.0.1:1", "--downtime-limit", "abc"},
+		{"--bogus", "--json", "--qmp", "unix:/nonexistent.sock"},
+		{"--qmp", "unix:/nonexistent.sock", "--to", "tcp:127.0.0.1:1", "--max-rounds", "-1", "--json"},
+		{"--qmp", "unix:/nonexistent.sock", "--to", "tcp:127.0.0.1:1", "--json"},
+	} {
+		stdout, stderr, err := runApp(t, append([]string{"migrate"}, args...)...)
+		if err == nil {
+			t.Errorf("migrate %q succeeded", args)
+			continue
+		}
+		o := outcomeOf(t, stdout)
+		if o.Status != "none" || o.Error != oneLine(err) || o.Info != nil {
+			t.Errorf("migrate %q: %+v, error %v, stderr %q", args, o, err, stderr)
+		}
+	}
+}

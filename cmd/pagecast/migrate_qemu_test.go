@@ -788,11 +788,19 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 	dst.Close()
 	uri = freeTCP(t)
 	dst = startQEMUExtra(t, "hotset", uri, "-smp", "2")
-	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
-		"--engine", "qemu", "--mode", "precopy", "--quiet").CombinedOutput()
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+		"--engine", "qemu", "--mode", "precopy", "--quiet", "--json")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	out = []byte(stderr.String())
 	if err == nil || !strings.Contains(string(out), "the destination QEMU no longer answers on --dest-qmp") ||
 		!strings.Contains(string(out), "the guest runs on at the source again (pagecast sent it cont)") {
 		t.Errorf("migrate to a destination that refused the state: %v\n%s", err, out)
+	}
+	// --json: failed, though QEMU's source said completed (review 63).
+	if o := outcomeOf(t, stdout.String()); o.Status != migrator.StatusFailed || o.Info == nil || o.Info.Status != migrator.StatusCompleted {
+		t.Errorf("--json: %s", stdout.String())
 	}
 	if st := qemuRunState(t, src); st != "running" {
 		t.Fatalf("source after the destination refused the state: %s, want running", st)
