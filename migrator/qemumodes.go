@@ -567,9 +567,16 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 		}
 	}
 	if err := setCapabilities(src, qemuCapabilities, plan.Capabilities); err != nil {
+		if dst != nil {
+			plan.RestoreDest(dst) // set above: not left behind (review 63)
+		}
 		return QEMUPlan{}, err
 	}
 	if err := clientRun(src, "migrate-set-parameters", plan.Parameters, nil); err != nil {
+		restoreSettings(src, &plan)
+		if dst != nil {
+			plan.RestoreDest(dst)
+		}
 		return QEMUPlan{}, err
 	}
 	return plan, nil

@@ -695,6 +695,29 @@ func TestDestCapabilitiesRestored(t *testing.T) {
 	}
 }
 
+// TestSetupQEMUFailsRestoresDest: a plan the source QEMU refuses leaves
+// the destination's post-copy capabilities as they were (review 63).
+func TestSetupQEMUFailsRestoresDest(t *testing.T) {
+	src, _ := clientFake(func(cmd qmp.Command) (any, error) {
+		if cmd.Execute == "migrate-set-parameters" {
+			return map[string]any{"error": map[string]any{"class": "GenericError", "desc": "Parameter 'max-bandwidth' expects a size"}}, nil
+		}
+		return clientOK(cmd)
+	})
+	dst, sent := clientFake(func(cmd qmp.Command) (any, error) {
+		if cmd.Execute == "query-migrate-capabilities" {
+			return map[string]any{"return": []any{map[string]any{"capability": "postcopy-ram", "state": false}, map[string]any{"capability": "postcopy-blocktime", "state": false}}}, nil
+		}
+		return clientOK(cmd)
+	})
+	if _, err := SetupQEMU(src, dst, Params{Mode: ModeTSMC}); err == nil {
+		t.Fatal("a plan the source refused was set up")
+	}
+	if last := (*sent)[len(*sent)-1]; last != `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"postcopy-ram","state":false},{"capability":"postcopy-blocktime","state":false}]}}` {
+		t.Errorf("the destination's last command: %s, want its post-copy capabilities set back off", last)
+	}
+}
+
 // TestQEMUSettingsRestored: once QEMU's migration has ended, completed or
 // not, the source QEMU has the capabilities and parameters it had before
 // the plan changed them (it kept the plan's cap, throttle and capabilities

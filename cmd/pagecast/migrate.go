@@ -387,6 +387,12 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		defer func() {
 			if !waited {
 				plan.Restore(mon)
+				if dst != nil {
+					// Still waiting, no stream came: QEMU refused migrate
+					// (a blocker), or the pause could not be watched
+					// (review 63).
+					plan.RestoreDest(dst)
+				}
 			}
 		}()
 	}
@@ -519,10 +525,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// good, unsaid (found by a new-user walk and a review).
 		// Deferred, so said in the reverse order: the source's first.
 		if hint := plan.DestRestoreHint(); hint != "" && dst != nil {
+			// Not asked whether it lives: a stopped one does not answer,
+			// and keeps them (review 63).
 			defer func() {
-				if destAnswers(dst, destAnswerWait) == nil { // not where it is gone
-					err = fmt.Errorf("%w; the destination QEMU keeps the post-copy capabilities pagecast set there: once the migration has ended, send it %s", err, hint)
-				}
+				err = fmt.Errorf("%w; the destination QEMU, if it lives on, keeps the post-copy capabilities pagecast set there: once the migration has ended, send it %s", err, hint)
 			}()
 		}
 		if hint := plan.RestoreHint(); hint != "" {
