@@ -40,10 +40,15 @@ func (r reported) Unwrap() error { return r.error }
 // it the guest, leaving its RAM on /dev/shm (found by a security walk).
 // The commands whose output is the point (trace export, the tables) keep
 // the default, ending quietly as "| head" expects.
+//
+// The signal is caught (Notify), not ignored: an ignored one stays ignored
+// in every process started after (QEMU, a shell, a decompressor) and, as
+// signal.Reset does not undo Ignore for SIGPIPE, in this one (review 63).
 func holdsOnClosedOutput(action cli.ActionFunc) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		signal.Ignore(syscall.SIGPIPE)
-		defer signal.Reset(syscall.SIGPIPE)
+		pipe := make(chan os.Signal, 1)
+		signal.Notify(pipe, syscall.SIGPIPE)
+		defer signal.Stop(pipe)
 		return action(c)
 	}
 }
