@@ -118,11 +118,19 @@ func canThrottle(pid int, tids []int) error {
 	if name := fmt.Sprintf("pagecast-%d", pid); filepath.Base(cg) == name {
 		cg = filepath.Dir(cg) // a killed pagecast's throttle, taken over (create)
 	}
+	// Made and removed, as create makes its own: access(2) judged by the
+	// real user, not the capabilities a process has (review 63).
 	dir := filepath.Join(CPUCgroupRoot, cg)
-	if err := syscall.Access(dir, 0o2 /* W_OK */); err != nil {
+	probe := filepath.Join(dir, fmt.Sprintf("pagecast-probe-%d", os.Getpid()))
+	err = os.Mkdir(probe, 0o755)
+	if err == nil || errors.Is(err, os.ErrExist) {
+		os.Remove(probe)
+		return nil
+	}
+	if errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("pagecast slows QEMU's vCPU threads through a cgroup it makes in %s, and may not (%w): run pagecast as root", dir, err)
 	}
-	return nil
+	return fmt.Errorf("pagecast slows QEMU's vCPU threads through a cgroup it makes in %s, and cannot (%w)", dir, err)
 }
 
 // create makes the cgroup beside the vCPU threads' own and moves them in.
