@@ -125,8 +125,9 @@ func (d Digest) Compare(other Digest) error {
 		differ, len(d.Sums), wireSize(uint64(d.ChunkBytes)), start, start+uint64(d.ChunkBytes)-1)
 }
 
-// wireSize formats a byte count in MiB when it is a whole number of them,
-// as guest memory sizes and chunk sizes are, and in bytes otherwise.
+// wireSize formats a byte count in the largest binary unit, MiB or more,
+// that counts it whole, as guest memory sizes and chunk sizes are, and in
+// bytes otherwise.
 func wireSize(b uint64) string {
 	if b == 0 || b%(1<<20) != 0 {
 		return fmt.Sprintf("%d bytes", b)

@@ -21,6 +21,7 @@ type refusals struct {
 	dropped int       // unlogged in the window
 	last    []any     // the last one dropped's attributes
 	timer   *time.Timer
+	stopped bool // the destination closed: no window to count in
 }
 
 // refusalBurst and refusalWindow: at most this many logged in each
@@ -34,6 +35,15 @@ var refusalWindow = 10 * time.Second
 func (r *refusals) warn(msg string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stopped {
+		// The last few of a closed destination's screened connections:
+		// a burst at most, with no timer to say the rest (review 63).
+		if r.logged < refusalBurst {
+			r.logged++
+			r.log.Warn(msg, args...)
+		}
+		return
+	}
 	now := time.Now()
 	if now.Sub(r.start) >= refusalWindow && r.dropped == 0 {
 		r.start, r.logged = now, 0
@@ -65,6 +75,7 @@ func (r *refusals) flush() {
 func (r *refusals) stop() {
 	r.mu.Lock()
 	t := r.timer
+	r.stopped = true
 	r.mu.Unlock()
 	if t != nil && t.Stop() {
 		r.flush()

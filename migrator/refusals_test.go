@@ -66,4 +66,12 @@ func TestRefusals(t *testing.T) {
 	if n, _ := h.lines(); n != 2*refusalBurst+2 {
 		t.Fatalf("a second flood, then stop: %d lines, want %d", n, 2*refusalBurst+2)
 	}
+	// After stop (the destination closed), a burst at most, and no timer
+	// left to log after it.
+	for i := 0; i < 2*refusalBurst; i++ {
+		r.warn("refused a connection", "from", "192.0.2.1:1")
+	}
+	if n, _ := h.lines(); n != 3*refusalBurst+2 || r.timer != nil {
+		t.Fatalf("after stop: %d lines (want %d), timer %v", n, 3*refusalBurst+2, r.timer)
+	}
 }

@@ -50,11 +50,16 @@ func (f TLSFiles) Config(server bool) (*tls.Config, error) {
 		case now.After(leaf.NotAfter):
 			return nil, fmt.Errorf("--tls-cert %s expired on %s: the other end refuses it; renew it", f.Cert, leaf.NotAfter.UTC().Format(time.DateTime+" MST"))
 		case now.Before(leaf.NotBefore):
-			return nil, fmt.Errorf("--tls-cert %s is not valid before %s: the other end refuses it until then", f.Cert, leaf.NotBefore.UTC().Format(time.DateTime+" MST"))
+			// Warned of, not refused: the other end judges by its own
+			// clock, and a certificate issued a moment ago on a host a
+			// few seconds ahead is good there (review 63).
+			slog.Warn("the TLS certificate is not valid yet by this host's clock: the other end refuses it if its clock agrees", "file", f.Cert, "not-before", leaf.NotBefore.UTC().Format(time.DateTime+" MST"))
 		}
 	}
-	if fi, err := os.Stat(f.Key); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o077 != 0 {
-		slog.Warn("the TLS private key can be read by other users than its owner: chmod 600 it", "file", f.Key, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	// Group read is Debian's way (root:ssl-cert 0640): only others are
+	// warned of (review 63).
+	if fi, err := os.Stat(f.Key); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o007 != 0 {
+		slog.Warn("the TLS private key can be read by any user: chmod o-rwx it", "file", f.Key, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
 	caPEM, err := readPEM("--tls-ca", f.CA)
 	if err != nil {
@@ -128,7 +133,7 @@ func tlsHint(err error, peer string) error {
 		case strings.HasSuffix(alert, "expired certificate"):
 			why = "it has expired, or is not valid yet, by the " + peer + "'s clock: renew --tls-cert"
 		case strings.HasSuffix(alert, "unsupported certificate"):
-			why = "its key usage does not allow it for this end's side of the connection (a source's needs clientAuth, a destination's serverAuth)"
+			why = "its key's type is one the " + peer + " does not take"
 		case strings.HasSuffix(alert, "bad certificate") && peer == "source":
 			why = "it must be signed by the CA the source trusts, its --tls-ca, be within its dates and name the address the source dialled (its log says which)"
 		case strings.HasSuffix(alert, "bad certificate"):

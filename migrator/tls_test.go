@@ -177,7 +177,7 @@ func TestTLSSaysWhy(t *testing.T) {
 		"tls: unknown certificate authority": "it must be signed by the CA the destination trusts",
 		"tls: certificate required":          "this side sent none",
 		"tls: bad certificate":               "within its dates and for client use",
-		"tls: unsupported certificate":       "its key usage does not allow it",
+		"tls: unsupported certificate":       "its key's type is one the destination does not take",
 	} {
 		err := tlsHint(&net.OpError{Op: "remote error", Err: errors.New(alert)}, "destination")
 		if !strings.Contains(err.Error(), want) {
@@ -187,23 +187,25 @@ func TestTLSSaysWhy(t *testing.T) {
 
 	// This end's own certificate out of its dates is refused at once,
 	// and a key others may read is warned of.
-	for name, edit := range map[string]func(*x509.Certificate){
-		"expired on":          func(c *x509.Certificate) { c.NotAfter = time.Now().Add(-time.Minute) },
-		"is not valid before": func(c *x509.Certificate) { c.NotBefore = time.Now().Add(time.Hour) },
-	} {
-		c, k, ca := testutil.PKIWith(t, dir, strings.ReplaceAll(name, " ", "-"), edit)
-		if _, err := (TLSFiles{Cert: c, Key: k, CA: ca}).Config(true); err == nil || !strings.Contains(err.Error(), "--tls-cert "+c+" "+name) {
-			t.Errorf("a certificate that %s: %v", name, err)
-		}
+	c, k, ca = testutil.PKIWith(t, dir, "expired", func(c *x509.Certificate) { c.NotAfter = time.Now().Add(-time.Minute) })
+	if _, err := (TLSFiles{Cert: c, Key: k, CA: ca}).Config(true); err == nil || !strings.Contains(err.Error(), "--tls-cert "+c+" expired on") {
+		t.Errorf("an expired certificate: %v", err)
 	}
 	var logged strings.Builder
 	defer slog.SetDefault(slog.Default())
 	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
-	if err := os.Chmod(good.Key, 0o644); err != nil {
-		t.Fatal(err)
+	c, k, ca = testutil.PKIWith(t, dir, "early", func(c *x509.Certificate) { c.NotBefore = time.Now().Add(time.Minute) })
+	if _, err := (TLSFiles{Cert: c, Key: k, CA: ca}).Config(true); err != nil || !strings.Contains(logged.String(), "not valid yet by this host's clock") {
+		t.Errorf("a certificate valid in a minute: %v, logged %q", err, logged.String())
 	}
-	if _, err := good.Config(true); err != nil || !strings.Contains(logged.String(), "chmod 600") {
-		t.Errorf("a key readable by all: %v, logged %q", err, logged.String())
+	for mode, warned := range map[os.FileMode]bool{0o640: false, 0o644: true} {
+		logged.Reset()
+		if err := os.Chmod(good.Key, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := good.Config(true); err != nil || strings.Contains(logged.String(), "chmod o-rwx") != warned {
+			t.Errorf("a key of mode %04o: %v, logged %q", mode, err, logged.String())
+		}
 	}
 }
 

@@ -952,8 +952,6 @@ func (r *Reader) afterHandshake() error {
 // qemuStreamMagic begins QEMU's migration stream (QEMU_VM_FILE_MAGIC).
 const qemuStreamMagic = "QEVM"
 
-// stranger prefixes a header-level complaint about the very first record:
-// there the likely cause is a peer that does not speak the protocol at all.
 // tlsHandshakeRecord is the first byte of a TLS stream (a handshake
 // record, version 3.x next): a TLS source dialling a plain destination
 // was said as "record-type-22 … payload of 83886506 bytes" (found by a
@@ -970,6 +968,8 @@ func httpRequest(hdr []byte) bool {
 	return false
 }
 
+// stranger prefixes a header-level complaint about the very first record:
+// there the likely cause is a peer that does not speak the protocol at all.
 func (r *Reader) stranger() string {
 	if r.records == 0 {
 		return "not a pagecast migration stream: "
