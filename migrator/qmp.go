@@ -99,6 +99,11 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 	cfg := c.cfg
 	cfg.TLS = c.tls
 	cfg.Log = c.log
+	// As pagecast migrate checks them: here, where the parameters are
+	// final, not as each is set (found by a fuzzing walk).
+	if err := CheckLink(cfg.MaxBandwidth, cfg.DowntimeLimit); err != nil {
+		return nil, qmpserver.GenericError("max-bandwidth and downtime-limit: %s", err.Error())
+	}
 	if cfg.Mode == ModeAuto {
 		if cfg.MaxBandwidth == 0 {
 			return nil, qmpserver.GenericError("x-pagecast-mode auto needs max-bandwidth, the link's rate, to predict each mode")
@@ -181,6 +186,12 @@ func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any,
 	if p.DowntimeLimit != nil {
 		if *p.DowntimeLimit > 2000000 {
 			return nil, qmpserver.GenericError("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 milliseconds")
+		}
+		if *p.DowntimeLimit == 0 {
+			// QEMU takes 0; pagecast's engine needs a pause to switch
+			// over in, and 0 read back as the 300 ms default, the set
+			// said to have succeeded (found by a fuzzing walk).
+			return nil, qmpserver.GenericError("Parameter 'downtime_limit': pagecast's engine needs at least 1 millisecond to switch over in (QEMU takes 0; pagecast does not)")
 		}
 		cfg.DowntimeLimit = time.Duration(*p.DowntimeLimit) * time.Millisecond
 	}
