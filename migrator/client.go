@@ -99,9 +99,13 @@ func SetPagecastParameters(mon qmp.Monitor, p Params) error {
 	if p.MaxRounds < 0 {
 		return fmt.Errorf("migrate-set-parameters: negative max rounds %d", p.MaxRounds)
 	}
+	limit := p.DowntimeLimit
+	if limit == 0 {
+		limit = DefaultDowntimeLimit // the monitor refuses 0
+	}
 	args := map[string]any{
 		"max-bandwidth":      p.MaxBandwidth,
-		"downtime-limit":     int64((p.DowntimeLimit + time.Millisecond - 1) / time.Millisecond),
+		"downtime-limit":     int64((limit + time.Millisecond - 1) / time.Millisecond),
 		"x-pagecast-profile": p.Profile,
 	}
 	if p.Mode != "" {

@@ -88,6 +88,11 @@ func exactMembers(raw json.RawMessage, t reflect.Type) *Error {
 		if err := dec.Decode(&skip); err != nil {
 			return nil
 		}
+		if bytes.Equal(skip, []byte("null")) {
+			// QEMU refuses it; decoded, it left the member unset and the
+			// command said it succeeded (found by a review walk's fuzzing).
+			return GenericError("Invalid parameter type for '%s', expected: a value, not null", name)
+		}
 	}
 	return nil
 }
