@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -131,7 +133,7 @@ func outcomeWhenRefused(cmd *cli.Command) {
 		if onUsage != nil {
 			err = onUsage(c, err, sub)
 		}
-		if jsonAsked(c) {
+		if jsonAsked(c, cmd.Flags) {
 			(&migrationOutcome{}).write(c.App.Writer, err)
 		}
 		return err
@@ -139,24 +141,44 @@ func outcomeWhenRefused(cmd *cli.Command) {
 }
 
 // jsonAsked reports whether --json is on a command line whose flags did
-// not parse: the app's context holds it whole.
-func jsonAsked(c *cli.Context) bool {
-	for _, l := range c.Lineage() {
-		for _, a := range argsOf(l) {
-			if a == "--" {
-				break
-			}
-			switch a {
-			case "--json", "-json", "--json=true", "-json=true":
-				return true
-			}
+// not parse, read as the flag package reads it: up to the first argument
+// that is not a flag, a flag that takes a value skipping it (--qmp --json
+// is --qmp's value), --json=V as strconv.ParseBool reads V (review 64). The
+// app's context, c's parent, holds the line whole from the command's name.
+func jsonAsked(c *cli.Context, flags []cli.Flag) bool {
+	lineage := c.Lineage()
+	if len(lineage) < 2 {
+		return false
+	}
+	args := argsOf(lineage[1])
+	takesValue := map[string]bool{}
+	for _, f := range flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			return false
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case name == "json" && hasVal:
+			on, err := strconv.ParseBool(val)
+			return err == nil && on
+		case name == "json":
+			return true
+		case takesValue[name] && !hasVal:
+			i++
 		}
 	}
 	return false
 }
 
 // argsOf is l's arguments; none where l has no flag set (urfave/cli's
-// context of a command whose flags failed to parse, and its bare root),
+// context of a command whose flags failed to parse, or its bare root),
 // whose Args dereferences nil.
 func argsOf(l *cli.Context) (args []string) {
 	defer func() {

@@ -83,6 +83,7 @@ func TestMigrateJSONRefused(t *testing.T) {
 		{"--bogus", "--json", "--qmp", "unix:/nonexistent.sock"},
 		{"--qmp", "unix:/nonexistent.sock", "--to", "tcp:127.0.0.1:1", "--max-rounds", "-1", "--json"},
 		{"--qmp", "unix:/nonexistent.sock", "--to", "tcp:127.0.0.1:1", "--json"},
+		{"--json=1", "--bogus", "--qmp", "unix:/nonexistent.sock"},
 	} {
 		stdout, stderr, err := runApp(t, append([]string{"migrate"}, args...)...)
 		if err == nil {
@@ -92,6 +93,20 @@ func TestMigrateJSONRefused(t *testing.T) {
 		o := outcomeOf(t, stdout)
 		if o.Status != "none" || o.Error != oneLine(err) || o.Info != nil {
 			t.Errorf("migrate %q: %+v, error %v, stderr %q", args, o, err, stderr)
+		}
+	}
+}
+
+// TestMigrateJSONNotAsked: --json given as another flag's value, or as
+// false, is not asked for (review 64).
+func TestMigrateJSONNotAsked(t *testing.T) {
+	for _, args := range [][]string{
+		{"--qmp", "--json", "--bogus"},
+		{"--json=false", "--bogus"},
+	} {
+		stdout, _, err := runApp(t, append([]string{"migrate"}, args...)...)
+		if err == nil || stdout != "" {
+			t.Errorf("migrate %q: %v, stdout %q; want an error and nothing on stdout", args, err, stdout)
 		}
 	}
 }
