@@ -137,6 +137,19 @@ func (plan *QEMUPlan) RestoreDest(dst qmp.Monitor) error {
 	if !plan.destChanged() {
 		return nil
 	}
+	// Never while a stream arrives: QEMU takes the change (7.2; 8.1 and
+	// later refuse it for multifd and postcopy-preempt only), and a
+	// post-copy started then lost the guest (review 64). A migrate whose
+	// reply went astray may have started one.
+	var in Info
+	if err := clientRun(dst, "query-migrate", nil, &in); err != nil {
+		return fmt.Errorf("asking the destination QEMU whether a migration arrives (%w), its post-copy capabilities are left as they are", err)
+	}
+	switch in.Status {
+	case "", StatusNone, StatusCompleted, StatusFailed, StatusCancelled:
+	default:
+		return fmt.Errorf("the destination QEMU is receiving a migration (%s): its post-copy capabilities are left as they are", in.Status)
+	}
 	if err := setCapabilities(dst, plan.destKnown, plan.destPrior); err != nil {
 		return fmt.Errorf("setting the destination QEMU's post-copy capabilities back: %w", err)
 	}

@@ -390,8 +390,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				if dst != nil {
 					// Still waiting, no stream came: QEMU refused migrate
 					// (a blocker), or the pause could not be watched
-					// (review 63).
-					plan.RestoreDest(dst)
+					// (review 63); left where one did (review 64).
+					if err := plan.RestoreDest(dst); err != nil {
+						fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %v; once that migration has ended, send it %s\n", err, plan.DestRestoreHint())
+					}
 				}
 			}
 		}()
