@@ -121,9 +121,12 @@ func canThrottle(pid int, tids []int) error {
 	// Made and removed, as create makes its own: access(2) judged by the
 	// real user, not the capabilities a process has (review 63).
 	dir := filepath.Join(CPUCgroupRoot, cg)
-	probe := filepath.Join(dir, fmt.Sprintf("pagecast-probe-%d", os.Getpid()))
+	// Named for this process and the moment: mkdir says "exists" before
+	// "not permitted", so a leftover of the same name would pass
+	// (review 64). sweepThrottles removes one a killed pagecast left.
+	probe := filepath.Join(dir, fmt.Sprintf("pagecast-probe-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	err = os.Mkdir(probe, 0o755)
-	if err == nil || errors.Is(err, os.ErrExist) {
+	if err == nil {
 		os.Remove(probe)
 		return nil
 	}
@@ -276,7 +279,11 @@ func sweepThrottles() {
 	for _, pattern := range []string{"pagecast-*", "*/pagecast-*"} {
 		dirs, _ := filepath.Glob(filepath.Join(CPUCgroupRoot, pattern))
 		for _, dir := range dirs {
-			pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), "pagecast-"))
+			name := strings.TrimPrefix(filepath.Base(dir), "pagecast-")
+			if probe, ok := strings.CutPrefix(name, "probe-"); ok {
+				name, _, _ = strings.Cut(probe, "-") // canThrottle's, by its pid
+			}
+			pid, err := strconv.Atoi(name)
 			if err != nil {
 				continue
 			}
