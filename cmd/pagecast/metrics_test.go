@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,6 +124,40 @@ func TestMigrateMetricsQEMUEngine(t *testing.T) {
 		if msg, err := check.CombinedOutput(); err != nil || len(bytes.TrimSpace(msg)) > 0 {
 			t.Errorf("promtool check metrics: %v\n%s", err, msg)
 		}
+	}
+}
+
+// TestMigrateLingerSignal: a signal while migrate --metrics lingers for
+// Prometheus ends the wait, and migrate exits as the migration did: it was
+// killed, exit 143 after a completed migration (walk 65).
+func TestMigrateLingerSignal(t *testing.T) {
+	src, _, uri := qemuPair(t, "hotset:delay=25000")
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu",
+		"--metrics", freeAddr(t), "--metrics-linger", "60s", "--quiet", "--json")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(stderr.String(), "Ctrl-C stops the wait"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("migrate never lingered:\n%s\n%s", stdout.String(), stderr.String())
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("migrate stopped while lingering after a completed migration: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("migrate lingered on after SIGTERM")
+	}
+	if o := outcomeOf(t, stdout.String()); o.Status != migrator.StatusCompleted {
+		t.Errorf("outcome: %s", stdout.String())
 	}
 }
 

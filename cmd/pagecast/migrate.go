@@ -117,7 +117,11 @@ func runMigrate(c *cli.Context) error {
 		}
 	}
 	if out.linger != nil {
-		out.linger(c.Context)
+		// A signal ends the wait, not the command: it killed a migrate
+		// whose guest had moved, exit 143 after "completed" (walk 65).
+		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+		out.linger(ctx)
+		stop()
 	}
 	return err
 }
