@@ -141,6 +141,10 @@ func usageError(c *cli.Context, err error, _ bool) error {
 			}
 		}
 	}
+	if f, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+		// Go's flag package names it with one dash (walk 65).
+		return fmt.Errorf("no flag --%s (see %s --help)", strings.TrimLeft(f, "-"), name)
+	}
 	return fmt.Errorf("%w (see %s --help)", err, name)
 }
 

@@ -282,6 +282,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	switch kind {
 	case migrator.MonitorPagecast:
 		out.Engine, out.Mode = enginePagecast, p.Mode
+		out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
 		if tlsSet(c) {
 			return errors.New("--tls-cert, --tls-key, --tls-ca: pagecast's own monitor makes the connection itself: give them to its pagecast vm run")
 		}
@@ -352,6 +353,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)\n", engine, why)
 		out.Engine, out.Mode = engine, p.Mode
+		out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
 		if src != nil {
 			defer src.Close()
 			if p.MaxRounds == 0 {
@@ -544,9 +546,11 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 	}
 	if detached := (*migrator.Detached)(nil); errors.As(err, &detached) {
+		out.Guest = guestDestination // post-copy goes on
 		return err
 	}
 	if err != nil && switched && plan == nil {
+		out.Guest = guestUnknown                          // on the destination, if it runs on, part of its memory on the source
 		if strings.Contains(err.Error(), "switch-over") { // the source's own account
 			return err
 		}
@@ -564,6 +568,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		switched = derr == nil && json.Unmarshal(raw, &mig) == nil && strings.HasPrefix(mig.Return.Status, "postcopy")
 	}
 	if err != nil && switched && qmpGone(err) {
+		out.Guest = guestLost
 		return fmt.Errorf("%w (after the switch to post-copy the source's QMP connection closed: if its QEMU has exited, the pages it still held went with it, and the guest on the destination cannot get them: it is lost)", err)
 	}
 	if err != nil && switched && dst != nil {
@@ -576,11 +581,13 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				source = "the source QEMU holds the guest's memory as it was at the switch-over but will not run it again (cont: \"Migration is not finalized yet\"), " +
 					"so the guest is lost on both sides: quit the source QEMU and start the guest anew"
 			}
+			out.Guest = guestLost
 			return fmt.Errorf("migration %s after the switch to post-copy: the destination QEMU no longer answers on --dest-qmp (%v): it is gone, and the guest with it, so there is nothing to recover; %s",
 				info.Status, derr, source)
 		}
 	}
 	if err != nil && switched {
+		out.Guest = guestDestination
 		return fmt.Errorf("%w (after the switch to post-copy: the guest runs on the destination, part of its memory still on the source)", err)
 	}
 	if info.RAM != nil {
@@ -598,6 +605,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			"or the destination QEMU refused the stream: another memory size, machine type or devices than the source's (its stderr says which; --dest-qmp lets pagecast check the memory size first))", err, kept)
 	}
 	if err != nil && qmpGone(err) {
+		out.Guest = guestUnknown
 		return fmt.Errorf("the source's QMP connection closed during the migration: has its VM exited? (%w)", err)
 	}
 	if err != nil && errors.Is(err, migrator.ErrMonitorSilent) {
@@ -618,9 +626,12 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if err != nil {
 			// QEMU's source said completed; the guest did not run on the
 			// destination (review 63: --json said completed).
-			out.settled = "unknown"
-			if errors.As(err, new(destGone)) {
+			out.settled, out.Guest = "unknown", guestUnknown
+			if gone := (destGone{}); errors.As(err, &gone) {
 				out.settled = migrator.StatusFailed
+				if gone.resumed {
+					out.Guest = guestSource
+				}
 			}
 			return err
 		}
@@ -647,7 +658,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 
 // destGone is settleDestination's error where the destination QEMU has
 // exited: the migration failed, whatever QEMU's source said.
-type destGone struct{ error }
+type destGone struct {
+	error
+	resumed bool // the source got cont: the guest runs on there
+}
 
 func (d destGone) Unwrap() error { return d.error }
 
@@ -723,17 +737,17 @@ func settleDestination(ctx context.Context, mon, dst qemu.Runner, st settled, wa
 		why += ": it refused what came and exited, or was stopped (its stderr says why; vCPUs or devices unlike the source's give \"Unknown savevm section\")"
 		switch {
 		case st.ranThere(time.Second):
-			return "", destGone{errors.New(why + "; the guest had run there (RESUME), so the source's copy is stale and is not resumed")}
+			return "", destGone{error: errors.New(why + "; the guest had run there (RESUME), so the source's copy is stale and is not resumed")}
 		case st.postcopy:
-			return "", destGone{errors.New(why + "; post-copy was started, which may have run the guest there, so the source's copy may be stale and is not resumed: " +
+			return "", destGone{error: errors.New(why + "; post-copy was started, which may have run the guest there, so the source's copy may be stale and is not resumed: " +
 				"if the destination never ran it (its stderr says so), send the source QMP cont")}
 		case st.source != "running":
-			return "", destGone{fmt.Errorf("%s; the guest was %s on the source when the migration began, and is left so there (postmigrate)", why, st.source)}
+			return "", destGone{error: fmt.Errorf("%s; the guest was %s on the source when the migration began, and is left so there (postmigrate)", why, st.source)}
 		}
 		if cerr := qemu.QMP(mon, "cont", nil, nil); cerr != nil {
-			return "", destGone{fmt.Errorf("%s; resuming the guest on the source failed (%v): it runs nowhere until the source gets QMP cont", why, cerr)}
+			return "", destGone{error: fmt.Errorf("%s; resuming the guest on the source failed (%v): it runs nowhere until the source gets QMP cont", why, cerr)}
 		}
-		return "", destGone{errors.New(why + "; the guest runs on at the source again (pagecast sent it cont)")}
+		return "", destGone{error: errors.New(why + "; the guest runs on at the source again (pagecast sent it cont)"), resumed: true}
 	}
 	switch {
 	case state == "running":

@@ -221,6 +221,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		}
 		ch, err := chooseLive(ctx, c, src, p)
 		if gerr := src.Gone(); gerr != nil {
+			out.Guest = guestLost
 			// It said "virtual machine is qmp query-status: write …: broken pipe, not running".
 			err = fmt.Errorf("%w while auto watched the guest: nothing was migrated, and the guest went with it", gerr)
 		} else if err != nil && ctx.Err() != nil {
@@ -273,6 +274,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		out.ended(info)
 	}
 	if err != nil && src.Gone() != nil {
+		out.Guest = guestLost
 		return err // the engine says the source QEMU went, and the guest with it
 	}
 	if err != nil {

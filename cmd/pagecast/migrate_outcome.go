@@ -23,16 +23,24 @@ type migrationOutcome struct {
 	// unknown where the source stopped answering before its end.
 	Status string `json:"status"`
 	// Error is why migrate exits 1; absent where it exits 0.
-	Error  string `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Guest is where the guest is now, as far as pagecast knows: source
+	// (nothing moved it, or it runs there again), destination, lost (the
+	// QEMU that held it exited before it ran elsewhere) or unknown. A
+	// script had to read it out of error's words (walk 65).
+	Guest  string `json:"guest"`
 	Engine string `json:"engine,omitempty"` // pagecast or qemu
 	// Mode is the mode migrated with: the one auto chose under --mode
 	// auto (its predictions are in query-migrate's x-pagecast.auto).
 	Mode string `json:"mode,omitempty"`
 	// GuestPaused is the guest's own pause in ms, the source's STOP to the
 	// destination's RESUME, where --dest-qmp let pagecast see both.
-	GuestPaused *int64         `json:"guest-paused,omitempty"`
-	QEMU        *qemuOutcome   `json:"qemu,omitempty"`
-	Info        *migrator.Info `json:"query-migrate,omitempty"`
+	GuestPaused *int64 `json:"guest-paused,omitempty"`
+	// DowntimeLimit is --downtime-limit in ms, to hold downtime and
+	// guest-paused to (a migration that completes over it exits 0).
+	DowntimeLimit int64          `json:"downtime-limit,omitempty"`
+	QEMU          *qemuOutcome   `json:"qemu,omitempty"`
+	Info          *migrator.Info `json:"query-migrate,omitempty"`
 
 	began  bool                  // migrate was accepted: a migration ran, or runs on
 	linger func(context.Context) // --metrics: serve them on for Prometheus once the rest is said
@@ -41,6 +49,14 @@ type migrationOutcome struct {
 	// where it exited, unknown where it may yet.
 	settled string
 }
+
+// Where the guest is, in migrationOutcome.Guest.
+const (
+	guestSource      = "source"
+	guestDestination = "destination"
+	guestLost        = "lost"
+	guestUnknown     = "unknown"
+)
 
 // qemuOutcome is how QEMU's own migration was set up and ended (--engine
 // qemu): what the summary says as "qemu capabilities" and the rest.
@@ -101,6 +117,16 @@ func (o *migrationOutcome) write(w io.Writer, err error) error {
 	}
 	if err != nil {
 		o.Error = oneLine(err)
+	}
+	if o.Guest == "" {
+		switch {
+		case o.Status == migrator.StatusCompleted || migrator.InPostcopy(o.Status):
+			o.Guest = guestDestination
+		case o.Status == migrator.StatusNone || o.Status == migrator.StatusFailed || o.Status == migrator.StatusCancelled:
+			o.Guest = guestSource
+		default:
+			o.Guest = guestUnknown
+		}
 	}
 	return json.NewEncoder(w).Encode(o)
 }

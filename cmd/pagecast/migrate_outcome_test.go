@@ -37,8 +37,8 @@ func TestMigrateJSON(t *testing.T) {
 	src, _, stdout, stderr := migrateQEMUCLI(t, "--mode", "auto", "--observe", "5", "--bandwidth", "32MiB/s", "--dest-qmp", destQMP, "--json")
 	o := outcomeOf(t, stdout)
 	t.Logf("stdout: %s", stdout)
-	if o.Status != migrator.StatusCompleted || o.Error != "" || o.Engine != enginePagecast {
-		t.Errorf("outcome: status %q, error %q, engine %q; want completed, none, %s", o.Status, o.Error, o.Engine, enginePagecast)
+	if o.Status != migrator.StatusCompleted || o.Error != "" || o.Engine != enginePagecast || o.Guest != guestDestination || o.DowntimeLimit != 300 {
+		t.Errorf("outcome: status %q, error %q, engine %q, guest %q, downtime limit %d; want completed, none, %s, destination, 300", o.Status, o.Error, o.Engine, o.Guest, o.DowntimeLimit, enginePagecast)
 	}
 	i := o.Info
 	if i == nil || i.RAM == nil || i.RAM.Total < 32<<20 || i.RAM.Transferred == 0 || i.Pagecast == nil || !i.Pagecast.Verified {
@@ -67,7 +67,7 @@ func TestMigrateJSON(t *testing.T) {
 		t.Fatalf("migrating a source in postmigrate succeeded:\n%s", out.String())
 	}
 	o = outcomeOf(t, out.String())
-	if o.Status != migrator.StatusNone || o.Error == "" || o.Info != nil || !strings.Contains(errOut.String(), o.Error) {
+	if o.Status != migrator.StatusNone || o.Error == "" || o.Info != nil || !strings.Contains(errOut.String(), o.Error) || o.Guest != guestSource {
 		t.Errorf("refused migrate: status %q, error %q, query-migrate %+v; stderr:\n%s", o.Status, o.Error, o.Info, errOut.String())
 	}
 }
@@ -91,7 +91,7 @@ func TestMigrateJSONRefused(t *testing.T) {
 			continue
 		}
 		o := outcomeOf(t, stdout)
-		if o.Status != "none" || o.Error != oneLine(err) || o.Info != nil {
+		if o.Status != "none" || o.Error != oneLine(err) || o.Info != nil || o.Guest != guestSource {
 			t.Errorf("migrate %q: %+v, error %v, stderr %q", args, o, err, stderr)
 		}
 	}

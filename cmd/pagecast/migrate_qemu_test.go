@@ -312,7 +312,7 @@ func TestMigrateQEMUDestinationDies(t *testing.T) {
 	}
 	// --json: the same, for a script.
 	o := outcomeOf(t, stdout.String())
-	if o.Status != migrator.StatusFailed || !strings.Contains(o.Error, "the guest keeps running on the source") || o.Engine != engineQEMU ||
+	if o.Status != migrator.StatusFailed || !strings.Contains(o.Error, "the guest keeps running on the source") || o.Engine != engineQEMU || o.Guest != guestSource ||
 		o.Mode != migrator.ModePrecopy || o.QEMU == nil || o.QEMU.Parameters.MaxBandwidth != 8<<20 || o.Info == nil {
 		t.Errorf("--json outcome: %s", stdout.String())
 	}
@@ -380,12 +380,12 @@ func TestMigrateQEMUForcedSays(t *testing.T) {
 // waiting for it under vm run, and a pre-copy migration between them at
 // bandwidth, and returns once the destination has accepted it, with
 // migrate's output so far.
-func migrateUnderway(t *testing.T, bandwidth string) (src, dst *qemuRun, migrate *exec.Cmd, out *syncBuffer) {
+func migrateUnderway(t *testing.T, bandwidth string, extra ...string) (src, dst *qemuRun, migrate *exec.Cmd, out *syncBuffer) {
 	t.Helper()
 	uri := freeTCP(t)
 	src = startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
 	dst = startQEMURun(t, "--memory", "64M", "--incoming", uri)
-	migrate = exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", bandwidth, "--quiet")
+	migrate = exec.Command(binary, append([]string{"migrate", "--qmp", "unix:" + src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", bandwidth, "--quiet"}, extra...)...)
 	out = new(syncBuffer)
 	migrate.Stdout, migrate.Stderr = out, out
 	if err := migrate.Start(); err != nil {
@@ -448,9 +448,13 @@ func TestIncomingQEMUKilled(t *testing.T) {
 // both ends said the destination went away and the guest ran on at the
 // source.
 func TestSourceQEMUKilled(t *testing.T) {
-	src, dst, cmd, out := migrateUnderway(t, "8MiB/s")
+	src, dst, cmd, out := migrateUnderway(t, "8MiB/s", "--json")
 	syscall.Kill(src.qemuPID, syscall.SIGKILL)
 	err := cmd.Wait()
+	// --json says the guest is lost, not where it runs (walk 65).
+	if i := strings.Index(out.String(), "{"); i < 0 || outcomeOf(t, strings.SplitAfter(out.String()[i:], "\n")[0]).Guest != guestLost {
+		t.Errorf("--json for a source killed midway:\n%s", out.String())
+	}
 	want := fmt.Sprintf("the source QEMU (pid %d) has exited", src.qemuPID)
 	if got := out.String(); err == nil || !strings.Contains(got, want+" during the migration, and the guest with it: the destination did not start it") ||
 		strings.Contains(got, "keeps running") || strings.Contains(got, "destination went away") || strings.Contains(got, "stop the guest") {
@@ -799,7 +803,7 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 		t.Errorf("migrate to a destination that refused the state: %v\n%s", err, out)
 	}
 	// --json: failed, though QEMU's source said completed (review 63).
-	if o := outcomeOf(t, stdout.String()); o.Status != migrator.StatusFailed || o.Info == nil || o.Info.Status != migrator.StatusCompleted {
+	if o := outcomeOf(t, stdout.String()); o.Status != migrator.StatusFailed || o.Info == nil || o.Info.Status != migrator.StatusCompleted || o.Guest != guestSource {
 		t.Errorf("--json: %s", stdout.String())
 	}
 	if st := qemuRunState(t, src); st != "running" {
