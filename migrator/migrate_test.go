@@ -743,6 +743,11 @@ func TestCancel(t *testing.T) {
 	if ok, st := src.Running(); !ok {
 		t.Fatalf("source is %s after cancel", st)
 	}
+	// What went before the cancel went in pre-copy, as QEMU counts it
+	// (it said 0; walk 65).
+	if r := info.RAM; r == nil || r.Transferred == 0 || r.PrecopyBytes == 0 || r.PrecopyBytes > r.Transferred {
+		t.Errorf("cancelled migration's ram: %+v", r)
+	}
 	// The source told the destination why before it hung up.
 	select {
 	case <-d.done:

@@ -1548,6 +1548,11 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 			i.Pagecast.RoundPages[n] = s.passPages
 			i.Pagecast.RoundBytes[n] = s.w.Bytes() - startBytes
 			i.RAM.Transferred = s.w.Bytes()
+			if live {
+				// As QEMU's grows: a failed or cancelled migration said
+				// 0 of its 24 MB (walk 65). The switch-over sets it last.
+				i.RAM.PrecopyBytes = s.w.Bytes()
+			}
 			i.RAM.Normal += normal
 			i.RAM.NormalBytes += normal * PageSize
 			i.RAM.Duplicate += zero
