@@ -128,6 +128,10 @@ func (plan *QEMUPlan) destChanged() bool {
 	return false
 }
 
+// destPostcopyEnd bounds RestoreDest's wait for a destination still ending
+// its post-copy.
+var destPostcopyEnd = 3 * time.Second
+
 // RestoreDest sets back on the destination QEMU dst, once the migration
 // has ended and the guest runs there, the post-copy capabilities
 // SetupQEMU changed: a tsmc left postcopy-ram on in the VM it moved, for
@@ -142,8 +146,16 @@ func (plan *QEMUPlan) RestoreDest(dst qmp.Monitor) error {
 	// post-copy started then lost the guest (review 64). A migrate whose
 	// reply went astray may have started one.
 	var in Info
-	if err := clientRun(dst, "query-migrate", nil, &in); err != nil {
-		return fmt.Errorf("asking the destination QEMU whether a migration arrives (%w), its post-copy capabilities are left as they are", err)
+	// A post-copy the source calls completed may still be ending at the
+	// destination, whose listening thread ends it a moment later
+	// (review 66): that is waited for, a few seconds at most.
+	for deadline := time.Now().Add(destPostcopyEnd); ; time.Sleep(50 * time.Millisecond) {
+		if err := clientRun(dst, "query-migrate", nil, &in); err != nil {
+			return fmt.Errorf("asking the destination QEMU whether a migration arrives (%w), its post-copy capabilities are left as they are", err)
+		}
+		if !InPostcopy(in.Status) || time.Now().After(deadline) {
+			break
+		}
 	}
 	switch in.Status {
 	case "", StatusNone, StatusCompleted, StatusFailed, StatusCancelled:

@@ -709,6 +709,20 @@ func TestDestCapabilitiesRestored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One whose post-copy ends a moment after the source's is waited for.
+	asked := 0
+	ending, _ := clientFake(func(cmd qmp.Command) (any, error) {
+		if cmd.Execute == "query-migrate" {
+			if asked++; asked < 3 {
+				return map[string]any{"return": map[string]any{"status": "postcopy-active"}}, nil
+			}
+			return map[string]any{"return": map[string]any{"status": "completed"}}, nil
+		}
+		return clientOK(cmd)
+	})
+	if err := plan.RestoreDest(ending); err != nil || asked != 3 {
+		t.Errorf("restore on a destination ending its post-copy: %v after %d queries", err, asked)
+	}
 	before := len(*sent)
 	if err := plan.RestoreDest(dst); err == nil || !strings.Contains(err.Error(), "is receiving a migration (active)") ||
 		slices.ContainsFunc((*sent)[before:], func(c string) bool { return strings.Contains(c, "migrate-set-capabilities") }) {

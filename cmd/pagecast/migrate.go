@@ -608,6 +608,12 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		out.Guest = guestUnknown
 		return fmt.Errorf("the source's QMP connection closed during the migration: has its VM exited? (%w)", err)
 	}
+	if err != nil && plan == nil && info.Downtime > 0 {
+		// pagecast's monitor handed the guest over (its downtime is set
+		// then), and the end failed after: not "kept" (review 66).
+		out.Guest = guestUnknown
+		return fmt.Errorf("%w (the guest was handed over to the destination, which runs it if the handover reached it; the source keeps its copy paused)", err)
+	}
 	if err != nil && errors.Is(err, migrator.ErrMonitorSilent) {
 		return err // the guest's state is not known: not said to be kept (review 63)
 	}
@@ -628,10 +634,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			// destination (review 63: --json said completed).
 			out.settled, out.Guest = "unknown", guestUnknown
 			if gone := (destGone{}); errors.As(err, &gone) {
-				out.settled = migrator.StatusFailed
-				if gone.resumed {
-					out.Guest = guestSource
-				}
+				out.settled, out.Guest = migrator.StatusFailed, gone.guest
 			}
 			return err
 		}
@@ -645,6 +648,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	paused := guestPaused(pause)
 	out.paused(paused)
 	out.ended(info) // with the highest throttle seen
+	if unconfirmed(info) != nil {
+		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
+	}
 	if !c.Bool("json") {
 		writeSummary(c.App.Writer, info, plan, paused, p.DowntimeLimit)
 		if auto != nil {
@@ -660,7 +666,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 // exited: the migration failed, whatever QEMU's source said.
 type destGone struct {
 	error
-	resumed bool // the source got cont: the guest runs on there
+	guest string // where the guest is: guestSource, guestLost or guestUnknown
 }
 
 func (d destGone) Unwrap() error { return d.error }
@@ -737,17 +743,17 @@ func settleDestination(ctx context.Context, mon, dst qemu.Runner, st settled, wa
 		why += ": it refused what came and exited, or was stopped (its stderr says why; vCPUs or devices unlike the source's give \"Unknown savevm section\")"
 		switch {
 		case st.ranThere(time.Second):
-			return "", destGone{error: errors.New(why + "; the guest had run there (RESUME), so the source's copy is stale and is not resumed")}
+			return "", destGone{error: errors.New(why + "; the guest had run there (RESUME), so the source's copy is stale and is not resumed"), guest: guestLost}
 		case st.postcopy:
 			return "", destGone{error: errors.New(why + "; post-copy was started, which may have run the guest there, so the source's copy may be stale and is not resumed: " +
-				"if the destination never ran it (its stderr says so), send the source QMP cont")}
+				"if the destination never ran it (its stderr says so), send the source QMP cont"), guest: guestUnknown}
 		case st.source != "running":
-			return "", destGone{error: fmt.Errorf("%s; the guest was %s on the source when the migration began, and is left so there (postmigrate)", why, st.source)}
+			return "", destGone{error: fmt.Errorf("%s; the guest was %s on the source when the migration began, and is left so there (postmigrate)", why, st.source), guest: guestSource}
 		}
 		if cerr := qemu.QMP(mon, "cont", nil, nil); cerr != nil {
-			return "", destGone{error: fmt.Errorf("%s; resuming the guest on the source failed (%v): it runs nowhere until the source gets QMP cont", why, cerr)}
+			return "", destGone{error: fmt.Errorf("%s; resuming the guest on the source failed (%v): it runs nowhere until the source gets QMP cont", why, cerr), guest: guestSource}
 		}
-		return "", destGone{error: errors.New(why + "; the guest runs on at the source again (pagecast sent it cont)"), resumed: true}
+		return "", destGone{error: errors.New(why + "; the guest runs on at the source again (pagecast sent it cont)"), guest: guestSource}
 	}
 	switch {
 	case state == "running":

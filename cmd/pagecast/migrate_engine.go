@@ -277,11 +277,20 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		out.Guest = guestLost
 		return err // the engine says the source QEMU went, and the guest with it
 	}
+	if err != nil && m.HandedOver() {
+		// After the commit the source's copy stays paused (review 66:
+		// said to keep running, and --json's guest said source).
+		out.Guest = guestUnknown
+		return fmt.Errorf("%w (the guest was handed over to the destination, which runs it if the handover reached it; the source's copy stays paused)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
 	paused := guestPaused(pause)
 	out.paused(paused)
+	if uerr := unconfirmed(info); uerr != nil {
+		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
+	}
 	if c.Bool("json") {
 		return unconfirmed(info)
 	}

@@ -184,23 +184,24 @@ func jsonAsked(c *cli.Context, flags []cli.Flag) bool {
 			takesValue[n] = !isBool
 		}
 	}
+	asked := false // the last --json wins, as in the flag package (review 66)
 	for i := 1; i < len(args); i++ {
 		a := args[i]
 		if a == "--" || len(a) < 2 || a[0] != '-' {
-			return false
+			break
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		switch {
 		case name == "json" && hasVal:
 			on, err := strconv.ParseBool(val)
-			return err == nil && on
+			asked = err == nil && on
 		case name == "json":
-			return true
+			asked = true
 		case takesValue[name] && !hasVal:
 			i++
 		}
 	}
-	return false
+	return asked
 }
 
 // argsOf is l's arguments; none where l has no flag set (urfave/cli's

@@ -84,6 +84,7 @@ func TestMigrateJSONRefused(t *testing.T) {
 		{"--qmp", "unix:/nonexistent.sock", "--to", "tcp:127.0.0.1:1", "--max-rounds", "-1", "--json"},
 		{"--qmp", "unix:/nonexistent.sock", "--to", "tcp:127.0.0.1:1", "--json"},
 		{"--json=1", "--bogus", "--qmp", "unix:/nonexistent.sock"},
+		{"--json=false", "--json", "--bogus"}, // the last wins (review 66)
 	} {
 		stdout, stderr, err := runApp(t, append([]string{"migrate"}, args...)...)
 		if err == nil {
@@ -103,6 +104,7 @@ func TestMigrateJSONNotAsked(t *testing.T) {
 	for _, args := range [][]string{
 		{"--qmp", "--json", "--bogus"},
 		{"--json=false", "--bogus"},
+		{"--json", "--json=false", "--bogus"},
 	} {
 		stdout, _, err := runApp(t, append([]string{"migrate"}, args...)...)
 		if err == nil || stdout != "" {

@@ -879,19 +879,20 @@ func TestSettleDestination(t *testing.T) {
 		srcSent    string // the command the source got, if any
 		dstSent    string
 		want, note string
+		guest      string // destGone's, where the destination exited (review 66)
 	}{
-		{"gone", lost, settled{source: "running", destPID: exited.Process.Pid, ranThere: never}, "cont", "", "the guest runs on at the source again", ""},
-		{"not of this host", lost, settled{source: "running", ranThere: never}, "", "", "cannot tell whether it runs the guest", ""},
-		{"alive", lost, settled{source: "running", destPID: os.Getpid(), ranThere: never}, "", "", "yet its process (pid", ""},
-		{"resumed there", lost, settled{source: "running", destPID: exited.Process.Pid, ranThere: func(time.Duration) bool { return true }}, "", "", "the guest had run there (RESUME)", ""},
-		{"post-copy", lost, settled{source: "running", postcopy: true, destPID: exited.Process.Pid, ranThere: never}, "", "", "post-copy was started, which may have run the guest there", ""},
-		{"paused before", lost, settled{source: "paused", destPID: exited.Process.Pid, ranThere: never}, "", "", "the guest was paused on the source when the migration began", ""},
+		{"gone", lost, settled{source: "running", destPID: exited.Process.Pid, ranThere: never}, "cont", "", "the guest runs on at the source again", "", guestSource},
+		{"not of this host", lost, settled{source: "running", ranThere: never}, "", "", "cannot tell whether it runs the guest", "", ""},
+		{"alive", lost, settled{source: "running", destPID: os.Getpid(), ranThere: never}, "", "", "yet its process (pid", "", ""},
+		{"resumed there", lost, settled{source: "running", destPID: exited.Process.Pid, ranThere: func(time.Duration) bool { return true }}, "", "", "the guest had run there (RESUME)", "", guestLost},
+		{"post-copy", lost, settled{source: "running", postcopy: true, destPID: exited.Process.Pid, ranThere: never}, "", "", "post-copy was started, which may have run the guest there", "", guestUnknown},
+		{"paused before", lost, settled{source: "paused", destPID: exited.Process.Pid, ranThere: never}, "", "", "the guest was paused on the source when the migration began", "", guestSource},
 		// Started with -S, or paused by the operator on the source after
 		// the migration began: said, not resumed (review 60).
-		{"-S", func() (string, error) { return "paused", nil }, settled{source: "running", ranThere: never}, "", "", "", "it runs once the destination gets QMP cont"},
-		{"paused by the operator", func() (string, error) { return "paused", nil }, settled{source: "paused", ranThere: never}, "", "", "", "holds the guest paused, as the source had it"},
-		{"running", func() (string, error) { return "running", nil }, settled{source: "running", ranThere: never}, "", "", "", ""},
-		{"panicked", func() (string, error) { return "guest-panicked", nil }, settled{source: "running", ranThere: never}, "", "", "is guest-panicked, not running", ""},
+		{"-S", func() (string, error) { return "paused", nil }, settled{source: "running", ranThere: never}, "", "", "", "it runs once the destination gets QMP cont", ""},
+		{"paused by the operator", func() (string, error) { return "paused", nil }, settled{source: "paused", ranThere: never}, "", "", "", "holds the guest paused, as the source had it", ""},
+		{"running", func() (string, error) { return "running", nil }, settled{source: "running", ranThere: never}, "", "", "", "", ""},
+		{"panicked", func() (string, error) { return "guest-panicked", nil }, settled{source: "running", ranThere: never}, "", "", "is guest-panicked, not running", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src, dst := &fakeQMP{}, &fakeQMP{state: tc.dst}
@@ -901,6 +902,9 @@ func TestSettleDestination(t *testing.T) {
 			}
 			if tc.note == "" && note != "" || !strings.Contains(note, tc.note) {
 				t.Errorf("note %q, want %q", note, tc.note)
+			}
+			if gone := (destGone{}); errors.As(err, &gone) != (tc.guest != "") || gone.guest != tc.guest {
+				t.Errorf("destGone %v, guest %q; want guest %q", errors.As(err, &gone), gone.guest, tc.guest)
 			}
 			if got := strings.Join(src.sent, " "); got != tc.srcSent {
 				t.Errorf("the source was sent %q, want %q", got, tc.srcSent)
