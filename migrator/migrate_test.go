@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -1194,5 +1195,29 @@ func TestNoStopOnTheGuess(t *testing.T) {
 			t.Errorf("cap %d: round 1 sent %v pages before the stop (%s), verified %v: the link's rate was not measured until it had sent %d bytes",
 				cap, rp, info.Pagecast.StopReason, info.Pagecast.Verified, 1<<20)
 		}
+	}
+}
+
+// TestRoundsListedEmpty: a migration that ends before its first round lists
+// no round as [] in query-migrate, not null, which a script had to allow
+// for (walk 65).
+func TestRoundsListedEmpty(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri := "tcp:" + l.Addr().String()
+	l.Close() // nobody listens
+	m, err := Outgoing(newMemGuest(t, lightLoad, true), uri, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Wait()
+	if err == nil {
+		t.Fatal("a migration to nobody succeeded")
+	}
+	b, _ := json.Marshal(info)
+	if !strings.Contains(string(b), `"round-pages":[]`) || !strings.Contains(string(b), `"round-bytes":[]`) {
+		t.Errorf("query-migrate of a migration with no round: %s", b)
 	}
 }

@@ -272,8 +272,9 @@ func (m *Migration) Info() Info {
 	ram := *m.info.RAM
 	out.RAM = &ram
 	extra := *m.info.Pagecast
-	extra.RoundPages = append([]uint64(nil), extra.RoundPages...)
-	extra.RoundBytes = append([]uint64(nil), extra.RoundBytes...)
+	// Copies, [] where no round ran (null read as no list; walk 65).
+	extra.RoundPages = append([]uint64{}, extra.RoundPages...)
+	extra.RoundBytes = append([]uint64{}, extra.RoundBytes...)
 	out.Pagecast = &extra
 	if !m.finished() {
 		now := m.clock.Now()
