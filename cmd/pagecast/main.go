@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -44,14 +45,19 @@ func (r reported) Unwrap() error { return r.error }
 // The signal is caught (Notify), not ignored: an ignored one stays ignored
 // in every process started after (QEMU, a shell, a decompressor) and, as
 // signal.Reset does not undo Ignore for SIGPIPE, in this one (review 63).
+//
+// It stays caught once such a command has run: main prints the command's
+// error after it returns, and a SIGPIPE then ended a failed migrate with
+// status 141 instead of 1 (walk 68).
 func holdsOnClosedOutput(action cli.ActionFunc) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		pipe := make(chan os.Signal, 1)
-		signal.Notify(pipe, syscall.SIGPIPE)
-		defer signal.Stop(pipe)
+		catchPipe.Do(func() { signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE) })
 		return action(c)
 	}
 }
+
+// catchPipe catches SIGPIPE once for the process (holdsOnClosedOutput).
+var catchPipe sync.Once
 
 // oneLine is err's message on one line, as main prints errors.
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -1090,6 +1090,24 @@ func TestVMRunClosedOutput(t *testing.T) {
 	}
 }
 
+// TestFailureClosedOutput: a command that holds a guest and fails with its
+// output closed exits 1, as documented, not by SIGPIPE (141) as its error
+// is printed (walk 68).
+func TestFailureClosedOutput(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+filepath.Join(t.TempDir(), "none.sock"), "--to", "tcp:127.0.0.1:1")
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Run()
+	w.Close()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("migrate failing with its output closed: %v, exit status %d, want 1", err, code)
+	}
+}
+
 // TestThrottleUnprivileged: a user other than root, whose pagecast may not
 // make the cgroup that throttles QEMU's vCPU threads, is refused throttle
 // before any round with why (it failed after the rounds had run, "mkdir
