@@ -116,6 +116,7 @@ func tlsHint(err error, peer string) error {
 	var host x509.HostnameError
 	var invalid x509.CertificateInvalidError
 	var op *net.OpError
+	var header tls.RecordHeaderError
 	switch {
 	case errors.As(err, &unknown):
 		return fmt.Errorf("%w (the %s's certificate is not signed by the CA this side trusts, its --tls-ca)", err, peer)
@@ -142,7 +143,11 @@ func tlsHint(err error, peer string) error {
 			why = "this side sent none: give --tls-cert and --tls-key"
 		}
 		return fmt.Errorf("the %s refused this side's certificate (%w): %s", peer, op, why)
-	case errors.As(err, new(tls.RecordHeaderError)):
+	case errors.As(err, &header) && httpRequest(header.RecordHeader[:]):
+		// An HTTP client at a TLS destination was said to be a source
+		// without TLS (walk 68).
+		return fmt.Errorf("%w (an HTTP request, not a pagecast migration: this port takes migrations only)", err)
+	case errors.As(err, &header):
 		return fmt.Errorf("%w (the %s does not speak TLS: it was started without --tls-cert, --tls-key and --tls-ca, and this side with them; give both ends the same, or neither)", err, peer)
 	}
 	return err

@@ -171,6 +171,11 @@ func TestTLSSaysWhy(t *testing.T) {
 	}
 	<-d2.done
 
+	// An HTTP request at a TLS destination is named as one (walk 68).
+	if err := tlsHint(tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake", RecordHeader: [5]byte{'G', 'E', 'T', ' ', '/'}}, "source"); !strings.Contains(err.Error(), "an HTTP request, not a pagecast migration") {
+		t.Errorf("an HTTP request at a TLS destination: %v", err)
+	}
+
 	// The other end's alerts, each said for what it is.
 	for alert, want := range map[string]string{
 		"tls: expired certificate":           "it has expired, or is not valid yet, by the destination's clock",
