@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -51,6 +52,8 @@ type Doorman struct {
 
 	smu       sync.Mutex
 	screening list.List // of *screened, oldest first
+
+	failedWaiting atomic.Int32 // connections without a handshake waiting to be taken
 
 	mu      sync.Mutex
 	busy    string        // what the destination is busy with; "" while idle
@@ -255,6 +258,10 @@ func (d *Doorman) screen(s *screened) {
 	}
 }
 
+// maxFailedWaiting is how many connections that brought no handshake wait
+// to be taken at once; more are refused by the Doorman itself.
+const maxFailedWaiting = 8
+
 // screenedHello is the largest handshake payload screen reads: a hello of
 // this version is at most wireHelloFixed+wireMaxMode bytes; another
 // version's may be larger, and the receiver then says which.
@@ -266,6 +273,18 @@ const screenedHello = 4 << 10
 // busy or not, but let go if no one takes it in doormanHello (a false one
 // would hold its slot), as is a failed one.
 func (d *Doorman) deliver(c net.Conn, what arrival, why error) {
+	if what == failed {
+		// A few are handed on for the receiver to say why; more are a
+		// flood, whose peers held every slot while they waited to be
+		// taken, one at a time, and turned a source away (walk 68).
+		if d.failedWaiting.Add(1) > maxFailedWaiting {
+			d.failedWaiting.Add(-1)
+			d.refused.warn("refused a connection that brought no handshake", "from", c.RemoteAddr().String(), "err", why)
+			c.Close()
+			return
+		}
+		defer d.failedWaiting.Add(-1)
+	}
 	var expire <-chan time.Time
 	if what != fresh {
 		expire = time.After(doormanHello)

@@ -248,3 +248,43 @@ func TestDoormanAcceptPasses(t *testing.T) {
 		t.Fatal("the source's connection was not taken in 10 s")
 	}
 }
+
+// TestDoormanJunkFlood: peers that send something that is not a handshake,
+// more of them than there are slots, do not hold a source out: beyond a
+// few waiting to be taken they are refused at once, where they held every
+// slot until taken one by one and the source was turned away unanswered
+// (walk 68: every migration failed during one client's flood).
+func TestDoormanJunkFlood(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDoorman(l, nil)
+	defer d.Close()
+	for range doormanSlots + 64 {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	}
+	time.Sleep(500 * time.Millisecond) // all screened; nothing taken yet
+	src, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	w := NewWriter(src)
+	w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: 1 << 20, Mode: ModePrecopy})
+	w.Flush()
+	for taken := 0; ; taken++ {
+		if taken > 2*maxFailedWaiting+2 {
+			t.Fatalf("%d connections taken before the source, want at most %d junk ones", taken, maxFailedWaiting)
+		}
+		rec, err := NewReader(acceptWithin(t, d, doormanHello)).Next()
+		if err == nil && rec.Hello.Mode == ModePrecopy {
+			break
+		}
+	}
+}
