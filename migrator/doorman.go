@@ -119,11 +119,23 @@ func (d *Doorman) run() {
 		select {
 		case d.slots <- struct{}{}:
 		default:
-			if !d.evictOldest() {
-				c.Close()
-				d.turnedAway++
-				d.logFlood(c)
-				continue
+			if !d.evictOldest(screenedLeast) {
+				// The screens may be starved of CPU, not silent: wait for
+				// one to end a moment, the kernel holding the rest, where
+				// evicting the newest screened took a source's hello
+				// unread under a flood of junk (walk 68).
+				select {
+				case d.slots <- struct{}{}:
+				case <-time.After(slotWait):
+					c.Close()
+					d.turnedAway++
+					d.logFlood(c)
+					continue
+				case <-d.done:
+					c.Close()
+					return
+				}
+				break
 			}
 			d.evicted++
 			d.logFlood(c)
@@ -151,13 +163,14 @@ func (d *Doorman) logFlood(c net.Conn) {
 // screened is a connection whose handshake is being read.
 type screened struct {
 	c       net.Conn
+	since   time.Time     // screened since
 	e       *list.Element // in Doorman.screening; nil once done or evicted
 	evicted bool
 }
 
 // track lists c as being screened, newest last.
 func (d *Doorman) track(c net.Conn) *screened {
-	s := &screened{c: c}
+	s := &screened{c: c, since: time.Now()}
 	d.smu.Lock()
 	s.e = d.screening.PushBack(s)
 	d.smu.Unlock()
@@ -176,13 +189,14 @@ func (d *Doorman) untrack(s *screened) bool {
 	return true
 }
 
-// evictOldest closes the connection screened longest, if any: its screen
-// then fails its read and gives its slot back.
-func (d *Doorman) evictOldest() bool {
+// evictOldest closes the connection screened longest, if it has been
+// screened at least least: its screen then fails its read and gives its
+// slot back.
+func (d *Doorman) evictOldest(least time.Duration) bool {
 	d.smu.Lock()
 	defer d.smu.Unlock()
 	e := d.screening.Front()
-	if e == nil {
+	if e == nil || time.Since(e.Value.(*screened).since) < least {
 		return false
 	}
 	s := d.screening.Remove(e).(*screened)
@@ -257,6 +271,15 @@ func (d *Doorman) screen(s *screened) {
 		d.deliver(replay, fresh, nil)
 	}
 }
+
+// screenedLeast is how long a connection is screened before it may be
+// closed to make room: a source's hello comes within milliseconds, but its
+// screen may wait that long for a CPU under a flood. slotWait is how long
+// a connection accepted with every slot taken waits for one.
+const (
+	screenedLeast = 100 * time.Millisecond
+	slotWait      = 20 * time.Millisecond
+)
 
 // maxFailedWaiting is how many connections that brought no handshake wait
 // to be taken at once; more are refused by the Doorman itself.
