@@ -324,7 +324,7 @@ func runProfile(c *cli.Context) error {
 	if written != nil {
 		// A trace says which pages were written, not what with: what
 		// the simulation of a migration needs besides.
-		if held, err := heldContent(col, t, written); err != nil {
+		if held, err := heldContent(col, t, written, w != nil); err != nil {
 			slog.Info("what the guest's memory holds is not known", "err", err)
 		} else {
 			fmt.Fprintln(out, held)
@@ -346,7 +346,9 @@ func runProfile(c *cli.Context) error {
 // heldContent says what the memory of t, a QEMU whose guest RAM is shared,
 // holds now, in mecom's classes: all of it, and the pages written (at most
 // 65 536 of each, evenly spread), with the simulate flags that take them.
-func heldContent(col *collector.Collector, t collector.Target, written *bitmap.Bitmap) (string, error) {
+// The flags are said only where a trace was written (traced): without
+// --out there is no trace to simulate on (walk 67).
+func heldContent(col *collector.Collector, t collector.Target, written *bitmap.Bitmap, traced bool) (string, error) {
 	mon := col.Monitor()
 	if mon == nil {
 		return "", errors.New("the VM's monitor is closed")
@@ -359,6 +361,9 @@ func heldContent(col *collector.Collector, t collector.Target, written *bitmap.B
 	ramPages := uint64(len(mem)) / migrator.PageSize
 	all := simulate.MeasureMix(mem, int(max(1, ramPages/65536)), nil)
 	n := written.Count()
+	if n == 0 && !traced {
+		return fmt.Sprintf("what the guest's memory holds now: %s", all), nil
+	}
 	if n == 0 {
 		return fmt.Sprintf("what the guest's memory holds now: %s (for pagecast simulate on this trace: --content %s)", all, all), nil
 	}
@@ -378,6 +383,9 @@ func heldContent(col *collector.Collector, t collector.Target, written *bitmap.B
 		}
 	})
 	held := simulate.ClassMix(classes)
+	if !traced {
+		return fmt.Sprintf("what the guest's memory holds now: %s; the %d pages written: %s", all, n, held), nil
+	}
 	return fmt.Sprintf("what the guest's memory holds now: %s; the %d pages written: %s (for pagecast simulate on this trace: --content %s --written-content %s)",
 		all, n, held, all, held), nil
 }

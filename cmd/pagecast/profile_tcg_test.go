@@ -221,6 +221,12 @@ func TestProfileTCG(t *testing.T) {
 	if b, err := exec.Command(binary, sim...).CombinedOutput(); err != nil {
 		t.Errorf("pagecast %s: %v\n%s", strings.Join(sim, " "), err, b)
 	}
+	// Without --out there is no trace to simulate on: the content is
+	// said, not the flags for one (walk 67).
+	b, err := exec.Command(binary, "profile", "--qmp", "unix:"+vm.sock, "--duration", "1s", "--epoch", "250ms", "--quiet").Output()
+	if err != nil || !regexp.MustCompile(`(?m)^what the guest's memory holds now: \S+; the \d+ pages written: \S+$`).Match(b) {
+		t.Errorf("profile without --out: %v\n%s", err, b)
+	}
 	for _, args := range [][]string{{"trace", "info", out}, {"predict", "eval", out}} {
 		b, err := exec.Command(binary, args...).CombinedOutput()
 		if err != nil {
