@@ -323,6 +323,19 @@ func TestSimProgress(t *testing.T) {
 	if want := "  precopy: counted as stopped after 1.2s of migration, past mecom's 900ms (where a mode is stopped does not depend on the order the modes end in)\n"; b.String() != want {
 		t.Errorf("settled: %q, want %q", b.String(), want)
 	}
+	// A mode said cut short at one point and counted at another is said
+	// again (walk 67: "stopped after 4.347s", then ">877ms"); one counted
+	// where it was said is not.
+	b.Reset()
+	early := &simulate.CutShort{At: 877 * time.Millisecond, By: "mecom", Prefer: simulate.PreferTime, Best: 800}
+	late := &simulate.CutShort{At: 4347 * time.Millisecond, By: "throttle", Prefer: simulate.PreferTime, Best: 4029}
+	o.Done(simulate.Result{Mode: "precopy", Err: late})
+	o.Done(simulate.Result{Mode: "tsmc", Err: early})
+	b.Reset()
+	settled([]simulate.Result{{Mode: "precopy", Err: early}, {Mode: "tsmc", Err: early}})
+	if want := "  precopy: counted as stopped " + early.Where() + " (where a mode is stopped does not depend on the order the modes end in)\n"; b.String() != want {
+		t.Errorf("settled after a cut said elsewhere: %q, want %q", b.String(), want)
+	}
 	if got := pace(412.4); got != "412" {
 		t.Errorf("pace 412.4: %q", got)
 	}
