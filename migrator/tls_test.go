@@ -53,25 +53,7 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src2 := newMemGuest(t, load, true)
-	dst2 := newMemGuest(t, load, false)
-	d2 := listenDestination(t, dst2, ReceiveConfig{TLS: server})
-	m2, err := Outgoing(src2, d2.uri, Config{TLS: rogueClient})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m2.Wait(); err == nil {
-		t.Fatal("a source with a certificate from another CA migrated")
-	} else if !strings.Contains(err.Error(), "the destination refused this side's certificate") {
-		t.Errorf("rogue source: %v, want it told its certificate was refused", err)
-	}
-	<-d2.done
-	if d2.err == nil || !strings.Contains(d2.err.Error(), "the source's certificate is not signed by the CA this side trusts") {
-		t.Errorf("destination: %v, want the source's certificate named as not signed by its CA", d2.err)
-	}
-	if ok, st := src2.Running(); !ok {
-		t.Fatalf("rogue source is %s", st)
-	}
+	tlsRefused(t, rogueClient, server, "the destination refused this side's certificate", "the source's certificate is not signed by the CA this side trusts")
 
 	// A plain source meeting a TLS destination is told TLS may be why.
 	src3 := newMemGuest(t, load, true)
@@ -95,23 +77,7 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src4 := newMemGuest(t, load, true)
-	dst4 := newMemGuest(t, load, false)
-	d4 := listenDestination(t, dst4, ReceiveConfig{TLS: server})
-	m4, err := Outgoing(src4, d4.uri, Config{TLS: wrongCA})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m4.Wait(); err == nil || !strings.Contains(err.Error(), "the destination's certificate is not signed by the CA this side trusts") {
-		t.Errorf("source trusting another CA: %v", err)
-	}
-	<-d4.done
-	if d4.err == nil || !strings.Contains(d4.err.Error(), "the source refused this side's certificate") {
-		t.Errorf("destination of a source trusting another CA: %v", d4.err)
-	}
-	if ok, st := src4.Running(); !ok {
-		t.Fatalf("source trusting another CA is %s", st)
-	}
+	tlsRefused(t, wrongCA, server, "the destination's certificate is not signed by the CA this side trusts", "the source refused this side's certificate")
 
 	if _, err := (TLSFiles{Cert: good.Cert}).Config(false); err == nil {
 		t.Error("TLS with only a certificate was accepted")
@@ -129,26 +95,8 @@ func TestTLSSaysWhy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	load := lightLoad
-	load.Memory = 4 << 20
-
 	// A TLS source into a plain destination: each end says which is which.
-	src := newMemGuest(t, load, true)
-	d := listenDestination(t, newMemGuest(t, load, false), ReceiveConfig{})
-	m, err := Outgoing(src, d.uri, Config{TLS: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Wait(); err == nil || !strings.Contains(err.Error(), "the destination does not speak TLS") {
-		t.Errorf("TLS source into a plain destination: %v", err)
-	}
-	<-d.done
-	if d.err == nil || !strings.Contains(d.err.Error(), "a TLS handshake, not pagecast's plain stream") {
-		t.Errorf("plain destination of a TLS source: %v", d.err)
-	}
-	if ok, st := src.Running(); !ok {
-		t.Fatalf("source is %s", st)
-	}
+	tlsRefused(t, client, nil, "the destination does not speak TLS", "a TLS handshake, not pagecast's plain stream")
 
 	// A source whose certificate is not for client use: refused, and told
 	// what may be wrong besides the CA.
@@ -161,15 +109,7 @@ func TestTLSSaysWhy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2 := listenDestination(t, newMemGuest(t, load, false), ReceiveConfig{TLS: server})
-	m2, err := Outgoing(newMemGuest(t, load, true), d2.uri, Config{TLS: codeSigning})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m2.Wait(); err == nil || !strings.Contains(err.Error(), "within its dates and for client use") {
-		t.Errorf("a source's certificate for code signing: %v", err)
-	}
-	<-d2.done
+	tlsRefused(t, codeSigning, server, "within its dates and for client use", "")
 
 	// An HTTP request at a TLS destination is named as one (walk 68).
 	if err := tlsHint(tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake", RecordHeader: [5]byte{'G', 'E', 'T', ' ', '/'}}, "source"); !strings.Contains(err.Error(), "an HTTP request, not a pagecast migration") {
@@ -211,6 +151,32 @@ func TestTLSSaysWhy(t *testing.T) {
 		if _, err := good.Config(true); err != nil || strings.Contains(logged.String(), "chmod o-rwx") != warned {
 			t.Errorf("a key of mode %04o: %v, logged %q", mode, err, logged.String())
 		}
+	}
+}
+
+// tlsRefused migrates a 4 MiB guest from a source of TLS configuration
+// client to a destination of server (nil: plain TCP), which must fail: the
+// source's error holds wantSrc, the destination's wantDst ("" not
+// checked), and the source keeps its guest running.
+func tlsRefused(t *testing.T, client, server *tls.Config, wantSrc, wantDst string) {
+	t.Helper()
+	load := lightLoad
+	load.Memory = 4 << 20
+	src := newMemGuest(t, load, true)
+	d := listenDestination(t, newMemGuest(t, load, false), ReceiveConfig{TLS: server})
+	m, err := Outgoing(src, d.uri, Config{TLS: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Wait(); err == nil || !strings.Contains(err.Error(), wantSrc) {
+		t.Errorf("source: %v, want %q", err, wantSrc)
+	}
+	<-d.done
+	if wantDst != "" && (d.err == nil || !strings.Contains(d.err.Error(), wantDst)) {
+		t.Errorf("destination: %v, want %q", d.err, wantDst)
+	}
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source is %s after a refused migration", st)
 	}
 }
 
