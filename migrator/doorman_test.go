@@ -28,16 +28,7 @@ func TestDoorman(t *testing.T) {
 	defer d.Close()
 	dial := func(mode string) (net.Conn, *Reader) {
 		t.Helper()
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if mode != "-" {
-			w := NewWriter(c)
-			w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: 1 << 20, Mode: mode})
-			w.Flush()
-		}
+		c := dialHello(t, l.Addr().String(), mode)
 		c.SetReadDeadline(time.Now().Add(3 * time.Second))
 		return c, NewReader(c)
 	}
@@ -156,14 +147,7 @@ func TestDoormanFlood(t *testing.T) {
 		silent = append(silent, c)
 	}
 	time.Sleep(300 * time.Millisecond) // all being screened
-	src, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	w := NewWriter(src)
-	w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: 1 << 20, Mode: ModePrecopy})
-	w.Flush()
+	dialHello(t, l.Addr().String(), ModePrecopy)
 	if rec, err := NewReader(acceptWithin(t, d, doormanHello/2)).Next(); err != nil || rec.Hello.Mode != ModePrecopy {
 		t.Errorf("handed on %v, %v; want the source's hello", rec, err)
 	}
@@ -270,14 +254,7 @@ func TestDoormanJunkFlood(t *testing.T) {
 		c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
 	}
 	time.Sleep(500 * time.Millisecond) // all screened; nothing taken yet
-	src, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	w := NewWriter(src)
-	w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: 1 << 20, Mode: ModePrecopy})
-	w.Flush()
+	dialHello(t, l.Addr().String(), ModePrecopy)
 	for taken := 0; ; taken++ {
 		if taken > 2*maxFailedWaiting+2 {
 			t.Fatalf("%d connections taken before the source, want at most %d junk ones", taken, maxFailedWaiting)
@@ -287,4 +264,21 @@ func TestDoormanJunkFlood(t *testing.T) {
 			break
 		}
 	}
+}
+
+// dialHello connects to addr and sends a source's hello of a 1 MiB guest
+// in mode ("-": nothing); the connection closes when the test ends.
+func dialHello(t *testing.T, addr, mode string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if mode != "-" {
+		w := NewWriter(c)
+		w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: 1 << 20, Mode: mode})
+		w.Flush()
+	}
+	return c
 }
