@@ -19,8 +19,10 @@ import (
 // one object a script can read instead of the summary's table.
 type migrationOutcome struct {
 	// Status is query-migrate's last status (completed, failed,
-	// cancelled, postcopy-active, …); none where no migration began,
-	// unknown where the source stopped answering before its end.
+	// cancelled, postcopy-active, …); none where no migration began;
+	// unknown where its state is not known (a silent source, or a
+	// destination that neither ran the guest nor exited after QEMU's
+	// source said completed); failed where that destination exited.
 	Status string `json:"status"`
 	// Error is why migrate exits 1; absent where it exits 0.
 	Error string `json:"error,omitempty"`
