@@ -454,7 +454,7 @@ func listHooks(out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", collector.HookTCG, collector.DirtyTCG, tcgPluginStatus(),
-		"every guest store, resolved to its guest-physical page inside QEMU (QEMU started with -plugin)")
+		"every guest store, resolved inside QEMU to its page of guest RAM (its offset in RAM; QEMU started with -plugin)")
 	return tw.Flush()
 }
 
