@@ -27,20 +27,31 @@ func (f TLSFiles) Enabled() bool { return f.Cert != "" || f.Key != "" || f.CA !=
 // migration source) or a server (the destination). Both ends present a
 // certificate and verify the other's against the CA.
 func (f TLSFiles) Config(server bool) (*tls.Config, error) {
+	client, srv, err := f.Configs()
+	if server {
+		return srv, err
+	}
+	return client, err
+}
+
+// Configs loads the files once into the configurations of both ends, for
+// a process that is both (vm run: a source and, with --incoming, a
+// destination), so that what is wrong with them is said once.
+func (f TLSFiles) Configs() (client, server *tls.Config, err error) {
 	if f.Cert == "" || f.Key == "" || f.CA == "" {
-		return nil, errors.New("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca")
+		return nil, nil, errors.New("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca")
 	}
 	certPEM, err := readPEM("--tls-cert", f.Cert)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	keyPEM, err := readPEM("--tls-key", f.Key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", f.Cert, f.Key, err)
+		return nil, nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", f.Cert, f.Key, err)
 	}
 	// This end's own certificate out of its dates failed every migration
 	// at the other end's check, the destination starting without a word
@@ -48,7 +59,7 @@ func (f TLSFiles) Config(server bool) (*tls.Config, error) {
 	if leaf := cert.Leaf; leaf != nil {
 		switch now := time.Now(); {
 		case now.After(leaf.NotAfter):
-			return nil, fmt.Errorf("--tls-cert %s expired on %s: the other end refuses it; renew it", f.Cert, leaf.NotAfter.UTC().Format(time.DateTime+" MST"))
+			return nil, nil, fmt.Errorf("--tls-cert %s expired on %s: the other end refuses it; renew it", f.Cert, leaf.NotAfter.UTC().Format(time.DateTime+" MST"))
 		case now.Before(leaf.NotBefore):
 			// Warned of, not refused: the other end judges by its own
 			// clock, and a certificate issued a moment ago on a host a
@@ -63,24 +74,21 @@ func (f TLSFiles) Config(server bool) (*tls.Config, error) {
 	}
 	caPEM, err := readPEM("--tls-ca", f.CA)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("TLS CA %s holds no PEM certificate", f.CA)
+		return nil, nil, fmt.Errorf("TLS CA %s holds no PEM certificate", f.CA)
 	}
-	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
-	if server {
-		c.ClientCAs = pool
-		c.ClientAuth = tls.RequireAndVerifyClientCert
-	} else {
-		c.RootCAs = pool
+	server = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13,
+		ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	client = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13,
+		RootCAs: pool,
 		// Present the certificate even where the destination's CA did
 		// not sign it (Go's client would send none), so that the
 		// destination can say what was wrong with it.
-		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
-	}
-	return c, nil
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }}
+	return client, server, nil
 }
 
 // maxPEM bounds what a TLS file flag reads: certificate chains and CA

@@ -152,6 +152,15 @@ func TestTLSSaysWhy(t *testing.T) {
 			t.Errorf("a key of mode %04o: %v, logged %q", mode, err, logged.String())
 		}
 	}
+	// Both ends loaded at once (vm run: a source and a destination) say
+	// it once (walk 68: twice).
+	if err := os.Chmod(good.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logged.Reset()
+	if client, server, err := good.Configs(); err != nil || client == nil || server == nil || strings.Count(logged.String(), "chmod o-rwx") != 1 {
+		t.Errorf("both ends of a key of mode 0644: %v, logged %q", err, logged.String())
+	}
 }
 
 // tlsRefused migrates a 4 MiB guest from a source of TLS configuration

@@ -248,6 +248,16 @@ func tlsConfig(c *cli.Context, server bool) (*tls.Config, error) {
 	return files.Config(server)
 }
 
+// tlsConfigs is tlsConfig for both ends, loaded once: the warnings about
+// the files are said once (walk 68 saw each twice under vm run).
+func tlsConfigs(c *cli.Context) (client, server *tls.Config, err error) {
+	files := migrator.TLSFiles{Cert: c.String("tls-cert"), Key: c.String("tls-key"), CA: c.String("tls-ca")}
+	if !files.Enabled() {
+		return nil, nil, nil
+	}
+	return files.Configs()
+}
+
 // printReceived says on out that a migration arrived and the guest runs,
 // or waits paused (--paused) for cont.
 func printReceived(out io.Writer, res migrator.Received, paused bool) {
@@ -374,11 +384,7 @@ func runVM(c *cli.Context) error {
 		defer l.Close()
 	}
 
-	clientTLS, err := tlsConfig(c, false)
-	if err != nil {
-		return err
-	}
-	serverTLS, err := tlsConfig(c, true)
+	clientTLS, serverTLS, err := tlsConfigs(c)
 	if err != nil {
 		return err
 	}
