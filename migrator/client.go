@@ -64,8 +64,8 @@ func SetParameters(mon qmp.Monitor, p Params) error {
 	if p.DowntimeLimit < 0 {
 		return fmt.Errorf("migrate-set-parameters: negative downtime limit %v", p.DowntimeLimit)
 	}
-	if p.MaxRounds < 0 {
-		return fmt.Errorf("migrate-set-parameters: negative max rounds %d", p.MaxRounds)
+	if p.MaxRounds < 0 || p.MaxRounds > MaxRoundsLimit {
+		return fmt.Errorf("migrate-set-parameters: max rounds %d: want 0 to %d", p.MaxRounds, MaxRoundsLimit)
 	}
 	if p == (Params{}) {
 		return nil
@@ -96,8 +96,8 @@ func SetPagecastParameters(mon qmp.Monitor, p Params) error {
 	if p.DowntimeLimit < 0 {
 		return fmt.Errorf("migrate-set-parameters: negative downtime limit %v", p.DowntimeLimit)
 	}
-	if p.MaxRounds < 0 {
-		return fmt.Errorf("migrate-set-parameters: negative max rounds %d", p.MaxRounds)
+	if p.MaxRounds < 0 || p.MaxRounds > MaxRoundsLimit {
+		return fmt.Errorf("migrate-set-parameters: max rounds %d: want 0 to %d", p.MaxRounds, MaxRoundsLimit)
 	}
 	limit := p.DowntimeLimit
 	if limit == 0 {

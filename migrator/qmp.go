@@ -221,8 +221,8 @@ func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any,
 		cfg.Observe = *p.Observe
 	}
 	if p.MaxRounds != nil {
-		if *p.MaxRounds < 1 {
-			return nil, qmpserver.GenericError("Parameter 'x-pagecast-max-rounds' expects a positive integer")
+		if *p.MaxRounds < 1 || *p.MaxRounds > MaxRoundsLimit {
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-max-rounds' expects 1 to %d", MaxRoundsLimit)
 		}
 		cfg.MaxRounds = *p.MaxRounds
 	}

@@ -50,6 +50,21 @@ func FuzzSetParameters(f *testing.F) {
 	})
 }
 
+// TestRoundCapBounded: x-pagecast-max-rounds takes 1 to MaxRoundsLimit;
+// one near the int's end went negative in QEMU's plan (walk 68).
+func TestRoundCapBounded(t *testing.T) {
+	c := NewController(nil, nil, nil)
+	for args, ok := range map[string]bool{`{"x-pagecast-max-rounds":10000}`: true, `{"x-pagecast-max-rounds":10001}`: false,
+		`{"x-pagecast-max-rounds":9223372036854775807}`: false, `{"x-pagecast-max-rounds":0}`: false} {
+		if _, err := c.setParameters(context.Background(), json.RawMessage(args)); (err == nil) != ok {
+			t.Errorf("%s: %v, want taken %v", args, err, ok)
+		}
+	}
+	if err := SetParameters(nil, Params{MaxRounds: MaxRoundsLimit + 1}); err == nil {
+		t.Error("SetParameters with a round cap past the bound: sent")
+	}
+}
+
 // TestMigrateChecksLink: QMP migrate on pagecast's monitor refuses a cap
 // and downtime limit no migration can meet, as pagecast migrate does.
 func TestMigrateChecksLink(t *testing.T) {

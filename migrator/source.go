@@ -71,6 +71,11 @@ const (
 	DefaultRecoverTimeout = 5 * time.Minute
 )
 
+// MaxRoundsLimit bounds a round cap: ten thousand rounds are hours of
+// pre-copy, and a cap near the int's end overflowed QEMU's plan (its
+// dirty-sync count, the cap plus one, went negative: no cap at all).
+const MaxRoundsLimit = 10000
+
 func (c Config) withDefaults() Config {
 	if c.Mode == "" {
 		c.Mode = ModePrecopy

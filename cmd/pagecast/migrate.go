@@ -136,8 +136,8 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if d := c.Duration("downtime-limit"); d < time.Millisecond || d > 2000*time.Second {
 		return fmt.Errorf("--downtime-limit %v: want 1ms to 2000s (migrate-set-parameters' downtime-limit is whole milliseconds, at most 2 000 000)", d)
 	}
-	if n := c.Int("max-rounds"); n < 0 {
-		return fmt.Errorf("--max-rounds %d: want 0 (no cap) or more", n)
+	if n := c.Int("max-rounds"); n < 0 || n > migrator.MaxRoundsLimit {
+		return fmt.Errorf("--max-rounds %d: want 0 (no cap, QEMU's migration only) to %d", n, migrator.MaxRoundsLimit)
 	}
 	if d := c.Duration("metrics-linger"); d < 0 {
 		return fmt.Errorf("--metrics-linger %v: want 0 (stop serving at once) or more", d)

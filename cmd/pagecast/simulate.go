@@ -148,6 +148,9 @@ func runSimulate(c *cli.Context) error {
 	if n := c.Int("vcpus"); n < 1 || n > 4096 {
 		return fmt.Errorf("--vcpus %d: want 1 to 4096", n)
 	}
+	if n := c.Int("max-rounds"); n > migrator.MaxRoundsLimit {
+		return fmt.Errorf("--max-rounds %d: want at most %d", n, migrator.MaxRoundsLimit)
+	}
 	if c.Int("max-rounds") < 1 {
 		return fmt.Errorf("--max-rounds %d: want at least 1 (a simulation needs a round cap: a workload that never converges would be replayed for ever; live, QEMU's own migration with migrate --max-rounds 0 leaves it to the guest)", c.Int("max-rounds"))
 	}
