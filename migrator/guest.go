@@ -104,6 +104,12 @@ type RestorePreparer interface {
 type Identity struct {
 	VCPUs int
 	Image [32]byte // digest of the guest image (zero where there is none to compare)
+	// Takes are other images whose guests a destination takes too (a
+	// QEMU under KVM takes one from a QEMU under TCG), and Refuses those
+	// it knows it cannot, with why, said in place of "guest image
+	// differs".
+	Takes   [][32]byte
+	Refuses map[[32]byte]string
 }
 
 // DirtyLog is one consumer's view of the guest's dirty pages.

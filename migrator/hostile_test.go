@@ -269,6 +269,46 @@ func receiving(t *testing.T, dst *memGuest, cfg ReceiveConfig) (net.Conn, *Write
 	return a, NewWriter(a), NewReader(a), done
 }
 
+// TestHelloTakesAndRefuses: a destination takes a source of another image
+// its Identity's Takes lists (a QEMU under KVM, one under TCG), and
+// refuses in the handshake one its Refuses names, saying its reason (a
+// QEMU under TCG refused a KVM guest's state only once every page had
+// come: walk 69); the source runs on.
+func TestHelloTakesAndRefuses(t *testing.T) {
+	cfg := memConfig{Memory: 4 << 20, Hot: 1}
+	kvm, tcg := [32]byte{1}, [32]byte{2}
+
+	src, dst := newMemGuest(t, cfg, true), newMemGuest(t, cfg, false)
+	src.image, dst.image = kvm, tcg
+	dst.refuses = map[[32]byte]string{kvm: "the source runs under KVM, this destination under TCG"}
+	d := listenDestination(t, dst, ReceiveConfig{})
+	m, err := Outgoing(src, d.uri, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Wait(); err == nil || !strings.Contains(err.Error(), "the source runs under KVM, this destination under TCG") || strings.Contains(err.Error(), "guest image differs") {
+		t.Errorf("a KVM source into a TCG destination: %v, want the destination's reason alone", err)
+	}
+	<-d.done
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source is %s after a refused handshake", st)
+	}
+
+	src, dst = newMemGuest(t, cfg, true), newMemGuest(t, cfg, false)
+	src.image, dst.image, dst.takes = tcg, kvm, [][32]byte{tcg}
+	d = listenDestination(t, dst, ReceiveConfig{})
+	if m, err = Outgoing(src, d.uri, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := m.Wait(); err != nil || !info.Pagecast.Verified {
+		t.Errorf("a TCG source into a KVM destination: %v, verified %v", err, info.Pagecast != nil && info.Pagecast.Verified)
+	}
+	<-d.done
+	if d.err != nil {
+		t.Errorf("destination: %v", d.err)
+	}
+}
+
 // TestCommitOfAnotherMigration: a destination waiting for its source to
 // repeat a lost commit takes only its own migration's, named by the guest
 // state it received: one of another migration is refused (a destination

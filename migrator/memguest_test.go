@@ -35,6 +35,10 @@ type memGuest struct {
 	mem   []byte
 	fd    int // the memfd mem maps
 	image [32]byte
+	// takes and refuses go into Identity: other images a destination
+	// takes, and those it refuses with why.
+	takes   [][32]byte
+	refuses map[[32]byte]string
 	// kernelWrites: the writer stores through process_vm_writev, so that a
 	// write to a page absent under userfaultfd (TSMC's stage 3) waits in a
 	// system call, not in Go code the runtime may be unable to stop (see
@@ -154,7 +158,9 @@ func fillMixed(mem []byte, seed uint64) {
 func (g *memGuest) MemoryBytes() uint64 { return g.cfg.Memory }
 func (g *memGuest) Memory() []byte      { return g.mem }
 func (g *memGuest) MemoryFD() int       { return g.fd }
-func (g *memGuest) Identity() Identity  { return Identity{VCPUs: 1, Image: g.image} }
+func (g *memGuest) Identity() Identity {
+	return Identity{VCPUs: 1, Image: g.image, Takes: g.takes, Refuses: g.refuses}
+}
 
 func (g *memGuest) Running() (bool, string) {
 	g.mu.Lock()

@@ -531,6 +531,32 @@ func vcpuCount(m qmp.Monitor) int {
 	return len(cpus)
 }
 
+// KVMNotToTCG refuses a destination QEMU (dst, --dest-qmp) under TCG for a
+// source under KVM, before anything starts: the destination takes every
+// page, then refuses the state ("Unknown savevm section or instance
+// 'kvmclock' 0") and exits (walk 69). A guest under TCG moves to KVM.
+// Where either QEMU does not say, the migration finds out.
+func KVMNotToTCG(src, dst qmp.Monitor) error {
+	s, sok := kvmEnabled(src)
+	d, dok := kvmEnabled(dst)
+	if !sok || !dok || !s || d {
+		return nil
+	}
+	return errors.New("the source QEMU runs its guest under KVM and the destination (--dest-qmp) under TCG, which cannot load a KVM guest's device state (its kvmclock; QEMU's destination would refuse it once every page had come): start the destination with --accel kvm (a guest under TCG moves to KVM, not back)")
+}
+
+// kvmEnabled is query-kvm's enabled for the QEMU behind m; ok false where
+// it does not say.
+func kvmEnabled(m qmp.Monitor) (enabled, ok bool) {
+	var kvm struct {
+		Enabled bool `json:"enabled"`
+	}
+	if clientRun(m, "query-kvm", nil, &kvm) != nil {
+		return false, false
+	}
+	return kvm.Enabled, true
+}
+
 // SetupQEMU plans p for the QEMU behind src (its RAM from
 // query-memory-size-summary) and sends the plan: the destination's
 // capabilities on dst first (it must have them before the stream

@@ -266,6 +266,34 @@ func TestSetupQEMUDestSize(t *testing.T) {
 	}
 }
 
+// TestKVMNotToTCG: a destination QEMU under TCG is refused for a source
+// under KVM before anything starts (it refused the state once every page
+// had come: walk 69); the other pairs, and a QEMU that does not say, pass.
+func TestKVMNotToTCG(t *testing.T) {
+	qemuOn := func(kvm *bool) qmp.Monitor {
+		m, _ := clientFake(func(cmd qmp.Command) (any, error) {
+			if cmd.Execute == "query-kvm" && kvm != nil {
+				return map[string]any{"return": map[string]any{"enabled": *kvm, "present": true}}, nil
+			}
+			if cmd.Execute == "query-kvm" {
+				return map[string]any{"error": map[string]any{"class": "CommandNotFound", "desc": "The command query-kvm has not been found"}}, nil
+			}
+			return clientOK(cmd)
+		})
+		return m
+	}
+	yes, no := true, false
+	for _, tc := range []struct {
+		src, dst *bool
+		refused  bool
+	}{{&yes, &no, true}, {&no, &yes, false}, {&yes, &yes, false}, {&no, &no, false}, {&yes, nil, false}, {nil, &no, false}} {
+		err := KVMNotToTCG(qemuOn(tc.src), qemuOn(tc.dst))
+		if (err != nil) != tc.refused || (err != nil && !strings.Contains(err.Error(), "start the destination with --accel kvm")) {
+			t.Errorf("source kvm %v, destination kvm %v: %v, want refused %v", tc.src, tc.dst, err, tc.refused)
+		}
+	}
+}
+
 func qemuFakeMust(t *testing.T) qmp.Monitor {
 	mon, _ := qemuFake(t)
 	return mon

@@ -10,6 +10,7 @@ import (
 	"math/bits"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -251,6 +252,25 @@ func (rc *receiver) hello() Hello {
 		VCPUs: uint32(id.VCPUs), Image: id.Image}
 }
 
+// checkHello is h.Check against this destination, which also takes the
+// images its Identity's Takes lists, and says why it refuses those its
+// Refuses names.
+func (rc *receiver) checkHello(h Hello) error {
+	id, local := rc.d.Identity(), rc.hello()
+	why, refused := id.Refuses[h.Image]
+	if refused || slices.Contains(id.Takes, h.Image) {
+		h.Image = local.Image
+	}
+	err := h.Check(local)
+	switch {
+	case refused && err != nil:
+		return fmt.Errorf("%s; %w", why, err)
+	case refused:
+		return errors.New(why)
+	}
+	return err
+}
+
 func (rc *receiver) run() error {
 	// A peer that connects and says nothing holds the wait only so long:
 	// less than the source's own wait for the answer (IdleTimeout, 10 s),
@@ -270,7 +290,7 @@ func (rc *receiver) run() error {
 	if rec.Type != RecHello {
 		return fmt.Errorf("the stream starts with a %s record, not a handshake: %w (%w)", rec.Type, ErrMalformed, ErrNoHandshake)
 	}
-	err = rec.Hello.Check(rc.hello())
+	err = rc.checkHello(rec.Hello)
 	if err == nil {
 		if rec.Hello.Mode == resumeMode {
 			// A post-copy source reconnecting finds the destination
@@ -569,7 +589,7 @@ func (rc *receiver) awaitCommit(broke error) (*Record, error) {
 		lc := &linkConn{Conn: conn, ctx: rc.link.ctx, limit: NewLimiter(0), idle: min(rc.cfg.IdleTimeout, helloWait)}
 		w, r := NewWriter(lc), NewReader(lc)
 		rec, err := r.Next()
-		if err == nil && rec.Type == RecHello && rec.Hello.Mode == resumeMode && rec.Hello.Check(rc.hello()) == nil {
+		if err == nil && rec.Type == RecHello && rec.Hello.Mode == resumeMode && rc.checkHello(rec.Hello) == nil {
 			// A post-copy source that took the lost commit as sent, and
 			// its link's end for stage 3's: it runs the guest on, told.
 			if w.Text(RecRefuse, noCommitText) == nil {
@@ -586,7 +606,7 @@ func (rc *receiver) awaitCommit(broke error) (*Record, error) {
 			err = errors.New("a source repeating the commit of another migration: the guest state it sent is not the one this destination holds")
 		}
 		if err == nil {
-			err = rec.Hello.Check(rc.hello())
+			err = rc.checkHello(rec.Hello)
 		}
 		if err != nil {
 			if rec != nil && w.Text(RecRefuse, err.Error()) == nil {

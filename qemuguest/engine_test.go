@@ -134,6 +134,58 @@ func TestEngineRefusesTSMC(t *testing.T) {
 	waitRuns(t, src.VM(), p)
 }
 
+// TestEngineKVMToTCG: a destination QEMU under TCG refuses a source under
+// KVM in the handshake, saying why and what to do, and the source runs on
+// (it refused the state once every page had come: walk 69); one under
+// KVM takes a source under TCG.
+func TestEngineKVMToTCG(t *testing.T) {
+	testutil.RequiresQEMUWithKVM(t)
+	if testing.Short() {
+		t.Skip("boots QEMU")
+	}
+	start := func(accel string, dest bool) (*qemuguest.Source, *qemuguest.Dest) {
+		o := options(t, "hotset:delay=25000")
+		o.Accel = accel
+		if dest {
+			d, err := qemuguest.StartDest(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { d.Close() })
+			return nil, d
+		}
+		s, err := qemuguest.StartSource(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		waitProgress(t, s.VM(), 1, time.Minute)
+		return s, nil
+	}
+	src, _ := start(qemu.AccelKVM, false)
+	_, dst := start(qemu.AccelTCG, true)
+	uri, done := receiveOnce(t, dst, migrator.ReceiveConfig{})
+	m, err := migrator.Outgoing(src, uri, migrator.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Wait(); err == nil || !strings.Contains(err.Error(), "runs its guest under KVM and this destination's under TCG") || !strings.Contains(err.Error(), "--accel kvm") {
+		t.Errorf("KVM into TCG: %v, want it refused in the handshake", err)
+	}
+	if rerr := <-done; rerr == nil {
+		t.Error("the TCG destination took a KVM source")
+	}
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source %s after the refusal", st)
+	}
+	waitRuns(t, src.VM(), progress(t, src.VM()))
+
+	tcg, _ := start(qemu.AccelTCG, false)
+	_, kvm := start(qemu.AccelKVM, true)
+	engineMigrate(t, tcg, kvm, migrator.Config{})
+	waitRuns(t, kvm.VM(), progress(t, kvm.VM()))
+}
+
 // receiveOnce listens on loopback for one migration into dst and returns
 // the URI to send it to and where Receive's outcome arrives.
 func receiveOnce(t *testing.T, dst migrator.Destination, cfg migrator.ReceiveConfig) (string, <-chan error) {

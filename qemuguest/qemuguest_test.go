@@ -156,7 +156,7 @@ func captureRestore(t *testing.T, src *qemuguest.Source, incoming string) {
 	if ok, st := dst.Waiting(); !ok {
 		t.Fatalf("destination not waiting: %s", st)
 	}
-	if src.Identity() != dst.Identity() || src.MemoryBytes() != dst.MemoryBytes() {
+	if si, di := src.Identity(), dst.Identity(); si.Image != di.Image || si.VCPUs != di.VCPUs || src.MemoryBytes() != dst.MemoryBytes() {
 		t.Fatalf("identity %+v, %d bytes; destination %+v, %d bytes",
 			src.Identity(), src.MemoryBytes(), dst.Identity(), dst.MemoryBytes())
 	}

@@ -156,17 +156,29 @@ func (g *vm) attach(mon Monitor, pid int, mem []byte) error {
 	if err := qemu.QMP(mon, "qom-get", map[string]any{"path": "/machine", "property": "type"}, &machine); err != nil {
 		return err
 	}
-	g.id = identity(machine, cpus[0].QOMType, len(cpus))
+	g.id = identity(machine, cpus[0].QOMType, len(cpus), g.kvm)
 	return nil
 }
 
 // identity is what must match between two QEMUs for one's device state to
 // load in the other: the vCPU count, and a digest of the machine type (the
-// versioned one, "pc-i440fx-7.2-machine") and vCPU model. RAM size is
-// compared by the engine on its own; the guest image is in RAM, which
-// moves.
-func identity(machine, cpuModel string, n int) migrator.Identity {
-	return migrator.Identity{VCPUs: n, Image: sha256.Sum256([]byte("qemu\x00" + machine + "\x00" + cpuModel))}
+// versioned one, "pc-i440fx-7.2-machine"), the vCPU model and the
+// accelerator. RAM size is compared by the engine on its own; the guest
+// image is in RAM, which moves.
+//
+// A guest under KVM has device state TCG has not (kvmclock): a QEMU under
+// TCG refused it once it came, after every page had been sent ("Unknown
+// savevm section or instance 'kvmclock' 0"; walk 69), so a TCG destination
+// refuses a KVM source in the handshake. A KVM destination takes a TCG
+// source, whose state is a subset of its own.
+func identity(machine, cpuModel string, n int, kvm bool) migrator.Identity {
+	tcgImage := sha256.Sum256([]byte("qemu\x00" + machine + "\x00" + cpuModel))
+	kvmImage := sha256.Sum256([]byte("qemu\x00" + machine + "\x00" + cpuModel + "\x00kvm"))
+	if kvm {
+		return migrator.Identity{VCPUs: n, Image: kvmImage, Takes: [][32]byte{tcgImage}}
+	}
+	return migrator.Identity{VCPUs: n, Image: tcgImage, Refuses: map[[32]byte]string{kvmImage: "the source's QEMU runs its guest under KVM and this destination's under TCG, " +
+		"which cannot load a KVM guest's device state (its kvmclock): start the destination with --accel kvm (a guest under TCG moves to KVM, not back)"}}
 }
 
 // PID is QEMU's process id.

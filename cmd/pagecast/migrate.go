@@ -340,6 +340,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			if err := migrator.SameVCPUs(mon, dst); err != nil {
 				return err
 			}
+			if err := migrator.KVMNotToTCG(mon, dst); err != nil {
+				return err
+			}
 		}
 		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst), c.String("to"))
 		if err != nil {
