@@ -59,9 +59,38 @@ func Open(path string, wait time.Duration) (*Client, error) {
 	}
 	if err := c.Handshake(wait); err != nil {
 		c.Disconnect()
+		if errors.Is(err, errNoGreeting) {
+			return nil, fmt.Errorf("QMP socket %s sent no greeting in %v: %s", path, wait, busyWhy(path))
+		}
 		return nil, fmt.Errorf("QMP socket %s %w", path, err)
 	}
 	return c, nil
+}
+
+// errNoGreeting is a socket that accepted and said nothing.
+var errNoGreeting = errors.New("no greeting")
+
+// busyWhy says why a QMP socket at path does not greet: who holds it,
+// where that can be found.
+func busyWhy(path string) string {
+	const serves = "QEMU serves one client per QMP socket"
+	holding, waiting, err := Holders(path)
+	if err != nil || len(holding) == 0 {
+		return serves + ": is another client connected?"
+	}
+	why := fmt.Sprintf("%s, and %s holds it", serves, joinPeers(holding))
+	if len(waiting) > 0 {
+		why += fmt.Sprintf("; %s waits for it too", joinPeers(waiting))
+	}
+	return why + ": stop it, or wait until it has finished"
+}
+
+func joinPeers(ps []Peer) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // Handshake is Connect within wait: a socket that accepts and never
@@ -71,7 +100,7 @@ func (c *Client) Handshake(wait time.Duration) error {
 	c.conn.SetDeadline(time.Now().Add(wait))
 	if err := c.Connect(); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) && strings.HasPrefix(err.Error(), "qmp greeting") {
-			return fmt.Errorf("sent no greeting in %v (QEMU serves one client per QMP socket: is another client connected?)", wait)
+			return fmt.Errorf("sent no greeting in %v (QEMU serves one client per QMP socket: is another client connected?): %w", wait, errNoGreeting)
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("greeted, then did not answer qmp_capabilities in %v", wait)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -228,4 +230,70 @@ func TestOpen(t *testing.T) {
 	if _, err := Open(refusing, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "QMP socket "+refusing+" handshake: ") {
 		t.Fatalf("Open of a socket that is not QMP: %v", err)
 	}
+}
+
+// TestBusyNamesHolder: a QMP socket that does not greet because another
+// process holds it is said with that process's pid and command line, and
+// one queued behind it too (walk 69: a profile held it, and a migrate was
+// told only "is another client connected?").
+func TestBusyNamesHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "busy.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { // like QEMU: the first client is served, the rest wait
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	holder := holdSocket(t, path)
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the holder did not connect")
+	}
+	waiter := holdSocket(t, path)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, waiting, _ := Holders(path); len(waiting) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	_, err = Open(path, 200*time.Millisecond)
+	want := fmt.Sprintf("QEMU serves one client per QMP socket, and pid %d (", holder)
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "-test.run=TestHoldSocket") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("; pid %d (", waiter)) || !strings.Contains(err.Error(), "waits for it too") {
+		t.Fatalf("Open of a socket held by pid %d, %d waiting: %v", holder, waiter, err)
+	}
+}
+
+// holdSocket starts a process that connects to the unix socket at path
+// and holds the connection until the test ends; it returns its pid.
+func holdSocket(t *testing.T, path string) int {
+	cmd := exec.Command(os.Args[0], "-test.run=TestHoldSocket")
+	cmd.Env = append(os.Environ(), "QMPCLIENT_HOLD="+path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd.Process.Pid
+}
+
+// TestHoldSocket is holdSocket's child; it does nothing in a test run.
+func TestHoldSocket(t *testing.T) {
+	path := os.Getenv("QMPCLIENT_HOLD")
+	if path == "" {
+		return
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		os.Exit(1)
+	}
+	defer c.Close()
+	time.Sleep(time.Minute)
+	os.Exit(0)
 }
