@@ -785,11 +785,10 @@ func (rc *receiver) resumeFrom(conn net.Conn, region *uffd.Region, wmu *sync.Mut
 	if err != nil {
 		return err
 	}
-	local := rc.hello()
 	if rec.Type != RecHello || rec.Hello.Mode != resumeMode {
 		return fmt.Errorf("expected a resuming post-copy source, got a %s record", rec.Type)
 	}
-	if err := rec.Hello.Check(local); err != nil {
+	if err := rc.checkHello(rec.Hello); err != nil {
 		w.Text(RecRefuse, err.Error())
 		w.Flush()
 		return err

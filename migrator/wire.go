@@ -39,9 +39,12 @@ import (
 // guest once the pages and the state are in, checks the memory it started
 // with against them and answers; if they differ it stops its guest and the
 // source runs it on. Version 5 may send the state zstd-compressed
-// (StateZstd).
+// (StateZstd). In version 6 a QEMU guest under KVM has an image of its
+// own, which a destination under TCG refuses (qemuguest's identity): a
+// destination of version 5 said "guest image differs" to a KVM source of
+// version 6 of the same machine type and CPU model.
 const (
-	ProtocolVersion = 5
+	ProtocolVersion = 6
 	PageSize        = 4096
 	MaxBatch        = 256 // pages per RecPages or RecCompressed record
 	// MaxPayload is the largest legal payload: a full RecPages batch, or a

@@ -59,7 +59,7 @@ func Open(path string, wait time.Duration) (*Client, error) {
 	}
 	if err := c.Handshake(wait); err != nil {
 		c.Disconnect()
-		if errors.Is(err, errNoGreeting) {
+		if errors.As(err, new(noGreeting)) {
 			return nil, fmt.Errorf("QMP socket %s sent no greeting in %v: %s", path, wait, busyWhy(path))
 		}
 		return nil, fmt.Errorf("QMP socket %s %w", path, err)
@@ -67,8 +67,12 @@ func Open(path string, wait time.Duration) (*Client, error) {
 	return c, nil
 }
 
-// errNoGreeting is a socket that accepted and said nothing.
-var errNoGreeting = errors.New("no greeting")
+// noGreeting is a socket that accepted and said nothing within wait.
+type noGreeting struct{ wait time.Duration }
+
+func (e noGreeting) Error() string {
+	return fmt.Sprintf("sent no greeting in %v (QEMU serves one client per QMP socket: is another client connected?)", e.wait)
+}
 
 // busyWhy says why a QMP socket at path does not greet: who holds it,
 // where that can be found.
@@ -100,7 +104,7 @@ func (c *Client) Handshake(wait time.Duration) error {
 	c.conn.SetDeadline(time.Now().Add(wait))
 	if err := c.Connect(); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) && strings.HasPrefix(err.Error(), "qmp greeting") {
-			return fmt.Errorf("sent no greeting in %v (QEMU serves one client per QMP socket: is another client connected?): %w", wait, errNoGreeting)
+			return noGreeting{wait}
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("greeted, then did not answer qmp_capabilities in %v", wait)

@@ -38,6 +38,7 @@ func Holders(path string) (holding, waiting []Peer, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	dev := unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)
 	owners := socketOwners()
 	self := os.Getpid()
 	seen := make(map[int]bool)
@@ -51,7 +52,9 @@ func Holders(path string) (holding, waiting []Peer, err error) {
 	// socket's file and in its process's files; the listener's icons
 	// are the clients in its backlog, waiting.
 	for _, s := range socks {
-		if s.vfsIno != uint32(st.Ino) {
+		// Both: each tmpfs numbers its inodes from 2, so sockets on
+		// two mounts share numbers (review 71).
+		if s.vfsIno != uint32(st.Ino) || s.vfsDev != dev {
 			continue
 		}
 		if _, accepted := owners[s.ino]; accepted && s.peer != 0 {
@@ -67,6 +70,7 @@ func Holders(path string) (holding, waiting []Peer, err error) {
 // unixSocket is what sock_diag says of one unix socket.
 type unixSocket struct {
 	ino, peer, vfsIno uint32
+	vfsDev            uint32   // the kernel's own encoding: major<<20 | minor
 	icons             []uint32 // a listener's: the clients in its backlog
 }
 
@@ -134,8 +138,9 @@ func unixSockets() ([]unixSocket, error) {
 				}
 				switch v := a[4:l]; binary.NativeEndian.Uint16(a[2:]) {
 				case unixDiagVFS:
-					if len(v) >= 4 {
+					if len(v) >= 8 {
 						s.vfsIno = binary.NativeEndian.Uint32(v)
+						s.vfsDev = binary.NativeEndian.Uint32(v[4:])
 					}
 				case unixDiagPeer:
 					if len(v) >= 4 {
