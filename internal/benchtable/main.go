@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -82,9 +83,16 @@ func main() {
 	}
 }
 
+// format gives at least four figures below 1000: a budget's 15.56
+// bytes a page against 16 read "16" (walk 70).
 func format(v float64) string {
-	if v != 0 && v < 10 && v > -10 {
-		return strconv.FormatFloat(v, 'f', 3, 64)
+	switch a := math.Abs(v); {
+	case v == 0 || a >= 1000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case a >= 100:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case a >= 10:
+		return strconv.FormatFloat(v, 'f', 2, 64)
 	}
-	return strconv.FormatFloat(v, 'f', 0, 64)
+	return strconv.FormatFloat(v, 'f', 3, 64)
 }
