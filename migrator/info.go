@@ -118,6 +118,9 @@ type AutoChoice struct {
 	// host, where auto measured it (the destination is on it) and the
 	// predictions are bound by it; absent otherwise.
 	PageRate float64 `json:"page-rate,omitempty"`
+	// PausedPageRate is PageRate while the guest is paused, its cores
+	// left to the migration (see SimConfig); absent where not measured.
+	PausedPageRate float64 `json:"paused-page-rate,omitempty"`
 }
 
 // Prediction is one mode's simulated outcome, in query-migrate's units.

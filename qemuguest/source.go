@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -186,6 +187,20 @@ func (g *vm) PID() int { return g.pid }
 
 // VCPUThreads are the host thread ids of the vCPUs (query-cpus-fast).
 func (g *vm) VCPUThreads() []int { return slices.Clone(g.tids) }
+
+// VCPUTime is the CPU time the vCPU threads have had, summed
+// (proc.ThreadCPU).
+func (g *vm) VCPUTime() (time.Duration, error) {
+	var sum time.Duration
+	for _, tid := range g.tids {
+		t, err := proc.ThreadCPU(g.pid, tid)
+		if err != nil {
+			return 0, err
+		}
+		sum += t
+	}
+	return sum, nil
+}
 
 // KVM says whether QEMU runs the guest under KVM (its dirty pages through
 // eBPF), else TCG (through the plugin's area, one reader at a time).

@@ -34,11 +34,14 @@ type Choice struct {
 	Predictions []Result // every candidate, simulated on what was observed
 	Why         string
 	PageRate    float64 // the pages a second the simulations' engine moved at most (Options.PageRate); 0: no bound
+	// PausedPageRate is PageRate while the guest is paused
+	// (Options.PausedPageRate); 0: PageRate.
+	PausedPageRate float64
 }
 
 // Report is the choice as query-migrate reports it (migrator.Config.Auto).
 func (c Choice) Report() *migrator.AutoChoice {
-	a := &migrator.AutoChoice{Mode: c.Mode, Prefer: c.Prefer, Why: c.Why, PageRate: c.PageRate}
+	a := &migrator.AutoChoice{Mode: c.Mode, Prefer: c.Prefer, Why: c.Why, PageRate: c.PageRate, PausedPageRate: c.PausedPageRate}
 	for _, r := range c.Predictions {
 		var cut *CutShort
 		if errors.As(r.Err, &cut) {
@@ -98,7 +101,7 @@ func ChooseFrom(predictions []Result, o Options, prefer string) (Choice, error) 
 	if err != nil {
 		return Choice{}, err
 	}
-	c := Choice{Prefer: prefer, Predictions: predictions, PageRate: o.PageRate}
+	c := Choice{Prefer: prefer, Predictions: predictions, PageRate: o.PageRate, PausedPageRate: o.PausedPageRate}
 	if len(predictions) == 0 {
 		return c, errors.New("no mode to choose from")
 	}

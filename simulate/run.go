@@ -45,6 +45,9 @@ type Options struct {
 	// whatever the link (see migrator.SimConfig, MeasurePageRate); 0:
 	// no such bound.
 	PageRate float64
+	// PausedPageRate is PageRate while the guest is paused (see
+	// migrator.SimConfig); 0: PageRate.
+	PausedPageRate float64
 	// PolicyTime passes the policy's own time on the migration's clock
 	// (see migrator.SimConfig): what a live auto charges.
 	PolicyTime bool
@@ -194,7 +197,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
 		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Clock: clock, Profile: o.Profile} // the predictive policy alone reads Profile
 	t0 := time.Now()
-	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, PageRate: o.PageRate, PolicyTime: o.PolicyTime, Observe: observe, ObserveEvery: o.Step})
+	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, PageRate: o.PageRate, PausedPageRate: o.PausedPageRate, PolicyTime: o.PolicyTime, Observe: observe, ObserveEvery: o.Step})
 	r.Wall = time.Since(t0)
 	if r.Info.RAM != nil {
 		r.Timeline = append(r.Timeline, Point{At: clock.Now().Sub(start), Transferred: r.Info.RAM.Transferred, Round: r.Info.Pagecast.Round})

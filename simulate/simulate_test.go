@@ -360,6 +360,39 @@ func TestPageRateDowntime(t *testing.T) {
 	}
 }
 
+// TestPausedPageRate: where the engine's page rate sets the pace, a
+// faster rate while the guest is paused shortens the stop-and-copy, and
+// no live round: the same rounds, the same pages, less downtime (the
+// stop-and-copy of a 128 MiB TCG guest moved twice round 1's pace on two
+// cores, its vCPU's core freed, and auto, charging the pause at the
+// running rate, predicted +60-65% of the time: walk 69).
+func TestPausedPageRate(t *testing.T) {
+	w, err := ParseSynthetic("hotset:hot=3000,p=0.9,rate=20000", 1<<15, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Workload: w, Bandwidth: 1 << 30, PageRate: 100000}
+	same := Run(context.Background(), o, "precopy")
+	o.PausedPageRate = 100000
+	alike := Run(context.Background(), o, "precopy")
+	o.PausedPageRate = 200000
+	paused := Run(context.Background(), o, "precopy")
+	if same.Err != nil || alike.Err != nil || paused.Err != nil {
+		t.Fatal(same.Err, alike.Err, paused.Err)
+	}
+	t.Logf("downtime %d ms, %d ms at the same paused rate, %d ms at twice; total %d, %d, %d ms",
+		same.Info.Downtime, alike.Info.Downtime, paused.Info.Downtime, same.Info.TotalTime, alike.Info.TotalTime, paused.Info.TotalTime)
+	if same.Info.Downtime != alike.Info.Downtime || same.Info.TotalTime != alike.Info.TotalTime {
+		t.Errorf("a paused rate equal to the page rate changed the migration: %+v against %+v", alike.Info, same.Info)
+	}
+	if !slices.Equal(paused.Info.Pagecast.RoundPages, same.Info.Pagecast.RoundPages) {
+		t.Errorf("rounds %v at twice the paused rate, %v without: the live rounds moved", paused.Info.Pagecast.RoundPages, same.Info.Pagecast.RoundPages)
+	}
+	if d, s := paused.Info.Downtime, same.Info.Downtime; d >= s || float64(d) > 0.7*float64(s) {
+		t.Errorf("downtime %d ms at twice the paused rate against %d ms: want it near halved", d, s)
+	}
+}
+
 // TestPolicyTime: charged, the predictor's own time lengthens a
 // predictive migration whose engine sets the pace (a page rate below the
 // link's), as it holds up the live sender; pre-copy's policy does nothing

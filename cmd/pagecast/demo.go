@@ -180,7 +180,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pred, err := demoPredict(c, profile, vm.Memory(), holes, vm.VCPUs(), bw, 0, 0, simulate.AutoModes) // pagecast's monitor runs every mode
+	pred, err := demoPredict(c, profile, vm.Memory(), holes, vm.VCPUs(), bw, 0, pageRates{}, simulate.AutoModes) // pagecast's monitor runs every mode
 	if err != nil {
 		return err
 	}

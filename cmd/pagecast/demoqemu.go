@@ -128,12 +128,12 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 	if err != nil {
 		return err
 	}
-	pageRate, _, err := probePageRate(c.Context, source)
+	rates, err := probePageRate(c.Context, source)
 	source.Close()
 	if err != nil {
 		return fmt.Errorf("measure the engine's page rate: %w", err)
 	}
-	pred, err := demoPredict(c, profile, src.Memory(), nil, 1, bw, qemuSwitchover, pageRate, qemuAutoModes()) // the RAM file is written whole at start: no holes
+	pred, err := demoPredict(c, profile, src.Memory(), nil, 1, bw, qemuSwitchover, rates, qemuAutoModes()) // the RAM file is written whole at start: no holes
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ type demoPrediction struct {
 	w          simulate.Workload
 	content    simulate.Mix // measured from the guest's memory
 	switchover time.Duration
-	pageRate   float64 // pages a second the engine moved on this host; 0: not measured
+	rates      pageRates // the engine's pace on this host; zero: not measured
 	results    []simulate.Result
 	choice     simulate.Choice
 	opts       simulate.Options // what the simulations ran on
@@ -245,11 +245,11 @@ func (p demoPrediction) again(c *cli.Context, mode string, mem []byte) (simulate
 // recorded (what the live migrations are predicted to cost) and the
 // content of the guest's memory mem (holes: its pages never written, or
 // nil), with switchover the switch-over's fixed cost besides moving
-// bytes and pageRate the pages a second the engine moves at most (0: the
-// link's pace), and chooses among autoModes, the modes this VM can take, as
+// bytes and rates the pages a second the engine moves at most, running and
+// paused (zero: the link's pace), and chooses among autoModes, the modes this VM can take, as
 // migrate --mode auto would: before the live migrations, so that they can
 // include the choice.
-func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitmap, vcpus int, bw uint64, switchover time.Duration, pageRate float64, autoModes []string) (demoPrediction, error) {
+func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitmap, vcpus int, bw uint64, switchover time.Duration, rates pageRates, autoModes []string) (demoPrediction, error) {
 	meta, epochs, _, err := predictor.ReadTrace(profile, predictor.CSVOptions{})
 	if err != nil {
 		return demoPrediction{}, err
@@ -267,9 +267,9 @@ func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitma
 	// The live predictive modes learn from the profile before round 1;
 	// so do their simulations.
 	o := simulate.Options{Workload: w, Bandwidth: bw, Switchover: switchover, VCPUs: vcpus, Profile: profile,
-		PolicyTime: true, PageRate: pageRate} // the predictor's time holds up the live sender too, as migrate --mode auto takes it
+		PolicyTime: true, PageRate: rates.pages, PausedPageRate: rates.paused} // the predictor's time holds up the live sender too, as migrate --mode auto takes it
 	measureContent(&o, mem, holes, written)
-	p := demoPrediction{w: w, content: o.Content, switchover: switchover, pageRate: pageRate, results: simulateAll(c, o), opts: o, written: written}
+	p := demoPrediction{w: w, content: o.Content, switchover: switchover, rates: rates, results: simulateAll(c, o), opts: o, written: written}
 	var predictions []simulate.Result
 	for _, r := range p.results {
 		if slices.Contains(autoModes, r.Mode) {
@@ -297,8 +297,12 @@ func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[s
 	if p.switchover > 0 {
 		cost = fmt.Sprintf("a switch-over cost of %v, QEMU's as migrate --mode auto takes it", p.switchover)
 	}
-	if p.pageRate > 0 {
-		cost += fmt.Sprintf("; the engine's pace on this host's CPU %.1fk pages/s, measured as auto measures it", p.pageRate/1e3)
+	if r := p.rates; r.pages > 0 {
+		cost += fmt.Sprintf("; the engine's pace on this host's CPU %.1fk pages/s", r.pages/1e3)
+		if r.paused > r.pages {
+			cost += fmt.Sprintf(", %.1fk with the guest paused", r.paused/1e3)
+		}
+		cost += ", measured as auto measures it"
 	}
 	fmt.Fprintf(out, "\nthe same migrations simulated on this guest's profile (pagecast simulate; content measured from its memory: %s; %s):\n", p.content, cost)
 	writeSimulationTable(out, p.w, p.results)

@@ -78,6 +78,7 @@ func simulateCommand() *cli.Command {
 			&cli.DurationFlag{Name: "switchover", Usage: "fixed cost of a switch-over besides moving memory (restoring the guest's state, the commit)"},
 			&cli.StringFlag{Name: "checksum-rate", Value: units.FormatBytes(simulate.DefaultChecksumRate) + "/s", Usage: "how fast the paused source reads the memory its guest holds for the memory check after the switch-over, which lengthens the total time (0: not counted)"},
 			&cli.StringFlag{Name: "page-rate", Value: "0", Usage: "the most pages a second pagecast's own path moves (reading, sending, receiving, writing) whatever the link, e.g. 40k: what bounds a migration where the CPU, not the link, is short; migrate --mode auto measures it where both ends share a host (0: no bound)"},
+			&cli.StringFlag{Name: "paused-page-rate", Value: "0", Usage: "--page-rate while the guest is paused (the stop-and-copy), whose vCPUs then leave the host's cores to the migration; migrate --mode auto measures it beside the page rate (0: --page-rate)"},
 			&cli.BoolFlag{Name: "policy-time", Usage: "charge the predictor's own time, measured as the simulation runs, on the migration's clock, as migrate --mode auto does: live, the engine waits for it at every harvest (the figures then vary with this machine's load)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON (query-migrate's shape per mode) instead of a table"},
 			&cli.StringFlag{Name: "plot", Usage: "write DIR/timeline.png: pending and sent bytes over time, per mode"},
@@ -145,6 +146,13 @@ func runSimulate(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--page-rate %q: %w", c.String("page-rate"), err)
 	}
+	pausedRate, err := simulate.ParsePageRate(c.String("paused-page-rate"))
+	if err != nil {
+		return fmt.Errorf("--paused-page-rate %q: %w", c.String("paused-page-rate"), err)
+	}
+	if pausedRate > 0 && pageRate == 0 {
+		return errors.New("--paused-page-rate is --page-rate while the guest is paused: give --page-rate too")
+	}
 	if n := c.Int("vcpus"); n < 1 || n > 4096 {
 		return fmt.Errorf("--vcpus %d: want 1 to 4096", n)
 	}
@@ -164,7 +172,7 @@ func runSimulate(c *cli.Context) error {
 	start = max(start, first) - first
 	o := simulate.Options{Workload: w, Bandwidth: bw, DowntimeLimit: c.Duration("downtime-limit"), MaxRounds: c.Int("max-rounds"),
 		Start: start, Content: mix, Written: written, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate,
-		PolicyTime: c.Bool("policy-time"), VCPUs: c.Int("vcpus")}
+		PausedPageRate: pausedRate, PolicyTime: c.Bool("policy-time"), VCPUs: c.Int("vcpus")}
 	if c.Duration("downtime-limit") <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration", c.Duration("downtime-limit"))
 	}
@@ -181,12 +189,15 @@ func runSimulate(c *cli.Context) error {
 		return fmt.Errorf("--state-size %s: the state alone takes %v at %s/s (with --switchover %v), more than the downtime limit of %v, so no migration can meet it",
 			units.FormatBytes(float64(o.StateBytes)), took.Round(time.Millisecond), units.FormatBytes(float64(bw)), o.Switchover, limit)
 	}
-	if pr := o.PageRate; pr > 0 {
+	if pr, flag := o.PageRate, "page-rate"; pr > 0 {
+		if o.PausedPageRate > 0 {
+			pr, flag = o.PausedPageRate, "paused-page-rate" // the state goes in the pause
+		}
 		// The engine's own path as a link of pr pages a second: the
 		// state's pages too go through it.
 		if took := time.Duration(math.Ceil(float64(o.StateBytes)/migrator.PageSize)/pr*float64(time.Second)) + o.Switchover; took > o.DowntimeLimit {
-			return fmt.Errorf("--page-rate %s: the state alone takes %v at %s pages a second (with --switchover %v), more than the downtime limit of %v, so no migration can meet it",
-				c.String("page-rate"), took.Round(time.Millisecond), pace(pr), o.Switchover, o.DowntimeLimit)
+			return fmt.Errorf("--%s %s: the state alone takes %v at %s pages a second (with --switchover %v), more than the downtime limit of %v, so no migration can meet it",
+				flag, c.String(flag), took.Round(time.Millisecond), pace(pr), o.Switchover, o.DowntimeLimit)
 		}
 	}
 	if auto {

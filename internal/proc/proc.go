@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // Gone reports whether process pid has exited: no such process, or one
@@ -29,4 +32,40 @@ func Gone(pid int) bool {
 func Exited(stat []byte) bool {
 	i := bytes.LastIndexByte(stat, ')')
 	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
+}
+
+// ThreadCPU is the CPU time thread tid of process pid has had, from
+// /proc/PID/task/TID/schedstat (nanoseconds), or stat's utime and stime
+// (ticks of 10 ms) where the kernel keeps no schedstat.
+func ThreadCPU(pid, tid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task/%d/", pid, tid)
+	if b, err := os.ReadFile(dir + "schedstat"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				return time.Duration(ns), nil
+			}
+		}
+	}
+	b, err := os.ReadFile(dir + "stat")
+	if err != nil {
+		return 0, fmt.Errorf("thread CPU time: %w", err)
+	}
+	return statCPU(dir+"stat", string(b))
+}
+
+// statCPU is the utime and stime of a /proc/PID/stat line s, read from
+// file. The command, field 2, is in parentheses and may hold spaces and
+// parentheses: the fields after its last ")" start at field 3; utime and
+// stime are 14 and 15, in ticks of USER_HZ, 100 a second.
+func statCPU(file, s string) (time.Duration, error) {
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("thread CPU time: %s: too few fields", file)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("thread CPU time: %s: utime %q, stime %q", file, f[11], f[12])
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }

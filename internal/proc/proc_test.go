@@ -3,9 +3,12 @@ package proc
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestExited(t *testing.T) {
@@ -53,5 +56,39 @@ func TestGone(t *testing.T) {
 	cmd.Wait()
 	if !Gone(pid) {
 		t.Error("a reaped child not gone")
+	}
+}
+
+// TestThreadCPU: a thread that spins for 200 ms has had about that much
+// CPU, by schedstat; stat's utime and stime are read past a command with
+// spaces and parentheses.
+func TestThreadCPU(t *testing.T) {
+	done := make(chan [2]time.Duration)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		tid := unix.Gettid()
+		before, err := ThreadCPU(os.Getpid(), tid)
+		if err != nil {
+			t.Error(err)
+		}
+		for start := time.Now(); time.Since(start) < 200*time.Millisecond; {
+		}
+		after, err := ThreadCPU(os.Getpid(), tid)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- [2]time.Duration{before, after}
+	}()
+	got := <-done
+	if d := got[1] - got[0]; d < 50*time.Millisecond || d > time.Second {
+		t.Errorf("a thread spinning for 200 ms had %v of CPU", d)
+	}
+	line := "4242 (qemu-system-x86 (vcpu) 0) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 3 0 100 0 0\n"
+	if d, err := statCPU("stat", line); err != nil || d != 12900*time.Millisecond {
+		t.Errorf("statCPU: %v, %v; want 12.9s", d, err)
+	}
+	if _, err := statCPU("stat", "4242 (x) S 1"); err == nil {
+		t.Error("statCPU of a short line: no error")
 	}
 }
