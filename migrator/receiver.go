@@ -10,9 +10,11 @@ import (
 	"math/bits"
 	"net"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -139,7 +141,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 	// source hears why now rather than at the round's end, when the
 	// receiver next asks the VM.
 	gone, unwatch := WatchGone(d, func(error) { stopReads() })
-	err := rc.run()
+	err := rc.runGuarded()
 	unwatch()
 	for _, c := range rc.conns {
 		c.Close()
@@ -271,6 +273,48 @@ func (rc *receiver) checkHello(h Hello) error {
 	return err
 }
 
+// runGuarded is run, a fault writing the guest's memory turned into an
+// error: a page of guest RAM in a file its file system has no room for
+// raises SIGBUS when written, which crashed the destination with a Go
+// stack dump (a walk's 64 MiB guest in a 20 MiB /dev/shm).
+func (rc *receiver) runGuarded() error {
+	return guardFaults(rc.mem, rc.run, rc.memoryRoom)
+}
+
+// guardFaults runs fn on this goroutine, a memory fault in it (SIGBUS, or
+// SIGSEGV) an error: which page of mem it hit, and room's word on why.
+func guardFaults(mem []byte, fn func() error, room func() string) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		f, ok := r.(interface{ Addr() uintptr })
+		if !ok {
+			panic(r)
+		}
+		where := "the guest's memory"
+		if base, addr := uintptr(unsafe.Pointer(unsafe.SliceData(mem))), f.Addr(); addr >= base && addr < base+uintptr(len(mem)) {
+			where = fmt.Sprintf("guest page %#x", (addr-base)/PageSize)
+		}
+		err = fmt.Errorf("writing %s faulted (SIGBUS): %s", where, room())
+	}()
+	return fn()
+}
+
+// memoryRoom says what may have left no room for the guest's memory: the
+// file system of the file it is in, where the destination says which.
+func (rc *receiver) memoryRoom() string {
+	var fs unix.Statfs_t
+	// A file system of no blocks has no size limit (a memfd's).
+	if fd := memoryFD(rc.d); fd >= 0 && unix.Fstatfs(fd, &fs) == nil && fs.Blocks > 0 {
+		return fmt.Sprintf("the file system holding the guest's RAM has %s free; the guest needs up to %s there",
+			wireSize(fs.Bavail*uint64(fs.Bsize)), wireSize(uint64(len(rc.mem))))
+	}
+	return "the memory holding the guest's RAM could not be allocated (memory short, or its file cut short)"
+}
+
 func (rc *receiver) run() error {
 	// A peer that connects and says nothing holds the wait only so long:
 	// less than the source's own wait for the answer (IdleTimeout, 10 s),
@@ -345,14 +389,18 @@ func (rc *receiver) run() error {
 		}
 		switch rec.Type {
 		case RecPages:
-			rc.populate(rec.GFNs)
+			if err := rc.populate(rec.GFNs); err != nil {
+				return err
+			}
 			for i, gfn := range rec.GFNs {
 				copy(rc.mem[gfn*PageSize:(gfn+1)*PageSize], rec.Data[i*PageSize:(i+1)*PageSize])
 				rc.wrote(gfn)
 			}
 		case RecCompressed:
 			gfns := rec.GFNs
-			rc.populate(gfns)
+			if err := rc.populate(gfns); err != nil {
+				return err
+			}
 			err := mecom.Decode(rec.Coded, len(gfns), func(i int, data []byte) {
 				copy(rc.mem[gfns[i]*PageSize:(gfns[i]+1)*PageSize], data)
 				rc.wrote(gfns[i])
@@ -695,8 +743,10 @@ func (rc *receiver) complete(later *bitmap.Bitmap) error {
 // machine (a guest of a PVM hypervisor), populated a MiB at a time 8–10
 // µs, and faults were a quarter of a receiver's CPU. Where the kernel or
 // the memory cannot (before Linux 5.14; memory not page-aligned), the
-// pages fault in as before.
-func (rc *receiver) populate(gfns []uint64) {
+// pages fault in as before. Where the memory cannot be had (EFAULT: the
+// file system holding it is full, where a write would raise SIGBUS;
+// ENOMEM) it fails.
+func (rc *receiver) populate(gfns []uint64) error {
 	for i := 0; i < len(gfns) && !rc.noPopulate; {
 		j := i + 1
 		for j < len(gfns) && gfns[j] == gfns[j-1]+1 {
@@ -704,13 +754,18 @@ func (rc *receiver) populate(gfns []uint64) {
 		}
 		if !rc.seen.Has(gfns[i]) {
 			err := unix.Madvise(rc.mem[gfns[i]*PageSize:(gfns[j-1]+1)*PageSize], unix.MADV_POPULATE_WRITE)
-			if err != nil && err != unix.EINTR && err != unix.EAGAIN { // those two: this run faults in
+			switch err {
+			case nil, unix.EINTR, unix.EAGAIN: // the last two: this run faults in
+			case unix.EFAULT, unix.ENOMEM:
+				return fmt.Errorf("allocate guest pages %#x-%#x: %s (madvise: %w)", gfns[i], gfns[j-1], rc.memoryRoom(), err)
+			default:
 				rc.noPopulate = true
 				rc.log.Debug("pages will fault in as written", "madvise", err)
 			}
 		}
 		i = j
 	}
+	return nil
 }
 
 func zeroPages(b []byte) {

@@ -3,7 +3,10 @@ package migrator
 import (
 	"bytes"
 	"log/slog"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pagecast/pagecast/bitmap"
 )
@@ -54,5 +57,47 @@ func TestPopulate(t *testing.T) {
 	// before, is not (12 with it: runs go by their first page).
 	if got := held(); got != 6*PageSize {
 		t.Fatalf("%d bytes allocated, want %d (6 pages)", got, 6*PageSize)
+	}
+}
+
+// TestMemoryFault: a destination whose guest RAM cannot be allocated (its
+// file system full; here its memfd cut short behind it) fails the
+// migration saying so, where it crashed with SIGBUS and a Go stack dump
+// (walk 72); the source runs on. A write that faults is an error naming
+// the page.
+func TestMemoryFault(t *testing.T) {
+	cfg := memConfig{Memory: 4 << 20, Hot: 1}
+	src, dst := newMemGuest(t, cfg, true), newMemGuest(t, cfg, false)
+	fillMixed(src.mem, 3)
+	if err := unix.Ftruncate(dst.fd, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	d := listenDestination(t, dst, ReceiveConfig{})
+	m, err := Outgoing(src, d.uri, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Wait(); err == nil {
+		t.Error("a migration into memory that cannot be had completed")
+	}
+	<-d.done
+	t.Logf("destination: %v", d.err)
+	if d.err == nil || !(strings.Contains(d.err.Error(), "allocate guest pages") || strings.Contains(d.err.Error(), "faulted (SIGBUS)")) {
+		t.Errorf("destination: %v, want the memory named", d.err)
+	}
+	if ok, st := src.Running(); !ok {
+		t.Fatalf("source is %s after the destination failed", st)
+	}
+
+	fd, mem, _ := memfdGuest(t, 64)
+	if err := unix.Ftruncate(fd, 32*PageSize); err != nil {
+		t.Fatal(err)
+	}
+	err = guardFaults(mem, func() error {
+		mem[40*PageSize+1] = 1 // past the file's end: SIGBUS
+		return nil
+	}, func() string { return "no room" })
+	if err == nil || err.Error() != "writing guest page 0x28 faulted (SIGBUS): no room" {
+		t.Errorf("a write past the memory file's end: %v", err)
 	}
 }

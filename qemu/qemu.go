@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,6 +132,7 @@ type VM struct {
 	linux      bool   // a Linux kernel, not the pagecast guest
 	serial     string
 	tmp        string // removed by Close
+	ramPath    string // the guest RAM file
 	closeOnce  sync.Once
 }
 
@@ -197,6 +199,7 @@ func Start(o Options) (_ *VM, err error) {
 	v := &VM{
 		QMPPath:    cmp.Or(o.QMP, filepath.Join(o.Dir, "qmp.sock")),
 		serial:     filepath.Join(o.Dir, "serial.log"),
+		ramPath:    memPath,
 		statusAddr: k.StatusAddr,
 		accel:      accel,
 		linux:      o.Kernel != "",
@@ -290,6 +293,9 @@ func Start(o Options) (_ *VM, err error) {
 	v.mem, err = unix.Mmap(int(f.Fd()), 0, int(o.MemoryBytes), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("map qemu guest memory: %w", err)
+	}
+	if short := v.RAMShort(); short != "" {
+		slog.Warn(short + ": QEMU dies of SIGBUS if it is written (a migration's destination writes each page it receives)")
 	}
 	return v, nil
 }

@@ -276,7 +276,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		line, err := vm.WaitSerialContext(ctx, qemu.LinuxStartMarker, 120*time.Second)
 		select {
 		case <-vm.Done():
-			return qemuEnded(vm.ExitErr(), vm.Stderr())
+			return qemuEnded(vm.VM)
 		default:
 		}
 		if ctx.Err() != nil {
@@ -320,7 +320,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	case <-ctx.Done():
 		return waitOutgoing(vm.VM, c.App.ErrWriter, log)
 	case <-vm.Done():
-		return qemuEnded(vm.ExitErr(), vm.Stderr())
+		return qemuEnded(vm.VM)
 	}
 }
 
@@ -348,7 +348,7 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 			fmt.Fprintln(errw, "pagecast: stopping QEMU during the migration: the guest ends, and the migration fails")
 			return nil
 		case <-vm.Done():
-			return qemuEnded(vm.ExitErr(), vm.Stderr())
+			return qemuEnded(vm)
 		case <-tick.C:
 			if _, ok := qemuguest.MigrationHolder(vm.PID()); ok {
 				continue
@@ -413,7 +413,7 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			}
 			return "", errStoppedWaiting
 		case <-vm.Done():
-			err := qemuEnded(vm.ExitErr(), vm.Stderr())
+			err := qemuEnded(vm)
 			if err == nil {
 				// It quit as asked (QMP quit, SIGTERM): no guest came,
 				// or it was lost (it said "migration received" and
@@ -467,12 +467,16 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 	}
 }
 
-// qemuEnded turns QEMU's exit into an error unless it quit as asked (QMP
-// quit, or a signal it caught).
-func qemuEnded(exit error, stderr string) error {
-	stderr = strings.TrimSpace(stderr)
+// qemuEnded turns vm's QEMU's exit into an error unless it quit as asked
+// (QMP quit, or a signal it caught). An exit by SIGBUS where the guest's
+// RAM does not fit its file system says so.
+func qemuEnded(vm *qemu.VM) error {
+	exit, stderr := vm.ExitErr(), strings.TrimSpace(vm.Stderr())
 	if exit == nil {
 		return nil
+	}
+	if short := vm.RAMShort(); short != "" && qemu.BusError(exit) {
+		stderr = strings.TrimSpace(stderr + "\n" + short + ": the guest's memory did not fit")
 	}
 	if stderr == "" {
 		return fmt.Errorf("qemu (the VM) ended: %w", exit)
