@@ -88,20 +88,20 @@ type simLink struct {
 	m     *Migration
 	tsmc  bool // post-copy: the guest runs on at the destination after the commit
 
-	answers   []Record
-	committed bool     // the destination runs the guest
-	dest      DirtyLog // the destination's guest's writes, in TSMC's stage 3
-	asked     []uint64 // pages the destination's guest wants, not yet asked for
-	faults    []uint64 // pages it has touched while missing, in order, not yet faulted on (see touched)
-	nextFault time.Time
-	requested []uint64 // bitmap: pages touched while missing, each asked for at most once as a receiver does
-	ended     bool
-	err       error // the destination's guest failed: Next reports it
-	nextObs   time.Time
-	owed      int           // bytes weighed whose time on the link has not passed yet
-	owedPages float64       // pages sent whose time at PageRate has not passed yet
-	owedWork  time.Duration // the engine's coding (MECOM) of what is owed, not passed yet
-	linkFree  time.Time     // when the link's token bucket has let through all that was paid for
+	answers      []Record
+	committed    bool     // the destination runs the guest
+	dest         DirtyLog // the destination's guest's writes, in TSMC's stage 3
+	asked        []uint64 // pages the destination's guest wants, not yet asked for
+	faults       []uint64 // pages it has touched while missing, in order, not yet faulted on (see touched)
+	nextFault    time.Time
+	requested    []uint64 // bitmap: pages touched while missing, each asked for at most once as a receiver does
+	ended        bool
+	err          error // the destination's guest failed: Next reports it
+	nextObs      time.Time
+	owed         int           // bytes weighed whose time on the link has not passed yet
+	owedPageSecs float64       // seconds of the engine's page rate for pages sent, not passed yet
+	owedWork     time.Duration // the engine's coding (MECOM) of what is owed, not passed yet
+	linkFree     time.Time     // when the link's token bucket has let through all that was paid for
 }
 
 // later is the later of a and b.
@@ -116,8 +116,27 @@ func later(a, b time.Time) time.Time {
 // the link's for the lot they go in.
 func (l *simLink) sent(n uint64) {
 	if l.sc.PageRate > 0 {
-		l.owedPages += float64(n)
+		l.owedPageSecs += float64(n) / l.pageRate()
 	}
+}
+
+// pageRate is the engine's page rate now: PausedPageRate while the guest
+// is paused, and between the two as far as its vCPUs are throttled,
+// which leaves their cores to the migration too (review 73). Pages are
+// charged at the rate of when they were sent: a live round's last lot,
+// paid for in the stop-and-copy, was charged at the paused rate.
+func (l *simLink) pageRate() float64 {
+	paused := l.sc.PausedPageRate
+	if paused <= 0 {
+		return l.sc.PageRate
+	}
+	if running, _ := l.m.g.Running(); !running {
+		return paused
+	}
+	if t, ok := l.m.g.(interface{ Throttle() int }); ok {
+		return l.sc.PageRate + (paused-l.sc.PageRate)*float64(t.Throttle())/100
+	}
+	return l.sc.PageRate
 }
 
 // coded counts the engine's time coding a batch (MECOM): it passes as
@@ -218,7 +237,7 @@ func (l *simLink) await(t time.Time) {
 // awk's precopy at 64 MiB/s had 59 ms of downtime without one and 171
 // ms with 1G pages a second.)
 func (l *simLink) pay() error {
-	if l.owed == 0 && l.owedPages == 0 && l.owedWork == 0 {
+	if l.owed == 0 && l.owedPageSecs == 0 && l.owedWork == 0 {
 		return nil
 	}
 	rate := float64(l.m.limit.Rate())
@@ -226,19 +245,13 @@ func (l *simLink) pay() error {
 		return errors.New("the simulated link has no bandwidth")
 	}
 	work := l.owedWork
-	if l.sc.PageRate > 0 {
-		pageRate := l.sc.PageRate
-		if running, _ := l.m.g.Running(); !running && l.sc.PausedPageRate > 0 {
-			pageRate = l.sc.PausedPageRate
-		}
-		work += time.Duration(l.owedPages / pageRate * float64(time.Second))
-	}
+	work += time.Duration(l.owedPageSecs * float64(time.Second))
 	worked := l.clock.Now().Add(work)
 	burst := time.Duration(max(minBurst, rate*limiterBurst.Seconds()) / rate * float64(time.Second))
 	link := time.Duration(float64(l.owed) / rate * float64(time.Second))
 	l.linkFree = later(l.linkFree, worked.Add(-burst)).Add(link)
 	l.await(later(worked, l.linkFree))
-	l.owed, l.owedPages, l.owedWork = 0, 0, 0
+	l.owed, l.owedPageSecs, l.owedWork = 0, 0, 0
 	if l.sc.Observe != nil {
 		if now := l.clock.Now(); !now.Before(l.nextObs) {
 			every := l.sc.ObserveEvery

@@ -192,7 +192,11 @@ func (g *vm) VCPUThreads() []int { return slices.Clone(g.tids) }
 // (proc.ThreadCPU).
 func (g *vm) VCPUTime() (time.Duration, error) {
 	var sum time.Duration
-	for _, tid := range g.tids {
+	// Under TCG with one thread (thread=single) every vCPU names the
+	// same thread: counted once (review 73).
+	tids := slices.Clone(g.tids)
+	slices.Sort(tids)
+	for _, tid := range slices.Compact(tids) {
 		t, err := proc.ThreadCPU(g.pid, tid)
 		if err != nil {
 			return 0, err

@@ -299,7 +299,7 @@ func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[s
 	}
 	if r := p.rates; r.pages > 0 {
 		cost += fmt.Sprintf("; the engine's pace on this host's CPU %.1fk pages/s", r.pages/1e3)
-		if r.paused > r.pages {
+		if r.paused > 0 {
 			cost += fmt.Sprintf(", %.1fk with the guest paused", r.paused/1e3)
 		}
 		cost += ", measured as auto measures it"

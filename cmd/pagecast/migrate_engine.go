@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -379,8 +380,8 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 			o.PageRate, o.PausedPageRate = rates.pages, rates.paused
 			rateNote = fmt.Sprintf("; both ends on this host, whose CPU moved %.1fk pages/s, %s/s on the wire",
 				rates.pages/1e3, units.FormatBytes(rates.bytes))
-			if rates.paused > rates.pages {
-				rateNote += fmt.Sprintf(", %.1fk paused (the guest's vCPUs took %.1f of its %d cores)", rates.paused/1e3, rates.busy, runtime.NumCPU())
+			if rates.paused > 0 {
+				rateNote += fmt.Sprintf(", %.1fk paused (the guest's vCPUs took %.1f of the %d cores pagecast may use)", rates.paused/1e3, rates.busy, rates.cores)
 			}
 			if o.Bandwidth == 0 {
 				o.Bandwidth = noCap
@@ -424,6 +425,7 @@ type pageRates struct {
 	// cores its vCPUs leave to the migration (pausedShare); 0 where
 	// their CPU time could not be read.
 	paused float64
+	cores  int     // what the process may use (GOMAXPROCS: a container's CPU limit too)
 	busy   float64 // the cores the vCPUs took in demandWindow, the guest alone
 }
 
@@ -442,6 +444,7 @@ const demandWindow = 250 * time.Millisecond
 // demandWindow and weighs the rate while the guest is paused.
 func probePageRate(ctx context.Context, g migrator.Guest) (pageRates, error) {
 	var r pageRates
+	measured := false
 	if vcpus, ok := g.(interface{ VCPUTime() (time.Duration, error) }); ok {
 		start := time.Now()
 		cpu0, err0 := vcpus.VCPUTime()
@@ -451,8 +454,11 @@ func probePageRate(ctx context.Context, g migrator.Guest) (pageRates, error) {
 		case <-time.After(demandWindow):
 		}
 		cpu1, err1 := vcpus.VCPUTime()
-		if err0 == nil && err1 == nil && cpu1 >= cpu0 {
-			r.busy = (cpu1 - cpu0).Seconds() / time.Since(start).Seconds()
+		if err := cmp.Or(err0, err1); err != nil {
+			slog.Debug("auto: the vCPUs' CPU time: the stop-and-copy is predicted at the running pace", "err", err)
+		} else {
+			measured = true
+			r.busy = max(cpu1-cpu0, 0).Seconds() / time.Since(start).Seconds()
 		}
 	}
 	for range pageRateProbes {
@@ -464,8 +470,9 @@ func probePageRate(ctx context.Context, g migrator.Guest) (pageRates, error) {
 			r.pages, r.bytes = p, b
 		}
 	}
-	if r.busy > 0 {
-		r.paused = r.pages * pausedShare(runtime.NumCPU(), r.busy)
+	if measured {
+		r.cores = runtime.GOMAXPROCS(0)
+		r.paused = r.pages * pausedShare(r.cores, r.busy)
 	}
 	return r, nil
 }
@@ -477,15 +484,17 @@ const enginePath = 2
 
 // pausedShare is how much faster the engine moves pages on a host of
 // cores cores while the guest is paused than while its vCPUs take busy
-// of them: the cores it may use, at most enginePath, paused over running
-// (at least one core either way). On the two cores here beside a TCG
-// guest (a vCPU busy on one) it is 2: the stop-and-copy of a 128 MiB guest
-// moved 866 MiB/s where its round 1 moved 470, and auto, which charged
-// the pause at the running rate, predicted +60-65% of the total time and
-// over twice the downtime (walk 69). On a host of many cores it is 1.
+// of them: the cores it may use, at most enginePath, paused over running.
+// On the two cores here beside a TCG guest (a vCPU busy on one) it is 2:
+// the stop-and-copy of a 128 MiB guest moved 866 MiB/s where its round 1
+// moved 470, and auto, which charged the pause at the running rate,
+// predicted +60-65% of the total time and over twice the downtime (walk
+// 69). On a host of many cores it is 1. Running, the engine has the cores
+// the vCPUs leave, and at least a core or, on fewer, its fair share beside
+// them (review 73: on one core it was 1, where the pause frees half).
 func pausedShare(cores int, busy float64) float64 {
 	c := float64(cores)
-	running := min(max(c-busy, 1), enginePath)
+	running := min(max(c-busy, min(1, c*enginePath/(enginePath+busy))), enginePath)
 	return min(c, enginePath) / running
 }
 

@@ -217,13 +217,14 @@ func TestChooseEngineBusy(t *testing.T) {
 // pace beside the running guest: twice on two cores beside a busy vCPU
 // (the stop-and-copy of a 128 MiB TCG guest moved 866 MiB/s where its
 // round 1 moved 470: walk 69), the same where the host has cores to
-// spare or the guest is idle, and never above the engine's two ends.
+// spare or the guest is idle, never above the engine's two ends, and on
+// one core the half a busy vCPU takes (review 73).
 func TestPausedShare(t *testing.T) {
 	for _, tc := range []struct {
 		cores int
 		busy  float64
 		want  float64
-	}{{2, 1, 2}, {2, 0, 1}, {2, 0.5, 4.0 / 3}, {2, 2, 2}, {1, 1, 1}, {8, 1, 1}, {4, 3, 2}, {3, 2, 2}, {64, 8, 1}} {
+	}{{2, 1, 2}, {2, 0, 1}, {2, 0.5, 4.0 / 3}, {2, 2, 2}, {1, 1, 1.5}, {1, 0, 1}, {8, 1, 1}, {4, 3, 2}, {3, 2, 2}, {64, 8, 1}} {
 		if got := pausedShare(tc.cores, tc.busy); math.Abs(got-tc.want) > 1e-9 {
 			t.Errorf("pausedShare(%d cores, %.1f busy) = %.3f, want %.3f", tc.cores, tc.busy, got, tc.want)
 		}

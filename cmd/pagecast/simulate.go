@@ -153,6 +153,9 @@ func runSimulate(c *cli.Context) error {
 	if pausedRate > 0 && pageRate == 0 {
 		return errors.New("--paused-page-rate is --page-rate while the guest is paused: give --page-rate too")
 	}
+	if pausedRate > 0 && pausedRate < pageRate {
+		return fmt.Errorf("--paused-page-rate %s: below --page-rate %s; a paused guest leaves the migration its cores, it takes none", c.String("paused-page-rate"), c.String("page-rate"))
+	}
 	if n := c.Int("vcpus"); n < 1 || n > 4096 {
 		return fmt.Errorf("--vcpus %d: want 1 to 4096", n)
 	}

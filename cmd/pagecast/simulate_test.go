@@ -143,6 +143,7 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--max-rounds", "10001"}, "--max-rounds 10001: want at most 10000", false},
 		{[]string{"--trace", simTrace, "--paused-page-rate", "20k"}, "--paused-page-rate is --page-rate while the guest is paused: give --page-rate too", false},
 		{[]string{"--trace", simTrace, "--page-rate", "10k", "--paused-page-rate", "fast"}, `--paused-page-rate "fast"`, false},
+		{[]string{"--trace", simTrace, "--page-rate", "100k", "--paused-page-rate", "10k"}, "--paused-page-rate 10k: below --page-rate 100k", false},
 		{[]string{"--trace", simTrace, "--mode", "precopy", "--page-rate", "10k"}, "the engine, at --page-rate 10k pages a second (39.1 MiB/s, slower than the link), moves", true},
 		{[]string{"--trace", simTrace, "--bandwidth", "8MiB/s", "--state-size", "10M"}, "the state alone takes 1.25s at 8.0 MiB/s (with --switchover 0s), more than the downtime limit of 300ms", false},
 		{[]string{"--trace", simTrace, "--plot", "/proc/none/x"}, "--plot: mkdir /proc/none", false},
