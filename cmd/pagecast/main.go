@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -19,12 +20,52 @@ import (
 )
 
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
+	app := newApp()
+	out := &outputCheck{w: os.Stdout}
+	app.Writer = out
+	err := app.Run(os.Args)
+	if err == nil {
+		err = out.failed()
+	}
+	if err != nil {
 		if !errors.As(err, new(reported)) {
 			fmt.Fprintf(os.Stderr, "pagecast: %s\n", oneLine(err))
 		}
 		os.Exit(1)
 	}
+}
+
+// outputCheck is standard output, keeping the first write to it that
+// failed: a command whose result was not written (a full disk) exits 1
+// saying so, where it exited 0 with an empty file (walk 72). A reader
+// gone (EPIPE: "| head") is not a failure: the output was read as far as
+// it was wanted.
+type outputCheck struct {
+	w   io.Writer
+	mu  sync.Mutex
+	err error
+}
+
+func (o *outputCheck) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil && !errors.Is(err, syscall.EPIPE) {
+		o.mu.Lock()
+		if o.err == nil {
+			o.err = err
+		}
+		o.mu.Unlock()
+	}
+	return n, err
+}
+
+// failed is the first write that failed, as the command's error.
+func (o *outputCheck) failed() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err == nil {
+		return nil
+	}
+	return fmt.Errorf("write standard output: %w: what the command printed there is incomplete", o.err)
 }
 
 // reported is an error a command has printed already, before work it

@@ -463,3 +463,28 @@ func TestCLIErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestOutputLost: a command whose result cannot be written to standard
+// output (a full disk: /dev/full) exits 1 saying so, where it exited 0
+// with an empty file (walk 72); a reader that stops early ("| head") is
+// no failure.
+func TestOutputLost(t *testing.T) {
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer full.Close()
+	for _, args := range [][]string{{"trace", "info", simTrace}, {"simulate", "--trace", simTrace, "--mode", "precopy"}} {
+		cmd := exec.Command(binary, args...)
+		var stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = full, &stderr
+		err := cmd.Run()
+		if err == nil || !strings.Contains(stderr.String(), "pagecast: write standard output: write /dev/stdout: no space left on device") {
+			t.Errorf("%v to a full disk: %v, stderr %q", args, err, stderr.String())
+		}
+	}
+	cmd := exec.Command("sh", "-c", binary+" trace info "+simTrace+" | head -c 10 >/dev/null")
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("trace info | head: %v, %q", err, out)
+	}
+}

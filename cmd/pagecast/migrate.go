@@ -113,7 +113,10 @@ func runMigrate(c *cli.Context) error {
 	}
 	if c.Bool("json") {
 		if werr := out.write(c.App.Writer, err); werr != nil && err == nil {
-			err = fmt.Errorf("--json: %w", werr)
+			// Where the guest went is said all the same: a script
+			// told only of the write took the migration for failed
+			// (walk 72, stdout on a full disk).
+			err = fmt.Errorf("--json: %w; the migration's status is %s, the guest on the %s", werr, out.Status, out.Guest)
 		}
 	}
 	if out.linger != nil {
