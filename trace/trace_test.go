@@ -570,3 +570,48 @@ func TestCreateFailsKeepsPath(t *testing.T) {
 		t.Errorf("/dev/full: %v, %v", fi, err)
 	}
 }
+
+// fullFile is a trace file that fills after n more bytes: the write that
+// crosses goes in part, as a full disk's does.
+type fullFile struct {
+	*os.File
+	n int
+}
+
+func (f *fullFile) Write(p []byte) (int, error) {
+	if len(p) <= f.n {
+		f.n -= len(p)
+		return f.File.Write(p)
+	}
+	k, _ := f.File.Write(p[:f.n])
+	f.n = 0
+	return k, errors.New("no space left on device")
+}
+
+// TestWriteErrorCutsTornRecord: a file that fills mid-record is cut back
+// to the last whole epoch, so that it reads undamaged, and the error says
+// how many it keeps (walk 72: a profile's disk filled, and the trace read
+// as DAMAGED with a torn record).
+func TestWriteErrorCutsTornRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.pct")
+	w, err := Create(path, testMeta())
+	if err != nil {
+		t.Fatal(err)
+	}
+	epochs := sampleEpochs(20)
+	for _, e := range epochs[:4] {
+		if err := w.Append(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.w = &fullFile{File: w.file, n: 10}
+	err = w.Append(epochs[4])
+	if err == nil || !strings.Contains(err.Error(), "no space left on device (the trace keeps the 4 epochs before it)") {
+		t.Fatalf("Append on a full disk: %v", err)
+	}
+	w.Close()
+	_, got, damage, err := ReadFile(path)
+	if err != nil || len(damage) > 0 || !sameEpochs(got, epochs[:4]) {
+		t.Fatalf("read back: %d epochs, damage %v, %v; want the 4 whole", len(got), damage, err)
+	}
+}

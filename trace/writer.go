@@ -23,6 +23,7 @@ type Writer struct {
 	buf   []byte
 	last  uint64
 	any   bool
+	kept  int   // epochs written whole
 	err   error // sticky: the first write error
 }
 
@@ -93,10 +94,17 @@ func (w *Writer) Append(e Epoch) error {
 	n, err := w.w.Write(b)
 	w.size += int64(n)
 	if err != nil {
-		w.err = fmt.Errorf("write epoch %d: %w", e.Index, err)
+		// The part of the record written is cut off the file, so that
+		// it ends whole (a disk that filled left a torn record, read as
+		// damage: walk 72).
+		if t, ok := w.w.(interface{ Truncate(int64) error }); ok && n > 0 && t.Truncate(w.size-int64(n)) == nil {
+			w.size -= int64(n)
+		}
+		w.err = fmt.Errorf("write epoch %d: %w (the trace keeps the %d epochs before it)", e.Index, err, w.kept)
 		return w.err
 	}
 	w.last, w.any = e.Index, true
+	w.kept++
 	return nil
 }
 
