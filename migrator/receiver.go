@@ -290,15 +290,14 @@ func guardFaults(mem []byte, fn func() error, room func() string) (err error) {
 		if r == nil {
 			return
 		}
+		// Only a fault in the guest's memory: any other is a bug, and
+		// goes on as the crash it is (review 75).
 		f, ok := r.(interface{ Addr() uintptr })
-		if !ok {
+		base := uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
+		if !ok || f.Addr() < base || f.Addr() >= base+uintptr(len(mem)) {
 			panic(r)
 		}
-		where := "the guest's memory"
-		if base, addr := uintptr(unsafe.Pointer(unsafe.SliceData(mem))), f.Addr(); addr >= base && addr < base+uintptr(len(mem)) {
-			where = fmt.Sprintf("guest page %#x", (addr-base)/PageSize)
-		}
-		err = fmt.Errorf("writing %s faulted (SIGBUS): %s", where, room())
+		err = fmt.Errorf("guest page %#x could not be had (a fault, SIGBUS): %s", (f.Addr()-base)/PageSize, room())
 	}()
 	return fn()
 }

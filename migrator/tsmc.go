@@ -584,8 +584,14 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 	}
 	// A stage 3 that fails stops the guest here before the region goes:
 	// closed, it gives the pages still missing as zeros, and the guest
-	// would run on them. (Run before region.Close, deferred above.)
+	// would run on them. (Run before region.Close, deferred above.) A
+	// panic going through (a fault, which guardFaults turns into the
+	// error) stops it as an error does, then goes on (review 75).
 	defer func() {
+		if p := recover(); p != nil {
+			defer panic(p)
+			err = fmt.Errorf("stage 3: %v", p)
+		}
 		var told *toldSource
 		if err == nil || errors.As(err, &told) { // stopGuest's, stopped already
 			return

@@ -82,7 +82,7 @@ func TestMemoryFault(t *testing.T) {
 	}
 	<-d.done
 	t.Logf("destination: %v", d.err)
-	if d.err == nil || !(strings.Contains(d.err.Error(), "allocate guest pages") || strings.Contains(d.err.Error(), "faulted (SIGBUS)")) {
+	if d.err == nil || !(strings.Contains(d.err.Error(), "allocate guest pages") || strings.Contains(d.err.Error(), "could not be had")) {
 		t.Errorf("destination: %v, want the memory named", d.err)
 	}
 	if ok, st := src.Running(); !ok {
@@ -97,7 +97,7 @@ func TestMemoryFault(t *testing.T) {
 		mem[40*PageSize+1] = 1 // past the file's end: SIGBUS
 		return nil
 	}, func() string { return "no room" })
-	if err == nil || err.Error() != "writing guest page 0x28 faulted (SIGBUS): no room" {
+	if err == nil || err.Error() != "guest page 0x28 could not be had (a fault, SIGBUS): no room" {
 		t.Errorf("a write past the memory file's end: %v", err)
 	}
 }

@@ -222,9 +222,9 @@ func Start(o Options) (_ *VM, err error) {
 			if err := guest.WriteRAMFile(memPath, o.MemoryBytes, LowMemoryOf(cmp.Or(o.Machine, "pc"), o.MemoryBytes), o.Mix, o.Seed); err != nil {
 				if errors.Is(err, syscall.ENOSPC) {
 					var fs unix.Statfs_t
-					if unix.Statfs(o.Dir, &fs) == nil {
-						err = fmt.Errorf("%w: the guest's RAM, %d MiB, is written in %s, whose file system holds %d MiB in all (a smaller --memory, or room there)",
-							err, o.MemoryBytes>>20, o.Dir, fs.Blocks*uint64(fs.Bsize)>>20)
+					if unix.Statfs(o.Dir, &fs) == nil && fs.Blocks > 0 {
+						err = fmt.Errorf("%w: the guest's RAM, %d MiB, is written in %s, whose file system holds %d MiB in all, %d MiB free now (a smaller --memory, or room there)",
+							err, o.MemoryBytes>>20, o.Dir, fs.Blocks*uint64(fs.Bsize)>>20, fs.Bavail*uint64(fs.Bsize)>>20)
 					}
 				}
 				return nil, err

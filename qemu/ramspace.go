@@ -24,9 +24,17 @@ func RAMSpace(path string, size uint64) (free, need uint64, err error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, 0, fmt.Errorf("stat %s: %w", path, err)
 	}
+	if fs.Blocks == 0 {
+		return 0, 0, errNoLimit
+	}
 	held := uint64(st.Blocks) * 512
 	return fs.Bavail * uint64(fs.Bsize), size - min(size, held), nil
 }
+
+// errNoLimit is a file system with no size limit (a tmpfs of size=0, a
+// hugetlbfs without one): it reports no blocks, and nothing free (review
+// 75: read as full, every vm run there was warned of).
+var errNoLimit = errors.New("a file system of no size limit: its room is the memory's")
 
 // ramShort says, where the guest RAM file at path cannot grow to size
 // bytes on its file system, how short it falls; "" where it can, or it

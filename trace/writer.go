@@ -97,8 +97,14 @@ func (w *Writer) Append(e Epoch) error {
 		// The part of the record written is cut off the file, so that
 		// it ends whole (a disk that filled left a torn record, read as
 		// damage: walk 72).
+		whole := n == 0
 		if t, ok := w.w.(interface{ Truncate(int64) error }); ok && n > 0 && t.Truncate(w.size-int64(n)) == nil {
 			w.size -= int64(n)
+			whole = true
+		}
+		if !whole {
+			w.err = fmt.Errorf("write epoch %d: %w (the trace ends in a part of it, after %d epochs)", e.Index, err, w.kept)
+			return w.err
 		}
 		w.err = fmt.Errorf("write epoch %d: %w (the trace keeps the %d epochs before it)", e.Index, err, w.kept)
 		return w.err

@@ -41,9 +41,22 @@ func main() {
 // gone (EPIPE: "| head") is not a failure: the output was read as far as
 // it was wanted.
 type outputCheck struct {
-	w   io.Writer
-	mu  sync.Mutex
-	err error
+	w       io.Writer
+	mu      sync.Mutex
+	err     error
+	outcome string // what a command that moves a guest did (sayOutcome)
+}
+
+// sayOutcome has a failure to write the command's output say what the
+// command did: a migration that completed, its summary lost to a full
+// disk, exited 1 saying only that the write failed, and a script took the
+// guest for still at the source (review 75).
+func sayOutcome(c *cli.Context, outcome string) {
+	if o, ok := c.App.Writer.(*outputCheck); ok {
+		o.mu.Lock()
+		o.outcome = outcome
+		o.mu.Unlock()
+	}
 }
 
 func (o *outputCheck) Write(p []byte) (int, error) {
@@ -64,6 +77,9 @@ func (o *outputCheck) failed() error {
 	defer o.mu.Unlock()
 	if o.err == nil {
 		return nil
+	}
+	if o.outcome != "" {
+		return fmt.Errorf("write standard output: %w: what the command printed there is incomplete; %s", o.err, o.outcome)
 	}
 	return fmt.Errorf("write standard output: %w: what the command printed there is incomplete", o.err)
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpclient"
@@ -486,5 +488,35 @@ func TestOutputLost(t *testing.T) {
 	cmd := exec.Command("sh", "-c", binary+" trace info "+simTrace+" | head -c 10 >/dev/null")
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("trace info | head: %v, %q", err, out)
+	}
+}
+
+// TestOutputLostSaysOutcome: where a command that moved a guest could not
+// write its output, the failure says what it did (review 75: a migration
+// that completed, its summary lost, read as failed); a reader gone early
+// (EPIPE) is no failure.
+func TestOutputLostSaysOutcome(t *testing.T) {
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer full.Close()
+	o := &outputCheck{w: full}
+	app := &cli.App{Writer: o}
+	sayOutcome(cli.NewContext(app, nil, nil), "the migration's status is completed, the guest on the destination")
+	fmt.Fprintln(o, "status completed")
+	if err := o.failed(); err == nil || !strings.HasSuffix(err.Error(), "incomplete; the migration's status is completed, the guest on the destination") {
+		t.Errorf("a summary lost: %v", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	defer w.Close()
+	gone := &outputCheck{w: w} // not fd 1 or 2: EPIPE, and no signal
+	fmt.Fprintln(gone, "x")
+	if err := gone.failed(); err != nil {
+		t.Errorf("a reader gone: %v", err)
 	}
 }

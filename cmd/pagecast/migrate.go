@@ -112,12 +112,15 @@ func runMigrate(c *cli.Context) error {
 		err = reported{err}
 	}
 	if c.Bool("json") {
-		if werr := out.write(c.App.Writer, err); werr != nil && err == nil {
+		if werr := out.write(c.App.Writer, err); werr != nil && err == nil && !errors.Is(werr, syscall.EPIPE) {
 			// Where the guest went is said all the same: a script
 			// told only of the write took the migration for failed
 			// (walk 72, stdout on a full disk).
 			err = fmt.Errorf("--json: %w; the migration's status is %s, the guest on the %s", werr, out.Status, out.Guest)
 		}
+	} else {
+		out.settle(err)
+		sayOutcome(c, fmt.Sprintf("the migration's status is %s, the guest on the %s", out.Status, out.Guest))
 	}
 	if out.linger != nil {
 		// A signal ends the wait, not the command: it killed a migrate

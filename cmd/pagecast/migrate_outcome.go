@@ -101,6 +101,13 @@ func (o *migrationOutcome) qemuPlan(p *migrator.QEMUPlan) {
 
 // write prints o as one line of JSON, err being migrate's outcome.
 func (o *migrationOutcome) write(w io.Writer, err error) error {
+	o.settle(err)
+	return json.NewEncoder(w).Encode(o)
+}
+
+// settle sets o's status, error and guest from what it holds and err,
+// migrate's outcome.
+func (o *migrationOutcome) settle(err error) {
 	switch {
 	case errors.Is(err, migrator.ErrMonitorSilent):
 		// The last reply is kept, but the status is not known: it said
@@ -130,7 +137,6 @@ func (o *migrationOutcome) write(w io.Writer, err error) error {
 			o.Guest = guestUnknown
 		}
 	}
-	return json.NewEncoder(w).Encode(o)
 }
 
 // textOut is where migrate's text for people goes: stdout, or stderr

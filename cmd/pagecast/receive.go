@@ -98,6 +98,7 @@ func runReceive(c *cli.Context) error {
 		return fmt.Errorf("the migration failed; the guest stays with the source: %w", err)
 	}
 	printReceived(out, res, c.Bool("paused"))
+	sayOutcome(c, "the migration was received: the guest is here")
 	return nil
 }
 

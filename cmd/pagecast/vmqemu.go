@@ -253,6 +253,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			return err
 		}
 		printReceived(out, res, c.Bool("paused"))
+		sayOutcome(c, "a migration was received: the guest ran here")
 	} else if o.incoming != "" {
 		fmt.Fprintf(out, "waiting for an incoming QEMU migration on %s\n", o.incoming)
 		if c.Bool("paused") {
