@@ -18,6 +18,7 @@ import (
 
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
 )
 
 // migrationMetricsFlags are the flags of a command that can export its
@@ -25,17 +26,28 @@ import (
 func migrationMetricsFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "metrics", Usage: "serve the migration's Prometheus metrics (pagecast_migration_*) on this address, e.g. 127.0.0.1:9472"},
-		&cli.StringFlag{Name: "name", Usage: "the VM's name in the metrics' vm label (default: the QMP socket's file name without its extension)"},
+		&cli.StringFlag{Name: "name", Usage: "the VM's name in the metrics' vm label (default: QEMU's -name, else the QMP socket's file name without its extension)"},
 		&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the migration has ended keep serving until Prometheus has scraped the end twice (a migration shorter than a scrape interval may end before its first scrape), at most this long; 0 stops at once"},
 	}
 }
 
-// vmName is the vm label for a VM whose QMP socket is at path: --name, or
-// the socket's file name without its extension.
+// vmName is the vm label for a VM whose QMP socket is at path, mon its
+// monitor (nil: not asked): --name, QEMU's -name (query-name), or the
+// socket's file name without its extension. Under libvirt every QMP
+// socket is "monitor.sock", and every VM was "monitor"; libvirt gives
+// QEMU the domain's name (-name guest=NAME; walk 76).
 // Bytes that are not UTF-8 become U+FFFD: Prometheus refuses such a label
 // value, and with it the whole scrape (a 500).
-func vmName(c *cli.Context, qmpPath string) string {
+func vmName(c *cli.Context, qmpPath string, mon qemu.Runner) string {
 	n := c.String("name")
+	if n == "" && mon != nil {
+		var r struct {
+			Name string `json:"name"`
+		}
+		if qemu.QMP(mon, "query-name", nil, &r) == nil {
+			n = r.Name
+		}
+	}
 	if n == "" {
 		base := filepath.Base(qmpPath)
 		n = strings.TrimSuffix(base, filepath.Ext(base))
@@ -46,12 +58,12 @@ func vmName(c *cli.Context, qmpPath string) string {
 // migrationMetrics starts serving a migration exporter for --metrics; it
 // returns nil exporter and a no-op when the flag is not given. finish
 // lingers as --metrics-linger says, then stops serving.
-func migrationMetrics(c *cli.Context, qmpPath string) (exp *migrationmetrics.Exporter, finish func(context.Context), err error) {
+func migrationMetrics(c *cli.Context, qmpPath string, mon qemu.Runner) (exp *migrationmetrics.Exporter, finish func(context.Context), err error) {
 	addr := c.String("metrics")
 	if addr == "" {
 		return nil, func(context.Context) {}, nil
 	}
-	exp = migrationmetrics.New(vmName(c, qmpPath))
+	exp = migrationmetrics.New(vmName(c, qmpPath, mon))
 	l, err := listenMetrics(addr)
 	if err != nil {
 		return nil, nil, err

@@ -266,18 +266,18 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			}
 		}()
 	}
-	metrics, lingerMetrics, err := migrationMetrics(c, path)
+	mon, err := dialQMP(path)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	defer mon.Disconnect()
+	metrics, lingerMetrics, err := migrationMetrics(c, path, mon)
 	if err != nil {
 		return err
 	}
 	if metrics != nil {
 		out.linger = lingerMetrics // runMigrate lingers once it has said how it ended
 	}
-	mon, err := dialQMP(path)
-	if err != nil {
-		return fmt.Errorf("source: %w", err)
-	}
-	defer mon.Disconnect()
 	kind, err := migrator.MonitorKind(mon)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)

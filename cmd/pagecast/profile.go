@@ -61,7 +61,7 @@ func profileCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "time between the printed lines, each of the epochs within it (at least one epoch: 0 prints every epoch)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "trace file to write (pagecast trace info/export read it)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9471"},
-			&cli.StringFlag{Name: "name", Usage: "with --metrics, the VM's name in the metrics' vm label, as migrate --name and vm run --name (default: the QMP socket's file name without its extension; without --qmp, pid N)"},
+			&cli.StringFlag{Name: "name", Usage: "with --metrics, the VM's name in the metrics' vm label, as migrate --name and vm run --name (default: QEMU's -name, else the QMP socket's file name without its extension; without --qmp, pid N)"},
 			&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the profile has ended keep serving until Prometheus, if it has scraped them, has scraped the end twice, at most this long (its last epochs would be lost otherwise); 0 stops at once"},
 			&cli.StringFlag{Name: "hook", Usage: "use this hook instead of the best available (see --list-hooks)"},
 			&cli.BoolFlag{Name: "list-hooks", Usage: "list the hooks and whether each works here, then exit"},
@@ -226,7 +226,7 @@ func runProfile(c *cli.Context) error {
 	if metrics != nil {
 		// A vm label, as migrate's and predict serve's metrics have: a
 		// fleet told its VMs apart by scrape target only (walk 52).
-		name := vmName(c, cfg.QMP)
+		name := vmName(c, cfg.QMP, col.Monitor())
 		if cfg.QMP == "" && !c.IsSet("name") {
 			name = fmt.Sprintf("pid %d", t.PID)
 		}

@@ -466,7 +466,7 @@ func runVM(c *cli.Context) error {
 		// crashed pagecast (SIGSEGV; found by a review walk).
 		defer ctl.Close(nil, nil)
 		if addr := c.String("metrics"); addr != "" {
-			exp := migrationmetrics.New(vmName(c, strings.TrimPrefix(c.String("qmp"), "unix:")))
+			exp := migrationmetrics.New(vmName(c, strings.TrimPrefix(c.String("qmp"), "unix:"), nil))
 			stop, err := serveCollectors(addr, exp)
 			if err != nil {
 				return err
