@@ -1077,7 +1077,7 @@ func TestVMRunClosedOutput(t *testing.T) {
 	dir := ""
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
-		if b, _ := os.ReadFile(p); bytes.Contains(b, []byte("qemu-system")) && bytes.Contains(b, []byte(sock)) {
+		if b, _ := os.ReadFile(p); bytes.Contains(b, []byte("qemu-system")) && bytes.Contains(b, []byte(stagedQMP(sock))) { // where QEMU listens, moved to sock once the guest is up
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
 			dir = qemuWorkDir(pid)
 		}

@@ -45,6 +45,32 @@ type qemuVM struct {
 	accel, why string
 	dir        string
 	qmp        string // the user's QMP socket (--qmp), which QEMU leaves behind when it exits
+	// staged is where QEMU listens for the user's QMP until the guest is
+	// up (publishQMP moves it to qmp); "" once moved, or where it never
+	// was staged.
+	staged string
+}
+
+// stagedQMP is where QEMU listens for a booting VM's --qmp until its guest
+// is up: beside it, hidden, so that the move is a rename on the same file
+// system. A client that attached to a KVM guest still in its firmware (as
+// "until [ -S sock ]" does) froze it there under kvm-pvm for good (walk
+// 74); the socket now appears once the guest is up.
+func stagedQMP(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".booting")
+}
+
+// publishQMP puts the user's QMP socket where --qmp said, once the guest
+// is up (or has been given its time to come up).
+func (v *qemuVM) publishQMP() error {
+	if v.staged == "" {
+		return nil
+	}
+	if err := os.Rename(v.staged, v.qmp); err != nil {
+		return fmt.Errorf("--qmp: move QEMU's socket into place: %w", err)
+	}
+	v.staged, v.VM.QMPPath = "", v.qmp
+	return nil
 }
 
 // qemuVMOptions are what startQEMUVM needs beyond qemu.Options.
@@ -81,6 +107,14 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 		Dir: dir, QMP: o.qmp, Incoming: o.incoming,
 		Kernel: o.kernel, Initrd: o.initrd, Append: o.append,
 	}
+	staged := ""
+	if o.qmp != "" && o.incoming == "" {
+		staged = stagedQMP(o.qmp)
+		if err := qmpserver.ClearStaleSocket(staged); err != nil {
+			return nil, fmt.Errorf("--qmp: %w", err)
+		}
+		opts.QMP = staged
+	}
 	if o.kernel != "" {
 		// Decompressed on the host, a bzImage boots seconds sooner under TCG;
 		// if that fails, QEMU boots the bzImage itself.
@@ -106,7 +140,7 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 		}
 		return nil, err
 	}
-	return &qemuVM{VM: vm, accel: accel, why: why, dir: dir, qmp: o.qmp}, nil
+	return &qemuVM{VM: vm, accel: accel, why: why, dir: dir, qmp: o.qmp, staged: staged}, nil
 }
 
 // describe says which accelerator and hook the VM uses, and why.
@@ -122,6 +156,9 @@ func (v *qemuVM) Close() error {
 	scratch.Remove(v.dir)
 	if v.qmp != "" {
 		qmpserver.ClearStaleSocket(v.qmp) // only where nobody listens: QEMU has exited
+	}
+	if v.staged != "" {
+		qmpserver.ClearStaleSocket(v.staged)
 	}
 	return err
 }
@@ -240,8 +277,12 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		guestName = "Linux guest " + o.kernel
 	}
 	fmt.Fprintf(out, "%s on %s\n", guestName, vm.describe())
+	qmpSaid := vm.QMPPath
+	if vm.staged != "" {
+		qmpSaid = vm.qmp + " once the guest is up"
+	}
 	fmt.Fprintf(out, "QEMU pid %d, %s RAM shared at %s, QMP unix:%s\n", vm.PID(), units.FormatBytes(float64(o.memory)),
-		filepath.Join(vm.dir, "ram"), vm.QMPPath)
+		filepath.Join(vm.dir, "ram"), qmpSaid)
 	if incoming != nil {
 		fmt.Fprintf(out, "waiting for an incoming migration (pagecast's engine) on %s\n", c.String("incoming"))
 		dest, err := qemuguest.DestFromVM(vm.VM)
@@ -291,6 +332,9 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		} else {
 			fmt.Fprintf(out, "guest up: %s\n", line)
 		}
+		if err := vm.publishQMP(); err != nil {
+			return err
+		}
 	} else {
 		banner, err := vm.WaitBannerContext(ctx, 60*time.Second)
 		if ctx.Err() != nil {
@@ -302,6 +346,9 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		fmt.Fprintf(out, "guest up: %s\n", readableBanner(banner))
 		if note := clampNote(banner, o.workload); note != "" {
 			fmt.Fprintf(out, "note: %s\n", note)
+		}
+		if err := vm.publishQMP(); err != nil {
+			return err
 		}
 	}
 	guest := slog.String("workload", c.String("workload"))
