@@ -263,7 +263,12 @@ func runProfile(c *cli.Context) error {
 	}
 	quiet := max(1, uint64(2*time.Second/cfg.Epoch)) // epochs without a page that warrant a warning
 	watch := runStateWatch{mon: col.Monitor(), out: c.App.ErrWriter}
+	var trailing uint64 // epochs without a page since the last with one
 	err = col.Run(ctx, func(e collector.Epoch) error {
+		trailing++
+		if len(e.Pages) > 0 {
+			trailing = 0
+		}
 		if len(e.Pages) == 0 {
 			if err := watch.check(); err != nil {
 				return err
@@ -311,6 +316,9 @@ func runProfile(c *cli.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	if warn := stoppedWarning(pages, trailing, quiet, cfg.Epoch, col.Hook(), qemu.KVMEmulates()); warn != "" {
+		fmt.Fprintln(c.App.ErrWriter, warn)
 	}
 	st, _ := col.Stats()
 	fmt.Fprintf(out, "%d epochs, %d dirty pages in all; %d writes recorded, %d dropped%s", epochs, pages, st.Events, st.DroppedAll(), droppedWhy(st))
@@ -401,6 +409,19 @@ func noPagesWarning(t collector.Target, hook string, d time.Duration) string {
 		why = "this host's KVM is kvm-pvm's, whose kvm_page_fault tracepoint never fires: profile a VM with a dirty ring (vm run --dirty ring, the default; QEMU -accel kvm,dirty-ring-size=65536)"
 	}
 	return fmt.Sprintf("pagecast: warning: %s saw no page dirtied in the first %v: %s", hook, d, why)
+}
+
+// stoppedWarning warns, at a profile's end, of a guest that wrote pages
+// and then none for its last trailing epochs (at least quiet of them),
+// profiled by a KVM hook on kvm-pvm (emulates), whose dirty ring stops a
+// guest writing fast while QMP still calls it running: the summary said
+// nothing of it, the epochs' lines only 0 pages (walk 74). "" otherwise.
+func stoppedWarning(pages, trailing, quiet uint64, epoch time.Duration, hook string, emulates bool) string {
+	if pages == 0 || trailing < quiet || hook == collector.HookTCG || !emulates {
+		return ""
+	}
+	return fmt.Sprintf("pagecast: warning: the guest wrote nothing in the last %v, having written %d pages before: under kvm-pvm the KVM dirty ring stops a guest writing fast, which QMP still calls running, so it may be stopped rather than idle (see the README)",
+		time.Duration(trailing)*epoch, pages)
 }
 
 // printEpochs prints a line of consecutive epochs: the distinct pages

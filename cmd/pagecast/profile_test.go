@@ -405,3 +405,23 @@ func TestProfileStoppedAttaching(t *testing.T) {
 		t.Errorf("profile stopped while attaching: exit %d after %v\n%s", cmd.ProcessState.ExitCode(), took, stderr.String())
 	}
 }
+
+// TestStoppedWarning: a profile by a KVM hook on kvm-pvm whose guest wrote
+// and then wrote nothing for its last 2 s says it may be stopped (walk 74:
+// a guest frozen by the dirty ring read as idle); not under TCG, nor on
+// another KVM, nor where it never wrote or wrote to the end.
+func TestStoppedWarning(t *testing.T) {
+	const epoch = 100 * time.Millisecond
+	if w := stoppedWarning(4096, 30, 20, epoch, "tp_btf/kvm_dirty_ring_push", true); !strings.Contains(w, "wrote nothing in the last 3s, having written 4096 pages before: under kvm-pvm") {
+		t.Errorf("a guest stopped under kvm-pvm: %q", w)
+	}
+	for _, tc := range []struct {
+		pages, trailing uint64
+		hook            string
+		emulates        bool
+	}{{4096, 30, collector.HookTCG, true}, {4096, 30, "tp_btf/kvm_dirty_ring_push", false}, {0, 30, "tp_btf/kvm_dirty_ring_push", true}, {4096, 19, "tp_btf/kvm_dirty_ring_push", true}} {
+		if w := stoppedWarning(tc.pages, tc.trailing, 20, epoch, tc.hook, tc.emulates); w != "" {
+			t.Errorf("%+v: %q, want no warning", tc, w)
+		}
+	}
+}
