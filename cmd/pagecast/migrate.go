@@ -458,6 +458,8 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		if dst != nil {
 			destPID = destinationPID(dst)
+		} else {
+			destPID = localListener(c.String("to"))
 		}
 	}
 	err = migrator.Migrate(mon, c.String("to"))
@@ -654,6 +656,21 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: "+note)
 		}
 	}
+	if plan != nil && dst == nil && info.Status == migrator.StatusCompleted {
+		// Without --dest-qmp, QEMU's completed says the source sent it
+		// all, not that the destination took it: a destination under TCG
+		// refused a KVM guest's state and exited, and migrate said
+		// completed, exit 0, the guest paused on the source (walk 74).
+		if destPID != 0 && exitsWithin(destPID, time.Second) {
+			out.settled, out.Guest = migrator.StatusFailed, guestSource
+			return fmt.Errorf("QEMU's migration completed on the source, but the destination QEMU (pid %d, listening on %s) exited just after: it refused what came "+
+				"(vCPUs or devices unlike the source's give \"Unknown savevm section\"; its stderr says why) or was stopped. The source holds the guest paused in postmigrate: "+
+				"send it QMP cont to run the guest there again (given --dest-qmp, pagecast checks the destination and does so itself)", destPID, c.String("to"))
+		}
+		if destPID == 0 {
+			fmt.Fprintln(c.App.ErrWriter, "pagecast: note: QEMU's completed says the source sent the guest; without --dest-qmp pagecast does not see the destination take it and run it (the source holds it paused in postmigrate until then)")
+		}
+	}
 	paused := guestPaused(pause)
 	out.paused(paused)
 	out.ended(info) // with the highest throttle seen
@@ -788,6 +805,25 @@ func exitsWithin(pid int, wait time.Duration) bool {
 			return false
 		}
 	}
+}
+
+// localListener is the QEMU process of this host listening on the port
+// of migration URI uri, where uri names this host and one does; else 0.
+func localListener(uri string) int {
+	addr, err := migrator.ParseURI(uri)
+	if err != nil || !localDestination(uri) {
+		return 0
+	}
+	_, p, _ := net.SplitHostPort(addr)
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return 0
+	}
+	pid := proc.TCPListener(port)
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); pid == 0 || err != nil || !strings.Contains(string(comm), "qemu") {
+		return 0
+	}
+	return pid
 }
 
 // destinationPID is the process of the QEMU behind m where it is one of

@@ -810,6 +810,27 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 		t.Fatalf("source after the destination refused the state: %s, want running", st)
 	}
 	wantProgress(t, src, "on the source after it was resumed")
+
+	// Without --dest-qmp, a destination QEMU of this host that exits on
+	// what came is seen by its listening port: the migration fails,
+	// saying the source holds the guest paused, where it said completed,
+	// exit 0 (walk 74).
+	uri = freeTCP(t)
+	dst = startQEMUExtra(t, "hotset", uri, "-smp", "2")
+	var stdout2, stderr2 syncBuffer
+	cmd = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu", "--mode", "precopy", "--quiet", "--json")
+	cmd.Stdout, cmd.Stderr = &stdout2, &stderr2
+	if err := cmd.Run(); err == nil {
+		t.Errorf("migrate without --dest-qmp to a destination that refused the state succeeded:\n%s", stderr2.String())
+	}
+	if o := outcomeOf(t, stdout2.String()); o.Status != migrator.StatusFailed || o.Guest != guestSource || !strings.Contains(o.Error, "exited just after") || !strings.Contains(o.Error, "send it QMP cont") {
+		t.Errorf("--json without --dest-qmp: %s\n%s", stdout2.String(), stderr2.String())
+	}
+	if st := qemuRunState(t, src); st != "postmigrate" {
+		t.Fatalf("source after the destination refused the state, no --dest-qmp: %s, want postmigrate", st)
+	}
+	qemuQuery(t, src, "cont", nil)
+	wantProgress(t, src, "on the source after cont")
 }
 
 // TestMigrateQEMUDestinationStartedPaused: a destination QEMU started with

@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -90,5 +91,22 @@ func TestThreadCPU(t *testing.T) {
 	}
 	if _, err := statCPU("stat", "4242 (x) S 1"); err == nil {
 		t.Error("statCPU of a short line: no error")
+	}
+}
+
+// TestTCPListener: the process listening on a port is found (this one),
+// and a port nobody listens on gives 0.
+func TestTCPListener(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if pid := TCPListener(port); pid != os.Getpid() {
+		t.Errorf("port %d: pid %d, want this test's %d", port, pid, os.Getpid())
+	}
+	l.Close()
+	if pid := TCPListener(port); pid != 0 {
+		t.Errorf("port %d, closed: pid %d", port, pid)
 	}
 }
