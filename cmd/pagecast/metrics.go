@@ -76,13 +76,13 @@ func migrationMetrics(c *cli.Context, qmpPath string, mon qemu.Runner) (exp *mig
 		} else if linger > 0 && ctx.Err() == nil {
 			before := scrapes()
 			if before == 0 && exp.Began() {
-				fmt.Fprintf(c.App.ErrWriter, "pagecast: the migration ended before anything scraped the metrics on %s\n", addr)
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: the migration ended before a Prometheus scraped the metrics on %s (a curl or a browser is not counted as one)\n", addr)
 			}
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: serving the metrics on %s until Prometheus has scraped the migration's end twice, at most %v (--metrics-linger; Ctrl-C stops the wait)\n", addr, linger)
 			switch n := migrationmetrics.LingerScrapes(ctx, scrapes, linger); {
 			case ctx.Err() != nil:
 			case n == 0 && before == 0 && exp.Began():
-				fmt.Fprintf(c.App.ErrWriter, "pagecast: nothing scraped %s in %v: is Prometheus told of it (a scrape config whose targets hold it)?\n", addr, linger)
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: no Prometheus scraped %s in %v (a curl or a browser is not counted as one): is Prometheus told of it (a scrape config whose targets hold it)?\n", addr, linger)
 			case n < 2:
 				fmt.Fprintf(c.App.ErrWriter, "pagecast: the end was scraped %d time(s) of 2 within %v; a longer --metrics-linger outlasts a longer scrape interval\n", n, linger)
 			}

@@ -227,7 +227,7 @@ func TestMigrateMetricsUnscraped(t *testing.T) {
 	if err == nil {
 		t.Fatalf("a migration to nobody succeeded:\n%s", out)
 	}
-	for _, want := range []string{"the migration ended before anything scraped the metrics on", "nothing scraped"} {
+	for _, want := range []string{"the migration ended before a Prometheus scraped the metrics on", "no Prometheus scraped"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
