@@ -88,6 +88,21 @@ func (e *Exporter) Observe(info migrator.Info) {
 	}
 }
 
+// Fail marks the current migration failed, its figures kept, where what
+// QEMU called completed failed after (its destination refused the state
+// and exited): the metrics said succeeded, and the failure alert did not
+// fire (review 77).
+func (e *Exporter) Fail(why string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if m := e.cur; m != nil {
+		m.info.Status, m.info.ErrorDesc = migrator.StatusFailed, why
+		if m.end.IsZero() {
+			m.end = e.now()
+		}
+	}
+}
+
 // roundEnded reports whether a round of the migration has ended, so that
 // its expected-downtime is an estimate. QEMU's is its downtime limit until
 // the dirty log is synced after round 1 (dirty-sync-count 2: the first

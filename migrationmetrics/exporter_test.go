@@ -258,6 +258,23 @@ func TestNewMigrationReplacesOld(t *testing.T) {
 	}
 }
 
+// TestFail: a migration QEMU called completed whose destination then
+// refused the state is exported failed, its figures kept (review 77: it
+// stayed succeeded, and the failure alert did not fire).
+func TestFail(t *testing.T) {
+	e := New("vm1")
+	e.Begin(time.Date(2026, 12, 5, 5, 0, 0, 0, time.UTC), EngineQEMU, "precopy", 0)
+	e.Observe(migrator.Info{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{Transferred: 4096, Total: 8192}})
+	e.Fail("the destination exited")
+	text := exposition(t, e)
+	for _, want := range []string{`status="failed",vm="vm1"} 1`, `status="completed",vm="vm1"} 0`, `pagecast_migration_succeeded{migration="2026-12-05T05:00:00.000Z",vm="vm1"} 0`,
+		`pagecast_migration_data_processed_bytes{migration="2026-12-05T05:00:00.000Z",vm="vm1"} 4096`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in:\n%s", want, text)
+		}
+	}
+}
+
 // TestFollowAndLinger: Follow records until the migration ends, and
 // LingerScrapes waits for two more scrapes, or its timeout.
 func TestFollowAndLinger(t *testing.T) {

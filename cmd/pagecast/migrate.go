@@ -646,6 +646,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			out.settled, out.Guest = "unknown", guestUnknown
 			if gone := (destGone{}); errors.As(err, &gone) {
 				out.settled, out.Guest = migrator.StatusFailed, gone.guest
+				if metrics != nil {
+					metrics.Fail(oneLine(err))
+				}
 			}
 			return err
 		}
@@ -663,12 +666,17 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// completed, exit 0, the guest paused on the source (walk 74).
 		if destPID != 0 && exitsWithin(destPID, time.Second) {
 			out.settled, out.Guest = migrator.StatusFailed, guestSource
-			return fmt.Errorf("QEMU's migration completed on the source, but the destination QEMU (pid %d, listening on %s) exited just after: it refused what came "+
-				"(vCPUs or devices unlike the source's give \"Unknown savevm section\"; its stderr says why) or was stopped. The source holds the guest paused in postmigrate: "+
-				"send it QMP cont to run the guest there again (given --dest-qmp, pagecast checks the destination and does so itself)", destPID, c.String("to"))
+			err := fmt.Errorf("QEMU's migration completed on the source, but the destination QEMU (pid %d, listening on %s) exited just after: it refused what came "+
+				"(vCPUs or devices unlike the source's give \"Unknown savevm section\") or failed or was stopped; its stderr says which. The source holds the guest paused in postmigrate: "+
+				"where the destination refused the state (a load failure), send the source QMP cont to run the guest there again; where the guest ran there a moment, that would replay it from before the switch-over "+
+				"(given --dest-qmp, pagecast tells the two apart and resumes the source itself where it may)", destPID, c.String("to"))
+			if metrics != nil {
+				metrics.Fail(oneLine(err))
+			}
+			return err
 		}
 		if destPID == 0 {
-			fmt.Fprintln(c.App.ErrWriter, "pagecast: note: QEMU's completed says the source sent the guest; without --dest-qmp pagecast does not see the destination take it and run it (the source holds it paused in postmigrate until then)")
+			fmt.Fprintln(c.App.ErrWriter, "pagecast: note: QEMU's completed says the source sent the guest; without --dest-qmp pagecast does not see the destination take it and run it (the source stays in postmigrate either way)")
 		}
 	}
 	paused := guestPaused(pause)

@@ -823,7 +823,7 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 	if err := cmd.Run(); err == nil {
 		t.Errorf("migrate without --dest-qmp to a destination that refused the state succeeded:\n%s", stderr2.String())
 	}
-	if o := outcomeOf(t, stdout2.String()); o.Status != migrator.StatusFailed || o.Guest != guestSource || !strings.Contains(o.Error, "exited just after") || !strings.Contains(o.Error, "send it QMP cont") {
+	if o := outcomeOf(t, stdout2.String()); o.Status != migrator.StatusFailed || o.Guest != guestSource || !strings.Contains(o.Error, "exited just after") || !strings.Contains(o.Error, "send the source QMP cont") {
 		t.Errorf("--json without --dest-qmp: %s\n%s", stdout2.String(), stderr2.String())
 	}
 	if st := qemuRunState(t, src); st != "postmigrate" {

@@ -317,7 +317,10 @@ func runProfile(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if warn := stoppedWarning(pages, trailing, quiet, cfg.Epoch, col.Hook(), qemu.KVMEmulates()); warn != "" {
+	// Only QEMU's dirty ring stalls so (not a VM paused, and said so by
+	// the watch; not pagecast's own monitor's: review 77).
+	ring := t.Kind == "qemu" && t.DirtyMode == bpf.ModeRing && (watch.state == "" || watch.state == "running")
+	if warn := stoppedWarning(pages, trailing, quiet, cfg.Epoch, col.Hook(), ring && qemu.KVMEmulates()); warn != "" {
 		fmt.Fprintln(c.App.ErrWriter, warn)
 	}
 	st, _ := col.Stats()

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/internal/scratch"
@@ -66,7 +67,12 @@ func (v *qemuVM) publishQMP() error {
 	if v.staged == "" {
 		return nil
 	}
-	if err := os.Rename(v.staged, v.qmp); err != nil {
+	// Not over whatever took the path while the guest booted, as
+	// rename(2) would (review 77): QEMU's own bind refused that.
+	if err := unix.Renameat2(unix.AT_FDCWD, v.staged, unix.AT_FDCWD, v.qmp, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("--qmp %s: something made it while the guest booted: leave it to this VM, or give another path", v.qmp)
+		}
 		return fmt.Errorf("--qmp: move QEMU's socket into place: %w", err)
 	}
 	v.staged, v.VM.QMPPath = "", v.qmp
@@ -108,7 +114,9 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 		Kernel: o.kernel, Initrd: o.initrd, Append: o.append,
 	}
 	staged := ""
-	if o.qmp != "" && o.incoming == "" {
+	// Not where the staged name would pass a socket path's 108 bytes
+	// (sun_path) that the plain one fits in.
+	if o.qmp != "" && o.incoming == "" && len(stagedQMP(o.qmp)) < 108 {
 		staged = stagedQMP(o.qmp)
 		if err := qmpserver.ClearStaleSocket(staged); err != nil {
 			return nil, fmt.Errorf("--qmp: %w", err)
@@ -327,13 +335,16 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if errors.Is(err, qemu.ErrKernelPanic) {
 			// It will not come up: nothing to keep running for.
 			return err
-		} else if err != nil {
+		}
+		// In place before it is said: scripts take "guest up" for
+		// ready (review 77).
+		if err := vm.publishQMP(); err != nil {
+			return err
+		}
+		if err != nil {
 			fmt.Fprintf(out, "no %q line on the serial console yet; the guest keeps running\n", qemu.LinuxStartMarker)
 		} else {
 			fmt.Fprintf(out, "guest up: %s\n", line)
-		}
-		if err := vm.publishQMP(); err != nil {
-			return err
 		}
 	} else {
 		banner, err := vm.WaitBannerContext(ctx, 60*time.Second)
@@ -343,12 +354,12 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+		if err := vm.publishQMP(); err != nil {
+			return err
+		}
 		fmt.Fprintf(out, "guest up: %s\n", readableBanner(banner))
 		if note := clampNote(banner, o.workload); note != "" {
 			fmt.Fprintf(out, "note: %s\n", note)
-		}
-		if err := vm.publishQMP(); err != nil {
-			return err
 		}
 	}
 	guest := slog.String("workload", c.String("workload"))
