@@ -4,12 +4,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pagecast/pagecast/internal/proc"
 )
 
 // Peer is a process connected to a unix socket's listener.
@@ -158,41 +157,17 @@ func unixSockets() ([]unixSocket, error) {
 	}
 }
 
-// socketOwners maps socket inodes to a process that has them open, from
-// /proc/PID/fd.
+// socketOwners maps socket inodes to a process that has them open
+// (proc.SocketPIDs), with its command line.
 func socketOwners() map[uint32]Peer {
-	owners := make(map[uint32]Peer)
-	procs, _ := os.ReadDir("/proc")
-	for _, d := range procs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
+	owners, commands := make(map[uint32]Peer), make(map[int]string)
+	for ino, pid := range proc.SocketPIDs() {
+		cmd, ok := commands[pid]
+		if !ok {
+			cmd = proc.Command(pid)
+			commands[pid] = cmd
 		}
-		dir := filepath.Join("/proc", d.Name(), "fd")
-		fds, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		var p *Peer
-		for _, fd := range fds {
-			link, err := os.Readlink(filepath.Join(dir, fd.Name()))
-			if err != nil {
-				continue
-			}
-			ino, ok := strings.CutPrefix(link, "socket:[")
-			if !ok {
-				continue
-			}
-			n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 32)
-			if err != nil {
-				continue
-			}
-			if p == nil {
-				cmd, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-				p = &Peer{PID: pid, Command: strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))}
-			}
-			owners[uint32(n)] = *p
-		}
+		owners[uint32(ino)] = Peer{PID: pid, Command: cmd}
 	}
 	return owners
 }

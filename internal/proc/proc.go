@@ -70,12 +70,48 @@ func statCPU(file, s string) (time.Duration, error) {
 	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
+// SocketPIDs maps the inode of every socket a process has open to that
+// process (one of them, where several share it), from /proc/PID/fd;
+// another user's processes are left out where /proc hides their files.
+func SocketPIDs() map[uint64]int {
+	pids := make(map[uint64]int)
+	procs, _ := os.ReadDir("/proc")
+	for _, d := range procs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		fds, _ := os.ReadDir(dir)
+		for _, fd := range fds {
+			link, err := os.Readlink(dir + "/" + fd.Name())
+			if err != nil {
+				continue
+			}
+			ino, ok := strings.CutPrefix(link, "socket:[")
+			if !ok {
+				continue
+			}
+			if n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 64); err == nil {
+				pids[n] = pid
+			}
+		}
+	}
+	return pids
+}
+
+// Command is process pid's command line, spaces between its arguments;
+// "" where it cannot be read.
+func Command(pid int) string {
+	cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))
+}
+
 // TCPListener is the process listening on TCP port port of this host
-// (any address, IPv4 or IPv6), from /proc/net/tcp{,6} and the processes'
-// file descriptors; 0 where none is found, or it is another user's and
-// /proc hides its files.
+// (any address, IPv4 or IPv6), from /proc/net/tcp{,6} and SocketPIDs; 0
+// where none is found.
 func TCPListener(port int) int {
-	inodes := map[string]bool{}
+	var inodes []uint64
 	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		b, err := os.ReadFile(table)
 		if err != nil {
@@ -88,26 +124,19 @@ func TCPListener(port int) int {
 				continue
 			}
 			_, hexPort, ok := strings.Cut(f[1], ":")
-			if p, err := strconv.ParseUint(hexPort, 16, 16); ok && err == nil && int(p) == port {
-				inodes["socket:["+f[9]+"]"] = true
+			p, err := strconv.ParseUint(hexPort, 16, 16)
+			if n, ierr := strconv.ParseUint(f[9], 10, 64); ok && err == nil && ierr == nil && int(p) == port {
+				inodes = append(inodes, n)
 			}
 		}
 	}
 	if len(inodes) == 0 {
 		return 0
 	}
-	procs, _ := os.ReadDir("/proc")
-	for _, d := range procs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		dir := fmt.Sprintf("/proc/%d/fd", pid)
-		fds, _ := os.ReadDir(dir)
-		for _, fd := range fds {
-			if link, err := os.Readlink(dir + "/" + fd.Name()); err == nil && inodes[link] {
-				return pid
-			}
+	pids := SocketPIDs()
+	for _, n := range inodes {
+		if pid, ok := pids[n]; ok {
+			return pid
 		}
 	}
 	return 0
