@@ -140,6 +140,10 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 		opts.DirtyRingSize = o.ringSize
 	}
 	vm, err := qemu.Start(opts)
+	if err != nil && staged != "" && strings.Contains(err.Error(), staged) {
+		// The user gave the other name (walk 78).
+		return nil, fmt.Errorf("--qmp %s: QEMU listens at %s beside it until the guest is up, and could not make it there: %w", o.qmp, staged, err)
+	}
 	if err != nil {
 		if accel == qemu.AccelTCG {
 			if perr := tcg.ExplainLoadError(err.Error()); perr != nil {
