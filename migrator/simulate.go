@@ -133,10 +133,7 @@ func (l *simLink) pageRate() float64 {
 	if running, _ := l.m.g.Running(); !running {
 		return paused
 	}
-	if t, ok := l.m.g.(interface{ Throttle() int }); ok {
-		return l.sc.PageRate + (paused-l.sc.PageRate)*float64(t.Throttle())/100
-	}
-	return l.sc.PageRate
+	return l.sc.PageRate + (paused-l.sc.PageRate)*float64(l.m.g.Throttle())/100
 }
 
 // coded counts the engine's time coding a batch (MECOM): it passes as
