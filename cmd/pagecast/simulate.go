@@ -717,6 +717,16 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info, 
 	fmt.Fprintln(w)
 }
 
+// wallTime says how long a simulation took: in tenths of a second, or in
+// milliseconds below one (mode auto's simulations of a live guest take a
+// few; walk 78 read "in 0.0 s").
+func wallTime(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%d ms", max(d.Milliseconds(), 1))
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
+}
+
 // watchSims sets o.Progress and o.Done to say on w how simulations are
 // going: each mode's result as it ends, and every interval of wall time
 // a line with the round, the simulated time and what the destination
@@ -782,7 +792,7 @@ func watchSimsClock(o *simulate.Options, w io.Writer, indent string, interval ti
 		mu.Lock()
 		ended[r.Mode] = true
 		mu.Unlock()
-		fmt.Fprintf(w, "%s%s: %v of migration in %.1f s\n", indent, r.Mode, time.Duration(r.Info.TotalTime)*time.Millisecond, r.Wall.Seconds())
+		fmt.Fprintf(w, "%s%s: %v of migration in %s\n", indent, r.Mode, time.Duration(r.Info.TotalTime)*time.Millisecond, wallTime(r.Wall))
 	}
 	return func(results []simulate.Result) {
 		mu.Lock()

@@ -32,7 +32,7 @@ func TestSimulateCLI(t *testing.T) {
 		if !containsRow(stdout, mode) {
 			t.Errorf("no row for %s", mode)
 		}
-		if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(mode) + `: \S+ of migration in \d+\.\d s$`).MatchString(stderr) {
+		if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(mode) + `: \S+ of migration in (\d+\.\d s|\d+ ms)$`).MatchString(stderr) {
 			t.Errorf("no line for %s's end in %q", mode, stderr)
 		}
 	}
@@ -397,6 +397,22 @@ func TestSimulateWrittenContent(t *testing.T) {
 	for _, bad := range []string{"zero=0.5", "zero=x", "purple=1"} {
 		if _, _, err := runApp(t, "simulate", "--trace", simTrace, "--bandwidth", "16MiB/s", "--mode", "precopy", "--written-content", bad); err == nil || !strings.Contains(err.Error(), "--written-content") {
 			t.Errorf("--written-content %s: %v, want an error naming the flag", bad, err)
+		}
+	}
+}
+
+// TestWallTime: a simulation that takes milliseconds says so, not "in 0.0 s".
+func TestWallTime(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0:                       "1 ms",
+		12 * time.Millisecond:   "12 ms",
+		999 * time.Millisecond:  "999 ms",
+		time.Second:             "1.0 s",
+		3 * time.Second:         "3.0 s",
+		1500 * time.Millisecond: "1.5 s",
+	} {
+		if got := wallTime(d); got != want {
+			t.Errorf("wallTime(%v) = %q, want %q", d, got, want)
 		}
 	}
 }
