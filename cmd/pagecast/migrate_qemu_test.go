@@ -750,11 +750,17 @@ func TestIncomingQEMUCancelled(t *testing.T) {
 // startQEMUExtra is startQEMU with QEMU options of its own: extra.
 func startQEMUExtra(t *testing.T, workload, incoming string, extra ...string) *qemu.VM {
 	t.Helper()
+	return startQEMUAccel(t, qemu.AccelTCG, workload, incoming, extra...)
+}
+
+// startQEMUAccel is startQEMUExtra under the accelerator accel.
+func startQEMUAccel(t *testing.T, accel, workload, incoming string, extra ...string) *qemu.VM {
+	t.Helper()
 	w, err := guest.ParseWorkload(workload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm, err := qemu.Start(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: migrateQEMUMemory, Cmdline: w.Cmdline(1),
+	vm, err := qemu.Start(qemu.Options{Accel: accel, MemoryBytes: migrateQEMUMemory, Cmdline: w.Cmdline(1),
 		Seed: 1, Incoming: incoming, Extra: extra})
 	if err != nil {
 		t.Fatal(err)
@@ -831,6 +837,41 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 	}
 	qemuQuery(t, src, "cont", nil)
 	wantProgress(t, src, "on the source after cont")
+}
+
+// TestMigrateQEMUKVMToTCG: QEMU's own migration of a guest under KVM to a
+// destination QEMU under TCG (--dest-qmp) is refused before a page goes,
+// the guest running on at the source (the destination took every page,
+// then refused the state: walk 69).
+func TestMigrateQEMUKVMToTCG(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMUWithKVM(t)
+	src := startQEMUAccel(t, qemu.AccelKVM, "hotset", "")
+	uri := freeTCP(t)
+	dst := startQEMUExtra(t, "hotset", uri)
+	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+		"--engine", "qemu", "--mode", "precopy", "--quiet", "--json")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "start the destination with --accel kvm") {
+		t.Errorf("migrate from KVM to TCG: %v\n%s", err, stderr.String())
+	}
+	if o := outcomeOf(t, stdout.String()); o.Guest != guestSource || o.Status != "none" {
+		t.Errorf("--json: %s", stdout.String())
+	}
+	var q struct {
+		Status string `json:"status"`
+	}
+	qemuQuery(t, src, "query-migrate", &q)
+	if q.Status != "" && q.Status != "none" {
+		t.Errorf("the source's query-migrate says %q: a migration began", q.Status)
+	}
+	if st := qemuRunState(t, src); st != "running" {
+		t.Fatalf("source after the refusal: %s, want running", st)
+	}
+	wantProgress(t, src, "on the source after the refusal")
 }
 
 // TestMigrateQEMUDestinationStartedPaused: a destination QEMU started with
