@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,16 +309,47 @@ func TestStage3FailureStopsGuest(t *testing.T) {
 		t.Skip(err)
 	}
 	cfg := memConfig{Memory: 4 << 20, Hot: 1, P: 0, Rate: 2000}
-	pages := cfg.Memory / PageSize
 	src := newMemGuest(t, cfg, false)
 	fillMixed(src.mem, 3)
 	dst := newMemGuest(t, cfg, false)
-	a, b := net.Pipe()
 	done := make(chan error, 1)
-	go func() {
+	stage3(t, cfg, src, dst, func(b net.Conn) {
 		_, err := Receive(context.Background(), b, dst, ReceiveConfig{})
 		done <- err
-	}()
+	})
+	err := <-done
+	t.Logf("Receive: %v", err)
+	nonzero := 0
+	for g := uint64(192); g < 256; g++ {
+		for _, c := range src.mem[g*PageSize : (g+1)*PageSize] {
+			if c != 0 {
+				nonzero++
+				break
+			}
+		}
+	}
+	zeroAtDst := 0
+	for g := uint64(192); g < 256; g++ {
+		if bytes.Count(dst.mem[g*PageSize:(g+1)*PageSize], []byte{0}) == PageSize {
+			zeroAtDst++
+		}
+	}
+	if ok, st := dst.Running(); ok {
+		t.Fatalf("after a failed stage 3 the destination's guest is %s; of the 64 dirty pages (%d non-zero at the source) %d read as all zeros there", st, nonzero, zeroAtDst)
+	}
+	if err == nil || !strings.Contains(err.Error(), "the guest is stopped here, 64 of its pages never came") {
+		t.Errorf("Receive: %v, want it to say the guest is stopped and how many pages never came", err)
+	}
+}
+
+// stage3 runs a scripted TSMC source against receive, which reads its
+// side of a pipe: stage 1 sends src's pages, then the state and pages
+// 192-255 as dirty; the commit starts the destination's guest and stage
+// 3; a record stage 3 does not expect follows.
+func stage3(t *testing.T, cfg memConfig, src, dst *memGuest, receive func(net.Conn)) {
+	pages := cfg.Memory / PageSize
+	a, b := net.Pipe()
+	go receive(b)
 	t.Cleanup(func() { a.Close() })
 	w, r := NewWriter(a), NewReader(a)
 	sent := make(chan struct{})
@@ -354,28 +386,57 @@ func TestStage3FailureStopsGuest(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	w.Text(RecAccept, "") // no record the destination expects in stage 3
 	w.Flush()
-	err := <-done
-	t.Logf("Receive: %v", err)
-	nonzero := 0
-	for g := uint64(192); g < 256; g++ {
-		for _, c := range src.mem[g*PageSize : (g+1)*PageSize] {
-			if c != 0 {
-				nonzero++
-				break
-			}
-		}
+}
+
+// panicsInStage3 is a destination guest whose Waiting panics once the
+// guest has started: a panic in stage 3.
+type panicsInStage3 struct {
+	*memGuest
+	started atomic.Bool
+}
+
+func (g *panicsInStage3) Start() error {
+	g.started.Store(true)
+	return g.memGuest.Start()
+}
+
+func (g *panicsInStage3) Waiting() (bool, string) {
+	if g.started.Load() {
+		panic("a bug in stage 3")
 	}
-	zeroAtDst := 0
-	for g := uint64(192); g < 256; g++ {
-		if bytes.Count(dst.mem[g*PageSize:(g+1)*PageSize], []byte{0}) == PageSize {
-			zeroAtDst++
+	return g.memGuest.Waiting()
+}
+
+// TestStage3PanicStopsGuest: a panic in stage 3 (a fault in guest memory
+// that guardFaults turns into an error goes this way too) stops the guest
+// it started before it goes on, as a failed stage 3 does: the pages it
+// lacks would otherwise read as zeros once the region is gone (review 75).
+func TestStage3PanicStopsGuest(t *testing.T) {
+	if err := uffdAvailable(); err != nil {
+		t.Skip(err)
+	}
+	cfg := memConfig{Memory: 4 << 20, Hot: 1, P: 0, Rate: 2000}
+	src := newMemGuest(t, cfg, false)
+	fillMixed(src.mem, 3)
+	dst := &panicsInStage3{memGuest: newMemGuest(t, cfg, false)}
+	panicked := make(chan any, 1)
+	stage3(t, cfg, src, dst.memGuest, func(b net.Conn) {
+		defer func() { panicked <- recover() }()
+		Receive(context.Background(), b, dst, ReceiveConfig{})
+	})
+	select {
+	case p := <-panicked:
+		if p != "a bug in stage 3" {
+			t.Errorf("Receive ended with %v, want the panic to go on", p)
 		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Receive did not end")
+	}
+	if !dst.started.Load() {
+		t.Fatal("the guest never started: no stage 3")
 	}
 	if ok, st := dst.Running(); ok {
-		t.Fatalf("after a failed stage 3 the destination's guest is %s; of the 64 dirty pages (%d non-zero at the source) %d read as all zeros there", st, nonzero, zeroAtDst)
-	}
-	if err == nil || !strings.Contains(err.Error(), "the guest is stopped here, 64 of its pages never came") {
-		t.Errorf("Receive: %v, want it to say the guest is stopped and how many pages never came", err)
+		t.Errorf("after a panic in stage 3 the destination's guest is %s", st)
 	}
 }
 
