@@ -523,6 +523,11 @@ func TestIncomingQEMUPostcopySays(t *testing.T) {
 // with status 1, as one with pagecast's engine (it exited 0, silent).
 func TestIncomingQEMUStoppedWaiting(t *testing.T) {
 	dst := startQEMURun(t, "--memory", "32M", "--incoming", freeTCP(t), "--engine", "qemu")
+	// Its first line names the dirty hook as one for profiles only (walk
+	// 78 read it as used by QEMU's migration).
+	if len(dst.head) == 0 || !strings.Contains(dst.head[0], "QEMU's migration tracks its own dirty pages") {
+		t.Errorf("vm run --engine qemu --incoming begins %q", dst.head)
+	}
 	dst.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-dst.exited:

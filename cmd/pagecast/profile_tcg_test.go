@@ -32,6 +32,7 @@ import (
 // qemuRun is a `pagecast vm run --monitor qemu` process under test.
 type qemuRun struct {
 	lines   chan string // vm run's standard output after the guest is up
+	head    []string    // and up to then
 	sock    string
 	qemuPID int
 	cmd     *exec.Cmd
@@ -68,6 +69,7 @@ func startQEMURunAccel(t *testing.T, accel string, args ...string) *qemuRun {
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			r.head = append(r.head, sc.Text())
 			if m := regexp.MustCompile(`QEMU pid (\d+)`).FindStringSubmatch(sc.Text()); m != nil {
 				pid, _ := strconv.Atoi(m[1])
 				pids <- pid

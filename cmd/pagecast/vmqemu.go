@@ -288,7 +288,13 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	case o.kernel != "":
 		guestName = "Linux guest " + o.kernel
 	}
-	fmt.Fprintf(out, "%s on %s\n", guestName, vm.describe())
+	banner := vm.describe()
+	if incoming == nil && o.incoming != "" {
+		// QEMU's own migration tracks the pages it sends itself: the hook
+		// is for profiles of the guest once it runs here (walk 78).
+		banner += " (for profiles of the guest once it runs here; QEMU's migration tracks its own dirty pages)"
+	}
+	fmt.Fprintf(out, "%s on %s\n", guestName, banner)
 	qmpSaid := vm.QMPPath
 	if vm.staged != "" {
 		qmpSaid = vm.qmp + " once the guest is up"
