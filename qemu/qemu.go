@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,12 +43,20 @@ type Options struct {
 	Plugin   string
 	Incoming string // if set, -incoming URI ("tcp:127.0.0.1:4444"): wait for a migration, whose RAM overwrites the arena
 	Extra    []string
+	// VCPUs is the number of virtual CPUs (-smp); 0 is 1. The pagecast
+	// guest runs on the first alone (it brings up others only under
+	// pagecast's own monitor); a Linux guest (Kernel) uses them all.
+	VCPUs int
 	// Kernel, if set, is a Linux kernel QEMU boots instead of the pagecast
 	// guest, with the ramdisk Initrd (BuildInitramfs) and the command line
 	// "console=ttyS0 "+Append (LinuxAppend); Cmdline, Mix and Seed do not
 	// apply (see linux.go).
 	Kernel, Initrd, Append string
 }
+
+// MaxVCPUs is the most vCPUs Start gives a guest: pagecast's --vcpus
+// range, well within the pc machine's 255.
+const MaxVCPUs = guest.MaxCPUs
 
 // Accelerators QEMU can run the guest with.
 const (
@@ -151,6 +160,9 @@ func Start(o Options) (_ *VM, err error) {
 	if o.Kernel == "" && o.MemoryBytes < guest.MinMemory {
 		return nil, fmt.Errorf("memory %d MiB is below the guest's minimum of %d MiB", o.MemoryBytes>>20, guest.MinMemory>>20)
 	}
+	if o.VCPUs < 0 || o.VCPUs > MaxVCPUs {
+		return nil, fmt.Errorf("%d vCPUs: want 1 to %d", o.VCPUs, MaxVCPUs)
+	}
 	if o.Mix == (guest.Mix{}) {
 		o.Mix = guest.DefaultMix
 	}
@@ -242,6 +254,9 @@ func Start(o Options) (_ *VM, err error) {
 		"-nographic", "-nodefaults", "-serial", "file:" + v.serial,
 		"-qmp", "unix:" + ownQMP + ",server=on,wait=off",
 		"-qmp", "unix:" + v.QMPPath + ",server=on,wait=off",
+	}
+	if o.VCPUs > 1 {
+		args = append(args, "-smp", strconv.Itoa(o.VCPUs))
 	}
 	args = append(args, bootArgs...)
 	if o.Plugin != "" {

@@ -319,7 +319,7 @@ func TestQEMUErrors(t *testing.T) {
 	}{
 		{"unknown accel", []string{"vm", "run", "--monitor", "qemu", "--accel", "hvf"}, `unknown accelerator "hvf": want auto, kvm or tcg`},
 		{"unknown monitor", []string{"vm", "run", "--monitor", "xen"}, `--monitor "xen": want auto, pagecast or qemu`},
-		{"vcpus", []string{"vm", "run", "--monitor", "qemu", "--vcpus", "2"}, "use --vcpus 1 with --monitor qemu"},
+		{"vcpus", []string{"vm", "run", "--monitor", "qemu", "--vcpus", "2"}, "with --monitor qemu, --vcpus is for a Linux guest (--kernel)"},
 		{"accel on pagecast's monitor", []string{"vm", "run", "--monitor", "pagecast", "--accel", "tcg"}, "--accel is for --monitor qemu"},
 		{"demo accel", []string{"demo", "--monitor", "qemu", "--accel", "nope"}, `unknown accelerator "nope"`},
 		{"no plugin", []string{"profile", "--qmp", "unix:" + plain}, "`pagecast plugin --dir DIR --memory SIZE` writes the plugin"},
@@ -861,6 +861,25 @@ func (r *qemuRun) saysAfterMigration(t *testing.T, want string) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the destination said nothing after the migration\n%s", r.stderr.String())
+	}
+}
+
+// saysEventually waits up to 10 s for a line of vm run's that begins
+// with want, past any other.
+func (r *qemuRun) saysEventually(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	var said []string
+	for {
+		select {
+		case line := <-r.lines:
+			if strings.HasPrefix(line, want) {
+				return
+			}
+			said = append(said, line)
+		case <-deadline:
+			t.Fatalf("vm run did not say %q; it said %q\n%s", want, said, r.stderr.String())
+		}
 	}
 }
 

@@ -32,7 +32,7 @@ func vmFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Value: "128M",
 			Usage: fmt.Sprintf("guest RAM (K, M, G, T or P suffix); at least %d MiB", guest.MinMemory>>20)},
-		&cli.IntFlag{Name: "vcpus", Value: 1, Usage: fmt.Sprintf("virtual CPUs (1..%d); each runs its share of the workload", guest.MaxCPUs)},
+		&cli.IntFlag{Name: "vcpus", Value: 1, Usage: fmt.Sprintf("virtual CPUs (1..%d): the pagecast guest's each run a share of its workload (under pagecast's own monitor; under --monitor qemu it has one); a Linux guest's (--kernel) all run it; an --incoming VM needs the source's", guest.MaxCPUs)},
 		&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: "hotset",
 			Usage: "what the guest writes: NAME[:key=value,...]; workloads:\n" + workloadHelp()},
 		&cli.StringFlag{Name: "mix", Value: guest.DefaultMix.String(),
