@@ -294,6 +294,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
 	}
 	if c.Bool("json") {
+		sayOverLimit(c.App.ErrWriter, info, paused, p.DowntimeLimit)
 		return unconfirmed(info)
 	}
 	writeSummary(c.App.Writer, info, nil, paused, p.DowntimeLimit)

@@ -691,10 +691,22 @@ func TestSummaryOverLimit(t *testing.T) {
 			t.Errorf("summary of a pause over the limit lacks %q:\n%s", want, b.String())
 		}
 	}
+	// --json has no summary: stderr says it (walk 79).
+	b.Reset()
+	sayOverLimit(&b, info, 398*time.Millisecond, 300*time.Millisecond)
+	if b.String() != "pagecast: the migration completed over its downtime limit: the guest was paused for 398ms, 98ms over the 300ms limit\n" {
+		t.Errorf("--json's note of a pause over the limit: %q", b.String())
+	}
+	b.Reset()
+	sayOverLimit(&b, info, -1, 300*time.Millisecond)
+	if !strings.Contains(b.String(), "paused for 394ms, 94ms over") {
+		t.Errorf("--json's note of a downtime over the limit, the pause unknown: %q", b.String())
+	}
 	b.Reset()
 	info.Downtime = 217
 	writeSummary(&b, info, nil, 217*time.Millisecond, 300*time.Millisecond)
-	if strings.Contains(b.String(), "over the") {
+	sayOverLimit(&b, info, 217*time.Millisecond, 300*time.Millisecond)
+	if strings.Contains(b.String(), "over the") || strings.Contains(b.String(), "over its") {
 		t.Errorf("summary of a pause within the limit:\n%s", b.String())
 	}
 }
