@@ -95,6 +95,9 @@ type QEMUPlan struct {
 	// (to PostcopyGiveUp) unless it is gone.
 	DestAnswers func() error
 	Notes       []string // flags QEMU has no use for, one sentence each
+	// LosesWrites is set where the source QEMU's own migration loses
+	// some of a TCG guest's writes (tcgLosesWrites, in Notes too).
+	LosesWrites bool
 	// Slowdown is what the guest lost: its vCPUs (SetupQEMU, from
 	// query-cpus-fast; 0 if QEMU did not say), the throttle's share of
 	// their time summed from WaitQEMU's polls of
@@ -590,6 +593,7 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 	} // else the slowdown is not known: QEMU before 2.12
 	if note := tcgLosesWrites(src); note != "" {
 		plan.Notes = append(plan.Notes, note)
+		plan.LosesWrites = true
 	}
 	plan.prior = readSettings(src)
 

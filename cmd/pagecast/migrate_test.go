@@ -671,6 +671,18 @@ func TestSummaryPostcopyNone(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^post-copy +none: pre-copy completed before the switch to post-copy$`).Match(b.Bytes()) {
 		t.Errorf("summary of a post-copy migration that never switched:\n%s", b.String())
 	}
+	// QEMU's migration checks nothing, and the summary says so (walk
+	// 80), and why it matters where QEMU loses writes under TCG.
+	if !regexp.MustCompile(`(?m)^verified +no: QEMU's own migration does not compare the memory \(pagecast's engine does\)$`).Match(b.Bytes()) {
+		t.Errorf("summary of QEMU's migration without a word on its memory check:\n%s", b.String())
+	}
+	b.Reset()
+	lossy := *plan
+	lossy.LosesWrites = true
+	writeSummary(&b, migrator.Info{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{}}, &lossy, -1, 0)
+	if !strings.Contains(b.String(), "; and this QEMU's loses writes of a guest under TCG (the warning above)") {
+		t.Errorf("summary of QEMU's migration that loses writes:\n%s", b.String())
+	}
 	b.Reset()
 	writeSummary(&b, migrator.Info{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{PostcopyBytes: 1 << 20, PostcopyRequests: 3}}, plan, -1, 0)
 	if !strings.Contains(b.String(), "1.0 MiB sent, 3 pages pulled by the destination") || strings.Contains(b.String(), "none:") {
