@@ -1240,7 +1240,7 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 		// migration summed up as completed).
 		unchecked := "no: QEMU's own migration does not compare the memory (pagecast's engine does)"
 		if plan.LosesWrites {
-			unchecked += "; and this QEMU's loses writes of a guest under TCG (the warning above)"
+			unchecked += "; and this QEMU's migration loses some writes of a guest under TCG (the warning above)"
 		}
 		fmt.Fprintf(tw, "verified\t%s\n", unchecked)
 	}

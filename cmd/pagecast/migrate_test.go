@@ -680,7 +680,7 @@ func TestSummaryPostcopyNone(t *testing.T) {
 	lossy := *plan
 	lossy.LosesWrites = true
 	writeSummary(&b, migrator.Info{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{}}, &lossy, -1, 0)
-	if !strings.Contains(b.String(), "; and this QEMU's loses writes of a guest under TCG (the warning above)") {
+	if !strings.Contains(b.String(), "; and this QEMU's migration loses some writes of a guest under TCG (the warning above)") {
 		t.Errorf("summary of QEMU's migration that loses writes:\n%s", b.String())
 	}
 	b.Reset()
