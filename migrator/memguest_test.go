@@ -54,6 +54,9 @@ type memGuest struct {
 	onStart func()
 	// restoreErr, if set, makes Restore fail.
 	restoreErr error
+	// pauseTakes is how long Pause takes before the guest stops (a QMP
+	// stop on a loaded host): it runs, writing, until then.
+	pauseTakes time.Duration
 
 	mu    sync.Mutex
 	cond  *sync.Cond
@@ -192,6 +195,7 @@ func (g *memGuest) Start() error {
 func (g *memGuest) Stop() error { return g.Pause() }
 
 func (g *memGuest) Pause() error {
+	time.Sleep(g.pauseTakes)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.state != memRunning && g.state != memPaused {

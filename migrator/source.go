@@ -1510,11 +1510,14 @@ func (s *sender) pause(reason string) (time.Time, error) {
 	s.accountThrottle() // paused, the guest loses its time to the downtime instead
 	s.throttledSince = time.Time{}
 	s.publishThrottle()
-	paused := s.m.clock.Now()
+	// From when the guest has stopped: QEMU answers stop once its vCPUs
+	// have (its STOP event); the guest runs until then. Timed from the
+	// request, a stop that took 175 ms on a loaded host counted in the
+	// downtime, 292 ms against the 117 the guest was paused (walk 79).
 	if err := s.m.g.Pause(); err != nil {
-		return paused, fmt.Errorf("stop the guest: %w", err)
+		return s.m.clock.Now(), fmt.Errorf("stop the guest: %w", err)
 	}
-	return paused, nil
+	return s.m.clock.Now(), nil
 }
 
 // resumeUnless runs the guest here again unless the destination was told
