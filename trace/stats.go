@@ -24,6 +24,9 @@ type Stats struct {
 	// MinPages and MaxPages are the sizes of the smallest and largest
 	// epoch.
 	MinPages, MaxPages int
+	// LowPage and HighPage are the lowest and highest page dirtied (both
+	// 0 where none was).
+	LowPage, HighPage uint64
 }
 
 // MeanPages is the mean number of pages per epoch.
@@ -39,6 +42,7 @@ func (s Stats) MeanPages() float64 {
 func Summarize(r *Reader) (Stats, error) {
 	var s Stats
 	var seen pageSet
+	dirtied := false // a page has been seen: LowPage holds one
 	for {
 		e, err := r.Next()
 		if err == io.EOF {
@@ -59,6 +63,10 @@ func Summarize(r *Reader) (Stats, error) {
 			s.Empty++
 		}
 		for _, p := range e.Pages {
+			if !dirtied || p < s.LowPage {
+				s.LowPage, dirtied = p, true
+			}
+			s.HighPage = max(s.HighPage, p)
 			seen.add(p)
 		}
 	}

@@ -503,7 +503,7 @@ func TestSummarize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Stats{Epochs: 4, Empty: 1, First: 2, Last: 6, Missing: 1, Pages: 15, Distinct: 10, MinPages: 0, MaxPages: 10}
+	want := Stats{Epochs: 4, Empty: 1, First: 2, Last: 6, Missing: 1, Pages: 15, Distinct: 10, MinPages: 0, MaxPages: 10, LowPage: 0, HighPage: 9}
 	if s != want {
 		t.Fatalf("Summarize = %+v, want %+v", s, want)
 	}

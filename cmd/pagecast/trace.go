@@ -156,6 +156,12 @@ func traceInfo(c *cli.Context) error {
 			s.MinPages, s.MeanPages(), s.MaxPages, rate, units.FormatBytes(rate*float64(m.PageSize)))
 		row("working set", "%d pages, %s, %.1f%% of memory",
 			s.Distinct, units.FormatBytes(float64(s.Distinct)*float64(m.PageSize)), 100*float64(s.Distinct)/float64(m.Pages()))
+		if s.Pages > 0 {
+			// Where in memory: a walk checking that a guest's writes above
+			// 4 GiB were recorded had to export the trace to see it.
+			row("page range", "%d to %d (offsets %#x to %#x in guest RAM)",
+				s.LowPage, s.HighPage, s.LowPage*uint64(m.PageSize), (s.HighPage+1)*uint64(m.PageSize)-1)
+		}
 	}
 	damage := r.Damage()
 	if len(damage) == 0 {

@@ -134,6 +134,7 @@ func TestTraceInfo(t *testing.T) {
 		"pages        6 dirtied, 6 distinct",
 		"per epoch    min 0, mean 1.5, max 3 pages",
 		"working set  6 pages, 24.0 KiB, 0.0% of memory",
+		"page range   0 to 65535 (offsets 0x0 to 0xfffffff in guest RAM)",
 		"damage       none",
 	} {
 		if !strings.Contains(stdout, want) {
