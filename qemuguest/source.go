@@ -301,7 +301,8 @@ func (s *Source) StartDirtyLog() (migrator.DirtyLog, error) {
 // resume finds it as it was: QEMU's stop waits for every vCPU thread to
 // see it, and one throttled to 1% sees it only in its next CFS period
 // (measured: 48-250 ms at 99%, 5-29 ms at 90%, 0.5 ms unthrottled), the
-// guest running and dirtying pages meanwhile, all in the downtime.
+// guest running and dirtying pages meanwhile (the engine's downtime starts
+// once Pause returns, but the migration waited that long).
 func (s *Source) Pause() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
