@@ -1289,7 +1289,7 @@ func (s *sender) stopAndCopy(ctx context.Context, reason string) (err error) {
 	summed := s.m.clock.Now()
 	err = s.audit(digest)
 	s.m.log.Debug("stop-and-copy", "pages", pending, "pages-bytes", pagesBytes, "other-bytes", s.w.Bytes()-precopyBytes-pagesBytes,
-		"pause-and-harvest", harvested.Sub(paused), "pages-time", sent.Sub(harvested), "state-time", saved.Sub(sent),
+		"harvest", harvested.Sub(paused), "pages-time", sent.Sub(harvested), "state-time", saved.Sub(sent),
 		"flush-time", flushed.Sub(saved), "verify-and-commit", paused.Add(downtime).Sub(flushed), "downtime", downtime,
 		"checksum-wait", summed.Sub(paused.Add(downtime)), "audit", s.m.clock.Now().Sub(summed))
 	s.m.update(func(i *Info) {

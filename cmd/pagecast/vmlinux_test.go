@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 // 80), a destination of another count is refused in the handshake, and one
 // of the same count takes the guest, which counts on there from where it
 // was, on both vCPUs; the source then says its guest has gone.
+// (TestVMRunQEMUHungStops: the watch of the run state holds no signal up.)
 func TestLinuxVCPUs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots Linux under QEMU")
@@ -62,7 +64,7 @@ done`})
 	if b, _ := os.ReadFile(dstSerial); strings.Contains(string(b), "pagecast-tick 1\r") || strings.Contains(string(b), "pagecast-tick 1\n") {
 		t.Errorf("the guest started counting afresh on the destination:\n%s", b)
 	}
-	src.saysEventually(t, "the guest has migrated away (QEMU's run state postmigrate): this QEMU holds its 128.0 MiB of RAM")
+	src.saysEventually(t, "QEMU's migration of the guest out has completed (run state postmigrate): this QEMU keeps a paused copy of its 128.0 MiB of RAM")
 }
 
 // serialOf is the serial console's file vm run names.
@@ -91,5 +93,28 @@ func waitConsole(t *testing.T, path string, re *regexp.Regexp) {
 			t.Fatalf("no %q on the console in two minutes:\n%s", re, b)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestVMRunQEMUHungStops: vm run --monitor qemu whose QEMU does not answer
+// (stopped by SIGSTOP here) still stops on SIGTERM: its watch of QEMU's
+// run state waits on its own (it held the signal up until QEMU answered:
+// review 81).
+func TestVMRunQEMUHungStops(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU")
+	}
+	r := startQEMURun(t, "--memory", "32M")
+	if err := syscall.Kill(r.qemuPID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(r.qemuPID, syscall.SIGCONT)
+	time.Sleep(2500 * time.Millisecond) // a poll is under way, unanswered
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.exited:
+	case <-time.After(20 * time.Second):
+		syscall.Kill(r.qemuPID, syscall.SIGCONT)
+		t.Fatal("vm run took no SIGTERM while its QEMU did not answer")
 	}
 }
