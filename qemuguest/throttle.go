@@ -74,8 +74,13 @@ func cfsQuota(period time.Duration, pct int) time.Duration {
 	return max(time.Millisecond, (period * time.Duration(100-pct) / 100).Truncate(time.Microsecond))
 }
 
-// set throttles threads tids of QEMU pid to 100-pct percent of one CPU each
-// period (pct 1…99), or lifts the throttle (pct 0).
+// set throttles threads tids of QEMU pid to 100-pct percent of a CPU each,
+// each period (pct 1…99), or lifts the throttle (pct 0). The quota is the
+// group's: one CPU's share for each thread (a vCPU's under KVM and TCG's
+// multi-threaded mode; one TCG thread runs every vCPU in its single-
+// threaded mode). It was one CPU's share for them all: a 2-vCPU guest
+// throttled "93%" got 3.5% of a CPU a vCPU, and the policy's 50% step was
+// 75% at 2 vCPUs (walk 82).
 func (c *cpuThrottle) set(pid int, tids []int, pct int) error {
 	if pct <= 0 {
 		return c.lift()
@@ -86,7 +91,7 @@ func (c *cpuThrottle) set(pid int, tids []int, pct int) error {
 		}
 	}
 	period := cfsPeriod(pct)
-	quota := cfsQuota(period, pct)
+	quota := cfsQuota(period, pct) * time.Duration(distinct(tids))
 	write := []struct {
 		file string
 		val  int64
@@ -98,6 +103,15 @@ func (c *cpuThrottle) set(pid int, tids []int, pct int) error {
 	}
 	c.pct = pct
 	return nil
+}
+
+// distinct is how many different threads tids names, at least one.
+func distinct(tids []int) int {
+	seen := make(map[int]bool, len(tids))
+	for _, t := range tids {
+		seen[t] = true
+	}
+	return max(1, len(seen))
 }
 
 // canThrottle says why this process cannot throttle threads tids of QEMU
