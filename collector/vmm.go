@@ -129,11 +129,16 @@ func (c *vmmControl) learn(pid int) error {
 		return err
 	}
 	t.PID = pid
-	if st, err := qemu.RunState(c.mon); err == nil && st == "inmigrate" {
+	switch st, err := qemu.RunState(c.mon); {
+	case err == nil && st == "inmigrate":
 		// No vCPU threads yet on pagecast's monitor, and nothing written
 		// under QEMU: it said "give --pid", and with one recorded empty
 		// epochs (found by a new-user walk).
 		return errors.New("the VM is waiting for an incoming migration (run state inmigrate): no guest runs there to profile until the migration has brought it")
+	case err == nil && st == "postmigrate":
+		// It ended at once, exit 0, with an empty trace and a scan of the
+		// memory the guest left (walk 82).
+		return errors.New("the VM has migrated away (run state postmigrate): its guest runs elsewhere; profile the destination")
 	}
 	switch {
 	case pid != 0:

@@ -614,6 +614,16 @@ func TestMigrateQEMUEngineCLI(t *testing.T) {
 			t.Errorf("--engine %s from a source migrated away: %v\n%s", engine, err, stderr)
 		}
 	}
+	// So is a profile of it, with no trace: it ended at once, exit 0,
+	// its trace empty (walk 82).
+	gone := filepath.Join(t.TempDir(), "gone.pct")
+	_, stderr, err = runApp(t, "profile", "--qmp", "unix:"+src.sock, "--duration", "2s", "--out", gone)
+	if err == nil || !strings.Contains(err.Error(), "the VM has migrated away (run state postmigrate): its guest runs elsewhere; profile the destination") {
+		t.Errorf("profile of a source migrated away: %v\n%s", err, stderr)
+	}
+	if _, serr := os.Stat(gone); serr == nil {
+		t.Errorf("profile of a source migrated away left a trace")
+	}
 }
 
 // qmpState is query-status's status from the QMP socket of a vm run.
