@@ -1321,8 +1321,12 @@ func shareString(s migrator.Slowdown, i migrator.Info) string {
 // writeSlowdown writes the summary's line on what the guest lost.
 func writeSlowdown(tw io.Writer, s migrator.Slowdown, i migrator.Info) {
 	if s.VCPUs > 0 {
-		fmt.Fprintf(tw, "guest slowed\t%s of its vCPU time while it ran (throttle %v, post-copy faults %v, over %d vCPUs)\n", shareString(s, i),
-			time.Duration(s.ThrottleTime)*time.Millisecond, time.Duration(s.FaultTime)*time.Millisecond, s.VCPUs)
+		vcpus := fmt.Sprintf("%d vCPUs", s.VCPUs)
+		if s.VCPUs == 1 {
+			vcpus = "its one vCPU"
+		}
+		fmt.Fprintf(tw, "guest slowed\t%s of its vCPU time while it ran (throttle %v, post-copy faults %v, over %s)\n", shareString(s, i),
+			time.Duration(s.ThrottleTime)*time.Millisecond, time.Duration(s.FaultTime)*time.Millisecond, vcpus)
 	}
 }
 

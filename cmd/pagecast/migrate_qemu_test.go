@@ -181,7 +181,7 @@ func TestMigrateQEMU(t *testing.T) {
 			// What the guest lost: the throttle's time (polled), and with
 			// the destination's monitor, post-copy's waits
 			// (postcopy-vcpu-blocktime).
-			m := regexp.MustCompile(`guest slowed +(<1|\d+)% of its vCPU time while it ran \(throttle (\S+), post-copy faults (\S+), over 1 vCPUs\)`).FindStringSubmatch(stdout)
+			m := regexp.MustCompile(`guest slowed +(<1|\d+)% of its vCPU time while it ran \(throttle (\S+), post-copy faults (\S+), over its one vCPU\)`).FindStringSubmatch(stdout)
 			if m == nil {
 				t.Errorf("summary lacks the guest's slowdown:\n%s", stdout)
 			} else {

@@ -949,7 +949,7 @@ func TestMigrateAuto(t *testing.T) {
 	// The guest's slowdown, predicted for every mode and against the
 	// outcome.
 	if !strings.Contains(out, "  guest slowed\n") || !regexp.MustCompile(`predicted against outcome: .*, guest slowed (<1|\d+)% against (<1|\d+)%, downtime`).MatchString(out) ||
-		!regexp.MustCompile(`(?m)^guest slowed +(<1|\d+)% of its vCPU time while it ran \(throttle .*, post-copy faults .*, over 1 vCPUs\)$`).MatchString(out) {
+		!regexp.MustCompile(`(?m)^guest slowed +(<1|\d+)% of its vCPU time while it ran \(throttle .*, post-copy faults .*, over its one vCPU\)$`).MatchString(out) {
 		t.Errorf("the guest's slowdown is not predicted, or not against the outcome:\n%s", out)
 	}
 	if _, _, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:192.0.2.7:4444", "--mode", "auto"); err == nil ||
