@@ -550,7 +550,8 @@ func (q *quotaAtStop) Run(cmd []byte) ([]byte, error) {
 // ms with the guest running and dirtying, in the migration's downtime.
 func TestPauseThrottled(t *testing.T) {
 	src := startSource(t, "hotset")
-	mon := &quotaAtStop{Monitor: src.VM().Monitor, dir: filepath.Join(qemuguest.CPUCgroupRoot, fmt.Sprintf("pagecast-%d", src.PID()))}
+	// The vCPU thread's own cgroup in the throttle's holds its quota.
+	mon := &quotaAtStop{Monitor: src.VM().Monitor, dir: filepath.Join(qemuguest.CPUCgroupRoot, fmt.Sprintf("pagecast-%d", src.PID()), fmt.Sprintf("vcpu-%d", src.VCPUThreads()[0]))}
 	s, err := qemuguest.New(mon)
 	if err != nil {
 		t.Fatal(err)

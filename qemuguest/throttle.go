@@ -24,7 +24,27 @@ type cpuThrottle struct {
 	dir  string         // the cgroup, created on first use
 	lock *os.File       // dir, flocked while this process throttles (lockThrottle)
 	home map[int]string // each thread's cgroup before, to go back to
-	pct  int
+	// threads are dir's cgroups, one a vCPU thread (vcpu-TID), each with
+	// its quota: one for them all, in dir, let a busy vCPU take an idle
+	// one's share (review 84).
+	threads []string
+	pct     int
+}
+
+// threadCgroup is the name of a vCPU thread's cgroup in the throttle's.
+func threadCgroup(tid int) string { return fmt.Sprintf("vcpu-%d", tid) }
+
+// homeOf is where a thread in cgroup cg (relative to CPUCgroupRoot) goes
+// back to, and whether cg is throttle name's (a killed pagecast's: the
+// thread in name/vcpu-TID, or in name itself as before 2026-12-05).
+func homeOf(cg, name string) (string, bool) {
+	if strings.HasPrefix(filepath.Base(cg), "vcpu-") && filepath.Base(filepath.Dir(cg)) == name {
+		return filepath.Dir(filepath.Dir(cg)), true
+	}
+	if filepath.Base(cg) == name {
+		return filepath.Dir(cg), true
+	}
+	return cg, false
 }
 
 // lockThrottle opens a throttle's cgroup dir and takes its flock, which
@@ -75,12 +95,12 @@ func cfsQuota(period time.Duration, pct int) time.Duration {
 }
 
 // set throttles threads tids of QEMU pid to 100-pct percent of a CPU each,
-// each period (pct 1…99), or lifts the throttle (pct 0). The quota is the
-// group's: one CPU's share for each thread (a vCPU's under KVM and TCG's
-// multi-threaded mode; one TCG thread runs every vCPU in its single-
-// threaded mode). It was one CPU's share for them all: a 2-vCPU guest
-// throttled "93%" got 3.5% of a CPU a vCPU, and the policy's 50% step was
-// 75% at 2 vCPUs (walk 82).
+// each period (pct 1…99), or lifts the throttle (pct 0). Each thread (a
+// vCPU's under KVM and TCG's multi-threaded mode; one TCG thread runs every
+// vCPU in its single-threaded mode) has a cgroup and quota of its own. One
+// quota of one CPU's share for them all gave a 2-vCPU guest throttled
+// "93%" 3.5% of a CPU a vCPU (walk 82); one of a share for each, pooled,
+// let a busy vCPU run on an idle one's (review 84).
 func (c *cpuThrottle) set(pid int, tids []int, pct int) error {
 	if pct <= 0 {
 		return c.lift()
@@ -91,27 +111,20 @@ func (c *cpuThrottle) set(pid int, tids []int, pct int) error {
 		}
 	}
 	period := cfsPeriod(pct)
-	quota := cfsQuota(period, pct) * time.Duration(distinct(tids))
+	quota := cfsQuota(period, pct)
 	write := []struct {
 		file string
 		val  int64
 	}{{"cpu.cfs_period_us", period.Microseconds()}, {"cpu.cfs_quota_us", quota.Microseconds()}}
-	for _, w := range write {
-		if err := writeInt(filepath.Join(c.dir, w.file), w.val); err != nil {
-			return fmt.Errorf("throttle qemu %d to %d%%: %w", pid, pct, err)
+	for _, th := range c.threads {
+		for _, w := range write {
+			if err := writeInt(filepath.Join(c.dir, th, w.file), w.val); err != nil {
+				return fmt.Errorf("throttle qemu %d to %d%%: %w", pid, pct, err)
+			}
 		}
 	}
 	c.pct = pct
 	return nil
-}
-
-// distinct is how many different threads tids names, at least one.
-func distinct(tids []int) int {
-	seen := make(map[int]bool, len(tids))
-	for _, t := range tids {
-		seen[t] = true
-	}
-	return max(1, len(seen))
 }
 
 // canThrottle says why this process cannot throttle threads tids of QEMU
@@ -129,9 +142,7 @@ func canThrottle(pid int, tids []int) error {
 	if err != nil {
 		return err
 	}
-	if name := fmt.Sprintf("pagecast-%d", pid); filepath.Base(cg) == name {
-		cg = filepath.Dir(cg) // a killed pagecast's throttle, taken over (create)
-	}
+	cg, _ = homeOf(cg, fmt.Sprintf("pagecast-%d", pid)) // a killed pagecast's throttle, taken over (create)
 	// Made and removed, as create makes its own: access(2) judged by the
 	// real user, not the capabilities a process has (review 63).
 	dir := filepath.Join(CPUCgroupRoot, cg)
@@ -164,11 +175,8 @@ func (c *cpuThrottle) create(pid int, tids []int) error {
 		}
 		// A pagecast killed (SIGKILL) while it throttled this QEMU left
 		// the thread in its cgroup: that cgroup is taken over, and the
-		// thread goes home to its parent when this throttle lifts.
-		if filepath.Base(cg) == name {
-			cg = filepath.Dir(cg)
-		}
-		home[tid] = cg
+		// thread goes home when this throttle lifts.
+		home[tid], _ = homeOf(cg, name)
 	}
 	dir := filepath.Join(CPUCgroupRoot, home[tids[0]], name)
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
@@ -179,8 +187,20 @@ func (c *cpuThrottle) create(pid int, tids []int) error {
 		return fmt.Errorf("throttle qemu %d: %w", pid, err)
 	}
 	c.dir, c.lock, c.home = dir, lock, home
-	for _, tid := range tids {
-		if err := writeInt(filepath.Join(dir, "tasks"), int64(tid)); err != nil {
+	// The group's own quota, a killed pagecast's before 2026-12-05, would
+	// bound its threads' (and refuse theirs above it).
+	if err := writeInt(filepath.Join(dir, "cpu.cfs_quota_us"), -1); err != nil {
+		c.lift()
+		return fmt.Errorf("throttle qemu %d: %w", pid, err)
+	}
+	for tid := range home { // each thread once: one TCG thread may run every vCPU
+		th := threadCgroup(tid)
+		if err := os.Mkdir(filepath.Join(dir, th), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			c.lift()
+			return fmt.Errorf("throttle qemu %d: %w", pid, err)
+		}
+		c.threads = append(c.threads, th)
+		if err := writeInt(filepath.Join(dir, th, "tasks"), int64(tid)); err != nil {
 			c.lift()
 			return fmt.Errorf("throttle qemu %d: move vCPU thread %d: %w", pid, tid, err)
 		}
@@ -194,8 +214,10 @@ func (c *cpuThrottle) unbound() error {
 	if c.dir == "" {
 		return nil
 	}
-	if err := writeInt(filepath.Join(c.dir, "cpu.cfs_quota_us"), -1); err != nil {
-		return fmt.Errorf("unthrottle for the stop: %w", err)
+	for _, th := range c.threads {
+		if err := writeInt(filepath.Join(c.dir, th, "cpu.cfs_quota_us"), -1); err != nil {
+			return fmt.Errorf("unthrottle for the stop: %w", err)
+		}
 	}
 	return nil
 }
@@ -212,11 +234,11 @@ func (c *cpuThrottle) lift() error {
 			errs = append(errs, fmt.Errorf("move vCPU thread %d back: %w", tid, err))
 		}
 	}
-	if err := os.Remove(c.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := removeThrottle(c.dir); err != nil {
 		errs = append(errs, err)
 	}
 	c.lock.Close()
-	c.dir, c.lock, c.home, c.pct = "", nil, nil, 0
+	c.dir, c.lock, c.home, c.threads, c.pct = "", nil, nil, nil, 0
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("lift throttle: %w", err)
 	}
@@ -237,11 +259,15 @@ func reclaimThrottle(pid int, tids []int) (bool, error) {
 	var errs []error
 	for _, tid := range tids {
 		cg, err := cpuCgroupOf(pid, tid)
-		if err != nil || filepath.Base(cg) != name {
+		if err != nil {
+			continue
+		}
+		home, in := homeOf(cg, name)
+		if !in {
 			continue
 		}
 		if dir == "" {
-			lock, err := lockThrottle(filepath.Join(CPUCgroupRoot, cg))
+			lock, err := lockThrottle(filepath.Join(CPUCgroupRoot, home, name))
 			if errors.Is(err, errThrottleHeld) {
 				return false, nil
 			}
@@ -249,15 +275,15 @@ func reclaimThrottle(pid int, tids []int) (bool, error) {
 				defer lock.Close()
 			}
 		}
-		dir = filepath.Join(CPUCgroupRoot, cg)
-		if err := writeInt(filepath.Join(CPUCgroupRoot, filepath.Dir(cg), "tasks"), int64(tid)); err != nil && !isNoProcess(err) {
+		dir = filepath.Join(CPUCgroupRoot, home, name)
+		if err := writeInt(filepath.Join(CPUCgroupRoot, home, "tasks"), int64(tid)); err != nil && !isNoProcess(err) {
 			errs = append(errs, fmt.Errorf("move vCPU thread %d out of %s: %w", tid, dir, err))
 		}
 	}
 	if dir == "" {
 		return false, nil
 	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := removeThrottle(dir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -302,10 +328,25 @@ func sweepThrottles() {
 				continue
 			}
 			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
-				os.Remove(dir) // fails, harmlessly, if a task is still in it
+				removeThrottle(dir) // fails, harmlessly, if a task is still in it
 			}
 		}
 	}
+}
+
+// removeThrottle removes a throttle's cgroup dir and its threads' within.
+func removeThrottle(dir string) error {
+	threads, _ := filepath.Glob(filepath.Join(dir, "vcpu-*"))
+	var errs []error
+	for _, th := range threads {
+		if err := os.Remove(th); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // isNoProcess is the error of writing a thread that has exited to tasks.

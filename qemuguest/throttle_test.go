@@ -35,23 +35,23 @@ func TestCFSPeriod(t *testing.T) {
 	}
 }
 
-// TestThrottleQuotaPerThread: the group's quota is a CPU's share for each
-// vCPU thread, a thread named twice counted once: it was one CPU's share
-// for all, each of a 2-vCPU guest's threads throttled to 3.5% where 7% was
-// asked for (walk 82).
+// TestThrottleQuotaPerThread: each vCPU thread's cgroup gets one CPU's
+// share: one quota of that share for them all gave a 2-vCPU guest
+// throttled 93% 3.5% of a CPU a vCPU (walk 82).
 func TestThrottleQuotaPerThread(t *testing.T) {
-	for _, tc := range []struct {
-		tids  []int
-		quota int64
-	}{{[]int{10}, 10000}, {[]int{10, 11}, 20000}, {[]int{10, 11, 12, 13}, 40000}, {[]int{10, 10}, 10000}} {
-		dir := t.TempDir()
-		c := &cpuThrottle{dir: dir}
-		if err := c.set(1, tc.tids, 50); err != nil {
+	dir := t.TempDir()
+	c := &cpuThrottle{dir: dir, threads: []string{threadCgroup(10), threadCgroup(11)}}
+	for _, th := range c.threads {
+		if err := os.Mkdir(filepath.Join(dir, th), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		period, quota := readInt(t, dir, "cpu.cfs_period_us"), readInt(t, dir, "cpu.cfs_quota_us")
-		if period != 20000 || quota != tc.quota {
-			t.Errorf("threads %v at 50%%: period %d µs, quota %d µs, want 20000 and %d", tc.tids, period, quota, tc.quota)
+	}
+	if err := c.set(1, []int{10, 11}, 50); err != nil {
+		t.Fatal(err)
+	}
+	for _, th := range c.threads {
+		if period, quota := readInt(t, filepath.Join(dir, th), "cpu.cfs_period_us"), readInt(t, filepath.Join(dir, th), "cpu.cfs_quota_us"); period != 20000 || quota != 10000 {
+			t.Errorf("%s at 50%%: period %d µs, quota %d µs, want 20000 and 10000", th, period, quota)
 		}
 	}
 }
