@@ -138,7 +138,7 @@ func (c *vmmControl) learn(pid int) error {
 	case err == nil && st == "postmigrate":
 		// It ended at once, exit 0, with an empty trace and a scan of the
 		// memory the guest left (walk 82).
-		return errors.New("the VM has migrated away (run state postmigrate): its guest runs elsewhere; profile the destination")
+		return errors.New("the VM has migrated away (run state postmigrate): its guest runs elsewhere: give the destination's QMP socket")
 	}
 	switch {
 	case pid != 0:

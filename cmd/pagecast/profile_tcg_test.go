@@ -618,7 +618,7 @@ func TestMigrateQEMUEngineCLI(t *testing.T) {
 	// its trace empty (walk 82).
 	gone := filepath.Join(t.TempDir(), "gone.pct")
 	_, stderr, err = runApp(t, "profile", "--qmp", "unix:"+src.sock, "--duration", "2s", "--out", gone)
-	if err == nil || !strings.Contains(err.Error(), "the VM has migrated away (run state postmigrate): its guest runs elsewhere; profile the destination") {
+	if err == nil || !strings.Contains(err.Error(), "the VM has migrated away (run state postmigrate): its guest runs elsewhere: give the destination's QMP socket") {
 		t.Errorf("profile of a source migrated away: %v\n%s", err, stderr)
 	}
 	if _, serr := os.Stat(gone); serr == nil {
