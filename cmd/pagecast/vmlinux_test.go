@@ -64,7 +64,7 @@ done`})
 	if b, _ := os.ReadFile(dstSerial); strings.Contains(string(b), "pagecast-tick 1\r") || strings.Contains(string(b), "pagecast-tick 1\n") {
 		t.Errorf("the guest started counting afresh on the destination:\n%s", b)
 	}
-	src.saysEventually(t, "QEMU's migration of the guest out has completed (run state postmigrate): this QEMU keeps a paused copy of its 128.0 MiB of RAM")
+	src.saysEventually(t, "the guest's migration out has completed (QEMU's run state postmigrate): this QEMU keeps a paused copy of its 128.0 MiB of RAM")
 }
 
 // serialOf is the serial console's file vm run names.

@@ -414,7 +414,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		case st := <-states:
 			switch {
 			case st == "postmigrate":
-				fmt.Fprintf(out, "QEMU's migration of the guest out has completed (run state postmigrate): this QEMU keeps a paused copy of its %s of RAM until vm run is stopped (Ctrl-C, SIGTERM) or QMP quit\n",
+				fmt.Fprintf(out, "the guest's migration out has completed (QEMU's run state postmigrate): this QEMU keeps a paused copy of its %s of RAM until vm run is stopped (Ctrl-C, SIGTERM) or QMP quit\n",
 					units.FormatBytes(float64(o.memory)))
 				away = true
 			case away && st == "running":
