@@ -611,9 +611,11 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// says so in one of three ways, as its writes meet the hang-up.
 		// A destination QEMU that refused the stream (another memory
 		// size, machine type or devices) hangs up as soon: said too,
-		// as a walk took the first cause for the only one.
+		// as a walk took the first cause for the only one; and so does
+		// one busy with another source's (walk 83).
 		return fmt.Errorf("%w (%s; the destination hung up at once: either it is a pagecast receiver, vm run --incoming or pagecast receive, which takes pagecast's engine only (QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts), "+
-			"or the destination QEMU refused the stream: another memory size, machine type or devices than the source's (its stderr says which; --dest-qmp lets pagecast check the memory size first))", err, kept)
+			"or the destination QEMU refused the stream: another memory size, machine type or devices than the source's (its stderr says which; --dest-qmp lets pagecast check the memory size first), "+
+			"or it was taking another source's migration already (a QEMU takes one on its -incoming))", err, kept)
 	}
 	if err != nil && qmpGone(err) {
 		out.Guest = guestUnknown
