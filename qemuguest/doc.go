@@ -27,9 +27,9 @@
 //     the guest back to the source.
 //   - Pause and Resume: QMP stop and cont; cont also runs a source that
 //     SaveState left in QEMU's postmigrate state.
-//   - Throttle: a cgroup v1 cpu controller group holding the vCPU threads
-//     (query-cpus-fast's thread ids), its CFS quota the share left to the
-//     guest. QEMU's own cpu-throttle-percentage acts only while QEMU itself
+//   - Throttle: a cgroup v1 cpu controller group for each vCPU thread
+//     (query-cpus-fast's thread ids), its CFS quota the share of a CPU
+//     left to that vCPU. QEMU's own cpu-throttle-percentage acts only while QEMU itself
 //     migrates, and SIGSTOP stops every thread of QEMU, its monitor too.
 //
 // Not for TSMC: its stage 3 drops the dirty pages from the destination's

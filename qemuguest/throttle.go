@@ -17,9 +17,10 @@ import (
 var CPUCgroupRoot = "/sys/fs/cgroup/cpu"
 
 // cpuThrottle slows QEMU's vCPU threads from outside: a cgroup of the cpu
-// controller holding them, whose CFS quota is the share of each period they
-// may run. Only the vCPU threads go in, so QEMU's monitor and I/O threads
-// keep their pace.
+// controller, pagecast-<pid>, of no quota of its own, holding a cgroup for
+// each vCPU thread, vcpu-<tid>, whose CFS quota is the share of each period
+// that thread may run. Only the vCPU threads go in, so QEMU's monitor and
+// I/O threads keep their pace.
 type cpuThrottle struct {
 	dir  string         // the cgroup, created on first use
 	lock *os.File       // dir, flocked while this process throttles (lockThrottle)
@@ -200,7 +201,7 @@ func (c *cpuThrottle) create(pid int, tids []int) error {
 			return fmt.Errorf("throttle qemu %d: %w", pid, err)
 		}
 		c.threads = append(c.threads, th)
-		if err := writeInt(filepath.Join(dir, th, "tasks"), int64(tid)); err != nil {
+		if err := writeInt(filepath.Join(dir, th, "tasks"), int64(tid)); err != nil && !isNoProcess(err) { // one that exited needs none
 			c.lift()
 			return fmt.Errorf("throttle qemu %d: move vCPU thread %d: %w", pid, tid, err)
 		}
@@ -246,10 +247,10 @@ func (c *cpuThrottle) lift() error {
 }
 
 // reclaimThrottle lifts a throttle a pagecast killed mid-migration left on
-// QEMU pid (its vCPU threads tids still in cgroup pagecast-<pid>, at its
-// quota: they would run throttled for good) and removes what such
-// cgroups are left of QEMUs that have exited. It reports whether it lifted
-// one. A throttle whose lock a live process holds is that process's and
+// QEMU pid (its vCPU threads tids still in cgroup pagecast-<pid>, or in its
+// vcpu-<tid>, at their quota: they would run throttled for good) and
+// removes what such cgroups are left of QEMUs that have exited. It reports
+// whether it lifted one. A throttle whose lock a live process holds is that process's and
 // is left as it is: under KVM nothing else keeps a second pagecast off a
 // QEMU one is migrating (found when /dev/kvm came back).
 func reclaimThrottle(pid int, tids []int) (bool, error) {
@@ -293,8 +294,8 @@ func reclaimThrottle(pid int, tids []int) (bool, error) {
 }
 
 // LiftLeftThrottle lifts a throttle a pagecast killed mid-migration left on
-// QEMU process pid (any of its threads in cgroup pagecast-<pid>, no live
-// process holding its lock), and reports whether it did: for a profile,
+// QEMU process pid (any of its threads in cgroup pagecast-<pid> or its
+// vcpu-<tid>, no live process holding its lock), and reports whether it did: for a profile,
 // which measured a guest slowed to a twentieth of its pace, unsaid (found
 // by a new-user walk). A live migration's throttle is left alone.
 func LiftLeftThrottle(pid int) (bool, error) {

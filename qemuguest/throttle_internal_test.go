@@ -135,3 +135,23 @@ func TestThrottleEachThread(t *testing.T) {
 		t.Errorf("the throttle's cgroup %s is left after the lift (%v)", dir, err)
 	}
 }
+
+// TestHomeOf: a thread in a killed pagecast's throttle, of either layout,
+// goes home to the cgroup the throttle was made in; one elsewhere stays.
+func TestHomeOf(t *testing.T) {
+	for _, tc := range []struct {
+		cg, home string
+		in       bool
+	}{
+		{"/machine.slice/qemu", "/machine.slice/qemu", false},
+		{"/machine.slice/pagecast-7", "/machine.slice", true},
+		{"/machine.slice/pagecast-7/vcpu-12", "/machine.slice", true},
+		{"/pagecast-7/vcpu-12", "/", true},
+		{"/pagecast-8/vcpu-12", "/pagecast-8/vcpu-12", false},
+		{"/vcpu-12", "/vcpu-12", false},
+	} {
+		if home, in := homeOf(tc.cg, "pagecast-7"); home != tc.home || in != tc.in {
+			t.Errorf("homeOf(%q) = %q, %v; want %q, %v", tc.cg, home, in, tc.home, tc.in)
+		}
+	}
+}
