@@ -1230,19 +1230,7 @@ func TestDowntimeFromStop(t *testing.T) {
 	cfg := memConfig{Memory: 4 << 20, Hot: 1}
 	src, dst := newMemGuest(t, cfg, true), newMemGuest(t, cfg, false)
 	src.pauseTakes = 400 * time.Millisecond
-	d := listenDestination(t, dst, ReceiveConfig{})
-	m, err := Outgoing(src, d.uri, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := m.Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-d.done
-	if d.err != nil {
-		t.Fatal(d.err)
-	}
+	info := migrateTo(t, src, listenDestination(t, dst, ReceiveConfig{}), Config{})
 	t.Logf("downtime %d ms, total %d ms", info.Downtime, info.TotalTime)
 	if info.Downtime >= 400 {
 		t.Errorf("downtime %d ms counts the 400 ms the stop took", info.Downtime)
