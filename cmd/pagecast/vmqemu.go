@@ -447,8 +447,10 @@ func watchRunState(ctx context.Context, vm *qemu.VM) <-chan string {
 			if err != nil {
 				continue
 			}
-			if _, held := qemuguest.MigrationHolder(vm.PID()); held && st == "postmigrate" {
-				st = "migrating"
+			if st == "postmigrate" {
+				if _, held := qemuguest.MigrationHolder(vm.PID()); held {
+					st = "migrating"
+				}
 			}
 			if st == last {
 				continue
