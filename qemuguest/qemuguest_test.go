@@ -371,6 +371,33 @@ func TestThrottle(t *testing.T) {
 		t.Errorf("vCPU thread's cgroups after the throttle was lifted: %s %v", b, err)
 	}
 
+	// The same of a killed pagecast of today's layout: the thread in its
+	// own cgroup in the throttle's, at that cgroup's quota.
+	leftThread := filepath.Join(left, fmt.Sprintf("vcpu-%d", tid))
+	if err := os.MkdirAll(leftThread, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(leftThread); os.Remove(left) })
+	for _, w := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
+		if err := os.WriteFile(filepath.Join(leftThread, w[0]), []byte(w[1]), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := src.SetThrottle(50); err != nil {
+		t.Fatalf("throttle over a killed pagecast's cgroup of a thread: %v", err)
+	}
+	r, share = measure()
+	t.Logf("throttle 50%% over a killed pagecast's cgroup of a thread: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", r, 100*share)
+	if share > 0.58 || share < 0.1 {
+		t.Errorf("throttle 50%% over a killed pagecast's cgroup of a thread: the vCPU thread ran %.0f%% of the time", 100*share)
+	}
+	if err := src.SetThrottle(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("the killed pagecast's cgroup is left after the throttle was lifted (%v)", err)
+	}
+
 	// And a pagecast that attaches to the QEMU lifts such a throttle at
 	// once, whatever mode it then migrates in (it stayed for good, the
 	// guest at a quarter of its pace, until a throttle migration came),
@@ -404,6 +431,33 @@ func TestThrottle(t *testing.T) {
 	}
 	if lifted, err := qemuguest.ReclaimThrottle(src.PID(), src.VCPUThreads()); lifted || err != nil {
 		t.Errorf("a second reclaim: %v, %v; want nothing to do", lifted, err)
+	}
+
+	// The reclaim of today's layout, the thread in its own cgroup, and an
+	// exited QEMU's throttle with a thread's cgroup in it.
+	if err := os.MkdirAll(leftThread, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
+		if err := os.WriteFile(filepath.Join(leftThread, w[0]), []byte(w[1]), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goneThread := filepath.Join(gone, "vcpu-1")
+	if err := os.MkdirAll(goneThread, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(goneThread); os.Remove(gone) })
+	if lifted, err := qemuguest.ReclaimThrottle(src.PID(), src.VCPUThreads()); !lifted || err != nil {
+		t.Fatalf("reclaim a killed pagecast's throttle of a thread: %v, %v", lifted, err)
+	}
+	for _, dir := range []string{left, gone} {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s is left after the reclaim of today's layout (%v)", dir, err)
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.PID(), tid)); err != nil || strings.Contains(string(b), "pagecast-") {
+		t.Errorf("vCPU thread's cgroups after the reclaim of today's layout: %s %v", b, err)
 	}
 }
 
