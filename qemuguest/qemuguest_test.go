@@ -340,76 +340,56 @@ func TestThrottle(t *testing.T) {
 	// A pagecast killed while it throttled leaves the thread in its
 	// cgroup at 99%: the next throttle takes that cgroup over, and its
 	// lift sends the thread home.
+	// Of either layout: the thread in the throttle's cgroup (before
+	// 2026-12-05), or in its own cgroup within it.
 	left := filepath.Join(qemuguest.CPUCgroupRoot, fmt.Sprintf("pagecast-%d", src.PID()))
-	if err := os.Mkdir(left, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	leftThread := filepath.Join(left, fmt.Sprintf("vcpu-%d", tid))
 	t.Cleanup(func() { // on failure; the QEMU, gone by then, left its tasks empty
-		os.Remove(filepath.Join(left, filepath.Base(left)))
+		os.Remove(leftThread)
 		os.Remove(left)
 	})
-	for _, w := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
-		if err := os.WriteFile(filepath.Join(left, w[0]), []byte(w[1]), 0); err != nil {
+	// leaveThrottle makes dir a killed pagecast's throttle: the vCPU
+	// thread in it at 99%.
+	leaveThrottle := func(dir string) {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := src.SetThrottle(50); err != nil {
-		t.Fatalf("throttle over a killed pagecast's cgroup: %v", err)
-	}
-	r, share = measure()
-	t.Logf("throttle 50%% over a killed pagecast's cgroup: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", r, 100*share)
-	if share > 0.58 || share < 0.1 {
-		t.Errorf("throttle 50%% over a killed pagecast's cgroup: the vCPU thread ran %.0f%% of the time", 100*share)
-	}
-	if err := src.SetThrottle(0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(left); !os.IsNotExist(err) {
-		t.Errorf("the killed pagecast's cgroup is left after the throttle was lifted (%v)", err)
-	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.PID(), tid)); err != nil || strings.Contains(string(b), "pagecast-") {
-		t.Errorf("vCPU thread's cgroups after the throttle was lifted: %s %v", b, err)
-	}
-
-	// The same of a killed pagecast of today's layout: the thread in its
-	// own cgroup in the throttle's, at that cgroup's quota.
-	leftThread := filepath.Join(left, fmt.Sprintf("vcpu-%d", tid))
-	if err := os.MkdirAll(leftThread, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Remove(leftThread); os.Remove(left) })
-	for _, w := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
-		if err := os.WriteFile(filepath.Join(leftThread, w[0]), []byte(w[1]), 0); err != nil {
-			t.Fatal(err)
+		for _, w := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
+			if err := os.WriteFile(filepath.Join(dir, w[0]), []byte(w[1]), 0); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	if err := src.SetThrottle(50); err != nil {
-		t.Fatalf("throttle over a killed pagecast's cgroup of a thread: %v", err)
-	}
-	r, share = measure()
-	t.Logf("throttle 50%% over a killed pagecast's cgroup of a thread: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", r, 100*share)
-	if share > 0.58 || share < 0.1 {
-		t.Errorf("throttle 50%% over a killed pagecast's cgroup of a thread: the vCPU thread ran %.0f%% of the time", 100*share)
-	}
-	if err := src.SetThrottle(0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(left); !os.IsNotExist(err) {
-		t.Errorf("the killed pagecast's cgroup is left after the throttle was lifted (%v)", err)
+	for _, tc := range []struct{ what, dir string }{
+		{"a killed pagecast's cgroup", left},
+		{"a killed pagecast's cgroup of a thread", leftThread},
+	} {
+		leaveThrottle(tc.dir)
+		if err := src.SetThrottle(50); err != nil {
+			t.Fatalf("throttle over %s: %v", tc.what, err)
+		}
+		r, share = measure()
+		t.Logf("throttle 50%% over %s: %.0f writes/s, vCPU thread on a CPU %.0f%% of the time", tc.what, r, 100*share)
+		if share > 0.58 || share < 0.1 {
+			t.Errorf("throttle 50%% over %s: the vCPU thread ran %.0f%% of the time", tc.what, 100*share)
+		}
+		if err := src.SetThrottle(0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(left); !os.IsNotExist(err) {
+			t.Errorf("%s is left after the throttle was lifted (%v)", tc.what, err)
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", src.PID(), tid)); err != nil || strings.Contains(string(b), "pagecast-") {
+			t.Errorf("vCPU thread's cgroups after the throttle over %s was lifted: %s %v", tc.what, b, err)
+		}
 	}
 
 	// And a pagecast that attaches to the QEMU lifts such a throttle at
 	// once, whatever mode it then migrates in (it stayed for good, the
 	// guest at a quarter of its pace, until a throttle migration came),
 	// and removes the cgroup an exited QEMU's throttle left.
-	if err := os.Mkdir(left, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
-		if err := os.WriteFile(filepath.Join(left, w[0]), []byte(w[1]), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	leaveThrottle(left)
 	gone := filepath.Join(qemuguest.CPUCgroupRoot, "pagecast-2147483647") // no such process
 	if err := os.Mkdir(gone, 0o755); err != nil {
 		t.Fatal(err)
@@ -435,14 +415,7 @@ func TestThrottle(t *testing.T) {
 
 	// The reclaim of today's layout, the thread in its own cgroup, and an
 	// exited QEMU's throttle with a thread's cgroup in it.
-	if err := os.MkdirAll(leftThread, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "1000"}, {"tasks", fmt.Sprint(tid)}} {
-		if err := os.WriteFile(filepath.Join(leftThread, w[0]), []byte(w[1]), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	leaveThrottle(leftThread)
 	goneThread := filepath.Join(gone, "vcpu-1")
 	if err := os.MkdirAll(goneThread, 0o755); err != nil {
 		t.Fatal(err)
