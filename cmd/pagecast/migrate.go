@@ -103,7 +103,7 @@ func migrateCommand() *cli.Command {
 }
 
 func runMigrate(c *cli.Context) error {
-	var out migrationOutcome
+	out := migrationOutcome{Source: c.String("qmp"), Destination: c.String("to")}
 	err := migrate(c, &out)
 	if err != nil && out.linger != nil && c.Duration("metrics-linger") > 0 && c.Context.Err() == nil {
 		// A failure is said before the metrics linger (a minute by

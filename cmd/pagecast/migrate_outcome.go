@@ -30,8 +30,14 @@ type migrationOutcome struct {
 	// (nothing moved it, or it runs there again), destination, lost (the
 	// QEMU that held it exited before it ran elsewhere) or unknown. A
 	// script had to read it out of error's words (walk 65).
-	Guest  string `json:"guest"`
-	Engine string `json:"engine,omitempty"` // pagecast or qemu
+	Guest string `json:"guest"`
+	// Source and Destination are the VM and where it was sent, as the
+	// command line gave them (--qmp, --to): a script running several
+	// migrations at once read them only out of x-pagecast, which QEMU's
+	// engine has not, and a cancelled migration not even there (walk 83).
+	Source      string `json:"source,omitempty"`
+	Destination string `json:"destination,omitempty"`
+	Engine      string `json:"engine,omitempty"` // pagecast or qemu
 	// Mode is the mode migrated with: the one auto chose under --mode
 	// auto (its predictions are in query-migrate's x-pagecast.auto).
 	Mode string `json:"mode,omitempty"`
@@ -159,7 +165,7 @@ func outcomeWhenRefused(cmd *cli.Command) {
 		}
 		err := before(c)
 		if err != nil && c.Bool("json") {
-			(&migrationOutcome{}).write(c.App.Writer, err)
+			(&migrationOutcome{Source: c.String("qmp"), Destination: c.String("to")}).write(c.App.Writer, err)
 		}
 		return err
 	}

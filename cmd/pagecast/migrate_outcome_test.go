@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +39,8 @@ func TestMigrateJSON(t *testing.T) {
 	src, _, stdout, stderr := migrateQEMUCLI(t, "--mode", "auto", "--observe", "5", "--bandwidth", "32MiB/s", "--dest-qmp", destQMP, "--json")
 	o := outcomeOf(t, stdout)
 	t.Logf("stdout: %s", stdout)
-	if o.Status != migrator.StatusCompleted || o.Error != "" || o.Engine != enginePagecast || o.Guest != guestDestination || o.DowntimeLimit != 300 {
+	if o.Status != migrator.StatusCompleted || o.Error != "" || o.Engine != enginePagecast || o.Guest != guestDestination || o.DowntimeLimit != 300 ||
+		o.Source != "unix:"+src.sock || !strings.HasPrefix(o.Destination, "tcp:") {
 		t.Errorf("outcome: status %q, error %q, engine %q, guest %q, downtime limit %d; want completed, none, %s, destination, 300", o.Status, o.Error, o.Engine, o.Guest, o.DowntimeLimit, enginePagecast)
 	}
 	i := o.Info
@@ -68,7 +70,8 @@ func TestMigrateJSON(t *testing.T) {
 		t.Fatalf("migrating a source in postmigrate succeeded:\n%s", out.String())
 	}
 	o = outcomeOf(t, out.String())
-	if o.Status != migrator.StatusNone || o.Error == "" || o.Info != nil || !strings.Contains(errOut.String(), o.Error) || o.Guest != guestSource {
+	if o.Status != migrator.StatusNone || o.Error == "" || o.Info != nil || !strings.Contains(errOut.String(), o.Error) || o.Guest != guestSource ||
+		o.Source != "unix:"+src.sock {
 		t.Errorf("refused migrate: status %q, error %q, query-migrate %+v; stderr:\n%s", o.Status, o.Error, o.Info, errOut.String())
 	}
 }
@@ -95,6 +98,12 @@ func TestMigrateJSONRefused(t *testing.T) {
 		o := outcomeOf(t, stdout)
 		if o.Status != "none" || o.Error != oneLine(err) || o.Info != nil || o.Guest != guestSource {
 			t.Errorf("migrate %q: %+v, error %v, stderr %q", args, o, err, stderr)
+		}
+		// A command line that parsed names the VM and the destination
+		// (walk 83: a script running several had to tell them apart).
+		if parsed := slices.Contains(args, "--to") && !slices.Contains(args, "abc"); parsed &&
+			(o.Source != "unix:/nonexistent.sock" || o.Destination != "tcp:127.0.0.1:1") {
+			t.Errorf("migrate %q: source %q, destination %q", args, o.Source, o.Destination)
 		}
 	}
 }

@@ -313,7 +313,8 @@ func TestMigrateQEMUDestinationDies(t *testing.T) {
 	// --json: the same, for a script.
 	o := outcomeOf(t, stdout.String())
 	if o.Status != migrator.StatusFailed || !strings.Contains(o.Error, "the guest keeps running on the source") || o.Engine != engineQEMU || o.Guest != guestSource ||
-		o.Mode != migrator.ModePrecopy || o.QEMU == nil || o.QEMU.Parameters.MaxBandwidth != 8<<20 || o.Info == nil {
+		o.Mode != migrator.ModePrecopy || o.QEMU == nil || o.QEMU.Parameters.MaxBandwidth != 8<<20 || o.Info == nil ||
+		o.Source != "unix:"+src.QMPPath || o.Destination != uri {
 		t.Errorf("--json outcome: %s", stdout.String())
 	}
 	if st := qemuRunState(t, src); st != "running" {
