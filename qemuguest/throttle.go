@@ -117,12 +117,19 @@ func (c *cpuThrottle) set(pid int, tids []int, pct int) error {
 		file string
 		val  int64
 	}{{"cpu.cfs_period_us", period.Microseconds()}, {"cpu.cfs_quota_us", quota.Microseconds()}}
+	// Every thread is tried: stopping at the first that failed left
+	// the others at their last share, the guest's vCPUs slowed apart.
+	var errs []error
 	for _, th := range c.threads {
 		for _, w := range write {
 			if err := writeInt(filepath.Join(c.dir, th, w.file), w.val); err != nil {
-				return fmt.Errorf("throttle qemu %d to %d%%: %w", pid, pct, err)
+				errs = append(errs, err)
+				break
 			}
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("throttle qemu %d to %d%%: %w", pid, pct, err)
 	}
 	c.pct = pct
 	return nil
@@ -215,10 +222,16 @@ func (c *cpuThrottle) unbound() error {
 	if c.dir == "" {
 		return nil
 	}
+	// Every thread is tried: stopping at the first that failed left the
+	// others throttled through the stop-and-copy.
+	var errs []error
 	for _, th := range c.threads {
 		if err := writeInt(filepath.Join(c.dir, th, "cpu.cfs_quota_us"), -1); err != nil {
-			return fmt.Errorf("unthrottle for the stop: %w", err)
+			errs = append(errs, err)
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("unthrottle for the stop: %w", err)
 	}
 	return nil
 }

@@ -155,3 +155,67 @@ func TestHomeOf(t *testing.T) {
 		}
 	}
 }
+
+// TestThrottleEveryThread: a thread's cgroup that cannot be written (here
+// removed, its thread moved home) fails set and unbound, and the other
+// threads are set all the same: both stopped at the first, leaving the
+// rest at their last share (throttled through the stop-and-copy).
+func TestThrottleEveryThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("makes cgroups: needs root")
+	}
+	if _, err := os.Stat(filepath.Join(CPUCgroupRoot, "cpu.cfs_quota_us")); err != nil {
+		t.Skipf("cgroup v1's cpu controller is not at %s", CPUCgroupRoot)
+	}
+	done := make(chan struct{})
+	tids := make(chan int, 2)
+	var wg sync.WaitGroup
+	defer func() { close(done); wg.Wait() }()
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // the thread exits with it: it was in the test's cgroups
+			tids <- unix.Gettid()
+			<-done
+		}()
+	}
+	a, b := <-tids, <-tids
+	pid := os.Getpid()
+	var c cpuThrottle
+	if err := c.set(pid, []int{a, b}, 50); err != nil {
+		t.Fatal(err)
+	}
+	defer c.lift()
+	// The first thread in c's order loses its cgroup; the second is the
+	// one that must still be set.
+	gone, kept := c.threads[0], c.threads[1]
+	var goneTID int
+	fmt.Sscanf(gone, "vcpu-%d", &goneTID)
+	if err := writeInt(filepath.Join(CPUCgroupRoot, c.home[goneTID], "tasks"), int64(goneTID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(c.dir, gone)); err != nil {
+		t.Fatal(err)
+	}
+	want := cfsQuota(cfsPeriod(80), 80).Microseconds()
+	if err := c.set(pid, []int{a, b}, 80); err == nil {
+		t.Error("set with a thread's cgroup gone succeeded")
+	}
+	if q := readInt(t, filepath.Join(c.dir, kept), "cpu.cfs_quota_us"); q != want {
+		t.Errorf("set 80%% failed on %s: %s's quota %d µs, want %d", gone, kept, q, want)
+	}
+	if err := c.unbound(); err == nil {
+		t.Error("unbound with a thread's cgroup gone succeeded")
+	}
+	if q := readInt(t, filepath.Join(c.dir, kept), "cpu.cfs_quota_us"); q != -1 {
+		t.Errorf("unbound failed on %s: %s's quota %d µs, want -1", gone, kept, q)
+	}
+	dir := c.dir
+	if err := c.lift(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the throttle's cgroup %s is left after the lift (%v)", dir, err)
+	}
+}
