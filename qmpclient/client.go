@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+	"golang.org/x/sys/unix"
 )
 
 // eventQueue is how many events wait for a reader before more are dropped.
@@ -281,4 +282,26 @@ func (c *Client) Disconnect() error {
 		<-c.done
 	}
 	return err
+}
+
+// PeerPID is the process at the other end of a unix socket's connection,
+// as the kernel tells it (SO_PEERCRED): the QEMU itself where the socket
+// is its own, a proxy where the socket is forwarded. 0 for a TCP
+// connection, or where it cannot be told.
+func (c *Client) PeerPID() int {
+	uc, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return 0
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var cred *unix.Ucred
+	if err := raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cred == nil {
+		return 0
+	}
+	return int(cred.Pid)
 }

@@ -297,3 +297,25 @@ func TestHoldSocket(t *testing.T) {
 	time.Sleep(time.Minute)
 	os.Exit(0)
 }
+
+// TestPeerPID: a unix socket's peer is the process serving it (here this
+// one); a TCP connection has none told.
+func TestPeerPID(t *testing.T) {
+	_, path := serve(t)
+	if pid := connect(t, path).PeerPID(); pid != os.Getpid() {
+		t.Errorf("peer of a socket this process serves: %d, want %d", pid, os.Getpid())
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := Dial("tcp", l.Addr().String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect()
+	if pid := c.PeerPID(); pid != 0 {
+		t.Errorf("peer of a TCP connection: %d, want 0", pid)
+	}
+}

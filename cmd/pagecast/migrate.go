@@ -848,9 +848,17 @@ func localListener(uri string) int {
 
 // destinationPID is the process of the QEMU behind m where it is one of
 // this host's: the process whose threads its vCPU threads all are, named
-// qemu. 0 where that is not so (a QEMU on another host, behind a forwarded
-// socket, whose thread ids mean nothing here) or not known.
+// qemu, and, where m tells it, the one at the other end of its socket.
+// 0 where that is not so (a QEMU on another host, behind a forwarded
+// socket, whose thread ids mean nothing here: they were trusted while
+// they named one local QEMU's threads) or not known.
 func destinationPID(m qemu.Runner) int {
+	peer := -1 // not told
+	if p, ok := m.(interface{ PeerPID() int }); ok {
+		if peer = p.PeerPID(); peer == 0 {
+			return 0
+		}
+	}
 	type vcpu struct {
 		ThreadID int `json:"thread-id"`
 	}
@@ -876,6 +884,9 @@ func destinationPID(m qemu.Runner) int {
 			return 0
 		}
 		pid = p
+	}
+	if peer >= 0 && peer != pid {
+		return 0
 	}
 	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || !strings.Contains(string(comm), "qemu") {
 		return 0

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -989,5 +991,49 @@ func TestSettleDestination(t *testing.T) {
 	_, err := settleDestination(ctx, src, &fakeQMP{state: func() (string, error) { return "inmigrate", nil }}, settled{source: "running", ranThere: never}, time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "interrupted while the destination QEMU loaded") || len(src.sent) != 0 {
 		t.Errorf("interrupted: %v, the source sent %v", err, src.sent)
+	}
+}
+
+// TestDestinationPIDForwarded: the destination QEMU's process is found
+// through its own QMP socket, and not through a proxy to it: behind a
+// forwarded socket the vCPU thread ids are another host's, and were
+// trusted while they named a local QEMU's threads (here the same QEMU's).
+func TestDestinationPIDForwarded(t *testing.T) {
+	r := startQEMURun(t, "--memory", "32M")
+	direct, err := qmpclient.Open(r.sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid := destinationPID(direct); pid != r.qemuPID {
+		t.Errorf("through QEMU's own socket: pid %d, want QEMU's %d", pid, r.qemuPID)
+	}
+	direct.Disconnect()
+	proxy := filepath.Join(t.TempDir(), "proxy.sock")
+	l, err := net.Listen("unix", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		q, err := net.Dial("unix", r.sock)
+		if err != nil {
+			return
+		}
+		defer q.Close()
+		go io.Copy(q, c)
+		io.Copy(c, q)
+	}()
+	forwarded, err := qmpclient.Open(proxy, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forwarded.Disconnect()
+	if pid := destinationPID(forwarded); pid != 0 {
+		t.Errorf("through a proxy (this process): pid %d, want 0 (not known)", pid)
 	}
 }
