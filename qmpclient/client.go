@@ -298,9 +298,10 @@ func (c *Client) PeerPID() int {
 		return 0
 	}
 	var cred *unix.Ucred
+	var credErr error
 	if err := raw.Control(func(fd uintptr) {
-		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || cred == nil {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || credErr != nil || cred == nil {
 		return 0
 	}
 	return int(cred.Pid)
