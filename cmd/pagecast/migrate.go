@@ -56,7 +56,9 @@ func migrateCommand() *cli.Command {
 			"the source runs on.\n" +
 			"SIGINT or SIGTERM cancels the migration (migrate_cancel), the guest running on at the source, until\n" +
 			"post-copy begins; from then on the guest runs on the destination and a cancel would lose it, so\n" +
-			"the first signal only says so and a second stops following (no cancel: the migration goes on).\n\n" +
+			"the first signal only says so and a second stops following (no cancel: the migration goes on).\n" +
+			"--timeout cancels it so too once it has run that long without completing (as KubeVirt's\n" +
+			"completionTimeoutPerGiB does), and never in post-copy.\n\n" +
 			"The source may also be QEMU as shipped (query-version tells). --engine auto (the default) runs\n" +
 			"pagecast's engine where it can: the guest RAM in shared memory (memfd or a file, share=on) and\n" +
 			"pagecast's dirty hook (the TCG plugin, or eBPF on KVM), the destination a pagecast receiver\n" +
@@ -90,6 +92,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal) (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never, QEMU's migration only: pagecast's engine always has a cap)"},
+			&cli.DurationFlag{Name: "timeout", Usage: "cancel the migration (migrate_cancel: the guest runs on at the source, exit 1) if it has not completed this long after it began, e.g. 10m (KubeVirt's completionTimeoutPerGiB times the guest's GiB; libvirt's virsh migrate --timeout forces the switch-over instead, as --max-rounds does); never once post-copy has begun, the guest running on the destination (default: none)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 			&cli.BoolFlag{Name: "json", Usage: "print how the migration ended as one JSON object on stdout, whether it completed or not (status, error, guest: where the guest is now, engine, mode, downtime-limit, guest-paused, qemu, query-migrate's last reply; see README, \"For scripts\"), instead of the summary; the rest goes to stderr"},
@@ -147,6 +150,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	}
 	if d := c.Duration("metrics-linger"); d < 0 {
 		return fmt.Errorf("--metrics-linger %v: want 0 (stop serving at once) or more", d)
+	}
+	if d := c.Duration("timeout"); d < 0 || c.IsSet("timeout") && d == 0 {
+		return fmt.Errorf("--timeout %v: want a positive duration, e.g. 10m (left out: none)", d)
 	}
 	if c.String("mode") != modeAuto {
 		for _, f := range []string{"prefer", "observe"} {
@@ -478,6 +484,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	}
 	out.began = true
 	interrupts.follow()
+	if d := c.Duration("timeout"); d > 0 {
+		t := time.AfterFunc(d, interrupts.expire)
+		defer t.Stop()
+	}
 	var auto *migrator.AutoChoice
 	if kind == migrator.MonitorPagecast && p.Mode == modeAuto {
 		// migrate returned once the choice was made: query-migrate has it.
@@ -525,6 +535,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		info, err = migrator.Wait(ctx, mon, 200*time.Millisecond, progress)
 	}
 	bar.done()
+	if err != nil && interrupts.expired() && info.Status == migrator.StatusCancelled {
+		err = timedOut(c.Duration("timeout"))
+	}
 	if info.Status != "" {
 		out.ended(info)
 	}
@@ -924,6 +937,40 @@ type interrupts struct {
 	mu      sync.Mutex
 	pending int // interrupts taken, not yet acted on
 	warned  bool
+	timeout timeoutState // --timeout's
+}
+
+// timeoutState is how far --timeout has gone.
+type timeoutState int
+
+const (
+	timeoutRunning   timeoutState = iota // not reached
+	timeoutReached                       // reached: the next reply acts on it
+	timeoutPostcopy                      // reached in post-copy: said, and not acted on
+	timeoutCancelled                     // reached: the migration was cancelled
+)
+
+// expire is --timeout's: the next poll's reply cancels the migration,
+// unless it is in post-copy, where a cancel would lose the guest: that is
+// said, and the migration followed to its end.
+func (in *interrupts) expire() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.timeout == timeoutRunning {
+		in.timeout = timeoutReached
+	}
+}
+
+// expired says whether --timeout cancelled the migration.
+func (in *interrupts) expired() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.timeout == timeoutCancelled
+}
+
+// timedOut is migrate's error where --timeout d cancelled the migration.
+func timedOut(d time.Duration) error {
+	return fmt.Errorf("--timeout %v reached before the migration completed: cancelled (migrate_cancel)", d)
 }
 
 func watchInterrupts(parent context.Context, w io.Writer) (context.Context, *interrupts) {
@@ -938,6 +985,15 @@ func watchInterrupts(parent context.Context, w io.Writer) (context.Context, *int
 func (in *interrupts) check(status string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if in.timeout == timeoutReached && status != migrator.StatusCompleted {
+		if !migrator.InPostcopy(status) {
+			in.timeout = timeoutCancelled
+			in.cancel()
+			return
+		}
+		in.timeout = timeoutPostcopy
+		fmt.Fprintln(in.w, "\npagecast: --timeout reached in post-copy: the guest runs on the destination, and a cancel now would lose it; following the migration to its end")
+	}
 	if in.pending == 0 {
 		return
 	}

@@ -270,7 +270,18 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		defer func() { <-followed }()
 		go func() { defer close(followed); metrics.Follow(context.Background(), m.Info, 200*time.Millisecond) }()
 	}
-	info, err := followMigration(ctx, m, newProgressBar(c.App.ErrWriter, c.Bool("quiet")))
+	// --timeout: pagecast's engine has no post-copy on a QEMU source, so
+	// a cancel never loses the guest here.
+	follow := ctx
+	if d := c.Duration("timeout"); d > 0 {
+		var stop context.CancelFunc
+		follow, stop = context.WithTimeoutCause(ctx, d, timedOut(d))
+		defer stop()
+	}
+	info, err := followMigration(follow, m, newProgressBar(c.App.ErrWriter, c.Bool("quiet")))
+	if err != nil && ctx.Err() == nil && follow.Err() != nil && info.Status == migrator.StatusCancelled {
+		err = context.Cause(follow)
+	}
 	out.began = true
 	if info.Status != "" {
 		out.ended(info)

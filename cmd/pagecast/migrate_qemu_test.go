@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1036,4 +1037,60 @@ func TestDestinationPIDForwarded(t *testing.T) {
 	if pid := destinationPID(forwarded); pid != 0 {
 		t.Errorf("through a proxy (this process): pid %d, want 0 (not known)", pid)
 	}
+}
+
+// TestMigrateTimeout: --timeout cancels a migration that has not completed
+// in time, by either engine: exit 1, the guest running on at the source,
+// and --json says cancelled, with why.
+func TestMigrateTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	check := func(t *testing.T, args []string, sourceState func() string) {
+		t.Helper()
+		// 32 MiB and more at 1 MiB/s: far over the 2 s.
+		cmd := exec.Command(binary, append([]string{"--log-level", "warn", "migrate", "--bandwidth", "1MiB/s", "--timeout", "2s", "--json", "--quiet"}, args...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		start := time.Now()
+		err := cmd.Run()
+		took := time.Since(start)
+		if err == nil {
+			t.Fatalf("migrate with --timeout 2s at 1 MiB/s succeeded:\n%s", stderr.String())
+		}
+		o := outcomeOf(t, stdout.String())
+		if o.Status != migrator.StatusCancelled || o.Guest != guestSource || !strings.Contains(o.Error, "--timeout 2s reached before the migration completed") {
+			t.Errorf("outcome: status %q, guest %q, error %q; want cancelled, source, the timeout", o.Status, o.Guest, o.Error)
+		}
+		if !strings.Contains(stderr.String(), "--timeout 2s reached") {
+			t.Errorf("stderr does not say the timeout:\n%s", stderr.String())
+		}
+		if took > 30*time.Second {
+			t.Errorf("migrate took %v to end on a 2 s timeout", took)
+		}
+		if st := sourceState(); st != "running" {
+			t.Errorf("source after the timeout: %s, want running", st)
+		}
+	}
+	t.Run("qemu", func(t *testing.T) {
+		src, _, uri := qemuPair(t, "hotset")
+		check(t, []string{"--qmp", "unix:" + src.QMPPath, "--to", uri, "--engine", "qemu"}, func() string { return qemuRunState(t, src) })
+	})
+	t.Run("pagecast", func(t *testing.T) {
+		src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
+		to := "tcp:" + freeAddr(t)
+		startQEMURun(t, "--memory", "32M", "--incoming", to)
+		check(t, []string{"--qmp", "unix:" + src.sock, "--to", to, "--engine", "pagecast"}, func() string {
+			mon, err := qmpclient.Open(src.sock, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mon.Disconnect()
+			st, err := qemu.RunState(mon)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		})
+	})
 }

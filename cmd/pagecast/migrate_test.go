@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -543,6 +544,8 @@ func TestMigrateFlagErrors(t *testing.T) {
 		{"zero downtime limit", []string{"--downtime-limit", "0s"}, "--downtime-limit 0s: want a positive duration"},
 		{"downtime limit under a millisecond", []string{"--downtime-limit", "1us"}, "--downtime-limit 1µs: want 1ms to 2000s"},
 		{"downtime limit past QEMU's bound", []string{"--downtime-limit", "10h"}, "--downtime-limit 10h0m0s: want 1ms to 2000s"},
+		{"zero timeout", []string{"--timeout", "0s"}, "--timeout 0s: want a positive duration"},
+		{"negative timeout", []string{"--timeout", "-2s"}, "--timeout -2s: want a positive duration"},
 		{"negative round cap", []string{"--max-rounds", "-1"}, "--max-rounds -1: want 0 (no cap, QEMU's migration only) to 10000"},
 		{"round cap past its bound", []string{"--max-rounds", "9223372036854775807"}, "--max-rounds 9223372036854775807: want 0 (no cap, QEMU's migration only) to 10000"},
 		{"negative linger", []string{"--metrics-linger", "-5s"}, "--metrics-linger -5s: want 0 (stop serving at once) or more"},
@@ -1030,5 +1033,48 @@ func TestSameQEMU(t *testing.T) {
 	}
 	if sameQEMU(cpusMon{}, cpusMon{}) {
 		t.Error("QEMUs naming no vCPU thread taken for one")
+	}
+}
+
+// TestTimeoutSparesPostcopy: --timeout reached in post-copy does not
+// cancel (the guest runs on the destination) and says so once; reached
+// before, the next reply cancels; reached as the migration completes, it
+// does not.
+func TestTimeoutSparesPostcopy(t *testing.T) {
+	var w bytes.Buffer
+	ctx, in := watchInterrupts(context.Background(), &w)
+	defer in.stop()
+	in.expire()
+	in.check(migrator.StatusPostcopy)
+	in.check(migrator.StatusPostcopy)
+	if ctx.Err() != nil || in.expired() {
+		t.Error("--timeout in post-copy cancelled the migration")
+	}
+	if n := strings.Count(w.String(), "--timeout reached in post-copy"); n != 1 {
+		t.Errorf("said %d times in post-copy: %q", n, w.String())
+	}
+	in.check(migrator.StatusCompleted)
+	if ctx.Err() != nil {
+		t.Error("cancelled after post-copy completed")
+	}
+
+	ctx, in = watchInterrupts(context.Background(), &w)
+	defer in.stop()
+	in.expire()
+	in.check(migrator.StatusCompleted)
+	if ctx.Err() != nil || in.expired() {
+		t.Error("--timeout at the reply saying completed cancelled")
+	}
+
+	ctx, in = watchInterrupts(context.Background(), &w)
+	defer in.stop()
+	in.check(migrator.StatusActive)
+	if ctx.Err() != nil {
+		t.Error("cancelled before --timeout was reached")
+	}
+	in.expire()
+	in.check(migrator.StatusActive)
+	if ctx.Err() == nil || !in.expired() {
+		t.Error("--timeout reached in pre-copy did not cancel at the next reply")
 	}
 }
