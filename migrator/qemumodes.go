@@ -764,6 +764,13 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 		if progress != nil {
 			progress(i)
 		}
+		if ctx.Err() != nil {
+			// Cancelling (progress may have cancelled on this very
+			// reply: migrate --timeout): the plan starts nothing more.
+			// Post-copy started here left the cancel to race it, and
+			// the follower stopped in postcopy-active (review 87).
+			return nil
+		}
 		// The throttle held at the level last seen until this reply;
 		// QEMU throttles only while the guest runs here (active).
 		if now := qemuNow(); plan.Slowdown.VCPUs > 0 {

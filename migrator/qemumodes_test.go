@@ -417,6 +417,31 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 		t.Errorf("sent %q, want %q", *sent, want)
 	}
 
+	t.Run("cancelled on the reply that would start it", func(t *testing.T) {
+		// migrate --timeout cancels in progress, on the first reply at
+		// dirty-sync-count 2: post-copy must not start (review 87: it
+		// did, and the follower stopped in postcopy-active).
+		replies := []Info{
+			{Status: StatusActive, RAM: &RAMStats{DirtySyncCount: 2}},
+			{Status: StatusCancelling, RAM: &RAMStats{DirtySyncCount: 2}},
+			{Status: StatusCancelled, RAM: &RAMStats{DirtySyncCount: 2}},
+			{Status: StatusCancelled, RAM: &RAMStats{DirtySyncCount: 2}},
+		}
+		mon, sent := repliesInTurn(replies)
+		p, err := PlanQEMU(Params{Mode: ModeTSMC}, 64<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		info, _ := WaitQEMU(ctx, mon, &p, time.Millisecond, func(Info) { cancel() })
+		if slices.Contains(*sent, `{"execute":"migrate-start-postcopy"}`) || p.Switched != "" {
+			t.Errorf("post-copy started by a cancelled follower: sent %q", *sent)
+		}
+		if info.Status != StatusCancelled {
+			t.Errorf("status %s, want cancelled", info.Status)
+		}
+	})
 	t.Run("postcopy-paused", func(t *testing.T) {
 		mon, _ := clientFake(func(cmd qmp.Command) (any, error) {
 			return map[string]any{"return": Info{Status: StatusPostcopyPaused}}, nil

@@ -517,7 +517,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if i.RAM != nil {
 			sent = max(sent, i.RAM.Transferred)
 		}
-		interrupts.check(i.Status)
+		interrupts.check(i)
 		throttle = max(throttle, i.CPUThrottlePercentage)
 		bar.update(i)
 		if metrics != nil {
@@ -535,8 +535,13 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		info, err = migrator.Wait(ctx, mon, 200*time.Millisecond, progress)
 	}
 	bar.done()
-	if err != nil && interrupts.expired() && info.Status == migrator.StatusCancelled {
-		err = timedOut(c.Duration("timeout"))
+	if err != nil && interrupts.expired() {
+		if info.Status == migrator.StatusCancelled {
+			err = timedOut(c.Duration("timeout"))
+		} else {
+			// Said as the timeout's, not an interrupt's (review 87).
+			err = fmt.Errorf("--timeout %v reached before the migration completed: %w", c.Duration("timeout"), err)
+		}
 	}
 	if info.Status != "" {
 		out.ended(info)
@@ -654,7 +659,17 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 	}
 	if plan != nil && dst != nil {
-		note, err := settleDestination(ctx, mon, dst, settled{source: lastSource, postcopy: switched || plan.Switched != "", destPID: destPID, ranThere: pause.Resumed}, settleWait)
+		settleCtx := ctx
+		if interrupts.expired() {
+			// --timeout's cancel came after the last byte: the migration
+			// completed, and the destination is waited for as ever, an
+			// interrupt ending the wait (the cancelled context said it
+			// was interrupted while it loaded: review 87).
+			var stop context.CancelFunc
+			settleCtx, stop = signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+			defer stop()
+		}
+		note, err := settleDestination(settleCtx, mon, dst, settled{source: lastSource, postcopy: switched || plan.Switched != "", destPID: destPID, ranThere: pause.Resumed}, settleWait)
 		if err != nil {
 			// QEMU's source said completed; the guest did not run on the
 			// destination (review 63: --json said completed).
@@ -946,19 +961,32 @@ type timeoutState int
 const (
 	timeoutRunning   timeoutState = iota // not reached
 	timeoutReached                       // reached: the next reply acts on it
-	timeoutPostcopy                      // reached in post-copy: said, and not acted on
+	timeoutLate                          // reached in post-copy or past the switch-over: said, and not acted on
 	timeoutCancelled                     // reached: the migration was cancelled
 )
 
 // expire is --timeout's: the next poll's reply cancels the migration,
-// unless it is in post-copy, where a cancel would lose the guest: that is
-// said, and the migration followed to its end.
+// unless it is in post-copy or past pagecast's switch-over, where a cancel
+// would lose the guest or be refused: that is said, and the migration
+// followed to its end. Where no reply comes within checkWait (a source
+// whose monitor is silent: stopped, or holding its monitor in the
+// stop-and-copy), the wait ends by itself, as on an interrupt; it waited
+// for good before (review 87).
 func (in *interrupts) expire() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.timeout == timeoutRunning {
-		in.timeout = timeoutReached
+	if in.timeout != timeoutRunning {
+		return
 	}
+	in.timeout = timeoutReached
+	time.AfterFunc(checkWait, func() {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		if in.timeout == timeoutReached {
+			in.timeout = timeoutCancelled
+			in.cancel()
+		}
+	})
 }
 
 // expired says whether --timeout cancelled the migration.
@@ -980,19 +1008,27 @@ func watchInterrupts(parent context.Context, w io.Writer) (context.Context, *int
 	return ctx, in
 }
 
-// check acts on an interrupt taken, by the migration's status now (each
-// poll's reply): it cancels, or in post-copy the first time warns.
-func (in *interrupts) check(status string) {
+// check acts on an interrupt taken, and on --timeout reached, by the
+// migration's state now (each poll's reply i): it cancels, or in
+// post-copy the first time warns.
+func (in *interrupts) check(i migrator.Info) {
+	status := i.Status
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.timeout == timeoutReached && status != migrator.StatusCompleted {
-		if !migrator.InPostcopy(status) {
-			in.timeout = timeoutCancelled
-			in.cancel()
-			return
-		}
-		in.timeout = timeoutPostcopy
+	switch {
+	case in.timeout != timeoutReached || status == migrator.StatusCompleted:
+	case migrator.InPostcopy(status):
+		in.timeout = timeoutLate
 		fmt.Fprintln(in.w, "\npagecast: --timeout reached in post-copy: the guest runs on the destination, and a cancel now would lose it; following the migration to its end")
+	case i.Downtime > 0:
+		// pagecast's monitor sets the downtime at its commit: the
+		// destination runs the guest, and a cancel is refused.
+		in.timeout = timeoutLate
+		fmt.Fprintln(in.w, "\npagecast: --timeout reached after the switch-over: the destination runs the guest; following the migration to its end")
+	default:
+		in.timeout = timeoutCancelled
+		in.cancel()
+		return
 	}
 	if in.pending == 0 {
 		return

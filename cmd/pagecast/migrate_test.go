@@ -1036,45 +1036,70 @@ func TestSameQEMU(t *testing.T) {
 	}
 }
 
-// TestTimeoutSparesPostcopy: --timeout reached in post-copy does not
-// cancel (the guest runs on the destination) and says so once; reached
-// before, the next reply cancels; reached as the migration completes, it
-// does not.
+// TestTimeoutSparesPostcopy: --timeout reached in post-copy, or after
+// pagecast's monitor committed the switch-over (its downtime set), does
+// not cancel (the guest runs on the destination) and says so once;
+// reached before, the next reply cancels; reached as the migration
+// completes, it does not; where no reply comes, the wait ends by itself
+// (review 87: a silent source held migrate for good).
 func TestTimeoutSparesPostcopy(t *testing.T) {
+	reply := func(status string) migrator.Info { return migrator.Info{Status: status} }
+	for _, late := range []struct {
+		name string
+		i    migrator.Info
+		says string
+	}{
+		{"post-copy", reply(migrator.StatusPostcopy), "--timeout reached in post-copy"},
+		{"committed", migrator.Info{Status: migrator.StatusDevice, Downtime: 40}, "--timeout reached after the switch-over"},
+	} {
+		var w bytes.Buffer
+		ctx, in := watchInterrupts(context.Background(), &w)
+		defer in.stop()
+		in.expire()
+		in.check(late.i)
+		in.check(late.i)
+		if ctx.Err() != nil || in.expired() {
+			t.Errorf("%s: --timeout cancelled the migration", late.name)
+		}
+		if n := strings.Count(w.String(), late.says); n != 1 {
+			t.Errorf("%s: said %d times: %q", late.name, n, w.String())
+		}
+		in.check(reply(migrator.StatusCompleted))
+		if ctx.Err() != nil {
+			t.Errorf("%s: cancelled after it completed", late.name)
+		}
+	}
+
 	var w bytes.Buffer
 	ctx, in := watchInterrupts(context.Background(), &w)
 	defer in.stop()
 	in.expire()
-	in.check(migrator.StatusPostcopy)
-	in.check(migrator.StatusPostcopy)
-	if ctx.Err() != nil || in.expired() {
-		t.Error("--timeout in post-copy cancelled the migration")
-	}
-	if n := strings.Count(w.String(), "--timeout reached in post-copy"); n != 1 {
-		t.Errorf("said %d times in post-copy: %q", n, w.String())
-	}
-	in.check(migrator.StatusCompleted)
-	if ctx.Err() != nil {
-		t.Error("cancelled after post-copy completed")
-	}
-
-	ctx, in = watchInterrupts(context.Background(), &w)
-	defer in.stop()
-	in.expire()
-	in.check(migrator.StatusCompleted)
+	in.check(reply(migrator.StatusCompleted))
 	if ctx.Err() != nil || in.expired() {
 		t.Error("--timeout at the reply saying completed cancelled")
 	}
 
 	ctx, in = watchInterrupts(context.Background(), &w)
 	defer in.stop()
-	in.check(migrator.StatusActive)
+	in.check(reply(migrator.StatusActive))
 	if ctx.Err() != nil {
 		t.Error("cancelled before --timeout was reached")
 	}
 	in.expire()
-	in.check(migrator.StatusActive)
+	in.check(reply(migrator.StatusActive))
 	if ctx.Err() == nil || !in.expired() {
 		t.Error("--timeout reached in pre-copy did not cancel at the next reply")
+	}
+
+	ctx, in = watchInterrupts(context.Background(), &w)
+	defer in.stop()
+	in.expire() // and no reply comes
+	select {
+	case <-ctx.Done():
+		if !in.expired() {
+			t.Error("ended by itself, but not said to be the timeout's")
+		}
+	case <-time.After(checkWait + 3*time.Second):
+		t.Errorf("--timeout reached and no reply for %v: the wait goes on", checkWait+3*time.Second)
 	}
 }
