@@ -385,6 +385,13 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		if dst != nil && destListening(dst) == "" {
 			if st, err := qemu.RunState(dst); err == nil && st == "inmigrate" {
+				if pid, comm := listenerOf(c.String("to")); pid != 0 && !strings.Contains(comm, "qemu") {
+					// The port is a pagecast receiver's: migrate-incoming
+					// there failed "Address already in use" (walk 86).
+					return fmt.Errorf("the destination QEMU (--dest-qmp) waits with -incoming defer behind %s (pid %d) listening on %s, a pagecast receiver, which takes pagecast's engine only; "+
+						"QEMU's own migration (engine qemu: %s) needs the destination QEMU listening itself: start it with pagecast vm run --monitor qemu --engine qemu --incoming %s, "+
+						"or migrate with pagecast's engine (--engine pagecast: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy)", comm, pid, c.String("to"), why, c.String("to"))
+				}
 				// QEMU's bare "Failed to connect … Connection refused"
 				// left an operator to guess (found by a walk).
 				return fmt.Errorf("the destination QEMU (--dest-qmp) waits with -incoming defer and listens nowhere yet: "+
@@ -855,23 +862,36 @@ func exitsWithin(pid int, wait time.Duration) bool {
 	}
 }
 
-// localListener is the QEMU process of this host listening on the port
-// of migration URI uri, where uri names this host and one does; else 0.
-func localListener(uri string) int {
+// listenerOf is the process of this host listening on the port of
+// migration URI uri, and its name, where uri names this host and one
+// does; else 0.
+func listenerOf(uri string) (pid int, comm string) {
 	addr, err := migrator.ParseURI(uri)
 	if err != nil || !localDestination(uri) {
-		return 0
+		return 0, ""
 	}
 	_, p, _ := net.SplitHostPort(addr)
 	port, err := strconv.Atoi(p)
 	if err != nil {
-		return 0
+		return 0, ""
 	}
-	pid := proc.TCPListener(port)
-	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); pid == 0 || err != nil || !strings.Contains(string(comm), "qemu") {
-		return 0
+	if pid = proc.TCPListener(port); pid == 0 {
+		return 0, ""
 	}
-	return pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return 0, ""
+	}
+	return pid, strings.TrimSpace(string(b))
+}
+
+// localListener is the QEMU process of this host listening on the port
+// of migration URI uri, where uri names this host and one does; else 0.
+func localListener(uri string) int {
+	if pid, comm := listenerOf(uri); strings.Contains(comm, "qemu") {
+		return pid
+	}
+	return 0
 }
 
 // destinationPID is the process of the QEMU behind m where it is one of

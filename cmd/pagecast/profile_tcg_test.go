@@ -1586,10 +1586,21 @@ func TestEngineQEMUDestNotListening(t *testing.T) {
 	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
 	to := "tcp:" + freeAddr(t)
 	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
+	// Behind a pagecast receiver: migrate-incoming there would fail,
+	// the port taken (walk 86); said to start the destination for QEMU's
+	// migration, or to take pagecast's engine.
 	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", to, "--engine", "qemu", "--mode", "precopy")
-	if err == nil || !strings.Contains(err.Error(), "waits with -incoming defer and listens nowhere yet") || !strings.Contains(err.Error(), "migrate-incoming") {
+	if err == nil || !strings.Contains(err.Error(), "waits with -incoming defer behind pagecast") || strings.Contains(err.Error(), "migrate-incoming") ||
+		!strings.Contains(err.Error(), "pagecast vm run --monitor qemu --engine qemu --incoming "+to) {
+		t.Fatalf("--engine qemu to a destination behind a pagecast receiver: %v\n%s", err, stderr)
+	}
+	// --to a port nobody listens on: told to make it listen there.
+	free := "tcp:" + freeAddr(t)
+	_, stderr, err = runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", free, "--engine", "qemu", "--mode", "precopy")
+	if err == nil || !strings.Contains(err.Error(), "waits with -incoming defer and listens nowhere yet") || !strings.Contains(err.Error(), "migrate-incoming with \"uri\": \""+free) {
 		t.Fatalf("--engine qemu to a destination not listening: %v\n%s", err, stderr)
 	}
+
 	if st := qmpState(t, src.sock); st != "running" {
 		t.Errorf("source is %s after the refusal", st)
 	}
