@@ -56,7 +56,9 @@ func TestMigrateJSON(t *testing.T) {
 	if o.QEMU != nil {
 		t.Errorf("QEMU's plan in pagecast's engine's outcome: %+v", o.QEMU)
 	}
-	for _, want := range []string{"auto chose ", "predicted from "} {
+	// The modes auto cannot run here are named (walk 86: tsmc's absence
+	// under --prefer downtime went unsaid).
+	for _, want := range []string{"auto chose ", "predicted from ", "auto: tsmc, predictive+tsmc", "left out: they need post-copy", "QEMU's runs tsmc and precopy+postcopy"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
