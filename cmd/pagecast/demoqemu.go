@@ -225,6 +225,7 @@ type demoPrediction struct {
 	choice     simulate.Choice
 	opts       simulate.Options // what the simulations ran on
 	written    map[uint64]bool  // the pages the profile saw written
+	among      []string         // the modes auto chose from, where not all the table's
 }
 
 // again simulates mode as p did, on the content of the guest's memory mem
@@ -274,6 +275,11 @@ func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitma
 	for _, r := range p.results {
 		if slices.Contains(autoModes, r.Mode) {
 			predictions = append(predictions, r)
+		}
+	}
+	if len(predictions) < len(p.results) {
+		for _, r := range predictions {
+			p.among = append(p.among, r.Mode)
 		}
 	}
 	p.choice, err = simulate.ChooseFrom(predictions, o, simulate.PreferTime)
@@ -326,6 +332,11 @@ func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[s
 		writeSimulationTable(out, w, simulateAll(c, simulate.Options{Workload: w, Bandwidth: realBW, Start: 50}))
 	}
 	fmt.Fprintf(out, "\nmode auto would migrate this VM with %s: %s", choice.Mode, choice.Why)
+	if len(p.among) > 0 {
+		// Under a table of every mode, the choice is among fewer
+		// (walk 86).
+		fmt.Fprintf(out, ", among the %d modes pagecast's engine runs on a QEMU source (%s; the others need post-copy, QEMU's own there)", len(p.among), strings.Join(p.among, ", "))
+	}
 	if l, ok := live[choice.Mode]; ok {
 		fmt.Fprintf(out, "; live above, %s took %s", choice.Mode, l.outcome())
 		for _, r := range choice.Predictions {

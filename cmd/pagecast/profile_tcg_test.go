@@ -439,7 +439,8 @@ func TestDemoQEMU(t *testing.T) {
 		"the model told in which of 5 parts of each a page was written", // harvested every 100 ms, five to a line
 		"against QEMU's own pre-copy:", "QEMU precopy               done: guest running on the destination QEMU",
 		"tsmc (QEMU post-copy)      done: guest running on the destination QEMU",
-		"the same migrations simulated on this guest's profile", "mode auto would migrate this VM with "}
+		"the same migrations simulated on this guest's profile", "mode auto would migrate this VM with ",
+		"among the 5 modes pagecast's engine runs on a QEMU source (precopy, predictive, throttle, mecom, predictive+mecom; the others need post-copy"}
 	for _, mode := range demoModes {
 		if mode != migrator.ModeTSMC {
 			wants = append(wants, fmt.Sprintf("%-26s done: guest running on the destination QEMU (progress", mode))
