@@ -26,6 +26,7 @@ import (
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/simulate"
+	"github.com/pagecast/pagecast/trace"
 )
 
 // allModes is what --mode all runs, pre-copy first: the others are
@@ -667,12 +668,19 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		for _, r := range choice.Predictions {
 			out.Predictions = append(out.Predictions, predicted(r))
 		}
+		if note := qemuTraceNote(c.String("trace"), o, choice); note != "" {
+			fmt.Fprintln(c.App.ErrWriter, note)
+		}
 		return enc.Encode(out)
 	}
 	fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v; predicted from %s:\n", w.Name(),
 		units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(o.Bandwidth)), o.DowntimeLimit, observed.Name())
 	writeSimulationTable(c.App.Writer, observed, choice.Predictions)
-	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n\noutcome, on the workload from epoch %d:\n", choice.Mode, choice.Why, o.Start+first)
+	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n", choice.Mode, choice.Why)
+	if note := qemuTraceNote(c.String("trace"), o, choice); note != "" {
+		fmt.Fprintln(c.App.Writer, note)
+	}
+	fmt.Fprintf(c.App.Writer, "\noutcome, on the workload from epoch %d:\n", o.Start+first)
 	writeSimulationTable(c.App.Writer, w, []simulate.Result{outcome})
 	if p, ok := choice.Report().Predicted(); ok {
 		writePredictedAgainst(c.App.Writer, p, outcome.Info, -1)
@@ -683,6 +691,51 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		fmt.Fprintln(c.App.Writer, h.Verdict(choice))
 	}
 	return nil
+}
+
+// qemuTraceNote says, for a trace of a QEMU VM (pagecast profile's header:
+// source "qemu pid N") where auto chose a mode that pagecast migrate
+// cannot run on a QEMU source, so, and which mode it would take among
+// those it can run there; "" otherwise. simulate weighs every mode, as for
+// pagecast's own monitor: a walk took its choice to migrate, which refused
+// it (walk 86).
+func qemuTraceNote(path string, o simulate.Options, choice simulate.Choice) string {
+	if path == "" || predictor.IsCSV(path) {
+		return ""
+	}
+	r, err := trace.Open(path)
+	if err != nil {
+		return ""
+	}
+	src := r.Meta().Source
+	r.Close()
+	if !strings.HasPrefix(src, "qemu pid ") {
+		return ""
+	}
+	runnable := func(mode string) bool {
+		if !migrator.NeedsPostcopy(mode) {
+			return true // pagecast's engine
+		}
+		_, err := migrator.PlanQEMU(migrator.Params{Mode: mode}, 64<<20) // QEMU's own
+		return err == nil
+	}
+	if runnable(choice.Mode) {
+		if migrator.NeedsPostcopy(choice.Mode) {
+			return fmt.Sprintf("note: the trace is of a QEMU VM (%s): pagecast migrate runs %s there with QEMU's own migration (--engine qemu, --dest-qmp), and its --mode auto, which runs pagecast's engine, does not weigh it", src, choice.Mode)
+		}
+		return ""
+	}
+	var can []simulate.Result
+	for _, p := range choice.Predictions {
+		if runnable(p.Mode) {
+			can = append(can, p)
+		}
+	}
+	note := fmt.Sprintf("note: the trace is of a QEMU VM (%s), on which pagecast migrate cannot run %s with either engine", src, choice.Mode)
+	if alt, err := simulate.ChooseFrom(can, o, choice.Prefer); err == nil {
+		note += fmt.Sprintf("; among the modes it can run there auto would take %s: %s", alt.Mode, alt.Why)
+	}
+	return note
 }
 
 // writePredictedAgainst prints auto's prediction of a migration against

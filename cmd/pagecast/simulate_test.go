@@ -416,3 +416,36 @@ func TestWallTime(t *testing.T) {
 		}
 	}
 }
+
+// TestSimulateAutoQEMUTrace: simulate --mode auto on a trace of a QEMU VM
+// (profile's header: source qemu pid N) says where its choice is a mode
+// pagecast migrate cannot run there, and what it would take among those
+// it can (walk 86: migrate refused simulate's predictive+tsmc+mecom); a
+// trace of another source gets no such note.
+func TestSimulateAutoQEMUTrace(t *testing.T) {
+	stdout, _, err := runApp(t, "simulate", "--trace", "../../predictor/testdata/real/gcc.pct", "--mode", "auto", "--bandwidth", "64MiB/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chose := regexp.MustCompile(`(?m)^auto chose (\S+): `).FindStringSubmatch(stdout)
+	if chose == nil {
+		t.Fatalf("no choice:\n%s", stdout)
+	}
+	_, planErr := migrator.PlanQEMU(migrator.Params{Mode: chose[1]}, 64<<20)
+	if migrator.NeedsPostcopy(chose[1]) && planErr != nil {
+		m := regexp.MustCompile(`(?m)^note: the trace is of a QEMU VM \(qemu pid \d+\), on which pagecast migrate cannot run ` + regexp.QuoteMeta(chose[1]) +
+			` with either engine; among the modes it can run there auto would take (\S+): `).FindStringSubmatch(stdout)
+		if m == nil || migrator.NeedsPostcopy(m[1]) {
+			t.Errorf("auto chose %s, which migrate cannot run on QEMU, unsaid or with a post-copy mode instead:\n%s", chose[1], stdout)
+		}
+	} else {
+		t.Logf("auto chose %s, which migrate runs on a QEMU source: the note is not exercised", chose[1])
+	}
+	stdout, _, err = runApp(t, "simulate", "--trace", "../../predictor/testdata/real/awk.pct", "--mode", "auto", "--bandwidth", "64MiB/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stdout, "note: the trace is of a QEMU VM") {
+		t.Errorf("a CSV import's trace said to be a QEMU VM's:\n%s", stdout)
+	}
+}
