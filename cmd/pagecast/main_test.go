@@ -444,7 +444,9 @@ func TestCLIErrors(t *testing.T) {
 		{"memory below minimum", []string{"vm", "run", "--monitor", "pagecast", "--memory", "4M"}, "below the guest's minimum of 8 MiB"},
 		{"bad size", []string{"vm", "run", "--monitor", "pagecast", "--memory", "lots"}, `size "lots"`},
 		{"socket in use", []string{"vm", "run", "--monitor", "pagecast", "--qmp", "unix:" + busy}, "in use"},
-		{"no kvm", []string{"vm", "run", "--kvm", "/nonexistent/kvm"}, "KVM is not available: open /nonexistent/kvm: no such file or directory; --monitor qemu runs the same guest under QEMU"},
+		{"no kvm", []string{"vm", "run", "--kvm", "/nonexistent/kvm"}, "KVM is not available: open /nonexistent/kvm: no such file or directory; --monitor qemu (or auto, the default) runs the same guest under QEMU"},
+		// Insisted on, it is told the way too (walk 86).
+		{"no kvm, pagecast's monitor", []string{"vm", "run", "--monitor", "pagecast", "--kvm", "/nonexistent/kvm"}, "KVM is not available: open /nonexistent/kvm: no such file or directory; --monitor qemu (or auto, the default) runs the same guest under QEMU"},
 		{"unknown flag", []string{"vm", "run", "--frobnicate"}, "frobnicate"},
 		{"no vcpus", []string{"vm", "run", "--monitor", "pagecast", "--vcpus", "0"}, "--vcpus 0: want 1 to 16"},
 		{"too many vcpus", []string{"vm", "run", "--monitor", "pagecast", "--vcpus", "17"}, "--vcpus 17: want 1 to 16"},

@@ -399,8 +399,9 @@ func runVM(c *cli.Context) error {
 	}
 
 	vm, err := newVM(c, log, incoming == nil)
-	if errors.Is(err, vmm.ErrNoKVM) && c.String("monitor") != monitorPagecast {
-		return fmt.Errorf("%w; --monitor qemu runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
+	if errors.Is(err, vmm.ErrNoKVM) {
+		// Said to --monitor pagecast too, which insisted (walk 86).
+		return fmt.Errorf("%w; --monitor qemu (or auto, the default) runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
 	}
 	if err != nil {
 		return err
