@@ -384,7 +384,7 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 	if err != nil {
 		return QEMUPlan{}, err
 	}
-	const engine = "pagecast's engine, which runs on a QEMU source whose guest RAM is shared memory and whose dirty pages pagecast tracks, in modes without post-copy, unless --engine qemu"
+	const engine = "pagecast's engine (--engine pagecast, or auto, the default), which runs on a QEMU source whose guest RAM is shared memory and whose dirty pages pagecast tracks, in modes without post-copy"
 	plan := QEMUPlan{Mode: mode, Parameters: QEMUParams{
 		MaxBandwidth:  p.MaxBandwidth,
 		DowntimeLimit: int64((p.DowntimeLimit + time.Millisecond - 1) / time.Millisecond),

@@ -208,7 +208,7 @@ func TestSetupQEMURefuses(t *testing.T) {
 		withDest bool
 		want     string
 	}{
-		{ModePredictive, true, `migration mode "predictive": predictive needs pagecast's engine, which runs on a QEMU source whose guest RAM is shared memory and whose dirty pages pagecast tracks, in modes without post-copy, unless --engine qemu`},
+		{ModePredictive, true, `migration mode "predictive": predictive needs pagecast's engine (--engine pagecast, or auto, the default), which runs on a QEMU source whose guest RAM is shared memory and whose dirty pages pagecast tracks, in modes without post-copy`},
 		{"predictive+mecom", true, `predictive needs pagecast's engine`},
 		{"throttle+mecom", true, `QEMU's compression (xbzrle) combines with its pre-copy only, so throttle+mecom needs pagecast's engine`},
 		{"tsmc+mecom", true, `on QEMU, tsmc is QEMU's post-copy, which does not compress`},
