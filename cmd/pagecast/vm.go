@@ -302,8 +302,9 @@ func vmCommand() *cli.Command {
 			Name:  "run",
 			Usage: "boot the pagecast guest (pagecast's KVM monitor, or QEMU with KVM or TCG) and serve QMP until quit",
 			Description: "Boots the built-in guest, whose workload dirties memory in a chosen pattern, and serves a\n" +
-				"QMP-compatible socket (query-status, stop, cont, quit, calc-dirty-rate, query-dirty-rate,\n" +
-				"x-pagecast-*) so QEMU tooling and pagecast's profiler drive it like QEMU. Runs until the\n" +
+				"QMP socket: on pagecast's own monitor a QMP-compatible one (query-status, stop, cont, quit,\n" +
+				"calc-dirty-rate, query-dirty-rate, x-pagecast-*) so QEMU tooling and pagecast's profiler drive\n" +
+				"it like QEMU; under QEMU (--monitor qemu, or auto without KVM) QEMU's own. Runs until the\n" +
 				"quit command, SIGINT or SIGTERM.\n\n" +
 				"With --incoming the guest is not booted: the monitor waits for a migration (pagecast migrate, or\n" +
 				"QMP migrate on the source), runs it, and checks its memory against the source's checksums; the\n" +
