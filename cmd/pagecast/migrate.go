@@ -242,15 +242,20 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			dstEarly.Disconnect()
 		}
 	}()
-	if p.Mode == modeAuto && destPath != "" {
+	if p.Mode == modeAuto {
 		// The probe below would end a QEMU that listens with its own
-		// -incoming: it exits on a stream that is not QEMU's.
-		if d, err := dialQMP(destPath); err == nil {
+		// -incoming: it exits on a stream that is not QEMU's. One of
+		// this host's is seen without --dest-qmp too (walk 86).
+		at := ""
+		if destPath == "" && localListener(c.String("to")) != 0 {
+			at = c.String("to")
+		} else if d, err := dialQMP(destPath); destPath != "" && err == nil {
 			dstEarly = d
-			if at := destListening(d); at != "" {
-				return fmt.Errorf("--mode auto runs pagecast's engine, and the destination QEMU (--dest-qmp) listens on %s with its own -incoming, which takes QEMU's migration only: "+
-					"give a mode (QEMU's engine runs it), or have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive)", at)
-			}
+			at = destListening(d)
+		}
+		if at != "" {
+			return fmt.Errorf("--mode auto runs pagecast's engine, and the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only: "+
+				"give a mode (QEMU's engine runs it), or have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive)", at)
 		}
 	}
 	if p.Mode == modeAuto {
@@ -356,7 +361,14 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				return err
 			}
 		}
-		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, destListening(dst), c.String("to"))
+		listens := destListening(dst)
+		if dst == nil && localListener(c.String("to")) != 0 {
+			// A QEMU of this host listens on --to's port itself: without
+			// --dest-qmp, pagecast's engine went there and ended it
+			// ("Not a migration stream"; walk 86).
+			listens = c.String("to")
+		}
+		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, listens, c.String("to"))
 		if err != nil {
 			return err
 		}

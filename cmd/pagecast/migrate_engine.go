@@ -88,10 +88,10 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		// Another port: perhaps pagecast receive in front of a QEMU
 		// waiting with -incoming tcp. Taken as asked.
 	case listens != "" && flag == enginePagecast:
-		return nil, "", "", fmt.Errorf("--engine pagecast: the destination QEMU (--dest-qmp) listens on %s with its own -incoming, which takes QEMU's migration only "+
+		return nil, "", "", fmt.Errorf("--engine pagecast: the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only "+
 			"(pagecast's stream would end it: \"Not a migration stream\"): give --engine qemu, or have it wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive)", listens)
 	case listens != "":
-		return nil, engineQEMU, fmt.Sprintf("the destination QEMU (--dest-qmp) listens on %s with its own -incoming, which takes QEMU's migration only", listens), nil
+		return nil, engineQEMU, fmt.Sprintf("the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only", listens), nil
 	}
 	src, err = qemuguest.New(mon)
 	if err == nil {

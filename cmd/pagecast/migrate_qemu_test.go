@@ -471,36 +471,39 @@ func TestSourceQEMUKilled(t *testing.T) {
 	}
 }
 
-// TestEngineFollowsDestination: given --dest-qmp, engine auto sees a
-// destination QEMU that listens with its own -incoming (query-migrate's
-// socket-address) and runs QEMU's migration, which that QEMU takes (it ran
-// pagecast's engine, and the destination QEMU exited on "Not a migration
-// stream"); --engine pagecast there is refused before anything is sent,
-// and the destination waits on.
+// TestEngineFollowsDestination: given --dest-qmp, or where it is a QEMU of
+// this host listening on --to's port, engine auto sees a destination QEMU
+// that listens with its own -incoming and runs QEMU's migration, which
+// that QEMU takes (it ran pagecast's engine, and the destination QEMU
+// exited on "Not a migration stream"; without --dest-qmp until walk 86);
+// --engine pagecast and --mode auto there are refused before anything is
+// sent, and the destination waits on.
 func TestEngineFollowsDestination(t *testing.T) {
 	src, dst, uri := qemuPair(t, "hotset:delay=25000")
-	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
-		"--engine", "pagecast", "--mode", "precopy", "--quiet").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "the destination QEMU (--dest-qmp) listens on "+uri+" with its own -incoming") || !strings.Contains(string(out), "give --engine qemu") {
-		t.Fatalf("--engine pagecast to a QEMU listening itself: %v\n%s", err, out)
+	for _, given := range [][]string{{"--dest-qmp", "unix:" + dst.QMPPath}, nil} {
+		out, err := exec.Command(binary, append([]string{"migrate", "--qmp", "unix:" + src.QMPPath, "--to", uri,
+			"--engine", "pagecast", "--mode", "precopy", "--quiet"}, given...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "the destination QEMU listens on "+uri+" with its own -incoming") || !strings.Contains(string(out), "give --engine qemu") {
+			t.Fatalf("--engine pagecast to a QEMU listening itself (%q): %v\n%s", given, err, out)
+		}
+		if st := qemuRunState(t, dst); st != "inmigrate" {
+			t.Fatalf("destination after the refusal (%q): %s", given, st)
+		}
+		// Mode auto runs pagecast's engine: refused before its probe of
+		// --to, which the QEMU would take for a stream and exit on.
+		out, err = exec.Command(binary, append([]string{"migrate", "--qmp", "unix:" + src.QMPPath, "--to", uri,
+			"--mode", "auto", "--bandwidth", "64MiB/s", "--quiet"}, given...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--mode auto runs pagecast's engine, and the destination QEMU listens on "+uri) {
+			t.Fatalf("--mode auto to a QEMU listening itself (%q): %v\n%s", given, err, out)
+		}
+		if st := qemuRunState(t, dst); st != "inmigrate" {
+			t.Fatalf("destination after auto's refusal (%q): %s", given, st)
+		}
 	}
-	if st := qemuRunState(t, dst); st != "inmigrate" {
-		t.Fatalf("destination after the refusal: %s", st)
-	}
-	// Mode auto runs pagecast's engine: refused before its probe of --to,
-	// which the QEMU would take for a stream and exit on.
-	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
-		"--mode", "auto", "--bandwidth", "64MiB/s", "--quiet").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "--mode auto runs pagecast's engine, and the destination QEMU (--dest-qmp) listens on "+uri) {
-		t.Fatalf("--mode auto to a QEMU listening itself: %v\n%s", err, out)
-	}
-	if st := qemuRunState(t, dst); st != "inmigrate" {
-		t.Fatalf("destination after auto's refusal: %s", st)
-	}
-	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri,
 		"--mode", "precopy", "--bandwidth", "64MiB/s", "--quiet").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "engine: qemu (the destination QEMU (--dest-qmp) listens on "+uri) || !regexp.MustCompile(`(?m)^status +completed$`).Match(out) {
-		t.Fatalf("engine auto to a QEMU listening itself: %v\n%s", err, out)
+	if err != nil || !strings.Contains(string(out), "engine: qemu (the destination QEMU listens on "+uri) || !regexp.MustCompile(`(?m)^status +completed$`).Match(out) {
+		t.Fatalf("engine auto to a QEMU listening itself, no --dest-qmp: %v\n%s", err, out)
 	}
 }
 
