@@ -448,6 +448,10 @@ func TestCLIErrors(t *testing.T) {
 		// Insisted on, it is told the way too (walk 86).
 		{"no kvm, pagecast's monitor", []string{"vm", "run", "--monitor", "pagecast", "--kvm", "/nonexistent/kvm"}, "KVM is not available: open /nonexistent/kvm: no such file or directory; --monitor qemu (or auto, the default) runs the same guest under QEMU"},
 		{"unknown flag", []string{"vm", "run", "--frobnicate"}, "frobnicate"},
+		{"dirty log under QEMU", []string{"vm", "run", "--monitor", "qemu", "--dirty", "bitmap"}, "--dirty chooses KVM's dirty log on pagecast's own monitor; under QEMU"},
+		// The demo under QEMU took it unsaid (walk 86).
+		{"demo's dirty log under QEMU", []string{"demo", "--monitor", "qemu", "--dirty", "bitmap"}, "--dirty chooses KVM's dirty log on pagecast's own monitor; under QEMU"},
+		{"demo's KVM device under QEMU", []string{"demo", "--monitor", "qemu", "--kvm", "/dev/kvm"}, "--kvm is pagecast's own monitor's KVM device"},
 		{"no vcpus", []string{"vm", "run", "--monitor", "pagecast", "--vcpus", "0"}, "--vcpus 0: want 1 to 16"},
 		{"too many vcpus", []string{"vm", "run", "--monitor", "pagecast", "--vcpus", "17"}, "--vcpus 17: want 1 to 16"},
 		{"small ring", []string{"vm", "run", "--monitor", "pagecast", "--ring-size", "256"}, "dirty ring size 256: want a power of two of at least 4096"},
