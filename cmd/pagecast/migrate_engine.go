@@ -538,6 +538,12 @@ func localDestination(uri string) bool {
 		return false
 	}
 	host, _, _ := net.SplitHostPort(addr)
+	if host == "" {
+		// QEMU's tcp::PORT, which a dial takes to this host (review 88:
+		// the lookup of "" failed, and a QEMU listening there was not
+		// seen).
+		return true
+	}
 	ips, err := net.LookupIP(host)
 	if err != nil {
 		return false

@@ -514,6 +514,7 @@ func TestLocalDestination(t *testing.T) {
 		"tcp:localhost:4444": true,
 		"tcp:[::1]:4444":     true,
 		"tcp:0.0.0.0:4444":   true,
+		"tcp::4444":          true,  // QEMU's form (review 88)
 		"tcp:192.0.2.7:4444": false, // TEST-NET-1: no host's
 		"unix:/tmp/x.sock":   false,
 		"tcp:127.0.0.1":      false,
