@@ -900,10 +900,24 @@ func listenerOf(uri string) (pid int, comm string) {
 // localListener is the QEMU process of this host listening on the port
 // of migration URI uri, where uri names this host and one does; else 0.
 func localListener(uri string) int {
-	if pid, comm := listenerOf(uri); strings.Contains(comm, "qemu") {
-		return pid
+	pid, comm := listenerOf(uri)
+	if !strings.Contains(comm, "qemu") {
+		return 0
 	}
-	return 0
+	// One that waits for a migration: a QEMU's serial or hostfwd port is
+	// not its -incoming (review 88: taken for one, QEMU's migration went
+	// there and stalled).
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !waitsForMigration(strings.Split(string(b), "\x00")) {
+		return 0
+	}
+	return pid
+}
+
+// waitsForMigration says whether a QEMU command line has -incoming.
+func waitsForMigration(args []string) bool {
+	return slices.Contains(args, "-incoming") || slices.Contains(args, "--incoming") ||
+		slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "-incoming=") || strings.HasPrefix(a, "--incoming=") })
 }
 
 // destinationPID is the process of the QEMU behind m where it is one of

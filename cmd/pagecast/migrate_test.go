@@ -1131,3 +1131,23 @@ func TestQEMUMigrationTableOver(t *testing.T) {
 		t.Errorf("the mark is not explained:\n%s", out)
 	}
 }
+
+// TestWaitsForMigration: a QEMU listening on --to's port is taken for a
+// migration's -incoming only where its command line has one (review 88:
+// a QEMU's serial port was taken for it).
+func TestWaitsForMigration(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"qemu-system-x86_64", "-m", "64", "-incoming", "tcp:127.0.0.1:4444"}, true},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer"}, true},
+		{[]string{"qemu-system-x86_64", "--incoming=tcp::4444"}, true},
+		{[]string{"qemu-system-x86_64", "-serial", "tcp:127.0.0.1:4444,server=on"}, false},
+		{[]string{"qemu-system-x86_64", "-netdev", "user,id=n,hostfwd=tcp::4444-:22"}, false},
+	} {
+		if got := waitsForMigration(tc.args); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
