@@ -254,8 +254,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			at = destListening(d)
 		}
 		if at != "" {
+			// Not "give a mode": from pagecast's own monitor no mode
+			// goes there (review 88).
 			return fmt.Errorf("--mode auto runs pagecast's engine, and the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only: "+
-				"give a mode (QEMU's engine runs it), or have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive)", at)
+				"have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive), or, from a QEMU source, give a mode QEMU's migration runs (%s)", at, qemuModes())
 		}
 	}
 	if p.Mode == modeAuto {
@@ -298,6 +300,11 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
 	switch kind {
 	case migrator.MonitorPagecast:
+		if at := localListener(c.String("to")); at != 0 {
+			// Sent, the QEMU exited on pagecast's stream (review 88).
+			return fmt.Errorf("the destination QEMU (pid %d) listens on %s with its own -incoming, which takes QEMU's migration only, and pagecast's own monitor migrates with pagecast's engine: "+
+				"have the destination wait for it (pagecast vm run --incoming, without --engine qemu)", at, c.String("to"))
+		}
 		out.Engine, out.Mode = enginePagecast, p.Mode
 		out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
 		if tlsSet(c) {
@@ -912,6 +919,17 @@ func localListener(uri string) int {
 		return 0
 	}
 	return pid
+}
+
+// qemuModes are the modes QEMU's own migration runs (migrator.PlanQEMU).
+func qemuModes() string {
+	var modes []string
+	for _, m := range simulate.AutoModes {
+		if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, 64<<20); err == nil {
+			modes = append(modes, m)
+		}
+	}
+	return strings.Join(modes, ", ")
 }
 
 // waitsForMigration says whether a QEMU command line has -incoming.

@@ -67,7 +67,8 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		return nil, "", "", fmt.Errorf("the source QEMU's own migration is in progress (query-migrate: %s): one migration of a guest at a time; %s", st, advice)
 	}
 	post := migrator.NeedsPostcopy(mode)
-	if _, perr := migrator.PlanQEMU(migrator.Params{Mode: mode}, 64<<20); post && perr != nil {
+	_, qemuErr := migrator.PlanQEMU(migrator.Params{Mode: mode}, 64<<20) // nil where QEMU's own migration runs the mode
+	if post && qemuErr != nil {
 		// Neither engine runs it: say so once, not "needs pagecast's
 		// engine" from QEMU's and "use --engine qemu" from pagecast's.
 		return nil, "", "", fmt.Errorf("migration mode %q cannot run on a QEMU source with either engine: pagecast's post-copy cannot pull pages into QEMU's memory "+
@@ -90,6 +91,11 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	case listens != "" && flag == enginePagecast:
 		return nil, "", "", fmt.Errorf("--engine pagecast: the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only "+
 			"(pagecast's stream would end it: \"Not a migration stream\"): give --engine qemu, or have it wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive)", listens)
+	case listens != "" && qemuErr != nil:
+		// QEMU's plan would refuse it, saying to take pagecast's engine,
+		// which the destination refuses (review 88: the advice looped).
+		return nil, "", "", fmt.Errorf("migration mode %q needs pagecast's engine, and the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only: "+
+			"have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive in front of a QEMU waiting with -incoming defer), or give a mode QEMU's migration runs (%s)", mode, listens, qemuModes())
 	case listens != "":
 		return nil, engineQEMU, fmt.Sprintf("the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only", listens), nil
 	}

@@ -500,7 +500,18 @@ func TestEngineFollowsDestination(t *testing.T) {
 			t.Fatalf("destination after auto's refusal (%q): %s", given, st)
 		}
 	}
-	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri,
+	// A mode only pagecast's engine runs: refused saying both ways out,
+	// not sent to QEMU's plan, which said to take pagecast's engine
+	// (review 88: the advice looped).
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--mode", "predictive", "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `migration mode "predictive" needs pagecast's engine, and the destination QEMU listens on `+uri) ||
+		!strings.Contains(string(out), "give a mode QEMU's migration runs (precopy, throttle, tsmc, mecom, precopy+postcopy)") {
+		t.Fatalf("predictive to a QEMU listening itself: %v\n%s", err, out)
+	}
+	if st := qemuRunState(t, dst); st != "inmigrate" {
+		t.Fatalf("destination after predictive's refusal: %s", st)
+	}
+	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri,
 		"--mode", "precopy", "--bandwidth", "64MiB/s", "--quiet").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "engine: qemu (the destination QEMU listens on "+uri) || !regexp.MustCompile(`(?m)^status +completed$`).Match(out) {
 		t.Fatalf("engine auto to a QEMU listening itself, no --dest-qmp: %v\n%s", err, out)
@@ -1096,4 +1107,28 @@ func TestMigrateTimeout(t *testing.T) {
 			return st
 		})
 	})
+}
+
+// TestPagecastMonitorToQEMUIncoming: pagecast's own monitor, which
+// migrates with pagecast's engine only, is refused a QEMU of this host
+// that listens with its own -incoming, in a mode or in auto, before a
+// byte goes: sent, the QEMU exited on the stream, and auto's refusal told
+// it to give a mode (review 88).
+func TestPagecastMonitorToQEMUIncoming(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots VMs; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src := startVMRunProc(t, "--memory", "32M")
+	uri := freeTCP(t)
+	dst := startQEMU(t, "hotset", uri)
+	for _, mode := range []string{"precopy", "auto"} {
+		out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", mode, "--bandwidth", "64MiB/s", "--quiet").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "listens on "+uri+" with its own -incoming") || strings.Contains(string(out), "give a mode (") {
+			t.Errorf("--mode %s from pagecast's monitor to a QEMU listening itself: %v\n%s", mode, err, out)
+		}
+		if st := qemuRunState(t, dst); st != "inmigrate" {
+			t.Fatalf("destination after --mode %s's refusal: %s", mode, st)
+		}
+	}
 }
