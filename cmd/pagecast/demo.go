@@ -94,6 +94,11 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	}
 	switch m := c.String("monitor"); m {
 	case monitorAuto:
+		// As vm run's auto (resolveMonitor): pagecast's own monitor's
+		// flags take it (review 88: --kvm PATH was refused under QEMU).
+		if c.IsSet("kvm") || c.IsSet("dirty") {
+			break
+		}
 		if err := qemu.KVMUsable(); err != nil {
 			return runQEMUDemo(c, out, "")
 		}

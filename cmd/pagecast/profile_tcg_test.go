@@ -327,7 +327,7 @@ func TestQEMUErrors(t *testing.T) {
 		{"memory through QMP", []string{"profile", "--qmp", "unix:" + plain, "--memory", "64M"}, "--memory is for --pid: through --qmp the VM says its own size"},
 		{"plugin folder as an argument", []string{"plugin", t.TempDir()}, "plugin takes no arguments"},
 		{"memory below minimum", []string{"vm", "run", "--monitor", "qemu", "--memory", "4M"}, "--memory 4M: 4.0 MiB is below the guest's minimum of 8 MiB"},
-		{"dirty on QEMU", []string{"vm", "run", "--monitor", "qemu", "--accel", "tcg", "--dirty", "bitmap"}, "under QEMU (--monitor qemu, or auto without KVM) the dirty pages come from pagecast's TCG plugin"},
+		{"dirty on QEMU", []string{"vm", "run", "--monitor", "qemu", "--accel", "tcg", "--dirty", "bitmap"}, "with --monitor qemu the dirty pages come from pagecast's TCG plugin"},
 		{"tls without incoming", []string{"vm", "run", "--monitor", "qemu", "--tls-cert", "c.pem"}, "a QEMU VM's migrations out are driven by pagecast migrate"},
 		{"tls for QEMU's incoming", []string{"vm", "run", "--monitor", "qemu", "--engine", "qemu", "--incoming", "tcp:127.0.0.1:1", "--tls-ca", "ca.pem"},
 			"QEMU's own migration (--engine qemu) is taken here in plain TCP"},

@@ -401,7 +401,12 @@ func runVM(c *cli.Context) error {
 
 	vm, err := newVM(c, log, incoming == nil)
 	if errors.Is(err, vmm.ErrNoKVM) {
-		// Said to --monitor pagecast too, which insisted (walk 86).
+		// Said to --monitor pagecast too, which insisted (walk 86); auto
+		// took pagecast's monitor for its flags (review 88: told to
+		// take auto, which it had).
+		if c.String("monitor") == monitorAuto && (c.IsSet("kvm") || c.IsSet("dirty")) {
+			return fmt.Errorf("%w; --kvm and --dirty are pagecast's own monitor's, which auto took for them: without them --monitor auto runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
+		}
 		return fmt.Errorf("%w; --monitor qemu (or auto, the default) runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
 	}
 	if err != nil {

@@ -199,11 +199,11 @@ func qemuGuestFlags(c *cli.Context) (qemuVMOptions, error) {
 	// Here, not in vm run alone: the demo under QEMU took them unsaid
 	// (walk 86).
 	if c.IsSet("dirty") {
-		return o, errors.New("--dirty chooses KVM's dirty log on pagecast's own monitor; under QEMU (--monitor qemu, or auto without KVM) the dirty pages come from pagecast's TCG plugin " +
+		return o, errors.New("--dirty chooses KVM's dirty log on pagecast's own monitor; with --monitor qemu the dirty pages come from pagecast's TCG plugin " +
 			"(--accel tcg) or from eBPF on QEMU's KVM dirty ring (--accel kvm, sized by --ring-size)")
 	}
 	if c.IsSet("kvm") {
-		return o, errors.New("--kvm is pagecast's own monitor's KVM device; under QEMU (--monitor qemu, or auto without KVM) QEMU opens /dev/kvm itself (--accel kvm)")
+		return o, errors.New("--kvm is pagecast's own monitor's KVM device; with --monitor qemu QEMU opens /dev/kvm itself (--accel kvm)")
 	}
 	n := c.Int("vcpus")
 	switch {
