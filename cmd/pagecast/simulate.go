@@ -597,6 +597,11 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		return fmt.Errorf("auto: %w", err)
 	}
 	settled(choice.Predictions)
+	// among chooses again among modes alone, simulating them anew: the
+	// choice's own runs stop those that could not beat it.
+	among := func(modes []string) (simulate.Choice, error) {
+		return simulate.ChooseAmong(ctx, o, observed, c.String("prefer"), modes)
+	}
 	var outcome simulate.Result
 	var hindsight *simulate.Hindsight
 	if c.Bool("judge") {
@@ -668,7 +673,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		for _, r := range choice.Predictions {
 			out.Predictions = append(out.Predictions, predicted(r))
 		}
-		if note := qemuTraceNote(c.String("trace"), o, choice); note != "" {
+		if note := qemuTraceNote(c.String("trace"), choice, among); note != "" {
 			fmt.Fprintln(c.App.ErrWriter, note)
 		}
 		return enc.Encode(out)
@@ -677,7 +682,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(o.Bandwidth)), o.DowntimeLimit, observed.Name())
 	writeSimulationTable(c.App.Writer, observed, choice.Predictions)
 	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n", choice.Mode, choice.Why)
-	if note := qemuTraceNote(c.String("trace"), o, choice); note != "" {
+	if note := qemuTraceNote(c.String("trace"), choice, among); note != "" {
 		fmt.Fprintln(c.App.Writer, note)
 	}
 	fmt.Fprintf(c.App.Writer, "\noutcome, on the workload from epoch %d:\n", o.Start+first)
@@ -699,7 +704,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 // those it can run there; "" otherwise. simulate weighs every mode, as for
 // pagecast's own monitor: a walk took its choice to migrate, which refused
 // it (walk 86).
-func qemuTraceNote(path string, o simulate.Options, choice simulate.Choice) string {
+func qemuTraceNote(path string, choice simulate.Choice, among func([]string) (simulate.Choice, error)) string {
 	if path == "" || predictor.IsCSV(path) {
 		return ""
 	}
@@ -725,15 +730,22 @@ func qemuTraceNote(path string, o simulate.Options, choice simulate.Choice) stri
 		}
 		return ""
 	}
-	var can []simulate.Result
+	var can []string
 	for _, p := range choice.Predictions {
 		if runnable(p.Mode) {
-			can = append(can, p)
+			can = append(can, p.Mode)
 		}
 	}
 	note := fmt.Sprintf("note: the trace is of a QEMU VM (%s), on which pagecast migrate cannot run %s with either engine", src, choice.Mode)
-	if alt, err := simulate.ChooseFrom(can, o, choice.Prefer); err == nil {
-		note += fmt.Sprintf("; among the modes it can run there auto would take %s: %s", alt.Mode, alt.Why)
+	// Chosen anew among them: those the choice stopped short had no
+	// figures to choose by, and the note ended there (review 88).
+	alt, err := among(can)
+	if err != nil {
+		return note + fmt.Sprintf("; choosing among the modes it can run there failed: %v", err)
+	}
+	note += fmt.Sprintf("; the best of the modes it can run there is %s: %s", alt.Mode, alt.Why)
+	if migrator.NeedsPostcopy(alt.Mode) {
+		note += " (QEMU's own migration runs it: --engine qemu, --dest-qmp; migrate --mode auto, which runs pagecast's engine, does not weigh it)"
 	}
 	return note
 }
