@@ -335,7 +335,7 @@ func demoSimulations(c *cli.Context, out io.Writer, p demoPrediction, live map[s
 	if len(p.among) > 0 {
 		// Under a table of every mode, the choice is among fewer
 		// (walk 86).
-		fmt.Fprintf(out, ", among the %d modes pagecast's engine runs on a QEMU source (%s; the others need post-copy, QEMU's own there)", len(p.among), strings.Join(p.among, ", "))
+		fmt.Fprintf(out, ", among the %d modes pagecast's engine runs on a QEMU source (%s; the others need post-copy, which on QEMU only QEMU's own migration does, and that runs %s alone)", len(p.among), strings.Join(p.among, ", "), qemuPostcopyModes())
 	}
 	if l, ok := live[choice.Mode]; ok {
 		fmt.Fprintf(out, "; live above, %s took %s", choice.Mode, l.outcome())
@@ -539,6 +539,17 @@ func (r qemuMigration) label() string {
 		return "QEMU " + r.mode
 	}
 	return r.mode
+}
+
+// qemuPostcopyModes are the post-copy modes QEMU's own migration runs.
+func qemuPostcopyModes() string {
+	var modes []string
+	for _, m := range simulate.AutoModes {
+		if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, 64<<20); err == nil && migrator.NeedsPostcopy(m) {
+			modes = append(modes, m)
+		}
+	}
+	return strings.Join(modes, " and ")
 }
 
 // writeQEMUMigrationTable prints the QEMU VM's migrations side by side,

@@ -405,11 +405,17 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if dst != nil && destListening(dst) == "" {
 			if st, err := qemu.RunState(dst); err == nil && st == "inmigrate" {
 				if pid, comm := listenerOf(c.String("to")); pid != 0 && !strings.Contains(comm, "qemu") {
-					// The port is a pagecast receiver's: migrate-incoming
-					// there failed "Address already in use" (walk 86).
-					return fmt.Errorf("the destination QEMU (--dest-qmp) waits with -incoming defer behind %s (pid %d) listening on %s, a pagecast receiver, which takes pagecast's engine only; "+
-						"QEMU's own migration (engine qemu: %s) needs the destination QEMU listening itself: start it with pagecast vm run --monitor qemu --engine qemu --incoming %s, "+
-						"or migrate with pagecast's engine (--engine pagecast: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy)", comm, pid, c.String("to"), why, c.String("to"))
+					// The port is another process's, a pagecast receiver's
+					// as a rule: migrate-incoming there failed "Address
+					// already in use" (walk 86).
+					holder := fmt.Sprintf("%s (pid %d)", comm, pid)
+					if comm == "pagecast" {
+						holder += ", a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only"
+					}
+					return fmt.Errorf("the destination QEMU (--dest-qmp) waits with -incoming defer, and %s holds %s; "+
+						"QEMU's own migration (engine qemu: %s) needs the destination QEMU listening there itself: stop that and start the QEMU with -incoming %s "+
+						"(pagecast's guest: pagecast vm run --monitor qemu --engine qemu --incoming %s), or migrate with pagecast's engine (--engine pagecast: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy)",
+						holder, c.String("to"), why, c.String("to"), c.String("to"))
 				}
 				// QEMU's bare "Failed to connect … Connection refused"
 				// left an operator to guess (found by a walk).

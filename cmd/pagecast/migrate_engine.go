@@ -411,18 +411,15 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	// Said, as throttle's absence is: a user who chose --prefer downtime
 	// was not told that tsmc, with a fraction of its downtime, was never
 	// weighed (walk 86).
-	var postcopy, qemus []string
+	var postcopy []string
 	for _, m := range simulate.AutoModes {
 		if !slices.Contains(modes, m) {
 			postcopy = append(postcopy, m)
-			if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, 64<<20); err == nil {
-				qemus = append(qemus, m)
-			}
 		}
 	}
 	if len(postcopy) > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: %s left out: they need post-copy, which on a QEMU source only QEMU's own migration does, and auto runs pagecast's engine; QEMU's runs %s: ask for one by name, with --dest-qmp\n",
-			strings.Join(postcopy, ", "), strings.Join(qemus, " and "))
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: %s left out: they need post-copy, which on a QEMU source only QEMU's own migration does, and auto runs pagecast's engine; QEMU's runs %s: ask for one by name, with --dest-qmp, to a destination QEMU listening with its own -incoming (vm run --engine qemu --incoming)\n",
+			strings.Join(postcopy, ", "), qemuPostcopyModes())
 	}
 	if err := src.CanThrottle(); err != nil {
 		modes = slices.DeleteFunc(modes, migrator.Throttles)

@@ -1594,7 +1594,8 @@ func TestEngineQEMUDestNotListening(t *testing.T) {
 	// the port taken (walk 86); said to start the destination for QEMU's
 	// migration, or to take pagecast's engine.
 	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--dest-qmp", "unix:"+dst.sock, "--to", to, "--engine", "qemu", "--mode", "precopy")
-	if err == nil || !strings.Contains(err.Error(), "waits with -incoming defer behind pagecast") || strings.Contains(err.Error(), "migrate-incoming") ||
+	if err == nil || !strings.Contains(err.Error(), "waits with -incoming defer, and pagecast (pid ") || !strings.Contains(err.Error(), "a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only") ||
+		strings.Contains(err.Error(), "migrate-incoming") ||
 		!strings.Contains(err.Error(), "pagecast vm run --monitor qemu --engine qemu --incoming "+to) {
 		t.Fatalf("--engine qemu to a destination behind a pagecast receiver: %v\n%s", err, stderr)
 	}
