@@ -1094,18 +1094,7 @@ func TestMigrateTimeout(t *testing.T) {
 		src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
 		to := "tcp:" + freeAddr(t)
 		startQEMURun(t, "--memory", "32M", "--incoming", to)
-		check(t, []string{"--qmp", "unix:" + src.sock, "--to", to, "--engine", "pagecast"}, func() string {
-			mon, err := qmpclient.Open(src.sock, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer mon.Disconnect()
-			st, err := qemu.RunState(mon)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		})
+		check(t, []string{"--qmp", "unix:" + src.sock, "--to", to, "--engine", "pagecast"}, func() string { return qmpState(t, src.sock) })
 	})
 }
 
