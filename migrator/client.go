@@ -231,6 +231,7 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var last Info
+	var counted Info // the last reply with ram: QEMU's cancelled and failed have none
 	for settles := 0; ; {
 		info, err := queryCtx(ctx, mon)
 		if errors.Is(err, ErrMonitorSilent) {
@@ -239,6 +240,11 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 		}
 		if err != nil {
 			return info, fmt.Errorf("wait for migration: %w", err)
+		}
+		if info.RAM != nil {
+			counted = info
+		} else if info.Status == StatusFailed || info.Status == StatusCancelled {
+			info = carryCounts(info, counted)
 		}
 		last = info
 		if err := progress(info); err != nil {
@@ -273,6 +279,9 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 				return info, fmt.Errorf("wait for migration: %w (and %w)", ctx.Err(), err)
 			}
 			info, err = settleCancel(mon, info)
+			if info.RAM == nil {
+				info = carryCounts(info, counted)
+			}
 			if err != nil {
 				return info, fmt.Errorf("wait for migration: %w; %w", ctx.Err(), err)
 			}
@@ -289,6 +298,27 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 		case <-tick.C:
 		}
 	}
+}
+
+// carryCounts is an ended migration's reply end with the counts of its
+// last reply that had them, counted, where end has none: QEMU's reply for
+// a cancelled or failed migration holds only its status, and a migration
+// that a --timeout or Ctrl-C cancelled after 100 MB was reported, and
+// exported, as having sent nothing in no time (walks 83 and 89). They are
+// as of the poll before the end, at most an interval old.
+func carryCounts(end, counted Info) Info {
+	if counted.RAM == nil {
+		return end
+	}
+	ram := *counted.RAM
+	end.RAM = &ram
+	if end.TotalTime == 0 {
+		end.TotalTime = counted.TotalTime
+	}
+	if end.SetupTime == 0 {
+		end.SetupTime = counted.SetupTime
+	}
+	return end
 }
 
 // monitorPatience is how long a query-migrate may go unanswered before

@@ -909,3 +909,36 @@ func TestRestoreHint(t *testing.T) {
 		t.Error("a hint where what the source had is not known")
 	}
 }
+
+// TestWaitCarriesCounts: a migration that ends cancelled or failed keeps
+// the counts of its last reply that had them: QEMU's reply then holds
+// only the status, and a cancelled migration was reported as having sent
+// nothing in no time (walks 83 and 89).
+func TestWaitCarriesCounts(t *testing.T) {
+	moving := Info{Status: StatusActive, TotalTime: 5000, SetupTime: 3, RAM: &RAMStats{Transferred: 100 << 20, Remaining: 20 << 20, Total: 64 << 20}}
+	t.Run("cancelled", func(t *testing.T) {
+		mon, _ := repliesInTurn([]Info{moving, moving, {Status: StatusCancelled}})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		n := 0
+		info, err := Wait(ctx, mon, time.Millisecond, func(Info) {
+			if n++; n == 1 {
+				cancel()
+			}
+		})
+		if err == nil || info.Status != StatusCancelled || info.RAM == nil || info.RAM.Transferred != 100<<20 || info.TotalTime != 5000 || info.SetupTime != 3 {
+			t.Errorf("cancelled: %+v (ram %+v), %v; want the counts of the reply before", info, info.RAM, err)
+		}
+	})
+	t.Run("failed", func(t *testing.T) {
+		mon, _ := repliesInTurn([]Info{moving, {Status: StatusFailed, ErrorDesc: "Connection reset by peer"}})
+		var seen Info
+		info, err := Wait(context.Background(), mon, time.Millisecond, func(i Info) { seen = i })
+		if err == nil || info.RAM == nil || info.RAM.Transferred != 100<<20 || info.TotalTime != 5000 {
+			t.Errorf("failed: %+v (ram %+v), %v; want the counts of the reply before", info, info.RAM, err)
+		}
+		if seen.RAM == nil || seen.RAM.Transferred != 100<<20 {
+			t.Errorf("progress saw the failed reply without the counts: %+v", seen)
+		}
+	})
+}

@@ -1076,6 +1076,11 @@ func TestMigrateTimeout(t *testing.T) {
 		if o.Status != migrator.StatusCancelled || o.Guest != guestSource || !strings.Contains(o.Error, "--timeout 2s reached before the migration completed") {
 			t.Errorf("outcome: status %q, guest %q, error %q; want cancelled, source, the timeout", o.Status, o.Guest, o.Error)
 		}
+		// What it had sent by then (walk 89: QEMU's cancelled reply has
+		// no counts, and --json said nothing was sent).
+		if i := o.Info; i == nil || i.RAM == nil || i.RAM.Transferred < 1<<20 || i.TotalTime < 1000 {
+			t.Errorf("outcome's query-migrate after the timeout: %s", stdout.String())
+		}
 		if !strings.Contains(stderr.String(), "--timeout 2s reached") {
 			t.Errorf("stderr does not say the timeout:\n%s", stderr.String())
 		}
