@@ -567,9 +567,11 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		info, err = migrator.Wait(ctx, mon, 200*time.Millisecond, progress)
 	}
 	bar.done()
+	timeoutCancelled := false
 	if err != nil && interrupts.expired() {
 		if info.Status == migrator.StatusCancelled {
-			err = timedOut(c.Duration("timeout"))
+			err, timeoutCancelled = timedOut(c.Duration("timeout")), true
+			out.settled = migrator.StatusFailed // as KubeVirt counts one past its completion timeout (walk 89)
 		} else {
 			// Said as the timeout's, not an interrupt's (review 87).
 			err = fmt.Errorf("--timeout %v reached before the migration completed: %w", c.Duration("timeout"), err)
@@ -584,6 +586,11 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if metrics != nil {
 		if i, ok := exported(info, err); ok {
 			metrics.Observe(i)
+		}
+		if timeoutCancelled {
+			// Failed, not cancelled: the failure alert skips a
+			// cancel, which an operator asked for (walk 89).
+			metrics.Fail(oneLine(err))
 		}
 	}
 	if plan != nil && err != nil && !plan.Restored() {

@@ -271,10 +271,12 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		}
 		return err
 	}
+	followed := make(chan struct{})
 	if metrics != nil {
-		followed := make(chan struct{})
 		defer func() { <-followed }()
 		go func() { defer close(followed); metrics.Follow(context.Background(), m.Info, 200*time.Millisecond) }()
+	} else {
+		close(followed)
 	}
 	// --timeout: pagecast's engine has no post-copy on a QEMU source, so
 	// a cancel never loses the guest here.
@@ -287,6 +289,13 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	info, err := followMigration(follow, m, newProgressBar(c.App.ErrWriter, c.Bool("quiet")))
 	if err != nil && ctx.Err() == nil && follow.Err() != nil && info.Status == migrator.StatusCancelled {
 		err = context.Cause(follow)
+		// Failed, as KubeVirt counts a migration past its completion
+		// timeout, and as the failure alert sees it (walk 89).
+		out.settled = migrator.StatusFailed
+		if metrics != nil {
+			<-followed // its last reply observed first
+			metrics.Fail(oneLine(err))
+		}
 	}
 	out.began = true
 	if info.Status != "" {
