@@ -454,3 +454,45 @@ func TestExportedEnd(t *testing.T) {
 		t.Errorf("no error: exported as %v %+v", ok, i)
 	}
 }
+
+// TestMigrateMetricsTimeout: a migration --timeout cancelled is exported
+// failed, with what it had sent, by either engine: it was cancelled, as a
+// Ctrl-C's is, which the failure alert skips, and QEMU's engine exported
+// no bytes and no time (walk 89).
+func TestMigrateMetricsTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	for _, engine := range []string{engineQEMU, enginePagecast} {
+		t.Run(engine, func(t *testing.T) {
+			src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
+			to := "tcp:" + freeAddr(t)
+			args := []string{"--memory", "32M", "--incoming", to}
+			if engine == engineQEMU {
+				args = append(args, "--engine", "qemu")
+			}
+			startQEMURun(t, args...)
+			addr := freeAddr(t)
+			cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--engine", engine,
+				"--bandwidth", "1MiB/s", "--timeout", "2s", "--metrics", addr, "--metrics-linger", "30s", "--quiet")
+			var out syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan struct{})
+			go func() { cmd.Wait(); close(exited) }()
+			body := lastScrape(t, "http://"+addr+"/metrics", regexp.MustCompile(`pagecast_migration_failed\{[^}]*\} 1`), exited)
+			<-exited
+			for _, want := range []*regexp.Regexp{
+				regexp.MustCompile(`pagecast_migration_status\{[^}]*status="failed"[^}]*\} 1`),
+				regexp.MustCompile(`pagecast_migration_data_processed_bytes\{[^}]*\} [1-9]`),
+				regexp.MustCompile(`pagecast_migration_total_time_seconds\{[^}]*\} [1-9]`),
+			} {
+				if !want.MatchString(body) {
+					t.Errorf("the last scrape lacks %s:\n%s\n%s", want, body, out.String())
+				}
+			}
+		})
+	}
+}
