@@ -269,6 +269,9 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 		case <-ctx.Done():
 			if i, err := Query(mon); err == nil {
 				info = i // post-copy may have begun since
+				if i.RAM != nil {
+					counted = i
+				}
 			}
 			if InPostcopy(info.Status) {
 				return info, &Detached{Status: info.Status}
@@ -300,6 +303,17 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 	}
 }
 
+// ErrStalled is in the error of a migration pagecast cancelled because its
+// link moved nothing for too long: failed, not cancelled by anyone's wish
+// (review 90: counted cancelled, it raised no failure alert).
+var ErrStalled = errors.New("migration stalled")
+
+// stalledError is an error that is ErrStalled, in its own words.
+type stalledError string
+
+func (s stalledError) Error() string        { return string(s) }
+func (s stalledError) Is(target error) bool { return target == ErrStalled }
+
 // carryCounts is an ended migration's reply end with the counts of its
 // last reply that had them, counted, where end has none: QEMU's reply for
 // a cancelled or failed migration holds only its status, and a migration
@@ -311,6 +325,7 @@ func carryCounts(end, counted Info) Info {
 		return end
 	}
 	ram := *counted.RAM
+	ram.Mbps = 0 // a rate of a migration that has ended is none
 	end.RAM = &ram
 	if end.TotalTime == 0 {
 		end.TotalTime = counted.TotalTime

@@ -800,8 +800,11 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 				if si.Status == StatusCompleted {
 					return nil // its last bytes went after all; the next reply says completed
 				}
+				if si.RAM == nil {
+					si = carryCounts(si, i) // review 90: QEMU's cancelled reply has none
+				}
 				settled = &si // what WaitQEMU returns: cancelled, not the active it cancelled
-				return fmt.Errorf("migration cancelled: QEMU's pre-copy moved nothing for %v: the destination stopped or the link stalled", d.Round(time.Second))
+				return stalledError(fmt.Sprintf("migration cancelled: QEMU's pre-copy moved nothing for %v: the destination stopped or the link stalled", d.Round(time.Second)))
 			}
 		}
 		if i.Status == StatusPostcopy && i.RAM != nil {

@@ -554,9 +554,17 @@ func TestWaitQEMUPostcopy(t *testing.T) {
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err := WaitQEMU(ctx, mon, &QEMUPlan{Mode: ModePrecopy}, time.Millisecond, nil)
+		info, err := WaitQEMU(ctx, mon, &QEMUPlan{Mode: ModePrecopy}, time.Millisecond, nil)
 		if err == nil || !strings.Contains(err.Error(), "migration cancelled: QEMU's pre-copy moved nothing for") || ctx.Err() != nil {
 			t.Errorf("error %v, want one saying pre-copy moved nothing", err)
+		}
+		// A failure, not a wish, with what it had sent (review 90: the
+		// cancelled reply's empty counts, and status cancelled).
+		if !errors.Is(err, ErrStalled) {
+			t.Errorf("error %v is not ErrStalled", err)
+		}
+		if info.Status != StatusCancelled || info.RAM == nil || info.RAM.Transferred != 5<<20 {
+			t.Errorf("info %+v (ram %+v): want cancelled, with the 5 MiB sent", info, info.RAM)
 		}
 		if i := slices.Index(*sent, `{"execute":"migrate_cancel"}`); i < 0 || len(*sent)-i != 4 {
 			t.Errorf("commands %q: want migrate_cancel followed by three query-migrate, the last saying cancelled", *sent)

@@ -567,15 +567,20 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		info, err = migrator.Wait(ctx, mon, 200*time.Millisecond, progress)
 	}
 	bar.done()
-	timeoutCancelled := false
+	// Cancelled by pagecast, not by anyone's wish: past --timeout, as
+	// KubeVirt counts one past its completion timeout (walk 89), or its
+	// link stalled (review 90): counted failed, which the alert sees.
+	countFailed := err != nil && info.Status == migrator.StatusCancelled && errors.Is(err, migrator.ErrStalled)
 	if err != nil && interrupts.expired() {
 		if info.Status == migrator.StatusCancelled {
-			err, timeoutCancelled = timedOut(c.Duration("timeout")), true
-			out.settled = migrator.StatusFailed // as KubeVirt counts one past its completion timeout (walk 89)
+			err, countFailed = timedOut(c.Duration("timeout")), true
 		} else {
 			// Said as the timeout's, not an interrupt's (review 87).
 			err = fmt.Errorf("--timeout %v reached before the migration completed: %w", c.Duration("timeout"), err)
 		}
+	}
+	if countFailed {
+		out.settled = migrator.StatusFailed
 	}
 	if info.Status != "" {
 		out.ended(info)
@@ -587,7 +592,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if i, ok := exported(info, err); ok {
 			metrics.Observe(i)
 		}
-		if timeoutCancelled {
+		if countFailed {
 			// Failed, not cancelled: the failure alert skips a
 			// cancel, which an operator asked for (walk 89).
 			metrics.Fail(oneLine(err))
@@ -1030,6 +1035,10 @@ type interrupts struct {
 	pending int // interrupts taken, not yet acted on
 	warned  bool
 	timeout timeoutState // --timeout's
+	// signalled: an interrupt cancelled the migration; a --timeout
+	// reached after is not its cause (review 90: a Ctrl-C whose cancel
+	// took over 2 s was counted a timeout, and failed).
+	signalled bool
 }
 
 // timeoutState is how far --timeout has gone.
@@ -1052,14 +1061,14 @@ const (
 func (in *interrupts) expire() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.timeout != timeoutRunning {
+	if in.timeout != timeoutRunning || in.signalled {
 		return
 	}
 	in.timeout = timeoutReached
 	time.AfterFunc(checkWait, func() {
 		in.mu.Lock()
 		defer in.mu.Unlock()
-		if in.timeout == timeoutReached {
+		if in.timeout == timeoutReached && !in.signalled {
 			in.timeout = timeoutCancelled
 			in.cancel()
 		}
@@ -1112,6 +1121,7 @@ func (in *interrupts) check(i migrator.Info) {
 	}
 	in.pending--
 	if !migrator.InPostcopy(status) || in.warned {
+		in.signalled = true
 		in.cancel()
 		return
 	}
@@ -1145,6 +1155,7 @@ func (in *interrupts) follow() {
 				defer in.mu.Unlock()
 				if in.pending > 0 {
 					in.pending = 0
+					in.signalled = true
 					in.cancel()
 				}
 			})

@@ -1131,3 +1131,31 @@ func TestPagecastMonitorToQEMUIncoming(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateQEMUStallFailed: a QEMU migration whose link moved nothing
+// for PrecopyStall, cancelled by pagecast, is counted failed, with what
+// it had sent: it said cancelled, as a wish, with no counts, and raised
+// no failure alert (review 90).
+func TestMigrateQEMUStallFailed(t *testing.T) {
+	src, dst, uri := qemuPair(t, "hotset")
+	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu", "--bandwidth", "1MiB/s", "--quiet", "--json")
+	var out, stdout syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitQuery(t, src, cmd, &out, "1 MiB sent", func(i migrator.Info) bool { return i.RAM != nil && i.RAM.Transferred > 1<<20 })
+	syscall.Kill(dst.PID(), syscall.SIGSTOP)
+	defer syscall.Kill(dst.PID(), syscall.SIGCONT)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("migrate to a stopped destination succeeded:\n%s", out.String())
+	}
+	o := outcomeOf(t, stdout.String())
+	if o.Status != migrator.StatusFailed || o.Guest != guestSource || !strings.Contains(o.Error, "moved nothing for") ||
+		o.Info == nil || o.Info.Status != migrator.StatusCancelled || o.Info.RAM == nil || o.Info.RAM.Transferred < 1<<20 {
+		t.Errorf("--json outcome: %s", stdout.String())
+	}
+	if st := qemuRunState(t, src); st != "running" {
+		t.Errorf("source after the stall: %s, want running", st)
+	}
+}

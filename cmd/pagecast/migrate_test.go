@@ -1092,6 +1092,18 @@ func TestTimeoutSparesPostcopy(t *testing.T) {
 		t.Error("--timeout reached in pre-copy did not cancel at the next reply")
 	}
 
+	// An interrupt cancelled first: a timeout reached while that cancel
+	// settles is not its cause (review 90: counted a timeout, failed).
+	ctx, in = watchInterrupts(context.Background(), &w)
+	defer in.stop()
+	in.pending++
+	in.check(reply(migrator.StatusActive))
+	in.expire()
+	time.Sleep(checkWait + 500*time.Millisecond)
+	if ctx.Err() == nil || in.expired() {
+		t.Errorf("an interrupt's cancel, then --timeout reached: cancelled %v, said to be the timeout's %v; want cancelled, not the timeout's", ctx.Err() != nil, in.expired())
+	}
+
 	ctx, in = watchInterrupts(context.Background(), &w)
 	defer in.stop()
 	in.expire() // and no reply comes
