@@ -58,7 +58,8 @@ func migrateCommand() *cli.Command {
 			"post-copy begins; from then on the guest runs on the destination and a cancel would lose it, so\n" +
 			"the first signal only says so and a second stops following (no cancel: the migration goes on).\n" +
 			"--timeout cancels it so too once it has run that long without completing (as KubeVirt's\n" +
-			"completionTimeoutPerGiB does), and never in post-copy.\n\n" +
+			"completionTimeoutPerGiB does), --progress-timeout once it has made no progress that long (as its\n" +
+			"progressTimeout does), each counted failed, and never in post-copy.\n\n" +
 			"The source may also be QEMU as shipped (query-version tells). --engine auto (the default) runs\n" +
 			"pagecast's engine where it can: the guest RAM in shared memory (memfd or a file, share=on) and\n" +
 			"pagecast's dirty hook (the TCG plugin, or eBPF on KVM), the destination a pagecast receiver\n" +
@@ -93,6 +94,7 @@ func migrateCommand() *cli.Command {
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never, QEMU's migration only: pagecast's engine always has a cap)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "cancel the migration (migrate_cancel: the guest runs on at the source, exit 1) if it has not completed this long after it began, e.g. 10m (KubeVirt's completionTimeoutPerGiB times the guest's GiB; libvirt's virsh migrate --timeout forces the switch-over instead, as --max-rounds does); never once post-copy has begun or the destination runs the guest (default: none)"},
+			&cli.DurationFlag{Name: "progress-timeout", Usage: "cancel the migration, counted failed, if it has made no progress this long: the data left to send has not fallen below its lowest so far (KubeVirt's progressTimeout: pre-copy that does not converge), e.g. 2m; as --timeout, never once post-copy has begun or the destination runs the guest (default: none)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 			&cli.BoolFlag{Name: "json", Usage: "print how the migration ended as one JSON object on stdout, whether it completed or not (status, error, guest: where the guest is now, engine, mode, downtime-limit, guest-paused, qemu, query-migrate's last reply; see README, \"For scripts\"), instead of the summary; the rest goes to stderr"},
@@ -151,8 +153,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if d := c.Duration("metrics-linger"); d < 0 {
 		return fmt.Errorf("--metrics-linger %v: want 0 (stop serving at once) or more", d)
 	}
-	if d := c.Duration("timeout"); d < 0 || c.IsSet("timeout") && d == 0 {
-		return fmt.Errorf("--timeout %v: want a positive duration, e.g. 10m (left out: none)", d)
+	for _, f := range []string{"timeout", "progress-timeout"} {
+		if d := c.Duration(f); d < 0 || c.IsSet(f) && d == 0 {
+			return fmt.Errorf("--%s %v: want a positive duration, e.g. 10m (left out: none)", f, d)
+		}
 	}
 	if c.String("mode") != modeAuto {
 		for _, f := range []string{"prefer", "observe"} {
@@ -517,7 +521,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	out.began = true
 	interrupts.follow()
 	if d := c.Duration("timeout"); d > 0 {
-		t := time.AfterFunc(d, interrupts.expire)
+		t := time.AfterFunc(d, func() { interrupts.expire("--timeout", timedOut(d)) })
 		defer t.Stop()
 	}
 	var auto *migrator.AutoChoice
@@ -533,6 +537,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	throttle := 0     // QEMU drops cpu-throttle-percentage from its last reply
 	var sent uint64   // QEMU's failed reply has no ram: what was sent before
 	linkLost := false // said once per loss: the bar alone repeated "postcopy-paused … 0 B/s"
+	watch := progressWatch{d: c.Duration("progress-timeout")}
 	progress := func(i migrator.Info) {
 		switched = switched || migrator.InPostcopy(i.Status)
 		if lost := i.Status == migrator.StatusPostcopyPaused; lost != linkLost {
@@ -548,6 +553,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		if i.RAM != nil {
 			sent = max(sent, i.RAM.Transferred)
+		}
+		if watch.stuck(i, time.Now()) {
+			interrupts.expire("--progress-timeout", watch.err())
 		}
 		interrupts.check(i)
 		throttle = max(throttle, i.CPUThrottlePercentage)
@@ -571,12 +579,12 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	// KubeVirt counts one past its completion timeout (walk 89), or its
 	// link stalled (review 90): counted failed, which the alert sees.
 	countFailed := err != nil && info.Status == migrator.StatusCancelled && errors.Is(err, migrator.ErrStalled)
-	if err != nil && interrupts.expired() {
+	if cause := interrupts.expired(); err != nil && cause != nil {
 		if info.Status == migrator.StatusCancelled {
-			err, countFailed = timedOut(c.Duration("timeout")), true
+			err, countFailed = fmt.Errorf("%w: cancelled (migrate_cancel)", cause), true
 		} else {
 			// Said as the timeout's, not an interrupt's (review 87).
-			err = fmt.Errorf("--timeout %v reached before the migration completed: %w", c.Duration("timeout"), err)
+			err = fmt.Errorf("%w: %w", cause, err)
 		}
 	}
 	if countFailed {
@@ -704,7 +712,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	}
 	if plan != nil && dst != nil {
 		settleCtx := ctx
-		if interrupts.expired() {
+		if interrupts.expired() != nil {
 			// --timeout's cancel came after the last byte: the migration
 			// completed, and the destination is waited for as ever, an
 			// interrupt ending the wait (the cancelled context said it
@@ -1034,7 +1042,9 @@ type interrupts struct {
 	mu      sync.Mutex
 	pending int // interrupts taken, not yet acted on
 	warned  bool
-	timeout timeoutState // --timeout's
+	timeout timeoutState // --timeout's, or --progress-timeout's
+	flag    string       // which of the two expired
+	cause   error        // why: migrate's error once it cancelled
 	// signalled: an interrupt cancelled the migration; a --timeout
 	// reached after is not its cause (review 90: a Ctrl-C whose cancel
 	// took over 2 s was counted a timeout, and failed).
@@ -1058,13 +1068,13 @@ const (
 // whose monitor is silent: stopped, or holding its monitor in the
 // stop-and-copy), the wait ends by itself, as on an interrupt; it waited
 // for good before (review 87).
-func (in *interrupts) expire() {
+func (in *interrupts) expire(flag string, cause error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.timeout != timeoutRunning || in.signalled {
 		return
 	}
-	in.timeout = timeoutReached
+	in.timeout, in.flag, in.cause = timeoutReached, flag, cause
 	time.AfterFunc(checkWait, func() {
 		in.mu.Lock()
 		defer in.mu.Unlock()
@@ -1075,16 +1085,49 @@ func (in *interrupts) expire() {
 	})
 }
 
-// expired says whether --timeout cancelled the migration.
-func (in *interrupts) expired() bool {
+// expired is why --timeout or --progress-timeout cancelled the
+// migration; nil where neither did.
+func (in *interrupts) expired() error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.timeout == timeoutCancelled
+	if in.timeout != timeoutCancelled {
+		return nil
+	}
+	return in.cause
 }
 
-// timedOut is migrate's error where --timeout d cancelled the migration.
+// timedOut is why --timeout d cancelled the migration.
 func timedOut(d time.Duration) error {
-	return fmt.Errorf("--timeout %v reached before the migration completed: cancelled (migrate_cancel)", d)
+	return fmt.Errorf("--timeout %v reached before the migration completed", d)
+}
+
+// progressWatch tells when a migration has made no progress for d: the
+// data left to send has not fallen below its lowest so far, as KubeVirt's
+// progressTimeout judges it (a pre-copy that does not converge). Only
+// pre-copy (active) counts: setup has nothing to send yet, and post-copy
+// is not cancelled.
+type progressWatch struct {
+	d      time.Duration
+	lowest uint64
+	since  time.Time // when lowest was reached; zero: not yet active
+}
+
+// stuck takes a reply i at now and says whether the migration has made no
+// progress for d.
+func (w *progressWatch) stuck(i migrator.Info, now time.Time) bool {
+	if w.d <= 0 || i.Status != migrator.StatusActive || i.RAM == nil {
+		return false
+	}
+	if w.since.IsZero() || i.RAM.Remaining < w.lowest {
+		w.lowest, w.since = i.RAM.Remaining, now
+		return false
+	}
+	return now.Sub(w.since) >= w.d
+}
+
+// err is why --progress-timeout cancelled the migration.
+func (w *progressWatch) err() error {
+	return fmt.Errorf("--progress-timeout %v reached: the migration made no progress, the data left to send above its lowest, %s, since then", w.d, units.FormatBytes(float64(w.lowest)))
 }
 
 func watchInterrupts(parent context.Context, w io.Writer) (context.Context, *interrupts) {
@@ -1105,12 +1148,12 @@ func (in *interrupts) check(i migrator.Info) {
 	case in.timeout != timeoutReached || status == migrator.StatusCompleted:
 	case migrator.InPostcopy(status):
 		in.timeout = timeoutLate
-		fmt.Fprintln(in.w, "\npagecast: --timeout reached in post-copy: the guest runs on the destination, and a cancel now would lose it; following the migration to its end")
+		fmt.Fprintf(in.w, "\npagecast: %s reached in post-copy: the guest runs on the destination, and a cancel now would lose it; following the migration to its end\n", in.flag)
 	case i.Downtime > 0:
 		// pagecast's monitor sets the downtime at its commit: the
 		// destination runs the guest, and a cancel is refused.
 		in.timeout = timeoutLate
-		fmt.Fprintln(in.w, "\npagecast: --timeout reached after the switch-over: the destination runs the guest; following the migration to its end")
+		fmt.Fprintf(in.w, "\npagecast: %s reached after the switch-over: the destination runs the guest; following the migration to its end\n", in.flag)
 	default:
 		in.timeout = timeoutCancelled
 		in.cancel()

@@ -283,8 +283,31 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	follow := ctx
 	if d := c.Duration("timeout"); d > 0 {
 		var stop context.CancelFunc
-		follow, stop = context.WithTimeoutCause(ctx, d, timedOut(d))
+		follow, stop = context.WithTimeoutCause(follow, d, fmt.Errorf("%w: cancelled", timedOut(d)))
 		defer stop()
+	}
+	if d := c.Duration("progress-timeout"); d > 0 {
+		var stop context.CancelCauseFunc
+		follow, stop = context.WithCancelCause(follow)
+		defer stop(nil)
+		go func() {
+			watch := progressWatch{d: d}
+			tick := time.NewTicker(200 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-follow.Done():
+					return
+				case <-m.Done():
+					return
+				case now := <-tick.C:
+					if watch.stuck(m.Info(), now) {
+						stop(fmt.Errorf("%w: cancelled", watch.err()))
+						return
+					}
+				}
+			}
+		}()
 	}
 	info, err := followMigration(follow, m, newProgressBar(c.App.ErrWriter, c.Bool("quiet")))
 	if err != nil && ctx.Err() == nil && follow.Err() != nil && info.Status == migrator.StatusCancelled {

@@ -1159,3 +1159,42 @@ func TestMigrateQEMUStallFailed(t *testing.T) {
 		t.Errorf("source after the stall: %s, want running", st)
 	}
 }
+
+// TestMigrateProgressTimeout: --progress-timeout cancels a pre-copy that
+// does not converge (the guest writes all its memory at full speed),
+// counted failed, by either engine, the guest running on at the source.
+func TestMigrateProgressTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	for _, engine := range []string{engineQEMU, enginePagecast} {
+		t.Run(engine, func(t *testing.T) {
+			src := startQEMURun(t, "--memory", "32M", "--workload", "hotset")
+			to := "tcp:" + freeAddr(t)
+			args := []string{"--memory", "32M", "--incoming", to}
+			if engine == engineQEMU {
+				args = append(args, "--engine", "qemu")
+			}
+			startQEMURun(t, args...)
+			cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--engine", engine,
+				"--bandwidth", "8MiB/s", "--progress-timeout", "3s", "--json", "--quiet")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			start := time.Now()
+			if err := cmd.Run(); err == nil {
+				t.Fatalf("a migration that does not converge, with --progress-timeout 3s, succeeded:\n%s", stderr.String())
+			}
+			o := outcomeOf(t, stdout.String())
+			if o.Status != migrator.StatusFailed || o.Guest != guestSource || !strings.Contains(o.Error, "--progress-timeout 3s reached: the migration made no progress") ||
+				o.Info == nil || o.Info.RAM == nil || o.Info.RAM.Transferred < 8<<20 {
+				t.Errorf("outcome: %s", stdout.String())
+			}
+			if took := time.Since(start); took > time.Minute {
+				t.Errorf("cancelled after %v", took)
+			}
+			if st := qmpState(t, src.sock); st != "running" {
+				t.Errorf("source after the progress timeout: %s, want running", st)
+			}
+		})
+	}
+}

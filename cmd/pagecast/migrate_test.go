@@ -547,6 +547,7 @@ func TestMigrateFlagErrors(t *testing.T) {
 		{"downtime limit past QEMU's bound", []string{"--downtime-limit", "10h"}, "--downtime-limit 10h0m0s: want 1ms to 2000s"},
 		{"zero timeout", []string{"--timeout", "0s"}, "--timeout 0s: want a positive duration"},
 		{"negative timeout", []string{"--timeout", "-2s"}, "--timeout -2s: want a positive duration"},
+		{"zero progress timeout", []string{"--progress-timeout", "0s"}, "--progress-timeout 0s: want a positive duration"},
 		{"negative round cap", []string{"--max-rounds", "-1"}, "--max-rounds -1: want 0 (no cap, QEMU's migration only) to 10000"},
 		{"round cap past its bound", []string{"--max-rounds", "9223372036854775807"}, "--max-rounds 9223372036854775807: want 0 (no cap, QEMU's migration only) to 10000"},
 		{"negative linger", []string{"--metrics-linger", "-5s"}, "--metrics-linger -5s: want 0 (stop serving at once) or more"},
@@ -1056,10 +1057,10 @@ func TestTimeoutSparesPostcopy(t *testing.T) {
 		var w bytes.Buffer
 		ctx, in := watchInterrupts(context.Background(), &w)
 		defer in.stop()
-		in.expire()
+		in.expire("--timeout", timedOut(time.Second))
 		in.check(late.i)
 		in.check(late.i)
-		if ctx.Err() != nil || in.expired() {
+		if ctx.Err() != nil || in.expired() != nil {
 			t.Errorf("%s: --timeout cancelled the migration", late.name)
 		}
 		if n := strings.Count(w.String(), late.says); n != 1 {
@@ -1074,9 +1075,9 @@ func TestTimeoutSparesPostcopy(t *testing.T) {
 	var w bytes.Buffer
 	ctx, in := watchInterrupts(context.Background(), &w)
 	defer in.stop()
-	in.expire()
+	in.expire("--timeout", timedOut(time.Second))
 	in.check(reply(migrator.StatusCompleted))
-	if ctx.Err() != nil || in.expired() {
+	if ctx.Err() != nil || in.expired() != nil {
 		t.Error("--timeout at the reply saying completed cancelled")
 	}
 
@@ -1086,9 +1087,9 @@ func TestTimeoutSparesPostcopy(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Error("cancelled before --timeout was reached")
 	}
-	in.expire()
+	in.expire("--timeout", timedOut(time.Second))
 	in.check(reply(migrator.StatusActive))
-	if ctx.Err() == nil || !in.expired() {
+	if ctx.Err() == nil || in.expired() == nil {
 		t.Error("--timeout reached in pre-copy did not cancel at the next reply")
 	}
 
@@ -1098,18 +1099,18 @@ func TestTimeoutSparesPostcopy(t *testing.T) {
 	defer in.stop()
 	in.pending++
 	in.check(reply(migrator.StatusActive))
-	in.expire()
+	in.expire("--timeout", timedOut(time.Second))
 	time.Sleep(checkWait + 500*time.Millisecond)
-	if ctx.Err() == nil || in.expired() {
-		t.Errorf("an interrupt's cancel, then --timeout reached: cancelled %v, said to be the timeout's %v; want cancelled, not the timeout's", ctx.Err() != nil, in.expired())
+	if ctx.Err() == nil || in.expired() != nil {
+		t.Errorf("an interrupt's cancel, then --timeout reached: cancelled %v, said to be the timeout's %v; want cancelled, not the timeout's", ctx.Err() != nil, in.expired() != nil)
 	}
 
 	ctx, in = watchInterrupts(context.Background(), &w)
 	defer in.stop()
-	in.expire() // and no reply comes
+	in.expire("--timeout", timedOut(time.Second)) // and no reply comes
 	select {
 	case <-ctx.Done():
-		if !in.expired() {
+		if in.expired() == nil {
 			t.Error("ended by itself, but not said to be the timeout's")
 		}
 	case <-time.After(checkWait + 3*time.Second):
@@ -1161,5 +1162,39 @@ func TestWaitsForMigration(t *testing.T) {
 		if got := waitsForMigration(tc.args); got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.args, got, tc.want)
 		}
+	}
+}
+
+// TestProgressWatch: a migration is stuck once the data left to send has
+// not fallen below its lowest for the watch's time, as KubeVirt's
+// progressTimeout judges it; setup and post-copy do not count, and a new
+// lowest starts the time again.
+func TestProgressWatch(t *testing.T) {
+	at := time.Unix(0, 0)
+	left := func(status string, b uint64) migrator.Info {
+		return migrator.Info{Status: status, RAM: &migrator.RAMStats{Remaining: b}}
+	}
+	w := progressWatch{d: 10 * time.Second}
+	for _, step := range []struct {
+		after time.Duration
+		i     migrator.Info
+		stuck bool
+	}{
+		{0, migrator.Info{Status: migrator.StatusSetup}, false},
+		{20 * time.Second, left(migrator.StatusActive, 100), false}, // setup's time does not count
+		{5 * time.Second, left(migrator.StatusActive, 60), false},   // a new lowest
+		{8 * time.Second, left(migrator.StatusActive, 90), false},   // a new pass: above it, 8 s on
+		{3 * time.Second, left(migrator.StatusActive, 70), true},    // 11 s above 60
+		{0, left(migrator.StatusPostcopy, 70), false},               // post-copy is not cancelled
+		{0, left(migrator.StatusActive, 50), false},                 // a new lowest again
+		{9 * time.Second, left(migrator.StatusActive, 55), false},
+	} {
+		at = at.Add(step.after)
+		if got := w.stuck(step.i, at); got != step.stuck {
+			t.Errorf("at %v, %s with %d left: stuck %v, want %v", at.Sub(time.Unix(0, 0)), step.i.Status, step.i.RAM.Remaining, got, step.stuck)
+		}
+	}
+	if off := (progressWatch{}); off.stuck(left(migrator.StatusActive, 1), at) {
+		t.Error("a watch of no time is stuck")
 	}
 }
