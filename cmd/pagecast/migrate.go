@@ -94,7 +94,7 @@ func migrateCommand() *cli.Command {
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never, QEMU's migration only: pagecast's engine always has a cap)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "cancel the migration (migrate_cancel: the guest runs on at the source, exit 1) if it has not completed this long after it began, e.g. 10m (KubeVirt's completionTimeoutPerGiB times the guest's GiB; libvirt's virsh migrate --timeout forces the switch-over instead, as --max-rounds does); never once post-copy has begun or the destination runs the guest (default: none)"},
-			&cli.DurationFlag{Name: "progress-timeout", Usage: "cancel the migration, counted failed, if it has made no progress this long: the data left to send has not fallen below its lowest so far (KubeVirt's progressTimeout: pre-copy that does not converge), e.g. 2m; as --timeout, never once post-copy has begun or the destination runs the guest (default: none)"},
+			&cli.DurationFlag{Name: "progress-timeout", Usage: "cancel the migration, counted failed, if it has made no progress this long: the data left to send has not fallen from one poll to the next (KubeVirt's progressTimeout: a stalled migration, not one that does not converge, which --timeout and --max-rounds bound), e.g. 2m; as --timeout, never once post-copy has begun or the destination runs the guest (default: none)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 			&cli.BoolFlag{Name: "json", Usage: "print how the migration ended as one JSON object on stdout, whether it completed or not (status, error, guest: where the guest is now, engine, mode, downtime-limit, guest-paused, qemu, query-migrate's last reply; see README, \"For scripts\"), instead of the summary; the rest goes to stderr"},
@@ -1102,14 +1102,17 @@ func timedOut(d time.Duration) error {
 }
 
 // progressWatch tells when a migration has made no progress for d: the
-// data left to send has not fallen below its lowest so far, as KubeVirt's
-// progressTimeout judges it (a pre-copy that does not converge). Only
-// pre-copy (active) counts: setup has nothing to send yet, and post-copy
-// is not cancelled.
+// data left to send has not fallen from one reply to the next, as
+// KubeVirt's progressTimeout judges it (each sample against the one
+// before): a stalled migration, not one whose passes do not converge,
+// where it falls through each pass and rises at the next. (Held to its
+// lowest so far, it cancelled migrations still converging: review 91.)
+// Only pre-copy (active) counts: setup has nothing to send yet, and
+// post-copy is not cancelled.
 type progressWatch struct {
-	d      time.Duration
-	lowest uint64
-	since  time.Time // when lowest was reached; zero: not yet active
+	d     time.Duration
+	last  uint64    // the data left at the last reply
+	since time.Time // when it last fell; zero: not yet active
 }
 
 // stuck takes a reply i at now and says whether the migration has made no
@@ -1118,16 +1121,16 @@ func (w *progressWatch) stuck(i migrator.Info, now time.Time) bool {
 	if w.d <= 0 || i.Status != migrator.StatusActive || i.RAM == nil {
 		return false
 	}
-	if w.since.IsZero() || i.RAM.Remaining < w.lowest {
-		w.lowest, w.since = i.RAM.Remaining, now
-		return false
+	if w.since.IsZero() || i.RAM.Remaining < w.last {
+		w.since = now
 	}
+	w.last = i.RAM.Remaining
 	return now.Sub(w.since) >= w.d
 }
 
 // err is why --progress-timeout cancelled the migration.
 func (w *progressWatch) err() error {
-	return fmt.Errorf("--progress-timeout %v reached: the migration made no progress, the data left to send above its lowest, %s, since then", w.d, units.FormatBytes(float64(w.lowest)))
+	return fmt.Errorf("--progress-timeout %v reached: the data left to send, %s, had not fallen for that long", w.d, units.FormatBytes(float64(w.last)))
 }
 
 func watchInterrupts(parent context.Context, w io.Writer) (context.Context, *interrupts) {

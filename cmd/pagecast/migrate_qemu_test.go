@@ -1160,37 +1160,49 @@ func TestMigrateQEMUStallFailed(t *testing.T) {
 	}
 }
 
-// TestMigrateProgressTimeout: --progress-timeout cancels a pre-copy that
-// does not converge (the guest writes all its memory at full speed),
-// counted failed, by either engine, the guest running on at the source.
+// TestMigrateProgressTimeout: --progress-timeout cancels a migration whose
+// destination stopped taking data (SIGSTOP), counted failed, by either
+// engine, before the engine's own stall checks, the guest running on at
+// the source.
 func TestMigrateProgressTimeout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
 	}
 	for _, engine := range []string{engineQEMU, enginePagecast} {
 		t.Run(engine, func(t *testing.T) {
-			src := startQEMURun(t, "--memory", "32M", "--workload", "hotset")
+			src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
 			to := "tcp:" + freeAddr(t)
 			args := []string{"--memory", "32M", "--incoming", to}
 			if engine == engineQEMU {
 				args = append(args, "--engine", "qemu")
 			}
-			startQEMURun(t, args...)
+			dst := startQEMURun(t, args...)
+			stop := dst.cmd.Process.Pid // pagecast's receiver
+			if engine == engineQEMU {
+				stop = dst.qemuPID
+			}
 			cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--engine", engine,
-				"--bandwidth", "8MiB/s", "--progress-timeout", "3s", "--json", "--quiet")
+				"--bandwidth", "4MiB/s", "--progress-timeout", "3s", "--json", "--quiet")
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			start := time.Now()
-			if err := cmd.Run(); err == nil {
-				t.Fatalf("a migration that does not converge, with --progress-timeout 3s, succeeded:\n%s", stderr.String())
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
 			}
+			time.Sleep(2 * time.Second) // under way: 32 MiB at 4 MiB/s takes 8 s
+			syscall.Kill(stop, syscall.SIGSTOP)
+			defer syscall.Kill(stop, syscall.SIGCONT)
+			stopped := time.Now()
+			if err := cmd.Wait(); err == nil {
+				t.Fatalf("a migration to a stopped destination, with --progress-timeout 3s, succeeded:\n%s", stderr.String())
+			}
+			took := time.Since(stopped)
 			o := outcomeOf(t, stdout.String())
-			if o.Status != migrator.StatusFailed || o.Guest != guestSource || !strings.Contains(o.Error, "--progress-timeout 3s reached: the migration made no progress") ||
-				o.Info == nil || o.Info.RAM == nil || o.Info.RAM.Transferred < 8<<20 {
-				t.Errorf("outcome: %s", stdout.String())
+			if o.Status != migrator.StatusFailed || o.Guest != guestSource || !strings.Contains(o.Error, "--progress-timeout 3s reached: the data left to send") ||
+				o.Info == nil || o.Info.RAM == nil || o.Info.RAM.Transferred < 1<<20 {
+				t.Errorf("outcome after %v: %s", took, stdout.String())
 			}
-			if took := time.Since(start); took > time.Minute {
-				t.Errorf("cancelled after %v", took)
+			if took > 9*time.Second {
+				t.Errorf("ended %v after the destination stopped: not by the 3 s progress timeout", took)
 			}
 			if st := qmpState(t, src.sock); st != "running" {
 				t.Errorf("source after the progress timeout: %s, want running", st)

@@ -1166,32 +1166,57 @@ func TestWaitsForMigration(t *testing.T) {
 }
 
 // TestProgressWatch: a migration is stuck once the data left to send has
-// not fallen below its lowest for the watch's time, as KubeVirt's
-// progressTimeout judges it; setup and post-copy do not count, and a new
-// lowest starts the time again.
+// not fallen from one reply to the next for the watch's time, as
+// KubeVirt's progressTimeout judges it; a pre-copy whose passes fall and
+// rise again, converging or not, is not (review 91: held to its lowest so
+// far, a converging QEMU migration was cancelled in its second pass);
+// setup and post-copy do not count.
 func TestProgressWatch(t *testing.T) {
 	at := time.Unix(0, 0)
 	left := func(status string, b uint64) migrator.Info {
 		return migrator.Info{Status: status, RAM: &migrator.RAMStats{Remaining: b}}
 	}
-	w := progressWatch{d: 10 * time.Second}
-	for _, step := range []struct {
+	w := progressWatch{d: 4 * time.Second}
+	steps := []struct {
 		after time.Duration
 		i     migrator.Info
 		stuck bool
 	}{
 		{0, migrator.Info{Status: migrator.StatusSetup}, false},
 		{20 * time.Second, left(migrator.StatusActive, 100), false}, // setup's time does not count
-		{5 * time.Second, left(migrator.StatusActive, 60), false},   // a new lowest
-		{8 * time.Second, left(migrator.StatusActive, 90), false},   // a new pass: above it, 8 s on
-		{3 * time.Second, left(migrator.StatusActive, 70), true},    // 11 s above 60
-		{0, left(migrator.StatusPostcopy, 70), false},               // post-copy is not cancelled
-		{0, left(migrator.StatusActive, 50), false},                 // a new lowest again
-		{9 * time.Second, left(migrator.StatusActive, 55), false},
-	} {
+	}
+	// QEMU's sawtooth: each pass falls to the threshold, the next sync
+	// raises it, 32, 16, 8 and 4 units a pass, 6 s a pass: its lowest
+	// so far is beaten only near each pass's end, over 4 s apart.
+	for _, pass := range []uint64{32, 16, 8, 4} {
+		for k := uint64(0); k < 6; k++ {
+			steps = append(steps, struct {
+				after time.Duration
+				i     migrator.Info
+				stuck bool
+			}{time.Second, left(migrator.StatusActive, 2+pass-pass*k/6), false})
+		}
+	}
+	steps = append(steps, []struct {
+		after time.Duration
+		i     migrator.Info
+		stuck bool
+	}{
+		{2 * time.Second, left(migrator.StatusActive, 3), false}, // stalled: 2 s
+		{time.Second, left(migrator.StatusActive, 3), false},     // 3 s
+		{2 * time.Second, left(migrator.StatusActive, 4), true},  // 5 s without a fall
+		{0, left(migrator.StatusPostcopy, 4), false},             // post-copy is not cancelled
+		{time.Second, left(migrator.StatusActive, 2), false},     // it fell again
+		{3 * time.Second, left(migrator.StatusActive, 2), false},
+	}...)
+	for _, step := range steps {
 		at = at.Add(step.after)
+		var b uint64
+		if step.i.RAM != nil {
+			b = step.i.RAM.Remaining
+		}
 		if got := w.stuck(step.i, at); got != step.stuck {
-			t.Errorf("at %v, %s with %d left: stuck %v, want %v", at.Sub(time.Unix(0, 0)), step.i.Status, step.i.RAM.Remaining, got, step.stuck)
+			t.Errorf("at %v, %s with %d left: stuck %v, want %v", at.Sub(time.Unix(0, 0)), step.i.Status, b, got, step.stuck)
 		}
 	}
 	if off := (progressWatch{}); off.stuck(left(migrator.StatusActive, 1), at) {
