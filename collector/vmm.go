@@ -17,6 +17,9 @@ import (
 	"github.com/pagecast/pagecast/qmpclient"
 )
 
+// vcpuWait is how long a VM's vCPU threads are waited for.
+const vcpuWait = 2 * time.Second
+
 // Target is what the collector learned about the VM through QMP.
 type Target struct {
 	Kind        string // "pagecast" or "qemu"
@@ -124,10 +127,6 @@ func (c *vmmControl) learn(pid int) error {
 		return err
 	}
 	t.MemoryBytes = mem.Base
-	var cpus []vcpu
-	if err := qemu.QMP(c.mon, "query-cpus-fast", nil, &cpus); err != nil {
-		return err
-	}
 	t.PID = pid
 	switch st, err := qemu.RunState(c.mon); {
 	case err == nil && st == "inmigrate":
@@ -139,6 +138,19 @@ func (c *vmmControl) learn(pid int) error {
 		// It ended at once, exit 0, with an empty trace and a scan of the
 		// memory the guest left (walk 82).
 		return errors.New("the VM has migrated away (run state postmigrate): its guest runs elsewhere: give the destination's QMP socket")
+	}
+	var cpus []vcpu
+	// A VM just started may not have its vCPU threads yet: asked again
+	// for a while (CI, under load: "reports no vCPU threads" for a VM
+	// whose threads came a moment later).
+	for deadline := time.Now().Add(vcpuWait); ; time.Sleep(20 * time.Millisecond) {
+		cpus = nil
+		if err := qemu.QMP(c.mon, "query-cpus-fast", nil, &cpus); err != nil {
+			return err
+		}
+		if pid != 0 || len(cpus) > 0 && cpus[0].ThreadID != 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	switch {
 	case pid != 0:
