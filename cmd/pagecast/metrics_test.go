@@ -465,13 +465,7 @@ func TestMigrateMetricsTimeout(t *testing.T) {
 	}
 	for _, engine := range []string{engineQEMU, enginePagecast} {
 		t.Run(engine, func(t *testing.T) {
-			src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
-			to := "tcp:" + freeAddr(t)
-			args := []string{"--memory", "32M", "--incoming", to}
-			if engine == engineQEMU {
-				args = append(args, "--engine", "qemu")
-			}
-			startQEMURun(t, args...)
+			src, _, to := enginePair(t, engine)
 			addr := freeAddr(t)
 			cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--engine", engine,
 				"--bandwidth", "1MiB/s", "--timeout", "2s", "--metrics", addr, "--metrics-linger", "30s", "--quiet")

@@ -1103,9 +1103,7 @@ func TestMigrateTimeout(t *testing.T) {
 		check(t, []string{"--qmp", "unix:" + src.QMPPath, "--to", uri, "--engine", "qemu"}, func() string { return qemuRunState(t, src) })
 	})
 	t.Run("pagecast", func(t *testing.T) {
-		src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
-		to := "tcp:" + freeAddr(t)
-		startQEMURun(t, "--memory", "32M", "--incoming", to)
+		src, _, to := enginePair(t, enginePagecast)
 		check(t, []string{"--qmp", "unix:" + src.sock, "--to", to, "--engine", "pagecast"}, func() string { return qmpState(t, src.sock) })
 	})
 }
@@ -1162,6 +1160,20 @@ func TestMigrateQEMUStallFailed(t *testing.T) {
 	}
 }
 
+// enginePair starts a 32 MiB QEMU guest whose pre-copy converges and a
+// destination for engine's migration (pagecast's receiver, or QEMU's own
+// -incoming), listening on to.
+func enginePair(t *testing.T, engine string) (src, dst *qemuRun, to string) {
+	t.Helper()
+	src = startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
+	to = "tcp:" + freeAddr(t)
+	args := []string{"--memory", "32M", "--incoming", to}
+	if engine == engineQEMU {
+		args = append(args, "--engine", "qemu")
+	}
+	return src, startQEMURun(t, args...), to
+}
+
 // TestMigrateProgressTimeout: --progress-timeout cancels a migration whose
 // destination stopped taking data (SIGSTOP), counted failed, by either
 // engine, before the engine's own stall checks, the guest running on at
@@ -1172,13 +1184,7 @@ func TestMigrateProgressTimeout(t *testing.T) {
 	}
 	for _, engine := range []string{engineQEMU, enginePagecast} {
 		t.Run(engine, func(t *testing.T) {
-			src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
-			to := "tcp:" + freeAddr(t)
-			args := []string{"--memory", "32M", "--incoming", to}
-			if engine == engineQEMU {
-				args = append(args, "--engine", "qemu")
-			}
-			dst := startQEMURun(t, args...)
+			src, dst, to := enginePair(t, engine)
 			stop := dst.cmd.Process.Pid // pagecast's receiver
 			if engine == engineQEMU {
 				stop = dst.qemuPID
