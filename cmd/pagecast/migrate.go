@@ -1121,11 +1121,14 @@ func (w *progressWatch) stuck(i migrator.Info, now time.Time) bool {
 	if w.d <= 0 || i.Status != migrator.StatusActive || i.RAM == nil {
 		return false
 	}
-	if w.since.IsZero() || i.RAM.Remaining < w.last {
+	// As KubeVirt's, nothing left at the last reply counts as progress:
+	// QEMU can stay active with ram.remaining 0 while it sends what is
+	// not RAM (review 92).
+	if w.since.IsZero() || w.last == 0 || i.RAM.Remaining < w.last {
 		w.since = now
 	}
 	w.last = i.RAM.Remaining
-	return now.Sub(w.since) >= w.d
+	return now.Sub(w.since) > w.d
 }
 
 // err is why --progress-timeout cancelled the migration.

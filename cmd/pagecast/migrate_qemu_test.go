@@ -1209,7 +1209,8 @@ func TestMigrateProgressTimeout(t *testing.T) {
 				o.Info == nil || o.Info.RAM == nil || o.Info.RAM.Transferred < 1<<20 {
 				t.Errorf("outcome after %v: %s", took, stdout.String())
 			}
-			if took > 9*time.Second {
+			if took > 9*time.Second || took < 2*time.Second {
+				// Early, it was cancelled while it moved (review 92).
 				t.Errorf("ended %v after the destination stopped: not by the 3 s progress timeout", took)
 			}
 			if st := qmpState(t, src.sock); st != "running" {

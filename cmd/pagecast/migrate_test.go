@@ -1208,6 +1208,11 @@ func TestProgressWatch(t *testing.T) {
 		{0, left(migrator.StatusPostcopy, 4), false},             // post-copy is not cancelled
 		{time.Second, left(migrator.StatusActive, 2), false},     // it fell again
 		{3 * time.Second, left(migrator.StatusActive, 2), false},
+		// Nothing left counts as progress, as KubeVirt's does: QEMU
+		// stays active at 0 while it sends what is not RAM (review 92).
+		{time.Second, left(migrator.StatusActive, 0), false},
+		{5 * time.Second, left(migrator.StatusActive, 0), false},
+		{5 * time.Second, left(migrator.StatusActive, 0), false},
 	}...)
 	for _, step := range steps {
 		at = at.Add(step.after)
