@@ -541,17 +541,6 @@ func (r qemuMigration) label() string {
 	return r.mode
 }
 
-// qemuPostcopyModes are the post-copy modes QEMU's own migration runs.
-func qemuPostcopyModes() string {
-	var modes []string
-	for _, m := range simulate.AutoModes {
-		if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, 64<<20); err == nil && migrator.NeedsPostcopy(m) {
-			modes = append(modes, m)
-		}
-	}
-	return strings.Join(modes, " and ")
-}
-
 // writeQEMUMigrationTable prints the QEMU VM's migrations side by side,
 // marking a guest's pause (its downtime where that is not known) over the
 // downtime limit, as migrate says of one (walk 86: the demo did not).

@@ -947,16 +947,23 @@ func localListener(uri string) int {
 	return pid
 }
 
-// qemuModes are the modes QEMU's own migration runs (migrator.PlanQEMU).
-func qemuModes() string {
+// qemuRuns are the modes QEMU's own migration runs (migrator.PlanQEMU),
+// the post-copy ones alone where postcopy is set.
+func qemuRuns(postcopy bool) []string {
 	var modes []string
 	for _, m := range simulate.AutoModes {
-		if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, 64<<20); err == nil {
+		if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, 64<<20); err == nil && (!postcopy || migrator.NeedsPostcopy(m)) {
 			modes = append(modes, m)
 		}
 	}
-	return strings.Join(modes, ", ")
+	return modes
 }
+
+// qemuModes are the modes QEMU's own migration runs, said.
+func qemuModes() string { return strings.Join(qemuRuns(false), ", ") }
+
+// qemuPostcopyModes are the post-copy modes QEMU's own migration runs, said.
+func qemuPostcopyModes() string { return strings.Join(qemuRuns(true), " and ") }
 
 // waitsForMigration says whether a QEMU command line has -incoming.
 func waitsForMigration(args []string) bool {
