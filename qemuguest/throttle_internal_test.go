@@ -49,37 +49,22 @@ func TestSweepThrottlesProbes(t *testing.T) {
 // the busy thread run on the idle one's (review 84: a 2-vCPU guest's one
 // busy vCPU ran at 0.9 of a CPU under a 54% throttle).
 func TestThrottleEachThread(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("makes cgroups: needs root")
-	}
-	if _, err := os.Stat(filepath.Join(CPUCgroupRoot, "cpu.cfs_quota_us")); err != nil {
-		t.Skipf("cgroup v1's cpu controller is not at %s", CPUCgroupRoot)
-	}
 	var stop atomic.Bool
 	spin := make(chan bool, 2) // each true makes a thread spin
-	tids := make(chan int, 2)
-	var wg sync.WaitGroup
 	defer func() {
 		stop.Store(true)
 		close(spin)
-		wg.Wait()
 	}()
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runtime.LockOSThread() // the thread exits with it: it was in the test's cgroups
-			tids <- unix.Gettid()
-			for busy := range spin {
-				for busy && !stop.Load() {
-				}
-				if stop.Load() {
-					return
-				}
+	tids := throttleThreads(t, 2, func() {
+		for busy := range spin {
+			for busy && !stop.Load() {
 			}
-		}()
-	}
-	busy, idle := <-tids, <-tids
+			if stop.Load() {
+				return
+			}
+		}
+	})
+	busy, idle := tids[0], tids[1]
 	pid := os.Getpid()
 	var c cpuThrottle
 	if err := c.set(pid, []int{busy, idle}, 80); err != nil {
@@ -161,26 +146,10 @@ func TestHomeOf(t *testing.T) {
 // threads are set all the same: both stopped at the first, leaving the
 // rest at their last share (throttled through the stop-and-copy).
 func TestThrottleEveryThread(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("makes cgroups: needs root")
-	}
-	if _, err := os.Stat(filepath.Join(CPUCgroupRoot, "cpu.cfs_quota_us")); err != nil {
-		t.Skipf("cgroup v1's cpu controller is not at %s", CPUCgroupRoot)
-	}
 	done := make(chan struct{})
-	tids := make(chan int, 2)
-	var wg sync.WaitGroup
-	defer func() { close(done); wg.Wait() }()
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runtime.LockOSThread() // the thread exits with it: it was in the test's cgroups
-			tids <- unix.Gettid()
-			<-done
-		}()
-	}
-	a, b := <-tids, <-tids
+	defer close(done)
+	tids := throttleThreads(t, 2, func() { <-done })
+	a, b := tids[0], tids[1]
 	pid := os.Getpid()
 	var c cpuThrottle
 	if err := c.set(pid, []int{a, b}, 50); err != nil {
@@ -218,4 +187,37 @@ func TestThrottleEveryThread(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the throttle's cgroup %s is left after the lift (%v)", dir, err)
 	}
+}
+
+// throttleThreads skips the test where this process cannot make cgroups
+// of v1's cpu controller, and starts n threads of its own, each running
+// body locked to it; it returns their thread ids. Once the test's own
+// deferred calls have run (which must make body return), it waits for
+// the threads to end: locked, each exits with its goroutine, as it was
+// in the test's cgroups.
+func throttleThreads(t *testing.T, n int, body func()) []int {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("makes cgroups: needs root")
+	}
+	if _, err := os.Stat(filepath.Join(CPUCgroupRoot, "cpu.cfs_quota_us")); err != nil {
+		t.Skipf("cgroup v1's cpu controller is not at %s", CPUCgroupRoot)
+	}
+	ids := make(chan int, n)
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			ids <- unix.Gettid()
+			body()
+		}()
+	}
+	tids := make([]int, n)
+	for i := range tids {
+		tids[i] = <-ids
+	}
+	return tids
 }
