@@ -108,6 +108,10 @@ func (t *Trace) Epoch() time.Duration { return t.meta.Epoch }
 func (t *Trace) Len() uint64          { return uint64(len(t.epochs)) }
 func (t *Trace) Name() string         { return t.name }
 
+// Source is what the trace says it was recorded from (trace.Meta.Source:
+// "qemu pid N" from pagecast profile of a QEMU VM).
+func (t *Trace) Source() string { return t.meta.Source }
+
 // First returns the trace's index of the workload's epoch 0: pagecast's
 // recordings start at 1, so that trace info's epoch n is the workload's
 // n-1.

@@ -26,7 +26,6 @@ import (
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/simulate"
-	"github.com/pagecast/pagecast/trace"
 )
 
 // allModes is what --mode all runs, pre-copy first: the others are
@@ -673,7 +672,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		for _, r := range choice.Predictions {
 			out.Predictions = append(out.Predictions, predicted(r))
 		}
-		if note := qemuTraceNote(c.String("trace"), choice, among); note != "" {
+		if note := qemuTraceNote(w, choice, among); note != "" {
 			fmt.Fprintln(c.App.ErrWriter, note)
 		}
 		return enc.Encode(out)
@@ -682,7 +681,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(o.Bandwidth)), o.DowntimeLimit, observed.Name())
 	writeSimulationTable(c.App.Writer, observed, choice.Predictions)
 	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n", choice.Mode, choice.Why)
-	if note := qemuTraceNote(c.String("trace"), choice, among); note != "" {
+	if note := qemuTraceNote(w, choice, among); note != "" {
 		fmt.Fprintln(c.App.Writer, note)
 	}
 	fmt.Fprintf(c.App.Writer, "\noutcome, on the workload from epoch %d:\n", o.Start+first)
@@ -698,31 +697,21 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	return nil
 }
 
-// qemuTraceNote says, for a trace of a QEMU VM (pagecast profile's header:
+// qemuTraceNote says, for a workload traced from a QEMU VM (its header:
 // source "qemu pid N") where auto chose a mode that pagecast migrate
 // cannot run on a QEMU source, so, and which mode it would take among
 // those it can run there; "" otherwise. simulate weighs every mode, as for
 // pagecast's own monitor: a walk took its choice to migrate, which refused
 // it (walk 86).
-func qemuTraceNote(path string, choice simulate.Choice, among func([]string) (simulate.Choice, error)) string {
-	if path == "" || predictor.IsCSV(path) {
+func qemuTraceNote(w simulate.Workload, choice simulate.Choice, among func([]string) (simulate.Choice, error)) string {
+	t, ok := w.(*simulate.Trace)
+	if !ok || !strings.HasPrefix(t.Source(), "qemu pid ") {
 		return ""
 	}
-	r, err := trace.Open(path)
-	if err != nil {
-		return ""
-	}
-	src := r.Meta().Source
-	r.Close()
-	if !strings.HasPrefix(src, "qemu pid ") {
-		return ""
-	}
+	src := t.Source()
+	qemus := qemuRuns(true)
 	runnable := func(mode string) bool {
-		if !migrator.NeedsPostcopy(mode) {
-			return true // pagecast's engine
-		}
-		_, err := migrator.PlanQEMU(migrator.Params{Mode: mode}, 64<<20) // QEMU's own
-		return err == nil
+		return !migrator.NeedsPostcopy(mode) || slices.Contains(qemus, mode) // pagecast's engine, or QEMU's own
 	}
 	if runnable(choice.Mode) {
 		if migrator.NeedsPostcopy(choice.Mode) {
