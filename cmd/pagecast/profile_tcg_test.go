@@ -825,13 +825,15 @@ func TestEngineMismatch(t *testing.T) {
 		return string(out), err
 	}
 
+	// QEMU's migration into pagecast's receiver of this host: refused
+	// before a byte goes (it went, and was refused by the receiver, said
+	// after by how little QEMU had sent, until a CI run sent over 1 MiB).
 	out, err := migrate(toPagecast, "--engine", "qemu")
-	if want := "QEMU's migration needs a QEMU waiting with its own -incoming"; err == nil || !strings.Contains(out, want) {
+	if want := "which takes pagecast's engine only, and QEMU's migration (engine qemu: --engine qemu) needs a QEMU waiting with its own -incoming"; err == nil || !strings.Contains(out, want) {
 		t.Errorf("QEMU's migration into pagecast's receiver: %v, want %q:\n%s", err, want, out)
 	}
-	waitFor(t, "the receiver's refusal", func() bool { return strings.Contains(receiver.stderr.String(), "refused a connection") })
-	if want := "QEMU's own migration stream, not pagecast's"; !strings.Contains(receiver.stderr.String(), want) {
-		t.Errorf("the receiver's log lacks %q:\n%s", want, receiver.stderr.String())
+	if strings.Contains(receiver.stderr.String(), "refused a connection") {
+		t.Errorf("the receiver was connected to:\n%s", receiver.stderr.String())
 	}
 	if st := qmpState(t, src.sock); st != "running" {
 		t.Fatalf("source QEMU is %s, want running", st)
