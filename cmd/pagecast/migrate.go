@@ -386,16 +386,6 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if p.Mode == modeAuto && src == nil {
 			return fmt.Errorf("--mode auto runs pagecast's engine, which cannot move this VM (%s)", why)
 		}
-		if pid, comm := listenerOf(c.String("to")); src == nil && comm == "pagecast" {
-			// QEMU's stream into a pagecast receiver: refused there at
-			// once, and said after by how little QEMU had sent, which a
-			// fast loopback made over 1 MiB (a CI run); refused here
-			// before a byte goes.
-			return fmt.Errorf("%s is held by pagecast (pid %d), a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only, "+
-				"and QEMU's migration (engine %s: %s) needs a QEMU waiting with its own -incoming there (pagecast's guest: pagecast vm run --monitor qemu --engine qemu --incoming %s); "+
-				"or migrate with pagecast's engine (--engine pagecast: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy)",
-				c.String("to"), pid, engine, why, c.String("to"))
-		}
 		if src == nil && tlsSet(c) {
 			return fmt.Errorf("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (engine %s: %s) would go in plain TCP", engine, why)
 		}
@@ -436,6 +426,16 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				return fmt.Errorf("the destination QEMU (--dest-qmp) waits with -incoming defer and listens nowhere yet: "+
 					"QEMU's migration needs it listening; run QMP migrate-incoming with \"uri\": %q on it first (a pagecast receive in front of it takes pagecast's engine: --engine pagecast)", c.String("to"))
 			}
+		}
+		if pid, comm := listenerOf(c.String("to")); comm == "pagecast" {
+			// QEMU's stream into a pagecast receiver: refused there at
+			// once, and said after by how little QEMU had sent, which a
+			// fast loopback made over 1 MiB (a CI run); refused here
+			// before a byte goes.
+			return fmt.Errorf("%s is held by pagecast (pid %d), a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only, "+
+				"and QEMU's migration (engine %s: %s) needs a QEMU waiting with its own -incoming there (pagecast's guest: pagecast vm run --monitor qemu --engine qemu --incoming %s); "+
+				"or migrate with pagecast's engine (--engine pagecast: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy)",
+				c.String("to"), pid, engine, why, c.String("to"))
 		}
 		pl, err := migrator.SetupQEMU(mon, dst, p)
 		if err != nil {

@@ -298,7 +298,8 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 // TestMigrateQEMUDestinationDies: QEMU's own migration to a destination
 // QEMU killed midway fails, the guest keeps running on the source, and the
 // error is not taken for a pagecast receiver that hung up at once (QEMU's
-// failed reply has no ram: the megabytes sent before were not counted).
+// failed reply has no ram; the last reply's counts are carried into it,
+// and before they were, the megabytes sent were not counted).
 func TestMigrateQEMUDestinationDies(t *testing.T) {
 	src, dst, uri := qemuPair(t, "hotset")
 	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu", "--bandwidth", "8MiB/s", "--quiet", "--json")
@@ -338,8 +339,24 @@ func TestMigratePausedQEMUSource(t *testing.T) {
 	}
 	testutil.RequiresQEMU(t)
 	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
-	uri := freeTCP(t)
-	startQEMURun(t, "--memory", "32M", "--incoming", uri) // pagecast's receiver
+	// A destination that hangs up on the stream (a pagecast receiver of
+	// this host is now refused before a byte goes).
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Read(make([]byte, 64))
+			c.Close()
+		}
+	}()
+	uri := "tcp:" + l.Addr().String()
 	// QEMU serves one QMP client at a time.
 	qmpOnce := func(cmd string) map[string]any {
 		mon, err := dialQMP(src.sock)
@@ -357,7 +374,7 @@ func TestMigratePausedQEMUSource(t *testing.T) {
 	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", "64MiB/s",
 		"--engine", "qemu", "--quiet").CombinedOutput()
 	if want := "the guest was paused before the migration and stays paused on the source"; err == nil || !strings.Contains(string(out), want) || strings.Contains(string(out), "keeps running") {
-		t.Errorf("QEMU's engine from a paused source to a pagecast receiver: %v\n%s\nwant %q", err, out, want)
+		t.Errorf("QEMU's engine from a paused source to a destination that hangs up: %v\n%s\nwant %q", err, out, want)
 	}
 	if st := qmpOnce("query-status")["status"]; st != "paused" {
 		t.Errorf("source after the failed migration: %s, want paused", st)
