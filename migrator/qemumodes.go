@@ -88,6 +88,12 @@ type QEMUPlan struct {
 	Forced   bool // WaitQEMU forced the switch-over
 	// Switched says why WaitQEMU started post-copy ("" if it did not).
 	Switched string
+	// SwitchNow, if not "" in a Postcopy plan, has WaitQEMU start
+	// post-copy at the next reply that shows pre-copy under way, whatever
+	// its pass, and is then Switched: migrate --timeout sets it, as
+	// KubeVirt switches to post-copy at its completion timeout where
+	// post-copy is allowed. Set from WaitQEMU's progress function.
+	SwitchNow string
 	// DestAnswers, if not nil, asks the destination QEMU whether it is
 	// there: nil if it answers, ErrNoAnswer if it keeps its connection
 	// but does not answer, another error if it is gone. WaitQEMU asks
@@ -741,7 +747,8 @@ var PrecopyStall = 10 * time.Second
 // migration active with dirty-sync-count at PostcopyAfterSyncs (a
 // migration that completes first, everything having fit the downtime
 // limit, never switches), or, for a Stalled plan, once pre-copy stops
-// converging (see QEMUPlan.Stalled); and it returns an error at postcopy-paused,
+// converging (see QEMUPlan.Stalled), or at once where plan.SwitchNow is
+// set; and it returns an error at postcopy-paused,
 // where QEMU has lost the link after the switch and waits, the guest
 // stopped, for someone to recover it. Once dirty-sync-count passes
 // plan.MaxSyncs it forces the switch-over (ForcedDowntimeLimit) and sets
@@ -856,10 +863,11 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 		if i.Status == StatusPostcopyPaused {
 			return fmt.Errorf("migration %s: the guest waits on the destination for pages still on the source (recover: migrate-recover on the destination, then migrate with resume on the source)", i.Status)
 		}
-		if started || i.Status != StatusActive || i.RAM == nil || i.RAM.DirtySyncCount < PostcopyAfterSyncs {
+		if !started && plan.SwitchNow != "" && i.Status == StatusActive {
+			plan.Switched = plan.SwitchNow
+		} else if started || i.Status != StatusActive || i.RAM == nil || i.RAM.DirtySyncCount < PostcopyAfterSyncs {
 			return nil
-		}
-		if plan.Stalled {
+		} else if plan.Stalled {
 			n, left := i.RAM.DirtySyncCount, i.RAM.Remaining
 			if n <= lastSync {
 				return nil

@@ -59,7 +59,8 @@ func migrateCommand() *cli.Command {
 			"the first signal only says so and a second stops following (no cancel: the migration goes on).\n" +
 			"--timeout cancels it so too once it has run that long without completing (as KubeVirt's\n" +
 			"completionTimeoutPerGiB does), --progress-timeout once it has made no progress that long (as its\n" +
-			"progressTimeout does), each counted failed, and never in post-copy.\n\n" +
+			"progressTimeout does), each counted failed, and never in post-copy; in QEMU's post-copy modes\n" +
+			"--timeout starts post-copy instead (KubeVirt's allowPostCopy).\n\n" +
 			"The source may also be QEMU as shipped (query-version tells). --engine auto (the default) runs\n" +
 			"pagecast's engine where it can: the guest RAM in shared memory (memfd or a file, share=on) and\n" +
 			"pagecast's dirty hook (the TCG plugin, or eBPF on KVM), the destination a pagecast receiver\n" +
@@ -93,7 +94,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal) (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never, QEMU's migration only: pagecast's engine always has a cap)"},
-			&cli.DurationFlag{Name: "timeout", Usage: "cancel the migration (migrate_cancel: the guest runs on at the source, exit 1) if it has not completed this long after it began, e.g. 10m (KubeVirt's completionTimeoutPerGiB times the guest's GiB; libvirt's virsh migrate --timeout forces the switch-over instead, as --max-rounds does); never once post-copy has begun or the destination runs the guest (default: none)"},
+			&cli.DurationFlag{Name: "timeout", Usage: "cancel the migration (migrate_cancel: the guest runs on at the source, exit 1) if it has not completed this long after it began, e.g. 10m (KubeVirt's completionTimeoutPerGiB times the guest's GiB; libvirt's virsh migrate --timeout forces the switch-over instead, as --max-rounds does); never once post-copy has begun or the destination runs the guest; in QEMU's post-copy modes (tsmc, precopy+postcopy) it starts post-copy instead, as KubeVirt does with allowPostCopy (default: none)"},
 			&cli.DurationFlag{Name: "progress-timeout", Usage: "cancel the migration, counted failed, if it has made no progress this long: the data left to send has not fallen from one poll to the next (KubeVirt's progressTimeout: a stalled migration, not one that does not converge, which --timeout and --max-rounds bound), e.g. 2m; as --timeout, never once post-copy has begun or the destination runs the guest (default: none)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
@@ -529,6 +530,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		return err
 	}
 	out.began = true
+	if plan != nil && plan.Postcopy {
+		interrupts.postcopy = func(why string) { plan.SwitchNow = why }
+	}
 	interrupts.follow()
 	if d := c.Duration("timeout"); d > 0 {
 		t := time.AfterFunc(d, func() { interrupts.expire("--timeout", timedOut(d)) })
@@ -1066,6 +1070,11 @@ type interrupts struct {
 	// reached after is not its cause (review 90: a Ctrl-C whose cancel
 	// took over 2 s was counted a timeout, and failed).
 	signalled bool
+	// postcopy, if not nil, starts post-copy, saying why: --timeout
+	// reached in pre-copy then switches, not cancels, as KubeVirt does
+	// at its completion timeout where post-copy is allowed (walk 89).
+	// Set for QEMU's engine in its post-copy modes.
+	postcopy func(why string)
 }
 
 // timeoutState is how far --timeout has gone.
@@ -1177,6 +1186,10 @@ func (in *interrupts) check(i migrator.Info) {
 		// destination runs the guest, and a cancel is refused.
 		in.timeout = timeoutLate
 		fmt.Fprintf(in.w, "\npagecast: %s reached after the switch-over: the destination runs the guest; following the migration to its end\n", in.flag)
+	case in.postcopy != nil && in.flag == "--timeout" && status == migrator.StatusActive:
+		in.timeout = timeoutLate
+		in.postcopy(fmt.Sprintf("%v in pre-copy: switched, not cancelled, as the mode allows post-copy (KubeVirt's completion timeout with allowPostCopy)", in.cause))
+		fmt.Fprintf(in.w, "\npagecast: %v in pre-copy: starting post-copy (migrate-start-postcopy), as the mode allows it; the guest runs on the destination from then, and the migration is followed to its end\n", in.cause)
 	default:
 		in.timeout = timeoutCancelled
 		in.cancel()

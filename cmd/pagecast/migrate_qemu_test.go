@@ -1125,6 +1125,34 @@ func TestMigrateTimeout(t *testing.T) {
 	})
 }
 
+// TestMigrateTimeoutPostcopy: --timeout reached in pre-copy in a mode
+// that allows post-copy (precopy+postcopy, QEMU's) starts post-copy, as
+// KubeVirt's completion timeout does with allowPostCopy, where it
+// cancelled (walk 89): the migration completes, the guest runs on at the
+// destination, and the summary says why post-copy began.
+func TestMigrateTimeoutPostcopy(t *testing.T) {
+	src, dst, uri := qemuPair(t, "hotset")
+	// 64 MiB at 8 MiB/s: the first pass takes 8 s, and a pass that
+	// converges before the switch is not met.
+	out, err := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
+		"--mode", migrator.ModePrecopy+"+postcopy", "--engine", "qemu", "--bandwidth", "8MiB/s", "--timeout", "2s", "--json", "--quiet").Output()
+	o := outcomeOf(t, string(out))
+	if err != nil || o.Status != migrator.StatusCompleted || o.Guest != guestDestination {
+		t.Fatalf("--timeout 2s in precopy+postcopy: %v, status %s, guest %s; want completed at the destination:\n%s", err, o.Status, o.Guest, out)
+	}
+	if o.QEMU == nil || !strings.Contains(o.QEMU.Switched, "--timeout 2s reached before the migration completed in pre-copy: switched, not cancelled") {
+		t.Errorf("switched-to-postcopy does not give the timeout:\n%s", out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st := qemuRunState(t, dst); st != "running"; st = qemuRunState(t, dst) {
+		if time.Now().After(deadline) {
+			t.Fatalf("destination is %q after the migration, want running", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantProgress(t, dst, "on the destination")
+}
+
 // TestPagecastMonitorToQEMUIncoming: pagecast's own monitor, which
 // migrates with pagecast's engine only, is refused a QEMU of this host
 // that listens with its own -incoming, in a mode or in auto, before a

@@ -1105,6 +1105,35 @@ func TestTimeoutSparesPostcopy(t *testing.T) {
 		t.Errorf("an interrupt's cancel, then --timeout reached: cancelled %v, said to be the timeout's %v; want cancelled, not the timeout's", ctx.Err() != nil, in.expired() != nil)
 	}
 
+	// A mode that allows post-copy (QEMU's): --timeout in pre-copy
+	// switches to post-copy, as KubeVirt's completion timeout does with
+	// allowPostCopy, not cancels; in setup it still cancels, and
+	// --progress-timeout, a stall, always does.
+	for _, c := range []struct {
+		flag, status string
+		switches     bool
+	}{
+		{"--timeout", migrator.StatusActive, true},
+		{"--timeout", migrator.StatusSetup, false},
+		{"--progress-timeout", migrator.StatusActive, false},
+	} {
+		w.Reset()
+		ctx, in = watchInterrupts(context.Background(), &w)
+		defer in.stop()
+		var why []string
+		in.postcopy = func(s string) { why = append(why, s) }
+		in.expire(c.flag, timedOut(time.Second))
+		in.check(reply(c.status))
+		in.check(reply(c.status))
+		switched := len(why) == 1 && strings.Contains(why[0], "--timeout 1s reached before the migration completed in pre-copy: switched, not cancelled")
+		if cancelled := ctx.Err() != nil; switched != c.switches || cancelled == c.switches || len(why) > 1 {
+			t.Errorf("%s reached in %s in a post-copy mode: switched %v (%q), cancelled %v; want switched %v", c.flag, c.status, switched, why, cancelled, c.switches)
+		}
+		if c.switches && !strings.Contains(w.String(), "starting post-copy (migrate-start-postcopy)") {
+			t.Errorf("the switch is not said: %q", w.String())
+		}
+	}
+
 	ctx, in = watchInterrupts(context.Background(), &w)
 	defer in.stop()
 	in.expire("--timeout", timedOut(time.Second)) // and no reply comes
