@@ -201,13 +201,7 @@ func TestMigrateQEMU(t *testing.T) {
 			}
 
 			// The destination runs the guest, which carries on.
-			deadline := time.Now().Add(10 * time.Second)
-			for st := qemuRunState(t, dst); st != "running"; st = qemuRunState(t, dst) {
-				if time.Now().After(deadline) {
-					t.Fatalf("destination is %q after the migration, want running", st)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			waitDestRunning(t, dst)
 			if st := qemuRunState(t, src); st != "postmigrate" {
 				t.Errorf("source is %q, want postmigrate", st)
 			}
@@ -228,6 +222,19 @@ func qemuPair(t *testing.T, workload string) (src, dst *qemu.VM, uri string) {
 	src = startQEMU(t, workload, "")
 	uri = freeTCP(t)
 	return src, startQEMU(t, "hotset", uri), uri
+}
+
+// waitDestRunning waits up to 10 s for the destination QEMU dst to run
+// the guest a migration brought.
+func waitDestRunning(t *testing.T, dst *qemu.VM) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for st := qemuRunState(t, dst); st != "running"; st = qemuRunState(t, dst) {
+		if time.Now().After(deadline) {
+			t.Fatalf("destination is %q after the migration, want running", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitQuery polls the source's query-migrate until until says so; a
@@ -285,13 +292,7 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 			t.Errorf("the destination keeps %s on after the migration", c.Capability)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for st := qemuRunState(t, dst); st != "running"; st = qemuRunState(t, dst) {
-		if time.Now().After(deadline) {
-			t.Fatalf("destination is %q after the migration, want running", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitDestRunning(t, dst)
 	wantProgress(t, dst, "on the destination")
 }
 
@@ -1143,13 +1144,7 @@ func TestMigrateTimeoutPostcopy(t *testing.T) {
 	if o.QEMU == nil || !strings.Contains(o.QEMU.Switched, "--timeout 2s reached before the migration completed in pre-copy: switched, not cancelled") {
 		t.Errorf("switched-to-postcopy does not give the timeout:\n%s", out)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for st := qemuRunState(t, dst); st != "running"; st = qemuRunState(t, dst) {
-		if time.Now().After(deadline) {
-			t.Fatalf("destination is %q after the migration, want running", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitDestRunning(t, dst)
 	wantProgress(t, dst, "on the destination")
 }
 
