@@ -94,7 +94,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal) (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never, QEMU's migration only: pagecast's engine always has a cap)"},
-			&cli.DurationFlag{Name: "timeout", Usage: "cancel the migration (migrate_cancel: the guest runs on at the source, exit 1) if it has not completed this long after it began, e.g. 10m (KubeVirt's completionTimeoutPerGiB times the guest's GiB; libvirt's virsh migrate --timeout forces the switch-over instead, as --max-rounds does); never once post-copy has begun or the destination runs the guest; in QEMU's post-copy modes (tsmc, precopy+postcopy) it starts post-copy instead, as KubeVirt does with allowPostCopy (default: none)"},
+			&cli.DurationFlag{Name: "timeout", Usage: "cancel the migration (migrate_cancel: the guest runs on at the source, exit 1) if it has not completed this long after it began, e.g. 10m (KubeVirt's completionTimeoutPerGiB times the guest's GiB; libvirt's virsh migrate --timeout forces the switch-over instead, as --max-rounds does); never once post-copy has begun or the destination runs the guest; in QEMU's post-copy modes (tsmc, precopy+postcopy), reached in pre-copy, it starts post-copy instead, as KubeVirt does with allowPostCopy (default: none)"},
 			&cli.DurationFlag{Name: "progress-timeout", Usage: "cancel the migration, counted failed, if it has made no progress this long: the data left to send has not fallen from one poll to the next (KubeVirt's progressTimeout: a stalled migration, not one that does not converge, which --timeout and --max-rounds bound), e.g. 2m; as --timeout, never once post-copy has begun or the destination runs the guest (default: none)"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
@@ -433,10 +433,15 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			// once, and said after by how little QEMU had sent, which a
 			// fast loopback made over 1 MiB (a CI run); refused here
 			// before a byte goes.
+			instead := "or migrate with pagecast's engine (--engine pagecast: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy)"
+			if c.String("engine") == "auto" && strings.HasPrefix(why, autoCannot) {
+				// auto took QEMU's because pagecast's cannot run here
+				// (a review walk: told to take it all the same).
+				instead = "pagecast's engine, which it takes, cannot run on this source"
+			}
 			return fmt.Errorf("%s is held by pagecast (pid %d), a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only, "+
-				"and QEMU's migration (engine %s: %s) needs a QEMU waiting with its own -incoming there (pagecast's guest: pagecast vm run --monitor qemu --engine qemu --incoming %s); "+
-				"or migrate with pagecast's engine (--engine pagecast: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy)",
-				c.String("to"), pid, engine, why, c.String("to"))
+				"and QEMU's migration (engine %s: %s) needs a QEMU waiting with its own -incoming there (pagecast's guest: pagecast vm run --monitor qemu --engine qemu --incoming %s); %s",
+				c.String("to"), pid, engine, why, c.String("to"), instead)
 		}
 		pl, err := migrator.SetupQEMU(mon, dst, p)
 		if err != nil {
@@ -531,7 +536,13 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	}
 	out.began = true
 	if plan != nil && plan.Postcopy {
-		interrupts.postcopy = func(why string) { plan.SwitchNow = why }
+		interrupts.postcopy = func(why string) bool {
+			if plan.Switched != "" {
+				return false // WaitQEMU has sent migrate-start-postcopy already
+			}
+			plan.SwitchNow = why
+			return true
+		}
 	}
 	interrupts.follow()
 	if d := c.Duration("timeout"); d > 0 {
@@ -929,12 +940,20 @@ func listenerOf(uri string) (pid int, comm string) {
 	if err != nil || !localDestination(uri) {
 		return 0, ""
 	}
-	_, p, _ := net.SplitHostPort(addr)
+	host, p, _ := net.SplitHostPort(addr)
 	port, err := strconv.Atoi(p)
 	if err != nil {
 		return 0, ""
 	}
-	if pid = proc.TCPListener(port); pid == 0 {
+	// The addresses a connection to uri goes to: QEMU's tcp::PORT goes
+	// to this host's loopback.
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if host != "" {
+		if ips, err = net.LookupIP(host); err != nil {
+			return 0, ""
+		}
+	}
+	if pid = proc.TCPListener(ips, port); pid == 0 {
 		return 0, ""
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
@@ -1074,7 +1093,7 @@ type interrupts struct {
 	// reached in pre-copy then switches, not cancels, as KubeVirt does
 	// at its completion timeout where post-copy is allowed (walk 89).
 	// Set for QEMU's engine in its post-copy modes.
-	postcopy func(why string)
+	postcopy func(why string) (starts bool)
 }
 
 // timeoutState is how far --timeout has gone.
@@ -1188,8 +1207,11 @@ func (in *interrupts) check(i migrator.Info) {
 		fmt.Fprintf(in.w, "\npagecast: %s reached after the switch-over: the destination runs the guest; following the migration to its end\n", in.flag)
 	case in.postcopy != nil && in.flag == "--timeout" && status == migrator.StatusActive:
 		in.timeout = timeoutLate
-		in.postcopy(fmt.Sprintf("%v in pre-copy: switched, not cancelled, as the mode allows post-copy (KubeVirt's completion timeout with allowPostCopy)", in.cause))
-		fmt.Fprintf(in.w, "\npagecast: %v in pre-copy: starting post-copy (migrate-start-postcopy), as the mode allows it; the guest runs on the destination from then, and the migration is followed to its end\n", in.cause)
+		if in.postcopy(fmt.Sprintf("%v in pre-copy: switched, not cancelled, as the mode allows post-copy (KubeVirt's completion timeout with allowPostCopy)", in.cause)) {
+			fmt.Fprintf(in.w, "\npagecast: %v in pre-copy: starting post-copy (migrate-start-postcopy), as the mode allows it; the guest runs on the destination from then, and the migration is followed to its end\n", in.cause)
+		} else {
+			fmt.Fprintf(in.w, "\npagecast: %v as post-copy starts: the guest is to run on the destination, and a cancel now would lose it; following the migration to its end\n", in.cause)
+		}
 	default:
 		in.timeout = timeoutCancelled
 		in.cancel()

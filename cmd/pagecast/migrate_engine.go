@@ -119,8 +119,12 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		return nil, "", "", fmt.Errorf("pagecast's engine cannot run on the source QEMU now (%w); --engine auto does not fall back to QEMU's own migration for that: "+
 			"wait for it to end, or give --engine qemu (QEMU's own migration, which under TCG before QEMU 9.0 loses some of the guest's writes)", err)
 	}
-	return nil, engineQEMU, "pagecast's engine cannot run on it: " + err.Error(), nil
+	return nil, engineQEMU, autoCannot + err.Error(), nil
 }
+
+// autoCannot begins chooseEngine's reason where auto takes QEMU's
+// migration because pagecast's engine cannot run on the source.
+const autoCannot = "pagecast's engine cannot run on it: "
 
 // enginesMigration is an error where pagecast's engine is migrating the
 // source QEMU mon (a pagecast migrate holds its plugin's area, or its

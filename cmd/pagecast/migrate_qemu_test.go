@@ -1126,6 +1126,27 @@ func TestMigrateTimeout(t *testing.T) {
 	})
 }
 
+// TestQEMUToReceiverAuto: engine auto on a QEMU pagecast's engine cannot
+// run on (no plugin, RAM not shared) takes QEMU's migration, which a
+// pagecast receiver on --to refuses: refused before a byte goes, and not
+// told to take pagecast's engine (a review walk).
+func TestQEMUToReceiverAuto(t *testing.T) {
+	src := startQEMU(t, "hotset", "")
+	to := freeTCP(t)
+	receiver := startQEMURun(t, "--memory", "64M", "--incoming", to)
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", to, "--mode", "precopy", "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "engine qemu: pagecast's engine cannot run on it: ") ||
+		!strings.Contains(string(out), "; pagecast's engine, which it takes, cannot run on this source") || strings.Contains(string(out), "--engine pagecast") {
+		t.Errorf("auto's QEMU migration to a pagecast receiver: %v\n%s", err, out)
+	}
+	if strings.Contains(receiver.stderr.String(), "refused a connection") {
+		t.Errorf("the receiver was connected to:\n%s", receiver.stderr.String())
+	}
+	if st := qemuRunState(t, src); st != "running" {
+		t.Errorf("source is %s after the refusal", st)
+	}
+}
+
 // TestMigrateTimeoutPostcopy: --timeout reached in pre-copy in a mode
 // that allows post-copy (precopy+postcopy, QEMU's) starts post-copy, as
 // KubeVirt's completion timeout does with allowPostCopy, where it

@@ -1121,7 +1121,7 @@ func TestTimeoutSparesPostcopy(t *testing.T) {
 		ctx, in = watchInterrupts(context.Background(), &w)
 		defer in.stop()
 		var why []string
-		in.postcopy = func(s string) { why = append(why, s) }
+		in.postcopy = func(s string) bool { why = append(why, s); return true }
 		in.expire(c.flag, timedOut(time.Second))
 		in.check(reply(c.status))
 		in.check(reply(c.status))

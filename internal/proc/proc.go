@@ -2,9 +2,11 @@ package proc
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -107,11 +109,19 @@ func Command(pid int) string {
 	return strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))
 }
 
-// TCPListener is the process listening on TCP port port of this host
-// (any address, IPv4 or IPv6), from /proc/net/tcp{,6} and SocketPIDs; 0
-// where none is found.
-func TCPListener(port int) int {
-	var inodes []uint64
+// TCPListener is the process listening on TCP port port of this host at
+// one of the addresses ips, tried in their order (at that address, or at
+// the unspecified one of its family, or at IPv6's, which takes IPv4 too
+// unless the socket is IPv6-only), from /proc/net/tcp{,6} and SocketPIDs;
+// without ips, at any address. 0 where none is found. (Matched by the port
+// alone, a pagecast listening on 127.0.0.1 was taken for the holder of
+// [::1]'s, where a QEMU listened: a review walk.)
+func TCPListener(ips []net.IP, port int) int {
+	type listener struct {
+		addr  net.IP
+		inode uint64
+	}
+	var ls []listener
 	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		b, err := os.ReadFile(table)
 		if err != nil {
@@ -123,21 +133,57 @@ func TCPListener(port int) int {
 			if len(f) < 10 || f[3] != "0A" { // 0A: LISTEN
 				continue
 			}
-			_, hexPort, ok := strings.Cut(f[1], ":")
+			hexAddr, hexPort, ok := strings.Cut(f[1], ":")
 			p, err := strconv.ParseUint(hexPort, 16, 16)
-			if n, ierr := strconv.ParseUint(f[9], 10, 64); ok && err == nil && ierr == nil && int(p) == port {
-				inodes = append(inodes, n)
+			n, ierr := strconv.ParseUint(f[9], 10, 64)
+			if a := procAddr(hexAddr); ok && err == nil && ierr == nil && int(p) == port && a != nil {
+				ls = append(ls, listener{a, n})
 			}
 		}
 	}
-	if len(inodes) == 0 {
+	if len(ls) == 0 {
 		return 0
 	}
 	pids := SocketPIDs()
-	for _, n := range inodes {
-		if pid, ok := pids[n]; ok {
-			return pid
+	// The kernel gives a connection to the listener at its very address
+	// before one at the unspecified address.
+	holds := func(l listener, ip net.IP, exact bool) bool {
+		switch {
+		case ip == nil || l.addr.Equal(ip):
+			return true
+		case exact:
+			return false
+		case l.addr.Equal(net.IPv6unspecified):
+			return true
+		default:
+			return l.addr.Equal(net.IPv4zero) && ip.To4() != nil
+		}
+	}
+	if len(ips) == 0 {
+		ips = []net.IP{nil}
+	}
+	for _, ip := range ips {
+		for _, exact := range []bool{true, false} {
+			for _, l := range ls {
+				if pid, ok := pids[l.inode]; ok && holds(l, ip, exact) {
+					return pid
+				}
+			}
 		}
 	}
 	return 0
+}
+
+// procAddr is an address of /proc/net/tcp{,6}: hexadecimal, in 32-bit
+// words of this host's byte order (little-endian, as on x86 and arm64);
+// nil where it is not one.
+func procAddr(h string) net.IP {
+	b, err := hex.DecodeString(h)
+	if err != nil || (len(b) != net.IPv4len && len(b) != net.IPv6len) {
+		return nil
+	}
+	for i := 0; i < len(b); i += 4 {
+		b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
+	}
+	return net.IP(b)
 }

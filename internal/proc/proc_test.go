@@ -95,18 +95,57 @@ func TestThreadCPU(t *testing.T) {
 }
 
 // TestTCPListener: the process listening on a port is found (this one),
-// and a port nobody listens on gives 0.
+// at its address, at the unspecified one, or at any without addresses; not
+// at another address (a review walk: matched by the port alone); and a
+// port nobody listens on gives 0.
 func TestTCPListener(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
-	if pid := TCPListener(port); pid != os.Getpid() {
-		t.Errorf("port %d: pid %d, want this test's %d", port, pid, os.Getpid())
+	loop4, loop6 := net.ParseIP("127.0.0.1"), net.ParseIP("::1")
+	for _, c := range []struct {
+		ips  []net.IP
+		want int
+	}{
+		{nil, os.Getpid()},
+		{[]net.IP{loop4}, os.Getpid()},
+		{[]net.IP{loop6}, 0},
+		{[]net.IP{loop6, loop4}, os.Getpid()},
+		{[]net.IP{net.ParseIP("127.0.0.2")}, 0},
+	} {
+		if pid := TCPListener(c.ips, port); pid != c.want {
+			t.Errorf("127.0.0.1:%d asked at %v: pid %d, want %d", port, c.ips, pid, c.want)
+		}
 	}
 	l.Close()
-	if pid := TCPListener(port); pid != 0 {
+	if pid := TCPListener(nil, port); pid != 0 {
 		t.Errorf("port %d, closed: pid %d", port, pid)
+	}
+
+	// At the unspecified address: any of the family, IPv6's both.
+	for _, c := range []struct {
+		network, addr string
+		held, free    net.IP
+	}{
+		{"tcp4", "0.0.0.0:0", net.ParseIP("127.0.0.2"), loop6},
+		{"tcp", "[::]:0", loop4, nil}, // dual-stack, as Go listens there
+	} {
+		l, err := net.Listen(c.network, c.addr)
+		if err != nil {
+			t.Logf("%s: %v", c.network, err)
+			continue
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if pid := TCPListener([]net.IP{c.held}, port); pid != os.Getpid() {
+			t.Errorf("%s:%d asked at %v: pid %d, want this test's", c.addr, port, c.held, pid)
+		}
+		if c.free != nil {
+			if pid := TCPListener([]net.IP{c.free}, port); pid != 0 {
+				t.Errorf("%s:%d asked at %v: pid %d, want 0", c.addr, port, c.free, pid)
+			}
+		}
+		l.Close()
 	}
 }
