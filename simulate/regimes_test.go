@@ -30,8 +30,8 @@ var regimeTraces = []struct {
 //     pre-copy's bytes, with at most 1.5 times its downtime. (The issue
 //     asks for half the bytes and less downtime. Summed over 21 links
 //     from 1/3.5 to 1/4.5 of the dirty rate (BenchmarkPredictiveRegimes):
-//     tar 0.53 of the bytes and 0.74 of the downtime, bzip2 0.66 and 0.87,
-//     gcc 0.71 and 0.92, node 0.53 and 1.00; here, over two, tar 0.48 and 0.51, bzip2 0.66 and 0.81 (2026-12-02),
+//     tar 0.54 of the bytes and 0.78 of the downtime, bzip2 0.67 and 0.94,
+//     gcc 0.75 and 0.87, node 0.54 and 0.66 (2026-12-05); here, over two, tar 0.48 and 0.51, bzip2 0.66 and 0.81 (2026-12-02),
 //     and with the predictor before its last changes 0.52 and 1.23, 0.66
 //     and 1.25. The downtime is the lottery: a hot set sent last in a
 //     closing round that does not close is pending at the cap as much as

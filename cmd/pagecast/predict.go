@@ -69,6 +69,8 @@ func predictEvalCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "threshold", Value: predictor.DefaultThreshold,
 				Usage: "probability at and above which a page counts as predicted dirty (0 < t < 1); the model moves the pages between its F1-best cut and this one just across it, so that a higher threshold does not buy it precision the way it does a baseline's, and its Brier score grows with the distance moved"},
+			&cli.BoolFlag{Name: "as-served",
+				Usage: "score the model's probabilities as predict serve serves them: as fitted, none moved across --threshold (its F1 is then what a caller cutting at --threshold gets; its Brier and ECE those of the served forecast)"},
 			&cli.IntFlag{Name: "warmup", Value: predictor.DefaultWarmup, Usage: "epochs observed before scoring starts"},
 			&cli.StringFlag{Name: "horizon", Value: "1",
 				Usage: fmt.Sprintf("forecast dirtying within this many epochs (1-%d); a comma-separated list scores each, e.g. 1,2,4,8,16", predictor.MaxHorizon)},
@@ -81,7 +83,7 @@ func predictEvalCommand() *cli.Command {
 			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "CSV traces only: length of one epoch"},
 			&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "CSV traces only: guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
 			anyPageSizeFlag(),
-			&cli.BoolFlag{Name: "json", Usage: "print the scores as one JSON object (per horizon, per predictor: the table's columns and the pair counts) instead of the tables; notes go to stderr"},
+			&cli.BoolFlag{Name: "json", Usage: "print the scores as one JSON object (per horizon, per predictor: the table's columns and the pair counts; epoch in seconds, memory in bytes) instead of the tables; notes go to stderr"},
 		},
 		Action: predictEval,
 	}
@@ -112,6 +114,10 @@ func predictEval(c *cli.Context) error {
 	thr := c.Float64("threshold")
 	if !(thr > 0 && thr < 1) {
 		return fmt.Errorf("--threshold %v: want a probability between 0 and 1", thr)
+	}
+	modelThr := thr // the model moves pages across it
+	if c.Bool("as-served") {
+		modelThr = -1 // never: as predict serve serves them
 	}
 	warmup := c.Int("warmup")
 	if warmup < 0 {
@@ -170,8 +176,11 @@ func predictEval(c *cli.Context) error {
 	if parts > 1 {
 		head += fmt.Sprintf(" (%d of the trace's each, the model told in which a page was written)", parts)
 	}
+	if c.Bool("as-served") {
+		head += "; the model's probabilities as served, none moved across the threshold"
+	}
 	report := evalReport{Trace: path, Pages: meta.Pages(), Memory: meta.MemoryBytes, Epochs: len(epochs),
-		Epoch: meta.Epoch.Seconds(), Parts: parts, Warmup: warmup, Threshold: thr}
+		Epoch: meta.Epoch.Seconds(), Parts: parts, Warmup: warmup, Threshold: thr, AsServed: c.Bool("as-served")}
 	if pm != nil {
 		report.Kept = &keptPages{Kept: pm.Len(), Dirtied: pm.Mapped()}
 	}
@@ -186,7 +195,7 @@ func predictEval(c *cli.Context) error {
 		if warmup == 0 {
 			eo.Warmup = -1
 		}
-		contenders := predictor.Contenders(pages, predictor.Options{Horizon: h, Threshold: thr})
+		contenders := predictor.Contenders(pages, predictor.Options{Horizon: h, Threshold: modelThr})
 		eo.Progress = evalProgress(c.App.ErrWriter, len(contenders), progressEvery)
 		return predictor.Evaluate(epochs, pages, contenders, eo)
 	}
@@ -222,7 +231,7 @@ func predictEval(c *cli.Context) error {
 	if warmup == 0 {
 		eo.Warmup = -1
 	}
-	contenders := predictor.Contenders(pages, predictor.Options{Horizon: longest, Threshold: thr})
+	contenders := predictor.Contenders(pages, predictor.Options{Horizon: longest, Threshold: modelThr})
 	eo.Progress = evalProgress(c.App.ErrWriter, len(contenders), progressEvery)
 	byPredictor := predictor.EvaluateHorizons(epochs, pages, contenders, eo, horizons)
 	if ctx.Err() != nil {
@@ -460,6 +469,7 @@ type evalReport struct {
 	Parts     int             `json:"parts"`  // the trace's epochs to one walked (--parts)
 	Warmup    int             `json:"warmup"`
 	Threshold float64         `json:"threshold"`
+	AsServed  bool            `json:"as-served,omitempty"` // the model's probabilities unmoved (--as-served)
 	Kept      *keptPages      `json:"kept-pages,omitempty"`
 	Horizons  []horizonScores `json:"horizons"`
 	Plots     []string        `json:"plots,omitempty"`

@@ -123,6 +123,46 @@ func TestPredictEval(t *testing.T) {
 
 // --horizon 1,2,4,8,16: a table per horizon, scored as far ahead as it
 // says, then the model against the best baseline at each.
+// TestPredictEvalAsServed: --as-served scores the model's probabilities
+// as predict serve serves them, none moved across the threshold: on pages
+// written at random, a quarter an epoch, which nothing foretells, the
+// move takes them to 0.5 (ECE near 0.25) and served they stay calibrated
+// (the README's figures had no recipe: a walk).
+func TestPredictEvalAsServed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "random.csv")
+	var b strings.Builder
+	b.WriteString("epoch,page\n")
+	rng := rand.New(rand.NewPCG(3, 4))
+	for e := range 80 {
+		for p := range 4096 {
+			if rng.IntN(4) == 0 {
+				fmt.Fprintf(&b, "%d,%d\n", e, p)
+			}
+		}
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	score := func(args ...string) evalReport {
+		t.Helper()
+		js, stderr, err := runApp(t, append([]string{"predict", "eval", "--memory", "16M", "--json"}, append(args, path)...)...)
+		var r evalReport
+		if err != nil || stderr != "" || json.Unmarshal([]byte(js), &r) != nil || len(r.Horizons) != 1 || r.Horizons[0].Predictors[0].Name != "model" {
+			t.Fatalf("predict eval %v: %v %q\n%s", args, err, stderr, js)
+		}
+		return r
+	}
+	moved, served := score(), score("--as-served")
+	m, s := moved.Horizons[0].Predictors[0], served.Horizons[0].Predictors[0]
+	t.Logf("moved: ECE %.4f Brier %.4f F1 %.4f; as served: ECE %.4f Brier %.4f F1 %.4f", m.ECE, m.Brier, m.F1, s.ECE, s.Brier, s.F1)
+	if moved.AsServed || !served.AsServed {
+		t.Errorf("as-served in --json: %v without the flag, %v with it", moved.AsServed, served.AsServed)
+	}
+	if !(s.ECE < 0.03 && m.ECE > 0.15 && s.Brier < m.Brier) {
+		t.Errorf("as served: ECE %.4f, Brier %.4f; moved: ECE %.4f, Brier %.4f; want the served calibrated and the moved not", s.ECE, s.Brier, m.ECE, m.Brier)
+	}
+}
+
 func TestPredictEvalHorizons(t *testing.T) {
 	csv := predictCSV(t)
 	stdout, stderr, err := runApp(t, "predict", "eval", "--memory", "16M", "--horizon", "1,2,4,8,16", csv)

@@ -52,6 +52,11 @@ func simulateCommand() *cli.Command {
 			"--vcpus waits a push of 32 pages on the link per page it pulls). The modes run at once, one a\n" +
 			"core, as memory allows; on stderr a line says, every 5 s, the round and the simulated time each has\n" +
 			"reached, and another when each ends. See README.md, \"Simulating a migration\".\n\n" +
+			"Columns: total, the migration's time; downtime, the guest's pause at the switch-over; bytes sent;\n" +
+			"rounds, the live rounds and the last (stop-and-copy, or post-copy's switch); pages per round,\n" +
+			"the pages each round sent (the first five and last two); deferred, the pages held back, summed\n" +
+			"over the rounds (a page held back in two counts twice); throttle, the share of the vCPUs' time\n" +
+			"the throttle withheld at its last level; pulled, the pages post-copy's destination faulted on.\n\n" +
 			"Synthetic workloads (--synthetic NAME:key=val,...), generated epoch by epoch:\n" + strings.Join(kinds, "\n") + "\n\n" +
 			"Examples:\n" +
 			"  pagecast simulate --trace predictor/testdata/real/awk.pct --bandwidth 64MiB/s --mode all\n" +
@@ -80,7 +85,7 @@ func simulateCommand() *cli.Command {
 			&cli.StringFlag{Name: "page-rate", Value: "0", Usage: "the most pages a second pagecast's own path moves (reading, sending, receiving, writing) whatever the link, e.g. 40k: what bounds a migration where the CPU, not the link, is short; migrate --mode auto measures it where both ends share a host (0: no bound)"},
 			&cli.StringFlag{Name: "paused-page-rate", Value: "0", Usage: "--page-rate while the guest is paused (the stop-and-copy), whose vCPUs then leave the host's cores to the migration; migrate --mode auto measures it beside the page rate (0: --page-rate)"},
 			&cli.BoolFlag{Name: "policy-time", Usage: "charge the predictor's own time, measured as the simulation runs, on the migration's clock, as migrate --mode auto does: live, the engine waits for it at every harvest (the figures then vary with this machine's load)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON (query-migrate's shape per mode) instead of a table"},
+			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON (query-migrate's shape per mode: times in milliseconds, bytes in bytes, as QEMU's) instead of a table"},
 			&cli.StringFlag{Name: "plot", Usage: "write DIR/timeline.png: pending and sent bytes over time, per mode"},
 		},
 		Action: runSimulate,
