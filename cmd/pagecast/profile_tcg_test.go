@@ -526,7 +526,9 @@ func TestProfileHandStartedQEMU(t *testing.T) {
 }
 
 // TestServeCollectorTCG: predict serve --collector forecasts a live QEMU
-// TCG guest through the plugin, as it does a KVM guest through eBPF.
+// TCG guest through the plugin, as it does a KVM guest through eBPF, under
+// the name profile and migrate give it (the QMP socket's, here; every
+// collector's VM was "live": walk 95).
 func TestServeCollectorTCG(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU; skipped in short mode")
@@ -541,15 +543,18 @@ func TestServeCollectorTCG(t *testing.T) {
 	}
 	defer func() { serve.Process.Signal(os.Interrupt); serve.Wait() }()
 	// After a few epochs the hot set is forecast: hundreds of pages.
-	body := scrape(t, "http://"+listen+"/v1/vms/live/hotset?threshold=0.5&limit=65536", `"pages"`)
+	name := strings.TrimSuffix(filepath.Base(vm.sock), filepath.Ext(vm.sock))
+	hotset := "http://" + listen + "/v1/vms/" + name + "/hotset?threshold=0.5&limit=65536"
+	body := scrape(t, hotset, `"pages"`)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) && strings.Count(body, ",") < 400 {
 		time.Sleep(200 * time.Millisecond)
-		body = scrape(t, "http://"+listen+"/v1/vms/live/hotset?threshold=0.5&limit=65536", `"pages"`)
+		body = scrape(t, hotset, `"pages"`)
 	}
 	if n := strings.Count(body, ","); n < 400 {
 		t.Fatalf("live hot set of the TCG guest has ~%d pages, want the 512-page hot set:\n%.500s\n%s", n, body, serveErr.String())
 	}
+	scrape(t, "http://"+listen+"/metrics", `pagecast_predicted_dirty_pages{vm="`+name+`"}`)
 	// The VM goes: the service ends, and says it failed (it exited 0).
 	vm.cmd.Process.Signal(os.Interrupt)
 	exited := make(chan error, 1)

@@ -40,7 +40,9 @@ func predictServeCommand() *cli.Command {
 			"  GET /v1/vms/{id}/hotset?threshold=&start=&limit=&horizon=\n" +
 			"                                               pages predicted dirty (probability at least threshold, 0.5)\n" +
 			"  GET /metrics                                 predicted vs actual dirty pages per epoch, Brier score\n" +
-			"A VM's id is its trace file's base name, or \"live\" for --collector.",
+			"A VM's id, its vm label in /metrics, is its trace file's base name, or for --collector --name:\n" +
+			"by default QEMU's -name, else the QMP socket's file name without its extension, as profile and\n" +
+			"migrate name it, so that a VM's series carry one name across them.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:9470", Usage: "address to serve on (loopback by default)"},
 			&cli.StringSliceFlag{Name: "trace", Usage: "trace file to replay (pagecast profile --out, or trace import)"},
@@ -49,6 +51,7 @@ func predictServeCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "most connections held at once; one more closes the one that has waited longest for a request (an idle keep-alive, a client that sends nothing)"},
 			&cli.BoolFlag{Name: "loop", Value: true, Usage: "replay traces again from the start when they end"},
 			&cli.StringFlag{Name: "collector", Usage: "profile a live VM through its QMP socket, unix:PATH"},
+			&cli.StringFlag{Name: "name", Usage: "with --collector, the VM's id and vm label (default: QEMU's -name, else the QMP socket's file name without its extension, as profile --name; it was \"live\" for every VM before 2026-12-05)"},
 			&cli.DurationFlag{Name: "epoch", Value: 100 * time.Millisecond, Usage: "epoch length for --collector (100ms: the profiler's and the migration engine's)"},
 			&cli.IntFlag{Name: "parts", Value: 1, Usage: fmt.Sprintf("tell the model in which of this many parts of each epoch a page was written: each trace's epochs are joined this many to one (a trace profiled with --epoch 25ms, served with --parts 4: epochs of 100 ms), and --collector profiles in epochs of --epoch divided by it; 1 to %d", maxParts)},
 		},
@@ -69,6 +72,9 @@ const (
 )
 
 func runServe(c *cli.Context) error {
+	if c.IsSet("name") && c.String("collector") == "" {
+		return errors.New("--name names the VM of --collector; a trace's VM is named by its file's base name")
+	}
 	log := slog.Default()
 	if len(c.StringSlice("trace")) == 0 && c.String("collector") == "" {
 		return errors.New("give --trace FILE or --collector unix:PATH")
@@ -137,9 +143,12 @@ func runServe(c *cli.Context) error {
 		}
 		defer col.Close()
 		t := col.Target()
-		vm, err := svc.AddVM("live", t.MaxPages(), 4096, epoch, fmt.Sprintf("%s pid %d", t.Kind, t.PID))
+		// Named as profile and migrate name it: every collector's VM was
+		// "live", two VMs' series one (walk 95).
+		name := vmName(c, path, col.Monitor())
+		vm, err := svc.AddVM(name, t.MaxPages(), 4096, epoch, fmt.Sprintf("%s pid %d", t.Kind, t.PID))
 		if err != nil {
-			return err
+			return fmt.Errorf("--collector: %w: a --trace has that name; give --name", err)
 		}
 		vm.SetHook(col.Hook())
 		go func() {
