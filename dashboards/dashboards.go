@@ -133,6 +133,7 @@ type panel struct {
 	unit               string
 	queries            []query
 	width, height      uint32 // grid units (24 across); 0: 12 × 8
+	signed             bool   // a time series that goes below zero: no Min(0)
 }
 
 func (p panel) build() cog.Builder[dashboard.Panel] {
@@ -164,10 +165,12 @@ func (p panel) build() cog.Builder[dashboard.Panel] {
 			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).
 			ShowValue(common.VisibilityModeNever).MergeValues(true)
 	default:
-		return timeseries.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
-			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).
-			Min(0).
-			Legend(common.NewVizLegendOptionsBuilder().ShowLegend(true).DisplayMode(common.LegendDisplayModeList).Placement(common.LegendPlacementBottom))
+		b := timeseries.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
+			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries))
+		if !p.signed {
+			b = b.Min(0)
+		}
+		return b.Legend(common.NewVizLegendOptionsBuilder().ShowLegend(true).DisplayMode(common.LegendDisplayModeList).Placement(common.LegendPlacementBottom))
 	}
 }
 

@@ -19,7 +19,7 @@ func dirtying() *dashboard.DashboardBuilder {
 		panel{title: "Predicted vs actual dirty pages per epoch", unit: "short",
 			description: "Pages the model predicted would be dirtied in the latest closed epoch (the sum of its per-page probabilities) against the pages that were.",
 			queries:     []query{{"pagecast_predicted_dirty_pages" + selVM, "predicted"}, {"pagecast_actual_dirty_pages" + selVM, "actual"}}},
-		panel{title: "Forecast error", unit: "short",
+		panel{title: "Forecast error", unit: "short", signed: true,
 			description: "Predicted minus actual dirty pages in the latest closed epoch: above zero the model expected more dirtying than happened.",
 			queries:     []query{{"pagecast_prediction_error_pages" + selVM, "predicted - actual"}}},
 		panel{title: "Brier score", unit: "none",
@@ -41,7 +41,7 @@ func dirtying() *dashboard.DashboardBuilder {
 			queries:     []query{{"pagecast_dirty_bytes_per_second" + selInstance, "{{vm}} on {{instance}}"}}},
 		panel{kind: statPanel, title: "Hook in use", unit: "none", width: 6,
 			description: "What records the dirty pages: an eBPF hook on KVM's dirty tracking, or tcg-plugin (pagecast's QEMU TCG plugin); for a replayed trace, the hook that recorded it.",
-			queries:     []query{{"pagecast_profiler_hook_info" + selInstance, "{{vm}} on {{instance}}: {{hook}}"}, {"pagecast_predictor_vm_info" + selVM, "{{vm}}: {{hook}}"}}},
+			queries:     []query{{"pagecast_profiler_hook_info" + selInstance, "profile of {{vm}} on {{instance}}: {{hook}}"}, {"pagecast_predictor_vm_info" + selVM, "predict serve's {{vm}}: {{hook}}"}}},
 		panel{kind: statPanel, title: "Guest memory", unit: "bytes", width: 6,
 			description: "RAM of each profiled VM.",
 			queries:     []query{{"pagecast_guest_memory_bytes" + selInstance, "{{vm}} on {{instance}}"}}},
@@ -52,7 +52,15 @@ func dirtying() *dashboard.DashboardBuilder {
 // migrationDuration is how long a migration took, or has taken so far
 // while it runs (query-migrate total-time): without mode auto's watching
 // and weighing before it, which the end time less the start time has.
-const migrationDuration = "pagecast_migration_total_time_seconds" + selMigration
+var migrationDuration = held("pagecast_migration_total_time_seconds" + selMigration)
+
+// held is a migration's series as a range query sees it at any step: its
+// last sample in the step's window. Plain, a step saw the last sample
+// before it only until the series went stale, a scrape or two after the
+// migration ended (migrate --metrics-linger), so at steps of 5 s and more
+// a completed migration's outcome was seldom drawn (walk 95: succeeded
+// 0 at a step of 12 s, no downtime at 10 s).
+func held(expr string) string { return "last_over_time(" + expr + "[$__rate_interval])" }
 
 func migrations() *dashboard.DashboardBuilder {
 	d := newDashboard("pagecast-migrations", "pagecast / Migrations",
@@ -63,7 +71,7 @@ func migrations() *dashboard.DashboardBuilder {
 	d = withPanels(d, "Progress",
 		panel{kind: stateTimeline, title: "Status", unit: "none",
 			description: "The migration's query-migrate status over time: setup, active, device (stop-and-copy: the guest is paused), postcopy-active, completed, failed or cancelled.",
-			queries:     []query{{"pagecast_migration_status" + selMigration + " == 1", "{{vm}} {{migration}} {{status}}"}}},
+			queries:     []query{{held("pagecast_migration_status"+selMigration) + " == 1", "{{vm}} {{migration}} {{status}}"}}},
 		panel{kind: tablePanel, title: "Mode and engine", unit: "none",
 			description: "How each migration moves memory: pagecast's engine or QEMU's own, and the mode (precopy, predictive, throttle, tsmc, mecom and combinations).",
 			queries:     []query{{"pagecast_migration_info" + selMigration, ""}}},
@@ -91,24 +99,24 @@ func migrations() *dashboard.DashboardBuilder {
 	d = withPanels(d, "Outcome",
 		panel{title: "Expected vs actual downtime", unit: "s",
 			description: "The pause the switch-over would take, as the engine estimates it (while the migration runs; once completed, its last estimate), and the pause it took (QEMU counts until its last bytes are in its socket; pagecast until the destination has verified memory and been told to run).",
-			queries: []query{{"pagecast_migration_expected_downtime_seconds" + selMigration, "{{vm}} {{migration}} expected"},
-				{"pagecast_migration_downtime_seconds" + selMigration, "{{vm}} {{migration}} actual"}}},
+			queries: []query{{held("pagecast_migration_expected_downtime_seconds" + selMigration), "{{vm}} {{migration}} expected"},
+				{held("pagecast_migration_downtime_seconds" + selMigration), "{{vm}} {{migration}} actual"}}},
 		panel{kind: statPanel, title: "Duration", unit: "s", width: 6,
 			description: "How long the migration took, or has taken so far while it runs.",
 			queries:     []query{{migrationDuration, "{{vm}} {{migration}}"}}},
 		panel{kind: statPanel, title: "Succeeded or failed", unit: "none", width: 6,
 			description: "1 under succeeded once the guest runs on the destination; 1 under failed once the migration failed or was cancelled (the guest then keeps running on the source, unless post-copy had begun).",
-			queries: []query{{"pagecast_migration_succeeded" + selMigration, "{{vm}} {{migration}} succeeded"},
-				{"pagecast_migration_failed" + selMigration, "{{vm}} {{migration}} failed"}}},
+			queries: []query{{held("pagecast_migration_succeeded" + selMigration), "{{vm}} {{migration}} succeeded"},
+				{held("pagecast_migration_failed" + selMigration), "{{vm}} {{migration}} failed"}}},
 		panel{title: "Guest slowdown", unit: "percentunit",
 			description: "Share of its vCPUs' time the guest lost while it ran during the migration (pagecast's engine): what the throttle withheld and what its vCPUs waited for pages they faulted on in post-copy, the downtime apart; with mode auto, what it predicted for the mode it chose.",
-			queries: []query{{"pagecast_migration_guest_slowdown_ratio" + selMigration, "{{vm}} {{migration}} actual"},
-				{`pagecast_migration_predicted_guest_slowdown_ratio{vm=~"$vm", migration=~"$migration", chosen="1"}`, "{{vm}} {{migration}} predicted ({{mode}})"}}},
+			queries: []query{{held("pagecast_migration_guest_slowdown_ratio" + selMigration), "{{vm}} {{migration}} actual"},
+				{held(`pagecast_migration_predicted_guest_slowdown_ratio{vm=~"$vm", migration=~"$migration", chosen="1"}`), "{{vm}} {{migration}} predicted ({{mode}})"}}},
 	)
 	d = withPanels(d, "Mode auto",
 		panel{kind: statPanel, title: "Predicted against actual total time", unit: "s", width: 12,
 			description: "Mode auto (pagecast migrate --mode auto): the total time it predicted, before the migration began, for the mode it chose, against the time the migration took or has taken so far.",
-			queries: []query{{`pagecast_migration_predicted_total_time_seconds{vm=~"$vm", migration=~"$migration", chosen="1"}`, "{{vm}} {{migration}} predicted ({{mode}})"},
+			queries: []query{{held(`pagecast_migration_predicted_total_time_seconds{vm=~"$vm", migration=~"$migration", chosen="1"}`), "{{vm}} {{migration}} predicted ({{mode}})"},
 				{migrationDuration, "{{vm}} {{migration}} actual"}}},
 		panel{kind: tablePanel, title: "Every mode's prediction", unit: "s", width: 12,
 			description: "Mode auto: the total time it predicted for every mode it simulated to the end on what it had watched of the guest (a mode stopped short once it could no longer win has none); chosen is 1 for the mode it ran.",
@@ -129,8 +137,8 @@ func profilerHealth() *dashboard.DashboardBuilder {
 			description: "Writes of the profiled VM the hook could not record, per second, by reason (eBPF: slot_unknown, out_of_range, contended, ringbuf_full; TCG: out_of_range, beyond_ram). Anything above zero means missing pages in the trace.",
 			queries:     []query{{"sum by (instance, vm, reason) (rate(pagecast_profiler_events_dropped_total" + selInstance + "[$__rate_interval]))", "{{vm}} on {{instance}}: {{reason}}"}}},
 		panel{title: "Profiler CPU per recorded write", unit: "s",
-			description: "CPU time of the pagecast profile process per write its hook recorded. The hook's own cost is not in it: eBPF programs run on the vCPU threads, the TCG plugin inside QEMU.",
-			queries:     []query{{"rate(process_cpu_seconds_total" + selInstance + "[$__rate_interval]) / on(instance, job) rate(pagecast_profiler_events_total" + selInstance + "[$__rate_interval])", "{{instance}}"}}},
+			description: "CPU time of the pagecast profile process per write its hook recorded, while it records any. The hook's own cost is not in it: eBPF programs run on the vCPU threads, the TCG plugin inside QEMU.",
+			queries:     []query{{"rate(process_cpu_seconds_total" + selInstance + "[$__rate_interval]) / on(instance, job) (rate(pagecast_profiler_events_total" + selInstance + "[$__rate_interval]) > 0)", "{{instance}}"}}},
 		panel{title: "Other VMs' writes ignored", unit: "wps",
 			description: "Events of other processes the eBPF hook saw and ignored, per second (always 0 for the TCG plugin, which runs inside the profiled QEMU).",
 			queries:     []query{{"rate(pagecast_profiler_other_vm_events_total" + selInstance + "[$__rate_interval])", "{{vm}} on {{instance}}"}}},

@@ -220,6 +220,51 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	}
 	t.Logf("%d dashboards, %d panels, %d queries, all with data, over %s", len(ds), panels, queries, until.Sub(from).Round(time.Second))
 
+	// At a coarse step, as a dashboard over an hour draws, the outcome is
+	// still there: plain, a step saw the migration's last samples only
+	// while its exporter lingered, a second or two (walk 95: succeeded 0
+	// at a step of 12 s, no downtime at 10 s).
+	coarse, err := dashboards.NewSource(promURL, from, until.Add(15*time.Second), 15*time.Second, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		if d.File != "migrations.json" {
+			continue
+		}
+		vars, err := coarse.Variables(ctx, d, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				series, err := coarse.Range(ctx, coarse.Expand(tg.Expr, vars))
+				if err != nil {
+					t.Fatalf("migrations.json panel %q at a 15 s step: %v", p.Title, err)
+				}
+				for _, s := range series {
+					legend := dashboards.Legend(tg.LegendFormat, s.Labels)
+					for _, v := range s.Values {
+						switch {
+						case p.Title == "Succeeded or failed" && strings.HasSuffix(legend, " succeeded") && v == 1:
+							seen["succeeded"] = true
+						case p.Title == "Status" && s.Labels["status"] == "completed" && v == 1:
+							seen["completed"] = true
+						case p.Title == "Expected vs actual downtime" && strings.HasSuffix(legend, " actual") && v > 0:
+							seen["downtime"] = true
+						}
+					}
+				}
+			}
+		}
+		for _, want := range []string{"succeeded", "completed", "downtime"} {
+			if !seen[want] {
+				t.Errorf("migrations.json at a 15 s step: no %s drawn for the completed migration", want)
+			}
+		}
+	}
+
 	// pagecast report renders every panel.
 	pngs := filepath.Join(dir, "report")
 	if keep := os.Getenv("PAGECAST_REPORT_DIR"); keep != "" {
