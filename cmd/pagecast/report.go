@@ -243,8 +243,17 @@ func runReport(c *cli.Context) (err error) {
 		}
 		var none []string // variables without values: the panels using them have no data
 		for _, v := range d.Templating.List {
-			if _, ok := vars[v.Name]; v.Type == "query" && !ok {
+			val, ok := vars[v.Name]
+			if v.Type == "query" && !ok {
 				none = append(none, v.Name)
+			}
+			if _, given := set[v.Name]; ok && v.Type == "query" && !v.Multi && !given {
+				// One value of several drawn, and which was not said
+				// (walk 95).
+				if vals, err := src.VariableValues(ctx, v, vars); err == nil && len(vals) > 1 {
+					fmt.Fprintf(c.App.Writer, "%s: %s=%s, the first of %d (%s); --var %s=NAME draws another\n",
+						d.Title, v.Name, val, len(vals), strings.Join(vals, ", "), v.Name)
+				}
 			}
 		}
 		if err != nil {

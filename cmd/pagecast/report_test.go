@@ -485,3 +485,18 @@ func TestReportGaps(t *testing.T) {
 		t.Errorf("runs %v of samples a step apart, want one", runs)
 	}
 }
+
+// TestReportSaysWhichVM: the dirtying dashboard draws one VM; report says
+// which, of how many, and how to draw another, where none was given (walk
+// 95: it took the first unsaid).
+func TestReportSaysWhichVM(t *testing.T) {
+	prom, _ := fakePrometheus(t, []string{"db1", "web1"}, 2)
+	stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--dashboard", "dirtying", "--from", "now-15m", "--step", "1m", "--out", filepath.Join(t.TempDir(), "out"))
+	if want := "vm=db1, the first of 2 (db1, web1); --var vm=NAME draws another"; err != nil || !strings.Contains(stdout, want) {
+		t.Errorf("report of the dirtying dashboard: %v, want %q:\n%s", err, want, stdout)
+	}
+	stdout, _, err = runApp(t, "report", "--prometheus", prom.URL, "--dashboard", "dirtying", "--var", "vm=web1", "--from", "now-15m", "--step", "1m", "--out", filepath.Join(t.TempDir(), "out"))
+	if err != nil || strings.Contains(stdout, "the first of") {
+		t.Errorf("report --var vm=web1: %v\n%s", err, stdout)
+	}
+}
