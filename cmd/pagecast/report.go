@@ -423,6 +423,20 @@ var errUndrawable = errors.New("cannot be drawn")
 
 const maxDrawable = 1e300
 
+// plainTicks are gonum's default ticks, their labels without trailing
+// zeros: "500", not "500.00" (walk 95).
+type plainTicks struct{}
+
+func (plainTicks) Ticks(min, max float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(min, max)
+	for i, t := range ts {
+		if strings.Contains(t.Label, ".") && !strings.ContainsAny(t.Label, "eE") {
+			ts[i].Label = strings.TrimSuffix(strings.TrimRight(t.Label, "0"), ".")
+		}
+	}
+	return ts
+}
+
 // timeTicks are a panel's time axis ticks in loc, the zone its label names
 // (without one, gonum's are UTC: the axis said CET and its ticks were an
 // hour behind; found by a review walk).
@@ -457,6 +471,7 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		pl.Title.Text += " (blue: few, red: many)"
 	case p.Type == "table":
 		addTable(pl, series, div, label)
+		pl.X.Label.Text = "" // a table has no time axis (walk 95)
 	case p.Type == "state-timeline" && len(series) > 1:
 		// A row per state, coloured while the series is present.
 		if err := addHeatmap(pl, series, 1); err != nil {
@@ -465,6 +480,7 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		pl.Title.Text += " (red while in that state)"
 	default:
 		pl.Y.Label.Text = label
+		pl.Y.Tick.Marker = plainTicks{}
 		pl.Y.Min = math.Min(0, pl.Y.Min)
 		pl.Legend.Top, pl.Legend.Left = true, true
 		pl.Legend.TextStyle.Font.Size = vg.Points(8)

@@ -500,3 +500,21 @@ func TestReportSaysWhichVM(t *testing.T) {
 		t.Errorf("report --var vm=web1: %v\n%s", err, stdout)
 	}
 }
+
+// TestPlainTicks: an axis's tick labels carry no trailing zeros.
+func TestPlainTicks(t *testing.T) {
+	var labels []string
+	for _, tk := range (plainTicks{}).Ticks(0, 500) {
+		if tk.Label != "" {
+			labels = append(labels, tk.Label)
+		}
+	}
+	if !slices.Contains(labels, "500") || slices.ContainsFunc(labels, func(l string) bool { return strings.HasSuffix(l, ".00") || strings.HasSuffix(l, ".0") }) {
+		t.Errorf("ticks of 0 to 500: %q", labels)
+	}
+	for _, tk := range (plainTicks{}).Ticks(0, 2.5) {
+		if strings.HasSuffix(tk.Label, "0") && strings.Contains(tk.Label, ".") {
+			t.Errorf("ticks of 0 to 2.5: %q", tk.Label)
+		}
+	}
+}
