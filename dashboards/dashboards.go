@@ -3,6 +3,7 @@ package dashboards
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
@@ -105,8 +106,12 @@ func targets(qs []query, format prometheus.PromQueryFormat) []cog.Builder[varian
 		if format == prometheus.PromQueryFormatTable {
 			// A row per series, its last value over the dashboard's
 			// range: a range query gave a row per sample (walk 52: 103
-			// rows for 5 migrations over 15 minutes).
-			b = b.Expr("last_over_time(" + q.expr + "[$__range])").Instant()
+			// rows for 5 migrations over 15 minutes). A query that
+			// takes the range itself is left as it is.
+			if !strings.Contains(q.expr, "[$__range]") {
+				b = b.Expr("last_over_time(" + q.expr + "[$__range])")
+			}
+			b = b.Instant()
 		} else {
 			b = b.Range()
 		}

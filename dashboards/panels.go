@@ -73,8 +73,12 @@ func migrations() *dashboard.DashboardBuilder {
 			description: "The migration's query-migrate status over time: setup, active, device (stop-and-copy: the guest is paused), postcopy-active, completed, failed or cancelled.",
 			queries:     []query{{held("pagecast_migration_status"+selMigration) + " == 1", "{{vm}} {{migration}} {{status}}"}}},
 		panel{kind: tablePanel, title: "Mode and engine", unit: "none",
-			description: "How each migration moves memory: pagecast's engine or QEMU's own, and the mode (precopy, predictive, throttle, tsmc, mecom and combinations).",
-			queries:     []query{{"pagecast_migration_info" + selMigration, ""}}},
+			description: "How each migration moves memory: pagecast's engine or QEMU's own, and the mode (precopy, predictive, throttle, tsmc, mecom and combinations; for mode auto, the mode it chose, once it has).",
+			// Mode auto's series (mode="auto" while it watches, then the
+			// mode it chose) made two rows of one migration (walk 95):
+			// the auto row only where no other is.
+			queries: []query{{`last_over_time(pagecast_migration_info{vm=~"$vm", migration=~"$migration", mode!="auto"}[$__range])` +
+				` or on(vm, migration) last_over_time(pagecast_migration_info{vm=~"$vm", migration=~"$migration", mode="auto"}[$__range])`, ""}}},
 		panel{title: "Data sent and remaining", unit: "bytes",
 			description: "Bytes sent to the destination so far and bytes of guest memory still to send (query-migrate ram.transferred and ram.remaining), against guest memory.",
 			queries: []query{{"pagecast_migration_data_processed_bytes" + selMigration, "{{vm}} {{migration}} sent"},

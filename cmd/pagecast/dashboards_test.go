@@ -278,6 +278,11 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	if want := fmt.Sprintf("%d panels rendered, 0 without data", panels); !strings.Contains(string(out), want) {
 		t.Errorf("pagecast report did not say %q:\n%s", want, out)
 	}
+	// Mode auto's migration is one row, the mode it chose (walk 95: two,
+	// auto and the chosen).
+	if want := "pagecast / Migrations / Mode and engine: 1 series"; !strings.Contains(string(out), want) {
+		t.Errorf("pagecast report did not say %q:\n%s", want, out)
+	}
 	files, _ := filepath.Glob(filepath.Join(pngs, "*.png"))
 	if len(files) != panels {
 		t.Errorf("%d PNGs for %d panels", len(files), panels)
