@@ -213,12 +213,12 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 
 // Uses says whether any of p's queries refers to variable name.
 func (p Panel) Uses(name string) bool {
-	for _, t := range p.Targets {
-		if strings.Contains(t.Expr, "${"+name+"}") || regexp.MustCompile(`\$`+regexp.QuoteMeta(name)+`\b`).MatchString(t.Expr) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(p.Targets, func(t Target) bool { return ExprUses(t.Expr, name) })
+}
+
+// ExprUses says whether query expr refers to variable name.
+func ExprUses(expr, name string) bool {
+	return strings.Contains(expr, "${"+name+"}") || regexp.MustCompile(`\$`+regexp.QuoteMeta(name)+`\b`).MatchString(expr)
 }
 
 // promRegexQuote is a regex matching s alone, escaped for a PromQL string.

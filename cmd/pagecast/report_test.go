@@ -122,6 +122,13 @@ func TestReportRefusesBadRanges(t *testing.T) {
 // of the range. queries returns the selectors and queries asked so far.
 func fakePrometheus(t *testing.T, vms []string, series int) (prom *httptest.Server, queries func() []string) {
 	t.Helper()
+	return fakePrometheusOf(t, vms, series, true)
+}
+
+// fakePrometheusOf is fakePrometheus; without profiles, no label but vm
+// has values (no pagecast profile was scraped).
+func fakePrometheusOf(t *testing.T, vms []string, series int, profiles bool) (prom *httptest.Server, queries func() []string) {
+	t.Helper()
 	var mu sync.Mutex
 	var asked []string
 	matcher := regexp.MustCompile(`\bvm(=~|=)("(?:[^"\\]|\\.)*")`)
@@ -173,7 +180,7 @@ func fakePrometheus(t *testing.T, vms []string, series int) (prom *httptest.Serv
 			switch {
 			case strings.HasSuffix(r.URL.Path, "/vm/values"):
 				values = append(values, sel...)
-			case len(sel) > 0:
+			case len(sel) > 0 && profiles:
 				values = append(values, "x1")
 			}
 			b, _ := json.Marshal(values)
@@ -515,6 +522,19 @@ func TestPlainTicks(t *testing.T) {
 	for _, tk := range (plainTicks{}).Ticks(0, 2.5) {
 		if strings.HasSuffix(tk.Label, "0") && strings.Contains(tk.Label, ".") {
 			t.Errorf("ticks of 0 to 2.5: %q", tk.Label)
+		}
+	}
+}
+
+// TestReportDrawsWhatHasData: a panel whose queries use a variable without
+// values draws its other queries (walk 96: "Hook in use", profile's and
+// predict serve's, was listed without data where no profile ran).
+func TestReportDrawsWhatHasData(t *testing.T) {
+	prom, _ := fakePrometheusOf(t, []string{"web1"}, 1, false)
+	stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--dashboard", "dirtying", "--from", "now-15m", "--step", "1m", "--out", filepath.Join(t.TempDir(), "out"))
+	for _, want := range []string{"pagecast / Dirtying: predicted vs actual / Hook in use: 1 series", "/ Guest memory: no data: variable instance has no values"} {
+		if err != nil || !strings.Contains(stdout, want) {
+			t.Errorf("report without a profile: %v, want %q:\n%s", err, want, stdout)
 		}
 	}
 }
