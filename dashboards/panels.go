@@ -17,8 +17,10 @@ func dirtying() *dashboard.DashboardBuilder {
 		WithVariable(labelVariable("instance", "instance", "pagecast_profiler_hook_info", "The pagecast profile processes Prometheus scrapes.", true, ""))
 	d = withPanels(d, "Forecast",
 		panel{title: "Predicted vs actual dirty pages per epoch", unit: "short",
-			description: "Pages the model predicted would be dirtied in the latest closed epoch (the sum of its per-page probabilities) against the pages that were.",
-			queries:     []query{{"pagecast_predicted_dirty_pages" + selVM, "predicted"}, {"pagecast_actual_dirty_pages" + selVM, "actual"}}},
+			description: "Pages the model predicted would be dirtied in the latest closed epoch (the sum of its per-page probabilities) against the pages that were; and both as means over the epochs of the rate window, which a scrape every few seconds does not sample as it does the latest epoch (one in 50 of 100 ms at 5 s).",
+			queries: []query{{"pagecast_predicted_dirty_pages" + selVM, "predicted, latest epoch"}, {"pagecast_actual_dirty_pages" + selVM, "actual, latest epoch"},
+				{"increase(pagecast_predicted_dirty_pages_total" + selVM + "[$__rate_interval]) / (increase(pagecast_predictor_epochs_total" + selVM + "[$__rate_interval]) > 0)", "predicted, mean"},
+				{"increase(pagecast_actual_dirty_pages_total" + selVM + "[$__rate_interval]) / (increase(pagecast_predictor_epochs_total" + selVM + "[$__rate_interval]) > 0)", "actual, mean"}}},
 		panel{title: "Forecast error", unit: "short", signed: true,
 			description: "Predicted minus actual dirty pages in the latest closed epoch: above zero the model expected more dirtying than happened.",
 			queries:     []query{{"pagecast_prediction_error_pages" + selVM, "predicted - actual"}}},

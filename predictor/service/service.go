@@ -49,9 +49,14 @@ type VM struct {
 	brier      float64                          // Brier score of the latest epoch's forecast
 	brierSum   float64
 	scored     uint64
-	hook       string   // how the VM's dirty pages were recorded (the trace's or collector's hook)
-	regions    []uint64 // dirty pages of the latest epoch in each of the regions (see Regions)
-	runs       []pageRun
+	// predictedSum and actualSum add up predicted and actual over the
+	// scored epochs: counters, which a scrape every few seconds does not
+	// sample as it does the latest epoch's gauges (walk 95: one in 10).
+	predictedSum float64
+	actualSum    uint64
+	hook         string   // how the VM's dirty pages were recorded (the trace's or collector's hook)
+	regions      []uint64 // dirty pages of the latest epoch in each of the regions (see Regions)
+	runs         []pageRun
 }
 
 // Regions is how many equal parts of guest memory the per-region dirty
@@ -162,6 +167,8 @@ func (vm *VM) ObserveParts(parts [][]uint64) {
 	if vm.epochs > 0 {
 		vm.brierSum += vm.brier
 		vm.scored++
+		vm.predictedSum += vm.predicted
+		vm.actualSum += uint64(vm.actual)
 	}
 	vm.model.ObserveParts(parts)
 	vm.predict()
@@ -691,6 +698,10 @@ var (
 		"Predicted minus actual dirty pages in the latest closed epoch.", []string{"vm"}, nil)
 	descEpochs = prometheus.NewDesc("pagecast_predictor_epochs_total",
 		"Epochs the model has observed.", []string{"vm"}, nil)
+	descPredictedSum = prometheus.NewDesc("pagecast_predicted_dirty_pages_total",
+		"Pages the model predicted would be dirtied, summed over the epochs scored (every one but the first).", []string{"vm"}, nil)
+	descActualSum = prometheus.NewDesc("pagecast_actual_dirty_pages_total",
+		"Pages dirtied, summed over the epochs scored (every one but the first).", []string{"vm"}, nil)
 	descActualRate = prometheus.NewDesc("pagecast_actual_dirty_bytes_per_second",
 		"Bytes dirtied per second in the latest closed epoch.", []string{"vm"}, nil)
 	descWorkingSet = prometheus.NewDesc("pagecast_forecast_working_set_bytes",
@@ -704,7 +715,7 @@ var (
 
 // Descs are every metric the service exports.
 var Descs = []*prometheus.Desc{descPredicted, descActual, descNext, descRate, descBrier, descErr, descEpochs,
-	descActualRate, descWorkingSet, descRegion, descVMInfo}
+	descPredictedSum, descActualSum, descActualRate, descWorkingSet, descRegion, descVMInfo}
 
 func (m metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range Descs {
@@ -738,7 +749,10 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		vm.mu.Lock()
 		regions, hook := append([]uint64(nil), vm.regions...), vm.hook
+		predictedSum, actualSum := vm.predictedSum, vm.actualSum
 		vm.mu.Unlock()
+		ch <- prometheus.MustNewConstMetric(descPredictedSum, prometheus.CounterValue, predictedSum, vm.ID)
+		ch <- prometheus.MustNewConstMetric(descActualSum, prometheus.CounterValue, float64(actualSum), vm.ID)
 		if f.EpochsObserved > 0 {
 			width := len(fmt.Sprintf("%x", vm.Pages*vm.PageSize-1))
 			for r, n := range regions {
