@@ -6,6 +6,7 @@ import "github.com/grafana/grafana-foundation-sdk/go/dashboard"
 const (
 	selVM        = `{vm="$vm"}`
 	selInstance  = `{instance=~"$instance"}`
+	selProfiled  = `{instance=~"$instance", vm=~"$profiled"}`
 	selMigration = `{vm=~"$vm", migration=~"$migration"}`
 )
 
@@ -14,7 +15,10 @@ func dirtying() *dashboard.DashboardBuilder {
 		"How a VM dirties its memory and how well pagecast predicts it, epoch by epoch: from pagecast predict serve "+
 			"(vm: a trace replayed with --replay, or live) and pagecast profile --metrics (instance).").
 		WithVariable(labelVariable("vm", "vm", "pagecast_predictor_epochs_total", "The VM pagecast predict serve forecasts (a trace's base name, or live).", false, "")).
-		WithVariable(labelVariable("instance", "instance", "pagecast_profiler_hook_info", "The pagecast profile processes Prometheus scrapes.", true, ""))
+		WithVariable(labelVariable("instance", "instance", "pagecast_profiler_hook_info", "The pagecast profile processes Prometheus scrapes.", true, "")).
+		// The profiler's row by its own VM: $vm is predict serve's, and
+		// the row showed every profiled VM whichever was chosen (walk 95).
+		WithVariable(labelVariable("profiled", "vm", `pagecast_profiler_hook_info{instance=~"$instance"}`, "The VMs those profiles record (profile --name).", true, ".*"))
 	d = withPanels(d, "Forecast",
 		panel{title: "Predicted vs actual dirty pages per epoch", unit: "short",
 			description: "Pages the model predicted would be dirtied in the latest closed epoch (the sum of its per-page probabilities) against the pages that were; and both as means over the epochs of the rate window, which a scrape every few seconds does not sample as it does the latest epoch (one in 50 of 100 ms at 5 s).",
@@ -40,14 +44,14 @@ func dirtying() *dashboard.DashboardBuilder {
 	d = withPanels(d, "Profiler",
 		panel{title: "Dirty rate measured by the profiler", unit: "binBps",
 			description: "Bytes of guest memory dirtied per second in the profiler's latest closed epoch (pagecast profile), per profiled VM, and the mean over the rate window from its count of dirtied 4 KiB pages: a scrape sees one epoch of many (one in 50 of 100 ms every 5 s), the mean all of them.",
-			queries: []query{{"pagecast_dirty_bytes_per_second" + selInstance, "{{vm}} on {{instance}}: latest epoch"},
-				{"rate(pagecast_dirty_pages_total" + selInstance + "[$__rate_interval]) * 4096", "{{vm}} on {{instance}}: mean"}}},
+			queries: []query{{"pagecast_dirty_bytes_per_second" + selProfiled, "{{vm}} on {{instance}}: latest epoch"},
+				{"rate(pagecast_dirty_pages_total" + selProfiled + "[$__rate_interval]) * 4096", "{{vm}} on {{instance}}: mean"}}},
 		panel{kind: statPanel, title: "Hook in use", unit: "none", width: 6,
 			description: "What records the dirty pages: an eBPF hook on KVM's dirty tracking, or tcg-plugin (pagecast's QEMU TCG plugin); for a replayed trace, the hook that recorded it.",
-			queries:     []query{{"pagecast_profiler_hook_info" + selInstance, "profile of {{vm}} on {{instance}}: {{hook}}"}, {"pagecast_predictor_vm_info" + selVM, "predict serve's {{vm}}: {{hook}}"}}},
+			queries:     []query{{"pagecast_profiler_hook_info" + selProfiled, "profile of {{vm}} on {{instance}}: {{hook}}"}, {"pagecast_predictor_vm_info" + selVM, "predict serve's {{vm}}: {{hook}}"}}},
 		panel{kind: statPanel, title: "Guest memory", unit: "bytes", width: 6,
 			description: "RAM of each profiled VM.",
-			queries:     []query{{"pagecast_guest_memory_bytes" + selInstance, "{{vm}} on {{instance}}"}}},
+			queries:     []query{{"pagecast_guest_memory_bytes" + selProfiled, "{{vm}} on {{instance}}"}}},
 	)
 	return d
 }
