@@ -119,7 +119,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	log := slog.Default()
 	vm, err := newVM(c, log, true)
 	if err != nil {
-		return err
+		return noKVMHint(c, err)
 	}
 	defer vm.Close()
 
@@ -327,7 +327,9 @@ func demoModeList(flag string, onQEMU bool, memory uint64) ([]string, error) {
 		}
 		if onQEMU && migrator.NeedsPostcopy(m) {
 			if _, err := migrator.PlanQEMU(migrator.Params{Mode: m}, memory); err != nil {
-				return nil, fmt.Errorf("--modes: on QEMU the demo runs %s with QEMU's post-copy, since pagecast's stage 3 cannot pull pages into QEMU's memory: %w", m, err)
+				// Not PlanQEMU's advice, which is migrate's (--engine
+				// pagecast, vm run): neither applies here (walk 99).
+				return nil, fmt.Errorf("--modes: %s cannot run on QEMU: post-copy on QEMU is QEMU's own (pagecast's stage 3 cannot pull pages into QEMU's memory), which runs %s only; %s needs pagecast's own monitor, under KVM (demo --monitor pagecast)", m, qemuPostcopyModes(), m)
 			}
 		}
 		modes = append(modes, m)

@@ -425,7 +425,8 @@ func TestCLIErrorsAnywhere(t *testing.T) {
 		{[]string{"vm", "run", "--monitor", "qemu", "--dirty", "bitmap"}, "--dirty chooses KVM's dirty log on pagecast's own monitor; with --monitor qemu"},
 		{[]string{"demo", "--monitor", "qemu", "--dirty", "bitmap"}, "--dirty chooses KVM's dirty log on pagecast's own monitor; with --monitor qemu"},
 		{[]string{"demo", "--monitor", "qemu", "--kvm", "/dev/kvm"}, "--kvm is pagecast's own monitor's KVM device"},
-		{[]string{"demo", "--kvm", "/nonexistent/kvm", "--no-migrate"}, "KVM is not available: open /nonexistent/kvm"},
+		{[]string{"demo", "--kvm", "/nonexistent/kvm", "--no-migrate"}, "KVM is not available: open /nonexistent/kvm: no such file or directory; --kvm and --dirty are pagecast's own monitor's, which auto took for them"},
+		{[]string{"demo", "--monitor", "pagecast", "--kvm", "/nonexistent/kvm", "--no-migrate"}, "KVM is not available: open /nonexistent/kvm: no such file or directory; --monitor qemu (or auto, the default) runs the same guest under QEMU"},
 	} {
 		if _, _, err := runApp(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("pagecast %s: %v, want %q", strings.Join(tc.args, " "), err, tc.want)

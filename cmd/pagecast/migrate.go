@@ -413,14 +413,16 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 					// The port is another process's, a pagecast receiver's
 					// as a rule: migrate-incoming there failed "Address
 					// already in use" (walk 86).
-					holder := fmt.Sprintf("%s (pid %d)", comm, pid)
+					holder, what := fmt.Sprintf("%s (pid %d)", comm, pid), ""
 					if comm == "pagecast" {
-						holder += ", a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only"
+						// After the port, not between it and its verb
+						// (walk 99: the sentence read garbled).
+						what = ": a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only"
 					}
-					return fmt.Errorf("the destination QEMU (--dest-qmp) waits with -incoming defer, and %s holds %s; "+
+					return fmt.Errorf("the destination QEMU (--dest-qmp) waits with -incoming defer, and %s holds %s%s; "+
 						"QEMU's own migration (engine qemu: %s) needs the destination QEMU listening there itself: stop that and start the QEMU with -incoming %s "+
 						"(pagecast's guest: pagecast vm run --monitor qemu --engine qemu --incoming %s), or migrate with pagecast's engine (--engine pagecast: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy)",
-						holder, c.String("to"), why, c.String("to"), c.String("to"))
+						holder, c.String("to"), what, why, c.String("to"), c.String("to"))
 				}
 				// QEMU's bare "Failed to connect … Connection refused"
 				// left an operator to guess (found by a walk).

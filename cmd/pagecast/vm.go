@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -161,6 +162,22 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 // connection that brings no valid handshake (a port scanner, a peer that
 // is not pagecast, a refused source, a failed TLS handshake) is logged and
 // the wait goes on; a migration that began and failed ends it.
+// noKVMHint is err, where it is vmm.ErrNoKVM (pagecast's own monitor
+// without KVM), with what runs the guest instead: vm run's and demo's
+// (walk 99: demo said only "KVM is not available").
+func noKVMHint(c *cli.Context, err error) error {
+	if !errors.Is(err, vmm.ErrNoKVM) {
+		return err
+	}
+	// Said to --monitor pagecast too, which insisted (walk 86); auto
+	// took pagecast's monitor for its flags (review 88: told to take
+	// auto, which it had).
+	if c.String("monitor") == monitorAuto && (c.IsSet("kvm") || c.IsSet("dirty")) {
+		return fmt.Errorf("%w; --kvm and --dirty are pagecast's own monitor's, which auto took for them: without them --monitor auto runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
+	}
+	return fmt.Errorf("%w; --monitor qemu (or auto, the default) runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
+}
+
 func receive(ctx context.Context, listener net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
 	log.Info("waiting for an incoming migration", "on", listener.Addr().String())
 	if a, ok := listener.Addr().(*net.TCPAddr); ok && tlsConfig == nil && !a.IP.IsLoopback() {
@@ -400,17 +417,8 @@ func runVM(c *cli.Context) error {
 	}
 
 	vm, err := newVM(c, log, incoming == nil)
-	if errors.Is(err, vmm.ErrNoKVM) {
-		// Said to --monitor pagecast too, which insisted (walk 86); auto
-		// took pagecast's monitor for its flags (review 88: told to
-		// take auto, which it had).
-		if c.String("monitor") == monitorAuto && (c.IsSet("kvm") || c.IsSet("dirty")) {
-			return fmt.Errorf("%w; --kvm and --dirty are pagecast's own monitor's, which auto took for them: without them --monitor auto runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
-		}
-		return fmt.Errorf("%w; --monitor qemu (or auto, the default) runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
-	}
 	if err != nil {
-		return err
+		return noKVMHint(c, err)
 	}
 	defer vm.Close()
 	if incoming != nil {
@@ -573,7 +581,11 @@ func resolveMonitor(c *cli.Context, log *slog.Logger) (string, error) {
 			}
 		}
 		if err := qemu.KVMUsable(); err != nil {
-			log.Info("running the guest under QEMU: pagecast's own monitor needs KVM (--monitor pagecast to insist)", "why", err)
+			msg := "running the guest under QEMU: pagecast's own monitor needs KVM (--monitor pagecast to insist)"
+			if errors.Is(err, fs.ErrNotExist) {
+				msg = "running the guest under QEMU: pagecast's own monitor needs KVM, which this machine does not have" // insisting would fail (walk 99)
+			}
+			log.Info(msg, "why", err)
 			return monitorQEMU, nil
 		}
 		log.Info("running the guest on pagecast's own KVM monitor (--monitor qemu for QEMU)", "why", "/dev/kvm opens")
