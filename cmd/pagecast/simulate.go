@@ -577,6 +577,12 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	// workload's too (it predicted from the epochs it then migrated
 	// through, which flattered auto).
 	if o.Start == 0 {
+		if w.Len() > 1 && n >= w.Len() && !c.IsSet("observe") {
+			// The README's 5 s profile has 50 epochs, as many as the
+			// default observes: it was refused (walk 99).
+			n = w.Len() / 2
+			fmt.Fprintf(c.App.ErrWriter, "auto: the workload has only %d epochs, not more than --observe's default %d: observing the first half\n", w.Len(), c.Int("observe"))
+		}
 		if w.Len() > 0 && n >= w.Len() {
 			flag := fmt.Sprintf("--observe %d", n)
 			if !c.IsSet("observe") {

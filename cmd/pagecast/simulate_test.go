@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -284,6 +285,24 @@ func TestSimulateAuto(t *testing.T) {
 	if _, _, err := runApp(t, "simulate", "--trace", simTrace, "--mode", "auto", "--observe", "60"); err == nil || !strings.Contains(err.Error(), "only 60 epochs") ||
 		!strings.Contains(err.Error(), "give --observe fewer (--observe 30 leaves half to migrate), or --start an epoch") {
 		t.Errorf("observing the whole trace: %v, want how to do with it", err)
+	}
+	// Not asked for: a trace of no more epochs than the default observes
+	// (the README's 5 s profile: 50) is observed half (walk 99: refused).
+	short := filepath.Join(t.TempDir(), "short.csv")
+	var csv strings.Builder
+	csv.WriteString("epoch,page\n")
+	for e := range 40 {
+		for p := range 64 {
+			fmt.Fprintf(&csv, "%d,%d\n", e, (e*7+p)%512)
+		}
+	}
+	if err := os.WriteFile(short, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := runApp(t, "simulate", "--trace", short, "--memory", "2M", "--mode", "auto", "--bandwidth", "64MiB/s"); err != nil ||
+		!strings.Contains(stderr, "auto: the workload has only 40 epochs, not more than --observe's default 50: observing the first half") ||
+		!strings.Contains(stderr, "auto: observing epochs 0-19, migrating from epoch 20") {
+		t.Errorf("auto on a 40-epoch trace: %v\n%s", err, stderr)
 	}
 	// Under 1 is refused alike: -3 was called "not 0 or more", and 0
 	// was then refused too.
