@@ -576,7 +576,17 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	// The epochs observed come before the migration's start, a synthetic
 	// workload's too (it predicted from the epochs it then migrated
 	// through, which flattered auto).
+	if o.Start == 0 && c.IsSet("start") {
+		// Taken for not given, it migrated from after the epochs it then
+		// observed (review 100).
+		return fmt.Errorf("--start %d is the workload's first epoch: auto predicts from the epochs before the start; give a later --start, or leave it out to observe the first epochs and migrate from after them", c.Uint64("start"))
+	}
 	if o.Start == 0 {
+		if w.Len() == 1 {
+			// No --observe or --start helps (review 100: the advice
+			// looped).
+			return errors.New("auto: the workload has one epoch: auto observes epochs before those it migrates, and needs two at least")
+		}
 		if w.Len() > 1 && n >= w.Len() && !c.IsSet("observe") {
 			// The README's 5 s profile has 50 epochs, as many as the
 			// default observes: it was refused (walk 99).

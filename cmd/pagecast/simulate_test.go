@@ -304,6 +304,19 @@ func TestSimulateAuto(t *testing.T) {
 		!strings.Contains(stderr, "auto: observing epochs 0-19, migrating from epoch 20") {
 		t.Errorf("auto on a 40-epoch trace: %v\n%s", err, stderr)
 	}
+	// --start at the first epoch is not taken for none (review 100: it
+	// migrated from epoch 20); one epoch cannot be observed and migrated.
+	if _, _, err := runApp(t, "simulate", "--trace", short, "--memory", "2M", "--mode", "auto", "--start", "0"); err == nil ||
+		!strings.Contains(err.Error(), "--start 0 is the workload's first epoch: auto predicts from the epochs before the start") {
+		t.Errorf("auto --start 0: %v", err)
+	}
+	one := filepath.Join(t.TempDir(), "one.csv")
+	if err := os.WriteFile(one, []byte("epoch,page\n0,1\n0,2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runApp(t, "simulate", "--trace", one, "--memory", "2M", "--mode", "auto"); err == nil || !strings.Contains(err.Error(), "the workload has one epoch") {
+		t.Errorf("auto on one epoch: %v", err)
+	}
 	// Under 1 is refused alike: -3 was called "not 0 or more", and 0
 	// was then refused too.
 	for _, n := range []string{"0", "-3"} {

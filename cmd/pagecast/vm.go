@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -158,10 +157,6 @@ func newVM(c *cli.Context, log *slog.Logger, fill bool) (*vmm.VM, error) {
 	return vm, nil
 }
 
-// receive waits for an incoming migration into d and starts it. A
-// connection that brings no valid handshake (a port scanner, a peer that
-// is not pagecast, a refused source, a failed TLS handshake) is logged and
-// the wait goes on; a migration that began and failed ends it.
 // noKVMHint is err, where it is vmm.ErrNoKVM (pagecast's own monitor
 // without KVM), with what runs the guest instead: vm run's and demo's
 // (walk 99: demo said only "KVM is not available").
@@ -178,6 +173,10 @@ func noKVMHint(c *cli.Context, err error) error {
 	return fmt.Errorf("%w; --monitor qemu (or auto, the default) runs the same guest under QEMU, with its TCG emulator where there is no KVM", err)
 }
 
+// receive waits for an incoming migration into d and starts it. A
+// connection that brings no valid handshake (a port scanner, a peer that
+// is not pagecast, a refused source, a failed TLS handshake) is logged and
+// the wait goes on; a migration that began and failed ends it.
 func receive(ctx context.Context, listener net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
 	log.Info("waiting for an incoming migration", "on", listener.Addr().String())
 	if a, ok := listener.Addr().(*net.TCPAddr); ok && tlsConfig == nil && !a.IP.IsLoopback() {
@@ -581,11 +580,9 @@ func resolveMonitor(c *cli.Context, log *slog.Logger) (string, error) {
 			}
 		}
 		if err := qemu.KVMUsable(); err != nil {
-			msg := "running the guest under QEMU: pagecast's own monitor needs KVM (--monitor pagecast to insist)"
-			if errors.Is(err, fs.ErrNotExist) {
-				msg = "running the guest under QEMU: pagecast's own monitor needs KVM, which this machine does not have" // insisting would fail (walk 99)
-			}
-			log.Info(msg, "why", err)
+			// Not "--monitor pagecast to insist": it opens the same
+			// /dev/kvm, and fails as this did (walks 99 and 100).
+			log.Info("running the guest under QEMU: pagecast's own monitor needs KVM, and /dev/kvm does not open", "why", err)
 			return monitorQEMU, nil
 		}
 		log.Info("running the guest on pagecast's own KVM monitor (--monitor qemu for QEMU)", "why", "/dev/kvm opens")
