@@ -41,7 +41,8 @@ func reportCommand() *cli.Command {
 			"range queries over --from..--to, as Grafana would: the datasource is --prometheus, each variable\n" +
 			"takes its first value (All where it has one) unless --var sets it, $__rate_interval is the larger\n" +
 			"of step + scrape interval and 4 scrape intervals. Each panel with data becomes DIR/DASHBOARD-PANEL.png\n" +
-			"(lines; heatmaps and status timelines as coloured rows; tables as text); panels without data, or\n" +
+			"(lines; heatmaps and status timelines as coloured rows; tables and stats as text, each series' last\n" +
+			"value); panels without data, or\n" +
 			"with too little to draw (a heatmap of one time), or using a variable with no values over the\n" +
 			"range, are listed.\n\n" +
 			"Times are RFC 3339 (2026-11-30T05:00:00Z), now, or now-DURATION (now-15m).\n\n" +
@@ -489,9 +490,12 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		}
 		pl.Y.Label.Text = "region (guest-physical address)"
 		pl.Title.Text += " (blue: few, red: many)"
-	case p.Type == "table":
+	case p.Type == "table" || p.Type == "stat":
+		// A stat panel shows each series' last value, as a table's
+		// line does: drawn as lines, "Hook in use" was a flat 1, one
+		// VM's hidden under another's (walk 95).
 		addTable(pl, series, div, label)
-		pl.X.Label.Text = "" // a table has no time axis (walk 95)
+		pl.X.Label.Text = "" // no time axis (walk 95)
 	case p.Type == "state-timeline" && len(series) > 1:
 		// A row per state, coloured while the series is present.
 		if err := addHeatmap(pl, series, 1); err != nil {
