@@ -373,8 +373,11 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				return err
 			}
 		}
+		// Who holds --to's port on this host, read once: each look scans
+		// every process's sockets.
+		toPID, toComm := listenerOf(c.String("to"))
 		listens := destListening(dst)
-		if dst == nil && localListener(c.String("to")) != 0 {
+		if dst == nil && qemuIncoming(toPID, toComm) != 0 {
 			// A QEMU of this host listens on --to's port itself: without
 			// --dest-qmp, pagecast's engine went there and ended it
 			// ("Not a migration stream"; walk 86).
@@ -409,12 +412,12 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		if dst != nil && destListening(dst) == "" {
 			if st, err := qemu.RunState(dst); err == nil && st == "inmigrate" {
-				if pid, comm := listenerOf(c.String("to")); pid != 0 && !strings.Contains(comm, "qemu") {
+				if toPID != 0 && !strings.Contains(toComm, "qemu") {
 					// The port is another process's, a pagecast receiver's
 					// as a rule: migrate-incoming there failed "Address
 					// already in use" (walk 86).
-					holder, what := fmt.Sprintf("%s (pid %d)", comm, pid), ""
-					if comm == "pagecast" {
+					holder, what := fmt.Sprintf("%s (pid %d)", toComm, toPID), ""
+					if toComm == "pagecast" {
 						// After the port, not between it and its verb
 						// (walk 99: the sentence read garbled).
 						what = ": a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only"
@@ -430,7 +433,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 					"QEMU's migration needs it listening; run QMP migrate-incoming with \"uri\": %q on it first (a pagecast receive in front of it takes pagecast's engine: --engine pagecast)", c.String("to"))
 			}
 		}
-		if pid, comm := listenerOf(c.String("to")); comm == "pagecast" {
+		if toComm == "pagecast" {
 			// QEMU's stream into a pagecast receiver: refused there at
 			// once, and said after by how little QEMU had sent, which a
 			// fast loopback made over 1 MiB (a CI run); refused here
@@ -443,7 +446,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			}
 			return fmt.Errorf("%s is held by pagecast (pid %d), a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only, "+
 				"and QEMU's migration (engine %s: %s) needs a QEMU waiting with its own -incoming there (pagecast's guest: pagecast vm run --monitor qemu --engine qemu --incoming %s); %s",
-				c.String("to"), pid, engine, why, c.String("to"), instead)
+				c.String("to"), toPID, engine, why, c.String("to"), instead)
 		}
 		pl, err := migrator.SetupQEMU(mon, dst, p)
 		if err != nil {
@@ -967,8 +970,11 @@ func listenerOf(uri string) (pid int, comm string) {
 
 // localListener is the QEMU process of this host listening on the port
 // of migration URI uri, where uri names this host and one does; else 0.
-func localListener(uri string) int {
-	pid, comm := listenerOf(uri)
+func localListener(uri string) int { return qemuIncoming(listenerOf(uri)) }
+
+// qemuIncoming is pid, listenerOf's process named comm, where it is a QEMU
+// waiting with -incoming; else 0.
+func qemuIncoming(pid int, comm string) int {
 	if !strings.Contains(comm, "qemu") {
 		return 0
 	}
