@@ -147,7 +147,7 @@ func runServe(c *cli.Context) error {
 		// "live", two VMs' series one (walk 95).
 		name := vmName(c, path, col.Monitor())
 		vm, err := svc.AddVM(name, t.MaxPages(), 4096, epoch, fmt.Sprintf("%s pid %d", t.Kind, t.PID))
-		if err != nil && !c.IsSet("name") && strings.Contains(err.Error(), "already exists") {
+		if err != nil && !c.IsSet("name") && errors.Is(err, service.ErrVMExists) {
 			return fmt.Errorf("--collector: %w: a --trace has that name; give --name", err)
 		}
 		if err != nil {

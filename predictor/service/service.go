@@ -60,6 +60,9 @@ type VM struct {
 	runs         []pageRun
 }
 
+// ErrVMExists is AddVM's error for an id the service has already.
+var ErrVMExists = errors.New("already exists")
+
 // Regions is how many equal parts of guest memory the per-region dirty
 // counts split it into: a bounded number of series per VM, few enough for
 // a heatmap row each.
@@ -109,7 +112,7 @@ func (s *Service) AddMappedVM(id string, pages uint64, pm *predictor.PageMap, pa
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := s.vms[id]; dup {
-		return nil, fmt.Errorf("vm %q already exists", id)
+		return nil, fmt.Errorf("vm %q: %w", id, ErrVMExists)
 	}
 	vm := &VM{ID: id, Pages: pages, PageSize: pageSize, Epoch: epoch, Source: source, pm: pm,
 		model: predictor.NewModel(model, predictor.Options{Threshold: servedThreshold}), probs: make([]float32, model),

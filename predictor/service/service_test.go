@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -553,5 +554,17 @@ func TestMetricsSums(t *testing.T) {
 	}
 	if got := value("pagecast_predicted_dirty_pages_total"); math.Abs(got-predicted) > 1e-6*predicted || predicted == 0 {
 		t.Errorf("pagecast_predicted_dirty_pages_total %g, want %g", got, predicted)
+	}
+}
+
+// TestAddVMExists: a second VM of one id is refused with ErrVMExists,
+// which predict serve tells a collector's name clash by.
+func TestAddVMExists(t *testing.T) {
+	svc := New(nil)
+	if _, err := svc.AddVM("web1", 256, 4096, 100*time.Millisecond, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.AddVM("web1", 256, 4096, 100*time.Millisecond, "test"); !errors.Is(err, ErrVMExists) {
+		t.Errorf("a second web1: %v, want ErrVMExists", err)
 	}
 }
