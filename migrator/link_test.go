@@ -2,9 +2,12 @@ package migrator
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -155,5 +158,76 @@ func TestCapLifted(t *testing.T) {
 				t.Errorf("stopped because %q in rounds %v, want what was pending fitting", info.Pagecast.StopReason, info.Pagecast.RoundPages)
 			}
 		})
+	}
+}
+
+// TestDowntimeLimitRaised: a downtime limit raised mid-migration
+// (migrate-set-parameters downtime-limit, virsh migrate-setmaxdowntime)
+// is the one the next check of what is pending takes, as QEMU's is: a
+// migration that could not stop within 1 ms stops once what is pending
+// fits 10 s, not at its round cap.
+func TestDowntimeLimitRaised(t *testing.T) {
+	load := memConfig{Memory: 16 << 20, Hot: 256, P: 0.9, Rate: 200000}
+	src := newMemGuest(t, load, true)
+	dst := newMemGuest(t, load, false)
+	d := listenDestination(t, dst, ReceiveConfig{})
+	m, err := Outgoing(sizedGuest{src}, d.uri, Config{MaxBandwidth: 4 << 20, DowntimeLimit: time.Millisecond, MaxRounds: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.DowntimeLimit(); got != time.Millisecond {
+		t.Errorf("DowntimeLimit() = %v at the start, want 1ms", got)
+	}
+	time.Sleep(300 * time.Millisecond)
+	m.SetDowntimeLimit(10 * time.Second)
+	m.SetDowntimeLimit(0) // refused: a limit stays positive
+	if got := m.DowntimeLimit(); got != 10*time.Second {
+		t.Errorf("DowntimeLimit() = %v after the change, want 10s", got)
+	}
+	info, err := m.Wait()
+	<-d.done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(info.Pagecast.StopReason, "fit the downtime limit") {
+		t.Errorf("stopped because %q in rounds %v, want what was pending fitting the raised limit", info.Pagecast.StopReason, info.Pagecast.RoundPages)
+	}
+}
+
+// TestControllerDowntimeLimitMidway: migrate-set-parameters downtime-limit
+// sent to pagecast's monitor during a migration changes that migration's
+// limit, as QEMU's does (it changed only the next migration's), and
+// query-migrate-parameters reads it back.
+func TestControllerDowntimeLimitMidway(t *testing.T) {
+	ctx := context.Background()
+	load := memConfig{Memory: 16 << 20, Hot: 256, P: 0.9, Rate: 200000}
+	src := newMemGuest(t, load, true)
+	dst := newMemGuest(t, load, false)
+	d := listenDestination(t, dst, ReceiveConfig{})
+	c := NewController(sizedGuest{src}, slog.New(slog.DiscardHandler), nil)
+	if _, err := c.setParameters(ctx, json.RawMessage(`{"max-bandwidth":4194304,"downtime-limit":1,"x-pagecast-max-rounds":6}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.migrate(ctx, json.RawMessage(`{"uri":"`+d.uri+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := c.setParameters(ctx, json.RawMessage(`{"downtime-limit":10000}`)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.queryParameters(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl := got.(parameters).DowntimeLimit; dl == nil || *dl != 10000 {
+		t.Errorf("query-migrate-parameters' downtime-limit: %v, want 10000", dl)
+	}
+	info, err := c.Current().Wait()
+	<-d.done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(info.Pagecast.StopReason, "fit the downtime limit") {
+		t.Errorf("stopped because %q in rounds %v, want what was pending fitting the raised limit", info.Pagecast.StopReason, info.Pagecast.RoundPages)
 	}
 }

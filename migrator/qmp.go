@@ -245,6 +245,9 @@ func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any,
 	if p.MaxBandwidth != nil && c.current != nil {
 		c.current.SetBandwidth(*p.MaxBandwidth) // QEMU applies a new cap at once too
 	}
+	if p.DowntimeLimit != nil && c.current != nil {
+		c.current.SetDowntimeLimit(cfg.DowntimeLimit) // and a new downtime limit (virsh migrate-setmaxdowntime)
+	}
 	return nil, nil
 }
 

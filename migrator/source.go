@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -142,6 +143,9 @@ type Migration struct {
 	cut    context.CancelFunc // closes its connections
 	done   chan struct{}
 	sim    *simLink // set when the migration is simulated (Simulate)
+	// downtime is the downtime limit in force, in nanoseconds: cfg's
+	// until SetDowntimeLimit changes it during the migration.
+	downtime atomic.Int64
 
 	mu        sync.Mutex
 	info      Info
@@ -209,6 +213,7 @@ func start(g Guest, uri, addr string, cfg Config, sim *simLink) (*Migration, err
 		done:   make(chan struct{}),
 		start:  cfg.Clock.Now(),
 	}
+	m.downtime.Store(int64(cfg.DowntimeLimit))
 	m.info = Info{Status: StatusSetup, RAM: &RAMStats{Total: memory, PageSize: PageSize, Remaining: memory},
 		Pagecast: &Extra{Mode: cfg.Mode, Bandwidth: cfg.MaxBandwidth, Destination: uri, Auto: cfg.Auto, Slowdown: Slowdown{VCPUs: g.Identity().VCPUs}}}
 	go func() {
@@ -387,6 +392,22 @@ func (m *Migration) abort() {
 		m.cut()
 	}
 }
+
+// SetDowntimeLimit changes the downtime limit of a migration under way,
+// as QEMU's migrate-set-parameters downtime-limit does: the next check of
+// whether what is pending fits the stop-and-copy takes it. d must be
+// positive.
+func (m *Migration) SetDowntimeLimit(d time.Duration) {
+	if d > 0 {
+		m.downtime.Store(int64(d))
+	}
+}
+
+// DowntimeLimit is the downtime limit in force.
+func (m *Migration) DowntimeLimit() time.Duration { return time.Duration(m.downtime.Load()) }
+
+// Bandwidth is the link cap in force, bytes/s; 0: none.
+func (m *Migration) Bandwidth() uint64 { return m.limit.Rate() }
 
 // SetBandwidth changes the link cap of a migration under way.
 func (m *Migration) SetBandwidth(bytesPerSecond uint64) {
@@ -887,7 +908,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 	// were, go out within the downtime limit with the rest of the
 	// switch-over.
 	fits := func(pending uint64) bool {
-		return float64(pending)*s.wireShare+reserve <= downtimeShare(s.mode)*bw*cfg.DowntimeLimit.Seconds()
+		return float64(pending)*s.wireShare+reserve <= downtimeShare(s.mode)*bw*s.m.DowntimeLimit().Seconds()
 	}
 	measured := false // bw is a round's measure, not the cap or a guess
 	for round := 1; ; round++ {
@@ -1100,7 +1121,7 @@ func (s *sender) pendingShare() (float64, bool) {
 // destination's check, the commit); compressed, a page takes wireShare of
 // its size on the wire.
 func (s *sender) transferable(bw, reserve float64) float64 {
-	return max(downtimeShare(s.mode)*bw*s.m.cfg.DowntimeLimit.Seconds()-reserve, 0) / s.wireShare
+	return max(downtimeShare(s.mode)*bw*s.m.DowntimeLimit().Seconds()-reserve, 0) / s.wireShare
 }
 
 // roundRate is where the current round began, for the rate it moves.
