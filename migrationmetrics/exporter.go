@@ -88,6 +88,16 @@ func (e *Exporter) Observe(info migrator.Info) {
 	}
 }
 
+// SetBandwidth records a link cap changed during the current migration
+// (QEMU's query-migrate does not say it; pagecast's engine's does).
+func (e *Exporter) SetBandwidth(bytesPerSecond uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if m := e.cur; m != nil {
+		m.bandwidth = bytesPerSecond
+	}
+}
+
 // Fail marks the current migration failed, its figures kept, where what
 // QEMU called completed failed after (its destination refused the state
 // and exited): the metrics said succeeded, and the failure alert did not

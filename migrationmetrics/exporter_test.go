@@ -275,6 +275,25 @@ func TestFail(t *testing.T) {
 	}
 }
 
+// TestSetBandwidth: a link cap changed midway (migrate --control) is the
+// gauge's from then on, QEMU's replies (which do not say it) and a lifted
+// cap's 0 included.
+func TestSetBandwidth(t *testing.T) {
+	e := New("vm1")
+	e.Begin(time.Date(2026, 12, 5, 5, 0, 0, 0, time.UTC), EngineQEMU, "precopy", 1<<20)
+	const gauge = `pagecast_migration_bandwidth_limit_bytes_per_second{migration="2026-12-05T05:00:00.000Z",vm="vm1"}`
+	e.SetBandwidth(256 << 20)
+	e.Observe(migrator.Info{Status: migrator.StatusActive, RAM: &migrator.RAMStats{Transferred: 4096, Total: 8192}})
+	if text := exposition(t, e); !strings.Contains(text, gauge+" 2.68435456e+08\n") {
+		t.Errorf("after SetBandwidth(256 MiB/s), no %s of 256 MiB/s in:\n%s", gauge, text)
+	}
+	e.SetBandwidth(0) // lifted: no cap
+	e.Observe(migrator.Info{Status: migrator.StatusActive, RAM: &migrator.RAMStats{Transferred: 8192, Total: 8192}})
+	if text := exposition(t, e); strings.Contains(text, gauge) {
+		t.Errorf("after the cap was lifted, %s is still there:\n%s", gauge, text)
+	}
+}
+
 // TestFollowAndLinger: Follow records until the migration ends, and
 // LingerScrapes waits for two more scrapes, or its timeout.
 func TestFollowAndLinger(t *testing.T) {

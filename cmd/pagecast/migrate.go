@@ -100,6 +100,7 @@ func migrateCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 			&cli.BoolFlag{Name: "json", Usage: "print how the migration ended as one JSON object on stdout, whether it completed or not (status, error, guest: where the guest is now, engine, mode, downtime-limit, guest-paused, qemu, query-migrate's last reply; see README, \"For scripts\"), instead of the summary; the rest goes to stderr"},
 			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can"},
+			&cli.StringFlag{Name: "control", Usage: "serve QMP on unix:PATH while the migration runs, to change its link cap or downtime limit midway (migrate-set-parameters max-bandwidth, downtime-limit: what virsh migrate-setspeed and migrate-setmaxdowntime send) and for query-migrate, query-migrate-parameters and migrate_cancel; migrate holds --qmp's socket, QEMU's one client, until it ends"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's private key (PEM)"},
 			&cli.StringFlag{Name: "tls-ca", Usage: "pagecast's engine on a QEMU source: mutual TLS, the CA that signed the destination's certificate (PEM)"},
@@ -284,6 +285,13 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			}
 		}()
 	}
+	ctl, err := listenControl(c.String("control"))
+	if err != nil {
+		return err
+	}
+	if ctl != nil {
+		defer ctl.Close() // the socket goes with migrate, served or not
+	}
 	mon, err := dialQMP(path)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
@@ -401,7 +409,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			if p.MaxRounds == 0 {
 				return errNoRoundCap
 			}
-			return migrateWithEngine(c, src, p, metrics, mon, dst, out)
+			return migrateWithEngine(c, src, p, metrics, mon, dst, ctl, out)
 		}
 		// QEMU's own migration takes a paused guest (it stays paused),
 		// not one that left or has yet to come: say what those states
@@ -540,6 +548,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		return err
 	}
 	out.began = true
+	defer serveControl(ctl, monitorControl(mon, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter)()
 	if plan != nil && plan.Postcopy {
 		interrupts.postcopy = func(why string) bool {
 			if plan.Switched != "" {

@@ -208,7 +208,7 @@ func sameTCPPort(a, b string) bool {
 // x-ignore-shared, to a `pagecast vm run --monitor qemu --incoming`.
 // metrics, if not nil, follows the migration; given the destination QEMU's
 // monitor dst (the source's is mon), the summary has the guest's own pause.
-func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor, out *migrationOutcome) error {
+func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor, ctl net.Listener, out *migrationOutcome) error {
 	if ok, st := src.Running(); !ok && st == "paused" {
 		// pagecast's engine moves a running guest; QEMU's own migration
 		// takes a paused one as it is.
@@ -275,6 +275,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		}
 		return err
 	}
+	defer serveControl(ctl, engineControl(m, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter)()
 	followed := make(chan struct{})
 	if metrics != nil {
 		defer func() { <-followed }()

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/pagecast/pagecast/internal/units"
+	"github.com/pagecast/pagecast/migrationmetrics"
+	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qmpserver"
+)
+
+// migrate --control: QMP on a socket of migrate's own for the migration
+// under way. migrate holds the VM's QMP socket while it runs (QEMU serves
+// one client a socket), so without it nothing could change the link cap
+// or the downtime limit midway, as virsh migrate-setspeed and
+// migrate-setmaxdowntime do through libvirt's monitor.
+
+// controlParams are the parameters --control changes, as
+// migrate-set-parameters and query-migrate-parameters spell them.
+type controlParams struct {
+	MaxBandwidth  *uint64 `json:"max-bandwidth,omitempty"`  // bytes/s; 0: no cap
+	DowntimeLimit *uint64 `json:"downtime-limit,omitempty"` // ms
+}
+
+// migrationControl reads and changes the migration under way, whichever
+// runs it: pagecast's engine in this process, or the source's monitor.
+type migrationControl struct {
+	set    func(controlParams) error
+	params func() (controlParams, error)
+	info   func() (migrator.Info, error)
+	cancel func() error
+}
+
+// listenControl opens --control's socket before the migration begins, so
+// that a path in use is refused before anything is sent; nil without
+// --control.
+func listenControl(flag string) (net.Listener, error) {
+	if flag == "" {
+		return nil, nil
+	}
+	path, ok := strings.CutPrefix(flag, "unix:")
+	if !ok || path == "" {
+		return nil, fmt.Errorf("--control %q: want unix:PATH", flag)
+	}
+	l, err := qmpserver.Listen(path)
+	if err != nil {
+		return nil, fmt.Errorf("--control: %w", err)
+	}
+	return l, nil
+}
+
+// serveControl serves ctl's commands on l until the stop it returns is
+// called, which closes l and removes its socket, and says on w each change
+// made. With l nil it does nothing.
+func serveControl(l net.Listener, ctl migrationControl, log *slog.Logger, w io.Writer) (stop func()) {
+	if l == nil {
+		return func() {}
+	}
+	srv := qmpserver.New(log, "pagecast migrate")
+	srv.Handle("migrate-set-parameters", func(_ context.Context, raw json.RawMessage) (any, error) {
+		var members map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &members); err == nil {
+			for name := range members {
+				if name != "max-bandwidth" && name != "downtime-limit" {
+					return nil, qmpserver.GenericError("Parameter '%s': only max-bandwidth and downtime-limit change during a migration (migrate's other flags are fixed when it begins)", name)
+				}
+			}
+		}
+		p, err := qmpserver.Args[controlParams](raw)
+		if err != nil {
+			return nil, err
+		}
+		if p.DowntimeLimit != nil && (*p.DowntimeLimit < 1 || *p.DowntimeLimit > 2000000) {
+			return nil, qmpserver.GenericError("Parameter 'downtime_limit' expects an integer in the range of 1 to 2000000 milliseconds")
+		}
+		if p.MaxBandwidth != nil || p.DowntimeLimit != nil {
+			// The pair must still let a page through in the limit.
+			now, err := ctl.params()
+			if err != nil {
+				return nil, qmpserver.GenericError("%s", err.Error())
+			}
+			bw, dl := *cmpOr(p.MaxBandwidth, now.MaxBandwidth), *cmpOr(p.DowntimeLimit, now.DowntimeLimit)
+			if err := migrator.CheckLink(bw, time.Duration(dl)*time.Millisecond); err != nil {
+				return nil, qmpserver.GenericError("%s", err.Error())
+			}
+		}
+		if err := ctl.set(p); err != nil {
+			return nil, qmpserver.GenericError("%s", err.Error())
+		}
+		var changed []string
+		if p.MaxBandwidth != nil {
+			changed = append(changed, "link cap "+capString(*p.MaxBandwidth))
+		}
+		if p.DowntimeLimit != nil {
+			changed = append(changed, fmt.Sprintf("downtime limit %v", time.Duration(*p.DowntimeLimit)*time.Millisecond))
+		}
+		if len(changed) > 0 {
+			fmt.Fprintf(w, "\npagecast: --control: %s from now on (migrate-set-parameters)\n", strings.Join(changed, ", "))
+		}
+		return nil, nil
+	})
+	srv.Handle("query-migrate-parameters", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
+		p, err := ctl.params()
+		if err != nil {
+			return nil, qmpserver.GenericError("%s", err.Error())
+		}
+		return p, nil
+	}))
+	srv.Handle("query-migrate", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
+		i, err := ctl.info()
+		if err != nil {
+			return nil, qmpserver.GenericError("%s", err.Error())
+		}
+		return i, nil
+	}))
+	srv.Handle("migrate_cancel", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
+		if err := ctl.cancel(); err != nil {
+			return nil, qmpserver.GenericError("%s", err.Error())
+		}
+		return nil, nil
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ctx, l); err != nil {
+			log.Warn("--control stopped serving", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// capString says a link cap, bytes/s.
+func capString(bw uint64) string {
+	if bw == 0 {
+		return "none"
+	}
+	return units.FormatBytes(float64(bw)) + "/s"
+}
+
+// cmpOr is a if set, else b.
+func cmpOr(a, b *uint64) *uint64 {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// engineControl controls m, pagecast's engine's migration in this process;
+// metrics, if not nil, is told a new link cap (a cap lifted, 0, as well).
+func engineControl(m *migrator.Migration, metrics *migrationmetrics.Exporter) migrationControl {
+	return migrationControl{
+		set: func(p controlParams) error {
+			if p.MaxBandwidth != nil {
+				m.SetBandwidth(*p.MaxBandwidth)
+				if metrics != nil {
+					metrics.SetBandwidth(*p.MaxBandwidth)
+				}
+			}
+			if p.DowntimeLimit != nil {
+				m.SetDowntimeLimit(time.Duration(*p.DowntimeLimit) * time.Millisecond)
+			}
+			return nil
+		},
+		params: func() (controlParams, error) {
+			bw, dl := m.Bandwidth(), uint64(m.DowntimeLimit().Milliseconds())
+			return controlParams{MaxBandwidth: &bw, DowntimeLimit: &dl}, nil
+		},
+		info:   func() (migrator.Info, error) { return m.Info(), nil },
+		cancel: m.Cancel,
+	}
+}
+
+// monitorControl controls the migration the source's monitor runs (QEMU's
+// own, or pagecast's monitor's), through migrate's connection to it;
+// metrics, if not nil, is told a new link cap (QEMU's query-migrate does
+// not say it).
+func monitorControl(mon qmp.Monitor, metrics *migrationmetrics.Exporter) migrationControl {
+	run := func(cmd string, args, ret any) error {
+		req := map[string]any{"execute": cmd}
+		if args != nil {
+			req["arguments"] = args
+		}
+		b, err := json.Marshal(req)
+		if err != nil {
+			return err
+		}
+		raw, err := mon.Run(b)
+		if err != nil {
+			return fmt.Errorf("the source's monitor: %w", err)
+		}
+		if ret == nil {
+			return nil
+		}
+		var reply struct {
+			Return json.RawMessage `json:"return"`
+		}
+		if err := json.Unmarshal(raw, &reply); err != nil {
+			return fmt.Errorf("the source's monitor: %s: %w", cmd, err)
+		}
+		return json.Unmarshal(reply.Return, ret)
+	}
+	return migrationControl{
+		set: func(p controlParams) error {
+			if err := run("migrate-set-parameters", p, nil); err != nil {
+				return err
+			}
+			if p.MaxBandwidth != nil && metrics != nil {
+				metrics.SetBandwidth(*p.MaxBandwidth)
+			}
+			return nil
+		},
+		params: func() (controlParams, error) {
+			var p controlParams
+			err := run("query-migrate-parameters", nil, &p)
+			return p, err
+		},
+		info: func() (migrator.Info, error) { return migrator.Query(mon) },
+		cancel: func() error {
+			i, err := migrator.Query(mon)
+			if err != nil {
+				return err
+			}
+			switch {
+			case migrator.InPostcopy(i.Status):
+				return fmt.Errorf("the migration is in %s: the guest runs on the destination, and a cancel would lose it", i.Status)
+			case slices.Contains([]string{migrator.StatusCompleted, migrator.StatusFailed, migrator.StatusCancelled}, i.Status):
+				return fmt.Errorf("the migration has ended (%s)", i.Status)
+			}
+			return migrator.Cancel(mon)
+		},
+	}
+}
