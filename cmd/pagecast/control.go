@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
@@ -59,12 +60,31 @@ func listenControl(flag string) (net.Listener, error) {
 	return l, nil
 }
 
-// serveControl serves ctl's commands on l until the stop it returns is
-// called, which closes l and removes its socket, and says on w each change
-// made. With l nil it does nothing.
-func serveControl(l net.Listener, ctl migrationControl, log *slog.Logger, w io.Writer) (stop func()) {
+// controlServer serves --control (serveControl).
+type controlServer struct {
+	stop     func()
+	downtime atomic.Int64 // the last downtime limit set, ns; 0: none
+}
+
+// Stop stops serving, closes the listener and removes its socket.
+func (s *controlServer) Stop() { s.stop() }
+
+// limit is the downtime limit in force at the end: the last set through
+// --control, else given, --downtime-limit's. The summary and --json
+// judge the pause by it.
+func (s *controlServer) limit(given time.Duration) time.Duration {
+	if d := time.Duration(s.downtime.Load()); d > 0 {
+		return d
+	}
+	return given
+}
+
+// serveControl serves ctl's commands on l until Stop, and says on w each
+// change made. With l nil it serves nothing.
+func serveControl(l net.Listener, ctl migrationControl, log *slog.Logger, w io.Writer) *controlServer {
+	cs := &controlServer{stop: func() {}}
 	if l == nil {
-		return func() {}
+		return cs
 	}
 	srv := qmpserver.New(log, "pagecast migrate")
 	srv.Handle("migrate-set-parameters", func(_ context.Context, raw json.RawMessage) (any, error) {
@@ -102,7 +122,9 @@ func serveControl(l net.Listener, ctl migrationControl, log *slog.Logger, w io.W
 			changed = append(changed, "link cap "+capString(*p.MaxBandwidth))
 		}
 		if p.DowntimeLimit != nil {
-			changed = append(changed, fmt.Sprintf("downtime limit %v", time.Duration(*p.DowntimeLimit)*time.Millisecond))
+			d := time.Duration(*p.DowntimeLimit) * time.Millisecond
+			cs.downtime.Store(int64(d))
+			changed = append(changed, fmt.Sprintf("downtime limit %v", d))
 		}
 		if len(changed) > 0 {
 			fmt.Fprintf(w, "\npagecast: --control: %s from now on (migrate-set-parameters)\n", strings.Join(changed, ", "))
@@ -137,7 +159,8 @@ func serveControl(l net.Listener, ctl migrationControl, log *slog.Logger, w io.W
 			log.Warn("--control stopped serving", "err", err)
 		}
 	}()
-	return func() { cancel(); <-done }
+	cs.stop = func() { cancel(); <-done }
+	return cs
 }
 
 // capString says a link cap, bytes/s.

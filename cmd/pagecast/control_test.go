@@ -77,7 +77,8 @@ func startControlled(t *testing.T, src *qemuRun, to, engine string) (cmd *exec.C
 // either engine, takes a new link cap midway (migrate-set-parameters
 // max-bandwidth, what virsh migrate-setspeed sends): started at 1 MiB/s,
 // the 32 MiB guest goes at more than twice that on average once the cap
-// is 256 MiB/s; query-migrate-parameters reads the cap in force, other
+// is 256 MiB/s; the downtime limit raised with it is the outcome's;
+// query-migrate-parameters reads what is in force, other
 // parameters are refused, migrate says the change, and the socket goes
 // with migrate. Before it migrate held the VM's QMP socket, QEMU's one
 // client, and nothing could change a QEMU source's cap midway.
@@ -110,11 +111,11 @@ func TestMigrateControl(t *testing.T) {
 			if err := controlRun(t, ctl, "migrate", map[string]any{"uri": to}, nil); err == nil {
 				t.Error("migrate taken on --control")
 			}
-			if err := controlRun(t, ctl, "migrate-set-parameters", map[string]any{"max-bandwidth": 256 << 20}, nil); err != nil {
+			if err := controlRun(t, ctl, "migrate-set-parameters", map[string]any{"max-bandwidth": 256 << 20, "downtime-limit": 500}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if err := controlRun(t, ctl, "query-migrate-parameters", nil, &p); err != nil || p.MaxBandwidth == nil || *p.MaxBandwidth != 256<<20 {
-				t.Errorf("query-migrate-parameters after the change: %+v, %v; want max-bandwidth 268435456", p, err)
+			if err := controlRun(t, ctl, "query-migrate-parameters", nil, &p); err != nil || p.MaxBandwidth == nil || *p.MaxBandwidth != 256<<20 || p.DowntimeLimit == nil || *p.DowntimeLimit != 500 {
+				t.Errorf("query-migrate-parameters after the change: %+v, %v; want max-bandwidth 268435456 and downtime-limit 500", p, err)
 			}
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
@@ -127,7 +128,8 @@ func TestMigrateControl(t *testing.T) {
 				t.Fatalf("migrate did not end within a minute of the cap raised:\n%s", stderr.String())
 			}
 			o := outcomeOf(t, stdout.String())
-			if o.Status != migrator.StatusCompleted || o.Info == nil || o.Info.RAM == nil || o.Info.TotalTime <= 0 {
+			// Judged by the limit in force at the end.
+			if o.Status != migrator.StatusCompleted || o.DowntimeLimit != 500 || o.Info == nil || o.Info.RAM == nil || o.Info.TotalTime <= 0 {
 				t.Fatalf("outcome: %s", stdout.String())
 			}
 			// On average over the whole migration, the first moments at
@@ -137,7 +139,7 @@ func TestMigrateControl(t *testing.T) {
 			if rate < 2<<20 {
 				t.Errorf("the migration went at %.2f MiB/s on average, not above twice the 1 MiB/s it began with", rate/(1<<20))
 			}
-			if !strings.Contains(stderr.String(), "--control: link cap 256.0 MiB/s from now on") {
+			if !strings.Contains(stderr.String(), "--control: link cap 256.0 MiB/s, downtime limit 500ms from now on") {
 				t.Errorf("migrate did not say the change:\n%s", stderr.String())
 			}
 			if _, err := os.Stat(sock); !os.IsNotExist(err) {

@@ -548,7 +548,8 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		return err
 	}
 	out.began = true
-	defer serveControl(ctl, monitorControl(mon, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter)()
+	control := serveControl(ctl, monitorControl(mon, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter)
+	defer control.Stop()
 	if plan != nil && plan.Postcopy {
 		interrupts.postcopy = func(why string) bool {
 			if plan.Switched != "" {
@@ -801,6 +802,8 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 	}
 	paused := guestPaused(pause)
+	p.DowntimeLimit = control.limit(p.DowntimeLimit)
+	out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
 	if plan != nil {
 		if note := saneDowntime(&info, paused); note != "" {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: "+note)

@@ -275,7 +275,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		}
 		return err
 	}
-	defer serveControl(ctl, engineControl(m, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter)()
+	defer serveControl(ctl, engineControl(m, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter).Stop()
 	followed := make(chan struct{})
 	if metrics != nil {
 		defer func() { <-followed }()
@@ -344,6 +344,8 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	}
 	paused := guestPaused(pause)
 	out.paused(paused)
+	p.DowntimeLimit = m.DowntimeLimit() // the one in force at the end (--control)
+	out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
 	if uerr := unconfirmed(info); uerr != nil {
 		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
 	}
