@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
@@ -117,10 +118,63 @@ type QEMUPlan struct {
 	prior      *qemuSettings
 	forcedFrom int64
 	restored   bool
+	// live orders Adjust, on another goroutine, with WaitQEMU's forced
+	// switch-over and Restore; nil in a plan not made by PlanQEMU.
+	live *planLive
 	// destPrior are the post-copy capabilities the destination had on
 	// before SetupQEMU set DestCapabilities there, among destKnown, those
 	// of destCaps it has (none where it did not say).
 	destPrior, destKnown []string
+}
+
+// planLive is what Adjust shares with WaitQEMU and Restore.
+type planLive struct {
+	mu    sync.Mutex
+	ended bool // Restore has run: the migration is over
+}
+
+// lock holds plan.live's lock until the func it returns is called.
+func (plan *QEMUPlan) lock() (unlock func()) {
+	if plan.live == nil {
+		return func() {}
+	}
+	plan.live.mu.Lock()
+	return plan.live.mu.Unlock
+}
+
+// Adjust changes, during the migration, its link cap (bytes/s; 0: none)
+// and downtime limit on the source QEMU mon, where not nil, as virsh
+// migrate-setspeed and migrate-setmaxdowntime do. In a post-copy mode the
+// cap is post-copy's too (max-postcopy-bandwidth), as the plan set it. It
+// refuses once the migration has ended (a cap set then would outlast
+// Restore), and a downtime limit once the switch-over is forced: it would
+// replace the forced one, and the migration would go on for good.
+func (plan *QEMUPlan) Adjust(mon qmp.Monitor, bandwidth *uint64, downtime *time.Duration) error {
+	defer plan.lock()()
+	if plan.restored || plan.live != nil && plan.live.ended {
+		return errors.New("the migration has ended")
+	}
+	args := map[string]any{}
+	if bandwidth != nil {
+		args["max-bandwidth"] = *bandwidth
+		if plan.Postcopy {
+			args["max-postcopy-bandwidth"] = *bandwidth
+		}
+	}
+	if downtime != nil {
+		if plan.Forced {
+			return fmt.Errorf("the switch-over is forced (past --max-rounds, %d syncs: QEMU's downtime-limit is held at its largest, %d ms, until the guest stops); a downtime limit set now would undo it",
+				plan.MaxSyncs-1, ForcedDowntimeLimit)
+		}
+		if *downtime < 0 {
+			return fmt.Errorf("negative downtime limit %v", *downtime)
+		}
+		args["downtime-limit"] = int64((*downtime + time.Millisecond - 1) / time.Millisecond)
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	return clientRun(mon, "migrate-set-parameters", args, nil)
 }
 
 // destCaps are the capabilities SetupQEMU sets on a destination QEMU.
@@ -197,10 +251,14 @@ func (plan *QEMUPlan) DestRestoreHint() string {
 // migration has ended; a caller whose migration never got that far (QEMU
 // refused migrate) calls it itself. Only the first call acts.
 func (plan *QEMUPlan) Restore(mon qmp.Monitor) {
+	defer plan.lock()()
 	if plan.restored {
 		return
 	}
 	plan.restored = true
+	if plan.live != nil {
+		plan.live.ended = true
+	}
 	restoreSettings(mon, plan)
 }
 
@@ -391,7 +449,7 @@ func PlanQEMU(p Params, ramBytes uint64) (QEMUPlan, error) {
 		return QEMUPlan{}, err
 	}
 	const engine = "pagecast's engine (--engine pagecast, or auto, the default), which runs on a QEMU source whose guest RAM is shared memory and whose dirty pages pagecast tracks, in modes without post-copy"
-	plan := QEMUPlan{Mode: mode, Parameters: QEMUParams{
+	plan := QEMUPlan{Mode: mode, live: &planLive{}, Parameters: QEMUParams{
 		MaxBandwidth:  p.MaxBandwidth,
 		DowntimeLimit: int64((p.DowntimeLimit + time.Millisecond - 1) / time.Millisecond),
 	}}
@@ -846,6 +904,7 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 			}
 		}
 		if plan.MaxSyncs > 0 && !plan.Forced && !plan.Stalled && i.Status == StatusActive && i.RAM != nil && i.RAM.DirtySyncCount > uint64(plan.MaxSyncs) {
+			unlock := plan.lock() // Adjust reads Forced
 			plan.Forced = true
 			var params struct {
 				DowntimeLimit int64 `json:"downtime-limit"`
@@ -856,6 +915,7 @@ func WaitQEMU(ctx context.Context, mon qmp.Monitor, plan *QEMUPlan, interval tim
 			// Refused only when the migration has just ended, which the
 			// next reply shows.
 			_ = clientRun(mon, "migrate-set-parameters", map[string]any{"downtime-limit": ForcedDowntimeLimit}, nil) // the downtime limit alone: QEMUParams would lift the caps
+			unlock()
 		}
 		if !plan.Postcopy {
 			return nil

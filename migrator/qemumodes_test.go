@@ -950,3 +950,52 @@ func TestWaitCarriesCounts(t *testing.T) {
 		}
 	})
 }
+
+// TestAdjust: a cap changed midway (migrate --control) is post-copy's too
+// in a post-copy mode, as the plan set it; a downtime limit is refused
+// once the switch-over is forced (set, it replaced the forced 2000 s and
+// the migration went on for good: review 101), and anything once Restore
+// has run (a cap set then outlasted the migration).
+func TestAdjust(t *testing.T) {
+	mon, sent := clientFake(func(cmd qmp.Command) (any, error) { return clientOK(cmd) })
+	bw, dl := uint64(1<<20), 500*time.Millisecond
+	for _, tc := range []struct {
+		mode string
+		want string
+	}{
+		{ModeTSMC, `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":500,"max-bandwidth":1048576,"max-postcopy-bandwidth":1048576}}`},
+		{ModePrecopy, `{"execute":"migrate-set-parameters","arguments":{"downtime-limit":500,"max-bandwidth":1048576}}`},
+	} {
+		plan, err := PlanQEMU(Params{Mode: tc.mode, MaxBandwidth: 8 << 20, MaxRounds: 2}, 64<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*sent = nil
+		if err := plan.Adjust(mon, &bw, &dl); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(*sent, []string{tc.want}) {
+			t.Errorf("%s: sent %q, want %q", tc.mode, *sent, tc.want)
+		}
+	}
+	plan, err := PlanQEMU(Params{Mode: ModePrecopy, MaxBandwidth: 8 << 20, MaxRounds: 2}, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan.Forced = true
+	*sent = nil
+	if err := plan.Adjust(mon, nil, &dl); err == nil || !strings.Contains(err.Error(), "switch-over is forced") {
+		t.Errorf("a downtime limit once forced: %v", err)
+	}
+	if err := plan.Adjust(mon, &bw, nil); err != nil {
+		t.Errorf("a cap once forced: %v", err)
+	}
+	plan.Restore(mon)
+	n := len(*sent)
+	if err := plan.Adjust(mon, &bw, nil); err == nil || !strings.Contains(err.Error(), "has ended") {
+		t.Errorf("a cap after Restore: %v", err)
+	}
+	if len(*sent) != n {
+		t.Errorf("sent after Restore: %q", (*sent)[n:])
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -184,6 +183,11 @@ func cmpOr(a, b *uint64) *uint64 {
 func engineControl(m *migrator.Migration, metrics *migrationmetrics.Exporter) migrationControl {
 	return migrationControl{
 		set: func(p controlParams) error {
+			select {
+			case <-m.Done():
+				return fmt.Errorf("the migration has ended (%s)", m.Info().Status)
+			default:
+			}
 			if p.MaxBandwidth != nil {
 				m.SetBandwidth(*p.MaxBandwidth)
 				if metrics != nil {
@@ -205,10 +209,20 @@ func engineControl(m *migrator.Migration, metrics *migrationmetrics.Exporter) mi
 }
 
 // monitorControl controls the migration the source's monitor runs (QEMU's
-// own, or pagecast's monitor's), through migrate's connection to it;
-// metrics, if not nil, is told a new link cap (QEMU's query-migrate does
-// not say it).
-func monitorControl(mon qmp.Monitor, metrics *migrationmetrics.Exporter) migrationControl {
+// own by plan, or pagecast's monitor's where plan is nil), through
+// migrate's connection to it; metrics, if not nil, is told a new link cap
+// (QEMU's query-migrate does not say it).
+func monitorControl(mon qmp.Monitor, plan *migrator.QEMUPlan, metrics *migrationmetrics.Exporter) migrationControl {
+	ended := func() error {
+		i, err := migrator.Query(mon)
+		if err != nil {
+			return err
+		}
+		if migrationmetrics.Finished(i.Status) {
+			return fmt.Errorf("the migration has ended (%s)", i.Status)
+		}
+		return nil
+	}
 	run := func(cmd string, args, ret any) error {
 		req := map[string]any{"execute": cmd}
 		if args != nil {
@@ -235,7 +249,22 @@ func monitorControl(mon qmp.Monitor, metrics *migrationmetrics.Exporter) migrati
 	}
 	return migrationControl{
 		set: func(p controlParams) error {
-			if err := run("migrate-set-parameters", p, nil); err != nil {
+			var err error
+			if plan != nil {
+				var dl *time.Duration
+				if p.DowntimeLimit != nil {
+					d := time.Duration(*p.DowntimeLimit) * time.Millisecond
+					dl = &d
+				}
+				if err = ended(); err == nil {
+					err = plan.Adjust(mon, p.MaxBandwidth, dl)
+				}
+			} else if err = ended(); err == nil {
+				// pagecast's monitor keeps what is set for its next
+				// migration too: not once this one has ended.
+				err = run("migrate-set-parameters", p, nil)
+			}
+			if err != nil {
 				return err
 			}
 			if p.MaxBandwidth != nil && metrics != nil {
@@ -257,7 +286,7 @@ func monitorControl(mon qmp.Monitor, metrics *migrationmetrics.Exporter) migrati
 			switch {
 			case migrator.InPostcopy(i.Status):
 				return fmt.Errorf("the migration is in %s: the guest runs on the destination, and a cancel would lose it", i.Status)
-			case slices.Contains([]string{migrator.StatusCompleted, migrator.StatusFailed, migrator.StatusCancelled}, i.Status):
+			case migrationmetrics.Finished(i.Status):
 				return fmt.Errorf("the migration has ended (%s)", i.Status)
 			}
 			return migrator.Cancel(mon)

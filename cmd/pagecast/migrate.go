@@ -548,7 +548,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		return err
 	}
 	out.began = true
-	control := serveControl(ctl, monitorControl(mon, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter)
+	control := serveControl(ctl, monitorControl(mon, plan, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter)
 	defer control.Stop()
 	if plan != nil && plan.Postcopy {
 		interrupts.postcopy = func(why string) bool {
