@@ -108,7 +108,8 @@ func serveControl(l net.Listener, ctl migrationControl, log *slog.Logger, w io.W
 			if err != nil {
 				return nil, qmpserver.GenericError("%s", err.Error())
 			}
-			bw, dl := *cmpOr(p.MaxBandwidth, now.MaxBandwidth), *cmpOr(p.DowntimeLimit, now.DowntimeLimit)
+			bw := valueOr(p.MaxBandwidth, now.MaxBandwidth, 0)
+			dl := valueOr(p.DowntimeLimit, now.DowntimeLimit, uint64(migrator.DefaultDowntimeLimit.Milliseconds()))
 			if err := migrator.CheckLink(bw, time.Duration(dl)*time.Millisecond); err != nil {
 				return nil, qmpserver.GenericError("%s", err.Error())
 			}
@@ -170,12 +171,15 @@ func capString(bw uint64) string {
 	return units.FormatBytes(float64(bw)) + "/s"
 }
 
-// cmpOr is a if set, else b.
-func cmpOr(a, b *uint64) *uint64 {
-	if a != nil {
-		return a
+// valueOr is *a if set, else *b if set, else def.
+func valueOr(a, b *uint64, def uint64) uint64 {
+	switch {
+	case a != nil:
+		return *a
+	case b != nil:
+		return *b
 	}
-	return b
+	return def
 }
 
 // engineControl controls m, pagecast's engine's migration in this process;

@@ -1562,12 +1562,19 @@ func TestVMRunQEMUStopWhileMigrating(t *testing.T) {
 	to := "tcp:" + freeAddr(t)
 	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
 	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--quiet", "--mode", "precopy", "--bandwidth", "16MiB/s")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(700 * time.Millisecond) // in round 1: 32 MiB at 16 MiB/s
+	// In round 1 (32 MiB at 16 MiB/s): once the destination has taken
+	// the stream. A fixed 700 ms was, on a loaded CI machine, before
+	// migrate had dialled the source's socket, which vm run then removed.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(dst.stderr.String(), "incoming migration accepted"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the destination never accepted the migration:\n%s\n%s", dst.stderr.String(), out.String())
+		}
+	}
 	src.cmd.Process.Signal(os.Interrupt)
 	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "verified         true") {
 		t.Fatalf("the migration of a guest whose vm run was stopped: %v\n%s\nvm run:\n%s", err, out.String(), src.stderr.String())
