@@ -163,8 +163,8 @@ func (plan *QEMUPlan) Adjust(mon qmp.Monitor, bandwidth *uint64, downtime *time.
 	}
 	if downtime != nil {
 		if plan.Forced {
-			return fmt.Errorf("the switch-over is forced (past --max-rounds, %d syncs: QEMU's downtime-limit is held at its largest, %d ms, until the guest stops); a downtime limit set now would undo it",
-				plan.MaxSyncs-1, ForcedDowntimeLimit)
+			return fmt.Errorf("the switch-over is forced (past --max-rounds %d, after %d dirty syncs: QEMU's downtime-limit is held at its largest, %d ms, until the guest stops); a downtime limit set now would undo it",
+				plan.MaxSyncs-1, plan.MaxSyncs, ForcedDowntimeLimit)
 		}
 		if *downtime < 0 {
 			return fmt.Errorf("negative downtime limit %v", *downtime)

@@ -114,6 +114,10 @@ func TestMigrateControl(t *testing.T) {
 			if err := controlRun(t, ctl, "migrate-set-parameters", map[string]any{"max-bandwidth": 256 << 20, "downtime-limit": 500}, nil); err != nil {
 				t.Fatal(err)
 			}
+			// The same again changes nothing, and is not said again.
+			if err := controlRun(t, ctl, "migrate-set-parameters", map[string]any{"max-bandwidth": 256 << 20}, nil); err != nil {
+				t.Fatal(err)
+			}
 			if err := controlRun(t, ctl, "query-migrate-parameters", nil, &p); err != nil || p.MaxBandwidth == nil || *p.MaxBandwidth != 256<<20 || p.DowntimeLimit == nil || *p.DowntimeLimit != 500 {
 				t.Errorf("query-migrate-parameters after the change: %+v, %v; want max-bandwidth 268435456 and downtime-limit 500", p, err)
 			}
@@ -139,8 +143,8 @@ func TestMigrateControl(t *testing.T) {
 			if rate < 2<<20 {
 				t.Errorf("the migration went at %.2f MiB/s on average, not above twice the 1 MiB/s it began with", rate/(1<<20))
 			}
-			if !strings.Contains(stderr.String(), "--control: link cap 256.0 MiB/s, downtime limit 500ms from now on") {
-				t.Errorf("migrate did not say the change:\n%s", stderr.String())
+			if !strings.Contains(stderr.String(), "--control: link cap 256.0 MiB/s, downtime limit 500ms from now on") || strings.Count(stderr.String(), "--control:") != 1 {
+				t.Errorf("migrate did not say the change once:\n%s", stderr.String())
 			}
 			if _, err := os.Stat(sock); !os.IsNotExist(err) {
 				t.Errorf("--control's socket is left after migrate: %v", err)

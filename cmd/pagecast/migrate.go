@@ -824,6 +824,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if auto != nil {
 			if p, ok := auto.Predicted(); ok {
 				writePredictedAgainst(c.App.Writer, p, info, paused)
+				control.autoNote(c.App.Writer)
 			}
 		}
 	}

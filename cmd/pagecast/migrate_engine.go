@@ -275,7 +275,8 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		}
 		return err
 	}
-	defer serveControl(ctl, engineControl(m, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter).Stop()
+	control := serveControl(ctl, engineControl(m, metrics), slog.New(engineLog{slog.Default().Handler()}), c.App.ErrWriter)
+	defer control.Stop()
 	followed := make(chan struct{})
 	if metrics != nil {
 		defer func() { <-followed }()
@@ -357,6 +358,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	if x := info.Pagecast; x != nil && x.Auto != nil { // query-migrate's report of the choice
 		if p, ok := x.Auto.Predicted(); ok {
 			writePredictedAgainst(c.App.Writer, p, info, paused)
+			control.autoNote(c.App.Writer)
 		}
 	}
 	return unconfirmed(info)
