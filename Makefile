@@ -33,12 +33,12 @@ check-generated: dashboards ## Fail if regenerating changes committed files
 	git diff --exit-code -- bpf/ tcg/ dashboards/
 
 .PHONY: test
-test: deps-test ## Install what is missing (scripts/deps.sh), then run all tests (under the race detector; the predictor's scores on real traces, its quiet shortcuts and its plots, again without; last, alone, the simulator's agreement with live migrations, whose live side the other tests' CPU would slow) and say how many skipped for want of /dev/kvm, eBPF or QEMU (QEMU tests run under TCG without KVM)
+test: deps-test ## Install what is missing (scripts/deps.sh), then run all tests (under the race detector; the predictor's scores on real traces, its quiet shortcuts and its plots, and three of the slowest end-to-end tests (the demo on QEMU, the dashboards against Prometheus, simulate auto on QEMU traces), again without; last, alone, the simulator's agreement with live migrations, whose live side the other tests' CPU would slow) and say how many skipped for want of /dev/kvm, eBPF or QEMU (QEMU tests run under TCG without KVM)
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) build -o bin/testsummary ./internal/testsummary
-	set -o pipefail; { $(GO) test -json -race -count=1 -timeout 15m ./...; \
-	  $(GO) test -json -count=1 -timeout 10m -run '^(TestPredictiveRegimes|TestAutoGrid|TestRealPrograms|TestRealCalibration|TestRealParts|TestQuietShortcutsExact|TestPlots)$$' ./simulate/ ./predictor/; \
+	set -o pipefail; { $(GO) test -json -race -count=1 -timeout 20m ./...; \
+	  $(GO) test -json -count=1 -timeout 10m -run '^(TestPredictiveRegimes|TestAutoGrid|TestRealPrograms|TestRealCalibration|TestRealParts|TestQuietShortcutsExact|TestPlots|TestDashboardsAgainstPrometheus|TestDemoQEMU|TestSimulateAutoQEMUTrace)$$' ./simulate/ ./predictor/ ./cmd/pagecast/; \
 	  $(GO) test -json -count=1 -timeout 10m -run '^TestAgreesWithLive(TSMC|Slowdown)?$$' ./simulate/; } | bin/testsummary
 
 .PHONY: bench

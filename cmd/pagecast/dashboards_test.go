@@ -85,6 +85,7 @@ func startPrometheus(t *testing.T, targets map[string]string) string {
 // and must return data, every metric the dashboards name must be in what
 // Prometheus scraped, and pagecast report renders every panel.
 func TestDashboardsAgainstPrometheus(t *testing.T) {
+	slowUnderRace(t, "19 s")
 	if testing.Short() {
 		t.Skip("boots QEMUs and a Prometheus; skipped in short mode")
 	}

@@ -423,6 +423,7 @@ func scrapeWithin(url, want string, d time.Duration) (string, error) {
 // demo` does on a machine without /dev/kvm: profile with the plugin,
 // forecast, migrate in every mode QEMU has.
 func TestDemoQEMU(t *testing.T) {
+	slowUnderRace(t, "21 s")
 	testutil.RequiresQEMU(t)
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")

@@ -456,6 +456,7 @@ func TestWallTime(t *testing.T) {
 // the choice's own runs stopped every such mode short too (review 88: the
 // note ended without one); a trace of another source gets no such note.
 func TestSimulateAutoQEMUTrace(t *testing.T) {
+	slowUnderRace(t, "5 s")
 	for _, tc := range []struct{ trace, bw string }{{"gcc", "64MiB/s"}, {"bzip2", "8MiB/s"}} {
 		stdout, _, err := runApp(t, "simulate", "--trace", "../../predictor/testdata/real/"+tc.trace+".pct", "--mode", "auto", "--bandwidth", tc.bw)
 		if err != nil {
