@@ -16,6 +16,7 @@ import (
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpserver"
 )
 
@@ -244,28 +245,10 @@ func monitorControl(mon qmp.Monitor, plan *migrator.QEMUPlan, metrics *migration
 		return nil
 	}
 	run := func(cmd string, args, ret any) error {
-		req := map[string]any{"execute": cmd}
-		if args != nil {
-			req["arguments"] = args
-		}
-		b, err := json.Marshal(req)
-		if err != nil {
-			return err
-		}
-		raw, err := mon.Run(b)
-		if err != nil {
+		if err := qemu.QMP(mon, cmd, args, ret); err != nil {
 			return fmt.Errorf("the source's monitor: %w", err)
 		}
-		if ret == nil {
-			return nil
-		}
-		var reply struct {
-			Return json.RawMessage `json:"return"`
-		}
-		if err := json.Unmarshal(raw, &reply); err != nil {
-			return fmt.Errorf("the source's monitor: %s: %w", cmd, err)
-		}
-		return json.Unmarshal(reply.Return, ret)
+		return nil
 	}
 	return migrationControl{
 		set: func(p controlParams) error {

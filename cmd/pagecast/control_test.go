@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpclient"
 )
 
@@ -17,28 +17,7 @@ import (
 // return into ret (if not nil); a QMP error comes back as err.
 func controlRun(t *testing.T, c *qmpclient.Client, cmd string, args, ret any) error {
 	t.Helper()
-	req := map[string]any{"execute": cmd}
-	if args != nil {
-		req["arguments"] = args
-	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := c.Run(b)
-	if err != nil || ret == nil {
-		return err
-	}
-	var reply struct {
-		Return json.RawMessage `json:"return"`
-	}
-	if err := json.Unmarshal(raw, &reply); err != nil {
-		t.Fatalf("%s: %v in %s", cmd, err, raw)
-	}
-	if err := json.Unmarshal(reply.Return, ret); err != nil {
-		t.Fatalf("%s: %v in %s", cmd, err, raw)
-	}
-	return nil
+	return qemu.QMP(c, cmd, args, ret)
 }
 
 // startControlled starts migrate from src to to with engine at 1 MiB/s,

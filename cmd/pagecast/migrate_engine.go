@@ -327,6 +327,8 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		}
 	}
 	out.began = true
+	p.DowntimeLimit = m.DowntimeLimit() // the one in force at the end (--control), failed or not
+	out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
 	if info.Status != "" {
 		out.ended(info)
 	}
@@ -345,8 +347,6 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	}
 	paused := guestPaused(pause)
 	out.paused(paused)
-	p.DowntimeLimit = m.DowntimeLimit() // the one in force at the end (--control)
-	out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
 	if uerr := unconfirmed(info); uerr != nil {
 		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
 	}
