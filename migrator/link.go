@@ -21,6 +21,7 @@ type Limiter struct {
 	clock  Clock
 	mu     sync.Mutex
 	rate   float64 // bytes per second; 0: unlimited
+	asked  uint64  // rate as set, which a float64 may not hold exactly
 	tokens float64
 	last   time.Time
 }
@@ -50,15 +51,17 @@ func NewLimiterClock(clock Clock, bytesPerSecond uint64) *Limiter {
 func (l *Limiter) SetRate(bytesPerSecond uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.rate = float64(bytesPerSecond)
+	l.rate, l.asked = float64(bytesPerSecond), bytesPerSecond
 	l.tokens = min(l.tokens, l.burst())
 }
 
-// Rate is the limit in bytes per second; 0 means none.
+// Rate is the limit in bytes per second, as set; 0 means none. (Read
+// back from the float it is kept in, 2^64-1 came back as 2^63: review
+// 102.)
 func (l *Limiter) Rate() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return uint64(l.rate)
+	return l.asked
 }
 
 func (l *Limiter) burst() float64 {

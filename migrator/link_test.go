@@ -231,3 +231,13 @@ func TestControllerDowntimeLimitMidway(t *testing.T) {
 		t.Errorf("stopped because %q in rounds %v, want what was pending fitting the raised limit", info.Pagecast.StopReason, info.Pagecast.RoundPages)
 	}
 }
+
+// TestLimiterRate: Rate reads back the rate as set, whatever a float64
+// holds of it (2^64-1, QEMU's largest max-bandwidth, came back as 2^63).
+func TestLimiterRate(t *testing.T) {
+	for _, r := range []uint64{0, 1, 32 << 20, 1<<53 + 1, 1<<64 - 1} {
+		if got := NewLimiter(r).Rate(); got != r {
+			t.Errorf("NewLimiter(%d).Rate() = %d", r, got)
+		}
+	}
+}
