@@ -1568,12 +1568,20 @@ func TestVMRunQEMUStopWhileMigrating(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// In round 1 (32 MiB at 16 MiB/s): once the destination has taken
-	// the stream. A fixed 700 ms was, on a loaded CI machine, before
-	// migrate had dialled the source's socket, which vm run then removed.
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(dst.stderr.String(), "incoming migration accepted"); time.Sleep(20 * time.Millisecond) {
+	// In round 1 (32 MiB at 16 MiB/s): once migrate holds the guest's
+	// dirty log for the migration, as vm run looks for it, after the
+	// destination has taken the stream (before it, migrate's choice of
+	// engine holds the log a moment to see that it can). A fixed 700 ms
+	// was, on a loaded CI run, before migrate had dialled the source's
+	// socket, which vm run then removed; the destination's "accepted"
+	// alone came before the dirty log was taken, and vm run stopped QEMU
+	// (CI 43, CI 45).
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, held := qemuguest.MigrationHolder(src.qemuPID); held && strings.Contains(dst.stderr.String(), "incoming migration accepted") {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the destination never accepted the migration:\n%s\n%s", dst.stderr.String(), out.String())
+			t.Fatalf("migrate never took the guest's dirty log after the destination accepted it:\n%s\n%s", dst.stderr.String(), out.String())
 		}
 	}
 	src.cmd.Process.Signal(os.Interrupt)
