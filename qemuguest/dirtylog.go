@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -282,27 +281,4 @@ func (l *kvmLog) Close() error {
 	}
 	l.lock.Close()
 	return err
-}
-
-// MigrationHolder names the pagecast migrate moving QEMU pid's guest with
-// pagecast's engine, if one is: the process that holds the QEMU's dirty
-// log (the KVM dirty-log lock, or the TCG plugin's area) with migrate on
-// its command line. A profile holding the plugin's area is not one.
-func MigrationHolder(pid int) (string, bool) {
-	paths := []string{qemu.LockPath("dirty-log", pid)}
-	if shm, err := tcg.FindShm(pid); err == nil {
-		paths = append(paths, shm)
-	}
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			continue
-		}
-		who, args := tcg.LockHolder(f)
-		f.Close()
-		if slices.Contains(args, "migrate") {
-			return who, true
-		}
-	}
-	return "", false
 }

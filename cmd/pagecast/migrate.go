@@ -30,6 +30,7 @@ import (
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qemuguest"
 	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/simulate"
 	"github.com/pagecast/pagecast/trace"
@@ -351,6 +352,14 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			return err
 		}
 	default:
+		// Marked from here to the end, with either engine: a vm run
+		// stopped meanwhile waits for the migration (it ended the guest
+		// while pagecast's engine set up; a CI run).
+		release, err := qemuguest.HoldMigration(mon)
+		if err != nil {
+			return err
+		}
+		defer release()
 		switch {
 		case dstEarly != nil:
 			dst = dstEarly

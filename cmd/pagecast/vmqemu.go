@@ -469,10 +469,11 @@ func watchRunState(ctx context.Context, vm *qemu.VM) <-chan string {
 }
 
 // waitOutgoing is vm run's stop (SIGINT, SIGTERM) of a QEMU whose guest a
-// pagecast migrate is moving with pagecast's engine: it says so and waits
-// for that migration to end (the guest then runs on the destination, or
-// here if it failed), or for a second signal; stopping QEMU at once ended
-// the guest and failed the migration, unsaid (found by a new-user walk).
+// pagecast migrate is moving, with either engine, from the moment it
+// connected (qemuguest.MigrationHolder): it says so and waits for that
+// migration to end (the guest then runs on the destination, or here if it
+// failed), or for a second signal; stopping QEMU at once ended the guest
+// and failed the migration, unsaid (found by a new-user walk).
 func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 	who, ok := qemuguest.MigrationHolder(vm.PID())
 	if !ok {

@@ -1,0 +1,74 @@
+package qemuguest
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"syscall"
+
+	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/tcg"
+)
+
+// HoldMigration marks the guest of the QEMU on mon as being migrated by
+// this process until release is called (or the process ends): a flock on
+// its LockDir/migrate-PID.lock, which MigrationHolder reads. migrate takes
+// it as soon as it has connected to the source, with either engine, so
+// that a vm run stopped while migrate sets up (before pagecast's engine
+// holds the dirty log, or while QEMU's own migration runs) waits for the
+// migration instead of ending the guest (found by a CI run). A second
+// pagecast migrate of the QEMU is an error naming the first. Where the
+// QEMU's process cannot be found from here (another PID namespace) or
+// LockDir is not writable, nothing is marked and release does nothing.
+func HoldMigration(mon Monitor) (release func(), err error) {
+	none := func() {}
+	cpus, err := vcpus(mon)
+	if err != nil {
+		return none, nil
+	}
+	pid, err := qemuPID(cpus[0].ThreadID)
+	if err != nil {
+		slog.Debug("migration not marked for vm run", "err", err)
+		return none, nil
+	}
+	f, err := qemu.OpenLock("migrate", pid)
+	if err != nil {
+		slog.Warn("a vm run stopped during this migration would not wait for it", "err", err)
+		return none, nil
+	}
+	switch ok, err := qemu.TryLock(f, syscall.LOCK_EX); {
+	case err != nil:
+		f.Close()
+		return none, err
+	case !ok:
+		defer f.Close()
+		who, _ := tcg.LockHolder(f)
+		return none, fmt.Errorf("%s is migrating this VM already (it holds %s): one migration of a guest at a time; wait for it to end, or stop it (Ctrl-C)", who, f.Name())
+	}
+	return func() { f.Close() }, nil
+}
+
+// MigrationHolder names the pagecast migrate moving QEMU pid's guest, if
+// one is: the process that holds its migrate lock (HoldMigration), its
+// dirty log's (the KVM dirty-log lock, or the TCG plugin's area) with
+// migrate on its command line. A profile holding the plugin's area is not
+// one.
+func MigrationHolder(pid int) (string, bool) {
+	paths := []string{qemu.LockPath("migrate", pid), qemu.LockPath("dirty-log", pid)}
+	if shm, err := tcg.FindShm(pid); err == nil {
+		paths = append(paths, shm)
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		who, args := tcg.LockHolder(f)
+		f.Close()
+		if slices.Contains(args, "migrate") {
+			return who, true
+		}
+	}
+	return "", false
+}
