@@ -100,15 +100,11 @@ func TestMigrateControl(t *testing.T) {
 			if err := controlRun(t, ctl, "query-migrate-parameters", nil, &p); err != nil || p.MaxBandwidth == nil || *p.MaxBandwidth != 256<<20 || p.DowntimeLimit == nil || *p.DowntimeLimit != 500 {
 				t.Errorf("query-migrate-parameters after the change: %+v, %v; want max-bandwidth 268435456 and downtime-limit 500", p, err)
 			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatalf("migrate: %v\n%s", err, stderr.String())
-				}
-			case <-time.After(60 * time.Second):
+			switch exited, err := waitExit(cmd, 60*time.Second); {
+			case !exited:
 				t.Fatalf("migrate did not end within a minute of the cap raised:\n%s", stderr.String())
+			case err != nil:
+				t.Fatalf("migrate: %v\n%s", err, stderr.String())
 			}
 			o := outcomeOf(t, stdout.String())
 			// Judged by the limit in force at the end.
@@ -146,15 +142,11 @@ func TestMigrateControlCancel(t *testing.T) {
 			if err := controlRun(t, ctl, "migrate_cancel", nil, nil); err != nil {
 				t.Fatal(err)
 			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case err := <-done:
-				if err == nil {
-					t.Fatalf("migrate succeeded after migrate_cancel:\n%s", stdout.String())
-				}
-			case <-time.After(30 * time.Second):
+			switch exited, err := waitExit(cmd, 30*time.Second); {
+			case !exited:
 				t.Fatalf("migrate did not end within 30 s of migrate_cancel:\n%s", stderr.String())
+			case err == nil:
+				t.Fatalf("migrate succeeded after migrate_cancel:\n%s", stdout.String())
 			}
 			o := outcomeOf(t, stdout.String())
 			if o.Status != migrator.StatusCancelled || o.Guest != guestSource {

@@ -307,15 +307,11 @@ func TestVMRunQuit(t *testing.T) {
 	if _, err := mon.Run([]byte(`{"execute":"quit"}`)); err != nil {
 		t.Fatalf("quit: %v", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("pagecast vm run after quit: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(10 * time.Second):
+	switch exited, err := waitExit(cmd, 10*time.Second); {
+	case !exited:
 		t.Fatal("pagecast vm run still running 10s after quit")
+	case err != nil:
+		t.Fatalf("pagecast vm run after quit: %v\n%s", err, stderr.String())
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("QMP socket left behind: %v", err)
@@ -549,5 +545,21 @@ func TestOutputLostSaysOutcome(t *testing.T) {
 	fmt.Fprintln(gone, "x")
 	if err := gone.failed(); err != nil {
 		t.Errorf("a reader gone: %v", err)
+	}
+}
+
+// waitExit waits up to d for cmd, started, to exit and returns true and
+// its Wait's error; once d has passed it kills cmd, reaps it and returns
+// false.
+func waitExit(cmd *exec.Cmd, d time.Duration) (exited bool, err error) {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return true, err
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+		return false, nil
 	}
 }

@@ -147,15 +147,11 @@ func TestMigrateLingerSignal(t *testing.T) {
 		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("migrate stopped while lingering after a completed migration: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(10 * time.Second):
+	switch exited, err := waitExit(cmd, 10*time.Second); {
+	case !exited:
 		t.Fatal("migrate lingered on after SIGTERM")
+	case err != nil:
+		t.Errorf("migrate stopped while lingering after a completed migration: %v\n%s", err, stderr.String())
 	}
 	if o := outcomeOf(t, stdout.String()); o.Status != migrator.StatusCompleted {
 		t.Errorf("outcome: %s", stdout.String())

@@ -647,16 +647,11 @@ func TestMigrateAutoInterrupted(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	cmd.Process.Signal(os.Interrupt)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(out.String(), "nothing was migrated, the guest runs on at the source") {
-			t.Errorf("migrate interrupted while auto watched: %v\n%s", err, out.String())
-		}
-	case <-time.After(20 * time.Second): // the watch is 60 s
-		cmd.Process.Kill()
+	switch exited, err := waitExit(cmd, 20*time.Second); { // the watch is 60 s
+	case !exited:
 		t.Fatalf("migrate did not stop on SIGINT while auto watched:\n%s", out.String())
+	case err == nil || !strings.Contains(out.String(), "nothing was migrated, the guest runs on at the source"):
+		t.Errorf("migrate interrupted while auto watched: %v\n%s", err, out.String())
 	}
 	if st := status(t, src); st != "running" {
 		t.Errorf("source is %s", st)

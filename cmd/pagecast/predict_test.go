@@ -344,13 +344,7 @@ func TestPredictEvalInterrupted(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		cmd.Process.Signal(sig)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
+		if exited, _ := waitExit(cmd, 10*time.Second); !exited {
 			t.Fatalf("%v: predict eval ran on 10 s after it", sig)
 		}
 		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "interrupted: predict eval stopped before the end of the trace") || stdout.Len() != 0 {

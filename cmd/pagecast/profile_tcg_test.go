@@ -269,17 +269,12 @@ func TestProfileTCGQEMUKilled(t *testing.T) {
 	if err := syscall.Kill(vm.qemuPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		msg := strings.TrimSpace(stderr.String())
-		if err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, "exited") {
-			t.Fatalf("profile after QEMU was killed: exit %v, stderr %q: want one line saying QEMU exited", err, msg)
-		}
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
+	exited, err := waitExit(cmd, 10*time.Second)
+	if !exited {
 		t.Fatal("profile still runs 10s after QEMU was killed")
+	}
+	if msg := strings.TrimSpace(stderr.String()); err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, "exited") {
+		t.Fatalf("profile after QEMU was killed: exit %v, stderr %q: want one line saying QEMU exited", err, msg)
 	}
 	select {
 	case <-vm.exited:
@@ -558,16 +553,13 @@ func TestServeCollectorTCG(t *testing.T) {
 	scrape(t, "http://"+listen+"/metrics", `pagecast_predicted_dirty_pages{vm="`+name+`"}`)
 	// The VM goes: the service ends, and says it failed (it exited 0).
 	vm.cmd.Process.Signal(os.Interrupt)
-	exited := make(chan error, 1)
-	go func() { exited <- serve.Wait() }()
-	select {
-	case err := <-exited:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(serveErr.String(), "pagecast: --collector: ") {
-			t.Errorf("predict serve, its VM gone: %v, want exit status 1 saying why:\n%s", err, serveErr.String())
-		}
-	case <-time.After(20 * time.Second):
+	exited, err := waitExit(serve, 20*time.Second)
+	if !exited {
 		t.Fatalf("predict serve still runs 20 s after its VM stopped:\n%s", serveErr.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(serveErr.String(), "pagecast: --collector: ") {
+		t.Errorf("predict serve, its VM gone: %v, want exit status 1 saying why:\n%s", err, serveErr.String())
 	}
 }
 
