@@ -156,9 +156,11 @@ var labelValues = regexp.MustCompile(`^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-
 // unless it is one of the variable's values exactly, which is then matched
 // as it is (web(1)+x, not the regex web(1)+x). A variable with no value is
 // left out of vars, and the error, wrapping ErrNoValues, names every such
-// one; vars holds the others, for the panels that do not use those.
-func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]string) (map[string]string, error) {
-	vars := map[string]string{}
+// one; vars holds the others, for the panels that do not use those. values
+// holds the values found of each variable asked (all but those given a
+// value in set that are not multi-value).
+func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]string) (vars map[string]string, values map[string][]string, err error) {
+	vars, values = map[string]string{}, map[string][]string{}
 	var none []error
 	for _, v := range d.Templating.List {
 		if v.Type != "query" {
@@ -169,18 +171,19 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 			vars[v.Name] = val
 			continue
 		}
-		values, err := s.VariableValues(ctx, v, vars)
+		found, err := s.VariableValues(ctx, v, vars)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		values[v.Name] = found
 		if isSet {
-			if slices.Contains(values, val) {
+			if slices.Contains(found, val) {
 				val = promRegexQuote(val)
 			}
 			vars[v.Name] = val
 			continue
 		}
-		if len(values) == 0 {
+		if len(found) == 0 {
 			var given []string // what may have left it none
 			for k, val := range set {
 				if _, ok := vars[k]; ok {
@@ -199,16 +202,16 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 		case v.Multi && v.IncludeAll && v.AllValue != "":
 			vars[v.Name] = v.AllValue
 		case v.Multi && v.IncludeAll:
-			quoted := make([]string, len(values))
-			for i, val := range values {
+			quoted := make([]string, len(found))
+			for i, val := range found {
 				quoted[i] = promRegexQuote(val)
 			}
 			vars[v.Name] = "(" + strings.Join(quoted, "|") + ")"
 		default:
-			vars[v.Name] = values[0]
+			vars[v.Name] = found[0]
 		}
 	}
-	return vars, errors.Join(none...)
+	return vars, values, errors.Join(none...)
 }
 
 // Uses says whether any of p's queries refers to variable name.

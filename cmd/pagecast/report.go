@@ -238,7 +238,7 @@ func runReport(c *cli.Context) (err error) {
 	ctx := c.Context
 	written, empty := 0, 0
 	for _, d := range ds {
-		vars, err := src.Variables(ctx, d, set)
+		vars, values, err := src.Variables(ctx, d, set)
 		if err != nil && !errors.Is(err, dashboards.ErrNoValues) {
 			return err
 		}
@@ -251,7 +251,7 @@ func runReport(c *cli.Context) (err error) {
 			if _, given := set[v.Name]; ok && v.Type == "query" && !v.Multi && !given {
 				// One value of several drawn, and which was not said
 				// (walk 95).
-				if vals, err := src.VariableValues(ctx, v, vars); err == nil && len(vals) > 1 {
+				if vals := values[v.Name]; len(vals) > 1 {
 					fmt.Fprintf(c.App.Writer, "%s: %s=%s, the first of %d (%s); --var %s=NAME draws another\n",
 						d.Title, v.Name, val, len(vals), strings.Join(vals, ", "), v.Name)
 				}

@@ -495,12 +495,17 @@ func TestReportGaps(t *testing.T) {
 
 // TestReportSaysWhichVM: the dirtying dashboard draws one VM; report says
 // which, of how many, and how to draw another, where none was given (walk
-// 95: it took the first unsaid).
+// 95: it took the first unsaid), from the values it asked Prometheus for
+// once (it asked twice).
 func TestReportSaysWhichVM(t *testing.T) {
-	prom, _ := fakePrometheus(t, []string{"db1", "web1"}, 2)
+	prom, queries := fakePrometheus(t, []string{"db1", "web1"}, 2)
 	stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--dashboard", "dirtying", "--from", "now-15m", "--step", "1m", "--out", filepath.Join(t.TempDir(), "out"))
 	if want := "vm=db1, the first of 2 (db1, web1); --var vm=NAME draws another"; err != nil || !strings.Contains(stdout, want) {
 		t.Errorf("report of the dirtying dashboard: %v, want %q:\n%s", err, want, stdout)
+	}
+	// label_values(pagecast_predictor_epochs_total, vm): its selector.
+	if n := strings.Count(strings.Join(queries(), "\n")+"\n", "pagecast_predictor_epochs_total\n"); n != 1 {
+		t.Errorf("the vm variable's values asked %d times, want once: %q", n, queries())
 	}
 	stdout, _, err = runApp(t, "report", "--prometheus", prom.URL, "--dashboard", "dirtying", "--var", "vm=web1", "--from", "now-15m", "--step", "1m", "--out", filepath.Join(t.TempDir(), "out"))
 	if err != nil || strings.Contains(stdout, "the first of") {
