@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/urfave/cli/v2"
 	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/palette"
 	"gonum.org/v1/plot/palette/moreland"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -485,11 +486,12 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 	div, label := axisScale(p.Unit(), maxValue)
 	switch {
 	case p.Type == "heatmap":
-		if err := addHeatmap(pl, series, div); err != nil {
+		// Grafana's colours for the panel (scheme Oranges).
+		if err := addHeatmap(pl, series, div, oranges(64)); err != nil {
 			return err
 		}
 		pl.Y.Label.Text = "region (guest-physical address)"
-		pl.Title.Text += " (blue: few, red: many)"
+		pl.Title.Text += " (pale: few, dark orange: many)"
 	case p.Type == "table" || p.Type == "stat":
 		// A stat panel shows each series' last value, as a table's
 		// line does: drawn as lines, "Hook in use" was a flat 1, one
@@ -498,7 +500,10 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		pl.X.Label.Text = "" // no time axis (walk 95)
 	case p.Type == "state-timeline" && len(series) > 1:
 		// A row per state, coloured while the series is present.
-		if err := addHeatmap(pl, series, 1); err != nil {
+		pal := moreland.SmoothBlueRed()
+		pal.SetMin(0)
+		pal.SetMax(1)
+		if err := addHeatmap(pl, series, 1, pal.Palette(64)); err != nil {
 			return err
 		}
 		pl.Title.Text += " (red while in that state)"
@@ -664,8 +669,9 @@ func (g heatGrid) Y(r int) float64    { return float64(r) }
 // maxHeatColumns bounds a heatmap's columns on the samples' grid.
 const maxHeatColumns = 20000
 
-// addHeatmap draws series as rows of a heatmap, labelled with their names.
-func addHeatmap(pl *plot.Plot, series []namedSeries, div float64) error {
+// addHeatmap draws series as rows of a heatmap, labelled with their names,
+// in pal's colours from the lowest value to the highest.
+func addHeatmap(pl *plot.Plot, series []namedSeries, div float64, pal palette.Palette) error {
 	g, lo, hi, ticks, err := newHeatGrid(series, div)
 	if err != nil {
 		return err
@@ -673,16 +679,40 @@ func addHeatmap(pl *plot.Plot, series []namedSeries, div float64) error {
 	if hi <= lo {
 		lo = hi - 1 // one value (a state timeline's 1): drawn as the most
 	}
-	pal := moreland.SmoothBlueRed()
-	pal.SetMin(lo)
-	pal.SetMax(hi)
-	h := plotter.NewHeatMap(g, pal.Palette(64))
+	h := plotter.NewHeatMap(g, pal)
 	h.Min, h.Max = lo, hi
 	h.NaN = color.Transparent
 	pl.Add(h)
 	pl.Y.Tick.Marker = plot.ConstantTicks(ticks)
 	pl.Y.Tick.Label.Font.Size = vg.Points(7)
 	return nil
+}
+
+// orangeStops are the colours of Grafana's heatmap scheme Oranges (d3's,
+// from ColorBrewer's nine-class Oranges), lightest first.
+var orangeStops = []color.RGBA{
+	{0xff, 0xf5, 0xeb, 0xff}, {0xfe, 0xe6, 0xce, 0xff}, {0xfd, 0xd0, 0xa2, 0xff},
+	{0xfd, 0xae, 0x6b, 0xff}, {0xfd, 0x8d, 0x3c, 0xff}, {0xf1, 0x69, 0x13, 0xff},
+	{0xd9, 0x48, 0x01, 0xff}, {0xa6, 0x36, 0x03, 0xff}, {0x7f, 0x27, 0x04, 0xff},
+}
+
+// orangePalette is n colours from orangeStops' first to its last.
+type orangePalette []color.Color
+
+func (o orangePalette) Colors() []color.Color { return o }
+
+// oranges is Grafana's Oranges in n steps (n ≥ 2), lightest first.
+func oranges(n int) palette.Palette {
+	out := make(orangePalette, n)
+	for i := range out {
+		x := float64(i) / float64(n-1) * float64(len(orangeStops)-1)
+		k := min(int(x), len(orangeStops)-2)
+		f := x - float64(k)
+		a, b := orangeStops[k], orangeStops[k+1]
+		mix := func(u, v uint8) uint8 { return uint8(math.Round(float64(u) + f*(float64(v)-float64(u)))) }
+		out[i] = color.RGBA{mix(a.R, b.R), mix(a.G, b.G), mix(a.B, b.B), 0xff}
+	}
+	return out
 }
 
 // newHeatGrid puts series (values divided by div) on one time axis, a row

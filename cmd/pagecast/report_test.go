@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image/color"
+	"image/png"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -541,5 +543,53 @@ func TestReportDrawsWhatHasData(t *testing.T) {
 		if err != nil || !strings.Contains(stdout, want) {
 			t.Errorf("report without a profile: %v, want %q:\n%s", err, want, stdout)
 		}
+	}
+}
+
+// TestReportHeatmapOranges: report draws the heatmap in the colours
+// Grafana draws the panel in (its scheme, Oranges: pale for the fewest,
+// dark orange for the most), not blue to red.
+func TestReportHeatmapOranges(t *testing.T) {
+	if p := oranges(64).Colors(); len(p) != 64 || p[0] != (color.RGBA{0xff, 0xf5, 0xeb, 0xff}) || p[63] != (color.RGBA{0x7f, 0x27, 0x04, 0xff}) {
+		t.Fatalf("oranges(64): %d colours from %v to %v", len(p), p[0], p[len(p)-1])
+	}
+	t0 := time.Date(2026, 12, 5, 2, 0, 0, 0, time.UTC)
+	var series []namedSeries
+	for r := range 4 {
+		var s dashboards.Series
+		for c := range 60 {
+			s.Times = append(s.Times, t0.Add(time.Duration(c)*time.Second))
+			s.Values = append(s.Values, float64(r*c))
+		}
+		series = append(series, namedSeries{fmt.Sprintf("0x%08x", r<<21), s})
+	}
+	name := filepath.Join(t.TempDir(), "heat.png")
+	if err := renderPanel(name, dashboards.Panel{Type: "heatmap", Title: "where"}, series, t0, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	darkest, blue := 0, 0
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			if r>>8 == 0x7f && g>>8 == 0x27 && bl>>8 == 0x04 {
+				darkest++
+			}
+			if bl>>8 > r>>8+40 {
+				blue++
+			}
+		}
+	}
+	if darkest == 0 || blue > 0 {
+		t.Errorf("heatmap: %d pixels of Oranges' darkest, %d bluish ones; want some and none", darkest, blue)
 	}
 }
