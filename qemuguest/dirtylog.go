@@ -1,6 +1,7 @@
 package qemuguest
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -198,11 +199,25 @@ func openKVMLog(mon Monitor, pid int, layout qemu.Layout) (*kvmLog, error) {
 // was moving (found when /dev/kvm came back). The error is a
 // *tcg.BusyError naming the holder.
 func lockKVMLog(pid int) (*os.File, error) {
-	f, err := qemu.OpenLock("dirty-log", pid)
+	// LockDir not writable: the log opens unguarded, as before locks (a
+	// KVM profile or migration failed for it; walk 45).
+	f, err := takeLock("dirty-log", pid, "a second pagecast migrate of this QEMU would not be refused")
+	var busy *tcg.BusyError
+	if errors.As(err, &busy) {
+		busy.KVM = true
+	}
+	return f, err
+}
+
+// takeLock takes QEMU pid's lock file of kind (qemu.OpenLock) without
+// waiting and returns it, held; where another process holds it, a
+// *tcg.BusyError naming that process. Where LockDir cannot be written it
+// logs unguarded as a warning and returns nil, nil: the caller goes on
+// without the lock.
+func takeLock(kind string, pid int, unguarded string) (*os.File, error) {
+	f, err := qemu.OpenLock(kind, pid)
 	if err != nil {
-		// LockDir not writable: the log opens unguarded, as before locks
-		// (a KVM profile or migration failed for it; walk 45).
-		slog.Warn("a second pagecast migrate of this QEMU would not be refused", "err", err)
+		slog.Warn(unguarded, "err", err)
 		return nil, nil
 	}
 	switch ok, err := qemu.TryLock(f, syscall.LOCK_EX); {
@@ -212,7 +227,7 @@ func lockKVMLog(pid int) (*os.File, error) {
 	case !ok:
 		defer f.Close()
 		who, args := tcg.LockHolder(f)
-		return nil, &tcg.BusyError{Path: f.Name(), Holder: who, Args: args, KVM: true}
+		return nil, &tcg.BusyError{Path: f.Name(), Holder: who, Args: args}
 	}
 	return f, nil
 }

@@ -1,11 +1,11 @@
 package qemuguest
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"slices"
-	"syscall"
 
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
@@ -32,19 +32,15 @@ func HoldMigration(mon Monitor) (release func(), err error) {
 		slog.Debug("migration not marked for vm run", "err", err)
 		return none, nil
 	}
-	f, err := qemu.OpenLock("migrate", pid)
-	if err != nil {
-		slog.Warn("a vm run stopped during this migration would not wait for it", "err", err)
-		return none, nil
-	}
-	switch ok, err := qemu.TryLock(f, syscall.LOCK_EX); {
+	f, err := takeLock("migrate", pid, "a vm run stopped during this migration would not wait for it")
+	var busy *tcg.BusyError
+	switch {
+	case errors.As(err, &busy):
+		return none, fmt.Errorf("%s is migrating this VM already (it holds %s): one migration of a guest at a time; wait for it to end, or stop it (Ctrl-C)", busy.Holder, busy.Path)
 	case err != nil:
-		f.Close()
 		return none, err
-	case !ok:
-		defer f.Close()
-		who, _ := tcg.LockHolder(f)
-		return none, fmt.Errorf("%s is migrating this VM already (it holds %s): one migration of a guest at a time; wait for it to end, or stop it (Ctrl-C)", who, f.Name())
+	case f == nil:
+		return none, nil
 	}
 	return func() { f.Close() }, nil
 }
