@@ -925,7 +925,8 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		startPending := s.pendingN
 		s.polTime = 0
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
-		s.round = roundRate{start: start, bytes: startBytes, bw: bw, stopBW: bw, reserve: reserve, guessed: !measured}
+		s.round = roundRate{start: start, bytes: startBytes, bw: bw, stopBW: bw, reserve: reserve, guessed: !measured,
+			limit: s.m.DowntimeLimit(), rate: s.m.limit.Rate()}
 		fitted, err := s.sendPass(ctx, round, true, true)
 		if err != nil {
 			return "", false, err
@@ -1127,10 +1128,12 @@ func (s *sender) transferable(bw, reserve float64) float64 {
 // roundRate is where the current round began, for the rate it moves.
 type roundRate struct {
 	start       time.Time
-	bytes       uint64  // written before it
-	bw, reserve float64 // the rate and other bytes its stop was set for
-	stopBW      float64 // the rate stopAt is set for now: bw, or lower (see remeasure)
-	guessed     bool    // bw is the cap, or a guess without one: no round has measured the link
+	bytes       uint64        // written before it
+	bw, reserve float64       // the rate and other bytes its stop was set for
+	stopBW      float64       // the rate stopAt is set for now: bw, or lower (see remeasure)
+	guessed     bool          // bw is the cap, or a guess without one: no round has measured the link
+	limit       time.Duration // the downtime limit stopAt is set for (see restop)
+	rate        uint64        // the link cap then, bytes/s; 0: none
 }
 
 // guessBW is the link's rate the first round plans with where there is no
@@ -1175,6 +1178,25 @@ func (s *sender) remeasure() {
 		r.stopBW = bw
 		s.stopAt = uint64(s.transferable(bw, r.reserve) / PageSize)
 	}
+}
+
+// restop, at a harvest, sets stopAt anew where the downtime limit or the
+// link cap has changed since the round set it (migrate-set-parameters
+// midway): a limit raised was taken only at the end of the round, seconds
+// later on a slow link (walk 101: some 8 s at 4 MiB/s), and a cap lowered
+// below the round's rate left stopAt promising what the link no longer
+// moves.
+func (s *sender) restop() {
+	r := &s.round
+	limit, rate := s.m.DowntimeLimit(), s.m.limit.Rate()
+	if r.limit == 0 || limit == r.limit && rate == r.rate {
+		return // no round set a stop (tsmc's stage 1 never stops early), or nothing changed
+	}
+	r.limit, r.rate = limit, rate
+	if rate > 0 && float64(rate) < r.stopBW {
+		r.stopBW = float64(rate)
+	}
+	s.stopAt = uint64(s.transferable(r.stopBW, r.reserve) / PageSize)
 }
 
 // switchoverBytes is what the stop-and-copy sends besides pages before
@@ -1616,6 +1638,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 				return false, err
 			}
 			s.remeasure()
+			s.restop()
 			if s.pendingN <= s.stopAt && s.round.known(s.w.Bytes()) && s.fitsCoded() {
 				return true, nil
 			}
