@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/tcg"
@@ -42,6 +43,9 @@ func HoldMigration(mon Monitor) (release func(), err error) {
 	case f == nil:
 		return none, nil
 	}
+	// One left by a migrate killed before: this migration is now the
+	// guest's.
+	clearSwitchover(pid)
 	return func() { f.Close() }, nil
 }
 
@@ -67,4 +71,55 @@ func MigrationHolder(pid int) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// A pagecast migrate whose engine has paused the guest for its
+// switch-over (SaveState: QEMU's run state is then postmigrate, before the
+// destination has the guest) says so in LockDir/switchover-PID.lock until
+// it closes the Source, whatever the migration's end. Killed in between
+// (SIGKILL), it leaves the file: the guest is paused here and may not be
+// anywhere else, though QEMU's run state says it migrated (walk 103: vm
+// run said the migration had completed, and a stop then ended the only
+// copy of the guest).
+
+// markSwitchover writes the switch-over file of QEMU pid, naming this
+// process.
+func markSwitchover(pid int) {
+	f, err := qemu.OpenLock("switchover", pid)
+	if err != nil {
+		slog.Warn("a pagecast migrate killed during the switch-over would leave the guest paused unsaid", "err", err)
+		return
+	}
+	defer f.Close()
+	f.Truncate(0)
+	fmt.Fprintf(f, "process %d (%s)", os.Getpid(), strings.Join(os.Args, " "))
+}
+
+// clearSwitchover removes QEMU pid's switch-over file.
+func clearSwitchover(pid int) { os.Remove(qemu.LockPath("switchover", pid)) }
+
+// ForgetSwitchover removes what a pagecast migrate killed during its
+// switch-over left of QEMU pid (AbandonedSwitchover), once the guest
+// runs there again; nothing while a migrate moves the guest.
+func ForgetSwitchover(pid int) {
+	if _, held := MigrationHolder(pid); !held {
+		clearSwitchover(pid)
+	}
+}
+
+// AbandonedSwitchover names the pagecast migrate that paused QEMU pid's
+// guest for its switch-over and exited without ending the migration
+// (killed), if one did and no pagecast migrate moves the guest now.
+func AbandonedSwitchover(pid int) (string, bool) {
+	if _, held := MigrationHolder(pid); held {
+		return "", false
+	}
+	b, err := os.ReadFile(qemu.LockPath("switchover", pid))
+	switch {
+	case err != nil:
+		return "", false
+	case len(b) == 0:
+		return "a pagecast migrate", true // killed before it named itself
+	}
+	return string(b), true
 }

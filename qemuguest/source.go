@@ -27,11 +27,12 @@ var (
 // Source is a running QEMU, the VM pagecast's engine migrates away.
 type Source struct {
 	vm
-	mu        sync.Mutex
-	throttle  cpuThrottle
-	lastState atomic.Uint64 // bytes of the last state saved; 0 before the first
-	tcgLog    *tcgLog       // the dirty log under TCG, told of pauses; nil until StartDirtyLog
-	reclaimed bool          // a killed pagecast's throttle was looked for (New's, once a dirty log opened)
+	mu         sync.Mutex
+	throttle   cpuThrottle
+	lastState  atomic.Uint64 // bytes of the last state saved; 0 before the first
+	tcgLog     *tcgLog       // the dirty log under TCG, told of pauses; nil until StartDirtyLog
+	reclaimed  bool          // a killed pagecast's throttle was looked for (New's, once a dirty log opened)
+	switchover bool          // SaveState marked the guest paused for a switch-over (markSwitchover); Close clears it
 }
 
 // stateEstimate is what StateBytes says before a state was saved: about
@@ -363,6 +364,12 @@ func (s *Source) SetThrottle(pct int) error {
 // SaveState captures QEMU's vCPU and device state from the paused guest
 // (see state.go).
 func (s *Source) SaveState() ([]byte, error) {
+	s.mu.Lock()
+	if !s.switchover {
+		s.switchover = true
+		markSwitchover(s.pid)
+	}
+	s.mu.Unlock()
 	state, err := saveState(s.mon, s.pid)
 	if err == nil {
 		s.lastState.Store(uint64(len(state)))
@@ -389,6 +396,10 @@ func (s *Source) EarlyPages(*bitmap.Bitmap) []uint64 { return nil }
 func (s *Source) Close() error {
 	s.mu.Lock()
 	err := s.throttle.lift()
+	if s.switchover {
+		s.switchover = false
+		clearSwitchover(s.pid)
+	}
 	s.mu.Unlock()
 	return errors.Join(err, s.close())
 }

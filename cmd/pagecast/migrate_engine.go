@@ -54,7 +54,7 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	if flag != "auto" && flag != enginePagecast && flag != engineQEMU {
 		return nil, "", "", fmt.Errorf("--engine %q: want auto, pagecast or qemu", flag)
 	}
-	if st := qemuMigrationStatus(mon); st != "" && !migrationmetrics.Finished(st) && st != migrator.StatusNone {
+	if st, busy := qemuMigrating(mon); busy {
 		// Two migrations of one guest: pagecast's engine ran its rounds
 		// beside QEMU's, 3.5 minutes to its cap, and failed at the
 		// switch-over (found by a new-user walk).
@@ -155,6 +155,13 @@ func enginesMigration(mon qmp.Monitor) error {
 		return fmt.Errorf("pagecast's engine is migrating this VM already (%s holds its dirty log): one migration of a guest at a time; wait for it to end, or stop it (Ctrl-C)", busy.Holder)
 	}
 	return nil
+}
+
+// qemuMigrating reports whether QEMU's own migration is under way on mon
+// (query-migrate neither none, nor ended, nor unsaid), and its status.
+func qemuMigrating(mon qmp.Monitor) (string, bool) {
+	st := qemuMigrationStatus(mon)
+	return st, st != "" && st != migrator.StatusNone && !migrationmetrics.Finished(st)
 }
 
 // qemuMigrationStatus is the status of QEMU's own migration on mon, ""

@@ -23,6 +23,7 @@ import (
 	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qemuguest"
 	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/tcg"
@@ -1601,6 +1602,78 @@ func TestVMRunQEMUStopWhileMigrating(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestVMRunQEMUMigrateKilledInSwitchover: a pagecast migrate killed
+// (SIGKILL) while its engine holds the guest paused for the switch-over
+// leaves QEMU in postmigrate with the guest perhaps nowhere else: vm run
+// says so, and a stop then waits for a second signal. It said the
+// migration had completed, and a stop ended the only copy of the guest
+// (walk 103). QMP cont runs the guest here again.
+func TestVMRunQEMUMigrateKilledInSwitchover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
+	to := "tcp:" + freeAddr(t)
+	startQEMURun(t, "--memory", "32M", "--incoming", to)
+	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--quiet",
+		"--mode", "precopy", "--bandwidth", "8MiB/s", "--max-rounds", "1")
+	out := new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	marker := qemu.LockPath("switchover", src.qemuPID)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("migrate never paused the guest for its switch-over:\n%s", out.String())
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	// Paused, or postmigrate once QEMU saved the guest's state.
+	if st := qmpState(t, src.sock); st != "postmigrate" && st != "paused" {
+		t.Skipf("the switch-over was not under way when migrate was killed (the source is %s):\n%s", st, out.String())
+	}
+	warn := "paused this guest for its switch-over and exited before the migration ended"
+	waitFor(t, "vm run's warning", func() bool { return strings.Contains(src.stderr.String(), warn) })
+	if strings.Contains(src.stderr.String(), "migration out has completed") {
+		t.Errorf("vm run said the migration completed:\n%s", src.stderr.String())
+	}
+	src.cmd.Process.Signal(os.Interrupt)
+	waitFor(t, "vm run's answer to the stop", func() bool {
+		return strings.Contains(src.stderr.String(), "stopping QEMU now may end the guest; a second signal stops QEMU anyway")
+	})
+	select {
+	case <-src.exited:
+		t.Fatalf("vm run stopped QEMU at the first signal:\n%s", src.stderr.String())
+	case <-time.After(1500 * time.Millisecond):
+	}
+	mon, err := qmpclient.Dial("unix", src.sock, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Disconnect()
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, mon, "cont", nil)
+	if st, _ := run(t, mon, "query-status", nil)["status"].(string); st != "running" {
+		t.Errorf("after cont the guest is %s, want running here", st)
+	}
+	mon.Disconnect()
+	src.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-src.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("vm run runs on 10 s after a second signal:\n%s", src.stderr.String())
 	}
 }
 

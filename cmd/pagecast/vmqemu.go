@@ -415,6 +415,10 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			return qemuEnded(vm.VM)
 		case st := <-states:
 			switch {
+			case st == stateAbandoned:
+				who, _ := qemuguest.AbandonedSwitchover(vm.PID())
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s\n", abandonedNote(who))
+				away = true
 			case st == "postmigrate":
 				fmt.Fprintf(out, "the guest's migration out has completed (QEMU's run state postmigrate): this QEMU keeps a paused copy of its %s of RAM until vm run is stopped (Ctrl-C, SIGTERM) or QMP quit\n",
 					units.FormatBytes(float64(o.memory)))
@@ -422,9 +426,22 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			case away && st == "running":
 				fmt.Fprintln(out, "the guest runs here again (run state running)")
 				away = false
+				// A killed migrate's mark goes: the guest is here.
+				qemuguest.ForgetSwitchover(vm.PID())
 			}
 		}
 	}
+}
+
+// stateAbandoned is watchRunState's paused or postmigrate where a
+// pagecast migrate paused the guest for its switch-over and was killed
+// before the end (qemuguest.AbandonedSwitchover).
+const stateAbandoned = "abandoned"
+
+// abandonedNote says what a guest left paused by a killed migrate means.
+func abandonedNote(who string) string {
+	return fmt.Sprintf("%s paused this guest for its switch-over and exited before the migration ended: "+
+		"the guest may be only here, paused (whatever QEMU's run state says); if the destination does not run it, QMP cont runs it here", who)
 }
 
 // watchRunState sends QEMU's run state each time it changes, polled every
@@ -449,9 +466,11 @@ func watchRunState(ctx context.Context, vm *qemu.VM) <-chan string {
 			if err != nil {
 				continue
 			}
-			if st == "postmigrate" {
-				if _, held := qemuguest.MigrationHolder(vm.PID()); held {
+			if st == "postmigrate" || st == "paused" {
+				if _, held := qemuguest.MigrationHolder(vm.PID()); held && st == "postmigrate" {
 					st = "migrating"
+				} else if _, ok := qemuguest.AbandonedSwitchover(vm.PID()); ok && !held {
+					st = stateAbandoned
 				}
 			}
 			if st == last {
@@ -475,8 +494,25 @@ func watchRunState(ctx context.Context, vm *qemu.VM) <-chan string {
 // failed), or for a second signal; stopping QEMU at once ended the guest
 // and failed the migration, unsaid (found by a new-user walk).
 func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
-	who, ok := qemuguest.MigrationHolder(vm.PID())
+	// QEMU's own migration counts too, whoever started it: a pagecast
+	// migrate killed with SIGKILL leaves it running (walk 103), and so
+	// may libvirt.
+	migrating := func() (string, bool) {
+		if who, ok := qemuguest.MigrationHolder(vm.PID()); ok {
+			return who, true
+		}
+		if st, ok := askQEMU(func() (string, bool) { return qemuMigrating(vm.Monitor) }); ok {
+			return fmt.Sprintf("QEMU's own migration (query-migrate: %s)", st), true
+		}
+		return "", false
+	}
+	who, ok := migrating()
 	if !ok {
+		if who, ok := qemuguest.AbandonedSwitchover(vm.PID()); ok {
+			if st, _ := askQEMU(func() (string, bool) { return runState(vm) }); st == "postmigrate" || st == "paused" {
+				return waitSecondSignal(vm, errw, abandonedNote(who)+": stopping QEMU now may end the guest")
+			}
+		}
 		log.Info("shutting down", "monitor", "qemu", "pid", vm.PID())
 		return nil
 	}
@@ -495,13 +531,64 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 		case <-vm.Done():
 			return qemuEnded(vm)
 		case <-tick.C:
-			if _, ok := qemuguest.MigrationHolder(vm.PID()); ok {
+			if _, ok := migrating(); ok {
 				continue
 			}
-			st, _ := qemu.RunState(vm.Monitor)
-			fmt.Fprintf(errw, "pagecast: the migration has ended (run state %s here); stopping QEMU\n", st)
+			st, _ := askQEMU(func() (string, bool) { return runState(vm) })
+			if st == "postmigrate" {
+				fmt.Fprintf(errw, "pagecast: the migration has ended (run state %s here); stopping QEMU\n", st)
+				return nil
+			}
+			// Failed or cancelled: the guest is here, and the stop asked
+			// for ends it (walk 103: said as if nothing were lost).
+			fmt.Fprintf(errw, "pagecast: the migration has ended without moving the guest (run state %s here): stopping QEMU, as asked, ends the guest\n", st)
 			return nil
 		}
+	}
+}
+
+// askQEMU runs f, a question to QEMU's monitor, and gives up after 2 s
+// (false): a QEMU that does not answer (stopped, hung) must not hold up
+// vm run's stop (review 81; its query-migrate did, found by
+// TestVMRunQEMUHungStops).
+func askQEMU[T any](f func() (T, bool)) (T, bool) {
+	type answer struct {
+		v  T
+		ok bool
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		v, ok := f()
+		ch <- answer{v, ok}
+	}()
+	select {
+	case a := <-ch:
+		return a.v, a.ok
+	case <-time.After(2 * time.Second):
+		var none T
+		return none, false
+	}
+}
+
+// runState is QEMU's run state, and whether it said.
+func runState(vm *qemu.VM) (string, bool) {
+	st, err := qemu.RunState(vm.Monitor)
+	return st, err == nil
+}
+
+// waitSecondSignal says why vm run does not stop QEMU at the first signal
+// and waits for a second (or for QEMU to exit: QMP quit).
+func waitSecondSignal(vm *qemu.VM, errw io.Writer, why string) error {
+	fmt.Fprintf(errw, "pagecast: %s; a second signal stops QEMU anyway\n", why)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	select {
+	case <-sig:
+		fmt.Fprintln(errw, "pagecast: stopping QEMU")
+		return nil
+	case <-vm.Done():
+		return qemuEnded(vm)
 	}
 }
 
