@@ -1605,6 +1605,44 @@ func TestVMRunQEMUStopWhileMigrating(t *testing.T) {
 	}
 }
 
+// TestVMRunQEMUStopDuringQEMUMigration: vm run --monitor qemu stopped
+// while QEMU's own migration runs, started by another client than
+// pagecast migrate (libvirt, or what a migrate killed with SIGKILL left
+// running), waits for it: the stop ended the guest (walk 103).
+func TestVMRunQEMUStopDuringQEMUMigration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "idle")
+	to := "tcp:" + freeAddr(t)
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", to, "--engine", "qemu")
+	mon, err := qmpclient.Dial("unix", src.sock, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Disconnect()
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	// 32 MiB at 8 MiB/s: some 4 s.
+	run(t, mon, "migrate-set-parameters", map[string]any{"max-bandwidth": 8 << 20})
+	run(t, mon, "migrate", map[string]any{"uri": to})
+	mon.Disconnect()
+	src.cmd.Process.Signal(os.Interrupt)
+	waitFor(t, "vm run's wait", func() bool {
+		return regexp.MustCompile(`QEMU's own migration \(query-migrate: (setup|active)\) is migrating this guest`).MatchString(src.stderr.String())
+	})
+	dst.saysAfterMigration(t, "QEMU's migration received; guest running")
+	select {
+	case <-src.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the source's vm run still runs 15 s after its migration ended:\n%s", src.stderr.String())
+	}
+	if !strings.Contains(src.stderr.String(), "the migration has ended (run state postmigrate here); stopping QEMU") {
+		t.Errorf("vm run's stderr:\n%s", src.stderr.String())
+	}
+}
+
 // TestVMRunQEMUMigrateKilledInSwitchover: a pagecast migrate killed
 // (SIGKILL) while its engine holds the guest paused for the switch-over
 // leaves QEMU in postmigrate with the guest perhaps nowhere else: vm run
