@@ -75,6 +75,22 @@ func TestParallel(t *testing.T) {
 	if RunBytes(1<<20, "predictive+mecom") <= RunBytes(1<<20, "mecom") {
 		t.Error("a predictive simulation is estimated to take no more memory than one without the predictor")
 	}
+	// A 1 TiB guest (2^28 pages) in 11.4 GiB: predictive (32.5 bytes a
+	// page, 8.1 GiB) and precopy (2.5, 0.6 GiB) fit together, where
+	// n times the larger did not (walk 104); two predictive ones do not.
+	pages, budget := uint64(1<<28), uint64(114<<30)/10
+	if n := parallelIn(budget, pages, []string{"precopy", "predictive"}, 2); n != 2 {
+		t.Errorf("precopy and predictive of 1 TiB in 11.4 GiB: %d at once, want 2", n)
+	}
+	if n := parallelIn(budget, pages, []string{"predictive", "predictive+mecom", "precopy"}, 2); n != 1 {
+		t.Errorf("two predictive of 1 TiB in 11.4 GiB: %d at once, want 1", n)
+	}
+	if n := parallelIn(budget, pages, []string{"precopy", "tsmc", "mecom"}, 8); n != 3 {
+		t.Errorf("three modes without the predictor of 1 TiB in 11.4 GiB, 8 cores: %d at once, want 3", n)
+	}
+	if n := parallelIn(1, pages, []string{"precopy", "tsmc"}, 2); n != 1 {
+		t.Errorf("no room: %d at once, want 1", n)
+	}
 }
 
 // TestLimitOf: an address-space limit counts for half of it, as a Go

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,7 +73,7 @@ func simulateCommand() *cli.Command {
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "how long the guest may stay paused"},
 			&cli.StringFlag{Name: "mode", Value: "all", Usage: "all, auto (choose from what is observed before the start, then run the choice), or modes separated by commas: " + strings.Join(allModes, ", ")},
 			&cli.StringFlag{Name: "prefer", Value: simulate.PreferTime, Usage: "auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
-			&cli.IntFlag{Name: "observe", Value: 50, Usage: "auto: epochs of the workload observed before the start to predict from (a trace starting at 0 starts after them)"},
+			&cli.IntFlag{Name: "observe", Value: 50, Usage: "auto: epochs of the workload observed before the start to predict from (without --start, the migration starts after them)"},
 			&cli.BoolFlag{Name: "judge", Usage: "auto: also run every mode on the workload and say how far the choice was from the best in hindsight"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "pre-copy rounds before the stop-and-copy is forced"},
 			&cli.Uint64Flag{Name: "start", DefaultText: "the trace's first epoch", Usage: "the epoch the migration starts at, numbered as trace info numbers a trace's (pagecast's recordings start at 1); a trace's first epochs may be its boot"},
@@ -244,6 +245,18 @@ func runSimulate(c *cli.Context) error {
 
 	// A mode refused for memory is refused at once, saying why: not slow.
 	runnable := slices.DeleteFunc(slices.Clone(modes), func(m string) bool { return simulate.CheckMemory(w.Pages(), m) != nil })
+	if len(runnable) == 0 {
+		// None runs: one error, before any table or JSON (walk 104: an
+		// empty table, and JSON of nothing but the error, exit 1).
+		slices.SortStableFunc(modes, func(a, b string) int {
+			return cmp.Compare(simulate.RunBytes(w.Pages(), a), simulate.RunBytes(w.Pages(), b))
+		})
+		err := simulate.CheckMemory(w.Pages(), modes[0]) // the least it needs
+		if len(modes) > 1 {
+			err = fmt.Errorf("%w; the other modes asked (%s) need as much or more", err, strings.Join(modes[1:], ", "))
+		}
+		return err
+	}
 	if note := slowModesNote(w.Pages(), runnable); note != "" {
 		fmt.Fprintln(c.App.ErrWriter, note)
 	}
@@ -354,7 +367,7 @@ func simulationWorkload(c *cli.Context) (simulate.Workload, error) {
 		return nil, err
 	}
 	if len(damage) > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: %s: %s skipped; simulating the intact epochs\n", path, stretches(len(damage)))
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs\n", path, stretches(len(damage)))
 	}
 	return simulate.NewTrace(filepath.Base(path), meta, epochs)
 }

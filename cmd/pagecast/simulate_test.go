@@ -187,6 +187,23 @@ func TestSimulateInputs(t *testing.T) {
 	}
 }
 
+// TestSimulateRefusedForMemory: where no mode asked can be simulated in
+// the memory here, simulate says so in one line and prints nothing on
+// stdout, with --json or not (walk 104: an empty table, and JSON of the
+// error alone). Where some mode can, it runs and the other is listed as
+// failed.
+func TestSimulateRefusedForMemory(t *testing.T) {
+	for _, extra := range [][]string{nil, {"--json"}} {
+		args := append([]string{"simulate", "--synthetic", "hotset", "--memory", "4096T", "--mode", "predictive,precopy"}, extra...)
+		stdout, _, err := runApp(t, args...)
+		if err == nil || stdout != "" || strings.Contains(err.Error(), "\n") ||
+			!strings.Contains(err.Error(), "precopy on a guest of 4.00 PiB needs about 2.50 TiB of memory to simulate") ||
+			!strings.Contains(err.Error(), "the other modes asked (predictive) need as much or more") {
+			t.Errorf("%v: err %v, stdout %q", extra, err, stdout)
+		}
+	}
+}
+
 // TestSimulateAuto: auto predicts every mode from the epochs before the
 // start, says what it chose and why, and prints prediction against
 // outcome.
