@@ -112,12 +112,15 @@ func ChooseFrom(predictions []Result, o Options, prefer string) (Choice, error) 
 	}
 	r := c.Predictions[best]
 	c.Mode = r.Mode
-	c.Why = fmt.Sprintf("the %s predicted (%s), downtime %v", meritName(prefer), meritString(r, prefer),
-		time.Duration(r.Info.Downtime)*time.Millisecond)
-	if bounded {
-		c.Why += fmt.Sprintf(" within the %v limit", limit)
-	} else {
-		c.Why += fmt.Sprintf(": no mode was predicted to keep within the %v limit", limit)
+	c.Why = fmt.Sprintf("the %s predicted (%s)", meritName(prefer), meritString(r, prefer))
+	switch {
+	case !bounded:
+		c.Why += fmt.Sprintf(", downtime %v: no mode was predicted to keep within the %v limit", time.Duration(r.Info.Downtime)*time.Millisecond, limit)
+	case prefer == PreferDowntime:
+		// Not "(18ms), downtime 18ms" (walk 104).
+		c.Why += fmt.Sprintf(", within the %v limit", limit)
+	default:
+		c.Why += fmt.Sprintf(", downtime %v within the %v limit", time.Duration(r.Info.Downtime)*time.Millisecond, limit)
 	}
 	if insured {
 		c.Why += fmt.Sprintf("; +%s as it was predicted alike without, and switches to post-copy if the guest dirties more than was observed", migrator.Postcopy)

@@ -658,6 +658,9 @@ func TestChoose(t *testing.T) {
 		if len(c.Predictions) != len(AutoModes) || c.Predicted().Mode != c.Mode || !strings.Contains(c.Why, "within the 100ms limit") {
 			t.Fatalf("%s: chose %q (%s) from %d predictions", prefer, c.Mode, c.Why, len(c.Predictions))
 		}
+		if n := strings.Count(c.Why, "downtime"); n != 1 {
+			t.Errorf("%s: why %q names the downtime %d times, want once", prefer, c.Why, n) // walk 104: "(18ms), downtime 18ms"
+		}
 		for _, r := range c.Predictions {
 			within := r.Info.Downtime <= 100
 			if within && Merit(r, prefer) < Merit(c.Predicted(), prefer) {
