@@ -24,11 +24,7 @@ import (
 // LockDir is not writable, nothing is marked and release does nothing.
 func HoldMigration(mon Monitor) (release func(), err error) {
 	none := func() {}
-	cpus, err := vcpus(mon)
-	if err != nil {
-		return none, nil
-	}
-	pid, err := qemuPID(cpus[0].ThreadID)
+	pid, err := ProcessOf(mon)
 	if err != nil {
 		slog.Debug("migration not marked for vm run", "err", err)
 		return none, nil
@@ -47,6 +43,17 @@ func HoldMigration(mon Monitor) (release func(), err error) {
 	// guest's.
 	clearSwitchover(pid)
 	return func() { f.Close() }, nil
+}
+
+// ProcessOf is the process ID of the QEMU on mon, found from its vCPU
+// threads (query-cpus-fast): an error where QEMU does not say or its
+// process is not seen from here (another PID namespace).
+func ProcessOf(mon Monitor) (int, error) {
+	cpus, err := vcpus(mon)
+	if err != nil {
+		return 0, err
+	}
+	return qemuPID(cpus[0].ThreadID)
 }
 
 // MigrationHolder names the pagecast migrate moving QEMU pid's guest, if

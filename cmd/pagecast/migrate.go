@@ -310,6 +310,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		return fmt.Errorf("source: %w", err)
 	}
 	var plan *migrator.QEMUPlan
+	srcPID := 0         // the source QEMU's process, where known
 	waited := false     // WaitQEMU has the plan: it gives the source back its settings once the migration ends
 	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
 	switch kind {
@@ -360,6 +361,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			return err
 		}
 		defer release()
+		srcPID, _ = qemuguest.ProcessOf(mon) // 0 where not seen from here
 		switch {
 		case dstEarly != nil:
 			dst = dstEarly
@@ -655,7 +657,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			metrics.Fail(oneLine(err))
 		}
 	}
-	if plan != nil && err != nil && !plan.Restored() {
+	// The source QEMU gone: nothing to send it, and the guest went with it
+	// (walk 103: "has its VM exited?", then what to send the QEMU).
+	srcExited := err != nil && srcPID > 0 && qmpGone(err) && goneWithin(srcPID, time.Second)
+	if plan != nil && err != nil && !plan.Restored() && !srcExited {
 		// WaitQEMU sets them back only once the migration has ended: not
 		// where it stopped following one that goes on (two interrupts in
 		// post-copy, postcopy-paused, a destination gone in post-copy, a
@@ -735,6 +740,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		return fmt.Errorf("%w (%s; the destination hung up at once: either it is a pagecast receiver, vm run --incoming or pagecast receive, which takes pagecast's engine only (QEMU's migration needs a QEMU waiting with its own -incoming, as vm run --incoming --engine qemu starts), "+
 			"or the destination QEMU refused the stream: another memory size, machine type or devices than the source's (its stderr says which; --dest-qmp lets pagecast check the memory size first), "+
 			"or it was taking another source's migration already (a QEMU takes one on its -incoming))", err, kept)
+	}
+	if err != nil && qmpGone(err) && srcExited {
+		out.Guest = guestLost
+		return fmt.Errorf("the source QEMU (pid %d) exited during the migration, before the switch-over, and the guest with it: the destination did not start it", srcPID)
 	}
 	if err != nil && qmpGone(err) {
 		out.Guest = guestUnknown
@@ -1791,4 +1800,17 @@ func sameQEMU(a, b qemu.Runner) bool {
 		}
 	}
 	return false
+}
+
+// goneWithin reports whether process pid has exited, or does within d: a
+// QEMU stopped closes its QMP socket a moment before it has exited.
+func goneWithin(pid int, d time.Duration) bool {
+	for end := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if proc.Gone(pid) {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
 }

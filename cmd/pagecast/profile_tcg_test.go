@@ -1643,6 +1643,39 @@ func TestVMRunQEMUStopDuringQEMUMigration(t *testing.T) {
 	}
 }
 
+// TestMigrateQEMUSourceStopped: the source QEMU stopped during QEMU's own
+// migration (a second signal to its vm run) is said as such by migrate:
+// it asked "has its VM exited?", named vm run's internal socket, and
+// told what settings to send the QEMU gone (walk 103).
+func TestMigrateQEMUSourceStopped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	to := "tcp:" + freeAddr(t)
+	startQEMURun(t, "--memory", "32M", "--incoming", to, "--engine", "qemu")
+	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--quiet",
+		"--engine", "qemu", "--mode", "precopy", "--bandwidth", "4MiB/s")
+	out := new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "migrate's mark", func() bool { _, held := qemuguest.MigrationHolder(src.qemuPID); return held })
+	time.Sleep(time.Second) // QEMU's migration under way
+	src.cmd.Process.Signal(os.Interrupt)
+	waitFor(t, "vm run's wait", func() bool { return strings.Contains(src.stderr.String(), "is migrating this guest") })
+	src.cmd.Process.Signal(os.Interrupt)
+	exited, err := waitExit(cmd, 30*time.Second)
+	if !exited || err == nil {
+		t.Fatalf("migrate with its source stopped: exited %v, %v\n%s", exited, err, out.String())
+	}
+	want := fmt.Sprintf("the source QEMU (pid %d) exited during the migration, before the switch-over, and the guest with it", src.qemuPID)
+	if s := out.String(); !strings.Contains(s, want) || strings.Contains(s, ".booting") || strings.Contains(s, "send it") {
+		t.Errorf("migrate's account, want %q and no internal path or settings to send:\n%s", want, s)
+	}
+}
+
 // TestVMRunQEMUMigrateKilledInSwitchover: a pagecast migrate killed
 // (SIGKILL) while its engine holds the guest paused for the switch-over
 // leaves QEMU in postmigrate with the guest perhaps nowhere else: vm run

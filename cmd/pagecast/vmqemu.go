@@ -658,8 +658,10 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			if !postcopy && strings.Contains(vm.Stderr(), "load of migration failed") {
 				// QEMU's account alone ("Read section footer failed: -5")
 				// does not say where the guest is.
-				err = fmt.Errorf("the incoming migration failed before the guest ran here (the source cancelled it, the link broke, or the stream did not load), "+
-					"so the guest is where it was, on the source: %w", err)
+				// "If it still runs": a source stopped mid-migration took
+				// the guest with it (walk 103).
+				err = fmt.Errorf("the incoming migration failed before the guest ran here (the source cancelled it or stopped, the link broke, or the stream did not load), "+
+					"so the guest is where it was, on the source, if the source still runs: %w", err)
 			}
 			return "", err
 		case <-tick.C:
