@@ -65,9 +65,15 @@ type Extra struct {
 	// outside post-copy (postcopy-bytes): the memory checksums a pre-copy
 	// sends the destination to check its copy against. precopy-bytes,
 	// downtime-bytes, postcopy-bytes and it add up to transferred.
-	AfterSwitchoverBytes uint64      `json:"after-switchover-bytes,omitempty"`
-	Destination          string      `json:"destination,omitempty"` // the migrate URI
-	Auto                 *AutoChoice `json:"auto,omitempty"`        // mode auto: what it chose, and what it predicted
+	AfterSwitchoverBytes uint64 `json:"after-switchover-bytes,omitempty"`
+	// CheckTime is the ms the memory check adds to the total time (not to
+	// the downtime): the paused source summing the memory its guest holds
+	// and the destination comparing, from the commit to the end after a
+	// stop-and-copy, from the last page pushed to the end in post-copy
+	// (the sums are taken beside the push).
+	CheckTime   int64       `json:"check-time,omitempty"`
+	Destination string      `json:"destination,omitempty"` // the migrate URI
+	Auto        *AutoChoice `json:"auto,omitempty"`        // mode auto: what it chose, and what it predicted
 	Slowdown
 }
 

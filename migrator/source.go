@@ -1341,6 +1341,7 @@ func (s *sender) stopAndCopy(ctx context.Context, reason string) (err error) {
 		// running: in no phase above, they are counted apart so the
 		// phases add up to Transferred.
 		i.Pagecast.AfterSwitchoverBytes = s.w.Bytes() - i.RAM.PrecopyBytes - i.RAM.DowntimeBytes
+		i.Pagecast.CheckTime = s.m.clock.Now().Sub(paused.Add(downtime)).Milliseconds()
 	})
 	return err
 }

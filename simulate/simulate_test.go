@@ -299,6 +299,10 @@ func TestIdleGuest(t *testing.T) {
 		if got := time.Duration(c.Info.TotalTime) * time.Millisecond; got < want-22*time.Millisecond || got > want+2*time.Millisecond || c.Info.Downtime != i.Downtime {
 			t.Fatalf("%s with the checksums at 64 MiB/s: %v in all, downtime %d ms; want %v, downtime %d ms", mode, got, c.Info.Downtime, want, i.Downtime)
 		}
+		// check-time says what they added (walk 104: no column did).
+		if added := c.Info.TotalTime - i.TotalTime; c.Info.Pagecast.CheckTime < added-25 || c.Info.Pagecast.CheckTime > added+25 {
+			t.Errorf("%s: check-time %d ms, where the checksums added %d ms", mode, c.Info.Pagecast.CheckTime, added)
+		}
 	}
 }
 
@@ -544,6 +548,10 @@ func TestChecksumsBesideStage3(t *testing.T) {
 	}
 	if slow.Downtime != none.Downtime || slow.TotalTime <= none.TotalTime+3000 || slow.TotalTime >= none.TotalTime+4300 {
 		t.Errorf("sums of over 4 s beside a 0.5 s stage 3: %d ms in all, downtime %d ms; uncounted %d ms, %d ms", slow.TotalTime, slow.Downtime, none.TotalTime, none.Downtime)
+	}
+	// check-time: what the sums added past the push.
+	if added := slow.TotalTime - none.TotalTime; slow.Pagecast.CheckTime < added-25 || slow.Pagecast.CheckTime > added+25 || fast.Pagecast.CheckTime > 25 {
+		t.Errorf("check-time %d ms, where the sums added %d ms; %d ms where they added none", slow.Pagecast.CheckTime, added, fast.Pagecast.CheckTime)
 	}
 }
 
