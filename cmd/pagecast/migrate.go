@@ -1540,7 +1540,11 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 		}
 		writeSlowdown(tw, x.Slowdown, i)
 		fmt.Fprintf(tw, "stopped because\t%s\n", readableBytes(x.StopReason))
-		fmt.Fprintf(tw, "verified\t%v\n", x.Verified)
+		if x.Verified && x.CheckTime > 0 {
+			fmt.Fprintf(tw, "verified\ttrue (the memory check took %s of the total, after the switch-over)\n", ms(x.CheckTime))
+		} else {
+			fmt.Fprintf(tw, "verified\t%v\n", x.Verified)
+		}
 	}
 	if plan != nil {
 		fmt.Fprintf(tw, "mode\t%s (QEMU's migration)\n", plan.Mode)

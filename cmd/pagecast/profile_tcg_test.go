@@ -595,6 +595,14 @@ func TestMigrateQEMUEngineCLI(t *testing.T) {
 		t.Errorf("guest paused %s (%v), downtime %s, total %s: want a pause within the total time", paused[1], err, down[1], total[1])
 	}
 	t.Logf("downtime %v, guest paused %v", dt, pt)
+	// What the memory check after the switch-over added to the total.
+	if m := regexp.MustCompile(`verified +true \(the memory check took (\S+) of the total, after the switch-over\)`).FindStringSubmatch(out); m == nil {
+		t.Errorf("summary does not say what the memory check took:\n%s", out)
+	} else if ct, err := time.ParseDuration(m[1]); err != nil || ct <= 0 || ct >= tt {
+		t.Errorf("memory check %s (%v) of a total of %s", m[1], err, total[1])
+	} else {
+		t.Logf("memory check %v of %v", ct, tt)
+	}
 	if !strings.Contains(stderr, "engine: pagecast") {
 		t.Errorf("migrate did not say it chose pagecast's engine:\n%s", stderr)
 	}
