@@ -502,6 +502,12 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 			return who, true
 		}
 		if st, ok := askQEMU(func() (string, bool) { return qemuMigrating(vm.Monitor) }); ok {
+			if st == migrator.StatusPostcopyPaused {
+				// It ends only by a recovery (migrate-recover), or
+				// never: said, as the wait may be for good (CI 47).
+				return fmt.Sprintf("QEMU's own migration (query-migrate: %s: the link broke in post-copy; the guest ran on at the destination, "+
+					"which lacks pages still here, until a migrate-recover resumes it)", st), true
+			}
 			return fmt.Sprintf("QEMU's own migration (query-migrate: %s)", st), true
 		}
 		return "", false
