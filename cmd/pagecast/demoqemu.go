@@ -549,7 +549,7 @@ func writeQEMUMigrationTable(w io.Writer, rows []qemuMigration) {
 	over := 0
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "migration\ttotal\tdowntime\tpaused\tbytes\trounds\tdeferred\tthrottle\tpulled\tguest slowed\tverified\tstopped because\t")
-	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
+	ms := tableMS
 	for _, r := range rows {
 		i := r.info
 		rounds, deferred, verified, why := int(i.RAM.DirtySyncCount), uint64(0), "-", "fit the limit"

@@ -1681,7 +1681,7 @@ func writeMigrationTable(w io.Writer, infos []migrator.Info) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tsetup\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tguest slowed\tverified\t")
 	for _, i := range infos {
-		ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
+		ms := tableMS
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%d\t%d%%\t%d\t%s\t%v\t\n", i.Pagecast.Mode, ms(i.TotalTime), downtimeString(i),
 			ms(i.SetupTime), units.FormatBytes(float64(i.RAM.Transferred)), i.Pagecast.Round, roundList(i.Pagecast.RoundPages),
 			i.Pagecast.DeferredAll, i.CPUThrottlePercentage, i.RAM.PostcopyRequests, slowdownString(i), i.Pagecast.Verified)

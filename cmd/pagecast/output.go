@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // writeOutput writes path through write, as its -o says: into the file
@@ -152,4 +153,23 @@ func writeInto(path string, write func(io.Writer) error) error {
 		return err
 	}
 	return f.Close()
+}
+
+// tableMS is v milliseconds for a right-aligned column: seconds to the
+// millisecond always ("5.600s", not "5.6s" above "5.584s"; walk 104), and
+// under a second as Go says it ("85ms").
+func tableMS(v int64) string {
+	d := time.Duration(v) * time.Millisecond
+	if d < time.Second {
+		return d.String()
+	}
+	h, m := d/time.Hour, (d%time.Hour)/time.Minute
+	s := fmt.Sprintf("%.3fs", (d % time.Minute).Seconds())
+	switch {
+	case h > 0:
+		return fmt.Sprintf("%dh%dm%s", h, m, s)
+	case m > 0:
+		return fmt.Sprintf("%dm%s", m, s)
+	}
+	return s
 }

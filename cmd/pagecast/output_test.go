@@ -209,3 +209,14 @@ func TestOutputKeepsMode(t *testing.T) {
 		t.Errorf("new: %v (%v), want %v", st.Mode(), err, fs.FileMode(0o666&^umask))
 	}
 }
+
+// TestTableMS: a table's durations carry three decimals from a second up,
+// so that a right-aligned column lines up.
+func TestTableMS(t *testing.T) {
+	for v, want := range map[int64]string{0: "0s", 85: "85ms", 999: "999ms", 1000: "1.000s", 5600: "5.600s", 5584: "5.584s",
+		62000: "1m2.000s", 742915: "12m22.915s", 3723456: "1h2m3.456s"} {
+		if got := tableMS(v); got != want {
+			t.Errorf("tableMS(%d) = %q, want %q", v, got, want)
+		}
+	}
+}

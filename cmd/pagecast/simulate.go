@@ -419,7 +419,7 @@ func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate
 func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simulate.Result, advice string) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tguest slowed\t")
-	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
+	ms := tableMS
 	var notes []string
 	cutShort := false
 	for _, r := range results {
