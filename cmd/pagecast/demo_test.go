@@ -115,6 +115,18 @@ func TestVMRunQEMUSocket(t *testing.T) {
 	if fi, err := os.Stat(vm.sock); err != nil || fi.Mode().Perm()&0o077 != 0 {
 		t.Errorf("QEMU's QMP socket: %v, err %v; want no access for group and others", fi.Mode(), err)
 	}
+	// A path with "=" and "," (this subtest's directory): QEMU took them
+	// for options of -qmp unix:PATH and exited (found by a subtest
+	// named stopped=false).
+	t.Run("a=b,c", func(t *testing.T) {
+		vm := startQEMURun(t, "--memory", "16M", "--workload", "idle")
+		if !strings.Contains(vm.sock, "a=b,c") {
+			t.Fatalf("the socket's path %s lacks the subtest's name", vm.sock)
+		}
+		if st := qmpState(t, vm.sock); st != "running" {
+			t.Errorf("the guest behind --qmp %s is %s", vm.sock, st)
+		}
+	})
 }
 
 func TestReadableBanner(t *testing.T) {

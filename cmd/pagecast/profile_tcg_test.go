@@ -1716,6 +1716,16 @@ func TestVMRunQEMUMigrateKilledInSwitchover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
 	}
+	// stopped: vm run was stopped before the kill, and waited for the
+	// migration (it then stopped QEMU, the migrate's mark gone).
+	for _, stopped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stopped=%v", stopped), func(t *testing.T) {
+			killedInSwitchover(t, stopped)
+		})
+	}
+}
+
+func killedInSwitchover(t *testing.T, stopped bool) {
 	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
 	to := "tcp:" + freeAddr(t)
 	startQEMURun(t, "--memory", "32M", "--incoming", to)
@@ -1725,6 +1735,11 @@ func TestVMRunQEMUMigrateKilledInSwitchover(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if stopped {
+		waitFor(t, "migrate's mark", func() bool { _, held := qemuguest.MigrationHolder(src.qemuPID); return held })
+		src.cmd.Process.Signal(os.Interrupt)
+		waitFor(t, "vm run's wait", func() bool { return strings.Contains(src.stderr.String(), "is migrating this guest") })
 	}
 	marker := qemu.LockPath("switchover", src.qemuPID)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
@@ -1745,10 +1760,12 @@ func TestVMRunQEMUMigrateKilledInSwitchover(t *testing.T) {
 	}
 	warn := "paused this guest for its switch-over and exited before the migration ended"
 	waitFor(t, "vm run's warning", func() bool { return strings.Contains(src.stderr.String(), warn) })
-	if strings.Contains(src.stderr.String(), "migration out has completed") {
-		t.Errorf("vm run said the migration completed:\n%s", src.stderr.String())
+	if strings.Contains(src.stderr.String(), "migration out has completed") || strings.Contains(src.stderr.String(), "the migration has ended") {
+		t.Errorf("vm run said the migration ended:\n%s", src.stderr.String())
 	}
-	src.cmd.Process.Signal(os.Interrupt)
+	if !stopped {
+		src.cmd.Process.Signal(os.Interrupt)
+	}
 	waitFor(t, "vm run's answer to the stop", func() bool {
 		return strings.Contains(src.stderr.String(), "stopping QEMU now may end the guest; a second signal stops QEMU anyway")
 	})

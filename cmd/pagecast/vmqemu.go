@@ -512,12 +512,20 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 		}
 		return "", false
 	}
-	who, ok := migrating()
-	if !ok {
+	// A migrate killed while its engine held the guest paused for the
+	// switch-over, before the stop or while vm run waited for it.
+	abandoned := func() (bool, error) {
 		if who, ok := qemuguest.AbandonedSwitchover(vm.PID()); ok {
 			if st, _ := askQEMU(func() (string, bool) { return runState(vm) }); st == "postmigrate" || st == "paused" {
-				return waitSecondSignal(vm, errw, abandonedNote(who)+": stopping QEMU now may end the guest")
+				return true, waitSecondSignal(vm, errw, abandonedNote(who)+": stopping QEMU now may end the guest")
 			}
+		}
+		return false, nil
+	}
+	who, ok := migrating()
+	if !ok {
+		if left, err := abandoned(); left {
+			return err
 		}
 		log.Info("shutting down", "monitor", "qemu", "pid", vm.PID())
 		return nil
@@ -539,6 +547,9 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 		case <-tick.C:
 			if _, ok := migrating(); ok {
 				continue
+			}
+			if left, err := abandoned(); left {
+				return err
 			}
 			st, _ := askQEMU(func() (string, bool) { return runState(vm) })
 			if st == "postmigrate" {
