@@ -69,8 +69,10 @@ type Extra struct {
 	// CheckTime is the ms the memory check adds to the total time (not to
 	// the downtime): the paused source summing the memory its guest holds
 	// and the destination comparing, from the commit to the end after a
-	// stop-and-copy, from the last page pushed to the end in post-copy
-	// (the sums are taken beside the push).
+	// stop-and-copy; in post-copy, where the sums are taken beside the
+	// push, how long they kept it waiting once the last page had gone
+	// (review 105: not the verdict's round trip, 8 ms where the sums were
+	// not counted).
 	CheckTime   int64       `json:"check-time,omitempty"`
 	Destination string      `json:"destination,omitempty"` // the migrate URI
 	Auto        *AutoChoice `json:"auto,omitempty"`        // mode auto: what it chose, and what it predicted

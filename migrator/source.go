@@ -926,7 +926,7 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		s.polTime = 0
 		start, startBytes := s.m.clock.Now(), s.w.Bytes()
 		s.round = roundRate{start: start, bytes: startBytes, bw: bw, stopBW: bw, reserve: reserve, guessed: !measured,
-			limit: s.m.DowntimeLimit(), rate: s.m.limit.Rate()}
+			limit: s.m.DowntimeLimit()}
 		fitted, err := s.sendPass(ctx, round, true, true)
 		if err != nil {
 			return "", false, err
@@ -1133,7 +1133,6 @@ type roundRate struct {
 	stopBW      float64       // the rate stopAt is set for now: bw, or lower (see remeasure)
 	guessed     bool          // bw is the cap, or a guess without one: no round has measured the link
 	limit       time.Duration // the downtime limit stopAt is set for (see restop)
-	rate        uint64        // the link cap then, bytes/s; 0: none
 }
 
 // guessBW is the link's rate the first round plans with where there is no
@@ -1186,17 +1185,26 @@ func (s *sender) remeasure() {
 // later on a slow link (walk 101: some 8 s at 4 MiB/s), and a cap lowered
 // below the round's rate left stopAt promising what the link no longer
 // moves.
+//
+// The cap is applied at every harvest, after remeasure: in round 1
+// remeasure sets the stop for the round's average rate, which a cap
+// lowered midway is below (review 105: lowered from 64 to 1 MiB/s, the
+// stop was set back to the 4.9 MiB/s averaged, and the pause took 491 ms
+// against a limit of 300).
 func (s *sender) restop() {
 	r := &s.round
-	limit, rate := s.m.DowntimeLimit(), s.m.limit.Rate()
-	if r.limit == 0 || limit == r.limit && rate == r.rate {
-		return // no round set a stop (tsmc's stage 1 never stops early), or nothing changed
+	if r.limit == 0 {
+		return // no round set a stop: tsmc's stage 1 never stops early
 	}
-	r.limit, r.rate = limit, rate
-	if rate > 0 && float64(rate) < r.stopBW {
-		r.stopBW = float64(rate)
+	limit, bw := s.m.DowntimeLimit(), r.stopBW
+	if rate := s.m.limit.Rate(); rate > 0 {
+		bw = min(bw, float64(rate))
 	}
-	s.stopAt = uint64(s.transferable(r.stopBW, r.reserve) / PageSize)
+	if limit == r.limit && bw == r.stopBW {
+		return // nothing changed
+	}
+	r.limit, r.stopBW = limit, bw
+	s.stopAt = uint64(s.transferable(bw, r.reserve) / PageSize)
 }
 
 // switchoverBytes is what the stop-and-copy sends besides pages before

@@ -234,7 +234,7 @@ type postcopyState struct {
 	sums       <-chan Digest // the paused memory's checksums, sent last
 	digest     *Digest       // taken from sums
 	summed     time.Time     // simulated: when the sums are done
-	pushed     time.Time     // when the last page went: the memory check's time is from here to the end
+	sumWait    time.Duration // how long the sums kept the migration waiting once the last page had gone
 	faultTime  time.Duration // vCPU time the destination's guest waited for the pages it asked for
 }
 
@@ -393,7 +393,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 	// are answered already, and are read and counted until the verdict,
 	// or the listener, its queue full, would never read the verdict.
 	late := func(req request) { st.asked += uint64(len(req.gfns)) }
-	st.pushed = s.m.clock.Now()
+	pushed := s.m.clock.Now()
 	for st.digest == nil {
 		select {
 		case d := <-st.sums:
@@ -401,6 +401,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 			if s.m.sim != nil {
 				s.m.sim.await(st.summed)
 			}
+			st.sumWait = s.m.clock.Now().Sub(pushed)
 		case req := <-requests:
 			late(req)
 		case <-ctx.Done():
@@ -443,7 +444,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		i.Pagecast.RoundPages[len(i.Pagecast.RoundPages)-1] = st.early + st.total
 		i.Pagecast.RoundBytes[len(i.Pagecast.RoundBytes)-1] = s.w.Bytes() - i.RAM.PrecopyBytes
 		i.Pagecast.Verified = true
-		i.Pagecast.CheckTime = s.m.clock.Now().Sub(st.pushed).Milliseconds()
+		i.Pagecast.CheckTime = st.sumWait.Milliseconds()
 		i.Pagecast.StopReason = fmt.Sprintf("%s; stage 3 pushed %d dirty pages in %v, %d asked for by the destination, %d reconnections",
 			i.Pagecast.StopReason, st.early+st.total, s.m.clock.Now().Sub(st.start).Round(time.Millisecond), st.asked, st.recoveries)
 	})
