@@ -321,7 +321,8 @@ func vmCommand() *cli.Command {
 				"QMP socket: on pagecast's own monitor a QMP-compatible one (query-status, stop, cont, quit,\n" +
 				"calc-dirty-rate, query-dirty-rate, x-pagecast-*) so QEMU tooling and pagecast's profiler drive\n" +
 				"it like QEMU; under QEMU (--monitor qemu, or auto without KVM) QEMU's own. Runs until the\n" +
-				"quit command, SIGINT or SIGTERM.\n\n" +
+				"quit command, SIGINT, SIGTERM or SIGHUP; while the guest migrates out (pagecast migrate, or\n" +
+				"QEMU's own migration) a signal waits for the migration to end, and a second stops at once.\n\n" +
 				"With --incoming the guest is not booted: the monitor waits for a migration (pagecast migrate, or\n" +
 				"QMP migrate on the source), runs it, and checks its memory against the source's checksums; the\n" +
 				"memory size, vCPU count and guest image must match the source's. A connection that brings no\n" +

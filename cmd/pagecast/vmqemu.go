@@ -403,6 +403,10 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	// A guest migrated away leaves its QEMU paused in postmigrate, holding
 	// the guest's RAM, and nothing said so (walk 80: a 5 GiB source ran on
 	// silently); a guest run here again by cont is said too.
+	// A mark left for an earlier QEMU of this PID (qemuguest's sweep
+	// removes them only when some pagecast takes a lock): this guest was
+	// paused by no migrate (review 105).
+	qemuguest.ForgetSwitchover(vm.PID())
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	states := watchRunState(wctx, vm.VM)
@@ -517,7 +521,7 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 	abandoned := func() (bool, error) {
 		if who, ok := qemuguest.AbandonedSwitchover(vm.PID()); ok {
 			if st, _ := askQEMU(func() (string, bool) { return runState(vm) }); st == "postmigrate" || st == "paused" {
-				return true, waitSecondSignal(vm, errw, abandonedNote(who)+": stopping QEMU now may end the guest")
+				return true, waitSecondSignal(vm, errw, log, abandonedNote(who)+": stopping QEMU now may end the guest")
 			}
 		}
 		return false, nil
@@ -594,18 +598,30 @@ func runState(vm *qemu.VM) (string, bool) {
 }
 
 // waitSecondSignal says why vm run does not stop QEMU at the first signal
-// and waits for a second (or for QEMU to exit: QMP quit).
-func waitSecondSignal(vm *qemu.VM, errw io.Writer, why string) error {
+// and waits for a second (or for QEMU to exit: QMP quit). A pagecast
+// migrate that comes for the guest meanwhile is waited for as
+// waitOutgoing waits, and QEMU stopped after it (review 105: vm run waited
+// on after a new migration had moved the guest).
+func waitSecondSignal(vm *qemu.VM, errw io.Writer, log *slog.Logger, why string) error {
 	fmt.Fprintf(errw, "pagecast: %s; a second signal stops QEMU anyway\n", why)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	select {
-	case <-sig:
-		fmt.Fprintln(errw, "pagecast: stopping QEMU")
-		return nil
-	case <-vm.Done():
-		return qemuEnded(vm)
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-sig:
+			fmt.Fprintln(errw, "pagecast: stopping QEMU")
+			return nil
+		case <-vm.Done():
+			return qemuEnded(vm)
+		case <-tick.C:
+			if _, held := qemuguest.MigrationHolder(vm.PID()); held {
+				signal.Stop(sig)
+				return waitOutgoing(vm, errw, log)
+			}
+		}
 	}
 }
 
