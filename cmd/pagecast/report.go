@@ -486,8 +486,9 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 	div, label := axisScale(p.Unit(), maxValue)
 	switch {
 	case p.Type == "heatmap":
-		// Grafana's colours for the panel (scheme Oranges).
-		if err := addHeatmap(pl, series, div, oranges(64)); err != nil {
+		// Grafana's colours for the panel (scheme Oranges), and its
+		// filter: cells of 1e-9 or less left blank (review 105).
+		if err := addHeatmap(pl, series, div, oranges(64), 1e-9); err != nil {
 			return err
 		}
 		pl.Y.Label.Text = "region (guest-physical address)"
@@ -503,7 +504,7 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		pal := moreland.SmoothBlueRed()
 		pal.SetMin(0)
 		pal.SetMax(1)
-		if err := addHeatmap(pl, series, 1, pal.Palette(64)); err != nil {
+		if err := addHeatmap(pl, series, 1, pal.Palette(64), math.Inf(-1)); err != nil {
 			return err
 		}
 		pl.Title.Text += " (red while in that state)"
@@ -670,11 +671,19 @@ func (g heatGrid) Y(r int) float64    { return float64(r) }
 const maxHeatColumns = 20000
 
 // addHeatmap draws series as rows of a heatmap, labelled with their names,
-// in pal's colours from the lowest value to the highest.
-func addHeatmap(pl *plot.Plot, series []namedSeries, div float64, pal palette.Palette) error {
+// in pal's colours from the lowest value to the highest, leaving blank the
+// cells whose value is blankAt or less.
+func addHeatmap(pl *plot.Plot, series []namedSeries, div float64, pal palette.Palette, blankAt float64) error {
 	g, lo, hi, ticks, err := newHeatGrid(series, div)
 	if err != nil {
 		return err
+	}
+	for _, row := range g.z {
+		for c, v := range row {
+			if v*div <= blankAt {
+				row[c] = math.NaN()
+			}
+		}
 	}
 	if hi <= lo {
 		lo = hi - 1 // one value (a state timeline's 1): drawn as the most

@@ -593,3 +593,48 @@ func TestReportHeatmapOranges(t *testing.T) {
 		t.Errorf("heatmap: %d pixels of Oranges' darkest, %d bluish ones; want some and none", darkest, blue)
 	}
 }
+
+// TestReportHeatmapBlanksZeros: cells of 1e-9 or less are left blank, as
+// the dashboard's heatmap filter (le 1e-9) leaves them in Grafana; they
+// were drawn in the palest orange (review 105).
+func TestReportHeatmapBlanksZeros(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 2, 0, 0, 0, time.UTC)
+	var series []namedSeries
+	for r := range 4 {
+		var s dashboards.Series
+		for c := range 30 {
+			s.Times = append(s.Times, t0.Add(time.Duration(c)*time.Second))
+			s.Values = append(s.Values, float64(min(r, 1)*100)) // row 0 all zero
+		}
+		series = append(series, namedSeries{fmt.Sprintf("0x%08x", r<<21), s})
+	}
+	name := filepath.Join(t.TempDir(), "heat.png")
+	if err := renderPanel(name, dashboards.Panel{Type: "heatmap", Title: "where"}, series, t0, t0.Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	palest, darkest := 0, 0
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			switch [3]uint32{r >> 8, g >> 8, bl >> 8} {
+			case [3]uint32{0xff, 0xf5, 0xeb}:
+				palest++
+			case [3]uint32{0x7f, 0x27, 0x04}:
+				darkest++
+			}
+		}
+	}
+	if palest > 0 || darkest == 0 {
+		t.Errorf("%d pixels in the palest orange (the zero row, want none: blank), %d in the darkest (want some)", palest, darkest)
+	}
+}

@@ -902,7 +902,7 @@ func watchSimsClock(o *simulate.Options, w io.Writer, indent string, interval ti
 		mu.Lock()
 		ended[r.Mode] = true
 		mu.Unlock()
-		fmt.Fprintf(w, "%s%s: %v of migration in %s\n", indent, r.Mode, time.Duration(r.Info.TotalTime)*time.Millisecond, wallTime(r.Wall))
+		fmt.Fprintf(w, "%s%s: %s of migration in %s\n", indent, r.Mode, tableMS(r.Info.TotalTime), wallTime(r.Wall))
 	}
 	return func(results []simulate.Result) {
 		mu.Lock()

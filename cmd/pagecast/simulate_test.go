@@ -360,7 +360,7 @@ func TestSimProgress(t *testing.T) {
 	o.Done(simulate.Result{Mode: "predictive", Err: errors.New("no link")})
 	want := `  … precopy round 1 at 1.5s, 3.00 GiB left
   … precopy round 1 at 1.5s, 3.00 GiB left (0× real time); predictive round 1 at 500ms
-  precopy: 2.5s of migration in 3.0 s
+  precopy: 2.500s of migration in 3.0 s
   … predictive round 2 at 3s (2.5× real time)
   predictive failed: no link
 `
