@@ -55,11 +55,13 @@ func saveState(mon Monitor, pid int) (_ []byte, err error) {
 			err = cerr
 		}
 	}()
-	dir, err := os.MkdirTemp(scratch.Base(), "pagecast-state-")
+	// Locked, so that one a pagecast killed here left (SIGKILL during
+	// the switch-over; review 105) is swept by the next.
+	dir, err := scratch.Dir(scratch.Base(), "pagecast-state-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer scratch.Remove(dir)
 	sock := filepath.Join(dir, "state.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
