@@ -567,28 +567,15 @@ func TestReportHeatmapOranges(t *testing.T) {
 	if err := renderPanel(name, dashboards.Panel{Type: "heatmap", Title: "where"}, series, t0, t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	darkest, blue := 0, 0
-	b := img.Bounds()
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			r, g, bl, _ := img.At(x, y).RGBA()
-			if r>>8 == 0x7f && g>>8 == 0x27 && bl>>8 == 0x04 {
-				darkest++
-			}
-			if bl>>8 > r>>8+40 {
-				blue++
-			}
+	eachPixel(t, name, func(r, g, b uint32) {
+		if r == 0x7f && g == 0x27 && b == 0x04 {
+			darkest++
 		}
-	}
+		if b > r+40 {
+			blue++
+		}
+	})
 	if darkest == 0 || blue > 0 {
 		t.Errorf("heatmap: %d pixels of Oranges' darkest, %d bluish ones; want some and none", darkest, blue)
 	}
@@ -612,7 +599,25 @@ func TestReportHeatmapBlanksZeros(t *testing.T) {
 	if err := renderPanel(name, dashboards.Panel{Type: "heatmap", Title: "where"}, series, t0, t0.Add(30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(name)
+	palest, darkest := 0, 0
+	eachPixel(t, name, func(r, g, b uint32) {
+		switch [3]uint32{r, g, b} {
+		case [3]uint32{0xff, 0xf5, 0xeb}:
+			palest++
+		case [3]uint32{0x7f, 0x27, 0x04}:
+			darkest++
+		}
+	})
+	if palest > 0 || darkest == 0 {
+		t.Errorf("%d pixels in the palest orange (the zero row, want none: blank), %d in the darkest (want some)", palest, darkest)
+	}
+}
+
+// eachPixel calls fn with each pixel's red, green and blue (0-255) of the
+// PNG at path.
+func eachPixel(t *testing.T, path string, fn func(r, g, b uint32)) {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,20 +626,11 @@ func TestReportHeatmapBlanksZeros(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	palest, darkest := 0, 0
 	b := img.Bounds()
 	for y := b.Min.Y; y < b.Max.Y; y++ {
 		for x := b.Min.X; x < b.Max.X; x++ {
 			r, g, bl, _ := img.At(x, y).RGBA()
-			switch [3]uint32{r >> 8, g >> 8, bl >> 8} {
-			case [3]uint32{0xff, 0xf5, 0xeb}:
-				palest++
-			case [3]uint32{0x7f, 0x27, 0x04}:
-				darkest++
-			}
+			fn(r>>8, g>>8, bl>>8)
 		}
-	}
-	if palest > 0 || darkest == 0 {
-		t.Errorf("%d pixels in the palest orange (the zero row, want none: blank), %d in the darkest (want some)", palest, darkest)
 	}
 }
