@@ -659,7 +659,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	}
 	// The source QEMU gone: nothing to send it, and the guest went with it
 	// (walk 103: "has its VM exited?", then what to send the QEMU).
-	srcExited := err != nil && srcPID > 0 && qmpGone(err) && goneWithin(srcPID, time.Second)
+	srcExited := err != nil && srcPID > 0 && qmpGone(err) && exitsWithin(srcPID, time.Second)
 	if plan != nil && err != nil && !plan.Restored() && !srcExited {
 		// WaitQEMU sets them back only once the migration has ended: not
 		// where it stopped following one that goes on (two interrupts in
@@ -1804,17 +1804,4 @@ func sameQEMU(a, b qemu.Runner) bool {
 		}
 	}
 	return false
-}
-
-// goneWithin reports whether process pid has exited, or does within d: a
-// QEMU stopped closes its QMP socket a moment before it has exited.
-func goneWithin(pid int, d time.Duration) bool {
-	for end := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
-		if proc.Gone(pid) {
-			return true
-		}
-		if time.Now().After(end) {
-			return false
-		}
-	}
 }

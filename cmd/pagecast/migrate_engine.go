@@ -161,7 +161,13 @@ func enginesMigration(mon qmp.Monitor) error {
 // (query-migrate neither none, nor ended, nor unsaid), and its status.
 func qemuMigrating(mon qmp.Monitor) (string, bool) {
 	st := qemuMigrationStatus(mon)
-	return st, st != "" && st != migrator.StatusNone && !migrationmetrics.Finished(st)
+	return st, underway(st)
+}
+
+// underway says whether a query-migrate status is of a migration under
+// way: neither none, nor ended, nor unsaid.
+func underway(st string) bool {
+	return st != "" && st != migrator.StatusNone && !migrationmetrics.Finished(st)
 }
 
 // qemuMigrationStatus is the status of QEMU's own migration on mon, ""

@@ -505,7 +505,8 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 		if who, ok := qemuguest.MigrationHolder(vm.PID()); ok {
 			return who, true
 		}
-		if st, ok := askQEMU(func() (string, bool) { return qemuMigrating(vm.Monitor) }); ok {
+		st, err := within(qemuAnswerWait, func() (string, error) { return qemuMigrationStatus(vm.Monitor), nil })
+		if err == nil && underway(st) {
 			if st == migrator.StatusPostcopyPaused {
 				// It ends only by a recovery (migrate-recover), or
 				// never: said, as the wait may be for good (CI 47).
@@ -520,7 +521,7 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 	// switch-over, before the stop or while vm run waited for it.
 	abandoned := func() (bool, error) {
 		if who, ok := qemuguest.AbandonedSwitchover(vm.PID()); ok {
-			if st, _ := askQEMU(func() (string, bool) { return runState(vm) }); st == "postmigrate" || st == "paused" {
+			if st, _ := within(qemuAnswerWait, func() (string, error) { return qemu.RunState(vm.Monitor) }); st == "postmigrate" || st == "paused" {
 				return true, waitSecondSignal(vm, errw, log, abandonedNote(who)+": stopping QEMU now may end the guest")
 			}
 		}
@@ -555,7 +556,7 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 			if left, err := abandoned(); left {
 				return err
 			}
-			st, _ := askQEMU(func() (string, bool) { return runState(vm) })
+			st, _ := within(qemuAnswerWait, func() (string, error) { return qemu.RunState(vm.Monitor) })
 			if st == "postmigrate" {
 				fmt.Fprintf(errw, "pagecast: the migration has ended (run state %s here); stopping QEMU\n", st)
 				return nil
@@ -568,34 +569,11 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 	}
 }
 
-// askQEMU runs f, a question to QEMU's monitor, and gives up after 2 s
-// (false): a QEMU that does not answer (stopped, hung) must not hold up
-// vm run's stop (review 81; its query-migrate did, found by
+// qemuAnswerWait is how long vm run's stop waits for QEMU to answer a
+// question (within): a QEMU that does not answer (stopped, hung) must not
+// hold up the stop (review 81; its query-migrate did, found by
 // TestVMRunQEMUHungStops).
-func askQEMU[T any](f func() (T, bool)) (T, bool) {
-	type answer struct {
-		v  T
-		ok bool
-	}
-	ch := make(chan answer, 1)
-	go func() {
-		v, ok := f()
-		ch <- answer{v, ok}
-	}()
-	select {
-	case a := <-ch:
-		return a.v, a.ok
-	case <-time.After(2 * time.Second):
-		var none T
-		return none, false
-	}
-}
-
-// runState is QEMU's run state, and whether it said.
-func runState(vm *qemu.VM) (string, bool) {
-	st, err := qemu.RunState(vm.Monitor)
-	return st, err == nil
-}
+const qemuAnswerWait = 2 * time.Second
 
 // waitSecondSignal says why vm run does not stop QEMU at the first signal
 // and waits for a second (or for QEMU to exit: QMP quit). A pagecast
