@@ -687,13 +687,21 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 			// Why there is no Info: the simulation failed, or stopped
 			// once the mode could no longer be the best (stopped-short
 			// true, as in query-migrate's x-pagecast.auto, and why).
-			Error        string `json:"error,omitempty"`
-			StoppedShort bool   `json:"stopped-short,omitempty"`
-			Why          string `json:"why,omitempty"`
+			// A mode stopped short has, as there, the time simulated
+			// and the bytes sent when it stopped (walk 104: only why).
+			Error        string  `json:"error,omitempty"`
+			StoppedShort bool    `json:"stopped-short,omitempty"`
+			TotalTime    *int64  `json:"total-time,omitempty"`
+			Transferred  *uint64 `json:"transferred,omitempty"`
+			Why          string  `json:"why,omitempty"`
 		}
 		predicted := func(r simulate.Result) prediction {
 			p := prediction{Mode: r.Mode}
+			var cut *simulate.CutShort
 			switch {
+			case errors.As(r.Err, &cut):
+				at := cut.At.Milliseconds()
+				p.StoppedShort, p.Why, p.TotalTime, p.Transferred = true, r.Err.Error(), &at, &cut.Sent
 			case errors.Is(r.Err, simulate.ErrCannotWin):
 				p.StoppedShort, p.Why = true, r.Err.Error()
 			case r.Err != nil:

@@ -250,6 +250,8 @@ func TestSimulateAuto(t *testing.T) {
 		Mode         string
 		Info         *migrator.Info `json:"query-migrate"`
 		StoppedShort bool           `json:"stopped-short"` // a bool, as in query-migrate's x-pagecast.auto
+		TotalTime    int64          `json:"total-time"`    // ms simulated when stopped, as there
+		Transferred  uint64
 		Why          string
 	}
 	var out struct {
@@ -277,6 +279,8 @@ func TestSimulateAuto(t *testing.T) {
 			byMode[o.Mode] = o.Info
 		case !o.StoppedShort || !strings.Contains(o.Why, "could no longer be the best"):
 			t.Errorf("hindsight's %s has neither an outcome nor a reason", o.Mode)
+		case o.TotalTime <= 0 || o.Transferred == 0:
+			t.Errorf("hindsight's %s stopped short without where: %d ms, %d bytes", o.Mode, o.TotalTime, o.Transferred)
 		}
 	}
 	best, chosen := byMode[h.Best], byMode[out.Mode]
