@@ -224,7 +224,7 @@ var (
 	descBandwidth = prometheus.NewDesc("pagecast_migration_bandwidth_limit_bytes_per_second",
 		"Link cap of the migration (--bandwidth; QEMU's max-bandwidth); absent when there is none.", labels, nil)
 	descSyncs = prometheus.NewDesc("pagecast_migration_dirty_syncs_total",
-		"Dirty log syncs (query-migrate ram.dirty-sync-count): QEMU's engine syncs about once a round; pagecast's engine harvests every epoch and reports the count as each round ends, so it stays 0 through round 1.", labels, nil)
+		"Dirty log syncs (query-migrate ram.dirty-sync-count): QEMU's engine syncs about once a round; pagecast's engine harvests its dirty log every epoch (100 ms) and counts each harvest as it is taken.", labels, nil)
 	descRound = prometheus.NewDesc("pagecast_migration_round",
 		"Current round, 1-based, the stop-and-copy counted as one (QEMU's engine: its dirty-sync-count).", labels, nil)
 	descDeferred = prometheus.NewDesc("pagecast_migration_deferred_pages",

@@ -40,7 +40,7 @@ type RAMStats struct {
 	NormalBytes      uint64  `json:"normal-bytes"`      // their bytes
 	DirtyPagesRate   uint64  `json:"dirty-pages-rate"`  // pages/s the last round's harvests made to be sent again, each once (as QEMU's: bits a sync newly sets)
 	Mbps             float64 `json:"mbps"`              // transfer rate, megabits/s
-	DirtySyncCount   uint64  `json:"dirty-sync-count"`  // dirty log harvests that ended a round
+	DirtySyncCount   uint64  `json:"dirty-sync-count"`  // dirty log harvests (every epoch; QEMU syncs about once a round)
 	PostcopyRequests uint64  `json:"postcopy-requests"` // pages the destination asked for
 	PageSize         uint64  `json:"page-size"`
 	PagesPerSecond   uint64  `json:"pages-per-second"`

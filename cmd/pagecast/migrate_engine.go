@@ -490,10 +490,15 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	fmt.Fprintf(w, "auto: predicted from %v of the guest (%d pages written; content %s%s):\n",
 		time.Duration(n)*autoEpoch, pages, o.Content, rateNote)
 	// Auto watches in fixed epochs: the note on short rounds has no advice.
-	writeSimulationTableWith(w, o.Workload, choice.Predictions, "")
+	writeSimulationTableWith(w, o.Workload, choice.Predictions, "", autoCheckRate)
 	fmt.Fprintf(w, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
 	return choice, nil
 }
+
+// autoCheckRate is how fast auto's predictions take the memory check to
+// read, for the note of writeCheckTime: migrate has no --checksum-rate,
+// which simulate's note names (walk 106).
+var autoCheckRate = fmt.Sprintf("at some %s/s", units.FormatBytes(simulate.DefaultChecksumRate))
 
 // pageRateProbe is how many of the guest's pages auto migrates on
 // loopback to measure the page rate (migrator.MeasurePageRate): 64 MiB,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/simulate"
 	"github.com/pagecast/pagecast/trace"
 )
 
@@ -218,5 +219,19 @@ func TestTableMS(t *testing.T) {
 		if got := tableMS(v); got != want {
 			t.Errorf("tableMS(%d) = %q, want %q", v, got, want)
 		}
+	}
+}
+
+// TestCheckTimeNote: the note on the memory check's share of the total
+// names simulate's --checksum-rate only where there is one: migrate's
+// auto has none (walk 106).
+func TestCheckTimeNote(t *testing.T) {
+	r := simulate.Result{Mode: "precopy"}
+	r.Info.TotalTime = 1000
+	r.Info.Pagecast = &migrator.Extra{CheckTime: 400}
+	var b strings.Builder
+	writeCheckTime(&b, []simulate.Result{r}, autoCheckRate)
+	if got := b.String(); strings.Contains(got, "--checksum-rate") || !strings.Contains(got, "at some 2.00 GiB/s while the guest runs on the destination: precopy 400ms (40%)") {
+		t.Errorf("migrate's note: %q", got)
 	}
 }

@@ -411,12 +411,13 @@ func simulationModes(s string) ([]string, error) {
 // pre-copy, and what the rows cannot say.
 func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate.Result) {
 	writeSimulationTableWith(out, w, results, fmt.Sprintf("record the trace in shorter epochs (pagecast profile --epoch %v) or give a synthetic workload a shorter --epoch",
-		max(w.Epoch()/4, time.Millisecond).Round(time.Millisecond)))
+		max(w.Epoch()/4, time.Millisecond).Round(time.Millisecond)), "at --checksum-rate (0 leaves it out)")
 }
 
 // writeSimulationTableWith is writeSimulationTable with advice for rounds
-// shorter than the workload's epochs ("" for none).
-func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simulate.Result, advice string) {
+// shorter than the workload's epochs ("" for none), and how fast the
+// memory check reads, for its note (writeCheckTime).
+func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simulate.Result, advice, checkRate string) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tguest slowed\t")
 	ms := tableMS
@@ -447,7 +448,7 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	if cutShort {
 		fmt.Fprintf(out, "> a mode stopped short once it could no longer be the best: more than %.0f%% past a mode finished within the downtime limit\n", 100*simulate.CutMargin)
 	}
-	writeCheckTime(out, results)
+	writeCheckTime(out, results, checkRate)
 	writeAgainstPrecopy(out, results)
 	var replayed []string
 	var from uint64
@@ -504,8 +505,9 @@ func writeShortRounds(out io.Writer, w simulate.Workload, results []simulate.Res
 // writeCheckTime says how much of the modes' total time is the memory
 // check after the switch-over (x-pagecast check-time), where it is 10%
 // or more of a mode's: a 1 TiB guest's 12m23s held 4m of it, which no column
-// said (walk 104).
-func writeCheckTime(out io.Writer, results []simulate.Result) {
+// said (walk 104). rate says how fast the check was taken to read
+// (migrate has no --checksum-rate: walk 106).
+func writeCheckTime(out io.Writer, results []simulate.Result, rate string) {
 	var parts []string
 	much := false
 	for _, r := range results {
@@ -517,8 +519,8 @@ func writeCheckTime(out io.Writer, results []simulate.Result) {
 		parts = append(parts, fmt.Sprintf("%s %v (%.0f%%)", r.Mode, time.Duration(r.Info.Pagecast.CheckTime)*time.Millisecond, 100*share))
 	}
 	if much {
-		fmt.Fprintf(out, "total includes the memory check after the switch-over, the paused source reading the memory its guest holds at --checksum-rate "+
-			"while the guest runs on the destination (0 leaves it out): %s\n", strings.Join(parts, ", "))
+		fmt.Fprintf(out, "total includes the memory check after the switch-over, the paused source reading the memory its guest holds %s "+
+			"while the guest runs on the destination: %s\n", rate, strings.Join(parts, ", "))
 	}
 }
 

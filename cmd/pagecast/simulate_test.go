@@ -150,7 +150,7 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--plot", "/proc/none/x"}, "--plot: mkdir /proc/none", false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "fast"}, `--checksum-rate "fast": want a rate such as 2GiB/s, or 0`, false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "0", "--mode", "precopy"}, "precopy", true},
-		{[]string{"--synthetic", "hotset", "--memory", "256M", "--checksum-rate", "16MiB/s", "--mode", "precopy"}, "total includes the memory check after the switch-over, the paused source reading the memory its guest holds at --checksum-rate while the guest runs on the destination (0 leaves it out): precopy ", true},
+		{[]string{"--synthetic", "hotset", "--memory", "256M", "--checksum-rate", "16MiB/s", "--mode", "precopy"}, "total includes the memory check after the switch-over, the paused source reading the memory its guest holds at --checksum-rate (0 leaves it out) while the guest runs on the destination: precopy ", true},
 		{[]string{"--trace", simTrace, "--page-rate", "fast"}, `--page-rate "fast": want pages per second`, false},
 		{[]string{"--trace", simTrace, "--page-rate", "1"}, "--page-rate 1: the state alone takes 1m15s at 1 pages a second", false},
 		// Below a page a second the state's time overflowed, and the
