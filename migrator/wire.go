@@ -11,8 +11,9 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/pagecast/pagecast/internal/printable"
 )
 
 // The wire protocol. Both directions of the connection carry a stream of
@@ -716,31 +717,10 @@ func (r *Reader) decodeText(p []byte) (string, error) {
 	if !utf8.Valid(p) {
 		return "", r.malformed("text is not valid UTF-8")
 	}
-	return peerText(string(p)), nil
-}
-
-// peerText makes a peer's text safe to print wherever it goes (a
-// terminal, a log, query-migrate's error-desc): line breaks become "; "
-// and other control characters escapes (\x1b), so that a hostile peer
-// cannot clear or rewrite the user's screen.
-func peerText(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsControl) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == '\n':
-			b.WriteString("; ")
-		case r < 0x100 && unicode.IsControl(r):
-			fmt.Fprintf(&b, "\\x%02x", r)
-		case unicode.IsControl(r):
-			fmt.Fprintf(&b, "\\u%04x", r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
+	// Safe to print wherever it goes (a terminal, a log,
+	// query-migrate's error-desc): a hostile peer cannot clear or
+	// rewrite the user's screen.
+	return printable.Line(string(p)), nil
 }
 
 func (r *Reader) decodePages(rec *Record, p []byte) error {

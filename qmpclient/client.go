@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+	"github.com/pagecast/pagecast/internal/printable"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,6 +36,10 @@ type Client struct {
 	readErr error         // why it stopped; set before done closes
 	quit    chan struct{} // closed by Disconnect
 	once    sync.Once
+
+	addr       string        // what Dial dialled, for errors
+	answerWait time.Duration // SetAnswerWait's; 0: no bound
+	lost       error         // a command not answered within answerWait: the connection is closed
 }
 
 // Dial connects to a QMP socket ("unix" and a path, or "tcp" and an
@@ -44,7 +49,7 @@ func Dial(network, addr string, timeout time.Duration) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{conn: c, r: bufio.NewReaderSize(c, 64<<10), quit: make(chan struct{})}, nil
+	return &Client{conn: c, r: bufio.NewReaderSize(c, 64<<10), quit: make(chan struct{}), addr: addr}, nil
 }
 
 var _ qmp.Monitor = (*Client)(nil)
@@ -136,10 +141,13 @@ func (m message) err() error {
 	if m.Error == nil {
 		return nil
 	}
+	// QEMU's text, printed wherever the error goes: a monitor that is
+	// not QEMU's cannot put control characters on the user's terminal
+	// (walk 107: one cleared the screen and set its title).
 	if m.Error.Desc == "" {
-		return errors.New(m.Error.Class)
+		return errors.New(printable.Line(m.Error.Class))
 	}
-	return errors.New(m.Error.Desc)
+	return errors.New(printable.Line(m.Error.Desc))
 }
 
 // readLine reads one line into a slice of its own.
@@ -242,6 +250,23 @@ func (c *Client) read() {
 	}
 }
 
+// SetAnswerWait bounds how long Run waits for each reply from now on (0:
+// no bound). A command not answered within it fails with ErrNoAnswer and
+// closes the connection, so that its late reply cannot be taken for
+// another command's; every Run after fails so too. For a client's
+// questions before work that may hold QEMU's main loop (QEMU's own
+// stop-and-copy does, for its whole downtime): a QEMU stopped with SIGSTOP
+// or stuck held pagecast migrate silent for good (walk 107).
+func (c *Client) SetAnswerWait(wait time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.answerWait = wait
+}
+
+// ErrNoAnswer is a command the monitor did not answer within the client's
+// answer wait (errors.Is).
+var ErrNoAnswer = errors.New("the monitor did not answer")
+
 // Run sends one command (a JSON object) and returns its reply, a slice
 // the caller owns. A QMP error reply comes back as an error holding its
 // desc, as go-qemu's SocketMonitor gives it.
@@ -251,8 +276,17 @@ func (c *Client) Run(command []byte) ([]byte, error) {
 	if c.done == nil {
 		return nil, errors.New("qmp: not connected")
 	}
+	if c.lost != nil {
+		return nil, c.lost
+	}
 	if _, err := c.conn.Write(command); err != nil {
 		return nil, err
+	}
+	var late <-chan time.Time
+	if c.answerWait > 0 {
+		t := time.NewTimer(c.answerWait)
+		defer t.Stop()
+		late = t.C
 	}
 	select {
 	case r := <-c.replies:
@@ -262,7 +296,23 @@ func (c *Client) Run(command []byte) ([]byte, error) {
 		return r.line, nil
 	case <-c.done:
 		return nil, fmt.Errorf("qmp: connection lost: %w", c.readErr)
+	case <-late:
+		c.conn.Close()
+		c.lost = fmt.Errorf("QMP socket %s: %w %s in %v: is its QEMU stopped (SIGSTOP) or stuck? (the connection is closed)",
+			c.addr, ErrNoAnswer, commandName(command), c.answerWait)
+		return nil, c.lost
 	}
+}
+
+// commandName is the "execute" of a QMP command, or "a command".
+func commandName(command []byte) string {
+	var m struct {
+		Execute string `json:"execute"`
+	}
+	if json.Unmarshal(command, &m) != nil || m.Execute == "" {
+		return "a command"
+	}
+	return printable.Line(m.Execute)
 }
 
 // Events returns the events received since Connect, and on; it is closed

@@ -3,6 +3,7 @@ package qmpclient
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -317,5 +318,82 @@ func TestPeerPID(t *testing.T) {
 	defer c.Disconnect()
 	if pid := c.PeerPID(); pid != 0 {
 		t.Errorf("peer of a TCP connection: %d, want 0", pid)
+	}
+}
+
+// TestAnswerWait: a monitor that greets, then answers nothing more, fails
+// a command within the client's answer wait, saying which and where, and
+// every command after it, its late reply never taken for theirs; without
+// the wait a slow answer is waited for.
+func TestAnswerWait(t *testing.T) {
+	greeting := `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}`
+	path := fakeMonitor(t, greeting, "<", `{"return": {}}`, "<", `{"return": {"status": "running"}}`, "<")
+	c, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect()
+	c.SetAnswerWait(time.Second)
+	if out, err := c.Run([]byte(`{"execute":"query-status"}`)); err != nil || !strings.Contains(string(out), "running") {
+		t.Fatalf("query-status: %q, %v", out, err)
+	}
+	c.SetAnswerWait(200 * time.Millisecond)
+	start := time.Now()
+	_, err = c.Run([]byte(`{"execute":"query-cpus-fast"}`))
+	if !errors.Is(err, ErrNoAnswer) || !strings.Contains(err.Error(), "QMP socket "+path+": the monitor did not answer query-cpus-fast in 200ms: is its QEMU stopped (SIGSTOP) or stuck?") {
+		t.Fatalf("a command not answered: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("it took %v", d)
+	}
+	if _, again := c.Run([]byte(`{"execute":"query-status"}`)); again == nil || again.Error() != err.Error() {
+		t.Errorf("a command after it: %v", again)
+	}
+
+	// No wait: a reply 300 ms late is the reply.
+	slow := filepath.Join(t.TempDir(), "slow.sock")
+	l, err := net.Listen("unix", slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf := make([]byte, 4096)
+		io.WriteString(conn, greeting+"\r\n")
+		conn.Read(buf)
+		io.WriteString(conn, `{"return": {}}`+"\r\n")
+		conn.Read(buf)
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(conn, `{"return": {"status": "paused"}}`+"\r\n")
+		io.Copy(io.Discard, conn)
+	}()
+	s, err := Open(slow, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Disconnect()
+	if out, err := s.Run([]byte(`{"execute":"query-status"}`)); err != nil || !strings.Contains(string(out), "paused") {
+		t.Fatalf("a slow answer without a wait: %q, %v", out, err)
+	}
+}
+
+// TestErrorTextPrintable: a monitor's error text reaches the user without
+// control characters (walk 107: one cleared the screen).
+func TestErrorTextPrintable(t *testing.T) {
+	greeting := `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}`
+	path := fakeMonitor(t, greeting, "<", `{"return": {}}`, "<", `{"error": {"class": "GenericError", "desc": "\u001b[2J\u001b[31mboom\nline2\u001b]0;pwn\u0007"}}`)
+	c, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect()
+	_, err = c.Run([]byte(`{"execute":"query-version"}`))
+	if err == nil || err.Error() != `\x1b[2J\x1b[31mboom; line2\x1b]0;pwn\x07` {
+		t.Fatalf("error: %q", err)
 	}
 }

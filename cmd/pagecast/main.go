@@ -16,6 +16,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/pagecast/pagecast/internal/printable"
 	"github.com/urfave/cli/v2"
 )
 
@@ -116,8 +117,10 @@ func holdsOnClosedOutput(action cli.ActionFunc) cli.ActionFunc {
 // catchPipe catches SIGPIPE once for the process (holdsOnClosedOutput).
 var catchPipe sync.Once
 
-// oneLine is err's message on one line, as main prints errors.
-func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+// oneLine is err's message on one line, as main prints errors, with no
+// control characters: a peer's or a QEMU's text in it cannot rewrite the
+// user's terminal.
+func oneLine(err error) string { return printable.Line(err.Error()) }
 
 func newApp() *cli.App {
 	app := &cli.App{

@@ -420,6 +420,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			if p.MaxRounds == 0 {
 				return errNoRoundCap
 			}
+			answerFreely(mon, dst)
 			return migrateWithEngine(c, src, p, metrics, mon, dst, ctl, out)
 		}
 		// QEMU's own migration takes a paused guest (it stays paused),
@@ -544,6 +545,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			destPID = localListener(c.String("to"))
 		}
 	}
+	answerFreely(mon, dst)
 	err = migrator.Migrate(mon, c.String("to"))
 	if watching != nil && watching() {
 		if err != nil {
@@ -1360,8 +1362,32 @@ func writeAutoChoice(w io.Writer, a *migrator.AutoChoice) {
 	fmt.Fprintf(w, "auto chose %s (prefer %s): %s\n\n", a.Mode, a.Prefer, a.Why)
 }
 
-// dialQMP connects to a QMP socket, giving a busy one up after 5 s.
-func dialQMP(path string) (*qmpclient.Client, error) { return qmpclient.Open(path, 5*time.Second) }
+// dialQMP connects to a QMP socket, giving a busy one up after 5 s, and a
+// command not answered after setupAnswerWait, until answerFreely: a
+// source QEMU that greeted and then answered nothing (stopped with
+// SIGSTOP, or stuck) held migrate silent for good (walk 107).
+func dialQMP(path string) (*qmpclient.Client, error) {
+	c, err := qmpclient.Open(path, 5*time.Second)
+	if err == nil {
+		c.SetAnswerWait(setupAnswerWait)
+	}
+	return c, err
+}
+
+// setupAnswerWait is how long migrate waits for each of its questions to
+// QEMU before the migration starts, as profile's collector does.
+var setupAnswerWait = 10 * time.Second
+
+// answerFreely lifts dialQMP's bound on answers as the migration starts:
+// QEMU's own stop-and-copy holds its main loop, and so its monitor, for
+// the whole downtime.
+func answerFreely(monitors ...qmp.Monitor) {
+	for _, m := range monitors {
+		if c, ok := m.(*qmpclient.Client); ok {
+			c.SetAnswerWait(0)
+		}
+	}
+}
 
 // progressBar draws one line, redrawn in place on a terminal and printed
 // once a second otherwise.

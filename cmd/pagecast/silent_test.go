@@ -121,3 +121,37 @@ func TestMigrateSilentSource(t *testing.T) {
 		t.Fatalf("pagecast migrate still running 10 s after SIGINT, blocked on a silent source monitor; commands: %v\noutput:\n%s", f.commands(), out.String())
 	}
 }
+
+// TestMigrateSourceSilentInSetup: a source QEMU that greets, answers a
+// question or two and then nothing (SIGSTOPped, or stuck) ends migrate in
+// setupAnswerWait with a reason naming the question, before anything is
+// migrated (walk 107: it was silent for good, --timeout or not).
+func TestMigrateSourceSilentInSetup(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "src.sock")
+	f := serveFakeQMP(t, sock, func(cmd string, n int) string {
+		switch cmd {
+		case "qmp_capabilities":
+			return `{"return":{}}`
+		case "query-version":
+			return `{"return":{"qemu":{"major":7,"minor":2,"micro":0},"package":"Debian 1:7.2"}}`
+		}
+		return "" // silent from here on
+	})
+	defer func(w time.Duration) { setupAnswerWait = w }(setupAnswerWait)
+	setupAnswerWait = 300 * time.Millisecond
+	start := time.Now()
+	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+sock, "--to", "tcp:"+freeAddr(t), "--quiet", "--timeout", "1h")
+	seen := f.commands()
+	last := seen[len(seen)-1]
+	if err == nil || !strings.Contains(err.Error(), "QMP socket "+sock+": the monitor did not answer "+last+" in 300ms: is its QEMU stopped (SIGSTOP) or stuck?") {
+		t.Fatalf("migrate from a source gone silent after %v: %v\n%s", seen, err, stderr)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("it took %v", d)
+	}
+	for _, c := range seen {
+		if c == "migrate" {
+			t.Errorf("migrate was sent: %v", seen)
+		}
+	}
+}
