@@ -27,6 +27,7 @@ import (
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/simulate"
+	"github.com/pagecast/pagecast/trace"
 )
 
 // allModes is what --mode all runs, pre-copy first: the others are
@@ -103,7 +104,7 @@ type simulation struct {
 }
 
 func runSimulate(c *cli.Context) error {
-	w, err := simulationWorkload(c)
+	w, lost, err := simulationWorkload(c)
 	if err != nil {
 		return err
 	}
@@ -240,7 +241,7 @@ func runSimulate(c *cli.Context) error {
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	if auto {
-		return simulateAuto(c, ctx, o)
+		return simulateAuto(c, ctx, o, lost)
 	}
 
 	// A mode refused for memory is refused at once, saying why: not slow.
@@ -266,6 +267,7 @@ func runSimulate(c *cli.Context) error {
 	if ctx.Err() != nil {
 		return errors.New("interrupted while simulating")
 	}
+	warnLost(c.App.ErrWriter, w, o.Start, lost, results)
 	if c.Bool("json") {
 		out := make([]simulation, len(results))
 		for i, r := range results {
@@ -331,45 +333,146 @@ func contentSum(s string) float64 {
 	return sum
 }
 
-// simulationWorkload reads --trace or makes --synthetic.
-func simulationWorkload(c *cli.Context) (simulate.Workload, error) {
+// simulationWorkload reads --trace or makes --synthetic, and says which
+// epochs a damaged trace lost.
+func simulationWorkload(c *cli.Context) (simulate.Workload, []lostSpan, error) {
 	path, spec := c.String("trace"), c.String("synthetic")
 	switch {
 	case path == "" && spec == "":
-		return nil, errors.New("no workload: give --trace FILE or --synthetic SPEC (see pagecast simulate --help)")
+		return nil, nil, errors.New("no workload: give --trace FILE or --synthetic SPEC (see pagecast simulate --help)")
 	case path != "" && spec != "":
-		return nil, errors.New("--trace and --synthetic: give one workload, not both")
+		return nil, nil, errors.New("--trace and --synthetic: give one workload, not both")
 	case spec != "":
 		if !c.IsSet("memory") {
-			return nil, errors.New("--synthetic needs --memory, the guest's size (e.g. 1T)")
+			return nil, nil, errors.New("--synthetic needs --memory, the guest's size (e.g. 1T)")
 		}
 		g, err := csvGeometry(c)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return simulate.ParseSynthetic(spec, g.MemoryBytes/migrator.PageSize, g.Epoch)
+		w, err := simulate.ParseSynthetic(spec, g.MemoryBytes/migrator.PageSize, g.Epoch)
+		return w, nil, err
 	}
 	var g predictor.CSVOptions
 	if !predictor.IsCSV(path) && (c.IsSet("memory") || c.IsSet("epoch")) {
-		return nil, fmt.Errorf("%s is not named .csv or .csv.gz, so it is read as a pagecast trace file, which gives the guest's memory and epoch: --memory and --epoch are for CSV traces and synthetic workloads", path)
+		return nil, nil, fmt.Errorf("%s is not named .csv or .csv.gz, so it is read as a pagecast trace file, which gives the guest's memory and epoch: --memory and --epoch are for CSV traces and synthetic workloads", path)
 	}
 	if predictor.IsCSV(path) {
 		if !c.IsSet("memory") {
-			return nil, fmt.Errorf("%s is a CSV trace: give the guest's size with --memory (and --epoch if not 100ms)", path)
+			return nil, nil, fmt.Errorf("%s is a CSV trace: give the guest's size with --memory (and --epoch if not 100ms)", path)
 		}
 		var err error
 		if g, err = csvGeometry(c); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	meta, epochs, damage, err := predictor.ReadTrace(path, g)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var lost []lostSpan
 	if len(damage) > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs\n", path, stretches(len(damage)))
+		// A pagecast trace records idle epochs too: those missing went
+		// with the damage.
+		lost = lostEpochs(epochs)
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs, and those lost (%s) as idle\n", path, stretches(len(damage)), spanList(lost))
 	}
-	return simulate.NewTrace(filepath.Base(path), meta, epochs)
+	w, err := simulate.NewTrace(filepath.Base(path), meta, epochs)
+	return w, lost, err
+}
+
+// lostSpan is a stretch of epochs a damaged trace lost, from and to
+// numbered as trace info numbers them.
+type lostSpan struct{ from, to uint64 }
+
+// lostEpochs lists the indices missing between the first and the last of
+// epochs.
+func lostEpochs(epochs []trace.Epoch) []lostSpan {
+	idx := make([]uint64, len(epochs))
+	for i, e := range epochs {
+		idx[i] = e.Index
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	var lost []lostSpan
+	for i := 1; i < len(idx); i++ {
+		if idx[i] > idx[i-1]+1 {
+			lost = append(lost, lostSpan{idx[i-1] + 1, idx[i] - 1})
+		}
+	}
+	return lost
+}
+
+// spanList says spans as "epochs 3-5, 9": "none" for none.
+func spanList(spans []lostSpan) string {
+	if len(spans) == 0 {
+		return "no whole epoch"
+	}
+	parts := make([]string, len(spans))
+	for i, s := range spans {
+		parts[i] = strconv.FormatUint(s.from, 10)
+		if s.to > s.from {
+			parts[i] += "-" + strconv.FormatUint(s.to, 10)
+		}
+	}
+	word := "epochs "
+	if len(spans) == 1 && spans[0].from == spans[0].to {
+		word = "epoch "
+	}
+	return word + strings.Join(parts, ", ")
+}
+
+// lostWithin is those of lost that overlap epochs from to to.
+func lostWithin(lost []lostSpan, from, to uint64) []lostSpan {
+	var in []lostSpan
+	for _, l := range lost {
+		if l.to >= from && l.from <= to {
+			in = append(in, l)
+		}
+	}
+	return in
+}
+
+// warnLost says which modes' migrations ran through epochs the trace lost,
+// replayed as idle: a program's quiet there is made up, and a pre-copy
+// that converged in it converged on nothing the program did (walk 107: 3
+// lost epochs took precopy from 15.5 s and 1.81 GiB to 824 ms and 94.7
+// MiB, said only as a stretch skipped). start is the workload's epoch
+// the migrations began at.
+func warnLost(w io.Writer, wl simulate.Workload, start uint64, lost []lostSpan, results []simulate.Result) {
+	if len(lost) == 0 {
+		return
+	}
+	first := firstIndex(wl) + start
+	var modes []string
+	var hit []lostSpan
+	for _, r := range results {
+		if r.Err != nil {
+			continue
+		}
+		// The epochs it ran through, at most: a throttled guest goes
+		// slower, and one replayed went through all from the start.
+		epochs := uint64(math.Ceil(float64(time.Duration(r.Info.TotalTime)*time.Millisecond) / float64(wl.Epoch())))
+		if r.Replays > 0 {
+			epochs = wl.Len()
+		}
+		in := lostWithin(lost, first, first+epochs)
+		for _, l := range in {
+			if !slices.Contains(hit, l) {
+				hit = append(hit, l)
+			}
+		}
+		if len(in) > 0 {
+			modes = append(modes, r.Mode)
+		}
+	}
+	if len(modes) == 0 {
+		return
+	}
+	slices.SortFunc(hit, func(a, b lostSpan) int { return cmp.Compare(a.from, b.from) })
+	fmt.Fprintf(w, "pagecast: warning: %s ran through %s, which the damaged trace lost and which were replayed as idle: "+
+		"their figures may be better than the program's (a migration may have converged in that made-up quiet); --start after the damage avoids it\n",
+		strings.Join(modes, ", "), spanList(hit))
 }
 
 // linkBandwidth reads --bandwidth for simulate and migrate alike; zero is
@@ -607,7 +710,7 @@ func atOnce(o simulate.Options, modes []string) string {
 // simulateAuto runs mode auto: it predicts every mode from the epochs
 // observed before the start, chooses, runs the choice on the workload from
 // the start, and prints prediction against outcome.
-func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error {
+func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost []lostSpan) error {
 	w, n := o.Workload, uint64(c.Int("observe")) // at least 1, checked in simulate's action
 	first := firstIndex(w)
 	// The epochs observed come before the migration's start, a synthetic
@@ -647,6 +750,9 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 	n = min(n, o.Start)
 	from := o.Start - n
 	observed := simulate.Window(w, from, n)
+	if in := lostWithin(lost, first+from, first+o.Start-1); len(in) > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: auto observes %s, which the damaged trace lost and which are replayed as idle: its predictions may be of a quieter guest than the program\n", spanList(in))
+	}
 	fmt.Fprintf(c.App.ErrWriter, "auto: predicting every mode from %s%s …\n", observed.Name(), atOnce(o, simulate.AutoModes))
 	settled := watchSims(&o, c.App.ErrWriter, "  ", progressEvery)
 	choice, err := simulate.Choose(ctx, o, observed, c.String("prefer"))
@@ -677,6 +783,11 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options) error
 		}
 	}
 	outcome.Mode = "auto: " + choice.Mode
+	if hindsight != nil {
+		warnLost(c.App.ErrWriter, w, o.Start, lost, hindsight.Outcomes)
+	} else {
+		warnLost(c.App.ErrWriter, w, o.Start, lost, []simulate.Result{outcome})
+	}
 	if outcome.Info.Pagecast != nil {
 		outcome.Info.Pagecast.Auto = choice.Report() // as query-migrate reports it
 	}

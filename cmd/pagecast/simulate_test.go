@@ -511,3 +511,56 @@ func TestSimulateAutoQEMUTrace(t *testing.T) {
 		t.Errorf("a CSV import's trace said to be a QEMU VM's:\n%s", stdout)
 	}
 }
+
+// TestSimulateLostEpochs: a damaged trace's lost epochs, replayed as idle,
+// are named, and so are the modes whose migrations ran through them (walk
+// 107: three lost epochs took precopy from 15.5 s to 824 ms, said only as
+// a stretch skipped); a migration from after them is not warned of.
+func TestSimulateLostEpochs(t *testing.T) {
+	data, err := os.ReadFile(simTrace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var records []int
+	for i := 0; ; i++ {
+		j := bytes.Index(data[i:], []byte("\x00PCR"))
+		if j < 0 {
+			break
+		}
+		i += j
+		records = append(records, i)
+	}
+	if len(records) != 60 {
+		t.Fatalf("found %d records", len(records))
+	}
+	for _, r := range records[2:5] { // epochs 3 to 5
+		data[r+10] ^= 0xff
+	}
+	path := filepath.Join(t.TempDir(), "damaged.pct")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := runApp(t, "simulate", "--trace", path, "--bandwidth", "4MiB/s", "--mode", "precopy,predictive")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	for _, want := range []string{"simulating the intact epochs, and those lost (epochs 3-5) as idle",
+		"pagecast: warning: precopy, predictive ran through epochs 3-5, which the damaged trace lost"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	_, stderr, err = runApp(t, "simulate", "--trace", path, "--bandwidth", "64MiB/s", "--mode", "precopy", "--start", "10")
+	if err != nil || strings.Contains(stderr, "ran through") || !strings.Contains(stderr, "(epochs 3-5) as idle") {
+		t.Errorf("from after the damage: %v\n%s", err, stderr)
+	}
+	// Replayed from its start (epoch 2), a migration goes through them.
+	_, stderr, err = runApp(t, "simulate", "--trace", path, "--bandwidth", "4MiB/s", "--mode", "precopy", "--start", "2")
+	if err != nil || !strings.Contains(stderr, "precopy ran through epochs 3-5") {
+		t.Errorf("replayed through the damage: %v\n%s", err, stderr)
+	}
+	_, stderr, err = runApp(t, "simulate", "--trace", path, "--bandwidth", "4MiB/s", "--mode", "auto", "--observe", "8")
+	if err != nil || !strings.Contains(stderr, "auto observes epochs 3-5, which the damaged trace lost") {
+		t.Errorf("auto observing the damage: %v\n%s", err, stderr)
+	}
+}
