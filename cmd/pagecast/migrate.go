@@ -1431,9 +1431,16 @@ func (b *progressBar) update(i migrator.Info) {
 		}
 	}
 	b.last, b.sent = now, i.RAM.Transferred
+	// The share of the guest's memory in place at the destination, as
+	// libvirt's virsh migrate --verbose shows it: sent over sent and left
+	// crept to 97% in a migration that did not converge, 44 MiB of its
+	// 64 MiB left round after round (walk 106).
 	sent, left := float64(i.RAM.Transferred), float64(i.RAM.Remaining)
 	frac := 0.0
-	if sent+left > 0 {
+	switch total := float64(i.RAM.Total); {
+	case total > 0:
+		frac = max(0, 1-left/total)
+	case sent+left > 0:
 		frac = sent / (sent + left)
 	}
 	const width = 24
@@ -1446,6 +1453,11 @@ func (b *progressBar) update(i migrator.Info) {
 	line := fmt.Sprintf("[%s%s] %3.0f%% %-6s round %d  sent %s  left %s  %s/s",
 		strings.Repeat("#", fill), strings.Repeat("-", width-fill), frac*100, i.Status, round,
 		units.FormatBytes(sent), units.FormatBytes(left), units.FormatBytes(rate))
+	if d := i.RAM.DirtyPagesRate * max(i.RAM.PageSize, migrator.PageSize); d > 0 && i.Status == migrator.StatusActive {
+		// Beside the rate it is sent at: a guest dirtying faster than
+		// that does not converge.
+		line += fmt.Sprintf("  dirtying %s/s", units.FormatBytes(float64(d)))
+	}
 	if i.CPUThrottlePercentage > 0 {
 		line += fmt.Sprintf("  throttle %d%%", i.CPUThrottlePercentage)
 	}
