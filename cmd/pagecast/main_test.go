@@ -423,7 +423,7 @@ func TestCLIErrorsAnywhere(t *testing.T) {
 		// that takes none.
 		{[]string{"report", "--out", t.TempDir(), "extra"}, `report takes no arguments (got "extra"): every value is a flag's`},
 		{[]string{"predict", "serve", "awk.pct"}, `predict serve takes no arguments (got "awk.pct")`},
-		{[]string{"predict", "serve", "--trace", "awk.pct", "--name", "web1"}, "--name names the VM of --collector; a trace's VM is named by its file's base name"},
+		{[]string{"predict", "serve", "--trace", "awk.pct", "--trace", "tar.pct", "--name", "web1"}, "--name names one VM: the --collector's, or a single --trace's"},
 		{[]string{"profile", "web1"}, `profile takes no arguments (got "web1"): the VM is --qmp or --pid`},
 		{[]string{"simulate", "awk.pct"}, `simulate takes no arguments (got "awk.pct"): the workload goes in --trace or --synthetic`},
 		// A flag given no value took the next flag as its value, and the

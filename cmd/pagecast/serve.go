@@ -40,7 +40,7 @@ func predictServeCommand() *cli.Command {
 			"  GET /v1/vms/{id}/hotset?threshold=&start=&limit=&horizon=\n" +
 			"                                               pages predicted dirty (probability at least threshold, 0.5)\n" +
 			"  GET /metrics                                 predicted vs actual dirty pages per epoch, Brier score\n" +
-			"A VM's id, its vm label in /metrics, is its trace file's base name, or for --collector --name:\n" +
+			"A VM's id, its vm label in /metrics, is its trace file's base name (a single trace's: --name), or for --collector --name:\n" +
 			"by default QEMU's -name, else the QMP socket's file name without its extension, as profile and\n" +
 			"migrate name it, so that a VM's series carry one name across them.",
 		Flags: []cli.Flag{
@@ -51,7 +51,7 @@ func predictServeCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "most connections held at once; one more closes the one that has waited longest for a request (an idle keep-alive, a client that sends nothing)"},
 			&cli.BoolFlag{Name: "loop", Value: true, Usage: "replay traces again from the start when they end"},
 			&cli.StringFlag{Name: "collector", Usage: "profile a live VM through its QMP socket, unix:PATH"},
-			&cli.StringFlag{Name: "name", Usage: "with --collector, the VM's id and vm label (default: QEMU's -name, else the QMP socket's file name without its extension, as profile --name; it was \"live\" for every VM before 2026-12-05)"},
+			&cli.StringFlag{Name: "name", Usage: "the VM's id and vm label: with --collector (default: QEMU's -name, else the QMP socket's file name without its extension, as profile --name; it was \"live\" for every VM before 2026-12-05), or with a single --trace (default: its file's base name), e.g. the name profile gave it"},
 			&cli.DurationFlag{Name: "epoch", Value: 100 * time.Millisecond, Usage: "epoch length for --collector (100ms: the profiler's and the migration engine's)"},
 			&cli.IntFlag{Name: "parts", Value: 1, Usage: fmt.Sprintf("tell the model in which of this many parts of each epoch a page was written: each trace's epochs are joined this many to one (a trace profiled with --epoch 25ms, served with --parts 4: epochs of 100 ms), and --collector profiles in epochs of --epoch divided by it; 1 to %d", maxParts)},
 		},
@@ -72,8 +72,16 @@ const (
 )
 
 func runServe(c *cli.Context) error {
+	// One VM named: a trace's, whose file is named otherwise than the VM
+	// profile's metrics call it (walk 106: "vm", after vm.pct, beside
+	// "src" on one dashboard), or --collector's.
+	traces := c.StringSlice("trace")
+	named := "" // the trace --name names
 	if c.IsSet("name") && c.String("collector") == "" {
-		return errors.New("--name names the VM of --collector; a trace's VM is named by its file's base name")
+		if len(traces) != 1 {
+			return errors.New("--name names one VM: the --collector's, or a single --trace's (with several, each is named by its file's base name)")
+		}
+		named = c.String("name")
 	}
 	log := slog.Default()
 	if len(c.StringSlice("trace")) == 0 && c.String("collector") == "" {
@@ -106,7 +114,7 @@ func runServe(c *cli.Context) error {
 
 	// Load in the background so that a signal ends a long load at once.
 	loaded := make(chan error, 1)
-	go func() { loaded <- loadServeTraces(ctx, log, svc, c.StringSlice("trace"), parts, speed, c.Bool("loop")) }()
+	go func() { loaded <- loadServeTraces(ctx, log, svc, traces, named, parts, speed, c.Bool("loop")) }()
 	select {
 	case err := <-loaded:
 		if err != nil {
@@ -196,9 +204,10 @@ func runServe(c *cli.Context) error {
 	return nil
 }
 
-// loadServeTraces reads each trace, adds its VM to svc and starts its
+// loadServeTraces reads each trace, adds its VM to svc, named after its
+// file or, for a single trace, name where it is not "", and starts its
 // replay. A trace of a huge guest is kept on a predictor.PageMap.
-func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service, paths []string, parts int, speed float64, loop bool) error {
+func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service, paths []string, name string, parts int, speed float64, loop bool) error {
 	for _, path := range paths {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -230,6 +239,9 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 			return fmt.Errorf("%s: its %d epochs make no whole epoch of --parts %d (%d of them each)", path, n, parts, parts)
 		}
 		id := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+		if name != "" {
+			id = name
+		}
 		vm, err := svc.AddMappedVM(id, meta.Pages(), pm, uint64(meta.PageSize), meta.Epoch*time.Duration(parts), "trace "+path)
 		if err != nil {
 			return fmt.Errorf("%s: %w (a trace's VM is named after its file name, which another --trace has too: rename one)", path, err)

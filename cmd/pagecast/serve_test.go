@@ -238,7 +238,7 @@ func TestServeHookUnknown(t *testing.T) {
 	svc := service.New(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := loadServeTraces(ctx, slog.New(slog.DiscardHandler), svc, []string{"../../predictor/testdata/real/awk.pct"}, 1, 1, false); err != nil {
+	if err := loadServeTraces(ctx, slog.New(slog.DiscardHandler), svc, []string{"../../predictor/testdata/real/awk.pct"}, "", 1, 1, false); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(svc.Handler())
@@ -251,6 +251,33 @@ func TestServeHookUnknown(t *testing.T) {
 	resp.Body.Close()
 	if want := `pagecast_predictor_vm_info{hook="unknown",vm="awk"} 1`; !strings.Contains(string(body), want) {
 		t.Errorf("no %s in /metrics", want)
+	}
+}
+
+// TestServeTraceNamed: a single trace's VM takes --name, the name profile
+// gave its metrics (walk 106: the trace's file name, "vm" beside "src").
+func TestServeTraceNamed(t *testing.T) {
+	svc := service.New(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := loadServeTraces(ctx, slog.New(slog.DiscardHandler), svc, []string{"../../predictor/testdata/real/awk.pct"}, "src", 1, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/v1/vms/src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /v1/vms/src: %s", resp.Status)
+	}
+	if resp, err = http.Get(srv.URL + "/v1/vms/awk"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET /v1/vms/awk: %s, want 404: the VM is src", resp.Status)
+		}
 	}
 }
 
