@@ -42,7 +42,10 @@ type Options struct {
 	// (tcg.PluginArg builds pagecast's). Only under TCG.
 	Plugin   string
 	Incoming string // if set, -incoming URI ("tcp:127.0.0.1:4444"): wait for a migration, whose RAM overwrites the arena
-	Extra    []string
+	// Name is the guest's name (-name guest=NAME), which QMP query-name
+	// reports, as libvirt gives QEMU its domain's; "" for none.
+	Name  string
+	Extra []string
 	// VCPUs is the number of virtual CPUs (-smp); 0 is 1. The pagecast
 	// guest runs on the first alone (it brings up others only under
 	// pagecast's own monitor); a Linux guest (Kernel) uses them all.
@@ -265,6 +268,9 @@ func Start(o Options) (_ *VM, err error) {
 	}
 	if o.Incoming != "" {
 		args = append(args, "-incoming", o.Incoming)
+	}
+	if o.Name != "" {
+		args = append(args, "-name", "guest="+strings.ReplaceAll(o.Name, ",", ",,"))
 	}
 	args = append(args, o.Extra...)
 	// Through sh for umask 077: QEMU creates its QMP sockets (and serial

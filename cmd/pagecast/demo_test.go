@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
+	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/qmpserver"
 )
 
@@ -118,13 +121,30 @@ func TestVMRunQEMUSocket(t *testing.T) {
 	// A path with "=" and "," (this subtest's directory): QEMU took them
 	// for options of -qmp unix:PATH and exited (found by a subtest
 	// named stopped=false).
+	// --name is QEMU's -name, which profile and migrate take for their
+	// vm label (walk 106: refused without --metrics, which QEMU VMs do
+	// not take), a comma in it too.
 	t.Run("a=b,c", func(t *testing.T) {
-		vm := startQEMURun(t, "--memory", "16M", "--workload", "idle")
+		vm := startQEMURun(t, "--memory", "16M", "--workload", "idle", "--name", "web,9")
 		if !strings.Contains(vm.sock, "a=b,c") {
 			t.Fatalf("the socket's path %s lacks the subtest's name", vm.sock)
 		}
 		if st := qmpState(t, vm.sock); st != "running" {
 			t.Errorf("the guest behind --qmp %s is %s", vm.sock, st)
+		}
+		mon, err := qmpclient.Open(vm.sock, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mon.Disconnect()
+		app := newApp()
+		var got string
+		app.Commands = []*cli.Command{{Name: "x", Flags: migrationMetricsFlags(), Action: func(c *cli.Context) error {
+			got = vmName(c, vm.sock, mon)
+			return nil
+		}}}
+		if err := app.Run([]string{"pagecast", "x"}); err != nil || got != "web,9" {
+			t.Errorf("vm label %q (%v), want QEMU's -name web,9", got, err)
 		}
 	})
 }

@@ -393,7 +393,7 @@ func TestMonitorAuto(t *testing.T) {
 		// so on one line.
 		{[]string{"vm", "run", "--memory", "64"}, "--memory 64: 64 B is below the guest's minimum of 8 MiB (a size without a unit is in bytes"},
 		{[]string{"vm", "run", "--workload", "replay"}, "--workload replay plays a table of pages that only a program driving pagecast's guest writes"},
-		{[]string{"vm", "run", "--name", "web1"}, "--name is the vm label of --metrics"},
+		{[]string{"vm", "run", "--monitor", "pagecast", "--name", "web1"}, "--name is, on pagecast's own monitor, the vm label of --metrics"},
 		{[]string{"vm", "run", "--monitor", "pagecast", "--engine", "qemu", "--incoming", "tcp:127.0.0.1:1"}, "--engine is for --monitor qemu --incoming"},
 		{[]string{"vm", "run", "--engine", "qemu"}, "--engine is which migration --incoming waits for"},
 		{[]string{"vm", "run", "--paused"}, "--paused keeps a migrated guest paused once it has arrived: give --incoming too"},

@@ -76,9 +76,6 @@ func checkVMFlags(c *cli.Context) error {
 	if w.Name == "replay" {
 		return errors.New("--workload replay plays a table of pages that only a program driving pagecast's guest writes (vmm.VM.WriteReplayTable); vm run cannot fill it: give another workload")
 	}
-	if c.IsSet("name") && !c.IsSet("metrics") {
-		return errors.New("--name is the vm label of --metrics: give --metrics too, or leave --name out")
-	}
 	if c.Bool("paused") && !c.IsSet("incoming") {
 		return errors.New("--paused keeps a migrated guest paused once it has arrived: give --incoming too (a booted guest pauses with QMP stop)")
 	}
@@ -351,7 +348,7 @@ func vmCommand() *cli.Command {
 				&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
 				&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the other end's certificate (PEM)"},
 				&cli.StringFlag{Name: "metrics", Usage: "pagecast's monitor: serve Prometheus metrics of the migrations out of this VM (pagecast_migration_*) on this address, e.g. 127.0.0.1:9472; needs --qmp. A QEMU VM's are served by pagecast migrate --metrics"},
-				&cli.StringFlag{Name: "name", Usage: "the VM's name in the metrics' vm label (default: the QMP socket's file name without its extension)"},
+				&cli.StringFlag{Name: "name", Usage: "the VM's name: under --monitor qemu QEMU's -name, which profile, migrate and predict serve take for their vm label (as libvirt's domain name); on pagecast's own monitor the vm label of --metrics (default: the QMP socket's file name without its extension)"},
 			),
 			Action: holdsOnClosedOutput(runVM),
 		}},
@@ -378,6 +375,9 @@ func runVM(c *cli.Context) error {
 	case monitorPagecast:
 		if c.IsSet("accel") {
 			return errors.New("--accel is for --monitor qemu: pagecast's own monitor runs only on KVM")
+		}
+		if c.IsSet("name") && !c.IsSet("metrics") {
+			return errors.New("--name is, on pagecast's own monitor, the vm label of --metrics: give --metrics too, or leave --name out (under --monitor qemu it is QEMU's -name)")
 		}
 	}
 

@@ -85,6 +85,7 @@ type qemuVMOptions struct {
 	ringSize int    // KVM dirty ring entries per vCPU
 	qmp      string // socket path for other clients; "" for one in the work directory
 	incoming string // QEMU -incoming URI ("defer": pagecast's receiver feeds it)
+	name     string // QEMU's -name (--name)
 	memory   uint64
 	vcpus    int // a Linux guest's, or an incoming one's; the pagecast guest has one
 	workload guest.Workload
@@ -111,7 +112,7 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 	}()
 	opts := qemu.Options{
 		Accel: accel, MemoryBytes: o.memory, VCPUs: o.vcpus, Cmdline: o.workload.Cmdline(1), Mix: o.mix, Seed: o.seed,
-		Dir: dir, QMP: o.qmp, Incoming: o.incoming,
+		Dir: dir, QMP: o.qmp, Incoming: o.incoming, Name: o.name,
 		Kernel: o.kernel, Initrd: o.initrd, Append: o.append,
 	}
 	staged := ""
@@ -241,6 +242,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		return err
 	}
 	o.kernel, o.initrd, o.append = c.String("kernel"), c.String("initrd"), c.String("append")
+	o.name = c.String("name")
 	for _, f := range []string{"workload", "mix", "seed"} {
 		if o.kernel != "" && c.IsSet(f) {
 			return fmt.Errorf("--%s is for the pagecast guest; a Linux guest (--kernel) runs what its initramfs runs", f)
