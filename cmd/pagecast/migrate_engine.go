@@ -453,7 +453,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 			rateNote = fmt.Sprintf("; both ends on this host, whose CPU moved %.1fk pages/s, %s/s on the wire",
 				rates.pages/1e3, units.FormatBytes(rates.bytes))
 			if rates.paused > 0 {
-				rateNote += fmt.Sprintf(", %.1fk paused (the guest's vCPUs took %.1f of the %d cores pagecast may use)", rates.paused/1e3, rates.busy, rates.cores)
+				rateNote += fmt.Sprintf(", %.1fk pages/s with the guest paused (running, its vCPUs took %.1f of the %d cores pagecast may use)", rates.paused/1e3, rates.busy, rates.cores)
 			}
 			if o.Bandwidth == 0 {
 				o.Bandwidth = noCap
