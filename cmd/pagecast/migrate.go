@@ -89,7 +89,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming or pagecast receive for pagecast's engine; QEMU -incoming for QEMU's)"},
 			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc and precopy+postcopy from QEMU (post-copy is enabled on both ends); with it, the summary of a QEMU source's migration also has the guest's own pause (STOP to RESUME)"},
-			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode:" + modes.String()},
+			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode, one of:" + modes.String() + "\n\t ", DefaultText: migrator.ModePrecopy}, // the default on a line of its own, not at the end of auto's (walk 106)
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
 			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal) (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
