@@ -194,6 +194,38 @@ func probability(p float64) uint32 {
 	return uint32(math.Round(p * 65536))
 }
 
+// Defaults says the parameters of its own that the workload name takes,
+// at their defaults, as --workload takes them ("hot=1024,p=0.9,seed=1");
+// "" for none, or for no such workload.
+func Defaults(name string) string {
+	w, err := ParseWorkload(name)
+	if err != nil {
+		return ""
+	}
+	info, _ := workloadInfo(name)
+	var kv []string
+	for _, p := range info.Params {
+		var v uint32
+		switch p {
+		case "p":
+			kv = append(kv, "p="+strconv.FormatFloat(float64(w.P)/65536, 'g', 3, 64))
+			continue
+		case "seed":
+			v = w.Seed
+		case "hot":
+			v = w.Hot
+		case "period":
+			v = w.Period
+		case "loops":
+			v = w.Loops
+		default: // write, delay, gate: every writing workload's
+			continue
+		}
+		kv = append(kv, p+"="+strconv.FormatUint(uint64(v), 10))
+	}
+	return strings.Join(kv, ",")
+}
+
 // Cmdline is the guest command line that runs w on cpus vCPUs (1 to
 // MaxCPUs; the guest refuses others). Parameters that w's workload does
 // not take are left out, and so are write, delay and gate at their

@@ -113,3 +113,29 @@ func TestWorkloads(t *testing.T) {
 		t.Error("Workloads() shares its parameter lists with the caller")
 	}
 }
+
+// TestDefaults: the defaults a workload's help says are those it runs with
+// when none is given.
+func TestDefaults(t *testing.T) {
+	for _, info := range Workloads() {
+		d := Defaults(info.Name)
+		want, err := ParseWorkload(info.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := info.Name
+		if d != "" {
+			spec += ":" + d
+		}
+		got, err := ParseWorkload(spec)
+		if err != nil || got != want {
+			t.Errorf("%s: %+v (%v), want %+v", spec, got, err, want)
+		}
+	}
+	if d := Defaults("hotset"); d != "hot=1024,p=0.9,seed=1" {
+		t.Errorf("hotset's defaults %q", d)
+	}
+	if d := Defaults("nothing"); d != "" {
+		t.Errorf("no workload's defaults %q", d)
+	}
+}

@@ -33,8 +33,8 @@ func vmFlags() []cli.Flag {
 		&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Value: "128M",
 			Usage: fmt.Sprintf("guest RAM (K, M, G, T or P suffix); at least %d MiB", guest.MinMemory>>20)},
 		&cli.IntFlag{Name: "vcpus", Value: 1, Usage: fmt.Sprintf("virtual CPUs (1..%d): the pagecast guest's each run a share of its workload (under pagecast's own monitor; under --monitor qemu it has one); a Linux guest's (--kernel) all run it; an --incoming VM needs the source's", guest.MaxCPUs)},
-		&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: "hotset",
-			Usage: "what the guest writes: NAME[:key=value,...]; workloads:\n" + workloadHelp()},
+		&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: "hotset", DefaultText: "hotset",
+			Usage: "what the guest writes: NAME[:key=value,...]; workloads:\n" + workloadHelp() + "\n\t "},
 		&cli.StringFlag{Name: "mix", Value: guest.DefaultMix.String(),
 			Usage: "initial memory content, percent of pages that are zero, repeated-word, text-like and random"},
 		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for the memory content"},
@@ -48,9 +48,13 @@ func vmFlags() []cli.Flag {
 func workloadHelp() string {
 	var b strings.Builder
 	for _, w := range guest.Workloads() {
-		fmt.Fprintf(&b, "\t  %-8s %s\n", w.Name, w.Description)
+		fmt.Fprintf(&b, "\t  %-8s %s", w.Name, w.Description)
+		if d := guest.Defaults(w.Name); d != "" {
+			fmt.Fprintf(&b, " (default %s)", d) // walk 106: only the README said them
+		}
+		b.WriteString("\n")
 	}
-	b.WriteString("\t  every workload also takes write=word|page, delay=N (spin between writes), gate=0|1 (wait for x-pagecast-guest-go)")
+	b.WriteString("\t  every workload also takes write=word|page, delay=N (spin between writes), gate=0|1 (wait for x-pagecast-guest-go); defaults write=word, delay=0, gate=0")
 	return b.String()
 }
 
