@@ -50,6 +50,9 @@ type Panel struct {
 		} `json:"defaults"`
 	} `json:"fieldConfig"`
 	Targets []Target `json:"targets"`
+	Options struct {
+		TextMode string `json:"textMode"` // a stat's: "name" shows each series' name alone
+	} `json:"options"`
 }
 
 // Unit is the panel's unit (Grafana's unit id).

@@ -139,6 +139,7 @@ type panel struct {
 	queries            []query
 	width, height      uint32 // grid units (24 across); 0: 12 × 8
 	signed             bool   // a time series that goes below zero: no Min(0)
+	names              bool   // a stat of an info metric: its legend alone, not its value (always 1)
 }
 
 func (p panel) build() cog.Builder[dashboard.Panel] {
@@ -157,9 +158,13 @@ func (p panel) build() cog.Builder[dashboard.Panel] {
 			Color(heatmap.NewHeatmapColorOptionsBuilder().Mode(heatmap.HeatmapColorModeScheme).Scheme("Oranges").Steps(64)).
 			YAxis(heatmap.NewYAxisConfigBuilder().AxisLabel("guest-physical address"))
 	case statPanel:
+		text := common.BigValueTextModeValueAndName
+		if p.names {
+			text = common.BigValueTextModeName // walk 106: "1" beside the hook's name
+		}
 		return stat.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
 			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).
-			TextMode(common.BigValueTextModeValueAndName).
+			TextMode(text).
 			GraphMode(common.BigValueGraphModeNone).
 			ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}))
 	case tablePanel:

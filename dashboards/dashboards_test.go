@@ -142,6 +142,17 @@ func lint(d Dashboard, known map[string]bool) []string {
 		if len(p.Targets) == 0 {
 			bad("%s: no query", where)
 		}
+		// A stat of info metrics, whose value is always 1, shows its
+		// names alone (walk 106: "1" beside the hook's name).
+		info := len(p.Targets) > 0
+		for _, tg := range p.Targets {
+			for _, n := range metricName.FindAllString(tg.Expr, -1) {
+				info = info && strings.HasSuffix(n, "_info")
+			}
+		}
+		if p.Type == "stat" && info && p.Options.TextMode != "name" {
+			bad("%s: a stat of info metrics shows its values (text mode %q), always 1; want text mode name", where, p.Options.TextMode)
+		}
 		for _, tg := range p.Targets {
 			if tg.Datasource == nil || tg.Datasource.UID != "${datasource}" {
 				bad("%s query %s: datasource must be the ${datasource} variable", where, tg.RefID)
@@ -224,6 +235,11 @@ func TestLintCatches(t *testing.T) {
 		{"unknown metric", func(d *Dashboard) { d.Panels[1].Targets[0].Expr = "rate(pagecast_nonsense_total[$__rate_interval])" }, "pagecast_nonsense_total is not in pagecast's exposition"},
 		{"undefined variable", func(d *Dashboard) { d.Panels[1].Targets[0].Expr += ` + 0*pagecast_guest_memory_bytes{vm="$nope"}` }, "$nope is not defined"},
 		{"fixed datasource", func(d *Dashboard) { d.Panels[1].Datasource = &DataSourceRef{UID: "prom1"} }, "datasource must be"},
+		{"info stat's values", func(d *Dashboard) {
+			d.Panels[1].Type = "stat"
+			d.Panels[1].Targets[0].Expr = "pagecast_profiler_hook_info"
+			d.Panels[1].Targets = d.Panels[1].Targets[:1]
+		}, "a stat of info metrics shows its values"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := base

@@ -497,7 +497,7 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		// A stat panel shows each series' last value, as a table's
 		// line does: drawn as lines, "Hook in use" was a flat 1, one
 		// VM's hidden under another's (walk 95).
-		addTable(pl, series, div, label)
+		addTable(pl, series, div, label, p.Options.TextMode == "name")
 		pl.X.Label.Text = "" // no time axis (walk 95)
 	case p.Type == "state-timeline" && len(series) > 1:
 		// A row per state, coloured while the series is present.
@@ -595,7 +595,7 @@ func legendFirst(series []namedSeries) []namedSeries {
 // them: its labels and its latest value, in the panel's unit (div, label:
 // axisScale's; it drew bare numbers, "= 0.308" for seconds; found by a
 // new-user walk).
-func addTable(pl *plot.Plot, series []namedSeries, div float64, label string) {
+func addTable(pl *plot.Plot, series []namedSeries, div float64, label string, names bool) {
 	pl.HideAxes()
 	pl.X.Min, pl.X.Max = 0, 1
 	pl.Y.Min, pl.Y.Max = 0, float64(len(series)+1)
@@ -603,6 +603,10 @@ func addTable(pl *plot.Plot, series []namedSeries, div float64, label string) {
 	var text []string
 	for i, s := range series {
 		xys = append(xys, plotter.XY{X: 0, Y: float64(len(series) - i)})
+		if names { // a stat of an info metric, whose value is 1: as Grafana shows it
+			text = append(text, s.name)
+			continue
+		}
 		text = append(text, tableLine(s, div, label))
 	}
 	labels, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: text})
