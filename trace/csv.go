@@ -239,7 +239,12 @@ func importPlainCSV(br *bufio.Reader, w *Writer, raw *uint64) (ImportStats, erro
 		empty := ps == "" // the epoch is there, with no page
 		var page uint64
 		if !empty {
-			if page, err = strconv.ParseUint(ps, 10, 64); err != nil {
+			if page, err = strconv.ParseUint(ps, 10, 64); errors.Is(err, strconv.ErrRange) {
+				// Beyond any guest's, as a page past the memory is
+				// said (walk 107: "at most 18446744073709551615").
+				return st, fmt.Errorf("csv line %d: page %q is beyond the %d pages of %s memory",
+					line, ps, limit, units.FormatBytes(float64(m.MemoryBytes)))
+			} else if err != nil {
 				return st, fmt.Errorf("csv line %d: page %q %s", line, ps, notWhole(err))
 			}
 		}

@@ -118,6 +118,7 @@ func TestImportCSVErrors(t *testing.T) {
 		{"negative epoch", "0,1\n-1,1\n", `csv line 2: epoch "-1" is not a whole number`},
 		{"huge epoch", "0,1\n99999999999999999999,1\n", `csv line 2: epoch "99999999999999999999" is too large (at most 18446744073709551615)`},
 		{"page beyond memory", "epoch,page\n0,1\n0,65536\n", "csv line 3: page 65536 is beyond the 65536 pages of 256.0 MiB memory"},
+		{"page beyond any", "epoch,page\n0,1\n0,99999999999999999999\n", `csv line 3: page "99999999999999999999" is beyond the 65536 pages of 256.0 MiB memory`},
 		{"epochs backwards", "epoch,page\n3,1\n4,1\n2,1\n", "csv line 4: epoch 2 after epoch 4: epochs must ascend"},
 		{"huge gap", "0,1\n99999999,1\n", "csv line 2: epoch 99999999 leaves a gap of 99999998 empty epochs"},
 		{"epoch beyond time", "18446744073709551615,1\n", "csv line 1: epoch 18446744073709551615 (of 100ms) starts beyond"},
