@@ -252,6 +252,10 @@ func TestSourceStalls(t *testing.T) {
 	if want := "nothing came from the source for 300ms"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Receive: %v, want %q", err, want)
 	}
+	// Pages came: not as it was, and said so (walk 107: "EOF" alone).
+	if want := "2 of the guest's 1024 pages had arrived: this destination's memory is no longer blank, so it takes no other migration"; errors.Is(err, ErrNothingReceived) || !strings.Contains(err.Error(), want) {
+		t.Errorf("Receive: %v, want %q", err, want)
+	}
 }
 
 // receiving runs Receive into dst with cfg on one end of a pipe and returns

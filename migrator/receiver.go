@@ -158,11 +158,19 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		// given up already, and says why on its side.
 		err = fmt.Errorf("%w (nothing came from the source for %v: the source or the network stalled, and the source has given up)", err, cfg.IdleTimeout)
 	}
+	partly := "" // how much had come of a stream that broke
 	if err != nil && !errors.Is(err, ErrNoHandshake) && ctx.Err() == nil && (rc.seen == nil || rc.seen.Count() == 0) {
 		// Accepted, but gone before a page came (a source that gave up
 		// on its handshake while another peer held this one, then
 		// aborted): the guest is as it was, and can wait again.
 		err = fmt.Errorf("%w (%w)", err, ErrNothingReceived)
+	} else if err != nil && ctx.Err() == nil && rc.seen != nil && !errors.Is(err, ErrNoHandshake) && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrDeadlineExceeded)) {
+		// The stream broke after pages came: said, as the case before
+		// is (walk 107: a destination ended on one page and a hang-up
+		// saying only "EOF"). Not in the abort below, which the source,
+		// gone or stalled, would not take in.
+		partly = fmt.Sprintf(" (%d of the guest's %d pages had arrived: this destination's memory is no longer blank, so it takes no other migration; "+
+			"a new one needs a destination started afresh)", rc.seen.Count(), rc.pages)
 	}
 	if err != nil {
 		var refused *refusal
@@ -181,7 +189,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", err, ctx.Err())
 		}
-		return Received{}, fmt.Errorf("incoming migration: %w", err)
+		return Received{}, fmt.Errorf("incoming migration: %w%s", err, partly)
 	}
 	rounds := rc.rounds
 	if rc.dirty != nil {
