@@ -43,9 +43,13 @@ func dirtying() *dashboard.DashboardBuilder {
 	)
 	d = withPanels(d, "Profiler",
 		panel{title: "Dirty rate measured by the profiler", unit: "binBps",
-			description: "Bytes of guest memory dirtied per second in the profiler's latest closed epoch (pagecast profile), per profiled VM, and the mean over the rate window from its count of dirtied 4 KiB pages: a scrape sees one epoch of many (one in 50 of 100 ms every 5 s), the mean all of them.",
+			description: "Bytes of guest memory dirtied per second in the profiler's latest closed epoch (pagecast profile), per profiled VM, and the mean over the epochs closed in the rate window, from its count of dirtied 4 KiB pages: a scrape sees one epoch of many (one in 50 of 100 ms every 5 s), the mean all of them.",
+			// The mean per epoch recorded, not per second of the window:
+			// a profile's end, served a minute more for the last
+			// scrapes, took the mean down to 0 as if the guest had gone
+			// idle (walk 106).
 			queries: []query{{"pagecast_dirty_bytes_per_second" + selProfiled, "{{vm}} on {{instance}}: latest epoch"},
-				{"rate(pagecast_dirty_pages_total" + selProfiled + "[$__rate_interval]) * 4096", "{{vm}} on {{instance}}: mean"}}},
+				{"rate(pagecast_dirty_pages_total" + selProfiled + "[$__rate_interval]) / (rate(pagecast_profiler_epochs_total" + selProfiled + "[$__rate_interval]) > 0) / pagecast_profiler_epoch_seconds" + selProfiled + " * 4096", "{{vm}} on {{instance}}: mean"}}},
 		panel{kind: statPanel, title: "Hook in use", unit: "none", width: 6, names: true,
 			description: "What records the dirty pages: an eBPF hook on KVM's dirty tracking, or tcg-plugin (pagecast's QEMU TCG plugin); for a replayed trace, the hook that recorded it.",
 			queries:     []query{{"pagecast_profiler_hook_info" + selProfiled, "profile of {{vm}} on {{instance}}: {{hook}}"}, {"pagecast_predictor_vm_info" + selVM, "predict serve's {{vm}}: {{hook}}"}}},
