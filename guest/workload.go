@@ -205,25 +205,34 @@ func Defaults(name string) string {
 	info, _ := workloadInfo(name)
 	var kv []string
 	for _, p := range info.Params {
-		var v uint32
-		switch p {
-		case "p":
+		switch v, ok := w.number(p); {
+		case p == "p":
 			kv = append(kv, "p="+strconv.FormatFloat(float64(w.P)/65536, 'g', 3, 64))
-			continue
-		case "seed":
-			v = w.Seed
-		case "hot":
-			v = w.Hot
-		case "period":
-			v = w.Period
-		case "loops":
-			v = w.Loops
-		default: // write, delay, gate: every writing workload's
-			continue
+		case ok && p != "delay": // write, delay, gate: every writing workload's
+			kv = append(kv, p+"="+strconv.FormatUint(uint64(v), 10))
 		}
-		kv = append(kv, p+"="+strconv.FormatUint(uint64(v), 10))
 	}
 	return strings.Join(kv, ",")
+}
+
+// number is w's value of the numeric parameter p as the guest takes it (p
+// in 1/65536); false for write and gate, which are not numbers.
+func (w Workload) number(p string) (uint32, bool) {
+	switch p {
+	case "delay":
+		return w.Delay, true
+	case "seed":
+		return w.Seed, true
+	case "hot":
+		return w.Hot, true
+	case "p":
+		return w.P, true
+	case "period":
+		return w.Period, true
+	case "loops":
+		return w.Loops, true
+	}
+	return 0, false
 }
 
 // Cmdline is the guest command line that runs w on cpus vCPUs (1 to
@@ -234,35 +243,14 @@ func (w Workload) Cmdline(cpus int) string {
 	args := []string{"workload=" + w.Name, "cpus=" + strconv.Itoa(cpus)}
 	info, _ := workloadInfo(w.Name)
 	for _, p := range info.Params {
-		var v uint32
-		switch p {
-		case "write":
-			if w.WritePage {
-				args = append(args, "write=page")
-			}
-			continue
-		case "gate":
-			if w.Gate {
-				args = append(args, "gate=1")
-			}
-			continue
-		case "delay":
-			if w.Delay == 0 {
-				continue
-			}
-			v = w.Delay
-		case "seed":
-			v = w.Seed
-		case "hot":
-			v = w.Hot
-		case "p":
-			v = w.P
-		case "period":
-			v = w.Period
-		case "loops":
-			v = w.Loops
+		switch v, ok := w.number(p); {
+		case p == "write" && w.WritePage:
+			args = append(args, "write=page")
+		case p == "gate" && w.Gate:
+			args = append(args, "gate=1")
+		case ok && (p != "delay" || v != 0):
+			args = append(args, p+"="+strconv.FormatUint(uint64(v), 10))
 		}
-		args = append(args, p+"="+strconv.FormatUint(uint64(v), 10))
 	}
 	return strings.Join(args, " ")
 }

@@ -124,7 +124,7 @@ func TestErrors(t *testing.T) {
 }
 
 // fakeMonitor serves one connection with script: each line is sent after
-// the line before; "<" reads a command first.
+// the line before; "<" reads a command first, "~D" sleeps for duration D.
 func fakeMonitor(t *testing.T, script ...string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "fake.sock")
@@ -145,6 +145,10 @@ func fakeMonitor(t *testing.T, script ...string) string {
 				if _, err := conn.Read(buf); err != nil {
 					return
 				}
+				continue
+			}
+			if d, err := time.ParseDuration(strings.TrimPrefix(line, "~")); err == nil && strings.HasPrefix(line, "~") {
+				time.Sleep(d)
 				continue
 			}
 			if _, err := io.WriteString(conn, line+"\r\n"); err != nil {
@@ -351,27 +355,7 @@ func TestAnswerWait(t *testing.T) {
 	}
 
 	// No wait: a reply 300 ms late is the reply.
-	slow := filepath.Join(t.TempDir(), "slow.sock")
-	l, err := net.Listen("unix", slow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		conn, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		buf := make([]byte, 4096)
-		io.WriteString(conn, greeting+"\r\n")
-		conn.Read(buf)
-		io.WriteString(conn, `{"return": {}}`+"\r\n")
-		conn.Read(buf)
-		time.Sleep(300 * time.Millisecond)
-		io.WriteString(conn, `{"return": {"status": "paused"}}`+"\r\n")
-		io.Copy(io.Discard, conn)
-	}()
+	slow := fakeMonitor(t, greeting, "<", `{"return": {}}`, "<", "~300ms", `{"return": {"status": "paused"}}`)
 	s, err := Open(slow, time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -231,18 +231,26 @@ func TestServeFlags(t *testing.T) {
 	}
 }
 
+// serveAwk serves awk's trace as predict serve does, its VM named name
+// ("": after the file), until the test ends.
+func serveAwk(t *testing.T, name string) *httptest.Server {
+	t.Helper()
+	svc := service.New(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := loadServeTraces(ctx, slog.New(slog.DiscardHandler), svc, []string{"../../predictor/testdata/real/awk.pct"}, name, 1, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 // TestServeHookUnknown: a trace that does not say what recorded it (awk's,
 // imported from a CSV) is served with hook "unknown", so that the
 // dashboard's hook panel shows the VM (it had no series).
 func TestServeHookUnknown(t *testing.T) {
-	svc := service.New(nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := loadServeTraces(ctx, slog.New(slog.DiscardHandler), svc, []string{"../../predictor/testdata/real/awk.pct"}, "", 1, 1, false); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(svc.Handler())
-	defer srv.Close()
+	srv := serveAwk(t, "")
 	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -257,14 +265,7 @@ func TestServeHookUnknown(t *testing.T) {
 // TestServeTraceNamed: a single trace's VM takes --name, the name profile
 // gave its metrics (walk 106: the trace's file name, "vm" beside "src").
 func TestServeTraceNamed(t *testing.T) {
-	svc := service.New(nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := loadServeTraces(ctx, slog.New(slog.DiscardHandler), svc, []string{"../../predictor/testdata/real/awk.pct"}, "src", 1, 1, false); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(svc.Handler())
-	defer srv.Close()
+	srv := serveAwk(t, "src")
 	resp, err := http.Get(srv.URL + "/v1/vms/src")
 	if err != nil {
 		t.Fatal(err)

@@ -521,15 +521,7 @@ func TestSimulateLostEpochs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var records []int
-	for i := 0; ; i++ {
-		j := bytes.Index(data[i:], []byte("\x00PCR"))
-		if j < 0 {
-			break
-		}
-		i += j
-		records = append(records, i)
-	}
+	records := recordOffsets(data)
 	if len(records) != 60 {
 		t.Fatalf("found %d records", len(records))
 	}

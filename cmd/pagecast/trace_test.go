@@ -143,6 +143,20 @@ func TestTraceInfo(t *testing.T) {
 	}
 }
 
+// recordOffsets is where each record of a trace file's bytes begins (at
+// its marker), to damage one.
+func recordOffsets(data []byte) []int {
+	var records []int
+	for i := 0; ; i++ {
+		j := bytes.Index(data[i:], []byte("\x00PCR"))
+		if j < 0 {
+			return records
+		}
+		i += j
+		records = append(records, i)
+	}
+}
+
 // TestTraceInfoDamaged checks that info reads past damage, lists it and
 // still succeeds.
 func TestTraceInfoDamaged(t *testing.T) {
@@ -153,15 +167,7 @@ func TestTraceInfoDamaged(t *testing.T) {
 	}
 	// Records: epoch 0 (3 pages), 1 (empty), 2 (2 pages), 3 (1 page).
 	// Damage epoch 1's.
-	var records []int
-	for i := 0; ; i++ {
-		j := bytes.Index(data[i:], []byte("\x00PCR"))
-		if j < 0 {
-			break
-		}
-		i += j
-		records = append(records, i)
-	}
+	records := recordOffsets(data)
 	if len(records) != 4 {
 		t.Fatalf("found %d records", len(records))
 	}
