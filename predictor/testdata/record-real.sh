@@ -25,8 +25,9 @@ if [ "${PARTS:-1}" != 1 ]; then
 	epoch=$((100000 / PARTS))us
 fi
 mkdir -p "$out"
-work=$(mktemp -d /tmp/pagecast-real-XXXX)
-trap 'rm -rf "$work"' EXIT
+work=$(mktemp -d "${TMPDIR:-/tmp}/pagecast-real-XXXX")
+vm= # the VM under way, stopped on any exit (walk 109: a failed profile left it running)
+trap '[ -z "$vm" ] || { kill -INT "$vm" 2>/dev/null; wait "$vm" 2>/dev/null; }; rm -rf "$work"' EXIT
 go build -o "$work/pagecast" ./cmd/pagecast
 go build -o "$work/mkinitramfs" ./predictor/testdata/mkinitramfs
 kernel=$(ls /boot/vmlinuz-* | sort -V | tail -1)
@@ -44,26 +45,42 @@ record() {
 	"$work/mkinitramfs" -dir "$dir" -command "$dir/command" -stay "$@" >/dev/null
 	"$work/pagecast" --log-level warn vm run --monitor qemu --accel tcg --memory "$memory" \
 		--kernel "$kernel" --initrd "$dir/initramfs.cpio.gz" --qmp "unix:$dir/qmp.sock" >"$dir/vm.out" 2>&1 &
-	local vm=$!
-	for _ in $(seq 200); do [ -S "$dir/qmp.sock" ] && break; sleep 0.05; done
-	"$work/pagecast" --log-level warn profile --qmp "unix:$dir/qmp.sock" --epoch "$epoch" --quiet --out "$out/$name.pct" >"$dir/profile.out" 2>&1 &
+	vm=$!
+	# From boot: vm run puts qmp.sock in place once the guest is up, and
+	# listens at .qmp.sock.booting until then (README, "QEMU guests"; walk
+	# 109: profiled from qmp.sock, the traces began after the boot). Up to
+	# 120 s: a loaded host's boot took 56 s.
+	local sock=
+	for _ in $(seq 2400); do
+		for s in "$dir/.qmp.sock.booting" "$dir/qmp.sock"; do [ -S "$s" ] && sock=$s && break 2; done
+		kill -0 "$vm" 2>/dev/null || break
+		sleep 0.05
+	done
+	if [ -z "$sock" ]; then
+		echo "record-real: $name: no QMP socket from vm run" >&2
+		tail -5 "$dir/vm.out" >&2
+		exit 1
+	fi
+	"$work/pagecast" --log-level warn profile --qmp "unix:$sock" --epoch "$epoch" --quiet --out "$out/$name.pct" >"$dir/profile.out" 2>&1 &
 	local prof=$!
 	local serial
 	local ended=
 	for _ in $(seq 600); do
 		serial=$(sed -n 's/^serial console in //p' "$dir/vm.out")
 		[ -n "$serial" ] && grep -q '^workload end' "$serial" 2>/dev/null && ended=1 && break
+		kill -0 "$prof" 2>/dev/null || break # the profile failed: said below
 		sleep 0.5
 	done
-	kill -INT "$prof"; wait "$prof" || true
+	kill -INT "$prof" 2>/dev/null || true
+	wait "$prof" || { echo "record-real: $name: profile failed:" >&2; tail -3 "$dir/profile.out" >&2; exit 1; }
 	if [ -z "$ended" ]; then
-		kill -INT "$vm"; wait "$vm" || true
 		echo "record-real: $name did not end within 5 minutes; $out/$name.pct holds only its start" >&2
 		tail -5 "$dir/vm.out" >&2
 		exit 1
 	fi
 	sed -n "/^workload start/,/^workload end/p" "$serial" | tail -5
 	kill -INT "$vm"; wait "$vm" || true
+	vm=
 	cat "$dir/profile.out" | tail -2
 	ls -l "$out/$name.pct"
 }
