@@ -263,6 +263,15 @@ func (c *Client) SetAnswerWait(wait time.Duration) {
 	c.answerWait = wait
 }
 
+// Lost is the error of the command the monitor did not answer within the
+// answer wait, after which the connection is closed; nil while it answers.
+// Callers that take a failed question for "not known" ask it after.
+func (c *Client) Lost() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lost
+}
+
 // ErrNoAnswer is a command the monitor did not answer within the client's
 // answer wait (errors.Is).
 var ErrNoAnswer = errors.New("the monitor did not answer")
@@ -277,7 +286,10 @@ func (c *Client) Run(command []byte) ([]byte, error) {
 		return nil, errors.New("qmp: not connected")
 	}
 	if c.lost != nil {
-		return nil, c.lost
+		// Said so, under whatever the caller names this command
+		// (walk 108: "query-memory-size-summary: … did not answer
+		// query-cpus-fast").
+		return nil, fmt.Errorf("not sent, the connection being closed: %w", c.lost)
 	}
 	if _, err := c.conn.Write(command); err != nil {
 		return nil, err

@@ -350,8 +350,8 @@ func TestAnswerWait(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("it took %v", d)
 	}
-	if _, again := c.Run([]byte(`{"execute":"query-status"}`)); again == nil || again.Error() != err.Error() {
-		t.Errorf("a command after it: %v", again)
+	if _, again := c.Run([]byte(`{"execute":"query-status"}`)); !errors.Is(again, ErrNoAnswer) || again.Error() != "not sent, the connection being closed: "+err.Error() || c.Lost() != err {
+		t.Errorf("a command after it: %v (lost: %v)", again, c.Lost())
 	}
 
 	// No wait: a reply 300 ms late is the reply.

@@ -349,6 +349,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if i, err := migrator.Query(mon); err == nil && i.Status != "" && i.Status != migrator.StatusNone && !migrationmetrics.Finished(i.Status) {
 			return fmt.Errorf("migrate: this VM is migrating already (query-migrate: %s): one migration of a guest at a time; wait for it to end, or cancel it (migrate_cancel)", i.Status)
 		}
+		if err := unanswered(mon, nil); err != nil {
+			return err
+		}
 		if err := migrator.SetPagecastParameters(mon, p); err != nil {
 			return err
 		}
@@ -392,6 +395,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				return err
 			}
 		}
+		if err := unanswered(mon, dst); err != nil {
+			return err
+		}
 		// Who holds --to's port on this host, read once: each look scans
 		// every process's sockets.
 		toPID, toComm := listenerOf(c.String("to"))
@@ -403,6 +409,13 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			listens = c.String("to")
 		}
 		src, engine, why, err := chooseEngine(c.String("engine"), mon, p.Mode, listens, c.String("to"))
+		if lost := unanswered(mon, dst); lost != nil {
+			// Not "pagecast's engine cannot run on it" (walk 108).
+			if src != nil {
+				src.Close()
+			}
+			return lost
+		}
 		if err != nil {
 			return err
 		}
@@ -420,7 +433,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			if p.MaxRounds == 0 {
 				return errNoRoundCap
 			}
-			answerFreely(mon, dst)
+			if err := answerFreely(mon, dst); err != nil {
+				return err
+			}
 			return migrateWithEngine(c, src, p, metrics, mon, dst, ctl, out)
 		}
 		// QEMU's own migration takes a paused guest (it stays paused),
@@ -545,7 +560,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			destPID = localListener(c.String("to"))
 		}
 	}
-	answerFreely(mon, dst)
+	if err := answerFreely(mon, dst); err != nil {
+		return err
+	}
 	err = migrator.Migrate(mon, c.String("to"))
 	if watching != nil && watching() {
 		if err != nil {
@@ -1378,15 +1395,37 @@ func dialQMP(path string) (*qmpclient.Client, error) {
 // QEMU before the migration starts, as profile's collector does.
 var setupAnswerWait = 10 * time.Second
 
-// answerFreely lifts dialQMP's bound on answers as the migration starts:
-// QEMU's own stop-and-copy holds its main loop, and so its monitor, for
-// the whole downtime.
-func answerFreely(monitors ...qmp.Monitor) {
-	for _, m := range monitors {
+// answerFreely lifts dialQMP's bound on answers as the migration starts
+// (QEMU's own stop-and-copy holds its main loop, and so its monitor, for
+// the whole downtime), unless a monitor has failed it (unanswered).
+func answerFreely(mon, dst qmp.Monitor) error {
+	if err := unanswered(mon, dst); err != nil {
+		return err
+	}
+	for _, m := range []qmp.Monitor{mon, dst} {
 		if c, ok := m.(*qmpclient.Client); ok {
 			c.SetAnswerWait(0)
 		}
 	}
+	return nil
+}
+
+// unanswered is the error of the source's or the destination's monitor
+// that did not answer a question within dialQMP's wait; nil where both
+// have answered all. Checks that take a failed question for "not known"
+// went on without the answer: a silent destination's sizes went
+// unchecked, and a silent source was said to be one pagecast's engine
+// cannot run on (walk 108).
+func unanswered(mon, dst qmp.Monitor) error {
+	for _, end := range []struct {
+		m   qmp.Monitor
+		who string
+	}{{mon, "source"}, {dst, "destination (--dest-qmp)"}} {
+		if c, ok := end.m.(*qmpclient.Client); ok && c.Lost() != nil {
+			return fmt.Errorf("%s: %w", end.who, c.Lost())
+		}
+	}
+	return nil
 }
 
 // progressBar draws one line, redrawn in place on a terminal and printed

@@ -143,7 +143,8 @@ func TestMigrateSourceSilentInSetup(t *testing.T) {
 	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+sock, "--to", "tcp:"+freeAddr(t), "--quiet", "--timeout", "1h")
 	seen := f.commands()
 	last := seen[len(seen)-1]
-	if err == nil || !strings.Contains(err.Error(), "QMP socket "+sock+": the monitor did not answer "+last+" in 300ms: is its QEMU stopped (SIGSTOP) or stuck?") {
+	if err == nil || !strings.HasPrefix(err.Error(), "source: QMP socket "+sock+": the monitor did not answer "+last+" in 300ms: is its QEMU stopped (SIGSTOP) or stuck?") ||
+		strings.Contains(stderr, "cannot run") {
 		t.Fatalf("migrate from a source gone silent after %v: %v\n%s", seen, err, stderr)
 	}
 	if d := time.Since(start); d > 8*time.Second {
@@ -152,6 +153,49 @@ func TestMigrateSourceSilentInSetup(t *testing.T) {
 	for _, c := range seen {
 		if c == "migrate" {
 			t.Errorf("migrate was sent: %v", seen)
+		}
+	}
+}
+
+// TestMigrateDestinationSilentInSetup: a --dest-qmp that greets and then
+// answers nothing ends migrate, said as the destination's, before anything
+// is migrated; its checks (the guests' sizes, vCPUs) did not go on unsaid
+// without its answers (walk 108).
+func TestMigrateDestinationSilentInSetup(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src.sock"), filepath.Join(dir, "dst.sock")
+	f := serveFakeQMP(t, src, func(cmd string, n int) string {
+		switch cmd {
+		case "qmp_capabilities", "migrate-set-capabilities", "migrate-set-parameters":
+			return `{"return":{}}`
+		case "query-version":
+			return `{"return":{"qemu":{"major":7,"minor":2,"micro":0},"package":"Debian 1:7.2"}}`
+		case "query-cpus-fast":
+			return `{"return":[{"cpu-index":0,"thread-id":1,"target":"x86_64"}]}`
+		case "query-memory-size-summary":
+			return `{"return":{"base-memory":67108864}}`
+		case "query-status":
+			return `{"return":{"status":"running","running":true}}`
+		case "query-migrate":
+			return `{"return":{}}`
+		}
+		return `{"error":{"class":"CommandNotFound","desc":"The command ` + cmd + ` has not been found"}}`
+	})
+	serveFakeQMP(t, dst, func(cmd string, n int) string {
+		if cmd == "qmp_capabilities" {
+			return `{"return":{}}`
+		}
+		return "" // silent from here on
+	})
+	defer func(w time.Duration) { setupAnswerWait = w }(setupAnswerWait)
+	setupAnswerWait = 300 * time.Millisecond
+	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src, "--dest-qmp", "unix:"+dst, "--to", "tcp:"+freeAddr(t), "--engine", "qemu", "--quiet")
+	if err == nil || !strings.HasPrefix(err.Error(), "destination (--dest-qmp): QMP socket "+dst+": the monitor did not answer ") {
+		t.Fatalf("migrate to a destination gone silent: %v\n%s", err, stderr)
+	}
+	for _, c := range f.commands() {
+		if c == "migrate" {
+			t.Errorf("migrate was sent: %v", f.commands())
 		}
 	}
 }
