@@ -447,16 +447,21 @@ func warnLost(w io.Writer, wl simulate.Workload, start uint64, lost []lostSpan, 
 	var modes []string
 	var hit []lostSpan
 	for _, r := range results {
-		if r.Err != nil {
+		took := time.Duration(r.Info.TotalTime) * time.Millisecond
+		var cut *simulate.CutShort
+		switch {
+		case errors.As(r.Err, &cut):
+			took = cut.At // as far as it came (walk 108: left out)
+		case r.Err != nil:
 			continue
 		}
 		// The epochs it ran through, at most: a throttled guest goes
 		// slower, and one replayed went through all from the start.
-		epochs := uint64(math.Ceil(float64(time.Duration(r.Info.TotalTime)*time.Millisecond) / float64(wl.Epoch())))
+		epochs := max(1, uint64(math.Ceil(float64(took)/float64(wl.Epoch()))))
 		if r.Replays > 0 {
 			epochs = wl.Len()
 		}
-		in := lostWithin(lost, first, first+epochs)
+		in := lostWithin(lost, first, first+epochs-1) // walk 108: one past its last
 		for _, l := range in {
 			if !slices.Contains(hit, l) {
 				hit = append(hit, l)
@@ -470,7 +475,7 @@ func warnLost(w io.Writer, wl simulate.Workload, start uint64, lost []lostSpan, 
 		return
 	}
 	slices.SortFunc(hit, func(a, b lostSpan) int { return cmp.Compare(a.from, b.from) })
-	fmt.Fprintf(w, "pagecast: warning: %s ran through %s, which the damaged trace lost and which were replayed as idle: "+
+	fmt.Fprintf(w, "pagecast: warning: %s ran through %s, lost with the damage and replayed as idle: "+
 		"their figures may be better than the program's (a migration may have converged in that made-up quiet); --start after the damage avoids it\n",
 		strings.Join(modes, ", "), spanList(hit))
 }
@@ -751,7 +756,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 	from := o.Start - n
 	observed := simulate.Window(w, from, n)
 	if in := lostWithin(lost, first+from, first+o.Start-1); len(in) > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: auto observes %s, which the damaged trace lost and which are replayed as idle: its predictions may be of a quieter guest than the program\n", spanList(in))
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: auto observes %s, lost with the damage and replayed as idle: its predictions may be of a quieter guest than the program\n", spanList(in))
 	}
 	fmt.Fprintf(c.App.ErrWriter, "auto: predicting every mode from %s%s …\n", observed.Name(), atOnce(o, simulate.AutoModes))
 	settled := watchSims(&o, c.App.ErrWriter, "  ", progressEvery)

@@ -537,7 +537,7 @@ func TestSimulateLostEpochs(t *testing.T) {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
 	for _, want := range []string{"simulating the intact epochs, and those lost (epochs 3-5) as idle",
-		"pagecast: warning: precopy, predictive ran through epochs 3-5, which the damaged trace lost"} {
+		"pagecast: warning: precopy, predictive ran through epochs 3-5, lost with the damage and replayed as idle"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
@@ -552,7 +552,34 @@ func TestSimulateLostEpochs(t *testing.T) {
 		t.Errorf("replayed through the damage: %v\n%s", err, stderr)
 	}
 	_, stderr, err = runApp(t, "simulate", "--trace", path, "--bandwidth", "4MiB/s", "--mode", "auto", "--observe", "8")
-	if err != nil || !strings.Contains(stderr, "auto observes epochs 3-5, which the damaged trace lost") {
+	if err != nil || !strings.Contains(stderr, "auto observes epochs 3-5, lost with the damage and replayed as idle") {
 		t.Errorf("auto observing the damage: %v\n%s", err, stderr)
+	}
+}
+
+// TestWarnLostSpan: a migration of 735 ms from epoch 38, in epochs of 250
+// ms, ran through epochs 38 to 40, not 41 (walk 108: one past its last);
+// one stopped short ran through those it came to.
+func TestWarnLostSpan(t *testing.T) {
+	w, err := simulate.ParseSynthetic("hotset", 16384, 250*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := simulate.Result{Mode: "precopy"}
+	done.Info.TotalTime = 735
+	cut := simulate.Result{Mode: "tsmc", Err: &simulate.CutShort{At: 1100 * time.Millisecond}}
+	for _, tc := range []struct {
+		lost []lostSpan
+		want string
+	}{
+		{[]lostSpan{{41, 41}}, "tsmc ran through epoch 41"},
+		{[]lostSpan{{40, 40}}, "precopy, tsmc ran through epoch 40"},
+		{[]lostSpan{{43, 50}}, ""},
+	} {
+		var b strings.Builder
+		warnLost(&b, w, 38, tc.lost, []simulate.Result{done, cut})
+		if got := b.String(); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("lost %v: %q, want %q", tc.lost, got, tc.want)
+		}
 	}
 }
