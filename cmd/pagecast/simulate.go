@@ -768,6 +768,8 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 	// among chooses again among modes alone, simulating them anew: the
 	// choice's own runs stop those that could not beat it.
 	among := func(modes []string) (simulate.Choice, error) {
+		// Said, as its progress lines follow the choice (walk 109).
+		fmt.Fprintf(c.App.ErrWriter, "auto: the trace is of a QEMU VM: choosing again among the modes pagecast migrate runs there (%s) …\n", strings.Join(modes, ", "))
 		return simulate.ChooseAmong(ctx, o, observed, c.String("prefer"), modes)
 	}
 	var outcome simulate.Result

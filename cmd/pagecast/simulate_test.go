@@ -480,7 +480,7 @@ func TestWallTime(t *testing.T) {
 func TestSimulateAutoQEMUTrace(t *testing.T) {
 	slowUnderRace(t, "5 s")
 	for _, tc := range []struct{ trace, bw string }{{"gcc", "64MiB/s"}, {"bzip2", "8MiB/s"}} {
-		stdout, _, err := runApp(t, "simulate", "--trace", "../../predictor/testdata/real/"+tc.trace+".pct", "--mode", "auto", "--bandwidth", tc.bw)
+		stdout, stderr, err := runApp(t, "simulate", "--trace", "../../predictor/testdata/real/"+tc.trace+".pct", "--mode", "auto", "--bandwidth", tc.bw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -501,6 +501,10 @@ func TestSimulateAutoQEMUTrace(t *testing.T) {
 		}
 		if _, err := migrator.PlanQEMU(migrator.Params{Mode: m[1]}, 64<<20); migrator.NeedsPostcopy(m[1]) && err != nil {
 			t.Errorf("%s at %s: the note names %s, which migrate cannot run on QEMU either", tc.trace, tc.bw, m[1])
+		}
+		// The second choice's progress lines are said (walk 109).
+		if !strings.Contains(stderr, "auto: the trace is of a QEMU VM: choosing again among the modes pagecast migrate runs there (") {
+			t.Errorf("%s at %s: the choice again is not said:\n%s", tc.trace, tc.bw, stderr)
 		}
 	}
 	stdout, _, err := runApp(t, "simulate", "--trace", "../../predictor/testdata/real/awk.pct", "--mode", "auto", "--bandwidth", "64MiB/s")
