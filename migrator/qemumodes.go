@@ -298,12 +298,14 @@ func restoreSettings(mon qmp.Monitor, plan *QEMUPlan) {
 	args := restoreArgs(plan, true)
 	if len(args) > 0 {
 		if err := clientRun(mon, "migrate-set-parameters", args, nil); err != nil {
-			slog.Warn("the source QEMU's migration parameters could not be set back to what they were before the migration", "err", err)
+			// With what to send it (walk 108: the warning said neither
+			// which values nor how).
+			slog.Warn("the source QEMU's migration parameters could not be set back to what they were before the migration", "err", err, "send_it", plan.RestoreHint())
 		}
 	}
 	if plan.prior != nil {
 		if err := setCapabilities(mon, qemuCapabilities, plan.prior.caps); err != nil {
-			slog.Warn("the source QEMU's migration capabilities could not be set back to what they were before the migration", "err", err)
+			slog.Warn("the source QEMU's migration capabilities could not be set back to what they were before the migration", "err", err, "send_it", plan.RestoreHint())
 		}
 	}
 }
