@@ -14,6 +14,7 @@ import (
 
 	"github.com/digitalocean/go-qemu/qmp"
 	"github.com/pagecast/pagecast/internal/printable"
+	"github.com/pagecast/pagecast/internal/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -86,6 +87,11 @@ func busyWhy(path string) string {
 	const serves = "QEMU serves one client per QMP socket"
 	holding, waiting, err := Holders(path)
 	if err != nil || len(holding) == 0 {
+		if l, ok := Listener(path); ok && proc.Stopped(l.PID) {
+			// Not a client's (walk 108: a QEMU stopped before it
+			// greeted was said to be busy).
+			return fmt.Sprintf("%s, stopped (SIGSTOP: SIGCONT resumes it)", l)
+		}
 		return serves + ": is another client connected?"
 	}
 	why := fmt.Sprintf("%s, and %s holds it", serves, joinPeers(holding))
@@ -309,9 +315,13 @@ func (c *Client) Run(command []byte) ([]byte, error) {
 	case <-c.done:
 		return nil, fmt.Errorf("qmp: connection lost: %w", c.readErr)
 	case <-late:
+		why := "is its QEMU stopped (SIGSTOP) or stuck?"
+		if pid := c.PeerPID(); pid != 0 && proc.Stopped(pid) {
+			why = fmt.Sprintf("its QEMU, pid %d, is stopped (SIGSTOP: SIGCONT resumes it)", pid)
+		}
 		c.conn.Close()
-		c.lost = fmt.Errorf("QMP socket %s: %w %s in %v: is its QEMU stopped (SIGSTOP) or stuck? (the connection is closed)",
-			c.addr, ErrNoAnswer, commandName(command), c.answerWait)
+		c.lost = fmt.Errorf("QMP socket %s: %w %s in %v: %s (the connection is closed)",
+			c.addr, ErrNoAnswer, commandName(command), c.answerWait, why)
 		return nil, c.lost
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -379,5 +380,79 @@ func TestErrorTextPrintable(t *testing.T) {
 	_, err = c.Run([]byte(`{"execute":"query-version"}`))
 	if err == nil || err.Error() != `\x1b[2J\x1b[31mboom; line2\x1b]0;pwn\x07` {
 		t.Fatalf("error: %q", err)
+	}
+}
+
+// TestStoppedQEMU: a QEMU stopped with SIGSTOP is said to be, with its pid
+// and what resumes it, where it does not greet (walk 108: said to be
+// "another client") and where it stops answering.
+func TestStoppedQEMU(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.sock")
+	cmd := exec.Command(os.Args[0], "-test.run=TestServeSocket")
+	cmd.Env = append(os.Environ(), "QMPCLIENT_SERVE="+path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT); cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal("the server made no socket")
+		}
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("sent no greeting in 200ms: pid %d (", pid)
+	if _, err := Open(path, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "stopped (SIGSTOP: SIGCONT resumes it)") {
+		t.Errorf("Open of a stopped QEMU's socket: %v", err)
+	}
+	syscall.Kill(pid, syscall.SIGCONT)
+	c, err := Open(path, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect()
+	syscall.Kill(pid, syscall.SIGSTOP)
+	c.SetAnswerWait(200 * time.Millisecond)
+	_, err = c.Run([]byte(`{"execute":"query-status"}`))
+	if want := fmt.Sprintf("did not answer query-status in 200ms: its QEMU, pid %d, is stopped (SIGSTOP: SIGCONT resumes it)", pid); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a command to a stopped QEMU: %v, want %q", err, want)
+	}
+}
+
+// TestServeSocket is TestStoppedQEMU's child, a QMP server that greets,
+// takes the capabilities and then answers nothing; it does nothing in a
+// test run.
+func TestServeSocket(t *testing.T) {
+	path := os.Getenv("QMPCLIENT_SERVE")
+	if path == "" {
+		return
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		os.Exit(1)
+	}
+	go func() {
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			os.Exit(0)
+		}
+		go func() {
+			defer c.Close()
+			io.WriteString(c, `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}`+"\r\n")
+			buf := make([]byte, 4096)
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			io.WriteString(c, `{"return": {}}`+"\r\n")
+			io.Copy(io.Discard, c)
+		}()
 	}
 }

@@ -66,6 +66,30 @@ func Holders(path string) (holding, waiting []Peer, err error) {
 	return holding, waiting, nil
 }
 
+// Listener is the process listening on the unix socket at path; false
+// where it cannot be told.
+func Listener(path string) (Peer, bool) {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return Peer{}, false
+	}
+	socks, err := unixSockets()
+	if err != nil {
+		return Peer{}, false
+	}
+	dev := unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)
+	owners := socketOwners()
+	for _, s := range socks {
+		// Of the sockets bound to the file, the listener has no peer.
+		if s.vfsIno == uint32(st.Ino) && s.vfsDev == dev && s.peer == 0 {
+			if p, ok := owners[s.ino]; ok {
+				return p, true
+			}
+		}
+	}
+	return Peer{}, false
+}
+
 // unixSocket is what sock_diag says of one unix socket.
 type unixSocket struct {
 	ino, peer, vfsIno uint32

@@ -36,6 +36,17 @@ func Exited(stat []byte) bool {
 	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
 }
 
+// Stopped reports whether process pid is stopped by a signal (SIGSTOP,
+// SIGTSTP: state T) or by a tracer (t).
+func Stopped(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'T' || stat[i+2] == 't')
+}
+
 // ThreadCPU is the CPU time thread tid of process pid has had, from
 // /proc/PID/task/TID/schedstat (nanoseconds), or stat's utime and stime
 // (ticks of 10 ms) where the kernel keeps no schedstat.
