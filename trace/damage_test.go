@@ -222,6 +222,21 @@ func TestTwoDamages(t *testing.T) {
 	}
 }
 
+// TestCopiedAgain: a trace followed by a copy of itself reads as the trace,
+// and the damage says that intact records followed whose epochs do not,
+// not only the first bytes' "no record marker" (walk 107).
+func TestCopiedAgain(t *testing.T) {
+	epochs := sampleEpochs(10)
+	data, _ := encode(t, testMeta(), epochs)
+	_, got, damage, err := readAll(append(bytes.Clone(data), data...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameEpochs(got, epochs) || len(damage) != 1 || !strings.HasPrefix(damage[0].Reason, "no record marker; then 10 intact records whose epochs do not follow those before") {
+		t.Fatalf("%d epochs, damage %v", len(got), damage)
+	}
+}
+
 // oneByteReader hands out one byte per Read, to exercise refilling.
 type oneByteReader struct{ r io.Reader }
 
