@@ -436,7 +436,7 @@ func TestHeaderErrors(t *testing.T) {
 		{"major zero", header(0, 9, good), "unsupported", false},
 		{"metadata too long", append([]byte(Magic), 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff), "over the", false},
 		{"short metadata", header(1, 0, good)[:30], "truncated", false},
-		{"bad crc", badCRC, "checksum mismatch", false},
+		{"bad crc", badCRC, "trace header (bytes 0-", false},
 		{"no memory", header(1, 0, fields(tagPageSize, uint64(4096), tagEpoch, uint64(1))), "no memory size", false},
 		{"no page size", header(1, 0, fields(tagMemory, uint64(4096), tagEpoch, uint64(1))), "no page size", false},
 		{"no epoch", header(1, 0, fields(tagMemory, uint64(4096), tagPageSize, uint64(4096))), "no epoch length", false},
