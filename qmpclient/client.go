@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
@@ -61,6 +62,12 @@ var _ qmp.Monitor = (*Client)(nil)
 func Open(path string, wait time.Duration) (*Client, error) {
 	path = strings.TrimPrefix(path, "unix:")
 	c, err := Dial("unix", path, wait)
+	if errors.Is(err, syscall.EAGAIN) {
+		// Its queue is full of clients it has not taken (walk 110: a
+		// third try against a held or stopped QEMU said only "resource
+		// temporarily unavailable").
+		return nil, fmt.Errorf("QMP socket %s takes no more connections, its queue full: %s", path, busyWhy(path))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to QMP socket %s: %w", path, err)
 	}

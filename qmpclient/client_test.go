@@ -456,3 +456,30 @@ func TestServeSocket(t *testing.T) {
 		}()
 	}
 }
+
+// TestQueueFull: a socket whose queue is full of clients it has not taken
+// (QEMU listens with a backlog of 1) is said to be so, with why, not as
+// "resource temporarily unavailable" (walk 110).
+func TestQueueFull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 1); err != nil {
+		t.Fatal(err)
+	}
+	var errs []error
+	for range 4 {
+		_, err := Open(path, 100*time.Millisecond)
+		errs = append(errs, err)
+	}
+	last := errs[len(errs)-1]
+	if last == nil || !strings.Contains(last.Error(), "QMP socket "+path+" takes no more connections, its queue full: QEMU serves one client per QMP socket") {
+		t.Errorf("Open of a socket whose queue is full: %v", errs)
+	}
+}
