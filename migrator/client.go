@@ -11,6 +11,7 @@ import (
 
 	"github.com/digitalocean/go-qemu/qmp"
 
+	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/internal/units"
 )
 
@@ -340,7 +341,7 @@ func carryCounts(end, counted Info) Info {
 // wait says so: QEMU's stop-and-copy holds its monitor while it sends the
 // last pages (seconds, where the downtime limit was lifted to force it),
 // and a stopped or stuck QEMU keeps its socket open and never answers.
-const monitorPatience = 10 * time.Second
+var monitorPatience = 10 * time.Second
 
 // ErrMonitorSilent is wait's error when its context ended while QEMU's
 // monitor had not answered a query.
@@ -366,8 +367,13 @@ func queryCtx(ctx context.Context, mon qmp.Monitor) (Info, error) {
 		case r := <-got:
 			return r.info, r.err
 		case <-late.C:
+			why := "its stop-and-copy holds it, or QEMU is stopped or stuck"
+			if p, ok := mon.(interface{ PeerPID() int }); ok && p.PeerPID() != 0 && proc.Stopped(p.PeerPID()) {
+				// Said, where it can be seen (walk 110).
+				why = fmt.Sprintf("QEMU, pid %d, is stopped (SIGSTOP: SIGCONT resumes it)", p.PeerPID())
+			}
 			slog.Warn("QEMU's monitor has not answered query-migrate for " + monitorPatience.String() +
-				": its stop-and-copy holds it, or QEMU is stopped or stuck; waiting (an interrupt stops the wait)")
+				": " + why + "; waiting (an interrupt stops the wait)")
 		case <-ctx.Done():
 			// A monitor that answers answers within a poll: ended while
 			// one was on its way, the wait takes it and cancels.

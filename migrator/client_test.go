@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
+	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +19,7 @@ import (
 	"github.com/digitalocean/go-qemu/qmp/qmptest"
 
 	"github.com/pagecast/pagecast/guest"
+	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/qemu"
 )
@@ -665,5 +670,45 @@ func TestWaitSilentMonitor(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("Wait still blocked 10 s after its context ended")
+	}
+}
+
+// blockedMonitor never answers; its peer is process pid.
+type blockedMonitor struct{ pid int }
+
+func (b blockedMonitor) Run([]byte) ([]byte, error) { select {} }
+func (b blockedMonitor) PeerPID() int               { return b.pid }
+func (b blockedMonitor) Connect() error             { return nil }
+func (b blockedMonitor) Disconnect() error          { return nil }
+func (b blockedMonitor) Events(context.Context) (<-chan qmp.Event, error) {
+	return nil, nil
+}
+
+// TestQuerySaysStopped: a query-migrate unanswered because QEMU is stopped
+// with SIGSTOP says so, with its pid (walk 110: "stopped or stuck").
+func TestQuerySaysStopped(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skip("no sleep to stop:", err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !proc.Stopped(pid) && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	}
+	defer func(p time.Duration) { monitorPatience = p }(monitorPatience)
+	monitorPatience = 50 * time.Millisecond
+	var logged bytes.Buffer
+	defer func(l *slog.Logger) { slog.SetDefault(l) }(slog.Default())
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := queryCtx(ctx, blockedMonitor{pid}); !errors.Is(err, ErrMonitorSilent) {
+		t.Errorf("queryCtx: %v", err)
+	}
+	if want := fmt.Sprintf("QEMU, pid %d, is stopped (SIGSTOP: SIGCONT resumes it)", pid); !strings.Contains(logged.String(), want) {
+		t.Errorf("logged %q, want %q", logged.String(), want)
 	}
 }
