@@ -171,7 +171,7 @@ func TestMigrateDestinationSilentInSetup(t *testing.T) {
 		case "query-version":
 			return `{"return":{"qemu":{"major":7,"minor":2,"micro":0},"package":"Debian 1:7.2"}}`
 		case "query-cpus-fast":
-			return `{"return":[{"cpu-index":0,"thread-id":1,"target":"x86_64"}]}`
+			return `{"return":[{"cpu-index":0,"thread-id":999999999,"target":"x86_64"}]}` // no such thread: no lock is taken for it
 		case "query-memory-size-summary":
 			return `{"return":{"base-memory":67108864}}`
 		case "query-status":
