@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -97,7 +98,10 @@ func busyWhy(path string) string {
 		if l, ok := Listener(path); ok && proc.Stopped(l.PID) {
 			// Not a client's (walk 108: a QEMU stopped before it
 			// greeted was said to be busy).
-			return fmt.Sprintf("%s, stopped (SIGSTOP: SIGCONT resumes it)", l)
+			// Its program, not its command line: QEMU's ran to 700
+			// characters (walk 110).
+			prog, _, _ := strings.Cut(l.Command, " ")
+			return fmt.Sprintf("pid %d (%s) listens there, stopped (SIGSTOP: SIGCONT resumes it)", l.PID, filepath.Base(prog))
 		}
 		return serves + ": is another client connected?"
 	}

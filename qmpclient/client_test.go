@@ -405,8 +405,8 @@ func TestStoppedQEMU(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("sent no greeting in 200ms: pid %d (", pid)
-	if _, err := Open(path, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "stopped (SIGSTOP: SIGCONT resumes it)") {
+	want := fmt.Sprintf("sent no greeting in 200ms: pid %d (%s) listens there, stopped (SIGSTOP: SIGCONT resumes it)", pid, filepath.Base(os.Args[0]))
+	if _, err := Open(path, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Open of a stopped QEMU's socket: %v", err)
 	}
 	syscall.Kill(pid, syscall.SIGCONT)

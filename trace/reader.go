@@ -130,9 +130,10 @@ func NewReader(src io.Reader) (*Reader, error) {
 		return nil, errors.New("trace header: truncated")
 	}
 	if crc32.Checksum(b[:total-4], castagnoli) != binary.LittleEndian.Uint32(b[total-4:]) {
-		// Where, as a record's damage is said (walk 107): the header
-		// and the metadata it carries, all of it untrusted now.
-		return nil, fmt.Errorf("trace header (bytes 0-%d): checksum mismatch: the file's metadata cannot be trusted, and nothing after it read", total-1)
+		// Where, as a record's damage is said, its end excluded (walk
+		// 107): the header and the metadata it carries, all of it
+		// untrusted now.
+		return nil, fmt.Errorf("trace header (bytes 0-%d): checksum mismatch: the file's metadata cannot be trusted, and nothing after it read", total)
 	}
 	m, err := decodeMeta(b[headerFixed : total-4])
 	if err != nil {

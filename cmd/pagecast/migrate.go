@@ -371,7 +371,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		case destPath != "":
 			d, err := dialQMP(destPath)
 			if err != nil {
-				return fmt.Errorf("destination: %w", err)
+				return fmt.Errorf("destination (--dest-qmp): %w", err)
 			}
 			defer d.Disconnect()
 			dst = d
@@ -485,6 +485,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		pl, err := migrator.SetupQEMU(mon, dst, p)
 		if err != nil {
+			if lost := unanswered(mon, dst); lost != nil {
+				return lost // the cause first, and whose (walk 110)
+			}
 			return fmt.Errorf("QEMU source: %w", err)
 		}
 		for _, n := range pl.Notes {
