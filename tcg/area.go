@@ -194,6 +194,7 @@ type Stats struct {
 	IO         uint64 // stores to MMIO, not recorded as pages
 	APIMin     uint32 // QEMU's oldest plugin API version
 	APICur     uint32 // QEMU's plugin API version
+	PluginAPI  uint32 // the plugin API version the plugin declared to this QEMU
 	PID        int    // QEMU's process id
 	Exited     bool   // QEMU has exited (its atexit ran)
 }
@@ -202,10 +203,11 @@ type Stats struct {
 // sum is not a snapshot of one instant.
 func (a *Area) Stats() Stats {
 	s := Stats{
-		APIMin: atomic.LoadUint32(a.u32(offAPIMin)),
-		APICur: atomic.LoadUint32(a.u32(offAPICur)),
-		PID:    int(atomic.LoadUint32(a.u32(offPID))),
-		Exited: atomic.LoadUint32(a.u32(offState)) == stateExited,
+		APIMin:    atomic.LoadUint32(a.u32(offAPIMin)),
+		APICur:    atomic.LoadUint32(a.u32(offAPICur)),
+		PluginAPI: atomic.LoadUint32(a.u32(offPluginAPI)),
+		PID:       int(atomic.LoadUint32(a.u32(offPID))),
+		Exited:    atomic.LoadUint32(a.u32(offState)) == stateExited,
 	}
 	for i := range slotCount {
 		off := slotOffset + i*slotSize

@@ -154,7 +154,7 @@ func TestStats(t *testing.T) {
 		le.PutUint64(plugin[256+64*vcpu+8:], 2)
 		le.PutUint64(plugin[256+64*vcpu+16:], 1)
 	}
-	want := tcg.Stats{Writes: 600, OutOfRange: 120, IO: 60, APIMin: 1, APICur: 1, PID: 4242}
+	want := tcg.Stats{Writes: 600, OutOfRange: 120, IO: 60, APIMin: 1, APICur: 1, PluginAPI: 1, PID: 4242}
 	if s := a.Stats(); s != want {
 		t.Fatalf("stats %+v, want %+v", s, want)
 	}

@@ -64,7 +64,31 @@ struct slot {
 _Static_assert(sizeof(struct header) <= SLOT_OFFSET, "header overlaps the slots");
 _Static_assert(sizeof(struct slot) == SLOT_SIZE, "slot is not one cache line");
 
+/*
+ * The API version the plugin declares. The functions it calls are the same
+ * in QEMU 7.2's API version 1 and in the versions after it up to 10.x's, but
+ * QEMU 9.0 and later refuse version 1: they raised their oldest version to
+ * 2 when they removed the functions version 1 deprecated (qemu_plugin_n_vcpus
+ * among them). QEMU reads this symbol after loading the plugin, so a
+ * constructor sets it first from what the QEMU loading it exports (a weak
+ * reference, bound at load): 2 where qemu_plugin_n_vcpus is gone, 1 where
+ * it is there. A build with
+ * -DPC_PLUGIN_API_VERSION=N declares N, whatever the QEMU.
+ */
+#ifdef PC_PLUGIN_API_VERSION
 PC_EXPORT int qemu_plugin_version = PC_PLUGIN_API_VERSION;
+#else
+PC_EXPORT int qemu_plugin_version = 1;
+
+/* Weak: resolved to NULL at load where the QEMU exports no such function. */
+extern int qemu_plugin_n_vcpus(void) __attribute__((weak));
+
+__attribute__((constructor)) static void choose_api_version(void)
+{
+	if (qemu_plugin_n_vcpus == NULL)
+		qemu_plugin_version = 2;
+}
+#endif
 
 static struct header *hdr;
 static struct slot *slots;
@@ -251,11 +275,11 @@ static int area_in_use(int fd)
 
 PC_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv)
 {
-	if (info->version.min > PC_PLUGIN_API_VERSION || info->version.cur < PC_PLUGIN_API_VERSION) {
+	if (info->version.min > qemu_plugin_version || info->version.cur < qemu_plugin_version) {
 		fprintf(stderr,
 			"pagecast-dirty: plugin API version %d, but this QEMU loads API versions %d to %d: "
-			"use QEMU 7.2 or a QEMU that still loads version %d\n",
-			PC_PLUGIN_API_VERSION, info->version.min, info->version.cur, PC_PLUGIN_API_VERSION);
+			"pagecast's plugin runs on QEMU 7.2 to 10.x\n",
+			qemu_plugin_version, info->version.min, info->version.cur);
 		return -1;
 	}
 	if (!info->system_emulation) {
@@ -299,7 +323,7 @@ PC_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, 
 	hdr->capacity = capacity;
 	hdr->pid = (uint32_t)getpid();
 	hdr->slots = SLOTS;
-	hdr->plugin_api = PC_PLUGIN_API_VERSION;
+	hdr->plugin_api = (uint32_t)qemu_plugin_version;
 	__atomic_store_n(&hdr->magic, AREA_MAGIC, __ATOMIC_RELEASE);
 	__atomic_store_n(&hdr->state, STATE_RUNNING, __ATOMIC_RELEASE);
 	/* The lock area_in_use took goes once the area says it runs (the

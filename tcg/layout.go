@@ -41,6 +41,11 @@ const (
 	stateExited  = 2
 )
 
-// PluginAPIVersion is the QEMU plugin API version the plugin is built
-// against (QEMU 7.2's).
-const PluginAPIVersion = 1
+// The QEMU plugin API versions the plugin declares: the oldest where the
+// QEMU loading it still has version 1's deprecated functions (QEMU 7.2 to
+// 8.2), the newest where they are gone (QEMU 9.0 and later, which load
+// version 2 and up only). It calls the same functions in either.
+const (
+	PluginAPIOldest = 1
+	PluginAPINewest = 2
+)

@@ -195,12 +195,13 @@ var (
 func ExplainLoadError(stderr string) error {
 	if m := reTooNew.FindStringSubmatch(stderr); m != nil {
 		return fmt.Errorf("%w: the plugin speaks plugin API version %s, this QEMU only up to version %s: "+
-			"use a QEMU that loads version %s (pagecast's plugin: QEMU 7.2 and later), or regenerate the plugin (go generate ./tcg)",
-			ErrPluginRefused, m[1], m[2], m[1])
+			"use a QEMU that loads version %d or %d (pagecast's plugin: QEMU 7.2 to 10.x), or regenerate the plugin (go generate ./tcg)",
+			ErrPluginRefused, m[1], m[2], PluginAPIOldest, PluginAPINewest)
 	}
 	if m := reTooOld.FindStringSubmatch(stderr); m != nil {
 		return fmt.Errorf("%w: the plugin speaks plugin API version %s, this QEMU loads version %s and newer only: "+
-			"use QEMU 7.2 (API %d), or port the plugin to this QEMU's API", ErrPluginRefused, m[1], m[2], PluginAPIVersion)
+			"use QEMU 7.2 to 10.x (API %d or %d), or port the plugin to this QEMU's API",
+			ErrPluginRefused, m[1], m[2], PluginAPIOldest, PluginAPINewest)
 	}
 	if m := reOwnLine.FindStringSubmatch(stderr); m != nil {
 		return fmt.Errorf("%w: %s", ErrPluginRefused, strings.TrimSpace(m[1]))

@@ -168,7 +168,8 @@ func TestSweepAgreement(t *testing.T) {
 	if rec < 0.999 || prec < 0.999 {
 		t.Errorf("agreement below 0.999: recall %.6f, precision %.6f", rec, prec)
 	}
-	if s.APICur < tcg.PluginAPIVersion || s.APIMin > tcg.PluginAPIVersion || s.Exited || s.PID == 0 || s.Writes == 0 {
+	if s.PluginAPI < tcg.PluginAPIOldest || s.PluginAPI > tcg.PluginAPINewest || s.APICur < s.PluginAPI || s.APIMin > s.PluginAPI ||
+		s.Exited || s.PID == 0 || s.Writes == 0 {
 		t.Errorf("stats %+v", s)
 	}
 }

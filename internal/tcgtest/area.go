@@ -19,5 +19,6 @@ func Area(capacity uint64, pid int) []byte {
 	le.PutUint64(f[16:], capacity)
 	le.PutUint32(f[28:], 1) // running
 	le.PutUint32(f[32:], uint32(pid))
+	le.PutUint32(f[40:], 1) // the plugin's API version
 	return f
 }

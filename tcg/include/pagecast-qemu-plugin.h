@@ -1,6 +1,7 @@
 /*
  * The part of QEMU's TCG plugin ABI that pagecast-dirty.so uses, declared
- * from QEMU's documented plugin interface (API version 1, QEMU 7.2). The
+ * from QEMU's documented plugin interface (API version 1, QEMU 7.2; the
+ * same functions in the versions after it, up to QEMU 10.x's). The
  * functions are resolved at load time against the symbols QEMU exports.
  */
 #ifndef PAGECAST_QEMU_PLUGIN_H
@@ -12,11 +13,9 @@
 
 #define PC_EXPORT __attribute__((visibility("default")))
 
-/* The plugin API version this plugin is written against (tests build
- * variants with -DPC_PLUGIN_API_VERSION=N). */
-#ifndef PC_PLUGIN_API_VERSION
-#define PC_PLUGIN_API_VERSION 1
-#endif
+/* The plugin declares API version 1 or 2 by the QEMU that loads it
+ * (dirty.c); tests build variants that declare N with
+ * -DPC_PLUGIN_API_VERSION=N. */
 
 typedef uint64_t qemu_plugin_id_t;
 typedef uint32_t qemu_plugin_meminfo_t;
