@@ -221,7 +221,9 @@ func (plan *QEMUPlan) RestoreDest(dst qmp.Monitor) error {
 		}
 	}
 	switch in.Status {
-	case "", StatusNone, StatusCompleted, StatusFailed, StatusCancelled:
+	case "", StatusNone, StatusSetup, StatusCompleted, StatusFailed, StatusCancelled:
+		// setup: a destination of QEMU 9.x and later listening for
+		// -incoming, before any stream came (7.2 says nothing).
 	default:
 		return fmt.Errorf("the destination QEMU is receiving a migration (%s): its post-copy capabilities are left as they are", in.Status)
 	}
