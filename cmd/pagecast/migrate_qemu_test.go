@@ -105,7 +105,7 @@ func TestMigrateQEMU(t *testing.T) {
 	// converge; throttle and tsmc one at full TCG speed (millions of
 	// writes a second over all of RAM), which plain pre-copy never
 	// migrates, so that auto-converge throttles and post-copy takes over.
-	const paced, fullSpeed = "hotset:delay=25000", "hotset"
+	const paced, fullSpeed = "hotset:delay=8000", "hotset"
 	for _, tt := range []struct {
 		mode, workload string
 		summary        []string
@@ -339,7 +339,7 @@ func TestMigratePausedQEMUSource(t *testing.T) {
 		t.Skip("boots QEMU; skipped in short mode")
 	}
 	testutil.RequiresQEMU(t)
-	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=8000")
 	// A destination that hangs up on the stream (a pagecast receiver of
 	// this host is now refused before a byte goes).
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -407,7 +407,7 @@ func TestMigrateQEMUForcedSays(t *testing.T) {
 func migrateUnderway(t *testing.T, bandwidth string, extra ...string) (src, dst *qemuRun, migrate *exec.Cmd, out *syncBuffer) {
 	t.Helper()
 	uri := freeTCP(t)
-	src = startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
+	src = startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=8000")
 	dst = startQEMURun(t, "--memory", "64M", "--incoming", uri)
 	migrate = exec.Command(binary, append([]string{"migrate", "--qmp", "unix:" + src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", bandwidth, "--quiet"}, extra...)...)
 	out = new(syncBuffer)
@@ -499,7 +499,7 @@ func TestSourceQEMUKilled(t *testing.T) {
 // --engine pagecast and --mode auto there are refused before anything is
 // sent, and the destination waits on.
 func TestEngineFollowsDestination(t *testing.T) {
-	src, dst, uri := qemuPair(t, "hotset:delay=25000")
+	src, dst, uri := qemuPair(t, "hotset:delay=8000")
 	for _, given := range [][]string{{"--dest-qmp", "unix:" + dst.QMPPath}, nil} {
 		out, err := exec.Command(binary, append([]string{"migrate", "--qmp", "unix:" + src.QMPPath, "--to", uri,
 			"--engine", "pagecast", "--mode", "precopy", "--quiet"}, given...)...).CombinedOutput()
@@ -639,7 +639,7 @@ func TestIncomingQEMUStoppedInPostcopy(t *testing.T) {
 // write …: broken pipe, not running").
 func TestSourceQEMUKilledWhileAutoWatches(t *testing.T) {
 	uri := freeTCP(t)
-	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
+	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=8000")
 	startQEMURun(t, "--memory", "64M", "--incoming", uri)
 	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "auto", "--bandwidth", "8MiB/s", "--observe", "40", "--quiet")
 	var out syncBuffer
@@ -765,7 +765,7 @@ func TestAutoProbeEndsQEMUIncoming(t *testing.T) {
 // the source cancels in pre-copy exits 1 saying the guest is still on the
 // source (it gave QEMU's "Read section footer failed: -5" alone).
 func TestIncomingQEMUCancelled(t *testing.T) {
-	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=25000")
+	src := startQEMURun(t, "--memory", "64M", "--workload", "hotset:delay=8000")
 	uri := freeTCP(t)
 	dst := startQEMURun(t, "--memory", "64M", "--engine", "qemu", "--incoming", uri)
 	cmd := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--engine", "qemu", "--bandwidth", "4MiB/s", "--quiet")
@@ -1278,5 +1278,55 @@ func TestMigrateProgressTimeout(t *testing.T) {
 				t.Errorf("source after the progress timeout: %s, want running", st)
 			}
 		})
+	}
+}
+
+// TestQEMUMigrationKeepsWritesTCG: QEMU's own pre-copy of a guest under
+// TCG, at full speed, leaves the destination's memory equal to the
+// source's, both paused after it (the destination started with -S). Before
+// QEMU 9.0 it did not: its dirty-bitmap sync left the vCPUs' TLB entries
+// of pages written since unreset, and writes through them went unseen
+// (README, "QEMU's own migration under TCG loses writes before QEMU 9.0");
+// there it is measured and logged, not asserted, as migrate warns of it.
+func TestQEMUMigrationKeepsWritesTCG(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	src := startQEMU(t, "hotset:delay=8000", "")
+	uri := freeTCP(t)
+	dst := startQEMUExtra(t, "hotset:delay=8000", uri, "-S")
+	var v struct {
+		QEMU struct{ Major, Minor, Micro int } `json:"qemu"`
+	}
+	qemuQuery(t, src, "query-version", &v)
+	// 64 MiB/s: several rounds of a guest that writes all the while.
+	stdout, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri, "--engine", "qemu",
+		"--mode", migrator.ModePrecopy, "--bandwidth", "64MiB/s", "--downtime-limit", "300ms")
+	if err != nil {
+		t.Fatalf("migrate --engine qemu: %v\n%s\n%s", err, stdout, stderr)
+	}
+	for _, vm := range []*qemu.VM{src, dst} {
+		deadline := time.Now().Add(10 * time.Second)
+		for st := qemuRunState(t, vm); st != "postmigrate" && st != "paused"; st = qemuRunState(t, vm) {
+			if time.Now().After(deadline) {
+				t.Fatalf("a QEMU is %q after the migration, want it paused", st)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	a, b := src.Memory(), dst.Memory()
+	differ := 0
+	for off := 0; off+4096 <= len(a); off += 4096 {
+		if !bytes.Equal(a[off:off+4096], b[off:off+4096]) {
+			differ++
+		}
+	}
+	var info migrator.Info
+	qemuQuery(t, src, "query-migrate", &info)
+	t.Logf("QEMU %d.%d.%d: %d of %d pages differ after its own pre-copy (%d dirty syncs, %.1f MiB sent)",
+		v.QEMU.Major, v.QEMU.Minor, v.QEMU.Micro, differ, len(a)/4096, info.RAM.DirtySyncCount, float64(info.RAM.Transferred)/(1<<20))
+	if v.QEMU.Major >= 9 && differ > 0 {
+		t.Errorf("QEMU %d.%d's own migration under TCG: %d pages differ between the paused source and destination", v.QEMU.Major, v.QEMU.Minor, differ)
 	}
 }

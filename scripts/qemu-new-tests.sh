@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# qemu-new-tests.sh — make test's last pass: the tests where pagecast meets
+# QEMU's differences, run again on a newer QEMU than the system's (QEMU
+# 10.0 from bookworm-backports beside Debian 12's 7.2; scripts/qemu-new.sh
+# fetches it into DIR). They find qemu-system-x86_64 on PATH, which this
+# puts DIR's first on. go test -json goes to stdout, for testsummary;
+# where the newer QEMU cannot be had, stderr says so and nothing runs.
+#
+#   scripts/qemu-new-tests.sh DIR [GO]
+set -uo pipefail
+
+dir=${1:?usage: $0 DIR [GO]}
+go=${2:-go}
+if ! bin=$(scripts/qemu-new.sh "$dir"); then
+	echo "make test: no second QEMU (qemu-new.sh said why above): the tests on a newer QEMU did not run" >&2
+	exit 0
+fi
+export PATH=$bin:$PATH
+echo "make test: last pass on $(qemu-system-x86_64 --version | head -1), from $bin" >&2
+status=0
+# The plugin (its API version), its addresses above 4 GiB, pagecast's
+# engine on pc and Linux guests, QEMU's own migration keeping a TCG
+# guest's writes (9.0's fix), -incoming's status before a stream, the
+# demo, profiles.
+"$go" test -json -count=1 -timeout 10m ./tcg/ || status=1
+"$go" test -json -count=1 -timeout 10m -run '^(TestDirtyLogHighMemory|TestEngine|TestEngineLinux)$' ./qemuguest/ || status=1
+"$go" test -json -count=1 -timeout 10m \
+	-run '^(TestQEMUMigrationKeepsWritesTCG|TestMigrateQEMU|TestDemoQEMU|TestProfileTCG|TestIncomingQEMU.*|TestLinuxVCPUs)$' ./cmd/pagecast/ || status=1
+exit $status
