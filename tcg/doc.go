@@ -15,9 +15,13 @@
 // removed when QEMU exits normally, and by RemoveStale once a QEMU killed
 // before it could has gone; FindShm finds it from a QEMU's pid);
 // pages= is the number of 4 KiB pages recorded (default 1 Mi): the RAM's
-// pages under QEMU 7.2, its guest-physical frames under QEMU 8.2 (below). The plugin speaks plugin API version
-// 1 (QEMU 7.2). A QEMU that refuses it says so on stderr; ExplainLoadError
-// turns that into one line.
+// pages under QEMU 7.2, its guest-physical frames under QEMU 8.2 and later
+// (below). The plugin calls the functions of plugin API version 1 (QEMU
+// 7.2), which QEMU 10.x still has; it declares version 1 to a QEMU that
+// still exports version 1's deprecated qemu_plugin_n_vcpus, 2 to one that
+// no longer does (QEMU 9.0 and later, which load version 2 and up only). A
+// QEMU that refuses it says so on stderr; ExplainLoadError turns that into
+// one line.
 //
 // # What is recorded
 //
@@ -42,8 +46,7 @@
 // qemu_plugin_hwaddr", 2023): RAM above 4 GiB is reported there. Readers
 // ask QEMU's version (qemu.PluginAddresses) and map such pages through the
 // guest's layout (qemu.Layout), as KVM's; pages= then counts the frames up
-// to the RAM's top (qemu.PluginPages). QEMU 9.0 and later load no plugin of
-// API version 1.
+// to the RAM's top (qemu.PluginPages). Run on QEMU 7.2.22 and 10.0.2.
 //
 // # Epochs
 //
@@ -68,7 +71,7 @@
 //	28      4     state: 0 starting, 1 running, 2 exited (QEMU's atexit ran)
 //	32      4     QEMU's pid
 //	36      4     number of per-vCPU slots (60)
-//	40      4     the plugin's API version (1)
+//	40      4     the plugin API version the plugin declared (1 or 2)
 //	256     64·60 per-vCPU slots, one 64-byte cache line each: u64 stores
 //	              seen, u64 out of range, u64 MMIO; vCPUs 59 and up share
 //	              the last slot and add to it atomically

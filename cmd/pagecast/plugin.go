@@ -23,9 +23,10 @@ func pluginCommand() *cli.Command {
 		Usage: "install pagecast's QEMU TCG plugin and print the -plugin option for a QEMU you start yourself",
 		Description: "Under QEMU's TCG emulator there is no KVM dirty tracking for eBPF to watch: pagecast's TCG plugin,\n" +
 			"loaded by QEMU, records the page of each guest store to RAM in shared memory (QEMU 7.2 names it by\n" +
-			"its offset in guest RAM, QEMU 8.2 by its guest-physical frame; pagecast maps either), and\n" +
+			"its offset in guest RAM, QEMU 8.2 and later by its guest-physical frame; pagecast maps either), and\n" +
 			"`pagecast profile --qmp` reads it from there. This writes the plugin (built into pagecast) to\n" +
-			"--dir and prints the option to add to QEMU's command line.\n\n" +
+			"--dir and prints the option to add to QEMU's command line. It loads in QEMU 7.2 to 10.x (run here:\n" +
+			"7.2.22 and 10.0.2).\n\n" +
 			"Example: pagecast plugin --dir /usr/local/lib/pagecast --memory 4G",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Value: ".", Usage: "where to write pagecast-dirty.so"},
