@@ -101,6 +101,10 @@ type simulation struct {
 	Replays     uint64         `json:"trace-replays"`
 	WallSeconds float64        `json:"wall-seconds"`
 	Error       string         `json:"error,omitempty"`
+	// LostEpochs are the epochs of a damaged trace, replayed as idle,
+	// that this mode's migration ran through (the trace's epoch
+	// indices): its figures may be better than the program's.
+	LostEpochs []lostJSON `json:"lost-epochs-run-through,omitempty"`
 }
 
 func runSimulate(c *cli.Context) error {
@@ -272,6 +276,9 @@ func runSimulate(c *cli.Context) error {
 		out := make([]simulation, len(results))
 		for i, r := range results {
 			out[i] = simulation{Mode: r.Mode, Replays: r.Replays, WallSeconds: r.Wall.Seconds()}
+			for _, l := range ranThrough(w, o.Start, lost, r) {
+				out[i].LostEpochs = append(out[i].LostEpochs, lostJSON{l.from, l.to})
+			}
 			if r.Err != nil {
 				out[i].Error = r.Err.Error()
 			} else {
@@ -443,25 +450,10 @@ func warnLost(w io.Writer, wl simulate.Workload, start uint64, lost []lostSpan, 
 	if len(lost) == 0 {
 		return
 	}
-	first := firstIndex(wl) + start
 	var modes []string
 	var hit []lostSpan
 	for _, r := range results {
-		took := time.Duration(r.Info.TotalTime) * time.Millisecond
-		var cut *simulate.CutShort
-		switch {
-		case errors.As(r.Err, &cut):
-			took = cut.At // as far as it came (walk 108: left out)
-		case r.Err != nil:
-			continue
-		}
-		// The epochs it ran through, at most: a throttled guest goes
-		// slower, and one replayed went through all from the start.
-		epochs := max(1, uint64(math.Ceil(float64(took)/float64(wl.Epoch()))))
-		if r.Replays > 0 {
-			epochs = wl.Len()
-		}
-		in := lostWithin(lost, first, first+epochs-1) // walk 108: one past its last
+		in := ranThrough(wl, start, lost, r)
 		for _, l := range in {
 			if !slices.Contains(hit, l) {
 				hit = append(hit, l)
@@ -478,6 +470,36 @@ func warnLost(w io.Writer, wl simulate.Workload, start uint64, lost []lostSpan, 
 	fmt.Fprintf(w, "pagecast: warning: %s ran through %s, lost with the damage and replayed as idle: "+
 		"their figures may be better than the program's (a migration may have converged in that made-up quiet); --start after the damage avoids it\n",
 		strings.Join(modes, ", "), spanList(hit))
+}
+
+// ranThrough is those of lost that mode r's migration, begun at the
+// workload's epoch start, ran through; none for a mode that failed.
+func ranThrough(wl simulate.Workload, start uint64, lost []lostSpan, r simulate.Result) []lostSpan {
+	if len(lost) == 0 {
+		return nil
+	}
+	took := time.Duration(r.Info.TotalTime) * time.Millisecond
+	var cut *simulate.CutShort
+	switch {
+	case errors.As(r.Err, &cut):
+		took = cut.At // as far as it came (walk 108: left out)
+	case r.Err != nil:
+		return nil
+	}
+	// The epochs it ran through, at most: a throttled guest goes
+	// slower, and one replayed went through all from the start.
+	epochs := max(1, uint64(math.Ceil(float64(took)/float64(wl.Epoch()))))
+	if r.Replays > 0 {
+		epochs = wl.Len()
+	}
+	first := firstIndex(wl) + start
+	return lostWithin(lost, first, first+epochs-1) // walk 108: one past its last
+}
+
+// lostJSON is a stretch of lost epochs as --json prints it.
+type lostJSON struct {
+	From uint64 `json:"from"`
+	To   uint64 `json:"to"`
 }
 
 // linkBandwidth reads --bandwidth for simulate and migrate alike; zero is

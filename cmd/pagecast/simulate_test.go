@@ -546,6 +546,22 @@ func TestSimulateLostEpochs(t *testing.T) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 	}
+	// --json carries them per mode too, where only stderr did.
+	stdout, stderr, err := runApp(t, "simulate", "--trace", path, "--bandwidth", "4MiB/s", "--mode", "precopy", "--json")
+	var sims []struct {
+		Mode string `json:"mode"`
+		Lost []struct {
+			From, To uint64
+		} `json:"lost-epochs-run-through"`
+	}
+	if err != nil || json.Unmarshal([]byte(stdout), &sims) != nil || len(sims) != 1 || len(sims[0].Lost) != 1 ||
+		sims[0].Lost[0].From != 3 || sims[0].Lost[0].To != 5 {
+		t.Errorf("--json: %v, %+v, want precopy to have run through epochs 3 to 5\n%s\n%s", err, sims, stdout, stderr)
+	}
+	stdout, stderr, err = runApp(t, "simulate", "--trace", path, "--bandwidth", "64MiB/s", "--mode", "precopy", "--start", "10", "--json")
+	if err != nil || strings.Contains(stdout, "lost-epochs") {
+		t.Errorf("--json from after the damage: %v\n%s", err, stdout)
+	}
 	_, stderr, err = runApp(t, "simulate", "--trace", path, "--bandwidth", "64MiB/s", "--mode", "precopy", "--start", "10")
 	if err != nil || strings.Contains(stderr, "ran through") || !strings.Contains(stderr, "(epochs 3-5) as idle") {
 		t.Errorf("from after the damage: %v\n%s", err, stderr)
