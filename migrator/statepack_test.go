@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -47,6 +48,31 @@ func TestUnpackStateHostile(t *testing.T) {
 		if name == "bomb" && !strings.Contains(err.Error(), "more than the 64 MiB") {
 			t.Errorf("bomb: %v, want the limit named", err)
 		}
+	}
+	// A stream frame says no size: 200 MiB of zeros in 41 KB, unpacked
+	// whole, took 366 MiB of allocations before it was refused (walk
+	// 107: the destination peaked at 286 MB); MaxState and pieces now.
+	var buf bytes.Buffer
+	w, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := make([]byte, 1<<20)
+	for range 200 {
+		w.Write(zero)
+	}
+	w.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	out, err := UnpackState(StateGuest|StateZstd, buf.Bytes())
+	runtime.ReadMemStats(&after)
+	took := after.TotalAlloc - before.TotalAlloc
+	t.Logf("a %d-byte stream frame of 200 MiB: %v; %.1f MiB allocated", buf.Len(), err, float64(took)/(1<<20))
+	if !errors.Is(err, ErrMalformed) || out != nil {
+		t.Errorf("stream bomb: %d bytes, %v; want ErrMalformed", len(out), err)
+	}
+	if took > MaxState+16<<20 {
+		t.Errorf("stream bomb: %.1f MiB allocated to refuse it, want at most the %d MiB limit and 16 more", float64(took)/(1<<20), MaxState>>20)
 	}
 }
 
