@@ -1,10 +1,8 @@
 package migrator
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -31,16 +29,21 @@ var (
 		}
 		return e
 	})
-	// stateDecoders unpack states as streams, one each at a time.
-	stateDecoders = sync.Pool{New: func() any {
-		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+	// stateDecoder unpacks into the buffer it is given and no further
+	// (DecodeAll is safe for concurrent use).
+	stateDecoder = sync.OnceValue(func() *zstd.Decoder {
+		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecodeAllCapLimit(true),
 			zstd.WithDecoderMaxMemory(MaxState), zstd.WithDecoderMaxWindow(MaxState))
 		if err != nil {
 			panic(err) // only for bad options
 		}
 		return d
-	}}
+	})
 )
+
+// maxBlock is the most a zstd block unpacks to, and some bytes the
+// decoder may write past it.
+const maxBlock = 128<<10 + 64
 
 // PackState returns state and its kind as they go on the wire: kind
 // StateGuest|StateZstd and one zstd frame where that is smaller, else
@@ -57,58 +60,36 @@ func PackState(state []byte) (uint8, []byte) {
 // or what its zstd frame unpacks to, never more than MaxState bytes
 // whatever the frame claims; an error wraps ErrMalformed.
 //
-// It unpacks as a stream, in pieces of unpackPiece bytes, and makes the
-// whole only once it has ended within MaxState: unpacked whole (DecodeAll),
-// a 41 KB frame of 200 MiB of zeros, with no size in its header, took 366
-// MiB of allocations before it was refused (walk 107 measured the
-// destination's peak at 286 MB); so, at most MaxState and a piece.
+// PackState's frames say how much they unpack to, and UnpackState takes
+// only such a frame, of MaxState at most, and unpacks it into a buffer of
+// that size that it cannot outgrow. A frame that does not say was
+// unpacked as it went: one of 41 KB holding 200 MiB of zeros took 366 MiB
+// of allocations before it was refused (walk 107 measured the
+// destination's peak at 286 MB), and streamed with a window of 64 MiB, 129
+// MiB (review 112).
 func UnpackState(kind uint8, data []byte) ([]byte, error) {
 	if kind&StateZstd == 0 {
 		return data, nil
 	}
-	d := stateDecoders.Get().(*zstd.Decoder)
-	defer stateDecoders.Put(d)
-	if err := d.Reset(bytes.NewReader(data)); err != nil {
+	var h zstd.Header
+	if err := h.Decode(data); err != nil {
 		return nil, fmt.Errorf("compressed state: %v: %w", err, ErrMalformed)
 	}
-	defer d.Reset(nil) // lets data go
-	var pieces [][]byte
-	total := 0
-	for {
-		piece := make([]byte, min(unpackPiece, MaxState+1-total))
-		n, err := readPiece(d, piece)
-		pieces, total = append(pieces, piece[:n]), total+n
-		switch {
-		case total > MaxState, errors.Is(err, zstd.ErrDecoderSizeExceeded), errors.Is(err, zstd.ErrWindowSizeExceeded):
-			return nil, fmt.Errorf("compressed state unpacks to more than the %s a migration carries: %w", wireSize(MaxState), ErrMalformed)
-		case err == io.EOF: // the frame's own end (a cut one is io.ErrUnexpectedEOF)
-			if len(pieces) == 1 {
-				return pieces[0], nil
-			}
-			out := make([]byte, 0, total)
-			for _, p := range pieces {
-				out = append(out, p...)
-			}
-			return out, nil
-		case err != nil:
-			return nil, fmt.Errorf("compressed state: %v: %w", err, ErrMalformed)
-		}
+	switch {
+	case !h.HasFCS:
+		return nil, fmt.Errorf("compressed state: its zstd frame does not say how much it unpacks to (pagecast's always do): %w", ErrMalformed)
+	case h.FrameContentSize > MaxState:
+		return nil, fmt.Errorf("compressed state unpacks to %d bytes, more than the %s a migration carries: %w", h.FrameContentSize, wireSize(MaxState), ErrMalformed)
 	}
-}
-
-// readPiece fills p from r, or reads up to r's end or error: io.EOF where
-// r ended cleanly, as io.ReadFull does not tell.
-func readPiece(r io.Reader, p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		m, err := r.Read(p[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
+	// Room for one block past the size said, so that a frame that
+	// holds more is caught there, not after append has doubled the
+	// buffer (a frame saying 1 MiB and holding 2 took 2.3 MiB).
+	out, err := stateDecoder().DecodeAll(data, make([]byte, 0, h.FrameContentSize+maxBlock))
+	switch {
+	case errors.Is(err, zstd.ErrDecoderSizeExceeded), errors.Is(err, zstd.ErrFrameSizeExceeded), errors.Is(err, zstd.ErrWindowSizeExceeded):
+		return nil, fmt.Errorf("compressed state unpacks to more than the %d bytes its frame says: %w", h.FrameContentSize, ErrMalformed)
+	case err != nil:
+		return nil, fmt.Errorf("compressed state: %v: %w", err, ErrMalformed)
 	}
-	return n, nil
+	return out, nil
 }
-
-// unpackPiece is how much UnpackState unpacks at a time.
-const unpackPiece = 1 << 20

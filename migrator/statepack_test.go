@@ -32,47 +32,66 @@ func TestPackState(t *testing.T) {
 }
 
 // TestUnpackStateHostile: a frame that unpacks to more than MaxState (a
-// bomb: 100 MiB of zeros in some KiB), or is not zstd, is malformed, and
-// the bomb is not unpacked past the limit.
+// bomb: 100 MiB of zeros in some KiB), that does not say its size (a
+// stream frame), that says less than it holds, or is not zstd, is
+// malformed, and refusing it allocates no more than MaxState: a stream
+// frame unpacked as it went took 366 MiB, and 129 MiB with a window of 64
+// MiB (review 112).
 func TestUnpackStateHostile(t *testing.T) {
 	enc, err := zstd.NewWriter(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bomb := enc.EncodeAll(make([]byte, 100<<20), nil)
-	for name, data := range map[string][]byte{"bomb": bomb, "garbage": []byte("not a zstd frame at all"), "truncated": bomb[:len(bomb)/2]} {
-		out, err := UnpackState(StateGuest|StateZstd, data)
-		if !errors.Is(err, ErrMalformed) || out != nil {
-			t.Errorf("%s (%d bytes): %d bytes, %v; want ErrMalformed", name, len(data), len(out), err)
+	stream := func(window int) []byte { // 200 MiB of zeros, no size said
+		var buf bytes.Buffer
+		w, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(window))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if name == "bomb" && !strings.Contains(err.Error(), "more than the 64 MiB") {
-			t.Errorf("bomb: %v, want the limit named", err)
+		zero := make([]byte, 1<<20)
+		for range 200 {
+			w.Write(zero)
 		}
+		w.Close()
+		return buf.Bytes()
 	}
-	// A stream frame says no size: 200 MiB of zeros in 41 KB, unpacked
-	// whole, took 366 MiB of allocations before it was refused (walk
-	// 107: the destination peaked at 286 MB); MaxState and pieces now.
-	var buf bytes.Buffer
-	w, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(1<<20))
-	if err != nil {
-		t.Fatal(err)
+	// A frame saying 1 MiB that holds 2: its size field rewritten.
+	liar := enc.EncodeAll(make([]byte, 2<<20), nil)
+	var h zstd.Header
+	if err := h.Decode(liar); err != nil || !h.HasFCS || h.FrameContentSize != 2<<20 {
+		t.Fatalf("header %+v, %v", h, err)
 	}
-	zero := make([]byte, 1<<20)
-	for range 200 {
-		w.Write(zero)
+	fcs := bytes.Index(liar[4:12], []byte{0, 0, 0x20, 0}) // 2 MiB, 4 bytes little endian
+	if fcs < 0 {
+		t.Fatalf("no 4-byte size in %x", liar[:12])
 	}
-	w.Close()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	out, err := UnpackState(StateGuest|StateZstd, buf.Bytes())
-	runtime.ReadMemStats(&after)
-	took := after.TotalAlloc - before.TotalAlloc
-	t.Logf("a %d-byte stream frame of 200 MiB: %v; %.1f MiB allocated", buf.Len(), err, float64(took)/(1<<20))
-	if !errors.Is(err, ErrMalformed) || out != nil {
-		t.Errorf("stream bomb: %d bytes, %v; want ErrMalformed", len(out), err)
-	}
-	if took > MaxState+16<<20 {
-		t.Errorf("stream bomb: %.1f MiB allocated to refuse it, want at most the %d MiB limit and 16 more", float64(took)/(1<<20), MaxState>>20)
+	liar = bytes.Clone(liar)
+	liar[4+fcs+2] = 0x10
+	for _, c := range []struct {
+		name, want string
+		data       []byte
+	}{
+		{"bomb", "more than the 64 MiB", bomb},
+		{"garbage", "", []byte("not a zstd frame at all")},
+		{"truncated", "more than the 64 MiB", bomb[:len(bomb)/2]},
+		{"stream, 1 MiB window", "does not say how much", stream(1 << 20)},
+		{"stream, 64 MiB window", "does not say how much", stream(64 << 20)},
+		{"says less than it holds", "more than the 1048576 bytes its frame says", liar},
+		{"two frames", "more than the 1048576 bytes", append(enc.EncodeAll(make([]byte, 1<<20), nil), enc.EncodeAll(make([]byte, 1<<20), nil)...)},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		out, err := UnpackState(StateGuest|StateZstd, c.data)
+		runtime.ReadMemStats(&after)
+		took := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%s (%d bytes): %v; %.1f MiB allocated", c.name, len(c.data), err, float64(took)/(1<<20))
+		if !errors.Is(err, ErrMalformed) || out != nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %d bytes, %v; want ErrMalformed saying %q", c.name, len(out), err, c.want)
+		}
+		if took > MaxState+8<<20 || len(c.data) < 1000 && took > 1<<20+1<<18 {
+			t.Errorf("%s: %.1f MiB allocated to refuse it, want no more than its frame says (at most the %d MiB limit) and a block", c.name, float64(took)/(1<<20), MaxState>>20)
+		}
 	}
 }
 
