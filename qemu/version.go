@@ -69,22 +69,30 @@ func clip(s string, n int) string {
 	return s
 }
 
+// MigratesMemfdRAM says whether QEMU v's own migration sends guest RAM in a
+// memfd (memory-backend-memfd, share=on) with x-ignore-shared on: QEMU 8.1
+// and later skip only shared RAM in a named file ("exec/memory: Introduce
+// RAM_NAMED_FILE flag", 2023); 7.2 skipped any shared RAM.
+func MigratesMemfdRAM(v Version) bool { return releaseOf(v).AtLeast(8, 1) }
+
+// releaseOf is the release v is or leads to: a release candidate or
+// development build of x.y+1 calls itself x.y.90 or x.y.50 and up.
+func releaseOf(v Version) Version {
+	if v.Micro >= 50 {
+		return Version{Major: v.Major, Minor: v.Minor + 1}
+	}
+	return v
+}
+
 // PluginAddresses says whether QEMU v's TCG plugin API names a store's
 // page of RAM by its guest-physical address. QEMU 8.2 does
 // (qemu_plugin_hwaddr_phys_addr, since "plugin: Simplify struct
 // qemu_plugin_hwaddr", posted 2023-08-28 after 8.1's release); 7.2 and
 // 8.0-8.1 give its offset in QEMU's RAM, which below 4 GiB is the same
-// number and above it is not. (QEMU 9.0 and later no longer load the API
-// version 1 pagecast's plugin is written for.)
-// A release candidate or development build of x.y+1 calls itself x.y.90 or
-// x.y.50 and up: it is taken for x.y+1 (review 55: 8.2.0-rc0, "8.1.90",
-// was taken for 8.1).
-func PluginAddresses(v Version) bool {
-	if v.Micro >= 50 {
-		v = Version{Major: v.Major, Minor: v.Minor + 1}
-	}
-	return v.AtLeast(8, 2)
-}
+// number and above it is not. A release candidate or development build is
+// taken for the release it leads to (review 55: 8.2.0-rc0, "8.1.90", was
+// taken for 8.1).
+func PluginAddresses(v Version) bool { return releaseOf(v).AtLeast(8, 2) }
 
 // PluginPages is the pages= pagecast's TCG plugin needs in QEMU v for a
 // machine (QEMU's type name; "" where unknown) with memBytes of RAM: its

@@ -16,9 +16,10 @@ import (
 // process cannot map.
 var ErrNotShared = errors.New("guest RAM is not shared memory")
 
-// sharedRAMHint names the QEMU options that put guest RAM in shared memory.
-const sharedRAMHint = "start QEMU with -object memory-backend-memfd,id=mem,size=SIZE,share=on -machine memory-backend=mem " +
-	"(or memory-backend-file,id=mem,size=SIZE,mem-path=/dev/shm/FILE,share=on)"
+// sharedRAMHint names the QEMU options that put guest RAM in shared memory:
+// a file, not a memfd, which QEMU 8.1 and later migrate with the device
+// state (Source.CanSend).
+const sharedRAMHint = "start QEMU with -object memory-backend-file,id=mem,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=mem"
 
 // memdev is one entry of query-memdev.
 type memdev struct {
@@ -29,9 +30,21 @@ type memdev struct {
 
 // ramFile finds the file holding the guest RAM of QEMU pid and its size:
 // the mem-path of a memory-backend-file, or the memfd of a
-// memory-backend-memfd among the process's open files. Either must be
-// shared (share=on): a private mapping's writes never reach the file.
-func ramFile(mon Monitor, pid int) (path string, size uint64, err error) {
+// memory-backend-memfd among the process's open files, which memfd says.
+// Either must be shared (share=on): a private mapping's writes never reach
+// the file.
+func ramFile(mon Monitor, pid int) (path string, size uint64, memfd bool, err error) {
+	path, size, err = ramFileOf(mon, pid)
+	return path, size, strings.HasPrefix(path, "/proc/") && isMemfd(path), err
+}
+
+// isMemfd says whether the open file at /proc/PID/fd/N is a memfd.
+func isMemfd(fd string) bool {
+	link, err := os.Readlink(fd)
+	return err == nil && strings.HasPrefix(link, "/memfd:")
+}
+
+func ramFileOf(mon Monitor, pid int) (path string, size uint64, err error) {
 	var devs []memdev
 	if err := qemu.QMP(mon, "query-memdev", nil, &devs); err != nil {
 		return "", 0, err
@@ -93,7 +106,7 @@ func ramFile(mon Monitor, pid int) (path string, size uint64, err error) {
 // (the guest RAM shared, as ramFile finds it), for reading what its pages
 // hold; unmap releases it.
 func ReadRAM(mon Monitor, pid int) (mem []byte, unmap func() error, err error) {
-	path, size, err := ramFile(mon, pid)
+	path, size, _, err := ramFile(mon, pid)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -47,9 +47,9 @@ func TestMemPathReplaced(t *testing.T) {
 	if err := os.Rename(other, path); err != nil {
 		t.Fatal(err)
 	}
-	got, size, err := ramFile(memPathQEMU{path}, os.Getpid())
-	if err != nil {
-		t.Fatal(err)
+	got, size, memfd, err := ramFile(memPathQEMU{path}, os.Getpid())
+	if err != nil || memfd {
+		t.Fatalf("%s, memfd %v: %v; want the named file", got, memfd, err)
 	}
 	b, err := os.ReadFile(got)
 	if size != 65536 || err != nil || !bytes.Equal(b, ram) {

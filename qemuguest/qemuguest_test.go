@@ -503,6 +503,16 @@ func TestAttach(t *testing.T) {
 			if s.MemoryBytes() != 64<<20 || s.PID() != cmd.Process.Pid || s.Identity().VCPUs != 1 {
 				t.Fatalf("%d bytes, pid %d (want %d), identity %+v", s.MemoryBytes(), s.PID(), cmd.Process.Pid, s.Identity())
 			}
+			// QEMU 8.1 and later send a memfd's RAM with the device state
+			// (walk 111): pagecast's engine does not send such a guest.
+			v, err := qemu.BinaryVersion(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CanSend(); (err != nil) != (tt.name == "memfd" && v.AtLeast(8, 1)) ||
+				err != nil && (!errors.Is(err, qemuguest.ErrStateCarriesRAM) || !strings.Contains(err.Error(), "memory-backend-file")) {
+				t.Errorf("QEMU %s, %s: CanSend %v", v, tt.name, err)
+			}
 			// What this process writes QEMU's guest sees.
 			copy(s.Memory()[0x100000:], []byte{0x78, 0x56, 0x34, 0x12})
 			if got, err := qemuguest.HMP(s, "xp /1wx 0x100000"); err != nil || !strings.Contains(got, "0x12345678") {

@@ -103,7 +103,8 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	if err == nil {
 		// The dirty hook must be there too: the TCG plugin, or eBPF on KVM.
 		var log migrator.DirtyLog
-		if log, err = src.StartDirtyLog(); err == nil {
+		if err = src.CanSend(); err != nil {
+		} else if log, err = src.StartDirtyLog(); err == nil {
 			log.Close()
 			return src, enginePagecast, "the source QEMU's guest RAM is shared memory and its dirty pages can be tracked", nil
 		}

@@ -221,7 +221,7 @@ func runProfile(c *cli.Context) error {
 		}
 	}
 	if t.Kind == "qemu" && !t.SharedRAM {
-		fmt.Fprintln(c.App.ErrWriter, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-memfd,id=ram,size=SIZE,share=on -machine memory-backend=ram)")
+		fmt.Fprintln(c.App.ErrWriter, "note: this QEMU's guest RAM is not shared memory; profiling does not need it, but pagecast's own migration engine will (-object memory-backend-file,id=ram,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=ram)")
 	}
 	if metrics != nil {
 		// A vm label, as migrate's and predict serve's metrics have: a

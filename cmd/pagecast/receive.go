@@ -25,9 +25,10 @@ func receiveCommand() *cli.Command {
 			"--monitor qemu --incoming is the same for one it starts). Start QEMU as the source runs (the\n" +
 			"same machine, devices and memory size) with its guest RAM shared and waiting for a migration:\n\n" +
 			"   qemu-system-x86_64 … -machine pc,memory-backend=ram -m 4G \\\n" +
-			"     -object memory-backend-memfd,id=ram,size=4G,share=on \\\n" +
+			"     -object memory-backend-file,id=ram,size=4G,mem-path=/dev/shm/dst.ram,share=on \\\n" +
 			"     -qmp unix:/tmp/dst.sock,server=on,wait=off -incoming defer\n\n" +
-			"(memory-backend-file,mem-path=…,share=on works too). receive connects to that QMP socket, listens\n" +
+			"(memory-backend-memfd,share=on works too here, but not on a source of QEMU 8.1 or later, whose\n" +
+			"migration sends a memfd's RAM with the device state). receive connects to that QMP socket, listens\n" +
 			"on --listen for `pagecast migrate --to`, writes the pages it is sent into the guest RAM in place,\n" +
 			"loads the vCPU and device state through QEMU's own migration (x-ignore-shared: QEMU sends no\n" +
 			"RAM), checks the memory against the source's checksums and, once the source commits, runs the\n" +
