@@ -222,7 +222,7 @@ func (plan *QEMUPlan) RestoreDest(dst qmp.Monitor) error {
 	}
 	switch in.Status {
 	case "", StatusNone, StatusSetup, StatusCompleted, StatusFailed, StatusCancelled:
-		// setup: a destination of QEMU 9.x and later listening for
+		// setup: a destination of QEMU 8.2 and later listening for
 		// -incoming, before any stream came (7.2 says nothing).
 	default:
 		return fmt.Errorf("the destination QEMU is receiving a migration (%s): its post-copy capabilities are left as they are", in.Status)

@@ -42,12 +42,16 @@ opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=/dev
 	-o "Dir::Cache=$apt" -o "Dir::Cache::Archives=$apt/archives"
 	-o "Debug::NoLocking=1" -o "APT::Sandbox::User=root" -qq)
 log=$apt/log
-if ! apt-get "${opts[@]}" update >"$log" 2>&1; then
+# --error-on=any: without it an update that reached nothing exits 0, and
+# the download after it says only that it cannot find the package.
+if ! apt-get "${opts[@]}" --error-on=any update >"$log" 2>&1; then
 	tail -5 "$log" >&2
 	echo "qemu-new: apt-get update from $suite failed (the whole output is in $log)" >&2
 	exit 1
 fi
-# qemu-system-x86 and its data, at one version.
+# qemu-system-x86 and its data, at one version (an older download's
+# packages, left by a failed try, are not unpacked with them).
+rm -f "$apt"/debs/*.deb
 if ! (cd "$apt/debs" && apt-get "${opts[@]}" download \
 	"qemu-system-x86/$suite" "qemu-system-common/$suite" "qemu-system-data/$suite") >>"$log" 2>&1; then
 	tail -5 "$log" >&2

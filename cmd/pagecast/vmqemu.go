@@ -654,7 +654,7 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 			case mig.Status == migrator.StatusCompleted:
 				return "", errors.New("stopped as QEMU's migration completed: the guest had come here, and its copy at the source is paused (cont there runs it again)")
 			case !slices.Contains([]string{"", migrator.StatusNone, migrator.StatusSetup, migrator.StatusFailed, migrator.StatusCancelled}, mig.Status):
-				// setup: QEMU 9.x and later say it from -incoming on,
+				// setup: QEMU 8.2 and later say it from -incoming on,
 				// before any stream came (7.2 says nothing).
 				return "", errStoppedReceiving
 			}
