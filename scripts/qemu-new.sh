@@ -2,7 +2,7 @@
 # qemu-new.sh — bring a newer QEMU beside the system's, for the tests that
 # run pagecast on a second QEMU (make test's last pass).
 #
-#   scripts/qemu-new.sh DIR   prints DIR/usr/bin, where qemu-system-x86_64 is
+#   scripts/qemu-new.sh DIR   prints DIR/bin, where qemu-system-x86_64 is
 #
 # Debian 12's QEMU is 7.2; Debian 13's, and bookworm-backports', 10.0.
 # Between them QEMU changed what pagecast meets: the TCG plugin's API
@@ -12,8 +12,11 @@
 # bookworm-backports with apt-get download, through a sources list and
 # state of its own in DIR (the system's apt and dpkg are not touched, and
 # need not be root), and unpacks them into DIR with dpkg-deb. The libraries
-# it links are Debian 12's, which the system's QEMU brings; its firmware is
-# the system's seabios (Debian's QEMU looks in /usr/share/seabios).
+# it links are Debian 12's, which the system's QEMU brings. Debian's QEMU
+# looks for its option ROMs in /usr/share/qemu, the system's (7.2's: review
+# 112 found QEMU 10 loading 7.2's kvmvapic.bin), so DIR/bin/qemu-system-x86_64
+# runs it with -L DIR/usr/share/qemu first; its BIOS is the system's
+# seabios, in /usr/share/seabios, after that.
 #
 # Idempotent: a DIR that has the binary already is printed as it is. It
 # exits 1 with the reason on stderr where the packages cannot be had (no
@@ -22,7 +25,7 @@ set -euo pipefail
 
 dir=${1:?usage: $0 DIR}
 suite=bookworm-backports
-bin=$dir/usr/bin
+bin=$dir/bin
 if [ -x "$bin/qemu-system-x86_64" ] && "$bin/qemu-system-x86_64" --version >/dev/null 2>&1; then
 	echo "$bin"
 	exit 0
@@ -61,6 +64,12 @@ fi
 for deb in "$apt"/debs/*.deb; do
 	dpkg-deb -x "$deb" "$dir"
 done
+mkdir -p "$bin"
+# exec: the QEMU keeps the wrapper's pid, as pagecast expects of the
+# process it started.
+printf '#!/bin/sh\nexec %q -L %q "$@"\n' "$dir/usr/bin/qemu-system-x86_64" "$dir/usr/share/qemu" >"$bin/qemu-system-x86_64.new"
+chmod +x "$bin/qemu-system-x86_64.new"
+mv "$bin/qemu-system-x86_64.new" "$bin/qemu-system-x86_64"
 if ! out=$("$bin/qemu-system-x86_64" --version 2>&1); then
 	echo "qemu-new: the unpacked QEMU does not run here: $out" >&2
 	exit 1
