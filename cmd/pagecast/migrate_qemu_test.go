@@ -1334,3 +1334,34 @@ func TestQEMUMigrationKeepsWritesTCG(t *testing.T) {
 		t.Errorf("QEMU %d.%d's own migration under TCG: %d pages differ between the paused source and destination", v.QEMU.Major, v.QEMU.Minor, differ)
 	}
 }
+
+// TestIncomingQEMUStoppedBefore: a destination under QEMU's own -incoming
+// sent QMP stop while it waited keeps the guest paused once it arrives,
+// and logs it so, as it says on stdout (walk 111: logged "virtual machine
+// running").
+func TestIncomingQEMUStoppedBefore(t *testing.T) {
+	uri := freeTCP(t)
+	src := startQEMURun(t, "--memory", "32M", "--workload", "hotset:delay=25000")
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", uri, "--engine", "qemu")
+	mon, err := qmpclient.Dial("unix", dst.sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Connect(); err == nil {
+		_, err = mon.Run([]byte(`{"execute":"stop"}`))
+	}
+	mon.Disconnect()
+	if err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--engine", "qemu", "--quiet").CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	dst.saysAfterMigration(t, "QEMU's migration received; guest paused")
+	waitFor(t, "the destination's log of the paused guest", func() bool {
+		return strings.Contains(dst.stderr.String(), `msg="virtual machine paused"`)
+	})
+	if strings.Contains(dst.stderr.String(), `msg="virtual machine running"`) {
+		t.Errorf("a paused guest logged as running:\n%s", dst.stderr.String())
+	}
+}

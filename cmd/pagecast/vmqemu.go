@@ -316,6 +316,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	}
 	fmt.Fprintf(out, "QEMU pid %d, %s RAM shared at %s, QMP unix:%s\n", vm.PID(), units.FormatBytes(float64(o.memory)),
 		filepath.Join(vm.dir, "ram"), qmpSaid)
+	arrived := "" // the run state QEMU's own migration left the guest in
 	if incoming != nil {
 		fmt.Fprintf(out, "serial console in %s (what the guest writes once it runs here)\n", vm.SerialPath())
 		fmt.Fprintf(out, "waiting for an incoming migration (pagecast's engine) on %s\n", c.String("incoming"))
@@ -343,6 +344,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+		arrived = st
 		if st == "paused" && c.Bool("paused") {
 			st += " (--paused): QMP cont runs it"
 		}
@@ -397,8 +399,12 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		guest = slog.String("kernel", o.kernel)
 	}
 	msg := "virtual machine running"
-	if c.Bool("paused") && (incoming != nil || o.incoming != "") {
+	switch {
+	case c.Bool("paused") && (incoming != nil || o.incoming != ""):
 		msg = "virtual machine paused (--paused; cont runs it)"
+	case arrived != "" && arrived != "running":
+		// A QMP stop sent while it waited (walk 111: logged as running).
+		msg = "virtual machine " + arrived
 	}
 	log.Info(msg, "monitor", "qemu", "accel", vm.accel, "pid", vm.PID(),
 		guest, "qmp", vm.QMPPath)
