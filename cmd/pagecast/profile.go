@@ -201,9 +201,17 @@ func runProfile(c *cli.Context) error {
 	fmt.Fprintf(out, "profiling %s VM (pid %d, %s, dirty %s) with %s, epoch %s\n",
 		t.Kind, t.PID, units.FormatBytes(float64(t.MemoryBytes)), t.DirtyMode, col.Hook(), cfg.Epoch)
 
-	if t.DirtyMode == collector.DirtyTCG && qemu.LowMemory(t.MemoryBytes) < t.MemoryBytes {
-		fmt.Fprintf(c.App.ErrWriter, "note: pages are named by their offset in guest RAM, as the TCG plugin sees them: past %s, %s below their guest-physical address\n",
-			units.FormatBytes(float64(qemu.LowMemory(t.MemoryBytes))), units.FormatBytes(float64(1<<32-qemu.LowMemory(t.MemoryBytes))))
+	if t.DirtyMode == collector.DirtyTCG {
+		// From the layout QEMU gave where it was read (QEMU 8.2 and
+		// later, whose plugin names frames): a q35 moves RAM up past 2
+		// GiB, not 3 (walk 111: a 3 GiB q35 said nothing).
+		for _, r := range t.RAMLayout().Ranges() {
+			if r.GPA >= 1<<32 && r.GPA > r.Offset {
+				fmt.Fprintf(c.App.ErrWriter, "note: the trace names pages by their offset in guest RAM, as it does any TCG guest's: past %s, %s below their guest-physical address\n",
+					units.FormatBytes(float64(r.Offset)), units.FormatBytes(float64(r.GPA-r.Offset)))
+				break
+			}
+		}
 	}
 	if t.Kind == "qemu" && t.DirtyMode == bpf.ModeRing && qemu.KVMEmulates() {
 		// Measured on 2026-12-03 with QEMU 7.2 (calc-dirty-rate by hand
@@ -478,7 +486,7 @@ func listHooks(out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", collector.HookTCG, collector.DirtyTCG, tcgPluginStatus(),
-		"every guest store, resolved inside QEMU to its page of guest RAM (its offset in RAM; QEMU started with -plugin)")
+		"every guest store, resolved inside QEMU to its page of guest RAM (QEMU started with -plugin)")
 	return tw.Flush()
 }
 
