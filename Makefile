@@ -36,12 +36,12 @@ check-generated: dashboards ## Fail if regenerating changes committed files
 QEMU_NEW_DIR ?= $(HOME)/.cache/pagecast/qemu-new
 
 .PHONY: test
-test: deps-test ## Install what is missing (scripts/deps.sh), then run all tests (under the race detector; the predictor's scores on real traces, its quiet shortcuts and its plots, and three of the slowest end-to-end tests (the demo on QEMU, the dashboards against Prometheus, simulate auto on QEMU traces), again without; then, alone, the simulator's agreement with live migrations, whose live side the other tests' CPU would slow; last, the tests where QEMU versions differ, on QEMU 10.0 from bookworm-backports, fetched into QEMU_NEW_DIR) and say how many skipped for want of /dev/kvm, eBPF or QEMU (QEMU tests run under TCG without KVM)
+test: deps-test ## Install what is missing (scripts/deps.sh), then run all tests (under the race detector; the engine's migrations of test guests, whose fault time it checks against their stall, the predictor's scores on real traces, its quiet shortcuts and its plots, and three of the slowest end-to-end tests (the demo on QEMU, the dashboards against Prometheus, simulate auto on QEMU traces), again without; then, alone, the simulator's agreement with live migrations, whose live side the other tests' CPU would slow; last, the tests where QEMU versions differ, on QEMU 10.0 from bookworm-backports, fetched into QEMU_NEW_DIR) and say how many skipped for want of /dev/kvm, eBPF or QEMU (QEMU tests run under TCG without KVM)
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) build -o bin/testsummary ./internal/testsummary
 	set -o pipefail; { $(GO) test -json -race -count=1 -timeout 20m ./...; \
-	  $(GO) test -json -count=1 -timeout 10m -run '^(TestPredictiveRegimes|TestAutoGrid|TestRealPrograms|TestRealCalibration|TestRealParts|TestQuietShortcutsExact|TestPlots|TestDashboardsAgainstPrometheus|TestDemoQEMU|TestSimulateAutoQEMUTrace)$$' ./simulate/ ./predictor/ ./cmd/pagecast/; \
+	  $(GO) test -json -count=1 -timeout 10m -run '^(TestPredictiveRegimes|TestAutoGrid|TestRealPrograms|TestRealCalibration|TestRealParts|TestQuietShortcutsExact|TestPlots|TestDashboardsAgainstPrometheus|TestDemoQEMU|TestSimulateAutoQEMUTrace|TestMigrateHeavy|TestMigrateModes)$$' ./simulate/ ./predictor/ ./cmd/pagecast/ ./migrator/; \
 	  $(GO) test -json -count=1 -timeout 10m -run '^TestAgreesWithLive(TSMC|Slowdown)?$$' ./simulate/; \
 	  scripts/qemu-new-tests.sh $(QEMU_NEW_DIR) $(GO); } | bin/testsummary
 

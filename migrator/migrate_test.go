@@ -193,8 +193,11 @@ func migrate(t *testing.T, load memConfig, cfg Config) migrated {
 	// The source sees a fault from its request's arrival to its page's
 	// send, without the request's way there and the page's install (83-85%
 	// of the writer's stall, 2026-12-02); the writer's stores under a
-	// millisecond are not counted.
-	if f, s := info.Pagecast.FaultTime, dstStalled.Milliseconds(); f > s+20 || f < s/3-20 {
+	// millisecond are not counted. Under the race detector on a loaded
+	// host the way there and the install grow past that (CI 56: 50 ms of
+	// faults, a 238 ms stall): there only the upper bound holds, and make
+	// test runs TestMigrateHeavy and TestMigrateModes again without it.
+	if f, s := info.Pagecast.FaultTime, dstStalled.Milliseconds(); f > s+20 || !raceEnabled && f < s/3-20 {
 		t.Errorf("fault-time %d ms, but the destination's writer stalled %d ms", f, s)
 	}
 	if !info.Pagecast.Verified || info.RAM.Transferred == 0 {

@@ -103,7 +103,7 @@ type QEMUPlan struct {
 	DestAnswers func() error
 	Notes       []string // flags QEMU has no use for, one sentence each
 	// LosesWrites is set where the source QEMU's own migration loses
-	// some of a TCG guest's writes (tcgLosesWrites, in Notes too).
+	// some of a TCG guest's writes (TCGLosesWrites, in Notes too).
 	LosesWrites bool
 	// Slowdown is what the guest lost: its vCPUs (SetupQEMU, from
 	// query-cpus-fast; 0 if QEMU did not say), the throttle's share of
@@ -659,7 +659,7 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 	if err := clientRun(src, "query-cpus-fast", nil, &cpus); err == nil {
 		plan.Slowdown.VCPUs = len(cpus)
 	} // else the slowdown is not known: QEMU before 2.12
-	if note := tcgLosesWrites(src); note != "" {
+	if note := TCGLosesWrites(src); note != "" {
 		plan.Notes = append(plan.Notes, note)
 		plan.LosesWrites = true
 	}
@@ -705,7 +705,7 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 	return plan, nil
 }
 
-// tcgLosesWrites says, for a source QEMU before 9.0 whose guest runs
+// TCGLosesWrites says, for a source QEMU before 9.0 whose guest runs
 // under TCG, that QEMU's own migration loses some of the guest's writes:
 // its dirty-bitmap sync cleared bits without resetting the vCPUs' TLB
 // entries, so a page already written since the last sync is not seen
@@ -716,7 +716,7 @@ func SetupQEMU(src, dst qmp.Monitor, p Params) (QEMUPlan, error) {
 // pages stale on the destination, whose kernel then crashed (found by a
 // walk), and 1 page of pagecast's own guest. "" where it does not apply or
 // cannot be asked.
-func tcgLosesWrites(src qmp.Monitor) string {
+func TCGLosesWrites(src qmp.Monitor) string {
 	var kvm struct {
 		Enabled bool `json:"enabled"`
 	}

@@ -45,3 +45,24 @@ func TestPluginPages(t *testing.T) {
 		t.Logf("this host's QEMU is %s: the plugin names pages by %s", v, map[bool]string{false: "offset in RAM", true: "address"}[PluginAddresses(v)])
 	}
 }
+
+// TestMigratesMemfdRAM: from QEMU 8.1 x-ignore-shared skips only RAM in a
+// named file, so a memfd's RAM goes with the device state (walk 111); a
+// release candidate or development build of 8.1 is 8.1's.
+func TestMigratesMemfdRAM(t *testing.T) {
+	for _, tc := range []struct {
+		v    Version
+		want bool
+	}{
+		{Version{7, 2, 22}, false},
+		{Version{8, 0, 5}, false},
+		{Version{8, 0, 50}, true},
+		{Version{8, 0, 90}, true},
+		{Version{8, 1, 0}, true},
+		{Version{10, 0, 2}, true},
+	} {
+		if got := MigratesMemfdRAM(tc.v); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.v, got, tc.want)
+		}
+	}
+}

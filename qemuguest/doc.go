@@ -17,9 +17,10 @@
 //   - Memory: the RAM backend's file (memory-backend-file,share=on, found
 //     through qom-get mem-path) or memfd (memory-backend-memfd,share=on,
 //     found among /proc/PID/fd), mapped shared. A QEMU without shared RAM is
-//     refused with the options that give it. A memfd source of QEMU 8.1 or
-//     later is refused too (Source.CanSend): its x-ignore-shared skips only
-//     RAM in a named file, so its state would carry the RAM.
+//     refused with the options that give it. Source.CanSend says a memfd
+//     source of QEMU 8.1 or later cannot be sent (migrate asks it): its
+//     x-ignore-shared skips only RAM in a named file, so its state would
+//     carry the RAM.
 //   - Dirty pages: under TCG pagecast's plugin (package tcg) inside QEMU;
 //     under KVM the collector's eBPF hooks, with QEMU's dirty ring kept on by
 //     set-vcpu-dirty-limit. The plugin sees the vCPUs' stores only, not

@@ -30,37 +30,43 @@ type memdev struct {
 
 // ramFile finds the file holding the guest RAM of QEMU pid and its size:
 // the mem-path of a memory-backend-file, or the memfd of a
-// memory-backend-memfd among the process's open files, which memfd says.
-// Either must be shared (share=on): a private mapping's writes never reach
-// the file.
-func ramFile(mon Monitor, pid int) (path string, size uint64, memfd bool, err error) {
-	path, size, err = ramFileOf(mon, pid)
-	return path, size, strings.HasPrefix(path, "/proc/") && isMemfd(path), err
+// memory-backend-memfd among the process's open files. Either must be
+// shared (share=on): a private mapping's writes never reach the file.
+// named says whether the backend is a memory-backend-file, as QEMU asks
+// (qom-get of its type): the RAM QEMU 8.1 and later leave out of their
+// migration under x-ignore-shared (Source.CanSend). Where QEMU does not
+// say, a backend whose file is a memfd is taken for a memory-backend-memfd.
+func ramFile(mon Monitor, pid int) (path string, size uint64, named bool, err error) {
+	id := ""
+	path, size, id, err = ramFileOf(mon, pid)
+	if err != nil {
+		return "", 0, false, err
+	}
+	var typ string
+	if id != "" && qemu.QMP(mon, "qom-get", map[string]any{"path": "/objects/" + id, "property": "type"}, &typ) == nil && typ != "" {
+		return path, size, typ == "memory-backend-file", nil
+	}
+	link, lerr := os.Readlink(path)
+	return path, size, !(strings.HasPrefix(path, "/proc/") && lerr == nil && strings.HasPrefix(link, "/memfd:")), nil
 }
 
-// isMemfd says whether the open file at /proc/PID/fd/N is a memfd.
-func isMemfd(fd string) bool {
-	link, err := os.Readlink(fd)
-	return err == nil && strings.HasPrefix(link, "/memfd:")
-}
-
-func ramFileOf(mon Monitor, pid int) (path string, size uint64, err error) {
+func ramFileOf(mon Monitor, pid int) (path string, size uint64, id string, err error) {
 	var devs []memdev
 	if err := qemu.QMP(mon, "query-memdev", nil, &devs); err != nil {
-		return "", 0, err
+		return "", 0, "", err
 	}
 	switch {
 	case len(devs) == 0:
-		return "", 0, fmt.Errorf("qemu %d: %w (no memory backend): %s", pid, ErrNotShared, sharedRAMHint)
+		return "", 0, "", fmt.Errorf("qemu %d: %w (no memory backend): %s", pid, ErrNotShared, sharedRAMHint)
 	case len(devs) > 1:
-		return "", 0, fmt.Errorf("qemu %d has %d memory backends (NUMA nodes or DIMMs): only one is supported", pid, len(devs))
+		return "", 0, "", fmt.Errorf("qemu %d has %d memory backends (NUMA nodes or DIMMs): only one is supported", pid, len(devs))
 	}
 	d := devs[0]
 	if !d.Share {
-		return "", 0, fmt.Errorf("qemu %d: %w (backend %q has share=off): %s", pid, ErrNotShared, d.ID, sharedRAMHint)
+		return "", 0, "", fmt.Errorf("qemu %d: %w (backend %q has share=off): %s", pid, ErrNotShared, d.ID, sharedRAMHint)
 	}
 	if d.Size == 0 || d.Size%4096 != 0 {
-		return "", 0, fmt.Errorf("qemu %d: guest RAM of %d bytes is not a whole number of 4 KiB pages", pid, d.Size)
+		return "", 0, "", fmt.Errorf("qemu %d: guest RAM of %d bytes is not a whole number of 4 KiB pages", pid, d.Size)
 	}
 	var memPath, byPath string
 	if d.ID != "" && qemu.QMP(mon, "qom-get", map[string]any{"path": "/objects/" + d.ID, "property": "mem-path"}, &memPath) == nil && memPath != "" {
@@ -78,27 +84,39 @@ func ramFileOf(mon Monitor, pid int) (path string, size uint64, err error) {
 	ents, err := os.ReadDir(fds)
 	if err != nil {
 		if byPath != "" {
-			return byPath, d.Size, nil
+			return byPath, d.Size, d.ID, nil
 		}
-		return "", 0, fmt.Errorf("find guest RAM of qemu %d: %w", pid, err)
+		return "", 0, "", fmt.Errorf("find guest RAM of qemu %d: %w", pid, err)
 	}
+	// A memory-backend-file's own file first: a memfd of the same size
+	// open in QEMU too was taken for it (review 113).
+	memfd := ""
 	for _, e := range ents {
 		p := filepath.Join(fds, e.Name())
 		link, err := os.Readlink(p)
 		if err != nil {
 			continue
 		}
-		if !strings.HasPrefix(link, "/memfd:") && !(memPath != "" && strings.HasPrefix(link, memPath)) {
+		own := memPath != "" && strings.HasPrefix(link, memPath)
+		if !own && !strings.HasPrefix(link, "/memfd:") {
 			continue
 		}
 		if st, err := os.Stat(p); err == nil && uint64(st.Size()) == d.Size {
-			return p, d.Size, nil
+			if own || memPath == "" {
+				return p, d.Size, d.ID, nil
+			}
+			if memfd == "" {
+				memfd = p
+			}
 		}
 	}
-	if byPath != "" {
-		return byPath, d.Size, nil
+	if memfd != "" && byPath == "" {
+		return memfd, d.Size, d.ID, nil
 	}
-	return "", 0, fmt.Errorf("qemu %d: %w (backend %q is shared but neither a file nor a memfd of %d bytes among its open files): %s",
+	if byPath != "" {
+		return byPath, d.Size, d.ID, nil
+	}
+	return "", 0, "", fmt.Errorf("qemu %d: %w (backend %q is shared but neither a file nor a memfd of %d bytes among its open files): %s",
 		pid, ErrNotShared, d.ID, d.Size, sharedRAMHint)
 }
 

@@ -509,7 +509,7 @@ func TestAttach(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.CanSend(); (err != nil) != (tt.name == "memfd" && v.AtLeast(8, 1)) ||
+			if err := s.CanSend(); (err != nil) != (tt.name == "memfd" && qemu.MigratesMemfdRAM(v)) ||
 				err != nil && (!errors.Is(err, qemuguest.ErrStateCarriesRAM) || !strings.Contains(err.Error(), "memory-backend-file")) {
 				t.Errorf("QEMU %s, %s: CanSend %v", v, tt.name, err)
 			}

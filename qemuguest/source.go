@@ -51,7 +51,7 @@ type vm struct {
 	id    migrator.Identity
 	v     *qemu.VM       // the QEMU StartSource or StartDest booted
 	ram   *os.File       // the file mem maps, for its holes (migrator.MemoryFile)
-	memfd bool           // ram is a memfd (memory-backend-memfd), not a named file
+	named bool           // the RAM's backend is a memory-backend-file, not a memfd (ramFile)
 	owned []func() error // run by Close, last first
 }
 
@@ -99,14 +99,14 @@ var ErrStateCarriesRAM = errors.New("QEMU's migration would send the guest RAM w
 // should not be migrated"; walk 111). As a destination a memfd's QEMU is
 // fine.
 func (s *Source) CanSend() error {
-	if !s.memfd {
+	if s.named {
 		return nil
 	}
 	v, err := qemu.QueryVersion(s.mon)
 	if err != nil || !qemu.MigratesMemfdRAM(v) {
 		return nil // 7.2 skips it (an unanswered version: tried, as before)
 	}
-	return fmt.Errorf("qemu %d (QEMU %s): its guest RAM is a memfd (memory-backend-memfd), and %w (from 8.1 on, x-ignore-shared skips only RAM in a named file), "+
+	return fmt.Errorf("qemu %d (QEMU %s): its guest RAM is not in a named file (memory-backend-memfd, not -file), and %w (from 8.1 on, x-ignore-shared skips only RAM in a named file), "+
 		"so pagecast's engine would send the RAM twice, the second time in the switch-over's pause; "+
 		"start QEMU with -object memory-backend-file,id=mem,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=mem instead",
 		s.pid, v, ErrStateCarriesRAM)
@@ -159,11 +159,11 @@ func (g *vm) attach(mon Monitor, pid int, mem []byte) error {
 		}
 	}
 	g.pid = pid
-	path, size, memfd, err := ramFile(mon, pid)
+	path, size, named, err := ramFile(mon, pid)
 	if err != nil {
 		return err
 	}
-	g.memfd = memfd
+	g.named = named
 	// Kept open: the engine finds its holes (migrator.MemoryFile).
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {

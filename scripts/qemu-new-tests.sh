@@ -17,7 +17,7 @@ if ! bin=$(scripts/qemu-new.sh "$dir" 2>"$errf"); then
 	cat "$errf" >&2
 	# Said as a skipped test, which testsummary counts as one wanting
 	# QEMU, not only on stderr: a green run without it is thinner.
-	why=$(tail -1 "$errf" | tr -d '"\\')
+	why=$(tail -1 "$errf" | tr -d '"\\' | tr -cd '[:print:]')
 	for e in '"Action":"start"' \
 		'"Action":"output","Test":"TestOnNewerQEMU","Output":"needs QEMU 10.0 beside the system'"'"'s (scripts/qemu-new.sh): '"$why"'\n"' \
 		'"Action":"skip","Test":"TestOnNewerQEMU"' '"Action":"skip"'; do
@@ -36,5 +36,5 @@ status=0
 "$go" test -json -count=1 -timeout 10m ./tcg/ || status=1
 "$go" test -json -count=1 -timeout 10m -run '^(TestDirtyLogHighMemory|TestEngine|TestEngineLinux|TestAttach)$' ./qemuguest/ || status=1
 "$go" test -json -count=1 -timeout 10m \
-	-run '^(TestQEMUMigrationKeepsWritesTCG|TestMigrateQEMU|TestDemoQEMU|TestProfileTCG|TestIncomingQEMU.*|TestLinuxVCPUs)$' ./cmd/pagecast/ || status=1
+	-run '^(TestQEMUMigrationKeepsWritesTCG|TestMigrateQEMU|TestDemoQEMU|TestProfileTCG|TestIncomingQEMU.*|TestLinuxVCPUs|TestMigrateMemfdSource|TestReceiveHandStartedQEMU)$' ./cmd/pagecast/ || status=1
 exit $status

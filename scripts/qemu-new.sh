@@ -26,7 +26,21 @@ set -euo pipefail
 dir=${1:?usage: $0 DIR}
 suite=bookworm-backports
 bin=$dir/bin
+# wrap writes DIR/bin/qemu-system-x86_64: exec keeps the pid, as pagecast
+# expects of the QEMU it started; bash, whose %q quoting it reads.
+wrap() {
+	mkdir -p "$bin"
+	printf '#!/bin/bash\nexec %q -L %q "$@"\n' "$dir/usr/bin/qemu-system-x86_64" "$dir/usr/share/qemu" >"$bin/qemu-system-x86_64.new"
+	chmod +x "$bin/qemu-system-x86_64.new"
+	mv "$bin/qemu-system-x86_64.new" "$bin/qemu-system-x86_64"
+}
 if [ -x "$bin/qemu-system-x86_64" ] && "$bin/qemu-system-x86_64" --version >/dev/null 2>&1; then
+	echo "$bin"
+	exit 0
+fi
+# Unpacked by an earlier version of this script, without the wrapper.
+if [ -x "$dir/usr/bin/qemu-system-x86_64" ] && "$dir/usr/bin/qemu-system-x86_64" --version >/dev/null 2>&1; then
+	wrap
 	echo "$bin"
 	exit 0
 fi
@@ -64,12 +78,7 @@ fi
 for deb in "$apt"/debs/*.deb; do
 	dpkg-deb -x "$deb" "$dir"
 done
-mkdir -p "$bin"
-# exec: the QEMU keeps the wrapper's pid, as pagecast expects of the
-# process it started.
-printf '#!/bin/sh\nexec %q -L %q "$@"\n' "$dir/usr/bin/qemu-system-x86_64" "$dir/usr/share/qemu" >"$bin/qemu-system-x86_64.new"
-chmod +x "$bin/qemu-system-x86_64.new"
-mv "$bin/qemu-system-x86_64.new" "$bin/qemu-system-x86_64"
+wrap
 if ! out=$("$bin/qemu-system-x86_64" --version 2>&1); then
 	echo "qemu-new: the unpacked QEMU does not run here: $out" >&2
 	exit 1

@@ -199,11 +199,14 @@ func ExplainLoadError(stderr string) error {
 			ErrPluginRefused, m[1], m[2], PluginAPIOldest, PluginAPINewest)
 	}
 	if m := reTooOld.FindStringSubmatch(stderr); m != nil {
+		if oldest, _ := strconv.Atoi(m[2]); oldest > PluginAPINewest {
+			return fmt.Errorf("%w: the plugin speaks plugin API version %s, this QEMU loads version %s and newer only, which pagecast's plugin does not speak: "+
+				"use QEMU 7.2 to 10.x, or port the plugin to this QEMU's API", ErrPluginRefused, m[1], m[2])
+		}
 		// On QEMU 9 and 10, a plugin written by an older pagecast, which
 		// declared 1 to every QEMU (review 112).
 		return fmt.Errorf("%w: the plugin speaks plugin API version %s, this QEMU loads version %s and newer only: "+
-			"write the plugin again with this pagecast (pagecast plugin), whose plugin declares version %d to QEMU 9.0 and later; "+
-			"beyond QEMU 10.x, port it to this QEMU's API",
+			"write the plugin again with this pagecast (pagecast plugin), whose plugin declares version %d to QEMU 9.0 and later",
 			ErrPluginRefused, m[1], m[2], PluginAPINewest)
 	}
 	if m := reOwnLine.FindStringSubmatch(stderr); m != nil {

@@ -63,7 +63,7 @@ func migrateCommand() *cli.Command {
 			"progressTimeout does), each counted failed, and never in post-copy; in QEMU's post-copy modes\n" +
 			"--timeout starts post-copy instead (KubeVirt's allowPostCopy).\n\n" +
 			"The source may also be QEMU as shipped (query-version tells). --engine auto (the default) runs\n" +
-			"pagecast's engine where it can: the guest RAM in shared memory (memfd or a file, share=on) and\n" +
+			"pagecast's engine where it can: the guest RAM in shared memory (a file, share=on; a memfd before QEMU 8.1) and\n" +
 			"pagecast's dirty hook (the TCG plugin, or eBPF on KVM), the destination a pagecast receiver\n" +
 			"(vm run --monitor qemu --incoming, or pagecast receive beside a QEMU waiting with -incoming\n" +
 			"defer); every mode without post-copy runs so. Otherwise, or with --engine qemu, QEMU moves the\n" +

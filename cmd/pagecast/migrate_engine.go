@@ -103,8 +103,10 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	if err == nil {
 		// The dirty hook must be there too: the TCG plugin, or eBPF on KVM.
 		var log migrator.DirtyLog
-		if err = src.CanSend(); err != nil {
-		} else if log, err = src.StartDirtyLog(); err == nil {
+		if err = src.CanSend(); err == nil {
+			log, err = src.StartDirtyLog()
+		}
+		if err == nil {
 			log.Close()
 			return src, enginePagecast, "the source QEMU's guest RAM is shared memory and its dirty pages can be tracked", nil
 		}
@@ -112,6 +114,11 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	}
 	if flag == enginePagecast {
 		return nil, "", "", fmt.Errorf("pagecast's engine on the source QEMU: %w", err)
+	}
+	if errors.Is(err, qemuguest.ErrStateCarriesRAM) && migrator.TCGLosesWrites(mon) != "" {
+		// As for a busy area, below (review 113).
+		return nil, "", "", fmt.Errorf("pagecast's engine cannot send this guest (%w); --engine auto does not fall back to QEMU's own migration, "+
+			"which under TCG before QEMU 9.0 loses some of the guest's writes: restart the QEMU with its RAM in a file, or give --engine qemu", err)
 	}
 	if errors.Is(err, tcg.ErrAreaBusy) {
 		// A profile holds the plugin's area for a while: no reason to

@@ -1327,7 +1327,10 @@ func TestQEMUMigrationKeepsWritesTCG(t *testing.T) {
 	qemuQuery(t, src, "query-migrate", &info)
 	t.Logf("QEMU %d.%d.%d: %d of %d pages differ after its own pre-copy (%d dirty syncs, %.1f MiB sent)",
 		v.QEMU.Major, v.QEMU.Minor, v.QEMU.Micro, differ, len(a)/4096, info.RAM.DirtySyncCount, float64(info.RAM.Transferred)/(1<<20))
-	if info.RAM.DirtySyncCount < 2 {
+	// A pre-copy syncs at its setup, once little remains and at its end,
+	// whatever it did between (review 113): a fourth is a round after the
+	// first, where writes could be lost.
+	if info.RAM.DirtySyncCount < 4 {
 		t.Errorf("QEMU's migration synced the dirty log %d times: no round after the first to lose a write in", info.RAM.DirtySyncCount)
 	}
 	if v.QEMU.Major >= 9 && differ > 0 {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package migrator
+
+const raceEnabled = false
