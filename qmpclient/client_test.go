@@ -2,6 +2,7 @@ package qmpclient
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -397,16 +398,20 @@ func TestStoppedQEMU(t *testing.T) {
 	}
 	pid := cmd.Process.Pid
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT); cmd.Process.Kill(); cmd.Wait() })
+	// Listening, not only bound: the file comes first (CI 57's rerun:
+	// "connection refused").
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(path); err == nil {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
 			break
 		} else if time.Now().After(deadline) {
-			t.Fatal("the server made no socket")
+			t.Fatalf("the server does not listen: %v", err)
 		}
 	}
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	waitStopped(t, pid)
 	want := fmt.Sprintf("sent no greeting in 200ms: pid %d (%s) listens there, stopped (SIGSTOP: SIGCONT resumes it)", pid, filepath.Base(os.Args[0]))
 	if _, err := Open(path, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Open of a stopped QEMU's socket: %v", err)
@@ -418,10 +423,35 @@ func TestStoppedQEMU(t *testing.T) {
 	}
 	defer c.Disconnect()
 	syscall.Kill(pid, syscall.SIGSTOP)
+	waitStopped(t, pid)
 	c.SetAnswerWait(200 * time.Millisecond)
 	_, err = c.Run([]byte(`{"execute":"query-status"}`))
 	if want := fmt.Sprintf("did not answer query-status in 200ms: its QEMU, pid %d, is stopped (SIGSTOP: SIGCONT resumes it)", pid); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("a command to a stopped QEMU: %v, want %q", err, want)
+	}
+}
+
+// waitStopped waits until every thread of process pid has stopped: kill
+// returns before they have, and one of them accepted and greeted a
+// connection made at once (CI 57).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+		stopped := len(tasks) > 0
+		for _, task := range tasks {
+			stat, err := os.ReadFile(task + "/stat")
+			i := bytes.LastIndexByte(stat, ')')
+			if err != nil || i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' && stat[i+2] != 't' {
+				stopped = false
+			}
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d not stopped 5 s after SIGSTOP", pid)
+		}
 	}
 }
 

@@ -381,6 +381,7 @@ func TestProfileStoppedAttaching(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	accepted := make(chan struct{}, 1)
 	go func() {
 		for {
 			c, err := l.Accept() // and never greet
@@ -388,6 +389,10 @@ func TestProfileStoppedAttaching(t *testing.T) {
 				return
 			}
 			defer c.Close()
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
 		}
 	}()
 	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+sock, "--duration", "10s")
@@ -396,7 +401,15 @@ func TestProfileStoppedAttaching(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Once it has connected, waiting for the greeting (its signals are
+	// caught before it dials): a fixed 500 ms was not always enough for it
+	// to start, on a loaded host under CI (CI 57: killed by the SIGTERM).
+	select {
+	case <-accepted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("profile did not connect in 30 s")
+	}
+	time.Sleep(100 * time.Millisecond)
 	sent := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()

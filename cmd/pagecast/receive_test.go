@@ -181,9 +181,17 @@ func TestReceiveQEMUQuits(t *testing.T) {
 // -incoming defer, its standard error to stderr; and waits for its socket.
 func startWaitingQEMU(t *testing.T, qmp string, stderr io.Writer, extra ...string) *exec.Cmd {
 	t.Helper()
+	return startMemfdQEMU(t, qmp, stderr, append([]string{"-incoming", "defer"}, extra...)...)
+}
+
+// startMemfdQEMU starts a QEMU by hand with 32 MiB of guest RAM in a memfd,
+// QMP at qmp, extra, and its standard error to stderr; and waits for its
+// socket.
+func startMemfdQEMU(t *testing.T, qmp string, stderr io.Writer, extra ...string) *exec.Cmd {
+	t.Helper()
 	args := append([]string{"-accel", "tcg", "-machine", "pc,memory-backend=ram", "-m", "32M",
 		"-object", "memory-backend-memfd,id=ram,size=32M,share=on", "-nographic", "-nodefaults",
-		"-qmp", "unix:" + qmp + ",server=on,wait=off", "-incoming", "defer"}, extra...)
+		"-qmp", "unix:" + qmp + ",server=on,wait=off"}, extra...)
 	qemu := exec.Command("qemu-system-x86_64", args...)
 	qemu.Stderr = stderr
 	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -260,21 +268,7 @@ func TestMigrateMemfdSource(t *testing.T) {
 		t.Skipf("QEMU %s leaves a memfd's RAM out of its migration under x-ignore-shared: nothing to refuse (make test's last pass runs this on QEMU 10)", v)
 	}
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
-	src := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-machine", "pc,memory-backend=ram", "-m", "32M",
-		"-object", "memory-backend-memfd,id=ram,size=32M,share=on", "-nographic", "-nodefaults",
-		"-qmp", "unix:"+sock+",server=on,wait=off", "-S")
-	src.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := src.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
-	waitFor(t, "the hand-started QEMU's QMP socket", func() bool {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	startMemfdQEMU(t, sock, nil, "-S")
 	uri := freeTCP(t) // nothing listens: the migration QEMU's engine starts fails there
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+sock, "--to", uri, "--engine", "pagecast").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "its guest RAM is not in a named file") ||
