@@ -2,7 +2,6 @@ package qmpclient
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/qmpserver"
 )
 
@@ -431,24 +431,12 @@ func TestStoppedQEMU(t *testing.T) {
 	}
 }
 
-// waitStopped waits until every thread of process pid has stopped: kill
-// returns before they have, and one of them accepted and greeted a
+// waitStopped waits until process pid has stopped, every thread of it:
+// kill returns before they have, and one of them accepted and greeted a
 // connection made at once (CI 57).
 func waitStopped(t *testing.T, pid int) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
-		stopped := len(tasks) > 0
-		for _, task := range tasks {
-			stat, err := os.ReadFile(task + "/stat")
-			i := bytes.LastIndexByte(stat, ')')
-			if err != nil || i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' && stat[i+2] != 't' {
-				stopped = false
-			}
-		}
-		if stopped {
-			return
-		}
+	for deadline := time.Now().Add(5 * time.Second); !proc.Stopped(pid); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("pid %d not stopped 5 s after SIGSTOP", pid)
 		}

@@ -37,14 +37,25 @@ func Exited(stat []byte) bool {
 }
 
 // Stopped reports whether process pid is stopped by a signal (SIGSTOP,
-// SIGTSTP: state T) or by a tracer (t).
+// SIGTSTP: state T) or by a tracer (t): every one of its threads, as kill
+// returns before they all have stopped, and one still running can still
+// answer (CI 57: a thread accepted and greeted after the SIGSTOP).
 func Stopped(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
 		return false
 	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'T' || stat[i+2] == 't')
+	for _, task := range tasks {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' && stat[i+2] != 't' {
+			return false
+		}
+	}
+	return true
 }
 
 // ThreadCPU is the CPU time thread tid of process pid has had, from
