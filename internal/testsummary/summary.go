@@ -21,6 +21,7 @@ type event struct {
 	Output      string
 	ImportPath  string
 	FailedBuild string
+	Elapsed     float64 // seconds, on a test's or package's pass or fail
 }
 
 // A test is one test or subtest of a package being run.
@@ -61,7 +62,43 @@ type summary struct {
 	reasons []string            // other skip reasons, in order of first appearance
 	failedT [][2]string         // failed tests: package, name
 	failedP []string            // failed packages, "[build failed]" appended where it did not build
+	slowest []timed             // the slowest top-level tests that ended, slowest first
 	ok      bool
+}
+
+// A timed test is a top-level test that passed or failed, and how long it
+// took (a parallel test from when it went on, not from its pause).
+type timed struct {
+	pkg, name string
+	seconds   float64
+}
+
+// slowShown is how many of the slowest tests the summary lists, and
+// slowAtLeast the time below which a test is not worth listing: the list is
+// there to say where a suite's time goes.
+const (
+	slowShown   = 5
+	slowAtLeast = 10.0
+)
+
+// timedTest keeps t among the slowest if it is one.
+func (s *summary) timedTest(pkgPath, name string, seconds float64) {
+	if strings.Contains(name, "/") || seconds < slowAtLeast {
+		return
+	}
+	i, _ := slices.BinarySearchFunc(s.slowest, seconds, func(t timed, sec float64) int {
+		switch {
+		case t.seconds > sec:
+			return -1
+		case t.seconds < sec:
+			return 1
+		}
+		return 0
+	})
+	s.slowest = slices.Insert(s.slowest, i, timed{pkgPath, name, seconds})
+	if len(s.slowest) > slowShown {
+		s.slowest = s.slowest[:slowShown]
+	}
 }
 
 // summarize reads `go test -json` from r, writes plain `go test` output and
@@ -143,10 +180,12 @@ func (s *summary) handle(e event) {
 	case "pass":
 		t.status = e.Action
 		s.passed++
+		s.timedTest(e.Package, t.name, e.Elapsed)
 	case "fail":
 		t.status = e.Action
 		s.failed++
 		s.failedT = append(s.failedT, [2]string{e.Package, t.name})
+		s.timedTest(e.Package, t.name, e.Elapsed)
 	case "skip":
 		t.status = e.Action
 		s.skipped++
@@ -291,6 +330,13 @@ func (s *summary) close() {
 			}
 			fmt.Fprintf(s.w, "  %s: %s\n", r, strings.Join(names, ", "))
 		}
+	}
+	if len(s.slowest) > 0 {
+		var names []string
+		for _, t := range s.slowest {
+			names = append(names, fmt.Sprintf("%s %.0f s", short(t.pkg, t.name), t.seconds))
+		}
+		fmt.Fprintf(s.w, "slowest tests: %s\n", strings.Join(names, ", "))
 	}
 	if len(s.failedT) > 0 {
 		var names []string

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,5 +125,31 @@ not json
 	ok, err = summarize(strings.NewReader(""), &out)
 	if err != nil || ok {
 		t.Errorf("empty input: ok %v, err %v; want not ok", ok, err)
+	}
+}
+
+// TestSlowest: the summary lists the slowest top-level tests of 10 s or
+// more, at most five, slowest first, failed ones too, and no subtest.
+func TestSlowest(t *testing.T) {
+	var in strings.Builder
+	for i, sec := range []float64{12, 3, 40, 11, 25, 90, 10, 14} {
+		name := fmt.Sprintf("Test%d", i)
+		action := "pass"
+		if i == 5 {
+			action = "fail"
+		}
+		fmt.Fprintf(&in, `{"Action":"run","Package":"example.com/m/a","Test":%q}`+"\n", name)
+		fmt.Fprintf(&in, `{"Action":"run","Package":"example.com/m/a","Test":%q}`+"\n", name+"/sub")
+		fmt.Fprintf(&in, `{"Action":"pass","Package":"example.com/m/a","Test":%q,"Elapsed":%g}`+"\n", name+"/sub", sec*2)
+		fmt.Fprintf(&in, `{"Action":%q,"Package":"example.com/m/a","Test":%q,"Elapsed":%g}`+"\n", action, name, sec)
+	}
+	in.WriteString(`{"Action":"fail","Package":"example.com/m/a","Elapsed":200}` + "\n")
+	var out bytes.Buffer
+	if _, err := summarize(strings.NewReader(in.String()), &out); err != nil {
+		t.Fatal(err)
+	}
+	want := "slowest tests: a.Test5 90 s, a.Test2 40 s, a.Test4 25 s, a.Test7 14 s, a.Test0 12 s\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("output\n%s\nlacks\n%s", out.String(), want)
 	}
 }
