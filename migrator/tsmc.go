@@ -575,6 +575,11 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 		return err
 	}
 
+	// Asked of the guest aside from this loop (below), and waited for
+	// once the region is closed, which gives a guest held in a fault
+	// its page.
+	var asked sync.WaitGroup
+	defer asked.Wait()
 	region, err := uffd.Register(rc.mem)
 	if err != nil {
 		return fmt.Errorf("stage 3 needs userfaultfd: %w", err)
@@ -625,8 +630,18 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 		}
 		err = fmt.Errorf("%w; the guest is stopped here%s", err, neverCame(missing))
 	}()
-	_, st := rc.d.Waiting() // running, or paused where it was stopped while it waited
-	rc.log.Info("stage 3: fetching dirty pages", "guest", st, "pages", dirty.Count())
+	// The guest's state, for the log: running, or paused where it was
+	// stopped while it waited. Asked aside, as the answer can wait on
+	// a vCPU held in a fault, which only this loop's requests and fills
+	// free: a test guest's writer faults holding the lock its state
+	// needs (it hung a test for 19 minutes), and a QEMU's main loop may
+	// write a device's DMA into a missing page.
+	asked.Add(1)
+	go func() {
+		defer asked.Done()
+		_, st := rc.d.Waiting()
+		rc.log.Info("stage 3: fetching dirty pages", "guest", st, "pages", dirty.Count())
+	}()
 
 	// Faults become requests; the writer is shared with the final verdict.
 	var wmu sync.Mutex

@@ -492,3 +492,52 @@ func TestCancelInStage2(t *testing.T) {
 		t.Errorf("status %q after the cancel, want %q", info.Status, StatusCancelled)
 	}
 }
+
+// faultHeld is a destination whose state, once its guest runs, is answered
+// only by a vCPU not held in a fault: a test guest's state takes the lock
+// its writer holds while it waits on a missing page, as a QEMU's main loop
+// may wait on a device's DMA into one.
+type faultHeld struct {
+	*memGuest
+	started atomic.Bool
+}
+
+func (g *faultHeld) Start() error {
+	err := g.memGuest.Start()
+	g.started.Store(true)
+	return err
+}
+
+func (g *faultHeld) Waiting() (bool, string) {
+	if !g.started.Load() {
+		return g.memGuest.Waiting()
+	}
+	time.Sleep(100 * time.Millisecond) // the writer faults on a page stage 3 has yet to bring
+	answer := make(chan string, 1)
+	go func() { _, st := g.memGuest.Waiting(); answer <- st }()
+	select {
+	case st := <-answer:
+		return false, st
+	case <-time.After(5 * time.Second):
+		return false, "no answer: the guest is held in a fault"
+	}
+}
+
+// TestTSMCStateAskedAside: stage 3 asks the destination its guest's state,
+// for its log, aside from the loop that brings the pages the guest faults
+// on. Asked in that loop, a state held up by a fault held the loop with
+// it, until the source gave up on a link where nothing moved (in CI, under
+// load, TestMigrateModes/tsmc then hung for 19 minutes on its test guest).
+func TestTSMCStateAskedAside(t *testing.T) {
+	if err := uffdAvailable(); err != nil {
+		t.Skip(err)
+	}
+	src := newMemGuest(t, lightLoad, true)
+	dst := &faultHeld{memGuest: newMemGuest(t, lightLoad, false)}
+	d := listenDestination(t, dst, ReceiveConfig{})
+	info := migrateTo(t, src, d, Config{Mode: ModeTSMC, MaxBandwidth: 16 << 20, DowntimeLimit: testDowntime,
+		IdleTimeout: 2 * time.Second, RecoverTimeout: time.Second})
+	if !info.Pagecast.Verified || d.res.Pulled == 0 {
+		t.Errorf("verified %v, %d pages pulled by the guest: want the memory verified and the guest faulting", info.Pagecast.Verified, d.res.Pulled)
+	}
+}
