@@ -169,8 +169,11 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		// is (walk 107: a destination ended on one page and a hang-up
 		// saying only "EOF"). Not in the abort below, which the source,
 		// gone or stalled, would not take in.
-		partly = fmt.Sprintf(" (%d of the guest's %d pages had arrived: this destination's memory is no longer blank, so it takes no other migration; "+
-			"a new one needs a destination started afresh)", rc.seen.Count(), rc.pages)
+		// Not "a new one needs a destination started afresh": a new
+		// receiver on the same QEMU took the next, memory equal (walk
+		// 114), as every migration writes all of it, holes as zeros.
+		partly = fmt.Sprintf(" (%d of the guest's %d pages had arrived; this receiver takes no other migration: to migrate again, wait with a new one, "+
+			"on the same destination if it still waits (a migration writes all of the guest's memory and checks it))", rc.seen.Count(), rc.pages)
 	}
 	if err != nil {
 		var refused *refusal
