@@ -715,6 +715,9 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 	}
 	for {
 		rec, err := rc.r.Next()
+		if err == nil && stage3Read != nil {
+			stage3Read(rec)
+		}
 		if err != nil {
 			err = fmt.Errorf("stage 3: read the source's pages (the guest waits on %d missing pages): %w", region.Missing(), err)
 			if rc.cfg.Reconnect == nil || errors.Is(err, ErrMalformed) {
@@ -771,6 +774,10 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 		}
 	}
 }
+
+// stage3Read, where a test sets it, sees each record stage 3 reads, in
+// its loop: a panic there is one in stage 3 (TestStage3PanicStopsGuest).
+var stage3Read func(*Record)
 
 // stopWait is how long a failed stage 3 waits for the guest it started to
 // stop before the pages it lacks are let go (see receiveTSMC).
