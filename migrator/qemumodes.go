@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/bits"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -602,6 +604,61 @@ func vcpuCount(m qmp.Monitor) int {
 	return len(cpus)
 }
 
+// SameStorage refuses a destination QEMU (dst, --dest-qmp) of this host
+// whose disk, by the device it backs, is another file than the source's,
+// before anything starts: neither QEMU's migration nor pagecast's moves a
+// disk, so the guest would run on there with another disk's blocks (walk
+// 114: a stale copy of the image, the migration completed and verified,
+// and the guest's disk lost the blocks written since the copy). A disk
+// that either QEMU does not name by a file of this host (a network
+// block device, a destination on another host) is left to the operator.
+func SameStorage(src, dst qmp.Monitor) error {
+	s, d := diskFiles(src), diskFiles(dst)
+	for _, dev := range slices.Sorted(maps.Keys(s)) {
+		there, ok := d[dev]
+		if !ok {
+			continue
+		}
+		here := s[dev]
+		hi, herr := os.Stat(here)
+		ti, terr := os.Stat(there)
+		if herr != nil || terr != nil || os.SameFile(hi, ti) {
+			continue
+		}
+		return fmt.Errorf("the destination QEMU (--dest-qmp) opens %s for the disk of %s, the source %s: a migration moves no disk, "+
+			"so the guest would run on there with that file's blocks, not the ones it wrote here; start the destination with the source's disk (shared storage)", there, dev, here)
+	}
+	return nil
+}
+
+// diskFiles are the files of this host that the QEMU behind m opens for its
+// disks (query-block), by the device each backs; none where it does not
+// say.
+func diskFiles(m qmp.Monitor) map[string]string {
+	var blocks []struct {
+		Device   string `json:"device"`
+		QDev     string `json:"qdev"`
+		Inserted *struct {
+			File string `json:"file"`
+		} `json:"inserted"`
+	}
+	if clientRun(m, "query-block", nil, &blocks) != nil {
+		return nil
+	}
+	files := map[string]string{}
+	for _, b := range blocks {
+		dev := b.QDev
+		if dev == "" {
+			dev = b.Device
+		}
+		if dev == "" || b.Inserted == nil || !strings.HasPrefix(b.Inserted.File, "/") {
+			continue
+		}
+		files[dev] = b.Inserted.File
+	}
+	return files
+}
+
 // KVMNotToTCG refuses a destination QEMU (dst, --dest-qmp) under TCG for a
 // source under KVM, before anything starts: the destination takes every
 // page, then refuses the state ("Unknown savevm section or instance
@@ -725,7 +782,7 @@ func TCGLosesWrites(src qmp.Monitor) string {
 			Major, Minor, Micro int
 		} `json:"qemu"`
 	}
-	if clientRun(src, "query-kvm", nil, &kvm) != nil || kvm.Enabled ||
+	if src == nil || clientRun(src, "query-kvm", nil, &kvm) != nil || kvm.Enabled ||
 		clientRun(src, "query-version", nil, &v) != nil || v.QEMU.Major == 0 || v.QEMU.Major >= 9 {
 		return ""
 	}

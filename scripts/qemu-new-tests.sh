@@ -31,10 +31,10 @@ echo "make test: last pass on $(qemu-system-x86_64 --version | head -1), from $b
 status=0
 # The plugin (its API version), its addresses above 4 GiB, pagecast's
 # engine on pc and Linux guests, a memfd source refused for it, QEMU's own migration keeping a TCG
-# guest's writes (9.0's fix), -incoming's status before a stream, the
-# demo, profiles.
+# guest's writes (9.0's fix) and engine auto taking it for a destination
+# listening itself, -incoming's status before a stream, the demo, profiles.
 "$go" test -json -count=1 -timeout 10m ./tcg/ || status=1
 "$go" test -json -count=1 -timeout 10m -run '^(TestDirtyLogHighMemory|TestEngine|TestEngineLinux|TestAttach)$' ./qemuguest/ || status=1
 "$go" test -json -count=1 -timeout 10m \
-	-run '^(TestQEMUMigrationKeepsWritesTCG|TestMigrateQEMU|TestDemoQEMU|TestProfileTCG|TestIncomingQEMU.*|TestLinuxVCPUs|TestMigrateMemfdSource|TestReceiveHandStartedQEMU)$' ./cmd/pagecast/ || status=1
+	-run '^(TestQEMUMigrationKeepsWritesTCG|TestMigrateQEMU|TestDemoQEMU|TestProfileTCG|TestIncomingQEMU.*|TestLinuxVCPUs|TestMigrateMemfdSource|TestReceiveHandStartedQEMU|TestEngineFollowsDestination)$' ./cmd/pagecast/ || status=1
 exit $status

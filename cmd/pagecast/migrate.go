@@ -100,7 +100,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 			&cli.BoolFlag{Name: "json", Usage: "print how the migration ended as one JSON object on stdout, whether it completed or not (status, error, guest: where the guest is now, engine, mode, downtime-limit, guest-paused, qemu, query-migrate's last reply; see README, \"For scripts\"), instead of the summary; the rest goes to stderr"},
-			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can"},
+			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can, else QEMU's (for want of pagecast's, not under TCG before QEMU 9.0, whose own migration loses writes there)"},
 			&cli.StringFlag{Name: "control", Usage: "serve QMP on unix:PATH while the migration runs, to change its link cap or downtime limit midway (migrate-set-parameters max-bandwidth, downtime-limit: what virsh migrate-setspeed and migrate-setmaxdowntime send) and for query-migrate, query-migrate-parameters and migrate_cancel; migrate holds --qmp's socket, QEMU's one client, until it ends"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's private key (PEM)"},
@@ -359,12 +359,15 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// Marked from here to the end, with either engine: a vm run
 		// stopped meanwhile waits for the migration (it ended the guest
 		// while pagecast's engine set up; a CI run).
+		srcPID, _ = qemuguest.ProcessOf(mon) // 0 where not seen from here
+		if err := abandonedHere(mon, srcPID); err != nil {
+			return err
+		}
 		release, err := qemuguest.HoldMigration(mon)
 		if err != nil {
 			return err
 		}
 		defer release()
-		srcPID, _ = qemuguest.ProcessOf(mon) // 0 where not seen from here
 		switch {
 		case dstEarly != nil:
 			dst = dstEarly
@@ -394,6 +397,13 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			if err := migrator.KVMNotToTCG(mon, dst); err != nil {
 				return err
 			}
+			// A file's name means this host's file only where the
+			// destination QEMU runs here.
+			if destinationPID(dst) != 0 {
+				if err := migrator.SameStorage(mon, dst); err != nil {
+					return err
+				}
+			}
 		}
 		if err := unanswered(mon, dst); err != nil {
 			return err
@@ -402,7 +412,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// every process's sockets.
 		toPID, toComm := listenerOf(c.String("to"))
 		listens := destListening(dst)
-		if dst == nil && qemuIncoming(toPID, toComm) != 0 {
+		if dst == nil && qemuIncoming(toPID, toComm, c.String("to")) != 0 {
 			// A QEMU of this host listens on --to's port itself: without
 			// --dest-qmp, pagecast's engine went there and ended it
 			// ("Not a migration stream"; walk 86).
@@ -1023,19 +1033,48 @@ func listenerOf(uri string) (pid int, comm string) {
 
 // localListener is the QEMU process of this host listening on the port
 // of migration URI uri, where uri names this host and one does; else 0.
-func localListener(uri string) int { return qemuIncoming(listenerOf(uri)) }
+func localListener(uri string) int {
+	pid, comm := listenerOf(uri)
+	return qemuIncoming(pid, comm, uri)
+}
+
+// abandonedHere is an error where the source QEMU pid's guest is paused
+// (postmigrate, or paused) by a pagecast migrate that was killed in its
+// switch-over: QEMU's run state then says the guest migrated away, and it
+// may run nowhere (walk 114: postmigrate was said to mean the guest ran
+// on the destination, which still waited). Asked before this migrate
+// holds the guest, which would hide that one.
+func abandonedHere(mon qmp.Monitor, pid int) error {
+	if pid == 0 {
+		return nil
+	}
+	who, ok := qemuguest.AbandonedSwitchover(pid)
+	if !ok {
+		return nil
+	}
+	if st, err := qemu.RunState(mon); err == nil && (st == "postmigrate" || st == "paused") {
+		return fmt.Errorf("migrate: virtual machine is %s: %s, then migrate again", st, abandonedNote(who))
+	}
+	return nil
+}
 
 // qemuIncoming is pid, listenerOf's process named comm, where it is a QEMU
-// waiting with -incoming; else 0.
-func qemuIncoming(pid int, comm string) int {
+// whose migration listener may be the port of uri; else 0.
+func qemuIncoming(pid int, comm, uri string) int {
 	if !strings.Contains(comm, "qemu") {
 		return 0
 	}
-	// One that waits for a migration: a QEMU's serial or hostfwd port is
-	// not its -incoming (review 88: taken for one, QEMU's migration went
-	// there and stalled).
+	// One that waits for a migration there: a QEMU's serial or hostfwd
+	// port is not its -incoming (review 88: taken for one, QEMU's
+	// migration went there and stalled; walk 114: a QEMU migrated in,
+	// started with -incoming defer, had its hostfwd port taken for one).
+	addr, err := migrator.ParseURI(uri)
+	if err != nil {
+		return 0
+	}
+	_, port, _ := net.SplitHostPort(addr)
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !waitsForMigration(strings.Split(string(b), "\x00")) {
+	if err != nil || !waitsForMigration(strings.Split(string(b), "\x00"), port) {
 		return 0
 	}
 	return pid
@@ -1059,10 +1098,59 @@ func qemuModes() string { return strings.Join(qemuRuns(false), ", ") }
 // qemuPostcopyModes are the post-copy modes QEMU's own migration runs, said.
 func qemuPostcopyModes() string { return strings.Join(qemuRuns(true), " and ") }
 
-// waitsForMigration says whether a QEMU command line has -incoming.
-func waitsForMigration(args []string) bool {
-	return slices.Contains(args, "-incoming") || slices.Contains(args, "--incoming") ||
-		slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "-incoming=") || strings.HasPrefix(a, "--incoming=") })
+// waitsForMigration says whether a QEMU command line has a migration
+// listener that may be on port: -incoming tcp:HOST:port, or -incoming
+// defer (libvirt's way: migrate-incoming later says where) unless another
+// option of the line takes that port (a hostfwd, a serial, a QMP socket).
+func waitsForMigration(args []string, port string) bool {
+	var incoming []string
+	for i, a := range args {
+		switch {
+		case (a == "-incoming" || a == "--incoming") && i+1 < len(args):
+			incoming = append(incoming, args[i+1])
+		case strings.HasPrefix(a, "-incoming="), strings.HasPrefix(a, "--incoming="):
+			_, v, _ := strings.Cut(a, "=")
+			incoming = append(incoming, v)
+		}
+	}
+	for _, v := range incoming {
+		if v == "defer" {
+			return !portTaken(args, port)
+		}
+		kind, rest, _ := strings.Cut(v, ":")
+		if kind != "tcp" {
+			continue // unix:, exec:, fd:, file: take no port
+		}
+		rest, _, _ = strings.Cut(rest, ",")
+		if _, p, err := net.SplitHostPort(rest); err == nil && p == port {
+			return true
+		}
+	}
+	return false
+}
+
+// portTaken says whether an option of a QEMU command line takes TCP port
+// for something else than a migration: a user network's hostfwd, a
+// socket given as tcp:HOST:PORT (a serial, a chardev, a QMP or HMP
+// monitor), a chardev's port=, a VNC display (5900 + its number).
+func portTaken(args []string, port string) bool {
+	taken := regexp.MustCompile(`(?:hostfwd=tcp:[^,]*:|tcp:[^,]*:|port=)` + regexp.QuoteMeta(port) + `(?:[-,]|$)`)
+	for i, a := range args {
+		if (a == "-incoming" || a == "--incoming") || i > 0 && (args[i-1] == "-incoming" || args[i-1] == "--incoming") {
+			continue
+		}
+		if taken.MatchString(a) {
+			return true
+		}
+		if i > 0 && args[i-1] == "-vnc" {
+			display, _, _ := strings.Cut(a, ",")
+			_, n, ok := strings.Cut(display, ":")
+			if d, err := strconv.Atoi(n); ok && err == nil && strconv.Itoa(5900+d) == port {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // destinationPID is the process of the QEMU behind m where it is one of

@@ -48,8 +48,10 @@ var errTSMCOnQEMU = errors.New("tsmc's stage 3 (and MODE+postcopy's) cannot run 
 // address, "" if not or unknown), else QEMU's own. --engine pagecast is
 // refused where that QEMU listens on the port --to (to) dials, and taken
 // as asked elsewhere (pagecast receive in front of a QEMU waiting with
-// -incoming tcp). It returns the attached source for pagecast's engine
-// (close it), and why.
+// -incoming tcp). Under TCG before QEMU 9.0, whose own migration loses
+// writes, auto refuses where it would take QEMU's for want of pagecast's
+// (not for a post-copy mode, which only QEMU's runs on QEMU: it warns). It
+// returns the attached source for pagecast's engine (close it), and why.
 func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *qemuguest.Source, engine, why string, err error) {
 	if flag != "auto" && flag != enginePagecast && flag != engineQEMU {
 		return nil, "", "", fmt.Errorf("--engine %q: want auto, pagecast or qemu", flag)
@@ -96,6 +98,13 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		// which the destination refuses (review 88: the advice looped).
 		return nil, "", "", fmt.Errorf("migration mode %q needs pagecast's engine, and the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only: "+
 			"have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive in front of a QEMU waiting with -incoming defer), or give a mode QEMU's migration runs (%s)", mode, listens, qemuModes())
+	case listens != "" && flag == "auto" && migrator.TCGLosesWrites(mon) != "":
+		// As for a memfd source or a busy area, below: auto takes no
+		// path that loses writes (walk 114: 15 and 22 pages stale, and
+		// the guest's kernel crashed on the destination, both times).
+		return nil, "", "", fmt.Errorf("the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only, and %s; "+
+			"--engine auto does not take it: have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive in front of a QEMU waiting with -incoming defer), "+
+			"or give --engine qemu", listens, migrator.TCGLosesWrites(mon))
 	case listens != "":
 		return nil, engineQEMU, fmt.Sprintf("the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only", listens), nil
 	}
@@ -364,6 +373,11 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		return fmt.Errorf("%w (the guest was handed over to the destination, which runs it if the handover reached it; the source's copy stays paused)", err)
 	}
 	if err != nil {
+		if ok, st := src.Running(); !ok && st == "paused" {
+			// Stopped by QMP during the rounds, which this engine
+			// leaves as it is (walk 114: said to keep running).
+			return fmt.Errorf("%w (the guest stays on the source, paused: QMP cont runs it)", err)
+		}
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
 	paused := guestPaused(pause)

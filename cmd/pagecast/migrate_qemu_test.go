@@ -142,6 +142,20 @@ func TestMigrateQEMU(t *testing.T) {
 					t.Fatalf("predictive on QEMU: %v, want a refusal", err)
 				}
 			}
+			if !migrator.NeedsPostcopy(tt.mode) && migrator.TCGLosesWrites(src.Monitor) != "" {
+				// QEMU's migration loses writes here: auto does not
+				// take it for a destination that takes nothing else
+				// (walk 114); asked for by name, it runs, with the
+				// warning.
+				_, _, err := runApp(t, args...)
+				if err == nil || !strings.Contains(err.Error(), "--engine auto does not take it") {
+					t.Fatalf("%s with --engine auto under TCG before QEMU 9.0: %v, want a refusal", tt.mode, err)
+				}
+				if st := qemuRunState(t, dst); st != "inmigrate" {
+					t.Fatalf("destination after the refusal: %s", st)
+				}
+				args = append(args, "--engine", "qemu")
+			}
 			start := time.Now()
 			stdout, stderr, err := runApp(t, args...)
 			if err != nil {
@@ -497,7 +511,8 @@ func TestSourceQEMUKilled(t *testing.T) {
 // that QEMU takes (it ran pagecast's engine, and the destination QEMU
 // exited on "Not a migration stream"; without --dest-qmp until walk 86);
 // --engine pagecast and --mode auto there are refused before anything is
-// sent, and the destination waits on.
+// sent, and the destination waits on; so is engine auto where QEMU's
+// migration loses writes (under TCG before QEMU 9.0).
 func TestEngineFollowsDestination(t *testing.T) {
 	src, dst, uri := qemuPair(t, "hotset:delay=8000")
 	for _, given := range [][]string{{"--dest-qmp", "unix:" + dst.QMPPath}, nil} {
@@ -533,6 +548,18 @@ func TestEngineFollowsDestination(t *testing.T) {
 	}
 	out, err = exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", uri,
 		"--mode", "precopy", "--bandwidth", "64MiB/s", "--quiet").CombinedOutput()
+	if lose := migrator.TCGLosesWrites(src.Monitor); lose != "" {
+		// Not where QEMU's migration loses writes (walk 114: the
+		// guest's kernel crashed on the destination, twice).
+		if err == nil || !strings.Contains(string(out), "the destination QEMU listens on "+uri+" with its own -incoming, which takes QEMU's migration only, and "+lose) ||
+			!strings.Contains(string(out), "--engine auto does not take it") {
+			t.Fatalf("engine auto to a QEMU listening itself under TCG before 9.0: %v\n%s", err, out)
+		}
+		if st := qemuRunState(t, dst); st != "inmigrate" {
+			t.Fatalf("destination after auto's refusal: %s", st)
+		}
+		return
+	}
 	if err != nil || !strings.Contains(string(out), "engine: qemu (the destination QEMU listens on "+uri) || !regexp.MustCompile(`(?m)^status +completed$`).Match(out) {
 		t.Fatalf("engine auto to a QEMU listening itself, no --dest-qmp: %v\n%s", err, out)
 	}
@@ -1366,5 +1393,42 @@ func TestIncomingQEMUStoppedBefore(t *testing.T) {
 	})
 	if strings.Contains(dst.stderr.String(), `msg="virtual machine running"`) {
 		t.Errorf("a paused guest logged as running:\n%s", dst.stderr.String())
+	}
+}
+
+// TestMigrateOtherDisk: a destination QEMU of this host whose disk is
+// another file than the source's is refused before anything is sent (walk
+// 114: a stale copy of the image; the migration completed, verified, and
+// the guest's disk had lost the blocks written since the copy). The same
+// file by another name is not.
+func TestMigrateOtherDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	dir := t.TempDir()
+	disk, other, link := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "copy.raw"), filepath.Join(dir, "link.raw")
+	for _, f := range []string{disk, other} {
+		if err := os.WriteFile(f, make([]byte, 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(disk, link); err != nil {
+		t.Fatal(err)
+	}
+	drive := func(f string) []string { return []string{"-drive", "file=" + f + ",format=raw,if=virtio"} }
+	src := filepath.Join(dir, "src.qmp")
+	startMemfdQEMU(t, src, nil, drive(disk)...)
+	for i, file := range []string{other, link} {
+		dst := filepath.Join(dir, fmt.Sprintf("dst%d.qmp", i))
+		startMemfdQEMU(t, dst, nil, append(drive(file), "-incoming", "defer")...)
+		_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src, "--dest-qmp", "unix:"+dst, "--to", freeTCP(t), "--engine", "qemu", "--mode", "precopy")
+		refused := err != nil && strings.Contains(err.Error(), "the destination QEMU (--dest-qmp) opens "+file+" for the disk of ")
+		if refused != (file == other) {
+			t.Errorf("destination on %s: %v\n%s", filepath.Base(file), err, stderr)
+		}
+		if file == other && (!strings.Contains(err.Error(), ", the source "+disk+": a migration moves no disk") || qmpState(t, src) != "running") {
+			t.Errorf("refusal %v; the source %s", err, qmpState(t, src))
+		}
 	}
 }

@@ -1170,22 +1170,37 @@ func TestQEMUMigrationTableOver(t *testing.T) {
 }
 
 // TestWaitsForMigration: a QEMU listening on --to's port is taken for a
-// migration's -incoming only where its command line has one (review 88:
-// a QEMU's serial port was taken for it).
+// migration's -incoming only where its command line has one that may be
+// on that port (review 88: a QEMU's serial port was taken for it; walk
+// 114: the hostfwd port of a QEMU started with -incoming defer, a VM
+// migrated in, was taken for its migration listener, and QEMU's migration
+// went there).
 func TestWaitsForMigration(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		want bool
 	}{
 		{[]string{"qemu-system-x86_64", "-m", "64", "-incoming", "tcp:127.0.0.1:4444"}, true},
-		{[]string{"qemu-system-x86_64", "-incoming", "defer"}, true},
+		{[]string{"qemu-system-x86_64", "-m", "64", "-incoming", "tcp:127.0.0.1:4444,ipv4=on"}, true},
+		{[]string{"qemu-system-x86_64", "-incoming", "tcp:127.0.0.1:5555", "-netdev", "user,id=n,hostfwd=tcp::4444-:22"}, false},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer"}, true}, // libvirt's: migrate-incoming says where
 		{[]string{"qemu-system-x86_64", "--incoming=tcp::4444"}, true},
+		{[]string{"qemu-system-x86_64", "-incoming", "unix:/run/m.sock", "-serial", "tcp:127.0.0.1:4444,server=on"}, false},
 		{[]string{"qemu-system-x86_64", "-serial", "tcp:127.0.0.1:4444,server=on"}, false},
 		{[]string{"qemu-system-x86_64", "-netdev", "user,id=n,hostfwd=tcp::4444-:22"}, false},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-netdev", "user,id=n,hostfwd=tcp:127.0.0.1:4444-:80"}, false},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-netdev", "user,id=n,hostfwd=tcp:127.0.0.1:14444-:80"}, true},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-qmp", "tcp:127.0.0.1:4444,server=on,wait=off"}, false},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-chardev", "socket,id=s,host=127.0.0.1,port=4444,server=on"}, false},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-vnc", "127.0.0.1:0"}, true},
 	} {
-		if got := waitsForMigration(tc.args); got != tc.want {
+		if got := waitsForMigration(tc.args, "4444"); got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.args, got, tc.want)
 		}
+	}
+	if !waitsForMigration([]string{"qemu-system-x86_64", "-incoming", "defer", "-vnc", ":1"}, "5900") ||
+		waitsForMigration([]string{"qemu-system-x86_64", "-incoming", "defer", "-vnc", ":1"}, "5901") {
+		t.Error("a VNC display's port, 5900 + its number, is not told from a migration listener")
 	}
 }
 

@@ -1711,7 +1711,8 @@ func TestMigrateQEMUSourceStopped(t *testing.T) {
 // leaves QEMU in postmigrate with the guest perhaps nowhere else: vm run
 // says so, and a stop then waits for a second signal. It said the
 // migration had completed, and a stop ended the only copy of the guest
-// (walk 103). QMP cont runs the guest here again.
+// (walk 103); so does a new migrate, which said the guest ran on the
+// destination (walk 114). QMP cont runs the guest here again.
 func TestVMRunQEMUMigrateKilledInSwitchover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
@@ -1762,6 +1763,12 @@ func killedInSwitchover(t *testing.T, stopped bool) {
 	waitFor(t, "vm run's warning", func() bool { return strings.Contains(src.stderr.String(), warn) })
 	if strings.Contains(src.stderr.String(), "migration out has completed") || strings.Contains(src.stderr.String(), "the migration has ended") {
 		t.Errorf("vm run said the migration ended:\n%s", src.stderr.String())
+	}
+	// A new migrate says the same, not that postmigrate means the guest
+	// runs on the destination, which still waits (walk 114).
+	if _, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--mode", "precopy"); err == nil ||
+		!strings.Contains(err.Error(), warn) || strings.Contains(err.Error(), "its guest runs on that migration's destination") {
+		t.Errorf("migrate again after the kill: %v\n%s", err, stderr)
 	}
 	if !stopped {
 		src.cmd.Process.Signal(os.Interrupt)
