@@ -604,15 +604,19 @@ func vcpuCount(m qmp.Monitor) int {
 	return len(cpus)
 }
 
-// SameStorage refuses a destination QEMU (dst, --dest-qmp) of this host
+// SameStorage refuses a destination QEMU (dst, --dest-qmp), where both it
+// and the source (src) run on this host as processes srcPID and dstPID,
 // whose disk, by the device it backs, is another file than the source's,
 // before anything starts: neither QEMU's migration nor pagecast's moves a
 // disk, so the guest would run on there with another disk's blocks (walk
 // 114: a stale copy of the image, the migration completed and verified,
-// and the guest's disk lost the blocks written since the copy). A disk
-// that either QEMU does not name by a file of this host (a network
-// block device, a destination on another host) is left to the operator.
-func SameStorage(src, dst qmp.Monitor) error {
+// and the guest's disk lost the blocks written since the copy). Each file
+// is looked up as its QEMU sees it (/proc/PID/root). Read-only media, and
+// a disk that either QEMU does not name by a file, are left alone.
+func SameStorage(src, dst qmp.Monitor, srcPID, dstPID int) error {
+	if srcPID == 0 || dstPID == 0 {
+		return nil
+	}
 	s, d := diskFiles(src), diskFiles(dst)
 	for _, dev := range slices.Sorted(maps.Keys(s)) {
 		there, ok := d[dev]
@@ -620,8 +624,8 @@ func SameStorage(src, dst qmp.Monitor) error {
 			continue
 		}
 		here := s[dev]
-		hi, herr := os.Stat(here)
-		ti, terr := os.Stat(there)
+		hi, herr := os.Stat(fmt.Sprintf("/proc/%d/root%s", srcPID, here))
+		ti, terr := os.Stat(fmt.Sprintf("/proc/%d/root%s", dstPID, there))
 		if herr != nil || terr != nil || os.SameFile(hi, ti) {
 			continue
 		}
@@ -631,15 +635,16 @@ func SameStorage(src, dst qmp.Monitor) error {
 	return nil
 }
 
-// diskFiles are the files of this host that the QEMU behind m opens for its
-// disks (query-block), by the device each backs; none where it does not
-// say.
+// diskFiles are the files the QEMU behind m opens read-write for its
+// disks (query-block), by the device each backs (its drive's name, else
+// its device's path); none where it does not say.
 func diskFiles(m qmp.Monitor) map[string]string {
 	var blocks []struct {
 		Device   string `json:"device"`
 		QDev     string `json:"qdev"`
 		Inserted *struct {
 			File string `json:"file"`
+			RO   bool   `json:"ro"`
 		} `json:"inserted"`
 	}
 	if clientRun(m, "query-block", nil, &blocks) != nil {
@@ -647,11 +652,11 @@ func diskFiles(m qmp.Monitor) map[string]string {
 	}
 	files := map[string]string{}
 	for _, b := range blocks {
-		dev := b.QDev
+		dev := b.Device
 		if dev == "" {
-			dev = b.Device
+			dev = b.QDev // -blockdev's, as libvirt gives them
 		}
-		if dev == "" || b.Inserted == nil || !strings.HasPrefix(b.Inserted.File, "/") {
+		if dev == "" || b.Inserted == nil || b.Inserted.RO || !strings.HasPrefix(b.Inserted.File, "/") {
 			continue
 		}
 		files[dev] = b.Inserted.File

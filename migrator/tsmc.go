@@ -577,9 +577,16 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 
 	// Asked of the guest aside from this loop (below), and waited for
 	// once the region is closed, which gives a guest held in a fault
-	// its page.
-	var asked sync.WaitGroup
-	defer asked.Wait()
+	// its page; for stopWait at most, as a stop is (a guest that never
+	// stopped may hold the answer too).
+	asked := make(chan struct{})
+	close(asked) // until it is asked
+	defer func() {
+		select {
+		case <-asked:
+		case <-time.After(stopWait):
+		}
+	}()
 	region, err := uffd.Register(rc.mem)
 	if err != nil {
 		return fmt.Errorf("stage 3 needs userfaultfd: %w", err)
@@ -634,11 +641,17 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 	// stopped while it waited. Asked aside, as the answer can wait on
 	// a vCPU held in a fault, which only this loop's requests and fills
 	// free: a test guest's writer faults holding the lock its state
-	// needs (it hung a test for 19 minutes), and a QEMU's main loop may
-	// write a device's DMA into a missing page.
-	asked.Add(1)
+	// needs (it hung a test for 19 minutes), as a VM's vCPU may hold
+	// one its monitor needs. A panic there is said, not the process's
+	// end: it is only the log's.
+	asked = make(chan struct{})
 	go func() {
-		defer asked.Done()
+		defer close(asked)
+		defer func() {
+			if p := recover(); p != nil {
+				rc.log.Error("stage 3: asking the guest's state panicked", "panic", p)
+			}
+		}()
 		_, st := rc.d.Waiting()
 		rc.log.Info("stage 3: fetching dirty pages", "guest", st, "pages", dirty.Count())
 	}()

@@ -36,5 +36,5 @@ status=0
 "$go" test -json -count=1 -timeout 10m ./tcg/ || status=1
 "$go" test -json -count=1 -timeout 10m -run '^(TestDirtyLogHighMemory|TestEngine|TestEngineLinux|TestAttach)$' ./qemuguest/ || status=1
 "$go" test -json -count=1 -timeout 10m \
-	-run '^(TestQEMUMigrationKeepsWritesTCG|TestMigrateQEMU|TestDemoQEMU|TestProfileTCG|TestIncomingQEMU.*|TestLinuxVCPUs|TestMigrateMemfdSource|TestReceiveHandStartedQEMU|TestEngineFollowsDestination)$' ./cmd/pagecast/ || status=1
+	-run '^(TestQEMUMigrationKeepsWritesTCG|TestMigrateQEMU|TestDemoQEMU|TestProfileTCG|TestIncomingQEMU.*|TestLinuxVCPUs|TestMigrateMemfdSource|TestReceiveHandStartedQEMU|TestEngineFollowsDestination|TestQEMUToReceiverAuto)$' ./cmd/pagecast/ || status=1
 exit $status

@@ -100,7 +100,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 			&cli.BoolFlag{Name: "json", Usage: "print how the migration ended as one JSON object on stdout, whether it completed or not (status, error, guest: where the guest is now, engine, mode, downtime-limit, guest-paused, qemu, query-migrate's last reply; see README, \"For scripts\"), instead of the summary; the rest goes to stderr"},
-			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can, else QEMU's (for want of pagecast's, not under TCG before QEMU 9.0, whose own migration loses writes there)"},
+			&cli.StringFlag{Name: "engine", Value: "auto", Usage: "for a QEMU source: pagecast (pagecast's engine: every mode without post-copy, so not tsmc, predictive+tsmc or MODE+postcopy; needs the guest RAM in shared memory and pagecast's dirty hook), qemu (QEMU's own migration), or auto: pagecast where it can, else QEMU's (for want of pagecast's, not under TCG before QEMU 9.0, whose own migration loses writes there: refused; the post-copy modes, QEMU's only on QEMU, go there with a warning)"},
 			&cli.StringFlag{Name: "control", Usage: "serve QMP on unix:PATH while the migration runs, to change its link cap or downtime limit midway (migrate-set-parameters max-bandwidth, downtime-limit: what virsh migrate-setspeed and migrate-setmaxdowntime send) and for query-migrate, query-migrate-parameters and migrate_cancel; migrate holds --qmp's socket, QEMU's one client, until it ends"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", Usage: "pagecast's engine on a QEMU source: mutual TLS, this end's private key (PEM)"},
@@ -397,12 +397,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			if err := migrator.KVMNotToTCG(mon, dst); err != nil {
 				return err
 			}
-			// A file's name means this host's file only where the
-			// destination QEMU runs here.
-			if destinationPID(dst) != 0 {
-				if err := migrator.SameStorage(mon, dst); err != nil {
-					return err
-				}
+			// A file's name means a file of this host only where both
+			// QEMUs run here.
+			if err := migrator.SameStorage(mon, dst, srcPID, destinationPID(dst)); err != nil {
+				return err
 			}
 		}
 		if err := unanswered(mon, dst); err != nil {
@@ -1130,22 +1128,48 @@ func waitsForMigration(args []string, port string) bool {
 }
 
 // portTaken says whether an option of a QEMU command line takes TCP port
-// for something else than a migration: a user network's hostfwd, a
-// socket given as tcp:HOST:PORT (a serial, a chardev, a QMP or HMP
-// monitor), a chardev's port=, a VNC display (5900 + its number).
+// for something else than a migration: a user network's hostfwd (its host
+// side), a socket QEMU listens on given as tcp:, telnet: or
+// websocket:HOST:PORT (a serial, a chardev, a monitor, gdb), a chardev's
+// or netdev's port= or listen=, a JSON option's "port", a VNC display
+// (5900 + its number) or its websocket=, gdb's -s (1234).
 func portTaken(args []string, port string) bool {
-	taken := regexp.MustCompile(`(?:hostfwd=tcp:[^,]*:|tcp:[^,]*:|port=)` + regexp.QuoteMeta(port) + `(?:[-,]|$)`)
+	q := regexp.QuoteMeta(port)
+	forwards := regexp.MustCompile(`(?:host|guest)fwd=[^,]*`)
+	hostSide := regexp.MustCompile(`^hostfwd=(?:tcp)?:[^:]*:` + q + `-`)
+	socket := regexp.MustCompile(`(?:\b(?:tcp|telnet|websocket):[^,]*:|\blisten=[^,]*:|\bport=|\bwebsocket=|"port":\s*"?)` + q + `(?:["},]|$)`)
+	incoming := func(i int) bool {
+		a := args[i]
+		return a == "-incoming" || a == "--incoming" || i > 0 && (args[i-1] == "-incoming" || args[i-1] == "--incoming")
+	}
 	for i, a := range args {
-		if (a == "-incoming" || a == "--incoming") || i > 0 && (args[i-1] == "-incoming" || args[i-1] == "--incoming") {
+		if incoming(i) {
 			continue
 		}
-		if taken.MatchString(a) {
+		for _, f := range forwards.FindAllString(a, -1) {
+			if hostSide.MatchString(f) {
+				return true
+			}
+		}
+		if socket.MatchString(forwards.ReplaceAllString(a, "")) {
 			return true
 		}
-		if i > 0 && args[i-1] == "-vnc" {
-			display, _, _ := strings.Cut(a, ",")
-			_, n, ok := strings.Cut(display, ":")
-			if d, err := strconv.Atoi(n); ok && err == nil && strconv.Itoa(5900+d) == port {
+		if (a == "-s" || a == "--s") && port == "1234" {
+			return true
+		}
+		if i == 0 {
+			continue
+		}
+		display := ""
+		switch prev := args[i-1]; {
+		case prev == "-vnc" || prev == "--vnc":
+			display = a
+		case (prev == "-display" || prev == "--display") && strings.HasPrefix(a, "vnc="):
+			display = strings.TrimPrefix(a, "vnc=")
+		}
+		if display, _, _ = strings.Cut(display, ","); display != "" {
+			n := display[strings.LastIndexByte(display, ':')+1:]
+			if d, err := strconv.Atoi(n); err == nil && strconv.Itoa(5900+d) == port {
 				return true
 			}
 		}

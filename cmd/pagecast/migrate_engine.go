@@ -99,12 +99,13 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		return nil, "", "", fmt.Errorf("migration mode %q needs pagecast's engine, and the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only: "+
 			"have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive in front of a QEMU waiting with -incoming defer), or give a mode QEMU's migration runs (%s)", mode, listens, qemuModes())
 	case listens != "" && flag == "auto" && migrator.TCGLosesWrites(mon) != "":
-		// As for a memfd source or a busy area, below: auto takes no
-		// path that loses writes (walk 114: 15 and 22 pages stale, and
-		// the guest's kernel crashed on the destination, both times).
+		// As where pagecast's engine cannot run, below: auto takes QEMU's
+		// migration for want of pagecast's nowhere it loses writes
+		// (walk 114: 15 and 22 pages stale, and the guest's kernel
+		// crashed on the destination, both times).
 		return nil, "", "", fmt.Errorf("the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only, and %s; "+
 			"--engine auto does not take it: have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive in front of a QEMU waiting with -incoming defer), "+
-			"or give --engine qemu", listens, migrator.TCGLosesWrites(mon))
+			"%sor give --engine qemu", listens, migrator.TCGLosesWrites(mon), sourceNeeds(mon))
 	case listens != "":
 		return nil, engineQEMU, fmt.Sprintf("the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only", listens), nil
 	}
@@ -136,7 +137,28 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		return nil, "", "", fmt.Errorf("pagecast's engine cannot run on the source QEMU now (%w); --engine auto does not fall back to QEMU's own migration for that: "+
 			"wait for it to end, or give --engine qemu (QEMU's own migration, which under TCG before QEMU 9.0 loses some of the guest's writes)", err)
 	}
+	if lose := migrator.TCGLosesWrites(mon); lose != "" {
+		// Nor for any other want of pagecast's (review 115: a source
+		// without the plugin went to QEMU's, warned only).
+		return nil, "", "", fmt.Errorf("pagecast's engine cannot run on the source QEMU (%w); --engine auto does not fall back to QEMU's own migration, and %s; "+
+			"start the QEMU with pagecast's plugin (pagecast plugin) and its RAM in a shared file (-object memory-backend-file,id=ram,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=ram), "+
+			"or give --engine qemu", err, lose)
+	}
 	return nil, engineQEMU, autoCannot + err.Error(), nil
+}
+
+// sourceNeeds is what to give the source QEMU behind mon for pagecast's
+// engine, said before an "or", or "" where it runs there now.
+func sourceNeeds(mon qmp.Monitor) string {
+	src, err := qemuguest.New(mon)
+	if err == nil {
+		err = src.CanSend()
+		src.Close()
+	}
+	if err == nil || errors.Is(err, tcg.ErrAreaBusy) {
+		return ""
+	}
+	return fmt.Sprintf("with the source started for it (its plugin, pagecast plugin, and its RAM in a shared file; now: %v), ", err)
 }
 
 // autoCannot begins chooseEngine's reason where auto takes QEMU's
@@ -373,10 +395,15 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		return fmt.Errorf("%w (the guest was handed over to the destination, which runs it if the handover reached it; the source's copy stays paused)", err)
 	}
 	if err != nil {
-		if ok, st := src.Running(); !ok && st == "paused" {
+		if ok, st := src.Running(); !ok && st != "" && !strings.ContainsAny(st, " :") { // a run state, not QMP's error
 			// Stopped by QMP during the rounds, which this engine
-			// leaves as it is (walk 114: said to keep running).
-			return fmt.Errorf("%w (the guest stays on the source, paused: QMP cont runs it)", err)
+			// leaves as it is (walk 114: said to keep running), or
+			// not resumed (review 115).
+			hint := ""
+			if st == "paused" || st == "postmigrate" {
+				hint = ": QMP cont runs it"
+			}
+			return fmt.Errorf("%w (the guest stays on the source, %s%s)", err, st, hint)
 		}
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}

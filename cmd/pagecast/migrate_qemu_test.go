@@ -1156,13 +1156,20 @@ func TestMigrateTimeout(t *testing.T) {
 // TestQEMUToReceiverAuto: engine auto on a QEMU pagecast's engine cannot
 // run on (no plugin, RAM not shared) takes QEMU's migration, which a
 // pagecast receiver on --to refuses: refused before a byte goes, and not
-// told to take pagecast's engine (a review walk).
+// told to take pagecast's engine (a review walk). Under TCG before QEMU
+// 9.0 auto takes no QEMU migration for want of pagecast's (review 115):
+// refused, saying what pagecast's engine needs.
 func TestQEMUToReceiverAuto(t *testing.T) {
 	src := startQEMU(t, "hotset", "")
 	to := freeTCP(t)
 	receiver := startQEMURun(t, "--memory", "64M", "--incoming", to)
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--to", to, "--mode", "precopy", "--quiet").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "engine qemu: pagecast's engine cannot run on it: ") ||
+	if lose := migrator.TCGLosesWrites(src.Monitor); lose != "" {
+		if err == nil || !strings.Contains(string(out), "--engine auto does not fall back to QEMU's own migration, and "+lose) ||
+			!strings.Contains(string(out), "start the QEMU with pagecast's plugin (pagecast plugin) and its RAM in a shared file") {
+			t.Errorf("auto for want of pagecast's engine under TCG before 9.0: %v\n%s", err, out)
+		}
+	} else if err == nil || !strings.Contains(string(out), "engine qemu: pagecast's engine cannot run on it: ") ||
 		!strings.Contains(string(out), "; pagecast's engine, which it takes, cannot run on this source") || strings.Contains(string(out), "--engine pagecast") {
 		t.Errorf("auto's QEMU migration to a pagecast receiver: %v\n%s", err, out)
 	}
@@ -1427,7 +1434,7 @@ func TestMigrateOtherDisk(t *testing.T) {
 		if refused != (file == other) {
 			t.Errorf("destination on %s: %v\n%s", filepath.Base(file), err, stderr)
 		}
-		if file == other && (!strings.Contains(err.Error(), ", the source "+disk+": a migration moves no disk") || qmpState(t, src) != "running") {
+		if file == other && (err == nil || !strings.Contains(err.Error(), ", the source "+disk+": a migration moves no disk") || qmpState(t, src) != "running") {
 			t.Errorf("refusal %v; the source %s", err, qmpState(t, src))
 		}
 	}

@@ -1193,14 +1193,28 @@ func TestWaitsForMigration(t *testing.T) {
 		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-qmp", "tcp:127.0.0.1:4444,server=on,wait=off"}, false},
 		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-chardev", "socket,id=s,host=127.0.0.1,port=4444,server=on"}, false},
 		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-vnc", "127.0.0.1:0"}, true},
+		// Review 115's forms: the host side of a hostfwd only, its
+		// protocol left out; telnet, listen=, JSON, gdb, VNC by -display.
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-netdev", "user,id=n,hostfwd=tcp::2222-:4444"}, true},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-netdev", "user,id=n,hostfwd=::4444-:22"}, false},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-netdev", "user,id=n,guestfwd=tcp:10.0.2.100:4444-cmd:true"}, true},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-serial", "telnet::4444,server=on,wait=off"}, false},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-netdev", "socket,id=s,listen=:4444"}, false},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-chardev", `{"backend":"socket","id":"c","addr":{"type":"inet","host":"127.0.0.1","port":"4444"},"server":true}`}, false},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-chardev", "socket,id=s,host=127.0.0.1,port=14444,server=on"}, true},
+		{[]string{"qemu-system-x86_64", "-incoming", "defer", "-display", "vnc=[::1]:1"}, true},
 	} {
 		if got := waitsForMigration(tc.args, "4444"); got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.args, got, tc.want)
 		}
 	}
 	if !waitsForMigration([]string{"qemu-system-x86_64", "-incoming", "defer", "-vnc", ":1"}, "5900") ||
-		waitsForMigration([]string{"qemu-system-x86_64", "-incoming", "defer", "-vnc", ":1"}, "5901") {
+		waitsForMigration([]string{"qemu-system-x86_64", "-incoming", "defer", "-vnc", ":1"}, "5901") ||
+		waitsForMigration([]string{"qemu-system-x86_64", "-incoming", "defer", "-display", "vnc=[::1]:1"}, "5901") {
 		t.Error("a VNC display's port, 5900 + its number, is not told from a migration listener")
+	}
+	if waitsForMigration([]string{"qemu-system-x86_64", "-incoming", "defer", "-s"}, "1234") {
+		t.Error("gdb's -s port is taken for a migration listener")
 	}
 }
 

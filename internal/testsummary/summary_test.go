@@ -152,4 +152,16 @@ func TestSlowest(t *testing.T) {
 	if !strings.Contains(out.String(), want) {
 		t.Errorf("output\n%s\nlacks\n%s", out.String(), want)
 	}
+	// Under 10 s a test is not listed, however few there are.
+	in.Reset()
+	in.WriteString(`{"Action":"pass","Package":"example.com/m/a","Test":"TestShort","Elapsed":9.9}` + "\n")
+	in.WriteString(`{"Action":"pass","Package":"example.com/m/a","Test":"TestLong","Elapsed":10}` + "\n")
+	in.WriteString(`{"Action":"pass","Package":"example.com/m/a","Elapsed":20}` + "\n")
+	out.Reset()
+	if _, err := summarize(strings.NewReader(in.String()), &out); err != nil {
+		t.Fatal(err)
+	}
+	if want := "slowest tests: a.TestLong 10 s\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("output\n%s\nlacks\n%s", out.String(), want)
+	}
 }
