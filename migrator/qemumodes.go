@@ -576,6 +576,54 @@ func destMemorySize(s uint64, dst qmp.Monitor) error {
 		units.FormatBytes(float64(d)), units.FormatBytes(float64(s)), s>>20)
 }
 
+// SameRAMBlocks refuses a destination QEMU (dst, --dest-qmp) that lacks a
+// memory backend of the source's, by its id, or has it of another size,
+// before anything starts: a backend's id names its RAM block, which the
+// stream names (with x-ignore-shared too), and QEMU's destination refuses
+// an unknown one only once the whole RAM has come ("Unknown ramblock",
+// walk 114: a destination of id=pc.ram for a source's ram0). Where either
+// QEMU does not say, the migration finds out.
+func SameRAMBlocks(src, dst qmp.Monitor) error {
+	s, d := memdevs(src), memdevs(dst)
+	if s == nil || d == nil {
+		return nil
+	}
+	for _, id := range slices.Sorted(maps.Keys(s)) {
+		size, ok := d[id]
+		switch {
+		case !ok:
+			return fmt.Errorf("the destination QEMU (--dest-qmp) has no memory backend %q, which holds %s of the source's RAM (its memory backends: %s): "+
+				"a migration names RAM blocks by their backend's id (QEMU's own destination would end: \"Unknown ramblock\"); start the destination with the source's -object memory-backend-…,id=%s",
+				id, units.FormatBytes(float64(s[id])), strings.Join(slices.Sorted(maps.Keys(d)), ", "), id)
+		case size != s[id]:
+			return fmt.Errorf("the destination QEMU's (--dest-qmp) memory backend %q holds %s, the source's %s: a migration needs the same (QEMU's own destination would end: \"Length mismatch\")",
+				id, units.FormatBytes(float64(size)), units.FormatBytes(float64(s[id])))
+		}
+	}
+	return nil
+}
+
+// memdevs are the sizes of the memory backends of the QEMU behind m, by
+// id (query-memdev: RAM given by -m alone is "pc.ram"); nil where it does
+// not say.
+func memdevs(m qmp.Monitor) map[string]uint64 {
+	var devs []struct {
+		ID   string `json:"id"`
+		Size uint64 `json:"size"`
+	}
+	if clientRun(m, "query-memdev", nil, &devs) != nil {
+		return nil
+	}
+	sizes := map[string]uint64{}
+	for _, d := range devs {
+		if d.ID == "" {
+			return nil // an old QEMU's: no names to compare
+		}
+		sizes[d.ID] = d.Size
+	}
+	return sizes
+}
+
 // SameVCPUs refuses a destination QEMU (dst, --dest-qmp) with another
 // number of vCPUs than the source's, before anything starts: QEMU's own
 // destination takes the whole stream, then refuses the state ("Unknown

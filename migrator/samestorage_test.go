@@ -10,7 +10,8 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 )
 
-// blockMonitor answers query-block with its reply.
+// blockMonitor answers any command (query-block, query-memdev) with its
+// reply.
 type blockMonitor string
 
 func (m blockMonitor) Connect() error                                   { return nil }
@@ -57,6 +58,36 @@ func TestSameStorage(t *testing.T) {
 		err := SameStorage(blockMonitor(tc.src), blockMonitor(tc.dst), tc.pids[0], tc.pids[1])
 		if refused := err != nil && strings.Contains(err.Error(), "opens "+other+" for the disk of "); refused != tc.refused {
 			t.Errorf("%s: %v, want refused %v", tc.name, err, tc.refused)
+		}
+	}
+}
+
+// TestSameRAMBlocks: a destination without a memory backend of the
+// source's id, or with it of another size, is refused before anything is
+// sent (walk 114: id=pc.ram for the source's ram0, refused by QEMU only once
+// all of the RAM had come); the same backends, or a QEMU that does not
+// name them, are not.
+func TestSameRAMBlocks(t *testing.T) {
+	const (
+		ram0  = `[{"id":"ram0","size":536870912,"share":true}]`
+		pcRAM = `[{"id":"pc.ram","size":536870912,"share":true}]`
+		small = `[{"id":"ram0","size":268435456,"share":true}]`
+		both  = `[{"id":"ram0","size":536870912},{"id":"mem1","size":1048576}]`
+		old   = `[{"size":536870912}]`
+	)
+	for _, tc := range []struct {
+		src, dst, want string
+	}{
+		{ram0, ram0, ""},
+		{ram0, both, ""}, // more at the destination: the stream names none of them
+		{ram0, pcRAM, `has no memory backend "ram0", which holds 512.0 MiB of the source's RAM (its memory backends: pc.ram)`},
+		{both, ram0, `has no memory backend "mem1"`},
+		{ram0, small, `memory backend "ram0" holds 256.0 MiB, the source's 512.0 MiB`},
+		{ram0, old, ""},
+	} {
+		err := SameRAMBlocks(blockMonitor(tc.src), blockMonitor(tc.dst))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("source %s, destination %s: %v, want %q", tc.src, tc.dst, err, tc.want)
 		}
 	}
 }

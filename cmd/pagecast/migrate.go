@@ -394,6 +394,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			if err := migrator.SameVCPUs(mon, dst); err != nil {
 				return err
 			}
+			if err := migrator.SameRAMBlocks(mon, dst); err != nil {
+				return err
+			}
 			if err := migrator.KVMNotToTCG(mon, dst); err != nil {
 				return err
 			}
