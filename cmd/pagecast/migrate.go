@@ -311,6 +311,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	}
 	var plan *migrator.QEMUPlan
 	srcPID := 0         // the source QEMU's process, where known
+	destPID := 0        // the destination QEMU's process, where it is one of this host's
 	waited := false     // WaitQEMU has the plan: it gives the source back its settings once the migration ends
 	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
 	switch kind {
@@ -386,6 +387,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			return fmt.Errorf("--dest-qmp %s is a QMP socket of the source's own QEMU (the same vCPU threads as --qmp's): give the destination QEMU's", c.String("dest-qmp"))
 		}
 		if dst != nil {
+			destPID = destinationPID(dst)
 			// Refused at once, not after auto's watch (pagecast's
 			// engine) or by the destination QEMU exiting (QEMU's).
 			if err := migrator.SameMemorySize(mon, dst); err != nil {
@@ -402,7 +404,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			}
 			// A file's name means a file of this host only where both
 			// QEMUs run here.
-			if err := migrator.SameStorage(mon, dst, srcPID, destinationPID(dst)); err != nil {
+			if err := migrator.SameStorage(mon, dst, srcPID, destPID); err != nil {
 				return err
 			}
 		}
@@ -555,7 +557,6 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	// it was, running or paused.
 	kept := "the guest keeps running on the source"
 	lastSource := "running" // the source's run state when the migration began (QEMU's engine, given --dest-qmp: settleDestination)
-	destPID := 0            // the destination QEMU's process, where it is one of this host's
 	if plan != nil {
 		switch st, err := qemu.RunState(mon); {
 		case err != nil:
@@ -568,9 +569,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		default:
 			lastSource = st
 		}
-		if dst != nil {
-			destPID = destinationPID(dst)
-		} else {
+		if dst == nil { // with dst, found with the checks above
 			destPID = localListener(c.String("to"))
 		}
 	}

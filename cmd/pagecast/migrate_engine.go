@@ -77,6 +77,10 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 			"(userfaultfd sees faults only on pagecast's own mapping of the shared RAM), and QEMU's own post-copy runs tsmc and precopy+postcopy only; "+
 			"on QEMU choose one of those, or run %s on pagecast's own monitor (vm run, with KVM)", mode, mode)
 	}
+	lose := "" // where auto would take QEMU's migration for want of pagecast's and it loses writes, why
+	if flag == "auto" {
+		lose = migrator.TCGLosesWrites(mon)
+	}
 	switch {
 	case flag == engineQEMU:
 		if busy := enginesMigration(mon); busy != nil {
@@ -98,14 +102,14 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		// which the destination refuses (review 88: the advice looped).
 		return nil, "", "", fmt.Errorf("migration mode %q needs pagecast's engine, and the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only: "+
 			"have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive in front of a QEMU waiting with -incoming defer), or give a mode QEMU's migration runs (%s)", mode, listens, qemuModes())
-	case listens != "" && flag == "auto" && migrator.TCGLosesWrites(mon) != "":
+	case listens != "" && lose != "":
 		// As where pagecast's engine cannot run, below: auto takes QEMU's
 		// migration for want of pagecast's nowhere it loses writes
 		// (walk 114: 15 and 22 pages stale, and the guest's kernel
 		// crashed on the destination, both times).
 		return nil, "", "", fmt.Errorf("the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only, and %s; "+
 			"--engine auto does not take it: have the destination wait for pagecast's engine (vm run --incoming without --engine qemu, or pagecast receive in front of a QEMU waiting with -incoming defer), "+
-			"%sor give --engine qemu", listens, migrator.TCGLosesWrites(mon), sourceNeeds(mon))
+			"%sor give --engine qemu", listens, lose, sourceNeeds(mon))
 	case listens != "":
 		return nil, engineQEMU, fmt.Sprintf("the destination QEMU listens on %s with its own -incoming, which takes QEMU's migration only", listens), nil
 	}
@@ -125,7 +129,7 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	if flag == enginePagecast {
 		return nil, "", "", fmt.Errorf("pagecast's engine on the source QEMU: %w", err)
 	}
-	if errors.Is(err, qemuguest.ErrStateCarriesRAM) && migrator.TCGLosesWrites(mon) != "" {
+	if errors.Is(err, qemuguest.ErrStateCarriesRAM) && lose != "" {
 		// As for a busy area, below (review 113).
 		return nil, "", "", fmt.Errorf("pagecast's engine cannot send this guest (%w); --engine auto does not fall back to QEMU's own migration, "+
 			"which under TCG before QEMU 9.0 loses some of the guest's writes: restart the QEMU with its RAM in a file, or give --engine qemu", err)
@@ -137,7 +141,7 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 		return nil, "", "", fmt.Errorf("pagecast's engine cannot run on the source QEMU now (%w); --engine auto does not fall back to QEMU's own migration for that: "+
 			"wait for it to end, or give --engine qemu (QEMU's own migration, which under TCG before QEMU 9.0 loses some of the guest's writes)", err)
 	}
-	if lose := migrator.TCGLosesWrites(mon); lose != "" {
+	if lose != "" {
 		// Nor for any other want of pagecast's (review 115: a source
 		// without the plugin went to QEMU's, warned only).
 		return nil, "", "", fmt.Errorf("pagecast's engine cannot run on the source QEMU (%w); --engine auto does not fall back to QEMU's own migration, and %s; "+
