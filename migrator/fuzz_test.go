@@ -207,6 +207,8 @@ func recEncode(t *testing.T, rec *Record) []byte {
 		err = w.Digest(rec.Digest)
 	case RecVerified:
 		err = w.Verified(rec.OK, rec.Text)
+	case RecCommit:
+		err = w.Commit(rec.OK)
 	case RecBitmap:
 		err = w.Bitmap(rec.Bitmap)
 	case RecRequest:

@@ -84,6 +84,16 @@ type Destination interface {
 	Stop() error
 }
 
+// PausedStarter is implemented by a Destination that can take the guest
+// in and hold it paused, without running its vCPUs: the receiver calls
+// StartPaused in place of Start when the source's guest was paused before
+// the switch-over (its user stopped it during the migration), as QEMU's
+// own migration holds such a guest paused at the destination. Where a
+// Destination lacks it, the guest runs there, and the receiver says so.
+type PausedStarter interface {
+	StartPaused() error
+}
+
 // NoPostcopy is implemented by a Destination that cannot run TSMC's stage
 // 3 (pulling pages into guest memory as the guest touches them): it says
 // why, and the receiver refuses a tsmc source in the handshake.

@@ -362,7 +362,7 @@ func TestCommitOfAnotherMigration(t *testing.T) {
 			t.Fatalf("the waiting destination's answer to its own migration's commit: %v %v", rec, err)
 		}
 		go func() {
-			cw.Text(RecCommit, "")
+			cw.Commit(true)
 			cw.Flush()
 			x.Close() // the checksums do not come: the guest runs unchecked
 		}()

@@ -61,6 +61,11 @@ type Extra struct {
 	Verified    bool     `json:"verified"`              // the destination's memory matched the source's
 	Unconfirmed string   `json:"unconfirmed,omitempty"` // why the destination did not answer after the commit: whether its guest runs is not known here
 	StopReason  string   `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
+	// HeldPaused says the guest was paused when the switch-over came (its
+	// user stopped it during the migration): the destination holds it
+	// paused, as QEMU's own migration does, or, if the migration failed,
+	// it stays paused here.
+	HeldPaused bool `json:"held-paused,omitempty"`
 	// AfterSwitchoverBytes is what went on the wire after the switch-over
 	// outside post-copy (postcopy-bytes): the memory checksums a pre-copy
 	// sends the destination to check its copy against. precopy-bytes,

@@ -93,8 +93,9 @@ const (
 )
 
 var (
-	_ Guest       = (*memGuest)(nil)
-	_ Destination = (*memGuest)(nil)
+	_ Guest         = (*memGuest)(nil)
+	_ Destination   = (*memGuest)(nil)
+	_ PausedStarter = (*memGuest)(nil)
 )
 
 // newMemGuest makes a guest of cfg. A source (start) gets its memory filled
@@ -177,7 +178,13 @@ func (g *memGuest) Waiting() (bool, string) {
 	return g.state == memPrelaunch, g.state
 }
 
-func (g *memGuest) Start() error {
+func (g *memGuest) Start() error { return g.start(memRunning) }
+
+// StartPaused starts the guest paused (PausedStarter): its writer waits
+// for Resume.
+func (g *memGuest) StartPaused() error { return g.start(memPaused) }
+
+func (g *memGuest) start(state string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.state != memPrelaunch {
@@ -186,7 +193,7 @@ func (g *memGuest) Start() error {
 	if g.onStart != nil {
 		g.onStart()
 	}
-	g.state = memRunning
+	g.state = state
 	g.done = make(chan struct{})
 	go g.write(g.done)
 	return nil

@@ -1239,3 +1239,103 @@ func TestDowntimeFromStop(t *testing.T) {
 		t.Errorf("downtime %d ms counts the 400 ms the stop took", info.Downtime)
 	}
 }
+
+// TestUserPauseHeld: a guest its user paused during the migration (QMP
+// stop) is held paused at the destination once it has come, as QEMU's own
+// migration holds it, and stays paused at the source should the migration
+// fail (walk 114: the destination ran it). Both modes that pause: the
+// stop-and-copy's, and tsmc's hand-over.
+func TestUserPauseHeld(t *testing.T) {
+	for _, mode := range []string{ModePrecopy, ModeTSMC} {
+		t.Run(mode, func(t *testing.T) {
+			src := newMemGuest(t, lightLoad, true)
+			dst := newMemGuest(t, lightLoad, false)
+			d := listenDestination(t, dst, ReceiveConfig{})
+			m, err := Outgoing(src, d.uri, Config{Mode: mode, MaxBandwidth: 8 << 20, DowntimeLimit: testDowntime})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pauseDuringRound1(t, m, src)
+			stopped := src.seqNow()
+			info, err := m.Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-d.done
+			if d.err != nil {
+				t.Fatalf("destination: %v", d.err)
+			}
+			if info.Pagecast == nil || !info.Pagecast.HeldPaused {
+				t.Errorf("query-migrate does not say the guest was held paused: %+v", info.Pagecast)
+			}
+			if _, st := dst.Waiting(); st != memPaused {
+				t.Fatalf("destination is %s, want paused, as the source was", st)
+			}
+			if !d.res.HeldPaused {
+				t.Error("the receiver does not say it held the guest paused")
+			}
+			if ok, st := src.Running(); ok {
+				t.Fatalf("source is %s after the migration", st)
+			}
+			if !bytes.Equal(src.mem, dst.mem) {
+				t.Fatalf("%d pages differ", differingPages(src.mem, dst.mem))
+			}
+			time.Sleep(20 * time.Millisecond)
+			if n := dst.seqNow(); n != stopped {
+				t.Fatalf("the destination's guest wrote (%d writes, %d at the pause): it ran", n, stopped)
+			}
+			// cont at the destination runs it on from where it stopped.
+			if err := dst.Resume(); err != nil {
+				t.Fatal(err)
+			}
+			waitWrites(t, dst, stopped)
+		})
+	}
+	t.Run("failed", func(t *testing.T) {
+		src := newMemGuest(t, lightLoad, true)
+		dst := newMemGuest(t, lightLoad, false)
+		dst.restoreErr = errors.New("device model refuses the state")
+		d := listenDestination(t, dst, ReceiveConfig{})
+		m, err := Outgoing(src, d.uri, Config{MaxBandwidth: 8 << 20, DowntimeLimit: testDowntime})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pauseDuringRound1(t, m, src)
+		stopped := src.seqNow()
+		info, err := m.Wait()
+		if err == nil {
+			t.Fatal("migration into a destination that cannot restore succeeded")
+		}
+		<-d.done
+		if info.Pagecast == nil || !info.Pagecast.HeldPaused {
+			t.Errorf("query-migrate does not say the guest was held paused: %+v", info.Pagecast)
+		}
+		if _, st := src.Running(); st != memPaused {
+			t.Fatalf("source is %s after the failed migration, want paused, as its user left it", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if n := src.seqNow(); n != stopped {
+			t.Fatalf("the source's guest wrote after the failure (%d writes, %d at the pause): it was resumed", n, stopped)
+		}
+	})
+}
+
+// pauseDuringRound1 pauses src, as its user would with QMP stop, once m
+// has sent a MiB of round 1.
+func pauseDuringRound1(t *testing.T, m *Migration, src *memGuest) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		i := m.Info()
+		if i.RAM != nil && i.RAM.Transferred > 1<<20 {
+			break
+		}
+		if time.Now().After(deadline) || i.Status == StatusFailed || i.Status == StatusCompleted {
+			t.Fatalf("round 1 did not get under way: %+v", i)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := src.Pause(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -34,7 +34,7 @@ func FuzzReceive(f *testing.F) {
 	round := func(w *Writer) { w.EndRound(1) }
 	st := func(w *Writer) { w.State(StateGuest, state) }
 	end := func(w *Writer) { w.Text(RecEnd, "") }
-	commit := func(w *Writer) { w.Text(RecCommit, "") }
+	commit := func(w *Writer) { w.Commit(true) }
 	f.Add(seed("", zero, pages, round, st, end, commit))
 	f.Add(seed(ModePrecopy, pages, zero, st, end))
 	f.Add(seed(ModeTSMC, zero, func(w *Writer) { w.Bitmap([]uint64{6}) }, st, end))

@@ -48,6 +48,9 @@ type Received struct {
 	Pulled    uint64 // TSMC: dirty pages the guest touched before they came, fetched on demand
 	Pushed    uint64 // TSMC: dirty pages filled in stage 3 (pulled ones included)
 	Verified  bool   // the memory matched the source's checksums
+	// HeldPaused says the guest is held paused here, as it was on the
+	// source when it left (its user stopped it during the migration).
+	HeldPaused bool
 }
 
 // Listen opens the destination's socket for a migration URI (tcp:HOST:PORT),
@@ -199,7 +202,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		rounds++ // the post-copy pass, which the source counts as a round
 	}
 	return Received{Rounds: rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.read + rc.r.Bytes(),
-		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Verified: rc.verified}, nil
+		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Verified: rc.verified, HeldPaused: rc.heldPaused}, nil
 }
 
 // helloWait bounds the wait for a connection's TLS handshake and hello.
@@ -237,11 +240,15 @@ type receiver struct {
 	ctx   context.Context
 	cfg   ReceiveConfig
 	d     Destination
-	mem   []byte
-	pages uint64
-	w     *Writer
-	r     *Reader
-	log   *slog.Logger
+	hold  bool // the source's commit said to hold the guest paused: its user had paused it there
+	// heldPaused: the guest was held paused (hold, and the Destination
+	// can: PausedStarter).
+	heldPaused bool
+	mem        []byte
+	pages      uint64
+	w          *Writer
+	r          *Reader
+	log        *slog.Logger
 
 	seen         *bitmap.Bitmap
 	state        stateBuffer // the guest's state (Guest.SaveState)
@@ -502,8 +509,8 @@ func (rc *receiver) finish() error {
 		return err
 	}
 	committed := rc.cfg.Clock.Now()
-	if err := rc.d.Start(); err != nil {
-		return fmt.Errorf("start the guest: %w", err)
+	if err := rc.start(); err != nil {
+		return err
 	}
 	rc.log.Debug("switch-over", "state-bytes", len(rc.state.data), "restore", restored.Sub(end),
 		"commit-wait", committed.Sub(restored), "start", rc.cfg.Clock.Now().Sub(committed))
@@ -512,6 +519,31 @@ func (rc *receiver) finish() error {
 	}
 	_, st := rc.d.Waiting() // running, or paused where it was stopped while it waited
 	rc.log.Info("incoming migration complete", "guest", st, "rounds", rc.rounds, "pages", rc.normal, "zero-pages", rc.zero)
+	return nil
+}
+
+// start runs the guest, once the source has committed, or holds it paused
+// if the source's was (hold).
+func (rc *receiver) start() error {
+	if !rc.hold {
+		if err := rc.d.Start(); err != nil {
+			return fmt.Errorf("start the guest: %w", err)
+		}
+		return nil
+	}
+	ps, ok := rc.d.(PausedStarter)
+	if !ok {
+		rc.log.Warn("the guest was paused on the source when it came, but this destination cannot hold it paused: it runs here")
+		if err := rc.d.Start(); err != nil {
+			return fmt.Errorf("start the guest: %w", err)
+		}
+		return nil
+	}
+	if err := ps.StartPaused(); err != nil {
+		return fmt.Errorf("take the guest in paused: %w", err)
+	}
+	rc.heldPaused = true
+	rc.log.Info("the guest was paused on the source when it came, and is held paused here, as it was there (QMP cont runs it)")
 	return nil
 }
 
@@ -617,6 +649,7 @@ func (rc *receiver) verdict(problem error) error {
 	}
 	switch rec.Type {
 	case RecCommit:
+		rc.hold = !rec.OK
 		return nil
 	case RecAbort:
 		return fmt.Errorf("%w: %s", errSourceAborted, rec.Text)

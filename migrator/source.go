@@ -500,7 +500,11 @@ func (m *Migration) finish(err error) {
 	default:
 		m.info.Status = StatusFailed
 		m.info.ErrorDesc = linkHint(err, m.cfg.IdleTimeout).Error()
-		m.log.Error("migration failed; the guest keeps running here", "err", err)
+		if m.info.Pagecast.HeldPaused {
+			m.log.Error("migration failed; the guest stays paused here, as its user left it (QMP cont runs it)", "err", err)
+		} else {
+			m.log.Error("migration failed; the guest keeps running here", "err", err)
+		}
 	}
 }
 
@@ -666,6 +670,12 @@ type sender struct {
 	linkCtx  context.Context // its end (Migration.cut) closes the connections
 	close    []func()        // undo attach, for every connection (post-copy recovery makes more)
 	stateTag string          // of the guest state sent (a repeated commit names it)
+	// held says the guest was already paused when the switch-over came:
+	// its user stopped it during the migration (QMP stop). The
+	// destination then holds it paused, and a failure leaves it paused
+	// here, as QEMU's own migration does (walk 114: the destination ran
+	// it).
+	held     bool
 	w        *Writer
 	r        recordReader
 	pol      policy
@@ -1394,9 +1404,9 @@ func (s *sender) audit(d Digest) error {
 		s.m.update(func(i *Info) { i.Pagecast.Verified = true })
 		return nil
 	case rec.Type == RecVerified:
-		err := fmt.Errorf("after the switch-over: the destination's memory does not match the source's (%s); the destination stopped its guest, which runs on here", rec.Text)
-		if rerr := s.m.g.Resume(); rerr != nil {
-			return errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
+		err := fmt.Errorf("after the switch-over: the destination's memory does not match the source's (%s); the destination stopped its guest, which %s", rec.Text, s.onHere())
+		if rerr := s.resumeHere(); rerr != nil {
+			return errors.Join(err, rerr)
 		}
 		return err
 	case rec.Type == RecAbort:
@@ -1543,7 +1553,7 @@ func (s *sender) commitUnlessCancelled() error {
 }
 
 func (s *sender) commit() error {
-	if err := s.w.Text(RecCommit, ""); err != nil {
+	if err := s.w.Commit(!s.held); err != nil {
 		return fmt.Errorf("send commit: %w", err)
 	}
 	if err := s.w.Flush(); err != nil {
@@ -1562,6 +1572,11 @@ func (s *sender) pause(reason string) (time.Time, error) {
 	s.accountThrottle() // paused, the guest loses its time to the downtime instead
 	s.throttledSince = time.Time{}
 	s.publishThrottle()
+	if running, st := s.m.g.Running(); !running && st == "paused" {
+		s.held = true
+		s.m.log.Info("the guest was paused before the switch-over (QMP stop): the destination will hold it paused, as a failure would leave it here")
+		s.m.update(func(i *Info) { i.Pagecast.HeldPaused = true })
+	}
 	// From when the guest has stopped: QEMU answers stop once its vCPUs
 	// have (its STOP event); the guest runs until then. Timed from the
 	// request, a stop that took 175 ms on a loaded host counted in the
@@ -1579,12 +1594,32 @@ func (s *sender) resumeUnless(committed bool, err error) error {
 	if committed {
 		return err
 	}
-	if rerr := s.m.g.Resume(); rerr != nil {
-		return errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
+	if rerr := s.resumeHere(); rerr != nil {
+		return errors.Join(err, rerr)
 	}
 	s.throttledSince = s.m.clock.Now()
 	s.publishThrottle()
 	return err
+}
+
+// onHere says what becomes of the guest here after a failed switch-over.
+func (s *sender) onHere() string {
+	if s.held {
+		return "stays paused here, as its user left it (QMP cont runs it)"
+	}
+	return "runs on here"
+}
+
+// resumeHere runs the guest here again after a failed switch-over, unless its
+// user had paused it (held): it then stays paused, as it was.
+func (s *sender) resumeHere() error {
+	if s.held {
+		return nil
+	}
+	if err := s.m.g.Resume(); err != nil {
+		return fmt.Errorf("resume the guest: %w", err)
+	}
+	return nil
 }
 
 // sendPass makes one pass over the pending pages in address order and

@@ -141,15 +141,15 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 		// The destination never ran the guest, and says it never will:
 		// it runs on here, as after any failure before the commit.
 		s.m.update(func(i *Info) { i.Status = StatusDevice })
-		err = fmt.Errorf("%w; the guest runs on here", err)
-		if rerr := s.m.g.Resume(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
+		err = fmt.Errorf("%w; the guest %s", err, s.onHere())
+		if rerr := s.resumeHere(); rerr != nil {
+			err = errors.Join(err, rerr)
 		}
 	}
 	if errors.Is(err, errDestinationStopped) {
-		err = fmt.Errorf("%w; the destination stopped its guest, which runs on here", err)
-		if rerr := s.m.g.Resume(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("resume the guest: %w", rerr))
+		err = fmt.Errorf("%w; the destination stopped its guest, which %s", err, s.onHere())
+		if rerr := s.resumeHere(); rerr != nil {
+			err = errors.Join(err, rerr)
 		}
 	}
 	return err
@@ -595,8 +595,8 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 	if err := region.Drop(dirty.List()); err != nil {
 		return err
 	}
-	if err := rc.d.Start(); err != nil {
-		return fmt.Errorf("start the guest: %w", err)
+	if err := rc.start(); err != nil {
+		return err
 	}
 	// A stage 3 that fails stops the guest here before the region goes:
 	// closed, it gives the pages still missing as zeros, and the guest

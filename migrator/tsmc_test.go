@@ -242,7 +242,7 @@ func TestFaultsAfterReconnect(t *testing.T) {
 		}
 	}
 	<-sent // one writer at a time
-	w.Text(RecCommit, "")
+	w.Commit(true)
 	w.Flush()
 	rec, err := r.Next() // the guest's first fault
 	if err != nil || rec.Type != RecRequest {
@@ -381,7 +381,7 @@ func stage3(t *testing.T, cfg memConfig, src, dst *memGuest, receive func(net.Co
 	}()
 	<-sent // one writer at a time
 	time.Sleep(300 * time.Millisecond)
-	w.Text(RecCommit, "")
+	w.Commit(true)
 	w.Flush()
 	time.Sleep(200 * time.Millisecond)
 	w.Text(RecAccept, "") // no record the destination expects in stage 3

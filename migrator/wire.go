@@ -43,9 +43,12 @@ import (
 // (StateZstd). In version 6 a QEMU guest under KVM has an image of its
 // own, which a destination under TCG refuses (qemuguest's identity): a
 // destination of version 5 said "guest image differs" to a KVM source of
-// version 6 of the same machine type and CPU model.
+// version 6 of the same machine type and CPU model. In version 7 the commit
+// says whether to run the guest or hold it paused: a guest its user paused
+// on the source during the migration (QMP stop) stays paused at the
+// destination, as QEMU's own migration leaves it, where version 6 ran it.
 const (
-	ProtocolVersion = 6
+	ProtocolVersion = 7
 	PageSize        = 4096
 	MaxBatch        = 256 // pages per RecPages or RecCompressed record
 	// MaxPayload is the largest legal payload: a full RecPages batch, or a
@@ -88,7 +91,7 @@ const (
 	RecDigest   RecordType = 8  // chunk bytes uint32, count uint32, count × uint32 CRC-32C
 	RecEnd      RecordType = 9  // empty: the source has sent everything
 	RecVerified RecordType = 10 // destination→source: ok byte (1/0) + UTF-8 reason
-	RecCommit   RecordType = 11 // source→destination: empty; start the guest
+	RecCommit   RecordType = 11 // source→destination: run byte (1: start the guest; 0: hold it paused, as the source had it)
 	RecAbort    RecordType = 12 // either way: UTF-8 reason
 	// TSMC (three-stage copy): the stage-2 dirty bitmap, and the
 	// destination's requests for pages its guest touched before they came.
@@ -407,12 +410,23 @@ func (w *Writer) Verified(ok bool, reason string) error {
 	return w.record(RecVerified, p)
 }
 
-// Text encodes a record whose payload is a reason or nothing: RecAccept,
-// RecEnd and RecCommit (text must be ""), RecRefuse and RecAbort (text is
-// repaired and cut to 4096 bytes like Verified's reason).
+// Commit encodes the source's commit: the destination takes the guest,
+// and runs it if run, or holds it paused (its user paused it on the source
+// before the switch-over).
+func (w *Writer) Commit(run bool) error {
+	p := append(w.buf[:0], 0)
+	if run {
+		p[0] = 1
+	}
+	return w.record(RecCommit, p)
+}
+
+// Text encodes a record whose payload is a reason or nothing: RecAccept
+// and RecEnd (text must be ""), RecRefuse and RecAbort (text is repaired
+// and cut to 4096 bytes like Verified's reason).
 func (w *Writer) Text(t RecordType, text string) error {
 	switch t {
-	case RecAccept, RecEnd, RecCommit:
+	case RecAccept, RecEnd:
 		if text != "" {
 			return fmt.Errorf("%s record: carries no text, got %q", t, text)
 		}
@@ -492,7 +506,7 @@ type Record struct {
 	First, Count uint64     // RecZero
 	Round        uint32     // RecEndRound
 	Digest       Digest     // RecDigest
-	OK           bool       // RecVerified
+	OK           bool       // RecVerified; RecCommit: run the guest (false: hold it paused)
 	Text         string     // RecRefuse, RecAbort, RecVerified reason
 	Bitmap       []uint64   // RecBitmap: words BitmapFirst… of the bitmap (allocated afresh)
 	BitmapFirst  uint64     // RecBitmap
@@ -630,9 +644,18 @@ func (r *Reader) decode(p []byte) (*Record, error) {
 	switch r.typ {
 	case RecHello:
 		rec.Hello, err = r.decodeHello(p)
-	case RecAccept, RecEnd, RecCommit:
+	case RecAccept, RecEnd:
 		if len(p) != 0 {
 			err = r.malformed("%d-byte payload, want none", len(p))
+		}
+	case RecCommit:
+		switch {
+		case len(p) != 1:
+			err = r.malformed("%d-byte payload, want the run byte", len(p))
+		case p[0] > 1:
+			err = r.malformed("run byte %d, want 0 or 1", p[0])
+		default:
+			rec.OK = p[0] == 1
 		}
 	case RecRefuse, RecAbort:
 		rec.Text, err = r.decodeText(p)

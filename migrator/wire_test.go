@@ -88,7 +88,8 @@ func recTestStream(t testing.TB) ([]byte, []Record, []int) {
 	step(w.Verified(true, ""), Record{Type: RecVerified, OK: true})
 	step(w.Verified(false, "memory differs in 1 of 1 chunks of 1 MiB, first at 0x0-0xfffff"),
 		Record{Type: RecVerified, Text: "memory differs in 1 of 1 chunks of 1 MiB, first at 0x0-0xfffff"})
-	step(w.Text(RecCommit, ""), Record{Type: RecCommit})
+	step(w.Commit(true), Record{Type: RecCommit, OK: true})
+	step(w.Commit(false), Record{Type: RecCommit})
 	step(w.Text(RecRefuse, "guest image differs"), Record{Type: RecRefuse, Text: "guest image differs"})
 	step(w.Text(RecAbort, "cancelled — by the operator"), Record{Type: RecAbort, Text: "cancelled — by the operator"})
 	if err := w.Flush(); err != nil {
@@ -366,6 +367,8 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"abort not utf-8", withHello(recFrame(RecAbort, 0, 0, []byte{'a', 0xc3})), "text is not valid UTF-8"},
 		{"verified empty", withHello(recFrame(RecVerified, 0, 0, nil)), "empty payload, want a verdict byte"},
 		{"verified verdict", withHello(recFrame(RecVerified, 0, 0, []byte{2})), "verdict byte 2, want 0 or 1"},
+		{"commit empty", withHello(recFrame(RecCommit, 0, 0, nil)), "0-byte payload, want the run byte"},
+		{"commit run", withHello(recFrame(RecCommit, 0, 0, []byte{2})), "run byte 2, want 0 or 1"},
 		{"verified reason", withHello(recFrame(RecVerified, 0, 0, []byte{0, 0xff})), "text is not valid UTF-8"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -144,6 +144,12 @@ func (d *Dest) Gone() error {
 // Start runs the guest (QMP cont).
 func (d *Dest) Start() error { return qemu.QMP(d.mon, "cont", nil, nil) }
 
+// StartPaused holds the guest paused (migrator.PausedStarter): Restore
+// left QEMU paused, as the source was at the switch-over.
+func (d *Dest) StartPaused() error { return nil }
+
+var _ migrator.PausedStarter = (*Dest)(nil)
+
 // Stop stops the guest (QMP stop).
 func (d *Dest) Stop() error { return qemu.QMP(d.mon, "stop", nil, nil) }
 

@@ -66,6 +66,7 @@ func (m *Migratable) Resume() error             { return m.vm.Resume() }
 func (m *Migratable) Throttle() int             { return m.vm.Throttle() }
 func (m *Migratable) SetThrottle(pct int) error { return m.vm.SetThrottle(pct) }
 func (m *Migratable) Start() error              { return m.vm.Start() }
+func (m *Migratable) StartPaused() error        { return m.vm.StartPaused() }
 func (m *Migratable) Stop() error               { return m.vm.Pause() }
 
 // SaveState is the paused VM's vCPU state, EncodeVCPUs' encoding of

@@ -311,6 +311,22 @@ func (vm *VM) createVCPU(id int) error {
 func (vm *VM) Start() error {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
+	return vm.startLocked()
+}
+
+// StartPaused starts the VM paused, as Start does one stopped while it
+// waited for an incoming migration: its guest was paused on the source
+// (QMP cont runs it).
+func (vm *VM) StartPaused() error {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.state == StatePrelaunch {
+		vm.holdIn = true
+	}
+	return vm.startLocked()
+}
+
+func (vm *VM) startLocked() error {
 	if vm.state != StatePrelaunch {
 		return fmt.Errorf("start: virtual machine is %s", vm.state)
 	}

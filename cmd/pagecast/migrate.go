@@ -1717,6 +1717,9 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 	if paused >= 0 {
 		fmt.Fprintf(tw, "guest paused\t%s (the source's STOP to the destination's RESUME)%s\n", paused.Round(time.Millisecond), over(paused.Round(time.Millisecond)))
 	}
+	if i.Pagecast != nil && i.Pagecast.HeldPaused && i.Status == migrator.StatusCompleted {
+		fmt.Fprintf(tw, "guest\theld paused at the destination, as it was stopped on the source during the migration (QMP cont there runs it)\n")
+	}
 	fmt.Fprintf(tw, "setup time\t%s\n", ms(i.SetupTime))
 	if r := i.RAM; r != nil {
 		fmt.Fprintf(tw, "transferred\t%s (%d bytes)\n", units.FormatBytes(float64(r.Transferred)), r.Transferred)

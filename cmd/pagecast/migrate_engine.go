@@ -398,6 +398,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		out.Guest = guestUnknown
 		return fmt.Errorf("%w (the guest was handed over to the destination, which runs it if the handover reached it; the source's copy stays paused)", err)
 	}
+	held := info.Pagecast != nil && info.Pagecast.HeldPaused
 	if err != nil {
 		if ok, st := src.Running(); !ok && st != "" && !strings.ContainsAny(st, " :") { // a run state, not QMP's error
 			// Stopped by QMP during the rounds, which this engine
@@ -407,11 +408,17 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 			if st == "paused" || st == "postmigrate" {
 				hint = ": QMP cont runs it"
 			}
+			if held {
+				return fmt.Errorf("%w (the guest stays on the source, paused, as it was stopped there during the migration; QEMU says %s%s)", err, st, hint)
+			}
 			return fmt.Errorf("%w (the guest stays on the source, %s%s)", err, st, hint)
 		}
 		return fmt.Errorf("%w (the guest keeps running on the source)", err)
 	}
-	paused := guestPaused(pause)
+	paused := time.Duration(-1)
+	if !held { // held paused, the destination sends no RESUME
+		paused = guestPaused(pause)
+	}
 	out.paused(paused)
 	if uerr := unconfirmed(info); uerr != nil {
 		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)

@@ -1899,3 +1899,85 @@ func TestProfileCutShort(t *testing.T) {
 		t.Errorf("the trace of a profile cut short: %d epochs, damage %v, %v", len(epochs), damage, err)
 	}
 }
+
+// TestMigrateQEMUEngineUserPause: a QEMU guest its user pauses with QMP
+// stop during pagecast's migration of it arrives paused at the
+// destination, as QEMU's own migration (and libvirt) leaves it, and the
+// summary says so rather than a pause from the user's stop to the
+// destination's RESUME (walk 114: the destination ran it, and the summary
+// said the guest paused 3.1 s, the migration's part of it 259 ms).
+func TestMigrateQEMUEngineUserPause(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMUs; skipped in short mode")
+	}
+	testutil.RequiresQEMU(t)
+	// The user's second monitor: QEMU serves one client a socket, and
+	// migrate holds the first.
+	user := filepath.Join(t.TempDir(), "user.sock")
+	w, _ := guest.ParseWorkload("hotset:hot=1024,p=0.95,delay=25000")
+	src, err := qemuguest.StartSource(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: 32 << 20, Cmdline: w.Cmdline(1), Seed: 1,
+		Extra: []string{"-qmp", "unix:" + user + ",server=on,wait=off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	to := "tcp:" + freeAddr(t)
+	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
+	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.VM().QMPPath, "--dest-qmp", "unix:"+dst.sock, "--to", to,
+		"--engine", "pagecast", "--mode", "precopy", "--bandwidth", "2MiB/s")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(stderr.String(), "active round 1  sent "); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("round 1 did not begin:\n%s", stderr.String())
+		}
+	}
+	waitSocket(t, user)
+	mon, err := dialQMP(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, mon, "stop", nil)
+	mon.Disconnect()
+	exited, err := waitExit(cmd, 2*time.Minute)
+	if !exited || err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("pagecast migrate: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"status           completed", "verified         true",
+		"guest            held paused at the destination, as it was stopped on the source during the migration (QMP cont there runs it)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "guest paused ") {
+		t.Errorf("summary gives a pause from the user's stop:\n%s", out)
+	}
+	dst.saysAfterMigration(t, "migration received, memory verified; guest paused, as it was on the source when it left (stopped there during the migration): QMP cont runs it")
+	if st := qmpState(t, dst.sock); st != "paused" {
+		t.Fatalf("destination QEMU is %s, want paused, as the source was", st)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(dst.stderr.String(), `msg="virtual machine paused"`); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("vm run does not log its guest paused:\n%s", dst.stderr.String())
+			break
+		}
+	}
+	if st := qmpState(t, src.VM().QMPPath); st != "postmigrate" {
+		t.Errorf("source QEMU is %s, want postmigrate", st)
+	}
+	mon, err = dialQMP(dst.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Disconnect()
+	run(t, mon, "cont", nil)
+	if st, _ := run(t, mon, "query-status", nil)["status"].(string); st != "running" {
+		t.Errorf("destination QEMU is %s after cont, want running", st)
+	}
+}

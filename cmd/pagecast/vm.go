@@ -279,8 +279,11 @@ func tlsConfigs(c *cli.Context) (client, server *tls.Config, err error) {
 // or waits paused (--paused) for cont.
 func printReceived(out io.Writer, res migrator.Received, paused bool) {
 	guest := "guest running"
-	if paused {
+	switch {
+	case paused:
 		guest = "guest paused (--paused): QMP cont runs it"
+	case res.HeldPaused:
+		guest = "guest paused, as it was on the source when it left (stopped there during the migration): QMP cont runs it"
 	}
 	if res.Verified {
 		fmt.Fprintf(out, "migration received, memory verified; %s\n", guest)

@@ -330,6 +330,9 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		}
 		printReceived(out, res, c.Bool("paused"))
 		sayOutcome(c, "a migration was received: the guest ran here")
+		if res.HeldPaused {
+			arrived = "paused"
+		}
 	} else if o.incoming != "" {
 		fmt.Fprintf(out, "serial console in %s (what the guest writes once it runs here)\n", vm.SerialPath())
 		fmt.Fprintf(out, "waiting for an incoming QEMU migration on %s\n", o.incoming)
