@@ -9,7 +9,8 @@
 // Skip reasons starting with internal/testutil's Need* prefixes are counted
 // by what they need, so a green run on a machine without KVM is visibly
 // thinner; the other reasons are listed with their tests above the counts,
-// and so are the five slowest top-level tests of 10 s or more, to say where a
+// and so are the five slowest top-level tests of 10 s or more (one the
+// timeout stopped too, by the time its panic gives), to say where a
 // suite's time goes.
 // It exits 1 when a test or a package (its build included) failed, when the
 // input ends before a package does, or when it holds no package at all

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/pagecast/pagecast/internal/testutil"
 )
@@ -63,11 +64,15 @@ type summary struct {
 	failedT [][2]string         // failed tests: package, name
 	failedP []string            // failed packages, "[build failed]" appended where it did not build
 	slowest []timed             // the slowest top-level tests that ended, slowest first
+	// running is set in the list of tests a timeout's panic prints
+	// ("running tests:"), whose top-level tests count among the slowest.
+	running bool
 	ok      bool
 }
 
 // A timed test is a top-level test that passed or failed, and how long it
-// took (a parallel test from when it went on, not from its pause).
+// took (a parallel test from when it went on, not from its pause), or one
+// the timeout stopped ("did not finish" appended to its name).
 type timed struct {
 	pkg, name string
 	seconds   float64
@@ -136,7 +141,35 @@ func summarize(r io.Reader, w io.Writer) (bool, error) {
 	return s.ok, nil
 }
 
+// runningLine is a test in a timeout's list of those running: its name
+// and how long it had run.
+var runningLine = regexp.MustCompile(`^\t\t(\S+) \(([0-9hmsµn.]+)\)\n$`)
+
+// runningTests reads a timeout's "running tests:" list: its top-level
+// tests count among the slowest, marked as stopped (a test killed by
+// -timeout has no pass or fail event to time it by).
+func (s *summary) runningTests(pkgPath, line string) {
+	if line == "\trunning tests:\n" || line == "running tests:\n" {
+		s.running = true
+		return
+	}
+	if !s.running {
+		return
+	}
+	m := runningLine.FindStringSubmatch(line)
+	if m == nil {
+		s.running = false
+		return
+	}
+	if d, err := time.ParseDuration(m[2]); err == nil {
+		s.timedTest(pkgPath, m[1]+" (did not finish)", d.Seconds())
+	}
+}
+
 func (s *summary) handle(e event) {
+	if e.Action == "output" {
+		s.runningTests(e.Package, e.Output)
+	}
 	switch e.Action {
 	case "build-output":
 		s.builds[e.ImportPath] = append(s.builds[e.ImportPath], e.Output)

@@ -129,7 +129,8 @@ not json
 }
 
 // TestSlowest: the summary lists the slowest top-level tests of 10 s or
-// more, at most five, slowest first, failed ones too, and no subtest.
+// more, at most five, slowest first, failed ones too, and one the timeout
+// stopped (from the panic's list of running tests), and no subtest.
 func TestSlowest(t *testing.T) {
 	var in strings.Builder
 	for i, sec := range []float64{12, 3, 40, 11, 25, 90, 10, 14} {
@@ -162,6 +163,22 @@ func TestSlowest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := "slowest tests: a.TestLong 10 s\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("output\n%s\nlacks\n%s", out.String(), want)
+	}	// A test the timeout stopped has no event to time it by: the
+	// panic's list of running tests gives how long it ran.
+	in.Reset()
+	in.WriteString(`{"Action":"pass","Package":"example.com/m/a","Test":"TestLong","Elapsed":30}` + "\n")
+	in.WriteString(`{"Action":"run","Package":"example.com/m/a","Test":"TestHangs"}` + "\n")
+	for _, line := range []string{"panic: test timed out after 20m0s\n", "\trunning tests:\n", "\t\tTestHangs (19m58s)\n",
+		"\t\tTestHangs/case=1 (19m50s)\n", "\n", "goroutine 7 [running]:\n", "\t\tTestNot (1h0m0s)\n"} {
+		fmt.Fprintf(&in, `{"Action":"output","Package":"example.com/m/a","Test":"TestHangs/case=1","Output":%q}`+"\n", line)
+	}
+	in.WriteString(`{"Action":"fail","Package":"example.com/m/a","Elapsed":1200}` + "\n")
+	out.Reset()
+	if _, err := summarize(strings.NewReader(in.String()), &out); err != nil {
+		t.Fatal(err)
+	}
+	if want := "slowest tests: a.TestHangs (did not finish) 1198 s, a.TestLong 30 s\n"; !strings.Contains(out.String(), want) {
 		t.Errorf("output\n%s\nlacks\n%s", out.String(), want)
 	}
 }
