@@ -164,7 +164,8 @@ func TestSlowest(t *testing.T) {
 	}
 	if want := "slowest tests: a.TestLong 10 s\n"; !strings.Contains(out.String(), want) {
 		t.Errorf("output\n%s\nlacks\n%s", out.String(), want)
-	} // A test the timeout stopped has no event to time it by: the
+	}
+	// A test the timeout stopped has no event to time it by: the
 	// panic's list of running tests gives how long it ran.
 	in.Reset()
 	in.WriteString(`{"Action":"pass","Package":"example.com/m/a","Test":"TestLong","Elapsed":30}` + "\n")
