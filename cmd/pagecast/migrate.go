@@ -88,7 +88,7 @@ func migrateCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming or pagecast receive for pagecast's engine; QEMU -incoming for QEMU's)"},
-			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc and precopy+postcopy from QEMU (post-copy is enabled on both ends); with it, the summary of a QEMU source's migration also has the guest's own pause (STOP to RESUME)"},
+			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc and precopy+postcopy from QEMU (post-copy is enabled on both ends); with it, the summary of a QEMU source's migration also has the guest's own pause (STOP to RESUME), and a destination unlike the source (memory, vCPUs, memory backends, PCI devices, disk files on this host) is refused before anything is sent"},
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode, one of:" + modes.String() + "\n\t ", DefaultText: migrator.ModePrecopy}, // the default on a line of its own, not at the end of auto's (walk 106)
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
 			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing"},
@@ -397,6 +397,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				return err
 			}
 			if err := migrator.SameRAMBlocks(mon, dst); err != nil {
+				return err
+			}
+			if err := migrator.SameDevices(mon, dst); err != nil {
 				return err
 			}
 			if err := migrator.KVMNotToTCG(mon, dst); err != nil {
