@@ -70,6 +70,13 @@ func migrateTo(t *testing.T, src Guest, d *destination, cfg Config) Info {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return waitBoth(t, m, d)
+}
+
+// waitBoth waits for both ends of migration m into d; either failing
+// fails the test.
+func waitBoth(t *testing.T, m *Migration, d *destination) Info {
+	t.Helper()
 	info, err := m.Wait()
 	if err != nil {
 		t.Fatal(err)
@@ -1257,14 +1264,7 @@ func TestUserPauseHeld(t *testing.T) {
 			}
 			pauseDuringRound1(t, m, src)
 			stopped := src.seqNow()
-			info, err := m.Wait()
-			if err != nil {
-				t.Fatal(err)
-			}
-			<-d.done
-			if d.err != nil {
-				t.Fatalf("destination: %v", d.err)
-			}
+			info := waitBoth(t, m, d)
 			if info.Pagecast == nil || !info.Pagecast.HeldPaused {
 				t.Errorf("query-migrate does not say the guest was held paused: %+v", info.Pagecast)
 			}
