@@ -20,13 +20,17 @@ import (
 // has (-device, device_add, -nic, the board's: QOM's /machine/peripheral,
 // /machine/peripheral-anon and /machine/unattached) must be there of the
 // same type at the same slot and function, on the same chain of bridges
-// from the same root bus; its id, and the bridges', may differ, and so
-// may the way it was given (-nic here, -device there), as none of that
-// travels. Other devices are left to QEMU: an ISA serial port given by
-// -serial at one end and -device at the other is one device to a
-// migration, in other QOM places. Devices only the destination has are
-// left alone (QEMU loads a stream without them). Where either QEMU does
-// not say (not QEMU, or a QOM path it refuses), the migration finds out.
+// from the same root bus; its id, and the bridges', may differ, as they do
+// not travel. It is found in any of the three places: how a device was
+// given (-nic here, -device there) is left to QEMU, which took an e1000 so
+// and refused a virtio-net-pci, whose -nic has another number of MSI-X
+// vectors (walk 117). Other devices are left to QEMU too: an ISA serial
+// port given by -serial at one end and -device at the other is one device
+// to a migration, in other QOM places. Devices only the destination has
+// are left alone (QEMU loads a stream without them). A device that keeps
+// no state (edu, pci-testdev) is refused too, where QEMU would take the
+// stream. Where either QEMU does not say (not QEMU, or a QOM path it
+// refuses), the migration finds out.
 func SameDevices(src, dst qmp.Monitor) error {
 	s, d := pciDevices(src), pciDevices(dst)
 	if s == nil || d == nil {
@@ -36,7 +40,7 @@ func SameDevices(src, dst qmp.Monitor) error {
 		if d[k] >= s[k] {
 			continue
 		}
-		start := "start the destination with the source's -device options"
+		start := "start the destination with the source's devices"
 		there := "none"
 		for o := range d {
 			if o.where == k.where {

@@ -56,6 +56,14 @@ type StateSizer interface {
 	StateBytes() uint64
 }
 
+// Repauser is implemented by a Guest whose SaveState leaves it in a state
+// other than paused (QEMU: postmigrate, which pagecast and its users read
+// as a guest migrated away). After a failed migration of a guest its user
+// had paused, the engine calls Repause to leave it paused as it was.
+type Repauser interface {
+	Repause() error
+}
+
 // MigratedOuter is implemented by a Guest that tells a guest moved away
 // from one merely paused: the engine calls MigratedOut once a migration
 // of it has completed (QEMU's run state postmigrate).

@@ -1614,6 +1614,11 @@ func (s *sender) onHere() string {
 // user had paused it (held): it then stays paused, as it was.
 func (s *sender) resumeHere() error {
 	if s.held {
+		if g, ok := s.m.g.(Repauser); ok {
+			if err := g.Repause(); err != nil {
+				return fmt.Errorf("leave the guest paused as its user left it: %w", err)
+			}
+		}
 		return nil
 	}
 	if err := s.m.g.Resume(); err != nil {

@@ -369,6 +369,25 @@ func (s *Source) Resume() error {
 	return qemu.QMP(s.mon, "cont", nil, nil)
 }
 
+// Repause leaves QEMU paused after a failed migration of a guest its user
+// had paused (migrator.Repauser): SaveState left it in postmigrate, which
+// says the guest migrated away (a second migrate refused it so, the guest's
+// only copy: walk 117), and QEMU has no way from there to paused but
+// through running: it runs for the moment between cont and stop (a QMP
+// round trip, and RESUME and STOP events).
+func (s *Source) Repause() error {
+	st, err := qemu.RunState(s.mon)
+	if err != nil || st != "postmigrate" {
+		return err // paused still: SaveState had not run
+	}
+	if err := qemu.QMP(s.mon, "cont", nil, nil); err != nil {
+		return err
+	}
+	return qemu.QMP(s.mon, "stop", nil, nil)
+}
+
+var _ migrator.Repauser = (*Source)(nil)
+
 // Throttle is the share of vCPU time taken away, in percent.
 func (s *Source) Throttle() int {
 	s.mu.Lock()

@@ -857,9 +857,9 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 		t.Skip("boots QEMU; skipped in short mode")
 	}
 	testutil.RequiresQEMU(t)
-	// A device the command line's -parallel gives, which --dest-qmp's
-	// comparison of -device's (SameDevices) does not see, is refused by
-	// the destination QEMU only once the state has come.
+	// A device not on PCI, which --dest-qmp's comparison of devices
+	// (SameDevices) leaves to QEMU, is refused by the destination QEMU
+	// only once the state has come.
 	src := startQEMUExtra(t, "hotset", "", "-smp", "2", "-device", "isa-serial")
 	uri := freeTCP(t)
 	dst := startQEMUExtra(t, "hotset", uri, "-smp", "1")

@@ -1905,35 +1905,98 @@ func TestProfileCutShort(t *testing.T) {
 // destination, as QEMU's own migration (and libvirt) leaves it, and the
 // summary says so rather than a pause from the user's stop to the
 // destination's RESUME (walk 114: the destination ran it, and the summary
-// said the guest paused 3.1 s, the migration's part of it 259 ms).
+// said the guest paused 3.1 s, the migration's part of it 259 ms). Should
+// the migration fail, the guest stays paused on the source, in QEMU's
+// paused, not the postmigrate its state's save leaves, which a second
+// migrate took for a guest migrated away (walk 117).
 func TestMigrateQEMUEngineUserPause(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
 	}
 	testutil.RequiresQEMU(t)
-	// The user's second monitor: QEMU serves one client a socket, and
-	// migrate holds the first.
+	t.Run("completed", func(t *testing.T) {
+		src, dst, stdout, stderr, err := migratePausedMidway(t)
+		if err != nil {
+			t.Fatalf("pagecast migrate: %v\n%s\n%s", err, stdout, stderr)
+		}
+		for _, want := range []string{"status           completed", "verified         true",
+			"guest            held paused at the destination, as it was stopped on the source during the migration (QMP cont there runs it)"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("summary lacks %q:\n%s", want, stdout)
+			}
+		}
+		if strings.Contains(stdout, "guest paused ") {
+			t.Errorf("summary gives a pause from the user's stop:\n%s", stdout)
+		}
+		dst.saysAfterMigration(t, "migration received, memory verified; guest paused, as it was on the source when it left (stopped there during the migration): QMP cont runs it")
+		if st := qmpState(t, dst.sock); st != "paused" {
+			t.Fatalf("destination QEMU is %s, want paused, as the source was", st)
+		}
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(dst.stderr.String(), `msg="virtual machine paused"`); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("vm run does not log its guest paused:\n%s", dst.stderr.String())
+				break
+			}
+		}
+		if st := qmpState(t, src.VM().QMPPath); st != "postmigrate" {
+			t.Errorf("source QEMU is %s, want postmigrate", st)
+		}
+		mon, err := dialQMP(dst.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mon.Disconnect()
+		run(t, mon, "cont", nil)
+		if st, _ := run(t, mon, "query-status", nil)["status"].(string); st != "running" {
+			t.Errorf("destination QEMU is %s after cont, want running", st)
+		}
+	})
+	t.Run("failed", func(t *testing.T) {
+		// The destination lacks the source's device, and refuses its
+		// state (without --dest-qmp, nothing says so before).
+		src, _, stdout, stderr, err := migratePausedMidway(t, "-device", "virtio-rng-pci")
+		if err == nil || !strings.Contains(stderr, "(the guest stays on the source, paused, as it was stopped there during the migration; QEMU says paused: QMP cont runs it)") {
+			t.Fatalf("pagecast migrate to a destination that refuses the state: %v\n%s\n%s", err, stdout, stderr)
+		}
+		if st := qmpState(t, src.VM().QMPPath); st != "paused" {
+			t.Errorf("source QEMU is %s after the failed migration, want paused", st)
+		}
+		_, stderr2, err := runApp(t, "migrate", "--qmp", "unix:"+src.VM().QMPPath, "--to", freeTCP(t), "--mode", "precopy")
+		if err == nil || !strings.Contains(err.Error(), "virtual machine is paused, not running") {
+			t.Errorf("a second migrate: %v\n%s", err, stderr2)
+		}
+	})
+}
+
+// migratePausedMidway migrates a QEMU guest with extra options with
+// pagecast's engine to a vm run destination, pausing it with QMP stop on a
+// second monitor of its QEMU (migrate holds the first) during round 1.
+func migratePausedMidway(t *testing.T, extra ...string) (src *qemuguest.Source, dst *qemuRun, stdout, stderr string, err error) {
+	t.Helper()
 	user := filepath.Join(t.TempDir(), "user.sock")
 	w, _ := guest.ParseWorkload("hotset:hot=1024,p=0.95,delay=25000")
-	src, err := qemuguest.StartSource(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: 32 << 20, Cmdline: w.Cmdline(1), Seed: 1,
-		Extra: []string{"-qmp", "unix:" + user + ",server=on,wait=off"}})
+	src, err = qemuguest.StartSource(qemu.Options{Accel: qemu.AccelTCG, MemoryBytes: 32 << 20, Cmdline: w.Cmdline(1), Seed: 1,
+		Extra: append([]string{"-qmp", "unix:" + user + ",server=on,wait=off"}, extra...)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { src.Close() })
 	to := "tcp:" + freeAddr(t)
-	dst := startQEMURun(t, "--memory", "32M", "--incoming", to)
-	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.VM().QMPPath, "--dest-qmp", "unix:"+dst.sock, "--to", to,
+	dst = startQEMURun(t, "--memory", "32M", "--incoming", to)
+	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.VM().QMPPath, "--to", to,
 		"--engine", "pagecast", "--mode", "precopy", "--bandwidth", "2MiB/s")
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if len(extra) == 0 {
+		cmd.Args = append(cmd.Args, "--dest-qmp", "unix:"+dst.sock)
+	}
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(stderr.String(), "active round 1  sent "); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(errOut.String(), "active round 1  sent "); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
-			t.Fatalf("round 1 did not begin:\n%s", stderr.String())
+			t.Fatalf("round 1 did not begin:\n%s", errOut.String())
 		}
 	}
 	waitSocket(t, user)
@@ -1944,40 +2007,9 @@ func TestMigrateQEMUEngineUserPause(t *testing.T) {
 	run(t, mon, "stop", nil)
 	mon.Disconnect()
 	exited, err := waitExit(cmd, 2*time.Minute)
-	if !exited || err != nil {
+	if !exited {
 		cmd.Process.Kill()
-		t.Fatalf("pagecast migrate: %v\n%s\n%s", err, stdout.String(), stderr.String())
+		t.Fatalf("pagecast migrate did not end:\n%s\n%s", out.String(), errOut.String())
 	}
-	out := stdout.String()
-	for _, want := range []string{"status           completed", "verified         true",
-		"guest            held paused at the destination, as it was stopped on the source during the migration (QMP cont there runs it)"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("summary lacks %q:\n%s", want, out)
-		}
-	}
-	if strings.Contains(out, "guest paused ") {
-		t.Errorf("summary gives a pause from the user's stop:\n%s", out)
-	}
-	dst.saysAfterMigration(t, "migration received, memory verified; guest paused, as it was on the source when it left (stopped there during the migration): QMP cont runs it")
-	if st := qmpState(t, dst.sock); st != "paused" {
-		t.Fatalf("destination QEMU is %s, want paused, as the source was", st)
-	}
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(dst.stderr.String(), `msg="virtual machine paused"`); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Errorf("vm run does not log its guest paused:\n%s", dst.stderr.String())
-			break
-		}
-	}
-	if st := qmpState(t, src.VM().QMPPath); st != "postmigrate" {
-		t.Errorf("source QEMU is %s, want postmigrate", st)
-	}
-	mon, err = dialQMP(dst.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Disconnect()
-	run(t, mon, "cont", nil)
-	if st, _ := run(t, mon, "query-status", nil)["status"].(string); st != "running" {
-		t.Errorf("destination QEMU is %s after cont, want running", st)
-	}
+	return src, dst, out.String(), errOut.String(), err
 }

@@ -32,7 +32,8 @@ func receiveCommand() *cli.Command {
 			"on --listen for `pagecast migrate --to`, writes the pages it is sent into the guest RAM in place,\n" +
 			"loads the vCPU and device state through QEMU's own migration (x-ignore-shared: QEMU sends no\n" +
 			"RAM), checks the memory against the source's checksums and, once the source commits, runs the\n" +
-			"guest (QMP cont). It exits once the guest runs there (status 0), or when the migration fails\n" +
+			"guest (QMP cont; a guest paused on the source when it left stays paused). It exits once the guest\n" +
+			"is there (status 0), or when the migration fails\n" +
 			"(status 1; the guest stays with the source). QEMU serves one client per QMP socket: give QEMU a\n" +
 			"second -qmp socket for migrate --dest-qmp or anything else that watches it meanwhile.\n\n" +
 			"A connection that brings no valid handshake (a port scanner, another protocol, a source of\n" +

@@ -520,7 +520,7 @@ func runVM(c *cli.Context) error {
 	}
 	msg := "virtual machine running"
 	if vm.RunState() == vmm.StatePaused {
-		msg = "virtual machine paused (stopped while it waited, or --paused; cont runs it)"
+		msg = "virtual machine paused (stopped while it waited, --paused, or paused on the source when it left; cont runs it)"
 	}
 	log.Info(msg, "memory", units.FormatBytes(float64(vm.MemoryBytes())),
 		"vcpus", vm.VCPUs(), "workload", workload, "dirty", vm.DirtyMode(), "qmp", c.String("qmp"))

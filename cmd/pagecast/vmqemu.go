@@ -332,6 +332,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		sayOutcome(c, "a migration was received: the guest ran here")
 		if res.HeldPaused {
 			arrived = "paused"
+			sayOutcome(c, "a migration was received: the guest is here, paused as it was on the source")
 		}
 	} else if o.incoming != "" {
 		fmt.Fprintf(out, "serial console in %s (what the guest writes once it runs here)\n", vm.SerialPath())
