@@ -2013,3 +2013,44 @@ func migratePausedMidway(t *testing.T, extra ...string) (src *qemuguest.Source, 
 	}
 	return src, dst, out.String(), errOut.String(), err
 }
+
+// TestVMRunQMPExtra: vm run --qmp-extra gives QEMU a second QMP socket,
+// which answers while a client (pagecast migrate, for a whole migration)
+// holds --qmp's: walk 116 could not send QMP stop to a vm run's guest
+// during its migration. pagecast's own monitor refuses it.
+func TestVMRunQMPExtra(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped in short mode")
+	}
+	extra := filepath.Join(t.TempDir(), "extra.sock")
+	vm := startQEMURun(t, "--memory", "32M", "--qmp-extra", "unix:"+extra)
+	held, err := dialQMP(vm.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Disconnect()
+	if st := qmpState(t, extra); st != "running" {
+		t.Errorf("query-status on --qmp-extra while --qmp is held: %q, want running", st)
+	}
+	run(t, held, "stop", nil)
+	if st := qmpState(t, extra); st != "paused" {
+		t.Errorf("query-status on --qmp-extra after stop on --qmp: %q, want paused", st)
+	}
+	held.Disconnect()
+	// Stopped, vm run leaves neither socket behind, as QEMU does.
+	vm.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-vm.exited: // its own Wait, startQEMURun's
+	case <-time.After(20 * time.Second):
+		t.Fatal("vm run did not stop on SIGINT")
+	}
+	for _, sock := range []string{vm.sock, extra} {
+		if _, err := os.Stat(sock); err == nil {
+			t.Errorf("%s left behind", sock)
+		}
+	}
+	_, _, err = runApp(t, "vm", "run", "--monitor", "pagecast", "--qmp-extra", "unix:"+extra+"2")
+	if err == nil || !strings.Contains(err.Error(), "--qmp-extra is for --monitor qemu") {
+		t.Errorf("--qmp-extra on pagecast's own monitor: %v", err)
+	}
+}

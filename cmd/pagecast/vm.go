@@ -349,6 +349,7 @@ func vmCommand() *cli.Command {
 				"         pagecast vm run --memory 128M --incoming tcp:127.0.0.1:4444 --qmp unix:/tmp/dst.sock",
 			Flags: append(append(vmFlags(), qemuVMFlags()...),
 				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH, for this user alone (mode 0600; QEMU's own, under --monitor qemu, 0700)"},
+				&cli.StringFlag{Name: "qmp-extra", Usage: "--monitor qemu: a second QMP socket of QEMU's, unix:PATH, there from QEMU's start: QEMU serves one client a socket, and pagecast migrate holds --qmp's for the whole migration (a QMP stop or a watcher meanwhile goes here); pagecast's own monitor serves any number of clients on --qmp"},
 				&cli.StringFlag{Name: "incoming", Usage: "wait for a migration on tcp:HOST:PORT instead of booting, then run the migrated guest (plain TCP: trusted networks only; see --tls-*)"},
 				&cli.BoolFlag{Name: "paused", Usage: "with --incoming: leave the guest paused once it has arrived, as QMP stop while it waits does (QMP cont runs it); under --monitor qemu with pagecast's engine a stop sent to QEMU is not seen, and this is the way"},
 				&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS for migrations in and out: this end's certificate (PEM)"},
@@ -382,6 +383,9 @@ func runVM(c *cli.Context) error {
 	case monitorPagecast:
 		if c.IsSet("accel") {
 			return errors.New("--accel is for --monitor qemu: pagecast's own monitor runs only on KVM")
+		}
+		if c.IsSet("qmp-extra") {
+			return errors.New("--qmp-extra is for --monitor qemu, whose QEMU serves one client a socket: pagecast's own monitor serves any number on --qmp")
 		}
 		if c.IsSet("name") && !c.IsSet("metrics") {
 			return errors.New("--name is, on pagecast's own monitor, the vm label of --metrics: give --metrics too, or leave --name out (under --monitor qemu it is QEMU's -name)")

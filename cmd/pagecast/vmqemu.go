@@ -46,6 +46,7 @@ type qemuVM struct {
 	accel, why string
 	dir        string
 	qmp        string // the user's QMP socket (--qmp), which QEMU leaves behind when it exits
+	qmpExtra   string // and the second one (--qmp-extra)
 	// staged is where QEMU listens for the user's QMP until the guest is
 	// up (publishQMP moves it to qmp); "" once moved, or where it never
 	// was staged.
@@ -84,6 +85,7 @@ type qemuVMOptions struct {
 	accel    string // --accel
 	ringSize int    // KVM dirty ring entries per vCPU
 	qmp      string // socket path for other clients; "" for one in the work directory
+	qmpExtra string // a second one, there from QEMU's start (--qmp-extra); "" for none
 	incoming string // QEMU -incoming URI ("defer": pagecast's receiver feeds it)
 	name     string // QEMU's -name (--name)
 	memory   uint64
@@ -114,6 +116,11 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 		Accel: accel, MemoryBytes: o.memory, VCPUs: o.vcpus, Cmdline: o.workload.Cmdline(1), Mix: o.mix, Seed: o.seed,
 		Dir: dir, QMP: o.qmp, Incoming: o.incoming, Name: o.name,
 		Kernel: o.kernel, Initrd: o.initrd, Append: o.append,
+	}
+	if o.qmpExtra != "" {
+		// As qemu.Start gives --qmp's: its commas doubled.
+		opts.Extra = append(opts.Extra, "-chardev", "socket,id=qmp-extra,path="+strings.ReplaceAll(o.qmpExtra, ",", ",,")+",server=on,wait=off",
+			"-mon", "chardev=qmp-extra,mode=control")
 	}
 	staged := ""
 	// Not where the staged name would pass a socket path's 108 bytes
@@ -154,7 +161,7 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 		}
 		return nil, err
 	}
-	return &qemuVM{VM: vm, accel: accel, why: why, dir: dir, qmp: o.qmp, staged: staged}, nil
+	return &qemuVM{VM: vm, accel: accel, why: why, dir: dir, qmp: o.qmp, qmpExtra: o.qmpExtra, staged: staged}, nil
 }
 
 // describe says which accelerator and hook the VM uses, and why.
@@ -173,6 +180,9 @@ func (v *qemuVM) Close() error {
 	}
 	if v.staged != "" {
 		qmpserver.ClearStaleSocket(v.staged)
+	}
+	if v.qmpExtra != "" {
+		qmpserver.ClearStaleSocket(v.qmpExtra)
 	}
 	return err
 }
@@ -260,6 +270,16 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			return fmt.Errorf("--qmp: %w", err) // a live VM's socket, or not a socket
 		}
 		o.qmp = path
+	}
+	if spec := c.String("qmp-extra"); spec != "" {
+		path, ok := strings.CutPrefix(spec, "unix:")
+		if !ok {
+			return fmt.Errorf("--qmp-extra %q: want unix:PATH", spec)
+		}
+		if err := qmpserver.ClearStaleSocket(path); err != nil {
+			return fmt.Errorf("--qmp-extra: %w", err)
+		}
+		o.qmpExtra = path
 	}
 	// With pagecast's engine the receiver listens on --incoming and QEMU
 	// waits (-incoming defer) for the device state it forwards; with
