@@ -112,6 +112,10 @@ func (t *Trace) Name() string         { return t.name }
 // "qemu pid N" from pagecast profile of a QEMU VM).
 func (t *Trace) Source() string { return t.meta.Source }
 
+// Hook is what recorded the trace's writes (trace.Meta.Hook: "tcg-plugin"
+// for a QEMU VM under TCG).
+func (t *Trace) Hook() string { return t.meta.Hook }
+
 // First returns the trace's index of the workload's epoch 0: pagecast's
 // recordings start at 1, so that trace info's epoch n is the workload's
 // n-1.

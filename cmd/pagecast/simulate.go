@@ -919,9 +919,16 @@ func qemuTraceNote(w simulate.Workload, choice simulate.Choice, among func([]str
 	runnable := func(mode string) bool {
 		return !migrator.NeedsPostcopy(mode) || slices.Contains(qemus, mode) // pagecast's engine, or QEMU's own
 	}
+	// QEMU's own migration under TCG before 9.0 loses writes, which
+	// migrate warns of there: said here too (walk 116: the note named
+	// tsmc, QEMU's post-copy, for a TCG trace, without a word of it).
+	tcg := ""
+	if t.Hook() == "tcg-plugin" {
+		tcg = "; this trace's QEMU ran under TCG, where QEMU's own migration before QEMU 9.0 loses some of the guest's writes (migrate warns of it)"
+	}
 	if runnable(choice.Mode) {
 		if migrator.NeedsPostcopy(choice.Mode) {
-			return fmt.Sprintf("note: the trace is of a QEMU VM (%s): pagecast migrate runs %s there with QEMU's own migration (--engine qemu, --dest-qmp), and its --mode auto, which runs pagecast's engine, does not weigh it", src, choice.Mode)
+			return fmt.Sprintf("note: the trace is of a QEMU VM (%s): pagecast migrate runs %s there with QEMU's own migration (--engine qemu, --dest-qmp), and its --mode auto, which runs pagecast's engine, does not weigh it%s", src, choice.Mode, tcg)
 		}
 		return ""
 	}
@@ -940,7 +947,7 @@ func qemuTraceNote(w simulate.Workload, choice simulate.Choice, among func([]str
 	}
 	note += fmt.Sprintf("; the best of the modes it can run there is %s: %s", alt.Mode, alt.Why)
 	if migrator.NeedsPostcopy(alt.Mode) {
-		note += " (QEMU's own migration runs it: --engine qemu, --dest-qmp; migrate --mode auto, which runs pagecast's engine, does not weigh it)"
+		note += " (QEMU's own migration runs it: --engine qemu, --dest-qmp; migrate --mode auto, which runs pagecast's engine, does not weigh it)" + tcg
 	}
 	return note
 }
