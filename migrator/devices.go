@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/digitalocean/go-qemu/qmp"
 )
@@ -32,7 +33,13 @@ import (
 // stream. Where either QEMU does not say (not QEMU, or a QOM path it
 // refuses), the migration finds out.
 func SameDevices(src, dst qmp.Monitor) error {
-	s, d := pciDevices(src), pciDevices(dst)
+	// Asked of both at once: some 80 questions each, 0.16-0.19 s on a
+	// QEMU whose TCG guest is busy (walk 117).
+	var s, d map[device]int
+	var wg sync.WaitGroup
+	wg.Go(func() { s = pciDevices(src) })
+	d = pciDevices(dst)
+	wg.Wait()
 	if s == nil || d == nil {
 		return nil
 	}
