@@ -645,7 +645,7 @@ func (rc *receiver) verdict(problem error) error {
 	}
 	if err != nil {
 		return fmt.Errorf("the link broke before the source's commit came, so this destination does not start the guest (%w); "+
-			"the source paused it for the switch-over: if its migration reports completed, the commit was lost on the way and the guest is paused there (resume it there with QMP cont); if it failed, it runs there", err)
+			"the source paused it for the switch-over: if its migration reports completed, the commit was lost on the way and the guest is paused there (resume it there with QMP cont); if it failed, it runs there (or stays paused there, if its user had paused it)", err)
 	}
 	switch rec.Type {
 	case RecCommit:

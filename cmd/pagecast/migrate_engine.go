@@ -392,13 +392,17 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 		out.Guest = guestLost
 		return err // the engine says the source QEMU went, and the guest with it
 	}
+	held := info.Pagecast != nil && info.Pagecast.HeldPaused
 	if err != nil && m.HandedOver() {
 		// After the commit the source's copy stays paused (review 66:
 		// said to keep running, and --json's guest said source).
 		out.Guest = guestUnknown
-		return fmt.Errorf("%w (the guest was handed over to the destination, which runs it if the handover reached it; the source's copy stays paused)", err)
+		there := "runs it"
+		if held {
+			there = "holds it paused, as its user had paused it here,"
+		}
+		return fmt.Errorf("%w (the guest was handed over to the destination, which %s if the handover reached it; the source's copy stays paused)", err, there)
 	}
-	held := info.Pagecast != nil && info.Pagecast.HeldPaused
 	if err != nil {
 		if ok, st := src.Running(); !ok && st != "" && !strings.ContainsAny(st, " :") { // a run state, not QMP's error
 			// Stopped by QMP during the rounds, which this engine

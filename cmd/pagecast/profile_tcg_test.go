@@ -1984,7 +1984,7 @@ func migratePausedMidway(t *testing.T, extra ...string) (src *qemuguest.Source, 
 	to := "tcp:" + freeAddr(t)
 	dst = startQEMURun(t, "--memory", "32M", "--incoming", to)
 	cmd := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.VM().QMPPath, "--to", to,
-		"--engine", "pagecast", "--mode", "precopy", "--bandwidth", "2MiB/s")
+		"--engine", "pagecast", "--mode", "precopy", "--bandwidth", "4MiB/s")
 	if len(extra) == 0 {
 		cmd.Args = append(cmd.Args, "--dest-qmp", "unix:"+dst.sock)
 	}
