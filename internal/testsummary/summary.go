@@ -64,9 +64,10 @@ type summary struct {
 	failedT [][2]string         // failed tests: package, name
 	failedP []string            // failed packages, "[build failed]" appended where it did not build
 	slowest []timed             // the slowest top-level tests that ended, slowest first
-	// running is set in the list of tests a timeout's panic prints
-	// ("running tests:"), whose top-level tests count among the slowest.
-	running bool
+	// running is the package whose timeout's panic is listing the tests
+	// it stopped ("running tests:"), whose top-level tests count among
+	// the slowest; "" outside such a list.
+	running string
 	ok      bool
 }
 
@@ -150,15 +151,15 @@ var runningLine = regexp.MustCompile(`^\t\t(\S+) \(([0-9hmsµn.]+)\)\n$`)
 // -timeout has no pass or fail event to time it by).
 func (s *summary) runningTests(pkgPath, line string) {
 	if line == "\trunning tests:\n" || line == "running tests:\n" {
-		s.running = true
+		s.running = pkgPath
 		return
 	}
-	if !s.running {
+	if s.running != pkgPath {
 		return
 	}
 	m := runningLine.FindStringSubmatch(line)
 	if m == nil {
-		s.running = false
+		s.running = ""
 		return
 	}
 	if d, err := time.ParseDuration(m[2]); err == nil {
