@@ -1597,8 +1597,10 @@ func (s *sender) resumeUnless(committed bool, err error) error {
 	if rerr := s.resumeHere(); rerr != nil {
 		return errors.Join(err, rerr)
 	}
-	s.throttledSince = s.m.clock.Now()
-	s.publishThrottle()
+	if !s.held { // held, it stays paused: no throttle's time runs
+		s.throttledSince = s.m.clock.Now()
+		s.publishThrottle()
+	}
 	return err
 }
 
