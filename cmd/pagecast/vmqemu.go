@@ -246,6 +246,23 @@ func qemuGuestFlags(c *cli.Context) (qemuVMOptions, error) {
 
 // runQEMU is `vm run --monitor qemu`: QEMU runs the pagecast guest until
 // SIGINT, SIGTERM or QEMU's own end (quit on its QMP socket).
+// qmpSocketFlag is the path of QMP socket flag name (unix:PATH), cleared of
+// a socket no one listens on; "" where it is not given.
+func qmpSocketFlag(c *cli.Context, name string) (string, error) {
+	spec := c.String(name)
+	if spec == "" {
+		return "", nil
+	}
+	path, ok := strings.CutPrefix(spec, "unix:")
+	if !ok {
+		return "", fmt.Errorf("--%s %q: want unix:PATH", name, spec)
+	}
+	if err := qmpserver.ClearStaleSocket(path); err != nil {
+		return "", fmt.Errorf("--%s: %w", name, err) // a live VM's socket, or not a socket
+	}
+	return path, nil
+}
+
 func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	o, err := qemuGuestFlags(c)
 	if err != nil {
@@ -261,25 +278,11 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	if o.kernel == "" && (c.IsSet("initrd") || c.IsSet("append")) {
 		return fmt.Errorf("--initrd and --append go with --kernel")
 	}
-	if spec := c.String("qmp"); spec != "" {
-		path, ok := strings.CutPrefix(spec, "unix:")
-		if !ok {
-			return fmt.Errorf("--qmp %q: want unix:PATH", spec)
-		}
-		if err := qmpserver.ClearStaleSocket(path); err != nil {
-			return fmt.Errorf("--qmp: %w", err) // a live VM's socket, or not a socket
-		}
-		o.qmp = path
+	if o.qmp, err = qmpSocketFlag(c, "qmp"); err != nil {
+		return err
 	}
-	if spec := c.String("qmp-extra"); spec != "" {
-		path, ok := strings.CutPrefix(spec, "unix:")
-		if !ok {
-			return fmt.Errorf("--qmp-extra %q: want unix:PATH", spec)
-		}
-		if err := qmpserver.ClearStaleSocket(path); err != nil {
-			return fmt.Errorf("--qmp-extra: %w", err)
-		}
-		o.qmpExtra = path
+	if o.qmpExtra, err = qmpSocketFlag(c, "qmp-extra"); err != nil {
+		return err
 	}
 	// With pagecast's engine the receiver listens on --incoming and QEMU
 	// waits (-incoming defer) for the device state it forwards; with
@@ -349,10 +352,11 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			return err
 		}
 		printReceived(out, res, c.Bool("paused"))
-		sayOutcome(c, "a migration was received: the guest ran here")
 		if res.HeldPaused {
 			arrived = "paused"
 			sayOutcome(c, "a migration was received: the guest is here, paused as it was on the source")
+		} else {
+			sayOutcome(c, "a migration was received: the guest ran here")
 		}
 	} else if o.incoming != "" {
 		fmt.Fprintf(out, "serial console in %s (what the guest writes once it runs here)\n", vm.SerialPath())
