@@ -30,7 +30,9 @@ type Guest struct {
 	mu       sync.Mutex // Info and the engine's goroutine both ask about the guest
 	running  bool
 	throttle int
-	pos      float64   // epochs of the workload run so far, from its start
+	pos      float64 // epochs of the workload run so far, from its start
+	reach    float64 // pos, had the throttle slowed the guest by its response rather than its share
+	resp     Response
 	last     time.Time // when pos was last brought up to date
 	start    uint64    // the epoch the migration began at
 	writes   uint64    // pages written (harvested), summed over epochs
@@ -94,6 +96,8 @@ type GuestOptions struct {
 	// takes its share of each. The workload's writes are the guest's,
 	// whatever the count.
 	VCPUs int
+	// Response is what the guest writes while throttled; nil: Linear.
+	Response Response
 }
 
 // NewGuest returns a running guest at workload epoch o.Start, on clock.
@@ -114,7 +118,8 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 		return nil, fmt.Errorf("%d vCPUs: want 1 to %d", o.VCPUs, maxVCPUs)
 	}
 	g := &Guest{w: w, clock: clock, epoch: w.Epoch().Seconds(), state: make([]byte, o.StateBytes), contents: c, vcpus: max(1, o.VCPUs),
-		running: true, pos: float64(o.Start), last: clock.Now(), start: o.Start}
+		running: true, pos: float64(o.Start), last: clock.Now(), start: o.Start, resp: o.Response}
+	g.reach = g.pos
 	// What was written before the start holds data: a synthetic hot set;
 	// a trace's epochs before the start, and, for a window of one (what
 	// was observed before a migration, replayed as what comes), before
@@ -146,11 +151,13 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	return g, nil
 }
 
-// advance brings pos up to the clock. g.mu is held.
+// advance brings pos and reach up to the clock. g.mu is held.
 func (g *Guest) advance() {
 	now := g.clock.Now()
 	if g.running {
-		g.pos += now.Sub(g.last).Seconds() / g.epoch * (1 - float64(g.throttle)/100)
+		d, share := now.Sub(g.last).Seconds()/g.epoch, 1-float64(g.throttle)/100
+		g.pos += d * share
+		g.reach += d * g.resp.At(share)
 	}
 	g.last = now
 }
@@ -222,19 +229,22 @@ func (g *Guest) StartDirtyLog() (migrator.DirtyLog, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.advance()
-	return &dirtyLog{g: g, at: g.pos}, nil
+	return &dirtyLog{g: g, at: g.pos, reach: g.reach}, nil
 }
 
 // dirtyLog hands over the workload's writes up to the guest's position.
 // Within an epoch, each page is written at an instant of its own (a hash
 // of the page and the epoch), so a harvest in the middle of an epoch
 // returns the pages written in its first part, as a live guest's dirty
-// log would, and the next harvest the rest.
+// log would, and the next harvest the rest. A throttled guest's harvest
+// reaches back further than its position moved: the last stretch of the
+// workload as long as its Response says (reach), rewritten.
 type dirtyLog struct {
-	g    *Guest
-	at   float64        // the position, in epochs, handed over up to
-	seen *bitmap.Bitmap // HarvestPages's over more than two epochs, made then
-	runs []int          // HarvestPages's
+	g     *Guest
+	at    float64        // the position, in epochs, handed over up to
+	reach float64        // the guest's reach at the last harvest
+	seen  *bitmap.Bitmap // HarvestPages's over more than two epochs, made then
+	runs  []int          // HarvestPages's
 }
 
 // maxHarvestEpochs bounds one harvest's epochs: a log left unharvested for
@@ -252,6 +262,10 @@ func (l *dirtyLog) HarvestPages() ([]uint64, error) {
 		return nil, errors.New("the simulated guest's clock overflowed")
 	}
 	from, upto := l.at, g.pos
+	if span := g.reach - l.reach; span > upto-from {
+		from = max(0, upto-span)
+	}
+	l.reach = g.reach
 	if upto <= from {
 		return nil, nil
 	}

@@ -33,6 +33,10 @@ type Options struct {
 	// VCPUs is the guest's vCPU count, which post-copy's faults and the
 	// guest's slowdown go by (see GuestOptions); default 1.
 	VCPUs int
+	// Response is what the guest writes while throttled (see Response);
+	// nil: Linear, as pagecast's own guest. A Linux guest's is far from
+	// it: LinuxResponse, or measured (MeasureResponse).
+	Response Response
 	// Switchover is the fixed cost of a switch-over (see
 	// migrator.SimConfig); default 0.
 	Switchover time.Duration
@@ -178,7 +182,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	start := time.Unix(0, 0).UTC()
 	clock := migrator.NewVirtualClock(start)
-	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, WrittenSamples: o.WrittenSamples, StateBytes: o.StateBytes, VCPUs: o.VCPUs})
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, WrittenSamples: o.WrittenSamples, StateBytes: o.StateBytes, VCPUs: o.VCPUs, Response: o.Response})
 	if err != nil {
 		r.Err = err
 		return r
