@@ -128,7 +128,12 @@ func TestAgreesWithLive(t *testing.T) {
 
 // recording is the workload of epochs recorded from agreeMemory's guest.
 func recording(t *testing.T, epochs []trace.Epoch) simulate.Workload {
-	w, err := simulate.NewTrace("recorded", trace.Meta{MemoryBytes: agreeMemory, PageSize: 4096, Epoch: agreeEpoch}, epochs)
+	return recordingOf(t, agreeMemory, epochs)
+}
+
+// recordingOf is recording for a guest of memory bytes.
+func recordingOf(t *testing.T, memory uint64, epochs []trace.Epoch) simulate.Workload {
+	w, err := simulate.NewTrace("recorded", trace.Meta{MemoryBytes: memory, PageSize: 4096, Epoch: agreeEpoch}, epochs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,8 +195,14 @@ func startSource(t *testing.T) *qemuguest.Source {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { src.Close() })
-	// The guest writes once it has booted: wait for its first harvest
-	// that holds pages.
+	waitWrites(t, src)
+	return src
+}
+
+// waitWrites waits for the guest's first harvest that holds pages: it
+// writes once it has booted.
+func waitWrites(t *testing.T, src *qemuguest.Source) {
+	t.Helper()
 	log, err := src.StartDirtyLog()
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +221,6 @@ func startSource(t *testing.T) *qemuguest.Source {
 			t.Fatal("the guest wrote nothing in 30 s")
 		}
 	}
-	return src
 }
 
 // recorder is a guest whose dirty log keeps what the engine harvests,

@@ -954,8 +954,13 @@ func TestMigrateAuto(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMUs; skipped in short mode")
 	}
-	src, _, out, _ := migrateQEMUCLI(t, "--mode", "auto", "--observe", "10", "--bandwidth", "32MiB/s", "--dest-qmp", destQMP)
+	src, _, out, errOut := migrateQEMUCLI(t, "--mode", "auto", "--observe", "10", "--bandwidth", "32MiB/s", "--dest-qmp", destQMP)
 	t.Log("\n" + out)
+	// Before it predicts throttle, it measures what the guest writes
+	// throttled (simulate.MeasureResponse).
+	if !regexp.MustCompile(`pagecast: auto:   throttled 50%, 90%, 99%, the guest wrote in 100ms as many pages as it writes in \d+ms, \d+ms, \d+ms unthrottled \(its vCPU ran 50ms, 10ms, 1ms of it\)`).MatchString(errOut) {
+		t.Errorf("auto did not say what the guest wrote throttled:\n%s", errOut)
+	}
 	for _, want := range []string{"auto: predicted from 1s of the guest", "both ends on this host, whose CPU moved ", "auto chose ", "status           completed",
 		"verified         true", "predicted against outcome: total time "} {
 		if !strings.Contains(out, want) {

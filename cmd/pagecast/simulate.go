@@ -82,6 +82,7 @@ func simulateCommand() *cli.Command {
 			&cli.StringFlag{Name: "written-content", Usage: "what a page holds once the workload writes it, in the same shares (default: --content's non-zero classes, in their proportions); a guest that writes zeros (dd if=/dev/zero, memory it frees cleared) sends far less than that, as migrate --mode auto, which measures it in the guest, finds"},
 			&cli.StringFlag{Name: "state-size", Value: "300K", Usage: "vCPU and device state sent at the switch-over"},
 			&cli.IntFlag{Name: "vcpus", Value: 1, Usage: "the guest's vCPUs: in post-copy each waits for one missing page at a time, and the guest slowed column is a share of their time"},
+			&cli.StringFlag{Name: "throttle-response", DefaultText: "linux for a trace, linear for a synthetic workload", Usage: "what a throttled guest still writes: linear (in proportion to its CPU time, as pagecast's own guest), linux (measured on three programs in a Linux guest, 100 ms epochs: throttled 99%, they wrote 5-24% of their pages, not 1%; see README), or SHARE:SPAN pairs, the share of CPU time left and the share of the wall-clock time whose writes the guest still makes, e.g. 0.01:0.15,0.1:0.6 (what migrate --mode auto measures and prints)"},
 			&cli.DurationFlag{Name: "switchover", Usage: "fixed cost of a switch-over besides moving memory (restoring the guest's state, the commit)"},
 			&cli.StringFlag{Name: "checksum-rate", Value: units.FormatBytes(simulate.DefaultChecksumRate) + "/s", Usage: "how fast the paused source reads the memory its guest holds for the memory check after the switch-over, which lengthens the total time (0: not counted)"},
 			&cli.StringFlag{Name: "page-rate", Value: "0", Usage: "the most pages a second pagecast's own path moves (reading, sending, receiving, writing) whatever the link, e.g. 40k: what bounds a migration where the CPU, not the link, is short; migrate --mode auto measures it where both ends share a host (0: no bound)"},
@@ -92,6 +93,29 @@ func simulateCommand() *cli.Command {
 		},
 		Action: runSimulate,
 	}
+}
+
+// throttleResponse is --throttle-response's: by default LinuxResponse
+// for a trace (every real one is a Linux guest's), Linear for a synthetic
+// workload (pagecast's own guest's kind of writing).
+func throttleResponse(s string, w simulate.Workload) (simulate.Response, error) {
+	if s != "" {
+		return simulate.ParseResponse(s)
+	}
+	if _, ok := w.(*simulate.Synthetic); ok {
+		return simulate.Linear, nil
+	}
+	return simulate.LinuxResponse, nil
+}
+
+// writeResponseNote says, where a mode in results throttles, what the
+// throttled guest was taken to write.
+func writeResponseNote(out io.Writer, r simulate.Response, results []simulate.Result) {
+	if !slices.ContainsFunc(results, func(r simulate.Result) bool { return migrator.Throttles(r.Mode) }) {
+		return
+	}
+	fmt.Fprintf(out, "throttled 99%%, the guest was taken to write in a second what it writes in %v unthrottled (--throttle-response %s)\n",
+		(time.Duration(r.At(0.01) * float64(time.Second))).Round(time.Millisecond), r)
 }
 
 // simulation is one mode's result as --json prints it.
@@ -187,6 +211,9 @@ func runSimulate(c *cli.Context) error {
 	o := simulate.Options{Workload: w, Bandwidth: bw, DowntimeLimit: c.Duration("downtime-limit"), MaxRounds: c.Int("max-rounds"),
 		Start: start, Content: mix, Written: written, StateBytes: max(1, int(state)), Switchover: c.Duration("switchover"), ChecksumRate: sumRate, PageRate: pageRate,
 		PausedPageRate: pausedRate, PolicyTime: c.Bool("policy-time"), VCPUs: c.Int("vcpus")}
+	if o.Response, err = throttleResponse(c.String("throttle-response"), w); err != nil {
+		return fmt.Errorf("--throttle-response: %w", err)
+	}
 	if c.Duration("downtime-limit") <= 0 {
 		return fmt.Errorf("--downtime-limit %v: want a positive duration", c.Duration("downtime-limit"))
 	}
@@ -307,6 +334,7 @@ func runSimulate(c *cli.Context) error {
 				units.FormatBytes(rate), o.Start+first, mover, pace/rate)
 		}
 		writeSimulationTable(c.App.Writer, w, results)
+		writeResponseNote(c.App.Writer, o.Response, results)
 	}
 	if dir := c.String("plot"); dir != "" {
 		path := filepath.Join(dir, "timeline.png")
@@ -886,6 +914,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 	fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v; predicted from %s:\n", w.Name(),
 		units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(o.Bandwidth)), o.DowntimeLimit, observed.Name())
 	writeSimulationTable(c.App.Writer, observed, choice.Predictions)
+	writeResponseNote(c.App.Writer, o.Response, choice.Predictions)
 	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n", choice.Mode, choice.Why)
 	if note := qemuTraceNote(w, choice, among); note != "" {
 		fmt.Fprintln(c.App.Writer, note)
