@@ -609,3 +609,45 @@ func TestWarnLostSpan(t *testing.T) {
 		}
 	}
 }
+
+// simulate --throttle-response: a trace's guest is taken for a Linux
+// guest when throttled (LinuxResponse), a synthetic workload's for
+// pagecast's own; the table says which; a throttled Linux guest's rounds
+// hold more pages than a linear one's; bad values are refused.
+func TestSimulateThrottleResponse(t *testing.T) {
+	rows := map[string]string{}
+	for _, r := range []string{"", "linear", "0.01:0.5,0.5:0.9"} {
+		args := []string{"simulate", "--trace", "../../predictor/testdata/real/awk.pct", "--bandwidth", "4MiB/s", "--mode", "throttle"}
+		if r != "" {
+			args = append(args, "--throttle-response", r)
+		}
+		stdout, _, err := runApp(t, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"": "145ms unthrottled (--throttle-response linux)", "linear": "10ms unthrottled (--throttle-response linear)",
+			"0.01:0.5,0.5:0.9": "500ms unthrottled (--throttle-response 0.01:0.5,0.5:0.9)"}[r]
+		if !strings.Contains(stdout, "throttled 99%, the guest was taken to write in a second what it writes in "+want) {
+			t.Errorf("--throttle-response %q: the table does not say %q:\n%s", r, want, stdout)
+		}
+		for _, line := range strings.Split(stdout, "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == "throttle" {
+				rows[r] = line
+			}
+		}
+	}
+	// The heavier the response, the more pages its later rounds hold.
+	if rows[""] == rows["linear"] || rows["0.01:0.5,0.5:0.9"] == rows[""] {
+		t.Errorf("the response changed nothing:\n%s\n%s\n%s", rows["linear"], rows[""], rows["0.01:0.5,0.5:0.9"])
+	}
+	stdout, _, err := runApp(t, "simulate", "--synthetic", "hotset:hot=2048,p=0.95,rate=8000", "--memory", "64M", "--bandwidth", "16MiB/s", "--mode", "throttle")
+	if err != nil || !strings.Contains(stdout, "(--throttle-response linear)") {
+		t.Errorf("a synthetic workload's guest: %v\n%s", err, stdout)
+	}
+	for _, bad := range []string{"fast", "0.5:0.9,0.1:0.2", "1:1"} {
+		_, _, err := runApp(t, "simulate", "--trace", "../../predictor/testdata/real/awk.pct", "--mode", "throttle", "--throttle-response", bad)
+		if err == nil || !strings.HasPrefix(err.Error(), "--throttle-response: throttle response") {
+			t.Errorf("--throttle-response %q: %v", bad, err)
+		}
+	}
+}
