@@ -45,9 +45,9 @@ func TestMeasureResponseLive(t *testing.T) {
 		// the span at 99% and at 90%, as multiples of the share
 		lo99, hi99, lo90, hi90 float64
 	}{
-		// Measured 2026-12-06, three runs and one beside two busy
-		// loops: Linux 4.4-9.7× and 4.1-9.0×, pagecast's guest
-		// 1.25-2.2× and 1.3-2.4×.
+		// Measured 2026-12-06, five runs, one beside two busy loops:
+		// Linux 4.4-9.8× and 4.1-9.0×, pagecast's guest 1.25-2.5× and
+		// 0.9-2.4×.
 		{"linux", qemu.Options{MemoryBytes: 128 << 20, Kernel: kernel, Initrd: initrd, Accel: qemu.AccelTCG}, 3, 100, 3, 10},
 		{"pagecast-guest", options(t), 0.5, 4, 0.5, 3},
 	} {
