@@ -502,6 +502,15 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	o.Bandwidth, o.DowntimeLimit, o.MaxRounds, o.Switchover = p.MaxBandwidth, p.DowntimeLimit, p.MaxRounds, qemuSwitchover
 	o.PolicyTime = true   // the predictor's time holds up the live sender too
 	o.Profile = p.Profile // --profile warms the predictive modes' predictor live, and so in their simulations
+	modes := qemuAutoModes()
+	// Measured before the page rate, which is measured last, nearest the
+	// migration: the machine's load moves it.
+	if err := src.CanThrottle(); err != nil {
+		modes = slices.DeleteFunc(modes, migrator.Throttles)
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: throttle left out: %v\n", err)
+	} else if slices.ContainsFunc(modes, migrator.Throttles) {
+		o.Response = probeThrottle(ctx, c.App.ErrWriter, src, o.Workload)
+	}
 	rateNote := ""
 	if localDestination(c.String("to")) {
 		// Both ends on this host: their CPU, shared with the guest,
@@ -526,7 +535,6 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 			}
 		}
 	}
-	modes := qemuAutoModes()
 	// Said, as throttle's absence is: a user who chose --prefer downtime
 	// was not told that tsmc, with a fraction of its downtime, was never
 	// weighed (walk 86).
@@ -539,12 +547,6 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	if len(postcopy) > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: %s left out: they need post-copy, which on a QEMU source only QEMU's own migration does, and auto runs pagecast's engine; QEMU's runs %s: ask for one by name, with --dest-qmp, to a destination QEMU listening with its own -incoming (vm run --engine qemu --incoming)\n",
 			strings.Join(postcopy, ", "), qemuPostcopyModes())
-	}
-	if err := src.CanThrottle(); err != nil {
-		modes = slices.DeleteFunc(modes, migrator.Throttles)
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: throttle left out: %v\n", err)
-	} else if slices.ContainsFunc(modes, migrator.Throttles) {
-		o.Response = probeThrottle(ctx, c.App.ErrWriter, src, o.Workload)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: predicting %d modes from what was watched%s …\n", len(modes), atOnce(o, modes))
 	settled := watchSims(&o, c.App.ErrWriter, "pagecast: auto:   ", progressEvery)
