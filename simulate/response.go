@@ -208,7 +208,11 @@ func measureResponse(ctx context.Context, g migrator.Guest, watched Workload, th
 
 // workingSetCurve is how many distinct pages a workload writes in a stretch
 // of it, at whole epochs from 1 to a window's: at[k-1] over k epochs.
-type workingSetCurve struct{ at []float64 }
+// epoch is an epoch's share of the window.
+type workingSetCurve struct {
+	at    []float64
+	epoch float64
+}
 
 // workingSet measures w's curve over its stretches up to window long; nil
 // if w writes nothing.
@@ -222,7 +226,7 @@ func workingSet(w Workload, window time.Duration) *workingSetCurve {
 	for i := range n {
 		epochs = append(epochs, w.Dirty(nil, i))
 	}
-	c := &workingSetCurve{at: make([]float64, k)}
+	c := &workingSetCurve{at: make([]float64, k), epoch: w.Epoch().Seconds() / window.Seconds()}
 	seen := map[uint64]bool{}
 	for size := 1; size <= k; size++ {
 		sum, count := 0, 0
@@ -248,14 +252,13 @@ func workingSet(w Workload, window time.Duration) *workingSetCurve {
 // distinct pages: within an epoch in proportion, as the simulated guest
 // writes an epoch's pages at instants through it; at most 1.
 func (c *workingSetCurve) span(pages float64) float64 {
-	k := len(c.at)
 	prev := 0.0
 	for i, d := range c.at {
 		if pages <= d {
 			if d == prev {
-				return float64(i+1) / float64(k)
+				return min(1, float64(i+1)*c.epoch)
 			}
-			return (float64(i) + (pages-prev)/(d-prev)) / float64(k)
+			return min(1, (float64(i)+(pages-prev)/(d-prev))*c.epoch)
 		}
 		prev = d
 	}

@@ -155,3 +155,29 @@ func TestMeasureResponse(t *testing.T) {
 		t.Error("throttles descending taken")
 	}
 }
+
+// The span is a share of the window, whatever the watched epoch: a fifth
+// of a 250 ms epoch is half of a 100 ms window, a fifth of a 10 ms epoch a
+// fiftieth.
+func TestWorkingSetSpan(t *testing.T) {
+	for _, c := range []struct {
+		epoch time.Duration
+		want  float64
+	}{{250 * time.Millisecond, 0.5}, {100 * time.Millisecond, 0.2}, {10 * time.Millisecond, 0.02}} {
+		var epochs []trace.Epoch
+		for i := range 20 {
+			var ps []uint64
+			for p := range uint64(1000) {
+				ps = append(ps, uint64(i)*1000+p) // each epoch its own pages
+			}
+			epochs = append(epochs, trace.Epoch{Index: uint64(i), Pages: ps})
+		}
+		w, err := NewTrace("t", trace.Meta{MemoryBytes: 20000 * 4096, PageSize: 4096, Epoch: c.epoch}, epochs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := workingSet(w, ResponseWindow).span(200); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%v epochs: 200 pages a window is a span of %v, want %v", c.epoch, got, c.want)
+		}
+	}
+}
