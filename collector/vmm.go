@@ -15,6 +15,7 @@ import (
 	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qmpclient"
+	"github.com/pagecast/pagecast/trace"
 )
 
 // vcpuWait is how long a VM's vCPU threads are waited for.
@@ -36,6 +37,9 @@ type Target struct {
 	// QEMU says (qemu.ReadLayout), where pages are named by frame (KVM, or
 	// TCG with PluginAddresses); zero where it was not read.
 	Layout qemu.Layout
+	// Guest is trace.GuestPagecast where the VM runs pagecast's own guest
+	// (pagecast's monitor, or a QEMU booting its image), else "": not known.
+	Guest string
 	// PluginAddresses: under TCG, the plugin names pages by guest-physical
 	// frame (QEMU 8.2), not by offset in RAM (7.2); see
 	// qemu.PluginAddresses. The collector turns them into RAM pages.
@@ -167,6 +171,7 @@ func (c *vmmControl) learn(pid int) error {
 		t.PID = p
 	}
 	if t.Kind == "pagecast" {
+		t.Guest = trace.GuestPagecast
 		t.SharedRAM = true
 		var slots []struct {
 			Slot  uint32 `json:"slot"`
@@ -191,6 +196,9 @@ func (c *vmmControl) learn(pid int) error {
 		return err
 	}
 	t.SharedRAM = len(memdevs) > 0
+	if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", t.PID)); err == nil && qemu.BootsPagecastGuest(strings.Split(string(cmd), "\x00")) {
+		t.Guest = trace.GuestPagecast
+	}
 	for _, m := range memdevs {
 		t.SharedRAM = t.SharedRAM && m.Share
 	}

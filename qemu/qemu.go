@@ -205,7 +205,7 @@ func Start(o Options) (_ *VM, err error) {
 	if strings.ContainsAny(o.Dir, ",=") {
 		return nil, fmt.Errorf("qemu work directory %q: QEMU options cannot hold ',' or '='", o.Dir)
 	}
-	kernel := filepath.Join(o.Dir, "pagecast-guest.elf")
+	kernel := filepath.Join(o.Dir, GuestImage)
 	memPath := filepath.Join(o.Dir, "ram")
 	ownQMP := filepath.Join(o.Dir, "qmp-own.sock")
 	v := &VM{
@@ -395,6 +395,23 @@ func (v *VM) WaitBanner(timeout time.Duration) (string, error) {
 // WaitBannerContext is WaitBanner ended early by ctx (a signal).
 func (v *VM) WaitBannerContext(ctx context.Context, timeout time.Duration) (string, error) {
 	return v.WaitSerialContext(ctx, "pagecast-guest ", timeout)
+}
+
+// GuestImage is the file name of pagecast's guest image as QEMU boots it
+// (-kernel DIR/pagecast-guest.elf), whichever started QEMU: how a profile
+// tells pagecast's own guest from another (BootsPagecastGuest).
+const GuestImage = "pagecast-guest.elf"
+
+// BootsPagecastGuest says whether a QEMU started with args (its command
+// line, as /proc/PID/cmdline holds it) boots pagecast's guest image: a
+// -kernel named GuestImage.
+func BootsPagecastGuest(args []string) bool {
+	for i, a := range args[:max(len(args)-1, 0)] {
+		if a == "-kernel" || a == "--kernel" {
+			return filepath.Base(args[i+1]) == GuestImage
+		}
+	}
+	return false
 }
 
 // kernelPanic starts the line a Linux kernel prints when it panics (the

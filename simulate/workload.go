@@ -116,6 +116,10 @@ func (t *Trace) Source() string { return t.meta.Source }
 // for a QEMU VM under TCG).
 func (t *Trace) Hook() string { return t.meta.Hook }
 
+// Guest is the traced guest where the recorder knew it (trace.Meta.Guest:
+// trace.GuestPagecast for pagecast's own guest), else "".
+func (t *Trace) Guest() string { return t.meta.Guest() }
+
 // First returns the trace's index of the workload's epoch 0: pagecast's
 // recordings start at 1, so that trace info's epoch n is the workload's
 // n-1.

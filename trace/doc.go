@@ -37,6 +37,11 @@
 //	6    varint start time, Unix ns                             Start
 //	7    uvarint key length K, K bytes key, rest value; repeats Extra
 //
+// Extra keys pagecast profile writes: guest-memory-bytes (the guest's RAM,
+// where MemoryBytes also counts a hole below 4 GiB), dirty-mode (ring,
+// bitmap or tcg) and, where it knows the guest, guest (ExtraGuest:
+// "pagecast" for pagecast's own, which the simulator throttles as such).
+//
 // A header that is short, has a bad CRC or impossible metadata is an
 // error: nothing after it can be trusted. A file not starting with the
 // magic is ErrNotTrace.

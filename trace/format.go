@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -91,6 +92,31 @@ type Meta struct {
 	Start time.Time
 	// Extra holds free-form key/value strings.
 	Extra map[string]string
+}
+
+// ExtraGuest is the Extra key naming the guest that was traced, where the
+// recorder knew it: GuestPagecast for pagecast's own guest. A simulation
+// takes a throttled guest to write as that kind of guest does (see
+// simulate.Response): pagecast's in proportion to its CPU time, Linux far
+// more.
+const ExtraGuest = "guest"
+
+// GuestPagecast is ExtraGuest's value for pagecast's own guest.
+const GuestPagecast = "pagecast"
+
+// Guest is the traced guest as Extra names it (ExtraGuest), "" where the
+// recorder did not know it. A trace from before ExtraGuest was written
+// names pagecast's own guest by its Source: pagecast profile's of
+// pagecast's monitor ("pagecast pid N"), which runs no other, or the
+// demo's ("pagecast demo").
+func (m Meta) Guest() string {
+	if g, ok := m.Extra[ExtraGuest]; ok {
+		return g
+	}
+	if strings.HasPrefix(m.Source, "pagecast pid ") || m.Source == "pagecast demo" {
+		return GuestPagecast
+	}
+	return ""
 }
 
 // Pages is the number of guest pages, MemoryBytes/PageSize: every page

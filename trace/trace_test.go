@@ -615,3 +615,21 @@ func TestWriteErrorCutsTornRecord(t *testing.T) {
 		t.Fatalf("read back: %d epochs, damage %v, %v; want the 4 whole", len(got), damage, err)
 	}
 }
+
+func TestMetaGuest(t *testing.T) {
+	for _, tc := range []struct {
+		m    Meta
+		want string
+	}{
+		{Meta{Source: "qemu pid 7", Extra: map[string]string{ExtraGuest: GuestPagecast}}, GuestPagecast},
+		{Meta{Source: "qemu pid 7"}, ""},
+		{Meta{Source: "process pid 7"}, ""},
+		{Meta{Source: "pagecast pid 20030"}, GuestPagecast}, // pagecast's monitor, before the key
+		{Meta{Source: "pagecast demo"}, GuestPagecast},
+		{Meta{Source: "pagecast pid 20030", Extra: map[string]string{ExtraGuest: "linux"}}, "linux"},
+	} {
+		if got := tc.m.Guest(); got != tc.want {
+			t.Errorf("%+v: Guest() = %q, want %q", tc.m, got, tc.want)
+		}
+	}
+}

@@ -294,7 +294,8 @@ func collectorSource(ctx context.Context, col *collector.Collector, memory uint6
 }
 
 func writeProfile(path string, epochs []trace.Epoch, memory uint64, epoch time.Duration, source string) error {
-	w, err := trace.Create(path, trace.Meta{MemoryBytes: memory, PageSize: vmm.PageSize, Epoch: epoch, Source: "pagecast demo", Hook: source})
+	w, err := trace.Create(path, trace.Meta{MemoryBytes: memory, PageSize: vmm.PageSize, Epoch: epoch, Source: "pagecast demo", Hook: source,
+		Extra: map[string]string{trace.ExtraGuest: trace.GuestPagecast}})
 	if err != nil {
 		return err
 	}

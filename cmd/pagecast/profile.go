@@ -181,6 +181,10 @@ func runProfile(c *cli.Context) error {
 	// --out /nonexistent/x.pct).
 	var w *trace.Writer
 	if path := c.String("out"); path != "" {
+		extra := map[string]string{"guest-memory-bytes": fmt.Sprint(t.MemoryBytes), "dirty-mode": t.DirtyMode}
+		if t.Guest != "" {
+			extra[trace.ExtraGuest] = t.Guest
+		}
 		w, err = trace.Create(path, trace.Meta{
 			MemoryBytes: t.MaxPages() * 4096,
 			PageSize:    4096,
@@ -188,7 +192,7 @@ func runProfile(c *cli.Context) error {
 			Hook:        col.Hook(),
 			Source:      fmt.Sprintf("%s pid %d", t.Kind, t.PID),
 			Start:       col.Began(),
-			Extra:       map[string]string{"guest-memory-bytes": fmt.Sprint(t.MemoryBytes), "dirty-mode": t.DirtyMode},
+			Extra:       extra,
 		})
 		if err != nil {
 			return err

@@ -1900,8 +1900,13 @@ func TestProfileCutShort(t *testing.T) {
 		!strings.Contains(stderr.String(), "of the 1m0s --duration: trace "+out+" keeps the ") {
 		t.Errorf("profile --duration 60s stopped by SIGTERM: exit %d, %v\n%s%s", code, err, stdout.String(), stderr.String())
 	}
-	if _, epochs, damage, err := trace.ReadFile(out); err != nil || len(epochs) == 0 || len(damage) != 0 {
+	meta, epochs, damage, err := trace.ReadFile(out)
+	if err != nil || len(epochs) == 0 || len(damage) != 0 {
 		t.Errorf("the trace of a profile cut short: %d epochs, damage %v, %v", len(epochs), damage, err)
+	}
+	// Which guest it was, for simulate's throttle response.
+	if meta.Guest() != trace.GuestPagecast {
+		t.Errorf("the trace of pagecast's guest under QEMU says guest %q, want %q (extra %v)", meta.Guest(), trace.GuestPagecast, meta.Extra)
 	}
 }
 

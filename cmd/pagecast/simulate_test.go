@@ -15,6 +15,7 @@ import (
 
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/simulate"
+	"github.com/pagecast/pagecast/trace"
 )
 
 const simTrace = "../../predictor/testdata/hotset.pct" // 16 MiB pagecast guest, 60 epochs of 250 ms
@@ -643,6 +644,30 @@ func TestSimulateThrottleResponse(t *testing.T) {
 	stdout, _, err := runApp(t, "simulate", "--synthetic", "hotset:hot=2048,p=0.95,rate=8000", "--memory", "64M", "--bandwidth", "16MiB/s", "--mode", "throttle")
 	if err != nil || !strings.Contains(stdout, "(--throttle-response linear)") {
 		t.Errorf("a synthetic workload's guest: %v\n%s", err, stdout)
+	}
+	// A trace whose recorder says it is pagecast's own guest's (profile
+	// of pagecast's monitor or of a QEMU booting its image, the demo's).
+	meta, epochs, _, err := trace.ReadFile("../../predictor/testdata/real/awk.pct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta.Extra = map[string]string{trace.ExtraGuest: trace.GuestPagecast}
+	own := filepath.Join(t.TempDir(), "own.pct")
+	w, err := trace.Create(own, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range epochs {
+		if err := w.Append(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err = runApp(t, "simulate", "--trace", own, "--bandwidth", "4MiB/s", "--mode", "throttle")
+	if err != nil || !strings.Contains(stdout, "(--throttle-response linear)") {
+		t.Errorf("a trace of pagecast's own guest: %v\n%s", err, stdout)
 	}
 	for _, bad := range []string{"fast", "0.5:0.9,0.1:0.2", "1:1"} {
 		_, _, err := runApp(t, "simulate", "--trace", "../../predictor/testdata/real/awk.pct", "--mode", "throttle", "--throttle-response", bad)
