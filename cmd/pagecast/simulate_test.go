@@ -665,6 +665,10 @@ func TestSimulateThrottleResponse(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if stdout, _, err := runApp(t, "trace", "info", own); err != nil || !strings.Contains(stdout, "guest        pagecast's own (simulate throttles it as such: --throttle-response linear)") ||
+		strings.Contains(stdout, "extra        guest=") {
+		t.Errorf("trace info of a trace of pagecast's own guest: %v\n%s", err, stdout)
+	}
 	stdout, _, err = runApp(t, "simulate", "--trace", own, "--bandwidth", "4MiB/s", "--mode", "throttle")
 	if err != nil || !strings.Contains(stdout, "(--throttle-response linear)") {
 		t.Errorf("a trace of pagecast's own guest: %v\n%s", err, stdout)

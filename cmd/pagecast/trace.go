@@ -130,12 +130,24 @@ func traceInfo(c *cli.Context) error {
 	row("epoch", "%v", m.Epoch)
 	row("hook", "%s", orNone(m.Hook))
 	row("source", "%s", orNone(m.Source))
+	// What simulate's --throttle-response defaults to turns on it.
+	switch g := m.Guest(); {
+	case g == trace.GuestPagecast:
+		row("guest", "pagecast's own (simulate throttles it as such: --throttle-response linear)")
+	case g != "":
+		row("guest", "%s", g)
+	default:
+		row("guest", "not said (simulate throttles it as a Linux guest: --throttle-response linux)")
+	}
 	if m.Start.IsZero() {
 		row("start", "-")
 	} else {
 		row("start", "%s", m.Start.UTC().Format(time.RFC3339Nano))
 	}
 	for _, k := range slices.Sorted(maps.Keys(m.Extra)) {
+		if k == trace.ExtraGuest {
+			continue // said above
+		}
 		row("extra", "%s=%s", k, m.Extra[k])
 	}
 	if s.Epochs == 0 {

@@ -130,6 +130,7 @@ func TestTraceInfo(t *testing.T) {
 		"memory       256.0 MiB, 65536 pages of 4096 B",
 		"epoch        100ms",
 		"source       unit test",
+		"guest        not said (simulate throttles it as a Linux guest: --throttle-response linux)",
 		"epochs       4 (indices 0 to 3, 400ms), 1 empty, 0 missing",
 		"pages        6 dirtied, 6 distinct",
 		"per epoch    min 0, mean 1.5, max 3 pages",
