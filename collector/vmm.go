@@ -38,7 +38,8 @@ type Target struct {
 	// TCG with PluginAddresses); zero where it was not read.
 	Layout qemu.Layout
 	// Guest is trace.GuestPagecast where the VM runs pagecast's own guest
-	// (pagecast's monitor, or a QEMU booting its image), else "": not known.
+	// (pagecast's monitor, or a QEMU whose guest's status page says so:
+	// qemu.RunsPagecastGuest), else "": not known.
 	Guest string
 	// PluginAddresses: under TCG, the plugin names pages by guest-physical
 	// frame (QEMU 8.2), not by offset in RAM (7.2); see
@@ -196,7 +197,10 @@ func (c *vmmControl) learn(pid int) error {
 		return err
 	}
 	t.SharedRAM = len(memdevs) > 0
-	if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", t.PID)); err == nil && qemu.BootsPagecastGuest(strings.Split(string(cmd), "\x00")) {
+	switch own, err := qemu.RunsPagecastGuest(c.mon); {
+	case err != nil:
+		slog.Debug("could not tell whether the guest is pagecast's own", "err", err)
+	case own:
 		t.Guest = trace.GuestPagecast
 	}
 	for _, m := range memdevs {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/qemu"
@@ -71,6 +72,49 @@ func TestLayoutAgainstQEMU(t *testing.T) {
 				}
 			}
 			t.Logf("%s: %d ranges %x, %d places checked", tc.machine, len(l.Ranges()), l.Ranges(), checked)
+		})
+	}
+}
+
+// TestRunsPagecastGuest: pagecast's guest, booted, is told by its status
+// page; a QEMU started with pagecast's image that waits for a migration
+// (whose guest may be any) is not taken for it. (A Linux guest's is
+// checked in TestLinuxGuestDirtiesMemory.)
+func TestRunsPagecastGuest(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	if testing.Short() {
+		t.Skip("starts QEMU")
+	}
+	for _, incoming := range []string{"", "defer"} {
+		t.Run("incoming="+incoming, func(t *testing.T) {
+			t.Parallel()
+			v, err := qemu.Start(qemu.Options{MemoryBytes: 32 << 20, Accel: testutil.QEMUAccel(), Incoming: incoming, Cmdline: "workload=hotset"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			if incoming == "" {
+				if _, err := v.WaitBanner(60 * time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The status page is written once the guest has booted
+			// past its banner.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				own, err := qemu.RunsPagecastGuest(v.Monitor)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if own != (incoming == "") {
+					if incoming == "" && time.Now().Before(deadline) {
+						time.Sleep(100 * time.Millisecond)
+						continue
+					}
+					t.Fatalf("RunsPagecastGuest = %v, want %v", own, incoming == "")
+				}
+				break
+			}
 		})
 	}
 }

@@ -78,6 +78,9 @@ done`, rounds, fileBytes>>20)
 	if _, err := vm.GuestStatus(); !errors.Is(err, qemu.ErrLinuxGuest) {
 		t.Errorf("GuestStatus of a Linux guest: %v, want ErrLinuxGuest", err)
 	}
+	if own, err := qemu.RunsPagecastGuest(vm.Monitor); err != nil || own {
+		t.Errorf("RunsPagecastGuest of a Linux guest: %v, %v; want false", own, err)
+	}
 
 	// closeEpoch ends epoch e and returns the pages written in it.
 	closeEpoch := func(e uint32) []uint64 {

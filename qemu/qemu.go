@@ -205,7 +205,7 @@ func Start(o Options) (_ *VM, err error) {
 	if strings.ContainsAny(o.Dir, ",=") {
 		return nil, fmt.Errorf("qemu work directory %q: QEMU options cannot hold ',' or '='", o.Dir)
 	}
-	kernel := filepath.Join(o.Dir, GuestImage)
+	kernel := filepath.Join(o.Dir, "pagecast-guest.elf")
 	memPath := filepath.Join(o.Dir, "ram")
 	ownQMP := filepath.Join(o.Dir, "qmp-own.sock")
 	v := &VM{
@@ -397,21 +397,32 @@ func (v *VM) WaitBannerContext(ctx context.Context, timeout time.Duration) (stri
 	return v.WaitSerialContext(ctx, "pagecast-guest ", timeout)
 }
 
-// GuestImage is the file name of pagecast's guest image as QEMU boots it
-// (-kernel DIR/pagecast-guest.elf), whichever started QEMU: how a profile
-// tells pagecast's own guest from another (BootsPagecastGuest).
-const GuestImage = "pagecast-guest.elf"
-
-// BootsPagecastGuest says whether a QEMU started with args (its command
-// line, as /proc/PID/cmdline holds it) boots pagecast's guest image: a
-// -kernel named GuestImage.
-func BootsPagecastGuest(args []string) bool {
-	for i, a := range args[:max(len(args)-1, 0)] {
-		if a == "-kernel" || a == "--kernel" {
-			return filepath.Base(args[i+1]) == GuestImage
-		}
+// RunsPagecastGuest says whether the guest of the QEMU behind mon is
+// pagecast's own: its status page, where pagecast's image keeps it, holds
+// the magic the guest writes there as it boots. It reads guest memory
+// through QMP (HMP's xp), so it tells the guest that runs, not the image
+// QEMU was started with: a destination started with pagecast's image and
+// then given a Linux guest by a migration reads false. A guest that has
+// not yet booted that far, or booted another image, reads false too.
+func RunsPagecastGuest(mon Runner) (bool, error) {
+	k, err := guest.Load(guest.Image())
+	if err != nil {
+		return false, err
 	}
-	return false
+	var out string
+	if err := QMP(mon, "human-monitor-command", map[string]any{"command-line": fmt.Sprintf("xp /1wx %#x", k.StatusAddr)}, &out); err != nil {
+		return false, fmt.Errorf("read the guest's status page: %w", err)
+	}
+	// "0000000000105000: 0x54534350"
+	_, word, ok := strings.Cut(strings.TrimSpace(out), ": ")
+	if !ok {
+		return false, fmt.Errorf("read the guest's status page: xp said %q", out)
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(word), 0, 32)
+	if err != nil {
+		return false, fmt.Errorf("read the guest's status page: xp said %q", out)
+	}
+	return v == guest.StatusMagic, nil
 }
 
 // kernelPanic starts the line a Linux kernel prints when it panics (the

@@ -108,21 +108,3 @@ func TestWaitSerialStopped(t *testing.T) {
 		t.Errorf("the wait ended %v after its context: want at once", d)
 	}
 }
-
-func TestBootsPagecastGuest(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want bool
-	}{
-		{[]string{"qemu-system-x86_64", "-m", "256M", "-kernel", "/tmp/pc/pagecast-guest.elf", "-append", "w=hotset"}, true},
-		{[]string{"qemu-system-x86_64", "--kernel", "pagecast-guest.elf"}, true},
-		{[]string{"qemu-system-x86_64", "-kernel", "/boot/vmlinuz-6.1.0-57-amd64", "-initrd", "pagecast-guest.elf"}, false},
-		{[]string{"qemu-system-x86_64", "-drive", "file=disk.qcow2"}, false},
-		{[]string{"qemu-system-x86_64", "-kernel"}, false},
-		{nil, false},
-	} {
-		if got := BootsPagecastGuest(tc.args); got != tc.want {
-			t.Errorf("BootsPagecastGuest(%q) = %v, want %v", tc.args, got, tc.want)
-		}
-	}
-}

@@ -116,7 +116,7 @@ func (t *Trace) Source() string { return t.meta.Source }
 // for a QEMU VM under TCG).
 func (t *Trace) Hook() string { return t.meta.Hook }
 
-// Guest is the traced guest where the recorder knew it (trace.Meta.Guest:
+// Guest is the traced guest where it is known (trace.Meta.Guest:
 // trace.GuestPagecast for pagecast's own guest), else "".
 func (t *Trace) Guest() string { return t.meta.Guest() }
 

@@ -7,8 +7,8 @@ import (
 	"hash/crc32"
 	"maps"
 	"math"
+	"regexp"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -113,11 +113,15 @@ func (m Meta) Guest() string {
 	if g, ok := m.Extra[ExtraGuest]; ok {
 		return g
 	}
-	if strings.HasPrefix(m.Source, "pagecast pid ") || m.Source == "pagecast demo" {
+	if ownMonitorSource.MatchString(m.Source) || m.Source == "pagecast demo" {
 		return GuestPagecast
 	}
 	return ""
 }
+
+// ownMonitorSource is Source as pagecast profile writes it of pagecast's
+// monitor.
+var ownMonitorSource = regexp.MustCompile(`^pagecast pid [0-9]+$`)
 
 // Pages is the number of guest pages, MemoryBytes/PageSize: every page
 // number in the trace is below it.

@@ -626,6 +626,7 @@ func TestMetaGuest(t *testing.T) {
 		{Meta{Source: "process pid 7"}, ""},
 		{Meta{Source: "pagecast pid 20030"}, GuestPagecast}, // pagecast's monitor, before the key
 		{Meta{Source: "pagecast demo"}, GuestPagecast},
+		{Meta{Source: "pagecast pid 7 (my own tracer)"}, ""},
 		{Meta{Source: "pagecast pid 20030", Extra: map[string]string{ExtraGuest: "linux"}}, "linux"},
 	} {
 		if got := tc.m.Guest(); got != tc.want {

@@ -82,7 +82,7 @@ func simulateCommand() *cli.Command {
 			&cli.StringFlag{Name: "written-content", Usage: "what a page holds once the workload writes it, in the same shares (default: --content's non-zero classes, in their proportions); a guest that writes zeros (dd if=/dev/zero, memory it frees cleared) sends far less than that, as migrate --mode auto, which measures it in the guest, finds"},
 			&cli.StringFlag{Name: "state-size", Value: "300K", Usage: "vCPU and device state sent at the switch-over"},
 			&cli.IntFlag{Name: "vcpus", Value: 1, Usage: "the guest's vCPUs: in post-copy each waits for one missing page at a time, and the guest slowed column is a share of their time"},
-			&cli.StringFlag{Name: "throttle-response", DefaultText: "linear for pagecast's own guest (a synthetic workload, a trace whose header says guest=pagecast), else linux", Usage: "what a throttled guest still writes: linear (in proportion to its CPU time, as pagecast's own guest), linux (measured on three programs in a Linux guest, 100 ms epochs: throttled 99%, they wrote 5-24% of their pages, not 1%; see README), or SHARE:SPAN pairs, the share of CPU time left and the share of the wall-clock time whose writes the guest still makes, e.g. 0.01:0.15,0.1:0.6 (what migrate --mode auto measures and prints)"},
+			&cli.StringFlag{Name: "throttle-response", DefaultText: "linear for pagecast's own guest (a synthetic workload; a trace of it, as trace info's guest row says), else linux", Usage: "what a throttled guest still writes: linear (in proportion to its CPU time, as pagecast's own guest), linux (measured on three programs in a Linux guest, 100 ms epochs: throttled 99%, they wrote 5-24% of their pages, not 1%; see README), or SHARE:SPAN pairs, the share of CPU time left and the share of the wall-clock time whose writes the guest still makes, e.g. 0.01:0.15,0.1:0.6 (what migrate --mode auto measures and prints)"},
 			&cli.DurationFlag{Name: "switchover", Usage: "fixed cost of a switch-over besides moving memory (restoring the guest's state, the commit)"},
 			&cli.StringFlag{Name: "checksum-rate", Value: units.FormatBytes(simulate.DefaultChecksumRate) + "/s", Usage: "how fast the paused source reads the memory its guest holds for the memory check after the switch-over, which lengthens the total time (0: not counted)"},
 			&cli.StringFlag{Name: "page-rate", Value: "0", Usage: "the most pages a second pagecast's own path moves (reading, sending, receiving, writing) whatever the link, e.g. 40k: what bounds a migration where the CPU, not the link, is short; migrate --mode auto measures it where both ends share a host (0: no bound)"},
@@ -96,10 +96,9 @@ func simulateCommand() *cli.Command {
 }
 
 // throttleResponse is --throttle-response's: by default Linear for
-// pagecast's own guest (a synthetic workload, or a trace whose recorder
-// says so: profile of pagecast's monitor or of a QEMU booting its image,
-// the demo's), else LinuxResponse (a real VM's trace, a Linux guest's
-// most likely).
+// pagecast's own guest (a synthetic workload, or a trace of it:
+// trace.Meta.Guest), else LinuxResponse (a real VM's trace, a Linux
+// guest's most likely).
 func throttleResponse(s string, w simulate.Workload) (simulate.Response, error) {
 	if s != "" {
 		return simulate.ParseResponse(s)

@@ -612,8 +612,8 @@ func TestWarnLostSpan(t *testing.T) {
 }
 
 // simulate --throttle-response: a trace's guest is taken for a Linux
-// guest when throttled (LinuxResponse), a synthetic workload's for
-// pagecast's own; the table says which; a throttled Linux guest's rounds
+// guest when throttled (LinuxResponse), a synthetic workload's and a
+// trace of pagecast's own guest's for pagecast's own; the table says which; a throttled Linux guest's rounds
 // hold more pages than a linear one's; bad values are refused.
 func TestSimulateThrottleResponse(t *testing.T) {
 	rows := map[string]string{}
