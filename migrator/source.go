@@ -1643,6 +1643,7 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 		i.Pagecast.RoundPages = append(i.Pagecast.RoundPages, 0)
 		i.Pagecast.RoundBytes = append(i.Pagecast.RoundBytes, 0)
 	})
+	s.m.sim.roundBegins()
 	var normal, zero, deferredNow uint64
 	report := func() {
 		pending := s.pendingN

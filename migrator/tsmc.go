@@ -129,6 +129,7 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 		i.Pagecast.RoundPages = append(i.Pagecast.RoundPages, 0)
 		i.Pagecast.RoundBytes = append(i.Pagecast.RoundBytes, s.w.Bytes()-precopyBytes)
 	})
+	s.m.sim.roundBegins()
 
 	// Stage 3. Its pages go whole (with +mecom too): the destination
 	// fills each into the running guest's memory as it arrives.

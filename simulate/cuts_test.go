@@ -52,3 +52,51 @@ func TestSettleCuts(t *testing.T) {
 		}
 	}
 }
+
+// TestLaterRounds: the mean length of the pre-copy rounds after the
+// first, from each round's first point, the switch-over left out; the
+// first's where it is the only one (walk 119: 550 ms said of a migration
+// whose lone pre-copy round took 441 ms, its stop-and-copy 93 ms, and the
+// check the rest).
+func TestLaterRounds(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	for _, tc := range []struct {
+		name string
+		tl   []Point
+		want time.Duration
+	}{
+		{"one round, then the switch-over", []Point{{At: 0, Round: 1}, {At: ms(100), Round: 1}, {At: ms(441), Round: 2}, {At: ms(550), Round: 2}}, ms(441)},
+		{"three rounds", []Point{{At: 0, Round: 1}, {At: ms(800), Round: 2}, {At: ms(900), Round: 2}, {At: ms(1000), Round: 3}, {At: ms(1100), Round: 4}, {At: ms(1300), Round: 4}}, ms(150)},
+		{"not past round 1", []Point{{At: 0, Round: 1}, {At: ms(500), Round: 1}}, 0},
+		{"no timeline", nil, 0},
+	} {
+		if got := (Result{Timeline: tc.tl}).LaterRounds(); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestTimelineRoundStarts: the timeline has a point as each round begins,
+// however long the step between its other points.
+func TestTimelineRoundStarts(t *testing.T) {
+	w, err := ParseSynthetic("hotset:hot=2048,p=0.95,rate=8000", 16384, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Run(t.Context(), Options{Workload: w, Bandwidth: 16 << 20, Step: time.Hour}, migrator.ModePrecopy)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r.Info.Pagecast.Round < 3 {
+		t.Fatalf("%d rounds: want a migration of several", r.Info.Pagecast.Round)
+	}
+	seen := map[int]bool{}
+	for _, p := range r.Timeline {
+		seen[p.Round] = true
+	}
+	for round := 1; round <= r.Info.Pagecast.Round; round++ {
+		if !seen[round] {
+			t.Errorf("no point of round %d in the timeline %+v", round, r.Timeline)
+		}
+	}
+}

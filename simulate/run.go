@@ -81,11 +81,15 @@ const DefaultChecksumRate = 2 << 30
 
 // Result is one mode's simulated migration.
 type Result struct {
-	Mode     string
-	Info     migrator.Info // as query-migrate would have reported it at the end
-	Replays  uint64        // times the workload was started over, from Start
-	Start    uint64        // the workload epoch the migration started at
-	Timeline []Point
+	Mode    string
+	Info    migrator.Info // as query-migrate would have reported it at the end
+	Replays uint64        // times the workload was started over, from Start
+	Start   uint64        // the workload epoch the migration started at
+	// DowntimeLimit is the limit the migration was given (Options'
+	// or the default), which its Downtime may pass where the round cap
+	// forced the stop-and-copy.
+	DowntimeLimit time.Duration
+	Timeline      []Point
 	// Wall is the real time the simulation took, and Events the pages
 	// it handled: sent, deferred or written by the guest.
 	Wall   time.Duration
@@ -93,31 +97,32 @@ type Result struct {
 	Err    error
 }
 
-// LaterRounds returns the mean length of the rounds after the first, from
-// the timeline (0 where there are none): where it is shorter than the
-// workload's epoch, the rounds meet less of the dirtying than a live
-// migration's would (see Guest: each page of an epoch is written at one
-// instant in it).
-//
-// The timeline samples every Options.Step, so the rounds are taken to
-// start at its last point in round 1, which overstates their length by a
-// step at most.
+// LaterRounds returns the mean length of the pre-copy rounds after the
+// first, or the first's where it is the only one, from the timeline (0
+// where there is none): where it is shorter than the workload's epoch,
+// the rounds meet less of the dirtying than a live migration's would (see
+// Guest: each page of an epoch is written at one instant in it). The last
+// round is the switch-over (the stop-and-copy, or post-copy's start),
+// whose guest writes nothing here, and is not counted. The timeline has a
+// point as each round begins.
 func (r Result) LaterRounds() time.Duration {
 	if r.Err != nil || len(r.Timeline) == 0 {
 		return 0
 	}
-	end := r.Timeline[len(r.Timeline)-1]
-	if end.Round < 2 {
+	last := r.Timeline[len(r.Timeline)-1].Round
+	if last < 2 {
 		return 0
 	}
-	var from time.Duration
-	for _, p := range r.Timeline {
-		if p.Round >= 2 {
-			break
+	starts := make(map[int]time.Duration, 3)
+	for i, p := range r.Timeline {
+		if i == 0 || r.Timeline[i-1].Round != p.Round {
+			starts[p.Round] = p.At
 		}
-		from = p.At
 	}
-	return (end.At - from) / time.Duration(end.Round-1)
+	if last == 2 { // round 1, then the switch-over
+		return starts[2] - starts[1]
+	}
+	return (starts[last] - starts[2]) / time.Duration(last-2)
 }
 
 // Point is the migration's state at one virtual instant.
@@ -161,7 +166,7 @@ func Run(ctx context.Context, o Options, mode string) Result {
 
 // run is Run but for telling o.Done.
 func run(ctx context.Context, o Options, mode string) Result {
-	r := Result{Mode: mode, Start: o.Start}
+	r := Result{Mode: mode, Start: o.Start, DowntimeLimit: downtimeLimit(o)}
 	if r.Err = o.Check(); r.Err != nil {
 		return r
 	}

@@ -607,6 +607,7 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	for _, n := range notes {
 		fmt.Fprintln(out, n)
 	}
+	writeUnconverged(out, results)
 	if cutShort {
 		fmt.Fprintf(out, "> a mode stopped short once it could no longer be the best: more than %.0f%% past a mode finished within the downtime limit\n", 100*simulate.CutMargin)
 	}
@@ -635,6 +636,33 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	writeShortRounds(out, w, results, advice)
 }
 
+// writeUnconverged says which modes' pre-copy did not converge (the round
+// cap forced their stop-and-copy) and whose downtime passed the limit,
+// which the rows alone left to be inferred from a round count of the cap
+// plus one (walk 119: precopy's 305 ms against a 300 ms limit, unsaid).
+func writeUnconverged(out io.Writer, results []simulate.Result) {
+	var capped, over []string
+	var limit time.Duration
+	for _, r := range results {
+		if r.Err != nil || r.Info.Pagecast == nil {
+			continue
+		}
+		if why := r.Info.Pagecast.StopReason; strings.HasPrefix(why, "round cap ") && !strings.Contains(why, "post-copy") {
+			capped = append(capped, r.Mode)
+		}
+		if d := time.Duration(r.Info.Downtime) * time.Millisecond; r.DowntimeLimit > 0 && d > r.DowntimeLimit {
+			over = append(over, fmt.Sprintf("%s %v", r.Mode, d))
+			limit = r.DowntimeLimit
+		}
+	}
+	if len(capped) > 0 {
+		fmt.Fprintf(out, "did not converge: %s (the round cap, --max-rounds, forced the stop-and-copy with what was still pending)\n", strings.Join(capped, ", "))
+	}
+	if len(over) > 0 {
+		fmt.Fprintf(out, "over the %v downtime limit: %s\n", limit, strings.Join(over, ", "))
+	}
+}
+
 // firstIndex is the trace's index of a workload's epoch 0 (pagecast's
 // recordings start at 1), by which simulate names epochs as trace info
 // does; 0 for a synthetic workload.
@@ -658,7 +686,7 @@ func writeShortRounds(out io.Writer, w simulate.Workload, results []simulate.Res
 		advice = "; " + advice
 	}
 	if len(short) > 0 {
-		fmt.Fprintf(out, "rounds after the first shorter than the workload's %v epochs (%s, on average): each page of an epoch is written at one instant in it, "+
+		fmt.Fprintf(out, "pre-copy rounds shorter than the workload's %v epochs (%s: the rounds after the first on average, or the first where it was the only one): each page of an epoch is written at one instant in it, "+
 			"so a page written all through an epoch counts once and such rounds meet less dirtying than a live migration's would%s\n", w.Epoch(), strings.Join(short, ", "),
 			advice)
 	}

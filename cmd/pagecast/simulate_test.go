@@ -75,7 +75,7 @@ func TestSimulateCLI(t *testing.T) {
 // than the workload's epochs, which makes them meet too little of its
 // dirtying, the table says so; where they are not, it does not.
 func TestSimulateShortRounds(t *testing.T) {
-	const note = "rounds after the first shorter than the workload's"
+	const note = "pre-copy rounds shorter than the workload's"
 	for _, tc := range []struct {
 		epoch string
 		warn  bool
@@ -90,6 +90,27 @@ func TestSimulateShortRounds(t *testing.T) {
 		}
 		if tc.warn && !strings.Contains(stdout, "(pagecast profile --epoch 250ms)") {
 			t.Errorf("--epoch %s: the note does not suggest a quarter of the epoch:\n%s", tc.epoch, stdout)
+		}
+	}
+}
+
+// TestSimulateUnconverged: the table says which modes the round cap
+// stopped and whose downtime passed the limit; where none did, nothing.
+func TestSimulateUnconverged(t *testing.T) {
+	for _, tc := range []struct {
+		bandwidth string
+		want      bool
+	}{{"4MiB/s", true}, {"1GiB/s", false}} {
+		stdout, _, err := runApp(t, "simulate", "--synthetic", "hotset:hot=2048,p=0.95,rate=8000", "--memory", "64M",
+			"--bandwidth", tc.bandwidth, "--mode", "precopy,tsmc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		capped := strings.Contains(stdout, "did not converge: precopy (the round cap")
+		over := regexp.MustCompile(`over the 300ms downtime limit: precopy [0-9.]+m?s\n`).MatchString(stdout)
+		if capped != tc.want || over != tc.want || strings.Contains(stdout, "tsmc (") {
+			t.Errorf("--bandwidth %s: said did not converge %v, over the limit %v, want %v (tsmc, which goes on in post-copy, never):\n%s",
+				tc.bandwidth, capped, over, tc.want, stdout)
 		}
 	}
 }
