@@ -11,8 +11,8 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_ -]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/pagecast (no C tools needed: generated code and the guest image are committed)
-	$(GO) build -o $(BIN) ./cmd/pagecast
+build: ## Build bin/pagecast (no C tools needed: generated code and the guest image are committed), stamped with its commit where built in a git checkout (pagecast --version)
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/pagecast
 
 .PHONY: guest
 guest: ## Rebuild the guest image guest/pagecast-guest.elf (needs gcc with -m32)

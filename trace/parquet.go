@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/pagecast/pagecast/internal/buildinfo"
 	"github.com/parquet-go/parquet-go"
 )
 
@@ -41,7 +42,9 @@ func ExportParquet(w io.Writer, r *Reader) (int64, error) {
 		// themselves, so every reader of theirs opens the file.
 		parquet.DataPageVersion(1),
 		parquet.Compression(&parquet.Zstd),
-		parquet.CreatedBy("pagecast", "", ""),
+		// "pagecast version devel (build 905b876e1f2a)": the
+		// library puts no space before "(build".
+		parquet.CreatedBy("pagecast", buildinfo.Release()+" ", buildinfo.Revision()),
 		parquet.KeyValueMetadata(ParquetKeyMemory, strconv.FormatUint(m.MemoryBytes, 10)),
 		parquet.KeyValueMetadata(ParquetKeyPageSize, strconv.FormatUint(uint64(m.PageSize), 10)),
 		parquet.KeyValueMetadata(ParquetKeyEpoch, strconv.FormatInt(int64(m.Epoch), 10)),

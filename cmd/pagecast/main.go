@@ -16,6 +16,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/pagecast/pagecast/internal/buildinfo"
 	"github.com/pagecast/pagecast/internal/printable"
 	"github.com/urfave/cli/v2"
 )
@@ -124,8 +125,9 @@ func oneLine(err error) string { return printable.Line(err.Error()) }
 
 func newApp() *cli.App {
 	app := &cli.App{
-		Name:  "pagecast",
-		Usage: "watch how a VM dirties its memory, predict it, and live-migrate with that knowledge",
+		Name:    "pagecast",
+		Version: buildinfo.Version(),
+		Usage:   "watch how a VM dirties its memory, predict it, and live-migrate with that knowledge",
 		Description: "pagecast runs its own small guest, on its own KVM monitor or under QEMU (KVM or TCG), or drives\n" +
 			"a QEMU you started through QMP; it records which guest pages are written and when, forecasts\n" +
 			"which will be written next, and uses that to migrate the machine efficiently.",

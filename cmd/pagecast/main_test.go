@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -411,6 +412,15 @@ func TestMonitorAuto(t *testing.T) {
 // said "No help topic"), vCPUs out of range under QEMU (it said only to
 // use 1), a fractional plugin size (it said the size, within range, was
 // out of it).
+// TestVersion: pagecast --version says which pagecast it is (walk 119:
+// there was no way to tell, to cite or reproduce a figure).
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary, "--version").CombinedOutput()
+	if err != nil || !regexp.MustCompile(`^pagecast version (devel|v[0-9])[^\n]*\n$`).Match(out) {
+		t.Errorf("pagecast --version: %v, %q", err, out)
+	}
+}
+
 func TestCLIErrorsAnywhere(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
