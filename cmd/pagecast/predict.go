@@ -348,8 +348,8 @@ func writeEvalTable(out io.Writer, results []predictor.Result) {
 		higher bool // higher is better
 	}
 	cols := []column{
-		{"precision", "%.3f", func(r predictor.Result) float64 { return r.Precision }, true},
-		{"recall", "%.3f", func(r predictor.Result) float64 { return r.Recall }, true},
+		{"precision", "%.3f", precision, true},
+		{"recall", "%.3f", recall, true},
 		{"F1", "%.4f", func(r predictor.Result) float64 { return r.F1 }, true},
 		{"Brier", "%.6f", func(r predictor.Result) float64 { return r.Brier }, false},
 		{"AUC", "%.4f", func(r predictor.Result) float64 { return r.AUC }, true},
@@ -377,7 +377,9 @@ func writeEvalTable(out io.Writer, results []predictor.Result) {
 				mark = "*"
 			}
 			if math.IsNaN(v) {
-				row = append(row, "n/a ") // AUC with no page dirtied, or all
+				// AUC with no page dirtied, or all; precision with
+				// none predicted dirty, recall with none dirtied
+				row = append(row, "n/a ")
 				continue
 			}
 			row = append(row, fmt.Sprintf(col.format, v)+mark)
@@ -386,6 +388,31 @@ func writeEvalTable(out io.Writer, results []predictor.Result) {
 	}
 	tw.Flush()
 	fmt.Fprintln(out, "* best in the column; Brier and ECE: lower is better")
+}
+
+// precision is r's, NaN where it predicted no page dirty (walk 119: shown
+// as 0.000, and starred as the best where no other did better).
+func precision(r predictor.Result) float64 {
+	if r.TruePositives+r.FalsePositives == 0 {
+		return math.NaN()
+	}
+	return r.Precision
+}
+
+// recall is r's, NaN where no page was dirtied.
+func recall(r predictor.Result) float64 {
+	if r.Positives == 0 {
+		return math.NaN()
+	}
+	return r.Recall
+}
+
+// orNull is v, or nil (JSON's null) where it is NaN: undefined.
+func orNull(v float64) *float64 {
+	if math.IsNaN(v) {
+		return nil
+	}
+	return &v
 }
 
 // writePlots writes calibration<suffix>.png and per-epoch<suffix>.png into
@@ -493,8 +520,8 @@ type horizonScores struct {
 // scoreJSON is one predictor's row of the table, with its pair counts.
 type scoreJSON struct {
 	Name           string   `json:"name"`
-	Precision      float64  `json:"precision"`
-	Recall         float64  `json:"recall"`
+	Precision      *float64 `json:"precision"` // null where no pair was predicted dirty
+	Recall         *float64 `json:"recall"`    // null where no pair was dirtied
 	F1             float64  `json:"f1"`
 	Brier          float64  `json:"brier"`
 	AUC            *float64 `json:"auc"` // null where no pair was dirtied, or every one
@@ -512,12 +539,9 @@ func writeEvalJSON(c *cli.Context, r evalReport, horizons []int, all [][]predict
 	for i, h := range horizons {
 		hs := horizonScores{Horizon: h, Scored: len(all[i][0].Epochs)}
 		for _, res := range all[i] {
-			s := scoreJSON{Name: res.Name, Precision: res.Precision, Recall: res.Recall, F1: res.F1, Brier: res.Brier, ECE: res.ECE,
+			s := scoreJSON{Name: res.Name, Precision: orNull(precision(res)), Recall: orNull(recall(res)), F1: res.F1, Brier: res.Brier, ECE: res.ECE,
 				Pairs: res.Pairs, Positives: res.Positives, TruePositives: res.TruePositives, FalsePositives: res.FalsePositives, FalseNegatives: res.FalseNegatives}
-			if !math.IsNaN(res.AUC) {
-				auc := res.AUC
-				s.AUC = &auc
-			}
+			s.AUC = orNull(res.AUC)
 			hs.Predictors = append(hs.Predictors, s)
 		}
 		r.Horizons = append(r.Horizons, hs)

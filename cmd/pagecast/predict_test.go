@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -128,6 +129,49 @@ func TestPredictEval(t *testing.T) {
 // written at random, a quarter an epoch, which nothing foretells, the
 // move takes them to 0.5 (ECE near 0.25) and served they stay calibrated
 // (the README's figures had no recipe: a walk).
+// TestPredictEvalUndefined: a predictor that predicts no page dirty has
+// no precision: n/a in the table, not starred, and null in JSON, where it
+// showed 0.000, starred as the best where no other did better (walk 119).
+func TestPredictEvalUndefined(t *testing.T) {
+	var csv strings.Builder // every page written once: the baselines predict none again
+	for e := range 40 {
+		for p := e * 4; p < e*4+4; p++ {
+			fmt.Fprintf(&csv, "%d,%d\n", e, p)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "once.csv")
+	if err := os.WriteFile(path, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err := runApp(t, "predict", "eval", "--memory", "1M", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^ +markov +n/a +0\.000 `).MatchString(stdout) {
+		t.Errorf("markov, which predicts no page dirty, has a precision:\n%s", stdout)
+	}
+	stdout, _, err = runApp(t, "predict", "eval", "--memory", "1M", "--json", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Horizons []struct {
+			Predictors []struct {
+				Name      string
+				Precision *float64
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil || len(r.Horizons) != 1 {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	for _, p := range r.Horizons[0].Predictors {
+		if undefined := p.Name == "markov" || p.Name == "frequency"; undefined != (p.Precision == nil) {
+			t.Errorf("%s's precision in JSON: %v", p.Name, p.Precision)
+		}
+	}
+}
+
 func TestPredictEvalAsServed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "random.csv")
 	var b strings.Builder
