@@ -115,6 +115,25 @@ func TestSimulateUnconverged(t *testing.T) {
 	}
 }
 
+// TestSimulateContentAssumed: the header says when the content mix is
+// --content's default, which a trace does not record.
+func TestSimulateContentAssumed(t *testing.T) {
+	const note = "(--content's default: a trace does not record it; pagecast profile prints a guest's)"
+	for _, content := range []string{"", "zero=0.2,repeat=0.1,text=0.3,random=0.4"} {
+		args := []string{"simulate", "--trace", simTrace, "--mode", "precopy"}
+		if content != "" {
+			args = append(args, "--content", content)
+		}
+		stdout, _, err := runApp(t, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(stdout, note); got != (content == "") {
+			t.Errorf("--content %q: the header says it is the default: %v\n%s", content, got, stdout)
+		}
+	}
+}
+
 // containsRow reports whether the table has a row starting with mode.
 func containsRow(table, mode string) bool {
 	for line := range strings.SplitSeq(table, "\n") {
