@@ -48,8 +48,10 @@ func predictEvalCommand() *cli.Command {
 		Description: "Walks the trace forward: before each epoch every predictor forecasts, for every page, the\n" +
 			"probability that it is dirtied (within --horizon epochs), then sees the epoch. After --warmup\n" +
 			"epochs each (page, epoch) pair is scored. Predictors: the model (temporal and spatial locality,\n" +
-			"logistic regression fitted online), last-epoch (dirty last epoch => dirty next), frequency (share\n" +
-			"of the last 8 epochs dirty) and markov (a two-state chain per page).\n\n" +
+			"logistic regression fitted online), last-epoch (dirty last epoch => dirty next; the same at\n" +
+			"any horizon), frequency (f, the share of the last 8 epochs dirty; within h epochs 1-(1-f)^h) and\n" +
+			"markov (a two-state chain per page, shrunk toward the chain pooled over all pages; within h\n" +
+			"epochs, its chance of at least one dirty epoch among the next h).\n\n" +
 			"Columns: precision, recall and F1 of predicting dirty the pages at or above --threshold; Brier,\n" +
 			"the mean squared error of the probabilities over all pairs (lower is better); AUC, the area under\n" +
 			"the ROC curve; ECE, the expected calibration error over 10 equal-width bins. * marks the best in\n" +
