@@ -742,6 +742,10 @@ func writeAgainstPrecopy(out io.Writer, results []simulate.Result) {
 		if b == 0 {
 			return "–"
 		}
+		// One figure below a tenth: tsmc's downtime was 0.00× (walk 119).
+		if x := float64(a) / float64(b); x > 0 && x < 0.1 {
+			return fmt.Sprintf("%.1g×", x)
+		}
 		return fmt.Sprintf("%.2f×", float64(a)/float64(b))
 	}
 	fmt.Fprintln(out)

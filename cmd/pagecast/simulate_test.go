@@ -41,7 +41,7 @@ func TestSimulateCLI(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^ +mode +total +downtime +bytes +rounds +pages per round +deferred +throttle +pulled +guest slowed$`).MatchString(stdout) {
 		t.Error("the table's header lacks a column")
 	}
-	if !regexp.MustCompile(`(?m)^ +against precopy +bytes +total +downtime$(\n +\S+( +\d+\.\d\d×){3})*\n +predictive( +\d+\.\d\d×){3}$`).MatchString(stdout) {
+	if !regexp.MustCompile(`(?m)^ +against precopy +bytes +total +downtime$(\n +\S+( +\d+\.\d+×){3})*\n +predictive( +\d+\.\d+×){3}$`).MatchString(stdout) {
 		t.Error("no comparison with pre-copy, or no row in it for predictive")
 	}
 	// 16 MiB at 1 MiB/s takes longer than the trace's 15 s.
