@@ -268,8 +268,8 @@ func importPlainCSV(br *bufio.Reader, w *Writer, raw *uint64) (ImportStats, erro
 				in = min(in, *raw)
 			}
 			if gap, budget := epoch-gapFrom, MaxImportGap+in/ImportBytesPerGap; gap > budget-gaps {
-				return st, fmt.Errorf("csv line %d: epoch %d leaves a gap of %d empty epochs: %d bytes of rows so far may leave at most %d in all (%d, and one for every %d bytes)",
-					line, epoch, gap, in, budget, MaxImportGap, ImportBytesPerGap)
+				return st, fmt.Errorf("csv line %d: epoch %d leaves a gap of %d empty epochs: %d bytes of rows so far may leave at most %d in all (%d, and one for every %d bytes); "+
+					"give each empty epoch a row with no page (\"%d,\"), as trace export writes them", line, epoch, gap, in, budget, MaxImportGap, ImportBytesPerGap, gapFrom)
 			}
 			gaps += epoch - gapFrom
 			if st.Rows > 0 {

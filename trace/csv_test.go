@@ -121,6 +121,7 @@ func TestImportCSVErrors(t *testing.T) {
 		{"page beyond any", "epoch,page\n0,1\n0,99999999999999999999\n", `csv line 3: page "99999999999999999999" is beyond the 65536 pages of 256.0 MiB memory`},
 		{"epochs backwards", "epoch,page\n3,1\n4,1\n2,1\n", "csv line 4: epoch 2 after epoch 4: epochs must ascend"},
 		{"huge gap", "0,1\n99999999,1\n", "csv line 2: epoch 99999999 leaves a gap of 99999998 empty epochs"},
+		{"huge gap, the remedy", "0,1\n99999999,1\n", `give each empty epoch a row with no page ("1,")`},
 		{"epoch beyond time", "18446744073709551615,1\n", "csv line 1: epoch 18446744073709551615 (of 100ms) starts beyond"},
 		{"long line", "0," + strings.Repeat("1", 5000) + "\n", "csv line 1: line too long"},
 	} {

@@ -62,7 +62,9 @@ func traceCommand() *cli.Command {
 				Description: "Reads rows epoch,page (header optional; gzip detected; - is standard input). Epochs must\n" +
 					"ascend; rows within an epoch may come in any order, duplicates are dropped; a row without a\n" +
 					"page (\"336,\") is an empty epoch. Epochs with no rows between two that have rows become empty\n" +
-					"epochs, so indices are kept; the trace starts at\n" +
+					"epochs, so indices are kept (at most " + fmt.Sprint(trace.MaxImportGap) + " such in all, and one more for every " + fmt.Sprint(trace.ImportBytesPerGap) + " bytes of rows\n" +
+					"read: a few bytes of CSV cannot make a trace of millions of epochs; past that, give the empty\n" +
+					"epochs their rows, as trace export does); the trace starts at\n" +
 					"the first row's epoch (a trace exported from the profiler's, whose first epoch is 1, comes back\n" +
 					"starting at 1, as it was).\n\n" +
 					"Example: pagecast trace import --memory 256M --epoch 100ms -o awk.pct awk.csv.gz   # an epoch,page CSV, gzipped or not",
