@@ -79,6 +79,7 @@ func traceCommand() *cli.Command {
 						Usage: "trace file to write (.pct), replaced when the import is complete (through a symbolic link, the file it points to; a device or FIFO is written into); required"},
 					&cli.StringFlag{Name: "source", Usage: "what was traced, stored in the trace (default: \"csv import of IN\")"},
 					&cli.StringFlag{Name: "hook", Usage: "what recorded the writes, stored in the trace"},
+					&cli.StringFlag{Name: "guest", Usage: "pagecast where the trace is of pagecast's own guest (stored in the trace: simulate then throttles it as such, not as a Linux guest)"},
 				},
 				Action: traceImport,
 			},
@@ -245,6 +246,11 @@ func traceExport(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s lacks %d epoch indices between its first and last (lost to damage, or never recorded): %s rows cannot say so, and pagecast trace import reads a CSV's as empty epochs, refusing more than %d of those (and one more for every %d bytes of rows)\n",
 			path, n, map[string]string{"csv": "CSV", "parquet": "Parquet"}[format], trace.MaxImportGap, trace.ImportBytesPerGap)
 	}
+	if format == "csv" && r.Meta().Guest() == trace.GuestPagecast {
+		// What simulate's throttle turns on (walk 119: re-imported,
+		// throttle took 3.360 s where it had taken 2.906 s).
+		fmt.Fprintln(c.App.ErrWriter, "pagecast: note: a CSV holds no header, and this trace's says it is of pagecast's own guest: import it back with --guest pagecast, or simulate takes it for a Linux guest's when it throttles it")
+	}
 	if output != "" && output != "-" {
 		fmt.Fprintf(c.App.Writer, "exported %d rows to %s\n", rows, output)
 	}
@@ -333,6 +339,13 @@ func traceImport(c *cli.Context) error {
 	}
 	if m.Source == "" {
 		m.Source = "csv import of " + name
+	}
+	switch g := c.String("guest"); g {
+	case "":
+	case trace.GuestPagecast:
+		m.Extra = map[string]string{trace.ExtraGuest: g}
+	default:
+		return fmt.Errorf("--guest %q: want pagecast (pagecast's own guest), or leave it out", g)
 	}
 	if sameFile(in, out) {
 		return fmt.Errorf("-o %s is the CSV being imported: it would be replaced; give another file", out)

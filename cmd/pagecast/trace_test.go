@@ -329,3 +329,36 @@ func TestAnyPageSize(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceGuestRoundTrip: a CSV keeps no header; exporting a trace of
+// pagecast's own guest says so, and trace import --guest pagecast puts
+// back what simulate's throttle turns on (walk 119).
+func TestTraceGuestRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "hotset.csv")
+	_, stderr, err := runApp(t, "trace", "export", "-o", csv, simTrace)
+	if err != nil || !strings.Contains(stderr, "import it back with --guest pagecast") {
+		t.Fatalf("export of a trace of pagecast's guest to CSV: %v, stderr %q", err, stderr)
+	}
+	for _, guest := range []string{"", "pagecast"} {
+		out := filepath.Join(dir, "back"+guest+".pct")
+		args := []string{"trace", "import", "--memory", "16M", "--epoch", "250ms", "-o", out}
+		if guest != "" {
+			args = append(args, "--guest", guest)
+		}
+		if _, _, err := runApp(t, append(args, csv)...); err != nil {
+			t.Fatal(err)
+		}
+		stdout, _, err := runApp(t, "trace", "info", out)
+		if want := map[string]string{"": "guest        not said", "pagecast": "guest        pagecast's own"}[guest]; err != nil || !strings.Contains(stdout, want) {
+			t.Errorf("--guest %q: trace info lacks %q: %v\n%s", guest, want, err, stdout)
+		}
+	}
+	if _, _, err := runApp(t, "trace", "import", "--memory", "16M", "--guest", "linux", "-o", filepath.Join(dir, "x.pct"), csv); err == nil ||
+		!strings.Contains(err.Error(), `--guest "linux": want pagecast`) {
+		t.Errorf("--guest linux: %v", err)
+	}
+	if _, stderr, _ := runApp(t, "trace", "export", "-o", filepath.Join(dir, "awk.csv"), "../../predictor/testdata/real/awk.pct"); strings.Contains(stderr, "--guest") {
+		t.Errorf("export of a Linux guest's trace: %q", stderr)
+	}
+}
