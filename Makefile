@@ -10,9 +10,14 @@ BIN := bin/pagecast
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_ -]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Stamp the binary with its commit (pagecast --version) where git can read
+# the checkout: -buildvcs=auto fails the build where it cannot (a tree git
+# calls of dubious ownership), and some hosts set GOFLAGS=-buildvcs=false.
+BUILDVCS := $(shell git status --porcelain >/dev/null 2>&1 && echo auto || echo false)
+
 .PHONY: build
 build: ## Build bin/pagecast (no C tools needed: generated code and the guest image are committed), stamped with its commit where built in a git checkout (pagecast --version)
-	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/pagecast
+	$(GO) build -buildvcs=$(BUILDVCS) -o $(BIN) ./cmd/pagecast
 
 .PHONY: guest
 guest: ## Rebuild the guest image guest/pagecast-guest.elf (needs gcc with -m32)

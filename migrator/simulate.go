@@ -263,21 +263,18 @@ func (l *simLink) pay() error {
 }
 
 // roundBegins gives Observe the migration's Info as a round begins, where
-// the migration is simulated (l non-nil), whenever its last look was: a
-// timeline sampled every ObserveEvery alone placed a round's start up to
+// the migration is simulated (l non-nil), besides its looks every
+// ObserveEvery: a timeline of those alone placed a round's start up to
 // that late, and a simulation with 1 s epochs took its rounds of 94 ms
-// for 550 ms (walk 119). It pays nothing: the clock stays where the
-// engine left it, bytes still owed to the link included, so the
-// simulation runs as without it.
+// for 550 ms (walk 119). It pays nothing (the clock stays where the
+// engine left it, bytes still owed to the link included: up to a
+// batch's time early) and leaves the looks every ObserveEvery where
+// they were (auto's early stops are judged at them), so the simulation
+// runs as without it.
 func (l *simLink) roundBegins() {
 	if l == nil || l.sc.Observe == nil {
 		return
 	}
-	every := l.sc.ObserveEvery
-	if every <= 0 {
-		every = 100 * time.Millisecond
-	}
-	l.nextObs = l.clock.Now().Add(every)
 	l.sc.Observe(l.m.Info())
 }
 

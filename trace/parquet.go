@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -44,7 +45,7 @@ func ExportParquet(w io.Writer, r *Reader) (int64, error) {
 		parquet.Compression(&parquet.Zstd),
 		// "pagecast version devel (build 905b876e1f2a)": the
 		// library puts no space before "(build".
-		parquet.CreatedBy("pagecast", buildinfo.Release()+" ", buildinfo.Revision()),
+		parquet.CreatedBy("pagecast", buildinfo.Release()+" ", cmp.Or(buildinfo.Revision(), "unknown")),
 		parquet.KeyValueMetadata(ParquetKeyMemory, strconv.FormatUint(m.MemoryBytes, 10)),
 		parquet.KeyValueMetadata(ParquetKeyPageSize, strconv.FormatUint(uint64(m.PageSize), 10)),
 		parquet.KeyValueMetadata(ParquetKeyEpoch, strconv.FormatInt(int64(m.Epoch), 10)),

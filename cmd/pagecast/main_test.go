@@ -407,11 +407,6 @@ func TestMonitorAuto(t *testing.T) {
 	}
 }
 
-// TestCLIErrorsAnywhere: bad input that needs no KVM to check is named,
-// with a non-zero exit status: a command that does not exist (urfave/cli
-// said "No help topic"), vCPUs out of range under QEMU (it said only to
-// use 1), a fractional plugin size (it said the size, within range, was
-// out of it).
 // TestVersion: pagecast --version says which pagecast it is (walk 119:
 // there was no way to tell, to cite or reproduce a figure).
 func TestVersion(t *testing.T) {
@@ -421,6 +416,11 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+// TestCLIErrorsAnywhere: bad input that needs no KVM to check is named,
+// with a non-zero exit status: a command that does not exist (urfave/cli
+// said "No help topic"), vCPUs out of range under QEMU (it said only to
+// use 1), a fractional plugin size (it said the size, within range, was
+// out of it).
 func TestCLIErrorsAnywhere(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

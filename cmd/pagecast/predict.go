@@ -55,11 +55,13 @@ func predictEvalCommand() *cli.Command {
 			"Columns: precision, recall and F1 of predicting dirty the pages at or above --threshold; Brier,\n" +
 			"the mean squared error of the probabilities over all pairs (lower is better); AUC, the area under\n" +
 			"the ROC curve; ECE, the expected calibration error over 10 equal-width bins. * marks the best in\n" +
-			"each column. With several horizons (--horizon 1,2,4,8,16: what a pre-copy round asks, \"is\n" +
-			"this page dirtied again before the round ends?\") there is one table per horizon, then the model\n" +
-			"against the best baseline at each. The model keeps its probabilities calibrated except that,\n" +
-			"where the epochs after its last refits (the latest weighing most) show another cut than\n" +
-			"--threshold gives a clearly better F1, it moves the pages in between just across it.\n\n" +
+			"each column; n/a where a score is undefined (precision where nothing was predicted dirty, recall,\n" +
+			"F1 and AUC where nothing was dirtied). With several horizons (--horizon 1,2,4,8,16: what a\n" +
+			"pre-copy round asks, \"is this page dirtied again before the round ends?\") there is one table\n" +
+			"per horizon, then the model against the best baseline at each. The model keeps its\n" +
+			"probabilities calibrated except that, where the epochs after its last refits (the latest\n" +
+			"weighing most) show another cut than --threshold gives a clearly better F1, it moves the pages\n" +
+			"in between just across it.\n\n" +
 			"TRACE is a trace file (pagecast profile --out, pagecast trace import) or, ending in .csv or\n" +
 			".csv.gz, a CSV of epoch,page rows, which needs --memory (see pagecast trace import). A walk\n" +
 			"that takes longer than 5 s says on stderr how far it is, every 5 s.\n\n" +
@@ -352,7 +354,7 @@ func writeEvalTable(out io.Writer, results []predictor.Result) {
 	cols := []column{
 		{"precision", "%.3f", precision, true},
 		{"recall", "%.3f", recall, true},
-		{"F1", "%.4f", func(r predictor.Result) float64 { return r.F1 }, true},
+		{"F1", "%.4f", f1, true},
 		{"Brier", "%.6f", func(r predictor.Result) float64 { return r.Brier }, false},
 		{"AUC", "%.4f", func(r predictor.Result) float64 { return r.AUC }, true},
 		{"ECE", "%.5f", func(r predictor.Result) float64 { return r.ECE }, false},
@@ -380,7 +382,7 @@ func writeEvalTable(out io.Writer, results []predictor.Result) {
 			}
 			if math.IsNaN(v) {
 				// AUC with no page dirtied, or all; precision with
-				// none predicted dirty, recall with none dirtied
+				// none predicted dirty, recall and F1 with none dirtied
 				row = append(row, "n/a ")
 				continue
 			}
@@ -407,6 +409,15 @@ func recall(r predictor.Result) float64 {
 		return math.NaN()
 	}
 	return r.Recall
+}
+
+// f1 is r's, NaN where no page was dirtied (0.0000, starred for every
+// predictor alike; walk 120).
+func f1(r predictor.Result) float64 {
+	if r.Positives == 0 {
+		return math.NaN()
+	}
+	return r.F1
 }
 
 // orNull is v, or nil (JSON's null) where it is NaN: undefined.
@@ -524,7 +535,7 @@ type scoreJSON struct {
 	Name           string   `json:"name"`
 	Precision      *float64 `json:"precision"` // null where no pair was predicted dirty
 	Recall         *float64 `json:"recall"`    // null where no pair was dirtied
-	F1             float64  `json:"f1"`
+	F1             *float64 `json:"f1"`        // null where no pair was dirtied
 	Brier          float64  `json:"brier"`
 	AUC            *float64 `json:"auc"` // null where no pair was dirtied, or every one
 	ECE            float64  `json:"ece"`
@@ -541,7 +552,7 @@ func writeEvalJSON(c *cli.Context, r evalReport, horizons []int, all [][]predict
 	for i, h := range horizons {
 		hs := horizonScores{Horizon: h, Scored: len(all[i][0].Epochs)}
 		for _, res := range all[i] {
-			s := scoreJSON{Name: res.Name, Precision: orNull(precision(res)), Recall: orNull(recall(res)), F1: res.F1, Brier: res.Brier, ECE: res.ECE,
+			s := scoreJSON{Name: res.Name, Precision: orNull(precision(res)), Recall: orNull(recall(res)), F1: orNull(f1(res)), Brier: res.Brier, ECE: res.ECE,
 				Pairs: res.Pairs, Positives: res.Positives, TruePositives: res.TruePositives, FalsePositives: res.FalsePositives, FalseNegatives: res.FalseNegatives}
 			s.AUC = orNull(res.AUC)
 			hs.Predictors = append(hs.Predictors, s)

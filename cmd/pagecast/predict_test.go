@@ -124,11 +124,6 @@ func TestPredictEval(t *testing.T) {
 
 // --horizon 1,2,4,8,16: a table per horizon, scored as far ahead as it
 // says, then the model against the best baseline at each.
-// TestPredictEvalAsServed: --as-served scores the model's probabilities
-// as predict serve serves them, none moved across the threshold: on pages
-// written at random, a quarter an epoch, which nothing foretells, the
-// move takes them to 0.5 (ECE near 0.25) and served they stay calibrated
-// (the README's figures had no recipe: a walk).
 // TestPredictEvalUndefined: a predictor that predicts no page dirty has
 // no precision: n/a in the table, not starred, and null in JSON, where it
 // showed 0.000, starred as the best where no other did better (walk 119).
@@ -170,8 +165,33 @@ func TestPredictEvalUndefined(t *testing.T) {
 			t.Errorf("%s's precision in JSON: %v", p.Name, p.Precision)
 		}
 	}
+	// Nothing dirtied after the warm-up: no recall, no F1 (walk 120:
+	// 0.0000, starred for every predictor).
+	csv.Reset()
+	for e := range 40 {
+		if e < 8 {
+			fmt.Fprintf(&csv, "%d,%d\n", e, e)
+		} else {
+			fmt.Fprintf(&csv, "%d,\n", e)
+		}
+	}
+	if err := os.WriteFile(path, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err = runApp(t, "predict", "eval", "--memory", "1M", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^ +model +\S+ +n/a +n/a `).MatchString(stdout) || strings.Contains(stdout, "0.0000*") {
+		t.Errorf("no page dirtied: the model has a recall or an F1:\n%s", stdout)
+	}
 }
 
+// TestPredictEvalAsServed: --as-served scores the model's probabilities
+// as predict serve serves them, none moved across the threshold: on pages
+// written at random, a quarter an epoch, which nothing foretells, the
+// move takes them to 0.5 (ECE near 0.25) and served they stay calibrated
+// (the README's figures had no recipe: a walk).
 func TestPredictEvalAsServed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "random.csv")
 	var b strings.Builder
@@ -198,7 +218,7 @@ func TestPredictEvalAsServed(t *testing.T) {
 	}
 	moved, served := score(), score("--as-served")
 	m, s := moved.Horizons[0].Predictors[0], served.Horizons[0].Predictors[0]
-	t.Logf("moved: ECE %.4f Brier %.4f F1 %.4f; as served: ECE %.4f Brier %.4f F1 %.4f", m.ECE, m.Brier, m.F1, s.ECE, s.Brier, s.F1)
+	t.Logf("moved: ECE %.4f Brier %.4f F1 %.4f; as served: ECE %.4f Brier %.4f F1 %.4f", m.ECE, m.Brier, *m.F1, s.ECE, s.Brier, *s.F1)
 	if moved.AsServed || !served.AsServed {
 		t.Errorf("as-served in --json: %v without the flag, %v with it", moved.AsServed, served.AsServed)
 	}
@@ -268,10 +288,15 @@ func TestPredictEvalHorizons(t *testing.T) {
 		var model, best float64
 		fmt.Sscan(f[1]+" "+f[2], &model, &best)
 		var bestJSON float64
-		for _, p := range hs.Predictors[1:] {
-			bestJSON = max(bestJSON, p.F1)
+		for _, p := range hs.Predictors {
+			if p.F1 == nil {
+				t.Fatalf("horizon %d: %s's F1 is null on a trace that dirties pages", hs.Horizon, p.Name)
+			}
 		}
-		if m := hs.Predictors[0]; m.Name != "model" || hs.Scored != 52-(hs.Horizon-1) || math.Abs(m.F1-model) > 1e-4 || math.Abs(bestJSON-best) > 1e-4 ||
+		for _, p := range hs.Predictors[1:] {
+			bestJSON = max(bestJSON, *p.F1)
+		}
+		if m := hs.Predictors[0]; m.Name != "model" || hs.Scored != 52-(hs.Horizon-1) || math.Abs(*m.F1-model) > 1e-4 || math.Abs(bestJSON-best) > 1e-4 ||
 			m.TruePositives+m.FalseNegatives != m.Positives || len(hs.Predictors) < 4 || m.AUC == nil {
 			t.Errorf("horizon %d in --json: %+v; the table's summary row %q", hs.Horizon, hs, rows[2+i])
 		}

@@ -331,6 +331,9 @@ func runSimulate(c *cli.Context) error {
 		assumed := ""
 		if !c.IsSet("content") {
 			assumed = " (--content's default: a trace does not record it; pagecast profile prints a guest's)"
+			if _, ok := w.(*simulate.Synthetic); ok {
+				assumed = " (--content's default)"
+			}
 		}
 		fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v, content %s%s\n", w.Name(),
 			units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(bw)), o.DowntimeLimit, mix, assumed)
@@ -742,11 +745,7 @@ func writeAgainstPrecopy(out io.Writer, results []simulate.Result) {
 		if b == 0 {
 			return "–"
 		}
-		// One figure below a tenth: tsmc's downtime was 0.00× (walk 119).
-		if x := float64(a) / float64(b); x > 0 && x < 0.1 {
-			return fmt.Sprintf("%.1g×", x)
-		}
-		return fmt.Sprintf("%.2f×", float64(a)/float64(b))
+		return ratioString(float64(a) / float64(b))
 	}
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -757,6 +756,19 @@ func writeAgainstPrecopy(out io.Writer, results []simulate.Result) {
 			ratio(i.TotalTime, base.TotalTime), ratio(i.Downtime, base.Downtime))
 	}
 	tw.Flush()
+}
+
+// ratioString writes x to two decimals, or below 0.095 to its first
+// non-zero one (tsmc's downtime read 0.00×; walk 119), with no exponent;
+// under a millionth, "<0.000001×".
+func ratioString(x float64) string {
+	switch {
+	case x >= 0.095 || x <= 0:
+		return fmt.Sprintf("%.2f×", x)
+	case x < 1e-6:
+		return "<0.000001×"
+	}
+	return fmt.Sprintf("%.*f×", int(math.Ceil(-math.Log10(x))), x)
 }
 
 // pace writes simulated time over wall time to two figures, or whole

@@ -115,6 +115,15 @@ func TestSimulateUnconverged(t *testing.T) {
 	}
 }
 
+func TestRatioString(t *testing.T) {
+	for x, want := range map[float64]string{1: "1.00×", 0.5: "0.50×", 0.1: "0.10×", 0.097: "0.10×", 0.0697: "0.07×", 0.00697: "0.007×",
+		3.1e-5: "0.00003×", 5e-7: "<0.000001×", 0: "0.00×"} {
+		if got := ratioString(x); got != want {
+			t.Errorf("ratioString(%v) = %q, want %q", x, got, want)
+		}
+	}
+}
+
 // TestSimulateContentAssumed: the header says when the content mix is
 // --content's default, which a trace does not record.
 func TestSimulateContentAssumed(t *testing.T) {

@@ -249,7 +249,8 @@ func traceExport(c *cli.Context) error {
 	if format == "csv" && r.Meta().Guest() == trace.GuestPagecast {
 		// What simulate's throttle turns on (walk 119: re-imported,
 		// throttle took 3.360 s where it had taken 2.906 s).
-		fmt.Fprintln(c.App.ErrWriter, "pagecast: note: a CSV holds no header, and this trace's says it is of pagecast's own guest: import it back with --guest pagecast, or simulate takes it for a Linux guest's when it throttles it")
+		fmt.Fprintln(c.App.ErrWriter, "pagecast: note: a CSV keeps the pages, not the trace's header, which says it is of pagecast's own guest: import it back with --guest pagecast "+
+			"(or simulate it with --throttle-response linear), or simulate takes it for a Linux guest's when it throttles it")
 	}
 	if output != "" && output != "-" {
 		fmt.Fprintf(c.App.Writer, "exported %d rows to %s\n", rows, output)

@@ -1,24 +1,22 @@
 package buildinfo
 
-import (
-	"runtime/debug"
-	"strings"
-)
+import "runtime/debug"
 
-// Version is the binary's version: the module's where it has one (a
-// release, go install …@vX), else "devel" and the commit (Revision) and
-// its time, where Go recorded them; "devel" alone where it recorded
-// nothing (go run, tests).
+// Version is the binary's version: the module's where Go recorded one (a
+// release, go install …@vX, or, built in a git checkout, a
+// pseudo-version naming the commit and its time, "+dirty" where the tree
+// had changes), else "devel".
 func Version() string { return read().version() }
 
 // Release is the module's version, or "devel" where it has none.
 func Release() string { return read().release }
 
 // Revision is the commit the binary was built from (12 hex digits, with
-// "+changes" where the tree had uncommitted ones), "" where not recorded.
+// "+changes" where the tree had uncommitted ones), "" where Go did not
+// record it.
 func Revision() string { return read().revision }
 
-type info struct{ release, revision, time string }
+type info struct{ release, revision string }
 
 func read() info {
 	bi, ok := debug.ReadBuildInfo()
@@ -38,8 +36,6 @@ func parse(bi *debug.BuildInfo) info {
 		switch s.Key {
 		case "vcs.revision":
 			i.revision = s.Value[:min(len(s.Value), 12)]
-		case "vcs.time":
-			i.time = s.Value
 		case "vcs.modified":
 			changed = s.Value == "true"
 		}
@@ -51,14 +47,8 @@ func parse(bi *debug.BuildInfo) info {
 }
 
 func (i info) version() string {
-	if i.release != "devel" {
-		return i.release
+	if i.release == "devel" && i.revision != "" {
+		return i.release + " " + i.revision
 	}
-	parts := []string{i.release}
-	for _, p := range []string{i.revision, i.time} {
-		if p != "" {
-			parts = append(parts, p)
-		}
-	}
-	return strings.Join(parts, " ")
+	return i.release
 }

@@ -11,9 +11,12 @@ func TestVersion(t *testing.T) {
 		want string
 	}{
 		{debug.BuildInfo{Main: debug.Module{Version: "v0.3.1"}}, "v0.3.1"},
+		{debug.BuildInfo{Main: debug.Module{Version: "v0.0.0-20261206141902-a6cbfecc7da9+dirty"}, Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "a6cbfecc7da9aaaa"}, {Key: "vcs.modified", Value: "true"}}},
+			"v0.0.0-20261206141902-a6cbfecc7da9+dirty"},
 		{debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
 			{Key: "vcs.revision", Value: "905b876e1f2a3b4c5d6e7f8091a2b3c4d5e6f708"}, {Key: "vcs.time", Value: "2026-12-06T14:11:55Z"}, {Key: "vcs.modified", Value: "false"}}},
-			"devel 905b876e1f2a 2026-12-06T14:11:55Z"},
+			"devel 905b876e1f2a"},
 		{debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
 			{Key: "vcs.revision", Value: "905b876e1f2a3b4c"}, {Key: "vcs.modified", Value: "true"}}},
 			"devel 905b876e1f2a+changes"},
