@@ -677,7 +677,7 @@ func TestSimulateThrottleResponse(t *testing.T) {
 		}
 		want := map[string]string{"": "145ms unthrottled (--throttle-response linux)", "linear": "10ms unthrottled (--throttle-response linear)",
 			"0.01:0.5,0.5:0.9": "500ms unthrottled (--throttle-response 0.01:0.5,0.5:0.9)"}[r]
-		if !strings.Contains(stdout, "throttled 99%, the guest was taken to write in a second what it writes in "+want) {
+		if !strings.Contains(stdout, "the throttle's response taken: a guest throttled 99% writes in a second what it writes in "+want) {
 			t.Errorf("--throttle-response %q: the table does not say %q:\n%s", r, want, stdout)
 		}
 		for _, line := range strings.Split(stdout, "\n") {
