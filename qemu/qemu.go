@@ -425,6 +425,18 @@ func RunsPagecastGuest(mon Runner) (bool, error) {
 	return v == guest.StatusMagic, nil
 }
 
+// HoldsPagecastGuest is RunsPagecastGuest on the guest's RAM itself (a
+// memory backend shared with pagecast, indexed by offset, which is the
+// physical address below 2 GiB where the status page lies).
+func HoldsPagecastGuest(mem []byte) bool {
+	k, err := guest.Load(guest.Image())
+	if err != nil {
+		return false
+	}
+	st, err := guest.ReadStatus(mem, k.StatusAddr)
+	return err == nil && st.Magic == guest.StatusMagic
+}
+
 // kernelPanic starts the line a Linux kernel prints when it panics (the
 // rest says why: "VFS: Unable to mount root fs on …").
 const kernelPanic = "Kernel panic - not syncing"

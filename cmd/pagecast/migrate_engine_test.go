@@ -15,6 +15,7 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 
 	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/simulate"
 )
@@ -227,6 +228,47 @@ func TestPausedShare(t *testing.T) {
 	}{{2, 1, 2}, {2, 0, 1}, {2, 0.5, 4.0 / 3}, {2, 2, 2}, {1, 1, 1.5}, {1, 0, 1}, {8, 1, 1}, {4, 3, 2}, {3, 2, 2}, {64, 8, 1}} {
 		if got := pausedShare(tc.cores, tc.busy); math.Abs(got-tc.want) > 1e-9 {
 			t.Errorf("pausedShare(%d cores, %.1f busy) = %.3f, want %.3f", tc.cores, tc.busy, got, tc.want)
+		}
+	}
+}
+
+// noLogGuest is a guest whose dirty log cannot start, holding mem.
+type noLogGuest struct {
+	migrator.Guest
+	mem []byte
+}
+
+func (g noLogGuest) StartDirtyLog() (migrator.DirtyLog, error) {
+	return nil, errors.New("no dirty log here")
+}
+func (g noLogGuest) Memory() []byte { return g.mem }
+
+// TestProbeThrottleFallback: where the throttle's response cannot be
+// measured, auto takes pagecast's own guest's for linear, as it is, and
+// any other's for a Linux guest's.
+func TestProbeThrottleFallback(t *testing.T) {
+	watched, err := simulate.ParseSynthetic("hotset:hot=64,p=1,rate=6400", 1024, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := guest.Load(guest.Image())
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := make([]byte, 8<<20)
+	for off, v := range map[uint64]uint32{guest.OffMagic: guest.StatusMagic, guest.OffVersion: guest.StatusVersion} {
+		for i := range uint64(4) {
+			own[k.StatusAddr+off+i] = byte(v >> (8 * i))
+		}
+	}
+	for _, tc := range []struct {
+		mem  []byte
+		want simulate.Response
+		says string
+	}{{own, simulate.Linear, "as for pagecast's own guest"}, {make([]byte, 8<<20), simulate.LinuxResponse, "as for a Linux guest"}} {
+		var out strings.Builder
+		if got := probeThrottle(t.Context(), &out, noLogGuest{mem: tc.mem}, watched); got.String() != tc.want.String() || !strings.Contains(out.String(), tc.says) {
+			t.Errorf("probeThrottle fell back on %v, saying %q; want %v, %q", got, out.String(), tc.want, tc.says)
 		}
 	}
 }
