@@ -23,6 +23,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/internal/buildinfo"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/predictor"
@@ -135,6 +136,30 @@ type simulation struct {
 	// that this mode's migration ran through (the trace's epoch
 	// indices): its figures may be better than the program's.
 	LostEpochs []lostJSON `json:"lost-epochs-run-through,omitempty"`
+	// Inputs are what the simulation was run with, so that a figure
+	// can be made again (walk 119: the JSON recorded none of them).
+	Inputs *simInputs `json:"inputs,omitempty"`
+}
+
+// simInputs is what simulate --json says it ran on: the workload and the
+// options, in query-migrate's units (bytes, bytes a second, ms).
+type simInputs struct {
+	Workload         string  `json:"workload"` // the trace's file name, or the synthetic spec
+	Start            uint64  `json:"start"`    // the epoch the migration began at, numbered as trace info numbers them
+	Bandwidth        uint64  `json:"bandwidth"`
+	DowntimeLimit    int64   `json:"downtime-limit"`
+	MaxRounds        int     `json:"max-rounds"`
+	Content          string  `json:"content"`
+	Written          string  `json:"written-content,omitempty"`
+	ThrottleResponse string  `json:"throttle-response"`
+	StateSize        int     `json:"state-size"`
+	Switchover       int64   `json:"switchover"`
+	ChecksumRate     float64 `json:"checksum-rate"`              // 0: not counted
+	PageRate         float64 `json:"page-rate,omitempty"`        // pages a second; 0: no bound
+	PausedPageRate   float64 `json:"paused-page-rate,omitempty"` // pages a second
+	VCPUs            int     `json:"vcpus"`
+	PolicyTime       bool    `json:"policy-time"`
+	Version          string  `json:"pagecast-version"`
 }
 
 func runSimulate(c *cli.Context) error {
@@ -306,9 +331,16 @@ func runSimulate(c *cli.Context) error {
 	}
 	warnLost(c.App.ErrWriter, w, o.Start, lost, results)
 	if c.Bool("json") {
+		in := &simInputs{Workload: w.Name(), Start: o.Start + first, Bandwidth: o.Bandwidth, DowntimeLimit: c.Duration("downtime-limit").Milliseconds(),
+			MaxRounds: o.MaxRounds, Content: o.Content.String(), ThrottleResponse: o.Response.String(), StateSize: o.StateBytes,
+			Switchover: o.Switchover.Milliseconds(), ChecksumRate: max(sumRate, 0), PageRate: o.PageRate, PausedPageRate: o.PausedPageRate,
+			VCPUs: o.VCPUs, PolicyTime: o.PolicyTime, Version: buildinfo.Version()}
+		if c.IsSet("written-content") {
+			in.Written = o.Written.String()
+		}
 		out := make([]simulation, len(results))
 		for i, r := range results {
-			out[i] = simulation{Mode: r.Mode, Replays: r.Replays, WallSeconds: r.Wall.Seconds()}
+			out[i] = simulation{Mode: r.Mode, Replays: r.Replays, WallSeconds: r.Wall.Seconds(), Inputs: in}
 			for _, l := range ranThrough(w, o.Start, lost, r) {
 				out[i].LostEpochs = append(out[i].LostEpochs, lostJSON{l.from, l.to})
 			}

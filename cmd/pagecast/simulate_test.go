@@ -66,6 +66,11 @@ func TestSimulateCLI(t *testing.T) {
 		out[0].Info.Status != migrator.StatusCompleted || out[0].Info.RAM.Total != 16<<20 || out[0].Replays != 0 {
 		t.Fatalf("json: %s", stdout)
 	}
+	// What it ran on, to make the figures again.
+	if in := out[0].Inputs; in == nil || in.Workload != "hotset.pct" || in.Start != 1 || in.Bandwidth != 64<<20 || in.DowntimeLimit != 300 ||
+		in.MaxRounds != migrator.DefaultMaxRounds || in.ThrottleResponse != "linear" || in.Version == "" || out[1].Inputs == nil {
+		t.Errorf("json: inputs %+v", in)
+	}
 	if x := out[1].Info.Pagecast; x == nil || x.VCPUs != 1 || (out[1].Info.RAM.PostcopyRequests > 0) != (x.FaultTime > 0) {
 		t.Errorf("json: tsmc's x-pagecast %+v: want vcpus 1, and a fault-time where pages were pulled (%d)", x, out[1].Info.RAM.PostcopyRequests)
 	}
