@@ -140,6 +140,31 @@ type panel struct {
 	width, height      uint32 // grid units (24 across); 0: 12 × 8
 	signed             bool   // a time series that goes below zero: no Min(0)
 	names              bool   // a stat of an info metric: its legend alone, not its value (always 1)
+	// colors gives the series whose names match a regexp a colour:
+	// fixed, or, where it is "0:A,1:B", by value (a flag that is 0 or 1).
+	// Grafana's default gave every series green, failed=1 too (walk 121).
+	colors []seriesColor
+}
+
+// seriesColor is panel.colors' entry.
+type seriesColor struct{ match, color string }
+
+// colorOverrides are the overrides that colour the series as colors says.
+func colorOverrides(colors []seriesColor) []cog.Builder[dashboard.DashboardFieldConfigSourceOverrides] {
+	var out []cog.Builder[dashboard.DashboardFieldConfigSourceOverrides]
+	for _, c := range colors {
+		props := []dashboard.DynamicConfigValue{{Id: "color", Value: map[string]any{"mode": "fixed", "fixedColor": c.color}}}
+		if low, high, ok := strings.Cut(c.color, ","); ok {
+			props = []dashboard.DynamicConfigValue{
+				{Id: "color", Value: map[string]any{"mode": "thresholds"}},
+				{Id: "thresholds", Value: map[string]any{"mode": "absolute", "steps": []map[string]any{
+					{"color": strings.TrimPrefix(low, "0:"), "value": nil}, {"color": strings.TrimPrefix(high, "1:"), "value": 1}}}},
+			}
+		}
+		out = append(out, dashboard.NewDashboardFieldConfigSourceOverridesBuilder().
+			Matcher(dashboard.MatcherConfig{Id: "byRegexp", Options: c.match}).Properties(props))
+	}
+	return out
 }
 
 func (p panel) build() cog.Builder[dashboard.Panel] {
@@ -166,14 +191,16 @@ func (p panel) build() cog.Builder[dashboard.Panel] {
 			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).
 			TextMode(text).
 			GraphMode(common.BigValueGraphModeNone).
-			ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}))
+			ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"})).
+			Overrides(colorOverrides(p.colors))
 	case tablePanel:
 		return table.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
 			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTable))
 	case stateTimeline:
 		return statetimeline.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
 			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).
-			ShowValue(common.VisibilityModeNever).MergeValues(true)
+			ShowValue(common.VisibilityModeNever).MergeValues(true).
+			Overrides(colorOverrides(p.colors))
 	default:
 		b := timeseries.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
 			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries))

@@ -82,7 +82,9 @@ func migrations() *dashboard.DashboardBuilder {
 	d = withPanels(d, "Progress",
 		panel{kind: stateTimeline, title: "Status", unit: "none",
 			description: "The migration's query-migrate status over time: setup, active, device (stop-and-copy: the guest is paused), postcopy-active, completed, failed or cancelled.",
-			queries:     []query{{held("pagecast_migration_status"+selMigration) + " == 1", "{{vm}} {{migration}} {{status}}"}}},
+			queries:     []query{{held("pagecast_migration_status"+selMigration) + " == 1", "{{vm}} {{migration}} {{status}}"}},
+			colors: []seriesColor{{".* setup$", "blue"}, {".* active$", "yellow"}, {".* device$", "purple"}, {".* postcopy-active$", "orange"},
+				{".* completed$", "green"}, {".* failed$", "red"}, {".* cancelled$", "red"}}},
 		panel{kind: tablePanel, title: "Mode and engine", unit: "none",
 			description: "How each migration moves memory: pagecast's engine or QEMU's own, and the mode (precopy, predictive, throttle, tsmc, mecom and combinations; for mode auto, the mode it chose, once it has).",
 			// Mode auto's series (mode="auto" while it watches, then the
@@ -124,9 +126,10 @@ func migrations() *dashboard.DashboardBuilder {
 		panel{kind: statPanel, title: "Succeeded or failed", unit: "none", width: 6,
 			description: "1 under succeeded once the guest runs on the destination; 1 under failed once the migration failed or was cancelled (the guest then keeps running on the source, unless post-copy had begun).",
 			queries: []query{{held("pagecast_migration_succeeded" + selMigration), "{{vm}} {{migration}} succeeded"},
-				{held("pagecast_migration_failed" + selMigration), "{{vm}} {{migration}} failed"}}},
+				{held("pagecast_migration_failed" + selMigration), "{{vm}} {{migration}} failed"}},
+			colors: []seriesColor{{".* succeeded$", "0:text,1:green"}, {".* failed$", "0:text,1:red"}}},
 		panel{title: "Guest slowdown", unit: "percentunit",
-			description: "Share of its vCPUs' time the guest lost while it ran during the migration (pagecast's engine): what the throttle withheld and what its vCPUs waited for pages they faulted on in post-copy, the downtime apart; with mode auto, what it predicted for the mode it chose.",
+			description: "Share of its vCPUs' time the guest lost while it ran during the migration (either engine; QEMU's post-copy waits given --dest-qmp): what the throttle withheld and what its vCPUs waited for pages they faulted on in post-copy, the downtime apart; with mode auto, what it predicted for the mode it chose.",
 			queries: []query{{held("pagecast_migration_guest_slowdown_ratio" + selMigration), "{{vm}} {{migration}} actual"},
 				{held(`pagecast_migration_predicted_guest_slowdown_ratio{vm=~"$vm", migration=~"$migration", chosen="1"}`), "{{vm}} {{migration}} predicted ({{mode}})"}}},
 	)
