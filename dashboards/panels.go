@@ -115,11 +115,12 @@ func migrations() *dashboard.DashboardBuilder {
 	)
 	d = withPanels(d, "Outcome",
 		panel{title: "Expected vs actual downtime", unit: "s",
-			description: "The pause the switch-over would take, as the engine estimates it (while the migration runs; once completed, its last estimate), and the pause it took (QEMU counts until its last bytes are in its socket; pagecast until the destination has verified memory and been told to run).",
+			description: "The pause the switch-over would take, as the engine estimates it (while the migration runs; once completed, its last estimate), and the pause it took (QEMU counts until its last bytes are in its socket; pagecast until the destination has verified memory and been told to run), and the guest's own pause, the source's STOP to the destination's RESUME, where known (QEMU's engine: given migrate --dest-qmp).",
 			// The estimate is not held: the exporter drops it from a
 			// failed migration, which held brought back (walk 96).
 			queries: []query{{"pagecast_migration_expected_downtime_seconds" + selMigration, "{{vm}} {{migration}} expected"},
-				{held("pagecast_migration_downtime_seconds" + selMigration), "{{vm}} {{migration}} actual"}}},
+				{held("pagecast_migration_downtime_seconds" + selMigration), "{{vm}} {{migration}} actual"},
+				{held("pagecast_migration_guest_paused_seconds" + selMigration), "{{vm}} {{migration}} guest paused"}}},
 		panel{kind: statPanel, title: "Duration", unit: "s", width: 6,
 			description: "How long the migration took, or has taken so far while it runs.",
 			queries:     []query{{migrationDuration, "{{vm}} {{migration}}"}}},

@@ -97,8 +97,11 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	// that its rounds last long enough for several scrapes.
 	src := startQEMURun(t, "--memory", "128M", "--workload", "hotset:hot=1024,p=0.95,delay=25000")
 	to := "tcp:" + freeAddr(t)
-	startQEMURun(t, "--memory", "128M", "--incoming", to)
 	dir := t.TempDir()
+	// A second QMP socket at the destination, for migrate --dest-qmp:
+	// the guest's own pause (STOP to RESUME) needs its RESUME.
+	destQMP := filepath.Join(dir, "dest-extra.sock")
+	startQEMURun(t, "--memory", "128M", "--incoming", to, "--qmp-extra", "unix:"+destQMP)
 	tracePath := filepath.Join(dir, "hotset.pct")
 
 	// 1. Profile the guest with the TCG plugin.
@@ -121,7 +124,7 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	// the guest for 1 s and chooses), warmed by the trace if it chooses
 	// predictive.
 	migrate := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", to, "--mode", "auto", "--observe", "10",
-		"--profile", tracePath, "--bandwidth", "24MiB/s", "--metrics", migrateAddr, "--name", "hotset", "--quiet")
+		"--profile", tracePath, "--bandwidth", "24MiB/s", "--dest-qmp", "unix:"+destQMP, "--metrics", migrateAddr, "--name", "hotset", "--quiet")
 	var migrateOut syncBuffer
 	migrate.Stdout, migrate.Stderr = &migrateOut, &migrateOut
 	if err := migrate.Start(); err != nil {

@@ -855,6 +855,9 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 	}
 	paused := guestPaused(pause)
+	if metrics != nil {
+		metrics.ObservePause(paused)
+	}
 	p.DowntimeLimit = control.limit(p.DowntimeLimit)
 	out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
 	if plan != nil {

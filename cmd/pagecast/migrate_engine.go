@@ -424,6 +424,9 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	if !held { // held paused, the destination sends no RESUME
 		paused = guestPaused(pause)
 	}
+	if metrics != nil {
+		metrics.ObservePause(paused)
+	}
 	out.paused(paused)
 	if uerr := unconfirmed(info); uerr != nil {
 		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
