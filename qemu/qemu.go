@@ -133,6 +133,9 @@ type VM struct {
 	// QMPPath is a second QMP socket, free for other clients (a QEMU QMP
 	// socket serves one client at a time).
 	QMPPath string
+	// Binary is the QEMU that runs: Options.Binary, else
+	// qemu-system-x86_64 as found on PATH.
+	Binary string
 
 	cmd        *exec.Cmd
 	stderr     *lockedBuffer
@@ -209,6 +212,7 @@ func Start(o Options) (_ *VM, err error) {
 	memPath := filepath.Join(o.Dir, "ram")
 	ownQMP := filepath.Join(o.Dir, "qmp-own.sock")
 	v := &VM{
+		Binary:     bin,
 		QMPPath:    cmp.Or(o.QMP, filepath.Join(o.Dir, "qmp.sock")),
 		serial:     filepath.Join(o.Dir, "serial.log"),
 		ramPath:    memPath,

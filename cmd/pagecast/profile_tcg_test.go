@@ -1886,6 +1886,11 @@ func TestProfileCutShort(t *testing.T) {
 		t.Skip("boots QEMU; skipped in short mode")
 	}
 	vm := startQEMURun(t, "--memory", "32M", "--workload", "hotset:hot=512")
+	// vm run says which QEMU runs it (walk 121: QEMU 10 was taken from
+	// PATH unsaid).
+	if !slices.ContainsFunc(vm.head, regexp.MustCompile(`^QEMU pid \d+ \(\d+\.\d+\.\d+, /\S*qemu-system-x86_64\), `).MatchString) {
+		t.Errorf("vm run does not say which QEMU runs the guest:\n%s", strings.Join(vm.head, "\n"))
+	}
 	out := filepath.Join(t.TempDir(), "cut.pct")
 	cmd := exec.Command(binary, "profile", "--qmp", "unix:"+vm.sock, "--duration", "60s", "--epoch", "100ms", "--out", out, "--quiet")
 	var stdout, stderr bytes.Buffer

@@ -337,7 +337,13 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	if vm.staged != "" {
 		qmpSaid = vm.qmp + " once the guest is up"
 	}
-	fmt.Fprintf(out, "QEMU pid %d, %s RAM shared at %s, QMP unix:%s\n", vm.PID(), units.FormatBytes(float64(o.memory)),
+	// Which QEMU, where several are installed (walk 121: QEMU 10 was
+	// taken from PATH unsaid).
+	which := vm.Binary
+	if v, err := qemu.QueryVersion(vm.Monitor); err == nil {
+		which = v.String() + ", " + which
+	}
+	fmt.Fprintf(out, "QEMU pid %d (%s), %s RAM shared at %s, QMP unix:%s\n", vm.PID(), which, units.FormatBytes(float64(o.memory)),
 		filepath.Join(vm.dir, "ram"), qmpSaid)
 	arrived := "" // the run state QEMU's own migration left the guest in
 	if incoming != nil {
