@@ -1730,7 +1730,11 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 	if r := i.RAM; r != nil {
 		fmt.Fprintf(tw, "transferred\t%s (%d bytes)\n", units.FormatBytes(float64(r.Transferred)), r.Transferred)
 		fmt.Fprintf(tw, "pages\t%d whole, %d zero\n", r.Normal, r.Duplicate)
-		fmt.Fprintf(tw, "dirty syncs\t%d\n", r.DirtySyncCount)
+		syncs := " (QEMU's: about one a round)"
+		if i.Pagecast != nil {
+			syncs = " (dirty log harvests: one an epoch)"
+		}
+		fmt.Fprintf(tw, "dirty syncs\t%d%s\n", r.DirtySyncCount, syncs)
 	}
 	if x := i.Pagecast; x != nil {
 		fmt.Fprintf(tw, "mode\t%s\n", x.Mode)
@@ -1784,7 +1788,8 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 		// migration compares nothing, which the summary did not say
 		// (walk 80: a 4-vCPU Linux guest crashed on the destination of a
 		// migration summed up as completed).
-		unchecked := "no: QEMU's own migration does not compare the memory (pagecast's engine does)"
+		// "not checked", not "no": no read it as a failed check (walk 121).
+		unchecked := "not checked: QEMU's own migration does not compare the memory (pagecast's engine does)"
 		if plan.LosesWrites {
 			unchecked += "; and this QEMU's migration loses some writes of a guest under TCG (the warning on stderr)"
 		}

@@ -958,7 +958,7 @@ func TestMigrateAuto(t *testing.T) {
 	t.Log("\n" + out)
 	// Before it predicts throttle, it measures what the guest writes
 	// throttled (simulate.MeasureResponse).
-	if !regexp.MustCompile(`pagecast: auto:   throttled 50%, 90%, 99%, the guest wrote in 100ms as many pages as it writes in \d+ms, \d+ms, \d+ms unthrottled \(its vCPU ran 50ms, 10ms, 1ms of it\)`).MatchString(errOut) {
+	if !regexp.MustCompile(`pagecast: auto:   throttled 50%, 90%, 99%, the guest wrote in 100ms as many pages as it writes in \d+ms, \d+ms, \d+ms unthrottled \(its vCPU ran 50ms, 10ms, 1ms of it\); the measure took 1\.195s of its vCPU time, before the migration`).MatchString(errOut) {
 		t.Errorf("auto did not say what the guest wrote throttled:\n%s", errOut)
 	}
 	for _, want := range []string{"auto: predicted from 1s of the guest", "both ends on this host, whose CPU moved ", "auto chose ", "status           completed",
