@@ -873,15 +873,19 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if unconfirmed(info) != nil {
 		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
 	}
+	w := c.App.Writer
 	if c.Bool("json") {
+		// auto's prediction went to stderr: its outcome goes there too
+		// (walk 121: only the JSON had it).
 		sayOverLimit(c.App.ErrWriter, info, paused, p.DowntimeLimit)
+		w = c.App.ErrWriter
 	} else {
-		writeSummary(c.App.Writer, info, plan, paused, p.DowntimeLimit)
-		if auto != nil {
-			if p, ok := auto.Predicted(); ok {
-				writePredictedAgainst(c.App.Writer, p, info, paused)
-				control.autoNote(c.App.Writer)
-			}
+		writeSummary(w, info, plan, paused, p.DowntimeLimit)
+	}
+	if auto != nil {
+		if p, ok := auto.Predicted(); ok {
+			writePredictedAgainst(w, p, info, paused)
+			control.autoNote(w)
 		}
 	}
 	return unconfirmed(info)

@@ -431,15 +431,19 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	if uerr := unconfirmed(info); uerr != nil {
 		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
 	}
+	w := c.App.Writer
 	if c.Bool("json") {
+		// auto's prediction went to stderr: its outcome goes there too
+		// (walk 121: only the JSON had it).
 		sayOverLimit(c.App.ErrWriter, info, paused, p.DowntimeLimit)
-		return unconfirmed(info)
+		w = c.App.ErrWriter
+	} else {
+		writeSummary(w, info, nil, paused, p.DowntimeLimit)
 	}
-	writeSummary(c.App.Writer, info, nil, paused, p.DowntimeLimit)
 	if x := info.Pagecast; x != nil && x.Auto != nil { // query-migrate's report of the choice
 		if p, ok := x.Auto.Predicted(); ok {
-			writePredictedAgainst(c.App.Writer, p, info, paused)
-			control.autoNote(c.App.Writer)
+			writePredictedAgainst(w, p, info, paused)
+			control.autoNote(w)
 		}
 	}
 	return unconfirmed(info)

@@ -58,7 +58,8 @@ func TestMigrateJSON(t *testing.T) {
 	}
 	// The modes auto cannot run here are named (walk 86: tsmc's absence
 	// under --prefer downtime went unsaid).
-	for _, want := range []string{"auto chose ", "predicted from ", "auto: tsmc, predictive+tsmc", "left out: they need post-copy", "QEMU's runs tsmc and precopy+postcopy"} {
+	for _, want := range []string{"auto chose ", "predicted from ", "auto: tsmc, predictive+tsmc", "left out: they need post-copy", "QEMU's runs tsmc and precopy+postcopy",
+		"predicted against outcome: total time "} { // the outcome beside the prediction (walk 121: in the JSON alone)
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
