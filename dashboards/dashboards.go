@@ -144,6 +144,29 @@ type panel struct {
 	// fixed, or, where it is "0:A,1:B", by value (a flag that is 0 or 1).
 	// Grafana's default gave every series green, failed=1 too (walk 121).
 	colors []seriesColor
+	// columns, for a table: the labels to show, in order, each with its
+	// header ("" for the label's name), and "Value" for the value; the
+	// rest (Time, __name__, job, instance) are hidden (walk 121: raw
+	// tables of every label).
+	columns []column
+}
+
+// column is a table's column: a label, or Value, and its header.
+type column struct{ field, header string }
+
+// organize is the transformation that shows a table's columns alone.
+func organize(columns []column) dashboard.DataTransformerConfig {
+	exclude := map[string]bool{"Time": true, "__name__": true, "job": true, "instance": true, "Value": true}
+	index, rename := map[string]int{}, map[string]string{}
+	for i, c := range columns {
+		delete(exclude, c.field)
+		index[c.field] = i
+		if c.header != "" {
+			rename[c.field] = c.header
+		}
+	}
+	return dashboard.DataTransformerConfig{Id: "organize", Options: map[string]any{
+		"excludeByName": exclude, "indexByName": index, "renameByName": rename}}
 }
 
 // seriesColor is panel.colors' entry.
@@ -194,8 +217,12 @@ func (p panel) build() cog.Builder[dashboard.Panel] {
 			ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"})).
 			Overrides(colorOverrides(p.colors))
 	case tablePanel:
-		return table.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
+		b := table.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
 			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTable))
+		if len(p.columns) > 0 {
+			b = b.WithTransformation(organize(p.columns))
+		}
+		return b
 	case stateTimeline:
 		return statetimeline.NewPanelBuilder().Title(p.title).Description(p.description).Datasource(datasource).
 			Unit(p.unit).Span(w).Height(h).Targets(targets(p.queries, prometheus.PromQueryFormatTimeSeries)).

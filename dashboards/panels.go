@@ -91,7 +91,8 @@ func migrations() *dashboard.DashboardBuilder {
 			// mode it chose) made two rows of one migration (walk 95):
 			// the auto row only where no other is.
 			queries: []query{{`last_over_time(pagecast_migration_info{vm=~"$vm", migration=~"$migration", mode!="auto"}[$__range])` +
-				` or on(vm, migration) last_over_time(pagecast_migration_info{vm=~"$vm", migration=~"$migration", mode="auto"}[$__range])`, ""}}},
+				` or on(vm, migration) last_over_time(pagecast_migration_info{vm=~"$vm", migration=~"$migration", mode="auto"}[$__range])`, ""}},
+			columns: []column{{"vm", ""}, {"migration", ""}, {"engine", ""}, {"mode", ""}}},
 		panel{title: "Data sent and remaining", unit: "bytes",
 			description: "Bytes sent to the destination so far and bytes of guest memory still to send (query-migrate ram.transferred and ram.remaining), against guest memory.",
 			queries: []query{{"pagecast_migration_data_processed_bytes" + selMigration, "{{vm}} {{migration}} sent"},
@@ -141,7 +142,8 @@ func migrations() *dashboard.DashboardBuilder {
 				{migrationDuration, "{{vm}} {{migration}} actual"}}},
 		panel{kind: tablePanel, title: "Every mode's prediction", unit: "s", width: 12,
 			description: "Mode auto: the total time it predicted for every mode it simulated to the end on what it had watched of the guest (a mode stopped short once it could no longer win has none); chosen is 1 for the mode it ran.",
-			queries:     []query{{"pagecast_migration_predicted_total_time_seconds" + selMigration, ""}}},
+			queries:     []query{{"pagecast_migration_predicted_total_time_seconds" + selMigration, ""}},
+			columns:     []column{{"vm", ""}, {"migration", ""}, {"mode", ""}, {"chosen", ""}, {"Value", "predicted total time"}}},
 	)
 	return d
 }
