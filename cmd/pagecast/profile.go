@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
@@ -472,6 +473,8 @@ func listHooks(out io.Writer) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOOK\tMODES\tSTATUS\tWHAT IT SEES")
 	seen := map[string]bool{}
+	_, err := os.Stat("/dev/kvm")
+	noKVM := errors.Is(err, fs.ErrNotExist)
 	for _, mode := range []string{bpf.ModeRing, bpf.ModeBitmap} {
 		for _, s := range bpf.Probe(mode) {
 			if seen[s.Hook.Name] {
@@ -482,6 +485,10 @@ func listHooks(out io.Writer) error {
 			switch {
 			case s.Err != nil:
 				status = "unavailable: " + s.Err.Error()
+			case noKVM:
+				// Loaded, but no VM here runs under KVM for it to see
+				// (walk 121: "ok" on a host without /dev/kvm).
+				status = "loads, but no /dev/kvm here: no KVM VM for it to watch"
 			case s.Hook.Name == "tracepoint/kvm/kvm_page_fault" && qemu.KVMEmulates():
 				// It loads, but kvm-pvm never fires it (see noPagesWarning).
 				status = "loads, but never fires under this host's kvm-pvm"

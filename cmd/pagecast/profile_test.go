@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -436,5 +438,33 @@ func TestStoppedWarning(t *testing.T) {
 		if w := stoppedWarning(tc.pages, tc.trailing, 20, epoch, tc.hook, tc.emulates); w != "" {
 			t.Errorf("%+v: %q, want no warning", tc, w)
 		}
+	}
+}
+
+// TestListHooks: --list-hooks says of each eBPF hook whether it can see
+// anything here: on a host without /dev/kvm none is "ok" (walk 121).
+func TestListHooks(t *testing.T) {
+	stdout, _, err := runApp(t, "profile", "--list-hooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, statErr := os.Stat("/dev/kvm")
+	noKVM := errors.Is(statErr, fs.ErrNotExist)
+	rows := 0
+	for _, line := range strings.Split(stdout, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || !strings.Contains(f[0], "/") { // the eBPF hooks' rows
+			continue
+		}
+		rows++
+		if noKVM && f[2] == "ok" {
+			t.Errorf("no /dev/kvm here, and the hook is said ok: %q", line)
+		}
+		if !noKVM && strings.Contains(line, "no /dev/kvm here") {
+			t.Errorf("/dev/kvm is here: %q", line)
+		}
+	}
+	if rows < 4 || !strings.Contains(stdout, "tcg-plugin") {
+		t.Errorf("--list-hooks lists %d eBPF hooks:\n%s", rows, stdout)
 	}
 }
