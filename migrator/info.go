@@ -1,6 +1,9 @@
 package migrator
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strings"
+)
 
 // Migration states, as QEMU's query-migrate names them.
 const (
@@ -47,6 +50,24 @@ type RAMStats struct {
 	PrecopyBytes     uint64  `json:"precopy-bytes"`  // bytes sent while the guest ran on the source
 	DowntimeBytes    uint64  `json:"downtime-bytes"` // bytes sent while it was stopped
 	PostcopyBytes    uint64  `json:"postcopy-bytes"`
+}
+
+// StopReason's words where the round cap ended the pre-copy rounds, and
+// where the migration then went on in post-copy.
+const (
+	stopRoundCap = "round cap "
+	stopPostcopy = ": switching to post-copy"
+)
+
+// RoundCapped reports whether the round cap, not the downtime limit,
+// ended the pre-copy rounds (as StopReason says), and whether the
+// migration then went on in post-copy rather than a stop-and-copy of what
+// was pending.
+func (x *Extra) RoundCapped() (capped, postcopy bool) {
+	if x == nil || !strings.HasPrefix(x.StopReason, stopRoundCap) {
+		return false, false
+	}
+	return true, strings.Contains(x.StopReason, stopPostcopy)
 }
 
 // Extra is pagecast's part of query-migrate.

@@ -48,3 +48,23 @@ func TestPredictionJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestRoundCapped(t *testing.T) {
+	for _, tc := range []struct {
+		reason             string
+		capped, toPostcopy bool
+	}{
+		{"round cap 30 reached with 4804608 bytes pending", true, false},
+		{"round cap 30 reached with 4804608 bytes pending: switching to post-copy", true, true},
+		{"round 2 left 900 of its 1000 pages pending: switching to post-copy", false, false},
+		{"1209 pages fit the downtime limit at the end of round 4", false, false},
+	} {
+		capped, postcopy := (&Extra{StopReason: tc.reason}).RoundCapped()
+		if capped != tc.capped || postcopy != tc.toPostcopy {
+			t.Errorf("%q: capped %v, post-copy %v; want %v, %v", tc.reason, capped, postcopy, tc.capped, tc.toPostcopy)
+		}
+	}
+	if capped, _ := (*Extra)(nil).RoundCapped(); capped {
+		t.Error("no pagecast section: capped")
+	}
+}

@@ -990,11 +990,11 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 		case fits(remaining):
 			return fmt.Sprintf("%s fit the downtime limit at the end of round %d", s.pendingSaid(remaining), round), false, nil
 		case s.mode.fallback && stalled(startPending, pending):
-			return fmt.Sprintf("round %d left %d of its %d pages pending: switching to post-copy", round, pending, startPending), true, nil
+			return fmt.Sprintf("round %d left %d of its %d pages pending"+stopPostcopy, round, pending, startPending), true, nil
 		case round >= cfg.MaxRounds:
-			reason := fmt.Sprintf("round cap %d reached with %d bytes pending", cfg.MaxRounds, remaining)
+			reason := fmt.Sprintf(stopRoundCap+"%d reached with %d bytes pending", cfg.MaxRounds, remaining)
 			if s.mode.fallback {
-				reason += ": switching to post-copy"
+				reason += stopPostcopy
 			}
 			return reason, s.mode.fallback, nil
 		}

@@ -556,8 +556,7 @@ func writeQEMUMigrationTable(w io.Writer, rows []qemuMigration) {
 		switch {
 		case i.Pagecast != nil:
 			rounds, deferred, verified = i.Pagecast.Round, i.Pagecast.DeferredAll, fmt.Sprint(i.Pagecast.Verified)
-			why = i.Pagecast.StopReason
-			if strings.HasPrefix(why, "round cap") {
+			if capped, _ := i.Pagecast.RoundCapped(); capped {
 				why = "round cap"
 			} else {
 				why = "fit the limit"

@@ -691,7 +691,7 @@ func writeUnconverged(out io.Writer, results []simulate.Result) {
 		if r.Err != nil || r.Info.Pagecast == nil {
 			continue
 		}
-		if why := r.Info.Pagecast.StopReason; strings.HasPrefix(why, "round cap ") && !strings.Contains(why, "post-copy") {
+		if stopped, postcopy := r.Info.Pagecast.RoundCapped(); stopped && !postcopy {
 			capped = append(capped, r.Mode)
 		}
 		if d := time.Duration(r.Info.Downtime) * time.Millisecond; r.DowntimeLimit > 0 && d > r.DowntimeLimit {

@@ -700,7 +700,8 @@ func TestSimulateThrottleResponse(t *testing.T) {
 		t.Errorf("a synthetic workload's guest: %v\n%s", err, stdout)
 	}
 	// A trace whose recorder says it is pagecast's own guest's (profile
-	// of pagecast's monitor or of a QEMU booting its image, the demo's).
+	// of pagecast's monitor or of a QEMU whose guest's status page says
+	// so, the demo's).
 	meta, epochs, _, err := trace.ReadFile("../../predictor/testdata/real/awk.pct")
 	if err != nil {
 		t.Fatal(err)
