@@ -21,6 +21,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/internal/printable"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/simulate"
@@ -175,7 +176,7 @@ func predictEval(c *cli.Context) error {
 		return fmt.Errorf("%s: %d epochs, not enough to score after a warm-up of %d at horizon %d", path, len(epochs), warmup, longest)
 	}
 	out := c.App.Writer
-	head := fmt.Sprintf("%s: %d pages (%s), %d epochs of %v", filepath.Base(path), meta.Pages(),
+	head := fmt.Sprintf("%s: %d pages (%s), %d epochs of %v", printable.Line(filepath.Base(path)), meta.Pages(),
 		units.FormatBytes(float64(meta.MemoryBytes)), len(epochs), meta.Epoch)
 	if parts > 1 {
 		head += fmt.Sprintf(" (%d of the trace's each, the model told in which a page was written)", parts)

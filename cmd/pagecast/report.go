@@ -32,6 +32,7 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/pagecast/pagecast/dashboards"
+	"github.com/pagecast/pagecast/internal/printable"
 )
 
 func reportCommand() *cli.Command {
@@ -253,8 +254,10 @@ func runReport(c *cli.Context) (err error) {
 				// One value of several drawn, and which was not said
 				// (walk 95).
 				if vals := values[v.Name]; len(vals) > 1 {
+					// The values are Prometheus's labels, anyone's text
+					// (walk 122): escaped.
 					fmt.Fprintf(c.App.Writer, "%s: %s=%s, the first of %d (%s); --var %s=NAME draws another\n",
-						d.Title, v.Name, val, len(vals), strings.Join(vals, ", "), v.Name)
+						d.Title, v.Name, printable.Line(val), len(vals), printable.Line(strings.Join(vals, ", ")), v.Name)
 				}
 			}
 		}

@@ -515,6 +515,23 @@ func TestReportSaysWhichVM(t *testing.T) {
 	}
 }
 
+// TestReportEscapesLabels: label values are Prometheus's, anyone's text;
+// report prints them escaped (walk 122: a vm named with escapes set the
+// terminal's title and cleared it, one with a newline forged a line).
+func TestReportEscapesLabels(t *testing.T) {
+	prom, _ := fakePrometheus(t, []string{"vm\x1b]0;OWNED\x07\x1b[2J", "x\nfake"}, 2)
+	stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--dashboard", "dirtying", "--from", "now-15m", "--step", "1m", "--out", filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(stdout, "\x1b\x07") || strings.Contains(stdout, "\nfake") {
+		t.Errorf("report printed a label's control characters:\n%q", stdout)
+	}
+	if want := `the first of 2 (vm\x1b]0;OWNED\x07\x1b[2J, x; fake)`; !strings.Contains(stdout, want) {
+		t.Errorf("report lacks %q:\n%s", want, stdout)
+	}
+}
+
 // TestPlainTicks: an axis's tick labels carry no trailing zeros.
 func TestPlainTicks(t *testing.T) {
 	var labels []string

@@ -24,6 +24,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/internal/buildinfo"
+	"github.com/pagecast/pagecast/internal/printable"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/predictor"
@@ -460,7 +461,7 @@ func simulationWorkload(c *cli.Context) (simulate.Workload, []lostSpan, error) {
 		lost = lostEpochs(epochs)
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs, and those lost (%s) as idle\n", path, stretches(len(damage)), spanList(lost))
 	}
-	w, err := simulate.NewTrace(filepath.Base(path), meta, epochs)
+	w, err := simulate.NewTrace(printable.Line(filepath.Base(path)), meta, epochs)
 	return w, lost, err
 }
 

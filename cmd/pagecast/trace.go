@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/internal/printable"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/trace"
@@ -125,9 +126,12 @@ func traceInfo(c *cli.Context) error {
 	}
 	out := c.App.Writer
 	major, minor := r.Version()
-	fmt.Fprintf(out, "%s: pagecast trace, format %d.%d, %s\n", path, major, minor, units.FormatBytes(float64(size)))
+	// The header's text is someone else's (walk 122: a hook with
+	// escapes set the terminal's title and cleared it, a source with a
+	// newline forged a row): printed escaped, on one line.
+	fmt.Fprintf(out, "%s: pagecast trace, format %d.%d, %s\n", printable.Line(path), major, minor, units.FormatBytes(float64(size)))
 	row := func(name, format string, args ...any) {
-		fmt.Fprintf(out, "%-12s %s\n", name, fmt.Sprintf(format, args...))
+		fmt.Fprintf(out, "%-12s %s\n", name, printable.Line(fmt.Sprintf(format, args...)))
 	}
 	row("memory", "%s, %d pages of %d B", units.FormatBytes(float64(m.MemoryBytes)), m.Pages(), m.PageSize)
 	row("epoch", "%v", m.Epoch)
@@ -138,7 +142,7 @@ func traceInfo(c *cli.Context) error {
 	case g == trace.GuestPagecast:
 		row("guest", "pagecast's own (simulate throttles it as such: --throttle-response linear)")
 	case g != "":
-		row("guest", "%s", g)
+		row("guest", "%s (not pagecast: simulate throttles it as a Linux guest: --throttle-response linux)", g)
 	default:
 		row("guest", "not said (simulate throttles it as a Linux guest: --throttle-response linux)")
 	}
@@ -240,7 +244,7 @@ func traceExport(c *cli.Context) error {
 		return err
 	}
 	if d := r.Damage(); len(d) > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s is damaged: exported what reads, skipped %s (see pagecast trace info)\n", path, stretches(len(d)))
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s is damaged: exported what reads, skipped %s (see pagecast trace info)\n", printable.Line(path), stretches(len(d)))
 	}
 	if n := r.Skipped(); n > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s lacks %d epoch indices between its first and last (lost to damage, or never recorded): %s rows cannot say so, and pagecast trace import reads a CSV's as empty epochs, refusing more than %d of those (and one more for every %d bytes of rows)\n",
@@ -253,7 +257,7 @@ func traceExport(c *cli.Context) error {
 			"(or simulate it with --throttle-response linear), or simulate takes it for a Linux guest's when it throttles it")
 	}
 	if output != "" && output != "-" {
-		fmt.Fprintf(c.App.Writer, "exported %d rows to %s\n", rows, output)
+		fmt.Fprintf(c.App.Writer, "exported %d rows to %s\n", rows, printable.Line(output))
 	}
 	return nil
 }
@@ -375,7 +379,7 @@ func traceImport(c *cli.Context) error {
 		perPage = float64(size) / float64(st.Pages)
 	}
 	fmt.Fprintf(c.App.Writer, "imported %d epochs, %d pages (%d rows) from %s into %s: %s, %.2f bytes/page\n",
-		st.Epochs, st.Pages, st.Rows, name, out, units.FormatBytes(float64(size)), perPage)
+		st.Epochs, st.Pages, st.Rows, printable.Line(name), printable.Line(out), units.FormatBytes(float64(size)), perPage)
 	return nil
 }
 

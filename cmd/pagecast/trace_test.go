@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -141,6 +142,47 @@ func TestTraceInfo(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("info lacks %q:\n%s", want, stdout)
 		}
+	}
+}
+
+// TestTraceInfoEscapes: a header's text is someone else's; trace info
+// prints it escaped, on one line (walk 122: a hook's escapes set the
+// terminal's title and cleared it, a source's newline forged a guest row).
+func TestTraceInfoEscapes(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "n\x1b]0;T\x07.pct")
+	w, err := trace.Create(path, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond,
+		Hook:   "\x1b]0;PWNED\x07\x1b[2J",
+		Source: "lab vm\nguest        pagecast's own\ndamage       none",
+		Extra:  map[string]string{"k\x1b[31m": "v\rx\xff\x9b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append(trace.Epoch{Index: 1, Pages: []uint64{3}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err := runApp(t, "trace", "info", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(stdout, "\x1b\x07\r\xff\x9b") || !utf8.ValidString(stdout) {
+		t.Errorf("info printed control characters or bytes not UTF-8:\n%q", stdout)
+	}
+	for _, want := range []string{
+		`n\x1b]0;T\x07.pct: pagecast trace`,
+		`hook         \x1b]0;PWNED\x07\x1b[2J`,
+		"source       lab vm; guest        pagecast's own; damage       none\n",
+		`extra        k\x1b[31m=v\x0dx\xff\x9b`,
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("info lacks %q:\n%s", want, stdout)
+		}
+	}
+	if n := strings.Count(stdout, "\nguest "); n != 1 {
+		t.Errorf("%d guest rows, want 1:\n%s", n, stdout)
 	}
 }
 

@@ -4,18 +4,23 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Line is s on one line with no control characters: a newline becomes
 // "; " (a message of several lines reads on), any other control character
-// an escape (\x1b, \u0085).
+// an escape (\x1b, \u0085), and a byte that is not UTF-8 one too (\xff:
+// some terminals take a lone 0x9b for an escape sequence's start).
 func Line(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsControl) {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl) {
 		return s
 	}
 	var b strings.Builder
-	for _, r := range s {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
 		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
 		case r == '\n':
 			b.WriteString("; ")
 		case r < 0x100 && unicode.IsControl(r):
@@ -25,6 +30,7 @@ func Line(s string) string {
 		default:
 			b.WriteRune(r)
 		}
+		i += n
 	}
 	return b.String()
 }

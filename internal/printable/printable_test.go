@@ -9,6 +9,8 @@ func TestLine(t *testing.T) {
 		"\x1b[2J\x1b[31mred\x1b]0;pwn\x07": `\x1b[2J\x1b[31mred\x1b]0;pwn\x07`,
 		"a\tb\rc\u0085d":                   `a\x09b\x0dc\x85d`,
 		"":                                 "",
+		"bad\xff\xfe\xc3(ok\x9b[2J":        `bad\xff\xfe\xc3(ok\x9b[2J`,
+		"ü\xffü":                           `ü\xffü`,
 	} {
 		if got := Line(in); got != want {
 			t.Errorf("Line(%q) = %q, want %q", in, got, want)
