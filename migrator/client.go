@@ -223,6 +223,13 @@ const (
 	completedSettle  = 10 * time.Millisecond
 )
 
+// noStatus is how long wait takes query-migrate's replies without a
+// status (QEMU's for no migration) before it gives up: the migrate
+// command sets one, setup, before it returns, so such a reply after it
+// says no migration runs (walk 122: a QEMU that answered {} held migrate
+// polling for good).
+var noStatus = 5 * time.Second
+
 // wait is Wait with a progress that can end the wait: an error from it is
 // returned with the Info it was given.
 func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress func(Info) error) (Info, error) {
@@ -232,7 +239,8 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var last Info
-	var counted Info // the last reply with ram: QEMU's cancelled and failed have none
+	var counted Info   // the last reply with ram: QEMU's cancelled and failed have none
+	var none time.Time // since when the replies have had no status
 	for settles := 0; ; {
 		info, err := queryCtx(ctx, mon)
 		if errors.Is(err, ErrMonitorSilent) {
@@ -265,6 +273,14 @@ func wait(ctx context.Context, mon qmp.Monitor, interval time.Duration, progress
 			continue
 		case StatusFailed, StatusCancelled:
 			return info, statusError(info)
+		case "", StatusNone:
+			if none.IsZero() {
+				none = time.Now()
+			} else if d := time.Since(none); d >= noStatus {
+				return info, fmt.Errorf("wait for migration: QEMU has reported no migration (query-migrate without a status) for %v after it took the migrate command: none runs; no migrate_cancel was sent", d.Round(100*time.Millisecond))
+			}
+		default:
+			none = time.Time{}
 		}
 		select {
 		case <-ctx.Done():

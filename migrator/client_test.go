@@ -654,6 +654,42 @@ func (m *silentMonitor) Run([]byte) ([]byte, error) {
 	select {}
 }
 
+// TestWaitNoStatus: replies without a status (QEMU's for no migration)
+// after the migrate command end the wait, saying so, rather than holding
+// it for good (walk 122); one between two with a status does not.
+func TestWaitNoStatus(t *testing.T) {
+	defer func(d time.Duration) { noStatus = d }(noStatus)
+	noStatus = 100 * time.Millisecond
+	mon, _ := clientFake(func(cmd qmp.Command) (any, error) {
+		return map[string]any{"return": map[string]any{}}, nil
+	})
+	done := make(chan error, 1)
+	go func() { _, err := Wait(context.Background(), mon, 5*time.Millisecond, nil); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "QEMU has reported no migration") {
+			t.Errorf("Wait: %v, want no migration said", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait still polling a QEMU that reports no migration 10 s on")
+	}
+	noStatus = 500 * time.Millisecond
+	polls := 0
+	mon, _ = clientFake(func(cmd qmp.Command) (any, error) {
+		polls++
+		switch {
+		case polls%3 == 0:
+			return map[string]any{"return": map[string]any{"status": "active"}}, nil
+		case polls > 200: // a second at least, longer than noStatus
+			return map[string]any{"return": map[string]any{"status": "completed", "total-time": 100}}, nil
+		}
+		return map[string]any{"return": map[string]any{}}, nil
+	})
+	if info, err := Wait(context.Background(), mon, 5*time.Millisecond, nil); err != nil || info.Status != StatusCompleted {
+		t.Errorf("Wait with a status every 3 replies: %+v, %v", info, err)
+	}
+}
+
 // TestWaitSilentMonitor: a query-migrate that is never answered does not
 // hold Wait past its context: it ends saying the monitor is silent and no
 // cancel was sent. (It waited for good, and pagecast migrate with it,
