@@ -25,7 +25,8 @@ func dial(path string) (*qmpclient.Client, error) { return qmpclient.Open(path, 
 type vcpu struct {
 	Index    int    `json:"cpu-index"`
 	ThreadID int    `json:"thread-id"`
-	QOMType  string `json:"qom-type"`
+	QOMType  string `json:"qom-type"` // QEMU 8.0 and later
+	QOMPath  string `json:"qom-path"`
 }
 
 func vcpus(mon Monitor) ([]vcpu, error) {

@@ -188,7 +188,16 @@ func (g *vm) attach(mon Monitor, pid int, mem []byte) error {
 	if err := qemu.QMP(mon, "qom-get", map[string]any{"path": "/machine", "property": "type"}, &machine); err != nil {
 		return err
 	}
-	g.id = identity(machine, cpus[0].QOMType, len(cpus), g.kvm)
+	model := cpus[0].QOMType
+	if model == "" {
+		// QEMU 7.2's query-cpus-fast has no qom-type: the vCPU's own
+		// type, asked of it (walk 122: left empty, two QEMUs that
+		// differed in -cpu passed the handshake).
+		if err := qemu.QMP(mon, "qom-get", map[string]any{"path": cpus[0].QOMPath, "property": "type"}, &model); err != nil {
+			return fmt.Errorf("the vCPU model: %w", err)
+		}
+	}
+	g.id = identity(machine, model, len(cpus), g.kvm)
 	return nil
 }
 
