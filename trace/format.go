@@ -320,7 +320,14 @@ func decodeMeta(b []byte) (Meta, error) {
 			if m.Extra == nil {
 				m.Extra = map[string]string{}
 			}
-			m.Extra[string(v[n:n+int(klen)])] = string(v[n+int(klen):])
+			k := string(v[n : n+int(klen)])
+			if _, dup := m.Extra[k]; dup {
+				// As any other field twice: which one stands would be
+				// a guess (walk 122: guest=linux, then guest=pagecast,
+				// was read as pagecast's).
+				return m, fmt.Errorf("extra field %q appears twice", k)
+			}
+			m.Extra[k] = string(v[n+int(klen):])
 		default:
 			// A field from a newer minor version: skip it.
 		}

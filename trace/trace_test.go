@@ -446,6 +446,7 @@ func TestHeaderErrors(t *testing.T) {
 		{"trailing bytes in number", header(1, 0, fields(tagMemory, []byte{1, 1}, tagPageSize, uint64(4096), tagEpoch, uint64(1))), "bad number", false},
 		{"field past end", header(1, 0, append(good, 9, 50, 1)), "bad length", false},
 		{"bad extra", header(1, 0, append(good, fields(tagExtra, []byte{9, 'a'})...)), "bad key length", false},
+		{"extra twice", header(1, 0, append(good, fields(tagExtra, []byte("\x05guestlinux"), tagExtra, []byte("\x05guestpagecast"))...)), `extra field "guest" appears twice`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := NewReader(bytes.NewReader(tc.data))
