@@ -102,6 +102,27 @@ func markSwitchover(pid int) {
 	fmt.Fprintf(f, "process %d (%s)", os.Getpid(), strings.Join(os.Args, " "))
 }
 
+// leaveUnconfirmed leaves QEMU pid's switch-over file for a migration
+// that completed but whose destination did not confirm it runs the guest:
+// the guest may be only here, paused, as after a migrate killed in its
+// switch-over (walk 123: a stop of the source's vm run then ended the
+// only copy left, at the first signal).
+func leaveUnconfirmed(pid int) {
+	f, err := qemu.OpenLock("switchover", pid)
+	if err != nil {
+		slog.Warn("a vm run of this guest would stop it at the first signal, though the destination did not confirm it runs the guest", "err", err)
+		return
+	}
+	defer f.Close()
+	f.Truncate(0)
+	fmt.Fprintf(f, "process %d (%s)%s", os.Getpid(), strings.Join(os.Args, " "), Unconfirmed)
+}
+
+// Unconfirmed ends what AbandonedSwitchover names where the migrate
+// exited after a migration its destination did not confirm
+// (leaveUnconfirmed), not killed in its switch-over.
+const Unconfirmed = ", whose destination did not confirm it runs the guest,"
+
 // clearSwitchover removes QEMU pid's switch-over file.
 func clearSwitchover(pid int) { os.Remove(qemu.LockPath("switchover", pid)) }
 

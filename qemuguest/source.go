@@ -449,6 +449,19 @@ func (s *Source) StateBytes() uint64 {
 // runs the guest.
 func (s *Source) EarlyPages(*bitmap.Bitmap) []uint64 { return nil }
 
+// LeaveUnconfirmed keeps the mark SaveState left of the guest paused for
+// the switch-over after Close (see AbandonedSwitchover): the migration
+// completed, but its destination did not confirm that it runs the guest,
+// which may be only here.
+func (s *Source) LeaveUnconfirmed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.switchover {
+		s.switchover = false
+		leaveUnconfirmed(s.pid)
+	}
+}
+
 // Close lifts a throttle and releases the RAM mapping and whatever this
 // Source opened or started.
 func (s *Source) Close() error {

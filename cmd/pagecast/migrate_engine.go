@@ -430,6 +430,9 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	out.paused(paused)
 	if uerr := unconfirmed(info); uerr != nil {
 		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
+		// A vm run of the source waits for a second signal before it
+		// stops QEMU, and says why (walk 123).
+		src.LeaveUnconfirmed()
 	}
 	w := c.App.Writer
 	if c.Bool("json") {

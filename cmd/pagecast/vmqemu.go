@@ -486,8 +486,12 @@ const stateAbandoned = "abandoned"
 
 // abandonedNote says what a guest left paused by a killed migrate means.
 func abandonedNote(who string) string {
-	return fmt.Sprintf("%s paused this guest for its switch-over and exited before the migration ended: "+
-		"the guest may be only here, paused (whatever QEMU's run state says); if the destination does not run it, QMP cont runs it here", who)
+	ended := "exited before the migration ended"
+	if strings.HasSuffix(who, qemuguest.Unconfirmed) {
+		ended = "exited" // after a migration completed but unconfirmed (walk 123)
+	}
+	return fmt.Sprintf("%s paused this guest for its switch-over and %s: "+
+		"the guest may be only here, paused (whatever QEMU's run state says); if the destination does not run it, QMP cont runs it here", who, ended)
 }
 
 // watchRunState sends QEMU's run state each time it changes, polled every

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qemuguest"
 )
 
 // TestPublishQMP: QEMU's socket, staged beside --qmp while the guest
@@ -42,5 +43,19 @@ func TestPublishQMP(t *testing.T) {
 		t.Errorf("dial the published socket: %v", err)
 	} else {
 		c.Close()
+	}
+}
+
+// abandonedNote says a migrate was killed in its switch-over, or exited
+// after a migration its destination did not confirm (walk 123), as the
+// mark it left says.
+func TestAbandonedNote(t *testing.T) {
+	killed := abandonedNote("process 7 (pagecast migrate)")
+	if !strings.Contains(killed, "process 7 (pagecast migrate) paused this guest for its switch-over and exited before the migration ended: the guest may be only here") {
+		t.Errorf("killed: %s", killed)
+	}
+	left := abandonedNote("process 7 (pagecast migrate)" + qemuguest.Unconfirmed)
+	if !strings.Contains(left, "process 7 (pagecast migrate), whose destination did not confirm it runs the guest, paused this guest for its switch-over and exited: the guest may be only here") {
+		t.Errorf("unconfirmed: %s", left)
 	}
 }
