@@ -65,6 +65,21 @@ func BenchmarkPredict(b *testing.B) {
 	b.ReportMetric(float64(m.StateBytes())/pages, "state-B/page")
 }
 
+// BenchmarkPredictHorizon8 is BenchmarkPredict at horizon 8, what a
+// pre-copy round asks: the fit of its own, blended with the chain's
+// forecast over 8 epochs.
+func BenchmarkPredictHorizon8(b *testing.B) {
+	const pages = 1 << 20
+	m := benchModel(pages)
+	dst := make([]float32, pages)
+	m.PredictHorizon(dst, 8) // fits the horizon, as the first forecast does
+	b.ResetTimer()
+	for b.Loop() {
+		m.PredictHorizon(dst, 8)
+	}
+	b.ReportMetric(float64(pages)*float64(b.N)/b.Elapsed().Seconds(), "pages/s")
+}
+
 // BenchmarkPredictCores is BenchmarkPredict on every core (a quarter of
 // the pages each with four): what a forecast of every page takes where
 // the machine's cores are free.

@@ -10,7 +10,7 @@
 // program took fresh in the last epoch (its allocation frontier), and
 // with the cohort of pages last written in the same epoch, in a logistic
 // regression whose weights are fitted to each VM and refitted online as
-// the trace unfolds; the one-epoch forecast is blended with the per-page
+// the trace unfolds; each horizon's forecast is blended with the per-page
 // Markov chain's in shares chosen on the epochs after each fit. Its state
 // is 15 bytes a page (16 with its per-region terms for two horizons, at
 // most). Predict is a single pass over flat arrays. Pages that are quiet

@@ -140,10 +140,11 @@ func (o Options) withDefaults() Options {
 //     in the last part of the last epoch less those written in it earlier
 //     only.
 //
-// The one-epoch forecast is then blended with the per-page Markov chain's
-// probability (the baseline's), in shares per page class fitted on the
-// epochs after each fit (see fit.blendSeen), and kept on the side of
-// Options.Threshold the fitted logit puts the page.
+// Each horizon's forecast is then blended with the per-page Markov
+// chain's probability of a write within that horizon (the baseline's), in
+// shares per page class fitted on the epochs after each fit (see
+// fit.blendSeen), and kept on the side of Options.Threshold the fitted
+// logit puts the page.
 //
 // The tables and the weights are refitted every RefitEvery epochs, per
 // horizon, on a weighted sample of the last 64 epochs' (features, outcome)
@@ -669,7 +670,8 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 		subs, zs        = m.sub, &f.zs
 		wl              = f.wLate
 		late            int // featLate's sum (see lateSum) at the page
-		blend           = f.h == 1 && f.fitted
+		blend           = f.fitted
+		h               = f.h
 		alpha           = &f.alpha
 		decide          = m.o.Threshold > 0
 		pt              = float32(m.o.Threshold)
@@ -746,7 +748,13 @@ func (m *Model) scoreRange(dst []float32, f *fit, lo, hi int, st *scoring) {
 			// fit.alpha), and kept on the side of the threshold the
 			// logit, moved or not, puts the page.
 			a := alpha[cls]
-			b := a*sigmoid32(raw) + (1-a)*chainP(hv, c, stay[i], now, pool)
+			var q float32
+			if h == 1 {
+				q = chainP(hv, c, stay[i], now, pool)
+			} else {
+				q = chainHorizon(hv, c, stay[i], now, pool, h)
+			}
+			b := a*sigmoid32(raw) + (1-a)*q
 			switch {
 			case !decide:
 				p = b

@@ -52,8 +52,10 @@ func TestPredictMatchesFeatures(t *testing.T) {
 			}
 			// On these workloads the fit leaves the chain no share
 			// (alpha 1 in every class); give it one, so that the
-			// blend is checked too.
+			// blend is checked too, at each horizon.
 			m.horizon(1).alpha = [pageClasses]float32{0.3, 0.6, 0.9, 0.5}
+			m.horizon(3).alpha = [pageClasses]float32{0.7, 0.2, 0.4, 0.8}
+			chain := chainForecasts(m, workload, 70, 1, 3)
 			for _, h := range []int{1, 3} {
 				dst := make([]float32, synthPages)
 				m.PredictHorizon(dst, h)
@@ -76,11 +78,12 @@ func TestPredictMatchesFeatures(t *testing.T) {
 						z = float64(lifted(float32(z), f.cut, m.zt))
 					}
 					want := sigmoid(z)
-					if h == 1 {
-						// Blended with the chain, kept on the side of
-						// the threshold the logit puts the page.
+					{
+						// Blended with the chain's forecast at h, kept
+						// on the side of the threshold the logit puts
+						// the page.
 						a := f.alpha[classOf(m.hist[p])]
-						b := float64(a*raw + (1-a)*chainP(m.hist[p], m.count[p], m.stay[p], float32(m.now), &m.pool))
+						b := float64(a*raw + (1-a)*chain[h][p])
 						raw = float32(b)
 						want = b
 						if thr > 0 && z >= float64(m.zt) {
@@ -103,6 +106,53 @@ func TestPredictMatchesFeatures(t *testing.T) {
 						workload, thr, h, late, f.w[3+featLate], f.w[3+featSub])
 				}
 			}
+		}
+	}
+}
+
+// chainForecasts returns the Markov baseline's forecasts at horizons hs
+// after the epochs model m observed of workload (" in parts": whole), by
+// horizon: what the model blends its own with.
+func chainForecasts(m *Model, workload string, epochs int, hs ...int) map[int][]float32 {
+	c := NewMarkov(synthPages)
+	for _, e := range synthetic(strings.TrimSuffix(workload, " in parts"), epochs, 5) {
+		c.Observe(e.Pages)
+	}
+	out := make(map[int][]float32)
+	for _, h := range hs {
+		out[h] = make([]float32, synthPages)
+		c.(HorizonPredictor).PredictHorizon(out[h], h)
+	}
+	return out
+}
+
+// The chain's forecast the model blends with at horizon h, from the
+// counts it keeps, is the Markov baseline's, for pages in every state.
+func TestChainMatchesMarkov(t *testing.T) {
+	t.Parallel()
+	for _, workload := range []string{"phased", "uniform"} {
+		m := observed(Options{}, workload, 40)
+		chain := chainForecasts(m, workload, 40, 1, 2, 8, 16)
+		now := float32(m.now)
+		states := map[bool]int{}
+		for _, h := range []int{1, 2, 8, 16} {
+			for p := range uint64(synthPages) {
+				hv, c, st := m.hist[p], m.count[p], m.stay[p]
+				// As the fit's samples keep it, and as Predict scores it.
+				got := chainH(chainP(hv, c, st, now, &m.pool), chainClean(hv, c, st, now, &m.pool), hv&1 != 0, h)
+				scored := chainP(hv, c, st, now, &m.pool)
+				if h > 1 {
+					scored = chainHorizon(hv, c, st, now, &m.pool, h)
+				}
+				if want := chain[h][p]; math.Abs(float64(got-want)) > 1e-5*max(1, float64(want)) || math.Abs(float64(scored-want)) > 1e-5*max(1, float64(want)) {
+					t.Fatalf("%s, horizon %d, page %d (history %#x, %d dirty, %d stayed): the model's chain %v in its samples, %v scored; the Markov baseline %v",
+						workload, h, p, hv, c, st, got, scored, want)
+				}
+				states[hv&1 != 0]++
+			}
+		}
+		if states[true] == 0 || states[false] == 0 {
+			t.Fatalf("%s: pages dirty in the last epoch %d, clean %d: a state not checked", workload, states[true], states[false])
 		}
 	}
 }
