@@ -272,3 +272,16 @@ func TestProbeThrottleFallback(t *testing.T) {
 		}
 	}
 }
+
+// A downtime limit no longer than a QEMU switch-over's own cost is said
+// to be out of reach before the migration (walk 123); the default is not.
+func TestSwitchoverWarning(t *testing.T) {
+	if w := switchoverWarning(20 * time.Millisecond); !strings.Contains(w, "--downtime-limit 20ms is no more than a switch-over costs on QEMU") {
+		t.Errorf("20ms: %q", w)
+	}
+	for _, limit := range []time.Duration{0, qemuSwitchover + time.Millisecond, migrator.DefaultDowntimeLimit} {
+		if w := switchoverWarning(limit); w != "" {
+			t.Errorf("%v: %q", limit, w)
+		}
+	}
+}
