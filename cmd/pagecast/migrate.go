@@ -793,6 +793,15 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if err != nil && errors.Is(err, migrator.ErrMonitorSilent) {
 		return err // the guest's state is not known: not said to be kept (review 63)
 	}
+	if err != nil && plan != nil && dst != nil && info.Status == migrator.StatusFailed {
+		// QEMU says only what its socket met ("Unable to write to
+		// socket: Bad file descriptor"): the destination's monitor
+		// says whether it went away (walk 123), as pagecast's engine
+		// does from its link.
+		if derr := destAnswers(dst, destAnswerWait); derr != nil && !errors.Is(derr, migrator.ErrNoAnswer) {
+			return fmt.Errorf("%w (the destination went away: its QEMU no longer answers on --dest-qmp (%v): it exited or was killed) (%s)", err, derr, kept)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%w (%s)", err, kept)
 	}
