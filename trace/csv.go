@@ -36,6 +36,10 @@ const (
 	ImportBytesPerGap = 16
 )
 
+// maxCSVLine is the longest line ImportCSV reads: a row's two numbers
+// take at most 41 bytes.
+const maxCSVLine = 4096
+
 // ExportCSV writes the rest of r's epochs to w as CSV: the header
 // "epoch,page", then one row per page, epochs and pages ascending, and a
 // row with no page ("336,") for each empty epoch, which ImportCSV takes
@@ -196,7 +200,7 @@ func importPlainCSV(br *bufio.Reader, w *Writer, raw *uint64) (ImportStats, erro
 		return nil
 	}
 	sc := bufio.NewScanner(br)
-	sc.Buffer(make([]byte, 0, 4096), 4096)
+	sc.Buffer(make([]byte, 0, maxCSVLine), maxCSVLine)
 	line := 0
 	first := true         // no line but blank ones yet
 	var read, gaps uint64 // bytes of rows read, empty epochs to write
@@ -294,7 +298,7 @@ func importPlainCSV(br *bufio.Reader, w *Writer, raw *uint64) (ImportStats, erro
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return st, fmt.Errorf("csv line %d: line too long", line+1)
+			return st, fmt.Errorf("csv line %d: line too long (over %d bytes; a row is epoch,page)", line+1, maxCSVLine)
 		}
 		return st, fmt.Errorf("csv: %w", err)
 	}

@@ -123,7 +123,7 @@ func TestImportCSVErrors(t *testing.T) {
 		{"huge gap", "0,1\n99999999,1\n", "csv line 2: epoch 99999999 leaves a gap of 99999998 empty epochs"},
 		{"huge gap, the remedy", "0,1\n99999999,1\n", `give each empty epoch a row with no page ("1,")`},
 		{"epoch beyond time", "18446744073709551615,1\n", "csv line 1: epoch 18446744073709551615 (of 100ms) starts beyond"},
-		{"long line", "0," + strings.Repeat("1", 5000) + "\n", "csv line 1: line too long"},
+		{"long line", "0," + strings.Repeat("1", 5000) + "\n", "csv line 1: line too long (over 4096 bytes; a row is epoch,page)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, _, err := importCSV(t, importMeta(), []byte(tc.csv))
