@@ -173,7 +173,13 @@ func predictEval(c *cli.Context) error {
 			path, n)
 	}
 	if len(epochs) <= warmup+longest-1 {
-		return fmt.Errorf("%s: %d epochs, not enough to score after a warm-up of %d at horizon %d", path, len(epochs), warmup, longest)
+		grouped := ""
+		if parts > 1 {
+			// Said, as the trace's own count is not (walk 122: "0
+			// epochs" of a trace of 60).
+			grouped = fmt.Sprintf(" of %v (--parts %d: %d of the trace's each)", meta.Epoch, parts, parts)
+		}
+		return fmt.Errorf("%s: %d epochs%s, not enough to score after a warm-up of %d at horizon %d", printable.Line(path), len(epochs), grouped, warmup, longest)
 	}
 	out := c.App.Writer
 	head := fmt.Sprintf("%s: %d pages (%s), %d epochs of %v", printable.Line(filepath.Base(path)), meta.Pages(),

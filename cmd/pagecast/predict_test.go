@@ -352,6 +352,7 @@ func TestPredictEvalErrors(t *testing.T) {
 		{[]string{"--memory", "16M", "--horizon", "4,1,4", csv}, "horizon 4 given twice"},
 		{[]string{"--memory", "16M", "--warmup", "50", "--horizon", "1,16", csv}, "not enough to score after a warm-up of 50 at horizon 16"},
 		{[]string{"--memory", "16M", "--warmup", "60", csv}, "not enough to score"},
+		{[]string{"--memory", "16M", "--parts", "64", csv}, "epochs of 6.4s (--parts 64: 64 of the trace's each), not enough to score"},
 		{[]string{"--memory", "16M", bad}, "--memory is for CSV traces"},
 		// A table of zeros and a ratio of NaN (walk 53).
 		{[]string{"--horizon", "1,4", gaps}, "no epoch can be scored at horizon 4"},
