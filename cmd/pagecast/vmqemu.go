@@ -557,7 +557,7 @@ func waitOutgoing(vm *qemu.VM, errw io.Writer, log *slog.Logger) error {
 				// It ends only by a recovery (migrate-recover), or
 				// never: said, as the wait may be for good (CI 47).
 				return fmt.Sprintf("QEMU's own migration (query-migrate: %s: the link broke in post-copy; the guest ran on at the destination, "+
-					"which lacks pages still here, until a migrate-recover resumes it)", st), true
+					"which lacks pages still here, until a migrate-recover resumes it; if the destination QEMU is gone, the guest went with it, and nothing here can run it again)", st), true
 			}
 			return fmt.Sprintf("QEMU's own migration (query-migrate: %s)", st), true
 		}
