@@ -1,43 +1,61 @@
-package qemuguest
+package qemuguest_test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/pagecast/pagecast/qemu"
+	"github.com/pagecast/pagecast/qemuguest"
 )
 
-// A migration completed but unconfirmed leaves the switch-over mark, as a
-// migrate killed in its switch-over does, saying so: a vm run of the
-// source then waits for a second signal (walk 123: it stopped QEMU, the
-// only copy of the guest left, at the first).
-func TestLeaveUnconfirmed(t *testing.T) {
-	pid := 1<<22 + os.Getpid()%1000 // past any pid this host gives
-	if _, err := qemu.OpenLock("switchover", pid); err != nil {
-		t.Skip("no lock directory here:", err)
+// cpusOf answers query-cpus-fast with one vCPU, thread tid.
+type cpusOf int
+
+func (c cpusOf) Run(cmd []byte) ([]byte, error) {
+	if !strings.Contains(string(cmd), "query-cpus-fast") {
+		return []byte(`{"error":{"class":"CommandNotFound","desc":"not here"}}`), nil
 	}
-	t.Cleanup(func() { clearSwitchover(pid) })
-	clearSwitchover(pid)
-	if _, ok := AbandonedSwitchover(pid); ok {
-		t.Fatal("a mark before any was left")
+	return fmt.Appendf(nil, `{"return":[{"cpu-index":0,"thread-id":%d,"qom-type":"qemu64-x86_64-cpu"}]}`, int(c)), nil
+}
+
+// TestHoldMigration: a migration marked on a QEMU (here a sleep standing
+// in for it) refuses a second one, naming the first, until released; a
+// QEMU that cannot be found from here is not marked, and not refused.
+func TestHoldMigration(t *testing.T) {
+	defer func(d string) { qemu.LockDir = d }(qemu.LockDir)
+	qemu.LockDir = t.TempDir()
+	stand := exec.Command("sleep", "60")
+	if err := stand.Start(); err != nil {
+		t.Fatal(err)
 	}
-	s := &Source{vm: vm{pid: pid}}
-	s.LeaveUnconfirmed()
-	if _, ok := AbandonedSwitchover(pid); ok {
-		t.Fatal("LeaveUnconfirmed left a mark of a guest never paused for a switch-over")
+	defer func() { stand.Process.Kill(); stand.Wait() }()
+	mon := cpusOf(stand.Process.Pid)
+
+	release, err := qemuguest.HoldMigration(mon)
+	if err != nil {
+		t.Fatal(err)
 	}
-	s.switchover = true // as SaveState leaves it
-	s.LeaveUnconfirmed()
-	who, ok := AbandonedSwitchover(pid)
-	if !ok || !strings.HasSuffix(who, Unconfirmed) {
-		t.Fatalf("AbandonedSwitchover after LeaveUnconfirmed: %q, %v; want a process, then %q", who, ok, Unconfirmed)
+	if _, err := os.Stat(qemu.LockPath("migrate", stand.Process.Pid)); err != nil {
+		t.Fatalf("no lock file: %v", err)
 	}
-	if s.switchover {
-		t.Error("the Source still holds the mark: its Close would remove it")
+	_, err = qemuguest.HoldMigration(mon)
+	if err == nil || !strings.Contains(err.Error(), "is migrating this VM already") || !strings.Contains(err.Error(), fmt.Sprintf("this process (pid %d)", os.Getpid())) {
+		t.Fatalf("a second migration of the guest: %v", err)
 	}
-	ForgetSwitchover(pid) // the guest runs here again
-	if _, ok := AbandonedSwitchover(pid); ok {
-		t.Error("the mark outlived ForgetSwitchover")
+	release()
+	again, err := qemuguest.HoldMigration(mon)
+	if err != nil {
+		t.Fatalf("after the first released: %v", err)
 	}
+	again()
+
+	// A thread that is not here: nothing marked, nothing refused.
+	gone, err := qemuguest.HoldMigration(cpusOf(1 << 30))
+	if err != nil {
+		t.Fatalf("a QEMU not found from here: %v", err)
+	}
+	gone()
 }
