@@ -160,7 +160,7 @@ func predictEval(c *cli.Context) error {
 	}
 	if len(damage) > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s is damaged: evaluating the epochs that read, skipped %s (see pagecast trace info)\n",
-			path, stretches(len(damage)))
+			printable.Line(path), stretches(len(damage)))
 	}
 	pages, pm := predictor.MapPages(epochs, meta.Pages())
 	if err := checkPredictorMemory(path, pages); err != nil {
@@ -170,7 +170,7 @@ func predictEval(c *cli.Context) error {
 	meta.Epoch *= time.Duration(parts)
 	if n := predictor.CutGaps(epochs); n > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: its gaps in epoch indices add up to more empty epochs than predict eval observes (up to 128 a gap, and the trace's epochs plus 128 in all): after %d of the gaps, epochs are not scored until 128 have gone by\n",
-			path, n)
+			printable.Line(path), n)
 	}
 	if len(epochs) <= warmup+longest-1 {
 		grouped := ""

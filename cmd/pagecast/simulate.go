@@ -392,7 +392,7 @@ func runSimulate(c *cli.Context) error {
 		}); err != nil {
 			return fmt.Errorf("--plot: %w", err)
 		}
-		fmt.Fprintf(c.App.ErrWriter, "wrote %s\n", path)
+		fmt.Fprintf(c.App.ErrWriter, "wrote %s\n", printable.Line(path))
 	}
 	for _, r := range results {
 		if r.Err != nil {
@@ -459,7 +459,7 @@ func simulationWorkload(c *cli.Context) (simulate.Workload, []lostSpan, error) {
 		// A pagecast trace records idle epochs too: those missing went
 		// with the damage.
 		lost = lostEpochs(epochs)
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs, and those lost (%s) as idle\n", path, stretches(len(damage)), spanList(lost))
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs, and those lost (%s) as idle\n", printable.Line(path), stretches(len(damage)), spanList(lost))
 	}
 	w, err := simulate.NewTrace(printable.Line(filepath.Base(path)), meta, epochs)
 	return w, lost, err
@@ -1033,7 +1033,7 @@ func qemuTraceNote(w simulate.Workload, choice simulate.Choice, among func([]str
 	if !ok || !strings.HasPrefix(t.Source(), "qemu pid ") {
 		return ""
 	}
-	src := t.Source()
+	src := printable.Line(t.Source()) // the trace's header: anyone's text (walk 124)
 	qemus := qemuRuns(true)
 	runnable := func(mode string) bool {
 		return !migrator.NeedsPostcopy(mode) || slices.Contains(qemus, mode) // pagecast's engine, or QEMU's own

@@ -248,7 +248,7 @@ func traceExport(c *cli.Context) error {
 	}
 	if n := r.Skipped(); n > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s lacks %d epoch indices between its first and last (lost to damage, or never recorded): %s rows cannot say so, and pagecast trace import reads a CSV's as empty epochs, refusing more than %d of those (and one more for every %d bytes of rows)\n",
-			path, n, map[string]string{"csv": "CSV", "parquet": "Parquet"}[format], trace.MaxImportGap, trace.ImportBytesPerGap)
+			printable.Line(path), n, map[string]string{"csv": "CSV", "parquet": "Parquet"}[format], trace.MaxImportGap, trace.ImportBytesPerGap)
 	}
 	if format == "csv" && r.Meta().Guest() == trace.GuestPagecast {
 		// What simulate's throttle turns on (walk 119: re-imported,

@@ -10,9 +10,11 @@ import (
 // Line is s on one line with no control characters: a newline becomes
 // "; " (a message of several lines reads on), any other control character
 // an escape (\x1b, \u0085), and a byte that is not UTF-8 one too (\xff:
-// some terminals take a lone 0x9b for an escape sequence's start).
+// some terminals take a lone 0x9b for an escape sequence's start), and so
+// is a bidirectional control (\u202e), which reorders what follows it on
+// the line.
 func Line(s string) string {
-	if utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl) {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, escaped) {
 		return s
 	}
 	var b strings.Builder
@@ -25,7 +27,7 @@ func Line(s string) string {
 			b.WriteString("; ")
 		case r < 0x100 && unicode.IsControl(r):
 			fmt.Fprintf(&b, "\\x%02x", r)
-		case unicode.IsControl(r):
+		case escaped(r):
 			fmt.Fprintf(&b, "\\u%04x", r)
 		default:
 			b.WriteRune(r)
@@ -34,3 +36,6 @@ func Line(s string) string {
 	}
 	return b.String()
 }
+
+// escaped says whether Line escapes r.
+func escaped(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }

@@ -11,6 +11,8 @@ func TestLine(t *testing.T) {
 		"":                                 "",
 		"bad\xff\xfe\xc3(ok\x9b[2J":        `bad\xff\xfe\xc3(ok\x9b[2J`,
 		"ü\xffü":                           `ü\xffü`,
+		"abc\u202edcba.pct \u2066x\u2069":  `abc\u202edcba.pct \u2066x\u2069`,
+		"café 日本 \u200d":                   "café 日本 \u200d",
 	} {
 		if got := Line(in); got != want {
 			t.Errorf("Line(%q) = %q, want %q", in, got, want)
