@@ -157,6 +157,72 @@ func TestChainMatchesMarkov(t *testing.T) {
 	}
 }
 
+// The chain's forecast kept with each sample, what the fit's blend
+// shares are chosen on, is the Markov baseline's forecast at the
+// sample's epoch, over the fit's horizon (walk 124: the state inverted in
+// it passed every other test).
+func TestSampledChainMatchesMarkov(t *testing.T) {
+	t.Parallel()
+	m := NewModel(synthPages, Options{})
+	c := NewMarkov(synthPages).(HorizonPredictor)
+	hs := []int{1, 2, 8}
+	want := map[int][]float32{}
+	for _, h := range hs {
+		want[h] = make([]float32, synthPages)
+	}
+	states := map[bool]int{}
+	for i, e := range synthetic("phased", 40, 5) {
+		for _, h := range hs {
+			c.PredictHorizon(want[h], h) // for the epochs from this one on
+		}
+		m.Observe(e.Pages)
+		c.Observe(e.Pages)
+		if i < 2 {
+			continue // the baseline forecasts nothing before its first epoch
+		}
+		s := &m.ring[(m.now-1)%keepEpochs] // this epoch's samples
+		if s.t != m.now-1 || len(s.page) == 0 {
+			t.Fatalf("epoch %d: the ring holds epoch %d's %d samples", m.now-1, s.t, len(s.page))
+		}
+		for j, p := range s.page {
+			last := s.life[j]/lifeBuckets == classLast
+			for _, h := range hs {
+				got := s.chainAt(j, h)
+				if w := want[h][p]; math.Abs(float64(got-w)) > 1e-5*max(1, float64(w)) {
+					t.Fatalf("epoch %d, page %d (dirtied in the last epoch: %v), horizon %d: the sample's chain %v, the Markov baseline %v", s.t, p, last, h, got, w)
+				}
+			}
+			states[last]++
+		}
+	}
+	if states[true] == 0 || states[false] == 0 {
+		t.Fatalf("samples of pages dirtied in the last epoch %d, not %d: a state not checked", states[true], states[false])
+	}
+}
+
+// A horizon longer than the refit period is blended too: its shares are
+// chosen on the samples whose outcomes came after the last fit (walk 124:
+// on those of the epochs since the fit alone, a horizon past 16 had none,
+// and was never blended).
+func TestBlendPastRefitPeriod(t *testing.T) {
+	t.Parallel()
+	for _, h := range []int{MaxHorizon} {
+		m := NewModel(synthPages, Options{Samples: 128}) // few samples: the fits' cost under the race detector
+		m.FitHorizons(h)
+		dst := make([]float32, synthPages)
+		for i, e := range synthetic("phased", 72, 5) {
+			m.Observe(e.Pages)
+			if i%8 == 0 { // forecast between refits, so that each is made
+				m.PredictHorizon(dst, h)
+			}
+		}
+		f := m.horizon(h)
+		if f.blendTally == [pageClasses][2]float64{} {
+			t.Errorf("horizon %d: no sample ever chose the blend's shares (alpha %v)", h, f.alpha)
+		}
+	}
+}
+
 // codeTerm is what a page's code c and lifetime code l add to its logit,
 // as setCodes puts them in a sample's row: their table entries, weighted
 // by their weights, or for a frontier code its entry alone, weighted by

@@ -148,6 +148,12 @@ type epochSamples struct {
 	chain0 []float32 // and its rate from the clean state (see chainH)
 }
 
+// chainAt is the Markov chain's forecast over h epochs that sample j had
+// (see chainH): what the blend's shares at horizon h are chosen against.
+func (e *epochSamples) chainAt(j, h int) float32 {
+	return chainH(e.chain[j], e.chain0[j], e.life[j]/lifeBuckets == classLast, h)
+}
+
 // sample keeps, to fit on, the inputs the forecast of the epoch being
 // closed had, for a stratified sample of pages (see Options.Samples).
 func (m *Model) sample(dirty []uint64) {
@@ -409,6 +415,11 @@ func (m *Model) refit(f *fit) {
 	qs := slices.Grow(m.chainScratch[:0], rows)
 	ss := slices.Grow(m.subScratch[:0], rows)
 	fresh := 0 // rows from fresh on are from epochs since the last fit
+	// Rows from unseen on were not in the last fit: their outcomes came
+	// after it. The blend's shares are chosen on them. (On those since
+	// the fit alone, as the cut's test, a horizon past RefitEvery had
+	// none, and its forecast was never blended; walk 124.)
+	unseen := 0
 	x := make([]float32, 3+nFeat)
 	for i := range uint32(keepEpochs) {
 		e := &m.ring[(m.now+i)%keepEpochs] // oldest first
@@ -417,6 +428,9 @@ func (m *Model) refit(f *fit) {
 		}
 		if e.t < f.fittedAt {
 			fresh = s.len() + len(e.page)
+		}
+		if e.t+h <= f.fittedAt {
+			unseen = s.len() + len(e.page)
 		}
 		// Epochs e.t .. e.t+h-1 are bits now-1-e.t down to now-e.t-h.
 		mask := (uint64(1)<<h - 1) << (m.now - e.t - h)
@@ -430,7 +444,7 @@ func (m *Model) refit(f *fit) {
 			cs = append(cs, e.code[j])
 			ls = append(ls, e.life[j])
 			ss = append(ss, e.sub[j])
-			qs = append(qs, chainH(e.chain[j], e.chain0[j], e.life[j]/lifeBuckets == classLast, f.h))
+			qs = append(qs, e.chainAt(j, f.h))
 		}
 	}
 	m.codeScratch, m.lifeScratch, m.chainScratch, m.subScratch = cs, ls, qs, ss
@@ -438,14 +452,18 @@ func (m *Model) refit(f *fit) {
 		return
 	}
 
-	// Out of sample: did the last fit's cut help since?
-	if f.fitted && fresh < s.len() {
-		for i := fresh; i < s.len(); i++ {
+	// Out of sample: did the last fit's cut help since, and what share
+	// of the chain's forecast would have?
+	if f.fitted && unseen < s.len() {
+		for i := unseen; i < s.len(); i++ {
 			f.setCodes(s.x[i*s.d:], cs[i], ls[i], ss[i])
 		}
-		tail := &samples{d: s.d, x: s.x[fresh*s.d:], y: s.y[fresh:], c: s.c[fresh:]}
-		f.lift = f.liftSeen.helps(tail, f.w[:], f.cut, m.zt)
-		f.blendSeen(tail, ls[fresh:], m.chainScratch[fresh:])
+		if fresh < s.len() {
+			tail := &samples{d: s.d, x: s.x[fresh*s.d:], y: s.y[fresh:], c: s.c[fresh:]}
+			f.lift = f.liftSeen.helps(tail, f.w[:], f.cut, m.zt)
+		}
+		tail := &samples{d: s.d, x: s.x[unseen*s.d:], y: s.y[unseen:], c: s.c[unseen:]}
+		f.blendSeen(tail, ls[unseen:], m.chainScratch[unseen:])
 	}
 
 	// The table: each code's rate, shrunk towards the mean.
