@@ -79,12 +79,15 @@ func TestWatchGuestHotRewrites(t *testing.T) {
 		mem[i] = byte(rng.Uint32())
 	}
 	g := &wallGuest{Guest: sg, clock: clock, mem: mem, last: time.Now()}
-	o, written, err := watchGuest(context.Background(), g, 3)
+	o, written, fresh, err := watchGuest(context.Background(), g, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if written < 1024 {
 		t.Fatalf("watching saw %d pages written, want the hot set's 1024 at least", written)
+	}
+	if fresh != 0 { // every page of the hot set written in each part, the first included
+		t.Errorf("%d of the %d pages written were first written in the watch's second half, want none", fresh, written)
 	}
 	o.Bandwidth, o.DowntimeLimit = 2<<20, 300*time.Millisecond
 	predicted := simulate.Run(context.Background(), o, migrator.ModeThrottle)
