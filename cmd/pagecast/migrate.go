@@ -1741,7 +1741,13 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 	}
 	fmt.Fprintf(tw, "setup time\t%s\n", ms(i.SetupTime))
 	if r := i.RAM; r != nil {
-		fmt.Fprintf(tw, "transferred\t%s (%d bytes)\n", units.FormatBytes(float64(r.Transferred)), r.Transferred)
+		rate := ""
+		if i.TotalTime > 0 && r.Transferred > 0 {
+			// What the link or the engine managed, to set beside a
+			// cap or auto's probe (walk 125: worked out by hand).
+			rate = fmt.Sprintf(", %s/s over the total time", units.FormatBytes(float64(r.Transferred)/(float64(i.TotalTime)/1e3)))
+		}
+		fmt.Fprintf(tw, "transferred\t%s (%d bytes%s)\n", units.FormatBytes(float64(r.Transferred)), r.Transferred, rate)
 		fmt.Fprintf(tw, "pages\t%d whole, %d zero\n", r.Normal, r.Duplicate)
 		syncs := " (QEMU's: about one a round)"
 		if i.Pagecast != nil {

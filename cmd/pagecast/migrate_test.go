@@ -681,6 +681,13 @@ func TestSummaryPostcopyNone(t *testing.T) {
 		t.Errorf("summary of QEMU's migration: its dirty syncs unexplained:\n%s", b.String())
 	}
 	b.Reset()
+	// What the migration moved a second, beside its bytes (walk 125:
+	// worked out by hand to set beside the cap and auto's probe).
+	writeSummary(&b, migrator.Info{Status: migrator.StatusCompleted, TotalTime: 2000, RAM: &migrator.RAMStats{Transferred: 64 << 20}}, plan, -1, 0)
+	if !regexp.MustCompile(`(?m)^transferred +64\.0 MiB \(67108864 bytes, 32\.0 MiB/s over the total time\)$`).Match(b.Bytes()) {
+		t.Errorf("summary without the rate moved:\n%s", b.String())
+	}
+	b.Reset()
 	lossy := *plan
 	lossy.LosesWrites = true
 	writeSummary(&b, migrator.Info{Status: migrator.StatusCompleted, RAM: &migrator.RAMStats{}}, &lossy, -1, 0)
