@@ -588,7 +588,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	writeSimulationTableWith(w, o.Workload, choice.Predictions, "", autoCheckRate)
 	fmt.Fprintf(w, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
 	watched := time.Duration(n) * autoEpoch
-	if warn := growingNote(watched, pages, fresh, time.Duration(choice.Predicted().Info.TotalTime)*time.Millisecond); warn != "" {
+	if warn := growingNote(watched, pages, fresh, src.MemoryBytes()/migrator.PageSize, time.Duration(choice.Predicted().Info.TotalTime)*time.Millisecond); warn != "" {
 		fmt.Fprintln(c.App.ErrWriter, warn)
 	}
 	return choice, nil
@@ -600,10 +600,12 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 // migration is predicted to last several times the watch, whose epochs
 // the simulation replays: it cannot write more distinct pages than the
 // watch saw (walk 125: a 1 GiB guest writing all over its memory, watched
-// 2 s, was predicted -36% and -92% at 32 MiB/s; watched 10 s, -5%).
-// Empty otherwise.
-func growingNote(watched time.Duration, pages, fresh int, predicted time.Duration) string {
-	if pages == 0 || fresh*4 < pages || predicted < 4*watched {
+// 2 s, was predicted -36% and -92% at 32 MiB/s; watched 10 s, -5%). Only
+// where the new pages are 1% of the guest's memory or more, of pages in
+// all: a nearly idle guest's few new pages change no prediction (walk
+// 126). Empty otherwise.
+func growingNote(watched time.Duration, pages, fresh int, memory uint64, predicted time.Duration) string {
+	if pages == 0 || fresh*4 < pages || uint64(fresh)*100 < memory || predicted < 4*watched {
 		return ""
 	}
 	return fmt.Sprintf("pagecast: auto: warning: the guest was still writing pages it had not written before when the watch ended (%d of the %d it wrote were new in the watch's second half), "+
