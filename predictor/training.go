@@ -421,10 +421,11 @@ func (m *Model) refit(f *fit) {
 	// past RefitEvery had none, and its forecast was never blended; walk
 	// 124.) At a horizon past 1 their outcomes overlap those of rows the
 	// fit had, by up to h-1 epochs, which may favour the fit's share
-	// (walk 126); chosen on the rows since the fit where there were any,
-	// horizon 8's Brier ratios were better on three of the nine real
-	// traces and worse on five, and the regimes' downtime worse on three
-	// of the four where pre-copy is capped.
+	// (walk 126); chosen on the rows since the fit, as first built (and
+	// so never past RefitEvery), horizon 8's Brier ratios were better on
+	// two of the nine real traces (perl, gcc) and worse on five, and the
+	// regimes' downtime worse on three of the four where pre-copy is
+	// capped.
 	unseen := 0
 	x := make([]float32, 3+nFeat)
 	for i := range uint32(keepEpochs) {
