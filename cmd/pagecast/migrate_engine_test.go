@@ -282,7 +282,10 @@ func TestSwitchoverWarning(t *testing.T) {
 	if w := switchoverWarning(20 * time.Millisecond); !strings.Contains(w, "--downtime-limit 20ms is no more than a switch-over costs on QEMU") {
 		t.Errorf("20ms: %q", w)
 	}
-	for _, limit := range []time.Duration{0, qemuSwitchover + time.Millisecond, migrator.DefaultDowntimeLimit} {
+	if w := switchoverWarning(30 * time.Millisecond); !strings.Contains(w, "--downtime-limit 30ms leaves little beyond what a switch-over costs on QEMU") {
+		t.Errorf("30ms: %q", w)
+	}
+	for _, limit := range []time.Duration{0, 2*qemuSwitchover + time.Millisecond, migrator.DefaultDowntimeLimit} {
 		if w := switchoverWarning(limit); w != "" {
 			t.Errorf("%v: %q", limit, w)
 		}
