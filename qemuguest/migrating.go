@@ -92,14 +92,7 @@ func MigrationHolder(pid int) (string, bool) {
 // markSwitchover writes the switch-over file of QEMU pid, naming this
 // process.
 func markSwitchover(pid int) {
-	f, err := qemu.OpenLock("switchover", pid)
-	if err != nil {
-		slog.Warn("a pagecast migrate killed during the switch-over would leave the guest paused unsaid", "err", err)
-		return
-	}
-	defer f.Close()
-	f.Truncate(0)
-	fmt.Fprintf(f, "process %d (%s)", os.Getpid(), strings.Join(os.Args, " "))
+	writeSwitchover(pid, "", "a pagecast migrate killed during the switch-over would leave the guest paused unsaid")
 }
 
 // leaveUnconfirmed leaves QEMU pid's switch-over file for a migration
@@ -108,14 +101,20 @@ func markSwitchover(pid int) {
 // switch-over (walk 123: a stop of the source's vm run then ended the
 // only copy left, at the first signal).
 func leaveUnconfirmed(pid int) {
+	writeSwitchover(pid, Unconfirmed, "a vm run of this guest would stop it at the first signal, though the destination did not confirm it runs the guest")
+}
+
+// writeSwitchover writes QEMU pid's switch-over file: this process, then
+// why; where it cannot, it logs unwritten, what that leaves unsaid.
+func writeSwitchover(pid int, why, unwritten string) {
 	f, err := qemu.OpenLock("switchover", pid)
 	if err != nil {
-		slog.Warn("a vm run of this guest would stop it at the first signal, though the destination did not confirm it runs the guest", "err", err)
+		slog.Warn(unwritten, "err", err)
 		return
 	}
 	defer f.Close()
 	f.Truncate(0)
-	fmt.Fprintf(f, "process %d (%s)%s", os.Getpid(), strings.Join(os.Args, " "), Unconfirmed)
+	fmt.Fprintf(f, "process %d (%s)%s", os.Getpid(), strings.Join(os.Args, " "), why)
 }
 
 // Unconfirmed ends what AbandonedSwitchover names where the migrate
