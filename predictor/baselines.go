@@ -221,8 +221,8 @@ func (m *markov) predictPages(dst []float32, h int, g0, g1 float64) {
 
 // powInt is x^n for n >= 0, by squaring: math.Pow without its cost under
 // the race detector.
-func powInt(x float64, n int) float64 {
-	r := 1.0
+func powInt[F float32 | float64](x F, n int) F {
+	r := F(1)
 	for ; n > 0; n >>= 1 {
 		if n&1 == 1 {
 			r *= x

@@ -662,8 +662,8 @@ func bestCut(s *samples, w []float64, zt float32) float32 {
 	return float32(max(logit(bestF1/2), minCut))
 }
 
-// blendSeen adds to the blend's tally the samples since the last fit
-// (lifetime codes ls, which hold the page class, and the chain's
+// blendSeen adds to the blend's tally the samples the last fit did not
+// have (see refit's unseen; lifetime codes ls, which hold the page class, and the chain's
 // probabilities q of a write within the fit's horizon), scored with its
 // weights, and
 // sets alpha: per page class, the share a of the fitted probability p in
@@ -676,7 +676,7 @@ func bestCut(s *samples, w []float64, zt float32) float32 {
 // score at horizon 1 was 0.985 of the chain's, the blend's is 0.932.
 // At longer horizons too: on steady loops (busybox sort and gzip) the
 // fit's Brier score at horizon 8 was 1.144 and 1.104 of the chain's, the
-// blend's is 1.033 and 1.034 (see docs/predictor.md).
+// blend's is 1.041 and 1.035 (see docs/predictor.md).
 //
 //go:norace
 func (f *fit) blendSeen(s *samples, ls []uint8, q []float32) {
@@ -732,30 +732,16 @@ func chainClean(hist uint64, count, stay uint16, now float32, pool *[2]float32) 
 
 // chainHorizon is chainH for a page as chainP's, from its counts: the
 // clean state's rate divided out once, not for chainP and chainClean
-// both (scoring at horizon 8 took 0.6-0.75 of the time horizon 1 took).
+// both, as Predict scores every page.
 //
 //go:norace
 func chainHorizon(hist uint64, count, stay uint16, now float32, pool *[2]float32, h int) float32 {
 	d, s, st := float32(count), float32(stay), float32(hist&1)
-	clean := powSteps(1-(d-s+markovPrior*pool[0])/(now-d+st+markovPrior), h-int(hist&1))
+	clean := powInt(1-(d-s+markovPrior*pool[0])/(now-d+st+markovPrior), h-int(hist&1))
 	if hist&1 != 0 {
 		clean *= 1 - (s+markovPrior*pool[1])/(d-1+markovPrior)
 	}
 	return 1 - clean
-}
-
-// powSteps is x to the power n >= 0, by squaring.
-//
-//go:norace
-func powSteps(x float32, n int) float32 {
-	r := float32(1)
-	for ; n > 0; n >>= 1 {
-		if n&1 == 1 {
-			r *= x
-		}
-		x *= x
-	}
-	return r
 }
 
 // chainH is the Markov baseline's probability of a write within the next
@@ -769,7 +755,7 @@ func chainH(q, q0 float32, last bool, h int) float32 {
 		return q
 	}
 	if last {
-		return 1 - (1-q)*powSteps(1-q0, h-1)
+		return 1 - (1-q)*powInt(1-q0, h-1)
 	}
-	return 1 - powSteps(1-q0, h)
+	return 1 - powInt(1-q0, h)
 }
