@@ -497,10 +497,10 @@ const modeAuto = migrator.ModeAuto
 const qemuSwitchover = 20 * time.Millisecond
 
 // switchoverWarning says, before a migration of a QEMU guest by
-// pagecast's engine starts, that a downtime limit of limit cannot be kept:
-// the switch-over's own cost is as much (walk 123: auto promised 20 ms
-// "within the 20ms limit", and the guest paused 44 ms). Empty where it
-// can.
+// pagecast's engine starts, that a downtime limit of limit cannot be kept
+// (the switch-over's own cost is as much: walk 123's auto promised 20 ms
+// "within the 20ms limit", and the guest paused 44 ms), or, up to twice
+// that cost, may not be. Empty otherwise.
 func switchoverWarning(limit time.Duration) string {
 	switch {
 	case limit <= 0 || limit > 2*qemuSwitchover:
