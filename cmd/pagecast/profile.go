@@ -473,8 +473,7 @@ func listHooks(out io.Writer) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOOK\tMODES\tSTATUS\tWHAT IT SEES")
 	seen := map[string]bool{}
-	_, err := os.Stat("/dev/kvm")
-	noKVM := errors.Is(err, fs.ErrNotExist)
+	noKVM := errors.Is(qemu.KVMUsable(), fs.ErrNotExist)
 	for _, mode := range []string{bpf.ModeRing, bpf.ModeBitmap} {
 		for _, s := range bpf.Probe(mode) {
 			if seen[s.Hook.Name] {
