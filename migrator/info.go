@@ -155,6 +155,9 @@ type AutoChoice struct {
 	// PausedPageRate is PageRate while the guest is paused, its cores
 	// left to the migration (see SimConfig); absent where not measured.
 	PausedPageRate float64 `json:"paused-page-rate,omitempty"`
+	// Warning says what auto saw that may make its predictions fall
+	// short; absent where it saw nothing.
+	Warning string `json:"warning,omitempty"`
 }
 
 // Prediction is one mode's simulated outcome, in query-migrate's units.

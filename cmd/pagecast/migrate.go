@@ -25,6 +25,7 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pagecast/pagecast/internal/printable"
 	"github.com/pagecast/pagecast/internal/proc"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrationmetrics"
@@ -1512,7 +1513,11 @@ func writeAutoChoice(w io.Writer, a *migrator.AutoChoice) {
 	if short {
 		fmt.Fprintf(w, "> a mode stopped short once it could no longer be the best: more than %.0f%% past a mode finished within the downtime limit\n", 100*simulate.CutMargin)
 	}
-	fmt.Fprintf(w, "auto chose %s (prefer %s): %s\n\n", a.Mode, a.Prefer, a.Why)
+	fmt.Fprintf(w, "auto chose %s (prefer %s): %s\n", printable.Line(a.Mode), printable.Line(a.Prefer), printable.Line(a.Why))
+	if a.Warning != "" {
+		fmt.Fprintf(w, "auto: warning: %s\n", printable.Line(a.Warning))
+	}
+	fmt.Fprintln(w)
 }
 
 // dialQMP connects to a QMP socket, giving a busy one up after 5 s, and a

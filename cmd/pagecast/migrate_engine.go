@@ -595,7 +595,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	fmt.Fprintf(w, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
 	watched := time.Duration(n) * autoEpoch
 	if warn := growingNote(watched, pages, fresh, src.MemoryBytes()/migrator.PageSize, time.Duration(choice.Predicted().Info.TotalTime)*time.Millisecond); warn != "" {
-		fmt.Fprintln(c.App.ErrWriter, warn)
+		fmt.Fprintln(c.App.ErrWriter, "pagecast: auto: warning: "+warn)
 	}
 	return choice, nil
 }
@@ -609,12 +609,14 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 // 2 s, was predicted -36% and -92% at 32 MiB/s; watched 10 s, -5%). Only
 // where the new pages are 1% of the guest's memory or more, of pages in
 // all: a nearly idle guest's few new pages change no prediction (walk
-// 126). Empty otherwise.
+// 126). Empty otherwise. Both choosers give it: QEMU's on its standard
+// error, pagecast's own monitor's in its log and query-migrate's
+// x-pagecast.auto.
 func growingNote(watched time.Duration, pages, fresh int, memory uint64, predicted time.Duration) string {
 	if pages == 0 || fresh*4 < pages || uint64(fresh)*100 < memory || predicted < 4*watched {
 		return ""
 	}
-	return fmt.Sprintf("pagecast: auto: warning: the guest was still writing pages it had not written before when the watch ended (%d of the %d it wrote were new in the watch's second half), "+
+	return fmt.Sprintf("the guest was still writing pages it had not written before when the watch ended (%d of the %d it wrote were new in the watch's second half), "+
 		"and the prediction replays the %v watched over a migration of %v, so it may fall short: a longer --observe (such as %d, %v) sees more of what the guest writes",
 		fresh, pages, watched, predicted.Round(time.Millisecond), 5*int(watched/autoEpoch), 5*watched)
 }
@@ -890,8 +892,9 @@ func measureContent(o *simulate.Options, mem []byte, holes *bitmap.Bitmap, writt
 // query-migrate's x-pagecast.auto, which `pagecast migrate` prints.
 func ownChooser(log *slog.Logger) migrator.Chooser {
 	return func(ctx context.Context, g migrator.Guest, cfg migrator.Config) (*migrator.AutoChoice, error) {
-		log.Info("mode auto: watching the guest", "for", time.Duration(cfg.Observe)*autoEpoch)
-		o, _, _, err := watchGuest(ctx, g, cfg.Observe)
+		watched := time.Duration(cfg.Observe) * autoEpoch
+		log.Info("mode auto: watching the guest", "for", watched)
+		o, pages, fresh, err := watchGuest(ctx, g, cfg.Observe)
 		if err != nil {
 			return nil, err
 		}
@@ -902,7 +905,11 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 		if err != nil {
 			return nil, err
 		}
-		return choice.Report(), nil
+		r := choice.Report()
+		if r.Warning = growingNote(watched, pages, fresh, g.MemoryBytes()/migrator.PageSize, time.Duration(choice.Predicted().Info.TotalTime)*time.Millisecond); r.Warning != "" {
+			log.Warn("mode auto: " + r.Warning)
+		}
+		return r, nil
 	}
 }
 

@@ -318,3 +318,55 @@ func TestGrowingNote(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnChooserGrowing: mode auto on pagecast's own monitor warns, in the
+// VM's log and in query-migrate's choice, where the guest was still
+// writing new pages as the watch ended, as auto on a QEMU source does; a
+// guest rewriting its hot set gets no warning.
+func TestOwnChooserGrowing(t *testing.T) {
+	const pages = 4096 // 16 MiB
+	for _, tc := range []struct {
+		workload string
+		warns    bool
+	}{
+		{"sweep:rate=4000", true},
+		{"hotset:hot=1024,p=1,rate=1024000", false},
+	} {
+		t.Run(tc.workload, func(t *testing.T) {
+			w, err := simulate.ParseSynthetic(tc.workload, pages, time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clock := migrator.NewVirtualClock(time.Unix(0, 0))
+			sg, err := simulate.NewGuest(w, clock, simulate.GuestOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mem := make([]byte, pages*migrator.PageSize)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for i := range mem {
+				mem[i] = byte(rng.Uint32())
+			}
+			g := &wallGuest{Guest: sg, clock: clock, mem: mem, last: time.Now()}
+			var logged syncBuffer
+			choose := ownChooser(slog.New(slog.NewTextHandler(&logged, nil)))
+			// 1 MiB/s: the migration lasts many times the 300 ms watched.
+			a, err := choose(context.Background(), g, migrator.Config{Observe: 3, MaxBandwidth: 1 << 20, DowntimeLimit: 300 * time.Millisecond, MaxRounds: 30})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("chose %s; warning %q", a.Mode, a.Warning)
+			if got := a.Warning != ""; got != tc.warns {
+				t.Errorf("warning %q, want one: %v", a.Warning, tc.warns)
+			}
+			if tc.warns && (!strings.Contains(a.Warning, "it had not written before") || !strings.Contains(logged.String(), "level=WARN msg=\"mode auto: the guest was still writing")) {
+				t.Errorf("warning %q, log:\n%s", a.Warning, logged.String())
+			}
+			var out strings.Builder
+			writeAutoChoice(&out, a)
+			if got := strings.Contains(out.String(), "auto: warning: the guest was still writing"); got != tc.warns {
+				t.Errorf("migrate printed:\n%s", out.String())
+			}
+		})
+	}
+}
