@@ -1762,7 +1762,13 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 	}
 	if x := i.Pagecast; x != nil {
 		fmt.Fprintf(tw, "mode\t%s\n", x.Mode)
-		fmt.Fprintf(tw, "rounds\t%d (pages per round %s)\n", x.Round, roundList(x.RoundPages))
+		rounds := fmt.Sprint(x.Round)
+		if i.Status == migrator.StatusCompleted && x.Round > 1 {
+			// The switch-over counts as a round: a walk read "rounds 31"
+			// beside "round cap 30 reached" as one too many.
+			rounds = fmt.Sprintf("%d: %d with the guest running, then the switch-over", x.Round, x.Round-1)
+		}
+		fmt.Fprintf(tw, "rounds\t%s (pages per round %s)\n", rounds, roundList(x.RoundPages))
 		if x.DeferredAll > 0 {
 			fmt.Fprintf(tw, "deferred\t%d page sends held back\n", x.DeferredAll)
 		}

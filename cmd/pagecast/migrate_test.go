@@ -708,8 +708,11 @@ func TestSummaryPostcopyNone(t *testing.T) {
 func TestSummaryOverLimit(t *testing.T) {
 	info := migrator.Info{Status: migrator.StatusCompleted, Downtime: 394, RAM: &migrator.RAMStats{}}
 	var b bytes.Buffer
+	info.Pagecast = &migrator.Extra{Round: 31, RoundPages: []uint64{16384, 4661}, StopReason: "round cap 30 reached with 4096 bytes pending"}
 	writeSummary(&b, info, nil, 398*time.Millisecond, 300*time.Millisecond)
-	for _, want := range []string{"394ms (over the 300ms limit by 94ms)", "RESUME) (over the 300ms limit by 98ms)"} {
+	info.Pagecast = nil
+	for _, want := range []string{"394ms (over the 300ms limit by 94ms)", "RESUME) (over the 300ms limit by 98ms)",
+		"rounds           31: 30 with the guest running, then the switch-over (pages per round [16384 4661])"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary of a pause over the limit lacks %q:\n%s", want, b.String())
 		}
