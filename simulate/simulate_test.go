@@ -705,6 +705,35 @@ func TestChoose(t *testing.T) {
 	}
 }
 
+// TestNearTie: a choice by less than nearTie over the next mode says it
+// is a near tie, and which; one by more, or over the chosen mode's own
+// +postcopy twin, or over a mode past the downtime limit, does not.
+func TestNearTie(t *testing.T) {
+	res := func(mode string, total, downtime int64) Result {
+		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: downtime, RAM: &migrator.RAMStats{}}}
+	}
+	o := Options{DowntimeLimit: 300 * time.Millisecond}
+	for _, tc := range []struct {
+		rs   []Result
+		want string // the why's end; "" for no near tie
+	}{
+		{[]Result{res("mecom", 453, 90), res("predictive+mecom", 456, 90), res("precopy", 900, 90)},
+			"; a near tie: predictive+mecom was predicted 456ms (0.7% more), closer than predictions come true"},
+		{[]Result{res("mecom", 453, 90), res("throttle", 453, 90)}, "; a near tie: throttle was predicted 453ms (the same), closer than predictions come true"},
+		{[]Result{res("mecom", 453, 90), res("predictive+mecom", 500, 90)}, ""},
+		{[]Result{res("mecom", 453, 90), res("mecom+postcopy", 455, 90), res("precopy", 900, 90)}, ""},
+		{[]Result{res("mecom", 453, 90), res("predictive", 455, 400)}, ""},
+	} {
+		c, err := ChooseFrom(tc.rs, o, PreferTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(c.Why, "near tie"); got != (tc.want != "") || tc.want != "" && !strings.HasSuffix(c.Why, tc.want) {
+			t.Errorf("%s among %d: why %q, want it to end %q", c.Mode, len(tc.rs), c.Why, tc.want)
+		}
+	}
+}
+
 // TestPickTies: modes whose figure by the preference ties are told apart
 // by total time, then bytes (the helper's live case: tsmc and tsmc+mecom
 // both predicted 2 ms of downtime, 741 and 380 ms in all).
