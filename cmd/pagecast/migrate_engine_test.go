@@ -276,6 +276,37 @@ func TestProbeThrottleFallback(t *testing.T) {
 	}
 }
 
+// TestProbeThrottleUnslowed: a guest whose writes a throttle barely slows
+// is said to be so in words, not only in "wrote in 100ms as many pages as
+// it writes in 100ms" (walk 123); one slowed in proportion is not.
+func TestProbeThrottleUnslowed(t *testing.T) {
+	const pages = 4096
+	for _, tc := range []struct {
+		response simulate.Response
+		says     string // "": no such line
+	}{
+		{simulate.Response{{Share: 0.01, Span: 0.5}, {Share: 0.1, Span: 0.92}, {Share: 0.5, Span: 1}}, "throttled 50%, 90%, the guest wrote about as fast as unthrottled: throttling barely slows its writes"},
+		{simulate.Linear, ""},
+	} {
+		w, err := simulate.ParseSynthetic("uniform:rate=100000", pages, time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock := migrator.NewVirtualClock(time.Unix(0, 0))
+		sg, err := simulate.NewGuest(w, clock, simulate.GuestOptions{Response: tc.response})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := &wallGuest{Guest: sg, clock: clock, mem: make([]byte, pages*migrator.PageSize), last: time.Now()}
+		var out strings.Builder
+		got := probeThrottle(t.Context(), &out, g, w)
+		t.Logf("measured %v:\n%s", got, out.String())
+		if line := strings.Contains(out.String(), "barely slows"); line != (tc.says != "") || !strings.Contains(out.String(), tc.says) {
+			t.Errorf("response %v measured %v, said:\n%s\nwant %q", tc.response, got, out.String(), tc.says)
+		}
+	}
+}
+
 // A downtime limit no longer than a QEMU switch-over's own cost is said
 // to be out of reach before the migration (walk 123); the default is not.
 func TestSwitchoverWarning(t *testing.T) {
