@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/pagecast/pagecast/internal/buildinfo"
 	"github.com/parquet-go/parquet-go"
@@ -51,16 +52,16 @@ func ExportParquet(w io.Writer, r *Reader) (int64, error) {
 		parquet.KeyValueMetadata(ParquetKeyEpoch, strconv.FormatInt(int64(m.Epoch), 10)),
 	}
 	if m.Hook != "" {
-		opts = append(opts, parquet.KeyValueMetadata(ParquetKeyHook, m.Hook))
+		opts = append(opts, parquet.KeyValueMetadata(ParquetKeyHook, utf8Text(m.Hook)))
 	}
 	if m.Source != "" {
-		opts = append(opts, parquet.KeyValueMetadata(ParquetKeySource, m.Source))
+		opts = append(opts, parquet.KeyValueMetadata(ParquetKeySource, utf8Text(m.Source)))
 	}
 	if !m.Start.IsZero() {
 		opts = append(opts, parquet.KeyValueMetadata(ParquetKeyStart, strconv.FormatInt(m.Start.UnixNano(), 10)))
 	}
 	for _, k := range slices.Sorted(maps.Keys(m.Extra)) {
-		opts = append(opts, parquet.KeyValueMetadata(ParquetKeyExtra+k, m.Extra[k]))
+		opts = append(opts, parquet.KeyValueMetadata(utf8Text(ParquetKeyExtra+k), utf8Text(m.Extra[k])))
 	}
 	pw := parquet.NewGenericWriter[ParquetRow](w, opts...)
 	batch := make([]ParquetRow, 0, 8192)
@@ -104,3 +105,9 @@ func ExportParquet(w io.Writer, r *Reader) (int64, error) {
 	}
 	return rows, nil
 }
+
+// utf8Text is s with each run of bytes that are not UTF-8 replaced by
+// U+FFFD: Parquet's key/value metadata are UTF-8 strings, and a trace's
+// header may hold other bytes (walk 122 wrote them; readers that check,
+// as pyarrow does, would refuse the file).
+func utf8Text(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }

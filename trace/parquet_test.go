@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
@@ -74,6 +75,38 @@ func TestExportParquet(t *testing.T) {
 	for i := range rows {
 		if rows[i] != want[i] {
 			t.Fatalf("row %d = %+v, want %+v", i, rows[i], want[i])
+		}
+	}
+}
+
+// TestExportParquetNotUTF8: a header's bytes that are not UTF-8 go into
+// the file's key/value metadata replaced, the rest kept, so that every
+// string in it is UTF-8 as Parquet's format says.
+func TestExportParquetNotUTF8(t *testing.T) {
+	m := testMeta()
+	m.Source = "vm \xff\xfe pid 7"
+	m.Extra = map[string]string{"k\xc0": "v\x80w"}
+	data, _ := encode(t, m, sampleEpochs(3))
+	r, err := NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := ExportParquet(&out, r); err != nil {
+		t.Fatal(err)
+	}
+	f, err := parquet.OpenFile(bytes.NewReader(out.Bytes()), int64(out.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range f.Metadata().KeyValueMetadata {
+		if !utf8.ValidString(kv.Key) || !utf8.ValidString(kv.Value) {
+			t.Errorf("metadata %q = %q: not UTF-8", kv.Key, kv.Value)
+		}
+	}
+	for key, v := range map[string]string{ParquetKeySource: "vm \uFFFD pid 7", ParquetKeyExtra + "k\uFFFD": "v\uFFFDw"} {
+		if got, ok := f.Lookup(key); !ok || got != v {
+			t.Errorf("metadata %s = %q, %v; want %q", key, got, ok, v)
 		}
 	}
 }
