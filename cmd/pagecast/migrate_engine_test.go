@@ -401,3 +401,35 @@ func TestOwnChooserGrowing(t *testing.T) {
 		})
 	}
 }
+
+// TestRewatch: auto watches a guest again, five times as long, where it
+// was still writing new pages as the first watch ended and the migration
+// is predicted to last many times the watch; the second watch's options
+// keep what was set after the first (the link, the probes' measures).
+func TestRewatch(t *testing.T) {
+	const gib = 1 << 30 / migrator.PageSize
+	var out strings.Builder
+	m, again := rewatch(&out, 20, 52567, 20000, gib, 40*time.Second)
+	if !again || m != 100 || !strings.Contains(out.String(), "(20000 of the 52567 it wrote were new in the watch's second half), and the migration was predicted to last 40s: watching it again, for 10s, before predicting anew") {
+		t.Errorf("rewatch: %d, %v, said %q", m, again, out.String())
+	}
+	out.Reset()
+	if m, again := rewatch(&out, 20, 52567, 2000, gib, 40*time.Second); again || out.Len() > 0 {
+		t.Errorf("a guest whose writes levelled off watched again for %d epochs, saying %q", m, out.String())
+	}
+	first, err := simulate.ParseSynthetic("uniform", 4096, autoPart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := simulate.ParseSynthetic("sweep", 4096, autoPart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := simulate.Options{Workload: first, VCPUs: 1, Bandwidth: 32 << 20, DowntimeLimit: 300 * time.Millisecond, MaxRounds: 30,
+		Switchover: qemuSwitchover, PolicyTime: true, Response: simulate.LinuxResponse, PageRate: 50000, PausedPageRate: 90000}
+	o := carryOver(simulate.Options{Workload: second, VCPUs: 2, Step: autoEpoch}, before)
+	if o.Workload != second || o.VCPUs != 2 || o.Step != autoEpoch || o.Bandwidth != before.Bandwidth || o.DowntimeLimit != before.DowntimeLimit ||
+		o.MaxRounds != 30 || o.Switchover != qemuSwitchover || !o.PolicyTime || o.Response.String() != simulate.LinuxResponse.String() || o.PageRate != 50000 || o.PausedPageRate != 90000 {
+		t.Errorf("carried over: %+v", o)
+	}
+}
