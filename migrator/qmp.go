@@ -218,7 +218,7 @@ func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any,
 		if *p.Observe < 1 || *p.Observe > 600 {
 			return nil, qmpserver.GenericError("Parameter 'x-pagecast-observe' expects 1 to 600 epochs of 100 ms")
 		}
-		cfg.Observe = *p.Observe
+		cfg.Observe, cfg.ObserveGiven = *p.Observe, true
 	}
 	if p.MaxRounds != nil {
 		if *p.MaxRounds < 1 || *p.MaxRounds > MaxRoundsLimit {

@@ -35,6 +35,10 @@ type Config struct {
 	Auto           *AutoChoice   // mode auto's choice, reported in Info as it was made
 	Prefer         string        // mode auto (Controller): what to optimise, time (default), bytes or downtime
 	Observe        int           // mode auto (Controller): 100 ms epochs to watch the guest for; default DefaultObserve
+	// ObserveGiven: Observe was set (x-pagecast-observe), and auto keeps
+	// to it; otherwise it may watch a guest still writing new pages
+	// again, for longer.
+	ObserveGiven bool
 	TargetRound    int           // throttle: the round by which the dirty pages left should fit the downtime limit; default 4
 	RecoverTimeout time.Duration // tsmc: how long a source whose link failed in stage 3 keeps redialling; default 5 min
 	IdleTimeout    time.Duration // a connection that moves nothing this long is dead; default 10 s

@@ -332,8 +332,14 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		if p.Mode == modeAuto {
 			// vm run watches its guest and chooses when migrate comes.
-			p.Prefer, p.Observe = c.String("prefer"), c.Int("observe")
-			fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: the VM watches its guest for %v before it chooses …\n", time.Duration(p.Observe)*autoEpoch)
+			// --observe only where given: left out, the VM may watch a
+			// guest still writing new pages again (rewatch).
+			p.Prefer = c.String("prefer")
+			again := fmt.Sprintf(" (%v more if it is still writing new pages then)", rewatchFactor*time.Duration(c.Int("observe"))*autoEpoch)
+			if c.IsSet("observe") {
+				p.Observe, again = c.Int("observe"), ""
+			}
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: the VM watches its guest for %v%s before it chooses …\n", time.Duration(c.Int("observe"))*autoEpoch, again)
 		}
 		if destPath != "" {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: warning: --dest-qmp ignored: pagecast's monitor needs only the source's")

@@ -599,7 +599,8 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	if !c.IsSet("observe") {
 		// --observe left to its default: a guest still writing new pages
 		// is watched longer, as the note would advise.
-		if m, again := rewatch(c.App.ErrWriter, n, pages, fresh, memory, predicted()); again {
+		if m, say := rewatch(n, pages, fresh, memory, predicted()); m > 0 {
+			fmt.Fprintln(c.App.ErrWriter, "pagecast: auto: "+say)
 			more, morePages, moreFresh, err := watchGuest(ctx, src, m)
 			if err != nil {
 				return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
@@ -630,21 +631,20 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 // 10 s.
 const rewatchFactor = 5
 
-// rewatch says whether auto, having watched n epochs in which the guest
-// wrote pages, fresh of them new in the second half, should watch again,
-// for m epochs, before it predicts anew (a guest of memory pages,
-// predicted to migrate in predicted: see growingNote), and if so says
-// so on out.
-func rewatch(out io.Writer, n, pages, fresh int, memory uint64, predicted time.Duration) (m int, again bool) {
+// rewatch returns how many epochs auto, having watched n epochs in which
+// the guest wrote pages, fresh of them new in the second half, should
+// watch it again before it predicts anew (a guest of memory pages,
+// predicted to migrate in predicted: see growingNote), and what to say of
+// it; 0 and "" where it should not.
+func rewatch(n, pages, fresh int, memory uint64, predicted time.Duration) (m int, say string) {
 	watched := time.Duration(n) * autoEpoch
 	if growingNote(watched, pages, fresh, memory, predicted) == "" {
-		return 0, false
+		return 0, ""
 	}
 	m = rewatchFactor * n
-	fmt.Fprintf(out, "pagecast: auto: the guest was still writing pages it had not written before when the watch ended (%d of the %d it wrote were new in the watch's second half), "+
-		"and the migration was predicted to last %v: watching it again, for %v, before predicting anew (--observe sets the watch, and then auto keeps to it)\n",
+	return m, fmt.Sprintf("the guest was still writing pages it had not written before when the watch ended (%d of the %d it wrote were new in the watch's second half), "+
+		"and the migration was predicted to last %v: watching it again, for %v, before predicting anew (--observe sets the watch, and then auto keeps to it)",
 		fresh, pages, predicted.Round(time.Millisecond), time.Duration(m)*autoEpoch)
-	return m, true
 }
 
 // carryOver returns watched, the options of a new watch of the guest,
@@ -965,9 +965,9 @@ func measureContent(o *simulate.Options, mem []byte, holes *bitmap.Bitmap, writt
 // query-migrate's x-pagecast.auto, which `pagecast migrate` prints.
 func ownChooser(log *slog.Logger) migrator.Chooser {
 	return func(ctx context.Context, g migrator.Guest, cfg migrator.Config) (*migrator.AutoChoice, error) {
-		watched := time.Duration(cfg.Observe) * autoEpoch
-		log.Info("mode auto: watching the guest", "for", watched)
-		o, pages, fresh, err := watchGuest(ctx, g, cfg.Observe)
+		n := cfg.Observe
+		log.Info("mode auto: watching the guest", "for", time.Duration(n)*autoEpoch)
+		o, pages, fresh, err := watchGuest(ctx, g, n)
 		if err != nil {
 			return nil, err
 		}
@@ -978,8 +978,23 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 		if err != nil {
 			return nil, err
 		}
+		memory := g.MemoryBytes() / migrator.PageSize
+		predicted := func() time.Duration { return time.Duration(choice.Predicted().Info.TotalTime) * time.Millisecond }
+		if m, say := rewatch(n, pages, fresh, memory, predicted()); m > 0 && !cfg.ObserveGiven {
+			// As chooseLive does, where x-pagecast-observe was not given.
+			log.Info("mode auto: " + say)
+			more, morePages, moreFresh, err := watchGuest(ctx, g, m)
+			if err != nil {
+				return nil, err
+			}
+			o = carryOver(more, o)
+			n, pages, fresh = m, morePages, moreFresh
+			if choice, err = simulate.Choose(ctx, o, o.Workload, cfg.Prefer); err != nil {
+				return nil, err
+			}
+		}
 		r := choice.Report()
-		if r.Warning = growingNote(watched, pages, fresh, g.MemoryBytes()/migrator.PageSize, time.Duration(choice.Predicted().Info.TotalTime)*time.Millisecond); r.Warning != "" {
+		if r.Warning = growingNote(time.Duration(n)*autoEpoch, pages, fresh, memory, predicted()); r.Warning != "" {
 			log.Warn("mode auto: " + r.Warning)
 		}
 		return r, nil

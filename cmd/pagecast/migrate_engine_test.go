@@ -350,20 +350,25 @@ func TestGrowingNote(t *testing.T) {
 	}
 }
 
-// TestOwnChooserGrowing: mode auto on pagecast's own monitor warns, in the
-// VM's log and in query-migrate's choice, where the guest was still
-// writing new pages as the watch ended, as auto on a QEMU source does; a
-// guest rewriting its hot set gets no warning.
+// TestOwnChooserGrowing: mode auto on pagecast's own monitor, as on a
+// QEMU source, watches a guest still writing new pages as the watch ended
+// again, five times as long, where x-pagecast-observe was not given, and
+// where it was, warns, in the VM's log and in query-migrate's choice; a
+// guest rewriting its hot set is neither watched again nor warned of.
 func TestOwnChooserGrowing(t *testing.T) {
 	const pages = 4096 // 16 MiB
 	for _, tc := range []struct {
-		workload string
-		warns    bool
+		workload     string
+		given        bool
+		warns, again bool
 	}{
-		{"sweep:rate=4000", true},
-		{"hotset:hot=1024,p=1,rate=1024000", false},
+		{"sweep:rate=4000", true, true, false},
+		// Watched again for 1.5 s, it has swept all its memory within
+		// the first half: no warning then.
+		{"sweep:rate=8000", false, false, true},
+		{"hotset:hot=1024,p=1,rate=1024000", false, false, false},
 	} {
-		t.Run(tc.workload, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s given %v", tc.workload, tc.given), func(t *testing.T) {
 			w, err := simulate.ParseSynthetic(tc.workload, pages, time.Millisecond)
 			if err != nil {
 				t.Fatal(err)
@@ -382,13 +387,16 @@ func TestOwnChooserGrowing(t *testing.T) {
 			var logged syncBuffer
 			choose := ownChooser(slog.New(slog.NewTextHandler(&logged, nil)))
 			// 1 MiB/s: the migration lasts many times the 300 ms watched.
-			a, err := choose(context.Background(), g, migrator.Config{Observe: 3, MaxBandwidth: 1 << 20, DowntimeLimit: 300 * time.Millisecond, MaxRounds: 30})
+			a, err := choose(context.Background(), g, migrator.Config{Observe: 3, ObserveGiven: tc.given, MaxBandwidth: 1 << 20, DowntimeLimit: 300 * time.Millisecond, MaxRounds: 30})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("chose %s; warning %q", a.Mode, a.Warning)
 			if got := a.Warning != ""; got != tc.warns {
 				t.Errorf("warning %q, want one: %v", a.Warning, tc.warns)
+			}
+			if again := strings.Contains(logged.String(), "watching it again, for 1.5s"); again != tc.again {
+				t.Errorf("watched again: %v, want %v; log:\n%s", again, tc.again, logged.String())
 			}
 			if tc.warns && (!strings.Contains(a.Warning, "it had not written before") || !strings.Contains(logged.String(), "level=WARN msg=\"mode auto: the guest was still writing")) {
 				t.Errorf("warning %q, log:\n%s", a.Warning, logged.String())
@@ -408,14 +416,12 @@ func TestOwnChooserGrowing(t *testing.T) {
 // keep what was set after the first (the link, the probes' measures).
 func TestRewatch(t *testing.T) {
 	const gib = 1 << 30 / migrator.PageSize
-	var out strings.Builder
-	m, again := rewatch(&out, 20, 52567, 20000, gib, 40*time.Second)
-	if !again || m != 100 || !strings.Contains(out.String(), "(20000 of the 52567 it wrote were new in the watch's second half), and the migration was predicted to last 40s: watching it again, for 10s, before predicting anew") {
-		t.Errorf("rewatch: %d, %v, said %q", m, again, out.String())
+	m, say := rewatch(20, 52567, 20000, gib, 40*time.Second)
+	if m != 100 || !strings.Contains(say, "(20000 of the 52567 it wrote were new in the watch's second half), and the migration was predicted to last 40s: watching it again, for 10s, before predicting anew") {
+		t.Errorf("rewatch: %d, said %q", m, say)
 	}
-	out.Reset()
-	if m, again := rewatch(&out, 20, 52567, 2000, gib, 40*time.Second); again || out.Len() > 0 {
-		t.Errorf("a guest whose writes levelled off watched again for %d epochs, saying %q", m, out.String())
+	if m, say := rewatch(20, 52567, 2000, gib, 40*time.Second); m != 0 || say != "" {
+		t.Errorf("a guest whose writes levelled off watched again for %d epochs, saying %q", m, say)
 	}
 	first, err := simulate.ParseSynthetic("uniform", 4096, autoPart)
 	if err != nil {
