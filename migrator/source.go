@@ -24,21 +24,21 @@ import (
 
 // Config tunes a migration. The zero value of a field means its default.
 type Config struct {
-	Mode           string        // ModePrecopy (default), ModePredictive, ModeThrottle, MECOM, or MODE+mecom
-	MaxBandwidth   uint64        // link cap, bytes/s; 0: no cap
-	DowntimeLimit  time.Duration // how long the guest may stay stopped; default 300 ms (QEMU's)
-	MaxRounds      int           // pre-copy rounds before the stop-and-copy is forced; default 30 (Xen's)
-	Epoch          time.Duration // how often the dirty log is harvested during a round; default 100 ms
-	Warmup         int           // predictive without a profile: epochs observed before round 1; none by default (the forecast starts as round 1's epochs pass)
-	Threshold      float64       // predictive: defer pages at least this likely to be dirtied in the round; default 0.5
-	Profile        string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
-	Auto           *AutoChoice   // mode auto's choice, reported in Info as it was made
-	Prefer         string        // mode auto (Controller): what to optimise, time (default), bytes or downtime
-	Observe        int           // mode auto (Controller): 100 ms epochs to watch the guest for; default DefaultObserve
+	Mode          string        // ModePrecopy (default), ModePredictive, ModeThrottle, MECOM, or MODE+mecom
+	MaxBandwidth  uint64        // link cap, bytes/s; 0: no cap
+	DowntimeLimit time.Duration // how long the guest may stay stopped; default 300 ms (QEMU's)
+	MaxRounds     int           // pre-copy rounds before the stop-and-copy is forced; default 30 (Xen's)
+	Epoch         time.Duration // how often the dirty log is harvested during a round; default 100 ms
+	Warmup        int           // predictive without a profile: epochs observed before round 1; none by default (the forecast starts as round 1's epochs pass)
+	Threshold     float64       // predictive: defer pages at least this likely to be dirtied in the round; default 0.5
+	Profile       string        // predictive: a trace of this VM (pagecast profile --out) to warm the predictor
+	Auto          *AutoChoice   // mode auto's choice, reported in Info as it was made
+	Prefer        string        // mode auto (Controller): what to optimise, time (default), bytes or downtime
+	Observe       int           // mode auto (Controller): 100 ms epochs to watch the guest for; default DefaultObserve
 	// ObserveGiven: Observe was set (x-pagecast-observe), and auto keeps
 	// to it; otherwise it may watch a guest still writing new pages
 	// again, for longer.
-	ObserveGiven bool
+	ObserveGiven   bool
 	TargetRound    int           // throttle: the round by which the dirty pages left should fit the downtime limit; default 4
 	RecoverTimeout time.Duration // tsmc: how long a source whose link failed in stage 3 keeps redialling; default 5 min
 	IdleTimeout    time.Duration // a connection that moves nothing this long is dead; default 10 s
