@@ -36,9 +36,12 @@ func (m *Migratable) Identity() migrator.Identity {
 	return migrator.Identity{VCPUs: m.vm.VCPUs(), Image: m.vm.ImageDigest()}
 }
 
-// Running reports whether the VM runs, and its run state.
+// Running reports whether the VM runs, and its run state as query-status
+// names it: postmigrate once its guest has migrated away, inmigrate while
+// it waits for one, which the engine's refusal to migrate it names (walk
+// 128: told to cont a source in postmigrate, whose guest then ran twice).
 func (m *Migratable) Running() (bool, string) {
-	st, _ := m.vm.State()
+	st := m.vm.RunState()
 	return st == StateRunning, st
 }
 

@@ -63,6 +63,9 @@ func TestMigrateCLI(t *testing.T) {
 					t.Fatalf("cont on the waiting destination: %v, then %s", err, status(t, dst))
 				}
 			}
+			if mode == "precopy" {
+				refusedAs(t, dst, "virtual machine is inmigrate: it is a destination waiting for an incoming migration")
+			}
 			out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri,
 				"--mode", mode, "--bandwidth", "64MiB/s").CombinedOutput()
 			if err != nil {
@@ -75,6 +78,12 @@ func TestMigrateCLI(t *testing.T) {
 			}
 			if st := status(t, src); st != "postmigrate" {
 				t.Errorf("source after migration: %s, want postmigrate as QEMU says", st)
+			}
+			if mode == "precopy" {
+				// Migrating it again is refused saying what it is, not to
+				// cont it (walk 128: it was told to, and its guest ran
+				// twice).
+				refusedAs(t, src, "virtual machine is postmigrate: it has migrated away already")
 			}
 			if held {
 				if st := status(t, dst); st != "paused" {
@@ -96,6 +105,14 @@ func TestMigrateCLI(t *testing.T) {
 				t.Errorf("guest progress on the destination stuck at %v", p0)
 			}
 		})
+	}
+}
+
+// refusedAs checks that migrating vm is refused with an error saying want.
+func refusedAs(t *testing.T, vm *vmRun, want string) {
+	t.Helper()
+	if out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+vm.sock, "--to", freeTCP(t), "--quiet").CombinedOutput(); err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("migrating a VM in %s: %v, want %q:\n%s", status(t, vm), err, want, out)
 	}
 }
 
