@@ -177,6 +177,14 @@ func runProfile(c *cli.Context) error {
 		defer cancel()
 	}
 	t := col.Target()
+	if cfg.Hook == "" && t.DirtyMode == bpf.ModeBitmap && qemu.KVMEmulates() {
+		// Chosen for the user, the one bitmap hook would record an empty
+		// trace and exit 0 (walk 128); given by name, it is tried, and
+		// noPagesWarning says why it sees nothing.
+		return fmt.Errorf("this VM tracks dirty pages with a bitmap, whose one hook, %s, never fires under this host's KVM, kvm-pvm's: "+
+			"profile a VM with a dirty ring (vm run --dirty ring, the default; QEMU -accel kvm,dirty-ring-size=65536), or give --hook %s to try it all the same",
+			bitmapHook, bitmapHook)
+	}
 	// The trace is created last, once the start can no longer fail, and
 	// before profile says it profiles (it said so, then failed to create
 	// --out /nonexistent/x.pct).
@@ -488,7 +496,7 @@ func listHooks(out io.Writer) error {
 				// Loaded, but no VM here runs under KVM for it to see
 				// (walk 121: "ok" on a host without /dev/kvm).
 				status = "loads, but no /dev/kvm here: no KVM VM for it to watch"
-			case s.Hook.Name == "tracepoint/kvm/kvm_page_fault" && qemu.KVMEmulates():
+			case s.Hook.Name == bitmapHook && qemu.KVMEmulates():
 				// It loads, but kvm-pvm never fires it (see noPagesWarning).
 				status = "loads, but never fires under this host's kvm-pvm"
 			}
@@ -571,3 +579,7 @@ func (w *runStateWatch) check() error {
 	w.state = st
 	return nil
 }
+
+// bitmapHook is the eBPF hook of a VM whose KVM dirty tracking is a
+// bitmap: its write faults, which kvm-pvm never reports.
+const bitmapHook = "tracepoint/kvm/kvm_page_fault"
