@@ -215,8 +215,8 @@ func (c *Controller) setParameters(_ context.Context, raw json.RawMessage) (any,
 		cfg.Prefer = *p.Prefer
 	}
 	if p.Observe != nil {
-		if *p.Observe < 1 || *p.Observe > 600 {
-			return nil, qmpserver.GenericError("Parameter 'x-pagecast-observe' expects 1 to 600 epochs of 100 ms")
+		if *p.Observe < 1 || *p.Observe > MaxObserve {
+			return nil, qmpserver.GenericError("Parameter 'x-pagecast-observe' expects 1 to %d epochs of 100 ms", MaxObserve)
 		}
 		cfg.Observe, cfg.ObserveGiven = *p.Observe, true
 	}

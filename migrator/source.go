@@ -68,7 +68,8 @@ func downtimeShare(m mode) float64 {
 const (
 	DefaultDowntimeLimit  = 300 * time.Millisecond
 	DefaultMaxRounds      = 30
-	DefaultObserve        = 20 // mode auto: 100 ms epochs, 2 s
+	DefaultObserve        = 20  // mode auto: 100 ms epochs, 2 s
+	MaxObserve            = 600 // mode auto: the longest watch, a minute
 	DefaultEpoch          = 100 * time.Millisecond
 	DefaultThreshold      = 0.5
 	DefaultIdleTimeout    = 10 * time.Second

@@ -92,7 +92,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc and precopy+postcopy from QEMU (post-copy is enabled on both ends); with it, the summary of a QEMU source's migration also has the guest's own pause (STOP to RESUME), and a destination unlike the source (memory, vCPUs, memory backends, PCI devices, disk files on this host) is refused before anything is sent"},
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode, one of:" + modes.String() + "\n\t ", DefaultText: migrator.ModePrecopy}, // the default on a line of its own, not at the end of auto's (walk 106)
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
-			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing; on a QEMU source, left to its default, a guest still writing new pages as the watch ends (its prediction would fall short) is watched again, five times as long; on a QEMU source it then throttles the guest 50%, 90% and 99% for 0.5 s each, to measure what it still writes throttled (a Linux guest writes far more than its CPU share), unless throttle cannot run here"},
+			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing (1 to 600); on a QEMU source, left to its default, a guest still writing new pages as the watch ends (its prediction would fall short) is watched again, five times as long; on a QEMU source it then throttles the guest 50%, 90% and 99% for 0.5 s each, to measure what it still writes throttled (a Linux guest writes far more than its CPU share), unless throttle cannot run here"},
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal) (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never, QEMU's migration only: pagecast's engine always has a cap)"},
@@ -216,6 +216,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		if n := c.Int("observe"); n < 1 {
 			return fmt.Errorf("--observe %d: auto needs at least one epoch", n)
+		} else if n > migrator.MaxObserve {
+			// Walk 128: "watches its guest for 2777h46m40s", then the
+			// VM's refusal of x-pagecast-observe.
+			return fmt.Errorf("--observe %d: auto watches at most %d epochs of 100 ms (%v)", n, migrator.MaxObserve, time.Duration(migrator.MaxObserve)*autoEpoch)
 		}
 	} else if err := migrator.CheckMode(p.Mode); err != nil {
 		return fmt.Errorf("--mode: %w; or auto", err)

@@ -559,6 +559,7 @@ func TestMigrateFlagErrors(t *testing.T) {
 		{"unknown mode", []string{"--mode", "fast"}, `--mode: migration mode "fast": want precopy, predictive, throttle, tsmc or mecom`},
 		{"auto prefers", []string{"--mode", "auto", "--prefer", "speed"}, `--prefer: prefer "speed": want time, bytes or downtime`},
 		{"auto observes", []string{"--mode", "auto", "--observe", "0"}, "--observe 0: auto needs at least one epoch"},
+		{"auto observes for ever", []string{"--mode", "auto", "--observe", "100000000"}, "--observe 100000000: auto watches at most 600 epochs of 100 ms (1m0s)"},
 		{"zero downtime limit", []string{"--downtime-limit", "0s"}, "--downtime-limit 0s: want a positive duration"},
 		{"downtime limit under a millisecond", []string{"--downtime-limit", "1us"}, "--downtime-limit 1µs: want 1ms to 2000s"},
 		{"downtime limit past QEMU's bound", []string{"--downtime-limit", "10h"}, "--downtime-limit 10h0m0s: want 1ms to 2000s"},
