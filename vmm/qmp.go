@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -86,6 +87,11 @@ func (c *qmpCommands) calcDirtyRate(_ context.Context, raw json.RawMessage) (any
 	}
 	if args.Mode == "" {
 		args.Mode = RateModePageSampling
+	}
+	if t := *args.CalcTime; t < 0 || t > int64(time.Minute/unit) {
+		// Checked here, before the product wraps (walk 128: "calc-time
+		// 2157299h53m50s" of 99999999999 s asked for).
+		return nil, qmpserver.GenericError("calc-time %d %s out of range 0.1s..60s", t, cmp.Or(args.CalcTimeUnit, "second"))
 	}
 	return nil, c.vm.CalcDirtyRate(time.Duration(*args.CalcTime)*unit, args.Mode, args.SamplePages)
 }

@@ -218,6 +218,11 @@ func TestVMRunQMP(t *testing.T) {
 	if _, err := runErr(mon, "calc-dirty-rate", map[string]any{}); err == nil || !strings.Contains(err.Error(), "Parameter 'calc-time' is missing") {
 		t.Fatalf("calc-dirty-rate without calc-time: %v, want QEMU's error", err)
 	}
+	// A window past the range is said as asked (walk 128: 99999999999 s
+	// wrapped to "2157299h53m50s").
+	if _, err := runErr(mon, "calc-dirty-rate", map[string]any{"calc-time": 99999999999}); err == nil || !strings.Contains(err.Error(), "calc-time 99999999999 second out of range 0.1s..60s") {
+		t.Fatalf("calc-dirty-rate of 99999999999 s: %v", err)
+	}
 	// QEMU 8.2's calc-time-unit: the window is reported in the unit asked.
 	run(t, mon, "calc-dirty-rate", map[string]any{"calc-time": 500, "calc-time-unit": "millisecond"})
 	if r := run(t, mon, "query-dirty-rate", nil); r["calc-time"] != 500.0 || r["calc-time-unit"] != "millisecond" {
