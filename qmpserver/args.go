@@ -136,6 +136,16 @@ func argsError(err error) *Error {
 		if typeErr.Field == "" {
 			return GenericError("QMP input member 'arguments' must be an object")
 		}
+		if strings.HasPrefix(typeErr.Value, "number") && typeErr.Type != nil {
+			// A number out of the field's range, or not whole: QEMU's
+			// words, not "expected: integer" of -5 (walk 128).
+			switch typeErr.Type.Kind() {
+			case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+				return GenericError("Parameter '%s' expects uint%d", typeErr.Field, typeErr.Type.Bits())
+			case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+				return GenericError("Parameter '%s' expects int%d", typeErr.Field, typeErr.Type.Bits())
+			}
+		}
 		return GenericError("Invalid parameter type for '%s', expected: %s", typeErr.Field, qapiType(typeErr.Type))
 	}
 	var syntaxErr *json.SyntaxError
