@@ -186,7 +186,12 @@ func (c *Config) validate() error {
 	case c.MemoryBytes%(1<<20) != 0:
 		return fmt.Errorf("memory %d bytes is not a whole number of MiB", c.MemoryBytes)
 	case c.MemoryBytes > 3<<30:
-		return fmt.Errorf("memory %d MiB is above the 3072 MiB this monitor maps below the PCI hole", c.MemoryBytes>>20)
+		// In GiB past a TiB: 9E read "9895604649984 MiB" (walk 128).
+		size := fmt.Sprintf("%d MiB", c.MemoryBytes>>20)
+		if c.MemoryBytes >= 1<<40 {
+			size = fmt.Sprintf("%d GiB", c.MemoryBytes>>30)
+		}
+		return fmt.Errorf("memory %s is above the 3072 MiB this monitor maps below the PCI hole (vm run --monitor qemu runs larger guests)", size)
 	case c.VCPUs < 1 || c.VCPUs > guest.MaxCPUs:
 		return fmt.Errorf("vcpus %d out of range 1..%d", c.VCPUs, guest.MaxCPUs)
 	case c.DirtyMode != DirtyRing && c.DirtyMode != DirtyBitmap:
@@ -204,8 +209,11 @@ func (vm *VM) openKVM() error {
 	}
 	vm.kvm = f
 	kfd := int(f.Fd())
-	if v, err := ioctl(kfd, kvmGetAPIVersion, 0); err != nil || v != 12 {
-		return fmt.Errorf("%w: %s: unexpected KVM API version %d (%v)", ErrNoKVM, vm.cfg.KVMDevice, v, err)
+	if v, err := ioctl(kfd, kvmGetAPIVersion, 0); err != nil {
+		// Not -1 printed unsigned (walk 128: --kvm /dev/null).
+		return fmt.Errorf("%w: %s: KVM_GET_API_VERSION failed (%v): not a KVM device", ErrNoKVM, vm.cfg.KVMDevice, err)
+	} else if v != 12 {
+		return fmt.Errorf("%w: %s: unexpected KVM API version %d, want 12", ErrNoKVM, vm.cfg.KVMDevice, v)
 	}
 	fd, err := ioctl(kfd, kvmCreateVM, 0)
 	if err != nil {

@@ -483,6 +483,11 @@ func TestCLIErrors(t *testing.T) {
 		{"bad parameter", []string{"vm", "run", "--monitor", "pagecast", "--workload", "hotset:hot=x"}, "hot"},
 		{"memory below minimum", []string{"vm", "run", "--monitor", "pagecast", "--memory", "4M"}, "below the guest's minimum of 8 MiB"},
 		{"bad size", []string{"vm", "run", "--monitor", "pagecast", "--memory", "lots"}, `size "lots"`},
+		// Walk 128: a whole number past 2^64 read as not one, 9E as
+		// trillions of MiB, and --kvm /dev/null's -1 as 2^64-1.
+		{"huge size", []string{"vm", "run", "--monitor", "pagecast", "--memory", "99999999999999999999"}, `--memory: size "99999999999999999999" is too large`},
+		{"past the monitor's memory", []string{"vm", "run", "--monitor", "pagecast", "--memory", "9E"}, "memory 9663676416 GiB is above the 3072 MiB this monitor maps below the PCI hole (vm run --monitor qemu runs larger guests)"},
+		{"not kvm", []string{"vm", "run", "--monitor", "pagecast", "--kvm", "/dev/null"}, "/dev/null: KVM_GET_API_VERSION failed (inappropriate ioctl for device): not a KVM device"},
 		{"socket in use", []string{"vm", "run", "--monitor", "pagecast", "--qmp", "unix:" + busy}, "in use"},
 		// Auto took pagecast's monitor for --kvm: told to drop it, not to
 		// take auto (review 88).

@@ -34,6 +34,9 @@ func ParseBytes(s string) (uint64, error) {
 		}
 	}
 	n, err := strconv.ParseUint(strings.TrimSpace(t), 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("size %q is too large", s) // a whole number, past 2^64 (walk 128)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("size %q: want a whole number with an optional K, M, G, T, P or E suffix", s)
 	}
