@@ -28,8 +28,9 @@ type Exporter struct {
 	vm  string
 	now func() time.Time
 
-	mu  sync.Mutex
-	cur *migration // nil before the first Begin
+	mu      sync.Mutex
+	cur     *migration // nil before the first Begin
+	refresh func()     // called as a scrape begins, if set (SetRefresh)
 }
 
 type migration struct {
@@ -284,8 +285,24 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// SetRefresh has each scrape first call f, which may Begin and Observe:
+// an exporter fed by polling alone served a scrape just after the
+// migration completed its state of up to a poll before (walk 128:
+// status "device" and succeeded 0, where query-migrate said completed).
+func (e *Exporter) SetRefresh(f func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.refresh = f
+}
+
 // Collect implements prometheus.Collector.
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
+	e.mu.Lock()
+	refresh := e.refresh
+	e.mu.Unlock()
+	if refresh != nil {
+		refresh()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := e.cur

@@ -275,6 +275,30 @@ func TestFail(t *testing.T) {
 	}
 }
 
+// TestRefresh: a scrape first calls the refresh set, so that it serves
+// the state the migration is in now, not that of the last poll (walk 128:
+// "device" and succeeded 0 served after migrate said completed).
+func TestRefresh(t *testing.T) {
+	e := New("vm1")
+	e.Begin(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC), EnginePagecast, "mecom", 0)
+	e.Observe(migrator.Info{Status: migrator.StatusDevice, RAM: &migrator.RAMStats{Transferred: 4096, Total: 8192}})
+	var refreshes atomic.Int32
+	e.SetRefresh(func() {
+		refreshes.Add(1)
+		e.Observe(migrator.Info{Status: migrator.StatusCompleted, TotalTime: 951, RAM: &migrator.RAMStats{Transferred: 8192, Total: 8192}})
+	})
+	text := exposition(t, e)
+	if refreshes.Load() != 1 || !strings.Contains(text, `pagecast_migration_succeeded{migration="2026-12-06T05:00:00.000Z",vm="vm1"} 1`) ||
+		!strings.Contains(text, `status="completed",vm="vm1"} 1`) {
+		t.Errorf("%d refreshes; a scrape after it served:\n%s", refreshes.Load(), text)
+	}
+	e.SetRefresh(nil)
+	exposition(t, e)
+	if refreshes.Load() != 1 {
+		t.Errorf("refreshed after SetRefresh(nil)")
+	}
+}
+
 // TestSetBandwidth: a link cap changed midway (migrate --control) is the
 // gauge's from then on, QEMU's replies (which do not say it) and a lifted
 // cap's 0 included.

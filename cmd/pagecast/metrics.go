@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -189,25 +190,36 @@ func isScrape(r *http.Request) bool {
 const metricsConns = 64
 
 // followMigrations exports the migrations out of pagecast's monitor that
-// ctl starts, polling it every interval until ctx ends.
+// ctl starts, polling it every interval until ctx ends, and as each
+// scrape begins.
 func followMigrations(ctx context.Context, ctl *migrator.Controller, exp *migrationmetrics.Exporter, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var mu sync.Mutex // the poll and scrapes
 	var last *migrator.Migration
-	for {
-		if m := ctl.Current(); m != nil {
-			info := m.Info()
-			if m != last {
-				last = m
-				var mode string
-				var bw uint64
-				if x := info.Pagecast; x != nil {
-					mode, bw = x.Mode, x.Bandwidth
-				}
-				exp.Begin(time.Now().Add(-time.Duration(info.TotalTime)*time.Millisecond), migrationmetrics.EnginePagecast, mode, bw)
-			}
-			exp.Observe(info)
+	look := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		m := ctl.Current()
+		if m == nil {
+			return
 		}
+		info := m.Info()
+		if m != last {
+			last = m
+			var mode string
+			var bw uint64
+			if x := info.Pagecast; x != nil {
+				mode, bw = x.Mode, x.Bandwidth
+			}
+			exp.Begin(time.Now().Add(-time.Duration(info.TotalTime)*time.Millisecond), migrationmetrics.EnginePagecast, mode, bw)
+		}
+		exp.Observe(info)
+	}
+	exp.SetRefresh(look)
+	defer exp.SetRefresh(nil)
+	for {
+		look()
 		select {
 		case <-ctx.Done():
 			return
