@@ -54,6 +54,27 @@ type wallLog struct {
 
 func (l wallLog) Harvest() (*bitmap.Bitmap, error) { l.g.catchUp(); return l.DirtyLog.Harvest() }
 
+// newWallGuest is a wallGuest of pages pages running the synthetic
+// workload spec in epochs of 1 ms, with opts, and the workload.
+func newWallGuest(t *testing.T, spec string, pages uint64, opts simulate.GuestOptions) (*wallGuest, simulate.Workload) {
+	t.Helper()
+	w, err := simulate.ParseSynthetic(spec, pages, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := migrator.NewVirtualClock(time.Unix(0, 0))
+	sg, err := simulate.NewGuest(w, clock, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := make([]byte, pages*migrator.PageSize)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range mem {
+		mem[i] = byte(rng.Uint32())
+	}
+	return &wallGuest{Guest: sg, clock: clock, mem: mem, last: time.Now()}, w
+}
+
 // TestWatchGuestHotRewrites: a guest that rewrites a hot set every
 // millisecond rewrites all of it in the 20 ms a 2 s round leaves it at 99%
 // throttle, so throttle never converges on it; what auto watches of it
@@ -64,21 +85,7 @@ func (l wallLog) Harvest() (*bitmap.Bitmap, error) { l.g.catchUp(); return l.Dir
 func TestWatchGuestHotRewrites(t *testing.T) {
 	const pages = 4096 // 16 MiB
 	// The hot set, 1024 pages, all written every 1 ms epoch.
-	w, err := simulate.ParseSynthetic("hotset:hot=1024,p=1,rate=1024000", pages, time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := migrator.NewVirtualClock(time.Unix(0, 0))
-	sg, err := simulate.NewGuest(w, clock, simulate.GuestOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem := make([]byte, pages*migrator.PageSize)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range mem {
-		mem[i] = byte(rng.Uint32())
-	}
-	g := &wallGuest{Guest: sg, clock: clock, mem: mem, last: time.Now()}
+	g, w := newWallGuest(t, "hotset:hot=1024,p=1,rate=1024000", pages, simulate.GuestOptions{})
 	o, written, fresh, err := watchGuest(context.Background(), g, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -288,16 +295,7 @@ func TestProbeThrottleUnslowed(t *testing.T) {
 		{simulate.Response{{Share: 0.01, Span: 0.5}, {Share: 0.1, Span: 0.92}, {Share: 0.5, Span: 1}}, "throttled 50%, 90%, the guest wrote about as fast as unthrottled: throttling barely slows its writes"},
 		{simulate.Linear, ""},
 	} {
-		w, err := simulate.ParseSynthetic("uniform:rate=100000", pages, time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		clock := migrator.NewVirtualClock(time.Unix(0, 0))
-		sg, err := simulate.NewGuest(w, clock, simulate.GuestOptions{Response: tc.response})
-		if err != nil {
-			t.Fatal(err)
-		}
-		g := &wallGuest{Guest: sg, clock: clock, mem: make([]byte, pages*migrator.PageSize), last: time.Now()}
+		g, w := newWallGuest(t, "uniform:rate=100000", pages, simulate.GuestOptions{Response: tc.response})
 		var out strings.Builder
 		got := probeThrottle(t.Context(), &out, g, w)
 		t.Logf("measured %v:\n%s", got, out.String())
@@ -369,21 +367,7 @@ func TestOwnChooserGrowing(t *testing.T) {
 		{"hotset:hot=1024,p=1,rate=1024000", false, false, false},
 	} {
 		t.Run(fmt.Sprintf("%s given %v", tc.workload, tc.given), func(t *testing.T) {
-			w, err := simulate.ParseSynthetic(tc.workload, pages, time.Millisecond)
-			if err != nil {
-				t.Fatal(err)
-			}
-			clock := migrator.NewVirtualClock(time.Unix(0, 0))
-			sg, err := simulate.NewGuest(w, clock, simulate.GuestOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			mem := make([]byte, pages*migrator.PageSize)
-			rng := rand.New(rand.NewPCG(1, 2))
-			for i := range mem {
-				mem[i] = byte(rng.Uint32())
-			}
-			g := &wallGuest{Guest: sg, clock: clock, mem: mem, last: time.Now()}
+			g, _ := newWallGuest(t, tc.workload, pages, simulate.GuestOptions{})
 			var logged syncBuffer
 			choose := ownChooser(slog.New(slog.NewTextHandler(&logged, nil)))
 			// 1 MiB/s: the migration lasts many times the 300 ms watched.
