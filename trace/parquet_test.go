@@ -86,16 +86,8 @@ func TestExportParquetNotUTF8(t *testing.T) {
 	m := testMeta()
 	m.Source = "vm \xff\xfe pid 7"
 	m.Extra = map[string]string{"k\xc0": "v\x80w"}
-	data, _ := encode(t, m, sampleEpochs(3))
-	r, err := NewReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if _, err := ExportParquet(&out, r); err != nil {
-		t.Fatal(err)
-	}
-	f, err := parquet.OpenFile(bytes.NewReader(out.Bytes()), int64(out.Len()))
+	out := exportParquet(t, m, sampleEpochs(3))
+	f, err := parquet.OpenFile(bytes.NewReader(out), int64(len(out)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +106,17 @@ func TestExportParquetNotUTF8(t *testing.T) {
 // TestExportParquetEmpty checks that a trace without pages gives a valid,
 // empty file.
 func TestExportParquetEmpty(t *testing.T) {
-	data, _ := encode(t, testMeta(), []Epoch{{Index: 0}})
+	out := exportParquet(t, testMeta(), []Epoch{{Index: 0}})
+	rows, err := parquet.Read[ParquetRow](bytes.NewReader(out), int64(len(out)))
+	if err != nil || len(rows) != 0 {
+		t.Fatalf("%d rows, err %v", len(rows), err)
+	}
+}
+
+// exportParquet returns a trace of m and epochs exported as Parquet.
+func exportParquet(t *testing.T, m Meta, epochs []Epoch) []byte {
+	t.Helper()
+	data, _ := encode(t, m, epochs)
 	r, err := NewReader(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
@@ -123,8 +125,5 @@ func TestExportParquetEmpty(t *testing.T) {
 	if _, err := ExportParquet(&out, r); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := parquet.Read[ParquetRow](bytes.NewReader(out.Bytes()), int64(out.Len()))
-	if err != nil || len(rows) != 0 {
-		t.Fatalf("%d rows, err %v", len(rows), err)
-	}
+	return out.Bytes()
 }
