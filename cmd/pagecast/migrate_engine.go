@@ -927,7 +927,7 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (o simulate.Option
 	if err != nil {
 		return simulate.Options{}, 0, 0, fmt.Errorf("watch the guest: %w", err)
 	}
-	w, err := simulate.NewTrace("what was watched", trace.Meta{MemoryBytes: g.MemoryBytes(), PageSize: migrator.PageSize, Epoch: autoPart}, epochs)
+	w, err := simulate.NewTrace(watchedName, trace.Meta{MemoryBytes: g.MemoryBytes(), PageSize: migrator.PageSize, Epoch: autoPart}, epochs)
 	if err != nil {
 		return simulate.Options{}, 0, 0, err
 	}
@@ -937,6 +937,9 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (o simulate.Option
 	measureContent(&o, g.Memory(), holes, written)
 	return o, len(written), fresh, nil
 }
+
+// watchedName names the workload auto watched a live guest write.
+const watchedName = "what was watched"
 
 // measureContent sets o's content from a running guest's memory mem
 // (holes: pages of it never written, or nil): the mix of all of it, that

@@ -18,6 +18,7 @@ import (
 	"github.com/pagecast/pagecast/guest"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/simulate"
+	"github.com/pagecast/pagecast/trace"
 )
 
 // wallGuest is a simulated guest that runs on the wall clock while auto
@@ -421,5 +422,26 @@ func TestRewatch(t *testing.T) {
 	if o.Workload != second || o.VCPUs != 2 || o.Step != autoEpoch || o.Bandwidth != before.Bandwidth || o.DowntimeLimit != before.DowntimeLimit ||
 		o.MaxRounds != 30 || o.Switchover != qemuSwitchover || !o.PolicyTime || o.Response.String() != simulate.LinuxResponse.String() || o.PageRate != 50000 || o.PausedPageRate != 90000 {
 		t.Errorf("carried over: %+v", o)
+	}
+}
+
+// TestWatchedReplayed: the table of auto's predictions says the watch's
+// length where it was replayed, not "1000 epochs of 10ms" (walk 125:
+// --observe counts 100 ms epochs).
+func TestWatchedReplayed(t *testing.T) {
+	epochs := make([]trace.Epoch, 1000)
+	for i := range epochs {
+		epochs[i] = trace.Epoch{Index: uint64(i), Pages: []uint64{uint64(i)}}
+	}
+	w, err := simulate.NewTrace(watchedName, trace.Meta{MemoryBytes: 4096 * migrator.PageSize, PageSize: migrator.PageSize, Epoch: autoPart}, epochs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := simulate.Result{Mode: "mecom", Replays: 2, Info: migrator.Info{Status: migrator.StatusCompleted, TotalTime: 25000, Downtime: 280,
+		RAM: &migrator.RAMStats{Transferred: 1 << 30}, Pagecast: &migrator.Extra{Round: 10}}}
+	var out strings.Builder
+	writeSimulationTableWith(&out, w, []simulate.Result{r}, "", autoCheckRate)
+	if !strings.Contains(out.String(), "the guest was watched for 10s, less than the migration takes, and what it wrote then was replayed: mecom 2 times\n") {
+		t.Errorf("table:\n%s", out.String())
 	}
 }

@@ -670,8 +670,13 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 			replayed = append(replayed, r.Mode+" "+times)
 		}
 	}
-	if len(replayed) > 0 {
-		of := "" // the epoch's length where it is not the usual 100 ms (auto watches in 10 ms)
+	if len(replayed) > 0 && w.Name() == watchedName {
+		// Not "1000 epochs of 10ms", where --observe counts 100 ms
+		// epochs (walk 125).
+		fmt.Fprintf(out, "the guest was watched for %v, less than the migration takes, and what it wrote then was replayed: %s\n",
+			time.Duration(w.Len())*w.Epoch(), strings.Join(replayed, ", "))
+	} else if len(replayed) > 0 {
+		of := "" // the epoch's length where it is not the usual 100 ms
 		if w.Epoch() != 100*time.Millisecond {
 			of = " of " + w.Epoch().String()
 		}
