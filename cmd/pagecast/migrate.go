@@ -590,7 +590,14 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if err := answerFreely(mon, dst); err != nil {
 		return err
 	}
+	stopSaying := func() {}
+	if watching != nil {
+		// migrate returns once the VM has chosen: on a 1 GiB guest, a
+		// minute and more of saying nothing (walk 128).
+		stopSaying = sayEvery(c.App.ErrWriter, autoStillEvery, "pagecast: auto: the VM is still watching its guest or weighing the modes, %v so far …\n")
+	}
 	err = migrator.Migrate(mon, c.String("to"))
+	stopSaying()
 	if watching != nil && watching() {
 		if err != nil {
 			err = errors.New("interrupted while auto watched the guest and weighed the modes: nothing was migrated, the guest runs on at the source")
@@ -2052,4 +2059,30 @@ func sameQEMU(a, b qemu.Runner) bool {
 		}
 	}
 	return false
+}
+
+// autoStillEvery is how often migrate says that pagecast's monitor is
+// still choosing for mode auto.
+const autoStillEvery = 10 * time.Second
+
+// sayEvery writes format, given the time passed, to w every interval
+// until the function it returns is called; that function returns once
+// nothing more will be written.
+func sayEvery(w io.Writer, interval time.Duration, format string) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fmt.Fprintf(w, format, time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }

@@ -445,3 +445,21 @@ func TestWatchedReplayed(t *testing.T) {
 		t.Errorf("table:\n%s", out.String())
 	}
 }
+
+// TestSayEvery: sayEvery says its line every interval, with the time
+// passed, and nothing once stopped.
+func TestSayEvery(t *testing.T) {
+	var out syncBuffer
+	stop := sayEvery(&out, 20*time.Millisecond, "still at it, %v\n")
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(out.String(), "still at it, ") < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("said %d times in 10 s, every 20 ms:\n%s", strings.Count(out.String(), "still at it, "), out.String())
+		}
+	}
+	stop()
+	n := strings.Count(out.String(), "still at it, ")
+	time.Sleep(60 * time.Millisecond)
+	if strings.Count(out.String(), "still at it, ") != n {
+		t.Errorf("said more once stopped:\n%s", out.String())
+	}
+}
