@@ -601,12 +601,10 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 		// is watched longer, as the note would advise.
 		if m, say := rewatch(n, pages, fresh, memory, predicted()); m > 0 {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: auto: "+say)
-			more, morePages, moreFresh, err := watchGuest(ctx, src, m)
-			if err != nil {
+			if o, pages, fresh, err = watchAgain(ctx, src, m, o); err != nil {
 				return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
 			}
-			o = carryOver(more, o)
-			n, pages, fresh = m, morePages, moreFresh
+			n = m
 			if choice, err = predict(o); err != nil {
 				return choice, err
 			}
@@ -645,6 +643,18 @@ func rewatch(n, pages, fresh int, memory uint64, predicted time.Duration) (m int
 	return m, fmt.Sprintf("the guest was still writing pages it had not written before when the watch ended (%d of the %d it wrote were new in the watch's second half), "+
 		"and the migration was predicted to last %v: watching it again, for %v, before predicting anew (--observe sets the watch, and then auto keeps to it)",
 		fresh, pages, predicted.Round(time.Millisecond), time.Duration(m)*autoEpoch)
+}
+
+// watchAgain is both choosers' second watch of g, for m epochs: the new
+// watch's options, with what was set after the first carried over from
+// before (carryOver), the pages the guest wrote and those new in its
+// second half.
+func watchAgain(ctx context.Context, g migrator.Guest, m int, before simulate.Options) (o simulate.Options, pages, fresh int, err error) {
+	watched, pages, fresh, err := watchGuest(ctx, g, m)
+	if err != nil {
+		return before, 0, 0, err
+	}
+	return carryOver(watched, before), pages, fresh, nil
 }
 
 // carryOver returns watched, the options of a new watch of the guest,
@@ -986,12 +996,10 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 		if m, say := rewatch(n, pages, fresh, memory, predicted()); m > 0 && !cfg.ObserveGiven {
 			// As chooseLive does, where x-pagecast-observe was not given.
 			log.Info("mode auto: " + say)
-			more, morePages, moreFresh, err := watchGuest(ctx, g, m)
-			if err != nil {
+			if o, pages, fresh, err = watchAgain(ctx, g, m, o); err != nil {
 				return nil, err
 			}
-			o = carryOver(more, o)
-			n, pages, fresh = m, morePages, moreFresh
+			n = m
 			if choice, err = simulate.Choose(ctx, o, o.Workload, cfg.Prefer); err != nil {
 				return nil, err
 			}
