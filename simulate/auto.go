@@ -87,6 +87,7 @@ func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer strin
 	}
 	o.Workload = observed
 	o.Start = 0
+	o.Grow = true
 	predictions := runCutting(ctx, o, modes, prefer, "")
 	if err := ctx.Err(); err != nil {
 		return Choice{Prefer: prefer}, err

@@ -55,6 +55,11 @@ type Options struct {
 	// PolicyTime passes the policy's own time on the migration's clock
 	// (see migrator.SimConfig): what a live auto charges.
 	PolicyTime bool
+	// Grow replays a workload that ends before the migration does with
+	// the pages it wrote once moved elsewhere on each lap (see
+	// GuestOptions.Grow): what auto predicts from, a guest watched for
+	// a few seconds that goes on writing memory it had not.
+	Grow bool
 	// Profile, if set, is a trace that warms the predictive modes'
 	// predictor before round 1, as migrate --profile does live.
 	Profile string
@@ -84,7 +89,10 @@ type Result struct {
 	Mode    string
 	Info    migrator.Info // as query-migrate would have reported it at the end
 	Replays uint64        // times the workload was started over, from Start
-	Start   uint64        // the workload epoch the migration started at
+	// Moved is the share of the pages the workload wrote once that each
+	// replay wrote elsewhere (Options.Grow; GuestOptions.Grow).
+	Moved float64
+	Start uint64 // the workload epoch the migration started at
 	// DowntimeLimit is the limit the migration was given (Options'
 	// or the default), which its Downtime may pass where the round cap
 	// forced the stop-and-copy.
@@ -187,7 +195,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	start := time.Unix(0, 0).UTC()
 	clock := migrator.NewVirtualClock(start)
-	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, WrittenSamples: o.WrittenSamples, StateBytes: o.StateBytes, VCPUs: o.VCPUs, Response: o.Response})
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, WrittenSamples: o.WrittenSamples, StateBytes: o.StateBytes, VCPUs: o.VCPUs, Response: o.Response, Grow: o.Grow})
 	if err != nil {
 		r.Err = err
 		return r
@@ -213,6 +221,9 @@ func run(ctx context.Context, o Options, mode string) Result {
 		r.Events = r.Info.RAM.Normal + r.Info.RAM.Duplicate + r.Info.Pagecast.DeferredAll + g.written()
 	}
 	r.Replays = g.Replays()
+	if g.once != nil {
+		r.Moved = g.moveShare
+	}
 	runtime.GC() // a terabyte guest's bitmaps are large; free them before the next mode
 	return r
 }

@@ -268,7 +268,8 @@ func demoPredict(c *cli.Context, profile string, mem []byte, holes *bitmap.Bitma
 	// The live predictive modes learn from the profile before round 1;
 	// so do their simulations.
 	o := simulate.Options{Workload: w, Bandwidth: bw, Switchover: switchover, VCPUs: vcpus, Profile: profile,
-		PolicyTime: true, PageRate: rates.pages, PausedPageRate: rates.paused} // the predictor's time holds up the live sender too, as migrate --mode auto takes it
+		PolicyTime: true, PageRate: rates.pages, PausedPageRate: rates.paused, // the predictor's time holds up the live sender too, as migrate --mode auto takes it
+		Grow: true} // the profile replayed as auto's watch is (simulate.ChooseAmong)
 	measureContent(&o, mem, holes, written)
 	p := demoPrediction{w: w, content: o.Content, switchover: switchover, rates: rates, results: simulateAll(c, o), opts: o, written: written}
 	var predictions []simulate.Result

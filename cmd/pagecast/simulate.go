@@ -660,9 +660,10 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	writeAgainstPrecopy(out, results)
 	var replayed []string
 	var from uint64
+	moved := 0.0
 	for _, r := range results {
 		if r.Replays > 0 && r.Err == nil {
-			from = r.Start
+			from, moved = r.Start, max(moved, r.Moved)
 			times := "once"
 			if r.Replays > 1 {
 				times = fmt.Sprintf("%d times", r.Replays)
@@ -682,6 +683,9 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		}
 		fmt.Fprintf(out, "the workload (%d epochs%s, %v) ended before the migration did and was replayed from epoch %d: %s\n",
 			w.Len(), of, time.Duration(w.Len())*w.Epoch(), from+firstIndex(w), strings.Join(replayed, ", "))
+	}
+	if len(replayed) > 0 && moved > 0 {
+		fmt.Fprintf(out, "  each time with %.0f%% of the pages it wrote only once moved elsewhere, to write as many pages new to it as in its last fifth: a guest still taking memory it had not written\n", 100*moved)
 	}
 	writeShortRounds(out, w, results, advice)
 }
