@@ -685,8 +685,8 @@ func growingNote(watched time.Duration, pages, fresh int, memory uint64, predict
 		return ""
 	}
 	return fmt.Sprintf("the guest was still writing pages it had not written before when the watch ended (%d of the %d it wrote were new in the watch's second half), "+
-		"and the prediction replays the %v watched over a migration of %v, so it may fall short: a longer --observe (such as %d, %v) sees more of what the guest writes",
-		fresh, pages, watched, predicted.Round(time.Millisecond), 5*int(watched/autoEpoch), 5*watched)
+		"and the prediction has it go on taking new pages at the pace it did by the watch's end over a migration of %v, %.0f times the %v watched, so it is off if the guest stops or speeds up: a longer --observe (such as %d, %v) sees more of what the guest writes",
+		fresh, pages, predicted.Round(time.Millisecond), float64(predicted)/float64(watched), watched, 5*int(watched/autoEpoch), 5*watched)
 }
 
 // responseThrottles are the throttles auto measures the guest's writes at

@@ -322,7 +322,7 @@ func TestSwitchoverWarning(t *testing.T) {
 	}
 }
 
-// Auto warns that its prediction may fall short where the guest was still
+// Auto warns that its prediction may be off where the guest was still
 // writing new pages as the watch ended and the migration is predicted to
 // outlast the watch several times (walk 125: -36% and -92% for a guest
 // writing all over 1 GiB, watched 2 s; -5% watched 10 s); not where the
@@ -331,7 +331,7 @@ func TestSwitchoverWarning(t *testing.T) {
 func TestGrowingNote(t *testing.T) {
 	const gib = 262144 // pages
 	w := growingNote(2*time.Second, 52567, 20000, gib, 40*time.Second)
-	if !strings.Contains(w, "20000 of the 52567 it wrote were new in the watch's second half") || !strings.Contains(w, "--observe (such as 100, 10s)") {
+	if !strings.Contains(w, "20000 of the 52567 it wrote were new in the watch's second half") || !strings.Contains(w, "over a migration of 40s, 20 times the 2s watched") || !strings.Contains(w, "--observe (such as 100, 10s)") {
 		t.Errorf("growing: %q", w)
 	}
 	for _, tc := range []struct {
