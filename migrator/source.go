@@ -325,9 +325,22 @@ var ErrCommitted = errors.New(CommittedText)
 const CommittedText = "the migration has committed: the destination runs the guest, or starts it once the commit reaches it, " +
 	"so it cannot be cancelled without the guest running twice; it goes on to its end"
 
+// NotRunningError is a migration refused for its source's run state.
+type NotRunningError struct {
+	State string // QEMU's query-status run state
+	msg   string
+}
+
+func (e *NotRunningError) Error() string { return e.msg }
+
 // NotRunning is the error for a source whose guest is not running, in run
-// state st (QEMU's query-status), saying what to do where the state says.
+// state st (QEMU's query-status), saying what to do where the state says:
+// a *NotRunningError.
 func NotRunning(st string) error {
+	return &NotRunningError{State: st, msg: notRunning(st).Error()}
+}
+
+func notRunning(st string) error {
 	const prefix = "migrate: virtual machine is "
 	switch st {
 	case "paused":

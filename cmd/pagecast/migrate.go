@@ -361,6 +361,12 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if i, err := migrator.Query(mon); err == nil && i.Status != "" && i.Status != migrator.StatusNone && !migrationmetrics.Finished(i.Status) {
 			return fmt.Errorf("migrate: this VM is migrating already (query-migrate: %s): one migration of a guest at a time; wait for it to end, or cancel it (migrate_cancel)", i.Status)
 		}
+		// Refused here too, as the VM would at migrate, before its
+		// parameters are set, and typed, so that --json says where the
+		// guest is (it said "source").
+		if st, err := qemu.RunState(mon); err == nil && (st == "postmigrate" || st == "inmigrate") {
+			return migrator.NotRunning(st)
+		}
 		if err := unanswered(mon, nil); err != nil {
 			return err
 		}

@@ -64,6 +64,12 @@ const (
 	guestDestination = "destination"
 	guestLost        = "lost"
 	guestUnknown     = "unknown"
+	// guestElsewhere: the source had migrated it away already
+	// (postmigrate), to run where that migration took it.
+	guestElsewhere = "elsewhere"
+	// guestNone: the VM given as the source holds no guest yet, a
+	// destination waiting for its migration (inmigrate).
+	guestNone = "none"
 )
 
 // qemuOutcome is how QEMU's own migration was set up and ended (--engine
@@ -132,6 +138,15 @@ func (o *migrationOutcome) settle(err error) {
 	}
 	if err != nil {
 		o.Error = oneLine(err)
+	}
+	var refused *migrator.NotRunningError
+	if o.Guest == "" && errors.As(err, &refused) {
+		switch refused.State {
+		case "postmigrate":
+			o.Guest = guestElsewhere
+		case "inmigrate":
+			o.Guest = guestNone
+		}
 	}
 	if o.Guest == "" {
 		switch {

@@ -64,7 +64,7 @@ func TestMigrateCLI(t *testing.T) {
 				}
 			}
 			if mode == "precopy" {
-				refusedAs(t, dst, "virtual machine is inmigrate: it is a destination waiting for an incoming migration")
+				refusedAs(t, dst, "virtual machine is inmigrate: it is a destination waiting for an incoming migration", "none")
 			}
 			out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri,
 				"--mode", mode, "--bandwidth", "64MiB/s").CombinedOutput()
@@ -83,7 +83,7 @@ func TestMigrateCLI(t *testing.T) {
 				// Migrating it again is refused saying what it is, not to
 				// cont it (walk 128: it was told to, and its guest ran
 				// twice).
-				refusedAs(t, src, "virtual machine is postmigrate: it has migrated away already")
+				refusedAs(t, src, "virtual machine is postmigrate: it has migrated away already", "elsewhere")
 			}
 			if held {
 				if st := status(t, dst); st != "paused" {
@@ -108,11 +108,18 @@ func TestMigrateCLI(t *testing.T) {
 	}
 }
 
-// refusedAs checks that migrating vm is refused with an error saying want.
-func refusedAs(t *testing.T, vm *vmRun, want string) {
+// refusedAs checks that migrating vm is refused with an error saying want,
+// and that --json's outcome says where its guest is: guest (the JSON
+// said "source" of a destination yet to receive its guest, walk 128).
+func refusedAs(t *testing.T, vm *vmRun, want, guest string) {
 	t.Helper()
 	if out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+vm.sock, "--to", freeTCP(t), "--quiet").CombinedOutput(); err == nil || !strings.Contains(string(out), want) {
 		t.Errorf("migrating a VM in %s: %v, want %q:\n%s", status(t, vm), err, want, out)
+	}
+	out, _ := exec.Command(binary, "migrate", "--qmp", "unix:"+vm.sock, "--to", freeTCP(t), "--json").Output()
+	var outcome struct{ Status, Guest string }
+	if err := json.Unmarshal(out, &outcome); err != nil || outcome.Status != "none" || outcome.Guest != guest {
+		t.Errorf("--json's outcome of migrating a VM in %s: %+v (%v), want status none and guest %q:\n%s", status(t, vm), outcome, err, guest, out)
 	}
 }
 
