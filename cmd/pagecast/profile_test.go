@@ -371,6 +371,37 @@ func TestProfileMigratedAway(t *testing.T) {
 	}
 }
 
+// TestServeMigratedAway: predict serve --collector on a VM that migrates
+// away ends, exit status 1, saying why, as a profile of it does: it went
+// on serving a guest that wrote nothing, and the dashboards' alert that
+// the predictor is down never fired (walk 129).
+func TestServeMigratedAway(t *testing.T) {
+	testutil.RequiresBPF(t)
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset")
+	startVMRunProc(t, "--memory", "32M", "--incoming", uri)
+	listen := freeAddr(t)
+	serve := exec.Command(binary, "predict", "serve", "--collector", "unix:"+src.sock, "--listen", listen)
+	var stderr syncBuffer
+	serve.Stderr = &stderr
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { serve.Process.Kill(); serve.Wait() }()
+	scrape(t, "http://"+listen+"/v1/vms", `"epochs_observed"`)
+	if b, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri).CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, b)
+	}
+	exited, err := waitExit(serve, 10*time.Second)
+	if !exited {
+		t.Fatalf("predict serve still runs 10 s after its VM migrated away:\n%s", stderr.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "the VM has migrated away (run state postmigrate)") {
+		t.Errorf("predict serve, its VM migrated away: %v, want exit status 1 saying why:\n%s", err, stderr.String())
+	}
+}
+
 // TestProfileIncoming: a profile of a destination waiting for its
 // migration says so; it said "give --pid", and with one recorded empty
 // epochs (found by a new-user walk).

@@ -165,7 +165,16 @@ func runServe(c *cli.Context) error {
 		go func() {
 			defer close(colDone)
 			var got [][]uint64 // the parts of the epoch so far
+			// A VM migrated away ends the service, as profile's ends: it
+			// served a guest that wrote nothing, and the dashboards'
+			// PagecastPredictorDown never fired (walk 129).
+			watch := runStateWatch{mon: col.Monitor(), out: c.App.ErrWriter}
 			observe := func(e collector.Epoch) error {
+				if len(e.Pages) == 0 {
+					if err := watch.check(); err != nil {
+						return err
+					}
+				}
 				if got = append(got, e.Pages); len(got) == parts {
 					vm.ObserveParts(got)
 					got = nil
@@ -197,6 +206,9 @@ func runServe(c *cli.Context) error {
 	<-colDone
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
+	}
+	if errors.Is(colErr, errMigratedAway) {
+		return fmt.Errorf("--collector: %w (run state postmigrate): its guest runs elsewhere now, and the service ends; serve it there with --collector on the destination's QMP socket", colErr)
 	}
 	if colErr != nil {
 		return fmt.Errorf("--collector: %w", colErr)
