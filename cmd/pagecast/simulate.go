@@ -27,6 +27,7 @@ import (
 	"github.com/pagecast/pagecast/internal/printable"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrator"
+	"github.com/pagecast/pagecast/migrator/mecom"
 	"github.com/pagecast/pagecast/predictor"
 	"github.com/pagecast/pagecast/simulate"
 	"github.com/pagecast/pagecast/trace"
@@ -151,13 +152,13 @@ type simInputs struct {
 	DowntimeLimit    int64   `json:"downtime-limit"`
 	MaxRounds        int     `json:"max-rounds"`
 	Content          string  `json:"content"`
-	Written          string  `json:"written-content,omitempty"`
+	Written          string  `json:"written-content"` // --written-content, or what it defaults to: content's non-zero classes
 	ThrottleResponse string  `json:"throttle-response"`
 	StateSize        int     `json:"state-size"`
 	Switchover       int64   `json:"switchover"`
-	ChecksumRate     float64 `json:"checksum-rate"`              // 0: not counted
-	PageRate         float64 `json:"page-rate,omitempty"`        // pages a second; 0: no bound
-	PausedPageRate   float64 `json:"paused-page-rate,omitempty"` // pages a second
+	ChecksumRate     float64 `json:"checksum-rate"`    // 0: not counted
+	PageRate         float64 `json:"page-rate"`        // pages a second; 0: no bound
+	PausedPageRate   float64 `json:"paused-page-rate"` // pages a second; 0: page-rate
 	VCPUs            int     `json:"vcpus"`
 	PolicyTime       bool    `json:"policy-time"`
 	Version          string  `json:"pagecast-version"`
@@ -336,8 +337,19 @@ func runSimulate(c *cli.Context) error {
 			MaxRounds: o.MaxRounds, Content: o.Content.String(), ThrottleResponse: o.Response.String(), StateSize: o.StateBytes,
 			Switchover: o.Switchover.Milliseconds(), ChecksumRate: max(sumRate, 0), PageRate: o.PageRate, PausedPageRate: o.PausedPageRate,
 			VCPUs: o.VCPUs, PolicyTime: o.PolicyTime, Version: buildinfo.Version()}
-		if c.IsSet("written-content") {
-			in.Written = o.Written.String()
+		// Every input, defaults too (walk 129: written-content, page-rate
+		// and paused-page-rate were left out at theirs).
+		in.Written = o.Written.String()
+		if o.Written == (simulate.Mix{}) {
+			data, sum := o.Content, 1-o.Content[mecom.Zero]
+			data[mecom.Zero] = 0
+			for i := range data {
+				data[i] /= sum // as --written-content takes it: summing to 1
+			}
+			in.Written = data.String()
+			if sum == 0 {
+				in.Written = "text=1" // written pages of an all-zero mix hold text (simulate.GuestOptions)
+			}
 		}
 		out := make([]simulation, len(results))
 		for i, r := range results {

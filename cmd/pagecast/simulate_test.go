@@ -71,6 +71,13 @@ func TestSimulateCLI(t *testing.T) {
 		in.MaxRounds != migrator.DefaultMaxRounds || in.ThrottleResponse != "linear" || in.Version == "" || out[1].Inputs == nil {
 		t.Errorf("json: inputs %+v", in)
 	}
+	// Every input, those at their defaults too, and written-content as
+	// --written-content takes it (walk 129: three were left out).
+	for _, key := range []string{`"written-content": "repeat=0.1,text=0.7,random=0.2"`, `"page-rate": 0,`, `"paused-page-rate": 0,`} {
+		if !strings.Contains(stdout, key) {
+			t.Errorf("json lacks %s: %s", key, stdout)
+		}
+	}
 	if x := out[1].Info.Pagecast; x == nil || x.VCPUs != 1 || (out[1].Info.RAM.PostcopyRequests > 0) != (x.FaultTime > 0) {
 		t.Errorf("json: tsmc's x-pagecast %+v: want vcpus 1, and a fault-time where pages were pulled (%d)", x, out[1].Info.RAM.PostcopyRequests)
 	}
