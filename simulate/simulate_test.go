@@ -115,13 +115,14 @@ func TestSyntheticShareRounding(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	for spec, want := range map[string]string{
-		"zipf":              "want hotset, uniform or sweep",
-		"hotset:hot=0":      "hot set of 0 pages",
-		"hotset:hot=1k":     "hot=1k: 1k is 1024 bytes, not a whole number of 4 KiB pages: give pages as a plain number (1000)",
-		"hotset:p=1.5":      "probability",
-		"uniform:hot=4":     "unknown parameter",
-		"uniform:rate=1G":   "more than the guest's",
-		"uniform:rate=fast": "pages per second",
+		"zipf":                    "want hotset, uniform or sweep",
+		"hotset:hot=0":            "hot set of 0 pages",
+		"hotset:hot=1k":           "hot=1k: 1k is 1024 bytes, not a whole number of 4 KiB pages: give pages as a plain number (1000)",
+		"hotset:p=1.5":            "probability",
+		"uniform:hot=4":           "unknown parameter",
+		"uniform:rate=1G":         "more than the guest's",
+		"uniform:rate=fast":       "pages per second",
+		"uniform:rate=1k,rate=2k": "rate given twice", // walk 129: the last won
 	} {
 		if _, err := ParseSynthetic(spec, 1<<16, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", spec, err, want)

@@ -172,6 +172,7 @@ func ParseSynthetic(spec string, pages uint64, epoch time.Duration) (*Synthetic,
 	if pages == 0 || epoch <= 0 {
 		return nil, fmt.Errorf("synthetic workload %s: needs the guest's memory and an epoch", name)
 	}
+	var given []string
 	for kv := range strings.SplitSeq(params, ",") {
 		if strings.TrimSpace(kv) == "" {
 			continue
@@ -180,6 +181,11 @@ func ParseSynthetic(spec string, pages uint64, epoch time.Duration) (*Synthetic,
 		if !slices.Contains(allowed, key) {
 			return nil, fmt.Errorf("synthetic workload %s: unknown parameter %q (want one of %s)", name, key, strings.Join(allowed, ", "))
 		}
+		if slices.Contains(given, key) {
+			// The last one won, unsaid (walk 129: rate=1k,rate=2k).
+			return nil, fmt.Errorf("synthetic workload %s: %s given twice", name, key)
+		}
+		given = append(given, key)
 		var err error
 		switch key {
 		case "hot":

@@ -911,7 +911,11 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 		fmt.Fprintf(c.App.ErrWriter, "auto: observing epochs %d-%d, migrating from epoch %d\n", first, first+n-1, first+n)
 	}
 	if n > o.Start {
-		fmt.Fprintf(c.App.ErrWriter, "auto: --observe %d: only %d epochs come before the start; observing those\n", n, o.Start)
+		some := fmt.Sprintf("only %d epochs come before the start; observing those", o.Start)
+		if o.Start == 1 {
+			some = "only 1 epoch comes before the start; observing it" // walk 129: "1 epochs"
+		}
+		fmt.Fprintf(c.App.ErrWriter, "auto: --observe %d: %s\n", n, some)
 	}
 	n = min(n, o.Start)
 	from := o.Start - n
