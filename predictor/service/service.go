@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -363,7 +364,15 @@ func (s *Service) Handler() http.Handler {
 		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s %s (see README: /v1/vms, /v1/vms/{id}, /v1/vms/{id}/probabilities, /v1/vms/{id}/hotset, /metrics)", r.Method, r.URL.Path))
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The mux redirects a path with // or /./ in it to its clean
+		// form, in HTML (walk 129: 307 for /v1/vms//probabilities).
+		if p := r.URL.Path; p != "/" && strings.TrimSuffix(p, "/") != path.Clean(p) {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s %s: the path has an empty, . or .. part", r.Method, p))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // knownPath reports whether path is one of the API's endpoints.

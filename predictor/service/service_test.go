@@ -170,6 +170,20 @@ func TestAPI(t *testing.T) {
 			t.Errorf("GET %s: error %q, want it to mention %q", tc.path, got["error"], tc.want)
 		}
 	}
+	// A path the mux would redirect to its clean form gets JSON too, not
+	// a 307 in HTML (walk 129).
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, p := range []string{"/v1/vms//probabilities", "/v1/vms/vm1/./hotset", "/v1/vms/x/../vm1"} {
+		resp, err := noRedirect.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || !strings.Contains(string(body), `"error":"no such endpoint GET `) {
+			t.Errorf("GET %s: %d %s, want 404 with a JSON error", p, resp.StatusCode, body)
+		}
+	}
 	// Writing is not allowed, and the reply says so.
 	resp, err := http.Post(srv.URL+"/v1/vms", "application/json", strings.NewReader("{}"))
 	if err != nil {
