@@ -86,7 +86,7 @@ func predictEvalCommand() *cli.Command {
 			&cli.StringFlag{Name: "memory", Aliases: []string{"m"},
 				Usage: "CSV traces only: guest memory size (K, M, G, T or P suffix); pages must lie below it"},
 			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "CSV traces only: length of one epoch"},
-			&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "CSV traces only: guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
+			pageSizeFlag("CSV traces only: ", false),
 			anyPageSizeFlag(),
 			&cli.BoolFlag{Name: "json", Usage: "print the scores as one JSON object (per horizon, per predictor: the table's columns and the pair counts; epoch in seconds, memory in bytes) instead of the tables; notes go to stderr"},
 		},

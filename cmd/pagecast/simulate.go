@@ -72,7 +72,7 @@ func simulateCommand() *cli.Command {
 			&cli.StringFlag{Name: "synthetic", Usage: "a synthetic workload instead of a trace, e.g. hotset:hot=1G,p=0.9,rate=100k (needs --memory)"},
 			&cli.StringFlag{Name: "memory", Usage: "guest memory for a CSV trace or a synthetic workload, e.g. 256M or 1T"},
 			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "epoch length for a CSV trace or a synthetic workload"},
-			&cli.UintFlag{Name: "page-size", Value: 4096, Hidden: true},
+			pageSizeFlag("", true), // csvGeometry reads it; the engine moves 4 KiB pages
 			&cli.StringFlag{Name: "bandwidth", Value: "1Gbit/s", Usage: "the link, e.g. 64MiB/s or 10Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal)"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "how long the guest may stay paused"},
 			&cli.StringFlag{Name: "mode", Value: "all", Usage: "all, auto (choose from what is observed before the start, then run the choice), or modes separated by commas: " + strings.Join(allModes, ", ")},

@@ -74,7 +74,7 @@ func traceCommand() *cli.Command {
 					&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Required: true,
 						Usage: "guest memory size of the traced VM (K, M, G, T or P suffix); pages must lie below it; required"},
 					&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "length of one epoch (the profiler's, the migration engine's and predict's and simulate's for a CSV)"},
-					&cli.UintFlag{Name: "page-size", Value: 4096, Usage: "guest page size in bytes, a power of two from 4096 to 1 GiB (see --any-page-size)"},
+					pageSizeFlag("", false),
 					anyPageSizeFlag(),
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true,
 						Usage: "trace file to write (.pct), replaced when the import is complete (through a symbolic link, the file it points to; a device or FIFO is written into); required"},
@@ -262,6 +262,14 @@ func traceExport(c *cli.Context) error {
 	return nil
 }
 
+// pageSizeFlag is --page-size, a CSV trace's guest page size, read as
+// --memory is: 4K, 2M, 1G or bytes (an unsigned flag refused 1G as "want
+// a whole number", walk 129). csvGeometry checks it.
+func pageSizeFlag(prefix string, hidden bool) cli.Flag {
+	return &cli.StringFlag{Name: "page-size", Value: "4K", Hidden: hidden,
+		Usage: prefix + "guest page size, e.g. 4K, 2M or 1G (or bytes): a power of two from 4 KiB to 1 GiB (from 512 B with --any-page-size)"}
+}
+
 // anyPageSizeFlag lets a command take page sizes other than hypervisors':
 // in its --page-size and in the traces it reads and writes.
 func anyPageSizeFlag() cli.Flag {
@@ -284,18 +292,22 @@ func csvGeometry(c *cli.Context) (predictor.CSVOptions, error) {
 	if err != nil {
 		return g, fmt.Errorf("--memory: %w", err)
 	}
-	ps := c.Uint("page-size")
-	if trace.CheckPageSize(uint64(ps)) != nil {
+	given := c.String("page-size")
+	ps, err := units.ParseBytes(given)
+	if err != nil {
+		return g, fmt.Errorf("--page-size: %w", err)
+	}
+	if trace.CheckPageSize(ps) != nil {
 		if c.Bool("any-page-size") {
-			return g, fmt.Errorf("--page-size %d: want a power of two from 512 to 1 GiB", ps)
+			return g, fmt.Errorf("--page-size %s: want a power of two from 512 B to 1 GiB", given)
 		}
 		hint := ""
 		if hasFlag(c, "any-page-size") {
-			hint = " (or from 512 with --any-page-size)"
+			hint = " (or from 512 B with --any-page-size)"
 		}
-		return g, fmt.Errorf("--page-size %d: want a power of two from 4096 to 1 GiB, what hypervisors use%s", ps, hint)
+		return g, fmt.Errorf("--page-size %s: want a power of two from 4 KiB to 1 GiB, what hypervisors use%s", given, hint)
 	}
-	if mem == 0 || mem%uint64(ps) != 0 {
+	if mem == 0 || mem%ps != 0 {
 		return g, fmt.Errorf("--memory %s: want a positive whole number of %d-byte pages", c.String("memory"), ps)
 	}
 	if mem > trace.MaxMemoryBytes {

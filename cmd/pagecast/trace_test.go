@@ -343,9 +343,9 @@ func TestAnyPageSize(t *testing.T) {
 		fail bool
 	}{
 		{"import 512 refused", []string{"trace", "import", "--memory", "32M", "--epoch", "1s", "--page-size", "512", "-o", out, in},
-			"--page-size 512: want a power of two from 4096 to 1 GiB, what hypervisors use (or from 512 with --any-page-size)", true},
+			"--page-size 512: want a power of two from 4 KiB to 1 GiB, what hypervisors use (or from 512 B with --any-page-size)", true},
 		{"import 256 refused", []string{"trace", "import", "--memory", "32M", "--epoch", "1s", "--page-size", "256", "--any-page-size", "-o", out, in},
-			"--page-size 256: want a power of two from 512 to 1 GiB", true},
+			"--page-size 256: want a power of two from 512 B to 1 GiB", true},
 		{"import 512", []string{"trace", "import", "--memory", "32M", "--epoch", "1s", "--page-size", "512", "--any-page-size", "-o", out, in},
 			"imported 4 epochs, 6 pages", false},
 		{"info refused", []string{"trace", "info", out}, "page size 512 is outside the 4096 B to 1 GiB hypervisors use", true},
@@ -369,6 +369,56 @@ func TestAnyPageSize(t *testing.T) {
 				t.Fatal("--any-page-size outlived its command")
 			}
 		})
+	}
+}
+
+// TestPageSizeTakesSizes: --page-size reads a size as --memory does (4K,
+// 2M, 1G or bytes), on every command that has it, and its refusals say
+// the rule: a power of two from 4 KiB to 1 GiB, from 512 B with
+// --any-page-size (walk 129: 1G was refused as "want a whole number, 0 or
+// more", and 0 then as "a power of two from 4096").
+func TestPageSizeTakesSizes(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "small.csv")
+	if err := os.WriteFile(in, []byte("0,0\n1,1\n2,0\n3,1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "t.pct")
+	const rule = "want a power of two from 4 KiB to 1 GiB, what hypervisors use (or from 512 B with --any-page-size)"
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // in stdout, or in the error if fail
+		fail bool
+	}{
+		{"eval 1G", []string{"predict", "eval", "--memory", "2G", "--page-size", "1G", "--warmup", "0", in}, "2 pages (2.00 GiB)", false},
+		{"eval 2M", []string{"predict", "eval", "--memory", "1G", "--page-size", "2M", "--warmup", "0", in}, "512 pages (1.00 GiB)", false},
+		{"eval bytes", []string{"predict", "eval", "--memory", "1G", "--page-size", "65536", "--warmup", "0", in}, "16384 pages (1.00 GiB)", false},
+		{"import 1G", []string{"trace", "import", "--memory", "1T", "--page-size", "1G", "-o", out, in}, "imported 4 epochs", false},
+		{"import 4KiB", []string{"trace", "import", "--memory", "1T", "--page-size", "4KiB", "-o", out, in}, "imported 4 epochs", false},
+		{"eval 2G", []string{"predict", "eval", "--memory", "4G", "--page-size", "2G", in}, "--page-size 2G: " + rule, true},
+		{"eval 0", []string{"predict", "eval", "--memory", "1G", "--page-size", "0", in}, "--page-size 0: " + rule, true},
+		{"eval 3000", []string{"predict", "eval", "--memory", "1G", "--page-size", "3000", in}, "--page-size 3000: " + rule, true},
+		{"import 2G", []string{"trace", "import", "--memory", "1T", "--page-size", "2G", "-o", out, in}, "--page-size 2G: " + rule, true},
+		{"import 256 any", []string{"trace", "import", "--memory", "1G", "--page-size", "256", "--any-page-size", "-o", out, in},
+			"--page-size 256: want a power of two from 512 B to 1 GiB", true},
+		{"import not a size", []string{"trace", "import", "--memory", "1G", "--page-size", "big", "-o", out, in}, `--page-size: size "big"`, true},
+		{"simulate 2M", []string{"simulate", "--trace", in, "--memory", "1G", "--page-size", "2M", "--mode", "precopy"}, "pages of 2097152 bytes; the engine moves 4096-byte pages", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, _, err := runApp(t, tc.args...)
+			if tc.fail {
+				if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("err %v, want one line with %q", err, tc.want)
+				}
+			} else if err != nil || !strings.Contains(stdout, tc.want) {
+				t.Fatalf("err %v, stdout %s; want %q", err, stdout, tc.want)
+			}
+		})
+	}
+	stdout, _, err := runApp(t, "trace", "info", out)
+	if err != nil || !strings.Contains(stdout, "1.00 TiB, 268435456 pages of 4096 B") {
+		t.Errorf("trace info of the import with --page-size 4KiB: %v\n%s", err, stdout)
 	}
 }
 
