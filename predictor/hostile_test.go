@@ -42,6 +42,9 @@ func TestPageMap(t *testing.T) {
 	if want := uint64(22 + 33 + 33 + 17); pm.Mapped() != want {
 		t.Fatalf("mapped %d, want %d", pm.Mapped(), want)
 	}
+	if pm.Dirtied() != 5 { // 1<<20 twice
+		t.Fatalf("dirtied %d, want the 5 pages the epochs hold", pm.Dirtied())
+	}
 	for _, c := range []struct{ page, dense uint64 }{{0, 0}, {21, 21}, {22, pm.Far}, {40, 38}, {56, 54}, {57, pm.Far}, {1<<20 - 16, 55}, {1 << 20, 71}, {total - 1, pm.Mapped() - 1}, {total - 18, pm.Far}} {
 		if got := pm.Dense(c.page); got != c.dense {
 			t.Errorf("Dense(%d) = %d, want %d", c.page, got, c.dense)

@@ -41,10 +41,11 @@ type PageMap struct {
 	Total uint64
 	// Far is the dense index of the page that stands for the pages
 	// outside the runs.
-	Far    uint64
-	starts []uint64 // guest page of each run's first page
-	at     []uint64 // dense index of each run's first page
-	mapped uint64   // guest pages in runs; dense indices below it are theirs
+	Far     uint64
+	starts  []uint64 // guest page of each run's first page
+	at      []uint64 // dense index of each run's first page
+	mapped  uint64   // guest pages in runs; dense indices below it are theirs
+	dirtied uint64   // guest pages the trace dirtied, all in runs
 }
 
 // Len returns the number of dense pages, Far's block included.
@@ -62,9 +63,14 @@ func (m *PageMap) farBlock() uint64 {
 	return (m.mapped + frontReach + region - 1) / region * region
 }
 
-// Mapped returns how many guest pages the runs hold; the other
-// Total-Mapped are all represented by Far.
+// Mapped returns how many guest pages the runs hold: the Dirtied ones and
+// their neighbours. The other Total-Mapped are all represented by Far; the
+// dense pages from Mapped to Len, Far's among them, are no guest page's.
 func (m *PageMap) Mapped() uint64 { return m.mapped }
+
+// Dirtied returns how many guest pages the trace the map was planned from
+// dirtied: Mapped less their neighbours.
+func (m *PageMap) Dirtied() uint64 { return m.dirtied }
 
 // Outside returns how many guest pages the dense range does not hold:
 // those Far stands for, less Far's block.
@@ -123,7 +129,7 @@ func PlanPages(epochs []trace.Epoch, pages uint64) *PageMap {
 	}
 	slices.Sort(dirty)
 	dirty = slices.Compact(dirty)
-	m := &PageMap{Total: pages}
+	m := &PageMap{Total: pages, dirtied: uint64(len(dirty))}
 	var end uint64 // end of the last run, in guest pages
 	for _, p := range dirty {
 		lo, hi := p-min(p, mapPad), min(p+mapPad+1, pages)

@@ -193,12 +193,17 @@ func predictEval(c *cli.Context) error {
 	report := evalReport{Trace: path, Pages: meta.Pages(), Memory: meta.MemoryBytes, Epochs: len(epochs),
 		Epoch: meta.Epoch.Seconds(), Parts: parts, Warmup: warmup, Threshold: thr, AsServed: c.Bool("as-served")}
 	if pm != nil {
-		report.Kept = &keptPages{Kept: pm.Len(), Dirtied: pm.Mapped()}
+		report.Kept = &keptPages{Kept: pm.Len(), Dirtied: pm.Dirtied(), Neighbours: pm.Mapped() - pm.Dirtied(),
+			NeverDirtied: pm.Len() - pm.Mapped(), Others: pm.Total - pm.Mapped()}
 	}
 	pagesNote := func() {
-		if pm != nil {
-			fmt.Fprintf(out, "predictors kept %d pages: the %d the trace dirtied and their neighbours, and %d never dirtied, one of which stands for the %d others\n",
-				pm.Len(), pm.Mapped(), pm.Len()-pm.Mapped(), meta.Pages()-pm.Mapped())
+		if k := report.Kept; k != nil {
+			// The dirtied pages were said to be the mapped ones, their
+			// neighbours too (walk 129). Far stands for the guest pages
+			// outside the runs, as the scores weigh it; the other
+			// never-dirtied pages kept are no guest page's.
+			fmt.Fprintf(out, "predictors kept %d pages: the %d the trace dirtied, %d neighbours of them, and %d never dirtied: one stands for the guest's %d other pages, the rest keep it apart from those\n",
+				k.Kept, k.Dirtied, k.Neighbours, k.NeverDirtied, k.Others)
 		}
 	}
 	evaluate := func(h int) []predictor.Result {
@@ -523,10 +528,16 @@ type evalReport struct {
 }
 
 // keptPages: the predictors kept the pages the trace dirtied and their
-// neighbours, and one never-dirtied page for all the others.
+// neighbours, and never-dirtied pages of their own, one of which stands
+// for all the guest's others. Dirtied+Neighbours+NeverDirtied is Kept, and
+// Dirtied+Neighbours+Others the guest's pages. (Dirtied was the mapped
+// pages, the neighbours counted too, until walk 129.)
 type keptPages struct {
-	Kept    uint64 `json:"kept"`
-	Dirtied uint64 `json:"dirtied"`
+	Kept         uint64 `json:"kept"`
+	Dirtied      uint64 `json:"dirtied"`
+	Neighbours   uint64 `json:"neighbours"`
+	NeverDirtied uint64 `json:"never-dirtied"`
+	Others       uint64 `json:"others"`
 }
 
 // horizonScores are every predictor's scores at one horizon, the model's

@@ -124,6 +124,61 @@ func TestPredictEval(t *testing.T) {
 
 // --horizon 1,2,4,8,16: a table per horizon, scored as far ahead as it
 // says, then the model against the best baseline at each.
+// TestPredictEvalKeptPages: on a huge guest, the kept-pages note and
+// --json's kept-pages count the pages the trace dirtied apart from their
+// neighbours, and the guest's pages add up (walk 129: a trace writing
+// pages 1, 2 and 3 was said to have dirtied 20, the pages mapped).
+func TestPredictEvalKeptPages(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, rows string
+		dirtied    uint64
+	}{
+		{"pages 1-3", "0,1\n1,2\n2,3\n3,1\n4,2\n5,3\n", 3},
+		{"page 100", "0,100\n1,100\n2,100\n3,100\n", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			csv := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "")+".csv")
+			if err := os.WriteFile(csv, []byte(tc.rows), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stdout, _, err := runApp(t, "predict", "eval", "--memory", "4P", "--warmup", "1", "--json", csv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var report struct {
+				Pages uint64 `json:"pages"`
+				Kept  struct {
+					Kept         uint64 `json:"kept"`
+					Dirtied      uint64 `json:"dirtied"`
+					Neighbours   uint64 `json:"neighbours"`
+					NeverDirtied uint64 `json:"never-dirtied"`
+					Others       uint64 `json:"others"`
+				} `json:"kept-pages"`
+			}
+			if err := json.Unmarshal([]byte(stdout), &report); err != nil {
+				t.Fatal(err)
+			}
+			k := report.Kept
+			if k.Dirtied != tc.dirtied {
+				t.Errorf("kept-pages %+v: dirtied %d, want %d", k, k.Dirtied, tc.dirtied)
+			}
+			if k.Neighbours == 0 || k.NeverDirtied == 0 || k.Dirtied+k.Neighbours+k.NeverDirtied != k.Kept {
+				t.Errorf("kept-pages %+v: kept is not dirtied, neighbours and never dirtied", k)
+			}
+			if k.Dirtied+k.Neighbours+k.Others != report.Pages {
+				t.Errorf("kept-pages %+v: dirtied, neighbours and the others are not the guest's %d pages", k, report.Pages)
+			}
+			stdout, _, err = runApp(t, "predict", "eval", "--memory", "4P", "--warmup", "1", csv)
+			want := fmt.Sprintf("predictors kept %d pages: the %d the trace dirtied, %d neighbours of them, and %d never dirtied: one stands for the guest's %d other pages, the rest keep it apart from those\n",
+				k.Kept, k.Dirtied, k.Neighbours, k.NeverDirtied, k.Others)
+			if err != nil || !strings.Contains(stdout, want) {
+				t.Errorf("err %v, stdout:\n%s\nwant %q", err, stdout, want)
+			}
+		})
+	}
+}
+
 // TestPredictEvalUndefined: a predictor that predicts no page dirty has
 // no precision: n/a in the table, not starred, and null in JSON, where it
 // showed 0.000, starred as the best where no other did better (walk 119).
