@@ -49,7 +49,9 @@ type EvalOptions struct {
 	Parts [][][]uint64
 	// Progress, if set, is called once a predictor has walked another
 	// epoch of the trace: done of total, for that predictor. Predictors
-	// are walked side by side, so it is called from several goroutines.
+	// are walked GOMAXPROCS at a time, each in a goroutine of its own, so
+	// it is called from several goroutines, and some predictors may not
+	// have started while others are far on.
 	Progress func(done, total int)
 	// Context, if set, stops the walk once it is done: the results are
 	// then of the epochs walked so far, and the caller, who knows why it

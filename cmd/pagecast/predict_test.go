@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/pagecast/pagecast/trace"
 	"image/png"
 	"math"
 	"math/rand/v2"
@@ -11,10 +10,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/predictor"
+	"github.com/pagecast/pagecast/trace"
 )
 
 // predictCSV writes a CSV trace of a 16 MiB VM (4096 pages) whose first
@@ -429,8 +433,9 @@ func TestPredictEvalErrors(t *testing.T) {
 	}
 }
 
-// evalProgress says how far the slowest of the walks is, every interval,
-// and nothing once it is done.
+// evalProgress says how many of their epochs the predictors have walked
+// between them, every interval, and nothing once they are done: each call
+// is one more, whichever predictor walked it.
 func TestEvalProgress(t *testing.T) {
 	var b strings.Builder
 	progress := evalProgress(&b, 2, 0)
@@ -445,12 +450,49 @@ func TestEvalProgress(t *testing.T) {
 		t.Fatalf("%d lines for 20 steps, want 19 (none once done):\n%s", len(lines), b.String())
 	}
 	for i, l := range lines {
-		want := "predict eval: 0 of 10 epochs (0%) in " // the second has not started
-		if i >= 10 {
-			want = fmt.Sprintf("predict eval: %d of 10 epochs (%d%%) in ", i-9, 10*(i-9))
-		}
+		want := fmt.Sprintf("predict eval: the 2 predictors have walked %d of their 2 × 10 epochs (%d%%) in ", i+1, 5*(i+1))
 		if !strings.HasPrefix(l, want) {
 			t.Errorf("line %d %q, want %q…", i, l, want)
+		}
+	}
+}
+
+// TestEvalProgressQuiet: on a quiet trace walked by predictors one at a
+// time (as 4 are on 2 cores), the progress advances as the first one
+// walks: it said 0% until the last had started, half the run or more
+// (walk 129: 0% after 20 s of a 39 s walk).
+func TestEvalProgressQuiet(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // the walks one after another
+	const pages, n = 1 << 16, 200
+	epochs := make([]trace.Epoch, n)
+	for i := range epochs {
+		epochs[i].Index = uint64(i)
+	}
+	epochs[0].Pages = []uint64{1}
+	contenders := predictor.Contenders(pages, predictor.Options{Horizon: 1})
+	var b strings.Builder
+	eo := predictor.EvalOptions{Horizon: 1, Progress: evalProgress(&b, len(contenders), 0)}
+	predictor.Evaluate(epochs, pages, contenders, eo)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) < n {
+		t.Fatalf("%d progress lines for %d predictors of %d epochs", len(lines), len(contenders), n)
+	}
+	percent := regexp.MustCompile(`\((\d+)%\)`)
+	previous := -1
+	for i, l := range lines {
+		m := percent.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("line %d %q: no percentage", i, l)
+		}
+		p, _ := strconv.Atoi(m[1])
+		if p < previous {
+			t.Fatalf("line %d %q: back from %d%%", i, l, previous)
+		}
+		previous = p
+		// Once the first predictor has walked every epoch, a quarter of
+		// the work is done.
+		if i == n-1 && p < 100/len(contenders) {
+			t.Fatalf("line %d %q: under %d%% with one of %d walks done:\n%s", i, l, 100/len(contenders), len(contenders), strings.Join(lines[:n], "\n"))
 		}
 	}
 }
