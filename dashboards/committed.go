@@ -1,10 +1,13 @@
 package dashboards
 
 import (
+	"cmp"
 	"embed"
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"math"
+	"slices"
 	"sort"
 )
 
@@ -53,6 +56,60 @@ type Panel struct {
 	Options struct {
 		TextMode string `json:"textMode"` // a stat's: "name" shows each series' name alone
 	} `json:"options"`
+	Transformations []Transformation `json:"transformations"`
+}
+
+// Transformation is one of a panel's data transformations; pagecast reads
+// the options of organize alone.
+type Transformation struct {
+	ID      string `json:"id"`
+	Options struct {
+		ExcludeByName map[string]bool   `json:"excludeByName"`
+		IndexByName   map[string]int    `json:"indexByName"`
+		RenameByName  map[string]string `json:"renameByName"`
+	} `json:"options"`
+}
+
+// Columns are the fields a table panel shows of a table with fields (its
+// series' labels and Value), as its organize transformations leave them,
+// as Grafana does: the excluded dropped, the rest in indexByName's order
+// (those without an index after those with one, as they came), each with
+// its header, renameByName's or its own name.
+func (p Panel) Columns(fields []string) (names, headers []string) {
+	type column struct{ field, header string }
+	cols := make([]column, len(fields))
+	for i, f := range fields {
+		cols[i] = column{f, f}
+	}
+	for _, t := range p.Transformations {
+		if t.ID != "organize" {
+			continue
+		}
+		o := t.Options // by the names the transformations before it left
+		cols = slices.DeleteFunc(cols, func(c column) bool { return o.ExcludeByName[c.header] })
+		slices.SortStableFunc(cols, func(a, b column) int {
+			return cmp.Compare(indexOf(o.IndexByName, a.header), indexOf(o.IndexByName, b.header))
+		})
+		for i, c := range cols {
+			if r := o.RenameByName[c.header]; r != "" {
+				cols[i].header = r
+			}
+		}
+	}
+	for _, c := range cols {
+		names = append(names, c.field)
+		headers = append(headers, c.header)
+	}
+	return names, headers
+}
+
+// indexOf is a field's place in an organize's indexByName; those without
+// one go last.
+func indexOf(index map[string]int, field string) int {
+	if i, ok := index[field]; ok {
+		return i
+	}
+	return math.MaxInt
 }
 
 // Unit is the panel's unit (Grafana's unit id).

@@ -24,9 +24,11 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/urfave/cli/v2"
 	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
 	"gonum.org/v1/plot/palette"
 	"gonum.org/v1/plot/palette/moreland"
 	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/text"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
@@ -43,8 +45,10 @@ func reportCommand() *cli.Command {
 			"range queries over --from..--to, as Grafana would: the datasource is --prometheus, each variable\n" +
 			"takes its first value (All where it has one) unless --var sets it, $__rate_interval is the larger\n" +
 			"of step + scrape interval and 4 scrape intervals. Each panel with data becomes DIR/DASHBOARD-PANEL.png\n" +
-			"(lines; heatmaps and status timelines as coloured rows; tables and stats as text, each series' last\n" +
-			"value); panels without data, or\n" +
+			"(lines; heatmaps and status timelines as coloured rows; tables as text, a row per series of the\n" +
+			"columns the panel's organize transformation shows, its last value among them; stats as a line per\n" +
+			"series with its last value; text too wide for the picture is made smaller, then cut with \"…\");\n" +
+			"panels without data, or\n" +
 			"with too little to draw (a heatmap of one time), or using a variable with no values over the\n" +
 			"range, are listed.\n\n" +
 			"Times are RFC 3339 (2026-11-30T05:00:00Z), now, or now-DURATION (now-15m).\n\n" +
@@ -487,6 +491,7 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		return fmt.Errorf("%w: values up to %g, too large for an axis", errUndrawable, maxValue)
 	}
 	div, label := axisScale(p.Unit(), maxValue)
+	height := 3 * vg.Inch // taller for a table of many rows
 	switch {
 	case p.Type == "heatmap":
 		// Grafana's colours for the panel (scheme Oranges), and its
@@ -498,10 +503,17 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		pl.Title.Text += " (pale: few, dark orange: many)"
 	case p.Type == "table" || p.Type == "stat":
 		// A stat panel shows each series' last value, as a table's
-		// line does: drawn as lines, "Hook in use" was a flat 1, one
+		// row does: drawn as lines, "Hook in use" was a flat 1, one
 		// VM's hidden under another's (walk 95).
-		addTable(pl, series, div, label, p.Options.TextMode == "name")
+		t, err := newTextTable(p, series, div, label)
+		if err != nil {
+			return err
+		}
+		pl.HideAxes()
+		pl.X.Min, pl.X.Max, pl.Y.Min, pl.Y.Max = 0, 1, 0, 1
 		pl.X.Label.Text = "" // no time axis (walk 95)
+		pl.Add(t)
+		height = max(height, t.height())
 	case p.Type == "state-timeline" && len(series) > 1:
 		// A row per state, coloured while the series is present.
 		pal := moreland.SmoothBlueRed()
@@ -568,7 +580,7 @@ func renderPanel(name string, p dashboards.Panel, series []namedSeries, from, to
 		// Room above the lines for the legend.
 		pl.Y.Max = maxValue / div * (1 + 0.12*float64(min(len(series), 8)))
 	}
-	img := vgimg.NewWith(vgimg.UseWH(8*vg.Inch, 3*vg.Inch), vgimg.UseDPI(96))
+	img := vgimg.NewWith(vgimg.UseWH(pictureWidth, height), vgimg.UseDPI(96))
 	pl.Draw(draw.New(img))
 	f, err := os.Create(name)
 	if err != nil {
@@ -594,38 +606,205 @@ func legendFirst(series []namedSeries) []namedSeries {
 	return out
 }
 
-// addTable lists each series of a table panel, as Grafana's table shows
-// them: its labels and its latest value, in the panel's unit (div, label:
-// axisScale's; it drew bare numbers, "= 0.308" for seconds; found by a
-// new-user walk).
-func addTable(pl *plot.Plot, series []namedSeries, div float64, label string, names bool) {
-	pl.HideAxes()
-	pl.X.Min, pl.X.Max = 0, 1
-	pl.Y.Min, pl.Y.Max = 0, float64(len(series)+1)
-	var xys plotter.XYs
-	var text []string
-	for i, s := range series {
-		xys = append(xys, plotter.XY{X: 0, Y: float64(len(series) - i)})
-		if names { // a stat of an info metric, whose value is 1: as Grafana shows it
-			text = append(text, s.name)
-			continue
-		}
-		text = append(text, tableLine(s, div, label))
-	}
-	labels, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: text})
-	if err != nil {
-		return
-	}
-	for i := range labels.TextStyle {
-		labels.TextStyle[i].Font.Size = vg.Points(9)
-	}
-	pl.Add(labels)
+// pictureWidth is the width of report's pictures.
+const pictureWidth = 8 * vg.Inch
+
+// textTable is a table panel drawn as text, as Grafana's table shows it:
+// a row per series, its columns under a header; or a stat panel's lines,
+// a series' name and its latest value each. It fits the picture's width:
+// its font shrinks down to minTableFont, then cells still too wide are
+// cut in the middle with an ellipsis. (Drawn as gonum's Labels, a table
+// with a line wider than the picture came out blank, and was counted as
+// drawn: the plot's padding for the labels divided by zero, every label
+// then fell outside the canvas; walk 129.)
+type textTable struct {
+	header []string   // nil: none
+	rows   [][]string // at most maxTableRows, the last saying how many more there were
 }
 
-// tableLine is a table panel's line for series s: its labels, and its
-// latest value in the panel's unit.
+const (
+	tableFont    = vg.Length(9)
+	minTableFont = vg.Length(6.5)
+	tableLeading = 1.6 // a line's height, in font sizes
+	maxTableRows = 50
+)
+
+// newTextTable is the table of a table or stat panel's series: for a
+// table, the columns the panel's organize transformation shows (Grafana's
+// excludeByName, indexByName and renameByName), Value in the panel's unit
+// (div, label: axisScale's); for a stat, a line per series.
+func newTextTable(p dashboards.Panel, series []namedSeries, div float64, label string) (textTable, error) {
+	var t textTable
+	if p.Type != "table" {
+		for _, s := range series {
+			if p.Options.TextMode == "name" { // a stat of an info metric, whose value is 1: as Grafana shows it
+				t.rows = append(t.rows, []string{s.name})
+				continue
+			}
+			t.rows = append(t.rows, []string{tableLine(s, div, label)})
+		}
+	} else {
+		// The table's fields, as Grafana's table format has them: each
+		// label, then Value (Time is not drawn, __name__ never shown).
+		seen := map[string]bool{}
+		var fields []string
+		for _, s := range series {
+			for k := range s.Labels {
+				if !seen[k] && k != "__name__" {
+					seen[k] = true
+					fields = append(fields, k)
+				}
+			}
+		}
+		slices.Sort(fields)
+		names, headers := p.Columns(append(fields, "Value"))
+		if len(names) == 0 {
+			return t, fmt.Errorf("%w: its organize transformation leaves no column to show", errTooLittleToDraw)
+		}
+		t.header = headers
+		for _, s := range series {
+			row := make([]string, len(names))
+			for i, n := range names {
+				if n == "Value" {
+					row[i] = valueText(s.Values[len(s.Values)-1], div, label)
+				} else {
+					row[i] = s.Labels[n]
+				}
+			}
+			t.rows = append(t.rows, row)
+		}
+	}
+	if len(t.rows) > maxTableRows {
+		more := len(t.rows) - (maxTableRows - 1)
+		t.rows = append(t.rows[:maxTableRows-1], []string{fmt.Sprintf("… and %d more rows", more)})
+	}
+	return t, nil
+}
+
+// height is how tall a picture must be to hold the table at its largest
+// font: the title and a line each.
+func (t textTable) height() vg.Length {
+	lines := len(t.rows)
+	if t.header != nil {
+		lines++
+	}
+	return vg.Length(40) + vg.Length(lines)*tableFont*tableLeading
+}
+
+func tableStyle(size vg.Length) text.Style {
+	return text.Style{Font: font.From(plot.DefaultFont, size), Handler: plot.DefaultTextHandler, YAlign: draw.YTop}
+}
+
+// columnWidths is how wide each column of lines is in sty, and the width
+// of a line with tableGap between its columns.
+func columnWidths(sty text.Style, lines [][]string) (widths []vg.Length, total vg.Length) {
+	for _, line := range lines {
+		for k, cell := range line {
+			if k == len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[k] = max(widths[k], sty.Width(cell))
+		}
+	}
+	for k, w := range widths {
+		total += w
+		if k > 0 {
+			total += tableGap(sty)
+		}
+	}
+	return widths, total
+}
+
+func tableGap(sty text.Style) vg.Length { return 2 * sty.Font.Size }
+
+// fit is the font size and the lines (the header first) that fit width:
+// the largest size from tableFont down to minTableFont that fits, else
+// minTableFont with the widest column's cells cut until the lines fit.
+func (t textTable) fit(width vg.Length) (vg.Length, [][]string) {
+	var lines [][]string
+	if t.header != nil {
+		lines = append(lines, slices.Clone(t.header))
+	}
+	for _, r := range t.rows {
+		lines = append(lines, slices.Clone(r))
+	}
+	for size := tableFont; size >= minTableFont; size -= 0.5 {
+		if _, total := columnWidths(tableStyle(size), lines); total <= width {
+			return size, lines
+		}
+	}
+	sty := tableStyle(minTableFont)
+	least := sty.Width("abcd…yz") // no cell is cut shorter
+	for {
+		widths, total := columnWidths(sty, lines)
+		if total <= width {
+			break
+		}
+		k := 0
+		for i, w := range widths {
+			if w > widths[k] {
+				k = i
+			}
+		}
+		limit := max(widths[k]-(total-width), least)
+		if limit >= widths[k] {
+			break // as narrow as they go: the rest runs off the picture
+		}
+		for _, line := range lines {
+			if k < len(line) {
+				line[k] = cutMiddle(sty, line[k], limit)
+			}
+		}
+	}
+	return minTableFont, lines
+}
+
+// cutMiddle is s, cut in the middle with an ellipsis where it is wider
+// than width in sty: both its ends stay (a label's start, a line's value).
+func cutMiddle(sty text.Style, s string, width vg.Length) string {
+	if sty.Width(s) <= width {
+		return s
+	}
+	r := []rune(s)
+	for n := len(r) - 1; n > 0; n-- {
+		head := (n + 1) / 2
+		cut := string(r[:head]) + "…" + string(r[len(r)-(n-head):])
+		if sty.Width(cut) <= width {
+			return cut
+		}
+	}
+	return "…"
+}
+
+// Plot draws the table from the top of c, fitted to its width.
+func (t textTable) Plot(c draw.Canvas, _ *plot.Plot) {
+	size, lines := t.fit(c.Max.X - c.Min.X)
+	sty := tableStyle(size)
+	widths, total := columnWidths(sty, lines)
+	y := c.Max.Y - size/2 // clear of the title
+	for i, line := range lines {
+		x := c.Min.X
+		for k, cell := range line {
+			c.FillText(sty, vg.Point{X: x, Y: y}, cell)
+			x += widths[k] + tableGap(sty)
+		}
+		y -= size * tableLeading
+		if i == 0 && t.header != nil { // a rule under the header
+			rule := y + size*tableLeading/4
+			c.StrokeLine2(draw.LineStyle{Color: color.Gray{Y: 0x80}, Width: vg.Points(0.5)}, c.Min.X, rule, c.Min.X+total, rule)
+		}
+	}
+}
+
+// tableLine is a stat panel's line for series s: its name, and its latest
+// value in the panel's unit.
 func tableLine(s namedSeries, div float64, label string) string {
-	return strings.TrimSpace(fmt.Sprintf("%s = %.4g %s", s.name, s.Values[len(s.Values)-1]/div, label))
+	return strings.TrimSpace(s.name + " = " + valueText(s.Values[len(s.Values)-1], div, label))
+}
+
+// valueText is v in a panel's unit (div, label: axisScale's).
+func valueText(v, div float64, label string) string {
+	return strings.TrimSpace(fmt.Sprintf("%.4g %s", v/div, label))
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

@@ -651,3 +651,184 @@ func eachPixel(t *testing.T, path string, fn func(r, g, b uint32)) {
 		}
 	}
 }
+
+// walkPredictions are the series of the walk's "Every mode's prediction"
+// (walk 129): mode auto's prediction for 6 modes of one migration, with
+// the labels Prometheus adds (instance, job), and vm named vm.
+func walkPredictions(vm string) []namedSeries {
+	now := time.Date(2026, 12, 6, 22, 5, 0, 0, time.UTC)
+	var out []namedSeries
+	for i, mode := range []string{"precopy", "predictive", "throttle", "tsmc", "mecom", "postcopy"} {
+		labels := map[string]string{"__name__": "pagecast_migration_predicted_total_time_seconds", "chosen": "0", "instance": "127.0.0.1:47272",
+			"job": "pagecast-migrate", "migration": "2026-12-06T22:01:29.798Z", "mode": mode, "vm": vm}
+		out = append(out, namedSeries{dashboards.Legend("", labels), dashboards.Series{Labels: labels, Times: []time.Time{now}, Values: []float64{1.242 + float64(i)}}})
+	}
+	return out
+}
+
+// committedPanel is the panel titled title of the committed dashboard file.
+func committedPanel(t *testing.T, file, title string) dashboards.Panel {
+	t.Helper()
+	ds, err := dashboards.Committed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		for _, p := range d.Panels {
+			if d.File == file && p.Title == title {
+				return p
+			}
+		}
+	}
+	t.Fatalf("%s has no panel %q", file, title)
+	return dashboards.Panel{}
+}
+
+// TestReportTableDrawsLongRows: a table or stat panel whose lines are
+// wider than the picture is drawn with every row, inside the picture (walk
+// 129: "Every mode's prediction", 6 lines of about 150 characters, came
+// out as its title alone and was counted as drawn; gonum's labels were
+// all dropped where one overflowed).
+func TestReportTableDrawsLongRows(t *testing.T) {
+	long := walkPredictions("web2-frontend-0001")
+	line := tableLine(long[0], 1, "seconds")
+	if n := len(line); n < 140 {
+		t.Fatalf("a line of %d characters, want the walk's ~150", n)
+	}
+	from, to := long[0].Times[0].Add(-6*time.Minute), long[0].Times[0]
+	for _, kind := range []string{"table", "stat"} {
+		// No organize transformation: every label shown, as wide as the
+		// walk's lines.
+		p := dashboards.Panel{Type: kind, Title: "Every mode's prediction"}
+		p.FieldConfig.Defaults.Unit = "s"
+		dir := t.TempDir()
+		one, six := filepath.Join(dir, "one.png"), filepath.Join(dir, "six.png")
+		if err := renderPanel(one, p, long[:1], from, to); err != nil {
+			t.Fatal(err)
+		}
+		if err := renderPanel(six, p, long, from, to); err != nil {
+			t.Fatal(err)
+		}
+		ink1, bands1, _ := textInk(t, one)
+		ink6, bands6, edge := textInk(t, six)
+		if bands6 < 6 || ink6 < 4*ink1 || ink1 == 0 {
+			t.Errorf("%s of 6 lines of %d characters: %d lines of ink below the title, %d inked pixels (one line: %d lines, %d pixels); want 6 lines or more, 4 times the one's ink",
+				kind, len(line), bands6, ink6, bands1, ink1)
+		}
+		if edge {
+			t.Errorf("%s of 6 lines of %d characters: ink at the picture's right edge, want the lines fitted inside it", kind, len(line))
+		}
+	}
+}
+
+// textInk measures the ink of a report PNG below its title: inked pixels,
+// the runs of pixel rows with ink (lines of text), and whether any touches
+// the right edge.
+func textInk(t *testing.T, path string) (ink, bands int, edge bool) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := img.Bounds()
+	inBand := false
+	for y := b.Min.Y + 25; y < b.Max.Y; y++ { // the title is above
+		inked := false
+		for x := b.Min.X; x < b.Max.X; x++ {
+			if r, g, bl, _ := img.At(x, y).RGBA(); r>>8 < 0xc0 || g>>8 < 0xc0 || bl>>8 < 0xc0 {
+				ink++
+				inked = true
+				edge = edge || x >= b.Max.X-2
+			}
+		}
+		if inked && !inBand {
+			bands++
+		}
+		inBand = inked
+	}
+	return ink, bands, edge
+}
+
+// TestTableCutsWhatCannotFit: a table too wide for the picture at its
+// smallest font has its widest column cut in the middle, with an
+// ellipsis, and every other cell whole.
+func TestTableCutsWhatCannotFit(t *testing.T) {
+	vm := strings.Repeat("a-very-long-vm-name-", 20) + "end"
+	p := dashboards.Panel{Type: "table"}
+	div, label := axisScale("s", 7)
+	tbl, err := newTextTable(p, walkPredictions(vm), div, label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	width := pictureWidth - 10
+	size, lines := tbl.fit(width)
+	if _, total := columnWidths(tableStyle(size), lines); total > width {
+		t.Errorf("lines %v wide, want at most the picture's %v", total, width)
+	}
+	vmAt := slices.Index(tbl.header, "vm")
+	for i, line := range lines[1:] {
+		for k, cell := range line {
+			switch {
+			case k == vmAt && (!strings.HasPrefix(cell, "a-very") || !strings.HasSuffix(cell, "end") || !strings.Contains(cell, "…")):
+				t.Errorf("row %d: vm %q, want it cut in the middle", i, cell)
+			case k != vmAt && cell != tbl.rows[i][k]:
+				t.Errorf("row %d: %q cut, want %q whole", i, cell, tbl.rows[i][k])
+			}
+		}
+	}
+}
+
+// TestTableOrganize: a table panel shows the columns its organize
+// transformation leaves, in its order, under its names, as Grafana does:
+// not instance and job (walk 129: every label of the series was in the
+// lines), and Value only where it is kept.
+func TestTableOrganize(t *testing.T) {
+	div, label := axisScale("s", 7)
+	for _, tc := range []struct {
+		panel  string
+		header []string
+		row    []string
+	}{
+		{"Every mode's prediction", []string{"vm", "migration", "mode", "chosen", "predicted total time"},
+			[]string{"web2", "2026-12-06T22:01:29.798Z", "precopy", "0", "1.242 seconds"}},
+		{"Mode and engine", []string{"vm", "migration", "mode", "chosen"}, // no engine label here, and no value
+			[]string{"web2", "2026-12-06T22:01:29.798Z", "precopy", "0"}},
+	} {
+		tbl, err := newTextTable(committedPanel(t, "migrations.json", tc.panel), walkPredictions("web2"), div, label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(tbl.header, tc.header) || len(tbl.rows) != 6 || !slices.Equal(tbl.rows[0], tc.row) {
+			t.Errorf("%s: header %q, %d rows, the first %q; want %q, 6, %q", tc.panel, tbl.header, len(tbl.rows), tbl.rows[0], tc.header, tc.row)
+		}
+		for _, row := range tbl.rows {
+			for _, cell := range row {
+				if strings.Contains(cell, "127.0.0.1") || strings.Contains(cell, "pagecast-migrate") {
+					t.Errorf("%s: a cell %q of a label the panel excludes", tc.panel, cell)
+				}
+			}
+		}
+	}
+	// A table whose organize leaves nothing is not drawn, and not
+	// counted as drawn.
+	p := dashboards.Panel{Type: "table", Title: "nothing"}
+	var none dashboards.Transformation
+	none.ID = "organize"
+	none.Options.ExcludeByName = map[string]bool{"Value": true}
+	for k := range walkPredictions("web2")[0].Labels {
+		none.Options.ExcludeByName[k] = true
+	}
+	p.Transformations = []dashboards.Transformation{none}
+	name := filepath.Join(t.TempDir(), "nothing.png")
+	if err := renderPanel(name, p, walkPredictions("web2"), time.Now().Add(-time.Minute), time.Now()); !errors.Is(err, errTooLittleToDraw) {
+		t.Errorf("a table of no column: %v, want it not drawn (errTooLittleToDraw)", err)
+	}
+	if _, err := os.Stat(name); !os.IsNotExist(err) {
+		t.Errorf("a file was left for the table not drawn (%v)", err)
+	}
+}
