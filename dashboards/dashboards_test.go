@@ -3,6 +3,7 @@ package dashboards
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -301,5 +303,71 @@ func TestReadmePrometheusConfig(t *testing.T) {
 	}
 	if !strings.Contains(cfg, "rule_files") || !strings.Contains(cfg, "job_name") {
 		t.Errorf("the README's prometheus.yml loads no rules or scrapes nothing:\n%s", cfg)
+	}
+}
+
+// TestProgressHeldAtAnyStep: the panels of a migration's progress draw its
+// end, all it sent and its last round, at any step. The walk's migration
+// (walk 129): 2.7 s, scraped every second, its bytes sent 25256293,
+// 58955481, 89704998, 89704998, then stale as its exporter stopped;
+// report's default step, 3 s, fell at 1 s and 4 s, and "Data sent and
+// remaining" showed one dot, 56 MiB sent. Each query of these panels is
+// run by promtool at 4 s, the step after the series went stale, with
+// $__rate_interval as report and Grafana make it (a scrape interval of 1 s
+// and a step of 3 s: 4 s), and must give the last sample.
+func TestProgressHeldAtAnyStep(t *testing.T) {
+	ds, err := Committed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The last sample of each series, as the walk's Prometheus held them.
+	series := map[string]struct{ values, last string }{
+		"pagecast_migration_data_processed_bytes": {"25256293 58955481 89704998 89704998 stale", "89704998"},
+		"pagecast_migration_data_remaining_bytes": {"64437683 30738495 0 0 stale", "0"},
+		"pagecast_migration_data_total_bytes":     {"134217728 134217728 134217728 134217728 stale", "134217728"},
+		"pagecast_migration_round":                {"1 2 3 3 stale", "3"},
+	}
+	from := time.Date(2026, 12, 6, 22, 1, 29, 0, time.UTC)
+	src := &Source{From: from, To: from.Add(15 * time.Minute), Step: 3 * time.Second, ScrapeInterval: time.Second}
+	vars := map[string]string{"vm": ".*", "migration": ".*"}
+	var tests strings.Builder
+	tests.WriteString("rule_files: []\nevaluation_interval: 1s\ntests:\n  - interval: 1s\n    input_series:\n")
+	for _, name := range slices.Sorted(maps.Keys(series)) {
+		fmt.Fprintf(&tests, "      - series: '%s{vm=\"web2\",migration=\"2026-12-06T22:01:29.798Z\"}'\n        values: '%s'\n", name, series[name].values)
+	}
+	tests.WriteString("    promql_expr_test:\n")
+	checked := 0
+	for _, d := range ds {
+		for _, p := range d.Panels {
+			if d.File != "migrations.json" || (p.Title != "Data sent and remaining" && p.Title != "Round") {
+				continue
+			}
+			for _, tg := range p.Targets {
+				if !strings.HasPrefix(tg.Expr, "last_over_time(") || !strings.HasSuffix(tg.Expr, "[$__rate_interval])") {
+					t.Errorf("%s / %s: %s, want last_over_time(…[$__rate_interval]): its end at any step", d.File, p.Title, tg.Expr)
+				}
+				ms := MetricsIn(tg.Expr)
+				if len(ms) != 1 || series[ms[0]].last == "" {
+					t.Fatalf("%s / %s: %s names %v, want one of %v", d.File, p.Title, tg.Expr, ms, slices.Sorted(maps.Keys(series)))
+				}
+				fmt.Fprintf(&tests, "      - expr: '%s'\n        eval_time: 4s\n        exp_samples:\n          - labels: '%s{vm=\"web2\",migration=\"2026-12-06T22:01:29.798Z\"}'\n            value: %s\n",
+					strings.ReplaceAll(src.Expand(tg.Expr, vars), "'", "''"), ms[0], series[ms[0]].last)
+				checked++
+			}
+		}
+	}
+	if checked != 4 {
+		t.Fatalf("%d queries of Data sent and remaining and Round, want 4", checked)
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (Debian package prometheus): the queries not run")
+	}
+	path := filepath.Join(t.TempDir(), "progress_test.yml")
+	if err := os.WriteFile(path, []byte(tests.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "test", "rules", path).CombinedOutput(); err != nil {
+		t.Errorf("the progress panels' queries at the step after the migration's series went stale: %v\n%s\n%s", err, out, tests.String())
 	}
 }

@@ -232,6 +232,13 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// All the migration sent, its last sample: drawn at the coarse step
+	// too (walk 129: a sample from the migration's middle).
+	sentSeries, err := source.Range(ctx, "pagecast_migration_data_processed_bytes")
+	if err != nil || len(sentSeries) != 1 {
+		t.Fatalf("the bytes sent: %d series, %v", len(sentSeries), err)
+	}
+	sent := sentSeries[0].Values[len(sentSeries[0].Values)-1]
 	for _, d := range ds {
 		if d.File != "migrations.json" {
 			continue
@@ -257,12 +264,14 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 							seen["completed"] = true
 						case p.Title == "Expected vs actual downtime" && strings.HasSuffix(legend, " actual") && v > 0:
 							seen["downtime"] = true
+						case p.Title == "Data sent and remaining" && strings.HasSuffix(legend, " sent") && v == sent:
+							seen["all it sent"] = true
 						}
 					}
 				}
 			}
 		}
-		for _, want := range []string{"succeeded", "completed", "downtime"} {
+		for _, want := range []string{"succeeded", "completed", "downtime", "all it sent"} {
 			if !seen[want] {
 				t.Errorf("migrations.json at a 15 s step: no %s drawn for the completed migration", want)
 			}
