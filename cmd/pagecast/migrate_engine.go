@@ -689,6 +689,15 @@ func growingNote(watched time.Duration, pages, fresh int, memory uint64, predict
 		fresh, pages, predicted.Round(time.Millisecond), float64(predicted)/float64(watched), watched, 5*int(watched/autoEpoch), 5*watched)
 }
 
+// inMS is d to the millisecond, 0 as "0ms" beside the others, not "0s"
+// (a guest that wrote nothing throttled 99%; a CI run).
+func inMS(d time.Duration) string {
+	if d = d.Round(time.Millisecond); d == 0 {
+		return "0ms"
+	}
+	return d.String()
+}
+
 // responseThrottles are the throttles auto measures the guest's writes at
 // (simulate.MeasureResponse), each for responseWindows+1 windows of 100
 // ms: 1.5 s, of which the guest loses about 1.2 s of its vCPU time.
@@ -716,8 +725,8 @@ func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched
 	var pcts, spans, ran []string
 	for i := len(r) - 1; i >= 0; i-- {
 		pcts = append(pcts, fmt.Sprintf("%.0f%%", 100*(1-r[i].Share)))
-		spans = append(spans, fmt.Sprint((time.Duration(r[i].Span * float64(simulate.ResponseWindow))).Round(time.Millisecond)))
-		ran = append(ran, fmt.Sprint(time.Duration(r[i].Share*float64(simulate.ResponseWindow)).Round(time.Millisecond)))
+		spans = append(spans, inMS(time.Duration(r[i].Span*float64(simulate.ResponseWindow))))
+		ran = append(ran, inMS(time.Duration(r[i].Share*float64(simulate.ResponseWindow))))
 	}
 	// What the measurement cost the guest, which no figure of the
 	// migration's counts (walk 121: guest slowed 0% after it).

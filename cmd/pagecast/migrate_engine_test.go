@@ -306,6 +306,17 @@ func TestProbeThrottleUnslowed(t *testing.T) {
 	}
 }
 
+// TestInMS: the throttle probe's spans read in ms, a guest that wrote
+// nothing throttled 99% as 0ms beside the others, not 0s (a CI run's
+// "56ms, 11ms, 0s").
+func TestInMS(t *testing.T) {
+	for d, want := range map[time.Duration]string{0: "0ms", 400 * time.Microsecond: "0ms", 11 * time.Millisecond: "11ms", 56400 * time.Microsecond: "56ms"} {
+		if got := inMS(d); got != want {
+			t.Errorf("%v: %q, want %q", d, got, want)
+		}
+	}
+}
+
 // A downtime limit no longer than a QEMU switch-over's own cost is said
 // to be out of reach before the migration (walk 123); the default is not.
 func TestSwitchoverWarning(t *testing.T) {
