@@ -54,6 +54,7 @@ type Guest struct {
 	// once, with GuestOptions.Grow, is the pages the workload wrote in
 	// one epoch only, from the start to its end: moved on each replay.
 	once      *bitmap.Bitmap
+	onceCount uint64  // pages in once
 	moveShare float64 // the share of once that moves: those whose hash falls below it
 }
 
@@ -166,6 +167,7 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	}
 	if o.Grow && w.Len() > 0 {
 		g.once, g.moveShare = writtenOnce(w, o.Start)
+		g.onceCount = g.once.Count()
 		if g.moveShare == 0 {
 			g.once = nil
 		}
@@ -175,13 +177,15 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 
 // writtenOnce is the pages w writes in one epoch only from epoch start to
 // its end, and the share of them a lap should move to write as many pages
-// it had not as the workload did in its second half: a guest whose new
-// pages dwindled as it ran (a program that has taken the memory it works
-// in) moves few.
+// it had not as the workload did in its last fifth, and no more than it
+// left unwritten: a guest whose new pages dwindled as it ran (a program
+// that has taken the memory it works in) moves few, and so does one that
+// wrote nearly all its memory (walk 130: a hot-set guest whose cold writes
+// had covered its 256 MiB in 2 s was said to be still taking memory).
 func writtenOnce(w Workload, start uint64) (*bitmap.Bitmap, float64) {
 	once, more := bitmap.New(w.Pages()), bitmap.New(w.Pages())
 	var buf []uint64
-	var onceCount, fresh uint64 // pages written once; pages first written in the last fifth
+	var onceCount, moreCount, fresh uint64 // pages written once, more than once; pages first written in the last fifth
 	half := w.Len() - max(1, (w.Len()-start)/5)
 	for i := start; i < w.Len(); i++ {
 		buf = w.Dirty(buf[:0], i)
@@ -192,6 +196,7 @@ func writtenOnce(w Workload, start uint64) (*bitmap.Bitmap, float64) {
 				once.Unset(p)
 				more.Set(p)
 				onceCount--
+				moreCount++
 			default:
 				once.Set(p)
 				onceCount++
@@ -205,6 +210,7 @@ func writtenOnce(w Workload, start uint64) (*bitmap.Bitmap, float64) {
 		return once, 0
 	}
 	lapFresh := float64(fresh) * float64(w.Len()-start) / float64(w.Len()-half)
+	lapFresh = min(lapFresh, float64(w.Pages()-onceCount-moreCount))
 	return once, min(1, lapFresh/float64(onceCount))
 }
 

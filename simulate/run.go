@@ -89,9 +89,11 @@ type Result struct {
 	Mode    string
 	Info    migrator.Info // as query-migrate would have reported it at the end
 	Replays uint64        // times the workload was started over, from Start
-	// Moved is the share of the pages the workload wrote once that each
-	// replay wrote elsewhere (Options.Grow; GuestOptions.Grow).
+	// Moved is the share of the pages the workload wrote once, Once of
+	// them, that each replay wrote elsewhere (Options.Grow;
+	// GuestOptions.Grow).
 	Moved float64
+	Once  uint64
 	Start uint64 // the workload epoch the migration started at
 	// DowntimeLimit is the limit the migration was given (Options'
 	// or the default), which its Downtime may pass where the round cap
@@ -222,7 +224,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	r.Replays = g.Replays()
 	if g.once != nil {
-		r.Moved = g.moveShare
+		r.Moved, r.Once = g.moveShare, g.onceCount
 	}
 	runtime.GC() // a terabyte guest's bitmaps are large; free them before the next mode
 	return r

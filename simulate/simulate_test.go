@@ -1299,7 +1299,15 @@ func TestGrowMovesPagesWrittenOnce(t *testing.T) {
 			}
 		}
 	}
-	for name, ls := range map[string][][]uint64{"settled with Grow": laps(settled, true), "growing without Grow": laps(growing, false)} {
+	// A guest whose writes covered all its memory takes none new: its
+	// pages written once stay (walk 130: said to be still taking memory).
+	full, err := NewTrace("full", trace.Meta{MemoryBytes: 8 * 4096, PageSize: 4096, Epoch: 100 * time.Millisecond},
+		[]trace.Epoch{{Index: 0, Pages: []uint64{0, 1}}, {Index: 1, Pages: []uint64{0, 2}}, {Index: 2, Pages: []uint64{0, 3}},
+			{Index: 3, Pages: []uint64{0, 4}}, {Index: 4, Pages: []uint64{0, 5, 6, 7}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ls := range map[string][][]uint64{"settled with Grow": laps(settled, true), "growing without Grow": laps(growing, false), "full with Grow": laps(full, true)} {
 		for lap, pages := range ls {
 			if !slices.Equal(pages, ls[0]) {
 				t.Errorf("%s, lap %d: pages %v, want lap 0's %v", name, lap, pages, ls[0])

@@ -672,10 +672,13 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	writeAgainstPrecopy(out, results)
 	var replayed []string
 	var from uint64
-	moved := 0.0
+	var moving simulate.Result // one that moved pages on its replays: every mode's guest moves alike
 	for _, r := range results {
 		if r.Replays > 0 && r.Err == nil {
-			from, moved = r.Start, max(moved, r.Moved)
+			from = r.Start
+			if r.Moved > 0 {
+				moving = r
+			}
 			times := "once"
 			if r.Replays > 1 {
 				times = fmt.Sprintf("%d times", r.Replays)
@@ -696,8 +699,11 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		fmt.Fprintf(out, "the workload (%d epochs%s, %v) ended before the migration did and was replayed from epoch %d: %s\n",
 			w.Len(), of, time.Duration(w.Len())*w.Epoch(), from+firstIndex(w), strings.Join(replayed, ", "))
 	}
-	if len(replayed) > 0 && moved > 0 {
-		fmt.Fprintf(out, "  each time with %.0f%% of the pages it wrote only once moved elsewhere, to write as many pages new to it as in its last fifth: a guest still taking memory it had not written\n", 100*moved)
+	if moving.Moved > 0 {
+		// The count too: "100% … moved" read as every page for a guest
+		// that rewrote a hot set (walk 130).
+		fmt.Fprintf(out, "  each time %.0f of the %d pages it wrote only once (%.0f%%) were written elsewhere instead: as many pages new to it as it wrote in its last fifth, as a guest still taking memory does\n",
+			math.Round(moving.Moved*float64(moving.Once)), moving.Once, 100*moving.Moved)
 	}
 	writeShortRounds(out, w, results, advice)
 }
