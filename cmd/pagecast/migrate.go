@@ -285,10 +285,18 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		defer func() {
 			// A QEMU listening with its own -incoming exits on that
 			// connection, and then refuses the migration's own.
-			if err != nil && strings.Contains(err.Error(), "connect to the destination") && strings.Contains(err.Error(), "connection refused") {
-				err = fmt.Errorf("%w (something listened on %s when auto checked, before it watched the guest, and is gone: a QEMU listening with its own -incoming exits on a connection that is not QEMU's migration; give --dest-qmp, so that auto can tell such a destination and refuse before it connects, or a mode, which QEMU's engine runs there)",
-					err, c.String("to"))
+			if err == nil || !strings.Contains(err.Error(), "connect to the destination") || !strings.Contains(err.Error(), "connection refused") {
+				return
 			}
+			gone := fmt.Sprintf("something listened on %s when auto checked, before it watched the guest, and is gone", c.String("to"))
+			if c.IsSet("dest-qmp") {
+				// Not the advice to give --dest-qmp, given (walk 130:
+				// a destination killed during auto's watch).
+				err = fmt.Errorf("%w (%s: the destination exited or stopped listening while auto watched the guest and weighed the modes)", err, gone)
+				return
+			}
+			err = fmt.Errorf("%w (%s: the destination exited or stopped listening meanwhile, or it is a QEMU listening with its own -incoming, which exits on a connection that is not QEMU's migration; "+
+				"from a QEMU source, give --dest-qmp, so that auto can tell such a destination and refuse before it connects, or a mode, which QEMU's engine runs there)", err, gone)
 		}()
 	}
 	ctl, err := listenControl(c.String("control"))

@@ -470,6 +470,40 @@ func TestMigrateQMP(t *testing.T) {
 // destination takes post-copy too), runs the best for --prefer, and
 // query-migrate reports the choice, which migrate prints before the
 // progress and holds against the outcome after.
+// TestMigrateAutoDestinationGone: a destination that listened when auto
+// checked and is gone when it connects is said to be gone, and with
+// --dest-qmp given, not told to give it (walk 130: it was, for a
+// destination killed during the watch); the guest runs on at the source.
+func TestMigrateAutoDestinationGone(t *testing.T) {
+	src := startVMRunProc(t, "--memory", "32M", "--workload", "hotset")
+	for _, destQMP := range []bool{false, true} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { // takes auto's probe, then stops listening
+			if c, err := l.Accept(); err == nil {
+				c.Close()
+			}
+			l.Close()
+		}()
+		args := []string{"migrate", "--qmp", "unix:" + src.sock, "--to", "tcp:" + l.Addr().String(), "--mode", "auto", "--observe", "2", "--bandwidth", "32MiB/s"}
+		if destQMP {
+			args = append(args, "--dest-qmp", "unix:"+filepath.Join(t.TempDir(), "dst.sock"))
+		}
+		out, err := exec.Command(binary, args...).CombinedOutput()
+		gone := strings.Contains(string(out), "and is gone: the destination exited or stopped listening")
+		advised := strings.Contains(string(out), "give --dest-qmp")
+		if err == nil || !gone || advised == destQMP {
+			t.Errorf("--dest-qmp given %v: %v, said gone %v, advised --dest-qmp %v:\n%s", destQMP, err, gone, advised, out)
+		}
+		l.Close()
+	}
+	if st := status(t, src); st != "running" {
+		t.Errorf("source after the failed migrations: %s, want running", st)
+	}
+}
+
 func TestMigrateAutoOwn(t *testing.T) {
 	uri := freeTCP(t)
 	src := startVMRunProc(t, "--memory", "64M", "--workload", "hotset:hot=2048,p=0.95")
