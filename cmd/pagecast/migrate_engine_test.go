@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,6 +75,37 @@ func newWallGuest(t *testing.T, spec string, pages uint64, opts simulate.GuestOp
 		mem[i] = byte(rng.Uint32())
 	}
 	return &wallGuest{Guest: sg, clock: clock, mem: mem, last: time.Now()}, w
+}
+
+// pausedGuest is a wallGuest that says it is paused while paused is set.
+type pausedGuest struct {
+	*wallGuest
+	paused atomic.Bool
+}
+
+func (g *pausedGuest) Running() (bool, string) {
+	if g.paused.Load() {
+		return false, "paused"
+	}
+	return g.wallGuest.Running()
+}
+
+// TestWatchGuestPaused: a guest paused while auto watches it, and resumed
+// before the watch ends, is refused saying so: what it wrote paused is not
+// its pace (walk 130: a QMP stop during the watch, predicted -95%).
+func TestWatchGuestPaused(t *testing.T) {
+	g, _ := newWallGuest(t, "uniform:rate=100000", 4096, simulate.GuestOptions{})
+	pg := &pausedGuest{wallGuest: g}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		pg.paused.Store(true)
+		time.Sleep(500 * time.Millisecond)
+		pg.paused.Store(false)
+	}()
+	_, _, _, err := watchGuest(t.Context(), pg, 10)
+	if !errors.Is(err, errPausedWatch) || !strings.Contains(err.Error(), "it was paused while auto watched it") {
+		t.Errorf("a guest paused during the watch: %v, want it refused saying so", err)
+	}
 }
 
 // TestWatchGuestHotRewrites: a guest that rewrites a hot set every
