@@ -787,7 +787,7 @@ func TestAutoProbeEndsQEMUIncoming(t *testing.T) {
 	}()
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+l.Addr().String(),
 		"--mode", "auto", "--quiet").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "connection refused") || !strings.Contains(string(out), "a QEMU listening with its own -incoming exits on a connection that is not QEMU's migration; give --dest-qmp") {
+	if err == nil || !strings.Contains(string(out), "connection refused") || !strings.Contains(string(out), "a QEMU listening with its own -incoming, which exits on a connection that is not QEMU's migration; from a QEMU source, give --dest-qmp") {
 		t.Fatalf("auto to a destination gone after its check: %v\n%s", err, out)
 	}
 }
