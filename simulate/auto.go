@@ -197,16 +197,30 @@ type CutShort struct {
 	By     string        // the best mode finished within the downtime limit then
 	Prefer string
 	Best   float64 // By's figure of merit: ms or bytes
+	// Budget, where set, is Options.Budget, which the predictions ran
+	// past: it was stopped for that, not by By (ErrOverBudget).
+	Budget time.Duration
 }
+
+// ErrOverBudget is why a mode's simulation was stopped where auto's
+// predictions ran past Options.Budget (errors.Is; the error is a
+// *CutShort).
+var ErrOverBudget = errors.New("auto's predictions ran past their time")
 
 func (e *CutShort) Error() string {
 	what, best := e.figures()
+	if e.Budget > 0 {
+		return fmt.Sprintf("stopped after %s: auto's predictions had taken %v of real time, their most, and it is not chosen", what, e.Budget)
+	}
 	return fmt.Sprintf("stopped after %s: %s took %s within the downtime limit, and %v", what, e.By, best, ErrCannotWin)
 }
 
 // Where says in short where the simulation was stopped, and by what.
 func (e *CutShort) Where() string {
 	what, best := e.figures()
+	if e.Budget > 0 {
+		return fmt.Sprintf("after %s, when the predictions had taken %v of real time", what, e.Budget)
+	}
 	return fmt.Sprintf("after %s, past %s's %s", what, e.By, best)
 }
 
@@ -219,7 +233,12 @@ func (e *CutShort) figures() (what, best string) {
 		(time.Duration(e.Best) * time.Millisecond).Round(time.Millisecond).String()
 }
 
-func (e *CutShort) Unwrap() error { return ErrCannotWin }
+func (e *CutShort) Unwrap() error {
+	if e.Budget > 0 {
+		return ErrOverBudget
+	}
+	return ErrCannotWin
+}
 
 // CutMargin is how much worse than the best finished a mode's figure so
 // far must be before its simulation stops; more than alike, so that a
@@ -234,7 +253,7 @@ const CutMargin = 0.05
 // its outcome is judged). Prefer downtime cuts nothing: the downtime is
 // known only at the end.
 func runCutting(ctx context.Context, o Options, modes []string, prefer, spare string) []Result {
-	if prefer == PreferDowntime {
+	if prefer == PreferDowntime && o.Budget == 0 {
 		return RunAll(ctx, o, modes)
 	}
 	limit := downtimeLimit(o)
@@ -244,7 +263,26 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 		by      string        // the mode that set it
 		cancels = map[string]context.CancelCauseFunc{}
 		cut     = map[string]*CutShort{}
+		last    = map[string]Point{} // each mode's last point, for a cut by the budget
+		spent   bool                 // the budget has run out
 	)
+	if o.Budget > 0 {
+		// Where no mode finished within the limit, none is cut by
+		// another, and a slow one ran to the round cap (walk 130: 9
+		// minutes of predictions for a 1 GiB guest).
+		t := time.AfterFunc(o.Budget, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			spent = true
+			for mode, cancel := range cancels {
+				p := last[mode]
+				cut[mode] = &CutShort{At: p.At, Sent: p.Transferred, Prefer: prefer, Budget: o.Budget}
+				cancel(cut[mode])
+				delete(cancels, mode)
+			}
+		})
+		defer t.Stop()
+	}
 	modeCtx := func(ctx context.Context, mode string) context.Context {
 		if mode == spare {
 			return ctx
@@ -252,6 +290,11 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 		ctx, cancel := context.WithCancelCause(ctx)
 		mu.Lock()
 		cancels[mode] = cancel
+		if spent { // not begun before the budget ran out: not begun
+			cut[mode] = &CutShort{Prefer: prefer, Budget: o.Budget}
+			cancel(cut[mode])
+			delete(cancels, mode)
+		}
 		mu.Unlock()
 		return ctx
 	}
@@ -259,7 +302,8 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 	o.Progress = func(mode string, p Point) {
 		sofar := pointMerit(p, prefer)
 		mu.Lock()
-		if cancel := cancels[mode]; cancel != nil && sofar > (1+CutMargin)*bound {
+		last[mode] = p
+		if cancel := cancels[mode]; cancel != nil && prefer != PreferDowntime && sofar > (1+CutMargin)*bound {
 			cut[mode] = &CutShort{At: p.At, Sent: p.Transferred, By: by, Prefer: prefer, Best: bound}
 			cancel(cut[mode])
 			delete(cancels, mode)
@@ -278,7 +322,7 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 		if c := cut[r.Mode]; c != nil && r.Err != nil {
 			r.Err = c
 		}
-		if m := Merit(r, prefer); bounds(r, prefer, limit) && m < bound {
+		if m := Merit(r, prefer); prefer != PreferDowntime && bounds(r, prefer, limit) && m < bound {
 			bound, by = m, r.Mode
 		}
 		mu.Unlock()
@@ -292,7 +336,9 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 			results[i].Err = c
 		}
 	}
-	settleCuts(results, prefer, limit, spare)
+	if prefer != PreferDowntime {
+		settleCuts(results, prefer, limit, spare)
+	}
 	return results
 }
 

@@ -66,6 +66,10 @@ type Options struct {
 	// Step is how often, in virtual time, Result.Timeline samples the
 	// migration; default one epoch.
 	Step time.Duration
+	// Budget, if set, bounds the real time auto's predictions take
+	// (ChooseAmong): the simulations still running then stop (a
+	// *CutShort whose Budget is set) and are not chosen.
+	Budget time.Duration
 	// Progress, if set, hears of each of Result.Timeline's points as it
 	// is sampled, with the mode's name: how far a long simulation has
 	// come.

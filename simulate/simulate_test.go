@@ -1348,3 +1348,37 @@ func TestChooseGrowing(t *testing.T) {
 		t.Errorf("predicted %.1f s against %.1f s: off by %.0f%%, want at most 15%%", predicted/1e3, actual/1e3, 100*off)
 	}
 }
+
+// TestChooseBudget: auto's predictions stop at Options.Budget of real
+// time, and the modes whose simulations ran past it are not chosen, where
+// no mode keeps within the downtime limit and so none cuts another short
+// (walk 130: a 1 GiB guest's predictions took 9 minutes).
+func TestChooseBudget(t *testing.T) {
+	w, err := ParseSynthetic("uniform:rate=15000", 1<<18, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// mecom's simulation ends in a fraction of a second, predictive's
+	// takes some 45 s of its refits.
+	o := Options{Workload: w, Bandwidth: 32 << 20, DowntimeLimit: time.Millisecond, Budget: 5 * time.Second}
+	start := time.Now()
+	c, err := ChooseAmong(context.Background(), o, Window(w, 0, 20), PreferTime, []string{"predictive", "mecom"})
+	took := time.Since(start)
+	if err != nil || c.Mode != "mecom" {
+		t.Errorf("chose %q (%v), want mecom, the one mode whose prediction ended", c.Mode, err)
+	}
+	var over int
+	for _, r := range c.Predictions {
+		var cut *CutShort
+		if errors.As(r.Err, &cut) && errors.Is(r.Err, ErrOverBudget) && cut.Budget == o.Budget {
+			over++
+			if r.Mode == c.Mode {
+				t.Errorf("chose %s, stopped past the budget", c.Mode)
+			}
+		}
+	}
+	t.Logf("chose %q (%v) in %v; %d stopped past the budget", c.Mode, err, took, over)
+	if over == 0 {
+		t.Errorf("no mode stopped past a budget of %v, the choice took %v: %+v", o.Budget, took, c.Predictions)
+	}
+}

@@ -1542,7 +1542,7 @@ func writeAutoChoice(w io.Writer, a *migrator.AutoChoice) {
 	}
 	tw.Flush()
 	if short {
-		fmt.Fprintf(w, "> a mode stopped short once it could no longer be the best: more than %.0f%% past a mode finished within the downtime limit\n", 100*simulate.CutMargin)
+		fmt.Fprintf(w, "> a mode stopped short once it could no longer be the best (more than %.0f%% past a mode finished within the downtime limit), or where auto's predictions had taken %v of real time, their most\n", 100*simulate.CutMargin, predictBudget)
 	}
 	fmt.Fprintf(w, "auto chose %s (prefer %s): %s\n", printable.Line(a.Mode), printable.Line(a.Prefer), printable.Line(a.Why))
 	if a.Warning != "" {

@@ -583,6 +583,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	predict := func(o simulate.Options) (simulate.Choice, error) {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: predicting %d modes from what was watched%s …\n", len(modes), atOnce(o, modes))
 		settled := watchSims(&o, c.App.ErrWriter, "pagecast: auto:   ", progressEvery)
+		o.Budget = predictBudget
 		choice, err := simulate.ChooseAmong(ctx, o, o.Workload, c.String("prefer"), modes)
 		if err != nil {
 			return choice, fmt.Errorf("--mode auto: %w", err)
@@ -967,6 +968,13 @@ func watchGuest(ctx context.Context, g migrator.Guest, n int) (o simulate.Option
 	return o, len(written), fresh, nil
 }
 
+// predictBudget bounds the real time each of a live auto's predictions
+// takes: the modes whose simulations run on past it are not chosen. Where
+// no mode kept within the downtime limit, none could cut another short,
+// and a 1 GiB guest's took 9 minutes (walk 130); 13 modes of such a guest
+// took 20-45 s on a loaded host where one did.
+const predictBudget = 2 * time.Minute
+
 // errPausedWatch is auto's refusal of a guest that stopped running while
 // it was watched.
 var errPausedWatch = errors.New("auto: the guest stopped running during the watch")
@@ -1010,6 +1018,7 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 		o.Bandwidth, o.DowntimeLimit, o.MaxRounds = cfg.MaxBandwidth, cfg.DowntimeLimit, cfg.MaxRounds
 		o.PolicyTime = true // as chooseLive: the predictor's time holds up the sender
 		o.Profile = cfg.Profile
+		o.Budget = predictBudget
 		choice, err := simulate.Choose(ctx, o, o.Workload, cfg.Prefer)
 		if err != nil {
 			return nil, err

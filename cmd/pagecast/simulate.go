@@ -642,9 +642,14 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	ms := tableMS
 	var notes []string
 	cutShort := false
+	var budget time.Duration // where auto's predictions ran past Options.Budget
 	for _, r := range results {
 		var cut *simulate.CutShort
 		switch {
+		case errors.As(r.Err, &cut) && cut.Budget > 0:
+			fmt.Fprintf(tw, "%s\t>>%v\t\t>>%s\t\t\t\t\t\t\t\n", r.Mode, cut.At.Truncate(time.Millisecond), units.FormatBytes(float64(cut.Sent)))
+			budget = cut.Budget
+			continue
 		case errors.As(r.Err, &cut):
 			// How far it came: lower bounds of its total time and bytes.
 			fmt.Fprintf(tw, "%s\t>%v\t\t>%s\t\t\t\t\t\t\t\n", r.Mode, cut.At.Truncate(time.Millisecond), units.FormatBytes(float64(cut.Sent))) // a lower bound, as the JSON's
@@ -667,6 +672,9 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	writeUnconverged(out, results)
 	if cutShort {
 		fmt.Fprintf(out, "> a mode stopped short once it could no longer be the best: more than %.0f%% past a mode finished within the downtime limit\n", 100*simulate.CutMargin)
+	}
+	if budget > 0 {
+		fmt.Fprintf(out, ">> a mode stopped short where auto's predictions had taken %v of real time, their most: not chosen\n", budget)
 	}
 	writeCheckTime(out, results, checkRate)
 	writeAgainstPrecopy(out, results)
@@ -1231,7 +1239,7 @@ func watchSimsClock(o *simulate.Options, w io.Writer, indent string, interval ti
 // failure says why a simulation has no result: it failed, or mode auto
 // stopped it once it could not win.
 func failure(err error) string {
-	if errors.Is(err, simulate.ErrCannotWin) {
+	if errors.Is(err, simulate.ErrCannotWin) || errors.Is(err, simulate.ErrOverBudget) {
 		return err.Error()
 	}
 	return "failed: " + err.Error()
