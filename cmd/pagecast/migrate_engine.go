@@ -583,6 +583,13 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	predict := func(o simulate.Options) (simulate.Choice, error) {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: predicting %d modes from what was watched%s …\n", len(modes), atOnce(o, modes))
 		settled := watchSims(&o, c.App.ErrWriter, "pagecast: auto:   ", progressEvery)
+		if done := o.Done; done != nil {
+			o.Done = func(r simulate.Result) {
+				if ctx.Err() == nil { // interrupted, each simulation was "failed: migration cancelled" (walk 130)
+					done(r)
+				}
+			}
+		}
 		o.Budget = predictBudget
 		choice, err := simulate.ChooseAmong(ctx, o, o.Workload, c.String("prefer"), modes)
 		if err != nil {
