@@ -318,14 +318,17 @@ func TestProbeThrottleFallback(t *testing.T) {
 
 // TestProbeThrottleUnslowed: a guest whose writes a throttle barely slows
 // is said to be so in words, not only in "wrote in 100ms as many pages as
-// it writes in 100ms" (walk 123); one slowed in proportion is not.
+// it writes in 100ms" (walk 123); one slowed in proportion is not. The
+// guest runs on the wall clock, so a span measured lands within a few
+// hundredths of its response's (0.92 was once measured 0.900, under the
+// 0.9 that is said): the one said is well above it.
 func TestProbeThrottleUnslowed(t *testing.T) {
 	const pages = 4096
 	for _, tc := range []struct {
 		response simulate.Response
 		says     string // "": no such line
 	}{
-		{simulate.Response{{Share: 0.01, Span: 0.5}, {Share: 0.1, Span: 0.92}, {Share: 0.5, Span: 1}}, "throttled 50%, 90%, the guest wrote about as fast as unthrottled: throttling barely slows its writes"},
+		{simulate.Response{{Share: 0.01, Span: 0.5}, {Share: 0.1, Span: 0.98}, {Share: 0.5, Span: 1}}, "throttled 50%, 90%, the guest wrote about as fast as unthrottled: throttling barely slows its writes"},
 		{simulate.Linear, ""},
 	} {
 		g, w := newWallGuest(t, "uniform:rate=100000", pages, simulate.GuestOptions{Response: tc.response})
