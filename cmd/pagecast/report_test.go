@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
 	"image/color"
 	"image/png"
 	"math"
@@ -634,6 +635,19 @@ func TestReportHeatmapBlanksZeros(t *testing.T) {
 // PNG at path.
 func eachPixel(t *testing.T, path string, fn func(r, g, b uint32)) {
 	t.Helper()
+	img := readPNG(t, path)
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			fn(r>>8, g>>8, bl>>8)
+		}
+	}
+}
+
+// readPNG decodes the PNG at path.
+func readPNG(t *testing.T, path string) image.Image {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -643,13 +657,7 @@ func eachPixel(t *testing.T, path string, fn func(r, g, b uint32)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := img.Bounds()
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			r, g, bl, _ := img.At(x, y).RGBA()
-			fn(r>>8, g>>8, bl>>8)
-		}
-	}
+	return img
 }
 
 // walkPredictions are the series of the walk's "Every mode's prediction"
@@ -726,15 +734,7 @@ func TestReportTableDrawsLongRows(t *testing.T) {
 // the right edge.
 func textInk(t *testing.T, path string) (ink, bands int, edge bool) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := readPNG(t, path)
 	b := img.Bounds()
 	inBand := false
 	for y := b.Min.Y + 25; y < b.Max.Y; y++ { // the title is above

@@ -357,18 +357,25 @@ func TestAnyPageSize(t *testing.T) {
 			"65536 pages (64.0 MiB)", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			stdout, _, err := runApp(t, tc.args...)
-			if tc.fail {
-				if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
-					t.Fatalf("err %v, want one line with %q", err, tc.want)
-				}
-			} else if err != nil || !strings.Contains(stdout, tc.want) {
-				t.Fatalf("err %v, stdout %s; want %q", err, stdout, tc.want)
-			}
+			refusedOrSays(t, tc.args, tc.want, tc.fail)
 			if trace.AllowAnyPageSize(false) {
 				t.Fatal("--any-page-size outlived its command")
 			}
 		})
+	}
+}
+
+// refusedOrSays runs pagecast with args and checks that it fails with one
+// line saying want, if fail, or else prints want.
+func refusedOrSays(t *testing.T, args []string, want string, fail bool) {
+	t.Helper()
+	stdout, _, err := runApp(t, args...)
+	if fail {
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("err %v, want one line with %q", err, want)
+		}
+	} else if err != nil || !strings.Contains(stdout, want) {
+		t.Fatalf("err %v, stdout %s; want %q", err, stdout, want)
 	}
 }
 
@@ -406,14 +413,7 @@ func TestPageSizeTakesSizes(t *testing.T) {
 		{"simulate 2M", []string{"simulate", "--trace", in, "--memory", "1G", "--page-size", "2M", "--mode", "precopy"}, "pages of 2097152 bytes; the engine moves 4096-byte pages", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			stdout, _, err := runApp(t, tc.args...)
-			if tc.fail {
-				if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
-					t.Fatalf("err %v, want one line with %q", err, tc.want)
-				}
-			} else if err != nil || !strings.Contains(stdout, tc.want) {
-				t.Fatalf("err %v, stdout %s; want %q", err, stdout, tc.want)
-			}
+			refusedOrSays(t, tc.args, tc.want, tc.fail)
 		})
 	}
 	stdout, _, err := runApp(t, "trace", "info", out)
