@@ -166,8 +166,7 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 		}
 	}
 	if o.Grow && w.Len() > 0 {
-		g.once, g.moveShare = writtenOnce(w, o.Start)
-		g.onceCount = g.once.Count()
+		g.once, g.onceCount, g.moveShare = writtenOnce(w, o.Start)
 		if g.moveShare == 0 {
 			g.once = nil
 		}
@@ -176,17 +175,17 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 }
 
 // writtenOnce is the pages w writes in one epoch only from epoch start to
-// its end, and the share of them a lap should move to write as many pages
+// its end, how many, and the share of them a lap should move to write as many pages
 // it had not as the workload did in its last fifth, and no more than it
 // left unwritten: a guest whose new pages dwindled as it ran (a program
 // that has taken the memory it works in) moves few, and so does one that
 // wrote nearly all its memory (walk 130: a hot-set guest whose cold writes
 // had covered its 256 MiB in 2 s was said to be still taking memory).
-func writtenOnce(w Workload, start uint64) (*bitmap.Bitmap, float64) {
+func writtenOnce(w Workload, start uint64) (*bitmap.Bitmap, uint64, float64) {
 	once, more := bitmap.New(w.Pages()), bitmap.New(w.Pages())
 	var buf []uint64
-	var onceCount, moreCount, fresh uint64 // pages written once, more than once; pages first written in the last fifth
-	half := w.Len() - max(1, (w.Len()-start)/5)
+	var onceCount, moreCount, fresh uint64      // pages written once, more than once; pages first written in the last fifth
+	tail := w.Len() - max(1, (w.Len()-start)/5) // the last fifth's first epoch
 	for i := start; i < w.Len(); i++ {
 		buf = w.Dirty(buf[:0], i)
 		for _, p := range buf {
@@ -200,22 +199,22 @@ func writtenOnce(w Workload, start uint64) (*bitmap.Bitmap, float64) {
 			default:
 				once.Set(p)
 				onceCount++
-				if i >= half {
+				if i >= tail {
 					fresh++
 				}
 			}
 		}
 	}
-	if onceCount == 0 || half == start {
-		return once, 0
+	if onceCount == 0 || tail == start {
+		return once, onceCount, 0
 	}
-	lapFresh := float64(fresh) * float64(w.Len()-start) / float64(w.Len()-half)
+	lapFresh := float64(fresh) * float64(w.Len()-start) / float64(w.Len()-tail)
 	lapFresh = min(lapFresh, float64(w.Pages()-onceCount-moreCount))
-	return once, min(1, lapFresh/float64(onceCount))
+	return once, onceCount, min(1, lapFresh/float64(onceCount))
 }
 
-// moveOnce moves the pages of pages written once (g.once) by lap's
-// offset, and sorts them again.
+// moveOnce moves those of pages written once (g.once) whose hash falls
+// within g.moveShare by lap's offset, and sorts them again.
 func (g *Guest) moveOnce(pages []uint64, lap uint64) []uint64 {
 	n := g.w.Pages()
 	off := mix(lap, growSalt) % n
