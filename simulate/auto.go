@@ -250,8 +250,9 @@ const CutMargin = 0.05
 // converge would run for minutes of simulated rounds, as long as the
 // predictor takes for each, after a faster one has finished. spare is a
 // mode that must run to its end whatever it costs (the one chosen, when
-// its outcome is judged). Prefer downtime cuts nothing: the downtime is
-// known only at the end.
+// its outcome is judged). Prefer downtime cuts nothing by another mode:
+// the downtime is known only at the end. Past o.Budget of real time,
+// every simulation still running, or not yet begun, stops.
 func runCutting(ctx context.Context, o Options, modes []string, prefer, spare string) []Result {
 	if prefer == PreferDowntime && o.Budget == 0 {
 		return RunAll(ctx, o, modes)
