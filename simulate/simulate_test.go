@@ -1354,13 +1354,19 @@ func TestChooseGrowing(t *testing.T) {
 // no mode keeps within the downtime limit and so none cuts another short
 // (walk 130: a 1 GiB guest's predictions took 9 minutes).
 func TestChooseBudget(t *testing.T) {
-	w, err := ParseSynthetic("uniform:rate=15000", 1<<18, 100*time.Millisecond)
+	w, err := ParseSynthetic("uniform:rate=4000", 1<<16, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// mecom's simulation ends in a fraction of a second, predictive's
-	// takes some 45 s of its refits.
-	o := Options{Workload: w, Bandwidth: 32 << 20, DowntimeLimit: time.Millisecond, Budget: 5 * time.Second}
+	// takes tens of times longer, for its refits (so under the race
+	// detector): the budget is four times what mecom's took alone.
+	o := Options{Workload: Window(w, 0, 20), Bandwidth: 8 << 20, DowntimeLimit: time.Millisecond, Grow: true}
+	alone := Run(context.Background(), o, "mecom")
+	if alone.Err != nil {
+		t.Fatal(alone.Err)
+	}
+	o.Workload, o.Grow, o.Budget = w, false, 4*alone.Wall
 	start := time.Now()
 	c, err := ChooseAmong(context.Background(), o, Window(w, 0, 20), PreferTime, []string{"predictive", "mecom"})
 	took := time.Since(start)
