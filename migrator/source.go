@@ -337,25 +337,26 @@ func (e *NotRunningError) Error() string { return e.msg }
 // state st (QEMU's query-status), saying what to do where the state says:
 // a *NotRunningError.
 func NotRunning(st string) error {
-	return &NotRunningError{State: st, msg: notRunning(st).Error()}
+	return &NotRunningError{State: st, msg: notRunning(st)}
 }
 
-func notRunning(st string) error {
+// notRunning is NotRunning's text.
+func notRunning(st string) string {
 	const prefix = "migrate: virtual machine is "
 	switch st {
 	case "paused":
-		return errors.New(prefix + "paused, not running: resume it (QMP cont), then migrate " +
-			"(where a pagecast migrate was killed in its switch-over, check first that the guest does not run on that migration's destination)")
+		return prefix + "paused, not running: resume it (QMP cont), then migrate " +
+			"(where a pagecast migrate was killed in its switch-over, check first that the guest does not run on that migration's destination)"
 	case "postmigrate":
-		return errors.New(prefix + "postmigrate: it has migrated away already, and its guest runs on that migration's destination: migrate from there")
+		return prefix + "postmigrate: it has migrated away already, and its guest runs on that migration's destination: migrate from there"
 	case "inmigrate":
-		return errors.New(prefix + "inmigrate: it is a destination waiting for an incoming migration; give the source's monitor")
+		return prefix + "inmigrate: it is a destination waiting for an incoming migration; give the source's monitor"
 	case "prelaunch":
-		return errors.New(prefix + "prelaunch: its QEMU was started with -S and the guest has not run yet: start it (QMP cont), then migrate")
+		return prefix + "prelaunch: its QEMU was started with -S and the guest has not run yet: start it (QMP cont), then migrate"
 	case "suspended":
-		return errors.New(prefix + "suspended (ACPI S3): wake it (QMP system_wakeup), then migrate")
+		return prefix + "suspended (ACPI S3): wake it (QMP system_wakeup), then migrate"
 	}
-	return fmt.Errorf(prefix+"%s, not running", st)
+	return prefix + st + ", not running"
 }
 
 // Cancel stops the migration; the source keeps running. Once post-copy has

@@ -372,8 +372,8 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// Refused here too, as the VM would at migrate, before its
 		// parameters are set, and typed, so that --json says where the
 		// guest is (it said "source").
-		if st, err := qemu.RunState(mon); err == nil && (st == "postmigrate" || st == "inmigrate") {
-			return migrator.NotRunning(st)
+		if err := leftOrComing(mon); err != nil {
+			return err
 		}
 		if err := unanswered(mon, nil); err != nil {
 			return err
@@ -483,8 +483,8 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// not one that left or has yet to come: say what those states
 		// mean, as pagecast's engine does, not QEMU's "Can't migrate the
 		// vm that was paused due to previous migration" (found by a walk).
-		if st, err := qemu.RunState(mon); err == nil && (st == "postmigrate" || st == "inmigrate") {
-			return migrator.NotRunning(st)
+		if err := leftOrComing(mon); err != nil {
+			return err
 		}
 		if dst != nil && destListening(dst) == "" {
 			if st, err := qemu.RunState(dst); err == nil && st == "inmigrate" {
@@ -2099,4 +2099,14 @@ func sayEvery(w io.Writer, interval time.Duration, format string) (stop func()) 
 		}
 	}()
 	return func() { close(done); <-stopped }
+}
+
+// leftOrComing refuses a source whose guest has migrated away already
+// (postmigrate) or has yet to come (inmigrate), saying so as the engine
+// does (migrator.NotRunning, which --json's outcome reads).
+func leftOrComing(mon qemu.Runner) error {
+	if st, err := qemu.RunState(mon); err == nil && (st == "postmigrate" || st == "inmigrate") {
+		return migrator.NotRunning(st)
+	}
+	return nil
 }
