@@ -98,6 +98,10 @@ type Result struct {
 	// GuestOptions.Grow).
 	Moved float64
 	Once  uint64
+	// Drift, where they went on as one front (a sweep of memory), is
+	// how far each replay moved them, pages, the sign its direction; 0:
+	// an offset drawn for each replay.
+	Drift float64
 	Start uint64 // the workload epoch the migration started at
 	// DowntimeLimit is the limit the migration was given (Options'
 	// or the default), which its Downtime may pass where the round cap
@@ -228,7 +232,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	r.Replays = g.Replays()
 	if g.once != nil {
-		r.Moved, r.Once = g.moveShare, g.onceCount
+		r.Moved, r.Once, r.Drift = g.moveShare, g.onceCount, g.drift
 	}
 	runtime.GC() // a terabyte guest's bitmaps are large; free them before the next mode
 	return r

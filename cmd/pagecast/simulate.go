@@ -707,7 +707,18 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		fmt.Fprintf(out, "the workload (%d epochs%s, %v) ended before the migration did and was replayed from epoch %d: %s\n",
 			w.Len(), of, time.Duration(w.Len())*w.Epoch(), from+firstIndex(w), strings.Join(replayed, ", "))
 	}
-	if moving.Moved > 0 {
+	if moving.Moved > 0 && moving.Drift != 0 {
+		dir := "up"
+		if moving.Drift < 0 {
+			dir = "down"
+		}
+		which := fmt.Sprintf("the %d pages it wrote only once", moving.Once)
+		if moving.Moved < 1 {
+			which = fmt.Sprintf("%.0f of the %d pages it wrote only once (%.0f%%)", math.Round(moving.Moved*float64(moving.Once)), moving.Once, 100*moving.Moved)
+		}
+		fmt.Fprintf(out, "  each time %s went on %.0f pages further %s memory from where the watch left them: they moved as one front, as a sweep of memory does\n",
+			which, math.Abs(moving.Drift), dir)
+	} else if moving.Moved > 0 {
 		// The count too: "100% … moved" read as every page for a guest
 		// that rewrote a hot set (walk 130).
 		fmt.Fprintf(out, "  each time %.0f of the %d pages it wrote only once (%.0f%%) were written elsewhere instead: as many pages new to it as it wrote in its last fifth, as a guest still taking memory does\n",

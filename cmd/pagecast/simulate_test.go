@@ -301,6 +301,18 @@ func TestSimulateAuto(t *testing.T) {
 	if !strings.Contains(stdout, "predicted from hotset:hot=256,rate=2k epochs 0-9:") || !strings.Contains(stdout, "outcome, on the workload from epoch 10:") {
 		t.Errorf("synthetic auto did not start after what it observed:\n%s", stdout)
 	}
+	// A sweep's replays go on from where the watch left it, and its
+	// prediction comes true.
+	stdout, stderr, err = runApp(t, "simulate", "--synthetic", "sweep:rate=20000", "--memory", "256M", "--bandwidth", "32MiB/s", "--mode", "auto", "--observe", "20")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if !strings.Contains(stdout, "  each time the 40000 pages it wrote only once went on 40000 pages further up memory from where the watch left them: they moved as one front") {
+		t.Errorf("no sweep going on:\n%s", stdout)
+	}
+	if m := regexp.MustCompile(`total time \S+ against \S+ \(([-+]?\d+)%\)`).FindStringSubmatch(stdout); m == nil || m[1] != "0" {
+		t.Errorf("the sweep's total time, predicted against outcome: %q, want 0%%", m)
+	}
 	// query-migrate's shape of the outcome reports the choice and every
 	// prediction; --judge adds every mode's outcome and how far the choice
 	// was from the best.
