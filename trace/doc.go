@@ -31,7 +31,7 @@
 //	tag  value                                                   Meta field
 //	1    uvarint guest memory size in bytes (required)          MemoryBytes
 //	2    uvarint page size in bytes, a power of two (required)  PageSize
-//	3    uvarint epoch length in ns (required)                  Epoch
+//	3    uvarint epoch length in ns (required, at most an hour) Epoch
 //	4    UTF-8 hook, e.g. "tp_btf/kvm_dirty_ring_push"          Hook
 //	5    UTF-8 source, e.g. "pagecast vm pid 1234"              Source
 //	6    varint start time, Unix ns                             Start

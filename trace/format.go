@@ -178,6 +178,8 @@ func (m Meta) validate() error {
 		return fmt.Errorf("memory size %d is not a whole number of %d-byte pages", m.MemoryBytes, m.PageSize)
 	case m.Epoch <= 0:
 		return fmt.Errorf("epoch length %v is not positive", m.Epoch)
+	case m.Epoch > MaxEpoch:
+		return fmt.Errorf("epoch length %v is over the %v a trace's epoch may last", m.Epoch, MaxEpoch)
 	}
 	for k := range m.Extra {
 		if k == "" {
@@ -355,6 +357,11 @@ func maxBody(m Meta) int {
 	}
 	return int(3*binary.MaxVarintLen64 + 1 + pages)
 }
+
+// MaxEpoch is the longest epoch a trace may have. Dirty pages are
+// harvested every 10 ms to a second; an epoch of years, a header that
+// lies, was taken as such (walk 129).
+const MaxEpoch = time.Hour
 
 // MaxEpochIndex is the largest epoch index a trace of epoch length epoch
 // can hold: epoch i begins i epochs after the start, and that must be

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -243,6 +244,7 @@ func TestWriterRejects(t *testing.T) {
 		{"no memory", Meta{PageSize: 4096, Epoch: 1}, "memory size is zero"},
 		{"partial page", Meta{MemoryBytes: 5000, PageSize: 4096, Epoch: 1}, "whole number"},
 		{"no epoch", Meta{MemoryBytes: 4096, PageSize: 4096}, "epoch length"},
+		{"epoch of a year", Meta{MemoryBytes: 4096, PageSize: 4096, Epoch: 8760 * time.Hour}, "epoch length 8760h0m0s is over the 1h0m0s"},
 		{"empty extra key", Meta{MemoryBytes: 4096, PageSize: 4096, Epoch: 1, Extra: map[string]string{"": "x"}}, "key is empty"},
 		{"huge metadata", Meta{MemoryBytes: 4096, PageSize: 4096, Epoch: 1, Source: strings.Repeat("x", 2<<20)}, "metadata is"},
 	} {
@@ -440,6 +442,7 @@ func TestHeaderErrors(t *testing.T) {
 		{"no memory", header(1, 0, fields(tagPageSize, uint64(4096), tagEpoch, uint64(1))), "no memory size", false},
 		{"no page size", header(1, 0, fields(tagMemory, uint64(4096), tagEpoch, uint64(1))), "no page size", false},
 		{"no epoch", header(1, 0, fields(tagMemory, uint64(4096), tagPageSize, uint64(4096))), "no epoch length", false},
+		{"epoch of centuries", header(1, 0, fields(tagMemory, uint64(4096), tagPageSize, uint64(4096), tagEpoch, uint64(math.MaxInt64))), "is over the 1h0m0s a trace's epoch may last", false},
 		{"bad page size", header(1, 0, fields(tagMemory, uint64(4096), tagPageSize, uint64(3), tagEpoch, uint64(1))), "power of two", false},
 		{"twice", header(1, 0, append(good, fields(tagMemory, uint64(8192))...)), "twice", false},
 		{"bad number", header(1, 0, fields(tagMemory, []byte{0x80}, tagPageSize, uint64(4096), tagEpoch, uint64(1))), "bad number", false},

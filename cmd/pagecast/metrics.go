@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,7 +28,7 @@ import (
 func migrationMetricsFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "metrics", Usage: "serve the migration's Prometheus metrics (pagecast_migration_*) on this address, e.g. 127.0.0.1:9472"},
-		&cli.StringFlag{Name: "name", Usage: "the VM's name in the metrics' vm label (default: QEMU's -name, else the QMP socket's file name without its extension)"},
+		&cli.StringFlag{Name: "name", Action: checkName, Usage: "the VM's name in the metrics' vm label (default: QEMU's -name, else the QMP socket's file name without its extension)"},
 		&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the migration has ended keep serving until Prometheus has scraped the end twice (a migration shorter than a scrape interval may end before its first scrape), at most this long; 0 stops at once"},
 	}
 }
@@ -54,6 +55,16 @@ func vmName(c *cli.Context, qmpPath string, mon qemu.Runner) string {
 		n = strings.TrimSuffix(base, filepath.Ext(base))
 	}
 	return strings.ToValidUTF8(n, "\uFFFD")
+}
+
+// checkName refuses a --name with a control character (a newline, a
+// tab): the name is a vm label and goes into log lines and the tables,
+// where a newline made two lines of one (walk 129).
+func checkName(_ *cli.Context, name string) error {
+	if strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return fmt.Errorf("--name %q: want a name without control characters such as a newline or a tab: it is a vm label, and a line of the tables", name)
+	}
+	return nil
 }
 
 // migrationMetrics starts serving a migration exporter for --metrics; it

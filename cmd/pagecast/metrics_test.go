@@ -489,3 +489,31 @@ func TestMigrateMetricsTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestNameRefusesControlCharacters: every command's --name refuses a
+// newline or a tab, which made two lines of one in the tables and logs
+// (walk 129), and takes a name with spaces and non-ASCII letters.
+func TestNameRefusesControlCharacters(t *testing.T) {
+	for _, args := range [][]string{
+		{"predict", "serve", "--trace", "x.pct"},
+		{"profile", "--pid", "1", "--metrics", ":0"},
+		{"migrate", "--qmp", "unix:/nonexistent", "--to", "tcp:127.0.0.1:1"},
+		{"vm", "run", "--monitor", "qemu"},
+	} {
+		for _, name := range []string{"a\nb", "a\tb", "a\x1bb"} {
+			_, stderr, err := runApp(t, append(args, "--name", name)...)
+			if err == nil || !strings.Contains(err.Error()+stderr, "want a name without control characters") {
+				t.Errorf("%s --name %q: %v %s, want it refused", strings.Join(args[:2], " "), name, err, stderr)
+			}
+		}
+	}
+	app := newApp()
+	var got string
+	app.Commands = []*cli.Command{{Name: "x", Flags: migrationMetricsFlags(), Action: func(c *cli.Context) error {
+		got = vmName(c, "/tmp/q.sock", nil)
+		return nil
+	}}}
+	if err := app.Run([]string{"pagecast", "x", "--name", "web 1 café"}); err != nil || got != "web 1 café" {
+		t.Errorf("--name %q: %v, vm label %q", "web 1 café", err, got)
+	}
+}

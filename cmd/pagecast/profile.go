@@ -62,7 +62,7 @@ func profileCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "time between the printed lines, each of the epochs within it (at least one epoch: 0 prints every epoch)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "trace file to write (pagecast trace info/export read it)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9471"},
-			&cli.StringFlag{Name: "name", Usage: "with --metrics, the VM's name in the metrics' vm label, as migrate --name and vm run --name (default: QEMU's -name, else the QMP socket's file name without its extension; without --qmp, pid N)"},
+			&cli.StringFlag{Name: "name", Action: checkName, Usage: "with --metrics, the VM's name in the metrics' vm label, as migrate --name and vm run --name (default: QEMU's -name, else the QMP socket's file name without its extension; without --qmp, pid N)"},
 			&cli.DurationFlag{Name: "metrics-linger", Value: time.Minute, Usage: "with --metrics, once the profile has ended keep serving until Prometheus, if it has scraped them, has scraped the end twice, at most this long (its last epochs would be lost otherwise); 0 stops at once"},
 			&cli.StringFlag{Name: "hook", Usage: "use this hook instead of the best available (see --list-hooks)"},
 			&cli.BoolFlag{Name: "list-hooks", Usage: "list the hooks and whether each works here, then exit"},
@@ -79,8 +79,8 @@ func runProfile(c *cli.Context) error {
 	}
 	qemu.RemoveStale() // RAM files of vm runs killed before they could remove theirs
 	cfg := collector.Config{PID: c.Int("pid"), Epoch: c.Duration("epoch"), Hook: c.String("hook"), Log: slog.Default()}
-	if cfg.Epoch < time.Millisecond {
-		return fmt.Errorf("--epoch %v: want 1ms or more", cfg.Epoch)
+	if cfg.Epoch < time.Millisecond || cfg.Epoch > trace.MaxEpoch {
+		return fmt.Errorf("--epoch %v: want 1ms to %v", cfg.Epoch, trace.MaxEpoch)
 	}
 	if d := c.Duration("duration"); c.IsSet("duration") && d <= 0 {
 		return fmt.Errorf("--duration %v: want a positive duration, or leave it out to profile until SIGINT", d)

@@ -51,7 +51,7 @@ func predictServeCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "most connections held at once; one more closes the one that has waited longest for a request (an idle keep-alive, a client that sends nothing)"},
 			&cli.BoolFlag{Name: "loop", Value: true, Usage: "replay traces again from the start when they end"},
 			&cli.StringFlag{Name: "collector", Usage: "profile a live VM through its QMP socket, unix:PATH"},
-			&cli.StringFlag{Name: "name", Usage: "the VM's id and vm label: with --collector (default: QEMU's -name, else the QMP socket's file name without its extension, as profile --name; it was \"live\" for every VM before 2026-12-05), or with a single --trace (default: its file's base name), e.g. the name profile gave it"},
+			&cli.StringFlag{Name: "name", Action: checkName, Usage: "the VM's id and vm label: with --collector (default: QEMU's -name, else the QMP socket's file name without its extension, as profile --name; it was \"live\" for every VM before 2026-12-05), or with a single --trace (default: its file's base name), e.g. the name profile gave it"},
 			&cli.DurationFlag{Name: "epoch", Value: 100 * time.Millisecond, Usage: "epoch length for --collector (100ms: the profiler's and the migration engine's)"},
 			&cli.IntFlag{Name: "parts", Value: 1, Usage: fmt.Sprintf("tell the model in which of this many parts of each epoch a page was written: each trace's epochs are joined this many to one (a trace profiled with --epoch 25ms, served with --parts 4: epochs of 100 ms), and --collector profiles in epochs of --epoch divided by it; 1 to %d", maxParts)},
 		},

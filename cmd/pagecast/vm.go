@@ -356,7 +356,7 @@ func vmCommand() *cli.Command {
 				&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
 				&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the other end's certificate (PEM)"},
 				&cli.StringFlag{Name: "metrics", Usage: "pagecast's monitor: serve Prometheus metrics of the migrations out of this VM (pagecast_migration_*) on this address, e.g. 127.0.0.1:9472; needs --qmp. A QEMU VM's are served by pagecast migrate --metrics"},
-				&cli.StringFlag{Name: "name", Usage: "the VM's name: under --monitor qemu QEMU's -name, which profile, migrate and predict serve take for their vm label (as libvirt's domain name); on pagecast's own monitor the vm label of --metrics (default: the QMP socket's file name without its extension)"},
+				&cli.StringFlag{Name: "name", Action: checkName, Usage: "the VM's name: under --monitor qemu QEMU's -name, which profile, migrate and predict serve take for their vm label (as libvirt's domain name); on pagecast's own monitor the vm label of --metrics (default: the QMP socket's file name without its extension)"},
 			),
 			Action: holdsOnClosedOutput(runVM),
 		}},
