@@ -60,6 +60,7 @@ type Guest struct {
 	// went on as one front (see frontDrift), pages; 0: a drawn offset
 	// each lap.
 	drift float64
+	lead  float64 // how far the front went on before the start (GuestOptions.Lead), pages
 }
 
 // HeldBytes is what a checksum of the guest's memory reads: the pages
@@ -119,6 +120,11 @@ type GuestOptions struct {
 	// random pages a second, watched 2 s, was predicted 11.6 s against
 	// 17.2 s.
 	Grow bool
+	// Lead, with Grow, is how long after the workload's end the
+	// migration starts: a live auto's probes and predictions. Where the
+	// pages written once go on as one front (a sweep), it has gone on
+	// that far before the first lap.
+	Lead time.Duration
 }
 
 // NewGuest returns a running guest at workload epoch o.Start, on clock.
@@ -171,6 +177,9 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 	}
 	if o.Grow && w.Len() > 0 {
 		g.once, g.onceCount, g.moveShare, g.drift = writtenOnce(w, o.Start)
+		if g.drift != 0 && o.Lead > 0 {
+			g.lead = g.drift / float64(w.Len()-o.Start) * (o.Lead.Seconds() / g.epoch)
+		}
 		if g.moveShare == 0 {
 			g.once = nil
 		}
@@ -304,7 +313,7 @@ func (g *Guest) moveOnce(pages []uint64, lap uint64) []uint64 {
 	if g.drift != 0 {
 		// The front's next lap after its last, as far on as the
 		// workload's length: lap times the drift, taken round memory.
-		d := math.Mod(g.drift*float64(lap), float64(n))
+		d := math.Mod(g.drift*float64(lap)+g.lead, float64(n))
 		off = uint64(math.Round(d+float64(n))) % n
 	}
 	below := uint64(g.moveShare * (1 << 63) * 2)

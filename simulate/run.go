@@ -60,6 +60,10 @@ type Options struct {
 	// GuestOptions.Grow): what auto predicts from, a guest watched for
 	// a few seconds that goes on writing memory it had not.
 	Grow bool
+	// Lead, with Grow, is how long after the workload's end the
+	// migration starts (see GuestOptions.Lead): a live auto's probes and
+	// predictions, which a sweep of memory goes on through.
+	Lead time.Duration
 	// Profile, if set, is a trace that warms the predictive modes'
 	// predictor before round 1, as migrate --profile does live.
 	Profile string
@@ -102,6 +106,9 @@ type Result struct {
 	// how far each replay moved them, pages, the sign its direction; 0:
 	// an offset drawn for each replay.
 	Drift float64
+	// Lead is how far the front had gone on before the migration
+	// (Options.Lead), pages.
+	Lead  float64
 	Start uint64 // the workload epoch the migration started at
 	// DowntimeLimit is the limit the migration was given (Options'
 	// or the default), which its Downtime may pass where the round cap
@@ -205,7 +212,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	start := time.Unix(0, 0).UTC()
 	clock := migrator.NewVirtualClock(start)
-	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, WrittenSamples: o.WrittenSamples, StateBytes: o.StateBytes, VCPUs: o.VCPUs, Response: o.Response, Grow: o.Grow})
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, WrittenSamples: o.WrittenSamples, StateBytes: o.StateBytes, VCPUs: o.VCPUs, Response: o.Response, Grow: o.Grow, Lead: o.Lead})
 	if err != nil {
 		r.Err = err
 		return r
@@ -232,7 +239,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	r.Replays = g.Replays()
 	if g.once != nil {
-		r.Moved, r.Once, r.Drift = g.moveShare, g.onceCount, g.drift
+		r.Moved, r.Once, r.Drift, r.Lead = g.moveShare, g.onceCount, g.drift, g.lead
 	}
 	runtime.GC() // a terabyte guest's bitmaps are large; free them before the next mode
 	return r

@@ -1447,4 +1447,27 @@ func TestGrowSweepGoesOn(t *testing.T) {
 			}
 		}
 	}
+	// Live, the migration starts some seconds after the watch (auto's
+	// probes and predictions), and the sweep has gone on meanwhile: a 1
+	// GiB guest sweeping 12 800 pages a second, watched 2 s, migrating 3 s
+	// later.
+	big, err := ParseSynthetic("sweep:rate=12800", 1<<18, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, start := range []uint64{100, 150, 200} {
+		o := Options{Workload: big, Bandwidth: 32 << 20, Start: start}
+		actual := Run(context.Background(), o, "mecom")
+		p := o
+		p.Workload, p.Start, p.Grow, p.Lead = Window(big, start-50, 20), 0, true, 3*time.Second
+		predicted := Run(context.Background(), p, "mecom")
+		if actual.Err != nil || predicted.Err != nil {
+			t.Fatal(actual.Err, predicted.Err)
+		}
+		a, b := float64(actual.Info.TotalTime), float64(predicted.Info.TotalTime)
+		t.Logf("1 GiB, watched 3 s before epoch %d: predicted %.1f s against %.1f s, the front %.0f pages further on", start, b/1e3, a/1e3, predicted.Lead)
+		if math.Abs(b-a) > 0.05*a || math.Abs(predicted.Lead-38400) > 384 {
+			t.Errorf("1 GiB, watched 3 s before epoch %d: predicted %.1f s against %.1f s (%+.0f%%), want within 5%%; the front %.0f pages on, want 38400", start, b/1e3, a/1e3, 100*(b-a)/a, predicted.Lead)
+		}
+	}
 }

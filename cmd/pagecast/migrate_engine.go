@@ -526,6 +526,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	}
 	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: watching the guest for %v …\n", time.Duration(n)*autoEpoch)
 	o, pages, fresh, err := watchGuest(ctx, src, n)
+	watched := time.Now() // the watch's end: a sweep of memory goes on from there through the probes and predictions (Options.Lead)
 	if err != nil {
 		return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
 	}
@@ -591,6 +592,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 			}
 		}
 		o.Budget = predictBudget
+		o.Lead = time.Since(watched)
 		choice, err := simulate.ChooseAmong(ctx, o, o.Workload, c.String("prefer"), modes)
 		if err != nil {
 			return choice, fmt.Errorf("--mode auto: %w", err)
@@ -612,7 +614,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 			if o, pages, fresh, err = watchAgain(ctx, src, m, o); err != nil {
 				return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
 			}
-			n = m
+			n, watched = m, time.Now()
 			if choice, err = predict(o); err != nil {
 				return choice, err
 			}
@@ -1022,10 +1024,12 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 		if err != nil {
 			return nil, err
 		}
+		watched := time.Now()
 		o.Bandwidth, o.DowntimeLimit, o.MaxRounds = cfg.MaxBandwidth, cfg.DowntimeLimit, cfg.MaxRounds
 		o.PolicyTime = true // as chooseLive: the predictor's time holds up the sender
 		o.Profile = cfg.Profile
 		o.Budget = predictBudget
+		o.Lead = time.Since(watched)
 		choice, err := simulate.Choose(ctx, o, o.Workload, cfg.Prefer)
 		if err != nil {
 			return nil, err
@@ -1038,7 +1042,7 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 			if o, pages, fresh, err = watchAgain(ctx, g, m, o); err != nil {
 				return nil, err
 			}
-			n = m
+			n, o.Lead = m, 0
 			if choice, err = simulate.Choose(ctx, o, o.Workload, cfg.Prefer); err != nil {
 				return nil, err
 			}

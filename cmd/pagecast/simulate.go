@@ -718,8 +718,12 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		if moving.Moved < 1 {
 			which = fmt.Sprintf("%.0f of the %d pages it wrote only once (%.0f%%)", math.Round(moving.Moved*float64(moving.Once)), moving.Once, 100*moving.Moved)
 		}
-		fmt.Fprintf(out, "  each time %s went on %.0f pages further %s memory from where the watch left them: they moved as one front, as a sweep of memory does\n",
-			which, math.Abs(moving.Drift), dir)
+		lead := "" // a live auto's: how far the front went on between the watch and the migration
+		if moving.Lead != 0 {
+			lead = fmt.Sprintf(" (the first time %.0f pages further still, as far as it went on between the watch's end and the migration's start)", math.Abs(moving.Lead))
+		}
+		fmt.Fprintf(out, "  each time %s went on %.0f pages further %s memory from where the watch left them%s: they moved as one front, as a sweep of memory does\n",
+			which, math.Abs(moving.Drift), dir, lead)
 	} else if moving.Moved > 0 {
 		// The count too: "100% … moved" read as every page for a guest
 		// that rewrote a hot set (walk 130).
