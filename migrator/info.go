@@ -158,6 +158,26 @@ type AutoChoice struct {
 	// Warning says what auto saw that may make its predictions fall
 	// short; absent where it saw nothing.
 	Warning string `json:"warning,omitempty"`
+	// Watched is how long auto watched the guest, milliseconds.
+	Watched int64 `json:"watched,omitempty"`
+	// Replay is what the simulations' replays of the watch moved, where
+	// they moved pages (see simulate.GuestOptions.Grow); absent
+	// otherwise.
+	Replay *Replay `json:"replay,omitempty"`
+}
+
+// Replay is what each replay of the watched seconds in auto's simulations
+// did with the pages the guest wrote only once.
+type Replay struct {
+	Once  uint64  `json:"once"`  // the pages written only once in the watch
+	Moved float64 `json:"moved"` // the share of them each replay moved, 0 to 1
+	// Drift, where they went on as one front (a sweep of memory), is
+	// how far each replay moved them, pages, negative down memory; Lead
+	// how much further the first one did, for the time from the watch's
+	// end to the migration's start. Absent where each replay drew its
+	// offset.
+	Drift float64 `json:"drift,omitempty"`
+	Lead  float64 `json:"lead,omitempty"`
 }
 
 // Prediction is one mode's simulated outcome, in query-migrate's units.
@@ -172,6 +192,18 @@ type Prediction struct {
 	// longer be chosen; TotalTime and Transferred are how far it had
 	// come (lower bounds), Downtime and GuestSlowdown unknown (0).
 	StoppedShort bool `json:"stopped-short,omitempty"`
+	// Rounds, RoundPages, Deferred, Throttle and Pulled are as the
+	// mode's simulated query-migrate would give them at its end
+	// (x-pagecast's round, round-pages and deferred-all,
+	// cpu-throttle-percentage, postcopy-requests); Replays the times its
+	// simulation replayed the watched seconds. Absent where stopped
+	// short.
+	Rounds     int      `json:"rounds,omitempty"`
+	RoundPages []uint64 `json:"round-pages,omitempty"`
+	Deferred   uint64   `json:"deferred,omitempty"`
+	Throttle   int      `json:"throttle,omitempty"`
+	Pulled     uint64   `json:"pulled,omitempty"`
+	Replays    uint64   `json:"replays,omitempty"`
 }
 
 // MarshalJSON leaves out what a mode stopped short does not know, its

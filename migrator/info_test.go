@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
@@ -37,13 +38,16 @@ func TestPredictionJSON(t *testing.T) {
 			`{"mode":"precopy","total-time":900,"downtime":0,"transferred":5,"guest-slowdown":0}`},
 		{Prediction{Mode: "tsmc", TotalTime: 1200, Transferred: 7, StoppedShort: true},
 			`{"mode":"tsmc","total-time":1200,"transferred":7,"stopped-short":true}`},
+		{Prediction{Mode: "throttle", TotalTime: 900, Downtime: 20, Transferred: 5, GuestSlowdown: 0.5, Rounds: 3, RoundPages: []uint64{9, 4, 1},
+			Throttle: 80, Replays: 2},
+			`{"mode":"throttle","total-time":900,"downtime":20,"transferred":5,"guest-slowdown":0.5,"rounds":3,"round-pages":[9,4,1],"throttle":80,"replays":2}`},
 	} {
 		b, err := json.Marshal(tt.p)
 		if err != nil || string(b) != tt.want {
 			t.Errorf("%+v: %s (%v), want %s", tt.p, b, err, tt.want)
 		}
 		var back Prediction
-		if err := json.Unmarshal(b, &back); err != nil || back != tt.p {
+		if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, tt.p) {
 			t.Errorf("%s read back as %+v (%v), want %+v", b, back, err, tt.p)
 		}
 	}

@@ -52,8 +52,16 @@ func (c Choice) Report() *migrator.AutoChoice {
 		if r.Err != nil {
 			continue
 		}
-		a.Predictions = append(a.Predictions, migrator.Prediction{Mode: r.Mode, TotalTime: r.Info.TotalTime,
-			Downtime: r.Info.Downtime, Transferred: r.Info.RAM.Transferred, GuestSlowdown: r.Info.GuestSlowdown()})
+		p := migrator.Prediction{Mode: r.Mode, TotalTime: r.Info.TotalTime, Downtime: r.Info.Downtime, Transferred: r.Info.RAM.Transferred,
+			GuestSlowdown: r.Info.GuestSlowdown(), Throttle: r.Info.CPUThrottlePercentage, Pulled: r.Info.RAM.PostcopyRequests, Replays: r.Replays}
+		if x := r.Info.Pagecast; x != nil {
+			p.Rounds, p.RoundPages, p.Deferred = x.Round, x.RoundPages, x.DeferredAll
+		}
+		a.Predictions = append(a.Predictions, p)
+		if r.Moved > 0 && a.Replay == nil {
+			// Every mode's guest moves alike.
+			a.Replay = &migrator.Replay{Once: r.Once, Moved: r.Moved, Drift: r.Drift, Lead: r.Lead}
+		}
 	}
 	return a
 }

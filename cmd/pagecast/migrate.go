@@ -1530,19 +1530,35 @@ func (in *interrupts) stop() {
 func writeAutoChoice(w io.Writer, a *migrator.AutoChoice) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
-	fmt.Fprintln(tw, "mode\tpredicted total\tdowntime\tbytes\tguest slowed\t")
+	// The columns of QEMU's auto table and simulate's (walk 130: the
+	// rounds, pages per round and the rest were missing here).
+	fmt.Fprintln(tw, "mode\tpredicted total\tdowntime\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tguest slowed\t")
 	short := false
+	var replayed []string
 	for _, p := range a.Predictions {
 		if p.StoppedShort {
-			fmt.Fprintf(tw, "%s\t>%v\t\t>%s\t\t\n", p.Mode, ms(p.TotalTime), units.FormatBytes(float64(p.Transferred)))
+			fmt.Fprintf(tw, "%s\t>%v\t\t>%s\t\t\t\t\t\t\t\n", p.Mode, ms(p.TotalTime), units.FormatBytes(float64(p.Transferred)))
 			short = true
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\t\n", p.Mode, ms(p.TotalTime), ms(p.Downtime), units.FormatBytes(float64(p.Transferred)), percent(p.GuestSlowdown))
+		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%d\t%v\t%d\t%d%%\t%d\t%s\t\n", p.Mode, ms(p.TotalTime), ms(p.Downtime), units.FormatBytes(float64(p.Transferred)),
+			p.Rounds, roundList(p.RoundPages), p.Deferred, p.Throttle, p.Pulled, percent(p.GuestSlowdown))
+		switch {
+		case p.Replays == 1:
+			replayed = append(replayed, p.Mode+" once")
+		case p.Replays > 1:
+			replayed = append(replayed, fmt.Sprintf("%s %d times", p.Mode, p.Replays))
+		}
 	}
 	tw.Flush()
 	if short {
 		fmt.Fprintf(w, "> a mode stopped short once it could no longer be the best (more than %.0f%% past a mode finished within the downtime limit), or where auto's predictions had taken %v of real time, their most\n", 100*simulate.CutMargin, predictBudget)
+	}
+	if len(replayed) > 0 && a.Watched > 0 {
+		writeWatchReplayed(w, ms(a.Watched), replayed)
+		if r := a.Replay; r != nil {
+			writeMoves(w, r.Once, r.Moved, r.Drift, r.Lead)
+		}
 	}
 	fmt.Fprintf(w, "auto chose %s (prefer %s): %s\n", printable.Line(a.Mode), printable.Line(a.Prefer), printable.Line(a.Why))
 	if a.Warning != "" {

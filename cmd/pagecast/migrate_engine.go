@@ -1048,6 +1048,7 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 			}
 		}
 		r := choice.Report()
+		r.Watched = (time.Duration(n) * autoEpoch).Milliseconds()
 		if r.Warning = growingNote(time.Duration(n)*autoEpoch, pages, fresh, memory, predicted()); r.Warning != "" {
 			log.Warn("mode auto: " + r.Warning)
 		}

@@ -437,6 +437,14 @@ func TestOwnChooserGrowing(t *testing.T) {
 			if got := strings.Contains(out.String(), "auto: warning: the guest was still writing"); got != tc.warns {
 				t.Errorf("migrate printed:\n%s", out.String())
 			}
+			// The table of QEMU's auto, with the replays (walk 130).
+			t.Log("\n" + out.String())
+			if !strings.Contains(out.String(), "pages per round") || !strings.Contains(out.String(), "the guest was watched for ") {
+				t.Errorf("migrate printed no rounds or no replay line:\n%s", out.String())
+			}
+			if front := strings.Contains(out.String(), "pages further up memory from where the watch left them"); front != strings.HasPrefix(tc.workload, "sweep:rate=4000") {
+				t.Errorf("a sweep's front said: %v, want it for sweep:rate=4000 only:\n%s", front, out.String())
+			}
 		})
 	}
 }

@@ -699,8 +699,7 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	if len(replayed) > 0 && w.Name() == watchedName {
 		// Not "1000 epochs of 10ms", where --observe counts 100 ms
 		// epochs (walk 125).
-		fmt.Fprintf(out, "the guest was watched for %v, less than the migration takes, and what it wrote then was replayed: %s\n",
-			time.Duration(w.Len())*w.Epoch(), strings.Join(replayed, ", "))
+		writeWatchReplayed(out, time.Duration(w.Len())*w.Epoch(), replayed)
 	} else if len(replayed) > 0 {
 		of := "" // the epoch's length where it is not the usual 100 ms
 		if w.Epoch() != 100*time.Millisecond {
@@ -709,28 +708,43 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		fmt.Fprintf(out, "the workload (%d epochs%s, %v) ended before the migration did and was replayed from epoch %d: %s\n",
 			w.Len(), of, time.Duration(w.Len())*w.Epoch(), from+firstIndex(w), strings.Join(replayed, ", "))
 	}
-	if moving.Moved > 0 && moving.Drift != 0 {
+	writeMoves(out, moving.Once, moving.Moved, moving.Drift, moving.Lead)
+	writeShortRounds(out, w, results, advice)
+}
+
+// writeWatchReplayed says that the guest was watched for watched and what
+// it wrote then replayed by the modes in replayed ("tsmc 3 times").
+func writeWatchReplayed(out io.Writer, watched time.Duration, replayed []string) {
+	fmt.Fprintf(out, "the guest was watched for %v, less than the migration takes, and what it wrote then was replayed: %s\n",
+		watched, strings.Join(replayed, ", "))
+}
+
+// writeMoves says what each replay did with the once pages written only
+// once: moved the share moved of them, on as one front by drift pages
+// (the first time lead further) where drift is not 0. Nothing where
+// moved is 0.
+func writeMoves(out io.Writer, once uint64, moved, drift, lead float64) {
+	if moved > 0 && drift != 0 {
 		dir := "up"
-		if moving.Drift < 0 {
+		if drift < 0 {
 			dir = "down"
 		}
-		which := fmt.Sprintf("the %d pages it wrote only once", moving.Once)
-		if moving.Moved < 1 {
-			which = fmt.Sprintf("%.0f of the %d pages it wrote only once (%.0f%%)", math.Round(moving.Moved*float64(moving.Once)), moving.Once, 100*moving.Moved)
+		which := fmt.Sprintf("the %d pages it wrote only once", once)
+		if moved < 1 {
+			which = fmt.Sprintf("%.0f of the %d pages it wrote only once (%.0f%%)", math.Round(moved*float64(once)), once, 100*moved)
 		}
-		lead := "" // a live auto's: how far the front went on between the watch and the migration
-		if moving.Lead != 0 {
-			lead = fmt.Sprintf(" (the first time %.0f pages further still, as far as it went on between the watch's end and the migration's start)", math.Abs(moving.Lead))
+		further := "" // a live auto's: how far the front went on between the watch and the migration
+		if math.Abs(lead) >= 0.5 { // not "0 pages further still"
+			further = fmt.Sprintf(" (the first time %.0f pages further still, as far as it went on between the watch's end and the migration's start)", math.Abs(lead))
 		}
 		fmt.Fprintf(out, "  each time %s went on %.0f pages further %s memory from where the watch left them%s: they moved as one front, as a sweep of memory does\n",
-			which, math.Abs(moving.Drift), dir, lead)
-	} else if moving.Moved > 0 {
+			which, math.Abs(drift), dir, further)
+	} else if moved > 0 {
 		// The count too: "100% … moved" read as every page for a guest
 		// that rewrote a hot set (walk 130).
 		fmt.Fprintf(out, "  each time %.0f of the %d pages it wrote only once (%.0f%%) were written elsewhere instead: as many pages new to it as it wrote in its last fifth, as a guest still taking memory does\n",
-			math.Round(moving.Moved*float64(moving.Once)), moving.Once, 100*moving.Moved)
+			math.Round(moved*float64(once)), once, 100*moved)
 	}
-	writeShortRounds(out, w, results, advice)
 }
 
 // writeUnconverged says which modes' pre-copy did not converge (the round
