@@ -733,8 +733,10 @@ func writeMoves(out io.Writer, once uint64, moved, drift, lead float64) {
 		if moved < 1 {
 			which = fmt.Sprintf("%.0f of the %d pages it wrote only once (%.0f%%)", math.Round(moved*float64(once)), once, 100*moved)
 		}
-		further := "" // a live auto's: how far the front went on between the watch and the migration
-		if math.Abs(lead) >= 0.5 { // not "0 pages further still"
+		// A live auto's: how far the front went on between the watch
+		// and the migration; not "0 pages further still".
+		further := ""
+		if math.Abs(lead) >= 0.5 {
 			further = fmt.Sprintf(" (the first time %.0f pages further still, as far as it went on between the watch's end and the migration's start)", math.Abs(lead))
 		}
 		fmt.Fprintf(out, "  each time %s went on %.0f pages further %s memory from where the watch left them%s: they moved as one front, as a sweep of memory does\n",
