@@ -1430,6 +1430,9 @@ func TestGrowSweepGoesOn(t *testing.T) {
 			t.Errorf("%s: its front moves %.0f pages a lap, want %.0f", c.name, drift, c.drift)
 		}
 	}
+	if raceDetector {
+		t.Skip("seconds of simulation, over a minute under the race detector: make test runs the rest without it")
+	}
 	for _, mode := range []string{"precopy+postcopy", "mecom"} {
 		for _, start := range []uint64{137, 250} {
 			o := Options{Workload: sweep, Bandwidth: 32 << 20, Start: start}

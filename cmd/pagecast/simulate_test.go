@@ -304,11 +304,11 @@ func TestSimulateAuto(t *testing.T) {
 	}
 	// A sweep's replays go on from where the watch left it, and its
 	// prediction comes true.
-	stdout, stderr, err = runApp(t, "simulate", "--synthetic", "sweep:rate=20000", "--memory", "256M", "--bandwidth", "32MiB/s", "--mode", "auto", "--observe", "20")
+	stdout, stderr, err = runApp(t, "simulate", "--synthetic", "sweep:rate=6000", "--memory", "64M", "--bandwidth", "12MiB/s", "--mode", "auto", "--observe", "20")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	if !strings.Contains(stdout, "  each time the 40000 pages it wrote only once went on 40000 pages further up memory from where the watch left them: they moved as one front") {
+	if !strings.Contains(stdout, "  each time the 12000 pages it wrote only once went on 12000 pages further up memory from where the watch left them: they moved as one front") {
 		t.Errorf("no sweep going on:\n%s", stdout)
 	}
 	if m := regexp.MustCompile(`total time \S+ against \S+ \(([-+]?\d+)%\)`).FindStringSubmatch(stdout); m == nil || m[1] != "0" {
