@@ -124,7 +124,13 @@ func ChooseFrom(predictions []Result, o Options, prefer string) (Choice, error) 
 	c.Why = fmt.Sprintf("the %s predicted (%s)", meritName(prefer), meritString(r, prefer))
 	switch {
 	case !bounded:
-		c.Why += fmt.Sprintf(", downtime %v: no mode was predicted to keep within the %v limit, and this one comes nearest", time.Duration(r.Info.Downtime)*time.Millisecond, limit)
+		// Chosen by its downtime, not by prefer (walk 131: "the
+		// shortest total time predicted (56.443s)" where another mode
+		// took 29.968s).
+		c.Why = fmt.Sprintf("the downtime nearest the %v limit predicted (%v): no mode was predicted to keep within it", limit, time.Duration(r.Info.Downtime)*time.Millisecond)
+		if prefer != PreferDowntime {
+			c.Why += fmt.Sprintf("; its %s %s", meritOf(prefer), meritString(r, prefer))
+		}
 	case prefer == PreferDowntime:
 		// Not "(18ms), downtime 18ms" (walk 104).
 		c.Why += fmt.Sprintf(", within the %v limit", limit)
@@ -144,8 +150,14 @@ func ChooseFrom(predictions []Result, o Options, prefer string) (Choice, error) 
 		}
 		c.Why += fmt.Sprintf("; it slows the guest by %.0f%% of its vCPU time while it runs (%s)", 100*s, strings.Join(by, " and "))
 	}
-	if j := runnerUp(c.Predictions, best, prefer, limit, bounded); j >= 0 {
-		if m, mj := Merit(r, prefer), Merit(c.Predictions[j], prefer); m > 0 && mj <= (1+nearTie)*m {
+	if j := runnerUp(c.Predictions, best, prefer, limit, bounded); j >= 0 && !bounded {
+		// The mode best by prefer, had the limit not been the bound.
+		if m, mj := Merit(r, prefer), Merit(c.Predictions[j], prefer); mj < m {
+			c.Why += fmt.Sprintf("; %s was predicted %s (%.0f%% less), with %v of downtime", c.Predictions[j].Mode, meritString(c.Predictions[j], prefer),
+				100*(1-mj/m), time.Duration(c.Predictions[j].Info.Downtime)*time.Millisecond)
+		}
+	} else if j >= 0 {
+		if m, mj := Merit(r, prefer), Merit(c.Predictions[j], prefer); m > 0 && mj >= m && mj <= (1+nearTie)*m {
 			by := "the same"
 			if mj > m {
 				by = fmt.Sprintf("%.1f%% more", 100*(mj/m-1))

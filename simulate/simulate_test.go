@@ -765,6 +765,31 @@ func TestPickTies(t *testing.T) {
 	}
 }
 
+// TestChooseNoneWithinLimitSays: where no mode keeps within the downtime
+// limit, the why says the choice was by downtime and names the mode best
+// by the preference; a better mode is never called a near tie (walk 131:
+// "the shortest total time predicted (56.443s) … a near tie: mecom was
+// predicted 29.968s (the same)").
+func TestChooseNoneWithinLimitSays(t *testing.T) {
+	r := func(mode string, total, down int64) Result {
+		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down, RAM: &migrator.RAMStats{Transferred: 1 << 30},
+			Pagecast: &migrator.Extra{}}}
+	}
+	c, err := ChooseFrom([]Result{r("precopy", 80000, 1993), r("throttle", 56443, 642), r("mecom", 29968, 695)}, Options{}, PreferTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "the downtime nearest the 300ms limit predicted (642ms): no mode was predicted to keep within it; its total time 56.443s; mecom was predicted 29.968s (47% less), with 695ms of downtime"
+	if c.Mode != "throttle" || c.Why != want {
+		t.Errorf("chose %s: %q, want throttle: %q", c.Mode, c.Why, want)
+	}
+	for _, bad := range []string{"shortest total time", "near tie", "the same"} {
+		if strings.Contains(c.Why, bad) {
+			t.Errorf("why says %q: %s", bad, c.Why)
+		}
+	}
+}
+
 // TestRegret: the choice is judged by the preference's figure against the
 // best, and a choice that broke the downtime limit where another mode kept
 // within it is infinitely worse.
