@@ -74,12 +74,15 @@ type Collector struct {
 // QEMU that runs the guest under TCG (started with -plugin, see package
 // tcg), else the eBPF programs, with KVM dirty logging turned on. Close
 // undoes it all.
+// MinEpoch is the shortest epoch New takes.
+const MinEpoch = 10 * time.Millisecond
+
 func New(cfg Config) (_ *Collector, err error) {
 	if cfg.Epoch == 0 {
 		cfg.Epoch = time.Second
 	}
-	if cfg.Epoch < 10*time.Millisecond {
-		return nil, fmt.Errorf("epoch %s is shorter than 10ms", cfg.Epoch)
+	if cfg.Epoch < MinEpoch {
+		return nil, fmt.Errorf("epoch %s is shorter than %v", cfg.Epoch, MinEpoch)
 	}
 	if _, ok := bpf.HookByName(cfg.Hook); cfg.Hook != "" && cfg.Hook != HookTCG && !ok {
 		names := []string{HookTCG}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -57,12 +58,18 @@ func vmName(c *cli.Context, qmpPath string, mon qemu.Runner) string {
 	return strings.ToValidUTF8(n, "\uFFFD")
 }
 
-// checkName refuses a --name with a control character (a newline, a
-// tab): the name is a vm label and goes into log lines and the tables,
-// where a newline made two lines of one (walk 129).
+// checkName refuses a --name with a control character or a line break (a
+// newline, a tab, U+2028), or not UTF-8: the name is a vm label and goes
+// into log lines and the tables, where a newline made two lines of one
+// (walk 129).
 func checkName(_ *cli.Context, name string) error {
-	if strings.IndexFunc(name, unicode.IsControl) >= 0 {
-		return fmt.Errorf("--name %q: want a name without control characters such as a newline or a tab: it is a vm label, and a line of the tables", name)
+	if !utf8.ValidString(name) {
+		// Served as U+FFFD (vmName), the id asked for was not the one
+		// served (walk 131).
+		return fmt.Errorf("--name %q: not UTF-8: want a name as text, as a vm label is", name)
+	}
+	if strings.IndexFunc(name, func(r rune) bool { return unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp) }) >= 0 {
+		return fmt.Errorf("--name %q: want a name without control characters or line breaks such as a newline, a tab or U+2028: it is a vm label, and a line of the tables", name)
 	}
 	return nil
 }

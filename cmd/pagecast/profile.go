@@ -79,8 +79,8 @@ func runProfile(c *cli.Context) error {
 	}
 	qemu.RemoveStale() // RAM files of vm runs killed before they could remove theirs
 	cfg := collector.Config{PID: c.Int("pid"), Epoch: c.Duration("epoch"), Hook: c.String("hook"), Log: slog.Default()}
-	if cfg.Epoch < time.Millisecond || cfg.Epoch > trace.MaxEpoch {
-		return fmt.Errorf("--epoch %v: want 1ms to %v", cfg.Epoch, trace.MaxEpoch)
+	if cfg.Epoch < collector.MinEpoch || cfg.Epoch > trace.MaxEpoch {
+		return fmt.Errorf("--epoch %v: want %v to %v", cfg.Epoch, collector.MinEpoch, trace.MaxEpoch)
 	}
 	if d := c.Duration("duration"); c.IsSet("duration") && d <= 0 {
 		return fmt.Errorf("--duration %v: want a positive duration, or leave it out to profile until SIGINT", d)
