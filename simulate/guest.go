@@ -125,6 +125,9 @@ type GuestOptions struct {
 	// pages written once go on as one front (a sweep), it has gone on
 	// that far before the first lap.
 	Lead time.Duration
+	// Shift, with Grow, starts such a front this many pages further
+	// still: auto weighs a sweep at other points of it (ChooseAmong).
+	Shift float64
 }
 
 // NewGuest returns a running guest at workload epoch o.Start, on clock.
@@ -179,6 +182,9 @@ func NewGuest(w Workload, clock *migrator.VirtualClock, o GuestOptions) (*Guest,
 		g.once, g.onceCount, g.moveShare, g.drift = writtenOnce(w, o.Start)
 		if g.drift != 0 && o.Lead > 0 {
 			g.lead = g.drift / float64(w.Len()-o.Start) * (o.Lead.Seconds() / g.epoch)
+		}
+		if g.drift != 0 {
+			g.lead += o.Shift
 		}
 		if g.moveShare == 0 {
 			g.once = nil

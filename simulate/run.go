@@ -64,6 +64,9 @@ type Options struct {
 	// migration starts (see GuestOptions.Lead): a live auto's probes and
 	// predictions, which a sweep of memory goes on through.
 	Lead time.Duration
+	// Shift starts such a front this many pages further still (see
+	// GuestOptions.Shift).
+	Shift float64
 	// Profile, if set, is a trace that warms the predictive modes'
 	// predictor before round 1, as migrate --profile does live.
 	Profile string
@@ -212,7 +215,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	}
 	start := time.Unix(0, 0).UTC()
 	clock := migrator.NewVirtualClock(start)
-	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, WrittenSamples: o.WrittenSamples, StateBytes: o.StateBytes, VCPUs: o.VCPUs, Response: o.Response, Grow: o.Grow, Lead: o.Lead})
+	g, err := NewGuest(o.Workload, clock, GuestOptions{Start: o.Start, Content: o.Content, Written: o.Written, Classes: o.Classes, Samples: o.Samples, WrittenSamples: o.WrittenSamples, StateBytes: o.StateBytes, VCPUs: o.VCPUs, Response: o.Response, Grow: o.Grow, Lead: o.Lead, Shift: o.Shift})
 	if err != nil {
 		r.Err = err
 		return r

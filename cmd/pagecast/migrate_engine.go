@@ -525,8 +525,9 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 		return simulate.Choice{}, fmt.Errorf("--observe %d: auto needs at least one epoch", n)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: watching the guest for %v …\n", time.Duration(n)*autoEpoch)
+	lead := startLead(src) // a sweep of memory goes on from the watch's end through the probes (Options.Lead)
 	o, pages, fresh, err := watchGuest(ctx, src, n)
-	watched := time.Now() // the watch's end: a sweep of memory goes on from there through the probes and predictions (Options.Lead)
+	lead.watched()
 	if err != nil {
 		return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
 	}
@@ -592,7 +593,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 			}
 		}
 		o.Budget = predictBudget
-		o.Lead = time.Since(watched)
+		o.Lead = lead.since()
 		choice, err := simulate.ChooseAmong(ctx, o, o.Workload, c.String("prefer"), modes)
 		if err != nil {
 			return choice, fmt.Errorf("--mode auto: %w", err)
@@ -611,10 +612,12 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 		// is watched longer, as the note would advise.
 		if m, say := rewatch(n, pages, fresh, memory, predicted()); m > 0 {
 			fmt.Fprintln(c.App.ErrWriter, "pagecast: auto: "+say)
+			lead = startLead(src)
 			if o, pages, fresh, err = watchAgain(ctx, src, m, o); err != nil {
 				return simulate.Choice{}, fmt.Errorf("--mode auto: %w", err)
 			}
-			n, watched = m, time.Now()
+			n = m
+			lead.watched()
 			if choice, err = predict(o); err != nil {
 				return choice, err
 			}
@@ -630,6 +633,54 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 		fmt.Fprintln(c.App.ErrWriter, "pagecast: auto: warning: "+warn)
 	}
 	return choice, nil
+}
+
+// leadClock tells how long a guest has run since auto's watch ended, at
+// the pace it ran while watched: its vCPUs' CPU time since then over
+// their share of the watch, where the guest says it (the throttle's probe
+// held a sweeping guest back for most of its 1.5 s, which the wall time
+// counted as sweeping: walk 131); else the wall time.
+type leadClock struct {
+	g          interface{ VCPUTime() (time.Duration, error) }
+	cpu0, cpu1 time.Duration // at the watch's start and end
+	t0, t1     time.Time
+	pace       float64 // cores the vCPUs took while watched; 0: not known
+}
+
+// startLead starts a leadClock at the watch's start.
+func startLead(g migrator.Guest) *leadClock {
+	l := &leadClock{t0: time.Now()}
+	if v, ok := g.(interface{ VCPUTime() (time.Duration, error) }); ok {
+		if cpu, err := v.VCPUTime(); err == nil {
+			l.g, l.cpu0 = v, cpu
+		}
+	}
+	return l
+}
+
+// watched marks the watch's end.
+func (l *leadClock) watched() {
+	l.t1 = time.Now()
+	if l.g == nil {
+		return
+	}
+	cpu, err := l.g.VCPUTime()
+	if err != nil || l.t1.Sub(l.t0) <= 0 {
+		l.g = nil
+		return
+	}
+	l.cpu1, l.pace = cpu, (cpu-l.cpu0).Seconds()/l.t1.Sub(l.t0).Seconds()
+}
+
+// since is how long the guest has run at its watched pace since the
+// watch's end.
+func (l *leadClock) since() time.Duration {
+	if l.g != nil && l.pace > 0.05 {
+		if cpu, err := l.g.VCPUTime(); err == nil {
+			return time.Duration(float64(cpu-l.cpu1) / l.pace)
+		}
+	}
+	return time.Since(l.t1)
 }
 
 // rewatchFactor is how many times longer than the first watch auto

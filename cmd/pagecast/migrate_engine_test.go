@@ -517,3 +517,34 @@ func TestSayEvery(t *testing.T) {
 		t.Errorf("said more once stopped:\n%s", out.String())
 	}
 }
+
+// vcpuClock is a guest whose vCPUs have had cpu of CPU time.
+type vcpuClock struct {
+	migrator.Guest
+	cpu time.Duration
+}
+
+func (v *vcpuClock) VCPUTime() (time.Duration, error) { return v.cpu, nil }
+
+// TestLeadClock: the lead a sweep is given is the guest's run time since
+// the watch at its watched pace, not the wall time, which counted the
+// throttle's probe, holding the guest back, as sweeping (walk 131).
+func TestLeadClock(t *testing.T) {
+	g := &vcpuClock{}
+	l := startLead(g)
+	time.Sleep(100 * time.Millisecond)
+	g.cpu = 100 * time.Millisecond // a whole core while watched
+	l.watched()
+	time.Sleep(200 * time.Millisecond)
+	g.cpu += 20 * time.Millisecond // held back: a tenth of it since
+	if got := l.since(); got < 15*time.Millisecond || got > 40*time.Millisecond {
+		t.Errorf("lead %v, want about 20ms: the guest ran 20ms at its watched pace", got)
+	}
+	// A guest that says nothing of its vCPUs: the wall time.
+	w := startLead(nil)
+	w.watched()
+	time.Sleep(50 * time.Millisecond)
+	if got := w.since(); got < 50*time.Millisecond {
+		t.Errorf("lead %v without vCPU times, want the 50ms since", got)
+	}
+}

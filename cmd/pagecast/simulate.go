@@ -735,9 +735,10 @@ func writeMoves(out io.Writer, once uint64, moved, drift, lead float64) {
 		}
 		// A live auto's: how far the front went on between the watch
 		// and the migration; not "0 pages further still".
+		// Not "2 pages further still" after a second watch (walk 131).
 		further := ""
-		if math.Abs(lead) >= 0.5 {
-			further = fmt.Sprintf(" (the first time %.0f pages further still, as far as it went on between the watch's end and the migration's start)", math.Abs(lead))
+		if math.Abs(lead) >= max(0.5, 0.01*math.Abs(drift)) {
+			further = fmt.Sprintf(" (the first time %.0f pages further still, as far as it went on from the watch's end to the predictions, at its pace while watched)", math.Abs(lead))
 		}
 		fmt.Fprintf(out, "  each time %s went on %.0f pages further %s memory from where the watch left them%s: they moved as one front, as a sweep of memory does\n",
 			which, math.Abs(drift), dir, further)
