@@ -355,6 +355,10 @@ var ErrOverBudget = errors.New("auto's predictions ran past their time")
 
 func (e *CutShort) Error() string {
 	what, best := e.figures()
+	if e.Budget > 0 && e.At == 0 && e.Sent == 0 {
+		// Not "stopped after 0s" (walk 131): it had not begun.
+		return fmt.Sprintf("not simulated: auto's predictions had taken %v of real time, their most, before it began, and it is not chosen", e.Budget)
+	}
 	if e.Budget > 0 {
 		return fmt.Sprintf("stopped after %s: auto's predictions had taken %v of real time, their most, and it is not chosen", what, e.Budget)
 	}
@@ -364,6 +368,9 @@ func (e *CutShort) Error() string {
 // Where says in short where the simulation was stopped, and by what.
 func (e *CutShort) Where() string {
 	what, best := e.figures()
+	if e.Budget > 0 && e.At == 0 && e.Sent == 0 {
+		return fmt.Sprintf("not begun when the predictions had taken %v of real time", e.Budget)
+	}
 	if e.Budget > 0 {
 		return fmt.Sprintf("after %s, when the predictions had taken %v of real time", what, e.Budget)
 	}

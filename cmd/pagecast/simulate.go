@@ -648,6 +648,11 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	for _, r := range results {
 		var cut *simulate.CutShort
 		switch {
+		case errors.As(r.Err, &cut) && cut.Budget > 0 && cut.At == 0 && cut.Sent == 0:
+			// Not ">>0s" (walk 131): never begun.
+			fmt.Fprintf(tw, "%s\tnot simulated\t\t\t\t\t\t\t\t\t\n", r.Mode)
+			budget = cut.Budget
+			continue
 		case errors.As(r.Err, &cut) && cut.Budget > 0:
 			fmt.Fprintf(tw, "%s\t>>%v\t\t>>%s\t\t\t\t\t\t\t\n", r.Mode, cut.At.Truncate(time.Millisecond), units.FormatBytes(float64(cut.Sent)))
 			budget = cut.Budget
@@ -676,7 +681,7 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		fmt.Fprintf(out, "> a mode stopped short once it could no longer be the best: more than %.0f%% past a mode finished within the downtime limit\n", 100*simulate.CutMargin)
 	}
 	if budget > 0 {
-		fmt.Fprintf(out, ">> a mode stopped short where auto's predictions had taken %v of real time, their most: not chosen\n", budget)
+		fmt.Fprintf(out, ">> a mode stopped short, or not simulated, where auto's predictions had taken %v of real time, their most: not chosen\n", budget)
 	}
 	writeCheckTime(out, results, checkRate)
 	writeAgainstPrecopy(out, results)

@@ -755,3 +755,22 @@ func TestSimulateThrottleResponse(t *testing.T) {
 		}
 	}
 }
+
+// TestNotSimulatedRow: a mode whose simulation had not begun when auto's
+// predictions ran out of time reads "not simulated", not ">>0s" (walk
+// 131).
+func TestNotSimulatedRow(t *testing.T) {
+	w, err := simulate.ParseSynthetic("uniform", 4096, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	never := &simulate.CutShort{Prefer: simulate.PreferTime, Budget: 2 * time.Minute}
+	var b strings.Builder
+	writeSimulationTableWith(&b, w, []simulate.Result{{Mode: "predictive", Err: never}}, "", autoCheckRate)
+	if !strings.Contains(b.String(), "predictive  not simulated") || strings.Contains(b.String(), ">>0s") {
+		t.Errorf("table:\n%s", b.String())
+	}
+	if got := never.Error(); !strings.HasPrefix(got, "not simulated: auto's predictions had taken 2m0s of real time, their most, before it began") {
+		t.Errorf("error %q", got)
+	}
+}
