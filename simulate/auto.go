@@ -107,6 +107,25 @@ func ChooseAmong(ctx context.Context, o Options, observed Workload, prefer strin
 	return ChooseFrom(predictions, o, prefer)
 }
 
+// Repredict predicts the mode c chose again with o, the options it was
+// chosen with (a live auto's Lead set anew), where the guest's new pages
+// go on as one front: auto's own predictions take seconds, a sweep goes
+// on meanwhile, and where it is when round 1 starts decides much (walk
+// 131). Nothing is done for other guests.
+func Repredict(ctx context.Context, o Options, c *Choice) error {
+	i := slices.IndexFunc(c.Predictions, func(r Result) bool { return r.Mode == c.Mode })
+	if i < 0 || c.Predictions[i].Drift == 0 {
+		return nil
+	}
+	o.Start, o.Grow, o.Budget = 0, true, 0
+	r := Run(ctx, o, c.Mode)
+	if r.Err != nil {
+		return fmt.Errorf("predict %s again: %w", c.Mode, r.Err)
+	}
+	c.Predictions[i] = r
+	return nil
+}
+
 // frontPoints is how many points of a sweep auto weighs each mode at.
 const frontPoints = 3
 

@@ -831,6 +831,18 @@ func TestChooseFrontWorstPoint(t *testing.T) {
 	if p, a := float64(c.Predicted().Info.TotalTime), float64(outcome.Info.TotalTime); outcome.Err != nil || math.Abs(p-a) > 0.05*a {
 		t.Errorf("%s predicted %.1f s against %.1f s (%v)", c.Mode, p/1e3, a/1e3, outcome.Err)
 	}
+	// Predicted again from where the sweep is 2 s on (a live auto's
+	// predictions took that long): as the migration starting then goes.
+	p.Lead = 2 * time.Second
+	if err := Repredict(context.Background(), p, &c); err != nil {
+		t.Fatal(err)
+	}
+	later := o
+	later.Start += 20
+	outcome = Run(context.Background(), later, c.Mode)
+	if p, a := float64(c.Predicted().Info.TotalTime), float64(outcome.Info.TotalTime); outcome.Err != nil || math.Abs(p-a) > 0.05*a || c.Predicted().Lead < 90000 {
+		t.Errorf("%s predicted again 2 s on, the front %.0f pages on: %.1f s against %.1f s from epoch %d (%v)", c.Mode, c.Predicted().Lead, p/1e3, a/1e3, later.Start, outcome.Err)
+	}
 }
 
 // TestRegret: the choice is judged by the preference's figure against the

@@ -599,6 +599,14 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 			return choice, fmt.Errorf("--mode auto: %w", err)
 		}
 		settled(choice.Predictions)
+		// A sweep went on while the modes were weighed: its choice is
+		// predicted again from where it is now, and as long on as this
+		// prediction took the first time.
+		o.Progress, o.Done = nil, nil
+		o.Lead = lead.since() + choice.Predicted().Wall
+		if err := simulate.Repredict(ctx, o, &choice); err != nil {
+			return choice, fmt.Errorf("--mode auto: %w", err)
+		}
 		return choice, nil
 	}
 	choice, err := predict(o)
@@ -1093,10 +1101,16 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 			if o, pages, fresh, err = watchAgain(ctx, g, m, o); err != nil {
 				return nil, err
 			}
-			n, o.Lead = m, 0
+			n, o.Lead, watched = m, 0, time.Now()
 			if choice, err = simulate.Choose(ctx, o, o.Workload, cfg.Prefer); err != nil {
 				return nil, err
 			}
+		}
+		// As chooseLive: a sweep's choice predicted again from where
+		// the sweep is now.
+		o.Lead = time.Since(watched) + choice.Predicted().Wall
+		if err := simulate.Repredict(ctx, o, &choice); err != nil {
+			return nil, err
 		}
 		r := choice.Report()
 		r.Watched = (time.Duration(n) * autoEpoch).Milliseconds()
