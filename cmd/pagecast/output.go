@@ -158,6 +158,16 @@ func writeInto(path string, write func(io.Writer) error) error {
 // tableMS is v milliseconds for a right-aligned column: seconds to the
 // millisecond always ("5.600s", not "5.6s" above "5.584s"; walk 104), and
 // under a second as Go says it ("85ms").
+// longMS is v ms as time.Duration says it, but to the millisecond from a
+// minute on: "1m1s" hid the milliseconds another figure beside it gave
+// (walk 131: "59.975s against 1m1s").
+func longMS(v int64) string {
+	if d := time.Duration(v) * time.Millisecond; d < time.Minute {
+		return d.String()
+	}
+	return tableMS(v)
+}
+
 func tableMS(v int64) string {
 	d := time.Duration(v) * time.Millisecond
 	if d < time.Second {

@@ -237,6 +237,16 @@ func TestTableMS(t *testing.T) {
 	}
 }
 
+// TestLongMS: from a minute on, a total carries its milliseconds (walk
+// 131: "59.975s against 1m1s"); under it, time.Duration's own form.
+func TestLongMS(t *testing.T) {
+	for v, want := range map[int64]string{850: "850ms", 2500: "2.5s", 59975: "59.975s", 61000: "1m1.000s", 3723456: "1h2m3.456s"} {
+		if got := longMS(v); got != want {
+			t.Errorf("longMS(%d) = %q, want %q", v, got, want)
+		}
+	}
+}
+
 // TestCheckTimeNote: the note on the memory check's share of the total
 // names simulate's --checksum-rate only where there is one: migrate's
 // auto has none (walk 106).
