@@ -442,7 +442,7 @@ func TestOwnChooserGrowing(t *testing.T) {
 			if !strings.Contains(out.String(), "pages per round") || !strings.Contains(out.String(), "the guest was watched for ") {
 				t.Errorf("migrate printed no rounds or no replay line:\n%s", out.String())
 			}
-			if front := strings.Contains(out.String(), "pages further up memory from where the watch left them"); front != strings.HasPrefix(tc.workload, "sweep:rate=4000") {
+			if front := strings.Contains(out.String(), "pages further up memory than on the one before"); front != strings.HasPrefix(tc.workload, "sweep:rate=4000") {
 				t.Errorf("a sweep's front said: %v, want it for sweep:rate=4000 only:\n%s", front, out.String())
 			}
 		})

@@ -729,29 +729,31 @@ func writeWatchReplayed(out io.Writer, watched time.Duration, replayed []string)
 // (the first time lead further) where drift is not 0. Nothing where
 // moved is 0.
 func writeMoves(out io.Writer, once uint64, moved, drift, lead float64) {
+	// "On each replay", and what the count is of (walk 131: "each time"
+	// was missed, and the count read as the last fifth's).
+	which := fmt.Sprintf("the %d pages it wrote only once in the watch", once)
+	rest := ""
+	if n := math.Round(moved * float64(once)); moved < 1 {
+		which = fmt.Sprintf("%.0f of the %d pages it wrote only once in the watch (%.0f%%)", n, once, 100*moved)
+		rest = fmt.Sprintf(", the other %.0f where they were", float64(once)-n)
+	}
 	if moved > 0 && drift != 0 {
 		dir := "up"
 		if drift < 0 {
 			dir = "down"
 		}
-		which := fmt.Sprintf("the %d pages it wrote only once", once)
-		if moved < 1 {
-			which = fmt.Sprintf("%.0f of the %d pages it wrote only once (%.0f%%)", math.Round(moved*float64(once)), once, 100*moved)
-		}
 		// A live auto's: how far the front went on between the watch
-		// and the migration; not "0 pages further still".
-		// Not "2 pages further still" after a second watch (walk 131).
+		// and the predictions; not "2 pages further still" after a
+		// second watch (walk 131).
 		further := ""
 		if math.Abs(lead) >= max(0.5, 0.01*math.Abs(drift)) {
-			further = fmt.Sprintf(" (the first time %.0f pages further still, as far as it went on from the watch's end to the predictions, at its pace while watched)", math.Abs(lead))
+			further = fmt.Sprintf(" (the first replay %.0f pages further still: as far as the guest went on from the watch's end to the predictions, at its pace while watched)", math.Abs(lead))
 		}
-		fmt.Fprintf(out, "  each time %s went on %.0f pages further %s memory from where the watch left them%s: they moved as one front, as a sweep of memory does\n",
-			which, math.Abs(drift), dir, further)
+		fmt.Fprintf(out, "  on each replay, %s went on %.0f pages further %s memory than on the one before%s%s: they move as one front, as a sweep of memory does\n",
+			which, math.Abs(drift), dir, further, rest)
 	} else if moved > 0 {
-		// The count too: "100% … moved" read as every page for a guest
-		// that rewrote a hot set (walk 130).
-		fmt.Fprintf(out, "  each time %.0f of the %d pages it wrote only once (%.0f%%) were written elsewhere instead: as many pages new to it as it wrote in its last fifth, as a guest still taking memory does\n",
-			math.Round(moved*float64(once)), once, 100*moved)
+		fmt.Fprintf(out, "  on each replay, %s were written elsewhere instead%s, so that each replay takes new pages at the pace the guest did in the watch's last fifth, as a guest still taking memory does\n",
+			which, rest)
 	}
 }
 

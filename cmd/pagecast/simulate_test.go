@@ -308,7 +308,7 @@ func TestSimulateAuto(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	if !strings.Contains(stdout, "  each time the 12000 pages it wrote only once went on 12000 pages further up memory from where the watch left them: they moved as one front") {
+	if !strings.Contains(stdout, "  on each replay, the 12000 pages it wrote only once in the watch went on 12000 pages further up memory than on the one before: they move as one front") {
 		t.Errorf("no sweep going on:\n%s", stdout)
 	}
 	if m := regexp.MustCompile(`total time \S+ against \S+ \(([-+]?\d+)%\)`).FindStringSubmatch(stdout); m == nil || m[1] != "0" {
