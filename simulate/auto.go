@@ -123,6 +123,9 @@ func Repredict(ctx context.Context, o Options, c *Choice) error {
 		return fmt.Errorf("predict %s again: %w", c.Mode, r.Err)
 	}
 	c.Predictions[i] = r
+	// The why's figures were the first prediction's.
+	c.Why += fmt.Sprintf("; predicted again from where the sweep was once the modes were weighed: %s, downtime %v",
+		meritString(r, c.Prefer), time.Duration(r.Info.Downtime)*time.Millisecond)
 	return nil
 }
 

@@ -843,6 +843,9 @@ func TestChooseFrontWorstPoint(t *testing.T) {
 	if p, a := float64(c.Predicted().Info.TotalTime), float64(outcome.Info.TotalTime); outcome.Err != nil || math.Abs(p-a) > 0.05*a || c.Predicted().Lead < 90000 {
 		t.Errorf("%s predicted again 2 s on, the front %.0f pages on: %.1f s against %.1f s from epoch %d (%v)", c.Mode, c.Predicted().Lead, p/1e3, a/1e3, later.Start, outcome.Err)
 	}
+	if again := fmt.Sprintf("; predicted again from where the sweep was once the modes were weighed: %v", time.Duration(c.Predicted().Info.TotalTime)*time.Millisecond); !strings.Contains(c.Why, again) {
+		t.Errorf("why %q, want it to end %q", c.Why, again)
+	}
 }
 
 // TestRegret: the choice is judged by the preference's figure against the
