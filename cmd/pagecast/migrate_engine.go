@@ -637,7 +637,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	// Auto watches in fixed epochs: the note on short rounds has no advice.
 	writeSimulationTableWith(w, o.Workload, choice.Predictions, "", autoCheckRate)
 	fmt.Fprintf(w, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
-	if warn := growingNote(time.Duration(n)*autoEpoch, pages, fresh, memory, predicted()); warn != "" {
+	if warn := growingNote(time.Duration(n)*autoEpoch, pages, fresh, memory, predicted(), choice.Predicted().Drift != 0); warn != "" {
 		fmt.Fprintln(c.App.ErrWriter, "pagecast: auto: warning: "+warn)
 	}
 	return choice, nil
@@ -705,7 +705,7 @@ const rewatchFactor = 5
 // it; 0 and "" where it should not.
 func rewatch(n, pages, fresh int, memory uint64, predicted time.Duration) (m int, say string) {
 	watched := time.Duration(n) * autoEpoch
-	if growingNote(watched, pages, fresh, memory, predicted) == "" {
+	if growingNote(watched, pages, fresh, memory, predicted, false) == "" {
 		return 0, ""
 	}
 	m = rewatchFactor * n
@@ -749,9 +749,16 @@ func carryOver(watched, before simulate.Options) simulate.Options {
 // 126). Empty otherwise. Both choosers give it: QEMU's on its standard
 // error, pagecast's own monitor's in its log and query-migrate's
 // x-pagecast.auto.
-func growingNote(watched time.Duration, pages, fresh int, memory uint64, predicted time.Duration) string {
+func growingNote(watched time.Duration, pages, fresh int, memory uint64, predicted time.Duration, front bool) string {
 	if pages == 0 || fresh*4 < pages || uint64(fresh)*100 < memory || predicted < 4*watched {
 		return ""
+	}
+	if front {
+		// A sweep's (walk 131: "off if the guest stops or speeds up"
+		// where neither happened, and its phase decided).
+		return fmt.Sprintf("the guest's new pages move on through its memory as one front, a sweep (%d of the %d it wrote were new in the watch's second half), "+
+			"and the prediction has the sweep go on at the pace it did by the watch's end over a migration of %v, %.0f times the %v watched: where the sweep is when round 1 starts decides much (the why gives each mode's range), and the prediction is off if the guest stops or speeds up: a longer --observe (such as %d, %v) sees more of what the guest writes",
+			fresh, pages, predicted.Round(time.Millisecond), float64(predicted)/float64(watched), watched, 5*int(watched/autoEpoch), 5*watched)
 	}
 	return fmt.Sprintf("the guest was still writing pages it had not written before when the watch ended (%d of the %d it wrote were new in the watch's second half), "+
 		"and the prediction has it go on taking new pages at the pace it did by the watch's end over a migration of %v, %.0f times the %v watched, so it is off if the guest stops or speeds up: a longer --observe (such as %d, %v) sees more of what the guest writes",
@@ -1114,7 +1121,7 @@ func ownChooser(log *slog.Logger) migrator.Chooser {
 		}
 		r := choice.Report()
 		r.Watched = (time.Duration(n) * autoEpoch).Milliseconds()
-		if r.Warning = growingNote(time.Duration(n)*autoEpoch, pages, fresh, memory, predicted()); r.Warning != "" {
+		if r.Warning = growingNote(time.Duration(n)*autoEpoch, pages, fresh, memory, predicted(), choice.Predicted().Drift != 0); r.Warning != "" {
 			log.Warn("mode auto: " + r.Warning)
 		}
 		return r, nil

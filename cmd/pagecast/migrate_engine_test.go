@@ -376,9 +376,14 @@ func TestSwitchoverWarning(t *testing.T) {
 // memory (walk 126), nor for a migration about as long as the watch.
 func TestGrowingNote(t *testing.T) {
 	const gib = 262144 // pages
-	w := growingNote(2*time.Second, 52567, 20000, gib, 40*time.Second)
+	w := growingNote(2*time.Second, 52567, 20000, gib, 40*time.Second, false)
 	if !strings.Contains(w, "20000 of the 52567 it wrote were new in the watch's second half") || !strings.Contains(w, "over a migration of 40s, 20 times the 2s watched") || !strings.Contains(w, "--observe (such as 100, 10s)") {
 		t.Errorf("growing: %q", w)
+	}
+	// A sweep's: its phase, not a guest still taking memory (walk 131).
+	if w := growingNote(2*time.Second, 52567, 20000, gib, 40*time.Second, true); !strings.Contains(w, "move on through its memory as one front, a sweep") ||
+		!strings.Contains(w, "where the sweep is when round 1 starts decides much") || strings.Contains(w, "had not written before") {
+		t.Errorf("sweeping: %q", w)
 	}
 	for _, tc := range []struct {
 		pages, fresh int
@@ -389,7 +394,7 @@ func TestGrowingNote(t *testing.T) {
 		{52567, 20000, 3 * time.Second}, // about as long as the watch
 		{0, 0, time.Minute},
 	} {
-		if w := growingNote(2*time.Second, tc.pages, tc.fresh, gib, tc.predicted); w != "" {
+		if w := growingNote(2*time.Second, tc.pages, tc.fresh, gib, tc.predicted, false); w != "" {
 			t.Errorf("%+v: %q", tc, w)
 		}
 	}
@@ -429,12 +434,15 @@ func TestOwnChooserGrowing(t *testing.T) {
 			if again := strings.Contains(logged.String(), "watching it again, for 1.5s"); again != tc.again {
 				t.Errorf("watched again: %v, want %v; log:\n%s", again, tc.again, logged.String())
 			}
-			if tc.warns && (!strings.Contains(a.Warning, "it had not written before") || !strings.Contains(logged.String(), "level=WARN msg=\"mode auto: the guest was still writing")) {
+			// The one warning given is a sweep's: its new pages move on
+			// as one front (walk 131).
+			const warned = "the guest's new pages move on through its memory as one front"
+			if tc.warns && (!strings.Contains(a.Warning, warned) || !strings.Contains(logged.String(), "level=WARN msg=\"mode auto: "+warned)) {
 				t.Errorf("warning %q, log:\n%s", a.Warning, logged.String())
 			}
 			var out strings.Builder
 			writeAutoChoice(&out, a)
-			if got := strings.Contains(out.String(), "auto: warning: the guest was still writing"); got != tc.warns {
+			if got := strings.Contains(out.String(), "auto: warning: "+warned); got != tc.warns {
 				t.Errorf("migrate printed:\n%s", out.String())
 			}
 			// The table of QEMU's auto, with the replays (walk 130).
