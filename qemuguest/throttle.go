@@ -238,12 +238,12 @@ func (c *cpuThrottle) unbound() error {
 
 // lift moves the threads back where they were and removes the cgroup.
 // Each thread's quota goes first: moved out while throttled, a vCPU
-// thread sometimes stood runnable and did not run for up to a second (24
-// of 100 lifts after 50, 90 and 99%, on a QEMU started by vm run and
+// thread sometimes stood runnable and did not run for up to a second (20
+// of 86 lifts after 50, 90 and 99%, on a QEMU started by vm run and
 // throttled from another process, as migrate does; none where the
 // throttling process had started QEMU itself), and auto's page-rate probe,
 // reading the vCPUs' CPU time then, took a busy guest for idle. Unbounded
-// first, none of 40 stalled.
+// first, none of 41 stalled.
 func (c *cpuThrottle) lift() error {
 	if c.dir == "" {
 		return nil
