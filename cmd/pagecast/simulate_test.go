@@ -212,6 +212,7 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--plot", "/proc/none/x"}, "--plot: mkdir /proc/none", false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "fast"}, `--checksum-rate "fast": want a rate of 1MiB/s or more, such as 2GiB/s, or 0`, false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "1"}, `--checksum-rate "1": want a rate of 1MiB/s or more`, false},
+		{[]string{"--synthetic", "uniform:rate=1", "--memory", "64M", "--epoch", "4h"}, `--epoch "4h": want a positive duration up to 1h0m0s`, false},
 		{[]string{"--trace", simTrace, "--checksum-rate", "0", "--mode", "precopy"}, "precopy", true},
 		{[]string{"--synthetic", "hotset", "--memory", "256M", "--checksum-rate", "16MiB/s", "--mode", "precopy"}, "total includes the memory check after the switch-over, the paused source reading the memory its guest holds at --checksum-rate (0 leaves it out) while the guest runs on the destination: precopy ", true},
 		{[]string{"--trace", simTrace, "--page-rate", "fast"}, `--page-rate "fast": want pages per second`, false},

@@ -314,8 +314,10 @@ func csvGeometry(c *cli.Context) (predictor.CSVOptions, error) {
 		return g, fmt.Errorf("--memory %s: over the 4 PiB a 52-bit physical address reaches", c.String("memory"))
 	}
 	epoch, err := time.ParseDuration(c.String("epoch"))
-	if err != nil || epoch <= 0 {
-		return g, fmt.Errorf("--epoch %q: want a positive duration such as 1s or 100ms", c.String("epoch"))
+	if err != nil || epoch <= 0 || epoch > trace.MaxEpoch {
+		// Up to what a trace's header takes (walk 131: simulate
+		// --epoch 4h was taken, a trace of it refused).
+		return g, fmt.Errorf("--epoch %q: want a positive duration up to %v, such as 1s or 100ms", c.String("epoch"), trace.MaxEpoch)
 	}
 	return predictor.CSVOptions{MemoryBytes: mem, PageSize: uint32(ps), Epoch: epoch}, nil
 }
