@@ -1543,11 +1543,8 @@ func writeAutoChoice(w io.Writer, a *migrator.AutoChoice) {
 		}
 		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%d\t%v\t%d\t%d%%\t%d\t%s\t\n", p.Mode, ms(p.TotalTime), ms(p.Downtime), units.FormatBytes(float64(p.Transferred)),
 			p.Rounds, roundList(p.RoundPages), p.Deferred, p.Throttle, p.Pulled, percent(p.GuestSlowdown))
-		switch {
-		case p.Replays == 1:
-			replayed = append(replayed, p.Mode+" once")
-		case p.Replays > 1:
-			replayed = append(replayed, fmt.Sprintf("%s %d times", p.Mode, p.Replays))
+		if p.Replays > 0 {
+			replayed = append(replayed, replayedTimes(p.Mode, p.Replays))
 		}
 	}
 	tw.Flush()

@@ -694,11 +694,7 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 			if r.Moved > 0 {
 				moving = r
 			}
-			times := "once"
-			if r.Replays > 1 {
-				times = fmt.Sprintf("%d times", r.Replays)
-			}
-			replayed = append(replayed, r.Mode+" "+times)
+			replayed = append(replayed, replayedTimes(r.Mode, r.Replays))
 		}
 	}
 	if len(replayed) > 0 && w.Name() == watchedName {
@@ -715,6 +711,15 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	}
 	writeMoves(out, moving.Once, moving.Moved, moving.Drift, moving.Lead)
 	writeShortRounds(out, w, results, advice)
+}
+
+// replayedTimes is how often mode's simulation replayed the workload, for
+// the replay line: "tsmc once", "tsmc 3 times".
+func replayedTimes(mode string, n uint64) string {
+	if n == 1 {
+		return mode + " once"
+	}
+	return fmt.Sprintf("%s %d times", mode, n)
 }
 
 // writeWatchReplayed says that the guest was watched for watched and what
