@@ -42,6 +42,11 @@ type SimConfig struct {
 	// waits for it (on two cores, 12-17% of a 1-2 GiB guest's round 1).
 	// The figures then vary with the machine's load as it simulates.
 	PolicyTime bool
+	// CodingScale, when set, has MECOM's coding cost that many times the
+	// CPU time its memoized codings measured (mecom.Encoder.SetCPUScale):
+	// what coding costs a sender on a busier machine than the
+	// simulation's. Zero: as measured.
+	CodingScale float64
 	// Observe, when set, is given the migration's Info every ObserveEvery
 	// of virtual time (default 100 ms), as a live migration's
 	// query-migrate would be polled.

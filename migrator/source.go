@@ -555,6 +555,9 @@ func (m *Migration) run(ctx, linkCtx context.Context, md mode, pol policy) (err 
 		if c, ok := m.g.(Contents); ok {
 			s.enc.Memoize(c.Memo()) // its pages are a few unchanging buffers
 		}
+		if m.sim != nil {
+			s.enc.SetCPUScale(m.sim.sc.CodingScale)
+		}
 		s.enc.SetBandwidth(float64(m.cfg.MaxBandwidth))
 	}
 	if err := s.handshake(m.cfg.Mode); err != nil {

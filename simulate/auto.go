@@ -1,6 +1,7 @@
 package simulate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -132,6 +133,39 @@ func Repredict(ctx context.Context, o Options, c *Choice) error {
 // frontPoints is how many points of a sweep auto weighs each mode at.
 const frontPoints = 3
 
+// knifeEdge is how far apart a mode's predictions at chooseFront's points
+// may lie, its worst over its best by prefer, for the mode to be taken for
+// steady: one further apart is on a knife's edge (whether a round meets
+// all of memory or not), and chosen only where no steady mode finished
+// within the limit at every point, nor bounds the others meanwhile. Live,
+// on a 1 GiB TCG guest sweeping 36 000-47 000 pages a second at 64 MiB/s,
+// mecom chosen where its predictions lay 2.0- to 4.9-fold apart came out
+// more than 30% off in 8 runs of 8 (7.0 s to 2m52s; past its worst point
+// by 1.6 to 7.6 times in 5 of them), and 1.87-fold apart -37%; 1.3- and
+// 1.5-fold apart it came within 6% (-3%, +6%), and throttle, 1.2- to
+// 1.3-fold apart, within 14% (+14%, +3%, -7%, -8%). Not 1.75: the sweeps
+// of 10 600 and 12 800 pages a second at 32 MiB/s whose mecom came within
+// 6% live in 7 runs of 7 are predicted 1.35- and 1.7-fold apart.
+const knifeEdge = 2.0
+
+// dearCoding is how many times the CPU time measured MECOM's coding takes
+// at the point chooseFront weighs each mode at besides frontPoints: where
+// the sweep was reckoned to be, with coding that much dearer. Where a
+// round takes about as long as the sweep takes to go over memory, a few
+// per cent of the sender's pace decide whether a round meets all of it,
+// closer than auto measures them: a 1 GiB TCG guest sweeping 43 500 pages
+// a second at 64 MiB/s, mecom predicted 18.4 s, took 2m52s, every one of
+// its 30 rounds meeting all of memory, its pages coded to 0.37-0.38 of
+// their size where 0.30 was predicted. Its encoder took S2 and zstd by
+// turns for text pages (0.72 and 0.51 of a page), so it found them about
+// as dear: zstd's CPU time over its 2 workers about S2's 44 µs a page on
+// the link, some 88 µs a page, where the samples had been timed at 33-39
+// µs with the guest alone (the migration's sender and receiver, on the
+// same two cores, took the rest); the prediction's took zstd. Simulated on
+// that sweep, mecom took 21.5 s with the link at 64 MiB/s, 30.6 s at 60
+// and 45.1 s at 57, where throttle took 31.0-38.0 s.
+const dearCoding = 2.5
+
 // chooseFront is ChooseAmong for a guest whose new pages go on as one
 // front (a sweep of memory): where the front is when round 1 starts
 // decides much where it moves at about the pace the link sends (walk 131:
@@ -141,16 +175,21 @@ const frontPoints = 3
 // point), and where it is cannot be known closely: the probes and the
 // predictions take seconds. So each mode is predicted at frontPoints
 // points, the front where it was reckoned to be and a third and two
-// thirds of memory further on, the three at once, each cut short once it
-// cannot be the best by its worst point; the choice is the best by its
-// worst point, the predictions shown those at the point reckoned.
+// thirds of memory further on, and once more where it was reckoned to be
+// with MECOM's coding dearer (dearCoding), the four at once, each cut short
+// once it cannot be the best by its worst point; the choice is the best
+// by its worst point, the predictions shown those at the point reckoned.
 func chooseFront(ctx context.Context, o Options, prefer string, modes []string) (Choice, error) {
-	sb := newSharedBound(frontPoints)
-	points := make([][]Result, frontPoints)
+	sb := newSharedBound(frontPoints + 1)
+	points := make([][]Result, frontPoints+1)
 	var wg sync.WaitGroup
-	for k := range frontPoints {
+	for k := range frontPoints + 1 {
 		p := o
-		p.Shift = float64(k) * float64(o.Workload.Pages()) / frontPoints
+		if k < frontPoints {
+			p.Shift = float64(k) * float64(o.Workload.Pages()) / frontPoints
+		} else {
+			p.CodingScale = dearCoding * cmp.Or(o.CodingScale, 1)
+		}
 		if k > 0 {
 			p.Progress, p.Done = nil, nil // the point reckoned's are the ones told
 		}
@@ -179,16 +218,9 @@ func chooseFront(ctx context.Context, o Options, prefer string, modes []string) 
 	// (a lower bound). Only modes finished at every point, within the
 	// downtime limit, are chosen.
 	limit := downtimeLimit(o)
-	type span struct {
-		lo, hi   float64 // total times, ms
-		worst    float64 // by prefer
-		cut      bool
-		finished bool // at every point, within the limit
-	}
-	spans := make([]span, len(c.Predictions))
-	best := -1
+	spans := make([]frontSpan, len(c.Predictions))
 	for j := range spans {
-		sp := span{lo: math.Inf(1), finished: true}
+		sp := frontSpan{lo: math.Inf(1), least: math.Inf(1), finished: true}
 		for _, rs := range points {
 			r := rs[j]
 			var cs *CutShort
@@ -201,19 +233,23 @@ func chooseFront(ctx context.Context, o Options, prefer string, modes []string) 
 				sp.hi, sp.worst, sp.cut, sp.finished = max(sp.hi, float64(cs.At.Milliseconds())), max(sp.worst, m), true, false
 			case r.Err == nil:
 				t := float64(r.Info.TotalTime)
-				sp.lo, sp.hi, sp.worst = min(sp.lo, t), max(sp.hi, t), max(sp.worst, Merit(r, c.Prefer))
+				sp.lo, sp.hi, sp.worst, sp.least = min(sp.lo, t), max(sp.hi, t), max(sp.worst, Merit(r, c.Prefer)), min(sp.least, Merit(r, c.Prefer))
 				sp.finished = sp.finished && keepsWithin(r, limit)
 			default:
 				sp.finished = false // failed somewhere
 			}
 		}
 		spans[j] = sp
-		if sp.finished && (best < 0 || sp.worst < spans[best].worst) {
-			best = j
-		}
 	}
+	best, passed := pickSpan(spans)
 	if best < 0 {
 		return c, nil // none kept within the limit at every point: the choice at the point reckoned stands
+	}
+	edgy := ""
+	if passed >= 0 {
+		sp := spans[passed]
+		edgy = fmt.Sprintf("; %s, whose worst point was better, was predicted %s to %s over the points, more than %g-fold apart: on such a knife's edge a migration comes out far outside the range",
+			c.Predictions[passed].Mode, meritFigure(sp.least, c.Prefer), meritFigure(sp.worst, c.Prefer), knifeEdge)
 	}
 	var told []string
 	for j, sp := range spans {
@@ -226,7 +262,8 @@ func chooseFront(ctx context.Context, o Options, prefer string, modes []string) 
 		}
 		told = append(told, fmt.Sprintf("%s %v to %s%v", c.Predictions[j].Mode, time.Duration(sp.lo)*time.Millisecond, more, time.Duration(sp.hi)*time.Millisecond))
 	}
-	note := fmt.Sprintf("the guest's new pages move on as one front, and where it is when round 1 starts decides much: at %d points of the sweep, %s", frontPoints, strings.Join(told, ", "))
+	note := fmt.Sprintf("the guest's new pages move on as one front, and where it is when round 1 starts decides much, as does the sender's pace: at %d points of the sweep and at the first with coding %.3g times as dear as measured, %s",
+		frontPoints, dearCoding, strings.Join(told, ", "))
 	if mode := c.Predictions[best].Mode; mode != c.Mode {
 		worstOf := func(j int) string {
 			w := (time.Duration(spans[j].worst) * time.Millisecond).String()
@@ -242,13 +279,50 @@ func chooseFront(ctx context.Context, o Options, prefer string, modes []string) 
 			return w
 		}
 		prev := slices.IndexFunc(c.Predictions, func(r Result) bool { return r.Mode == c.Mode })
-		c.Why = fmt.Sprintf("the %s predicted at the worst of %d points of the sweep (%s, where %s, the best at the point reckoned, came to %s), downtime %v within the %v limit; %s",
-			meritName(c.Prefer), frontPoints, worstOf(best), c.Mode, worstOf(prev), time.Duration(c.Predictions[best].Info.Downtime)*time.Millisecond, limit, note)
+		c.Why = fmt.Sprintf("the %s predicted at the worst of %d points (%s, where %s, the best at the point reckoned, came to %s), downtime %v within the %v limit%s; %s",
+			meritName(c.Prefer), frontPoints+1, worstOf(best), c.Mode, worstOf(prev), time.Duration(c.Predictions[best].Info.Downtime)*time.Millisecond, limit, edgy, note)
 		c.Mode = mode
 	} else {
-		c.Why += "; " + note
+		c.Why += edgy + "; " + note
 	}
 	return c, nil
+}
+
+// frontSpan is what chooseFront's points predicted of one mode.
+type frontSpan struct {
+	lo, hi   float64 // total times, ms
+	worst    float64 // by prefer
+	least    float64 // by prefer, where finished
+	cut      bool    // cut short at some point
+	finished bool    // at every point, within the downtime limit
+}
+
+// steady says whether the mode's predictions lie within knifeEdge of each
+// other.
+func (s frontSpan) steady() bool { return s.worst <= knifeEdge*s.least }
+
+// pickSpan returns the mode to choose by its spans: the best by its worst
+// point among those finished at every point, a steady one before one on a
+// knife's edge, which is then passed (else -1); best is -1 where none
+// finished.
+func pickSpan(spans []frontSpan) (best, passed int) {
+	best, passed = -1, -1
+	pick := func(ok func(frontSpan) bool) int {
+		j := -1
+		for i, sp := range spans {
+			if sp.finished && ok(sp) && (j < 0 || sp.worst < spans[j].worst) {
+				j = i
+			}
+		}
+		return j
+	}
+	best = pick(func(frontSpan) bool { return true })
+	if best >= 0 && !spans[best].steady() {
+		if alt := pick(frontSpan.steady); alt >= 0 {
+			best, passed = alt, best
+		}
+	}
+	return best, passed
 }
 
 // ChooseFrom is ChooseAmong's choice from predictions already made: Run
@@ -438,7 +512,8 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 
 // sharedBound is the figure of merit runCuttingWith cuts by, over one
 // point or several (chooseFront): the best, by prefer, of the modes
-// finished within the downtime limit at every point, each by its worst.
+// finished within the downtime limit at every point, each by its worst,
+// among those not on a knife's edge (knifeEdge).
 type sharedBound struct {
 	mu     sync.Mutex
 	points int
@@ -469,7 +544,9 @@ func (b *sharedBound) finish(mode string, m float64, ok bool) {
 	}
 	b.done[mode] = append(b.done[mode], m)
 	if ms := b.done[mode]; len(ms) == b.points && !b.out[mode] {
-		if w := slices.Max(ms); w < b.value {
+		// A mode on a knife's edge does not bound the others: a steady
+		// one is chosen before it.
+		if w := slices.Max(ms); w < b.value && (b.points == 1 || w <= knifeEdge*slices.Min(ms)) {
 			b.value, b.by = w, mode
 		}
 	}
@@ -827,6 +904,14 @@ func meritString(r Result, prefer string) string {
 		return (time.Duration(r.Info.Downtime) * time.Millisecond).String()
 	}
 	return (time.Duration(r.Info.TotalTime) * time.Millisecond).String()
+}
+
+// meritFigure is Merit's figure m by prefer as meritString gives it.
+func meritFigure(m float64, prefer string) string {
+	if prefer == PreferBytes {
+		return units.FormatBytes(m)
+	}
+	return (time.Duration(m) * time.Millisecond).String()
 }
 
 // Window is n epochs of w from epoch from: what was observed of a guest

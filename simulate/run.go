@@ -55,6 +55,10 @@ type Options struct {
 	// PolicyTime passes the policy's own time on the migration's clock
 	// (see migrator.SimConfig): what a live auto charges.
 	PolicyTime bool
+	// CodingScale has MECOM's coding cost this many times the CPU time
+	// measured on the machine as it simulates (see
+	// migrator.SimConfig.CodingScale); 0: as measured.
+	CodingScale float64
 	// Grow replays a workload that ends before the migration does with
 	// the pages it wrote once moved elsewhere on each lap (see
 	// GuestOptions.Grow): what auto predicts from, a guest watched for
@@ -234,7 +238,7 @@ func run(ctx context.Context, o Options, mode string) Result {
 	cfg := migrator.Config{Mode: mode, MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit,
 		MaxRounds: o.MaxRounds, TargetRound: o.TargetRound, Clock: clock, Profile: o.Profile} // the predictive policy alone reads Profile
 	t0 := time.Now()
-	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, PageRate: o.PageRate, PausedPageRate: o.PausedPageRate, PolicyTime: o.PolicyTime, Observe: observe, ObserveEvery: o.Step})
+	r.Info, r.Err = migrator.Simulate(ctx, g, cfg, migrator.SimConfig{Switchover: o.Switchover, ChecksumRate: o.ChecksumRate, PageRate: o.PageRate, PausedPageRate: o.PausedPageRate, PolicyTime: o.PolicyTime, CodingScale: o.CodingScale, Observe: observe, ObserveEvery: o.Step})
 	r.Wall = time.Since(t0)
 	if r.Info.RAM != nil {
 		r.Timeline = append(r.Timeline, Point{At: clock.Now().Sub(start), Transferred: r.Info.RAM.Transferred, Round: r.Info.Pagecast.Round})

@@ -1,6 +1,7 @@
 package mecom
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"runtime"
@@ -27,6 +28,7 @@ type Encoder struct {
 	choice    [numClasses]Codec
 	totals    Stats
 	batchCPU  float64 // seconds the last Encode's compression took, its workers running at once
+	scale     float64 // SetCPUScale's; 0: 1
 }
 
 // Stats are running totals since NewEncoder.
@@ -78,6 +80,18 @@ func (e *Encoder) SetBandwidth(bytesPerSecond float64) {
 	defer e.mu.Unlock()
 	e.bandwidth = max(bytesPerSecond, 0)
 	e.rechooseLocked()
+}
+
+// SetCPUScale has a memoized encoder (Memoize) take each coding to cost
+// scale times the CPU time its memo measured, in its choice of codecs and
+// in BatchCPU: what a simulation asks of a busier machine than the one it
+// runs on. It is set before the first Encode.
+func (e *Encoder) SetCPUScale(scale float64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if scale > 0 {
+		e.scale = scale
+	}
 }
 
 // Stats returns the running totals and the current choices.
@@ -172,7 +186,7 @@ func (e *Encoder) EncodeFrom(dst []byte, gfns []uint64, pages uint64, page func(
 
 	e.mu.Lock()
 	for _, w := range used {
-		w.start(&e.model, e.choice, e.costingLocked())
+		w.start(&e.model, e.choice, e.costingLocked(), cmp.Or(e.scale, 1))
 	}
 	e.mu.Unlock()
 
@@ -234,7 +248,8 @@ type worker struct {
 	// sampling of codecs not chosen.
 	seen [numClasses]uint64
 
-	cpu float64 // seconds spent coding in this batch (timed codecs only)
+	cpu   float64 // seconds spent coding in this batch (timed codecs only)
+	scale float64 // memoized codings' CPU time taken at this many times (SetCPUScale)
 
 	// Set by Memoize: codings and classes by buffer, shared with other
 	// encoders (memo) and this worker's copy of what it used (read
@@ -266,8 +281,9 @@ func newWorker() *worker {
 	return w
 }
 
-func (w *worker) start(m *model, choice [numClasses]Codec, c costing) {
+func (w *worker) start(m *model, choice [numClasses]Codec, c costing, scale float64) {
 	w.model = *m
+	w.scale = scale
 	w.choice = choice
 	w.cost = c
 	w.tally = [numClasses][numCodecs]tally{}
@@ -303,6 +319,7 @@ func (w *worker) encode(dst []byte, gfns []uint64, pageOf func(uint64) []byte) [
 			var cpu float64
 			if w.memo != nil {
 				dst, sent, cpu = w.memoCoded(dst, page, codec)
+				cpu *= w.scale
 			} else {
 				t0 := time.Now()
 				dst, sent = w.appendCoded(dst, page, codec)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/pagecast/pagecast/guest"
@@ -953,5 +954,58 @@ func TestMemoPrime(t *testing.T) {
 	}
 	if got := choice(m); got != S2 {
 		t.Fatalf("text at 1 MiB/s with zstd primed at 20 ms a page: %s, want s2", got)
+	}
+}
+
+// TestCPUScale: a memoized encoder told its codings cost k times the CPU
+// time measured chooses as a machine that much busier would, and charges
+// that much in BatchCPU (a simulation's sender on a busier host).
+func TestCPUScale(t *testing.T) {
+	mem := arena(guest.Mix{Text: 100}, 1<<20)[guest.ArenaStart:]
+	var text [][]byte
+	for g := range len(mem) / PageSize {
+		if p := mem[g*PageSize : (g+1)*PageSize]; Classify(p) == LowEntropy {
+			text = append(text, p)
+		}
+	}
+	if len(text) < 8 {
+		t.Fatalf("%d text pages", len(text))
+	}
+	text = text[:8]
+	m := NewMemo()
+	m.Prime(text, 2)
+	gfns := make([]uint64, 256)
+	for i := range gfns {
+		gfns[i] = uint64(i)
+	}
+	page := func(g uint64) []byte { return text[g%uint64(len(text))] }
+	run := func(scale, bandwidth float64) (Codec, time.Duration) {
+		e := NewEncoder(2)
+		e.Memoize(m)
+		e.SetCPUScale(scale)
+		e.SetBandwidth(bandwidth)
+		var cpu time.Duration
+		for range 8 {
+			if _, err := e.EncodeFrom(nil, gfns, 256, page); err != nil {
+				t.Fatal(err)
+			}
+			cpu += e.BatchCPU()
+		}
+		return e.Stats().Choice[LowEntropy], cpu
+	}
+	if got, _ := run(1, 1<<20); got != Zstd {
+		t.Fatalf("text at 1 MiB/s as timed: %s, want zstd", got)
+	}
+	// zstd at 10 000 times its time (some 0.1-1 s a page) is dearer than
+	// S2's 3 ms or Raw's 4 ms a page on the link.
+	if got, _ := run(1e4, 1<<20); got == Zstd {
+		t.Fatalf("text at 1 MiB/s, coding 10 000 times as dear: %s, want s2 or raw", got)
+	}
+	// With the bandwidth unknown, the fewest bytes win whatever the time:
+	// the same codings, charged three times over.
+	c1, cpu1 := run(1, 0)
+	c3, cpu3 := run(3, 0)
+	if c1 != c3 || cpu1 <= 0 || math.Abs(float64(cpu3)-3*float64(cpu1)) > 1e-6*float64(cpu3)+8 {
+		t.Fatalf("coding as timed: %s, %v; three times as dear: %s, %v, want the same codec and 3 times the CPU", c1, cpu1, c3, cpu3)
 	}
 }
