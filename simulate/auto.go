@@ -142,8 +142,8 @@ const frontPoints = 3
 // mecom chosen where its predictions lay 2.0- to 4.9-fold apart came out
 // more than 30% off in 8 runs of 8 (7.0 s to 2m52s; past its worst point
 // by 1.6 to 7.6 times in 5 of them), and 1.87-fold apart -37%; 1.3- and
-// 1.5-fold apart it came within 6% (-3%, +6%), and throttle, 1.2- to
-// 1.3-fold apart, within 14% (+14%, +3%, -7%, -8%). Not 1.75: the sweeps
+// 1.5-fold apart it came within 6% (-3%, +6%), and throttle, 1.05- to
+// 1.27-fold apart, within 14% in 7 runs of 7. Not 1.75: the sweeps
 // of 10 600 and 12 800 pages a second at 32 MiB/s whose mecom came within
 // 6% live in 7 runs of 7 are predicted 1.35- and 1.7-fold apart.
 const knifeEdge = 2.0
