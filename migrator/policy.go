@@ -80,6 +80,13 @@ func NeedsPostcopy(s string) bool {
 	return err == nil && (m.threeStage() || m.fallback)
 }
 
+// Codes reports whether mode s compresses pages with MECOM (mecom,
+// MODE+mecom).
+func Codes(s string) bool {
+	m, err := parseMode(s)
+	return err == nil && m.mecom
+}
+
 // Throttles reports whether mode s slows the guest's vCPUs (throttle,
 // throttle+mecom), which a QEMU source's guest needs privileges for.
 func Throttles(s string) bool {

@@ -180,29 +180,49 @@ const dearCoding = 2.5
 // once it cannot be the best by its worst point; the choice is the best
 // by its worst point, the predictions shown those at the point reckoned.
 func chooseFront(ctx context.Context, o Options, prefer string, modes []string) (Choice, error) {
+	// The dear point is the point reckoned for a mode that does not
+	// code: those run at one point fewer, their result there copied.
+	coding := slices.DeleteFunc(slices.Clone(modes), func(m string) bool { return !migrator.Codes(m) })
 	sb := newSharedBound(frontPoints + 1)
+	for _, m := range modes {
+		if !migrator.Codes(m) {
+			sb.fewer[m] = true
+		}
+	}
 	points := make([][]Result, frontPoints+1)
 	var wg sync.WaitGroup
 	for k := range frontPoints + 1 {
-		p := o
+		p, run := o, modes
 		if k < frontPoints {
 			p.Shift = float64(k) * float64(o.Workload.Pages()) / frontPoints
 		} else {
-			p.CodingScale = dearCoding * cmp.Or(o.CodingScale, 1)
+			p.CodingScale, run = dearCoding*cmp.Or(o.CodingScale, 1), coding
 		}
 		if k > 0 {
 			p.Progress, p.Done = nil, nil // the point reckoned's are the ones told
 		}
+		if len(run) == 0 {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			points[k] = runCuttingWith(ctx, p, modes, prefer, "", sb)
+			points[k] = runCuttingWith(ctx, p, run, prefer, "", sb)
 		}()
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return Choice{Prefer: prefer}, err
 	}
+	dear := make([]Result, len(modes))
+	for j, m := range modes {
+		if i := slices.Index(coding, m); i >= 0 {
+			dear[j] = points[frontPoints][i]
+		} else {
+			dear[j] = points[0][j]
+		}
+	}
+	points[frontPoints] = dear
 	if prefer != PreferDowntime {
 		bound, by := sb.get()
 		for _, rs := range points {
@@ -517,6 +537,7 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 type sharedBound struct {
 	mu     sync.Mutex
 	points int
+	fewer  map[string]bool      // modes that run at one point fewer
 	done   map[string][]float64 // each mode's figures at the points it finished within the limit
 	out    map[string]bool      // modes that did not at some point
 	value  float64
@@ -524,7 +545,7 @@ type sharedBound struct {
 }
 
 func newSharedBound(points int) *sharedBound {
-	return &sharedBound{points: points, done: map[string][]float64{}, out: map[string]bool{}, value: math.Inf(1)}
+	return &sharedBound{points: points, fewer: map[string]bool{}, done: map[string][]float64{}, out: map[string]bool{}, value: math.Inf(1)}
 }
 
 func (b *sharedBound) get() (float64, string) {
@@ -543,7 +564,11 @@ func (b *sharedBound) finish(mode string, m float64, ok bool) {
 		return
 	}
 	b.done[mode] = append(b.done[mode], m)
-	if ms := b.done[mode]; len(ms) == b.points && !b.out[mode] {
+	points := b.points
+	if b.fewer[mode] {
+		points--
+	}
+	if ms := b.done[mode]; len(ms) == points && !b.out[mode] {
 		// A mode on a knife's edge does not bound the others: a steady
 		// one is chosen before it.
 		if w := slices.Max(ms); w < b.value && (b.points == 1 || w <= knifeEdge*slices.Min(ms)) {

@@ -877,7 +877,8 @@ func TestKnifeEdge(t *testing.T) {
 	if v, by := b.get(); !math.IsInf(v, 1) {
 		t.Errorf("mecom 6.5 to 19 s bounds the others at %v (%s)", v, by)
 	}
-	for _, m := range []float64{30600, 31000, 33800, 32000} {
+	b.fewer["throttle"] = true // it does not code: not run at the dear point
+	for _, m := range []float64{30600, 31000, 33800} {
 		b.finish("throttle", m, true)
 	}
 	if v, by := b.get(); v != 33800 || by != "throttle" {
