@@ -382,7 +382,8 @@ func TestGrowingNote(t *testing.T) {
 	}
 	// A sweep's: its phase, not a guest still taking memory (walk 131).
 	if w := growingNote(2*time.Second, 52567, 20000, gib, 40*time.Second, true); !strings.Contains(w, "move on through its memory as one front, a sweep") ||
-		!strings.Contains(w, "where the sweep is when round 1 starts decides much") || strings.Contains(w, "had not written before") {
+		!strings.Contains(w, "where the sweep is when round 1 starts decides much") || strings.Contains(w, "had not written before") ||
+		!strings.Contains(w, "A longer --observe does not help here") {
 		t.Errorf("sweeping: %q", w)
 	}
 	for _, tc := range []struct {
@@ -413,9 +414,12 @@ func TestOwnChooserGrowing(t *testing.T) {
 		warns, again bool
 	}{
 		{"sweep:rate=4000", true, true, false},
-		// Watched again for 1.5 s, it has swept all its memory within
-		// the first half: no warning then.
-		{"sweep:rate=8000", false, false, true},
+		// A sweep is not watched again (a watch of all its memory shows
+		// laps, not the front: walk 132), given or not.
+		{"sweep:rate=8000", false, true, false},
+		// Watched again for 1.5 s, it has written most of its memory:
+		// no warning then.
+		{"uniform:rate=8000", false, false, true},
 		{"hotset:hot=1024,p=1,rate=1024000", false, false, false},
 	} {
 		t.Run(fmt.Sprintf("%s given %v", tc.workload, tc.given), func(t *testing.T) {
@@ -450,8 +454,8 @@ func TestOwnChooserGrowing(t *testing.T) {
 			if !strings.Contains(out.String(), "pages per round") || !strings.Contains(out.String(), "the guest was watched for ") {
 				t.Errorf("migrate printed no rounds or no replay line:\n%s", out.String())
 			}
-			if front := strings.Contains(out.String(), "pages further up memory than on the one before"); front != strings.HasPrefix(tc.workload, "sweep:rate=4000") {
-				t.Errorf("a sweep's front said: %v, want it for sweep:rate=4000 only:\n%s", front, out.String())
+			if front := strings.Contains(out.String(), "pages further up memory than on the one before"); front != strings.HasPrefix(tc.workload, "sweep:") {
+				t.Errorf("a sweep's front said: %v, want it for the sweeps only:\n%s", front, out.String())
 			}
 		})
 	}
@@ -463,12 +467,17 @@ func TestOwnChooserGrowing(t *testing.T) {
 // keep what was set after the first (the link, the probes' measures).
 func TestRewatch(t *testing.T) {
 	const gib = 1 << 30 / migrator.PageSize
-	m, say := rewatch(20, 52567, 20000, gib, 40*time.Second)
+	m, say := rewatch(20, 52567, 20000, gib, 40*time.Second, false)
 	if m != 100 || !strings.Contains(say, "(20000 of the 52567 it wrote were new in the watch's second half), and the migration was predicted to last 40s: watching it again, for 10s, before predicting anew") {
 		t.Errorf("rewatch: %d, said %q", m, say)
 	}
-	if m, say := rewatch(20, 52567, 2000, gib, 40*time.Second); m != 0 || say != "" {
+	if m, say := rewatch(20, 52567, 2000, gib, 40*time.Second, false); m != 0 || say != "" {
 		t.Errorf("a guest whose writes levelled off watched again for %d epochs, saying %q", m, say)
+	}
+	// A sweep is not: a watch of all its memory shows laps, not the front
+	// (walk 132).
+	if m, say := rewatch(20, 52567, 20000, gib, 40*time.Second, true); m != 0 || say != "" {
+		t.Errorf("a sweep watched again for %d epochs, saying %q", m, say)
 	}
 	first, err := simulate.ParseSynthetic("uniform", 4096, autoPart)
 	if err != nil {
