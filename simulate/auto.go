@@ -276,13 +276,15 @@ func chooseFront(ctx context.Context, o Options, prefer string, modes []string) 
 		if math.IsInf(sp.lo, 1) {
 			continue // finished nowhere
 		}
-		more := ""
+		more, over := "", ""
 		if sp.cut {
 			more = ">"
+		} else if !sp.finished {
+			over = " (its downtime over the limit at a point)" // walk 132: a faster mode's range, and no word of why not
 		}
-		told = append(told, fmt.Sprintf("%s %v to %s%v", c.Predictions[j].Mode, time.Duration(sp.lo)*time.Millisecond, more, time.Duration(sp.hi)*time.Millisecond))
+		told = append(told, fmt.Sprintf("%s %v to %s%v%s", c.Predictions[j].Mode, time.Duration(sp.lo)*time.Millisecond, more, time.Duration(sp.hi)*time.Millisecond, over))
 	}
-	note := fmt.Sprintf("the guest's new pages move on as one front, and where it is when round 1 starts decides much, as does the sender's pace: at %d points of the sweep and at the first with coding %.3g times as dear as measured, %s",
+	note := fmt.Sprintf("the guest's new pages move on as one front, and where it is when round 1 starts decides much, as does the sender's pace: at %d points of the sweep (where it was reckoned to be, and a third and two thirds of memory on) and where it was reckoned to be with MECOM's coding %.3g times as dear as measured, %s",
 		frontPoints, dearCoding, strings.Join(told, ", "))
 	if mode := c.Predictions[best].Mode; mode != c.Mode {
 		worstOf := func(j int) string {
@@ -299,8 +301,12 @@ func chooseFront(ctx context.Context, o Options, prefer string, modes []string) 
 			return w
 		}
 		prev := slices.IndexFunc(c.Predictions, func(r Result) bool { return r.Mode == c.Mode })
-		c.Why = fmt.Sprintf("the %s predicted at the worst of %d points (%s, where %s, the best at the point reckoned, came to %s), downtime %v within the %v limit%s; %s",
-			meritName(c.Prefer), frontPoints+1, worstOf(best), c.Mode, worstOf(prev), time.Duration(c.Predictions[best].Info.Downtime)*time.Millisecond, limit, edgy, note)
+		among := ""
+		if passed >= 0 {
+			among = " among the steady modes" // walk 132: "the shortest", beside a mode said to be better
+		}
+		c.Why = fmt.Sprintf("the %s predicted at the worst of %d points%s (%s, where %s, the best at the point reckoned, came to %s), downtime %v within the %v limit%s; %s",
+			meritName(c.Prefer), frontPoints+1, among, worstOf(best), c.Mode, worstOf(prev), time.Duration(c.Predictions[best].Info.Downtime)*time.Millisecond, limit, edgy, note)
 		c.Mode = mode
 	} else {
 		c.Why += edgy + "; " + note

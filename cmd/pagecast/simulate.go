@@ -752,7 +752,7 @@ func writeMoves(out io.Writer, once uint64, moved, drift, lead float64) {
 		// second watch (walk 131).
 		further := ""
 		if math.Abs(lead) >= max(0.5, 0.01*math.Abs(drift)) {
-			further = fmt.Sprintf(" (the first replay %.0f pages further still: as far as the guest went on from the watch's end to the predictions, at its pace while watched)", math.Abs(lead))
+			further = fmt.Sprintf(" (the first replay %.0f pages further still: as far as the guest went on from the watch's end until the migration was to start, through the probes and the predictions, at its pace while watched)", math.Abs(lead))
 		}
 		fmt.Fprintf(out, "  on each replay, %s went on %.0f pages further %s memory than on the one before%s%s: they move as one front, as a sweep of memory does\n",
 			which, math.Abs(drift), dir, further, rest)
