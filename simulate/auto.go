@@ -39,6 +39,9 @@ type Choice struct {
 	// PausedPageRate is PageRate while the guest is paused
 	// (Options.PausedPageRate); 0: PageRate.
 	PausedPageRate float64
+	// Again says the chosen mode's prediction was made again (Repredict):
+	// its figures are from later than the others'.
+	Again bool
 }
 
 // Report is the choice as query-migrate reports it (migrator.Config.Auto).
@@ -123,7 +126,7 @@ func Repredict(ctx context.Context, o Options, c *Choice) error {
 	if r.Err != nil {
 		return fmt.Errorf("predict %s again: %w", c.Mode, r.Err)
 	}
-	c.Predictions[i] = r
+	c.Predictions[i], c.Again = r, true
 	// The why's figures were the first prediction's.
 	c.Why += fmt.Sprintf("; predicted again from where the sweep was once the modes were weighed: %s, downtime %v",
 		meritString(r, c.Prefer), time.Duration(r.Info.Downtime)*time.Millisecond)

@@ -837,8 +837,14 @@ func TestChooseFrontWorstPoint(t *testing.T) {
 	// Predicted again from where the sweep is 2 s on (a live auto's
 	// predictions took that long): as the migration starting then goes.
 	p.Lead = 2 * time.Second
+	if c.Again {
+		t.Error("a choice said to be predicted again before Repredict")
+	}
 	if err := Repredict(context.Background(), p, &c); err != nil {
 		t.Fatal(err)
+	}
+	if !c.Again {
+		t.Error("Repredict did not say the choice was predicted again (migrate says which row is)")
 	}
 	later := o
 	later.Start += 20

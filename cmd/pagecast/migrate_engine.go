@@ -636,6 +636,11 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 		time.Duration(n)*autoEpoch, pages, o.Content, rateNote)
 	// Auto watches in fixed epochs: the note on short rounds has no advice.
 	writeSimulationTableWith(w, o.Workload, choice.Predictions, "", autoCheckRate)
+	if choice.Again {
+		// Walk 132: the chosen row beside the others' read as one
+		// prediction, and the why's figure was not in the table.
+		fmt.Fprintf(w, "  %s's row is its prediction made again once the modes were weighed, from where the sweep had gone on to by then; the other rows, and the why's first figures, are from where it was reckoned to be as they were weighed\n", choice.Mode)
+	}
 	fmt.Fprintf(w, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
 	if warn := growingNote(time.Duration(n)*autoEpoch, pages, fresh, memory, predicted(), choice.Predicted().Drift != 0); warn != "" {
 		fmt.Fprintln(c.App.ErrWriter, "pagecast: auto: warning: "+warn)
