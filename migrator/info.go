@@ -164,6 +164,10 @@ type AutoChoice struct {
 	// they moved pages (see simulate.GuestOptions.Grow); absent
 	// otherwise.
 	Replay *Replay `json:"replay,omitempty"`
+	// Again says the chosen mode's prediction was made again once the
+	// modes were weighed, from where a sweep had gone on to by then: it
+	// is from later than the others'.
+	Again bool `json:"again,omitempty"`
 }
 
 // Replay is what each replay of the watched seconds in auto's simulations

@@ -46,7 +46,7 @@ type Choice struct {
 
 // Report is the choice as query-migrate reports it (migrator.Config.Auto).
 func (c Choice) Report() *migrator.AutoChoice {
-	a := &migrator.AutoChoice{Mode: c.Mode, Prefer: c.Prefer, Why: c.Why, PageRate: c.PageRate, PausedPageRate: c.PausedPageRate}
+	a := &migrator.AutoChoice{Mode: c.Mode, Prefer: c.Prefer, Why: c.Why, PageRate: c.PageRate, PausedPageRate: c.PausedPageRate, Again: c.Again}
 	for _, r := range c.Predictions {
 		var cut *CutShort
 		if errors.As(r.Err, &cut) {

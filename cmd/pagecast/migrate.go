@@ -1557,6 +1557,9 @@ func writeAutoChoice(w io.Writer, a *migrator.AutoChoice) {
 			writeMoves(w, r.Once, r.Moved, r.Drift, r.Lead)
 		}
 	}
+	if a.Again {
+		writeAgain(w, a.Mode)
+	}
 	fmt.Fprintf(w, "auto chose %s (prefer %s): %s\n", printable.Line(a.Mode), printable.Line(a.Prefer), printable.Line(a.Why))
 	if a.Warning != "" {
 		fmt.Fprintf(w, "auto: warning: %s\n", printable.Line(a.Warning))

@@ -21,6 +21,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pagecast/pagecast/bitmap"
+	"github.com/pagecast/pagecast/internal/printable"
 	"github.com/pagecast/pagecast/internal/units"
 	"github.com/pagecast/pagecast/migrationmetrics"
 	"github.com/pagecast/pagecast/migrator"
@@ -637,9 +638,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	// Auto watches in fixed epochs: the note on short rounds has no advice.
 	writeSimulationTableWith(w, o.Workload, choice.Predictions, "", autoCheckRate)
 	if choice.Again {
-		// Walk 132: the chosen row beside the others' read as one
-		// prediction, and the why's figure was not in the table.
-		fmt.Fprintf(w, "  %s's row is its prediction made again once the modes were weighed, from where the sweep had gone on to by then; the other rows, and the why's first figures, are from where it was reckoned to be as they were weighed\n", choice.Mode)
+		writeAgain(w, choice.Mode)
 	}
 	fmt.Fprintf(w, "auto chose %s: %s\n\n", choice.Mode, choice.Why)
 	if warn := growingNote(time.Duration(n)*autoEpoch, pages, fresh, memory, predicted(), choice.Predicted().Drift != 0); warn != "" {
@@ -746,6 +745,13 @@ func carryOver(watched, before simulate.Options) simulate.Options {
 	o.Samples, o.WrittenSamples = watched.Samples, watched.WrittenSamples
 	o.Content, o.Written, o.Classes = watched.Content, watched.Written, watched.Classes
 	return o
+}
+
+// writeAgain says that the chosen mode's row is its prediction made
+// again (simulate.Repredict): walk 132 read it beside the others' as one
+// prediction, and the why's figure was in no row.
+func writeAgain(w io.Writer, mode string) {
+	fmt.Fprintf(w, "  %s's row is its prediction made again once the modes were weighed, from where the sweep had gone on to by then; the other rows, and the why's first figures, are from where it was reckoned to be as they were weighed\n", printable.Line(mode))
 }
 
 // growingNote warns that auto's prediction is short where the guest was

@@ -454,6 +454,10 @@ func TestOwnChooserGrowing(t *testing.T) {
 			if !strings.Contains(out.String(), "pages per round") || !strings.Contains(out.String(), "the guest was watched for ") {
 				t.Errorf("migrate printed no rounds or no replay line:\n%s", out.String())
 			}
+			// The chosen row is a sweep's prediction made again (walk 132).
+			if again := strings.Contains(out.String(), "'s row is its prediction made again once the modes were weighed"); again != strings.HasPrefix(tc.workload, "sweep:") || again != a.Again {
+				t.Errorf("made again: %v (x-pagecast.auto's again %v), want it for the sweeps only:\n%s", again, a.Again, out.String())
+			}
 			if front := strings.Contains(out.String(), "pages further up memory than on the one before"); front != strings.HasPrefix(tc.workload, "sweep:") {
 				t.Errorf("a sweep's front said: %v, want it for the sweeps only:\n%s", front, out.String())
 			}
