@@ -1,7 +1,6 @@
 package mecom
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"runtime"
@@ -28,7 +27,7 @@ type Encoder struct {
 	choice    [numClasses]Codec
 	totals    Stats
 	batchCPU  float64 // seconds the last Encode's compression took, its workers running at once
-	scale     float64 // SetCPUScale's; 0: 1
+	scale     float64 // SetCPUScale's; 1 until then
 }
 
 // Stats are running totals since NewEncoder.
@@ -61,7 +60,7 @@ func NewEncoder(workers int) *Encoder {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	e := &Encoder{}
+	e := &Encoder{scale: 1}
 	for class := range numClasses {
 		e.choice[class] = candidates[class][0]
 	}
@@ -186,7 +185,7 @@ func (e *Encoder) EncodeFrom(dst []byte, gfns []uint64, pages uint64, page func(
 
 	e.mu.Lock()
 	for _, w := range used {
-		w.start(&e.model, e.choice, e.costingLocked(), cmp.Or(e.scale, 1))
+		w.start(&e.model, e.choice, e.costingLocked(), e.scale)
 	}
 	e.mu.Unlock()
 
