@@ -63,12 +63,31 @@ func (c Choice) Report() *migrator.AutoChoice {
 			p.Rounds, p.RoundPages, p.Deferred = x.Round, x.RoundPages, x.DeferredAll
 		}
 		a.Predictions = append(a.Predictions, p)
-		if r.Moved > 0 && a.Replay == nil {
-			// Every mode's guest moves alike.
-			a.Replay = &migrator.Replay{Once: r.Once, Moved: r.Moved, Drift: r.Drift, Lead: r.Lead}
-		}
+	}
+	if r := ReplayOf(c.Predictions, c.Mode); r.Moved > 0 {
+		a.Replay = &migrator.Replay{Once: r.Once, Moved: r.Moved, Drift: r.Drift, Lead: r.Lead}
 	}
 	return a
+}
+
+// ReplayOf is the result whose replays the replay line tells of: mode's
+// where its guest moved pages on its replays, else the first that did.
+// Every mode's guest moves alike but for its lead: the chosen mode's,
+// predicted again (Repredict), starts further on than the others'.
+func ReplayOf(results []Result, mode string) Result {
+	var first Result
+	for _, r := range results {
+		if r.Err != nil || r.Moved == 0 {
+			continue
+		}
+		if r.Mode == mode {
+			return r
+		}
+		if first.Moved == 0 {
+			first = r
+		}
+	}
+	return first
 }
 
 // Predicted is the chosen mode's prediction.

@@ -636,7 +636,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 	fmt.Fprintf(w, "auto: predicted from %v of the guest (%d pages written; content %s%s):\n",
 		time.Duration(n)*autoEpoch, pages, o.Content, rateNote)
 	// Auto watches in fixed epochs: the note on short rounds has no advice.
-	writeSimulationTableWith(w, o.Workload, choice.Predictions, "", autoCheckRate)
+	writeSimulationTableWith(w, o.Workload, choice.Predictions, choice.Mode, "", autoCheckRate)
 	if choice.Again {
 		writeAgain(w, choice.Mode)
 	}

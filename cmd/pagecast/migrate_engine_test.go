@@ -515,9 +515,41 @@ func TestWatchedReplayed(t *testing.T) {
 	r := simulate.Result{Mode: "mecom", Replays: 2, Info: migrator.Info{Status: migrator.StatusCompleted, TotalTime: 25000, Downtime: 280,
 		RAM: &migrator.RAMStats{Transferred: 1 << 30}, Pagecast: &migrator.Extra{Round: 10}}}
 	var out strings.Builder
-	writeSimulationTableWith(&out, w, []simulate.Result{r}, "", autoCheckRate)
+	writeSimulationTableWith(&out, w, []simulate.Result{r}, "", "", autoCheckRate)
 	if !strings.Contains(out.String(), "the guest was watched for 10s, less than the migration takes, and what it wrote then was replayed: mecom 2 times\n") {
 		t.Errorf("table:\n%s", out.String())
+	}
+}
+
+// TestReplayLineChosenLead: the replay line's lead is the chosen mode's,
+// predicted again from later than the others', in migrate's table and in
+// query-migrate's report alike; not the last or first mode's that moved.
+func TestReplayLineChosenLead(t *testing.T) {
+	epochs := make([]trace.Epoch, 100)
+	for i := range epochs {
+		epochs[i] = trace.Epoch{Index: uint64(i), Pages: []uint64{uint64(i)}}
+	}
+	w, err := simulate.NewTrace(watchedName, trace.Meta{MemoryBytes: 4096 * migrator.PageSize, PageSize: migrator.PageSize, Epoch: autoPart}, epochs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	result := func(mode string, lead float64) simulate.Result {
+		return simulate.Result{Mode: mode, Replays: 2, Moved: 1, Once: 100, Drift: 100, Lead: lead,
+			Info: migrator.Info{Status: migrator.StatusCompleted, TotalTime: 25000, Downtime: 280,
+				RAM: &migrator.RAMStats{Transferred: 1 << 30}, Pagecast: &migrator.Extra{Round: 10}}}
+	}
+	for _, chosen := range []string{"precopy", "mecom", "throttle"} {
+		results := []simulate.Result{result("precopy", 300), result("mecom", 700), result("throttle", 500)}
+		want := map[string]string{"precopy": "300", "mecom": "700", "throttle": "500"}[chosen]
+		var out strings.Builder
+		writeSimulationTableWith(&out, w, results, chosen, "", autoCheckRate)
+		if !strings.Contains(out.String(), "(the first replay "+want+" pages further still") {
+			t.Errorf("chosen %s: table:\n%s", chosen, out.String())
+		}
+		a := simulate.Choice{Mode: chosen, Predictions: results}.Report()
+		if a.Replay == nil || fmt.Sprint(a.Replay.Lead) != want {
+			t.Errorf("chosen %s: report's replay %+v, want its lead %s", chosen, a.Replay, want)
+		}
 	}
 }
 

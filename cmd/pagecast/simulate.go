@@ -631,14 +631,16 @@ func simulationModes(s string) ([]string, error) {
 // writeSimulationTable prints one row per mode, a comparison with
 // pre-copy, and what the rows cannot say.
 func writeSimulationTable(out io.Writer, w simulate.Workload, results []simulate.Result) {
-	writeSimulationTableWith(out, w, results, fmt.Sprintf("record the trace in shorter epochs (pagecast profile --epoch %v) or give a synthetic workload a shorter --epoch",
+	writeSimulationTableWith(out, w, results, "", fmt.Sprintf("record the trace in shorter epochs (pagecast profile --epoch %v) or give a synthetic workload a shorter --epoch",
 		max(w.Epoch()/4, time.Millisecond).Round(time.Millisecond)), "at --checksum-rate (0 leaves it out)")
 }
 
-// writeSimulationTableWith is writeSimulationTable with advice for rounds
-// shorter than the workload's epochs ("" for none), and how fast the
-// memory check reads, for its note (writeCheckTime).
-func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simulate.Result, advice, checkRate string) {
+// writeSimulationTableWith is writeSimulationTable with the mode chosen,
+// whose replays the replay line tells of ("" for the first that moved
+// pages), advice for rounds shorter than the workload's epochs ("" for
+// none), and how fast the memory check reads, for its note
+// (writeCheckTime).
+func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simulate.Result, chosen, advice, checkRate string) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\ttotal\tdowntime\tbytes\trounds\tpages per round\tdeferred\tthrottle\tpulled\tguest slowed\t")
 	ms := tableMS
@@ -687,13 +689,9 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 	writeAgainstPrecopy(out, results)
 	var replayed []string
 	var from uint64
-	var moving simulate.Result // one that moved pages on its replays: every mode's guest moves alike
 	for _, r := range results {
 		if r.Replays > 0 && r.Err == nil {
 			from = r.Start
-			if r.Moved > 0 {
-				moving = r
-			}
 			replayed = append(replayed, replayedTimes(r.Mode, r.Replays))
 		}
 	}
@@ -709,6 +707,7 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		fmt.Fprintf(out, "the workload (%d epochs%s, %v) ended before the migration did and was replayed from epoch %d: %s\n",
 			w.Len(), of, time.Duration(w.Len())*w.Epoch(), from+firstIndex(w), strings.Join(replayed, ", "))
 	}
+	moving := simulate.ReplayOf(results, chosen)
 	writeMoves(out, moving.Once, moving.Moved, moving.Drift, moving.Lead)
 	writeShortRounds(out, w, results, advice)
 }

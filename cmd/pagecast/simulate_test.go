@@ -767,7 +767,7 @@ func TestNotSimulatedRow(t *testing.T) {
 	}
 	never := &simulate.CutShort{Prefer: simulate.PreferTime, Budget: 2 * time.Minute}
 	var b strings.Builder
-	writeSimulationTableWith(&b, w, []simulate.Result{{Mode: "predictive", Err: never}}, "", autoCheckRate)
+	writeSimulationTableWith(&b, w, []simulate.Result{{Mode: "predictive", Err: never}}, "", "", autoCheckRate)
 	if !strings.Contains(b.String(), "predictive  not simulated") || strings.Contains(b.String(), ">>0s") {
 		t.Errorf("table:\n%s", b.String())
 	}
