@@ -371,3 +371,73 @@ func TestProgressHeldAtAnyStep(t *testing.T) {
 		t.Errorf("the progress panels' queries at the step after the migration's series went stale: %v\n%s\n%s", err, out, tests.String())
 	}
 }
+
+// TestExpectedDowntimeHeld: "Expected vs actual downtime" shows a
+// completed migration's last estimate at a step coarser than the
+// migration (walk 133: a 1.24 s migration at a 15 s step showed the
+// actual downtime but no estimate), and none for a failed migration once
+// it failed, whose estimate the exporter drops (walk 96).
+func TestExpectedDowntimeHeld(t *testing.T) {
+	ds, err := Committed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expr string
+	for _, d := range ds {
+		for _, p := range d.Panels {
+			if d.File == "migrations.json" && p.Title == "Expected vs actual downtime" {
+				for _, tg := range p.Targets {
+					if strings.HasSuffix(tg.LegendFormat, " expected") {
+						expr = tg.Expr
+					}
+				}
+			}
+		}
+	}
+	if expr == "" {
+		t.Fatal("no expected downtime query in migrations.json's Expected vs actual downtime")
+	}
+	from := time.Date(2026, 12, 7, 5, 40, 0, 0, time.UTC)
+	src := &Source{From: from, To: from.Add(15 * time.Minute), Step: 15 * time.Second, ScrapeInterval: time.Second}
+	expr = src.Expand(expr, map[string]string{"vm": ".*", "migration": ".*"})
+	// ok completed, its estimate kept until the exporter went; bad failed
+	// at 2 s, its estimate dropped then.
+	tests := `rule_files: []
+evaluation_interval: 1s
+tests:
+  - interval: 1s
+    input_series:
+      - series: 'pagecast_migration_expected_downtime_seconds{vm="ok",migration="a"}'
+        values: '0.308 0.12 0.094 0.094 stale'
+      - series: 'pagecast_migration_failed{vm="ok",migration="a"}'
+        values: '0 0 0 0 stale'
+      - series: 'pagecast_migration_expected_downtime_seconds{vm="bad",migration="b"}'
+        values: '5 6 stale'
+      - series: 'pagecast_migration_failed{vm="bad",migration="b"}'
+        values: '0 0 1 1 stale'
+    promql_expr_test:
+      - expr: '` + strings.ReplaceAll(expr, "'", "''") + `'
+        eval_time: 5s
+        exp_samples:
+          - labels: 'pagecast_migration_expected_downtime_seconds{vm="ok",migration="a"}'
+            value: 0.094
+      - expr: '` + strings.ReplaceAll(expr, "'", "''") + `'
+        eval_time: 1s
+        exp_samples:
+          - labels: 'pagecast_migration_expected_downtime_seconds{vm="ok",migration="a"}'
+            value: 0.12
+          - labels: 'pagecast_migration_expected_downtime_seconds{vm="bad",migration="b"}'
+            value: 6
+`
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (Debian package prometheus): the query not run")
+	}
+	path := filepath.Join(t.TempDir(), "expected_test.yml")
+	if err := os.WriteFile(path, []byte(tests), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "test", "rules", path).CombinedOutput(); err != nil {
+		t.Errorf("the expected downtime's query: %v\n%s\n%s", err, out, tests)
+	}
+}
