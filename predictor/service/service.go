@@ -333,8 +333,15 @@ func (vm *VM) forecast() Forecast {
 	defer vm.mu.Unlock()
 	f := Forecast{VM: vm.ID, EpochsObserved: vm.epochs, EpochSeconds: vm.Epoch.Seconds()}
 	if vm.epochs > 0 {
-		predicted, actual, last := vm.predicted, vm.actual, vm.brier
-		f.LastPredictedPages, f.LastActualPages, f.LastBrier = &predicted, &actual, &last
+		actual := vm.actual
+		f.LastActualPages = &actual
+	}
+	if vm.scored > 0 {
+		// Not the first epoch's: its forecast was the untrained prior,
+		// which the sums leave out too (walk 133: a Brier score of 0.68
+		// and an error of -44 898 pages at the start of the panels).
+		predicted, last := vm.predicted, vm.brier
+		f.LastPredictedPages, f.LastBrier = &predicted, &last
 	}
 	f.PredictedDirtyPages = vm.expected
 	f.WorkingSetPages = vm.workingSet
@@ -749,12 +756,15 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 		if f.LastActualPages != nil {
 			// Of the last epoch: none before the first (they were 0,
 			// which a panel drew as a forecast met exactly).
-			predicted, actual := *f.LastPredictedPages, float64(*f.LastActualPages)
-			g(descPredicted, predicted)
+			actual := float64(*f.LastActualPages)
 			g(descActual, actual)
-			g(descErr, predicted-actual)
 			g(descActualRate, actual*float64(vm.PageSize)/vm.Epoch.Seconds())
 			g(descWorkingSet, float64(f.WorkingSetPages)*float64(vm.PageSize))
+			if f.LastPredictedPages != nil {
+				// The forecast's: none for the first epoch, as the sums.
+				g(descPredicted, *f.LastPredictedPages)
+				g(descErr, *f.LastPredictedPages-actual)
+			}
 		}
 		if f.LastBrier != nil {
 			g(descBrier, *f.LastBrier)

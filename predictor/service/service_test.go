@@ -438,8 +438,9 @@ func TestServedCalibrated(t *testing.T) {
 	}
 }
 
-// TestBrierUnscored: before an epoch has been scored the forecast has no
-// Brier score (a 0 reads as perfect), in the JSON and in /metrics, and
+// TestBrierUnscored: before an epoch has been scored (the first is not:
+// its forecast was the prior) the forecast has no Brier score (a 0 reads
+// as perfect), predicted pages or error, in the JSON and in /metrics, and
 // before one has been observed no last epoch's dirty pages.
 func TestBrierUnscored(t *testing.T) {
 	s := New(nil)
@@ -467,7 +468,29 @@ func TestBrierUnscored(t *testing.T) {
 	if m := metrics(); strings.Contains(m, "pagecast_prediction_brier_score{") {
 		t.Errorf("/metrics has a Brier score before any epoch:\n%s", m)
 	}
+	// The first epoch's forecast was the untrained prior, not scored: its
+	// dirty pages are shown, not its forecast's figures (walk 133: Brier
+	// 0.68 and an error of -44 898 pages in the gauges, the sums and
+	// mean_brier without them).
 	vm.Observe([]uint64{1, 2})
+	f = get(t, srv, "/v1/vms/fresh", http.StatusOK)
+	for _, k := range []string{"last_epoch_brier", "last_epoch_predicted_dirty_pages", "mean_brier"} {
+		if _, ok := f[k]; ok {
+			t.Errorf("a VM with its first epoch observed has %s %v", k, f[k])
+		}
+	}
+	if _, ok := f["last_epoch_actual_dirty_pages"]; !ok {
+		t.Errorf("no last_epoch_actual_dirty_pages after the first epoch: %v", f)
+	}
+	m := metrics()
+	for _, name := range []string{"pagecast_prediction_brier_score{", "pagecast_predicted_dirty_pages{", "pagecast_prediction_error_pages{"} {
+		if strings.Contains(m, name) {
+			t.Errorf("/metrics has %s… after the first epoch, whose forecast is not scored", name)
+		}
+	}
+	if !strings.Contains(m, `pagecast_actual_dirty_pages{vm="fresh"} 2`) {
+		t.Errorf("/metrics has no actual dirty pages after the first epoch:\n%s", m)
+	}
 	vm.Observe([]uint64{1, 2})
 	f = get(t, srv, "/v1/vms/fresh", http.StatusOK)
 	for _, k := range []string{"last_epoch_brier", "last_epoch_predicted_dirty_pages", "last_epoch_actual_dirty_pages"} {
@@ -478,8 +501,11 @@ func TestBrierUnscored(t *testing.T) {
 	if _, ok := f["mean_brier"]; !ok {
 		t.Errorf("no mean_brier after two epochs: %v", f)
 	}
-	if m := metrics(); !strings.Contains(m, "pagecast_prediction_brier_score{") {
-		t.Errorf("/metrics has no Brier score after two epochs")
+	m = metrics()
+	for _, name := range []string{"pagecast_prediction_brier_score{", "pagecast_predicted_dirty_pages{", "pagecast_prediction_error_pages{"} {
+		if !strings.Contains(m, name) {
+			t.Errorf("/metrics has no %s… after two epochs", name)
+		}
 	}
 }
 
