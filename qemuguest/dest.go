@@ -37,6 +37,7 @@ func DialDest(qmpPath string) (*Dest, error) {
 		mon.Disconnect()
 		return nil, err
 	}
+	mon.SetAnswerWait(0) // attached: the migration's questions wait as long as QEMU takes
 	d.owned = append(d.owned, mon.Disconnect)
 	if said, closeFile := saidToFile(d.pid); said != nil {
 		d.said = said

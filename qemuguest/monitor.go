@@ -19,7 +19,19 @@ import (
 type Monitor = qemu.Runner
 
 // dial connects to the QMP socket at path, giving a busy one up after 5 s.
-func dial(path string) (*qmpclient.Client, error) { return qmpclient.Open(path, 5*time.Second) }
+func dial(path string) (*qmpclient.Client, error) {
+	c, err := qmpclient.Open(path, 5*time.Second)
+	if err == nil {
+		c.SetAnswerWait(attachAnswerWait)
+	}
+	return c, err
+}
+
+// attachAnswerWait is how long Dial and DialDest wait for each of QEMU's
+// answers while they attach; the bound is lifted once attached. A monitor
+// that greeted and then fell silent (a QEMU stopped with SIGSTOP, or
+// stuck) held pagecast receive for good (walk 134).
+var attachAnswerWait = 10 * time.Second
 
 // vcpu is one entry of query-cpus-fast.
 type vcpu struct {

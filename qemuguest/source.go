@@ -68,6 +68,7 @@ func Dial(qmpPath string) (*Source, error) {
 		mon.Disconnect()
 		return nil, err
 	}
+	mon.SetAnswerWait(0) // attached: the migration's questions wait as long as QEMU takes
 	s.owned = append(s.owned, mon.Disconnect)
 	return s, nil
 }

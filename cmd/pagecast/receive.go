@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,7 +74,7 @@ func runReceive(c *cli.Context) error {
 	if _, err := migrator.ParseURI(c.String("listen")); err != nil {
 		return fmt.Errorf("--listen: %w", err) // before the QEMU is dialled
 	}
-	dest, err := qemuguest.DialDest(path)
+	dest, err := dialDest(ctx, path)
 	if err != nil && strings.Contains(err.Error(), "has not been found") {
 		return fmt.Errorf("the destination QEMU: %w (is it pagecast's own monitor? receive is for a QEMU started with -incoming defer; a pagecast vm run takes a migration itself with --incoming)", err)
 	}
@@ -102,6 +103,32 @@ func runReceive(c *cli.Context) error {
 	printReceived(out, res, c.Bool("paused"))
 	sayOutcome(c, "the migration was received: the guest is here")
 	return nil
+}
+
+// dialDest is qemuguest.DialDest, given up on an interrupt (walk 134: a
+// monitor that greeted and then fell silent held receive past SIGINT and
+// SIGTERM; DialDest itself gives such a monitor up in 10 s).
+func dialDest(ctx context.Context, path string) (*qemuguest.Dest, error) {
+	type dialed struct {
+		d   *qemuguest.Dest
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		d, err := qemuguest.DialDest(path)
+		ch <- dialed{d, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.d, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.d != nil {
+				r.d.Close()
+			}
+		}()
+		return nil, fmt.Errorf("stopped while attaching to the QEMU at unix:%s, which had not answered yet: nothing was changed", path)
+	}
 }
 
 // pausedDest is a QEMU destination whose guest stays paused once it has

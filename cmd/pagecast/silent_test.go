@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -197,5 +198,35 @@ func TestMigrateDestinationSilentInSetup(t *testing.T) {
 		if c == "migrate" {
 			t.Errorf("migrate was sent: %v", f.commands())
 		}
+	}
+}
+
+// TestReceiveSilentMonitorInterrupted: pagecast receive attaching to a
+// monitor that greeted and then fell silent stops on SIGTERM at once,
+// saying nothing was changed (walk 134: it ignored SIGINT and SIGTERM and
+// waited for good).
+func TestReceiveSilentMonitorInterrupted(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "dst.sock")
+	f := serveFakeQMP(t, sock, func(cmd string, n int) string {
+		if cmd == "qmp_capabilities" {
+			return `{"return":{}}`
+		}
+		return "" // silent from here on
+	})
+	cmd, out, done := startBinary(t, "receive", "--qmp", "unix:"+sock, "--listen", "tcp:"+freeAddr(t))
+	for deadline := time.Now().Add(10 * time.Second); len(f.commands()) < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("receive asked nothing past qmp_capabilities: %v\n%s", f.commands(), out.String())
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(out.String(), "stopped while attaching to the QEMU at unix:"+sock+", which had not answered yet: nothing was changed") {
+			t.Errorf("receive on SIGTERM: %v, want exit 1 saying it stopped while attaching:\n%s", err, out.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("receive still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.commands(), out.String())
 	}
 }
