@@ -71,13 +71,14 @@ func (c Choice) Report() *migrator.AutoChoice {
 }
 
 // ReplayOf is the result whose replays the replay line tells of: mode's
-// where its guest moved pages on its replays, else the first that did.
+// where its guest replayed and moved pages on its replays, else the first
+// that did; none where no mode replayed.
 // Every mode's guest moves alike but for its lead: the chosen mode's,
 // predicted again (Repredict), starts further on than the others'.
 func ReplayOf(results []Result, mode string) Result {
 	var first Result
 	for _, r := range results {
-		if r.Err != nil || r.Moved == 0 {
+		if r.Err != nil || r.Moved == 0 || r.Replays == 0 {
 			continue
 		}
 		if r.Mode == mode {

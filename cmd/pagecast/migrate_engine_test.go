@@ -551,6 +551,20 @@ func TestReplayLineChosenLead(t *testing.T) {
 			t.Errorf("chosen %s: report's replay %+v, want its lead %s", chosen, a.Replay, want)
 		}
 	}
+	// No line on replays where no mode replayed (walk 135: a migration
+	// predicted shorter than the watch had one).
+	unreplayed := []simulate.Result{result("precopy", 300), result("mecom", 700)}
+	for i := range unreplayed {
+		unreplayed[i].Replays = 0
+	}
+	var out strings.Builder
+	writeSimulationTableWith(&out, w, unreplayed, "mecom", "", autoCheckRate)
+	if strings.Contains(out.String(), "replay") {
+		t.Errorf("no mode replayed, yet the table says:\n%s", out.String())
+	}
+	if a := (simulate.Choice{Mode: "mecom", Predictions: unreplayed}).Report(); a.Replay != nil {
+		t.Errorf("no mode replayed, yet the report has a replay: %+v", a.Replay)
+	}
 }
 
 // TestSayEvery: sayEvery says its line every interval, with the time

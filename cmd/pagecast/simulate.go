@@ -707,8 +707,12 @@ func writeSimulationTableWith(out io.Writer, w simulate.Workload, results []simu
 		fmt.Fprintf(out, "the workload (%d epochs%s, %v) ended before the migration did and was replayed from epoch %d: %s\n",
 			w.Len(), of, time.Duration(w.Len())*w.Epoch(), from+firstIndex(w), strings.Join(replayed, ", "))
 	}
-	moving := simulate.ReplayOf(results, chosen)
-	writeMoves(out, moving.Once, moving.Moved, moving.Drift, moving.Lead)
+	if len(replayed) > 0 {
+		// Not where no mode replayed (walk 135: "on each replay, …"
+		// under a migration shorter than the watch).
+		moving := simulate.ReplayOf(results, chosen)
+		writeMoves(out, moving.Once, moving.Moved, moving.Drift, moving.Lead)
+	}
 	writeShortRounds(out, w, results, advice)
 }
 
