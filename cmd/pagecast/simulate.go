@@ -1018,6 +1018,18 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 		}
 	}
 	outcome.Mode = "auto: " + choice.Mode
+	note, alt := qemuTraceNote(w, choice, among)
+	var qemuHindsight *simulate.Hindsight // among the modes migrate can run on the trace's QEMU, where the choice is not one
+	if alt != nil && hindsight != nil {
+		// Judged too (walk 135: the verdict weighed only modes the note
+		// had just said migrate cannot run there).
+		fmt.Fprintf(c.App.ErrWriter, "auto: simulating the modes pagecast migrate runs on the trace's QEMU on the workload from epoch %d …\n", o.Start+first)
+		h, err := simulate.Judge(ctx, o, *alt)
+		if err != nil {
+			return fmt.Errorf("judge %s, the best of the modes migrate runs on the trace's QEMU: %w", alt.Mode, err)
+		}
+		qemuHindsight = &h
+	}
 	if hindsight != nil {
 		warnLost(c.App.ErrWriter, w, o.Start, lost, hindsight.Outcomes)
 	} else {
@@ -1060,6 +1072,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 			return p
 		}
 		type judged struct {
+			Mode     string       `json:"mode,omitempty"` // qemu-hindsight's: the mode migrate would run there, judged
 			Best     string       `json:"best"`
 			Regret   *float64     `json:"regret,omitempty"` // chosen over best by the preference, less 1; absent: the choice broke the downtime limit
 			Outcomes []prediction `json:"outcomes"`
@@ -1071,6 +1084,10 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 			Predictions []prediction   `json:"predictions"`
 			Outcome     *migrator.Info `json:"outcome"`
 			Hindsight   *judged        `json:"hindsight,omitempty"`
+			// Where the trace is of a QEMU VM and the choice a mode
+			// migrate cannot run there: the best of those it can, judged
+			// among them.
+			QEMUHindsight *judged `json:"qemu-hindsight,omitempty"`
 		}{Mode: choice.Mode, Prefer: choice.Prefer, Why: choice.Why, Outcome: &outcome.Info}
 		if h := hindsight; h != nil {
 			out.Hindsight = &judged{Best: h.Best.Mode}
@@ -1084,7 +1101,16 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 		for _, r := range choice.Predictions {
 			out.Predictions = append(out.Predictions, predicted(r))
 		}
-		if note := qemuTraceNote(w, choice, among); note != "" {
+		if h := qemuHindsight; h != nil {
+			out.QEMUHindsight = &judged{Mode: alt.Mode, Best: h.Best.Mode}
+			if r := h.Regret(alt.Prefer); !math.IsInf(r, 1) {
+				out.QEMUHindsight.Regret = &r
+			}
+			for _, r := range h.Outcomes {
+				out.QEMUHindsight.Outcomes = append(out.QEMUHindsight.Outcomes, predicted(r))
+			}
+		}
+		if note != "" {
 			fmt.Fprintln(c.App.ErrWriter, note)
 		}
 		return enc.Encode(out)
@@ -1094,7 +1120,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 	writeSimulationTable(c.App.Writer, observed, choice.Predictions)
 	writeResponseNote(c.App.Writer, o.Response, choice.Predictions)
 	fmt.Fprintf(c.App.Writer, "auto chose %s: %s\n", choice.Mode, choice.Why)
-	if note := qemuTraceNote(w, choice, among); note != "" {
+	if note != "" {
 		fmt.Fprintln(c.App.Writer, note)
 	}
 	fmt.Fprintf(c.App.Writer, "\noutcome, on the workload from epoch %d:\n", o.Start+first)
@@ -1107,6 +1133,14 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 		writeSimulationTable(c.App.Writer, w, h.Outcomes)
 		fmt.Fprintln(c.App.Writer, h.Verdict(choice))
 	}
+	if h := qemuHindsight; h != nil {
+		var modes []string
+		for _, r := range h.Outcomes {
+			modes = append(modes, r.Mode)
+		}
+		fmt.Fprintf(c.App.Writer, "on the trace's QEMU VM, among the modes pagecast migrate runs there (%s), where it would run %s: %s\n",
+			strings.Join(modes, ", "), alt.Mode, h.Verdict(*alt))
+	}
 	return nil
 }
 
@@ -1116,10 +1150,10 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 // those it can run there; "" otherwise. simulate weighs every mode, as for
 // pagecast's own monitor: a walk took its choice to migrate, which refused
 // it (walk 86).
-func qemuTraceNote(w simulate.Workload, choice simulate.Choice, among func([]string) (simulate.Choice, error)) string {
+func qemuTraceNote(w simulate.Workload, choice simulate.Choice, among func([]string) (simulate.Choice, error)) (string, *simulate.Choice) {
 	t, ok := w.(*simulate.Trace)
 	if !ok || !strings.HasPrefix(t.Source(), "qemu pid ") {
-		return ""
+		return "", nil
 	}
 	src := printable.Line(t.Source()) // the trace's header: anyone's text (walk 124)
 	qemus := qemuRuns(true)
@@ -1135,9 +1169,9 @@ func qemuTraceNote(w simulate.Workload, choice simulate.Choice, among func([]str
 	}
 	if runnable(choice.Mode) {
 		if migrator.NeedsPostcopy(choice.Mode) {
-			return fmt.Sprintf("note: the trace is of a QEMU VM (%s): pagecast migrate runs %s there with QEMU's own migration (--engine qemu, --dest-qmp), and its --mode auto, which runs pagecast's engine, does not weigh it%s", src, choice.Mode, tcg)
+			return fmt.Sprintf("note: the trace is of a QEMU VM (%s): pagecast migrate runs %s there with QEMU's own migration (--engine qemu, --dest-qmp), and its --mode auto, which runs pagecast's engine, does not weigh it%s", src, choice.Mode, tcg), nil
 		}
-		return ""
+		return "", nil
 	}
 	var can []string
 	for _, p := range choice.Predictions {
@@ -1150,13 +1184,13 @@ func qemuTraceNote(w simulate.Workload, choice simulate.Choice, among func([]str
 	// figures to choose by, and the note ended there (review 88).
 	alt, err := among(can)
 	if err != nil {
-		return note + fmt.Sprintf("; choosing among the modes it can run there failed: %v", err)
+		return note + fmt.Sprintf("; choosing among the modes it can run there failed: %v", err), nil
 	}
 	note += fmt.Sprintf("; the best of the modes it can run there is %s: %s", alt.Mode, alt.Why)
 	if migrator.NeedsPostcopy(alt.Mode) {
 		note += " (QEMU's own migration runs it: --engine qemu, --dest-qmp; migrate --mode auto, which runs pagecast's engine, does not weigh it)" + tcg
 	}
-	return note
+	return note, &alt
 }
 
 // writePredictedAgainst prints auto's prediction of a migration against

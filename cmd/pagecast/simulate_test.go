@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -555,8 +556,15 @@ func TestWallTime(t *testing.T) {
 // note ended without one); a trace of another source gets no such note.
 func TestSimulateAutoQEMUTrace(t *testing.T) {
 	slowUnderRace(t, "5 s")
-	for _, tc := range []struct{ trace, bw string }{{"gcc", "64MiB/s"}, {"bzip2", "8MiB/s"}} {
-		stdout, stderr, err := runApp(t, "simulate", "--trace", "../../predictor/testdata/real/"+tc.trace+".pct", "--mode", "auto", "--bandwidth", tc.bw)
+	for _, tc := range []struct {
+		trace, bw string
+		judge     bool
+	}{{"gcc", "64MiB/s", true}, {"bzip2", "8MiB/s", false}} {
+		args := []string{"simulate", "--trace", "../../predictor/testdata/real/" + tc.trace + ".pct", "--mode", "auto", "--bandwidth", tc.bw}
+		if tc.judge {
+			args = append(args, "--judge")
+		}
+		stdout, stderr, err := runApp(t, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -583,6 +591,23 @@ func TestSimulateAutoQEMUTrace(t *testing.T) {
 		// (walk 116: the note named tsmc without a word of it).
 		if migrator.NeedsPostcopy(m[1]) && !strings.Contains(stdout, "this trace's QEMU ran under TCG, where QEMU's own migration before QEMU 9.0 loses some of the guest's writes") {
 			t.Errorf("%s at %s: the note names %s, QEMU's own migration, and not that it loses writes under TCG:\n%s", tc.trace, tc.bw, m[1], stdout)
+		}
+		// Judged, the best of those migrate runs there is judged among
+		// them too (walk 135: the verdict named only modes the note had
+		// said migrate cannot run there).
+		if tc.judge {
+			j := regexp.MustCompile(`(?m)^on the trace's QEMU VM, among the modes pagecast migrate runs there \(([^)]*)\), where it would run ` + regexp.QuoteMeta(m[1]) + `: (.*)$`).FindStringSubmatch(stdout)
+			if j == nil {
+				t.Errorf("%s at %s, judged: no verdict among the modes migrate runs on QEMU:\n%s", tc.trace, tc.bw, stdout)
+			} else {
+				runs := strings.Split(j[1], ", ")
+				if slices.Contains(runs, chose[1]) || !slices.Contains(runs, m[1]) {
+					t.Errorf("%s at %s, judged: the modes migrate runs on QEMU listed as %v, with the choice %s, without %s", tc.trace, tc.bw, runs, chose[1], m[1])
+				}
+				if best := regexp.MustCompile(`over the best by [a-z ]+, (\S+)$`).FindStringSubmatch(j[2]); best != nil && !slices.Contains(runs, best[1]) {
+					t.Errorf("%s at %s, judged among the modes migrate runs on QEMU: the best named, %s, is not one of them: %s", tc.trace, tc.bw, best[1], j[0])
+				}
+			}
 		}
 		// The second choice's progress lines are said (walk 109).
 		if !strings.Contains(stderr, "auto: the trace is of a QEMU VM: choosing again among the modes pagecast migrate runs there (") {
