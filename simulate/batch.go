@@ -144,37 +144,76 @@ func RunBytes(pages uint64, mode string) uint64 {
 	return pages * perPage * 5 / 4
 }
 
-// FreeMemory is the memory a process here may take: MemAvailable, or
-// half its address-space limit where lower; ok is false where neither is
-// known. predict eval and serve check what their predictors need by it.
-func FreeMemory() (uint64, bool) { return memLimit() }
+// FreeMemory is the memory a process here may take: MemAvailable, or what
+// it has left of its address-space limit where lower; ok is false where
+// neither is known. predict eval and serve check what their predictors
+// need by it. Where is what bounds it, for an error to name: "this
+// machine has free" or the limit's.
+func FreeMemory() (free uint64, where string, ok bool) {
+	free, byLimit, ok := memLimit()
+	if byLimit {
+		return free, "this process has left of its address-space limit (ulimit -v)", ok
+	}
+	return free, "this machine has free", ok
+}
 
-// memLimit is the memory a simulation may take: MemAvailable, or half the
-// process's address-space limit where that is lower; ok is false where
-// neither is known.
-func memLimit() (uint64, bool) {
+// memLimit is the memory a simulation may take: MemAvailable, or what
+// the process has left of its address-space limit where that is lower
+// (byLimit); ok is false where neither is known.
+func memLimit() (limit uint64, byLimit, ok bool) {
 	avail, ok := memAvailable()
 	rlim := ^uint64(0)
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &rl); err == nil {
 		rlim = rl.Cur
 	}
-	return limitOf(avail, ok, rlim)
+	return limitOf(avail, ok, rlim, vmSize())
 }
 
-// limitOf is memLimit's rule: a Go process's address space runs to about
-// twice its heap (the runtime's reservations, and the heap growing to
-// twice what it holds before a collection), so only half an address-space
-// limit is memory to use. Under ulimit -v 4000000 predict eval passed its
-// check at 3.81 GiB and the runtime ran out of address space at 2.4 GB of
-// heap (found by a hostile-input walk).
-func limitOf(avail uint64, availOK bool, rlimitAS uint64) (uint64, bool) {
+// limitOf is memLimit's rule, given the address space the process holds
+// now (used; 0 where not known, then half the limit is taken): under an
+// address-space limit, only what is left of it. The runtime holds some
+// 1.7 GB of address space from its start (its reservations, 34 MB of it
+// resident): under ulimit -v 1950000 and 2200000, half the limit was
+// taken, a check of 944 MiB passed and the runtime ran out at 180 and 348
+// MB of heap (walk 134); under ulimit -v 4000000 the whole limit was
+// taken, a check of 3.81 GiB passed and the runtime ran out at 2.4 GB
+// (found by a hostile-input walk). The estimates checked against it
+// (RunBytes, predict eval's bytes a page) are of the peak, the garbage
+// collector's lag included.
+func limitOf(avail uint64, availOK bool, rlimitAS, used uint64) (limit uint64, byLimit, ok bool) {
 	if rlimitAS != ^uint64(0) {
-		if half := rlimitAS / 2; !availOK || half < avail {
-			return half, true
+		left := rlimitAS / 2
+		if used > 0 {
+			left = 0
+			if used < rlimitAS {
+				left = rlimitAS - used
+			}
+		}
+		if !availOK || left < avail {
+			return left, true, true
 		}
 	}
-	return avail, availOK
+	return avail, false, availOK
+}
+
+// vmSize is the address space the process holds (/proc/self/status
+// VmSize); 0 where it cannot be read.
+func vmSize() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmSize:"); ok {
+			kib, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kib << 10
+		}
+	}
+	return 0
 }
 
 // CheckMemory says, for a simulation of a guest of pages pages in mode,
@@ -183,17 +222,21 @@ func limitOf(avail uint64, availOK bool, rlimitAS uint64) (uint64, bool) {
 // runtime midway.
 func CheckMemory(pages uint64, mode string) error {
 	need := RunBytes(pages, mode)
-	limit, ok := memLimit()
+	limit, byLimit, ok := memLimit()
 	if !ok || need <= limit {
 		return nil
+	}
+	where := "this machine has free"
+	if byLimit {
+		where = "this process has left of its address-space limit (ulimit -v)"
 	}
 	hint := "simulate a smaller guest"
 	if strings.Contains(mode, migrator.ModePredictive) {
 		hint = fmt.Sprintf("simulate a mode without predictive (%.1f bytes a page), or a smaller guest", float64(RunBytes(1<<20, migrator.ModePrecopy))/(1<<20))
 	}
-	return fmt.Errorf("%s on a guest of %s needs about %s of memory to simulate (%.1f bytes a page), more than the %s this machine has free: %s",
+	return fmt.Errorf("%s on a guest of %s needs about %s of memory to simulate (%.1f bytes a page), more than the %s %s: %s",
 		mode, units.FormatBytes(float64(pages*migrator.PageSize)), units.FormatBytes(float64(need)),
-		float64(RunBytes(1<<20, mode))/(1<<20), units.FormatBytes(float64(limit)), hint)
+		float64(RunBytes(1<<20, mode))/(1<<20), units.FormatBytes(float64(limit)), where, hint)
 }
 
 // memAvailable reads MemAvailable from /proc/meminfo, in bytes.

@@ -93,10 +93,12 @@ func TestParallel(t *testing.T) {
 	}
 }
 
-// TestLimitOf: an address-space limit counts for half of it, as a Go
-// process's address space runs to about twice its heap (predict eval
-// passed its check under ulimit -v 4000000 and the runtime ran out of
-// address space at 2.4 GB of heap; found by a hostile-input walk);
+// TestLimitOf: an address-space limit counts for what the process has not
+// yet taken of it, the runtime holding 1.7 GB of address space from its
+// start (walk 134: half of a 1.95 GB limit was taken, and the check passed
+// where the runtime then ran out), or for half of it where that is not
+// known (predict eval passed its check under ulimit -v 4000000 and the
+// runtime ran out at 2.4 GB of heap; found by a hostile-input walk);
 // MemAvailable where lower, or where there is no limit.
 func TestLimitOf(t *testing.T) {
 	const gib = 1 << 30
@@ -105,17 +107,25 @@ func TestLimitOf(t *testing.T) {
 		avail   uint64
 		availOK bool
 		rlimit  uint64
+		used    uint64
 		want    uint64
+		byLimit bool
 		ok      bool
 	}{
-		{22 * gib, true, none, 22 * gib, true},
-		{22 * gib, true, 4 * gib, 2 * gib, true},
-		{3 * gib, true, 8 * gib, 3 * gib, true},
-		{0, false, 4 * gib, 2 * gib, true},
-		{0, false, none, 0, false},
+		{22 * gib, true, none, 0, 22 * gib, false, true},
+		{22 * gib, true, none, 2 * gib, 22 * gib, false, true},
+		{22 * gib, true, 4 * gib, 0, 2 * gib, true, true},
+		{22 * gib, true, 4 * gib, 3 * gib / 2, 5 * gib / 2, true, true},
+		{22 * gib, true, 4 * gib, 5 * gib, 0, true, true},
+		{3 * gib, true, 8 * gib, 2 * gib, 3 * gib, false, true},
+		{0, false, 4 * gib, 0, 2 * gib, true, true},
+		{0, false, none, 0, 0, false, false},
 	} {
-		if got, ok := limitOf(tc.avail, tc.availOK, tc.rlimit); got != tc.want || ok != tc.ok {
-			t.Errorf("limitOf(%d, %v, %d) = %d, %v; want %d, %v", tc.avail, tc.availOK, tc.rlimit, got, ok, tc.want, tc.ok)
+		if got, byLimit, ok := limitOf(tc.avail, tc.availOK, tc.rlimit, tc.used); got != tc.want || byLimit != tc.byLimit || ok != tc.ok {
+			t.Errorf("limitOf(%d, %v, %d, %d) = %d, %v, %v; want %d, %v, %v", tc.avail, tc.availOK, tc.rlimit, tc.used, got, byLimit, ok, tc.want, tc.byLimit, tc.ok)
 		}
+	}
+	if v := vmSize(); v == 0 {
+		t.Error("vmSize: 0, want this process's VmSize")
 	}
 }

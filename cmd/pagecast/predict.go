@@ -500,10 +500,10 @@ const evalBytesPerPage = 100
 // pages scattered over a 4 PiB guest kept 46 M of them, and predict eval
 // ran out of memory in the Go runtime, with a goroutine dump.
 func checkPredictorMemory(path string, kept uint64) error {
-	free, ok := freeMemory()
+	free, where, ok := freeMemory()
 	if need := kept * evalBytesPerPage; ok && need > free {
-		return fmt.Errorf("%s: its predictors would keep %d pages (those the trace dirtied and their neighbours), about %s of memory at %d bytes a page, more than the %s this machine has free",
-			path, kept, units.FormatBytes(float64(need)), evalBytesPerPage, units.FormatBytes(float64(free)))
+		return fmt.Errorf("%s: its predictors would keep %d pages (those the trace dirtied and their neighbours), about %s of memory at %d bytes a page, more than the %s %s",
+			path, kept, units.FormatBytes(float64(need)), evalBytesPerPage, units.FormatBytes(float64(free)), where)
 	}
 	return nil
 }
