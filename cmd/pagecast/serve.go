@@ -104,6 +104,11 @@ func runServe(c *cli.Context) error {
 	if parts < 1 || parts > maxParts {
 		return fmt.Errorf("--parts %d: want 1 to %d parts an epoch", parts, maxParts)
 	}
+	if c.String("listen") == "" {
+		// Not every interface on a port the kernel picks, as Go's
+		// net.Listen takes "" (walk 134: an unset shell variable).
+		return errors.New("--listen \"\": give host:port (the default, 127.0.0.1:9470, is loopback only)")
+	}
 	maxConns := c.Int("max-conns")
 	if maxConns < 1 {
 		return fmt.Errorf("--max-conns %d: want 1 or more", maxConns)
@@ -255,8 +260,13 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 			id = name
 		}
 		vm, err := svc.AddMappedVM(id, meta.Pages(), pm, uint64(meta.PageSize), meta.Epoch*time.Duration(parts), "trace "+path)
-		if err != nil {
+		switch {
+		case errors.Is(err, service.ErrVMExists):
 			return fmt.Errorf("%s: %w (a trace's VM is named after its file name, which another --trace has too: rename one)", path, err)
+		case err != nil && name == "":
+			return fmt.Errorf("%s: %w (a trace's VM is named after its file name: rename it, or name the VM with --name)", path, err)
+		case err != nil:
+			return fmt.Errorf("--name: %w", err)
 		}
 		hook := meta.Hook
 		if hook == "" {

@@ -231,6 +231,29 @@ func TestServeFlags(t *testing.T) {
 	}
 }
 
+// TestServeRefusesUnservable: predict serve refuses, before serving, a VM
+// name its API's paths cannot name and an empty --listen (walk 134: --name
+// .. was served and never found; --listen "" served every interface on a
+// port the kernel picked), and trace import an empty -o before it imports
+// (it imported, then failed to rename its temporary file to "").
+func TestServeRefusesUnservable(t *testing.T) {
+	const awk = "../../predictor/testdata/real/awk.pct"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"predict", "serve", "--trace", awk, "--name", "..", "--listen", "127.0.0.1:0"}, `--name: vm "..": the API's paths cannot name it`},
+		{[]string{"predict", "serve", "--trace", awk, "--name", ".", "--listen", "127.0.0.1:0"}, `--name: vm ".": the API's paths cannot name it`},
+		{[]string{"predict", "serve", "--trace", awk, "--listen", ""}, `--listen "": give host:port`},
+		{[]string{"trace", "import", "--memory", "1M", "-o", "", "/dev/null"}, `-o "": give the file to write the trace to`},
+	} {
+		_, _, err := runApp(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("pagecast %q: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
 // serveAwk serves awk's trace as predict serve does, its VM named name
 // ("": after the file), until the test ends.
 func serveAwk(t *testing.T, name string) *httptest.Server {

@@ -336,6 +336,11 @@ func traceImport(c *cli.Context) error {
 		return err
 	}
 	out := c.String("output")
+	if out == "" {
+		// Refused before the import, not after it (walk 134: "rename
+		// .22554.tmp : no such file or directory").
+		return errors.New("-o \"\": give the file to write the trace to")
+	}
 	if _, _, err := outputFile(out); err != nil {
 		return fmt.Errorf("-o %w", err)
 	}
