@@ -217,7 +217,7 @@ func importPlainCSV(br *bufio.Reader, w *Writer, raw *uint64) (ImportStats, erro
 		read += uint64(len(text)) + 1
 		es, ps, ok := strings.Cut(text, ",")
 		es, ps = strings.TrimSpace(es), strings.TrimSpace(ps)
-		if first && !startsWithDigit(es) {
+		if first && !numberLike(es) {
 			first = false
 			if !ok || !strings.EqualFold(strings.Trim(es, `"`), "epoch") || !strings.EqualFold(strings.Trim(ps, `"`), "page") {
 				switch {
@@ -311,6 +311,14 @@ func importPlainCSV(br *bufio.Reader, w *Writer, raw *uint64) (ImportStats, erro
 }
 
 func startsWithDigit(s string) bool { return s != "" && s[0] >= '0' && s[0] <= '9' }
+
+// numberLike is whether a first line's first column is a row's epoch,
+// good or bad, rather than a header's name: a digit, a sign or a point
+// first, or nothing (walk 134: "-1,5" was called a header, "want
+// epoch,page", where line 2 said "epoch "-1" is not a whole number").
+func numberLike(s string) bool {
+	return s == "" || startsWithDigit(s) || strings.ContainsRune("+-.", rune(s[0]))
+}
 
 // clip quotes a line of input for an error, cut at 60 bytes.
 func clip(text string) string {

@@ -112,6 +112,9 @@ func TestImportCSVErrors(t *testing.T) {
 	}{
 		{"bad header", "epoch,pages\n0,1\n", `csv line 1: header "epoch,pages": want epoch,page`},
 		{"late header", "0,1\nepoch,page\n", `csv line 2: epoch "epoch" is not a whole number`},
+		{"negative first epoch", "-1,5\n0,1\n", `csv line 1: epoch "-1" is not a whole number`},
+		{"signed first row", "+1,+2\n", `csv line 1: epoch "+1" is not a whole number`},
+		{"first row without an epoch", ",5\n", `csv line 1: epoch "" is not a whole number`},
 		{"one column", "epoch,page\n0\n", `csv line 2: "0": want two columns`},
 		{"three columns", "epoch,page\n0,1,2\n", `csv line 2: "0,1,2": want two columns`},
 		{"bad page", "epoch,page\n0,x\n", `csv line 2: page "x" is not a whole number`},

@@ -109,6 +109,10 @@ func runServe(c *cli.Context) error {
 		// net.Listen takes "" (walk 134: an unset shell variable).
 		return errors.New("--listen \"\": give host:port (the default, 127.0.0.1:9470, is loopback only)")
 	}
+	if l := c.String("listen"); strings.Contains(l, "/") {
+		// Not "lookup tcp//tmp/s.sock: unknown port" (walk 134).
+		return fmt.Errorf("--listen %q: predict serve serves HTTP on TCP: give host:port", l)
+	}
 	maxConns := c.Int("max-conns")
 	if maxConns < 1 {
 		return fmt.Errorf("--max-conns %d: want 1 or more", maxConns)

@@ -245,6 +245,7 @@ func TestServeRefusesUnservable(t *testing.T) {
 		{[]string{"predict", "serve", "--trace", awk, "--name", "..", "--listen", "127.0.0.1:0"}, `--name: vm "..": the API's paths cannot name it`},
 		{[]string{"predict", "serve", "--trace", awk, "--name", ".", "--listen", "127.0.0.1:0"}, `--name: vm ".": the API's paths cannot name it`},
 		{[]string{"predict", "serve", "--trace", awk, "--listen", ""}, `--listen "": give host:port`},
+		{[]string{"predict", "serve", "--trace", awk, "--listen", "unix:/tmp/s.sock"}, `--listen "unix:/tmp/s.sock": predict serve serves HTTP on TCP: give host:port`},
 		{[]string{"trace", "import", "--memory", "1M", "-o", "", "/dev/null"}, `-o "": give the file to write the trace to`},
 	} {
 		_, _, err := runApp(t, tc.args...)

@@ -397,8 +397,14 @@ func traceImport(c *cli.Context) error {
 	if st.Pages > 0 {
 		perPage = float64(size) / float64(st.Pages)
 	}
-	fmt.Fprintf(c.App.Writer, "imported %d epochs, %d pages (%d rows) from %s into %s: %s, %.2f bytes/page\n",
-		st.Epochs, st.Pages, st.Rows, printable.Line(name), printable.Line(out), units.FormatBytes(float64(size)), perPage)
+	many := func(n uint64, what string) string { // not "1 epochs" (walk 134)
+		if n == 1 {
+			return "1 " + strings.TrimSuffix(what, "s")
+		}
+		return fmt.Sprintf("%d %s", n, what)
+	}
+	fmt.Fprintf(c.App.Writer, "imported %s, %s (%s) from %s into %s: %s, %.2f bytes/page\n",
+		many(uint64(st.Epochs), "epochs"), many(uint64(st.Pages), "pages"), many(uint64(st.Rows), "rows"), printable.Line(name), printable.Line(out), units.FormatBytes(float64(size)), perPage)
 	return nil
 }
 

@@ -473,6 +473,10 @@ func queryUint(r *http.Request, name string, def, max uint64) (uint64, error) {
 		return def, nil
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		// A whole number, too large (walk 134: said not to be one).
+		return 0, fmt.Errorf("query parameter %s=%q: at most %d", name, v, max)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("query parameter %s=%q: want a whole number, 0 or more", name, v)
 	}
@@ -553,6 +557,11 @@ func (s *Service) probabilities(w http.ResponseWriter, r *http.Request) {
 	count, err := queryUint(r, "count", min(vm.Pages-start, 4096), maxRange)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if start == vm.Pages && count > 0 {
+		// Not "at most count=0" (walk 134).
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("start=%d is past the vm's last page, %d", start, vm.Pages-1))
 		return
 	}
 	if start+count > vm.Pages {

@@ -153,6 +153,8 @@ func TestAPI(t *testing.T) {
 		{"/v1/vms/vm1/probabilities?start=x", 400, "start"},
 		{"/v1/vms/vm1/probabilities?start=1000&count=100", 400, "pages 1000 to 1099 run past the vm's 1024 pages (0 to 1023): at most count=24 from start=1000"},
 		{"/v1/vms/vm1/probabilities?start=-5", 400, `start="-5": want a whole number, 0 or more`},
+		{"/v1/vms/vm1/probabilities?start=99999999999999999999", 400, `start="99999999999999999999": at most 1024`},
+		{"/v1/vms/vm1/probabilities?start=1024&count=1", 400, "start=1024 is past the vm's last page, 1023"},
 		{"/v1/vms/vm1/probabilities?count=99999999999", 400, "at most"},
 		{"/v1/vms/vm1/hotset?threshold=2", 400, "threshold"},
 		{"/v1/vms/vm1/hotset?limit=0", 400, "limit=0: want 1 to"},
