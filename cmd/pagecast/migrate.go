@@ -244,6 +244,24 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: --profile %s is in epochs of %v, the migration in %v: %s\n",
 				p.Profile, meta.Epoch, migrator.DefaultEpoch, migrator.ProfileMisfit)
 		}
+		if !c.Bool("quiet") {
+			// Said, with what it was recorded from and when (walk 135: a
+			// profile of another QEMU, 20 minutes old, was taken
+			// without a word).
+			of := ""
+			if meta.Source != "" {
+				of = " of " + printable.Line(meta.Source)
+			}
+			if !meta.Start.IsZero() {
+				of += ", recorded " + meta.Start.UTC().Format("2006-01-02 15:04:05 UTC")
+			}
+			n := fmt.Sprintf("%d epochs", len(epochs))
+			if len(epochs) == 1 {
+				n = "1 epoch"
+			}
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: --profile %s%s: the predictor learns first from its %s of %v\n",
+				p.Profile, of, n, meta.Epoch)
+		}
 	}
 	if p.Mode == modeAuto && p.MaxBandwidth == 0 && !localDestination(c.String("to")) {
 		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode (without one only where the destination is this host, whose pace auto measures)")

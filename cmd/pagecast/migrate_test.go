@@ -682,6 +682,11 @@ func TestMigrateFlagErrors(t *testing.T) {
 		if want := "warning: --profile " + profile + " is in epochs of 500ms, the migration in 100ms: the profile's epochs are not the migration's"; !strings.Contains(string(out), want) {
 			t.Errorf("output %q lacks %q", out, want)
 		}
+		// What the predictor learns from is said, and of what (walk 135:
+		// a profile of another QEMU was taken without a word).
+		if want := "pagecast: --profile " + profile + " of pagecast demo: the predictor learns first from its 1 epoch of 500ms"; !strings.Contains(string(out), want) {
+			t.Errorf("output %q lacks %q", out, want)
+		}
 	})
 }
 
