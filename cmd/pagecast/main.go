@@ -194,6 +194,11 @@ func usageError(c *cli.Context, err error, _ bool) error {
 			if !slices.Contains(f.Names(), flag) {
 				continue
 			}
+			if m[3] == "value out of range" {
+				// Not Go's "for flag -warmup: value out of range"
+				// (walk 134).
+				return fmt.Errorf("--%s %s: out of range of a number here (see %s --help)", flag, val, name)
+			}
 			switch f.(type) {
 			case *cli.DurationFlag:
 				if number.MatchString(val) {
@@ -218,7 +223,7 @@ func usageError(c *cli.Context, err error, _ bool) error {
 
 // badValue is urfave/cli's error for a flag's value its type does not
 // parse: its "parse error" says neither what was wrong nor what would do.
-var badValue = regexp.MustCompile(`^invalid value "([^"]*)" for flag -+([A-Za-z0-9-]+): parse error`)
+var badValue = regexp.MustCompile(`^invalid value "([^"]*)" for flag -+([A-Za-z0-9-]+): (parse error|value out of range)`)
 
 // number is a number alone, as a duration flag is often mistakenly given.
 var number = regexp.MustCompile(`^\d+(\.\d+)?$`)
