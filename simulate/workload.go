@@ -198,7 +198,10 @@ func ParseSynthetic(spec string, pages uint64, epoch time.Duration) (*Synthetic,
 		case "rate":
 			s.rate, err = ParsePageRate(val)
 		case "seed":
-			s.seed, err = strconv.ParseUint(val, 10, 64)
+			if s.seed, err = strconv.ParseUint(val, 10, 64); err != nil {
+				// Not strconv's words (walk 134).
+				err = errors.New("want a whole number, 0 or more")
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("synthetic workload %s: %s=%s: %w", name, key, val, err)
