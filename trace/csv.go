@@ -129,13 +129,18 @@ func ImportCSV(in io.Reader, w *Writer) (ImportStats, error) {
 		return ImportStats{}, fmt.Errorf("csv: gzip stream truncated or corrupt: %w", err)
 	}
 	defer zr.Close()
-	gr := &gzipStream{r: zr}
+	zr.Multistream(false)
+	gr := &gzipStream{r: &gzipMembers{zr: zr, raw: raw}}
 	st, err := importPlainCSV(bufio.NewReaderSize(gr, 64<<10), w, &raw.n)
 	if err != nil && gr.err == nil {
 		// A flipped byte can decompress into bad rows and show only in
 		// the checksum at the end: read on to learn whether the stream
 		// is whole. No more is read than a successful import reads.
 		io.Copy(io.Discard, gr)
+	}
+	var trailing trailingGzip
+	if err != nil && errors.As(gr.err, &trailing) {
+		return st, fmt.Errorf("csv: %w", gr.err)
 	}
 	if err != nil && gr.err != nil {
 		return st, fmt.Errorf("csv: gzip stream truncated or corrupt: %w", gr.err)
@@ -157,9 +162,44 @@ func (g *gzipStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// gzipMembers reads the gzip members one after another, as gzip -d does,
+// and says so where something other than a member follows one (walk 134:
+// a whole stream with bytes after it was said to be "truncated or
+// corrupt: unexpected EOF").
+type gzipMembers struct {
+	zr  *gzip.Reader
+	raw *countReader // zr's input, read by zr a byte at a time where it must (an io.ByteReader), so none past a member's end
+}
+
+func (g *gzipMembers) Read(p []byte) (int, error) {
+	n, err := g.zr.Read(p)
+	if err != io.EOF {
+		return n, err
+	}
+	next, _ := g.raw.r.Peek(2)
+	switch {
+	case len(next) == 0:
+		return n, io.EOF
+	case bytes.Equal(next, []byte{0x1f, 0x8b}):
+		if err := g.zr.Reset(g.raw); err != nil {
+			return n, err
+		}
+		g.zr.Multistream(false)
+		return n, nil
+	}
+	return n, trailingGzip{g.raw.n}
+}
+
+// trailingGzip is bytes other than gzip after a whole gzip stream.
+type trailingGzip struct{ end uint64 }
+
+func (t trailingGzip) Error() string {
+	return fmt.Sprintf("the gzip stream is whole, and ends at byte %d, but something that is not gzip follows it", t.end)
+}
+
 // countReader counts the bytes read through it.
 type countReader struct {
-	r io.Reader
+	r *bufio.Reader
 	n uint64
 }
 
@@ -167,6 +207,16 @@ func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += uint64(n)
 	return n, err
+}
+
+// ReadByte makes a countReader a flate.Reader, which gzip reads from as
+// it is, reading no further than a member's end.
+func (c *countReader) ReadByte() (byte, error) {
+	b, err := c.r.ReadByte()
+	if err == nil {
+		c.n++
+	}
+	return b, err
 }
 
 // importPlainCSV is ImportCSV on uncompressed input; raw, if not nil,

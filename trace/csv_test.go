@@ -184,6 +184,19 @@ func TestImportCSVDamagedGzip(t *testing.T) {
 	if _, _, _, err := importCSV(t, importMeta(), whole); err != nil {
 		t.Fatalf("the whole stream: %v", err)
 	}
+	// Members one after another are read as one stream, as gzip -d reads
+	// them; something else after a whole stream is said to be so, not to
+	// be a truncated stream (walk 134).
+	first, second := gz([]byte("epoch,page\n0,1\n")), gz([]byte("1,2\n"))
+	if st, _, _, err := importCSV(t, importMeta(), append(bytes.Clone(first), second...)); err != nil || st.Rows != 2 {
+		t.Fatalf("two gzip members: %v, %+v, want both rows", err, st)
+	}
+	for _, junk := range []string{"junkjunk", "x", strings.Repeat("\x00\xff", 2000)} {
+		_, _, _, err := importCSV(t, importMeta(), append(bytes.Clone(first), junk...))
+		if want := fmt.Sprintf("csv: the gzip stream is whole, and ends at byte %d, but something that is not gzip follows it", len(first)); err == nil || err.Error() != want {
+			t.Fatalf("a whole stream and %d bytes of junk: %v, want %q", len(junk), err, want)
+		}
+	}
 	// A bad row in a sound stream is still reported by line.
 	if _, _, _, err := importCSV(t, importMeta(), gz([]byte("epoch,page\n0,1\n0\n1,2\n"))); err == nil || err.Error() != `csv line 3: "0": want two columns, epoch,page` {
 		t.Fatalf("bad row in a sound stream: %v", err)
