@@ -198,7 +198,9 @@ func ParseSynthetic(spec string, pages uint64, epoch time.Duration) (*Synthetic,
 		case "rate":
 			s.rate, err = ParsePageRate(val)
 		case "seed":
-			if s.seed, err = strconv.ParseUint(val, 10, 64); err != nil {
+			if s.seed, err = strconv.ParseUint(val, 10, 64); errors.Is(err, strconv.ErrRange) {
+				err = fmt.Errorf("at most %d", uint64(math.MaxUint64)) // a whole number, too large (walk 136)
+			} else if err != nil {
 				// Not strconv's words (walk 134).
 				err = errors.New("want a whole number, 0 or more")
 			}

@@ -172,22 +172,41 @@ type gzipMembers struct {
 }
 
 func (g *gzipMembers) Read(p []byte) (int, error) {
-	n, err := g.zr.Read(p)
-	if err != io.EOF {
-		return n, err
-	}
-	next, _ := g.raw.r.Peek(2)
-	switch {
-	case len(next) == 0:
-		return n, io.EOF
-	case bytes.Equal(next, []byte{0x1f, 0x8b}):
-		if err := g.zr.Reset(g.raw); err != nil {
+	for {
+		n, err := g.zr.Read(p)
+		if err != io.EOF {
 			return n, err
 		}
-		g.zr.Multistream(false)
-		return n, nil
+		next, _ := g.raw.r.Peek(2)
+		switch {
+		case len(next) == 0:
+			return n, io.EOF
+		case bytes.Equal(next, []byte{0x1f, 0x8b}):
+			if err := g.zr.Reset(g.raw); err != nil {
+				return n, err
+			}
+			g.zr.Multistream(false)
+			if n == 0 {
+				// An empty member: on to the next, not a read of
+				// nothing (walk 136: 101 of them in a row were "multiple
+				// Read calls return no data or error").
+				continue
+			}
+			return n, nil
+		}
+		end := g.raw.n
+		for {
+			// Zeros after the last member are padding, as gzip -d takes
+			// them (walk 136).
+			b, err := g.raw.ReadByte()
+			if err == io.EOF {
+				return n, io.EOF
+			}
+			if err != nil || b != 0 {
+				return n, trailingGzip{end}
+			}
+		}
 	}
-	return n, trailingGzip{g.raw.n}
 }
 
 // trailingGzip is bytes other than gzip after a whole gzip stream.

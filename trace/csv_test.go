@@ -191,6 +191,17 @@ func TestImportCSVDamagedGzip(t *testing.T) {
 	if st, _, _, err := importCSV(t, importMeta(), append(bytes.Clone(first), second...)); err != nil || st.Rows != 2 {
 		t.Fatalf("two gzip members: %v, %+v, want both rows", err, st)
 	}
+	// Empty members, as many as come (walk 136: 101 in a row failed), and
+	// zeros after the last, as gzip -d takes them.
+	empty := gz(nil)
+	many := bytes.Clone(first)
+	for range 300 {
+		many = append(many, empty...)
+	}
+	many = append(append(many, second...), make([]byte, 5000)...)
+	if st, _, _, err := importCSV(t, importMeta(), many); err != nil || st.Rows != 2 {
+		t.Fatalf("a member, 300 empty ones, a member and 5000 zeros: %v, %+v, want both rows", err, st)
+	}
 	for _, junk := range []string{"junkjunk", "x", strings.Repeat("\x00\xff", 2000)} {
 		_, _, _, err := importCSV(t, importMeta(), append(bytes.Clone(first), junk...))
 		if want := fmt.Sprintf("csv: the gzip stream is whole, and ends at byte %d, but something that is not gzip follows it", len(first)); err == nil || err.Error() != want {

@@ -109,7 +109,7 @@ func runServe(c *cli.Context) error {
 		// net.Listen takes "" (walk 134: an unset shell variable).
 		return errors.New("--listen \"\": give host:port (the default, 127.0.0.1:9470, is loopback only)")
 	}
-	if l := c.String("listen"); strings.Contains(l, "/") {
+	if l := c.String("listen"); strings.HasPrefix(l, "unix:") || strings.HasPrefix(l, "tcp:") || strings.Contains(l, "/") {
 		// Not "lookup tcp//tmp/s.sock: unknown port" (walk 134).
 		return fmt.Errorf("--listen %q: predict serve serves HTTP on TCP: give host:port", l)
 	}

@@ -246,6 +246,11 @@ func TestServeRefusesUnservable(t *testing.T) {
 		{[]string{"predict", "serve", "--trace", awk, "--name", ".", "--listen", "127.0.0.1:0"}, `--name: vm ".": the API's paths cannot name it`},
 		{[]string{"predict", "serve", "--trace", awk, "--listen", ""}, `--listen "": give host:port`},
 		{[]string{"predict", "serve", "--trace", awk, "--listen", "unix:/tmp/s.sock"}, `--listen "unix:/tmp/s.sock": predict serve serves HTTP on TCP: give host:port`},
+		{[]string{"predict", "serve", "--trace", awk, "--listen", "unix:s.sock"}, `--listen "unix:s.sock": predict serve serves HTTP on TCP: give host:port`},
+		{[]string{"predict", "serve", "--trace", awk, "--listen", "tcp:127.0.0.1:0"}, `--listen "tcp:127.0.0.1:0": predict serve serves HTTP on TCP: give host:port`},
+		{[]string{"predict", "serve", "--trace", awk, "--name", "a/..", "--listen", "127.0.0.1:0"}, `--name: vm "a/..": the API's paths cannot name it`},
+		{[]string{"predict", "serve", "--trace", awk, "--name", "a//b", "--listen", "127.0.0.1:0"}, `--name: vm "a//b": the API's paths cannot name it`},
+		{[]string{"predict", "serve", "--trace", awk, "--name", "a/", "--listen", "127.0.0.1:0"}, `--name: vm "a/": the API's paths cannot name it`},
 		{[]string{"trace", "import", "--memory", "1M", "-o", "", "/dev/null"}, `-o "": give the file to write the trace to`},
 	} {
 		_, _, err := runApp(t, tc.args...)

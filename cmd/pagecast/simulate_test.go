@@ -225,6 +225,7 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--trace", simTrace, "--downtime-limit", "300"}, "--downtime-limit 300: a duration needs a unit, e.g. 300ms or 300s", false},
 		{[]string{"--trace", simTrace, "--downtime-limit", "0.5"}, "--downtime-limit 0.5: a duration needs a unit, e.g. 0.5ms or 0.5s", false},
 		{[]string{"--synthetic", "hotset:seed=-1", "--memory", "64M"}, "synthetic workload hotset: seed=-1: want a whole number, 0 or more", false}, // walk 134: strconv's words
+		{[]string{"--synthetic", "hotset:seed=99999999999999999999", "--memory", "64M"}, "synthetic workload hotset: seed=99999999999999999999: at most 18446744073709551615", false},
 		{[]string{"--trace", simTrace, "--max-rounds", "99999999999999999999"}, "--max-rounds 99999999999999999999: out of range of a number here (see pagecast simulate --help)", false}, // walk 134: Go's "for flag -max-rounds: value out of range"
 		{[]string{"--trace", simTrace, "--switchover", "soon"}, "--switchover soon: want a duration such as 500ms, 2s or 1m30s", false},
 		{[]string{"--trace", simTrace, "--start", "-5"}, "--start -5: want a whole number, 0 or more", false},

@@ -100,7 +100,7 @@ func (s *Service) AddMappedVM(id string, pages uint64, pm *predictor.PageMap, pa
 	// An id that is not UTF-8 (a trace's file name) would fail every
 	// scrape of /metrics, for every VM: Prometheus refuses the label.
 	id = strings.ToValidUTF8(id, "\uFFFD")
-	if id == "" || id == "." || id == ".." {
+	if slices.ContainsFunc(strings.Split(id, "/"), func(part string) bool { return part == "" || part == "." || part == ".." }) {
 		// Served, it could never be asked for: the API refuses a path
 		// with an empty, . or .. part (walk 134: --name ..).
 		return nil, fmt.Errorf("vm %q: the API's paths cannot name it (an empty, . or .. part): give it another name", id)
