@@ -147,28 +147,9 @@ func runProfile(c *cli.Context) error {
 	defer cancel()
 	signalled := ctx // done once a signal has come
 
-	// A signal while the VM is attached to stops the wait at once: it
-	// waited out QMP's 5 s greeting on a busy socket (walk 59). What the
-	// attach takes up then goes with the process, as on a kill.
-	type attached struct {
-		col *collector.Collector
-		err error
-	}
-	attach := make(chan attached, 1)
-	go func() {
-		col, err := collector.New(cfg)
-		attach <- attached{col, err}
-	}()
-	var col *collector.Collector
-	var err error
-	select {
-	case a := <-attach:
-		if a.err != nil {
-			return a.err
-		}
-		col = a.col
-	case <-ctx.Done():
-		return errors.New("stopped by a signal while attaching to the VM: nothing was profiled")
+	col, err := attachCollector(ctx, cfg, "profiled")
+	if err != nil {
+		return err
 	}
 	defer col.Close()
 	// --duration is profiling time: it starts once the programs are attached.
@@ -583,3 +564,26 @@ func (w *runStateWatch) check() error {
 // bitmapHook is the eBPF hook of a VM whose KVM dirty tracking is a
 // bitmap: its write faults, which kvm-pvm never reports.
 const bitmapHook = "tracepoint/kvm/kvm_page_fault"
+
+// attachCollector is collector.New, given up once ctx is done (a signal):
+// it waited out QMP's 5 s greeting on a busy socket (walk 59), and predict
+// serve --collector a monitor's 10 s of silence (walk 136). What the attach
+// takes up then goes with the process, as on a kill. done says what was
+// not, for the error: "profiled", "served".
+func attachCollector(ctx context.Context, cfg collector.Config, done string) (*collector.Collector, error) {
+	type attached struct {
+		col *collector.Collector
+		err error
+	}
+	attach := make(chan attached, 1)
+	go func() {
+		col, err := collector.New(cfg)
+		attach <- attached{col, err}
+	}()
+	select {
+	case a := <-attach:
+		return a.col, a.err
+	case <-ctx.Done():
+		return nil, errors.New("stopped by a signal while attaching to the VM: nothing was " + done)
+	}
+}

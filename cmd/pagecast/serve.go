@@ -154,7 +154,7 @@ func runServe(c *cli.Context) error {
 		if epoch/time.Duration(parts) < time.Millisecond {
 			return fmt.Errorf("--epoch %v in %d parts: want parts of 1ms or more", epoch, parts)
 		}
-		col, err := collector.New(collector.Config{QMP: path, Epoch: epoch / time.Duration(parts), Log: log})
+		col, err := attachCollector(ctx, collector.Config{QMP: path, Epoch: epoch / time.Duration(parts), Log: log}, "served")
 		if err != nil {
 			return err
 		}

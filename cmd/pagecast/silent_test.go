@@ -230,3 +230,32 @@ func TestReceiveSilentMonitorInterrupted(t *testing.T) {
 		t.Fatalf("receive still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.commands(), out.String())
 	}
 }
+
+// TestServeCollectorSilentInterrupted: predict serve --collector attaching
+// to a monitor that greeted and then fell silent stops on SIGTERM at once,
+// as profile does (walk 136: it waited out the monitor's 10 s).
+func TestServeCollectorSilentInterrupted(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	f := serveFakeQMP(t, sock, func(cmd string, n int) string {
+		if cmd == "qmp_capabilities" {
+			return `{"return":{}}`
+		}
+		return "" // silent from here on
+	})
+	cmd, out, done := startBinary(t, "predict", "serve", "--collector", "unix:"+sock, "--listen", freeAddr(t))
+	for deadline := time.Now().Add(10 * time.Second); len(f.commands()) < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("predict serve asked nothing past qmp_capabilities: %v\n%s", f.commands(), out.String())
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(out.String(), "stopped by a signal while attaching to the VM: nothing was served") {
+			t.Errorf("predict serve on SIGTERM: %v, want exit 1 saying it stopped while attaching:\n%s", err, out.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("predict serve still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.commands(), out.String())
+	}
+}
