@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -337,5 +338,16 @@ func TestServeShortForParts(t *testing.T) {
 	_, _, err = runApp(t, "predict", "serve", "--trace", path, "--parts", "4", "--listen", "127.0.0.1:0")
 	if err == nil || !strings.Contains(err.Error(), "its 3 epochs make no whole epoch of --parts 4") {
 		t.Errorf("predict serve --parts 4 on 3 epochs: %v", err)
+	}
+}
+
+// TestImportStdinNamed: trace import from standard input names it so in
+// its errors, as in its success line (walk 136: "-: csv: …").
+func TestImportStdinNamed(t *testing.T) {
+	cmd := exec.Command(binary, "trace", "import", "--memory", "1M", "-o", filepath.Join(t.TempDir(), "x.pct"), "-")
+	cmd.Stdin = strings.NewReader("x,y\n")
+	out, err := cmd.CombinedOutput()
+	if want := "pagecast: standard input: csv line 1: header \"x,y\": want epoch,page\n"; err == nil || string(out) != want {
+		t.Errorf("trace import of a bad CSV on standard input: %v, %q, want %q", err, out, want)
 	}
 }

@@ -345,14 +345,14 @@ func traceImport(c *cli.Context) error {
 		return fmt.Errorf("-o %w", err)
 	}
 	src := io.Reader(os.Stdin)
-	name := "standard input"
+	name, said := "standard input", "standard input" // said: in errors (walk 136: "-: csv: …")
 	if in != "-" {
 		f, err := os.Open(in)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		src, name = f, filepath.Base(in)
+		src, name, said = f, filepath.Base(in), in
 	}
 	m := trace.Meta{
 		MemoryBytes: geo.MemoryBytes,
@@ -382,10 +382,10 @@ func traceImport(c *cli.Context) error {
 			return err
 		}
 		if st, err = trace.ImportCSV(src, w); err != nil {
-			return fmt.Errorf("%s: %w", in, err)
+			return fmt.Errorf("%s: %w", said, err)
 		}
 		if st.Rows == 0 {
-			return fmt.Errorf("%s: no epoch,page rows: nothing to import (%s is not written)", in, out)
+			return fmt.Errorf("%s: no epoch,page rows: nothing to import (%s is not written)", said, out)
 		}
 		size = w.Size()
 		return w.Close()
