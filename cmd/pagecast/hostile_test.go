@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -99,31 +98,9 @@ func TestImportInterrupted(t *testing.T) {
 // Go runtime out of memory, with a goroutine dump). The machine is taken
 // to have 1.5 GB free.
 func TestPredictorMemoryRefused(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "scattered.pct")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 52, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// 4 epochs of 200 000 pages each, a page every 2^20: with their
 	// neighbours, 26 M pages kept, 2.6 GB at 100 bytes a page.
-	for e := range uint64(4) {
-		pages := make([]uint64, 200_000)
-		for i := range pages {
-			pages[i] = (e*200_000 + uint64(i)) << 20
-		}
-		slices.Sort(pages)
-		if err := w.Append(trace.Epoch{Index: e, Offset: time.Duration(e) * 100 * time.Millisecond, Pages: pages}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	path := writeScattered(t, 4, 200_000)
 	free := freeMemory
 	freeMemory = func() (uint64, string, bool) { return 1500 << 20, "this machine has free", true }
 	defer func() { freeMemory = free }()
@@ -133,6 +110,35 @@ func TestPredictorMemoryRefused(t *testing.T) {
 			t.Errorf("pagecast %s with 1.5 GiB free: %v", strings.Join(args, " "), err)
 		}
 	}
+}
+
+// writeScattered writes a trace of a 4 PiB guest, epochs epochs of n
+// pages each, a page every 2^20, each page once, and returns its path.
+func writeScattered(t *testing.T, epochs, n uint64) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "scattered.pct")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 52, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range epochs {
+		pages := make([]uint64, n)
+		for i := range pages {
+			pages[i] = (e*n + uint64(i)) << 20
+		}
+		if err := w.Append(trace.Epoch{Index: e, Offset: time.Duration(e) * 100 * time.Millisecond, Pages: pages}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestPredictorMemoryUlimit: under an address-space limit (ulimit -v)
@@ -145,30 +151,9 @@ func TestPredictorMemoryUlimit(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector's runtime maps more address space than the limits here: run without -race (make test does)")
 	}
-	path := filepath.Join(t.TempDir(), "scattered.pct")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 52, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// 20 epochs of 15 000 pages, a page every 2^20: with their
 	// neighbours, some 10 M pages kept, 950 MiB at 100 bytes a page.
-	for e := range uint64(20) {
-		pages := make([]uint64, 15_000)
-		for i := range pages {
-			pages[i] = (e*15_000 + uint64(i)) << 20
-		}
-		if err := w.Append(trace.Epoch{Index: e + 1, Offset: time.Duration(e) * 100 * time.Millisecond, Pages: pages}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	path := writeScattered(t, 20, 15_000)
 	for _, kb := range []int{1950000, 2200000} {
 		out, err := exec.Command("sh", "-c", fmt.Sprintf(`ulimit -v %d && exec "$0" predict eval "$1"`, kb), binary, path).CombinedOutput()
 		var exit *exec.ExitError

@@ -567,23 +567,12 @@ const bitmapHook = "tracepoint/kvm/kvm_page_fault"
 
 // attachCollector is collector.New, given up once ctx is done (a signal):
 // it waited out QMP's 5 s greeting on a busy socket (walk 59), and predict
-// serve --collector a monitor's 10 s of silence (walk 136). What the attach
-// takes up then goes with the process, as on a kill. done says what was
-// not, for the error: "profiled", "served".
+// serve --collector a monitor's 10 s of silence (walk 136). done says what
+// was not, for the error: "profiled", "served".
 func attachCollector(ctx context.Context, cfg collector.Config, done string) (*collector.Collector, error) {
-	type attached struct {
-		col *collector.Collector
-		err error
-	}
-	attach := make(chan attached, 1)
-	go func() {
-		col, err := collector.New(cfg)
-		attach <- attached{col, err}
-	}()
-	select {
-	case a := <-attach:
-		return a.col, a.err
-	case <-ctx.Done():
+	col, ok, err := unlessDone(ctx, func() (*collector.Collector, error) { return collector.New(cfg) }, (*collector.Collector).Close)
+	if !ok {
 		return nil, errors.New("stopped by a signal while attaching to the VM: nothing was " + done)
 	}
+	return col, err
 }

@@ -109,25 +109,36 @@ func runReceive(c *cli.Context) error {
 // monitor that greeted and then fell silent held receive past SIGINT and
 // SIGTERM; DialDest itself gives such a monitor up in 10 s).
 func dialDest(ctx context.Context, path string) (*qemuguest.Dest, error) {
-	type dialed struct {
-		d   *qemuguest.Dest
+	d, ok, err := unlessDone(ctx, func() (*qemuguest.Dest, error) { return qemuguest.DialDest(path) }, (*qemuguest.Dest).Close)
+	if !ok {
+		return nil, fmt.Errorf("stopped while attaching to the QEMU at unix:%s, which had not answered yet: nothing was changed", path)
+	}
+	return d, err
+}
+
+// unlessDone runs attach and returns what it gives, or ok false once ctx
+// is done first (a signal), leaving attach to end on its own and release
+// to close what it then gives.
+func unlessDone[T any](ctx context.Context, attach func() (T, error), release func(T) error) (v T, ok bool, err error) {
+	type attached struct {
+		v   T
 		err error
 	}
-	ch := make(chan dialed, 1)
+	ch := make(chan attached, 1)
 	go func() {
-		d, err := qemuguest.DialDest(path)
-		ch <- dialed{d, err}
+		v, err := attach()
+		ch <- attached{v, err}
 	}()
 	select {
-	case r := <-ch:
-		return r.d, r.err
+	case a := <-ch:
+		return a.v, true, a.err
 	case <-ctx.Done():
 		go func() {
-			if r := <-ch; r.d != nil {
-				r.d.Close()
+			if a := <-ch; a.err == nil {
+				release(a.v)
 			}
 		}()
-		return nil, fmt.Errorf("stopped while attaching to the QEMU at unix:%s, which had not answered yet: nothing was changed", path)
+		return v, false, nil
 	}
 }
 
