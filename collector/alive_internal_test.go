@@ -1,18 +1,16 @@
 package collector
 
 import (
-	"bufio"
 	"errors"
-	"fmt"
-	"io"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/internal/testutil"
 )
 
 // TestAliveOutOfFiles: a profiler out of file descriptors cannot read
@@ -58,27 +56,9 @@ func TestSilentVMM(t *testing.T) {
 	defer func(d time.Duration) { learnWait = d }(learnWait)
 	learnWait = 200 * time.Millisecond
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		fmt.Fprintln(c, `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}`)
-		r := bufio.NewReader(c)
-		if _, err := r.ReadString('}'); err != nil { // qmp_capabilities
-			return
-		}
-		fmt.Fprintln(c, `{"return": {}}`)
-		io.Copy(io.Discard, r) // and nothing more
-	}()
+	testutil.ServeFakeQMP(t, sock, testutil.SilentAfterCapabilities)
 	start := time.Now()
-	_, err = connect(sock, 0)
+	_, err := connect(sock, 0)
 	if err == nil || !strings.Contains(err.Error(), "the VM greeted, then answered no command in 200ms") {
 		t.Fatalf("connect to a silent VMM: %v", err)
 	}

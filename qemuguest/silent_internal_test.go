@@ -1,13 +1,12 @@
 package qemuguest
 
 import (
-	"bufio"
-	"encoding/json"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/internal/testutil"
 )
 
 // TestAttachSilentMonitor: Dial and DialDest give up a monitor that
@@ -18,33 +17,7 @@ func TestAttachSilentMonitor(t *testing.T) {
 	defer func(w time.Duration) { attachAnswerWait = w }(attachAnswerWait)
 	attachAnswerWait = 300 * time.Millisecond
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.Write([]byte(`{"QMP":{"version":{"qemu":{"major":7,"minor":2,"micro":0},"package":""},"capabilities":[]}}` + "\n"))
-				dec := json.NewDecoder(bufio.NewReader(c))
-				var m struct {
-					Execute string `json:"execute"`
-				}
-				if dec.Decode(&m) != nil || m.Execute != "qmp_capabilities" {
-					return
-				}
-				c.Write([]byte(`{"return":{}}` + "\n"))
-				for dec.Decode(&m) == nil { // silent from here on
-				}
-			}()
-		}
-	}()
+	testutil.ServeFakeQMP(t, sock, testutil.SilentAfterCapabilities)
 	for _, dial := range []struct {
 		name string
 		f    func() error

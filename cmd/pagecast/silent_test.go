@@ -1,71 +1,15 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pagecast/pagecast/internal/testutil"
 )
-
-// fakeQMPServer is a fake QEMU QMP server on a unix socket: reply gives the
-// line to answer each command with ("" : never answer).
-type fakeQMPServer struct {
-	mu   sync.Mutex
-	seen []string
-}
-
-func (f *fakeQMPServer) commands() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.seen...)
-}
-
-func serveFakeQMP(t *testing.T, sock string, reply func(cmd string, n int) string) *fakeQMPServer {
-	f := &fakeQMPServer{}
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.Write([]byte(`{"QMP":{"version":{"qemu":{"major":7,"minor":2,"micro":0},"package":""},"capabilities":[]}}` + "\n"))
-				dec := json.NewDecoder(bufio.NewReader(c))
-				count := map[string]int{}
-				for {
-					var m struct {
-						Execute string `json:"execute"`
-					}
-					if dec.Decode(&m) != nil {
-						return
-					}
-					f.mu.Lock()
-					f.seen = append(f.seen, m.Execute)
-					f.mu.Unlock()
-					count[m.Execute]++
-					out := reply(m.Execute, count[m.Execute])
-					if out == "" {
-						select {} // silent from here on
-					}
-					c.Write([]byte(out + "\n"))
-				}
-			}()
-		}
-	}()
-	return f
-}
 
 // TestMigrateSilentSource: a source QEMU whose monitor stops answering
 // mid-migration (SIGSTOPped, or its main loop stuck) does not hold
@@ -74,7 +18,7 @@ func serveFakeQMP(t *testing.T, sock string, reply func(cmd string, n int) strin
 // for good, SIGINT and SIGTERM doing nothing; found by a review walk.)
 func TestMigrateSilentSource(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "src.sock")
-	f := serveFakeQMP(t, sock, func(cmd string, n int) string {
+	f := testutil.ServeFakeQMP(t, sock, func(cmd string, n int) string {
 		switch cmd {
 		case "qmp_capabilities", "migrate-set-capabilities", "migrate-set-parameters", "migrate", "migrate_cancel":
 			return `{"return":{}}`
@@ -98,7 +42,7 @@ func TestMigrateSilentSource(t *testing.T) {
 	cmd, out, done := startBinary(t, "migrate", "--qmp", "unix:"+sock, "--to", "tcp:"+freeAddr(t), "--quiet")
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		n := 0
-		for _, c := range f.commands() {
+		for _, c := range f.Commands() {
 			if c == "query-migrate" {
 				n++
 			}
@@ -107,7 +51,7 @@ func TestMigrateSilentSource(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no third query-migrate: %v\n%s", f.commands(), out.String())
+			t.Fatalf("no third query-migrate: %v\n%s", f.Commands(), out.String())
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -119,7 +63,7 @@ func TestMigrateSilentSource(t *testing.T) {
 			t.Errorf("pagecast migrate on SIGINT: %v, want exit 1 saying the monitor is silent and no cancel was sent:\n%s", err, text)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatalf("pagecast migrate still running 10 s after SIGINT, blocked on a silent source monitor; commands: %v\noutput:\n%s", f.commands(), out.String())
+		t.Fatalf("pagecast migrate still running 10 s after SIGINT, blocked on a silent source monitor; commands: %v\noutput:\n%s", f.Commands(), out.String())
 	}
 }
 
@@ -129,7 +73,7 @@ func TestMigrateSilentSource(t *testing.T) {
 // migrated (walk 107: it was silent for good, --timeout or not).
 func TestMigrateSourceSilentInSetup(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "src.sock")
-	f := serveFakeQMP(t, sock, func(cmd string, n int) string {
+	f := testutil.ServeFakeQMP(t, sock, func(cmd string, n int) string {
 		switch cmd {
 		case "qmp_capabilities":
 			return `{"return":{}}`
@@ -142,7 +86,7 @@ func TestMigrateSourceSilentInSetup(t *testing.T) {
 	setupAnswerWait = 300 * time.Millisecond
 	start := time.Now()
 	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+sock, "--to", "tcp:"+freeAddr(t), "--quiet", "--timeout", "1h")
-	seen := f.commands()
+	seen := f.Commands()
 	last := seen[len(seen)-1]
 	if err == nil || !strings.HasPrefix(err.Error(), "source: QMP socket "+sock+": the monitor did not answer "+last+" in 300ms: is its QEMU stopped (SIGSTOP) or stuck?") ||
 		strings.Contains(stderr, "cannot run") {
@@ -165,7 +109,7 @@ func TestMigrateSourceSilentInSetup(t *testing.T) {
 func TestMigrateDestinationSilentInSetup(t *testing.T) {
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "src.sock"), filepath.Join(dir, "dst.sock")
-	f := serveFakeQMP(t, src, func(cmd string, n int) string {
+	f := testutil.ServeFakeQMP(t, src, func(cmd string, n int) string {
 		switch cmd {
 		case "qmp_capabilities", "migrate-set-capabilities", "migrate-set-parameters":
 			return `{"return":{}}`
@@ -182,21 +126,16 @@ func TestMigrateDestinationSilentInSetup(t *testing.T) {
 		}
 		return `{"error":{"class":"CommandNotFound","desc":"The command ` + cmd + ` has not been found"}}`
 	})
-	serveFakeQMP(t, dst, func(cmd string, n int) string {
-		if cmd == "qmp_capabilities" {
-			return `{"return":{}}`
-		}
-		return "" // silent from here on
-	})
+	testutil.ServeFakeQMP(t, dst, testutil.SilentAfterCapabilities)
 	defer func(w time.Duration) { setupAnswerWait = w }(setupAnswerWait)
 	setupAnswerWait = 300 * time.Millisecond
 	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src, "--dest-qmp", "unix:"+dst, "--to", "tcp:"+freeAddr(t), "--engine", "qemu", "--quiet")
 	if err == nil || !strings.HasPrefix(err.Error(), "destination (--dest-qmp): QMP socket "+dst+": the monitor did not answer ") {
 		t.Fatalf("migrate to a destination gone silent: %v\n%s", err, stderr)
 	}
-	for _, c := range f.commands() {
+	for _, c := range f.Commands() {
 		if c == "migrate" {
-			t.Errorf("migrate was sent: %v", f.commands())
+			t.Errorf("migrate was sent: %v", f.Commands())
 		}
 	}
 }
@@ -207,16 +146,11 @@ func TestMigrateDestinationSilentInSetup(t *testing.T) {
 // waited for good).
 func TestReceiveSilentMonitorInterrupted(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "dst.sock")
-	f := serveFakeQMP(t, sock, func(cmd string, n int) string {
-		if cmd == "qmp_capabilities" {
-			return `{"return":{}}`
-		}
-		return "" // silent from here on
-	})
+	f := testutil.ServeFakeQMP(t, sock, testutil.SilentAfterCapabilities)
 	cmd, out, done := startBinary(t, "receive", "--qmp", "unix:"+sock, "--listen", "tcp:"+freeAddr(t))
-	for deadline := time.Now().Add(10 * time.Second); len(f.commands()) < 2; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); len(f.Commands()) < 2; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("receive asked nothing past qmp_capabilities: %v\n%s", f.commands(), out.String())
+			t.Fatalf("receive asked nothing past qmp_capabilities: %v\n%s", f.Commands(), out.String())
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -227,7 +161,7 @@ func TestReceiveSilentMonitorInterrupted(t *testing.T) {
 			t.Errorf("receive on SIGTERM: %v, want exit 1 saying it stopped while attaching:\n%s", err, out.String())
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatalf("receive still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.commands(), out.String())
+		t.Fatalf("receive still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.Commands(), out.String())
 	}
 }
 
@@ -236,16 +170,11 @@ func TestReceiveSilentMonitorInterrupted(t *testing.T) {
 // as profile does (walk 136: it waited out the monitor's 10 s).
 func TestServeCollectorSilentInterrupted(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "vm.sock")
-	f := serveFakeQMP(t, sock, func(cmd string, n int) string {
-		if cmd == "qmp_capabilities" {
-			return `{"return":{}}`
-		}
-		return "" // silent from here on
-	})
+	f := testutil.ServeFakeQMP(t, sock, testutil.SilentAfterCapabilities)
 	cmd, out, done := startBinary(t, "predict", "serve", "--collector", "unix:"+sock, "--listen", freeAddr(t))
-	for deadline := time.Now().Add(10 * time.Second); len(f.commands()) < 2; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); len(f.Commands()) < 2; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("predict serve asked nothing past qmp_capabilities: %v\n%s", f.commands(), out.String())
+			t.Fatalf("predict serve asked nothing past qmp_capabilities: %v\n%s", f.Commands(), out.String())
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -256,6 +185,6 @@ func TestServeCollectorSilentInterrupted(t *testing.T) {
 			t.Errorf("predict serve on SIGTERM: %v, want exit 1 saying it stopped while attaching:\n%s", err, out.String())
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatalf("predict serve still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.commands(), out.String())
+		t.Fatalf("predict serve still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.Commands(), out.String())
 	}
 }
