@@ -351,6 +351,11 @@ func (vm *VM) startLocked() error {
 	for _, c := range vm.vcpus {
 		go c.loop()
 	}
+	if vm.incoming && vm.state == StateRunning {
+		// The guest migrated in runs: QEMU says so to its monitor's
+		// clients (walk 137: the source's STOP came, no RESUME here).
+		vm.emit("RESUME", nil)
+	}
 	return nil
 }
 

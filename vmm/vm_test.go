@@ -209,6 +209,63 @@ func TestPauseResume(t *testing.T) {
 	})
 }
 
+// TestIncomingResumeEvent: a VM that waited for an incoming migration
+// says RESUME to its monitor's clients when its guest starts running, as
+// QEMU does (walk 137: the source's STOP came, no RESUME from the
+// destination); one that starts paused (stopped while it waited) says it
+// on cont, and a VM that simply boots says nothing.
+func TestIncomingResumeEvent(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		incoming, paused  bool
+		atStart, atResume int
+	}{
+		{"incoming", true, false, 1, 1},
+		{"incoming, stopped while waiting", true, true, 0, 1},
+		{"booted", false, false, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm, _ := startVM(t, vmm.Config{}, "hotset:hot=64")
+			var mu sync.Mutex
+			resumes := 0
+			vm.OnEvent(func(name string, _ any) {
+				if name == "RESUME" {
+					mu.Lock()
+					resumes++
+					mu.Unlock()
+				}
+			})
+			count := func() int {
+				mu.Lock()
+				defer mu.Unlock()
+				return resumes
+			}
+			if tc.incoming {
+				vm.ExpectIncoming()
+			}
+			if tc.paused {
+				if err := vm.Pause(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := vm.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(); n != tc.atStart {
+				t.Errorf("%d RESUME events as it started, want %d", n, tc.atStart)
+			}
+			if tc.paused {
+				if err := vm.Resume(); err != nil {
+					t.Fatal(err)
+				}
+				if n := count(); n != tc.atResume {
+					t.Errorf("%d RESUME events after cont, want %d", n, tc.atResume)
+				}
+			}
+		})
+	}
+}
+
 // TestConcurrentPauses: two pauses at once (a QMP stop during a
 // migration's switch-over) both succeed; the one that waited while the
 // other paused the VM said "virtual machine is paused" (found by a review
