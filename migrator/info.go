@@ -32,6 +32,23 @@ type Info struct {
 	Pagecast              *Extra    `json:"x-pagecast,omitempty"`
 }
 
+// MarshalJSON gives a completed migration's setup-time, total-time and
+// downtime even where they are 0, as QEMU does (walk 137: a tsmc
+// migration's downtime under a millisecond left the key out, and a script
+// reading it failed).
+func (i Info) MarshalJSON() ([]byte, error) {
+	type plain Info // without this method
+	if i.Status != StatusCompleted {
+		return json.Marshal(plain(i))
+	}
+	return json.Marshal(struct {
+		plain
+		SetupTime int64 `json:"setup-time"`
+		TotalTime int64 `json:"total-time"`
+		Downtime  int64 `json:"downtime"`
+	}{plain(i), i.SetupTime, i.TotalTime, i.Downtime})
+}
+
 // RAMStats is query-migrate's "ram" member.
 type RAMStats struct {
 	Transferred      uint64  `json:"transferred"`       // bytes on the wire, all of them

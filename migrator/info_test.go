@@ -3,6 +3,7 @@ package migrator
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -70,5 +71,47 @@ func TestRoundCapped(t *testing.T) {
 	}
 	if capped, _ := (*Extra)(nil).RoundCapped(); capped {
 		t.Error("no pagecast section: capped")
+	}
+}
+
+// TestInfoCompletedTimes: a completed migration's query-migrate has
+// setup-time, total-time and downtime even where they are 0, as QEMU's
+// has (walk 137: a downtime under a millisecond left "downtime" out); one
+// under way has no downtime, and the reply parses back as it was.
+func TestInfoCompletedTimes(t *testing.T) {
+	for _, tc := range []struct {
+		info Info
+		has  []string
+		not  []string
+	}{
+		{Info{Status: StatusCompleted, TotalTime: 7950, RAM: &RAMStats{Total: 1 << 28}}, []string{`"downtime":0`, `"setup-time":0`, `"total-time":7950`}, nil},
+		{Info{Status: StatusCompleted, TotalTime: 3199, Downtime: 236, SetupTime: 4}, []string{`"downtime":236`, `"setup-time":4`, `"total-time":3199`}, nil},
+		{Info{Status: StatusActive, TotalTime: 1000, ExpectedDowntime: 300}, []string{`"total-time":1000`, `"expected-downtime":300`}, []string{`"downtime"`, `"setup-time"`}},
+	} {
+		b, err := json.Marshal(tc.info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range tc.has {
+			if !strings.Contains(string(b), h) {
+				t.Errorf("%s lacks %s", b, h)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(string(b), n) {
+				t.Errorf("%s has %s", b, n)
+			}
+		}
+		if strings.Count(string(b), `"downtime"`) > 1 {
+			t.Errorf("%s has downtime twice", b)
+		}
+		var back Info
+		if err := json.Unmarshal(b, &back); err != nil || back.Status != tc.info.Status || back.TotalTime != tc.info.TotalTime || back.Downtime != tc.info.Downtime {
+			t.Errorf("%s parsed back as %+v (%v)", b, back, err)
+		}
+		// Through a pointer too, as query-migrate's reply holds it.
+		if p, _ := json.Marshal(&tc.info); string(p) != string(b) {
+			t.Errorf("through a pointer %s, as a value %s", p, b)
+		}
 	}
 }
