@@ -267,10 +267,12 @@ func loadServeTraces(ctx context.Context, log *slog.Logger, svc *service.Service
 		switch {
 		case errors.Is(err, service.ErrVMExists):
 			return fmt.Errorf("%s: %w (a trace's VM is named after its file name, which another --trace has too: rename one)", path, err)
-		case err != nil && name == "":
+		case errors.Is(err, service.ErrUnnamable) && name == "":
 			return fmt.Errorf("%s: %w (a trace's VM is named after its file name: rename it, or name the VM with --name)", path, err)
-		case err != nil:
+		case errors.Is(err, service.ErrUnnamable):
 			return fmt.Errorf("--name: %w", err)
+		case err != nil:
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		hook := meta.Hook
 		if hook == "" {

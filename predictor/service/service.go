@@ -64,6 +64,9 @@ type VM struct {
 // ErrVMExists is AddVM's error for an id the service has already.
 var ErrVMExists = errors.New("already exists")
 
+// ErrUnnamable is AddVM's error for an id the API's paths cannot name.
+var ErrUnnamable = errors.New("the API's paths cannot name it (an empty, . or .. part): give it another name")
+
 // Regions is how many equal parts of guest memory the per-region dirty
 // counts split it into: a bounded number of series per VM, few enough for
 // a heatmap row each.
@@ -103,7 +106,7 @@ func (s *Service) AddMappedVM(id string, pages uint64, pm *predictor.PageMap, pa
 	if slices.ContainsFunc(strings.Split(id, "/"), func(part string) bool { return part == "" || part == "." || part == ".." }) {
 		// Served, it could never be asked for: the API refuses a path
 		// with an empty, . or .. part (walk 134: --name ..).
-		return nil, fmt.Errorf("vm %q: the API's paths cannot name it (an empty, . or .. part): give it another name", id)
+		return nil, fmt.Errorf("vm %q: %w", id, ErrUnnamable)
 	}
 	if pages == 0 || pageSize == 0 || epoch <= 0 {
 		return nil, fmt.Errorf("vm %q: pages, page size and epoch must be positive", id)
