@@ -253,6 +253,7 @@ func TestServeRefusesUnservable(t *testing.T) {
 		{[]string{"predict", "serve", "--trace", awk, "--name", "a//b", "--listen", "127.0.0.1:0"}, `--name: vm "a//b": the API's paths cannot name it`},
 		{[]string{"predict", "serve", "--trace", awk, "--name", "a/", "--listen", "127.0.0.1:0"}, `--name: vm "a/": the API's paths cannot name it`},
 		{[]string{"trace", "import", "--memory", "1M", "-o", "", "/dev/null"}, `-o "": give the file to write the trace to`},
+		{[]string{"trace", "import", "--memory", "1M", "-o", "-", "/dev/null"}, `-o -: give the file to write the trace to (./- for a file of that name)`},
 	} {
 		_, _, err := runApp(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -341,6 +341,12 @@ func traceImport(c *cli.Context) error {
 		// .22554.tmp : no such file or directory").
 		return errors.New("-o \"\": give the file to write the trace to")
 	}
+	if out == "-" {
+		// Not a file named "-" (walk 136), where - is standard input
+		// for the CSV: the trace is binary, and this command's summary
+		// goes to standard output.
+		return errors.New("-o -: give the file to write the trace to (./- for a file of that name)")
+	}
 	if _, _, err := outputFile(out); err != nil {
 		return fmt.Errorf("-o %w", err)
 	}
