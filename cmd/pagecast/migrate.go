@@ -2043,22 +2043,13 @@ func destAnswers(dst qmp.Monitor, wait time.Duration) error {
 // left to its goroutine, which ends with the monitor's answer or its
 // connection.
 func within[T any](wait time.Duration, f func() (T, error)) (T, error) {
-	type reply struct {
-		v   T
-		err error
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	v, ok, err := unlessDone(ctx, f, nil)
+	if !ok {
+		return v, migrator.ErrNoAnswer
 	}
-	done := make(chan reply, 1)
-	go func() {
-		v, err := f()
-		done <- reply{v, err}
-	}()
-	select {
-	case r := <-done:
-		return r.v, r.err
-	case <-time.After(wait):
-		var zero T
-		return zero, migrator.ErrNoAnswer
-	}
+	return v, err
 }
 
 // readableBytes writes the byte counts of a stop reason ("9031680 bytes

@@ -117,8 +117,8 @@ func dialDest(ctx context.Context, path string) (*qemuguest.Dest, error) {
 }
 
 // unlessDone runs attach and returns what it gives, or ok false once ctx
-// is done first (a signal), leaving attach to end on its own and release
-// to close what it then gives.
+// is done first (a signal, a deadline), leaving attach to end on its own
+// and release, if not nil, to close what it then gives.
 func unlessDone[T any](ctx context.Context, attach func() (T, error), release func(T) error) (v T, ok bool, err error) {
 	type attached struct {
 		v   T
@@ -133,11 +133,13 @@ func unlessDone[T any](ctx context.Context, attach func() (T, error), release fu
 	case a := <-ch:
 		return a.v, true, a.err
 	case <-ctx.Done():
-		go func() {
-			if a := <-ch; a.err == nil {
-				release(a.v)
-			}
-		}()
+		if release != nil {
+			go func() {
+				if a := <-ch; a.err == nil {
+					release(a.v)
+				}
+			}()
+		}
 		return v, false, nil
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pagecast/pagecast/internal/testutil"
+	"github.com/pagecast/pagecast/migrator"
 )
 
 // TestMigrateSilentSource: a source QEMU whose monitor stops answering
@@ -186,5 +189,36 @@ func TestServeCollectorSilentInterrupted(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatalf("predict serve still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.Commands(), out.String())
+	}
+}
+
+// TestWithinAndUnlessDone: within gives up a call past its wait with
+// migrator.ErrNoAnswer and returns one that answers in time; unlessDone
+// gives up once its context is done and releases what the call gives
+// later.
+func TestWithinAndUnlessDone(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	if _, err := within(50*time.Millisecond, func() (int, error) { <-block; return 1, nil }); !errors.Is(err, migrator.ErrNoAnswer) {
+		t.Errorf("within, a call that does not return: %v, want ErrNoAnswer", err)
+	}
+	if v, err := within(5*time.Second, func() (int, error) { return 7, nil }); v != 7 || err != nil {
+		t.Errorf("within, a call that returns: %d, %v", v, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	later := make(chan struct{})
+	released := make(chan int, 1)
+	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	if _, ok, err := unlessDone(ctx, func() (int, error) { <-later; return 3, nil }, func(v int) error { released <- v; return nil }); ok || err != nil {
+		t.Errorf("unlessDone, done first: ok %v, err %v", ok, err)
+	}
+	close(later)
+	select {
+	case v := <-released:
+		if v != 3 {
+			t.Errorf("released %d, want 3", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("what the call gave once given up on was not released")
 	}
 }
