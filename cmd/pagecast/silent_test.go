@@ -149,23 +149,8 @@ func TestMigrateDestinationSilentInSetup(t *testing.T) {
 // waited for good).
 func TestReceiveSilentMonitorInterrupted(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "dst.sock")
-	f := testutil.ServeFakeQMP(t, sock, testutil.SilentAfterCapabilities)
-	cmd, out, done := startBinary(t, "receive", "--qmp", "unix:"+sock, "--listen", "tcp:"+freeAddr(t))
-	for deadline := time.Now().Add(10 * time.Second); len(f.Commands()) < 2; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("receive asked nothing past qmp_capabilities: %v\n%s", f.Commands(), out.String())
-		}
-	}
-	time.Sleep(200 * time.Millisecond)
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(out.String(), "stopped while attaching to the QEMU at unix:"+sock+", which had not answered yet: nothing was changed") {
-			t.Errorf("receive on SIGTERM: %v, want exit 1 saying it stopped while attaching:\n%s", err, out.String())
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("receive still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.Commands(), out.String())
-	}
+	interruptAttaching(t, sock, "stopped while attaching to the QEMU at unix:"+sock+", which had not answered yet: nothing was changed",
+		"receive", "--qmp", "unix:"+sock, "--listen", "tcp:"+freeAddr(t))
 }
 
 // TestServeCollectorSilentInterrupted: predict serve --collector attaching
@@ -173,22 +158,33 @@ func TestReceiveSilentMonitorInterrupted(t *testing.T) {
 // as profile does (walk 136: it waited out the monitor's 10 s).
 func TestServeCollectorSilentInterrupted(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "vm.sock")
+	interruptAttaching(t, sock, "stopped by a signal while attaching to the VM: nothing was served",
+		"predict", "serve", "--collector", "unix:"+sock, "--listen", freeAddr(t))
+}
+
+// interruptAttaching runs pagecast with args against a monitor at sock
+// that takes qmp_capabilities and then answers nothing, sends it SIGTERM
+// once it has asked its next question, and expects it to end at once, in
+// error, saying want.
+func interruptAttaching(t *testing.T, sock, want string, args ...string) {
+	t.Helper()
 	f := testutil.ServeFakeQMP(t, sock, testutil.SilentAfterCapabilities)
-	cmd, out, done := startBinary(t, "predict", "serve", "--collector", "unix:"+sock, "--listen", freeAddr(t))
+	cmd, out, done := startBinary(t, args...)
+	name := strings.Join(args[:min(2, len(args))], " ")
 	for deadline := time.Now().Add(10 * time.Second); len(f.Commands()) < 2; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("predict serve asked nothing past qmp_capabilities: %v\n%s", f.Commands(), out.String())
+			t.Fatalf("%s asked nothing past qmp_capabilities: %v\n%s", name, f.Commands(), out.String())
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:
-		if err == nil || !strings.Contains(out.String(), "stopped by a signal while attaching to the VM: nothing was served") {
-			t.Errorf("predict serve on SIGTERM: %v, want exit 1 saying it stopped while attaching:\n%s", err, out.String())
+		if err == nil || !strings.Contains(out.String(), want) {
+			t.Errorf("%s on SIGTERM: %v, want exit 1 saying %q:\n%s", name, err, want, out.String())
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatalf("predict serve still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", f.Commands(), out.String())
+		t.Fatalf("%s still running 5 s after SIGTERM, waiting on a silent monitor; commands: %v\noutput:\n%s", name, f.Commands(), out.String())
 	}
 }
 
