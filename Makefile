@@ -46,7 +46,7 @@ test: deps-test ## Install what is missing (scripts/deps.sh), then run all tests
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) build -o bin/testsummary ./internal/testsummary
 	set -o pipefail; { $(GO) test -json -race -count=1 -timeout 20m ./...; \
-	  $(GO) test -json -count=1 -timeout 10m -run '^(TestPredictiveRegimes|TestAutoGrid|TestGrowSweepGoesOn|TestChooseFrontWorstPoint|TestChooseFrontKnifeEdge|TestRealPrograms|TestRealCalibration|TestRealParts|TestQuietShortcutsExact|TestPlots|TestDashboardsAgainstPrometheus|TestDemoQEMU|TestSimulateAutoQEMUTrace|TestMigrateHeavy|TestMigrateModes|TestPredictorMemoryUlimit)$$' ./simulate/ ./predictor/ ./cmd/pagecast/ ./migrator/; \
+	  $(GO) test -json -count=1 -timeout 10m -run '^(TestPredictiveRegimes|TestAutoGrid|TestGrowSweepGoesOn|TestChooseFrontWorstPoint|TestChooseFrontKnifeEdge|TestRealPrograms|TestRealCalibration|TestRealParts|TestQuietShortcutsExact|TestPlots|TestDashboardsAgainstPrometheus|TestDemoQEMU|TestSimulateAutoQEMUTrace|TestMigrateHeavy|TestMigrateModes|TestPostcopySweepWaits|TestPredictorMemoryUlimit)$$' ./simulate/ ./predictor/ ./cmd/pagecast/ ./migrator/; \
 	  $(GO) test -json -count=1 -timeout 10m -run '^TestAgreesWithLive(TSMC|Slowdown)?$$' ./simulate/; \
 	  scripts/qemu-new-tests.sh $(QEMU_NEW_DIR) $(GO); } | bin/testsummary
 

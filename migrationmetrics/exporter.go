@@ -259,7 +259,7 @@ var (
 	descThrottled = prometheus.NewDesc("pagecast_migration_throttled_vcpu_seconds_total",
 		"vCPU time the throttle withheld from the guest over the migration, summed over its vCPUs (query-migrate x-pagecast.throttle-time; for QEMU's engine, from its cpu-throttle-percentage over time).", labels, nil)
 	descFaultWait = prometheus.NewDesc("pagecast_migration_postcopy_fault_vcpu_seconds_total",
-		"vCPU time the destination's guest waited for the pages it asked for in post-copy, summed over its vCPUs (query-migrate x-pagecast.fault-time; for QEMU's engine, what the destination QEMU counted, given --dest-qmp).", labels, nil)
+		"vCPU time the destination's guest waited for missing pages in post-copy, summed over its vCPUs (query-migrate x-pagecast.fault-time; for QEMU's engine, what the destination QEMU counted, given --dest-qmp).", labels, nil)
 	descSlowdown = prometheus.NewDesc("pagecast_migration_guest_slowdown_ratio",
 		"Share of its vCPUs' time the guest lost to the throttle and post-copy's faults while it ran during the migration (the downtime apart; either engine).", labels, nil)
 	descPredictedSlowdown = prometheus.NewDesc("pagecast_migration_predicted_guest_slowdown_ratio",

@@ -162,12 +162,12 @@ func recFuzzRead(t *testing.T, stream []byte) {
 		again := recEncode(t, rec)
 		if rec.Type == RecRefuse || rec.Type == RecAbort || rec.Type == RecVerified {
 			rec2, err := NewReader(bytes.NewReader(again)).Next()
-			if err != nil || rec2.Text != wireText(rec.Text) || rec2.OK != rec.OK { // the Writer cuts at 4096 bytes
+			if err != nil || rec2.Text != wireText(rec.Text) || rec2.OK != rec.OK || rec2.Waited != rec.Waited { // the Writer cuts at 4096 bytes
 				t.Fatalf("record %d (%s): its text %q re-encoded reads %v, %v", n, rec.Type, rec.Text, rec2, err)
 			}
 			text := stream[at+wireHeaderSize : r.Bytes()]
 			if rec.Type == RecVerified {
-				text = text[1:] // the verdict byte
+				text = text[9:] // the verdict byte and the guest's wait
 			}
 			if !strings.ContainsFunc(string(text), unicode.IsControl) && !bytes.Equal(again, stream[at:r.Bytes()]) {
 				t.Fatalf("record %d (%s) re-encodes differently:\n%x\n%x", n, rec.Type, stream[at:r.Bytes()], again)
@@ -206,7 +206,7 @@ func recEncode(t *testing.T, rec *Record) []byte {
 	case RecDigest:
 		err = w.Digest(rec.Digest)
 	case RecVerified:
-		err = w.Verified(rec.OK, rec.Text)
+		err = w.verdict(rec.OK, rec.Waited, rec.Text)
 	case RecCommit:
 		err = w.Commit(rec.OK)
 	case RecBitmap:

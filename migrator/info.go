@@ -125,9 +125,10 @@ type Extra struct {
 // Slowdown is what a guest lost while it ran during a migration, in
 // milliseconds of vCPU time summed over its VCPUs: what the throttle
 // withheld, and what its vCPUs waited for pages they faulted on in
-// post-copy (pagecast's engine: from the request's arrival at the source
-// to the page's send; QEMU's: its postcopy-vcpu-blocktime). The downtime
-// is apart.
+// post-copy (both engines count it at the destination: pagecast's from
+// each vCPU's fault to its page's arrival, told in the destination's
+// verdict, and while stage 3 runs, as the source sees requests; QEMU's
+// its postcopy-vcpu-blocktime). The downtime is apart.
 type Slowdown struct {
 	VCPUs        int   `json:"vcpus,omitempty"`
 	ThrottleTime int64 `json:"throttle-time,omitempty"`

@@ -74,6 +74,9 @@ type memConfig struct {
 	Hot    uint64  // pages in the hot set, which starts a quarter into memory
 	P      float64 // share of the writes that go to the hot set
 	Rate   float64 // writes per second, unthrottled
+	// Sweep: write number n goes to page n mod the memory's pages
+	// (pagecast's sweep workload), not to the hot set or at random.
+	Sweep bool
 }
 
 // The workloads of the tests. light converges in plain pre-copy at 32
@@ -289,9 +292,12 @@ func (g *memGuest) seqNow() uint64 {
 	return g.seq
 }
 
-// next draws write number seq+1: its page and byte offset.
-func nextWrite(rng *rand.Rand, cfg memConfig) (page, off uint64) {
+// nextWrite draws write number seq: its page and byte offset.
+func nextWrite(rng *rand.Rand, cfg memConfig, seq uint64) (page, off uint64) {
 	pages := cfg.Memory / PageSize
+	if cfg.Sweep {
+		return seq % pages, rng.Uint64N(PageSize/8) * 8
+	}
 	if rng.Float64() < cfg.P {
 		page = pages/4 + rng.Uint64N(cfg.Hot)
 	} else {
@@ -324,7 +330,7 @@ func (g *memGuest) write(done chan struct{}) {
 		last = now
 		for ; credit >= 1; credit-- {
 			g.seq++
-			page, off := nextWrite(g.rng, g.cfg)
+			page, off := nextWrite(g.rng, g.cfg, g.seq)
 			t0 := time.Now()
 			g.store(page*PageSize+off, g.seq)
 			if d := time.Since(t0); d > time.Millisecond {

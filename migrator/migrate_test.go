@@ -197,14 +197,16 @@ func migrate(t *testing.T, load memConfig, cfg Config) migrated {
 	if info.RAM.PostcopyRequests == 0 && info.Pagecast.FaultTime != 0 {
 		t.Errorf("fault-time %d ms with no page asked for", info.Pagecast.FaultTime)
 	}
-	// The source sees a fault from its request's arrival to its page's
-	// send, without the request's way there and the page's install (83-85%
-	// of the writer's stall, 2026-12-02); the writer's stores under a
+	// The destination counts each fault from its reading to its page's
+	// fill, and its count is the one reported (98-100% of the writer's
+	// stall, 2026-12-07; 83-85% was the source's own count, from the
+	// request's arrival to the page's send); the writer's stores under a
 	// millisecond are not counted. Under the race detector on a loaded
-	// host the way there and the install grow past that (CI 56: 50 ms of
-	// faults, a 238 ms stall): there only the upper bound holds, and make
-	// test runs TestMigrateHeavy and TestMigrateModes again without it.
-	if f, s := info.Pagecast.FaultTime, dstStalled.Milliseconds(); f > s+20 || !raceEnabled && f < s/3-20 {
+	// host a fault may wait long before it is read (CI 56: 50 ms of
+	// faults, as the source counted them then, for a 238 ms stall): there
+	// only the upper bound holds, and make test runs TestMigrateHeavy,
+	// TestMigrateModes and TestPostcopySweepWaits again without it.
+	if f, s := info.Pagecast.FaultTime, dstStalled.Milliseconds(); f > s+20 || !raceEnabled && f < s*8/10-20 {
 		t.Errorf("fault-time %d ms, but the destination's writer stalled %d ms", f, s)
 	}
 	if !info.Pagecast.Verified || info.RAM.Transferred == 0 {
@@ -244,7 +246,7 @@ func srcNextWrite(t *testing.T, src *memGuest) (page, off uint64) {
 	if err := pcg.UnmarshalBinary(st[len(memStateMagic)+8:]); err != nil {
 		t.Fatal(err)
 	}
-	return nextWrite(rand.New(pcg), src.cfg)
+	return nextWrite(rand.New(pcg), src.cfg, src.seqNow()+1)
 }
 
 // assertSameMemory pauses the destination and checks memory equality
@@ -1337,5 +1339,30 @@ func pauseDuringRound1(t *testing.T, m *Migration, src *memGuest) {
 	}
 	if err := src.Pause(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPostcopySweepWaits: a guest that writes its memory in address
+// order, the order stage 3 pushes in, catches up with the push and rides
+// its front, waiting on pages already on their way, which the source
+// never sees asked for (walk 137: 7% slowdown reported where the guest
+// lost about 88%). The fault-time reported is the destination's count of
+// its guest's waits.
+func TestPostcopySweepWaits(t *testing.T) {
+	if err := uffdAvailable(); err != nil {
+		t.Skip(err)
+	}
+	load := memConfig{Memory: 8 << 20, Rate: 20000, Sweep: true}
+	m := migrate(t, load, Config{Mode: ModeTSMC, MaxBandwidth: 16 << 20}) // checks fault-time against the writer's stall
+	_, stalled := m.dst.slowed()
+	t.Logf("fault-time %d ms, the destination's writer stalled %v, the destination counted %v; %d pages asked for, %d pushed in stage 3",
+		m.info.Pagecast.FaultTime, stalled.Round(time.Millisecond), m.res.Waited.Round(time.Millisecond), m.info.RAM.PostcopyRequests, m.res.Pushed)
+	// The sweep must have ridden the push: a stall of most of stage 3
+	// (8 MiB at 16 MiB/s, 0.5 s), with few pages asked for.
+	if stalled < 200*time.Millisecond || m.info.RAM.PostcopyRequests > m.res.Pushed/4 {
+		t.Errorf("the writer stalled %v with %d of %d pages asked for: it did not ride the push", stalled, m.info.RAM.PostcopyRequests, m.res.Pushed)
+	}
+	if got, want := m.info.Pagecast.FaultTime, m.res.Waited.Milliseconds(); got != want {
+		t.Errorf("fault-time %d ms, but the destination counted %d ms", got, want)
 	}
 }

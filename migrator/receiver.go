@@ -47,7 +47,10 @@ type Received struct {
 	Mode      string
 	Pulled    uint64 // TSMC: dirty pages the guest touched before they came, fetched on demand
 	Pushed    uint64 // TSMC: dirty pages filled in stage 3 (pulled ones included)
-	Verified  bool   // the memory matched the source's checksums
+	// Waited is the time the guest's vCPUs waited for missing pages in
+	// stage 3 (TSMC), summed over the vCPUs; the source is told it.
+	Waited   time.Duration
+	Verified bool // the memory matched the source's checksums
 	// HeldPaused says the guest is held paused here, as it was on the
 	// source when it left (its user stopped it during the migration).
 	HeldPaused bool
@@ -202,7 +205,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		rounds++ // the post-copy pass, which the source counts as a round
 	}
 	return Received{Rounds: rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.read + rc.r.Bytes(),
-		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Verified: rc.verified, HeldPaused: rc.heldPaused}, nil
+		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Waited: rc.waited, Verified: rc.verified, HeldPaused: rc.heldPaused}, nil
 }
 
 // helloWait bounds the wait for a connection's TLS handshake and hello.
@@ -261,6 +264,7 @@ type receiver struct {
 	dirtyWords   bitmapChunks   // how much of dirty has arrived
 	pulled       uint64         // TSMC: pages asked for because the guest touched them
 	pushed       uint64         // TSMC: pages filled in stage 3
+	waited       time.Duration  // TSMC: the guest's wait for missing pages in stage 3
 	verified     bool           // the memory matched the source's checksums
 	noPopulate   bool           // MADV_POPULATE_WRITE failed: pages fault in as written
 }

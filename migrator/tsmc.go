@@ -236,7 +236,10 @@ type postcopyState struct {
 	digest     *Digest       // taken from sums
 	summed     time.Time     // simulated: when the sums are done
 	sumWait    time.Duration // how long the sums kept the migration waiting once the last page had gone
-	faultTime  time.Duration // vCPU time the destination's guest waited for the pages it asked for
+	// faultTime is the vCPU time the destination's guest waited for
+	// pages: while stage 3 runs, as counted here for the pages it asked
+	// for; at its end, as the destination counted it (its verdict's).
+	faultTime time.Duration
 }
 
 // request is a destination's request for pages, and when it arrived (or,
@@ -256,7 +259,8 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 	// listen reads the destination's records until its verdict: requests
 	// go to requests, the verdict to verdict. It returns false once the
 	// verdict is in, or when readCtx ends with requests full.
-	r := s.r // this connection's: a reconnection replaces s.r while a listener may still read
+	r := s.r                 // this connection's: a reconnection replaces s.r while a listener may still read
+	var waited time.Duration // the destination's count of its guest's waits, set before a good verdict is sent on
 	listen := func() bool {
 		rec, err := r.Next()
 		if err != nil {
@@ -277,6 +281,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 			}
 		case RecVerified:
 			if rec.OK {
+				waited = rec.Waited
 				verdict <- nil
 			} else {
 				verdict <- fmt.Errorf("stage 3: %w (%w): %s", errDestinationVerdict, errDestinationStopped, rec.Text)
@@ -353,8 +358,9 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 				}
 				// Each page asked for held a vCPU (or a device) of the
 				// destination's guest from the request to its arrival.
-				// A page asked for but pushed already is not counted:
-				// its wait was shorter, and unknown here.
+				// A page asked for but pushed already is not counted
+				// here: its wait is known at the destination, whose
+				// count replaces this one at the end.
 				st.faultTime += time.Duration(len(batch)) * s.m.clock.Now().Sub(req.at)
 				s.m.update(func(i *Info) { i.Pagecast.FaultTime = st.faultTime.Milliseconds() })
 			}
@@ -433,6 +439,9 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 			for len(requests) > 0 { // the listener queued them before it read the verdict
 				late(<-requests)
 			}
+			if waited > 0 { // a simulated destination counts nothing: the model's count stands
+				st.faultTime = waited
+			}
 			judged = true
 		case <-ctx.Done():
 			return ctx.Err()
@@ -446,6 +455,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		i.Pagecast.RoundBytes[len(i.Pagecast.RoundBytes)-1] = s.w.Bytes() - i.RAM.PrecopyBytes
 		i.Pagecast.Verified = true
 		i.Pagecast.CheckTime = st.sumWait.Milliseconds()
+		i.Pagecast.FaultTime = st.faultTime.Milliseconds()
 		i.Pagecast.StopReason = fmt.Sprintf("%s; stage 3 pushed %d dirty pages in %v, %d asked for by the destination, %d reconnections",
 			i.Pagecast.StopReason, st.early+st.total, s.m.clock.Now().Sub(st.start).Round(time.Millisecond), st.asked, st.recoveries)
 	})
@@ -777,7 +787,8 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 				return rc.stopGuest(problem)
 			}
 			rc.verified = true // the pages held at the hand-over; the dirty ones came under their records' checksums
-			if err := rc.w.Verified(true, ""); err != nil {
+			rc.waited = region.Blocked()
+			if err := rc.w.Stage3Verified(rc.waited); err != nil {
 				return err
 			}
 			return rc.w.Flush()

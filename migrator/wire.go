@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/pagecast/pagecast/internal/printable"
@@ -47,8 +48,12 @@ import (
 // says whether to run the guest or hold it paused: a guest its user paused
 // on the source during the migration (QMP stop) stays paused at the
 // destination, as QEMU's own migration leaves it, where version 6 ran it.
+// In version 8 the verdict carries how long the destination's guest
+// waited for missing pages in post-copy, which only the destination sees
+// whole (a wait on a page already on its way was not counted at the
+// source).
 const (
-	ProtocolVersion = 7
+	ProtocolVersion = 8
 	PageSize        = 4096
 	MaxBatch        = 256 // pages per RecPages or RecCompressed record
 	// MaxPayload is the largest legal payload: a full RecPages batch, or a
@@ -90,7 +95,7 @@ const (
 	RecState    RecordType = 7  // kind uint8, total uint32 (≤ MaxState), offset uint32, then the state's bytes [offset, offset+n), 1 ≤ n (n = 0 only for an empty state); chunks in order
 	RecDigest   RecordType = 8  // chunk bytes uint32, count uint32, count × uint32 CRC-32C
 	RecEnd      RecordType = 9  // empty: the source has sent everything
-	RecVerified RecordType = 10 // destination→source: ok byte (1/0) + UTF-8 reason
+	RecVerified RecordType = 10 // destination→source: ok byte (1/0), waited int64 (ns, ≥ 0), UTF-8 reason
 	RecCommit   RecordType = 11 // source→destination: run byte (1: start the guest; 0: hold it paused, as the source had it)
 	RecAbort    RecordType = 12 // either way: UTF-8 reason
 	// TSMC (three-stage copy): the stage-2 dirty bitmap, and the
@@ -402,10 +407,21 @@ func (w *Writer) Digest(d Digest) error {
 // than refused: it is for people, and failing to send it would lose the
 // verdict itself.
 func (w *Writer) Verified(ok bool, reason string) error {
+	return w.verdict(ok, 0, reason)
+}
+
+// Stage3Verified encodes a post-copy destination's verdict that its memory
+// is whole, with the time its guest's vCPUs waited for missing pages.
+func (w *Writer) Stage3Verified(waited time.Duration) error {
+	return w.verdict(true, max(waited, 0), "")
+}
+
+func (w *Writer) verdict(ok bool, waited time.Duration, reason string) error {
 	p := append(w.buf[:0], 0)
 	if ok {
 		p[0] = 1
 	}
+	p = binary.LittleEndian.AppendUint64(p, uint64(waited))
 	p = append(p, wireText(reason)...)
 	return w.record(RecVerified, p)
 }
@@ -500,18 +516,19 @@ func (w *Writer) weighed(t RecordType, n int) error {
 // be kept.
 type Record struct {
 	Type         RecordType
-	Hello        Hello      // RecHello
-	GFNs         []uint64   // RecPages: page numbers, parallel to Data
-	Data         []byte     // RecPages: len(GFNs)*PageSize bytes, page i at Data[i*PageSize:]
-	First, Count uint64     // RecZero
-	Round        uint32     // RecEndRound
-	Digest       Digest     // RecDigest
-	OK           bool       // RecVerified; RecCommit: run the guest (false: hold it paused)
-	Text         string     // RecRefuse, RecAbort, RecVerified reason
-	Bitmap       []uint64   // RecBitmap: words BitmapFirst… of the bitmap (allocated afresh)
-	BitmapFirst  uint64     // RecBitmap
-	Coded        []byte     // RecCompressed: the mecom batch for GFNs (reused like Data)
-	State        StateChunk // RecState
+	Hello        Hello         // RecHello
+	GFNs         []uint64      // RecPages: page numbers, parallel to Data
+	Data         []byte        // RecPages: len(GFNs)*PageSize bytes, page i at Data[i*PageSize:]
+	First, Count uint64        // RecZero
+	Round        uint32        // RecEndRound
+	Digest       Digest        // RecDigest
+	OK           bool          // RecVerified; RecCommit: run the guest (false: hold it paused)
+	Waited       time.Duration // RecVerified: the destination's guest's wait for missing pages (post-copy)
+	Text         string        // RecRefuse, RecAbort, RecVerified reason
+	Bitmap       []uint64      // RecBitmap: words BitmapFirst… of the bitmap (allocated afresh)
+	BitmapFirst  uint64        // RecBitmap
+	Coded        []byte        // RecCompressed: the mecom batch for GFNs (reused like Data)
+	State        StateChunk    // RecState
 }
 
 // StateChunk is one RecState record: bytes [Offset, Offset+len(Data)) of a
@@ -665,9 +682,14 @@ func (r *Reader) decode(p []byte) (*Record, error) {
 			err = r.malformed("empty payload, want a verdict byte")
 		case p[0] > 1:
 			err = r.malformed("verdict byte %d, want 0 or 1", p[0])
+		case len(p) < 9:
+			err = r.malformed("%d-byte payload, want a verdict byte and the guest's wait (9 bytes or more)", len(p))
+		case binary.LittleEndian.Uint64(p[1:]) > math.MaxInt64:
+			err = r.malformed("the guest's wait is %d ns, beyond an int64", binary.LittleEndian.Uint64(p[1:]))
 		default:
 			rec.OK = p[0] == 1
-			rec.Text, err = r.decodeText(p[1:])
+			rec.Waited = time.Duration(binary.LittleEndian.Uint64(p[1:]))
+			rec.Text, err = r.decodeText(p[9:])
 		}
 	case RecPages:
 		err = r.decodePages(rec, p)

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pagecast/pagecast/migrator/mecom"
 )
@@ -86,6 +87,7 @@ func recTestStream(t testing.TB) ([]byte, []Record, []int) {
 	step(w.Digest(d), Record{Type: RecDigest, Digest: d})
 	step(w.Text(RecEnd, ""), Record{Type: RecEnd})
 	step(w.Verified(true, ""), Record{Type: RecVerified, OK: true})
+	step(w.Stage3Verified(1234567890*time.Nanosecond), Record{Type: RecVerified, OK: true, Waited: 1234567890 * time.Nanosecond})
 	step(w.Verified(false, "memory differs in 1 of 1 chunks of 1 MiB, first at 0x0-0xfffff"),
 		Record{Type: RecVerified, Text: "memory differs in 1 of 1 chunks of 1 MiB, first at 0x0-0xfffff"})
 	step(w.Commit(true), Record{Type: RecCommit, OK: true})
@@ -369,7 +371,9 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"verified verdict", withHello(recFrame(RecVerified, 0, 0, []byte{2})), "verdict byte 2, want 0 or 1"},
 		{"commit empty", withHello(recFrame(RecCommit, 0, 0, nil)), "0-byte payload, want the run byte"},
 		{"commit run", withHello(recFrame(RecCommit, 0, 0, []byte{2})), "run byte 2, want 0 or 1"},
-		{"verified reason", withHello(recFrame(RecVerified, 0, 0, []byte{0, 0xff})), "text is not valid UTF-8"},
+		{"verified short", withHello(recFrame(RecVerified, 0, 0, []byte{1, 0, 0, 0, 0, 0, 0, 0})), "8-byte payload, want a verdict byte and the guest's wait"},
+		{"verified wait", withHello(recFrame(RecVerified, 0, 0, []byte{1, 0, 0, 0, 0, 0, 0, 0, 0x80})), "the guest's wait is 9223372036854775808 ns, beyond an int64"},
+		{"verified reason", withHello(recFrame(RecVerified, 0, 0, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff})), "text is not valid UTF-8"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, _, err := recReadAll(tc.stream)

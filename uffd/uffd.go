@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -42,6 +43,8 @@ const (
 	eventPagefault      = 0x12       // UFFD_EVENT_PAGEFAULT
 	msgSize             = 32         // sizeof(struct uffd_msg)
 	msgAddressOffset    = 16         // offsetof(struct uffd_msg, arg.pagefault.address)
+	msgThreadOffset     = 24         // offsetof(struct uffd_msg, arg.pagefault.feat.ptid)
+	featureThreadID     = 1 << 8     // UFFD_FEATURE_THREAD_ID (Linux 4.14)
 )
 
 type uffdioAPIArg struct {
@@ -116,6 +119,26 @@ type Region struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// Blocked's count: the threads waiting on pages still absent, by
+	// page, and the waits of those filled since. Times are offsets from
+	// epoch, on the monotonic clock. threads: the kernel gives the
+	// faulting thread's id; without it a page's first fault stands for
+	// all of them.
+	waitMu  sync.Mutex
+	waiting map[uint64]faultTimes
+	blocked time.Duration
+	epoch   time.Time
+	threads bool
+}
+
+// faultTimes are the threads waiting on one absent page, each from its
+// first fault there (an offset from the Region's epoch). One thread is
+// the common case: it needs no map.
+type faultTimes struct {
+	tid    uint32
+	at     time.Duration
+	others map[uint32]time.Duration
 }
 
 // Register puts mem (page-aligned, a MAP_SHARED memfd mapping, len a
@@ -140,12 +163,25 @@ func Register(mem []byte) (*Region, error) {
 		return nil, fmt.Errorf("register guest memory: %w", err)
 	}
 
-	// Features 0: MISSING faults on shmem need no feature bit, and none of
-	// the non-cooperative events (fork, remap, remove, unmap) are wanted;
+	// MISSING faults on shmem need no feature bit, and none of the
+	// non-cooperative events (fork, remap, remove, unmap) are wanted;
 	// asking for them would make Drop's own madvise queue REMOVE events.
-	api := uffdioAPIArg{API: uffdAPI}
+	// The faulting thread's id tells a thread's fault again (after a
+	// signal) from another thread's (Blocked); a kernel without it is
+	// asked for nothing.
+	api := uffdioAPIArg{API: uffdAPI, Features: featureThreadID}
+	threads := true
 	if err := ioctl(ufd, uffdioAPI, unsafe.Pointer(&api)); err != nil {
-		return fail(fmt.Errorf("handshake (UFFDIO_API): %w", err))
+		// A refused handshake cannot be repeated on the same descriptor.
+		_ = unix.Close(fd)
+		if fd, err = open(); err != nil {
+			return nil, fmt.Errorf("register guest memory: %w", err)
+		}
+		ufd = uintptr(fd)
+		api, threads = uffdioAPIArg{API: uffdAPI}, false
+		if err := ioctl(ufd, uffdioAPI, unsafe.Pointer(&api)); err != nil {
+			return fail(fmt.Errorf("handshake (UFFDIO_API): %w", err))
+		}
 	}
 	reg := uffdioRegisterArg{
 		Range: uffdioRange{Start: base, Len: uint64(len(mem))},
@@ -177,6 +213,10 @@ func Register(mem []byte) (*Region, error) {
 		faults: make(chan uint64, faultBacklog),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
+
+		waiting: make(map[uint64]faultTimes),
+		epoch:   time.Now(),
+		threads: threads,
 	}
 	go r.read()
 	return r, nil
@@ -287,6 +327,7 @@ func (r *Region) read() {
 					continue
 				}
 			}
+			r.faulted(p, binary.NativeEndian.Uint32(msg[msgThreadOffset:]))
 			select {
 			case r.faults <- p:
 			case <-r.stop:
@@ -322,9 +363,11 @@ func (r *Region) Fill(p uint64, data []byte) error {
 	switch {
 	case err == nil || arg.Copy == PageSize:
 		r.markFilled(p)
+		r.woken(p)
 		return nil
 	case err == unix.EEXIST:
 		r.markFilled(p)
+		defer r.woken(p)
 		// A failed copy wakes nobody, yet a thread may be waiting: one that
 		// faulted while the page was absent from this mapping but came into
 		// the memfd another way (a write through the file). Wake it to
@@ -340,6 +383,66 @@ func (r *Region) Fill(p uint64, data []byte) error {
 		return fmt.Errorf("fill page %d: %w", p, ErrPresent)
 	default:
 		return fmt.Errorf("fill page %d (UFFDIO_COPY): %w", p, err)
+	}
+}
+
+// Blocked is the time the threads that faulted on absent pages waited
+// for them, summed over their faults: from the fault's reading here to
+// the page's Fill. It is what post-copy cost the guest's vCPUs (QEMU's
+// postcopy-vcpu-blocktime, summed). A fault read after its page was
+// filled, whose thread the Fill woke already, counts nothing; waits still
+// under way are not in it.
+func (r *Region) Blocked() time.Duration {
+	r.waitMu.Lock()
+	defer r.waitMu.Unlock()
+	return r.blocked
+}
+
+// faulted notes thread tid's fault on page p, if p is still absent: a
+// thread faulting again on the same page (its wait broken by a signal,
+// as the Go runtime's preemption and QEMU's vCPU kicks do) waits on from
+// its first fault.
+func (r *Region) faulted(p uint64, tid uint32) {
+	at := time.Since(r.epoch)
+	if !r.threads {
+		tid = 0
+	}
+	r.waitMu.Lock()
+	defer r.waitMu.Unlock()
+	// Under the lock, so that a Fill clearing the bit after this finds
+	// the fault in waiting (woken takes the lock after markFilled).
+	if r.absent[p/64].Load()&(1<<(p%64)) == 0 {
+		return
+	}
+	w, ok := r.waiting[p]
+	switch {
+	case !ok:
+		r.waiting[p] = faultTimes{tid: tid, at: at}
+	case w.tid == tid:
+	default:
+		if w.others == nil {
+			w.others = make(map[uint32]time.Duration)
+			r.waiting[p] = w
+		}
+		if _, ok := w.others[tid]; !ok {
+			w.others[tid] = at
+		}
+	}
+}
+
+// woken ends the waits on page p, just filled.
+func (r *Region) woken(p uint64) {
+	now := time.Since(r.epoch)
+	r.waitMu.Lock()
+	defer r.waitMu.Unlock()
+	w, ok := r.waiting[p]
+	if !ok {
+		return
+	}
+	delete(r.waiting, p)
+	r.blocked += now - w.at
+	for _, at := range w.others {
+		r.blocked += now - at
 	}
 }
 

@@ -403,3 +403,59 @@ func TestHoleReadsZero(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBlocked: the time faulting threads waited is counted from each
+// fault to its page's Fill, once per fault; pages filled before anyone
+// touched them count nothing.
+func TestBlocked(t *testing.T) {
+	mem := newMemfd(t, 1<<20)
+	r := register(t, mem)
+	if err := r.Drop([]uint64{5, 6, 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Fill(7, pattern(7)); err != nil { // before any fault
+		t.Fatal(err)
+	}
+	if b := r.Blocked(); b != 0 {
+		t.Fatalf("Blocked %v with no fault, want 0", b)
+	}
+	const hold = 100 * time.Millisecond
+	// Two readers of page 5 (one from user mode, one through the kernel)
+	// and one of page 6.
+	start := time.Now()
+	done := make(chan error, 3)
+	go func() { touch(page(mem, 5)); done <- nil }()
+	go func() { _, err := readThroughKernel(page(mem, 5)); done <- err }()
+	go func() { touch(page(mem, 6)); done <- nil }()
+	for seen := map[uint64]int{}; seen[5] < 2 || seen[6] < 1; {
+		select {
+		case p := <-r.Faults():
+			seen[p]++
+		case <-time.After(5 * time.Second):
+			t.Fatalf("faults seen %v, want two on page 5 and one on page 6", seen)
+		}
+	}
+	time.Sleep(hold)
+	for _, p := range []uint64{5, 6} {
+		if err := r.Fill(p, pattern(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Three faults held at least hold each, and none longer than the
+	// whole test.
+	if b := r.Blocked(); b < 3*hold || b > 3*elapsed {
+		t.Errorf("Blocked %v for three faults held %v or more each (%v in all), want between %v and %v", b, hold, elapsed, 3*hold, 3*elapsed)
+	}
+	// Filled again, or filled without a fault: nothing more.
+	before := r.Blocked()
+	r.Fill(5, pattern(5))
+	if b := r.Blocked(); b != before {
+		t.Errorf("Blocked %v after filling a present page, want %v", b, before)
+	}
+}
