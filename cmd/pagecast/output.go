@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,21 @@ func writeOutput(path string, write func(io.Writer) error) error {
 		return writeInto(target, write)
 	}
 	return writeReplace(target, write)
+}
+
+// checkOutput checks, before the work whose output it is, that path can be
+// written as writeOutput writes it, and names the flag that gave it: not
+// a directory, and in a directory that exists (walk 136: trace import's
+// "/nonexistent/x.pct: no such file or directory", after the import).
+func checkOutput(flag, path string) error {
+	target, _, err := outputFile(path)
+	if err != nil {
+		return fmt.Errorf("%s %w", flag, err)
+	}
+	if _, err := os.Stat(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("%s %s: its directory: %w", flag, path, err)
+	}
+	return nil
 }
 
 // outputFile returns the file writeOutput writes for path, and what it is

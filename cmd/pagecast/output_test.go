@@ -132,11 +132,19 @@ func TestOutputDirectory(t *testing.T) {
 		t.Fatalf("left %v", entries)
 	}
 	// A directory that is not there is named as the user gave it, not by
-	// the temporary file beside it.
+	// the temporary file beside it, with -o, before any work (walk 136:
+	// trace import imported, then said "…/x.csv: no such file or
+	// directory").
 	missing := filepath.Join(dir, "missing", "x.csv")
-	_, _, err := runApp(t, "trace", "export", "-o", missing, "../../predictor/testdata/hotset.pct")
-	if err == nil || !strings.Contains(err.Error(), missing+": no such file or directory") || strings.Contains(err.Error(), ".tmp") {
-		t.Errorf("-o in a missing directory: %v", err)
+	for _, args := range [][]string{
+		{"trace", "export", "-o", missing, "../../predictor/testdata/hotset.pct"},
+		{"trace", "import", "--memory", "256M", "-o", missing, absent},
+	} {
+		_, _, err := runApp(t, args...)
+		want := "-o " + missing + ": its directory: stat " + filepath.Dir(missing) + ": no such file or directory"
+		if err == nil || err.Error() != want {
+			t.Errorf("%v: err %v, want %q", args, err, want)
+		}
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -126,12 +125,8 @@ func runProfile(c *cli.Context) error {
 	// as it was (a busy --metrics port left a 142-byte trace of no epoch).
 	// -o and --metrics are checked before the VM is attached to.
 	if path := c.String("out"); path != "" {
-		target, _, err := outputFile(path)
-		if err != nil {
-			return fmt.Errorf("--out %w", err)
-		}
-		if _, err := os.Stat(filepath.Dir(target)); err != nil {
-			return fmt.Errorf("--out %s: its directory: %w", path, err)
+		if err := checkOutput("--out", path); err != nil {
+			return err
 		}
 	}
 	var metrics net.Listener

@@ -218,8 +218,8 @@ func traceExport(c *cli.Context) error {
 		return fmt.Errorf("--format %q: want csv or parquet", format)
 	}
 	if output != "" && output != "-" {
-		if _, _, err := outputFile(output); err != nil {
-			return fmt.Errorf("-o %w", err)
+		if err := checkOutput("-o", output); err != nil {
+			return err
 		}
 	}
 	if sameFile(path, output) {
@@ -347,8 +347,8 @@ func traceImport(c *cli.Context) error {
 		// goes to standard output.
 		return errors.New("-o -: give the file to write the trace to (./- for a file of that name)")
 	}
-	if _, _, err := outputFile(out); err != nil {
-		return fmt.Errorf("-o %w", err)
+	if err := checkOutput("-o", out); err != nil {
+		return err
 	}
 	src := io.Reader(os.Stdin)
 	name, said := "standard input", "standard input" // said: in errors (walk 136: "-: csv: …")
