@@ -204,6 +204,10 @@ func usageError(c *cli.Context, err error, _ bool) error {
 				if number.MatchString(val) {
 					return fmt.Errorf("--%s %s: a duration needs a unit, e.g. %sms or %ss (see %s --help)", flag, val, val, val, name)
 				}
+				if durationLike.MatchString(val) {
+					// Not "want a duration such as 500ms" for 9999999999999h.
+					return fmt.Errorf("--%s %s: out of range of a duration (at most 2562047h, about 292 years; see %s --help)", flag, val, name)
+				}
 				return fmt.Errorf("--%s %s: want a duration such as 500ms, 2s or 1m30s (see %s --help)", flag, val, name)
 			case *cli.UintFlag, *cli.Uint64Flag:
 				return fmt.Errorf("--%s %s: want a whole number, 0 or more (see %s --help)", flag, val, name)
@@ -227,6 +231,10 @@ var badValue = regexp.MustCompile(`^invalid value "([^"]*)" for flag -+([A-Za-z0
 
 // number is a number alone, as a duration flag is often mistakenly given.
 var number = regexp.MustCompile(`^\d+(\.\d+)?$`)
+
+// durationLike is the syntax of Go's durations, whose value may still be
+// out of range.
+var durationLike = regexp.MustCompile(`^[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
 
 func setUsageError(cmds []*cli.Command) {
 	for _, c := range cmds {

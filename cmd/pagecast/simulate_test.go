@@ -228,6 +228,9 @@ func TestSimulateInputs(t *testing.T) {
 		{[]string{"--synthetic", "hotset:seed=99999999999999999999", "--memory", "64M"}, "synthetic workload hotset: seed=99999999999999999999: at most 18446744073709551615", false},
 		{[]string{"--trace", simTrace, "--max-rounds", "99999999999999999999"}, "--max-rounds 99999999999999999999: out of range of a number here (see pagecast simulate --help)", false}, // walk 134: Go's "for flag -max-rounds: value out of range"
 		{[]string{"--trace", simTrace, "--switchover", "soon"}, "--switchover soon: want a duration such as 500ms, 2s or 1m30s", false},
+		{[]string{"--trace", simTrace, "--switchover", "9999999999999h"}, "--switchover 9999999999999h: out of range of a duration (at most 2562047h, about 292 years; see pagecast simulate --help)", false}, // walk 136
+		{[]string{"--trace", simTrace, "--switchover", "1h2x"}, "--switchover 1h2x: want a duration such as 500ms, 2s or 1m30s", false},
+		{[]string{"--trace", simTrace, "--switchover", "h"}, "--switchover h: want a duration such as 500ms, 2s or 1m30s", false},
 		{[]string{"--trace", simTrace, "--start", "-5"}, "--start -5: want a whole number, 0 or more", false},
 		{[]string{"--trace", simTrace, "--max-rounds", "many"}, "--max-rounds many: want a whole number", false},
 		// Refused before it allocates, not killed by the runtime midway.
