@@ -266,6 +266,16 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if p.Mode == modeAuto && p.MaxBandwidth == 0 && !localDestination(c.String("to")) {
 		return errors.New("--mode auto needs --bandwidth, the link's rate, to predict each mode (without one only where the destination is this host, whose pace auto measures)")
 	}
+	// A signal before the migration starts ends migrate with a word,
+	// having set back what it set (setupSignals). Deferred first, so
+	// that it runs last.
+	early := catchSetup()
+	defer early.stop()
+	defer func() {
+		if sig := early.caught(); sig != nil && !out.began {
+			err = interruptedSetup(sig)
+		}
+	}()
 	var dstEarly qmp.Monitor // the destination's QMP, dialled for auto's check and kept for a QEMU source's
 	defer func() {
 		if dstEarly != nil {
@@ -281,6 +291,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			at = c.String("to")
 		} else if d, err := dialQMP(destPath); destPath != "" && err == nil {
 			dstEarly = d
+			early.closes(d)
 			at = destListening(d)
 		}
 		if at != "" {
@@ -329,6 +340,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		return fmt.Errorf("source: %w", err)
 	}
 	defer mon.Disconnect()
+	early.closes(mon)
 	metrics, lingerMetrics, err := migrationMetrics(c, path, mon)
 	if err != nil {
 		return err
@@ -421,6 +433,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				return fmt.Errorf("destination (--dest-qmp): %w", err)
 			}
 			defer d.Disconnect()
+			early.closes(d)
 			dst = d
 		}
 		if dst != nil && sameQEMU(mon, dst) {
@@ -495,6 +508,11 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			if err := answerFreely(mon, dst); err != nil {
 				return err
 			}
+			early.hold()
+			if sig := early.caught(); sig != nil {
+				return interruptedSetup(sig)
+			}
+			early.stop() // migrateWithEngine takes them
 			return migrateWithEngine(c, src, p, metrics, mon, dst, ctl, out)
 		}
 		// QEMU's own migration takes a paused guest (it stays paused),
@@ -541,6 +559,10 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			return fmt.Errorf("%s is held by pagecast (pid %d), a pagecast receiver (vm run --incoming, or pagecast receive), which takes pagecast's engine only, "+
 				"and QEMU's migration (engine %s: %s) needs a QEMU waiting with its own -incoming there (pagecast's guest: pagecast vm run --monitor qemu --engine qemu --incoming %s); %s",
 				c.String("to"), toPID, engine, why, c.String("to"), instead)
+		}
+		early.hold() // what SetupQEMU sets is set back
+		if sig := early.caught(); sig != nil {
+			return interruptedSetup(sig)
 		}
 		pl, err := migrator.SetupQEMU(mon, dst, p)
 		if err != nil {
@@ -593,8 +615,13 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	// monitor watches its guest for auto (migrate returns once it has
 	// chosen, seconds later) sends migrate_cancel on a second connection,
 	// which ends the watch before anything is migrated.
+	early.hold()
 	ctx, interrupts := watchInterrupts(c.Context, c.App.ErrWriter)
 	defer interrupts.stop()
+	early.stop()
+	if sig := early.caught(); sig != nil {
+		return interruptedSetup(sig)
+	}
 	var watching func() bool // reports whether an interrupt came while auto watched
 	if kind == migrator.MonitorPagecast && p.Mode == modeAuto {
 		watching = interrupts.whileWatching(path)
@@ -1423,6 +1450,89 @@ func (w *progressWatch) stuck(i migrator.Info, now time.Time) bool {
 // err is why --progress-timeout cancelled the migration.
 func (w *progressWatch) err() error {
 	return fmt.Errorf("--progress-timeout %v reached: the data left to send, %s, had not fallen for that long", w.d, units.FormatBytes(float64(w.last)))
+}
+
+// interruptedSetup is migrate's error for a signal taken before the
+// migration started.
+func interruptedSetup(sig os.Signal) error {
+	name := map[os.Signal]string{os.Interrupt: "SIGINT", syscall.SIGTERM: "SIGTERM", syscall.SIGHUP: "SIGHUP"}[sig]
+	return fmt.Errorf("interrupted (%s) before the migration started: nothing was migrated, and the guest is on the source as it was", name)
+}
+
+// setupSignals catches a signal from migrate's first question to a monitor
+// to the migration's start (watchInterrupts), which ended migrate by the
+// signal's default action, without a word, perhaps with QEMU's settings
+// changed (walk 136: a source that greeted and then said nothing). Until
+// hold, a signal closes the monitors migrate waits on, so that it returns
+// at once; after, it is only taken, and migrate returns before the
+// migration starts, as what it set is set back.
+type setupSignals struct {
+	ch       chan os.Signal
+	done     chan struct{}
+	stopOnce sync.Once
+
+	mu      sync.Mutex
+	sig     os.Signal
+	held    bool
+	waiting []qmp.Monitor // closed on a signal until hold
+}
+
+func catchSetup() *setupSignals {
+	s := &setupSignals{ch: make(chan os.Signal, 1), done: make(chan struct{})}
+	signal.Notify(s.ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		select {
+		case sig := <-s.ch:
+			s.mu.Lock()
+			s.sig = sig
+			var close []qmp.Monitor
+			if !s.held {
+				close = s.waiting
+			}
+			s.mu.Unlock()
+			for _, m := range close {
+				m.Disconnect()
+			}
+		case <-s.done:
+		}
+	}()
+	return s
+}
+
+// closes has a signal close m, while migrate only asks (until hold); at
+// once, if one came.
+func (s *setupSignals) closes(m qmp.Monitor) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.held:
+	case s.sig != nil:
+		m.Disconnect()
+	default:
+		s.waiting = append(s.waiting, m)
+	}
+}
+
+// hold ends the closing: from here migrate changes what it must set back.
+func (s *setupSignals) hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = true
+}
+
+// caught is the signal taken, nil if none.
+func (s *setupSignals) caught() os.Signal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sig
+}
+
+// stop ends the catching; a signal after it is another's to take.
+func (s *setupSignals) stop() {
+	s.stopOnce.Do(func() {
+		signal.Stop(s.ch)
+		close(s.done)
+	})
 }
 
 func watchInterrupts(parent context.Context, w io.Writer) (context.Context, *interrupts) {

@@ -162,6 +162,16 @@ func TestServeCollectorSilentInterrupted(t *testing.T) {
 		"predict", "serve", "--collector", "unix:"+sock, "--listen", freeAddr(t))
 }
 
+// TestMigrateSilentSourceInterrupted: migrate attaching to a source that
+// greeted and then fell silent stops on SIGTERM at once, saying nothing
+// was migrated (walk 136: it ended by the signal's default action, without
+// a word).
+func TestMigrateSilentSourceInterrupted(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "src.sock")
+	interruptAttaching(t, sock, "interrupted (SIGTERM) before the migration started: nothing was migrated, and the guest is on the source as it was",
+		"migrate", "--qmp", "unix:"+sock, "--to", "tcp:"+freeAddr(t), "--mode", "precopy")
+}
+
 // interruptAttaching runs pagecast with args against a monitor at sock
 // that takes qmp_capabilities and then answers nothing, sends it SIGTERM
 // once it has asked its next question, and expects it to end at once, in
