@@ -61,11 +61,14 @@ type memGuest struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
 	state string
-	seq   uint64
-	pcg   *rand.PCG
-	rng   *rand.Rand
-	logs  map[*memLog]struct{}
-	done  chan struct{} // closed when the writer ends
+	// pausedAt is when the running guest was last paused, startedAt when
+	// it was started (a destination's).
+	pausedAt, startedAt time.Time
+	seq                 uint64
+	pcg                 *rand.PCG
+	rng                 *rand.Rand
+	logs                map[*memLog]struct{}
+	done                chan struct{} // closed when the writer ends
 }
 
 // memConfig is a memGuest's size and workload.
@@ -196,7 +199,7 @@ func (g *memGuest) start(state string) error {
 	if g.onStart != nil {
 		g.onStart()
 	}
-	g.state = state
+	g.state, g.startedAt = state, time.Now()
 	g.done = make(chan struct{})
 	go g.write(g.done)
 	return nil
@@ -210,6 +213,9 @@ func (g *memGuest) Pause() error {
 	defer g.mu.Unlock()
 	if g.state != memRunning && g.state != memPaused {
 		return fmt.Errorf("pause: guest is %s", g.state)
+	}
+	if g.state == memRunning {
+		g.pausedAt = time.Now()
 	}
 	g.state = memPaused // the writer holds mu while it writes: none is under way
 	return nil

@@ -7,6 +7,8 @@ import (
 	"math/bits"
 	"slices"
 	"time"
+
+	"github.com/pagecast/pagecast/bitmap"
 )
 
 // SimConfig is what a simulated migration needs besides Config.
@@ -373,6 +375,30 @@ func (l *simLink) touched(missing []uint64) {
 	if n > 0 {
 		l.nextFault = now.Add(l.faultWait())
 	}
+}
+
+// A post-copy destination drops the dirty pages from its guest's memory
+// before its verdict (receiver.prepareStage3), while the guest is paused:
+// a system call for each run of dirty pages, and the freeing of each page
+// (BenchmarkDrop, 2026-12-07: 2.3 µs a page where each is a run of its
+// own, 0.34 µs a page in one long run; live, 25 969 pages of a hotset
+// guest's 256 MiB took 57 ms).
+const (
+	dropRunTime  = 2 * time.Microsecond
+	dropPageTime = 350 * time.Nanosecond
+)
+
+// drops passes the destination's drop of dirty's pages on the virtual
+// clock.
+func (l *simLink) drops(dirty *bitmap.Bitmap) {
+	var runs, pages uint64
+	carry := uint64(0)
+	for _, w := range dirty.Words() {
+		runs += uint64(bits.OnesCount64(w &^ (w<<1 | carry)))
+		pages += uint64(bits.OnesCount64(w))
+		carry = w >> 63
+	}
+	l.clock.Advance(time.Duration(runs)*dropRunTime + time.Duration(pages)*dropPageTime)
 }
 
 // faultedAt is when the vCPUs behind the requests just made faulted, in

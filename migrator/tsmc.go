@@ -99,6 +99,9 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 			return fmt.Errorf("stage 2: %w", err)
 		}
 	}
+	if s.m.sim != nil {
+		s.m.sim.drops(dirty) // before the destination's verdict, as receiver.prepareStage3
+	}
 	if err := s.awaitVerified("stage 2"); err != nil {
 		return err
 	}
@@ -578,14 +581,6 @@ func (s *sender) sendPages(gfns []uint64) error {
 // dirty pages from guest memory, starts the guest and fills them as the
 // source pushes them or the guest touches them.
 func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
-	problem := rc.complete(dirty)
-	if problem == nil {
-		problem = rc.restore()
-	}
-	if err := rc.verdict(problem); err != nil {
-		return err
-	}
-
 	// Asked of the guest aside from this loop (below), and waited for
 	// once the region is closed, which gives a guest held in a fault
 	// its page; for stopWait at most, as a stop is (a guest that never
@@ -598,12 +593,15 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 		case <-time.After(stopWait):
 		}
 	}()
-	region, err := uffd.Register(rc.mem)
-	if err != nil {
-		return fmt.Errorf("stage 3 needs userfaultfd: %w", err)
+	problem := rc.complete(dirty)
+	var region *uffd.Region
+	if problem == nil {
+		region, problem = rc.prepareStage3(dirty)
 	}
-	defer region.Close()
-	if err := region.Drop(dirty.List()); err != nil {
+	if region != nil {
+		defer region.Close()
+	}
+	if err := rc.verdict(problem); err != nil {
 		return err
 	}
 	if err := rc.start(); err != nil {
@@ -798,6 +796,29 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 			return fmt.Errorf("stage 3: unexpected %s record: %w", rec.Type, ErrMalformed)
 		}
 	}
+}
+
+// prepareStage3 puts the guest's memory under userfaultfd and drops the
+// dirty pages, which stage 3 brings, while it restores the guest's state.
+// It runs before the verdict, while the source holds its guest paused
+// for it, and so counts it in the downtime: after the commit, as it ran
+// until 2026-12-07, dropping 25 969 scattered pages of a 256 MiB guest
+// paused it 57 ms more, which no count saw (walk 138: 73 ms from the
+// source's STOP to the destination's RESUME, against a downtime of under
+// 1 ms). A region it cannot set up is a verdict the source hears, and its
+// guest runs on there.
+func (rc *receiver) prepareStage3(dirty *bitmap.Bitmap) (*uffd.Region, error) {
+	region, err := uffd.Register(rc.mem)
+	if err != nil {
+		return nil, fmt.Errorf("stage 3 needs userfaultfd: %w", err)
+	}
+	dropped := make(chan error, 1)
+	go func() { dropped <- region.Drop(dirty.List()) }()
+	err = rc.restore()
+	if derr := <-dropped; err == nil {
+		err = derr
+	}
+	return region, err
 }
 
 // stage3Read, where a test sets it, sees each record stage 3 reads, in
