@@ -1,10 +1,12 @@
 package migrator
 
 import (
+	"context"
 	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestGuestSlowdown(t *testing.T) {
@@ -113,5 +115,27 @@ func TestInfoCompletedTimes(t *testing.T) {
 		if p, _ := json.Marshal(&tc.info); string(p) != string(b) {
 			t.Errorf("through a pointer %s, as a value %s", p, b)
 		}
+	}
+}
+
+// TestIncomingQueryMigrate: a destination's query-migrate, once its
+// incoming migration completed, says "completed" as QEMU's does, with what
+// it took and its guest's waits in post-copy (walk 138: {}).
+func TestIncomingQueryMigrate(t *testing.T) {
+	c := NewController(nil, nil, nil)
+	empty, err := c.queryMigrate(context.Background(), nil)
+	if b, _ := json.Marshal(empty); err != nil || string(b) != "{}" {
+		t.Fatalf("before any migration: %s, %v; want {}", b, err)
+	}
+	c.Received(Received{Mode: ModeTSMC, Rounds: 2, Pages: 100, Bytes: 409700, Elapsed: 1500 * time.Millisecond,
+		Pulled: 3, Pushed: 40, Waited: 250 * time.Millisecond, Verified: true})
+	got, err := c.queryMigrate(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(got)
+	want := `{"status":"completed","x-pagecast":{"incoming":{"mode":"tsmc","rounds":2,"pages":100,"zero-pages":0,"bytes":409700,"total-time":1500,"pulled":3,"pushed":40,"fault-time":250,"verified":true}}}`
+	if string(b) != want {
+		t.Errorf("query-migrate after an incoming migration:\n%s\nwant\n%s", b, want)
 	}
 }

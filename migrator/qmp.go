@@ -31,6 +31,48 @@ type Controller struct {
 	stopChoosing context.CancelFunc
 	chosen       chan struct{}
 	closed       bool // Close: no migration starts
+	// incoming is the migration this VM received, query-migrate's
+	// answer until it migrates out (nil: none).
+	incoming *incomingInfo
+}
+
+// incomingInfo is query-migrate's answer on a destination whose incoming
+// migration completed: "completed", as QEMU's destination answers, and
+// what the destination saw under x-pagecast.incoming (walk 138: {}, and
+// the guest's waits only in its log).
+type incomingInfo struct {
+	Status   string `json:"status"`
+	Pagecast struct {
+		Incoming incomingExtra `json:"incoming"`
+	} `json:"x-pagecast"`
+}
+
+type incomingExtra struct {
+	Mode      string `json:"mode"`
+	Rounds    int    `json:"rounds"`
+	Pages     uint64 `json:"pages"`      // received whole
+	ZeroPages uint64 `json:"zero-pages"` // received as zero runs
+	Bytes     uint64 `json:"bytes"`      // read from the wire
+	TotalTime int64  `json:"total-time"` // ms, from the source's hello to the end
+	Pulled    uint64 `json:"pulled,omitempty"`
+	Pushed    uint64 `json:"pushed,omitempty"`
+	// FaultTime is the guest's vCPUs' wait for missing pages in
+	// post-copy, ms summed over them: the source's x-pagecast.fault-time.
+	FaultTime int64 `json:"fault-time,omitempty"`
+	Verified  bool  `json:"verified"`
+	Paused    bool  `json:"held-paused,omitempty"`
+}
+
+// Received has query-migrate report res, the incoming migration this VM
+// took, until it migrates out.
+func (c *Controller) Received(res Received) {
+	in := &incomingInfo{Status: StatusCompleted}
+	in.Pagecast.Incoming = incomingExtra{Mode: res.Mode, Rounds: res.Rounds, Pages: res.Pages, ZeroPages: res.ZeroPages,
+		Bytes: res.Bytes, TotalTime: res.Elapsed.Milliseconds(), Pulled: res.Pulled, Pushed: res.Pushed,
+		FaultTime: res.Waited.Milliseconds(), Verified: res.Verified, Paused: res.HeldPaused}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.incoming = in
 }
 
 // ModeAuto is the mode a Chooser turns into one of the others when the
@@ -151,11 +193,16 @@ func (m *Migration) finishedNow() bool {
 }
 
 func (c *Controller) queryMigrate(context.Context, json.RawMessage) (any, error) {
-	m := c.Current()
-	if m == nil {
-		return struct{}{}, nil
+	c.mu.Lock()
+	m, in := c.current, c.incoming
+	c.mu.Unlock()
+	switch {
+	case m != nil:
+		return m.Info(), nil
+	case in != nil:
+		return in, nil
 	}
-	return m.Info(), nil
+	return struct{}{}, nil
 }
 
 // parameters is migrate-set-parameters' argument and

@@ -79,6 +79,24 @@ func TestMigrateCLI(t *testing.T) {
 			if st := status(t, src); st != "postmigrate" {
 				t.Errorf("source after migration: %s, want postmigrate as QEMU says", st)
 			}
+			// The destination's query-migrate says it completed, as
+			// QEMU's does, and what it took (walk 138: {}).
+			var in struct {
+				Status   string
+				Pagecast struct {
+					Incoming struct {
+						Mode     string
+						Verified bool
+						Bytes    uint64
+					}
+				} `json:"x-pagecast"`
+			}
+			if b, err := json.Marshal(run(t, dst.mon, "query-migrate", nil)); err != nil || json.Unmarshal(b, &in) != nil {
+				t.Fatalf("the destination's query-migrate: %s, %v", b, err)
+			}
+			if got := in.Pagecast.Incoming; in.Status != "completed" || got.Mode != mode || !got.Verified || got.Bytes == 0 {
+				t.Errorf("the destination's query-migrate: %+v, want completed, mode %s, verified, bytes", in, mode)
+			}
 			if mode == "precopy" {
 				// Migrating it again is refused saying what it is, not to
 				// cont it (walk 128: it was told to, and its guest ran

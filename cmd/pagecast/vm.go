@@ -511,8 +511,12 @@ func runVM(c *cli.Context) error {
 		defer func() { stopServing(); <-served }()
 	}
 	if incoming != nil {
-		if _, err := receive(ctx, incoming, vm.Migratable(), serverTLS, log); err != nil {
+		res, err := receive(ctx, incoming, vm.Migratable(), serverTLS, log)
+		if err != nil {
 			return err
+		}
+		if ctl != nil {
+			ctl.Received(res)
 		}
 	}
 	workload := c.String("workload")
