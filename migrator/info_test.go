@@ -3,6 +3,7 @@ package migrator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -137,5 +138,26 @@ func TestIncomingQueryMigrate(t *testing.T) {
 	want := `{"status":"completed","x-pagecast":{"incoming":{"mode":"tsmc","rounds":2,"pages":100,"zero-pages":0,"bytes":409700,"total-time":1500,"pulled":3,"pushed":40,"fault-time":250,"verified":true}}}`
 	if string(b) != want {
 		t.Errorf("query-migrate after an incoming migration:\n%s\nwant\n%s", b, want)
+	}
+	// A migration out asked for ends that report: while mode auto
+	// watches the guest, query-migrate says nothing, as before any.
+	inside, release := make(chan struct{}), make(chan struct{})
+	c.SetChooser(func(context.Context, Guest, Config) (*AutoChoice, error) {
+		close(inside)
+		<-release
+		return nil, errors.New("no choice in this test")
+	})
+	c.cfg.Mode, c.cfg.MaxBandwidth = ModeAuto, 32<<20
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.migrate(context.Background(), json.RawMessage(`{"uri":"tcp:127.0.0.1:1"}`))
+	}()
+	<-inside
+	got, _ = c.queryMigrate(context.Background(), nil)
+	close(release)
+	<-done
+	if b, _ := json.Marshal(got); string(b) != "{}" {
+		t.Errorf("query-migrate while auto watched the guest for a migration out: %s, want {}", b)
 	}
 }

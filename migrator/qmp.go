@@ -32,7 +32,7 @@ type Controller struct {
 	chosen       chan struct{}
 	closed       bool // Close: no migration starts
 	// incoming is the migration this VM received, query-migrate's
-	// answer until it migrates out (nil: none).
+	// answer until a migration out is asked for (nil: none).
 	incoming *incomingInfo
 }
 
@@ -64,7 +64,7 @@ type incomingExtra struct {
 }
 
 // Received has query-migrate report res, the incoming migration this VM
-// took, until it migrates out.
+// took, until a migration out is asked for.
 func (c *Controller) Received(res Received) {
 	in := &incomingInfo{Status: StatusCompleted}
 	in.Pagecast.Incoming = incomingExtra{Mode: res.Mode, Rounds: res.Rounds, Pages: res.Pages, ZeroPages: res.ZeroPages,
@@ -146,6 +146,9 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 	if err := CheckLink(cfg.MaxBandwidth, cfg.DowntimeLimit); err != nil {
 		return nil, qmpserver.GenericError("max-bandwidth and downtime-limit: %s", err.Error())
 	}
+	// The migration this VM received is no longer query-migrate's
+	// answer: not "completed" while auto watches the guest.
+	c.incoming = nil
 	if cfg.Mode == ModeAuto {
 		if cfg.MaxBandwidth == 0 {
 			return nil, qmpserver.GenericError("x-pagecast-mode auto needs max-bandwidth, the link's rate, to predict each mode")
