@@ -146,7 +146,7 @@ func recFuzzRead(t *testing.T, stream []byte) {
 				t.Fatalf("record %d: a peer's text with control characters: %q", n, rec.Text)
 			}
 		}
-		if carries := rec.Type == RecPages || rec.Type == RecRequest || rec.Type == RecCompressed; !carries && len(rec.GFNs) != 0 {
+		if carries := rec.Type == RecPages || rec.Type == RecRequest || rec.Type == RecLater || rec.Type == RecCompressed; !carries && len(rec.GFNs) != 0 {
 			t.Fatalf("record %d (%s) has page numbers", n, rec.Type)
 		}
 		if rec.Type != RecPages && len(rec.Data) != 0 {
@@ -213,6 +213,8 @@ func recEncode(t *testing.T, rec *Record) []byte {
 		err = w.Bitmap(rec.Bitmap)
 	case RecRequest:
 		err = w.Request(rec.GFNs)
+	case RecLater:
+		err = w.Later(rec.GFNs)
 	case RecCompressed:
 		err = w.Compressed(rec.GFNs, rec.Coded)
 	default:

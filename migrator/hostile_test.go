@@ -465,3 +465,42 @@ func playDestination(t *testing.T, pages uint64, atStart bool, act func(conn net
 	}()
 	return l.Addr().String()
 }
+
+// TestLaterRefused: pages named for stage 3 (RecLater) come only from a
+// source with post-copy, before its dirty bitmap: otherwise the stream is
+// malformed, and the destination's guest stays waiting.
+func TestLaterRefused(t *testing.T) {
+	for _, tc := range []struct {
+		mode        string
+		afterBitmap bool
+		want        string
+	}{
+		{ModePrecopy, false, `pages named for stage 3 from a source whose mode ("precopy") has no post-copy`},
+		{ModeTSMC, true, "or after its dirty bitmap"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			dst := newMemGuest(t, memConfig{Memory: 4 << 20, Hot: 1}, false)
+			a, w, r, done := receiving(t, dst, ReceiveConfig{})
+			go func() {
+				w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: dst.MemoryBytes(), VCPUs: 1, Image: dst.Identity().Image, Mode: tc.mode})
+				w.Flush()
+				if rec, err := r.Next(); err != nil || rec.Type != RecAccept {
+					return
+				}
+				if tc.afterBitmap {
+					w.Bitmap(make([]uint64, 4<<20/PageSize/64))
+				}
+				w.Later([]uint64{1, 2})
+				w.Flush()
+			}()
+			err := <-done
+			a.Close()
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Receive: %v, want malformed, saying %q", err, tc.want)
+			}
+			if ok, st := dst.Waiting(); !ok {
+				t.Errorf("destination guest is %s after a malformed stream", st)
+			}
+		})
+	}
+}

@@ -47,6 +47,9 @@ type Received struct {
 	Mode      string
 	Pulled    uint64 // TSMC: dirty pages the guest touched before they came, fetched on demand
 	Pushed    uint64 // TSMC: dirty pages filled in stage 3 (pulled ones included)
+	// DroppedEarly is how many of the dirty pages stage 1 named (TSMC),
+	// which were dropped then, not in the pause.
+	DroppedEarly uint64
 	// Waited is the time the guest's vCPUs waited for missing pages in
 	// stage 3 (TSMC), summed over the vCPUs; the source is told it.
 	Waited   time.Duration
@@ -205,7 +208,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		rounds++ // the post-copy pass, which the source counts as a round
 	}
 	return Received{Rounds: rounds, Pages: rc.normal, ZeroPages: rc.zero, Bytes: rc.read + rc.r.Bytes(),
-		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, Waited: rc.waited, Verified: rc.verified, HeldPaused: rc.heldPaused}, nil
+		Elapsed: cfg.Clock.Now().Sub(start), Mode: rc.mode, Pulled: rc.pulled, Pushed: rc.pushed, DroppedEarly: rc.droppedEarly, Waited: rc.waited, Verified: rc.verified, HeldPaused: rc.heldPaused}, nil
 }
 
 // helloWait bounds the wait for a connection's TLS handshake and hello.
@@ -261,12 +264,18 @@ type receiver struct {
 	mode         string
 	sums         *pageSums      // each page's checksum as it arrives
 	dirty        *bitmap.Bitmap // TSMC: the stage-2 dirty bitmap
-	dirtyWords   bitmapChunks   // how much of dirty has arrived
-	pulled       uint64         // TSMC: pages asked for because the guest touched them
-	pushed       uint64         // TSMC: pages filled in stage 3
-	waited       time.Duration  // TSMC: the guest's wait for missing pages in stage 3
-	verified     bool           // the memory matched the source's checksums
-	noPopulate   bool           // MADV_POPULATE_WRITE failed: pages fault in as written
+	// later: TSMC, the pages stage 1 named for stage 3 (RecLater) and
+	// punched out of memory then, not written since; dropEarly is false
+	// once punching one failed (the drop at stage 2 does it all).
+	later        *bitmap.Bitmap
+	noEarlyDrop  bool
+	droppedEarly uint64        // TSMC: dirty pages at stage 2 that were dropped in stage 1
+	dirtyWords   bitmapChunks  // how much of dirty has arrived
+	pulled       uint64        // TSMC: pages asked for because the guest touched them
+	pushed       uint64        // TSMC: pages filled in stage 3
+	waited       time.Duration // TSMC: the guest's wait for missing pages in stage 3
+	verified     bool          // the memory matched the source's checksums
+	noPopulate   bool          // MADV_POPULATE_WRITE failed: pages fault in as written
 }
 
 // hello is what the handshake checks the source's hello against.
@@ -452,6 +461,11 @@ func (rc *receiver) run() error {
 			}
 		case RecDigest:
 			return fmt.Errorf("memory checksums before the end: they follow the commit: %w", ErrMalformed)
+		case RecLater:
+			if !NeedsPostcopy(rc.mode) || rc.dirty != nil {
+				return fmt.Errorf("pages named for stage 3 from a source whose mode (%q) has no post-copy, or after its dirty bitmap: %w", rc.mode, ErrMalformed)
+			}
+			rc.dropEarly(rec.GFNs)
 		case RecBitmap:
 			if !NeedsPostcopy(rc.mode) {
 				// Only a mode with post-copy ends with one: the destination
@@ -481,6 +495,35 @@ func (rc *receiver) run() error {
 	}
 }
 
+// dropEarly punches gfns, which stage 3 will bring, out of guest memory
+// now, while the guest runs on the source: at stage 2 they are only
+// marked missing (prepareStage3). Where that fails, stage 2 drops them.
+func (rc *receiver) dropEarly(gfns []uint64) {
+	if rc.noEarlyDrop {
+		return
+	}
+	if rc.later == nil {
+		rc.later = bitmap.New(rc.pages)
+	}
+	sorted := slices.Sorted(slices.Values(gfns))
+	for i := 0; i < len(sorted); {
+		j := i + 1
+		for j < len(sorted) && sorted[j] <= sorted[j-1]+1 {
+			j++
+		}
+		first, end := sorted[i], sorted[j-1]+1
+		if err := unix.Madvise(rc.mem[first*PageSize:end*PageSize], unix.MADV_REMOVE); err != nil {
+			rc.log.Warn("stage 1: could not drop the pages stage 3 brings (MADV_REMOVE); they are dropped at the switch-over", "err", err)
+			rc.noEarlyDrop = true
+			return
+		}
+		for g := first; g < end; g++ {
+			rc.later.Set(g)
+		}
+		i = j
+	}
+}
+
 // wrote records page gfn, just written with data, as received.
 func (rc *receiver) wrote(gfn uint64) {
 	rc.sums.wrote(gfn)
@@ -492,6 +535,9 @@ func (rc *receiver) wrote(gfn uint64) {
 // 3, so it is no longer to be fetched, and counts as pushed.
 func (rc *receiver) arrived(gfn uint64, count *uint64) {
 	rc.seen.Set(gfn)
+	if rc.later != nil {
+		rc.later.Unset(gfn) // here again: it is dropped at stage 2, if dirty
+	}
 	if rc.dirty != nil {
 		rc.dirty.Unset(gfn)
 		count = &rc.pushed

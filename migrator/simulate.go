@@ -389,11 +389,14 @@ const (
 )
 
 // drops passes the destination's drop of dirty's pages on the virtual
-// clock.
-func (l *simLink) drops(dirty *bitmap.Bitmap) {
+// clock, but for those it dropped in stage 1 (later: nil for none).
+func (l *simLink) drops(dirty, later *bitmap.Bitmap) {
 	var runs, pages uint64
 	carry := uint64(0)
-	for _, w := range dirty.Words() {
+	for i, w := range dirty.Words() {
+		if later != nil {
+			w &^= later.Words()[i]
+		}
 		runs += uint64(bits.OnesCount64(w &^ (w<<1 | carry)))
 		pages += uint64(bits.OnesCount64(w))
 		carry = w >> 63

@@ -723,6 +723,10 @@ type sender struct {
 	wireShare            float64        // wire bytes per byte of a page pending: see measureCoding
 	coded0               mecom.Stats    // the encoder's totals when the round began
 	last                 *bitmap.Bitmap // pages the policy put last in the current pass
+	// later, in TSMC's stage 1 (nil elsewhere), has the pages sent in the
+	// pass and written again since, which stage 3 brings and which the
+	// destination has been told of (RecLater); sent, the pages sent.
+	later, sent *bitmap.Bitmap
 
 	throttledSince time.Time     // when the guest's throttle last changed (or the guest resumed)
 	throttled      time.Duration // vCPU time the throttle withheld before throttledSince
@@ -1711,6 +1715,9 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 			if err != nil {
 				return false, err
 			}
+			if err := s.tellLater(dirty); err != nil {
+				return false, err
+			}
 			s.remeasure()
 			s.restop()
 			if s.pendingN <= s.stopAt && s.round.known(s.w.Bytes()) && s.fitsCoded() {
@@ -1735,6 +1742,9 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 		s.pending.Unset(gfn) // sent: clean until dirtied again
 		s.pendingN--
 		s.passPages++
+		if s.sent != nil {
+			s.sent.Set(gfn)
+		}
 		flushed, err := s.queue(gfn)
 		if err != nil {
 			return false, err

@@ -51,7 +51,8 @@ import (
 // In version 8 the verdict carries how long the destination's guest
 // waited for missing pages in post-copy, which only the destination sees
 // whole (a wait on a page already on its way was not counted at the
-// source).
+// source), and TSMC's stage 1 names the pages stage 3 will bring
+// (RecLater), which the destination drops then, not in the pause.
 const (
 	ProtocolVersion = 8
 	PageSize        = 4096
@@ -104,6 +105,10 @@ const (
 	RecRequest RecordType = 14 // destination→source: count uint32, count × gfn uint64; 1 ≤ count ≤ MaxBatch
 	// MECOM: a batch of pages compressed by package mecom.
 	RecCompressed RecordType = 15 // count uint32, count × gfn uint64, then the mecom batch (to the end)
+	// TSMC's stage 1: pages sent and written again since, which stage 3
+	// brings; the destination drops them as they are named, while the
+	// guest runs on at the source, not in the pause.
+	RecLater RecordType = 16 // count uint32, count × gfn uint64; 1 ≤ count ≤ MaxBatch
 )
 
 var recNames = [...]string{
@@ -122,6 +127,7 @@ var recNames = [...]string{
 	RecBitmap:     "bitmap",
 	RecRequest:    "request",
 	RecCompressed: "compressed",
+	RecLater:      "later",
 }
 
 func (t RecordType) String() string {
@@ -311,15 +317,21 @@ func (w *Writer) Bitmap(words []uint64) error {
 
 // Request encodes the destination's request for pages gfns (1 to
 // MaxBatch).
-func (w *Writer) Request(gfns []uint64) error {
+func (w *Writer) Request(gfns []uint64) error { return w.gfnRecord(RecRequest, gfns) }
+
+// Later encodes TSMC's stage-1 news of pages (1 to MaxBatch) that stage 3
+// will bring.
+func (w *Writer) Later(gfns []uint64) error { return w.gfnRecord(RecLater, gfns) }
+
+func (w *Writer) gfnRecord(t RecordType, gfns []uint64) error {
 	if len(gfns) < 1 || len(gfns) > MaxBatch {
-		return fmt.Errorf("request record: %d pages, want 1 to %d", len(gfns), MaxBatch)
+		return fmt.Errorf("%s record: %d pages, want 1 to %d", t, len(gfns), MaxBatch)
 	}
 	p := binary.LittleEndian.AppendUint32(w.buf[:0], uint32(len(gfns)))
 	for _, g := range gfns {
 		p = binary.LittleEndian.AppendUint64(p, g)
 	}
-	return w.record(RecRequest, p)
+	return w.record(t, p)
 }
 
 // Compressed encodes a batch of pages gfns (1 to MaxBatch) whose contents
@@ -707,7 +719,7 @@ func (r *Reader) decode(p []byte) (*Record, error) {
 		rec.Digest, err = r.decodeDigest(p)
 	case RecBitmap:
 		rec.BitmapFirst, rec.Bitmap, err = r.decodeBitmap(p)
-	case RecRequest:
+	case RecRequest, RecLater:
 		rec.GFNs, _, err = r.decodeGFNs(rec.GFNs, p, false)
 	case RecCompressed:
 		rec.GFNs, rec.Coded, err = r.decodeGFNs(rec.GFNs, p, true)

@@ -85,6 +85,7 @@ func recTestStream(t testing.TB) ([]byte, []Record, []int) {
 	step(w.State(StateGuest, state), Record{Type: RecState, State: StateChunk{Kind: StateGuest, Total: 300, Data: state}})
 	d := ComputeDigest(mem)
 	step(w.Digest(d), Record{Type: RecDigest, Digest: d})
+	step(w.Later([]uint64{7, 200, 8}), Record{Type: RecLater, GFNs: []uint64{7, 200, 8}})
 	step(w.Text(RecEnd, ""), Record{Type: RecEnd})
 	step(w.Verified(true, ""), Record{Type: RecVerified, OK: true})
 	step(w.Stage3Verified(1234567890*time.Nanosecond), Record{Type: RecVerified, OK: true, Waited: 1234567890 * time.Nanosecond})
@@ -214,7 +215,7 @@ func TestWireFullBatch(t *testing.T) {
 
 func TestWireRecordTypeString(t *testing.T) {
 	for typ, want := range map[RecordType]string{
-		RecHello: "hello", RecEndRound: "end-round", RecAbort: "abort", RecBitmap: "bitmap", RecCompressed: "compressed", 0: "record-type-0", 16: "record-type-16", 255: "record-type-255",
+		RecHello: "hello", RecEndRound: "end-round", RecAbort: "abort", RecBitmap: "bitmap", RecCompressed: "compressed", RecLater: "later", 0: "record-type-0", 17: "record-type-17", 255: "record-type-255",
 	} {
 		if got := typ.String(); got != want {
 			t.Errorf("RecordType(%d).String() = %q, want %q", uint8(typ), got, want)

@@ -279,6 +279,22 @@ func (r *Region) Drop(pages []uint64) error {
 	return nil
 }
 
+// Absent marks pages absent that the caller punched out of the memory
+// itself before the region was made (MADV_REMOVE), as Drop marks those it
+// punches out, without its system calls: a fault on one is reported, not
+// filled with zeros.
+func (r *Region) Absent(pages []uint64) error {
+	for _, p := range pages {
+		if p >= r.pages {
+			return fmt.Errorf("mark page %d absent: beyond the region's %d pages", p, r.pages)
+		}
+	}
+	for _, p := range pages {
+		r.markDropped(p)
+	}
+	return nil
+}
+
 // zeroPage fills a hole that was never dropped.
 var zeroPage [PageSize]byte
 

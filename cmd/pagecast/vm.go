@@ -310,7 +310,7 @@ func receiveOn(ctx context.Context, l *migrator.Doorman, conn net.Conn, d migrat
 	}
 	log.Info("migration received", "from", conn.RemoteAddr().String(), "mode", res.Mode, "rounds", res.Rounds,
 		"pages", res.Pages, "zero-pages", res.ZeroPages, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
-		"pulled", res.Pulled, "pushed", res.Pushed, "guest-waited", res.Waited.Round(time.Millisecond), "verified", res.Verified)
+		"pulled", res.Pulled, "pushed", res.Pushed, "dropped-early", res.DroppedEarly, "guest-waited", res.Waited.Round(time.Millisecond), "verified", res.Verified)
 	return res, nil
 }
 
