@@ -164,10 +164,7 @@ func TestHelloModes(t *testing.T) {
 		t.Run(tc.mode, func(t *testing.T) {
 			dst := newMemGuest(t, memConfig{Memory: 4 << 20, Hot: 1}, false)
 			a, w, r, done := receiving(t, dst, ReceiveConfig{})
-			go func() {
-				w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: dst.MemoryBytes(), VCPUs: 1, Image: dst.Identity().Image, Mode: tc.mode})
-				w.Flush()
-			}()
+			go helloTo(w, dst, tc.mode)
 			rec, err := r.Next()
 			if err != nil || rec.Type != RecRefuse || !strings.Contains(rec.Text, tc.want) {
 				t.Errorf("the destination's answer: %v %v, want a refusal saying %q", rec, err, tc.want)
@@ -482,8 +479,7 @@ func TestLaterRefused(t *testing.T) {
 			dst := newMemGuest(t, memConfig{Memory: 4 << 20, Hot: 1}, false)
 			a, w, r, done := receiving(t, dst, ReceiveConfig{})
 			go func() {
-				w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: dst.MemoryBytes(), VCPUs: 1, Image: dst.Identity().Image, Mode: tc.mode})
-				w.Flush()
+				helloTo(w, dst, tc.mode)
 				if rec, err := r.Next(); err != nil || rec.Type != RecAccept {
 					return
 				}
@@ -503,4 +499,10 @@ func TestLaterRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// helloTo says a source's hello to dst, in mode.
+func helloTo(w *Writer, dst *memGuest, mode string) {
+	w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: dst.MemoryBytes(), VCPUs: 1, Image: dst.Identity().Image, Mode: mode})
+	w.Flush()
 }
