@@ -265,8 +265,8 @@ type receiver struct {
 	sums         *pageSums      // each page's checksum as it arrives
 	dirty        *bitmap.Bitmap // TSMC: the stage-2 dirty bitmap
 	// later: TSMC, the pages stage 1 named for stage 3 (RecLater) and
-	// punched out of memory then, not written since; dropEarly is false
-	// once punching one failed (the drop at stage 2 does it all).
+	// punched out of memory then, not written since; noEarlyDrop once
+	// punching them failed (the drop at stage 2 does the rest).
 	later        *bitmap.Bitmap
 	noEarlyDrop  bool
 	droppedEarly uint64        // TSMC: dirty pages at stage 2 that were dropped in stage 1
