@@ -727,6 +727,7 @@ type sender struct {
 	// pass and written again since, which stage 3 brings and which the
 	// destination has been told of (RecLater); sent, the pages sent.
 	later, sent *bitmap.Bitmap
+	heldBack    []uint64 // pages held back for stage 3 since the last harvest, to be named
 
 	throttledSince time.Time     // when the guest's throttle last changed (or the guest resumed)
 	throttled      time.Duration // vCPU time the throttle withheld before throttledSince
@@ -1730,6 +1731,9 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 			case holdBack:
 				s.deferred++
 				deferredNow++
+				if s.sent != nil { // TSMC's stage 1: held back for stage 3
+					s.heldBack = append(s.heldBack, gfn)
+				}
 				return false, nil
 			case sendLast:
 				if s.last == nil {

@@ -55,6 +55,9 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	if _, err := s.sendPass(ctx, 1, true, s.mode.postcopy); err != nil {
 		return err
 	}
+	if err := s.tellLater(nil); err != nil { // the pages held back since the last harvest
+		return err
+	}
 	s.sent = nil // the pass is over: later stays, for the simulation's drop
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("stage 1: %w", err)
@@ -63,20 +66,25 @@ func (s *sender) tsmc(ctx context.Context) (err error) {
 	return s.switchToPostcopy(ctx, "stage 1 done", 2)
 }
 
-// tellLater tells the destination, in TSMC's stage 1, of the pages among
-// dirty, just harvested, that the pass has sent and that stage 3 will
-// bring again: it drops them now, while the guest runs here, where at the
-// switch-over each run of them cost the pause some 2 µs. The pass never
-// sends them again, so each is in the dirty bitmap of stage 2. The pages
-// queued so far go first, so that the destination has every page named
-// before it hears of it.
+// tellLater tells the destination, in TSMC's stage 1, of the pages that
+// stage 3 will bring: those among dirty, just harvested, that the pass
+// has sent, and those predictive+tsmc held back since the last harvest.
+// It drops them now, while the guest runs here, where at the switch-over
+// each run of them cost the pause some 2 µs. The pass never sends them
+// (again), so each is in the dirty bitmap of stage 2. The pages queued so
+// far go first, so that the destination has every page named before it
+// hears of it. (Named at the end of the pass, the pages of its last
+// epoch were dropped at the destination as the pause began: the pause
+// was no shorter.)
 func (s *sender) tellLater(dirty []uint64) error {
 	if s.sent == nil {
 		return nil
 	}
+	held := slices.Clone(s.heldBack)
+	s.heldBack = s.heldBack[:0]
 	var batch []uint64
-	for _, g := range dirty {
-		if !s.sent.Has(g) || s.later.Has(g) {
+	for i, g := range slices.Concat(held, dirty) {
+		if i >= len(held) && !s.sent.Has(g) || s.later.Has(g) {
 			continue
 		}
 		if batch == nil {
