@@ -89,7 +89,7 @@ func migrateCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "qmp", Required: true, Usage: "the source's QMP socket, unix:PATH"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination, tcp:HOST:PORT (pagecast vm run --incoming or pagecast receive for pagecast's engine; QEMU -incoming for QEMU's)"},
-			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc and precopy+postcopy from QEMU (post-copy is enabled on both ends); with it, the summary of a QEMU source's migration also has the guest's own pause (STOP to RESUME), and a destination unlike the source (memory, vCPUs, memory backends, PCI devices, disk files on this host) is refused before anything is sent"},
+			&cli.StringFlag{Name: "dest-qmp", Usage: "the destination's QMP socket, unix:PATH: needed for tsmc and precopy+postcopy from QEMU (post-copy is enabled on both ends); with it, the summary also has the guest's own pause (STOP to RESUME), from either monitor, and from QEMU a destination unlike the source (memory, vCPUs, memory backends, PCI devices, disk files on this host) is refused before anything is sent"},
 			&cli.StringFlag{Name: "mode", Value: migrator.ModePrecopy, Usage: "migration mode, one of:" + modes.String() + "\n\t ", DefaultText: migrator.ModePrecopy}, // the default on a line of its own, not at the end of auto's (walk 106)
 			&cli.StringFlag{Name: "prefer", Value: "time", Usage: "--mode auto: optimise total time, bytes or downtime, the downtime limit a hard bound"},
 			&cli.IntFlag{Name: "observe", Value: migrator.DefaultObserve, Usage: "--mode auto: 100 ms epochs to watch the VM before choosing (1 to 600); left to its default, a guest still writing new pages as the watch ends (its prediction would fall short) is watched again, five times as long, on either monitor; on a QEMU source it then throttles the guest 50%, 90% and 99% for 0.5 s each, to measure what it still writes throttled (a Linux guest writes far more than its CPU share), unless throttle cannot run here"},
@@ -356,7 +356,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	srcPID := 0         // the source QEMU's process, where known
 	destPID := 0        // the destination QEMU's process, where it is one of this host's
 	waited := false     // WaitQEMU has the plan: it gives the source back its settings once the migration ends
-	var dst qmp.Monitor // QEMU's destination, given --dest-qmp
+	var dst qmp.Monitor // the destination's monitor, given --dest-qmp
 	switch kind {
 	case migrator.MonitorPagecast:
 		if at := localListener(c.String("to")); at != 0 {
@@ -383,11 +383,23 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			}
 			fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: the VM watches its guest for %v%s before it chooses …\n", time.Duration(c.Int("observe"))*autoEpoch, again)
 		}
-		if destPath != "" {
-			fmt.Fprintln(c.App.ErrWriter, "pagecast: warning: --dest-qmp ignored: pagecast's monitor needs only the source's")
-		}
 		if c.String("engine") == engineQEMU {
 			return errors.New("--engine qemu is for a QEMU source: pagecast's own monitor migrates with pagecast's engine only")
+		}
+		// The destination's monitor, where given, is for the guest's
+		// pause (STOP to RESUME) in the summary, as from QEMU: walk 139
+		// had it ignored, and the pause seen nowhere but in events.
+		switch {
+		case dstEarly != nil:
+			dst = dstEarly
+		case destPath != "":
+			d, err := dialQMP(destPath)
+			if err != nil {
+				return fmt.Errorf("destination (--dest-qmp): %w", err)
+			}
+			defer d.Disconnect()
+			early.closes(d)
+			dst = d
 		}
 		if p.MaxRounds == 0 {
 			return errNoRoundCap
@@ -605,7 +617,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	// With the destination's monitor, the guest's own pause: QEMU counts
 	// downtime only until its last bytes are in its socket.
 	var pause *migrator.PauseWatch
-	if plan != nil && dst != nil {
+	if dst != nil {
 		if pause, err = migrator.WatchPause(mon, dst); err != nil {
 			return err
 		}

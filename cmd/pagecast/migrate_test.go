@@ -66,10 +66,18 @@ func TestMigrateCLI(t *testing.T) {
 			if mode == "precopy" {
 				refusedAs(t, dst, "virtual machine is inmigrate: it is a destination waiting for an incoming migration", "none")
 			}
-			out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.sock, "--to", uri,
-				"--mode", mode, "--bandwidth", "64MiB/s").CombinedOutput()
+			args = []string{"migrate", "--qmp", "unix:" + src.sock, "--to", uri, "--mode", mode, "--bandwidth", "64MiB/s"}
+			if !held {
+				// The guest's own pause, from the destination's RESUME
+				// (walk 139: --dest-qmp was ignored here).
+				args = append(args, "--dest-qmp", "unix:"+dst.sock)
+			}
+			out, err := exec.Command(binary, args...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("pagecast migrate: %v\n%s", err, out)
+			}
+			if paused := strings.Contains(string(out), "guest paused     "); paused == held {
+				t.Errorf("summary's guest paused line: %v, want it with --dest-qmp only:\n%s", paused, out)
 			}
 			for _, want := range []string{"status           completed", "verified         true", "mode             " + mode} {
 				if !strings.Contains(string(out), want) {
