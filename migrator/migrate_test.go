@@ -1412,10 +1412,15 @@ func TestPostcopyDowntimeCoversDrop(t *testing.T) {
 				t.Errorf("%d of %d dirty pages dropped in stage 1, want most: the rest were dropped in the pause", m.res.DroppedEarly, m.res.Pushed)
 			}
 			// The commit's way there and the start are not counted: a
-			// few milliseconds, more on a loaded host (a drop of
-			// thousands of pages after the commit was 35 ms more: 41 ms
-			// against 6).
-			if d := time.Duration(m.info.Downtime) * time.Millisecond; d+time.Millisecond < gap/2 {
+			// few milliseconds, more on a loaded host or under the race
+			// detector (CI 105: 1 ms counted, 5.9 ms paused), where a
+			// drop of thousands of pages after the commit was 35 ms more
+			// (41 ms against 6).
+			slack := 5 * time.Millisecond
+			if raceEnabled {
+				slack = 10 * time.Millisecond
+			}
+			if d := time.Duration(m.info.Downtime) * time.Millisecond; d+slack < gap/2 {
 				t.Errorf("downtime %v, but the guest was paused %v from the source's pause to the destination's start", d, gap)
 			}
 		})
