@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/migrator/mecom"
 	"github.com/pagecast/pagecast/simulate"
@@ -515,7 +516,11 @@ func TestMigrateAutoDestinationGone(t *testing.T) {
 		}()
 		args := []string{"migrate", "--qmp", "unix:" + src.sock, "--to", "tcp:" + l.Addr().String(), "--mode", "auto", "--observe", "2", "--bandwidth", "32MiB/s"}
 		if destQMP {
-			args = append(args, "--dest-qmp", "unix:"+filepath.Join(t.TempDir(), "dst.sock"))
+			// A monitor that answers (migrate takes pagecast's
+			// destination's for the guest's pause).
+			sock := filepath.Join(t.TempDir(), "dst.sock")
+			testutil.ServeFakeQMP(t, sock, func(string, int) string { return `{"return":{}}` })
+			args = append(args, "--dest-qmp", "unix:"+sock)
 		}
 		out, err := exec.Command(binary, args...).CombinedOutput()
 		gone := strings.Contains(string(out), "and is gone: the destination exited or stopped listening")
