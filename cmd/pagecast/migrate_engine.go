@@ -293,7 +293,13 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 			metrics.Begin(time.Now(), migrationmetrics.EnginePagecast, modeAuto, p.MaxBandwidth)
 		}
 		ch, err := chooseLive(ctx, c, src, p)
-		if gerr := src.Gone(); gerr != nil {
+		gerr := src.Gone()
+		// A QEMU killed closes its monitor's socket a moment before it
+		// is seen to have exited (CI 106: "connection reset by peer").
+		for deadline := time.Now().Add(time.Second); err != nil && gerr == nil && ctx.Err() == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			gerr = src.Gone()
+		}
+		if gerr != nil {
 			out.Guest = guestLost
 			// It said "virtual machine is qmp query-status: write …: broken pipe, not running".
 			err = fmt.Errorf("%w while auto watched the guest: nothing was migrated, and the guest went with it", gerr)
