@@ -357,6 +357,21 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	destPID := 0        // the destination QEMU's process, where it is one of this host's
 	waited := false     // WaitQEMU has the plan: it gives the source back its settings once the migration ends
 	var dst qmp.Monitor // the destination's monitor, given --dest-qmp
+	// takeDest takes the destination's monitor, where --dest-qmp gives
+	// one: the one auto's check dialled, or a new one, closed with it by
+	// dstEarly's deferred close.
+	takeDest := func() error {
+		if dstEarly == nil && destPath != "" {
+			d, err := dialQMP(destPath)
+			if err != nil {
+				return fmt.Errorf("destination (--dest-qmp): %w", err)
+			}
+			early.closes(d)
+			dstEarly = d
+		}
+		dst = dstEarly
+		return nil
+	}
 	switch kind {
 	case migrator.MonitorPagecast:
 		if at := localListener(c.String("to")); at != 0 {
@@ -389,17 +404,8 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// The destination's monitor, where given, is for the guest's
 		// pause (STOP to RESUME) in the summary, as from QEMU: walk 139
 		// had it ignored, and the pause seen nowhere but in events.
-		switch {
-		case dstEarly != nil:
-			dst = dstEarly
-		case destPath != "":
-			d, err := dialQMP(destPath)
-			if err != nil {
-				return fmt.Errorf("destination (--dest-qmp): %w", err)
-			}
-			defer d.Disconnect()
-			early.closes(d)
-			dst = d
+		if err := takeDest(); err != nil {
+			return err
 		}
 		if p.MaxRounds == 0 {
 			return errNoRoundCap
@@ -436,17 +442,8 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			return err
 		}
 		defer release()
-		switch {
-		case dstEarly != nil:
-			dst = dstEarly
-		case destPath != "":
-			d, err := dialQMP(destPath)
-			if err != nil {
-				return fmt.Errorf("destination (--dest-qmp): %w", err)
-			}
-			defer d.Disconnect()
-			early.closes(d)
-			dst = d
+		if err := takeDest(); err != nil {
+			return err
 		}
 		if dst != nil && sameQEMU(mon, dst) {
 			// Post-copy went on for the source alone and the real
