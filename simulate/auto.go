@@ -578,6 +578,10 @@ func runCutting(ctx context.Context, o Options, modes []string, prefer, spare st
 	return results
 }
 
+// budgetTimer starts the clock of Options.Budget: time.AfterFunc, which
+// a test replaces to spend the budget at a moment of its choosing.
+var budgetTimer = time.AfterFunc
+
 // sharedBound is the figure of merit runCuttingWith cuts by, over one
 // point or several (chooseFront): the best, by prefer, of the modes
 // finished within the downtime limit at every point, each by its worst,
@@ -643,7 +647,7 @@ func runCuttingWith(ctx context.Context, o Options, modes []string, prefer, spar
 		// Where no mode finished within the limit, none is cut by
 		// another, and a slow one ran to the round cap (walk 130: 9
 		// minutes of predictions for a 1 GiB guest).
-		t := time.AfterFunc(o.Budget, func() {
+		t := budgetTimer(o.Budget, func() {
 			mu.Lock()
 			defer mu.Unlock()
 			spent = true
