@@ -308,6 +308,16 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		addr, _ := migrator.ParseURI(c.String("to"))
 		conn, derr := net.DialTimeout("tcp", addr, 5*time.Second)
 		if derr != nil {
+			// A source migrated away already is the first thing to say:
+			// its destination is often gone too (walk 141: "nothing to
+			// migrate to" after the source's guest had left).
+			if mon, err := dialQMP(path); err == nil {
+				left := leftOrComing(mon)
+				mon.Disconnect()
+				if left != nil {
+					return left
+				}
+			}
 			return fmt.Errorf("--to %s: %w (nothing to migrate to: start the destination first)", c.String("to"), derr)
 		}
 		conn.Close()

@@ -78,6 +78,12 @@ func TestMigrateJSON(t *testing.T) {
 		o.Source != "unix:"+src.sock {
 		t.Errorf("refused migrate: status %q, error %q, query-migrate %+v; stderr:\n%s", o.Status, o.Error, o.Info, errOut.String())
 	}
+	// Auto to nobody: the source's state is said first, not that nothing
+	// listens (walk 141).
+	_, stderr, err := runApp(t, "migrate", "--qmp", "unix:"+src.sock, "--to", "tcp:"+freeAddr(t), "--mode", "auto", "--bandwidth", "32MiB/s")
+	if err == nil || !strings.Contains(err.Error(), "postmigrate: it has migrated away already") || strings.Contains(err.Error(), "nothing to migrate to") {
+		t.Errorf("auto from a source in postmigrate to nobody: %v; stderr:\n%s", err, stderr)
+	}
 }
 
 // TestMigrateJSONRefused: migrate --json prints its outcome, none begun,
