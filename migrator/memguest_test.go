@@ -80,6 +80,9 @@ type memConfig struct {
 	// Sweep: write number n goes to page n mod the memory's pages
 	// (pagecast's sweep workload), not to the hot set or at random.
 	Sweep bool
+	// StartTakes is how long Start takes before the guest runs (a
+	// destination's start on a loaded host).
+	StartTakes time.Duration
 }
 
 // The workloads of the tests. light converges in plain pre-copy at 32
@@ -191,6 +194,7 @@ func (g *memGuest) Start() error { return g.start(memRunning) }
 func (g *memGuest) StartPaused() error { return g.start(memPaused) }
 
 func (g *memGuest) start(state string) error {
+	time.Sleep(g.cfg.StartTakes)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.state != memPrelaunch {

@@ -1355,7 +1355,7 @@ func (s *sender) stopAndCopy(ctx context.Context, reason string) (err error) {
 	committed = true // the destination runs the guest from here; this copy stays paused
 	downtime := s.m.clock.Now().Sub(paused)
 	s.m.update(func(i *Info) {
-		i.Downtime = downtime.Milliseconds()
+		i.Downtime = downtime.Round(time.Millisecond).Milliseconds()
 		i.RAM.DirtySyncCount = s.harvests
 		i.RAM.PrecopyBytes = precopyBytes
 		i.RAM.DowntimeBytes = s.w.Bytes() - precopyBytes

@@ -164,12 +164,32 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	committed = true // the destination runs the guest from here
 	// The paused memory does not change until stage 3 is over: summed
 	// while stage 2 waited for it, a 2 GiB guest's pause took 247 ms.
+	// Summed from the commit, on the destination's host (loopback), the
+	// sums took its CPUs as its guest started (walk 140: the start 4.5–
+	// 11.4 ms late on two cores, a pause the downtime did not count): they
+	// wait for the destination to say its guest runs, or startedWait.
+	started := make(chan struct{})
 	sums, summed := make(chan Digest, 1), make(chan struct{})
-	go func() { defer close(summed); sums <- s.digest(PageSize) }()
+	go func() {
+		defer close(summed)
+		if s.m.sim == nil {
+			t := time.NewTimer(startedWait)
+			select {
+			case <-started:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+		sums <- s.digest(PageSize)
+	}()
+	// The downtime until the destination says its guest runs
+	// (RecStarted), which the listener of stage 3 takes; until then, to
+	// the commit.
 	downtime := s.m.clock.Now().Sub(paused)
 	s.m.update(func(i *Info) {
 		i.Status = StatusPostcopy
-		i.Downtime = downtime.Milliseconds()
+		i.Downtime = downtime.Round(time.Millisecond).Milliseconds()
 		i.RAM.DirtySyncCount = s.harvests
 		i.RAM.PrecopyBytes = precopyBytes
 		i.RAM.DowntimeBytes = s.w.Bytes() - precopyBytes
@@ -183,7 +203,7 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	// Stage 3. Its pages go whole (with +mecom too): the destination
 	// fills each into the running guest's memory as it arrives.
 	s.enc = nil
-	err = s.postcopy(ctx, dirty, uint64(len(early)), sums)
+	err = s.postcopy(ctx, dirty, uint64(len(early)), sums, paused, started)
 	if err != nil {
 		<-summed // the sums read the guest's memory: over before a failure lets the guest run on, or its VM go
 	}
@@ -230,11 +250,13 @@ func (s *sender) awaitVerified(stage string) error {
 // the source redials (every second, for RecoverTimeout), learns from the
 // destination which pages it still lacks, and goes on — QEMU's post-copy
 // recovery.
-func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint64, sums <-chan Digest) error {
+func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint64, sums <-chan Digest, paused time.Time, started chan struct{}) error {
 	st := &postcopyState{total: dirty.Count(), early: early, pending: slices.Clone(dirty.Words()),
-		start: s.m.clock.Now(), startBytes: s.w.Bytes(), sums: sums}
+		start: s.m.clock.Now(), startBytes: s.w.Bytes(), sums: sums, paused: paused, started: started}
 	if p, ok := s.pol.(*predictive); ok {
-		st.order = p.touchOrder(dirty)
+		// Ordered once the destination's records are listened to: its
+		// word that its guest runs ends the downtime as it comes.
+		st.orderBy = func() []uint64 { return p.touchOrder(dirty) }
 	}
 	st.left = st.total
 	if s.m.sim != nil {
@@ -257,6 +279,12 @@ func (s *sender) postcopy(ctx context.Context, dirty *bitmap.Bitmap, early uint6
 	}
 }
 
+// startedWait bounds how long a post-copy's source waits for the
+// destination to say its guest runs (RecStarted) before it sums its
+// memory anyway: a start takes a millisecond or less, but its record may
+// be lost with the link.
+const startedWait = time.Second
+
 // StatusPostcopyPaused is query-migrate's status while a post-copy whose
 // link failed waits to reconnect, as QEMU names it.
 const StatusPostcopyPaused = "postcopy-paused"
@@ -277,14 +305,21 @@ type postcopyState struct {
 	// the guest is likeliest to touch first); then address order
 	// catches what is left.
 	order      []uint64
+	orderBy    func() []uint64 // makes order, on the first push
 	next       int
 	start      time.Time
 	startBytes uint64
 	recoveries int
 	sums       <-chan Digest // the paused memory's checksums, sent last
-	digest     *Digest       // taken from sums
-	summed     time.Time     // simulated: when the sums are done
-	sumWait    time.Duration // how long the sums kept the migration waiting once the last page had gone
+	// paused is when the source paused the guest; started is closed
+	// once the destination says its guest runs (RecStarted), at most
+	// once (startedOnce), which ends the downtime.
+	paused      time.Time
+	started     chan struct{}
+	startedOnce sync.Once
+	digest      *Digest       // taken from sums
+	summed      time.Time     // simulated: when the sums are done
+	sumWait     time.Duration // how long the sums kept the migration waiting once the last page had gone
 	// faultTime is the vCPU time the destination's guest waited for
 	// pages: while stage 3 runs, as counted here for the pages it asked
 	// for; at its end, as the destination counted it (its verdict's).
@@ -328,6 +363,13 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 			case <-readCtx.Done():
 				return false
 			}
+		case RecStarted:
+			st.startedOnce.Do(func() {
+				downtime := s.m.clock.Now().Sub(st.paused)
+				s.m.update(func(i *Info) { i.Downtime = downtime.Round(time.Millisecond).Milliseconds() })
+				close(st.started)
+			})
+			return true
 		case RecVerified:
 			if rec.OK {
 				waited = rec.Waited
@@ -357,6 +399,9 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 			for listen() {
 			}
 		}()
+	}
+	if st.orderBy != nil {
+		st.order, st.orderBy = st.orderBy(), nil
 	}
 
 	batch := make([]uint64, 0, MaxBatch)
@@ -652,6 +697,16 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 	}
 	if err := rc.start(); err != nil {
 		return err
+	}
+	// The pause ends here: the source counts its downtime to this, and
+	// sums its memory after it. A link lost now is found by the reads
+	// below, which wait for the source to come back.
+	if err := rc.w.Text(RecStarted, ""); err == nil {
+		if err := rc.w.Flush(); err != nil {
+			rc.log.Warn("stage 3: tell the source the guest runs", "err", err)
+		}
+	} else {
+		rc.log.Warn("stage 3: tell the source the guest runs", "err", err)
 	}
 	// A stage 3 that fails stops the guest here before the region goes:
 	// closed, it gives the pages still missing as zeros, and the guest

@@ -244,7 +244,11 @@ func TestFaultsAfterReconnect(t *testing.T) {
 	<-sent // one writer at a time
 	w.Commit(true)
 	w.Flush()
-	rec, err := r.Next() // the guest's first fault
+	rec, err := r.Next() // the guest runs there
+	if err != nil || rec.Type != RecStarted {
+		t.Fatalf("after the commit: %v %v, want the destination's started", rec, err)
+	}
+	rec, err = r.Next() // the guest's first fault
 	if err != nil || rec.Type != RecRequest {
 		t.Fatalf("first request: %v %v", rec, err)
 	}

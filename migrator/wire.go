@@ -52,9 +52,12 @@ import (
 // waited for missing pages in post-copy, which only the destination sees
 // whole (a wait on a page already on its way was not counted at the
 // source), and TSMC's stage 1 names the pages stage 3 will bring
-// (RecLater), which the destination drops then, not in the pause.
+// (RecLater), which the destination drops then, not in the pause. In
+// version 9 the destination of a post-copy says when its guest runs
+// (RecStarted): the source counts the downtime to then, and sums its
+// memory only after it, leaving the destination's start the CPU.
 const (
-	ProtocolVersion = 8
+	ProtocolVersion = 9
 	PageSize        = 4096
 	MaxBatch        = 256 // pages per RecPages or RecCompressed record
 	// MaxPayload is the largest legal payload: a full RecPages batch, or a
@@ -109,6 +112,9 @@ const (
 	// brings; the destination drops them as they are named, while the
 	// guest runs on at the source, not in the pause.
 	RecLater RecordType = 16 // count uint32, count × gfn uint64; 1 ≤ count ≤ MaxBatch
+	// TSMC's stage 3: the destination's guest runs (or is held paused,
+	// as the commit said), the pause's end.
+	RecStarted RecordType = 17 // destination→source: empty
 )
 
 var recNames = [...]string{
@@ -128,6 +134,7 @@ var recNames = [...]string{
 	RecRequest:    "request",
 	RecCompressed: "compressed",
 	RecLater:      "later",
+	RecStarted:    "started",
 }
 
 func (t RecordType) String() string {
@@ -449,12 +456,12 @@ func (w *Writer) Commit(run bool) error {
 	return w.record(RecCommit, p)
 }
 
-// Text encodes a record whose payload is a reason or nothing: RecAccept
-// and RecEnd (text must be ""), RecRefuse and RecAbort (text is repaired
-// and cut to 4096 bytes like Verified's reason).
+// Text encodes a record whose payload is a reason or nothing: RecAccept,
+// RecEnd and RecStarted (text must be ""), RecRefuse and RecAbort (text
+// is repaired and cut to 4096 bytes like Verified's reason).
 func (w *Writer) Text(t RecordType, text string) error {
 	switch t {
-	case RecAccept, RecEnd:
+	case RecAccept, RecEnd, RecStarted:
 		if text != "" {
 			return fmt.Errorf("%s record: carries no text, got %q", t, text)
 		}
@@ -673,7 +680,7 @@ func (r *Reader) decode(p []byte) (*Record, error) {
 	switch r.typ {
 	case RecHello:
 		rec.Hello, err = r.decodeHello(p)
-	case RecAccept, RecEnd:
+	case RecAccept, RecEnd, RecStarted:
 		if len(p) != 0 {
 			err = r.malformed("%d-byte payload, want none", len(p))
 		}

@@ -215,7 +215,7 @@ func TestWireFullBatch(t *testing.T) {
 
 func TestWireRecordTypeString(t *testing.T) {
 	for typ, want := range map[RecordType]string{
-		RecHello: "hello", RecEndRound: "end-round", RecAbort: "abort", RecBitmap: "bitmap", RecCompressed: "compressed", RecLater: "later", 0: "record-type-0", 17: "record-type-17", 255: "record-type-255",
+		RecHello: "hello", RecEndRound: "end-round", RecAbort: "abort", RecBitmap: "bitmap", RecCompressed: "compressed", RecLater: "later", RecStarted: "started", 0: "record-type-0", 18: "record-type-18", 255: "record-type-255",
 	} {
 		if got := typ.String(); got != want {
 			t.Errorf("RecordType(%d).String() = %q, want %q", uint8(typ), got, want)
