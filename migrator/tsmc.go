@@ -917,19 +917,26 @@ func (rc *receiver) prepareStage3(dirty *bitmap.Bitmap) (*uffd.Region, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stage 3 needs userfaultfd: %w", err)
 	}
-	// Those stage 1 named are out of memory already (dropEarly).
-	var drop, out []uint64
-	for _, g := range dirty.List() {
-		if rc.later != nil && rc.later.Has(g) {
-			out = append(out, g)
-		} else {
-			drop = append(drop, g)
+	// Those stage 1 named are out of memory already (dropEarly), marked a
+	// word at a time.
+	var drop []uint64
+	var early uint64
+	out := make([]uint64, len(dirty.Words()))
+	for i, w := range dirty.Words() {
+		var named uint64
+		if rc.later != nil {
+			named = rc.later.Words()[i]
+		}
+		out[i] = w & named
+		early += uint64(bits.OnesCount64(out[i]))
+		for d := w &^ named; d != 0; d &= d - 1 {
+			drop = append(drop, uint64(i)*64+uint64(bits.TrailingZeros64(d)))
 		}
 	}
-	if err := region.Absent(out); err != nil {
+	if err := region.AbsentWords(out); err != nil {
 		return region, err
 	}
-	rc.droppedEarly = uint64(len(out))
+	rc.droppedEarly = early
 	dropped := make(chan error, 1)
 	go func() { dropped <- region.Drop(drop) }()
 	err = rc.restore()

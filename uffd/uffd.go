@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"slices"
 	"sync"
@@ -279,18 +280,31 @@ func (r *Region) Drop(pages []uint64) error {
 	return nil
 }
 
-// Absent marks pages absent that the caller punched out of the memory
-// itself before the region was made (MADV_REMOVE), as Drop marks those it
-// punches out, without its system calls: a fault on one is reported, not
-// filled with zeros.
-func (r *Region) Absent(pages []uint64) error {
-	for _, p := range pages {
-		if p >= r.pages {
-			return fmt.Errorf("mark page %d absent: beyond the region's %d pages", p, r.pages)
+// AbsentWords marks absent the pages that the caller punched out of the
+// memory itself before the region was made (MADV_REMOVE), as Drop marks
+// those it punches out, without its system calls: a fault on one is
+// reported, not filled with zeros. words is a bitmap of them (page p is
+// bit p%64 of word p/64), marked a word at a time: page by page, 92 000
+// pages took 4 ms of a post-copy's pause (walk 140).
+func (r *Region) AbsentWords(words []uint64) error {
+	for i := len(r.absent); i < len(words); i++ {
+		if words[i] != 0 {
+			return fmt.Errorf("mark page %d absent: beyond the region's %d pages", uint64(i)*64+uint64(bits.TrailingZeros64(words[i])), r.pages)
 		}
 	}
-	for _, p := range pages {
-		r.markDropped(p)
+	words = words[:min(len(words), len(r.absent))]
+	if n := len(words); n == len(r.absent) && r.pages%64 != 0 {
+		if past := words[n-1] >> (r.pages % 64); past != 0 {
+			return fmt.Errorf("mark page %d absent: beyond the region's %d pages", r.pages+uint64(bits.TrailingZeros64(past)), r.pages)
+		}
+	}
+	for i, w := range words {
+		if w == 0 {
+			continue
+		}
+		if was := r.absent[i].Or(w); w&^was != 0 {
+			r.missing.Add(uint64(bits.OnesCount64(w &^ was)))
+		}
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -497,5 +499,66 @@ func BenchmarkDrop(b *testing.B) {
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)/float64(runs)*1e9, "ns/run")
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)/float64(len(pages))*1e9, "ns/page")
 		})
+	}
+}
+
+// TestAbsentWords: pages punched out before the region was made and marked
+// absent by words are reported when touched, not filled with zeros, each
+// counted once; bits past the region's pages are refused.
+func TestAbsentWords(t *testing.T) {
+	const pages = 100
+	mem := newMemfd(t, pages*PageSize)
+	for _, p := range []uint64{3, 5, 70} {
+		copy(page(mem, p), pattern(p))
+		if err := unix.Madvise(page(mem, p), unix.MADV_REMOVE); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := register(t, mem)
+	words := []uint64{1<<3 | 1<<5, 1 << 6}
+	for range 2 { // again: the same pages, counted once
+		if err := r.AbsentWords(words); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Missing(); got != 3 {
+			t.Fatalf("Missing = %d, want 3", got)
+		}
+	}
+	if got := r.MissingWords(); !slices.Equal(got, words) {
+		t.Errorf("MissingWords = %x, want %x", got, words)
+	}
+	for _, bad := range [][]uint64{{0, 1 << 36}, {0, 0, 1}} { // page 100; page 128
+		if err := r.AbsentWords(bad); err == nil || !strings.Contains(err.Error(), "beyond the region's 100 pages") {
+			t.Errorf("AbsentWords(%x): %v, want beyond the region", bad, err)
+		}
+	}
+	if got := r.Missing(); got != 3 {
+		t.Fatalf("Missing after refusals = %d, want 3", got)
+	}
+	done := make(chan []byte, 1)
+	go func() {
+		b, err := readThroughKernel(page(mem, 70))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- b
+	}()
+	select {
+	case p := <-r.Faults():
+		if p != 70 {
+			t.Fatalf("fault on page %d, want 70", p)
+		}
+	case b := <-done:
+		t.Fatalf("page 70, marked absent, read without a fault: %x…", b[:8])
+	case <-time.After(5 * time.Second):
+		t.Fatal("no fault reported on page 70")
+	}
+	for _, p := range []uint64{3, 5, 70} {
+		if err := r.Fill(p, pattern(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b := <-done; !bytes.Equal(b, pattern(70)) {
+		t.Fatal("page 70 reads other than what was filled")
 	}
 }
