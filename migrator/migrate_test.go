@@ -1400,7 +1400,13 @@ func TestPostcopyDowntimeCoversStart(t *testing.T) {
 			if d < takes {
 				t.Errorf("downtime %v, but the destination's start alone took %v", d, takes)
 			}
-			if d+time.Millisecond < gap {
+			// Not counted: the source's pause before its clock starts,
+			// longer on a loaded host (as in TestPostcopyDowntimeCoversDrop).
+			slack := 5 * time.Millisecond
+			if raceEnabled {
+				slack = 10 * time.Millisecond
+			}
+			if d+slack < gap {
 				t.Errorf("downtime %v, but the guest was paused %v from the source's pause to the destination's start", d, gap)
 			}
 		})

@@ -148,9 +148,11 @@ func (s *sender) switchToPostcopy(ctx context.Context, reason string, round int)
 	if s.m.sim != nil {
 		s.m.sim.drops(dirty, s.later) // before the destination's verdict, as receiver.prepareStage3
 	}
+	flushed := s.m.clock.Now()
 	if err := s.awaitVerified("stage 2"); err != nil {
 		return err
 	}
+	s.m.log.Debug("switch-over", "stage-2", flushed.Sub(paused), "verdict-wait", s.m.clock.Now().Sub(flushed), "dirty", dirty.Count())
 	for _, g := range early {
 		dirty.Unset(g) // sent already
 	}
@@ -366,6 +368,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 		case RecStarted:
 			st.startedOnce.Do(func() {
 				downtime := s.m.clock.Now().Sub(st.paused)
+				s.m.log.Debug("the destination's guest runs", "after-commit", s.m.clock.Now().Sub(st.start), "downtime", downtime)
 				s.m.update(func(i *Info) { i.Downtime = downtime.Round(time.Millisecond).Milliseconds() })
 				close(st.started)
 			})
@@ -684,6 +687,7 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 		case <-time.After(stopWait):
 		}
 	}()
+	end := rc.cfg.Clock.Now() // of stage 2
 	problem := rc.complete(dirty)
 	var region *uffd.Region
 	if problem == nil {
@@ -692,12 +696,16 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 	if region != nil {
 		defer region.Close()
 	}
+	prepared := rc.cfg.Clock.Now()
 	if err := rc.verdict(problem); err != nil {
 		return err
 	}
+	committed := rc.cfg.Clock.Now()
 	if err := rc.start(); err != nil {
 		return err
 	}
+	rc.log.Debug("switch-over", "prepare", prepared.Sub(end), "commit-wait", committed.Sub(prepared),
+		"start", rc.cfg.Clock.Now().Sub(committed), "dropped-early", rc.droppedEarly)
 	// The pause ends here: the source counts its downtime to this, and
 	// sums its memory after it. A link lost now is found by the reads
 	// below, which wait for the source to come back.
