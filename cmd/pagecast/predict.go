@@ -332,6 +332,38 @@ func ahead(h int) string {
 	return fmt.Sprintf("the next %d epochs", h)
 }
 
+// againstBest is the model's F1, Brier score and AUC against the best
+// baseline's in each (results[0] is the model's): the margins the
+// predictor is judged by. A baseline whose figure is undefined (NaN) is
+// passed over; a figure with no baseline to compare is NaN.
+type againstBest struct {
+	F1, Brier, AUC                float64 // the best baselines'
+	F1By, BrierBy, AUCBy          string
+	F1Gain, BrierRatio, AUCGain   float64
+	ModelF1, ModelBrier, ModelAUC float64
+}
+
+func bestBaselines(results []predictor.Result) againstBest {
+	m := results[0]
+	a := againstBest{F1: math.NaN(), Brier: math.NaN(), AUC: math.NaN(), ModelF1: m.F1, ModelBrier: m.Brier, ModelAUC: m.AUC}
+	for _, b := range results[1:] {
+		if !math.IsNaN(b.F1) && (math.IsNaN(a.F1) || b.F1 > a.F1) {
+			a.F1, a.F1By = b.F1, b.Name
+		}
+		if !math.IsNaN(b.Brier) && (math.IsNaN(a.Brier) || b.Brier < a.Brier) {
+			a.Brier, a.BrierBy = b.Brier, b.Name
+		}
+		if !math.IsNaN(b.AUC) && (math.IsNaN(a.AUC) || b.AUC > a.AUC) {
+			a.AUC, a.AUCBy = b.AUC, b.Name
+		}
+	}
+	a.F1Gain, a.AUCGain, a.BrierRatio = m.F1-a.F1, m.AUC-a.AUC, math.NaN()
+	if a.Brier > 0 {
+		a.BrierRatio = m.Brier / a.Brier
+	}
+	return a
+}
+
 // writeHorizonSummary prints, per horizon, the model's F1, Brier and AUC
 // against the best baseline's in each (results[0] is the model's).
 func writeHorizonSummary(out io.Writer, horizons []int, all [][]predictor.Result) {
@@ -339,16 +371,8 @@ func writeHorizonSummary(out io.Writer, horizons []int, all [][]predictor.Result
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "horizon\tF1 model\tbest baseline\tgain\tBrier model\tbest baseline\tratio\tAUC model\tbest baseline\t")
 	for i, h := range horizons {
-		m := all[i][0]
-		f1, brier, auc := 0.0, math.Inf(1), 0.0
-		for _, b := range all[i][1:] {
-			f1, brier, auc = max(f1, b.F1), min(brier, b.Brier), max(auc, b.AUC)
-		}
-		ratio := math.NaN()
-		if brier > 0 {
-			ratio = m.Brier / brier
-		}
-		fmt.Fprintf(tw, "%d\t%.4f\t%.4f\t%+.4f\t%.6f\t%.6f\t%.3f\t%.4f\t%.4f\t\n", h, m.F1, f1, m.F1-f1, m.Brier, brier, ratio, m.AUC, auc)
+		a := bestBaselines(all[i])
+		fmt.Fprintf(tw, "%d\t%.4f\t%.4f\t%+.4f\t%.6f\t%.6f\t%.3f\t%.4f\t%.4f\t\n", h, a.ModelF1, a.F1, a.F1Gain, a.ModelBrier, a.Brier, a.BrierRatio, a.ModelAUC, a.AUC)
 	}
 	tw.Flush()
 	fmt.Fprintln(out, "gain: F1 model minus best baseline; ratio: Brier model over best baseline (below 1 is better)")
@@ -543,6 +567,20 @@ type horizonScores struct {
 	Horizon    int         `json:"horizon"`
 	Scored     int         `json:"scored-epochs"`
 	Predictors []scoreJSON `json:"predictors"`
+	// Model is the model against the best baseline in each figure, as
+	// the text's summary has it (walk 142: a script worked it out).
+	Model modelJSON `json:"model-against-best-baseline"`
+}
+
+// modelJSON is the model's margins over the best baselines: each
+// baseline's name, and null where no baseline's figure is defined.
+type modelJSON struct {
+	F1Gain     *float64 `json:"f1-gain"`
+	F1By       string   `json:"f1-baseline"`
+	BrierRatio *float64 `json:"brier-ratio"`
+	BrierBy    string   `json:"brier-baseline"`
+	AUCGain    *float64 `json:"auc-gain"`
+	AUCBy      string   `json:"auc-baseline"`
 }
 
 // scoreJSON is one predictor's row of the table, with its pair counts.
@@ -565,7 +603,9 @@ type scoreJSON struct {
 // horizons[i]) as one JSON object on stdout, after writing --plots.
 func writeEvalJSON(c *cli.Context, r evalReport, horizons []int, all [][]predictor.Result) error {
 	for i, h := range horizons {
-		hs := horizonScores{Horizon: h, Scored: len(all[i][0].Epochs)}
+		a := bestBaselines(all[i])
+		hs := horizonScores{Horizon: h, Scored: len(all[i][0].Epochs), Model: modelJSON{F1Gain: orNull(a.F1Gain), F1By: a.F1By,
+			BrierRatio: orNull(a.BrierRatio), BrierBy: a.BrierBy, AUCGain: orNull(a.AUCGain), AUCBy: a.AUCBy}}
 		for _, res := range all[i] {
 			s := scoreJSON{Name: res.Name, Precision: orNull(precision(res)), Recall: orNull(recall(res)), F1: orNull(f1(res)), Brier: res.Brier, ECE: res.ECE,
 				Pairs: res.Pairs, Positives: res.Positives, TruePositives: res.TruePositives, FalsePositives: res.FalsePositives, FalseNegatives: res.FalseNegatives}

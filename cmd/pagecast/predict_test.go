@@ -352,8 +352,15 @@ func TestPredictEvalHorizons(t *testing.T) {
 				t.Fatalf("horizon %d: %s's F1 is null on a trace that dirties pages", hs.Horizon, p.Name)
 			}
 		}
+		brier := math.Inf(1)
 		for _, p := range hs.Predictors[1:] {
 			bestJSON = max(bestJSON, *p.F1)
+			brier = min(brier, p.Brier)
+		}
+		// The margins, said for a script (walk 142 worked them out).
+		if g, r := hs.Model.F1Gain, hs.Model.BrierRatio; g == nil || r == nil || math.Abs(*g-(*hs.Predictors[0].F1-bestJSON)) > 1e-9 ||
+			math.Abs(*r-hs.Predictors[0].Brier/brier) > 1e-9 || hs.Model.F1By == "" || hs.Model.F1By == "model" || hs.Model.BrierBy == "" {
+			t.Errorf("horizon %d: the model against the best baseline %+v, from the predictors' own figures %v", hs.Horizon, hs.Model, hs.Predictors)
 		}
 		if m := hs.Predictors[0]; m.Name != "model" || hs.Scored != 52-(hs.Horizon-1) || math.Abs(*m.F1-model) > 1e-4 || math.Abs(bestJSON-best) > 1e-4 ||
 			m.TruePositives+m.FalseNegatives != m.Positives || len(hs.Predictors) < 4 || m.AUC == nil {
