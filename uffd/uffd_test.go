@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -423,12 +424,14 @@ func TestBlocked(t *testing.T) {
 	}
 	const hold = 100 * time.Millisecond
 	// Two readers of page 5 (one from user mode, one through the kernel)
-	// and one of page 6.
+	// and one of page 6, each on a thread of its own, as a vCPU is: a
+	// goroutine preempted in its fault may fault again from another
+	// thread, a second wait (CI: 533 ms counted for three of at most 170).
 	start := time.Now()
 	done := make(chan error, 3)
-	go func() { touch(page(mem, 5)); done <- nil }()
-	go func() { _, err := readThroughKernel(page(mem, 5)); done <- err }()
-	go func() { touch(page(mem, 6)); done <- nil }()
+	go func() { runtime.LockOSThread(); touch(page(mem, 5)); done <- nil }()
+	go func() { runtime.LockOSThread(); _, err := readThroughKernel(page(mem, 5)); done <- err }()
+	go func() { runtime.LockOSThread(); touch(page(mem, 6)); done <- nil }()
 	for seen := map[uint64]int{}; seen[5] < 2 || seen[6] < 1; {
 		select {
 		case p := <-r.Faults():
