@@ -274,6 +274,7 @@ type receiver struct {
 	pulled       uint64        // TSMC: pages asked for because the guest touched them
 	pushed       uint64        // TSMC: pages filled in stage 3
 	waited       time.Duration // TSMC: the guest's wait for missing pages in stage 3
+	verdictAt    time.Time     // when the verdict went, which RecStarted counts from
 	verified     bool          // the memory matched the source's checksums
 	noPopulate   bool          // MADV_POPULATE_WRITE failed: pages fault in as written
 }
@@ -679,6 +680,7 @@ func (rc *receiver) verdict(problem error) error {
 	if err != nil {
 		return fmt.Errorf("report verification: %w", err)
 	}
+	rc.verdictAt = rc.cfg.Clock.Now()
 	rec, err := rc.r.Next()
 	if err != nil && rc.cfg.Reconnect != nil && rc.link.ctx.Err() == nil {
 		rc.log.Warn("the link broke before the source's commit came; waiting for the source to connect again and repeat it", "for", commitWait, "err", err)

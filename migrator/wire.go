@@ -113,8 +113,9 @@ const (
 	// guest runs on at the source, not in the pause.
 	RecLater RecordType = 16 // count uint32, count × gfn uint64; 1 ≤ count ≤ MaxBatch
 	// TSMC's stage 3: the destination's guest runs (or is held paused,
-	// as the commit said), the pause's end.
-	RecStarted RecordType = 17 // destination→source: empty
+	// as the commit said), the pause's end, and how long after the
+	// destination sent its verdict.
+	RecStarted RecordType = 17 // destination→source: since int64 (ns, ≥ 0)
 )
 
 var recNames = [...]string{
@@ -456,12 +457,18 @@ func (w *Writer) Commit(run bool) error {
 	return w.record(RecCommit, p)
 }
 
-// Text encodes a record whose payload is a reason or nothing: RecAccept,
-// RecEnd and RecStarted (text must be ""), RecRefuse and RecAbort (text
-// is repaired and cut to 4096 bytes like Verified's reason).
+// Started encodes the destination's word that its guest runs, since
+// after it sent its verdict.
+func (w *Writer) Started(since time.Duration) error {
+	return w.record(RecStarted, binary.LittleEndian.AppendUint64(w.buf[:0], uint64(max(since, 0))))
+}
+
+// Text encodes a record whose payload is a reason or nothing: RecAccept
+// and RecEnd (text must be ""), RecRefuse and RecAbort (text is repaired
+// and cut to 4096 bytes like Verified's reason).
 func (w *Writer) Text(t RecordType, text string) error {
 	switch t {
-	case RecAccept, RecEnd, RecStarted:
+	case RecAccept, RecEnd:
 		if text != "" {
 			return fmt.Errorf("%s record: carries no text, got %q", t, text)
 		}
@@ -543,6 +550,7 @@ type Record struct {
 	Digest       Digest        // RecDigest
 	OK           bool          // RecVerified; RecCommit: run the guest (false: hold it paused)
 	Waited       time.Duration // RecVerified: the destination's guest's wait for missing pages (post-copy)
+	Since        time.Duration // RecStarted: from the destination's verdict to its guest's start
 	Text         string        // RecRefuse, RecAbort, RecVerified reason
 	Bitmap       []uint64      // RecBitmap: words BitmapFirst… of the bitmap (allocated afresh)
 	BitmapFirst  uint64        // RecBitmap
@@ -680,7 +688,16 @@ func (r *Reader) decode(p []byte) (*Record, error) {
 	switch r.typ {
 	case RecHello:
 		rec.Hello, err = r.decodeHello(p)
-	case RecAccept, RecEnd, RecStarted:
+	case RecStarted:
+		switch {
+		case len(p) != 8:
+			err = r.malformed("%d-byte payload, want the 8 bytes of the time since the verdict", len(p))
+		case binary.LittleEndian.Uint64(p) > math.MaxInt64:
+			err = r.malformed("the time since the verdict is %d ns, beyond an int64", binary.LittleEndian.Uint64(p))
+		default:
+			rec.Since = time.Duration(binary.LittleEndian.Uint64(p))
+		}
+	case RecAccept, RecEnd:
 		if len(p) != 0 {
 			err = r.malformed("%d-byte payload, want none", len(p))
 		}

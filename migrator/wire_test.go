@@ -92,6 +92,7 @@ func recTestStream(t testing.TB) ([]byte, []Record, []int) {
 	step(w.Verified(false, "memory differs in 1 of 1 chunks of 1 MiB, first at 0x0-0xfffff"),
 		Record{Type: RecVerified, Text: "memory differs in 1 of 1 chunks of 1 MiB, first at 0x0-0xfffff"})
 	step(w.Commit(true), Record{Type: RecCommit, OK: true})
+	step(w.Started(1700*time.Microsecond), Record{Type: RecStarted, Since: 1700 * time.Microsecond})
 	step(w.Commit(false), Record{Type: RecCommit})
 	step(w.Text(RecRefuse, "guest image differs"), Record{Type: RecRefuse, Text: "guest image differs"})
 	step(w.Text(RecAbort, "cancelled — by the operator"), Record{Type: RecAbort, Text: "cancelled — by the operator"})
@@ -375,6 +376,8 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"verified short", withHello(recFrame(RecVerified, 0, 0, []byte{1, 0, 0, 0, 0, 0, 0, 0})), "8-byte payload, want a verdict byte and the guest's wait"},
 		{"verified wait", withHello(recFrame(RecVerified, 0, 0, []byte{1, 0, 0, 0, 0, 0, 0, 0, 0x80})), "the guest's wait is 9223372036854775808 ns, beyond an int64"},
 		{"verified reason", withHello(recFrame(RecVerified, 0, 0, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff})), "text is not valid UTF-8"},
+		{"started empty", withHello(recFrame(RecStarted, 0, 0, nil)), "0-byte payload, want the 8 bytes of the time since the verdict"},
+		{"started since", withHello(recFrame(RecStarted, 0, 0, []byte{0, 0, 0, 0, 0, 0, 0, 0x80})), "the time since the verdict is 9223372036854775808 ns, beyond an int64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, _, err := recReadAll(tc.stream)
