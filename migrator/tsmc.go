@@ -732,18 +732,19 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 	if err := rc.start(); err != nil {
 		return err
 	}
-	rc.log.Debug("switch-over", "prepare", prepared.Sub(end), "commit-wait", committed.Sub(prepared),
-		"start", rc.cfg.Clock.Now().Sub(committed), "dropped-early", rc.droppedEarly)
+	started := rc.cfg.Clock.Now()
 	// The pause ends here: the source counts its downtime to this, and
 	// sums its memory after it. A link lost now is found by the reads
 	// below, which wait for the source to come back.
-	if err := rc.w.Started(rc.cfg.Clock.Now().Sub(rc.verdictAt)); err == nil {
+	if err := rc.w.Started(started.Sub(rc.verdictAt)); err == nil {
 		if err := rc.w.Flush(); err != nil {
 			rc.log.Warn("stage 3: tell the source the guest runs", "err", err)
 		}
 	} else {
 		rc.log.Warn("stage 3: tell the source the guest runs", "err", err)
 	}
+	rc.log.Debug("switch-over", "prepare", prepared.Sub(end), "commit-wait", committed.Sub(prepared),
+		"start", started.Sub(committed), "dropped-early", rc.droppedEarly)
 	// A stage 3 that fails stops the guest here before the region goes:
 	// closed, it gives the pages still missing as zeros, and the guest
 	// would run on them. (Run before region.Close, deferred above.) A
