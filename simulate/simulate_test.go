@@ -799,6 +799,26 @@ func TestChooseDowntimeAlike(t *testing.T) {
 	}
 }
 
+// TestChooseWithinLimitSays: a mode chosen within the downtime limit over
+// a better one beyond it is not called the best without saying so (walk
+// 144: "the shortest total time predicted (28.865s)" beside 18.546s).
+func TestChooseWithinLimitSays(t *testing.T) {
+	r := func(mode string, total, down int64) Result {
+		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down, RAM: &migrator.RAMStats{Transferred: 1 << 30},
+			Pagecast: &migrator.Extra{}}}
+	}
+	c, err := ChooseFrom([]Result{r("throttle", 28865, 177), r("predictive+mecom", 18546, 1178)}, Options{}, PreferTime)
+	want := "the shortest total time predicted among the modes within the 300ms downtime limit (28.865s), downtime 177ms"
+	if err != nil || c.Mode != "throttle" || c.Why != want {
+		t.Errorf("chose %s (%v): %q, want throttle: %q", c.Mode, err, c.Why, want)
+	}
+	c, err = ChooseFrom([]Result{r("throttle", 28865, 177), r("predictive+mecom", 38546, 1178)}, Options{}, PreferTime)
+	want = "the shortest total time predicted (28.865s), downtime 177ms within the 300ms limit"
+	if err != nil || c.Mode != "throttle" || c.Why != want {
+		t.Errorf("chose %s (%v): %q, want throttle: %q", c.Mode, err, c.Why, want)
+	}
+}
+
 // TestChooseNoneWithinLimitSays: where no mode keeps within the downtime
 // limit, the why says the choice was by downtime and names the mode best
 // by the preference; a better mode is never called a near tie (walk 131:

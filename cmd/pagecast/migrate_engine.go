@@ -757,7 +757,7 @@ func carryOver(watched, before simulate.Options) simulate.Options {
 // again (simulate.Repredict): walk 132 read it beside the others' as one
 // prediction, and the why's figure was in no row.
 func writeAgain(w io.Writer, mode string) {
-	fmt.Fprintf(w, "  %s's row is its prediction made again once the modes were weighed, from where the sweep had gone on to by then; the other rows, and the why's first figures, are from where it was reckoned to be as they were weighed\n", printable.Line(mode))
+	fmt.Fprintf(w, "  %s's row is its prediction made again once the modes were weighed, from where the sweep had gone on to by then; the other rows are from where it was reckoned to be as they were weighed, and the why's first figures are each mode's worst of the points\n", printable.Line(mode))
 }
 
 // growingNote warns that auto's prediction is short where the guest was
