@@ -1950,7 +1950,7 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 		fmt.Fprintf(tw, "pages\t%d whole, %d zero\n", r.Normal, r.Duplicate)
 		syncs := " (QEMU's: about one a round)"
 		if i.Pagecast != nil {
-			syncs = " (dirty log harvests: one an epoch)"
+			syncs = " (dirty log harvests: one an epoch, each 100 ms after the last ended)"
 		}
 		fmt.Fprintf(tw, "dirty syncs\t%d%s\n", r.DirtySyncCount, syncs)
 	}
