@@ -558,3 +558,60 @@ func TestPauseEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestStartedSinceVerdict: the destination counts the time its guest took
+// to start from before its verdict went, so that the source's reading of
+// the verdict plus it is never before the start. Here the source reads
+// the verdict 50 ms after it was written (a pipe's writer waits for its
+// reader); counted from after the write, it said 0.1 ms for a start that
+// came 1.9 ms after the verdict went (walk 145).
+func TestStartedSinceVerdict(t *testing.T) {
+	if err := uffdAvailable(); err != nil {
+		t.Skip(err)
+	}
+	cfg := memConfig{Memory: 4 << 20, Hot: 1, P: 0, Rate: 2000}
+	pages := cfg.Memory / PageSize
+	src := newMemGuest(t, cfg, false)
+	dst := newMemGuest(t, cfg, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	a, b := net.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Receive(ctx, b, dst, ReceiveConfig{})
+		done <- err
+	}()
+	t.Cleanup(func() { cancel(); a.Close(); <-done })
+	w, r := NewWriter(a), NewReader(a)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image, Mode: ModeTSMC})
+		w.Zero(0, pages)
+		state, _ := src.SaveState()
+		w.State(StateGuest, state)
+		dirty := make([]uint64, pages/64)
+		dirty[len(dirty)-1] = 1 << 63 // the last page comes in stage 3
+		w.Bitmap(dirty)
+		w.Text(RecEnd, "")
+		w.Flush()
+	}()
+	r.SetLimits(pages)
+	if rec, err := r.Next(); err != nil || rec.Type != RecAccept {
+		t.Fatalf("first record: %v %v, want accept", rec, err)
+	}
+	<-sent
+	const late = 50 * time.Millisecond
+	time.Sleep(late) // the destination's verdict waits in the pipe
+	if rec, err := r.Next(); err != nil || rec.Type != RecVerified || !rec.OK {
+		t.Fatalf("after stage 2: %v %v, want a good verdict", rec, err)
+	}
+	w.Commit(true)
+	w.Flush()
+	rec, err := r.Next()
+	if err != nil || rec.Type != RecStarted {
+		t.Fatalf("after the commit: %v %v, want started", rec, err)
+	}
+	if rec.Since < late {
+		t.Errorf("the destination says its guest started %v after its verdict went, which waited %v to be read", rec.Since, late)
+	}
+}

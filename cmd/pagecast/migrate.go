@@ -2055,7 +2055,7 @@ func saneDowntime(info *migrator.Info, paused time.Duration) string {
 	if paused < 0 {
 		return fmt.Sprintf("warning: QEMU reported a downtime of %v, longer than the whole migration (%v): not one, and the guest's own pause is not known (give --dest-qmp)", reported, total)
 	}
-	info.Downtime = paused.Milliseconds()
+	info.Downtime = paused.Round(time.Millisecond).Milliseconds() // as the summary rounds it
 	return fmt.Sprintf("note: QEMU reported a downtime of %v, longer than the whole migration (%v): not one; the downtime said is the guest's own pause", reported, total)
 }
 
