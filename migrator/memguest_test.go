@@ -81,8 +81,10 @@ type memConfig struct {
 	// (pagecast's sweep workload), not to the hot set or at random.
 	Sweep bool
 	// StartTakes is how long Start takes before the guest runs (a
-	// destination's start on a loaded host).
-	StartTakes time.Duration
+	// destination's start on a loaded host); PauseLate how long Pause
+	// returns after the guest has stopped (the engine's thread waiting
+	// for a CPU).
+	StartTakes, PauseLate time.Duration
 }
 
 // The workloads of the tests. light converges in plain pre-copy at 32
@@ -102,6 +104,7 @@ const (
 )
 
 var (
+	_ PauseMarker   = (*memGuest)(nil)
 	_ Guest         = (*memGuest)(nil)
 	_ Destination   = (*memGuest)(nil)
 	_ PausedStarter = (*memGuest)(nil)
@@ -213,6 +216,7 @@ func (g *memGuest) Stop() error { return g.Pause() }
 
 func (g *memGuest) Pause() error {
 	time.Sleep(g.pauseTakes)
+	defer time.Sleep(g.cfg.PauseLate)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.state != memRunning && g.state != memPaused {
@@ -223,6 +227,13 @@ func (g *memGuest) Pause() error {
 	}
 	g.state = memPaused // the writer holds mu while it writes: none is under way
 	return nil
+}
+
+// PausedAt is when the guest last stopped (migrator.PauseMarker).
+func (g *memGuest) PausedAt() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.pausedAt
 }
 
 func (g *memGuest) Resume() error {

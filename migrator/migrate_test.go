@@ -1422,6 +1422,28 @@ func TestPostcopyDowntimeCoversStart(t *testing.T) {
 	}
 }
 
+// TestDowntimeFromTheStop: the downtime counts from when the guest
+// stopped, as it says (PauseMarker), not from when Pause returned to the
+// engine: walk 145 saw the engine's thread wait 34 ms for a CPU between.
+func TestDowntimeFromTheStop(t *testing.T) {
+	if err := uffdAvailable(); err != nil {
+		t.Skip(err)
+	}
+	const late = 40 * time.Millisecond
+	for _, mode := range []string{ModeTSMC, ModePrecopy} {
+		t.Run(mode, func(t *testing.T) {
+			load := lightLoad
+			load.PauseLate = late
+			m := migrate(t, load, Config{Mode: mode, MaxBandwidth: 32 << 20})
+			d := time.Duration(m.info.Downtime) * time.Millisecond
+			t.Logf("downtime %v; the guest paused %v; Pause returned %v after the stop", d, m.pauseGap(), late)
+			if d < late {
+				t.Errorf("downtime %v, but Pause returned %v after the guest stopped", d, late)
+			}
+		})
+	}
+}
+
 func TestPostcopyDowntimeCoversDrop(t *testing.T) {
 	if err := uffdAvailable(); err != nil {
 		t.Skip(err)

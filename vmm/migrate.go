@@ -1,6 +1,8 @@
 package vmm
 
 import (
+	"time"
+
 	"github.com/pagecast/pagecast/bitmap"
 	"github.com/pagecast/pagecast/migrator"
 )
@@ -14,6 +16,7 @@ type Migratable struct{ vm *VM }
 var (
 	_ migrator.Guest       = (*Migratable)(nil)
 	_ migrator.Destination = (*Migratable)(nil)
+	_ migrator.PauseMarker = (*Migratable)(nil)
 
 	// The wire format fixes the page size.
 	_ [migrator.PageSize - PageSize]struct{}
@@ -64,7 +67,16 @@ func (m *Migratable) StartDirtyLog() (migrator.DirtyLog, error) {
 	return d, nil
 }
 
-func (m *Migratable) Pause() error              { return m.vm.pause(true) }
+func (m *Migratable) Pause() error { return m.vm.pause(true) }
+
+// PausedAt is when the last Pause stopped the running vCPUs, the STOP
+// event's time (migrator.PauseMarker).
+func (m *Migratable) PausedAt() time.Time {
+	m.vm.mu.Lock()
+	defer m.vm.mu.Unlock()
+	return m.vm.stoppedAt
+}
+
 func (m *Migratable) Resume() error             { return m.vm.Resume() }
 func (m *Migratable) Throttle() int             { return m.vm.Throttle() }
 func (m *Migratable) SetThrottle(pct int) error { return m.vm.SetThrottle(pct) }

@@ -76,6 +76,9 @@ type VM struct {
 	kernel  *guest.Kernel
 	image   [32]byte // SHA-256 of the guest image
 	started time.Time
+	// stoppedAt is when a Pause last stopped the running vCPUs (its STOP
+	// event), under mu.
+	stoppedAt time.Time
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -395,6 +398,7 @@ func (vm *VM) pause(forMigration bool) error {
 	switch vm.state {
 	case StateRunning:
 		vm.state = StatePaused
+		vm.stoppedAt = time.Now()
 		vm.emit("STOP", nil)
 	case StatePaused: // another Pause, while this one waited
 	default:
