@@ -185,6 +185,52 @@ func TestLateRequests(t *testing.T) {
 	}
 }
 
+// tsmcByHand is the guest of the tests whose source is written by hand.
+var tsmcByHand = memConfig{Memory: 4 << 20, Hot: 1, P: 0, Rate: 2000}
+
+// handSource is a destination receiving from a source the test writes by
+// hand: its stage 1 and 2 are sent (sent is closed once they are), every
+// page zero and dirty those set in dirty.
+type handSource struct {
+	pages    uint64
+	dst      *memGuest
+	a        net.Conn
+	w        *Writer
+	r        *Reader
+	sent     chan struct{}
+	received func() error // the destination's end
+}
+
+func tsmcBy(t *testing.T, dirty []uint64, rcfg ReceiveConfig) handSource {
+	t.Helper()
+	cfg := tsmcByHand
+	h := handSource{pages: cfg.Memory / PageSize, dst: newMemGuest(t, cfg, false), sent: make(chan struct{})}
+	src := newMemGuest(t, cfg, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	var b net.Conn
+	h.a, b = net.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Receive(ctx, b, h.dst, rcfg)
+		done <- err
+	}()
+	h.received = sync.OnceValue(func() error { return <-done })
+	t.Cleanup(func() { cancel(); h.a.Close(); h.received() })
+	h.w, h.r = NewWriter(h.a), NewReader(h.a)
+	go func() {
+		defer close(h.sent)
+		h.w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: h.dst.Identity().Image, Mode: ModeTSMC})
+		h.w.Zero(0, h.pages)
+		state, _ := src.SaveState()
+		h.w.State(StateGuest, state)
+		h.w.Bitmap(dirty)
+		h.w.Text(RecEnd, "")
+		h.w.Flush()
+	}()
+	h.r.SetLimits(h.pages)
+	return h
+}
+
 // TestFaultsAfterReconnect: in stage 3, a fault the destination forwards
 // while the link is down is asked for again once the source reconnects,
 // and so are the faults after. (The forwarder ended at the first failed
@@ -194,44 +240,20 @@ func TestFaultsAfterReconnect(t *testing.T) {
 	if err := uffdAvailable(); err != nil {
 		t.Skip(err)
 	}
-	cfg := memConfig{Memory: 4 << 20, Hot: 1, P: 0, Rate: 2000}
-	pages := cfg.Memory / PageSize
-	src := newMemGuest(t, cfg, false)
-	dst := newMemGuest(t, cfg, false)
-	ctx, cancel := context.WithCancel(context.Background())
 	again := make(chan net.Conn)
-	a, b := net.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := Receive(ctx, b, dst, ReceiveConfig{Reconnect: func(ctx context.Context) (net.Conn, error) {
-			select {
-			case c := <-again:
-				return c, nil
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}})
-		done <- err
-	}()
-	received := sync.OnceValue(func() error { return <-done })
-	t.Cleanup(func() { cancel(); a.Close(); received() })
-	w, r := NewWriter(a), NewReader(a)
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image, Mode: ModeTSMC})
-		w.Zero(0, pages)
-		state, _ := src.SaveState()
-		w.State(StateGuest, state)
-		all := make([]uint64, pages/64)
-		for i := range all {
-			all[i] = ^uint64(0)
+	all := make([]uint64, tsmcByHand.Memory/PageSize/64)
+	for i := range all {
+		all[i] = ^uint64(0)
+	}
+	h := tsmcBy(t, all, ReceiveConfig{Reconnect: func(ctx context.Context) (net.Conn, error) { // every page dirty: each comes in stage 3
+		select {
+		case c := <-again:
+			return c, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		w.Bitmap(all) // every page dirty: each comes in stage 3
-		w.Text(RecEnd, "")
-		w.Flush()
-	}()
-	r.SetLimits(pages)
+	}})
+	cfg, pages, dst, a, w, r, sent, received := tsmcByHand, h.pages, h.dst, h.a, h.w, h.r, h.sent, h.received
 	for {
 		rec, err := r.Next()
 		if err != nil {
@@ -569,37 +591,14 @@ func TestStartedSinceVerdict(t *testing.T) {
 	if err := uffdAvailable(); err != nil {
 		t.Skip(err)
 	}
-	cfg := memConfig{Memory: 4 << 20, Hot: 1, P: 0, Rate: 2000}
-	pages := cfg.Memory / PageSize
-	src := newMemGuest(t, cfg, false)
-	dst := newMemGuest(t, cfg, false)
-	ctx, cancel := context.WithCancel(context.Background())
-	a, b := net.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := Receive(ctx, b, dst, ReceiveConfig{})
-		done <- err
-	}()
-	t.Cleanup(func() { cancel(); a.Close(); <-done })
-	w, r := NewWriter(a), NewReader(a)
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: cfg.Memory, VCPUs: 1, Image: dst.Identity().Image, Mode: ModeTSMC})
-		w.Zero(0, pages)
-		state, _ := src.SaveState()
-		w.State(StateGuest, state)
-		dirty := make([]uint64, pages/64)
-		dirty[len(dirty)-1] = 1 << 63 // the last page comes in stage 3
-		w.Bitmap(dirty)
-		w.Text(RecEnd, "")
-		w.Flush()
-	}()
-	r.SetLimits(pages)
+	dirty := make([]uint64, tsmcByHand.Memory/PageSize/64)
+	dirty[len(dirty)-1] = 1 << 63 // the last page comes in stage 3
+	h := tsmcBy(t, dirty, ReceiveConfig{})
+	w, r := h.w, h.r
 	if rec, err := r.Next(); err != nil || rec.Type != RecAccept {
 		t.Fatalf("first record: %v %v, want accept", rec, err)
 	}
-	<-sent
+	<-h.sent
 	const late = 50 * time.Millisecond
 	time.Sleep(late) // the destination's verdict waits in the pipe
 	if rec, err := r.Next(); err != nil || rec.Type != RecVerified || !rec.OK {
