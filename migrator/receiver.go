@@ -563,6 +563,7 @@ func (rc *receiver) finish() error {
 	if err := rc.start(); err != nil {
 		return err
 	}
+	rc.started()
 	rc.log.Debug("switch-over", "state-bytes", len(rc.state.data), "restore", restored.Sub(end),
 		"commit-wait", committed.Sub(restored), "start", rc.cfg.Clock.Now().Sub(committed))
 	if err := rc.audit(); err != nil {
@@ -571,6 +572,21 @@ func (rc *receiver) finish() error {
 	_, st := rc.d.Waiting() // running, or paused where it was stopped while it waited
 	rc.log.Info("incoming migration complete", "guest", st, "rounds", rc.rounds, "pages", rc.normal, "zero-pages", rc.zero)
 	return nil
+}
+
+// started tells the source its guest runs (RecStarted), since how long
+// after the verdict went: the pause ends here, and the source counts its
+// downtime to this and sums its memory after it. A link lost now is the
+// next read's to find.
+func (rc *receiver) started() {
+	now := rc.cfg.Clock.Now()
+	err := rc.w.Started(now.Sub(rc.verdictAt))
+	if err == nil {
+		err = rc.w.Flush()
+	}
+	if err != nil {
+		rc.log.Warn("tell the source the guest runs", "err", err)
+	}
 }
 
 // start runs the guest, once the source has committed, or holds it paused

@@ -733,16 +733,7 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 		return err
 	}
 	started := rc.cfg.Clock.Now()
-	// The pause ends here: the source counts its downtime to this, and
-	// sums its memory after it. A link lost now is found by the reads
-	// below, which wait for the source to come back.
-	if err := rc.w.Started(started.Sub(rc.verdictAt)); err == nil {
-		if err := rc.w.Flush(); err != nil {
-			rc.log.Warn("stage 3: tell the source the guest runs", "err", err)
-		}
-	} else {
-		rc.log.Warn("stage 3: tell the source the guest runs", "err", err)
-	}
+	rc.started() // a link lost now is found by the reads below, which wait for the source to come back
 	rc.log.Debug("switch-over", "prepare", prepared.Sub(end), "commit-wait", committed.Sub(prepared),
 		"start", started.Sub(committed), "dropped-early", rc.droppedEarly)
 	// A stage 3 that fails stops the guest here before the region goes:
