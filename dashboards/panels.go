@@ -121,7 +121,7 @@ func migrations() *dashboard.DashboardBuilder {
 	)
 	d = withPanels(d, "Outcome",
 		panel{title: "Expected vs actual downtime", unit: "s",
-			description: "The pause the switch-over would take, as the engine estimates it (while the migration runs; once completed, its last estimate), and the pause it took (QEMU counts until its last bytes are in its socket; pagecast until the destination has verified memory and been told to run), and the guest's own pause, the source's STOP to the destination's RESUME, where known (QEMU's engine: given migrate --dest-qmp).",
+			description: "The pause the switch-over would take, as the engine estimates it (while the migration runs; once completed, its last estimate), and the pause it took (QEMU counts until its last bytes are in its socket; pagecast until the destination has verified memory and says its guest runs), and the guest's own pause, the source's STOP to the destination's RESUME, where known (QEMU's engine: given migrate --dest-qmp).",
 			// The estimate is held, as the outcome is, so that a
 			// migration of a second shows it at a 15 s step (walk 133),
 			// but not past a failure: the exporter drops it from a failed

@@ -185,7 +185,7 @@ func demoQEMUMigrations(c *cli.Context, out io.Writer, src *qemuVM, o qemuVMOpti
 			100*float64(r.info.RAM.Transferred)/float64(max(pre.info.RAM.Transferred, 1)), 100*pause, of,
 			100*float64(r.info.TotalTime)/float64(max(pre.info.TotalTime, 1)))
 	}
-	fmt.Fprintf(out, "(every migration through one link of %s/s; downtime as each engine counts it: QEMU until its last bytes are in its socket, pagecast until the destination has verified its memory and been told to run; paused: the guest's own, from the source QEMU's STOP event to the destination's RESUME)\n",
+	fmt.Fprintf(out, "(every migration through one link of %s/s; downtime as each engine counts it: QEMU until its last bytes are in its socket, pagecast until the destination has verified its memory and says its guest runs; paused: the guest's own, from the source QEMU's STOP event to the destination's RESUME)\n",
 		units.FormatBytes(float64(bw)))
 	var notes []string
 	for _, r := range rows {
