@@ -780,15 +780,19 @@ func TestPickTies(t *testing.T) {
 	}
 }
 
+// predicted is a mode's prediction of total and down ms, 1 GiB sent, for
+// the tests of auto's why.
+func predicted(mode string, total, down int64) Result {
+	return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down, RAM: &migrator.RAMStats{Transferred: 1 << 30},
+		Pagecast: &migrator.Extra{}}}
+}
+
 // TestChooseDowntimeAlike: with --prefer downtime, a mode predicted within
 // downtimeTie of the least downtime and quicker is taken, and the why
 // says so (walk 139: tsmc's 9 ms and 21.3 s over tsmc+mecom's 10 ms and
 // 7.7 s).
 func TestChooseDowntimeAlike(t *testing.T) {
-	r := func(mode string, total, down int64) Result {
-		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down, RAM: &migrator.RAMStats{Transferred: 1 << 30},
-			Pagecast: &migrator.Extra{}}}
-	}
+	r := predicted
 	c, err := ChooseFrom([]Result{r("tsmc", 21285, 9), r("tsmc+mecom", 7551, 10), r("mecom", 5000, 40)}, Options{}, PreferDowntime)
 	if err != nil {
 		t.Fatal(err)
@@ -803,10 +807,7 @@ func TestChooseDowntimeAlike(t *testing.T) {
 // a better one beyond it is not called the best without saying so (walk
 // 144: "the shortest total time predicted (28.865s)" beside 18.546s).
 func TestChooseWithinLimitSays(t *testing.T) {
-	r := func(mode string, total, down int64) Result {
-		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down, RAM: &migrator.RAMStats{Transferred: 1 << 30},
-			Pagecast: &migrator.Extra{}}}
-	}
+	r := predicted
 	c, err := ChooseFrom([]Result{r("throttle", 28865, 177), r("predictive+mecom", 18546, 1178)}, Options{}, PreferTime)
 	want := "the shortest total time predicted among the modes within the 300ms downtime limit (28.865s), downtime 177ms"
 	if err != nil || c.Mode != "throttle" || c.Why != want {
@@ -825,10 +826,7 @@ func TestChooseWithinLimitSays(t *testing.T) {
 // "the shortest total time predicted (56.443s) … a near tie: mecom was
 // predicted 29.968s (the same)").
 func TestChooseNoneWithinLimitSays(t *testing.T) {
-	r := func(mode string, total, down int64) Result {
-		return Result{Mode: mode, Info: migrator.Info{TotalTime: total, Downtime: down, RAM: &migrator.RAMStats{Transferred: 1 << 30},
-			Pagecast: &migrator.Extra{}}}
-	}
+	r := predicted
 	c, err := ChooseFrom([]Result{r("precopy", 80000, 1993), r("throttle", 56443, 642), r("mecom", 29968, 695)}, Options{}, PreferTime)
 	if err != nil {
 		t.Fatal(err)
