@@ -1470,14 +1470,20 @@ func (s *sender) awaitStarted(p pauseTimes) {
 	case err != nil:
 		s.m.log.Debug("the destination's word that its guest runs did not come", "err", err)
 	case rec.Type == RecStarted:
-		now := s.m.clock.Now()
-		downtime := p.end(now, rec.Since).Sub(p.paused)
-		s.m.log.Debug("the destination's guest runs", "read-after-commit", now.Sub(p.commit), "after-verdict", rec.Since, "downtime", downtime)
-		s.m.update(func(i *Info) { i.Downtime = downtime.Round(time.Millisecond).Milliseconds() })
+		s.guestRuns(p, rec.Since)
 	default:
 		kept := *rec
 		s.answer = &kept
 	}
+}
+
+// guestRuns ends the downtime where the destination's word that its guest
+// runs, read now, says it ran (pauseTimes.end): since after its verdict.
+func (s *sender) guestRuns(p pauseTimes, since time.Duration) {
+	now := s.m.clock.Now()
+	downtime := p.end(now, since).Sub(p.paused)
+	s.m.log.Debug("the destination's guest runs", "read-after-commit", now.Sub(p.commit), "after-verdict", since, "downtime", downtime)
+	s.m.update(func(i *Info) { i.Downtime = downtime.Round(time.Millisecond).Milliseconds() })
 }
 
 // sendDigest sends the checksums of the paused memory and reads the

@@ -394,10 +394,7 @@ func (s *sender) push(ctx context.Context, st *postcopyState) error {
 			}
 		case RecStarted:
 			st.startedOnce.Do(func() {
-				now := s.m.clock.Now()
-				downtime := st.pause.end(now, rec.Since).Sub(st.pause.paused)
-				s.m.log.Debug("the destination's guest runs", "read-after-commit", now.Sub(st.pause.commit), "after-verdict", rec.Since, "downtime", downtime)
-				s.m.update(func(i *Info) { i.Downtime = downtime.Round(time.Millisecond).Milliseconds() })
+				s.guestRuns(st.pause, rec.Since)
 				close(st.started)
 			})
 			return true
