@@ -19,6 +19,7 @@ import (
 	"github.com/pagecast/pagecast/migrator"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qemuguest"
+	"github.com/pagecast/pagecast/qmpclient"
 	"github.com/pagecast/pagecast/tcg"
 )
 
@@ -747,5 +748,58 @@ func TestSecondLogKeepsFirst(t *testing.T) {
 		t.Errorf("the migration's dirty log saw no page written in 500 ms after a profile beside it ended")
 	} else {
 		t.Logf("%d pages in 500 ms", n)
+	}
+}
+
+// lateReply answers stop 40 ms after QEMU did, as when the engine's thread
+// waits for a CPU.
+type lateReply struct{ *qmpclient.Client }
+
+func (m lateReply) Run(cmd []byte) ([]byte, error) {
+	out, err := m.Client.Run(cmd)
+	if strings.Contains(string(cmd), `"stop"`) {
+		time.Sleep(40 * time.Millisecond)
+	}
+	return out, err
+}
+
+// TestPausedAtStop: a QEMU source says when Pause stopped its vCPUs by
+// QEMU's STOP event (migrator.PauseMarker), which the engine counts the
+// downtime from, not by stop's reply read late; a Pause of a guest paused
+// already says nothing.
+func TestPausedAtStop(t *testing.T) {
+	src := startSource(t, "hotset")
+	s, err := qemuguest.New(lateReply{src.VM().Monitor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var last time.Time
+	for i := range 2 {
+		t0 := time.Now().Truncate(time.Microsecond) // QEMU stamps its events to the µs
+		if err := s.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		t1 := time.Now()
+		at := s.PausedAt()
+		if at.IsZero() || at.Before(t0) || t1.Sub(at) < 40*time.Millisecond {
+			t.Errorf("pause %d: paused at %v, from %v to %v: want the STOP's time, at least 40 ms before stop's late reply",
+				i, at.Format(time.StampMicro), t0.Format(time.StampMicro), t1.Format(time.StampMicro))
+		}
+		if !at.After(last) {
+			t.Errorf("pause %d: paused at %v, not after the last pause's %v", i, at, last)
+		}
+		last = at
+		if i == 0 {
+			if err := s.Resume(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if at := s.PausedAt(); !at.IsZero() {
+		t.Errorf("a Pause of a paused guest: paused at %v, want zero (no STOP: it was paused)", at)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/digitalocean/go-qemu/qmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/pagecast/pagecast/bitmap"
@@ -20,8 +21,9 @@ import (
 )
 
 var (
-	_ migrator.Guest      = (*Source)(nil)
-	_ migrator.StateSizer = (*Source)(nil)
+	_ migrator.Guest       = (*Source)(nil)
+	_ migrator.StateSizer  = (*Source)(nil)
+	_ migrator.PauseMarker = (*Source)(nil)
 )
 
 // Source is a running QEMU, the VM pagecast's engine migrates away.
@@ -33,6 +35,13 @@ type Source struct {
 	tcgLog     *tcgLog       // the dirty log under TCG, told of pauses; nil until StartDirtyLog
 	reclaimed  bool          // a killed pagecast's throttle was looked for (New's, once a dirty log opened)
 	switchover bool          // SaveState marked the guest paused for a switch-over (markSwitchover); Close clears it
+	stoppedAt  time.Time     // the STOP event's time of the last Pause that stopped a running guest; zero if not known
+}
+
+// eventKeeper is a monitor that keeps the last event of each name
+// (qmpclient.Client).
+type eventKeeper interface {
+	Latest(event string) (qmp.Event, bool)
 }
 
 // stateEstimate is what StateBytes says before a state was saved: about
@@ -353,7 +362,20 @@ func (s *Source) Pause() error {
 			return err
 		}
 	}
+	keeper, _ := s.mon.(eventKeeper)
+	var before qmp.Event
+	if keeper != nil {
+		before, _ = keeper.Latest("STOP")
+	}
 	err := qemu.QMP(s.mon, "stop", nil, nil)
+	s.stoppedAt = time.Time{}
+	if err == nil && keeper != nil {
+		// QEMU sends STOP once the vCPUs have stopped, before stop's
+		// reply; none if the guest was paused already.
+		if e, ok := keeper.Latest("STOP"); ok && e.Timestamp != before.Timestamp {
+			s.stoppedAt = time.Unix(e.Timestamp.Seconds, e.Timestamp.Microseconds*1000)
+		}
+	}
 	if err == nil && s.tcgLog != nil {
 		s.tcgLog.setPaused(true)
 	}
@@ -363,6 +385,16 @@ func (s *Source) Pause() error {
 		}
 	}
 	return err
+}
+
+// PausedAt is when the last Pause stopped the running vCPUs, by QEMU's
+// STOP event (migrator.PauseMarker); zero where the monitor keeps no
+// events or the guest was paused already. stop's reply comes later, by
+// as long as QEMU's main loop and the engine's thread wait for a CPU.
+func (s *Source) PausedAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stoppedAt
 }
 
 // Resume runs the vCPUs again (QMP cont), from paused or from the

@@ -41,6 +41,9 @@ type Client struct {
 	quit    chan struct{} // closed by Disconnect
 	once    sync.Once
 
+	latestMu sync.Mutex
+	latest   map[string]qmp.Event // the last event of each name, for Latest
+
 	addr       string        // what Dial dialled, for errors
 	answerWait time.Duration // SetAnswerWait's; 0: no bound
 	lost       error         // a command not answered within answerWait: the connection is closed
@@ -271,12 +274,42 @@ func (c *Client) read() {
 		}
 		var e qmp.Event
 		if json.Unmarshal(line, &e) == nil {
+			c.keepLatest(e)
 			select {
 			case c.events <- e:
 			default: // nobody reads them: dropped
 			}
 		}
 	}
+}
+
+// keepLatest keeps e as the last event of its name. Events are few (QEMU
+// sends one a state change) and their names fewer: the map stays small.
+func (c *Client) keepLatest(e qmp.Event) {
+	c.latestMu.Lock()
+	defer c.latestMu.Unlock()
+	if c.latest == nil {
+		c.latest = make(map[string]qmp.Event)
+	}
+	if len(c.latest) < maxEventNames || c.latest[e.Event].Event != "" {
+		c.latest[e.Event] = e
+	}
+}
+
+// maxEventNames bounds the names Latest keeps: a monitor that sent events
+// of ever new names (not QEMU) cannot grow the map without end.
+const maxEventNames = 256
+
+// Latest is the last event named event received so far, whether or not
+// Events' reader took it or it was dropped. The reader takes an event
+// before the reply that follows it, so once Run returns, the events QEMU
+// sent while running the command are here: stop's STOP, stamped when the
+// vCPUs had stopped.
+func (c *Client) Latest(event string) (qmp.Event, bool) {
+	c.latestMu.Lock()
+	defer c.latestMu.Unlock()
+	e, ok := c.latest[event]
+	return e, ok
 }
 
 // SetAnswerWait bounds how long Run waits for each reply from now on (0:

@@ -550,3 +550,55 @@ func TestLineTooLong(t *testing.T) {
 		})
 	}
 }
+
+// TestLatest: the last event of a name is kept though nobody reads Events
+// and the queue dropped it, and an event sent while a command runs is
+// there once Run returns; names beyond the bound are not kept.
+func TestLatest(t *testing.T) {
+	srv, path := serve(t)
+	srv.Handle("stop", func(context.Context, json.RawMessage) (any, error) {
+		srv.Emit("STOP", nil)
+		return struct{}{}, nil
+	})
+	c := connect(t, path)
+	if _, ok := c.Latest("STOP"); ok {
+		t.Fatal("a STOP before any was sent")
+	}
+	for i := range eventQueue + 10 {
+		srv.Emit("TICK", map[string]int{"n": i})
+	}
+	for i := range 3 {
+		t0 := time.Now().Truncate(time.Microsecond)
+		if _, err := c.Run([]byte(`{"execute":"stop"}`)); err != nil {
+			t.Fatal(err)
+		}
+		e, ok := c.Latest("STOP")
+		at := time.Unix(e.Timestamp.Seconds, e.Timestamp.Microseconds*1000)
+		if !ok || at.Before(t0) || at.After(time.Now()) {
+			t.Fatalf("stop %d: latest STOP %+v (%v), want one sent since %v", i, e, ok, t0)
+		}
+	}
+	prev, _ := c.Latest("STOP")
+	e, ok := c.Latest("TICK")
+	if !ok || e.Data["n"] != float64(eventQueue+9) {
+		t.Errorf("latest TICK %+v (%v), want n %d: the queue of %d dropped it, Latest keeps it", e, ok, eventQueue+9, eventQueue)
+	}
+	for i := range 2 * maxEventNames {
+		srv.Emit(fmt.Sprintf("E%d", i), nil)
+	}
+	if _, err := c.Run([]byte(`{"execute":"stop"}`)); err != nil { // the events before its reply are in
+		t.Fatal(err)
+	}
+	c.latestMu.Lock()
+	n := len(c.latest)
+	c.latestMu.Unlock()
+	if n > maxEventNames {
+		t.Errorf("%d names kept, want at most %d", n, maxEventNames)
+	}
+	if _, ok := c.Latest(fmt.Sprintf("E%d", 2*maxEventNames-1)); ok {
+		t.Error("a name past the bound kept")
+	}
+	if last, _ := c.Latest("STOP"); last.Timestamp == prev.Timestamp {
+		t.Error("STOP no longer updated once the names reached the bound")
+	}
+}
