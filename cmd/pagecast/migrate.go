@@ -1930,7 +1930,7 @@ func writeSummary(w io.Writer, i migrator.Info, plan *migrator.QEMUPlan, paused,
 		return fmt.Sprintf(" (over the %v limit by %v)", limit, (d - limit).Round(time.Millisecond))
 	}
 	fmt.Fprintf(tw, "status\t%s\n", i.Status)
-	fmt.Fprintf(tw, "total time\t%s\n", longMS(i.TotalTime))
+	fmt.Fprintf(tw, "total time\t%s\n", tableMS(i.TotalTime))
 	fmt.Fprintf(tw, "downtime\t%s%s\n", downtimeString(i), over(time.Duration(i.Downtime)*time.Millisecond))
 	if paused >= 0 {
 		fmt.Fprintf(tw, "guest paused\t%s (the source's STOP to the destination's RESUME)%s\n", paused.Round(time.Millisecond), over(paused.Round(time.Millisecond)))

@@ -171,19 +171,12 @@ func writeInto(path string, write func(io.Writer) error) error {
 	return f.Close()
 }
 
-// tableMS is v milliseconds for a right-aligned column: seconds to the
-// millisecond always ("5.600s", not "5.6s" above "5.584s"; walk 104), and
-// under a second as Go says it ("85ms").
-// longMS is v ms as time.Duration says it, but to the millisecond from a
-// minute on: "1m1s" hid the milliseconds another figure beside it gave
-// (walk 131: "59.975s against 1m1s").
-func longMS(v int64) string {
-	if d := time.Duration(v) * time.Millisecond; d < time.Minute {
-		return d.String()
-	}
-	return tableMS(v)
-}
-
+// tableMS is v milliseconds as pagecast prints a duration beside others:
+// seconds to the millisecond from a second up ("5.600s", not "5.6s" above
+// "5.584s", walk 104; "1m1.000s", not "1m1s" beside "59.975s", walk 131),
+// and under a second as Go says it ("85ms"). Auto's line of prediction
+// against outcome and a migration's summary say it so too, as the table
+// above them does (they said "22.5s" under its "22.500s").
 func tableMS(v int64) string {
 	d := time.Duration(v) * time.Millisecond
 	if d < time.Second {

@@ -237,20 +237,10 @@ func TestOutputKeepsMode(t *testing.T) {
 // TestTableMS: a table's durations carry three decimals from a second up,
 // so that a right-aligned column lines up.
 func TestTableMS(t *testing.T) {
-	for v, want := range map[int64]string{0: "0s", 85: "85ms", 999: "999ms", 1000: "1.000s", 5600: "5.600s", 5584: "5.584s",
+	for v, want := range map[int64]string{0: "0s", 85: "85ms", 999: "999ms", 1000: "1.000s", 2500: "2.500s", 5600: "5.600s", 5584: "5.584s", 59975: "59.975s",
 		62000: "1m2.000s", 742915: "12m22.915s", 3723456: "1h2m3.456s"} {
 		if got := tableMS(v); got != want {
 			t.Errorf("tableMS(%d) = %q, want %q", v, got, want)
-		}
-	}
-}
-
-// TestLongMS: from a minute on, a total carries its milliseconds (walk
-// 131: "59.975s against 1m1s"); under it, time.Duration's own form.
-func TestLongMS(t *testing.T) {
-	for v, want := range map[int64]string{850: "850ms", 2500: "2.5s", 59975: "59.975s", 61000: "1m1.000s", 3723456: "1h2m3.456s"} {
-		if got := longMS(v); got != want {
-			t.Errorf("longMS(%d) = %q, want %q", v, got, want)
 		}
 	}
 }

@@ -1213,7 +1213,7 @@ func writePredictedAgainst(w io.Writer, p migrator.Prediction, a migrator.Info, 
 		sent = a.RAM.Transferred
 	}
 	fmt.Fprintf(w, "predicted against outcome: total time %s against %s (%s), bytes %s against %s (%s), ",
-		longMS(p.TotalTime), longMS(a.TotalTime), off(p.TotalTime, a.TotalTime),
+		tableMS(p.TotalTime), tableMS(a.TotalTime), off(p.TotalTime, a.TotalTime),
 		units.FormatBytes(float64(p.Transferred)), units.FormatBytes(float64(sent)), off(int64(p.Transferred), int64(sent)))
 	if a.Pagecast != nil && a.Pagecast.VCPUs > 0 {
 		fmt.Fprintf(w, "guest slowed %s against %s, ", percent(p.GuestSlowdown), slowdownString(a))
