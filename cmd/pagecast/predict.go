@@ -81,6 +81,8 @@ func predictEvalCommand() *cli.Command {
 				Usage: fmt.Sprintf("forecast dirtying within this many epochs (1-%d); a comma-separated list scores each, e.g. 1,2,4,8,16", predictor.MaxHorizon)},
 			&cli.IntFlag{Name: "parts", Value: 1,
 				Usage: fmt.Sprintf("score epochs of this many of the trace's, and tell the model in which of them each page was written (a trace profiled with --epoch 25ms, scored with --parts 4: epochs of 100 ms, and when in each a page was written); 1 to %d", maxParts)},
+			&cli.BoolFlag{Name: "untold",
+				Usage: "with --parts: score the same epochs of N of the trace's, but do not tell the model in which part each page was written (what telling it gains: the table told against whole in docs/predictor.md)"},
 			&cli.StringFlag{Name: "plots",
 				Usage: "directory to write calibration.png and per-epoch.png to (created if missing); with several horizons, calibration-hN.png and per-epoch-hN.png for each"},
 			&cli.StringFlag{Name: "memory", Aliases: []string{"m"},
@@ -137,6 +139,10 @@ func predictEval(c *cli.Context) error {
 	if parts < 1 || parts > maxParts {
 		return fmt.Errorf("--parts %d: want 1 to %d of the trace's epochs to an epoch scored", parts, maxParts)
 	}
+	untold := c.Bool("untold")
+	if untold && parts == 1 {
+		return errors.New("--untold: with --parts N above 1 only (the model is told parts only where epochs are joined)")
+	}
 
 	var csv predictor.CSVOptions
 	if predictor.IsCSV(path) {
@@ -167,6 +173,9 @@ func predictEval(c *cli.Context) error {
 		return err
 	}
 	epochs, byParts := predictor.GroupEpochs(epochs, parts)
+	if untold {
+		byParts = nil
+	}
 	meta.Epoch *= time.Duration(parts)
 	if n := predictor.CutGaps(epochs); n > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: its gaps in epoch indices add up to more empty epochs than predict eval observes (up to 128 a gap, and the trace's epochs plus 128 in all): after %d of the gaps, epochs are not scored until 128 have gone by\n",
@@ -184,14 +193,17 @@ func predictEval(c *cli.Context) error {
 	out := c.App.Writer
 	head := fmt.Sprintf("%s: %d pages (%s), %d epochs of %v", printable.Line(filepath.Base(path)), meta.Pages(),
 		units.FormatBytes(float64(meta.MemoryBytes)), len(epochs), meta.Epoch)
-	if parts > 1 {
+	switch {
+	case parts > 1 && untold:
+		head += fmt.Sprintf(" (%d of the trace's each, the model not told in which a page was written: --untold)", parts)
+	case parts > 1:
 		head += fmt.Sprintf(" (%d of the trace's each, the model told in which a page was written)", parts)
 	}
 	if c.Bool("as-served") {
 		head += "; the model's probabilities as served, none moved across the threshold"
 	}
 	report := evalReport{Trace: path, Pages: meta.Pages(), Memory: meta.MemoryBytes, Epochs: len(epochs),
-		Epoch: meta.Epoch.Seconds(), Parts: parts, Warmup: warmup, Threshold: thr, AsServed: c.Bool("as-served")}
+		Epoch: meta.Epoch.Seconds(), Parts: parts, Untold: untold, Warmup: warmup, Threshold: thr, AsServed: c.Bool("as-served")}
 	if pm != nil {
 		report.Kept = &keptPages{Kept: pm.Len(), Dirtied: pm.Dirtied(), Neighbours: pm.Mapped() - pm.Dirtied(),
 			NeverDirtied: pm.Len() - pm.Mapped(), Others: pm.Total - pm.Mapped()}
@@ -535,11 +547,12 @@ func checkPredictorMemory(path string, kept uint64) error {
 // evalReport is predict eval --json's output.
 type evalReport struct {
 	Trace     string          `json:"trace"`
-	Pages     uint64          `json:"pages"`  // the guest's
-	Memory    uint64          `json:"memory"` // bytes
-	Epochs    int             `json:"epochs"` // walked, of Epoch each
-	Epoch     float64         `json:"epoch"`  // seconds
-	Parts     int             `json:"parts"`  // the trace's epochs to one walked (--parts)
+	Pages     uint64          `json:"pages"`            // the guest's
+	Memory    uint64          `json:"memory"`           // bytes
+	Epochs    int             `json:"epochs"`           // walked, of Epoch each
+	Epoch     float64         `json:"epoch"`            // seconds
+	Parts     int             `json:"parts"`            // the trace's epochs to one walked (--parts)
+	Untold    bool            `json:"untold,omitempty"` // --untold: the model not told the parts
 	Warmup    int             `json:"warmup"`
 	Threshold float64         `json:"threshold"`
 	AsServed  bool            `json:"as-served,omitempty"` // the model's probabilities unmoved (--as-served)

@@ -529,3 +529,53 @@ func TestPredictEvalInterrupted(t *testing.T) {
 		}
 	}
 }
+
+// TestPredictEvalUntold: --untold scores the same joined epochs with the
+// model not told the parts, the "whole" column of docs/predictor.md's
+// table (perl at horizon 1: F1 0.5415 told, 0.4954 whole); the baselines
+// are scored alike either way.
+func TestPredictEvalUntold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("scores a real trace twice")
+	}
+	pct := filepath.Join("..", "..", "predictor", "testdata", "parts", "perl.pct")
+	eval := func(args ...string) evalReport {
+		t.Helper()
+		out, _, err := runApp(t, append(append([]string{"predict", "eval", "--json", "--parts", "4"}, args...), pct)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r evalReport
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	told, untold := eval(), eval("--untold")
+	if told.Untold || !untold.Untold {
+		t.Errorf("untold said %v and %v, want false and true", told.Untold, untold.Untold)
+	}
+	f1 := func(r evalReport, name string) float64 {
+		for _, p := range r.Horizons[0].Predictors {
+			if p.Name == name && p.F1 != nil {
+				return *p.F1
+			}
+		}
+		t.Fatalf("no %s in %+v", name, r.Horizons[0])
+		return 0
+	}
+	if got, want := math.Round(f1(told, "model")*1e4)/1e4, 0.5415; got != want {
+		t.Errorf("F1 told %.4f, want %.4f", got, want)
+	}
+	if got, want := math.Round(f1(untold, "model")*1e4)/1e4, 0.4954; got != want {
+		t.Errorf("F1 untold %.4f, want %.4f (the model shown the epochs whole)", got, want)
+	}
+	for _, b := range []string{"last-epoch", "frequency", "markov"} {
+		if f1(told, b) != f1(untold, b) {
+			t.Errorf("%s: F1 %v told, %v untold: a baseline is never told", b, f1(told, b), f1(untold, b))
+		}
+	}
+	if _, _, err := runApp(t, "predict", "eval", "--untold", pct); err == nil || !strings.Contains(err.Error(), "--untold: with --parts N above 1 only") {
+		t.Errorf("--untold without --parts: %v", err)
+	}
+}
