@@ -1311,8 +1311,14 @@ func TestMigrateProgressTimeout(t *testing.T) {
 				o.Info == nil || o.Info.RAM == nil || o.Info.RAM.Transferred < 1<<20 {
 				t.Errorf("outcome after %v: %s", took, stdout.String())
 			}
-			if took > 9*time.Second || took < 2*time.Second {
-				// Early, it was cancelled while it moved (review 92).
+			t.Logf("ended %v after the destination stopped", took)
+			// The error says the progress timeout ended it, not the
+			// engine's stall check (10 s); the time only that it was not
+			// early, cancelled while it moved (review 92), nor hung. The
+			// data still goes into the socket's buffers for a while after
+			// the stop, and a loaded machine's polls come late: 12.1 s in
+			// CI 112, walk VMs beside it, 7.5 s alone.
+			if took > 30*time.Second || took < 2*time.Second {
 				t.Errorf("ended %v after the destination stopped: not by the 3 s progress timeout", took)
 			}
 			if st := qmpState(t, src.sock); st != "running" {
