@@ -386,6 +386,11 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 	}
 	fmt.Fprintln(out)
 	writeMigrationTable(out, infos)
+	var done []modeOutcome
+	for _, i := range infos {
+		done = append(done, modeOutcome{i.Pagecast.Mode, i, migrator.DefaultDowntimeLimit})
+	}
+	writeStops(out, done)
 	fmt.Fprintln(out, "\nagainst precopy:")
 	pre := infos[0]
 	for _, i := range infos[1:] {

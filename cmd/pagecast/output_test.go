@@ -258,3 +258,23 @@ func TestCheckTimeNote(t *testing.T) {
 		t.Errorf("migrate's note: %q", got)
 	}
 }
+
+// TestWriteStops: the demo's live table is followed, as simulate's is, by
+// which modes the round cap stopped and which went over the downtime
+// limit (walk 147: precopy's 321 ms against 300 went unsaid there).
+func TestWriteStops(t *testing.T) {
+	capped := migrator.Info{Downtime: 321, Pagecast: &migrator.Extra{Mode: "precopy", Round: 31, StopReason: "round cap 30 reached with 1048576 bytes pending"}}
+	fine := migrator.Info{Downtime: 254, Pagecast: &migrator.Extra{Mode: "predictive", Round: 13, StopReason: "fit"}}
+	var b strings.Builder
+	writeStops(&b, []modeOutcome{{"precopy", capped, 300 * time.Millisecond}, {"predictive", fine, 300 * time.Millisecond}})
+	want := "did not converge: precopy (the round cap, --max-rounds, forced the stop-and-copy with what was still pending)\n" +
+		"over the 300ms downtime limit: precopy 321ms\n"
+	if b.String() != want {
+		t.Errorf("printed %q, want %q", b.String(), want)
+	}
+	b.Reset()
+	writeStops(&b, []modeOutcome{{"predictive", fine, 300 * time.Millisecond}})
+	if b.Len() != 0 {
+		t.Errorf("printed %q for a migration that converged within the limit", b.String())
+	}
+}
