@@ -192,7 +192,7 @@ func runDemo(c *cli.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	live, err := demoMigrations(c, out, vm, log, pred.withChoice(modes), migrator.Config{MaxBandwidth: bw, Epoch: epoch, Profile: profile})
+	live, err := demoMigrations(c, out, vm, log, pred, pred.withChoice(modes), migrator.Config{MaxBandwidth: bw, Epoch: epoch, Profile: profile})
 	if err != nil {
 		return err
 	}
@@ -350,13 +350,21 @@ func baselineFirst(modes []string) []string {
 
 // demoMigrations moves the running VM to a fresh monitor with each mode in
 // turn (the second migration starts from where the first one put it) and
-// prints the figures side by side.
-func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger, modes []string, cfg migrator.Config) (map[string]liveRun, error) {
+// prints the figures side by side. Auto's choice (pred's) is simulated
+// again on the guest's memory as its live run begins, as the QEMU demo
+// does (walk 147: docs/demo.md said both demos did).
+func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger, pred demoPrediction, modes []string, cfg migrator.Config) (map[string]liveRun, error) {
 	fmt.Fprintf(out, "\nlive migration on loopback, link capped at %s/s, downtime limit %v:\n",
 		units.FormatBytes(float64(cfg.MaxBandwidth)), migrator.DefaultDowntimeLimit)
 	cur := vm
 	var infos []migrator.Info
+	var again *simulate.Result
+	var againMix simulate.Mix
 	for _, mode := range baselineFirst(modes) {
+		if mode == pred.choice.Mode {
+			r, mix := pred.again(c, mode, cur.Memory())
+			again, againMix = &r, mix
+		}
 		dst, err := newVM(c, log, false)
 		if err != nil {
 			return nil, err
@@ -401,7 +409,11 @@ func demoMigrations(c *cli.Context, out io.Writer, vm *vmm.VM, log *slog.Logger,
 	}
 	live := map[string]liveRun{}
 	for _, i := range infos {
-		live[i.Pagecast.Mode] = liveRun{info: i, paused: -1}
+		l := liveRun{info: i, paused: -1}
+		if i.Pagecast.Mode == pred.choice.Mode {
+			l.again, l.againMix = again, againMix
+		}
+		live[i.Pagecast.Mode] = l
 	}
 	return live, nil
 }
