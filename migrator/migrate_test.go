@@ -1447,6 +1447,10 @@ func TestDowntimeFromTheStop(t *testing.T) {
 	}
 }
 
+// TestPostcopyDowntimeCoversDrop: most of the pages post-copy brings are
+// dropped at the destination before the pause (TSMC's stage 1, or named
+// as MODE+postcopy switches), and the downtime covers the pause to the
+// destination's start.
 func TestPostcopyDowntimeCoversDrop(t *testing.T) {
 	if err := uffdAvailable(); err != nil {
 		t.Skip(err)
@@ -1466,6 +1470,9 @@ func TestPostcopyDowntimeCoversDrop(t *testing.T) {
 		// were dropped in stage 1 before they were, 4 197 of 4 350
 		// since).
 		{ModePredictive + "+" + ModeTSMC, memConfig{Memory: 64 << 20, Hot: 2048, P: 0.95, Rate: 100000}, 64 << 20, 2000},
+		// Pre-copy whose round 2 leaves most of memory pending, named
+		// and dropped before the pause (wire protocol 10).
+		{ModePrecopy + "+postcopy", memConfig{Memory: 128 << 20, Rate: 100000}, 128 << 20, 5000},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			m := migrate(t, tc.load, Config{Mode: tc.mode, MaxBandwidth: tc.bw})

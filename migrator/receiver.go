@@ -467,6 +467,15 @@ func (rc *receiver) run() error {
 				return fmt.Errorf("pages named for stage 3 from a source whose mode (%q) has no post-copy, or after its dirty bitmap: %w", rc.mode, ErrMalformed)
 			}
 			rc.dropEarly(rec.GFNs)
+		case RecSync:
+			// Every record before it is done (the pages RecLater named
+			// dropped): the source pauses its guest once it hears so.
+			if err := rc.w.Sync(); err != nil {
+				return fmt.Errorf("answer the source's sync: %w", err)
+			}
+			if err := rc.w.Flush(); err != nil {
+				return fmt.Errorf("answer the source's sync: %w", err)
+			}
 		case RecBitmap:
 			if !NeedsPostcopy(rc.mode) {
 				// Only a mode with post-copy ends with one: the destination

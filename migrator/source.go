@@ -626,6 +626,9 @@ func (m *Migration) run(ctx, linkCtx context.Context, md mode, pol policy) (err 
 		return s.why(err)
 	}
 	if post {
+		if err := s.nameLater(); err != nil {
+			return s.why(err)
+		}
 		return s.why(s.switchToPostcopy(ctx, stopReason, s.m.Info().Pagecast.Round+1))
 	}
 	return s.why(s.stopAndCopy(ctx, stopReason))

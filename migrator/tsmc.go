@@ -107,6 +107,80 @@ func (s *sender) tellLater(dirty []uint64) error {
 	return nil
 }
 
+// nameLater tells a MODE+postcopy destination, before the switch-over's
+// pause, of the pages still pending, which post-copy will bring (RecLater),
+// and waits for its answer to a RecSync: it drops them while the guest
+// runs on here, and the pause then drops only the pages written since.
+// Dropped in the pause, 106–126 thousand pages of a 512 MiB guest took
+// 74–113 ms of it (walk 139). Simulated, the destination's drop passes on
+// the clock with the guest running.
+func (s *sender) nameLater() error {
+	if err := s.flush(); err != nil {
+		return err
+	}
+	before := s.w.Bytes()
+	defer s.m.update(func(i *Info) {
+		// The names' bytes are the last round's, which decided the switch.
+		if n := len(i.Pagecast.RoundBytes); n > 0 {
+			i.Pagecast.RoundBytes[n-1] += s.w.Bytes() - before
+		}
+		i.RAM.Transferred = s.w.Bytes()
+	})
+	if s.later == nil {
+		s.later = bitmap.New(s.pages)
+	}
+	named := bitmap.New(s.pages)
+	batch := make([]uint64, 0, MaxBatch)
+	var n uint64
+	for i, w := range s.pending.Words() {
+		for b := w &^ s.later.Words()[i]; b != 0; b &= b - 1 {
+			g := uint64(i)*64 + uint64(bits.TrailingZeros64(b))
+			named.Set(g)
+			s.later.Set(g)
+			n++
+			if batch = append(batch, g); len(batch) == MaxBatch {
+				if err := s.w.Later(batch); err != nil {
+					return fmt.Errorf("name the pages post-copy brings: %w", err)
+				}
+				batch = batch[:0]
+			}
+		}
+	}
+	if len(batch) > 0 {
+		if err := s.w.Later(batch); err != nil {
+			return fmt.Errorf("name the pages post-copy brings: %w", err)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	start := s.m.clock.Now()
+	if s.m.sim != nil {
+		if err := s.w.Flush(); err != nil {
+			return err
+		}
+		s.m.sim.drops(named, nil)
+		return nil
+	}
+	if err := s.w.Sync(); err != nil {
+		return fmt.Errorf("name the pages post-copy brings: %w", err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("name the pages post-copy brings: %w", err)
+	}
+	rec, err := s.r.Next()
+	switch {
+	case err != nil:
+		return fmt.Errorf("wait for the destination to drop the %d pages post-copy brings: %w", n, err)
+	case rec.Type == RecAbort:
+		return fmt.Errorf("the destination aborted: %s", rec.Text)
+	case rec.Type != RecSync:
+		return fmt.Errorf("the destination answered the pages post-copy brings with a %s record: %w", rec.Type, ErrMalformed)
+	}
+	s.m.log.Debug("switch-over", "named-for-postcopy", n, "dropped-in", s.m.clock.Now().Sub(start))
+	return nil
+}
+
 // switchToPostcopy runs TSMC's stages 2 and 3 after a live copy (tsmc's
 // stage 1, or MODE+postcopy's rounds): stop, send the guest's state and
 // the dirty bitmap, hand over once the destination has all the other

@@ -55,9 +55,15 @@ import (
 // (RecLater), which the destination drops then, not in the pause. In
 // version 9 the destination of a post-copy says when its guest runs
 // (RecStarted): the source counts the downtime to then, and sums its
-// memory only after it, leaving the destination's start the CPU.
+// memory only after it, leaving the destination's start the CPU. In
+// version 10 a MODE+postcopy source that is to switch to post-copy names
+// the pages still pending (RecLater) and waits for the destination's
+// answer to a RecSync, which comes once it has dropped them: the guest
+// runs on at the source meanwhile, and the pause drops only the pages
+// written since (walk 139: 74–113 ms of the pause dropped 106–126
+// thousand pages).
 const (
-	ProtocolVersion = 9
+	ProtocolVersion = 10
 	PageSize        = 4096
 	MaxBatch        = 256 // pages per RecPages or RecCompressed record
 	// MaxPayload is the largest legal payload: a full RecPages batch, or a
@@ -116,6 +122,10 @@ const (
 	// as the commit said), the pause's end, and how long after the
 	// destination sent its verdict.
 	RecStarted RecordType = 17 // destination→source: since int64 (ns, ≥ 0)
+	// A barrier: the destination answers a source's RecSync with one of
+	// its own once it has done what every record before it asked
+	// (MODE+postcopy: dropped the pages RecLater named).
+	RecSync RecordType = 18 // either way: empty
 )
 
 var recNames = [...]string{
@@ -136,6 +146,7 @@ var recNames = [...]string{
 	RecCompressed: "compressed",
 	RecLater:      "later",
 	RecStarted:    "started",
+	RecSync:       "sync",
 }
 
 func (t RecordType) String() string {
@@ -463,6 +474,9 @@ func (w *Writer) Started(since time.Duration) error {
 	return w.record(RecStarted, binary.LittleEndian.AppendUint64(w.buf[:0], uint64(max(since, 0))))
 }
 
+// Sync encodes a RecSync, the barrier (empty).
+func (w *Writer) Sync() error { return w.record(RecSync, nil) }
+
 // Text encodes a record whose payload is a reason or nothing: RecAccept
 // and RecEnd (text must be ""), RecRefuse and RecAbort (text is repaired
 // and cut to 4096 bytes like Verified's reason).
@@ -697,7 +711,7 @@ func (r *Reader) decode(p []byte) (*Record, error) {
 		default:
 			rec.Since = time.Duration(binary.LittleEndian.Uint64(p))
 		}
-	case RecAccept, RecEnd:
+	case RecAccept, RecEnd, RecSync:
 		if len(p) != 0 {
 			err = r.malformed("%d-byte payload, want none", len(p))
 		}

@@ -93,6 +93,7 @@ func recTestStream(t testing.TB) ([]byte, []Record, []int) {
 		Record{Type: RecVerified, Text: "memory differs in 1 of 1 chunks of 1 MiB, first at 0x0-0xfffff"})
 	step(w.Commit(true), Record{Type: RecCommit, OK: true})
 	step(w.Started(1700*time.Microsecond), Record{Type: RecStarted, Since: 1700 * time.Microsecond})
+	step(w.Sync(), Record{Type: RecSync})
 	step(w.Commit(false), Record{Type: RecCommit})
 	step(w.Text(RecRefuse, "guest image differs"), Record{Type: RecRefuse, Text: "guest image differs"})
 	step(w.Text(RecAbort, "cancelled — by the operator"), Record{Type: RecAbort, Text: "cancelled — by the operator"})
@@ -216,7 +217,7 @@ func TestWireFullBatch(t *testing.T) {
 
 func TestWireRecordTypeString(t *testing.T) {
 	for typ, want := range map[RecordType]string{
-		RecHello: "hello", RecEndRound: "end-round", RecAbort: "abort", RecBitmap: "bitmap", RecCompressed: "compressed", RecLater: "later", RecStarted: "started", 0: "record-type-0", 18: "record-type-18", 255: "record-type-255",
+		RecHello: "hello", RecEndRound: "end-round", RecAbort: "abort", RecBitmap: "bitmap", RecCompressed: "compressed", RecLater: "later", RecStarted: "started", RecSync: "sync", 0: "record-type-0", 19: "record-type-19", 255: "record-type-255",
 	} {
 		if got := typ.String(); got != want {
 			t.Errorf("RecordType(%d).String() = %q, want %q", uint8(typ), got, want)
@@ -377,6 +378,7 @@ func TestWireReaderMalformed(t *testing.T) {
 		{"verified wait", withHello(recFrame(RecVerified, 0, 0, []byte{1, 0, 0, 0, 0, 0, 0, 0, 0x80})), "the guest's wait is 9223372036854775808 ns, beyond an int64"},
 		{"verified reason", withHello(recFrame(RecVerified, 0, 0, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff})), "text is not valid UTF-8"},
 		{"started empty", withHello(recFrame(RecStarted, 0, 0, nil)), "0-byte payload, want the 8 bytes of the time since the verdict"},
+		{"sync with a payload", withHello(recFrame(RecSync, 0, 0, []byte{1})), "1-byte payload, want none"},
 		{"started since", withHello(recFrame(RecStarted, 0, 0, []byte{0, 0, 0, 0, 0, 0, 0, 0x80})), "the time since the verdict is 9223372036854775808 ns, beyond an int64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
