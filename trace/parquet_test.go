@@ -2,6 +2,7 @@ package trace
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
 	"testing"
 	"unicode/utf8"
@@ -25,11 +26,28 @@ func TestExportParquet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	epochs = append(epochs, Epoch{Index: epochs[len(epochs)-1].Index + 1}) // idle: a row with a null page
+	data, _ = encode(t, m, epochs)
+	if r, err = NewReader(bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if n, err = ExportParquet(&out, r); err != nil {
+		t.Fatal(err)
+	}
 	var want []ParquetRow
+	idle := 0
 	for _, e := range epochs {
-		for _, p := range e.Pages {
-			want = append(want, ParquetRow{Epoch: int64(e.Index), Page: int64(p)})
+		if len(e.Pages) == 0 {
+			want = append(want, ParquetRow{Epoch: int64(e.Index)})
+			idle++
 		}
+		for _, p := range e.Pages {
+			want = append(want, ParquetRow{Epoch: int64(e.Index), Page: new(int64(p))})
+		}
+	}
+	if idle == 0 {
+		t.Fatal("no idle epoch in the test's trace")
 	}
 	if n != int64(len(want)) {
 		t.Fatalf("ExportParquet wrote %d rows, want %d", n, len(want))
@@ -73,10 +91,21 @@ func TestExportParquet(t *testing.T) {
 		t.Fatalf("read %d rows, want %d", len(rows), len(want))
 	}
 	for i := range rows {
-		if rows[i] != want[i] {
-			t.Fatalf("row %d = %+v, want %+v", i, rows[i], want[i])
+		if !sameRow(rows[i], want[i]) {
+			t.Fatalf("row %d = %s, want %s", i, rowString(rows[i]), rowString(want[i]))
 		}
 	}
+}
+
+func sameRow(a, b ParquetRow) bool {
+	return a.Epoch == b.Epoch && (a.Page == nil) == (b.Page == nil) && (a.Page == nil || *a.Page == *b.Page)
+}
+
+func rowString(r ParquetRow) string {
+	if r.Page == nil {
+		return fmt.Sprintf("{epoch %d, page null}", r.Epoch)
+	}
+	return fmt.Sprintf("{epoch %d, page %d}", r.Epoch, *r.Page)
 }
 
 // TestExportParquetNotUTF8: a header's bytes that are not UTF-8 go into
@@ -103,13 +132,18 @@ func TestExportParquetNotUTF8(t *testing.T) {
 	}
 }
 
-// TestExportParquetEmpty checks that a trace without pages gives a valid,
-// empty file.
+// TestExportParquetEmpty: a trace of idle epochs gives a valid file with a
+// row for each, its page null (walk 148: idle epochs left no row, as
+// though lost), and a trace without epochs an empty one.
 func TestExportParquetEmpty(t *testing.T) {
-	out := exportParquet(t, testMeta(), []Epoch{{Index: 0}})
+	out := exportParquet(t, testMeta(), []Epoch{{Index: 0}, {Index: 1}})
 	rows, err := parquet.Read[ParquetRow](bytes.NewReader(out), int64(len(out)))
-	if err != nil || len(rows) != 0 {
-		t.Fatalf("%d rows, err %v", len(rows), err)
+	if err != nil || len(rows) != 2 || rows[0].Epoch != 0 || rows[0].Page != nil || rows[1].Epoch != 1 || rows[1].Page != nil {
+		t.Fatalf("%d rows %v, err %v; want epochs 0 and 1, pages null", len(rows), rows, err)
+	}
+	out = exportParquet(t, testMeta(), nil)
+	if rows, err := parquet.Read[ParquetRow](bytes.NewReader(out), int64(len(out))); err != nil || len(rows) != 0 {
+		t.Fatalf("no epochs: %d rows, err %v", len(rows), err)
 	}
 }
 

@@ -247,8 +247,13 @@ func traceExport(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s is damaged: exported what reads, skipped %s (see pagecast trace info)\n", printable.Line(path), stretches(len(d)))
 	}
 	if n := r.Skipped(); n > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s lacks %d epoch indices between its first and last (lost to damage, or never recorded): %s rows cannot say so, and pagecast trace import reads a CSV's as empty epochs, refusing more than %d of those (and one more for every %d bytes of rows)\n",
-			printable.Line(path), n, map[string]string{"csv": "CSV", "parquet": "Parquet"}[format], trace.MaxImportGap, trace.ImportBytesPerGap)
+		if format == "csv" {
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s lacks %d epoch indices between its first and last (lost to damage, or never recorded): CSV rows cannot say so, and pagecast trace import reads a CSV's as empty epochs, refusing more than %d of those (and one more for every %d bytes of rows)\n",
+				printable.Line(path), n, trace.MaxImportGap, trace.ImportBytesPerGap)
+		} else {
+			fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s lacks %d epoch indices between its first and last (lost to damage, or never recorded): they have no row, where an idle epoch has one with a null page\n",
+				printable.Line(path), n)
+		}
 	}
 	if format == "csv" && r.Meta().Guest() == trace.GuestPagecast {
 		// What simulate's throttle turns on (walk 119: re-imported,
