@@ -128,6 +128,15 @@ func TestIncomingQueryMigrate(t *testing.T) {
 	if b, _ := json.Marshal(empty); err != nil || string(b) != "{}" {
 		t.Fatalf("before any migration: %s, %v; want {}", b, err)
 	}
+	// While it comes, the status alone, as QEMU's destination says it
+	// (walk 148: {} while the guest waited on a source gone).
+	for _, st := range []string{StatusActive, StatusPostcopy, StatusPostcopyPaused} {
+		c.Receiving(st)
+		got, err := c.queryMigrate(context.Background(), nil)
+		if b, _ := json.Marshal(got); err != nil || string(b) != `{"status":"`+st+`"}` {
+			t.Errorf("query-migrate while receiving: %s, %v; want status %s", b, err, st)
+		}
+	}
 	c.Received(Received{Mode: ModeTSMC, Rounds: 2, Pages: 100, Bytes: 409700, Elapsed: 1500 * time.Millisecond,
 		Pulled: 3, Pushed: 40, Waited: 250 * time.Millisecond, Verified: true})
 	got, err := c.queryMigrate(context.Background(), nil)

@@ -41,10 +41,12 @@ type Controller struct {
 // what the destination saw under x-pagecast.incoming (walk 138: {}, and
 // the guest's waits only in its log).
 type incomingInfo struct {
-	Status   string `json:"status"`
-	Pagecast struct {
-		Incoming incomingExtra `json:"incoming"`
-	} `json:"x-pagecast"`
+	Status   string          `json:"status"`
+	Pagecast *incomingReport `json:"x-pagecast,omitempty"` // once completed
+}
+
+type incomingReport struct {
+	Incoming incomingExtra `json:"incoming"`
 }
 
 type incomingExtra struct {
@@ -66,13 +68,23 @@ type incomingExtra struct {
 // Received has query-migrate report res, the incoming migration this VM
 // took, until a migration out is asked for.
 func (c *Controller) Received(res Received) {
-	in := &incomingInfo{Status: StatusCompleted}
+	in := &incomingInfo{Status: StatusCompleted, Pagecast: &incomingReport{}}
 	in.Pagecast.Incoming = incomingExtra{Mode: res.Mode, Rounds: res.Rounds, Pages: res.Pages, ZeroPages: res.ZeroPages,
 		Bytes: res.Bytes, TotalTime: res.Elapsed.Milliseconds(), Pulled: res.Pulled, Pushed: res.Pushed,
 		FaultTime: res.Waited.Milliseconds(), Verified: res.Verified, Paused: res.HeldPaused}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.incoming = in
+}
+
+// Receiving has query-migrate report the status of the incoming migration
+// under way (ReceiveConfig.Status), as QEMU's destination does: active,
+// postcopy-active, postcopy-paused while the source is lost and the
+// guest waits on its missing pages.
+func (c *Controller) Receiving(status string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.incoming = &incomingInfo{Status: status}
 }
 
 // ModeAuto is the mode a Chooser turns into one of the others when the

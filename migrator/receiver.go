@@ -30,7 +30,13 @@ type ReceiveConfig struct {
 	Reconnect func(ctx context.Context) (net.Conn, error)
 	// Accepted, if set, is called once the source's handshake has been
 	// accepted: a Doorman is then Busy.
-	Accepted    func()
+	Accepted func()
+	// Status, if set, is told the incoming migration's status as QEMU's
+	// destination says it in query-migrate: active once accepted,
+	// postcopy-active once the guest runs here before all its pages
+	// came, postcopy-paused while its source is lost (the guest waits
+	// on its missing pages; walk 148: nothing said so but a log line).
+	Status      func(status string)
 	TLS         *tls.Config   // server side of mutual TLS; nil: plain TCP
 	IdleTimeout time.Duration // a source that sends nothing this long is gone; default 30 s
 	Log         *slog.Logger
@@ -398,6 +404,7 @@ func (rc *receiver) run() error {
 	if rc.cfg.Accepted != nil {
 		rc.cfg.Accepted()
 	}
+	rc.status(StatusActive)
 	rc.r.SetLimits(rc.pages)
 	rc.seen = bitmap.New(rc.pages)
 	rc.sums = newPageSums(rc.mem) // a mode with post-copy may end in a stop-and-copy too
@@ -531,6 +538,13 @@ func (rc *receiver) dropEarly(gfns []uint64) {
 			rc.later.Set(g)
 		}
 		i = j
+	}
+}
+
+// status tells cfg.Status the migration's status, where set.
+func (rc *receiver) status(st string) {
+	if rc.cfg.Status != nil {
+		rc.cfg.Status(st)
 	}
 }
 

@@ -805,6 +805,7 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 	}
 	started := rc.cfg.Clock.Now()
 	rc.started() // a link lost now is found by the reads below, which wait for the source to come back
+	rc.status(StatusPostcopy)
 	rc.log.Debug("switch-over", "prepare", prepared.Sub(end), "commit-wait", committed.Sub(prepared),
 		"start", started.Sub(committed), "dropped-early", rc.droppedEarly)
 	// A stage 3 that fails stops the guest here before the region goes:
@@ -952,9 +953,11 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 			// vCPUs touching a missing page wait in the kernel until it
 			// comes; the rest of the guest runs on.
 			rc.log.Warn("stage 3: source lost; waiting for it to reconnect", "err", err, "missing", region.Missing())
+			rc.status(StatusPostcopyPaused)
 			if rerr := rc.awaitSource(region, &wmu, requested); rerr != nil {
 				return fmt.Errorf("%w; %w", err, rerr)
 			}
+			rc.status(StatusPostcopy)
 			continue
 		}
 		switch rec.Type {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,8 @@ func tsmcRecovery(t *testing.T, takes bool) {
 	defer l.Close()
 	received := make(chan error, 1)
 	var res Received
+	var statusMu sync.Mutex
+	var statuses []string
 	go func() {
 		conn, err := l.Accept()
 		if err != nil {
@@ -83,6 +86,11 @@ func tsmcRecovery(t *testing.T, takes bool) {
 		res, err = Receive(context.Background(), conn, dst, ReceiveConfig{
 			IdleTimeout: 5 * time.Second,
 			Reconnect:   func(context.Context) (net.Conn, error) { return l.Accept() },
+			Status: func(st string) {
+				statusMu.Lock()
+				defer statusMu.Unlock()
+				statuses = append(statuses, st)
+			},
 		})
 		received <- err
 	}()
@@ -126,6 +134,14 @@ func tsmcRecovery(t *testing.T, takes bool) {
 	if !strings.Contains(info.Pagecast.StopReason, "1 reconnections") {
 		t.Errorf("the source did not reconnect once: %s", info.Pagecast.StopReason)
 	}
+	// What the destination's query-migrate says as it goes, as QEMU's
+	// destination does (walk 148: {} while the guest waited on 2043
+	// pages of a source gone).
+	statusMu.Lock()
+	if want := []string{StatusActive, StatusPostcopy, StatusPostcopyPaused, StatusPostcopy}; !slices.Equal(statuses, want) {
+		t.Errorf("the destination said %v, want %v", statuses, want)
+	}
+	statusMu.Unlock()
 	// Both connections' bytes (it counted the last one's only: 5 MB of
 	// 270 MiB in a walk's run), less what the cut lost in flight, more
 	// the handshakes and checksums the source does not count.

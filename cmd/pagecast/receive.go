@@ -93,7 +93,7 @@ func runReceive(c *cli.Context) error {
 	out := c.App.Writer
 	fmt.Fprintf(out, "QEMU pid %d, %s of guest RAM shared; waiting for pagecast migrate --to %s\n",
 		dest.PID(), units.FormatBytes(float64(dest.MemoryBytes())), c.String("listen"))
-	res, err := receive(ctx, l, qemuDestination(dest, c.Bool("paused")), serverTLS, log)
+	res, err := receive(ctx, l, qemuDestination(dest, c.Bool("paused")), serverTLS, log, nil)
 	if err != nil {
 		if errors.Is(err, migrator.ErrNoHandshake) || errors.Is(err, errStoppedWaiting) {
 			return err // no migration began

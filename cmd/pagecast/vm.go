@@ -178,7 +178,9 @@ func noKVMHint(c *cli.Context, err error) error {
 // connection that brings no valid handshake (a port scanner, a peer that
 // is not pagecast, a refused source, a failed TLS handshake) is logged and
 // the wait goes on; a migration that began and failed ends it.
-func receive(ctx context.Context, listener net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
+// status, if set, is told the incoming migration's status as it goes
+// (migrator.ReceiveConfig.Status).
+func receive(ctx context.Context, listener net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger, status func(string)) (migrator.Received, error) {
 	log.Info("waiting for an incoming migration", "on", listener.Addr().String())
 	if a, ok := listener.Addr().(*net.TCPAddr); ok && tlsConfig == nil && !a.IP.IsLoopback() {
 		// Whoever reaches the port may send this destination a guest of
@@ -206,7 +208,7 @@ func receive(ctx context.Context, listener net.Listener, d migrator.Destination,
 			}
 			return migrator.Received{}, fmt.Errorf("accept the incoming migration: %w", err)
 		}
-		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log)
+		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log, status)
 		if err != nil && !errors.Is(err, migrator.ErrNoHandshake) {
 			// A QEMU that exits as a connection comes fails it, by its
 			// QMP socket's reset or otherwise: say that it exited. (A
@@ -293,7 +295,7 @@ func printReceived(out io.Writer, res migrator.Received, paused bool) {
 }
 
 // receiveOn runs one incoming migration on conn.
-func receiveOn(ctx context.Context, l *migrator.Doorman, conn net.Conn, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger) (migrator.Received, error) {
+func receiveOn(ctx context.Context, l *migrator.Doorman, conn net.Conn, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger, status func(string)) (migrator.Received, error) {
 	defer conn.Close()
 	defer l.Idle()
 	accepted := func() { l.Busy("an incoming migration from " + conn.RemoteAddr().String()) }
@@ -304,7 +306,7 @@ func receiveOn(ctx context.Context, l *migrator.Doorman, conn net.Conn, d migrat
 		defer stop()
 		return l.Accept()
 	}
-	res, err := migrator.Receive(ctx, conn, d, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect, Accepted: accepted})
+	res, err := migrator.Receive(ctx, conn, d, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect, Accepted: accepted, Status: status})
 	if err != nil {
 		return res, err
 	}
@@ -511,7 +513,11 @@ func runVM(c *cli.Context) error {
 		defer func() { stopServing(); <-served }()
 	}
 	if incoming != nil {
-		res, err := receive(ctx, incoming, vm.Migratable(), serverTLS, log)
+		var status func(string)
+		if ctl != nil {
+			status = ctl.Receiving
+		}
+		res, err := receive(ctx, incoming, vm.Migratable(), serverTLS, log, status)
 		if err != nil {
 			return err
 		}

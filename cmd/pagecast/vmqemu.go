@@ -353,7 +353,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		res, err := receive(ctx, incoming, qemuDestination(dest, c.Bool("paused")), serverTLS, log)
+		res, err := receive(ctx, incoming, qemuDestination(dest, c.Bool("paused")), serverTLS, log, nil)
 		if err != nil {
 			return err
 		}
