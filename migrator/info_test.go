@@ -137,6 +137,12 @@ func TestIncomingQueryMigrate(t *testing.T) {
 			t.Errorf("query-migrate while receiving: %s, %v; want status %s", b, err, st)
 		}
 	}
+	c.Receiving("") // a source that went before it sent a page
+	if got, err := c.queryMigrate(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	} else if b, _ := json.Marshal(got); string(b) != "{}" {
+		t.Errorf("query-migrate once the source went: %s, want {}", b)
+	}
 	c.Received(Received{Mode: ModeTSMC, Rounds: 2, Pages: 100, Bytes: 409700, Elapsed: 1500 * time.Millisecond,
 		Pulled: 3, Pushed: 40, Waited: 250 * time.Millisecond, Verified: true})
 	got, err := c.queryMigrate(context.Background(), nil)

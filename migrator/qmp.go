@@ -80,11 +80,15 @@ func (c *Controller) Received(res Received) {
 // Receiving has query-migrate report the status of the incoming migration
 // under way (ReceiveConfig.Status), as QEMU's destination does: active,
 // postcopy-active, postcopy-paused while the source is lost and the
-// guest waits on its missing pages.
+// guest waits on its missing pages; "" when none comes (a source went
+// before it sent a page: the VM waits for another).
 func (c *Controller) Receiving(status string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.incoming = &incomingInfo{Status: status}
+	c.incoming = nil
+	if status != "" {
+		c.incoming = &incomingInfo{Status: status}
+	}
 }
 
 // ModeAuto is the mode a Chooser turns into one of the others when the

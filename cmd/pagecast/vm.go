@@ -209,6 +209,9 @@ func receive(ctx context.Context, listener net.Listener, d migrator.Destination,
 			return migrator.Received{}, fmt.Errorf("accept the incoming migration: %w", err)
 		}
 		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log, status)
+		if err != nil && status != nil {
+			status("") // none comes now: the VM waits for another, or ends
+		}
 		if err != nil && !errors.Is(err, migrator.ErrNoHandshake) {
 			// A QEMU that exits as a connection comes fails it, by its
 			// QMP socket's reset or otherwise: say that it exited. (A
