@@ -51,6 +51,18 @@ func TestReceiveHostile(t *testing.T) {
 			w.Bitmap(make([]uint64, pages/64))
 			sendTail(w, src)
 		}},
+		{"round numbers that do not count up", "end of round 0 after round 7", func(w *Writer, src *memGuest) {
+			w.Zero(0, pages)
+			w.EndRound(7)
+			w.EndRound(0)
+			sendTail(w, src)
+		}},
+		{"a round number past the cap", "end of round 4294967295 after round 0", func(w *Writer, src *memGuest) {
+			// Walk 148: taken, the log said rounds=4294967297.
+			w.Zero(0, pages)
+			w.EndRound(0xffffffff)
+			sendTail(w, src)
+		}},
 		{"checksums before the end", "follow the commit", func(w *Writer, src *memGuest) {
 			// Without post-copy they come after the commit, once the
 			// destination's guest runs (see TestAuditAfterSwitchover).

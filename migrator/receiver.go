@@ -456,7 +456,13 @@ func (rc *receiver) run() error {
 			// The source's own count: a round cut short once what was
 			// pending fit the downtime limit ends without this record,
 			// and the stop-and-copy after it is the next round.
-			rc.rounds = max(rc.rounds+1, int(rec.Round))
+			// Each a later one, and at most the round cap's limit and
+			// the stop-and-copy (walk 148: a source's 0xffffffff was
+			// taken, and the log said rounds=4294967297).
+			if int64(rec.Round) <= int64(rc.rounds) || rec.Round > MaxRoundsLimit+2 {
+				return fmt.Errorf("end of round %d after round %d (rounds count up, to at most %d): %w", rec.Round, rc.rounds, MaxRoundsLimit+2, ErrMalformed)
+			}
+			rc.rounds = int(rec.Round)
 			// A VM that has gone meanwhile (its QEMU killed) can never
 			// take the guest: say so now, not after the source has
 			// paused it for a stop-and-copy.
