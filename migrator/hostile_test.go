@@ -518,3 +518,65 @@ func helloTo(w *Writer, dst *memGuest, mode string) {
 	w.Hello(Hello{Version: ProtocolVersion, PageSize: PageSize, MemoryBytes: dst.MemoryBytes(), VCPUs: 1, Image: dst.Identity().Image, Mode: mode})
 	w.Flush()
 }
+
+// TestSyncHostile: a MODE+postcopy source that named the pages post-copy
+// brings waits for the destination's sync before it pauses its guest
+// (wire protocol 10). A destination that hangs up then, answers with
+// something else, or never answers fails the migration saying so, the
+// guest never paused and running on at the source.
+func TestSyncHostile(t *testing.T) {
+	load := memConfig{Memory: 8 << 20, Rate: 100000} // round 1 leaves most of memory pending: post-copy
+	pages := load.Memory / PageSize
+	for _, tc := range []struct {
+		name   string
+		answer func(w *Writer)
+		want   string
+	}{
+		{"hangs up", func(*Writer) {}, "wait for the destination to drop the"},
+		{"answers with a request", func(w *Writer) { w.Request([]uint64{0}); w.Flush() }, "answered the pages post-copy brings with a request record"},
+		{"aborts", func(w *Writer) { w.Text(RecAbort, "out of memory"); w.Flush() }, "the destination aborted: out of memory"},
+		{"never answers", func(*Writer) { time.Sleep(3 * time.Second) }, "i/o timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newMemGuest(t, load, true)
+			named := make(chan int, 1)
+			addr := playDestination(t, pages, true, func(conn net.Conn, w *Writer, r *Reader) {
+				n := 0
+				for {
+					rec, err := r.Next()
+					if err != nil {
+						named <- -1
+						return
+					}
+					if rec.Type == RecLater {
+						n += len(rec.GFNs)
+					}
+					if rec.Type == RecSync {
+						break
+					}
+				}
+				named <- n
+				tc.answer(w)
+			})
+			m, err := Outgoing(src, "tcp:"+addr, Config{Mode: ModePrecopy + "+" + Postcopy, MaxBandwidth: 8 << 20, IdleTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := m.Wait()
+			if n := <-named; n < int(pages)/2 {
+				t.Fatalf("%d pages named before the sync, want most of the %d", n, pages)
+			}
+			if err == nil || !strings.Contains(info.ErrorDesc, tc.want) {
+				t.Fatalf("a destination that %s at the sync: %v (%s), want an error saying %q", tc.name, err, info.ErrorDesc, tc.want)
+			}
+			t.Logf("%s: %s", tc.name, info.ErrorDesc)
+			if at := src.PausedAt(); !at.IsZero() {
+				t.Errorf("the guest was paused at %v: the pause comes after the sync", at)
+			}
+			if ok, st := src.Running(); !ok {
+				t.Fatalf("source is %s after a destination that %s", st, tc.name)
+			}
+			waitWrites(t, src, src.seqNow())
+		})
+	}
+}
