@@ -93,18 +93,31 @@ func (s *sender) tellLater(dirty []uint64) error {
 			}
 			batch = make([]uint64, 0, MaxBatch)
 		}
-		s.later.Set(g)
-		if batch = append(batch, g); len(batch) == MaxBatch {
-			if err := s.w.Later(batch); err != nil {
-				return err
-			}
-			batch = batch[:0]
+		if err := s.addLater(&batch, g); err != nil {
+			return err
 		}
 	}
-	if len(batch) > 0 {
-		return s.w.Later(batch)
+	return s.sendLater(&batch)
+}
+
+// addLater names page g for post-copy (s.later), in batch, which goes as
+// a RecLater record once it holds MaxBatch pages.
+func (s *sender) addLater(batch *[]uint64, g uint64) error {
+	s.later.Set(g)
+	if *batch = append(*batch, g); len(*batch) == MaxBatch {
+		return s.sendLater(batch)
 	}
 	return nil
+}
+
+// sendLater sends the pages in batch, if any, as a RecLater record.
+func (s *sender) sendLater(batch *[]uint64) error {
+	if len(*batch) == 0 {
+		return nil
+	}
+	err := s.w.Later(*batch)
+	*batch = (*batch)[:0]
+	return err
 }
 
 // nameLater tells a MODE+postcopy destination, before the switch-over's
@@ -136,20 +149,14 @@ func (s *sender) nameLater() error {
 		for b := w &^ s.later.Words()[i]; b != 0; b &= b - 1 {
 			g := uint64(i)*64 + uint64(bits.TrailingZeros64(b))
 			named.Set(g)
-			s.later.Set(g)
 			n++
-			if batch = append(batch, g); len(batch) == MaxBatch {
-				if err := s.w.Later(batch); err != nil {
-					return fmt.Errorf("name the pages post-copy brings: %w", err)
-				}
-				batch = batch[:0]
+			if err := s.addLater(&batch, g); err != nil {
+				return fmt.Errorf("name the pages post-copy brings: %w", err)
 			}
 		}
 	}
-	if len(batch) > 0 {
-		if err := s.w.Later(batch); err != nil {
-			return fmt.Errorf("name the pages post-copy brings: %w", err)
-		}
+	if err := s.sendLater(&batch); err != nil {
+		return fmt.Errorf("name the pages post-copy brings: %w", err)
 	}
 	if n == 0 {
 		return nil
