@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -383,12 +384,17 @@ func queryCtx(ctx context.Context, mon qmp.Monitor) (Info, error) {
 		case r := <-got:
 			return r.info, r.err
 		case <-late.C:
-			why := "its stop-and-copy holds it, or QEMU is stopped or stuck"
-			if p, ok := mon.(interface{ PeerPID() int }); ok && p.PeerPID() != 0 && proc.Stopped(p.PeerPID()) {
-				// Said, where it can be seen (walk 110).
-				why = fmt.Sprintf("QEMU, pid %d, is stopped (SIGSTOP: SIGCONT resumes it)", p.PeerPID())
+			vm, pid := "QEMU", 0
+			if p, ok := mon.(interface{ PeerPID() int }); ok {
+				pid = p.PeerPID()
+				vm = monitorName(pid)
 			}
-			slog.Warn("QEMU's monitor has not answered query-migrate for " + monitorPatience.String() +
+			why := "its stop-and-copy holds it, or " + vm + " is stopped or stuck"
+			if pid != 0 && proc.Stopped(pid) {
+				// Said, where it can be seen (walk 110).
+				why = fmt.Sprintf("%s, pid %d, is stopped (SIGSTOP: SIGCONT resumes it)", vm, pid)
+			}
+			slog.Warn(vm + "'s monitor has not answered query-migrate for " + monitorPatience.String() +
 				": " + why + "; waiting (an interrupt stops the wait)")
 		case <-ctx.Done():
 			// A monitor that answers answers within a poll: ended while
@@ -401,6 +407,16 @@ func queryCtx(ctx context.Context, mon qmp.Monitor) (Info, error) {
 			}
 		}
 	}
+}
+
+// monitorName names the VM whose monitor process pid serves: pagecast's
+// own (a pagecast vm run, whose engine a migration out of it runs in) or
+// QEMU (walk 149: a stopped vm run was called QEMU).
+func monitorName(pid int) string {
+	if args := strings.Fields(proc.Command(pid)); len(args) > 0 && filepath.Base(args[0]) == "pagecast" {
+		return "pagecast vm run"
+	}
+	return "QEMU"
 }
 
 // silentGrace is how long queryCtx, its context ended, still waits for a

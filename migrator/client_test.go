@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -721,9 +723,29 @@ func (b blockedMonitor) Events(context.Context) (<-chan qmp.Event, error) {
 }
 
 // TestQuerySaysStopped: a query-migrate unanswered because QEMU is stopped
-// with SIGSTOP says so, with its pid (walk 110: "stopped or stuck").
+// with SIGSTOP says so, with its pid (walk 110: "stopped or stuck"), and
+// names a pagecast vm run as such (walk 149: it was called QEMU).
 func TestQuerySaysStopped(t *testing.T) {
-	cmd := exec.Command("sleep", "30")
+	t.Run("QEMU", func(t *testing.T) { querySaysStopped(t, "sleep", "QEMU") })
+	t.Run("pagecast", func(t *testing.T) {
+		sleep, err := exec.LookPath("sleep")
+		if err != nil {
+			t.Skip("no sleep to stop:", err)
+		}
+		b, err := os.ReadFile(sleep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		named := filepath.Join(t.TempDir(), "pagecast") // a process whose command is pagecast's
+		if err := os.WriteFile(named, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		querySaysStopped(t, named, "pagecast vm run")
+	})
+}
+
+func querySaysStopped(t *testing.T, command, vm string) {
+	cmd := exec.Command(command, "30")
 	if err := cmd.Start(); err != nil {
 		t.Skip("no sleep to stop:", err)
 	}
@@ -744,7 +766,7 @@ func TestQuerySaysStopped(t *testing.T) {
 	if _, err := queryCtx(ctx, blockedMonitor{pid}); !errors.Is(err, ErrMonitorSilent) {
 		t.Errorf("queryCtx: %v", err)
 	}
-	if want := fmt.Sprintf("QEMU, pid %d, is stopped (SIGSTOP: SIGCONT resumes it)", pid); !strings.Contains(logged.String(), want) {
+	if want := fmt.Sprintf("%s's monitor has not answered query-migrate for 50ms: %s, pid %d, is stopped (SIGSTOP: SIGCONT resumes it)", vm, vm, pid); !strings.Contains(logged.String(), want) {
 		t.Errorf("logged %q, want %q", logged.String(), want)
 	}
 }
