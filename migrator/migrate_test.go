@@ -1266,9 +1266,17 @@ func TestUserPauseHeld(t *testing.T) {
 			}
 			pauseDuringRound1(t, m, src)
 			stopped := src.seqNow()
+			userPause := src.PausedAt()
 			info := waitBoth(t, m, d)
 			if info.Pagecast == nil || !info.Pagecast.HeldPaused {
 				t.Errorf("query-migrate does not say the guest was held paused: %+v", info.Pagecast)
+			}
+			// The downtime is the switch-over's, from its own stop, not
+			// from the user's, rounds before it.
+			since := time.Since(userPause)
+			t.Logf("downtime %d ms; the user paused the guest %v before the end", info.Downtime, since.Round(time.Millisecond))
+			if d := time.Duration(info.Downtime) * time.Millisecond; d > since/2 {
+				t.Errorf("downtime %v of a migration whose guest its user paused %v before it ended: counted from the user's stop", d, since.Round(time.Millisecond))
 			}
 			if _, st := dst.Waiting(); st != memPaused {
 				t.Fatalf("destination is %s, want paused, as the source was", st)

@@ -1662,8 +1662,10 @@ func (s *sender) pause(reason string) (time.Time, error) {
 	now := s.m.clock.Now()
 	// Where the guest says when its vCPUs stopped, from then: on a loaded
 	// host the engine's thread waited 34 ms for a CPU after the stop,
-	// before it read its clock (walk 145).
-	if pm, ok := s.m.g.(PauseMarker); ok && s.m.sim == nil {
+	// before it read its clock (walk 145). Not a guest its user paused
+	// before: its stop was theirs, rounds ago (a review: 1.36 s of
+	// downtime counted for a switch-over of a few ms).
+	if pm, ok := s.m.g.(PauseMarker); ok && s.m.sim == nil && !s.held {
 		if at := pm.PausedAt(); !at.IsZero() && at.Before(now) && now.Sub(at) < time.Minute {
 			return at, nil
 		}
