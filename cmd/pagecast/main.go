@@ -22,6 +22,7 @@ import (
 )
 
 func main() {
+	takeReadyPipe()
 	app := newApp()
 	out := &outputCheck{w: os.Stdout}
 	app.Writer = out

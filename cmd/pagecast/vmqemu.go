@@ -353,6 +353,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+		sayReady()
 		res, err := receive(ctx, incoming, qemuDestination(dest, c.Bool("paused")), serverTLS, log, nil)
 		if err != nil {
 			return err
@@ -374,6 +375,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 				return fmt.Errorf("--paused: %w", err)
 			}
 		}
+		sayReady()
 		st, err := waitIncomingQEMU(ctx, vm.VM, out)
 		if err != nil {
 			return err
@@ -425,6 +427,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			fmt.Fprintf(out, "note: %s\n", note)
 		}
 	}
+	sayReady() // a booted guest's QMP socket is in place (an incoming one's said so before it waited)
 	guest := slog.String("workload", c.String("workload"))
 	switch {
 	case incoming != nil || o.incoming != "":
