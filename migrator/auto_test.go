@@ -91,4 +91,30 @@ func TestControllerAuto(t *testing.T) {
 		i.Pagecast.Auto.Mode != MECOM || i.Pagecast.Auto.Prefer != "bytes" {
 		t.Errorf("query-migrate after auto: %+v, pagecast %+v", i, i.Pagecast)
 	}
+
+	// A second migration asked for: while auto watches the guest,
+	// query-migrate says setup, not the last one's completed (walk 151:
+	// a failed one's "failed" stayed, and a script took the new one for
+	// failed).
+	inside, release := make(chan struct{}), make(chan struct{})
+	c.SetChooser(func(context.Context, Guest, Config) (*AutoChoice, error) {
+		close(inside)
+		<-release
+		return nil, errors.New("no choice this time")
+	})
+	second := make(chan struct{})
+	go func() {
+		defer close(second)
+		c.migrate(ctx, json.RawMessage(`{"uri":"tcp:127.0.0.1:1"}`))
+	}()
+	<-inside
+	info, _ = c.queryMigrate(ctx, nil)
+	close(release)
+	<-second
+	if b, _ := json.Marshal(info); !strings.Contains(string(b), `"status":"setup"`) || !strings.Contains(string(b), `"mode":"auto"`) {
+		t.Errorf("query-migrate while auto watched the guest after a completed migration: %s, want setup in mode auto", b)
+	}
+	if info, _ = c.queryMigrate(ctx, nil); info.(Info).Status != StatusCompleted {
+		t.Errorf("query-migrate once the second choice failed: %+v, want the completed migration's", info)
+	}
 }

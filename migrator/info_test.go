@@ -155,7 +155,8 @@ func TestIncomingQueryMigrate(t *testing.T) {
 		t.Errorf("query-migrate after an incoming migration:\n%s\nwant\n%s", b, want)
 	}
 	// A migration out asked for ends that report: while mode auto
-	// watches the guest, query-migrate says nothing, as before any.
+	// watches the guest, query-migrate says setup, as QEMU's once
+	// migrate is sent.
 	inside, release := make(chan struct{}), make(chan struct{})
 	c.SetChooser(func(context.Context, Guest, Config) (*AutoChoice, error) {
 		close(inside)
@@ -172,7 +173,12 @@ func TestIncomingQueryMigrate(t *testing.T) {
 	got, _ = c.queryMigrate(context.Background(), nil)
 	close(release)
 	<-done
-	if b, _ := json.Marshal(got); string(b) != "{}" {
-		t.Errorf("query-migrate while auto watched the guest for a migration out: %s, want {}", b)
+	want = `{"status":"setup","x-pagecast":{"mode":"auto","bandwidth":33554432,"destination":"tcp:127.0.0.1:1"}}`
+	if b, _ := json.Marshal(got); string(b) != want {
+		t.Errorf("query-migrate while auto watched the guest for a migration out: %s, want %s", b, want)
+	}
+	// And once the watch has ended, nothing migrated, nothing is said.
+	if got, _ = c.queryMigrate(context.Background(), nil); func() string { b, _ := json.Marshal(got); return string(b) }() != "{}" {
+		t.Errorf("query-migrate after a failed choice with no migration before: %+v, want {}", got)
 	}
 }

@@ -26,6 +26,9 @@ type Controller struct {
 	cfg      Config
 	current  *Migration
 	choosing bool // mode auto is watching the guest before a migration
+	// choosingInfo is query-migrate's answer meanwhile: "setup", as
+	// QEMU's once migrate is sent, in mode auto, for this URI.
+	choosingInfo choosingInfo
 	// stopChoosing ends that watch (migrate_cancel), nothing migrated;
 	// chosen is closed when it has ended.
 	stopChoosing context.CancelFunc
@@ -34,6 +37,19 @@ type Controller struct {
 	// incoming is the migration this VM received, query-migrate's
 	// answer until a migration out is asked for (nil: none).
 	incoming *incomingInfo
+}
+
+// choosingInfo is query-migrate's answer while mode auto watches the guest
+// before it starts the migration: "setup", as QEMU says once migrate is
+// sent (walk 151: the previous migration's "failed" stayed the answer
+// through the watch, and a script polling took the new one for failed).
+type choosingInfo struct {
+	Status   string `json:"status"`
+	Pagecast struct {
+		Mode        string `json:"mode"`
+		Bandwidth   uint64 `json:"bandwidth"`
+		Destination string `json:"destination"`
+	} `json:"x-pagecast"`
 }
 
 // incomingInfo is query-migrate's answer on a destination whose incoming
@@ -173,6 +189,8 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 		// (query-migrate) are served meanwhile, a second migrate is
 		// refused.
 		c.choosing = true
+		c.choosingInfo = choosingInfo{Status: StatusSetup}
+		c.choosingInfo.Pagecast.Mode, c.choosingInfo.Pagecast.Bandwidth, c.choosingInfo.Pagecast.Destination = ModeAuto, cfg.MaxBandwidth, args.URI
 		cctx, stop := context.WithCancel(ctx)
 		c.stopChoosing, c.chosen = stop, make(chan struct{})
 		choose := c.choose
@@ -213,9 +231,14 @@ func (m *Migration) finishedNow() bool {
 
 func (c *Controller) queryMigrate(context.Context, json.RawMessage) (any, error) {
 	c.mu.Lock()
-	m, in := c.current, c.incoming
+	m, in, choosing := c.current, c.incoming, c.choosingInfo
+	if !c.choosing {
+		choosing.Status = ""
+	}
 	c.mu.Unlock()
 	switch {
+	case choosing.Status != "":
+		return choosing, nil
 	case m != nil:
 		return m.Info(), nil
 	case in != nil:
