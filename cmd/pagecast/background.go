@@ -57,14 +57,14 @@ func sayReady() {
 	readyPipe = nil
 }
 
-// runInBackground is vm run --background: it starts this command again in
+// runInBackground is --background (vm run, receive): it starts this command again in
 // a session of its own, its output still on this one's stdout and
-// stderr, and returns once that VM is ready (QMP served; with --incoming,
-// listening), or with status 1 once it has exited first, its error
-// printed by it. A SIGINT or SIGTERM meanwhile stops it. Where vm run
+// stderr, and returns once it is ready (sayReady: a VM's QMP served, with
+// --incoming listening; receive listening), or with status 1 once it has
+// exited first, its error printed by it. A SIGINT or SIGTERM meanwhile stops it. Where vm run
 // and a shell's "&" left a script waiting for a socket that never came
 // if the VM was refused (walk 147), this returns saying so.
-func runInBackground(c *cli.Context) error {
+func runInBackground(c *cli.Context, name string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("--background: find pagecast's binary: %w", err)
@@ -82,7 +82,7 @@ func runInBackground(c *cli.Context) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()
-		return fmt.Errorf("--background: start vm run: %w", err)
+		return fmt.Errorf("--background: start %s: %w", name, err)
 	}
 	w.Close()
 
@@ -100,23 +100,31 @@ func runInBackground(c *cli.Context) error {
 			if line != "" {
 				pid := cmd.Process.Pid
 				cmd.Process.Release()
-				fmt.Fprintf(c.App.ErrWriter, "pagecast: vm run is ready and runs in the background, pid %d (QMP quit or kill %d stops it)\n", pid, pid)
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: %s is ready and runs in the background, pid %d (%s)\n", name, pid, stopHint(name, pid))
 				return nil
 			}
 			// The pipe closed unsaid: it exited, having said why.
 			err := cmd.Wait()
 			var exit *exec.ExitError
 			if errors.As(err, &exit) {
-				return reported{fmt.Errorf("vm run exited before it was ready: %w", err)}
+				return reported{fmt.Errorf("%s exited before it was ready: %w", name, err)}
 			}
 			if err != nil {
-				return fmt.Errorf("vm run exited before it was ready: %w", err)
+				return fmt.Errorf("%s exited before it was ready: %w", name, err)
 			}
-			return errors.New("vm run exited before it was ready (stopped by a signal or QMP quit)")
+			return fmt.Errorf("%s exited before it was ready (stopped by a signal or QMP quit)", name)
 		case s := <-sig:
 			cmd.Process.Signal(syscall.SIGTERM)
 			cmd.Wait()
-			return fmt.Errorf("interrupted (%v) before the VM was ready: it is stopped", s)
+			return fmt.Errorf("interrupted (%v) before %s was ready: it is stopped", s, name)
 		}
 	}
+}
+
+// stopHint says how to stop what runInBackground left running.
+func stopHint(name string, pid int) string {
+	if name == "receive" {
+		return fmt.Sprintf("it exits once the guest runs here, or the migration fails; kill %d stops it before", pid)
+	}
+	return fmt.Sprintf("QMP quit or kill %d stops it", pid)
 }

@@ -32,32 +32,9 @@ func TestVMRunBackground(t *testing.T) {
 				testutil.RequiresQEMU(t)
 			}
 			dir := t.TempDir()
-			background := func(args ...string) (pid int, stderr string, err error) {
+			background := func(args ...string) (int, string, error) {
 				t.Helper()
-				args = append([]string{"--log-level", "warn", "vm", "run", "--monitor", monitor, "--memory", "32M", "--background"}, args...)
-				cmd := exec.Command(binary, args...)
-				// A file, not a pipe: the VM left running keeps the
-				// command's stderr, and Wait would wait for it to close.
-				out, err := os.CreateTemp(dir, "stderr")
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer out.Close()
-				cmd.Stderr = out
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				exited, err := waitExit(cmd, 90*time.Second)
-				said, _ := os.ReadFile(out.Name())
-				if !exited {
-					t.Fatalf("vm run --background still waiting after 90s:\n%s", said)
-				}
-				m := regexp.MustCompile(`runs in the background, pid (\d+) `).FindSubmatch(said)
-				if m != nil {
-					pid, _ = strconv.Atoi(string(m[1]))
-					t.Cleanup(func() { stopPID(t, pid) })
-				}
-				return pid, string(said), err
+				return startBackground(t, dir, append([]string{"--log-level", "warn", "vm", "run", "--monitor", monitor, "--memory", "32M", "--background"}, args...)...)
 			}
 
 			port, err := freePort()
@@ -108,6 +85,37 @@ func TestVMRunBackground(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startBackground runs pagecast with args (a --background among them),
+// waits up to 90 s for it to return, and returns the pid of what it left
+// running (0: none; stopped at the test's end), its standard error, and
+// its exit.
+func startBackground(t *testing.T, dir string, args ...string) (pid int, stderr string, err error) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	// A file, not a pipe: what is left running keeps the command's
+	// stderr, and Wait would wait for it to close.
+	out, err := os.CreateTemp(dir, "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited, err := waitExit(cmd, 90*time.Second)
+	said, _ := os.ReadFile(out.Name())
+	if !exited {
+		t.Fatalf("pagecast %s still waiting after 90s:\n%s", strings.Join(args, " "), said)
+	}
+	m := regexp.MustCompile(`runs in the background, pid (\d+) `).FindSubmatch(said)
+	if m != nil {
+		pid, _ = strconv.Atoi(string(m[1]))
+		t.Cleanup(func() { stopPID(t, pid) })
+	}
+	return pid, string(said), err
 }
 
 // stopPID stops a vm run left in the background, and waits until it has

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -50,6 +52,7 @@ func receiveCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-key", Usage: "mutual TLS: this end's private key (PEM)"},
 			&cli.StringFlag{Name: "tls-ca", Usage: "mutual TLS: the CA that signed the source's certificate (PEM)"},
 			&cli.BoolFlag{Name: "paused", Usage: "leave the guest paused once it has arrived (QMP cont runs it)"},
+			&cli.BoolFlag{Name: "background", Usage: "return once it listens, leaving it to take the migration in a session of its own, its output still on this stdout and stderr (so $(…) or a pipe would wait for it to end: send them to a file); exit 1 if it fails first, its error said"},
 		},
 		Action: holdsOnClosedOutput(runReceive),
 	}
@@ -58,6 +61,9 @@ func receiveCommand() *cli.Command {
 func runReceive(c *cli.Context) error {
 	if c.Args().Present() {
 		return fmt.Errorf("receive takes no arguments (got %q)", c.Args().First())
+	}
+	if c.Bool("background") && !inChild {
+		return runInBackground(c, "receive")
 	}
 	log := slog.Default()
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -73,6 +79,11 @@ func runReceive(c *cli.Context) error {
 	}
 	if _, err := migrator.ParseURI(c.String("listen")); err != nil {
 		return fmt.Errorf("--listen: %w", err) // before the QEMU is dialled
+	}
+	// A QEMU started a moment before, in the same script, has yet to
+	// make its socket (walk 152: "no such file or directory").
+	if err := awaitSocket(ctx, path, socketWait, log); err != nil {
+		return err
 	}
 	dest, err := dialDest(ctx, path)
 	if err != nil && strings.Contains(err.Error(), "has not been found") {
@@ -93,6 +104,7 @@ func runReceive(c *cli.Context) error {
 	out := c.App.Writer
 	fmt.Fprintf(out, "QEMU pid %d, %s of guest RAM shared; waiting for pagecast migrate --to %s\n",
 		dest.PID(), units.FormatBytes(float64(dest.MemoryBytes())), c.String("listen"))
+	sayReady()
 	res, err := receive(ctx, l, qemuDestination(dest, c.Bool("paused")), serverTLS, log, nil)
 	if err != nil {
 		if errors.Is(err, migrator.ErrNoHandshake) || errors.Is(err, errStoppedWaiting) {
@@ -103,6 +115,31 @@ func runReceive(c *cli.Context) error {
 	printReceived(out, res, c.Bool("paused"))
 	sayOutcome(c, "the migration was received: the guest is here")
 	return nil
+}
+
+// socketWait is how long receive waits for a QMP socket that is not there
+// yet: a QEMU just started makes it within a second.
+const socketWait = 10 * time.Second
+
+// awaitSocket waits up to d for path to exist, saying so once; it returns
+// nil once it does or d has passed (the dial then says what is wrong), an
+// error if ctx ends first.
+func awaitSocket(ctx context.Context, path string, d time.Duration, log *slog.Logger) error {
+	deadline := time.Now().Add(d)
+	for said := false; ; {
+		if _, err := os.Stat(path); err == nil || !errors.Is(err, fs.ErrNotExist) || time.Now().After(deadline) {
+			return nil
+		}
+		if !said {
+			log.Info("waiting for the QEMU's QMP socket to appear", "qmp", path, "for", d)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped while waiting for the QEMU's QMP socket unix:%s to appear: nothing was changed", path)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // dialDest is qemuguest.DialDest, given up on an interrupt (walk 134: a

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -279,5 +280,50 @@ func TestMigrateMemfdSource(t *testing.T) {
 	if !strings.Contains(string(out), "engine: qemu (pagecast's engine cannot run on it: ") ||
 		!strings.Contains(string(out), "its guest RAM is not in a named file") {
 		t.Errorf("--engine auto from a memfd source of QEMU %s:\n%s", v, out)
+	}
+}
+
+// TestReceiveBackground: receive started in the same breath as the QEMU it
+// is for waits for that QEMU's socket (walk 152: pasted as the README had
+// it, receive failed with "no such file or directory"), and with
+// --background returns once it listens; refused, it returns with status 1
+// and its error said once.
+func TestReceiveBackground(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	dir := t.TempDir()
+	qmp := filepath.Join(dir, "dst.sock")
+	addr := freeAddr(t)
+	type result struct {
+		pid    int
+		stderr string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		pid, stderr, err := startBackground(t, dir, "receive", "--qmp", "unix:"+qmp, "--listen", "tcp:"+addr, "--background")
+		done <- result{pid, stderr, err}
+	}()
+	time.Sleep(500 * time.Millisecond) // receive is waiting for the socket
+	startWaitingQEMU(t, qmp, io.Discard)
+	r := <-done
+	if r.err != nil || r.pid == 0 || !strings.Contains(r.stderr, "waiting for the QEMU's QMP socket to appear") ||
+		!strings.Contains(r.stderr, "pagecast: receive is ready and runs in the background") {
+		t.Fatalf("receive --background started before its QEMU: %v, pid %d:\n%s", r.err, r.pid, r.stderr)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("receive returned ready, but does not listen: %v", err)
+	}
+	c.Close()
+
+	// Refused: what --qmp names is no socket.
+	notSocket := filepath.Join(dir, "not.sock")
+	if err := os.WriteFile(notSocket, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pid, stderr, err := startBackground(t, dir, "--log-level", "warn", "receive", "--qmp", "unix:"+notSocket, "--listen", "tcp:"+freeAddr(t), "--background")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || pid != 0 || strings.Count(stderr, "pagecast: ") != 1 {
+		t.Errorf("receive --background on a file that is no socket: %v, pid %d, want status 1, its error once:\n%s", err, pid, stderr)
 	}
 }
