@@ -315,7 +315,14 @@ func Start(o Options) (_ *VM, err error) {
 	// socket and never greets (Start waited for ever; found by a review
 	// walk).
 	if err := v.Monitor.Handshake(handshakeWait); err != nil {
-		time.Sleep(100 * time.Millisecond) // let QEMU's last words reach stderr
+		// A QEMU that exits at start (an -incoming port in use) may do
+		// so after it has made its socket: its own words first (walk
+		// 152 had them last, behind "connection reset by peer").
+		select {
+		case <-v.exited:
+			return nil, fmt.Errorf("qemu exited: %s", strings.TrimSpace(v.stderr.String()))
+		case <-time.After(time.Second):
+		}
 		return nil, fmt.Errorf("qemu's QMP socket %w (%s)", err, strings.TrimSpace(v.stderr.String()))
 	}
 	f, err := os.OpenFile(memPath, os.O_RDWR, 0)

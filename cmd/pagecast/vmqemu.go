@@ -149,6 +149,15 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 		opts.DirtyRingSize = o.ringSize
 	}
 	vm, err := qemu.Start(opts)
+	if err != nil {
+		// QEMU made them before it failed (walk 152: an --incoming port in
+		// use left --qmp's socket behind); only where nobody listens.
+		for _, sock := range []string{o.qmp, staged, o.qmpExtra} {
+			if sock != "" {
+				qmpserver.ClearStaleSocket(sock)
+			}
+		}
+	}
 	if err != nil && staged != "" && strings.Contains(err.Error(), staged) {
 		// The user gave the other name (walk 78).
 		return nil, fmt.Errorf("--qmp %s: QEMU listens at %s beside it until the guest is up, and could not make it there: %w", o.qmp, staged, err)

@@ -3,10 +3,12 @@ package main
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pagecast/pagecast/internal/testutil"
 	"github.com/pagecast/pagecast/qemu"
 	"github.com/pagecast/pagecast/qemuguest"
 )
@@ -57,5 +59,28 @@ func TestAbandonedNote(t *testing.T) {
 	left := abandonedNote("process 7 (pagecast migrate)" + qemuguest.Unconfirmed)
 	if !strings.Contains(left, "process 7 (pagecast migrate), whose destination did not confirm it runs the guest, paused this guest for its switch-over and exited: the guest may be only here") {
 		t.Errorf("unconfirmed: %s", left)
+	}
+}
+
+// TestVMRunQEMUPortInUse: a QEMU that exits at start, its -incoming port
+// taken, is said in QEMU's own words first, and leaves no --qmp socket
+// behind (walk 152: "qemu's QMP socket handshake: … connection reset by
+// peer (qemu-system-x86_64: … Address already in use)", and a stale
+// socket).
+func TestVMRunQEMUPortInUse(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sock := filepath.Join(t.TempDir(), "dst.sock")
+	out, err := exec.Command(binary, "--log-level", "warn", "vm", "run", "--monitor", "qemu", "--memory", "32M",
+		"--engine", "qemu", "--incoming", "tcp:"+l.Addr().String(), "--qmp", "unix:"+sock).CombinedOutput()
+	if err == nil || !strings.HasPrefix(string(out), "pagecast: qemu exited: ") || !strings.Contains(string(out), "Address already in use") {
+		t.Errorf("vm run --engine qemu --incoming on a port in use: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("--qmp's socket left behind: %v", err)
 	}
 }
