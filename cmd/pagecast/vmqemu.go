@@ -407,7 +407,13 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			return nil // stopped, as vm run is stopped
 		}
 		if errors.Is(err, qemu.ErrKernelPanic) {
-			// It will not come up: nothing to keep running for.
+			// It will not come up: nothing to keep running for. Its
+			// serial log goes with the VM's directory: kept where the
+			// user can read all of it (walk 152: the message pointed at
+			// a log already gone).
+			if kept := keepSerialLog(vm.SerialPath(), vm.PID()); kept != "" {
+				return fmt.Errorf("%w (the whole serial console is kept in %s)", err, kept)
+			}
 			return err
 		}
 		// In place before it is said: scripts take "guest up" for
@@ -770,6 +776,21 @@ func waitIncomingQEMU(ctx context.Context, vm *qemu.VM, out io.Writer) (string, 
 		}
 		return st, nil
 	}
+}
+
+// keepSerialLog copies a failed guest's serial log out of the VM's
+// directory, which goes with the VM, to the temporary directory, and
+// returns where; "" if it could not.
+func keepSerialLog(path string, pid int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	kept := filepath.Join(os.TempDir(), fmt.Sprintf("pagecast-serial-%d.log", pid))
+	if err := os.WriteFile(kept, b, 0o600); err != nil {
+		return ""
+	}
+	return kept
 }
 
 // qemuEnded turns vm's QEMU's exit into an error unless it quit as asked
