@@ -19,7 +19,7 @@ var ErrNotShared = errors.New("guest RAM is not shared memory")
 // sharedRAMHint names the QEMU options that put guest RAM in shared memory:
 // a file, not a memfd, which QEMU 8.1 and later migrate with the device
 // state (Source.CanSend).
-const sharedRAMHint = "start QEMU with -object memory-backend-file,id=mem,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=mem"
+const sharedRAMHint = "start QEMU with -object memory-backend-file,id=ram,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=ram"
 
 // memdev is one entry of query-memdev.
 type memdev struct {

@@ -118,7 +118,7 @@ func (s *Source) CanSend() error {
 	}
 	return fmt.Errorf("qemu %d (QEMU %s): its guest RAM is not in a named file (memory-backend-memfd, not -file), and %w (from 8.1 on, x-ignore-shared skips only RAM in a named file), "+
 		"so pagecast's engine would send the RAM twice, the second time in the switch-over's pause; "+
-		"start QEMU with -object memory-backend-file,id=mem,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=mem instead",
+		"start QEMU with -object memory-backend-file,id=ram,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=ram instead",
 		s.pid, v, ErrStateCarriesRAM)
 }
 

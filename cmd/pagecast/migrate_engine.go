@@ -146,9 +146,15 @@ func chooseEngine(flag string, mon qmp.Monitor, mode, listens, to string) (src *
 	if lose != "" {
 		// Nor for any other want of pagecast's (review 115: a source
 		// without the plugin went to QEMU's, warned only).
+		// Its RAM's options are in err where they are what it lacks
+		// (walk 152: said twice, two ways).
+		ram := "its RAM in a shared file (-object memory-backend-file,id=ram,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=ram)"
+		if errors.Is(err, qemuguest.ErrNotShared) || errors.Is(err, qemuguest.ErrStateCarriesRAM) {
+			ram = "its RAM as above"
+		}
 		return nil, "", "", fmt.Errorf("pagecast's engine cannot run on the source QEMU (%w); --engine auto does not fall back to QEMU's own migration, and %s; "+
-			"start the QEMU with pagecast's plugin (pagecast plugin) and its RAM in a shared file (-object memory-backend-file,id=ram,size=SIZE,mem-path=/dev/shm/FILE,share=on -machine memory-backend=ram), "+
-			"or give --engine qemu", err, lose)
+			"start the QEMU with pagecast's plugin (pagecast plugin) and %s, "+
+			"or give --engine qemu", err, lose, ram)
 	}
 	return nil, engineQEMU, autoCannot + err.Error(), nil
 }

@@ -273,7 +273,7 @@ func TestMigrateMemfdSource(t *testing.T) {
 	uri := freeTCP(t) // nothing listens: the migration QEMU's engine starts fails there
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+sock, "--to", uri, "--engine", "pagecast").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "its guest RAM is not in a named file") ||
-		!strings.Contains(string(out), "memory-backend-file,id=mem,size=SIZE,mem-path=/dev/shm/FILE,share=on") {
+		!strings.Contains(string(out), "memory-backend-file,id=ram,size=SIZE,mem-path=/dev/shm/FILE,share=on") {
 		t.Errorf("--engine pagecast from a memfd source of QEMU %s: %v\n%s", v, err, out)
 	}
 	out, _ = exec.Command(binary, "migrate", "--qmp", "unix:"+sock, "--to", uri).CombinedOutput()
@@ -325,5 +325,35 @@ func TestReceiveBackground(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || pid != 0 || strings.Count(stderr, "pagecast: ") != 1 {
 		t.Errorf("receive --background on a file that is no socket: %v, pid %d, want status 1, its error once:\n%s", err, pid, stderr)
+	}
+}
+
+// TestAutoRefusalSaysRAMOnce: a hand-started QEMU under TCG whose RAM is
+// not shared, no plugin loaded, is refused by --engine auto (QEMU's own
+// migration loses writes there before 9.0) saying once how to give it
+// shared RAM (walk 152: twice, id=mem and id=ram).
+func TestAutoRefusalSaysRAMOnce(t *testing.T) {
+	testutil.RequiresQEMU(t)
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-m", "32M", "-nographic", "-nodefaults", "-S",
+		"-qmp", "unix:"+sock+",server=on,wait=off")
+	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qemu.Process.Kill(); qemu.Wait() })
+	waitFor(t, "the hand-started QEMU's QMP socket", func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+sock, "--to", freeTCP(t), "--quiet").CombinedOutput()
+	if !strings.Contains(string(out), "--engine auto does not fall back to QEMU's own migration") {
+		t.Skipf("this QEMU's own migration is taken (QEMU 9.0 or later): %v\n%s", err, out)
+	}
+	if err == nil || strings.Count(string(out), "memory-backend-file") != 1 || !strings.Contains(string(out), "id=ram") {
+		t.Errorf("auto refused for want of shared RAM: %v; want the backend's options once\n%s", err, out)
 	}
 }
