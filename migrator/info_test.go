@@ -182,3 +182,42 @@ func TestIncomingQueryMigrate(t *testing.T) {
 		t.Errorf("query-migrate after a failed choice with no migration before: %+v, want {}", got)
 	}
 }
+
+// TestMigratePause: migrate-pause reaches the incoming migration only
+// while its guest runs here in post-copy, once however often it is sent
+// before the receiver reads it; elsewhere it is refused in QEMU's words.
+func TestMigratePause(t *testing.T) {
+	c := NewController(nil, nil, nil)
+	pause := func() error {
+		_, err := c.migratePause(context.Background(), nil)
+		return err
+	}
+	for _, st := range []string{"", StatusActive, StatusPostcopyPaused} {
+		c.Receiving(st)
+		if err := pause(); err == nil || !strings.Contains(err.Error(), "only supported during postcopy-active") {
+			t.Errorf("migrate-pause with the incoming migration %q: %v, want refused", st, err)
+		}
+	}
+	select {
+	case <-c.PauseRequests():
+		t.Fatal("a refused migrate-pause reached the migration")
+	default:
+	}
+	c.Receiving(StatusPostcopy)
+	if err := pause(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pause(); err != nil { // before the first is read
+		t.Fatal(err)
+	}
+	select {
+	case <-c.PauseRequests():
+	default:
+		t.Fatal("migrate-pause in post-copy did not reach the migration")
+	}
+	select {
+	case <-c.PauseRequests():
+		t.Error("two migrate-pause before the receiver read one came as two")
+	default:
+	}
+}

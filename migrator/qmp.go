@@ -37,6 +37,9 @@ type Controller struct {
 	// incoming is the migration this VM received, query-migrate's
 	// answer until a migration out is asked for (nil: none).
 	incoming *incomingInfo
+	// pause carries migrate-pause to the incoming migration
+	// (PauseRequests).
+	pause chan struct{}
 }
 
 // choosingInfo is query-migrate's answer while mode auto watches the guest
@@ -129,7 +132,7 @@ func (c *Controller) SetChooser(ch Chooser) {
 // NewController returns a controller that migrates g; tlsConfig, if set, is
 // used for every outgoing migration.
 func NewController(g Guest, log *slog.Logger, tlsConfig *tls.Config) *Controller {
-	return &Controller{g: g, log: log, tls: tlsConfig, cfg: Config{}.withDefaults()}
+	return &Controller{g: g, log: log, tls: tlsConfig, cfg: Config{}.withDefaults(), pause: make(chan struct{}, 1)}
 }
 
 // Register installs the commands on s.
@@ -139,6 +142,35 @@ func (c *Controller) Register(s *qmpserver.Server) {
 	s.Handle("migrate-set-parameters", c.setParameters)
 	s.Handle("query-migrate-parameters", c.queryParameters)
 	s.Handle("migrate_cancel", c.cancel)
+	s.Handle("migrate-pause", c.migratePause)
+}
+
+// PauseRequests is migrate-pause on the destination, for its incoming
+// migration's ReceiveConfig.Pause.
+func (c *Controller) PauseRequests() <-chan struct{} { return c.pause }
+
+// migratePause is QEMU's migrate-pause on a destination in post-copy:
+// the link to the source is broken there, and the incoming migration
+// waits, postcopy-paused, for the source to reconnect (QEMU's remedy for
+// a source or network that hangs without the connection closing; walk
+// 149 saw a stopped source leave its destination postcopy-active). On a
+// source it is refused: pagecast's engine redials a lost link by itself.
+func (c *Controller) migratePause(context.Context, json.RawMessage) (any, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.incoming != nil && c.incoming.Status == StatusPostcopy {
+		select {
+		case c.pause <- struct{}{}:
+		default: // one is on its way
+		}
+		return nil, nil
+	}
+	if c.current != nil {
+		if st := c.current.Info().Status; st == StatusPostcopy || st == StatusPostcopyPaused {
+			return nil, qmpserver.GenericError("migrate-pause: pagecast's engine redials a lost link by itself; give migrate-pause to the destination, whose post-copy then waits for this source to reconnect")
+		}
+	}
+	return nil, qmpserver.GenericError("migrate-pause is currently only supported during postcopy-active or postcopy-recover state")
 }
 
 // Current is the latest migration started, or nil.

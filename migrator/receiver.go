@@ -36,7 +36,12 @@ type ReceiveConfig struct {
 	// postcopy-active once the guest runs here before all its pages
 	// came, postcopy-paused while its source is lost (the guest waits
 	// on its missing pages; walk 148: nothing said so but a log line).
-	Status      func(status string)
+	Status func(status string)
+	// Pause, if set, breaks the link to the source when it is sent on
+	// while the guest runs here in post-copy (QMP migrate-pause): the
+	// migration turns postcopy-paused and, with Reconnect, waits for the
+	// source to come back. Elsewhere a send is not read.
+	Pause       <-chan struct{}
 	TLS         *tls.Config   // server side of mutual TLS; nil: plain TCP
 	IdleTimeout time.Duration // a source that sends nothing this long is gone; default 30 s
 	Log         *slog.Logger

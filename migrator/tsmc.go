@@ -961,6 +961,27 @@ func (rc *receiver) receiveTSMC(dirty *bitmap.Bitmap) (err error) {
 		}
 	}()
 	defer func() { close(stop); <-forwarded }()
+	if rc.cfg.Pause != nil {
+		// migrate-pause, as QEMU's destination takes it: the link is
+		// broken here, the reads below find it lost, and the migration
+		// turns postcopy-paused and waits for the source to come back
+		// (a source stopped without its link closing left it
+		// postcopy-active: walk 149).
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-rc.cfg.Pause:
+					wmu.Lock() // a reconnection replaces the link under it
+					l := rc.link
+					wmu.Unlock()
+					rc.log.Warn("stage 3: migrate-pause: the link to the source is broken here; waiting for it to reconnect")
+					l.Conn.Close()
+				}
+			}
+		}()
+	}
 
 	var zero [PageSize]byte
 	// lastPages: once every dirty page is in, only the source's checksums

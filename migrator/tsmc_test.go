@@ -45,15 +45,19 @@ func TestTSMCRecovery(t *testing.T) {
 	if err := uffdAvailable(); err != nil {
 		t.Skip(err)
 	}
-	t.Run("same image", func(t *testing.T) { tsmcRecovery(t, false) })
+	t.Run("same image", func(t *testing.T) { tsmcRecovery(t, false, false) })
 	// A destination that takes the source's image as well as its own (a
 	// KVM destination, a TCG source): the reconnection's hello is checked
 	// as the first was (it was held to the destination's own image alone,
 	// and refused, so stage 3 never finished).
-	t.Run("image the destination takes", func(t *testing.T) { tsmcRecovery(t, true) })
+	t.Run("image the destination takes", func(t *testing.T) { tsmcRecovery(t, true, false) })
+	// The link broken by the destination, as QMP migrate-pause does
+	// there (QEMU's remedy for a source that hangs with its connection
+	// open; walk 149): postcopy-paused, and the source comes back.
+	t.Run("migrate-pause on the destination", func(t *testing.T) { tsmcRecovery(t, false, true) })
 }
 
-func tsmcRecovery(t *testing.T, takes bool) {
+func tsmcRecovery(t *testing.T, takes, pause bool) {
 	load := lightLoad
 	load.Memory = 8 << 20
 	src := newMemGuest(t, load, true)
@@ -74,6 +78,7 @@ func tsmcRecovery(t *testing.T, takes bool) {
 	defer l.Close()
 	received := make(chan error, 1)
 	var res Received
+	pauses := make(chan struct{}, 1)
 	var statusMu sync.Mutex
 	var statuses []string
 	go func() {
@@ -86,6 +91,7 @@ func tsmcRecovery(t *testing.T, takes bool) {
 		res, err = Receive(context.Background(), conn, dst, ReceiveConfig{
 			IdleTimeout: 5 * time.Second,
 			Reconnect:   func(context.Context) (net.Conn, error) { return l.Accept() },
+			Pause:       pauses,
 			Status: func(st string) {
 				statusMu.Lock()
 				defer statusMu.Unlock()
@@ -108,7 +114,11 @@ func tsmcRecovery(t *testing.T, takes bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond) // some pages pushed, most not
-	p.cut()
+	if pause {
+		pauses <- struct{}{}
+	} else {
+		p.cut()
+	}
 	waited := make(chan error, 1)
 	var info Info
 	go func() {

@@ -105,7 +105,7 @@ func runReceive(c *cli.Context) error {
 	fmt.Fprintf(out, "QEMU pid %d, %s of guest RAM shared; waiting for pagecast migrate --to %s\n",
 		dest.PID(), units.FormatBytes(float64(dest.MemoryBytes())), c.String("listen"))
 	sayReady()
-	res, err := receive(ctx, l, qemuDestination(dest, c.Bool("paused")), serverTLS, log, nil)
+	res, err := receive(ctx, l, qemuDestination(dest, c.Bool("paused")), serverTLS, log, nil, nil)
 	if err != nil {
 		if errors.Is(err, migrator.ErrNoHandshake) || errors.Is(err, errStoppedWaiting) {
 			return err // no migration began

@@ -179,8 +179,9 @@ func noKVMHint(c *cli.Context, err error) error {
 // is not pagecast, a refused source, a failed TLS handshake) is logged and
 // the wait goes on; a migration that began and failed ends it.
 // status, if set, is told the incoming migration's status as it goes
-// (migrator.ReceiveConfig.Status).
-func receive(ctx context.Context, listener net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger, status func(string)) (migrator.Received, error) {
+// (migrator.ReceiveConfig.Status); pause, if set, is QMP migrate-pause's
+// (migrator.ReceiveConfig.Pause).
+func receive(ctx context.Context, listener net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger, status func(string), pause <-chan struct{}) (migrator.Received, error) {
 	log.Info("waiting for an incoming migration", "on", listener.Addr().String())
 	if a, ok := listener.Addr().(*net.TCPAddr); ok && tlsConfig == nil && !a.IP.IsLoopback() {
 		// Whoever reaches the port may send this destination a guest of
@@ -208,7 +209,7 @@ func receive(ctx context.Context, listener net.Listener, d migrator.Destination,
 			}
 			return migrator.Received{}, fmt.Errorf("accept the incoming migration: %w", err)
 		}
-		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log, status)
+		res, err := receiveOn(ctx, l, conn, d, tlsConfig, log, status, pause)
 		if err != nil && status != nil {
 			status("") // none comes now: the VM waits for another, or ends
 		}
@@ -298,7 +299,7 @@ func printReceived(out io.Writer, res migrator.Received, paused bool) {
 }
 
 // receiveOn runs one incoming migration on conn.
-func receiveOn(ctx context.Context, l *migrator.Doorman, conn net.Conn, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger, status func(string)) (migrator.Received, error) {
+func receiveOn(ctx context.Context, l *migrator.Doorman, conn net.Conn, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger, status func(string), pause <-chan struct{}) (migrator.Received, error) {
 	defer conn.Close()
 	defer l.Idle()
 	accepted := func() { l.Busy("an incoming migration from " + conn.RemoteAddr().String()) }
@@ -309,7 +310,7 @@ func receiveOn(ctx context.Context, l *migrator.Doorman, conn net.Conn, d migrat
 		defer stop()
 		return l.Accept()
 	}
-	res, err := migrator.Receive(ctx, conn, d, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect, Accepted: accepted, Status: status})
+	res, err := migrator.Receive(ctx, conn, d, migrator.ReceiveConfig{TLS: tlsConfig, Log: log, Reconnect: reconnect, Accepted: accepted, Status: status, Pause: pause})
 	if err != nil {
 		return res, err
 	}
@@ -522,10 +523,11 @@ func runVM(c *cli.Context) error {
 	sayReady()
 	if incoming != nil {
 		var status func(string)
+		var pause <-chan struct{}
 		if ctl != nil {
-			status = ctl.Receiving
+			status, pause = ctl.Receiving, ctl.PauseRequests()
 		}
-		res, err := receive(ctx, incoming, vm.Migratable(), serverTLS, log, status)
+		res, err := receive(ctx, incoming, vm.Migratable(), serverTLS, log, status, pause)
 		if err != nil {
 			return err
 		}

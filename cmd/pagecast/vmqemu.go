@@ -363,7 +363,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			return err
 		}
 		sayReady()
-		res, err := receive(ctx, incoming, qemuDestination(dest, c.Bool("paused")), serverTLS, log, nil)
+		res, err := receive(ctx, incoming, qemuDestination(dest, c.Bool("paused")), serverTLS, log, nil, nil)
 		if err != nil {
 			return err
 		}
