@@ -118,3 +118,75 @@ func TestControllerAuto(t *testing.T) {
 		t.Errorf("query-migrate once the second choice failed: %+v, want the completed migration's", info)
 	}
 }
+
+// TestStartPostcopy: QMP migrate-start-postcopy has a MODE+postcopy
+// migration switch to post-copy at its next harvest, in the middle of a
+// first pass that had seconds to go, and the guest arrives whole; other
+// modes, and no migration, are refused saying why.
+func TestStartPostcopy(t *testing.T) {
+	if err := uffdAvailable(); err != nil {
+		t.Skip(err)
+	}
+	ctx := context.Background()
+	load := lightLoad
+	load.Memory = 32 << 20
+	src := newMemGuest(t, load, true)
+	dst := newMemGuest(t, load, false)
+	dlog, err := dst.StartDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dlog.Close()
+	c := NewController(src, slog.New(slog.DiscardHandler), nil)
+	if _, err := c.startPostcopy(ctx, nil); err == nil || !strings.Contains(err.Error(), "no migration is under way") {
+		t.Errorf("migrate-start-postcopy before any migration: %v", err)
+	}
+	// 32 MiB at 8 MiB/s: a first pass of some 4 s.
+	if _, err := c.setParameters(ctx, json.RawMessage(`{"x-pagecast-mode":"precopy+postcopy","max-bandwidth":8388608}`)); err != nil {
+		t.Fatal(err)
+	}
+	d := listenDestination(t, dst, ReceiveConfig{})
+	if _, err := c.migrate(ctx, json.RawMessage(`{"uri":"`+d.uri+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	m := c.Current()
+	time.Sleep(500 * time.Millisecond)
+	if _, err := c.startPostcopy(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	m.SetBandwidth(0) // the rest uncapped, as a user in a hurry would
+	info, err := m.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-d.done
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	t.Logf("stop: %s; pages per round %v", info.Pagecast.StopReason, info.Pagecast.RoundPages)
+	if !strings.Contains(info.Pagecast.StopReason, "migrate-start-postcopy in round 1") || len(info.Pagecast.RoundPages) == 0 ||
+		info.Pagecast.RoundPages[0] >= load.Memory/PageSize/2 {
+		t.Errorf("after migrate-start-postcopy half a second into a 4 s pass: %s, pages per round %v; want the switch in round 1, with most pages left for post-copy",
+			info.Pagecast.StopReason, info.Pagecast.RoundPages)
+	}
+	waitWrites(t, dst, src.seqNow())
+	assertSameMemory(t, src, dst, dlog)
+
+	// Other modes: refused, saying why.
+	for mode, want := range map[string]string{ModePrecopy: "has no post-copy: give x-pagecast-mode precopy+postcopy", ModeTSMC: "after its one pass by itself"} {
+		g := newMemGuest(t, load, true)
+		c := NewController(g, slog.New(slog.DiscardHandler), nil)
+		if _, err := c.setParameters(ctx, json.RawMessage(`{"x-pagecast-mode":"`+mode+`","max-bandwidth":1048576}`)); err != nil {
+			t.Fatal(err)
+		}
+		d := listenDestination(t, newMemGuest(t, load, false), ReceiveConfig{})
+		if _, err := c.migrate(ctx, json.RawMessage(`{"uri":"`+d.uri+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.startPostcopy(ctx, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("migrate-start-postcopy in mode %s: %v, want %q", mode, err, want)
+		}
+		c.Current().Cancel()
+		c.Current().Wait()
+	}
+}

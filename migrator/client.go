@@ -150,6 +150,12 @@ func Query(mon qmp.Monitor) (Info, error) {
 	return info, err
 }
 
+// StartPostcopy sends migrate-start-postcopy: a migration that may go
+// to post-copy does so now (pagecast's monitor: at its next harvest).
+func StartPostcopy(mon qmp.Monitor) error {
+	return clientRun(mon, "migrate-start-postcopy", nil, nil)
+}
+
 // Cancel asks the monitor to cancel the migration under way. The source
 // goes back to running the guest; the status turns to cancelled
 // asynchronously.

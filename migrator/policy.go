@@ -80,6 +80,13 @@ func NeedsPostcopy(s string) bool {
 	return err == nil && (m.threeStage() || m.fallback)
 }
 
+// StartsPostcopyOnDemand reports whether a migration in mode s takes
+// migrate-start-postcopy while in pre-copy (MODE+postcopy).
+func StartsPostcopyOnDemand(s string) bool {
+	m, err := parseMode(s)
+	return err == nil && m.fallback
+}
+
 // Codes reports whether mode s compresses pages with MECOM (mecom,
 // MODE+mecom).
 func Codes(s string) bool {

@@ -143,6 +143,21 @@ func (c *Controller) Register(s *qmpserver.Server) {
 	s.Handle("query-migrate-parameters", c.queryParameters)
 	s.Handle("migrate_cancel", c.cancel)
 	s.Handle("migrate-pause", c.migratePause)
+	s.Handle("migrate-start-postcopy", c.startPostcopy)
+}
+
+// startPostcopy is QEMU's migrate-start-postcopy (Migration.StartPostcopy).
+func (c *Controller) startPostcopy(context.Context, json.RawMessage) (any, error) {
+	c.mu.Lock()
+	m := c.current
+	c.mu.Unlock()
+	if m == nil || m.finishedNow() {
+		return nil, qmpserver.GenericError("migrate-start-postcopy: no migration is under way")
+	}
+	if err := m.StartPostcopy(); err != nil {
+		return nil, qmpserver.GenericError("migrate-start-postcopy: %s", err.Error())
+	}
+	return nil, nil
 }
 
 // PauseRequests is migrate-pause on the destination, for its incoming

@@ -151,6 +151,9 @@ type Migration struct {
 	// downtime is the downtime limit in force, in nanoseconds: cfg's
 	// until SetDowntimeLimit changes it during the migration.
 	downtime atomic.Int64
+	// postcopyAsked is migrate-start-postcopy's: a MODE+postcopy
+	// migration switches at its next dirty log harvest (StartPostcopy).
+	postcopyAsked atomic.Bool
 
 	mu        sync.Mutex
 	info      Info
@@ -420,6 +423,33 @@ func (m *Migration) SetDowntimeLimit(d time.Duration) {
 	if d > 0 {
 		m.downtime.Store(int64(d))
 	}
+}
+
+// StartPostcopy is QMP migrate-start-postcopy: a MODE+postcopy migration
+// still in pre-copy switches to post-copy at its next dirty log harvest
+// (within an epoch), whatever its rounds would have done, as QEMU's does
+// once asked (KubeVirt asks at its completion timeout with
+// allowPostCopy). Other modes are refused, as QEMU refuses it without the
+// postcopy-ram capability.
+func (m *Migration) StartPostcopy() error {
+	mode, err := parseMode(m.cfg.Mode)
+	if err != nil {
+		return err
+	}
+	if !mode.fallback {
+		if mode.threeStage() {
+			return fmt.Errorf("mode %s goes to post-copy after its one pass by itself: there is nothing to start", m.cfg.Mode)
+		}
+		return fmt.Errorf("mode %s has no post-copy: give x-pagecast-mode %s+postcopy before migrate (as QEMU wants the postcopy-ram capability set before it)", m.cfg.Mode, m.cfg.Mode)
+	}
+	m.mu.Lock()
+	st := m.info.Status
+	m.mu.Unlock()
+	if st != StatusActive && st != StatusSetup {
+		return fmt.Errorf("the migration is %s: post-copy starts only from pre-copy", st)
+	}
+	m.postcopyAsked.Store(true)
+	return nil
 }
 
 // DowntimeLimit is the downtime limit in force.
@@ -696,6 +726,9 @@ type sender struct {
 	linkCtx  context.Context // its end (Migration.cut) closes the connections
 	close    []func()        // undo attach, for every connection (post-copy recovery makes more)
 	stateTag string          // of the guest state sent (a repeated commit names it)
+	// postcopyNow: migrate-start-postcopy ended the pass under way
+	// (Migration.StartPostcopy).
+	postcopyNow bool
 	// held says the guest was already paused when the switch-over came:
 	// its user stopped it during the migration (QMP stop). The
 	// destination then holds it paused, and a failure leaves it paused
@@ -1016,6 +1049,8 @@ func (s *sender) precopy(ctx context.Context) (reason string, postcopy bool, err
 			}
 		}
 		switch {
+		case s.postcopyNow:
+			return fmt.Sprintf("migrate-start-postcopy in round %d with %s", round, s.pendingSaid(remaining)) + stopPostcopy, true, nil
 		case fitted:
 			return fmt.Sprintf("%s fit the downtime limit at a dirty log harvest in round %d", s.pendingSaid(remaining), round), false, nil
 		case fits(remaining):
@@ -1788,6 +1823,10 @@ func (s *sender) sendPass(ctx context.Context, round int, live, consult bool) (f
 			s.remeasure()
 			s.restop()
 			if s.pendingN <= s.stopAt && s.round.known(s.w.Bytes()) && s.fitsCoded() {
+				return true, nil
+			}
+			if s.mode.fallback && s.m.postcopyAsked.Load() {
+				s.postcopyNow = true // the pass ends here; precopy switches
 				return true, nil
 			}
 			s.observe(dirty)

@@ -96,7 +96,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "bandwidth", Usage: "link cap, e.g. 100MiB/s or 1Gbit/s (K, M, G bytes are binary, KB, MB, GB too, as QEMU reads them; bits decimal) (default: none); --mode auto needs it, except from a QEMU source to a destination on this host"},
 			&cli.DurationFlag{Name: "downtime-limit", Value: migrator.DefaultDowntimeLimit, Usage: "longest pause of the guest at switch-over"},
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "live rounds before the stop-and-copy is forced (on QEMU: by raising its downtime-limit; 0: never, QEMU's migration only: pagecast's engine always has a cap)"},
-			&cli.DurationFlag{Name: "timeout", Usage: "cancel the migration (migrate_cancel: the guest runs on at the source, exit 1) if it has not completed this long after it began, e.g. 10m (KubeVirt's completionTimeoutPerGiB times the guest's GiB; libvirt's virsh migrate --timeout forces the switch-over instead, as --max-rounds does); never once post-copy has begun or the destination runs the guest; in QEMU's post-copy modes (tsmc, precopy+postcopy), reached in pre-copy, it starts post-copy instead, as KubeVirt does with allowPostCopy", DefaultText: "none"},
+			&cli.DurationFlag{Name: "timeout", Usage: "cancel the migration (migrate_cancel: the guest runs on at the source, exit 1) if it has not completed this long after it began, e.g. 10m (KubeVirt's completionTimeoutPerGiB times the guest's GiB; libvirt's virsh migrate --timeout forces the switch-over instead, as --max-rounds does); never once post-copy has begun or the destination runs the guest; in QEMU's post-copy modes (tsmc, precopy+postcopy), and MODE+postcopy on pagecast's own monitor, reached in pre-copy, it starts post-copy instead (migrate-start-postcopy), as KubeVirt does with allowPostCopy", DefaultText: "none"},
 			&cli.DurationFlag{Name: "progress-timeout", Usage: "cancel the migration, counted failed, if it has made no progress this long: the data left to send has not fallen from one poll to the next (KubeVirt's progressTimeout: a stalled migration, not one that does not converge, which --timeout and --max-rounds bound), e.g. 2m; as --timeout, never once post-copy has begun or the destination runs the guest", DefaultText: "none"},
 			&cli.StringFlag{Name: "profile", Usage: "predictive: a trace of this VM (pagecast profile --out) to warm the predictor"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
@@ -712,6 +712,17 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if i, err := migrator.Query(mon); err == nil && i.Pagecast != nil && i.Pagecast.Auto != nil {
 			auto = i.Pagecast.Auto
 			writeAutoChoice(textOut(c), auto)
+		}
+	}
+	if mode := p.Mode; kind == migrator.MonitorPagecast {
+		if auto != nil {
+			mode = auto.Mode
+		}
+		if migrator.StartsPostcopyOnDemand(mode) {
+			// --timeout in pre-copy switches, as for QEMU's post-copy
+			// modes: migrate-start-postcopy, which pagecast's monitor
+			// takes too.
+			interrupts.setPostcopy(func(string) bool { return migrator.StartPostcopy(mon) == nil })
 		}
 	}
 	bar := newProgressBar(c.App.ErrWriter, c.Bool("quiet"))
@@ -1382,8 +1393,16 @@ type interrupts struct {
 	// postcopy, if not nil, starts post-copy, saying why: --timeout
 	// reached in pre-copy then switches, not cancels, as KubeVirt does
 	// at its completion timeout where post-copy is allowed (walk 89).
-	// Set for QEMU's engine in its post-copy modes.
+	// Set for QEMU's engine in its post-copy modes, and for pagecast's
+	// monitor in MODE+postcopy.
 	postcopy func(why string) (starts bool)
+}
+
+// setPostcopy sets postcopy once the migration is followed.
+func (in *interrupts) setPostcopy(f func(why string) bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.postcopy = f
 }
 
 // timeoutState is how far --timeout has gone.

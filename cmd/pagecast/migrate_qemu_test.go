@@ -1210,6 +1210,25 @@ func TestMigrateTimeoutPostcopy(t *testing.T) {
 	wantProgress(t, dst, "on the destination")
 }
 
+// TestMigrateTimeoutPostcopyOwn: the same on pagecast's own monitor,
+// which now takes migrate-start-postcopy: precopy+postcopy switches in its
+// first pass at --timeout, where it was cancelled.
+func TestMigrateTimeoutPostcopyOwn(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "16M")
+	startVMRunProc(t, "--memory", "16M", "--incoming", uri)
+	// 16 MiB at 4 MiB/s: a first pass of some 4 s.
+	out, err := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", uri,
+		"--mode", migrator.ModePrecopy+"+postcopy", "--bandwidth", "4MiB/s", "--timeout", "1s", "--json", "--quiet").Output()
+	o := outcomeOf(t, string(out))
+	if err != nil || o.Status != migrator.StatusCompleted || o.Guest != guestDestination {
+		t.Fatalf("--timeout 1s in precopy+postcopy on pagecast's monitor: %v, status %s, guest %s; want completed at the destination:\n%s", err, o.Status, o.Guest, out)
+	}
+	if !strings.Contains(string(out), "migrate-start-postcopy in round 1") || !strings.Contains(string(out), `"verified":true`) {
+		t.Errorf("the migration did not switch at the timeout, verified:\n%s", out)
+	}
+}
+
 // TestPagecastMonitorToQEMUIncoming: pagecast's own monitor, which
 // migrates with pagecast's engine only, is refused a QEMU of this host
 // that listens with its own -incoming, in a mode or in auto, before a
