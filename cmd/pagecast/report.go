@@ -242,7 +242,7 @@ func runReport(c *cli.Context) (err error) {
 		return err
 	}
 	ctx := c.Context
-	written, empty := 0, 0
+	written, empty, undrawn := 0, 0, 0
 	for _, d := range ds {
 		vars, values, err := src.Variables(ctx, d, set)
 		if err != nil && !errors.Is(err, dashboards.ErrNoValues) {
@@ -300,9 +300,17 @@ func runReport(c *cli.Context) (err error) {
 			}
 			name := filepath.Join(out, strings.TrimSuffix(d.File, ".json")+"-"+slug(p.Title)+".png")
 			err = renderPanel(name, p, series, from, to)
-			if errors.Is(err, errTooLittleToDraw) || errors.Is(err, errUndrawable) {
+			if errors.Is(err, errTooLittleToDraw) {
 				fmt.Fprintf(c.App.Writer, "%s / %s: no data: %v\n", d.Title, p.Title, err)
 				empty++
+				continue
+			}
+			if errors.Is(err, errUndrawable) {
+				// It has data, which no axis holds: said apart from
+				// "no data" (walk 153: counted without data, and the
+				// end asked whether Prometheus scraped pagecast).
+				fmt.Fprintf(c.App.Writer, "%s / %s: not drawn: %v\n", d.Title, p.Title, err)
+				undrawn++
 				continue
 			}
 			if err != nil {
@@ -312,8 +320,15 @@ func runReport(c *cli.Context) (err error) {
 			written++
 		}
 	}
-	fmt.Fprintf(c.App.Writer, "%d panels rendered, %d without data, from %s to %s, step %s, scrape interval %s\n", written, empty,
+	drawn := ""
+	if undrawn > 0 {
+		drawn = fmt.Sprintf(", %d with data no axis holds", undrawn)
+	}
+	fmt.Fprintf(c.App.Writer, "%d panels rendered, %d without data%s, from %s to %s, step %s, scrape interval %s\n", written, empty, drawn,
 		from.Format(time.RFC3339), to.Format(time.RFC3339), step, scrape)
+	if written == 0 && undrawn > 0 {
+		return fmt.Errorf("no panel could be drawn: %d had data no axis holds, %d none", undrawn, empty)
+	}
 	if written == 0 {
 		return errors.New("no panel had data: is Prometheus scraping pagecast, and is the range right?")
 	}

@@ -832,3 +832,31 @@ func TestTableOrganize(t *testing.T) {
 		t.Errorf("a file was left for the table not drawn (%v)", err)
 	}
 }
+
+// TestReportUndrawableSaid: panels whose values no axis holds (±1e308)
+// are said not drawn, apart from those without data, and the end says
+// so, not that Prometheus scraped nothing (walk 153).
+func TestReportUndrawableSaid(t *testing.T) {
+	prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		r.ParseForm()
+		switch {
+		case r.URL.Path == "/api/v1/status/buildinfo":
+			w.Write([]byte(`{"status":"success","data":{"version":"test"}}`))
+		case strings.HasPrefix(r.URL.Path, "/api/v1/label/"):
+			w.Write([]byte(`{"status":"success","data":["web1"]}`))
+		case r.URL.Path == "/api/v1/query_range":
+			start, _ := strconv.ParseFloat(r.Form.Get("start"), 64)
+			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"vm":"web1"},"values":[[%.0f,"1"],[%.0f,"1e308"],[%.0f,"-1e308"]]}]}}`,
+				start, start+60, start+120)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer prom.Close()
+	stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--from", "now-15m", "--out", filepath.Join(t.TempDir(), "out"), "--dashboard", "dirtying")
+	if err == nil || !strings.Contains(err.Error(), "no panel could be drawn") || strings.Contains(err.Error(), "is Prometheus scraping") ||
+		!strings.Contains(stdout, ": not drawn: ") || !strings.Contains(stdout, "with data no axis holds") {
+		t.Errorf("report of values no axis holds: %v\n%s", err, stdout)
+	}
+}

@@ -45,7 +45,7 @@ func traceCommand() *cli.Command {
 				Description: "Rows are epoch,page, epochs and pages ascending; in CSV an epoch without pages has a row\n" +
 					"without a page (\"336,\"), so that trace import gives back the same epochs (epoch indices the\n" +
 					"trace lacks, lost to damage, have none: a warning says so). CSV starts with the header line epoch,page.\n" +
-					"Parquet has two INT64 columns, epoch and page (no row for an empty epoch),\n" +
+					"Parquet has two INT64 columns, epoch and page (OPTIONAL: an empty epoch's row has a null page),\n" +
 					"and the trace's metadata as pagecast.* key/value metadata. A damaged trace is exported as\n" +
 					"far as it reads, with a warning.\n\n" +
 					"Example: pagecast trace export --format parquet -o awk.parquet awk.pct",
