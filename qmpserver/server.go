@@ -58,7 +58,17 @@ type Server struct {
 	clientsMu sync.Mutex
 	clients   map[*client]struct{}
 	clientSeq atomic.Uint64
+	active    atomic.Int64 // connections being served
 }
+
+// MaxClients is how many clients a Server serves at once; one more is told
+// so in a QMP error and closed (walk 153: 5 000 idle connections to
+// pagecast's monitor were all held, 5 015 file descriptors). QEMU serves
+// one a socket.
+const MaxClients = 64
+
+// tooMany is what a client past MaxClients is told before it is closed.
+var tooMany = []byte(fmt.Sprintf(`{"error": {"class": "GenericError", "desc": "too many QMP clients: this monitor serves %d at once; close one and connect again"}}`+"\r\n", MaxClients))
 
 // New returns a Server with the built-in commands qmp_capabilities,
 // query-commands and query-version. It presents itself as QEMU 7.2.0 with the
@@ -162,6 +172,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 
 	s.log.Info("serving qmp", "addr", l.Addr().String())
 	var delay time.Duration
+	var lastRefused time.Time
 	for {
 		conn, err := l.Accept()
 		if err != nil {
@@ -181,7 +192,23 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			continue
 		}
 		delay = 0
-		clients.Go(func() { s.serveClient(ctx, conn) })
+		if s.active.Load() >= MaxClients {
+			if time.Since(lastRefused) > time.Second {
+				s.log.Warn("qmp client refused: too many clients", "max", MaxClients)
+				lastRefused = time.Now()
+			}
+			clients.Go(func() {
+				conn.SetWriteDeadline(time.Now().Add(time.Second))
+				conn.Write(tooMany)
+				conn.Close()
+			})
+			continue
+		}
+		s.active.Add(1)
+		clients.Go(func() {
+			defer s.active.Add(-1)
+			s.serveClient(ctx, conn)
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -473,5 +474,36 @@ func TestShutdown(t *testing.T) {
 	idle.expectClosed()
 	if _, err := Listen(path); err != nil {
 		t.Errorf("socket not free after shutdown: %v", err)
+	}
+}
+
+// TestMaxClients: the server serves MaxClients at once; one more is told
+// so in a QMP error and closed, and once a client has gone a new one is
+// served (walk 153: 5 000 idle connections were all held).
+func TestMaxClients(t *testing.T) {
+	srv := startServer(t, nil)
+	held := make([]*rawClient, 0, MaxClients)
+	for range MaxClients {
+		held = append(held, dial(t, srv.path))
+	}
+	conn, err := net.Dial("unix", srv.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(conn)
+	if err != nil || !strings.Contains(string(b), `"class": "GenericError"`) || !strings.Contains(string(b), "too many QMP clients") {
+		t.Fatalf("client %d: %q, %v; want a QMP error, then the end", MaxClients+1, b, err)
+	}
+	held[0].conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.active.Load() >= MaxClients && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := dialNegotiated(t, srv.path)
+	c.send(`{"execute":"query-status"}`)
+	if reply := c.recv(); reply["return"] == nil {
+		t.Errorf("a client after one went: %v", reply)
 	}
 }
