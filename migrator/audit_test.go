@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -279,4 +280,64 @@ func reconnectingDestination(t *testing.T, dst Destination, check func(Received)
 		done <- err
 	}()
 	return "tcp:" + l.Addr().String(), done
+}
+
+// cutAfterStarted is a destination's link that breaks after the write that
+// follows its guest's start (armed): the word that it runs goes, the answer
+// to the checksums does not.
+type cutAfterStarted struct {
+	net.Conn
+	armed  atomic.Bool
+	writes atomic.Int32
+}
+
+func (c *cutAfterStarted) Write(b []byte) (int, error) {
+	if c.armed.Load() && c.writes.Add(1) > 1 {
+		c.Conn.Close()
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(b)
+}
+
+// TestAuditUnansweredAfterStarted: a destination that said its guest runs
+// and then went before it answered the checksums leaves the migration
+// unconfirmed, but known to have put the guest there (walk 153: the
+// guest was said to be nowhere known).
+func TestAuditUnansweredAfterStarted(t *testing.T) {
+	src := newMemGuest(t, lightLoad, true)
+	dst := newMemGuest(t, lightLoad, false)
+	l, err := Listen("tcp:127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	link := make(chan *cutAfterStarted, 1)
+	received := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		l.Close() // the source's repeated commit finds no one
+		if err != nil {
+			received <- err
+			return
+		}
+		defer conn.Close()
+		c := &cutAfterStarted{Conn: conn}
+		link <- c
+		_, err = Receive(context.Background(), c, dst, ReceiveConfig{})
+		received <- err
+	}()
+	dst.onStart = func() { (<-link).armed.Store(true) }
+	mig, err := Outgoing(src, "tcp:"+l.Addr().String(), Config{Mode: ModePrecopy, DowntimeLimit: testDowntime, IdleTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := mig.Wait()
+	<-received
+	if err != nil || info.Pagecast.Verified || info.Pagecast.Unconfirmed == "" || !info.Pagecast.GuestStarted {
+		t.Errorf("a destination that said its guest runs, then went: %v, verified %v, unconfirmed %q, guest started %v; want unconfirmed, the guest started there",
+			err, info.Pagecast.Verified, info.Pagecast.Unconfirmed, info.Pagecast.GuestStarted)
+	}
+	if ok, st := src.Running(); ok {
+		t.Errorf("source is %s: the guest runs in two places", st)
+	}
 }

@@ -98,7 +98,11 @@ type Extra struct {
 	Bandwidth   uint64   `json:"bandwidth"`             // link cap, bytes/s; 0: none
 	Verified    bool     `json:"verified"`              // the destination's memory matched the source's
 	Unconfirmed string   `json:"unconfirmed,omitempty"` // why the destination did not answer after the commit: whether its guest runs is not known here
-	StopReason  string   `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
+	// GuestStarted says the destination, before it went unconfirmed, said
+	// its guest runs: the commit reached it, and the guest went there
+	// unverified (walk 153: reported as not known where).
+	GuestStarted bool   `json:"guest-started,omitempty"`
+	StopReason   string `json:"stop-reason,omitempty"` // why the pre-copy rounds ended
 	// HeldPaused says the guest was paused when the switch-over came (its
 	// user stopped it during the migration): the destination holds it
 	// paused, as QEMU's own migration does, or, if the migration failed,

@@ -726,6 +726,8 @@ type sender struct {
 	linkCtx  context.Context // its end (Migration.cut) closes the connections
 	close    []func()        // undo attach, for every connection (post-copy recovery makes more)
 	stateTag string          // of the guest state sent (a repeated commit names it)
+	// startedThere: the destination said its guest runs (RecStarted).
+	startedThere bool
 	// postcopyNow: migrate-start-postcopy ended the pass under way
 	// (Migration.StartPostcopy).
 	postcopyNow bool
@@ -1452,8 +1454,12 @@ func (s *sender) stopAndCopy(ctx context.Context, reason string) (err error) {
 // here, as resuming it could run it twice.
 func (s *sender) audit(d Digest) error {
 	unchecked := func(err error) error {
-		s.m.log.Warn("the destination did not answer after the commit: it runs the guest if the commit reached it, no one does if not; this source keeps the guest paused (check the destination before resuming it here)", "err", err)
-		s.m.update(func(i *Info) { i.Pagecast.Unconfirmed = err.Error() })
+		if s.startedThere {
+			s.m.log.Warn("the destination said its guest runs, then did not answer the memory check: the guest went there unverified; this source keeps its copy paused", "err", err)
+		} else {
+			s.m.log.Warn("the destination did not answer after the commit: it runs the guest if the commit reached it, no one does if not; this source keeps the guest paused (check the destination before resuming it here)", "err", err)
+		}
+		s.m.update(func(i *Info) { i.Pagecast.Unconfirmed, i.Pagecast.GuestStarted = err.Error(), s.startedThere })
 		return nil
 	}
 	rec, err := s.sendDigest(d)
@@ -1518,6 +1524,7 @@ func (s *sender) awaitStarted(p pauseTimes) {
 // guestRuns ends the downtime where the destination's word that its guest
 // runs, read now, says it ran (pauseTimes.end): since after its verdict.
 func (s *sender) guestRuns(p pauseTimes, since time.Duration) {
+	s.startedThere = true
 	now := s.m.clock.Now()
 	downtime := p.end(now, since).Sub(p.paused)
 	s.m.log.Debug("the destination's guest runs", "read-after-commit", now.Sub(p.commit), "after-verdict", since, "downtime", downtime)

@@ -987,7 +987,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	out.paused(paused)
 	out.ended(info) // with the highest throttle seen
 	if unconfirmed(info) != nil {
-		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
+		out.Guest = unconfirmedGuest(info)
 	}
 	w := c.App.Writer
 	if c.Bool("json") {
@@ -1365,8 +1365,22 @@ func unconfirmed(i migrator.Info) error {
 	if x := i.Pagecast; x == nil || x.Unconfirmed == "" {
 		return nil
 	}
+	if i.Pagecast.GuestStarted {
+		return fmt.Errorf("completed but unverified: the destination said its guest runs, then did not answer the memory check (%s): the guest went there, unchecked. "+
+			"The source keeps its copy paused: check the destination (query-status running) before resuming the source (QMP cont), which would run the guest twice", i.Pagecast.Unconfirmed)
+	}
 	return fmt.Errorf("completed but unconfirmed: the destination did not answer after the commit (%s); it runs the guest if the commit reached it, and no one does if the link broke first. "+
 		"The source keeps the guest paused: check the destination (query-status running) before resuming the source (QMP cont)", i.Pagecast.Unconfirmed)
+}
+
+// unconfirmedGuest is where an unconfirmed migration's guest is: on the
+// destination where it said its guest runs, else not known (on the
+// destination if the commit reached it; review 66).
+func unconfirmedGuest(i migrator.Info) string {
+	if i.Pagecast != nil && i.Pagecast.GuestStarted {
+		return guestDestination
+	}
+	return guestUnknown
 }
 
 // interrupts turns SIGINT, SIGTERM and SIGHUP into a cancel of the migration,

@@ -445,7 +445,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	}
 	out.paused(paused)
 	if uerr := unconfirmed(info); uerr != nil {
-		out.Guest = guestUnknown // on the destination if the commit reached it (review 66)
+		out.Guest = unconfirmedGuest(info)
 		// A vm run of the source waits for a second signal before it
 		// stops QEMU, and says why (walk 123).
 		src.LeaveUnconfirmed()

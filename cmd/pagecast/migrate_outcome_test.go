@@ -151,3 +151,17 @@ func TestSaneDowntime(t *testing.T) {
 		t.Errorf("a sane downtime: %d, %q", i.Downtime, note)
 	}
 }
+
+// TestUnconfirmedGuest: an unconfirmed migration whose destination said
+// its guest runs puts the guest there, said unverified; without that word
+// where it is is not known (walk 153).
+func TestUnconfirmedGuest(t *testing.T) {
+	i := migrator.Info{Status: migrator.StatusCompleted, Pagecast: &migrator.Extra{Unconfirmed: "read: connection reset by peer"}}
+	if g, err := unconfirmedGuest(i), unconfirmed(i); g != guestUnknown || err == nil || !strings.Contains(err.Error(), "it runs the guest if the commit reached it") {
+		t.Errorf("unconfirmed, no word that the guest runs: guest %s, %v", g, err)
+	}
+	i.Pagecast.GuestStarted = true
+	if g, err := unconfirmedGuest(i), unconfirmed(i); g != guestDestination || err == nil || !strings.Contains(err.Error(), "completed but unverified: the destination said its guest runs") {
+		t.Errorf("unconfirmed after the word that the guest runs: guest %s, %v", g, err)
+	}
+}
