@@ -22,7 +22,18 @@ func (vm *VM) RegisterQMP(s *qmpserver.Server, quit func()) {
 	// Under -incoming, as QEMU's: stop has the guest stay paused once
 	// the migration has come, cont has it run.
 	s.Handle("stop", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) { return nil, vm.Pause() }))
-	s.Handle("cont", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) { return nil, vm.Cont() }))
+	s.Handle("cont", func(_ context.Context, raw json.RawMessage) (any, error) {
+		args, err := qmpserver.Args[struct {
+			Force bool `json:"x-pagecast-force"`
+		}](raw)
+		if err != nil {
+			return nil, err
+		}
+		if args.Force {
+			return nil, vm.ContForced()
+		}
+		return nil, vm.Cont()
+	})
 	s.Handle("quit", qmpserver.NoArgs(func(context.Context, json.RawMessage) (any, error) {
 		go quit()
 		return nil, nil

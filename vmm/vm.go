@@ -468,16 +468,27 @@ func (vm *VM) Resume() error {
 // here and on the destination at once (found by a review walk); one the
 // user paused is the user's to run. A pause that comes while the guard
 // is asked has it asked again.
-func (vm *VM) Cont() error {
+//
+// A guest that migrated away (postmigrate) asks the guard too, unless
+// forced (ContForced): it runs on the destination, and cont here ran it in
+// two places (walk 154). QEMU's cont takes it back unasked.
+func (vm *VM) Cont() error { return vm.cont(false) }
+
+// ContForced is Cont of a guest that migrated away without asking the
+// guard: the user has seen that the destination's copy does not run.
+func (vm *VM) ContForced() error { return vm.cont(true) }
+
+func (vm *VM) cont(force bool) error {
 	for {
 		vm.mu.Lock()
 		for vm.pausing > 0 {
 			vm.cond.Wait()
 		}
 		held := vm.migrationHeld && vm.state == StatePaused && !vm.movedOut
+		moved := vm.movedOut && vm.state == StatePaused
 		guard, pauses := vm.contGuard, vm.pauses
 		vm.mu.Unlock()
-		if held && guard != nil {
+		if (held || moved && !force) && guard != nil {
 			// Asked without vm.mu: the guard asks the migration, whose
 			// own locks are taken before the VM's.
 			if err := guard(); err != nil {

@@ -1367,10 +1367,10 @@ func unconfirmed(i migrator.Info) error {
 	}
 	if i.Pagecast.GuestStarted {
 		return fmt.Errorf("completed but unverified: the destination said its guest runs, then did not answer the memory check (%s): the guest went there, unchecked. "+
-			"The source keeps its copy paused: check the destination (query-status running) before resuming the source (QMP cont), which would run the guest twice", i.Pagecast.Unconfirmed)
+			"The source keeps its copy paused: check the destination (query-status running) before resuming the source (QMP cont; on pagecast's own monitor cont with x-pagecast-force true), which would run the guest twice", i.Pagecast.Unconfirmed)
 	}
 	return fmt.Errorf("completed but unconfirmed: the destination did not answer after the commit (%s); it runs the guest if the commit reached it, and no one does if the link broke first. "+
-		"The source keeps the guest paused: check the destination (query-status running) before resuming the source (QMP cont)", i.Pagecast.Unconfirmed)
+		"The source keeps the guest paused: check the destination (query-status running) before resuming the source (QMP cont; on pagecast's own monitor cont with x-pagecast-force true)", i.Pagecast.Unconfirmed)
 }
 
 // unconfirmedGuest is where an unconfirmed migration's guest is: on the

@@ -1391,3 +1391,30 @@ func TestProgressWatch(t *testing.T) {
 		t.Error("a watch of no time is stuck")
 	}
 }
+
+// TestContAfterMigratedAway: QMP cont of a source whose guest migrated
+// away (postmigrate) is refused, saying where it runs, where QEMU's cont
+// takes it back and a walk's guest ran on both hosts (walk 154); cont with
+// x-pagecast-force true runs this copy, for a destination known gone.
+func TestContAfterMigratedAway(t *testing.T) {
+	uri := freeTCP(t)
+	src := startVMRunProc(t, "--memory", "16M")
+	startVMRunProc(t, "--memory", "16M", "--incoming", uri)
+	if out, err := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--quiet").CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if st := status(t, src); st != "postmigrate" {
+		t.Fatalf("source after the migration: %s, want postmigrate", st)
+	}
+	_, err := runErr(src.mon, "cont", nil)
+	if err == nil || !strings.Contains(err.Error(), "the guest migrated to "+uri+" (completed, verified true): it runs there, and cont here would run it twice") {
+		t.Fatalf("cont of a guest that migrated away: %v, want refused", err)
+	}
+	if st := status(t, src); st != "postmigrate" {
+		t.Errorf("source after a refused cont: %s, want postmigrate", st)
+	}
+	run(t, src.mon, "cont", map[string]any{"x-pagecast-force": true})
+	if st := status(t, src); st != "running" {
+		t.Errorf("source after cont with x-pagecast-force: %s, want running", st)
+	}
+}

@@ -477,6 +477,12 @@ func runVM(c *cli.Context) error {
 		// guest here and on the destination at once, and the migration
 		// said verified (found by a review walk). QEMU holds its monitor
 		// for the stop-and-copy.
+		dest := func(i migrator.Info) string {
+			if i.Pagecast != nil && i.Pagecast.Destination != "" {
+				return i.Pagecast.Destination
+			}
+			return "its destination"
+		}
 		vm.SetContGuard(func() error {
 			m := ctl.Current()
 			if m == nil {
@@ -484,6 +490,12 @@ func runVM(c *cli.Context) error {
 			}
 			select {
 			case <-m.Done():
+				if i := m.Info(); i.Status == migrator.StatusCompleted {
+					// Migrated away: QEMU's cont takes it back unasked, and
+					// it ran in two places (walk 154).
+					return fmt.Errorf("the guest migrated to %s (completed, verified %v): it runs there, and cont here would run it twice; "+
+						"if the destination's copy is gone (check it: query-status), cont with x-pagecast-force true runs this one", dest(i), i.Pagecast != nil && i.Pagecast.Verified)
+				}
 				if m.HandedOver() {
 					// Failed after its commit, or post-copy given up on:
 					// the destination ran the guest (walk 45).
