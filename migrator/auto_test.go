@@ -55,6 +55,14 @@ func TestControllerAuto(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A source not running is refused before the watch, as in any mode
+	// (walk 154: said to have stopped during it).
+	src.Pause()
+	if _, err := c.migrate(ctx, json.RawMessage(`{"uri":"tcp:127.0.0.1:1"}`)); err == nil || !strings.Contains(err.Error(), "virtual machine is paused, not running") || asked.Mode != "" {
+		t.Errorf("auto of a paused source: %v (the chooser asked: %v)", err, asked.Mode != "")
+	}
+	src.Resume()
+
 	fail = true
 	if _, err := c.migrate(ctx, json.RawMessage(`{"uri":"tcp:127.0.0.1:1"}`)); err == nil || !strings.Contains(err.Error(), "mode auto: the guest wrote nothing") {
 		t.Errorf("failing chooser: %v", err)
@@ -102,6 +110,7 @@ func TestControllerAuto(t *testing.T) {
 		<-release
 		return nil, errors.New("no choice this time")
 	})
+	src.Resume() // the source runs again (its migration failed, say)
 	second := make(chan struct{})
 	go func() {
 		defer close(second)
