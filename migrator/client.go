@@ -86,6 +86,20 @@ func SetParameters(mon qmp.Monitor, p Params) error {
 	return clientRun(mon, "migrate-set-parameters", args, nil)
 }
 
+// SavePagecastParameters reads pagecast's own monitor's migration
+// parameters (query-migrate-parameters) and returns what puts them back
+// as they were (migrate-set-parameters with every member): pagecast
+// migrate sets its own for one migration, and left them in place of
+// those a QMP client had set (walk 154), where a QEMU source gets its
+// own back (SetupQEMU).
+func SavePagecastParameters(mon qmp.Monitor) (restore func() error, err error) {
+	var saved json.RawMessage
+	if err := clientRun(mon, "query-migrate-parameters", nil, &saved); err != nil {
+		return nil, err
+	}
+	return func() error { return clientRun(mon, "migrate-set-parameters", saved, nil) }, nil
+}
+
 // SetPagecastParameters sends migrate-set-parameters to pagecast's own
 // monitor with every member Params has, zero ones too: the link cap (0:
 // none), the downtime limit (0: the default), the mode, the round cap and

@@ -436,9 +436,23 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if err := unanswered(mon, nil); err != nil {
 			return err
 		}
+		restore, err := migrator.SavePagecastParameters(mon)
+		if err != nil {
+			return err
+		}
 		if err := migrator.SetPagecastParameters(mon, p); err != nil {
 			return err
 		}
+		// Put back once the migration has ended: those a QMP client had
+		// set were left as this one's (walk 154). Not while it runs on
+		// (followed no further): a cap put back would apply to it.
+		defer func() {
+			if i, err := migrator.Query(mon); err == nil && (i.Status == "" || migrationmetrics.Finished(i.Status)) {
+				if err := restore(); err != nil {
+					slog.Warn("could not put the VM's migration parameters back as they were", "err", err)
+				}
+			}
+		}()
 	default:
 		// Marked from here to the end, with either engine: a vm run
 		// stopped meanwhile waits for the migration (it ended the guest

@@ -1396,12 +1396,21 @@ func TestProgressWatch(t *testing.T) {
 // away (postmigrate) is refused, saying where it runs, where QEMU's cont
 // takes it back and a walk's guest ran on both hosts (walk 154); cont with
 // x-pagecast-force true runs this copy, for a destination known gone.
+// pagecast migrate puts back the parameters a QMP client had set.
 func TestContAfterMigratedAway(t *testing.T) {
 	uri := freeTCP(t)
 	src := startVMRunProc(t, "--memory", "16M")
 	startVMRunProc(t, "--memory", "16M", "--incoming", uri)
-	if out, err := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--quiet").CombinedOutput(); err != nil {
+	// What a QMP client set is the VM's again once pagecast migrate,
+	// which sets its own, has ended (walk 154: left as migrate's).
+	set := map[string]any{"x-pagecast-mode": "auto", "max-bandwidth": 33554432, "downtime-limit": 500}
+	run(t, src.mon, "migrate-set-parameters", set)
+	if out, err := exec.Command(binary, "--log-level", "warn", "migrate", "--qmp", "unix:"+src.sock, "--to", uri, "--mode", "precopy", "--bandwidth", "64MiB/s", "--quiet").CombinedOutput(); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	p := run(t, src.mon, "query-migrate-parameters", nil)
+	if p["x-pagecast-mode"] != "auto" || p["max-bandwidth"] != 33554432.0 || p["downtime-limit"] != 500.0 {
+		t.Errorf("the VM's migration parameters after pagecast migrate: %v, want those set before it (%v)", p, set)
 	}
 	if st := status(t, src); st != "postmigrate" {
 		t.Fatalf("source after the migration: %s, want postmigrate", st)
