@@ -128,3 +128,17 @@ func stopHint(name string, pid int) string {
 	}
 	return fmt.Sprintf("QMP quit or kill %d stops it", pid)
 }
+
+// writePidfile writes this process's pid to path, as QEMU's -pidfile, in
+// place at once (a temporary file renamed), and returns what removes it.
+func writePidfile(path string) (remove func(), err error) {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("--pidfile: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return nil, fmt.Errorf("--pidfile: %w", err)
+	}
+	return func() { os.Remove(path) }, nil
+}

@@ -52,10 +52,23 @@ func TestVMRunBackground(t *testing.T) {
 			}
 			c.Close()
 
-			pid, stderr, err = background("--qmp", "unix:"+filepath.Join(dir, "src.sock"))
+			pidfile := filepath.Join(dir, "src.pid")
+			pid, stderr, err = background("--qmp", "unix:"+filepath.Join(dir, "src.sock"), "--pidfile", pidfile)
 			if err != nil || pid == 0 {
 				t.Fatalf("source: %v, pid %d:\n%s", err, pid, stderr)
 			}
+			// As QEMU's -pidfile: the pid of what runs the VM, for
+			// scripts (walk 154 grepped it out of a sentence).
+			if b, err := os.ReadFile(pidfile); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
+				t.Errorf("--pidfile holds %q (%v), want %d", b, err, pid)
+			}
+			srcPID := pid
+			defer func() {
+				stopPID(t, srcPID)
+				if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
+					t.Errorf("--pidfile left once vm run ended: %v", err)
+				}
+			}()
 			mon, err := qmpclient.Dial("unix", filepath.Join(dir, "src.sock"), 2*time.Second)
 			if err != nil {
 				t.Fatalf("the source returned ready, but its QMP socket does not answer: %v", err)
@@ -121,6 +134,9 @@ func startBackground(t *testing.T, dir string, args ...string) (pid int, stderr 
 // stopPID stops a vm run left in the background, and waits until it has
 // gone (or is a zombie its new parent has yet to reap).
 func stopPID(t *testing.T, pid int) {
+	if pid <= 0 {
+		return // kill(0) or kill(-1) would signal the test's own group, or every process
+	}
 	syscall.Kill(pid, syscall.SIGTERM)
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

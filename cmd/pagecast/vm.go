@@ -357,6 +357,7 @@ func vmCommand() *cli.Command {
 				&cli.StringFlag{Name: "qmp", Usage: "QMP socket to serve: unix:PATH, for this user alone (mode 0600; QEMU's own, under --monitor qemu, 0700)"},
 				&cli.StringFlag{Name: "qmp-extra", Usage: "--monitor qemu: a second QMP socket of QEMU's, unix:PATH, there from QEMU's start: QEMU serves one client a socket, and pagecast migrate holds --qmp's for the whole migration (a QMP stop or a watcher meanwhile goes here); pagecast's own monitor serves any number of clients on --qmp"},
 				&cli.StringFlag{Name: "incoming", Usage: "wait for a migration on tcp:HOST:PORT instead of booting, then run the migrated guest (plain TCP: trusted networks only; see --tls-*)"},
+				&cli.StringFlag{Name: "pidfile", Usage: "write the pid of the process that runs the VM to this file, as QEMU's -pidfile (with --background, the process left running); removed when vm run ends"},
 				&cli.BoolFlag{Name: "background", Usage: "return once the VM is ready (its QMP socket served; with --incoming, its port listening; a --kernel guest once booted, or after 2 minutes without its start line), leaving it running in a session of its own, its log still on this stdout and stderr (so $(…) or a pipe would wait for the VM to end: send them to a file); exit 1 if it fails first, its error said. For scripts, in place of \"&\" and a loop waiting for the socket, which waits for good where the VM was refused. QMP quit or kill PID stops it"},
 				&cli.BoolFlag{Name: "paused", Usage: "with --incoming: leave the guest paused once it has arrived, as QMP stop while it waits does (QMP cont runs it); under --monitor qemu with pagecast's engine a stop sent to QEMU is not seen, and this is the way"},
 				&cli.StringFlag{Name: "tls-cert", Usage: "mutual TLS for migrations in and out: this end's certificate (PEM)"},
@@ -379,6 +380,13 @@ func runVM(c *cli.Context) error {
 	}
 	if c.Bool("background") && !inChild {
 		return runInBackground(c, "vm run")
+	}
+	if path := c.String("pidfile"); path != "" {
+		remove, err := writePidfile(path)
+		if err != nil {
+			return err
+		}
+		defer remove()
 	}
 	m, err := resolveMonitor(c, log)
 	if err != nil {
