@@ -231,8 +231,10 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 	if cfg.Mode == ModeAuto {
 		// Refused as any mode is, before the watch (walk 154: a source
 		// in postmigrate was said to have stopped during it).
-		if ok, st := c.g.Running(); !ok {
-			return nil, qmpserver.GenericError("%s", strings.TrimPrefix(NotRunning(st).Error(), "migrate: "))
+		if c.g != nil {
+			if ok, st := c.g.Running(); !ok {
+				return nil, qmpserver.GenericError("%s", strings.TrimPrefix(NotRunning(st).Error(), "migrate: "))
+			}
 		}
 		if cfg.MaxBandwidth == 0 {
 			return nil, qmpserver.GenericError("x-pagecast-mode auto needs max-bandwidth, the link's rate, to predict each mode")
