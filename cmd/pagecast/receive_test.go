@@ -190,9 +190,17 @@ func startWaitingQEMU(t *testing.T, qmp string, stderr io.Writer, extra ...strin
 // socket.
 func startMemfdQEMU(t *testing.T, qmp string, stderr io.Writer, extra ...string) *exec.Cmd {
 	t.Helper()
-	args := append([]string{"-accel", "tcg", "-machine", "pc,memory-backend=ram", "-m", "32M",
-		"-object", "memory-backend-memfd,id=ram,size=32M,share=on", "-nographic", "-nodefaults",
-		"-qmp", "unix:" + qmp + ",server=on,wait=off"}, extra...)
+	return startTCGQEMU(t, qmp, stderr, append([]string{"-machine", "pc,memory-backend=ram",
+		"-object", "memory-backend-memfd,id=ram,size=32M,share=on"}, extra...)...)
+}
+
+// startTCGQEMU starts a QEMU by hand under TCG with 32 MiB of guest RAM,
+// no display or default devices, QMP at qmp, args, and its standard error
+// to stderr; and waits for its socket.
+func startTCGQEMU(t *testing.T, qmp string, stderr io.Writer, args ...string) *exec.Cmd {
+	t.Helper()
+	args = append([]string{"-accel", "tcg", "-m", "32M", "-nographic", "-nodefaults",
+		"-qmp", "unix:" + qmp + ",server=on,wait=off"}, args...)
 	qemu := exec.Command("qemu-system-x86_64", args...)
 	qemu.Stderr = stderr
 	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -335,20 +343,7 @@ func TestReceiveBackground(t *testing.T) {
 func TestAutoRefusalSaysRAMOnce(t *testing.T) {
 	testutil.RequiresQEMU(t)
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
-	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-m", "32M", "-nographic", "-nodefaults", "-S",
-		"-qmp", "unix:"+sock+",server=on,wait=off")
-	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := qemu.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { qemu.Process.Kill(); qemu.Wait() })
-	waitFor(t, "the hand-started QEMU's QMP socket", func() bool {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	startTCGQEMU(t, sock, nil, "-S") // RAM not shared: no memory backend
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+sock, "--to", freeTCP(t), "--quiet").CombinedOutput()
 	if !strings.Contains(string(out), "--engine auto does not fall back to QEMU's own migration") {
 		t.Skipf("this QEMU's own migration is taken (QEMU 9.0 or later): %v\n%s", err, out)
