@@ -583,8 +583,16 @@ func TestLatest(t *testing.T) {
 	if !ok || e.Data["n"] != float64(eventQueue+9) {
 		t.Errorf("latest TICK %+v (%v), want n %d: the queue of %d dropped it, Latest keeps it", e, ok, eventQueue+9, eventQueue)
 	}
+	// The server drops events past its queue for a client that has not read
+	// them yet (the landing CI of stop 76 dropped the STOP below): send them in batches it
+	// holds, each read before the next, a round trip apart.
 	for i := range 2 * maxEventNames {
 		srv.Emit(fmt.Sprintf("E%d", i), nil)
+		if i%64 == 63 {
+			if _, err := c.Run([]byte(`{"execute":"echo","arguments":{"msg":"x"}}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	if _, err := c.Run([]byte(`{"execute":"stop"}`)); err != nil { // the events before its reply are in
 		t.Fatal(err)
