@@ -1,6 +1,8 @@
 package qemuguest_test
 
 import (
+	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +93,7 @@ func engineMigrate(t *testing.T, src migrator.Guest, dst migrator.Destination, c
 	}
 	info, err := m.Wait()
 	if err != nil {
+		explainDifference(t, src, dst)
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -104,6 +107,59 @@ func engineMigrate(t *testing.T, src migrator.Guest, dst migrator.Destination, c
 		t.Fatalf("status %s, verified %v", info.Status, x.Verified)
 	}
 	return info
+}
+
+// explainDifference logs, for a migration that failed, the pages whose
+// destination copy lacks writes the source had made by the pause. The
+// pagecast guest writes its count of writes into the page it dirties, and
+// the destination's status page holds the count at the pause: a source
+// word of a count up to that which the destination does not hold is a
+// write it lacks (the source has run on since the failure, so words of
+// later counts are left out).
+func explainDifference(t *testing.T, src migrator.Guest, dst migrator.Destination) {
+	t.Helper()
+	d, ok := dst.(interface{ VM() *qemu.VM })
+	if !ok {
+		return
+	}
+	st, err := d.VM().GuestStatus()
+	if err != nil || len(st.Progress) != 1 {
+		t.Logf("the destination's memory is not explained: status %+v, %v", st, err)
+		return
+	}
+	paused := uint32(st.Progress[0])
+	a, b := src.Memory(), dst.Memory()
+	if len(a) != len(b) {
+		return
+	}
+	shown := 0
+	for off := 0; off < len(a); off += 4096 {
+		pa, pb := a[off:off+4096], b[off:off+4096]
+		var words []string
+		for w := 0; w < 4096; w += 4 {
+			x, y := binary.LittleEndian.Uint32(pa[w:]), binary.LittleEndian.Uint32(pb[w:])
+			if x != y && x <= paused && len(words) < 4 {
+				words = append(words, fmt.Sprintf("+%#x source %d destination %d", w, x, y))
+			}
+		}
+		if len(words) == 0 {
+			continue
+		}
+		if shown++; shown > 8 {
+			t.Logf("and more pages")
+			return
+		}
+		t.Logf("page %#x lacks writes made by the pause (count %d; destination page all zero: %v): %s", off, paused, isZero(pb), strings.Join(words, ", "))
+	}
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func compressed(t *testing.T, i migrator.Info) {
