@@ -293,6 +293,26 @@ func CutGaps(epochs []trace.Epoch) int {
 	return n
 }
 
+// LongGaps counts the gaps in a trace's epoch indices longer than the
+// maxGapObserved empty epochs Evaluate observes of each, and gives the
+// longest and the index of the epoch before it. A trace pagecast records
+// holds its idle epochs, so a gap is epochs lost to damage or a trace
+// made elsewhere; one of 2^36 epochs was scored as 128 without a word
+// (walk 153).
+func LongGaps(epochs []trace.Epoch) (n int, longest, after uint64) {
+	for i := 1; i < len(epochs); i++ {
+		g := epochs[i].Index - epochs[i-1].Index - 1
+		if g <= maxGapObserved {
+			continue
+		}
+		n++
+		if g > longest {
+			longest, after = g, epochs[i-1].Index
+		}
+	}
+	return n, longest, after
+}
+
 func newTimeline(epochs []trace.Epoch, h int, prev [][]int32) *timeline {
 	tl := &timeline{h: h, steps: make([]step, len(epochs))}
 	gaps, _, stale := observedGaps(epochs)

@@ -146,6 +146,12 @@ func TestEvaluateGapBudget(t *testing.T) {
 	if n := CutGaps(tr); n != 8 {
 		t.Errorf("CutGaps %d, want 8", n)
 	}
+	if n, longest, after := LongGaps(tr); n != 9 || longest != 999 || after != 0 {
+		t.Errorf("LongGaps %d, longest %d after %d, want 9 gaps, longest 999 after epoch 0", n, longest, after)
+	}
+	if n, _, _ := LongGaps([]trace.Epoch{{Index: 0}, {Index: 129}, {Index: 130}}); n != 0 {
+		t.Errorf("LongGaps counted a gap of 128, which is observed whole")
+	}
 	// After a gap cut short, epochs are not scored until 128 have been
 	// observed: the predictors took pages written 1 000 epochs before for
 	// pages written one before (a review: 9001 on were scored).

@@ -54,6 +54,19 @@ func TestHostileCLI(t *testing.T) {
 	}
 }
 
+// TestPredictEvalSaysLongGap: a trace whose epoch indices skip 2^32
+// epochs is scored, observing 128 empty epochs of the gap, and the user
+// is told (walk 153: a gap of 2^36 went without a word).
+func TestPredictEvalSaysLongGap(t *testing.T) {
+	_, stderr, err := runApp(t, "predict", "eval", filepath.Join(hostileDir, "index-gap-2p32.pct"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "its epoch indices skip 4294967296 epochs after epoch"; !strings.Contains(stderr, want) || !strings.Contains(stderr, "at most 128 empty epochs a gap") {
+		t.Errorf("stderr %q, want %q and the 128 observed", stderr, want)
+	}
+}
+
 // TestImportInterrupted: an import ended by a signal leaves no temporary
 // file.
 func TestImportInterrupted(t *testing.T) {

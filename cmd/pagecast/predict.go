@@ -177,6 +177,14 @@ func predictEval(c *cli.Context) error {
 		byParts = nil
 	}
 	meta.Epoch *= time.Duration(parts)
+	if n, longest, after := predictor.LongGaps(epochs); n > 0 {
+		more := ""
+		if n > 1 {
+			more = fmt.Sprintf(" (the longest of %d gaps over 128)", n)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: its epoch indices skip %d epochs after epoch %d%s: predict eval observes at most 128 empty epochs a gap, as if the rest had not gone by\n",
+			printable.Line(path), longest, after, more)
+	}
 	if n := predictor.CutGaps(epochs); n > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: its gaps in epoch indices add up to more empty epochs than predict eval observes (up to 128 a gap, and the trace's epochs plus 128 in all): after %d of the gaps, epochs are not scored until 128 have gone by\n",
 			printable.Line(path), n)
