@@ -224,6 +224,16 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	} else if err := migrator.CheckMode(p.Mode); err != nil {
 		return fmt.Errorf("--mode: %w; or auto", err)
 	}
+	// What the command line asks, for --json's object should the source be
+	// refused before its engine is known (walk 154: a --qmp socket that
+	// was not there gave none of them); the engine's setup says them again.
+	out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
+	if p.Mode != modeAuto {
+		out.Mode = p.Mode
+	}
+	if e := c.String("engine"); e != "auto" {
+		out.Engine = e
+	}
 	if p.Profile != "" && p.Mode != modeAuto && !strings.Contains(p.Mode, migrator.ModePredictive) {
 		return fmt.Errorf("--profile warms the predictor, which --mode %s does not use: give a predictive mode, or leave --profile out", p.Mode)
 	}

@@ -39,7 +39,9 @@ type migrationOutcome struct {
 	Destination string `json:"destination,omitempty"`
 	Engine      string `json:"engine,omitempty"` // pagecast or qemu
 	// Mode is the mode migrated with: the one auto chose under --mode
-	// auto (its predictions are in query-migrate's x-pagecast.auto).
+	// auto (its predictions are in query-migrate's x-pagecast.auto). Where
+	// the source was refused before its engine was known, Mode and Engine
+	// are what the command line asked, if it named them.
 	Mode string `json:"mode,omitempty"`
 	// GuestPaused is the guest's own pause in ms, the source's STOP to the
 	// destination's RESUME, where --dest-qmp let pagecast see both.

@@ -116,6 +116,13 @@ func TestMigrateJSONRefused(t *testing.T) {
 			t.Errorf("migrate %q: source %q, destination %q", args, o.Source, o.Destination)
 		}
 	}
+	// Refused once the command line was read, by a source not there: what
+	// it asked is said (walk 154: no mode, engine or limit).
+	stdout, _, err := runApp(t, "migrate", "--json", "--qmp", "unix:/nonexistent.sock", "--to", "tcp:127.0.0.1:1",
+		"--mode", "predictive", "--engine", "pagecast", "--downtime-limit", "150ms")
+	if o := outcomeOf(t, stdout); err == nil || o.Mode != "predictive" || o.Engine != "pagecast" || o.DowntimeLimit != 150 {
+		t.Errorf("a source not there: %s (%v), want mode predictive, engine pagecast, downtime-limit 150", stdout, err)
+	}
 }
 
 // TestMigrateJSONNotAsked: --json given as another flag's value, or as
