@@ -22,13 +22,13 @@ type Controller struct {
 	tls    *tls.Config
 	choose Chooser // mode auto; nil: refused
 
-	mu       sync.Mutex
-	cfg      Config
-	current  *Migration
-	choosing bool // mode auto is watching the guest before a migration
-	// choosingInfo is query-migrate's answer meanwhile: "setup", as
-	// QEMU's once migrate is sent, in mode auto, for this URI.
-	choosingInfo choosingInfo
+	mu      sync.Mutex
+	cfg     Config
+	current *Migration
+	// choosing is set while mode auto watches the guest before a
+	// migration: query-migrate's answer meanwhile, "setup", as QEMU's
+	// once migrate is sent, in mode auto, for this URI.
+	choosing *choosingInfo
 	// stopChoosing ends that watch (migrate_cancel), nothing migrated;
 	// chosen is closed when it has ended.
 	stopChoosing context.CancelFunc
@@ -214,7 +214,7 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 	if c.closed {
 		return nil, qmpserver.GenericError("the virtual machine is shutting down")
 	}
-	if c.choosing || c.current != nil && !c.current.finishedNow() {
+	if c.choosing != nil || c.current != nil && !c.current.finishedNow() {
 		return nil, qmpserver.GenericError("There's a migration process in progress")
 	}
 	cfg := c.cfg
@@ -242,9 +242,8 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 		// Watching the guest takes seconds: other clients' commands
 		// (query-migrate) are served meanwhile, a second migrate is
 		// refused.
-		c.choosing = true
-		c.choosingInfo = choosingInfo{Status: StatusSetup}
-		c.choosingInfo.Pagecast.Mode, c.choosingInfo.Pagecast.Bandwidth, c.choosingInfo.Pagecast.Destination = ModeAuto, cfg.MaxBandwidth, args.URI
+		c.choosing = &choosingInfo{Status: StatusSetup}
+		c.choosing.Pagecast.Mode, c.choosing.Pagecast.Bandwidth, c.choosing.Pagecast.Destination = ModeAuto, cfg.MaxBandwidth, args.URI
 		cctx, stop := context.WithCancel(ctx)
 		c.stopChoosing, c.chosen = stop, make(chan struct{})
 		choose := c.choose
@@ -252,7 +251,7 @@ func (c *Controller) migrate(ctx context.Context, raw json.RawMessage) (any, err
 		choice, err := choose(cctx, c.g, cfg)
 		c.mu.Lock()
 		close(c.chosen)
-		c.choosing, c.stopChoosing, c.chosen = false, nil, nil
+		c.choosing, c.stopChoosing, c.chosen = nil, nil, nil
 		cancelled := cctx.Err() != nil && ctx.Err() == nil
 		if c.closed {
 			stop()
@@ -285,13 +284,10 @@ func (m *Migration) finishedNow() bool {
 
 func (c *Controller) queryMigrate(context.Context, json.RawMessage) (any, error) {
 	c.mu.Lock()
-	m, in, choosing := c.current, c.incoming, c.choosingInfo
-	if !c.choosing {
-		choosing.Status = ""
-	}
+	m, in, choosing := c.current, c.incoming, c.choosing
 	c.mu.Unlock()
 	switch {
-	case choosing.Status != "":
+	case choosing != nil: // never changed once set: read unlocked
 		return choosing, nil
 	case m != nil:
 		return m.Info(), nil
