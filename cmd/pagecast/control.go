@@ -144,7 +144,14 @@ func serveControl(l net.Listener, ctl migrationControl, log *slog.Logger, w io.W
 		}
 		if len(changed) > 0 {
 			cs.changed.Store(true)
-			fmt.Fprintf(w, "\npagecast: --control: %s from now on (migrate-set-parameters)\n", strings.Join(changed, ", "))
+			// On a terminal over the bar, which is redrawn after; a
+			// blank line before it ended the bar's, and stood alone
+			// under --quiet or in a log (walk 155).
+			clear := ""
+			if terminal(w) {
+				clear = "\r\033[K"
+			}
+			fmt.Fprintf(w, "%spagecast: --control: %s from now on (migrate-set-parameters)\n", clear, strings.Join(changed, ", "))
 		}
 		return nil, nil
 	})

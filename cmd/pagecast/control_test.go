@@ -121,6 +121,9 @@ func TestMigrateControl(t *testing.T) {
 			if !strings.Contains(stderr.String(), "--control: link cap 256.0 MiB/s, downtime limit 500ms from now on") || strings.Count(stderr.String(), "--control:") != 1 {
 				t.Errorf("migrate did not say the change once:\n%s", stderr.String())
 			}
+			if strings.Contains("\n"+stderr.String(), "\n\npagecast: --control") { // walk 155
+				t.Errorf("a blank line before the change said, off a terminal:\n%s", stderr.String())
+			}
 			if _, err := os.Stat(sock); !os.IsNotExist(err) {
 				t.Errorf("--control's socket is left after migrate: %v", err)
 			}

@@ -1833,13 +1833,17 @@ type progressBar struct {
 }
 
 func newProgressBar(w io.Writer, quiet bool) *progressBar {
-	tty := false
-	if f, ok := w.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			tty = true
-		}
+	return &progressBar{w: w, quiet: quiet, tty: terminal(w), now: time.Now}
+}
+
+// terminal says whether w is a terminal, where the bar is redrawn in place.
+func terminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
 	}
-	return &progressBar{w: w, quiet: quiet, tty: tty, now: time.Now}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func (b *progressBar) update(i migrator.Info) {
