@@ -311,7 +311,19 @@ func TestReceiveBackground(t *testing.T) {
 		pid, stderr, err := startBackground(t, dir, "receive", "--qmp", "unix:"+qmp, "--listen", "tcp:"+addr, "--background")
 		done <- result{pid, stderr, err}
 	}()
-	time.Sleep(500 * time.Millisecond) // receive is waiting for the socket
+	// QEMU starts once receive says it waits for the socket (CI 123: a
+	// receive slow to start under load found it there after a fixed 0.5 s).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		said, _ := filepath.Glob(filepath.Join(dir, "stderr*"))
+		if len(said) == 1 {
+			if b, _ := os.ReadFile(said[0]); strings.Contains(string(b), "waiting for the QEMU's QMP socket to appear") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("receive --background did not say within 30 s that it waits for the QMP socket")
+		}
+	}
 	startWaitingQEMU(t, qmp, io.Discard)
 	r := <-done
 	if r.err != nil || r.pid == 0 || !strings.Contains(r.stderr, "waiting for the QEMU's QMP socket to appear") ||
