@@ -163,3 +163,38 @@ func TestRangeBounded(t *testing.T) {
 		t.Errorf("a small reply: %+v, %v", got, err)
 	}
 }
+
+// TestVariableWithData: of a variable's values, the one drawn where none
+// is given is the first with samples in the range: Prometheus's label
+// values also name series of the last two hours with none there (walk
+// 156: a vm gone for minutes was drawn, six panels empty). Where the
+// series cannot be asked for, the first value is.
+func TestVariableWithData(t *testing.T) {
+	series := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/api/v1/label/vm/values":
+			io.WriteString(w, `{"status":"success","data":["gone","web1"]}`)
+		case r.URL.Path == "/api/v1/series" && series:
+			io.WriteString(w, `{"status":"success","data":[{"__name__":"pagecast_predictor_pages","vm":"web1"}]}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	now := time.Now()
+	s, err := NewSource(srv.URL, now.Add(-3*time.Minute), now, time.Second, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Dashboard{Title: "t", Templating: Templating{List: []Variable{{Type: "query", Name: "vm", Query: "label_values(pagecast_predictor_pages, vm)"}}}}
+	vars, values, err := s.Variables(context.Background(), d, nil)
+	if err != nil || vars["vm"] != "web1" || len(values["vm"]) != 2 {
+		t.Errorf("vars %v, values %v, %v: want vm=web1, the one with data, of 2", vars, values, err)
+	}
+	series = false
+	if vars, _, err := s.Variables(context.Background(), d, nil); err != nil || vars["vm"] != "gone" {
+		t.Errorf("without the series endpoint: vars %v, %v: want the first, gone", vars, err)
+	}
+}

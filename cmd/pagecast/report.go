@@ -260,7 +260,7 @@ func runReport(c *cli.Context) (err error) {
 				if vals := values[v.Name]; len(vals) > 1 {
 					// The values are Prometheus's labels, anyone's text
 					// (walk 122): escaped.
-					fmt.Fprintf(c.App.Writer, "%s: %s=%s, the first of %d (%s); --var %s=NAME draws another\n",
+					fmt.Fprintf(c.App.Writer, "%s: %s=%s, one of %d (%s); --var %s=NAME draws another\n",
 						d.Title, v.Name, printable.Line(val), len(vals), printable.Line(strings.Join(vals, ", ")), v.Name)
 				}
 			}

@@ -503,7 +503,7 @@ func TestReportGaps(t *testing.T) {
 func TestReportSaysWhichVM(t *testing.T) {
 	prom, queries := fakePrometheus(t, []string{"db1", "web1"}, 2)
 	stdout, _, err := runApp(t, "report", "--prometheus", prom.URL, "--dashboard", "dirtying", "--from", "now-15m", "--step", "1m", "--out", filepath.Join(t.TempDir(), "out"))
-	if want := "vm=db1, the first of 2 (db1, web1); --var vm=NAME draws another"; err != nil || !strings.Contains(stdout, want) {
+	if want := "vm=db1, one of 2 (db1, web1); --var vm=NAME draws another"; err != nil || !strings.Contains(stdout, want) {
 		t.Errorf("report of the dirtying dashboard: %v, want %q:\n%s", err, want, stdout)
 	}
 	// label_values(pagecast_predictor_epochs_total, vm): its selector.
@@ -511,7 +511,7 @@ func TestReportSaysWhichVM(t *testing.T) {
 		t.Errorf("the vm variable's values asked %d times, want once: %q", n, queries())
 	}
 	stdout, _, err = runApp(t, "report", "--prometheus", prom.URL, "--dashboard", "dirtying", "--var", "vm=web1", "--from", "now-15m", "--step", "1m", "--out", filepath.Join(t.TempDir(), "out"))
-	if err != nil || strings.Contains(stdout, "the first of") {
+	if err != nil || strings.Contains(stdout, "one of") {
 		t.Errorf("report --var vm=web1: %v\n%s", err, stdout)
 	}
 }
@@ -528,7 +528,7 @@ func TestReportEscapesLabels(t *testing.T) {
 	if strings.ContainsAny(stdout, "\x1b\x07") || strings.Contains(stdout, "\nfake") {
 		t.Errorf("report printed a label's control characters:\n%q", stdout)
 	}
-	if want := `the first of 2 (vm\x1b]0;OWNED\x07\x1b[2J, x; fake)`; !strings.Contains(stdout, want) {
+	if want := `one of 2 (vm\x1b]0;OWNED\x07\x1b[2J, x; fake)`; !strings.Contains(stdout, want) {
 		t.Errorf("report lacks %q:\n%s", want, stdout)
 	}
 }
