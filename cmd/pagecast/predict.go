@@ -392,7 +392,14 @@ func writeHorizonSummary(out io.Writer, horizons []int, all [][]predictor.Result
 	fmt.Fprintln(tw, "horizon\tF1 model\tbest baseline\tgain\tBrier model\tbest baseline\tratio\tAUC model\tbest baseline\t")
 	for i, h := range horizons {
 		a := bestBaselines(all[i])
-		fmt.Fprintf(tw, "%d\t%.4f\t%.4f\t%+.4f\t%.6f\t%.6f\t%.3f\t%.4f\t%.4f\t\n", h, a.ModelF1, a.F1, a.F1Gain, a.ModelBrier, a.Brier, a.BrierRatio, a.ModelAUC, a.AUC)
+		// A baseline all but perfect (Brier 2e-11 on a guest writing all
+		// its memory every epoch) made a ratio of nine digits, which
+		// widened the column (walk 156): large ones go in exponent form.
+		ratio := fmt.Sprintf("%.3f", a.BrierRatio)
+		if a.BrierRatio >= 1000 {
+			ratio = fmt.Sprintf("%.3g", a.BrierRatio)
+		}
+		fmt.Fprintf(tw, "%d\t%.4f\t%.4f\t%+.4f\t%.6f\t%.6f\t%s\t%.4f\t%.4f\t\n", h, a.ModelF1, a.F1, a.F1Gain, a.ModelBrier, a.Brier, ratio, a.ModelAUC, a.AUC)
 	}
 	tw.Flush()
 	fmt.Fprintln(out, "gain: F1 model minus best baseline; ratio: Brier model over best baseline (below 1 is better)")

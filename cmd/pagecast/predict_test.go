@@ -579,3 +579,17 @@ func TestPredictEvalUntold(t *testing.T) {
 		t.Errorf("--untold without --parts: %v", err)
 	}
 }
+
+// TestHorizonSummaryHugeRatio: a baseline all but perfect makes a Brier
+// ratio of nine digits, printed in exponent form so the column keeps its
+// width (walk 156: 239068846.854 on a guest writing all its memory).
+func TestHorizonSummaryHugeRatio(t *testing.T) {
+	var b strings.Builder
+	writeHorizonSummary(&b, []int{1}, [][]predictor.Result{{
+		{Name: "model", F1: 0.5, Brier: 0.004847, AUC: 0.9},
+		{Name: "frequency", F1: 0.6, Brier: 2.0275e-11, AUC: 0.95},
+	}})
+	if !strings.Contains(b.String(), " 2.39e+08 ") || strings.Contains(b.String(), "239068") {
+		t.Errorf("summary:\n%s\nwant the ratio as 2.39e+08", b.String())
+	}
+}
