@@ -220,6 +220,9 @@ func (s *Source) Variables(ctx context.Context, d Dashboard, set map[string]stri
 // the last 3 minutes drew a predict serve's vm gone since, six panels
 // empty, where another had data). Found[0] where that cannot be told.
 func (s *Source) firstWithData(ctx context.Context, v Variable, vars map[string]string, found []string) string {
+	if len(found) == 1 {
+		return found[0] // nothing to choose: no query
+	}
 	m := labelValues.FindStringSubmatch(v.Query.(string)) // VariableValues found values: it matches
 	sets, _, _, err := s.api.Series(ctx, []string{s.Expand(m[1], vars)}, s.From, s.To)
 	if err != nil {
