@@ -262,7 +262,7 @@ func TestSourceStalls(t *testing.T) {
 		t.Errorf("Receive: %v, want %q", err, want)
 	}
 	// Pages came: not as it was, and said so (walk 107: "EOF" alone).
-	if want := "2 of the guest's 1024 pages had arrived; this receiver takes no other migration: to migrate again, wait with a new one"; errors.Is(err, ErrNothingReceived) || !strings.Contains(err.Error(), want) {
+	if want := "2 of the guest's 1024 pages had arrived; this receiver takes no other migration: to migrate again, start a new receiver"; errors.Is(err, ErrNothingReceived) || !strings.Contains(err.Error(), want) {
 		t.Errorf("Receive: %v, want %q", err, want)
 	}
 }

@@ -192,8 +192,8 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		// Not "a new one needs a destination started afresh": a new
 		// receiver on the same QEMU took the next, memory equal (walk
 		// 114), as every migration writes all of it, holes as zeros.
-		partly = fmt.Sprintf(" (%d of the guest's %d pages had arrived; this receiver takes no other migration: to migrate again, wait with a new one, "+
-			"on the same destination if it still waits (a migration writes all of the guest's memory and checks it))", rc.seen.Count(), rc.pages)
+		partly = fmt.Sprintf(" (%d of the guest's %d pages had arrived; this receiver takes no other migration: to migrate again, start a new receiver "+
+			"(pagecast receive, or vm run --incoming), which may use the same destination QEMU if it still waits: a migration writes all of the guest's memory and checks it)", rc.seen.Count(), rc.pages)
 	}
 	if err != nil {
 		var refused *refusal
