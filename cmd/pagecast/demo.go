@@ -444,7 +444,9 @@ func migrateLoopback(ctx context.Context, w io.Writer, g migrator.Guest, d migra
 		<-received
 		return migrator.Info{}, err
 	}
-	info, err := followMigration(ctx, m, newProgressBar(w, false))
+	bar := newProgressBar(w, false)
+	bar.label = cfg.Mode // the demo runs one migration after another: which this is
+	info, err := followMigration(ctx, m, bar)
 	if rerr := <-received; err == nil && rerr != nil {
 		err = rerr
 	}

@@ -444,6 +444,7 @@ func demoQEMUMigrate(c *cli.Context, cur *qemuVM, o qemuVMOptions, engine, mode 
 		}
 		defer relay.Close()
 		bar := newProgressBar(c.App.ErrWriter, false)
+		bar.label = row.label()
 		plan, err := migrator.SetupQEMU(cur.Monitor, dst.Monitor, migrator.Params{Mode: mode, MaxBandwidth: bw,
 			DowntimeLimit: migrator.DefaultDowntimeLimit, MaxRounds: migrator.DefaultMaxRounds})
 		if err == nil {

@@ -1824,6 +1824,7 @@ func unanswered(mon, dst qmp.Monitor) error {
 // once a second otherwise.
 type progressBar struct {
 	w     io.Writer
+	label string // put before each line, where several migrations share w (the demo's)
 	quiet bool
 	tty   bool
 	last  time.Time
@@ -1895,6 +1896,9 @@ func (b *progressBar) update(i migrator.Info) {
 	}
 	if i.CPUThrottlePercentage > 0 {
 		line += fmt.Sprintf("  throttle %d%%", i.CPUThrottlePercentage)
+	}
+	if b.label != "" {
+		line = b.label + "  " + line
 	}
 	if b.tty {
 		fmt.Fprintf(b.w, "\r\033[K%s", line)

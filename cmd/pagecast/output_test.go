@@ -190,6 +190,19 @@ func TestProgressBarShare(t *testing.T) {
 	}
 }
 
+// TestProgressBarLabel: the demo's bars, one migration after another on
+// one stderr, each say which migration they follow (walk 155: some 35
+// lines, none saying which mode).
+func TestProgressBarLabel(t *testing.T) {
+	var out bytes.Buffer
+	b := newProgressBar(&out, false)
+	b.label = "QEMU precopy"
+	b.update(migrator.Info{Status: migrator.StatusActive, RAM: &migrator.RAMStats{Transferred: 1 << 20, Remaining: 1 << 20}})
+	if line := out.String(); !strings.HasPrefix(line, "QEMU precopy  [") {
+		t.Errorf("progress line %q, want it to begin with the label", line)
+	}
+}
+
 // TestOutputKeepsMode: a file -o replaces keeps its permissions (a trace
 // made private, 0600, became 0644 under umask 022), and a new file has
 // the usual 0666 less the umask.
