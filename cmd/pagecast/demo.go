@@ -37,6 +37,7 @@ func demoCommand() *cli.Command {
 		}
 		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "workload" {
 			sf.Value = "hotset:hot=2048,p=0.95"
+			sf.DefaultText = fmt.Sprintf("%q; under TCG with delay=%d added", sf.Value, tcgDemoDelay)
 		}
 		if vf, ok := f.(*cli.IntFlag); ok && vf.Name == "vcpus" {
 			vf.Usage = fmt.Sprintf("virtual CPUs (1..%d), each running a share of the workload, under pagecast's own monitor (under --monitor qemu the guest has one)", guest.MaxCPUs)

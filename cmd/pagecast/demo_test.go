@@ -156,3 +156,22 @@ func TestReadableBanner(t *testing.T) {
 		t.Errorf("readableBanner:\n got %s\nwant %s", got, want)
 	}
 }
+
+// TestDemoHelpDefaults: demo --help gives the demo's own defaults, not
+// vm run's it starts from (walk 158: it said "default: hotset", which is
+// a hot set of 1024 pages written 90% of the time, where the demo's is
+// 2048 and 95%).
+func TestDemoHelpDefaults(t *testing.T) {
+	out, _, err := runApp(t, "demo", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`(default: "hotset:hot=2048,p=0.95"; under TCG with delay=25000 added)`, `(default: "64M")`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo --help lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "(default: hotset)") {
+		t.Errorf("demo --help gives vm run's workload default:\n%s", out)
+	}
+}
