@@ -337,7 +337,7 @@ func TestQEMUErrors(t *testing.T) {
 	}{
 		{"unknown accel", []string{"vm", "run", "--monitor", "qemu", "--accel", "hvf"}, `unknown accelerator "hvf": want auto, kvm or tcg`},
 		{"unknown monitor", []string{"vm", "run", "--monitor", "xen"}, `--monitor "xen": want auto, pagecast or qemu`},
-		{"vcpus", []string{"vm", "run", "--monitor", "qemu", "--vcpus", "2"}, "with --monitor qemu, --vcpus is for a Linux guest (--kernel)"},
+		{"vcpus", []string{"vm", "run", "--monitor", "qemu", "--vcpus", "2"}, "under QEMU (--monitor qemu, or auto without /dev/kvm), --vcpus is for a Linux guest (--kernel)"},
 		{"accel on pagecast's monitor", []string{"vm", "run", "--monitor", "pagecast", "--accel", "tcg"}, "--accel is for --monitor qemu"},
 		{"demo accel", []string{"demo", "--monitor", "qemu", "--accel", "nope"}, `unknown accelerator "nope"`},
 		{"no plugin", []string{"profile", "--qmp", "unix:" + plain}, "`pagecast plugin --dir DIR --memory SIZE` writes the plugin"},

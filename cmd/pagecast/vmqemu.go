@@ -237,7 +237,7 @@ func qemuGuestFlags(c *cli.Context) (qemuVMOptions, error) {
 		if c.Command.Name != "run" { // demo has neither --kernel nor --incoming (review 81)
 			return o, errors.New(why)
 		}
-		return o, fmt.Errorf("%s; with --monitor qemu, --vcpus is for a Linux guest (--kernel) and for a VM waiting for a migration (--incoming, the source's count)", why)
+		return o, fmt.Errorf("%s; under QEMU (--monitor qemu, or auto without /dev/kvm), --vcpus is for a Linux guest (--kernel) and for a VM waiting for a migration (--incoming, the source's count)", why)
 	}
 	o.vcpus = n
 	var err error
