@@ -40,6 +40,10 @@ func TestTruncation(t *testing.T) {
 		if len(damage) != 1 || damage[0].Offset != want.Offset || damage[0].Length != want.Length {
 			t.Fatalf("cut at %d: damage %v, want one at %d, %d bytes", cut, damage, want.Offset, want.Length)
 		}
+		d := damage[0]
+		if d.HasNext || d.HasPrev != (whole > 0) || whole > 0 && d.Prev != epochs[whole-1].Index {
+			t.Fatalf("cut at %d: damage between %d (%v) and %d (%v), want after the last whole epoch and before none", cut, d.Prev, d.HasPrev, d.Next, d.HasNext)
+		}
 	}
 }
 
@@ -65,8 +69,31 @@ func TestCorruption(t *testing.T) {
 				if len(damage) != 1 || damage[0].Offset != start || damage[0].Length != end-start {
 					t.Fatalf("record %d, byte %d ^ %#x: damage %v, want one at %d, %d bytes", k, at-start, flip, damage, start, end-start)
 				}
+				if d := damage[0]; !d.HasPrev || !d.HasNext || d.Prev != epochs[k-1].Index || d.Next != epochs[k+1].Index {
+					t.Fatalf("record %d, byte %d ^ %#x: damage between epochs %d (%v) and %d (%v), want %d and %d",
+						k, at-start, flip, d.Prev, d.HasPrev, d.Next, d.HasNext, epochs[k-1].Index, epochs[k+1].Index)
+				}
 			}
 		}
+	}
+}
+
+// TestDamageFirstRecord: a stretch before every intact record has no
+// epoch before it, and names the first intact one after it (walk 157:
+// simulate said "no whole epoch" was lost where the first was).
+func TestDamageFirstRecord(t *testing.T) {
+	epochs := sampleEpochs(6)
+	data, ends := encode(t, testMeta(), epochs)
+	data[ends[0]+10] ^= 0xff
+	_, got, damage, err := readAll(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameEpochs(got, epochs[1:]) {
+		t.Fatalf("read%s, want%s", abbrev(got), abbrev(epochs[1:]))
+	}
+	if len(damage) != 1 || damage[0].HasPrev || !damage[0].HasNext || damage[0].Next != epochs[1].Index {
+		t.Fatalf("damage %+v, want one before epoch %d and after none", damage, epochs[1].Index)
 	}
 }
 

@@ -209,10 +209,30 @@ type Damage struct {
 	Length int64
 	// Reason says what was wrong with the first record there.
 	Reason string
+	// Prev is the index of the last intact epoch before the stretch and
+	// Next that of the first after it; HasPrev and HasNext say whether
+	// there is one (a stretch may come before every intact record, or
+	// end the file). Epochs lost before the first intact one or after
+	// the last cannot be counted.
+	Prev, Next       uint64
+	HasPrev, HasNext bool
 }
 
 func (d Damage) String() string {
-	return fmt.Sprintf("bytes %d-%d (%d bytes): %s", d.Offset, d.Offset+d.Length, d.Length, d.Reason)
+	return fmt.Sprintf("bytes %d-%d (%d bytes, %s): %s", d.Offset, d.Offset+d.Length, d.Length, d.Where(), d.Reason)
+}
+
+// Where says which intact epochs the stretch lies between.
+func (d Damage) Where() string {
+	switch {
+	case d.HasPrev && d.HasNext:
+		return fmt.Sprintf("between epochs %d and %d", d.Prev, d.Next)
+	case d.HasNext:
+		return fmt.Sprintf("before epoch %d, the first intact one", d.Next)
+	case d.HasPrev:
+		return fmt.Sprintf("after epoch %d, the last intact one", d.Prev)
+	}
+	return "no intact epoch either side"
 }
 
 // encodeHeader returns the whole header for m, CRC included.

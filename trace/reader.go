@@ -183,6 +183,9 @@ func (r *Reader) Next() (Epoch, error) {
 			return Epoch{}, r.err
 		}
 		if reason == "" {
+			if r.open != nil && size > 0 {
+				r.open.Next, r.open.HasNext = e.Index, true
+			}
 			r.closeDamage()
 			if size == 0 {
 				return Epoch{}, io.EOF
@@ -195,7 +198,7 @@ func (r *Reader) Next() (Epoch, error) {
 			return e, nil
 		}
 		if r.open == nil {
-			r.open = &Damage{Offset: r.offset(), Reason: reason}
+			r.open = &Damage{Offset: r.offset(), Reason: reason, Prev: r.last, HasPrev: r.any}
 			r.disordered = 0
 		} else if strings.Contains(reason, notFollowing) {
 			r.disordered++

@@ -468,24 +468,48 @@ func simulationWorkload(c *cli.Context) (simulate.Workload, []lostSpan, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var lost []lostSpan
-	if len(damage) > 0 {
-		// A pagecast trace records idle epochs too: those missing went
-		// with the damage.
-		lost = lostEpochs(epochs)
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs, and those lost (%s) as idle\n", printable.Line(path), stretches(len(damage)), spanList(lost))
+	// A pagecast trace records idle epochs too: those missing went with
+	// the damage, or were never recorded (walk 157: a trace of epochs
+	// 1000 apart was replayed as 3 million idle ones without a word).
+	lost := lostEpochs(epochs, len(damage) == 0)
+	switch {
+	case len(damage) > 0 && len(lost) > 0:
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs, and those lost (%s) as idle%s\n", printable.Line(path), stretches(len(damage)), spanList(lost), lostAtEnds(damage))
+	case len(damage) > 0:
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs (none is missing between them)%s\n", printable.Line(path), stretches(len(damage)), lostAtEnds(damage))
+	case len(lost) > 0:
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s lacks %d epoch indices between its first and last (%s), not damaged but never recorded: simulating them as idle\n", printable.Line(path), lostCount(lost), spanList(lost))
 	}
 	w, err := simulate.NewTrace(printable.Line(filepath.Base(path)), meta, epochs)
 	return w, lost, err
 }
 
-// lostSpan is a stretch of epochs a damaged trace lost, from and to
-// numbered as trace info numbers them.
-type lostSpan struct{ from, to uint64 }
+// lostAtEnds says where damage took the records before the first intact
+// epoch or after the last, whose epochs cannot be counted (walk 157: a
+// trace whose first record was damaged was said to have lost "no whole
+// epoch").
+func lostAtEnds(damage []trace.Damage) string {
+	var s string
+	if d := damage[0]; !d.HasPrev && d.HasNext {
+		s += fmt.Sprintf("; what came before epoch %d went with the damage (how many epochs, if any, cannot be told): the simulation begins there", d.Next)
+	}
+	if d := damage[len(damage)-1]; d.HasPrev && !d.HasNext {
+		s += fmt.Sprintf("; what came after epoch %d went with the damage (how many epochs, if any, cannot be told): the trace ends there", d.Prev)
+	}
+	return s
+}
+
+// lostSpan is a stretch of epochs a trace lacks, from and to numbered as
+// trace info numbers them; unrecorded where the trace has no damage to
+// have lost them with.
+type lostSpan struct {
+	from, to   uint64
+	unrecorded bool
+}
 
 // lostEpochs lists the indices missing between the first and the last of
 // epochs.
-func lostEpochs(epochs []trace.Epoch) []lostSpan {
+func lostEpochs(epochs []trace.Epoch, unrecorded bool) []lostSpan {
 	idx := make([]uint64, len(epochs))
 	for i, e := range epochs {
 		idx[i] = e.Index
@@ -495,10 +519,27 @@ func lostEpochs(epochs []trace.Epoch) []lostSpan {
 	var lost []lostSpan
 	for i := 1; i < len(idx); i++ {
 		if idx[i] > idx[i-1]+1 {
-			lost = append(lost, lostSpan{idx[i-1] + 1, idx[i] - 1})
+			lost = append(lost, lostSpan{idx[i-1] + 1, idx[i] - 1, unrecorded})
 		}
 	}
 	return lost
+}
+
+// lostCount is how many epochs spans hold.
+func lostCount(spans []lostSpan) uint64 {
+	var n uint64
+	for _, s := range spans {
+		n += s.to - s.from + 1
+	}
+	return n
+}
+
+// lostHow says how spans came to be missing.
+func lostHow(spans []lostSpan) string {
+	if len(spans) > 0 && spans[0].unrecorded {
+		return "missing from the trace"
+	}
+	return "lost with the damage"
 }
 
 // spanList says spans as "epochs 3-5, 9": "none" for none.
@@ -506,12 +547,18 @@ func spanList(spans []lostSpan) string {
 	if len(spans) == 0 {
 		return "no whole epoch"
 	}
-	parts := make([]string, len(spans))
-	for i, s := range spans {
-		parts[i] = strconv.FormatUint(s.from, 10)
+	var parts []string
+	for _, s := range spans[:min(len(spans), spansListed)] {
+		part := strconv.FormatUint(s.from, 10)
 		if s.to > s.from {
-			parts[i] += "-" + strconv.FormatUint(s.to, 10)
+			part += "-" + strconv.FormatUint(s.to, 10)
 		}
+		parts = append(parts, part)
+	}
+	if len(spans) > spansListed {
+		// Not a line of thousands (walk 157: a trace of epochs 1000
+		// apart has 2998 gaps).
+		parts = append(parts, fmt.Sprintf("… (%d stretches, %d epochs in all)", len(spans), lostCount(spans)))
 	}
 	word := "epochs "
 	if len(spans) == 1 && spans[0].from == spans[0].to {
@@ -519,6 +566,9 @@ func spanList(spans []lostSpan) string {
 	}
 	return word + strings.Join(parts, ", ")
 }
+
+// spansListed is how many stretches spanList names.
+const spansListed = 8
 
 // lostWithin is those of lost that overlap epochs from to to.
 func lostWithin(lost []lostSpan, from, to uint64) []lostSpan {
@@ -558,9 +608,9 @@ func warnLost(w io.Writer, wl simulate.Workload, start uint64, lost []lostSpan, 
 		return
 	}
 	slices.SortFunc(hit, func(a, b lostSpan) int { return cmp.Compare(a.from, b.from) })
-	fmt.Fprintf(w, "pagecast: warning: %s ran through %s, lost with the damage and replayed as idle: "+
-		"their figures may be better than the program's (a migration may have converged in that made-up quiet); --start after the damage avoids it\n",
-		strings.Join(modes, ", "), spanList(hit))
+	fmt.Fprintf(w, "pagecast: warning: %s ran through %s, %s and replayed as idle: "+
+		"their figures may be better than the program's (a migration may have converged in that made-up quiet); --start after them avoids it\n",
+		strings.Join(modes, ", "), spanList(hit), lostHow(hit))
 }
 
 // ranThrough is those of lost that mode r's migration, begun at the
@@ -1005,7 +1055,7 @@ func simulateAuto(c *cli.Context, ctx context.Context, o simulate.Options, lost 
 	from := o.Start - n
 	observed := simulate.Window(w, from, n)
 	if in := lostWithin(lost, first+from, first+o.Start-1); len(in) > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: auto observes %s, lost with the damage and replayed as idle: its predictions may be of a quieter guest than the program\n", spanList(in))
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: auto observes %s, %s and replayed as idle: its predictions may be of a quieter guest than the program\n", spanList(in), lostHow(in))
 	}
 	fmt.Fprintf(c.App.ErrWriter, "auto: predicting every mode from %s%s …\n", observed.Name(), atOnce(o, simulate.AutoModes))
 	settled := watchSims(&o, c.App.ErrWriter, "  ", progressEvery)

@@ -690,6 +690,57 @@ func TestSimulateLostEpochs(t *testing.T) {
 	if err != nil || !strings.Contains(stderr, "auto observes epochs 3-5, lost with the damage and replayed as idle") {
 		t.Errorf("auto observing the damage: %v\n%s", err, stderr)
 	}
+
+	// Damage before the first intact record and after the last: their
+	// epochs cannot be counted, and are not "no whole epoch" (walk 157).
+	data, err = os.ReadFile(simTrace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[records[0]+10] ^= 0xff
+	data = append(data, bytes.Repeat([]byte{0xa5}, 100)...)
+	ends := filepath.Join(t.TempDir(), "ends.pct")
+	if err := os.WriteFile(ends, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runApp(t, "simulate", "--trace", ends, "--bandwidth", "64MiB/s", "--mode", "precopy")
+	for _, want := range []string{"2 damaged stretches skipped; simulating the intact epochs (none is missing between them)",
+		"what came before epoch 2 went with the damage (how many epochs, if any, cannot be told): the simulation begins there",
+		"what came after epoch 60 went with the damage"} {
+		if err != nil || !strings.Contains(stderr, want) {
+			t.Errorf("damage at both ends: %v, stderr lacks %q:\n%s", err, want, stderr)
+		}
+	}
+
+	// Indices a trace never recorded, without damage, are replayed as
+	// idle too, and said (walk 157: a trace of epochs 1000 apart was
+	// replayed as 3 million idle epochs without a word).
+	gaps := filepath.Join(t.TempDir(), "gaps.pct")
+	f, err := os.Create(gaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 24, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range uint64(20) {
+		if err := w.Append(trace.Epoch{Index: 1 + 100*i, Pages: []uint64{i, i + 1000}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, stderr, err = runApp(t, "simulate", "--trace", gaps, "--bandwidth", "64MiB/s", "--mode", "precopy")
+	for _, want := range []string{"lacks 1881 epoch indices between its first and last (epochs 2-100, 102-200, ",
+		", … (19 stretches, 1881 epochs in all)), not damaged but never recorded: simulating them as idle",
+		"precopy ran through epochs 2-100, missing from the trace and replayed as idle"} {
+		if err != nil || !strings.Contains(stderr, want) {
+			t.Errorf("a trace with gaps: %v, stderr lacks %q:\n%s", err, want, stderr)
+		}
+	}
 }
 
 // TestWarnLostSpan: a migration of 735 ms from epoch 38, in epochs of 250
@@ -707,9 +758,9 @@ func TestWarnLostSpan(t *testing.T) {
 		lost []lostSpan
 		want string
 	}{
-		{[]lostSpan{{41, 41}}, "tsmc ran through epoch 41"},
-		{[]lostSpan{{40, 40}}, "precopy, tsmc ran through epoch 40"},
-		{[]lostSpan{{43, 50}}, ""},
+		{[]lostSpan{{from: 41, to: 41}}, "tsmc ran through epoch 41"},
+		{[]lostSpan{{from: 40, to: 40}}, "precopy, tsmc ran through epoch 40"},
+		{[]lostSpan{{from: 43, to: 50}}, ""},
 	} {
 		var b strings.Builder
 		warnLost(&b, w, 38, tc.lost, []simulate.Result{done, cut})
