@@ -1071,6 +1071,8 @@ func TestVerdict(t *testing.T) {
 		{r("mecom+postcopy", 1000, 100), r("mecom+postcopy", 1000, 100), "auto chose the best mode by total time"},
 		{r("mecom+postcopy", 1000, 100), r("mecom", 1000, 100), "auto chose the best mode by total time (tied with mecom)"},
 		{r("mecom+postcopy", 1150, 100), r("mecom", 1000, 100), "auto's choice was 15.0% over the best by total time, mecom"},
+		{r("mecom+postcopy", 100040, 100), r("mecom", 100000, 100), "auto chose the best mode by total time (tied with mecom, within 0.05%)"}, // walk 157: "0.0% over"
+		{r("mecom+postcopy", 100050, 100), r("mecom", 100000, 100), "auto's choice was 0.1% over the best by total time, mecom"},
 		{r("mecom+postcopy", 900, 400), r("mecom", 1000, 100), "auto's choice broke the 300ms downtime limit; mecom kept within it"},
 	} {
 		h := Hindsight{Chosen: tc.chosen, Best: tc.best, Limit: 300 * time.Millisecond}
