@@ -68,7 +68,7 @@ func simulateCommand() *cli.Command {
 			"  pagecast simulate --trace awk.csv --memory 256M --epoch 100ms --bandwidth 64MiB/s --mode precopy   # an epoch,page CSV\n" +
 			"  pagecast simulate --synthetic hotset:hot=4G,p=0.9,rate=200k --memory 1T --bandwidth 10Gbit/s --mode precopy,tsmc",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "trace", Usage: "a trace (pagecast profile --out) or an epoch,page CSV (.csv, .csv.gz; needs --memory)"},
+			&cli.StringFlag{Name: "trace", Usage: "a trace (pagecast profile --out) of 4 KiB pages, or an epoch,page CSV (.csv, .csv.gz; needs --memory)"},
 			&cli.StringFlag{Name: "synthetic", Usage: "a synthetic workload instead of a trace, e.g. hotset:hot=1G,p=0.9,rate=100k (needs --memory)"},
 			&cli.StringFlag{Name: "memory", Usage: "guest memory for a CSV trace or a synthetic workload, e.g. 256M or 1T"},
 			&cli.StringFlag{Name: "epoch", Value: "100ms", Usage: "epoch length for a CSV trace or a synthetic workload"},
@@ -82,7 +82,7 @@ func simulateCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-rounds", Value: migrator.DefaultMaxRounds, Usage: "pre-copy rounds before the stop-and-copy is forced"},
 			&cli.Uint64Flag{Name: "start", DefaultText: "the trace's first epoch", Usage: "the epoch the migration starts at, numbered as trace info numbers a trace's (pagecast's recordings start at 1); a trace's first epochs may be its boot"},
 			&cli.StringFlag{Name: "content", Value: simulate.DefaultMix.String(), Usage: "page contents: shares of zero, repeat, text and random pages"},
-			&cli.StringFlag{Name: "written-content", Usage: "what a page holds once the workload writes it, in the same shares (default: --content's non-zero classes, in their proportions); a guest that writes zeros (dd if=/dev/zero, memory it frees cleared) sends far less than that, as migrate --mode auto, which measures it in the guest, finds"},
+			&cli.StringFlag{Name: "written-content", Usage: "what a page holds once the workload writes it, in the same shares (default: --content's non-zero classes, in their proportions; text where it has none); a guest that writes zeros (dd if=/dev/zero, memory it frees cleared) sends far less than that, as migrate --mode auto, which measures it in the guest, finds"},
 			&cli.StringFlag{Name: "state-size", Value: "300K", Usage: "vCPU and device state sent at the switch-over"},
 			&cli.IntFlag{Name: "vcpus", Value: 1, Usage: "the guest's vCPUs: in post-copy each waits for one missing page at a time, and the guest slowed column is a share of their time"},
 			&cli.StringFlag{Name: "throttle-response", DefaultText: "linear for pagecast's own guest (a synthetic workload; a trace of it, as trace info's guest row says), else linux", Usage: "what a throttled guest still writes: linear (in proportion to its CPU time, as pagecast's own guest), linux (measured on three programs in a Linux guest, 100 ms epochs: throttled 99%, they wrote 5-24% of their pages, not 1%; see README), or SHARE:SPAN pairs, the share of CPU time left and the share of the wall-clock time whose writes the guest still makes, e.g. 0.01:0.15,0.1:0.6 (what migrate --mode auto measures and prints)"},
@@ -341,18 +341,7 @@ func runSimulate(c *cli.Context) error {
 			VCPUs: o.VCPUs, PolicyTime: o.PolicyTime, Version: buildinfo.Version()}
 		// Every input, defaults too (walk 129: written-content, page-rate
 		// and paused-page-rate were left out at theirs).
-		in.Written = o.Written.String()
-		if o.Written == (simulate.Mix{}) {
-			data, sum := o.Content, 1-o.Content[mecom.Zero]
-			data[mecom.Zero] = 0
-			for i := range data {
-				data[i] /= sum // as --written-content takes it: summing to 1
-			}
-			in.Written = data.String()
-			if sum == 0 {
-				in.Written = "text=1" // written pages of an all-zero mix hold text (simulate.GuestOptions)
-			}
-		}
+		in.Written = writtenMix(o)
 		out := make([]simulation, len(results))
 		for i, r := range results {
 			out[i] = simulation{Mode: r.Mode, Replays: r.Replays, WallSeconds: r.Wall.Seconds(), Inputs: in}
@@ -383,6 +372,11 @@ func runSimulate(c *cli.Context) error {
 			if _, ok := w.(*simulate.Synthetic); ok {
 				assumed = " (--content's default)"
 			}
+		}
+		if o.Written != (simulate.Mix{}) || o.Content[mecom.Zero] == 1 {
+			// Said where it is not the content's own data classes
+			// (walk 157: zero=1 said nothing of what written pages hold).
+			assumed += ", written pages " + writtenMix(o)
 		}
 		fmt.Fprintf(c.App.Writer, "%s: %s guest, %s/s link, downtime limit %v, content %s%s\n", w.Name(),
 			units.FormatBytes(float64(w.Pages()*migrator.PageSize)), units.FormatBytes(float64(bw)), o.DowntimeLimit, mix, assumed)
@@ -482,6 +476,23 @@ func simulationWorkload(c *cli.Context) (simulate.Workload, []lostSpan, error) {
 	}
 	w, err := simulate.NewTrace(printable.Line(filepath.Base(path)), meta, epochs)
 	return w, lost, err
+}
+
+// writtenMix is what o's written pages hold, as --written-content gives
+// it: the content's non-zero classes where it was not given.
+func writtenMix(o simulate.Options) string {
+	if o.Written != (simulate.Mix{}) {
+		return o.Written.String()
+	}
+	data, sum := o.Content, 1-o.Content[mecom.Zero]
+	if sum == 0 {
+		return "text=1" // written pages of an all-zero mix hold text (simulate.GuestOptions)
+	}
+	data[mecom.Zero] = 0
+	for i := range data {
+		data[i] /= sum // as --written-content takes it: summing to 1
+	}
+	return data.String()
 }
 
 // lostAtEnds says where damage took the records before the first intact

@@ -538,6 +538,22 @@ func TestSimulateWrittenContent(t *testing.T) {
 			t.Errorf("--written-content %s: %v, want an error naming the flag", bad, err)
 		}
 	}
+	// The table's heading says what written pages hold where it is not
+	// the content's data classes (walk 157: zero=1 said nothing).
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--content", "zero=1"}, "content zero=1, written pages text=1\n"},
+		{[]string{"--written-content", "zero=0.9,text=0.1"}, "(--content's default: a trace does not record it; pagecast profile prints a guest's), written pages zero=0.9,text=0.1\n"},
+		{nil, "(--content's default: a trace does not record it; pagecast profile prints a guest's)\n"},
+	} {
+		args := append([]string{"simulate", "--trace", simTrace, "--bandwidth", "16MiB/s", "--mode", "precopy"}, tc.args...)
+		stdout, _, err := runApp(t, args...)
+		if first, _, _ := strings.Cut(stdout, "\n"); err != nil || !strings.HasSuffix(first+"\n", tc.want) {
+			t.Errorf("%v: %v, heading %q, want it to end %q", tc.args, err, first, tc.want)
+		}
+	}
 }
 
 // TestWallTime: a simulation that takes milliseconds says so, not "in 0.0 s".
