@@ -70,13 +70,13 @@ type Collector struct {
 	closed     bool
 }
 
+// MinEpoch is the shortest epoch New takes.
+const MinEpoch = 10 * time.Millisecond
+
 // New connects to the VM and attaches a hook: pagecast's TCG plugin for a
 // QEMU that runs the guest under TCG (started with -plugin, see package
 // tcg), else the eBPF programs, with KVM dirty logging turned on. Close
 // undoes it all.
-// MinEpoch is the shortest epoch New takes.
-const MinEpoch = 10 * time.Millisecond
-
 func New(cfg Config) (_ *Collector, err error) {
 	if cfg.Epoch == 0 {
 		cfg.Epoch = time.Second

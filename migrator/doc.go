@@ -8,7 +8,8 @@
 // protocol between them, a token bucket that makes loopback behave like a
 // slower link (Limiter; Relay puts one in front of any migration's
 // destination, QEMU's own included), and the QMP commands (migrate,
-// query-migrate, migrate-set-parameters, migrate_cancel) with QEMU's names
+// query-migrate, migrate-set-parameters, query-migrate-parameters,
+// migrate_cancel, migrate-pause, migrate-start-postcopy) with QEMU's names
 // and reply shapes; PauseWatch times the guest's own pause across a QEMU
 // migration from its STOP and RESUME events.
 //

@@ -43,6 +43,8 @@
 // whose status page restarted at zero and stopped). Pre-copy, throttle,
 // predictive and mecom write every page before Start and are safe.
 //
-// StartSource and StartDest boot QEMUs set up for this (shared RAM, the
-// plugin under TCG, -incoming defer), for tests and `vm run --monitor qemu`.
+// FromVM and DestFromVM take a QEMU that package qemu started (what `vm
+// run --monitor qemu` and the demo do); StartSource and StartDest boot QEMUs
+// set up for this (shared RAM, the plugin under TCG, -incoming defer) for
+// the tests.
 package qemuguest

@@ -156,8 +156,8 @@ type incoming struct {
 }
 
 // close removes the socket's directory. QEMU listens there until a state
-// has loaded: a Dest whose migration failed before leaves it (in tmpBase)
-// for the next attempt on the same QEMU.
+// has loaded: a Dest whose migration failed before leaves it (under
+// scratch.Base()) for the next attempt on the same QEMU.
 func (in incoming) close() error {
 	if in.dir == "" {
 		return nil

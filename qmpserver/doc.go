@@ -26,7 +26,8 @@
 //   - events with timestamps, queued per client so that a client that stops
 //     reading loses events instead of stalling the monitor.
 //
-// Each client has its own goroutine: its commands run one after the other in the
+// It serves MaxClients (64) at once; one more is told so in a QMP error
+// and closed. Each client has its own goroutine: its commands run one after the other in the
 // order sent, while commands of different clients run concurrently, so handlers
 // must guard the state they share. A command may not exceed 1 MiB; a client that
 // sends more gets an error and is disconnected.

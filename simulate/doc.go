@@ -3,8 +3,8 @@
 // cost, for every mode, before it starts and for VMs far larger than this
 // machine holds.
 //
-// The engine is package migrator's, unchanged: Simulate gives it a Guest
-// whose writes come from a Workload and whose pages stand for a content
+// The engine is package migrator's, unchanged: Run (and RunAll, several
+// modes at once) gives it a Guest whose writes come from a Workload and whose pages stand for a content
 // mix, and migrator.Simulate weighs its records on a virtual link instead
 // of sending them. The model:
 //

@@ -50,7 +50,7 @@
 //
 //	offset  size  field
 //	0       4     sync marker 00 50 43 52 ("\x00PCR")
-//	4       4     body length B, u32: 3 .. 30 + pages × (bytes of a page number), at most 2 GiB
+//	4       4     body length B, u32: 3 .. 31 + pages (three uvarints of at most 10 bytes, then deltas of at most pages+1 bytes), at most 2 GiB
 //	8       B     body:
 //	                uvarint epoch index, increasing through the file
 //	                uvarint epoch start, ns from Meta.Start
