@@ -387,23 +387,11 @@ func TestPredictEvalErrors(t *testing.T) {
 	os.WriteFile(bad, []byte("not a trace at all"), 0o644)
 	// 100 epochs 1000 indices apart: none has the next 3 beside it.
 	gaps := filepath.Join(dir, "gaps.pct")
-	f, err := os.Create(gaps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var epochs []trace.Epoch
 	for i := range uint64(100) {
-		if err := w.Append(trace.Epoch{Index: 1 + 1000*i, Pages: []uint64{i % 256, (i + 7) % 256}}); err != nil {
-			t.Fatal(err)
-		}
+		epochs = append(epochs, trace.Epoch{Index: 1 + 1000*i, Pages: []uint64{i % 256, (i + 7) % 256}})
 	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	writeTrace(t, gaps, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"}, epochs...)
 	for _, tc := range []struct {
 		args []string
 		want string

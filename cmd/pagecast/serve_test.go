@@ -319,24 +319,12 @@ func TestServeTraceNamed(t *testing.T) {
 // review walk.)
 func TestServeShortForParts(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "short.pct")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 25 * time.Millisecond, Source: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var epochs []trace.Epoch
 	for e := range uint64(3) {
-		if err := w.Append(trace.Epoch{Index: e + 1, Offset: time.Duration(e) * 25 * time.Millisecond, Pages: []uint64{e, 7}}); err != nil {
-			t.Fatal(err)
-		}
+		epochs = append(epochs, trace.Epoch{Index: e + 1, Offset: time.Duration(e) * 25 * time.Millisecond, Pages: []uint64{e, 7}})
 	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	_, _, err = runApp(t, "predict", "serve", "--trace", path, "--parts", "4", "--listen", "127.0.0.1:0")
+	writeTrace(t, path, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 25 * time.Millisecond, Source: "test"}, epochs...)
+	_, _, err := runApp(t, "predict", "serve", "--trace", path, "--parts", "4", "--listen", "127.0.0.1:0")
 	if err == nil || !strings.Contains(err.Error(), "its 3 epochs make no whole epoch of --parts 4") {
 		t.Errorf("predict serve --parts 4 on 3 epochs: %v", err)
 	}

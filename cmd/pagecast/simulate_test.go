@@ -732,23 +732,11 @@ func TestSimulateLostEpochs(t *testing.T) {
 	// idle too, and said (walk 157: a trace of epochs 1000 apart was
 	// replayed as 3 million idle epochs without a word).
 	gaps := filepath.Join(t.TempDir(), "gaps.pct")
-	f, err := os.Create(gaps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := trace.NewWriter(f, trace.Meta{MemoryBytes: 1 << 24, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var epochs []trace.Epoch
 	for i := range uint64(20) {
-		if err := w.Append(trace.Epoch{Index: 1 + 100*i, Pages: []uint64{i, i + 1000}}); err != nil {
-			t.Fatal(err)
-		}
+		epochs = append(epochs, trace.Epoch{Index: 1 + 100*i, Pages: []uint64{i, i + 1000}})
 	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	writeTrace(t, gaps, trace.Meta{MemoryBytes: 1 << 24, PageSize: 4096, Epoch: 100 * time.Millisecond, Source: "test"}, epochs...)
 	_, stderr, err = runApp(t, "simulate", "--trace", gaps, "--bandwidth", "64MiB/s", "--mode", "precopy")
 	for _, want := range []string{"lacks 1881 epoch indices between its first and last (epochs 2-100, 102-200, ",
 		", … (19 stretches, 1881 epochs in all)), not damaged but never recorded: simulating them as idle",

@@ -92,23 +92,33 @@ func TestTraceImportExport(t *testing.T) {
 	}
 }
 
-// A trace that lacks epoch indices is exported with a warning that a CSV
-// cannot say so: imported back, they are empty epochs, and more than
-// trace.MaxImportGap of them were refused without a word of why at export.
-func TestTraceExportSkipped(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "gaps.pct")
-	w, err := trace.Create(path, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond})
+// writeTrace writes epochs as a trace of m at path.
+func writeTrace(t *testing.T, path string, m trace.Meta, epochs ...trace.Epoch) {
+	t.Helper()
+	w, err := trace.Create(path, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, i := range []uint64{1, 2, 10, 5000} {
-		if err := w.Append(trace.Epoch{Index: i, Pages: []uint64{i % 256}}); err != nil {
+	for _, e := range epochs {
+		if err := w.Append(e); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A trace that lacks epoch indices is exported with a warning that a CSV
+// cannot say so: imported back, they are empty epochs, and more than
+// trace.MaxImportGap of them were refused without a word of why at export.
+func TestTraceExportSkipped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gaps.pct")
+	var epochs []trace.Epoch
+	for _, i := range []uint64{1, 2, 10, 5000} {
+		epochs = append(epochs, trace.Epoch{Index: i, Pages: []uint64{i % 256}})
+	}
+	writeTrace(t, path, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond}, epochs...)
 	stdout, stderr, err := runApp(t, "trace", "export", path)
 	if err != nil {
 		t.Fatal(err)
@@ -464,19 +474,12 @@ func TestTraceGuestRoundTrip(t *testing.T) {
 // 12.5 MB of them (walk 148); --all-damage lists every one.
 func TestTraceInfoManyDamaged(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "junk.pct")
-	w, err := trace.Create(path, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const epochs = 40
+	var es []trace.Epoch
 	for i := range uint64(epochs) {
-		if err := w.Append(trace.Epoch{Index: i, Pages: []uint64{i}}); err != nil {
-			t.Fatal(err)
-		}
+		es = append(es, trace.Epoch{Index: i, Pages: []uint64{i}})
 	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeTrace(t, path, trace.Meta{MemoryBytes: 1 << 20, PageSize: 4096, Epoch: 100 * time.Millisecond}, es...)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
