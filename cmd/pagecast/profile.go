@@ -242,6 +242,7 @@ func runProfile(c *cli.Context) error {
 	}
 
 	var epochs, pages uint64
+	var long longEpochs
 	var written *bitmap.Bitmap // every page the profile saw written, for what they hold at the end (heldContent)
 	if t.Kind == "qemu" && t.SharedRAM {
 		written = bitmap.New(t.MaxPages())
@@ -273,6 +274,7 @@ func runProfile(c *cli.Context) error {
 		}
 		epochs++
 		pages += uint64(len(e.Pages))
+		long.add(e.Duration, cfg.Epoch)
 		for _, p := range e.Pages {
 			if written != nil && p < written.Pages() {
 				written.Set(p)
@@ -322,6 +324,7 @@ func runProfile(c *cli.Context) error {
 	}
 	st, _ := col.Stats()
 	fmt.Fprintf(out, "%d epochs, %d dirty pages in all; %d writes recorded, %d dropped%s", epochs, pages, st.Events, st.DroppedAll(), droppedWhy(st))
+	fmt.Fprint(out, long.String())
 	if st.Late > 0 {
 		fmt.Fprintf(out, "; %d pages recorded an epoch late (their writes were marked after their epoch was read: this host took the CPU away mid-mark)", st.Late)
 	}
@@ -503,6 +506,33 @@ var droppedGloss = map[string]string{
 
 // droppedWhy is " (reason: n, what it means; ...)" for the writes st
 // says were dropped, "" for none (a count alone left a user to guess).
+// longEpochs counts the epochs that ran half as long again as --epoch or
+// more: the collector, behind by half an epoch (a busy host, a slow
+// disk), goes on from then, the epoch closing late the longer (walk 157:
+// --duration 10s made 99 epochs of 100ms, and nothing said why).
+type longEpochs struct {
+	n       int
+	longest time.Duration
+	epoch   time.Duration
+}
+
+func (l *longEpochs) add(d, epoch time.Duration) {
+	if d >= epoch+epoch/2 {
+		l.n++
+		l.longest, l.epoch = max(l.longest, d), epoch
+	}
+}
+
+func (l longEpochs) String() string {
+	switch l.n {
+	case 0:
+		return ""
+	case 1:
+		return fmt.Sprintf("; 1 epoch ran %v against --epoch %v (this host was busy: the trace keeps it as one epoch, at its true start)", l.longest.Round(time.Millisecond), l.epoch)
+	}
+	return fmt.Sprintf("; %d epochs ran long, the longest %v against --epoch %v (this host was busy: the trace keeps each as one epoch, at its true start)", l.n, l.longest.Round(time.Millisecond), l.epoch)
+}
+
 func droppedWhy(st collector.Stats) string {
 	var parts []string
 	for _, reason := range slices.Sorted(maps.Keys(st.Dropped)) {

@@ -252,6 +252,22 @@ func TestProfileTCG(t *testing.T) {
 	if err != nil || !regexp.MustCompile(`(?m)^what the guest's memory holds now: \S+; the \d+ pages written: \S+$`).Match(b) {
 		t.Errorf("profile without --out: %v\n%s", err, b)
 	}
+	// A profile held up (here stopped for 600 ms, as a busy host or a
+	// slow disk would) says which epochs ran long, where it made fewer
+	// than --duration holds without a word (walk 157).
+	stalled := exec.Command(binary, "profile", "--qmp", "unix:"+vm.sock, "--duration", "2s", "--epoch", "250ms", "--quiet")
+	var stalledOut bytes.Buffer
+	stalled.Stdout, stalled.Stderr = &stalledOut, &stalledOut
+	if err := stalled.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	stalled.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(600 * time.Millisecond)
+	stalled.Process.Signal(syscall.SIGCONT)
+	if err := stalled.Wait(); err != nil || !regexp.MustCompile(`; 1 epoch ran \d+ms against --epoch 250ms \(this host was busy`).Match(stalledOut.Bytes()) {
+		t.Errorf("profile stopped for 600 ms: %v, want it to say an epoch ran long:\n%s", err, stalledOut.String())
+	}
 	for _, args := range [][]string{{"trace", "info", out}, {"predict", "eval", out}} {
 		b, err := exec.Command(binary, args...).CombinedOutput()
 		if err != nil {
