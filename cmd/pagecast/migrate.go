@@ -206,6 +206,16 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if c.IsSet("metrics-linger") && !c.IsSet("metrics") {
 		return errors.New("--metrics-linger is how long --metrics serves after the end: give --metrics too, or leave it out")
 	}
+	// The TLS files are read before anything else is asked (walk 160: a
+	// missing --tls-key was said after the source was connected to and
+	// its engine chosen, and with a source socket not there, never).
+	if c.String("engine") == engineQEMU && tlsSet(c) {
+		return errors.New("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (--engine qemu) would go in plain TCP")
+	}
+	clientTLS, err := tlsConfig(c, false)
+	if err != nil {
+		return err
+	}
 	if p.Mode == modeAuto && c.String("engine") == engineQEMU {
 		return errors.New("--mode auto weighs the modes of pagecast's engine and runs it; --engine qemu asks for QEMU's own migration: give one or the other")
 	}
@@ -556,7 +566,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				return interruptedSetup(sig)
 			}
 			early.stop() // migrateWithEngine takes them
-			return migrateWithEngine(c, src, p, metrics, mon, dst, ctl, out)
+			return migrateWithEngine(c, src, p, clientTLS, metrics, mon, dst, ctl, out)
 		}
 		// QEMU's own migration takes a paused guest (it stays paused),
 		// not one that left or has yet to come: say what those states

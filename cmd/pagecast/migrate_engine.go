@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -272,7 +273,7 @@ func sameTCPPort(a, b string) bool {
 // x-ignore-shared, to a `pagecast vm run --monitor qemu --incoming`.
 // metrics, if not nil, follows the migration; given the destination QEMU's
 // monitor dst (the source's is mon), the summary has the guest's own pause.
-func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor, ctl net.Listener, out *migrationOutcome) error {
+func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params, clientTLS *tls.Config, metrics *migrationmetrics.Exporter, mon, dst qmp.Monitor, ctl net.Listener, out *migrationOutcome) error {
 	if ok, st := src.Running(); !ok && st == "paused" {
 		// pagecast's engine moves a running guest; QEMU's own migration
 		// takes a paused one as it is.
@@ -326,10 +327,7 @@ func migrateWithEngine(c *cli.Context, src *qemuguest.Source, p migrator.Params,
 	if choice != nil {
 		cfg.Auto = choice.Report()
 	}
-	var err error
-	if cfg.TLS, err = tlsConfig(c, false); err != nil {
-		return err
-	}
+	cfg.TLS = clientTLS
 	if metrics != nil && choice == nil {
 		metrics.Begin(time.Now(), migrationmetrics.EnginePagecast, p.Mode, p.MaxBandwidth)
 	}
