@@ -210,7 +210,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	// missing --tls-key was said after the source was connected to and
 	// its engine chosen, and with a source socket not there, never).
 	if c.String("engine") == engineQEMU && tlsSet(c) {
-		return errors.New("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (--engine qemu) would go in plain TCP")
+		return errors.New("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (engine qemu: --engine qemu) would go in plain TCP")
 	}
 	clientTLS, err := tlsConfig(c, false)
 	if err != nil {
