@@ -362,6 +362,7 @@ func TestQEMUErrors(t *testing.T) {
 		{"plugin folder as an argument", []string{"plugin", t.TempDir()}, "plugin takes no arguments"},
 		{"memory below minimum", []string{"vm", "run", "--monitor", "qemu", "--memory", "4M"}, "--memory 4M: 4.0 MiB is below the guest's minimum of 8 MiB"},
 		{"dirty on QEMU", []string{"vm", "run", "--monitor", "qemu", "--accel", "tcg", "--dirty", "bitmap"}, "with --monitor qemu the dirty pages come from pagecast's TCG plugin"},
+		{"ring size under TCG", []string{"vm", "run", "--monitor", "qemu", "--accel", "tcg", "--ring-size", "4096"}, "--ring-size sizes QEMU's KVM dirty ring (--accel kvm); this QEMU runs under TCG"}, // walk 160: taken without a word
 		{"tls without incoming", []string{"vm", "run", "--monitor", "qemu", "--tls-cert", "c.pem"}, "a QEMU VM's migrations out are driven by pagecast migrate"},
 		{"tls for QEMU's incoming", []string{"vm", "run", "--monitor", "qemu", "--engine", "qemu", "--incoming", "tcp:127.0.0.1:1", "--tls-ca", "ca.pem"},
 			"QEMU's own migration (--engine qemu) is taken here in plain TCP"},

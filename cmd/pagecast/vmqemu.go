@@ -82,17 +82,18 @@ func (v *qemuVM) publishQMP() error {
 
 // qemuVMOptions are what startQEMUVM needs beyond qemu.Options.
 type qemuVMOptions struct {
-	accel    string // --accel
-	ringSize int    // KVM dirty ring entries per vCPU
-	qmp      string // socket path for other clients; "" for one in the work directory
-	qmpExtra string // a second one, there from QEMU's start (--qmp-extra); "" for none
-	incoming string // QEMU -incoming URI ("defer": pagecast's receiver feeds it)
-	name     string // QEMU's -name (--name)
-	memory   uint64
-	vcpus    int // a Linux guest's, or an incoming one's; the pagecast guest has one
-	workload guest.Workload
-	mix      guest.Mix
-	seed     uint64
+	accel     string // --accel
+	ringSize  int    // KVM dirty ring entries per vCPU
+	ringGiven bool   // --ring-size given
+	qmp       string // socket path for other clients; "" for one in the work directory
+	qmpExtra  string // a second one, there from QEMU's start (--qmp-extra); "" for none
+	incoming  string // QEMU -incoming URI ("defer": pagecast's receiver feeds it)
+	name      string // QEMU's -name (--name)
+	memory    uint64
+	vcpus     int // a Linux guest's, or an incoming one's; the pagecast guest has one
+	workload  guest.Workload
+	mix       guest.Mix
+	seed      uint64
 	// A Linux kernel to boot instead of the pagecast guest (--kernel,
 	// --initrd, --append); workload, mix and seed do not apply to it.
 	kernel, initrd, append string
@@ -102,6 +103,10 @@ func startQEMUVM(o qemuVMOptions) (_ *qemuVM, err error) {
 	accel, why, err := qemu.ResolveAccel(o.accel)
 	if err != nil {
 		return nil, err
+	}
+	if accel == qemu.AccelTCG && o.ringGiven {
+		// As --dirty and --kvm are (walk 160: taken without a word).
+		return nil, fmt.Errorf("--ring-size sizes QEMU's KVM dirty ring (--accel kvm); this QEMU runs under TCG (%s), where pagecast's plugin marks the dirty pages and there is no ring", why)
 	}
 	dir, err := scratch.Dir(scratch.Base(), qemu.ScratchPrefix)
 	if err != nil {
@@ -215,7 +220,7 @@ func qemuVMFlags() []cli.Flag {
 // qemuGuestFlags reads the flags that describe the pagecast guest on QEMU
 // (vmFlags and qemuVMFlags).
 func qemuGuestFlags(c *cli.Context) (qemuVMOptions, error) {
-	o := qemuVMOptions{accel: c.String("accel"), ringSize: c.Int("ring-size"), seed: c.Uint64("seed")}
+	o := qemuVMOptions{accel: c.String("accel"), ringSize: c.Int("ring-size"), ringGiven: c.IsSet("ring-size"), seed: c.Uint64("seed")}
 	// Here, not in vm run alone: the demo under QEMU took them unsaid
 	// (walk 86).
 	if c.IsSet("dirty") {
