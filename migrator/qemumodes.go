@@ -636,8 +636,12 @@ func SameVCPUs(src, dst qmp.Monitor) error {
 	if s == 0 || d == 0 || s == d {
 		return nil
 	}
-	return fmt.Errorf("the destination QEMU (--dest-qmp) has %d vCPUs, the source %d: a migration needs the same (QEMU's own destination would refuse the state once it came); start the destination with the source's vCPUs (-smp %d, vm run --vcpus %d, and -device for any hot-plugged)",
-		d, s, s, s)
+	vcpus := "vCPUs"
+	if d == 1 {
+		vcpus = "vCPU" // walk 160: "has 1 vCPUs"
+	}
+	return fmt.Errorf("the destination QEMU (--dest-qmp) has %d %s, the source %d: a migration needs the same (QEMU's own destination would refuse the state once it came); start the destination with the source's vCPUs (-smp %d, vm run --vcpus %d, and -device for any hot-plugged)",
+		d, vcpus, s, s, s)
 }
 
 // vcpuCount is the number of vCPUs of the QEMU behind m; 0 where it does

@@ -869,7 +869,7 @@ func TestMigrateQEMUDestinationRefusesState(t *testing.T) {
 	dst := startQEMUExtra(t, "hotset", uri, "-smp", "1")
 	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", uri,
 		"--engine", "qemu", "--mode", "precopy", "--quiet").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "the destination QEMU (--dest-qmp) has 1 vCPUs, the source 2") || !strings.Contains(string(out), "-smp 2") {
+	if err == nil || !strings.Contains(string(out), "the destination QEMU (--dest-qmp) has 1 vCPU, the source 2") || !strings.Contains(string(out), "-smp 2") {
 		t.Errorf("migrate to a destination of 1 vCPU from one of 2: %v\n%s", err, out)
 	}
 	dst.Close()
