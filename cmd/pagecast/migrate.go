@@ -550,7 +550,11 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		if src == nil && tlsSet(c) {
 			return fmt.Errorf("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (engine %s: %s) would go in plain TCP", engine, why)
 		}
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)\n", engine, why)
+		tlsSaid := ""
+		if clientTLS != nil {
+			tlsSaid = "; over mutual TLS to the destination (it must show a certificate signed by --tls-ca)"
+		}
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: source is QEMU; engine: %s (%s)%s\n", engine, why, tlsSaid)
 		out.Engine, out.Mode = engine, p.Mode
 		out.DowntimeLimit = p.DowntimeLimit.Milliseconds()
 		if src != nil {

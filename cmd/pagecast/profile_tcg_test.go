@@ -729,6 +729,14 @@ func TestMigrateQEMUEngineTLS(t *testing.T) {
 	if err != nil || !strings.Contains(out, "verified         true") {
 		t.Fatalf("over mutual TLS: %v\n%s\ndestination:\n%s", err, out, dst.stderr.String())
 	}
+	// Each end says the link is TLS (walk 160: their lines read the same
+	// with it and without).
+	if !strings.Contains(out, "; over mutual TLS to the destination") {
+		t.Errorf("migrate does not say it goes over TLS:\n%s", out)
+	}
+	if head := strings.Join(dst.head, "\n"); !strings.Contains(head, "waiting for an incoming migration (pagecast's engine) on "+to+", mutual TLS") {
+		t.Errorf("the destination does not say it takes TLS:\n%s", head)
+	}
 	dst.saysAfterMigration(t, "migration received, memory verified; guest running")
 	logged := dst.stderr.String()
 	for _, want := range []string{"TLS handshake with the source", "the source's certificate is not signed by the CA this side trusts"} {

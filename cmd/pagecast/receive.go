@@ -102,8 +102,8 @@ func runReceive(c *cli.Context) error {
 	}
 	defer l.Close()
 	out := c.App.Writer
-	fmt.Fprintf(out, "QEMU pid %d, %s of guest RAM shared; waiting for pagecast migrate --to %s\n",
-		dest.PID(), units.FormatBytes(float64(dest.MemoryBytes())), c.String("listen"))
+	fmt.Fprintf(out, "QEMU pid %d, %s of guest RAM shared; waiting for pagecast migrate --to %s%s\n",
+		dest.PID(), units.FormatBytes(float64(dest.MemoryBytes())), c.String("listen"), overTLS(serverTLS))
 	sayReady()
 	res, err := receive(ctx, l, qemuDestination(dest, c.Bool("paused")), serverTLS, log, nil, nil)
 	if err != nil {

@@ -271,6 +271,15 @@ func tlsConfig(c *cli.Context, server bool) (*tls.Config, error) {
 	return files.Config(server)
 }
 
+// overTLS says that a link is mutual TLS where cfg is set (walk 160: a
+// listener's line read the same with it and without).
+func overTLS(cfg *tls.Config) string {
+	if cfg == nil {
+		return ""
+	}
+	return ", mutual TLS (the source must show a certificate signed by --tls-ca)"
+}
+
 // tlsConfigs is tlsConfig for both ends, loaded once: the warnings about
 // the files are said once (walk 68 saw each twice under vm run).
 func tlsConfigs(c *cli.Context) (client, server *tls.Config, err error) {

@@ -362,7 +362,7 @@ func runQEMU(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	arrived := "" // the run state QEMU's own migration left the guest in
 	if incoming != nil {
 		fmt.Fprintf(out, "serial console in %s (what the guest writes once it runs here)\n", vm.SerialPath())
-		fmt.Fprintf(out, "waiting for an incoming migration (pagecast's engine) on %s\n", c.String("incoming"))
+		fmt.Fprintf(out, "waiting for an incoming migration (pagecast's engine) on %s%s\n", c.String("incoming"), overTLS(serverTLS))
 		dest, err := qemuguest.DestFromVM(vm.VM)
 		if err != nil {
 			return err
