@@ -130,6 +130,16 @@ func tlsHint(err error, peer string) error {
 		return fmt.Errorf("%w (the %s's certificate is not signed by the CA this side trusts, its --tls-ca)", err, peer)
 	case errors.As(err, &host):
 		return fmt.Errorf("%w (the %s's certificate does not name the address dialled)", err, peer)
+	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
+		// Said for what it is (walk 160: "expired, not yet valid or not
+		// for this use" of a certificate for server use only).
+		use, eku := "server", "serverAuth"
+		if peer == "source" {
+			use, eku = "client", "clientAuth"
+		}
+		return fmt.Errorf("%w (the %s's certificate is not for %s use: its extendedKeyUsage lacks %s)", err, peer, use, eku)
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return fmt.Errorf("%w (the %s's certificate has expired, or is not valid yet, by this side's clock)", err, peer)
 	case errors.As(err, &invalid):
 		return fmt.Errorf("%w (the %s's certificate cannot be used: expired, not yet valid or not for this use)", err, peer)
 	case errors.As(err, &op) && op.Op == "remote error":

@@ -109,7 +109,20 @@ func TestTLSSaysWhy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsRefused(t, codeSigning, server, "within its dates and for client use", "")
+	tlsRefused(t, codeSigning, server, "within its dates and for client use", "the source's certificate is not for client use: its extendedKeyUsage lacks clientAuth")
+	// A destination whose certificate is for client use only: the
+	// source says so, where both ends said "expired, not yet valid or
+	// not for this use" (walk 160).
+	c, k, ca = testutil.PKIWith(t, dir, "clientonly", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth} })
+	clientOnly, err := TLSFiles{Cert: c, Key: k, CA: good.CA}.Config(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trustsIt, err := TLSFiles{Cert: good.Cert, Key: good.Key, CA: ca}.Config(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsRefused(t, trustsIt, clientOnly, "the destination's certificate is not for server use: its extendedKeyUsage lacks serverAuth", "")
 
 	// An HTTP request at a TLS destination is named as one (walk 68).
 	if err := tlsHint(tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake", RecordHeader: [5]byte{'G', 'E', 'T', ' ', '/'}}, "source"); !strings.Contains(err.Error(), "an HTTP request, not a pagecast migration") {
