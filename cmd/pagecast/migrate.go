@@ -206,16 +206,6 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	if c.IsSet("metrics-linger") && !c.IsSet("metrics") {
 		return errors.New("--metrics-linger is how long --metrics serves after the end: give --metrics too, or leave it out")
 	}
-	// The TLS files are read before anything else is asked (walk 160: a
-	// missing --tls-key was said after the source was connected to and
-	// its engine chosen, and with a source socket not there, never).
-	if c.String("engine") == engineQEMU && tlsSet(c) {
-		return errors.New("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (engine qemu: --engine qemu) would go in plain TCP")
-	}
-	clientTLS, err := tlsConfig(c, false)
-	if err != nil {
-		return err
-	}
 	if p.Mode == modeAuto && c.String("engine") == engineQEMU {
 		return errors.New("--mode auto weighs the modes of pagecast's engine and runs it; --engine qemu asks for QEMU's own migration: give one or the other")
 	}
@@ -549,6 +539,18 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		if src == nil && tlsSet(c) {
 			return fmt.Errorf("--tls-cert, --tls-key, --tls-ca: they are for pagecast's engine, and QEMU's own migration (engine %s: %s) would go in plain TCP", engine, why)
+		}
+		// The TLS files are read once the source is known to be a QEMU
+		// pagecast's engine moves, before a word of the migration (walk
+		// 160: a missing --tls-key was said after "engine: pagecast" and,
+		// under auto, after seconds of watching the guest); a source of
+		// pagecast's own monitor is refused them above.
+		clientTLS, err := tlsConfig(c, false)
+		if err != nil {
+			if src != nil {
+				src.Close()
+			}
+			return err
 		}
 		tlsSaid := ""
 		if clientTLS != nil {

@@ -708,6 +708,16 @@ func TestMigrateQEMUEngineTLS(t *testing.T) {
 		out, err := exec.Command(binary, args...).CombinedOutput()
 		return string(out), err
 	}
+	// The files are read before the migration is begun or said (walk
+	// 160: a missing key was said after "engine: pagecast", and under
+	// auto after seconds of watching the guest).
+	if out, err := migrate("--tls-cert", cert, "--tls-ca", ca, "--mode", "auto"); err == nil ||
+		!strings.Contains(out, "mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca") || strings.Contains(out, "engine: pagecast") || strings.Contains(out, "watching the guest") {
+		t.Errorf("migrate without --tls-key: %v, want the flags refused before the engine is said:\n%s", err, out)
+	}
+	if st := qmpState(t, src.sock); st != "running" {
+		t.Fatalf("after a refusal of its TLS flags the source QEMU is %s, want running", st)
+	}
 	for _, c := range []struct {
 		name string
 		args []string
