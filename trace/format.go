@@ -216,6 +216,9 @@ type Damage struct {
 	// the last cannot be counted.
 	Prev, Next       uint64
 	HasPrev, HasNext bool
+	// Disordered is how many intact records in the stretch were passed
+	// over for their order (written again, or out of order).
+	Disordered int
 }
 
 func (d Damage) String() string {

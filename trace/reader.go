@@ -228,6 +228,7 @@ func (r *Reader) closeDamage() {
 			r.open.Reason += fmt.Sprintf("; then %d intact records whose epochs do not follow those before (records written again, or out of order)", r.disordered)
 		}
 		r.open.Length = r.offset() - r.open.Offset
+		r.open.Disordered = r.disordered
 		r.damage = append(r.damage, *r.open)
 		r.open = nil
 		r.grid.reset()

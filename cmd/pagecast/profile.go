@@ -274,7 +274,9 @@ func runProfile(c *cli.Context) error {
 		}
 		epochs++
 		pages += uint64(len(e.Pages))
-		long.add(e.Duration, cfg.Epoch)
+		if epochs > 1 { // the first holds profile's own start besides (review walk 161)
+			long.add(e.Duration, cfg.Epoch)
+		}
 		for _, p := range e.Pages {
 			if written != nil && p < written.Pages() {
 				written.Set(p)
@@ -504,8 +506,6 @@ var droppedGloss = map[string]string{
 	"ringbuf_full": "events lost to a full ring buffer",
 }
 
-// droppedWhy is " (reason: n, what it means; ...)" for the writes st
-// says were dropped, "" for none (a count alone left a user to guess).
 // longEpochs counts the epochs that ran half as long again as --epoch or
 // more: the collector, behind by half an epoch (a busy host, a slow
 // disk), goes on from then, the epoch closing late the longer (walk 157:
@@ -528,11 +528,13 @@ func (l longEpochs) String() string {
 	case 0:
 		return ""
 	case 1:
-		return fmt.Sprintf("; 1 epoch ran %v against --epoch %v (this host was busy: the trace keeps it as one epoch, at its true start)", l.longest.Round(time.Millisecond), l.epoch)
+		return fmt.Sprintf("; 1 epoch ran %v against --epoch %v (profile fell behind: a busy host, a slow disk or a blocked output; the trace keeps it as one epoch, at its true start)", l.longest.Round(time.Millisecond), l.epoch)
 	}
-	return fmt.Sprintf("; %d epochs ran long, the longest %v against --epoch %v (this host was busy: the trace keeps each as one epoch, at its true start)", l.n, l.longest.Round(time.Millisecond), l.epoch)
+	return fmt.Sprintf("; %d epochs ran long, the longest %v against --epoch %v (profile fell behind: a busy host, a slow disk or a blocked output; the trace keeps each as one epoch, at its true start)", l.n, l.longest.Round(time.Millisecond), l.epoch)
 }
 
+// droppedWhy is " (reason: n, what it means; ...)" for the writes st
+// says were dropped, "" for none (a count alone left a user to guess).
 func droppedWhy(st collector.Stats) string {
 	var parts []string
 	for _, reason := range slices.Sorted(maps.Keys(st.Dropped)) {

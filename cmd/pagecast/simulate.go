@@ -134,8 +134,9 @@ type simulation struct {
 	Replays     uint64         `json:"trace-replays"`
 	WallSeconds float64        `json:"wall-seconds"`
 	Error       string         `json:"error,omitempty"`
-	// LostEpochs are the epochs of a damaged trace, replayed as idle,
-	// that this mode's migration ran through (the trace's epoch
+	// LostEpochs are the epochs a trace lacks (lost with damage, or
+	// never recorded), replayed as idle, that this mode's migration ran
+	// through (the trace's epoch
 	// indices): its figures may be better than the program's.
 	LostEpochs []lostJSON `json:"lost-epochs-run-through,omitempty"`
 	// Inputs are what the simulation was run with, so that a figure
@@ -346,7 +347,7 @@ func runSimulate(c *cli.Context) error {
 		for i, r := range results {
 			out[i] = simulation{Mode: r.Mode, Replays: r.Replays, WallSeconds: r.Wall.Seconds(), Inputs: in}
 			for _, l := range ranThrough(w, o.Start, lost, r) {
-				out[i].LostEpochs = append(out[i].LostEpochs, lostJSON{l.from, l.to})
+				out[i].LostEpochs = append(out[i].LostEpochs, lostJSON{l.from, l.to, !l.unrecorded})
 			}
 			if r.Err != nil {
 				out[i].Error = r.Err.Error()
@@ -465,10 +466,13 @@ func simulationWorkload(c *cli.Context) (simulate.Workload, []lostSpan, error) {
 	// A pagecast trace records idle epochs too: those missing went with
 	// the damage, or were never recorded (walk 157: a trace of epochs
 	// 1000 apart was replayed as 3 million idle ones without a word).
-	lost := lostEpochs(epochs, len(damage) == 0)
+	lost := lostEpochs(epochs, damage)
 	switch {
+	case len(epochs) == 0 && len(damage) > 0:
+		// Not "simulating the intact epochs" of none (review walk 161).
+		return nil, nil, fmt.Errorf("%s: no intact epoch: %s skipped (pagecast trace info lists them)", printable.Line(path), stretches(len(damage)))
 	case len(damage) > 0 && len(lost) > 0:
-		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs, and those lost (%s) as idle%s\n", printable.Line(path), stretches(len(damage)), spanList(lost), lostAtEnds(damage))
+		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs, and those %s (%s) as idle%s\n", printable.Line(path), stretches(len(damage)), lostHow(lost), spanList(lost), lostAtEnds(damage))
 	case len(damage) > 0:
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %s: %s skipped; simulating the intact epochs (none is missing between them)%s\n", printable.Line(path), stretches(len(damage)), lostAtEnds(damage))
 	case len(lost) > 0:
@@ -502,25 +506,40 @@ func writtenMix(o simulate.Options) string {
 func lostAtEnds(damage []trace.Damage) string {
 	var s string
 	if d := damage[0]; !d.HasPrev && d.HasNext {
-		s += fmt.Sprintf("; what came before epoch %d went with the damage (how many epochs, if any, cannot be told): the simulation begins there", d.Next)
+		s += fmt.Sprintf("; what came before epoch %d went with the damage (how many epochs, if any, cannot be told): the trace begins there", d.Next)
 	}
-	if d := damage[len(damage)-1]; d.HasPrev && !d.HasNext {
+	switch d := damage[len(damage)-1]; {
+	case d.HasPrev && !d.HasNext && d.Disordered > 0:
+		// A trace followed by a copy of itself lost nothing (review
+		// walk 161).
+		s += fmt.Sprintf("; after epoch %d, the trace ends in damage or records that do not follow it (written again, or out of order: trace info says which)", d.Prev)
+	case d.HasPrev && !d.HasNext:
 		s += fmt.Sprintf("; what came after epoch %d went with the damage (how many epochs, if any, cannot be told): the trace ends there", d.Prev)
 	}
 	return s
 }
 
 // lostSpan is a stretch of epochs a trace lacks, from and to numbered as
-// trace info numbers them; unrecorded where the trace has no damage to
-// have lost them with.
+// trace info numbers them; unrecorded where no damage lies between the
+// intact epochs either side of it, to have taken them.
 type lostSpan struct {
 	from, to   uint64
 	unrecorded bool
 }
 
 // lostEpochs lists the indices missing between the first and the last of
-// epochs.
-func lostEpochs(epochs []trace.Epoch, unrecorded bool) []lostSpan {
+// epochs, each said lost with damage where a damaged stretch lies between
+// the epochs either side of it (review walk 161: with any damage, every
+// gap was).
+func lostEpochs(epochs []trace.Epoch, damage []trace.Damage) []lostSpan {
+	damaged := func(from, to uint64) bool {
+		for _, d := range damage {
+			if d.HasPrev && d.HasNext && d.Prev < from && d.Next > to {
+				return true
+			}
+		}
+		return false
+	}
 	idx := make([]uint64, len(epochs))
 	for i, e := range epochs {
 		idx[i] = e.Index
@@ -530,7 +549,8 @@ func lostEpochs(epochs []trace.Epoch, unrecorded bool) []lostSpan {
 	var lost []lostSpan
 	for i := 1; i < len(idx); i++ {
 		if idx[i] > idx[i-1]+1 {
-			lost = append(lost, lostSpan{idx[i-1] + 1, idx[i] - 1, unrecorded})
+			from, to := idx[i-1]+1, idx[i]-1
+			lost = append(lost, lostSpan{from, to, !damaged(from, to)})
 		}
 	}
 	return lost
@@ -547,10 +567,19 @@ func lostCount(spans []lostSpan) uint64 {
 
 // lostHow says how spans came to be missing.
 func lostHow(spans []lostSpan) string {
-	if len(spans) > 0 && spans[0].unrecorded {
+	n := 0
+	for _, s := range spans {
+		if s.unrecorded {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return "lost with the damage"
+	case len(spans):
 		return "missing from the trace"
 	}
-	return "lost with the damage"
+	return "lost with the damage or never recorded"
 }
 
 // spanList says spans as "epochs 3-5, 9": "none" for none.
@@ -652,6 +681,9 @@ func ranThrough(wl simulate.Workload, start uint64, lost []lostSpan, r simulate.
 type lostJSON struct {
 	From uint64 `json:"from"`
 	To   uint64 `json:"to"`
+	// Damaged: lost with a damaged stretch of the trace; else never
+	// recorded.
+	Damaged bool `json:"damaged"`
 }
 
 // linkBandwidth reads --bandwidth for simulate and migrate alike; zero is

@@ -671,7 +671,7 @@ func TestSimulateLostEpochs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	for _, want := range []string{"simulating the intact epochs, and those lost (epochs 3-5) as idle",
+	for _, want := range []string{"simulating the intact epochs, and those lost with the damage (epochs 3-5) as idle",
 		"pagecast: warning: precopy, predictive ran through epochs 3-5, lost with the damage and replayed as idle"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
@@ -683,10 +683,11 @@ func TestSimulateLostEpochs(t *testing.T) {
 		Mode string `json:"mode"`
 		Lost []struct {
 			From, To uint64
+			Damaged  bool
 		} `json:"lost-epochs-run-through"`
 	}
 	if err != nil || json.Unmarshal([]byte(stdout), &sims) != nil || len(sims) != 1 || len(sims[0].Lost) != 1 ||
-		sims[0].Lost[0].From != 3 || sims[0].Lost[0].To != 5 {
+		sims[0].Lost[0].From != 3 || sims[0].Lost[0].To != 5 || !sims[0].Lost[0].Damaged {
 		t.Errorf("--json: %v, %+v, want precopy to have run through epochs 3 to 5\n%s\n%s", err, sims, stdout, stderr)
 	}
 	stdout, stderr, err = runApp(t, "simulate", "--trace", path, "--bandwidth", "64MiB/s", "--mode", "precopy", "--start", "10", "--json")
@@ -694,7 +695,7 @@ func TestSimulateLostEpochs(t *testing.T) {
 		t.Errorf("--json from after the damage: %v\n%s", err, stdout)
 	}
 	_, stderr, err = runApp(t, "simulate", "--trace", path, "--bandwidth", "64MiB/s", "--mode", "precopy", "--start", "10")
-	if err != nil || strings.Contains(stderr, "ran through") || !strings.Contains(stderr, "(epochs 3-5) as idle") {
+	if err != nil || strings.Contains(stderr, "ran through") || !strings.Contains(stderr, "lost with the damage (epochs 3-5) as idle") {
 		t.Errorf("from after the damage: %v\n%s", err, stderr)
 	}
 	// Replayed from its start (epoch 2), a migration goes through them.
@@ -721,11 +722,27 @@ func TestSimulateLostEpochs(t *testing.T) {
 	}
 	_, stderr, err = runApp(t, "simulate", "--trace", ends, "--bandwidth", "64MiB/s", "--mode", "precopy")
 	for _, want := range []string{"2 damaged stretches skipped; simulating the intact epochs (none is missing between them)",
-		"what came before epoch 2 went with the damage (how many epochs, if any, cannot be told): the simulation begins there",
+		"what came before epoch 2 went with the damage (how many epochs, if any, cannot be told): the trace begins there",
 		"what came after epoch 60 went with the damage"} {
 		if err != nil || !strings.Contains(stderr, want) {
 			t.Errorf("damage at both ends: %v, stderr lacks %q:\n%s", err, want, stderr)
 		}
+	}
+
+	// A trace followed by a copy of its records lost nothing after its
+	// last epoch: said so (review walk 161).
+	data, err = os.ReadFile(simTrace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice := filepath.Join(t.TempDir(), "twice.pct")
+	if err := os.WriteFile(twice, append(data, data[records[0]:]...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runApp(t, "simulate", "--trace", twice, "--bandwidth", "64MiB/s", "--mode", "precopy")
+	if err != nil || !strings.Contains(stderr, "; after epoch 60, the trace ends in damage or records that do not follow it (written again, or out of order") ||
+		strings.Contains(stderr, "went with the damage") {
+		t.Errorf("a trace written twice: %v\n%s", err, stderr)
 	}
 
 	// Indices a trace never recorded, without damage, are replayed as
@@ -744,6 +761,42 @@ func TestSimulateLostEpochs(t *testing.T) {
 		if err != nil || !strings.Contains(stderr, want) {
 			t.Errorf("a trace with gaps: %v, stderr lacks %q:\n%s", err, want, stderr)
 		}
+	}
+	// Damage besides a gap never recorded: each said for what it is
+	// (review walk 161: every gap was said lost with the damage).
+	data, err = os.ReadFile(gaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records = recordOffsets(data)
+	data[records[3]+10] ^= 0xff // the record of epoch 301
+	both := filepath.Join(t.TempDir(), "both.pct")
+	if err := os.WriteFile(both, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runApp(t, "simulate", "--trace", both, "--bandwidth", "64MiB/s", "--mode", "precopy")
+	if err != nil || !strings.Contains(stderr, "and those lost with the damage or never recorded (epochs 2-100, 102-200, 202-400, 402-500,") ||
+		!strings.Contains(stderr, "precopy ran through epochs 2-100, missing from the trace and replayed as idle") {
+		t.Errorf("damage and a gap: %v\n%s", err, stderr)
+	}
+	stdout, _, err = runApp(t, "simulate", "--trace", both, "--bandwidth", "64MiB/s", "--mode", "precopy", "--start", "250", "--json")
+	sims = nil
+	if err != nil || json.Unmarshal([]byte(stdout), &sims) != nil || len(sims) != 1 || len(sims[0].Lost) == 0 ||
+		sims[0].Lost[0].From != 202 || !sims[0].Lost[0].Damaged {
+		t.Errorf("--json from epoch 251 of a trace damaged at 301: %v, %+v, want 202-400 first, damaged", err, sims)
+	}
+	// Nothing intact: refused in one line.
+	for _, r := range records {
+		data[r+10] ^= 0xff
+	}
+	data[records[3]+10] ^= 0xff // flipped back twice: damaged again
+	none := filepath.Join(t.TempDir(), "none.pct")
+	if err := os.WriteFile(none, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runApp(t, "simulate", "--trace", none, "--bandwidth", "64MiB/s", "--mode", "precopy")
+	if err == nil || !strings.Contains(err.Error(), "no intact epoch: 1 damaged stretch skipped") || strings.Contains(stderr, "simulating the intact epochs") {
+		t.Errorf("a trace with nothing intact: %v\n%s", err, stderr)
 	}
 }
 

@@ -182,7 +182,11 @@ func noKVMHint(c *cli.Context, err error) error {
 // (migrator.ReceiveConfig.Status); pause, if set, is QMP migrate-pause's
 // (migrator.ReceiveConfig.Pause).
 func receive(ctx context.Context, listener net.Listener, d migrator.Destination, tlsConfig *tls.Config, log *slog.Logger, status func(string), pause <-chan struct{}) (migrator.Received, error) {
-	log.Info("waiting for an incoming migration", "on", listener.Addr().String())
+	link := "plain TCP"
+	if tlsConfig != nil {
+		link = "mutual TLS" // as the QEMU destinations' line says (review walk 161)
+	}
+	log.Info("waiting for an incoming migration", "on", listener.Addr().String(), "link", link)
 	if a, ok := listener.Addr().(*net.TCPAddr); ok && tlsConfig == nil && !a.IP.IsLoopback() {
 		// Whoever reaches the port may send this destination a guest of
 		// their own (found by a security walk): said, as the README's
