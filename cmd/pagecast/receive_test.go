@@ -68,8 +68,14 @@ func TestReceiveHandStartedQEMU(t *testing.T) {
 			"--mode", "predictive", "--bandwidth", bandwidth, "--dest-qmp", "unix:"+watchQMP, "--quiet")
 	}
 
-	// Stopped before any source came, receive says just that.
-	recv, recvOut, recvDone := receive()
+	// Stopped before any source came, receive says just that; given TLS
+	// files, its line says it takes TLS (walk 160: it read the same).
+	cert, key, ca := testutil.PKI(t, dir, "site")
+	recv, recvOut, recvDone := receive("--tls-cert", cert, "--tls-key", key, "--tls-ca", ca)
+	waitFor(t, "receive's line", func() bool { return strings.Contains(recvOut.String(), "waiting for pagecast migrate --to") })
+	if !strings.Contains(recvOut.String(), "waiting for pagecast migrate --to tcp:"+addr+", mutual TLS (the source must show a certificate signed by --tls-ca)") {
+		t.Errorf("receive with TLS files does not say it takes TLS:\n%s", recvOut.String())
+	}
 	recv.Process.Signal(syscall.SIGINT)
 	if err := exited("SIGINT", recvDone, recvOut); err == nil || !strings.Contains(recvOut.String(), "pagecast: stopped while waiting for an incoming migration\n") {
 		t.Fatalf("receive stopped while it waited: %v\n%s", err, recvOut.String())
