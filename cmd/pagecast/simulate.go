@@ -532,13 +532,13 @@ type lostSpan struct {
 // the epochs either side of it (review walk 161: with any damage, every
 // gap was).
 func lostEpochs(epochs []trace.Epoch, damage []trace.Damage) []lostSpan {
-	damaged := func(from, to uint64) bool {
-		for _, d := range damage {
-			if d.HasPrev && d.HasNext && d.Prev < from && d.Next > to {
-				return true
-			}
+	// The intact epochs either side of each stretch: a set, as a hostile
+	// trace may hold hundreds of thousands of stretches and of gaps.
+	between := make(map[[2]uint64]bool)
+	for _, d := range damage {
+		if d.HasPrev && d.HasNext {
+			between[[2]uint64{d.Prev, d.Next}] = true
 		}
-		return false
 	}
 	idx := make([]uint64, len(epochs))
 	for i, e := range epochs {
@@ -549,8 +549,7 @@ func lostEpochs(epochs []trace.Epoch, damage []trace.Damage) []lostSpan {
 	var lost []lostSpan
 	for i := 1; i < len(idx); i++ {
 		if idx[i] > idx[i-1]+1 {
-			from, to := idx[i-1]+1, idx[i]-1
-			lost = append(lost, lostSpan{from, to, !damaged(from, to)})
+			lost = append(lost, lostSpan{idx[i-1] + 1, idx[i] - 1, !between[[2]uint64{idx[i-1], idx[i]}]})
 		}
 	}
 	return lost
@@ -633,10 +632,12 @@ func warnLost(w io.Writer, wl simulate.Workload, start uint64, lost []lostSpan, 
 	}
 	var modes []string
 	var hit []lostSpan
+	seen := make(map[lostSpan]bool) // a set: a trace may lack a million stretches
 	for _, r := range results {
 		in := ranThrough(wl, start, lost, r)
 		for _, l := range in {
-			if !slices.Contains(hit, l) {
+			if !seen[l] {
+				seen[l] = true
 				hit = append(hit, l)
 			}
 		}
