@@ -554,7 +554,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 		modes = slices.DeleteFunc(modes, migrator.Throttles)
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: throttle left out: %v\n", err)
 	} else if slices.ContainsFunc(modes, migrator.Throttles) {
-		o.Response = probeThrottle(ctx, c.App.ErrWriter, src, o.Workload)
+		o.Response = probeThrottle(ctx, c.App.ErrWriter, src, o.Workload, lead.pace/float64(max(src.Identity().VCPUs, 1)))
 	}
 	rateNote := ""
 	if localDestination(c.String("to")) {
@@ -813,8 +813,11 @@ const responseWindows = 4
 // throttle's prediction: a Linux guest writes far more than its CPU share
 // (walk 116: auto predicted a throttled migration 9 rounds and a downtime
 // of 225 ms, and it took the 31-round cap and 584 ms). If it cannot, it
-// says so and predicts as for LinuxResponse.
-func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched simulate.Workload) simulate.Response {
+// says so and predicts as for LinuxResponse. pace is the share of a core
+// each vCPU had while watched, 0 where not known: on a loaded host a vCPU
+// with half a core loses little to a throttle that leaves it half (walk
+// 158: "throttling barely slows its writes" said without why).
+func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched simulate.Workload, pace float64) simulate.Response {
 	wall := time.Duration(len(responseThrottles)*(responseWindows+1)) * simulate.ResponseWindow
 	fmt.Fprintf(out, "pagecast: auto: measuring what the guest writes throttled, %v …\n", wall)
 	r, err := simulate.MeasureResponse(ctx, g, watched, responseThrottles, responseWindows)
@@ -844,17 +847,37 @@ func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched
 		strings.Join(pcts, ", "), simulate.ResponseWindow, strings.Join(spans, ", "), strings.Join(ran, ", "), lost.Round(time.Millisecond))
 	// "wrote in 100ms as many pages as it writes in 100ms" reads as a
 	// slip where it is the finding (walk 123): said in words.
-	var unslowed []string
+	var unslowed, starved []string // starved: throttles that leave a vCPU about what the host gave it
 	for i := len(r) - 1; i >= 0; i-- {
 		if r[i].Span >= barelySlowed {
-			unslowed = append(unslowed, fmt.Sprintf("%.0f%%", 100*(1-r[i].Share)))
+			pct := fmt.Sprintf("%.0f%%", 100*(1-r[i].Share))
+			unslowed = append(unslowed, pct)
+			if pace > 0 && pace < starvedPace && r[i].Share >= starvedShare*pace {
+				starved = append(starved, pct)
+			}
 		}
 	}
 	if len(unslowed) > 0 {
-		fmt.Fprintf(out, "pagecast: auto:   throttled %s, the guest wrote about as fast as unthrottled: throttling barely slows its writes\n", strings.Join(unslowed, ", "))
+		host := fmt.Sprintf("its vCPU had only %.2f of a core unthrottled while watched (a loaded host), about what a throttle of %s leaves it", pace, strings.Join(starved, ", "))
+		why := "throttling barely slows its writes"
+		switch {
+		case len(starved) == len(unslowed):
+			why = host
+		case len(starved) > 0:
+			why += "; " + host
+		}
+		fmt.Fprintf(out, "pagecast: auto:   throttled %s, the guest wrote about as fast as unthrottled: %s\n", strings.Join(unslowed, ", "), why)
 	}
 	return r
 }
+
+// starvedPace is the share of a core under which a vCPU is said to have
+// been short of CPU while watched, and starvedShare how near that share a
+// throttle's must come to be said to take little from it.
+const (
+	starvedPace  = 0.8
+	starvedShare = 0.8
+)
 
 // barelySlowed is the share of its unthrottled writes that a throttled
 // guest writes at or above which the throttle is said to barely slow it.

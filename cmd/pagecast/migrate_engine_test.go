@@ -310,7 +310,7 @@ func TestProbeThrottleFallback(t *testing.T) {
 		says string
 	}{{own, simulate.Linear, "as for pagecast's own guest"}, {make([]byte, 8<<20), simulate.LinuxResponse, "as for a Linux guest"}} {
 		var out strings.Builder
-		if got := probeThrottle(t.Context(), &out, noLogGuest{mem: tc.mem}, watched); got.String() != tc.want.String() || !strings.Contains(out.String(), tc.says) {
+		if got := probeThrottle(t.Context(), &out, noLogGuest{mem: tc.mem}, watched, 0); got.String() != tc.want.String() || !strings.Contains(out.String(), tc.says) {
 			t.Errorf("probeThrottle fell back on %v, saying %q; want %v, %q", got, out.String(), tc.want, tc.says)
 		}
 	}
@@ -321,22 +321,36 @@ func TestProbeThrottleFallback(t *testing.T) {
 // it writes in 100ms" (walk 123); one slowed in proportion is not. The
 // guest runs on the wall clock, so a span measured lands within a few
 // hundredths of its response's (0.92 was once measured 0.900, under the
-// 0.9 that is said): the one said is well above it.
+// 0.9 that is said): the one said is well above it. Where the vCPU had
+// only part of a core while watched (pace), a throttle that leaves it
+// about that is said to take little from it, not that throttling barely
+// slows the guest (walk 158: half a core on a loaded host).
 func TestProbeThrottleUnslowed(t *testing.T) {
 	const pages = 4096
+	unslowed := simulate.Response{{Share: 0.01, Span: 0.5}, {Share: 0.1, Span: 0.98}, {Share: 0.5, Span: 1}}
+	halfOnly := simulate.Response{{Share: 0.01, Span: 0.02}, {Share: 0.1, Span: 0.2}, {Share: 0.5, Span: 1}}
+	const barely = "the guest wrote about as fast as unthrottled: throttling barely slows its writes"
+	const host = "its vCPU had only 0.50 of a core unthrottled while watched (a loaded host), about what a throttle of 50% leaves it"
 	for _, tc := range []struct {
 		response simulate.Response
+		pace     float64
 		says     string // "": no such line
+		not      string // "": nothing
 	}{
-		{simulate.Response{{Share: 0.01, Span: 0.5}, {Share: 0.1, Span: 0.98}, {Share: 0.5, Span: 1}}, "throttled 50%, 90%, the guest wrote about as fast as unthrottled: throttling barely slows its writes"},
-		{simulate.Linear, ""},
+		{unslowed, 0, "throttled 50%, 90%, " + barely, "a loaded host"},
+		{unslowed, 1, "throttled 50%, 90%, " + barely, "a loaded host"},
+		{unslowed, 0.5, "throttled 50%, 90%, " + barely + "; " + host, ""},
+		{halfOnly, 0.5, "throttled 50%, the guest wrote about as fast as unthrottled: " + host, "barely slows"},
+		{halfOnly, 0.9, "throttled 50%, " + barely, "a loaded host"},
+		{simulate.Linear, 0.5, "", ""},
 	} {
 		g, w := newWallGuest(t, "uniform:rate=100000", pages, simulate.GuestOptions{Response: tc.response})
 		var out strings.Builder
-		got := probeThrottle(t.Context(), &out, g, w)
-		t.Logf("measured %v:\n%s", got, out.String())
-		if line := strings.Contains(out.String(), "barely slows"); line != (tc.says != "") || !strings.Contains(out.String(), tc.says) {
-			t.Errorf("response %v measured %v, said:\n%s\nwant %q", tc.response, got, out.String(), tc.says)
+		got := probeThrottle(t.Context(), &out, g, w, tc.pace)
+		t.Logf("measured %v at a pace of %v:\n%s", got, tc.pace, out.String())
+		said := out.String()
+		if line := strings.Contains(said, "about as fast as unthrottled"); line != (tc.says != "") || !strings.Contains(said, tc.says) || (tc.not != "" && strings.Contains(said, tc.not)) {
+			t.Errorf("response %v measured %v at a pace of %v, said:\n%s\nwant %q, not %q", tc.response, got, tc.pace, said, tc.says, tc.not)
 		}
 	}
 }
