@@ -51,9 +51,9 @@ test: deps-test ## Install what is missing (scripts/deps.sh), then run all tests
 	  scripts/qemu-new-tests.sh $(QEMU_NEW_DIR) $(GO); } | bin/testsummary
 
 .PHONY: bench
-bench: ## Run the benchmarks (end-to-end ones once, side by side with QEMU; micro ones for 300 ms) and print tables
-	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/ && \
-	  $(GO) test -run '^$$' -bench . -benchtime 300ms -timeout 30m $$($(GO) list ./... | grep -v '/bench$$'); } | $(GO) run ./internal/benchtable
+bench: ## Run the benchmarks (end-to-end ones once, side by side with QEMU; micro ones for 300 ms): a table per benchmark, then what skipped and why
+	set -o pipefail; { $(GO) test -v -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/ && \
+	  $(GO) test -v -run '^$$' -bench . -benchtime 300ms -timeout 30m $$($(GO) list ./... | grep -v '/bench$$'); } | $(GO) run ./internal/benchtable
 
 .PHONY: deps-demo deps-test
 deps-demo deps-test: ## Install the Debian packages make demo or make test needs, if missing (root or sudo; else say what is missing)

@@ -1,14 +1,90 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestFormat: four figures below 1000, so that a budget's 15.56 bytes a
-// page is not read as 16 (walk 70).
+// page is not read as 16 (walk 70); a whole number as one (walk 162: 4.000
+// rounds).
 func TestFormat(t *testing.T) {
 	for v, want := range map[float64]string{0: "0", 15.56: "15.56", 15.06: "15.06", 0.7430: "0.743", 123.45: "123.5",
-		62019000: "62019000", -3.5: "-3.500", 1000: "1000"} {
+		62019000: "62019000", -3.5: "-3.500", 1000: "1000", 4: "4", 1: "1", 0.9996: "1.000"} {
 		if got := format(v); got != want {
 			t.Errorf("format(%v) = %q, want %q", v, got, want)
 		}
+	}
+}
+
+// goTestV is what `go test -bench -v` printed for two packages without
+// /dev/kvm (walk 162's make bench, cut down).
+const goTestV = `goos: linux
+goarch: amd64
+pkg: github.com/pagecast/pagecast/bench
+cpu: some CPU
+BenchmarkModes
+BenchmarkModes/converging/precopy
+    modes_test.go:42: needs /dev/kvm: open /dev/kvm: no such file or directory
+--- SKIP: BenchmarkModes/converging/precopy
+BenchmarkModes/converging/predictive
+    modes_test.go:42: needs /dev/kvm: open /dev/kvm: no such file or directory
+--- SKIP: BenchmarkModes/converging/predictive
+BenchmarkQEMUEngine/converging/qemu-precopy-2     	       1	        57.50 MiB	         1.000 bytes/qemu	         1.000 converged	      3130 total-ms	         4.000 rounds
+--- BENCH: BenchmarkQEMUEngine/converging/qemu-precopy-2
+    qemu_engine_test.go:232: precopy: QEMU total 1831 ms
+BenchmarkQEMUEngine/converging/precopy-2          	       1	        61.60 MiB	         1.071 bytes/qemu	         1.000 converged	      2007 total-ms	         3.000 rounds
+BenchmarkProfilerOverhead
+    profiler_test.go:30: needs eBPF: no /dev/kvm
+--- SKIP: BenchmarkProfilerOverhead
+PASS
+ok  	github.com/pagecast/pagecast/bench	914.000s
+goos: linux
+pkg: github.com/pagecast/pagecast/tcg
+BenchmarkPluginOverhead/word-2	1	0	ns/op	0.577 cpu-ratio	4710903 writes/cpu-s-with
+BenchmarkPluginOverhead/page-2	1	0	ns/op	0.114 cpu-ratio	67100 writes/cpu-s-with
+pkg: github.com/pagecast/pagecast/predictor
+BenchmarkClassify-2	1000	713.3 ns/op	713.3 ns/page
+BenchmarkPredict-2	1000	20.1 ns/op	49.8 Mpages/s
+BenchmarkPredict/horizon8-2	1000	40.2 ns/op	24.9 Mpages/s	3 refits
+PASS
+`
+
+// TestTables: a table per benchmark under its package, whatever metrics
+// its sub-benchmarks report; the skipped ones listed with why, which go
+// test does not say without -v; ns/op left out beside the same ns/page.
+func TestTables(t *testing.T) {
+	var pass, out strings.Builder
+	tb, err := read(strings.NewReader(goTestV), &pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pass.String() != goTestV {
+		t.Errorf("passed through:\n%s\nwant the input", pass.String())
+	}
+	tb.print(&out)
+	got := out.String()
+	t.Logf("\n%s", got)
+	var heads []string
+	for _, tab := range tb.rows {
+		heads = append(heads, tab.pkg+" "+tab.bench)
+	}
+	if want := "bench QEMUEngine,tcg PluginOverhead,predictor Classify,predictor Predict"; strings.Join(heads, ",") != want {
+		t.Errorf("tables %q, want %q", strings.Join(heads, ","), want)
+	}
+	for _, want := range []string{
+		"\nbench\n", "\ntcg\n", "\npredictor\n",
+		"converging/qemu-precopy  57.50           1          1      3130       4",
+		"  benchmark  ns/page\n",
+		"Predict/horizon8  40.20     24.90       3",
+		"Predict  20.10     49.80       –",
+		"skipped (not in the tables above):\n  bench: BenchmarkModes (2 runs): needs /dev/kvm: open /dev/kvm: no such file or directory\n  bench: BenchmarkProfilerOverhead: needs eBPF: no /dev/kvm\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in:\n%s", want, got)
+		}
+	}
+	if strings.Count(got, "cpu-ratio") != 1 {
+		t.Errorf("PluginOverhead's word and page not in one table:\n%s", got)
 	}
 }
