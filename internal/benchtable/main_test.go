@@ -37,8 +37,13 @@ BenchmarkQEMUEngine/converging/precopy-2          	       1	        61.60 MiB	  
 BenchmarkProfilerOverhead
     profiler_test.go:30: needs eBPF: no /dev/kvm
 --- SKIP: BenchmarkProfilerOverhead
-PASS
-ok  	github.com/pagecast/pagecast/bench	914.000s
+BenchmarkRegimes/awk
+    regimes_test.go:49: precopy at 7173757 B/s: no such file
+--- FAIL: BenchmarkRegimes/awk
+--- FAIL: BenchmarkRegimes
+FAIL
+exit status 1
+FAIL	github.com/pagecast/pagecast/bench	914.000s
 goos: linux
 pkg: github.com/pagecast/pagecast/tcg
 BenchmarkPluginOverhead/word-2	1	0	ns/op	0.577 cpu-ratio	4710903 writes/cpu-s-with
@@ -52,7 +57,8 @@ PASS
 
 // TestTables: a table per benchmark under its package, whatever metrics
 // its sub-benchmarks report; the skipped ones listed with why, which go
-// test does not say without -v; ns/op left out beside the same ns/page.
+// test does not say without -v, and the failed; ns/op left out beside the
+// same ns/page.
 func TestTables(t *testing.T) {
 	var pass, out strings.Builder
 	tb, err := read(strings.NewReader(goTestV), &pass)
@@ -79,10 +85,14 @@ func TestTables(t *testing.T) {
 		"Predict/horizon8  40.20     24.90       3",
 		"Predict  20.10     49.80       –",
 		"skipped (not in the tables above):\n  bench: BenchmarkModes (2 runs): needs /dev/kvm: open /dev/kvm: no such file or directory\n  bench: BenchmarkProfilerOverhead: needs eBPF: no /dev/kvm\n",
+		"FAILED (their last log line):\n  bench: BenchmarkRegimes: precopy at 7173757 B/s: no such file\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("no %q in:\n%s", want, got)
 		}
+	}
+	if strings.Contains(got, "no reason given") {
+		t.Errorf("a parent of a failed benchmark listed as failing too:\n%s", got)
 	}
 	if strings.Count(got, "cpu-ratio") != 1 {
 		t.Errorf("PluginOverhead's word and page not in one table:\n%s", got)

@@ -15,7 +15,7 @@ import (
 
 var (
 	benchLine = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
-	skipLine  = regexp.MustCompile(`^\s*--- SKIP: Benchmark(\S+?)(-\d+)?(\s|$)`)
+	skipLine  = regexp.MustCompile(`^\s*--- (SKIP|FAIL): Benchmark(\S+?)(-\d+)?(\s|$)`)
 	logLine   = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
 )
 
@@ -34,16 +34,16 @@ type table struct {
 	rows       []row
 }
 
-// skip is one benchmark (with its sub-benchmarks) that skipped for one
-// reason.
+// skip is one benchmark (with its sub-benchmarks) that skipped, or failed,
+// for one reason.
 type skip struct {
 	pkg, bench, why string
 	n               int
 }
 
 type tables struct {
-	rows  []*table // in order of first appearance
-	skips []skip
+	rows          []*table // in order of first appearance
+	skips, failed []skip
 }
 
 // read parses go test's output from r, copying every line to pass.
@@ -65,7 +65,11 @@ func read(r io.Reader, pass io.Writer) (*tables, error) {
 			continue
 		}
 		if m := skipLine.FindStringSubmatch(line); m != nil {
-			t.addSkip(pkg, m[1], cmp.Or(lastLog, "no reason given"))
+			list := &t.skips
+			if m[1] == "FAIL" {
+				list = &t.failed
+			}
+			add(list, pkg, m[2], cmp.Or(lastLog, "no reason given"))
 			lastLog = ""
 			continue
 		}
@@ -99,20 +103,25 @@ func read(r io.Reader, pass io.Writer) (*tables, error) {
 	return t, sc.Err()
 }
 
-// addSkip counts a skipped benchmark under its top-level benchmark and
-// reason.
-func (t *tables) addSkip(pkg, name, why string) {
-	bench, _, _ := strings.Cut(name, "/")
-	for i := range t.skips {
-		if s := &t.skips[i]; s.pkg == pkg && s.bench == bench && s.why == why {
+// add counts a skipped or failed benchmark under its top-level benchmark
+// and reason; a top-level one whose sub-benchmarks are counted already is
+// not counted again (go test says the parent of a failed one failed).
+func add(list *[]skip, pkg, name, why string) {
+	bench, _, sub := strings.Cut(name, "/")
+	if !sub && slices.ContainsFunc(*list, func(s skip) bool { return s.pkg == pkg && s.bench == bench }) {
+		return
+	}
+	for i := range *list {
+		if s := &(*list)[i]; s.pkg == pkg && s.bench == bench && s.why == why {
 			s.n++
 			return
 		}
 	}
-	t.skips = append(t.skips, skip{pkg: pkg, bench: bench, why: why, n: 1})
+	*list = append(*list, skip{pkg: pkg, bench: bench, why: why, n: 1})
 }
 
-// print writes the tables, a package's under its name, then the skips.
+// print writes the tables, a package's under its name, then the skipped
+// and the failed.
 func (t *tables) print(w io.Writer) {
 	pkg := "\x00"
 	for _, tb := range t.rows {
@@ -141,11 +150,17 @@ func (t *tables) print(w io.Writer) {
 		}
 		tw.Flush()
 	}
-	if len(t.skips) == 0 {
+	list(w, "skipped (not in the tables above):", t.skips)
+	list(w, "FAILED (their last log line):", t.failed)
+}
+
+// list prints a heading and the benchmarks in l, if any.
+func list(w io.Writer, heading string, l []skip) {
+	if len(l) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\nskipped (not in the tables above):")
-	for _, s := range t.skips {
+	fmt.Fprintf(w, "\n%s\n", heading)
+	for _, s := range l {
 		what := "Benchmark" + s.bench
 		if s.n > 1 {
 			what += fmt.Sprintf(" (%d runs)", s.n)
