@@ -858,7 +858,7 @@ func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched
 		}
 	}
 	if len(unslowed) > 0 {
-		host := fmt.Sprintf("its vCPU had only %.2f of a core unthrottled while watched (a loaded host), about what a throttle of %s leaves it", pace, strings.Join(starved, ", "))
+		host := fmt.Sprintf("its vCPU ran only %.2f of a core unthrottled while watched (a loaded host, or a guest idle part of the time), about what a throttle of %s leaves it", pace, strings.Join(starved, ", "))
 		why := "throttling barely slows its writes"
 		switch {
 		case len(starved) == len(unslowed):

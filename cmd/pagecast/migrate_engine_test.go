@@ -330,18 +330,18 @@ func TestProbeThrottleUnslowed(t *testing.T) {
 	unslowed := simulate.Response{{Share: 0.01, Span: 0.5}, {Share: 0.1, Span: 0.98}, {Share: 0.5, Span: 1}}
 	halfOnly := simulate.Response{{Share: 0.01, Span: 0.02}, {Share: 0.1, Span: 0.2}, {Share: 0.5, Span: 1}}
 	const barely = "the guest wrote about as fast as unthrottled: throttling barely slows its writes"
-	const host = "its vCPU had only 0.50 of a core unthrottled while watched (a loaded host), about what a throttle of 50% leaves it"
+	const host = "its vCPU ran only 0.50 of a core unthrottled while watched (a loaded host, or a guest idle part of the time), about what a throttle of 50% leaves it"
 	for _, tc := range []struct {
 		response simulate.Response
 		pace     float64
 		says     string // "": no such line
 		not      string // "": nothing
 	}{
-		{unslowed, 0, "throttled 50%, 90%, " + barely, "a loaded host"},
-		{unslowed, 1, "throttled 50%, 90%, " + barely, "a loaded host"},
+		{unslowed, 0, "throttled 50%, 90%, " + barely, "of a core"},
+		{unslowed, 1, "throttled 50%, 90%, " + barely, "of a core"},
 		{unslowed, 0.5, "throttled 50%, 90%, " + barely + "; " + host, ""},
 		{halfOnly, 0.5, "throttled 50%, the guest wrote about as fast as unthrottled: " + host, "barely slows"},
-		{halfOnly, 0.9, "throttled 50%, " + barely, "a loaded host"},
+		{halfOnly, 0.9, "throttled 50%, " + barely, "of a core"},
 		{simulate.Linear, 0.5, "", ""},
 	} {
 		g, w := newWallGuest(t, "uniform:rate=100000", pages, simulate.GuestOptions{Response: tc.response})
