@@ -113,7 +113,7 @@ func migrations() *dashboard.DashboardBuilder {
 			description: "The pre-copy round under way, the stop-and-copy counted as one (QEMU's engine: its dirty-sync-count).",
 			queries:     []query{{held("pagecast_migration_round" + selMigration), "{{vm}} {{migration}}"}}}, // its last round at any step (walk 129)
 		panel{title: "Deferred pages", unit: "short", width: 8,
-			description: "Pages the predictive policy holds back now because it expects them to be dirtied again before the round ends (pagecast's engine; 0 in other modes).",
+			description: "Pages the predictive policy has held back in the round under way, so far, because it expects them to be dirtied again (pagecast's engine; from 0 at each round's start; 0 in other modes).",
 			queries:     []query{{"pagecast_migration_deferred_pages" + selMigration, "{{vm}} {{migration}}"}}},
 		panel{title: "CPU throttle", unit: "percentunit", width: 8,
 			description: "Share of the vCPUs' time taken away to slow the guest's dirtying (query-migrate cpu-throttle-percentage): the throttle mode, or QEMU's auto-converge.",

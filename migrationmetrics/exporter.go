@@ -243,7 +243,7 @@ var (
 	descRound = prometheus.NewDesc("pagecast_migration_round",
 		"Current round, 1-based, the stop-and-copy counted as one (QEMU's engine: its dirty-sync-count).", labels, nil)
 	descDeferred = prometheus.NewDesc("pagecast_migration_deferred_pages",
-		"Pages the predictive policy holds back now because it expects them to be dirtied again (pagecast's engine).", labels, nil)
+		"Pages the predictive policy has held back in the round under way, so far, because it expects them to be dirtied again (pagecast's engine; from 0 at each round's start).", labels, nil)
 	descDeferrals = prometheus.NewDesc("pagecast_migration_page_deferrals_total",
 		"Page sends held back by the predictive policy over the migration (pagecast's engine).", labels, nil)
 	descThrottle = prometheus.NewDesc("pagecast_migration_cpu_throttle_ratio",

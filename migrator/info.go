@@ -93,7 +93,7 @@ type Extra struct {
 	Round       int      `json:"round"`                 // current round, 1-based; the stop-and-copy counts as one
 	RoundPages  []uint64 `json:"round-pages"`           // pages sent in each round (zero pages included)
 	RoundBytes  []uint64 `json:"round-bytes"`           // bytes on the wire in each round
-	Deferred    uint64   `json:"deferred-pages"`        // pages held back by the policy, now
+	Deferred    uint64   `json:"deferred-pages"`        // pages the policy has held back in the round under way, so far (at a round's end, that round's)
 	DeferredAll uint64   `json:"deferred-total"`        // page deferrals over the migration
 	Bandwidth   uint64   `json:"bandwidth"`             // link cap, bytes/s; 0: none
 	Verified    bool     `json:"verified"`              // the destination's memory matched the source's

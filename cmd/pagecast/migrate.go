@@ -1914,8 +1914,9 @@ func (b *progressBar) update(i migrator.Info) {
 		// Pages held back stay pending, so their rewrites are not in
 		// the dirty rate, which counts pages made pending again (walk
 		// 163: "dirtying 8.0 KiB/s" where the guest wrote 70 MiB/s, 21
-		// 791 pages deferred): say how many are held back, in left.
-		line += fmt.Sprintf("  held back %s (in left; their rewrites not in dirtying)", units.FormatBytes(float64(i.Pagecast.Deferred*migrator.PageSize)))
+		// 791 pages deferred): say how many the round has held back so
+		// far (Extra.Deferred), which left counts.
+		line += fmt.Sprintf("  held back this round %s (in left; their rewrites not in dirtying)", units.FormatBytes(float64(i.Pagecast.Deferred*migrator.PageSize)))
 	}
 	if i.CPUThrottlePercentage > 0 {
 		line += fmt.Sprintf("  throttle %d%%", i.CPUThrottlePercentage)

@@ -200,7 +200,7 @@ func TestProgressBarHeldBack(t *testing.T) {
 		deferred uint64
 		want     string
 	}{
-		{5120, "left 44.0 MiB  8.0 MiB/s  dirtying 8.0 KiB/s  held back 20.0 MiB (in left; their rewrites not in dirtying)"},
+		{5120, "left 44.0 MiB  8.0 MiB/s  dirtying 8.0 KiB/s  held back this round 20.0 MiB (in left; their rewrites not in dirtying)"},
 		{0, ""},
 	} {
 		var out bytes.Buffer
