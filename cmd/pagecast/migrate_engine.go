@@ -847,7 +847,7 @@ func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched
 		strings.Join(pcts, ", "), simulate.ResponseWindow, strings.Join(spans, ", "), strings.Join(ran, ", "), lost.Round(time.Millisecond))
 	// "wrote in 100ms as many pages as it writes in 100ms" reads as a
 	// slip where it is the finding (walk 123): said in words.
-	var unslowed, starved []string // starved: throttles that leave a vCPU about what the host gave it
+	var unslowed, starved []string // starved: throttles that leave a vCPU about what it ran unthrottled, or more
 	for i := len(r) - 1; i >= 0; i-- {
 		if r[i].Span >= barelySlowed {
 			pct := fmt.Sprintf("%.0f%%", 100*(1-r[i].Share))
@@ -858,7 +858,12 @@ func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched
 		}
 	}
 	if len(unslowed) > 0 {
-		host := fmt.Sprintf("its vCPU ran only %.2f of a core unthrottled while watched (a loaded host, or a guest idle part of the time), about what a throttle of %s leaves it", pace, strings.Join(starved, ", "))
+		vcpu := "its vCPU ran"
+		if g.Identity().VCPUs > 1 {
+			vcpu = "its vCPUs ran, on average,"
+		}
+		host := fmt.Sprintf("%s only %.2f of a core unthrottled while watched (a loaded host, or a guest idle part of the time), and a throttle of %s leaves about that or more",
+			vcpu, pace, strings.Join(starved, ", "))
 		why := "throttling barely slows its writes"
 		switch {
 		case len(starved) == len(unslowed):
@@ -872,8 +877,8 @@ func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched
 }
 
 // starvedPace is the share of a core under which a vCPU is said to have
-// been short of CPU while watched, and starvedShare how near that share a
-// throttle's must come to be said to take little from it.
+// run short of one while watched, and starvedShare how near that share,
+// or over it, a throttle's must come to be said to take little from it.
 const (
 	starvedPace  = 0.8
 	starvedShare = 0.8

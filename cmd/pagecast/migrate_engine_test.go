@@ -330,7 +330,7 @@ func TestProbeThrottleUnslowed(t *testing.T) {
 	unslowed := simulate.Response{{Share: 0.01, Span: 0.5}, {Share: 0.1, Span: 0.98}, {Share: 0.5, Span: 1}}
 	halfOnly := simulate.Response{{Share: 0.01, Span: 0.02}, {Share: 0.1, Span: 0.2}, {Share: 0.5, Span: 1}}
 	const barely = "the guest wrote about as fast as unthrottled: throttling barely slows its writes"
-	const host = "its vCPU ran only 0.50 of a core unthrottled while watched (a loaded host, or a guest idle part of the time), about what a throttle of 50% leaves it"
+	const host = "its vCPU ran only 0.50 of a core unthrottled while watched (a loaded host, or a guest idle part of the time), and a throttle of 50% leaves about that or more"
 	for _, tc := range []struct {
 		response simulate.Response
 		pace     float64
