@@ -55,6 +55,57 @@ BenchmarkPredict/horizon8-2	1000	40.2 ns/op	24.9 Mpages/s	3 refits
 PASS
 `
 
+// TestFailures: a benchmark that panics, or a run that times out, ends its
+// package's run with no --- FAIL line, and is listed all the same; a
+// parent's log line is not a sub-benchmark's reason to skip; a line of 2
+// MiB passes through (walk 164: a panic left the failed list empty, a
+// parent's note became a skip's reason, and a line over 1 MiB ended the
+// run).
+func TestFailures(t *testing.T) {
+	long := strings.Repeat("x", 2<<20)
+	in := `pkg: github.com/pagecast/pagecast/trace
+BenchmarkParent
+    bench_test.go:10: parent setup note
+BenchmarkParent/sub
+--- SKIP: BenchmarkParent/sub
+BenchmarkRead-2	10	100 ns/op
+    bench_test.go:12: ` + long + `
+BenchmarkAfter
+panic: test timed out after 1m0s
+	running tests:
+		BenchmarkAfter (1m0s)
+panic: a second one, not the first
+exit status 2
+FAIL	github.com/pagecast/pagecast/trace	60.012s
+pkg: github.com/pagecast/pagecast/uffd
+BenchmarkFill-2	10	100 ns/op
+PASS
+ok  	github.com/pagecast/pagecast/uffd	1.000s
+`
+	var pass, out strings.Builder
+	tb, err := read(strings.NewReader(in), &pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pass.String() != in {
+		t.Errorf("%d bytes passed through of %d", pass.Len(), len(in))
+	}
+	tb.print(&out)
+	got := out.String()
+	for _, want := range []string{
+		"  trace: BenchmarkParent: no reason given\n",
+		"FAILED (their last log line):\n  trace: panic: test timed out after 1m0s; its benchmarks after that did not run\n",
+		"  Fill    100",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "parent setup note") || strings.Contains(got, "uffd: panic") {
+		t.Errorf("a reason misplaced:\n%s", got)
+	}
+}
+
 // TestTables: a table per benchmark under its package, whatever metrics
 // its sub-benchmarks report; the skipped ones listed with why, which go
 // test does not say without -v, and the failed; ns/op left out beside the
@@ -84,7 +135,7 @@ func TestTables(t *testing.T) {
 		"  benchmark  ns/page\n",
 		"Predict/horizon8  40.20     24.90       3",
 		"Predict  20.10     49.80       –",
-		"skipped (not in the tables above):\n  bench: BenchmarkModes (2 runs): needs /dev/kvm: open /dev/kvm: no such file or directory\n  bench: BenchmarkProfilerOverhead: needs eBPF: no /dev/kvm\n",
+		"skipped (these rows are not in the tables above):\n  bench: BenchmarkModes (2 of its sub-benchmarks): needs /dev/kvm: open /dev/kvm: no such file or directory\n  bench: BenchmarkProfilerOverhead: needs eBPF: no /dev/kvm\n",
 		"FAILED (their last log line):\n  bench: BenchmarkRegimes: precopy at 7173757 B/s: no such file\n",
 	} {
 		if !strings.Contains(got, want) {

@@ -17,6 +17,9 @@ var (
 	benchLine = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
 	skipLine  = regexp.MustCompile(`^\s*--- (SKIP|FAIL): Benchmark(\S+?)(-\d+)?(\s|$)`)
 	logLine   = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
+	nameLine  = regexp.MustCompile(`^Benchmark\S+$`)            // -v: a benchmark starts
+	panicLine = regexp.MustCompile(`^panic: (.*)$`)             // a benchmark panicked, or the run timed out
+	pkgFail   = regexp.MustCompile(`^FAIL\s+(\S+)\s+[0-9.]+s$`) // a package's summary: its run failed
 )
 
 // module is what package paths are printed without.
@@ -50,18 +53,41 @@ type tables struct {
 func read(r io.Reader, pass io.Writer) (*tables, error) {
 	t := &tables{}
 	byKey := map[string]*table{}
-	pkg, lastLog := "", ""
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	pkg, lastLog, lastPanic := "", "", ""
+	br := bufio.NewReader(r) // lines of any length: a benchmark's log may be long (walk 164: a Scanner's 1 MiB stopped the run)
+	for {
+		line, err := br.ReadString('\n')
+		if line == "" && err != nil {
+			if err == io.EOF {
+				break
+			}
+			return t, err
+		}
+		line = strings.TrimSuffix(line, "\n")
 		fmt.Fprintln(pass, line)
 		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
-			pkg = strings.TrimPrefix(strings.TrimSpace(p), module)
+			pkg, lastLog, lastPanic = strings.TrimPrefix(strings.TrimSpace(p), module), "", ""
+			continue
+		}
+		if nameLine.MatchString(line) {
+			lastLog = "" // not a reason for this one's skip (walk 164: a parent's log line was)
 			continue
 		}
 		if m := logLine.FindStringSubmatch(line); m != nil {
 			lastLog = m[1]
+			continue
+		}
+		if m := panicLine.FindStringSubmatch(line); m != nil && lastPanic == "" {
+			lastPanic = "panic: " + m[1]
+			continue
+		}
+		if m := pkgFail.FindStringSubmatch(line); m != nil {
+			// A panic or a timeout ends the package's run with no
+			// --- FAIL line: its later benchmarks did not run.
+			p := strings.TrimPrefix(m[1], module)
+			if !slices.ContainsFunc(t.failed, func(s skip) bool { return s.pkg == p }) {
+				t.failed = append(t.failed, skip{pkg: p, why: cmp.Or(lastPanic, "its run failed") + "; its benchmarks after that did not run", n: 1})
+			}
 			continue
 		}
 		if m := skipLine.FindStringSubmatch(line); m != nil {
@@ -100,7 +126,7 @@ func read(r io.Reader, pass io.Writer) (*tables, error) {
 		}
 		tb.rows = append(tb.rows, r)
 	}
-	return t, sc.Err()
+	return t, nil
 }
 
 // add counts a skipped or failed benchmark under its top-level benchmark
@@ -150,7 +176,7 @@ func (t *tables) print(w io.Writer) {
 		}
 		tw.Flush()
 	}
-	list(w, "skipped (not in the tables above):", t.skips)
+	list(w, "skipped (these rows are not in the tables above):", t.skips)
 	list(w, "FAILED (their last log line):", t.failed)
 }
 
@@ -161,9 +187,13 @@ func list(w io.Writer, heading string, l []skip) {
 	}
 	fmt.Fprintf(w, "\n%s\n", heading)
 	for _, s := range l {
+		if s.bench == "" { // the package's run
+			fmt.Fprintf(w, "  %s: %s\n", cmp.Or(s.pkg, "(package not said)"), s.why)
+			continue
+		}
 		what := "Benchmark" + s.bench
 		if s.n > 1 {
-			what += fmt.Sprintf(" (%d runs)", s.n)
+			what += fmt.Sprintf(" (%d of its sub-benchmarks)", s.n)
 		}
 		fmt.Fprintf(w, "  %s: %s: %s\n", cmp.Or(s.pkg, "(package not said)"), what, s.why)
 	}
