@@ -81,6 +81,7 @@ pkg: github.com/pagecast/pagecast/uffd
 BenchmarkFill-2	10	100 ns/op
 PASS
 ok  	github.com/pagecast/pagecast/uffd	1.000s
+FAIL	github.com/pagecast/pagecast/vmm [build failed]
 `
 	var pass, out strings.Builder
 	tb, err := read(strings.NewReader(in), &pass)
@@ -96,6 +97,7 @@ ok  	github.com/pagecast/pagecast/uffd	1.000s
 		"  trace: BenchmarkParent: no reason given\n",
 		"FAILED (their last log line):\n  trace: panic: test timed out after 1m0s; its benchmarks after that did not run\n",
 		"  Fill    100",
+		"  vmm: [build failed]: none of its benchmarks ran\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("no %q in:\n%s", want, got)

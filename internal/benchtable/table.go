@@ -17,9 +17,9 @@ var (
 	benchLine = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
 	skipLine  = regexp.MustCompile(`^\s*--- (SKIP|FAIL): Benchmark(\S+?)(-\d+)?(\s|$)`)
 	logLine   = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
-	nameLine  = regexp.MustCompile(`^Benchmark\S+$`)            // -v: a benchmark starts
-	panicLine = regexp.MustCompile(`^panic: (.*)$`)             // a benchmark panicked, or the run timed out
-	pkgFail   = regexp.MustCompile(`^FAIL\s+(\S+)\s+[0-9.]+s$`) // a package's summary: its run failed
+	nameLine  = regexp.MustCompile(`^Benchmark\S+$`)                     // -v: a benchmark starts
+	panicLine = regexp.MustCompile(`^panic: (.*)$`)                      // a benchmark panicked, or the run timed out
+	pkgFail   = regexp.MustCompile(`^FAIL\s+(\S+)\s+([0-9.]+s|\[.*\])$`) // a package's summary: its run, or its build, failed
 )
 
 // module is what package paths are printed without.
@@ -86,7 +86,11 @@ func read(r io.Reader, pass io.Writer) (*tables, error) {
 			// --- FAIL line: its later benchmarks did not run.
 			p := strings.TrimPrefix(m[1], module)
 			if !slices.ContainsFunc(t.failed, func(s skip) bool { return s.pkg == p }) {
-				t.failed = append(t.failed, skip{pkg: p, why: cmp.Or(lastPanic, "its run failed") + "; its benchmarks after that did not run", n: 1})
+				why := cmp.Or(lastPanic, "its run failed") + "; its benchmarks after that did not run"
+				if strings.HasPrefix(m[2], "[") {
+					why = m[2] + ": none of its benchmarks ran" // [build failed], [setup failed]
+				}
+				t.failed = append(t.failed, skip{pkg: p, why: why, n: 1})
 			}
 			continue
 		}
