@@ -814,9 +814,10 @@ const responseWindows = 4
 // (walk 116: auto predicted a throttled migration 9 rounds and a downtime
 // of 225 ms, and it took the 31-round cap and 584 ms). If it cannot, it
 // says so and predicts as for LinuxResponse. pace is the share of a core
-// each vCPU had while watched, 0 where not known: on a loaded host a vCPU
-// with half a core loses little to a throttle that leaves it half (walk
-// 158: "throttling barely slows its writes" said without why).
+// each vCPU ran on average while watched, 0 where not known: a vCPU that
+// ran half a core (a loaded host, or a guest idle half the time) loses
+// little to a throttle that leaves it half (walk 158: "throttling barely
+// slows its writes" said without why).
 func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched simulate.Workload, pace float64) simulate.Response {
 	wall := time.Duration(len(responseThrottles)*(responseWindows+1)) * simulate.ResponseWindow
 	fmt.Fprintf(out, "pagecast: auto: measuring what the guest writes throttled, %v …\n", wall)
