@@ -907,6 +907,19 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		out.Guest = guestDestination
 		return fmt.Errorf("%w (after the switch to post-copy: the guest runs on the destination, part of its memory still on the source)", err)
 	}
+	if err != nil && plan != nil && dst != nil && plan.Restored() && !srcExited {
+		// Ended before post-copy, the guest on the source: a destination
+		// that still waits gets back the post-copy capabilities the plan
+		// set there, as one the guest ran in does (walk 165: a tsmc to a
+		// port nobody listened on left postcopy-ram on there, for the
+		// next guest it took). Asked first whether it answers: one that
+		// is gone or stopped is left alone (review 63).
+		if plan.DestRestoreHint() != "" && destAnswers(dst, destAnswerWait) == nil {
+			if rerr := plan.RestoreDest(dst); rerr != nil {
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %v; once it takes no migration, send it %s\n", rerr, plan.DestRestoreHint())
+			}
+		}
+	}
 	if info.RAM != nil {
 		sent = max(sent, info.RAM.Transferred)
 	}

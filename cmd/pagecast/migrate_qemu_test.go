@@ -310,6 +310,37 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 	wantProgress(t, dst, "on the destination")
 }
 
+// TestMigrateQEMUPostcopyRefusedRestoresDest: a tsmc whose link nobody
+// takes (--to a port nobody listens on) fails before anything is sent,
+// and the destination QEMU, still waiting, gets back the post-copy
+// capabilities the plan set there (walk 165: it kept postcopy-ram on, and
+// the next guest moved there with pre-copy carried it).
+func TestMigrateQEMUPostcopyRefusedRestoresDest(t *testing.T) {
+	src, dst, _ := qemuPair(t, "hotset")
+	nobody := freeTCP(t)
+	out, err := exec.Command(binary, "migrate", "--qmp", "unix:"+src.QMPPath, "--dest-qmp", "unix:"+dst.QMPPath, "--to", nobody,
+		"--mode", migrator.ModeTSMC, "--engine", "qemu", "--quiet").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the guest keeps running on the source") {
+		t.Fatalf("tsmc to %s, where nobody listens: %v\n%s", nobody, err, out)
+	}
+	var caps []struct {
+		Capability string
+		State      bool
+	}
+	qemuQuery(t, dst, "query-migrate-capabilities", &caps)
+	for _, c := range caps {
+		if c.State && strings.HasPrefix(c.Capability, "postcopy") {
+			t.Errorf("the destination, still waiting, keeps %s on after the failed migration:\n%s", c.Capability, out)
+		}
+	}
+	if st := qemuRunState(t, dst); st != "inmigrate" {
+		t.Errorf("destination %s after the failed migration, want inmigrate (waiting)", st)
+	}
+	if st := qemuRunState(t, src); st != "running" {
+		t.Errorf("source %s after the failed migration, want running", st)
+	}
+}
+
 // TestMigrateQEMUDestinationDies: QEMU's own migration to a destination
 // QEMU killed midway fails, the guest keeps running on the source, and the
 // error says the destination went away, not taken for a pagecast receiver
