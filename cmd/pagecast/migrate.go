@@ -853,11 +853,17 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			// Not asked whether it lives: a stopped one does not answer,
 			// and keeps them (review 63).
 			defer func() {
+				if out.Guest == guestLost {
+					return // the error says to quit them (walk 165: "once it has ended" of a migration that never ends)
+				}
 				err = fmt.Errorf("%w; the destination QEMU, if it lives on, keeps the post-copy capabilities pagecast set there: once the migration has ended, send it %s", err, hint)
 			}()
 		}
 		if hint := plan.RestoreHint(); hint != "" {
 			defer func() {
+				if out.Guest == guestLost {
+					return
+				}
 				err = fmt.Errorf("%w; the source QEMU keeps this migration's settings, which pagecast sets back only on a migration it follows to its end: once it has ended, send it %s", err, hint)
 			}()
 		}
