@@ -108,7 +108,7 @@ func BenchmarkPredictiveRegimes(b *testing.B) {
 				hybrid := run(1e9/8, "predictive+tsmc")
 				b.ReportMetric(float64(hybrid.RAM.Transferred)/float64(w.Pages()*migrator.PageSize), "hybrid-1Gbit-memory-share")
 				b.ReportMetric(float64(hybrid.Downtime), "hybrid-1Gbit-downtime-ms") // whole ms, as query-migrate's (0.003 s read as one figure: walk 162)
-				b.ReportMetric(float64(uint64(rate)), "dirty-B/s") // the link run at the dirty rate, to the byte (walk 142 read 11616864 for the table's 11616863)
+				b.ReportMetric(float64(uint64(rate)), "dirty-B/s")                   // the link run at the dirty rate, to the byte (walk 142 read 11616864 for the table's 11616863)
 			}
 			b.ReportMetric(0, "ns/op")
 		})
