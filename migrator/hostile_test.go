@@ -262,7 +262,8 @@ func TestSourceStalls(t *testing.T) {
 		t.Errorf("Receive: %v, want %q", err, want)
 	}
 	// Pages came: not as it was, and said so (walk 107: "EOF" alone).
-	if want := "2 of the guest's 1024 pages had arrived; this receiver takes no other migration: to migrate again, start a new receiver"; errors.Is(err, ErrNothingReceived) || !strings.Contains(err.Error(), want) {
+	if want := "2 of the guest's 1024 pages had arrived; this receiver takes no other migration: to migrate again, start a new receiver"; errors.Is(err, ErrNothingReceived) || !strings.Contains(err.Error(), want) ||
+		strings.Count(err.Error(), "(") != strings.Count(err.Error(), ")") || !strings.Contains(err.Error(), "vm run --incoming, which starts a QEMU of its own") {
 		t.Errorf("Receive: %v, want %q", err, want)
 	}
 }

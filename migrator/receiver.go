@@ -193,7 +193,7 @@ func Receive(ctx context.Context, conn net.Conn, d Destination, cfg ReceiveConfi
 		// receiver on the same QEMU took the next, memory equal (walk
 		// 114), as every migration writes all of it, holes as zeros.
 		partly = fmt.Sprintf(" (%d of the guest's %d pages had arrived; this receiver takes no other migration: to migrate again, start a new receiver "+
-			"(pagecast receive, which may use the same destination QEMU if it still waits, as a migration writes all of the guest's memory and checks it; or a new vm run --incoming, whose QEMU ends with this one's)", rc.seen.Count(), rc.pages)
+			"(pagecast receive, which may use the same destination QEMU if it still waits, as a migration writes all of the guest's memory and checks it; or vm run --incoming, which starts a QEMU of its own))", rc.seen.Count(), rc.pages)
 	}
 	if err != nil {
 		var refused *refusal

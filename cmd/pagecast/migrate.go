@@ -842,6 +842,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 	// The source QEMU gone: nothing to send it, and the guest went with it
 	// (walk 103: "has its VM exited?", then what to send the QEMU).
 	srcExited := err != nil && srcPID > 0 && qmpGone(err) && exitsWithin(srcPID, time.Second)
+	quitBoth := false // the error says the guest is lost on both sides, and to quit the source QEMU
 	if plan != nil && err != nil && !plan.Restored() && !srcExited {
 		// WaitQEMU sets them back only once the migration has ended: not
 		// where it stopped following one that goes on (two interrupts in
@@ -853,7 +854,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 			// Not asked whether it lives: a stopped one does not answer,
 			// and keeps them (review 63).
 			defer func() {
-				if out.Guest == guestLost {
+				if quitBoth {
 					return // the error says to quit them (walk 165: "once it has ended" of a migration that never ends)
 				}
 				err = fmt.Errorf("%w; the destination QEMU, if it lives on, keeps the post-copy capabilities pagecast set there: once the migration has ended, send it %s", err, hint)
@@ -861,7 +862,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		}
 		if hint := plan.RestoreHint(); hint != "" {
 			defer func() {
-				if out.Guest == guestLost {
+				if quitBoth {
 					return
 				}
 				err = fmt.Errorf("%w; the source QEMU keeps this migration's settings, which pagecast sets back only on a migration it follows to its end: once it has ended, send it %s", err, hint)
@@ -903,6 +904,7 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 				// QEMU refuses cont there: "Migration is not finalized yet".
 				source = "the source QEMU holds the guest's memory as it was at the switch-over but will not run it again (cont: \"Migration is not finalized yet\"), " +
 					"so the guest is lost on both sides: quit the source QEMU and start the guest anew"
+				quitBoth = true
 			}
 			out.Guest = guestLost
 			return fmt.Errorf("migration %s after the switch to post-copy: the destination QEMU no longer answers on --dest-qmp (%v): it is gone, and the guest with it, so there is nothing to recover; %s",
@@ -920,9 +922,15 @@ func migrate(c *cli.Context, out *migrationOutcome) (err error) {
 		// port nobody listened on left postcopy-ram on there, for the
 		// next guest it took). Asked first whether it answers: one that
 		// is gone or stopped is left alone (review 63).
-		if plan.DestRestoreHint() != "" && destAnswers(dst, destAnswerWait) == nil {
-			if rerr := plan.RestoreDest(dst); rerr != nil {
-				fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %v; once it takes no migration, send it %s\n", rerr, plan.DestRestoreHint())
+		if hint := plan.DestRestoreHint(); hint != "" {
+			switch derr := destAnswers(dst, destAnswerWait); {
+			case derr == nil:
+				if rerr := plan.RestoreDest(dst); rerr != nil {
+					fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: %v; once it takes no migration, send it %s\n", rerr, hint)
+				}
+			case errors.Is(derr, migrator.ErrNoAnswer):
+				// Stopped (SIGSTOP), say: it keeps them (walk 166).
+				fmt.Fprintf(c.App.ErrWriter, "pagecast: warning: the destination QEMU did not answer on --dest-qmp within %v, and keeps the post-copy capabilities pagecast set there: if it lives on, send it %s\n", destAnswerWait, hint)
 			}
 		}
 	}

@@ -314,7 +314,9 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 // takes (--to a port nobody listens on) fails before anything is sent,
 // and the destination QEMU, still waiting, gets back the post-copy
 // capabilities the plan set there (walk 165: it kept postcopy-ram on, and
-// the next guest moved there with pre-copy carried it).
+// the next guest moved there with pre-copy carried it). The plan turns
+// them on for tsmc (TestMigrateQEMU's "qemu capabilities  postcopy-ram");
+// on the code before the mend this test found both on.
 func TestMigrateQEMUPostcopyRefusedRestoresDest(t *testing.T) {
 	src, dst, _ := qemuPair(t, "hotset")
 	nobody := freeTCP(t)

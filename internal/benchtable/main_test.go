@@ -71,6 +71,7 @@ BenchmarkParent/sub
 BenchmarkRead-2	10	100 ns/op
     bench_test.go:12: ` + long + `
 BenchmarkAfter
+panic: printed by a benchmark, not a panic
 panic: test timed out after 1m0s
 	running tests:
 		BenchmarkAfter (1m0s)

@@ -77,8 +77,14 @@ func read(r io.Reader, pass io.Writer) (*tables, error) {
 			lastLog = m[1]
 			continue
 		}
-		if m := panicLine.FindStringSubmatch(line); m != nil && lastPanic == "" {
+		if m := panicLine.FindStringSubmatch(line); m != nil && (lastPanic == "" || strings.HasPrefix(m[1], "test timed out")) {
+			// The first, but a timeout's over any line a benchmark
+			// printed that starts so (walk 166).
 			lastPanic = "panic: " + m[1]
+			continue
+		}
+		if strings.HasPrefix(line, "ok ") {
+			lastPanic = "" // a package that passed: not a later one's reason
 			continue
 		}
 		if m := pkgFail.FindStringSubmatch(line); m != nil {
@@ -92,6 +98,7 @@ func read(r io.Reader, pass io.Writer) (*tables, error) {
 				}
 				t.failed = append(t.failed, skip{pkg: p, why: why, n: 1})
 			}
+			lastPanic = ""
 			continue
 		}
 		if m := skipLine.FindStringSubmatch(line); m != nil {
