@@ -296,18 +296,28 @@ func TestMigrateQEMUPostcopyInterrupt(t *testing.T) {
 	}
 	// The destination's post-copy capabilities, which the plan turned
 	// on, are off again as they were: the VM it moved kept them.
+	for _, c := range postcopyOn(t, dst) {
+		t.Errorf("the destination keeps %s on after the migration", c)
+	}
+	waitDestRunning(t, dst)
+	wantProgress(t, dst, "on the destination")
+}
+
+// postcopyOn is the post-copy capabilities QEMU vm has on.
+func postcopyOn(t *testing.T, vm *qemu.VM) []string {
+	t.Helper()
 	var caps []struct {
 		Capability string
 		State      bool
 	}
-	qemuQuery(t, dst, "query-migrate-capabilities", &caps)
+	qemuQuery(t, vm, "query-migrate-capabilities", &caps)
+	var on []string
 	for _, c := range caps {
 		if c.State && strings.HasPrefix(c.Capability, "postcopy") {
-			t.Errorf("the destination keeps %s on after the migration", c.Capability)
+			on = append(on, c.Capability)
 		}
 	}
-	waitDestRunning(t, dst)
-	wantProgress(t, dst, "on the destination")
+	return on
 }
 
 // TestMigrateQEMUPostcopyRefusedRestoresDest: a tsmc whose link nobody
@@ -325,15 +335,8 @@ func TestMigrateQEMUPostcopyRefusedRestoresDest(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "the guest keeps running on the source") {
 		t.Fatalf("tsmc to %s, where nobody listens: %v\n%s", nobody, err, out)
 	}
-	var caps []struct {
-		Capability string
-		State      bool
-	}
-	qemuQuery(t, dst, "query-migrate-capabilities", &caps)
-	for _, c := range caps {
-		if c.State && strings.HasPrefix(c.Capability, "postcopy") {
-			t.Errorf("the destination, still waiting, keeps %s on after the failed migration:\n%s", c.Capability, out)
-		}
+	for _, c := range postcopyOn(t, dst) {
+		t.Errorf("the destination, still waiting, keeps %s on after the failed migration:\n%s", c, out)
 	}
 	if st := qemuRunState(t, dst); st != "inmigrate" {
 		t.Errorf("destination %s after the failed migration, want inmigrate (waiting)", st)

@@ -84,6 +84,20 @@ PASS
 ok  	github.com/pagecast/pagecast/uffd	1.000s
 FAIL	github.com/pagecast/pagecast/vmm [build failed]
 `
+	_, got := tablesOf(t, in,
+		"  trace: BenchmarkParent: no reason given\n",
+		"FAILED (their last log line):\n  trace: panic: test timed out after 1m0s; its benchmarks after that did not run\n",
+		"  Fill    100",
+		"  vmm: [build failed]: none of its benchmarks ran\n")
+	if strings.Contains(got, "parent setup note") || strings.Contains(got, "uffd: panic") {
+		t.Errorf("a reason misplaced:\n%s", got)
+	}
+}
+
+// tablesOf reads go test's output in, checks that it passes through
+// whole, prints its tables and checks that they hold each of want.
+func tablesOf(t *testing.T, in string, want ...string) (*tables, string) {
+	t.Helper()
 	var pass, out strings.Builder
 	tb, err := read(strings.NewReader(in), &pass)
 	if err != nil {
@@ -94,19 +108,12 @@ FAIL	github.com/pagecast/pagecast/vmm [build failed]
 	}
 	tb.print(&out)
 	got := out.String()
-	for _, want := range []string{
-		"  trace: BenchmarkParent: no reason given\n",
-		"FAILED (their last log line):\n  trace: panic: test timed out after 1m0s; its benchmarks after that did not run\n",
-		"  Fill    100",
-		"  vmm: [build failed]: none of its benchmarks ran\n",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("no %q in:\n%s", want, got)
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("no %q in:\n%s", w, got)
 		}
 	}
-	if strings.Contains(got, "parent setup note") || strings.Contains(got, "uffd: panic") {
-		t.Errorf("a reason misplaced:\n%s", got)
-	}
+	return tb, got
 }
 
 // TestTables: a table per benchmark under its package, whatever metrics
@@ -114,36 +121,20 @@ FAIL	github.com/pagecast/pagecast/vmm [build failed]
 // test does not say without -v, and the failed; ns/op left out beside the
 // same ns/page.
 func TestTables(t *testing.T) {
-	var pass, out strings.Builder
-	tb, err := read(strings.NewReader(goTestV), &pass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pass.String() != goTestV {
-		t.Errorf("passed through:\n%s\nwant the input", pass.String())
-	}
-	tb.print(&out)
-	got := out.String()
-	t.Logf("\n%s", got)
-	var heads []string
-	for _, tab := range tb.rows {
-		heads = append(heads, tab.pkg+" "+tab.bench)
-	}
-	if want := "bench QEMUEngine,tcg PluginOverhead,predictor Classify,predictor Predict"; strings.Join(heads, ",") != want {
-		t.Errorf("tables %q, want %q", strings.Join(heads, ","), want)
-	}
-	for _, want := range []string{
+	tb, got := tablesOf(t, goTestV,
 		"\nbench\n", "\ntcg\n", "\npredictor\n",
 		"converging/qemu-precopy  57.50           1          1      3130       4",
 		"  benchmark  ns/page\n",
 		"Predict/horizon8  40.20     24.90       3",
 		"Predict  20.10     49.80       –",
 		"skipped (these rows are not in the tables above):\n  bench: BenchmarkModes (2 of its sub-benchmarks): needs /dev/kvm: open /dev/kvm: no such file or directory\n  bench: BenchmarkProfilerOverhead: needs eBPF: no /dev/kvm\n",
-		"FAILED (their last log line):\n  bench: BenchmarkRegimes: precopy at 7173757 B/s: no such file\n",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("no %q in:\n%s", want, got)
-		}
+		"FAILED (their last log line):\n  bench: BenchmarkRegimes: precopy at 7173757 B/s: no such file\n")
+	var heads []string
+	for _, tab := range tb.rows {
+		heads = append(heads, tab.pkg+" "+tab.bench)
+	}
+	if want := "bench QEMUEngine,tcg PluginOverhead,predictor Classify,predictor Predict"; strings.Join(heads, ",") != want {
+		t.Errorf("tables %q, want %q", strings.Join(heads, ","), want)
 	}
 	if strings.Contains(got, "no reason given") {
 		t.Errorf("a parent of a failed benchmark listed as failing too:\n%s", got)
