@@ -554,7 +554,7 @@ func chooseLive(ctx context.Context, c *cli.Context, src *qemuguest.Source, p mi
 		modes = slices.DeleteFunc(modes, migrator.Throttles)
 		fmt.Fprintf(c.App.ErrWriter, "pagecast: auto: throttle left out: %v\n", err)
 	} else if slices.ContainsFunc(modes, migrator.Throttles) {
-		o.Response = probeThrottle(ctx, c.App.ErrWriter, src, o.Workload, lead.pace/float64(max(src.Identity().VCPUs, 1)))
+		o.Response = probeThrottle(ctx, c.App.ErrWriter, src, o.Workload, lead.pace)
 	}
 	rateNote := ""
 	if localDestination(c.String("to")) {
@@ -813,8 +813,8 @@ const responseWindows = 4
 // throttle's prediction: a Linux guest writes far more than its CPU share
 // (walk 116: auto predicted a throttled migration 9 rounds and a downtime
 // of 225 ms, and it took the 31-round cap and 584 ms). If it cannot, it
-// says so and predicts as for LinuxResponse. pace is the share of a core
-// each vCPU ran on average while watched, 0 where not known: a vCPU that
+// says so and predicts as for LinuxResponse. pace is the cores g's vCPUs
+// ran, together, while watched (leadClock's), 0 where not known: a vCPU that
 // ran half a core (a loaded host, or a guest idle half the time) loses
 // little to a throttle that leaves it half (walk 158: "throttling barely
 // slows its writes" said without why).
@@ -830,6 +830,8 @@ func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched
 		fmt.Fprintf(out, "pagecast: auto: warning: %v: throttle predicted as for a Linux guest (%v)\n", err, simulate.LinuxResponse)
 		return simulate.LinuxResponse
 	}
+	vcpus := max(g.Identity().VCPUs, 1)
+	pace /= float64(vcpus) // a vCPU's, on average
 	var pcts, spans, ran []string
 	for i := len(r) - 1; i >= 0; i-- {
 		pcts = append(pcts, fmt.Sprintf("%.0f%%", 100*(1-r[i].Share)))
@@ -842,7 +844,7 @@ func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched
 	for _, pct := range responseThrottles {
 		lost += time.Duration(responseWindows+1) * simulate.ResponseWindow * time.Duration(pct) / 100
 	}
-	lost *= time.Duration(max(g.Identity().VCPUs, 1))
+	lost *= time.Duration(vcpus)
 	fmt.Fprintf(out, "pagecast: auto:   throttled %s, the guest wrote in %v as many pages as it writes in %s unthrottled (its vCPU ran %s of it); "+
 		"the measure took %v of its vCPU time, before the migration and not in its guest slowed\n",
 		strings.Join(pcts, ", "), simulate.ResponseWindow, strings.Join(spans, ", "), strings.Join(ran, ", "), lost.Round(time.Millisecond))
@@ -860,7 +862,7 @@ func probeThrottle(ctx context.Context, out io.Writer, g migrator.Guest, watched
 	}
 	if len(unslowed) > 0 {
 		vcpu := "its vCPU ran"
-		if g.Identity().VCPUs > 1 {
+		if vcpus > 1 {
 			vcpu = "its vCPUs ran, on average,"
 		}
 		host := fmt.Sprintf("%s only %.2f of a core unthrottled while watched (a loaded host, or a guest idle part of the time), and a throttle of %s leaves about that or more",
